@@ -1,0 +1,163 @@
+"""Validated inputs: the model architecture, the GPU, and the training run.
+
+Pydantic lives here and in the loaders only; the arithmetic core reads these frozen objects.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
+
+Method = Literal["full", "lora", "qlora", "freeze"]
+Mode = Literal["train", "inference"]
+PrecisionName = Literal[
+    "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16", "fp32"
+]
+OptimizerName = Literal[
+    "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion"
+]
+OptimizerImpl = Literal["fused", "foreach", "for-loop"]
+Attention = Literal["sdpa", "eager"]
+AdapterDtype = Literal["fp32", "bf16", "fp16"]
+NormKind = Literal["rmsnorm", "layernorm"]
+MlpKind = Literal["gated", "plain"]
+
+METHODS: tuple[Method, ...] = ("full", "lora", "qlora", "freeze")
+PRECISIONS: tuple[PrecisionName, ...] = (
+    "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16", "fp32"
+)
+OPTIMIZERS: tuple[OptimizerName, ...] = (
+    "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion"
+)
+
+_STRICT = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSpec(BaseModel):
+    """A decoder-only transformer as its config.json describes it, or a bare parameter count."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, max_length=100)
+    source: str = Field(min_length=1, description="Where the numbers come from (a config.json URL).")
+    display_name: str | None = None
+    aliases: tuple[str, ...] = ()
+    family: str = "llama"
+
+    # A preset without an architecture gives its total and, optionally, activation bytes per sample.
+    parameters: PositiveInt | None = None
+    activation_bytes_per_sample: NonNegativeInt | None = None
+
+    vocab_size: PositiveInt | None = None
+    hidden_size: PositiveInt | None = None
+    intermediate_size: PositiveInt | None = None
+    num_layers: PositiveInt | None = None
+    num_attention_heads: PositiveInt | None = None
+    num_kv_heads: PositiveInt | None = None  # None: multi-head attention (= num_attention_heads)
+    head_dim: PositiveInt | None = None  # None: hidden_size // num_attention_heads
+    max_position_embeddings: PositiveInt | None = None
+
+    tie_word_embeddings: bool = False
+    mlp: MlpKind = "gated"  # gated: gate_proj, up_proj, down_proj (SwiGLU/GeGLU); plain: fc1, fc2
+    norm: NormKind = "rmsnorm"  # layernorm has a bias vector as well as a weight
+    norms_per_layer: NonNegativeInt = 2  # Gemma 2/3 have 4; Falcon-7B and Phi-2 have 1
+    final_norm: bool = True
+    qk_norm: bool = False  # per-head RMSNorm on q and k (Qwen3, Gemma 3, OLMo 2)
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    lm_head_bias: bool = False
+    fused_qkv: bool = False  # one qkv projection module (GPT-2 c_attn, Phi-3 qkv_proj)
+    fused_gate_up: bool = False  # one gate_up projection module (Phi-3)
+    learned_position_embeddings: bool = False  # GPT-2-style absolute position table of max_position_embeddings
+    parallel_residual: bool = False  # attention and MLP read the same normed input (GPT-J, NeoX, Falcon, Phi-2)
+    sliding_window: PositiveInt | None = None
+
+    # Mixture of experts (0 experts: a dense model).
+    num_experts: NonNegativeInt = 0
+    experts_per_token: NonNegativeInt = 0
+    moe_intermediate_size: PositiveInt | None = None
+    num_shared_experts: NonNegativeInt = 0
+    shared_expert_intermediate_size: PositiveInt | None = None
+    first_dense_layers: NonNegativeInt = 0
+
+    # The published total, for the preset test (not used by the arithmetic).
+    published_parameters: PositiveInt | None = None
+    published_parameters_source: str | None = None
+
+    @model_validator(mode="after")
+    def _architecture_or_count(self) -> Self:
+        arch = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_attention_heads")
+        given = [f for f in arch if getattr(self, f) is not None]
+        if not given and self.parameters is None:
+            raise ValueError(f"give the architecture ({', '.join(arch)}) or a `parameters` count")
+        if given and len(given) < len(arch):
+            missing = [f for f in arch if f not in given]
+            raise ValueError(f"incomplete architecture: missing {', '.join(missing)}")
+        if given:
+            heads = self.num_attention_heads or 1
+            if self.num_kv_heads is not None and heads % self.num_kv_heads:
+                raise ValueError(f"num_attention_heads {heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+            if self.head_dim is None and (self.hidden_size or 0) % heads:
+                raise ValueError("hidden_size is not divisible by num_attention_heads: give head_dim")
+            if self.learned_position_embeddings and self.max_position_embeddings is None:
+                raise ValueError("learned_position_embeddings needs max_position_embeddings")
+            if self.num_experts and not self.experts_per_token:
+                raise ValueError("a mixture-of-experts model needs experts_per_token")
+            if self.experts_per_token > self.num_experts:
+                raise ValueError("experts_per_token exceeds num_experts")
+        return self
+
+    @property
+    def has_architecture(self) -> bool:
+        return self.hidden_size is not None
+
+
+class GpuSpec(BaseModel):
+    """One GPU model: its memory as the driver reports it and what dtypes it computes in."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, max_length=100)
+    display_name: str
+    source: str = Field(min_length=1)
+    memory_bytes: PositiveInt
+    aliases: tuple[str, ...] = ()
+    vendor: Literal["nvidia", "amd", "intel", "apple", "other"] = "nvidia"
+    bf16: bool = True
+    fp8: bool = False
+
+
+class TrainingSpec(BaseModel):
+    """Every setting of one run that changes its memory."""
+
+    model_config = _STRICT
+
+    mode: Mode = "train"
+    method: Method = "full"
+    precision: PrecisionName = "bf16"
+    optimizer: OptimizerName = "adamw"
+    optimizer_impl: OptimizerImpl = "fused"
+    batch_size: PositiveInt = 1
+    seq_len: PositiveInt = 512
+    grad_accum: PositiveInt = 1
+    grad_checkpointing: bool = False
+    attention: Attention = "sdpa"
+    lora_rank: PositiveInt = 16
+    lora_alpha: float = Field(default=32.0, gt=0)
+    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    adapter_dtype: AdapterDtype = "fp32"
+    quant_bits: Literal[4, 8] = 4
+    double_quant: bool = True
+    freeze_layers: NonNegativeInt | None = None  # for `freeze`: layers frozen from the bottom
+    train_head: bool = True  # for `freeze`: whether the LM head is trained
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.method == "freeze" and self.freeze_layers is None:
+            raise ValueError("method 'freeze' needs --freeze-layers N (layers kept frozen from the bottom)")
+        if self.method in ("lora", "qlora") and not self.lora_targets:
+            raise ValueError("LoRA needs at least one target module: pass --lora-targets q_proj,v_proj")
+        return self
