@@ -73,6 +73,9 @@ class ModelSpec(BaseModel):
     learned_position_embeddings: bool = False  # GPT-2-style absolute position table of max_position_embeddings
     parallel_residual: bool = False  # attention and MLP read the same normed input (GPT-J, NeoX, Falcon, Phi-2)
     sliding_window: PositiveInt | None = None
+    hidden_act: str = "silu"  # config.json hidden_act: silu, gelu, gelu_new, gelu_pytorch_tanh, ...
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # residual/embedding dropout (GPT-2: 0.1)
+    norm_fp32_weight_mul: bool = False  # Gemma's RMSNorm multiplies by (1 + w) in fp32
 
     # Mixture of experts (0 experts: a dense model).
     num_experts: NonNegativeInt = 0

@@ -1,0 +1,3 @@
+from vramcalc.cli import main
+
+main()

@@ -1,0 +1,31 @@
+"""The verdict: does a step's peak fit in a GPU's memory, and by how much."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vramcalc.memory import Breakdown
+from vramcalc.specs import GpuSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """FITS or DOES NOT FIT on one GPU, with the headroom (negative: the shortfall) in bytes."""
+
+    gpu: GpuSpec
+    needed_bytes: int
+    headroom_bytes: int
+
+    @property
+    def fits(self) -> bool:
+        return self.headroom_bytes >= 0
+
+    @property
+    def status(self) -> str:
+        return "FITS" if self.fits else "DOES NOT FIT"
+
+
+def fit(breakdown: Breakdown, gpu: GpuSpec) -> Verdict:
+    """Compare the step's peak (tensors + runtime overhead) with the GPU's total memory."""
+    needed = breakdown.peak_bytes
+    return Verdict(gpu=gpu, needed_bytes=needed, headroom_bytes=gpu.memory_bytes - needed)

@@ -1,0 +1,249 @@
+"""The pure core: `estimate(model, training) -> Breakdown`, integer bytes per component and phase.
+
+Phase model (steady state, step ≥ 2, `zero_grad(set_to_none=True)` after each step, as HF Trainer):
+- forward: weights + optimizer state (+ gradients when accumulating) + saved activations, peaking
+  while the loss holds the logits and their fp32 copy;
+- backward: activations are released layer by layer while gradients appear, so the peak is at the
+  start (log_softmax's gradient temporaries) or at a layer boundary (plus that layer's gradients);
+- optimizer_step: weights + gradients + optimizer state + the step's temporaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vramcalc.memory.activations import head_activations, layer_activations
+from vramcalc.memory.optimizer import optimizer_bytes
+from vramcalc.memory.precision import RECIPES, Recipe
+from vramcalc.memory.weights import freeze_fraction, weight_bytes
+from vramcalc.params import block_linears, count_params, head_dim
+from vramcalc.specs import ModelSpec, TrainingSpec
+from vramcalc.units import MIB, dtype_bytes
+
+__all__ = ["Breakdown", "COMPONENTS", "PHASES", "estimate", "RECIPES", "Recipe"]
+
+COMPONENTS = ("weights", "gradients", "optimizer_state", "activations", "temporaries", "overhead")
+PHASES = ("forward", "backward", "optimizer_step")
+
+# Runtime overhead outside torch's tensor accounting (what nvidia-smi shows beyond
+# torch.cuda.max_memory_allocated): the CUDA context with cuBLAS/cuDNN handles and workspaces, about
+# 0.5 GiB on recent drivers with lazy module loading (PyTorch CUDA semantics notes, "memory management";
+# measured ~500 MiB on A100/H100, torch 2.x); plus allocator reserve (blocks rounded to 2 MiB segments
+# and fragmentation), taken as 5 % of the tensor peak. Both approximations are flagged in the notes.
+CUDA_CONTEXT_BYTES = 500 * MIB
+ALLOCATOR_RESERVE_PERCENT = 5
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Memory of one training step, per component and per phase, in bytes."""
+
+    model: str
+    parameters: int
+    trainable_parameters: int
+    weights: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+    temporaries: int
+    overhead: int
+    phases: dict[str, int]  # tensor bytes at the peak of each phase
+    details: dict[str, int] = field(default_factory=dict)  # finer entries, "component.part" keys
+    notes: tuple[str, ...] = ()
+    activations_modeled: bool = True
+
+    @property
+    def peak_phase(self) -> str:
+        return max(PHASES, key=lambda p: self.phases[p])
+
+    @property
+    def tensor_peak_bytes(self) -> int:
+        """What torch.cuda.max_memory_allocated would report."""
+        return self.phases[self.peak_phase]
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.tensor_peak_bytes + self.overhead
+
+    @property
+    def sum_bytes(self) -> int:
+        """Every component added up as if all were alive at once (an upper bound of the peak)."""
+        return sum(self.component(c) for c in COMPONENTS)
+
+    def component(self, name: str) -> int:
+        value: int = getattr(self, name)
+        return value
+
+
+def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
+    """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    recipe = RECIPES[training.precision]
+    notes: list[str] = []
+    w = weight_bytes(model, training, recipe)
+    opt = optimizer_bytes(w.trainable_tensors, recipe, training)
+    if training.method in ("lora", "qlora"):
+        gradients = w.trainable * dtype_bytes(training.adapter_dtype)
+    else:
+        gradients = w.trainable * dtype_bytes(recipe.grad)
+    tokens = training.batch_size * training.seq_len
+    accum = training.grad_accum > 1
+    weights = w.total
+    states = opt.total
+    details: dict[str, int] = {
+        "weights.base": w.base,
+        "weights.quant_constants": w.quant_constants,
+        "weights.adapters": w.adapters,
+        "optimizer_state.moments": opt.moments,
+        "optimizer_state.master_weights": opt.master_weights,
+        "temporaries.optimizer_step": opt.step_temporaries,
+    }
+    if opt.paged:
+        notes.append("paged optimizer: its states live in CUDA unified memory and may be evicted to CPU RAM "
+                     "under pressure; they are counted on the GPU here (the worst case).")
+
+    base = weights + states
+    if not model.has_architecture:
+        per_sample = model.activation_bytes_per_sample
+        activations = (per_sample or 0) * training.batch_size
+        if per_sample is None:
+            notes.append("activations not modeled: this preset gives only a parameter count "
+                         "(add activation_bytes_per_sample to the preset to include them).")
+        details["activations.per_sample_preset"] = activations
+        fwd = base + (gradients if accum else 0) + activations
+        bwd = base + gradients + activations
+        step = base + gradients + opt.step_temporaries
+        temporaries = opt.step_temporaries
+        phases = {"forward": fwd, "backward": bwd, "optimizer_step": step}
+        modeled = per_sample is not None
+    else:
+        phases, activations, temporaries, act_details, modeled = _transformer_phases(
+            model, training, recipe, base, gradients, opt.step_temporaries, w.trainable, tokens, notes)
+        details.update(act_details)
+    tensor_peak = max(phases.values())
+    overhead = CUDA_CONTEXT_BYTES + tensor_peak * ALLOCATOR_RESERVE_PERCENT // 100
+    details["overhead.cuda_context"] = CUDA_CONTEXT_BYTES
+    details["overhead.allocator_reserve"] = overhead - CUDA_CONTEXT_BYTES
+    notes.append(f"overhead is approximate: CUDA context ~{CUDA_CONTEXT_BYTES // MIB} MiB plus "
+                 f"{ALLOCATOR_RESERVE_PERCENT} % allocator reserve; compare tensor_peak_bytes with "
+                 "torch.cuda.max_memory_allocated.")
+    if accum:
+        notes.append(f"gradient accumulation over {training.grad_accum} micro-batches: gradients stay "
+                     "allocated through every forward and backward (no extra memory per micro-batch).")
+    return Breakdown(
+        model=model.name,
+        parameters=w.parameters,
+        trainable_parameters=w.trainable,
+        weights=weights,
+        gradients=gradients,
+        optimizer_state=states,
+        activations=activations,
+        temporaries=temporaries,
+        overhead=overhead,
+        phases=phases,
+        details=details,
+        notes=tuple(notes),
+        activations_modeled=modeled,
+    )
+
+
+def _transformer_phases(
+    m: ModelSpec, t: TrainingSpec, recipe: Recipe, base: int, gradients: int, opt_temp: int,
+    trainable: int, tokens: int, notes: list[str],
+) -> tuple[dict[str, int], int, int, dict[str, int], bool]:
+    assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
+    n_layers = m.num_layers
+    seq = t.seq_len
+    c = dtype_bytes(recipe.compute)
+    full_like = t.method in ("full", "freeze")
+    if t.method == "freeze":
+        frozen, _ = freeze_fraction(m, t)
+        head_trainable = t.train_head
+    else:
+        frozen = 0
+        head_trainable = t.method == "full"
+    trained_layers = n_layers - frozen
+    layer = layer_activations(m, t, recipe, trainable_weights=full_like)
+    per_layer = layer.saved(tokens, seq)
+    head = head_activations(m, t, recipe, head_trainable)
+    # Layers below the first trainable one save nothing when their inputs need no gradient
+    # (frozen embeddings): autograd records no graph there. LoRA adapts every layer.
+    saving_layers = trained_layers if t.method == "freeze" else n_layers
+    if t.method == "freeze" and trained_layers == 0:
+        saving_layers = 0
+    # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
+    once = 0 if m.learned_position_embeddings else 2 * c * head_dim(m) * tokens
+    if t.attention == "eager":
+        once += c * t.batch_size * seq * seq  # the 4-D causal mask (masking_utils.eager_mask)
+    if m.dropout > 0:
+        once += m.hidden_size * tokens  # embedding dropout mask
+    head_saved = head.saved * tokens
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
+    # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
+    autocast_copies = 0
+    if recipe.autocast:
+        linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
+        linear_params += m.vocab_size * m.hidden_size
+        autocast_copies = dtype_bytes(recipe.compute) * linear_params
+    layer_fwd_t = layer.forward_transient.per_token * tokens
+    layer_bwd_t = layer.backward_transient.per_token * tokens + layer.backward_transient.per_token_seq * tokens * seq
+    loss_fwd_t = head.forward_transient * tokens
+    loss_bwd_t = head.backward_transient * tokens
+    grads_live_fwd = gradients if t.grad_accum > 1 else 0
+    # Gradient of the head (and final norm) appears at the start of backward; the rest layer by layer.
+    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like else 0
+    g_head = min(g_head, gradients)
+    if t.grad_checkpointing:
+        # HF gradient_checkpointing_enable (torch.utils.checkpoint, reentrant): each layer keeps only its
+        # input hidden states; during backward one layer is recomputed with its full saved set.
+        kept = saving_layers * residual * m.hidden_size * tokens
+        recomputed = per_layer if saving_layers else 0
+        acts = kept + once + head_saved + autocast_copies
+        fwd = base + grads_live_fwd + kept + once + autocast_copies + max(layer_fwd_t, head_saved + loss_fwd_t)
+        bwd_start = base + max(grads_live_fwd, 0) + kept + once + head_saved + loss_bwd_t
+        layer_copies = autocast_copies // n_layers if autocast_copies else 0
+        bwd_top = base + max(grads_live_fwd, g_head) + kept + once + recomputed + layer_copies + layer_bwd_t
+        bwd_bottom = base + gradients + once + recomputed + layer_copies + layer_bwd_t
+        activations = acts + recomputed
+        notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
+                     "in backward with its full activations.")
+    else:
+        acts_layers = saving_layers * per_layer
+        acts = acts_layers + once + head_saved + autocast_copies
+        fwd = base + grads_live_fwd + acts_layers + once + autocast_copies + max(layer_fwd_t, head_saved + loss_fwd_t)
+        bwd_start = base + grads_live_fwd + acts + loss_bwd_t
+        bwd_top = base + max(grads_live_fwd, g_head) + acts_layers + once + autocast_copies + layer_bwd_t
+        bottom_acts = per_layer if saving_layers else 0
+        bwd_bottom = base + gradients + once + bottom_acts + layer_bwd_t
+        activations = acts
+    # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
+    # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
+    end_t = 0
+    if full_like and (m.tie_word_embeddings or t.grad_accum > 1) and trainable:
+        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad)
+    bwd_end = base + gradients + end_t
+    backward = max(bwd_start, bwd_top, bwd_bottom, bwd_end)
+    step = base + gradients + opt_temp
+    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t)
+    details = {
+        "activations.layers": (saving_layers * residual * m.hidden_size * tokens if t.grad_checkpointing
+                               else saving_layers * per_layer),
+        "activations.recomputed_layer": per_layer if t.grad_checkpointing and saving_layers else 0,
+        "activations.per_layer": per_layer,
+        "activations.shared": once,
+        "activations.head_and_loss": head_saved,
+        "activations.autocast_weight_copies": autocast_copies,
+        "temporaries.loss_forward": loss_fwd_t,
+        "temporaries.loss_backward": loss_bwd_t,
+        "temporaries.layer_backward": layer_bwd_t,
+    }
+    if t.method == "lora":
+        notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
+                     "gradient before the first adapter, so the real figure is slightly lower).")
+    phases = {"forward": fwd, "backward": backward, "optimizer_step": step}
+    return phases, activations, temporaries, details, True
+
+
+def count_parameters(model: ModelSpec) -> int:
+    """Total parameters of a model preset (derived, or the preset's count)."""
+    return count_params(model)

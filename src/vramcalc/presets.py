@@ -1,0 +1,182 @@
+"""Preset files: the only module that reads files. YAML via safe_load, validated by pydantic."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from vramcalc.errors import PresetFileError, UnknownPresetError
+from vramcalc.specs import GpuSpec, ModelSpec
+
+ENV_VAR = "VRAMCALC_PRESETS"
+MAX_PRESET_FILE_BYTES = 2_000_000  # presets are small; refuse anything that is not
+
+Spec = TypeVar("Spec", ModelSpec, GpuSpec)
+
+
+def normalize(name: str) -> str:
+    """Lookup key: case- and punctuation-insensitive ('Mistral 7B' == 'mistral-7b' == 'MISTRAL_7b')."""
+    return re.sub(r"[^a-z0-9.]", "", name.lower()).strip(".")
+
+
+def builtin_dir() -> Path:
+    """The shipped presets: inside the installed package, else the repository's top-level presets/."""
+    packaged = Path(str(resources.files("vramcalc"))) / "presets"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "presets"
+
+
+def _format_problem(err: Any, data: Any) -> str:
+    loc = list(err["loc"])
+    where = ""
+    if loc and isinstance(loc[0], int):
+        idx = loc.pop(0)
+        name = data[idx].get("name") if isinstance(data, list) and isinstance(data[idx], dict) else None
+        where = f"entry {idx + 1}" + (f" ({name})" if name else "") + ": "
+    field = ".".join(str(p) for p in loc)
+    return f"{where}{field + ': ' if field else ''}{err['msg']}"
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML (or JSON) file with safe_load; size-bounded; errors name the file and line."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_PRESET_FILE_BYTES:
+            raise PresetFileError(str(path), [f"file is {size} bytes; presets must be under {MAX_PRESET_FILE_BYTES}"])
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise PresetFileError(str(path), [f"cannot read: {e.strerror or e}"]) from None
+    except UnicodeDecodeError:
+        raise PresetFileError(str(path), ["not UTF-8 text"]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        raise PresetFileError(str(path), [f"{line}invalid YAML: {e.problem}"]) from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise PresetFileError(str(path), [f"invalid YAML: {type(e).__name__}"]) from None
+
+
+def parse_specs(data: Any, kind: type[Spec], path: str) -> list[Spec]:
+    """Validate a list of preset entries; every problem is reported as `entry N (name): field: msg`."""
+    if data is None:
+        raise PresetFileError(path, ["file is empty: expected a list of presets"])
+    if not isinstance(data, list):
+        raise PresetFileError(path, [f"expected a list of presets, got {type(data).__name__}"])
+    try:
+        specs: list[Spec] = TypeAdapter(list[kind]).validate_python(data)  # type: ignore[valid-type]
+    except ValidationError as e:
+        raise PresetFileError(path, [_format_problem(err, data) for err in e.errors()]) from None
+    return specs
+
+
+def _files(directory: Path, kind: str) -> list[Path]:
+    """Preset files of one kind in a directory: models/*.yaml and gpus.yaml / gpus/*.yaml."""
+    found: list[Path] = []
+    sub = directory / kind
+    if sub.is_dir():
+        found += sorted(p for p in sub.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+    for ext in (".yaml", ".yml"):
+        single = directory / f"{kind}{ext}"
+        if single.is_file():
+            found.append(single)
+    return found
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """All presets of one kind, indexed by normalized name and alias."""
+
+    kind: str  # "model" or "gpu"
+    specs: tuple[BaseModel, ...]
+    index: dict[str, BaseModel]
+
+    def names(self) -> list[str]:
+        return [getattr(s, "name") for s in self.specs]  # noqa: B009 - BaseModel has no `name` attribute
+
+
+def _build(kind: str, entries: Iterable[tuple[BaseModel, str]]) -> Catalog:
+    by_name: dict[str, tuple[BaseModel, str]] = {}
+    for spec, path in entries:
+        key = normalize(getattr(spec, "name"))  # noqa: B009
+        # A later directory (user presets) overrides an earlier one; duplicates within one file set error.
+        if key in by_name and by_name[key][1] == path:
+            raise PresetFileError(path, [f"duplicate {kind} name {getattr(spec, 'name')!r}"])  # noqa: B009
+        by_name[key] = (spec, path)
+    specs = tuple(s for s, _ in by_name.values())
+    index: dict[str, BaseModel] = {}
+    for spec in specs:
+        for alias in getattr(spec, "aliases"):  # noqa: B009
+            index[normalize(alias)] = spec
+            if "/" in alias:
+                index.setdefault(normalize(alias.rsplit("/", 1)[1]), spec)
+    for spec in specs:
+        index[normalize(getattr(spec, "name"))] = spec  # names win over aliases  # noqa: B009
+    return Catalog(kind, specs, index)
+
+
+def preset_dirs(extra: Iterable[str | Path] = ()) -> tuple[Path, ...]:
+    """Built-in presets, then VRAMCALC_PRESETS (os.pathsep-separated), then --presets directories."""
+    dirs = [builtin_dir()]
+    env = os.environ.get(ENV_VAR, "")
+    dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs += [Path(p) for p in extra]
+    for d in dirs[1:]:
+        if not d.is_dir():
+            raise PresetFileError(str(d), ["preset directory not found: pass a directory holding models/*.yaml "
+                                           "or gpus.yaml"])
+    return tuple(dirs)
+
+
+@lru_cache(maxsize=8)
+def _load(kind: str, dirs: tuple[Path, ...]) -> Catalog:
+    spec_type: type[ModelSpec] | type[GpuSpec] = ModelSpec if kind == "model" else GpuSpec
+    entries: list[tuple[BaseModel, str]] = []
+    for d in dirs:
+        for path in _files(d, kind + "s"):
+            for spec in parse_specs(read_yaml(path), spec_type, str(path)):
+                entries.append((spec, str(path)))
+    return _build(kind, entries)
+
+
+def models(extra_dirs: Iterable[str | Path] = ()) -> Catalog:
+    """The model catalog (built-in plus user directories)."""
+    return _load("model", preset_dirs(extra_dirs))
+
+
+def gpus(extra_dirs: Iterable[str | Path] = ()) -> Catalog:
+    """The GPU catalog (built-in plus user directories)."""
+    return _load("gpu", preset_dirs(extra_dirs))
+
+
+def find(catalog: Catalog, name: str) -> BaseModel:
+    """Look a preset up by name or alias; unknown names get the closest suggestions."""
+    key = normalize(name)
+    hit = catalog.index.get(key)
+    if hit is not None:
+        return hit
+    close = difflib.get_close_matches(key, list(catalog.index), n=8, cutoff=0.6)
+    suggestions = list(dict.fromkeys(getattr(catalog.index[k], "name") for k in close))[:3]  # noqa: B009
+    raise UnknownPresetError(catalog.kind, name, suggestions)
+
+
+def find_model(name: str, extra_dirs: Iterable[str | Path] = ()) -> ModelSpec:
+    """A model preset by name, alias or Hugging Face id."""
+    return cast(ModelSpec, find(models(extra_dirs), name))
+
+
+def find_gpu(name: str, extra_dirs: Iterable[str | Path] = ()) -> GpuSpec:
+    """A GPU preset by name or alias."""
+    return cast(GpuSpec, find(gpus(extra_dirs), name))

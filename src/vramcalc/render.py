@@ -1,0 +1,162 @@
+"""Presentation: byte formatting, the rich table, and the JSON/YAML/Markdown documents."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vramcalc.fit import Verdict
+from vramcalc.memory import COMPONENTS, PHASES, RECIPES, Breakdown
+from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
+from vramcalc.units import GIB, UNIT_BYTES
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+LABELS = {
+    "weights": "weights",
+    "gradients": "gradients",
+    "optimizer_state": "optimizer state",
+    "activations": "activations",
+    "temporaries": "temporaries (peak transient)",
+    "overhead": "runtime overhead",
+}
+METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "freeze": "partial (freeze)"}
+
+
+def format_bytes(n: int, unit: str = "GB") -> str:
+    """`14.48 GB` (10^9) or `13.49 GiB` (2^30); two decimals, the unit always named."""
+    return f"{n / UNIT_BYTES[unit]:,.2f} {unit}"
+
+
+def gpu_capacity(gpu: GpuSpec) -> str:
+    """Both units where they could be confused: `24 GiB = 25.8 GB`."""
+    return f"{gpu.memory_bytes / GIB:.3g} GiB = {gpu.memory_bytes / 10**9:.1f} GB"
+
+
+def verdict_line(v: Verdict, unit: str) -> str:
+    """`DOES NOT FIT on NVIDIA GeForce RTX 4090 (24 GiB = 25.8 GB): needs 90.7 GB, 64.9 GB short`."""
+    need = f"{v.needed_bytes / UNIT_BYTES[unit]:,.1f} {unit}"
+    margin = f"{abs(v.headroom_bytes) / UNIT_BYTES[unit]:,.1f} {unit}"
+    where = f"on {v.gpu.display_name} ({gpu_capacity(v.gpu)})"
+    if v.fits:
+        return f"FITS {where}: needs {need}, {margin} headroom"
+    return f"DOES NOT FIT {where}: needs {need}, {margin} short"
+
+
+def settings(t: TrainingSpec) -> dict[str, Any]:
+    """Every assumption of the estimate, keyed by option name (JSON `settings`)."""
+    out: dict[str, Any] = {
+        "mode": t.mode, "method": t.method, "precision": t.precision, "optimizer": t.optimizer,
+        "optimizer_impl": t.optimizer_impl, "batch_size": t.batch_size, "seq_len": t.seq_len,
+        "grad_accum": t.grad_accum, "grad_checkpointing": t.grad_checkpointing, "attention": t.attention,
+    }
+    if t.method in ("lora", "qlora"):
+        out.update(lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
+                   lora_targets=",".join(t.lora_targets), adapter_dtype=t.adapter_dtype)
+    if t.method == "qlora":
+        out.update(quant_bits=t.quant_bits, double_quant=t.double_quant)
+    if t.method == "freeze":
+        out.update(freeze_layers=t.freeze_layers, train_head=t.train_head)
+    return out
+
+
+def assumptions(t: TrainingSpec) -> str:
+    """One readable line of the assumptions, so the number can be reproduced."""
+    r = RECIPES[t.precision]
+    parts = [
+        f"precision {t.precision} (weights {r.weight}, grads {r.grad}, compute {r.compute}"
+        + (", fp32 master weights" if r.master_weights else "") + ")",
+        f"optimizer {t.optimizer} ({t.optimizer_impl})",
+        f"batch {t.batch_size} × seq {t.seq_len}" + (f" × accum {t.grad_accum}" if t.grad_accum > 1 else ""),
+        f"attention {t.attention}",
+        f"checkpointing {'on' if t.grad_checkpointing else 'off'}",
+    ]
+    if t.method in ("lora", "qlora"):
+        parts.append(f"LoRA r={t.lora_rank} on {','.join(t.lora_targets)} ({t.adapter_dtype})")
+    if t.method == "qlora":
+        parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
+                     + (" + double quant" if t.quant_bits == 4 and t.double_quant else ""))
+    if t.method == "freeze":
+        parts.append(f"{t.freeze_layers} layers frozen" + ("" if t.train_head else ", head frozen"))
+    return " · ".join(parts)
+
+
+def to_json(b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str = "GB") -> dict[str, Any]:
+    """The machine-readable document: sizes are integer bytes, keys are stable."""
+    return {
+        "model": b.model,
+        "parameters": b.parameters,
+        "trainable_parameters": b.trainable_parameters,
+        "settings": settings(t),
+        "components": {c: b.component(c) for c in COMPONENTS},
+        "details": dict(b.details),
+        "phases": dict(b.phases),
+        "peak_bytes": b.peak_bytes,
+        "peak_phase": b.peak_phase,
+        "tensor_peak_bytes": b.tensor_peak_bytes,
+        "sum_bytes": b.sum_bytes,
+        "activations_modeled": b.activations_modeled,
+        "gpu": None if v is None else {
+            "name": v.gpu.name, "display_name": v.gpu.display_name, "memory_bytes": v.gpu.memory_bytes},
+        "fits": None if v is None else v.fits,
+        "headroom_bytes": None if v is None else v.headroom_bytes,
+        "units": unit,
+        "notes": list(b.notes),
+    }
+
+
+def _rows(b: Breakdown, unit: str) -> list[tuple[str, str, str]]:
+    total = b.sum_bytes or 1
+    rows = [(LABELS[c], format_bytes(b.component(c), unit), f"{100 * b.component(c) / total:.1f} %")
+            for c in COMPONENTS]
+    if not b.activations_modeled:
+        rows[3] = (LABELS["activations"], "not modeled", "")
+    return rows
+
+
+def title(model: ModelSpec, b: Breakdown, t: TrainingSpec) -> str:
+    name = model.display_name or model.name
+    return (f"{name} · {METHOD_LABELS[t.method]} · {b.parameters:,} parameters, "
+            f"{b.trainable_parameters:,} trainable")
+
+
+def table(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str) -> RenderableType:
+    """The rich table, assumptions, peak by phase, verdict and notes."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    tbl = Table(title=title(model, b, t), title_justify="left", show_edge=False)
+    tbl.add_column("component")
+    tbl.add_column(f"memory ({unit})", justify="right")
+    tbl.add_column("share", justify="right")
+    for label, size, share in _rows(b, unit):
+        tbl.add_row(label, size, share)
+    tbl.add_section()
+    tbl.add_row("sum of components", format_bytes(b.sum_bytes, unit), "")
+    for phase in PHASES:
+        marker = "  ← peak" if phase == b.peak_phase else ""
+        tbl.add_row(f"tensors at {phase.replace('_', ' ')}{marker}", format_bytes(b.phases[phase], unit), "")
+    tbl.add_row(Text("peak (tensors + overhead)", style="bold"), Text(format_bytes(b.peak_bytes, unit),
+                                                                      style="bold"), "")
+    parts: list[RenderableType] = [tbl, Text("assumptions: " + assumptions(t), style="dim")]
+    if v is not None:
+        parts.append(Text(verdict_line(v, unit), style="bold green" if v.fits else "bold red"))
+    for note in b.notes:
+        parts.append(Text("note: " + note, style="dim"))
+    return Group(*parts)
+
+
+def markdown(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str) -> str:
+    """The same report as a Markdown document (for pull-request comments)."""
+    lines = [f"### {title(model, b, t)}", "", f"| component | memory ({unit}) | share |", "| --- | ---: | ---: |"]
+    lines += [f"| {label} | {size} | {share} |" for label, size, share in _rows(b, unit)]
+    lines.append(f"| **sum of components** | {format_bytes(b.sum_bytes, unit)} | |")
+    for phase in PHASES:
+        lines.append(f"| tensors at {phase.replace('_', ' ')} | {format_bytes(b.phases[phase], unit)} | |")
+    lines.append(f"| **peak ({b.peak_phase}, + overhead)** | **{format_bytes(b.peak_bytes, unit)}** | |")
+    lines += ["", f"Assumptions: {assumptions(t)}"]
+    if v is not None:
+        lines += ["", f"**{verdict_line(v, unit)}**"]
+    lines += [""] + [f"- {n}" for n in b.notes]
+    return "\n".join(lines) + "\n"
