@@ -126,7 +126,7 @@ def table(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, un
     from rich.table import Table
     from rich.text import Text
 
-    tbl = Table(title=title(model, b, t), title_justify="left", show_edge=False)
+    tbl = Table(show_edge=False)
     tbl.add_column("component")
     tbl.add_column(f"memory ({unit})", justify="right")
     tbl.add_column("share", justify="right")
@@ -139,7 +139,8 @@ def table(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, un
         tbl.add_row(f"tensors at {phase.replace('_', ' ')}{marker}", format_bytes(b.phases[phase], unit), "")
     tbl.add_row(Text("peak (tensors + overhead)", style="bold"), Text(format_bytes(b.peak_bytes, unit),
                                                                       style="bold"), "")
-    parts: list[RenderableType] = [tbl, Text("assumptions: " + assumptions(t), style="dim")]
+    parts: list[RenderableType] = [Text(title(model, b, t), style="bold"), tbl,
+                                   Text("assumptions: " + assumptions(t), style="dim")]
     if v is not None:
         parts.append(Text(verdict_line(v, unit), style="bold green" if v.fits else "bold red"))
     for note in b.notes:
