@@ -150,7 +150,7 @@ def estimate(
             batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum, grad_checkpointing=grad_checkpointing,
             attention=attention, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
             lora_targets=tuple(x.strip() for x in lora_targets.split(",") if x.strip()),
-            adapter_dtype=adapter_dtype, quant_bits=quant_bits, double_quant=double_quant,
+            adapter_dtype=adapter_dtype, quant_bits=4 if quant_bits == 4 else 8, double_quant=double_quant,
             freeze_layers=freeze_layers, train_head=train_head,
         )
         breakdown = run_estimate(spec, training)
@@ -190,7 +190,7 @@ def models(
         specs = [s for s in presets.models().specs if isinstance(s, ModelSpec)]
     except VramcalcError as e:
         raise _fail(e) from None
-    rows = [{"name": s.name, "display_name": s.display_name or s.name, "family": s.family,
+    rows: list[dict[str, Any]] = [{"name": s.name, "display_name": s.display_name or s.name, "family": s.family,
              "parameters": count_params(s), "aliases": list(s.aliases), "source": s.source} for s in specs]
     rows.sort(key=lambda r: (r["family"], r["parameters"]))
     if fmt in ("json", "yaml"):
@@ -258,21 +258,22 @@ def show(
         spec = presets.find_model(model)
     except VramcalcError as e:
         raise _fail(e) from None
+    breakdown = params_by_name(spec)
+    total = count_params(spec)
     doc = {"model": spec.name, "architecture": spec.model_dump(exclude_defaults=False),
-           "parameters": count_params(spec), "breakdown": params_by_name(spec)}
+           "parameters": total, "breakdown": breakdown}
     if fmt in ("json", "yaml"):
         _emit(doc, fmt)
         return
     from rich.table import Table
 
     tbl = Table("tensor group", "parameters", "share", title=f"{spec.display_name or spec.name}: "
-                f"{doc['parameters']:,} parameters", title_justify="left", show_edge=False)
-    total = doc["parameters"] or 1
-    for name, n in doc["breakdown"].items():
+                f"{total:,} parameters", title_justify="left", show_edge=False)
+    for name, n in breakdown.items():
         tbl.add_row(name, f"{n:,}", f"{100 * n / total:.1f} %")
     if fmt == "markdown":
         lines = [f"### {spec.name}: {total:,} parameters", "", "| tensor group | parameters |", "| --- | ---: |"]
-        lines += [f"| {k} | {v:,} |" for k, v in doc["breakdown"].items()]
+        lines += [f"| {k} | {v:,} |" for k, v in breakdown.items()]
         typer.echo("\n".join(lines))
         return
     _console().print(tbl)
@@ -285,7 +286,7 @@ def main() -> None:
     try:  # recent typer vendors click as typer._click; older releases use click itself
         from typer._click.exceptions import UsageError
     except ImportError:  # pragma: no cover - depends on the installed typer
-        from click.exceptions import UsageError  # type: ignore[assignment,no-redef]
+        from click.exceptions import UsageError  # type: ignore[assignment]
 
     try:
         code = app(standalone_mode=False)

@@ -142,12 +142,13 @@ def preset_dirs(extra: Iterable[str | Path] = ()) -> tuple[Path, ...]:
 
 @lru_cache(maxsize=8)
 def _load(kind: str, dirs: tuple[Path, ...]) -> Catalog:
-    spec_type: type[ModelSpec] | type[GpuSpec] = ModelSpec if kind == "model" else GpuSpec
     entries: list[tuple[BaseModel, str]] = []
     for d in dirs:
         for path in _files(d, kind + "s"):
-            for spec in parse_specs(read_yaml(path), spec_type, str(path)):
-                entries.append((spec, str(path)))
+            data = read_yaml(path)
+            specs: list[ModelSpec] | list[GpuSpec] = (
+                parse_specs(data, ModelSpec, str(path)) if kind == "model" else parse_specs(data, GpuSpec, str(path)))
+            entries += [(spec, str(path)) for spec in specs]
     return _build(kind, entries)
 
 
