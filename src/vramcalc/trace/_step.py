@@ -35,12 +35,24 @@ ModuleArg = torch.nn.Module | Callable[[], torch.nn.Module]
 
 
 def _fakeify(module: torch.nn.Module) -> torch.nn.Module:
-    """Give a real or meta module fake storage (call inside the FakeTensorMode)."""
+    """Give a real or meta module fake storage (call inside the FakeTensorMode); ties are kept."""
     from torch._subclasses.fake_tensor import is_fake
 
-    if all(is_fake(t) for t in [*module.parameters(), *module.buffers()]):
-        return module
-    return module.to_empty(device="cpu")
+    memo: dict[int, torch.Tensor] = {}
+    for mod in module.modules():
+        for name, p in list(mod._parameters.items()):
+            if p is None or is_fake(p):
+                continue
+            if id(p) not in memo:
+                memo[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="cpu"), requires_grad=p.requires_grad)
+            mod._parameters[name] = memo[id(p)]
+        for name, b in list(mod._buffers.items()):
+            if b is None or is_fake(b):
+                continue
+            if id(b) not in memo:
+                memo[id(b)] = torch.empty_like(b, device="cpu")
+            mod._buffers[name] = memo[id(b)]
+    return module
 
 
 def _host_step_tensors(optimizer: torch.optim.Optimizer) -> Iterable[torch.Tensor]:
