@@ -290,10 +290,29 @@ def cuda_emulation() -> Iterator[list[str]]:
     F.scaled_dot_product_attention = _sdpa  # type: ignore[assignment]
     F.dropout = _dropout  # type: ignore[assignment]
     SDPA_BACKENDS.clear()
+    masking, orig_packed = _patch_packed_sequence_detection()
     try:
         yield notes
     finally:
         F.scaled_dot_product_attention = _ORIG_SDPA
         F.dropout = _ORIG_DROPOUT
+        if masking is not None:
+            masking.find_packed_sequence_indices = orig_packed
+
+
+def _patch_packed_sequence_detection() -> tuple[Any, Any]:
+    """transformers.masking_utils.find_packed_sequence_indices treats a FakeTensor as "tracing"
+    (utils/import_utils.py is_tracing) and returns a packed-sequence mask without reading it, which
+    disables the is_causal skip and materialises a 4-D bool mask and repeat_kv. On CUDA the default
+    position_ids (one arange per row) are found unpacked and it returns None: we answer the same."""
+    try:
+        from transformers import masking_utils
+    except ImportError:
+        return None, None
+    orig = getattr(masking_utils, "find_packed_sequence_indices", None)
+    if orig is None:
+        return None, None
+    masking_utils.find_packed_sequence_indices = lambda position_ids: None
+    return masking_utils, orig
 
 

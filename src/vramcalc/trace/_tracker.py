@@ -42,6 +42,7 @@ def cuda_rounded_bytes(nbytes: int) -> int:
 class _Entry:
     nbytes: int
     category: str
+    seq: int  # allocation order: an entry alive now with seq <= the peak's was alive at the peak
 
 
 @dataclass
@@ -65,9 +66,8 @@ class MemoryTracker(TorchDispatchMode):
         self.recording = False
         self.peak = PeakRecord()
         self.phase_peaks: dict[str, int] = dict.fromkeys(PHASES, 0)
-        self._op_seq = 0
+        self._alloc_seq = 0
         self._peak_seq = -1
-        self._phase_peak_seq: dict[str, int] = dict.fromkeys(PHASES, -1)
 
     # -- storage bookkeeping -------------------------------------------------------------------
     def _key(self, st: torch.UntypedStorage) -> int:
@@ -83,7 +83,8 @@ class MemoryTracker(TorchDispatchMode):
             if category is not None:
                 self.recategorize(t, category)
             return
-        entry = _Entry(cuda_rounded_bytes(st.nbytes()), category or _PHASE_CATEGORY[self.phase])
+        self._alloc_seq += 1
+        entry = _Entry(cuda_rounded_bytes(st.nbytes()), category or _PHASE_CATEGORY[self.phase], self._alloc_seq)
         self._entries[key] = entry
         self._refs[key] = weakref.ref(st, lambda _r, k=key: self._release(k))
         self.current[entry.category] += entry.nbytes
@@ -117,8 +118,8 @@ class MemoryTracker(TorchDispatchMode):
         self.current[old] -= entry.nbytes
         self.current[category] += entry.nbytes
         entry.category = category
-        if self._peak_seq == self._op_seq:
-            # The peak was taken right after the op that made this tensor: attribute it there too.
+        if entry.seq <= self._peak_seq:
+            # Alive now and allocated before the peak, so alive at the peak: attribute it there too.
             self.peak.by_category[old] -= entry.nbytes
             self.peak.by_category[category] += entry.nbytes
 
@@ -133,7 +134,7 @@ class MemoryTracker(TorchDispatchMode):
     def reset_peaks(self) -> None:
         self.peak = PeakRecord(self.total_bytes, self.phase, dict(self.current))
         self.phase_peaks = dict.fromkeys(PHASES, 0)
-        self._peak_seq = self._op_seq
+        self._peak_seq = self._alloc_seq
 
     def _update_peaks(self, op: str) -> None:
         if not self.recording:
@@ -143,7 +144,7 @@ class MemoryTracker(TorchDispatchMode):
             self.phase_peaks[self.phase] = total
         if total > self.peak.total_bytes:
             self.peak = PeakRecord(total, self.phase, dict(self.current), op)
-            self._peak_seq = self._op_seq
+            self._peak_seq = self._alloc_seq
 
     @contextmanager
     def in_phase(self, phase: str) -> Iterator[None]:
@@ -157,7 +158,6 @@ class MemoryTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
-        self._op_seq += 1
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self.track(t)
