@@ -1,0 +1,158 @@
+"""Build a transformers model from a ModelSpec under FakeTensorMode and set it up for one method."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from vramcalc.errors import UnsupportedCombination
+from vramcalc.specs import ModelSpec, TrainingSpec
+from vramcalc.trace._config import hf_config_dict
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def model_dtype(precision: str) -> torch.dtype:
+    """Dtype the model weights are stored in (amp keeps fp32 weights and casts in autocast)."""
+    if precision.startswith("amp-") or precision == "fp32":
+        return torch.float32
+    return torch.float16 if precision.endswith("fp16") else torch.bfloat16
+
+
+def find_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
+    """The transformer blocks: the first ModuleList with one entry per layer (model.layers, transformer.h)."""
+    for m in model.modules():
+        if isinstance(m, nn.ModuleList) and len(m) == n_layers:
+            return m
+    raise UnsupportedCombination("could not find the transformer blocks of the model")
+
+
+# --- QLoRA emulation (bitsandbytes cannot run on fake tensors) ---------------------------------------
+class _Dequant4bit(torch.autograd.Function):
+    """bitsandbytes/autograd/_functions.py MatMul4Bit, memory only.
+
+    forward: dequantize_4bit(B) -> (out, in) in the compute dtype (a temporary), then linear.
+    It saves `ctx.tensors = (None, B)`: only the quantized weight, never the input (bitsandbytes
+    never computes a gradient for B). backward dequantizes again for grad_A = grad_out @ W.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, layer: QuantLinear) -> torch.Tensor:  # type: ignore[override]
+        ctx.layer = layer
+        w = layer.dequantize(x.dtype)
+        return torch.nn.functional.linear(x, w, layer.bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        w = ctx.layer.dequantize(grad_out.dtype)
+        return grad_out @ w, None
+
+
+class _Dequant8bit(torch.autograd.Function):
+    """bitsandbytes MatMul8bitLt (threshold 0): int8 row-wise quantization of the input, int8 matmul.
+
+    Saves only the weight (CB, SCB); backward dequantizes it: grad_A = grad_out @ (CB * SCB / 127).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, layer: QuantLinear) -> torch.Tensor:  # type: ignore[override]
+        ctx.layer = layer
+        rows = x.numel() // x.shape[-1]
+        ca = torch.empty((rows, x.shape[-1]), dtype=torch.int8, device=x.device)  # int8_vectorwise_quant
+        sca = torch.empty((rows,), dtype=torch.float32, device=x.device)
+        out_i32 = torch.empty((rows, layer.out_features), dtype=torch.int32, device=x.device)  # int8_linear_matmul
+        out = torch.empty((*x.shape[:-1], layer.out_features), dtype=x.dtype, device=x.device)
+        del ca, sca, out_i32
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        w = ctx.layer.dequantize(grad_out.dtype)
+        return grad_out @ w, None
+
+
+class QuantLinear(nn.Linear):
+    """Storage of a bitsandbytes Linear4bit / Linear8bitLt, as fake tensors (a subclass of nn.Linear
+    so that peft wraps it like any Linear).
+
+    4-bit (bitsandbytes/functional.py quantize_4bit, blocksize 64): packed uint8 weight of numel/2
+    bytes; absmax fp32 per 64-element block, or with double quantization uint8 absmax per block +
+    fp32 absmax per 256 blocks (state2) + an fp32 offset; a 16-entry fp32 code table per weight.
+    8-bit (Int8Params): int8 weight + fp32 scale per output row (SCB).
+    """
+
+    def __init__(self, base: nn.Linear, bits: int, double_quant: bool, compute_dtype: torch.dtype) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.bits, self.compute_dtype = bits, compute_dtype
+        n = self.in_features * self.out_features
+        dev = base.weight.device
+        self.quant_tensors: list[str] = []
+        if bits == 4:
+            blocks = math.ceil(n / 64)
+            self.weight = nn.Parameter(torch.empty((n + 1) // 2, 1, dtype=torch.uint8, device=dev),
+                                       requires_grad=False)
+            if double_quant:
+                self.register_buffer("absmax", torch.empty(blocks, dtype=torch.uint8, device=dev))
+                self.register_buffer("absmax2", torch.empty(math.ceil(blocks / 256), dtype=torch.float32,
+                                                            device=dev))
+                self.register_buffer("offset", torch.empty((), dtype=torch.float32, device=dev))
+            else:
+                self.register_buffer("absmax", torch.empty(blocks, dtype=torch.float32, device=dev))
+            self.register_buffer("code", torch.empty(16, dtype=torch.float32, device=dev))
+            self.double_quant = double_quant
+        else:
+            self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features, dtype=torch.int8,
+                                                   device=dev), requires_grad=False)
+            self.register_buffer("SCB", torch.empty(self.out_features, dtype=torch.float32, device=dev))
+            self.double_quant = False
+        self.bias = base.bias
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.bits == 4 and self.double_quant:
+            # functional.py dequantize_4bit: the nested absmax is dequantized to fp32 first.
+            _absmax = torch.empty(self.absmax.shape, dtype=torch.float32, device=self.weight.device)
+        return torch.empty((self.out_features, self.in_features), dtype=dtype, device=self.weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.compute_dtype)  # Linear4bit.forward casts the input to compute_dtype
+        fn = _Dequant4bit if self.bits == 4 else _Dequant8bit
+        return fn.apply(x, self)  # type: ignore[no-any-return]
+
+
+def quantize_blocks(model: nn.Module, layers: nn.ModuleList, bits: int, double_quant: bool,
+                    compute_dtype: torch.dtype) -> int:
+    """Replace every nn.Linear inside the blocks by a QuantLinear (bitsandbytes' rule: not lm_head)."""
+    count = 0
+    for block in layers:
+        for name, mod in list(block.named_modules()):
+            if type(mod) is nn.Linear or type(mod).__name__ == "Conv1D":
+                if type(mod).__name__ == "Conv1D":  # GPT-2 stores weight as (in, out)
+                    base = nn.Linear(mod.weight.shape[0], mod.weight.shape[1], bias=False, device="meta")
+                    base.bias = mod.bias
+                else:
+                    base = mod
+                parent = block.get_submodule(name.rsplit(".", 1)[0]) if "." in name else block
+                setattr(parent, name.rsplit(".", 1)[-1], QuantLinear(base, bits, double_quant, compute_dtype))
+                count += 1
+    return count
+
+
+def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) -> tuple[nn.Module, list[str]]:
+    """A transformers causal LM with meta-device weights (fakeified by the caller)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    notes: list[str] = []
+    d = hf_config_dict(model)
+    model_type = d.pop("model_type")
+    if model_type == "gemma2" and training.attention == "sdpa":
+        d["attn_logit_softcapping"] = None  # sdpa_attention.py raises on softcap
+        notes.append("gemma2 with sdpa: attention logit softcapping disabled (sdpa does not support it)")
+    config = AutoConfig.for_model(model_type, **d)
+    config.use_cache = False
+    with torch.device("meta"):
+        hf = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=training.attention)
+    return hf, notes

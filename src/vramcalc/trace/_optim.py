@@ -1,0 +1,193 @@
+"""Optimizers for the traced step: torch's own where they exist, small documented emulations otherwise."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from vramcalc.errors import UnsupportedCombination
+from vramcalc.specs import TrainingSpec
+
+
+class Fp32StateAdamW(torch.optim.Optimizer):
+    """AdamW over 16-bit parameters with fp32 moments and no master weights ("bf16" seed accounting).
+
+    For-loop per parameter: the fp32 gradient copy, the denominator and the fp32 update are
+    temporaries of one parameter's size; the result is written back into the 16-bit weight.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = 0
+                    st["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
+                    st["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
+                st["step"] += 1
+                g = p.grad.float()
+                st["exp_avg"].lerp_(g, 1 - b1)
+                st["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+                del g
+                denom = (st["exp_avg_sq"].sqrt() / math.sqrt(1 - b2 ** st["step"])).add_(group["eps"])
+                update = st["exp_avg"] / denom
+                del denom
+                p.add_(update.to(p.dtype), alpha=-group["lr"] / (1 - b1 ** st["step"]))
+
+
+class MasterWeightOptimizer(torch.optim.Optimizer):
+    """Mixed precision: 16-bit model weights and grads, fp32 master weights stepped by a torch optimizer.
+
+    As Apex O2 / DeepSpeed bf16 do: before the step each 16-bit grad is cast to an fp32 grad on its
+    master copy (a temporary, freed after the step), the inner optimizer updates the masters, and
+    the masters are copied back into the 16-bit weights. Master weights count as optimizer_state.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], make_inner: Any) -> None:
+        self.model_params = [p for p in params if p.requires_grad]
+        self.masters = [p.detach().float().requires_grad_(True) for p in self.model_params]
+        self.inner: torch.optim.Optimizer = make_inner(self.masters)
+        self.param_groups = self.inner.param_groups
+        self.defaults = self.inner.defaults
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self.inner.state
+
+    def extra_state_tensors(self) -> Iterator[torch.Tensor]:
+        yield from self.masters
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for p, m in zip(self.model_params, self.masters, strict=True):
+            m.grad = None if p.grad is None else p.grad.float()
+        self.inner.step()
+        for p, m in zip(self.model_params, self.masters, strict=True):
+            m.grad = None
+            p.copy_(m)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.model_params:
+            p.grad = None
+
+
+class Adam8bitEmulation(torch.optim.Optimizer):
+    """bitsandbytes AdamW8bit storage: uint8 state1/state2 with an fp32 absmax per 256-element block.
+
+    bitsandbytes/optim/optimizer.py Optimizer8bit.init_state: tensors with fewer than
+    `min_8bit_size` = 4096 elements keep 32-bit states; the dynamic quantization maps (256 fp32
+    each) are shared. The blockwise 8-bit kernel updates in place, so the step has no temporaries.
+    """
+
+    MIN_8BIT_SIZE = 4096
+    BLOCK = 256
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float = 1e-4) -> None:
+        super().__init__(params, {"lr": lr})
+        self.qmaps: list[torch.Tensor] = []
+
+    def extra_state_tensors(self) -> Iterator[torch.Tensor]:
+        yield from self.qmaps
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if st:
+                    continue
+                if not self.qmaps:
+                    self.qmaps = [torch.empty(256, dtype=torch.float32, device=p.device) for _ in range(2)]
+                st["step"] = 0  # a Python int in bitsandbytes
+                if p.numel() < self.MIN_8BIT_SIZE:
+                    st["state1"] = torch.zeros_like(p, dtype=torch.float32)
+                    st["state2"] = torch.zeros_like(p, dtype=torch.float32)
+                else:
+                    blocks = math.ceil(p.numel() / self.BLOCK)
+                    st["state1"] = torch.zeros_like(p, dtype=torch.uint8)
+                    st["state2"] = torch.zeros_like(p, dtype=torch.uint8)
+                    st["absmax1"] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
+                    st["absmax2"] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
+
+
+class Fused32bitEmulation(torch.optim.Optimizer):
+    """bitsandbytes paged 32-bit AdamW: two fp32 states per parameter, fused in-place kernel."""
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float = 1e-4) -> None:
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and not self.state[p]:
+                    self.state[p]["step"] = 0
+                    self.state[p]["state1"] = torch.zeros_like(p, dtype=torch.float32)
+                    self.state[p]["state2"] = torch.zeros_like(p, dtype=torch.float32)
+
+
+def _impl_kwargs(impl: str) -> dict[str, Any]:
+    # On CUDA, torch picks foreach by default (optim/optimizer.py _default_to_fused_or_foreach);
+    # on a CPU device it would pick the for-loop, so the choice is always passed explicitly.
+    return {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
+
+
+def make_optimizer(training: TrainingSpec, params: list[nn.Parameter]) -> tuple[torch.optim.Optimizer, list[str]]:
+    """The optimizer for `training`, over the trainable `params`; returns notes on emulations."""
+    notes: list[str] = []
+    name, impl, precision = training.optimizer, training.optimizer_impl, training.precision
+    lr = 1e-4
+
+    def torch_opt(ps: list[Any]) -> torch.optim.Optimizer:
+        kw = _impl_kwargs(impl)
+        if name == "adamw":
+            return torch.optim.AdamW(ps, lr=lr, **kw)
+        if name == "sgd":
+            return torch.optim.SGD(ps, lr=lr, **kw)
+        if name == "sgd-momentum":
+            return torch.optim.SGD(ps, lr=lr, momentum=0.9, **kw)
+        if name == "adafactor":
+            from transformers.optimization import Adafactor
+
+            # HF Trainer's adafactor: scale_parameter=False, relative_step=False (trainer.py).
+            return Adafactor(ps, lr=lr, scale_parameter=False, relative_step=False)
+        if name == "lion":
+            raise UnsupportedCombination("vramcalc trace has no lion optimizer yet; use adamw or sgd")
+        raise UnsupportedCombination(f"unknown optimizer {name!r}")
+
+    if name in ("adamw-8bit", "paged-adamw-8bit"):
+        notes.append("adamw-8bit: bitsandbytes storage emulated (uint8 states + fp32 absmax per 256; "
+                     "32-bit states under 4096 elements; in-place kernel, no step temporaries)")
+        if name.startswith("paged"):
+            notes.append("paged optimizer: states counted as resident in GPU memory (managed memory may be evicted)")
+        return Adam8bitEmulation(params, lr=lr), notes
+    if name == "paged-adamw":
+        notes.append("paged-adamw: bitsandbytes 32-bit fused states emulated; counted as resident in GPU memory")
+        return Fused32bitEmulation(params, lr=lr), notes
+    if name == "adafactor" and impl != "for-loop":
+        notes.append("adafactor: transformers.optimization.Adafactor (no foreach/fused implementation)")
+    if precision in ("mixed-bf16", "mixed-fp16"):
+        notes.append("mixed precision: fp32 master weights (counted as optimizer_state) stepped by the "
+                     "torch optimizer; fp32 copies of the grads are temporaries during the step")
+        return MasterWeightOptimizer(params, torch_opt), notes
+    if precision in ("bf16", "fp16") and name == "adamw":
+        notes.append(f"{precision}: 16-bit weights and grads with fp32 AdamW moments, emulated by a for-loop "
+                     "optimizer (per-parameter fp32 temporaries)")
+        return Fp32StateAdamW(params, lr=lr), notes
+    if precision in ("bf16", "fp16"):
+        notes.append(f"{precision} with {name}: torch keeps the optimizer state in the parameter dtype")
+    return torch_opt(params), notes

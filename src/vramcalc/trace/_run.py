@@ -1,0 +1,124 @@
+"""`trace(model, training)`: set up the transformers model for the method and run the traced step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from vramcalc.errors import UnsupportedCombination
+from vramcalc.specs import ModelSpec, TrainingSpec
+from vramcalc.trace import _cuda
+from vramcalc.trace._config import lora_targets
+from vramcalc.trace._hf import DTYPES, build_model, find_layers, model_dtype, quantize_blocks
+from vramcalc.trace._optim import make_optimizer
+from vramcalc.trace._step import TraceResult, _fakeify, trace_module_step
+
+
+def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, notes: list[str]) -> torch.nn.Module:
+    """Apply the method to the meta-device model (peft cannot move fake parameters); no fake storage yet."""
+    dtype = model_dtype(training.precision)  # fake storage for every weight and buffer
+    assert model.num_layers is not None
+    layers = find_layers(hf, model.num_layers)
+    method = training.method
+
+    if method == "qlora":
+        if dtype == torch.float32:
+            raise UnsupportedCombination("qlora needs a 16-bit compute dtype: use --precision bf16")
+        n = quantize_blocks(hf, layers, training.quant_bits, training.double_quant, dtype)
+        notes.append(f"qlora: {n} block Linear layers replaced by an emulated bitsandbytes "
+                     f"{training.quant_bits}-bit storage (embeddings, norms, lm_head stay 16-bit)")
+    if method in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(r=training.lora_rank, lora_alpha=training.lora_alpha,
+                         lora_dropout=training.lora_dropout,
+                         target_modules=lora_targets(model, training.lora_targets), task_type="CAUSAL_LM")
+        hf = get_peft_model(hf, cfg, autocast_adapter_dtype=training.adapter_dtype == "fp32")
+        if training.adapter_dtype != "fp32":
+            for name, p in hf.named_parameters():
+                if "lora_" in name:
+                    p.data = p.data.to(DTYPES[training.adapter_dtype])
+        else:
+            for name, p in hf.named_parameters():
+                if "lora_" in name and p.dtype != torch.float32:
+                    p.data = p.data.float()
+    elif method == "freeze":
+        assert training.freeze_layers is not None
+        base = hf
+        tied = model.tie_word_embeddings
+        for p in base.get_input_embeddings().parameters():
+            p.requires_grad_(False)
+        for block in list(layers)[: training.freeze_layers]:
+            for p in block.parameters():
+                p.requires_grad_(False)
+        head = base.get_output_embeddings()
+        if head is not None:
+            for p in head.parameters():
+                p.requires_grad_(training.train_head)
+        if tied and training.train_head:
+            notes.append("freeze with tied embeddings: the shared embedding/head weight is trained (train_head)")
+    if training.grad_checkpointing:
+        target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
+        target.gradient_checkpointing_enable()  # transformers' defaults (use_reentrant=False)
+        if method != "full":
+            # transformers/peft do this for adapters and frozen embeddings so checkpointed blocks get grads
+            target.enable_input_require_grads()
+    return hf
+
+
+def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
+    """One steady-state training step of `model` under `training`, measured on fake tensors."""
+    if training.mode != "train":
+        raise UnsupportedCombination("vramcalc trace measures training steps only (mode 'train')")
+    if not model.has_architecture or model.vocab_size is None:
+        raise UnsupportedCombination(f"{model.name} has no architecture; trace needs one")
+    notes: list[str] = []
+    precision = training.precision
+    autocast = None
+    if precision.startswith("amp-"):
+        ac_dtype = torch.bfloat16 if precision == "amp-bf16" else torch.float16
+        autocast = lambda: _cuda.cuda_autocast(ac_dtype)  # noqa: E731
+        notes.append(f"{precision}: fp32 weights, forward under autocast with CUDA's op lists "
+                     "(weight casts cached for the forward)")
+        if precision == "amp-fp16":
+            notes.append("amp-fp16: GradScaler not run (its state is a few scalars)")
+    vocab = model.vocab_size
+    b, s = training.batch_size, training.seq_len
+
+    def make_inputs() -> dict[str, torch.Tensor]:
+        ids = torch.randint(0, vocab, (b, s), dtype=torch.long)
+        return {"input_ids": ids, "labels": torch.randint(0, vocab, (b, s), dtype=torch.long)}
+
+    def loss_fn(m: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        # Keep only the loss; the outputs (logits) are dropped, as HF Trainer's compute_loss does.
+        return m(**inputs, use_cache=False).loss  # type: ignore[no-any-return]
+
+    def optimizer_factory(m: torch.nn.Module) -> torch.optim.Optimizer:
+        params = [p for p in m.parameters() if p.requires_grad]
+        opt, opt_notes = make_optimizer(training, params)
+        notes.extend(opt_notes)
+        return opt
+
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with _cuda.cuda_emulation() as cuda_notes:
+        hf, build_notes = build_model(model, training, model_dtype(precision))  # on the meta device
+        notes.extend(build_notes)
+        module = _prepare(hf, model, training, notes)
+        with fake_mode:
+            module = _fakeify(module)
+        result = trace_module_step(module, make_inputs, loss_fn, optimizer_factory, grad_accum=training.grad_accum,
+                                   autocast=autocast, fake_mode=fake_mode, notes=notes)
+        backends = sorted(set(_cuda.SDPA_BACKENDS))
+    extra = list(cuda_notes)
+    if training.attention == "sdpa":
+        extra.append("sdpa backend(s) as CUDA would pick: " + (", ".join(backends) or "none"))
+    extra.append("dropout: fused CUDA kernel (1-byte mask per element); p=0 returns the input")
+    extra.append("model outputs dropped after the loss (only the loss is kept)")
+    return TraceResult(
+        peak_bytes=result.peak_bytes, peak_phase=result.peak_phase,
+        by_category_at_peak=result.by_category_at_peak, phase_peaks=result.phase_peaks,
+        parameters=result.parameters, trainable_parameters=result.trainable_parameters,
+        notes=result.notes + tuple(extra), peak_op=result.peak_op,
+    )
