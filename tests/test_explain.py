@@ -121,7 +121,8 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
 def test_markdown_is_the_same_explanation(mistral: ModelSpec) -> None:
     md = to_markdown(explain(mistral, TrainingSpec()))
     assert md.startswith("## Mistral 7B v0.1 · full fine-tuning")
-    assert "| weights (bf16) | parameters × bytes per stored weight | 7,241,732,096 params × 2 B (bf16) | 14.48 GB |" in md
+    assert ("| weights (bf16) | parameters × bytes per stored weight | 7,241,732,096 params × 2 B (bf16) | "
+            "14.48 GB |") in md
     assert "### Phases: what is alive when: 87.06 GB" in md
 
 
@@ -175,7 +176,7 @@ def test_cli_diff_side_may_name_another_model() -> None:
 
 @pytest.mark.parametrize(("side", "message"), [
     ("--bogus", "error: --diff side '--bogus': No such option: --bogus"),
-    ("--format json", "error: --diff side '--format json': output options (--format, --units, --check, --diff) "
+    ("--format json", "error: --diff side '--format json': output options (--format, --units, --check, --only, --diff) "
                       "go outside the quoted strings"),
     ("--method 'qlora", "error: --diff side \"--method 'qlora\": No closing quotation"),
 ], ids=["unknown-option", "output-option", "bad-quoting"])

@@ -14,7 +14,7 @@ import typer
 ExplainFormat = Literal["text", "markdown", "json"]
 
 # Options a --diff side may not set: they describe the output, not the run.
-_NOT_PER_SIDE = {"diff", "fmt", "units", "check"}
+_NOT_PER_SIDE = {"diff", "fmt", "units", "check", "only"}
 
 
 def _complete_model(incomplete: str) -> list[str]:
@@ -59,6 +59,10 @@ def explain(
         metavar="A B",
         help="Compare two configurations: each is a quoted option string applied on top of the other options, "
              "e.g. --diff \"--method full\" \"--method qlora\". A side may start with another model name.")] = None,
+    only: Annotated[str | None, typer.Option(
+        metavar="SECTIONS",
+        help="Comma-separated sections to show: parameters, weights, gradients, optimizer_state, "
+             "activations_per_layer, activations, temporaries, phases, overhead.")] = None,
     fmt: Annotated[ExplainFormat, typer.Option("--format", help="text, markdown (a document) or json.")] = "text",
     units: Annotated[Literal["GB", "GiB"], typer.Option(help="GB (10^9, as the seed texts count) or GiB (2^30).")]
     = "GB",
@@ -81,7 +85,11 @@ def explain(
     from vramcalc.errors import VramcalcError
 
     shared = {k: v for k, v in ctx.params.items() if k not in _NOT_PER_SIDE}
+    sections = tuple(x.strip() for x in (only or "").split(",") if x.strip())
     try:
+        unknown = [x for x in sections if x not in ex.SECTION_KEYS]
+        if unknown:
+            raise BadInput(f"--only: unknown section {unknown[0]!r}; choose from {', '.join(ex.SECTION_KEYS)}")
         if diff is None:
             spec, training, gpu_spec = _resolve(shared)
             e = ex.explain(spec, training)
@@ -107,13 +115,13 @@ def explain(
 
         verdict = fit(e.breakdown, gpu_spec)
     if fmt == "json":
-        doc = ex.to_json(e)
+        doc = ex.to_json(e, sections)
         if verdict is not None:
             doc.update(gpu=gpu_spec.name if gpu_spec else None, fits=verdict.fits,
                        headroom_bytes=verdict.headroom_bytes)
         typer.echo(json.dumps(doc, indent=2))
     else:
-        text = ex.to_markdown(e, units) if fmt == "markdown" else ex.to_text(e, units)
+        text = ex.to_markdown(e, units, sections) if fmt == "markdown" else ex.to_text(e, units, sections)
         if verdict is not None:
             text += ("\n**" + verdict_line(verdict, units) + "**\n" if fmt == "markdown"
                      else verdict_line(verdict, units) + "\n")
@@ -157,7 +165,7 @@ def _apply_side(ctx: typer.Context, shared: dict[str, Any], side: str) -> dict[s
         source = sub.get_parameter_source(name)
         if source is not None and source.name == "COMMANDLINE":
             if name in _NOT_PER_SIDE:
-                raise BadInput(f"--diff side {side!r}: output options (--format, --units, --check, --diff) "
+                raise BadInput(f"--diff side {side!r}: output options (--format, --units, --check, --only, --diff) "
                                "go outside the quoted strings")
             values[name] = value
     return values

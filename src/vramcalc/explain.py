@@ -557,10 +557,18 @@ def _sources(s: Section) -> list[str]:
     return list(dict.fromkeys(line.source for line in s.lines if line.source))
 
 
-def to_text(e: Explanation, unit: str = "GB") -> str:
+SECTION_KEYS = ("parameters", "weights", "gradients", "optimizer_state", "activations_per_layer", "activations",
+                "temporaries", "phases", "overhead")
+
+
+def _chosen(e: Explanation, only: tuple[str, ...]) -> list[Section]:
+    return [s for s in e.sections if not only or s.key in only]
+
+
+def to_text(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
     """Plain text, one step of arithmetic per line (stable: no terminal-width dependence)."""
     out = [header(e), "assumptions: " + assumptions(e.training), ""]
-    for s in e.sections:
+    for s in _chosen(e, only):
         total = "" if s.total is None else "  " + fmt_value(s.total, s.kind, unit)
         out.append(f"{s.title.upper()}{total}")
         previous = ""
@@ -580,10 +588,10 @@ def to_text(e: Explanation, unit: str = "GB") -> str:
     return "\n".join(out) + "\n"
 
 
-def to_markdown(e: Explanation, unit: str = "GB") -> str:
+def to_markdown(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
     """The same explanation as a Markdown document."""
     out = [f"## {header(e)}", "", f"Assumptions: {assumptions(e.training)}", ""]
-    for s in e.sections:
+    for s in _chosen(e, only):
         total = "" if s.total is None else f": {fmt_value(s.total, s.kind, unit)}"
         out += [f"### {s.title[0].upper() + s.title[1:]}{total}", "", "| term | formula | numbers | result |",
                 "| --- | --- | --- | ---: |"]
@@ -600,7 +608,7 @@ def to_markdown(e: Explanation, unit: str = "GB") -> str:
     return "\n".join(out) + "\n"
 
 
-def to_json(e: Explanation) -> dict[str, Any]:
+def to_json(e: Explanation, only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Machine-readable: integer values, stable keys."""
     return {
         "model": e.model.name,
@@ -608,7 +616,7 @@ def to_json(e: Explanation) -> dict[str, Any]:
         "sections": [{"key": s.key, "title": s.title, "total": s.total, "kind": s.kind, "text": list(s.text),
                       "lines": [{"key": ln.key, "label": ln.label, "inputs": ln.inputs, "value": ln.value,
                                  "kind": ln.kind, "formula": ln.formula, "source": ln.source} for ln in s.lines]}
-                     for s in e.sections],
+                     for s in _chosen(e, only)],
         "peak_bytes": e.breakdown.peak_bytes,
         "peak_phase": e.breakdown.peak_phase,
         "peak_moment": e.peak_moment,
