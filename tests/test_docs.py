@@ -146,7 +146,7 @@ def matches(expected: list[str], actual: list[str]) -> bool:
     exp = [x.rstrip() for x in expected]
     if "..." not in exp:
         return exp == actual
-    head, rest = exp[: exp.index("...")], exp[exp.index("...") + 1:]
+    head, rest = exp[: exp.index("...")], exp[exp.index("...") + 1 :]
     if actual[: len(head)] != head:
         return False
     return any(matches(rest, actual[k:]) for k in range(len(head), len(actual) + 1))
@@ -167,7 +167,8 @@ def test_doc_command(doc: DocCommand) -> None:
     if doc.expected is not None and not cut and not REGEN:
         assert matches(doc.expected, actual), (
             f"{doc.id}: the output of `{doc.command}` differs from the docs; regenerate with "
-            "VRAMCALC_REGEN_DOCS=1 and review the diff\n" + "\n".join(actual))
+            "VRAMCALC_REGEN_DOCS=1 and review the diff\n" + "\n".join(actual)
+        )
 
 
 def _regenerated(expected: list[str], actual: list[str]) -> list[str]:
@@ -204,9 +205,61 @@ def _commands(cmd: object, path: list[str]) -> list[list[str]]:
     return out
 
 
-@pytest.mark.parametrize("path", _commands(typer.main.get_command(app), []),
-                         ids=lambda p: " ".join(["vramcalc", *p]))
+@pytest.mark.parametrize(
+    "path", _commands(typer.main.get_command(app), []), ids=lambda p: " ".join(["vramcalc", *p])
+)
 def test_every_command_has_help_with_an_example(path: list[str]) -> None:
     result = runner.invoke(app, [*path, "--help"], env=ENV)
     assert result.exit_code == 0, result.output
     assert "Example" in result.stdout, f"`vramcalc {' '.join(path)} --help` shows no example"
+
+
+# --- the parser and matcher themselves ---------------------------------------------------------------
+
+SAMPLE = """\
+```bash
+pip install vramcalc
+vramcalc estimate mistral-7b --gpu rtx4090 --check  # exit 1
+vramcalc estimate mistral-7b \\
+  --method qlora
+vramcalc estimate mistral-7b --format json | jq .peak_bytes
+```
+
+<!-- docs-test: skip -->
+```console
+$ vramcalc estimate my-own-model
+```
+
+```console
+$ vramcalc --version
+vramcalc 0.1.0
+
+$ vramcalc explain mistral-7b --only weights
+```
+"""
+
+
+def test_parse_finds_commands_exit_codes_and_outputs(tmp_path: Path) -> None:
+    doc = tmp_path / "sample.md"
+    doc.write_text(SAMPLE, encoding="utf-8")
+    found = [(c.lineno, c.command, c.exit_code, c.expected) for c in parse(doc)]
+    assert found == [
+        (3, "vramcalc estimate mistral-7b --gpu rtx4090 --check  # exit 1", 1, None),
+        (4, "vramcalc estimate mistral-7b --method qlora", 0, None),  # joined continuation
+        (6, "vramcalc estimate mistral-7b --format json | jq .peak_bytes", 0, None),
+        (15, "vramcalc --version", 0, ["vramcalc 0.1.0"]),  # the blank separator line is not output
+        (18, "vramcalc explain mistral-7b --only weights", 0, None),  # nothing shown: not compared
+    ]
+    assert argv("vramcalc estimate mistral-7b --format json | jq .peak_bytes") == (
+        ["estimate", "mistral-7b", "--format", "json"],
+        True,
+    )
+
+
+def test_ellipsis_matches_any_run_of_lines() -> None:
+    assert matches(["a", "...", "z"], ["a", "b", "c", "z"])
+    assert matches(["a", "...", "z"], ["a", "z"])
+    assert not matches(["a", "...", "z"], ["a", "b"])
+    assert not matches(["a", "b"], ["a", "b", "c"])
+    # Regeneration keeps the elision with as many head and tail lines as before.
+    assert _regenerated(["a", "...", "z"], ["A", "b", "Z"]) == ["A", "...", "Z"]

@@ -1,4 +1,4 @@
-"""`vramcalc explain`: the lines reproduce the core's numbers, and the seed texts' arithmetic reads as written."""
+"""`vramcalc explain`: its lines add up to the core's numbers; the seed arithmetic reads as written."""
 
 from __future__ import annotations
 
@@ -35,8 +35,11 @@ def test_weights_line_reads_like_the_seed(mistral: ModelSpec) -> None:
     # 14,483,464,192 = 7,241,732,096 params × 2 B (bf16): seed 000 "~14.5 GB".
     assert line.value == 2 * MISTRAL_7B_PARAMS == 14_483_464_192
     assert line.inputs == "7,241,732,096 params × 2 B (bf16)"
-    assert ("  weights (bf16) = parameters × bytes per stored weight = 7,241,732,096 params × 2 B (bf16) = 14.48 GB"
-            in to_text(e).splitlines())
+    assert (
+        "  weights (bf16) = parameters × bytes per stored weight = "
+        "7,241,732,096 params × 2 B (bf16) = 14.48 GB"
+        in to_text(e).splitlines()
+    )
 
 
 def test_adamw_moments_are_8_bytes_per_param(mistral: ModelSpec) -> None:
@@ -73,8 +76,10 @@ def test_head_terms_sum_to_head_activations(mistral: ModelSpec) -> None:
         t = TrainingSpec(method=method)
         r = RECIPES[t.precision]
         trainable = method == "full"
-        assert sum(x.per_token for x in head_terms(mistral, t, r, trainable)) == \
-            head_activations(mistral, t, r, trainable).saved
+        assert (
+            sum(x.per_token for x in head_terms(mistral, t, r, trainable))
+            == head_activations(mistral, t, r, trainable).saved
+        )
 
 
 CONFIGS = {
@@ -111,7 +116,9 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
             assert sum(x.value for x in sec[key].lines) == b.component(key), (m.name, key)
         if m.has_architecture:
             assert sum(x.value for x in sec["activations"].lines) == b.activations, m.name
-            assert sum(x.value for x in sec["activations_per_layer"].lines) == b.details["activations.per_layer"]
+            assert (
+                sum(x.value for x in sec["activations_per_layer"].lines) == b.details["activations.per_layer"]
+            )
             assert max(x.value for x in sec["temporaries"].lines) == b.temporaries, m.name
         # Not one phase fell back to "total only": the itemization mirrors the core's phase model.
         assert not any("itemization" in n for n in e.notes), (m.name, e.notes)
@@ -121,8 +128,10 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
 def test_markdown_is_the_same_explanation(mistral: ModelSpec) -> None:
     md = to_markdown(explain(mistral, TrainingSpec()))
     assert md.startswith("## Mistral 7B v0.1 · full fine-tuning")
-    assert ("| weights (bf16) | parameters × bytes per stored weight | 7,241,732,096 params × 2 B (bf16) | "
-            "14.48 GB |") in md
+    assert (
+        "| weights (bf16) | parameters × bytes per stored weight | 7,241,732,096 params × 2 B (bf16) | "
+        "14.48 GB |"
+    ) in md
     assert "### Phases: what is alive when: 87.06 GB" in md
 
 
@@ -147,6 +156,7 @@ def test_diff_bf16_to_qlora_weights_shrink_to_about_a_quarter(mistral: ModelSpec
 
 # --- CLI ---------------------------------------------------------------------------------------------
 
+
 def test_cli_explain_text_and_formats() -> None:
     r = runner.invoke(app, ["explain", "mistral-7b"])
     assert r.exit_code == 0, r.output
@@ -159,8 +169,20 @@ def test_cli_explain_text_and_formats() -> None:
 
 
 def test_cli_diff_applies_each_side_on_top_of_shared_options() -> None:
-    r = runner.invoke(app, ["explain", "mistral-7b", "--seq-len", "1024", "--diff", "--method full",
-                            "--method qlora --lora-rank 8", "--format", "json"])
+    r = runner.invoke(
+        app,
+        [
+            "explain",
+            "mistral-7b",
+            "--seq-len",
+            "1024",
+            "--diff",
+            "--method full",
+            "--method qlora --lora-rank 8",
+            "--format",
+            "json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["a"]["settings"]["seq_len"] == doc["b"]["settings"]["seq_len"] == 1024
@@ -174,12 +196,19 @@ def test_cli_diff_side_may_name_another_model() -> None:
     assert json.loads(r.stdout)["b"]["model"] == "llama-3.1-8b"
 
 
-@pytest.mark.parametrize(("side", "message"), [
-    ("--bogus", "error: --diff side '--bogus': No such option: --bogus"),
-    ("--format json", "error: --diff side '--format json': output options (--format, --units, --check, --only, --diff) "
-                      "go outside the quoted strings"),
-    ("--method 'qlora", "error: --diff side \"--method 'qlora\": No closing quotation"),
-], ids=["unknown-option", "output-option", "bad-quoting"])
+@pytest.mark.parametrize(
+    ("side", "message"),
+    [
+        ("--bogus", "error: --diff side '--bogus': No such option: --bogus"),
+        (
+            "--format json",
+            "error: --diff side '--format json': output options (--format, --units, --check, --only, --diff) "
+            "go outside the quoted strings",
+        ),
+        ("--method 'qlora", 'error: --diff side "--method \'qlora": No closing quotation'),
+    ],
+    ids=["unknown-option", "output-option", "bad-quoting"],
+)
 def test_cli_diff_bad_side_is_one_line_exit_2(side: str, message: str) -> None:
     r = runner.invoke(app, ["explain", "mistral-7b", "--diff", "--method full", side])
     assert r.exit_code == 2

@@ -229,7 +229,7 @@ def _gradients(t: TrainingSpec, b: Breakdown, trainable: int, grad_dtype: str) -
         g = dtype_bytes(t.adapter_dtype)
         line = Line("gradients.trainable", "gradients", f"{_n(trainable)} adapter params × {g} B ({t.adapter_dtype})",
                     trainable * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
-        text = ("the frozen base has requires_grad=False: no gradients for it",)
+        text: tuple[str, ...] = ("the frozen base has requires_grad=False: no gradients for it",)
     else:
         g = dtype_bytes(grad_dtype)
         line = Line("gradients.trainable", "gradients", f"{_n(trainable)} trainable params × {g} B ({grad_dtype})",
@@ -287,7 +287,7 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
         lines.append(Line("optimizer_state.master_weights", "fp32 master weights",
                           f"{_n(trainable)} params × 4 B (fp32)", 4 * trainable,
                           "trainable parameters × 4 B", SRC_MASTER))
-    text = ()
+    text: tuple[str, ...] = ()
     if trainable and b.optimizer_state:
         text = (f"{b.optimizer_state / trainable:.2f} B of optimizer state per trainable parameter",)
     return Section("optimizer_state", "optimizer state", b.optimizer_state, tuple(lines), text)
@@ -692,7 +692,9 @@ def change(r: DiffRow, unit: str = "GB") -> str:
         return "gone"
     d = (r.b or 0) - r.a
     sign = "+" if d > 0 else "-"
-    return f"{sign}{fmt_value(abs(d), r.kind, unit)} (×{(r.b or 0) / r.a:.2g})"
+    ratio = (r.b or 0) / r.a
+    shown = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
+    return f"{sign}{fmt_value(abs(d), r.kind, unit)} (×{shown})"
 
 
 def _cell(v: int | None, kind: Kind, unit: str) -> str:
