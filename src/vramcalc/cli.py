@@ -281,6 +281,9 @@ def show(
     _console().print(", ".join(f"{k}={v}" for k, v in arch.items()), highlight=False, soft_wrap=True)
 
 
+app.command("explain", epilog=EPILOG)(__import__("vramcalc.commands_explain", fromlist=["explain"]).explain)
+
+
 def main() -> None:
     """Console entry point: Click's usage errors become one line on stderr with exit code 2."""
     try:  # recent typer vendors click as typer._click; older releases use click itself

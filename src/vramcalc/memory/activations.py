@@ -202,3 +202,15 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     # Backward: nll_loss's fp32 gradient and log_softmax's fp32 input gradient, next to the saved output.
     bwd = 8 * v
     return HeadActivations(saved, fwd, bwd)
+
+
+def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> tuple[Term, ...]:
+    """The named parts of `head_activations(...).saved` (bytes per token), for `vramcalc explain`."""
+    assert m.hidden_size is not None and m.vocab_size is not None
+    c = dtype_bytes(recipe.compute)
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    terms = _norm_terms("final norm", m, c, residual, m.hidden_size) if m.final_norm else []
+    if head_trainable:
+        terms.append(Term("lm_head input", c * m.hidden_size))
+    terms.append(Term("log_softmax output (fp32)", 4 * m.vocab_size))
+    return tuple(terms)

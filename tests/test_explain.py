@@ -1,0 +1,223 @@
+"""`vramcalc explain`: its lines add up to the core's numbers; the seed arithmetic reads as written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from vramcalc import presets
+from vramcalc.cli import app
+from vramcalc.explain import Explanation, change, diff, explain, to_markdown, to_text
+from vramcalc.memory.activations import head_activations, head_terms
+from vramcalc.memory.precision import RECIPES
+from vramcalc.specs import ModelSpec, TrainingSpec
+
+runner = CliRunner()
+
+# 7,241,732,096 = sum(p.numel()) for Mistral-7B-v0.1 (shared/seeds/000, printed by the course's code).
+MISTRAL_7B_PARAMS = 7_241_732_096
+
+
+@pytest.fixture(scope="module")
+def mistral() -> ModelSpec:
+    return presets.find_model("mistral-7b")
+
+
+def _section(e: Explanation, key: str):  # type: ignore[no-untyped-def]
+    return next(s for s in e.sections if s.key == key)
+
+
+def test_weights_line_reads_like_the_seed(mistral: ModelSpec) -> None:
+    e = explain(mistral, TrainingSpec())
+    line = e.lines()["weights.base"]
+    # 14,483,464,192 = 7,241,732,096 params × 2 B (bf16): seed 000 "~14.5 GB".
+    assert line.value == 2 * MISTRAL_7B_PARAMS == 14_483_464_192
+    assert line.inputs == "7,241,732,096 params × 2 B (bf16)"
+    assert (
+        "  weights (bf16) = parameters × bytes per stored weight = "
+        "7,241,732,096 params × 2 B (bf16) = 14.48 GB"
+        in to_text(e).splitlines()
+    )
+
+
+def test_adamw_moments_are_8_bytes_per_param(mistral: ModelSpec) -> None:
+    e = explain(mistral, TrainingSpec())
+    # 57,933,856,768 = 2 moments × 7,241,732,096 × 4 B (fp32): seed 000 "~57.9 GB".
+    assert e.lines()["optimizer_state.moments"].value == 8 * MISTRAL_7B_PARAMS == 57_933_856_768
+    assert "→ 8.00 B of optimizer state per trainable parameter" in to_text(e)
+
+
+def test_lora_parameters_per_target(mistral: ModelSpec) -> None:
+    lines = explain(mistral, TrainingSpec(method="lora")).lines()
+    # Mistral-7B: hidden 4096, 32 heads × 128 = 4096 for q, 8 KV heads × 128 = 1024 for v, 32 layers.
+    # q_proj: 16 × (4096 + 4096) × 32 = 4,194,304; v_proj: 16 × (4096 + 1024) × 32 = 2,621,440.
+    assert lines["parameters.lora.q_proj"].value == 4_194_304
+    assert lines["parameters.lora.q_proj"].inputs == "r 16 × (4,096 in + 4,096 out) × 32 modules"
+    assert lines["parameters.lora.v_proj"].value == 2_621_440
+    assert lines["parameters.trainable"].value == 6_815_744  # 4,194,304 + 2,621,440
+
+
+def test_qlora_weights_split_into_data_constants_and_unquantized(mistral: ModelSpec) -> None:
+    e = explain(mistral, TrainingSpec(method="qlora"))
+    lines = e.lines()
+    # Block Linears: 32 layers × (4096·4096·2 (q, o) + 4096·1024·2 (k, v) + 3 × 4096·14336 (MLP))
+    # = 32 × 218,103,808 = 6,979,321,856 params; NF4 packs two per byte: 3,489,660,928 B.
+    assert lines["weights.quantized"].value == 3_489_660_928
+    # Not quantized: 7,241,732,096 − 6,979,321,856 = 262,410,240 (embeddings, lm_head, norms) × 2 B.
+    assert lines["weights.unquantized"].value == 262_410_240 * 2
+    assert lines["weights.quant_constants"].value == e.breakdown.details["weights.quant_constants"]
+
+
+def test_head_terms_sum_to_head_activations(mistral: ModelSpec) -> None:
+    # head_terms is the itemized form of head_activations(...).saved (added for explain).
+    for method in ("full", "lora"):
+        t = TrainingSpec(method=method)
+        r = RECIPES[t.precision]
+        trainable = method == "full"
+        assert (
+            sum(x.per_token for x in head_terms(mistral, t, r, trainable))
+            == head_activations(mistral, t, r, trainable).saved
+        )
+
+
+CONFIGS = {
+    "full": {},
+    "full-8bit-ckpt": {"optimizer": "adamw-8bit", "grad_checkpointing": True},
+    "lora": {"method": "lora", "batch_size": 2},
+    "qlora-ckpt": {"method": "qlora", "grad_checkpointing": True, "lora_targets": ("all-linear",)},
+    "qlora-8bit-nodq": {"method": "qlora", "quant_bits": 8},
+    "qlora-4bit-nodq": {"method": "qlora", "double_quant": False},
+    "freeze": {"method": "freeze", "freeze_layers": 2},
+    "mixed-foreach-accum": {"precision": "mixed-bf16", "optimizer_impl": "foreach", "grad_accum": 4},
+    "amp-eager": {"precision": "amp-bf16", "attention": "eager", "seq_len": 256},
+    "fp32-sgd": {"precision": "fp32", "optimizer": "sgd-momentum"},
+    "adafactor-for-loop": {"optimizer": "adafactor", "optimizer_impl": "for-loop"},
+    "lion-ckpt-amp": {"optimizer": "lion", "precision": "amp-fp16", "grad_checkpointing": True},
+}
+
+
+def _models() -> list[ModelSpec]:
+    return [s for s in presets.models().specs if isinstance(s, ModelSpec)]
+
+
+@pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
+def test_every_section_adds_up_to_the_core(config: str) -> None:
+    """For every preset: component lines sum to the core's component; each phase's itemization matches."""
+    t = TrainingSpec(**CONFIGS[config])
+    for m in _models():
+        if t.method == "freeze" and not m.has_architecture:
+            continue
+        e = explain(m, t)
+        b = e.breakdown
+        sec = {s.key: s for s in e.sections}
+        for key in ("weights", "gradients", "optimizer_state", "overhead"):
+            assert sum(x.value for x in sec[key].lines) == b.component(key), (m.name, key)
+        if m.has_architecture:
+            assert sum(x.value for x in sec["activations"].lines) == b.activations, m.name
+            assert (
+                sum(x.value for x in sec["activations_per_layer"].lines) == b.details["activations.per_layer"]
+            )
+            assert max(x.value for x in sec["temporaries"].lines) == b.temporaries, m.name
+        # Not one phase fell back to "total only": the itemization mirrors the core's phase model.
+        assert not any("itemization" in n for n in e.notes), (m.name, e.notes)
+        assert sec["phases"].total == b.tensor_peak_bytes
+
+
+def test_markdown_is_the_same_explanation(mistral: ModelSpec) -> None:
+    md = to_markdown(explain(mistral, TrainingSpec()))
+    assert md.startswith("## Mistral 7B v0.1 · full fine-tuning")
+    assert (
+        "| weights (bf16) | parameters × bytes per stored weight | 7,241,732,096 params × 2 B (bf16) | "
+        "14.48 GB |"
+    ) in md
+    assert "### Phases: what is alive when: 87.06 GB" in md
+
+
+def test_diff_full_to_lora_gradients_and_states_nearly_vanish(mistral: ModelSpec) -> None:
+    d = diff(explain(mistral, TrainingSpec()), explain(mistral, TrainingSpec(method="lora")))
+    rows = {r.key: r for r in d.summary}
+    assert d.settings == (("method", "full", "lora"),)
+    # Gradients: 14,483,464,192 B → 6,815,744 × 4 B = 27,262,976 B (fp32 adapters): ×0.0019.
+    assert (rows["gradients.total"].a, rows["gradients.total"].b) == (14_483_464_192, 27_262_976)
+    assert change(rows["gradients.total"]) == "-14.46 GB (×0.0019)"
+    # Optimizer: 57,933,856,768 → 2 × 4 B × 6,815,744 = 54,525,952.
+    assert rows["optimizer_state.total"].b == 54_525_952
+
+
+def test_diff_bf16_to_qlora_weights_shrink_to_about_a_quarter(mistral: ModelSpec) -> None:
+    d = diff(explain(mistral, TrainingSpec(method="lora")), explain(mistral, TrainingSpec(method="qlora")))
+    w = next(r for r in d.summary if r.key == "weights.total")
+    # 3,489,660,928 (NF4) + constants + 524,820,480 (unquantized bf16) + 27,262,976 (adapters) vs 14.51 GB.
+    assert 0.25 < (w.b or 0) / (w.a or 1) < 0.30
+    assert {r.key for r in d.rows} >= {"weights.quant_constants", "weights.quantized", "weights.base"}
+
+
+# --- CLI ---------------------------------------------------------------------------------------------
+
+
+def test_cli_explain_text_and_formats() -> None:
+    r = runner.invoke(app, ["explain", "mistral-7b"])
+    assert r.exit_code == 0, r.output
+    assert "PEAK  91.94 GB" in r.stdout
+    r = runner.invoke(app, ["explain", "mistral-7b", "--format", "json"])
+    doc = json.loads(r.stdout)
+    assert doc["peak_bytes"] == 91_940_015_513  # = estimate's peak_bytes for the same options
+    r = runner.invoke(app, ["explain", "mistral-7b", "--format", "markdown"])
+    assert r.stdout.startswith("## ")
+
+
+def test_cli_diff_applies_each_side_on_top_of_shared_options() -> None:
+    r = runner.invoke(
+        app,
+        [
+            "explain",
+            "mistral-7b",
+            "--seq-len",
+            "1024",
+            "--diff",
+            "--method full",
+            "--method qlora --lora-rank 8",
+            "--format",
+            "json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["a"]["settings"]["seq_len"] == doc["b"]["settings"]["seq_len"] == 1024
+    assert doc["settings_changed"]["method"] == ["full", "qlora"]
+    assert doc["b"]["settings"]["lora_rank"] == 8
+
+
+def test_cli_diff_side_may_name_another_model() -> None:
+    r = runner.invoke(app, ["explain", "mistral-7b", "--diff", "", "llama-3.1-8b", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["b"]["model"] == "llama-3.1-8b"
+
+
+@pytest.mark.parametrize(
+    ("side", "message"),
+    [
+        ("--bogus", "error: --diff side '--bogus': No such option: --bogus"),
+        (
+            "--format json",
+            "error: --diff side '--format json': output options (--format, --units, --check, --only, --diff) "
+            "go outside the quoted strings",
+        ),
+        ("--method 'qlora", 'error: --diff side "--method \'qlora": No closing quotation'),
+    ],
+    ids=["unknown-option", "output-option", "bad-quoting"],
+)
+def test_cli_diff_bad_side_is_one_line_exit_2(side: str, message: str) -> None:
+    r = runner.invoke(app, ["explain", "mistral-7b", "--diff", "--method full", side])
+    assert r.exit_code == 2
+    assert r.stderr.strip().startswith(message)
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.output
+
+
+def test_cli_unknown_model_is_exit_2() -> None:
+    r = runner.invoke(app, ["explain", "mistrel-7b"])
+    assert r.exit_code == 2
+    assert r.stderr.startswith("error: unknown model 'mistrel-7b'")
