@@ -65,8 +65,11 @@ def _fail(e: BaseException) -> typer.Exit:
 
 
 PresetsOption = Annotated[list[str] | None, typer.Option(
-    "--presets", help="Extra preset directory (models/*.yaml, gpus.yaml); repeatable; adds to and overrides the "
-                      "built-in presets, after VRAMCALC_PRESETS.")]
+    "--presets", help="Extra preset directory (models/*.yaml, gpus.yaml); repeatable; adds to and "
+                      "overrides the built-in presets, after VRAMCALC_PRESETS.")]
+
+
+MODEL_HELP = "Model preset name, alias or Hugging Face id, or a path to a config.json or a model folder."
 
 
 def _complete_model(incomplete: str) -> list[str]:
@@ -98,8 +101,7 @@ def _console() -> Any:
 
 @app.command(epilog=EPILOG)
 def estimate(
-    model: Annotated[str, typer.Argument(help="Model preset name, alias or Hugging Face id, or a path to a "
-                                              "config.json or a model folder.", autocompletion=_complete_model)],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP, autocompletion=_complete_model)],
     gpu: Annotated[str | None, typer.Option(help="GPU preset to check the fit against (no verdict without).",
                                             autocompletion=_complete_gpu)] = None,
     method: Annotated[Literal["full", "lora", "qlora", "freeze"], typer.Option(help="Fine-tuning method.")] = "full",
@@ -257,8 +259,7 @@ def gpus(
 
 @app.command()
 def show(
-    model: Annotated[str, typer.Argument(help="Model preset name, alias or Hugging Face id, or a path to a "
-                                              "config.json or a model folder.", autocompletion=_complete_model)],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP, autocompletion=_complete_model)],
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = "table",
     preset_dirs: PresetsOption = None,
 ) -> None:

@@ -71,7 +71,9 @@ def check_file(path: Path, kind: str) -> tuple[list[Problem], list[Any]]:
     if data is None:
         return [Problem(p, 0, "file is empty: expected a list of presets")], []
     if not isinstance(data, list):
-        return [Problem(p, 1, f"expected a list of presets (lines starting with '- '), got {type(data).__name__}")], []
+        return [
+            Problem(p, 1, f"expected a list of presets (lines starting with '- '), got {type(data).__name__}")
+        ], []
     lines = _entry_lines(path.read_text(encoding="utf-8"))  # JSON is YAML: the marks work for both
     spec_type: type[ModelSpec] | type[GpuSpec] = ModelSpec if kind == "model" else GpuSpec
     problems: list[Problem] = []
@@ -81,7 +83,9 @@ def check_file(path: Path, kind: str) -> tuple[list[Problem], list[Any]]:
         name = entry.get("name") if isinstance(entry, dict) else None
         where = f"entry {i + 1}" + (f" ({name})" if name else "")
         if not isinstance(entry, dict):
-            problems.append(Problem(p, entry_line, f"{where}: expected a mapping of fields, got {type(entry).__name__}"))
+            problems.append(
+                Problem(p, entry_line, f"{where}: expected a mapping of fields, got {type(entry).__name__}")
+            )
             continue
         try:
             spec = spec_type.model_validate(entry)
@@ -98,9 +102,14 @@ def check_file(path: Path, kind: str) -> tuple[list[Problem], list[Any]]:
 
             counted = count_params(spec)
             if counted != spec.published_parameters:
-                problems.append(Problem(p, key_lines.get("published_parameters", entry_line),
-                                        f"{where}: the architecture gives {counted:,} parameters, "
-                                        f"published_parameters says {spec.published_parameters:,}"))
+                problems.append(
+                    Problem(
+                        p,
+                        key_lines.get("published_parameters", entry_line),
+                        f"{where}: the architecture gives {counted:,} parameters, "
+                        f"published_parameters says {spec.published_parameters:,}",
+                    )
+                )
     return problems, specs
 
 
@@ -121,8 +130,11 @@ def check_dir(directory: Path) -> tuple[list[Problem], dict[str, int], list[str]
             for spec, line, _ in specs:
                 key = presets.normalize(spec.name)
                 if key in seen:
-                    problems.append(Problem(str(path), line, f"duplicate {kind} name {spec.name!r} "
-                                                             f"(first at {seen[key]})"))
+                    problems.append(
+                        Problem(
+                            str(path), line, f"duplicate {kind} name {spec.name!r} (first at {seen[key]})"
+                        )
+                    )
                     continue
                 seen[key] = f"{path}:{line}"
                 counts[kind] += 1
@@ -133,8 +145,12 @@ def check_dir(directory: Path) -> tuple[list[Problem], dict[str, int], list[str]
 
 @presets_app.command("validate")
 def validate(
-    directory: Annotated[Path, typer.Argument(help="Preset directory (models/*.yaml, gpus.yaml or gpus/*.yaml), "
-                                                   "or one preset file.")],
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            help="Preset directory (models/*.yaml, gpus.yaml or gpus/*.yaml), or one preset file."
+        ),
+    ],
 ) -> None:
     """Check user presets and report every problem as FILE:LINE: message.
 
@@ -144,14 +160,20 @@ def validate(
     if directory.is_file():
         kind = "gpu" if directory.name.startswith("gpus") or directory.parent.name == "gpus" else "model"
         problems, specs = check_file(directory, kind)
-        counts = {"model": len(specs) if kind == "model" else 0, "gpu": len(specs) if kind == "gpu" else 0,
-                  "file": 1}
+        counts = {
+            "model": len(specs) if kind == "model" else 0,
+            "gpu": len(specs) if kind == "gpu" else 0,
+            "file": 1,
+        }
         notices: list[str] = []
     elif directory.is_dir():
         problems, counts, notices = check_dir(directory)
         if counts["file"] == 0:
-            typer.echo(f"error: {directory}: no preset files found; put models in {directory}/models/*.yaml "
-                       f"and GPUs in {directory}/gpus.yaml", err=True)
+            typer.echo(
+                f"error: {directory}: no preset files found; put models in {directory}/models/*.yaml "
+                f"and GPUs in {directory}/gpus.yaml",
+                err=True,
+            )
             raise typer.Exit(code=2)
     else:
         typer.echo(f"error: {directory}: no such file or directory; pass a preset directory", err=True)
@@ -162,7 +184,9 @@ def validate(
         typer.echo(str(problem))
     summary = f"{counts['model']} models, {counts['gpu']} GPUs valid in {counts['file']} files"
     if problems:
-        typer.echo(f"error: {len(problems)} problems in {directory} ({summary}); fix them and run again", err=True)
+        typer.echo(
+            f"error: {len(problems)} problems in {directory} ({summary}); fix them and run again", err=True
+        )
         raise typer.Exit(code=1)
     typer.echo(f"ok: {directory}: {summary}")
 
@@ -172,8 +196,11 @@ def preset_entry(loaded: Any, name: str | None, source: str | None) -> dict[str,
     from vramcalc.params import count_params
 
     spec = loaded.spec
-    entry: dict[str, Any] = {"name": name or spec.name, "display_name": name or spec.display_name or spec.name,
-                             "source": source or spec.source}
+    entry: dict[str, Any] = {
+        "name": name or spec.name,
+        "display_name": name or spec.display_name or spec.name,
+        "source": source or spec.source,
+    }
     if spec.aliases:
         entry["aliases"] = list(spec.aliases)
     dumped = spec.model_dump(exclude_defaults=True, exclude={"name", "display_name", "source", "aliases"})
@@ -189,10 +216,12 @@ def preset_entry(loaded: Any, name: str | None, source: str | None) -> dict[str,
 def new(
     from_path: Annotated[Path, typer.Option("--from", help="A config.json, or a model folder holding one.")],
     name: Annotated[str | None, typer.Option(help="Preset name (default: the folder or file name).")] = None,
-    source: Annotated[str | None, typer.Option(help="Where the config comes from, e.g. its Hugging Face URL.")]
-    = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")]
-    = None,
+    source: Annotated[
+        str | None, typer.Option(help="Where the config comes from, e.g. its Hugging Face URL.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
 ) -> None:
     """Write a model preset (YAML) from a Hugging Face config.json.
@@ -227,4 +256,6 @@ def new(
     except OSError as e:
         typer.echo(f"error: {output}: cannot write: {e.strerror or e}; choose another --output", err=True)
         raise typer.Exit(code=2) from None
-    typer.echo(f"wrote {output}: model {entry['name']!r}; use it with --presets {output.parent.parent}", err=True)
+    typer.echo(
+        f"wrote {output}: model {entry['name']!r}; use it with --presets {output.parent.parent}", err=True
+    )

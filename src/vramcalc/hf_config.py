@@ -21,7 +21,8 @@ class UnsupportedModelType(VramcalcError):
         self.model_type = model_type
         super().__init__(
             f"{source}: unsupported model_type {model_type!r}; supported: {', '.join(sorted(FAMILIES))}. "
-            "Write a preset with the architecture fields instead (see docs/any-model.md) and pass --presets DIR"
+            "Write a preset with the architecture fields instead (see docs/any-model.md) "
+            "and pass --presets DIR"
         )
 
 
@@ -31,7 +32,9 @@ def _get(d: Mapping[str, Any], source: str, *keys: str, default: Any = ...) -> A
         if d.get(k) is not None:
             return d[k]
     if default is ...:
-        raise PresetFileError(source, [f"config.json has no {keys[0]!r}; it is needed to count the parameters"])
+        raise PresetFileError(
+            source, [f"config.json has no {keys[0]!r}; it is needed to count the parameters"]
+        )
     return default
 
 
@@ -44,10 +47,13 @@ def _common(d: Mapping[str, Any], source: str, tie_default: bool) -> dict[str, A
         "hidden_size": hidden,
         "num_layers": _get(d, source, "num_hidden_layers", "n_layer", "num_layers"),
         "num_attention_heads": heads,
-        "intermediate_size": _get(d, source, "intermediate_size", "n_inner", "ffn_hidden_size", default=4 * hidden),
+        "intermediate_size": _get(
+            d, source, "intermediate_size", "n_inner", "ffn_hidden_size", default=4 * hidden
+        ),
         "tie_word_embeddings": bool(_get(d, source, "tie_word_embeddings", default=tie_default)),
-        "hidden_act": str(_get(d, source, "hidden_activation", "hidden_act", "activation_function",
-                               default="silu")),
+        "hidden_act": str(
+            _get(d, source, "hidden_activation", "hidden_act", "activation_function", default="silu")
+        ),
     }
     kv = _get(d, source, "num_key_value_heads", default=None)
     if kv is not None and kv != heads:
@@ -82,13 +88,18 @@ def _moe_layout(d: Mapping[str, Any], source: str, n_layers: int) -> int:
     step = int(d.get("decoder_sparse_step") or 1)
     only = sorted(int(i) for i in (d.get("mlp_only_layers") or []))
     if step != 1 or only != list(range(len(only))):
-        raise PresetFileError(source, ["MoE layers that are not all the top ones (decoder_sparse_step "
-                                       f"{step}, mlp_only_layers {only}) are not modeled; write a preset"])
+        raise PresetFileError(
+            source,
+            [
+                "MoE layers that are not all the top ones (decoder_sparse_step "
+                f"{step}, mlp_only_layers {only}) are not modeled; write a preset"
+            ],
+        )
     return min(len(only), n_layers)
 
 
 def _llama(d: Mapping[str, Any], source: str) -> dict[str, Any]:
-    # modeling_llama.py: q/k/v/o bias = attention_bias, gate/up/down bias = mlp_bias; LlamaConfig ties nothing.
+    # modeling_llama.py: q/k/v/o bias = attention_bias, gate/up/down bias = mlp_bias; nothing tied by default.
     out = _common(d, source, tie_default=False)
     out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
     out["mlp_bias"] = bool(d.get("mlp_bias", False))
@@ -105,9 +116,11 @@ def _mixtral(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # modeling_mixtral.py: every layer a sparse block of num_local_experts SwiGLU experts of
     # intermediate_size; router Linear(hidden, E, bias=False); top num_experts_per_tok.
     out = _mistral(d, source)
-    out.update(num_experts=_get(d, source, "num_local_experts"),
-               experts_per_token=_get(d, source, "num_experts_per_tok"),
-               moe_intermediate_size=out["intermediate_size"])
+    out.update(
+        num_experts=_get(d, source, "num_local_experts"),
+        experts_per_token=_get(d, source, "num_experts_per_tok"),
+        moe_intermediate_size=out["intermediate_size"],
+    )
     return out
 
 
@@ -124,9 +137,12 @@ def _qwen2_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # one shared expert of shared_expert_intermediate_size behind a sigmoid gate Linear(hidden, 1).
     out = _qwen2(d, source)
     out["qkv_bias"] = bool(d.get("qkv_bias", True))
-    out.update(num_experts=_get(d, source, "num_experts"), experts_per_token=_get(d, source, "num_experts_per_tok"),
-               moe_intermediate_size=_get(d, source, "moe_intermediate_size"),
-               first_dense_layers=_moe_layout(d, source, out["num_layers"]))
+    out.update(
+        num_experts=_get(d, source, "num_experts"),
+        experts_per_token=_get(d, source, "num_experts_per_tok"),
+        moe_intermediate_size=_get(d, source, "moe_intermediate_size"),
+        first_dense_layers=_moe_layout(d, source, out["num_layers"]),
+    )
     shared = d.get("shared_expert_intermediate_size") or 0
     if shared:
         out.update(num_shared_experts=1, shared_expert_intermediate_size=shared, shared_expert_gate=True)
@@ -145,9 +161,12 @@ def _qwen3(d: Mapping[str, Any], source: str) -> dict[str, Any]:
 def _qwen3_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # modeling_qwen3_moe.py: Qwen3 attention, experts of moe_intermediate_size, no shared expert.
     out = _qwen3(d, source)
-    out.update(num_experts=_get(d, source, "num_experts"), experts_per_token=_get(d, source, "num_experts_per_tok"),
-               moe_intermediate_size=_get(d, source, "moe_intermediate_size"),
-               first_dense_layers=_moe_layout(d, source, out["num_layers"]))
+    out.update(
+        num_experts=_get(d, source, "num_experts"),
+        experts_per_token=_get(d, source, "num_experts_per_tok"),
+        moe_intermediate_size=_get(d, source, "moe_intermediate_size"),
+        first_dense_layers=_moe_layout(d, source, out["num_layers"]),
+    )
     return out
 
 
@@ -179,8 +198,17 @@ def _phi(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # modeling_phi.py: one LayerNorm feeding attention and MLP in parallel; biases on q/k/v/dense,
     # fc1/fc2 and the LM head; resid_pdrop dropout.
     out = _common(d, source, tie_default=False)
-    out.update(mlp="plain", norm="layernorm", norms_per_layer=1, parallel_residual=True, qkv_bias=True,
-               o_bias=True, mlp_bias=True, lm_head_bias=True, dropout=float(d.get("resid_pdrop") or 0.0))
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        norms_per_layer=1,
+        parallel_residual=True,
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        lm_head_bias=True,
+        dropout=float(d.get("resid_pdrop") or 0.0),
+    )
     if d.get("qk_layernorm"):
         raise PresetFileError(source, ["phi with qk_layernorm is not modeled; write a preset"])
     return out
@@ -197,8 +225,16 @@ def _phi3(d: Mapping[str, Any], source: str) -> dict[str, Any]:
 def _gpt2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # modeling_gpt2.py: wte + wpe, fused c_attn, biases everywhere, plain MLP of n_inner (null: 4 * n_embd).
     out = _common(d, source, tie_default=True)
-    out.update(mlp="plain", norm="layernorm", qkv_bias=True, o_bias=True, mlp_bias=True, fused_qkv=True,
-               learned_position_embeddings=True, dropout=float(d.get("resid_pdrop") or 0.0))
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        fused_qkv=True,
+        learned_position_embeddings=True,
+        dropout=float(d.get("resid_pdrop") or 0.0),
+    )
     out["hidden_act"] = str(d.get("activation_function") or "gelu_new")
     return out
 
@@ -208,8 +244,15 @@ def _gpt_neox(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # dense_h_to_4h / dense_4h_to_h with bias, two LayerNorms, untied embed_out.
     out = _common(d, source, tie_default=False)
     bias = bool(d.get("attention_bias", True))
-    out.update(mlp="plain", norm="layernorm", fused_qkv=True, qkv_bias=bias, o_bias=bias, mlp_bias=True,
-               parallel_residual=bool(d.get("use_parallel_residual", True)))
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        fused_qkv=True,
+        qkv_bias=bias,
+        o_bias=bias,
+        mlp_bias=True,
+        parallel_residual=bool(d.get("use_parallel_residual", True)),
+    )
     return out
 
 
@@ -230,8 +273,17 @@ def _falcon(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     if kv != heads:
         out["num_kv_heads"] = kv
     bias = bool(d.get("bias", False))
-    out.update(mlp="plain", norm="layernorm", fused_qkv=True, parallel_residual=parallel, norms_per_layer=norms,
-               qkv_bias=bias, o_bias=bias, mlp_bias=bias, hidden_act="gelu")
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        fused_qkv=True,
+        parallel_residual=parallel,
+        norms_per_layer=norms,
+        qkv_bias=bias,
+        o_bias=bias,
+        mlp_bias=bias,
+        hidden_act="gelu",
+    )
     out.setdefault("max_position_embeddings", 2048)  # FalconConfig default; rotary, so it adds no weights
     return out
 
@@ -248,8 +300,14 @@ def _starcoder2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # true), plain GELU MLP, sliding window; residual_dropout on the block outputs.
     out = _common(d, source, tie_default=True)
     bias = bool(d.get("use_bias", True))
-    out.update(mlp="plain", norm="layernorm", qkv_bias=bias, o_bias=bias, mlp_bias=bias,
-               dropout=float(d.get("residual_dropout") or 0.0))
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        qkv_bias=bias,
+        o_bias=bias,
+        mlp_bias=bias,
+        dropout=float(d.get("residual_dropout") or 0.0),
+    )
     out.update(_window(d, out["num_layers"]))
     return out
 
@@ -261,29 +319,53 @@ def _deepseek(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     out = _common(d, source, tie_default=False)
     out.pop("num_kv_heads", None)  # MLA: num_key_value_heads equals the heads; K/V come from the latent
     out.pop("head_dim", None)
-    out.update(attention_kind="mla", q_lora_rank=d.get("q_lora_rank") or None,
-               kv_lora_rank=_get(d, source, "kv_lora_rank"), qk_nope_head_dim=_get(d, source, "qk_nope_head_dim"),
-               qk_rope_head_dim=_get(d, source, "qk_rope_head_dim"), v_head_dim=_get(d, source, "v_head_dim"))
+    out.update(
+        attention_kind="mla",
+        q_lora_rank=d.get("q_lora_rank") or None,
+        kv_lora_rank=_get(d, source, "kv_lora_rank"),
+        qk_nope_head_dim=_get(d, source, "qk_nope_head_dim"),
+        qk_rope_head_dim=_get(d, source, "qk_rope_head_dim"),
+        v_head_dim=_get(d, source, "v_head_dim"),
+    )
     experts = int(d.get("n_routed_experts") or 0)
     if experts:
         if int(d.get("moe_layer_freq") or 1) != 1:
             raise PresetFileError(source, ["moe_layer_freq other than 1 is not modeled; write a preset"])
-        out.update(num_experts=experts, experts_per_token=_get(d, source, "num_experts_per_tok"),
-                   moe_intermediate_size=_get(d, source, "moe_intermediate_size"),
-                   num_shared_experts=int(d.get("n_shared_experts") or 0),
-                   first_dense_layers=int(d.get("first_k_dense_replace") or 0),
-                   # DeepseekV3TopkRouter keeps e_score_correction_bias (checkpoint tensor) for noaux_tc.
-                   router_bias=d.get("topk_method") == "noaux_tc")
+        out.update(
+            num_experts=experts,
+            experts_per_token=_get(d, source, "num_experts_per_tok"),
+            moe_intermediate_size=_get(d, source, "moe_intermediate_size"),
+            num_shared_experts=int(d.get("n_shared_experts") or 0),
+            first_dense_layers=int(d.get("first_k_dense_replace") or 0),
+            # DeepseekV3TopkRouter keeps e_score_correction_bias (checkpoint tensor) for noaux_tc.
+            router_bias=d.get("topk_method") == "noaux_tc",
+        )
     return out
 
 
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 FAMILIES: dict[str, Mapper] = {
-    "llama": _llama, "mistral": _mistral, "mixtral": _mixtral, "qwen2": _qwen2, "qwen2_moe": _qwen2_moe,
-    "qwen3": _qwen3, "qwen3_moe": _qwen3_moe, "gemma": _gemma, "gemma2": _gemma2, "gemma3_text": _gemma3_text,
-    "gemma3": _gemma3_text, "phi": _phi, "phi3": _phi3, "gpt2": _gpt2, "gpt_neox": _gpt_neox, "falcon": _falcon,
-    "olmo": _olmo, "starcoder2": _starcoder2, "deepseek_v2": _deepseek, "deepseek_v3": _deepseek,
+    "llama": _llama,
+    "mistral": _mistral,
+    "mixtral": _mixtral,
+    "qwen2": _qwen2,
+    "qwen2_moe": _qwen2_moe,
+    "qwen3": _qwen3,
+    "qwen3_moe": _qwen3_moe,
+    "gemma": _gemma,
+    "gemma2": _gemma2,
+    "gemma3_text": _gemma3_text,
+    "gemma3": _gemma3_text,
+    "phi": _phi,
+    "phi3": _phi3,
+    "gpt2": _gpt2,
+    "gpt_neox": _gpt_neox,
+    "falcon": _falcon,
+    "olmo": _olmo,
+    "starcoder2": _starcoder2,
+    "deepseek_v2": _deepseek,
+    "deepseek_v3": _deepseek,
 }
 
 
@@ -306,15 +388,23 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
         raise UnsupportedModelType(model_type, source)
     fields = mapper(_text_part(d), source)
     hf_id = d.get("_name_or_path")
-    aliases = (hf_id,) if isinstance(hf_id, str) and hf_id.count("/") == 1 and not hf_id.startswith((".", "/")) \
+    aliases = (
+        (hf_id,)
+        if isinstance(hf_id, str) and hf_id.count("/") == 1 and not hf_id.startswith((".", "/"))
         else ()
+    )
     family = "gemma3" if model_type == "gemma3_text" else model_type
     try:
-        return ModelSpec(name=name, source=source, display_name=name, family=family, aliases=aliases, **fields)
+        return ModelSpec(
+            name=name, source=source, display_name=name, family=family, aliases=aliases, **fields
+        )
     except ValueError as e:  # pydantic ValidationError: keep the first field problem, on one line
         errors = getattr(e, "errors", None)
-        problems = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}".lstrip(": ")
-                    for err in errors()] if callable(errors) else [str(e)]
+        problems = (
+            [f"{'.'.join(map(str, err['loc']))}: {err['msg']}".lstrip(": ") for err in errors()]
+            if callable(errors)
+            else [str(e)]
+        )
         raise PresetFileError(source, problems) from None
 
 
@@ -322,15 +412,24 @@ def hf_config_notes(d: Mapping[str, Any]) -> list[str]:
     """What the estimate leaves out of a config.json, as sentences for Breakdown.notes."""
     notes: list[str] = []
     if d.get("model_type") == "gemma3" and isinstance(d.get("text_config"), Mapping):
-        notes.append("gemma3: only the language model (text_config) is counted; the vision tower and "
-                     "projector are not.")
+        notes.append(
+            "gemma3: only the language model (text_config) is counted; the vision tower and "
+            "projector are not."
+        )
     mtp = d.get("num_nextn_predict_layers")
     if isinstance(mtp, int) and mtp > 0:
-        notes.append(f"{mtp} multi-token-prediction layer(s) in the checkpoint are not counted: transformers "
-                     "does not load them for fine-tuning.")
+        notes.append(
+            f"{mtp} multi-token-prediction layer(s) in the checkpoint are not counted: transformers "
+            "does not load them for fine-tuning."
+        )
     if d.get("quantization_config"):
-        method = d["quantization_config"].get("quant_method", "?") if isinstance(
-            d["quantization_config"], Mapping) else "?"
-        notes.append(f"the checkpoint is quantized ({method}); weights are estimated at --precision, "
-                     "not at the stored dtype.")
+        method = (
+            d["quantization_config"].get("quant_method", "?")
+            if isinstance(d["quantization_config"], Mapping)
+            else "?"
+        )
+        notes.append(
+            f"the checkpoint is quantized ({method}); weights are estimated at --precision, "
+            "not at the stored dtype."
+        )
     return notes

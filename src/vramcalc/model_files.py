@@ -25,9 +25,26 @@ MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit on the hea
 
 # Bytes per element of each safetensors dtype (safetensors Dtype enum).
 SAFETENSORS_DTYPE_BYTES: dict[str, float] = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
-    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "F4": 0.5, "F6_E2M3": 0.75,
-    "F6_E3M2": 0.75, "C64": 8,
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+    "F4": 0.5,
+    "F6_E2M3": 0.75,
+    "F6_E3M2": 0.75,
+    "C64": 8,
 }
 TORCH_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
@@ -76,7 +93,9 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             raw = f.read(8)
             if len(raw) < 8:
-                raise PresetFileError(str(path), ["not a safetensors file: shorter than its 8-byte header length"])
+                raise PresetFileError(
+                    str(path), ["not a safetensors file: shorter than its 8-byte header length"]
+                )
             (n,) = struct.unpack("<Q", raw)
             if n > MAX_HEADER_BYTES or n > path.stat().st_size - 8:
                 raise PresetFileError(str(path), [f"not a safetensors file: header length {n} is impossible"])
@@ -138,8 +157,10 @@ def _checkpoint_of(folder: Path) -> tuple[Checkpoint | None, int | None, list[st
         present = [folder / s for s in shards if (folder / s).is_file()]
         if len(present) == len(shards):
             return read_checkpoint(present), total_bytes, notes
-        notes.append(f"{len(shards) - len(present)} of {len(shards)} shards listed in "
-                     "model.safetensors.index.json are not here; the parameter count comes from config.json.")
+        notes.append(
+            f"{len(shards) - len(present)} of {len(shards)} shards listed in "
+            "model.safetensors.index.json are not here; the parameter count comes from config.json."
+        )
         return None, total_bytes, notes
     single = folder / "model.safetensors"
     if single.is_file():
@@ -153,8 +174,9 @@ def load_model_path(path: str | Path) -> LoadedModel:
     if p.is_dir():
         folder, config_path = p, p / "config.json"
         if not config_path.is_file():
-            raise PresetFileError(str(p), ["no config.json in this folder; pass a Hugging Face model folder "
-                                           "or its config.json"])
+            raise PresetFileError(
+                str(p), ["no config.json in this folder; pass a Hugging Face model folder or its config.json"]
+            )
     elif p.is_file():
         folder, config_path = p.parent, p
     else:
@@ -172,9 +194,11 @@ def load_model_path(path: str | Path) -> LoadedModel:
     elif total_bytes is not None:
         dtype = str(config.get("torch_dtype") or config.get("dtype") or "")
         if dtype in TORCH_DTYPE_BYTES:
-            notes.append(f"model.safetensors.index.json total_size {total_bytes:,} bytes / "
-                         f"{TORCH_DTYPE_BYTES[dtype]} ({dtype}) = about {total_bytes // TORCH_DTYPE_BYTES[dtype]:,} "
-                         "parameters stored (approximate: the index gives bytes, not dtypes).")
+            notes.append(
+                f"model.safetensors.index.json total_size {total_bytes:,} bytes / "
+                f"{TORCH_DTYPE_BYTES[dtype]} ({dtype}) = about {total_bytes // TORCH_DTYPE_BYTES[dtype]:,} "
+                "parameters stored (approximate: the index gives bytes, not dtypes)."
+            )
     return LoadedModel(spec, config, checkpoint, total_bytes, tuple(notes))
 
 
@@ -184,10 +208,14 @@ def _compare(spec: ModelSpec, ckpt: Checkpoint) -> list[str]:
     derived = count_params(spec)
     dtypes = ", ".join(f"{k} {v:,}" for k, v in ckpt.elements_by_dtype.items())
     if ckpt.elements == derived:
-        return [f"safetensors headers: {ckpt.elements:,} parameters ({dtypes}), the same as the architecture."]
-    return [f"safetensors headers hold {ckpt.elements:,} elements ({dtypes}) in {ckpt.tensors} tensors; the "
-            f"architecture gives {derived:,} (difference {ckpt.elements - derived:+,}: a tied head stored twice, "
-            "extra modules or quantization scales). The estimate uses the architecture."]
+        return [
+            f"safetensors headers: {ckpt.elements:,} parameters ({dtypes}), the same as the architecture."
+        ]
+    return [
+        f"safetensors headers hold {ckpt.elements:,} elements ({dtypes}) in {ckpt.tensors} tensors; the "
+        f"architecture gives {derived:,} (difference {ckpt.elements - derived:+,}: a tied head stored twice, "
+        "extra modules or quantization scales). The estimate uses the architecture."
+    ]
 
 
 def looks_like_path(model: str) -> bool:
