@@ -55,9 +55,27 @@ def test_every_fixture_has_a_total() -> None:
 
 
 def test_every_family_of_the_issue_is_mapped() -> None:
-    issue = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-             "gemma3_text", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "olmo", "starcoder2", "deepseek_v2",
-             "deepseek_v3"}
+    issue = {
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen2_moe",
+        "qwen3",
+        "qwen3_moe",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "phi",
+        "phi3",
+        "gpt2",
+        "gpt_neox",
+        "falcon",
+        "olmo",
+        "starcoder2",
+        "deepseek_v2",
+        "deepseek_v3",
+    }
     assert issue <= set(FAMILIES)
     assert issue == {load(n)["model_type"] for n in TOTALS}  # one real config.json per family
 
@@ -112,7 +130,12 @@ def test_layer_types_list_wins() -> None:
 
 def test_mla_and_moe_fields() -> None:
     v3 = spec("deepseek-v3")
-    assert (v3.attention_kind, v3.q_lora_rank, v3.kv_lora_rank, v3.first_dense_layers) == ("mla", 1536, 512, 3)
+    assert (v3.attention_kind, v3.q_lora_rank, v3.kv_lora_rank, v3.first_dense_layers) == (
+        "mla",
+        1536,
+        512,
+        3,
+    )
     assert (v3.num_experts, v3.experts_per_token, v3.num_shared_experts, v3.router_bias) == (256, 8, 1, True)
     lite = spec("deepseek-v2-lite")
     assert (lite.q_lora_rank, lite.router_bias, lite.num_shared_experts) == (None, False, 2)
@@ -122,7 +145,9 @@ def test_unknown_model_type_lists_supported() -> None:
     with pytest.raises(UnsupportedModelType) as e:
         spec_from_hf_config({"model_type": "mamba"}, "m", "m.json")
     msg = str(e.value)
-    assert msg.startswith("m.json: unsupported model_type 'mamba'; supported: deepseek_v2, deepseek_v3, falcon,")
+    assert msg.startswith(
+        "m.json: unsupported model_type 'mamba'; supported: deepseek_v2, deepseek_v3, falcon,"
+    )
     assert "docs/any-model.md" in msg and "--presets DIR" in msg
 
 
@@ -140,7 +165,11 @@ def test_non_contiguous_moe_layers_are_refused() -> None:
 
 
 def test_gemma3_multimodal_uses_text_config() -> None:
-    wrapped = {"model_type": "gemma3", "text_config": load("gemma-3-1b"), "vision_config": {"hidden_size": 1152}}
+    wrapped = {
+        "model_type": "gemma3",
+        "text_config": load("gemma-3-1b"),
+        "vision_config": {"hidden_size": 1152},
+    }
     assert count_params(spec_from_hf_config(wrapped, "g", "g.json")) == 999_885_952
     assert "vision tower" in hf_config_notes(wrapped)[0]
 
@@ -185,3 +214,17 @@ def test_mla_attention_activations() -> None:
     # kv_b_proj saves its 512-wide normed latent (2 bytes) under full fine-tuning.
     assert terms["kv_b_proj input"] == 1_024
     assert "q_b_proj input" not in terms  # V2-Lite has no q latent (q_lora_rank null)
+
+
+def test_kv_cache_layout_sliding_and_mla() -> None:
+    from vramcalc.kv_layout import cached_positions, kv_cache_elements, kv_elements_per_position
+
+    g3 = spec("gemma-3-1b")
+    # 8192 tokens: 22 local layers keep 512 positions, 4 global layers keep 8192: 11,264 + 32,768.
+    assert cached_positions(g3, 8192) == 22 * 512 + 4 * 8192
+    # 1 KV head of 256: K and V = 512 elements per position and layer.
+    assert kv_cache_elements(g3, 1, 8192) == 512 * (22 * 512 + 4 * 8192)
+    # Mistral 7B v0.1 windows every layer at 4096: 32 x 4096 positions at 32k tokens.
+    assert cached_positions(spec("mistral-7b-v0.1"), 32768) == 32 * 4096
+    # DeepSeek-V3 in transformers: 128 heads x (128 + 64 + 128) = 40,960 elements per position and layer.
+    assert kv_elements_per_position(spec("deepseek-v3")) == 40_960

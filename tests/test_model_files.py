@@ -18,20 +18,34 @@ HF = Path(__file__).parent / "data" / "hf"
 runner = CliRunner()
 
 # A tiny Llama: vocab 64, hidden 16, 2 layers, 4 heads (2 KV heads of 4), MLP 32, untied head.
-TINY = {"model_type": "llama", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+TINY = {
+    "model_type": "llama",
+    "vocab_size": 64,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+}
 # Its tensors (name -> shape), as modeling_llama.py names them.
 TENSORS = {"model.embed_tokens.weight": [64, 16], "lm_head.weight": [64, 16], "model.norm.weight": [16]}
 for i in range(2):
     p = f"model.layers.{i}."
-    TENSORS |= {p + "self_attn.q_proj.weight": [16, 16], p + "self_attn.k_proj.weight": [8, 16],
-                p + "self_attn.v_proj.weight": [8, 16], p + "self_attn.o_proj.weight": [16, 16],
-                p + "mlp.gate_proj.weight": [32, 16], p + "mlp.up_proj.weight": [32, 16],
-                p + "mlp.down_proj.weight": [16, 32], p + "input_layernorm.weight": [16],
-                p + "post_attention_layernorm.weight": [16]}
-# 2 x 64 x 16 (embed, head) + 16 (norm) + 2 x (256 + 128 + 128 + 256 + 3 x 512 + 2 x 16) = 2,048 + 16 + 2 x 2,336
-# = 6,736.
+    TENSORS |= {
+        p + "self_attn.q_proj.weight": [16, 16],
+        p + "self_attn.k_proj.weight": [8, 16],
+        p + "self_attn.v_proj.weight": [8, 16],
+        p + "self_attn.o_proj.weight": [16, 16],
+        p + "mlp.gate_proj.weight": [32, 16],
+        p + "mlp.up_proj.weight": [32, 16],
+        p + "mlp.down_proj.weight": [16, 32],
+        p + "input_layernorm.weight": [16],
+        p + "post_attention_layernorm.weight": [16],
+    }
+# 2 x 64 x 16 (embed, head) + 16 (norm) + 2 x (256 + 128 + 128 + 256 + 3 x 512 + 2 x 16)
+# = 2,048 + 16 + 2 x 2,336 = 6,736.
 TINY_PARAMS = 6_736
 
 
@@ -71,7 +85,9 @@ def test_single_file_header(folder: Path) -> None:
     assert loaded.checkpoint is not None
     assert loaded.checkpoint.elements_by_dtype == {"BF16": TINY_PARAMS}
     assert loaded.checkpoint.tensors == 21
-    assert loaded.notes == ("safetensors headers: 6,736 parameters (BF16 6,736), the same as the architecture.",)
+    assert loaded.notes == (
+        "safetensors headers: 6,736 parameters (BF16 6,736), the same as the architecture.",
+    )
 
 
 def test_header_agrees_with_the_safetensors_library(tmp_path: Path) -> None:
@@ -90,7 +106,8 @@ def test_sharded_index(folder: Path) -> None:
     write_safetensors(folder / "model-00002-of-00002.safetensors", {n: TENSORS[n] for n in names[10:]}, "F32")
     weight_map = {n: f"model-0000{1 if i < 10 else 2}-of-00002.safetensors" for i, n in enumerate(names)}
     (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": 2 * TINY_PARAMS}, "weight_map": weight_map}))
+        json.dumps({"metadata": {"total_size": 2 * TINY_PARAMS}, "weight_map": weight_map})
+    )
     ckpt = load_model_path(folder).checkpoint
     assert ckpt is not None and ckpt.elements == TINY_PARAMS
     assert set(ckpt.elements_by_dtype) == {"BF16", "F32"}
@@ -99,7 +116,8 @@ def test_sharded_index(folder: Path) -> None:
 
 def test_index_without_shards_gives_approximate_note(folder: Path) -> None:
     (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": 2 * TINY_PARAMS}, "weight_map": {"x": "model-1.safetensors"}}))
+        json.dumps({"metadata": {"total_size": 2 * TINY_PARAMS}, "weight_map": {"x": "model-1.safetensors"}})
+    )
     loaded = load_model_path(folder)
     assert loaded.checkpoint is None
     # 13,472 bytes / 2 (torch_dtype bfloat16) = 6,736.
@@ -116,11 +134,14 @@ def test_tied_head_stored_twice_is_a_note(tmp_path: Path) -> None:
     assert any("difference +1,024" in n for n in load_model_path(d).notes)
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"\x01", "shorter than its 8-byte header length"),
-    (struct.pack("<Q", 10**12) + b"{}", "header length 1000000000000 is impossible"),
-    (struct.pack("<Q", 4) + b"nope", "the header is not JSON"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x01", "shorter than its 8-byte header length"),
+        (struct.pack("<Q", 10**12) + b"{}", "header length 1000000000000 is impossible"),
+        (struct.pack("<Q", 4) + b"nope", "the header is not JSON"),
+    ],
+)
 def test_bad_safetensors(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
@@ -168,7 +189,9 @@ def test_cli_unknown_model_type_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["estimate", str(tmp_path)])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith(f"error: {tmp_path / 'config.json'}: unsupported model_type 'mamba'; supported:")
+    assert result.stderr.startswith(
+        f"error: {tmp_path / 'config.json'}: unsupported model_type 'mamba'; supported:"
+    )
     assert "Traceback" not in result.output
 
 
@@ -176,7 +199,8 @@ def test_copied_fixture_folder(tmp_path: Path) -> None:
     d = tmp_path / "DeepSeek-V2-Lite"
     d.mkdir()
     shutil.copy(HF / "deepseek-v2-lite.json", d / "config.json")
-    result = runner.invoke(app, ["estimate", str(d), "--method", "qlora", "--lora-targets", "all-linear",
-                                 "--format", "json"])
+    result = runner.invoke(
+        app, ["estimate", str(d), "--method", "qlora", "--lora-targets", "all-linear", "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["parameters"] == 15_706_484_224

@@ -68,8 +68,10 @@ def test_models_and_gpus_list_user_presets(user_dir: Path) -> None:
 def test_missing_presets_dir_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["models", "--presets", str(tmp_path / "nope")])
     assert result.exit_code == 2
-    assert result.stderr == (f"error: {tmp_path / 'nope'}: preset directory not found: pass a directory holding "
-                             "models/*.yaml or gpus.yaml\n")
+    assert result.stderr == (
+        f"error: {tmp_path / 'nope'}: preset directory not found: pass a directory holding "
+        "models/*.yaml or gpus.yaml\n"
+    )
 
 
 def test_validate_ok(user_dir: Path) -> None:
@@ -116,8 +118,9 @@ def test_validate_reports_every_problem_with_its_line(tmp_path: Path) -> None:
         "published_parameters says 999",
         f"{path}:16: duplicate model name 'good' (first at {path}:1)",  # entry 4 starts on line 16
     ]
-    assert result.stderr == (f"error: 4 problems in {tmp_path} (2 models, 0 GPUs valid in 1 files); "
-                             "fix them and run again\n")
+    assert result.stderr == (
+        f"error: 4 problems in {tmp_path} (2 models, 0 GPUs valid in 1 files); fix them and run again\n"
+    )
 
 
 def test_validate_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
@@ -131,22 +134,40 @@ def test_validate_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
 def test_validate_missing_dir(tmp_path: Path) -> None:
     result = runner.invoke(app, ["presets", "validate", str(tmp_path / "nope")])
     assert result.exit_code == 2
-    assert result.stderr == f"error: {tmp_path / 'nope'}: no such file or directory; pass a preset directory\n"
+    assert (
+        result.stderr == f"error: {tmp_path / 'nope'}: no such file or directory; pass a preset directory\n"
+    )
 
 
 def test_new_from_config_round_trips(tmp_path: Path) -> None:
     out = tmp_path / "mine" / "models" / "v2.yaml"
-    result = runner.invoke(app, ["presets", "new", "--from", str(HF / "deepseek-v2-lite.json"), "--name",
-                                 "my-v2-lite", "--source", "https://huggingface.co/deepseek-ai/DeepSeek-V2-Lite",
-                                 "-o", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "presets",
+            "new",
+            "--from",
+            str(HF / "deepseek-v2-lite.json"),
+            "--name",
+            "my-v2-lite",
+            "--source",
+            "https://huggingface.co/deepseek-ai/DeepSeek-V2-Lite",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     entry = yaml.safe_load(out.read_text())[0]
     assert (entry["name"], entry["attention_kind"], entry["kv_lora_rank"]) == ("my-v2-lite", "mla", 512)
     assert runner.invoke(app, ["presets", "validate", str(tmp_path / "mine")]).exit_code == 0
-    shown = runner.invoke(app, ["show", "my-v2-lite", "--presets", str(tmp_path / "mine"), "--format", "json"])
+    shown = runner.invoke(
+        app, ["show", "my-v2-lite", "--presets", str(tmp_path / "mine"), "--format", "json"]
+    )
     # Same count as the config.json itself: 15,706,484,224 (tests/test_hf_config.py TOTALS).
     assert json.loads(shown.stdout)["parameters"] == 15_706_484_224
-    again = runner.invoke(app, ["presets", "new", "--from", str(HF / "deepseek-v2-lite.json"), "-o", str(out)])
+    again = runner.invoke(
+        app, ["presets", "new", "--from", str(HF / "deepseek-v2-lite.json"), "-o", str(out)]
+    )
     assert again.exit_code == 2
     assert again.stderr == f"error: {out} exists; pass --force to overwrite it or choose another --output\n"
 
