@@ -60,14 +60,14 @@ def check_file(path: Path, kind: str) -> tuple[list[Problem], list[Any]]:
     try:
         data = read_yaml(path)
     except PresetFileError as e:
-        problems = []
+        read_problems = []
         for msg in e.problems:
             line = 0
             if msg.startswith("line "):
                 head, _, msg = msg.partition(": ")
                 line = int(head.split()[1])
-            problems.append(Problem(p, line, msg))
-        return problems, []
+            read_problems.append(Problem(p, line, msg))
+        return read_problems, []
     if data is None:
         return [Problem(p, 0, "file is empty: expected a list of presets")], []
     if not isinstance(data, list):

@@ -371,8 +371,9 @@ FAMILIES: dict[str, Mapper] = {
 
 def _text_part(d: Mapping[str, Any]) -> Mapping[str, Any]:
     """Gemma 3 multimodal configs nest the language model under text_config."""
-    if d.get("model_type") == "gemma3" and isinstance(d.get("text_config"), Mapping):
-        return d["text_config"]
+    text = d.get("text_config")
+    if d.get("model_type") == "gemma3" and isinstance(text, Mapping):
+        return text
     return d
 
 
