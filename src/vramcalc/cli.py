@@ -64,6 +64,14 @@ def _fail(e: BaseException) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+PresetsOption = Annotated[list[str] | None, typer.Option(
+    "--presets", help="Extra preset directory (models/*.yaml, gpus.yaml); repeatable; adds to and "
+                      "overrides the built-in presets, after VRAMCALC_PRESETS.")]
+
+
+MODEL_HELP = "Model preset name, alias or Hugging Face id, or a path to a config.json or a model folder."
+
+
 def _complete_model(incomplete: str) -> list[str]:
     from vramcalc import presets
 
@@ -93,8 +101,7 @@ def _console() -> Any:
 
 @app.command(epilog=EPILOG)
 def estimate(
-    model: Annotated[str, typer.Argument(help="Model preset name, alias or Hugging Face id.",
-                                         autocompletion=_complete_model)],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP, autocompletion=_complete_model)],
     gpu: Annotated[str | None, typer.Option(help="GPU preset to check the fit against (no verdict without).",
                                             autocompletion=_complete_gpu)] = None,
     method: Annotated[Literal["full", "lora", "qlora", "freeze"], typer.Option(help="Fine-tuning method.")] = "full",
@@ -127,6 +134,7 @@ def estimate(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = "table",
     units: Annotated[Units, typer.Option(help="GB (10^9, as the seed texts count) or GiB (2^30).")] = "GB",
     check: Annotated[bool, typer.Option(help="Exit 1 when a --gpu is given and the run does not fit.")] = False,
+    preset_dirs: PresetsOption = None,
 ) -> None:
     """Estimate the GPU memory of one training step, per component, with a fit verdict.
 
@@ -143,8 +151,10 @@ def estimate(
     try:
         if quant_bits not in (4, 8):
             raise BadInput(f"--quant-bits must be 4 or 8, not {quant_bits}")
-        spec = presets.find_model(model)
-        gpu_spec = presets.find_gpu(gpu) if gpu else None
+        from vramcalc.model_files import resolve_model
+
+        spec, model_notes = resolve_model(model, preset_dirs or ())
+        gpu_spec = presets.find_gpu(gpu, preset_dirs or ()) if gpu else None
         training = TrainingSpec(
             method=method, precision=precision, optimizer=optimizer, optimizer_impl=optimizer_impl,
             batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum, grad_checkpointing=grad_checkpointing,
@@ -154,6 +164,8 @@ def estimate(
             freeze_layers=freeze_layers, train_head=train_head,
         )
         breakdown = run_estimate(spec, training)
+        for note in reversed(model_notes):
+            breakdown = _with_note(breakdown, note)
     except (VramcalcError, ValidationError, BadInput) as e:
         raise _fail(e) from None
     verdict = fit(breakdown, gpu_spec) if gpu_spec else None
@@ -179,6 +191,7 @@ def _with_note(b: Any, note: str) -> Any:
 @app.command()
 def models(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = "table",
+    preset_dirs: PresetsOption = None,
 ) -> None:
     """List the model presets with their parameter counts. Example: vramcalc models --format json"""
     from vramcalc import presets
@@ -187,7 +200,7 @@ def models(
     from vramcalc.specs import ModelSpec
 
     try:
-        specs = [s for s in presets.models().specs if isinstance(s, ModelSpec)]
+        specs = [s for s in presets.models(preset_dirs or ()).specs if isinstance(s, ModelSpec)]
     except VramcalcError as e:
         raise _fail(e) from None
     rows: list[dict[str, Any]] = [{"name": s.name, "display_name": s.display_name or s.name, "family": s.family,
@@ -213,6 +226,7 @@ def models(
 @app.command()
 def gpus(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = "table",
+    preset_dirs: PresetsOption = None,
 ) -> None:
     """List the GPU presets with their memory. Example: vramcalc gpus"""
     from vramcalc import presets, render
@@ -220,7 +234,7 @@ def gpus(
     from vramcalc.specs import GpuSpec
 
     try:
-        specs = [s for s in presets.gpus().specs if isinstance(s, GpuSpec)]
+        specs = [s for s in presets.gpus(preset_dirs or ()).specs if isinstance(s, GpuSpec)]
     except VramcalcError as e:
         raise _fail(e) from None
     specs.sort(key=lambda g: (g.vendor, g.memory_bytes, g.name))
@@ -245,23 +259,24 @@ def gpus(
 
 @app.command()
 def show(
-    model: Annotated[str, typer.Argument(help="Model preset name, alias or Hugging Face id.",
-                                         autocompletion=_complete_model)],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP, autocompletion=_complete_model)],
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = "table",
+    preset_dirs: PresetsOption = None,
 ) -> None:
     """Show a model's architecture and its parameter count broken down. Example: vramcalc show mistral-7b"""
-    from vramcalc import presets
     from vramcalc.errors import VramcalcError
-    from vramcalc.params import count_params, params_by_name
+    from vramcalc.model_files import resolve_model
+    from vramcalc.params import active_params, count_params, params_by_name
 
     try:
-        spec = presets.find_model(model)
+        spec, model_notes = resolve_model(model, preset_dirs or ())
     except VramcalcError as e:
         raise _fail(e) from None
     breakdown = params_by_name(spec)
     total = count_params(spec)
     doc = {"model": spec.name, "architecture": spec.model_dump(exclude_defaults=False),
-           "parameters": total, "breakdown": breakdown}
+           "parameters": total, "active_parameters": active_params(spec), "breakdown": breakdown,
+           "notes": list(model_notes)}
     if fmt in ("json", "yaml"):
         _emit(doc, fmt)
         return
@@ -277,11 +292,20 @@ def show(
         typer.echo("\n".join(lines))
         return
     _console().print(tbl)
+    if doc["active_parameters"] != doc["parameters"]:
+        typer.echo(f"active parameters per token: {doc['active_parameters']:,} (mixture of experts: "
+                   f"{spec.experts_per_token} of {spec.num_experts} routed experts)")
+    for note in model_notes:
+        typer.echo(f"note: {note}")
     arch = {k: v for k, v in spec.model_dump().items() if v not in (None, (), False, 0) and k != "aliases"}
     _console().print(", ".join(f"{k}={v}" for k, v in arch.items()), highlight=False, soft_wrap=True)
 
 
-app.command("explain", epilog=EPILOG)(__import__("vramcalc.commands_explain", fromlist=["explain"]).explain)
+from vramcalc.commands_explain import explain  # noqa: E402 - commands defined in their own modules
+from vramcalc.commands_presets import presets_app  # noqa: E402
+
+app.command("explain", epilog=EPILOG)(explain)
+app.add_typer(presets_app, name="presets")
 
 
 def main() -> None:

@@ -81,12 +81,15 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
     kv_dim = kv_heads(m) * head_dim(m)
     out: list[Linear] = []
     # Attention projections (modeling_llama.py LlamaAttention; GPT-2's c_attn is the fused form).
-    if m.fused_qkv:
+    if m.attention_kind == "mla":
+        out += mla_linears(m)
+    elif m.fused_qkv:
         out.append(Linear("qkv_proj", h, q_dim + 2 * kv_dim, n_layers))
     else:
         out += [Linear("q_proj", h, q_dim, n_layers), Linear("k_proj", h, kv_dim, n_layers),
                 Linear("v_proj", h, kv_dim, n_layers)]
-    out.append(Linear("o_proj", q_dim, h, n_layers))
+    if m.attention_kind != "mla":
+        out.append(Linear("o_proj", q_dim, h, n_layers))
     # MLP: gated (SwiGLU, Shazeer 2020: gate, up, down) or plain (fc1, fc2) in the dense layers.
     n_dense = dense_layers(m)
     i = m.intermediate_size
@@ -100,6 +103,28 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
             s_i = m.shared_expert_intermediate_size or e_i * m.num_shared_experts
             out += _mlp_linears(m, h, s_i, n_moe, "shared_expert.")
     return tuple(out)
+
+
+def mla_linears(m: ModelSpec) -> list[Linear]:
+    """Multi-head latent attention (DeepSeek-V2 arXiv:2405.04434 §2.1; DeepseekV3Attention in transformers).
+
+    q: q_a_proj (hidden -> q_lora_rank), RMSNorm, q_b_proj (-> heads * (nope + rope)), or one q_proj when
+    q_lora_rank is null; kv: kv_a_proj_with_mqa (hidden -> kv_lora_rank + rope, the shared rope key),
+    RMSNorm, kv_b_proj (kv_lora_rank -> heads * (nope + v)); o_proj (heads * v -> hidden).
+    """
+    assert m.hidden_size is not None and m.num_layers is not None and m.num_attention_heads is not None
+    assert m.kv_lora_rank and m.qk_nope_head_dim and m.qk_rope_head_dim and m.v_head_dim
+    h, n, heads = m.hidden_size, m.num_layers, m.num_attention_heads
+    qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+    out: list[Linear] = []
+    if m.q_lora_rank:
+        out += [Linear("q_a_proj", h, m.q_lora_rank, n), Linear("q_b_proj", m.q_lora_rank, heads * qk, n)]
+    else:
+        out.append(Linear("q_proj", h, heads * qk, n))
+    out += [Linear("kv_a_proj_with_mqa", h, m.kv_lora_rank + m.qk_rope_head_dim, n),
+            Linear("kv_b_proj", m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim), n),
+            Linear("o_proj", heads * m.v_head_dim, h, n)]
+    return out
 
 
 def _mlp_linears(m: ModelSpec, h: int, i: int, count: int, prefix: str) -> list[Linear]:
@@ -142,8 +167,19 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         out.append(ParamTensor("layer_norms", "norm", (h,), m.norms_per_layer * norm_vectors * n_layers, "norm"))
     if m.qk_norm:
         out.append(ParamTensor("qk_norms", "norm", (head_dim(m),), 2 * norm_vectors * n_layers, "norm"))
+    if m.attention_kind == "mla":
+        # q_a_layernorm and kv_a_layernorm (RMSNorm over the latent vectors), one each per layer.
+        assert m.kv_lora_rank is not None
+        out.append(ParamTensor("mla_norms", "norm", (m.kv_lora_rank,), n_layers, "norm"))
+        if m.q_lora_rank:
+            out.append(ParamTensor("mla_q_norms", "norm", (m.q_lora_rank,), n_layers, "norm"))
     if m.num_experts and n_layers > dense_layers(m):
-        out.append(ParamTensor("router", "router", (m.num_experts, h), n_layers - dense_layers(m), "router"))
+        n_moe = n_layers - dense_layers(m)
+        out.append(ParamTensor("router", "router", (m.num_experts, h), n_moe, "router"))
+        if m.router_bias:  # DeepseekV3TopkRouter.e_score_correction_bias: a buffer, stored in the checkpoint
+            out.append(ParamTensor("router_bias", "router", (m.num_experts,), n_moe, "router"))
+        if m.shared_expert_gate:  # Qwen2MoeSparseMoeBlock.shared_expert_gate = Linear(hidden, 1, bias=False)
+            out.append(ParamTensor("shared_expert_gate", "router", (1, h), n_moe, "router"))
     if m.final_norm:
         out.append(ParamTensor("final_norm", "norm", (h,), norm_vectors, "norm", False))
     if not m.tie_word_embeddings:
@@ -156,6 +192,21 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
 def count_params(m: ModelSpec) -> int:
     """Total parameters (tied embeddings counted once, as `sum(p.numel() for p in model.parameters())`)."""
     return sum(t.numel for t in inventory(m))
+
+
+def active_params(m: ModelSpec) -> int:
+    """Parameters one token uses: the total less the routed experts it is not sent to.
+
+    Mixture of experts: each MoE layer runs experts_per_token of num_experts routed experts (plus any
+    shared expert), so active = total - (E - k) / E of the routed-expert weights (Mixtral-8x7B:
+    46.7B total, 12.9B active, Jiang et al. 2024 arXiv:2401.04088 §2). Dense models: the total.
+    """
+    total = count_params(m)
+    if not m.has_architecture or not m.num_experts:
+        return total
+    routed = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m)
+                 if lin.module.startswith("experts."))
+    return total - routed * (m.num_experts - m.experts_per_token) // m.num_experts
 
 
 def params_by_name(m: ModelSpec) -> dict[str, int]:

@@ -86,6 +86,7 @@ def to_json(b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str = "GB") 
     return {
         "model": b.model,
         "parameters": b.parameters,
+        "active_parameters": b.active_parameters,
         "trainable_parameters": b.trainable_parameters,
         "settings": settings(t),
         "components": {c: b.component(c) for c in COMPONENTS},

@@ -22,6 +22,7 @@ Attention = Literal["sdpa", "eager"]
 AdapterDtype = Literal["fp32", "bf16", "fp16"]
 NormKind = Literal["rmsnorm", "layernorm"]
 MlpKind = Literal["gated", "plain"]
+AttentionKind = Literal["standard", "mla"]  # mla: DeepSeek-V2/V3 multi-head latent attention
 
 METHODS: tuple[Method, ...] = ("full", "lora", "qlora", "freeze")
 PRECISIONS: tuple[PrecisionName, ...] = (
@@ -84,6 +85,23 @@ class ModelSpec(BaseModel):
     num_shared_experts: NonNegativeInt = 0
     shared_expert_intermediate_size: PositiveInt | None = None
     first_dense_layers: NonNegativeInt = 0
+    shared_expert_gate: bool = False  # Qwen2-MoE: a Linear(hidden, 1) gate on the shared expert
+    router_bias: bool = False  # DeepSeek-V3 noaux_tc: e_score_correction_bias (num_experts) per MoE layer
+    # Tokens each expert may take, as a multiple of its even share (Switch Transformer, arXiv:2101.03961
+    # §2.1); None: dropless routing (Mixtral, Qwen-MoE and DeepSeek in transformers).
+    moe_capacity_factor: float | None = Field(default=None, gt=0)
+
+    # Multi-head latent attention (DeepSeek-V2, arXiv:2405.04434 §2.1; modeling_deepseek_v3.py).
+    attention_kind: AttentionKind = "standard"
+    q_lora_rank: PositiveInt | None = None  # None: a plain q_proj (DeepSeek-V2-Lite)
+    kv_lora_rank: PositiveInt | None = None
+    qk_nope_head_dim: PositiveInt | None = None
+    qk_rope_head_dim: PositiveInt | None = None
+    v_head_dim: PositiveInt | None = None
+
+    # Local/global attention: how many layers use the sliding window (None: all, when sliding_window
+    # is set). Gemma 2 alternates 1:1, Gemma 3 has 5 local per global layer (config.json layer_types).
+    sliding_window_layers: NonNegativeInt | None = None
 
     # The published total, for the preset test (not used by the arithmetic).
     published_parameters: PositiveInt | None = None
@@ -110,6 +128,13 @@ class ModelSpec(BaseModel):
                 raise ValueError("a mixture-of-experts model needs experts_per_token")
             if self.experts_per_token > self.num_experts:
                 raise ValueError("experts_per_token exceeds num_experts")
+            if self.attention_kind == "mla":
+                mla = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+                missing = [f for f in mla if getattr(self, f) is None]
+                if missing:
+                    raise ValueError(f"attention_kind mla needs {', '.join(missing)}")
+            if self.sliding_window_layers is not None and self.sliding_window_layers > (self.num_layers or 0):
+                raise ValueError("sliding_window_layers exceeds num_layers")
         return self
 
     @property

@@ -16,7 +16,7 @@ from vramcalc.memory.activations import head_activations, layer_activations
 from vramcalc.memory.optimizer import optimizer_bytes
 from vramcalc.memory.precision import RECIPES, Recipe
 from vramcalc.memory.weights import freeze_fraction, weight_bytes
-from vramcalc.params import block_linears, count_params, head_dim
+from vramcalc.params import active_params, block_linears, count_params, head_dim
 from vramcalc.specs import ModelSpec, TrainingSpec
 from vramcalc.units import MIB, dtype_bytes
 
@@ -51,6 +51,7 @@ class Breakdown:
     details: dict[str, int] = field(default_factory=dict)  # finer entries, "component.part" keys
     notes: tuple[str, ...] = ()
     activations_modeled: bool = True
+    active_parameters: int = 0  # parameters one token uses (MoE: total less the unrouted experts)
 
     @property
     def peak_phase(self) -> str:
@@ -143,6 +144,7 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         details=details,
         notes=tuple(notes),
         activations_modeled=modeled,
+        active_parameters=active_params(model),
     )
 
 

@@ -10,12 +10,13 @@ overall structure. Bytes are per token (multiply by batch × sequence) unless th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vramcalc.memory.precision import Recipe
 from vramcalc.params import head_dim, kv_heads, resolve_targets
 from vramcalc.specs import ModelSpec, TrainingSpec
-from vramcalc.units import dtype_bytes
+from vramcalc.units import ceil_div, dtype_bytes
 
 # Activation functions whose backward needs only their input (one saved tensor): ATen kernels.
 # gelu_new / gelu_fast are written as Python formulas in transformers activations.py, so autograd
@@ -98,42 +99,51 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # --- attention block ---
     if n_norms:
         terms += _norm_terms("attn norm", m, c, residual, h)
-    qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
-    linear_input("qkv_proj", qkv_mods, h)
-    if m.qk_norm:
-        terms += [Term("q/k norm (fp32 input + normalized)", (4 + c) * (q_dim + kv_dim))]
-    rope = not m.learned_position_embeddings
-    if rope:
-        # apply_rotary_pos_emb: q*cos saves q, rotate_half(q)*sin saves rotate_half(q); same for k.
-        terms.append(Term("rope (q, k, rotate_half)", 2 * c * (q_dim + kv_dim)))
-    if t.attention == "sdpa":
-        # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
-        # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
-        # The output's memory is already (b, s, h, d), so o_proj's input is the same storage.
-        terms.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads))
+    if m.attention_kind == "mla":
+        terms += _mla_terms(m, t, c, linear_input)
     else:
-        # Eager attention (modeling_llama.eager_attention_forward): repeat_kv copies k and v to all
-        # heads, softmax in fp32 saves its output, the 16-bit copy is saved by attn @ v; the
-        # transposed output is copied (contiguous) into o_proj's input.
-        kv_saved = 2 * q_dim if gqa else 2 * kv_dim
-        terms.append(Term("eager q, k, v", c * (q_dim + kv_saved)))
-        terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
-    # o_proj's input: the SDPA output (already saved) or eager's contiguous copy.
-    linear_input("o_proj", ("o_proj",), q_dim, already_saved=t.attention == "sdpa")
+        qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
+        linear_input("qkv_proj", qkv_mods, h)
+        if m.qk_norm:
+            terms += [Term("q/k norm (fp32 input + normalized)", (4 + c) * (q_dim + kv_dim))]
+        rope = not m.learned_position_embeddings
+        if rope:
+            # apply_rotary_pos_emb: q*cos saves q, rotate_half(q)*sin saves rotate_half(q); same for k.
+            terms.append(Term("rope (q, k, rotate_half)", 2 * c * (q_dim + kv_dim)))
+        if t.attention == "sdpa":
+            # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
+            # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
+            # The output's memory is already (b, s, h, d), so o_proj's input is the same storage.
+            terms.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads))
+        else:
+            # Eager attention (modeling_llama.eager_attention_forward): repeat_kv copies k and v to all
+            # heads, softmax in fp32 saves its output, the 16-bit copy is saved by attn @ v; the
+            # transposed output is copied (contiguous) into o_proj's input.
+            kv_saved = 2 * q_dim if gqa else 2 * kv_dim
+            terms.append(Term("eager q, k, v", c * (q_dim + kv_saved)))
+            terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
+        # o_proj's input: the SDPA output (already saved) or eager's contiguous copy.
+        linear_input("o_proj", ("o_proj",), q_dim, already_saved=t.attention == "sdpa")
     if m.dropout > 0:
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block ---
     if n_norms >= 2 and not m.parallel_residual:
         terms += _norm_terms("mlp norm", m, c, residual, h)
     i = m.intermediate_size
-    if m.num_experts and m.moe_intermediate_size:
-        i_mlp = m.moe_intermediate_size
+    if m.num_experts:
+        i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
         k = m.experts_per_token
         # Routed MoE (modeling_mixtral.py): router softmax in fp32, each routed token's gathered input
         # and weighted output, and the expert MLP's saved tensors per routed token.
         terms.append(Term("router logits (fp32 softmax)", 4 * m.num_experts))
-        terms.append(Term("routed token copies", k * 2 * c * h))
-        terms += _mlp_terms(m, c, h, i_mlp, trainable_weights, k, "experts.")
+        routed = [Term("routed token copies", k * 2 * c * h)]
+        routed += _mlp_terms(m, c, h, i_mlp, trainable_weights, k, "experts.")
+        if m.moe_capacity_factor is not None:
+            # Capacity-bound routing (Switch Transformer, arXiv:2101.03961 §2.1): each expert's buffer holds
+            # capacity_factor x its even share of the k x tokens routed copies, padded when under-filled.
+            milli = round(m.moe_capacity_factor * 1000)
+            routed = [Term(x.name + " (capacity)", ceil_div(x.per_token * milli, 1000)) for x in routed]
+        terms += routed
         if m.num_shared_experts:
             s_i = m.shared_expert_intermediate_size or i_mlp * m.num_shared_experts
             terms += _mlp_terms(m, c, h, s_i, trainable_weights, 1, "shared_expert.")
@@ -154,6 +164,38 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     bwd = Term("mlp backward gradients", (3 if gated else 2) * c * width + c * h,
                0 if t.attention == "sdpa" else (4 + 2 * c) * n_heads)
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq), fwd, bwd)
+
+
+def _mla_terms(m: ModelSpec, t: TrainingSpec, c: int, linear_input: Callable[..., None]) -> list[Term]:
+    """Multi-head latent attention's saved tensors (DeepseekV3Attention, modeling_deepseek_v3.py).
+
+    x feeds q_a_proj (or q_proj) and kv_a_proj_with_mqa: one saved input. Each latent goes through an
+    RMSNorm and an up-projection (q_b_proj, kv_b_proj) that saves the normed latent; RoPE applies to the
+    qk_rope_head_dim slices of q (per head) and of the shared key; SDPA saves q and k of
+    nope + rope per head, v and the output of v_head_dim per head, and the fp32 logsumexp.
+    `linear_input` appends the Linear-input terms to the caller's list (LoRA-aware).
+    """
+    assert m.hidden_size is not None and m.num_attention_heads is not None and m.kv_lora_rank is not None
+    assert m.qk_nope_head_dim is not None and m.qk_rope_head_dim is not None and m.v_head_dim is not None
+    n, rope, v = m.num_attention_heads, m.qk_rope_head_dim, m.v_head_dim
+    qk = m.qk_nope_head_dim + rope
+    out: list[Term] = []
+    down = ("q_a_proj", "kv_a_proj_with_mqa") if m.q_lora_rank else ("q_proj", "kv_a_proj_with_mqa")
+    linear_input("q/kv down-projection", down, m.hidden_size)
+    if m.q_lora_rank:
+        out += _norm_terms("q_a_layernorm", m, c, c, m.q_lora_rank)
+        linear_input("q_b_proj", ("q_b_proj",), m.q_lora_rank)
+    out += _norm_terms("kv_a_layernorm", m, c, c, m.kv_lora_rank)
+    linear_input("kv_b_proj", ("kv_b_proj",), m.kv_lora_rank)
+    # apply_rotary_pos_emb on q_rot (heads x rope) and the single shared k_rot (rope): x and rotate_half(x).
+    out.append(Term("rope (q_rot, k_rot, rotate_half)", 2 * c * (n * rope + rope)))
+    if t.attention == "sdpa":
+        out.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * n * qk + 2 * n * v) + 4 * n))
+    else:
+        out.append(Term("eager q, k, v", c * (2 * n * qk + n * v)))
+        out.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n))
+    linear_input("o_proj", ("o_proj",), n * v, already_saved=t.attention == "sdpa")
+    return out
 
 
 def _mlp_terms(m: ModelSpec, c: int, h: int, i: int, trainable: bool, tokens_per_token: int,

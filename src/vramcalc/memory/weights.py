@@ -51,18 +51,19 @@ def freeze_fraction(model: ModelSpec, training: TrainingSpec) -> tuple[int, int]
     return frozen, n_layers
 
 
-def _trainable_numel(t: ParamTensor, model: ModelSpec, training: TrainingSpec) -> int:
-    """Elements of `t` that are trained under `full` or `freeze`."""
+def _trainable_count(t: ParamTensor, model: ModelSpec, training: TrainingSpec) -> int:
+    """How many of the `t.count` tensors are trained under `full` or `freeze`."""
     if training.method == "full":
-        return t.numel
+        return t.count
     frozen, n_layers = freeze_fraction(model, training)
     if t.per_layer:
-        # Uniform layers: each layer holds count / n_layers of these tensors (exact for dense models).
-        return t.numel * (n_layers - frozen) // n_layers
+        # Uniform layers: each layer holds count / n_layers of these tensors (exact for dense models;
+        # for MoE stacks with dense bottom layers, a whole-tensor approximation).
+        return t.count * (n_layers - frozen) // n_layers
     if t.kind in ("head", "norm"):  # final norm and LM head sit above the layers
-        return t.numel if training.train_head else 0
+        return t.count if training.train_head else 0
     if t.kind == "embedding" and model.tie_word_embeddings and training.train_head:
-        return t.numel  # a tied head is the embedding matrix
+        return t.count  # a tied head is the embedding matrix
     return 0
 
 
@@ -75,10 +76,10 @@ def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> We
         trainable_tensors: list[tuple[tuple[int, ...], int]] = []
         trainable = 0
         for t in tensors:
-            n = _trainable_numel(t, model, training)
-            if n:
-                trainable += n
-                trainable_tensors.append((t.shape, n // t.numel_each))
+            count = _trainable_count(t, model, training)
+            if count:
+                trainable += count * t.numel_each
+                trainable_tensors.append((t.shape, count))
         return WeightBytes(total_params * w, 0, 0, total_params, trainable, tuple(trainable_tensors))
 
     # LoRA / QLoRA: frozen base + adapters (Hu et al. 2021).

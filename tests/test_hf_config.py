@@ -1,0 +1,230 @@
+"""config.json -> ModelSpec for each family, checked against published totals; MoE and MLA memory terms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vramcalc.errors import PresetFileError
+from vramcalc.hf_config import FAMILIES, UnsupportedModelType, hf_config_notes, spec_from_hf_config
+from vramcalc.memory.activations import layer_activations
+from vramcalc.memory.precision import RECIPES
+from vramcalc.params import active_params, count_params
+from vramcalc.specs import TrainingSpec
+
+HF = Path(__file__).parent / "data" / "hf"
+
+# Published totals (the source of each is in the preset YAML of the same model, or tests/data/hf/README.md);
+# every one also equals sum(p.numel()) of transformers 5.24's model built from the same config on the meta
+# device (DeepSeek-V3: plus its 58 x 256 e_score_correction_bias checkpoint tensors).
+TOTALS = {
+    "tinyllama-1.1b": 1_100_048_384,
+    "mistral-7b-v0.1": 7_241_732_096,  # model.safetensors.index.json total_size 14,483,464,192 / 2
+    "mixtral-8x7b-v0.1": 46_702_792_704,
+    "qwen2.5-0.5b": 494_032_768,
+    "qwen1.5-moe-a2.7b": 14_315_784_192,
+    "qwen3-0.6b": 596_049_920,
+    "qwen3-30b-a3b": 30_532_122_624,  # GGUF general.parameter_count
+    "gemma-2b": 2_506_172_416,
+    "gemma-2-9b": 9_241_705_984,
+    "gemma-3-1b": 999_885_952,
+    "phi-2": 2_779_683_840,
+    "phi-3-mini-4k": 3_821_079_552,
+    "gpt2": 124_439_808,
+    "pythia-70m": 70_426_624,  # Pythia README params table
+    "falcon-7b": 6_921_720_704,
+    "olmo-1b-hf": 1_176_764_416,
+    "starcoder2-3b": 3_030_371_328,
+    "deepseek-v2-lite": 15_706_484_224,
+    "deepseek-v3": 671_026_419_200,  # main model, layers 0-60; the MTP layer 61 is not counted
+}
+
+
+def load(name: str) -> dict:
+    return json.loads((HF / f"{name}.json").read_text())
+
+
+def spec(name: str):
+    return spec_from_hf_config(load(name), name, f"tests/data/hf/{name}.json")
+
+
+def test_every_fixture_has_a_total() -> None:
+    assert sorted(p.stem for p in HF.glob("*.json")) == sorted(TOTALS)
+
+
+def test_every_family_of_the_issue_is_mapped() -> None:
+    issue = {
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen2_moe",
+        "qwen3",
+        "qwen3_moe",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "phi",
+        "phi3",
+        "gpt2",
+        "gpt_neox",
+        "falcon",
+        "olmo",
+        "starcoder2",
+        "deepseek_v2",
+        "deepseek_v3",
+    }
+    assert issue <= set(FAMILIES)
+    assert issue == {load(n)["model_type"] for n in TOTALS}  # one real config.json per family
+
+
+@pytest.mark.parametrize(("name", "total"), TOTALS.items(), ids=list(TOTALS))
+def test_count_matches_published_total(name: str, total: int) -> None:
+    assert count_params(spec(name)) == total
+
+
+# Active parameters = total - (E - k)/E x routed-expert weights.
+ACTIVE = {
+    # Mixtral: 32 layers x 6 unused experts x 3 x 4096 x 14336 = 33,822,867,456 off 46,702,792,704
+    # (12.9B active, arXiv:2401.04088 §2).
+    "mixtral-8x7b-v0.1": 46_702_792_704 - 32 * 6 * 3 * 4096 * 14336,
+    # Qwen1.5-MoE: 24 layers x 56 unused of 60 experts x 3 x 2048 x 1408 (model card: 2.7B activated).
+    "qwen1.5-moe-a2.7b": 14_315_784_192 - 24 * 56 * 3 * 2048 * 1408,
+    # Qwen3-30B-A3B: 48 layers x 120 unused of 128 x 3 x 2048 x 768 (3.3B activated).
+    "qwen3-30b-a3b": 30_532_122_624 - 48 * 120 * 3 * 2048 * 768,
+    # DeepSeek-V2-Lite: 26 MoE layers x 58 unused of 64 x 3 x 2048 x 1408 (2.4B activated excl. embeddings).
+    "deepseek-v2-lite": 15_706_484_224 - 26 * 58 * 3 * 2048 * 1408,
+    # DeepSeek-V3: 58 MoE layers x 248 unused of 256 x 3 x 7168 x 2048 (37B activated, arXiv:2412.19437).
+    "deepseek-v3": 671_026_419_200 - 58 * 248 * 3 * 7168 * 2048,
+}
+
+
+@pytest.mark.parametrize(("name", "active"), ACTIVE.items(), ids=list(ACTIVE))
+def test_active_parameters(name: str, active: int) -> None:
+    assert active_params(spec(name)) == active
+
+
+def test_dense_model_is_all_active() -> None:
+    assert active_params(spec("mistral-7b-v0.1")) == 7_241_732_096
+
+
+def test_sliding_window_layers() -> None:
+    # Gemma 3 1B: 26 layers, sliding_window_pattern 6 -> layers 5, 11, 17, 23 global, 22 local.
+    g3 = spec("gemma-3-1b")
+    assert (g3.sliding_window, g3.sliding_window_layers, g3.qk_norm, g3.norms_per_layer) == (512, 22, True, 4)
+    # Gemma 2 9B: 42 layers alternating local/global -> 21 local.
+    assert spec("gemma-2-9b").sliding_window_layers == 21
+    # Mistral 7B v0.1: every layer windowed (no layer_types): sliding_window_layers stays None = all.
+    m = spec("mistral-7b-v0.1")
+    assert (m.sliding_window, m.sliding_window_layers) == (4096, None)
+    # Qwen2.5 lists sliding_window 32768 but use_sliding_window false: no window.
+    assert spec("qwen2.5-0.5b").sliding_window is None
+
+
+def test_layer_types_list_wins() -> None:
+    d = load("gemma-3-1b") | {"layer_types": ["sliding_attention", "full_attention"] * 13}
+    assert spec_from_hf_config(d, "g", "g.json").sliding_window_layers == 13
+
+
+def test_mla_and_moe_fields() -> None:
+    v3 = spec("deepseek-v3")
+    assert (v3.attention_kind, v3.q_lora_rank, v3.kv_lora_rank, v3.first_dense_layers) == (
+        "mla",
+        1536,
+        512,
+        3,
+    )
+    assert (v3.num_experts, v3.experts_per_token, v3.num_shared_experts, v3.router_bias) == (256, 8, 1, True)
+    lite = spec("deepseek-v2-lite")
+    assert (lite.q_lora_rank, lite.router_bias, lite.num_shared_experts) == (None, False, 2)
+
+
+def test_unknown_model_type_lists_supported() -> None:
+    with pytest.raises(UnsupportedModelType) as e:
+        spec_from_hf_config({"model_type": "mamba"}, "m", "m.json")
+    msg = str(e.value)
+    assert msg.startswith(
+        "m.json: unsupported model_type 'mamba'; supported: deepseek_v2, deepseek_v3, falcon,"
+    )
+    assert "docs/any-model.md" in msg and "--presets DIR" in msg
+
+
+def test_missing_key_names_it() -> None:
+    d = load("tinyllama-1.1b")
+    del d["vocab_size"]
+    with pytest.raises(PresetFileError, match="config.json has no 'vocab_size'"):
+        spec_from_hf_config(d, "t", "t.json")
+
+
+def test_non_contiguous_moe_layers_are_refused() -> None:
+    d = load("qwen3-30b-a3b") | {"decoder_sparse_step": 2}
+    with pytest.raises(PresetFileError, match="decoder_sparse_step 2"):
+        spec_from_hf_config(d, "q", "q.json")
+
+
+def test_gemma3_multimodal_uses_text_config() -> None:
+    wrapped = {
+        "model_type": "gemma3",
+        "text_config": load("gemma-3-1b"),
+        "vision_config": {"hidden_size": 1152},
+    }
+    assert count_params(spec_from_hf_config(wrapped, "g", "g.json")) == 999_885_952
+    assert "vision tower" in hf_config_notes(wrapped)[0]
+
+
+def test_deepseek_v3_notes() -> None:
+    notes = hf_config_notes(load("deepseek-v3"))
+    assert any("multi-token-prediction" in n for n in notes)
+    assert any("quantized (fp8)" in n for n in notes)
+
+
+def _terms(name: str, **training) -> dict[str, int]:
+    t = TrainingSpec(**training)
+    acts = layer_activations(spec(name), t, RECIPES[t.precision], trainable_weights=t.method == "full")
+    return {x.name: x.per_token for x in acts.terms}
+
+
+def test_moe_activations_count_top_k_routed_tokens() -> None:
+    terms = _terms("mixtral-8x7b-v0.1")
+    # bf16 (2 bytes): router softmax 4 x 8 experts; top-2 copies in and out of 4096: 2 x 2 x 2 x 4096.
+    assert terms["router logits (fp32 softmax)"] == 32
+    assert terms["routed token copies"] == 2 * 2 * 2 * 4096
+    # Each of the 2 routed copies saves act input, act output and up (14336 wide): 2 x 3 x 2 x 14336.
+    assert terms["experts.mlp act input"] + terms["experts.mlp act output, up"] == 2 * 3 * 2 * 14336
+
+
+def test_capacity_factor_scales_routed_terms() -> None:
+    base = spec("mixtral-8x7b-v0.1")
+    capped = base.model_copy(update={"moe_capacity_factor": 1.25})
+    t = TrainingSpec()
+    terms = {x.name: x.per_token for x in layer_activations(capped, t, RECIPES["bf16"], True).terms}
+    # 1.25 x (2 x 2 x 2 x 4096) = 40,960 bytes per token of padded expert buffers.
+    assert terms["routed token copies (capacity)"] == 40_960
+
+
+def test_mla_attention_activations() -> None:
+    terms = _terms("deepseek-v2-lite")
+    # bf16; 16 heads; q/k of 128 + 64 = 192 per head, v and out 128 per head; fp32 logsumexp per head:
+    # 2 x (2 x 16 x 192 + 2 x 16 x 128) + 4 x 16 = 20,544 bytes per token.
+    assert terms["sdpa q, k, v, out, logsumexp"] == 20_544
+    # RoPE on q_rot (16 x 64) and the shared k_rot (64), x and rotate_half(x): 2 x 2 x (1024 + 64).
+    assert terms["rope (q_rot, k_rot, rotate_half)"] == 4_352
+    # kv_b_proj saves its 512-wide normed latent (2 bytes) under full fine-tuning.
+    assert terms["kv_b_proj input"] == 1_024
+    assert "q_b_proj input" not in terms  # V2-Lite has no q latent (q_lora_rank null)
+
+
+def test_kv_cache_layout_sliding_and_mla() -> None:
+    from vramcalc.kv_layout import cached_positions, kv_cache_elements, kv_elements_per_position
+
+    g3 = spec("gemma-3-1b")
+    # 8192 tokens: 22 local layers keep 512 positions, 4 global layers keep 8192: 11,264 + 32,768.
+    assert cached_positions(g3, 8192) == 22 * 512 + 4 * 8192
+    # 1 KV head of 256: K and V = 512 elements per position and layer.
+    assert kv_cache_elements(g3, 1, 8192) == 512 * (22 * 512 + 4 * 8192)
+    # Mistral 7B v0.1 windows every layer at 4096: 32 x 4096 positions at 32k tokens.
+    assert cached_positions(spec("mistral-7b-v0.1"), 32768) == 32 * 4096
+    # DeepSeek-V3 in transformers: 128 heads x (128 + 64 + 128) = 40,960 elements per position and layer.
+    assert kv_elements_per_position(spec("deepseek-v3")) == 40_960
