@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vramcalc.params import inventory
-from vramcalc.specs import ModelSpec, TrainingSpec
+from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
 from vramcalc.units import ceil_div
 
 # DeepSpeed ZeRO config defaults (deepspeed/runtime/zero/config.py): reduce_bucket_size 5e8 elements,
@@ -302,3 +302,53 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
         cpu_offload_bytes=host * t.gpus_per_node, activation_tokens=activation_tokens(tokens, t),
         details=details, notes=tuple(notes), layout=layout,
     )
+
+
+def gpu_counts(t: TrainingSpec, node_size: int = 8, max_gpus: int = 4096) -> list[tuple[int, int]]:
+    """(gpus_per_node, nodes) layouts to try, by total GPUs: multiples of tp × pp within one node of
+    `node_size`, then whole nodes."""
+    mp = t.tp * t.pp
+    out = [(n, 1) for n in range(mp, min(node_size, max_gpus) + 1, mp)]
+    nodes = 2
+    while node_size * nodes <= max_gpus:
+        if (node_size * nodes) % mp == 0:
+            out.append((node_size, nodes))
+        nodes += 1
+    return out
+
+
+def _fits(model: ModelSpec, t: TrainingSpec, memory_bytes: int) -> bool:
+    from vramcalc.memory import estimate  # the package imports this module: resolve at call time
+
+    return estimate(model, t).peak_bytes <= memory_bytes
+
+
+def min_gpus(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec, node_size: int = 8,
+             max_gpus: int = 4096) -> int | None:
+    """The fewest GPUs of `gpu`'s kind on which each GPU's peak fits, with the run's ZeRO/FSDP/tp/pp
+    settings (nodes of `node_size`); None when even `max_gpus` do not suffice.
+
+    Per-GPU memory is non-increasing in the GPU count once data parallelism starts (tested), so after
+    the first layout this is a bisection, exact at the boundary. Without sharding (ZeRO 0, no FSDP)
+    more GPUs never lower the per-GPU figure.
+    """
+    layouts = gpu_counts(training, node_size, max_gpus)
+    if not layouts:
+        return None
+
+    def ok(i: int) -> bool:
+        g, n = layouts[i]
+        return _fits(model, training.model_copy(update={"gpus_per_node": g, "nodes": n}), gpu.memory_bytes)
+
+    if ok(0):
+        return layouts[0][0] * layouts[0][1]
+    lo, hi = 0, len(layouts) - 1  # invariant: layouts[lo] does not fit
+    if not ok(hi):
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return layouts[hi][0] * layouts[hi][1]

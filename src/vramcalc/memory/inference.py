@@ -8,13 +8,14 @@ paged cache (2 × layers × kv_heads × head_dim per token), DeepSeek-V2 (arXiv:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vramcalc.memory.distributed import model_parallel_params
 from vramcalc.memory.precision import RECIPES
 from vramcalc.memory.weights import nf4_bytes
 from vramcalc.params import block_linears, head_dim, inventory, kv_heads
-from vramcalc.specs import ModelSpec, TrainingSpec
+from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
 from vramcalc.units import ceil_div, dtype_bytes
 
 QUANTIZED = ("fp8", "int8", "gptq-int4", "awq-int4", "nf4")
@@ -175,3 +176,47 @@ def estimate_inference(model: ModelSpec, t: TrainingSpec) -> InferenceBytes:
         notes.append(f"{weight_dtype(t)}: block Linear layers quantized; embeddings, norms and lm_head stay "
                      f"in {RECIPES[t.precision].compute}.")
     return InferenceBytes(on_gpu, w, constants, kv, kv_token, prefill_ws, logits, phases, tuple(notes))
+
+
+def _peak(model: ModelSpec, t: TrainingSpec) -> int:
+    from vramcalc.memory import estimate  # the package imports this module: resolve at call time
+
+    return estimate(model, t).peak_bytes
+
+
+def _largest(ok: Callable[[int], bool], cap: int) -> int | None:
+    """The largest n in [1, cap] with ok(n), for ok monotone (true, then false); None if ok(1) is false."""
+    if not ok(1):
+        return None
+    if ok(cap):
+        return cap
+    lo, hi = 1, cap  # ok(lo), not ok(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def max_context(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,
+                cap: int | None = None) -> int | None:
+    """The longest context (seq_len) whose per-GPU peak fits `gpu`, up to the model's
+    max_position_embeddings (or `cap`); None when one token does not fit. Works for training too."""
+    limit = cap or model.max_position_embeddings or 1 << 20
+
+    def ok(n: int) -> bool:
+        return _peak(model, training.model_copy(update={"seq_len": n})) <= gpu.memory_bytes
+
+    return _largest(ok, limit)
+
+
+def max_batch_inference(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,
+                        cap: int = 1 << 16) -> int | None:
+    """The largest batch of `training.seq_len`-token sequences whose per-GPU peak fits `gpu`;
+    None if one does not."""
+    def ok(n: int) -> bool:
+        return _peak(model, training.model_copy(update={"batch_size": n})) <= gpu.memory_bytes
+
+    return _largest(ok, cap)
