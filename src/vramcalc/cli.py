@@ -144,7 +144,7 @@ def estimate(
     sequence_parallel: Annotated[bool, typer.Option(help="Megatron sequence parallelism (with --tp).")]
     = False,
     context: Annotated[int | None, typer.Option(help="Inference context in tokens (sets --seq-len).")] = None,
-    weight_dtype: Annotated[WeightDtype, typer.Option(help="Inference weight format (auto: the precision's).")]
+    weight_dtype: Annotated[WeightDtype, typer.Option(help="Inference weight format (auto: precision's).")]
     = "auto",
     kv_dtype: Annotated[Literal["auto", "fp32", "bf16", "fp16", "fp8"],
                         typer.Option(help="Inference KV-cache dtype (auto: the compute dtype).")] = "auto",

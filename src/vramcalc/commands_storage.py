@@ -18,7 +18,7 @@ def storage(
     = "q_proj,v_proj",
     adapter_dtype: Annotated[Literal["fp32", "bf16", "fp16"], typer.Option(help="Adapter dtype as saved.")]
     = "fp32",
-    weight_dtype: Annotated[WeightDtype, typer.Option(help="Format of each full copy and of the base (auto: bf16).")]
+    weight_dtype: Annotated[WeightDtype, typer.Option(help="Format of copies and base (auto: bf16).")]
     = "auto",
     fmt: Annotated[Literal["table", "json"], typer.Option("--format", help="Output format.")] = "table",
     units: Annotated[Literal["GB", "GiB"], typer.Option(help="GB (10^9) or GiB (2^30).")] = "GB",
@@ -41,7 +41,8 @@ def storage(
             raise ValueError(f"--adapters must be at least 1, not {adapters}")
         spec = presets.find_model(model)
         training = TrainingSpec(mode="inference", method="lora", lora_rank=lora_rank,
-                                adapter_dtype=adapter_dtype, lora_targets=tuple(x.strip() for x in lora_targets.split(",") if x.strip()),
+                                adapter_dtype=adapter_dtype,
+                                lora_targets=tuple(x.strip() for x in lora_targets.split(",") if x.strip()),
                                 weight_dtype=weight_dtype)
         c = compare_storage(spec, training, adapters)
     except (VramcalcError, ValidationError, ValueError) as e:

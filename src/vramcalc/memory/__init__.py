@@ -57,7 +57,7 @@ class Breakdown:
     communication: int = 0  # per-GPU communication buffers (DDP / DeepSpeed buckets)
     kv_cache: int = 0  # inference: keys and values of every cached token
     cpu_offload_bytes: int = 0  # host RAM per node for offloaded states
-    parallelism: dict[str, int | str] | None = None  # the layout (gpus, tp, pp, dp, ZeRO stage); None: one GPU
+    parallelism: dict[str, int | str] | None = None  # gpus, tp, pp, dp, ZeRO stage; None: one GPU
 
     @property
     def peak_phase(self) -> str:
@@ -178,7 +178,8 @@ def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: in
         weights=weights, gradients=gradients, moments=opt.moments, master_weights=opt.master_weights,
         step_temporaries=opt.step_temporaries, fp32_grad_bytes=min(fp32_grads, opt.step_temporaries),
         parameters=count_params(model), trainable=trainable, grad_elem_bytes=grad_elem)
-    return _distributed.shard(model, training, states, tokens, deepspeed_fp32_grad_partition=recipe.master_weights)
+    return _distributed.shard(model, training, states, tokens,
+                              deepspeed_fp32_grad_partition=recipe.master_weights)
 
 
 def _estimate_inference(model: ModelSpec, training: TrainingSpec) -> Breakdown:
@@ -204,7 +205,8 @@ def _estimate_inference(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         model=model.name, parameters=count_params(model), trainable_parameters=0,
         weights=inf.weights, gradients=0, optimizer_state=0, activations=inf.activations,
         temporaries=inf.temporaries, overhead=overhead, phases=dict(inf.phases), details=details,
-        notes=inf.notes, activations_modeled=model.has_architecture, kv_cache=inf.kv_cache, parallelism=layout,
+        notes=inf.notes, activations_modeled=model.has_architecture, kv_cache=inf.kv_cache,
+        parallelism=layout,
     )
 
 

@@ -121,7 +121,7 @@ def kv_cache_bytes(model: ModelSpec, t: TrainingSpec, batch: int, context: int) 
         # the same on every tensor-parallel rank (vLLM's MLA backend replicates it).
         per_layer_token = (kv_lora_rank + (getattr(model, "qk_rope_head_dim", None) or 0)) * b
     else:
-        # K and V: 2 × kv_heads × head_dim per token and layer; GQA/MQA shrink kv_heads (Ainslie et al. 2023).
+        # K and V: 2 × kv_heads × head_dim per token and layer; GQA/MQA shrink kv_heads (arXiv:2305.13245).
         # Tensor parallel splits the KV heads, replicating them when tp > kv_heads (vLLM).
         per_layer_token = 2 * ceil_div(kv_heads(model), t.tp) * head_dim(model) * b
     n_sliding = min(sliding_layers(model), model.num_layers)
