@@ -51,7 +51,7 @@ def ds_zero2(total_params: int, num_gpus_per_node: int = 1, num_nodes: int = 1, 
 def ds_zero3(total_params: int, largest_layer_params: int, num_gpus_per_node: int = 1, num_nodes: int = 1,
              cpu_offload: bool = True, cpu_offload_params: bool = True, zero_init: bool = True,
              additional_buffer_factor: float = 1.5) -> tuple[int, int, int]:
-    """DeepSpeed stage3.py estimate_zero3_model_states_mem_needs -> (cpu_mem, gpu_mem, largest_layer_memory)."""
+    """DeepSpeed stage3.py estimate_zero3_model_states_mem_needs -> (cpu_mem, gpu_mem, largest_layer_mem)."""
     total_gpus = num_nodes * num_gpus_per_node
     gpus_factor = 1 / num_nodes
     largest_layer_memory = (4 * largest_layer_params)
@@ -61,13 +61,15 @@ def ds_zero3(total_params: int, largest_layer_params: int, num_gpus_per_node: in
             if zero_init:
                 cpu_mem = total_params * 18 * gpus_factor * additional_buffer_factor
             else:
-                cpu_mem = total_params * max(4 * num_gpus_per_node, 18 * gpus_factor) * additional_buffer_factor
+                cpu_mem = (total_params * max(4 * num_gpus_per_node, 18 * gpus_factor)
+                           * additional_buffer_factor)
         else:
             gpu_mem = largest_layer_memory + int(2 * total_params / total_gpus)
             if zero_init:
                 cpu_mem = total_params * 16 * gpus_factor * additional_buffer_factor
             else:
-                cpu_mem = total_params * max(4 * num_gpus_per_node, 16 * gpus_factor) * additional_buffer_factor
+                cpu_mem = (total_params * max(4 * num_gpus_per_node, 16 * gpus_factor)
+                           * additional_buffer_factor)
     else:
         gpu_mem = largest_layer_memory + int(18 * total_params / total_gpus)
         if zero_init:
@@ -105,7 +107,8 @@ GRID = [(1, 1), (2, 1), (4, 1), (8, 1), (8, 2), (8, 4)]
 @pytest.mark.parametrize("offload", [False, True], ids=["no-offload", "offload-optimizer"])
 def test_zero2_matches_deepspeed(mistral, gpus: int, nodes: int, offload: bool) -> None:  # type: ignore[no-untyped-def]
     cpu_ds, gpu_ds = ds_zero2(MISTRAL_PARAMS, gpus, nodes, cpu_offload=offload)
-    b = estimate(mistral, ds_run(zero=2, gpus_per_node=gpus, nodes=nodes, offload="optimizer" if offload else "none"))
+    b = estimate(mistral, ds_run(zero=2, gpus_per_node=gpus, nodes=nodes,
+                                 offload="optimizer" if offload else "none"))
     assert model_states(b) == gpu_ds
     if offload and gpus * nodes <= 4:
         # Host: fp32 master 4 + moments 8 + fp32 grads 4 = 16 bytes per parameter per node; DeepSpeed
@@ -133,7 +136,7 @@ def test_zero1_is_zero2_before_gradient_partitioning(mistral) -> None:  # type: 
 
 def test_ds_buckets_are_counted_apart(mistral) -> None:  # type: ignore[no-untyped-def]
     b = estimate(mistral, ds_run(zero=3, gpus_per_node=8))
-    # reduce_bucket_size 5e8 bf16 elements + stage3_prefetch_bucket_size 5e7 bf16 elements (config.py defaults).
+    # reduce_bucket_size 5e8 bf16 elements + stage3_prefetch_bucket_size 5e7 (zero/config.py defaults).
     assert b.details["communication.reduce_bucket"] == 1_000_000_000
     assert b.details["communication.prefetch_bucket"] == 100_000_000
     assert b.communication == 1_100_000_000
@@ -177,7 +180,7 @@ def test_higher_zero_stage_never_needs_more(name: str, precision: str) -> None:
 def test_zero3_fixed_buffers_can_outweigh_its_savings_on_a_tiny_model() -> None:
     # GPT-2 (124,439,808 params) on 2 GPUs: ZeRO-3 saves half the bf16 weights (124,439,808 bytes) but
     # gathers the largest module (wte, 50,257 × 768 = 38,597,376 params) with its gradient (4 × 38,597,376 =
-    # 154,389,504 bytes) and keeps a 5e7-element prefetch bucket (100,000,000 bytes): it needs more than ZeRO-2.
+    # 154,389,504 bytes) and keeps a 5e7-element prefetch bucket (100,000,000 bytes): more than ZeRO-2.
     m = presets.find_model("gpt2")
     z2 = estimate(m, ds_run(zero=2, gpus_per_node=2))
     z3 = estimate(m, ds_run(zero=3, gpus_per_node=2))
@@ -196,7 +199,8 @@ def test_lora_with_zero3_shards_the_frozen_base(mistral) -> None:  # type: ignor
 def test_tensor_and_pipeline_parallel_split_weights(mistral) -> None:  # type: ignore[no-untyped-def]
     assert model_parallel_params(mistral, 1, 1) == MISTRAL_PARAMS
     half = model_parallel_params(mistral, 2, 1)
-    # Linear, embedding and head split in two; 65 RMSNorm vectors of 4,096 stay whole: (P - 266,240)/2 + 266,240.
+    # Linear, embedding and head split in two; 65 RMSNorm vectors of 4,096 stay whole:
+    # (P - 266,240) / 2 + 266,240.
     assert half == (MISTRAL_PARAMS - 65 * 4096) // 2 + 65 * 4096
     # pp 2: 16 layers of 218,112,000 parameters + the larger end (final norm + lm_head: 4,096 + 131,072,000).
     assert model_parallel_params(mistral, 1, 2) == 16 * 218_112_000 + 4096 + 131_072_000
@@ -232,7 +236,8 @@ def test_min_gpus_without_sharding(mistral) -> None:  # type: ignore[no-untyped-
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--zero", "2", "--fsdp", "full-shard"], "error: choose DeepSpeed ZeRO or FSDP, not both: drop --zero or --fsdp"),
+    (["--zero", "2", "--fsdp", "full-shard"],
+     "error: choose DeepSpeed ZeRO or FSDP, not both: drop --zero or --fsdp"),
     (["--offload", "params", "--zero", "2"],
      "error: parameter offload needs sharded parameters: add --zero 3 or --fsdp full-shard"),
     (["--gpus", "6", "--tp", "4"],
@@ -249,8 +254,8 @@ def test_bad_layouts_exit_2_with_one_line(args: list[str], message: str) -> None
 def test_json_reports_layout_and_host_ram() -> None:
     import json
 
-    result = runner.invoke(app, ["estimate", "mistral-7b", "--precision", "mixed-bf16", "--gpus", "8", "--zero",
-                                 "3", "--offload", "params", "--format", "json"])
+    result = runner.invoke(app, ["estimate", "mistral-7b", "--precision", "mixed-bf16", "--gpus", "8",
+                                 "--zero", "3", "--offload", "params", "--format", "json"])
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
     assert doc["per_gpu"] is True
