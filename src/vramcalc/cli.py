@@ -15,6 +15,7 @@ from vramcalc import __version__
 
 Format = Literal["table", "json", "yaml", "markdown"]
 Units = Literal["GB", "GiB"]
+WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 
 EPILOG = ("Exit codes: 0 success; 1 with --check when the run does not fit the GPU; "
           "2 bad input (a one-line error on stderr).")
@@ -135,6 +136,27 @@ def estimate(
     units: Annotated[Units, typer.Option(help="GB (10^9, as the seed texts count) or GiB (2^30).")] = "GB",
     check: Annotated[bool, typer.Option(help="Exit 1 when a --gpu is given and the run does not fit.")] = False,
     preset_dirs: PresetsOption = None,
+    mode: Annotated[Literal["train", "inference"], typer.Option(help="A training step, or serving.")]
+    = "train",
+    gpus: Annotated[int, typer.Option(help="GPUs per node (the verdict is per GPU).")] = 1,
+    nodes: Annotated[int, typer.Option(help="Nodes.")] = 1,
+    zero: Annotated[int, typer.Option(help="DeepSpeed ZeRO stage: 0, 1 (optimizer states), 2 (+ gradients), "
+                                           "3 (+ parameters).")] = 0,
+    fsdp: Annotated[Literal["none", "full-shard", "shard-grad-op", "hybrid-shard", "no-shard"],
+                    typer.Option(help="PyTorch FSDP sharding strategy.")] = "none",
+    offload: Annotated[Literal["none", "optimizer", "params"],
+                       typer.Option(help="CPU offload (ZeRO-Offload/Infinity, FSDP CPUOffload); params "
+                                         "implies optimizer. Host RAM is reported per node.")] = "none",
+    tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
+    sequence_parallel: Annotated[bool, typer.Option(help="Megatron sequence parallelism (with --tp).")]
+    = False,
+    context: Annotated[int | None, typer.Option(help="Inference context in tokens (sets --seq-len).")] = None,
+    weight_dtype: Annotated[WeightDtype, typer.Option(help="Inference weight format (auto: precision's).")]
+    = "auto",
+    kv_dtype: Annotated[Literal["auto", "fp32", "bf16", "fp16", "fp8"],
+                        typer.Option(help="Inference KV-cache dtype (auto: the compute dtype).")] = "auto",
+    quant_group_size: Annotated[int, typer.Option(help="GPTQ/AWQ group size.")] = 128,
 ) -> None:
     """Estimate the GPU memory of one training step, per component, with a fit verdict.
 
@@ -157,11 +179,15 @@ def estimate(
         gpu_spec = presets.find_gpu(gpu, preset_dirs or ()) if gpu else None
         training = TrainingSpec(
             method=method, precision=precision, optimizer=optimizer, optimizer_impl=optimizer_impl,
-            batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum, grad_checkpointing=grad_checkpointing,
+            batch_size=batch_size, seq_len=seq_len if context is None else context, grad_accum=grad_accum,
+            grad_checkpointing=grad_checkpointing,
             attention=attention, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
             lora_targets=tuple(x.strip() for x in lora_targets.split(",") if x.strip()),
             adapter_dtype=adapter_dtype, quant_bits=4 if quant_bits == 4 else 8, double_quant=double_quant,
             freeze_layers=freeze_layers, train_head=train_head,
+            mode=mode, gpus_per_node=gpus, nodes=nodes, zero=zero, fsdp=fsdp, offload=offload, tp=tp, pp=pp,
+            sequence_parallel=sequence_parallel, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+            quant_group_size=quant_group_size,
         )
         breakdown = run_estimate(spec, training)
         for note in reversed(model_notes):
@@ -306,6 +332,9 @@ from vramcalc.commands_presets import presets_app  # noqa: E402
 
 app.command("explain", epilog=EPILOG)(explain)
 app.add_typer(presets_app, name="presets")
+from vramcalc.commands_storage import storage as _storage  # noqa: E402  (vramcalc storage, issue #6)
+
+app.command(epilog=EPILOG)(_storage)
 
 
 def main() -> None:

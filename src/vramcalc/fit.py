@@ -15,6 +15,7 @@ class Verdict:
     gpu: GpuSpec
     needed_bytes: int
     headroom_bytes: int
+    gpus: int = 1  # the estimate is per GPU; how many GPUs the run spans
 
     @property
     def fits(self) -> bool:
@@ -28,4 +29,6 @@ class Verdict:
 def fit(breakdown: Breakdown, gpu: GpuSpec) -> Verdict:
     """Compare the step's peak (tensors + runtime overhead) with the GPU's total memory."""
     needed = breakdown.peak_bytes
-    return Verdict(gpu=gpu, needed_bytes=needed, headroom_bytes=gpu.memory_bytes - needed)
+    layout = breakdown.parallelism or {}
+    gpus = int(layout.get("world_size", 1))
+    return Verdict(gpu=gpu, needed_bytes=needed, headroom_bytes=gpu.memory_bytes - needed, gpus=gpus)

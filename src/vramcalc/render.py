@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vramcalc.fit import Verdict
-from vramcalc.memory import COMPONENTS, PHASES, RECIPES, Breakdown
+from vramcalc.memory import COMPONENTS, RECIPES, Breakdown
 from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
 from vramcalc.units import GIB, UNIT_BYTES
 
@@ -19,7 +19,10 @@ LABELS = {
     "activations": "activations",
     "temporaries": "temporaries (peak transient)",
     "overhead": "runtime overhead",
+    "communication": "communication buffers",
+    "kv_cache": "KV cache",
 }
+EXTRA_COMPONENTS = ("communication", "kv_cache")  # shown and keyed only when non-zero (multi-GPU, inference)
 METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "freeze": "partial (freeze)"}
 
 
@@ -38,6 +41,8 @@ def verdict_line(v: Verdict, unit: str) -> str:
     need = f"{v.needed_bytes / UNIT_BYTES[unit]:,.1f} {unit}"
     margin = f"{abs(v.headroom_bytes) / UNIT_BYTES[unit]:,.1f} {unit}"
     where = f"on {v.gpu.display_name} ({gpu_capacity(v.gpu)})"
+    if v.gpus > 1:
+        where = f"per GPU × {v.gpus} " + where
     if v.fits:
         return f"FITS {where}: needs {need}, {margin} headroom"
     return f"DOES NOT FIT {where}: needs {need}, {margin} short"
@@ -57,6 +62,12 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
         out.update(quant_bits=t.quant_bits, double_quant=t.double_quant)
     if t.method == "freeze":
         out.update(freeze_layers=t.freeze_layers, train_head=t.train_head)
+    if t.gpus_per_node * t.nodes > 1 or t.zero or t.fsdp != "none" or t.offload != "none":
+        out.update(gpus_per_node=t.gpus_per_node, nodes=t.nodes, zero=t.zero, fsdp=t.fsdp, offload=t.offload,
+                   tp=t.tp, pp=t.pp, sequence_parallel=t.sequence_parallel)
+    if t.mode == "inference":
+        out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
+                   tp=t.tp, pp=t.pp)
     return out
 
 
@@ -78,6 +89,15 @@ def assumptions(t: TrainingSpec) -> str:
                      + (" + double quant" if t.quant_bits == 4 and t.double_quant else ""))
     if t.method == "freeze":
         parts.append(f"{t.freeze_layers} layers frozen" + ("" if t.train_head else ", head frozen"))
+    if t.mode == "inference":
+        parts = [f"inference, batch {t.batch_size} × context {t.seq_len}", f"weights {t.weight_dtype}",
+                 f"KV cache {t.kv_dtype}"]
+    gpus = t.gpus_per_node * t.nodes
+    if gpus > 1 or t.zero or t.fsdp != "none" or t.offload != "none":
+        strategy = f"ZeRO-{t.zero}" if t.zero else f"FSDP {t.fsdp}" if t.fsdp != "none" else "DDP"
+        parts.append(f"{gpus} GPU{'s' if gpus > 1 else ''} ({t.gpus_per_node}/node × {t.nodes}), {strategy}"
+                     + (f", tp {t.tp}" if t.tp > 1 else "") + (f", pp {t.pp}" if t.pp > 1 else "")
+                     + (f", offload {t.offload}" if t.offload != "none" else ""))
     return " · ".join(parts)
 
 
@@ -89,7 +109,8 @@ def to_json(b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str = "GB") 
         "active_parameters": b.active_parameters,
         "trainable_parameters": b.trainable_parameters,
         "settings": settings(t),
-        "components": {c: b.component(c) for c in COMPONENTS},
+        "components": {c: b.component(c) for c in (*COMPONENTS, *EXTRA_COMPONENTS)
+                       if c in COMPONENTS or b.component(c)},
         "details": dict(b.details),
         "phases": dict(b.phases),
         "peak_bytes": b.peak_bytes,
@@ -103,13 +124,15 @@ def to_json(b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str = "GB") 
         "headroom_bytes": None if v is None else v.headroom_bytes,
         "units": unit,
         "notes": list(b.notes),
+        **({"per_gpu": True, "parallelism": dict(b.parallelism), "cpu_offload_bytes": b.cpu_offload_bytes}
+           if b.parallelism is not None else {}),
     }
 
 
 def _rows(b: Breakdown, unit: str) -> list[tuple[str, str, str]]:
     total = b.sum_bytes or 1
     rows = [(LABELS[c], format_bytes(b.component(c), unit), f"{100 * b.component(c) / total:.1f} %")
-            for c in COMPONENTS]
+            for c in (*COMPONENTS, *EXTRA_COMPONENTS) if c in COMPONENTS or b.component(c)]
     if not b.activations_modeled:
         rows[3] = (LABELS["activations"], "not modeled", "")
     return rows
@@ -117,8 +140,11 @@ def _rows(b: Breakdown, unit: str) -> list[tuple[str, str, str]]:
 
 def title(model: ModelSpec, b: Breakdown, t: TrainingSpec) -> str:
     name = model.display_name or model.name
+    if t.mode == "inference":
+        return f"{name} · inference · {b.parameters:,} parameters"
+    per_gpu = " · per GPU" if b.parallelism is not None else ""
     return (f"{name} · {METHOD_LABELS[t.method]} · {b.parameters:,} parameters, "
-            f"{b.trainable_parameters:,} trainable")
+            f"{b.trainable_parameters:,} trainable{per_gpu}")
 
 
 def table(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str) -> RenderableType:
@@ -135,13 +161,16 @@ def table(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, un
         tbl.add_row(label, size, share)
     tbl.add_section()
     tbl.add_row("sum of components", format_bytes(b.sum_bytes, unit), "")
-    for phase in PHASES:
+    for phase in b.phases:
         marker = "  ← peak" if phase == b.peak_phase else ""
         tbl.add_row(f"tensors at {phase.replace('_', ' ')}{marker}", format_bytes(b.phases[phase], unit), "")
     tbl.add_row(Text("peak (tensors + overhead)", style="bold"), Text(format_bytes(b.peak_bytes, unit),
                                                                       style="bold"), "")
     parts: list[RenderableType] = [Text(title(model, b, t), style="bold"), tbl,
                                    Text("assumptions: " + assumptions(t), style="dim")]
+    if b.cpu_offload_bytes:
+        ram = format_bytes(b.cpu_offload_bytes, unit)
+        parts.append(Text(f"CPU RAM for offloaded states: {ram} per node"))
     if v is not None:
         parts.append(Text(verdict_line(v, unit), style="bold green" if v.fits else "bold red"))
     for note in b.notes:
@@ -154,7 +183,9 @@ def markdown(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None,
     lines = [f"### {title(model, b, t)}", "", f"| component | memory ({unit}) | share |", "| --- | ---: | ---: |"]
     lines += [f"| {label} | {size} | {share} |" for label, size, share in _rows(b, unit)]
     lines.append(f"| **sum of components** | {format_bytes(b.sum_bytes, unit)} | |")
-    for phase in PHASES:
+    if b.cpu_offload_bytes:
+        lines.append(f"| CPU RAM per node (offload) | {format_bytes(b.cpu_offload_bytes, unit)} | |")
+    for phase in b.phases:
         lines.append(f"| tensors at {phase.replace('_', ' ')} | {format_bytes(b.phases[phase], unit)} | |")
     lines.append(f"| **peak ({b.peak_phase}, + overhead)** | **{format_bytes(b.peak_bytes, unit)}** | |")
     lines += ["", f"Assumptions: {assumptions(t)}"]

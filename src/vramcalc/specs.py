@@ -23,6 +23,12 @@ AdapterDtype = Literal["fp32", "bf16", "fp16"]
 NormKind = Literal["rmsnorm", "layernorm"]
 MlpKind = Literal["gated", "plain"]
 AttentionKind = Literal["standard", "mla"]  # mla: DeepSeek-V2/V3 multi-head latent attention
+# Multi-GPU and inference settings (memory/distributed.py, memory/inference.py).
+ZeroStage = Literal[0, 1, 2, 3]
+FsdpStrategy = Literal["none", "full-shard", "shard-grad-op", "hybrid-shard", "no-shard"]
+Offload = Literal["none", "optimizer", "params"]
+WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
+KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
 
 METHODS: tuple[Method, ...] = ("full", "lora", "qlora", "freeze")
 PRECISIONS: tuple[PrecisionName, ...] = (
@@ -181,6 +187,43 @@ class TrainingSpec(BaseModel):
     double_quant: bool = True
     freeze_layers: NonNegativeInt | None = None  # for `freeze`: layers frozen from the bottom
     train_head: bool = True  # for `freeze`: whether the LM head is trained
+    # Parallelism (memory/distributed.py): GPUs per node × nodes = tp × pp × data-parallel degree.
+    gpus_per_node: PositiveInt = 1
+    nodes: PositiveInt = 1
+    zero: ZeroStage = 0  # DeepSpeed ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters
+    fsdp: FsdpStrategy = "none"  # PyTorch FSDP ShardingStrategy
+    offload: Offload = "none"  # ZeRO-Offload / ZeRO-Infinity / FSDP CPUOffload
+    tp: PositiveInt = 1  # tensor parallel degree (Megatron)
+    pp: PositiveInt = 1  # pipeline parallel degree
+    sequence_parallel: bool = False  # Megatron sequence parallelism (needs tp > 1)
+    # Inference (memory/inference.py): seq_len is the context (prompt + generated tokens).
+    weight_dtype: WeightDtype = "auto"  # auto: the precision's weight dtype
+    kv_dtype: KvDtype = "auto"  # auto: the compute dtype
+    quant_group_size: PositiveInt = 128  # GPTQ / AWQ group size
+
+    @model_validator(mode="after")
+    def _parallel_consistent(self) -> Self:
+        gpus = self.gpus_per_node * self.nodes
+        if gpus % (self.tp * self.pp):
+            raise ValueError(f"{gpus} GPUs cannot be split into tp {self.tp} × pp {self.pp}: "
+                             "make --gpus × --nodes a multiple of --tp × --pp")
+        if self.zero and self.fsdp != "none":
+            raise ValueError("choose DeepSpeed ZeRO or FSDP, not both: drop --zero or --fsdp")
+        if self.offload == "params" and self.zero != 3 and self.fsdp not in ("full-shard", "hybrid-shard"):
+            raise ValueError("parameter offload needs sharded parameters: add --zero 3 or --fsdp full-shard")
+        if self.offload == "optimizer" and self.zero == 0:
+            hint = "FSDP's CPUOffload moves parameters: use --offload params" if self.fsdp != "none" \
+                else "add --zero 1, 2 or 3"
+            raise ValueError(f"optimizer offload needs ZeRO: {hint}")
+        if self.sequence_parallel and self.tp == 1:
+            raise ValueError("sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
+        if self.mode == "inference":
+            if self.zero or self.fsdp != "none" or self.offload != "none":
+                raise ValueError("inference shards with --tp/--pp only: drop --zero, --fsdp and --offload")
+        elif self.weight_dtype != "auto" or self.kv_dtype != "auto":
+            raise ValueError("--weight-dtype and --kv-dtype apply to --mode inference; for training use "
+                             "--method qlora or --precision")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

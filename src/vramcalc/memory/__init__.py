@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vramcalc.memory import distributed as _distributed
+from vramcalc.memory import inference as _inference
 from vramcalc.memory.activations import head_activations, layer_activations
-from vramcalc.memory.optimizer import optimizer_bytes
+from vramcalc.memory.optimizer import OptimizerBytes, optimizer_bytes
 from vramcalc.memory.precision import RECIPES, Recipe
 from vramcalc.memory.weights import freeze_fraction, weight_bytes
 from vramcalc.params import active_params, block_linears, count_params, head_dim
@@ -52,10 +54,15 @@ class Breakdown:
     notes: tuple[str, ...] = ()
     activations_modeled: bool = True
     active_parameters: int = 0  # parameters one token uses (MoE: total less the unrouted experts)
+    # Multi-GPU and inference (memory/distributed.py, memory/inference.py); zero for one GPU's training step.
+    communication: int = 0  # per-GPU communication buffers (DDP / DeepSpeed buckets)
+    kv_cache: int = 0  # inference: keys and values of every cached token
+    cpu_offload_bytes: int = 0  # host RAM per node for offloaded states
+    parallelism: dict[str, int | str] | None = None  # gpus, tp, pp, dp, ZeRO stage; None: one GPU
 
     @property
     def peak_phase(self) -> str:
-        return max(PHASES, key=lambda p: self.phases[p])
+        return max(self.phases, key=lambda p: self.phases[p])
 
     @property
     def tensor_peak_bytes(self) -> int:
@@ -69,7 +76,7 @@ class Breakdown:
     @property
     def sum_bytes(self) -> int:
         """Every component added up as if all were alive at once (an upper bound of the peak)."""
-        return sum(self.component(c) for c in COMPONENTS)
+        return sum(self.component(c) for c in COMPONENTS) + self.communication + self.kv_cache
 
     def component(self, name: str) -> int:
         value: int = getattr(self, name)
@@ -78,6 +85,8 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    if training.mode == "inference":
+        return _estimate_inference(model, training)
     recipe = RECIPES[training.precision]
     notes: list[str] = []
     w = weight_bytes(model, training, recipe)
@@ -90,6 +99,7 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     accum = training.grad_accum > 1
     weights = w.total
     states = opt.total
+    step_temp = opt.step_temporaries
     details: dict[str, int] = {
         "weights.base": w.base,
         "weights.quant_constants": w.quant_constants,
@@ -101,8 +111,17 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     if opt.paged:
         notes.append("paged optimizer: its states live in CUDA unified memory and may be evicted to CPU RAM "
                      "under pressure; they are counted on the GPU here (the worst case).")
+    per_gpu = None
+    if _distributed.is_parallel(training):  # the one hook: shard the model states, then the phases as usual
+        per_gpu = _shard(model, training, recipe, w.total, gradients, opt, w.trainable, tokens)
+        weights, gradients, states, step_temp = (per_gpu.weights, per_gpu.gradients, per_gpu.optimizer_state,
+                                                 per_gpu.step_temporaries)
+        tokens = per_gpu.activation_tokens
+        details.update(per_gpu.details)
+        notes.extend(per_gpu.notes)
+    communication = per_gpu.communication if per_gpu else 0
 
-    base = weights + states
+    base = weights + states + communication
     if not model.has_architecture:
         per_sample = model.activation_bytes_per_sample
         activations = (per_sample or 0) * training.batch_size
@@ -112,13 +131,13 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         details["activations.per_sample_preset"] = activations
         fwd = base + (gradients if accum else 0) + activations
         bwd = base + gradients + activations
-        step = base + gradients + opt.step_temporaries
-        temporaries = opt.step_temporaries
+        step = base + gradients + step_temp
+        temporaries = step_temp
         phases = {"forward": fwd, "backward": bwd, "optimizer_step": step}
         modeled = per_sample is not None
     else:
         phases, activations, temporaries, act_details, modeled = _transformer_phases(
-            model, training, recipe, base, gradients, opt.step_temporaries, w.trainable, tokens, notes)
+            model, training, recipe, base, gradients, step_temp, w.trainable, tokens, notes)
         details.update(act_details)
     tensor_peak = max(phases.values())
     overhead = CUDA_CONTEXT_BYTES + tensor_peak * ALLOCATOR_RESERVE_PERCENT // 100
@@ -145,6 +164,51 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         notes=tuple(notes),
         activations_modeled=modeled,
         active_parameters=active_params(model),
+        communication=communication,
+        cpu_offload_bytes=per_gpu.cpu_offload_bytes if per_gpu else 0,
+        parallelism=dict(per_gpu.layout) if per_gpu else None,
+    )
+
+
+def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: int, gradients: int,
+           opt: OptimizerBytes, trainable: int, tokens: int) -> _distributed.PerGpu:
+    """Per-GPU model states under the run's ZeRO/FSDP/tp/pp layout (memory/distributed.py)."""
+    fp32_grads = 4 * trainable if recipe.master_weights else 0  # optimizer.py: fp32 grads for the master copy
+    lora = training.method in ("lora", "qlora")
+    grad_elem = dtype_bytes(training.adapter_dtype if lora else recipe.grad)
+    states = _distributed.ModelStates(
+        weights=weights, gradients=gradients, moments=opt.moments, master_weights=opt.master_weights,
+        step_temporaries=opt.step_temporaries, fp32_grad_bytes=min(fp32_grads, opt.step_temporaries),
+        parameters=count_params(model), trainable=trainable, grad_elem_bytes=grad_elem)
+    return _distributed.shard(model, training, states, tokens,
+                              deepspeed_fp32_grad_partition=recipe.master_weights)
+
+
+def _estimate_inference(model: ModelSpec, training: TrainingSpec) -> Breakdown:
+    """Serving memory per GPU (memory/inference.py) as a Breakdown with a kv_cache component."""
+    inf = _inference.estimate_inference(model, training)
+    tensor_peak = max(inf.phases.values())
+    overhead = CUDA_CONTEXT_BYTES + tensor_peak * ALLOCATOR_RESERVE_PERCENT // 100
+    details = {
+        "weights.base": inf.weights - inf.quant_constants,
+        "weights.quant_constants": inf.quant_constants,
+        "kv_cache.bytes_per_token": inf.kv_bytes_per_token,
+        "activations.prefill_workspace": inf.activations,
+        "temporaries.logits": inf.temporaries,
+        "overhead.cuda_context": CUDA_CONTEXT_BYTES,
+        "overhead.allocator_reserve": overhead - CUDA_CONTEXT_BYTES,
+    }
+    layout: dict[str, int | str] | None = None
+    if training.tp > 1 or training.pp > 1 or _distributed.world_size(training) > 1:
+        layout = {"gpus_per_node": training.gpus_per_node, "nodes": training.nodes,
+                  "world_size": _distributed.world_size(training), "tp": training.tp, "pp": training.pp,
+                  "dp": _distributed.data_parallel(training), "strategy": "inference"}
+    return Breakdown(
+        model=model.name, parameters=count_params(model), trainable_parameters=0,
+        weights=inf.weights, gradients=0, optimizer_state=0, activations=inf.activations,
+        temporaries=inf.temporaries, overhead=overhead, phases=dict(inf.phases), details=details,
+        notes=inf.notes, activations_modeled=model.has_architecture, kv_cache=inf.kv_cache,
+        parallelism=layout,
     )
 
 
