@@ -170,6 +170,11 @@ def _take(data: dict[str, Any], run: Run, key: str, option: str, convert: Any = 
         run.mapped.append(key)
 
 
+def _seen(data: dict[str, Any], run: Run, *keys: str) -> None:
+    """Mark keys as used when the file has them (their absence meant a default that was applied)."""
+    run.mapped += [k for k in keys if k in data]
+
+
 def _optim(run: Run, key: str, name: Any) -> None:
     hit = HF_OPTIM.get(str(name))
     if hit is None:
@@ -252,7 +257,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # (data_args.py), gradient checkpointing on unless disable_gradient_checkpointing (model_args.py).
     run = Run(model=str(d["model_name_or_path"]), mapped=["model_name_or_path"])
     ftype = str(d.get("finetuning_type", "lora"))
-    run.mapped.append("finetuning_type") if "finetuning_type" in d else None
+    _seen(d, run, "finetuning_type")
     quant = d.get("quantization_bit")
     if ftype == "lora":
         if quant in (4, 8):
@@ -274,17 +279,17 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             )
         spec = resolve_model(run.model or "", path.parent)
         run.options["freeze_layers"] = max(0, (spec.num_layers or trainable) - trainable)
-        run.mapped.append("freeze_trainable_layers") if "freeze_trainable_layers" in d else None
+        _seen(d, run, "freeze_trainable_layers")
     _take(d, run, "lora_rank", "lora_rank", int)
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
     _take(d, run, "lora_target", "lora_targets", _targets)
     run.options["seq_len"] = int(d.get("cutoff_len", 2048))
-    run.mapped.append("cutoff_len") if "cutoff_len" in d else None
+    _seen(d, run, "cutoff_len")
     _take(d, run, "per_device_train_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
     run.options["grad_checkpointing"] = not _truthy(d.get("disable_gradient_checkpointing", False))
-    run.mapped.append("disable_gradient_checkpointing") if "disable_gradient_checkpointing" in d else None
+    _seen(d, run, "disable_gradient_checkpointing")
     if "optim" in d:
         _optim(run, "optim", d["optim"])
     else:
@@ -308,13 +313,13 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
         run.options["precision"] = f"pure-{half}" if pure else f"amp-{half}"
     if str(d.get("flash_attn", "auto")) == "disabled":
         run.options["attention"] = "eager"
-    run.mapped.append("flash_attn") if "flash_attn" in d else None
+    _seen(d, run, "flash_attn")
     if str(d.get("stage", "sft")) in ("dpo", "kto", "ppo", "rm"):
         run.notes.append(
             f"stage {d['stage']}: reference/reward models and pairs of sequences are not counted; "
             "the estimate is for one policy model on single sequences."
         )
-    run.mapped.append("stage") if "stage" in d else None
+    _seen(d, run, "stage")
     return _finish(d, run)
 
 
@@ -365,7 +370,7 @@ def torchtune_model_names(component: str) -> list[str]:
     """Preset candidates for a torchtune builder: lora_llama3_1_8b → llama-3.1-8b, llama3.1-8b, ..."""
     builder = component.rsplit(".", 1)[-1]
     base = re.sub(r"^(q?lora_)", "", builder)
-    dotted = re.sub(r"(?<=\d)_(?=\d)", ".", base)  # 3_1 → 3.1, 2_5 → 2.5
+    dotted = re.sub(r"(?<=\d)_(?=\d+(?:_|$))", ".", base)  # 3_1 → 3.1, 2_5 → 2.5
     spaced = dotted.replace("_", "-")
     split_family = re.sub(r"^([a-z]+)(\d)", r"\1-\2", spaced)  # llama3.1-8b → llama-3.1-8b
     return list(dict.fromkeys([split_family, spaced, base]))
@@ -393,11 +398,9 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
         local = Path(str(ckpt.get("checkpoint_dir", ""))) / "config.json"
         if ckpt.get("checkpoint_dir") and local.is_file():
             run.model = str(local)
-        else:
-            raise RunFileError(
-                f"{path}: torchtune model {builder!r} matches no preset and checkpointer."
-                "checkpoint_dir holds no config.json; pass MODEL (a preset or a config.json path)"
-            )
+        else:  # MODEL on the command line may still name it; without one, the command says so
+            run.notes.append(f"torchtune model {builder!r} matches no preset and checkpointer.checkpoint_dir "
+                             "holds no config.json.")
     if "lora_rank" in model_cfg:
         run.options["lora_rank"] = int(model_cfg["lora_rank"])
     if "lora_alpha" in model_cfg:
@@ -415,12 +418,13 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
     _take(d, run, "enable_activation_checkpointing", "grad_checkpointing", _truthy)
-    # torchtune trains in the `dtype` it names, with no master copy and states like the parameters.
+    # torchtune trains every parameter, adapters included, in the `dtype` it names, with no master copy;
+    # torch optimizers then keep states like the parameters (zeros_like): pure-bf16, bf16 adapters.
     dtype = str(d.get("dtype", "bf16"))
-    run.options["precision"] = (
-        "fp32" if dtype == "fp32" else "pure-bf16" if run.options["method"] == "full" else "bf16"
-    )
-    run.mapped.append("dtype") if "dtype" in d else None
+    run.options["precision"] = "fp32" if dtype == "fp32" else "pure-bf16"
+    if dtype != "fp32" and run.options["method"] in ("lora", "qlora"):
+        run.options["adapter_dtype"] = "bf16"
+    _seen(d, run, "dtype")
     opt = d.get("optimizer")
     if isinstance(opt, dict) and "_component_" in opt:
         name = TORCHTUNE_OPTIM.get(str(opt["_component_"]))

@@ -126,7 +126,9 @@ def estimate_rows(
     for run in runs:
         ref = model or run.model
         if ref is None:
-            raise BadInput("no model: pass MODEL or put `model:` in the run file")
+            hint = f" ({run.notes[-1].rstrip('.')})" if run.notes else ""
+            raise BadInput(f"no model{hint}; pass MODEL (a preset or a config.json path) or put `model:` in the "
+                           "run file")
         base = Path(run.path).parent if run.path and model is None else None
         spec = runfiles.resolve_model(ref, base)
         gpus = targets([gpu or run.gpu] if (gpu or run.gpu) else [], max_memory)
@@ -231,12 +233,23 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
             nl=False,
         )
         return
+    if fmt == "markdown" and len(rows) == 1:
+        r = rows[0]
+        text = render.markdown(r.spec, r.breakdown, r.training, r.verdict, units)
+        if r.status is not None:
+            text += f"\nStatus: **{r.status}** (margin {margin_text(margin)})\n"
+        typer.echo(text, nl=False)
+        return
     if fmt == "markdown":
-        for r in rows:
-            text = render.markdown(r.spec, r.breakdown, r.training, r.verdict, units)
-            if r.status is not None:
-                text += f"\nStatus: **{r.status}** (margin {margin_text(margin)})\n"
-            typer.echo(text, nl=False)
+        lines = ["| run | model | method | batch × seq | peak | GPU | status | headroom |",
+                 "| --- | --- | --- | --- | ---: | --- | --- | ---: |"]
+        for i, r in enumerate(rows, 1):
+            t, v = r.training, r.verdict
+            lines.append(f"| {r.name or i} | {r.breakdown.model} | {t.method} | {t.batch_size} × {t.seq_len} | "
+                         f"{render.format_bytes(r.breakdown.peak_bytes, units)} | {v.gpu.name if v else ''} | "
+                         f"{r.status or ''} | {render.format_bytes(v.headroom_bytes, units) if v else ''} |")
+        lines += ["", f"Margin: TIGHT below {margin_text(margin)}."]
+        typer.echo("\n".join(lines) + "\n", nl=False)
         return
     con = console(no_color)
     colour = uses_colour(con)
