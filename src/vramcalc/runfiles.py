@@ -370,7 +370,8 @@ def torchtune_model_names(component: str) -> list[str]:
     """Preset candidates for a torchtune builder: lora_llama3_1_8b → llama-3.1-8b, llama3.1-8b, ..."""
     builder = component.rsplit(".", 1)[-1]
     base = re.sub(r"^(q?lora_)", "", builder)
-    dotted = re.sub(r"(?<=\d)_(?=\d+(?:_|$))", ".", base)  # 3_1 → 3.1, 2_5 → 2.5
+    dotted = re.sub(r"(?<=[a-z])(\d)_(\d)(?=_)", r"\1.\2", base)  # version: llama3_1_ → llama3.1_
+    dotted = re.sub(r"_(\d+)_(\d+)b$", r"_\1.\2b", dotted)  # size: _0_5b → _0.5b
     spaced = dotted.replace("_", "-")
     split_family = re.sub(r"^([a-z]+)(\d)", r"\1-\2", spaced)  # llama3.1-8b → llama-3.1-8b
     return list(dict.fromkeys([split_family, spaced, base]))
