@@ -23,8 +23,14 @@ def test_vramcalc_run_file() -> None:
     run = one("runs/qlora-4090.yaml")
     assert (run.kind, run.model, run.gpu) == ("vramcalc", "mistral-7b", "rtx4090")
     # The YAML list [q_proj, k_proj, v_proj, o_proj] becomes the option's comma-separated form.
-    assert run.options == {"method": "qlora", "seq_len": 2048, "batch_size": 2, "grad_checkpointing": True,
-                           "lora_rank": 16, "lora_targets": "q_proj,k_proj,v_proj,o_proj"}
+    assert run.options == {
+        "method": "qlora",
+        "seq_len": 2048,
+        "batch_size": 2,
+        "grad_checkpointing": True,
+        "lora_rank": 16,
+        "lora_targets": "q_proj,k_proj,v_proj,o_proj",
+    }
 
 
 def test_list_of_runs_shares_top_level_keys() -> None:
@@ -45,9 +51,16 @@ def test_axolotl() -> None:
     run = one("configs/axolotl-qlora.yaml")
     assert run.kind == "axolotl" and run.model == "mistralai/Mistral-7B-v0.1"
     assert run.options == {
-        "method": "qlora", "quant_bits": 4,  # adapter: qlora, load_in_4bit: true
-        "lora_rank": 32, "lora_alpha": 16.0, "lora_dropout": 0.05, "lora_targets": "all-linear",
-        "seq_len": 4096, "batch_size": 2, "grad_accum": 4, "grad_checkpointing": True,
+        "method": "qlora",
+        "quant_bits": 4,  # adapter: qlora, load_in_4bit: true
+        "lora_rank": 32,
+        "lora_alpha": 16.0,
+        "lora_dropout": 0.05,
+        "lora_targets": "all-linear",
+        "seq_len": 4096,
+        "batch_size": 2,
+        "grad_accum": 4,
+        "grad_checkpointing": True,
         "optimizer": "adamw-8bit",  # adamw_bnb_8bit
         "precision": "bf16",  # bf16: auto, LoRA: a bf16 base (adapters stay fp32)
     }
@@ -72,24 +85,33 @@ def test_llama_factory_full_bf16_is_amp(tmp_path: Path) -> None:
     f = tmp_path / "full.yaml"
     f.write_text("model_name_or_path: qwen2.5-0.5b\nstage: sft\nfinetuning_type: full\nbf16: true\n")
     assert runfiles.load(str(f))[0].options["precision"] == "amp-bf16"
-    f.write_text("model_name_or_path: qwen2.5-0.5b\nstage: sft\nfinetuning_type: full\nbf16: true\n"
-                 "pure_bf16: true\n")
+    f.write_text(
+        "model_name_or_path: qwen2.5-0.5b\nstage: sft\nfinetuning_type: full\nbf16: true\npure_bf16: true\n"
+    )
     assert runfiles.load(str(f))[0].options["precision"] == "pure-bf16"
 
 
 def test_llama_factory_freeze_counts_layers_from_the_top(tmp_path: Path) -> None:
     # Qwen2.5-0.5B has 24 layers; freeze_trainable_layers 2 trains the top two: 22 frozen from the bottom.
     f = tmp_path / "freeze.yaml"
-    f.write_text("model_name_or_path: qwen2.5-0.5b\nstage: sft\nfinetuning_type: freeze\n"
-                 "freeze_trainable_layers: 2\n")
+    f.write_text(
+        "model_name_or_path: qwen2.5-0.5b\nstage: sft\nfinetuning_type: freeze\nfreeze_trainable_layers: 2\n"
+    )
     assert runfiles.load(str(f))[0].options["freeze_layers"] == 22
 
 
 def test_hf_training_arguments() -> None:
     run = one("configs/hf-training-args.json")
     assert run.kind == "hf-training-args" and run.model is None
-    assert run.options == {"batch_size": 8, "grad_accum": 2, "grad_checkpointing": True, "optimizer": "adamw",
-                           "optimizer_impl": "fused", "precision": "amp-bf16", "method": "full"}
+    assert run.options == {
+        "batch_size": 8,
+        "grad_accum": 2,
+        "grad_checkpointing": True,
+        "optimizer": "adamw",
+        "optimizer_impl": "fused",
+        "precision": "amp-bf16",
+        "method": "full",
+    }
     assert "learning_rate" in run.ignored
 
 
@@ -101,13 +123,16 @@ def test_model_config_json() -> None:
     assert count_params(spec) == 1_100_048_384
 
 
-@pytest.mark.parametrize("component,expected", [
-    ("torchtune.models.llama3_1.lora_llama3_1_8b", "llama-3.1-8b"),
-    ("torchtune.models.llama2.qlora_llama2_7b", "llama-2-7b"),
-    ("torchtune.models.qwen2_5.lora_qwen2_5_7b_instruct", "qwen2.5-7b"),  # the Instruct repo is an alias
-    ("torchtune.models.mistral.mistral_7b", "mistral-7b"),
-    ("torchtune.models.qwen2_5.qwen2_5_0_5b", "qwen2.5-0.5b"),
-])
+@pytest.mark.parametrize(
+    "component,expected",
+    [
+        ("torchtune.models.llama3_1.lora_llama3_1_8b", "llama-3.1-8b"),
+        ("torchtune.models.llama2.qlora_llama2_7b", "llama-2-7b"),
+        ("torchtune.models.qwen2_5.lora_qwen2_5_7b_instruct", "qwen2.5-7b"),  # the Instruct repo is an alias
+        ("torchtune.models.mistral.mistral_7b", "mistral-7b"),
+        ("torchtune.models.qwen2_5.qwen2_5_0_5b", "qwen2.5-0.5b"),
+    ],
+)
 def test_torchtune_builder_names(component: str, expected: str | None) -> None:
     from vramcalc import presets
 

@@ -58,8 +58,11 @@ def test_qlora_batch_limit_on_4090(mistral) -> None:  # type: ignore[no-untyped-
     assert max_batch_size(Estimator(mistral), t, RTX4090_BYTES) == 1
 
 
-@pytest.mark.parametrize("solver,option", [(max_batch_size, "batch_size"), (max_seq_len, "seq_len"),
-                                            (max_lora_rank, "lora_rank")], ids=["batch", "seq", "rank"])
+@pytest.mark.parametrize(
+    "solver,option",
+    [(max_batch_size, "batch_size"), (max_seq_len, "seq_len"), (max_lora_rank, "lora_rank")],
+    ids=["batch", "seq", "rank"],
+)
 def test_limits_are_exact_at_the_boundary(mistral, solver, option) -> None:  # type: ignore[no-untyped-def]
     t = TrainingSpec(method="lora", seq_len=256, grad_checkpointing=True)
     budget = RTX4090_BYTES
@@ -96,12 +99,15 @@ def test_no_suggestions_when_it_fits(mistral) -> None:  # type: ignore[no-untype
     assert rep.status == "FITS" and rep.suggestions == ()
 
 
-@pytest.mark.parametrize("needed,capacity,expected", [
-    (95, 100, "FITS"),  # margin ceil(95 × 5 %) = 5, headroom 5 ≥ 5
-    (96, 100, "TIGHT"),  # margin ceil(4.8) = 5, headroom 4 < 5
-    (100, 100, "TIGHT"),  # fits exactly, no headroom
-    (101, 100, "DOES NOT FIT"),
-])
+@pytest.mark.parametrize(
+    "needed,capacity,expected",
+    [
+        (95, 100, "FITS"),  # margin ceil(95 × 5 %) = 5, headroom 5 ≥ 5
+        (96, 100, "TIGHT"),  # margin ceil(4.8) = 5, headroom 4 < 5
+        (100, 100, "TIGHT"),  # fits exactly, no headroom
+        (101, 100, "DOES NOT FIT"),
+    ],
+)
 def test_classify(needed: int, capacity: int, expected: str) -> None:
     assert classify(needed, capacity, Margin()) == expected
 
@@ -121,12 +127,15 @@ def test_parse_margin_rejects(text: str) -> None:
         parse_margin(text)
 
 
-@pytest.mark.parametrize("text,n_bytes", [
-    ("20GB", 20 * 10**9),
-    ("24GiB", 24 * 2**30),  # 25,769,803,776
-    ("512 MiB", 512 * 2**20),
-    ("80000000000", 80 * 10**9),
-])
+@pytest.mark.parametrize(
+    "text,n_bytes",
+    [
+        ("20GB", 20 * 10**9),
+        ("24GiB", 24 * 2**30),  # 25,769,803,776
+        ("512 MiB", 512 * 2**20),
+        ("80000000000", 80 * 10**9),
+    ],
+)
 def test_parse_size(text: str, n_bytes: int) -> None:
     assert parse_size(text) == n_bytes
 

@@ -95,8 +95,8 @@ def _console() -> Any:
 @app.command(epilog=EPILOG)
 @with_estimate_options()
 def estimate(
-    model: Annotated[str | None, typer.Argument(help="Model preset name, alias, Hugging Face id or config.json "
-                                                "path (or `model:` in --config).",
+    model: Annotated[str | None, typer.Argument(help="Model preset name, alias, Hugging Face id or "
+                                                "config.json path (or `model:` in --config).",
                                                 autocompletion=_complete_model)] = None,
     *,
     opts: OptionValues,
@@ -150,7 +150,8 @@ def models(
         _emit({"models": rows}, fmt)
         return
     if fmt == "csv":
-        typer.echo(whatif.csv_text(["name", "display_name", "family", "parameters", "source"], rows), nl=False)
+        columns = ["name", "display_name", "family", "parameters", "source"]
+        typer.echo(whatif.csv_text(columns, rows), nl=False)
         return
     if fmt == "markdown":
         lines = ["| name | family | parameters |", "| --- | --- | ---: |"]
@@ -172,8 +173,8 @@ def gpus(
     *,
     opts: OptionValues,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = "table",
-    fits: Annotated[str | None, typer.Option(help="List only the GPUs that fit this model's run (the estimate "
-                                             "options describe it), smallest first, with headroom.",
+    fits: Annotated[str | None, typer.Option(help="List only the GPUs that fit this model's run (the "
+                                             "estimate options describe it), smallest first, with headroom.",
                                              autocompletion=_complete_model)] = None,
     margin: whatif.MarginOpt = None,
     config: whatif.ConfigOpt = None,
@@ -239,9 +240,8 @@ def show(
         _emit(doc, fmt)
         return
     if fmt == "csv":
-        typer.echo(whatif.csv_text(["tensor_group", "parameters"],
-                                   [{"tensor_group": k, "parameters": v} for k, v in doc["breakdown"].items()]),
-                   nl=False)
+        groups = [{"tensor_group": k, "parameters": v} for k, v in doc["breakdown"].items()]
+        typer.echo(whatif.csv_text(["tensor_group", "parameters"], groups), nl=False)
         return
     from rich.table import Table
 

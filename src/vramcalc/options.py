@@ -186,7 +186,7 @@ def training_spec(values: Mapping[str, Any]) -> Any:
         raise OptionError(f"--quant-bits must be 4 or 8, not {kw.get('quant_bits')}")
     targets = kw.get("lora_targets", "")
     if isinstance(targets, str):
-        targets = [x for x in targets.split(",")]
+        targets = targets.split(",")
     kw["lora_targets"] = tuple(x.strip() for x in targets if str(x).strip())
     return TrainingSpec(**kw)
 
@@ -207,7 +207,7 @@ def with_estimate_options(multi: bool = False) -> Callable[[F], F]:
             for o in OPTIONS
         ]
 
-        # Typer calls the command with keywords only: arguments first, then these options, then the command's own.
+        # Typer calls the command with keywords only: arguments, then these options, then the command's own.
         def is_argument(p: inspect.Parameter) -> bool:
             return any(
                 isinstance(m, typer.models.ArgumentInfo) for m in getattr(p.annotation, "__metadata__", ())

@@ -400,8 +400,10 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
         if ckpt.get("checkpoint_dir") and local.is_file():
             run.model = str(local)
         else:  # MODEL on the command line may still name it; without one, the command says so
-            run.notes.append(f"torchtune model {builder!r} matches no preset and checkpointer.checkpoint_dir "
-                             "holds no config.json.")
+            run.notes.append(
+                f"torchtune model {builder!r} matches no preset and checkpointer.checkpoint_dir "
+                "holds no config.json."
+            )
     if "lora_rank" in model_cfg:
         run.options["lora_rank"] = int(model_cfg["lora_rank"])
     if "lora_alpha" in model_cfg:

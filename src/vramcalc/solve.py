@@ -154,7 +154,7 @@ def _choices(t: TrainingSpec) -> list[list[tuple[str, dict[str, Any]]]]:
 
 
 def _smaller_batch(est: Estimator, t: TrainingSpec, budget_bytes: int) -> dict[str, Any] | None:
-    """The largest smaller micro-batch that fits and divides the effective batch (accumulation makes it up)."""
+    """The largest smaller micro-batch that fits and divides the effective batch (accumulation fills it)."""
     effective = t.batch_size * t.grad_accum
     for b in range(t.batch_size - 1, 0, -1):
         if effective % b == 0 and est.peak(with_changes(t, {"batch_size": b})) <= budget_bytes:

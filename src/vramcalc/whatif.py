@@ -127,8 +127,9 @@ def estimate_rows(
         ref = model or run.model
         if ref is None:
             hint = f" ({run.notes[-1].rstrip('.')})" if run.notes else ""
-            raise BadInput(f"no model{hint}; pass MODEL (a preset or a config.json path) or put `model:` in the "
-                           "run file")
+            raise BadInput(
+                f"no model{hint}; pass MODEL (a preset or a config.json path) or put `model:` in the run file"
+            )
         base = Path(run.path).parent if run.path and model is None else None
         spec = runfiles.resolve_model(ref, base)
         gpus = targets([gpu or run.gpu] if (gpu or run.gpu) else [], max_memory)
@@ -241,13 +242,17 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
         typer.echo(text, nl=False)
         return
     if fmt == "markdown":
-        lines = ["| run | model | method | batch × seq | peak | GPU | status | headroom |",
-                 "| --- | --- | --- | --- | ---: | --- | --- | ---: |"]
+        lines = [
+            "| run | model | method | batch × seq | peak | GPU | status | headroom |",
+            "| --- | --- | --- | --- | ---: | --- | --- | ---: |",
+        ]
         for i, r in enumerate(rows, 1):
             t, v = r.training, r.verdict
-            lines.append(f"| {r.name or i} | {r.breakdown.model} | {t.method} | {t.batch_size} × {t.seq_len} | "
-                         f"{render.format_bytes(r.breakdown.peak_bytes, units)} | {v.gpu.name if v else ''} | "
-                         f"{r.status or ''} | {render.format_bytes(v.headroom_bytes, units) if v else ''} |")
+            lines.append(
+                f"| {r.name or i} | {r.breakdown.model} | {t.method} | {t.batch_size} × {t.seq_len} | "
+                f"{render.format_bytes(r.breakdown.peak_bytes, units)} | {v.gpu.name if v else ''} | "
+                f"{r.status or ''} | {render.format_bytes(v.headroom_bytes, units) if v else ''} |"
+            )
         lines += ["", f"Margin: TIGHT below {margin_text(margin)}."]
         typer.echo("\n".join(lines) + "\n", nl=False)
         return
@@ -648,7 +653,8 @@ def _print_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
         typer.echo(csv_text([*cols, "suggestion"], rows), nl=False)
         return
     head = (
-        f"{doc['model']} on {doc['gpu']['display_name']} ({format_bytes(doc['gpu']['memory_bytes'], units)}): "
+        f"{doc['model']} on {doc['gpu']['display_name']} "
+        f"({format_bytes(doc['gpu']['memory_bytes'], units)}): "
         f"needs {format_bytes(doc['peak_bytes'], units)}, {doc['status']}"
     )
     limits = [
@@ -662,7 +668,8 @@ def _print_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
         if doc["suggestions"]:
             lines += ["", "| change | peak | status |", "| --- | ---: | --- |"]
             lines += [
-                f"| `{_changes_text(s['changes'])}` | {format_bytes(s['peak_bytes'], units)} | {s['status']} |"
+                f"| `{_changes_text(s['changes'])}` | {format_bytes(s['peak_bytes'], units)} "
+                f"| {s['status']} |"
                 for s in doc["suggestions"]
             ]
         lines += [""] + [f"- {n}" for n in doc["notes"]]
