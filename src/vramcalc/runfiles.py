@@ -514,11 +514,13 @@ def spec_from_config_json(path: Path) -> ModelSpec:
     from pydantic import ValidationError
 
     try:
-        return ModelSpec(
-            name=name[:100],
-            source=str(path),
-            family=str(d.get("model_type", "llama")),
-            **{k: v for k, v in fields.items() if v is not None},
+        return ModelSpec.model_validate(
+            {
+                "name": name[:100],
+                "source": str(path),
+                "family": str(d.get("model_type", "llama")),
+                **{k: v for k, v in fields.items() if v is not None},
+            }
         )
     except ValidationError as e:
         err = e.errors()[0]

@@ -132,7 +132,8 @@ def estimate_rows(
             )
         base = Path(run.path).parent if run.path and model is None else None
         spec = runfiles.resolve_model(ref, base)
-        gpus = targets([gpu or run.gpu] if (gpu or run.gpu) else [], max_memory)
+        gpu_name = gpu or run.gpu
+        gpus = targets([gpu_name] if gpu_name else [], max_memory)
         if len(gpus) > 1:
             gpus = gpus[-1:]  # --max-memory wins over a GPU named in the run file
         training = training_spec(opts.run(run.options))
@@ -270,14 +271,17 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
         return
     from rich.table import Table
 
-    tbl = Table("run", "model", "method", "batch × seq", "peak", "GPU", "status", "memory", show_edge=False)
+    tbl = Table("run", "model", "method", "batch × seq", "peak", "GPU", "status", show_edge=False)
+    show_bar = con.width >= 120  # the bar needs room beside seven columns
+    if show_bar:
+        tbl.add_column("memory", no_wrap=True)
     scale = max(
         max(r.breakdown.sum_bytes for r in rows),
         max((r.verdict.gpu.memory_bytes for r in rows if r.verdict), default=0),
     )
     for i, r in enumerate(rows, 1):
         t = r.training
-        tbl.add_row(
+        cells: list[Any] = [
             r.name or str(i),
             r.breakdown.model,
             t.method,
@@ -285,7 +289,13 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
             render.format_bytes(r.breakdown.peak_bytes, units),
             r.verdict.gpu.name if r.verdict else "",
             r.status or "",
-            bars.bar(r.breakdown, [r.verdict.gpu.memory_bytes] if r.verdict else [], scale, 24, colour),
+        ]
+        if show_bar:
+            cells.append(
+                bars.bar(r.breakdown, [r.verdict.gpu.memory_bytes] if r.verdict else [], scale, 24, colour)
+            )
+        tbl.add_row(
+            *cells,
             style=STATUS_STYLE[r.status] if colour else "",
         )
     con.print(tbl)
@@ -577,7 +587,8 @@ def fit_command(
         if ref is None:
             raise BadInput("no model: pass MODEL or put `model:` in the run file")
         spec = runfiles.resolve_model(ref, Path(run.path).parent if run.path and model is None else None)
-        found = targets([gpu or run.gpu] if (gpu or run.gpu) and not max_memory else [], max_memory)
+        gpu_name = gpu or run.gpu
+        found = targets([gpu_name] if gpu_name and not max_memory else [], max_memory)
         if not found:
             raise BadInput("fit needs a GPU: pass --gpu NAME (see: vramcalc gpus) or --max-memory 20GB")
         target = found[0]
@@ -717,7 +728,7 @@ def gpus_fit(
         all_gpus = [g for g in presets.gpus().specs if isinstance(g, GpuSpec)]
     except _errors() as e:
         raise fail(e) from None
-    rows = []
+    rows: list[dict[str, Any]] = []
     for g in sorted(all_gpus, key=lambda g: (g.memory_bytes, g.name)):
         status = classify(b.peak_bytes, g.memory_bytes, m)
         if status != "DOES NOT FIT":
