@@ -11,9 +11,10 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from vramcalc import __version__
+from vramcalc import __version__, whatif
+from vramcalc.options import OptionValues, with_estimate_options
 
-Format = Literal["table", "json", "yaml", "markdown"]
+Format = Literal["table", "json", "yaml", "csv", "markdown"]
 Units = Literal["GB", "GiB"]
 WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 
@@ -101,111 +102,38 @@ def _console() -> Any:
 
 
 @app.command(epilog=EPILOG)
+@with_estimate_options()
 def estimate(
-    model: Annotated[str, typer.Argument(help=MODEL_HELP, autocompletion=_complete_model)],
+    model: Annotated[str | None, typer.Argument(help="Model preset name, alias, Hugging Face id or "
+                                                "config.json path (or `model:` in --config).",
+                                                autocompletion=_complete_model)] = None,
+    *,
+    opts: OptionValues,
     gpu: Annotated[str | None, typer.Option(help="GPU preset to check the fit against (no verdict without).",
                                             autocompletion=_complete_gpu)] = None,
-    method: Annotated[Literal["full", "lora", "qlora", "freeze"], typer.Option(help="Fine-tuning method.")] = "full",
-    precision: Annotated[Literal["bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16",
-                                 "amp-fp16", "fp32"],
-                         typer.Option(help="What weights, grads and optimizer states are stored in.")] = "bf16",
-    optimizer: Annotated[Literal["adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum",
-                                 "adafactor", "lion"], typer.Option(help="Optimizer.")] = "adamw",
-    optimizer_impl: Annotated[Literal["fused", "foreach", "for-loop"],
-                              typer.Option(help="Optimizer kernel: fused (no temporaries), foreach (PyTorch's "
-                                                "CUDA default), for-loop.")] = "fused",
-    batch_size: Annotated[int, typer.Option(help="Micro-batch size per GPU.")] = 1,
-    seq_len: Annotated[int, typer.Option(help="Sequence length in tokens.")] = 512,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-    grad_checkpointing: Annotated[bool, typer.Option(help="Gradient (activation) checkpointing.")] = False,
-    attention: Annotated[Literal["sdpa", "eager"],
-                         typer.Option(help="Attention kernel: sdpa (flash / memory-efficient) or eager.")] = "sdpa",
-    lora_rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 16,
-    lora_alpha: Annotated[float, typer.Option(help="LoRA alpha (no effect on memory).")] = 32.0,
-    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout (p > 0 keeps a copy of each adapted input).")]
-    = 0.0,
-    lora_targets: Annotated[str, typer.Option(help="Comma-separated module names, or all-linear.")]
-    = "q_proj,v_proj",
-    adapter_dtype: Annotated[Literal["fp32", "bf16", "fp16"], typer.Option(help="LoRA adapter dtype.")] = "fp32",
-    quant_bits: Annotated[int, typer.Option(help="QLoRA base: 4 (NF4) or 8 (int8).")] = 4,
-    double_quant: Annotated[bool, typer.Option(help="QLoRA double quantization of the constants.")] = True,
-    freeze_layers: Annotated[int | None, typer.Option(help="For --method freeze: layers frozen from the bottom.")]
-    = None,
-    train_head: Annotated[bool, typer.Option(help="For --method freeze: train the LM head.")] = True,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = "table",
     units: Annotated[Units, typer.Option(help="GB (10^9, as the seed texts count) or GiB (2^30).")] = "GB",
     check: Annotated[bool, typer.Option(help="Exit 1 when a --gpu is given and the run does not fit.")] = False,
     preset_dirs: PresetsOption = None,
-    mode: Annotated[Literal["train", "inference"], typer.Option(help="A training step, or serving.")]
-    = "train",
-    gpus: Annotated[int, typer.Option(help="GPUs per node (the verdict is per GPU).")] = 1,
-    nodes: Annotated[int, typer.Option(help="Nodes.")] = 1,
-    zero: Annotated[int, typer.Option(help="DeepSpeed ZeRO stage: 0, 1 (optimizer states), 2 (+ gradients), "
-                                           "3 (+ parameters).")] = 0,
-    fsdp: Annotated[Literal["none", "full-shard", "shard-grad-op", "hybrid-shard", "no-shard"],
-                    typer.Option(help="PyTorch FSDP sharding strategy.")] = "none",
-    offload: Annotated[Literal["none", "optimizer", "params"],
-                       typer.Option(help="CPU offload (ZeRO-Offload/Infinity, FSDP CPUOffload); params "
-                                         "implies optimizer. Host RAM is reported per node.")] = "none",
-    tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
-    pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
-    sequence_parallel: Annotated[bool, typer.Option(help="Megatron sequence parallelism (with --tp).")]
-    = False,
-    context: Annotated[int | None, typer.Option(help="Inference context in tokens (sets --seq-len).")] = None,
-    weight_dtype: Annotated[WeightDtype, typer.Option(help="Inference weight format (auto: precision's).")]
-    = "auto",
-    kv_dtype: Annotated[Literal["auto", "fp32", "bf16", "fp16", "fp8"],
-                        typer.Option(help="Inference KV-cache dtype (auto: the compute dtype).")] = "auto",
-    quant_group_size: Annotated[int, typer.Option(help="GPTQ/AWQ group size.")] = 128,
+    max_memory: whatif.MaxMemoryOpt = None,
+    margin: whatif.MarginOpt = None,
+    config: whatif.ConfigOpt = None,
+    no_color: whatif.NoColorOpt = False,
 ) -> None:
     """Estimate the GPU memory of one training step, per component, with a fit verdict.
 
     Example: vramcalc estimate mistral-7b --method full --gpu rtx4090
     """
-    from pydantic import ValidationError
-
-    from vramcalc import presets, render
-    from vramcalc.errors import VramcalcError
-    from vramcalc.fit import fit
-    from vramcalc.memory import estimate as run_estimate
-    from vramcalc.specs import TrainingSpec
+    from vramcalc import presets
 
     try:
-        if quant_bits not in (4, 8):
-            raise BadInput(f"--quant-bits must be 4 or 8, not {quant_bits}")
-        from vramcalc.model_files import resolve_model
-
-        spec, model_notes = resolve_model(model, preset_dirs or ())
-        gpu_spec = presets.find_gpu(gpu, preset_dirs or ()) if gpu else None
-        training = TrainingSpec(
-            method=method, precision=precision, optimizer=optimizer, optimizer_impl=optimizer_impl,
-            batch_size=batch_size, seq_len=seq_len if context is None else context, grad_accum=grad_accum,
-            grad_checkpointing=grad_checkpointing,
-            attention=attention, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-            lora_targets=tuple(x.strip() for x in lora_targets.split(",") if x.strip()),
-            adapter_dtype=adapter_dtype, quant_bits=4 if quant_bits == 4 else 8, double_quant=double_quant,
-            freeze_layers=freeze_layers, train_head=train_head,
-            mode=mode, gpus_per_node=gpus, nodes=nodes, zero=zero, fsdp=fsdp, offload=offload, tp=tp, pp=pp,
-            sequence_parallel=sequence_parallel, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
-            quant_group_size=quant_group_size,
-        )
-        breakdown = run_estimate(spec, training)
-        for note in reversed(model_notes):
-            breakdown = _with_note(breakdown, note)
-    except (VramcalcError, ValidationError, BadInput) as e:
+        presets.use_dirs(preset_dirs or ())
+        m = whatif.margin_of(margin)
+        rows = whatif.estimate_rows(model, gpu, max_memory, config, opts, m)
+    except whatif._errors() as e:
         raise _fail(e) from None
-    verdict = fit(breakdown, gpu_spec) if gpu_spec else None
-    if gpu_spec is not None and not gpu_spec.bf16 and "bf16" in precision:
-        breakdown = _with_note(breakdown, f"{gpu_spec.display_name} has no bf16 support: use fp16 variants "
-                                          "(--precision fp16 / mixed-fp16 / amp-fp16).")
-    if fmt in ("json", "yaml"):
-        _emit(render.to_json(breakdown, training, verdict, units), fmt)
-    elif fmt == "markdown":
-        typer.echo(render.markdown(spec, breakdown, training, verdict, units), nl=False)
-    else:
-        _console().print(render.table(spec, breakdown, training, verdict, units))
-    if check and verdict is not None and not verdict.fits:
-        raise typer.Exit(code=1)
+    whatif.print_estimate(rows, m, fmt, units, no_color)
+    whatif.estimate_exit(rows, check)
 
 
 def _with_note(b: Any, note: str) -> Any:
@@ -235,6 +163,10 @@ def models(
     if fmt in ("json", "yaml"):
         _emit({"models": rows}, fmt)
         return
+    if fmt == "csv":
+        columns = ["name", "display_name", "family", "parameters", "source"]
+        typer.echo(whatif.csv_text(columns, rows), nl=False)
+        return
     if fmt == "markdown":
         lines = ["| name | family | parameters |", "| --- | --- | ---: |"]
         lines += [f"| {r['name']} | {r['family']} | {r['parameters']:,} |" for r in rows]
@@ -250,11 +182,27 @@ def models(
 
 
 @app.command()
+@with_estimate_options()
 def gpus(
+    *,
+    opts: OptionValues,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = "table",
     preset_dirs: PresetsOption = None,
+    fits: Annotated[str | None, typer.Option(help="List only the GPUs that fit this model's run (the "
+                                             "estimate options describe it), smallest first, with headroom.",
+                                             autocompletion=_complete_model)] = None,
+    margin: whatif.MarginOpt = None,
+    config: whatif.ConfigOpt = None,
+    units: Annotated[Units, typer.Option(help="GB (10^9) or GiB (2^30).")] = "GB",
+    check: Annotated[bool, typer.Option(help="With --fits: exit 1 when no GPU fits.")] = False,
 ) -> None:
-    """List the GPU presets with their memory. Example: vramcalc gpus"""
+    """List the GPU presets with their memory, or those that fit a run.
+
+    Example: vramcalc gpus --fits mistral-7b --method qlora --seq-len 2048
+    """
+    if fits is not None:
+        whatif.gpus_fit(fits, opts, margin, config, fmt, units, check)
+        return
     from vramcalc import presets, render
     from vramcalc.errors import VramcalcError
     from vramcalc.specs import GpuSpec
@@ -268,6 +216,9 @@ def gpus(
              "fp8": g.fp8, "vendor": g.vendor, "source": g.source} for g in specs]
     if fmt in ("json", "yaml"):
         _emit({"gpus": rows}, fmt)
+        return
+    if fmt == "csv":
+        typer.echo(whatif.csv_text(list(rows[0]) if rows else ["name"], rows), nl=False)
         return
     if fmt == "markdown":
         lines = ["| name | GPU | memory | bf16 |", "| --- | --- | ---: | --- |"]
@@ -306,6 +257,10 @@ def show(
     if fmt in ("json", "yaml"):
         _emit(doc, fmt)
         return
+    if fmt == "csv":
+        groups = [{"tensor_group": k, "parameters": v} for k, v in doc["breakdown"].items()]
+        typer.echo(whatif.csv_text(["tensor_group", "parameters"], groups), nl=False)
+        return
     from rich.table import Table
 
     tbl = Table("tensor group", "parameters", "share", title=f"{spec.display_name or spec.name}: "
@@ -335,6 +290,8 @@ app.add_typer(presets_app, name="presets")
 from vramcalc.commands_storage import storage as _storage  # noqa: E402  (vramcalc storage, issue #6)
 
 app.command(epilog=EPILOG)(_storage)
+app.command("compare", epilog=EPILOG)(whatif.compare)
+app.command("fit", epilog=EPILOG)(whatif.fit_command)
 
 
 def main() -> None:

@@ -127,8 +127,18 @@ def _build(kind: str, entries: Iterable[tuple[BaseModel, str]]) -> Catalog:
     return Catalog(kind, specs, index)
 
 
+_session_dirs: tuple[Path, ...] = ()
+
+
+def use_dirs(dirs: Iterable[str | Path]) -> None:
+    """Set the --presets directories of this invocation (the CLI calls this once per command)."""
+    global _session_dirs
+    _session_dirs = tuple(Path(d) for d in dirs)
+
+
 def preset_dirs(extra: Iterable[str | Path] = ()) -> tuple[Path, ...]:
     """Built-in presets, then VRAMCALC_PRESETS (os.pathsep-separated), then --presets directories."""
+    extra = tuple(extra) or _session_dirs
     dirs = [builtin_dir()]
     env = os.environ.get(ENV_VAR, "")
     dirs += [Path(p) for p in env.split(os.pathsep) if p]

@@ -1,0 +1,182 @@
+"""runfiles.py: vramcalc run files and the training configs of axolotl, LLaMA-Factory, HF and torchtune."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vramcalc import runfiles
+from vramcalc.errors import UnknownPresetError
+from vramcalc.options import OptionValues, training_spec
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def one(path: str) -> runfiles.Run:
+    runs = runfiles.load(str(EXAMPLES / path))
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_vramcalc_run_file() -> None:
+    run = one("runs/qlora-4090.yaml")
+    assert (run.kind, run.model, run.gpu) == ("vramcalc", "mistral-7b", "rtx4090")
+    # The YAML list [q_proj, k_proj, v_proj, o_proj] becomes the option's comma-separated form.
+    assert run.options == {
+        "method": "qlora",
+        "seq_len": 2048,
+        "batch_size": 2,
+        "grad_checkpointing": True,
+        "lora_rank": 16,
+        "lora_targets": "q_proj,k_proj,v_proj,o_proj",
+    }
+
+
+def test_list_of_runs_shares_top_level_keys() -> None:
+    runs = runfiles.load(str(EXAMPLES / "runs/planned.yaml"))
+    assert [r.name for r in runs] == ["mistral-qlora", "llama-lora-ckpt", "qwen-full-8bit"]
+    assert all(r.gpu == "rtx4090" and r.options["seq_len"] == 1024 for r in runs)
+
+
+def test_command_line_overrides_the_file() -> None:
+    run = one("runs/qlora-4090.yaml")
+    opts = OptionValues(values={"batch_size": 1}, given={"batch_size"})
+    values = opts.run(run.options)
+    assert values["batch_size"] == 1 and values["seq_len"] == 2048  # flag wins, file fills the rest
+    assert training_spec(values).lora_targets == ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def test_axolotl() -> None:
+    run = one("configs/axolotl-qlora.yaml")
+    assert run.kind == "axolotl" and run.model == "mistralai/Mistral-7B-v0.1"
+    assert run.options == {
+        "method": "qlora",
+        "quant_bits": 4,  # adapter: qlora, load_in_4bit: true
+        "lora_rank": 32,
+        "lora_alpha": 16.0,
+        "lora_dropout": 0.05,
+        "lora_targets": "all-linear",
+        "seq_len": 4096,
+        "batch_size": 2,
+        "grad_accum": 4,
+        "grad_checkpointing": True,
+        "optimizer": "adamw-8bit",  # adamw_bnb_8bit
+        "precision": "bf16",  # bf16: auto, LoRA: a bf16 base (adapters stay fp32)
+    }
+    assert {"datasets", "learning_rate", "sample_packing", "output_dir"} <= set(run.ignored)
+    assert runfiles.resolve_model(run.model or "").name == "mistral-7b"  # the hub id is a preset alias
+
+
+def test_llama_factory() -> None:
+    run = one("configs/llama-factory-lora.yaml")
+    assert run.kind == "llama-factory"
+    assert run.options["method"] == "lora" and run.options["lora_rank"] == 8
+    assert run.options["lora_targets"] == "all-linear"  # lora_target: all
+    assert run.options["seq_len"] == 2048  # cutoff_len
+    assert run.options["grad_checkpointing"] is True  # on unless disable_gradient_checkpointing
+    assert (run.options["optimizer"], run.options["optimizer_impl"]) == ("adamw", "foreach")  # adamw_torch
+    assert (run.options["batch_size"], run.options["grad_accum"]) == (1, 8)
+    assert runfiles.resolve_model(run.model or "").name == "llama-3-8b"
+
+
+def test_llama_factory_full_bf16_is_amp(tmp_path: Path) -> None:
+    # LLaMA-Factory upcasts trainable weights to fp32 unless pure_bf16: fp32 weights, bf16 autocast.
+    f = tmp_path / "full.yaml"
+    f.write_text("model_name_or_path: qwen2.5-0.5b\nstage: sft\nfinetuning_type: full\nbf16: true\n")
+    assert runfiles.load(str(f))[0].options["precision"] == "amp-bf16"
+    f.write_text(
+        "model_name_or_path: qwen2.5-0.5b\nstage: sft\nfinetuning_type: full\nbf16: true\npure_bf16: true\n"
+    )
+    assert runfiles.load(str(f))[0].options["precision"] == "pure-bf16"
+
+
+def test_llama_factory_freeze_counts_layers_from_the_top(tmp_path: Path) -> None:
+    # Qwen2.5-0.5B has 24 layers; freeze_trainable_layers 2 trains the top two: 22 frozen from the bottom.
+    f = tmp_path / "freeze.yaml"
+    f.write_text(
+        "model_name_or_path: qwen2.5-0.5b\nstage: sft\nfinetuning_type: freeze\nfreeze_trainable_layers: 2\n"
+    )
+    assert runfiles.load(str(f))[0].options["freeze_layers"] == 22
+
+
+def test_hf_training_arguments() -> None:
+    run = one("configs/hf-training-args.json")
+    assert run.kind == "hf-training-args" and run.model is None
+    assert run.options == {
+        "batch_size": 8,
+        "grad_accum": 2,
+        "grad_checkpointing": True,
+        "optimizer": "adamw",
+        "optimizer_impl": "fused",
+        "precision": "amp-bf16",
+        "method": "full",
+    }
+    assert "learning_rate" in run.ignored
+
+
+def test_model_config_json() -> None:
+    spec = runfiles.resolve_model(str(EXAMPLES / "configs/tiny-llama-config.json"))
+    # TinyLlama 1.1B: 1,100,048,384 parameters (its model card; params.count_params of this architecture).
+    from vramcalc.params import count_params
+
+    assert count_params(spec) == 1_100_048_384
+
+
+@pytest.mark.parametrize(
+    "component,expected",
+    [
+        ("torchtune.models.llama3_1.lora_llama3_1_8b", "llama-3.1-8b"),
+        ("torchtune.models.llama2.qlora_llama2_7b", "llama-2-7b"),
+        ("torchtune.models.qwen2_5.lora_qwen2_5_7b_instruct", "qwen2.5-7b"),  # the Instruct repo is an alias
+        ("torchtune.models.mistral.mistral_7b", "mistral-7b"),
+        ("torchtune.models.qwen2_5.qwen2_5_0_5b", "qwen2.5-0.5b"),
+    ],
+)
+def test_torchtune_builder_names(component: str, expected: str | None) -> None:
+    from vramcalc import presets
+
+    found = None
+    for candidate in runfiles.torchtune_model_names(component):
+        try:
+            found = presets.find_model(candidate).name
+            break
+        except UnknownPresetError:
+            continue
+    assert found == expected
+
+
+def test_torchtune() -> None:
+    run = one("configs/torchtune-lora.yaml")
+    assert run.kind == "torchtune" and run.model == "llama-3.1-8b"
+    assert run.options["method"] == "lora"
+    # lora_attn_modules q_proj, v_proj, output_proj (→ o_proj) plus apply_lora_to_mlp (w1, w3, w2).
+    assert run.options["lora_targets"] == "q_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    assert (run.options["precision"], run.options["adapter_dtype"]) == ("pure-bf16", "bf16")
+    assert (run.options["optimizer"], run.options["optimizer_impl"]) == ("adamw", "fused")
+    assert (run.options["batch_size"], run.options["grad_accum"], run.options["seq_len"]) == (2, 8, 2048)
+
+
+def test_detect() -> None:
+    assert runfiles.detect({"base_model": "x"}) == "axolotl"
+    assert runfiles.detect({"model_name_or_path": "x", "stage": "sft"}) == "llama-factory"
+    assert runfiles.detect({"model": {"_component_": "torchtune.models.x"}}) == "torchtune"
+    assert runfiles.detect({"per_device_train_batch_size": 4}) == "hf-training-args"
+    assert runfiles.detect({"model": "mistral-7b"}) == "vramcalc"
+
+
+def test_hub_id_without_preset_says_how_to_pass_config() -> None:
+    with pytest.raises(runfiles.RunFileError, match="download its config.json and pass its path"):
+        runfiles.resolve_model("someone/not-a-model-anywhere")
+
+
+def test_unknown_key_in_run_file(tmp_path: Path) -> None:
+    f = tmp_path / "run.yaml"
+    f.write_text("model: mistral-7b\nbatchsize: 4\n")
+    with pytest.raises(runfiles.RunFileError, match="unknown key 'batchsize'"):
+        runfiles.load(str(f))
+
+
+def test_missing_file() -> None:
+    with pytest.raises(runfiles.RunFileError, match="file not found"):
+        runfiles.load("/nonexistent/run.yaml")

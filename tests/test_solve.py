@@ -1,0 +1,145 @@
+"""solve.py and margin.py: bisection limits exact at the boundary, suggestions, margins and sizes."""
+
+from __future__ import annotations
+
+import pytest
+
+from vramcalc import presets
+from vramcalc.margin import Margin, classify, parse_margin, parse_size
+from vramcalc.memory import estimate
+from vramcalc.solve import (
+    Estimator,
+    fit_report,
+    largest_fitting,
+    max_batch_size,
+    max_lora_rank,
+    max_seq_len,
+    with_changes,
+)
+from vramcalc.specs import TrainingSpec
+
+# nvidia-smi total of an RTX 4090, 24,564 MiB (presets/gpus.yaml).
+RTX4090_BYTES = 25_757_220_864
+
+
+def test_largest_fitting_linear_model() -> None:
+    # peak(x) = 10 + 3x ≤ 100  ⇔  x ≤ 30: 30 fits (100), 31 does not (103).
+    assert largest_fitting(lambda x: 10 + 3 * x, 100, cap=1000) == 30
+
+
+def test_largest_fitting_none_and_cap() -> None:
+    assert largest_fitting(lambda x: 200 + x, 100, cap=1000) is None  # x = 1 already needs 201
+    assert largest_fitting(lambda x: x, 10**9, cap=777) == 777  # everything fits: the cap
+
+
+def test_largest_fitting_is_logarithmic() -> None:
+    calls: list[int] = []
+
+    def peak(x: int) -> int:
+        calls.append(x)
+        return x
+
+    # answer 40,000 under a cap of 2^16: ~16 doublings + ~16 bisection steps, not 40,000 evaluations.
+    assert largest_fitting(peak, 40_000, cap=2**16) == 40_000
+    assert len(calls) <= 2 * 17 + 1
+
+
+@pytest.fixture(scope="module")
+def mistral():  # type: ignore[no-untyped-def]
+    return presets.find_model("mistral-7b")
+
+
+def test_qlora_batch_limit_on_4090(mistral) -> None:  # type: ignore[no-untyped-def]
+    # QLoRA, seq 2048: batch 1 peaks at 20,214,263,110 B (fits 25,757,220,864), batch 2 at 35,486,859,795 B
+    # (does not), both from memory.estimate; so the largest batch is 1.
+    t = TrainingSpec(method="qlora", seq_len=2048)
+    assert estimate(mistral, t).peak_bytes == 20_214_263_110
+    assert estimate(mistral, with_changes(t, {"batch_size": 2})).peak_bytes == 35_486_859_795
+    assert max_batch_size(Estimator(mistral), t, RTX4090_BYTES) == 1
+
+
+@pytest.mark.parametrize(
+    "solver,option",
+    [(max_batch_size, "batch_size"), (max_seq_len, "seq_len"), (max_lora_rank, "lora_rank")],
+    ids=["batch", "seq", "rank"],
+)
+def test_limits_are_exact_at_the_boundary(mistral, solver, option) -> None:  # type: ignore[no-untyped-def]
+    t = TrainingSpec(method="lora", seq_len=256, grad_checkpointing=True)
+    budget = RTX4090_BYTES
+    answer = solver(Estimator(mistral), t, budget)
+    assert answer is not None
+    assert estimate(mistral, with_changes(t, {option: answer})).peak_bytes <= budget
+    assert estimate(mistral, with_changes(t, {option: answer + 1})).peak_bytes > budget
+
+
+def test_lora_rank_is_null_for_full(mistral) -> None:  # type: ignore[no-untyped-def]
+    assert max_lora_rank(Estimator(mistral), TrainingSpec(method="full"), 10**15) is None
+
+
+def test_suggestions_fit_and_are_minimal(mistral) -> None:  # type: ignore[no-untyped-def]
+    # Full fine-tuning of 7.2 B parameters needs ≥ 12 B/param = 86.9 GB (seed 001): never on a 4090.
+    t = TrainingSpec(method="full", batch_size=4, seq_len=2048)
+    rep = fit_report(mistral, t, RTX4090_BYTES, Margin())
+    assert rep.status == "DOES NOT FIT"
+    assert rep.max_batch_size is None and rep.max_seq_len is None and rep.max_lora_rank is None
+    assert rep.suggestions
+    kinds = []
+    for s in rep.suggestions:
+        peak = estimate(mistral, with_changes(t, s.changes)).peak_bytes
+        assert peak == s.peak_bytes <= RTX4090_BYTES
+        kinds.append(frozenset(s.changes))
+        if "grad_accum" in s.changes:  # the effective batch is kept: 4 × 1
+            assert s.changes["batch_size"] * s.changes["grad_accum"] == 4
+    assert [s.n_changes for s in rep.suggestions] == sorted(s.n_changes for s in rep.suggestions)
+    assert any("ZeRO" in n for n in rep.notes)
+
+
+def test_no_suggestions_when_it_fits(mistral) -> None:  # type: ignore[no-untyped-def]
+    rep = fit_report(mistral, TrainingSpec(method="qlora"), RTX4090_BYTES, Margin())
+    assert rep.status == "FITS" and rep.suggestions == ()
+
+
+@pytest.mark.parametrize(
+    "needed,capacity,expected",
+    [
+        (95, 100, "FITS"),  # margin ceil(95 × 5 %) = 5, headroom 5 ≥ 5
+        (96, 100, "TIGHT"),  # margin ceil(4.8) = 5, headroom 4 < 5
+        (100, 100, "TIGHT"),  # fits exactly, no headroom
+        (101, 100, "DOES NOT FIT"),
+    ],
+)
+def test_classify(needed: int, capacity: int, expected: str) -> None:
+    assert classify(needed, capacity, Margin()) == expected
+
+
+def test_zero_margin_never_tight() -> None:
+    assert classify(100, 100, parse_margin("0%")) == "FITS"
+
+
+@pytest.mark.parametrize("text,fraction", [("5%", 0.05), ("0.1", 0.1), ("12.5%", 0.125)])
+def test_parse_margin(text: str, fraction: float) -> None:
+    assert parse_margin(text).fraction == pytest.approx(fraction)
+
+
+@pytest.mark.parametrize("text", ["12", "abc", "-1%", "100%"])
+def test_parse_margin_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="--margin"):
+        parse_margin(text)
+
+
+@pytest.mark.parametrize(
+    "text,n_bytes",
+    [
+        ("20GB", 20 * 10**9),
+        ("24GiB", 24 * 2**30),  # 25,769,803,776
+        ("512 MiB", 512 * 2**20),
+        ("80000000000", 80 * 10**9),
+    ],
+)
+def test_parse_size(text: str, n_bytes: int) -> None:
+    assert parse_size(text) == n_bytes
+
+
+def test_parse_size_rejects() -> None:
+    with pytest.raises(ValueError, match="--max-memory"):
+        parse_size("twenty gigs")
