@@ -126,3 +126,10 @@ def test_bf16_on_t4_warns() -> None:
 def test_version() -> None:
     r = invoke("--version")
     assert r.exit_code == 0 and r.stdout.startswith("vramcalc ")
+
+
+def test_csv_columns_follow_the_core_components() -> None:
+    from vramcalc.memory import COMPONENTS
+    from vramcalc.whatif import CSV_COMPONENTS
+
+    assert CSV_COMPONENTS == COMPONENTS

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from vramcalc.memory import COMPONENTS, Breakdown
+from vramcalc.memory import Breakdown
 from vramcalc.units import UNIT_BYTES
 
 LETTERS = {
@@ -19,6 +19,8 @@ LETTERS = {
     "gradients": "G",
     "optimizer_state": "O",
     "activations": "A",
+    "kv_cache": "K",
+    "communication": "C",
     "temporaries": "T",
     "overhead": "+",
 }
@@ -27,6 +29,8 @@ COLOURS = {
     "gradients": "magenta",
     "optimizer_state": "yellow",
     "activations": "green",
+    "kv_cache": "bright_green",
+    "communication": "red",
     "temporaries": "cyan",
     "overhead": "bright_black",
 }
@@ -36,7 +40,7 @@ def bar(b: Breakdown, capacities: Sequence[int], scale_bytes: int, width: int, c
     """`[WWWWWGAAAA+   |   ]`: components added up, `|` at each capacity, `width` cells for `scale_bytes`."""
     cells: list[tuple[str, str]] = []
     edge = 0
-    for c in COMPONENTS:
+    for c in b.shown_components():
         edge += b.component(c)
         stop = min(width, round(edge * width / scale_bytes)) if scale_bytes else 0
         cells += [(c, "")] * max(0, stop - len(cells))
@@ -61,7 +65,7 @@ def bar(b: Breakdown, capacities: Sequence[int], scale_bytes: int, width: int, c
 def legend(b: Breakdown, unit: str, colour: bool) -> Text:
     """`W weights 4.15 · G gradients 0.03 · ...` (sizes in `unit`)."""
     text = Text()
-    for i, c in enumerate(COMPONENTS):
+    for i, c in enumerate(b.shown_components()):
         if i:
             text.append(" · ")
         text.append("█" if colour else LETTERS[c], style=COLOURS[c] if colour else "")

@@ -22,7 +22,6 @@ LABELS = {
     "communication": "communication buffers",
     "kv_cache": "KV cache",
 }
-EXTRA_COMPONENTS = ("communication", "kv_cache")  # shown and keyed only when non-zero (multi-GPU, inference)
 METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "freeze": "partial (freeze)"}
 
 
@@ -36,16 +35,22 @@ def gpu_capacity(gpu: GpuSpec) -> str:
     return f"{gpu.memory_bytes / GIB:.3g} GiB = {gpu.memory_bytes / 10**9:.1f} GB"
 
 
-def verdict_line(v: Verdict, unit: str) -> str:
-    """`DOES NOT FIT on NVIDIA GeForce RTX 4090 (24 GiB = 25.8 GB): needs 90.7 GB, 64.9 GB short`."""
+def verdict_line(v: Verdict, unit: str, status: str | None = None, margin_note: str | None = None) -> str:
+    """`DOES NOT FIT on NVIDIA GeForce RTX 4090 (24 GiB = 25.8 GB): needs 90.7 GB, 64.9 GB short`.
+
+    `status` TIGHT (fits, inside the margin) replaces FITS; `margin_note` names the margin used.
+    """
     need = f"{v.needed_bytes / UNIT_BYTES[unit]:,.1f} {unit}"
     margin = f"{abs(v.headroom_bytes) / UNIT_BYTES[unit]:,.1f} {unit}"
+    suffix = f" (margin: {margin_note})" if margin_note else ""
     where = f"on {v.gpu.display_name} ({gpu_capacity(v.gpu)})"
     if v.gpus > 1:
         where = f"per GPU × {v.gpus} " + where
+    if status == "TIGHT":
+        return f"TIGHT {where}: needs {need}, only {margin} headroom{suffix}"
     if v.fits:
-        return f"FITS {where}: needs {need}, {margin} headroom"
-    return f"DOES NOT FIT {where}: needs {need}, {margin} short"
+        return f"FITS {where}: needs {need}, {margin} headroom{suffix}"
+    return f"DOES NOT FIT {where}: needs {need}, {margin} short{suffix}"
 
 
 def settings(t: TrainingSpec) -> dict[str, Any]:
@@ -109,8 +114,7 @@ def to_json(b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str = "GB") 
         "active_parameters": b.active_parameters,
         "trainable_parameters": b.trainable_parameters,
         "settings": settings(t),
-        "components": {c: b.component(c) for c in (*COMPONENTS, *EXTRA_COMPONENTS)
-                       if c in COMPONENTS or b.component(c)},
+        "components": {c: b.component(c) for c in COMPONENTS},
         "details": dict(b.details),
         "phases": dict(b.phases),
         "peak_bytes": b.peak_bytes,
@@ -132,9 +136,8 @@ def to_json(b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str = "GB") 
 def _rows(b: Breakdown, unit: str) -> list[tuple[str, str, str]]:
     total = b.sum_bytes or 1
     rows = [(LABELS[c], format_bytes(b.component(c), unit), f"{100 * b.component(c) / total:.1f} %")
-            for c in (*COMPONENTS, *EXTRA_COMPONENTS) if c in COMPONENTS or b.component(c)]
-    if not b.activations_modeled:
-        rows[3] = (LABELS["activations"], "not modeled", "")
+            if c != "activations" or b.activations_modeled else (LABELS[c], "not modeled", "")
+            for c in b.shown_components()]
     return rows
 
 
@@ -147,8 +150,10 @@ def title(model: ModelSpec, b: Breakdown, t: TrainingSpec) -> str:
             f"{b.trainable_parameters:,} trainable{per_gpu}")
 
 
-def table(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str) -> RenderableType:
-    """The rich table, assumptions, peak by phase, verdict and notes."""
+def table(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str,
+          status: str | None = None, margin_note: str | None = None,
+          figure: RenderableType | None = None) -> RenderableType:
+    """The rich table, the bar `figure`, assumptions, verdict (with its margin) and notes."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -166,13 +171,16 @@ def table(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, un
         tbl.add_row(f"tensors at {phase.replace('_', ' ')}{marker}", format_bytes(b.phases[phase], unit), "")
     tbl.add_row(Text("peak (tensors + overhead)", style="bold"), Text(format_bytes(b.peak_bytes, unit),
                                                                       style="bold"), "")
-    parts: list[RenderableType] = [Text(title(model, b, t), style="bold"), tbl,
-                                   Text("assumptions: " + assumptions(t), style="dim")]
+    parts: list[RenderableType] = [Text(title(model, b, t), style="bold"), tbl]
+    if figure is not None:
+        parts.append(figure)
+    parts.append(Text("assumptions: " + assumptions(t), style="dim"))
     if b.cpu_offload_bytes:
         ram = format_bytes(b.cpu_offload_bytes, unit)
         parts.append(Text(f"CPU RAM for offloaded states: {ram} per node"))
     if v is not None:
-        parts.append(Text(verdict_line(v, unit), style="bold green" if v.fits else "bold red"))
+        style = {"TIGHT": "bold yellow"}.get(status or "", "bold green" if v.fits else "bold red")
+        parts.append(Text(verdict_line(v, unit, status, margin_note), style=style))
     for note in b.notes:
         parts.append(Text("note: " + note, style="dim"))
     return Group(*parts)

@@ -167,7 +167,9 @@ def estimate_doc(row: EstimateRow, margin: Any, units: str) -> dict[str, Any]:
     return doc
 
 
-CSV_COMPONENTS = ("weights", "gradients", "optimizer_state", "activations", "temporaries", "overhead")
+# memory.COMPONENTS, spelled out so importing the CLI does not import the core (stable CSV columns).
+CSV_COMPONENTS = ("weights", "gradients", "optimizer_state", "activations", "kv_cache", "communication",
+                  "temporaries", "overhead")
 
 
 def flat_row(
@@ -261,13 +263,10 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
     colour = uses_colour(con)
     if len(rows) == 1:
         r = rows[0]
-        con.print(render.table(r.spec, r.breakdown, r.training, r.verdict, units))
-        if r.verdict is not None:
-            con.print(f"status: {r.status} (margin {margin_text(margin)})", style=STATUS_STYLE[r.status])
         cap = r.verdict.gpu.memory_bytes if r.verdict else None
-        con.print(
-            bars.figure(r.breakdown, cap, r.verdict.gpu.display_name if r.verdict else None, units, colour)
-        )
+        fig = bars.figure(r.breakdown, cap, r.verdict.gpu.display_name if r.verdict else None, units, colour)
+        con.print(render.table(r.spec, r.breakdown, r.training, r.verdict, units, status=r.status,
+                               margin_note=margin_text(margin) if r.verdict else None, figure=fig))
         return
     from rich.table import Table
 

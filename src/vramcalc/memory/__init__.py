@@ -22,9 +22,12 @@ from vramcalc.params import active_params, block_linears, count_params, head_dim
 from vramcalc.specs import ModelSpec, TrainingSpec
 from vramcalc.units import MIB, dtype_bytes
 
-__all__ = ["Breakdown", "COMPONENTS", "PHASES", "estimate", "RECIPES", "Recipe"]
+__all__ = ["Breakdown", "COMPONENTS", "OPTIONAL_COMPONENTS", "PHASES", "estimate", "RECIPES", "Recipe"]
 
-COMPONENTS = ("weights", "gradients", "optimizer_state", "activations", "temporaries", "overhead")
+COMPONENTS = ("weights", "gradients", "optimizer_state", "activations", "kv_cache", "communication", "temporaries",
+              "overhead")
+# Components that only some runs have (inference, multi-GPU): tables and bars show them when non-zero.
+OPTIONAL_COMPONENTS = ("kv_cache", "communication")
 PHASES = ("forward", "backward", "optimizer_step")
 
 # Runtime overhead outside torch's tensor accounting (what nvidia-smi shows beyond
@@ -76,7 +79,11 @@ class Breakdown:
     @property
     def sum_bytes(self) -> int:
         """Every component added up as if all were alive at once (an upper bound of the peak)."""
-        return sum(self.component(c) for c in COMPONENTS) + self.communication + self.kv_cache
+        return sum(self.component(c) for c in COMPONENTS)
+
+    def shown_components(self) -> tuple[str, ...]:
+        """The components worth a row: all but the optional ones that are zero for this run."""
+        return tuple(c for c in COMPONENTS if c not in OPTIONAL_COMPONENTS or self.component(c))
 
     def component(self, name: str) -> int:
         value: int = getattr(self, name)
