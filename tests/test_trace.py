@@ -141,7 +141,7 @@ def test_tiny_llama_other_settings_are_consistent(training: TrainingSpec) -> Non
 
 
 def test_checkpointing_lowers_activations() -> None:
-    base = dict(method="full", precision="pure-bf16", batch_size=4, seq_len=64)
+    base = {"method": "full", "precision": "pure-bf16", "batch_size": 4, "seq_len": 64}
     plain = trace(TINY, TrainingSpec(**base))
     ckpt = trace(TINY, TrainingSpec(**base, grad_checkpointing=True))
     assert ckpt.phase_peaks["forward"] < plain.phase_peaks["forward"]

@@ -8,7 +8,6 @@ are recognised by their keys; what affects memory is mapped and every other key 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,6 @@ from vramcalc import presets
 from vramcalc.errors import UnknownPresetError, VramcalcError
 from vramcalc.options import BY_NAME
 from vramcalc.specs import ModelSpec
-
-MAX_CONFIG_BYTES = 2_000_000
 
 
 class RunFileError(VramcalcError):
