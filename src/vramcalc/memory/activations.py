@@ -117,7 +117,17 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # transposed output is copied (contiguous) into o_proj's input.
         kv_saved = 2 * q_dim if gqa else 2 * kv_dim
         terms.append(Term("eager q, k, v", c * (q_dim + kv_saved)))
-        terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
+        # Softmax's saved output: Llama-style eager upcasts (softmax(dtype=float32)); GPT-2's eager
+        # (modeling_gpt2.eager_attention_forward) runs it in the scores' dtype, except under CUDA
+        # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
+        # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
+        softmax_bytes = c if m.family == "gpt2" and not recipe.autocast else 4
+        if m.dropout > 0:
+            terms.append(Term("eager scores (softmax, dropout mask, dropped probs)", 0, (softmax_bytes + 1 + c) * n_heads))
+        elif softmax_bytes == c:
+            terms.append(Term("eager scores (softmax output = probs)", 0, c * n_heads))
+        else:
+            terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
     # o_proj's input: the SDPA output (already saved) or eager's contiguous copy.
     linear_input("o_proj", ("o_proj",), q_dim, already_saved=t.attention == "sdpa")
     if m.dropout > 0:
@@ -142,7 +152,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         up_mods = (("gate_up_proj",) if m.fused_gate_up else ("gate_proj", "up_proj")) if m.mlp == "gated" \
             else ("up_proj",)
         linear_input("mlp input", up_mods, h)
-        terms += _mlp_terms(m, c, h, i, False, 1, "")
+        terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
         linear_input("down_proj", ("down_proj",), i)
         width = i
     if m.dropout > 0:
@@ -156,20 +166,34 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq), fwd, bwd)
 
 
+def _act_saved_bytes(act: str, c: int, autocast: bool) -> int:
+    """Bytes the activation function saves per element of the MLP width.
+
+    gelu_new / gelu_fast (transformers activations.py NewGELUActivation): 0.5·x·(1 + tanh(√(2/π)·(x +
+    0.044715·x³))); autograd saves x (by pow), tanh's output, 0.5·x and 1 + tanh (by the final mul).
+    Under CUDA autocast pow is on the fp32 list, so x is saved as an fp32 copy and everything computed
+    from x³ (tanh, 1 + tanh) is promoted to fp32; only 0.5·x stays 16-bit (autocast_mode.cpp lists).
+    """
+    n = ACT_SAVED_TENSORS.get(act, 1)
+    if autocast and act in ("gelu_new", "gelu_fast"):
+        return 4 + 4 + c + 4
+    return n * c
+
+
 def _mlp_terms(m: ModelSpec, c: int, h: int, i: int, trainable: bool, tokens_per_token: int,
-               prefix: str) -> list[Term]:
+               prefix: str, autocast: bool = False) -> list[Term]:
     """MLP saved tensors; `trainable` adds the Linear inputs (for expert MLPs, which have no LoRA here)."""
     k = tokens_per_token
-    act_saved = ACT_SAVED_TENSORS.get(m.hidden_act, 1)
+    act_bytes = _act_saved_bytes(m.hidden_act, c, autocast)
     out: list[Term] = []
     if m.mlp == "gated":
         # LlamaMLP: down(act(gate(x)) * up(x)): act saves gate's output; mul saves act(gate) and up;
         # down saves the product when trainable.
-        out.append(Term(f"{prefix}mlp act input", k * act_saved * c * i))
+        out.append(Term(f"{prefix}mlp act input", k * act_bytes * i))
         out.append(Term(f"{prefix}mlp act output, up", k * 2 * c * i))
     else:
         # fc1 -> act -> fc2: act saves its input (or its Python-formula intermediates).
-        out.append(Term(f"{prefix}mlp act", k * act_saved * c * i))
+        out.append(Term(f"{prefix}mlp act", k * act_bytes * i))
     if trainable:
         out.append(Term(f"{prefix}down_proj input", k * c * i))
     if prefix and trainable:
