@@ -102,10 +102,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     linear_input("qkv_proj", qkv_mods, h)
     if m.qk_norm:
         terms += [Term("q/k norm (fp32 input + normalized)", (4 + c) * (q_dim + kv_dim))]
-    rope = not m.learned_position_embeddings
-    if rope:
-        # apply_rotary_pos_emb: q*cos saves q, rotate_half(q)*sin saves rotate_half(q); same for k.
-        terms.append(Term("rope (q, k, rotate_half)", 2 * c * (q_dim + kv_dim)))
+    # RoPE saves nothing per layer: apply_rotary_pos_emb computes q*cos + rotate_half(q)*sin, and mul's
+    # backward for q needs only the other operand (derivatives.yaml mul.Tensor: self's gradient is
+    # grad * other, `self` is saved only when `other` requires grad); cos/sin need no gradient, so
+    # autograd saves the shared cos/sin tables (counted once per forward in memory/__init__.py).
     if t.attention == "sdpa":
         # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
         # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
