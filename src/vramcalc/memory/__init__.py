@@ -218,9 +218,12 @@ def _transformer_phases(
         activations = acts
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
+    # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of
+    # place (torch/csrc/autograd/input_buffer.cpp accumulate; observed as aten.add.Tensor on CPU and under
+    # the tracer): the head's gradient, the embedding's and their sum coexist (2 beyond `gradients`).
     end_t = 0
     if full_like and (m.tie_word_embeddings or t.grad_accum > 1) and trainable:
-        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad)
+        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if m.tie_word_embeddings else 1)
     bwd_end = base + gradients + end_t
     backward = max(bwd_start, bwd_top, bwd_bottom, bwd_end)
     step = base + gradients + opt_temp
