@@ -185,7 +185,14 @@ def _transformer_phases(
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         linear_params += m.vocab_size * m.hidden_size
         autocast_copies = dtype_bytes(recipe.compute) * linear_params
-    layer_fwd_t = layer.forward_transient.per_token * tokens
+    # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
+    # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
+    # scores softmax writes (the saved set's per-key terms) are transient too.
+    scores_saved = sum(x.per_token_seq for x in layer.terms) * tokens * seq
+    attn_fwd_t = layer.forward_transient.per_token_seq * tokens * seq
+    if t.grad_checkpointing:
+        attn_fwd_t += scores_saved
+    layer_fwd_t = max(layer.forward_transient.per_token * tokens, attn_fwd_t)
     layer_bwd_t = layer.backward_transient.per_token * tokens + layer.backward_transient.per_token_seq * tokens * seq
     loss_fwd_t = head.forward_transient * tokens
     loss_bwd_t = head.backward_transient * tokens

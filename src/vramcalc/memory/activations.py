@@ -160,9 +160,20 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
     # the MLP input product and the two gradients it splits into (derivatives of mul).
     gated = m.mlp == "gated"
-    fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width)
-    bwd = Term("mlp backward gradients", (3 if gated else 2) * c * width + c * h,
-               0 if t.attention == "sdpa" else (4 + 2 * c) * n_heads)
+    # Eager attention forward: the 16-bit scores (q @ k^T) are alive next to softmax's output while it
+    # runs; they are not saved (per_token_seq of the forward transient, beyond the saved set).
+    # Eager backward with the fp32 softmax (Llama-style): by the time _softmax_backward_data runs, attn @ v
+    # has released the saved 16-bit probs; alive are the saved fp32 output, the fp32 upcast of the
+    # incoming gradient and the 16-bit result: 4 + 4 + c against 4 + c saved, so 4 bytes beyond.
+    eager_fwd = 0 if t.attention == "sdpa" else c * n_heads
+    if t.attention == "sdpa":
+        eager_bwd = 0
+    elif m.family == "gpt2" and not recipe.autocast:
+        eager_bwd = (4 + 2 * c) * n_heads
+    else:
+        eager_bwd = 4 * n_heads
+    fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width, eager_fwd)
+    bwd = Term("mlp backward gradients", (3 if gated else 2) * c * width + c * h, eager_bwd)
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq), fwd, bwd)
 
 
