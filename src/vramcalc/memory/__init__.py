@@ -201,8 +201,10 @@ def _transformer_phases(
     g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like else 0
     g_head = min(g_head, gradients)
     if t.grad_checkpointing:
-        # HF gradient_checkpointing_enable (torch.utils.checkpoint, reentrant): each layer keeps only its
-        # input hidden states; during backward one layer is recomputed with its full saved set.
+        # HF gradient_checkpointing_enable (transformers 5 modeling_utils: default {"use_reentrant": False},
+        # torch.utils.checkpoint non-reentrant): each layer keeps only its input hidden states; during
+        # backward one layer is recomputed with its full saved set (autocast weight casts included, freed
+        # with the layer: the nested autocast region clears its cache on exit, autocast_mode.py __exit__).
         kept = saving_layers * residual * m.hidden_size * tokens
         recomputed = per_layer if saving_layers else 0
         acts = kept + once + head_saved + autocast_copies
