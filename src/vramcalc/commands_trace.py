@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from vramcalc.cli import EPILOG, BadInput, Format, Units, _complete_model, _console, _emit, _fail
+from vramcalc.cli import BadInput, Format, Units, _complete_model, _console, _emit, _fail
 
 
 def _error_pct(est: int, ref: int) -> float | None:

@@ -20,7 +20,6 @@ for the duration of a trace:
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any
 
