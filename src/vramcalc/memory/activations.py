@@ -123,7 +123,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
         softmax_bytes = c if m.family == "gpt2" and not recipe.autocast else 4
         if m.dropout > 0:
-            terms.append(Term("eager scores (softmax, dropout mask, dropped probs)", 0, (softmax_bytes + 1 + c) * n_heads))
+            terms.append(Term("eager scores (softmax, dropout mask, dropped probs)", 0,
+                              (softmax_bytes + 1 + c) * n_heads))
         elif softmax_bytes == c:
             terms.append(Term("eager scores (softmax output = probs)", 0, c * n_heads))
         else:
