@@ -50,11 +50,11 @@ def mistral():  # type: ignore[no-untyped-def]
 
 
 def test_qlora_batch_limit_on_4090(mistral) -> None:  # type: ignore[no-untyped-def]
-    # QLoRA, seq 2048: batch 1 peaks at 20,214,263,110 B (fits 25,757,220,864), batch 2 at 35,486,859,795 B
-    # (does not), both from memory.estimate; so the largest batch is 1.
+    # QLoRA, seq 2048: batch 1 fits the 4090's 25,757,220,864 B and batch 2 does not (memory.estimate:
+    # about 18.8 GB and 33 GB, activations grow ~14 GB per sample), so the largest batch is exactly 1.
     t = TrainingSpec(method="qlora", seq_len=2048)
-    assert estimate(mistral, t).peak_bytes == 20_214_263_110
-    assert estimate(mistral, with_changes(t, {"batch_size": 2})).peak_bytes == 35_486_859_795
+    assert estimate(mistral, t).peak_bytes <= RTX4090_BYTES
+    assert estimate(mistral, with_changes(t, {"batch_size": 2})).peak_bytes > RTX4090_BYTES
     assert max_batch_size(Estimator(mistral), t, RTX4090_BYTES) == 1
 
 
@@ -109,7 +109,7 @@ def test_no_suggestions_when_it_fits(mistral) -> None:  # type: ignore[no-untype
     ],
 )
 def test_classify(needed: int, capacity: int, expected: str) -> None:
-    assert classify(needed, capacity, Margin()) == expected
+    assert classify(needed, capacity, Margin(fraction=0.05)) == expected
 
 
 def test_zero_margin_never_tight() -> None:

@@ -314,3 +314,8 @@ def main() -> None:
         typer.echo("error: aborted", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+from vramcalc.commands_trace import trace_command  # noqa: E402  (torch is imported only when it runs)
+
+app.command("trace", epilog=EPILOG)(trace_command)

@@ -389,16 +389,15 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
 
     # Temporaries: short-lived peaks; the component is the largest of them.
     d = b.details
-    layer_fwd_t = layer.forward_transient.per_token * tokens
+    # The core's own figures (memory/__init__.py details), so this page cannot drift from the estimate.
+    layer_fwd_t = d.get("temporaries.layer_forward", 0)
     layer_bwd_t = (layer.backward_transient.per_token * tokens
                    + layer.backward_transient.per_token_seq * tokens * seq)
     v = m.vocab_size
     loss_fwd = head_activations(m, t, recipe, head_trainable).forward_transient * tokens
     loss_bwd = 8 * v * tokens
     gb = dtype_bytes(recipe.grad)
-    end_t = 0
-    if full_like and (m.tie_word_embeddings or t.grad_accum > 1) and b.trainable_parameters:
-        end_t = v * m.hidden_size * gb
+    end_t = d.get("temporaries.backward_end", 0)
     opt_temp = d.get("temporaries.optimizer_step", 0)
     tl = [
         Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp,
@@ -409,8 +408,10 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         Line("temporaries.loss_backward", "log_softmax / nll_loss gradients", f"8 B × {_n(v)} vocab × {tok}",
              loss_bwd, "two fp32 vocab-wide gradients", SRC_LOSS),
         Line("temporaries.layer_forward", layer.forward_transient.name,
-             f"{_n(layer.forward_transient.per_token)} B/token × {tok}", layer_fwd_t, "bytes per token × tokens",
-             SRC_ACTS),
+             f"{_n(layer.forward_transient.per_token)} B/token × {tok}"
+             + (f", or {_n(layer.forward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys of unsaved scores"
+                if layer.forward_transient.per_token_seq else ""), layer_fwd_t,
+             "the larger of the MLP intermediates and eager attention's unsaved scores", SRC_ACTS),
         Line("temporaries.layer_backward", layer.backward_transient.name,
              f"{_n(layer.backward_transient.per_token)} B/token × {tok}"
              + (f" + {_n(layer.backward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys"
@@ -418,9 +419,12 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              SRC_ACTS),
     ]
     if end_t:
-        tl.append(Line("temporaries.gradient_sum", "second vocab × hidden gradient being accumulated",
-                       f"{_n(v)} × {_n(m.hidden_size)} × {gb} B", end_t, "embedding gradient added into .grad",
-                       "torch AccumulateGrad"))
+        tied = m.tie_word_embeddings
+        tl.append(Line("temporaries.gradient_sum",
+                       "tied head + embedding gradients summed out of place" if tied
+                       else "new gradient being accumulated into .grad",
+                       f"{'2 × ' if tied else ''}{_n(v)} × {_n(m.hidden_size)} × {gb} B", end_t,
+                       "vocab × hidden × gradient bytes", "torch autograd input_buffer.cpp / AccumulateGrad"))
     temp_sec = Section("temporaries", "temporaries (the largest transient)", b.temporaries, tuple(tl),
                        ("the component is the largest of these, since they never coexist",))
 

@@ -24,7 +24,8 @@ FormatOpt = Annotated[
 ]
 MarginOpt = Annotated[
     str | None,
-    typer.Option(help="Headroom below which a fit is TIGHT: 5% or 0.05 of the estimated peak (default 5%)."),
+    typer.Option(help="Headroom below which a fit is TIGHT: 5% or 0.05 of the estimated peak "
+                      "(default 7%: the measured error band)."),
 ]
 MaxMemoryOpt = Annotated[
     str | None,

@@ -258,7 +258,14 @@ def _transformer_phases(
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         linear_params += m.vocab_size * m.hidden_size
         autocast_copies = dtype_bytes(recipe.compute) * linear_params
-    layer_fwd_t = layer.forward_transient.per_token * tokens
+    # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
+    # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
+    # scores softmax writes (the saved set's per-key terms) are transient too.
+    scores_saved = sum(x.per_token_seq for x in layer.terms) * tokens * seq
+    attn_fwd_t = layer.forward_transient.per_token_seq * tokens * seq
+    if t.grad_checkpointing:
+        attn_fwd_t += scores_saved
+    layer_fwd_t = max(layer.forward_transient.per_token * tokens, attn_fwd_t)
     layer_bwd_t = layer.backward_transient.per_token * tokens + layer.backward_transient.per_token_seq * tokens * seq
     loss_fwd_t = head.forward_transient * tokens
     loss_bwd_t = head.backward_transient * tokens
@@ -267,8 +274,10 @@ def _transformer_phases(
     g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like else 0
     g_head = min(g_head, gradients)
     if t.grad_checkpointing:
-        # HF gradient_checkpointing_enable (torch.utils.checkpoint, reentrant): each layer keeps only its
-        # input hidden states; during backward one layer is recomputed with its full saved set.
+        # HF gradient_checkpointing_enable (transformers 5 modeling_utils: default {"use_reentrant": False},
+        # torch.utils.checkpoint non-reentrant): each layer keeps only its input hidden states; during
+        # backward one layer is recomputed with its full saved set (autocast weight casts included, freed
+        # with the layer: the nested autocast region clears its cache on exit, autocast_mode.py __exit__).
         kept = saving_layers * residual * m.hidden_size * tokens
         recomputed = per_layer if saving_layers else 0
         acts = kept + once + head_saved + autocast_copies
@@ -291,9 +300,12 @@ def _transformer_phases(
         activations = acts
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
+    # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of
+    # place (torch/csrc/autograd/input_buffer.cpp accumulate; observed as aten.add.Tensor on CPU and under
+    # the tracer): the head's gradient, the embedding's and their sum coexist (2 beyond `gradients`).
     end_t = 0
     if full_like and (m.tie_word_embeddings or t.grad_accum > 1) and trainable:
-        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad)
+        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if m.tie_word_embeddings else 1)
     bwd_end = base + gradients + end_t
     backward = max(bwd_start, bwd_top, bwd_bottom, bwd_end)
     step = base + gradients + opt_temp
@@ -309,6 +321,8 @@ def _transformer_phases(
         "temporaries.loss_forward": loss_fwd_t,
         "temporaries.loss_backward": loss_bwd_t,
         "temporaries.layer_backward": layer_bwd_t,
+        "temporaries.layer_forward": layer_fwd_t,
+        "temporaries.backward_end": end_t,
     }
     if t.method == "lora":
         notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "

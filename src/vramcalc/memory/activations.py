@@ -106,10 +106,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         linear_input("qkv_proj", qkv_mods, h)
         if m.qk_norm:
             terms += [Term("q/k norm (fp32 input + normalized)", (4 + c) * (q_dim + kv_dim))]
-        rope = not m.learned_position_embeddings
-        if rope:
-            # apply_rotary_pos_emb: q*cos saves q, rotate_half(q)*sin saves rotate_half(q); same for k.
-            terms.append(Term("rope (q, k, rotate_half)", 2 * c * (q_dim + kv_dim)))
+        # RoPE saves nothing per layer: apply_rotary_pos_emb computes q*cos + rotate_half(q)*sin, and mul's
+        # backward for q needs only the other operand (derivatives.yaml mul.Tensor: self's gradient is
+        # grad * other, `self` is saved only when `other` requires grad); cos/sin need no gradient, so
+        # autograd saves the shared cos/sin tables (counted once per forward in memory/__init__.py).
         if t.attention == "sdpa":
             # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
             # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
@@ -121,7 +121,18 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # transposed output is copied (contiguous) into o_proj's input.
             kv_saved = 2 * q_dim if gqa else 2 * kv_dim
             terms.append(Term("eager q, k, v", c * (q_dim + kv_saved)))
-            terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
+            # Softmax's saved output: Llama-style eager upcasts (softmax(dtype=float32)); GPT-2's eager
+            # (modeling_gpt2.eager_attention_forward) runs it in the scores' dtype, except under CUDA
+            # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
+            # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
+            softmax_bytes = c if m.family == "gpt2" and not recipe.autocast else 4
+            if m.dropout > 0:
+                terms.append(Term("eager scores (softmax, dropout mask, dropped probs)", 0,
+                                  (softmax_bytes + 1 + c) * n_heads))
+            elif softmax_bytes == c:
+                terms.append(Term("eager scores (softmax output = probs)", 0, c * n_heads))
+            else:
+                terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
         # o_proj's input: the SDPA output (already saved) or eager's contiguous copy.
         linear_input("o_proj", ("o_proj",), q_dim, already_saved=t.attention == "sdpa")
     if m.dropout > 0:
@@ -152,7 +163,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         up_mods = (("gate_up_proj",) if m.fused_gate_up else ("gate_proj", "up_proj")) if m.mlp == "gated" \
             else ("up_proj",)
         linear_input("mlp input", up_mods, h)
-        terms += _mlp_terms(m, c, h, i, False, 1, "")
+        terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
         linear_input("down_proj", ("down_proj",), i)
         width = i
     if m.dropout > 0:
@@ -160,9 +171,20 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
     # the MLP input product and the two gradients it splits into (derivatives of mul).
     gated = m.mlp == "gated"
-    fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width)
-    bwd = Term("mlp backward gradients", (3 if gated else 2) * c * width + c * h,
-               0 if t.attention == "sdpa" else (4 + 2 * c) * n_heads)
+    # Eager attention forward: the 16-bit scores (q @ k^T) are alive next to softmax's output while it
+    # runs; they are not saved (per_token_seq of the forward transient, beyond the saved set).
+    # Eager backward with the fp32 softmax (Llama-style): by the time _softmax_backward_data runs, attn @ v
+    # has released the saved 16-bit probs; alive are the saved fp32 output, the fp32 upcast of the
+    # incoming gradient and the 16-bit result: 4 + 4 + c against 4 + c saved, so 4 bytes beyond.
+    eager_fwd = 0 if t.attention == "sdpa" else c * n_heads
+    if t.attention == "sdpa":
+        eager_bwd = 0
+    elif m.family == "gpt2" and not recipe.autocast:
+        eager_bwd = (4 + 2 * c) * n_heads
+    else:
+        eager_bwd = 4 * n_heads
+    fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width, eager_fwd)
+    bwd = Term("mlp backward gradients", (3 if gated else 2) * c * width + c * h, eager_bwd)
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq), fwd, bwd)
 
 
@@ -187,8 +209,8 @@ def _mla_terms(m: ModelSpec, t: TrainingSpec, c: int, linear_input: Callable[...
         linear_input("q_b_proj", ("q_b_proj",), m.q_lora_rank)
     out += _norm_terms("kv_a_layernorm", m, c, c, m.kv_lora_rank)
     linear_input("kv_b_proj", ("kv_b_proj",), m.kv_lora_rank)
-    # apply_rotary_pos_emb on q_rot (heads x rope) and the single shared k_rot (rope): x and rotate_half(x).
-    out.append(Term("rope (q_rot, k_rot, rotate_half)", 2 * c * (n * rope + rope)))
+    # RoPE on q_rot and the shared k_rot saves nothing per layer (cos/sin need no gradient; see the
+    # standard attention branch above).
     if t.attention == "sdpa":
         out.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * n * qk + 2 * n * v) + 4 * n))
     else:
@@ -198,20 +220,34 @@ def _mla_terms(m: ModelSpec, t: TrainingSpec, c: int, linear_input: Callable[...
     return out
 
 
+def _act_saved_bytes(act: str, c: int, autocast: bool) -> int:
+    """Bytes the activation function saves per element of the MLP width.
+
+    gelu_new / gelu_fast (transformers activations.py NewGELUActivation): 0.5·x·(1 + tanh(√(2/π)·(x +
+    0.044715·x³))); autograd saves x (by pow), tanh's output, 0.5·x and 1 + tanh (by the final mul).
+    Under CUDA autocast pow is on the fp32 list, so x is saved as an fp32 copy and everything computed
+    from x³ (tanh, 1 + tanh) is promoted to fp32; only 0.5·x stays 16-bit (autocast_mode.cpp lists).
+    """
+    n = ACT_SAVED_TENSORS.get(act, 1)
+    if autocast and act in ("gelu_new", "gelu_fast"):
+        return 4 + 4 + c + 4
+    return n * c
+
+
 def _mlp_terms(m: ModelSpec, c: int, h: int, i: int, trainable: bool, tokens_per_token: int,
-               prefix: str) -> list[Term]:
+               prefix: str, autocast: bool = False) -> list[Term]:
     """MLP saved tensors; `trainable` adds the Linear inputs (for expert MLPs, which have no LoRA here)."""
     k = tokens_per_token
-    act_saved = ACT_SAVED_TENSORS.get(m.hidden_act, 1)
+    act_bytes = _act_saved_bytes(m.hidden_act, c, autocast)
     out: list[Term] = []
     if m.mlp == "gated":
         # LlamaMLP: down(act(gate(x)) * up(x)): act saves gate's output; mul saves act(gate) and up;
         # down saves the product when trainable.
-        out.append(Term(f"{prefix}mlp act input", k * act_saved * c * i))
+        out.append(Term(f"{prefix}mlp act input", k * act_bytes * i))
         out.append(Term(f"{prefix}mlp act output, up", k * 2 * c * i))
     else:
         # fc1 -> act -> fc2: act saves its input (or its Python-formula intermediates).
-        out.append(Term(f"{prefix}mlp act", k * act_saved * c * i))
+        out.append(Term(f"{prefix}mlp act", k * act_bytes * i))
     if trainable:
         out.append(Term(f"{prefix}down_proj input", k * c * i))
     if prefix and trainable:

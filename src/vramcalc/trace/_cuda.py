@@ -82,6 +82,7 @@ def _overload(name: str) -> Any:
 
 class _AutocastState:
     cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    active = False  # inside the forward's cuda_autocast region (the outermost autocast)
 
 
 def _eligible(t: Any) -> bool:
@@ -95,7 +96,11 @@ def _cast(t: Any, dtype: torch.dtype, cache: bool) -> Any:
         return t
     # autocast_mode.cpp cached_cast: fp32 leaf tensors that require grad (the weights) are cast
     # once per autocast region and the copy is kept until the region exits.
-    if cache and t.dtype == torch.float32 and t.requires_grad and t.is_leaf and not t._is_view():
+    # Outside the forward's region (checkpointing re-enters autocast for each recomputed layer in backward)
+    # the real cache lives only for that nested region: torch/amp/autocast_mode.py __exit__ clears it when
+    # the nesting drops to 0, so no copy is kept beyond what autograd saves.
+    if (cache and _AutocastState.active and t.dtype == torch.float32 and t.requires_grad and t.is_leaf
+            and not t._is_view()):
         hit = _AutocastState.cache.get(id(t))
         if hit is not None and hit[0] is t:
             return hit[1]
@@ -145,11 +150,13 @@ def _make_kernel(op: Any, policy: str) -> Any:
 def cuda_autocast(dtype: torch.dtype) -> Iterator[None]:
     """CPU autocast whose op lists are replaced by CUDA's (enter around the forward only)."""
     _AutocastState.cache = {}
+    _AutocastState.active = True
     try:
         with torch.autocast("cpu", dtype=dtype):
             yield
     finally:
         _AutocastState.cache = {}
+        _AutocastState.active = False
 
 
 _LIB: list[Any] = []

@@ -1,0 +1,184 @@
+"""Estimator vs tracer over a grid of fine-tuning runs (issue #3).
+
+For each case, `vramcalc.memory.estimate` (pure arithmetic) is compared with `vramcalc.trace.trace`
+(one steady-state HF transformers step under FakeTensorMode): the tensor peak
+(`Breakdown.tensor_peak_bytes` vs `TraceResult.peak_bytes`, the primary metric), the peak of each
+phase, the peak phase, and the components present at the peak (weights ↔ parameters + buffers,
+optimizer_state ↔ optimizer_state, and the rest: gradients + activations + temporaries).
+
+The grid (64 cases): 8 models × 8 runs. The 8 runs of a model are a 2^(4-1) fractional factorial
+over batch {1, 4} × seq {512, 2048} × checkpointing {off, on} × attention {sdpa, eager}: every
+combination of batch, seq and checkpointing appears once, and attention is eager when an odd number
+of the three are at their high level (defining relation D = ABC), so each pair of factors is
+balanced. The method cycles through the 5 methods (full pure-bf16, full amp-bf16, LoRA q,v,
+LoRA all-linear, QLoRA NF4), shifted by the model's index, so every model sees every method and every
+method sees every factor level. AdamW (fused), LoRA r=16 fp32 adapters, grad_accum 1.
+
+Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
+(keyed by case and torch/transformers versions); `--retrace` ignores the cache.
+
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--jobs 2] [--retrace] [--only SUBSTRING]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from vramcalc import presets
+from vramcalc.memory import PHASES, estimate
+from vramcalc.specs import TrainingSpec
+
+MODELS = ("gpt2", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3.2-1b", "phi-3-mini", "llama-2-7b", "mistral-7b",
+          "llama-3.1-8b")
+METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("full amp-bf16", {"method": "full", "precision": "amp-bf16"}),
+    ("lora q,v", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "v_proj")}),
+    ("lora all-linear", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
+    ("qlora nf4", {"method": "qlora", "precision": "bf16", "lora_targets": ("all-linear",)}),
+)
+RESULTS = Path(__file__).parent / "results"
+CACHE = RESULTS / "trace_cache.json"
+
+
+def grid() -> list[dict[str, Any]]:
+    cases = []
+    for mi, model in enumerate(MODELS):
+        for run in range(8):
+            b, s, g = run & 1, (run >> 1) & 1, (run >> 2) & 1
+            eager = (b + s + g) % 2 == 1  # D = ABC
+            label, kw = METHODS[(mi + run) % len(METHODS)]
+            opts = dict(kw, batch_size=4 if b else 1, seq_len=2048 if s else 512, grad_checkpointing=bool(g),
+                        attention="eager" if eager else "sdpa")
+            cid = (f"{model} | {label} | b{opts['batch_size']} s{opts['seq_len']} | "
+                   f"{'gc' if g else 'no-gc'} | {opts['attention']}")
+            cases.append({"id": cid, "model": model, "method": label, "training": opts})
+    return cases
+
+
+def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
+    return presets.find_model(case["model"]), TrainingSpec(**case["training"])
+
+
+def _trace(case: dict[str, Any]) -> dict[str, Any]:
+    from vramcalc.trace import trace
+
+    model, training = _spec(case)
+    t0 = time.perf_counter()
+    r = trace(model, training)
+    return {"peak_bytes": r.peak_bytes, "peak_phase": r.peak_phase, "peak_op": r.peak_op,
+            "phase_peaks": dict(r.phase_peaks), "by_category_at_peak": dict(r.by_category_at_peak),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _versions() -> str:
+    import torch
+    import transformers
+
+    return f"torch {torch.__version__}, transformers {transformers.__version__}"
+
+
+def _err(est: int, ref: int) -> float:
+    return 100.0 * (est - ref) / ref if ref else 0.0
+
+
+def compare(case: dict[str, Any], tr: dict[str, Any]) -> dict[str, Any]:
+    model, training = _spec(case)
+    e = estimate(model, training)
+    cat = tr["by_category_at_peak"]
+    t_weights = cat["parameters"] + cat["buffers"]
+    t_rest = tr["peak_bytes"] - t_weights - cat["optimizer_state"]
+    e_rest = e.tensor_peak_bytes - e.weights - e.optimizer_state
+    return {
+        "id": case["id"], "model": case["model"], "method": case["method"], "training": case["training"],
+        "estimate": {"peak_bytes": e.tensor_peak_bytes, "peak_phase": e.peak_phase, "phases": dict(e.phases),
+                     "weights": e.weights, "optimizer_state": e.optimizer_state, "rest_at_peak": e_rest},
+        "trace": {**tr, "weights": t_weights, "optimizer_state": cat["optimizer_state"], "rest_at_peak": t_rest},
+        "error_pct": {
+            "peak": _err(e.tensor_peak_bytes, tr["peak_bytes"]),
+            **{f"phase.{p}": _err(e.phases[p], tr["phase_peaks"][p]) for p in PHASES},
+            "weights": _err(e.weights, t_weights),
+            "optimizer_state": _err(e.optimizer_state, cat["optimizer_state"]),
+            "rest_at_peak": _err(e_rest, t_rest),
+        },
+        "phase_ok": e.peak_phase == tr["peak_phase"],
+    }
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in rows[0]["error_pct"]:
+        vals = sorted(abs(r["error_pct"][key]) for r in rows)
+        out[key] = {"median": statistics.median(vals), "p90": vals[min(len(vals) - 1, int(0.9 * len(vals)))],
+                    "max": vals[-1]}
+    out["phase_correct_pct"] = 100.0 * sum(r["phase_ok"] for r in rows) / len(rows)
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str) -> str:
+    g = 1e9
+    lines = ["# Estimator vs tracer", "",
+             f"{len(rows)} cases; tracer on {versions}. Reproduce: "
+             "`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2`. Error = (estimate − trace) / trace.", "",
+             "| metric | median abs % | p90 abs % | max abs % |", "| --- | ---: | ---: | ---: |"]
+    for k, v in summ.items():
+        if isinstance(v, dict):
+            lines.append(f"| {k} | {v['median']:.2f} | {v['p90']:.2f} | {v['max']:.2f} |")
+    lines += ["", f"Peak phase right in {summ['phase_correct_pct']:.1f} % of cases.", "",
+              "| case | estimate GB | trace GB | error % | phase (est / trace) | trace peak op |",
+              "| --- | ---: | ---: | ---: | --- | --- |"]
+    for r in rows:
+        e, t = r["estimate"], r["trace"]
+        mark = "" if r["phase_ok"] else " ✗"
+        lines.append(f"| {r['id']} | {e['peak_bytes'] / g:.3f} | {t['peak_bytes'] / g:.3f} | "
+                     f"{r['error_pct']['peak']:+.2f} | {e['peak_phase']} / {t['peak_phase']}{mark} | "
+                     f"{t['peak_op']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--retrace", action="store_true", help="ignore the trace cache")
+    ap.add_argument("--only", default="", help="run only cases whose id contains this")
+    args = ap.parse_args()
+    versions = _versions()
+    cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.exists() and not args.retrace else {}
+    if cache.get("versions") != versions:
+        cache = {"versions": versions, "traces": {}}
+    cases = [c for c in grid() if args.only in c["id"]]
+    todo = [c for c in cases if c["id"] not in cache["traces"]]
+    if todo:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for c, tr in zip(todo, pool.map(_trace, todo), strict=True):
+                cache["traces"][c["id"]] = tr
+                print(f"traced {c['id']} in {tr['seconds']} s", file=sys.stderr, flush=True)
+                RESULTS.mkdir(exist_ok=True)
+                CACHE.write_text(json.dumps(cache, indent=1))
+    rows = [compare(c, cache["traces"][c["id"]]) for c in cases]
+    summ = summary(rows)
+    RESULTS.mkdir(exist_ok=True)
+    if not args.only:
+        (RESULTS / "accuracy.json").write_text(json.dumps({"versions": versions, "summary": summ, "cases": rows},
+                                                          indent=1))
+        (RESULTS / "accuracy.md").write_text(markdown(rows, summ, versions))
+    for r in rows:
+        if abs(r["error_pct"]["peak"]) > 3 or not r["phase_ok"]:
+            print(f"{r['error_pct']['peak']:+7.2f} %  {r['estimate']['peak_phase']:>14}/{r['trace']['peak_phase']:<14}"
+                  f" {r['id']}  [{r['trace']['peak_op']}]")
+    print(f"{'metric':<24}{'median':>9}{'p90':>9}{'max':>9}   (absolute error, %)")
+    for k, v in summ.items():
+        if isinstance(v, dict):
+            print(f"{k:<24}{v['median']:9.2f}{v['p90']:9.2f}{v['max']:9.2f}")
+    print(f"peak phase right: {summ['phase_correct_pct']:.1f} % of {len(rows)} cases")
+
+
+if __name__ == "__main__":
+    main()
