@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from golden_configs import configs
-
 from vramcalc import presets, render
 from vramcalc.errors import VramcalcError
 from vramcalc.fit import fit

@@ -11,14 +11,17 @@ Phase model (steady state, step ≥ 2, `zero_grad(set_to_none=True)` after each 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vramcalc.memory.activations import head_activations, layer_activations
 from vramcalc.memory.optimizer import optimizer_bytes
 from vramcalc.memory.precision import RECIPES, Recipe
 from vramcalc.memory.weights import freeze_fraction, weight_bytes
 from vramcalc.params import block_linears, count_params, head_dim
-from vramcalc.specs import ModelSpec, TrainingSpec
 from vramcalc.units import MIB, dtype_bytes
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import ModelSpec, TrainingSpec
 
 __all__ = ["Breakdown", "COMPONENTS", "PHASES", "estimate", "RECIPES", "Recipe"]
 

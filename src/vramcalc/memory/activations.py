@@ -11,11 +11,14 @@ overall structure. Bytes are per token (multiply by batch × sequence) unless th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vramcalc.memory.precision import Recipe
 from vramcalc.params import head_dim, kv_heads, resolve_targets
-from vramcalc.specs import ModelSpec, TrainingSpec
 from vramcalc.units import dtype_bytes
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import ModelSpec, TrainingSpec
 
 # Activation functions whose backward needs only their input (one saved tensor): ATen kernels.
 # gelu_new / gelu_fast are written as Python formulas in transformers activations.py, so autograd
