@@ -9,8 +9,18 @@ from __future__ import annotations
 import random
 from typing import Any
 
-MODELS = ["mistral-7b", "llama-3.1-8b", "gpt2", "qwen2.5-0.5b", "gemma-2b", "phi-2", "pythia-160m",
-          "resnet-50", "gpt3-175b", "phi-3-mini"]
+MODELS = [
+    "mistral-7b",
+    "llama-3.1-8b",
+    "gpt2",
+    "qwen2.5-0.5b",
+    "gemma-2b",
+    "phi-2",
+    "pythia-160m",
+    "resnet-50",
+    "gpt3-175b",
+    "phi-3-mini",
+]
 METHODS = ["full", "lora", "qlora", "freeze"]
 PRECISIONS = ["bf16", "fp16", "pure-bf16", "mixed-bf16", "amp-bf16", "fp32"]
 OPTIMIZERS = ["adamw", "adamw-8bit", "paged-adamw", "sgd", "sgd-momentum", "adafactor", "lion"]
@@ -34,9 +44,12 @@ def configs() -> list[tuple[str, dict[str, Any]]]:
             "attention": rng.choice(["sdpa", "eager"]),
         }
         if method in ("lora", "qlora"):
-            kw.update(lora_rank=rng.choice([4, 8, 16, 64]), lora_dropout=rng.choice([0.0, 0.05]),
-                      lora_targets=rng.choice([("q_proj", "v_proj"), ("all-linear",)]),
-                      adapter_dtype=rng.choice(["fp32", "bf16"]))
+            kw.update(
+                lora_rank=rng.choice([4, 8, 16, 64]),
+                lora_dropout=rng.choice([0.0, 0.05]),
+                lora_targets=rng.choice([("q_proj", "v_proj"), ("all-linear",)]),
+                adapter_dtype=rng.choice(["fp32", "bf16"]),
+            )
         if method == "qlora":
             kw.update(quant_bits=rng.choice([4, 8]), double_quant=rng.random() < 0.5)
         if method == "freeze":
