@@ -282,15 +282,21 @@ def show(
 
 def main() -> None:
     """Console entry point: Click's usage errors become one line on stderr with exit code 2."""
-    import click
+    try:  # recent typer vendors click as typer._click; older releases use click itself
+        from typer._click.exceptions import UsageError
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click.exceptions import UsageError  # type: ignore[assignment]
 
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.UsageError as e:
+    except UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `vramcalc` alone: the help was printed
+            sys.exit(0)
         hint = f" (see: {e.ctx.command_path} --help)" if e.ctx is not None else ""
-        typer.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
+        message = " ".join(e.format_message().replace("Value error, ", "").split())
+        typer.echo(f"error: {message}{hint}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("error: aborted", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
