@@ -16,14 +16,18 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-FULL_EXAMPLES = 800
+FULL_EXAMPLES = 1000
 
 settings.register_profile(
-    "full", max_examples=FULL_EXAMPLES, deadline=None,
+    "full",
+    max_examples=FULL_EXAMPLES,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.register_profile(
-    "ci", max_examples=FULL_EXAMPLES // 10, deadline=None,
+    "ci",
+    max_examples=FULL_EXAMPLES // 10,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile("ci" if os.environ.get("CI") else "full")
@@ -54,4 +58,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         total = sum(_tried.values())
         terminalreporter.write_line(
             f"hypothesis inputs tried: {total} in {len(_tried)} property/fuzz tests "
-            f"(profile {settings().max_examples} examples per test)")
+            f"(profile {settings().max_examples} examples per test)"
+        )

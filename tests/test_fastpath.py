@@ -199,3 +199,20 @@ def test_unwritable_cache_still_answers(tmp_path: Path, monkeypatch: pytest.Monk
     out = Pipe()
     assert _fastpath.run("estimate gpt2 --format json".split(), dict(os.environ), out) == 0
     assert json.loads(out.getvalue())["model"] == "gpt2"
+
+
+def test_a_changed_table_layout_switches_the_table_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """E.g. the title moved out of the table into a bold line above it: the probe must notice."""
+    from rich.console import Group
+    from rich.text import Text
+
+    from vramcalc import render
+
+    assert _fastpath.probe_table_layout()
+    original = render.table
+
+    def title_above(model, b, t, v, unit):  # type: ignore[no-untyped-def]
+        return Group(Text(render.title(model, b, t), style="bold"), original(model, b, t, v, unit))
+
+    monkeypatch.setattr(render, "table", title_above)
+    assert not _fastpath.probe_table_layout()

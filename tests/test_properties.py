@@ -102,11 +102,13 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
     return TrainingSpec.model_validate({**t.model_dump(), **update})
 
 
-def assert_no_component_shrinks(small: Breakdown, big: Breakdown) -> None:
+def assert_no_component_shrinks(small: Breakdown, big: Breakdown, except_: tuple[str, ...] = ()) -> None:
+    """The peak, the sum and every component (stricter than the issue's "memory never decreases")."""
     assert big.peak_bytes >= small.peak_bytes
     assert big.sum_bytes >= small.sum_bytes
     for c in COMPONENTS:
-        assert big.component(c) >= small.component(c), c
+        if c not in except_:
+            assert big.component(c) >= small.component(c), c
 
 
 # --- well-formedness ---------------------------------------------------------------------------
@@ -153,7 +155,12 @@ def test_memory_never_decreases_when_sequence_grows(m: ModelSpec, t: TrainingSpe
 
 @given(arch_models, trainings(methods=("lora", "qlora")), st.integers(1, 256))
 def test_memory_never_decreases_when_lora_rank_grows(m: ModelSpec, t: TrainingSpec, more: int) -> None:
-    assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=t.lora_rank + more)))
+    # bitsandbytes keeps 32-bit states for tensors under 4,096 elements (min_8bit_size), so with an
+    # 8-bit optimizer a larger rank can shrink optimizer_state (gemma-2b, r=1 -> 2: lora_A 1x2048 fp32
+    # states, then 2x2048 8-bit): faithful to bitsandbytes, so only that component is exempt; the peak
+    # and the sum must still grow.
+    exempt = ("optimizer_state",) if "8bit" in t.optimizer else ()
+    assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=t.lora_rank + more)), exempt)
 
 
 @given(architectures(), trainings(), st.integers(1, 32))

@@ -217,6 +217,38 @@ def table_text(model: Any, b: Any, t: Any, v: Any, unit: str, width: int) -> str
     return "\n".join(out) + "\n"
 
 
+def probe_table_layout() -> bool:
+    """Whether `table_text` reproduces rich's rendering of render.table, checked on a few presets.
+
+    Run when the index is compiled (rich and pydantic are loaded then anyway); the index is rebuilt
+    whenever render.py or this module changes, so a changed layout switches the table fast path off
+    instead of printing something different.
+    """
+    import io
+
+    from rich.console import Console
+
+    from vramcalc import presets, render
+    from vramcalc.fit import fit
+    from vramcalc.memory import estimate
+    from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
+
+    models = [s for s in presets.models().specs if isinstance(s, ModelSpec)]
+    gpus = [g for g in presets.gpus().specs if isinstance(g, GpuSpec)]
+    cases = [(m, g, t) for m in models[:2] + [m for m in models if not m.has_architecture][:1]
+             for g in [None, *gpus[:1]] for t in (TrainingSpec(), TrainingSpec(method="lora"))]
+    for model, gpu, training in cases:
+        b = estimate(model, training)
+        v = fit(b, gpu) if gpu is not None else None
+        for width in (80, 100, 200):
+            console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
+            console.print(render.table(model, b, training, v, "GB"))
+            ours = table_text(model, b, training, v, "GB", width)
+            if ours is not None and ours != console.file.getvalue():  # type: ignore[attr-defined]
+                return False
+    return True
+
+
 def run(argv: list[str], environ: Mapping[str, str], stdout: TextIO) -> int | None:
     """Handle `argv` on the fast path and return the exit code, or None (nothing written) to use Typer."""
     if any(environ.get(k) is not None for k in _ENV_BLOCKERS) or sys.platform == "win32":
@@ -250,7 +282,7 @@ def _answer(argv: list[str], environ: Mapping[str, str]) -> tuple[str, int] | No
     if index.get("training_properties"):
         return None  # TrainingSpec grew computed properties a Record cannot provide
     opts = parse(argv, index["training_choices"])
-    if opts is None:
+    if opts is None or (opts.get("format", "table") == "table" and not index.get("table_layout_ok")):
         return None
     model_name = index["model_keys"].get(normalize(opts.pop("model")))
     gpu_arg = opts.pop("gpu", None)

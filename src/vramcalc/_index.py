@@ -56,7 +56,8 @@ def preset_files(directory: Path) -> list[Path]:
 def fingerprint() -> str:
     """SHA-256 over the package version and the bytes of every input the index depends on."""
     h = hashlib.sha256(f"{INDEX_FORMAT}:{__version__}".encode())
-    sources = [_PACKAGE / n for n in ("specs.py", "cli.py", "_index.py", "presets.py")]
+    names = ("specs.py", "cli.py", "presets.py", "render.py", "_index.py", "_fastpath.py")
+    sources = [_PACKAGE / n for n in names]
     for path in [*sources, *preset_files(builtin_dir())]:
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
@@ -146,6 +147,9 @@ def compile_index() -> dict[str, Any]:
         for name, f in TrainingSpec.model_fields.items()
         if (choices := _literal_choices(f.annotation)) is not None
     }
+    from vramcalc._fastpath import probe_table_layout
+
+    doc["table_layout_ok"] = probe_table_layout()
     return doc
 
 
