@@ -89,10 +89,15 @@ HOSTILE = [
     "- name: x\n  source: y\n  parameters: " + "9" * 5000 + "\n",
     "[" * 3000 + "]" * 3000,
     "- name: x\n  source: y\n  parameters: 1\n  aliases: " + "[" * 40 + "]" * 40 + "\n",
-    "- &a [x,x,x,x,x,x,x,x,x]\n- &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n- &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
-    "- &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n- &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n- &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n",
-    "x: &a [1,1,1,1,1,1,1,1,1,1]\ny: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nz: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
-    "- {name: big, source: s, parameters: 1, aliases: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]}\n",
+    "".join(
+        f"- &{c} [{','.join([f'*{p}' if p.strip() else 'x'] * 9)}]\n"
+        for p, c in zip(" abcde", "abcdef", strict=True)
+    ),
+    "".join(
+        f"- &{c} [{','.join([f'*{p}' if p.strip() else '1'] * 10)}]\n"
+        for p, c in zip(" abcd", "abcde", strict=True)
+    )
+    + "- {name: big, source: s, parameters: 1, aliases: *e}\n",
     "&x [*x]\n",
     "\x00",
     "\ufeff",

@@ -86,7 +86,8 @@ def _check_shape(data: Any, path: str) -> None:
         node, depth = stack.pop()
         seen += 1
         if seen > MAX_PRESET_VALUES:
-            raise PresetFileError(path, [f"more than {MAX_PRESET_VALUES:,} values once YAML aliases are expanded"])
+            too_many = f"more than {MAX_PRESET_VALUES:,} values once YAML aliases are expanded"
+            raise PresetFileError(path, [too_many])
         if depth > MAX_PRESET_DEPTH:
             raise PresetFileError(path, [f"nested deeper than {MAX_PRESET_DEPTH} levels"])
         if isinstance(node, dict):
