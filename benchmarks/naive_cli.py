@@ -37,9 +37,12 @@ def estimate(
     gpu: Annotated[str, typer.Option(help="GPU name.")] = "rtx4090",
 ) -> None:
     """Print one table."""
-    rows = [Row(component=c, memory_bytes=(i + 1) * 10**9)
-            for i, c in enumerate(["weights", "gradients", "optimizer state", "activations", "temporaries",
-                                   "overhead"])]
+    rows = [
+        Row(component=c, memory_bytes=(i + 1) * 10**9)
+        for i, c in enumerate(
+            ["weights", "gradients", "optimizer state", "activations", "temporaries", "overhead"]
+        )
+    ]
     table = Table(title=f"{model} · {method} · {gpu}")
     table.add_column("component")
     table.add_column("memory (GB)", justify="right")
