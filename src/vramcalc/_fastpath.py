@@ -168,7 +168,12 @@ def wrap(text: str, width: int) -> list[str] | None:
     return out
 
 
-def table_text(model: Any, b: Any, t: Any, v: Any, unit: str, width: int) -> str | None:
+LAYOUTS = ("title-in-table", "title-above")  # render.table before and after the title moved out of the table
+
+
+def table_text(
+    model: Any, b: Any, t: Any, v: Any, unit: str, width: int, layout: str = "title-in-table"
+) -> str | None:
     """render.table's layout as plain text (rich Table, show_edge=False, HEAVY_HEAD box), or None."""
     from vramcalc import render
     from vramcalc.memory import PHASES
@@ -196,10 +201,16 @@ def table_text(model: Any, b: Any, t: Any, v: Any, unit: str, width: int) -> str
         ]
         return sep.join(parts)
 
-    title_lines = wrap(title, table_width)
-    if title_lines is None:
-        return None
-    out = [ln.rstrip().ljust(table_width) for ln in title_lines]
+    if layout == "title-in-table":  # Table(title=..., title_justify="left"): wrapped and padded to the table
+        title_lines = wrap(title, table_width)
+        if title_lines is None:
+            return None
+        out = [ln.rstrip().ljust(table_width) for ln in title_lines]
+    else:  # a bold Text line above the table, wrapped at the console width
+        title_lines = wrap(title, width)
+        if title_lines is None:
+            return None
+        out = list(title_lines)
     out.append(line(header, "┃"))
     out.append("╇".join("━" * (w + 2) for w in widths))
     out += [line(r, "│") for r in body]
@@ -217,36 +228,44 @@ def table_text(model: Any, b: Any, t: Any, v: Any, unit: str, width: int) -> str
     return "\n".join(out) + "\n"
 
 
-def probe_table_layout() -> bool:
-    """Whether `table_text` reproduces rich's rendering of render.table, checked on a few presets.
+def probe(index: dict[str, Any]) -> dict[str, Any]:
+    """Which outputs the fast path may produce: compared end to end with the Typer app's own output.
 
-    Run when the index is compiled (rich and pydantic are loaded then anyway); the index is rebuilt
-    whenever render.py or this module changes, so a changed layout switches the table fast path off
-    instead of printing something different.
+    Run when the index is compiled (Typer, rich and pydantic are loaded then anyway), on a few
+    presets, methods, formats and console widths. Returns {"table_layout": one of LAYOUTS or None,
+    "json_ok": bool}. The index is rebuilt whenever cli.py, render.py or this module changes, so a
+    changed command or layout switches that output off instead of printing something different.
     """
-    import io
+    from typer.testing import CliRunner
 
-    from rich.console import Console
+    from vramcalc import cli
 
-    from vramcalc import presets, render
-    from vramcalc.fit import fit
-    from vramcalc.memory import estimate
-    from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
-
-    models = [s for s in presets.models().specs if isinstance(s, ModelSpec)]
-    gpus = [g for g in presets.gpus().specs if isinstance(g, GpuSpec)]
-    cases = [(m, g, t) for m in models[:2] + [m for m in models if not m.has_architecture][:1]
-             for g in [None, *gpus[:1]] for t in (TrainingSpec(), TrainingSpec(method="lora"))]
-    for model, gpu, training in cases:
-        b = estimate(model, training)
-        v = fit(b, gpu) if gpu is not None else None
-        for width in (80, 100, 200):
-            console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
-            console.print(render.table(model, b, training, v, "GB"))
-            ours = table_text(model, b, training, v, "GB", width)
-            if ours is not None and ours != console.file.getvalue():  # type: ignore[attr-defined]
-                return False
-    return True
+    runner = CliRunner()
+    models = list(index["models"])
+    arch = [n for n in models if index["models"][n].get("has_architecture")][:2]
+    count_only = [n for n in models if not index["models"][n].get("has_architecture")][:1]
+    gpus = list(index["gpus"])[:2]
+    cases: list[list[str]] = []
+    for name in arch + count_only:
+        cases += [["estimate", name], ["estimate", name, "--method", "lora", "--gpu", gpus[0], "--check"]]
+        cases += [["estimate", name, "--method", "qlora", "--gpu", gpus[-1]]]
+    candidates: list[str] = list(LAYOUTS)
+    json_ok = True
+    for argv in cases:
+        for fmt in ("table", "json"):
+            full = argv + (["--format", "json"] if fmt == "json" else [])
+            for width in (80, 100, 200) if fmt == "table" else (80,):
+                env = {"COLUMNS": str(width)}
+                result = runner.invoke(cli.app, full, env=env)
+                want = (result.stdout, result.exit_code)
+                if fmt == "json":
+                    got = _answer(full, env, {**index, "json_ok": True})
+                    json_ok = json_ok and got in (None, want)
+                    continue
+                candidates = [
+                    c for c in candidates if _answer(full, env, {**index, "table_layout": c}) in (None, want)
+                ]
+    return {"table_layout": candidates[0] if candidates else None, "json_ok": json_ok}
 
 
 def run(argv: list[str], environ: Mapping[str, str], stdout: TextIO) -> int | None:
@@ -261,7 +280,9 @@ def run(argv: list[str], environ: Mapping[str, str], stdout: TextIO) -> int | No
     except (AttributeError, ValueError):
         return None
     try:
-        answer = _answer(argv, environ)
+        from vramcalc._index import load_index
+
+        answer = _answer(argv, environ, load_index())
     except Exception:  # noqa: BLE001 - any surprise: the Typer path answers instead, nothing was written
         return None
     if answer is None:
@@ -272,17 +293,19 @@ def run(argv: list[str], environ: Mapping[str, str], stdout: TextIO) -> int | No
     return code
 
 
-def _answer(argv: list[str], environ: Mapping[str, str]) -> tuple[str, int] | None:
+def _answer(argv: list[str], environ: Mapping[str, str], index: Mapping[str, Any]) -> tuple[str, int] | None:
     """The text to print and the exit code, or None; writes nothing."""
     import json
 
-    from vramcalc._index import Record, load_index, normalize
+    from vramcalc._index import Record, normalize
 
-    index = load_index()
     if index.get("training_properties"):
         return None  # TrainingSpec grew computed properties a Record cannot provide
     opts = parse(argv, index["training_choices"])
-    if opts is None or (opts.get("format", "table") == "table" and not index.get("table_layout_ok")):
+    layout = index.get("table_layout")
+    if opts is None or (opts.get("format", "table") == "table" and layout not in LAYOUTS):
+        return None
+    if opts.get("format") == "json" and not index.get("json_ok"):
         return None
     model_name = index["model_keys"].get(normalize(opts.pop("model")))
     gpu_arg = opts.pop("gpu", None)
@@ -321,7 +344,7 @@ def _answer(argv: list[str], environ: Mapping[str, str]) -> tuple[str, int] | No
     if fmt == "json":
         text: str | None = json.dumps(render.to_json(breakdown, training, verdict, unit), indent=2) + "\n"  # type: ignore[arg-type]
     else:
-        text = table_text(model, breakdown, training, verdict, unit, console_width(environ))
+        text = table_text(model, breakdown, training, verdict, unit, console_width(environ), layout)
     if text is None:
         return None
     return text, 1 if check and verdict is not None and not verdict.fits else 0

@@ -147,9 +147,9 @@ def compile_index() -> dict[str, Any]:
         for name, f in TrainingSpec.model_fields.items()
         if (choices := _literal_choices(f.annotation)) is not None
     }
-    from vramcalc._fastpath import probe_table_layout
+    from vramcalc._fastpath import probe
 
-    doc["table_layout_ok"] = probe_table_layout()
+    doc.update(probe(doc))  # which outputs the fast path reproduces exactly, checked against Typer
     return doc
 
 
