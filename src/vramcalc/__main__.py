@@ -1,3 +1,3 @@
-from vramcalc.cli import main
+from vramcalc._fastpath import main
 
 main()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vramcalc.memory import Breakdown
-from vramcalc.specs import GpuSpec
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import GpuSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from vramcalc.errors import UnsupportedCombination
-from vramcalc.specs import ModelSpec
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import ModelSpec
 
 TensorKind = Literal["embedding", "position", "linear", "bias", "norm", "head", "router", "opaque"]
 

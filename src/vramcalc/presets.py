@@ -60,13 +60,40 @@ def read_yaml(path: Path) -> Any:
     except UnicodeDecodeError:
         raise PresetFileError(str(path), ["not UTF-8 text"]) from None
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         line = f"line {mark.line + 1}: " if mark is not None else ""
         raise PresetFileError(str(path), [f"{line}invalid YAML: {e.problem}"]) from None
     except (yaml.YAMLError, RecursionError) as e:
         raise PresetFileError(str(path), [f"invalid YAML: {type(e).__name__}"]) from None
+    except ValueError as e:  # an integer of more than 4,300 digits (sys.set_int_max_str_digits)
+        raise PresetFileError(str(path), [f"invalid YAML: {' '.join(str(e).split()[:8])}"]) from None
+    _check_shape(data, str(path))
+    return data
+
+
+MAX_PRESET_DEPTH = 16  # a preset list is 3 levels deep (list, entry, aliases)
+MAX_PRESET_VALUES = 100_000  # after YAML aliases are expanded; all shipped files hold ~1,700
+
+
+def _check_shape(data: Any, path: str) -> None:
+    """Bound nesting and size as pydantic will see them: aliases (&a / *a) can make a 1 kB file expand
+    to billions of values ("billion laughs"), which safe_load builds cheaply by reference."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    seen = 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_PRESET_VALUES:
+            too_many = f"more than {MAX_PRESET_VALUES:,} values once YAML aliases are expanded"
+            raise PresetFileError(path, [too_many])
+        if depth > MAX_PRESET_DEPTH:
+            raise PresetFileError(path, [f"nested deeper than {MAX_PRESET_DEPTH} levels"])
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list | tuple | set):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def parse_specs(data: Any, kind: type[Spec], path: str) -> list[Spec]:

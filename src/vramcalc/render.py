@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from vramcalc.fit import Verdict
 from vramcalc.memory import COMPONENTS, RECIPES, Breakdown
-from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
 from vramcalc.units import GIB, UNIT_BYTES
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the fast path renders without importing pydantic or rich
     from rich.console import RenderableType
+
+    from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
 
 LABELS = {
     "weights": "weights",

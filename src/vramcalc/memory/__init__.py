@@ -11,6 +11,7 @@ Phase model (steady state, step ≥ 2, `zero_grad(set_to_none=True)` after each 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vramcalc.memory import distributed as _distributed
 from vramcalc.memory import inference as _inference
@@ -19,8 +20,10 @@ from vramcalc.memory.optimizer import OptimizerBytes, optimizer_bytes
 from vramcalc.memory.precision import RECIPES, Recipe
 from vramcalc.memory.weights import freeze_fraction, weight_bytes
 from vramcalc.params import active_params, block_linears, count_params, head_dim
-from vramcalc.specs import ModelSpec, TrainingSpec
 from vramcalc.units import MIB, dtype_bytes
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import ModelSpec, TrainingSpec
 
 __all__ = ["Breakdown", "COMPONENTS", "OPTIONAL_COMPONENTS", "PHASES", "estimate", "RECIPES", "Recipe"]
 

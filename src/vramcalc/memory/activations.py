@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vramcalc.memory.precision import Recipe
 from vramcalc.params import head_dim, kv_heads, resolve_targets
-from vramcalc.specs import ModelSpec, TrainingSpec
 from vramcalc.units import ceil_div, dtype_bytes
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import ModelSpec, TrainingSpec
 
 # Activation functions whose backward needs only their input (one saved tensor): ATen kernels.
 # gelu_new / gelu_fast are written as Python formulas in transformers activations.py, so autograd

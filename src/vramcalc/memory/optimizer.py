@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vramcalc.memory.precision import Recipe
-from vramcalc.specs import TrainingSpec
 from vramcalc.units import ceil_div, dtype_bytes
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import TrainingSpec
 
 # bitsandbytes 8-bit optimizers (Dettmers et al. 2022, arXiv:2110.02861; bitsandbytes optim/optimizer.py):
 # uint8 states quantized block-wise (blocksize 256, one fp32 absmax per block per state); tensors with

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from vramcalc.specs import PrecisionName
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import PrecisionName
 
 
 @dataclass(frozen=True, slots=True)

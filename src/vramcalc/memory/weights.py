@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vramcalc.memory.precision import Recipe
 from vramcalc.params import ParamTensor, block_linears, inventory, lora_params
-from vramcalc.specs import ModelSpec, TrainingSpec
 from vramcalc.units import ceil_div, dtype_bytes
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import ModelSpec, TrainingSpec
 
 # bitsandbytes 4-bit (QLoRA paper, arXiv:2305.14314 §3; bitsandbytes functional.quantize_4bit):
 # two NF4 values per byte, one fp32 absmax per 64-element block; with double quantization the

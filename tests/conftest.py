@@ -1,0 +1,62 @@
+"""Hypothesis profiles and a count of the inputs the property and fuzz tests try.
+
+- `full` (the default): enough examples that one run of the whole suite tries at least 10,000
+  generated inputs; the total is printed at the end of the run ("hypothesis inputs tried: N").
+- `ci` (selected when the environment variable CI is set, as GitHub Actions and most CI services
+  do): a tenth of the examples, for a fast gate. Override with --hypothesis-profile=NAME.
+Both derandomize nothing and have no deadline: the CLI fuzzers render rich tables, whose time
+varies with the machine, and a flaky deadline is not a finding.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+FULL_EXAMPLES = 1000
+
+settings.register_profile(
+    "full",
+    max_examples=FULL_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "ci",
+    max_examples=FULL_EXAMPLES // 10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("ci" if os.environ.get("CI") else "full")
+
+_tried: dict[str, int] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Wrap each hypothesis test's inner function so every generated input is counted."""
+    for item in items:
+        func: Any = getattr(item, "obj", None)
+        handle = getattr(func, "hypothesis", None)
+        if handle is None or getattr(handle.inner_test, "_counted", False):
+            continue
+        inner = handle.inner_test
+        name = item.nodeid.split("[")[0]
+
+        def counted(*args: Any, __inner: Any = inner, __name: str = name, **kwargs: Any) -> Any:
+            _tried[__name] = _tried.get(__name, 0) + 1
+            return __inner(*args, **kwargs)
+
+        counted._counted = True  # type: ignore[attr-defined]
+        handle.inner_test = counted
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _tried:
+        total = sum(_tried.values())
+        terminalreporter.write_line(
+            f"hypothesis inputs tried: {total} in {len(_tried)} property/fuzz tests "
+            f"(profile {settings().max_examples} examples per test)"
+        )
