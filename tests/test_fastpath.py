@@ -204,77 +204,32 @@ def test_unwritable_cache_still_answers(tmp_path: Path, monkeypatch: pytest.Monk
 
 def _fresh_index() -> dict[str, Any]:
     doc = _index.compile_index()
-    return {k: v for k, v in doc.items() if k not in ("table_layout", "json_ok")}
+    return {k: v for k, v in doc.items() if k not in ("table_ok", "json_ok")}
 
 
 def test_the_compiled_index_enables_both_outputs() -> None:
     doc = _index.load_index()
-    assert (doc["table_layout"], doc["json_ok"]) == ("title-in-table", True)
+    assert (doc["table_ok"], doc["json_ok"]) == (True, True)
 
 
-def test_a_changed_table_layout_switches_the_table_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A layout the plain renderer does not know (here: the title printed twice) must be noticed."""
-    from rich.console import Group
-    from rich.text import Text
+def test_a_changed_table_switches_the_table_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output the Typer path gains and the fast path lacks (here: one more line) must be noticed."""
+    from vramcalc import whatif
 
-    from vramcalc import render
+    original = whatif.print_estimate
 
-    original = render.table
+    def one_more_line(rows, margin, fmt, units, no_color):  # type: ignore[no-untyped-def]
+        original(rows, margin, fmt, units, no_color)
+        if fmt == "table":
+            print("one more line")
 
-    def title_twice(model, b, t, v, unit):  # type: ignore[no-untyped-def]
-        return Group(Text(render.title(model, b, t), style="bold"), original(model, b, t, v, unit))
-
-    monkeypatch.setattr(render, "table", title_twice)
-    assert _fastpath.probe(_fresh_index()) == {"table_layout": None, "json_ok": True}
+    monkeypatch.setattr(whatif, "print_estimate", one_more_line)
+    assert _fastpath.probe(_fresh_index()) == {"table_ok": False, "json_ok": True}
 
 
 def test_a_changed_json_document_switches_the_json_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vramcalc import cli
+    from vramcalc import whatif
 
-    real_emit = cli._emit
-    monkeypatch.setattr(cli, "_emit", lambda doc, fmt: real_emit({**doc, "extra": 1}, fmt))
+    real_emit = whatif.emit
+    monkeypatch.setattr(whatif, "emit", lambda doc, fmt: real_emit({**doc, "extra": 1}, fmt))
     assert _fastpath.probe(_fresh_index())["json_ok"] is False
-
-
-def test_the_title_above_layout_of_main_is_recognised(monkeypatch: pytest.MonkeyPatch) -> None:
-    """main's render.table prints the title as a bold line above an untitled table (85ac0ef)."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    from vramcalc import render
-    from vramcalc.memory import PHASES
-
-    def title_above(model, b, t, v, unit):  # type: ignore[no-untyped-def]
-        tbl = Table(show_edge=False)
-        tbl.add_column("component")
-        tbl.add_column(f"memory ({unit})", justify="right")
-        tbl.add_column("share", justify="right")
-        for row in render._rows(b, unit):
-            tbl.add_row(*row)
-        tbl.add_section()
-        tbl.add_row("sum of components", render.format_bytes(b.sum_bytes, unit), "")
-        for phase in PHASES:
-            marker = "  ← peak" if phase == b.peak_phase else ""
-            tbl.add_row(
-                f"tensors at {phase.replace('_', ' ')}{marker}",
-                render.format_bytes(b.phases[phase], unit),
-                "",
-            )
-        tbl.add_row(
-            Text("peak (tensors + overhead)", style="bold"),
-            Text(render.format_bytes(b.peak_bytes, unit), style="bold"),
-            "",
-        )
-        parts = [
-            Text(render.title(model, b, t), style="bold"),
-            tbl,
-            Text("assumptions: " + render.assumptions(t), style="dim"),
-        ]
-        if v is not None:
-            parts.append(Text(render.verdict_line(v, unit), style="bold green" if v.fits else "bold red"))
-        parts += [Text("note: " + n, style="dim") for n in b.notes]
-        return Group(*parts)
-
-    monkeypatch.setattr(render, "table", title_above)
-    assert _fastpath.probe(_fresh_index())["table_layout"] == "title-above"

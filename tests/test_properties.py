@@ -19,6 +19,7 @@ from vramcalc import presets, render
 from vramcalc._index import Record
 from vramcalc.errors import VramcalcError
 from vramcalc.memory import COMPONENTS, Breakdown, estimate
+from vramcalc.params import count_params
 from vramcalc.specs import METHODS, OPTIMIZERS, PRECISIONS, ModelSpec, TrainingSpec
 
 PRESET_MODELS = [s for s in presets.models().specs if isinstance(s, ModelSpec)]
@@ -257,7 +258,8 @@ def _zero_setup() -> tuple[str, list[Any], str | None]:
         else [0, 1, 2, 3]
     )
     gpus = next(
-        (f for f in ("n_gpus", "num_gpus", "gpus", "world_size", "data_parallel") if f in fields), None
+        (f for f in ("gpus_per_node", "n_gpus", "num_gpus", "gpus", "world_size", "data_parallel") if f in fields),
+        None,
     )
     return "zero", stages, gpus
 
@@ -266,11 +268,20 @@ def _zero_setup() -> tuple[str, list[Any], str | None]:
     "zero" not in TrainingSpec.model_fields,
     reason="TrainingSpec has no `zero` field yet (ZeRO is another branch); runs once it has",
 )
-@given(models, trainings(), st.integers(2, 64), st.data())
+@given(models, trainings(), st.integers(4, 64), st.data())
 def test_each_zero_stage_needs_no_more_per_gpu_than_the_one_before(
     m: ModelSpec, t: TrainingSpec, n_gpus: int, data: st.DataObject
 ) -> None:
     field, stages, gpus = _zero_setup()
+    # DeepSpeed's communication buffers have fixed sizes (reduce bucket 5e8 elements, ZeRO-3 prefetch
+    # bucket; memory/distributed.py), so on a model of a few hundred MB a higher stage can need a few MB
+    # more (GPT-2 on 2 GPUs: ZeRO-3 is ~5.5 MB above ZeRO-2). The invariant is about the model states that
+    # ZeRO shards, so it is checked where they dominate: models of at least 1 B parameters. And on 2 GPUs
+    # ZeRO-3 with fp32 master weights trades exactly even: it halves the 16-bit weights (-P bytes) but
+    # accumulates gradients in an fp32 partition (4P/2 instead of ZeRO-2's 2P/2: +P, stage3.py), so the
+    # gathered unit and prefetch bucket tip it above ZeRO-2 (deepseek-v2-lite, batch 55 × 75, eager:
+    # +0.14 GB). From 4 GPUs on the weight saving wins; the property is checked there.
+    assume(count_params(m) >= 10**9)
     i = data.draw(st.integers(0, len(stages) - 2))
     base = {gpus: n_gpus} if gpus else {}
     lower = run(m, with_(t, **base, **{field: stages[i]}))

@@ -8,8 +8,8 @@ handles the plain, common case without them:
   understands (choices checked against TrainingSpec's own Literal fields, positive decimal ints);
 - the presets from the compiled index (`_index.py`), as already-validated `Record`s;
 - the unchanged arithmetic core (`memory.estimate`, `fit`) and render.py's own text functions;
-- a plain-text renderer that reproduces rich's table layout byte for byte, used only when rich
-  would print no escape codes (stdout is not a terminal, no FORCE_COLOR / TTY_COMPATIBLE).
+- render.report_lines, the same report the Typer path prints through rich, printed as plain text
+  only when rich would print no escape codes (stdout is not a terminal, no FORCE_COLOR / TTY_COMPATIBLE).
 
 Anything else (another command, --help, an unknown or repeated option, a value it would have to
 reject, a terminal, a preset it does not know, a table too wide for the console, any exception)
@@ -132,108 +132,14 @@ def console_width(environ: Mapping[str, str]) -> int:
     return width or 80
 
 
-def _plain_enough(text: str) -> bool:
-    """No markup, emoji codes, control or wide characters: rich would print it as it is, one cell each."""
-    return "[" not in text and ":" not in text and all(32 <= ord(c) < 127 or c in "·×←" for c in text)
-
-
-def _narrow(text: str) -> bool:
-    return all(32 <= ord(c) < 127 or c in "·×←" for c in text)
-
-
-def wrap(text: str, width: int) -> list[str] | None:
-    """rich's Text.wrap for one paragraph (rich/_wrap.py divide_line, then rstrip_end); None: fold needed."""
-    import re
-
-    lines: list[str] = []
-    start = offset = 0
-    for m in re.finditer(r"\s*\S+\s*", text):
-        word = m.group(0)
-        length = len(word.rstrip())
-        if width - offset >= length:
-            offset += len(word)
-        elif length > width:
-            return None  # a word wider than the line: rich folds it; leave that to rich
-        elif offset and m.start():
-            lines.append(text[start : m.start()])
-            start, offset = m.start(), len(word)
-    lines.append(text[start:])
-    out = []
-    for line in lines:
-        excess = len(line) - width
-        if excess > 0:
-            stripped = line.rstrip()
-            line = line[: len(line) - min(len(line) - len(stripped), excess)]
-        out.append(line)
-    return out
-
-
-LAYOUTS = ("title-in-table", "title-above")  # render.table before and after the title moved out of the table
-
-
-def table_text(
-    model: Any, b: Any, t: Any, v: Any, unit: str, width: int, layout: str = "title-in-table"
-) -> str | None:
-    """render.table's layout as plain text (rich Table, show_edge=False, HEAVY_HEAD box), or None."""
-    from vramcalc import render
-    from vramcalc.memory import PHASES
-
-    body = [list(r) for r in render._rows(b, unit)]
-    tail = [["sum of components", render.format_bytes(b.sum_bytes, unit), ""]]
-    for phase in PHASES:
-        marker = "  ← peak" if phase == b.peak_phase else ""
-        tail.append(
-            [f"tensors at {phase.replace('_', ' ')}{marker}", render.format_bytes(b.phases[phase], unit), ""]
-        )
-    tail.append(["peak (tensors + overhead)", render.format_bytes(b.peak_bytes, unit), ""])
-    header = ["component", f"memory ({unit})", "share"]
-    title = render.title(model, b, t)
-    if not all(_plain_enough(c) for row in [header, *body, *tail] for c in row) or not _plain_enough(title):
-        return None
-    widths = [max(len(row[i]) for row in [header, *body, *tail]) for i in range(3)]
-    table_width = sum(w + 2 for w in widths) + 2
-    if table_width > width:
-        return None  # rich would shrink and wrap the columns
-
-    def line(cells: list[str], sep: str) -> str:
-        parts = [f" {cells[0].ljust(widths[0])} "] + [
-            f" {c.rjust(w)} " for c, w in zip(cells[1:], widths[1:], strict=True)
-        ]
-        return sep.join(parts)
-
-    if layout == "title-in-table":  # Table(title=..., title_justify="left"): wrapped and padded to the table
-        title_lines = wrap(title, table_width)
-        if title_lines is None:
-            return None
-        out = [ln.rstrip().ljust(table_width) for ln in title_lines]
-    else:  # a bold Text line above the table, wrapped at the console width
-        title_lines = wrap(title, width)
-        if title_lines is None:
-            return None
-        out = list(title_lines)
-    out.append(line(header, "┃"))
-    out.append("╇".join("━" * (w + 2) for w in widths))
-    out += [line(r, "│") for r in body]
-    out.append("┼".join("─" * (w + 2) for w in widths))
-    out += [line(r, "│") for r in tail]
-    texts = ["assumptions: " + render.assumptions(t)]
-    if v is not None:
-        texts.append(render.verdict_line(v, unit))
-    texts += ["note: " + n for n in b.notes]
-    for text in texts:
-        wrapped = wrap(text, width) if _narrow(text) and "\n" not in text and "\t" not in text else None
-        if wrapped is None:
-            return None
-        out += wrapped
-    return "\n".join(out) + "\n"
-
-
 def probe(index: dict[str, Any]) -> dict[str, Any]:
     """Which outputs the fast path may produce: compared end to end with the Typer app's own output.
 
     Run when the index is compiled (Typer, rich and pydantic are loaded then anyway), on a few
-    presets, methods, formats and console widths. Returns {"table_layout": one of LAYOUTS or None,
-    "json_ok": bool}. The index is rebuilt whenever cli.py, render.py or this module changes, so a
+    presets, methods, formats and console widths. Returns {"table_ok": bool, "json_ok": bool}. Both
+    paths render through render.report_lines / render.to_json, so a mismatch means the Typer path
+    gained something (a note, an option) that this module does not reproduce yet. The index is
+    rebuilt whenever cli.py, render.py or this module changes, so a
     changed command or layout switches that output off instead of printing something different.
     """
     from typer.testing import CliRunner
@@ -249,23 +155,18 @@ def probe(index: dict[str, Any]) -> dict[str, Any]:
     for name in arch + count_only:
         cases += [["estimate", name], ["estimate", name, "--method", "lora", "--gpu", gpus[0], "--check"]]
         cases += [["estimate", name, "--method", "qlora", "--gpu", gpus[-1]]]
-    candidates: list[str] = list(LAYOUTS)
-    json_ok = True
+    table_ok = json_ok = True
     for argv in cases:
         for fmt in ("table", "json"):
             full = argv + (["--format", "json"] if fmt == "json" else [])
             for width in (80, 100, 200) if fmt == "table" else (80,):
                 env = {"COLUMNS": str(width)}
                 result = runner.invoke(cli.app, full, env=env)
-                want = (result.stdout, result.exit_code)
-                if fmt == "json":
-                    got = _answer(full, env, {**index, "json_ok": True})
-                    json_ok = json_ok and got in (None, want)
-                    continue
-                candidates = [
-                    c for c in candidates if _answer(full, env, {**index, "table_layout": c}) in (None, want)
-                ]
-    return {"table_layout": candidates[0] if candidates else None, "json_ok": json_ok}
+                got = _answer(full, env, {**index, "table_ok": True, "json_ok": True})
+                if got not in (None, (result.stdout, result.exit_code)):
+                    table_ok = table_ok and fmt != "table"
+                    json_ok = json_ok and fmt != "json"
+    return {"table_ok": table_ok, "json_ok": json_ok}
 
 
 def run(argv: list[str], environ: Mapping[str, str], stdout: TextIO) -> int | None:
@@ -302,10 +203,10 @@ def _answer(argv: list[str], environ: Mapping[str, str], index: Mapping[str, Any
     if index.get("training_properties"):
         return None  # TrainingSpec grew computed properties a Record cannot provide
     opts = parse(argv, index["training_choices"])
-    layout = index.get("table_layout")
-    if opts is None or (opts.get("format", "table") == "table" and layout not in LAYOUTS):
+    if opts is None:
         return None
-    if opts.get("format") == "json" and not index.get("json_ok"):
+    fmt = opts.get("format", "table")
+    if not index.get("json_ok" if fmt == "json" else "table_ok"):
         return None
     model_name = index["model_keys"].get(normalize(opts.pop("model")))
     gpu_arg = opts.pop("gpu", None)
@@ -327,27 +228,32 @@ def _answer(argv: list[str], environ: Mapping[str, str], index: Mapping[str, Any
     from dataclasses import replace
 
     from vramcalc import render
-    from vramcalc.fit import fit
+    from vramcalc.errors import VramcalcError
+    from vramcalc.fit import fit, precision_note
+    from vramcalc.margin import Margin, classify
     from vramcalc.memory import estimate
 
-    breakdown = estimate(model, training)  # type: ignore[arg-type]
-    verdict = fit(breakdown, gpu) if gpu is not None else None  # type: ignore[arg-type]
-    if gpu is not None and not gpu.bf16 and "bf16" in training.precision:  # as cli.estimate does
-        breakdown = replace(
-            breakdown,
-            notes=(
-                f"{gpu.display_name} has no bf16 support: use fp16 variants "
-                "(--precision fp16 / mixed-fp16 / amp-fp16).",
-                *breakdown.notes,
-            ),
-        )
+    # What whatif.estimate_rows does for one run from the command line, with the default margin.
+    try:
+        breakdown = estimate(model, training)  # type: ignore[arg-type]
+    except VramcalcError:
+        return None  # bad input: the Typer path prints the one-line error
+    verdict = status = margin = None
+    if gpu is not None:
+        warning = precision_note(gpu, training.precision)  # type: ignore[arg-type]
+        if warning:
+            breakdown = replace(breakdown, notes=(warning, *breakdown.notes))
+        verdict = fit(breakdown, gpu)  # type: ignore[arg-type]
+        margin = Margin()
+        status = classify(breakdown.peak_bytes, gpu.memory_bytes, margin)
     if fmt == "json":
-        text: str | None = json.dumps(render.to_json(breakdown, training, verdict, unit), indent=2) + "\n"  # type: ignore[arg-type]
+        doc = render.to_json(breakdown, training, verdict, unit, status, Margin())  # type: ignore[arg-type]
+        text = json.dumps(doc, indent=2) + "\n"
     else:
-        text = table_text(model, breakdown, training, verdict, unit, console_width(environ), layout)
-    if text is None:
-        return None
-    return text, 1 if check and verdict is not None and not verdict.fits else 0
+        width = console_width(environ)
+        text = render.plain(render.report_lines(model, breakdown, training, verdict, unit, width,  # type: ignore[arg-type]
+                                                status, margin))
+    return text, 1 if check and status == "DOES NOT FIT" else 0
 
 
 def main() -> None:

@@ -35,3 +35,11 @@ def fit(breakdown: Breakdown, gpu: GpuSpec) -> Verdict:
     layout = breakdown.parallelism or {}
     gpus = int(layout.get("world_size", 1))
     return Verdict(gpu=gpu, needed_bytes=needed, headroom_bytes=gpu.memory_bytes - needed, gpus=gpus)
+
+
+def precision_note(gpu: GpuSpec, precision: str) -> str | None:
+    """A warning when the run computes in bf16 on a GPU without bf16 support (pre-Ampere NVIDIA)."""
+    if gpu.bf16 or "bf16" not in precision:
+        return None
+    return (f"{gpu.display_name} has no bf16 support: use fp16 variants "
+            "(--precision fp16 / mixed-fp16 / amp-fp16).")

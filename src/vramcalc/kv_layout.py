@@ -8,8 +8,12 @@ eager attention still see (and eager still materializes) the full causal score m
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vramcalc.params import head_dim, kv_heads
-from vramcalc.specs import ModelSpec
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import ModelSpec
 
 
 def kv_elements_per_position(m: ModelSpec) -> int:

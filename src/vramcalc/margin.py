@@ -35,6 +35,15 @@ class Margin:
         # Fractions are given to at most 6 decimals; work in millionths to stay in integers.
         return ceil_div(needed_bytes * round(self.fraction * 1_000_000), 1_000_000)
 
+    def describe(self) -> str:
+        """`7 % of the peak (default: ...)`, for the verdict line and table footers."""
+        return f"{self.fraction * 100:g} % of the peak ({self.source})"
+
+    def doc(self, needed_bytes: int | None) -> dict[str, object]:
+        """The JSON `margin` object: fraction, bytes for this peak, and where the margin came from."""
+        return {"fraction": self.fraction,
+                "bytes": None if needed_bytes is None else self.bytes_for(needed_bytes), "source": self.source}
+
 
 def classify(needed_bytes: int, capacity_bytes: int, margin: Margin) -> Status:
     """FITS when headroom ≥ the margin, TIGHT when it fits with less, else DOES NOT FIT."""

@@ -111,6 +111,8 @@ def _annotation(o: Opt, multi: bool) -> Any:
         base = o.kind | None
     else:
         base = o.kind
+    if o.kind is bool:  # --grad-checkpointing / --no-grad-checkpointing (issue 2's option table)
+        return Annotated[base, typer.Option(f"{o.flag}/--no-{o.flag[2:]}", help=o.help)]
     return Annotated[base, typer.Option(o.flag, help=o.help)]
 
 

@@ -1,4 +1,9 @@
-"""Presentation: byte formatting, the rich table, and the JSON/YAML/Markdown documents."""
+"""Presentation: byte formatting, the estimate report, and the JSON/YAML/Markdown documents.
+
+The report is built once, as lines of (text, style) segments, without importing rich: the Typer path
+prints it through rich (colour on a terminal) and the fast path prints the same lines as plain text,
+so the two cannot differ.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ from vramcalc.memory import COMPONENTS, RECIPES, Breakdown
 from vramcalc.units import GIB, UNIT_BYTES
 
 if TYPE_CHECKING:  # annotations only: the fast path renders without importing pydantic or rich
-    from rich.console import RenderableType
-
+    from vramcalc.margin import Margin
     from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
+
+Segment = tuple[str, str]  # (text, rich style)
+Line = list[Segment]
 
 LABELS = {
     "weights": "weights",
@@ -107,9 +114,10 @@ def assumptions(t: TrainingSpec) -> str:
     return " · ".join(parts)
 
 
-def to_json(b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str = "GB") -> dict[str, Any]:
+def to_json(b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str = "GB", status: str | None = None,
+            margin: Margin | None = None) -> dict[str, Any]:
     """The machine-readable document: sizes are integer bytes, keys are stable."""
-    return {
+    doc = {
         "model": b.model,
         "parameters": b.parameters,
         "active_parameters": b.active_parameters,
@@ -132,6 +140,10 @@ def to_json(b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str = "GB") 
         **({"per_gpu": True, "parallelism": dict(b.parallelism), "cpu_offload_bytes": b.cpu_offload_bytes}
            if b.parallelism is not None else {}),
     }
+    if margin is not None:  # the verdict's third state and the margin it used (margin.py)
+        doc["status"] = status
+        doc["margin"] = margin.doc(b.peak_bytes)
+    return doc
 
 
 def _rows(b: Breakdown, unit: str) -> list[tuple[str, str, str]]:
@@ -151,40 +163,61 @@ def title(model: ModelSpec, b: Breakdown, t: TrainingSpec) -> str:
             f"{b.trainable_parameters:,} trainable{per_gpu}")
 
 
-def table(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str,
-          status: str | None = None, margin_note: str | None = None,
-          figure: RenderableType | None = None) -> RenderableType:
-    """The rich table, the bar `figure`, assumptions, verdict (with its margin) and notes."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
+def wrap(text: str, width: int) -> list[str]:
+    """Word-wrap one paragraph at `width` columns (long words are kept whole)."""
+    import textwrap
 
-    tbl = Table(show_edge=False)
-    tbl.add_column("component")
-    tbl.add_column(f"memory ({unit})", justify="right")
-    tbl.add_column("share", justify="right")
-    for label, size, share in _rows(b, unit):
-        tbl.add_row(label, size, share)
-    tbl.add_section()
-    tbl.add_row("sum of components", format_bytes(b.sum_bytes, unit), "")
+    return textwrap.wrap(text, max(width, 20), break_long_words=False, break_on_hyphens=False) or [""]
+
+
+def _table_lines(b: Breakdown, unit: str) -> list[Line]:
+    """The component table, drawn like rich's HEAVY_HEAD box without edges."""
+    header = ["component", f"memory ({unit})", "share"]
+    body = [list(r) for r in _rows(b, unit)]
+    tail = [["sum of components", format_bytes(b.sum_bytes, unit), ""]]
     for phase in b.phases:
         marker = "  ← peak" if phase == b.peak_phase else ""
-        tbl.add_row(f"tensors at {phase.replace('_', ' ')}{marker}", format_bytes(b.phases[phase], unit), "")
-    tbl.add_row(Text("peak (tensors + overhead)", style="bold"), Text(format_bytes(b.peak_bytes, unit),
-                                                                      style="bold"), "")
-    parts: list[RenderableType] = [Text(title(model, b, t), style="bold"), tbl]
-    if figure is not None:
-        parts.append(figure)
-    parts.append(Text("assumptions: " + assumptions(t), style="dim"))
+        tail.append([f"tensors at {phase.replace('_', ' ')}{marker}", format_bytes(b.phases[phase], unit), ""])
+    peak = ["peak (tensors + overhead)", format_bytes(b.peak_bytes, unit), ""]
+    widths = [max(len(row[i]) for row in [header, *body, *tail, peak]) for i in range(3)]
+
+    def row(cells: list[str], sep: str) -> str:
+        parts = [f" {cells[0].ljust(widths[0])} "] + [f" {c.rjust(w)} " for c, w in zip(cells[1:], widths[1:],
+                                                                                          strict=True)]
+        return sep.join(parts).rstrip()
+
+    out: list[Line] = [[(row(header, "┃"), "bold")], [("╇".join("━" * (w + 2) for w in widths), "")]]
+    out += [[(row(r, "│"), "")] for r in body]
+    out.append([("┼".join("─" * (w + 2) for w in widths), "")])
+    out += [[(row(r, "│"), "")] for r in tail]
+    out.append([(row(peak, "│"), "bold")])
+    return out
+
+
+def report_lines(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str, width: int,
+                 status: str | None = None, margin: Margin | None = None, colour: bool = False) -> list[Line]:
+    """The estimate report: title, table, bar figure, assumptions, verdict (with its margin), notes."""
+    from vramcalc import bars
+
+    out: list[Line] = [[(x, "bold")] for x in wrap(title(model, b, t), width)]
+    out += _table_lines(b, unit)
+    cap = v.gpu.memory_bytes if v is not None else None
+    out += bars.figure_lines(b, cap, v.gpu.display_name if v is not None else None, unit, colour, width)
+    out += [[(x, "dim")] for x in wrap("assumptions: " + assumptions(t), width)]
     if b.cpu_offload_bytes:
-        ram = format_bytes(b.cpu_offload_bytes, unit)
-        parts.append(Text(f"CPU RAM for offloaded states: {ram} per node"))
+        out.append([(f"CPU RAM for offloaded states: {format_bytes(b.cpu_offload_bytes, unit)} per node", "")])
     if v is not None:
         style = {"TIGHT": "bold yellow"}.get(status or "", "bold green" if v.fits else "bold red")
-        parts.append(Text(verdict_line(v, unit, status, margin_note), style=style))
+        line = verdict_line(v, unit, status, margin.describe() if margin is not None else None)
+        out += [[(x, style)] for x in wrap(line, width)]
     for note in b.notes:
-        parts.append(Text("note: " + note, style="dim"))
-    return Group(*parts)
+        out += [[(x, "dim")] for x in wrap("note: " + note, width)]
+    return out
+
+
+def plain(lines: list[Line]) -> str:
+    """The report as plain text (what rich prints when stdout is not a terminal)."""
+    return "".join("".join(text for text, _ in line) + "\n" for line in lines)
 
 
 def markdown(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str) -> str:

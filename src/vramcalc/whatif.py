@@ -61,14 +61,6 @@ def margin_of(text: str | None) -> Any:
     return Margin() if text is None else parse_margin(text)
 
 
-def margin_doc(margin: Any, needed_bytes: int | None) -> dict[str, Any]:
-    return {
-        "fraction": margin.fraction,
-        "bytes": None if needed_bytes is None else margin.bytes_for(needed_bytes),
-        "source": margin.source,
-    }
-
-
 def targets(gpu_names: list[str], max_memory: str | None) -> list[Any]:
     """GpuSpecs to check against: presets by name, or one `budget` standing for --max-memory."""
     from vramcalc import presets
@@ -118,7 +110,7 @@ def estimate_rows(
 ) -> list[EstimateRow]:
     """Every run asked for: one from the command line, or each run of --config (flags override)."""
     from vramcalc import runfiles
-    from vramcalc.fit import fit
+    from vramcalc.fit import fit, precision_note
     from vramcalc.margin import classify
     from vramcalc.memory import estimate as run_estimate
 
@@ -141,12 +133,9 @@ def estimate_rows(
         b = run_estimate(spec, training)
         notes = [n for n in [*model_notes, run.note(), *run.notes] if n]
         gpu_spec = gpus[0] if gpus else None
-        if gpu_spec is not None and not gpu_spec.bf16 and "bf16" in training.precision:
-            notes.insert(
-                0,
-                f"{gpu_spec.display_name} has no bf16 support: use fp16 variants "
-                "(--precision fp16 / mixed-fp16 / amp-fp16).",
-            )
+        warning = precision_note(gpu_spec, training.precision) if gpu_spec is not None else None
+        if warning:
+            notes.insert(0, warning)
         if notes:
             b = replace(b, notes=(*notes, *b.notes))
         v = fit(b, gpu_spec) if gpu_spec is not None else None
@@ -159,9 +148,7 @@ def estimate_doc(row: EstimateRow, margin: Any, units: str) -> dict[str, Any]:
     """render.to_json plus `status`, `margin` and, for a file, `config_source`."""
     from vramcalc import render
 
-    doc = render.to_json(row.breakdown, row.training, row.verdict, units)
-    doc["status"] = row.status
-    doc["margin"] = margin_doc(margin, row.breakdown.peak_bytes)
+    doc = render.to_json(row.breakdown, row.training, row.verdict, units, row.status, margin)
     if row.source is not None:
         doc["name"] = row.name
         doc["config_source"] = row.source.source_doc()
@@ -242,7 +229,7 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
         r = rows[0]
         text = render.markdown(r.spec, r.breakdown, r.training, r.verdict, units)
         if r.status is not None:
-            text += f"\nStatus: **{r.status}** (margin {margin_text(margin)})\n"
+            text += f"\nStatus: **{r.status}** (margin {margin.describe()})\n"
         typer.echo(text, nl=False)
         return
     if fmt == "markdown":
@@ -257,17 +244,19 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
                 f"{render.format_bytes(r.breakdown.peak_bytes, units)} | {v.gpu.name if v else ''} | "
                 f"{r.status or ''} | {render.format_bytes(v.headroom_bytes, units) if v else ''} |"
             )
-        lines += ["", f"Margin: TIGHT below {margin_text(margin)}."]
+        lines += ["", f"Margin: TIGHT below {margin.describe()}."]
         typer.echo("\n".join(lines) + "\n", nl=False)
         return
     con = console(no_color)
     colour = uses_colour(con)
     if len(rows) == 1:
         r = rows[0]
-        cap = r.verdict.gpu.memory_bytes if r.verdict else None
-        fig = bars.figure(r.breakdown, cap, r.verdict.gpu.display_name if r.verdict else None, units, colour)
-        con.print(render.table(r.spec, r.breakdown, r.training, r.verdict, units, status=r.status,
-                               margin_note=margin_text(margin) if r.verdict else None, figure=fig))
+        lines = render.report_lines(r.spec, r.breakdown, r.training, r.verdict, units, con.width, r.status,
+                                    margin if r.verdict is not None else None, colour)
+        from rich.text import Text
+
+        for line in lines:
+            con.print(Text.assemble(*line), soft_wrap=True)
         return
     from rich.table import Table
 
@@ -299,11 +288,7 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
             style=STATUS_STYLE[r.status] if colour else "",
         )
     con.print(tbl)
-    con.print(f"margin: {margin_text(margin)}", style="dim")
-
-
-def margin_text(margin: Any) -> str:
-    return f"{margin.fraction * 100:g} % of the peak ({margin.source})"
+    con.print(f"margin: {margin.describe()}", style="dim")
 
 
 def estimate_exit(rows: list[EstimateRow], check: bool) -> None:
@@ -516,7 +501,7 @@ def _compare_table(
         con.print("no configuration fits any of the GPUs", style="bold red" if colour else "")
     con.print(
         f"cells: status and headroom in {units} (NO = does not fit); TIGHT below a margin of "
-        f"{margin_text(m)}" + ("; bar: components added up, | = GPU capacity" if show_bar else ""),
+        f"{m.describe()}" + ("; bar: components added up, | = GPU capacity" if show_bar else ""),
         style="dim",
     )
 
@@ -546,7 +531,7 @@ def _compare_markdown(
             + " | ".join([f"{i + 1}", *vals, render.format_bytes(r["breakdown"].peak_bytes, units), *cells])
             + " |"
         )
-    lines += ["", f"Margin: TIGHT below {margin_text(m)}."]
+    lines += ["", f"Margin: TIGHT below {m.describe()}."]
     if cheapest is not None and gpus:
         lines.append(f"★ cheapest fitting configuration: row {cheapest[0] + 1} on {cheapest[1]}.")
     return "\n".join(lines) + "\n"
@@ -608,7 +593,7 @@ def fit_command(
         "fits": rep.status != "DOES NOT FIT",
         "status": rep.status,
         "headroom_bytes": target.memory_bytes - rep.peak_bytes,
-        "margin": margin_doc(m, rep.peak_bytes),
+        "margin": m.doc(rep.peak_bytes),
         "max_batch_size": rep.max_batch_size,
         "max_seq_len": rep.max_seq_len,
         "max_lora_rank": rep.max_lora_rank,
@@ -747,7 +732,7 @@ def gpus_fit(
         "model": spec.name,
         "settings": render.settings(training),
         "peak_bytes": b.peak_bytes,
-        "margin": margin_doc(m, b.peak_bytes),
+        "margin": m.doc(b.peak_bytes),
         "units": units,
         "gpus": rows,
     }
@@ -797,6 +782,6 @@ def gpus_fit(
         con.print(tbl)
         if not rows:
             con.print("no GPU preset fits this run (see: vramcalc fit MODEL --gpu NAME for what would)")
-        con.print(f"margin: TIGHT below {margin_text(m)}", style="dim")
+        con.print(f"margin: TIGHT below {m.describe()}", style="dim")
     if check and not rows:
         raise typer.Exit(code=1)

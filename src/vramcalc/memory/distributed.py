@@ -14,10 +14,13 @@ arXiv:1909.08053) and Korthikanti et al. 2022 (arXiv:2205.05198) for tensor/sequ
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vramcalc.params import inventory
-from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
 from vramcalc.units import ceil_div
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
 
 # DeepSpeed ZeRO config defaults (deepspeed/runtime/zero/config.py): reduce_bucket_size 5e8 elements,
 # stage3_prefetch_bucket_size 5e7 elements. The IPG bucket is one flat buffer of reduce_bucket_size

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vramcalc.memory.distributed import model_parallel_params
 from vramcalc.memory.precision import RECIPES
 from vramcalc.memory.weights import nf4_bytes
 from vramcalc.params import block_linears, head_dim, inventory, kv_heads
-from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
 from vramcalc.units import ceil_div, dtype_bytes
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
 
 QUANTIZED = ("fp8", "int8", "gptq-int4", "awq-int4", "nf4")
 
