@@ -1,6 +1,7 @@
 """The `explain` command: the estimate's arithmetic line by line, or two configurations side by side.
 
-Registered in cli.py. The options repeat `estimate`'s (to be unified with the shared options module).
+Registered in cli.py. It takes `estimate`'s options (options.py); a --diff side is parsed as this
+command's own options.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import shlex
 from typing import Annotated, Any, Literal
 
 import typer
+
+from vramcalc.options import OptionValues, with_estimate_options
 
 ExplainFormat = Literal["text", "markdown", "json"]
 
@@ -23,38 +26,14 @@ def _complete_model(incomplete: str) -> list[str]:
     return [n for n in presets.models().names() if n.startswith(incomplete.lower())]
 
 
+@with_estimate_options()
 def explain(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Model preset name, alias or Hugging Face id.",
+    model: Annotated[str, typer.Argument(help="Model preset name, alias, Hugging Face id or config.json path.",
                                          autocompletion=_complete_model)],
+    *,
+    opts: OptionValues,
     gpu: Annotated[str | None, typer.Option(help="GPU preset: adds the fit verdict at the end.")] = None,
-    method: Annotated[Literal["full", "lora", "qlora", "freeze"], typer.Option(help="Fine-tuning method.")] = "full",
-    precision: Annotated[Literal["bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16",
-                                 "amp-fp16", "fp32"],
-                         typer.Option(help="What weights, grads and optimizer states are stored in.")] = "bf16",
-    optimizer: Annotated[Literal["adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum",
-                                 "adafactor", "lion"], typer.Option(help="Optimizer.")] = "adamw",
-    optimizer_impl: Annotated[Literal["fused", "foreach", "for-loop"],
-                              typer.Option(help="Optimizer kernel: fused (no temporaries), foreach (PyTorch's "
-                                                "CUDA default), for-loop.")] = "fused",
-    batch_size: Annotated[int, typer.Option(help="Micro-batch size per GPU.")] = 1,
-    seq_len: Annotated[int, typer.Option(help="Sequence length in tokens.")] = 512,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-    grad_checkpointing: Annotated[bool, typer.Option(help="Gradient (activation) checkpointing.")] = False,
-    attention: Annotated[Literal["sdpa", "eager"],
-                         typer.Option(help="Attention kernel: sdpa (flash / memory-efficient) or eager.")] = "sdpa",
-    lora_rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 16,
-    lora_alpha: Annotated[float, typer.Option(help="LoRA alpha (no effect on memory).")] = 32.0,
-    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout (p > 0 keeps a copy of each adapted input).")]
-    = 0.0,
-    lora_targets: Annotated[str, typer.Option(help="Comma-separated module names, or all-linear.")]
-    = "q_proj,v_proj",
-    adapter_dtype: Annotated[Literal["fp32", "bf16", "fp16"], typer.Option(help="LoRA adapter dtype.")] = "fp32",
-    quant_bits: Annotated[int, typer.Option(help="QLoRA base: 4 (NF4) or 8 (int8).")] = 4,
-    double_quant: Annotated[bool, typer.Option(help="QLoRA double quantization of the constants.")] = True,
-    freeze_layers: Annotated[int | None, typer.Option(help="For --method freeze: layers frozen from the bottom.")]
-    = None,
-    train_head: Annotated[bool, typer.Option(help="For --method freeze: train the LM head.")] = True,
     diff: Annotated[tuple[str, str] | None, typer.Option(
         metavar="A B",
         help="Compare two configurations: each is a quoted option string applied on top of the other options, "
@@ -83,8 +62,9 @@ def explain(
     from vramcalc import explain as ex
     from vramcalc.cli import BadInput, _fail
     from vramcalc.errors import VramcalcError
+    from vramcalc.options import OptionError
 
-    shared = {k: v for k, v in ctx.params.items() if k not in _NOT_PER_SIDE}
+    shared = {"model": model, "gpu": gpu, **opts.run()}
     sections = tuple(x.strip() for x in (only or "").split(",") if x.strip())
     try:
         unknown = [x for x in sections if x not in ex.SECTION_KEYS]
@@ -96,7 +76,7 @@ def explain(
         else:
             sides = [_resolve(_apply_side(ctx, shared, side)) for side in diff]
             d = ex.diff(ex.explain(sides[0][0], sides[0][1]), ex.explain(sides[1][0], sides[1][1]))
-    except (VramcalcError, ValidationError, BadInput) as err:
+    except (VramcalcError, ValidationError, BadInput, OptionError) as err:
         raise _fail(err) from None
 
     if diff is not None:
@@ -133,16 +113,12 @@ def explain(
 def _resolve(values: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(ModelSpec, TrainingSpec, GpuSpec | None) from option values, as `estimate` builds them."""
     from vramcalc import presets
-    from vramcalc.cli import BadInput
-    from vramcalc.specs import TrainingSpec
+    from vramcalc.model_files import resolve_model
+    from vramcalc.options import training_spec
 
-    if values["quant_bits"] not in (4, 8):
-        raise BadInput(f"--quant-bits must be 4 or 8, not {values['quant_bits']}")
-    spec = presets.find_model(values["model"])
+    spec, _ = resolve_model(values["model"])
     gpu_spec = presets.find_gpu(values["gpu"]) if values.get("gpu") else None
-    fields = {k: v for k, v in values.items() if k not in ("model", "gpu")}
-    fields["lora_targets"] = tuple(x.strip() for x in str(values["lora_targets"]).split(",") if x.strip())
-    return spec, TrainingSpec(**fields), gpu_spec
+    return spec, training_spec({k: v for k, v in values.items() if k not in ("model", "gpu")}), gpu_spec
 
 
 def _apply_side(ctx: typer.Context, shared: dict[str, Any], side: str) -> dict[str, Any]:

@@ -6,11 +6,12 @@ loads torch. Exit codes as for `estimate`: 2 for bad input or a missing extra (o
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 
-from vramcalc.cli import BadInput, Format, Units, _complete_model, _console, _emit, _fail
+from vramcalc.cli import Format, Units, _complete_model, _console, _emit, _fail
+from vramcalc.options import OptionValues, with_estimate_options
 
 
 def _error_pct(est: int, ref: int) -> float | None:
@@ -45,36 +46,12 @@ def compare(b: Any, r: Any) -> dict[str, Any]:
     return {"trace": trace_doc, "estimate": est_doc, "error": error}
 
 
+@with_estimate_options()
 def trace_command(
-    model: Annotated[str, typer.Argument(help="Model preset name, alias or Hugging Face id.",
+    model: Annotated[str, typer.Argument(help="Model preset name, alias, Hugging Face id or config.json path.",
                                          autocompletion=_complete_model)],
-    method: Annotated[Literal["full", "lora", "qlora", "freeze"], typer.Option(help="Fine-tuning method.")] = "full",
-    precision: Annotated[Literal["bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16",
-                                 "amp-fp16", "fp32"],
-                         typer.Option(help="What weights, grads and optimizer states are stored in.")] = "bf16",
-    optimizer: Annotated[Literal["adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum",
-                                 "adafactor", "lion"], typer.Option(help="Optimizer.")] = "adamw",
-    optimizer_impl: Annotated[Literal["fused", "foreach", "for-loop"],
-                              typer.Option(help="Optimizer kernel: fused (no temporaries), foreach (PyTorch's "
-                                                "CUDA default), for-loop.")] = "fused",
-    batch_size: Annotated[int, typer.Option(help="Micro-batch size per GPU.")] = 1,
-    seq_len: Annotated[int, typer.Option(help="Sequence length in tokens.")] = 512,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-    grad_checkpointing: Annotated[bool, typer.Option(help="Gradient (activation) checkpointing.")] = False,
-    attention: Annotated[Literal["sdpa", "eager"],
-                         typer.Option(help="Attention kernel: sdpa (flash / memory-efficient) or eager.")] = "sdpa",
-    lora_rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 16,
-    lora_alpha: Annotated[float, typer.Option(help="LoRA alpha (no effect on memory).")] = 32.0,
-    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout (p > 0 keeps a copy of each adapted input).")]
-    = 0.0,
-    lora_targets: Annotated[str, typer.Option(help="Comma-separated module names, or all-linear.")]
-    = "q_proj,v_proj",
-    adapter_dtype: Annotated[Literal["fp32", "bf16", "fp16"], typer.Option(help="LoRA adapter dtype.")] = "fp32",
-    quant_bits: Annotated[int, typer.Option(help="QLoRA base: 4 (NF4) or 8 (int8).")] = 4,
-    double_quant: Annotated[bool, typer.Option(help="QLoRA double quantization of the constants.")] = True,
-    freeze_layers: Annotated[int | None, typer.Option(help="For --method freeze: layers frozen from the bottom.")]
-    = None,
-    train_head: Annotated[bool, typer.Option(help="For --method freeze: train the LM head.")] = True,
+    *,
+    opts: OptionValues,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = "table",
     units: Annotated[Units, typer.Option(help="GB (10^9, as the seed texts count) or GiB (2^30).")] = "GB",
 ) -> None:
@@ -84,27 +61,18 @@ def trace_command(
     """
     from pydantic import ValidationError
 
-    from vramcalc import presets
     from vramcalc.errors import VramcalcError
     from vramcalc.memory import estimate as run_estimate
-    from vramcalc.specs import TrainingSpec
+    from vramcalc.model_files import resolve_model
+    from vramcalc.options import OptionError, training_spec
     from vramcalc.trace import trace
 
     try:
-        if quant_bits not in (4, 8):
-            raise BadInput(f"--quant-bits must be 4 or 8, not {quant_bits}")
-        spec = presets.find_model(model)
-        training = TrainingSpec(
-            method=method, precision=precision, optimizer=optimizer, optimizer_impl=optimizer_impl,
-            batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum, grad_checkpointing=grad_checkpointing,
-            attention=attention, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-            lora_targets=tuple(x.strip() for x in lora_targets.split(",") if x.strip()),
-            adapter_dtype=adapter_dtype, quant_bits=4 if quant_bits == 4 else 8, double_quant=double_quant,
-            freeze_layers=freeze_layers, train_head=train_head,
-        )
+        spec, _ = resolve_model(model)
+        training = training_spec(opts.run())
         breakdown = run_estimate(spec, training)
         result = trace(spec, training)
-    except (VramcalcError, ValidationError, BadInput, NotImplementedError) as e:
+    except (VramcalcError, ValidationError, OptionError, NotImplementedError) as e:
         raise _fail(e) from None
     doc = compare(breakdown, result)
     if fmt in ("json", "yaml"):

@@ -241,12 +241,15 @@ def with_estimate_options(multi: bool = False) -> Callable[[F], F]:
         params = [p for p in own if is_argument(p)] + added + [p for p in own if not is_argument(p)]
 
         # Typer injects the context into a parameter annotated typer.Context; it tells which options the
-        # command line gave (so that they override a run file) from those left at their defaults.
-        params.append(inspect.Parameter(_CTX, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
+        # command line gave (so that they override a run file) from those left at their defaults. A
+        # command that takes the context itself shares its parameter.
+        own_ctx = next((p.name for p in own if p.annotation is typer.Context), None)
+        if own_ctx is None:
+            params.append(inspect.Parameter(_CTX, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ctx = kwargs.pop(_CTX, None)
+            ctx = kwargs.get(own_ctx) if own_ctx else kwargs.pop(_CTX, None)
             values: dict[str, Any] = {}
             given: set[str] = set()
             for o in OPTIONS:
