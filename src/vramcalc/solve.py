@@ -14,6 +14,7 @@ from typing import Any
 
 from vramcalc.margin import Margin, Status, classify
 from vramcalc.memory import estimate
+from vramcalc.search import last_true
 from vramcalc.specs import ModelSpec, TrainingSpec
 
 # Search caps: nobody runs a micro-batch of 65,536 sequences on one GPU; a sequence is capped by the
@@ -25,29 +26,16 @@ MAX_SEQ_LEN = 2**20
 # only recompute (~33 % more FLOPs, seed 000); an 8-bit optimizer and a smaller micro-batch with more
 # accumulation keep the maths nearly unchanged; LoRA and then QLoRA change what is trained.
 CHANGE_COST = {"grad_checkpointing": 1, "optimizer": 2, "batch_size": 2, "method": 3}
+# More GPUs with ZeRO-3 keeps the run as it is but needs the hardware and DeepSpeed: ranked after the
+# single-GPU changes of the same count.
+GPUS_COST = 4
 METHOD_COST = {"lora": 0, "qlora": 1}
 
-ZERO_NOTE = (
-    "more GPUs with ZeRO is not suggested: the per-GPU model of sharded training is not "
-    "part of this estimator yet."
-)
 
 
 def largest_fitting(peak_of: Callable[[int], int], budget_bytes: int, cap: int, lo: int = 1) -> int | None:
     """The largest x in [lo, cap] with peak_of(x) ≤ budget, for a non-decreasing peak_of; None if lo fails."""
-    if peak_of(lo) > budget_bytes:
-        return None
-    good, probe = lo, lo * 2
-    while probe <= cap and peak_of(probe) <= budget_bytes:
-        good, probe = probe, probe * 2
-    bad = min(probe, cap + 1)  # cap + 1 stands for "beyond the search range"
-    while bad - good > 1:
-        mid = (good + bad) // 2
-        if peak_of(mid) <= budget_bytes:
-            good = mid
-        else:
-            bad = mid
-    return good
+    return last_true(lambda x: peak_of(x) <= budget_bytes, lo, cap)
 
 
 def with_changes(t: TrainingSpec, changes: dict[str, Any]) -> TrainingSpec:
@@ -102,6 +90,7 @@ class FitReport:
     caps: dict[str, int]
     suggestions: tuple[Suggestion, ...]
     notes: tuple[str, ...]
+    min_gpus: int | None = None  # fewest GPUs of this size with ZeRO-3 (or the run's own sharding)
 
 
 def seq_cap(model: ModelSpec) -> int:
@@ -217,13 +206,17 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
         caps["max_lora_rank"] = cap
     notes: list[str] = []
     sugg: list[Suggestion] = []
+    gpus_needed = None
     if status == "DOES NOT FIT":
         sugg = suggestions(est, t, capacity_bytes, margin)
-        notes.append(ZERO_NOTE)
+        more = _more_gpus(model, est, t, capacity_bytes, margin)
+        if more is not None:
+            gpus_needed = more.changes.get("gpus_per_node", 1) * more.changes.get("nodes", 1)
+            sugg = sorted([*sugg, more], key=lambda s: (s.n_changes, s.cost, s.peak_bytes))
         if not sugg:
             notes.append(
-                "no combination of QLoRA, checkpointing, an 8-bit optimizer and a smaller micro-batch "
-                "fits: use a larger GPU or a shorter sequence (see max_seq_len)."
+                "no combination of QLoRA, checkpointing, an 8-bit optimizer, a smaller micro-batch or up to "
+                "4,096 GPUs with ZeRO-3 fits: use a larger GPU or a shorter sequence (see max_seq_len)."
             )
     return FitReport(
         peak,
@@ -235,4 +228,22 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
         caps,
         tuple(sugg),
         tuple(notes),
+        gpus_needed,
     )
+
+
+def _more_gpus(model: ModelSpec, est: Estimator, t: TrainingSpec, capacity_bytes: int,
+               margin: Margin) -> Suggestion | None:
+    """The run unchanged but sharded (ZeRO-3 unless it already shards) over the fewest GPUs that fit it."""
+    from vramcalc.memory.distributed import layout_of, min_gpus
+
+    changes: dict[str, Any] = {} if (t.zero or t.fsdp != "none") else {"zero": 3}
+    sharded = with_changes(t, changes)
+    n = min_gpus(model, sharded, capacity_bytes)
+    if n is None or n <= t.gpus_per_node * t.nodes and not changes:
+        return None
+    g, nodes = layout_of(n)
+    changes.update(gpus_per_node=g, **({"nodes": nodes} if nodes > 1 else {}))
+    peak = est.peak(with_changes(t, changes))
+    return Suggestion(changes, peak, capacity_bytes - peak, classify(peak, capacity_bytes, margin),
+                      1 + ("zero" in changes), GPUS_COST)

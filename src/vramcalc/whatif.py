@@ -599,6 +599,7 @@ def fit_command(
         "max_lora_rank": rep.max_lora_rank,
         "caps": rep.caps,
         "suggestions": [s.as_dict() for s in rep.suggestions],
+        "min_gpus": rep.min_gpus,
         "units": units,
         "notes": list(rep.notes),
     }
@@ -608,9 +609,11 @@ def fit_command(
 
 
 def _changes_text(changes: dict[str, Any]) -> str:
+    from vramcalc.options import BY_NAME
+
     parts = []
     for k, v in changes.items():
-        flag = "--" + k.replace("_", "-")
+        flag = BY_NAME[k].flag if k in BY_NAME else "--" + k.replace("_", "-")
         parts.append(flag if v is True else f"{flag} {v}")
     return " ".join(parts)
 
@@ -653,9 +656,10 @@ def _print_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
         f"({format_bytes(doc['gpu']['memory_bytes'], units)}): "
         f"needs {format_bytes(doc['peak_bytes'], units)}, {doc['status']}"
     )
+    inference = doc["settings"].get("mode") == "inference"
     limits = [
         ("largest batch size", "max_batch_size"),
-        ("longest sequence", "max_seq_len"),
+        ("longest context" if inference else "longest sequence", "max_seq_len"),
         ("largest LoRA rank", "max_lora_rank"),
     ]
     if fmt == "markdown":
@@ -683,13 +687,17 @@ def _print_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
                 f"({s['status']}, {format_bytes(s['headroom_bytes'], units)} headroom)",
                 soft_wrap=True,
             )
+    if doc["min_gpus"] is not None:
+        con.print(f"  GPUs of this kind needed with ZeRO-3: {doc['min_gpus']}", soft_wrap=True)
     con.print(f"margin: {margin_text_from_doc(doc)}", style="dim", soft_wrap=True)
     for n in doc["notes"]:
         con.print(f"note: {n}", style="dim", soft_wrap=True)
 
 
 def margin_text_from_doc(doc: dict[str, Any]) -> str:
-    return f"{doc['margin']['fraction'] * 100:g} % of the peak ({doc['margin']['source']})"
+    from vramcalc.margin import Margin
+
+    return Margin(doc["margin"]["fraction"], doc["margin"]["source"]).describe()
 
 
 # ---- gpus --fits ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vramcalc.params import inventory
+from vramcalc.search import first_true
 from vramcalc.units import ceil_div
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
@@ -307,6 +308,11 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
     )
 
 
+def layout_of(total_gpus: int, node_size: int = 8) -> tuple[int, int]:
+    """(gpus_per_node, nodes) for a GPU count from min_gpus: one partial node, or whole nodes."""
+    return (total_gpus, 1) if total_gpus <= node_size else (node_size, total_gpus // node_size)
+
+
 def gpu_counts(t: TrainingSpec, node_size: int = 8, max_gpus: int = 4096) -> list[tuple[int, int]]:
     """(gpus_per_node, nodes) layouts to try, by total GPUs: multiples of tp × pp within one node of
     `node_size`, then whole nodes."""
@@ -326,10 +332,10 @@ def _fits(model: ModelSpec, t: TrainingSpec, memory_bytes: int) -> bool:
     return estimate(model, t).peak_bytes <= memory_bytes
 
 
-def min_gpus(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec, node_size: int = 8,
+def min_gpus(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec | int, node_size: int = 8,
              max_gpus: int = 4096) -> int | None:
-    """The fewest GPUs of `gpu`'s kind on which each GPU's peak fits, with the run's ZeRO/FSDP/tp/pp
-    settings (nodes of `node_size`); None when even `max_gpus` do not suffice.
+    """The fewest GPUs of `gpu`'s kind (or of `gpu` bytes each) on which each GPU's peak fits, with the
+    run's ZeRO/FSDP/tp/pp settings (nodes of `node_size`); None when even `max_gpus` do not suffice.
 
     Per-GPU memory is non-increasing in the GPU count once data parallelism starts (tested), so after
     the first layout this is a bisection, exact at the boundary. Without sharding (ZeRO 0, no FSDP)
@@ -338,20 +344,11 @@ def min_gpus(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec, node_size: 
     layouts = gpu_counts(training, node_size, max_gpus)
     if not layouts:
         return None
+    capacity = gpu if isinstance(gpu, int) else gpu.memory_bytes
 
     def ok(i: int) -> bool:
         g, n = layouts[i]
-        return _fits(model, training.model_copy(update={"gpus_per_node": g, "nodes": n}), gpu.memory_bytes)
+        return _fits(model, training.model_copy(update={"gpus_per_node": g, "nodes": n}), capacity)
 
-    if ok(0):
-        return layouts[0][0] * layouts[0][1]
-    lo, hi = 0, len(layouts) - 1  # invariant: layouts[lo] does not fit
-    if not ok(hi):
-        return None
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return layouts[hi][0] * layouts[hi][1]
+    i = first_true(ok, 0, len(layouts) - 1)
+    return None if i is None else layouts[i][0] * layouts[i][1]

@@ -8,7 +8,6 @@ paged cache (2 × layers × kv_heads × head_dim per token), DeepSeek-V2 (arXiv:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ from vramcalc.memory.distributed import model_parallel_params
 from vramcalc.memory.precision import RECIPES
 from vramcalc.memory.weights import nf4_bytes
 from vramcalc.params import block_linears, head_dim, inventory, kv_heads
+from vramcalc.search import last_true
 from vramcalc.units import ceil_div, dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
@@ -187,22 +187,6 @@ def _peak(model: ModelSpec, t: TrainingSpec) -> int:
     return estimate(model, t).peak_bytes
 
 
-def _largest(ok: Callable[[int], bool], cap: int) -> int | None:
-    """The largest n in [1, cap] with ok(n), for ok monotone (true, then false); None if ok(1) is false."""
-    if not ok(1):
-        return None
-    if ok(cap):
-        return cap
-    lo, hi = 1, cap  # ok(lo), not ok(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
 def max_context(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,
                 cap: int | None = None) -> int | None:
     """The longest context (seq_len) whose per-GPU peak fits `gpu`, up to the model's
@@ -212,7 +196,7 @@ def max_context(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,
     def ok(n: int) -> bool:
         return _peak(model, training.model_copy(update={"seq_len": n})) <= gpu.memory_bytes
 
-    return _largest(ok, limit)
+    return last_true(ok, 1, limit)
 
 
 def max_batch_inference(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,
@@ -222,4 +206,4 @@ def max_batch_inference(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,
     def ok(n: int) -> bool:
         return _peak(model, training.model_copy(update={"batch_size": n})) <= gpu.memory_bytes
 
-    return _largest(ok, cap)
+    return last_true(ok, 1, cap)
