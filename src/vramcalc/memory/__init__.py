@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vramcalc.errors import UnsupportedCombination
 from vramcalc.memory import distributed as _distributed
 from vramcalc.memory import inference as _inference
 from vramcalc.memory.activations import head_activations, layer_activations
@@ -97,6 +98,11 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
     if training.mode == "inference":
         return _estimate_inference(model, training)
+    if not model.has_architecture and training.method != "full":
+        # LoRA targets, quantized Linear layers and frozen layers are read from the architecture.
+        raise UnsupportedCombination(
+            f"method {training.method!r} needs the architecture of {model.name!r}, which is a parameter count "
+            "only; use --method full, or give the preset its architecture (see: vramcalc presets new)")
     recipe = RECIPES[training.precision]
     notes: list[str] = []
     w = weight_bytes(model, training, recipe)
@@ -299,7 +305,9 @@ def _transformer_phases(
         bwd_start = base + grads_live_fwd + acts + loss_bwd_t
         bwd_top = base + max(grads_live_fwd, g_head) + acts_layers + once + autocast_copies + layer_bwd_t
         bottom_acts = per_layer if saving_layers else 0
-        bwd_bottom = base + gradients + once + bottom_acts + layer_bwd_t
+        # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
+        bottom_copies = autocast_copies // n_layers if autocast_copies and saving_layers else 0
+        bwd_bottom = base + gradients + once + bottom_acts + bottom_copies + layer_bwd_t
         activations = acts
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
