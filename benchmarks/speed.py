@@ -132,7 +132,8 @@ def throughput(seconds: float = 2.0) -> tuple[float, int, float, int]:
     sweep = n / (time.perf_counter() - start)
 
     fresh = [(m, TrainingSpec(**_settings(rng), **_shape(rng))) for m in models for _ in range(100)]
-    fresh = [(m, t) for m, t in fresh if t not in {t for _, t in pairs}]
+    seen = {t for _, t in pairs}
+    fresh = [(m, t) for m, t in fresh if t not in seen]
     start = time.perf_counter()
     for m, t in fresh:
         try:

@@ -108,7 +108,7 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     states = plan.states
     step_temp = plan.step_temporaries
     details = dict(plan.details)
-    notes = list(plan.notes)
+    notes = plan.notes
     per_gpu = None
     if plan.parallel:  # the one hook: shard the model states, then the phases as usual
         w, opt = plan.w, plan.opt
@@ -117,7 +117,7 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
                                                  per_gpu.step_temporaries)
         tokens = per_gpu.activation_tokens
         details.update(per_gpu.details)
-        notes.extend(per_gpu.notes)
+        notes += tuple(per_gpu.notes)
     communication = per_gpu.communication if per_gpu else 0
 
     base = weights + states + communication
@@ -125,9 +125,6 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     if act is None:
         per_sample = model.activation_bytes_per_sample
         activations = (per_sample or 0) * training.batch_size
-        if per_sample is None:
-            notes.append("activations not modeled: this preset gives only a parameter count "
-                         "(add activation_bytes_per_sample to the preset to include them).")
         details["activations.per_sample_preset"] = activations
         fwd = base + (gradients if accum else 0) + activations
         bwd = base + gradients + activations
@@ -138,34 +135,41 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     else:
         phases, activations, temporaries = _transformer_phases(
             act, training, base, gradients, step_temp, tokens, details)
-        notes.extend(act.notes)
         modeled = True
     tensor_peak = max(phases.values())
     overhead = CUDA_CONTEXT_BYTES + tensor_peak * ALLOCATOR_RESERVE_PERCENT // 100
     details["overhead.cuda_context"] = CUDA_CONTEXT_BYTES
     details["overhead.allocator_reserve"] = overhead - CUDA_CONTEXT_BYTES
-    notes.append(_OVERHEAD_NOTE)
+    notes += plan.tail_notes  # activation notes, then overhead's
     if accum:
-        notes.append(_accum_note(training.grad_accum))
-    return Breakdown(
-        model=model.name,
-        parameters=plan.w.parameters,
-        trainable_parameters=plan.w.trainable,
-        weights=weights,
-        gradients=gradients,
-        optimizer_state=states,
-        activations=activations,
-        temporaries=temporaries,
-        overhead=overhead,
-        phases=phases,
-        details=details,
-        notes=tuple(notes),
-        activations_modeled=modeled,
-        active_parameters=plan.active_parameters,
-        communication=communication,
-        cpu_offload_bytes=per_gpu.cpu_offload_bytes if per_gpu else 0,
-        parallelism=dict(per_gpu.layout) if per_gpu else None,
-    )
+        notes += (_accum_note(training.grad_accum),)
+    # Breakdown(...) with every field, in field order, without the frozen dataclass's per-field
+    # object.__setattr__ (a quarter of the call; tests/test_memory.py checks it equals the constructor).
+    b = _new_breakdown(Breakdown)
+    b.__dict__.update({
+        "model": model.name,
+        "parameters": plan.w.parameters,
+        "trainable_parameters": plan.w.trainable,
+        "weights": weights,
+        "gradients": gradients,
+        "optimizer_state": states,
+        "activations": activations,
+        "temporaries": temporaries,
+        "overhead": overhead,
+        "phases": phases,
+        "details": details,
+        "notes": notes,
+        "activations_modeled": modeled,
+        "active_parameters": plan.active_parameters,
+        "communication": communication,
+        "kv_cache": 0,
+        "cpu_offload_bytes": per_gpu.cpu_offload_bytes if per_gpu else 0,
+        "parallelism": dict(per_gpu.layout) if per_gpu else None,
+    })
+    return b
+
+
+_new_breakdown = object.__new__
 
 
 _OVERHEAD_NOTE = (f"overhead is approximate: CUDA context ~{CUDA_CONTEXT_BYTES // MIB} MiB plus "
@@ -204,7 +208,8 @@ class _Plan:
     states: int
     step_temporaries: int
     details: dict[str, int]  # read-only: copied by each estimate
-    notes: tuple[str, ...]
+    notes: tuple[str, ...]  # before the sharding's notes
+    tail_notes: tuple[str, ...]  # after them: the activation notes and overhead's
     parallel: bool
     active_parameters: int
     activations: _ActivationPlan | None  # None: a count-only preset
@@ -262,8 +267,15 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         notes.append("paged optimizer: its states live in CUDA unified memory and may be evicted to CPU RAM "
                      "under pressure; they are counted on the GPU here (the worst case).")
     act = _activation_plan(model, training, recipe, w.trainable) if model.has_architecture else None
+    if act is not None:
+        tail_notes = act.notes
+    elif model.activation_bytes_per_sample is None:
+        tail_notes = ("activations not modeled: this preset gives only a parameter count "
+                      "(add activation_bytes_per_sample to the preset to include them).",)
+    else:
+        tail_notes = ()
     return _Plan(recipe, w, opt, gradients, w.total, opt.total, opt.step_temporaries, details, tuple(notes),
-                 _distributed.is_parallel(training), active_params(model), act)
+                 tail_notes + (_OVERHEAD_NOTE,), _distributed.is_parallel(training), active_params(model), act)
 
 
 def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: int, gradients: int,
