@@ -177,3 +177,28 @@ def test_freeze_trains_top_layers_and_head(mistral: ModelSpec) -> None:
     b = estimate(mistral, TrainingSpec(method="freeze", freeze_layers=30))
     per_layer = (7_241_732_096 - 2 * 32000 * 4096 - 4096) // 32  # 218,112,000 per layer
     assert b.trainable_parameters == 2 * per_layer + 32000 * 4096 + 4096  # 2 layers + head + final norm
+
+
+def test_estimate_builds_the_same_breakdown_as_the_dataclass_constructor(mistral: ModelSpec) -> None:
+    # estimate fills Breakdown.__dict__ directly (speed, issue #7): every field, in field order.
+    import dataclasses
+
+    from vramcalc.memory import Breakdown
+
+    b = estimate(mistral, TrainingSpec(method="lora", grad_accum=4, grad_checkpointing=True))
+    names = [f.name for f in dataclasses.fields(Breakdown)]
+    assert list(vars(b)) == names
+    assert b == Breakdown(**{n: getattr(b, n) for n in names})
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "freeze"])
+def test_cached_settings_give_the_same_estimate_as_a_fresh_cache(mistral: ModelSpec, method: str) -> None:
+    # The per-(model, settings) plan is shared across token shapes; it must not carry one shape into another.
+    import vramcalc.memory as core
+
+    shapes = [{"batch_size": b, "seq_len": s, "grad_accum": a} for b, s, a in [(1, 512, 1), (8, 4096, 4), (2, 7, 1)]]
+    extra = {"freeze_layers": 8} if method == "freeze" else {}
+    warm = [estimate(mistral, TrainingSpec(method=method, attention="eager", **extra, **kw)) for kw in shapes]
+    for kw, got in zip(shapes, warm, strict=True):
+        core._plans.clear()
+        assert estimate(mistral, TrainingSpec(method=method, attention="eager", **extra, **kw)) == got

@@ -10,7 +10,10 @@ Phase model (steady state, step ≥ 2, `zero_grad(set_to_none=True)` after each 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from vramcalc.errors import UnsupportedCombination
@@ -19,7 +22,7 @@ from vramcalc.memory import inference as _inference
 from vramcalc.memory.activations import head_activations, layer_activations
 from vramcalc.memory.optimizer import OptimizerBytes, optimizer_bytes
 from vramcalc.memory.precision import RECIPES, Recipe
-from vramcalc.memory.weights import freeze_fraction, weight_bytes
+from vramcalc.memory.weights import WeightBytes, freeze_fraction, weight_bytes
 from vramcalc.params import active_params, block_linears, count_params, head_dim
 from vramcalc.units import MIB, dtype_bytes
 
@@ -103,6 +106,153 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         raise UnsupportedCombination(
             f"method {training.method!r} needs the architecture of {model.name!r}, which is a parameter count "
             "only; use --method full, or give the preset its architecture (see: vramcalc presets new)")
+    plan = _plan(model, training)
+    gradients = plan.gradients
+    tokens = training.batch_size * training.seq_len
+    accum = training.grad_accum > 1
+    weights = plan.weights
+    states = plan.states
+    step_temp = plan.step_temporaries
+    details = dict(plan.details)
+    notes = plan.notes
+    per_gpu = None
+    if plan.parallel:  # the one hook: shard the model states, then the phases as usual
+        w, opt = plan.w, plan.opt
+        per_gpu = _shard(model, training, plan.recipe, w.total, gradients, opt, w.trainable, tokens)
+        weights, gradients, states, step_temp = (per_gpu.weights, per_gpu.gradients, per_gpu.optimizer_state,
+                                                 per_gpu.step_temporaries)
+        tokens = per_gpu.activation_tokens
+        details.update(per_gpu.details)
+        notes += tuple(per_gpu.notes)
+    communication = per_gpu.communication if per_gpu else 0
+
+    base = weights + states + communication
+    act = plan.activations
+    if act is None:
+        per_sample = model.activation_bytes_per_sample
+        activations = (per_sample or 0) * training.batch_size
+        details["activations.per_sample_preset"] = activations
+        fwd = base + (gradients if accum else 0) + activations
+        bwd = base + gradients + activations
+        step = base + gradients + step_temp
+        temporaries = step_temp
+        phases = {"forward": fwd, "backward": bwd, "optimizer_step": step}
+        modeled = per_sample is not None
+    else:
+        phases, activations, temporaries = _transformer_phases(
+            act, training, base, gradients, step_temp, tokens, details)
+        modeled = True
+    tensor_peak = max(phases.values())
+    overhead = CUDA_CONTEXT_BYTES + tensor_peak * ALLOCATOR_RESERVE_PERCENT // 100
+    details["overhead.cuda_context"] = CUDA_CONTEXT_BYTES
+    details["overhead.allocator_reserve"] = overhead - CUDA_CONTEXT_BYTES
+    notes += plan.tail_notes  # activation notes, then overhead's
+    if accum:
+        notes += (_accum_note(training.grad_accum),)
+    # Breakdown(...) with every field, in field order, without the frozen dataclass's per-field
+    # object.__setattr__ (a quarter of the call; tests/test_memory.py checks it equals the constructor).
+    b = _new_breakdown(Breakdown)
+    b.__dict__.update({
+        "model": model.name,
+        "parameters": plan.w.parameters,
+        "trainable_parameters": plan.w.trainable,
+        "weights": weights,
+        "gradients": gradients,
+        "optimizer_state": states,
+        "activations": activations,
+        "temporaries": temporaries,
+        "overhead": overhead,
+        "phases": phases,
+        "details": details,
+        "notes": notes,
+        "activations_modeled": modeled,
+        "active_parameters": plan.active_parameters,
+        "communication": communication,
+        "kv_cache": 0,
+        "cpu_offload_bytes": per_gpu.cpu_offload_bytes if per_gpu else 0,
+        "parallelism": dict(per_gpu.layout) if per_gpu else None,
+    })
+    return b
+
+
+_new_breakdown = object.__new__
+
+
+_OVERHEAD_NOTE = (f"overhead is approximate: CUDA context ~{CUDA_CONTEXT_BYTES // MIB} MiB plus "
+                  f"{ALLOCATOR_RESERVE_PERCENT} % allocator reserve; compare tensor_peak_bytes with "
+                  "torch.cuda.max_memory_allocated.")
+
+
+@lru_cache(maxsize=256)
+def _accum_note(grad_accum: int) -> str:
+    return (f"gradient accumulation over {grad_accum} micro-batches: gradients stay "
+            "allocated through every forward and backward (no extra memory per micro-batch).")
+
+
+# --- Per-settings plans -----------------------------------------------------------------------------
+# Everything of `estimate` that depends on the model and the training settings but not on the token
+# shape (batch_size, seq_len, grad_accum) is computed once per (model, settings) and kept here, so a
+# sweep over batch and sequence length pays only for the per-token arithmetic (issue #7: throughput).
+# The key is the model object (held, so its id cannot be reused) and every TrainingSpec field but the
+# token shape, read from the spec's __dict__ so that a field added later is part of the key.
+_TOKEN_FIELDS = frozenset({"batch_size", "seq_len", "grad_accum"})
+_MAX_MODELS = 256
+_MAX_PLANS_PER_MODEL = 4096
+_plans: dict[int, tuple[ModelSpec, dict[tuple[object, ...], _Plan]]] = {}
+_key_getters: dict[type, Callable[[dict[str, object]], tuple[object, ...]]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The token-independent part of one (model, settings) estimate."""
+
+    recipe: Recipe
+    w: WeightBytes
+    opt: OptimizerBytes
+    gradients: int
+    weights: int
+    states: int
+    step_temporaries: int
+    details: dict[str, int]  # read-only: copied by each estimate
+    notes: tuple[str, ...]  # before the sharding's notes
+    tail_notes: tuple[str, ...]  # after them: the activation notes and overhead's
+    parallel: bool
+    active_parameters: int
+    activations: _ActivationPlan | None  # None: a count-only preset
+
+
+def _settings_key(training: TrainingSpec) -> tuple[object, ...] | None:
+    """The cache key of `training`'s settings; None for a spec without a __dict__ (the fast path's Record)."""
+    fields = getattr(training, "__dict__", None)
+    if fields is None:
+        return None
+    getter = _key_getters.get(type(training))
+    if getter is None:
+        names = [k for k in fields if k not in _TOKEN_FIELDS]
+        getter = _key_getters[type(training)] = itemgetter(*names)  # type: ignore[assignment]
+    return getter(fields)
+
+
+def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
+    key = _settings_key(training)
+    if key is None:
+        return _build_plan(model, training)
+    entry = _plans.get(id(model))
+    if entry is None or entry[0] is not model:
+        if len(_plans) >= _MAX_MODELS:
+            _plans.clear()
+        entry = _plans[id(model)] = (model, {})
+    plans = entry[1]
+    plan = plans.get(key)
+    if plan is None:
+        plan = _build_plan(model, training)  # raises (and caches nothing) for an unsupported combination
+        if len(plans) >= _MAX_PLANS_PER_MODEL:
+            plans.clear()
+        plans[key] = plan
+    return plan
+
+
+def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     recipe = RECIPES[training.precision]
     notes: list[str] = []
     w = weight_bytes(model, training, recipe)
@@ -111,11 +261,6 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         gradients = w.trainable * dtype_bytes(training.adapter_dtype)
     else:
         gradients = w.trainable * dtype_bytes(recipe.grad)
-    tokens = training.batch_size * training.seq_len
-    accum = training.grad_accum > 1
-    weights = w.total
-    states = opt.total
-    step_temp = opt.step_temporaries
     details: dict[str, int] = {
         "weights.base": w.base,
         "weights.quant_constants": w.quant_constants,
@@ -127,63 +272,16 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     if opt.paged:
         notes.append("paged optimizer: its states live in CUDA unified memory and may be evicted to CPU RAM "
                      "under pressure; they are counted on the GPU here (the worst case).")
-    per_gpu = None
-    if _distributed.is_parallel(training):  # the one hook: shard the model states, then the phases as usual
-        per_gpu = _shard(model, training, recipe, w.total, gradients, opt, w.trainable, tokens)
-        weights, gradients, states, step_temp = (per_gpu.weights, per_gpu.gradients, per_gpu.optimizer_state,
-                                                 per_gpu.step_temporaries)
-        tokens = per_gpu.activation_tokens
-        details.update(per_gpu.details)
-        notes.extend(per_gpu.notes)
-    communication = per_gpu.communication if per_gpu else 0
-
-    base = weights + states + communication
-    if not model.has_architecture:
-        per_sample = model.activation_bytes_per_sample
-        activations = (per_sample or 0) * training.batch_size
-        if per_sample is None:
-            notes.append("activations not modeled: this preset gives only a parameter count "
-                         "(add activation_bytes_per_sample to the preset to include them).")
-        details["activations.per_sample_preset"] = activations
-        fwd = base + (gradients if accum else 0) + activations
-        bwd = base + gradients + activations
-        step = base + gradients + step_temp
-        temporaries = step_temp
-        phases = {"forward": fwd, "backward": bwd, "optimizer_step": step}
-        modeled = per_sample is not None
+    act = _activation_plan(model, training, recipe, w.trainable) if model.has_architecture else None
+    if act is not None:
+        tail_notes = act.notes
+    elif model.activation_bytes_per_sample is None:
+        tail_notes = ("activations not modeled: this preset gives only a parameter count "
+                      "(add activation_bytes_per_sample to the preset to include them).",)
     else:
-        phases, activations, temporaries, act_details, modeled = _transformer_phases(
-            model, training, recipe, base, gradients, step_temp, w.trainable, tokens, notes)
-        details.update(act_details)
-    tensor_peak = max(phases.values())
-    overhead = CUDA_CONTEXT_BYTES + tensor_peak * ALLOCATOR_RESERVE_PERCENT // 100
-    details["overhead.cuda_context"] = CUDA_CONTEXT_BYTES
-    details["overhead.allocator_reserve"] = overhead - CUDA_CONTEXT_BYTES
-    notes.append(f"overhead is approximate: CUDA context ~{CUDA_CONTEXT_BYTES // MIB} MiB plus "
-                 f"{ALLOCATOR_RESERVE_PERCENT} % allocator reserve; compare tensor_peak_bytes with "
-                 "torch.cuda.max_memory_allocated.")
-    if accum:
-        notes.append(f"gradient accumulation over {training.grad_accum} micro-batches: gradients stay "
-                     "allocated through every forward and backward (no extra memory per micro-batch).")
-    return Breakdown(
-        model=model.name,
-        parameters=w.parameters,
-        trainable_parameters=w.trainable,
-        weights=weights,
-        gradients=gradients,
-        optimizer_state=states,
-        activations=activations,
-        temporaries=temporaries,
-        overhead=overhead,
-        phases=phases,
-        details=details,
-        notes=tuple(notes),
-        activations_modeled=modeled,
-        active_parameters=active_params(model),
-        communication=communication,
-        cpu_offload_bytes=per_gpu.cpu_offload_bytes if per_gpu else 0,
-        parallelism=dict(per_gpu.layout) if per_gpu else None,
-    )
+        tail_notes = ()
+    return _Plan(recipe, w, opt, gradients, w.total, opt.total, opt.step_temporaries, details, tuple(notes),
+                 tail_notes + (_OVERHEAD_NOTE,), _distributed.is_parallel(training), active_params(model), act)
 
 
 def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: int, gradients: int,
@@ -228,13 +326,41 @@ def _estimate_inference(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     )
 
 
-def _transformer_phases(
-    m: ModelSpec, t: TrainingSpec, recipe: Recipe, base: int, gradients: int, opt_temp: int,
-    trainable: int, tokens: int, notes: list[str],
-) -> tuple[dict[str, int], int, int, dict[str, int], bool]:
+@dataclass(frozen=True, slots=True)
+class _ActivationPlan:
+    """Activation and temporary bytes of a transformer run as coefficients of tokens and tokens x seq_len.
+
+    `_t` fields multiply the token count (batch x seq_len), `_ts` fields tokens x seq_len (eager
+    attention's per-key terms); the rest are bytes. Built by `_activation_plan`, used by
+    `_transformer_phases`.
+    """
+
+    n_layers: int
+    saving_layers: int
+    checkpointing: bool
+    per_layer_t: int  # one layer's saved set
+    per_layer_ts: int
+    once_t: int  # shared by all layers (RoPE tables, dropout mask)
+    once_ts: int  # eager's 4-D causal mask, per batch x seq_len x seq_len (whole, whatever the layout)
+    head_saved_t: int
+    kept_t: int  # checkpointing: the layers' inputs
+    autocast_copies: int
+    layer_copies: int
+    attn_fwd_ts: int
+    layer_fwd_t: int
+    layer_bwd_t: int
+    layer_bwd_ts: int
+    loss_fwd_t: int
+    loss_bwd_t: int
+    g_head: int  # before the min with the (possibly sharded) gradients
+    end_t: int  # backward-end temporaries when the condition below holds, else 0
+    end_tied: bool  # end_t applies without gradient accumulation (tied embeddings)
+    notes: tuple[str, ...]
+
+
+def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
     assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
     n_layers = m.num_layers
-    seq = t.seq_len
     c = dtype_bytes(recipe.compute)
     full_like = t.method in ("full", "freeze")
     if t.method == "freeze":
@@ -245,7 +371,9 @@ def _transformer_phases(
         head_trainable = t.method == "full"
     trained_layers = n_layers - frozen
     layer = layer_activations(m, t, recipe, trainable_weights=full_like)
-    per_layer = layer.saved(tokens, seq)
+    # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
+    per_layer_t = sum(x.per_token for x in layer.terms)
+    per_layer_ts = sum(x.per_token_seq for x in layer.terms)
     head = head_activations(m, t, recipe, head_trainable)
     # Layers below the first trainable one save nothing when their inputs need no gradient
     # (frozen embeddings): autograd records no graph there. LoRA adapts every layer.
@@ -253,12 +381,12 @@ def _transformer_phases(
     if t.method == "freeze" and trained_layers == 0:
         saving_layers = 0
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
-    once = 0 if m.learned_position_embeddings else 2 * c * head_dim(m) * tokens
+    once_t = 0 if m.learned_position_embeddings else 2 * c * head_dim(m)
+    once_ts = 0
     if t.attention == "eager":
-        once += c * t.batch_size * seq * seq  # the 4-D causal mask (masking_utils.eager_mask)
+        once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * batch * seq * seq
     if m.dropout > 0:
-        once += m.hidden_size * tokens  # embedding dropout mask
-    head_saved = head.saved * tokens
+        once_t += m.hidden_size  # embedding dropout mask
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
     # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
@@ -270,34 +398,72 @@ def _transformer_phases(
     # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
     # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
     # scores softmax writes (the saved set's per-key terms) are transient too.
-    scores_saved = sum(x.per_token_seq for x in layer.terms) * tokens * seq
-    attn_fwd_t = layer.forward_transient.per_token_seq * tokens * seq
+    attn_fwd_ts = layer.forward_transient.per_token_seq
     if t.grad_checkpointing:
-        attn_fwd_t += scores_saved
-    layer_fwd_t = max(layer.forward_transient.per_token * tokens, attn_fwd_t)
-    layer_bwd_t = layer.backward_transient.per_token * tokens + layer.backward_transient.per_token_seq * tokens * seq
-    loss_fwd_t = head.forward_transient * tokens
-    loss_bwd_t = head.backward_transient * tokens
-    grads_live_fwd = gradients if t.grad_accum > 1 else 0
+        attn_fwd_ts += per_layer_ts  # the saved scores
     # Gradient of the head (and final norm) appears at the start of backward; the rest layer by layer.
     g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like else 0
-    g_head = min(g_head, gradients)
+    # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
+    # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
+    # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of
+    # place (torch/csrc/autograd/input_buffer.cpp accumulate; observed as aten.add.Tensor on CPU and under
+    # the tracer): the head's gradient, the embedding's and their sum coexist (2 beyond `gradients`).
+    end_t = 0
+    if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
+        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if m.tie_word_embeddings else 1)
+    notes: list[str] = []
     if t.grad_checkpointing:
+        notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
+                     "in backward with its full activations.")
+    if t.method == "lora":
+        notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
+                     "gradient before the first adapter, so the real figure is slightly lower).")
+    return _ActivationPlan(
+        n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
+        per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
+        head_saved_t=head.saved, kept_t=saving_layers * residual * m.hidden_size,
+        autocast_copies=autocast_copies, layer_copies=autocast_copies // n_layers if autocast_copies else 0,
+        attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
+        layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
+        loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
+        end_tied=m.tie_word_embeddings, notes=tuple(notes),
+    )
+
+
+def _transformer_phases(
+    p: _ActivationPlan, t: TrainingSpec, base: int, gradients: int, opt_temp: int, tokens: int,
+    details: dict[str, int],
+) -> tuple[dict[str, int], int, int]:
+    """(phases, activations, temporaries) for `tokens` tokens; appends the activation details."""
+    seq = t.seq_len
+    token_seq = tokens * seq
+    per_layer = p.per_layer_t * tokens + p.per_layer_ts * token_seq
+    once = p.once_t * tokens + p.once_ts * t.batch_size * seq * seq  # the mask is not split by tp/sp
+    head_saved = p.head_saved_t * tokens
+    autocast_copies = p.autocast_copies
+    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq)
+    layer_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_ts * token_seq
+    loss_fwd_t = p.loss_fwd_t * tokens
+    loss_bwd_t = p.loss_bwd_t * tokens
+    accum = t.grad_accum > 1
+    grads_live_fwd = gradients if accum else 0
+    g_head = min(p.g_head, gradients)
+    saving_layers = p.saving_layers
+    if p.checkpointing:
         # HF gradient_checkpointing_enable (transformers 5 modeling_utils: default {"use_reentrant": False},
         # torch.utils.checkpoint non-reentrant): each layer keeps only its input hidden states; during
         # backward one layer is recomputed with its full saved set (autocast weight casts included, freed
         # with the layer: the nested autocast region clears its cache on exit, autocast_mode.py __exit__).
-        kept = saving_layers * residual * m.hidden_size * tokens
+        kept = p.kept_t * tokens
         recomputed = per_layer if saving_layers else 0
         acts = kept + once + head_saved + autocast_copies
         fwd = base + grads_live_fwd + kept + once + autocast_copies + max(layer_fwd_t, head_saved + loss_fwd_t)
         bwd_start = base + max(grads_live_fwd, 0) + kept + once + head_saved + loss_bwd_t
-        layer_copies = autocast_copies // n_layers if autocast_copies else 0
+        layer_copies = p.layer_copies
         bwd_top = base + max(grads_live_fwd, g_head) + kept + once + recomputed + layer_copies + layer_bwd_t
         bwd_bottom = base + gradients + once + recomputed + layer_copies + layer_bwd_t
         activations = acts + recomputed
-        notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
-                     "in backward with its full activations.")
+        layers_detail = kept
     else:
         acts_layers = saving_layers * per_layer
         acts = acts_layers + once + head_saved + autocast_copies
@@ -306,40 +472,29 @@ def _transformer_phases(
         bwd_top = base + max(grads_live_fwd, g_head) + acts_layers + once + autocast_copies + layer_bwd_t
         bottom_acts = per_layer if saving_layers else 0
         # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
-        bottom_copies = autocast_copies // n_layers if autocast_copies and saving_layers else 0
+        bottom_copies = p.layer_copies if saving_layers else 0
         bwd_bottom = base + gradients + once + bottom_acts + bottom_copies + layer_bwd_t
         activations = acts
-    # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
-    # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
-    # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of
-    # place (torch/csrc/autograd/input_buffer.cpp accumulate; observed as aten.add.Tensor on CPU and under
-    # the tracer): the head's gradient, the embedding's and their sum coexist (2 beyond `gradients`).
-    end_t = 0
-    if full_like and (m.tie_word_embeddings or t.grad_accum > 1) and trainable:
-        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if m.tie_word_embeddings else 1)
+        layers_detail = acts_layers
+    # Backward-end temporaries (tied embeddings or accumulation; see _activation_plan).
+    end_t = p.end_t if p.end_tied or accum else 0
     bwd_end = base + gradients + end_t
     backward = max(bwd_start, bwd_top, bwd_bottom, bwd_end)
     step = base + gradients + opt_temp
     temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t)
-    details = {
-        "activations.layers": (saving_layers * residual * m.hidden_size * tokens if t.grad_checkpointing
-                               else saving_layers * per_layer),
-        "activations.recomputed_layer": per_layer if t.grad_checkpointing and saving_layers else 0,
-        "activations.per_layer": per_layer,
-        "activations.shared": once,
-        "activations.head_and_loss": head_saved,
-        "activations.autocast_weight_copies": autocast_copies,
-        "temporaries.loss_forward": loss_fwd_t,
-        "temporaries.loss_backward": loss_bwd_t,
-        "temporaries.layer_backward": layer_bwd_t,
-        "temporaries.layer_forward": layer_fwd_t,
-        "temporaries.backward_end": end_t,
-    }
-    if t.method == "lora":
-        notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
-                     "gradient before the first adapter, so the real figure is slightly lower).")
+    details["activations.layers"] = layers_detail
+    details["activations.recomputed_layer"] = per_layer if p.checkpointing and saving_layers else 0
+    details["activations.per_layer"] = per_layer
+    details["activations.shared"] = once
+    details["activations.head_and_loss"] = head_saved
+    details["activations.autocast_weight_copies"] = autocast_copies
+    details["temporaries.loss_forward"] = loss_fwd_t
+    details["temporaries.loss_backward"] = loss_bwd_t
+    details["temporaries.layer_backward"] = layer_bwd_t
+    details["temporaries.layer_forward"] = layer_fwd_t
+    details["temporaries.backward_end"] = end_t
     phases = {"forward": fwd, "backward": backward, "optimizer_step": step}
-    return phases, activations, temporaries, details, True
+    return phases, activations, temporaries
 
 
 def count_parameters(model: ModelSpec) -> int:
