@@ -39,18 +39,25 @@ def builtin_dir() -> Path:
     return packaged if packaged.is_dir() else _PACKAGE.parents[1] / "presets"
 
 
-def preset_files(directory: Path) -> list[Path]:
-    """The files presets._files would read for models and GPUs, in the same order."""
+def kind_files(directory: Path, kind: str) -> list[Path]:
+    """Preset files of one kind ("models" or "gpus") in a directory: kind/*.yaml, then kind.yaml.
+
+    presets.py reads exactly these (it calls this function), so the index's fingerprint covers them.
+    """
     found: list[Path] = []
-    for kind in ("models", "gpus"):
-        sub = directory / kind
-        if sub.is_dir():
-            found += sorted(p for p in sub.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
-        for ext in (".yaml", ".yml"):
-            single = directory / f"{kind}{ext}"
-            if single.is_file():
-                found.append(single)
+    sub = directory / kind
+    if sub.is_dir():
+        found += sorted(p for p in sub.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+    for ext in (".yaml", ".yml"):
+        single = directory / f"{kind}{ext}"
+        if single.is_file():
+            found.append(single)
     return found
+
+
+def preset_files(directory: Path) -> list[Path]:
+    """The model and GPU preset files of a directory, in the order presets.py reads them."""
+    return kind_files(directory, "models") + kind_files(directory, "gpus")
 
 
 def fingerprint() -> str:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from vramcalc._index import kind_files
 from vramcalc.errors import PresetFileError, UnknownPresetError
 from vramcalc.specs import GpuSpec, ModelSpec
 
@@ -111,15 +112,7 @@ def parse_specs(data: Any, kind: type[Spec], path: str) -> list[Spec]:
 
 def _files(directory: Path, kind: str) -> list[Path]:
     """Preset files of one kind in a directory: models/*.yaml and gpus.yaml / gpus/*.yaml."""
-    found: list[Path] = []
-    sub = directory / kind
-    if sub.is_dir():
-        found += sorted(p for p in sub.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
-    for ext in (".yaml", ".yml"):
-        single = directory / f"{kind}{ext}"
-        if single.is_file():
-            found.append(single)
-    return found
+    return kind_files(directory, kind)
 
 
 @dataclass(frozen=True)
