@@ -13,6 +13,7 @@ import typer
 
 from vramcalc import __version__, whatif
 from vramcalc.options import OptionValues, with_estimate_options
+from vramcalc.output import csv_text
 
 Format = Literal["table", "json", "yaml", "csv", "markdown"]
 Units = Literal["GB", "GiB"]
@@ -165,7 +166,7 @@ def models(
         return
     if fmt == "csv":
         columns = ["name", "display_name", "family", "parameters", "source"]
-        typer.echo(whatif.csv_text(columns, rows), nl=False)
+        typer.echo(csv_text(columns, rows), nl=False)
         return
     if fmt == "markdown":
         lines = ["| name | family | parameters |", "| --- | --- | ---: |"]
@@ -218,7 +219,7 @@ def gpus(
         _emit({"gpus": rows}, fmt)
         return
     if fmt == "csv":
-        typer.echo(whatif.csv_text(list(rows[0]) if rows else ["name"], rows), nl=False)
+        typer.echo(csv_text(list(rows[0]) if rows else ["name"], rows), nl=False)
         return
     if fmt == "markdown":
         lines = ["| name | GPU | memory | bf16 |", "| --- | --- | ---: | --- |"]
@@ -258,8 +259,8 @@ def show(
         _emit(doc, fmt)
         return
     if fmt == "csv":
-        groups = [{"tensor_group": k, "parameters": v} for k, v in doc["breakdown"].items()]
-        typer.echo(whatif.csv_text(["tensor_group", "parameters"], groups), nl=False)
+        groups = [{"tensor_group": k, "parameters": v} for k, v in breakdown.items()]
+        typer.echo(csv_text(["tensor_group", "parameters"], groups), nl=False)
         return
     from rich.table import Table
 

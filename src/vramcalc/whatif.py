@@ -251,11 +251,11 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
     colour = uses_colour(con)
     if len(rows) == 1:
         r = rows[0]
-        lines = render.report_lines(r.spec, r.breakdown, r.training, r.verdict, units, con.width, r.status,
-                                    margin if r.verdict is not None else None, colour)
+        report = render.report_lines(r.spec, r.breakdown, r.training, r.verdict, units, con.width, r.status,
+                                     margin if r.verdict is not None else None, colour)
         from rich.text import Text
 
-        for line in lines:
+        for line in report:
             con.print(Text.assemble(*line), soft_wrap=True)
         return
     from rich.table import Table

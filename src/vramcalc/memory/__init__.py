@@ -229,7 +229,7 @@ def _settings_key(training: TrainingSpec) -> tuple[object, ...] | None:
     getter = _key_getters.get(type(training))
     if getter is None:
         names = [k for k in fields if k not in _TOKEN_FIELDS]
-        getter = _key_getters[type(training)] = itemgetter(*names)  # type: ignore[assignment]
+        getter = _key_getters[type(training)] = itemgetter(*names)
     return getter(fields)
 
 
