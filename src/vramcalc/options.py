@@ -268,5 +268,5 @@ def with_estimate_options(multi: bool = False) -> Callable[[F], F]:
 
 
 def varied_label(names: Iterable[str]) -> list[str]:
-    """Column labels for the varied options (`batch-size`)."""
-    return [n.replace("_", "-") for n in names]
+    """Column labels for the varied options: the flag without its dashes (`batch-size`, `gpus`)."""
+    return [BY_NAME[n].flag[2:] if n in BY_NAME else n.replace("_", "-") for n in names]
