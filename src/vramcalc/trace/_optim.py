@@ -16,16 +16,34 @@ from vramcalc.specs import TrainingSpec
 class Fp32StateAdamW(torch.optim.Optimizer):
     """AdamW over 16-bit parameters with fp32 moments and no master weights ("bf16" seed accounting).
 
-    For-loop per parameter: the fp32 gradient copy, the denominator and the fp32 update are
-    temporaries of one parameter's size; the result is written back into the 16-bit weight.
+    `impl` follows --optimizer-impl: "for-loop" computes per parameter (the fp32 gradient copy, the
+    denominator and the fp32 update are temporaries of one parameter's size); "foreach" also holds
+    sqrt(exp_avg_sq) of every parameter at once, as torch's _multi_tensor_adamw does; "fused" is a
+    fused CUDA kernel that updates states and weights in place (no temporaries), so only the states
+    are allocated here.
     """
 
     def __init__(self, params: Iterable[nn.Parameter], lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+                 eps: float = 1e-8, weight_decay: float = 0.0, impl: str = "for-loop") -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        self.impl = impl
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        if self.impl != "for-loop":
+            states = []
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None and not self.state[p]:
+                        self.state[p]["step"] = 0
+                        self.state[p]["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
+                        self.state[p]["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
+                    if p.grad is not None:
+                        states.append(self.state[p]["exp_avg_sq"])
+            if self.impl == "foreach" and states:
+                sqrt = torch._foreach_sqrt(states)  # the group-sized temporary of _multi_tensor_adamw
+                del sqrt
+            return
         for group in self.param_groups:
             b1, b2 = group["betas"]
             for p in group["params"]:
@@ -185,9 +203,9 @@ def make_optimizer(training: TrainingSpec, params: list[nn.Parameter]) -> tuple[
                      "torch optimizer; fp32 copies of the grads are temporaries during the step")
         return MasterWeightOptimizer(params, torch_opt), notes
     if precision in ("bf16", "fp16") and name == "adamw":
-        notes.append(f"{precision}: 16-bit weights and grads with fp32 AdamW moments, emulated by a for-loop "
-                     "optimizer (per-parameter fp32 temporaries)")
-        return Fp32StateAdamW(params, lr=lr), notes
+        notes.append(f"{precision}: 16-bit weights and grads with fp32 AdamW moments, emulated with the "
+                     f"{impl} implementation's temporaries")
+        return Fp32StateAdamW(params, lr=lr, impl=impl), notes
     if precision in ("bf16", "fp16"):
         notes.append(f"{precision} with {name}: torch keeps the optimizer state in the parameter dtype")
     return torch_opt(params), notes
