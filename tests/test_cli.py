@@ -133,3 +133,18 @@ def test_csv_columns_follow_the_core_components() -> None:
     from vramcalc.whatif import CSV_COMPONENTS
 
     assert CSV_COMPONENTS == COMPONENTS
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml", "csv", "markdown"])
+@pytest.mark.parametrize("args", [
+    ["estimate", "gpt2"], ["explain", "gpt2"], ["compare", "gpt2", "--method", "full,lora"],
+    ["fit", "gpt2", "--gpu", "t4"], ["gpus"], ["gpus", "--fits", "gpt2"], ["models"], ["show", "gpt2"],
+    ["storage", "gpt2", "--lora-targets", "c_attn"],
+], ids=lambda a: " ".join(a) if isinstance(a, list) else a)
+def test_every_command_speaks_every_format(args: list[str], fmt: str) -> None:
+    # Issue 4: --format json|yaml|csv|markdown for every command (trace too: tests/test_trace.py needs torch).
+    r = invoke(*args, "--format", fmt)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip()
+    if fmt == "json":
+        json.loads(r.stdout)

@@ -6,7 +6,6 @@ command's own options.
 
 from __future__ import annotations
 
-import json
 import shlex
 from typing import Annotated, Any, Literal
 
@@ -14,7 +13,7 @@ import typer
 
 from vramcalc.options import OptionValues, with_estimate_options
 
-ExplainFormat = Literal["text", "markdown", "json"]
+ExplainFormat = Literal["text", "markdown", "json", "yaml", "csv"]
 
 # Options a --diff side may not set: they describe the output, not the run.
 _NOT_PER_SIDE = {"diff", "fmt", "units", "check", "only"}
@@ -42,7 +41,8 @@ def explain(
         metavar="SECTIONS",
         help="Comma-separated sections to show: parameters, weights, gradients, optimizer_state, "
              "activations_per_layer, activations, temporaries, phases, overhead.")] = None,
-    fmt: Annotated[ExplainFormat, typer.Option("--format", help="text, markdown (a document) or json.")] = "text",
+    fmt: Annotated[ExplainFormat, typer.Option(
+        "--format", help="text, markdown (a document), json, yaml, or csv (one row per term).")] = "text",
     units: Annotated[Literal["GB", "GiB"], typer.Option(help="GB (10^9, as the seed texts count) or GiB (2^30).")]
     = "GB",
     check: Annotated[bool, typer.Option(help="Exit 1 when a --gpu is given and the run does not fit.")] = False,
@@ -80,8 +80,8 @@ def explain(
         raise _fail(err) from None
 
     if diff is not None:
-        if fmt == "json":
-            typer.echo(json.dumps(ex.diff_json(d, diff), indent=2))
+        if fmt in ("json", "yaml", "csv"):
+            _emit_doc(ex.diff_json(d, diff), fmt)
         elif fmt == "markdown":
             typer.echo(ex.diff_markdown(d, diff, units), nl=False)
         else:
@@ -94,12 +94,12 @@ def explain(
         from vramcalc.render import verdict_line
 
         verdict = fit(e.breakdown, gpu_spec)
-    if fmt == "json":
+    if fmt in ("json", "yaml", "csv"):
         doc = ex.to_json(e, sections)
         if verdict is not None:
             doc.update(gpu=gpu_spec.name if gpu_spec else None, fits=verdict.fits,
                        headroom_bytes=verdict.headroom_bytes)
-        typer.echo(json.dumps(doc, indent=2))
+        _emit_doc(doc, fmt)
     else:
         text = ex.to_markdown(e, units, sections) if fmt == "markdown" else ex.to_text(e, units, sections)
         if verdict is not None:
@@ -108,6 +108,22 @@ def explain(
         typer.echo(text, nl=False)
     if check and verdict is not None and not verdict.fits:
         raise typer.Exit(code=1)
+
+
+def _emit_doc(doc: dict[str, Any], fmt: str) -> None:
+    """JSON or YAML as the document; CSV as one row per term (section, key, label, value, formula, ...)."""
+    from vramcalc.output import csv_text, emit
+
+    if fmt != "csv":
+        emit(doc, fmt)
+        return
+    columns = ["section", "key", "label", "value", "kind", "formula", "inputs", "source"]
+    rows = [{"section": sec.get("key"), **line} for sec in doc.get("sections", []) for line in sec.get("lines", [])]
+    if not rows:  # --diff: its terms
+        rows = list(doc.get("terms", []))
+        first = ["key", "label", "kind", "a", "b"]
+        columns = first + sorted({k for t in rows for k in t} - set(first))
+    typer.echo(csv_text(columns, rows), nl=False)
 
 
 def _resolve(values: dict[str, Any]) -> tuple[Any, Any, Any]:

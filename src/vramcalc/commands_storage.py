@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 import typer
@@ -20,7 +19,8 @@ def storage(
     = "fp32",
     weight_dtype: Annotated[WeightDtype, typer.Option(help="Format of copies and base (auto: bf16).")]
     = "auto",
-    fmt: Annotated[Literal["table", "json"], typer.Option("--format", help="Output format.")] = "table",
+    fmt: Annotated[Literal["table", "json", "yaml", "csv", "markdown"],
+                   typer.Option("--format", help="Output format.")] = "table",
     units: Annotated[Literal["GB", "GiB"], typer.Option(help="GB (10^9) or GiB (2^30).")] = "GB",
 ) -> None:
     """Compare N fully fine-tuned copies with one base model + N LoRA adapters (disk, and GPU memory
@@ -57,8 +57,27 @@ def storage(
         "full_copies_bytes": c.full_copies_bytes, "base_plus_adapters_bytes": c.base_plus_adapters_bytes,
         "saved_bytes": c.saved_bytes, "break_even_adapters": break_even_adapters(c), "units": units,
     }
-    if fmt == "json":
-        typer.echo(json.dumps(doc, indent=2))
+    rows = [("one full copy", c.model_bytes),
+            (f"one adapter (r={lora_rank}, {c.adapter_parameters:,} params)", c.adapter_bytes),
+            (f"{c.adapters} fine-tuned copies", c.full_copies_bytes),
+            (f"base + {c.adapters} adapters", c.base_plus_adapters_bytes),
+            ("saved", c.saved_bytes)]
+    if fmt in ("json", "yaml"):
+        from vramcalc.output import emit
+
+        emit(doc, fmt)
+        return
+    if fmt == "csv":
+        from vramcalc.output import csv_text
+
+        typer.echo(csv_text(["deployment", "bytes"], [{"deployment": k, "bytes": v} for k, v in rows]), nl=False)
+        return
+    if fmt == "markdown":
+        lines = [f"### {spec.display_name or spec.name}: {c.adapters} tasks", "",
+                 f"| deployment | size ({units}) |", "| --- | ---: |"]
+        lines += [f"| {k} | {format_bytes(v, units)} |" for k, v in rows]
+        lines += ["", f"{break_even_adapters(c):,} adapters weigh as much as one full copy."]
+        typer.echo("\n".join(lines))
         return
     from rich.console import Console
     from rich.table import Table

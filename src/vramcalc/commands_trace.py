@@ -78,6 +78,19 @@ def trace_command(
     if fmt in ("json", "yaml"):
         _emit({"model": spec.name, "units": "bytes", **doc}, fmt)
         return
+    if fmt == "csv":
+        from vramcalc.output import csv_text
+
+        est, tr, err = doc["estimate"], doc["trace"], doc["error"]
+        cat = tr["by_category_at_peak"]
+        metrics = [("peak", est["peak_bytes"], tr["peak_bytes"], err["peak_pct"])]
+        metrics += [(f"{p}_peak", v, tr["phases"][p], err[f"{p}_pct"]) for p, v in est["phases"].items()]
+        metrics += [("weights", est["weights"], cat["parameters"] + cat["buffers"], err["weights_pct"]),
+                    ("optimizer_state", est["optimizer_state"], cat["optimizer_state"], err["optimizer_state_pct"])]
+        typer.echo(csv_text(["metric", "estimate_bytes", "trace_bytes", "error_pct"],
+                            [dict(zip(("metric", "estimate_bytes", "trace_bytes", "error_pct"), m, strict=True))
+                             for m in metrics]), nl=False)
+        return
     rows = _rows(doc, units)
     if fmt == "markdown":
         lines = [f"### {spec.name}: traced peak {_fmt(result.peak_bytes, units)} in {result.peak_phase}", "",
