@@ -15,7 +15,7 @@ from vramcalc.units import ceil_div
 Status = Literal["FITS", "TIGHT", "DOES NOT FIT"]
 
 # Default margin: the estimator's measured error band. On the 64-case accuracy grid the tensor peak is
-# within 6.05 % of the tracer's (max |error|; median 0.35 %, benchmarks/results/accuracy.md), so 7 % of
+# within 6.05 % of the tracer's (max |error|; median 0.38 %, benchmarks/results/accuracy.md), so 7 % of
 # the peak covers it. The tracer reproduces CUDA's allocations on fake tensors; no real-GPU runs are
 # checked in, so the runtime overhead row stays an approximation. `--margin` overrides the default and
 # the JSON says which one was used.
