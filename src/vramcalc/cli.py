@@ -137,12 +137,6 @@ def estimate(
     whatif.estimate_exit(rows, check)
 
 
-def _with_note(b: Any, note: str) -> Any:
-    from dataclasses import replace
-
-    return replace(b, notes=(note, *b.notes))
-
-
 @app.command()
 def models(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = "table",
