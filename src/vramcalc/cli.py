@@ -5,7 +5,6 @@ Exit codes: 0 success; 1 with --check when the run does not fit the GPU; 2 bad i
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated, Any, Literal
 
@@ -13,7 +12,7 @@ import typer
 
 from vramcalc import __version__, whatif
 from vramcalc.options import OptionValues, with_estimate_options
-from vramcalc.output import csv_text
+from vramcalc.output import csv_text, emit, fail
 
 Format = Literal["table", "json", "yaml", "csv", "markdown"]
 Units = Literal["GB", "GiB"]
@@ -51,22 +50,6 @@ class BadInput(Exception):
     """Raised inside commands for input problems found by the CLI itself."""
 
 
-def _one_line(e: BaseException) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]).replace("_", "-")
-        msg = err["msg"].removeprefix("Value error, ")
-        return f"--{field}: {msg}" if field else msg
-    return " ".join(str(e).split())
-
-
-def _fail(e: BaseException) -> typer.Exit:
-    typer.echo(f"error: {_one_line(e)}", err=True)
-    return typer.Exit(code=2)
-
-
 PresetsOption = Annotated[list[str] | None, typer.Option(
     "--presets", help="Extra preset directory (models/*.yaml, gpus.yaml); repeatable; adds to and "
                       "overrides the built-in presets, after VRAMCALC_PRESETS.")]
@@ -85,15 +68,6 @@ def _complete_gpu(incomplete: str) -> list[str]:
     from vramcalc import presets
 
     return [n for n in presets.gpus().names() if n.startswith(incomplete.lower())]
-
-
-def _emit(doc: dict[str, Any], fmt: str) -> None:
-    if fmt == "json":  # plain json.dumps: byte-exact, width-independent, no colour codes
-        typer.echo(json.dumps(doc, indent=2))
-    else:
-        import yaml
-
-        typer.echo(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), nl=False)
 
 
 def _console() -> Any:
@@ -132,7 +106,7 @@ def estimate(
         m = whatif.margin_of(margin)
         rows = whatif.estimate_rows(model, gpu, max_memory, config, opts, m)
     except whatif._errors() as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     whatif.print_estimate(rows, m, fmt, units, no_color)
     whatif.estimate_exit(rows, check)
 
@@ -151,12 +125,12 @@ def models(
     try:
         specs = [s for s in presets.models(preset_dirs or ()).specs if isinstance(s, ModelSpec)]
     except VramcalcError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     rows: list[dict[str, Any]] = [{"name": s.name, "display_name": s.display_name or s.name, "family": s.family,
              "parameters": count_params(s), "aliases": list(s.aliases), "source": s.source} for s in specs]
     rows.sort(key=lambda r: (r["family"], r["parameters"]))
     if fmt in ("json", "yaml"):
-        _emit({"models": rows}, fmt)
+        emit({"models": rows}, fmt)
         return
     if fmt == "csv":
         columns = ["name", "display_name", "family", "parameters", "source"]
@@ -205,12 +179,12 @@ def gpus(
     try:
         specs = [s for s in presets.gpus(preset_dirs or ()).specs if isinstance(s, GpuSpec)]
     except VramcalcError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     specs.sort(key=lambda g: (g.vendor, g.memory_bytes, g.name))
     rows = [{"name": g.name, "display_name": g.display_name, "memory_bytes": g.memory_bytes, "bf16": g.bf16,
              "fp8": g.fp8, "vendor": g.vendor, "source": g.source} for g in specs]
     if fmt in ("json", "yaml"):
-        _emit({"gpus": rows}, fmt)
+        emit({"gpus": rows}, fmt)
         return
     if fmt == "csv":
         typer.echo(csv_text(list(rows[0]) if rows else ["name"], rows), nl=False)
@@ -243,14 +217,14 @@ def show(
     try:
         spec, model_notes = resolve_model(model, preset_dirs or ())
     except VramcalcError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     breakdown = params_by_name(spec)
     total = count_params(spec)
     doc = {"model": spec.name, "architecture": spec.model_dump(exclude_defaults=False),
            "parameters": total, "active_parameters": active_params(spec), "breakdown": breakdown,
            "notes": list(model_notes)}
     if fmt in ("json", "yaml"):
-        _emit(doc, fmt)
+        emit(doc, fmt)
         return
     if fmt == "csv":
         groups = [{"tensor_group": k, "parameters": v} for k, v in breakdown.items()]

@@ -60,9 +60,10 @@ def explain(
     from pydantic import ValidationError
 
     from vramcalc import explain as ex
-    from vramcalc.cli import BadInput, _fail
+    from vramcalc.cli import BadInput
     from vramcalc.errors import VramcalcError
     from vramcalc.options import OptionError
+    from vramcalc.output import fail
 
     shared = {"model": model, "gpu": gpu, **opts.run()}
     sections = tuple(x.strip() for x in (only or "").split(",") if x.strip())
@@ -77,7 +78,7 @@ def explain(
             sides = [_resolve(_apply_side(ctx, shared, side)) for side in diff]
             d = ex.diff(ex.explain(sides[0][0], sides[0][1]), ex.explain(sides[1][0], sides[1][1]))
     except (VramcalcError, ValidationError, BadInput, OptionError) as err:
-        raise _fail(err) from None
+        raise fail(err) from None
 
     if diff is not None:
         if fmt in ("json", "yaml", "csv"):

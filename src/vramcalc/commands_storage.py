@@ -46,10 +46,9 @@ def storage(
                                 weight_dtype=weight_dtype)
         c = compare_storage(spec, training, adapters)
     except (VramcalcError, ValidationError, ValueError) as e:
-        from vramcalc.cli import _one_line
+        from vramcalc.output import fail
 
-        typer.echo(f"error: {_one_line(e)}", err=True)
-        raise typer.Exit(code=2) from None
+        raise fail(e) from None
     doc: dict[str, Any] = {
         "model": c.model, "adapters": c.adapters, "parameters": c.parameters,
         "adapter_parameters": c.adapter_parameters, "model_bytes": c.model_bytes,

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from vramcalc.cli import Format, Units, _complete_model, _console, _emit, _fail
+from vramcalc.cli import Format, Units, _complete_model, _console
 from vramcalc.options import OptionValues, with_estimate_options
+from vramcalc.output import emit, fail
 
 
 def _error_pct(est: int, ref: int) -> float | None:
@@ -73,10 +74,10 @@ def trace_command(
         breakdown = run_estimate(spec, training)
         result = trace(spec, training)
     except (VramcalcError, ValidationError, OptionError, NotImplementedError) as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     doc = compare(breakdown, result)
     if fmt in ("json", "yaml"):
-        _emit({"model": spec.name, "units": "bytes", **doc}, fmt)
+        emit({"model": spec.name, "units": "bytes", **doc}, fmt)
         return
     if fmt == "csv":
         from vramcalc.output import csv_text

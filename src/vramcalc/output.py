@@ -19,10 +19,13 @@ def one_line(e: BaseException) -> str:
     from pydantic import ValidationError
 
     if isinstance(e, ValidationError):
+        from vramcalc.options import BY_NAME
+
         err = e.errors()[0]
-        name = ".".join(str(p) for p in err["loc"]).replace("_", "-")
+        name = ".".join(str(p) for p in err["loc"])
+        flag = BY_NAME[name].flag if name in BY_NAME else "--" + name.replace("_", "-")  # --gpus for gpus_per_node
         msg = err["msg"].removeprefix("Value error, ")
-        return f"--{name}: {msg}" if name else msg
+        return f"{flag}: {msg}" if name else msg
     return " ".join(str(e).split())
 
 
