@@ -10,7 +10,6 @@ multi-line error on stderr.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vramcalc import _fastpath, presets
+from cli_helpers import invoke
+from vramcalc import presets
 
 MODEL_NAMES = presets.models().names()
 GPU_NAMES = presets.gpus().names()
@@ -135,21 +135,6 @@ def _env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("COLUMNS", "100")
     for var in ("VRAMCALC_NO_FASTPATH", "VRAMCALC_PRESETS", "FORCE_COLOR", "TTY_COMPATIBLE"):
         monkeypatch.delenv(var, raising=False)
-
-
-def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the console entry point in-process; return (exit code, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["vramcalc", *argv]
-    try:
-        _fastpath.main()
-        code: Any = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return (code if isinstance(code, int) else 0 if code is None else 2), out, err
 
 
 def assert_clean(argv: list[str], code: int, out: str, err: str) -> None:
