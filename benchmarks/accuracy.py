@@ -1,6 +1,6 @@
 """Estimator vs tracer over a grid of fine-tuning runs (issue #3).
 
-For each case, `vramcalc.memory.estimate` (pure arithmetic) is compared with `vramcalc.trace.trace`
+For each case, `vramcalc.core.memory.estimate` (pure arithmetic) is compared with `vramcalc.trace.trace`
 (one steady-state HF transformers step under FakeTensorMode): the tensor peak
 (`Breakdown.tensor_peak_bytes` vs `TraceResult.peak_bytes`, the primary metric), the peak of each
 phase, the peak phase, and the components present at the peak (weights ↔ parameters + buffers,
@@ -31,9 +31,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from vramcalc import presets
-from vramcalc.memory import PHASES, estimate
-from vramcalc.specs import TrainingSpec
+from vramcalc.core.memory import PHASES, estimate
+from vramcalc.core.specs import TrainingSpec
+from vramcalc.io import presets
 
 MODELS = ("gpt2", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3.2-1b", "phi-3-mini", "llama-2-7b", "mistral-7b",
           "llama-3.1-8b")

@@ -103,10 +103,10 @@ def throughput(seconds: float = 2.0) -> tuple[float, int, float, int]:
     Pairs that the CLI would reject (a LoRA target the model lacks) are left out.
     """
     sys.path.insert(0, str(ROOT / "src"))
-    from vramcalc import presets
-    from vramcalc.errors import VramcalcError
-    from vramcalc.memory import estimate
-    from vramcalc.specs import TrainingSpec
+    from vramcalc.core.errors import VramcalcError
+    from vramcalc.core.memory import estimate
+    from vramcalc.core.specs import TrainingSpec
+    from vramcalc.io import presets
 
     rng = random.Random(7)
     models = rng.sample(list(presets.models().specs), 20)

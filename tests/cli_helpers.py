@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from vramcalc import _fastpath
+from vramcalc import cli
 
 
 def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -15,7 +15,7 @@ def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, st
     old = sys.argv
     sys.argv = ["vramcalc", *argv]
     try:
-        _fastpath.main()
+        cli.main()
         code: Any = 0
     except SystemExit as e:
         code = e.code

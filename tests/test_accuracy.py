@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from vramcalc import presets  # noqa: E402
-from vramcalc.memory import estimate  # noqa: E402
-from vramcalc.specs import TrainingSpec  # noqa: E402
+from vramcalc.core.memory import estimate  # noqa: E402
+from vramcalc.core.specs import TrainingSpec  # noqa: E402
+from vramcalc.io import presets  # noqa: E402
 
 CASES = {
     # full fine-tune, pure bf16 (bf16 AdamW states), GPT-2's dropout and gelu_new, tied head

@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from vramcalc.cli import app
+from vramcalc.cli.app import app
 
 runner = CliRunner()
 ENV = {"COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb"}
@@ -129,8 +129,8 @@ def test_version() -> None:
 
 
 def test_csv_columns_follow_the_core_components() -> None:
-    from vramcalc.memory import COMPONENTS
-    from vramcalc.whatif import CSV_COMPONENTS
+    from vramcalc.cli.whatif import CSV_COMPONENTS
+    from vramcalc.core.memory import COMPONENTS
 
     assert CSV_COMPONENTS == COMPONENTS
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from vramcalc import presets
-from vramcalc.cli import app
-from vramcalc.margin import MARGIN_SOURCE_DEFAULT
-from vramcalc.memory import estimate
-from vramcalc.specs import TrainingSpec
+from vramcalc.cli.app import app
+from vramcalc.core.margin import MARGIN_SOURCE_DEFAULT
+from vramcalc.core.memory import estimate
+from vramcalc.core.specs import TrainingSpec
+from vramcalc.io import presets
 
 runner = CliRunner()
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

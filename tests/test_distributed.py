@@ -10,21 +10,23 @@ our per-node host RAM × their additional_buffer_factor (1.5) their CPU figure w
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from typer.testing import CliRunner
 
-from vramcalc import presets
-from vramcalc.cli import app
-from vramcalc.memory import estimate
-from vramcalc.memory.distributed import (
+from vramcalc.cli.app import app
+from vramcalc.core.memory import estimate
+from vramcalc.core.memory.distributed import (
     activation_tokens,
     gpu_counts,
     largest_module_params,
-    min_gpus,
     model_parallel_params,
 )
-from vramcalc.params import count_params
-from vramcalc.specs import TrainingSpec
+from vramcalc.core.params import count_params
+from vramcalc.core.searches import min_gpus
+from vramcalc.core.specs import TrainingSpec
+from vramcalc.io import presets
 
 runner = CliRunner()
 
@@ -223,7 +225,7 @@ def test_min_gpus_is_exact_at_the_boundary(mistral) -> None:  # type: ignore[no-
     layouts = gpu_counts(t)
     totals = [g * k for g, k in layouts]
     i = totals.index(n)
-    fits = lambda g, k: estimate(mistral, t.model_copy(update={"gpus_per_node": g, "nodes": k})).peak_bytes \
+    fits = lambda g, k: estimate(mistral, replace(t, **{"gpus_per_node": g, "nodes": k})).peak_bytes \
         <= gpu.memory_bytes  # noqa: E731
     assert fits(*layouts[i])
     assert i == 0 or not fits(*layouts[i - 1])

@@ -25,7 +25,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from vramcalc.cli import app
+from vramcalc.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 REGEN = os.environ.get("VRAMCALC_REGEN_DOCS") == "1"

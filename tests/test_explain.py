@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
 
-from vramcalc import presets
-from vramcalc.cli import app
-from vramcalc.explain import Explanation, change, diff, explain, to_markdown, to_text
-from vramcalc.memory.activations import head_activations, head_terms
-from vramcalc.memory.precision import RECIPES
-from vramcalc.specs import ModelSpec, TrainingSpec
+from vramcalc.cli.app import app
+from vramcalc.core.explain import Explanation, change, diff, explain, to_markdown, to_text
+from vramcalc.core.memory.activations import head_activations, head_terms
+from vramcalc.core.memory.precision import RECIPES
+from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.io import presets
 
 runner = CliRunner()
 
@@ -111,7 +112,7 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
             continue  # LoRA, QLoRA and freeze need the architecture (a one-line error, tested in test_properties)
         if getattr(m, "attention_kind", "mha") == "mla" and t.method in ("lora", "qlora"):
             # MLA models have no v_proj (peft would refuse the default targets): adapt all linears.
-            t = t.model_copy(update={"lora_targets": ("all-linear",)})
+            t = replace(t, **{"lora_targets": ("all-linear",)})
         e = explain(m, t)
         b = e.breakdown
         sec = {s.key: s for s in e.sections}

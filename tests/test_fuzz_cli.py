@@ -1,7 +1,7 @@
 """CLI fuzzing: random command lines end with exit 0 (or 1 under --check), or one `error:` line and exit 2.
 
-Each example runs the real console entry point (`vramcalc._fastpath.main`: the fast path, else the
-Typer app through `vramcalc.cli.main`) in-process, with random option values: valid choices, wrong
+Each example runs the real console entry point (`vramcalc.cli.fast.main`: the fast path, else the
+Typer app through `vramcalc.cli.app.main`) in-process, with random option values: valid choices, wrong
 types, negative, zero and huge numbers, unicode, empty strings, flags in odd places, unknown options
 and other commands. Any exception other than SystemExit fails the test, and so does a traceback or a
 multi-line error on stderr.
@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cli_helpers import invoke
-from vramcalc import presets
+from vramcalc.io import presets
 
 MODEL_NAMES = presets.models().names()
 GPU_NAMES = presets.gpus().names()

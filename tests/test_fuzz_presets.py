@@ -19,12 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli_helpers import invoke
-from vramcalc import presets
-from vramcalc.errors import PresetFileError
-from vramcalc.specs import GpuSpec, ModelSpec
+from vramcalc.core.errors import PresetFileError
+from vramcalc.core.specs import GpuSpec, ModelSpec, field_names
+from vramcalc.io import presets
 
-MODEL_FIELDS = sorted(ModelSpec.model_fields)
-GPU_FIELDS = sorted(GpuSpec.model_fields)
+MODEL_FIELDS = sorted(field_names(ModelSpec))
+GPU_FIELDS = sorted(field_names(GpuSpec))
 VALID_MODEL = {
     "name": "fuzz-model",
     "source": "hypothesis",

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from golden_configs import configs
-from vramcalc import presets, render
-from vramcalc.errors import VramcalcError
-from vramcalc.fit import fit
-from vramcalc.memory import estimate
-from vramcalc.specs import TrainingSpec
+from vramcalc.cli import render
+from vramcalc.core.errors import VramcalcError
+from vramcalc.core.fit import fit
+from vramcalc.core.memory import estimate
+from vramcalc.core.specs import TrainingSpec
+from vramcalc.io import presets
 
 GOLDEN = Path(__file__).parent / "golden" / "estimate_50.json"
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from vramcalc.errors import PresetFileError
-from vramcalc.hf_config import FAMILIES, UnsupportedModelType, hf_config_notes, spec_from_hf_config
-from vramcalc.memory.activations import layer_activations
-from vramcalc.memory.precision import RECIPES
-from vramcalc.params import active_params, count_params
-from vramcalc.specs import TrainingSpec
+from vramcalc.core.errors import PresetFileError
+from vramcalc.core.memory.activations import layer_activations
+from vramcalc.core.memory.precision import RECIPES
+from vramcalc.core.params import active_params, count_params
+from vramcalc.core.specs import TrainingSpec
+from vramcalc.io.hf_config import FAMILIES, UnsupportedModelType, hf_config_notes, spec_from_hf_config
 
 HF = Path(__file__).parent / "data" / "hf"
 
@@ -197,7 +198,7 @@ def test_moe_activations_count_top_k_routed_tokens() -> None:
 
 def test_capacity_factor_scales_routed_terms() -> None:
     base = spec("mixtral-8x7b-v0.1")
-    capped = base.model_copy(update={"moe_capacity_factor": 1.25})
+    capped = replace(base, **{"moe_capacity_factor": 1.25})
     t = TrainingSpec()
     terms = {x.name: x.per_token for x in layer_activations(capped, t, RECIPES["bf16"], True).terms}
     # 1.25 x (2 x 2 x 2 x 4096) = 40,960 bytes per token of padded expert buffers.
@@ -218,7 +219,7 @@ def test_mla_attention_activations() -> None:
 
 
 def test_kv_cache_layout_sliding_and_mla() -> None:
-    from vramcalc.kv_layout import cached_positions, kv_cache_elements, kv_elements_per_position
+    from vramcalc.core.kv_layout import cached_positions, kv_cache_elements, kv_elements_per_position
 
     g3 = spec("gemma-3-1b")
     # 8192 tokens: 22 local layers keep 512 positions, 4 global layers keep 8192: 11,264 + 32,768.

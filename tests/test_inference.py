@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
 
-from vramcalc import presets
-from vramcalc.cli import app
-from vramcalc.memory import estimate
-from vramcalc.memory.inference import (
+from vramcalc.cli.app import app
+from vramcalc.core.memory import estimate
+from vramcalc.core.memory.inference import (
     kv_cache_bytes,
-    max_batch_inference,
-    max_context,
     quantized_linear_bytes,
     sliding_layers,
 )
-from vramcalc.specs import TrainingSpec
+from vramcalc.core.searches import max_batch_inference, max_context
+from vramcalc.core.specs import TrainingSpec
+from vramcalc.io import presets
 
 runner = CliRunner()
 # 7,241,732,096 parameters (Mistral-7B-v0.1, shared/seeds/000) × 2 bytes = 14,483,464,192 (STYLE.md).
@@ -93,8 +93,8 @@ def test_max_context_is_exact_at_the_boundary() -> None:
     t = infer(batch_size=1)
     n = max_context(m, t, gpu)
     assert n is not None and n < 131_072
-    assert estimate(m, t.model_copy(update={"seq_len": n})).peak_bytes <= gpu.memory_bytes
-    assert estimate(m, t.model_copy(update={"seq_len": n + 1})).peak_bytes > gpu.memory_bytes
+    assert estimate(m, replace(t, **{"seq_len": n})).peak_bytes <= gpu.memory_bytes
+    assert estimate(m, replace(t, **{"seq_len": n + 1})).peak_bytes > gpu.memory_bytes
     # fp8 KV and 4-bit weights leave room for a longer context.
     longer = max_context(m, infer(weight_dtype="awq-int4", kv_dtype="fp8"), gpu)
     assert longer is not None and longer > n
@@ -105,8 +105,8 @@ def test_max_batch_is_exact_at_the_boundary() -> None:
     t = infer(seq_len=4096)
     n = max_batch_inference(m, t, gpu)
     assert n is not None and n >= 1
-    assert estimate(m, t.model_copy(update={"batch_size": n})).peak_bytes <= gpu.memory_bytes
-    assert estimate(m, t.model_copy(update={"batch_size": n + 1})).peak_bytes > gpu.memory_bytes
+    assert estimate(m, replace(t, **{"batch_size": n})).peak_bytes <= gpu.memory_bytes
+    assert estimate(m, replace(t, **{"batch_size": n + 1})).peak_bytes > gpu.memory_bytes
 
 
 def test_nothing_fits_gives_none() -> None:

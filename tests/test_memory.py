@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 
-from vramcalc import presets
-from vramcalc.memory import COMPONENTS, PHASES, estimate
-from vramcalc.specs import METHODS, OPTIMIZERS, PRECISIONS, ModelSpec, TrainingSpec
+from vramcalc.core.memory import COMPONENTS, PHASES, estimate
+from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.core.vocab import METHODS, OPTIMIZERS, PRECISIONS
+from vramcalc.io import presets
 
 GB = 10**9
 # 7,241,732,096 = sum(p.numel()) for Mistral-7B-v0.1, printed in shared/seeds/000.
@@ -75,7 +76,7 @@ def test_qlora_nf4_weights_are_about_a_quarter(mistral: ModelSpec) -> None:
 
 
 def test_nf4_double_quant_constants() -> None:
-    from vramcalc.memory.weights import nf4_bytes
+    from vramcalc.core.memory.weights import nf4_bytes
 
     # 4096×4096 = 16,777,216 elements: 8,388,608 packed bytes; 262,144 blocks of 64.
     # Double quant: 262,144 uint8 absmax + 4 B per 256 blocks (1,024 × 4) + 4 B offset = 266,244.
@@ -128,16 +129,16 @@ def test_optimizer_state_per_param(optimizer: str, bytes_per_param: int) -> None
 
 def test_adafactor_factored_state() -> None:
     # One 4096×4096 matrix (as a 1-layer model's q_proj would be) keeps 4096 + 4096 fp32 values.
-    from vramcalc.memory.optimizer import optimizer_bytes
-    from vramcalc.memory.precision import RECIPES
+    from vramcalc.core.memory.optimizer import optimizer_bytes
+    from vramcalc.core.memory.precision import RECIPES
 
     o = optimizer_bytes((((4096, 4096), 1), ((4096,), 1)), RECIPES["bf16"], TrainingSpec(optimizer="adafactor"))
     assert o.moments == 4 * (4096 + 4096) + 4 * 4096
 
 
 def test_8bit_adam_small_tensors_stay_32bit() -> None:
-    from vramcalc.memory.optimizer import optimizer_bytes
-    from vramcalc.memory.precision import RECIPES
+    from vramcalc.core.memory.optimizer import optimizer_bytes
+    from vramcalc.core.memory.precision import RECIPES
 
     # bitsandbytes min_8bit_size = 4096: a 4096-vector gets 8-bit states (2 B + 2×4 B per 256),
     # a 4095-vector keeps two fp32 states (8 B each element).
@@ -183,7 +184,7 @@ def test_estimate_builds_the_same_breakdown_as_the_dataclass_constructor(mistral
     # estimate fills Breakdown.__dict__ directly (speed, issue #7): every field, in field order.
     import dataclasses
 
-    from vramcalc.memory import Breakdown
+    from vramcalc.core.memory import Breakdown
 
     b = estimate(mistral, TrainingSpec(method="lora", grad_accum=4, grad_checkpointing=True))
     names = [f.name for f in dataclasses.fields(Breakdown)]
@@ -194,7 +195,7 @@ def test_estimate_builds_the_same_breakdown_as_the_dataclass_constructor(mistral
 @pytest.mark.parametrize("method", ["full", "lora", "freeze"])
 def test_cached_settings_give_the_same_estimate_as_a_fresh_cache(mistral: ModelSpec, method: str) -> None:
     # The per-(model, settings) plan is shared across token shapes; it must not carry one shape into another.
-    import vramcalc.memory as core
+    import vramcalc.core.memory as core
 
     shapes = [{"batch_size": b, "seq_len": s, "grad_accum": a} for b, s, a in [(1, 512, 1), (8, 4096, 4), (2, 7, 1)]]
     extra = {"freeze_layers": 8} if method == "freeze" else {}

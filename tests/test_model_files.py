@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vramcalc.cli import app
-from vramcalc.errors import PresetFileError
-from vramcalc.model_files import load_model_path, read_safetensors_header, resolve_model
+from vramcalc.cli.app import app
+from vramcalc.core.errors import PresetFileError
+from vramcalc.io.model_files import load_model_path, read_safetensors_header, resolve_model
 
 HF = Path(__file__).parent / "data" / "hf"
 runner = CliRunner()
@@ -74,7 +74,7 @@ def folder(tmp_path: Path) -> Path:
 def test_tensor_table_matches_the_architecture(folder: Path) -> None:
     assert sum(1 for _ in TENSORS) == 21
     assert load_model_path(folder).spec.name == "tiny-llama"
-    from vramcalc.params import count_params
+    from vramcalc.core.params import count_params
 
     assert count_params(load_model_path(folder).spec) == TINY_PARAMS
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vramcalc import presets
-from vramcalc.errors import UnsupportedCombination
-from vramcalc.params import count_params, lora_params, params_by_name
+from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.params import count_params, lora_params, params_by_name
+from vramcalc.io import presets
 
 # Published totals: sum(p.numel() for p in model.parameters()) as printed in the course text
 # (shared/seeds/000: Mistral-7B 7,241,732,096), the Llama 2 model card (6,738,415,616) and

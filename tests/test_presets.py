@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from vramcalc import presets
-from vramcalc.errors import PresetFileError, UnknownPresetError
-from vramcalc.specs import ModelSpec
+from vramcalc.core.errors import PresetFileError, UnknownPresetError
+from vramcalc.core.specs import ModelSpec
+from vramcalc.io import presets
 
 DATA = Path(__file__).parent / "data"
 

@@ -1,7 +1,7 @@
 """The shipped preset data: every entry validates, names are unique, and model totals are right.
 
 The key test derives each model's parameter count from its architecture fields
-(vramcalc.params.count_params) and compares it with `published_parameters`, a total taken from
+(vramcalc.core.params.count_params) and compares it with `published_parameters`, a total taken from
 outside the architecture. Where each total comes from is written next to it in the YAML, in
 `published_parameters_source` (safetensors index total_size / 2, the Hub's safetensors count,
 GGUF general.parameter_count, a model card table or sum(p.numel())), so a wrong config field
@@ -18,8 +18,9 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
-from vramcalc.params import count_params
-from vramcalc.specs import GpuSpec, ModelSpec
+from vramcalc.core.params import count_params
+from vramcalc.core.specs import GpuSpec, ModelSpec
+from vramcalc.io import validate
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
 MODEL_FILES = sorted((PRESETS / "models").glob("*.yaml"))
@@ -64,7 +65,7 @@ def test_preset_files_exist() -> None:
 
 @pytest.mark.parametrize(("file", "entry"), MODEL_ENTRIES, ids=_ids(MODEL_ENTRIES))
 def test_model_entry_validates(file: str, entry: dict[str, Any]) -> None:
-    spec = ModelSpec.model_validate(entry)
+    spec = validate.build(ModelSpec, entry)
     assert spec.source.startswith("http"), f"{file}: {spec.name}: source must be a URL"
     assert spec.name == spec.name.lower() and " " not in spec.name
     assert spec.display_name
@@ -72,7 +73,7 @@ def test_model_entry_validates(file: str, entry: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("file", "entry"), GPU_ENTRIES, ids=_ids(GPU_ENTRIES))
 def test_gpu_entry_validates(file: str, entry: dict[str, Any]) -> None:
-    spec = GpuSpec.model_validate(entry)
+    spec = validate.build(GpuSpec, entry)
     assert spec.source.startswith("http"), f"{file}: {spec.name}: source must be a URL"
     assert spec.name == spec.name.lower() and " " not in spec.name
     # memory_bytes must be an integer in the YAML, not a float that pydantic happened to accept

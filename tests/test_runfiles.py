@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from vramcalc import runfiles
-from vramcalc.errors import UnknownPresetError
-from vramcalc.options import OptionValues, training_spec
+from vramcalc.core.errors import UnknownPresetError
+from vramcalc.core.options import OptionValues, training_spec
+from vramcalc.io import runfiles
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -118,7 +118,7 @@ def test_hf_training_arguments() -> None:
 def test_model_config_json() -> None:
     spec = runfiles.resolve_model(str(EXAMPLES / "configs/tiny-llama-config.json"))
     # TinyLlama 1.1B: 1,100,048,384 parameters (its model card; params.count_params of this architecture).
-    from vramcalc.params import count_params
+    from vramcalc.core.params import count_params
 
     assert count_params(spec) == 1_100_048_384
 
@@ -134,7 +134,7 @@ def test_model_config_json() -> None:
     ],
 )
 def test_torchtune_builder_names(component: str, expected: str | None) -> None:
-    from vramcalc import presets
+    from vramcalc.io import presets
 
     found = None
     for candidate in runfiles.torchtune_model_names(component):

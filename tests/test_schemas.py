@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
-from vramcalc.cli import app
+from vramcalc.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vramcalc.search import first_true, last_true
+from vramcalc.core.searches import first_true, last_true
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 7, 8, 9, 100, 999, 1000])

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vramcalc import presets
-from vramcalc.margin import Margin, classify, parse_margin, parse_size
-from vramcalc.memory import estimate
-from vramcalc.solve import (
+from vramcalc.core.margin import Margin, classify, parse_margin, parse_size
+from vramcalc.core.memory import estimate
+from vramcalc.core.searches import (
     Estimator,
     fit_report,
     largest_fitting,
@@ -16,7 +15,8 @@ from vramcalc.solve import (
     max_seq_len,
     with_changes,
 )
-from vramcalc.specs import TrainingSpec
+from vramcalc.core.specs import TrainingSpec
+from vramcalc.io import presets
 
 # nvidia-smi total of an RTX 4090, 24,564 MiB (presets/gpus.yaml).
 RTX4090_BYTES = 25_757_220_864

@@ -6,10 +6,10 @@ import json
 
 from typer.testing import CliRunner
 
-from vramcalc import presets
-from vramcalc.cli import app
-from vramcalc.specs import TrainingSpec
-from vramcalc.storage import break_even_adapters, compare_storage
+from vramcalc.cli.app import app
+from vramcalc.core.specs import TrainingSpec
+from vramcalc.core.storage import break_even_adapters, compare_storage
+from vramcalc.io import presets
 
 runner = CliRunner()
 MISTRAL_BF16_BYTES = 14_483_464_192  # 7,241,732,096 params × 2 bytes (seed 001: "14 gigabytes")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from vramcalc.errors import UnsupportedCombination  # noqa: E402
-from vramcalc.params import inventory, lora_params  # noqa: E402
-from vramcalc.specs import ModelSpec, TrainingSpec  # noqa: E402
+from vramcalc.core.errors import UnsupportedCombination  # noqa: E402
+from vramcalc.core.params import inventory, lora_params  # noqa: E402
+from vramcalc.core.specs import ModelSpec, TrainingSpec  # noqa: E402
 from vramcalc.trace import hf_config_dict, trace, trace_module_step  # noqa: E402
 from vramcalc.trace._tracker import cuda_rounded_bytes  # noqa: E402
 
@@ -151,4 +153,4 @@ def test_hf_config_dict_maps_and_rejects() -> None:
     d = hf_config_dict(TINY)
     assert d["model_type"] == "llama" and d["num_key_value_heads"] == 2 and d["num_hidden_layers"] == 2
     with pytest.raises(UnsupportedCombination):
-        hf_config_dict(TINY.model_copy(update={"family": "falcon"}))
+        replace(hf_config_dict(TINY, **{"family": "falcon"}))

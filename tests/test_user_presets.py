@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from vramcalc.cli import app
+from vramcalc.cli.app import app
 
 HF = Path(__file__).parent / "data" / "hf"
 runner = CliRunner()
@@ -181,6 +181,6 @@ def test_new_to_stdout() -> None:
 
 
 def test_completion_lists_preset_names() -> None:
-    from vramcalc.cli import _complete_model
+    from vramcalc.cli.app import _complete_model
 
     assert "deepseek-v3" in _complete_model("deepseek")

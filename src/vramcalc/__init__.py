@@ -9,23 +9,23 @@ __version__ = "0.1.0"
 __all__ = ["Breakdown", "GpuSpec", "ModelSpec", "TrainingSpec", "Verdict", "__version__", "estimate", "fit"]
 
 if TYPE_CHECKING:
-    from vramcalc.fit import Verdict, fit
-    from vramcalc.memory import Breakdown, estimate
-    from vramcalc.specs import GpuSpec, ModelSpec, TrainingSpec
+    from vramcalc.core.fit import Verdict, fit
+    from vramcalc.core.memory import Breakdown, estimate
+    from vramcalc.core.specs import GpuSpec, ModelSpec, TrainingSpec
 
 
 def __getattr__(name: str) -> Any:
     # Lazy re-exports: `vramcalc --version` and the CLI's start-up do not pay for pydantic.
     if name in ("estimate", "Breakdown"):
-        from vramcalc import memory
+        from vramcalc.core import memory
 
         return getattr(memory, name)
     if name in ("fit", "Verdict"):
-        from vramcalc import fit as fit_module
+        from vramcalc.core import fit as fit_module
 
         return getattr(fit_module, name)
     if name in ("ModelSpec", "GpuSpec", "TrainingSpec"):
-        from vramcalc import specs
+        from vramcalc.core import specs
 
         return getattr(specs, name)
     raise AttributeError(name)

@@ -1,3 +1,3 @@
-from vramcalc._fastpath import main
+from vramcalc.cli import main
 
 main()

@@ -41,8 +41,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vramcalc.errors import VramcalcError
-from vramcalc.specs import ModelSpec, TrainingSpec
+from vramcalc.core.errors import VramcalcError
+from vramcalc.core.specs import ModelSpec, TrainingSpec
 
 __all__ = ["TraceResult", "hf_config_dict", "trace", "trace_module_step"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vramcalc.errors import UnsupportedCombination
-from vramcalc.specs import ModelSpec
+from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.specs import ModelSpec
 
 # --- config mapping ------------------------------------------------------------------------------
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2")

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vramcalc.errors import UnsupportedCombination
-from vramcalc.specs import ModelSpec, TrainingSpec
+from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace._config import hf_config_dict
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vramcalc.errors import UnsupportedCombination
-from vramcalc.specs import TrainingSpec
+from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.specs import TrainingSpec
 
 
 class Fp32StateAdamW(torch.optim.Optimizer):

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from vramcalc.errors import UnsupportedCombination
-from vramcalc.specs import ModelSpec, TrainingSpec
+from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace import _cuda
 from vramcalc.trace._config import lora_targets
 from vramcalc.trace._hf import DTYPES, build_model, find_layers, model_dtype, quantize_blocks

@@ -1,0 +1,63 @@
+"""A run's settings in words and as a mapping: what every report prints so that a number can be reproduced."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vramcalc.core.memory import RECIPES
+
+if TYPE_CHECKING:
+    from vramcalc.core.specs import TrainingSpec
+
+
+def settings(t: TrainingSpec) -> dict[str, Any]:
+    """Every assumption of the estimate, keyed by option name (JSON `settings`)."""
+    out: dict[str, Any] = {
+        "mode": t.mode, "method": t.method, "precision": t.precision, "optimizer": t.optimizer,
+        "optimizer_impl": t.optimizer_impl, "batch_size": t.batch_size, "seq_len": t.seq_len,
+        "grad_accum": t.grad_accum, "grad_checkpointing": t.grad_checkpointing, "attention": t.attention,
+    }
+    if t.method in ("lora", "qlora"):
+        out.update(lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
+                   lora_targets=",".join(t.lora_targets), adapter_dtype=t.adapter_dtype)
+    if t.method == "qlora":
+        out.update(quant_bits=t.quant_bits, double_quant=t.double_quant)
+    if t.method == "freeze":
+        out.update(freeze_layers=t.freeze_layers, train_head=t.train_head)
+    if t.gpus_per_node * t.nodes > 1 or t.zero or t.fsdp != "none" or t.offload != "none":
+        out.update(gpus_per_node=t.gpus_per_node, nodes=t.nodes, zero=t.zero, fsdp=t.fsdp, offload=t.offload,
+                   tp=t.tp, pp=t.pp, sequence_parallel=t.sequence_parallel)
+    if t.mode == "inference":
+        out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
+                   tp=t.tp, pp=t.pp)
+    return out
+
+
+def assumptions(t: TrainingSpec) -> str:
+    """One readable line of the assumptions, so the number can be reproduced."""
+    r = RECIPES[t.precision]
+    parts = [
+        f"precision {t.precision} (weights {r.weight}, grads {r.grad}, compute {r.compute}"
+        + (", fp32 master weights" if r.master_weights else "") + ")",
+        f"optimizer {t.optimizer} ({t.optimizer_impl})",
+        f"batch {t.batch_size} × seq {t.seq_len}" + (f" × accum {t.grad_accum}" if t.grad_accum > 1 else ""),
+        f"attention {t.attention}",
+        f"checkpointing {'on' if t.grad_checkpointing else 'off'}",
+    ]
+    if t.method in ("lora", "qlora"):
+        parts.append(f"LoRA r={t.lora_rank} on {','.join(t.lora_targets)} ({t.adapter_dtype})")
+    if t.method == "qlora":
+        parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
+                     + (" + double quant" if t.quant_bits == 4 and t.double_quant else ""))
+    if t.method == "freeze":
+        parts.append(f"{t.freeze_layers} layers frozen" + ("" if t.train_head else ", head frozen"))
+    if t.mode == "inference":
+        parts = [f"inference, batch {t.batch_size} × context {t.seq_len}", f"weights {t.weight_dtype}",
+                 f"KV cache {t.kv_dtype}"]
+    gpus = t.gpus_per_node * t.nodes
+    if gpus > 1 or t.zero or t.fsdp != "none" or t.offload != "none":
+        strategy = f"ZeRO-{t.zero}" if t.zero else f"FSDP {t.fsdp}" if t.fsdp != "none" else "DDP"
+        parts.append(f"{gpus} GPU{'s' if gpus > 1 else ''} ({t.gpus_per_node}/node × {t.nodes}), {strategy}"
+                     + (f", tp {t.tp}" if t.tp > 1 else "") + (f", pp {t.pp}" if t.pp > 1 else "")
+                     + (f", offload {t.offload}" if t.offload != "none" else ""))
+    return " · ".join(parts)

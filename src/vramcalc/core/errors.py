@@ -1,0 +1,47 @@
+"""Domain errors. Each renders as one line that names the problem and then the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class VramcalcError(Exception):
+    """Base class: the CLI turns any of these into `error: <message>` and exit code 2."""
+
+
+class SpecError(VramcalcError):
+    """A spec field (or, with field "", a combination of fields) that fails its check.
+
+    The CLI names the option (`--batch-size: ...`); io/ names the file entry and field.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.message = field, message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class UnknownPresetError(VramcalcError):
+    """A model or GPU name that matches no preset, with the closest names."""
+
+    def __init__(self, kind: str, name: str, suggestions: Sequence[str]) -> None:
+        self.kind, self.name, self.suggestions = kind, name, list(suggestions)
+        if suggestions:
+            hint = "did you mean " + ", ".join(repr(s) for s in suggestions) + "?"
+        else:
+            hint = "no close match"
+        listing = "vramcalc models" if kind == "model" else "vramcalc gpus"
+        super().__init__(f"unknown {kind} {name!r}; {hint} (see: {listing})")
+
+
+class PresetFileError(VramcalcError):
+    """A preset or config file that cannot be read or does not validate."""
+
+    def __init__(self, path: str, problems: Sequence[str]) -> None:
+        self.path, self.problems = path, list(problems)
+        first = problems[0] if problems else "invalid"
+        more = f" (+{len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        super().__init__(f"{path}: {first}{more}")
+
+
+class UnsupportedCombination(VramcalcError):
+    """Options that are individually valid but cannot be combined."""

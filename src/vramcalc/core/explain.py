@@ -1,0 +1,755 @@
+"""`vramcalc explain`: the estimate's arithmetic as data, line by line, with its sources.
+
+Pure (no I/O): `explain(model, training)` returns sections of `Line`s, each with the formula, the
+numbers put into it, the result and where the formula comes from. The numbers come from the core's
+own functions (`weight_bytes`, `optimizer_bytes`, `layer_activations`, `head_terms`, `estimate`);
+this module only arranges them. Every section total is the core's component, and every phase sum
+is checked against `Breakdown.phases`: where the itemization does not add up (the core changed and
+this module did not), the phase is shown with the core's number only and a note says so, so an
+explanation never shows arithmetic that disagrees with the estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from vramcalc.core.describe import assumptions, settings
+from vramcalc.core.memory import CUDA_CONTEXT_BYTES, PHASES, RECIPES, Breakdown, estimate
+from vramcalc.core.memory.activations import head_activations, head_terms, layer_activations
+from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, optimizer_bytes, state_dtype
+from vramcalc.core.memory.weights import DQ_BLOCK, NF4_BLOCK, freeze_fraction, nf4_bytes, weight_bytes
+from vramcalc.core.params import block_linears, head_dim, resolve_targets
+from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.core.units import UNIT_BYTES, ceil_div, dtype_bytes
+from vramcalc.core.vocab import METHOD_LABELS
+
+Kind = Literal["bytes", "count", "per_token"]
+
+# Where each formula comes from (the same citations as the core modules' comments).
+SRC_SEED_WEIGHTS = "seed 000 'Model Weights': params × bytes per param; dtypes: memory/precision.py RECIPES"
+SRC_SEED_GRADS = "seed 000 'Gradients': one gradient per trainable parameter, same shape and dtype (torch autograd)"
+SRC_ADAMW = ("seed 000 'Optimizer States'; Loshchilov & Hutter 2019; torch/optim/adamw.py "
+             "exp_avg + exp_avg_sq")
+SRC_BNB8 = ("Dettmers et al. 2022 (arXiv:2110.02861); bitsandbytes optim: uint8 states, one fp32 absmax "
+            f"per {BNB_BLOCK} elements, tensors under {BNB_MIN_8BIT_SIZE:,} elements keep 32-bit states")
+SRC_MASTER = "ZeRO paper (Rajbhandari et al. 2020) §3.1: fp32 master copy of trainable weights"
+SRC_LORA = "Hu et al. 2021 (LoRA) §4.1: r × (d_in + d_out) per adapted Linear; peft tuners/lora"
+SRC_QLORA = ("QLoRA paper (arXiv:2305.14314) §3; bitsandbytes quantize_4bit: two NF4 values per byte, "
+             f"absmax per {NF4_BLOCK}-element block, double quant: uint8 absmax + fp32 per {DQ_BLOCK} blocks")
+SRC_INT8 = "LLM.int8 (Dettmers et al. 2022); bitsandbytes Linear8bitLt: int8 weight + fp32 scale per row"
+SRC_ACTS = ("transformers modeling files and torch derivatives.yaml (what each op saves for backward); "
+            "Korthikanti et al. 2022 (arXiv:2205.05198) §4; memory/activations.py")
+SRC_CKPT = "torch.utils.checkpoint via HF gradient_checkpointing_enable: each layer keeps only its input"
+SRC_LOSS = "transformers ForCausalLMLoss: logits.float(), log_softmax (saved), nll_loss"
+SRC_OVERHEAD = ("PyTorch CUDA semantics notes (memory management); CUDA context measured ~500 MiB; "
+                "allocator reserve approximate")
+SRC_PHASES = "memory/__init__.py phase model (steady state, zero_grad(set_to_none=True))"
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One step of arithmetic: `label = inputs = value`, with its formula and source."""
+
+    key: str  # stable identifier, compared by --diff
+    label: str
+    inputs: str  # the numbers put into the formula, e.g. "7,241,732,096 params × 2 B (bf16)"
+    value: int
+    formula: str = ""
+    source: str = ""
+    kind: Kind = "bytes"
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One component (or the phase model): its lines, its total, and prose."""
+
+    key: str
+    title: str
+    total: int | None
+    lines: tuple[Line, ...]
+    text: tuple[str, ...] = ()
+    kind: Kind = "bytes"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The whole arithmetic of one estimate."""
+
+    model: ModelSpec
+    training: TrainingSpec
+    breakdown: Breakdown
+    sections: tuple[Section, ...]
+    peak_moment: str  # which moment of the peak phase is the largest
+    notes: tuple[str, ...] = field(default=())
+
+    def lines(self) -> dict[str, Line]:
+        """Every line by key (section totals included as `<section>.total`)."""
+        out: dict[str, Line] = {}
+        for s in self.sections:
+            if s.total is not None:
+                out[f"{s.key}.total"] = Line(f"{s.key}.total", s.title, "", s.total, kind=s.kind)
+            for line in s.lines:
+                out[line.key] = line
+        return out
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def fmt_value(value: int, kind: Kind, unit: str = "GB") -> str:
+    """Bytes in the unit (MB/MiB below 0.1 of it), counts with separators, per-token bytes as B/token."""
+    if kind == "count":
+        return _n(value)
+    if kind == "per_token":
+        return f"{value:,} B/token"
+    if value == 0:
+        return "0 B"
+    scale = UNIT_BYTES[unit]
+    if value and abs(value) < scale // 10:
+        small = "MB" if unit == "GB" else "MiB"
+        return f"{value / (scale // 1000 if unit == 'GB' else scale // 1024):,.2f} {small}"
+    return f"{value / scale:,.2f} {unit}"
+
+
+def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
+    """Build the explanation of `estimate(model, training)`."""
+    b = estimate(model, training)
+    recipe = RECIPES[training.precision]
+    w = weight_bytes(model, training, recipe)
+    notes: list[str] = []
+    sections = [
+        _parameters(model, training, w.parameters, w.trainable),
+        _weights(model, training, b, w),
+        _gradients(training, b, w.trainable, recipe.grad),
+        _optimizer(training, b, w.trainable_tensors, w.trainable),
+    ]
+    if model.has_architecture:
+        layer_sec, act_sec, temp_sec, moments = _transformer(model, training, b)
+        sections += [layer_sec, act_sec, temp_sec]
+    else:
+        act_sec, temp_sec, moments = _count_only(model, training, b)
+        sections += [act_sec, temp_sec]
+    phase_sec, peak_moment = _phases(b, moments, notes)
+    sections.append(phase_sec)
+    sections.append(_overhead(b))
+    return Explanation(model, training, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
+
+
+# --- parameters -------------------------------------------------------------------------------------
+
+def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Section:
+    src = "params.py inventory from the architecture (config.json), checked against published totals"
+    lines = [Line("parameters.total", "parameters", "derived from the architecture" if m.has_architecture
+                  else "the preset's count", total, "sum of every weight tensor's elements", src, "count")]
+    if t.method == "full":
+        lines.append(Line("parameters.trainable", "trainable", "every parameter (full fine-tuning)",
+                          trainable, "all parameters", SRC_SEED_GRADS, "count"))
+    elif t.method == "freeze":
+        frozen, n_layers = freeze_fraction(m, t)
+        head = "with" if t.train_head else "without"
+        lines.append(Line("parameters.trainable", "trainable",
+                          f"layers {frozen}..{n_layers - 1} of {n_layers} trained, {head} the LM head and final norm",
+                          trainable, "parameters of the unfrozen layers (+ head)", "memory/weights.py", "count"))
+    else:
+        for lin in resolve_targets(m, t.lora_targets) if m.has_architecture else ():
+            n = t.lora_rank * (lin.in_features + lin.out_features) * lin.count
+            lines.append(Line(f"parameters.lora.{lin.module}", f"LoRA {lin.module}",
+                              f"r {t.lora_rank} × ({_n(lin.in_features)} in + {_n(lin.out_features)} out) × "
+                              f"{_n(lin.count)} modules", n, "r × (d_in + d_out) × modules", SRC_LORA, "count"))
+        lines.append(Line("parameters.trainable", "trainable (adapters only; the base is frozen)",
+                          " + ".join(_n(x.value) for x in lines[1:]) or "0", trainable,
+                          "sum of the adapters", SRC_LORA, "count"))
+    return Section("parameters", "parameters", None, tuple(lines), kind="count")
+
+
+# --- weights -----------------------------------------------------------------------------------------
+
+def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: Any) -> Section:
+    recipe = RECIPES[t.precision]
+    wb = dtype_bytes(recipe.weight)
+    p = w.parameters
+    lines: list[Line] = []
+    text: list[str] = []
+    if t.method in ("full", "freeze", "lora") or not m.has_architecture:
+        lines.append(Line("weights.base", f"weights ({recipe.weight})" if t.method in ("full", "freeze")
+                          else f"frozen base weights ({recipe.weight})",
+                          f"{_n(p)} params × {wb} B ({recipe.weight})", p * wb,
+                          "parameters × bytes per stored weight", SRC_SEED_WEIGHTS))
+    else:
+        quantized = data = constants = blocks = dq_blocks = tensors = rows = 0
+        for lin in block_linears(m):
+            numel = lin.in_features * lin.out_features
+            quantized += numel * lin.count
+            tensors += lin.count
+            rows += lin.out_features * lin.count
+            if t.quant_bits == 4:
+                d, c = nf4_bytes(numel, t.double_quant)
+                blocks += ceil_div(numel, NF4_BLOCK) * lin.count
+                dq_blocks += ceil_div(ceil_div(numel, NF4_BLOCK), DQ_BLOCK) * lin.count
+            else:
+                d, c = numel, 4 * lin.out_features
+            data += d * lin.count
+            constants += c * lin.count
+        rest = p - quantized
+        if t.quant_bits == 4:
+            lines.append(Line("weights.quantized", "4-bit block Linears",
+                              f"{_n(quantized)} params × 0.5 B (NF4, two per byte)", data,
+                              "quantized parameters ÷ 2", SRC_QLORA))
+            if t.double_quant:
+                c_inputs = (f"{_n(blocks)} blocks × 1 B (uint8 absmax) + {_n(dq_blocks)} × 4 B (fp32 absmax "
+                            f"of {DQ_BLOCK} blocks) + {_n(tensors)} tensors × 4 B (offset)")
+            else:
+                c_inputs = f"{_n(blocks)} blocks of {NF4_BLOCK} × 4 B (fp32 absmax)"
+            lines.append(Line("weights.quant_constants", "quantization constants", c_inputs, constants,
+                              f"one absmax per {NF4_BLOCK} weights" + (", double-quantized" if t.double_quant
+                                                                        else ""), SRC_QLORA))
+        else:
+            lines.append(Line("weights.quantized", "8-bit block Linears", f"{_n(quantized)} params × 1 B (int8)",
+                              data, "quantized parameters × 1 B", SRC_INT8))
+            lines.append(Line("weights.quant_constants", "quantization constants",
+                              f"{_n(rows)} rows × 4 B (fp32 scale)", constants, "one scale per output row",
+                              SRC_INT8))
+        lines.append(Line("weights.unquantized", "embeddings, norms, lm_head (not quantized)",
+                          f"{_n(rest)} params × {wb} B ({recipe.weight})", rest * wb,
+                          "parameters × bytes per stored weight", SRC_QLORA))
+        text.append(f"the 4-/8-bit base is {(data + constants + rest * wb) / (p * wb):.0%} of the same "
+                    f"model in {recipe.weight}" if p * wb else "")
+    if t.method in ("lora", "qlora"):
+        a = dtype_bytes(t.adapter_dtype)
+        lines.append(Line("weights.adapters", "LoRA adapters", f"{_n(w.trainable)} params × {a} B ({t.adapter_dtype})",
+                          w.trainable * a, "adapter parameters × bytes per adapter weight", SRC_LORA))
+    return Section("weights", "weights", b.weights, tuple(lines), tuple(x for x in text if x))
+
+
+# --- gradients ---------------------------------------------------------------------------------------
+
+def _gradients(t: TrainingSpec, b: Breakdown, trainable: int, grad_dtype: str) -> Section:
+    if t.method in ("lora", "qlora"):
+        g = dtype_bytes(t.adapter_dtype)
+        line = Line("gradients.trainable", "gradients", f"{_n(trainable)} adapter params × {g} B ({t.adapter_dtype})",
+                    trainable * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
+        text: tuple[str, ...] = ("the frozen base has requires_grad=False: no gradients for it",)
+    else:
+        g = dtype_bytes(grad_dtype)
+        line = Line("gradients.trainable", "gradients", f"{_n(trainable)} trainable params × {g} B ({grad_dtype})",
+                    trainable * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
+        text = ()
+    return Section("gradients", "gradients", b.gradients, (line,), text)
+
+
+# --- optimizer state ---------------------------------------------------------------------------------
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ...], int], ...],
+               trainable: int) -> Section:
+    recipe = RECIPES[t.precision]
+    opt = optimizer_bytes(tensors, recipe, t)
+    sd = state_dtype(recipe, t)
+    s = dtype_bytes(sd)
+    name = t.optimizer
+    lines: list[Line] = []
+    if name in ("adamw", "paged-adamw"):
+        lines.append(Line("optimizer_state.moments", "AdamW moments (m, v)",
+                          f"2 moments × {_n(trainable)} params × {s} B ({sd})", 2 * trainable * s,
+                          "2 × trainable parameters × bytes per state", SRC_ADAMW))
+    elif name in ("adamw-8bit", "paged-adamw-8bit"):
+        big = sum(_numel(sh) * c for sh, c in tensors if _numel(sh) >= BNB_MIN_8BIT_SIZE)
+        blocks = sum(ceil_div(_numel(sh), BNB_BLOCK) * c for sh, c in tensors if _numel(sh) >= BNB_MIN_8BIT_SIZE)
+        small = trainable - big
+        inputs = f"2 moments × {_n(big)} params × 1 B (uint8) + 2 × {_n(blocks)} blocks × 4 B (fp32 absmax)"
+        if small:
+            inputs += f" + 2 × {_n(small)} params × 4 B (small tensors stay 32-bit)"
+        lines.append(Line("optimizer_state.moments", "8-bit AdamW moments", inputs,
+                          2 * big + 8 * blocks + 8 * small, "2 × (1 B per param + 4 B per 256-block)", SRC_BNB8))
+    elif name == "sgd":
+        lines.append(Line("optimizer_state.moments", "SGD state", "plain SGD keeps no state", 0, "0",
+                          "torch/optim/sgd.py (momentum=0)"))
+    elif name in ("sgd-momentum", "lion"):
+        what = "momentum buffer" if name == "sgd-momentum" else "Lion exp_avg"
+        lines.append(Line("optimizer_state.moments", what, f"1 buffer × {_n(trainable)} params × {s} B ({sd})",
+                          trainable * s, "trainable parameters × bytes per state",
+                          "torch/optim/sgd.py momentum_buffer; Lion: Chen et al. 2023 (arXiv:2302.06675)"))
+    elif name == "adafactor":
+        factors = sum((_numel(sh[:-1]) + _numel(sh[:-2] + sh[-1:])) * c for sh, c in tensors if len(sh) >= 2)
+        vectors = sum(_numel(sh) * c for sh, c in tensors if len(sh) < 2)
+        lines.append(Line("optimizer_state.moments", "Adafactor factored second moment",
+                          f"{_n(factors)} row + column factors × 4 B + {_n(vectors)} vector elements × 4 B (fp32)",
+                          4 * (factors + vectors), "a row and a column vector per matrix, fp32",
+                          "Shazeer & Stern 2018; transformers Adafactor (beta1=None)"))
+    if opt.master_weights:
+        lines.append(Line("optimizer_state.master_weights", "fp32 master weights",
+                          f"{_n(trainable)} params × 4 B (fp32)", 4 * trainable,
+                          "trainable parameters × 4 B", SRC_MASTER))
+    text: tuple[str, ...] = ()
+    if trainable and b.optimizer_state:
+        text = (f"{b.optimizer_state / trainable:.2f} B of optimizer state per trainable parameter",)
+    return Section("optimizer_state", "optimizer state", b.optimizer_state, tuple(lines), text)
+
+
+# --- activations, temporaries and phase moments ------------------------------------------------------
+
+def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section, dict[str, Any]]:
+    assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
+    recipe = RECIPES[t.precision]
+    c = dtype_bytes(recipe.compute)
+    tokens = t.batch_size * t.seq_len
+    seq = t.seq_len
+    n_layers = m.num_layers
+    full_like = t.method in ("full", "freeze")
+    if t.method == "freeze":
+        frozen, _ = freeze_fraction(m, t)
+        head_trainable = t.train_head
+        saving = n_layers - frozen
+    else:
+        head_trainable = t.method == "full"
+        saving = n_layers
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    layer = layer_activations(m, t, recipe, trainable_weights=full_like)
+    tok = f"{_n(tokens)} tokens"
+
+    # One layer's saved tensors, term by term.
+    layer_lines = []
+    for term in layer.terms:
+        inputs = f"{_n(term.per_token)} B/token × {tok}" if term.per_token else ""
+        value = term.per_token * tokens + term.per_token_seq * tokens * seq
+        if term.per_token_seq:
+            inputs += (" + " if inputs else "") + f"{_n(term.per_token_seq)} B × {tok} × {_n(seq)} keys"
+        layer_lines.append(Line(f"activations.layer.{term.name}", term.name, inputs, value,
+                                formula="bytes per token × tokens", source=SRC_ACTS))
+    per_layer = layer.saved(tokens, seq)
+    per_token_total = sum(x.per_token for x in layer.terms)
+    layer_text = [f"{_n(per_token_total)} B per token per layer"
+                  + (" (+ attention scores per key position)" if any(x.per_token_seq for x in layer.terms) else "")
+                  + f"; batch {t.batch_size} × seq {seq} = {tok}"]
+    if not full_like:
+        layer_text.append("frozen Linear weights need no gradient, so their inputs are not saved "
+                          "(only the adapters' inputs are)")
+    layer_sec = Section("activations_per_layer", "activations saved by one layer", per_layer, tuple(layer_lines),
+                        tuple(layer_text))
+
+    # Activations alive at the end of forward.
+    lines: list[Line] = []
+    if t.grad_checkpointing:
+        kept = saving * residual * m.hidden_size * tokens
+        lines.append(Line("activations.layers", "checkpointed layer inputs",
+                          f"{saving} layers × {residual} B × {_n(m.hidden_size)} hidden × {tok}", kept,
+                          "layers × hidden × tokens × bytes", SRC_CKPT))
+        recomputed = per_layer if saving else 0
+        lines.append(Line("activations.recomputed_layer", "one layer recomputed during backward",
+                          f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed, "one layer's saved tensors",
+                          SRC_CKPT))
+    else:
+        kept = saving * per_layer
+        recomputed = 0
+        lines.append(Line("activations.layers", "all layers' saved tensors",
+                          f"{saving} layers × {_n(per_layer)} B", kept, "layers × one layer's saved tensors",
+                          SRC_ACTS))
+    once = 0
+    if not m.learned_position_embeddings:
+        rope = 2 * c * head_dim(m) * tokens
+        once += rope
+        lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
+                          f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
+                          "transformers LlamaRotaryEmbedding"))
+    if t.attention == "eager":
+        mask = c * t.batch_size * seq * seq
+        once += mask
+        lines.append(Line("activations.shared.mask", "4-D causal mask (eager attention)",
+                          f"{c} B × batch {t.batch_size} × {_n(seq)} × {_n(seq)}", mask, "batch × seq² × bytes",
+                          "transformers masking_utils.eager_mask"))
+    if m.dropout > 0:
+        drop = m.hidden_size * tokens
+        once += drop
+        lines.append(Line("activations.shared.dropout", "embedding dropout mask",
+                          f"1 B × {_n(m.hidden_size)} hidden × {tok}", drop, "hidden × tokens", "torch fused dropout"))
+    head_saved = 0
+    for term in head_terms(m, t, recipe, head_trainable):
+        head_saved += term.per_token * tokens
+        lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
+                          term.per_token * tokens, "bytes per token × tokens", SRC_LOSS))
+    autocast = 0
+    if recipe.autocast:
+        linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
+        linear_params += m.vocab_size * m.hidden_size
+        autocast = c * linear_params
+        lines.append(Line("activations.autocast_weight_copies", "autocast's 16-bit weight copies",
+                          f"{_n(linear_params)} Linear params × {c} B ({recipe.compute})", autocast,
+                          "Linear parameters × compute bytes", "torch autocast_mode.cpp cached_cast"))
+    act_text = ["gradient checkpointing trades recomputation for memory: only each layer's input is kept"
+                if t.grad_checkpointing else
+                "alive from the end of forward until backward reaches each layer"]
+    act_sec = Section("activations", "activations", b.activations, tuple(lines), tuple(act_text))
+
+    # Temporaries: short-lived peaks; the component is the largest of them.
+    d = b.details
+    # The core's own figures (memory/__init__.py details), so this page cannot drift from the estimate.
+    layer_fwd_t = d.get("temporaries.layer_forward", 0)
+    layer_bwd_t = (layer.backward_transient.per_token * tokens
+                   + layer.backward_transient.per_token_seq * tokens * seq)
+    v = m.vocab_size
+    loss_fwd = head_activations(m, t, recipe, head_trainable).forward_transient * tokens
+    loss_bwd = 8 * v * tokens
+    gb = dtype_bytes(recipe.grad)
+    end_t = d.get("temporaries.backward_end", 0)
+    opt_temp = d.get("temporaries.optimizer_step", 0)
+    tl = [
+        Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp,
+             "kernel temporaries (fused: none)", "torch/optim/adamw.py _multi_tensor / _single_tensor; ZeRO"),
+        Line("temporaries.loss_forward", "logits + fp32 copy while the loss runs",
+             (f"({c} B + 4 B) × {_n(v)} vocab × {tok}" if c != 4 else f"4 B × {_n(v)} vocab × {tok}"), loss_fwd,
+             "vocab × tokens × bytes", SRC_LOSS),
+        Line("temporaries.loss_backward", "log_softmax / nll_loss gradients", f"8 B × {_n(v)} vocab × {tok}",
+             loss_bwd, "two fp32 vocab-wide gradients", SRC_LOSS),
+        Line("temporaries.layer_forward", layer.forward_transient.name,
+             f"{_n(layer.forward_transient.per_token)} B/token × {tok}"
+             + (f", or {_n(layer.forward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys of unsaved scores"
+                if layer.forward_transient.per_token_seq else ""), layer_fwd_t,
+             "the larger of the MLP intermediates and eager attention's unsaved scores", SRC_ACTS),
+        Line("temporaries.layer_backward", layer.backward_transient.name,
+             f"{_n(layer.backward_transient.per_token)} B/token × {tok}"
+             + (f" + {_n(layer.backward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys"
+                if layer.backward_transient.per_token_seq else ""), layer_bwd_t, "bytes per token × tokens",
+             SRC_ACTS),
+    ]
+    if end_t:
+        tied = m.tie_word_embeddings
+        tl.append(Line("temporaries.gradient_sum",
+                       "tied head + embedding gradients summed out of place" if tied
+                       else "new gradient being accumulated into .grad",
+                       f"{'2 × ' if tied else ''}{_n(v)} × {_n(m.hidden_size)} × {gb} B", end_t,
+                       "vocab × hidden × gradient bytes", "torch autograd input_buffer.cpp / AccumulateGrad"))
+    temp_sec = Section("temporaries", "temporaries (the largest transient)", b.temporaries, tuple(tl),
+                       ("the component is the largest of these, since they never coexist",))
+
+    grads_live = b.gradients if t.grad_accum > 1 else 0
+    g_head = min(v * m.hidden_size * gb if head_trainable and full_like else 0, b.gradients)
+    moments = {
+        "grads_live": grads_live, "g_head": g_head, "kept": kept, "recomputed": recomputed, "once": once,
+        "head_saved": head_saved, "autocast": autocast, "layer_fwd_t": layer_fwd_t, "layer_bwd_t": layer_bwd_t,
+        "loss_fwd": loss_fwd, "loss_bwd": loss_bwd, "end_t": end_t, "opt_temp": opt_temp, "per_layer": per_layer,
+        "saving": saving, "ckpt": t.grad_checkpointing, "layer_copies": autocast // n_layers if autocast else 0,
+    }
+    return layer_sec, act_sec, temp_sec, moments
+
+
+def _opt_temp_inputs(t: TrainingSpec, value: int) -> str:
+    if not value:
+        return f"{t.optimizer_impl} kernel updates in place: none"
+    parts = []
+    if t.optimizer == "adamw" and t.optimizer_impl == "foreach":
+        parts.append("foreach sqrt(exp_avg_sq) of every trainable tensor")
+    elif t.optimizer == "adamw" and t.optimizer_impl == "for-loop":
+        parts.append("2 temporaries of the largest tensor")
+    elif t.optimizer in ("lion", "adafactor"):
+        parts.append("per-tensor update temporaries of the largest tensor")
+    if RECIPES[t.precision].master_weights:
+        parts.append("fp32 gradients handed to the master copy")
+    return " + ".join(parts) or "kernel temporaries"
+
+
+def _count_only(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, dict[str, Any]]:
+    per_sample = m.activation_bytes_per_sample
+    if per_sample is None:
+        lines: tuple[Line, ...] = ()
+        text: tuple[str, ...] = ("not modeled: this preset gives only a parameter count",)
+    else:
+        lines = (Line("activations.per_sample_preset", "activations (from the preset)",
+                      f"{_n(per_sample)} B/sample × batch {t.batch_size}", per_sample * t.batch_size,
+                      "bytes per sample × batch", m.source),)
+        text = ()
+    opt_temp = b.details.get("temporaries.optimizer_step", 0)
+    temp = Section("temporaries", "temporaries (the largest transient)", b.temporaries,
+                   (Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp),))
+    moments = {"count_only": True, "grads_live": b.gradients if t.grad_accum > 1 else 0, "opt_temp": opt_temp}
+    return Section("activations", "activations", b.activations, lines, text), temp, moments
+
+
+# --- phases and overhead -----------------------------------------------------------------------------
+
+def _sum_line(key: str, label: str, parts: list[tuple[str, int]]) -> Line:
+    shown = [(name, v) for name, v in parts if v]
+    inputs = " + ".join(f"{name} {fmt_value(v, 'bytes')}" for name, v in shown)
+    return Line(key, label, inputs, sum(v for _, v in shown), source=SRC_PHASES)
+
+
+def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section, str]:
+    base = [("weights", b.weights), ("optimizer state", b.optimizer_state)]
+    grads_live = [("gradients (accumulating)", x["grads_live"])]
+    if x.get("count_only"):
+        fwd = [_sum_line("phases.forward", "forward", base + grads_live + [("activations", b.activations)])]
+        bwd = [_sum_line("phases.backward", "backward", base + [("gradients", b.gradients),
+                                                               ("activations", b.activations)])]
+    else:
+        layers = [("kept layer inputs" if x["ckpt"] else "saved layer activations", x["kept"]),
+                  ("shared", x["once"])]
+        ac = [("autocast copies", x["autocast"])]
+        loss_peak = x["head_saved"] + x["loss_fwd"]
+        last = (("head + loss temporaries", loss_peak) if loss_peak >= x["layer_fwd_t"]
+                else ("layer forward temporaries", x["layer_fwd_t"]))
+        fwd = [_sum_line("phases.forward", "end of forward: loss computed", base + grads_live + layers + ac + [last])]
+        g_top = max(x["grads_live"], x["g_head"])
+        rec = [("recomputed layer", x["recomputed"]), ("its autocast copies", x["layer_copies"])]
+        if x["ckpt"]:
+            start = base + grads_live + layers + [("head + loss saved", x["head_saved"]),
+                                                 ("loss gradients", x["loss_bwd"])]
+            top = base + [("gradients (head)", g_top)] + layers + rec + [("layer backward", x["layer_bwd_t"])]
+            bottom = base + [("gradients", b.gradients), ("shared", x["once"])] + rec + [
+                ("layer backward", x["layer_bwd_t"])]
+        else:
+            start = base + grads_live + layers + [("head + loss saved", x["head_saved"])] + ac + [
+                ("loss gradients", x["loss_bwd"])]
+            top = base + [("gradients (head)", g_top)] + layers + ac + [("layer backward", x["layer_bwd_t"])]
+            bottom = base + [("gradients", b.gradients), ("shared", x["once"]),
+                             ("last layer's activations", x["per_layer"] if x["saving"] else 0),
+                             ("its autocast copies", x["layer_copies"] if x["saving"] else 0),
+                             ("layer backward", x["layer_bwd_t"])]
+        end = base + [("gradients", b.gradients), ("gradient being summed", x["end_t"])]
+        bwd = [_sum_line("phases.backward.start", "backward starts: loss gradients", start),
+               _sum_line("phases.backward.top", "backward at the top layer", top),
+               _sum_line("phases.backward.bottom", "backward at the bottom layer: all gradients exist", bottom),
+               _sum_line("phases.backward.end", "end of backward", end)]
+    step = [_sum_line("phases.optimizer_step", "optimizer step", base + [("gradients", b.gradients),
+                                                                         ("step temporaries", x["opt_temp"])])]
+    groups = {"forward": fwd, "backward": bwd, "optimizer_step": step}
+    lines: list[Line] = []
+    for phase in PHASES:
+        group = groups[phase]
+        if max(line.value for line in group) != b.phases[phase]:
+            # The itemization no longer mirrors the core: show the core's number only.
+            notes.append(f"the {phase.replace('_', ' ')} phase is shown with its total only "
+                         "(its itemization does not match the core's phase model).")
+            group = [Line(f"phases.{phase}", phase.replace("_", " "), "", b.phases[phase], source=SRC_PHASES)]
+        lines += group
+    peak_phase = b.peak_phase
+    peak_line = max((ln for ln in lines if ln.value == b.phases[peak_phase]), key=lambda ln: ln.value)
+    text = (f"the {peak_phase.replace('_', ' ')} phase wins, at '{peak_line.label}': "
+            f"{fmt_value(b.tensor_peak_bytes, 'bytes')} of tensors",
+            "the sum of all components is an upper bound: activations are freed before the optimizer step "
+            "and temporaries never coexist")
+    return Section("phases", "phases: what is alive when", b.tensor_peak_bytes, tuple(lines), text), peak_line.label
+
+
+def _overhead(b: Breakdown) -> Section:
+    reserve = b.overhead - CUDA_CONTEXT_BYTES
+    lines = (
+        Line("overhead.cuda_context", "CUDA context, cuBLAS/cuDNN workspaces", "500 MiB", CUDA_CONTEXT_BYTES,
+             "measured constant", SRC_OVERHEAD),
+        Line("overhead.allocator_reserve", "allocator reserve (fragmentation, 2 MiB segments)",
+             f"5 % × {_n(b.tensor_peak_bytes)} B tensor peak", reserve, "5 % of the tensor peak", SRC_OVERHEAD),
+    )
+    text = (f"peak = tensor peak {fmt_value(b.tensor_peak_bytes, 'bytes')} + overhead "
+            f"{fmt_value(b.overhead, 'bytes')} = {fmt_value(b.peak_bytes, 'bytes')}",)
+    return Section("overhead", "runtime overhead", b.overhead, lines, text)
+
+
+# --- rendering (pure strings) ------------------------------------------------------------------------
+
+def header(e: Explanation) -> str:
+    name = e.model.display_name or e.model.name
+    b = e.breakdown
+    return (f"{name} · {METHOD_LABELS[e.training.method]} · {b.parameters:,} parameters, "
+            f"{b.trainable_parameters:,} trainable")
+
+
+def _sources(s: Section) -> list[str]:
+    return list(dict.fromkeys(line.source for line in s.lines if line.source))
+
+
+SECTION_KEYS = ("parameters", "weights", "gradients", "optimizer_state", "activations_per_layer", "activations",
+                "temporaries", "phases", "overhead")
+
+
+def _chosen(e: Explanation, only: tuple[str, ...]) -> list[Section]:
+    return [s for s in e.sections if not only or s.key in only]
+
+
+def to_text(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
+    """Plain text, one step of arithmetic per line (stable: no terminal-width dependence)."""
+    out = [header(e), "assumptions: " + assumptions(e.training), ""]
+    for s in _chosen(e, only):
+        total = "" if s.total is None else "  " + fmt_value(s.total, s.kind, unit)
+        out.append(f"{s.title.upper()}{total}")
+        previous = ""
+        for line in s.lines:
+            steps = [line.label]
+            if line.formula and line.formula != previous:
+                steps.append(line.formula)
+            previous = line.formula
+            steps += [x for x in (line.inputs, fmt_value(line.value, line.kind, unit)) if x]
+            out.append("  " + " = ".join(steps))
+        out += [f"  → {t}" for t in s.text]
+        out += [f"  source: {src}" for src in _sources(s)]
+        out.append("")
+    out.append(f"PEAK  {fmt_value(e.breakdown.peak_bytes, 'bytes', unit)} = tensors at "
+               f"{e.breakdown.peak_phase.replace('_', ' ')} ({e.peak_moment}) + runtime overhead")
+    out += [f"note: {n}" for n in e.notes]
+    return "\n".join(out) + "\n"
+
+
+def to_markdown(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
+    """The same explanation as a Markdown document."""
+    out = [f"## {header(e)}", "", f"Assumptions: {assumptions(e.training)}", ""]
+    for s in _chosen(e, only):
+        total = "" if s.total is None else f": {fmt_value(s.total, s.kind, unit)}"
+        out += [f"### {s.title[0].upper() + s.title[1:]}{total}", "", "| term | formula | numbers | result |",
+                "| --- | --- | --- | ---: |"]
+        for line in s.lines:
+            out.append(f"| {line.label} | {line.formula} | {line.inputs} | {fmt_value(line.value, line.kind, unit)} |")
+        out.append("")
+        out += [f"- {t}" for t in s.text]
+        out += [f"- source: {src}" for src in _sources(s)]
+        if s.text or _sources(s):
+            out.append("")
+    out.append(f"**Peak: {fmt_value(e.breakdown.peak_bytes, 'bytes', unit)}** = tensors at "
+               f"{e.breakdown.peak_phase.replace('_', ' ')} ({e.peak_moment}) + runtime overhead")
+    out += [""] + [f"- note: {n}" for n in e.notes]
+    return "\n".join(out) + "\n"
+
+
+def to_json(e: Explanation, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Machine-readable: integer values, stable keys."""
+    return {
+        "model": e.model.name,
+        "settings": settings(e.training),
+        "sections": [{"key": s.key, "title": s.title, "total": s.total, "kind": s.kind, "text": list(s.text),
+                      "lines": [{"key": ln.key, "label": ln.label, "inputs": ln.inputs, "value": ln.value,
+                                 "kind": ln.kind, "formula": ln.formula, "source": ln.source} for ln in s.lines]}
+                     for s in _chosen(e, only)],
+        "peak_bytes": e.breakdown.peak_bytes,
+        "peak_phase": e.breakdown.peak_phase,
+        "peak_moment": e.peak_moment,
+        "notes": list(e.notes),
+    }
+
+
+# --- diff --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DiffRow:
+    """One term in two configurations (None: absent on that side)."""
+
+    key: str
+    label: str
+    kind: Kind
+    a: int | None
+    b: int | None
+
+    @property
+    def changed(self) -> bool:
+        return (self.a or 0) != (self.b or 0)
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Two explanations compared: what settings differ and which terms changed."""
+
+    a: Explanation
+    b: Explanation
+    settings: tuple[tuple[str, Any, Any], ...]
+    summary: tuple[DiffRow, ...]  # components and peak, always shown
+    rows: tuple[DiffRow, ...]  # every other term that changed
+
+
+SUMMARY = ("parameters.trainable", "weights.total", "gradients.total", "optimizer_state.total", "activations.total",
+           "temporaries.total", "overhead.total")
+
+
+def diff(a: Explanation, b: Explanation) -> Diff:
+    """Compare two explanations term by term (matching `Line.key`)."""
+    sa, sb = settings(a.training), settings(b.training)
+    if a.model.name != b.model.name:
+        sa, sb = {"model": a.model.name, **sa}, {"model": b.model.name, **sb}
+    # Settings present on both sides (LoRA settings only exist for LoRA runs; the method row says that).
+    changed = tuple((k, sa[k], sb[k]) for k in sa if k in sb and sa[k] != sb[k])
+    la, lb = a.lines(), b.lines()
+    keys = list(dict.fromkeys([*la, *lb]))
+
+    def row(k: str) -> DiffRow:
+        ref = la.get(k) or lb[k]
+        return DiffRow(k, ref.label, ref.kind, la[k].value if k in la else None, lb[k].value if k in lb else None)
+
+    summary = [row(k) for k in SUMMARY if k in la or k in lb]
+    summary.append(DiffRow("peak", "peak (tensors + overhead)", "bytes", a.breakdown.peak_bytes,
+                           b.breakdown.peak_bytes))
+    totals = {r.key.split(".")[0]: (r.a, r.b) for r in summary}
+
+    def shown(r: DiffRow) -> bool:  # a changed term that is not just its section's total again
+        return r.changed and totals.get(r.key.split(".")[0]) != (r.a, r.b)
+
+    rows = tuple(r for r in (row(k) for k in keys if k not in SUMMARY and not k.startswith("phases.")) if shown(r))
+    return Diff(a, b, changed, tuple(summary), rows)
+
+
+def change(r: DiffRow, unit: str = "GB") -> str:
+    """`-14.45 GB (×0.00)`, `new`, `gone`, or `same`."""
+    if not r.changed:
+        return "same"
+    if not r.a:
+        return "new"
+    if not r.b:
+        return "gone"
+    d = (r.b or 0) - r.a
+    sign = "+" if d > 0 else "-"
+    ratio = (r.b or 0) / r.a
+    shown = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
+    return f"{sign}{fmt_value(abs(d), r.kind, unit)} (×{shown})"
+
+
+def _cell(v: int | None, kind: Kind, unit: str) -> str:
+    return "—" if v is None else fmt_value(v, kind, unit)
+
+
+def diff_text(d: Diff, labels: tuple[str, str], unit: str = "GB") -> str:
+    """A side-by-side table of the two configurations, as plain text."""
+    out = [f"A: {header(d.a)}", f"   {labels[0] or '(shared options only)'}",
+           f"B: {header(d.b)}", f"   {labels[1] or '(shared options only)'}", ""]
+    if d.settings:
+        out.append("settings that differ: " + ", ".join(f"{k} {va} → {vb}" for k, va, vb in d.settings))
+    else:
+        out.append("settings that differ: none")
+    out.append("")
+    table = [("term", "A", "B", "change")]
+    table += [(r.label, _cell(r.a, r.kind, unit), _cell(r.b, r.kind, unit), change(r, unit)) for r in d.summary]
+    table.append(("", "", "", ""))
+    table += [(r.label, _cell(r.a, r.kind, unit), _cell(r.b, r.kind, unit), change(r, unit)) for r in d.rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for i, row in enumerate(table):
+        if not any(row):
+            out.append("")
+            continue
+        out.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip())
+        if i == 0:
+            out.append("-" * (sum(widths) + 6 + 4))
+    out += ["", f"peak phase: A {d.a.breakdown.peak_phase.replace('_', ' ')} ({d.a.peak_moment}); "
+                f"B {d.b.breakdown.peak_phase.replace('_', ' ')} ({d.b.peak_moment})"]
+    return "\n".join(out) + "\n"
+
+
+def diff_markdown(d: Diff, labels: tuple[str, str], unit: str = "GB") -> str:
+    """The side-by-side comparison as a Markdown table."""
+    out = [f"**A:** {header(d.a)} (`{labels[0]}`)  ", f"**B:** {header(d.b)} (`{labels[1]}`)", ""]
+    if d.settings:
+        out += ["Settings that differ: " + ", ".join(f"`{k}` {va} → {vb}" for k, va, vb in d.settings), ""]
+    out += ["| term | A | B | change |", "| --- | ---: | ---: | --- |"]
+    out += [f"| {r.label} | {_cell(r.a, r.kind, unit)} | {_cell(r.b, r.kind, unit)} | {change(r, unit)} |"
+            for r in (*d.summary, *d.rows)]
+    return "\n".join(out) + "\n"
+
+
+def diff_json(d: Diff, labels: tuple[str, str]) -> dict[str, Any]:
+    """The comparison with integer values; `a`/`b` are null where a term is absent on that side."""
+    return {
+        "a": {"model": d.a.model.name, "options": labels[0], "settings": settings(d.a.training)},
+        "b": {"model": d.b.model.name, "options": labels[1], "settings": settings(d.b.training)},
+        "settings_changed": {k: [va, vb] for k, va, vb in d.settings},
+        "terms": [{"key": r.key, "label": r.label, "kind": r.kind, "a": r.a, "b": r.b}
+                  for r in (*d.summary, *d.rows)],
+    }

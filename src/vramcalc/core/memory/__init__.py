@@ -1,0 +1,502 @@
+"""The pure core: `estimate(model, training) -> Breakdown`, integer bytes per component and phase.
+
+Phase model (steady state, step ≥ 2, `zero_grad(set_to_none=True)` after each step, as HF Trainer):
+- forward: weights + optimizer state (+ gradients when accumulating) + saved activations, peaking
+  while the loss holds the logits and their fp32 copy;
+- backward: activations are released layer by layer while gradients appear, so the peak is at the
+  start (log_softmax's gradient temporaries) or at a layer boundary (plus that layer's gradients);
+- optimizer_step: weights + gradients + optimizer state + the step's temporaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from operator import itemgetter
+from typing import TYPE_CHECKING
+
+from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory import distributed as _distributed
+from vramcalc.core.memory import inference as _inference
+from vramcalc.core.memory.activations import head_activations, layer_activations
+from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
+from vramcalc.core.memory.precision import RECIPES, Recipe
+from vramcalc.core.memory.weights import WeightBytes, freeze_fraction, weight_bytes
+from vramcalc.core.params import active_params, block_linears, count_params, head_dim
+from vramcalc.core.units import MIB, dtype_bytes
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
+
+__all__ = ["Breakdown", "COMPONENTS", "OPTIONAL_COMPONENTS", "PHASES", "estimate", "RECIPES", "Recipe"]
+
+COMPONENTS = ("weights", "gradients", "optimizer_state", "activations", "kv_cache", "communication", "temporaries",
+              "overhead")
+# Components that only some runs have (inference, multi-GPU): tables and bars show them when non-zero.
+OPTIONAL_COMPONENTS = ("kv_cache", "communication")
+PHASES = ("forward", "backward", "optimizer_step")
+
+# Runtime overhead outside torch's tensor accounting (what nvidia-smi shows beyond
+# torch.cuda.max_memory_allocated): the CUDA context with cuBLAS/cuDNN handles and workspaces, about
+# 0.5 GiB on recent drivers with lazy module loading (PyTorch CUDA semantics notes, "memory management";
+# measured ~500 MiB on A100/H100, torch 2.x); plus allocator reserve (blocks rounded to 2 MiB segments
+# and fragmentation), taken as 5 % of the tensor peak. Both approximations are flagged in the notes.
+CUDA_CONTEXT_BYTES = 500 * MIB
+ALLOCATOR_RESERVE_PERCENT = 5
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Memory of one training step, per component and per phase, in bytes."""
+
+    model: str
+    parameters: int
+    trainable_parameters: int
+    weights: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+    temporaries: int
+    overhead: int
+    phases: dict[str, int]  # tensor bytes at the peak of each phase
+    details: dict[str, int] = field(default_factory=dict)  # finer entries, "component.part" keys
+    notes: tuple[str, ...] = ()
+    activations_modeled: bool = True
+    active_parameters: int = 0  # parameters one token uses (MoE: total less the unrouted experts)
+    # Multi-GPU and inference (memory/distributed.py, memory/inference.py); zero for one GPU's training step.
+    communication: int = 0  # per-GPU communication buffers (DDP / DeepSpeed buckets)
+    kv_cache: int = 0  # inference: keys and values of every cached token
+    cpu_offload_bytes: int = 0  # host RAM per node for offloaded states
+    parallelism: dict[str, int | str] | None = None  # gpus, tp, pp, dp, ZeRO stage; None: one GPU
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=lambda p: self.phases[p])
+
+    @property
+    def tensor_peak_bytes(self) -> int:
+        """What torch.cuda.max_memory_allocated would report."""
+        return self.phases[self.peak_phase]
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.tensor_peak_bytes + self.overhead
+
+    @property
+    def sum_bytes(self) -> int:
+        """Every component added up as if all were alive at once (an upper bound of the peak)."""
+        return sum(self.component(c) for c in COMPONENTS)
+
+    def shown_components(self) -> tuple[str, ...]:
+        """The components worth a row: all but the optional ones that are zero for this run."""
+        return tuple(c for c in COMPONENTS if c not in OPTIONAL_COMPONENTS or self.component(c))
+
+    def component(self, name: str) -> int:
+        value: int = getattr(self, name)
+        return value
+
+
+def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
+    """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    if training.mode == "inference":
+        return _estimate_inference(model, training)
+    if not model.has_architecture and training.method != "full":
+        # LoRA targets, quantized Linear layers and frozen layers are read from the architecture.
+        raise UnsupportedCombination(
+            f"method {training.method!r} needs the architecture of {model.name!r}, which is a parameter count "
+            "only; use --method full, or give the preset its architecture (see: vramcalc presets new)")
+    plan = _plan(model, training)
+    gradients = plan.gradients
+    tokens = training.batch_size * training.seq_len
+    accum = training.grad_accum > 1
+    weights = plan.weights
+    states = plan.states
+    step_temp = plan.step_temporaries
+    details = dict(plan.details)
+    notes = plan.notes
+    per_gpu = None
+    if plan.parallel:  # the one hook: shard the model states, then the phases as usual
+        w, opt = plan.w, plan.opt
+        per_gpu = _shard(model, training, plan.recipe, w.total, gradients, opt, w.trainable, tokens)
+        weights, gradients, states, step_temp = (per_gpu.weights, per_gpu.gradients, per_gpu.optimizer_state,
+                                                 per_gpu.step_temporaries)
+        tokens = per_gpu.activation_tokens
+        details.update(per_gpu.details)
+        notes += tuple(per_gpu.notes)
+    communication = per_gpu.communication if per_gpu else 0
+
+    base = weights + states + communication
+    act = plan.activations
+    if act is None:
+        per_sample = model.activation_bytes_per_sample
+        activations = (per_sample or 0) * training.batch_size
+        details["activations.per_sample_preset"] = activations
+        fwd = base + (gradients if accum else 0) + activations
+        bwd = base + gradients + activations
+        step = base + gradients + step_temp
+        temporaries = step_temp
+        phases = {"forward": fwd, "backward": bwd, "optimizer_step": step}
+        modeled = per_sample is not None
+    else:
+        phases, activations, temporaries = _transformer_phases(
+            act, training, base, gradients, step_temp, tokens, details)
+        modeled = True
+    tensor_peak = max(phases.values())
+    overhead = CUDA_CONTEXT_BYTES + tensor_peak * ALLOCATOR_RESERVE_PERCENT // 100
+    details["overhead.cuda_context"] = CUDA_CONTEXT_BYTES
+    details["overhead.allocator_reserve"] = overhead - CUDA_CONTEXT_BYTES
+    notes += plan.tail_notes  # activation notes, then overhead's
+    if accum:
+        notes += (_accum_note(training.grad_accum),)
+    # Breakdown(...) with every field, in field order, without the frozen dataclass's per-field
+    # object.__setattr__ (a quarter of the call; tests/test_memory.py checks it equals the constructor).
+    b = _new_breakdown(Breakdown)
+    b.__dict__.update({
+        "model": model.name,
+        "parameters": plan.w.parameters,
+        "trainable_parameters": plan.w.trainable,
+        "weights": weights,
+        "gradients": gradients,
+        "optimizer_state": states,
+        "activations": activations,
+        "temporaries": temporaries,
+        "overhead": overhead,
+        "phases": phases,
+        "details": details,
+        "notes": notes,
+        "activations_modeled": modeled,
+        "active_parameters": plan.active_parameters,
+        "communication": communication,
+        "kv_cache": 0,
+        "cpu_offload_bytes": per_gpu.cpu_offload_bytes if per_gpu else 0,
+        "parallelism": dict(per_gpu.layout) if per_gpu else None,
+    })
+    return b
+
+
+_new_breakdown = object.__new__
+
+
+_OVERHEAD_NOTE = (f"overhead is approximate: CUDA context ~{CUDA_CONTEXT_BYTES // MIB} MiB plus "
+                  f"{ALLOCATOR_RESERVE_PERCENT} % allocator reserve; compare tensor_peak_bytes with "
+                  "torch.cuda.max_memory_allocated.")
+
+
+@lru_cache(maxsize=256)
+def _accum_note(grad_accum: int) -> str:
+    return (f"gradient accumulation over {grad_accum} micro-batches: gradients stay "
+            "allocated through every forward and backward (no extra memory per micro-batch).")
+
+
+# --- Per-settings plans -----------------------------------------------------------------------------
+# Everything of `estimate` that depends on the model and the training settings but not on the token
+# shape (batch_size, seq_len, grad_accum) is computed once per (model, settings) and kept here, so a
+# sweep over batch and sequence length pays only for the per-token arithmetic (issue #7: throughput).
+# The key is the model object (held, so its id cannot be reused) and every TrainingSpec field but the
+# token shape, read from the spec's __dict__ so that a field added later is part of the key.
+_TOKEN_FIELDS = frozenset({"batch_size", "seq_len", "grad_accum"})
+_MAX_MODELS = 256
+_MAX_PLANS_PER_MODEL = 4096
+_plans: dict[int, tuple[ModelSpec, dict[tuple[object, ...], _Plan]]] = {}
+_key_getters: dict[type, Callable[[dict[str, object]], tuple[object, ...]]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The token-independent part of one (model, settings) estimate."""
+
+    recipe: Recipe
+    w: WeightBytes
+    opt: OptimizerBytes
+    gradients: int
+    weights: int
+    states: int
+    step_temporaries: int
+    details: dict[str, int]  # read-only: copied by each estimate
+    notes: tuple[str, ...]  # before the sharding's notes
+    tail_notes: tuple[str, ...]  # after them: the activation notes and overhead's
+    parallel: bool
+    active_parameters: int
+    activations: _ActivationPlan | None  # None: a count-only preset
+
+
+def _settings_key(training: TrainingSpec) -> tuple[object, ...] | None:
+    """The cache key of `training`'s settings; None for a spec without a __dict__ (the fast path's Record)."""
+    fields = getattr(training, "__dict__", None)
+    if fields is None:
+        return None
+    getter = _key_getters.get(type(training))
+    if getter is None:
+        names = [k for k in fields if k not in _TOKEN_FIELDS]
+        getter = _key_getters[type(training)] = itemgetter(*names)
+    return getter(fields)
+
+
+def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
+    key = _settings_key(training)
+    if key is None:
+        return _build_plan(model, training)
+    entry = _plans.get(id(model))
+    if entry is None or entry[0] is not model:
+        if len(_plans) >= _MAX_MODELS:
+            _plans.clear()
+        entry = _plans[id(model)] = (model, {})
+    plans = entry[1]
+    plan = plans.get(key)
+    if plan is None:
+        plan = _build_plan(model, training)  # raises (and caches nothing) for an unsupported combination
+        if len(plans) >= _MAX_PLANS_PER_MODEL:
+            plans.clear()
+        plans[key] = plan
+    return plan
+
+
+def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
+    recipe = RECIPES[training.precision]
+    notes: list[str] = []
+    w = weight_bytes(model, training, recipe)
+    opt = optimizer_bytes(w.trainable_tensors, recipe, training)
+    if training.method in ("lora", "qlora"):
+        gradients = w.trainable * dtype_bytes(training.adapter_dtype)
+    else:
+        gradients = w.trainable * dtype_bytes(recipe.grad)
+    details: dict[str, int] = {
+        "weights.base": w.base,
+        "weights.quant_constants": w.quant_constants,
+        "weights.adapters": w.adapters,
+        "optimizer_state.moments": opt.moments,
+        "optimizer_state.master_weights": opt.master_weights,
+        "temporaries.optimizer_step": opt.step_temporaries,
+    }
+    if opt.paged:
+        notes.append("paged optimizer: its states live in CUDA unified memory and may be evicted to CPU RAM "
+                     "under pressure; they are counted on the GPU here (the worst case).")
+    act = _activation_plan(model, training, recipe, w.trainable) if model.has_architecture else None
+    if act is not None:
+        tail_notes = act.notes
+    elif model.activation_bytes_per_sample is None:
+        tail_notes = ("activations not modeled: this preset gives only a parameter count "
+                      "(add activation_bytes_per_sample to the preset to include them).",)
+    else:
+        tail_notes = ()
+    return _Plan(recipe, w, opt, gradients, w.total, opt.total, opt.step_temporaries, details, tuple(notes),
+                 tail_notes + (_OVERHEAD_NOTE,), _distributed.is_parallel(training), active_params(model), act)
+
+
+def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: int, gradients: int,
+           opt: OptimizerBytes, trainable: int, tokens: int) -> _distributed.PerGpu:
+    """Per-GPU model states under the run's ZeRO/FSDP/tp/pp layout (memory/distributed.py)."""
+    fp32_grads = 4 * trainable if recipe.master_weights else 0  # optimizer.py: fp32 grads for the master copy
+    lora = training.method in ("lora", "qlora")
+    grad_elem = dtype_bytes(training.adapter_dtype if lora else recipe.grad)
+    states = _distributed.ModelStates(
+        weights=weights, gradients=gradients, moments=opt.moments, master_weights=opt.master_weights,
+        step_temporaries=opt.step_temporaries, fp32_grad_bytes=min(fp32_grads, opt.step_temporaries),
+        parameters=count_params(model), trainable=trainable, grad_elem_bytes=grad_elem)
+    return _distributed.shard(model, training, states, tokens,
+                              deepspeed_fp32_grad_partition=recipe.master_weights)
+
+
+def _estimate_inference(model: ModelSpec, training: TrainingSpec) -> Breakdown:
+    """Serving memory per GPU (memory/inference.py) as a Breakdown with a kv_cache component."""
+    inf = _inference.estimate_inference(model, training)
+    tensor_peak = max(inf.phases.values())
+    overhead = CUDA_CONTEXT_BYTES + tensor_peak * ALLOCATOR_RESERVE_PERCENT // 100
+    details = {
+        "weights.base": inf.weights - inf.quant_constants,
+        "weights.quant_constants": inf.quant_constants,
+        "kv_cache.bytes_per_token": inf.kv_bytes_per_token,
+        "activations.prefill_workspace": inf.activations,
+        "temporaries.logits": inf.temporaries,
+        "overhead.cuda_context": CUDA_CONTEXT_BYTES,
+        "overhead.allocator_reserve": overhead - CUDA_CONTEXT_BYTES,
+    }
+    layout: dict[str, int | str] | None = None
+    if training.tp > 1 or training.pp > 1 or _distributed.world_size(training) > 1:
+        layout = {"gpus_per_node": training.gpus_per_node, "nodes": training.nodes,
+                  "world_size": _distributed.world_size(training), "tp": training.tp, "pp": training.pp,
+                  "dp": _distributed.data_parallel(training), "strategy": "inference"}
+    return Breakdown(
+        model=model.name, parameters=count_params(model), trainable_parameters=0,
+        weights=inf.weights, gradients=0, optimizer_state=0, activations=inf.activations,
+        temporaries=inf.temporaries, overhead=overhead, phases=dict(inf.phases), details=details,
+        notes=inf.notes, activations_modeled=model.has_architecture, kv_cache=inf.kv_cache,
+        parallelism=layout,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _ActivationPlan:
+    """Activation and temporary bytes of a transformer run as coefficients of tokens and tokens x seq_len.
+
+    `_t` fields multiply the token count (batch x seq_len), `_ts` fields tokens x seq_len (eager
+    attention's per-key terms); the rest are bytes. Built by `_activation_plan`, used by
+    `_transformer_phases`.
+    """
+
+    n_layers: int
+    saving_layers: int
+    checkpointing: bool
+    per_layer_t: int  # one layer's saved set
+    per_layer_ts: int
+    once_t: int  # shared by all layers (RoPE tables, dropout mask)
+    once_ts: int  # eager's 4-D causal mask, per batch x seq_len x seq_len (whole, whatever the layout)
+    head_saved_t: int
+    kept_t: int  # checkpointing: the layers' inputs
+    autocast_copies: int
+    layer_copies: int
+    attn_fwd_ts: int
+    layer_fwd_t: int
+    layer_bwd_t: int
+    layer_bwd_ts: int
+    loss_fwd_t: int
+    loss_bwd_t: int
+    g_head: int  # before the min with the (possibly sharded) gradients
+    end_t: int  # backward-end temporaries when the condition below holds, else 0
+    end_tied: bool  # end_t applies without gradient accumulation (tied embeddings)
+    notes: tuple[str, ...]
+
+
+def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
+    assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
+    n_layers = m.num_layers
+    c = dtype_bytes(recipe.compute)
+    full_like = t.method in ("full", "freeze")
+    if t.method == "freeze":
+        frozen, _ = freeze_fraction(m, t)
+        head_trainable = t.train_head
+    else:
+        frozen = 0
+        head_trainable = t.method == "full"
+    trained_layers = n_layers - frozen
+    layer = layer_activations(m, t, recipe, trainable_weights=full_like)
+    # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
+    per_layer_t = sum(x.per_token for x in layer.terms)
+    per_layer_ts = sum(x.per_token_seq for x in layer.terms)
+    head = head_activations(m, t, recipe, head_trainable)
+    # Layers below the first trainable one save nothing when their inputs need no gradient
+    # (frozen embeddings): autograd records no graph there. LoRA adapts every layer.
+    saving_layers = trained_layers if t.method == "freeze" else n_layers
+    if t.method == "freeze" and trained_layers == 0:
+        saving_layers = 0
+    # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
+    once_t = 0 if m.learned_position_embeddings else 2 * c * head_dim(m)
+    once_ts = 0
+    if t.attention == "eager":
+        once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * batch * seq * seq
+    if m.dropout > 0:
+        once_t += m.hidden_size  # embedding dropout mask
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
+    # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
+    autocast_copies = 0
+    if recipe.autocast:
+        linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
+        linear_params += m.vocab_size * m.hidden_size
+        autocast_copies = dtype_bytes(recipe.compute) * linear_params
+    # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
+    # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
+    # scores softmax writes (the saved set's per-key terms) are transient too.
+    attn_fwd_ts = layer.forward_transient.per_token_seq
+    if t.grad_checkpointing:
+        attn_fwd_ts += per_layer_ts  # the saved scores
+    # Gradient of the head (and final norm) appears at the start of backward; the rest layer by layer.
+    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like else 0
+    # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
+    # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
+    # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of
+    # place (torch/csrc/autograd/input_buffer.cpp accumulate; observed as aten.add.Tensor on CPU and under
+    # the tracer): the head's gradient, the embedding's and their sum coexist (2 beyond `gradients`).
+    end_t = 0
+    if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
+        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if m.tie_word_embeddings else 1)
+    notes: list[str] = []
+    if t.grad_checkpointing:
+        notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
+                     "in backward with its full activations.")
+    if t.method == "lora":
+        notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
+                     "gradient before the first adapter, so the real figure is slightly lower).")
+    return _ActivationPlan(
+        n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
+        per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
+        head_saved_t=head.saved, kept_t=saving_layers * residual * m.hidden_size,
+        autocast_copies=autocast_copies, layer_copies=autocast_copies // n_layers if autocast_copies else 0,
+        attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
+        layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
+        loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
+        end_tied=m.tie_word_embeddings, notes=tuple(notes),
+    )
+
+
+def _transformer_phases(
+    p: _ActivationPlan, t: TrainingSpec, base: int, gradients: int, opt_temp: int, tokens: int,
+    details: dict[str, int],
+) -> tuple[dict[str, int], int, int]:
+    """(phases, activations, temporaries) for `tokens` tokens; appends the activation details."""
+    seq = t.seq_len
+    token_seq = tokens * seq
+    per_layer = p.per_layer_t * tokens + p.per_layer_ts * token_seq
+    once = p.once_t * tokens + p.once_ts * t.batch_size * seq * seq  # the mask is not split by tp/sp
+    head_saved = p.head_saved_t * tokens
+    autocast_copies = p.autocast_copies
+    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq)
+    layer_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_ts * token_seq
+    loss_fwd_t = p.loss_fwd_t * tokens
+    loss_bwd_t = p.loss_bwd_t * tokens
+    accum = t.grad_accum > 1
+    grads_live_fwd = gradients if accum else 0
+    g_head = min(p.g_head, gradients)
+    saving_layers = p.saving_layers
+    if p.checkpointing:
+        # HF gradient_checkpointing_enable (transformers 5 modeling_utils: default {"use_reentrant": False},
+        # torch.utils.checkpoint non-reentrant): each layer keeps only its input hidden states; during
+        # backward one layer is recomputed with its full saved set (autocast weight casts included, freed
+        # with the layer: the nested autocast region clears its cache on exit, autocast_mode.py __exit__).
+        kept = p.kept_t * tokens
+        recomputed = per_layer if saving_layers else 0
+        acts = kept + once + head_saved + autocast_copies
+        fwd = base + grads_live_fwd + kept + once + autocast_copies + max(layer_fwd_t, head_saved + loss_fwd_t)
+        bwd_start = base + max(grads_live_fwd, 0) + kept + once + head_saved + loss_bwd_t
+        layer_copies = p.layer_copies
+        bwd_top = base + max(grads_live_fwd, g_head) + kept + once + recomputed + layer_copies + layer_bwd_t
+        bwd_bottom = base + gradients + once + recomputed + layer_copies + layer_bwd_t
+        activations = acts + recomputed
+        layers_detail = kept
+    else:
+        acts_layers = saving_layers * per_layer
+        acts = acts_layers + once + head_saved + autocast_copies
+        fwd = base + grads_live_fwd + acts_layers + once + autocast_copies + max(layer_fwd_t, head_saved + loss_fwd_t)
+        bwd_start = base + grads_live_fwd + acts + loss_bwd_t
+        bwd_top = base + max(grads_live_fwd, g_head) + acts_layers + once + autocast_copies + layer_bwd_t
+        bottom_acts = per_layer if saving_layers else 0
+        # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
+        bottom_copies = p.layer_copies if saving_layers else 0
+        bwd_bottom = base + gradients + once + bottom_acts + bottom_copies + layer_bwd_t
+        activations = acts
+        layers_detail = acts_layers
+    # Backward-end temporaries (tied embeddings or accumulation; see _activation_plan).
+    end_t = p.end_t if p.end_tied or accum else 0
+    bwd_end = base + gradients + end_t
+    backward = max(bwd_start, bwd_top, bwd_bottom, bwd_end)
+    step = base + gradients + opt_temp
+    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t)
+    details["activations.layers"] = layers_detail
+    details["activations.recomputed_layer"] = per_layer if p.checkpointing and saving_layers else 0
+    details["activations.per_layer"] = per_layer
+    details["activations.shared"] = once
+    details["activations.head_and_loss"] = head_saved
+    details["activations.autocast_weight_copies"] = autocast_copies
+    details["temporaries.loss_forward"] = loss_fwd_t
+    details["temporaries.loss_backward"] = loss_bwd_t
+    details["temporaries.layer_backward"] = layer_bwd_t
+    details["temporaries.layer_forward"] = layer_fwd_t
+    details["temporaries.backward_end"] = end_t
+    phases = {"forward": fwd, "backward": backward, "optimizer_step": step}
+    return phases, activations, temporaries
+
+
+def count_parameters(model: ModelSpec) -> int:
+    """Total parameters of a model preset (derived, or the preset's count)."""
+    return count_params(model)

@@ -1,0 +1,297 @@
+"""Activation memory: the tensors autograd saves for backward, per layer and per token.
+
+Each term names the op that saves it. Sources: the transformers modeling files (modeling_llama.py
+and siblings: LlamaRMSNorm, apply_rotary_pos_emb, sdpa_attention_forward, LlamaMLP), PyTorch's
+autograd formulas (tools/autograd/derivatives.yaml: a Linear saves its input only when its weight
+needs a gradient; SiLU/GELU save their input; mul saves both operands), the flash / memory-efficient
+SDPA kernels (output + fp32 logsumexp), and Korthikanti et al. 2022 (arXiv:2205.05198) §4 for the
+overall structure. Bytes are per token (multiply by batch × sequence) unless the name says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vramcalc.core.memory.precision import Recipe
+from vramcalc.core.params import head_dim, kv_heads, resolve_targets
+from vramcalc.core.units import ceil_div, dtype_bytes
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
+
+# Activation functions whose backward needs only their input (one saved tensor): ATen kernels.
+# gelu_new / gelu_fast are written as Python formulas in transformers activations.py, so autograd
+# saves the intermediates: x, tanh(...), 0.5·x and 1 + tanh(...) (four tensors of the MLP width).
+ACT_SAVED_TENSORS: dict[str, int] = {"gelu_new": 4, "gelu_fast": 4, "quick_gelu": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One saved tensor (or group): bytes per token, and bytes per token per key position (eager scores)."""
+
+    name: str
+    per_token: int
+    per_token_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LayerActivations:
+    """Per-layer saved terms and transient peaks, in bytes per token."""
+
+    terms: tuple[Term, ...]
+    forward_transient: Term  # peak of temporaries while the layer runs forward (not saved)
+    backward_transient: Term  # peak of gradient temporaries while its backward runs
+
+    def saved(self, tokens: int, seq: int) -> int:
+        return sum(t.per_token * tokens + t.per_token_seq * tokens * seq for t in self.terms)
+
+
+def _norm_terms(name: str, m: ModelSpec, c: int, residual: int, h: int) -> list[Term]:
+    if m.norm == "rmsnorm":
+        # LlamaRMSNorm: x.to(fp32) saved by pow/mul, rsqrt per token; weight * x.to(dtype) saves the
+        # normalized tensor in the compute dtype (Gemma multiplies by (1 + w) in fp32: 4 bytes).
+        normed = 4 if m.norm_fp32_weight_mul else max(c, residual)
+        return [Term(f"{name} (fp32 input + rsqrt)", 4 * h + 4), Term(f"{name} (normalized)", normed * h)]
+    # nn.LayerNorm (native_layer_norm): saves its input, and fp32 mean and rstd per token; under
+    # autocast layer_norm runs in fp32, so the saved input is an fp32 copy.
+    return [Term(f"{name} (input, mean, rstd)", residual * h + 8)]
+
+
+def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool) -> LayerActivations:
+    """Saved tensors of one transformer block. `trainable_weights`: its Linear weights need gradients."""
+    assert m.hidden_size is not None and m.num_attention_heads is not None and m.intermediate_size is not None
+    c = dtype_bytes(recipe.compute)
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # residual stream dtype
+    h = m.hidden_size
+    d = head_dim(m)
+    n_heads = m.num_attention_heads
+    q_dim = n_heads * d
+    kv_dim = kv_heads(m) * d
+    gqa = kv_heads(m) != n_heads
+    adapted = (
+        {lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(m, t.lora_targets)}
+        if t.method in ("lora", "qlora") else set()
+    )
+    terms: list[Term] = []
+
+    a = dtype_bytes(t.adapter_dtype)
+
+    def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False) -> None:
+        # A Linear saves its input only when its weight needs a gradient (derivatives.yaml: mm/addmm).
+        base_saves = trainable_weights and not already_saved
+        if base_saves:
+            terms.append(Term(f"{group} input", c * width))
+        # peft LoRA (tuners/lora/layer.py): each adapted module casts its input to the adapter dtype and
+        # applies dropout (nn.Identity at p=0); lora_A saves the result, lora_B saves lora_A's output.
+        fresh = a != c or t.lora_dropout > 0
+        shared_counted = base_saves or already_saved
+        for mod in modules:
+            if mod not in adapted:
+                continue
+            extra = a * t.lora_rank
+            if fresh:
+                extra += a * width + (width if t.lora_dropout > 0 else 0)  # copy (+ 1-byte dropout mask)
+            elif not shared_counted:
+                extra += c * width  # the same input tensor the frozen base layer does not save
+                shared_counted = True
+            terms.append(Term(f"lora {mod} input", extra))
+
+    n_norms = m.norms_per_layer
+    # --- attention block ---
+    if n_norms:
+        terms += _norm_terms("attn norm", m, c, residual, h)
+    if m.attention_kind == "mla":
+        terms += _mla_terms(m, t, c, linear_input)
+    else:
+        qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
+        linear_input("qkv_proj", qkv_mods, h)
+        if m.qk_norm:
+            terms += [Term("q/k norm (fp32 input + normalized)", (4 + c) * (q_dim + kv_dim))]
+        # RoPE saves nothing per layer: apply_rotary_pos_emb computes q*cos + rotate_half(q)*sin, and mul's
+        # backward for q needs only the other operand (derivatives.yaml mul.Tensor: self's gradient is
+        # grad * other, `self` is saved only when `other` requires grad); cos/sin need no gradient, so
+        # autograd saves the shared cos/sin tables (counted once per forward in memory/__init__.py).
+        if t.attention == "sdpa":
+            # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
+            # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
+            # The output's memory is already (b, s, h, d), so o_proj's input is the same storage.
+            terms.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads))
+        else:
+            # Eager attention (modeling_llama.eager_attention_forward): repeat_kv copies k and v to all
+            # heads, softmax in fp32 saves its output, the 16-bit copy is saved by attn @ v; the
+            # transposed output is copied (contiguous) into o_proj's input.
+            kv_saved = 2 * q_dim if gqa else 2 * kv_dim
+            terms.append(Term("eager q, k, v", c * (q_dim + kv_saved)))
+            # Softmax's saved output: Llama-style eager upcasts (softmax(dtype=float32)); GPT-2's eager
+            # (modeling_gpt2.eager_attention_forward) runs it in the scores' dtype, except under CUDA
+            # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
+            # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
+            softmax_bytes = c if m.family == "gpt2" and not recipe.autocast else 4
+            if m.dropout > 0:
+                terms.append(Term("eager scores (softmax, dropout mask, dropped probs)", 0,
+                                  (softmax_bytes + 1 + c) * n_heads))
+            elif softmax_bytes == c:
+                terms.append(Term("eager scores (softmax output = probs)", 0, c * n_heads))
+            else:
+                terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
+        # o_proj's input: the SDPA output (already saved) or eager's contiguous copy.
+        linear_input("o_proj", ("o_proj",), q_dim, already_saved=t.attention == "sdpa")
+    if m.dropout > 0:
+        terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
+    # --- MLP block ---
+    if n_norms >= 2 and not m.parallel_residual:
+        terms += _norm_terms("mlp norm", m, c, residual, h)
+    i = m.intermediate_size
+    if m.num_experts:
+        i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
+        k = m.experts_per_token
+        # Routed MoE (modeling_mixtral.py): router softmax in fp32, each routed token's gathered input
+        # and weighted output, and the expert MLP's saved tensors per routed token.
+        terms.append(Term("router logits (fp32 softmax)", 4 * m.num_experts))
+        routed = [Term("routed token copies", k * 2 * c * h)]
+        routed += _mlp_terms(m, c, h, i_mlp, trainable_weights, k, "experts.")
+        if m.moe_capacity_factor is not None:
+            # Capacity-bound routing (Switch Transformer, arXiv:2101.03961 §2.1): each expert's buffer holds
+            # capacity_factor x its even share of the k x tokens routed copies, padded when under-filled.
+            milli = round(m.moe_capacity_factor * 1000)
+            routed = [Term(x.name + " (capacity)", ceil_div(x.per_token * milli, 1000)) for x in routed]
+        terms += routed
+        if m.num_shared_experts:
+            s_i = m.shared_expert_intermediate_size or i_mlp * m.num_shared_experts
+            terms += _mlp_terms(m, c, h, s_i, trainable_weights, 1, "shared_expert.")
+        width = max(i_mlp, m.shared_expert_intermediate_size or 0)
+    else:
+        up_mods = (("gate_up_proj",) if m.fused_gate_up else ("gate_proj", "up_proj")) if m.mlp == "gated" \
+            else ("up_proj",)
+        linear_input("mlp input", up_mods, h)
+        terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
+        linear_input("down_proj", ("down_proj",), i)
+        width = i
+    if m.dropout > 0:
+        terms.append(Term("mlp dropout mask", h))
+    # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
+    # the MLP input product and the two gradients it splits into (derivatives of mul).
+    gated = m.mlp == "gated"
+    # Eager attention forward: the 16-bit scores (q @ k^T) are alive next to softmax's output while it
+    # runs; they are not saved (per_token_seq of the forward transient, beyond the saved set).
+    # Eager backward with the fp32 softmax (Llama-style): by the time _softmax_backward_data runs, attn @ v
+    # has released the saved 16-bit probs; alive are the saved fp32 output, the fp32 upcast of the
+    # incoming gradient and the 16-bit result: 4 + 4 + c against 4 + c saved, so 4 bytes beyond.
+    eager_fwd = 0 if t.attention == "sdpa" else c * n_heads
+    if t.attention == "sdpa":
+        eager_bwd = 0
+    elif m.family == "gpt2" and not recipe.autocast:
+        eager_bwd = (4 + 2 * c) * n_heads
+    else:
+        eager_bwd = 4 * n_heads
+    fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width, eager_fwd)
+    bwd = Term("mlp backward gradients", (3 if gated else 2) * c * width + c * h, eager_bwd)
+    return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq), fwd, bwd)
+
+
+def _mla_terms(m: ModelSpec, t: TrainingSpec, c: int, linear_input: Callable[..., None]) -> list[Term]:
+    """Multi-head latent attention's saved tensors (DeepseekV3Attention, modeling_deepseek_v3.py).
+
+    x feeds q_a_proj (or q_proj) and kv_a_proj_with_mqa: one saved input. Each latent goes through an
+    RMSNorm and an up-projection (q_b_proj, kv_b_proj) that saves the normed latent; RoPE applies to the
+    qk_rope_head_dim slices of q (per head) and of the shared key; SDPA saves q and k of
+    nope + rope per head, v and the output of v_head_dim per head, and the fp32 logsumexp.
+    `linear_input` appends the Linear-input terms to the caller's list (LoRA-aware).
+    """
+    assert m.hidden_size is not None and m.num_attention_heads is not None and m.kv_lora_rank is not None
+    assert m.qk_nope_head_dim is not None and m.qk_rope_head_dim is not None and m.v_head_dim is not None
+    n, rope, v = m.num_attention_heads, m.qk_rope_head_dim, m.v_head_dim
+    qk = m.qk_nope_head_dim + rope
+    out: list[Term] = []
+    down = ("q_a_proj", "kv_a_proj_with_mqa") if m.q_lora_rank else ("q_proj", "kv_a_proj_with_mqa")
+    linear_input("q/kv down-projection", down, m.hidden_size)
+    if m.q_lora_rank:
+        out += _norm_terms("q_a_layernorm", m, c, c, m.q_lora_rank)
+        linear_input("q_b_proj", ("q_b_proj",), m.q_lora_rank)
+    out += _norm_terms("kv_a_layernorm", m, c, c, m.kv_lora_rank)
+    linear_input("kv_b_proj", ("kv_b_proj",), m.kv_lora_rank)
+    # RoPE on q_rot and the shared k_rot saves nothing per layer (cos/sin need no gradient; see the
+    # standard attention branch above).
+    if t.attention == "sdpa":
+        out.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * n * qk + 2 * n * v) + 4 * n))
+    else:
+        out.append(Term("eager q, k, v", c * (2 * n * qk + n * v)))
+        out.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n))
+    linear_input("o_proj", ("o_proj",), n * v, already_saved=t.attention == "sdpa")
+    return out
+
+
+def _act_saved_bytes(act: str, c: int, autocast: bool) -> int:
+    """Bytes the activation function saves per element of the MLP width.
+
+    gelu_new / gelu_fast (transformers activations.py NewGELUActivation): 0.5·x·(1 + tanh(√(2/π)·(x +
+    0.044715·x³))); autograd saves x (by pow), tanh's output, 0.5·x and 1 + tanh (by the final mul).
+    Under CUDA autocast pow is on the fp32 list, so x is saved as an fp32 copy and everything computed
+    from x³ (tanh, 1 + tanh) is promoted to fp32; only 0.5·x stays 16-bit (autocast_mode.cpp lists).
+    """
+    n = ACT_SAVED_TENSORS.get(act, 1)
+    if autocast and act in ("gelu_new", "gelu_fast"):
+        return 4 + 4 + c + 4
+    return n * c
+
+
+def _mlp_terms(m: ModelSpec, c: int, h: int, i: int, trainable: bool, tokens_per_token: int,
+               prefix: str, autocast: bool = False) -> list[Term]:
+    """MLP saved tensors; `trainable` adds the Linear inputs (for expert MLPs, which have no LoRA here)."""
+    k = tokens_per_token
+    act_bytes = _act_saved_bytes(m.hidden_act, c, autocast)
+    out: list[Term] = []
+    if m.mlp == "gated":
+        # LlamaMLP: down(act(gate(x)) * up(x)): act saves gate's output; mul saves act(gate) and up;
+        # down saves the product when trainable.
+        out.append(Term(f"{prefix}mlp act input", k * act_bytes * i))
+        out.append(Term(f"{prefix}mlp act output, up", k * 2 * c * i))
+    else:
+        # fc1 -> act -> fc2: act saves its input (or its Python-formula intermediates).
+        out.append(Term(f"{prefix}mlp act", k * act_bytes * i))
+    if trainable:
+        out.append(Term(f"{prefix}down_proj input", k * c * i))
+    if prefix and trainable:
+        out.append(Term(f"{prefix}mlp input", k * c * h))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class HeadActivations:
+    """The final norm, LM head and cross-entropy loss, in bytes per token."""
+
+    saved: int  # alive from the loss to the start of backward
+    forward_transient: int  # logits and their fp32 copy while the loss is computed
+    backward_transient: int  # gradient temporaries of log_softmax at the start of backward
+
+
+def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> HeadActivations:
+    """Loss path of transformers' ForCausalLMLoss: logits.float(), log_softmax (saved), nll_loss."""
+    assert m.hidden_size is not None and m.vocab_size is not None
+    c = dtype_bytes(recipe.compute)
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    h, v = m.hidden_size, m.vocab_size
+    saved = sum(x.per_token for x in _norm_terms("final norm", m, c, residual, h)) if m.final_norm else 0
+    if head_trainable:
+        saved += c * h  # lm_head saves its input to compute its weight gradient
+    saved += 4 * v  # log_softmax saves its fp32 output (aten log_softmax backward uses the result)
+    # Forward: the 16-bit logits and their fp32 upcast coexist while log_softmax runs; in fp32 the
+    # upcast is the same tensor.
+    fwd = (c if c != 4 else 0) * v + 4 * v
+    # Backward: nll_loss's fp32 gradient and log_softmax's fp32 input gradient, next to the saved output.
+    bwd = 8 * v
+    return HeadActivations(saved, fwd, bwd)
+
+
+def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> tuple[Term, ...]:
+    """The named parts of `head_activations(...).saved` (bytes per token), for `vramcalc explain`."""
+    assert m.hidden_size is not None and m.vocab_size is not None
+    c = dtype_bytes(recipe.compute)
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    terms = _norm_terms("final norm", m, c, residual, m.hidden_size) if m.final_norm else []
+    if head_trainable:
+        terms.append(Term("lm_head input", c * m.hidden_size))
+    terms.append(Term("log_softmax output (fp32)", 4 * m.vocab_size))
+    return tuple(terms)

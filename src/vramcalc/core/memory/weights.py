@@ -1,0 +1,115 @@
+"""Model weights on the GPU: which tensors are trainable, and the bytes of each stored form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vramcalc.core.memory.precision import Recipe
+from vramcalc.core.params import ParamTensor, block_linears, inventory, lora_params
+from vramcalc.core.units import ceil_div, dtype_bytes
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
+
+# bitsandbytes 4-bit (QLoRA paper, arXiv:2305.14314 §3; bitsandbytes functional.quantize_4bit):
+# two NF4 values per byte, one fp32 absmax per 64-element block; with double quantization the
+# absmax values are themselves stored as uint8 with one fp32 constant per 256 absmax values.
+NF4_BLOCK = 64
+DQ_BLOCK = 256
+# LLM.int8 (Dettmers et al. 2022; bitsandbytes Linear8bitLt): int8 weight + one fp32 scale per row.
+
+
+@dataclass(frozen=True, slots=True)
+class WeightBytes:
+    """Persistent weight storage, split by what it is."""
+
+    base: int  # the model's own weights (16/32-bit, or the packed quantized data)
+    quant_constants: int  # block-wise absmax / row scales of quantized layers
+    adapters: int  # LoRA A and B matrices
+    parameters: int  # total parameter count of the base model
+    trainable: int  # trainable parameter count
+    trainable_tensors: tuple[tuple[tuple[int, ...], int], ...]  # (shape, count) of trainable tensors
+
+    @property
+    def total(self) -> int:
+        return self.base + self.quant_constants + self.adapters
+
+
+def nf4_bytes(numel: int, double_quant: bool) -> tuple[int, int]:
+    """(packed data bytes, constant bytes) of one 4-bit tensor of `numel` elements."""
+    blocks = ceil_div(numel, NF4_BLOCK)
+    if double_quant:
+        # uint8 absmax per block + fp32 absmax per 256 blocks + fp32 offset (quantize_4bit, compress_statistics)
+        constants = blocks + 4 * ceil_div(blocks, DQ_BLOCK) + 4
+    else:
+        constants = 4 * blocks
+    return ceil_div(numel, 2), constants
+
+
+def freeze_fraction(model: ModelSpec, training: TrainingSpec) -> tuple[int, int]:
+    """(frozen layers, total layers) for method `freeze`, clamped to the model's depth."""
+    n_layers = model.num_layers or 1
+    frozen = min(training.freeze_layers or 0, n_layers)
+    return frozen, n_layers
+
+
+def _trainable_count(t: ParamTensor, model: ModelSpec, training: TrainingSpec) -> int:
+    """How many of the `t.count` tensors are trained under `full` or `freeze`."""
+    if training.method == "full":
+        return t.count
+    frozen, n_layers = freeze_fraction(model, training)
+    if t.per_layer:
+        # Uniform layers: each layer holds count / n_layers of these tensors (exact for dense models;
+        # for MoE stacks with dense bottom layers, a whole-tensor approximation).
+        return t.count * (n_layers - frozen) // n_layers
+    if t.kind in ("head", "norm"):  # final norm and LM head sit above the layers
+        return t.count if training.train_head else 0
+    if t.kind == "embedding" and model.tie_word_embeddings and training.train_head:
+        return t.count  # a tied head is the embedding matrix
+    return 0
+
+
+def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> WeightBytes:
+    """Bytes of every weight tensor the run keeps on the GPU, and the trainable count."""
+    tensors = inventory(model)
+    total_params = sum(t.numel for t in tensors)
+    w = dtype_bytes(recipe.weight)
+    if training.method in ("full", "freeze"):
+        trainable_tensors: list[tuple[tuple[int, ...], int]] = []
+        trainable = 0
+        for t in tensors:
+            count = _trainable_count(t, model, training)
+            if count:
+                trainable += count * t.numel_each
+                trainable_tensors.append((t.shape, count))
+        return WeightBytes(total_params * w, 0, 0, total_params, trainable, tuple(trainable_tensors))
+
+    # LoRA / QLoRA: frozen base + adapters (Hu et al. 2021).
+    adapter = lora_params(model, training.lora_targets, training.lora_rank) if model.has_architecture else 0
+    adapter_bytes = adapter * dtype_bytes(training.adapter_dtype)
+    lora_shapes: list[tuple[tuple[int, ...], int]] = []
+    if model.has_architecture:
+        from vramcalc.core.params import resolve_targets
+
+        for lin in resolve_targets(model, training.lora_targets):
+            lora_shapes.append(((training.lora_rank, lin.in_features), lin.count))
+            lora_shapes.append(((lin.out_features, training.lora_rank), lin.count))
+    if training.method == "lora" or not model.has_architecture:
+        return WeightBytes(total_params * w, 0, adapter_bytes, total_params, adapter, tuple(lora_shapes))
+
+    # QLoRA: bitsandbytes replaces the Linear layers of the blocks; embeddings, norms and the
+    # LM head stay in the load dtype (transformers' bnb integration skips lm_head by default).
+    data = constants = 0
+    quantized = 0
+    for lin in block_linears(model):
+        numel = lin.in_features * lin.out_features
+        quantized += numel * lin.count
+        if training.quant_bits == 4:
+            d, c = nf4_bytes(numel, training.double_quant)
+        else:
+            d, c = numel, 4 * lin.out_features
+        data += d * lin.count
+        constants += c * lin.count
+    rest = (total_params - quantized) * w
+    return WeightBytes(data + rest, constants, adapter_bytes, total_params, adapter, tuple(lora_shapes))

@@ -1,0 +1,263 @@
+"""Parameter counts derived from the architecture, as a named inventory of weight tensors.
+
+Each entry is one weight tensor shape and how many times it occurs, so the memory core can
+apply per-tensor rules (LoRA targets, bitsandbytes' quantized Linear layers, Adafactor's
+factored states, 8-bit optimizer thresholds). Counts follow the transformers modeling files
+(modeling_llama.py, modeling_gpt2.py, ...) and are tested against published totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Literal
+
+from vramcalc.core.errors import UnsupportedCombination
+
+if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.core.specs import ModelSpec
+
+TensorKind = Literal["embedding", "position", "linear", "bias", "norm", "head", "router", "opaque"]
+
+
+@dataclass(frozen=True, slots=True)
+class ParamTensor:
+    """`count` tensors of one shape. `module` is the canonical module name used for LoRA targets."""
+
+    name: str
+    kind: TensorKind
+    shape: tuple[int, ...]
+    count: int
+    module: str
+    per_layer: bool = True
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * self.count
+
+    @property
+    def numel_each(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True, slots=True)
+class Linear:
+    """One Linear module inside a transformer block: out × in, occurring `count` times in the model."""
+
+    module: str
+    in_features: int
+    out_features: int
+    count: int
+
+
+def head_dim(m: ModelSpec) -> int:
+    """Per-head dimension: explicit (Gemma: 256) or hidden / heads (config.json convention)."""
+    assert m.hidden_size is not None and m.num_attention_heads is not None
+    return m.head_dim or m.hidden_size // m.num_attention_heads
+
+
+def kv_heads(m: ModelSpec) -> int:
+    """KV heads: GQA/MQA when set, else one per attention head."""
+    assert m.num_attention_heads is not None
+    return m.num_kv_heads or m.num_attention_heads
+
+
+def dense_layers(m: ModelSpec) -> int:
+    """Layers with a dense MLP (all of them for a dense model; DeepSeek's first_k_dense for MoE)."""
+    assert m.num_layers is not None
+    return m.num_layers if m.num_experts == 0 else min(m.first_dense_layers, m.num_layers)
+
+
+@lru_cache(maxsize=512)
+def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
+    """Every Linear of the transformer blocks, with canonical module names (for LoRA and quantization)."""
+    assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
+    h, n_layers = m.hidden_size, m.num_layers
+    q_dim = m.num_attention_heads * head_dim(m) if m.num_attention_heads else h
+    kv_dim = kv_heads(m) * head_dim(m)
+    out: list[Linear] = []
+    # Attention projections (modeling_llama.py LlamaAttention; GPT-2's c_attn is the fused form).
+    if m.attention_kind == "mla":
+        out += mla_linears(m)
+    elif m.fused_qkv:
+        out.append(Linear("qkv_proj", h, q_dim + 2 * kv_dim, n_layers))
+    else:
+        out += [Linear("q_proj", h, q_dim, n_layers), Linear("k_proj", h, kv_dim, n_layers),
+                Linear("v_proj", h, kv_dim, n_layers)]
+    if m.attention_kind != "mla":
+        out.append(Linear("o_proj", q_dim, h, n_layers))
+    # MLP: gated (SwiGLU, Shazeer 2020: gate, up, down) or plain (fc1, fc2) in the dense layers.
+    n_dense = dense_layers(m)
+    i = m.intermediate_size
+    if n_dense:
+        out += _mlp_linears(m, h, i, n_dense, "")
+    n_moe = n_layers - n_dense
+    if n_moe:
+        e_i = m.moe_intermediate_size or i
+        out += _mlp_linears(m, h, e_i, n_moe * m.num_experts, "experts.")
+        if m.num_shared_experts:
+            s_i = m.shared_expert_intermediate_size or e_i * m.num_shared_experts
+            out += _mlp_linears(m, h, s_i, n_moe, "shared_expert.")
+    return tuple(out)
+
+
+def mla_linears(m: ModelSpec) -> list[Linear]:
+    """Multi-head latent attention (DeepSeek-V2 arXiv:2405.04434 §2.1; DeepseekV3Attention in transformers).
+
+    q: q_a_proj (hidden -> q_lora_rank), RMSNorm, q_b_proj (-> heads * (nope + rope)), or one q_proj when
+    q_lora_rank is null; kv: kv_a_proj_with_mqa (hidden -> kv_lora_rank + rope, the shared rope key),
+    RMSNorm, kv_b_proj (kv_lora_rank -> heads * (nope + v)); o_proj (heads * v -> hidden).
+    """
+    assert m.hidden_size is not None and m.num_layers is not None and m.num_attention_heads is not None
+    assert m.kv_lora_rank and m.qk_nope_head_dim and m.qk_rope_head_dim and m.v_head_dim
+    h, n, heads = m.hidden_size, m.num_layers, m.num_attention_heads
+    qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+    out: list[Linear] = []
+    if m.q_lora_rank:
+        out += [Linear("q_a_proj", h, m.q_lora_rank, n), Linear("q_b_proj", m.q_lora_rank, heads * qk, n)]
+    else:
+        out.append(Linear("q_proj", h, heads * qk, n))
+    out += [Linear("kv_a_proj_with_mqa", h, m.kv_lora_rank + m.qk_rope_head_dim, n),
+            Linear("kv_b_proj", m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim), n),
+            Linear("o_proj", heads * m.v_head_dim, h, n)]
+    return out
+
+
+def _mlp_linears(m: ModelSpec, h: int, i: int, count: int, prefix: str) -> list[Linear]:
+    if m.mlp == "gated":
+        if m.fused_gate_up:
+            return [Linear(prefix + "gate_up_proj", h, 2 * i, count), Linear(prefix + "down_proj", i, h, count)]
+        return [Linear(prefix + "gate_proj", h, i, count), Linear(prefix + "up_proj", h, i, count),
+                Linear(prefix + "down_proj", i, h, count)]
+    return [Linear(prefix + "up_proj", h, i, count), Linear(prefix + "down_proj", i, h, count)]
+
+
+@lru_cache(maxsize=512)
+def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """All parameter tensors of the model. A count-only preset is one opaque tensor."""
+    if not m.has_architecture:
+        assert m.parameters is not None
+        return (ParamTensor("parameters", "opaque", (m.parameters,), 1, "model", per_layer=False),)
+    assert m.vocab_size is not None and m.hidden_size is not None and m.num_layers is not None
+    h, v, n_layers = m.hidden_size, m.vocab_size, m.num_layers
+    out: list[ParamTensor] = [ParamTensor("embed_tokens", "embedding", (v, h), 1, "embed_tokens", False)]
+    if m.learned_position_embeddings:
+        assert m.max_position_embeddings is not None
+        out.append(ParamTensor("embed_positions", "position", (m.max_position_embeddings, h), 1,
+                               "embed_positions", False))
+    for lin in block_linears(m):
+        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
+    # Biases (GPT-2 and NeoX: every projection; Qwen2: q, k, v only).
+    for lin in block_linears(m):
+        base = lin.module.rsplit(".", 1)[-1]
+        has_bias = (
+            (m.qkv_bias and base in ("q_proj", "k_proj", "v_proj", "qkv_proj"))
+            or (m.o_bias and base == "o_proj")
+            or (m.mlp_bias and base in ("gate_proj", "up_proj", "down_proj", "gate_up_proj"))
+        )
+        if has_bias:
+            out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
+    # Norms: RMSNorm has a weight (Zhang & Sennrich 2019); LayerNorm a weight and a bias.
+    norm_vectors = 2 if m.norm == "layernorm" else 1
+    if m.norms_per_layer:
+        out.append(ParamTensor("layer_norms", "norm", (h,), m.norms_per_layer * norm_vectors * n_layers, "norm"))
+    if m.qk_norm:
+        out.append(ParamTensor("qk_norms", "norm", (head_dim(m),), 2 * norm_vectors * n_layers, "norm"))
+    if m.attention_kind == "mla":
+        # q_a_layernorm and kv_a_layernorm (RMSNorm over the latent vectors), one each per layer.
+        assert m.kv_lora_rank is not None
+        out.append(ParamTensor("mla_norms", "norm", (m.kv_lora_rank,), n_layers, "norm"))
+        if m.q_lora_rank:
+            out.append(ParamTensor("mla_q_norms", "norm", (m.q_lora_rank,), n_layers, "norm"))
+    if m.num_experts and n_layers > dense_layers(m):
+        n_moe = n_layers - dense_layers(m)
+        out.append(ParamTensor("router", "router", (m.num_experts, h), n_moe, "router"))
+        if m.router_bias:  # DeepseekV3TopkRouter.e_score_correction_bias: a buffer, stored in the checkpoint
+            out.append(ParamTensor("router_bias", "router", (m.num_experts,), n_moe, "router"))
+        if m.shared_expert_gate:  # Qwen2MoeSparseMoeBlock.shared_expert_gate = Linear(hidden, 1, bias=False)
+            out.append(ParamTensor("shared_expert_gate", "router", (1, h), n_moe, "router"))
+    if m.final_norm:
+        out.append(ParamTensor("final_norm", "norm", (h,), norm_vectors, "norm", False))
+    if not m.tie_word_embeddings:
+        out.append(ParamTensor("lm_head", "head", (v, h), 1, "lm_head", False))
+    if m.lm_head_bias:
+        out.append(ParamTensor("lm_head.bias", "head", (v,), 1, "lm_head", False))
+    return tuple(out)
+
+
+def count_params(m: ModelSpec) -> int:
+    """Total parameters (tied embeddings counted once, as `sum(p.numel() for p in model.parameters())`)."""
+    return sum(t.numel for t in inventory(m))
+
+
+def active_params(m: ModelSpec) -> int:
+    """Parameters one token uses: the total less the routed experts it is not sent to.
+
+    Mixture of experts: each MoE layer runs experts_per_token of num_experts routed experts (plus any
+    shared expert), so active = total - (E - k) / E of the routed-expert weights (Mixtral-8x7B:
+    46.7B total, 12.9B active, Jiang et al. 2024 arXiv:2401.04088 §2). Dense models: the total.
+    """
+    total = count_params(m)
+    if not m.has_architecture or not m.num_experts:
+        return total
+    routed = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m)
+                 if lin.module.startswith("experts."))
+    return total - routed * (m.num_experts - m.experts_per_token) // m.num_experts
+
+
+def params_by_name(m: ModelSpec) -> dict[str, int]:
+    """The parameter breakdown by tensor name, for `vramcalc show`."""
+    return {t.name: t.numel for t in inventory(m)}
+
+
+# Module names as they appear in each family's modeling file, mapped to the canonical names above,
+# so `--lora-targets c_attn` (GPT-2) or `query_key_value` (NeoX) select the right Linear.
+MODULE_ALIASES: dict[str, tuple[str, ...]] = {
+    "c_attn": ("qkv_proj",), "query_key_value": ("qkv_proj",), "wqkv": ("qkv_proj",), "w_pack": ("qkv_proj",),
+    # GPT-2 names both attn.c_proj and mlp.c_proj "c_proj": peft matches both.
+    "c_proj": ("o_proj", "down_proj"), "dense": ("o_proj",), "out_proj": ("o_proj",), "wo": ("o_proj",),
+    "query": ("q_proj",), "key": ("k_proj",), "value": ("v_proj",),
+    "c_fc": ("up_proj",), "fc1": ("up_proj",), "dense_h_to_4h": ("up_proj",), "w1": ("gate_proj",),
+    "w3": ("up_proj",), "fc2": ("down_proj",), "dense_4h_to_h": ("down_proj",), "w2": ("down_proj",),
+}
+ALL_LINEAR = "all-linear"
+
+
+def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...]:
+    """The block Linears a LoRA target list selects; `all-linear` selects every one (peft's rule, no lm_head).
+
+    Fused modules are matched by either name: q_proj on a fused qkv model adapts the fused module,
+    as that is the only module peft could attach to. Unknown names raise UnsupportedCombination with the valid names.
+    """
+    linears = block_linears(m)
+    wanted = {t.strip().lower() for t in targets if t.strip()}
+    if ALL_LINEAR in wanted:
+        return linears
+    names = {lin.module.rsplit(".", 1)[-1] for lin in linears}
+    fused_parts = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+    chosen: set[str] = set()
+    for t in wanted:
+        found = False
+        for canon in MODULE_ALIASES.get(t, (t,)):
+            if canon in names:
+                chosen.add(canon)
+                found = True
+            for fused, parts in fused_parts.items():
+                if canon in parts and fused in names:
+                    chosen.add(fused)
+                    found = True
+        if not found:
+            valid = sorted(names | {ALL_LINEAR})
+            raise UnsupportedCombination(f"unknown LoRA target {t!r} for {m.name}; choose from {', '.join(valid)}")
+    return tuple(lin for lin in linears if lin.module.rsplit(".", 1)[-1] in chosen)
+
+
+def lora_params(m: ModelSpec, targets: tuple[str, ...], rank: int) -> int:
+    """Trainable LoRA parameters: r·(d_in + d_out) per adapted Linear (Hu et al. 2021, §4.1)."""
+    return sum(rank * (lin.in_features + lin.out_features) * lin.count for lin in resolve_targets(m, targets))

@@ -1,0 +1,344 @@
+"""What fits: the largest batch, sequence and LoRA rank, and the changes that make a run fit. Pure.
+
+The memory model is monotone in batch size, sequence length and LoRA rank (more tokens or more adapter
+parameters never free memory), so each limit is found by an exponential search for a bracket followed
+by bisection: O(log n) estimates, and the answer is exact at the boundary (it fits, one more does not).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vramcalc.core.margin import Margin, Status, classify
+from vramcalc.core.memory import estimate
+from vramcalc.core.memory.distributed import gpu_counts
+from vramcalc.core.specs import GpuSpec, ModelSpec, TrainingSpec
+
+# Search caps: nobody runs a micro-batch of 65,536 sequences on one GPU; a sequence is capped by the
+# model's max_position_embeddings (beyond it the position encoding is undefined) or 2^20 tokens.
+MAX_BATCH_SIZE = 2**16
+MAX_SEQ_LEN = 2**20
+
+# How much each change alters the run, for ranking suggestions (smaller first): checkpointing costs
+# only recompute (~33 % more FLOPs, seed 000); an 8-bit optimizer and a smaller micro-batch with more
+# accumulation keep the maths nearly unchanged; LoRA and then QLoRA change what is trained.
+CHANGE_COST = {"grad_checkpointing": 1, "optimizer": 2, "batch_size": 2, "method": 3}
+# More GPUs with ZeRO-3 keeps the run as it is but needs the hardware and DeepSpeed: ranked after the
+# single-GPU changes of the same count.
+GPUS_COST = 4
+METHOD_COST = {"lora": 0, "qlora": 1}
+
+
+
+def largest_fitting(peak_of: Callable[[int], int], budget_bytes: int, cap: int, lo: int = 1) -> int | None:
+    """The largest x in [lo, cap] with peak_of(x) ≤ budget, for a non-decreasing peak_of; None if lo fails."""
+    return last_true(lambda x: peak_of(x) <= budget_bytes, lo, cap)
+
+
+def with_changes(t: TrainingSpec, changes: dict[str, Any]) -> TrainingSpec:
+    """A validated copy of `t` with some options changed."""
+    return replace(t, **changes)
+
+
+@dataclass
+class Estimator:
+    """Peak bytes of variants of one run, memoized (a search asks for the same point more than once)."""
+
+    model: ModelSpec
+    cache: dict[TrainingSpec, int] = field(default_factory=dict)
+
+    def peak(self, t: TrainingSpec) -> int:
+        key = t
+        if key not in self.cache:
+            self.cache[key] = estimate(self.model, t).peak_bytes
+        return self.cache[key]
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A set of changed options and the peak it gives."""
+
+    changes: dict[str, Any]
+    peak_bytes: int
+    headroom_bytes: int
+    status: Status
+    n_changes: int
+    cost: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "changes": dict(self.changes),
+            "peak_bytes": self.peak_bytes,
+            "headroom_bytes": self.headroom_bytes,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """Everything `vramcalc fit` answers."""
+
+    peak_bytes: int
+    capacity_bytes: int
+    status: Status
+    max_batch_size: int | None
+    max_seq_len: int | None
+    max_lora_rank: int | None
+    caps: dict[str, int]
+    suggestions: tuple[Suggestion, ...]
+    notes: tuple[str, ...]
+    min_gpus: int | None = None  # fewest GPUs of this size with ZeRO-3 (or the run's own sharding)
+
+
+def seq_cap(model: ModelSpec) -> int:
+    return model.max_position_embeddings or MAX_SEQ_LEN
+
+
+def rank_cap(model: ModelSpec) -> int | None:
+    """LoRA ranks above the hidden size add parameters without adding rank (min(d_in, d_out) bounds it)."""
+    return model.hidden_size
+
+
+def max_batch_size(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
+    return largest_fitting(
+        lambda b: est.peak(with_changes(t, {"batch_size": b})), budget_bytes, MAX_BATCH_SIZE
+    )
+
+
+def max_seq_len(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
+    return largest_fitting(
+        lambda s: est.peak(with_changes(t, {"seq_len": s})), budget_bytes, seq_cap(est.model)
+    )
+
+
+def max_lora_rank(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
+    cap = rank_cap(est.model)
+    if t.method not in ("lora", "qlora") or cap is None:
+        return None
+    return largest_fitting(lambda r: est.peak(with_changes(t, {"lora_rank": r})), budget_bytes, cap)
+
+
+def _choices(t: TrainingSpec) -> list[list[tuple[str, dict[str, Any]]]]:
+    """Per kind of change, the alternatives to the current setting (each kind changes at most once)."""
+    kinds: list[list[tuple[str, dict[str, Any]]]] = []
+    methods = {"full": ["lora", "qlora"], "freeze": ["lora", "qlora"], "lora": ["qlora"], "qlora": []}[
+        t.method
+    ]
+    kinds.append([(f"method.{m}", {"method": m}) for m in methods])
+    if not t.grad_checkpointing:
+        kinds.append([("grad_checkpointing", {"grad_checkpointing": True})])
+    if t.optimizer in ("adamw", "paged-adamw"):
+        kinds.append(
+            [
+                ("optimizer.adamw-8bit", {"optimizer": "adamw-8bit"}),
+                ("optimizer.paged-adamw-8bit", {"optimizer": "paged-adamw-8bit"}),
+            ]
+        )
+    if t.batch_size > 1:
+        kinds.append([("batch_size", {})])  # the micro-batch is chosen after the other changes
+    return [k for k in kinds if k]
+
+
+def _smaller_batch(est: Estimator, t: TrainingSpec, budget_bytes: int) -> dict[str, Any] | None:
+    """The largest smaller micro-batch that fits and divides the effective batch (accumulation fills it)."""
+    effective = t.batch_size * t.grad_accum
+    for b in range(t.batch_size - 1, 0, -1):
+        if effective % b == 0 and est.peak(with_changes(t, {"batch_size": b})) <= budget_bytes:
+            return {"batch_size": b, "grad_accum": effective // b}
+    return None
+
+
+def suggestions(
+    est: Estimator, t: TrainingSpec, capacity_bytes: int, margin: Margin, limit: int = 10
+) -> list[Suggestion]:
+    """Minimal sets of changes that make `t` fit, ranked: fewest changes, least invasive, least memory."""
+    found: list[tuple[frozenset[str], Suggestion]] = []
+    kinds = _choices(t)
+    for size in range(1, len(kinds) + 1):
+        for combo_kinds in itertools.combinations(kinds, size):
+            for combo in itertools.product(*combo_kinds):
+                tags = frozenset(tag for tag, _ in combo)
+                if any(prev <= tags for prev, _ in found):
+                    continue  # a smaller set of the same kinds of change already fits
+                changes: dict[str, Any] = {}
+                for _, ch in combo:
+                    changes.update(ch)
+                candidate = with_changes(t, changes)
+                if "batch_size" in tags:
+                    smaller = _smaller_batch(est, candidate, capacity_bytes)
+                    if smaller is None:
+                        continue
+                    changes.update(smaller)
+                    candidate = with_changes(t, changes)
+                peak = est.peak(candidate)
+                if peak > capacity_bytes:
+                    continue
+                cost = sum(CHANGE_COST[tag.split(".")[0]] for tag in tags)
+                cost += sum(METHOD_COST[tag.split(".")[1]] for tag in tags if tag.startswith("method."))
+                found.append(
+                    (
+                        tags,
+                        Suggestion(
+                            changes,
+                            peak,
+                            capacity_bytes - peak,
+                            classify(peak, capacity_bytes, margin),
+                            len(tags),
+                            cost,
+                        ),
+                    )
+                )
+    ranked = sorted((s for _, s in found), key=lambda s: (s.n_changes, s.cost, s.peak_bytes))
+    return ranked[:limit]
+
+
+def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: Margin) -> FitReport:
+    """Limits of `t` on `capacity_bytes` and, when `t` does not fit, what would make it fit."""
+    est = Estimator(model)
+    peak = est.peak(t)
+    status = classify(peak, capacity_bytes, margin)
+    caps = {"max_batch_size": MAX_BATCH_SIZE, "max_seq_len": seq_cap(model)}
+    cap = rank_cap(model)
+    if cap is not None:
+        caps["max_lora_rank"] = cap
+    notes: list[str] = []
+    sugg: list[Suggestion] = []
+    gpus_needed = None
+    if status == "DOES NOT FIT":
+        sugg = suggestions(est, t, capacity_bytes, margin)
+        more = _more_gpus(model, est, t, capacity_bytes, margin)
+        if more is not None:
+            gpus_needed = more.changes.get("gpus_per_node", 1) * more.changes.get("nodes", 1)
+            sugg = sorted([*sugg, more], key=lambda s: (s.n_changes, s.cost, s.peak_bytes))
+        if not sugg:
+            notes.append(
+                "no combination of QLoRA, checkpointing, an 8-bit optimizer, a smaller micro-batch or up to "
+                "4,096 GPUs with ZeRO-3 fits: use a larger GPU or a shorter sequence (see max_seq_len)."
+            )
+    return FitReport(
+        peak,
+        capacity_bytes,
+        status,
+        max_batch_size(est, t, capacity_bytes),
+        max_seq_len(est, t, capacity_bytes),
+        max_lora_rank(est, t, capacity_bytes),
+        caps,
+        tuple(sugg),
+        tuple(notes),
+        gpus_needed,
+    )
+
+
+def _more_gpus(model: ModelSpec, est: Estimator, t: TrainingSpec, capacity_bytes: int,
+               margin: Margin) -> Suggestion | None:
+    """The run unchanged but sharded (ZeRO-3 unless it already shards) over the fewest GPUs that fit it."""
+    from vramcalc.core.memory.distributed import layout_of
+
+    changes: dict[str, Any] = {} if (t.zero or t.fsdp != "none") else {"zero": 3}
+    sharded = with_changes(t, changes)
+    n = min_gpus(model, sharded, capacity_bytes)
+    if n is None or n <= t.gpus_per_node * t.nodes and not changes:
+        return None
+    g, nodes = layout_of(n)
+    changes.update(gpus_per_node=g, **({"nodes": nodes} if nodes > 1 else {}))
+    peak = est.peak(with_changes(t, changes))
+    return Suggestion(changes, peak, capacity_bytes - peak, classify(peak, capacity_bytes, margin),
+                      1 + ("zero" in changes), GPUS_COST)
+
+
+# ---- monotone search primitives: gallop, then bisect; exact at the boundary ----
+
+
+def last_true(ok: Callable[[int], bool], lo: int, hi: int) -> int | None:
+    """The largest n in [lo, hi] with ok(n), for ok true then false; None when ok(lo) is false.
+
+    Doubles from lo first (answers are usually small next to `hi`), then bisects: ok(answer) is true
+    and ok(answer + 1) is false or answer == hi.
+    """
+    if lo > hi or not ok(lo):
+        return None
+    good, probe = lo, max(lo * 2, lo + 1)
+    while probe <= hi and ok(probe):
+        good, probe = probe, max(probe * 2, probe + 1)
+    bad = min(probe, hi + 1)  # hi + 1 stands for "beyond the search range"
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
+def first_true(ok: Callable[[int], bool], lo: int, hi: int) -> int | None:
+    """The smallest n in [lo, hi] with ok(n), for ok false then true; None when ok(hi) is false."""
+    if lo > hi or not ok(hi):
+        return None
+    if ok(lo):
+        return lo
+    bad, good = lo, hi  # invariant: not ok(bad), ok(good)
+    while good - bad > 1:
+        mid = (bad + good) // 2
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
+# ---- fewest GPUs (memory/distributed.py layouts) and longest context / largest batch (inference) ----
+
+
+def _fits(model: ModelSpec, t: TrainingSpec, memory_bytes: int) -> bool:
+    return estimate(model, t).peak_bytes <= memory_bytes
+
+
+def min_gpus(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec | int, node_size: int = 8,
+             max_gpus: int = 4096) -> int | None:
+    """The fewest GPUs of `gpu`'s kind (or of `gpu` bytes each) on which each GPU's peak fits, with the
+    run's ZeRO/FSDP/tp/pp settings (nodes of `node_size`); None when even `max_gpus` do not suffice.
+
+    Per-GPU memory is non-increasing in the GPU count once data parallelism starts (tested), so after
+    the first layout this is a bisection, exact at the boundary. Without sharding (ZeRO 0, no FSDP)
+    more GPUs never lower the per-GPU figure.
+    """
+    layouts = gpu_counts(training, node_size, max_gpus)
+    if not layouts:
+        return None
+    capacity = gpu if isinstance(gpu, int) else gpu.memory_bytes
+
+    def ok(i: int) -> bool:
+        g, n = layouts[i]
+        return _fits(model, replace(training, **{"gpus_per_node": g, "nodes": n}), capacity)
+
+    i = first_true(ok, 0, len(layouts) - 1)
+    return None if i is None else layouts[i][0] * layouts[i][1]
+
+
+def _peak(model: ModelSpec, t: TrainingSpec) -> int:
+    return estimate(model, t).peak_bytes
+
+
+def max_context(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,
+                cap: int | None = None) -> int | None:
+    """The longest context (seq_len) whose per-GPU peak fits `gpu`, up to the model's
+    max_position_embeddings (or `cap`); None when one token does not fit. Works for training too."""
+    limit = cap or model.max_position_embeddings or 1 << 20
+
+    def ok(n: int) -> bool:
+        return _peak(model, replace(training, **{"seq_len": n})) <= gpu.memory_bytes
+
+    return last_true(ok, 1, limit)
+
+
+def max_batch_inference(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,
+                        cap: int = 1 << 16) -> int | None:
+    """The largest batch of `training.seq_len`-token sequences whose per-GPU peak fits `gpu`;
+    None if one does not."""
+    def ok(n: int) -> bool:
+        return _peak(model, replace(training, **{"batch_size": n})) <= gpu.memory_bytes
+
+    return last_true(ok, 1, cap)

@@ -1,0 +1,339 @@
+"""The inputs of the arithmetic: the model architecture, the GPU and the run, as frozen dataclasses.
+
+Standard library only. Each class checks its own fields in `__post_init__` (choices, bounds, and the
+cross-field rules), so a spec that exists is valid, however it was made: by the CLI from options, by
+io/ from an untrusted file (pydantic checks the types first, with these same bounds), or by a script.
+A failed check raises `SpecError(field, message)`; the CLI names the option, io/ names the file entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from vramcalc.core.errors import SpecError
+from vramcalc.core.vocab import (
+    ADAPTER_DTYPES,
+    ATTENTION_KINDS,
+    ATTENTIONS,
+    FSDP_STRATEGIES,
+    KV_DTYPES,
+    METHODS,
+    MLP_KINDS,
+    MODES,
+    NORM_KINDS,
+    OFFLOADS,
+    OPTIMIZER_IMPLS,
+    OPTIMIZERS,
+    PRECISIONS,
+    QUANT_BITS,
+    VENDORS,
+    WEIGHT_DTYPES,
+    ZERO_STAGES,
+    AdapterDtype,
+    Attention,
+    AttentionKind,
+    FsdpStrategy,
+    KvDtype,
+    Method,
+    MlpKind,
+    Mode,
+    NormKind,
+    Offload,
+    OptimizerImpl,
+    OptimizerName,
+    PrecisionName,
+    QuantBits,
+    Vendor,
+    WeightDtype,
+    ZeroStage,
+)
+
+# Bounds as pydantic words them, so that a file and a flag get the same message:
+# (operator, limit); "gt" 0 is a positive integer, "ge" 0 a non-negative one.
+Bound = tuple[str, float]
+_WORDS = {"gt": "greater than", "ge": "greater than or equal to", "lt": "less than", "le": "less than or equal to"}
+_TESTS = {"gt": lambda v, x: v > x, "ge": lambda v, x: v >= x, "lt": lambda v, x: v < x, "le": lambda v, x: v <= x}
+
+
+def choices_text(choices: tuple[Any, ...]) -> str:
+    """`'a', 'b' or 'c'` (strings quoted, numbers bare), the way pydantic lists a Literal's values."""
+    shown = [repr(c) for c in choices]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
+
+
+def _number_text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _check(spec: Any) -> None:
+    """Choices, integer/number types, bounds and string lengths of one spec's fields."""
+    cls = type(spec)
+    for name, allowed in cls.CHOICES.items():
+        value = getattr(spec, name)
+        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+            raise SpecError(name, f"Input should be {choices_text(allowed)}")
+    for name, bounds in cls.BOUNDS.items():
+        value = getattr(spec, name)
+        if value is None and name in cls.OPTIONAL:
+            continue
+        integer = name in cls.INTEGERS
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise SpecError(name, "Input should be a valid integer" if integer else "Input should be a valid number")
+        if not integer and value != value:  # NaN
+            raise SpecError(name, "Input should be a finite number")
+        for op, limit in bounds:
+            if not _TESTS[op](value, limit):
+                raise SpecError(name, f"Input should be {_WORDS[op]} {_number_text(limit)}")
+    for name, (low, high) in cls.LENGTHS.items():
+        value = getattr(spec, name)
+        if not isinstance(value, str):
+            raise SpecError(name, "Input should be a valid string")
+        if len(value) < low:
+            raise SpecError(name, f"String should have at least {low} character{'s' if low > 1 else ''}")
+        if len(value) > high:
+            raise SpecError(name, f"String should have at most {high} characters")
+
+
+POSITIVE: tuple[Bound, ...] = (("gt", 0),)
+NON_NEGATIVE: tuple[Bound, ...] = (("ge", 0),)
+FRACTION: tuple[Bound, ...] = (("ge", 0), ("lt", 1))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer as its config.json describes it, or a bare parameter count."""
+
+    name: str
+    source: str  # where the numbers come from (a config.json URL)
+    display_name: str | None = None
+    aliases: tuple[str, ...] = ()
+    family: str = "llama"
+
+    # A preset without an architecture gives its total and, optionally, activation bytes per sample.
+    parameters: int | None = None
+    activation_bytes_per_sample: int | None = None
+
+    vocab_size: int | None = None
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_layers: int | None = None
+    num_attention_heads: int | None = None
+    num_kv_heads: int | None = None  # None: multi-head attention (= num_attention_heads)
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
+    max_position_embeddings: int | None = None
+
+    tie_word_embeddings: bool = False
+    mlp: MlpKind = "gated"  # gated: gate_proj, up_proj, down_proj (SwiGLU/GeGLU); plain: fc1, fc2
+    norm: NormKind = "rmsnorm"  # layernorm has a bias vector as well as a weight
+    norms_per_layer: int = 2  # Gemma 2/3 have 4; Falcon-7B and Phi-2 have 1
+    final_norm: bool = True
+    qk_norm: bool = False  # per-head RMSNorm on q and k (Qwen3, Gemma 3, OLMo 2)
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    lm_head_bias: bool = False
+    fused_qkv: bool = False  # one qkv projection module (GPT-2 c_attn, Phi-3 qkv_proj)
+    fused_gate_up: bool = False  # one gate_up projection module (Phi-3)
+    learned_position_embeddings: bool = False  # GPT-2-style absolute position table of max_position_embeddings
+    parallel_residual: bool = False  # attention and MLP read the same normed input (GPT-J, NeoX, Falcon, Phi-2)
+    sliding_window: int | None = None
+    hidden_act: str = "silu"  # config.json hidden_act: silu, gelu, gelu_new, gelu_pytorch_tanh, ...
+    dropout: float = 0.0  # residual/embedding dropout (GPT-2: 0.1)
+    norm_fp32_weight_mul: bool = False  # Gemma's RMSNorm multiplies by (1 + w) in fp32
+
+    # Mixture of experts (0 experts: a dense model).
+    num_experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate_size: int | None = None
+    num_shared_experts: int = 0
+    shared_expert_intermediate_size: int | None = None
+    first_dense_layers: int = 0
+    shared_expert_gate: bool = False  # Qwen2-MoE: a Linear(hidden, 1) gate on the shared expert
+    router_bias: bool = False  # DeepSeek-V3 noaux_tc: e_score_correction_bias (num_experts) per MoE layer
+    # Tokens each expert may take, as a multiple of its even share (Switch Transformer, arXiv:2101.03961
+    # §2.1); None: dropless routing (Mixtral, Qwen-MoE and DeepSeek in transformers).
+    moe_capacity_factor: float | None = None
+
+    # Multi-head latent attention (DeepSeek-V2, arXiv:2405.04434 §2.1; modeling_deepseek_v3.py).
+    attention_kind: AttentionKind = "standard"
+    q_lora_rank: int | None = None  # None: a plain q_proj (DeepSeek-V2-Lite)
+    kv_lora_rank: int | None = None
+    qk_nope_head_dim: int | None = None
+    qk_rope_head_dim: int | None = None
+    v_head_dim: int | None = None
+
+    # Local/global attention: how many layers use the sliding window (None: all, when sliding_window
+    # is set). Gemma 2 alternates 1:1, Gemma 3 has 5 local per global layer (config.json layer_types).
+    sliding_window_layers: int | None = None
+
+    # The published total, for the preset test (not used by the arithmetic).
+    published_parameters: int | None = None
+    published_parameters_source: str | None = None
+
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "mlp": MLP_KINDS, "norm": NORM_KINDS, "attention_kind": ATTENTION_KINDS,
+    }
+    BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
+        **dict.fromkeys(("parameters", "vocab_size", "hidden_size", "intermediate_size", "num_layers",
+                         "num_attention_heads", "num_kv_heads", "head_dim", "max_position_embeddings",
+                         "sliding_window", "moe_intermediate_size", "shared_expert_intermediate_size",
+                         "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+                         "published_parameters"), POSITIVE),
+        **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
+                         "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
+        "dropout": FRACTION,
+        "moe_capacity_factor": POSITIVE,
+    }
+    INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"dropout", "moe_capacity_factor"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(
+        ("parameters", "activation_bytes_per_sample", "vocab_size", "hidden_size", "intermediate_size",
+         "num_layers", "num_attention_heads", "num_kv_heads", "head_dim", "max_position_embeddings",
+         "sliding_window", "moe_intermediate_size", "shared_expert_intermediate_size", "moe_capacity_factor",
+         "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+         "sliding_window_layers", "published_parameters"))
+    LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {"name": (1, 100), "source": (1, 10_000)}
+
+    def __post_init__(self) -> None:
+        _check(self)
+        arch = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_attention_heads")
+        given = [f for f in arch if getattr(self, f) is not None]
+        if not given and self.parameters is None:
+            raise SpecError("", f"give the architecture ({', '.join(arch)}) or a `parameters` count")
+        if given and len(given) < len(arch):
+            missing = [f for f in arch if f not in given]
+            raise SpecError("", f"incomplete architecture: missing {', '.join(missing)}")
+        if given:
+            heads = self.num_attention_heads or 1
+            if self.num_kv_heads is not None and heads % self.num_kv_heads:
+                raise SpecError("", f"num_attention_heads {heads} is not a multiple of num_kv_heads "
+                                f"{self.num_kv_heads}")
+            if self.head_dim is None and (self.hidden_size or 0) % heads:
+                raise SpecError("", "hidden_size is not divisible by num_attention_heads: give head_dim")
+            if self.learned_position_embeddings and self.max_position_embeddings is None:
+                raise SpecError("", "learned_position_embeddings needs max_position_embeddings")
+            if self.num_experts and not self.experts_per_token:
+                raise SpecError("", "a mixture-of-experts model needs experts_per_token")
+            if self.experts_per_token > self.num_experts:
+                raise SpecError("", "experts_per_token exceeds num_experts")
+            if self.attention_kind == "mla":
+                mla = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+                missing = [f for f in mla if getattr(self, f) is None]
+                if missing:
+                    raise SpecError("", f"attention_kind mla needs {', '.join(missing)}")
+            if self.sliding_window_layers is not None and self.sliding_window_layers > (self.num_layers or 0):
+                raise SpecError("", "sliding_window_layers exceeds num_layers")
+
+    @property
+    def has_architecture(self) -> bool:
+        return self.hidden_size is not None
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU model: its memory as the driver reports it and what dtypes it computes in."""
+
+    name: str
+    display_name: str
+    source: str
+    memory_bytes: int
+    aliases: tuple[str, ...] = ()
+    vendor: Vendor = "nvidia"
+    bf16: bool = True
+    fp8: bool = False
+
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"vendor": VENDORS}
+    BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {"memory_bytes": POSITIVE}
+    INTEGERS: ClassVar[frozenset[str]] = frozenset(("memory_bytes",))
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+    LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {"name": (1, 100), "source": (1, 10_000)}
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Every setting of one run that changes its memory."""
+
+    mode: Mode = "train"
+    method: Method = "full"
+    precision: PrecisionName = "bf16"
+    optimizer: OptimizerName = "adamw"
+    optimizer_impl: OptimizerImpl = "fused"
+    batch_size: int = 1
+    seq_len: int = 512
+    grad_accum: int = 1
+    grad_checkpointing: bool = False
+    attention: Attention = "sdpa"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    adapter_dtype: AdapterDtype = "fp32"
+    quant_bits: QuantBits = 4
+    double_quant: bool = True
+    freeze_layers: int | None = None  # for `freeze`: layers frozen from the bottom
+    train_head: bool = True  # for `freeze`: whether the LM head is trained
+    # Parallelism (memory/distributed.py): GPUs per node × nodes = tp × pp × data-parallel degree.
+    gpus_per_node: int = 1
+    nodes: int = 1
+    zero: ZeroStage = 0  # DeepSpeed ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters
+    fsdp: FsdpStrategy = "none"  # PyTorch FSDP ShardingStrategy
+    offload: Offload = "none"  # ZeRO-Offload / ZeRO-Infinity / FSDP CPUOffload
+    tp: int = 1  # tensor parallel degree (Megatron)
+    pp: int = 1  # pipeline parallel degree
+    sequence_parallel: bool = False  # Megatron sequence parallelism (needs tp > 1)
+    # Inference (memory/inference.py): seq_len is the context (prompt + generated tokens).
+    weight_dtype: WeightDtype = "auto"  # auto: the precision's weight dtype
+    kv_dtype: KvDtype = "auto"  # auto: the compute dtype
+    quant_group_size: int = 128  # GPTQ / AWQ group size
+
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
+        "optimizer_impl": OPTIMIZER_IMPLS, "attention": ATTENTIONS, "adapter_dtype": ADAPTER_DTYPES,
+        "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
+        "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES,
+    }
+    BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
+        **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
+                         "quant_group_size"), POSITIVE),
+        "freeze_layers": NON_NEGATIVE,
+        "lora_alpha": POSITIVE,
+        "lora_dropout": FRACTION,
+    }
+    INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"lora_alpha", "lora_dropout"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers",))
+    LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {}
+
+    def __post_init__(self) -> None:
+        _check(self)
+        gpus = self.gpus_per_node * self.nodes
+        if gpus % (self.tp * self.pp):
+            raise SpecError("", f"{gpus} GPUs cannot be split into tp {self.tp} × pp {self.pp}: "
+                            "make --gpus × --nodes a multiple of --tp × --pp")
+        if self.zero and self.fsdp != "none":
+            raise SpecError("", "choose DeepSpeed ZeRO or FSDP, not both: drop --zero or --fsdp")
+        if self.offload == "params" and self.zero != 3 and self.fsdp not in ("full-shard", "hybrid-shard"):
+            raise SpecError("", "parameter offload needs sharded parameters: add --zero 3 or --fsdp full-shard")
+        if self.offload == "optimizer" and self.zero == 0:
+            hint = "FSDP's CPUOffload moves parameters: use --offload params" if self.fsdp != "none" \
+                else "add --zero 1, 2 or 3"
+            raise SpecError("", f"optimizer offload needs ZeRO: {hint}")
+        if self.sequence_parallel and self.tp == 1:
+            raise SpecError("", "sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
+        if self.mode == "inference":
+            if self.zero or self.fsdp != "none" or self.offload != "none":
+                raise SpecError("", "inference shards with --tp/--pp only: drop --zero, --fsdp and --offload")
+        elif self.weight_dtype != "auto" or self.kv_dtype != "auto":
+            raise SpecError("", "--weight-dtype and --kv-dtype apply to --mode inference; for training use "
+                            "--method qlora or --precision")
+        if self.method == "freeze" and self.freeze_layers is None:
+            raise SpecError("", "method 'freeze' needs --freeze-layers N (layers kept frozen from the bottom)")
+        if self.method in ("lora", "qlora") and not self.lora_targets:
+            raise SpecError("", "LoRA needs at least one target module: pass --lora-targets q_proj,v_proj")
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """The fields of a spec class, in declaration order."""
+    return tuple(f.name for f in fields(cls))

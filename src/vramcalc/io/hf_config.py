@@ -1,0 +1,431 @@
+"""Hugging Face `config.json` -> ModelSpec: the key mapping of each architecture family, and nothing else.
+
+Pure: takes the parsed dict, returns a validated ModelSpec; reading files is model_files.py's job.
+Each family follows its transformers modeling file (transformers 5.x, `models/<type>/modeling_<type>.py`)
+for which weights exist, and its configuration file for the defaults of keys a config.json may omit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from vramcalc.core.errors import PresetFileError, VramcalcError
+from vramcalc.core.specs import ModelSpec
+from vramcalc.io import validate
+
+
+class UnsupportedModelType(VramcalcError):
+    """A config.json whose model_type has no mapping here."""
+
+    def __init__(self, model_type: str, source: str) -> None:
+        self.model_type = model_type
+        super().__init__(
+            f"{source}: unsupported model_type {model_type!r}; supported: {', '.join(sorted(FAMILIES))}. "
+            "Write a preset with the architecture fields instead (see docs/any-model.md) "
+            "and pass --presets DIR"
+        )
+
+
+def _get(d: Mapping[str, Any], source: str, *keys: str, default: Any = ...) -> Any:
+    """The first of `keys` present and not null; else `default`, or a one-line error naming the key."""
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    if default is ...:
+        raise PresetFileError(
+            source, [f"config.json has no {keys[0]!r}; it is needed to count the parameters"]
+        )
+    return default
+
+
+def _common(d: Mapping[str, Any], source: str, tie_default: bool) -> dict[str, Any]:
+    """Keys every decoder-only config.json spells the same way (PretrainedConfig attribute_map aside)."""
+    hidden = _get(d, source, "hidden_size", "n_embd", "d_model")
+    heads = _get(d, source, "num_attention_heads", "n_head")
+    out: dict[str, Any] = {
+        "vocab_size": _get(d, source, "vocab_size"),
+        "hidden_size": hidden,
+        "num_layers": _get(d, source, "num_hidden_layers", "n_layer", "num_layers"),
+        "num_attention_heads": heads,
+        "intermediate_size": _get(
+            d, source, "intermediate_size", "n_inner", "ffn_hidden_size", default=4 * hidden
+        ),
+        "tie_word_embeddings": bool(_get(d, source, "tie_word_embeddings", default=tie_default)),
+        "hidden_act": str(
+            _get(d, source, "hidden_activation", "hidden_act", "activation_function", default="silu")
+        ),
+    }
+    kv = _get(d, source, "num_key_value_heads", default=None)
+    if kv is not None and kv != heads:
+        out["num_kv_heads"] = kv
+    head_dim = _get(d, source, "head_dim", default=None)
+    if head_dim is not None and head_dim != hidden // heads:
+        out["head_dim"] = head_dim
+    pos = _get(d, source, "max_position_embeddings", "n_positions", "n_ctx", default=None)
+    if pos is not None:
+        out["max_position_embeddings"] = pos
+    return out
+
+
+def _window(d: Mapping[str, Any], n_layers: int, default_pattern: int | None = None) -> dict[str, Any]:
+    """sliding_window, and how many layers use it (config layer_types, or every Nth layer global)."""
+    window = d.get("sliding_window")
+    if not window or d.get("use_sliding_window") is False:
+        return {}
+    out: dict[str, Any] = {"sliding_window": int(window)}
+    layer_types = d.get("layer_types")
+    pattern = d.get("sliding_window_pattern", default_pattern)
+    if isinstance(layer_types, list) and len(layer_types) == n_layers:
+        out["sliding_window_layers"] = sum(1 for t in layer_types if t == "sliding_attention")
+    elif pattern:
+        # Gemma 3 (modeling_gemma3.py, before layer_types): layer i is global when (i + 1) % pattern == 0.
+        out["sliding_window_layers"] = sum(1 for i in range(n_layers) if (i + 1) % int(pattern))
+    return out
+
+
+def _moe_layout(d: Mapping[str, Any], source: str, n_layers: int) -> int:
+    """Dense layers at the bottom, from Qwen-MoE's mlp_only_layers / decoder_sparse_step (only contiguous)."""
+    step = int(d.get("decoder_sparse_step") or 1)
+    only = sorted(int(i) for i in (d.get("mlp_only_layers") or []))
+    if step != 1 or only != list(range(len(only))):
+        raise PresetFileError(
+            source,
+            [
+                "MoE layers that are not all the top ones (decoder_sparse_step "
+                f"{step}, mlp_only_layers {only}) are not modeled; write a preset"
+            ],
+        )
+    return min(len(only), n_layers)
+
+
+def _llama(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_llama.py: q/k/v/o bias = attention_bias, gate/up/down bias = mlp_bias; nothing tied by default.
+    out = _common(d, source, tie_default=False)
+    out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
+    out["mlp_bias"] = bool(d.get("mlp_bias", False))
+    return out
+
+
+def _mistral(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out = _llama(d, source)
+    out.update(_window(d, out["num_layers"]))
+    return out
+
+
+def _mixtral(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_mixtral.py: every layer a sparse block of num_local_experts SwiGLU experts of
+    # intermediate_size; router Linear(hidden, E, bias=False); top num_experts_per_tok.
+    out = _mistral(d, source)
+    out.update(
+        num_experts=_get(d, source, "num_local_experts"),
+        experts_per_token=_get(d, source, "num_experts_per_tok"),
+        moe_intermediate_size=out["intermediate_size"],
+    )
+    return out
+
+
+def _qwen2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_qwen2.py: q/k/v with bias, o_proj without; sliding window only with use_sliding_window.
+    out = _common(d, source, tie_default=False)
+    out["qkv_bias"] = True
+    out.update(_window(d, out["num_layers"]))
+    return out
+
+
+def _qwen2_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_qwen2_moe.py: q/k/v bias = qkv_bias (default true); experts of moe_intermediate_size;
+    # one shared expert of shared_expert_intermediate_size behind a sigmoid gate Linear(hidden, 1).
+    out = _qwen2(d, source)
+    out["qkv_bias"] = bool(d.get("qkv_bias", True))
+    out.update(
+        num_experts=_get(d, source, "num_experts"),
+        experts_per_token=_get(d, source, "num_experts_per_tok"),
+        moe_intermediate_size=_get(d, source, "moe_intermediate_size"),
+        first_dense_layers=_moe_layout(d, source, out["num_layers"]),
+    )
+    shared = d.get("shared_expert_intermediate_size") or 0
+    if shared:
+        out.update(num_shared_experts=1, shared_expert_intermediate_size=shared, shared_expert_gate=True)
+    return out
+
+
+def _qwen3(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_qwen3.py: per-head RMSNorm q_norm/k_norm, attention_bias on q/k/v/o (false in releases).
+    out = _common(d, source, tie_default=False)
+    out["qk_norm"] = True
+    out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
+    out.update(_window(d, out["num_layers"]))
+    return out
+
+
+def _qwen3_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_qwen3_moe.py: Qwen3 attention, experts of moe_intermediate_size, no shared expert.
+    out = _qwen3(d, source)
+    out.update(
+        num_experts=_get(d, source, "num_experts"),
+        experts_per_token=_get(d, source, "num_experts_per_tok"),
+        moe_intermediate_size=_get(d, source, "moe_intermediate_size"),
+        first_dense_layers=_moe_layout(d, source, out["num_layers"]),
+    )
+    return out
+
+
+def _gemma(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_gemma.py: GeGLU (hidden_activation), RMSNorm (1 + w) in fp32, tied embeddings by default.
+    out = _common(d, source, tie_default=True)
+    out["norm_fp32_weight_mul"] = True
+    return out
+
+
+def _gemma2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_gemma2.py: four RMSNorms per layer (pre/post attention, pre/post feed-forward);
+    # even layers use the sliding window (layer_types in newer configs).
+    out = _gemma(d, source)
+    out["norms_per_layer"] = 4
+    out.update(_window(d, out["num_layers"], default_pattern=2))
+    return out
+
+
+def _gemma3_text(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_gemma3.py: Gemma 2 blocks plus per-head q_norm/k_norm; 5 local layers per global one.
+    out = _gemma(d, source)
+    out.update(norms_per_layer=4, qk_norm=True)
+    out.update(_window(d, out["num_layers"], default_pattern=6))
+    return out
+
+
+def _phi(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_phi.py: one LayerNorm feeding attention and MLP in parallel; biases on q/k/v/dense,
+    # fc1/fc2 and the LM head; resid_pdrop dropout.
+    out = _common(d, source, tie_default=False)
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        norms_per_layer=1,
+        parallel_residual=True,
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        lm_head_bias=True,
+        dropout=float(d.get("resid_pdrop") or 0.0),
+    )
+    if d.get("qk_layernorm"):
+        raise PresetFileError(source, ["phi with qk_layernorm is not modeled; write a preset"])
+    return out
+
+
+def _phi3(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_phi3.py: fused qkv_proj and gate_up_proj, RMSNorm, no biases.
+    out = _common(d, source, tie_default=False)
+    out.update(fused_qkv=True, fused_gate_up=True, dropout=float(d.get("resid_pdrop") or 0.0))
+    out.update(_window(d, out["num_layers"]))
+    return out
+
+
+def _gpt2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_gpt2.py: wte + wpe, fused c_attn, biases everywhere, plain MLP of n_inner (null: 4 * n_embd).
+    out = _common(d, source, tie_default=True)
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        fused_qkv=True,
+        learned_position_embeddings=True,
+        dropout=float(d.get("resid_pdrop") or 0.0),
+    )
+    out["hidden_act"] = str(d.get("activation_function") or "gelu_new")
+    return out
+
+
+def _gpt_neox(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_gpt_neox.py: fused query_key_value and dense with bias (attention_bias, default true),
+    # dense_h_to_4h / dense_4h_to_h with bias, two LayerNorms, untied embed_out.
+    out = _common(d, source, tie_default=False)
+    bias = bool(d.get("attention_bias", True))
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        fused_qkv=True,
+        qkv_bias=bias,
+        o_bias=bias,
+        mlp_bias=True,
+        parallel_residual=bool(d.get("use_parallel_residual", True)),
+    )
+    return out
+
+
+def _falcon(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_falcon.py: fused query_key_value; multi_query (one KV head) or new_decoder_architecture
+    # (num_kv_heads, ln_attn + ln_mlp); bias on every Linear when `bias`; plain MLP 4 * hidden.
+    out = _common(d, source, tie_default=True)
+    heads = out["num_attention_heads"]
+    if d.get("new_decoder_architecture"):
+        kv = int(d.get("num_kv_heads") or heads)
+        norms = int(d.get("num_ln_in_parallel_attn") or 2)
+        parallel = True
+    else:
+        kv = 1 if d.get("multi_query", True) else heads
+        parallel = bool(d.get("parallel_attn", True))
+        norms = 1 if parallel else 2
+    out.pop("num_kv_heads", None)
+    if kv != heads:
+        out["num_kv_heads"] = kv
+    bias = bool(d.get("bias", False))
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        fused_qkv=True,
+        parallel_residual=parallel,
+        norms_per_layer=norms,
+        qkv_bias=bias,
+        o_bias=bias,
+        mlp_bias=bias,
+        hidden_act="gelu",
+    )
+    out.setdefault("max_position_embeddings", 2048)  # FalconConfig default; rotary, so it adds no weights
+    return out
+
+
+def _olmo(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_olmo.py: OlmoLayerNorm has no weight or bias, so no norm parameters at all.
+    out = _llama(d, source)
+    out.update(norm="layernorm", norms_per_layer=0, final_norm=False)
+    return out
+
+
+def _starcoder2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_starcoder2.py: LayerNorm with bias, q/k/v/o and c_fc/c_proj biased when use_bias (default
+    # true), plain GELU MLP, sliding window; residual_dropout on the block outputs.
+    out = _common(d, source, tie_default=True)
+    bias = bool(d.get("use_bias", True))
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        qkv_bias=bias,
+        o_bias=bias,
+        mlp_bias=bias,
+        dropout=float(d.get("residual_dropout") or 0.0),
+    )
+    out.update(_window(d, out["num_layers"]))
+    return out
+
+
+def _deepseek(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_deepseek_v2.py / modeling_deepseek_v3.py: multi-head latent attention; the first
+    # first_k_dense_replace layers have a dense MLP of intermediate_size, the rest n_routed_experts of
+    # moe_intermediate_size plus n_shared_experts folded into one MLP of n_shared * moe_intermediate_size.
+    out = _common(d, source, tie_default=False)
+    out.pop("num_kv_heads", None)  # MLA: num_key_value_heads equals the heads; K/V come from the latent
+    out.pop("head_dim", None)
+    out.update(
+        attention_kind="mla",
+        q_lora_rank=d.get("q_lora_rank") or None,
+        kv_lora_rank=_get(d, source, "kv_lora_rank"),
+        qk_nope_head_dim=_get(d, source, "qk_nope_head_dim"),
+        qk_rope_head_dim=_get(d, source, "qk_rope_head_dim"),
+        v_head_dim=_get(d, source, "v_head_dim"),
+    )
+    experts = int(d.get("n_routed_experts") or 0)
+    if experts:
+        if int(d.get("moe_layer_freq") or 1) != 1:
+            raise PresetFileError(source, ["moe_layer_freq other than 1 is not modeled; write a preset"])
+        out.update(
+            num_experts=experts,
+            experts_per_token=_get(d, source, "num_experts_per_tok"),
+            moe_intermediate_size=_get(d, source, "moe_intermediate_size"),
+            num_shared_experts=int(d.get("n_shared_experts") or 0),
+            first_dense_layers=int(d.get("first_k_dense_replace") or 0),
+            # DeepseekV3TopkRouter keeps e_score_correction_bias (checkpoint tensor) for noaux_tc.
+            router_bias=d.get("topk_method") == "noaux_tc",
+        )
+    return out
+
+
+Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
+
+FAMILIES: dict[str, Mapper] = {
+    "llama": _llama,
+    "mistral": _mistral,
+    "mixtral": _mixtral,
+    "qwen2": _qwen2,
+    "qwen2_moe": _qwen2_moe,
+    "qwen3": _qwen3,
+    "qwen3_moe": _qwen3_moe,
+    "gemma": _gemma,
+    "gemma2": _gemma2,
+    "gemma3_text": _gemma3_text,
+    "gemma3": _gemma3_text,
+    "phi": _phi,
+    "phi3": _phi3,
+    "gpt2": _gpt2,
+    "gpt_neox": _gpt_neox,
+    "falcon": _falcon,
+    "olmo": _olmo,
+    "starcoder2": _starcoder2,
+    "deepseek_v2": _deepseek,
+    "deepseek_v3": _deepseek,
+}
+
+
+def _text_part(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Gemma 3 multimodal configs nest the language model under text_config."""
+    text = d.get("text_config")
+    if d.get("model_type") == "gemma3" and isinstance(text, Mapping):
+        return text
+    return d
+
+
+def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSpec:
+    """A ModelSpec from a parsed config.json; unknown model_type raises UnsupportedModelType."""
+    if not isinstance(d, Mapping):
+        raise PresetFileError(source, ["config.json is not a JSON object"])
+    model_type = d.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise PresetFileError(source, ["config.json has no 'model_type'; cannot tell the architecture"])
+    mapper = FAMILIES.get(model_type)
+    if mapper is None:
+        raise UnsupportedModelType(model_type, source)
+    fields = mapper(_text_part(d), source)
+    hf_id = d.get("_name_or_path")
+    aliases = (
+        (hf_id,)
+        if isinstance(hf_id, str) and hf_id.count("/") == 1 and not hf_id.startswith((".", "/"))
+        else ()
+    )
+    family = "gemma3" if model_type == "gemma3_text" else model_type
+    spec, problems = validate.check(
+        ModelSpec, {"name": name, "source": source, "display_name": name, "family": family, "aliases": aliases, **fields}
+    )
+    if spec is None:
+        raise PresetFileError(source, [validate.problem_text(*p) for p in problems])
+    return spec
+
+
+def hf_config_notes(d: Mapping[str, Any]) -> list[str]:
+    """What the estimate leaves out of a config.json, as sentences for Breakdown.notes."""
+    notes: list[str] = []
+    if d.get("model_type") == "gemma3" and isinstance(d.get("text_config"), Mapping):
+        notes.append(
+            "gemma3: only the language model (text_config) is counted; the vision tower and "
+            "projector are not."
+        )
+    mtp = d.get("num_nextn_predict_layers")
+    if isinstance(mtp, int) and mtp > 0:
+        notes.append(
+            f"{mtp} multi-token-prediction layer(s) in the checkpoint are not counted: transformers "
+            "does not load them for fine-tuning."
+        )
+    if d.get("quantization_config"):
+        method = (
+            d["quantization_config"].get("quant_method", "?")
+            if isinstance(d["quantization_config"], Mapping)
+            else "?"
+        )
+        notes.append(
+            f"the checkpoint is quantized ({method}); weights are estimated at --precision, "
+            "not at the stored dtype."
+        )
+    return notes
