@@ -181,6 +181,6 @@ def test_new_to_stdout() -> None:
 
 
 def test_completion_lists_preset_names() -> None:
-    from vramcalc.cli.app import _complete_model
+    from vramcalc.cli.common import complete_model as _complete_model
 
     assert "deepseek-v3" in _complete_model("deepseek")

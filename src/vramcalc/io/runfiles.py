@@ -15,8 +15,8 @@ from typing import Any
 
 from vramcalc.core.errors import UnknownPresetError, VramcalcError
 from vramcalc.core.options import BY_NAME
-from vramcalc.core.specs import ModelSpec
 from vramcalc.io import presets
+from vramcalc.io.model_files import resolve_model
 
 
 class RunFileError(VramcalcError):
@@ -274,7 +274,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
                 "modeled; pass --method freeze --freeze-layers N with the layers frozen from the "
                 "bottom"
             )
-        spec = resolve_model(run.model or "", path.parent)
+        spec, _ = resolve_model(run.model or "", path.parent)
         run.options["freeze_layers"] = max(0, (spec.num_layers or trainable) - trainable)
         _seen(d, run, "freeze_trainable_layers")
     _take(d, run, "lora_rank", "lora_rank", int)
@@ -456,32 +456,3 @@ _READERS = {
 
 
 # ---- model references -----------------------------------------------------------------------------------
-
-
-def resolve_model(ref: str, base_dir: Path | None = None) -> ModelSpec:
-    """A preset name / alias / hub id with a preset, or a local config.json (file or directory)."""
-    return resolve_model_with_notes(ref, base_dir)[0]
-
-
-def resolve_model_with_notes(ref: str, base_dir: Path | None = None) -> tuple[ModelSpec, tuple[str, ...]]:
-    """Like resolve_model, with what reading a model folder noticed (safetensors counts, skipped parts)."""
-    from vramcalc.io.model_files import load_model_path
-
-    for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(ref)]:
-        config = candidate / "config.json" if candidate.is_dir() else candidate
-        if config.is_file() and config.suffix == ".json":
-            # The full config.json reader (model_files / hf_config): every supported family.
-            loaded = load_model_path(candidate)
-            return loaded.spec, loaded.notes
-    try:
-        return presets.find_model(ref), ()
-    except UnknownPresetError as e:
-        if "/" in ref and not e.suggestions:
-            raise RunFileError(
-                f"model {ref!r} is a Hugging Face hub id with no preset and vramcalc works "
-                "offline; download its config.json and pass its path (MODEL or `model:` "
-                "./config.json), or add a preset (see: vramcalc models)"
-            ) from None
-        raise
-
-
