@@ -128,13 +128,6 @@ def test_version() -> None:
     assert r.exit_code == 0 and r.stdout.startswith("vramcalc ")
 
 
-def test_csv_columns_follow_the_core_components() -> None:
-    from vramcalc.cli.whatif import CSV_COMPONENTS
-    from vramcalc.core.memory import COMPONENTS
-
-    assert CSV_COMPONENTS == COMPONENTS
-
-
 @pytest.mark.parametrize("fmt", ["json", "yaml", "csv", "markdown"])
 @pytest.mark.parametrize("args", [
     ["estimate", "gpt2"], ["explain", "gpt2"], ["compare", "gpt2", "--method", "full,lora"],

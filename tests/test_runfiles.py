@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from vramcalc.core.errors import UnknownPresetError
+from vramcalc.core.errors import UnknownPresetError, VramcalcError
 from vramcalc.core.options import OptionValues, training_spec
 from vramcalc.io import runfiles
+from vramcalc.io.model_files import resolve_model
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -65,7 +66,7 @@ def test_axolotl() -> None:
         "precision": "bf16",  # bf16: auto, LoRA: a bf16 base (adapters stay fp32)
     }
     assert {"datasets", "learning_rate", "sample_packing", "output_dir"} <= set(run.ignored)
-    assert runfiles.resolve_model(run.model or "").name == "mistral-7b"  # the hub id is a preset alias
+    assert resolve_model(run.model or "")[0].name == "mistral-7b"  # the hub id is a preset alias
 
 
 def test_llama_factory() -> None:
@@ -77,7 +78,7 @@ def test_llama_factory() -> None:
     assert run.options["grad_checkpointing"] is True  # on unless disable_gradient_checkpointing
     assert (run.options["optimizer"], run.options["optimizer_impl"]) == ("adamw", "foreach")  # adamw_torch
     assert (run.options["batch_size"], run.options["grad_accum"]) == (1, 8)
-    assert runfiles.resolve_model(run.model or "").name == "llama-3-8b"
+    assert resolve_model(run.model or "")[0].name == "llama-3-8b"
 
 
 def test_llama_factory_full_bf16_is_amp(tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_hf_training_arguments() -> None:
 
 
 def test_model_config_json() -> None:
-    spec = runfiles.resolve_model(str(EXAMPLES / "configs/tiny-llama-config.json"))
+    spec = resolve_model(str(EXAMPLES / "configs/tiny-llama-config.json"))[0]
     # TinyLlama 1.1B: 1,100,048,384 parameters (its model card; params.count_params of this architecture).
     from vramcalc.core.params import count_params
 
@@ -166,8 +167,8 @@ def test_detect() -> None:
 
 
 def test_hub_id_without_preset_says_how_to_pass_config() -> None:
-    with pytest.raises(runfiles.RunFileError, match="download its config.json and pass its path"):
-        runfiles.resolve_model("someone/not-a-model-anywhere")
+    with pytest.raises(VramcalcError, match="download its config.json and pass its path"):
+        resolve_model("someone/not-a-model-anywhere")
 
 
 def test_unknown_key_in_run_file(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The Typer app: parse options, look presets up, call the core, print, choose the exit code.
+"""The Typer app: the root, one error boundary, and the commands (cli/commands/, one module each).
 
 Exit codes: 0 success; 1 with --check when the run does not fit the GPU; 2 bad input (one line on stderr).
 """
@@ -6,33 +6,33 @@ Exit codes: 0 success; 1 with --check when the run does not fit the GPU; 2 bad i
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from vramcalc import __version__
-from vramcalc.cli import whatif
-from vramcalc.cli.common import (
-    EPILOG,
-    MODEL_HELP,
-    ConfigOpt,
-    FormatOpt,
-    MarginOpt,
-    MaxMemoryOpt,
-    NoColorOpt,
-    PresetsOpt,
-    UnitsOpt,
-    complete_gpu,
-    complete_model,
-    rich_console,
-)
+from vramcalc.cli.commands import estimate as estimate_cmd
+from vramcalc.cli.common import EPILOG, complete_model
 from vramcalc.cli.options import with_estimate_options
-from vramcalc.cli.output import csv_text, emit, fail
+from vramcalc.cli.output import boundary, echo
 from vramcalc.core.options import OptionValues
+
+
+class _Boundary(TyperGroup):
+    """The error boundary (output.boundary) around every command: a VramcalcError is one line, exit 2.
+
+    It sits in the group's invoke, so it holds for the console entry point and under CliRunner alike.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        with boundary():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
     name="vramcalc",
+    cls=_Boundary,
     help="Will this fine-tune fit on my GPU? Per-component GPU memory of a training step, and a verdict.",
     epilog=EPILOG,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -44,208 +44,55 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"vramcalc {__version__}")
+        echo(f"vramcalc {__version__}")
         raise typer.Exit()
 
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Will this fine-tune fit on my GPU? Example: vramcalc estimate mistral-7b --method full --gpu rtx4090"""
 
 
-@app.command(epilog=EPILOG)
-@with_estimate_options()
+@with_estimate_options(own=estimate_cmd.OWN_OPTIONS)
 def estimate(
     model: Annotated[str | None, typer.Argument(help="Model preset name, alias, Hugging Face id or "
                                                 "config.json path (or `model:` in --config).",
                                                 autocompletion=complete_model)] = None,
     *,
     opts: OptionValues,
-    gpu: Annotated[str | None, typer.Option(help="GPU preset to check the fit against (no verdict without).",
-                                            autocompletion=complete_gpu)] = None,
-    fmt: FormatOpt = "table",
-    units: UnitsOpt = "GB",
-    check: Annotated[bool, typer.Option(help="Exit 1 when a --gpu is given and the run does not fit.")] = False,
-    preset_dirs: PresetsOpt = None,
-    max_memory: MaxMemoryOpt = None,
-    margin: MarginOpt = None,
-    config: ConfigOpt = None,
-    no_color: NoColorOpt = False,
+    own: dict[str, Any],
 ) -> None:
     """Estimate the GPU memory of one training step, per component, with a fit verdict.
 
     Example: vramcalc estimate mistral-7b --method full --gpu rtx4090
     """
-    from vramcalc.io import presets
-
-    try:
-        presets.use_dirs(preset_dirs or ())
-        m = whatif.margin_of(margin)
-        rows = whatif.estimate_rows(model, gpu, max_memory, config, opts, m)
-    except whatif._errors() as e:
-        raise fail(e) from None
-    whatif.print_estimate(rows, m, fmt, units, no_color)
-    whatif.estimate_exit(rows, check)
+    raise SystemExit(estimate_cmd.run(model, opts, own))
 
 
-@app.command()
-def models(
-    fmt: FormatOpt = "table",
-    preset_dirs: PresetsOpt = None,
-) -> None:
-    """List the model presets with their parameter counts. Example: vramcalc models --format json"""
-    from vramcalc.core.errors import VramcalcError
-    from vramcalc.core.params import count_params
-    from vramcalc.core.specs import ModelSpec
-    from vramcalc.io import presets
 
-    try:
-        specs = [s for s in presets.models(preset_dirs or ()).specs if isinstance(s, ModelSpec)]
-    except VramcalcError as e:
-        raise fail(e) from None
-    rows: list[dict[str, Any]] = [{"name": s.name, "display_name": s.display_name or s.name, "family": s.family,
-             "parameters": count_params(s), "aliases": list(s.aliases), "source": s.source} for s in specs]
-    rows.sort(key=lambda r: (r["family"], r["parameters"]))
-    if fmt in ("json", "yaml"):
-        emit({"models": rows}, fmt)
-        return
-    if fmt == "csv":
-        columns = ["name", "display_name", "family", "parameters", "source"]
-        typer.echo(csv_text(columns, rows), nl=False)
-        return
-    if fmt == "markdown":
-        lines = ["| name | family | parameters |", "| --- | --- | ---: |"]
-        lines += [f"| {r['name']} | {r['family']} | {r['parameters']:,} |" for r in rows]
-        typer.echo("\n".join(lines))
-        return
-    from rich.table import Table
+def _register() -> None:
+    from vramcalc.cli.commands import compare, explain, fit, gpus, models, presets, show, storage, trace
 
-    tbl = Table("name", "family", "parameters", "Hugging Face id", show_edge=False)
-    for r in rows:
-        hf = next((a for a in r["aliases"] if "/" in a), "")
-        tbl.add_row(r["name"], r["family"], f"{r['parameters']:,}", hf)
-    rich_console().print(tbl)
+    app.command("estimate", epilog=EPILOG)(estimate)
+    app.command("models")(models.models)
+    app.command("gpus", epilog=EPILOG)(gpus.gpus)
+    app.command("show")(show.show)
+    app.command("explain", epilog=EPILOG)(explain.explain)
+    app.command("storage", epilog=EPILOG)(storage.storage)
+    app.command("compare", epilog=EPILOG)(compare.compare)
+    app.command("fit", epilog=EPILOG)(fit.fit_command)
+    app.command("trace", epilog=EPILOG)(trace.trace_command)  # torch is imported only when it runs
+    app.add_typer(presets.presets_app, name="presets")
 
 
-@app.command()
-@with_estimate_options()
-def gpus(
-    *,
-    opts: OptionValues,
-    fmt: FormatOpt = "table",
-    preset_dirs: PresetsOpt = None,
-    fits: Annotated[str | None, typer.Option(help="List only the GPUs that fit this model's run (the "
-                                             "estimate options describe it), smallest first, with headroom.",
-                                             autocompletion=complete_model)] = None,
-    margin: MarginOpt = None,
-    config: ConfigOpt = None,
-    units: UnitsOpt = "GB",
-    check: Annotated[bool, typer.Option(help="With --fits: exit 1 when no GPU fits.")] = False,
-) -> None:
-    """List the GPU presets with their memory, or those that fit a run.
-
-    Example: vramcalc gpus --fits mistral-7b --method qlora --seq-len 2048
-    """
-    if fits is not None:
-        whatif.gpus_fit(fits, opts, margin, config, fmt, units, check)
-        return
-    from vramcalc.cli import render
-    from vramcalc.core.errors import VramcalcError
-    from vramcalc.core.specs import GpuSpec
-    from vramcalc.io import presets
-
-    try:
-        specs = [s for s in presets.gpus(preset_dirs or ()).specs if isinstance(s, GpuSpec)]
-    except VramcalcError as e:
-        raise fail(e) from None
-    specs.sort(key=lambda g: (g.vendor, g.memory_bytes, g.name))
-    rows = [{"name": g.name, "display_name": g.display_name, "memory_bytes": g.memory_bytes, "bf16": g.bf16,
-             "fp8": g.fp8, "vendor": g.vendor, "source": g.source} for g in specs]
-    if fmt in ("json", "yaml"):
-        emit({"gpus": rows}, fmt)
-        return
-    if fmt == "csv":
-        typer.echo(csv_text(list(rows[0]) if rows else ["name"], rows), nl=False)
-        return
-    if fmt == "markdown":
-        lines = ["| name | GPU | memory | bf16 |", "| --- | --- | ---: | --- |"]
-        lines += [f"| {g.name} | {g.display_name} | {render.gpu_capacity(g)} | {'yes' if g.bf16 else 'no'} |"
-                  for g in specs]
-        typer.echo("\n".join(lines))
-        return
-    from rich.table import Table
-
-    tbl = Table("name", "GPU", "memory", "bf16", show_edge=False)
-    for g in specs:
-        tbl.add_row(g.name, g.display_name, render.gpu_capacity(g), "yes" if g.bf16 else "no")
-    rich_console().print(tbl)
-
-
-@app.command()
-def show(
-    model: Annotated[str, typer.Argument(help=MODEL_HELP, autocompletion=complete_model)],
-    fmt: FormatOpt = "table",
-    preset_dirs: PresetsOpt = None,
-) -> None:
-    """Show a model's architecture and its parameter count broken down. Example: vramcalc show mistral-7b"""
-    from vramcalc.core.errors import VramcalcError
-    from vramcalc.core.params import active_params, count_params, params_by_name
-    from vramcalc.io.model_files import resolve_model
-
-    try:
-        spec, model_notes = resolve_model(model, preset_dirs or ())
-    except VramcalcError as e:
-        raise fail(e) from None
-    breakdown = params_by_name(spec)
-    total = count_params(spec)
-    doc = {"model": spec.name, "architecture": asdict(spec),
-           "parameters": total, "active_parameters": active_params(spec), "breakdown": breakdown,
-           "notes": list(model_notes)}
-    if fmt in ("json", "yaml"):
-        emit(doc, fmt)
-        return
-    if fmt == "csv":
-        groups = [{"tensor_group": k, "parameters": v} for k, v in breakdown.items()]
-        typer.echo(csv_text(["tensor_group", "parameters"], groups), nl=False)
-        return
-    from rich.table import Table
-
-    tbl = Table("tensor group", "parameters", "share", title=f"{spec.display_name or spec.name}: "
-                f"{total:,} parameters", title_justify="left", show_edge=False)
-    for name, n in breakdown.items():
-        tbl.add_row(name, f"{n:,}", f"{100 * n / total:.1f} %")
-    if fmt == "markdown":
-        lines = [f"### {spec.name}: {total:,} parameters", "", "| tensor group | parameters |", "| --- | ---: |"]
-        lines += [f"| {k} | {v:,} |" for k, v in breakdown.items()]
-        typer.echo("\n".join(lines))
-        return
-    rich_console().print(tbl)
-    if doc["active_parameters"] != doc["parameters"]:
-        typer.echo(f"active parameters per token: {doc['active_parameters']:,} (mixture of experts: "
-                   f"{spec.experts_per_token} of {spec.num_experts} routed experts)")
-    for note in model_notes:
-        typer.echo(f"note: {note}")
-    arch = {k: v for k, v in asdict(spec).items() if v not in (None, (), False, 0) and k != "aliases"}
-    rich_console().print(", ".join(f"{k}={v}" for k, v in arch.items()), highlight=False, soft_wrap=True)
-
-
-from vramcalc.cli.explain import explain  # noqa: E402 - commands defined in their own modules
-from vramcalc.cli.presets import presets_app  # noqa: E402
-
-app.command("explain", epilog=EPILOG)(explain)
-app.add_typer(presets_app, name="presets")
-from vramcalc.cli.storage import storage as _storage  # noqa: E402  (vramcalc storage, issue #6)
-
-app.command(epilog=EPILOG)(_storage)
-app.command("compare", epilog=EPILOG)(whatif.compare)
-app.command("fit", epilog=EPILOG)(whatif.fit_command)
+_register()
 
 
 def main() -> None:
-    """Console entry point: Click's usage errors become one line on stderr with exit code 2."""
+    """Run the Typer app: Click's usage errors become one line on stderr with exit code 2."""
     try:  # recent typer vendors click as typer._click; older releases use click itself
         from typer._click.exceptions import UsageError
     except ImportError:  # pragma: no cover - depends on the installed typer
@@ -258,14 +105,9 @@ def main() -> None:
             sys.exit(0)
         hint = f" (see: {e.ctx.command_path} --help)" if e.ctx is not None else ""
         message = " ".join(e.format_message().replace("Value error, ", "").split())
-        typer.echo(f"error: {message}{hint}", err=True)
+        echo(f"error: {message}{hint}", err=True)
         sys.exit(2)
     except typer.Abort:
-        typer.echo("error: aborted", err=True)
+        echo("error: aborted", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-from vramcalc.cli.trace import trace_command  # noqa: E402  (torch is imported only when it runs)
-
-app.command("trace", epilog=EPILOG)(trace_command)

@@ -9,16 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from vramcalc.core.errors import VramcalcError
+from vramcalc.core.errors import BadInput
+
+__all__ = ["BadInput"]  # re-exported for the commands
 from vramcalc.core.vocab import ExplainFormat, OutFormat, Unit
 
 EPILOG = ("Exit codes: 0 success; 1 with --check when the run does not fit the GPU; "
           "2 bad input (a one-line error on stderr).")
 MODEL_HELP = "Model preset name, alias or Hugging Face id, or a path to a config.json or a model folder."
-
-
-class BadInput(VramcalcError):
-    """An input problem found by a command itself (reported as one line, exit 2)."""
 
 
 def complete_model(incomplete: str) -> list[str]:

@@ -12,6 +12,10 @@ import typer
 from vramcalc.core.options import OPTIONS, Opt, OptionValues
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Every command that takes the run options takes --presets too (commands/estimate.py declares it among its
+# own options for the fast front end; the others get it here).
+PRESETS = Opt("preset_dirs", str, None, "Extra preset directory (models/*.yaml, gpus.yaml); repeatable; adds "
+              "to and overrides the built-in presets, after VRAMCALC_PRESETS.", cli="--presets", multiple=True)
 _CTX = "vramcalc_context"
 
 
@@ -25,23 +29,39 @@ def _annotation(o: Opt, multi: bool) -> Any:
                 o.flag, help=f"{o.help} A {sep}-separated list sweeps it.{extra}", show_default=False
             ),
         ]
+    extra: dict[str, Any] = {}
+    if o.complete is not None:
+        from vramcalc.cli.common import complete_gpu, complete_model
+
+        extra["autocompletion"] = complete_gpu if o.complete == "gpu" else complete_model
+    if o.multiple:
+        return Annotated[list[o.kind] | None, typer.Option(o.flag, help=o.help, **extra)]  # type: ignore[name-defined]
     if isinstance(o.kind, tuple):
         base: Any = Literal[o.kind]
     elif o.default is None:
         base = o.kind | None
     else:
         base = o.kind
-    if o.kind is bool:  # --grad-checkpointing / --no-grad-checkpointing (issue 2's option table)
+    if o.kind is bool and o.negatable:  # --grad-checkpointing / --no-grad-checkpointing (issue 2's option table)
         return Annotated[base, typer.Option(f"{o.flag}/--no-{o.flag[2:]}", help=o.help)]
-    return Annotated[base, typer.Option(o.flag, help=o.help)]
+    return Annotated[base, typer.Option(o.flag, help=o.help, **extra)]
 
 
-def with_estimate_options(multi: bool = False) -> Callable[[F], F]:
-    """Add every estimate option to a Typer command; the command receives them as `opts: OptionValues`."""
+def with_estimate_options(multi: bool = False, own: tuple[Opt, ...] = ()) -> Callable[[F], F]:
+    """Add every estimate option to a Typer command; the command receives them as `opts: OptionValues`.
+
+    `own`: the command's own options from a table (estimate's, shared with the fast front end); the
+    command receives them as `own: dict`.
+    """
 
     def decorate(func: F) -> F:
         sig = inspect.signature(func, eval_str=True)
-        own = [p for p in sig.parameters.values() if p.name != "opts"]
+        own_params = [p for p in sig.parameters.values() if p.name not in ("opts", "own")]
+        presets_here = not any(o.name == PRESETS.name for o in own)
+        table = [
+            inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default, annotation=_annotation(o, False))
+            for o in (own if not presets_here else (*own, PRESETS))
+        ]
         added = [
             inspect.Parameter(
                 o.name,
@@ -58,13 +78,14 @@ def with_estimate_options(multi: bool = False) -> Callable[[F], F]:
                 isinstance(m, typer.models.ArgumentInfo) for m in getattr(p.annotation, "__metadata__", ())
             )
 
-        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-        params = [p for p in own if is_argument(p)] + added + [p for p in own if not is_argument(p)]
+        own_params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own_params]
+        params = [p for p in own_params if is_argument(p)] + added + table + [p for p in own_params
+                                                                             if not is_argument(p)]
 
         # Typer injects the context into a parameter annotated typer.Context; it tells which options the
         # command line gave (so that they override a run file) from those left at their defaults. A
         # command that takes the context itself shares its parameter.
-        own_ctx = next((p.name for p in own if p.annotation is typer.Context), None)
+        own_ctx = next((p.name for p in own_params if p.annotation is typer.Context), None)
         if own_ctx is None:
             params.append(inspect.Parameter(_CTX, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
 
@@ -78,6 +99,12 @@ def with_estimate_options(multi: bool = False) -> Callable[[F], F]:
                 source = ctx.get_parameter_source(o.name) if ctx is not None else None
                 if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
                     given.add(o.name)
+            if presets_here:
+                from vramcalc.io import presets
+
+                presets.use_dirs(kwargs.pop(PRESETS.name, None) or ())
+            if own:
+                kwargs["own"] = {o.name: kwargs.pop(o.name, o.default) for o in own}
             return func(*args, opts=OptionValues(values, given, multi), **kwargs)
 
         del wrapper.__wrapped__  # typer must read the new signature, not the wrapped one

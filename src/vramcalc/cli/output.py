@@ -1,4 +1,4 @@
-"""Shared output plumbing for the what-if commands: formats, colour, CSV, errors as one line."""
+"""Output for every command: errors as one line, json/yaml/csv, and a terminal writer. Light: no Typer, no rich."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
-
-import typer
 
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]
 
@@ -27,20 +27,41 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-def fail(e: BaseException) -> typer.Exit:
+def echo(text: str = "", err: bool = False, nl: bool = True) -> None:
+    """Write text to stdout (or stderr) as typer.echo does, without importing Typer."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + ("\n" if nl else ""))
+    stream.flush()
+
+
+@contextmanager
+def boundary() -> Iterator[None]:
+    """The one error boundary: a VramcalcError becomes `error: <problem>; <fix>` on stderr and exit 2.
+
+    The Typer app's group (cli/app.py) and the fast front end (cli/__init__.py) both run commands in it.
+    """
+    from vramcalc.core.errors import VramcalcError
+
+    try:
+        yield
+    except VramcalcError as e:
+        raise fail(e) from None
+
+
+def fail(e: BaseException) -> SystemExit:
     """Print `error: <problem>; <fix>` on stderr and return the exit-2 to raise."""
-    typer.echo(f"error: {one_line(e)}", err=True)
-    return typer.Exit(code=2)
+    echo(f"error: {one_line(e)}", err=True)
+    return SystemExit(2)
 
 
 def emit(doc: Mapping[str, Any], fmt: str) -> None:
     """JSON (json.dumps, byte-exact) or YAML of a document on stdout."""
     if fmt == "json":
-        typer.echo(json.dumps(doc, indent=2))
+        echo(json.dumps(doc, indent=2))
     else:
         from vramcalc.io.formats import yaml_text
 
-        typer.echo(yaml_text(doc), nl=False)
+        echo(yaml_text(doc), nl=False)
 
 
 def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
@@ -67,3 +88,49 @@ def console(no_color: bool = False) -> Any:
 
 def uses_colour(con: Any) -> bool:
     return bool(con.is_terminal and not con.no_color and con.color_system is not None)
+
+
+# ---- the terminal, without rich: the estimate report prints through these (cli/fast.py needs no rich) ----
+
+_SGR = {"bold": "1", "dim": "2", "black": "30", "red": "31", "green": "32", "yellow": "33", "blue": "34",
+        "magenta": "35", "cyan": "36", "white": "37", "bright_black": "90", "bright_red": "91",
+        "bright_green": "92", "bright_yellow": "93", "bright_blue": "94", "bright_magenta": "95",
+        "bright_cyan": "96", "bright_white": "97"}
+
+
+def terminal_width(environ: Mapping[str, str] = os.environ) -> int:
+    """Columns as rich's Console counts them: the terminal's size, COLUMNS overriding, else 80."""
+    width = 0
+    for fd in (0, 1, 2):
+        try:
+            width = os.get_terminal_size(fd).columns
+        except (AttributeError, ValueError, OSError):
+            continue
+        break
+    columns = environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        width = int(columns)
+    return width or 80
+
+
+def colour_wanted(no_color: bool, environ: Mapping[str, str] = os.environ) -> bool:
+    """Colour on a terminal (or FORCE_COLOR), off with --no-color, NO_COLOR or TERM=dumb."""
+    if no_color or environ.get("NO_COLOR") or environ.get("TERM") == "dumb":
+        return False
+    if environ.get("FORCE_COLOR"):
+        return True
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def styled(text: str, style: str, colour: bool) -> str:
+    """`text` in SGR escape codes for a space-separated style ("bold red"), or plain."""
+    codes = [_SGR[w] for w in style.split() if w in _SGR] if colour else []
+    return f"\x1b[{';'.join(codes)}m{text}\x1b[0m" if codes and text else text
+
+
+def print_lines(lines: Iterable[Sequence[tuple[str, str]]], colour: bool) -> None:
+    """Print lines of (text, style) segments (render.report_lines), coloured or plain."""
+    echo("".join("".join(styled(text, style, colour) for text, style in line) + "\n" for line in lines), nl=False)

@@ -45,3 +45,7 @@ class PresetFileError(VramcalcError):
 
 class UnsupportedCombination(VramcalcError):
     """Options that are individually valid but cannot be combined."""
+
+
+class BadInput(VramcalcError):
+    """An input problem found by a command itself (a missing model, a list too long): one line, exit 2."""

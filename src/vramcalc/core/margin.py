@@ -7,9 +7,11 @@ for headroom of at least 5 % of the estimate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
+from vramcalc.core.errors import BadInput
 from vramcalc.core.units import ceil_div
 
 Status = Literal["FITS", "TIGHT", "DOES NOT FIT"]
@@ -66,11 +68,11 @@ def parse_margin(text: str) -> Margin:
             if fraction >= 1:
                 raise ValueError
     except ValueError:
-        raise ValueError(
+        raise BadInput(
             f"--margin {text!r} is not a margin; write a percentage like 5% or a fraction like 0.05"
         ) from None
     if not 0 <= fraction < 1:
-        raise ValueError(f"--margin {text!r} is out of range; use 0% to 99%")
+        raise BadInput(f"--margin {text!r} is out of range; use 0% to 99%")
     return Margin(fraction=fraction, source=f"--margin {raw}")
 
 
@@ -88,6 +90,10 @@ _SIZE_UNITS = {
 }
 
 
+# A bare number below a megabyte is almost surely meant in GB: no GPU has 24 bytes.
+BARE_BYTES_MIN = 10**6
+
+
 def parse_size(text: str) -> int:
     """`20GB` (10^9), `24GiB` (2^30), `512MiB`, or plain bytes, as an int."""
     raw = text.strip().replace(" ", "").replace("_", "")
@@ -99,10 +105,15 @@ def parse_size(text: str) -> int:
         value = float(number)
         scale = _SIZE_UNITS[unit]
     except (ValueError, KeyError):
-        raise ValueError(
+        raise BadInput(
             f"--max-memory {text!r} is not a size; write e.g. 20GB, 24GiB or 80000000000"
         ) from None
+    if not math.isfinite(value) or value * scale >= 2**63:
+        raise BadInput(f"--max-memory {text!r} is not a finite size; write e.g. 20GB or 24GiB")
+    if scale == 1 and not unit and 0 < value < BARE_BYTES_MIN:
+        # `--max-memory 24` means 24 GB to a person and 24 bytes to a parser: refuse it rather than guess
+        raise BadInput(f"--max-memory {text!r} has no unit; write {number}GB (10^9) or {number}GiB (2^30)")
     size = int(value * scale)
     if size <= 0:
-        raise ValueError(f"--max-memory {text!r} must be positive")
+        raise BadInput(f"--max-memory {text!r} must be positive")
     return size

@@ -40,6 +40,9 @@ class Opt:
     help: str
     sep: str = ","  # what separates the values of a list (compare)
     cli: str | None = None  # the flag when it differs from the field name (--gpus for gpus_per_node)
+    multiple: bool = False  # repeatable: the values form a list (--presets A --presets B)
+    negatable: bool = True  # a boolean also has its --no- form
+    complete: str | None = None  # shell completion of preset names: "model" or "gpu"
 
     @property
     def flag(self) -> str:
@@ -101,7 +104,7 @@ class OptionError(VramcalcError):
     """A value that does not parse as its option's type (the CLI reports it as one line, exit 2)."""
 
 
-def _coerce(o: Opt, raw: Any) -> Any:
+def coerce(o: Opt, raw: Any) -> Any:
     """One value from the command line or a run file, as the option's type."""
     if raw is None:
         return None
@@ -140,7 +143,7 @@ def split_values(o: Opt, text: str) -> list[Any]:
     parts = [p.strip() for p in text.split(o.sep) if p.strip()]
     if not parts:
         raise OptionError(f"{o.flag}: empty list")
-    return list(dict.fromkeys(_coerce(o, p) for p in parts))
+    return list(dict.fromkeys(coerce(o, p) for p in parts))
 
 
 @dataclass
@@ -155,7 +158,7 @@ class OptionValues:
         """One run's option values: defaults < run file `overrides` < command line."""
         out = {o.name: o.default for o in OPTIONS}
         for k, v in (overrides or {}).items():
-            out[k] = _coerce(BY_NAME[k], v)
+            out[k] = coerce(BY_NAME[k], v)
         for name in self.given:
             out[name] = (
                 self.values[name] if not self.multi else split_values(BY_NAME[name], self.values[name])[0]
@@ -166,7 +169,7 @@ class OptionValues:
         """The cross product of every listed option (compare): the varied names and one dict per run."""
         fixed = {o.name: o.default for o in OPTIONS}
         for k, v in (base or {}).items():
-            fixed[k] = _coerce(BY_NAME[k], v)
+            fixed[k] = coerce(BY_NAME[k], v)
         axes: list[tuple[str, list[Any]]] = []
         for o in OPTIONS:
             if o.name in self.given:

@@ -234,7 +234,7 @@ def resolve_model(ref: str, base_dir: Path | None = None,
     working directory is what the user points at), and the notes say so. A reference that looks like a
     path (ends in .json, starts with ./ ../ / or ~) but does not exist is an error naming the path.
     """
-    from vramcalc.core.errors import UnknownPresetError
+    from vramcalc.core.errors import UnknownPresetError, VramcalcError
     from vramcalc.io import presets
 
     for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(ref).expanduser()]:
@@ -252,8 +252,8 @@ def resolve_model(ref: str, base_dir: Path | None = None,
         return presets.find_model(ref, extra_dirs), ()
     except UnknownPresetError as e:
         if "/" in ref and not e.suggestions:
-            raise PresetFileError(ref, [
-                "a Hugging Face hub id with no preset, and vramcalc works offline; download its config.json "
-                "and pass its path (MODEL or `model:` ./config.json), or add a preset (see: vramcalc models)"
-            ]) from None
+            raise VramcalcError(
+                f"model {ref!r} is a Hugging Face hub id with no preset and vramcalc works offline; download its "
+                "config.json and pass its path (MODEL or `model:` ./config.json), or add a preset (see: vramcalc "
+                "models)") from None
         raise

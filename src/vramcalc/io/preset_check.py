@@ -107,7 +107,7 @@ def check_dir(directory: Path) -> tuple[list[Problem], dict[str, int], list[str]
     counts = {"model": 0, "gpu": 0, "file": 0}
     notices: list[str] = []
     for kind in ("model", "gpu"):
-        builtin = presets.models(()) if kind == "model" else presets.gpus(())
+        builtin = presets.load_files(kind, (presets.builtin_dir(),))
         seen: dict[str, str] = {}
         for path in kind_files(directory, kind + "s"):
             counts["file"] += 1

@@ -1,0 +1,212 @@
+"""`vramcalc estimate`: one run (or each run of a --config file), the report, the verdict, the exit code.
+
+Light at import: no Typer or rich (the entry point answers `estimate` without loading them; see cli/fast.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from vramcalc.cli.output import colour_wanted, csv_text, echo, emit, print_lines, terminal_width
+from vramcalc.cli.runs import CSV_COLUMNS, STATUS_STYLE, flat_row, margin_of, targets
+from vramcalc.core.errors import BadInput
+from vramcalc.core.options import Opt, OptionValues, training_spec
+from vramcalc.core.vocab import OUT_FORMATS, UNITS
+from vramcalc.io.model_files import resolve_model
+
+
+@dataclass
+class EstimateRow:
+    """One estimated run, ready to print."""
+
+    name: str | None
+    spec: Any
+    training: Any
+    breakdown: Any
+    verdict: Any
+    status: str | None
+    source: Any  # runfiles.Run or None
+
+
+def estimate_rows(
+    model: str | None,
+    gpu: str | None,
+    max_memory: str | None,
+    config: str | None,
+    opts: OptionValues,
+    margin: Any,
+) -> list[EstimateRow]:
+    """Every run asked for: one from the command line, or each run of --config (flags override)."""
+    from vramcalc.core.fit import fit, precision_note
+    from vramcalc.core.margin import classify
+    from vramcalc.core.memory import estimate as run_estimate
+    from vramcalc.io import runfiles
+
+    runs = runfiles.load(config) if config else [runfiles.Run()]
+    rows = []
+    for run in runs:
+        ref = model or run.model
+        if ref is None:
+            hint = f" ({run.notes[-1].rstrip('.')})" if run.notes else ""
+            raise BadInput(
+                f"no model{hint}; pass MODEL (a preset or a config.json path) or put `model:` in the run file"
+            )
+        base = Path(run.path).parent if run.path and model is None else None
+        spec, model_notes = resolve_model(ref, base)
+        gpu_name = gpu or run.gpu
+        gpus = targets([gpu_name] if gpu_name else [], max_memory)
+        if len(gpus) > 1:
+            gpus = gpus[-1:]  # --max-memory wins over a GPU named in the run file
+        training = training_spec(opts.run(run.options))
+        b = run_estimate(spec, training)
+        notes = [n for n in [*model_notes, run.note(), *run.notes] if n]
+        gpu_spec = gpus[0] if gpus else None
+        warning = precision_note(gpu_spec, training.precision) if gpu_spec is not None else None
+        if warning:
+            notes.insert(0, warning)
+        if notes:
+            b = replace(b, notes=(*notes, *b.notes))
+        v = fit(b, gpu_spec) if gpu_spec is not None else None
+        status = classify(b.peak_bytes, gpu_spec.memory_bytes, margin) if gpu_spec is not None else None
+        rows.append(EstimateRow(run.name, spec, training, b, v, status, run if config else None))
+    return rows
+
+
+def estimate_doc(row: EstimateRow, margin: Any, units: str) -> dict[str, Any]:
+    """render.to_json plus `status`, `margin` and, for a file, `config_source`."""
+    from vramcalc.cli import render
+
+    doc = render.to_json(row.breakdown, row.training, row.verdict, units, row.status, margin)
+    if row.source is not None:
+        doc["name"] = row.name
+        doc["config_source"] = row.source.source_doc()
+    return doc
+
+
+
+
+def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, no_color: bool) -> None:
+    """Print one run as the full report, several as one table of rows."""
+    from vramcalc.cli import bars, render
+
+    if fmt in ("json", "yaml"):
+        docs = [estimate_doc(r, margin, units) for r in rows]
+        emit(docs[0] if len(docs) == 1 and rows[0].source is None else {"runs": docs}, fmt)
+        return
+    if fmt == "csv":
+        echo(
+            csv_text(
+                CSV_COLUMNS,
+                [
+                    flat_row(
+                        r.breakdown,
+                        r.training,
+                        r.verdict and r.verdict.gpu,
+                        r.status,
+                        r.verdict and r.verdict.headroom_bytes,
+                        r.name,
+                    )
+                    for r in rows
+                ],
+            ),
+            nl=False,
+        )
+        return
+    if fmt == "markdown" and len(rows) == 1:
+        r = rows[0]
+        text = render.markdown(r.spec, r.breakdown, r.training, r.verdict, units)
+        if r.status is not None:
+            text += f"\nStatus: **{r.status}** (margin {margin.describe()})\n"
+        echo(text, nl=False)
+        return
+    if fmt == "markdown":
+        lines = [
+            "| run | model | method | batch × seq | peak | GPU | status | headroom |",
+            "| --- | --- | --- | --- | ---: | --- | --- | ---: |",
+        ]
+        for i, r in enumerate(rows, 1):
+            t, v = r.training, r.verdict
+            lines.append(
+                f"| {r.name or i} | {r.breakdown.model} | {t.method} | {t.batch_size} × {t.seq_len} | "
+                f"{render.format_bytes(r.breakdown.peak_bytes, units)} | {v.gpu.name if v else ''} | "
+                f"{r.status or ''} | {render.format_bytes(v.headroom_bytes, units) if v else ''} |"
+            )
+        lines += ["", f"Margin: TIGHT below {margin.describe()}."]
+        echo("\n".join(lines) + "\n", nl=False)
+        return
+    if len(rows) == 1:
+        r = rows[0]
+        colour = colour_wanted(no_color)
+        report = render.report_lines(r.spec, r.breakdown, r.training, r.verdict, units, terminal_width(), r.status,
+                                     margin if r.verdict is not None else None, colour)
+        print_lines(report, colour)
+        return
+    from rich.table import Table
+
+    from vramcalc.cli.output import console, uses_colour
+
+    con = console(no_color)
+    colour = uses_colour(con)
+
+    tbl = Table("run", "model", "method", "batch × seq", "peak", "GPU", "status", show_edge=False)
+    show_bar = con.width >= 120  # the bar needs room beside seven columns
+    if show_bar:
+        tbl.add_column("memory", no_wrap=True)
+    scale = max(
+        max(r.breakdown.sum_bytes for r in rows),
+        max((r.verdict.gpu.memory_bytes for r in rows if r.verdict), default=0),
+    )
+    for i, r in enumerate(rows, 1):
+        t = r.training
+        cells: list[Any] = [
+            r.name or str(i),
+            r.breakdown.model,
+            t.method,
+            f"{t.batch_size} × {t.seq_len}",
+            render.format_bytes(r.breakdown.peak_bytes, units),
+            r.verdict.gpu.name if r.verdict else "",
+            r.status or "",
+        ]
+        if show_bar:
+            cells.append(
+                bars.bar(r.breakdown, [r.verdict.gpu.memory_bytes] if r.verdict else [], scale, 24, colour)
+            )
+        tbl.add_row(
+            *cells,
+            style=STATUS_STYLE[r.status] if colour else "",
+        )
+    con.print(tbl)
+    con.print(f"margin: {margin.describe()}", style="dim")
+
+
+# estimate's own options (the run options are core/options.py's OPTIONS): Typer's signature and the fast
+# front end's parser are both generated from this table (cli/options.py, cli/fast.py).
+OWN_OPTIONS: tuple[Opt, ...] = (
+    Opt("gpu", str, None, "GPU preset to check the fit against (no verdict without).", complete="gpu"),
+    Opt("fmt", OUT_FORMATS, "table", "Output format (markdown for pull-request comments).", cli="--format"),
+    Opt("units", UNITS, "GB", "GB (10^9, as the seed texts count) or GiB (2^30)."),
+    Opt("check", bool, False, "Exit 1 when a --gpu is given and the run does not fit."),
+    Opt("preset_dirs", str, None, "Extra preset directory (models/*.yaml, gpus.yaml); repeatable; adds to and "
+        "overrides the built-in presets, after VRAMCALC_PRESETS.", cli="--presets", multiple=True),
+    Opt("max_memory", str, None, "Gate on a memory budget instead of a GPU: 20GB (10^9), 24GiB (2^30) or bytes."),
+    Opt("margin", str, None, "Headroom below which a fit is TIGHT: 5% or 0.05 of the estimated peak "
+        "(default 7%: the measured error band)."),
+    Opt("config", str, None, "Run file (YAML/JSON of option keys, one run or a list) or an axolotl, "
+        "LLaMA-Factory, HF TrainingArguments or torchtune config. Command-line options override it."),
+    Opt("no_color", bool, False, "Plain output without colour (also NO_COLOR).", cli="--no-color", negatable=False),
+)
+
+
+def run(model: str | None, opts: OptionValues, own: dict[str, Any]) -> int:
+    """The whole command: every run asked for, printed in the chosen format; returns the exit code."""
+    from vramcalc.io import presets
+
+    presets.use_dirs(own["preset_dirs"] or ())
+    m = margin_of(own["margin"])
+    rows = estimate_rows(model, own["gpu"], own["max_memory"], own["config"], opts, m)
+    print_estimate(rows, m, own["fmt"], own["units"], own["no_color"])
+    return 1 if own["check"] and any(r.status == "DOES NOT FIT" for r in rows) else 0
+
+
