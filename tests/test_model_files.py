@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from vramcalc.cli.app import app
 from vramcalc.core.errors import PresetFileError
-from vramcalc.io.model_files import load_model_path, read_safetensors_header, resolve_model
+from vramcalc.io.model_files import load_model_path, read_safetensors_header
+from vramcalc.io.resolve import resolve_model
 
 HF = Path(__file__).parent / "data" / "hf"
 runner = CliRunner()

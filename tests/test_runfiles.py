@@ -9,7 +9,7 @@ import pytest
 from vramcalc.core.errors import UnknownPresetError, VramcalcError
 from vramcalc.core.options import OptionValues, training_spec
 from vramcalc.io import runfiles
-from vramcalc.io.model_files import resolve_model
+from vramcalc.io.resolve import resolve_model
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

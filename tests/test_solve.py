@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vramcalc.core.errors import BadInput
 from vramcalc.core.margin import Margin, classify, parse_margin, parse_size
 from vramcalc.core.memory import estimate
 from vramcalc.core.searches import (
@@ -140,7 +141,7 @@ def test_parse_margin(text: str, fraction: float) -> None:
 
 @pytest.mark.parametrize("text", ["12", "abc", "-1%", "100%"])
 def test_parse_margin_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="--margin"):
+    with pytest.raises(BadInput, match="--margin"):
         parse_margin(text)
 
 
@@ -157,6 +158,18 @@ def test_parse_size(text: str, n_bytes: int) -> None:
     assert parse_size(text) == n_bytes
 
 
-def test_parse_size_rejects() -> None:
-    with pytest.raises(ValueError, match="--max-memory"):
-        parse_size("twenty gigs")
+@pytest.mark.parametrize(("text", "why"), [
+    ("twenty gigs", "is not a size"),
+    ("24", "has no unit"),  # issue 12: a bare 24 is 24 GB to a person, 24 bytes to a parser
+    ("1e309", "not a finite size"),  # issue 19: float('1e309') is inf; int(inf) raised OverflowError
+    ("1e400GB", "not a finite size"),
+    ("-5GB", "must be positive"),
+])
+def test_parse_size_rejects(text: str, why: str) -> None:
+    with pytest.raises(BadInput, match=f"--max-memory .*{why}"):
+        parse_size(text)
+
+
+def test_parse_size_takes_a_bare_byte_count_of_a_megabyte_or_more() -> None:
+    assert parse_size("80000000000") == 80_000_000_000  # docs/compare-and-ci.md uses this form
+    assert parse_size("24GiB") == 24 * 2**30

@@ -12,7 +12,6 @@ from typing import Any
 
 from vramcalc.core.errors import PresetFileError, VramcalcError
 from vramcalc.core.specs import ModelSpec
-from vramcalc.io import validate
 
 
 class UnsupportedModelType(VramcalcError):
@@ -396,6 +395,8 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
         else ()
     )
     family = "gemma3" if model_type == "gemma3_text" else model_type
+    from vramcalc.io import validate  # pydantic: only when a config.json is read
+
     spec, problems = validate.check(
         ModelSpec, {"name": name, "source": source, "display_name": name, "family": family, "aliases": aliases, **fields}
     )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -93,36 +91,60 @@ def parse_specs(data: Any, kind: type[Spec], path: str) -> list[Spec]:
     return specs
 
 
-@dataclass(frozen=True)
 class Catalog:
-    """All presets of one kind, indexed by normalized name and alias."""
+    """All presets of one kind, looked up by normalized name and alias.
 
-    kind: str  # "model" or "gpu"
-    specs: tuple[Any, ...]
-    index: dict[str, Any]
+    Specs are built on first use (a lookup builds one spec, not the catalog: the start-up of `estimate`).
+    """
+
+    def __init__(self, kind: str, make: dict[str, Callable[[], Any]], keys: dict[str, str]) -> None:
+        self.kind = kind  # "model" or "gpu"
+        self._make = make  # name -> builds the spec
+        self._keys = keys  # normalized name or alias -> name
+        self._built: dict[str, Any] = {}
+
+    def _spec(self, name: str) -> Any:
+        if name not in self._built:
+            self._built[name] = self._make[name]()
+        return self._built[name]
+
+    def get(self, key: str) -> Any:
+        """The spec a normalized key names, or None."""
+        name = self._keys.get(key)
+        return None if name is None else self._spec(name)
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def key_names(self) -> dict[str, str]:
+        return dict(self._keys)
 
     def names(self) -> list[str]:
-        return [getattr(s, "name") for s in self.specs]  # noqa: B009 - Any has no `name` attribute
+        return list(self._make)
+
+    @property
+    def specs(self) -> tuple[Any, ...]:
+        return tuple(self._spec(n) for n in self._make)
 
 
 def _build(kind: str, entries: Iterable[tuple[Any, str]]) -> Catalog:
     by_name: dict[str, tuple[Any, str]] = {}
     for spec, path in entries:
-        key = normalize(getattr(spec, "name"))  # noqa: B009
+        key = normalize(spec.name)
         # A later directory (user presets) overrides an earlier one; duplicates within one file set error.
         if key in by_name and by_name[key][1] == path:
-            raise PresetFileError(path, [f"duplicate {kind} name {getattr(spec, 'name')!r}"])  # noqa: B009
+            raise PresetFileError(path, [f"duplicate {kind} name {spec.name!r}"])
         by_name[key] = (spec, path)
-    specs = tuple(s for s, _ in by_name.values())
-    index: dict[str, Any] = {}
+    specs = [s for s, _ in by_name.values()]
+    keys: dict[str, str] = {}
     for spec in specs:
-        for alias in getattr(spec, "aliases"):  # noqa: B009
-            index[normalize(alias)] = spec
+        for alias in spec.aliases:
+            keys[normalize(alias)] = spec.name
             if "/" in alias:
-                index.setdefault(normalize(alias.rsplit("/", 1)[1]), spec)
+                keys.setdefault(normalize(alias.rsplit("/", 1)[1]), spec.name)
     for spec in specs:
-        index[normalize(getattr(spec, "name"))] = spec  # names win over aliases  # noqa: B009
-    return Catalog(kind, specs, index)
+        keys[normalize(spec.name)] = spec.name  # names win over aliases
+    return Catalog(kind, {s.name: (lambda s=s: s) for s in specs}, keys)
 
 
 _session_dirs: tuple[Path, ...] = ()
@@ -168,9 +190,12 @@ def _builtin(kind: str) -> Catalog:
 
     doc = load_index(compile_index)
     cls = ModelSpec if kind == "model" else GpuSpec
-    specs = {name: cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-             for name, fields in doc[kind + "s"].items()}
-    return Catalog(kind, tuple(specs.values()), {k: specs[n] for k, n in doc[kind + "_keys"].items()})
+
+    def maker(fields: dict[str, Any]) -> Callable[[], Any]:
+        # the core's own checks run again on what the cache holds
+        return lambda: cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+    return Catalog(kind, {name: maker(fields) for name, fields in doc[kind + "s"].items()}, doc[kind + "_keys"])
 
 
 def compile_index() -> dict[str, Any]:
@@ -181,7 +206,7 @@ def compile_index() -> dict[str, Any]:
     for kind in ("model", "gpu"):
         catalog = load_files(kind, (builtin_dir(),))
         payload[kind + "s"] = {s.name: asdict(s) for s in catalog.specs}
-        payload[kind + "_keys"] = {k: s.name for k, s in catalog.index.items()}
+        payload[kind + "_keys"] = catalog.key_names()
     return payload
 
 
@@ -202,11 +227,14 @@ def gpus(extra_dirs: Iterable[str | Path] = ()) -> Catalog:
 def find(catalog: Catalog, name: str) -> Any:
     """Look a preset up by name or alias; unknown names get the closest suggestions."""
     key = normalize(name)
-    hit = catalog.index.get(key)
+    hit = catalog.get(key)
     if hit is not None:
         return hit
-    close = difflib.get_close_matches(key, list(catalog.index), n=8, cutoff=0.6)
-    suggestions = list(dict.fromkeys(getattr(catalog.index[k], "name") for k in close))[:3]  # noqa: B009
+    import difflib
+
+    names = catalog.key_names()
+    close = difflib.get_close_matches(key, list(names), n=8, cutoff=0.6)
+    suggestions = list(dict.fromkeys(names[k] for k in close))[:3]
     raise UnknownPresetError(catalog.kind, name, suggestions)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from vramcalc.core.errors import UnknownPresetError, VramcalcError
 from vramcalc.core.options import BY_NAME
 from vramcalc.io import presets
-from vramcalc.io.model_files import resolve_model
+from vramcalc.io.resolve import resolve_model
 
 
 class RunFileError(VramcalcError):

@@ -20,7 +20,7 @@ from vramcalc.cli.options import with_estimate_options
 from vramcalc.cli.output import console, csv_text, emit, fail, uses_colour
 from vramcalc.cli.runs import CSV_COLUMNS, STATUS_STYLE, errors, flat_row, margin_of, split, targets
 from vramcalc.core.options import OptionValues, training_spec, varied_label
-from vramcalc.io.model_files import resolve_model
+from vramcalc.io.resolve import resolve_model
 
 
 @with_estimate_options(multi=True)

@@ -14,7 +14,7 @@ from vramcalc.cli.runs import CSV_COLUMNS, STATUS_STYLE, flat_row, margin_of, ta
 from vramcalc.core.errors import BadInput
 from vramcalc.core.options import Opt, OptionValues, training_spec
 from vramcalc.core.vocab import OUT_FORMATS, UNITS
-from vramcalc.io.model_files import resolve_model
+from vramcalc.io.resolve import resolve_model
 
 
 @dataclass
@@ -42,9 +42,15 @@ def estimate_rows(
     from vramcalc.core.fit import fit, precision_note
     from vramcalc.core.margin import classify
     from vramcalc.core.memory import estimate as run_estimate
-    from vramcalc.io import runfiles
 
-    runs = runfiles.load(config) if config else [runfiles.Run()]
+    if gpu and max_memory:
+        raise BadInput(f"--gpu {gpu} and --max-memory {max_memory} both set a budget: pass one of them")
+    if config:
+        from vramcalc.io import runfiles  # only for a run file: the plain command line does not pay for it
+
+        runs = runfiles.load(config)
+    else:
+        runs = [NO_FILE]
     rows = []
     for run in runs:
         ref = model or run.model
@@ -181,6 +187,24 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
     con.print(f"margin: {margin.describe()}", style="dim")
 
 
+@dataclass(frozen=True)
+class _CommandLine:
+    """The run of a plain command line: what io.runfiles.Run holds for a file, all empty."""
+
+    name: None = None
+    model: None = None
+    gpu: None = None
+    path: None = None
+    options: tuple[()] = ()
+    notes: tuple[()] = ()
+
+    def note(self) -> None:
+        return None
+
+
+NO_FILE = _CommandLine()
+
+
 # estimate's own options (the run options are core/options.py's OPTIONS): Typer's signature and the fast
 # front end's parser are both generated from this table (cli/options.py, cli/fast.py).
 OWN_OPTIONS: tuple[Opt, ...] = (
@@ -205,6 +229,8 @@ def run(model: str | None, opts: OptionValues, own: dict[str, Any]) -> int:
 
     presets.use_dirs(own["preset_dirs"] or ())
     m = margin_of(own["margin"])
+    if own["check"] and not (own["gpu"] or own["max_memory"] or own["config"]):
+        raise BadInput("--check needs --gpu or --max-memory: without a budget there is nothing to check")
     rows = estimate_rows(model, own["gpu"], own["max_memory"], own["config"], opts, m)
     print_estimate(rows, m, own["fmt"], own["units"], own["no_color"])
     return 1 if own["check"] and any(r.status == "DOES NOT FIT" for r in rows) else 0

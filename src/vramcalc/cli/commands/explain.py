@@ -123,7 +123,7 @@ def _resolve(values: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(ModelSpec, TrainingSpec, GpuSpec | None) from option values, as `estimate` builds them."""
     from vramcalc.core.options import training_spec
     from vramcalc.io import presets
-    from vramcalc.io.model_files import resolve_model
+    from vramcalc.io.resolve import resolve_model
 
     spec, _ = resolve_model(values["model"])
     gpu_spec = presets.find_gpu(values["gpu"]) if values.get("gpu") else None

@@ -20,7 +20,7 @@ from vramcalc.cli.options import with_estimate_options
 from vramcalc.cli.output import console, csv_text, emit, fail
 from vramcalc.cli.runs import STATUS_STYLE, errors, margin_of, targets
 from vramcalc.core.options import OptionValues, training_spec
-from vramcalc.io.model_files import resolve_model
+from vramcalc.io.resolve import resolve_model
 
 
 @with_estimate_options()

@@ -9,7 +9,7 @@ import typer
 from vramcalc.cli.output import console, csv_text, emit, fail
 from vramcalc.cli.runs import STATUS_STYLE, errors, margin_of
 from vramcalc.core.options import OptionValues, training_spec
-from vramcalc.io.model_files import resolve_model
+from vramcalc.io.resolve import resolve_model
 
 
 def gpus_fit(

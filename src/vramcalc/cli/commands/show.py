@@ -25,7 +25,7 @@ def show(
     """Show a model's architecture and its parameter count broken down. Example: vramcalc show mistral-7b"""
     from vramcalc.core.errors import VramcalcError
     from vramcalc.core.params import active_params, count_params, params_by_name
-    from vramcalc.io.model_files import resolve_model
+    from vramcalc.io.resolve import resolve_model
 
     try:
         spec, model_notes = resolve_model(model, None, preset_dirs or ())

@@ -64,7 +64,7 @@ def trace_command(
     from vramcalc.core.errors import VramcalcError
     from vramcalc.core.memory import estimate as run_estimate
     from vramcalc.core.options import OptionError, training_spec
-    from vramcalc.io.model_files import resolve_model
+    from vramcalc.io.resolve import resolve_model
     from vramcalc.trace import trace
 
     try:
