@@ -23,6 +23,7 @@ from vramcalc.memory.distributed import (
     min_gpus,
     model_parallel_params,
 )
+from vramcalc.memory.overhead import nccl_buffer_bytes
 from vramcalc.params import count_params
 from vramcalc.specs import TrainingSpec
 
@@ -164,7 +165,10 @@ def test_more_gpus_never_need_more_per_gpu(name: str, strategy: dict[str, object
         b = estimate(m, ds_run(gpus_per_node=g, nodes=n, **strategy))
         assert b.peak_bytes <= b.sum_bytes  # peak ≤ sum of components
         peaks.append(b.peak_bytes)
-    assert peaks == sorted(peaks, reverse=True)
+    # Going from 1 GPU to several adds NCCL's fixed buffers (memory/overhead.py, 128 MiB), which a
+    # fully offloaded run does not win back; beyond that, more GPUs never need more per GPU.
+    assert peaks[1] <= peaks[0] + nccl_buffer_bytes(2)
+    assert peaks[1:] == sorted(peaks[1:], reverse=True)
 
 
 @pytest.mark.parametrize("name", ["mistral-7b", "llama-3.2-1b", "gemma-2-2b", "mixtral-8x7b"])

@@ -27,8 +27,8 @@ def test_segment_slack_is_one_small_and_one_large_segment() -> None:
 
 @pytest.mark.parametrize(("world_size", "expected"), [
     (1, 0),  # one GPU: no communicator
-    (2, 64 * MIB),  # 4 MiB NCCL_BUFFSIZE x 16 channels x 1 neighbour
-    (8, 128 * MIB),  # a ring: 2 neighbours, however many GPUs
+    (2, 128 * MIB),  # 4 MiB NCCL_BUFFSIZE x 16 channels x 2 ring connections (send and receive)
+    (8, 128 * MIB),  # the same however many GPUs: per-GPU memory never grows with the world size
 ], ids=["1gpu", "2gpus", "8gpus"])
 def test_nccl_buffers_by_world_size(world_size: int, expected: int) -> None:
     assert ov.nccl_buffer_bytes(world_size) == expected

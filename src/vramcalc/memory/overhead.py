@@ -61,7 +61,7 @@ FRAGMENTATION_PERMILLE = 99
 # expressible multi-GPU nvidia-smi reading exists yet.
 NCCL_BUFFSIZE_BYTES = 4 * MIB
 NCCL_CHANNELS = 16
-NCCL_RING_PEERS = 2  # a ring has a send and a receive neighbour
+NCCL_RING_PEERS = 2  # a ring has a send and a receive neighbour (connections, not distinct GPUs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +93,9 @@ def nccl_buffer_bytes(world_size: int) -> int:
     """NCCL buffers per GPU: none on one GPU, else buffers per channel for each ring neighbour."""
     if world_size <= 1:
         return 0
-    peers = min(world_size - 1, NCCL_RING_PEERS)  # two GPUs: one neighbour, both ways on one link
-    return NCCL_BUFFSIZE_BYTES * NCCL_CHANNELS * peers
+    # A ring connection per channel to the send and to the receive neighbour, each with its own buffer,
+    # even when both are the same GPU (two GPUs); so per-GPU memory does not grow with the world size.
+    return NCCL_BUFFSIZE_BYTES * NCCL_CHANNELS * NCCL_RING_PEERS
 
 
 def runtime_overhead(tensor_peak_bytes: int, world_size: int = 1, *, hopper: bool = False,
