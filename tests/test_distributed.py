@@ -23,6 +23,7 @@ from vramcalc.core.memory.distributed import (
     largest_module_params,
     model_parallel_params,
 )
+from vramcalc.core.memory.overhead import nccl_buffer_bytes
 from vramcalc.core.params import count_params
 from vramcalc.core.searches import min_gpus
 from vramcalc.core.specs import TrainingSpec
@@ -166,7 +167,10 @@ def test_more_gpus_never_need_more_per_gpu(name: str, strategy: dict[str, object
         b = estimate(m, ds_run(gpus_per_node=g, nodes=n, **strategy))
         assert b.peak_bytes <= b.sum_bytes  # peak ≤ sum of components
         peaks.append(b.peak_bytes)
-    assert peaks == sorted(peaks, reverse=True)
+    # Going from 1 GPU to several adds NCCL's fixed buffers (memory/overhead.py, 128 MiB), which a
+    # fully offloaded run does not win back; beyond that, more GPUs never need more per GPU.
+    assert peaks[1] <= peaks[0] + nccl_buffer_bytes(2)
+    assert peaks[1:] == sorted(peaks[1:], reverse=True)
 
 
 @pytest.mark.parametrize("name", ["mistral-7b", "llama-3.2-1b", "gemma-2-2b", "mixtral-8x7b"])
@@ -225,7 +229,7 @@ def test_min_gpus_is_exact_at_the_boundary(mistral) -> None:  # type: ignore[no-
     layouts = gpu_counts(t)
     totals = [g * k for g, k in layouts]
     i = totals.index(n)
-    fits = lambda g, k: estimate(mistral, replace(t, **{"gpus_per_node": g, "nodes": k})).peak_bytes \
+    fits = lambda g, k: estimate(mistral, replace(t, gpus_per_node=g, nodes=k)).peak_bytes \
         <= gpu.memory_bytes  # noqa: E731
     assert fits(*layouts[i])
     assert i == 0 or not fits(*layouts[i - 1])

@@ -77,6 +77,7 @@ def to_json(b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str = "GB", 
         "peak_bytes": b.peak_bytes,
         "peak_phase": b.peak_phase,
         "tensor_peak_bytes": b.tensor_peak_bytes,
+        "reserved_peak_bytes": b.reserved_peak_bytes,
         "sum_bytes": b.sum_bytes,
         "activations_modeled": b.activations_modeled,
         "gpu": None if v is None else {

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vramcalc.core.describe import assumptions, settings
-from vramcalc.core.memory import CUDA_CONTEXT_BYTES, PHASES, RECIPES, Breakdown, estimate
+from vramcalc.core.memory import PHASES, RECIPES, Breakdown, estimate
 from vramcalc.core.memory.activations import head_activations, head_terms, layer_activations
 from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, optimizer_bytes, state_dtype
 from vramcalc.core.memory.weights import DQ_BLOCK, NF4_BLOCK, freeze_fraction, nf4_bytes, weight_bytes
@@ -42,8 +42,8 @@ SRC_ACTS = ("transformers modeling files and torch derivatives.yaml (what each o
             "Korthikanti et al. 2022 (arXiv:2205.05198) §4; memory/activations.py")
 SRC_CKPT = "torch.utils.checkpoint via HF gradient_checkpointing_enable: each layer keeps only its input"
 SRC_LOSS = "transformers ForCausalLMLoss: logits.float(), log_softmax (saved), nll_loss"
-SRC_OVERHEAD = ("PyTorch CUDA semantics notes (memory management); CUDA context measured ~500 MiB; "
-                "allocator reserve approximate")
+SRC_OVERHEAD = ("memory/overhead.py: CUDA context measured ~500 MiB; CublasHandlePool.cpp; NCCL docs; "
+                "CUDACachingAllocator.cpp segments; fragmentation fitted (docs/real-gpu.md)")
 SRC_PHASES = "memory/__init__.py phase model (steady state, zero_grad(set_to_none=True))"
 
 
@@ -538,15 +538,22 @@ def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section,
 
 
 def _overhead(b: Breakdown) -> Section:
-    reserve = b.overhead - CUDA_CONTEXT_BYTES
+    # memory/overhead.py: context and NCCL are outside the allocator; workspace and reserve inside it.
+    d = b.details
     lines = (
-        Line("overhead.cuda_context", "CUDA context, cuBLAS/cuDNN workspaces", "500 MiB", CUDA_CONTEXT_BYTES,
-             "measured constant", SRC_OVERHEAD),
-        Line("overhead.allocator_reserve", "allocator reserve (fragmentation, 2 MiB segments)",
-             f"5 % × {_n(b.tensor_peak_bytes)} B tensor peak", reserve, "5 % of the tensor peak", SRC_OVERHEAD),
+        Line("overhead.cuda_context", "CUDA context (driver, kernels, handles)", "500 MiB",
+             d.get("overhead.cuda_context", 0), "measured constant (lazy module loading)", SRC_OVERHEAD),
+        Line("overhead.cublas_workspace", "cuBLAS workspace", "2 × 4096 KiB + 8 × 16 KiB",
+             d.get("overhead.cublas_workspace", 0), "CUBLAS_WORKSPACE_CONFIG default", SRC_OVERHEAD),
+        Line("overhead.nccl_buffers", "NCCL buffers", "4 MiB × 16 channels × ring peers",
+             d.get("overhead.nccl_buffers", 0), "0 on one GPU", SRC_OVERHEAD),
+        Line("overhead.allocator_reserve", "allocator reserve (segment slack, fragmentation)",
+             f"22 MiB + 9.9 % × {_n(b.tensor_peak_bytes)} B tensor peak", d.get("overhead.allocator_reserve", 0),
+             "fitted on published max_memory_reserved readings", SRC_OVERHEAD),
     )
     text = (f"peak = tensor peak {fmt_value(b.tensor_peak_bytes, 'bytes')} + overhead "
-            f"{fmt_value(b.overhead, 'bytes')} = {fmt_value(b.peak_bytes, 'bytes')}",)
+            f"{fmt_value(b.overhead, 'bytes')} = {fmt_value(b.peak_bytes, 'bytes')}",
+            f"reserved peak (max_memory_reserved) = {fmt_value(b.reserved_peak_bytes, 'bytes')}")
     return Section("overhead", "runtime overhead", b.overhead, lines, text)
 
 

@@ -21,10 +21,15 @@ from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory.activations import head_activations, layer_activations
 from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
+
+# Runtime overhead outside torch's tensor accounting (issue #16); CUDA_CONTEXT_BYTES is re-exported.
+from vramcalc.core.memory.overhead import CUDA_CONTEXT_BYTES as CUDA_CONTEXT_BYTES
+from vramcalc.core.memory.overhead import NOTE as _OVERHEAD_NOTE
+from vramcalc.core.memory.overhead import runtime_overhead
 from vramcalc.core.memory.precision import RECIPES, Recipe
 from vramcalc.core.memory.weights import WeightBytes, freeze_fraction, weight_bytes
 from vramcalc.core.params import active_params, block_linears, count_params, head_dim
-from vramcalc.core.units import MIB, dtype_bytes
+from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -37,13 +42,6 @@ COMPONENTS = ("weights", "gradients", "optimizer_state", "activations", "kv_cach
 OPTIONAL_COMPONENTS = ("kv_cache", "communication")
 PHASES = ("forward", "backward", "optimizer_step")
 
-# Runtime overhead outside torch's tensor accounting (what nvidia-smi shows beyond
-# torch.cuda.max_memory_allocated): the CUDA context with cuBLAS/cuDNN handles and workspaces, about
-# 0.5 GiB on recent drivers with lazy module loading (PyTorch CUDA semantics notes, "memory management";
-# measured ~500 MiB on A100/H100, torch 2.x); plus allocator reserve (blocks rounded to 2 MiB segments
-# and fragmentation), taken as 5 % of the tensor peak. Both approximations are flagged in the notes.
-CUDA_CONTEXT_BYTES = 500 * MIB
-ALLOCATOR_RESERVE_PERCENT = 5
 
 
 @dataclass(frozen=True)
@@ -82,6 +80,12 @@ class Breakdown:
     @property
     def peak_bytes(self) -> int:
         return self.tensor_peak_bytes + self.overhead
+
+    @property
+    def reserved_peak_bytes(self) -> int:
+        """What torch.cuda.max_memory_reserved would report: tensors + the allocator's share of the overhead."""
+        d = self.details
+        return self.tensor_peak_bytes + d.get("overhead.cublas_workspace", 0) + d.get("overhead.allocator_reserve", 0)
 
     @property
     def sum_bytes(self) -> int:
@@ -143,9 +147,9 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
             act, training, base, gradients, step_temp, tokens, details)
         modeled = True
     tensor_peak = max(phases.values())
-    overhead = CUDA_CONTEXT_BYTES + tensor_peak * ALLOCATOR_RESERVE_PERCENT // 100
-    details["overhead.cuda_context"] = CUDA_CONTEXT_BYTES
-    details["overhead.allocator_reserve"] = overhead - CUDA_CONTEXT_BYTES
+    runtime = runtime_overhead(tensor_peak, _distributed.world_size(training))
+    overhead = runtime.total
+    details.update(runtime.details())
     notes += plan.tail_notes  # activation notes, then overhead's
     if accum:
         notes += (_accum_note(training.grad_accum),)
@@ -176,11 +180,6 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
 
 
 _new_breakdown = object.__new__
-
-
-_OVERHEAD_NOTE = (f"overhead is approximate: CUDA context ~{CUDA_CONTEXT_BYTES // MIB} MiB plus "
-                  f"{ALLOCATOR_RESERVE_PERCENT} % allocator reserve; compare tensor_peak_bytes with "
-                  "torch.cuda.max_memory_allocated.")
 
 
 @lru_cache(maxsize=256)
@@ -302,15 +301,15 @@ def _estimate_inference(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Serving memory per GPU (memory/inference.py) as a Breakdown with a kv_cache component."""
     inf = _inference.estimate_inference(model, training)
     tensor_peak = max(inf.phases.values())
-    overhead = CUDA_CONTEXT_BYTES + tensor_peak * ALLOCATOR_RESERVE_PERCENT // 100
+    runtime = runtime_overhead(tensor_peak, _distributed.world_size(training))
+    overhead = runtime.total
     details = {
         "weights.base": inf.weights - inf.quant_constants,
         "weights.quant_constants": inf.quant_constants,
         "kv_cache.bytes_per_token": inf.kv_bytes_per_token,
         "activations.prefill_workspace": inf.activations,
         "temporaries.logits": inf.temporaries,
-        "overhead.cuda_context": CUDA_CONTEXT_BYTES,
-        "overhead.allocator_reserve": overhead - CUDA_CONTEXT_BYTES,
+        **runtime.details(),
     }
     layout: dict[str, int | str] | None = None
     if training.tp > 1 or training.pp > 1 or _distributed.world_size(training) > 1:
