@@ -94,6 +94,8 @@ def estimate(
     margin: whatif.MarginOpt = None,
     config: whatif.ConfigOpt = None,
     no_color: whatif.NoColorOpt = False,
+    plot: Annotated[bool, typer.Option("--plot", help="Also draw the memory over the step (a chart; "
+                                       "Mermaid with --format markdown).")] = False,
 ) -> None:
     """Estimate the GPU memory of one training step, per component, with a fit verdict.
 
@@ -107,7 +109,13 @@ def estimate(
         rows = whatif.estimate_rows(model, gpu, max_memory, config, opts, m)
     except whatif._errors() as e:
         raise fail(e) from None
+    if plot:
+        from vramcalc.commands_plot import check_format
+        check_format(fmt, plot)
     whatif.print_estimate(rows, m, fmt, units, no_color)
+    if plot:  # issue 17
+        from vramcalc.commands_plot import print_step_plots
+        print_step_plots(rows, fmt, units, no_color)
     whatif.estimate_exit(rows, check)
 
 
@@ -285,6 +293,8 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+from vramcalc.commands_plot import timeline_command  # noqa: E402  (plot.py is imported only when it draws)
 from vramcalc.commands_trace import trace_command  # noqa: E402  (torch is imported only when it runs)
 
 app.command("trace", epilog=EPILOG)(trace_command)
+app.command("timeline", epilog=EPILOG)(timeline_command)

@@ -162,7 +162,7 @@ def terminal_lines(chart: Chart, width: int, colour: bool, height: int = 16) -> 
     cols = _columns_for(chart, plot_width)
     used = len(cols)
     full, cap_char, edge = ("█", "━", "│") if colour else ("", "=", "|")
-    lines: list[list[Segment]] = [[(chart.title[:width], "bold" if colour else "")]]
+    lines: list[list[Segment]] = [[(t, "bold" if colour else "")] for t in textwrap.wrap(chart.title, width)]
     # The marker line: `v peak ...` over the marked column.
     if chart.mark is not None and chart.mark in cols:
         x = cols.index(chart.mark)
@@ -172,17 +172,18 @@ def terminal_lines(chart: Chart, width: int, colour: bool, height: int = 16) -> 
         arrow = "▼" if colour else "v"
         room_right = width - (lw + 2 + x) - 2
         if len(text) <= room_right:
-            line = " " * (lw + 2 + x) + arrow + " " + text
-        else:
-            text = text[: max(0, lw + 2 + x - 1)]
-            line = " " * (lw + 2 + x - len(text) - 1) + text + " " + arrow
-        lines.append([(line, "bold" if colour else "")])
+            marker = [" " * (lw + 2 + x) + arrow + " " + text]
+        elif len(text) <= lw + 2 + x - 1:
+            marker = [" " * (lw + 2 + x - len(text) - 1) + text + " " + arrow]
+        else:  # no room beside the arrow: the label on its own line(s) above it
+            marker = [*textwrap.wrap(text, width), " " * (lw + 2 + x) + arrow]
+        lines += [[(line, "bold" if colour else "")] for line in marker]
     names = chart.components()
     for row in range(height - 1, -1, -1):
         label = labels.get(row, "")
         segs: list[Segment] = [(label.rjust(lw) + " " + ("┤" if colour and label else edge if not label
                                                         else "+"), "")]
-        cap = cap_rows.get(row)
+        cap_here = cap_rows.get(row)
         for i in cols:
             parts = chart.columns[i].parts
             # the cell's middle, 2*(row + 1/2)*top/height, against the stack's cumulative edges (integers)
@@ -194,7 +195,7 @@ def terminal_lines(chart: Chart, width: int, colour: bool, height: int = 16) -> 
                 if 2 * edge_sum * height > mid:
                     comp = name
                     break
-            if cap is not None:
+            if cap_here is not None:
                 style = f"bold bright_red on {TERM_COLOURS[comp]}" if colour and comp else "bold bright_red"
                 segs.append((cap_char, style if colour else ""))
             elif comp is None:
@@ -203,8 +204,8 @@ def terminal_lines(chart: Chart, width: int, colour: bool, height: int = 16) -> 
                 segs.append((full, TERM_COLOURS[comp]))
             else:
                 segs.append((PLOT_LETTERS[comp], ""))
-        if cap is not None:
-            tail = f" {cap[0]}"
+        if cap_here is not None:
+            tail = f" {cap_here[0]}"
             if lw + 2 + used + len(tail) <= width:
                 segs.append((tail, "bright_red" if colour else ""))
         lines.append(_merge(segs))

@@ -38,6 +38,8 @@ ConfigOpt = Annotated[
         "TrainingArguments or torchtune config. Command-line options override it."
     ),
 ]
+from vramcalc.commands_plot import CompareAxisOpt, PlotAxisOpt  # noqa: E402  (issue 17; typer only)
+
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Plain output without colour (also NO_COLOR).")]
 CheckOpt = Annotated[bool, typer.Option(help="Exit 1 when the asked configuration does not fit.")]
 
@@ -314,6 +316,7 @@ def compare(
     units: UnitsOpt = "GB",
     no_color: NoColorOpt = False,
     check: CheckOpt = False,
+    plot: CompareAxisOpt = None,
 ) -> None:
     """Compare the cross product of option lists: peak per configuration, fit per GPU.
 
@@ -360,7 +363,11 @@ def compare(
                 rows.append({"spec": spec, "training": t, "breakdown": b, "values": values, "cells": cells})
         if len(rows) > 10_000:
             raise BadInput(f"{len(rows)} configurations; narrow the lists (at most 10,000)")
-    except _errors() as e:
+        if plot:  # issue 17: the peak against the varied option
+            from vramcalc.commands_plot import check_format, compare_chart_of
+            check_format(fmt, plot, "vramcalc compare --format json")
+            chart = compare_chart_of(rows, gpus, varied, plot, units)
+    except _errors() as e:  # commands_plot.BadPlot is a ValueError
         raise fail(e) from None
     cheapest = _cheapest(rows, gpus)
     doc = _compare_doc(rows, gpus, varied, m, units, cheapest)
@@ -379,6 +386,9 @@ def compare(
         typer.echo(_compare_markdown(rows, gpus, varied, m, units, cheapest), nl=False)
     else:
         _compare_table(rows, gpus, varied, m, units, cheapest, no_color)
+    if plot:
+        from vramcalc.commands_plot import print_chart
+        print_chart(chart, fmt, no_color)
     if check and any(c["status"] == "DOES NOT FIT" for r in rows for c in r["cells"]):
         raise typer.Exit(code=1)
 
@@ -554,6 +564,7 @@ def fit_command(
     fmt: FormatOpt = "table",
     units: UnitsOpt = "GB",
     check: CheckOpt = False,
+    plot: PlotAxisOpt = None,
 ) -> None:
     """The largest batch size, sequence length and LoRA rank that fit, and what makes a run fit.
 
@@ -579,7 +590,11 @@ def fit_command(
         target = found[0]
         training = training_spec(opts.run(run.options))
         rep = fit_report(spec, training, target.memory_bytes, m)
-    except _errors() as e:
+        if plot:  # issue 17: the peak against one option
+            from vramcalc.commands_plot import check_format, sweep_chart_of
+            check_format(fmt, plot, "vramcalc fit --format json (max_batch_size, max_seq_len, max_lora_rank)")
+            chart = sweep_chart_of(spec, training, target, plot, units)
+    except _errors() as e:  # commands_plot.BadPlot is a ValueError
         raise fail(e) from None
     doc = {
         "model": spec.name,
@@ -604,6 +619,9 @@ def fit_command(
         "notes": list(rep.notes),
     }
     _print_fit(doc, fmt, units)
+    if plot:
+        from vramcalc.commands_plot import print_chart
+        print_chart(chart, fmt)
     if check and rep.status == "DOES NOT FIT":
         raise typer.Exit(code=1)
 
