@@ -74,7 +74,7 @@ def estimate(
 
 
 def _register() -> None:
-    from vramcalc.cli.commands import compare, explain, fit, gpus, models, presets, show, storage, trace
+    from vramcalc.cli.commands import compare, explain, fit, gpus, models, plot, presets, show, storage, trace
 
     app.command("estimate", epilog=EPILOG)(estimate)
     app.command("models")(models.models)
@@ -85,6 +85,7 @@ def _register() -> None:
     app.command("compare", epilog=EPILOG)(compare.compare)
     app.command("fit", epilog=EPILOG)(fit.fit_command)
     app.command("trace", epilog=EPILOG)(trace.trace_command)  # torch is imported only when it runs
+    app.command("timeline", epilog=EPILOG)(plot.timeline_command)  # the pictures only when it draws
     app.add_typer(presets.presets_app, name="presets")
 
 

@@ -12,7 +12,7 @@ import typer
 from vramcalc.core.errors import BadInput
 
 __all__ = ["BadInput"]  # re-exported for the commands
-from vramcalc.core.vocab import ExplainFormat, OutFormat, Unit
+from vramcalc.core.vocab import ExplainFormat, OutFormat, PlotAxis, Unit
 
 EPILOG = ("Exit codes: 0 success; 1 with --check when the run does not fit the GPU; "
           "2 bad input (a one-line error on stderr).")
@@ -72,3 +72,8 @@ def rich_console() -> Any:
     from rich.console import Console
 
     return Console()
+PlotAxisOpt = Annotated[PlotAxis | None, typer.Option(
+    "--plot", help="Draw the peak against this option, with the GPU line and the largest value that fits.")]
+# compare draws the option it varies; the name says which one
+CompareAxisOpt = Annotated[PlotAxis | None, typer.Option(
+    "--plot", help="Draw the peak against this varied option (the only one varied), with a line per GPU.")]

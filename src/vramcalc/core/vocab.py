@@ -34,6 +34,8 @@ KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]
 ExplainFormat = Literal["text", "markdown", "json", "yaml", "csv"]
+PictureFormat = Literal["table", "markdown", "svg", "html", "json"]
+PlotAxis = Literal["batch-size", "seq-len", "lora-rank"]  # what --plot / --sweep draw memory against
 
 MODES: tuple[Mode, ...] = get_args(Mode)
 METHODS: tuple[Method, ...] = get_args(Method)

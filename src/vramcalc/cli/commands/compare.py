@@ -9,6 +9,7 @@ import typer
 from vramcalc.cli.common import (
     BadInput,
     CheckOpt,
+    CompareAxisOpt,
     ConfigOpt,
     FormatOpt,
     MarginOpt,
@@ -38,6 +39,7 @@ def compare(
     units: UnitsOpt = "GB",
     no_color: NoColorOpt = False,
     check: CheckOpt = False,
+    plot: CompareAxisOpt = None,
 ) -> None:
     """Compare the cross product of option lists: peak per configuration, fit per GPU.
 
@@ -84,6 +86,11 @@ def compare(
                 rows.append({"spec": spec, "training": t, "breakdown": b, "values": values, "cells": cells})
         if len(rows) > 10_000:
             raise BadInput(f"{len(rows)} configurations; narrow the lists (at most 10,000)")
+        if plot:  # issue 17: the peak against the varied option
+            from vramcalc.cli.pictures import check_format, compare_chart_of
+
+            check_format(fmt, plot, "vramcalc compare --format json")
+            chart = compare_chart_of(rows, gpus, varied, plot, units)
     except errors() as e:
         raise fail(e) from None
     cheapest = _cheapest(rows, gpus)
@@ -103,6 +110,10 @@ def compare(
         typer.echo(_compare_markdown(rows, gpus, varied, m, units, cheapest), nl=False)
     else:
         _compare_table(rows, gpus, varied, m, units, cheapest, no_color)
+    if plot:
+        from vramcalc.cli.pictures import print_chart
+
+        print_chart(chart, fmt, no_color)
     if check and any(c["status"] == "DOES NOT FIT" for r in rows for c in r["cells"]):
         raise typer.Exit(code=1)
 

@@ -220,6 +220,8 @@ OWN_OPTIONS: tuple[Opt, ...] = (
     Opt("config", str, None, "Run file (YAML/JSON of option keys, one run or a list) or an axolotl, "
         "LLaMA-Factory, HF TrainingArguments or torchtune config. Command-line options override it."),
     Opt("no_color", bool, False, "Plain output without colour (also NO_COLOR).", cli="--no-color", negatable=False),
+    Opt("plot", bool, False, "Also draw the memory over the step (a chart; Mermaid with --format markdown).",
+        negatable=False),
 )
 
 
@@ -231,8 +233,16 @@ def run(model: str | None, opts: OptionValues, own: dict[str, Any]) -> int:
     m = margin_of(own["margin"])
     if own["check"] and not (own["gpu"] or own["max_memory"] or own["config"]):
         raise BadInput("--check needs --gpu or --max-memory: without a budget there is nothing to check")
+    if own["plot"]:  # issue 17: pictures are imported only when asked for
+        from vramcalc.cli.pictures import check_format
+
+        check_format(own["fmt"], True)
     rows = estimate_rows(model, own["gpu"], own["max_memory"], own["config"], opts, m)
     print_estimate(rows, m, own["fmt"], own["units"], own["no_color"])
+    if own["plot"]:
+        from vramcalc.cli.pictures import print_step_plots
+
+        print_step_plots(rows, own["fmt"], own["units"], own["no_color"])
     return 1 if own["check"] and any(r.status == "DOES NOT FIT" for r in rows) else 0
 
 

@@ -14,6 +14,7 @@ from vramcalc.cli.common import (
     FormatOpt,
     MarginOpt,
     MaxMemoryOpt,
+    PlotAxisOpt,
     UnitsOpt,
 )
 from vramcalc.cli.options import with_estimate_options
@@ -37,6 +38,7 @@ def fit_command(
     fmt: FormatOpt = "table",
     units: UnitsOpt = "GB",
     check: CheckOpt = False,
+    plot: PlotAxisOpt = None,
 ) -> None:
     """The largest batch size, sequence length and LoRA rank that fit, and what makes a run fit.
 
@@ -63,6 +65,11 @@ def fit_command(
         target = found[0]
         training = training_spec(opts.run(run.options))
         rep = fit_report(spec, training, target.memory_bytes, m)
+        if plot:  # issue 17: the peak against one option
+            from vramcalc.cli.pictures import check_format, sweep_chart_of
+
+            check_format(fmt, plot, "vramcalc fit --format json (max_batch_size, max_seq_len, max_lora_rank)")
+            chart = sweep_chart_of(spec, training, target, plot, units)
     except errors() as e:
         raise fail(e) from None
     doc = {
@@ -88,6 +95,10 @@ def fit_command(
         "notes": list(rep.notes),
     }
     _print_fit(doc, fmt, units)
+    if plot:
+        from vramcalc.cli.pictures import print_chart
+
+        print_chart(chart, fmt)
     if check and rep.status == "DOES NOT FIT":
         raise typer.Exit(code=1)
 

@@ -1,0 +1,124 @@
+"""The timeline is the core's phase model over time: its maxima are the Breakdown's, exactly."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory import estimate
+from vramcalc.core.memory.timeline import TIMELINE_COMPONENTS, timeline
+from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.io import presets
+
+# Every model preset with an architecture (count-only presets such as resnet-50 train `full` only).
+ALL_MODELS = [s for s in presets.models().specs if isinstance(s, ModelSpec)]
+
+# One setting per row: the three methods and freeze, checkpointing on and off, eager attention, autocast
+# (per-layer weight copies), gradient accumulation (gradients alive in forward), ZeRO-3 and DDP sharding.
+SETTINGS: list[dict[str, Any]] = [
+    {"method": "full"},
+    {"method": "full", "grad_checkpointing": True},
+    {"method": "lora"},
+    {"method": "lora", "grad_checkpointing": True, "lora_targets": ("all-linear",)},
+    {"method": "qlora", "grad_checkpointing": True},
+    {"method": "qlora", "attention": "eager", "batch_size": 2},
+    {"method": "freeze", "freeze_layers": 2},
+    {"method": "freeze", "freeze_layers": 2, "grad_checkpointing": True, "train_head": False},
+    {"method": "full", "precision": "amp-bf16", "optimizer_impl": "foreach"},
+    {"method": "full", "precision": "amp-bf16", "grad_checkpointing": True},
+    {"method": "full", "grad_accum": 4, "optimizer": "adamw-8bit"},
+    {"method": "full", "precision": "mixed-bf16", "gpus_per_node": 8, "zero": 3},
+    {"method": "full", "gpus_per_node": 2},
+    {"mode": "inference", "seq_len": 4096, "batch_size": 2},
+]
+
+
+def _check(model: ModelSpec, t: TrainingSpec) -> None:
+    try:
+        b = estimate(model, t)
+    except UnsupportedCombination:  # e.g. LoRA on q_proj,v_proj of a model without v_proj (MLA)
+        return
+    tl = timeline(model, t)
+    totals = [p.total_bytes for p in tl.points]
+    assert max(totals) == b.tensor_peak_bytes
+    for phase, peak in b.phases.items():
+        assert max(p.total_bytes for p in tl.points if p.phase == phase) == peak, phase
+    assert {p.phase for p in tl.points} == set(b.phases)
+    for p in tl.points:
+        assert list(p.components) == list(TIMELINE_COMPONENTS)
+        assert all(isinstance(v, int) and v >= 0 for v in p.components.values()), p
+    assert tl.points[tl.peak_index].total_bytes == b.tensor_peak_bytes
+
+
+@pytest.mark.parametrize(("model", "settings"), list(itertools.product(ALL_MODELS, SETTINGS)),
+                         ids=[f"{m.name}-{i}" for m, i in itertools.product(ALL_MODELS, range(len(SETTINGS)))])
+def test_maxima_equal_the_core(model: ModelSpec, settings: dict[str, Any]) -> None:
+    if not model.has_architecture and (settings.get("method", "full") != "full"):
+        pytest.skip("count-only preset: the core accepts --method full only")
+    _check(model, TrainingSpec(**settings))
+
+
+@given(
+    model=st.sampled_from([m for m in ALL_MODELS if m.has_architecture]),
+    method=st.sampled_from(["full", "lora", "qlora", "freeze"]),
+    checkpointing=st.booleans(),
+    precision=st.sampled_from(["bf16", "pure-bf16", "amp-bf16", "mixed-fp16", "fp32"]),
+    batch_size=st.integers(1, 16),
+    seq_len=st.integers(1, 8192),
+    grad_accum=st.sampled_from([1, 2]),
+    attention=st.sampled_from(["sdpa", "eager"]),
+    freeze_layers=st.integers(0, 4),
+)
+def test_maxima_equal_the_core_property(model: ModelSpec, method: str, checkpointing: bool, precision: str,
+                                        batch_size: int, seq_len: int, grad_accum: int, attention: str,
+                                        freeze_layers: int) -> None:
+    extra = {"freeze_layers": freeze_layers} if method == "freeze" else {}
+    t = TrainingSpec(method=method, grad_checkpointing=checkpointing, precision=precision,  # type: ignore[arg-type]
+                     batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum, attention=attention,
+                     **extra)
+    _check(model, t)
+
+
+def test_labels_and_order_mistral_full() -> None:
+    # mistral-7b has 32 decoder layers (presets/models/mistral.yaml num_hidden_layers: 32).
+    tl = timeline(presets.find_model("mistral-7b"), TrainingSpec())
+    labels = [p.label for p in tl.points]
+    assert labels[:2] == ["forward layer 1", "forward layer 2"]
+    assert labels[31:34] == ["forward layer 32", "loss", "loss backward"]
+    assert labels[34] == "backward layer 32" and labels[65] == "backward layer 1"
+    assert labels[-1] == "optimizer step"
+    # README's example: the peak of mistral-7b full bf16 is in backward (87.05 GB), at the bottom layer:
+    # every gradient (14.48 GB) outweighs every saved set (3.37 GB of activations), so the core's bottom
+    # term (all gradients + one layer's saved set) beats its top term (head gradient + all saved sets).
+    assert tl.points[tl.peak_index].label == "backward layer 1"
+    assert tl.points[tl.peak_index].total_bytes == estimate(presets.find_model("mistral-7b"),
+                                                            TrainingSpec()).tensor_peak_bytes
+
+
+def test_forward_grows_and_backward_releases_activations() -> None:
+    tl = timeline(presets.find_model("qwen2.5-0.5b"), TrainingSpec(batch_size=4, seq_len=1024))
+    fwd = [p.components["activations"] for p in tl.points if p.label.startswith("forward layer")]
+    bwd = [p.components["activations"] for p in tl.points if p.label.startswith("backward layer")]
+    assert fwd == sorted(fwd) and fwd[0] < fwd[-1]
+    assert bwd == sorted(bwd, reverse=True) and bwd[0] > bwd[-1]
+    grads = [p.components["gradients"] for p in tl.points if p.label.startswith("backward layer")]
+    assert grads == sorted(grads) and grads[-1] == estimate(presets.find_model("qwen2.5-0.5b"),
+                                                            TrainingSpec(batch_size=4, seq_len=1024)).gradients
+
+
+def test_inference_has_prefill_and_decode() -> None:
+    t = TrainingSpec(mode="inference", seq_len=8192, batch_size=4)
+    tl = timeline(presets.find_model("llama-3.1-8b"), t)
+    assert [p.label for p in tl.points] == ["prefill", "decode"]
+    b = estimate(presets.find_model("llama-3.1-8b"), t)
+    assert tl.points[0].components["kv_cache"] == b.kv_cache > 0
+
+
+def test_count_only_preset_has_the_three_phases() -> None:
+    tl = timeline(presets.find_model("resnet-50"), TrainingSpec())
+    assert [p.label for p in tl.points] == ["forward", "backward", "optimizer step"]
