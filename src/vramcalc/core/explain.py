@@ -116,6 +116,8 @@ def fmt_value(value: int, kind: Kind, unit: str = "GB") -> str:
 def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """Build the explanation of `estimate(model, training)`."""
     b = estimate(model, training)
+    if training.mode == "inference":
+        return _explain_inference(model, training, b)
     recipe = RECIPES[training.precision]
     w = weight_bytes(model, training, recipe)
     notes: list[str] = []
@@ -474,10 +476,10 @@ def _count_only(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, S
 
 # --- phases and overhead -----------------------------------------------------------------------------
 
-def _sum_line(key: str, label: str, parts: list[tuple[str, int]]) -> Line:
+def _sum_line(key: str, label: str, parts: list[tuple[str, int]], source: str = SRC_PHASES) -> Line:
     shown = [(name, v) for name, v in parts if v]
     inputs = " + ".join(f"{name} {fmt_value(v, 'bytes')}" for name, v in shown)
-    return Line(key, label, inputs, sum(v for _, v in shown), source=SRC_PHASES)
+    return Line(key, label, inputs, sum(v for _, v in shown), source=source)
 
 
 def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section, str]:
@@ -550,11 +552,124 @@ def _overhead(b: Breakdown) -> Section:
     return Section("overhead", "runtime overhead", b.overhead, lines, text)
 
 
+# --- inference (memory/inference.py: prefill and decode, no gradients or optimizer) -------------------
+
+SRC_INFERENCE = "memory/inference.py (serving: weights + KV cache + one layer's forward workspace + last logits)"
+SRC_KV = ("transformers cache_utils.py / vLLM paged cache: 2 × layers × kv_heads × head_dim per token "
+          "(GQA arXiv:2305.13245); MLA caches the latent + RoPE key (DeepSeek-V2 arXiv:2405.04434 §2.1.3)")
+SRC_QUANT = ("AutoGPTQ qlinear / AutoAWQ WQLinear_GEMM / bitsandbytes Linear4bit, Linear8bitLt / vLLM "
+             "Fp8LinearMethod: block Linears quantized, embeddings, norms and lm_head in the compute dtype")
+
+
+def _explain_inference(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanation:
+    """Serving: the phases are prefill and decode (memory/inference.py), not forward/backward/step."""
+    from vramcalc.core.memory import inference as inf
+
+    recipe = RECIPES[t.precision]
+    fmt = inf.weight_dtype(t)
+    kvd = inf.kv_dtype(t)
+    c = dtype_bytes(recipe.compute)
+    notes: list[str] = []
+    params = [Line("parameters.total", "parameters", "derived from the architecture" if m.has_architecture
+                   else "the preset's count", b.parameters, "sum of every weight tensor's elements",
+                   "params.py inventory from the architecture (config.json)", "count")]
+    _, _, on_gpu = inf.weights(m, t)
+    if on_gpu != b.parameters:
+        params.append(Line("parameters.on_gpu", "on the busiest GPU", f"tp {t.tp} × pp {t.pp}", on_gpu,
+                           "Megatron column/row split of Linears, embedding and head; norms replicated",
+                           "memory/distributed.py model_parallel_params", "count"))
+    sections = [Section("parameters", "parameters", None, tuple(params), kind="count")]
+    # Weights.
+    w_lines: list[Line] = []
+    if fmt in inf.QUANTIZED and m.has_architecture:
+        data = constants = quantized = 0
+        for lin in block_linears(m):
+            d, k = inf.quantized_linear_bytes(lin.in_features, lin.out_features, fmt, t.quant_group_size,
+                                              t.double_quant)
+            data += d * lin.count
+            constants += k * lin.count
+            quantized += lin.in_features * lin.out_features * lin.count
+        rest = b.parameters - quantized
+        whole = data + constants + rest * c
+        w_lines += [
+            Line("weights.quantized", f"block Linears ({fmt})", f"{_n(quantized)} params", data,
+                 "packed quantized data", SRC_QUANT),
+            Line("weights.quant_constants", "quantization constants", f"group size {t.quant_group_size}"
+                 if fmt in ("gptq-int4", "awq-int4") else fmt, constants, "scales, zero points, g_idx, absmax",
+                 SRC_QUANT),
+            Line("weights.unquantized", "embeddings, norms, lm_head (not quantized)",
+                 f"{_n(rest)} params × {c} B ({recipe.compute})", rest * c, "parameters × bytes", SRC_QUANT),
+        ]
+        if b.weights != whole:  # tensor/pipeline parallel: the busiest GPU's share
+            w_lines.append(Line("weights.on_gpu", "share on the busiest GPU",
+                                f"{fmt_value(whole, 'bytes')} × {_n(on_gpu)} / {_n(b.parameters)} params",
+                                b.weights, "whole model × its parameter share", SRC_INFERENCE))
+    else:
+        per = dtype_bytes(fmt if fmt not in inf.QUANTIZED else recipe.compute)
+        shown = fmt if fmt not in inf.QUANTIZED else recipe.compute
+        w_lines.append(Line("weights.base", f"weights ({shown})", f"{_n(on_gpu)} params × {per} B ({shown})",
+                            on_gpu * per, "parameters × bytes per stored weight", SRC_SEED_WEIGHTS))
+    sections.append(Section("weights", "weights", b.weights, tuple(w_lines)))
+    # KV cache.
+    kv_token = b.details.get("kv_cache.bytes_per_token", 0)
+    kv_lines = (
+        Line("kv_cache.bytes_per_token", f"per token and sequence ({kvd})",
+             f"{m.num_layers} layers" + (f" ÷ pp {t.pp}" if t.pp > 1 else "") + (f", tp {t.tp}" if t.tp > 1 else ""),
+             kv_token, "layers × (2 × kv_heads × head_dim, or MLA latent + RoPE key) × bytes", SRC_KV,
+             "per_token"),
+        Line("kv_cache.total", "KV cache", f"batch {t.batch_size} × context {_n(t.seq_len)} tokens"
+             + (f" (sliding window {m.sliding_window:,} on some layers)" if m.sliding_window else ""),
+             b.kv_cache, "sequences × cached tokens × bytes per token", SRC_KV),
+    ) if m.has_architecture else ()
+    sections.append(Section("kv_cache", "KV cache", b.kv_cache, kv_lines,
+                            () if m.has_architecture else ("not modeled: this preset gives only a parameter count",)))
+    # Activations (prefill workspace) and temporaries (last-position logits).
+    ws = b.details.get("activations.prefill_workspace", 0)
+    per_tok = ceil_div(ws, t.batch_size * t.seq_len) if ws else 0
+    act_lines = (Line("activations.prefill_workspace", "prefill workspace (one layer, no autograd)",
+                      f"batch {t.batch_size} × context {_n(t.seq_len)} × {_n(per_tok)} B/token", ws,
+                      "tokens × c × (2 hidden + max(q,k,v,out | MLP intermediates)) ÷ tp", SRC_INFERENCE),) \
+        if m.has_architecture else ()
+    sections.append(Section("activations", "activations", b.activations, act_lines))
+    logits = b.details.get("temporaries.logits", 0)
+    temp_lines = (Line("temporaries.logits", "last-position logits (16-bit + fp32 copy)",
+                       f"batch {t.batch_size} × vocab {_n(m.vocab_size or 0)}" + (f" ÷ tp {t.tp}" if t.tp > 1 else "")
+                       + f" × ({c} + 4) B", logits, "generate(): logits_to_keep=1, upcast to fp32",
+                       SRC_INFERENCE),) if m.has_architecture else ()
+    sections.append(Section("temporaries", "temporaries (the largest transient)", b.temporaries, temp_lines))
+    # Phases: prefill and decode.
+    decode_ws = b.phases.get("decode", 0) - b.weights - b.kv_cache - logits
+    groups = {
+        "prefill": [_sum_line("phases.prefill", "prefill: the whole context at once",
+                              [("weights", b.weights), ("KV cache", b.kv_cache), ("workspace", ws),
+                               ("logits", logits)], SRC_INFERENCE)],
+        "decode": [_sum_line("phases.decode", "decode: one token per sequence",
+                             [("weights", b.weights), ("KV cache", b.kv_cache), ("workspace", decode_ws),
+                              ("logits", logits)], SRC_INFERENCE)],
+    }
+    lines: list[Line] = []
+    for phase, value in b.phases.items():
+        group = groups.get(phase, [])
+        if not group or max(line.value for line in group) != value:
+            notes.append(f"the {phase} phase is shown with its total only "
+                         "(its itemization does not match the core's phase model).")
+            group = [Line(f"phases.{phase}", phase, "", value, source=SRC_INFERENCE)]
+        lines += group
+    peak_line = max((ln for ln in lines if ln.value == b.tensor_peak_bytes), key=lambda ln: ln.value)
+    text = (f"the {b.peak_phase} phase wins, at '{peak_line.label}': {fmt_value(b.tensor_peak_bytes, 'bytes')} "
+            "of tensors", "no gradients, optimizer state or saved activations: inference keeps no autograd graph")
+    sections.append(Section("phases", "phases: what is alive when", b.tensor_peak_bytes, tuple(lines), text))
+    sections.append(_overhead(b))
+    return Explanation(m, t, b, tuple(sections), peak_line.label, tuple(notes) + b.notes)
+
+
 # --- rendering (pure strings) ------------------------------------------------------------------------
 
 def header(e: Explanation) -> str:
     name = e.model.display_name or e.model.name
     b = e.breakdown
+    if e.training.mode == "inference":
+        return f"{name} · inference · {b.parameters:,} parameters"
     return (f"{name} · {METHOD_LABELS[e.training.method]} · {b.parameters:,} parameters, "
             f"{b.trainable_parameters:,} trainable")
 
@@ -564,7 +679,7 @@ def _sources(s: Section) -> list[str]:
 
 
 SECTION_KEYS = ("parameters", "weights", "gradients", "optimizer_state", "activations_per_layer", "activations",
-                "temporaries", "phases", "overhead")
+                "kv_cache", "temporaries", "phases", "overhead")
 
 
 def _chosen(e: Explanation, only: tuple[str, ...]) -> list[Section]:
