@@ -45,3 +45,30 @@ def test_explain_inference_phases_are_prefill_and_decode(capsys: pytest.CaptureF
     # × batch 4 × context 8,192 tokens.
     assert keys["kv_cache"]["total"] == 131_072 * 4 * 8192
     assert not any("total only" in n for n in doc["notes"])  # the itemization adds up to the core's phases
+
+
+# --- item 2: fit suggests inference changes (tensor parallel, quantized weights), never ZeRO-3 ----------
+
+def test_fit_inference_suggests_tensor_parallel(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["fit", "llama-3.1-70b", "--mode", "inference", "--gpu", "rtx4090",
+                             "--format", "json"], capsys)
+    assert code == 0, err  # it was exit 2: "inference shards with --tp/--pp only: drop --zero ..."
+    doc = json.loads(out)
+    changes = [s["changes"] for s in doc["suggestions"]]
+    assert all("zero" not in c and "fsdp" not in c for c in changes)
+    # 70.6 B params × 2 B (bf16) = 141 GB of weights: over 4 RTX 4090s (24 GiB each) it is still 35 GB a
+    # GPU, so the fewest is tp 8 (eight of 64 heads each; Llama-3.1-70B config.json num_attention_heads 64).
+    assert {"tp": 8, "gpus_per_node": 8} in changes
+    assert doc["min_gpus"] == 8
+    assert any("tensor (and pipeline) parallel" in n for n in doc["notes"])
+
+
+def test_fit_inference_suggests_quantized_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["fit", "mixtral-8x7b", "--mode", "inference", "--context", "32768", "--gpu", "h100",
+                             "--format", "json"], capsys)
+    assert code == 0, err
+    changes = [s["changes"] for s in json.loads(out)["suggestions"]]
+    # 46.7 B params × 0.5 B (AWQ 4-bit) ≈ 23 GB + the 32k-token cache fits one 80 GB H100.
+    assert {"weight_dtype": "awq-int4"} in changes
+    assert {"tp": 2, "gpus_per_node": 2} in changes  # 93 GB of bf16 weights split in two
+    assert all("zero" not in c for c in changes)
