@@ -119,11 +119,36 @@ def max_seq_len(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | Non
     )
 
 
+def rank_segments(model: ModelSpec, t: TrainingSpec, cap: int) -> list[tuple[int, int]]:
+    """Rank intervals [lo, hi] on which the peak is non-decreasing in the LoRA rank.
+
+    With an 8-bit optimizer (bitsandbytes) an adapter matrix that reaches 4,096 elements switches from
+    fp32 to 8-bit states, so the peak can fall at those ranks (memory/optimizer.py
+    eight_bit_rank_breakpoints); elsewhere, and with every other optimizer, it is one interval.
+    """
+    from vramcalc.core.memory.optimizer import eight_bit_rank_breakpoints
+    from vramcalc.core.params import resolve_targets
+
+    cuts: tuple[int, ...] = ()
+    if "8bit" in t.optimizer and model.has_architecture:
+        dims = tuple(d for lin in resolve_targets(model, t.lora_targets) for d in (lin.in_features, lin.out_features))
+        cuts = tuple(r for r in eight_bit_rank_breakpoints(dims) if r <= cap)
+    starts = (1, *cuts)
+    ends = (*(c - 1 for c in cuts), cap)
+    return list(zip(starts, ends, strict=True))
+
+
 def max_lora_rank(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
+    """The largest fitting rank: the largest over the monotone segments (rank_segments), each searched
+    from its start, so a rank that fits after a fall in memory is never skipped."""
     cap = rank_cap(est.model)
     if t.method not in ("lora", "qlora") or cap is None or t.mode == "inference":
         return None
-    return largest_fitting(lambda r: est.peak(with_changes(t, {"lora_rank": r})), budget_bytes, cap)
+    for lo, hi in reversed(rank_segments(est.model, t, cap)):
+        found = largest_fitting(lambda r: est.peak(with_changes(t, {"lora_rank": r})), budget_bytes, hi, lo)
+        if found is not None:
+            return found
+    return None
 
 
 def _choices(t: TrainingSpec) -> list[list[tuple[str, dict[str, Any]]]]:
