@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from vramcalc.cli.app import app
 from vramcalc.core.explain import Explanation, change, diff, explain, to_markdown, to_text
 from vramcalc.core.memory.activations import head_activations, head_terms
-from vramcalc.core.memory.precision import RECIPES
+from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.io import presets
 
@@ -75,7 +75,7 @@ def test_head_terms_sum_to_head_activations(mistral: ModelSpec) -> None:
     # head_terms is the itemized form of head_activations(...).saved (added for explain).
     for method in ("full", "lora"):
         t = TrainingSpec(method=method)
-        r = RECIPES[t.precision]
+        r = recipe_of(t)
         trainable = method == "full"
         assert (
             sum(x.per_token for x in head_terms(mistral, t, r, trainable))

@@ -106,3 +106,31 @@ def test_rank_search_is_exact_where_memory_is_not_monotone() -> None:
         brute = max((r for r, p in peaks.items() if p <= budget), default=None)
         if brute is not None and brute < 64:  # the search goes up to the hidden size; keep to the scanned ranks
             assert max_lora_rank(est, t, budget) == brute, budget
+
+
+# --- item 4: --zero/--fsdp full fine-tuning keeps fp32 master weights by default ------------------------
+
+@pytest.mark.parametrize("engine", [["--zero", "3"], ["--fsdp", "full-shard"]])
+def test_sharded_full_fine_tuning_defaults_to_fp32_masters(engine: list[str],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "mistral-7b", *engine, "--gpus", "8", "--format", "json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    # DeepSpeed ZeRO (bf16_optimizer.py / stage3.py fp32 partitions) and FSDP MixedPrecision keep fp32
+    # masters: 4 B per parameter, sharded over 8 GPUs (ceil_div per shard, so compare loosely).
+    masters = doc["details"]["optimizer_state.master_weights"]
+    assert abs(masters - 4 * MISTRAL_PARAMS // 8) < 8 * 1024**2
+    assert doc["settings"]["precision"] == "mixed-bf16"  # shown resolved
+    assert any("precision auto → mixed-bf16" in n for n in doc["notes"])
+
+
+def test_single_gpu_default_is_still_the_seed_accounting(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "mistral-7b", "--format", "json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["settings"]["precision"] == "bf16"
+    assert doc["components"]["weights"] == MISTRAL_BF16_WEIGHTS  # 14,483,464,192 B (seed)
+    # 12 B/param with AdamW (seed): 2 (bf16 weights) + 2 (bf16 grads) + 8 (two fp32 moments)
+    c = doc["components"]
+    assert c["weights"] + c["gradients"] + c["optimizer_state"] == 12 * MISTRAL_PARAMS
+    assert not any("precision auto" in n for n in doc["notes"])

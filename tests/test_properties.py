@@ -20,6 +20,7 @@ from vramcalc.cli import render
 from vramcalc.core.errors import VramcalcError
 from vramcalc.core.memory import COMPONENTS, Breakdown, estimate
 from vramcalc.core.memory.optimizer import BNB_MIN_8BIT_SIZE
+from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import count_params, resolve_targets
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.vocab import METHODS, OPTIMIZERS, PRECISIONS, ZERO_STAGES
@@ -219,13 +220,12 @@ def test_lora_needs_no_more_than_full_fine_tuning(m: ModelSpec, t: TrainingSpec)
     # outgrow full fine-tuning's optimizer states at large batch × seq (a real cost, measured with the
     # tracer through peft: tests/test_accuracy.py; pinned in the next test). The invariant holds where
     # the adapter reads the input tensor the model already has.
-    from vramcalc.core.memory.precision import RECIPES
 
     # lora_A's output (rank values per token per adapted module) is saved too, so a very high rank at a
     # very long micro-batch also outgrows full fine-tuning (gemma-2b, r=255, 3 × 26,116 tokens: +0.9 GB);
     # the invariant is checked at the ranks and micro-batches peft is used with: r ≤ 64, ≤ 16,384 tokens.
     batch = min(t.batch_size, 16)
-    t = with_(t, adapter_dtype=RECIPES[t.precision].compute, lora_dropout=0.0, lora_rank=min(t.lora_rank, 64),
+    t = with_(t, adapter_dtype=recipe_of(t).compute, lora_dropout=0.0, lora_rank=min(t.lora_rank, 64),
               batch_size=batch, seq_len=min(t.seq_len, 16_384 // batch), optimizer="adamw")
     lora = run(m, t)
     full = run(m, with_(t, method="full"))

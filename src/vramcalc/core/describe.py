@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vramcalc.core.memory import RECIPES
+from vramcalc.core.memory.precision import recipe_of, resolve_precision
 
 if TYPE_CHECKING:
     from vramcalc.core.specs import TrainingSpec
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 def settings(t: TrainingSpec) -> dict[str, Any]:
     """Every assumption of the estimate, keyed by option name (JSON `settings`)."""
     out: dict[str, Any] = {
-        "mode": t.mode, "method": t.method, "precision": t.precision, "optimizer": t.optimizer,
+        "mode": t.mode, "method": t.method, "precision": resolve_precision(t), "optimizer": t.optimizer,
         "optimizer_impl": t.optimizer_impl, "batch_size": t.batch_size, "seq_len": t.seq_len,
         "grad_accum": t.grad_accum, "grad_checkpointing": t.grad_checkpointing, "attention": t.attention,
     }
@@ -35,9 +35,10 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
 
 def assumptions(t: TrainingSpec) -> str:
     """One readable line of the assumptions, so the number can be reproduced."""
-    r = RECIPES[t.precision]
+    r = recipe_of(t)
+    auto = "auto: " if t.precision == "auto" else ""
     parts = [
-        f"precision {t.precision} (weights {r.weight}, grads {r.grad}, compute {r.compute}"
+        f"precision {auto}{resolve_precision(t)} (weights {r.weight}, grads {r.grad}, compute {r.compute}"
         + (", fp32 master weights" if r.master_weights else "") + ")",
         f"optimizer {t.optimizer} ({t.optimizer_impl})",
         f"batch {t.batch_size} × seq {t.seq_len}" + (f" × accum {t.grad_accum}" if t.grad_accum > 1 else ""),

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vramcalc.core.describe import assumptions, settings
-from vramcalc.core.memory import CUDA_CONTEXT_BYTES, PHASES, RECIPES, Breakdown, estimate
+from vramcalc.core.memory import CUDA_CONTEXT_BYTES, PHASES, Breakdown, estimate
 from vramcalc.core.memory.activations import head_activations, head_terms, layer_activations
 from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, optimizer_bytes, state_dtype
+from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.memory.weights import DQ_BLOCK, NF4_BLOCK, freeze_fraction, nf4_bytes, weight_bytes
 from vramcalc.core.params import block_linears, head_dim, resolve_targets
 from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -118,7 +119,7 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     b = estimate(model, training)
     if training.mode == "inference":
         return _explain_inference(model, training, b)
-    recipe = RECIPES[training.precision]
+    recipe = recipe_of(training)
     w = weight_bytes(model, training, recipe)
     notes: list[str] = []
     sections = [
@@ -169,7 +170,7 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
 # --- weights -----------------------------------------------------------------------------------------
 
 def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: Any) -> Section:
-    recipe = RECIPES[t.precision]
+    recipe = recipe_of(t)
     wb = dtype_bytes(recipe.weight)
     p = w.parameters
     lines: list[Line] = []
@@ -252,7 +253,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ...], int], ...],
                trainable: int) -> Section:
-    recipe = RECIPES[t.precision]
+    recipe = recipe_of(t)
     opt = optimizer_bytes(tensors, recipe, t)
     sd = state_dtype(recipe, t)
     s = dtype_bytes(sd)
@@ -300,7 +301,7 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
 
 def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section, dict[str, Any]]:
     assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
-    recipe = RECIPES[t.precision]
+    recipe = recipe_of(t)
     c = dtype_bytes(recipe.compute)
     tokens = t.batch_size * t.seq_len
     seq = t.seq_len
@@ -452,7 +453,7 @@ def _opt_temp_inputs(t: TrainingSpec, value: int) -> str:
         parts.append("2 temporaries of the largest tensor")
     elif t.optimizer in ("lion", "adafactor"):
         parts.append("per-tensor update temporaries of the largest tensor")
-    if RECIPES[t.precision].master_weights:
+    if recipe_of(t).master_weights:
         parts.append("fp32 gradients handed to the master copy")
     return " + ".join(parts) or "kernel temporaries"
 
@@ -565,7 +566,7 @@ def _explain_inference(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanati
     """Serving: the phases are prefill and decode (memory/inference.py), not forward/backward/step."""
     from vramcalc.core.memory import inference as inf
 
-    recipe = RECIPES[t.precision]
+    recipe = recipe_of(t)
     fmt = inf.weight_dtype(t)
     kvd = inf.kv_dtype(t)
     c = dtype_bytes(recipe.compute)

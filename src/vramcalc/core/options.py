@@ -48,7 +48,9 @@ class Opt:
 
 OPTIONS: tuple[Opt, ...] = (
     Opt("method", METHODS, "full", "Fine-tuning method."),
-    Opt("precision", PRECISIONS, "bf16", "What weights, grads and optimizer states are stored in."),
+    Opt("precision", PRECISIONS, "auto",
+        "What weights, grads and optimizer states are stored in (auto: bf16; mixed-bf16, fp32 master "
+        "weights, with --zero or --fsdp, as DeepSpeed and FSDP mixed precision keep them)."),
     Opt("optimizer", OPTIMIZERS, "adamw", "Optimizer."),
     Opt(
         "optimizer_impl",

@@ -221,7 +221,7 @@ def suggestions(
                     changes.update(smaller)
                     candidate = with_changes(t, changes)
                 if "seq_len" in tags:  # the longest shorter context that fits
-                    n = largest_fitting(lambda s: est.peak(with_changes(candidate, {"seq_len": s})),
+                    n = largest_fitting(lambda s, c=candidate: est.peak(with_changes(c, {"seq_len": s})),
                                         capacity_bytes, t.seq_len - 1)
                     if n is None:
                         continue

@@ -258,7 +258,7 @@ class TrainingSpec:
 
     mode: Mode = "train"
     method: Method = "full"
-    precision: PrecisionName = "bf16"
+    precision: PrecisionName = "auto"  # resolved by memory/precision.py resolve_precision
     optimizer: OptimizerName = "adamw"
     optimizer_impl: OptimizerImpl = "fused"
     batch_size: int = 1

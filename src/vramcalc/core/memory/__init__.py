@@ -21,7 +21,7 @@ from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory.activations import head_activations, layer_activations
 from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
-from vramcalc.core.memory.precision import RECIPES, Recipe
+from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note, recipe_of
 from vramcalc.core.memory.weights import WeightBytes, freeze_fraction, weight_bytes
 from vramcalc.core.params import active_params, block_linears, count_params, head_dim
 from vramcalc.core.units import MIB, dtype_bytes
@@ -253,8 +253,11 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
 
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
-    recipe = RECIPES[training.precision]
+    recipe = recipe_of(training)
     notes: list[str] = []
+    chosen = auto_precision_note(training)
+    if chosen:
+        notes.append(chosen)
     w = weight_bytes(model, training, recipe)
     opt = optimizer_bytes(w.trainable_tensors, recipe, training)
     if training.method in ("lora", "qlora"):
