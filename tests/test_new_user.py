@@ -134,3 +134,21 @@ def test_single_gpu_default_is_still_the_seed_accounting(capsys: pytest.CaptureF
     c = doc["components"]
     assert c["weights"] + c["gradients"] + c["optimizer_state"] == 12 * MISTRAL_PARAMS
     assert not any("precision auto" in n for n in doc["notes"])
+
+
+# --- item 5: QLoRA's prepare_model_for_kbit_training casts the non-quantized params to fp32 -------------
+
+def test_qlora_models_kbit_preparation(capsys: pytest.CaptureFixture[str]) -> None:
+    weights = {}
+    for flag in ("--kbit-prep", "--no-kbit-prep"):
+        code, out, err = invoke(["estimate", "llama-3.1-8b", "--method", "qlora", flag, "--format", "json"], capsys)
+        assert code == 0, err
+        weights[flag] = json.loads(out)["components"]["weights"]
+    # Llama-3.1-8B's non-quantized parameters: embed_tokens and lm_head 128,256 × 4,096 each (config.json
+    # vocab_size, hidden_size, untied) + 65 RMSNorm weights of 4,096 = 1,050,939,392; peft
+    # (utils/other.py: "cast all non INT8 parameters to fp32") takes them from 2 B to 4 B: +2.1 GB.
+    assert weights["--kbit-prep"] - weights["--no-kbit-prep"] == 2 * 1_050_939_392
+    code, out, err = invoke(["estimate", "llama-3.1-8b", "--method", "qlora", "--format", "json"], capsys)
+    doc = json.loads(out)
+    assert doc["components"]["weights"] == weights["--kbit-prep"]  # the recipe's default: on
+    assert any("prepare_model_for_kbit_training" in n for n in doc["notes"])

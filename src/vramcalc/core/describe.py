@@ -21,7 +21,7 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
         out.update(lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
                    lora_targets=",".join(t.lora_targets), adapter_dtype=t.adapter_dtype)
     if t.method == "qlora":
-        out.update(quant_bits=t.quant_bits, double_quant=t.double_quant)
+        out.update(quant_bits=t.quant_bits, double_quant=t.double_quant, kbit_prep=t.kbit_prep)
     if t.method == "freeze":
         out.update(freeze_layers=t.freeze_layers, train_head=t.train_head)
     if t.gpus_per_node * t.nodes > 1 or t.zero or t.fsdp != "none" or t.offload != "none":
@@ -49,7 +49,8 @@ def assumptions(t: TrainingSpec) -> str:
         parts.append(f"LoRA r={t.lora_rank} on {','.join(t.lora_targets)} ({t.adapter_dtype})")
     if t.method == "qlora":
         parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
-                     + (" + double quant" if t.quant_bits == 4 and t.double_quant else ""))
+                     + (" + double quant" if t.quant_bits == 4 and t.double_quant else "")
+                     + (", norms/embeddings/lm_head fp32 (kbit prep)" if t.kbit_prep else ""))
     if t.method == "freeze":
         parts.append(f"{t.freeze_layers} layers frozen" + ("" if t.train_head else ", head frozen"))
     if t.mode == "inference":

@@ -19,7 +19,14 @@ from vramcalc.core.memory import CUDA_CONTEXT_BYTES, PHASES, Breakdown, estimate
 from vramcalc.core.memory.activations import head_activations, head_terms, layer_activations
 from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, optimizer_bytes, state_dtype
 from vramcalc.core.memory.precision import recipe_of
-from vramcalc.core.memory.weights import DQ_BLOCK, NF4_BLOCK, freeze_fraction, nf4_bytes, weight_bytes
+from vramcalc.core.memory.weights import (
+    DQ_BLOCK,
+    NF4_BLOCK,
+    freeze_fraction,
+    nf4_bytes,
+    unquantized_bytes,
+    weight_bytes,
+)
 from vramcalc.core.params import block_linears, head_dim, resolve_targets
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.units import UNIT_BYTES, ceil_div, dtype_bytes
@@ -214,10 +221,14 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: Any) -> Section:
             lines.append(Line("weights.quant_constants", "quantization constants",
                               f"{_n(rows)} rows × 4 B (fp32 scale)", constants, "one scale per output row",
                               SRC_INT8))
+        ub = unquantized_bytes(t, recipe)
+        ud = "fp32, prepare_model_for_kbit_training" if ub != wb else recipe.weight
         lines.append(Line("weights.unquantized", "embeddings, norms, lm_head (not quantized)",
-                          f"{_n(rest)} params × {wb} B ({recipe.weight})", rest * wb,
-                          "parameters × bytes per stored weight", SRC_QLORA))
-        text.append(f"the 4-/8-bit base is {(data + constants + rest * wb) / (p * wb):.0%} of the same "
+                          f"{_n(rest)} params × {ub} B ({ud})", rest * ub,
+                          "parameters × bytes per stored weight",
+                          SRC_QLORA + ("; peft utils/other.py prepare_model_for_kbit_training: fp16/bf16 "
+                                       "parameters cast to fp32" if ub != wb else "")))
+        text.append(f"the 4-/8-bit base is {(data + constants + rest * ub) / (p * wb):.0%} of the same "
                     f"model in {recipe.weight}" if p * wb else "")
     if t.method in ("lora", "qlora"):
         a = dtype_bytes(t.adapter_dtype)

@@ -72,6 +72,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("adapter_dtype", ADAPTER_DTYPES, "fp32", "LoRA adapter dtype."),
     Opt("quant_bits", int, 4, "QLoRA base: 4 (NF4) or 8 (int8)."),
     Opt("double_quant", bool, True, "QLoRA double quantization of the constants."),
+    Opt("kbit_prep", bool, True,
+        "QLoRA: peft prepare_model_for_kbit_training (the standard recipe) casts the non-quantized 16-bit "
+        "parameters (norms, embeddings, lm_head) to fp32; false: they stay 16-bit."),
     Opt("freeze_layers", int, None, "For --method freeze: layers frozen from the bottom."),
     Opt("train_head", bool, True, "For --method freeze: train the LM head."),
     # Multi-GPU and inference (memory/distributed.py, memory/inference.py).

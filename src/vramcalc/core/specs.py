@@ -273,6 +273,7 @@ class TrainingSpec:
     adapter_dtype: AdapterDtype = "fp32"
     quant_bits: QuantBits = 4
     double_quant: bool = True
+    kbit_prep: bool = True  # qlora: peft prepare_model_for_kbit_training casts non-quantized params to fp32
     freeze_layers: int | None = None  # for `freeze`: layers frozen from the bottom
     train_head: bool = True  # for `freeze`: whether the LM head is trained
     # Parallelism (memory/distributed.py): GPUs per node × nodes = tp × pp × data-parallel degree.

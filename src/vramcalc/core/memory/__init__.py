@@ -258,6 +258,12 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     chosen = auto_precision_note(training)
     if chosen:
         notes.append(chosen)
+    if training.method == "qlora" and model.has_architecture:
+        notes.append("QLoRA: prepare_model_for_kbit_training casts the non-quantized parameters (norms, embeddings, "
+                     "lm_head) to fp32, as peft's recipe does; --no-kbit-prep keeps them 16-bit."
+                     if training.kbit_prep and recipe.weight != "fp32" else
+                     "QLoRA without prepare_model_for_kbit_training: norms, embeddings and lm_head stay in "
+                     f"{recipe.weight}.")
     w = weight_bytes(model, training, recipe)
     opt = optimizer_bytes(w.trainable_tensors, recipe, training)
     if training.method in ("lora", "qlora"):
