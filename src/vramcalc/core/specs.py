@@ -269,7 +269,7 @@ class TrainingSpec:
     lora_rank: int = 16
     lora_alpha: float = 32.0
     lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_targets: tuple[str, ...] = ("auto",)  # params.py default_targets: q_proj, v_proj or the MLA analogues
     adapter_dtype: AdapterDtype = "fp32"
     quant_bits: QuantBits = 4
     double_quant: bool = True

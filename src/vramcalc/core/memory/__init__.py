@@ -258,6 +258,11 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     chosen = auto_precision_note(training)
     if chosen:
         notes.append(chosen)
+    if training.method in ("lora", "qlora") and model.attention_kind == "mla" and "auto" in training.lora_targets:
+        from vramcalc.core.params import default_targets
+
+        notes.append(f"LoRA targets auto: {','.join(default_targets(model))} (multi-head latent attention has no "
+                     "v_proj; peft has no default for it: pass --lora-targets to choose).")
     if training.method == "qlora" and model.has_architecture:
         notes.append("QLoRA: prepare_model_for_kbit_training casts the non-quantized parameters (norms, embeddings, "
                      "lm_head) to fp32, as peft's recipe does; --no-kbit-prep keeps them 16-bit."
