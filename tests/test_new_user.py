@@ -184,3 +184,36 @@ def test_check_without_a_gpu_is_exit_2(capsys: pytest.CaptureFixture[str]) -> No
     code, out, err = invoke(["estimate", "mistral-7b", "--check"], capsys)
     assert code == 2  # was 0: a check against nothing passed
     assert "--check needs --gpu or --max-memory" in err
+
+
+# --- item 8: presets and GPU names ----------------------------------------------------------------------
+
+def test_gpu_names_a_new_user_types(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "mistral-7b", "--gpu", "A100"], capsys)
+    assert code == 2 and "a100-40gb" in err and "a100-80gb" in err  # was: silently the 40 GB card
+    code, out, err = invoke(["estimate", "mistral-7b", "--gpu", "24gb"], capsys)
+    assert code == 2 and "--max-memory 24gb" in err
+    # nvidia-smi's names (nvidia-smi --query-gpu=name): the vendor prefix is dropped, the rest is an alias.
+    for smi, preset in [("NVIDIA GeForce RTX 4090", "rtx4090"), ("NVIDIA H100 80GB HBM3", "h100"),
+                        ("NVIDIA A100-SXM4-80GB", "a100-80gb")]:
+        code, out, err = invoke(["estimate", "mistral-7b", "--gpu", smi, "--format", "json"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["gpu"]["name"] == preset
+
+
+def test_gpu_presets_new_and_corrected() -> None:
+    from vramcalc.io import presets
+
+    # L40 and A40: 48 GB GDDR6 with ECC, 46,068 MiB as nvidia-smi reports the L40S (presets/gpus.yaml).
+    assert presets.find_gpu("l40").memory_bytes == presets.find_gpu("a40").memory_bytes == 46_068 * 2**20
+    # MI250X: one of the module's two GCDs, each a 64 GB device to ROCm (taken as 64 GiB).
+    mi = presets.find_gpu("mi250x")
+    assert mi.memory_bytes == 64 * 2**30 and "GCD" in mi.display_name
+
+
+def test_gemma2_activation_is_gelu_tanh() -> None:
+    from vramcalc.io import presets
+
+    # google/gemma-2-9b config.json: "hidden_act": "gelu_pytorch_tanh" (and hidden_activation the same).
+    for name in ("gemma-2-2b", "gemma-2-9b", "gemma-2-27b"):
+        assert presets.find_model(name).hidden_act == "gelu_pytorch_tanh"
