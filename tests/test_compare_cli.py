@@ -49,10 +49,13 @@ def test_estimate_keeps_its_keys_and_adds_status_and_margin() -> None:
 
 def test_estimate_tight_with_a_larger_margin() -> None:
     # 16,997,405,268 B headroom is 194 % of the peak: TIGHT only under a margin above that.
-    doc = run_json("estimate", "mistral-7b", "--method", "qlora", "--gpu", "rtx4090", "--margin", "0.5")
+    # --no-kbit-prep: the 16-bit norms/embeddings/lm_head these numbers were taken with.
+    doc = run_json("estimate", "mistral-7b", "--method", "qlora", "--no-kbit-prep", "--gpu", "rtx4090",
+                   "--margin", "0.5")
     assert doc["status"] == "FITS" and doc["margin"]["source"] == "--margin 0.5"
     result = runner.invoke(
-        app, ["estimate", "mistral-7b", "--method", "qlora", "--max-memory", "9.2GB", "--format", "json"]
+        app, ["estimate", "mistral-7b", "--method", "qlora", "--no-kbit-prep", "--max-memory", "9.2GB",
+              "--format", "json"]
     )
     # The peak is about 8.81 GB (memory/overhead.py): 9.2 GB leaves ~0.39 GB, less than the 7 % margin
     # (~0.62 GB): TIGHT.

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from vramcalc.cli.app import app
 from vramcalc.core.explain import Explanation, change, diff, explain, to_markdown, to_text
 from vramcalc.core.memory.activations import head_activations, head_terms
-from vramcalc.core.memory.precision import RECIPES
+from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.io import presets
 
@@ -66,8 +66,9 @@ def test_qlora_weights_split_into_data_constants_and_unquantized(mistral: ModelS
     # Block Linears: 32 layers × (4096·4096·2 (q, o) + 4096·1024·2 (k, v) + 3 × 4096·14336 (MLP))
     # = 32 × 218,103,808 = 6,979,321,856 params; NF4 packs two per byte: 3,489,660,928 B.
     assert lines["weights.quantized"].value == 3_489_660_928
-    # Not quantized: 7,241,732,096 − 6,979,321,856 = 262,410,240 (embeddings, lm_head, norms) × 2 B.
-    assert lines["weights.unquantized"].value == 262_410_240 * 2
+    # Not quantized: 7,241,732,096 − 6,979,321,856 = 262,410,240 (embeddings, lm_head, norms) × 4 B: fp32
+    # after peft's prepare_model_for_kbit_training (the default, --kbit-prep).
+    assert lines["weights.unquantized"].value == 262_410_240 * 4
     assert lines["weights.quant_constants"].value == e.breakdown.details["weights.quant_constants"]
 
 
@@ -75,7 +76,7 @@ def test_head_terms_sum_to_head_activations(mistral: ModelSpec) -> None:
     # head_terms is the itemized form of head_activations(...).saved (added for explain).
     for method in ("full", "lora"):
         t = TrainingSpec(method=method)
-        r = RECIPES[t.precision]
+        r = recipe_of(t)
         trainable = method == "full"
         assert (
             sum(x.per_token for x in head_terms(mistral, t, r, trainable))
@@ -151,9 +152,10 @@ def test_diff_full_to_lora_gradients_and_states_nearly_vanish(mistral: ModelSpec
 
 
 def test_diff_bf16_to_qlora_weights_shrink_to_about_a_quarter(mistral: ModelSpec) -> None:
-    d = diff(explain(mistral, TrainingSpec(method="lora")), explain(mistral, TrainingSpec(method="qlora")))
+    d = diff(explain(mistral, TrainingSpec(method="lora")),
+             explain(mistral, TrainingSpec(method="qlora", kbit_prep=False)))
     w = next(r for r in d.summary if r.key == "weights.total")
-    # 3,489,660,928 (NF4) + constants + 524,820,480 (unquantized bf16) + 27,262,976 (adapters) vs 14.51 GB.
+    # 3,489,660,928 (NF4) + constants + 524,820,480 (unquantized bf16, no kbit prep) + 27,262,976 (adapters) vs 14.51 GB.
     assert 0.25 < (w.b or 0) / (w.a or 1) < 0.30
     assert {r.key for r in d.rows} >= {"weights.quant_constants", "weights.quantized", "weights.base"}
 

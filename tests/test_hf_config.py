@@ -10,7 +10,7 @@ import pytest
 
 from vramcalc.core.errors import PresetFileError
 from vramcalc.core.memory.activations import layer_activations
-from vramcalc.core.memory.precision import RECIPES
+from vramcalc.core.memory.precision import RECIPES, recipe_of
 from vramcalc.core.params import active_params, count_params
 from vramcalc.core.specs import TrainingSpec
 from vramcalc.io.hf_config import FAMILIES, UnsupportedModelType, hf_config_notes, spec_from_hf_config
@@ -183,7 +183,7 @@ def test_deepseek_v3_notes() -> None:
 
 def _terms(name: str, **training) -> dict[str, int]:
     t = TrainingSpec(**training)
-    acts = layer_activations(spec(name), t, RECIPES[t.precision], trainable_weights=t.method == "full")
+    acts = layer_activations(spec(name), t, recipe_of(t), trainable_weights=t.method == "full")
     return {x.name: x.per_token for x in acts.terms}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vramcalc.core.memory import RECIPES
+from vramcalc.core.memory.precision import recipe_of, resolve_precision
 
 if TYPE_CHECKING:
     from vramcalc.core.specs import TrainingSpec
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 def settings(t: TrainingSpec) -> dict[str, Any]:
     """Every assumption of the estimate, keyed by option name (JSON `settings`)."""
     out: dict[str, Any] = {
-        "mode": t.mode, "method": t.method, "precision": t.precision, "optimizer": t.optimizer,
+        "mode": t.mode, "method": t.method, "precision": resolve_precision(t), "optimizer": t.optimizer,
         "optimizer_impl": t.optimizer_impl, "batch_size": t.batch_size, "seq_len": t.seq_len,
         "grad_accum": t.grad_accum, "grad_checkpointing": t.grad_checkpointing, "attention": t.attention,
     }
@@ -21,7 +21,7 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
         out.update(lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
                    lora_targets=",".join(t.lora_targets), adapter_dtype=t.adapter_dtype)
     if t.method == "qlora":
-        out.update(quant_bits=t.quant_bits, double_quant=t.double_quant)
+        out.update(quant_bits=t.quant_bits, double_quant=t.double_quant, kbit_prep=t.kbit_prep)
     if t.method == "freeze":
         out.update(freeze_layers=t.freeze_layers, train_head=t.train_head)
     if t.gpus_per_node * t.nodes > 1 or t.zero or t.fsdp != "none" or t.offload != "none":
@@ -35,9 +35,10 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
 
 def assumptions(t: TrainingSpec) -> str:
     """One readable line of the assumptions, so the number can be reproduced."""
-    r = RECIPES[t.precision]
+    r = recipe_of(t)
+    auto = "auto: " if t.precision == "auto" else ""
     parts = [
-        f"precision {t.precision} (weights {r.weight}, grads {r.grad}, compute {r.compute}"
+        f"precision {auto}{resolve_precision(t)} (weights {r.weight}, grads {r.grad}, compute {r.compute}"
         + (", fp32 master weights" if r.master_weights else "") + ")",
         f"optimizer {t.optimizer} ({t.optimizer_impl})",
         f"batch {t.batch_size} × seq {t.seq_len}" + (f" × accum {t.grad_accum}" if t.grad_accum > 1 else ""),
@@ -48,7 +49,8 @@ def assumptions(t: TrainingSpec) -> str:
         parts.append(f"LoRA r={t.lora_rank} on {','.join(t.lora_targets)} ({t.adapter_dtype})")
     if t.method == "qlora":
         parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
-                     + (" + double quant" if t.quant_bits == 4 and t.double_quant else ""))
+                     + (" + double quant" if t.quant_bits == 4 and t.double_quant else "")
+                     + (", norms/embeddings/lm_head fp32 (kbit prep)" if t.kbit_prep else ""))
     if t.method == "freeze":
         parts.append(f"{t.freeze_layers} layers frozen" + ("" if t.train_head else ", head frozen"))
     if t.mode == "inference":

@@ -32,6 +32,19 @@ class UnknownPresetError(VramcalcError):
         listing = "vramcalc models" if kind == "model" else "vramcalc gpus"
         super().__init__(f"unknown {kind} {name!r}; {hint} (see: {listing})")
 
+    def with_hint(self, hint: str) -> UnknownPresetError:
+        """The same error with `hint` in place of the suggestions."""
+        self.args = (f"unknown {self.kind} {self.name!r}: {hint}",)
+        return self
+
+
+class AmbiguousPresetError(VramcalcError):
+    """A name that could mean more than one preset (`a100`: 40 or 80 GB): the user must choose."""
+
+    def __init__(self, kind: str, name: str, choices: Sequence[str]) -> None:
+        self.kind, self.name, self.choices = kind, name, list(choices)
+        super().__init__(f"{kind} {name!r} is ambiguous: choose one of {', '.join(choices)}")
+
 
 class PresetFileError(VramcalcError):
     """A preset or config file that cannot be read or does not validate."""

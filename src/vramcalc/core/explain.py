@@ -15,10 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vramcalc.core.describe import assumptions, settings
-from vramcalc.core.memory import PHASES, RECIPES, Breakdown, estimate
+from vramcalc.core.memory import PHASES, Breakdown, estimate
 from vramcalc.core.memory.activations import head_activations, head_terms, layer_activations
 from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, optimizer_bytes, state_dtype
-from vramcalc.core.memory.weights import DQ_BLOCK, NF4_BLOCK, freeze_fraction, nf4_bytes, weight_bytes
+from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.memory.weights import (
+    DQ_BLOCK,
+    NF4_BLOCK,
+    freeze_fraction,
+    nf4_bytes,
+    unquantized_bytes,
+    weight_bytes,
+)
 from vramcalc.core.params import block_linears, head_dim, resolve_targets
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.units import UNIT_BYTES, ceil_div, dtype_bytes
@@ -116,7 +124,9 @@ def fmt_value(value: int, kind: Kind, unit: str = "GB") -> str:
 def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """Build the explanation of `estimate(model, training)`."""
     b = estimate(model, training)
-    recipe = RECIPES[training.precision]
+    if training.mode == "inference":
+        return _explain_inference(model, training, b)
+    recipe = recipe_of(training)
     w = weight_bytes(model, training, recipe)
     notes: list[str] = []
     sections = [
@@ -167,7 +177,7 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
 # --- weights -----------------------------------------------------------------------------------------
 
 def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: Any) -> Section:
-    recipe = RECIPES[t.precision]
+    recipe = recipe_of(t)
     wb = dtype_bytes(recipe.weight)
     p = w.parameters
     lines: list[Line] = []
@@ -211,10 +221,14 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: Any) -> Section:
             lines.append(Line("weights.quant_constants", "quantization constants",
                               f"{_n(rows)} rows × 4 B (fp32 scale)", constants, "one scale per output row",
                               SRC_INT8))
+        ub = unquantized_bytes(t, recipe)
+        ud = "fp32, prepare_model_for_kbit_training" if ub != wb else recipe.weight
         lines.append(Line("weights.unquantized", "embeddings, norms, lm_head (not quantized)",
-                          f"{_n(rest)} params × {wb} B ({recipe.weight})", rest * wb,
-                          "parameters × bytes per stored weight", SRC_QLORA))
-        text.append(f"the 4-/8-bit base is {(data + constants + rest * wb) / (p * wb):.0%} of the same "
+                          f"{_n(rest)} params × {ub} B ({ud})", rest * ub,
+                          "parameters × bytes per stored weight",
+                          SRC_QLORA + ("; peft utils/other.py prepare_model_for_kbit_training: fp16/bf16 "
+                                       "parameters cast to fp32" if ub != wb else "")))
+        text.append(f"the 4-/8-bit base is {(data + constants + rest * ub) / (p * wb):.0%} of the same "
                     f"model in {recipe.weight}" if p * wb else "")
     if t.method in ("lora", "qlora"):
         a = dtype_bytes(t.adapter_dtype)
@@ -250,7 +264,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ...], int], ...],
                trainable: int) -> Section:
-    recipe = RECIPES[t.precision]
+    recipe = recipe_of(t)
     opt = optimizer_bytes(tensors, recipe, t)
     sd = state_dtype(recipe, t)
     s = dtype_bytes(sd)
@@ -298,7 +312,7 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
 
 def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section, dict[str, Any]]:
     assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
-    recipe = RECIPES[t.precision]
+    recipe = recipe_of(t)
     c = dtype_bytes(recipe.compute)
     tokens = t.batch_size * t.seq_len
     seq = t.seq_len
@@ -450,7 +464,7 @@ def _opt_temp_inputs(t: TrainingSpec, value: int) -> str:
         parts.append("2 temporaries of the largest tensor")
     elif t.optimizer in ("lion", "adafactor"):
         parts.append("per-tensor update temporaries of the largest tensor")
-    if RECIPES[t.precision].master_weights:
+    if recipe_of(t).master_weights:
         parts.append("fp32 gradients handed to the master copy")
     return " + ".join(parts) or "kernel temporaries"
 
@@ -474,10 +488,10 @@ def _count_only(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, S
 
 # --- phases and overhead -----------------------------------------------------------------------------
 
-def _sum_line(key: str, label: str, parts: list[tuple[str, int]]) -> Line:
+def _sum_line(key: str, label: str, parts: list[tuple[str, int]], source: str = SRC_PHASES) -> Line:
     shown = [(name, v) for name, v in parts if v]
     inputs = " + ".join(f"{name} {fmt_value(v, 'bytes')}" for name, v in shown)
-    return Line(key, label, inputs, sum(v for _, v in shown), source=SRC_PHASES)
+    return Line(key, label, inputs, sum(v for _, v in shown), source=source)
 
 
 def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section, str]:
@@ -557,11 +571,124 @@ def _overhead(b: Breakdown) -> Section:
     return Section("overhead", "runtime overhead", b.overhead, lines, text)
 
 
+# --- inference (memory/inference.py: prefill and decode, no gradients or optimizer) -------------------
+
+SRC_INFERENCE = "memory/inference.py (serving: weights + KV cache + one layer's forward workspace + last logits)"
+SRC_KV = ("transformers cache_utils.py / vLLM paged cache: 2 × layers × kv_heads × head_dim per token "
+          "(GQA arXiv:2305.13245); MLA caches the latent + RoPE key (DeepSeek-V2 arXiv:2405.04434 §2.1.3)")
+SRC_QUANT = ("AutoGPTQ qlinear / AutoAWQ WQLinear_GEMM / bitsandbytes Linear4bit, Linear8bitLt / vLLM "
+             "Fp8LinearMethod: block Linears quantized, embeddings, norms and lm_head in the compute dtype")
+
+
+def _explain_inference(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanation:
+    """Serving: the phases are prefill and decode (memory/inference.py), not forward/backward/step."""
+    from vramcalc.core.memory import inference as inf
+
+    recipe = recipe_of(t)
+    fmt = inf.weight_dtype(t)
+    kvd = inf.kv_dtype(t)
+    c = dtype_bytes(recipe.compute)
+    notes: list[str] = []
+    params = [Line("parameters.total", "parameters", "derived from the architecture" if m.has_architecture
+                   else "the preset's count", b.parameters, "sum of every weight tensor's elements",
+                   "params.py inventory from the architecture (config.json)", "count")]
+    _, _, on_gpu = inf.weights(m, t)
+    if on_gpu != b.parameters:
+        params.append(Line("parameters.on_gpu", "on the busiest GPU", f"tp {t.tp} × pp {t.pp}", on_gpu,
+                           "Megatron column/row split of Linears, embedding and head; norms replicated",
+                           "memory/distributed.py model_parallel_params", "count"))
+    sections = [Section("parameters", "parameters", None, tuple(params), kind="count")]
+    # Weights.
+    w_lines: list[Line] = []
+    if fmt in inf.QUANTIZED and m.has_architecture:
+        data = constants = quantized = 0
+        for lin in block_linears(m):
+            d, k = inf.quantized_linear_bytes(lin.in_features, lin.out_features, fmt, t.quant_group_size,
+                                              t.double_quant)
+            data += d * lin.count
+            constants += k * lin.count
+            quantized += lin.in_features * lin.out_features * lin.count
+        rest = b.parameters - quantized
+        whole = data + constants + rest * c
+        w_lines += [
+            Line("weights.quantized", f"block Linears ({fmt})", f"{_n(quantized)} params", data,
+                 "packed quantized data", SRC_QUANT),
+            Line("weights.quant_constants", "quantization constants", f"group size {t.quant_group_size}"
+                 if fmt in ("gptq-int4", "awq-int4") else fmt, constants, "scales, zero points, g_idx, absmax",
+                 SRC_QUANT),
+            Line("weights.unquantized", "embeddings, norms, lm_head (not quantized)",
+                 f"{_n(rest)} params × {c} B ({recipe.compute})", rest * c, "parameters × bytes", SRC_QUANT),
+        ]
+        if b.weights != whole:  # tensor/pipeline parallel: the busiest GPU's share
+            w_lines.append(Line("weights.on_gpu", "share on the busiest GPU",
+                                f"{fmt_value(whole, 'bytes')} × {_n(on_gpu)} / {_n(b.parameters)} params",
+                                b.weights, "whole model × its parameter share", SRC_INFERENCE))
+    else:
+        per = dtype_bytes(fmt if fmt not in inf.QUANTIZED else recipe.compute)
+        shown = fmt if fmt not in inf.QUANTIZED else recipe.compute
+        w_lines.append(Line("weights.base", f"weights ({shown})", f"{_n(on_gpu)} params × {per} B ({shown})",
+                            on_gpu * per, "parameters × bytes per stored weight", SRC_SEED_WEIGHTS))
+    sections.append(Section("weights", "weights", b.weights, tuple(w_lines)))
+    # KV cache.
+    kv_token = b.details.get("kv_cache.bytes_per_token", 0)
+    kv_lines = (
+        Line("kv_cache.bytes_per_token", f"per token and sequence ({kvd})",
+             f"{m.num_layers} layers" + (f" ÷ pp {t.pp}" if t.pp > 1 else "") + (f", tp {t.tp}" if t.tp > 1 else ""),
+             kv_token, "layers × (2 × kv_heads × head_dim, or MLA latent + RoPE key) × bytes", SRC_KV,
+             "per_token"),
+        Line("kv_cache.total", "KV cache", f"batch {t.batch_size} × context {_n(t.seq_len)} tokens"
+             + (f" (sliding window {m.sliding_window:,} on some layers)" if m.sliding_window else ""),
+             b.kv_cache, "sequences × cached tokens × bytes per token", SRC_KV),
+    ) if m.has_architecture else ()
+    sections.append(Section("kv_cache", "KV cache", b.kv_cache, kv_lines,
+                            () if m.has_architecture else ("not modeled: this preset gives only a parameter count",)))
+    # Activations (prefill workspace) and temporaries (last-position logits).
+    ws = b.details.get("activations.prefill_workspace", 0)
+    per_tok = ceil_div(ws, t.batch_size * t.seq_len) if ws else 0
+    act_lines = (Line("activations.prefill_workspace", "prefill workspace (one layer, no autograd)",
+                      f"batch {t.batch_size} × context {_n(t.seq_len)} × {_n(per_tok)} B/token", ws,
+                      "tokens × c × (2 hidden + max(q,k,v,out | MLP intermediates)) ÷ tp", SRC_INFERENCE),) \
+        if m.has_architecture else ()
+    sections.append(Section("activations", "activations", b.activations, act_lines))
+    logits = b.details.get("temporaries.logits", 0)
+    temp_lines = (Line("temporaries.logits", "last-position logits (16-bit + fp32 copy)",
+                       f"batch {t.batch_size} × vocab {_n(m.vocab_size or 0)}" + (f" ÷ tp {t.tp}" if t.tp > 1 else "")
+                       + f" × ({c} + 4) B", logits, "generate(): logits_to_keep=1, upcast to fp32",
+                       SRC_INFERENCE),) if m.has_architecture else ()
+    sections.append(Section("temporaries", "temporaries (the largest transient)", b.temporaries, temp_lines))
+    # Phases: prefill and decode.
+    decode_ws = b.phases.get("decode", 0) - b.weights - b.kv_cache - logits
+    groups = {
+        "prefill": [_sum_line("phases.prefill", "prefill: the whole context at once",
+                              [("weights", b.weights), ("KV cache", b.kv_cache), ("workspace", ws),
+                               ("logits", logits)], SRC_INFERENCE)],
+        "decode": [_sum_line("phases.decode", "decode: one token per sequence",
+                             [("weights", b.weights), ("KV cache", b.kv_cache), ("workspace", decode_ws),
+                              ("logits", logits)], SRC_INFERENCE)],
+    }
+    lines: list[Line] = []
+    for phase, value in b.phases.items():
+        group = groups.get(phase, [])
+        if not group or max(line.value for line in group) != value:
+            notes.append(f"the {phase} phase is shown with its total only "
+                         "(its itemization does not match the core's phase model).")
+            group = [Line(f"phases.{phase}", phase, "", value, source=SRC_INFERENCE)]
+        lines += group
+    peak_line = max((ln for ln in lines if ln.value == b.tensor_peak_bytes), key=lambda ln: ln.value)
+    text = (f"the {b.peak_phase} phase wins, at '{peak_line.label}': {fmt_value(b.tensor_peak_bytes, 'bytes')} "
+            "of tensors", "no gradients, optimizer state or saved activations: inference keeps no autograd graph")
+    sections.append(Section("phases", "phases: what is alive when", b.tensor_peak_bytes, tuple(lines), text))
+    sections.append(_overhead(b))
+    return Explanation(m, t, b, tuple(sections), peak_line.label, tuple(notes) + b.notes)
+
+
 # --- rendering (pure strings) ------------------------------------------------------------------------
 
 def header(e: Explanation) -> str:
     name = e.model.display_name or e.model.name
     b = e.breakdown
+    if e.training.mode == "inference":
+        return f"{name} · inference · {b.parameters:,} parameters"
     return (f"{name} · {METHOD_LABELS[e.training.method]} · {b.parameters:,} parameters, "
             f"{b.trainable_parameters:,} trainable")
 
@@ -571,7 +698,7 @@ def _sources(s: Section) -> list[str]:
 
 
 SECTION_KEYS = ("parameters", "weights", "gradients", "optimizer_state", "activations_per_layer", "activations",
-                "temporaries", "phases", "overhead")
+                "kv_cache", "temporaries", "phases", "overhead")
 
 
 def _chosen(e: Explanation, only: tuple[str, ...]) -> list[Section]:

@@ -39,7 +39,7 @@ def fit(breakdown: Breakdown, gpu: GpuSpec) -> Verdict:
 
 def precision_note(gpu: GpuSpec, precision: str) -> str | None:
     """A warning when the run computes in bf16 on a GPU without bf16 support (pre-Ampere NVIDIA)."""
-    if gpu.bf16 or "bf16" not in precision:
+    if gpu.bf16 or ("bf16" not in precision and precision != "auto"):  # auto is bf16 or mixed-bf16
         return None
     return (f"{gpu.display_name} has no bf16 support: use fp16 variants "
             "(--precision fp16 / mixed-fp16 / amp-fp16).")

@@ -51,7 +51,9 @@ class Opt:
 
 OPTIONS: tuple[Opt, ...] = (
     Opt("method", METHODS, "full", "Fine-tuning method."),
-    Opt("precision", PRECISIONS, "bf16", "What weights, grads and optimizer states are stored in."),
+    Opt("precision", PRECISIONS, "auto",
+        "What weights, grads and optimizer states are stored in (auto: bf16; mixed-bf16, fp32 master "
+        "weights, with --zero or --fsdp, as DeepSpeed and FSDP mixed precision keep them)."),
     Opt("optimizer", OPTIMIZERS, "adamw", "Optimizer."),
     Opt(
         "optimizer_impl",
@@ -69,10 +71,15 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("lora_rank", int, 16, "LoRA rank r."),
     Opt("lora_alpha", float, 32.0, "LoRA alpha (no effect on memory)."),
     Opt("lora_dropout", float, 0.0, "LoRA dropout (p > 0 keeps a copy of each adapted input)."),
-    Opt("lora_targets", str, "q_proj,v_proj", "Comma-separated module names, or all-linear.", sep=";"),
+    Opt("lora_targets", str, "auto",
+        "Comma-separated module names, all-linear, or auto (q_proj,v_proj; DeepSeek MLA: q_b_proj,kv_b_proj).",
+        sep=";"),
     Opt("adapter_dtype", ADAPTER_DTYPES, "fp32", "LoRA adapter dtype."),
     Opt("quant_bits", int, 4, "QLoRA base: 4 (NF4) or 8 (int8)."),
     Opt("double_quant", bool, True, "QLoRA double quantization of the constants."),
+    Opt("kbit_prep", bool, True,
+        "QLoRA: peft prepare_model_for_kbit_training (the standard recipe) casts the non-quantized 16-bit "
+        "parameters (norms, embeddings, lm_head) to fp32; false: they stay 16-bit."),
     Opt("freeze_layers", int, None, "For --method freeze: layers frozen from the bottom."),
     Opt("train_head", bool, True, "For --method freeze: train the LM head."),
     # Multi-GPU and inference (memory/distributed.py, memory/inference.py).

@@ -227,6 +227,18 @@ MODULE_ALIASES: dict[str, tuple[str, ...]] = {
     "w3": ("up_proj",), "fc2": ("down_proj",), "dense_4h_to_h": ("down_proj",), "w2": ("down_proj",),
 }
 ALL_LINEAR = "all-linear"
+AUTO_TARGETS = "auto"
+
+
+def default_targets(m: ModelSpec) -> tuple[str, ...]:
+    """What `--lora-targets auto` (the default) adapts: the query and value projections, as peft's
+    TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING does for Llama-style models (q_proj, v_proj; a fused
+    qkv module is matched by either name). Multi-head latent attention (DeepSeek-V2/V3) has no v_proj and
+    peft has no default for it: the analogues are the query up-projection (q_b_proj, or q_proj without a
+    q_lora_rank) and kv_b_proj, which produces the values (modeling_deepseek_v3.py)."""
+    if m.attention_kind == "mla":
+        return ("q_b_proj" if m.q_lora_rank else "q_proj", "kv_b_proj")
+    return ("q_proj", "v_proj")
 
 
 def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...]:
@@ -237,6 +249,8 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     """
     linears = block_linears(m)
     wanted = {t.strip().lower() for t in targets if t.strip()}
+    if AUTO_TARGETS in wanted:
+        wanted = (wanted - {AUTO_TARGETS}) | set(default_targets(m))
     if ALL_LINEAR in wanted:
         return linears
     names = {lin.module.rsplit(".", 1)[-1] for lin in linears}

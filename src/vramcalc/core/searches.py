@@ -25,7 +25,12 @@ MAX_SEQ_LEN = 2**20
 # How much each change alters the run, for ranking suggestions (smaller first): checkpointing costs
 # only recompute (~33 % more FLOPs, seed 000); an 8-bit optimizer and a smaller micro-batch with more
 # accumulation keep the maths nearly unchanged; LoRA and then QLoRA change what is trained.
-CHANGE_COST = {"grad_checkpointing": 1, "optimizer": 2, "batch_size": 2, "method": 3}
+CHANGE_COST = {"grad_checkpointing": 1, "optimizer": 2, "batch_size": 2, "method": 3,
+               # Inference: an fp8 KV cache barely changes quality; quantized weights change the model;
+               # a shorter context changes what can be served.
+               "kv_dtype": 1, "weight_dtype": 2, "seq_len": 3}
+# Inference weight formats to suggest, smallest change first (memory/inference.py QUANTIZED).
+INFERENCE_WEIGHT_FORMATS = ("fp8", "int8", "awq-int4")
 # More GPUs with ZeRO-3 keeps the run as it is but needs the hardware and DeepSpeed: ranked after the
 # single-GPU changes of the same count.
 GPUS_COST = 4
@@ -114,16 +119,53 @@ def max_seq_len(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | Non
     )
 
 
+def rank_segments(model: ModelSpec, t: TrainingSpec, cap: int) -> list[tuple[int, int]]:
+    """Rank intervals [lo, hi] on which the peak is non-decreasing in the LoRA rank.
+
+    With an 8-bit optimizer (bitsandbytes) an adapter matrix that reaches 4,096 elements switches from
+    fp32 to 8-bit states, so the peak can fall at those ranks (memory/optimizer.py
+    eight_bit_rank_breakpoints); elsewhere, and with every other optimizer, it is one interval.
+    """
+    from vramcalc.core.memory.optimizer import eight_bit_rank_breakpoints
+    from vramcalc.core.params import resolve_targets
+
+    cuts: tuple[int, ...] = ()
+    if "8bit" in t.optimizer and model.has_architecture:
+        dims = tuple(d for lin in resolve_targets(model, t.lora_targets) for d in (lin.in_features, lin.out_features))
+        cuts = tuple(r for r in eight_bit_rank_breakpoints(dims) if r <= cap)
+    starts = (1, *cuts)
+    ends = (*(c - 1 for c in cuts), cap)
+    return list(zip(starts, ends, strict=True))
+
+
 def max_lora_rank(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
+    """The largest fitting rank: the largest over the monotone segments (rank_segments), each searched
+    from its start, so a rank that fits after a fall in memory is never skipped."""
     cap = rank_cap(est.model)
-    if t.method not in ("lora", "qlora") or cap is None:
+    if t.method not in ("lora", "qlora") or cap is None or t.mode == "inference":
         return None
-    return largest_fitting(lambda r: est.peak(with_changes(t, {"lora_rank": r})), budget_bytes, cap)
+    for lo, hi in reversed(rank_segments(est.model, t, cap)):
+        found = largest_fitting(lambda r: est.peak(with_changes(t, {"lora_rank": r})), budget_bytes, hi, lo)
+        if found is not None:
+            return found
+    return None
 
 
 def _choices(t: TrainingSpec) -> list[list[tuple[str, dict[str, Any]]]]:
     """Per kind of change, the alternatives to the current setting (each kind changes at most once)."""
     kinds: list[list[tuple[str, dict[str, Any]]]] = []
+    if t.mode == "inference":
+        # Serving has no method, optimizer or checkpointing: quantized weights, an fp8 KV cache, a
+        # smaller batch or a shorter context (the multi-GPU answer is tensor parallel: _more_gpus).
+        if t.weight_dtype in ("auto", "fp32", "bf16", "fp16"):
+            kinds.append([(f"weight_dtype.{f}", {"weight_dtype": f}) for f in INFERENCE_WEIGHT_FORMATS])
+        if t.kv_dtype != "fp8":
+            kinds.append([("kv_dtype", {"kv_dtype": "fp8"})])
+        if t.batch_size > 1:
+            kinds.append([("batch_size", {})])
+        if t.seq_len > 1:
+            kinds.append([("seq_len", {})])
+        return [k for k in kinds if k]
     methods = {"full": ["lora", "qlora"], "freeze": ["lora", "qlora"], "lora": ["qlora"], "qlora": []}[
         t.method
     ]
@@ -143,7 +185,12 @@ def _choices(t: TrainingSpec) -> list[list[tuple[str, dict[str, Any]]]]:
 
 
 def _smaller_batch(est: Estimator, t: TrainingSpec, budget_bytes: int) -> dict[str, Any] | None:
-    """The largest smaller micro-batch that fits and divides the effective batch (accumulation fills it)."""
+    """The largest smaller micro-batch that fits and divides the effective batch (accumulation fills it);
+    for inference the largest smaller batch that fits."""
+    if t.mode == "inference":
+        b = largest_fitting(lambda n: est.peak(with_changes(t, {"batch_size": n})), budget_bytes,
+                            t.batch_size - 1)
+        return None if b is None else {"batch_size": b}
     effective = t.batch_size * t.grad_accum
     for b in range(t.batch_size - 1, 0, -1):
         if effective % b == 0 and est.peak(with_changes(t, {"batch_size": b})) <= budget_bytes:
@@ -172,6 +219,13 @@ def suggestions(
                     if smaller is None:
                         continue
                     changes.update(smaller)
+                    candidate = with_changes(t, changes)
+                if "seq_len" in tags:  # the longest shorter context that fits
+                    n = largest_fitting(lambda s, c=candidate: est.peak(with_changes(c, {"seq_len": s})),
+                                        capacity_bytes, t.seq_len - 1)
+                    if n is None:
+                        continue
+                    changes["seq_len"] = n
                     candidate = with_changes(t, changes)
                 peak = est.peak(candidate)
                 if peak > capacity_bytes:
@@ -212,8 +266,18 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
         more = _more_gpus(model, est, t, capacity_bytes, margin)
         if more is not None:
             gpus_needed = more.changes.get("gpus_per_node", 1) * more.changes.get("nodes", 1)
+            if t.mode == "inference":
+                notes.append(f"inference shards the model by tensor (and pipeline) parallel, not ZeRO: "
+                             f"{gpus_needed} GPUs of this kind hold it with "
+                             f"--tp {more.changes.get('tp', 1)}"
+                             + (f" --pp {more.changes['pp']}" if more.changes.get("pp", 1) > 1 else "") + ".")
             sugg = sorted([*sugg, more], key=lambda s: (s.n_changes, s.cost, s.peak_bytes))
-        if not sugg:
+        if not sugg and t.mode == "inference":
+            notes.append(
+                "no combination of quantized weights, an fp8 KV cache, a smaller batch or context, or tensor "
+                "and pipeline parallel over up to 4,096 GPUs fits: use a larger GPU."
+            )
+        elif not sugg:
             notes.append(
                 "no combination of QLoRA, checkpointing, an 8-bit optimizer, a smaller micro-batch or up to "
                 "4,096 GPUs with ZeRO-3 fits: use a larger GPU or a shorter sequence (see max_seq_len)."
@@ -234,8 +298,12 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
 
 def _more_gpus(model: ModelSpec, est: Estimator, t: TrainingSpec, capacity_bytes: int,
                margin: Margin) -> Suggestion | None:
-    """The run unchanged but sharded (ZeRO-3 unless it already shards) over the fewest GPUs that fit it."""
+    """The run unchanged but sharded (ZeRO-3 unless it already shards) over the fewest GPUs that fit it;
+    for inference, tensor parallel (then pipeline stages across nodes), as serving engines shard."""
     from vramcalc.core.memory.distributed import layout_of
+
+    if t.mode == "inference":
+        return _more_gpus_inference(model, est, t, capacity_bytes, margin)
 
     changes: dict[str, Any] = {} if (t.zero or t.fsdp != "none") else {"zero": 3}
     sharded = with_changes(t, changes)
@@ -247,6 +315,45 @@ def _more_gpus(model: ModelSpec, est: Estimator, t: TrainingSpec, capacity_bytes
     peak = est.peak(with_changes(t, changes))
     return Suggestion(changes, peak, capacity_bytes - peak, classify(peak, capacity_bytes, margin),
                       1 + ("zero" in changes), GPUS_COST)
+
+
+def inference_layouts(model: ModelSpec, node_size: int = 8, max_gpus: int = 4096) -> list[dict[str, int]]:
+    """Model-parallel layouts for serving, by GPU count: tensor parallel within a node (tp dividing the
+    attention heads, as vLLM requires), then tp = node size × pipeline stages of one node each."""
+    heads = model.num_attention_heads or 1
+    out: list[dict[str, int]] = []
+    tp = 2
+    while tp <= node_size:
+        if heads % tp == 0 or not model.has_architecture:
+            out.append({"tp": tp, "gpus_per_node": tp})
+        tp *= 2
+    widest = out[-1]["tp"] if out else 1
+    layers = model.num_layers or max_gpus
+    pp = 2
+    while pp * widest <= max_gpus and pp <= layers:
+        if widest == node_size:
+            out.append({"tp": widest, "pp": pp, "gpus_per_node": widest, "nodes": pp})
+        else:
+            out.append({"tp": widest, "pp": pp, "gpus_per_node": widest * pp})
+            if widest * pp >= node_size:
+                break
+        pp += 1
+    return out
+
+
+def _more_gpus_inference(model: ModelSpec, est: Estimator, t: TrainingSpec, capacity_bytes: int,
+                         margin: Margin) -> Suggestion | None:
+    if t.tp > 1 or t.pp > 1 or t.gpus_per_node * t.nodes > 1:
+        return None  # the run already chose its layout; the single-GPU changes above still apply
+    layouts = inference_layouts(model)
+    i = first_true(lambda k: est.peak(with_changes(t, layouts[k])) <= capacity_bytes, 0, len(layouts) - 1) \
+        if layouts else None
+    if i is None:
+        return None
+    changes: dict[str, Any] = dict(layouts[i])
+    peak = est.peak(with_changes(t, changes))
+    return Suggestion(changes, peak, capacity_bytes - peak, classify(peak, capacity_bytes, margin),
+                      1, GPUS_COST)
 
 
 # ---- monotone search primitives: gallop, then bisect; exact at the boundary ----

@@ -258,7 +258,7 @@ class TrainingSpec:
 
     mode: Mode = "train"
     method: Method = "full"
-    precision: PrecisionName = "bf16"
+    precision: PrecisionName = "auto"  # resolved by memory/precision.py resolve_precision
     optimizer: OptimizerName = "adamw"
     optimizer_impl: OptimizerImpl = "fused"
     batch_size: int = 1
@@ -269,10 +269,11 @@ class TrainingSpec:
     lora_rank: int = 16
     lora_alpha: float = 32.0
     lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_targets: tuple[str, ...] = ("auto",)  # params.py default_targets: q_proj, v_proj or the MLA analogues
     adapter_dtype: AdapterDtype = "fp32"
     quant_bits: QuantBits = 4
     double_quant: bool = True
+    kbit_prep: bool = True  # qlora: peft prepare_model_for_kbit_training casts non-quantized params to fp32
     freeze_layers: int | None = None  # for `freeze`: layers frozen from the bottom
     train_head: bool = True  # for `freeze`: whether the LM head is trained
     # Parallelism (memory/distributed.py): GPUs per node × nodes = tp × pp × data-parallel degree.

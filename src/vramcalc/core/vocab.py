@@ -11,7 +11,7 @@ from typing import Literal, get_args
 Mode = Literal["train", "inference"]
 Method = Literal["full", "lora", "qlora", "freeze"]
 PrecisionName = Literal[
-    "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16", "fp32"
+    "auto", "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16", "fp32"
 ]
 OptimizerName = Literal[
     "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion"

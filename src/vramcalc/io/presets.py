@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from vramcalc.core.errors import PresetFileError, UnknownPresetError
+from vramcalc.core.errors import AmbiguousPresetError, PresetFileError, UnknownPresetError
 from vramcalc.core.specs import GpuSpec, ModelSpec
 from vramcalc.io.index import builtin_dir, kind_files, normalize
 
@@ -243,6 +244,39 @@ def find_model(name: str, extra_dirs: Iterable[str | Path] = ()) -> ModelSpec:
     return cast(ModelSpec, find(models(extra_dirs), name))
 
 
+# GPU names that exist in more than one memory size: a bare name must not silently pick one.
+AMBIGUOUS_GPUS: dict[str, tuple[str, ...]] = {
+    "a100": ("a100-40gb", "a100-80gb"),
+    "nvidiaa100": ("a100-40gb", "a100-80gb"),
+}
+# What nvidia-smi / rocm-smi print before the model ("NVIDIA GeForce RTX 4090", "NVIDIA H100 80GB HBM3",
+# "AMD Instinct MI250X"), normalized; stripped when the full name is not itself a preset.
+_VENDOR_PREFIXES = ("nvidiageforce", "nvidiaquadro", "nvidia", "amdinstinct", "amdradeon", "amd", "geforce")
+_MEMORY_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(g|gb|gib|m|mb|mib|t|tb|tib)\s*$", re.IGNORECASE)
+
+
 def find_gpu(name: str, extra_dirs: Iterable[str | Path] = ()) -> GpuSpec:
-    """A GPU preset by name or alias."""
-    return cast(GpuSpec, find(gpus(extra_dirs), name))
+    """A GPU preset by name or alias, or by the name nvidia-smi / rocm-smi print.
+
+    A name that fits several sizes (`a100`) is an error listing them; a memory size (`24gb`) is an error
+    pointing to --max-memory.
+    """
+    catalog = gpus(extra_dirs)
+    key = normalize(name)
+    hit = catalog.get(key)
+    if hit is not None:
+        return cast(GpuSpec, hit)
+    if key in AMBIGUOUS_GPUS:
+        raise AmbiguousPresetError("gpu", name, AMBIGUOUS_GPUS[key])
+    if _MEMORY_SIZE.match(name):
+        raise UnknownPresetError("gpu", name, []).with_hint(
+            f"--gpu takes a GPU name (see: vramcalc gpus); for a memory budget use --max-memory {name.strip()}")
+    for prefix in _VENDOR_PREFIXES:
+        if key.startswith(prefix) and len(key) > len(prefix):
+            rest = key[len(prefix):]
+            hit = catalog.get(rest)
+            if hit is not None:
+                return cast(GpuSpec, hit)
+            if rest in AMBIGUOUS_GPUS:
+                raise AmbiguousPresetError("gpu", name, AMBIGUOUS_GPUS[rest])
+    return cast(GpuSpec, find(catalog, name))

@@ -62,5 +62,9 @@ LORA_NAME_MAP = {
 def lora_targets(model: ModelSpec, targets: tuple[str, ...]) -> list[str] | str:
     if any(t.strip().lower() == "all-linear" for t in targets):
         return "all-linear"
+    if any(t.strip().lower() == "auto" for t in targets):  # core/params.py default_targets
+        from vramcalc.core.params import default_targets
+
+        targets = tuple(t for t in targets if t.strip().lower() != "auto") + default_targets(model)
     names = LORA_NAME_MAP.get(model.family.lower(), {})
     return sorted({names.get(t.strip(), t.strip()) for t in targets})

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory.precision import resolve_precision
 from vramcalc.core.specs import TrainingSpec
 
 
@@ -167,7 +168,7 @@ def _impl_kwargs(impl: str) -> dict[str, Any]:
 def make_optimizer(training: TrainingSpec, params: list[nn.Parameter]) -> tuple[torch.optim.Optimizer, list[str]]:
     """The optimizer for `training`, over the trainable `params`; returns notes on emulations."""
     notes: list[str] = []
-    name, impl, precision = training.optimizer, training.optimizer_impl, training.precision
+    name, impl, precision = training.optimizer, training.optimizer_impl, resolve_precision(training)
     lr = 1e-4
 
     def torch_opt(ps: list[Any]) -> torch.optim.Optimizer:

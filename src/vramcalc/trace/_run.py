@@ -8,6 +8,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory.precision import resolve_precision
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace import _cuda
 from vramcalc.trace._config import lora_targets
@@ -18,7 +19,7 @@ from vramcalc.trace._step import TraceResult, _fakeify, trace_module_step
 
 def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, notes: list[str]) -> torch.nn.Module:
     """Apply the method to the meta-device model (peft cannot move fake parameters); no fake storage yet."""
-    dtype = model_dtype(training.precision)  # fake storage for every weight and buffer
+    dtype = model_dtype(resolve_precision(training))  # fake storage for every weight and buffer
     assert model.num_layers is not None
     layers = find_layers(hf, model.num_layers)
     method = training.method
@@ -75,7 +76,7 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     if not model.has_architecture or model.vocab_size is None:
         raise UnsupportedCombination(f"{model.name} has no architecture; trace needs one")
     notes: list[str] = []
-    precision = training.precision
+    precision = resolve_precision(training)
     autocast = None
     if precision.startswith("amp-"):
         ac_dtype = torch.bfloat16 if precision == "amp-bf16" else torch.float16

@@ -1,27 +1,26 @@
-"""`vramcalc storage`: N fine-tuned copies vs one base + N adapters (registered in cli.py)."""
+"""`vramcalc storage`: N fine-tuned copies vs one base + N adapters."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 
-WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
+from vramcalc.cli.common import FormatOpt, ModelArg, PresetsOpt, UnitsOpt, use_presets
+from vramcalc.core.options import BY_NAME
+from vramcalc.core.vocab import AdapterDtype, WeightDtype
 
 
 def storage(
-    model: Annotated[str, typer.Argument(help="Model preset name, alias or Hugging Face id.")],
+    model: ModelArg,
     adapters: Annotated[int, typer.Option(help="Number of tasks: fine-tuned copies, or LoRA adapters.")] = 10,
-    lora_rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 16,
-    lora_targets: Annotated[str, typer.Option(help="Comma-separated module names, or all-linear.")]
-    = "q_proj,v_proj",
-    adapter_dtype: Annotated[Literal["fp32", "bf16", "fp16"], typer.Option(help="Adapter dtype as saved.")]
-    = "fp32",
-    weight_dtype: Annotated[WeightDtype, typer.Option(help="Format of copies and base (auto: bf16).")]
-    = "auto",
-    fmt: Annotated[Literal["table", "json", "yaml", "csv", "markdown"],
-                   typer.Option("--format", help="Output format.")] = "table",
-    units: Annotated[Literal["GB", "GiB"], typer.Option(help="GB (10^9) or GiB (2^30).")] = "GB",
+    lora_rank: Annotated[int, typer.Option(help=BY_NAME["lora_rank"].help)] = BY_NAME["lora_rank"].default,
+    lora_targets: Annotated[str, typer.Option(help=BY_NAME["lora_targets"].help)] = BY_NAME["lora_targets"].default,
+    adapter_dtype: Annotated[AdapterDtype, typer.Option(help="Adapter dtype as saved.")] = "fp32",
+    weight_dtype: Annotated[WeightDtype, typer.Option(help="Format of copies and base (auto: bf16).")] = "auto",
+    fmt: FormatOpt = "table",
+    units: UnitsOpt = "GB",
+    preset_dirs: PresetsOpt = None,
 ) -> None:
     """Compare N fully fine-tuned copies with one base model + N LoRA adapters (disk, and GPU memory
     when served together as multi-LoRA).
@@ -32,12 +31,13 @@ def storage(
     from vramcalc.core.errors import VramcalcError
     from vramcalc.core.specs import TrainingSpec
     from vramcalc.core.storage import break_even_adapters, compare_storage
-    from vramcalc.io import presets
+    from vramcalc.io.resolve import resolve_model
 
+    use_presets(preset_dirs)
     try:
         if adapters < 1:
             raise ValueError(f"--adapters must be at least 1, not {adapters}")
-        spec = presets.find_model(model)
+        spec, _ = resolve_model(model)
         training = TrainingSpec(mode="inference", method="lora", lora_rank=lora_rank,
                                 adapter_dtype=adapter_dtype,
                                 lora_targets=tuple(x.strip() for x in lora_targets.split(",") if x.strip()),

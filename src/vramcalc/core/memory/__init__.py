@@ -26,7 +26,7 @@ from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
 from vramcalc.core.memory.overhead import CUDA_CONTEXT_BYTES as CUDA_CONTEXT_BYTES
 from vramcalc.core.memory.overhead import NOTE as _OVERHEAD_NOTE
 from vramcalc.core.memory.overhead import runtime_overhead
-from vramcalc.core.memory.precision import RECIPES, Recipe
+from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note, recipe_of
 from vramcalc.core.memory.weights import WeightBytes, freeze_fraction, weight_bytes
 from vramcalc.core.params import active_params, block_linears, count_params, head_dim
 from vramcalc.core.units import dtype_bytes
@@ -252,8 +252,22 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
 
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
-    recipe = RECIPES[training.precision]
+    recipe = recipe_of(training)
     notes: list[str] = []
+    chosen = auto_precision_note(training)
+    if chosen:
+        notes.append(chosen)
+    if training.method in ("lora", "qlora") and model.attention_kind == "mla" and "auto" in training.lora_targets:
+        from vramcalc.core.params import default_targets
+
+        notes.append(f"LoRA targets auto: {','.join(default_targets(model))} (multi-head latent attention has no "
+                     "v_proj; peft has no default for it: pass --lora-targets to choose).")
+    if training.method == "qlora" and model.has_architecture:
+        notes.append("QLoRA: prepare_model_for_kbit_training casts the non-quantized parameters (norms, embeddings, "
+                     "lm_head) to fp32, as peft's recipe does; --no-kbit-prep keeps them 16-bit."
+                     if training.kbit_prep and recipe.weight != "fp32" else
+                     "QLoRA without prepare_model_for_kbit_training: norms, embeddings and lm_head stay in "
+                     f"{recipe.weight}.")
     w = weight_bytes(model, training, recipe)
     opt = optimizer_bytes(w.trainable_tensors, recipe, training)
     if training.method in ("lora", "qlora"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vramcalc.core.memory.distributed import model_parallel_params
-from vramcalc.core.memory.precision import RECIPES
+from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.memory.weights import nf4_bytes
 from vramcalc.core.params import block_linears, head_dim, inventory, kv_heads
 from vramcalc.core.units import ceil_div, dtype_bytes
@@ -40,7 +40,7 @@ class InferenceBytes:
 
 def weight_dtype(t: TrainingSpec) -> str:
     """The storage format of the block Linears: --weight-dtype, or the precision's weight dtype."""
-    return RECIPES[t.precision].weight if t.weight_dtype == "auto" else t.weight_dtype
+    return recipe_of(t).weight if t.weight_dtype == "auto" else t.weight_dtype
 
 
 def quantized_linear_bytes(in_f: int, out_f: int, fmt: str, group: int,
@@ -68,7 +68,7 @@ def quantized_linear_bytes(in_f: int, out_f: int, fmt: str, group: int,
 def weights(model: ModelSpec, t: TrainingSpec) -> tuple[int, int, int]:
     """(total weight bytes on one GPU, quantization constants among them, parameters on that GPU)."""
     fmt = weight_dtype(t)
-    recipe = RECIPES[t.precision]
+    recipe = recipe_of(t)
     total = sum(x.numel for x in inventory(model))
     on_gpu = model_parallel_params(model, t.tp, t.pp)
     if fmt not in QUANTIZED or not model.has_architecture:
@@ -107,7 +107,7 @@ def sliding_layers(model: ModelSpec) -> int:
 
 
 def kv_dtype(t: TrainingSpec) -> str:
-    return RECIPES[t.precision].compute if t.kv_dtype == "auto" else t.kv_dtype
+    return recipe_of(t).compute if t.kv_dtype == "auto" else t.kv_dtype
 
 
 def kv_cache_bytes(model: ModelSpec, t: TrainingSpec, batch: int, context: int) -> tuple[int, int]:
@@ -137,7 +137,7 @@ def kv_cache_bytes(model: ModelSpec, t: TrainingSpec, batch: int, context: int) 
 def workspace_per_token(model: ModelSpec, t: TrainingSpec) -> int:
     """Bytes per token live inside one layer's forward with no autograd (the largest of attention and MLP)."""
     assert model.hidden_size is not None and model.intermediate_size is not None
-    c = dtype_bytes(RECIPES[t.precision].compute)
+    c = dtype_bytes(recipe_of(t).compute)
     h = model.hidden_size
     q_dim = (model.num_attention_heads or 1) * head_dim(model)
     kv_dim = kv_heads(model) * head_dim(model)
@@ -166,7 +166,7 @@ def estimate_inference(model: ModelSpec, t: TrainingSpec) -> InferenceBytes:
     prefill_ws = batch * context * per_token
     decode_ws = batch * per_token
     # generate() keeps logits of the last position only (logits_to_keep=1) and upcasts them to fp32.
-    c = dtype_bytes(RECIPES[t.precision].compute)
+    c = dtype_bytes(recipe_of(t).compute)
     logits = batch * ceil_div(model.vocab_size, t.tp) * (c + 4)
     phases = {"prefill": w + kv + prefill_ws + logits, "decode": w + kv + decode_ws + logits}
     notes.append("inference: the whole context is prefilled at once with the cache already sized for it "
@@ -176,5 +176,5 @@ def estimate_inference(model: ModelSpec, t: TrainingSpec) -> InferenceBytes:
                      f"{model.sliding_window:,} tokens.")
     if weight_dtype(t) in QUANTIZED:
         notes.append(f"{weight_dtype(t)}: block Linear layers quantized; embeddings, norms and lm_head stay "
-                     f"in {RECIPES[t.precision].compute}.")
+                     f"in {recipe_of(t).compute}.")
     return InferenceBytes(on_gpu, w, constants, kv, kv_token, prefill_ws, logits, phases, tuple(notes))

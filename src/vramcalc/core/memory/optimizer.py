@@ -18,6 +18,13 @@ BNB_BLOCK = 256
 BNB_MIN_8BIT_SIZE = 4096
 
 
+def eight_bit_rank_breakpoints(dims: tuple[int, ...]) -> tuple[int, ...]:
+    """The LoRA ranks r > 1 at which an adapter matrix of r × d elements (d in `dims`) first has
+    BNB_MIN_8BIT_SIZE elements, so an 8-bit optimizer swaps its fp32 states for 8-bit ones: memory can
+    fall there as the rank grows, and is non-decreasing in the rank between two breakpoints."""
+    return tuple(sorted({r for r in (ceil_div(BNB_MIN_8BIT_SIZE, d) for d in dims if d > 0) if r > 1}))
+
+
 @dataclass(frozen=True, slots=True)
 class OptimizerBytes:
     """Persistent optimizer memory and the peak temporary of one optimizer step."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.core.specs import TrainingSpec
     from vramcalc.core.vocab import PrecisionName
 
 
@@ -39,3 +40,34 @@ RECIPES: dict[PrecisionName, Recipe] = {
     "amp-fp16": Recipe("fp32", "fp32", "fp32", "fp16", False, True, False),
     "fp32": Recipe("fp32", "fp32", "fp32", "fp32", False, False, False),
 }
+
+
+def resolve_precision(t: TrainingSpec) -> PrecisionName:
+    """The precision a run uses: --precision, or for `auto` what the engine does.
+
+    DeepSpeed ZeRO with bf16 enabled wraps the optimizer in BF16_Optimizer (runtime/bf16_optimizer.py) or
+    the ZeRO optimizer with fp32 partitions of the 16-bit params (stage_1_and_2.py
+    single_partition_of_fp32_groups; stage3.py fp32_partitioned_groups_flat): fp32 master weights. FSDP with
+    MixedPrecision(param_dtype=bf16) keeps the sharded parameters in fp32 and casts them to bf16 for compute,
+    the same 16 B per parameter with AdamW. So `auto` is mixed-bf16 for a ZeRO/FSDP training run and bf16
+    (the seed texts' 16-bit weights, fp32 moments: 12 B/param with AdamW) otherwise.
+    """
+    if t.precision != "auto":
+        return t.precision
+    if t.mode == "train" and (t.zero or t.fsdp != "none"):
+        return "mixed-bf16"
+    return "bf16"
+
+
+def recipe_of(t: TrainingSpec) -> Recipe:
+    """The storage and compute dtypes of `t` (its precision resolved)."""
+    return RECIPES[resolve_precision(t)]
+
+
+def auto_precision_note(t: TrainingSpec) -> str | None:
+    """What `--precision auto` chose when it is not the plain bf16 default."""
+    if t.precision != "auto" or resolve_precision(t) == "bf16":
+        return None
+    engine = f"DeepSpeed ZeRO-{t.zero}" if t.zero else f"FSDP {t.fsdp}"
+    return (f"precision auto → mixed-bf16: {engine} mixed precision keeps fp32 master weights (16 B/param with "
+            "AdamW before sharding); pass --precision bf16 for 16-bit weights without them.")

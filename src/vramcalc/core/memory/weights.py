@@ -20,6 +20,12 @@ DQ_BLOCK = 256
 # LLM.int8 (Dettmers et al. 2022; bitsandbytes Linear8bitLt): int8 weight + one fp32 scale per row.
 
 
+def unquantized_bytes(training: TrainingSpec, recipe: Recipe) -> int:
+    """Bytes per parameter of a QLoRA base's non-quantized parameters (norms, embeddings, lm_head)."""
+    w = dtype_bytes(recipe.weight)
+    return 4 if training.kbit_prep and w < 4 else w
+
+
 @dataclass(frozen=True, slots=True)
 class WeightBytes:
     """Persistent weight storage, split by what it is."""
@@ -111,5 +117,7 @@ def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> We
             d, c = numel, 4 * lin.out_features
         data += d * lin.count
         constants += c * lin.count
-    rest = (total_params - quantized) * w
+    # peft prepare_model_for_kbit_training (peft/utils/other.py): "cast all non INT8 parameters to fp32", every
+    # fp16/bf16 parameter (the packed 4-/8-bit weights are uint8/int8 and stay), as the QLoRA recipe calls it.
+    rest = (total_params - quantized) * unquantized_bytes(training, recipe)
     return WeightBytes(data + rest, constants, adapter_bytes, total_params, adapter, tuple(lora_shapes))

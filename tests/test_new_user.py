@@ -1,0 +1,231 @@
+"""A scripted walk through what a new user ran into (issue 12), one test per item, in-process.
+
+Each test runs the real command line (tests/cli_helpers.invoke: the console entry point, in-process) and
+checks the fixed behaviour. Every number says where it comes from.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli_helpers import invoke
+
+# Mistral-7B seed numbers (issue 000; tests/test_params.py): they must not change.
+MISTRAL_PARAMS = 7_241_732_096
+MISTRAL_BF16_WEIGHTS = 2 * MISTRAL_PARAMS  # 14,483,464,192 B: 2 B per bf16 parameter
+
+
+# --- item 1: explain handles inference (prefill/decode phases), never a traceback ---------------------
+
+@pytest.mark.parametrize("extra", [
+    [], ["--only", "weights"], ["--format", "json"], ["--tp", "2", "--gpus", "2"],
+    ["--diff", "", "--mode inference"],
+])
+def test_explain_inference_never_tracebacks(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # The command of issue 12 (it raised KeyError 'forward' in explain's phase table).
+    code, out, err = invoke(["explain", "llama-3.1-8b", "--mode", "inference", "--context", "8192",
+                             "--batch-size", "4", *extra], capsys)
+    assert code == 0, err
+    assert "Traceback" not in err
+
+
+def test_explain_inference_phases_are_prefill_and_decode(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["explain", "llama-3.1-8b", "--mode", "inference", "--context", "8192",
+                             "--batch-size", "4", "--format", "json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    keys = {s["key"]: s for s in doc["sections"]}
+    assert "gradients" not in keys and "optimizer_state" not in keys  # no autograd when serving
+    phases = [ln["key"] for ln in keys["phases"]["lines"]]
+    assert phases == ["phases.prefill", "phases.decode"]  # memory/inference.py estimate_inference
+    # KV cache: 32 layers × 2 (K, V) × 8 KV heads × 128 head_dim × 2 B (bf16) = 131,072 B per token
+    # (Llama-3.1-8B config.json: num_hidden_layers 32, num_key_value_heads 8, head_dim 4096/32);
+    # × batch 4 × context 8,192 tokens.
+    assert keys["kv_cache"]["total"] == 131_072 * 4 * 8192
+    assert not any("total only" in n for n in doc["notes"])  # the itemization adds up to the core's phases
+
+
+# --- item 2: fit suggests inference changes (tensor parallel, quantized weights), never ZeRO-3 ----------
+
+def test_fit_inference_suggests_tensor_parallel(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["fit", "llama-3.1-70b", "--mode", "inference", "--gpu", "rtx4090",
+                             "--format", "json"], capsys)
+    assert code == 0, err  # it was exit 2: "inference shards with --tp/--pp only: drop --zero ..."
+    doc = json.loads(out)
+    changes = [s["changes"] for s in doc["suggestions"]]
+    assert all("zero" not in c and "fsdp" not in c for c in changes)
+    # 70.6 B params × 2 B (bf16) = 141 GB of weights: over 4 RTX 4090s (24 GiB each) it is still 35 GB a
+    # GPU, so the fewest is tp 8 (eight of 64 heads each; Llama-3.1-70B config.json num_attention_heads 64).
+    assert {"tp": 8, "gpus_per_node": 8} in changes
+    assert doc["min_gpus"] == 8
+    assert any("tensor (and pipeline) parallel" in n for n in doc["notes"])
+
+
+def test_fit_inference_suggests_quantized_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["fit", "mixtral-8x7b", "--mode", "inference", "--context", "32768", "--gpu", "h100",
+                             "--format", "json"], capsys)
+    assert code == 0, err
+    changes = [s["changes"] for s in json.loads(out)["suggestions"]]
+    # 46.7 B params × 0.5 B (AWQ 4-bit) ≈ 23 GB + the 32k-token cache fits one 80 GB H100.
+    assert {"weight_dtype": "awq-int4"} in changes
+    assert {"tp": 2, "gpus_per_node": 2} in changes  # 93 GB of bf16 weights split in two
+    assert all("zero" not in c for c in changes)
+
+
+# --- item 3: LoRA rank under an 8-bit optimizer (bitsandbytes min_8bit_size = 4,096 elements) -----------
+
+# gemma-2b, LoRA on q_proj,v_proj with bf16 adapters, adamw-8bit, one token: at rank 1 lora_A is 1 × 2,048
+# elements (under 4,096: fp32 states), at rank 2 it is 2 × 2,048 = 4,096 (8-bit states), so the peak falls
+# from rank 1 to rank 2 (memory/optimizer.py BNB_MIN_8BIT_SIZE). The budget is set between the two peaks,
+# taken from the core itself.
+_GEMMA_RUN = ["gemma-2b", "--method", "lora", "--optimizer", "adamw-8bit", "--seq-len", "1", "--adapter-dtype", "bf16"]
+
+
+def _gemma_peak(rank: int) -> int:
+    from vramcalc.core.memory import estimate
+    from vramcalc.core.specs import TrainingSpec
+    from vramcalc.io import presets
+
+    t = TrainingSpec(method="lora", optimizer="adamw-8bit", seq_len=1, adapter_dtype="bf16", lora_rank=rank)
+    return estimate(presets.find_model("gemma-2b"), t).peak_bytes
+
+
+def _gemma_budget() -> list[str]:
+    r1, r2 = _gemma_peak(1), _gemma_peak(2)
+    assert r2 < r1  # the drop this test is about
+    return [*_GEMMA_RUN, "--max-memory", f"{(r1 + r2) // 2}B"]
+
+
+def test_fit_finds_a_rank_after_memory_falls(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", *_gemma_budget(), "--lora-rank", "2", "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)["fits"] is True, err  # estimate: rank 2 fits
+    code, out, err = invoke(["fit", *_gemma_budget(), "--lora-rank", "2", "--format", "json"], capsys)
+    assert code == 0, err
+    # fit used to bisect from rank 1 (which does not fit) and report "nothing fits"; the peak is monotone
+    # only between the ranks where an adapter matrix reaches 4,096 elements, and each piece is searched.
+    assert json.loads(out)["max_lora_rank"] == 2  # rank 3 adds 2 × 2,048 + ... elements: over the budget
+
+
+def test_rank_search_is_exact_where_memory_is_not_monotone() -> None:
+    from vramcalc.core.searches import Estimator, max_lora_rank, with_changes
+    from vramcalc.core.specs import TrainingSpec
+    from vramcalc.io import presets
+
+    m = presets.find_model("qwen2.5-0.5b")  # hidden 896: adapter matrices cross 4,096 elements at rank 5
+    t = TrainingSpec(method="lora", optimizer="adamw-8bit", seq_len=1, adapter_dtype="bf16")
+    est = Estimator(m)
+    peaks = {r: est.peak(with_changes(t, {"lora_rank": r})) for r in range(1, 65)}
+    for budget in sorted(set(peaks.values()))[:40]:
+        brute = max((r for r, p in peaks.items() if p <= budget), default=None)
+        if brute is not None and brute < 64:  # the search goes up to the hidden size; keep to the scanned ranks
+            assert max_lora_rank(est, t, budget) == brute, budget
+
+
+# --- item 4: --zero/--fsdp full fine-tuning keeps fp32 master weights by default ------------------------
+
+@pytest.mark.parametrize("engine", [["--zero", "3"], ["--fsdp", "full-shard"]])
+def test_sharded_full_fine_tuning_defaults_to_fp32_masters(engine: list[str],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "mistral-7b", *engine, "--gpus", "8", "--format", "json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    # DeepSpeed ZeRO (bf16_optimizer.py / stage3.py fp32 partitions) and FSDP MixedPrecision keep fp32
+    # masters: 4 B per parameter, sharded over 8 GPUs (ceil_div per shard, so compare loosely).
+    masters = doc["details"]["optimizer_state.master_weights"]
+    assert abs(masters - 4 * MISTRAL_PARAMS // 8) < 8 * 1024**2
+    assert doc["settings"]["precision"] == "mixed-bf16"  # shown resolved
+    assert any("precision auto → mixed-bf16" in n for n in doc["notes"])
+
+
+def test_single_gpu_default_is_still_the_seed_accounting(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "mistral-7b", "--format", "json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["settings"]["precision"] == "bf16"
+    assert doc["components"]["weights"] == MISTRAL_BF16_WEIGHTS  # 14,483,464,192 B (seed)
+    # 12 B/param with AdamW (seed): 2 (bf16 weights) + 2 (bf16 grads) + 8 (two fp32 moments)
+    c = doc["components"]
+    assert c["weights"] + c["gradients"] + c["optimizer_state"] == 12 * MISTRAL_PARAMS
+    assert not any("precision auto" in n for n in doc["notes"])
+
+
+# --- item 5: QLoRA's prepare_model_for_kbit_training casts the non-quantized params to fp32 -------------
+
+def test_qlora_models_kbit_preparation(capsys: pytest.CaptureFixture[str]) -> None:
+    weights = {}
+    for flag in ("--kbit-prep", "--no-kbit-prep"):
+        code, out, err = invoke(["estimate", "llama-3.1-8b", "--method", "qlora", flag, "--format", "json"], capsys)
+        assert code == 0, err
+        weights[flag] = json.loads(out)["components"]["weights"]
+    # Llama-3.1-8B's non-quantized parameters: embed_tokens and lm_head 128,256 × 4,096 each (config.json
+    # vocab_size, hidden_size, untied) + 65 RMSNorm weights of 4,096 = 1,050,939,392; peft
+    # (utils/other.py: "cast all non INT8 parameters to fp32") takes them from 2 B to 4 B: +2.1 GB.
+    assert weights["--kbit-prep"] - weights["--no-kbit-prep"] == 2 * 1_050_939_392
+    code, out, err = invoke(["estimate", "llama-3.1-8b", "--method", "qlora", "--format", "json"], capsys)
+    doc = json.loads(out)
+    assert doc["components"]["weights"] == weights["--kbit-prep"]  # the recipe's default: on
+    assert any("prepare_model_for_kbit_training" in n for n in doc["notes"])
+
+
+# --- item 6: default LoRA targets follow the architecture (DeepSeek MLA has no q_proj/v_proj) ------------
+
+def test_deepseek_lora_default_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "deepseek-v3", "--method", "lora", "--format", "json"], capsys)
+    assert code == 0, err  # was: unknown LoRA target 'v_proj' for deepseek-v3
+    doc = json.loads(out)
+    # q_b_proj (1,536 → 128 heads × 192) and kv_b_proj (512 → 128 × (128 + 128)) in 61 layers at r 16
+    # (DeepSeek-V3 config.json q_lora_rank 1536, kv_lora_rank 512, qk_nope 128 + qk_rope 64, v_head_dim 128):
+    # 16 × ((1,536 + 24,576) + (512 + 32,768)) × 61 = 57,966,592.
+    assert doc["trainable_parameters"] == 16 * ((1536 + 24576) + (512 + 32768)) * 61 == 57_966_592
+    assert any("LoRA targets auto: q_b_proj,kv_b_proj" in n for n in doc["notes"])
+    # Llama-style models keep peft's q_proj,v_proj: Mistral-7B r 16 adapters = 6,815,744 (tests/test_explain.py).
+    code, out, err = invoke(["estimate", "mistral-7b", "--method", "lora", "--format", "json"], capsys)
+    assert json.loads(out)["trainable_parameters"] == 6_815_744
+
+
+def test_deepseek_storage_without_lora_options(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["storage", "deepseek-v3"], capsys)
+    assert code == 0, err
+
+
+# --- item 9: --check without a GPU is a usage error --------------------------------------------------
+
+def test_check_without_a_gpu_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "mistral-7b", "--check"], capsys)
+    assert code == 2  # was 0: a check against nothing passed
+    assert "--check needs --gpu or --max-memory" in err
+
+
+# --- item 8: presets and GPU names ----------------------------------------------------------------------
+
+def test_gpu_names_a_new_user_types(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "mistral-7b", "--gpu", "A100"], capsys)
+    assert code == 2 and "a100-40gb" in err and "a100-80gb" in err  # was: silently the 40 GB card
+    code, out, err = invoke(["estimate", "mistral-7b", "--gpu", "24gb"], capsys)
+    assert code == 2 and "--max-memory 24gb" in err
+    # nvidia-smi's names (nvidia-smi --query-gpu=name): the vendor prefix is dropped, the rest is an alias.
+    for smi, preset in [("NVIDIA GeForce RTX 4090", "rtx4090"), ("NVIDIA H100 80GB HBM3", "h100"),
+                        ("NVIDIA A100-SXM4-80GB", "a100-80gb")]:
+        code, out, err = invoke(["estimate", "mistral-7b", "--gpu", smi, "--format", "json"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["gpu"]["name"] == preset
+
+
+def test_gpu_presets_new_and_corrected() -> None:
+    from vramcalc.io import presets
+
+    # L40 and A40: 48 GB GDDR6 with ECC, 46,068 MiB as nvidia-smi reports the L40S (presets/gpus.yaml).
+    assert presets.find_gpu("l40").memory_bytes == presets.find_gpu("a40").memory_bytes == 46_068 * 2**20
+    # MI250X: one of the module's two GCDs, each a 64 GB device to ROCm (taken as 64 GiB).
+    mi = presets.find_gpu("mi250x")
+    assert mi.memory_bytes == 64 * 2**30 and "GCD" in mi.display_name
+
+
+def test_gemma2_activation_is_gelu_tanh() -> None:
+    from vramcalc.io import presets
+
+    # google/gemma-2-9b config.json: "hidden_act": "gelu_pytorch_tanh" (and hidden_activation the same).
+    for name in ("gemma-2-2b", "gemma-2-9b", "gemma-2-27b"):
+        assert presets.find_model(name).hidden_act == "gelu_pytorch_tanh"
