@@ -12,6 +12,7 @@ from typing import Any, TypeVar, cast
 
 from vramcalc.core.errors import PresetFileError, UnknownPresetError
 from vramcalc.core.specs import GpuSpec, ModelSpec
+from vramcalc.io.files import path_kind
 from vramcalc.io.index import builtin_dir, kind_files, normalize
 
 ENV_VAR = "VRAMCALC_PRESETS"
@@ -22,15 +23,9 @@ Spec = TypeVar("Spec", ModelSpec, GpuSpec)
 
 def read_yaml(path: Path) -> Any:
     """Parse one YAML (or JSON) file with safe_load; size-bounded; errors name the file and line."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_PRESET_FILE_BYTES:
-            raise PresetFileError(str(path), [f"file is {size} bytes; presets must be under {MAX_PRESET_FILE_BYTES}"])
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise PresetFileError(str(path), [f"cannot read: {e.strerror or e}"]) from None
-    except UnicodeDecodeError:
-        raise PresetFileError(str(path), ["not UTF-8 text"]) from None
+    from vramcalc.io.files import read_text_bounded
+
+    text = read_text_bounded(path, MAX_PRESET_FILE_BYTES, "the file")
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: ~10x faster
@@ -142,7 +137,7 @@ def preset_dirs(extra: Iterable[str | Path] = ()) -> tuple[Path, ...]:
     dirs += [Path(p) for p in env.split(os.pathsep) if p]
     dirs += [Path(p) for p in extra]
     for d in dirs[1:]:
-        if not d.is_dir():
+        if path_kind(d, "the preset directory") != "dir":
             raise PresetFileError(str(d), ["preset directory not found: pass a directory holding models/*.yaml "
                                            "or gpus.yaml"])
     return tuple(dirs)

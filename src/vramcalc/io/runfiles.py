@@ -17,6 +17,7 @@ from vramcalc.core.errors import UnknownPresetError, VramcalcError
 from vramcalc.core.options import BY_NAME
 from vramcalc.core.specs import ModelSpec
 from vramcalc.io import presets
+from vramcalc.io.files import path_kind
 
 
 class RunFileError(VramcalcError):
@@ -67,7 +68,7 @@ def read_data(path: Path) -> Any:
 def load(path_text: str) -> list[Run]:
     """The runs in a run file or a training config of another tool."""
     path = Path(path_text)
-    if not path.is_file():
+    if path_kind(path, "the run file") == "missing":  # a FIFO or device: read_yaml says what it is
         raise RunFileError(f"--config {path_text}: file not found; pass a YAML or JSON run file")
     data = read_data(path)
     kind = detect(data)
