@@ -17,6 +17,7 @@ from vramcalc.core.vocab import (
     ATTENTION_KINDS,
     ATTENTIONS,
     FSDP_STRATEGIES,
+    HIDDEN_ACTS,
     KV_DTYPES,
     METHODS,
     MLP_KINDS,
@@ -34,6 +35,7 @@ from vramcalc.core.vocab import (
     Attention,
     AttentionKind,
     FsdpStrategy,
+    HiddenAct,
     KvDtype,
     Method,
     MlpKind,
@@ -138,7 +140,7 @@ class ModelSpec:
     learned_position_embeddings: bool = False  # GPT-2-style absolute position table of max_position_embeddings
     parallel_residual: bool = False  # attention and MLP read the same normed input (GPT-J, NeoX, Falcon, Phi-2)
     sliding_window: int | None = None
-    hidden_act: str = "silu"  # config.json hidden_act: silu, gelu, gelu_new, gelu_pytorch_tanh, ...
+    hidden_act: HiddenAct = "silu"  # config.json hidden_act (vocab.HIDDEN_ACTS; others are refused)
     dropout: float = 0.0  # residual/embedding dropout (GPT-2: 0.1)
     norm_fp32_weight_mul: bool = False  # Gemma's RMSNorm multiplies by (1 + w) in fp32
 
@@ -172,7 +174,7 @@ class ModelSpec:
     published_parameters_source: str | None = None
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
-        "mlp": MLP_KINDS, "norm": NORM_KINDS, "attention_kind": ATTENTION_KINDS,
+        "mlp": MLP_KINDS, "norm": NORM_KINDS, "attention_kind": ATTENTION_KINDS, "hidden_act": HIDDEN_ACTS,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("parameters", "vocab_size", "hidden_size", "intermediate_size", "num_layers",
