@@ -72,7 +72,8 @@ def test_run_file_empty_or_structured_names_are_refused(tmp_path_factory: pytest
 
 
 @SETTINGS
-@given(key=st.sampled_from(INTS), raw=st.one_of(st.booleans(), st.floats(0.01, 1e6).filter(lambda x: not x.is_integer())))
+@given(key=st.sampled_from(INTS),
+       raw=st.one_of(st.booleans(), st.floats(0.01, 1e6).filter(lambda x: not x.is_integer())))
 def test_run_file_numbers_are_not_truncated(tmp_path_factory: pytest.TempPathFactory, key: str, raw: Any) -> None:
     path = _write(tmp_path_factory, {"model": "llama-3.1-8b", key: raw})
     with pytest.raises(runfiles.RunFileError, match=f"run 1: {key}: .* is not an integer"):

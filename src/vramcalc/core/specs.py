@@ -87,6 +87,11 @@ def _check(spec: Any) -> None:
         for op, limit in bounds:
             if not _TESTS[op](value, limit):
                 raise SpecError(name, f"Input should be {_WORDS[op]} {_number_text(limit)}")
+    for f in fields(spec):  # names are echoed in tables and errors: no newline, ESC or bidi control
+        value = getattr(spec, f.name)
+        for text in value if isinstance(value, tuple) else (value,):
+            if isinstance(text, str) and not text.isprintable():
+                raise SpecError(f.name, f"String should have no control characters, got {text!r:.60}")
     for name, (low, high) in cls.LENGTHS.items():
         value = getattr(spec, name)
         if not isinstance(value, str):

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from vramcalc.core.errors import PresetFileError
+from vramcalc.core.errors import PresetFileError, printable
 from vramcalc.core.params import count_params
 from vramcalc.core.specs import GpuSpec, ModelSpec
 from vramcalc.io import presets, validate
@@ -31,7 +31,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
+        path, message = printable(self.path), printable(self.message)
+        return f"{path}:{self.line}: {message}" if self.line else f"{path}: {message}"
 
 
 def _entry_lines(text: str) -> list[tuple[int, dict[str, int]]]:
