@@ -7,6 +7,7 @@ for headroom of at least 5 % of the estimate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,6 +66,8 @@ def parse_margin(text: str) -> Margin:
             fraction = float(raw)
             if fraction >= 1:
                 raise ValueError
+        if not math.isfinite(fraction):
+            raise ValueError
     except ValueError:
         raise ValueError(
             f"--margin {text!r} is not a margin; write a percentage like 5% or a fraction like 0.05"
@@ -102,6 +105,8 @@ def parse_size(text: str) -> int:
         raise ValueError(
             f"--max-memory {text!r} is not a size; write e.g. 20GB, 24GiB or 80000000000"
         ) from None
+    if not math.isfinite(value * scale):  # 1e309 is inf: int(inf) would raise OverflowError
+        raise ValueError(f"--max-memory {text!r} is not a finite size; write e.g. 20GB or 24GiB")
     size = int(value * scale)
     if size <= 0:
         raise ValueError(f"--max-memory {text!r} must be positive")

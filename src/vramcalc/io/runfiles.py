@@ -24,11 +24,12 @@ class RunFileError(VramcalcError):
     """A run file or training config that cannot be used, with the fix."""
 
 
-class _KeyProblem(Exception):
-    """A value of one key that is not its option's type; load() names the file."""
+class _KeyProblem(RunFileError):
+    """A value of one key that is not its option's type; load() adds the file's name."""
 
     def __init__(self, key: str, problem: str) -> None:
         self.key, self.problem = key, problem
+        super().__init__(f"{key}: {problem}")
 
 
 def _strict(key: str, option: str, raw: Any) -> Any:

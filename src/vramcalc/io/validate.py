@@ -27,6 +27,18 @@ def problem_text(field: str, message: str) -> str:
     return f"{field}: {message}" if field else message
 
 
+# Types of the raw keys of a foreign file (config.json) before any arithmetic touches them. JSON has
+# one number type and strings that look like anything, so each kind is strict: a boolean is true or
+# false (never "false", which Python's bool() reads as true), an integer is not a boolean, a string or
+# a fraction, a number is finite. Each kind allows null (the key's default applies).
+def _not_bool_or_text(value: Any) -> Any:
+    if isinstance(value, bool | str):
+        raise ValueError(f"Input should be a number, not {'a boolean' if isinstance(value, bool) else 'a string'}")
+    return value
+
+
+_StrictNumber = BeforeValidator(_not_bool_or_text)
+
 @cache
 def _checker(cls: type) -> type[BaseModel]:
     """A pydantic model with the fields, types, choices and bounds of the core dataclass `cls`."""
@@ -34,6 +46,12 @@ def _checker(cls: type) -> type[BaseModel]:
     spec: dict[str, Any] = {}
     for f in fields(cls):
         annotation: Any = hints[f.name]
+        if annotation is bool:  # true/false only: pydantic's lax mode would read "y", "on" or 1 as true
+            annotation = StrictBool
+        elif annotation is int:  # and True as 1
+            annotation = Annotated[int, _StrictNumber]
+        elif annotation == int | None:
+            annotation = Annotated[int, _StrictNumber] | None
         if f.name in cls.CHOICES:  # type: ignore[attr-defined]
             annotation = Literal[cls.CHOICES[f.name]]  # type: ignore[attr-defined]
             if f.name in cls.OPTIONAL:  # type: ignore[attr-defined]
@@ -67,17 +85,6 @@ def check(cls: type[T], data: Any) -> tuple[T | None, list[Problem]]:
         return None, [(e.field, e.message)]
 
 
-# Types of the raw keys of a foreign file (config.json) before any arithmetic touches them. JSON has
-# one number type and strings that look like anything, so each kind is strict: a boolean is true or
-# false (never "false", which Python's bool() reads as true), an integer is not a boolean, a string or
-# a fraction, a number is finite. Each kind allows null (the key's default applies).
-def _not_bool_or_text(value: Any) -> Any:
-    if isinstance(value, bool | str):
-        raise ValueError(f"Input should be a number, not {'a boolean' if isinstance(value, bool) else 'a string'}")
-    return value
-
-
-_StrictNumber = BeforeValidator(_not_bool_or_text)
 KEY_KINDS: dict[str, Any] = {
     "int": Annotated[int, _StrictNumber, Field(ge=0)],
     "positive": Annotated[int, _StrictNumber, Field(gt=0)],
