@@ -155,7 +155,7 @@ def test_sexagesimal_integers_stay_strings_and_fail_validation(tmp_path_factory:
     assert presets.read_yaml(folder / "gpus.yaml")[0]["memory_bytes"] == text_value
     with pytest.raises(PresetFileError) as caught:
         presets.load_files("gpu", (folder,))
-    assert any("memory_bytes: Input should be a valid integer" in p for p in caught.value.problems)
+    assert any("memory_bytes: Input should be a number, not a string" in p for p in caught.value.problems)
 
 
 @SETTINGS
