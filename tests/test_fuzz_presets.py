@@ -180,7 +180,7 @@ def test_hostile_snippets_are_refused_without_running_code(text: str) -> None:
 def test_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
     path = tmp_path / "big.yaml"
     path.write_text("#" * (presets.MAX_PRESET_FILE_BYTES + 1), encoding="utf-8")
-    with pytest.raises(PresetFileError, match="presets must be under"):
+    with pytest.raises(PresetFileError, match="over the 2,000,000-byte limit"):
         presets.read_yaml(path)
 
 

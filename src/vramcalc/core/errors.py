@@ -5,8 +5,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def printable(text: str) -> str:
+    """`text` with every non-printable character escaped as repr() writes it (`\\n`, `\\x1b`, `\\u202e`).
+
+    Names and values in messages come from input files: a newline would split the one-line error, an
+    ESC sequence would drive the terminal, a bidi override would reorder what is shown.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class VramcalcError(Exception):
-    """Base class: the CLI turns any of these into `error: <message>` and exit code 2."""
+    """Base class: the CLI turns any of these into `error: <message>` and exit code 2.
+
+    Every message is one printable line: string arguments pass through `printable`, so a subclass
+    cannot echo a file's control characters raw.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(printable(a) if isinstance(a, str) else a for a in args))
 
 
 class SpecError(VramcalcError):
@@ -16,7 +34,7 @@ class SpecError(VramcalcError):
     """
 
     def __init__(self, field: str, message: str) -> None:
-        self.field, self.message = field, message
+        self.field, self.message = printable(field), printable(message)
         super().__init__(f"{field}: {message}" if field else message)
 
 
@@ -50,10 +68,10 @@ class PresetFileError(VramcalcError):
     """A preset or config file that cannot be read or does not validate."""
 
     def __init__(self, path: str, problems: Sequence[str]) -> None:
-        self.path, self.problems = path, list(problems)
-        first = problems[0] if problems else "invalid"
+        self.path, self.problems = printable(path), [printable(p) for p in problems]
+        first = self.problems[0] if problems else "invalid"
         more = f" (+{len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        super().__init__(f"{path}: {first}{more}")
+        super().__init__(f"{self.path}: {first}{more}")
 
 
 class UnsupportedCombination(VramcalcError):

@@ -67,6 +67,8 @@ def parse_margin(text: str) -> Margin:
             fraction = float(raw)
             if fraction >= 1:
                 raise ValueError
+        if not math.isfinite(fraction):
+            raise ValueError
     except ValueError:
         raise BadInput(
             f"--margin {text!r} is not a margin; write a percentage like 5% or a fraction like 0.05"

@@ -10,6 +10,7 @@ Standard library only.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,7 +119,7 @@ def coerce(o: Opt, raw: Any) -> Any:
     if isinstance(o.kind, tuple):
         value = str(raw)
         if value not in o.kind:
-            raise OptionError(f"{o.flag}: {value!r} is not one of {', '.join(o.kind)}")
+            raise OptionError(f"{o.flag}: {_shown(raw)} is not one of {', '.join(map(str, o.kind))}")
         return value
     if o.kind is bool:
         if isinstance(raw, bool):
@@ -128,21 +129,36 @@ def coerce(o: Opt, raw: Any) -> Any:
             return True
         if word in _FALSE:
             return False
-        raise OptionError(f"{o.flag}: {raw!r} is not a boolean; use true or false")
+        raise OptionError(f"{o.flag}: {_shown(raw)} is not a boolean; use true or false")
     if o.kind is str:
-        if isinstance(raw, list | tuple):
-            return ",".join(str(x) for x in raw)
-        return str(raw)
+        text = ",".join(str(x) for x in raw) if isinstance(raw, list | tuple) else str(raw)
+        if not text.replace(",", " ").strip():
+            raise OptionError(f"{o.flag}: empty value; give {o.help[0].lower() + o.help[1:].rstrip('.')}")
+        return text
+    # Numbers: never a boolean (True is not 1 here), never a fraction truncated to an integer, never
+    # inf or nan (they would reach JSON as Infinity and make every comparison false).
     try:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise ValueError
         if o.kind is int:
-            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-                raise ValueError
-            return int(raw)
-        return float(raw)
-    except (TypeError, ValueError):
+            if isinstance(raw, float):
+                if not raw.is_integer():
+                    raise ValueError
+                return int(raw)
+            return int(raw)  # a string: int("1.5") and int("true") raise
+        value = float(raw)
+        if not math.isfinite(value):
+            raise OptionError(f"{o.flag}: {_shown(raw)} is not a finite number")
+        return value
+    except (TypeError, ValueError, OverflowError):
         raise OptionError(
-            f"{o.flag}: {raw!r} is not {'an integer' if o.kind is int else 'a number'}"
+            f"{o.flag}: {_shown(raw)} is not {'an integer' if o.kind is int else 'a number'}"
         ) from None
+
+
+def _shown(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def split_values(o: Opt, text: str) -> list[Any]:

@@ -17,6 +17,7 @@ from vramcalc.core.vocab import (
     ATTENTION_KINDS,
     ATTENTIONS,
     FSDP_STRATEGIES,
+    HIDDEN_ACTS,
     KV_DTYPES,
     METHODS,
     MLP_KINDS,
@@ -34,6 +35,7 @@ from vramcalc.core.vocab import (
     Attention,
     AttentionKind,
     FsdpStrategy,
+    HiddenAct,
     KvDtype,
     Method,
     MlpKind,
@@ -85,6 +87,11 @@ def _check(spec: Any) -> None:
         for op, limit in bounds:
             if not _TESTS[op](value, limit):
                 raise SpecError(name, f"Input should be {_WORDS[op]} {_number_text(limit)}")
+    for f in fields(spec):  # names are echoed in tables and errors: no newline, ESC or bidi control
+        value = getattr(spec, f.name)
+        for text in value if isinstance(value, tuple) else (value,):
+            if isinstance(text, str) and not text.isprintable():
+                raise SpecError(f.name, f"String should have no control characters, got {text!r:.60}")
     for name, (low, high) in cls.LENGTHS.items():
         value = getattr(spec, name)
         if not isinstance(value, str):
@@ -138,7 +145,7 @@ class ModelSpec:
     learned_position_embeddings: bool = False  # GPT-2-style absolute position table of max_position_embeddings
     parallel_residual: bool = False  # attention and MLP read the same normed input (GPT-J, NeoX, Falcon, Phi-2)
     sliding_window: int | None = None
-    hidden_act: str = "silu"  # config.json hidden_act: silu, gelu, gelu_new, gelu_pytorch_tanh, ...
+    hidden_act: HiddenAct = "silu"  # config.json hidden_act (vocab.HIDDEN_ACTS; others are refused)
     dropout: float = 0.0  # residual/embedding dropout (GPT-2: 0.1)
     norm_fp32_weight_mul: bool = False  # Gemma's RMSNorm multiplies by (1 + w) in fp32
 
@@ -172,7 +179,7 @@ class ModelSpec:
     published_parameters_source: str | None = None
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
-        "mlp": MLP_KINDS, "norm": NORM_KINDS, "attention_kind": ATTENTION_KINDS,
+        "mlp": MLP_KINDS, "norm": NORM_KINDS, "attention_kind": ATTENTION_KINDS, "hidden_act": HIDDEN_ACTS,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("parameters", "vocab_size", "hidden_size", "intermediate_size", "num_layers",

@@ -22,6 +22,10 @@ AdapterDtype = Literal["fp32", "bf16", "fp16"]
 QuantBits = Literal[4, 8]
 NormKind = Literal["rmsnorm", "layernorm"]
 MlpKind = Literal["gated", "plain"]
+# config.json hidden_act names whose saved tensors memory/activations.py models: ATen kernels that save
+# one tensor (silu = swish, gelu, gelu_pytorch_tanh, relu) and transformers' Python formulas
+# (gelu_new, gelu_fast, quick_gelu: ACT_SAVED_TENSORS). Any other name is refused, not guessed.
+HiddenAct = Literal["silu", "swish", "gelu", "gelu_pytorch_tanh", "relu", "gelu_new", "gelu_fast", "quick_gelu"]
 AttentionKind = Literal["standard", "mla"]  # mla: DeepSeek-V2/V3 multi-head latent attention
 Vendor = Literal["nvidia", "amd", "intel", "apple", "other"]
 # Multi-GPU and inference settings (memory/distributed.py, memory/inference.py).
@@ -47,6 +51,7 @@ ADAPTER_DTYPES: tuple[AdapterDtype, ...] = get_args(AdapterDtype)
 QUANT_BITS: tuple[QuantBits, ...] = get_args(QuantBits)
 NORM_KINDS: tuple[NormKind, ...] = get_args(NormKind)
 MLP_KINDS: tuple[MlpKind, ...] = get_args(MlpKind)
+HIDDEN_ACTS: tuple[HiddenAct, ...] = get_args(HiddenAct)
 ATTENTION_KINDS: tuple[AttentionKind, ...] = get_args(AttentionKind)
 VENDORS: tuple[Vendor, ...] = get_args(Vendor)
 ZERO_STAGES: tuple[ZeroStage, ...] = get_args(ZeroStage)

@@ -26,6 +26,39 @@ class UnsupportedModelType(VramcalcError):
         )
 
 
+# Every config.json key a mapper below reads, with its JSON type (io/validate.py KEY_KINDS). The file
+# is checked against this before any mapper runs, so no arithmetic sees a string or a boolean, and
+# booleans are true/false only: `"multi_query": "false"` is an error, not a truthy string.
+_POSITIVE = ("vocab_size", "hidden_size", "n_embd", "d_model", "num_attention_heads", "n_head",
+             "num_hidden_layers", "n_layer", "num_layers", "intermediate_size", "n_inner", "ffn_hidden_size",
+             "num_key_value_heads", "num_kv_heads", "head_dim", "sliding_window_pattern", "decoder_sparse_step",
+             "moe_layer_freq", "num_local_experts", "num_experts_per_tok", "moe_intermediate_size")
+_NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
+                 "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
+                 "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
+                 "first_k_dense_replace", "num_nextn_predict_layers")
+_BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_sliding_window", "qk_layernorm",
+          "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias")
+CONFIG_KEYS: dict[str, str] = {
+    **dict.fromkeys(_POSITIVE, "positive"),
+    **dict.fromkeys(_NON_NEGATIVE, "int"),
+    **dict.fromkeys(_BOOLS, "bool"),
+    **dict.fromkeys(("resid_pdrop", "residual_dropout"), "number"),
+    **dict.fromkeys(("model_type", "hidden_act", "hidden_activation", "activation_function", "topk_method",
+                     "torch_dtype"), "str"),
+    "mlp_only_layers": "int_list",
+    "layer_types": "str_list",
+}
+
+
+def _check_types(d: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    from vramcalc.io import validate  # pydantic: only when a config.json is read
+
+    problems = validate.check_keys(CONFIG_KEYS, d)
+    if problems:
+        raise PresetFileError(source, [prefix + validate.problem_text(*p) for p in problems])
+
+
 def _get(d: Mapping[str, Any], source: str, *keys: str, default: Any = ...) -> Any:
     """The first of `keys` present and not null; else `default`, or a one-line error naming the key."""
     for k in keys:
@@ -78,8 +111,9 @@ def _window(d: Mapping[str, Any], n_layers: int, default_pattern: int | None = N
     if isinstance(layer_types, list) and len(layer_types) == n_layers:
         out["sliding_window_layers"] = sum(1 for t in layer_types if t == "sliding_attention")
     elif pattern:
-        # Gemma 3 (modeling_gemma3.py, before layer_types): layer i is global when (i + 1) % pattern == 0.
-        out["sliding_window_layers"] = sum(1 for i in range(n_layers) if (i + 1) % int(pattern))
+        # Gemma 3 (modeling_gemma3.py, before layer_types): layer i is global when (i + 1) % pattern == 0,
+        # so n_layers // pattern layers are global (counted, not enumerated: n_layers comes from a file).
+        out["sliding_window_layers"] = n_layers - n_layers // int(pattern)
     return out
 
 
@@ -381,13 +415,17 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
     """A ModelSpec from a parsed config.json; unknown model_type raises UnsupportedModelType."""
     if not isinstance(d, Mapping):
         raise PresetFileError(source, ["config.json is not a JSON object"])
+    _check_types(d, source)
     model_type = d.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise PresetFileError(source, ["config.json has no 'model_type'; cannot tell the architecture"])
     mapper = FAMILIES.get(model_type)
     if mapper is None:
         raise UnsupportedModelType(model_type, source)
-    fields = mapper(_text_part(d), source)
+    text = _text_part(d)
+    if text is not d:
+        _check_types(text, source, "text_config.")
+    fields = mapper(text, source)
     hf_id = d.get("_name_or_path")
     aliases = (
         (hf_id,)
@@ -398,7 +436,8 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
     from vramcalc.io import validate  # pydantic: only when a config.json is read
 
     spec, problems = validate.check(
-        ModelSpec, {"name": name, "source": source, "display_name": name, "family": family, "aliases": aliases, **fields}
+        ModelSpec,
+        {"name": name, "source": source, "display_name": name, "family": family, "aliases": aliases, **fields},
     )
     if spec is None:
         raise PresetFileError(source, [validate.problem_text(*p) for p in problems])

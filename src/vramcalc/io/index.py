@@ -46,13 +46,19 @@ def kind_files(directory: Path, kind: str) -> list[Path]:
 
     presets.py reads exactly these (it calls this function), so the index's fingerprint covers them.
     """
+    from vramcalc.core.errors import PresetFileError
+    from vramcalc.io.files import os_problem, path_kind
+
     found: list[Path] = []
     sub = directory / kind
-    if sub.is_dir():
-        found += sorted(p for p in sub.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+    if path_kind(sub, "the preset folder") == "dir":
+        try:
+            found += sorted(p for p in sub.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+        except OSError as e:
+            raise PresetFileError(str(sub), [os_problem(e, "the preset folder")]) from None
     for ext in (".yaml", ".yml"):
         single = directory / f"{kind}{ext}"
-        if single.is_file():
+        if path_kind(single, "the preset file") != "missing":  # not a regular file: read_yaml says so
             found.append(single)
     return found
 
@@ -84,12 +90,12 @@ def _digest(payload: Any) -> str:
 
 def _read_cache(path: Path, key: str) -> dict[str, Any] | None:
     """The cached payload when the file is ours, current and unedited; None otherwise."""
-    try:
-        with open(path, "rb") as f:  # noqa: PTH123 - one bounded read of a regular file
-            if not os.path.isfile(path) or os.fstat(f.fileno()).st_size > MAX_INDEX_BYTES:
-                return None
-            doc = json.loads(f.read(MAX_INDEX_BYTES + 1))
-    except (OSError, ValueError, RecursionError):
+    from vramcalc.core.errors import VramcalcError
+    from vramcalc.io.files import read_bounded
+
+    try:  # a FIFO, a device, a directory or an oversized file here is "not ours": rebuild
+        doc = json.loads(read_bounded(path, MAX_INDEX_BYTES, "the preset index cache"))
+    except (VramcalcError, ValueError, RecursionError):
         return None
     if not isinstance(doc, dict) or doc.get("fingerprint") != key or not isinstance(doc.get("payload"), dict):
         return None

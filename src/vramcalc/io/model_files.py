@@ -18,10 +18,15 @@ from typing import Any
 
 from vramcalc.core.errors import PresetFileError
 from vramcalc.core.specs import ModelSpec
+from vramcalc.io.files import open_regular, path_kind, read_text_bounded
 from vramcalc.io.hf_config import hf_config_notes, spec_from_hf_config
 
-MAX_CONFIG_BYTES = 5_000_000  # config.json and index files are small; refuse anything that is not
-MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit on the header (100 MB)
+MAX_CONFIG_BYTES = 5_000_000  # config.json is a few kB; refuse anything that is not
+MAX_INDEX_BYTES = 32_000_000  # model.safetensors.index.json: ~100 bytes per tensor name
+# The safetensors library allows a 100 MB header, but parsing one costs ~25 s and 1 GB in Python; a
+# header entry is ~150 bytes per tensor, so 25 MB still holds an unsharded checkpoint of ~150k tensors.
+MAX_HEADER_BYTES = 25_000_000
+MAX_SAFETENSORS_FILE_BYTES = 2**50  # only the header is read; the file itself may be any real size
 
 # Bytes per element of each safetensors dtype (safetensors Dtype enum).
 SAFETENSORS_DTYPE_BYTES: dict[str, float] = {
@@ -73,55 +78,106 @@ class LoadedModel:
     notes: tuple[str, ...] = field(default=())
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _read_json(path: Path, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
+    """A JSON document from a bounded regular file; invalid, too deep or non-finite JSON is one error."""
+    text = read_text_bounded(path, max_bytes, what)
+    return parse_json(text, str(path), what)
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for `expected X, got Y` messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number"}.get(
+        type(value), type(value).__name__)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:20]} is too large")
+    return value
+
+
+def parse_json(text: str, source: str, what: str) -> Any:
+    """json.loads refusing NaN/Infinity and numbers that overflow a float (1e309), and deep nesting."""
     try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise PresetFileError(str(path), [f"{what} is {size} bytes; expected a small JSON file"])
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise PresetFileError(str(path), [f"cannot read {what}: {e.strerror or e}"]) from None
-    except UnicodeDecodeError:
-        raise PresetFileError(str(path), [f"{what} is not UTF-8 text"]) from None
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as e:
-        raise PresetFileError(str(path), [f"line {e.lineno}: invalid JSON: {e.msg}"]) from None
+        raise PresetFileError(source, [f"line {e.lineno}: invalid JSON: {e.msg}"]) from None
+    except RecursionError:
+        raise PresetFileError(source, [f"{what} is nested too deeply to be a {what}"]) from None
+    except ValueError as e:  # the two refusals above; an integer of more than 4,300 digits
+        raise PresetFileError(source, [f"{what}: invalid JSON: {' '.join(str(e).split()[:10])}"]) from None
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
     """The JSON header of one .safetensors file (tensor name -> dtype, shape, data_offsets)."""
+    p = str(path)
+    with open_regular(path, MAX_SAFETENSORS_FILE_BYTES, "the safetensors file") as (f, size):
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise PresetFileError(p, ["not a safetensors file: shorter than its 8-byte header length"])
+        (n,) = struct.unpack("<Q", raw)
+        if n > size - 8:
+            raise PresetFileError(p, [f"not a safetensors file: header length {n} is impossible: longer than the file"])
+        if n > MAX_HEADER_BYTES:
+            raise PresetFileError(p, [f"safetensors header of {n:,} bytes is over the {MAX_HEADER_BYTES:,}-byte "
+                                      "limit (about 150 bytes a tensor); is it a safetensors file?"])
+        body = f.read(n)
     try:
-        with path.open("rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                raise PresetFileError(
-                    str(path), ["not a safetensors file: shorter than its 8-byte header length"]
-                )
-            (n,) = struct.unpack("<Q", raw)
-            if n > MAX_HEADER_BYTES or n > path.stat().st_size - 8:
-                raise PresetFileError(str(path), [f"not a safetensors file: header length {n} is impossible"])
-            header = json.loads(f.read(n).decode("utf-8"))
-    except OSError as e:
-        raise PresetFileError(str(path), [f"cannot read: {e.strerror or e}"]) from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise PresetFileError(str(path), ["not a safetensors file: the header is not JSON"]) from None
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PresetFileError(p, ["not a safetensors file: the header is not UTF-8 JSON"]) from None
+    try:
+        header = parse_json(text, p, "safetensors header")
+    except PresetFileError as e:
+        raise PresetFileError(p, [f"not a safetensors file: the header is not JSON ({e.problems[0]})"]) from None
     if not isinstance(header, dict):
-        raise PresetFileError(str(path), ["not a safetensors file: the header is not a JSON object"])
+        raise PresetFileError(p, ["not a safetensors file: the header is not a JSON object"])
     return header
 
 
+MAX_TENSOR_RANK = 32  # safetensors itself sets none; real tensors have at most 5 or 6 dimensions
+MAX_DIM = 2**63 - 1  # a dimension is a u64 in the format; beyond i64 no framework can hold it
+
+
 def count_header(header: dict[str, Any], path: str) -> tuple[dict[str, int], int]:
-    """(elements per dtype, tensor count) of one header; "__metadata__" is skipped."""
+    """(elements per dtype, tensor count) of one header; "__metadata__" is skipped.
+
+    Each entry is checked as the format defines it (dtype one of the Dtype names, shape a list of
+    non-negative integers); a problem is `tensor NAME: field: what is wrong`.
+    """
     by_dtype: dict[str, int] = {}
     tensors = 0
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        if not isinstance(info, dict) or "shape" not in info or "dtype" not in info:
-            raise PresetFileError(path, [f"tensor {name!r} has no dtype or shape in the header"])
+        where = f"tensor {name!r:.80}"
+        if not isinstance(info, dict):
+            raise PresetFileError(path, [f"{where}: expected an object with dtype and shape, got {json_type(info)}"])
+        dtype, shape = info.get("dtype"), info.get("shape")
+        if dtype is None or shape is None:
+            raise PresetFileError(path, [f"{where} has no dtype or shape in the header"])
+        if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPE_BYTES:
+            raise PresetFileError(path, [f"{where}: dtype: {dtype!r:.40} is not a safetensors dtype; expected one of "
+                                         + ", ".join(SAFETENSORS_DTYPE_BYTES)])
+        if not isinstance(shape, list) or len(shape) > MAX_TENSOR_RANK:
+            raise PresetFileError(path, [f"{where}: shape: expected a list of at most {MAX_TENSOR_RANK} integers, "
+                                         f"got {json_type(shape)}"])
         n = 1
-        for dim in info["shape"]:
-            n *= int(dim)
-        by_dtype[str(info["dtype"])] = by_dtype.get(str(info["dtype"]), 0) + n
+        for dim in shape:
+            if isinstance(dim, bool) or not isinstance(dim, int) or not 0 <= dim <= MAX_DIM:
+                raise PresetFileError(path, [f"{where}: shape: {dim!r:.30} is not a dimension (a non-negative "
+                                             "integer)"])
+            n *= dim
+        by_dtype[dtype] = by_dtype.get(dtype, 0) + n
         tensors += 1
     return by_dtype, tensors
 
@@ -145,16 +201,25 @@ def _checkpoint_of(folder: Path) -> tuple[Checkpoint | None, int | None, list[st
     notes: list[str] = []
     index = folder / "model.safetensors.index.json"
     total_bytes: int | None = None
-    if index.is_file():
-        data = _read_json(index, "model.safetensors.index.json")
+    if path_kind(index, "model.safetensors.index.json") != "missing":
+        data = _read_json(index, "model.safetensors.index.json", MAX_INDEX_BYTES)
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict):
             raise PresetFileError(str(index), ["no weight_map: not a safetensors index"])
-        meta = data.get("metadata") or {}
-        if isinstance(meta, dict) and isinstance(meta.get("total_size"), int):
-            total_bytes = meta["total_size"]
-        shards = sorted({str(v) for v in weight_map.values()})
-        present = [folder / s for s in shards if (folder / s).is_file()]
+        meta = data.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise PresetFileError(str(index), [f"metadata: expected a JSON object, got {json_type(meta)}"])
+        size = (meta or {}).get("total_size")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise PresetFileError(str(index), [f"metadata.total_size: expected a byte count, got {size!r:.40}"])
+            total_bytes = size
+        for tensor, shard in weight_map.items():
+            if not isinstance(shard, str) or not shard or "/" in shard or "\\" in shard or shard in (".", ".."):
+                raise PresetFileError(str(index), [f"weight_map.{tensor}: expected a file name in this folder, "
+                                                   f"got {shard!r:.60}"])
+        shards = sorted(set(weight_map.values()))
+        present = [folder / s for s in shards if path_kind(folder / s, s) != "missing"]
         if len(present) == len(shards):
             return read_checkpoint(present), total_bytes, notes
         notes.append(
@@ -163,7 +228,7 @@ def _checkpoint_of(folder: Path) -> tuple[Checkpoint | None, int | None, list[st
         )
         return None, total_bytes, notes
     single = folder / "model.safetensors"
-    if single.is_file():
+    if path_kind(single, "model.safetensors") != "missing":
         return read_checkpoint([single]), None, notes
     return None, None, notes
 
@@ -171,20 +236,21 @@ def _checkpoint_of(folder: Path) -> tuple[Checkpoint | None, int | None, list[st
 def load_model_path(path: str | Path) -> LoadedModel:
     """A model from a config.json file or a folder holding one (and safetensors files, when present)."""
     p = Path(path)
-    if p.is_dir():
+    kind = path_kind(p, "the model path")
+    if kind == "dir":
         folder, config_path = p, p / "config.json"
-        if not config_path.is_file():
+        if path_kind(config_path, "config.json") == "missing":
             raise PresetFileError(
                 str(p), ["no config.json in this folder; pass a Hugging Face model folder or its config.json"]
             )
-    elif p.is_file():
-        folder, config_path = p.parent, p
-    else:
+    elif kind == "missing":
         raise PresetFileError(str(p), ["no such file or folder"])
+    else:  # a file, or something read_bounded refuses with the reason
+        folder, config_path = p.parent, p
     config = _read_json(config_path, "config.json")
     if not isinstance(config, dict):
         raise PresetFileError(str(config_path), ["config.json is not a JSON object"])
-    name = (folder.resolve().name if p.is_dir() or p.name == "config.json" else p.stem).lower() or "model"
+    name = (folder.resolve().name if kind == "dir" or p.name == "config.json" else p.stem).lower() or "model"
     spec = spec_from_hf_config(config, name[:100], str(config_path))
     notes = hf_config_notes(config)
     checkpoint, total_bytes, more = _checkpoint_of(folder)

@@ -13,10 +13,11 @@ from typing import Any
 
 import yaml
 
-from vramcalc.core.errors import PresetFileError
+from vramcalc.core.errors import PresetFileError, printable
 from vramcalc.core.params import count_params
 from vramcalc.core.specs import GpuSpec, ModelSpec
 from vramcalc.io import presets, validate
+from vramcalc.io.files import read_text_bounded
 from vramcalc.io.index import kind_files
 from vramcalc.io.presets import read_yaml
 
@@ -30,7 +31,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
+        path, message = printable(self.path), printable(self.message)
+        return f"{path}:{self.line}: {message}" if self.line else f"{path}: {message}"
 
 
 def _entry_lines(text: str) -> list[tuple[int, dict[str, int]]]:
@@ -67,7 +69,11 @@ def check_file(path: Path, kind: str) -> tuple[list[Problem], list[Any]]:
         return [
             Problem(p, 1, f"expected a list of presets (lines starting with '- '), got {type(data).__name__}")
         ], []
-    lines = _entry_lines(path.read_text(encoding="utf-8"))  # JSON is YAML: the marks work for both
+    # JSON is YAML: the marks work for both. Read again through the same bounds (read_yaml passed them).
+    try:
+        lines = _entry_lines(read_text_bounded(path, presets.MAX_PRESET_FILE_BYTES, "the file"))
+    except PresetFileError as e:
+        return [Problem(p, 0, m) for m in e.problems], []
     spec_type: type[ModelSpec] | type[GpuSpec] = ModelSpec if kind == "model" else GpuSpec
     problems: list[Problem] = []
     specs: list[Any] = []

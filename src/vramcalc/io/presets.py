@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 from vramcalc.core.errors import AmbiguousPresetError, PresetFileError, UnknownPresetError
 from vramcalc.core.specs import GpuSpec, ModelSpec
+from vramcalc.io.files import path_kind
 from vramcalc.io.index import builtin_dir, kind_files, normalize
 
 ENV_VAR = "VRAMCALC_PRESETS"
@@ -21,20 +22,15 @@ Spec = TypeVar("Spec", ModelSpec, GpuSpec)
 
 def read_yaml(path: Path) -> Any:
     """Parse one YAML (or JSON) file with safe_load; size-bounded; errors name the file and line."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_PRESET_FILE_BYTES:
-            raise PresetFileError(str(path), [f"file is {size} bytes; presets must be under {MAX_PRESET_FILE_BYTES}"])
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise PresetFileError(str(path), [f"cannot read: {e.strerror or e}"]) from None
-    except UnicodeDecodeError:
-        raise PresetFileError(str(path), ["not UTF-8 text"]) from None
+    from vramcalc.io.files import read_text_bounded
+
+    text = read_text_bounded(path, MAX_PRESET_FILE_BYTES, "the file")
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: ~10x faster
     try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, never yaml.Loader
+        data = yaml.load(text, Loader=strict_loader())  # noqa: S506 - a SafeLoader subclass, never yaml.Loader
+    except DuplicateKeyError as e:
+        raise PresetFileError(str(path), [str(e)]) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         line = f"line {mark.line + 1}: " if mark is not None else ""
@@ -45,6 +41,59 @@ def read_yaml(path: Path) -> Any:
         raise PresetFileError(str(path), [f"invalid YAML: {' '.join(str(e).split()[:8])}"]) from None
     _check_shape(data, str(path))
     return data
+
+
+class DuplicateKeyError(Exception):
+    """A mapping that gives one key twice (YAML says keys are unique; PyYAML keeps the last silently)."""
+
+
+@lru_cache(maxsize=1)
+def strict_loader() -> Any:
+    """yaml's safe loader (libyaml's when built with it), with two YAML 1.1 surprises removed.
+
+    - A key given twice in one mapping is an error, not "the last one wins".
+    - Integers are YAML 1.2's: `1:30` (1.1 sexagesimal, 90) and `010` (1.1 octal, 8) stay strings, so
+      validation says "not an integer" instead of accepting a number the author did not write.
+    """
+    import re
+
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: ~10x faster
+
+    class StrictLoader(base):  # type: ignore[misc, valid-type]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base constructor reports it
+                    continue
+                if duplicate:
+                    raise DuplicateKeyError(f"line {key_node.start_mark.line + 1}: key {key!r:.60} is given twice "
+                                            "in one mapping; keep one")
+            return super().construct_mapping(node, deep=deep)
+
+    resolvers = {first: [(tag, rx) for tag, rx in entries
+                         if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+                 for first, entries in base.yaml_implicit_resolvers.items()}
+    StrictLoader.yaml_implicit_resolvers = resolvers
+    StrictLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:int",
+        re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0x[0-9a-fA-F_]+|[-+]?(?:0|[1-9][0-9_]*))$"),
+        list("-+0123456789"),
+    )
+    StrictLoader.add_implicit_resolver(  # the 1.1 float pattern less its sexagesimal branch
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+                    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+        list("-+0123456789."),
+    )
+    return StrictLoader
 
 
 MAX_PRESET_DEPTH = 16  # a preset list is 3 levels deep (list, entry, aliases)
@@ -165,7 +214,7 @@ def preset_dirs(extra: Iterable[str | Path] = ()) -> tuple[Path, ...]:
     dirs += [Path(p) for p in env.split(os.pathsep) if p]
     dirs += [Path(p) for p in extra]
     for d in dirs[1:]:
-        if not d.is_dir():
+        if path_kind(d, "the preset directory") != "dir":
             raise PresetFileError(str(d), ["preset directory not found: pass a directory holding models/*.yaml "
                                            "or gpus.yaml"])
     return tuple(dirs)

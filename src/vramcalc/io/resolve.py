@@ -10,13 +10,14 @@ from pathlib import Path
 
 from vramcalc.core.errors import PresetFileError
 from vramcalc.core.specs import ModelSpec
+from vramcalc.io.files import path_kind
 
 
 def looks_like_path(model: str, exists: bool = True) -> bool:
     """MODEL is read from disk when it names an existing file or folder (with `exists`), ends in .json or
     starts like a path (./ ../ / ~)."""
     return (model.endswith(".json") or model.startswith(("./", "../", "/", "~", ".\\"))
-            or (exists and Path(model).exists()))
+            or (exists and path_kind(model, "MODEL") != "missing"))
 
 
 def resolve_model(ref: str, base_dir: Path | None = None,
@@ -32,7 +33,7 @@ def resolve_model(ref: str, base_dir: Path | None = None,
     from vramcalc.io import presets
 
     for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(ref).expanduser()]:
-        if candidate.exists():
+        if path_kind(candidate, "MODEL") != "missing":
             from vramcalc.io.model_files import load_model_path  # the reader, only for a path
 
             loaded = load_model_path(candidate)

@@ -14,13 +14,30 @@ from pathlib import Path
 from typing import Any
 
 from vramcalc.core.errors import UnknownPresetError, VramcalcError
-from vramcalc.core.options import BY_NAME
+from vramcalc.core.options import BY_NAME, OptionError, coerce
 from vramcalc.io import presets
+from vramcalc.io.files import path_kind
 from vramcalc.io.resolve import resolve_model
 
 
 class RunFileError(VramcalcError):
     """A run file or training config that cannot be used, with the fix."""
+
+
+class _KeyProblem(RunFileError):
+    """A value of one key that is not its option's type; load() adds the file's name."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key, self.problem = key, problem
+        super().__init__(f"{key}: {problem}")
+
+
+def _strict(key: str, option: str, raw: Any) -> Any:
+    """A file value as option `option`'s type: no truncated fractions, booleans as numbers, inf, or ''."""
+    try:
+        return coerce(BY_NAME[option], raw)
+    except OptionError as e:
+        raise _KeyProblem(key, str(e).split(": ", 1)[-1]) from None
 
 
 @dataclass
@@ -67,16 +84,19 @@ def read_data(path: Path) -> Any:
 def load(path_text: str) -> list[Run]:
     """The runs in a run file or a training config of another tool."""
     path = Path(path_text)
-    if not path.is_file():
+    if path_kind(path, "the run file") == "missing":  # a FIFO or device: read_yaml says what it is
         raise RunFileError(f"--config {path_text}: file not found; pass a YAML or JSON run file")
     data = read_data(path)
     kind = detect(data)
-    if kind == "vramcalc":
-        runs = _vramcalc_runs(data, str(path))
-    else:
-        run = _READERS[kind](data, path)
-        run.kind, run.path = kind, str(path)
-        runs = [run]
+    try:
+        if kind == "vramcalc":
+            runs = _vramcalc_runs(data, str(path))
+        else:
+            run = _READERS[kind](data, path)
+            run.kind, run.path = kind, str(path)
+            runs = [run]
+    except _KeyProblem as e:
+        raise RunFileError(f"{path}: {e.key}: {e.problem}") from None
     if not runs:
         raise RunFileError(f"{path}: no runs in the file; give option keys (model, method, batch_size, ...)")
     return runs
@@ -124,11 +144,14 @@ def _vramcalc_runs(data: Any, path: str) -> list[Run]:
         for key, value in entry.items():
             name = str(key).replace("-", "_")
             if name in _RUN_KEYS:
+                if value is not None and (not isinstance(value, str | int | float) or not str(value).strip()):
+                    raise RunFileError(f"{path}: run {i}: {key}: expected a {name} name, got {value!r:.40}; "
+                                       f"remove the key to leave it unset")
                 setattr(run, name, None if value is None else str(value))
             elif name in BY_NAME:
                 if name == "lora_targets" and isinstance(value, list):
                     value = ",".join(map(str, value))
-                run.options[name] = value
+                run.options[name] = None if value is None else _strict(f"run {i}: {key}", name, value)
             else:
                 known = ", ".join(sorted(_RUN_KEYS | set(BY_NAME)))
                 raise RunFileError(f"{path}: run {i}: unknown key {key!r}; known keys: {known}")
@@ -163,7 +186,9 @@ def _truthy(value: Any) -> bool:
 
 def _take(data: dict[str, Any], run: Run, key: str, option: str, convert: Any = None) -> None:
     if key in data and data[key] is not None:
-        run.options[option] = convert(data[key]) if convert else data[key]
+        # int/float conversions are the option's own, strict (no 1.5 -> 1, no True -> 1, no inf)
+        value = convert(data[key]) if convert in (_truthy, _targets) else data[key]
+        run.options[option] = _strict(key, option, value)
         run.mapped.append(key)
 
 
@@ -205,6 +230,9 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     # micro_batch_size, gradient_accumulation_steps, gradient_checkpointing, optimizer, bf16, fp16.
     run = Run(model=str(d["base_model"]), mapped=["base_model"])
     adapter = d.get("adapter")
+    if adapter not in (None, "lora", "qlora"):  # axolotl's load_adapter accepts these two spellings only
+        raise _KeyProblem("adapter", f"{adapter!r:.40} is not an axolotl adapter vramcalc models; use lora or qlora "
+                          "(lowercase, as axolotl spells them), or remove it for full fine-tuning")
     if adapter in ("lora", "qlora"):
         run.mapped.append("adapter")
         four, eight = _truthy(d.get("load_in_4bit", False)), _truthy(d.get("load_in_8bit", False))
@@ -256,6 +284,8 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     ftype = str(d.get("finetuning_type", "lora"))
     _seen(d, run, "finetuning_type")
     quant = d.get("quantization_bit")
+    if quant is not None and (isinstance(quant, bool) or quant not in (4, 8)):
+        raise _KeyProblem("quantization_bit", f"{quant!r:.40} is not modeled; use 4 or 8, or remove it")
     if ftype == "lora":
         if quant in (4, 8):
             run.options.update(method="qlora", quant_bits=int(quant))
@@ -267,7 +297,8 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     else:
         raise RunFileError(f"{path}: finetuning_type {ftype!r} is not modeled; use lora, full or freeze")
     if ftype == "freeze":
-        trainable = int(d.get("freeze_trainable_layers", 2))  # finetuning_args.py default 2
+        trainable = _strict("freeze_trainable_layers", "freeze_layers", d.get("freeze_trainable_layers", 2))
+        # finetuning_args.py default 2
         if trainable < 0:
             raise RunFileError(
                 f"{path}: negative freeze_trainable_layers (train the bottom layers) is not "
@@ -281,7 +312,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
     _take(d, run, "lora_target", "lora_targets", _targets)
-    run.options["seq_len"] = int(d.get("cutoff_len", 2048))
+    run.options["seq_len"] = _strict("cutoff_len", "seq_len", d.get("cutoff_len", 2048))
     _seen(d, run, "cutoff_len")
     _take(d, run, "per_device_train_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
@@ -401,13 +432,13 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
                 f"torchtune model {builder!r} matches no preset and checkpointer.checkpoint_dir "
                 "holds no config.json."
             )
-    if "lora_rank" in model_cfg:
-        run.options["lora_rank"] = int(model_cfg["lora_rank"])
-    if "lora_alpha" in model_cfg:
-        run.options["lora_alpha"] = float(model_cfg["lora_alpha"])
-    if "lora_dropout" in model_cfg:
-        run.options["lora_dropout"] = float(model_cfg["lora_dropout"])
-    targets = [str(m) for m in model_cfg.get("lora_attn_modules", [])]
+    for key in ("lora_rank", "lora_alpha", "lora_dropout"):
+        if key in model_cfg:
+            run.options[key] = _strict(f"model.{key}", key, model_cfg[key])
+    modules = model_cfg.get("lora_attn_modules", [])
+    if not isinstance(modules, list):
+        raise _KeyProblem("model.lora_attn_modules", f"expected a list of module names, got {modules!r:.40}")
+    targets = [str(m) for m in modules]
     if _truthy(model_cfg.get("apply_lora_to_mlp", False)):
         targets += ["gate_proj", "up_proj", "down_proj"]  # torchtune w1, w3, w2 in HF names
     if _truthy(model_cfg.get("apply_lora_to_output", False)):
@@ -437,7 +468,7 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
             run.notes.append(f"optimizer {opt['_component_']} is not modeled; counted as AdamW.")
     tok = d.get("tokenizer")
     if isinstance(tok, dict) and tok.get("max_seq_len"):
-        run.options["seq_len"] = int(tok["max_seq_len"])
+        run.options["seq_len"] = _strict("tokenizer.max_seq_len", "seq_len", tok["max_seq_len"])
         run.mapped.append("tokenizer")
     if _truthy(d.get("optimizer_in_bwd", False)):
         run.notes.append(
