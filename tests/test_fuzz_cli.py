@@ -9,7 +9,6 @@ multi-line error on stderr.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -164,10 +163,12 @@ def test_random_other_command_lines_never_crash(capsys: pytest.CaptureFixture[st
 def test_a_config_json_path_as_model_is_a_clean_answer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Whether or not config.json input is supported yet, a path never crashes."""
+    """A broken config.json never crashes: each is refused in one line (exit 2) that names the file."""
+    # empty, not JSON, not an object, no model_type, a number JSON reads as infinity
     for text in ["", "{", "[]", '{"hidden_size": -1}', '{"model_type": "llama", "hidden_size": 1e400}']:
         path = tmp_path / "config.json"
         path.write_text(text, encoding="utf-8")
         argv = ["estimate", str(path)]
-        assert_clean(argv, *invoke(argv, capsys))
-    assert os.path.exists(tmp_path / "config.json")
+        code, out, err = invoke(argv, capsys)
+        assert_clean(argv, code, out, err)
+        assert code == 2 and "config.json" in err, (text, code, err)

@@ -8,7 +8,6 @@ GB = 10**9  # decimal gigabyte: what the seed texts and vendors' boxes count
 GIB = 2**30  # binary gibibyte: what nvidia-smi and torch.cuda report
 MIB = 2**20
 
-Unit = Literal["GB", "GiB"]
 UNIT_BYTES: dict[str, int] = {"GB": GB, "GiB": GIB}
 
 # Storage dtype of one tensor element.
@@ -32,19 +31,9 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def tensor_bytes(n_elements: int, dtype: str) -> int:
-    """Bytes to store `n_elements` elements of `dtype` (rounded up to whole bytes)."""
-    return ceil_div(n_elements * BITS_PER_ELEMENT[dtype], 8)
-
-
 def dtype_bytes(dtype: str) -> int:
     """Whole bytes per element for byte-aligned dtypes (fp32 4, bf16 2, int8 1)."""
     bits = BITS_PER_ELEMENT[dtype]
     if bits % 8:
         raise ValueError(f"{dtype} is not byte-aligned")
     return bits // 8
-
-
-def round_up(n_bytes: int, multiple: int) -> int:
-    """Round `n_bytes` up to a multiple (the CUDA caching allocator rounds to 512 bytes)."""
-    return ceil_div(n_bytes, multiple) * multiple

@@ -508,8 +508,3 @@ def _transformer_phases(
     details["temporaries.backward_end"] = end_t
     phases = {"forward": fwd, "backward": backward, "optimizer_step": step}
     return phases, activations, temporaries
-
-
-def count_parameters(model: ModelSpec) -> int:
-    """Total parameters of a model preset (derived, or the preset's count)."""
-    return count_params(model)
