@@ -4,8 +4,10 @@
   generated inputs; the total is printed at the end of the run ("hypothesis inputs tried: N").
 - `ci` (selected when the environment variable CI is set, as GitHub Actions and most CI services
   do): a tenth of the examples, for a fast gate. Override with --hypothesis-profile=NAME.
-Both derandomize nothing and have no deadline: the CLI fuzzers render rich tables, whose time
-varies with the machine, and a flaky deadline is not a finding.
+Both are deterministic (derandomize, no example database: every run, here and in CI, tries the same
+inputs, so a failure reproduces and none appears only from a saved database) and have no deadline: the
+CLI fuzzers render tables, whose time varies with the machine, and a flaky deadline is not a finding.
+A longer, random search is `--hypothesis-profile=explore` (the same counts, a new seed each run).
 """
 
 from __future__ import annotations
@@ -21,12 +23,22 @@ FULL_EXAMPLES = 1000
 settings.register_profile(
     "full",
     max_examples=FULL_EXAMPLES,
+    derandomize=True,
+    database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.register_profile(
     "ci",
     max_examples=FULL_EXAMPLES // 10,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "explore",
+    max_examples=FULL_EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
