@@ -41,8 +41,17 @@ NAIVE = [sys.executable, str(ROOT / "benchmarks" / "naive_cli.py"), *ARGS]
 VRAMCALC = [sys.executable, "-m", "vramcalc", *ARGS]
 
 
+# Byte-compiled modules, as an installed package has them (pip compiles them at install time) and as the
+# naive script's typer/rich/pydantic have them in site-packages: the warm-up run writes them here, outside
+# the source tree, even where PYTHONDONTWRITEBYTECODE is set (it is on some machines; without this every
+# run would compile vramcalc from source and measure the compiler).
+PYCACHE = tempfile.mkdtemp(prefix="vramcalc-pycache-")
+
+
 def _env(cache_dir: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR", "VRAMCALC_PRESETS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FORCE_COLOR", "NO_COLOR", "VRAMCALC_PRESETS", "PYTHONDONTWRITEBYTECODE")}
+    env["PYTHONPYCACHEPREFIX"] = PYCACHE
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["COLUMNS"] = "80"
     env["TERM"] = "xterm-256color"
