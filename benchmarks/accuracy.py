@@ -42,7 +42,10 @@ METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("full amp-bf16", {"method": "full", "precision": "amp-bf16"}),
     ("lora q,v", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "v_proj")}),
     ("lora all-linear", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
-    ("qlora nf4", {"method": "qlora", "precision": "bf16", "lora_targets": ("all-linear",)}),
+    # kbit_prep off: the tracer follows bitsandbytes' storage and autograd but not peft's
+    # prepare_model_for_kbit_training (trace/__init__.py, Limitations); that recipe's fp32 casts of the
+    # non-quantized parameters (+2 B each) are checked against peft's own rule in tests/test_new_user.py.
+    ("qlora nf4", {"method": "qlora", "precision": "bf16", "lora_targets": ("all-linear",), "kbit_prep": False}),
 )
 RESULTS = Path(__file__).parent / "results"
 CACHE = RESULTS / "trace_cache.json"
