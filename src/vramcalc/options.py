@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
-from vramcalc.specs import METHODS, OPTIMIZERS, PRECISIONS
+from vramcalc.specs import LOSSES, METHODS, OPTIMIZERS, PRECISIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,6 +81,11 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("kv_dtype", ("auto", "fp32", "bf16", "fp16", "fp8"), "auto",
         "Inference KV-cache dtype (auto: the compute dtype)."),
     Opt("quant_group_size", int, 128, "GPTQ/AWQ group size."),
+    # Memory savers (memory/loss.py).
+    Opt("loss", LOSSES, "hf",
+        "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), fused-linear "
+        "(Liger LigerFusedLinearCrossEntropy), cut (Apple Cut Cross-Entropy)."),
+    Opt("loss_chunks", int, 8, "For --loss chunked: output chunks (torchtune num_output_chunks)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

@@ -29,6 +29,9 @@ FsdpStrategy = Literal["none", "full-shard", "shard-grad-op", "hybrid-shard", "n
 Offload = Literal["none", "optimizer", "params"]
 WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
+# Memory savers (memory/loss.py): how the loss is computed from the last hidden states.
+LossName = Literal["hf", "chunked", "fused-linear", "cut"]
+LOSSES: tuple[LossName, ...] = ("hf", "chunked", "fused-linear", "cut")
 
 METHODS: tuple[Method, ...] = ("full", "lora", "qlora", "freeze")
 PRECISIONS: tuple[PrecisionName, ...] = (
@@ -37,6 +40,9 @@ PRECISIONS: tuple[PrecisionName, ...] = (
 OPTIMIZERS: tuple[OptimizerName, ...] = (
     "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion"
 )
+
+# Precisions whose weights are fp32 (memory/precision.py RECIPES: amp-* and fp32).
+RECIPE_WEIGHT_32: dict[str, bool] = {"amp-bf16": True, "amp-fp16": True, "fp32": True}
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
@@ -200,6 +206,9 @@ class TrainingSpec(BaseModel):
     weight_dtype: WeightDtype = "auto"  # auto: the precision's weight dtype
     kv_dtype: KvDtype = "auto"  # auto: the compute dtype
     quant_group_size: PositiveInt = 128  # GPTQ / AWQ group size
+    # Memory savers (memory/loss.py): the loss kernel, and the chunks of torchtune's chunked loss.
+    loss: LossName = "hf"
+    loss_chunks: PositiveInt = 8  # torchtune CEWithChunkedOutputLoss num_output_chunks
 
     @model_validator(mode="after")
     def _parallel_consistent(self) -> Self:
@@ -223,6 +232,14 @@ class TrainingSpec(BaseModel):
         elif self.weight_dtype != "auto" or self.kv_dtype != "auto":
             raise ValueError("--weight-dtype and --kv-dtype apply to --mode inference; for training use "
                              "--method qlora or --precision")
+        return self
+
+    @model_validator(mode="after")
+    def _savers_consistent(self) -> Self:
+        if self.loss == "cut" and self.mode == "train" and RECIPE_WEIGHT_32.get(self.precision, False):
+            # cut_cross_entropy/cce_backward.py asserts bf16/fp16 embeddings and classifier.
+            raise ValueError(f"--loss cut needs 16-bit weights (Cut Cross-Entropy's backward asserts bf16 or "
+                             f"fp16), not --precision {self.precision}: use --precision bf16")
         return self
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from vramcalc.errors import UnsupportedCombination
 from vramcalc.memory import distributed as _distributed
 from vramcalc.memory import inference as _inference
 from vramcalc.memory.activations import head_activations, layer_activations
+from vramcalc.memory.loss import loss_bytes
 from vramcalc.memory.optimizer import OptimizerBytes, optimizer_bytes
 from vramcalc.memory.precision import RECIPES, Recipe
 from vramcalc.memory.weights import WeightBytes, freeze_fraction, weight_bytes
@@ -356,6 +357,14 @@ class _ActivationPlan:
     end_t: int  # backward-end temporaries when the condition below holds, else 0
     end_tied: bool  # end_t applies without gradient accumulation (tied embeddings)
     notes: tuple[str, ...]
+    # Loss saver (memory/loss.py); "hf" uses head_saved_t / loss_fwd_t / loss_bwd_t above.
+    loss: str = "hf"
+    loss_chunks: int = 8
+    norm_saved_t: int = 0  # the final norm's saved bytes per token (the rest of the head is the loss's)
+    head_trainable: bool = False
+    vocab: int = 0
+    hidden: int = 0
+    compute: int = 2
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -427,6 +436,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
         end_tied=m.tie_word_embeddings, notes=tuple(notes),
+        loss=t.loss, loss_chunks=t.loss_chunks,
+        norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
+        head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
     )
 
 
@@ -449,6 +461,17 @@ def _transformer_phases(
     grads_live_fwd = gradients if accum else 0
     g_head = min(p.g_head, gradients)
     saving_layers = p.saving_layers
+    # Loss savers (memory/loss.py): the head's saved set and the loss transients, and two more moments:
+    # the head's gradient allocated in forward (Liger) and the head's own backward (torchtune chunks).
+    grad_fwd = 0
+    head_bwd_t = -1  # no separate head-backward moment (hf: covered by the backward start)
+    if p.loss != "hf":
+        lb = loss_bytes(p.loss, tokens=tokens, batch=t.batch_size, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
+                        hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable)
+        head_saved = p.norm_saved_t * tokens + lb.saved
+        loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
+        grad_fwd = g_head if lb.head_grad_in_forward else 0
+        head_bwd_t = p.norm_saved_t * tokens + lb.head_backward if lb.head_backward else -1
     if p.checkpointing:
         # HF gradient_checkpointing_enable (transformers 5 modeling_utils: default {"use_reentrant": False},
         # torch.utils.checkpoint non-reentrant): each layer keeps only its input hidden states; during
@@ -457,8 +480,10 @@ def _transformer_phases(
         kept = p.kept_t * tokens
         recomputed = per_layer if saving_layers else 0
         acts = kept + once + head_saved + autocast_copies
-        fwd = base + grads_live_fwd + kept + once + autocast_copies + max(layer_fwd_t, head_saved + loss_fwd_t)
-        bwd_start = base + max(grads_live_fwd, 0) + kept + once + head_saved + loss_bwd_t
+        fwd = base + grads_live_fwd + kept + once + autocast_copies + max(
+            layer_fwd_t, head_saved + loss_fwd_t + grad_fwd)
+        bwd_start = base + max(grads_live_fwd, 0) + kept + once + head_saved + loss_bwd_t + grad_fwd
+        bwd_head = base + grads_live_fwd + kept + once + head_bwd_t if head_bwd_t >= 0 else 0
         layer_copies = p.layer_copies
         bwd_top = base + max(grads_live_fwd, g_head) + kept + once + recomputed + layer_copies + layer_bwd_t
         bwd_bottom = base + gradients + once + recomputed + layer_copies + layer_bwd_t
@@ -467,8 +492,11 @@ def _transformer_phases(
     else:
         acts_layers = saving_layers * per_layer
         acts = acts_layers + once + head_saved + autocast_copies
-        fwd = base + grads_live_fwd + acts_layers + once + autocast_copies + max(layer_fwd_t, head_saved + loss_fwd_t)
-        bwd_start = base + grads_live_fwd + acts + loss_bwd_t
+        fwd = base + grads_live_fwd + acts_layers + once + autocast_copies + max(
+            layer_fwd_t, head_saved + loss_fwd_t + grad_fwd)
+        bwd_start = base + grads_live_fwd + acts + loss_bwd_t + grad_fwd
+        bwd_head = (base + grads_live_fwd + acts_layers + once + autocast_copies + head_bwd_t
+                    if head_bwd_t >= 0 else 0)
         bwd_top = base + max(grads_live_fwd, g_head) + acts_layers + once + autocast_copies + layer_bwd_t
         bottom_acts = per_layer if saving_layers else 0
         # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
@@ -479,9 +507,9 @@ def _transformer_phases(
     # Backward-end temporaries (tied embeddings or accumulation; see _activation_plan).
     end_t = p.end_t if p.end_tied or accum else 0
     bwd_end = base + gradients + end_t
-    backward = max(bwd_start, bwd_top, bwd_bottom, bwd_end)
+    backward = max(bwd_start, bwd_top, bwd_bottom, bwd_end, bwd_head)
     step = base + gradients + opt_temp
-    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t)
+    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t, grad_fwd)
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = per_layer if p.checkpointing and saving_layers else 0
     details["activations.per_layer"] = per_layer

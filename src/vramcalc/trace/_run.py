@@ -95,6 +95,12 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         # Keep only the loss; the outputs (logits) are dropped, as HF Trainer's compute_loss does.
         return m(**inputs, use_cache=False).loss  # type: ignore[no-any-return]
 
+    if training.loss != "hf":  # memory savers: the loss computed from the hidden states (trace/_loss.py)
+        from vramcalc.trace._loss import loss_function
+
+        loss_fn = loss_function(training.loss, training.loss_chunks)  # noqa: F811
+        notes.append(f"loss {training.loss}: trace/_loss.py (emulated kernels for fused-linear and cut)")
+
     def optimizer_factory(m: torch.nn.Module) -> torch.optim.Optimizer:
         params = [p for p in m.parameters() if p.requires_grad]
         opt, opt_notes = make_optimizer(training, params)
