@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.cli_helpers import invoke
+from cli_helpers import invoke
 from vramcalc import presets
 from vramcalc.memory import estimate
 from vramcalc.memory.loss import loss_bytes

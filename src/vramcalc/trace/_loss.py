@@ -38,7 +38,7 @@ class _FusedLinearCE(torch.autograd.Function):
     """Liger fused linear cross-entropy, memory only: the gradients are computed in forward."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         bt, h = x.shape
         v = weight.shape[0]
         chunk = min(_next_pow2(_cdiv(bt, _cdiv(v, h))), bt)
@@ -59,7 +59,7 @@ class _FusedLinearCE(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
         grad_input, grad_weight = ctx.saved_tensors
         return grad_input, grad_weight, None  # element_mul_kernel scales in place when grad_out != 1
 
@@ -68,7 +68,7 @@ class _CutCE(torch.autograd.Function):
     """Apple Cut Cross-Entropy (shift=1, filter_eps "auto", bf16 accumulation), memory only."""
 
     @staticmethod
-    def forward(ctx: Any, e: torch.Tensor, c: torch.Tensor, n_valid: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, e: torch.Tensor, c: torch.Tensor, n_valid: int) -> torch.Tensor:
         dev = e.device
         # utils._build_flat_valids: (targets != ignore).nonzero() (int64 pairs), .to(int32), .sum(1) (int64)
         pairs = torch.empty((n_valid, 2), dtype=torch.int64, device=dev)
@@ -85,7 +85,7 @@ class _CutCE(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
         e, c, lse, valids, logit_avg = ctx.saved_tensors
         order = torch.argsort(logit_avg).to(torch.int32)  # sort_logit_avg
         de = torch.zeros_like(e) if ctx.needs_input_grad[0] else None
@@ -99,7 +99,9 @@ class _CutCE(torch.autograd.Function):
 
 def _parts(m: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The decoder body (ending with the final norm) and the output projection of an HF causal LM."""
-    hf = m.get_base_model() if hasattr(m, "get_base_model") else m
+    hf: Any = m
+    if hasattr(m, "get_base_model"):  # peft
+        hf = m.get_base_model()  # type: ignore[operator]
     return hf.base_model, hf.get_output_embeddings()
 
 
@@ -131,11 +133,11 @@ def loss_function(loss: str, chunks: int) -> Callable[[nn.Module, dict[str, Any]
     def fused_linear(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         h, head = hidden(m, inputs)
         labels = shifted(inputs["labels"]).view(-1)
-        return _FusedLinearCE.apply(h.view(-1, h.shape[-1]), head.weight, labels)  # type: ignore[no-any-return]
+        return _FusedLinearCE.apply(h.view(-1, h.shape[-1]), head.weight, labels)  # type: ignore[no-any-return,no-untyped-call]
 
     def cut(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         h, head = hidden(m, inputs)
         b, s = inputs["labels"].shape
-        return _CutCE.apply(h.contiguous().flatten(0, -2), head.weight, b * (s - 1))  # type: ignore[no-any-return]
+        return _CutCE.apply(h.contiguous().flatten(0, -2), head.weight, b * (s - 1))  # type: ignore[no-any-return,no-untyped-call]
 
     return {"chunked": chunked, "fused-linear": fused_linear, "cut": cut}[loss]

@@ -98,7 +98,7 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     if training.loss != "hf":  # memory savers: the loss computed from the hidden states (trace/_loss.py)
         from vramcalc.trace._loss import loss_function
 
-        loss_fn = loss_function(training.loss, training.loss_chunks)  # noqa: F811
+        loss_fn = loss_function(training.loss, training.loss_chunks)  # type: ignore[assignment]  # noqa: F811
         notes.append(f"loss {training.loss}: trace/_loss.py (emulated kernels for fused-linear and cut)")
 
     def optimizer_factory(m: torch.nn.Module) -> torch.optim.Optimizer:
