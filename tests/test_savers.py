@@ -122,3 +122,19 @@ def test_bad_loss_value_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "Traceback" not in err
     code, _, err = invoke(["estimate", "llama-3.2-1b", "--loss", "chunked", "--loss-chunks", "0"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("loss", ["chunked", "fused-linear", "cut"])
+def test_explain_itemizes_each_loss_saver(loss: str) -> None:
+    from vramcalc.explain import explain
+    from vramcalc.memory.loss import SOURCES
+
+    m = presets.find_model("llama-3.1-8b")
+    t = TrainingSpec(method="full", seq_len=4096, loss=loss)
+    doc = explain(m, t)
+    lines = [ln for sec in doc.sections for ln in sec.lines]
+    saved = next(ln for ln in lines if ln.key == "activations.head.loss")
+    assert saved.source == SOURCES[loss]
+    assert saved.value == estimate(m, t).details["activations.loss_saved"]
+    # Every phase is itemized (no "shown with its total only" fallback note).
+    assert not any("total only" in n for n in doc.notes)

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from vramcalc.memory import CUDA_CONTEXT_BYTES, PHASES, RECIPES, Breakdown, estimate
 from vramcalc.memory.activations import head_activations, head_terms, layer_activations
+from vramcalc.memory.loss import LABELS as LOSS_LABELS
+from vramcalc.memory.loss import SOURCES as LOSS_SOURCES
 from vramcalc.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, optimizer_bytes, state_dtype
 from vramcalc.memory.weights import DQ_BLOCK, NF4_BLOCK, freeze_fraction, nf4_bytes, weight_bytes
 from vramcalc.params import block_linears, head_dim, resolve_targets
@@ -27,6 +29,7 @@ Kind = Literal["bytes", "count", "per_token"]
 
 # Where each formula comes from (the same citations as the core modules' comments).
 SRC_SEED_WEIGHTS = "seed 000 'Model Weights': params × bytes per param; dtypes: memory/precision.py RECIPES"
+
 SRC_SEED_GRADS = "seed 000 'Gradients': one gradient per trainable parameter, same shape and dtype (torch autograd)"
 SRC_ADAMW = ("seed 000 'Optimizer States'; Loshchilov & Hutter 2019; torch/optim/adamw.py "
              "exp_avg + exp_avg_sq")
@@ -371,9 +374,16 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"1 B × {_n(m.hidden_size)} hidden × {tok}", drop, "hidden × tokens", "torch fused dropout"))
     head_saved = 0
     for term in head_terms(m, t, recipe, head_trainable):
+        if t.loss != "hf" and not term.name.startswith("final norm"):
+            continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
         head_saved += term.per_token * tokens
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
                           term.per_token * tokens, "bytes per token × tokens", SRC_LOSS))
+    if t.loss != "hf":
+        loss_saved = b.details.get("activations.loss_saved", 0)
+        head_saved += loss_saved
+        lines.append(Line("activations.head.loss", f"loss {t.loss}: {LOSS_LABELS[t.loss][0]}", tok, loss_saved,
+                          "memory/loss.py loss_bytes", LOSS_SOURCES[t.loss]))
     autocast = 0
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
@@ -396,6 +406,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     v = m.vocab_size
     loss_fwd = head_activations(m, t, recipe, head_trainable).forward_transient * tokens
     loss_bwd = 8 * v * tokens
+    if t.loss != "hf":  # the core's figures for a loss saver (memory/loss.py)
+        loss_fwd, loss_bwd = d.get("temporaries.loss_forward", 0), d.get("temporaries.loss_backward", 0)
     gb = dtype_bytes(recipe.grad)
     end_t = d.get("temporaries.backward_end", 0)
     opt_temp = d.get("temporaries.optimizer_step", 0)
@@ -418,6 +430,19 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                 if layer.backward_transient.per_token_seq else ""), layer_bwd_t, "bytes per token × tokens",
              SRC_ACTS),
     ]
+    if t.loss != "hf":
+        labels, src = LOSS_LABELS[t.loss], LOSS_SOURCES[t.loss]
+        tl[1:3] = [Line("temporaries.loss_forward", f"loss {t.loss}: {labels[1]}", tok, loss_fwd,
+                        "memory/loss.py loss_bytes", src),
+                   Line("temporaries.loss_backward", f"loss {t.loss}: {labels[2]}", tok, loss_bwd,
+                        "memory/loss.py loss_bytes", src)]
+        if d.get("temporaries.head_gradient_in_forward"):
+            tl.append(Line("temporaries.head_gradient_in_forward", "the head's gradient, allocated in forward",
+                           f"{_n(v)} × {_n(m.hidden_size)} × {dtype_bytes(recipe.grad)} B",
+                           d["temporaries.head_gradient_in_forward"], "vocab × hidden × gradient bytes", src))
+        if d.get("temporaries.head_backward"):
+            tl.append(Line("temporaries.head_backward", labels[3], tok, d["temporaries.head_backward"],
+                           "memory/loss.py loss_bytes (with the final norm's saved tensors)", src))
     if end_t:
         tied = m.tie_word_embeddings
         tl.append(Line("temporaries.gradient_sum",
@@ -435,6 +460,9 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         "head_saved": head_saved, "autocast": autocast, "layer_fwd_t": layer_fwd_t, "layer_bwd_t": layer_bwd_t,
         "loss_fwd": loss_fwd, "loss_bwd": loss_bwd, "end_t": end_t, "opt_temp": opt_temp, "per_layer": per_layer,
         "saving": saving, "ckpt": t.grad_checkpointing, "layer_copies": autocast // n_layers if autocast else 0,
+        "grad_fwd": d.get("temporaries.head_gradient_in_forward", 0),
+        "head_bwd": d.get("temporaries.head_backward", 0), "head_only_saved": head_saved - d.get(
+            "activations.loss_saved", 0) if t.loss != "hf" else 0,
     }
     return layer_sec, act_sec, temp_sec, moments
 
@@ -490,7 +518,7 @@ def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section,
         layers = [("kept layer inputs" if x["ckpt"] else "saved layer activations", x["kept"]),
                   ("shared", x["once"])]
         ac = [("autocast copies", x["autocast"])]
-        loss_peak = x["head_saved"] + x["loss_fwd"]
+        loss_peak = x["head_saved"] + x["loss_fwd"] + x.get("grad_fwd", 0)
         last = (("head + loss temporaries", loss_peak) if loss_peak >= x["layer_fwd_t"]
                 else ("layer forward temporaries", x["layer_fwd_t"]))
         fwd = [_sum_line("phases.forward", "end of forward: loss computed", base + grads_live + layers + ac + [last])]
@@ -498,13 +526,16 @@ def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section,
         rec = [("recomputed layer", x["recomputed"]), ("its autocast copies", x["layer_copies"])]
         if x["ckpt"]:
             start = base + grads_live + layers + [("head + loss saved", x["head_saved"]),
-                                                 ("loss gradients", x["loss_bwd"])]
+                                                 ("loss gradients", x["loss_bwd"]),
+                                                 ("head gradient (from forward)", x.get("grad_fwd", 0))]
+            head = base + grads_live + layers + [("head backward", x.get("head_bwd", 0))]
             top = base + [("gradients (head)", g_top)] + layers + rec + [("layer backward", x["layer_bwd_t"])]
             bottom = base + [("gradients", b.gradients), ("shared", x["once"])] + rec + [
                 ("layer backward", x["layer_bwd_t"])]
         else:
             start = base + grads_live + layers + [("head + loss saved", x["head_saved"])] + ac + [
-                ("loss gradients", x["loss_bwd"])]
+                ("loss gradients", x["loss_bwd"]), ("head gradient (from forward)", x.get("grad_fwd", 0))]
+            head = base + grads_live + layers + ac + [("head backward", x.get("head_bwd", 0))]
             top = base + [("gradients (head)", g_top)] + layers + ac + [("layer backward", x["layer_bwd_t"])]
             bottom = base + [("gradients", b.gradients), ("shared", x["once"]),
                              ("last layer's activations", x["per_layer"] if x["saving"] else 0),
@@ -515,6 +546,8 @@ def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section,
                _sum_line("phases.backward.top", "backward at the top layer", top),
                _sum_line("phases.backward.bottom", "backward at the bottom layer: all gradients exist", bottom),
                _sum_line("phases.backward.end", "end of backward", end)]
+        if x.get("head_bwd"):
+            bwd.insert(1, _sum_line("phases.backward.head", "backward at the LM head (loss chunks)", head))
     step = [_sum_line("phases.optimizer_step", "optimizer step", base + [("gradients", b.gradients),
                                                                          ("step temporaries", x["opt_temp"])])]
     groups = {"forward": fwd, "backward": bwd, "optimizer_step": step}

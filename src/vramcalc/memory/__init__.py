@@ -521,6 +521,10 @@ def _transformer_phases(
     details["temporaries.layer_backward"] = layer_bwd_t
     details["temporaries.layer_forward"] = layer_fwd_t
     details["temporaries.backward_end"] = end_t
+    if p.loss != "hf":  # loss savers (memory/loss.py): their own moments, for explain
+        details["activations.loss_saved"] = head_saved - p.norm_saved_t * tokens
+        details["temporaries.head_gradient_in_forward"] = grad_fwd
+        details["temporaries.head_backward"] = max(head_bwd_t, 0)
     phases = {"forward": fwd, "backward": backward, "optimizer_step": step}
     return phases, activations, temporaries
 

@@ -41,6 +41,20 @@ SOURCES: dict[str, str] = {
 }
 
 
+# What `vramcalc explain` calls each part: (saved, forward transient, backward transient, head backward).
+LABELS: dict[str, tuple[str, str, str, str]] = {
+    "chunked": ("lm_head input + every chunk's fp32 log_softmax output",
+                "all chunks' 16-bit logits + one chunk's fp32 upcast",
+                "one chunk's nll_loss and log_softmax fp32 gradients",
+                "head backward: waiting 16-bit logit gradients, 3 head-sized weight gradients, chunk input grads"),
+    "fused-linear": ("grad_input (BT × H), computed in forward",
+                     "one logits chunk + its grad_input product + fp32 loss_1d + target mask",
+                     "none (backward hands back grad_input and grad_weight)", ""),
+    "cut": ("hidden states e + fp32 lse + int64 valids per token, fp32 logit_avg per vocab entry",
+            "nonzero()'s int64 index pairs", "de zeros (BT × H) + argsort of logit_avg", ""),
+}
+
+
 def _next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length() if n > 1 else 1
 
