@@ -86,6 +86,10 @@ OPTIONS: tuple[Opt, ...] = (
         "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), fused-linear "
         "(Liger LigerFusedLinearCrossEntropy), cut (Apple Cut Cross-Entropy)."),
     Opt("loss_chunks", int, 8, "For --loss chunked: output chunks (torchtune num_output_chunks)."),
+    Opt("ac_every", int, 1, "With --grad-checkpointing: checkpoint every k-th layer (torchtune ac_mode "
+        "selective, ac_option k); the others keep their activations."),
+    Opt("activation_offload", bool, False, "Offload saved activations to host RAM (torchtune "
+        "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

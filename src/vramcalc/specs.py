@@ -209,6 +209,8 @@ class TrainingSpec(BaseModel):
     # Memory savers (memory/loss.py): the loss kernel, and the chunks of torchtune's chunked loss.
     loss: LossName = "hf"
     loss_chunks: PositiveInt = 8  # torchtune CEWithChunkedOutputLoss num_output_chunks
+    ac_every: PositiveInt = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
+    activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
 
     @model_validator(mode="after")
     def _parallel_consistent(self) -> Self:
@@ -240,6 +242,9 @@ class TrainingSpec(BaseModel):
             # cut_cross_entropy/cce_backward.py asserts bf16/fp16 embeddings and classifier.
             raise ValueError(f"--loss cut needs 16-bit weights (Cut Cross-Entropy's backward asserts bf16 or "
                              f"fp16), not --precision {self.precision}: use --precision bf16")
+        if self.ac_every > 1 and not self.grad_checkpointing:
+            raise ValueError(f"--ac-every {self.ac_every} selects which layers are checkpointed: "
+                             "add --grad-checkpointing")
         return self
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ from vramcalc.memory.activations import head_activations, layer_activations
 from vramcalc.memory.loss import loss_bytes
 from vramcalc.memory.optimizer import OptimizerBytes, optimizer_bytes
 from vramcalc.memory.precision import RECIPES, Recipe
+from vramcalc.memory.savers import layer_residency
 from vramcalc.memory.weights import WeightBytes, freeze_fraction, weight_bytes
 from vramcalc.params import active_params, block_linears, count_params, head_dim
 from vramcalc.units import MIB, dtype_bytes
@@ -170,7 +171,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         "active_parameters": plan.active_parameters,
         "communication": communication,
         "kv_cache": 0,
-        "cpu_offload_bytes": per_gpu.cpu_offload_bytes if per_gpu else 0,
+        "cpu_offload_bytes": (per_gpu.cpu_offload_bytes if per_gpu else 0)
+        + details.get("activations.offloaded_to_host", 0) * training.gpus_per_node,  # memory/savers.py
         "parallelism": dict(per_gpu.layout) if per_gpu else None,
     })
     return b
@@ -365,6 +367,10 @@ class _ActivationPlan:
     vocab: int = 0
     hidden: int = 0
     compute: int = 2
+    # Checkpointing variants (memory/savers.py).
+    ac_every: int = 1
+    offload: bool = False
+    layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -424,6 +430,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
                      "in backward with its full activations.")
+    if t.ac_every > 1:
+        notes.append(f"selective checkpointing: {n_layers // t.ac_every} of {n_layers} layers checkpointed "
+                     f"(every {t.ac_every}th, torchtune ac_mode selective); the others keep their activations.")
+    if t.activation_offload:
+        notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); the GPU "
+                     "keeps one layer's in backward (torchtune OffloadActivations).")
     if t.method == "lora":
         notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
                      "gradient before the first adapter, so the real figure is slightly lower).")
@@ -439,6 +451,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         loss=t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
+        ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
     )
 
 
@@ -472,12 +485,19 @@ def _transformer_phases(
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
         grad_fwd = g_head if lb.head_grad_in_forward else 0
         head_bwd_t = p.norm_saved_t * tokens + lb.head_backward if lb.head_backward else -1
-    if p.checkpointing:
+    host_t = 0
+    if p.checkpointing or p.offload:
         # HF gradient_checkpointing_enable (transformers 5 modeling_utils: default {"use_reentrant": False},
         # torch.utils.checkpoint non-reentrant): each layer keeps only its input hidden states; during
         # backward one layer is recomputed with its full saved set (autocast weight casts included, freed
         # with the layer: the nested autocast region clears its cache on exit, autocast_mode.py __exit__).
         kept = p.kept_t * tokens
+        kept_bwd = kept
+        if p.ac_every > 1 or p.offload:  # selective / offloaded (memory/savers.py)
+            r = layer_residency(n_layers=p.n_layers, saving_layers=saving_layers, checkpointing=p.checkpointing,
+                                every=p.ac_every, offload=p.offload, per_layer=per_layer,
+                                layer_input=p.layer_input_t * tokens)
+            kept, kept_bwd, host_t = r.forward, r.backward, r.host
         recomputed = per_layer if saving_layers else 0
         acts = kept + once + head_saved + autocast_copies
         fwd = base + grads_live_fwd + kept + once + autocast_copies + max(
@@ -485,7 +505,7 @@ def _transformer_phases(
         bwd_start = base + max(grads_live_fwd, 0) + kept + once + head_saved + loss_bwd_t + grad_fwd
         bwd_head = base + grads_live_fwd + kept + once + head_bwd_t if head_bwd_t >= 0 else 0
         layer_copies = p.layer_copies
-        bwd_top = base + max(grads_live_fwd, g_head) + kept + once + recomputed + layer_copies + layer_bwd_t
+        bwd_top = base + max(grads_live_fwd, g_head) + kept_bwd + once + recomputed + layer_copies + layer_bwd_t
         bwd_bottom = base + gradients + once + recomputed + layer_copies + layer_bwd_t
         activations = acts + recomputed
         layers_detail = kept
@@ -521,6 +541,8 @@ def _transformer_phases(
     details["temporaries.layer_backward"] = layer_bwd_t
     details["temporaries.layer_forward"] = layer_fwd_t
     details["temporaries.backward_end"] = end_t
+    if p.offload:
+        details["activations.offloaded_to_host"] = host_t
     if p.loss != "hf":  # loss savers (memory/loss.py): their own moments, for explain
         details["activations.loss_saved"] = head_saved - p.norm_saved_t * tokens
         details["temporaries.head_gradient_in_forward"] = grad_fwd

@@ -62,6 +62,10 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         target.gradient_checkpointing_enable()  # transformers' defaults (use_reentrant=False)
+        if training.ac_every > 1:  # torchtune selective: only layers whose 1-based index is a multiple of k
+            for i, block in enumerate(layers, start=1):
+                if i % training.ac_every:
+                    block.gradient_checkpointing = False  # type: ignore[assignment]
         if method != "full":
             # transformers/peft do this for adapters and frozen embeddings so checkpointed blocks get grads
             target.enable_input_require_grads()
@@ -114,6 +118,12 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         module = _prepare(hf, model, training, notes)
         with fake_mode:
             module = _fakeify(module)
+        if training.activation_offload:  # trace/_offload.py: torchtune OffloadActivations around the body
+            from vramcalc.trace._loss import _parts
+            from vramcalc.trace._offload import install
+
+            install(_parts(module)[0])
+            notes.append("activation offload: torchtune OffloadActivations emulated (trace/_offload.py)")
         result = trace_module_step(module, make_inputs, loss_fn, optimizer_factory, grad_accum=training.grad_accum,
                                    autocast=autocast, fake_mode=fake_mode, notes=notes)
         backends = sorted(set(_cuda.SDPA_BACKENDS))
