@@ -209,3 +209,38 @@ def test_ac_every_needs_checkpointing(capsys: pytest.CaptureFixture[str]) -> Non
     code, out, err = invoke(["estimate", "llama-3.2-1b", "--ac-every", "2"], capsys)
     assert code == 2 and out == ""
     assert err.strip() == "error: --ac-every 2 selects which layers are checkpointed: add --grad-checkpointing"
+
+
+# --- optimizer in backward ------------------------------------------------------------------------------
+def test_optimizer_in_backward_keeps_one_gradient() -> None:
+    m = presets.find_model("mistral-7b")
+    b = estimate(m, TrainingSpec(method="full", optimizer_in_bwd=True, optimizer_impl="foreach"))
+    # Largest trainable tensor of Mistral-7B: embed_tokens / lm_head, 32,000 × 4,096; bf16 gradient.
+    assert b.gradients == 32_000 * 4_096 * 2
+    # foreach AdamW over that one tensor: sqrt(exp_avg_sq) in fp32 (memory/optimizer.py), not the whole model's.
+    assert b.details["temporaries.optimizer_step"] == 32_000 * 4_096 * 4
+    # Nothing left to do at the optimizer step: weights + states only (seed: 2 + 8 bytes per parameter).
+    assert b.phases["optimizer_step"] == 10 * 7_241_732_096
+    plain = estimate(m, TrainingSpec(method="full", optimizer_impl="foreach"))
+    assert b.tensor_peak_bytes < plain.tensor_peak_bytes
+
+
+def test_optimizer_in_backward_matches_the_trace() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    wide = WIDE_VOCAB.model_copy(update={"num_layers": 4})
+    t = TrainingSpec(method="full", precision="pure-bf16", batch_size=2, seq_len=512, grad_checkpointing=True,
+                     optimizer_in_bwd=True, optimizer_impl="foreach")
+    e, r = estimate(wide, t), trace(wide, t)
+    err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
+    assert -0.02 <= err <= 0.05, (err, e.phases, r.phase_peaks, r.peak_op)  # issue 13's bounds
+    assert e.phases["optimizer_step"] <= r.phase_peaks["optimizer_step"] * 1.01
+
+
+def test_optimizer_in_backward_rejects_accumulation(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "llama-3.2-1b", "--optimizer-in-bwd", "--grad-accum", "4"], capsys)
+    assert code == 2 and out == ""
+    assert err.strip() == ("error: --optimizer-in-bwd steps each parameter as its gradient lands, so it cannot "
+                           "accumulate gradients: use --grad-accum 1")

@@ -90,6 +90,8 @@ OPTIONS: tuple[Opt, ...] = (
         "selective, ac_option k); the others keep their activations."),
     Opt("activation_offload", bool, False, "Offload saved activations to host RAM (torchtune "
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
+    Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
+        "(torchtune optimizer_in_bwd)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

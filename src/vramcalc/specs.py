@@ -211,6 +211,7 @@ class TrainingSpec(BaseModel):
     loss_chunks: PositiveInt = 8  # torchtune CEWithChunkedOutputLoss num_output_chunks
     ac_every: PositiveInt = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
+    optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
 
     @model_validator(mode="after")
     def _parallel_consistent(self) -> Self:
@@ -242,6 +243,13 @@ class TrainingSpec(BaseModel):
             # cut_cross_entropy/cce_backward.py asserts bf16/fp16 embeddings and classifier.
             raise ValueError(f"--loss cut needs 16-bit weights (Cut Cross-Entropy's backward asserts bf16 or "
                              f"fp16), not --precision {self.precision}: use --precision bf16")
+        if self.optimizer_in_bwd and self.mode == "train":
+            if self.grad_accum > 1:
+                # torchtune recipes raise: gradients are freed as soon as they are applied.
+                raise ValueError("--optimizer-in-bwd steps each parameter as its gradient lands, so it cannot "
+                                 "accumulate gradients: use --grad-accum 1")
+            if self.zero or self.fsdp != "none":
+                raise ValueError("--optimizer-in-bwd is modelled on one GPU: drop --zero / --fsdp")
         if self.ac_every > 1 and not self.grad_checkpointing:
             raise ValueError(f"--ac-every {self.ac_every} selects which layers are checkpointed: "
                              "add --grad-checkpointing")

@@ -23,7 +23,7 @@ from vramcalc.memory.activations import head_activations, layer_activations
 from vramcalc.memory.loss import loss_bytes
 from vramcalc.memory.optimizer import OptimizerBytes, optimizer_bytes
 from vramcalc.memory.precision import RECIPES, Recipe
-from vramcalc.memory.savers import layer_residency
+from vramcalc.memory.savers import largest_tensor, layer_residency
 from vramcalc.memory.weights import WeightBytes, freeze_fraction, weight_bytes
 from vramcalc.params import active_params, block_linears, count_params, head_dim
 from vramcalc.units import MIB, dtype_bytes
@@ -272,6 +272,15 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         "optimizer_state.master_weights": opt.master_weights,
         "temporaries.optimizer_step": opt.step_temporaries,
     }
+    step_temporaries = opt.step_temporaries
+    if training.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient and step at a time
+        largest = largest_tensor(w.trainable_tensors)
+        lora = training.method in ("lora", "qlora")
+        gradients = largest * dtype_bytes(training.adapter_dtype if lora else recipe.grad)
+        step_temporaries = optimizer_bytes(((( largest,), 1),), recipe, training).step_temporaries
+        details["temporaries.optimizer_step"] = step_temporaries
+        notes.append("optimizer in backward: each parameter is stepped and its gradient freed as it lands "
+                     "(torchtune optimizer_in_bwd): gradients and step temporaries are the largest tensor's.")
     if opt.paged:
         notes.append("paged optimizer: its states live in CUDA unified memory and may be evicted to CPU RAM "
                      "under pressure; they are counted on the GPU here (the worst case).")
@@ -283,7 +292,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                       "(add activation_bytes_per_sample to the preset to include them).",)
     else:
         tail_notes = ()
-    return _Plan(recipe, w, opt, gradients, w.total, opt.total, opt.step_temporaries, details, tuple(notes),
+    return _Plan(recipe, w, opt, gradients, w.total, opt.total, step_temporaries, details, tuple(notes),
                  tail_notes + (_OVERHEAD_NOTE,), _distributed.is_parallel(training), active_params(model), act)
 
 
@@ -529,6 +538,11 @@ def _transformer_phases(
     bwd_end = base + gradients + end_t
     backward = max(bwd_start, bwd_top, bwd_bottom, bwd_end, bwd_head)
     step = base + gradients + opt_temp
+    if t.optimizer_in_bwd:
+        # memory/savers.py: the first (head's) step runs in backward with every layer's activations alive;
+        # the optimizer-step phase then has nothing left to do.
+        backward = max(backward, bwd_top - layer_bwd_t + opt_temp)
+        step = base
     temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t, grad_fwd)
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = per_layer if p.checkpointing and saving_layers else 0

@@ -39,3 +39,23 @@ def layer_residency(*, n_layers: int, saving_layers: int, checkpointing: bool, e
         return Residency(resident, resident, 0)
     back = layer_input if checkpointing and saving_layers else 0
     return Residency(0, back, resident)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def largest_tensor(trainable_tensors: tuple[tuple[tuple[int, ...], int], ...]) -> int:
+    """Elements of the largest trainable tensor."""
+    return max((_numel(shape) for shape, _ in trainable_tensors), default=0)
+
+
+# Optimizer in backward (torchtune training/_optimizer_wrapper / memory.py register_optim_in_bwd_hooks,
+# optimizer_in_bwd: true; torch.optim._apply_optimizer_in_backward): each parameter has its own optimizer,
+# stepped and zeroed (set_to_none) by a post-accumulate-grad hook, so only the gradient of the tensor being
+# stepped exists, with that one tensor's step temporaries; there is no full gradient buffer and no
+# separate optimizer-step phase. The core uses: gradients = the largest tensor's gradient, step
+# temporaries = those of the largest tensor alone (memory/optimizer.py with trainable = largest).

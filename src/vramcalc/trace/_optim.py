@@ -209,3 +209,39 @@ def make_optimizer(training: TrainingSpec, params: list[nn.Parameter]) -> tuple[
     if precision in ("bf16", "fp16"):
         notes.append(f"{precision} with {name}: torch keeps the optimizer state in the parameter dtype")
     return torch_opt(params), notes
+
+
+class InBackward:
+    """torchtune's optimizer_in_bwd: one optimizer per parameter, stepped and zeroed as its gradient lands.
+
+    torchtune training/memory.py register_optim_in_bwd_hooks registers `optim_dict[p].step();
+    optim_dict[p].zero_grad()` as each parameter's post-accumulate-grad hook, and the recipe's own step is a
+    no-op. The hooks are registered at the first `step()` (which steps every parameter once, creating the
+    states), so that they run after the tracer's own hook that labels the new gradient.
+    """
+
+    def __init__(self, per_param: dict[nn.Parameter, torch.optim.Optimizer]) -> None:
+        self.per_param = per_param
+        self.param_groups = [g for opt in per_param.values() for g in opt.param_groups]
+        self.hooked = False
+
+    @property
+    def state(self) -> dict[Any, Any]:
+        return {p: s for opt in self.per_param.values() for p, s in opt.state.items()}
+
+    def step(self) -> None:
+        if self.hooked:
+            return  # every parameter was stepped in backward
+        for opt in self.per_param.values():
+            opt.step()
+        for p, opt in self.per_param.items():
+            def hook(_: nn.Parameter, opt: torch.optim.Optimizer = opt) -> None:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            p.register_post_accumulate_grad_hook(hook)  # type: ignore[no-untyped-call]
+        self.hooked = True
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.per_param.values():
+            opt.zero_grad(set_to_none=set_to_none)
