@@ -244,3 +244,41 @@ def test_optimizer_in_backward_rejects_accumulation(capsys: pytest.CaptureFixtur
     assert code == 2 and out == ""
     assert err.strip() == ("error: --optimizer-in-bwd steps each parameter as its gradient lands, so it cannot "
                            "accumulate gradients: use --grad-accum 1")
+
+
+# --- run files: the savers' keys of each tool ------------------------------------------------------------
+def test_torchtune_saver_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from vramcalc import runfiles
+
+    f = tmp_path / "tt.yaml"
+    f.write_text(
+        "model:\n  _component_: torchtune.models.llama3_2.lora_llama3_2_1b\n"
+        "loss:\n  _component_: torchtune.modules.loss.CEWithChunkedOutputLoss\n  num_output_chunks: 16\n"
+        "optimizer_in_bwd: True\nenable_activation_offloading: True\n"
+        "enable_activation_checkpointing: True\nac_mode: selective\nac_option: 2\n")
+    run = runfiles.load(str(f))[0]
+    assert {k: run.options[k] for k in ("loss", "loss_chunks", "optimizer_in_bwd", "activation_offload",
+                                        "grad_checkpointing", "ac_every")} == {
+        "loss": "chunked", "loss_chunks": 16, "optimizer_in_bwd": True, "activation_offload": True,
+        "grad_checkpointing": True, "ac_every": 2}
+    assert run.ignored == []
+
+
+def test_axolotl_llama_factory_and_trainer_saver_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from vramcalc import runfiles
+
+    ax = tmp_path / "ax.yaml"
+    ax.write_text("base_model: meta-llama/Llama-3.2-1B\ngradient_checkpointing: offload\n"
+                  "liger_fused_linear_cross_entropy: true\n")
+    run = runfiles.load(str(ax))[0]
+    assert (run.options["loss"], run.options["grad_checkpointing"], run.options["activation_offload"]) == (
+        "fused-linear", True, True)
+    lf = tmp_path / "lf.yaml"
+    lf.write_text("model_name_or_path: meta-llama/Llama-3.2-1B\nstage: sft\nfinetuning_type: lora\n"
+                  "enable_liger_kernel: true\nuse_unsloth_gc: true\n")
+    run = runfiles.load(str(lf))[0]
+    assert (run.options["loss"], run.options["activation_offload"]) == ("fused-linear", True)
+    hf = tmp_path / "args.json"
+    hf.write_text('{"output_dir": "out", "use_liger_kernel": true}')
+    run = runfiles.load(str(hf))[0]
+    assert run.options["loss"] == "fused-linear" and "use_liger_kernel" not in run.ignored

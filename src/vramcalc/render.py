@@ -81,6 +81,23 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
     if t.mode == "inference":
         out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
                    tp=t.tp, pp=t.pp)
+    out.update(_saver_settings(t))
+    return out
+
+
+def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
+    """The memory savers (memory/loss.py, memory/savers.py) that differ from plain Hugging Face."""
+    out: dict[str, Any] = {}
+    if t.loss != "hf":
+        out["loss"] = t.loss
+        if t.loss == "chunked":
+            out["loss_chunks"] = t.loss_chunks
+    if t.ac_every > 1:
+        out["ac_every"] = t.ac_every
+    if t.activation_offload:
+        out["activation_offload"] = True
+    if t.optimizer_in_bwd:
+        out["optimizer_in_bwd"] = True
     return out
 
 
@@ -102,6 +119,10 @@ def assumptions(t: TrainingSpec) -> str:
                      + (" + double quant" if t.quant_bits == 4 and t.double_quant else ""))
     if t.method == "freeze":
         parts.append(f"{t.freeze_layers} layers frozen" + ("" if t.train_head else ", head frozen"))
+    savers = _saver_settings(t)
+    if savers:
+        parts.append("savers: " + ", ".join(k.replace("_", "-") + ("" if v is True else f" {v}")
+                                            for k, v in savers.items()))
     if t.mode == "inference":
         parts = [f"inference, batch {t.batch_size} × context {t.seq_len}", f"weights {t.weight_dtype}",
                  f"KV cache {t.kv_dtype}"]
