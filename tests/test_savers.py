@@ -282,3 +282,32 @@ def test_axolotl_llama_factory_and_trainer_saver_keys(tmp_path) -> None:  # type
     hf.write_text('{"output_dir": "out", "use_liger_kernel": true}')
     run = runfiles.load(str(hf))[0]
     assert run.options["loss"] == "fused-linear" and "use_liger_kernel" not in run.ignored
+
+
+# --- torchao low-bit AdamW --------------------------------------------------------------------------------
+def test_torchao_adamw_states_on_mistral() -> None:
+    m = presets.find_model("mistral-7b")
+    p = 7_241_732_096  # seed parameter count (shared/seeds/000)
+    # Mistral-7B's 291 tensors (32 layers × 9, embed_tokens, lm_head, final norm) all have >= 4096 elements
+    # and are multiples of 256 (and 128): every state is quantized.
+    n_tensors = 32 * 9 + 3
+    b8 = estimate(m, TrainingSpec(optimizer="torchao-adamw-8bit"))
+    assert b8.optimizer_state == 2 * (p + 4 * p // 256 + 4 * 256 * n_tensors)  # codes + fp32 scale + qmap
+    b4 = estimate(m, TrainingSpec(optimizer="torchao-adamw-4bit"))
+    assert b4.optimizer_state == 2 * (p // 2 + 4 * p // 128 + 4 * 16 * n_tensors)
+    bf8 = estimate(m, TrainingSpec(optimizer="torchao-adamw-fp8"))
+    assert bf8.optimizer_state == 2 * (p + 4 * p // 256)
+
+
+@pytest.mark.parametrize("opt", ["torchao-adamw-8bit", "torchao-adamw-4bit", "torchao-adamw-fp8"])
+def test_torchao_states_match_the_trace(opt: str) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    wide = WIDE_VOCAB.model_copy(update={"num_layers": 4})
+    t = TrainingSpec(method="full", precision="pure-bf16", batch_size=1, seq_len=128, optimizer=opt)
+    e, r = estimate(wide, t), trace(wide, t)
+    # Same storage up to the allocator's rounding: at most 512 B for each of the 3 allocations (codes, scale,
+    # map) of the 2 states of the 4 × 9 + 3 tensors.
+    assert abs(e.optimizer_state - r.by_category_at_peak["optimizer_state"]) <= 512 * 3 * 2 * (4 * 9 + 3)

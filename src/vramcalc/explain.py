@@ -18,7 +18,7 @@ from vramcalc.memory import CUDA_CONTEXT_BYTES, PHASES, RECIPES, Breakdown, esti
 from vramcalc.memory.activations import head_activations, head_terms, layer_activations
 from vramcalc.memory.loss import LABELS as LOSS_LABELS
 from vramcalc.memory.loss import SOURCES as LOSS_SOURCES
-from vramcalc.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, optimizer_bytes, state_dtype
+from vramcalc.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, TORCHAO_STATES, optimizer_bytes, state_dtype
 from vramcalc.memory.weights import DQ_BLOCK, NF4_BLOCK, freeze_fraction, nf4_bytes, weight_bytes
 from vramcalc.params import block_linears, head_dim, resolve_targets
 from vramcalc.render import METHOD_LABELS, assumptions, settings
@@ -271,6 +271,13 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
             inputs += f" + 2 × {_n(small)} params × 4 B (small tensors stay 32-bit)"
         lines.append(Line("optimizer_state.moments", "8-bit AdamW moments", inputs,
                           2 * big + 8 * blocks + 8 * small, "2 × (1 B per param + 4 B per 256-block)", SRC_BNB8))
+    elif name.startswith("torchao-"):
+        bits, block, qmap = TORCHAO_STATES[name]
+        lines.append(Line("optimizer_state.moments", f"torchao low-bit AdamW moments ({name})",
+                          f"2 states × ({bits}-bit codes + fp32 scale per {block} + {qmap} fp32 map entries); "
+                          "tensors under 4096 elements or not a multiple of the block: parameter dtype",
+                          opt.moments, "memory/optimizer.py torchao_state_bytes",
+                          "torchao/optim/adam.py _new_buffer; subclass_8bit.py / subclass_4bit.py / subclass_fp8.py"))
     elif name == "sgd":
         lines.append(Line("optimizer_state.moments", "SGD state", "plain SGD keeps no state", 0, "0",
                           "torch/optim/sgd.py (momentum=0)"))

@@ -385,7 +385,9 @@ TORCHTUNE_OPTIM = {
     "bitsandbytes.optim.AdamW8bit": "adamw-8bit",
     "bitsandbytes.optim.PagedAdamW8bit": "paged-adamw-8bit",
     "bitsandbytes.optim.PagedAdamW": "paged-adamw",
-    "torchao.optim.AdamW8bit": "adamw-8bit",
+    "torchao.optim.AdamW8bit": "torchao-adamw-8bit",
+    "torchao.optim.AdamW4bit": "torchao-adamw-4bit",
+    "torchao.optim.AdamWFp8": "torchao-adamw-fp8",
 }
 
 

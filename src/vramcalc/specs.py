@@ -15,7 +15,8 @@ PrecisionName = Literal[
     "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16", "fp32"
 ]
 OptimizerName = Literal[
-    "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion"
+    "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion",
+    "torchao-adamw-8bit", "torchao-adamw-4bit", "torchao-adamw-fp8",
 ]
 OptimizerImpl = Literal["fused", "foreach", "for-loop"]
 Attention = Literal["sdpa", "eager"]
@@ -38,7 +39,8 @@ PRECISIONS: tuple[PrecisionName, ...] = (
     "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16", "fp32"
 )
 OPTIMIZERS: tuple[OptimizerName, ...] = (
-    "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion"
+    "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion",
+    "torchao-adamw-8bit", "torchao-adamw-4bit", "torchao-adamw-fp8",
 )
 
 # Precisions whose weights are fp32 (memory/precision.py RECIPES: amp-* and fp32).
