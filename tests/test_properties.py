@@ -166,7 +166,13 @@ def test_memory_never_decreases_when_lora_rank_grows(m: ModelSpec, t: TrainingSp
     # 8-bit optimizer a larger rank can shrink optimizer_state (gemma-2b, r=1 -> 2: lora_A 1x2048 fp32
     # states, then 2x2048 8-bit): faithful to bitsandbytes, and at a tiny micro-batch it can lower the
     # peak too, so that component is exempt and the peak and the sum are compared without it.
-    exempt = ("optimizer_state",) if "8bit" in t.optimizer else ()
+    # torchao's low-bit AdamW (torchao/optim/adam.py _new_buffer) quantizes a tensor only when its size is at
+    # least 4,096 and a multiple of the block (256 / 128): rank 18 -> 20 on gpt2-xl turns 18x1600 lora_A
+    # states (28,800, not a multiple of 256: fp32) into 8-bit ones. In both cases the allocator reserve
+    # (overhead, 5 % of the tensor peak) follows the optimizer state down (hypothesis found gpt2-xl
+    # adamw-8bit r=8 -> larger), so it is exempt with it.
+    low_bit = "8bit" in t.optimizer or t.optimizer.startswith("torchao-")
+    exempt: tuple[str, ...] = ("optimizer_state", "overhead") if low_bit else ()
     assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=t.lora_rank + more)), exempt)
 
 

@@ -311,3 +311,19 @@ def test_torchao_states_match_the_trace(opt: str) -> None:
     # Same storage up to the allocator's rounding: at most 512 B for each of the 3 allocations (codes, scale,
     # map) of the 2 states of the 4 × 9 + 3 tensors.
     assert abs(e.optimizer_state - r.by_category_at_peak["optimizer_state"]) <= 512 * 3 * 2 * (4 * 9 + 3)
+
+
+@pytest.mark.parametrize("args", [
+    {"grad_checkpointing": True, "activation_offload": True},
+    {"grad_checkpointing": True, "ac_every": 4},
+    {"activation_offload": True},
+], ids=["offload-ckpt", "selective-4", "offload"])
+def test_explain_itemizes_checkpointing_variants(args: dict[str, object]) -> None:
+    from vramcalc.explain import explain
+
+    m = presets.find_model("llama-3.1-8b")
+    t = TrainingSpec(method="full", **args)  # type: ignore[arg-type]
+    doc = explain(m, t)
+    layers = next(ln for sec in doc.sections for ln in sec.lines if ln.key == "activations.layers")
+    assert layers.value == estimate(m, t).details["activations.layers"]
+    assert not any("total only" in n for n in doc.notes)

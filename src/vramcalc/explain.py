@@ -361,6 +361,23 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         lines.append(Line("activations.layers", "all layers' saved tensors",
                           f"{saving} layers × {_n(per_layer)} B", kept, "layers × one layer's saved tensors",
                           SRC_ACTS))
+    if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)
+        kept = b.details.get("activations.layers", kept)
+        recomputed = b.details.get("activations.recomputed_layer", recomputed) or (
+            per_layer if t.activation_offload and saving else 0)
+        what = [f"every {t.ac_every}th layer checkpointed, the others keep their saved set"] if t.ac_every > 1 \
+            else []
+        if t.activation_offload:
+            host = b.details.get("activations.offloaded_to_host", 0)
+            what.append(f"offloaded to host RAM: {fmt_value(host, 'bytes')}")
+        lines = [ln for ln in lines if ln.key not in ("activations.layers", "activations.recomputed_layer")]
+        lines.insert(0, Line("activations.layers", "layer activations kept on the GPU", "; ".join(what), kept,
+                             "memory/savers.py layer_residency",
+                             "torchtune training/activations.py; training/_activation_offloading.py"))
+        if recomputed:
+            lines.insert(1, Line("activations.recomputed_layer", "one layer in flight during backward",
+                                 f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
+                                 "one layer's saved tensors", SRC_CKPT))
     once = 0
     if not m.learned_position_embeddings:
         rope = 2 * c * head_dim(m) * tokens
