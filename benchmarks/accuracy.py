@@ -14,10 +14,16 @@ balanced. The method cycles through the 5 methods (full pure-bf16, full amp-bf16
 LoRA all-linear, QLoRA NF4), shifted by the model's index, so every model sees every method and every
 method sees every factor level. AdamW (fused), LoRA r=16 fp32 adapters, grad_accum 1.
 
+The saver grid (`--grid savers`, issue 13; 48 cases): 4 architectures (gpt2: 50k vocabulary, tied, learned
+positions; qwen2.5-0.5b: 152k, tied; llama-3.2-1b: 128k, tied; tinyllama-1.1b: 32k, untied) × 12 saver
+combinations (SAVER_RUNS: each loss kernel alone and with checkpointing, selective and offloaded
+checkpointing, optimizer in backward, and three-way combinations), the method cycling through full pure-bf16,
+LoRA all-linear and QLoRA NF4; batch 2 × seq 1024, AdamW (fused). Written to accuracy_savers.{json,md}.
+
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--jobs 2] [--retrace] [--only SUBSTRING]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers] [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
 from __future__ import annotations
@@ -63,6 +69,37 @@ def grid() -> list[dict[str, Any]]:
             cid = (f"{model} | {label} | b{opts['batch_size']} s{opts['seq_len']} | "
                    f"{'gc' if g else 'no-gc'} | {opts['attention']}")
             cases.append({"id": cid, "model": model, "method": label, "training": opts})
+    return cases
+
+
+SAVER_MODELS = ("gpt2", "qwen2.5-0.5b", "llama-3.2-1b", "tinyllama-1.1b")
+SAVER_METHODS = (METHODS[0], METHODS[3], METHODS[4])  # full pure-bf16, LoRA all-linear, QLoRA NF4
+GC = {"grad_checkpointing": True}
+SAVER_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("chunked", {"loss": "chunked"}),
+    ("fused-linear", {"loss": "fused-linear"}),
+    ("cut", {"loss": "cut"}),
+    ("chunked+gc", {"loss": "chunked", **GC}),
+    ("fused-linear+gc", {"loss": "fused-linear", **GC}),
+    ("cut+gc+offload", {"loss": "cut", **GC, "activation_offload": True}),
+    ("gc every 2", {**GC, "ac_every": 2}),
+    ("offload", {"activation_offload": True}),
+    ("gc+offload", {**GC, "activation_offload": True}),
+    ("gc+opt-in-bwd", {**GC, "optimizer_in_bwd": True}),
+    ("fused-linear+gc+offload+opt-in-bwd", {"loss": "fused-linear", **GC, "activation_offload": True,
+                                           "optimizer_in_bwd": True}),
+    ("chunked+gc every 2+opt-in-bwd", {"loss": "chunked", **GC, "ac_every": 2, "optimizer_in_bwd": True}),
+)
+
+
+def saver_grid() -> list[dict[str, Any]]:
+    cases = []
+    for mi, model in enumerate(SAVER_MODELS):
+        for ri, (saver, kw) in enumerate(SAVER_RUNS):
+            label, mkw = SAVER_METHODS[(mi + ri) % len(SAVER_METHODS)]
+            opts = dict(mkw, batch_size=2, seq_len=1024, **kw)
+            cases.append({"id": f"{model} | {label} | {saver} | b2 s1024", "model": model, "method": label,
+                          "training": opts})
     return cases
 
 
@@ -120,20 +157,23 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for key in rows[0]["error_pct"]:
         vals = sorted(abs(r["error_pct"][key]) for r in rows)
         out[key] = {"median": statistics.median(vals), "p90": vals[min(len(vals) - 1, int(0.9 * len(vals)))],
-                    "max": vals[-1]}
+                    "max": vals[-1], "worst_under": min(0.0, min(r["error_pct"][key] for r in rows))}
     out["phase_correct_pct"] = 100.0 * sum(r["phase_ok"] for r in rows) / len(rows)
     return out
 
 
-def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str) -> str:
+def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, grid_name: str = "base") -> str:
     g = 1e9
-    lines = ["# Estimator vs tracer", "",
+    savers = grid_name == "savers"
+    lines = ["# Estimator vs tracer" + (" (memory savers, issue 13)" if savers else ""), "",
              f"{len(rows)} cases; tracer on {versions}. Reproduce: "
-             "`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2`. Error = (estimate − trace) / trace.", "",
-             "| metric | median abs % | p90 abs % | max abs % |", "| --- | ---: | ---: | ---: |"]
+             f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2{' --grid savers' if savers else ''}`. "
+             "Error = (estimate − trace) / trace.", "",
+             "| metric | median abs % | p90 abs % | max abs % | worst under-estimate % |",
+             "| --- | ---: | ---: | ---: | ---: |"]
     for k, v in summ.items():
         if isinstance(v, dict):
-            lines.append(f"| {k} | {v['median']:.2f} | {v['p90']:.2f} | {v['max']:.2f} |")
+            lines.append(f"| {k} | {v['median']:.2f} | {v['p90']:.2f} | {v['max']:.2f} | {v['worst_under']:.2f} |")
     lines += ["", f"Peak phase right in {summ['phase_correct_pct']:.1f} % of cases.", "",
               "| case | estimate GB | trace GB | error % | phase (est / trace) | trace peak op |",
               "| --- | ---: | ---: | ---: | --- | --- |"]
@@ -151,12 +191,14 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--retrace", action="store_true", help="ignore the trace cache")
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
+    ap.add_argument("--grid", choices=("base", "savers"), default="base",
+                    help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases")
     args = ap.parse_args()
     versions = _versions()
     cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
         cache = {"versions": versions, "traces": {}}
-    cases = [c for c in grid() if args.only in c["id"]]
+    cases = [c for c in (saver_grid() if args.grid == "savers" else grid()) if args.only in c["id"]]
     todo = [c for c in cases if c["id"] not in cache["traces"]]
     if todo:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -169,17 +211,18 @@ def main() -> None:
     summ = summary(rows)
     RESULTS.mkdir(exist_ok=True)
     if not args.only:
-        (RESULTS / "accuracy.json").write_text(json.dumps({"versions": versions, "summary": summ, "cases": rows},
-                                                          indent=1))
-        (RESULTS / "accuracy.md").write_text(markdown(rows, summ, versions))
+        name = "accuracy_savers" if args.grid == "savers" else "accuracy"
+        (RESULTS / f"{name}.json").write_text(json.dumps({"versions": versions, "summary": summ, "cases": rows},
+                                                        indent=1))
+        (RESULTS / f"{name}.md").write_text(markdown(rows, summ, versions, args.grid))
     for r in rows:
         if abs(r["error_pct"]["peak"]) > 3 or not r["phase_ok"]:
             print(f"{r['error_pct']['peak']:+7.2f} %  {r['estimate']['peak_phase']:>14}/{r['trace']['peak_phase']:<14}"
                   f" {r['id']}  [{r['trace']['peak_op']}]")
-    print(f"{'metric':<24}{'median':>9}{'p90':>9}{'max':>9}   (absolute error, %)")
+    print(f"{'metric':<24}{'median':>9}{'p90':>9}{'max':>9}{'under':>9}   (absolute error, %; under: signed)")
     for k, v in summ.items():
         if isinstance(v, dict):
-            print(f"{k:<24}{v['median']:9.2f}{v['p90']:9.2f}{v['max']:9.2f}")
+            print(f"{k:<24}{v['median']:9.2f}{v['p90']:9.2f}{v['max']:9.2f}{v['worst_under']:9.2f}")
     print(f"peak phase right: {summ['phase_correct_pct']:.1f} % of {len(rows)} cases")
 
 

@@ -159,5 +159,7 @@ def test_index_shard_names_stay_in_the_folder(tmp_path: Path) -> None:
 
 
 def test_a_name_over_255_bytes_is_not_a_model_path() -> None:
+    from vramcalc.io.resolve import looks_like_path
+
     with pytest.raises(PresetFileError, match="too long"):
-        model_files.looks_like_path("m" * 300)
+        looks_like_path("m" * 300)

@@ -187,7 +187,10 @@ def test_memory_never_decreases_when_lora_rank_grows(m: ModelSpec, t: TrainingSp
     # overhead (a share of the tensor peak, which includes it): the rest of the tensor peak still grows.
     run(m, t)  # an unsupported target list is an honest refusal (assume)
     bigger = t.lora_rank + more
-    if _crosses_8bit_threshold(m, t, bigger):
+    # torchao's low-bit AdamW (torchao/optim/adam.py _new_buffer) quantizes a tensor only when its size is at
+    # least 4,096 and a multiple of the block (256 / 128): rank 18 -> 20 on gpt2-xl turns 18x1600 lora_A
+    # states (28,800, not a multiple of 256: fp32) into 8-bit ones, so optimizer_state may fall there too.
+    if t.optimizer.startswith("torchao-") or _crosses_8bit_threshold(m, t, bigger):
         assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)), ("optimizer_state", "overhead"))
     else:
         assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)))

@@ -30,6 +30,7 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
     if t.mode == "inference":
         out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
                    tp=t.tp, pp=t.pp)
+    out.update(_saver_settings(t))
     return out
 
 
@@ -62,4 +63,24 @@ def assumptions(t: TrainingSpec) -> str:
         parts.append(f"{gpus} GPU{'s' if gpus > 1 else ''} ({t.gpus_per_node}/node × {t.nodes}), {strategy}"
                      + (f", tp {t.tp}" if t.tp > 1 else "") + (f", pp {t.pp}" if t.pp > 1 else "")
                      + (f", offload {t.offload}" if t.offload != "none" else ""))
+    savers = _saver_settings(t)
+    if savers:
+        parts.append("savers: " + ", ".join(k.replace("_", "-") + ("" if v is True else f" {v}")
+                                            for k, v in savers.items()))
     return " · ".join(parts)
+
+
+def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
+    """The memory savers (memory/loss.py, memory/savers.py) that differ from plain Hugging Face."""
+    out: dict[str, Any] = {}
+    if t.loss != "hf":
+        out["loss"] = t.loss
+        if t.loss == "chunked":
+            out["loss_chunks"] = t.loss_chunks
+    if t.ac_every > 1:
+        out["ac_every"] = t.ac_every
+    if t.activation_offload:
+        out["activation_offload"] = True
+    if t.optimizer_in_bwd:
+        out["optimizer_in_bwd"] = True
+    return out

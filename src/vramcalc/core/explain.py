@@ -17,7 +17,9 @@ from typing import Any, Literal
 from vramcalc.core.describe import assumptions, settings
 from vramcalc.core.memory import PHASES, Breakdown, estimate
 from vramcalc.core.memory.activations import head_activations, head_terms, layer_activations
-from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, optimizer_bytes, state_dtype
+from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
+from vramcalc.core.memory.loss import SOURCES as LOSS_SOURCES
+from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, TORCHAO_STATES, optimizer_bytes, state_dtype
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.memory.weights import (
     DQ_BLOCK,
@@ -36,6 +38,7 @@ Kind = Literal["bytes", "count", "per_token"]
 
 # Where each formula comes from (the same citations as the core modules' comments).
 SRC_SEED_WEIGHTS = "seed 000 'Model Weights': params × bytes per param; dtypes: memory/precision.py RECIPES"
+
 SRC_SEED_GRADS = "seed 000 'Gradients': one gradient per trainable parameter, same shape and dtype (torch autograd)"
 SRC_ADAMW = ("seed 000 'Optimizer States'; Loshchilov & Hutter 2019; torch/optim/adamw.py "
              "exp_avg + exp_avg_sq")
@@ -283,6 +286,13 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
             inputs += f" + 2 × {_n(small)} params × 4 B (small tensors stay 32-bit)"
         lines.append(Line("optimizer_state.moments", "8-bit AdamW moments", inputs,
                           2 * big + 8 * blocks + 8 * small, "2 × (1 B per param + 4 B per 256-block)", SRC_BNB8))
+    elif name.startswith("torchao-"):
+        bits, block, qmap = TORCHAO_STATES[name]
+        lines.append(Line("optimizer_state.moments", f"torchao low-bit AdamW moments ({name})",
+                          f"2 states × ({bits}-bit codes + fp32 scale per {block} + {qmap} fp32 map entries); "
+                          "tensors under 4096 elements or not a multiple of the block: parameter dtype",
+                          opt.moments, "memory/optimizer.py torchao_state_bytes",
+                          "torchao/optim/adam.py _new_buffer; subclass_8bit.py / subclass_4bit.py / subclass_fp8.py"))
     elif name == "sgd":
         lines.append(Line("optimizer_state.moments", "SGD state", "plain SGD keeps no state", 0, "0",
                           "torch/optim/sgd.py (momentum=0)"))
@@ -366,6 +376,23 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         lines.append(Line("activations.layers", "all layers' saved tensors",
                           f"{saving} layers × {_n(per_layer)} B", kept, "layers × one layer's saved tensors",
                           SRC_ACTS))
+    if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)
+        kept = b.details.get("activations.layers", kept)
+        recomputed = b.details.get("activations.recomputed_layer", recomputed) or (
+            per_layer if t.activation_offload and saving else 0)
+        what = [f"every {t.ac_every}th layer checkpointed, the others keep their saved set"] if t.ac_every > 1 \
+            else []
+        if t.activation_offload:
+            host = b.details.get("activations.offloaded_to_host", 0)
+            what.append(f"offloaded to host RAM: {fmt_value(host, 'bytes')}")
+        lines = [ln for ln in lines if ln.key not in ("activations.layers", "activations.recomputed_layer")]
+        lines.insert(0, Line("activations.layers", "layer activations kept on the GPU", "; ".join(what), kept,
+                             "memory/savers.py layer_residency",
+                             "torchtune training/activations.py; training/_activation_offloading.py"))
+        if recomputed:
+            lines.insert(1, Line("activations.recomputed_layer", "one layer in flight during backward",
+                                 f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
+                                 "one layer's saved tensors", SRC_CKPT))
     once = 0
     if not m.learned_position_embeddings:
         rope = 2 * c * head_dim(m) * tokens
@@ -386,9 +413,16 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"1 B × {_n(m.hidden_size)} hidden × {tok}", drop, "hidden × tokens", "torch fused dropout"))
     head_saved = 0
     for term in head_terms(m, t, recipe, head_trainable):
+        if t.loss != "hf" and not term.name.startswith("final norm"):
+            continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
         head_saved += term.per_token * tokens
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
                           term.per_token * tokens, "bytes per token × tokens", SRC_LOSS))
+    if t.loss != "hf":
+        loss_saved = b.details.get("activations.loss_saved", 0)
+        head_saved += loss_saved
+        lines.append(Line("activations.head.loss", f"loss {t.loss}: {LOSS_LABELS[t.loss][0]}", tok, loss_saved,
+                          "memory/loss.py loss_bytes", LOSS_SOURCES[t.loss]))
     autocast = 0
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
@@ -411,6 +445,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     v = m.vocab_size
     loss_fwd = head_activations(m, t, recipe, head_trainable).forward_transient * tokens
     loss_bwd = 8 * v * tokens
+    if t.loss != "hf":  # the core's figures for a loss saver (memory/loss.py)
+        loss_fwd, loss_bwd = d.get("temporaries.loss_forward", 0), d.get("temporaries.loss_backward", 0)
     gb = dtype_bytes(recipe.grad)
     end_t = d.get("temporaries.backward_end", 0)
     opt_temp = d.get("temporaries.optimizer_step", 0)
@@ -433,6 +469,19 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                 if layer.backward_transient.per_token_seq else ""), layer_bwd_t, "bytes per token × tokens",
              SRC_ACTS),
     ]
+    if t.loss != "hf":
+        labels, src = LOSS_LABELS[t.loss], LOSS_SOURCES[t.loss]
+        tl[1:3] = [Line("temporaries.loss_forward", f"loss {t.loss}: {labels[1]}", tok, loss_fwd,
+                        "memory/loss.py loss_bytes", src),
+                   Line("temporaries.loss_backward", f"loss {t.loss}: {labels[2]}", tok, loss_bwd,
+                        "memory/loss.py loss_bytes", src)]
+        if d.get("temporaries.head_gradient_in_forward"):
+            tl.append(Line("temporaries.head_gradient_in_forward", "the head's gradient, allocated in forward",
+                           f"{_n(v)} × {_n(m.hidden_size)} × {dtype_bytes(recipe.grad)} B",
+                           d["temporaries.head_gradient_in_forward"], "vocab × hidden × gradient bytes", src))
+        if d.get("temporaries.head_backward"):
+            tl.append(Line("temporaries.head_backward", labels[3], tok, d["temporaries.head_backward"],
+                           "memory/loss.py loss_bytes (with the final norm's saved tensors)", src))
     if end_t:
         tied = m.tie_word_embeddings
         tl.append(Line("temporaries.gradient_sum",
@@ -450,6 +499,9 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         "head_saved": head_saved, "autocast": autocast, "layer_fwd_t": layer_fwd_t, "layer_bwd_t": layer_bwd_t,
         "loss_fwd": loss_fwd, "loss_bwd": loss_bwd, "end_t": end_t, "opt_temp": opt_temp, "per_layer": per_layer,
         "saving": saving, "ckpt": t.grad_checkpointing, "layer_copies": autocast // n_layers if autocast else 0,
+        "grad_fwd": d.get("temporaries.head_gradient_in_forward", 0),
+        "head_bwd": d.get("temporaries.head_backward", 0), "head_only_saved": head_saved - d.get(
+            "activations.loss_saved", 0) if t.loss != "hf" else 0,
     }
     return layer_sec, act_sec, temp_sec, moments
 
@@ -505,7 +557,7 @@ def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section,
         layers = [("kept layer inputs" if x["ckpt"] else "saved layer activations", x["kept"]),
                   ("shared", x["once"])]
         ac = [("autocast copies", x["autocast"])]
-        loss_peak = x["head_saved"] + x["loss_fwd"]
+        loss_peak = x["head_saved"] + x["loss_fwd"] + x.get("grad_fwd", 0)
         last = (("head + loss temporaries", loss_peak) if loss_peak >= x["layer_fwd_t"]
                 else ("layer forward temporaries", x["layer_fwd_t"]))
         fwd = [_sum_line("phases.forward", "end of forward: loss computed", base + grads_live + layers + ac + [last])]
@@ -513,13 +565,16 @@ def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section,
         rec = [("recomputed layer", x["recomputed"]), ("its autocast copies", x["layer_copies"])]
         if x["ckpt"]:
             start = base + grads_live + layers + [("head + loss saved", x["head_saved"]),
-                                                 ("loss gradients", x["loss_bwd"])]
+                                                 ("loss gradients", x["loss_bwd"]),
+                                                 ("head gradient (from forward)", x.get("grad_fwd", 0))]
+            head = base + grads_live + layers + [("head backward", x.get("head_bwd", 0))]
             top = base + [("gradients (head)", g_top)] + layers + rec + [("layer backward", x["layer_bwd_t"])]
             bottom = base + [("gradients", b.gradients), ("shared", x["once"])] + rec + [
                 ("layer backward", x["layer_bwd_t"])]
         else:
             start = base + grads_live + layers + [("head + loss saved", x["head_saved"])] + ac + [
-                ("loss gradients", x["loss_bwd"])]
+                ("loss gradients", x["loss_bwd"]), ("head gradient (from forward)", x.get("grad_fwd", 0))]
+            head = base + grads_live + layers + ac + [("head backward", x.get("head_bwd", 0))]
             top = base + [("gradients (head)", g_top)] + layers + ac + [("layer backward", x["layer_bwd_t"])]
             bottom = base + [("gradients", b.gradients), ("shared", x["once"]),
                              ("last layer's activations", x["per_layer"] if x["saving"] else 0),
@@ -530,6 +585,8 @@ def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section,
                _sum_line("phases.backward.top", "backward at the top layer", top),
                _sum_line("phases.backward.bottom", "backward at the bottom layer: all gradients exist", bottom),
                _sum_line("phases.backward.end", "end of backward", end)]
+        if x.get("head_bwd"):
+            bwd.insert(1, _sum_line("phases.backward.head", "backward at the LM head (loss chunks)", head))
     step = [_sum_line("phases.optimizer_step", "optimizer step", base + [("gradients", b.gradients),
                                                                          ("step temporaries", x["opt_temp"])])]
     groups = {"forward": fwd, "backward": bwd, "optimizer_step": step}

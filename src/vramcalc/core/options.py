@@ -21,6 +21,7 @@ from vramcalc.core.vocab import (
     ATTENTIONS,
     FSDP_STRATEGIES,
     KV_DTYPES,
+    LOSSES,
     METHODS,
     MODES,
     OFFLOADS,
@@ -101,6 +102,17 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("kv_dtype", KV_DTYPES, "auto",
         "Inference KV-cache dtype (auto: the compute dtype)."),
     Opt("quant_group_size", int, 128, "GPTQ/AWQ group size."),
+    # Memory savers (memory/loss.py).
+    Opt("loss", LOSSES, "hf",
+        "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), fused-linear "
+        "(Liger LigerFusedLinearCrossEntropy), cut (Apple Cut Cross-Entropy)."),
+    Opt("loss_chunks", int, 8, "For --loss chunked: output chunks (torchtune num_output_chunks)."),
+    Opt("ac_every", int, 1, "With --grad-checkpointing: checkpoint every k-th layer (torchtune ac_mode "
+        "selective, ac_option k); the others keep their activations."),
+    Opt("activation_offload", bool, False, "Offload saved activations to host RAM (torchtune "
+        "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
+    Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
+        "(torchtune optimizer_in_bwd)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

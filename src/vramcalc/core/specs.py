@@ -19,6 +19,7 @@ from vramcalc.core.vocab import (
     FSDP_STRATEGIES,
     HIDDEN_ACTS,
     KV_DTYPES,
+    LOSSES,
     METHODS,
     MLP_KINDS,
     MODES,
@@ -37,6 +38,7 @@ from vramcalc.core.vocab import (
     FsdpStrategy,
     HiddenAct,
     KvDtype,
+    LossName,
     Method,
     MlpKind,
     Mode,
@@ -296,16 +298,22 @@ class TrainingSpec:
     weight_dtype: WeightDtype = "auto"  # auto: the precision's weight dtype
     kv_dtype: KvDtype = "auto"  # auto: the compute dtype
     quant_group_size: int = 128  # GPTQ / AWQ group size
+    # Memory savers (memory/loss.py, memory/savers.py): the loss kernel and torchtune's chunk count.
+    loss: LossName = "hf"
+    loss_chunks: int = 8  # torchtune CEWithChunkedOutputLoss num_output_chunks
+    ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
+    activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
+    optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
         "optimizer_impl": OPTIMIZER_IMPLS, "attention": ATTENTIONS, "adapter_dtype": ADAPTER_DTYPES,
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
-        "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES,
+        "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
-                         "quant_group_size"), POSITIVE),
+                         "quant_group_size", "loss_chunks", "ac_every"), POSITIVE),
         "freeze_layers": NON_NEGATIVE,
         "lora_alpha": POSITIVE,
         "lora_dropout": FRACTION,
@@ -340,6 +348,23 @@ class TrainingSpec:
             raise SpecError("", "method 'freeze' needs --freeze-layers N (layers kept frozen from the bottom)")
         if self.method in ("lora", "qlora") and not self.lora_targets:
             raise SpecError("", "LoRA needs at least one target module: pass --lora-targets q_proj,v_proj")
+        self._savers_consistent()
+
+    def _savers_consistent(self) -> None:
+        if self.loss == "cut" and self.mode == "train" and self.precision in ("amp-bf16", "amp-fp16", "fp32"):
+            # cut_cross_entropy/cce_backward.py asserts bf16/fp16 embeddings and classifier (amp keeps fp32 weights).
+            raise SpecError("", f"--loss cut needs 16-bit weights (Cut Cross-Entropy's backward asserts bf16 or "
+                            f"fp16), not --precision {self.precision}: use --precision bf16")
+        if self.optimizer_in_bwd and self.mode == "train":
+            if self.grad_accum > 1:
+                # torchtune recipes raise: gradients are freed as soon as they are applied.
+                raise SpecError("", "--optimizer-in-bwd steps each parameter as its gradient lands, so it cannot "
+                                "accumulate gradients: use --grad-accum 1")
+            if self.zero or self.fsdp != "none":
+                raise SpecError("", "--optimizer-in-bwd is modelled on one GPU: drop --zero / --fsdp")
+        if self.ac_every > 1 and not self.grad_checkpointing:
+            raise SpecError("", f"--ac-every {self.ac_every} selects which layers are checkpointed: "
+                            "add --grad-checkpointing")
 
 
 def field_names(cls: type) -> tuple[str, ...]:

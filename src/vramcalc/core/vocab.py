@@ -14,7 +14,8 @@ PrecisionName = Literal[
     "auto", "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16", "fp32"
 ]
 OptimizerName = Literal[
-    "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion"
+    "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion",
+    "torchao-adamw-8bit", "torchao-adamw-4bit", "torchao-adamw-fp8",
 ]
 OptimizerImpl = Literal["fused", "foreach", "for-loop"]
 Attention = Literal["sdpa", "eager"]
@@ -34,6 +35,8 @@ FsdpStrategy = Literal["none", "full-shard", "shard-grad-op", "hybrid-shard", "n
 Offload = Literal["none", "optimizer", "params"]
 WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
+# Memory savers (memory/loss.py): how the loss is computed from the last hidden states.
+LossName = Literal["hf", "chunked", "fused-linear", "cut"]
 # Output.
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]
@@ -45,6 +48,7 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 METHODS: tuple[Method, ...] = get_args(Method)
 PRECISIONS: tuple[PrecisionName, ...] = get_args(PrecisionName)
 OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
+LOSSES: tuple[LossName, ...] = get_args(LossName)
 OPTIMIZER_IMPLS: tuple[OptimizerImpl, ...] = get_args(OptimizerImpl)
 ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
 ADAPTER_DTYPES: tuple[AdapterDtype, ...] = get_args(AdapterDtype)

@@ -257,6 +257,11 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     _take(d, run, "micro_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
     _take(d, run, "gradient_checkpointing", "grad_checkpointing", _truthy)
+    if str(d.get("gradient_checkpointing", "")).lower() in ("offload", "unsloth"):
+        # axolotl gradient_checkpointing: offload / unsloth (utils/gradient_checkpointing): checkpointed
+        # layer inputs offloaded to host RAM (memory/savers.py).
+        run.options.update(grad_checkpointing=True, activation_offload=True)
+    _savers_axolotl(d, run)
     if "optimizer" in d:
         _optim(run, "optimizer", d["optimizer"])
     # axolotl loads the model in the training dtype (torch_dtype = bfloat16 when bf16 is set), so the
@@ -271,6 +276,16 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.options["attention"] = "eager"
         run.mapped.append("eager_attention")
     return _finish(d, run)
+
+
+def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
+    # axolotl integrations: liger (integrations/liger/args.py liger_fused_linear_cross_entropy) and
+    # cut_cross_entropy (integrations/cut_cross_entropy/args.py); memory/loss.py.
+    if _truthy(d.get("cut_cross_entropy", False)):
+        run.options["loss"] = "cut"
+    elif _truthy(d.get("liger_fused_linear_cross_entropy", False)):
+        run.options["loss"] = "fused-linear"
+    _seen(d, run, "cut_cross_entropy", "liger_fused_linear_cross_entropy")
 
 
 # ---- LLaMA-Factory --------------------------------------------------------------------------------------
@@ -318,6 +333,13 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
     run.options["grad_checkpointing"] = not _truthy(d.get("disable_gradient_checkpointing", False))
     _seen(d, run, "disable_gradient_checkpointing")
+    # model_args.py enable_liger_kernel (Liger's patch, fused linear cross-entropy included) and
+    # use_unsloth_gc (Unsloth's offloaded checkpointing); memory/loss.py, memory/savers.py.
+    if _truthy(d.get("enable_liger_kernel", False)):
+        run.options["loss"] = "fused-linear"
+    if _truthy(d.get("use_unsloth_gc", False)) and run.options["grad_checkpointing"]:
+        run.options["activation_offload"] = True
+    _seen(d, run, "enable_liger_kernel", "use_unsloth_gc")
     if "optim" in d:
         _optim(run, "optim", d["optim"])
     else:
@@ -362,6 +384,10 @@ def _hf_args(d: dict[str, Any], _path: Path) -> Run:
     _take(d, run, "per_device_train_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
     _take(d, run, "gradient_checkpointing", "grad_checkpointing", _truthy)
+    # TrainingArguments.use_liger_kernel: Trainer applies Liger's patch, fused linear cross-entropy included.
+    if _truthy(d.get("use_liger_kernel", False)):
+        run.options["loss"] = "fused-linear"
+    _seen(d, run, "use_liger_kernel")
     _optim(run, "optim", d.get("optim", "adamw_torch"))
     if "optim" not in d:
         run.mapped.remove("optim")
@@ -390,7 +416,9 @@ TORCHTUNE_OPTIM = {
     "bitsandbytes.optim.AdamW8bit": "adamw-8bit",
     "bitsandbytes.optim.PagedAdamW8bit": "paged-adamw-8bit",
     "bitsandbytes.optim.PagedAdamW": "paged-adamw",
-    "torchao.optim.AdamW8bit": "adamw-8bit",
+    "torchao.optim.AdamW8bit": "torchao-adamw-8bit",
+    "torchao.optim.AdamW4bit": "torchao-adamw-4bit",
+    "torchao.optim.AdamWFp8": "torchao-adamw-fp8",
 }
 
 
@@ -470,12 +498,35 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
     if isinstance(tok, dict) and tok.get("max_seq_len"):
         run.options["seq_len"] = _strict("tokenizer.max_seq_len", "seq_len", tok["max_seq_len"])
         run.mapped.append("tokenizer")
-    if _truthy(d.get("optimizer_in_bwd", False)):
-        run.notes.append(
-            "optimizer_in_bwd frees each gradient right after its step; the estimate keeps all "
-            "gradients (an upper bound)."
-        )
+    _torchtune_savers(d, run)
     return _finish(d, run)
+
+
+TORCHTUNE_LOSS = {
+    "torchtune.modules.loss.CEWithChunkedOutputLoss": "chunked",
+    "torchtune.modules.loss.cross_entropy_loss.CEWithChunkedOutputLoss": "chunked",
+    "torch.nn.CrossEntropyLoss": "hf",
+}
+
+
+def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
+    """torchtune recipe keys of the memory savers (memory/loss.py, memory/savers.py)."""
+    loss = d.get("loss")
+    if isinstance(loss, dict) and "_component_" in loss:
+        name = TORCHTUNE_LOSS.get(str(loss["_component_"]))
+        if name is None:
+            run.notes.append(f"loss {loss['_component_']} is not modeled; counted as the full-logits loss.")
+        else:
+            run.options["loss"] = name
+            if name == "chunked" and "num_output_chunks" in loss:
+                run.options["loss_chunks"] = int(loss["num_output_chunks"])
+            run.mapped.append("loss")
+    _take(d, run, "optimizer_in_bwd", "optimizer_in_bwd", _truthy)
+    _take(d, run, "enable_activation_offloading", "activation_offload", _truthy)
+    # ac_mode selective + ac_option k (recipes' _setup_model → training.apply_selective_activation_checkpointing).
+    if str(d.get("ac_mode", "")) == "selective" and str(d.get("ac_option", "")).isdigit():
+        run.options.update(grad_checkpointing=True, ac_every=max(1, int(d["ac_option"])))
+    _seen(d, run, "ac_mode", "ac_option")
 
 
 _READERS = {

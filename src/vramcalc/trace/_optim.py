@@ -159,6 +159,41 @@ class Fused32bitEmulation(torch.optim.Optimizer):
                     self.state[p]["state2"] = torch.zeros_like(p, dtype=torch.float32)
 
 
+class TorchaoAdamEmulation(torch.optim.Optimizer):
+    """torchao.optim AdamW8bit / AdamW4bit / AdamWFp8 state storage (torchao/optim/adam.py _new_buffer).
+
+    Quantized (numel >= 4096 and a multiple of the block): OptimState8bit.zeros / OptimState4bit.zeros /
+    OptimStateFp8.zeros allocate codes, an fp32 scale per block and (8/4-bit) an fp32 quantization map
+    per state; otherwise zeros_like(p). Only the storage is reproduced.
+    """
+
+    SPEC = {"torchao-adamw-8bit": (torch.uint8, 1, 256, 256), "torchao-adamw-4bit": (torch.uint8, 2, 128, 16),
+            "torchao-adamw-fp8": (torch.float8_e4m3fn, 1, 256, 0)}
+
+    def __init__(self, params: Iterable[nn.Parameter], name: str, lr: float = 1e-4) -> None:
+        super().__init__(params, {"lr": lr})
+        self.spec = self.SPEC[name]
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        dtype, per_byte, block, qmap = self.spec
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None or self.state[p]:
+                    continue
+                st = self.state[p]
+                st["step"] = torch.tensor(0.0)  # a host tensor in torchao, as torch's
+                n = p.numel()
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if n >= 4096 and n % block == 0:
+                        st[key + ".codes"] = torch.zeros(n // per_byte, dtype=dtype, device=p.device)
+                        st[key + ".scale"] = torch.zeros(n // block, dtype=torch.float32, device=p.device)
+                        if qmap:
+                            st[key + ".qmap"] = torch.zeros(qmap, dtype=torch.float32, device=p.device)
+                    else:
+                        st[key] = torch.zeros_like(p)
+
+
 def _impl_kwargs(impl: str) -> dict[str, Any]:
     # On CUDA, torch picks foreach by default (optim/optimizer.py _default_to_fused_or_foreach);
     # on a CPU device it would pick the for-loop, so the choice is always passed explicitly.
@@ -188,6 +223,10 @@ def make_optimizer(training: TrainingSpec, params: list[nn.Parameter]) -> tuple[
             raise UnsupportedCombination("vramcalc trace has no lion optimizer yet; use adamw or sgd")
         raise UnsupportedCombination(f"unknown optimizer {name!r}")
 
+    if name.startswith("torchao-"):
+        notes.append(f"{name}: torchao low-bit state storage emulated (codes + fp32 block scales + quantization "
+                     "maps; parameter-dtype states for small tensors); the compiled step is not run")
+        return TorchaoAdamEmulation(params, name), notes
     if name in ("adamw-8bit", "paged-adamw-8bit"):
         notes.append("adamw-8bit: bitsandbytes storage emulated (uint8 states + fp32 absmax per 256; "
                      "32-bit states under 4096 elements; in-place kernel, no step temporaries)")
@@ -210,3 +249,39 @@ def make_optimizer(training: TrainingSpec, params: list[nn.Parameter]) -> tuple[
     if precision in ("bf16", "fp16"):
         notes.append(f"{precision} with {name}: torch keeps the optimizer state in the parameter dtype")
     return torch_opt(params), notes
+
+
+class InBackward:
+    """torchtune's optimizer_in_bwd: one optimizer per parameter, stepped and zeroed as its gradient lands.
+
+    torchtune training/memory.py register_optim_in_bwd_hooks registers `optim_dict[p].step();
+    optim_dict[p].zero_grad()` as each parameter's post-accumulate-grad hook, and the recipe's own step is a
+    no-op. The hooks are registered at the first `step()` (which steps every parameter once, creating the
+    states), so that they run after the tracer's own hook that labels the new gradient.
+    """
+
+    def __init__(self, per_param: dict[nn.Parameter, torch.optim.Optimizer]) -> None:
+        self.per_param = per_param
+        self.param_groups = [g for opt in per_param.values() for g in opt.param_groups]
+        self.hooked = False
+
+    @property
+    def state(self) -> dict[Any, Any]:
+        return {p: s for opt in self.per_param.values() for p, s in opt.state.items()}
+
+    def step(self) -> None:
+        if self.hooked:
+            return  # every parameter was stepped in backward
+        for opt in self.per_param.values():
+            opt.step()
+        for p, opt in self.per_param.items():
+            def hook(_: nn.Parameter, opt: torch.optim.Optimizer = opt) -> None:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            p.register_post_accumulate_grad_hook(hook)  # type: ignore[no-untyped-call]
+        self.hooked = True
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.per_param.values():
+            opt.zero_grad(set_to_none=set_to_none)

@@ -63,6 +63,10 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         target.gradient_checkpointing_enable()  # transformers' defaults (use_reentrant=False)
+        if training.ac_every > 1:  # torchtune selective: only layers whose 1-based index is a multiple of k
+            for i, block in enumerate(layers, start=1):
+                if i % training.ac_every:
+                    block.gradient_checkpointing = False  # type: ignore[assignment]
         if method != "full":
             # transformers/peft do this for adapters and frozen embeddings so checkpointed blocks get grads
             target.enable_input_require_grads()
@@ -96,8 +100,21 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         # Keep only the loss; the outputs (logits) are dropped, as HF Trainer's compute_loss does.
         return m(**inputs, use_cache=False).loss  # type: ignore[no-any-return]
 
+    if training.loss != "hf":  # memory savers: the loss computed from the hidden states (trace/_loss.py)
+        from vramcalc.trace._loss import loss_function
+
+        loss_fn = loss_function(training.loss, training.loss_chunks)  # type: ignore[assignment]  # noqa: F811
+        notes.append(f"loss {training.loss}: trace/_loss.py (emulated kernels for fused-linear and cut)")
+
     def optimizer_factory(m: torch.nn.Module) -> torch.optim.Optimizer:
         params = [p for p in m.parameters() if p.requires_grad]
+        if training.optimizer_in_bwd:  # one optimizer per parameter, stepped by a hook (trace/_optim.py)
+            from vramcalc.trace._optim import InBackward
+
+            per_param = {p: make_optimizer(training, [p])[0] for p in params}
+            notes.append("optimizer in backward: one optimizer per parameter, stepped and zeroed in its "
+                         "post-accumulate-grad hook (torchtune optimizer_in_bwd)")
+            return InBackward(per_param)  # type: ignore[return-value]
         opt, opt_notes = make_optimizer(training, params)
         notes.extend(opt_notes)
         return opt
@@ -109,6 +126,12 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         module = _prepare(hf, model, training, notes)
         with fake_mode:
             module = _fakeify(module)
+        if training.activation_offload:  # trace/_offload.py: torchtune OffloadActivations around the body
+            from vramcalc.trace._loss import _parts
+            from vramcalc.trace._offload import install
+
+            install(_parts(module)[0])
+            notes.append("activation offload: torchtune OffloadActivations emulated (trace/_offload.py)")
         result = trace_module_step(module, make_inputs, loss_fn, optimizer_factory, grad_accum=training.grad_accum,
                                    autocast=autocast, fake_mode=fake_mode, notes=notes)
         backends = sorted(set(_cuda.SDPA_BACKENDS))

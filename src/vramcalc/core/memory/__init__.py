@@ -20,6 +20,7 @@ from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory.activations import head_activations, layer_activations
+from vramcalc.core.memory.loss import loss_bytes
 from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
 
 # Runtime overhead outside torch's tensor accounting (issue #16); CUDA_CONTEXT_BYTES is re-exported.
@@ -27,6 +28,7 @@ from vramcalc.core.memory.overhead import CUDA_CONTEXT_BYTES as CUDA_CONTEXT_BYT
 from vramcalc.core.memory.overhead import NOTE as _OVERHEAD_NOTE
 from vramcalc.core.memory.overhead import runtime_overhead
 from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note, recipe_of
+from vramcalc.core.memory.savers import largest_tensor, layer_residency
 from vramcalc.core.memory.weights import WeightBytes, freeze_fraction, weight_bytes
 from vramcalc.core.params import active_params, block_linears, count_params, head_dim
 from vramcalc.core.units import dtype_bytes
@@ -173,7 +175,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         "active_parameters": plan.active_parameters,
         "communication": communication,
         "kv_cache": 0,
-        "cpu_offload_bytes": per_gpu.cpu_offload_bytes if per_gpu else 0,
+        "cpu_offload_bytes": (per_gpu.cpu_offload_bytes if per_gpu else 0)
+        + details.get("activations.offloaded_to_host", 0) * training.gpus_per_node,  # memory/savers.py
         "parallelism": dict(per_gpu.layout) if per_gpu else None,
     })
     return b
@@ -282,6 +285,15 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         "optimizer_state.master_weights": opt.master_weights,
         "temporaries.optimizer_step": opt.step_temporaries,
     }
+    step_temporaries = opt.step_temporaries
+    if training.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient and step at a time
+        largest = largest_tensor(w.trainable_tensors)
+        lora = training.method in ("lora", "qlora")
+        gradients = largest * dtype_bytes(training.adapter_dtype if lora else recipe.grad)
+        step_temporaries = optimizer_bytes(((( largest,), 1),), recipe, training).step_temporaries
+        details["temporaries.optimizer_step"] = step_temporaries
+        notes.append("optimizer in backward: each parameter is stepped and its gradient freed as it lands "
+                     "(torchtune optimizer_in_bwd): gradients and step temporaries are the largest tensor's.")
     if opt.paged:
         notes.append("paged optimizer: its states live in CUDA unified memory and may be evicted to CPU RAM "
                      "under pressure; they are counted on the GPU here (the worst case).")
@@ -293,7 +305,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                       "(add activation_bytes_per_sample to the preset to include them).",)
     else:
         tail_notes = ()
-    return _Plan(recipe, w, opt, gradients, w.total, opt.total, opt.step_temporaries, details, tuple(notes),
+    return _Plan(recipe, w, opt, gradients, w.total, opt.total, step_temporaries, details, tuple(notes),
                  tail_notes + (_OVERHEAD_NOTE,), _distributed.is_parallel(training), active_params(model), act)
 
 
@@ -369,6 +381,18 @@ class _ActivationPlan:
     end_t: int  # backward-end temporaries when the condition below holds, else 0
     end_tied: bool  # end_t applies without gradient accumulation (tied embeddings)
     notes: tuple[str, ...]
+    # Loss saver (memory/loss.py); "hf" uses head_saved_t / loss_fwd_t / loss_bwd_t above.
+    loss: str = "hf"
+    loss_chunks: int = 8
+    norm_saved_t: int = 0  # the final norm's saved bytes per token (the rest of the head is the loss's)
+    head_trainable: bool = False
+    vocab: int = 0
+    hidden: int = 0
+    compute: int = 2
+    # Checkpointing variants (memory/savers.py).
+    ac_every: int = 1
+    offload: bool = False
+    layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -428,6 +452,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
                      "in backward with its full activations.")
+    if t.ac_every > 1:
+        notes.append(f"selective checkpointing: {n_layers // t.ac_every} of {n_layers} layers checkpointed "
+                     f"(every {t.ac_every}th, torchtune ac_mode selective); the others keep their activations.")
+    if t.activation_offload:
+        notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); the GPU "
+                     "keeps one layer's in backward (torchtune OffloadActivations).")
     if t.method == "lora":
         notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
                      "gradient before the first adapter, so the real figure is slightly lower).")
@@ -440,6 +470,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
         end_tied=m.tie_word_embeddings, notes=tuple(notes),
+        loss=t.loss, loss_chunks=t.loss_chunks,
+        norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
+        head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
+        ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
     )
 
 
@@ -462,26 +496,49 @@ def _transformer_phases(
     grads_live_fwd = gradients if accum else 0
     g_head = min(p.g_head, gradients)
     saving_layers = p.saving_layers
-    if p.checkpointing:
+    # Loss savers (memory/loss.py): the head's saved set and the loss transients, and two more moments:
+    # the head's gradient allocated in forward (Liger) and the head's own backward (torchtune chunks).
+    grad_fwd = 0
+    head_bwd_t = -1  # no separate head-backward moment (hf: covered by the backward start)
+    if p.loss != "hf":
+        lb = loss_bytes(p.loss, tokens=tokens, batch=t.batch_size, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
+                        hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable)
+        head_saved = p.norm_saved_t * tokens + lb.saved
+        loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
+        grad_fwd = g_head if lb.head_grad_in_forward else 0
+        head_bwd_t = p.norm_saved_t * tokens + lb.head_backward if lb.head_backward else -1
+    host_t = 0
+    if p.checkpointing or p.offload:
         # HF gradient_checkpointing_enable (transformers 5 modeling_utils: default {"use_reentrant": False},
         # torch.utils.checkpoint non-reentrant): each layer keeps only its input hidden states; during
         # backward one layer is recomputed with its full saved set (autocast weight casts included, freed
         # with the layer: the nested autocast region clears its cache on exit, autocast_mode.py __exit__).
         kept = p.kept_t * tokens
+        kept_bwd = kept
+        if p.ac_every > 1 or p.offload:  # selective / offloaded (memory/savers.py)
+            r = layer_residency(n_layers=p.n_layers, saving_layers=saving_layers, checkpointing=p.checkpointing,
+                                every=p.ac_every, offload=p.offload, per_layer=per_layer,
+                                layer_input=p.layer_input_t * tokens)
+            kept, kept_bwd, host_t = r.forward, r.backward, r.host
         recomputed = per_layer if saving_layers else 0
         acts = kept + once + head_saved + autocast_copies
-        fwd = base + grads_live_fwd + kept + once + autocast_copies + max(layer_fwd_t, head_saved + loss_fwd_t)
-        bwd_start = base + max(grads_live_fwd, 0) + kept + once + head_saved + loss_bwd_t
+        fwd = base + grads_live_fwd + kept + once + autocast_copies + max(
+            layer_fwd_t, head_saved + loss_fwd_t + grad_fwd)
+        bwd_start = base + max(grads_live_fwd, 0) + kept + once + head_saved + loss_bwd_t + grad_fwd
+        bwd_head = base + grads_live_fwd + kept + once + head_bwd_t if head_bwd_t >= 0 else 0
         layer_copies = p.layer_copies
-        bwd_top = base + max(grads_live_fwd, g_head) + kept + once + recomputed + layer_copies + layer_bwd_t
+        bwd_top = base + max(grads_live_fwd, g_head) + kept_bwd + once + recomputed + layer_copies + layer_bwd_t
         bwd_bottom = base + gradients + once + recomputed + layer_copies + layer_bwd_t
         activations = acts + recomputed
         layers_detail = kept
     else:
         acts_layers = saving_layers * per_layer
         acts = acts_layers + once + head_saved + autocast_copies
-        fwd = base + grads_live_fwd + acts_layers + once + autocast_copies + max(layer_fwd_t, head_saved + loss_fwd_t)
-        bwd_start = base + grads_live_fwd + acts + loss_bwd_t
+        fwd = base + grads_live_fwd + acts_layers + once + autocast_copies + max(
+            layer_fwd_t, head_saved + loss_fwd_t + grad_fwd)
+        bwd_start = base + grads_live_fwd + acts + loss_bwd_t + grad_fwd
+        bwd_head = (base + grads_live_fwd + acts_layers + once + autocast_copies + head_bwd_t
+                    if head_bwd_t >= 0 else 0)
         bwd_top = base + max(grads_live_fwd, g_head) + acts_layers + once + autocast_copies + layer_bwd_t
         bottom_acts = per_layer if saving_layers else 0
         # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
@@ -492,9 +549,14 @@ def _transformer_phases(
     # Backward-end temporaries (tied embeddings or accumulation; see _activation_plan).
     end_t = p.end_t if p.end_tied or accum else 0
     bwd_end = base + gradients + end_t
-    backward = max(bwd_start, bwd_top, bwd_bottom, bwd_end)
+    backward = max(bwd_start, bwd_top, bwd_bottom, bwd_end, bwd_head)
     step = base + gradients + opt_temp
-    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t)
+    if t.optimizer_in_bwd:
+        # memory/savers.py: the first (head's) step runs in backward with every layer's activations alive;
+        # the optimizer-step phase then has nothing left to do.
+        backward = max(backward, bwd_top - layer_bwd_t + opt_temp)
+        step = base
+    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t, grad_fwd)
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = per_layer if p.checkpointing and saving_layers else 0
     details["activations.per_layer"] = per_layer
@@ -506,5 +568,11 @@ def _transformer_phases(
     details["temporaries.layer_backward"] = layer_bwd_t
     details["temporaries.layer_forward"] = layer_fwd_t
     details["temporaries.backward_end"] = end_t
+    if p.offload:
+        details["activations.offloaded_to_host"] = host_t
+    if p.loss != "hf":  # loss savers (memory/loss.py): their own moments, for explain
+        details["activations.loss_saved"] = head_saved - p.norm_saved_t * tokens
+        details["temporaries.head_gradient_in_forward"] = grad_fwd
+        details["temporaries.head_backward"] = max(head_bwd_t, 0)
     phases = {"forward": fwd, "backward": backward, "optimizer_step": step}
     return phases, activations, temporaries

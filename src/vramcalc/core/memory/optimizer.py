@@ -72,6 +72,8 @@ def optimizer_bytes(
                 moments += 2 * 4 * n * count
             else:
                 moments += (2 * n + 2 * 4 * ceil_div(n, BNB_BLOCK)) * count
+    elif opt.startswith("torchao-"):
+        moments = torchao_state_bytes(trainable_tensors, opt, _param_bytes(recipe, training))
     elif opt == "sgd":
         moments = 0  # plain SGD keeps no state (torch/optim/sgd.py with momentum=0)
     elif opt in ("sgd-momentum", "lion"):
@@ -90,6 +92,40 @@ def optimizer_bytes(
         master = 4 * trainable  # fp32 master copy (ZeRO paper §3.1; DeepSpeed bf16_optimizer.py)
     return OptimizerBytes(moments, master, _step_temporaries(opt, training, s, trainable, largest, recipe),
                           opt.startswith("paged"))
+
+
+# torchao low-bit AdamW (torchao/optim/adam.py _AdamBase._new_buffer; subclass_8bit.py, subclass_4bit.py,
+# subclass_fp8.py): a tensor with at least 4096 elements and a multiple of the block size gets quantized
+# states, each codes (uint8; 4-bit packs two per byte; fp8 one float8 per element) + an fp32 scale per block
+# + (8-bit: 256, 4-bit: 16) fp32 quantization-map entries; any other tensor keeps zeros_like(p) states
+# (the parameter's dtype). The step is torch.compile'd per parameter (single_param_adam): the fused
+# kernels keep no full-size temporaries (assumed; the tracer cannot run torch.compile on fake tensors).
+TORCHAO_STATES: dict[str, tuple[int, int, int]] = {  # (code bits, block size, qmap entries)
+    "torchao-adamw-8bit": (8, 256, 256),
+    "torchao-adamw-4bit": (4, 128, 16),
+    "torchao-adamw-fp8": (8, 256, 0),
+}
+TORCHAO_MIN_SIZE = 4096
+
+
+def torchao_state_bytes(trainable_tensors: tuple[tuple[tuple[int, ...], int], ...], opt: str,
+                        param_bytes: int) -> int:
+    """Two torchao AdamW states (exp_avg, exp_avg_sq) for every trainable tensor."""
+    bits, block, qmap = TORCHAO_STATES[opt]
+    total = 0
+    for shape, count in trainable_tensors:
+        n = _numel(shape)
+        if n >= TORCHAO_MIN_SIZE and n % block == 0:
+            one = ceil_div(n * bits, 8) + 4 * (n // block) + 4 * qmap
+        else:
+            one = param_bytes * n
+        total += 2 * one * count
+    return total
+
+
+def _param_bytes(recipe: Recipe, training: TrainingSpec) -> int:
+    lora = training.method in ("lora", "qlora")
+    return dtype_bytes(training.adapter_dtype if lora else recipe.weight)
 
 
 def _step_temporaries(opt: str, training: TrainingSpec, s: int, trainable: int, largest: int,

@@ -1,0 +1,91 @@
+"""Activation offloading on the fake device: torchtune's OffloadActivations, memory only.
+
+torchtune/training/_activation_offloading.py OffloadActivations (use_streams=True, max_fwd_stash_size=5,
+min_offload_size=1024) is a saved_tensors_hooks pair: in forward every saved tensor of at least 1024
+bytes that is not a parameter is copied to pinned host memory, and the GPU tensor is kept in a stash
+until 5 newer tensors have been packed (so the copy stream can finish); in backward each offloaded
+tensor is copied back to a new GPU tensor when its node unpacks it, kept until the engine moves to
+the next node, and the forward stash is dropped. It needs CUDA streams, so this class reproduces the
+allocations: the host copies are not counted (they live in host RAM), the stash and the copies back are.
+torchtune applies it around the decoder (the output projection runs under NoOpManager), so the caller
+enters it for the model body only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+MIN_OFFLOAD_BYTES = 1024
+FWD_STASH = 5
+
+
+class OffloadEmulation(torch.autograd.graph.saved_tensors_hooks):
+    """saved_tensors_hooks that account for what torchtune's OffloadActivations keeps on the GPU."""
+
+    def __init__(self) -> None:
+        self.next_id = 0
+        self.fwd_stash: dict[int, torch.Tensor] = {}
+        self.offloaded: dict[int, tuple[torch.Size, tuple[int, ...], torch.dtype]] = {}
+        self.bwd_stash: dict[int, torch.Tensor] = {}
+        self.node: Any = None
+        self.host_bytes = 0  # pinned host memory of one forward (peak)
+        self._host_now = 0
+
+        def pack(t: torch.Tensor) -> Any:
+            self.next_id += 1
+            tid = self.next_id
+            nbytes = t.element_size() * t.nelement()
+            if nbytes < MIN_OFFLOAD_BYTES or isinstance(t, nn.Parameter):
+                return ("kept", t)
+            for old in [k for k in self.fwd_stash if k <= tid - FWD_STASH]:
+                del self.fwd_stash[old]
+            self.offloaded[tid] = (t.shape, t.stride(), t.dtype)
+            self.fwd_stash[tid] = t
+            self._host_now += nbytes
+            self.host_bytes = max(self.host_bytes, self._host_now)
+            return ("offloaded", tid)
+
+        def unpack(packed: Any) -> torch.Tensor:
+            kind, value = packed
+            if kind == "kept":
+                return value  # type: ignore[no-any-return]
+            if self.node is None:  # first unpack of this backward: clean up when the engine finishes
+                torch.autograd.Variable._execution_engine.queue_callback(self.end_of_backward)
+            node = torch._C._current_autograd_node()
+            if node is not self.node:  # a new node: the previous node's copies can go
+                self.node = node
+                self.bwd_stash.clear()
+                self.fwd_stash.clear()
+            if value in self.fwd_stash:
+                return self.fwd_stash[value]
+            shape, stride, dtype = self.offloaded.pop(value)
+            self._host_now -= torch.empty((), dtype=dtype).element_size() * shape.numel()
+            gpu = torch.empty_strided(shape, stride, dtype=dtype)
+            self.bwd_stash[value] = gpu
+            return gpu
+
+        super().__init__(pack, unpack)
+
+    def end_of_backward(self) -> None:
+        """wait_and_del_remaining_references: the engine's final callback drops what is left."""
+        self.bwd_stash.clear()
+        self.fwd_stash.clear()
+        self.node = None
+
+
+def install(body: nn.Module) -> OffloadEmulation:
+    """Offload the saved tensors of `body`'s forward (enter before it, leave after it)."""
+    ctx = OffloadEmulation()
+
+    def enter(*_: Any) -> None:
+        ctx.__enter__()
+
+    def leave(*_: Any) -> None:
+        ctx.__exit__(None, None, None)
+
+    body.register_forward_pre_hook(enter)
+    body.register_forward_hook(leave)
+    return ctx
