@@ -142,15 +142,15 @@ def resolve_model(ref: str, base_dir: Path | None = None,
     if looks_like_path(ref, exists=False):
         raise PresetFileError(ref, ["no such file or folder; pass a config.json, a model folder holding one, "
                                     "or a preset name (see: vramcalc models)"])
-    if ref.count("/") == 1 and not ref.startswith("."):
-        for hub in hub_cache_dirs():  # a hub id downloaded before, read offline from the cache
-            snapshot = cache_snapshot(hub / ("models--" + ref.replace("/", "--")))
-            if snapshot is not None and path_kind(snapshot / "config.json", "config.json") == "file":
-                spec, notes = resolve_model(str(snapshot), None, extra_dirs)
-                return spec, (f"{ref}: read from the Hugging Face cache, {snapshot}", *notes)
     try:
         return presets.find_model(ref, extra_dirs), ()
     except UnknownPresetError as e:
+        if ref.count("/") == 1 and not ref.startswith("."):
+            for hub in hub_cache_dirs():  # a hub id with no preset, downloaded before: read offline
+                snapshot = cache_snapshot(hub / ("models--" + ref.replace("/", "--")))
+                if snapshot is not None and path_kind(snapshot / "config.json", "config.json") == "file":
+                    spec, notes = resolve_model(str(snapshot), None, extra_dirs)
+                    return spec, (f"{ref}: read from the Hugging Face cache, {snapshot}", *notes)
         derived = DERIVED_IDS.get(ref.rsplit("/", 1)[-1].lower())
         if derived is not None:
             base, why = derived
