@@ -305,3 +305,14 @@ def test_run_file_typo_suggests_the_nearest_key(tmp_path: Path) -> None:
         runfiles.load(str(f))
     assert str(e.value).endswith("unknown key 'batchsize'; did you mean 'batch_size'?")
     assert "\n" not in str(e.value) and "lora_dropout" not in str(e.value)
+
+
+def test_deepspeed_run_validates_against_the_estimate_schema(tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas/estimate.schema.json").read_text())
+    run = runfiles.load(_json(tmp_path, "ds.json", '{"zero_optimization": {"stage": 2, "reduce_bucket_size": 2e8}}'))[0]
+    prop = schema["$defs"]["estimate"]["properties"]["config_source"]
+    jsonschema.validate(run.source_doc(), prop)  # kind deepspeed and the unmodelled list are in the schema

@@ -48,7 +48,7 @@ class Run:
     model: str | None = None
     gpu: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    kind: str = "vramcalc"  # vramcalc, axolotl, llama-factory, hf-training-args, torchtune
+    kind: str = "vramcalc"  # vramcalc, axolotl, llama-factory, hf-training-args, torchtune, deepspeed
     path: str | None = None
     mapped: list[str] = field(default_factory=list)  # keys of the source file that were used
     ignored: list[str] = field(default_factory=list)  # keys of the source file with no effect here
