@@ -31,6 +31,9 @@ TOTALS = {
     "gemma-2b": 2_506_172_416,
     "gemma-2-9b": 9_241_705_984,
     "gemma-3-1b": 999_885_952,
+    # google/gemma-3-4b-it, language model only: the published 4,300,079,472 (safetensors total; transformers
+    # 5.24 builds the same on the meta device) less the vision tower and projector, 419,816,304.
+    "gemma-3-4b-it": 3_880_263_168,
     "phi-2": 2_779_683_840,
     "phi-3-mini-4k": 3_821_079_552,
     "gpt2": 124_439_808,
@@ -78,7 +81,8 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "deepseek_v3",
     }
     assert issue <= set(FAMILIES)
-    assert issue == {load(n)["model_type"] for n in TOTALS}  # one real config.json per family
+    # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config)
+    assert issue | {"gemma3"} == {load(n)["model_type"] for n in TOTALS}
 
 
 @pytest.mark.parametrize(("name", "total"), TOTALS.items(), ids=list(TOTALS))
@@ -230,3 +234,12 @@ def test_kv_cache_layout_sliding_and_mla() -> None:
     assert cached_positions(spec("mistral-7b-v0.1"), 32768) == 32 * 4096
     # DeepSeek-V3 in transformers: 128 heads x (128 + 64 + 128) = 40,960 elements per position and layer.
     assert kv_elements_per_position(spec("deepseek-v3")) == 40_960
+
+
+def test_gemma3_4b_text_config_filled_with_transformers_defaults() -> None:
+    # The published google/gemma-3-4b-it text_config names 6 keys; Gemma3TextConfig's defaults fill the rest
+    # (configuration_gemma3.py: 8 heads, 4 KV heads, head_dim 256, vocab 262,208, tied embeddings).
+    s = spec("gemma-3-4b-it")
+    assert (s.num_attention_heads, s.num_kv_heads, s.head_dim, s.vocab_size) == (8, 4, 256, 262_208)
+    # Gemma 3 Technical Report (arXiv:2503.19786) Table 1, 4B: 3,209M non-embedding parameters.
+    assert round((count_params(s) - s.vocab_size * s.hidden_size) / 1e6) == 3209

@@ -205,3 +205,65 @@ def test_copied_fixture_folder(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["parameters"] == 15_706_484_224
+
+
+# ---- issue 12: adapters, the Hugging Face cache, distills ----------------------------------------------
+
+def _config(folder: Path) -> None:
+    src = Path(__file__).parent / "data" / "hf" / "qwen2.5-0.5b.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(src.read_text())
+
+
+def test_peft_adapter_folder_resolves_its_base(tmp_path: Path) -> None:
+    from vramcalc.io.resolve import adapter_options, resolve_model
+
+    adapter = tmp_path / "my-adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        '{"base_model_name_or_path": "qwen2.5-0.5b", "r": 64, "lora_alpha": 128, "lora_dropout": 0.1, '
+        '"target_modules": ["q_proj", "v_proj"], "peft_type": "LORA"}')
+    spec, notes = resolve_model(str(adapter))
+    assert spec.name == "qwen2.5-0.5b"
+    assert "PEFT adapter of qwen2.5-0.5b" in notes[0] and "lora_rank 64" in notes[0]
+    assert adapter_options(str(adapter)) == {"method": "lora", "lora_rank": 64, "lora_alpha": 128,
+                                             "lora_dropout": 0.1, "lora_targets": "q_proj,v_proj"}
+
+
+def test_hf_cache_folder_and_hub_id_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vramcalc.core.params import count_params
+    from vramcalc.io.resolve import resolve_model
+
+    entry = tmp_path / "hub" / "models--someorg--tiny-qwen"
+    _config(entry / "snapshots" / "abc123")
+    _config(entry / "snapshots" / "old999")
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text("abc123")
+    spec, notes = resolve_model(str(entry))
+    assert count_params(spec) == 494_032_768  # Qwen2.5-0.5B (tests/data/hf/README.md)
+    assert "snapshot abc123" in notes[0]
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    spec, notes = resolve_model("someorg/tiny-qwen")
+    assert count_params(spec) == 494_032_768 and "Hugging Face cache" in notes[0]
+
+
+def test_folder_without_config_is_a_clear_error(tmp_path: Path) -> None:
+    from vramcalc.io.resolve import resolve_model
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PresetFileError, match="no config.json"):
+        resolve_model(str(tmp_path / "empty"))
+
+
+def test_distill_resolves_to_its_base_architecture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from vramcalc.core.errors import VramcalcError
+    from vramcalc.io.resolve import resolve_model
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: presets only
+    spec, notes = resolve_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
+    assert spec.name == "qwen2.5-7b" and "Qwen2.5-Math-7B" in notes[0]
+    assert resolve_model("deepseek-ai/DeepSeek-R1-Distill-Llama-8B")[0].name == "llama-3.1-8b"
+    # a distill with no table entry: no 671B DeepSeek-V3 suggestion for a 1.5B model; how to pass config.json
+    with pytest.raises(VramcalcError) as e:
+        resolve_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
+    assert "deepseek-v3" not in str(e.value).lower()

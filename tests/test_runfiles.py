@@ -65,7 +65,8 @@ def test_axolotl() -> None:
         "optimizer": "adamw-8bit",  # adamw_bnb_8bit
         "precision": "bf16",  # bf16: auto, LoRA: a bf16 base (adapters stay fp32)
     }
-    assert {"datasets", "learning_rate", "sample_packing", "output_dir"} <= set(run.ignored)
+    assert {"datasets", "learning_rate", "output_dir"} <= set(run.ignored)
+    assert "sample_packing" in run.mapped  # packed rows are full rows of sequence_len, as estimated
     assert resolve_model(run.model or "")[0].name == "mistral-7b"  # the hub id is a preset alias
 
 
@@ -76,7 +77,8 @@ def test_llama_factory() -> None:
     assert run.options["lora_targets"] == "all-linear"  # lora_target: all
     assert run.options["seq_len"] == 2048  # cutoff_len
     assert run.options["grad_checkpointing"] is True  # on unless disable_gradient_checkpointing
-    assert (run.options["optimizer"], run.options["optimizer_impl"]) == ("adamw", "foreach")  # adamw_torch
+    # no optim: transformers 5's default adamw_torch_fused (training_args.py default_optim, torch >= 2.8)
+    assert (run.options["optimizer"], run.options["optimizer_impl"]) == ("adamw", "fused")
     assert (run.options["batch_size"], run.options["grad_accum"]) == (1, 8)
     assert resolve_model(run.model or "")[0].name == "llama-3-8b"
 
@@ -110,7 +112,9 @@ def test_hf_training_arguments() -> None:
         "grad_checkpointing": True,
         "optimizer": "adamw",
         "optimizer_impl": "fused",
-        "precision": "amp-bf16",
+        # transformers 5 loads a bf16 checkpoint in bf16 (from_pretrained dtype="auto"): bf16 weights and
+        # AdamW states, no fp32 copy
+        "precision": "pure-bf16",
         "method": "full",
     }
     assert "learning_rate" in run.ignored
@@ -181,3 +185,138 @@ def test_unknown_key_in_run_file(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(runfiles.RunFileError, match="file not found"):
         runfiles.load("/nonexistent/run.yaml")
+
+
+# ---- issue 12: library-version defaults, memory keys, DeepSpeed, typos ---------------------------------
+
+
+def _json(tmp_path: Path, name: str, text: str) -> str:
+    f = tmp_path / name
+    f.write_text(text)
+    return str(f)
+
+
+def test_hf_args_use_the_current_transformers_defaults(tmp_path: Path) -> None:
+    # transformers 5: from_pretrained(dtype="auto") keeps a bf16 checkpoint in bf16; optim defaults to
+    # adamw_torch_fused with torch >= 2.8 (training_args.py default_optim).
+    run = runfiles.load(_json(tmp_path, "a.json", '{"output_dir": "o", "bf16": true}'))[0]
+    assert (run.options["precision"], run.options["optimizer_impl"]) == ("pure-bf16", "fused")
+    assert any("transformers 5 defaults" in n for n in run.notes)
+    # transformers 4 (named by the file): float32 load (bf16 = autocast) and adamw_torch (foreach)
+    run = runfiles.load(_json(tmp_path, "b.json",
+                              '{"output_dir": "o", "bf16": true, "transformers_version": "4.46.0"}'))[0]
+    assert (run.options["precision"], run.options["optimizer_impl"]) == ("amp-bf16", "foreach")
+    assert any("transformers 4 defaults" in n for n in run.notes)
+
+
+def test_precision_on_the_command_line_overrides_the_hf_file(tmp_path: Path) -> None:
+    run = runfiles.load(_json(tmp_path, "a.json", '{"output_dir": "o", "bf16": true}'))[0]
+    opts = OptionValues(values={"precision": "amp-bf16"}, given={"precision"})
+    assert opts.run(run.options)["precision"] == "amp-bf16"
+
+
+def test_trl_keys_are_mapped(tmp_path: Path) -> None:
+    run = runfiles.load(_json(tmp_path, "sft.json",
+                              '{"output_dir": "o", "max_length": 4096, "packing": true}'))[0]
+    assert run.options["seq_len"] == 4096 and {"max_length", "packing"} <= set(run.mapped)
+    run = runfiles.load(_json(tmp_path, "old.json", '{"output_dir": "o", "max_seq_length": 2048}'))[0]
+    assert run.options["seq_len"] == 2048 and "max_seq_length" in run.mapped
+
+
+def test_unmodelled_memory_keys_are_named_in_full(tmp_path: Path) -> None:
+    keys = dict.fromkeys(("torch_compile", "padding_free", "activation_offloading", "auto_find_batch_size"), True)
+    filler = {f"harmless_{i}": 1 for i in range(20)}  # more than the 12 ignored keys the note shows
+    import json
+
+    run = runfiles.load(_json(tmp_path, "a.json", json.dumps({"output_dir": "o", **filler, **keys})))[0]
+    assert set(run.unmodelled) == set(keys)
+    assert not set(keys) & set(run.ignored)
+    line = run.notes[0]
+    assert all(k in line for k in keys) and "TIGHT" in line and "more)" not in line
+    assert run.source_doc()["unmodelled"] == run.unmodelled
+
+
+def test_torchtune_and_axolotl_memory_keys(tmp_path: Path) -> None:
+    tt = runfiles.load(_json(tmp_path, "tt.yaml", (
+        "model: {_component_: torchtune.models.llama3_1.lora_llama3_1_8b}\n"
+        "optimizer_in_bwd: true\nenable_activation_offloading: true\n"
+        "loss: {_component_: torchtune.modules.loss.CEWithChunkedOutputLoss}\n")))[0]
+    # the savers these keys turn on are modelled (core/memory/loss.py, savers.py): mapped, not unmodelled
+    assert tt.unmodelled == []
+    assert (tt.options["optimizer_in_bwd"], tt.options["activation_offload"], tt.options["loss"]) == (
+        True, True, "chunked")
+    ax = runfiles.load(_json(tmp_path, "ax.yaml", "base_model: mistral-7b\nliger_fused_linear_cross_entropy: true\n"))[0]
+    assert ax.unmodelled == [] and ax.options["loss"] == "fused-linear"
+    tc = runfiles.load(_json(tmp_path, "tc.yaml", "base_model: mistral-7b\ntorch_compile: true\n"))[0]
+    assert tc.unmodelled == ["torch_compile"]  # not modelled: named, and the run is TIGHT at best
+    off = runfiles.load(_json(tmp_path, "off.yaml", "base_model: mistral-7b\nliger_fused_linear_cross_entropy: false\n"))[0]
+    assert off.unmodelled == []  # switched off: nothing to model
+
+
+def test_llama_factory_double_quantization(tmp_path: Path) -> None:
+    run = runfiles.load(_json(tmp_path, "lf.yaml", (
+        "model_name_or_path: mistral-7b\nstage: sft\nfinetuning_type: lora\nquantization_bit: 4\n"
+        "double_quantization: false\n")))[0]
+    assert run.options["double_quant"] is False and "double_quantization" in run.mapped
+
+
+DS_ZERO3 = """{
+  "bf16": {"enabled": true},
+  "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"},
+                        "offload_param": {"device": "none"}, "overlap_comm": true,
+                        "reduce_bucket_size": 500000000, "stage3_prefetch_bucket_size": "auto"},
+  "train_micro_batch_size_per_gpu": 2,
+  "gradient_accumulation_steps": "auto"
+}"""
+
+
+def test_deepspeed_config_is_read_as_deepspeed(tmp_path: Path) -> None:
+    assert runfiles.detect({"zero_optimization": {"stage": 2}}) == "deepspeed"
+    run = runfiles.load(_json(tmp_path, "ds.json", DS_ZERO3))[0]
+    assert run.kind == "deepspeed"
+    assert run.options == {"precision": "mixed-bf16", "batch_size": 2, "zero": 3, "offload": "optimizer",
+                           "method": "full"}
+    assert run.unmodelled == []  # reduce_bucket_size at DeepSpeed's default 5e8 is what vramcalc counts
+    assert any('"auto"' in n and "gradient_accumulation_steps" in n for n in run.notes)
+
+
+def test_deepspeed_bucket_size_off_default_is_unmodelled(tmp_path: Path) -> None:
+    run = runfiles.load(_json(tmp_path, "ds.json",
+                              '{"zero_optimization": {"stage": 2, "reduce_bucket_size": 2e8}}'))[0]
+    assert run.unmodelled == ["zero_optimization.reduce_bucket_size"]
+    assert "fixed constants" in run.notes[0]
+
+
+def test_hf_args_read_their_deepspeed_file_and_fsdp(tmp_path: Path) -> None:
+    _json(tmp_path, "ds.json", DS_ZERO3)
+    run = runfiles.load(_json(tmp_path, "a.json", '{"output_dir": "o", "bf16": true, "deepspeed": "ds.json"}'))[0]
+    # ZeRO keeps fp32 master weights: mixed-bf16, not the pure-bf16 of a single GPU
+    assert (run.options["zero"], run.options["offload"], run.options["precision"]) == (3, "optimizer", "mixed-bf16")
+    missing = runfiles.load(_json(tmp_path, "b.json", '{"output_dir": "o", "deepspeed": "nowhere.json"}'))[0]
+    assert missing.unmodelled == ["deepspeed"]
+    fsdp = runfiles.load(_json(tmp_path, "c.json", (
+        '{"output_dir": "o", "bf16": true, "fsdp": "full_shard offload auto_wrap", '
+        '"fsdp_config": {"activation_checkpointing": true}}')))[0]
+    assert (fsdp.options["fsdp"], fsdp.options["offload"], fsdp.options["precision"]) == (
+        "full-shard", "params", "mixed-bf16")
+    assert fsdp.options["grad_checkpointing"] is True and fsdp.unmodelled == []
+
+
+def test_run_file_typo_suggests_the_nearest_key(tmp_path: Path) -> None:
+    f = tmp_path / "run.yaml"
+    f.write_text("model: mistral-7b\nbatchsize: 4\n")
+    with pytest.raises(runfiles.RunFileError) as e:
+        runfiles.load(str(f))
+    assert str(e.value).endswith("unknown key 'batchsize'; did you mean 'batch_size'?")
+    assert "\n" not in str(e.value) and "lora_dropout" not in str(e.value)
+
+
+def test_deepspeed_run_validates_against_the_estimate_schema(tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas/estimate.schema.json").read_text())
+    run = runfiles.load(_json(tmp_path, "ds.json", '{"zero_optimization": {"stage": 2, "reduce_bucket_size": 2e8}}'))[0]
+    prop = schema["$defs"]["estimate"]["properties"]["config_source"]
+    jsonschema.validate(run.source_doc(), prop)  # kind deepspeed and the unmodelled list are in the schema

@@ -403,11 +403,37 @@ FAMILIES: dict[str, Mapper] = {
 }
 
 
+# Gemma3TextConfig's defaults (transformers models/gemma3/configuration_gemma3.py, class Gemma3TextConfig):
+# the published google/gemma-3-4b-it config.json names only hidden_size, intermediate_size,
+# num_hidden_layers, sliding_window and rope_scaling in its text_config, and transformers fills the rest
+# from these. sliding_window_pattern 6 is the 4.x default (5 local layers per global one; 5.x derives
+# layer_types with the same pattern).
+GEMMA3_TEXT_DEFAULTS: dict[str, Any] = {
+    "model_type": "gemma3_text",
+    "vocab_size": 262_208,
+    "hidden_size": 2304,
+    "intermediate_size": 9216,
+    "num_hidden_layers": 26,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 256,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "max_position_embeddings": 131_072,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+    "attention_bias": False,
+    "query_pre_attn_scalar": 256,
+    "sliding_window": 4096,
+    "sliding_window_pattern": 6,
+}
+
+
 def _text_part(d: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Gemma 3 multimodal configs nest the language model under text_config."""
+    """Gemma 3 multimodal configs nest the language model under text_config, with transformers'
+    Gemma3TextConfig defaults for the keys it leaves out."""
     text = d.get("text_config")
     if d.get("model_type") == "gemma3" and isinstance(text, Mapping):
-        return text
+        return {**GEMMA3_TEXT_DEFAULTS, **text}
     return d
 
 

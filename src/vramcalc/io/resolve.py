@@ -20,6 +20,90 @@ def looks_like_path(model: str, exists: bool = True) -> bool:
             or (exists and path_kind(model, "MODEL") != "missing"))
 
 
+# Distilled / fine-tuned hub ids whose base architecture their name states, with the preset of that
+# architecture and what differs. DeepSeek-R1 distills (huggingface.co/deepseek-ai/DeepSeek-R1, "Distilled
+# Models" table): Qwen 7B/14B/32B from Qwen2.5-Math-7B / Qwen2.5-14B / Qwen2.5-32B, Llama 8B from
+# Llama-3.1-8B, Llama 70B from Llama-3.3-70B-Instruct.
+DERIVED_IDS: dict[str, tuple[str, str]] = {
+    "deepseek-r1-distill-qwen-7b": ("qwen2.5-7b", "DeepSeek-R1 distilled into Qwen2.5-Math-7B, the "
+                                    "Qwen2.5-7B architecture (the same parameter count)"),
+    "deepseek-r1-distill-qwen-14b": ("qwen2.5-14b", "DeepSeek-R1 distilled into Qwen2.5-14B"),
+    "deepseek-r1-distill-qwen-32b": ("qwen2.5-32b", "DeepSeek-R1 distilled into Qwen2.5-32B"),
+    "deepseek-r1-distill-llama-8b": ("llama-3.1-8b", "DeepSeek-R1 distilled into Llama-3.1-8B"),
+    "deepseek-r1-distill-llama-70b": ("llama-3.3-70b", "DeepSeek-R1 distilled into Llama-3.3-70B-Instruct"),
+}
+
+
+def _size_token(text: str) -> str | None:
+    """The parameter size a name states ('7b', '1.5b', '671b'), lower-case; None when it states none."""
+    import re
+
+    found = re.findall(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)b(?![a-z])", text.lower().replace("_", "-"))
+    return found[-1] if found else None
+
+
+def hub_cache_dirs() -> list[Path]:
+    """Where huggingface_hub keeps downloads: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub
+    (huggingface_hub constants.py)."""
+    import os
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return [Path(os.environ["HF_HUB_CACHE"]).expanduser()]
+    home = os.environ.get("HF_HOME") or str(Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface")
+    return [Path(home).expanduser() / "hub"]
+
+
+def cache_snapshot(repo_folder: Path) -> Path | None:
+    """The snapshot folder of a hub cache entry `models--org--name`: refs/main's revision when present, else
+    the only or newest snapshot; None when it has none."""
+    snapshots = repo_folder / "snapshots"
+    if path_kind(snapshots, "snapshots") != "dir":
+        return None
+    ref = repo_folder / "refs" / "main"
+    if path_kind(ref, "refs/main") == "file":
+        from vramcalc.io.files import read_bounded
+
+        rev = read_bounded(ref, 200, "refs/main").decode("utf-8", "replace").strip()
+        if rev and "/" not in rev and path_kind(snapshots / rev, "snapshot") == "dir":
+            return snapshots / rev
+    revs = [d for d in snapshots.iterdir() if d.is_dir()]
+    return max(revs, key=lambda d: d.stat().st_mtime) if revs else None
+
+
+def read_adapter(folder: Path) -> tuple[str, dict[str, object], str]:
+    """A PEFT adapter folder: its base model, the LoRA option values of adapter_config.json, and a note."""
+    from vramcalc.io.model_files import _read_json
+
+    cfg = _read_json(folder / "adapter_config.json", "adapter_config.json")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("base_model_name_or_path"), str) \
+            or not cfg["base_model_name_or_path"].strip():
+        raise PresetFileError(str(folder / "adapter_config.json"),
+                              ["no base_model_name_or_path: pass the base model as MODEL and the LoRA options"])
+    options: dict[str, object] = {"method": "lora"}
+    for key, option in (("r", "lora_rank"), ("lora_alpha", "lora_alpha"), ("lora_dropout", "lora_dropout")):
+        value = cfg.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            options[option] = value
+    targets = cfg.get("target_modules")
+    if isinstance(targets, list) and targets:
+        options["lora_targets"] = ",".join(str(t) for t in targets)
+    elif targets == "all-linear":
+        options["lora_targets"] = "all-linear"
+    shown = ", ".join(f"{k} {v}" for k, v in options.items() if k != "method")
+    note = (f"{folder} is a PEFT adapter of {cfg['base_model_name_or_path']}: the base model is estimated; "
+            f"the adapter's LoRA settings are {shown or 'not stated'} (pass --method lora and these to use them).")
+    return cfg["base_model_name_or_path"], options, note
+
+
+def adapter_options(ref: str, base_dir: Path | None = None) -> dict[str, object]:
+    """The LoRA option values of MODEL when it is a PEFT adapter folder ({} otherwise), for the CLI to use
+    under the command line's own options."""
+    for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(ref).expanduser()]:
+        if path_kind(candidate, "MODEL") == "dir" and path_kind(candidate / "adapter_config.json", "") == "file":
+            return read_adapter(candidate)[1]
+    return {}
+
+
 def resolve_model(ref: str, base_dir: Path | None = None,
                   extra_dirs: Iterable[str | Path] = ()) -> tuple[ModelSpec, tuple[str, ...]]:
     """What MODEL names, the same in every command: an existing file or folder (relative to `base_dir`, a
@@ -33,7 +117,20 @@ def resolve_model(ref: str, base_dir: Path | None = None,
     from vramcalc.io import presets
 
     for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(ref).expanduser()]:
-        if path_kind(candidate, "MODEL") != "missing":
+        kind = path_kind(candidate, "MODEL")
+        if kind == "dir" and path_kind(candidate / "config.json", "config.json") == "missing":
+            if path_kind(candidate / "adapter_config.json", "adapter_config.json") == "file":
+                base, _, note = read_adapter(candidate)
+                spec, notes = resolve_model(base, candidate, extra_dirs)
+                return spec, (note, *notes)
+            snapshot = cache_snapshot(candidate)
+            if snapshot is not None:
+                spec, notes = resolve_model(str(snapshot), None, extra_dirs)
+                return spec, (f"{candidate} is a Hugging Face cache entry: read snapshot {snapshot.name}", *notes)
+            raise PresetFileError(str(candidate), [
+                "a folder with no config.json (nor adapter_config.json, nor a hub cache's snapshots/); pass a "
+                "Hugging Face model folder, its config.json, or a preset name (see: vramcalc models)"])
+        if kind != "missing":
             from vramcalc.io.model_files import load_model_path  # the reader, only for a path
 
             loaded = load_model_path(candidate)
@@ -48,9 +145,25 @@ def resolve_model(ref: str, base_dir: Path | None = None,
     try:
         return presets.find_model(ref, extra_dirs), ()
     except UnknownPresetError as e:
+        if ref.count("/") == 1 and not ref.startswith("."):
+            for hub in hub_cache_dirs():  # a hub id with no preset, downloaded before: read offline
+                snapshot = cache_snapshot(hub / ("models--" + ref.replace("/", "--")))
+                if snapshot is not None and path_kind(snapshot / "config.json", "config.json") == "file":
+                    spec, notes = resolve_model(str(snapshot), None, extra_dirs)
+                    return spec, (f"{ref}: read from the Hugging Face cache, {snapshot}", *notes)
+        derived = DERIVED_IDS.get(ref.rsplit("/", 1)[-1].lower())
+        if derived is not None:
+            base, why = derived
+            return presets.find_model(base, extra_dirs), (
+                f"{ref} has no preset: estimated as {base} ({why}); pass its config.json for the exact model",)
+        size = _size_token(ref)
+        if size is not None:  # only a preset of the size it states (never the 671B DeepSeek-V3 for a 7B distill)
+            e.suggestions = [s for s in e.suggestions if _size_token(s) == size]
+            if not e.suggestions:
+                e = UnknownPresetError("model", ref, [])
         if "/" in ref and not e.suggestions:
             raise VramcalcError(
                 f"model {ref!r} is a Hugging Face hub id with no preset and vramcalc works offline; download its "
                 "config.json and pass its path (MODEL or `model:` ./config.json), or add a preset (see: vramcalc "
                 "models)") from None
-        raise
+        raise e from None

@@ -48,11 +48,15 @@ class Run:
     model: str | None = None
     gpu: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    kind: str = "vramcalc"  # vramcalc, axolotl, llama-factory, hf-training-args, torchtune
+    kind: str = "vramcalc"  # vramcalc, axolotl, llama-factory, hf-training-args, torchtune, deepspeed
     path: str | None = None
     mapped: list[str] = field(default_factory=list)  # keys of the source file that were used
     ignored: list[str] = field(default_factory=list)  # keys of the source file with no effect here
+    # Keys that change memory and that vramcalc does not model yet: the estimate is not trustworthy to
+    # the byte, so a verdict on this run must be TIGHT or worse, and the note names every one of them.
+    unmodelled: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    why_unmodelled: dict[str, str] = field(default_factory=dict)  # key -> what it does to memory
 
     def source_doc(self) -> dict[str, Any]:
         """JSON `config_source`: which file, read as what, what was used and what was ignored."""
@@ -61,12 +65,15 @@ class Run:
             "kind": self.kind,
             "mapped": list(self.mapped),
             "ignored": list(self.ignored),
+            "unmodelled": list(self.unmodelled),
         }
 
     def note(self) -> str | None:
         """One human line on what a foreign config contributed (None for vramcalc's own run files)."""
         if self.kind == "vramcalc":
             return None
+        # Only keys with no effect on memory are ever cut short: those that change memory are in
+        # `unmodelled`, named in full by unmodelled_note().
         shown = ", ".join(self.ignored[:12]) + (
             f" (+{len(self.ignored) - 12} more)" if len(self.ignored) > 12 else ""
         )
@@ -74,6 +81,15 @@ class Run:
             f"read {self.path} as a {self.kind} config: used {', '.join(self.mapped) or 'nothing'}; "
             f"ignored {shown or 'nothing'}."
         )
+
+    def unmodelled_note(self) -> str | None:
+        """The keys that change memory and are not modelled, every one of them (never truncated)."""
+        if not self.unmodelled:
+            return None
+        named = "; ".join(f"{k} ({self.why_unmodelled[k]})" if k in self.why_unmodelled else k
+                          for k in self.unmodelled)
+        return (f"not modelled, and they change memory: {named}. The estimate leaves them out, so its "
+                "verdict is TIGHT at best.")
 
 
 def read_data(path: Path) -> Any:
@@ -105,6 +121,8 @@ def load(path_text: str) -> list[Run]:
 def detect(data: Any) -> str:
     """Which tool wrote this config, from its keys."""
     if isinstance(data, dict):
+        if "zero_optimization" in data or "train_micro_batch_size_per_gpu" in data:
+            return "deepspeed"
         if "base_model" in data:
             return "axolotl"
         if "model_name_or_path" in data and ("finetuning_type" in data or "stage" in data):
@@ -153,11 +171,21 @@ def _vramcalc_runs(data: Any, path: str) -> list[Run]:
                     value = ",".join(map(str, value))
                 run.options[name] = None if value is None else _strict(f"run {i}: {key}", name, value)
             else:
-                known = ", ".join(sorted(_RUN_KEYS | set(BY_NAME)))
-                raise RunFileError(f"{path}: run {i}: unknown key {key!r}; known keys: {known}")
+                raise RunFileError(f"{path}: run {i}: unknown key {key!r}; {_nearest_key(name)}")
         run.mapped = list(entry)
         runs.append(run)
     return runs
+
+
+def _nearest_key(name: str) -> str:
+    """One line pointing at the key meant: the nearest known key, else where the keys are listed."""
+    import difflib
+
+    known = sorted(_RUN_KEYS | set(BY_NAME))
+    close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "run-file keys are model, gpu, name and the estimate options (see: vramcalc estimate --help)"
 
 
 # ---- shared mapping helpers -----------------------------------------------------------------------------
@@ -209,8 +237,71 @@ def _optim(run: Run, key: str, name: Any) -> None:
     run.mapped.append(key)
 
 
+# Keys of the tools' configs that change GPU memory and have no vramcalc option yet. A run that sets one
+# (to anything but off) is estimated without it and listed in Run.unmodelled, never as merely "ignored".
+UNMODELLED_KEYS: dict[str, str] = {
+    # TRL / transformers
+    "padding_free": "TRL padding-free batches (no pad tokens)",
+    "use_liger_kernel": "Liger kernels (fused linear cross-entropy: no full logits)",
+    "activation_offloading": "TRL activation offloading to the CPU",
+    "torch_compile": "torch.compile (fused kernels change what is saved)",
+    "auto_find_batch_size": "the Trainer lowers the batch size until it fits",
+    "optim_target_modules": "GaLore/APOLLO projected optimizer states",
+    "precompute_ref_log_probs": "DPO reference log-probabilities",
+    "ref_model_init_kwargs": "a DPO reference model",
+    "gradient_checkpointing_kwargs": "checkpointing variant",
+    # torchtune
+    "optimizer_in_bwd": "torchtune optimizer in backward (each gradient freed after its step)",
+    "enable_activation_offloading": "activations offloaded to the CPU",
+    "compile": "torch.compile",
+    "fsdp_cpu_offload": "FSDP CPU offload of parameters, gradients and optimizer states",
+    "custom_sharded_layers": "FSDP sharding of extra layers",
+    # axolotl
+    "liger_fused_linear_cross_entropy": "Liger fused linear cross-entropy (no full logits)",
+    "liger_cross_entropy": "Liger cross-entropy",
+    "cut_cross_entropy": "Cut Cross-Entropy (no full logits)",
+    "unsloth_lora_mlp": "Unsloth LoRA kernels",
+    "unsloth_lora_qkv": "Unsloth LoRA kernels",
+    "gradient_checkpointing_offload": "checkpoints offloaded to the CPU",
+    "relora_steps": "ReLoRA",
+    "fsdp_version": "FSDP version",
+    "chunked_cross_entropy": "chunked cross-entropy",
+    # LLaMA-Factory
+    "use_unsloth": "Unsloth kernels",
+    "use_unsloth_gc": "Unsloth gradient checkpointing (offloaded)",
+    "enable_liger_kernel": "Liger kernels",
+    "use_galore": "GaLore projected optimizer states",
+    "use_apollo": "APOLLO projected optimizer states",
+    "use_badam": "BAdam block-wise updates",
+    "pissa_init": "PiSSA initialisation",
+    "use_dora": "DoRA (a magnitude vector and more saved activations)",
+    "shift_attn": "shift short attention",
+    "quantization_method": "a non-bitsandbytes quantization",
+    "pref_loss": "preference loss with a reference model",
+}
+
+
+def _is_set(value: Any) -> bool:
+    """A config value that turns something on (not None, false, 0, '' or an empty list/mapping)."""
+    if value is None or value is False or value == 0 or value == "" or value == [] or value == {}:
+        return False
+    return str(value).lower() not in ("false", "no", "off", "none", "0")
+
+
+def _unmodelled(run: Run, key: str, why: str) -> None:
+    if key not in run.unmodelled:
+        run.unmodelled.append(key)
+        run.why_unmodelled[key] = why
+
+
 def _finish(data: dict[str, Any], run: Run) -> Run:
-    run.ignored += [str(k) for k in data if k not in run.mapped and str(k) not in run.ignored]
+    for key, why in UNMODELLED_KEYS.items():
+        if key in data and key not in run.mapped and _is_set(data[key]):
+            _unmodelled(run, key, why)
+    taken = {k.split(".", 1)[0] for k in (*run.mapped, *run.unmodelled)}
+    run.ignored += [str(k) for k in data if k not in taken and str(k) not in run.ignored]
+    if run.unmodelled:
+        run.notes.insert(0, run.unmodelled_note() or "")
     return run
 
 
@@ -275,6 +366,11 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     if _truthy(d.get("eager_attention", False)):
         run.options["attention"] = "eager"
         run.mapped.append("eager_attention")
+    if _is_set(d.get("sample_packing")):
+        run.mapped.append("sample_packing")  # packed rows are full rows of sequence_len, as estimated
+    half = run.options.get("precision", "").removeprefix("pure-")
+    if _hf_multi_gpu(d, _path, run) and half in ("bf16", "fp16") and run.options["method"] == "full":
+        run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
     return _finish(d, run)
 
 
@@ -340,10 +436,12 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     if _truthy(d.get("use_unsloth_gc", False)) and run.options["grad_checkpointing"]:
         run.options["activation_offload"] = True
     _seen(d, run, "enable_liger_kernel", "use_unsloth_gc")
-    if "optim" in d:
-        _optim(run, "optim", d["optim"])
-    else:
-        run.options.update(optimizer="adamw", optimizer_impl="foreach")  # Trainer default adamw_torch
+    # LLaMA-Factory's arguments subclass transformers' Seq2SeqTrainingArguments: optim defaults to the
+    # installed transformers' default (adamw_torch_fused on transformers 5 with torch >= 2.8).
+    _optim(run, "optim", d.get("optim", TRANSFORMERS_DEFAULTS[CURRENT_TRANSFORMERS][1]))
+    if "optim" not in d:
+        run.mapped.remove("optim")
+    _take(d, run, "double_quantization", "double_quant", _truthy)  # model_args.py, default True
     # LLaMA-Factory upcasts trainable parameters to fp32 unless pure_bf16 (model/adapter.py
     # _setup_full_tuning / cast_trainable_params_to_fp32): full tuning with bf16 is fp32 weights + bf16
     # autocast, i.e. amp-bf16; LoRA keeps a bf16 base with fp32 adapters.
@@ -370,17 +468,44 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             "the estimate is for one policy model on single sequences."
         )
     _seen(d, run, "stage")
+    if _hf_multi_gpu(d, path, run) and method not in ("lora", "qlora") and half is not None:
+        run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
     return _finish(d, run)
 
 
-# ---- Hugging Face TrainingArguments ---------------------------------------------------------------------
+# ---- Hugging Face TrainingArguments / TRL ---------------------------------------------------------------
+
+# What transformers does when the file does not say, by major version (the file may name it with a
+# `transformers_version` key; without one, the current release is assumed and the note says so).
+# transformers 5: from_pretrained(dtype="auto") keeps the checkpoint's dtype (modeling_utils.py), and
+# TrainingArguments.optim defaults to adamw_torch_fused with torch >= 2.8 (training_args.py
+# `default_optim`, transformers PR #37358). transformers 4: from_pretrained loads in float32 unless
+# torch_dtype is given, and optim defaults to adamw_torch (PyTorch's foreach AdamW; PR #25109).
+CURRENT_TRANSFORMERS = 5
+TRANSFORMERS_DEFAULTS: dict[int, tuple[str, str]] = {
+    5: ("auto", "adamw_torch_fused"),
+    4: ("float32", "adamw_torch"),
+}
+_HALF_DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16"}
 
 
-def _hf_args(d: dict[str, Any], _path: Path) -> Run:
-    # transformers TrainingArguments fields; the model is not in this file: give MODEL (a preset or the
-    # model's config.json). The model is assumed loaded in fp32 (from_pretrained's default), so bf16=True
-    # means autocast over fp32 weights (amp-bf16); pass --precision pure-bf16 if you load in bfloat16.
+def _transformers_major(d: dict[str, Any], run: Run) -> int:
+    raw = d.get("transformers_version")
+    if raw is None:
+        return CURRENT_TRANSFORMERS
+    run.mapped.append("transformers_version")
+    head = str(raw).strip().split(".", 1)[0]
+    if not head.isdigit():
+        raise _KeyProblem("transformers_version", f"{raw!r:.40} is not a version like 4.46.0")
+    return min(max(int(head), 4), CURRENT_TRANSFORMERS)
+
+
+def _hf_args(d: dict[str, Any], path: Path) -> Run:
+    # transformers TrainingArguments fields (and TRL's SFTConfig/DPOConfig on top of them); the model is
+    # not in this file: give MODEL (a preset or the model's config.json).
     run = Run()
+    major = _transformers_major(d, run)
+    load_dtype, default_optim = TRANSFORMERS_DEFAULTS[major]
     _take(d, run, "per_device_train_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
     _take(d, run, "gradient_checkpointing", "grad_checkpointing", _truthy)
@@ -388,23 +513,229 @@ def _hf_args(d: dict[str, Any], _path: Path) -> Run:
     if _truthy(d.get("use_liger_kernel", False)):
         run.options["loss"] = "fused-linear"
     _seen(d, run, "use_liger_kernel")
-    _optim(run, "optim", d.get("optim", "adamw_torch"))
-    if "optim" not in d:
+    # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
+    _take(d, run, "max_length", "seq_len", int)
+    if "seq_len" not in run.options:
+        _take(d, run, "max_seq_length", "seq_len", int)
+    if _is_set(d.get("packing")):
+        # packing fills every row to max_length: the estimate already assumes full rows of seq_len
+        run.mapped.append("packing")
+    _optim(run, "optim", d.get("optim", default_optim))
+    if "optim" not in d and "optim" in run.mapped:
         run.mapped.remove("optim")
-    if _truthy(d.get("bf16", False)):
-        run.options["precision"] = "amp-bf16"
-        run.mapped.append("bf16")
-    elif _truthy(d.get("fp16", False)):
-        run.options["precision"] = "amp-fp16"
-        run.mapped.append("fp16")
-    else:
-        run.options["precision"] = "fp32"
+    # The dtype the model is loaded in: TRL's model_init_kwargs names it, else the version's default.
+    init = d.get("model_init_kwargs")
+    if isinstance(init, dict) and (init.get("dtype") or init.get("torch_dtype")):
+        load_dtype = str(init.get("dtype") or init.get("torch_dtype"))
+        run.mapped.append("model_init_kwargs")
+    half = "bf16" if _truthy(d.get("bf16", False)) else "fp16" if _truthy(d.get("fp16", False)) else None
+    run.mapped += [k for k in ("bf16", "fp16") if k in d]
     run.options["method"] = "full"
+    sharded = _hf_multi_gpu(d, path, run)
+    loaded16 = _HALF_DTYPES.get(load_dtype) if load_dtype != "auto" else "bf16"
+    if sharded and (half or loaded16):
+        # DeepSpeed ZeRO and accelerate's FSDP mixed precision keep fp32 master weights
+        run.options.setdefault("precision", f"mixed-{half or loaded16}")
+    elif loaded16:
+        # a 16-bit model trained as loaded: torch AdamW keeps states like the parameters (zeros_like)
+        run.options["precision"] = f"pure-{loaded16}"
+    else:  # float32 weights, with autocast when bf16/fp16 is set
+        run.options["precision"] = f"amp-{half}" if half else "fp32"
+    load_text = ("dtype='auto': the checkpoint's dtype, assumed 16-bit (an fp32 checkpoint: pass "
+                 "--precision amp-bf16)" if load_dtype == "auto" else f"dtype {load_dtype}")
+    named = "named by transformers_version" if "transformers_version" in d else "the current release; set " \
+            "transformers_version in the file for an older one"
     run.notes.append(
-        "TrainingArguments holds no sequence length or adapter settings: --seq-len and the "
-        "LoRA options come from the command line (or their defaults)."
+        f"read with transformers {major} defaults ({named}): model loaded with {load_text}; optim "
+        f"{d.get('optim', default_optim)}; precision {run.options['precision']}. --precision and the other "
+        "options on the command line override the file."
     )
+    if "seq_len" not in run.options:
+        run.notes.append(
+            "TrainingArguments holds no sequence length or adapter settings: --seq-len and the "
+            "LoRA options come from the command line (or their defaults)."
+        )
     return _finish(d, run)
+
+
+_FSDP_STRATEGY = {"full_shard": "full-shard", "shard_grad_op": "shard-grad-op", "hybrid_shard": "hybrid-shard",
+                  "no_shard": "no-shard", "1": "full-shard", "2": "shard-grad-op", "3": "no-shard",
+                  "4": "hybrid-shard"}  # torch ShardingStrategy enum values (torch/distributed/fsdp/api.py)
+# fsdp_config keys that do not change memory (transformers/accelerate FSDP options)
+_FSDP_HARMLESS = {"min_num_params", "transformer_layer_cls_to_wrap", "auto_wrap_policy", "state_dict_type",
+                  "use_orig_params", "sync_module_states", "cpu_ram_efficient_loading", "version", "xla",
+                  "xla_fsdp_grad_ckpt", "xla_fsdp_settings", "backward_prefetch", "limit_all_gathers",
+                  "activation_checkpointing", "offload_params", "sharding_strategy", "reshard_after_forward"}
+
+
+def _hf_multi_gpu(d: dict[str, Any], path: Path, run: Run) -> bool:
+    """The multi-GPU keys of TrainingArguments, axolotl and LLaMA-Factory: deepspeed and fsdp."""
+    sharded = False
+    ds = d.get("deepspeed")
+    if _is_set(ds):
+        run.mapped.append("deepspeed")
+        if isinstance(ds, dict):
+            _deepspeed_into(ds, run, "deepspeed.", embedded=True)
+            sharded = True
+        else:
+            found = [c for c in (path.parent / str(ds), Path(str(ds)).expanduser())
+                     if path_kind(c, "the deepspeed config") != "missing"]
+            if found:
+                data = read_data(found[0])
+                if not isinstance(data, dict):
+                    raise _KeyProblem("deepspeed", f"{found[0]} is not a DeepSpeed JSON object")
+                _deepspeed_into(data, run, "deepspeed.", embedded=True)
+                run.notes.append(f"deepspeed: read {found[0]}.")
+                sharded = True
+            else:
+                run.mapped.remove("deepspeed")
+                _unmodelled(run, "deepspeed", f"{str(ds)[:80]} not found next to the file or here, so the "
+                            "ZeRO stage and offload are unknown; pass --zero/--offload")
+    fsdp = d.get("fsdp")
+    cfg = d.get("fsdp_config") if isinstance(d.get("fsdp_config"), dict) else {}
+    if _is_set(fsdp) or cfg:
+        words = fsdp.split() if isinstance(fsdp, str) else [str(w) for w in fsdp] if isinstance(fsdp, list) else []
+        plain = {str(k).removeprefix("fsdp_"): v for k, v in cfg.items()}
+        strategy = next((_FSDP_STRATEGY[w] for w in words if w in _FSDP_STRATEGY), None)
+        raw = plain.get("sharding_strategy")
+        if raw is not None:
+            strategy = _FSDP_STRATEGY.get(str(raw).lower()) or strategy
+        if plain.get("reshard_after_forward") is False:  # FSDP2: keep gathered params = SHARD_GRAD_OP
+            strategy = "shard-grad-op"
+        if "hybrid_shard_zero2" in words or str(raw).lower() == "hybrid_shard_zero2":
+            _unmodelled(run, "fsdp", "HYBRID_SHARD_ZERO2 (SHARD_GRAD_OP inside a node); counted as hybrid-shard")
+            strategy = "hybrid-shard"
+        if strategy is None and (_is_set(fsdp) or plain.get("version") == 2 or "reshard_after_forward" in plain):
+            strategy = "full-shard"  # FULL_SHARD is torch's and accelerate's default strategy
+        if strategy is not None:
+            run.options["fsdp"] = strategy
+            sharded = strategy != "no-shard"
+        if "offload" in words or _truthy(plain.get("offload_params", False)):
+            run.options["offload"] = "params"  # FSDP CPUOffload(offload_params=True): params, grads, states
+        if _truthy(plain.get("activation_checkpointing", False)):
+            run.options["grad_checkpointing"] = True
+        run.mapped += [k for k in ("fsdp", "fsdp_config") if k in d and k not in run.unmodelled]
+        for key in plain:
+            if key not in _FSDP_HARMLESS:
+                _unmodelled(run, f"fsdp_config.{key}", "an FSDP setting vramcalc does not model")
+    return sharded
+
+
+# DeepSpeed zero_optimization keys that size buffers, with their defaults (deepspeed/runtime/zero/config.py).
+# core/memory/distributed.py counts the reduce bucket (5e8) and the stage-3 prefetch bucket (5e7) at these
+# defaults as fixed constants; a config that sets another value is estimated at the default, and says so.
+DS_ZERO_DEFAULTS: dict[str, int | bool] = {
+    "reduce_bucket_size": 500_000_000,
+    "allgather_bucket_size": 500_000_000,
+    "stage3_prefetch_bucket_size": 50_000_000,
+    "stage3_max_live_parameters": 1_000_000_000,
+    "stage3_max_reuse_distance": 1_000_000_000,
+    "stage3_param_persistence_threshold": 100_000,
+    "sub_group_size": 1_000_000_000,
+    "contiguous_gradients": True,
+}
+_DS_HARMLESS = {"stage", "offload_optimizer", "offload_param", "overlap_comm", "reduce_scatter",
+                "allgather_partitions", "round_robin_gradients", "stage3_gather_16bit_weights_on_model_save",
+                "stage3_gather_fp16_weights_on_model_save", "load_from_fp32_weights", "elastic_checkpoint",
+                "ignore_unused_parameters", "cpu_offload"}
+
+
+def _deepspeed(d: dict[str, Any], path: Path) -> Run:
+    # A DeepSpeed config (https://www.deepspeed.ai/docs/config-json/): ZeRO stage, offload, bf16/fp16, the
+    # micro-batch and accumulation. It names no model: give MODEL (a preset or a config.json).
+    run = Run(notes=[])
+    _deepspeed_into(d, run, "", embedded=False)
+    run.options.setdefault("method", "full")
+    return _finish(d, run)
+
+
+def _ds_value(run: Run, key: str, value: Any, embedded: bool) -> Any:
+    """None for DeepSpeed's "auto" (the HF integration fills it from TrainingArguments)."""
+    if isinstance(value, str) and value == "auto":
+        if not embedded:
+            run.notes.append(f"{key}: \"auto\" is filled by the Hugging Face Trainer from its own arguments; "
+                             "vramcalc keeps its default (set the option on the command line).")
+        run.mapped.append(key)
+        return None
+    return value
+
+
+def _deepspeed_into(d: dict[str, Any], run: Run, prefix: str, embedded: bool) -> None:
+    for key, option in (("train_micro_batch_size_per_gpu", "batch_size"),
+                        ("gradient_accumulation_steps", "grad_accum")):
+        if key in d:
+            value = _ds_value(run, prefix + key, d[key], embedded)
+            if value is not None:
+                run.options[option] = _strict(prefix + key, option, value)
+                run.mapped.append(prefix + key)
+    if "train_batch_size" in d:
+        run.mapped.append(prefix + "train_batch_size")  # = micro-batch x accumulation x GPUs: per GPU above
+    for half in ("bf16", "fp16"):
+        section = d.get(half)
+        if isinstance(section, dict) and "enabled" in section:
+            enabled = _ds_value(run, f"{prefix}{half}.enabled", section["enabled"], embedded)
+            if enabled is not None:
+                run.mapped.append(f"{prefix}{half}.enabled")
+                if _truthy(enabled):  # DeepSpeed's bf16/fp16 optimizers keep fp32 master weights
+                    run.options["precision"] = f"mixed-{half}"
+    zero = d.get("zero_optimization")
+    if zero is not None and not isinstance(zero, dict):
+        raise _KeyProblem(prefix + "zero_optimization", f"expected a mapping, got {zero!r:.40}")
+    zero = zero or {}
+    stage = _ds_value(run, prefix + "zero_optimization.stage", zero.get("stage", 0), embedded)
+    if stage is not None:
+        run.options["zero"] = _strict(prefix + "zero_optimization.stage", "zero", stage)
+        if run.options["zero"] not in (0, 1, 2, 3):
+            raise _KeyProblem(prefix + "zero_optimization.stage", f"{stage!r} is not a ZeRO stage 0-3")
+        run.mapped.append(prefix + "zero_optimization.stage")
+    for section, offload in (("offload_optimizer", "optimizer"), ("offload_param", "params")):
+        sub = zero.get(section)
+        device = str(sub.get("device", "none")) if isinstance(sub, dict) else "none"
+        if device in ("cpu", "nvme"):
+            if run.options.get("offload") != "params":  # params implies optimizer
+                run.options["offload"] = offload
+            run.mapped.append(f"{prefix}zero_optimization.{section}")
+            if device == "nvme":
+                run.notes.append(f"zero_optimization.{section}: nvme is counted like cpu (off the GPU); "
+                                 "host RAM figures then overstate what NVMe offload needs.")
+    if zero.get("cpu_offload") is True:  # DeepSpeed's old spelling of offload_optimizer cpu
+        run.options.setdefault("offload", "optimizer")
+    for key, default in DS_ZERO_DEFAULTS.items():
+        if key not in zero:
+            continue
+        name = f"{prefix}zero_optimization.{key}"
+        value = _ds_value(run, name, zero[key], embedded)
+        if value is None:
+            continue
+        if value == default or (not isinstance(value, bool) and isinstance(value, int | float)
+                                and float(value) == float(default)):
+            run.mapped.append(name)
+        else:
+            _unmodelled(run, name, f"{value!r:.20} where vramcalc counts DeepSpeed's default {default:,} "
+                        "(core/memory/distributed.py uses the default bucket sizes as fixed constants)")
+    if zero.get("overlap_comm") is True and run.options.get("zero") in (1, 2):
+        _unmodelled(run, f"{prefix}zero_optimization.overlap_comm",
+                    "overlap_comm keeps extra reduce buckets (DeepSpeed docs: 4.5x reduce_bucket_size)")
+    for key in zero:
+        if key not in _DS_HARMLESS and key not in DS_ZERO_DEFAULTS:
+            _unmodelled(run, f"{prefix}zero_optimization.{key}", "a ZeRO setting vramcalc does not model")
+    if zero:
+        run.mapped.append(prefix + "zero_optimization")
+    opt = d.get("optimizer")
+    if isinstance(opt, dict) and "type" in opt:
+        kind = str(opt["type"]).lower()
+        if kind in ("adam", "adamw", "fusedadam", "cpuadam", "deepspeedcpuadam"):
+            run.options.update(optimizer="adamw", optimizer_impl="fused")  # DeepSpeed FusedAdam / CPUAdam
+            run.mapped.append(prefix + "optimizer")
+        else:
+            _unmodelled(run, prefix + "optimizer", f"optimizer {opt['type']!s:.30}; counted as AdamW")
+    ac = d.get("activation_checkpointing")
+    if isinstance(ac, dict) and any(_is_set(ac.get(k)) for k in ("cpu_checkpointing", "partition_activations")):
+        _unmodelled(run, prefix + "activation_checkpointing", "DeepSpeed's partitioned / CPU activation "
+                    "checkpoints")
+    if not embedded:
+        run.notes.append("a DeepSpeed config names no model and no sequence length: give MODEL and --seq-len "
+                         "on the command line; the command line overrides the file.")
 
 
 # ---- torchtune ------------------------------------------------------------------------------------------
@@ -515,7 +846,8 @@ def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
     if isinstance(loss, dict) and "_component_" in loss:
         name = TORCHTUNE_LOSS.get(str(loss["_component_"]))
         if name is None:
-            run.notes.append(f"loss {loss['_component_']} is not modeled; counted as the full-logits loss.")
+            _unmodelled(run, "loss", f"{str(loss['_component_']).rsplit('.', 1)[-1]} is not modeled (counted as the "
+                        "full-logits loss)")
         else:
             run.options["loss"] = name
             if name == "chunked" and "num_output_chunks" in loss:
@@ -530,6 +862,7 @@ def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
 
 
 _READERS = {
+    "deepspeed": _deepspeed,
     "axolotl": _axolotl,
     "llama-factory": _llama_factory,
     "hf-training-args": _hf_args,
