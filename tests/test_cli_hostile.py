@@ -1,7 +1,7 @@
-"""Hostile CLI values whose fix belongs in cli/ (issue 19), pinned as strict xfails until it lands.
+"""Hostile CLI values (issue 19): never a traceback, a hang or a silent wrong answer.
 
-The core refuses these (core/options.coerce: non-finite numbers, empty strings), but the Typer options
-parse them on their own and never call it. Each reason names the cli fix.
+The core refuses non-finite numbers and empty strings (core/options.coerce); cli/options.py passes every
+value Typer parsed through it, so both front ends (Typer and cli/fast.py) agree.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from hypothesis import strategies as st
 from cli_helpers import invoke
 
 
-@pytest.mark.xfail(strict=True, reason="cli fix: the Typer float options (--lora-alpha, --lora-dropout) must "
-                   "pass their value through core.options.coerce, which refuses inf/nan; today JSON gets Infinity")
 @settings(derandomize=True, max_examples=4, database=None, deadline=None)
 @given(value=st.sampled_from(["inf", "-inf", "nan", "1e309"]))
 def test_cli_refuses_non_finite_lora_alpha(capsys: pytest.CaptureFixture[str], value: str) -> None:
@@ -23,8 +21,6 @@ def test_cli_refuses_non_finite_lora_alpha(capsys: pytest.CaptureFixture[str], v
     assert code == 2 and "--lora-alpha" in err
 
 
-@pytest.mark.xfail(strict=True, reason="cli fix: an empty --gpu '' (and --config '') must be an error naming "
-                   "the flag, not 'no GPU' (which turns the verdict and --check off)")
 @settings(derandomize=True, max_examples=3, database=None, deadline=None)
 @given(value=st.sampled_from(["", " ", "\t"]))
 def test_cli_refuses_an_empty_gpu(capsys: pytest.CaptureFixture[str], value: str) -> None:

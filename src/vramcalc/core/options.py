@@ -133,7 +133,9 @@ def coerce(o: Opt, raw: Any) -> Any:
     if o.kind is str:
         text = ",".join(str(x) for x in raw) if isinstance(raw, list | tuple) else str(raw)
         if not text.replace(",", " ").strip():
-            raise OptionError(f"{o.flag}: empty value; give {o.help[0].lower() + o.help[1:].rstrip('.')}")
+            what = o.help.split(". ")[0].rstrip(".")  # the help's first sentence: `give GPU preset ...`
+            what = what if what[1:2].isupper() else what[:1].lower() + what[1:]
+            raise OptionError(f"{o.flag}: empty value; give {what}")
         return text
     # Numbers: never a boolean (True is not 1 here), never a fraction truncated to an integer, never
     # inf or nan (they would reach JSON as Infinity and make every comparison false).

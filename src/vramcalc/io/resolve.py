@@ -5,6 +5,7 @@ Light: the config.json reader (io/model_files.py) is imported only when the refe
 
 from __future__ import annotations
 
+import os.path
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def resolve_model(ref: str, base_dir: Path | None = None,
     from vramcalc.core.errors import UnknownPresetError, VramcalcError
     from vramcalc.io import presets
 
-    for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(ref).expanduser()]:
+    # os.path.expanduser leaves ~nobody as given (Path.expanduser raises RuntimeError)
+    for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(os.path.expanduser(ref))]:
         if path_kind(candidate, "MODEL") != "missing":
             from vramcalc.io.model_files import load_model_path  # the reader, only for a path
 
