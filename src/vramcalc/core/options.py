@@ -104,6 +104,10 @@ OPTIONS: tuple[Opt, ...] = (
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
+# compare's cross product: more rows than anyone reads, and each is an estimate (issue 19: a million
+# combinations took 3.9 GB before the count was checked).
+MAX_RUNS = 10_000
+
 _TRUE = {"true", "on", "yes", "1"}
 _FALSE = {"false", "off", "no", "0"}
 
@@ -190,8 +194,11 @@ class OptionValues:
             )
         return out
 
-    def sweep(self, base: Mapping[str, Any] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
-        """The cross product of every listed option (compare): the varied names and one dict per run."""
+    def sweep(self, base: Mapping[str, Any] | None = None, times: int = 1) -> tuple[list[str], list[dict[str, Any]]]:
+        """The cross product of every listed option (compare): the varied names and one dict per run.
+
+        Refused before it is built when it (× `times`, the models) exceeds MAX_RUNS.
+        """
         fixed = {o.name: o.default for o in OPTIONS}
         for k, v in (base or {}).items():
             fixed[k] = coerce(BY_NAME[k], v)
@@ -203,6 +210,9 @@ class OptionValues:
                     fixed[o.name] = values[0]
                 else:
                     axes.append((o.name, values))
+        count = times * math.prod(len(vals) for _, vals in axes)
+        if count > MAX_RUNS:
+            raise OptionError(f"{count:,} configurations; narrow the lists (at most {MAX_RUNS:,})")
         runs = []
         for combo in itertools.product(*(vals for _, vals in axes)):
             run = dict(fixed)
