@@ -46,6 +46,11 @@ def boundary() -> Iterator[None]:
         yield
     except VramcalcError as e:
         raise fail(e) from None
+    except BrokenPipeError:
+        raise  # the reader left (`| head -1`): cli/__init__.py main exits quietly
+    except OSError as e:  # the readers report these; this is the net: a path the CLI touched on its own
+        where = f"{e.filename}: " if e.filename is not None else ""
+        raise fail(OSError(f"{where}{e.strerror or e}")) from None
 
 
 def fail(e: BaseException) -> SystemExit:
