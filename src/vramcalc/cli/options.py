@@ -140,8 +140,8 @@ def _checked(o: Opt, value: Any) -> Any:
 
 def _refuse_empty(p: inspect.Parameter, value: Any) -> None:
     """A command's own string option (compare's --gpu, fit's --config) given as '' is an error naming it."""
-    texts = value if isinstance(value, list | tuple) else [value]
-    if any(isinstance(t, str) and not t.strip() for t in texts):
+    # A plain string only: a list or pair may hold '' on purpose (explain --diff "" "--method qlora").
+    if isinstance(value, str) and not value.strip():
         decls = [d for m in getattr(p.annotation, "__metadata__", ()) for d in getattr(m, "param_decls", ()) or ()]
         flag = next((d.split("/")[0] for d in decls if d.startswith("--")), "--" + p.name.replace("_", "-"))
         raise OptionError(f"{flag}: empty value")
