@@ -76,8 +76,7 @@ def test_unknown_model_is_one_line_exit_2() -> None:
     (["--lora-alpha", "0"], "error: --lora-alpha: Input should be greater than 0"),
     (["--lora-dropout", "1.5"], "error: --lora-dropout: Input should be less than 1"),
     (["--method", "lora", "--lora-targets", "qproj"], "error: unknown LoRA target 'qproj'"),
-    (["--method", "lora", "--lora-targets", ","],
-     "error: LoRA needs at least one target module: pass --lora-targets q_proj,v_proj"),
+    (["--method", "lora", "--lora-targets", ","], "error: --lora-targets: empty value"),  # coerce, naming the flag
     (["--method", "freeze"], "error: method 'freeze' needs --freeze-layers N"),
     (["--freeze-layers", "-2"], "error: --freeze-layers: Input should be greater than or equal to 0"),
     (["--quant-bits", "3"], "error: --quant-bits must be 4 or 8, not 3"),

@@ -13,6 +13,10 @@ import sys
 
 def main() -> None:
     """Console entry point."""
+    from vramcalc.cli.output import ascii_fallback, sane_columns
+
+    sane_columns()  # COLUMNS=0 or junk is unset (rich drew nothing at width 0)
+    ascii_fallback()  # an ASCII-only stdout gets x for ×, - | + for box lines, not a UnicodeEncodeError
     try:
         code = _estimate(sys.argv[1:])
         if code is None:

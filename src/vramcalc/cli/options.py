@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
-from vramcalc.core.options import OPTIONS, Opt, OptionValues
+from vramcalc.core.options import BY_NAME, OPTIONS, Opt, OptionError, OptionValues, coerce
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Every command that takes the run options takes --presets too (commands/estimate.py declares it among its
@@ -99,6 +99,18 @@ def with_estimate_options(multi: bool = False, own: tuple[Opt, ...] = ()) -> Cal
                 source = ctx.get_parameter_source(o.name) if ctx is not None else None
                 if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
                     given.add(o.name)
+            # One check for every way in (the Typer commands and cli/fast.py's parser): Click parses
+            # `inf`, `nan` and `1e309` as floats and takes an empty string, so each value given goes
+            # through core.options.coerce, which refuses them naming the flag.
+            for name in given:
+                if not multi:
+                    values[name] = coerce(BY_NAME[name], values[name])
+            for o in own if not presets_here else (*own, PRESETS):
+                if o.name in kwargs:
+                    kwargs[o.name] = _checked(o, kwargs[o.name])
+            for p in own_params:
+                if not is_argument(p) and p.annotation is not typer.Context:
+                    _refuse_empty(p, kwargs.get(p.name))
             if presets_here:
                 from vramcalc.io import presets
 
@@ -115,3 +127,21 @@ def with_estimate_options(multi: bool = False, own: tuple[Opt, ...] = ()) -> Cal
     return decorate
 
 
+
+
+def _checked(o: Opt, value: Any) -> Any:
+    """An own option's value through coerce (each of a repeatable option's values); None stays None."""
+    if value is None:
+        return None
+    if o.multiple:
+        return [coerce(o, v) for v in value]
+    return coerce(o, value)
+
+
+def _refuse_empty(p: inspect.Parameter, value: Any) -> None:
+    """A command's own string option (compare's --gpu, fit's --config) given as '' is an error naming it."""
+    # A plain string only: a list or pair may hold '' on purpose (explain --diff "" "--method qlora").
+    if isinstance(value, str) and not value.strip():
+        decls = [d for m in getattr(p.annotation, "__metadata__", ()) for d in getattr(m, "param_decls", ()) or ()]
+        flag = next((d.split("/")[0] for d in decls if d.startswith("--")), "--" + p.name.replace("_", "-"))
+        raise OptionError(f"{flag}: empty value")

@@ -46,6 +46,11 @@ def boundary() -> Iterator[None]:
         yield
     except VramcalcError as e:
         raise fail(e) from None
+    except BrokenPipeError:
+        raise  # the reader left (`| head -1`): cli/__init__.py main exits quietly
+    except OSError as e:  # the readers report these; this is the net: a path the CLI touched on its own
+        where = f"{e.filename}: " if e.filename is not None else ""
+        raise fail(OSError(f"{where}{e.strerror or e}")) from None
 
 
 def fail(e: BaseException) -> SystemExit:
@@ -98,6 +103,66 @@ _SGR = {"bold": "1", "dim": "2", "black": "30", "red": "31", "green": "32", "yel
         "bright_cyan": "96", "bright_white": "97"}
 
 
+MAX_COLUMNS = 1_000  # a wider COLUMNS is junk: rules and bars would be drawn that wide
+
+
+def sane_columns(environ: dict[str, str] | Any = os.environ) -> None:
+    """COLUMNS that is not a positive integer (0, junk) is unset: rich would draw at width 0, i.e. nothing."""
+    columns = environ.get("COLUMNS")
+    if columns is None:
+        return
+    if not (columns.isascii() and columns.isdigit() and int(columns) > 0):
+        del environ["COLUMNS"]
+    elif int(columns) > MAX_COLUMNS:
+        environ["COLUMNS"] = str(MAX_COLUMNS)
+
+
+# What the report prints beyond ASCII, for a stream that cannot encode it (PYTHONIOENCODING=ascii, a
+# latin-1 terminal): a plain rendering rather than a UnicodeEncodeError; anything else becomes `?`.
+_ASCII = {"×": "x", "·": "-", "§": "S", "→": ">", "←": "<", "≥": ">=", "≤": "<=", "−": "-", "÷": "/",
+          "★": "*", "—": "-", "³": "^3", "²": "^2", "▼": "v", "√": "sqrt", "π": "pi", "…": "...", "•": "*"}
+
+
+def _ascii_table() -> dict[int, str]:
+    import unicodedata
+
+    table = {ord(k): v for k, v in _ASCII.items()}
+    for code in range(0x2500, 0x2580):  # box drawing: lines by direction, corners and joints as +
+        name = unicodedata.name(chr(code), "")
+        across, down = "HORIZONTAL" in name, "VERTICAL" in name
+        table[code] = "-" if across and not down else "|" if down and not across else "+"
+    for code in range(0x2580, 0x25A0):  # blocks (the memory bars)
+        table[code] = "#"
+    return table
+
+
+class _AsciiStream:
+    """A text stream that writes what its encoding lacks as ASCII (× as x, box lines as - | +)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._table = _ascii_table()
+
+    def write(self, text: str) -> int:
+        enc = self._stream.encoding or "ascii"
+        return self._stream.write(text.translate(self._table).encode(enc, "replace").decode(enc))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def ascii_fallback() -> None:
+    """Wrap sys.stdout and sys.stderr in _AsciiStream when their encoding cannot write the report."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            "×·━".encode(stream.encoding or "ascii")
+        except (LookupError, UnicodeEncodeError):
+            setattr(sys, name, _AsciiStream(stream))
+        except AttributeError:  # no stream (pythonw) or no encoding: leave it
+            continue
+
+
 def terminal_width(environ: Mapping[str, str] = os.environ) -> int:
     """Columns as rich's Console counts them: the terminal's size, COLUMNS overriding, else 80."""
     width = 0
@@ -108,8 +173,8 @@ def terminal_width(environ: Mapping[str, str] = os.environ) -> int:
             continue
         break
     columns = environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        width = int(columns)
+    if columns.isascii() and columns.isdigit() and int(columns) > 0:
+        width = min(int(columns), MAX_COLUMNS)
     return width or 80
 
 

@@ -116,6 +116,10 @@ OPTIONS: tuple[Opt, ...] = (
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
+# compare's cross product: more rows than anyone reads, and each is an estimate (issue 19: a million
+# combinations took 3.9 GB before the count was checked).
+MAX_RUNS = 10_000
+
 _TRUE = {"true", "on", "yes", "1"}
 _FALSE = {"false", "off", "no", "0"}
 
@@ -145,7 +149,9 @@ def coerce(o: Opt, raw: Any) -> Any:
     if o.kind is str:
         text = ",".join(str(x) for x in raw) if isinstance(raw, list | tuple) else str(raw)
         if not text.replace(",", " ").strip():
-            raise OptionError(f"{o.flag}: empty value; give {o.help[0].lower() + o.help[1:].rstrip('.')}")
+            what = o.help.split(". ")[0].rstrip(".")  # the help's first sentence: `give GPU preset ...`
+            what = what if what[1:2].isupper() else what[:1].lower() + what[1:]
+            raise OptionError(f"{o.flag}: empty value; give {what}")
         return text
     # Numbers: never a boolean (True is not 1 here), never a fraction truncated to an integer, never
     # inf or nan (they would reach JSON as Infinity and make every comparison false).
@@ -200,8 +206,11 @@ class OptionValues:
             )
         return out
 
-    def sweep(self, base: Mapping[str, Any] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
-        """The cross product of every listed option (compare): the varied names and one dict per run."""
+    def sweep(self, base: Mapping[str, Any] | None = None, times: int = 1) -> tuple[list[str], list[dict[str, Any]]]:
+        """The cross product of every listed option (compare): the varied names and one dict per run.
+
+        Refused before it is built when it (× `times`, the models) exceeds MAX_RUNS.
+        """
         fixed = {o.name: o.default for o in OPTIONS}
         for k, v in (base or {}).items():
             fixed[k] = coerce(BY_NAME[k], v)
@@ -213,6 +222,9 @@ class OptionValues:
                     fixed[o.name] = values[0]
                 else:
                     axes.append((o.name, values))
+        count = times * math.prod(len(vals) for _, vals in axes)
+        if count > MAX_RUNS:
+            raise OptionError(f"{count:,} configurations; narrow the lists (at most {MAX_RUNS:,})")
         runs = []
         for combo in itertools.product(*(vals for _, vals in axes)):
             run = dict(fixed)

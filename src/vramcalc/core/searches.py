@@ -191,11 +191,17 @@ def _smaller_batch(est: Estimator, t: TrainingSpec, budget_bytes: int) -> dict[s
         b = largest_fitting(lambda n: est.peak(with_changes(t, {"batch_size": n})), budget_bytes,
                             t.batch_size - 1)
         return None if b is None else {"batch_size": b}
+    # Logarithmic: the largest smaller micro-batch that fits (the peak grows with it), then the largest
+    # divisor of the effective batch at most that, found in a bounded scan from both ends (1 always
+    # divides), so a --batch-size of 10^12 is not 10^12 estimates (issue 19).
+    top = largest_fitting(lambda n: est.peak(with_changes(t, {"batch_size": n})), budget_bytes, t.batch_size - 1)
+    if top is None:
+        return None
     effective = t.batch_size * t.grad_accum
-    for b in range(t.batch_size - 1, 0, -1):
-        if effective % b == 0 and est.peak(with_changes(t, {"batch_size": b})) <= budget_bytes:
-            return {"batch_size": b, "grad_accum": effective // b}
-    return None
+    best = next((b for b in range(top, max(top - MAX_BATCH_SIZE, 0), -1) if effective % b == 0), 1)
+    low = -(-effective // top)  # the fewest accumulation steps a micro-batch of at most `top` needs
+    best = max(best, next((effective // q for q in range(low, low + MAX_BATCH_SIZE) if effective % q == 0), 1))
+    return {"batch_size": best, "grad_accum": effective // best}
 
 
 def suggestions(

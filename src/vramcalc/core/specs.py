@@ -107,6 +107,10 @@ def _check(spec: Any) -> None:
 POSITIVE: tuple[Bound, ...] = (("gt", 0),)
 NON_NEGATIVE: tuple[Bound, ...] = (("ge", 0),)
 FRACTION: tuple[Bound, ...] = (("ge", 0), ("lt", 1))
+# A run's counts (batch, sequence, GPUs, rank...) at most 2^40 (~10^12): far beyond any real run, and it
+# keeps every product of them (bytes ~ batch × seq × hidden × layers) an exact float when printed; an
+# unbounded 10^300 overflowed the byte formatting (issue 19).
+COUNT_CAP: Bound = ("le", 2**40)
 
 
 @dataclass(frozen=True)
@@ -313,8 +317,8 @@ class TrainingSpec:
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
-                         "quant_group_size", "loss_chunks", "ac_every"), POSITIVE),
-        "freeze_layers": NON_NEGATIVE,
+                         "quant_group_size", "loss_chunks", "ac_every"), (*POSITIVE, COUNT_CAP)),
+        "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "lora_alpha": POSITIVE,
         "lora_dropout": FRACTION,
     }

@@ -5,6 +5,7 @@ Light: the config.json reader (io/model_files.py) is imported only when the refe
 
 from __future__ import annotations
 
+import os.path
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def resolve_model(ref: str, base_dir: Path | None = None,
     from vramcalc.core.errors import UnknownPresetError, VramcalcError
     from vramcalc.io import presets
 
-    for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(ref).expanduser()]:
+    for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(os.path.expanduser(ref))]:  # ~nobody stays as given (Path.expanduser raises)
         kind = path_kind(candidate, "MODEL")
         if kind == "dir" and path_kind(candidate / "config.json", "config.json") == "missing":
             if path_kind(candidate / "adapter_config.json", "adapter_config.json") == "file":

@@ -65,9 +65,9 @@ def compare(
         models = split(model) or ([file_model] if file_model else [])
         if not models:
             raise BadInput("no model: pass MODEL (or several, comma-separated)")
+        varied, runs_opts = opts.sweep(base, times=len(models))  # refuses too many before building them
         specs = [resolve_model(x)[0] for x in models]
         gpus = targets(split(gpu) or ([file_gpu] if file_gpu else []), max_memory)
-        varied, runs_opts = opts.sweep(base)
         if len(specs) > 1:
             varied = ["model", *varied]
         rows = []
