@@ -229,3 +229,38 @@ def test_gemma2_activation_is_gelu_tanh() -> None:
     # google/gemma-2-9b config.json: "hidden_act": "gelu_pytorch_tanh" (and hidden_activation the same).
     for name in ("gemma-2-2b", "gemma-2-9b", "gemma-2-27b"):
         assert presets.find_model(name).hidden_act == "gelu_pytorch_tanh"
+
+
+# --- issue 12 (second pass), item 3: silent nonsense is an error (impossible) or a note (unusual) --------
+
+@pytest.mark.parametrize(("argv", "words"), [
+    # Mistral-7B config.json: num_hidden_layers 32, num_attention_heads 32, num_key_value_heads 8,
+    # hidden_size 4096.
+    (["--method", "lora", "--lora-rank", "100000"], "exceeds the hidden size 4096"),
+    (["--method", "freeze", "--freeze-layers", "40"], "exceeds the 32 layers"),
+    (["--tp", "3", "--gpus", "3"], "must divide the 32 attention heads and the 8 KV heads"),
+    (["--gpu", "h100", "--gpu", "a100-80gb"], "--gpu given twice"),
+])
+@pytest.mark.parametrize("command", ["estimate", "fit", "compare"])
+def test_impossible_runs_are_exit_2(command: str, argv: list[str], words: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    if command == "fit" and "--gpu" not in argv:
+        argv = [*argv, "--gpu", "h100"]
+    code, out, err = invoke([command, "mistral-7b", *argv], capsys)
+    assert code == 2, (out, err)
+    assert words in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    # Llama-3.1-8B config.json max_position_embeddings 131,072 (rope_scaling llama3)
+    (["--seq-len", "10000000"], "exceeds llama-3.1-8b's max_position_embeddings 131,072"),
+    (["--method", "full", "--lora-rank", "64", "--quant-bits", "8"], "--lora-rank, --quant-bits: changes nothing"),
+    (["--mode", "inference", "--optimizer", "sgd", "--grad-accum", "4"],
+     "--optimizer, --grad-accum: training options, ignored"),
+])
+@pytest.mark.parametrize("fmt", ["table", "json", "markdown"])
+def test_unusual_runs_are_a_note(argv: list[str], words: str, fmt: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "llama-3.1-8b", *argv, "--format", fmt], capsys)
+    assert code == 0, err
+    assert words in " ".join(out.split()) or words in " ".join(err.split())

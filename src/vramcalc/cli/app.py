@@ -27,7 +27,40 @@ class _Boundary(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         with boundary():
+            _no_repeats(self, ctx)
             return super().invoke(ctx)
+
+
+def _no_repeats(group: Any, ctx: Any) -> None:
+    """A single-valued option given twice is an error: Click would keep the last one silently."""
+    from vramcalc.core.errors import BadInput
+
+    args = [*getattr(ctx, "_protected_args", getattr(ctx, "protected_args", [])), *ctx.args]
+    cmd = group.get_command(ctx, args[0]) if args else None
+    if cmd is None:
+        return
+    names: dict[str, Any] = {}
+    for p in cmd.params:
+        if getattr(p, "multiple", False) or getattr(p, "count", False) or p.param_type_name != "option":
+            continue
+        for flag in (*p.opts, *p.secondary_opts):
+            names[flag] = p
+    seen: dict[str, str] = {}
+    i = 1
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if token == "--":
+            break
+        flag = token.split("=", 1)[0]
+        p = names.get(flag)
+        if p is None:
+            continue
+        if not p.is_flag and "=" not in token:
+            i += 1  # its value
+        if p.name in seen:
+            raise BadInput(f"{flag} given twice: pass it once (only one value is used)")
+        seen[p.name] = flag
 
 
 app = typer.Typer(
