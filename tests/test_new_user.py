@@ -335,3 +335,18 @@ def test_bar_is_as_long_as_the_peak() -> None:
     cells = "".join(t for t, _ in bar_segments(b, [], b.sum_bytes, 100, colour=False))[1:-1]
     # on a scale of the sum, the drawn cells are the peak's share of 100 cells
     assert len(cells.rstrip()) == round(b.peak_bytes * 100 / b.sum_bytes)
+
+
+# --- item 7: the distribution name is ours ("vramcalc" on PyPI is an unrelated project) ----------------
+
+def test_distribution_name_and_readme_install() -> None:
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "vramcalc-fit"  # checked free: pip download --no-deps vramcalc-fit found none
+    assert project["scripts"]["vramcalc"] == "vramcalc.cli:main"  # the command keeps its name
+    readme = (root / "README.md").read_text()
+    assert "pip install vramcalc\n" not in readme and "pip install vramcalc " not in readme
+    assert 'pip install ".[test]"' in readme
