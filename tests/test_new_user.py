@@ -350,3 +350,11 @@ def test_distribution_name_and_readme_install() -> None:
     readme = (root / "README.md").read_text()
     assert "pip install vramcalc\n" not in readme and "pip install vramcalc " not in readme
     assert 'pip install ".[test]"' in readme
+
+
+# --- item 2: trace is one GPU: multi-GPU options are refused in one line, before torch is imported ------
+
+@pytest.mark.parametrize("extra", [["--gpus", "2", "--zero", "3"], ["--tp", "2", "--gpus", "2"]])
+def test_trace_refuses_multi_gpu(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["trace", "gpt2", *extra], capsys)
+    assert code == 2 and "trace runs on one GPU" in err and err.count("\n") == 1
