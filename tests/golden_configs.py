@@ -55,4 +55,17 @@ def configs() -> list[tuple[str, dict[str, Any]]]:
         if method == "freeze":
             kw.update(freeze_layers=rng.choice([0, 4, 12, 100]), train_head=rng.random() < 0.5)
         out.append((MODELS[i % len(MODELS)], kw))
-    return out
+    return [(name, _possible(name, kw)) for name, kw in out]
+
+
+def _possible(name: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """Clamped to what the model can run (core/checks.py refuses the rest): no more frozen layers than it
+    has, no sequence beyond learned position embeddings. Drawn first, so the seeded draws never change."""
+    from vramcalc.io import presets
+
+    m = presets.find_model(name)
+    if "freeze_layers" in kw:
+        kw["freeze_layers"] = min(kw["freeze_layers"], m.num_layers or 0)
+    if m.learned_position_embeddings and m.max_position_embeddings is not None:
+        kw["seq_len"] = min(kw["seq_len"], m.max_position_embeddings)
+    return kw

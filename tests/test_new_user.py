@@ -229,3 +229,132 @@ def test_gemma2_activation_is_gelu_tanh() -> None:
     # google/gemma-2-9b config.json: "hidden_act": "gelu_pytorch_tanh" (and hidden_activation the same).
     for name in ("gemma-2-2b", "gemma-2-9b", "gemma-2-27b"):
         assert presets.find_model(name).hidden_act == "gelu_pytorch_tanh"
+
+
+# --- issue 12 (second pass), item 3: silent nonsense is an error (impossible) or a note (unusual) --------
+
+@pytest.mark.parametrize(("argv", "words"), [
+    # Mistral-7B config.json: num_hidden_layers 32, num_attention_heads 32, num_key_value_heads 8,
+    # hidden_size 4096.
+    (["--method", "lora", "--lora-rank", "100000"], "exceeds the hidden size 4096"),
+    (["--method", "freeze", "--freeze-layers", "40"], "exceeds the 32 layers"),
+    (["--tp", "3", "--gpus", "3"], "must divide the 32 attention heads and the 8 KV heads"),
+    (["--gpu", "h100", "--gpu", "a100-80gb"], "--gpu given twice"),
+])
+@pytest.mark.parametrize("command", ["estimate", "fit", "compare"])
+def test_impossible_runs_are_exit_2(command: str, argv: list[str], words: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    if command == "fit" and "--gpu" not in argv:
+        argv = [*argv, "--gpu", "h100"]
+    code, out, err = invoke([command, "mistral-7b", *argv], capsys)
+    assert code == 2, (out, err)
+    assert words in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    # Llama-3.1-8B config.json max_position_embeddings 131,072 (rope_scaling llama3)
+    (["--seq-len", "10000000"], "exceeds llama-3.1-8b's max_position_embeddings 131,072"),
+    (["--method", "full", "--lora-rank", "64", "--quant-bits", "8"], "--lora-rank, --quant-bits: changes nothing"),
+    (["--mode", "inference", "--optimizer", "sgd", "--grad-accum", "4"],
+     "--optimizer, --grad-accum: training options, ignored"),
+])
+@pytest.mark.parametrize("fmt", ["table", "json", "markdown"])
+def test_unusual_runs_are_a_note(argv: list[str], words: str, fmt: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "llama-3.1-8b", *argv, "--format", fmt], capsys)
+    assert code == 0, err
+    assert words in " ".join(out.split()) or words in " ".join(err.split())
+
+
+# --- issue 12 (second pass), item 1: compare's star is what a user pays, not the lowest per-GPU peak ------
+
+def test_compare_cheapest_is_fewest_gpus_then_the_smaller_card(capsys: pytest.CaptureFixture[str]) -> None:
+    # Llama-3.1-8B full fine-tuning under ZeRO-3, 1,024 tokens: it fits on 24 and on 64 GPUs of either
+    # 80 GB card; 64 GPUs have the lower per-GPU peak (more sharding), and the H100 (81,559 MiB,
+    # presets/gpus.yaml) is 361 MiB smaller than the A100-80GB (81,920 MiB), same 80 GB class.
+    code, out, err = invoke(["compare", "llama-3.1-8b", "--method", "full", "--zero", "3", "--gpus", "64,24",
+                             "--seq-len", "1024", "--gpu", "h100,a100-80gb", "--format", "json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["cheapest"] == {"row": 1, "gpu": "a100-80gb"}  # 24 GPUs; the A100 has no fp8 (older)
+    code, out, err = invoke(["compare", "llama-3.1-8b", "--method", "full", "--zero", "3", "--gpus", "64,24",
+                             "--seq-len", "1024", "--gpu", "h100,a100-80gb", "--format", "markdown"], capsys)
+    assert "fewest GPUs, then the smallest card by memory" in out and "no prices are known" in out
+
+
+# --- item 4: compare's booleans take the flag form (true) and lists; the error names the right token -----
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["compare", "--grad-checkpointing", "mistral-7b"], [True]),
+    (["compare", "mistral-7b", "--grad-checkpointing"], [True]),
+    (["compare", "mistral-7b", "--no-grad-checkpointing"], [False]),
+    (["compare", "mistral-7b", "--grad-checkpointing", "true,false"], [True, False]),
+])
+def test_compare_boolean_flag_form(argv: list[str], expected: list[bool],
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke([*argv, "--method", "lora", "--format", "json"], capsys)
+    assert code == 0, err
+    assert [r["settings"]["grad_checkpointing"] for r in json.loads(out)["rows"]] == expected
+
+
+# --- item 3 (count-only presets) and item 5 (bf16 on T4/V100) in compare, fit and gpus --fits -------------
+
+def test_compare_count_only_preset_is_tight_at_best(capsys: pytest.CaptureFixture[str]) -> None:
+    # resnet-50 is a parameter count only (presets/models: no architecture); 0.9 GB on an 80 GB H100.
+    code, out, err = invoke(["compare", "resnet-50", "--gpu", "h100", "--format", "json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["rows"][0]["cells"][0]["status"] == "TIGHT"
+    assert any("activations not modeled" in n for n in doc["notes"])
+    code, out, err = invoke(["compare", "resnet-50", "--gpu", "h100"], capsys)
+    assert "FITS" not in out and "activations not modeled" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("argv", [
+    ["compare", "gemma-2b", "--gpu", "t4", "--method", "lora"],
+    ["fit", "gemma-2b", "--gpu", "t4", "--method", "lora"],
+    ["gpus", "--fits", "gemma-2b", "--method", "lora"],
+])
+def test_bf16_warning_beyond_estimate(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # presets/gpus.yaml: the T4 (Turing) has bf16: false; the default precision auto computes in bf16.
+    code, out, err = invoke(argv, capsys)
+    assert code == 0, err
+    assert "no bf16 support" in " ".join((out + err).split())
+
+
+# --- item 6: the bar draws the peak (the verdict's number), not the sum of the components --------------
+
+def test_bar_is_as_long_as_the_peak() -> None:
+    from vramcalc.cli.bars import bar_segments
+    from vramcalc.core.memory import estimate
+    from vramcalc.core.specs import TrainingSpec
+    from vramcalc.io import presets
+
+    b = estimate(presets.find_model("mistral-7b"), TrainingSpec(method="lora", seq_len=4096))
+    assert b.sum_bytes > b.peak_bytes  # not all components are live at once
+    cells = "".join(t for t, _ in bar_segments(b, [], b.sum_bytes, 100, colour=False))[1:-1]
+    # on a scale of the sum, the drawn cells are the peak's share of 100 cells
+    assert len(cells.rstrip()) == round(b.peak_bytes * 100 / b.sum_bytes)
+
+
+# --- item 7: the distribution name is ours ("vramcalc" on PyPI is an unrelated project) ----------------
+
+def test_distribution_name_and_readme_install() -> None:
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "vramcalc-fit"  # checked free: pip download --no-deps vramcalc-fit found none
+    assert project["scripts"]["vramcalc"] == "vramcalc.cli:main"  # the command keeps its name
+    readme = (root / "README.md").read_text()
+    assert "pip install vramcalc\n" not in readme and "pip install vramcalc " not in readme
+    assert 'pip install ".[test]"' in readme
+
+
+# --- item 2: trace is one GPU: multi-GPU options are refused in one line, before torch is imported ------
+
+@pytest.mark.parametrize("extra", [["--gpus", "2", "--zero", "3"], ["--tp", "2", "--gpus", "2"]])
+def test_trace_refuses_multi_gpu(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["trace", "gpt2", *extra], capsys)
+    assert code == 2 and "trace runs on one GPU" in err and err.count("\n") == 1

@@ -16,6 +16,7 @@ from vramcalc.cli.commands import estimate as estimate_cmd
 from vramcalc.cli.common import EPILOG, complete_model
 from vramcalc.cli.options import with_estimate_options
 from vramcalc.cli.output import boundary, echo
+from vramcalc.core.errors import VramcalcError
 from vramcalc.core.options import OptionValues
 
 
@@ -27,7 +28,88 @@ class _Boundary(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         with boundary():
+            _no_repeats(self, ctx)
+            _bare_booleans(self, ctx)
             return super().invoke(ctx)
+
+
+def _bare_booleans(group: Any, ctx: Any) -> None:
+    """compare takes each boolean as a list (--grad-checkpointing true,false); the flag form used everywhere
+    else means true (--no-X: false) and must not take the next argument as its value: the model when none
+    came before, an option, or nothing."""
+    from vramcalc.core.options import OPTIONS, split_values
+
+    protected = "_protected_args" if hasattr(ctx, "_protected_args") else "protected_args"
+    args = [*getattr(ctx, protected), *ctx.args]
+    if args[:1] != ["compare"]:
+        return
+    flags = {o.flag: o for o in OPTIONS if o.kind is bool}
+    valued = {f for p in group.get_command(ctx, "compare").params if p.param_type_name == "option"
+              and not p.is_flag for f in p.opts} - set(flags)
+    out: list[str] = []
+    positional = False
+    i = 1
+    out.append(args[0])
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if token == "--":
+            out += args[i - 1:]
+            break
+        negated = token.startswith("--no-") and "--" + token[5:] in flags
+        o = flags.get("--" + token[5:] if negated else token)
+        if o is None:
+            out.append(token)
+            if token in valued and i < len(args):
+                out.append(args[i])
+                i += 1
+            elif not token.startswith("-"):
+                positional = True
+            continue
+        out.append(o.flag)
+        if negated:
+            out.append("false")
+            continue
+        try:
+            listed = i < len(args) and bool(split_values(o, args[i]))
+        except VramcalcError:
+            listed = False
+        if not listed and (i >= len(args) or args[i].startswith("-") or not positional):
+            out.append("true")
+    setattr(ctx, protected, out[:1])
+    ctx.args = out[1:]
+
+
+def _no_repeats(group: Any, ctx: Any) -> None:
+    """A single-valued option given twice is an error: Click would keep the last one silently."""
+    from vramcalc.core.errors import BadInput
+
+    args = [*getattr(ctx, "_protected_args", getattr(ctx, "protected_args", [])), *ctx.args]
+    cmd = group.get_command(ctx, args[0]) if args else None
+    if cmd is None:
+        return
+    names: dict[str, Any] = {}
+    for p in cmd.params:
+        if getattr(p, "multiple", False) or getattr(p, "count", False) or p.param_type_name != "option":
+            continue
+        for flag in (*p.opts, *p.secondary_opts):
+            names[flag] = p
+    seen: dict[str, str] = {}
+    i = 1
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if token == "--":
+            break
+        flag = token.split("=", 1)[0]
+        p = names.get(flag)
+        if p is None:
+            continue
+        if not p.is_flag and "=" not in token:
+            i += 1  # its value
+        if p.name in seen:
+            raise BadInput(f"{flag} given twice: pass it once (only one value is used)")
+        seen[p.name] = flag
 
 
 app = typer.Typer(

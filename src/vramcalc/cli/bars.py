@@ -42,12 +42,16 @@ COLOURS = {
 
 def bar_segments(b: Breakdown, capacities: Sequence[int], scale_bytes: int, width: int,
                  colour: bool) -> list[Segment]:
-    """`[WWWWWGAAAA+   |   ]`: components added up, `|` at each capacity, `width` cells for `scale_bytes`."""
+    """`[WWWWWGAAAA+   |   ]`: as long as the peak (what the verdict compares), split among the components in
+    proportion to their sizes (they add up to more than the peak: not all are live at once), `|` at each
+    capacity, `width` cells for `scale_bytes`."""
     cells: list[str] = []
     edge = 0
+    total = b.sum_bytes
     for c in b.shown_components():
         edge += b.component(c)
-        stop = min(width, round(edge * width / scale_bytes)) if scale_bytes else 0
+        drawn = edge * b.peak_bytes // total if total else 0
+        stop = min(width, round(drawn * width / scale_bytes)) if scale_bytes else 0
         cells += [c] * max(0, stop - len(cells))
     cells += [""] * (width - len(cells))
     marks = {
@@ -95,9 +99,9 @@ def legend_lines(b: Breakdown, unit: str, colour: bool, line_width: int) -> list
 def figure_lines(b: Breakdown, capacity: int | None, label: str | None, unit: str, colour: bool,
                  line_width: int, width: int = 50) -> list[list[Segment]]:
     """The bar with its legend and what the capacity line is, for `estimate` (lines of segments)."""
-    scale = max(b.sum_bytes, capacity or 0)
+    scale = max(b.peak_bytes, capacity or 0)
     bar_line = bar_segments(b, [capacity] if capacity else [], scale, width, colour)
     if capacity:
         bar_line.append((f"  | = {label} {capacity / UNIT_BYTES[unit]:,.2f} {unit}", ""))
-    return [[(f"memory (components added up; {unit}):", "dim")], bar_line,
+    return [[(f"memory (the peak, split among the components in proportion; {unit}):", "dim")], bar_line,
             *legend_lines(b, unit, colour, line_width)]

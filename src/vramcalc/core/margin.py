@@ -22,7 +22,7 @@ Status = Literal["FITS", "TIGHT", "DOES NOT FIT"]
 # checked in, so the runtime overhead row stays an approximation. `--margin` overrides the default and
 # the JSON says which one was used.
 DEFAULT_MARGIN_FRACTION = 0.07
-MARGIN_SOURCE_DEFAULT = "default: the estimator's measured error band vs the tracer (max 6.05 %)"
+MARGIN_SOURCE_DEFAULT = "default: the estimator's error band measured against the tracer, at most 6.05 %"
 
 
 @dataclass(frozen=True, slots=True)

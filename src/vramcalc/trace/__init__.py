@@ -46,7 +46,7 @@ from vramcalc.core.specs import ModelSpec, TrainingSpec
 
 __all__ = ["TraceResult", "hf_config_dict", "trace", "trace_module_step"]
 
-_MISSING = "vramcalc trace needs the 'trace' extra: pip install 'vramcalc[trace]'"
+_MISSING = "vramcalc trace needs the 'trace' extra: pip install '.[trace]' (from a checkout of the repository)"
 
 
 def _require(*modules: str) -> None:

@@ -46,6 +46,8 @@ def compare(
     Any estimate option takes a comma-separated list (--lora-targets takes ;-separated sets).
     Example: vramcalc compare mistral-7b --method full,lora,qlora --gpu rtx4090,a100-80gb --batch-size 1,4
     """
+    from vramcalc.core.checks import check_run
+    from vramcalc.core.fit import precision_note
     from vramcalc.core.margin import classify
     from vramcalc.core.memory import estimate as run_estimate
     from vramcalc.io import runfiles
@@ -71,6 +73,7 @@ def compare(
         if len(specs) > 1:
             varied = ["model", *varied]
         rows = []
+        notes: list[str] = []
         for spec in specs:
             for values in runs_opts:
                 t = training_spec(values)
@@ -78,11 +81,18 @@ def compare(
                 cells = [
                     {
                         "gpu": g.name,
-                        "status": classify(b.peak_bytes, g.memory_bytes, m),
+                        "status": _status(classify(b.peak_bytes, g.memory_bytes, m), b),
                         "headroom_bytes": g.memory_bytes - b.peak_bytes,
                     }
                     for g in gpus
                 ]
+                notes += [n for n in check_run(spec, t) if n not in notes]
+                if not b.activations_modeled and COUNT_ONLY not in notes:
+                    notes.append(COUNT_ONLY)
+                for g in gpus:
+                    warning = precision_note(g, t.precision) if t.mode == "train" or t.precision != "auto" else None
+                    if warning and warning not in notes:
+                        notes.append(warning)
                 rows.append({"spec": spec, "training": t, "breakdown": b, "values": values, "cells": cells})
         if len(rows) > 10_000:
             raise BadInput(f"{len(rows)} configurations; narrow the lists (at most 10,000)")
@@ -94,7 +104,7 @@ def compare(
     except errors() as e:
         raise fail(e) from None
     cheapest = _cheapest(rows, gpus)
-    doc = _compare_doc(rows, gpus, varied, m, units, cheapest)
+    doc = _compare_doc(rows, gpus, varied, m, units, cheapest) | {"notes": notes}
     if fmt in ("json", "yaml"):
         emit(doc, fmt)
     elif fmt == "csv":
@@ -107,9 +117,9 @@ def compare(
                 )
         typer.echo(csv_text(CSV_COLUMNS, flat), nl=False)
     elif fmt == "markdown":
-        typer.echo(_compare_markdown(rows, gpus, varied, m, units, cheapest), nl=False)
+        typer.echo(_compare_markdown(rows, gpus, varied, m, units, cheapest, notes), nl=False)
     else:
-        _compare_table(rows, gpus, varied, m, units, cheapest, no_color)
+        _compare_table(rows, gpus, varied, m, units, cheapest, no_color, notes)
     if plot:
         from vramcalc.cli.pictures import print_chart
 
@@ -118,20 +128,35 @@ def compare(
         raise typer.Exit(code=1)
 
 
+COUNT_ONLY = ("activations not modeled for a preset that gives only a parameter count: a fit is TIGHT at "
+              "best")
+# What "cheapest" means: GPU presets carry no price, so what a user pays is ranked by the number of GPUs,
+# then the card's memory class (4 GiB steps: an 80 GB H100 and an 80 GB A100 are one class), then the
+# previous generation (no fp8), then the order of --gpu; the lowest peak breaks a tie.
+CHEAPEST = "fewest GPUs, then the smallest card by memory, then the older card; no prices are known"
+
+
+def _status(status: str, b: Any) -> str:
+    """A count-only preset's activations are unknown: never a plain FITS."""
+    return "TIGHT" if status == "FITS" and not b.activations_modeled else status
+
+
 def _cheapest(rows: list[dict[str, Any]], gpus: list[Any]) -> tuple[int, str | None] | None:
-    """The fitting cell on the smallest GPU, then with the lowest peak; without GPUs, the lowest peak."""
+    """The fitting cell a user pays least for (CHEAPEST); without GPUs, the lowest peak."""
     if not gpus:
         if not rows:
             return None
         i = min(range(len(rows)), key=lambda k: rows[k]["breakdown"].peak_bytes)
         return (i, None)
-    best: tuple[int, int, int, str] | None = None
+    best: tuple[Any, ...] | None = None
     for i, r in enumerate(rows):
-        for g, c in zip(gpus, r["cells"], strict=True):
+        t = r["training"]
+        for order, (g, c) in enumerate(zip(gpus, r["cells"], strict=True)):
             if c["status"] != "DOES NOT FIT":
-                key = (g.memory_bytes, r["breakdown"].peak_bytes, i, g.name)
+                memory_class = round(g.memory_bytes / (4 * 2**30))
+                key = (t.gpus_per_node * t.nodes, memory_class, g.fp8, order, r["breakdown"].peak_bytes, i, g.name)
                 best = key if best is None or key < best else best
-    return None if best is None else (best[2], best[3])
+    return None if best is None else (best[-2], best[-1])
 
 
 def _varied_value(r: dict[str, Any], name: str) -> Any:
@@ -191,6 +216,7 @@ def _compare_table(
     units: str,
     cheapest: tuple[int, str | None] | None,
     no_color: bool,
+    notes: list[str],
 ) -> None:
     from rich.table import Table
     from rich.text import Text
@@ -215,7 +241,7 @@ def _compare_table(
     show_bar = con.width >= 60 + 14 * len(gpus) + 8 * len(varied)
     if show_bar:
         tbl.add_column("memory", no_wrap=True)
-    scale = max([r["breakdown"].sum_bytes for r in rows] + [g.memory_bytes for g in gpus])
+    scale = max([r["breakdown"].peak_bytes for r in rows] + [g.memory_bytes for g in gpus])
     for i, r in enumerate(rows):
         star = cheapest is not None and cheapest[0] == i
         cells: list[Any] = [f"{i + 1}{' *' if star else ''}"]
@@ -230,15 +256,18 @@ def _compare_table(
     con.print(tbl)
     if cheapest is not None:
         where = f" on {cheapest[1]}" if cheapest[1] else ""
-        kind = "cheapest fitting configuration (smallest GPU, then lowest peak)" if gpus else "lowest peak"
-        con.print(f"* {kind}: row {cheapest[0] + 1}{where}")
+        why = f" ({CHEAPEST})" if gpus else ""
+        kind = "cheapest fitting configuration" if gpus else "lowest peak"
+        con.print(f"* {kind}: row {cheapest[0] + 1}{where}{why}")
     elif gpus:
         con.print("no configuration fits any of the GPUs", style="bold red" if colour else "")
     con.print(
         f"cells: status and headroom in {units} (NO = does not fit); TIGHT below a margin of "
-        f"{m.describe()}" + ("; bar: components added up, | = GPU capacity" if show_bar else ""),
+        f"{m.describe()}" + ("; bar: the peak, | = GPU capacity" if show_bar else ""),
         style="dim",
     )
+    for n in notes:
+        con.print(f"note: {n}", style="yellow" if colour else "")
 
 
 def _compare_markdown(
@@ -248,6 +277,7 @@ def _compare_markdown(
     m: Any,
     units: str,
     cheapest: tuple[int, str | None] | None,
+    notes: list[str],
 ) -> str:
     from vramcalc.cli import render
 
@@ -268,7 +298,8 @@ def _compare_markdown(
         )
     lines += ["", f"Margin: TIGHT below {m.describe()}."]
     if cheapest is not None and gpus:
-        lines.append(f"★ cheapest fitting configuration: row {cheapest[0] + 1} on {cheapest[1]}.")
+        lines.append(f"★ cheapest fitting configuration: row {cheapest[0] + 1} on {cheapest[1]} ({CHEAPEST}).")
+    lines += [f"Note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 

@@ -72,6 +72,8 @@ def fit_command(
             chart = sweep_chart_of(spec, training, target, plot, units)
     except errors() as e:
         raise fail(e) from None
+    from vramcalc.core.fit import precision_note
+
     doc = {
         "model": spec.name,
         "gpu": {
@@ -92,7 +94,7 @@ def fit_command(
         "suggestions": [s.as_dict() for s in rep.suggestions],
         "min_gpus": rep.min_gpus,
         "units": units,
-        "notes": list(rep.notes),
+        "notes": list(rep.notes) + [n for n in [precision_note(target, training.precision)] if n],
     }
     _print_fit(doc, fmt, units)
     if plot:

@@ -34,6 +34,8 @@ def gpus_fit(
     rows: list[dict[str, Any]] = []
     for g in sorted(all_gpus, key=lambda g: (g.memory_bytes, g.name)):
         status = classify(b.peak_bytes, g.memory_bytes, m)
+        if status == "FITS" and not b.activations_modeled:
+            status = "TIGHT"  # activations unknown: never a plain FITS
         if status != "DOES NOT FIT":
             rows.append(
                 {
@@ -46,6 +48,17 @@ def gpus_fit(
                     "vendor": g.vendor,
                 }
             )
+    from vramcalc.core.checks import check_run
+    from vramcalc.core.fit import precision_note
+
+    notes = list(check_run(spec, training))
+    if not b.activations_modeled:
+        notes.append("activations not modeled: this preset gives only a parameter count")
+    no_bf16 = [g.display_name for g in all_gpus if any(r["name"] == g.name for r in rows)
+               and precision_note(g, training.precision)]
+    if no_bf16:
+        notes.append(f"no bf16 support on {', '.join(no_bf16)}: there use fp16 variants "
+                     "(--precision fp16 / mixed-fp16 / amp-fp16).")
     doc = {
         "model": spec.name,
         "settings": render.settings(training),
@@ -53,6 +66,7 @@ def gpus_fit(
         "margin": m.doc(b.peak_bytes),
         "units": units,
         "gpus": rows,
+        "notes": notes,
     }
     if fmt in ("json", "yaml"):
         emit(doc, fmt)
@@ -73,6 +87,7 @@ def gpus_fit(
             f"{r['status']} | {render.format_bytes(r['headroom_bytes'], units)} |"
             for r in rows
         ]
+        lines += [""] * bool(notes) + [f"- {n}" for n in notes]
         typer.echo("\n".join(lines) + "\n", nl=False)
     else:
         from rich.table import Table
@@ -101,5 +116,7 @@ def gpus_fit(
         if not rows:
             con.print("no GPU preset fits this run (see: vramcalc fit MODEL --gpu NAME for what would)")
         con.print(f"margin: TIGHT below {m.describe()}", style="dim")
+        for n in notes:
+            con.print(f"note: {n}")
     if check and not rows:
         raise typer.Exit(code=1)

@@ -13,6 +13,7 @@ import typer
 from vramcalc.cli.common import FormatOpt, UnitsOpt, complete_model, rich_console
 from vramcalc.cli.options import with_estimate_options
 from vramcalc.cli.output import emit, fail
+from vramcalc.core.errors import BadInput
 from vramcalc.core.options import OptionValues
 
 
@@ -70,6 +71,11 @@ def trace_command(
     try:
         spec, _ = resolve_model(model)
         training = training_spec(opts.run())
+        if (training.gpus_per_node * training.nodes > 1 or training.tp > 1 or training.pp > 1 or training.zero
+                or training.fsdp != "none" or training.offload != "none"):
+            # the tracer runs one process on one device: its numbers are not the per-GPU estimate's
+            raise BadInput("trace runs on one GPU: drop --gpus/--nodes/--tp/--pp/--zero/--fsdp/--offload "
+                           "(the estimate is per GPU of the sharded run)")
         breakdown = run_estimate(spec, training)
         result = trace(spec, training)
     except (VramcalcError, OptionError, NotImplementedError) as e:

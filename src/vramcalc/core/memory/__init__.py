@@ -16,6 +16,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
+from vramcalc.core.checks import check_run
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import inference as _inference
@@ -105,8 +106,9 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    checked = check_run(model, training)  # SpecError when the run cannot exist; notes when it is unusual
     if training.mode == "inference":
-        return _estimate_inference(model, training)
+        return _estimate_inference(model, training, checked)
     if not model.has_architecture and training.method != "full":
         # LoRA targets, quantized Linear layers and frozen layers are read from the architecture.
         raise UnsupportedCombination(
@@ -120,7 +122,7 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     states = plan.states
     step_temp = plan.step_temporaries
     details = dict(plan.details)
-    notes = plan.notes
+    notes = checked + plan.notes
     per_gpu = None
     if plan.parallel:  # the one hook: shard the model states, then the phases as usual
         w, opt = plan.w, plan.opt
@@ -323,7 +325,7 @@ def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: in
                               deepspeed_fp32_grad_partition=recipe.master_weights)
 
 
-def _estimate_inference(model: ModelSpec, training: TrainingSpec) -> Breakdown:
+def _estimate_inference(model: ModelSpec, training: TrainingSpec, checked: tuple[str, ...] = ()) -> Breakdown:
     """Serving memory per GPU (memory/inference.py) as a Breakdown with a kv_cache component."""
     inf = _inference.estimate_inference(model, training)
     tensor_peak = max(inf.phases.values())
@@ -346,7 +348,7 @@ def _estimate_inference(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         model=model.name, parameters=count_params(model), trainable_parameters=0,
         weights=inf.weights, gradients=0, optimizer_state=0, activations=inf.activations,
         temporaries=inf.temporaries, overhead=overhead, phases=dict(inf.phases), details=details,
-        notes=inf.notes, activations_modeled=model.has_architecture, kv_cache=inf.kv_cache,
+        notes=checked + tuple(inf.notes), activations_modeled=model.has_architecture, kv_cache=inf.kv_cache,
         parallelism=layout,
     )
 

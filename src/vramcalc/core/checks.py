@@ -1,0 +1,84 @@
+"""Model-vs-run checks, shared by every command: memory.estimate calls `check_run` first.
+
+An impossible run (more frozen layers than the model has, a tensor-parallel degree that does not
+divide the heads, a LoRA rank above the hidden size) raises SpecError; an unusual but possible one
+(a context beyond max_position_embeddings, options the method or mode ignores) returns a note.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from functools import cache
+from typing import TYPE_CHECKING
+
+from vramcalc.core.errors import SpecError
+
+if TYPE_CHECKING:
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
+
+# Options read only by some methods (memory/weights.py, memory/optimizer.py): elsewhere they change nothing.
+_LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype")
+_QUANT = ("quant_bits", "double_quant", "kbit_prep")
+_FREEZE = ("freeze_layers", "train_head")
+_APPLIES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(_LORA, ("lora", "qlora")),
+    **dict.fromkeys(_QUANT, ("qlora",)),
+    **dict.fromkeys(_FREEZE, ("freeze",)),
+}
+# Serving has no backward pass, optimizer or adapters (memory/inference.py reads none of these).
+_TRAINING_ONLY = ("method", "optimizer", "optimizer_impl", "grad_accum", "grad_checkpointing", *_LORA, *_QUANT,
+                  *_FREEZE)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@cache
+def _defaults(cls: type) -> dict[str, object]:
+    return {f.name: f.default for f in fields(cls)}
+
+
+def _changed(training: TrainingSpec, names: tuple[str, ...]) -> list[str]:
+    """The fields among `names` whose value differs from TrainingSpec's default: options the user set."""
+    defaults = _defaults(type(training))
+    return [n for n in names if getattr(training, n) != defaults[n]]
+
+
+def check_run(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
+    """Notes on an unusual run of `model`; SpecError when the run cannot exist."""
+    notes: list[str] = []
+    if model.has_architecture:
+        heads = model.num_attention_heads or 1
+        kv = model.num_kv_heads or heads
+        # Megatron and vLLM split the heads across the tensor-parallel group: tp divides the attention
+        # heads, and the KV heads split evenly or are replicated (vLLM: tp a multiple of the KV heads).
+        if training.tp > 1 and (heads % training.tp or (kv % training.tp and training.tp % kv)):
+            raise SpecError("", f"--tp {training.tp} must divide the {heads} attention heads and the {kv} KV "
+                            f"heads of {model.name}")
+        layers = model.num_layers or 0
+        if training.method == "freeze" and (training.freeze_layers or 0) > layers:
+            raise SpecError("", f"--freeze-layers {training.freeze_layers} exceeds the {layers} "
+                            f"layers of {model.name}")
+        hidden = model.hidden_size or 0
+        if training.method in ("lora", "qlora") and training.mode == "train" and training.lora_rank > hidden:
+            # rank ≤ min(d_in, d_out): above the hidden size the adapter outgrows the layer it adapts.
+            raise SpecError("", f"--lora-rank {training.lora_rank} exceeds the hidden size {hidden} of "
+                            f"{model.name}: the adapter would be larger than the layer")
+    limit = model.max_position_embeddings
+    if limit is not None and training.seq_len > limit and model.learned_position_embeddings:
+        raise SpecError("", f"--seq-len {training.seq_len:,} exceeds {model.name}'s {limit:,} learned position "
+                        "embeddings: there is no position beyond them")
+    if limit is not None and training.seq_len > limit:
+        notes.append(f"sequence of {training.seq_len:,} tokens exceeds {model.name}'s max_position_embeddings "
+                     f"{limit:,}: possible only with RoPE scaling (or a model trained longer)")
+    if training.mode == "inference":
+        unused = _changed(training, _TRAINING_ONLY)
+        if unused:
+            notes.append(f"{', '.join(map(_flag, unused))}: training options, ignored by --mode inference")
+    else:
+        unused = [n for n in _changed(training, tuple(_APPLIES)) if training.method not in _APPLIES[n]]
+        if unused:
+            notes.append(f"{', '.join(map(_flag, unused))}: changes nothing with --method {training.method}")
+    return tuple(notes)
