@@ -7,6 +7,7 @@ checks the fixed behaviour. Every number says where it comes from.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -358,3 +359,30 @@ def test_distribution_name_and_readme_install() -> None:
 def test_trace_refuses_multi_gpu(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = invoke(["trace", "gpt2", *extra], capsys)
     assert code == 2 and "trace runs on one GPU" in err and err.count("\n") == 1
+
+
+# --- run files with memory keys vramcalc does not model: the verdict is TIGHT at best --------------------
+
+def test_unmodelled_keys_make_a_fitting_run_tight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # gpt2 fits an H100 with room to spare (README: tiny next to 80 GB); torch_compile is a key that changes
+    # what is saved and has no vramcalc option (io/runfiles.py UNMODELLED_KEYS)
+    config = tmp_path / "train.yaml"
+    config.write_text("base_model: gpt2\ntorch_compile: true\n", encoding="utf-8")
+    code, out, err = invoke(["estimate", "--config", str(config), "--gpu", "h100", "--format", "json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    run = doc["runs"][0] if "runs" in doc else doc
+    assert run["status"] == "TIGHT" and any("torch_compile" in n for n in run["notes"])
+
+
+def test_a_peft_adapter_folder_brings_its_lora_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # adapter_config.json as peft writes it: r 8 on c_attn over gpt2 (the estimate uses these, not the defaults)
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "base_model_name_or_path": "gpt2", "peft_type": "LORA", "r": 8, "lora_alpha": 16,
+        "lora_dropout": 0.0, "target_modules": ["c_attn"]}), encoding="utf-8")
+    code, out, err = invoke(["estimate", str(folder), "--format", "json"], capsys)
+    assert code == 0, err
+    settings = json.loads(out)["settings"]
+    assert (settings["method"], settings["lora_rank"], settings["lora_targets"]) == ("lora", 8, "c_attn")

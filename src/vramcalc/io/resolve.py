@@ -99,7 +99,7 @@ def read_adapter(folder: Path) -> tuple[str, dict[str, object], str]:
 def adapter_options(ref: str, base_dir: Path | None = None) -> dict[str, object]:
     """The LoRA option values of MODEL when it is a PEFT adapter folder ({} otherwise), for the CLI to use
     under the command line's own options."""
-    for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(ref).expanduser()]:
+    for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(os.path.expanduser(ref))]:
         if path_kind(candidate, "MODEL") == "dir" and path_kind(candidate / "adapter_config.json", "") == "file":
             return read_adapter(candidate)[1]
     return {}

@@ -5,8 +5,10 @@ Light at import: no Typer or rich (the entry point answers `estimate` without lo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from vramcalc.cli.output import colour_wanted, csv_text, echo, emit, print_lines, terminal_width
@@ -14,7 +16,7 @@ from vramcalc.cli.runs import CSV_COLUMNS, STATUS_STYLE, flat_row, margin_of, ta
 from vramcalc.core.errors import BadInput
 from vramcalc.core.options import Opt, OptionValues, training_spec
 from vramcalc.core.vocab import OUT_FORMATS, UNITS
-from vramcalc.io.resolve import resolve_model
+from vramcalc.io.resolve import adapter_options, resolve_model
 
 
 @dataclass
@@ -61,11 +63,12 @@ def estimate_rows(
             )
         base = Path(run.path).parent if run.path and model is None else None
         spec, model_notes = resolve_model(ref, base)
+        adapter = adapter_options(ref, base)  # a PEFT adapter folder's own LoRA settings, under the file's
         gpu_name = gpu or run.gpu
         gpus = targets([gpu_name] if gpu_name else [], max_memory)
         if len(gpus) > 1:
             gpus = gpus[-1:]  # --max-memory wins over a GPU named in the run file
-        training = training_spec(opts.run(run.options))
+        training = training_spec(opts.run({**adapter, **run.options}))
         b = run_estimate(spec, training)
         notes = [n for n in [*model_notes, run.note(), *run.notes] if n]
         gpu_spec = gpus[0] if gpus else None
@@ -76,6 +79,8 @@ def estimate_rows(
             b = replace(b, notes=(*notes, *b.notes))
         v = fit(b, gpu_spec) if gpu_spec is not None else None
         status = classify(b.peak_bytes, gpu_spec.memory_bytes, margin) if gpu_spec is not None else None
+        if status == "FITS" and run.unmodelled:
+            status = "TIGHT"  # keys that change memory and are not modelled (named in the run's first note)
         rows.append(EstimateRow(run.name, spec, training, b, v, status, run if config else None))
     return rows
 
@@ -187,16 +192,13 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
     con.print(f"margin: {margin.describe()}", style="dim")
 
 
-@dataclass(frozen=True)
 class _CommandLine:
     """The run of a plain command line: what io.runfiles.Run holds for a file, all empty."""
 
-    name: None = None
-    model: None = None
-    gpu: None = None
-    path: None = None
-    options: tuple[()] = ()
-    notes: tuple[()] = ()
+    name = model = gpu = path = None
+    options: Mapping[str, Any] = MappingProxyType({})
+    notes: tuple[str, ...] = ()
+    unmodelled: tuple[str, ...] = ()
 
     def note(self) -> None:
         return None
