@@ -132,6 +132,9 @@ def coerce(o: Opt, raw: Any) -> Any:
     """One value from the command line or a run file, as the option's type."""
     if raw is None:
         return None
+    if isinstance(raw, str) and not raw.isprintable():
+        # a newline or escape sequence is never part of a value (and is never printed raw: repr escapes it)
+        raise OptionError(f"{o.flag}: {_shown(raw)} holds control characters; give the value alone")
     if isinstance(o.kind, tuple):
         value = str(raw)
         if value not in o.kind:
