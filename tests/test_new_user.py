@@ -386,3 +386,23 @@ def test_a_peft_adapter_folder_brings_its_lora_settings(tmp_path: Path, capsys: 
     assert code == 0, err
     settings = json.loads(out)["settings"]
     assert (settings["method"], settings["lora_rank"], settings["lora_targets"]) == ("lora", 8, "c_attn")
+
+
+# --- finding one's way: `models qwen` filters, `estimate --help` groups its options -------------------
+
+def test_models_takes_a_substring_filter(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["models", "qwen", "--format", "json"], capsys)
+    assert code == 0, err
+    names = [m["name"] for m in json.loads(out)["models"]]
+    assert names and all("qwen" in n for n in names)  # every qwen preset is named qwen*; nothing else matches
+    code, out, err = invoke(["models", "no-such-model-xyz"], capsys)
+    assert code == 2 and "no model preset matches" in err
+
+
+def test_estimate_help_groups_the_options_in_panels(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, err = invoke(["estimate", "--help"], capsys)
+    assert code == 0
+    for panel in ("Run", "LoRA, QLoRA and freeze", "Multi-GPU", "Inference", "Memory savers", "Output and budget"):
+        assert f"─ {panel} ─" in out, panel

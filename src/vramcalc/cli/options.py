@@ -18,6 +18,20 @@ PRESETS = Opt("preset_dirs", str, None, "Extra preset directory (models/*.yaml, 
               "to and overrides the built-in presets, after VRAMCALC_PRESETS.", cli="--presets", multiple=True)
 _CTX = "vramcalc_context"
 
+# `--help` groups the run options into panels (the option table stays one list in core/options.py).
+_PANEL_OF: dict[str, str] = {
+    **dict.fromkeys(("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype", "quant_bits",
+                     "double_quant", "kbit_prep", "freeze_layers", "train_head"), "LoRA, QLoRA and freeze"),
+    **dict.fromkeys(("gpus_per_node", "nodes", "zero", "fsdp", "offload", "tp", "pp", "sequence_parallel"),
+                    "Multi-GPU"),
+    **dict.fromkeys(("mode", "context", "weight_dtype", "kv_dtype", "quant_group_size"), "Inference"),
+    **dict.fromkeys(("loss", "loss_chunks", "ac_every", "activation_offload", "optimizer_in_bwd"), "Memory savers"),
+}
+
+
+def _panel(o: Opt) -> str:
+    return _PANEL_OF.get(o.name, "Run" if o.name in BY_NAME else "Output and budget")
+
 
 def _annotation(o: Opt, multi: bool) -> Any:
     if multi:
@@ -26,10 +40,11 @@ def _annotation(o: Opt, multi: bool) -> Any:
         return Annotated[
             str | None,
             typer.Option(
-                o.flag, help=f"{o.help} A {sep}-separated list sweeps it.{extra}", show_default=False
+                o.flag, help=f"{o.help} A {sep}-separated list sweeps it.{extra}", show_default=False,
+                rich_help_panel=_panel(o),
             ),
         ]
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"rich_help_panel": _panel(o)}
     if o.complete is not None:
         from vramcalc.cli.common import complete_gpu, complete_model
 
@@ -43,7 +58,7 @@ def _annotation(o: Opt, multi: bool) -> Any:
     else:
         base = o.kind
     if o.kind is bool and o.negatable:  # --grad-checkpointing / --no-grad-checkpointing (issue 2's option table)
-        return Annotated[base, typer.Option(f"{o.flag}/--no-{o.flag[2:]}", help=o.help)]
+        return Annotated[base, typer.Option(f"{o.flag}/--no-{o.flag[2:]}", help=o.help, **extra)]
     return Annotated[base, typer.Option(o.flag, help=o.help, **extra)]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from vramcalc.cli.common import (
     FormatOpt,
@@ -13,10 +15,12 @@ from vramcalc.cli.output import csv_text, echo, emit, fail
 
 
 def models(
+    match: Annotated[str | None, typer.Argument(
+        help="Only the presets whose name, family, display name or alias contains this text (any case).")] = None,
     fmt: FormatOpt = "table",
     preset_dirs: PresetsOpt = None,
 ) -> None:
-    """List the model presets with their parameter counts. Example: vramcalc models --format json"""
+    """List the model presets with their parameter counts. Example: vramcalc models qwen"""
     from vramcalc.core.errors import VramcalcError
     from vramcalc.core.params import count_params
     from vramcalc.core.specs import ModelSpec
@@ -28,6 +32,12 @@ def models(
         raise fail(e) from None
     rows: list[dict[str, Any]] = [{"name": s.name, "display_name": s.display_name or s.name, "family": s.family,
              "parameters": count_params(s), "aliases": list(s.aliases), "source": s.source} for s in specs]
+    if match is not None:
+        needle = match.strip().lower()
+        rows = [r for r in rows if any(needle in str(x).lower()
+                                       for x in (r["name"], r["family"], r["display_name"], *r["aliases"]))]
+        if not rows:
+            raise fail(VramcalcError(f"no model preset matches {match!r}; run `vramcalc models` for the whole list"))
     rows.sort(key=lambda r: (r["family"], r["parameters"]))
     if fmt in ("json", "yaml"):
         emit({"models": rows}, fmt)
