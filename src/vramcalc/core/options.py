@@ -132,7 +132,7 @@ def coerce(o: Opt, raw: Any) -> Any:
     """One value from the command line or a run file, as the option's type."""
     if raw is None:
         return None
-    if isinstance(raw, str) and not raw.isprintable():
+    if isinstance(raw, str) and not raw.isprintable() and raw.strip():  # blank: the empty-value message below
         # a newline or escape sequence is never part of a value (and is never printed raw: repr escapes it)
         raise OptionError(f"{o.flag}: {_shown(raw)} holds control characters; give the value alone")
     if isinstance(o.kind, tuple):
