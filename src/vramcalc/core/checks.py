@@ -48,6 +48,23 @@ def _changed(training: TrainingSpec, names: tuple[str, ...]) -> list[str]:
 
 def check_run(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
     """Notes on an unusual run of `model`; SpecError when the run cannot exist."""
+    return check_sequence(model, training.seq_len) + check_settings(model, training)
+
+
+def check_sequence(model: ModelSpec, seq_len: int) -> tuple[str, ...]:
+    """The sequence against the model's position table: a note beyond RoPE's, SpecError beyond a learned one."""
+    limit = model.max_position_embeddings
+    if limit is None or seq_len <= limit:
+        return ()
+    if model.learned_position_embeddings:
+        raise SpecError("", f"--seq-len {seq_len:,} exceeds {model.name}'s {limit:,} learned position "
+                        "embeddings: there is no position beyond them")
+    return (f"sequence of {seq_len:,} tokens exceeds {model.name}'s max_position_embeddings "
+            f"{limit:,}: possible only with RoPE scaling (or a model trained longer)",)
+
+
+def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
+    """Every check that does not depend on the batch or sequence (memory.estimate caches it with its plan)."""
     notes: list[str] = []
     if model.has_architecture:
         heads = model.num_attention_heads or 1
@@ -66,13 +83,6 @@ def check_run(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
             # rank ≤ min(d_in, d_out): above the hidden size the adapter outgrows the layer it adapts.
             raise SpecError("", f"--lora-rank {training.lora_rank} exceeds the hidden size {hidden} of "
                             f"{model.name}: the adapter would be larger than the layer")
-    limit = model.max_position_embeddings
-    if limit is not None and training.seq_len > limit and model.learned_position_embeddings:
-        raise SpecError("", f"--seq-len {training.seq_len:,} exceeds {model.name}'s {limit:,} learned position "
-                        "embeddings: there is no position beyond them")
-    if limit is not None and training.seq_len > limit:
-        notes.append(f"sequence of {training.seq_len:,} tokens exceeds {model.name}'s max_position_embeddings "
-                     f"{limit:,}: possible only with RoPE scaling (or a model trained longer)")
     if training.mode == "inference":
         unused = _changed(training, _TRAINING_ONLY)
         if unused:

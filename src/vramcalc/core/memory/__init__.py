@@ -16,7 +16,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
-from vramcalc.core.checks import check_run
+from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import inference as _inference
@@ -106,9 +106,10 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
-    checked = check_run(model, training)  # SpecError when the run cannot exist; notes when it is unusual
     if training.mode == "inference":
-        return _estimate_inference(model, training, checked)
+        # SpecError when the run cannot exist; notes when it is unusual (core/checks.py)
+        return _estimate_inference(model, training, check_run(model, training))
+    checked = check_sequence(model, training.seq_len)  # the rest of the checks run once per plan
     if not model.has_architecture and training.method != "full":
         # LoRA targets, quantized Linear layers and frozen layers are read from the architecture.
         raise UnsupportedCombination(
@@ -122,7 +123,7 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     states = plan.states
     step_temp = plan.step_temporaries
     details = dict(plan.details)
-    notes = checked + plan.notes
+    notes = checked + plan.checked + plan.notes
     per_gpu = None
     if plan.parallel:  # the one hook: shard the model states, then the phases as usual
         w, opt = plan.w, plan.opt
@@ -219,6 +220,7 @@ class _Plan:
     step_temporaries: int
     details: dict[str, int]  # read-only: copied by each estimate
     notes: tuple[str, ...]  # before the sharding's notes
+    checked: tuple[str, ...]  # core/checks.py check_settings: the model-vs-run notes of these settings
     tail_notes: tuple[str, ...]  # after them: the activation notes and overhead's
     parallel: bool
     active_parameters: int
@@ -257,6 +259,7 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
 
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
+    checked = check_settings(model, training)  # first: SpecError before any arithmetic on an impossible run
     recipe = recipe_of(training)
     notes: list[str] = []
     chosen = auto_precision_note(training)
@@ -307,7 +310,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                       "(add activation_bytes_per_sample to the preset to include them).",)
     else:
         tail_notes = ()
-    return _Plan(recipe, w, opt, gradients, w.total, opt.total, step_temporaries, details, tuple(notes),
+    return _Plan(recipe, w, opt, gradients, w.total, opt.total, step_temporaries, details, tuple(notes), checked,
                  tail_notes + (_OVERHEAD_NOTE,), _distributed.is_parallel(training), active_params(model), act)
 
 
