@@ -406,3 +406,17 @@ def test_estimate_help_groups_the_options_in_panels(capsys: pytest.CaptureFixtur
     assert code == 0
     for panel in ("Run", "LoRA, QLoRA and freeze", "Multi-GPU", "Inference", "Memory savers", "Output and budget"):
         assert f"─ {panel} ─" in out, panel
+
+
+def test_explain_text_fits_80_columns(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 12: explain's lines were 200+ characters; the text report now wraps at the terminal's width
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = invoke(["explain", "mistral-7b", "--gpu", "rtx4090"], capsys)
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_storage_refuses_a_count_only_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    # resnet-50 is a parameter count only: it has no Linear layers to size a LoRA adapter from
+    code, out, err = invoke(["storage", "resnet-50"], capsys)
+    assert code == 2 and "parameter count only" in err

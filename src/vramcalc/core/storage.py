@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory.inference import weights as inference_weights
 from vramcalc.core.params import count_params, lora_params
 from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -44,6 +45,10 @@ def compare_storage(model: ModelSpec, training: TrainingSpec, adapters: int) -> 
     `training.lora_rank` on `training.lora_targets`, stored in `training.adapter_dtype`."""
     if adapters < 1:
         raise ValueError("adapters must be at least 1")
+    if not model.has_architecture:
+        # LoRA's size comes from the adapted Linear layers' shapes (params.lora_params): a bare count has none
+        raise UnsupportedCombination(f"storage compares LoRA adapters, whose size comes from the architecture; "
+                                     f"{model.name!r} is a parameter count only (see: vramcalc presets new)")
     # One copy: the serving format (weights.py / inference.py rules, quantization constants included).
     one, _, _ = inference_weights(model, replace(training, **{"tp": 1, "pp": 1}))
     n_adapter = lora_params(model, training.lora_targets, training.lora_rank) if model.has_architecture else 0

@@ -78,7 +78,7 @@ def explain(
         elif fmt == "markdown":
             typer.echo(ex.diff_markdown(d, diff, units), nl=False)
         else:
-            typer.echo(ex.diff_text(d, diff, units), nl=False)
+            typer.echo(_wrapped(ex.diff_text(d, diff, units)), nl=False)
         return
 
     verdict = None
@@ -98,7 +98,7 @@ def explain(
         if verdict is not None:
             text += ("\n**" + verdict_line(verdict, units) + "**\n" if fmt == "markdown"
                      else verdict_line(verdict, units) + "\n")
-        typer.echo(text, nl=False)
+        typer.echo(text if fmt == "markdown" else _wrapped(text), nl=False)
     if check and verdict is not None and not verdict.fits:
         raise typer.Exit(code=1)
 
@@ -153,3 +153,24 @@ def _apply_side(ctx: typer.Context, shared: dict[str, Any], side: str) -> dict[s
                                "go outside the quoted strings")
             values[name] = value
     return values
+
+
+def _wrapped(text: str) -> str:
+    """The text report at the terminal's width: a long line continues under its own indent + 4 spaces.
+
+    Table rows (box-drawing characters) are kept whole: a wrapped row would break its columns.
+    """
+    import textwrap
+
+    from vramcalc.cli.output import terminal_width
+
+    width = max(terminal_width(), 40)
+    out: list[str] = []
+    for line in text.split("\n"):
+        if len(line) <= width or any(ch in line for ch in "│┃━─"):
+            out.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        out += textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=indent + "    ",
+                             break_long_words=False, break_on_hyphens=False)
+    return "\n".join(out)
