@@ -10,7 +10,13 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 vramcalc="${VRAMCALC:-vramcalc}"
-summary="${GITHUB_STEP_SUMMARY:-/dev/stdout}"
+# The markdown goes to fd 3: the job summary, else this script's own stdout. (Reopening /dev/stdout with
+# >> made `gate-runs.sh > file` overwrite its own output: two descriptions of one file, different offsets.)
+if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
+  exec 3>>"$GITHUB_STEP_SUMMARY"
+else
+  exec 3>&1
+fi
 # Custom presets used by the run files (my-7b, a 20 GB budget card): see examples/presets/.
 export VRAMCALC_PRESETS="${VRAMCALC_PRESETS:-$here/presets}"
 
@@ -20,9 +26,9 @@ fi
 
 failed=0
 for run_file in "$@"; do
-  echo "## $(basename "$run_file")" >>"$summary"
+  echo "## $(basename "$run_file")" >&3
   # --check: exit 1 when a run does not fit; 2 is bad input (a one-line error on stderr).
-  if $vramcalc estimate --config "$run_file" --check --format markdown >>"$summary"; then
+  if $vramcalc estimate --config "$run_file" --check --format markdown >&3; then
     echo "ok      $run_file"
   else
     status=$?

@@ -46,6 +46,21 @@ def test_gate_script_passes_on_the_planned_runs(env: dict[str, str], tmp_path: P
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="the gate script is bash")
+def test_gate_script_redirected_to_a_file_keeps_all_its_output(env: dict[str, str], tmp_path: Path) -> None:
+    # issue 12: `gate-runs.sh > file` overwrote its markdown with its ok lines (two opens of one file)
+    out = tmp_path / "gate.out"
+    with out.open("w") as f:
+        r = subprocess.run(["bash", str(EXAMPLES / "gate-runs.sh")], env=env, cwd=ROOT, stdout=f,
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    runs = sorted((EXAMPLES / "runs").glob("*.yaml"))
+    for run in runs:  # each run's heading, its markdown and its ok line, none written over another
+        assert f"## {run.name}" in lines and f"ok      {run}" in lines, run.name
+    assert "| mistral-qlora | mistral-7b |" in "\n".join(lines)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the gate script is bash")
 def test_gate_script_fails_a_run_that_does_not_fit(env: dict[str, str], tmp_path: Path) -> None:
     too_big = tmp_path / "too-big.yaml"
     too_big.write_text("model: mistral-7b\ngpu: rtx4090\nmethod: full\n")  # 12 B/param > 24 GiB (seed 001)
