@@ -420,3 +420,17 @@ def test_storage_refuses_a_count_only_preset(capsys: pytest.CaptureFixture[str])
     # resnet-50 is a parameter count only: it has no Linear layers to size a LoRA adapter from
     code, out, err = invoke(["storage", "resnet-50"], capsys)
     assert code == 2 and "parameter count only" in err
+
+
+def test_a_wrapped_verdict_never_breaks_a_number_from_its_unit() -> None:
+    # issue 12: at 80 columns the verdict broke between "25.8" and "GB"; every width from 30 to 120 is tried
+    from vramcalc.cli.render import wrap
+
+    text = "DOES NOT FIT on NVIDIA GeForce RTX 4090 (24 GiB = 25.8 GB): needs 96.2 GB, 70.5 GB short (margin: 7 %)"
+    for width in range(30, 121):
+        lines = wrap(text, width)
+        assert " ".join(lines) == text
+        units = ("GB", "GB)", "GB,", "GB):", "GiB", "%", "%)")
+        for line, after in zip(lines, lines[1:], strict=False):
+            number_ends = line.split()[-1].lstrip("(").replace(".", "").isdigit()
+            assert not (number_ends and after.split()[0] in units), (width, lines)

@@ -7,6 +7,7 @@ so the two cannot differ.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from vramcalc.core.describe import assumptions, settings
@@ -112,11 +113,17 @@ def title(model: ModelSpec, b: Breakdown, t: TrainingSpec) -> str:
             f"{b.trainable_parameters:,} trainable{per_gpu}")
 
 
+# A number and its unit stay on one line when a paragraph wraps: `25.8 GB`, `7 %`, `24 GiB`.
+_NUMBER_UNIT = re.compile(r"(\d) (GB|GiB|MB|MiB|TB|%)(?=\W|$)")
+
+
 def wrap(text: str, width: int) -> list[str]:
-    """Word-wrap one paragraph at `width` columns (long words are kept whole)."""
+    """Word-wrap one paragraph at `width` columns; long words are kept whole, and a number keeps its unit."""
     import textwrap
 
-    return textwrap.wrap(text, max(width, 20), break_long_words=False, break_on_hyphens=False) or [""]
+    glued = _NUMBER_UNIT.sub("\\1\u00a0\\2", text)  # textwrap breaks only at ASCII whitespace
+    lines = textwrap.wrap(glued, max(width, 20), break_long_words=False, break_on_hyphens=False) or [""]
+    return [line.replace("\u00a0", " ") for line in lines]
 
 
 def _table_lines(b: Breakdown, unit: str) -> list[Line]:
