@@ -78,22 +78,28 @@ def bar(b: Breakdown, capacities: Sequence[int], scale_bytes: int, width: int, c
     return Text.assemble(*bar_segments(b, capacities, scale_bytes, width, colour))
 
 
-def legend_lines(b: Breakdown, unit: str, colour: bool, line_width: int) -> list[list[Segment]]:
-    """`W weights 4.15 · G gradients 0.03 · ...` (sizes in `unit`), packed into lines of `line_width`."""
+def pack_items(items: Sequence[list[Segment]], line_width: int) -> list[list[Segment]]:
+    """Legend items packed into lines of `line_width` columns, ` · ` between items on a line."""
     lines: list[list[Segment]] = [[]]
     used = 0
-    for c in b.shown_components():
-        item = f" {c.replace('_', ' ')} {b.component(c) / UNIT_BYTES[unit]:,.2f}"
-        size = 1 + len(item)
+    for item in items:
+        size = sum(len(text) for text, _ in item)
         if used and used + 3 + size > line_width:
             lines.append([])
             used = 0
         if used:
             lines[-1].append((" · ", ""))
             used += 3
-        lines[-1] += [("█" if colour else LETTERS[c], COLOURS[c] if colour else ""), (item, "")]
+        lines[-1] += item
         used += size
     return lines
+
+
+def legend_lines(b: Breakdown, unit: str, colour: bool, line_width: int) -> list[list[Segment]]:
+    """`W weights 4.15 · G gradients 0.03 · ...` (sizes in `unit`), packed into lines of `line_width`."""
+    return pack_items([[("█" if colour else LETTERS[c], COLOURS[c] if colour else ""),
+                        (f" {c.replace('_', ' ')} {b.component(c) / UNIT_BYTES[unit]:,.2f}", "")]
+                       for c in b.shown_components()], line_width)
 
 
 def figure_lines(b: Breakdown, capacity: int | None, label: str | None, unit: str, colour: bool,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import TYPE_CHECKING
 
-from vramcalc.cli.bars import LETTERS
+from vramcalc.cli.bars import LETTERS, pack_items
 from vramcalc.core.units import UNIT_BYTES
 
 if TYPE_CHECKING:
@@ -261,19 +261,7 @@ def _legend(chart: Chart, names: list[str], colour: bool, width: int) -> list[li
     for label, cap in chart.capacities:
         items.append([("━" if colour else "=", "bold bright_red" if colour else ""),
                       (f" {label} {_fmt(cap, chart.unit)}", "")])
-    lines: list[list[Segment]] = [[]]
-    used = 0
-    for item in items:
-        size = sum(len(t) for t, _ in item)
-        if used and used + 3 + size > width:
-            lines.append([])
-            used = 0
-        if used:
-            lines[-1].append((" · ", ""))
-            used += 3
-        lines[-1] += item
-        used += size
-    return lines
+    return pack_items(items, width)
 
 
 def _merge(segs: list[Segment]) -> list[Segment]:
