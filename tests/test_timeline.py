@@ -35,6 +35,12 @@ SETTINGS: list[dict[str, Any]] = [
     {"method": "full", "precision": "mixed-bf16", "gpus_per_node": 8, "zero": 3},
     {"method": "full", "gpus_per_node": 2},
     {"mode": "inference", "seq_len": 4096, "batch_size": 2},
+    # memory savers with moments of their own (memory/moments.py): the head's gradient in forward and the
+    # head's backward of a chunked loss, the head's optimizer step in backward, offloaded layers
+    {"method": "full", "loss": "fused-linear", "seq_len": 2048},
+    {"method": "full", "loss": "chunked", "grad_checkpointing": True},
+    {"method": "full", "optimizer_in_bwd": True},
+    {"method": "lora", "activation_offload": True, "grad_checkpointing": True, "ac_every": 2},
 ]
 
 
@@ -53,6 +59,12 @@ def _check(model: ModelSpec, t: TrainingSpec) -> None:
         assert list(p.components) == list(TIMELINE_COMPONENTS)
         assert all(isinstance(v, int) and v >= 0 for v in p.components.values()), p
     assert tl.points[tl.peak_index].total_bytes == b.tensor_peak_bytes
+    if t.mode == "train":  # every moment of the core is an exact point, component by component
+        exact = [p.components for p in tl.points if p.exact]
+        for mo in b.named_moments():
+            # an end of backward with no gradient being summed is the bottom layer's moment less its terms
+            if mo.key != "backward.end" or mo.terms[-1].bytes:
+                assert {c: mo.component(c) for c in TIMELINE_COMPONENTS} in exact, mo.key
 
 
 @pytest.mark.parametrize(("model", "settings"), list(itertools.product(ALL_MODELS, SETTINGS)),

@@ -100,7 +100,8 @@ def _short(label: str) -> str:
         if label.startswith(long):
             return letter + label.removeprefix(long).replace(" start", "s").replace(" end", "e")
     return {"loss backward": "loss bwd", "backward end (embedding gradient)": "bwd end",
-            "optimizer step": "step"}.get(label, label)
+            "LM head backward (loss chunks)": "head bwd", "head's optimizer step (in backward)": "head step",
+            "optimizer step": "step", "optimizer step (done in backward)": "step"}.get(label, label)
 
 
 def step_chart(tl: Timeline, title: str, unit: str, capacity: tuple[str, int] | None) -> Chart:

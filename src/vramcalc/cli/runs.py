@@ -11,13 +11,6 @@ from vramcalc.core.memory import COMPONENTS
 from vramcalc.core.options import OPTIONS
 
 
-def errors() -> tuple[type[BaseException], ...]:
-    """What a command reports as bad input (VramcalcError covers OptionError, SpecError and BadInput)."""
-    from vramcalc.core.errors import VramcalcError
-
-    return (VramcalcError, ValueError)
-
-
 def margin_of(text: str | None) -> Any:
     from vramcalc.core.margin import Margin, parse_margin
 

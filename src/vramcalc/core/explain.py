@@ -1,12 +1,11 @@
 """`vramcalc explain`: the estimate's arithmetic as data, line by line, with its sources.
 
 Pure (no I/O): `explain(model, training)` returns sections of `Line`s, each with the formula, the
-numbers put into it, the result and where the formula comes from. The numbers come from the core's
-own functions (`weight_bytes`, `optimizer_bytes`, `layer_activations`, `head_terms`, `estimate`);
-this module only arranges them. Every section total is the core's component, and every phase sum
-is checked against `Breakdown.phases`: where the itemization does not add up (the core changed and
-this module did not), the phase is shown with the core's number only and a note says so, so an
-explanation never shows arithmetic that disagrees with the estimate.
+numbers put into it, the result and where the formula comes from. Every value is the core's own: the
+component figures and their parts come from `estimate`'s Breakdown (`details`), `WeightBytes` and
+`OptimizerBytes`; the phases section prints the Breakdown's moments (memory/moments.py), the named
+terms the core's phase figures are the largest sum of. This module computes no byte count of its own:
+it only describes the numbers (how many blocks, layers or tokens went into them) and arranges them.
 """
 
 from __future__ import annotations
@@ -15,17 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vramcalc.core.describe import assumptions, settings
-from vramcalc.core.memory import PHASES, Breakdown, estimate
-from vramcalc.core.memory.activations import head_activations, head_terms, layer_activations
+from vramcalc.core.memory import Breakdown, estimate
+from vramcalc.core.memory.activations import head_terms, layer_activations
 from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
 from vramcalc.core.memory.loss import SOURCES as LOSS_SOURCES
 from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, TORCHAO_STATES, optimizer_bytes, state_dtype
 from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.memory.savers import largest_tensor
 from vramcalc.core.memory.weights import (
     DQ_BLOCK,
     NF4_BLOCK,
+    WeightBytes,
     freeze_fraction,
-    nf4_bytes,
     unquantized_bytes,
     weight_bytes,
 )
@@ -44,6 +44,8 @@ SRC_ADAMW = ("seed 000 'Optimizer States'; Loshchilov & Hutter 2019; torch/optim
              "exp_avg + exp_avg_sq")
 SRC_BNB8 = ("Dettmers et al. 2022 (arXiv:2110.02861); bitsandbytes optim: uint8 states, one fp32 absmax "
             f"per {BNB_BLOCK} elements, tensors under {BNB_MIN_8BIT_SIZE:,} elements keep 32-bit states")
+SRC_OPT_IN_BWD = ("torchtune optimizer_in_bwd (register_optim_in_bwd_hooks); torch.optim._apply_optimizer_in_backward; "
+                  "memory/savers.py")
 SRC_MASTER = "ZeRO paper (Rajbhandari et al. 2020) §3.1: fp32 master copy of trainable weights"
 SRC_LORA = "Hu et al. 2021 (LoRA) §4.1: r × (d_in + d_out) per adapted Linear; peft tuners/lora"
 SRC_QLORA = ("QLoRA paper (arXiv:2305.14314) §3; bitsandbytes quantize_4bit: two NF4 values per byte, "
@@ -135,16 +137,16 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     sections = [
         _parameters(model, training, w.parameters, w.trainable),
         _weights(model, training, b, w),
-        _gradients(training, b, w.trainable, recipe.grad),
+        _gradients(training, b, w, recipe.grad),
         _optimizer(training, b, w.trainable_tensors, w.trainable),
     ]
     if model.has_architecture:
-        layer_sec, act_sec, temp_sec, moments = _transformer(model, training, b)
+        layer_sec, act_sec, temp_sec = _transformer(model, training, b)
         sections += [layer_sec, act_sec, temp_sec]
     else:
-        act_sec, temp_sec, moments = _count_only(model, training, b)
+        act_sec, temp_sec = _count_only(model, training, b)
         sections += [act_sec, temp_sec]
-    phase_sec, peak_moment = _phases(b, moments, notes)
+    phase_sec, peak_moment = _phases(b)
     sections.append(phase_sec)
     sections.append(_overhead(b))
     return Explanation(model, training, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
@@ -179,7 +181,7 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
 
 # --- weights -----------------------------------------------------------------------------------------
 
-def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: Any) -> Section:
+def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Section:
     recipe = recipe_of(t)
     wb = dtype_bytes(recipe.weight)
     p = w.parameters
@@ -191,20 +193,14 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: Any) -> Section:
                           f"{_n(p)} params × {wb} B ({recipe.weight})", p * wb,
                           "parameters × bytes per stored weight", SRC_SEED_WEIGHTS))
     else:
-        quantized = data = constants = blocks = dq_blocks = tensors = rows = 0
+        # The values are the core's (WeightBytes); the block, tensor and row counts only describe them.
+        quantized, data, constants = w.quantized_params, w.quantized_data, w.quant_constants
+        blocks = dq_blocks = tensors = rows = 0
         for lin in block_linears(m):
-            numel = lin.in_features * lin.out_features
-            quantized += numel * lin.count
             tensors += lin.count
             rows += lin.out_features * lin.count
-            if t.quant_bits == 4:
-                d, c = nf4_bytes(numel, t.double_quant)
-                blocks += ceil_div(numel, NF4_BLOCK) * lin.count
-                dq_blocks += ceil_div(ceil_div(numel, NF4_BLOCK), DQ_BLOCK) * lin.count
-            else:
-                d, c = numel, 4 * lin.out_features
-            data += d * lin.count
-            constants += c * lin.count
+            blocks += ceil_div(lin.in_features * lin.out_features, NF4_BLOCK) * lin.count
+            dq_blocks += ceil_div(ceil_div(lin.in_features * lin.out_features, NF4_BLOCK), DQ_BLOCK) * lin.count
         rest = p - quantized
         if t.quant_bits == 4:
             lines.append(Line("weights.quantized", "4-bit block Linears",
@@ -227,11 +223,11 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: Any) -> Section:
         ub = unquantized_bytes(t, recipe)
         ud = "fp32, prepare_model_for_kbit_training" if ub != wb else recipe.weight
         lines.append(Line("weights.unquantized", "embeddings, norms, lm_head (not quantized)",
-                          f"{_n(rest)} params × {ub} B ({ud})", rest * ub,
+                          f"{_n(rest)} params × {ub} B ({ud})", w.unquantized,
                           "parameters × bytes per stored weight",
                           SRC_QLORA + ("; peft utils/other.py prepare_model_for_kbit_training: fp16/bf16 "
                                        "parameters cast to fp32" if ub != wb else "")))
-        text.append(f"the 4-/8-bit base is {(data + constants + rest * ub) / (p * wb):.0%} of the same "
+        text.append(f"the 4-/8-bit base is {(w.base + w.quant_constants) / (p * wb):.0%} of the same "
                     f"model in {recipe.weight}" if p * wb else "")
     if t.method in ("lora", "qlora"):
         a = dtype_bytes(t.adapter_dtype)
@@ -242,17 +238,21 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: Any) -> Section:
 
 # --- gradients ---------------------------------------------------------------------------------------
 
-def _gradients(t: TrainingSpec, b: Breakdown, trainable: int, grad_dtype: str) -> Section:
-    if t.method in ("lora", "qlora"):
-        g = dtype_bytes(t.adapter_dtype)
-        line = Line("gradients.trainable", "gradients", f"{_n(trainable)} adapter params × {g} B ({t.adapter_dtype})",
-                    trainable * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
-        text: tuple[str, ...] = ("the frozen base has requires_grad=False: no gradients for it",)
+def _gradients(t: TrainingSpec, b: Breakdown, w: WeightBytes, grad_dtype: str) -> Section:
+    lora = t.method in ("lora", "qlora")
+    dtype = t.adapter_dtype if lora else grad_dtype
+    g = dtype_bytes(dtype)
+    what = "adapter params" if lora else "trainable params"
+    text: tuple[str, ...] = ("the frozen base has requires_grad=False: no gradients for it",) if lora else ()
+    if t.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient at a time
+        largest = largest_tensor(w.trainable_tensors)
+        line = Line("gradients.trainable", "gradients (one tensor at a time)",
+                    f"largest trainable tensor {_n(largest)} params × {g} B ({dtype})", b.gradients,
+                    "the largest trainable tensor × bytes per gradient", SRC_OPT_IN_BWD)
+        text += ("optimizer in backward: each gradient is stepped and freed as it lands",)
     else:
-        g = dtype_bytes(grad_dtype)
-        line = Line("gradients.trainable", "gradients", f"{_n(trainable)} trainable params × {g} B ({grad_dtype})",
-                    trainable * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
-        text = ()
+        line = Line("gradients.trainable", "gradients", f"{_n(w.trainable)} {what} × {g} B ({dtype})",
+                    w.trainable * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
     return Section("gradients", "gradients", b.gradients, (line,), text)
 
 
@@ -275,7 +275,7 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
     lines: list[Line] = []
     if name in ("adamw", "paged-adamw"):
         lines.append(Line("optimizer_state.moments", "AdamW moments (m, v)",
-                          f"2 moments × {_n(trainable)} params × {s} B ({sd})", 2 * trainable * s,
+                          f"2 moments × {_n(trainable)} params × {s} B ({sd})", opt.moments,
                           "2 × trainable parameters × bytes per state", SRC_ADAMW))
     elif name in ("adamw-8bit", "paged-adamw-8bit"):
         big = sum(_numel(sh) * c for sh, c in tensors if _numel(sh) >= BNB_MIN_8BIT_SIZE)
@@ -285,7 +285,7 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
         if small:
             inputs += f" + 2 × {_n(small)} params × 4 B (small tensors stay 32-bit)"
         lines.append(Line("optimizer_state.moments", "8-bit AdamW moments", inputs,
-                          2 * big + 8 * blocks + 8 * small, "2 × (1 B per param + 4 B per 256-block)", SRC_BNB8))
+                          opt.moments, "2 × (1 B per param + 4 B per 256-block)", SRC_BNB8))
     elif name.startswith("torchao-"):
         bits, block, qmap = TORCHAO_STATES[name]
         lines.append(Line("optimizer_state.moments", f"torchao low-bit AdamW moments ({name})",
@@ -299,18 +299,18 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
     elif name in ("sgd-momentum", "lion"):
         what = "momentum buffer" if name == "sgd-momentum" else "Lion exp_avg"
         lines.append(Line("optimizer_state.moments", what, f"1 buffer × {_n(trainable)} params × {s} B ({sd})",
-                          trainable * s, "trainable parameters × bytes per state",
+                          opt.moments, "trainable parameters × bytes per state",
                           "torch/optim/sgd.py momentum_buffer; Lion: Chen et al. 2023 (arXiv:2302.06675)"))
     elif name == "adafactor":
         factors = sum((_numel(sh[:-1]) + _numel(sh[:-2] + sh[-1:])) * c for sh, c in tensors if len(sh) >= 2)
         vectors = sum(_numel(sh) * c for sh, c in tensors if len(sh) < 2)
         lines.append(Line("optimizer_state.moments", "Adafactor factored second moment",
                           f"{_n(factors)} row + column factors × 4 B + {_n(vectors)} vector elements × 4 B (fp32)",
-                          4 * (factors + vectors), "a row and a column vector per matrix, fp32",
+                          opt.moments, "a row and a column vector per matrix, fp32",
                           "Shazeer & Stern 2018; transformers Adafactor (beta1=None)"))
     if opt.master_weights:
         lines.append(Line("optimizer_state.master_weights", "fp32 master weights",
-                          f"{_n(trainable)} params × 4 B (fp32)", 4 * trainable,
+                          f"{_n(trainable)} params × 4 B (fp32)", opt.master_weights,
                           "trainable parameters × 4 B", SRC_MASTER))
     text: tuple[str, ...] = ()
     if trainable and b.optimizer_state:
@@ -320,7 +320,7 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
 
 # --- activations, temporaries and phase moments ------------------------------------------------------
 
-def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section, dict[str, Any]]:
+def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section]:
     assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
     recipe = recipe_of(t)
     c = dtype_bytes(recipe.compute)
@@ -338,6 +338,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     layer = layer_activations(m, t, recipe, trainable_weights=full_like)
     tok = f"{_n(tokens)} tokens"
+    d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them
 
     # One layer's saved tensors, term by term.
     layer_lines = []
@@ -348,7 +349,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
             inputs += (" + " if inputs else "") + f"{_n(term.per_token_seq)} B × {tok} × {_n(seq)} keys"
         layer_lines.append(Line(f"activations.layer.{term.name}", term.name, inputs, value,
                                 formula="bytes per token × tokens", source=SRC_ACTS))
-    per_layer = layer.saved(tokens, seq)
+    per_layer = d["activations.per_layer"]
     per_token_total = sum(x.per_token for x in layer.terms)
     layer_text = [f"{_n(per_token_total)} B per token per layer"
                   + (" (+ attention scores per key position)" if any(x.per_token_seq for x in layer.terms) else "")
@@ -361,25 +362,19 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
 
     # Activations alive at the end of forward.
     lines: list[Line] = []
+    kept, recomputed = d["activations.layers"], d["activations.recomputed_layer"]
     if t.grad_checkpointing:
-        kept = saving * residual * m.hidden_size * tokens
         lines.append(Line("activations.layers", "checkpointed layer inputs",
                           f"{saving} layers × {residual} B × {_n(m.hidden_size)} hidden × {tok}", kept,
                           "layers × hidden × tokens × bytes", SRC_CKPT))
-        recomputed = per_layer if saving else 0
         lines.append(Line("activations.recomputed_layer", "one layer recomputed during backward",
                           f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed, "one layer's saved tensors",
                           SRC_CKPT))
     else:
-        kept = saving * per_layer
-        recomputed = 0
         lines.append(Line("activations.layers", "all layers' saved tensors",
                           f"{saving} layers × {_n(per_layer)} B", kept, "layers × one layer's saved tensors",
                           SRC_ACTS))
     if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)
-        kept = b.details.get("activations.layers", kept)
-        recomputed = b.details.get("activations.recomputed_layer", recomputed) or (
-            per_layer if t.activation_offload and saving else 0)
         what = [f"every {t.ac_every}th layer checkpointed, the others keep their saved set"] if t.ac_every > 1 \
             else []
         if t.activation_offload:
@@ -393,43 +388,35 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
             lines.insert(1, Line("activations.recomputed_layer", "one layer in flight during backward",
                                  f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
                                  "one layer's saved tensors", SRC_CKPT))
-    once = 0
     if not m.learned_position_embeddings:
         rope = 2 * c * head_dim(m) * tokens
-        once += rope
         lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
                           f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
                           "transformers LlamaRotaryEmbedding"))
     if t.attention == "eager":
         mask = c * t.batch_size * seq * seq
-        once += mask
         lines.append(Line("activations.shared.mask", "4-D causal mask (eager attention)",
                           f"{c} B × batch {t.batch_size} × {_n(seq)} × {_n(seq)}", mask, "batch × seq² × bytes",
                           "transformers masking_utils.eager_mask"))
     if m.dropout > 0:
         drop = m.hidden_size * tokens
-        once += drop
         lines.append(Line("activations.shared.dropout", "embedding dropout mask",
                           f"1 B × {_n(m.hidden_size)} hidden × {tok}", drop, "hidden × tokens", "torch fused dropout"))
-    head_saved = 0
     for term in head_terms(m, t, recipe, head_trainable):
         if t.loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
-        head_saved += term.per_token * tokens
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
                           term.per_token * tokens, "bytes per token × tokens", SRC_LOSS))
     if t.loss != "hf":
-        loss_saved = b.details.get("activations.loss_saved", 0)
-        head_saved += loss_saved
-        lines.append(Line("activations.head.loss", f"loss {t.loss}: {LOSS_LABELS[t.loss][0]}", tok, loss_saved,
+        lines.append(Line("activations.head.loss", f"loss {t.loss}: {LOSS_LABELS[t.loss][0]}", tok,
+                          d["activations.loss_saved"],
                           "memory/loss.py loss_bytes", LOSS_SOURCES[t.loss]))
-    autocast = 0
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         linear_params += m.vocab_size * m.hidden_size
-        autocast = c * linear_params
         lines.append(Line("activations.autocast_weight_copies", "autocast's 16-bit weight copies",
-                          f"{_n(linear_params)} Linear params × {c} B ({recipe.compute})", autocast,
+                          f"{_n(linear_params)} Linear params × {c} B ({recipe.compute})",
+                          d["activations.autocast_weight_copies"],
                           "Linear parameters × compute bytes", "torch autocast_mode.cpp cached_cast"))
     act_text = ["gradient checkpointing trades recomputation for memory: only each layer's input is kept"
                 if t.grad_checkpointing else
@@ -437,16 +424,9 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     act_sec = Section("activations", "activations", b.activations, tuple(lines), tuple(act_text))
 
     # Temporaries: short-lived peaks; the component is the largest of them.
-    d = b.details
-    # The core's own figures (memory/__init__.py details), so this page cannot drift from the estimate.
-    layer_fwd_t = d.get("temporaries.layer_forward", 0)
-    layer_bwd_t = (layer.backward_transient.per_token * tokens
-                   + layer.backward_transient.per_token_seq * tokens * seq)
+    layer_fwd_t, layer_bwd_t = d["temporaries.layer_forward"], d["temporaries.layer_backward"]
     v = m.vocab_size
-    loss_fwd = head_activations(m, t, recipe, head_trainable).forward_transient * tokens
-    loss_bwd = 8 * v * tokens
-    if t.loss != "hf":  # the core's figures for a loss saver (memory/loss.py)
-        loss_fwd, loss_bwd = d.get("temporaries.loss_forward", 0), d.get("temporaries.loss_backward", 0)
+    loss_fwd, loss_bwd = d["temporaries.loss_forward"], d["temporaries.loss_backward"]
     gb = dtype_bytes(recipe.grad)
     end_t = d.get("temporaries.backward_end", 0)
     opt_temp = d.get("temporaries.optimizer_step", 0)
@@ -481,7 +461,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                            d["temporaries.head_gradient_in_forward"], "vocab × hidden × gradient bytes", src))
         if d.get("temporaries.head_backward"):
             tl.append(Line("temporaries.head_backward", labels[3], tok, d["temporaries.head_backward"],
-                           "memory/loss.py loss_bytes (with the final norm's saved tensors)", src))
+                           "memory/loss.py loss_bytes", src))
     if end_t:
         tied = m.tie_word_embeddings
         tl.append(Line("temporaries.gradient_sum",
@@ -492,18 +472,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     temp_sec = Section("temporaries", "temporaries (the largest transient)", b.temporaries, tuple(tl),
                        ("the component is the largest of these, since they never coexist",))
 
-    grads_live = b.gradients if t.grad_accum > 1 else 0
-    g_head = min(v * m.hidden_size * gb if head_trainable and full_like else 0, b.gradients)
-    moments = {
-        "grads_live": grads_live, "g_head": g_head, "kept": kept, "recomputed": recomputed, "once": once,
-        "head_saved": head_saved, "autocast": autocast, "layer_fwd_t": layer_fwd_t, "layer_bwd_t": layer_bwd_t,
-        "loss_fwd": loss_fwd, "loss_bwd": loss_bwd, "end_t": end_t, "opt_temp": opt_temp, "per_layer": per_layer,
-        "saving": saving, "ckpt": t.grad_checkpointing, "layer_copies": autocast // n_layers if autocast else 0,
-        "grad_fwd": d.get("temporaries.head_gradient_in_forward", 0),
-        "head_bwd": d.get("temporaries.head_backward", 0), "head_only_saved": head_saved - d.get(
-            "activations.loss_saved", 0) if t.loss != "hf" else 0,
-    }
-    return layer_sec, act_sec, temp_sec, moments
+    return layer_sec, act_sec, temp_sec
 
 
 def _opt_temp_inputs(t: TrainingSpec, value: int) -> str:
@@ -521,7 +490,7 @@ def _opt_temp_inputs(t: TrainingSpec, value: int) -> str:
     return " + ".join(parts) or "kernel temporaries"
 
 
-def _count_only(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, dict[str, Any]]:
+def _count_only(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section]:
     per_sample = m.activation_bytes_per_sample
     if per_sample is None:
         lines: tuple[Line, ...] = ()
@@ -534,8 +503,7 @@ def _count_only(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, S
     opt_temp = b.details.get("temporaries.optimizer_step", 0)
     temp = Section("temporaries", "temporaries (the largest transient)", b.temporaries,
                    (Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp),))
-    moments = {"count_only": True, "grads_live": b.gradients if t.grad_accum > 1 else 0, "opt_temp": opt_temp}
-    return Section("activations", "activations", b.activations, lines, text), temp, moments
+    return Section("activations", "activations", b.activations, lines, text), temp
 
 
 # --- phases and overhead -----------------------------------------------------------------------------
@@ -546,66 +514,18 @@ def _sum_line(key: str, label: str, parts: list[tuple[str, int]], source: str = 
     return Line(key, label, inputs, sum(v for _, v in shown), source=source)
 
 
-def _phases(b: Breakdown, x: dict[str, Any], notes: list[str]) -> tuple[Section, str]:
-    base = [("weights", b.weights), ("optimizer state", b.optimizer_state)]
-    grads_live = [("gradients (accumulating)", x["grads_live"])]
-    if x.get("count_only"):
-        fwd = [_sum_line("phases.forward", "forward", base + grads_live + [("activations", b.activations)])]
-        bwd = [_sum_line("phases.backward", "backward", base + [("gradients", b.gradients),
-                                                               ("activations", b.activations)])]
-    else:
-        layers = [("kept layer inputs" if x["ckpt"] else "saved layer activations", x["kept"]),
-                  ("shared", x["once"])]
-        ac = [("autocast copies", x["autocast"])]
-        loss_peak = x["head_saved"] + x["loss_fwd"] + x.get("grad_fwd", 0)
-        last = (("head + loss temporaries", loss_peak) if loss_peak >= x["layer_fwd_t"]
-                else ("layer forward temporaries", x["layer_fwd_t"]))
-        fwd = [_sum_line("phases.forward", "end of forward: loss computed", base + grads_live + layers + ac + [last])]
-        g_top = max(x["grads_live"], x["g_head"])
-        rec = [("recomputed layer", x["recomputed"]), ("its autocast copies", x["layer_copies"])]
-        if x["ckpt"]:
-            start = base + grads_live + layers + [("head + loss saved", x["head_saved"]),
-                                                 ("loss gradients", x["loss_bwd"]),
-                                                 ("head gradient (from forward)", x.get("grad_fwd", 0))]
-            head = base + grads_live + layers + [("head backward", x.get("head_bwd", 0))]
-            top = base + [("gradients (head)", g_top)] + layers + rec + [("layer backward", x["layer_bwd_t"])]
-            bottom = base + [("gradients", b.gradients), ("shared", x["once"])] + rec + [
-                ("layer backward", x["layer_bwd_t"])]
-        else:
-            start = base + grads_live + layers + [("head + loss saved", x["head_saved"])] + ac + [
-                ("loss gradients", x["loss_bwd"]), ("head gradient (from forward)", x.get("grad_fwd", 0))]
-            head = base + grads_live + layers + ac + [("head backward", x.get("head_bwd", 0))]
-            top = base + [("gradients (head)", g_top)] + layers + ac + [("layer backward", x["layer_bwd_t"])]
-            bottom = base + [("gradients", b.gradients), ("shared", x["once"]),
-                             ("last layer's activations", x["per_layer"] if x["saving"] else 0),
-                             ("its autocast copies", x["layer_copies"] if x["saving"] else 0),
-                             ("layer backward", x["layer_bwd_t"])]
-        end = base + [("gradients", b.gradients), ("gradient being summed", x["end_t"])]
-        bwd = [_sum_line("phases.backward.start", "backward starts: loss gradients", start),
-               _sum_line("phases.backward.top", "backward at the top layer", top),
-               _sum_line("phases.backward.bottom", "backward at the bottom layer: all gradients exist", bottom),
-               _sum_line("phases.backward.end", "end of backward", end)]
-        if x.get("head_bwd"):
-            bwd.insert(1, _sum_line("phases.backward.head", "backward at the LM head (loss chunks)", head))
-    step = [_sum_line("phases.optimizer_step", "optimizer step", base + [("gradients", b.gradients),
-                                                                         ("step temporaries", x["opt_temp"])])]
-    groups = {"forward": fwd, "backward": bwd, "optimizer_step": step}
+def _phases(b: Breakdown) -> tuple[Section, str]:
+    """The core's moments (memory/moments.py), each as the sum of its named terms."""
     lines: list[Line] = []
-    for phase in PHASES:
-        group = groups[phase]
-        if max(line.value for line in group) != b.phases[phase]:
-            # The itemization no longer mirrors the core: show the core's number only.
-            notes.append(f"the {phase.replace('_', ' ')} phase is shown with its total only "
-                         "(its itemization does not match the core's phase model).")
-            group = [Line(f"phases.{phase}", phase.replace("_", " "), "", b.phases[phase], source=SRC_PHASES)]
-        lines += group
-    peak_phase = b.peak_phase
-    peak_line = max((ln for ln in lines if ln.value == b.phases[peak_phase]), key=lambda ln: ln.value)
-    text = (f"the {peak_phase.replace('_', ' ')} phase wins, at '{peak_line.label}': "
+    for mo in b.named_moments():
+        lines.append(_sum_line(f"phases.{mo.key}", mo.label, [(t.name, t.bytes) for t in mo.terms]))
+    peak = b.peak_moment()
+    label = peak.label if peak else b.peak_phase.replace("_", " ")
+    text = (f"the {b.peak_phase.replace('_', ' ')} phase wins, at '{label}': "
             f"{fmt_value(b.tensor_peak_bytes, 'bytes')} of tensors",
-            "the sum of all components is an upper bound: activations are freed before the optimizer step "
-            "and temporaries never coexist")
-    return Section("phases", "phases: what is alive when", b.tensor_peak_bytes, tuple(lines), text), peak_line.label
+            "each phase is the largest of its moments; the sum of all components is an upper bound: activations "
+            "are freed before the optimizer step and temporaries never coexist")
+    return Section("phases", "phases: what is alive when", b.tensor_peak_bytes, tuple(lines), text), label
 
 
 def _overhead(b: Breakdown) -> Section:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.errors import BadInput, UnsupportedCombination
 from vramcalc.core.memory.inference import weights as inference_weights
 from vramcalc.core.params import count_params, lora_params
 from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -44,7 +44,7 @@ def compare_storage(model: ModelSpec, training: TrainingSpec, adapters: int) -> 
     """N copies of the model in `training`'s weight format vs that base once + N LoRA adapters of
     `training.lora_rank` on `training.lora_targets`, stored in `training.adapter_dtype`."""
     if adapters < 1:
-        raise ValueError("adapters must be at least 1")
+        raise BadInput("adapters must be at least 1")
     if not model.has_architecture:
         # LoRA's size comes from the adapted Linear layers' shapes (params.lora_params): a bare count has none
         raise UnsupportedCombination(f"storage compares LoRA adapters, whose size comes from the architecture; "

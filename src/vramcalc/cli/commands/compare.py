@@ -18,8 +18,8 @@ from vramcalc.cli.common import (
     UnitsOpt,
 )
 from vramcalc.cli.options import with_estimate_options
-from vramcalc.cli.output import console, csv_text, emit, fail, uses_colour
-from vramcalc.cli.runs import CSV_COLUMNS, STATUS_STYLE, errors, flat_row, margin_of, split, targets
+from vramcalc.cli.output import console, csv_text, emit, uses_colour
+from vramcalc.cli.runs import CSV_COLUMNS, STATUS_STYLE, flat_row, margin_of, split, targets
 from vramcalc.core.options import OptionValues, training_spec, varied_label
 from vramcalc.io.resolve import resolve_model
 
@@ -52,57 +52,54 @@ def compare(
     from vramcalc.core.memory import estimate as run_estimate
     from vramcalc.io import runfiles
 
-    try:
-        m = margin_of(margin)
-        base: dict[str, Any] = {}
-        file_model = file_gpu = None
-        if config:
-            runs = runfiles.load(config)
-            if len(runs) != 1:
-                raise BadInput(
-                    f"--config {config}: compare takes one base run; this file holds {len(runs)} "
-                    "(use vramcalc estimate --config for a list of runs)"
-                )
-            base, file_model, file_gpu = runs[0].options, runs[0].model, runs[0].gpu
-        models = split(model) or ([file_model] if file_model else [])
-        if not models:
-            raise BadInput("no model: pass MODEL (or several, comma-separated)")
-        varied, runs_opts = opts.sweep(base, times=len(models))  # refuses too many before building them
-        specs = [resolve_model(x)[0] for x in models]
-        gpus = targets(split(gpu) or ([file_gpu] if file_gpu else []), max_memory)
-        if len(specs) > 1:
-            varied = ["model", *varied]
-        rows = []
-        notes: list[str] = []
-        for spec in specs:
-            for values in runs_opts:
-                t = training_spec(values)
-                b = run_estimate(spec, t)
-                cells = [
-                    {
-                        "gpu": g.name,
-                        "status": _status(classify(b.peak_bytes, g.memory_bytes, m), b),
-                        "headroom_bytes": g.memory_bytes - b.peak_bytes,
-                    }
-                    for g in gpus
-                ]
-                notes += [n for n in check_run(spec, t) if n not in notes]
-                if not b.activations_modeled and COUNT_ONLY not in notes:
-                    notes.append(COUNT_ONLY)
-                for g in gpus:
-                    warning = precision_note(g, t.precision) if t.mode == "train" or t.precision != "auto" else None
-                    if warning and warning not in notes:
-                        notes.append(warning)
-                rows.append({"spec": spec, "training": t, "breakdown": b, "values": values, "cells": cells})
-        if len(rows) > 10_000:
-            raise BadInput(f"{len(rows)} configurations; narrow the lists (at most 10,000)")
-        if plot:  # issue 17: the peak against the varied option
-            from vramcalc.cli.pictures import check_format, compare_chart_of
+    m = margin_of(margin)
+    base: dict[str, Any] = {}
+    file_model = file_gpu = None
+    if config:
+        runs = runfiles.load(config)
+        if len(runs) != 1:
+            raise BadInput(
+                f"--config {config}: compare takes one base run; this file holds {len(runs)} "
+                "(use vramcalc estimate --config for a list of runs)"
+            )
+        base, file_model, file_gpu = runs[0].options, runs[0].model, runs[0].gpu
+    models = split(model) or ([file_model] if file_model else [])
+    if not models:
+        raise BadInput("no model: pass MODEL (or several, comma-separated)")
+    varied, runs_opts = opts.sweep(base, times=len(models))  # refuses too many before building them
+    specs = [resolve_model(x)[0] for x in models]
+    gpus = targets(split(gpu) or ([file_gpu] if file_gpu else []), max_memory)
+    if len(specs) > 1:
+        varied = ["model", *varied]
+    rows = []
+    notes: list[str] = []
+    for spec in specs:
+        for values in runs_opts:
+            t = training_spec(values)
+            b = run_estimate(spec, t)
+            cells = [
+                {
+                    "gpu": g.name,
+                    "status": _status(classify(b.peak_bytes, g.memory_bytes, m), b),
+                    "headroom_bytes": g.memory_bytes - b.peak_bytes,
+                }
+                for g in gpus
+            ]
+            notes += [n for n in check_run(spec, t) if n not in notes]
+            if not b.activations_modeled and COUNT_ONLY not in notes:
+                notes.append(COUNT_ONLY)
+            for g in gpus:
+                warning = precision_note(g, t.precision) if t.mode == "train" or t.precision != "auto" else None
+                if warning and warning not in notes:
+                    notes.append(warning)
+            rows.append({"spec": spec, "training": t, "breakdown": b, "values": values, "cells": cells})
+    if len(rows) > 10_000:
+        raise BadInput(f"{len(rows)} configurations; narrow the lists (at most 10,000)")
+    if plot:  # issue 17: the peak against the varied option
+        from vramcalc.cli.pictures import check_format, compare_chart_of
 
-            check_format(fmt, plot, "vramcalc compare --format json")
-            chart = compare_chart_of(rows, gpus, varied, plot, units)
-    except errors() as e:
-        raise fail(e) from None
+        check_format(fmt, plot, "vramcalc compare --format json")
+        chart = compare_chart_of(rows, gpus, varied, plot, units)
     cheapest = _cheapest(rows, gpus)
     doc = _compare_doc(rows, gpus, varied, m, units, cheapest) | {"notes": notes}
     if fmt in ("json", "yaml"):

@@ -18,8 +18,8 @@ from vramcalc.cli.common import (
     UnitsOpt,
 )
 from vramcalc.cli.options import with_estimate_options
-from vramcalc.cli.output import console, csv_text, emit, fail
-from vramcalc.cli.runs import STATUS_STYLE, errors, margin_of, targets
+from vramcalc.cli.output import console, csv_text, emit
+from vramcalc.cli.runs import STATUS_STYLE, margin_of, targets
 from vramcalc.core.options import OptionValues, training_spec
 from vramcalc.io.resolve import resolve_model
 
@@ -49,29 +49,26 @@ def fit_command(
     from vramcalc.core.searches import fit_report
     from vramcalc.io import runfiles
 
-    try:
-        m = margin_of(margin)
-        run = runfiles.load(config)[0] if config else runfiles.Run()
-        if config and len(runfiles.load(config)) != 1:
-            raise BadInput(f"--config {config}: fit takes one run; this file holds several")
-        ref = model or run.model
-        if ref is None:
-            raise BadInput("no model: pass MODEL or put `model:` in the run file")
-        spec, _ = resolve_model(ref, Path(run.path).parent if run.path and model is None else None)
-        gpu_name = gpu or run.gpu
-        found = targets([gpu_name] if gpu_name and not max_memory else [], max_memory)
-        if not found:
-            raise BadInput("fit needs a GPU: pass --gpu NAME (see: vramcalc gpus) or --max-memory 20GB")
-        target = found[0]
-        training = training_spec(opts.run(run.options))
-        rep = fit_report(spec, training, target.memory_bytes, m)
-        if plot:  # issue 17: the peak against one option
-            from vramcalc.cli.pictures import check_format, sweep_chart_of
+    m = margin_of(margin)
+    run = runfiles.load(config)[0] if config else runfiles.Run()
+    if config and len(runfiles.load(config)) != 1:
+        raise BadInput(f"--config {config}: fit takes one run; this file holds several")
+    ref = model or run.model
+    if ref is None:
+        raise BadInput("no model: pass MODEL or put `model:` in the run file")
+    spec, _ = resolve_model(ref, Path(run.path).parent if run.path and model is None else None)
+    gpu_name = gpu or run.gpu
+    found = targets([gpu_name] if gpu_name and not max_memory else [], max_memory)
+    if not found:
+        raise BadInput("fit needs a GPU: pass --gpu NAME (see: vramcalc gpus) or --max-memory 20GB")
+    target = found[0]
+    training = training_spec(opts.run(run.options))
+    rep = fit_report(spec, training, target.memory_bytes, m)
+    if plot:  # issue 17: the peak against one option
+        from vramcalc.cli.pictures import check_format, sweep_chart_of
 
-            check_format(fmt, plot, "vramcalc fit --format json (max_batch_size, max_seq_len, max_lora_rank)")
-            chart = sweep_chart_of(spec, training, target, plot, units)
-    except errors() as e:
-        raise fail(e) from None
+        check_format(fmt, plot, "vramcalc fit --format json (max_batch_size, max_seq_len, max_lora_rank)")
+        chart = sweep_chart_of(spec, training, target, plot, units)
     from vramcalc.core.fit import precision_note
 
     doc = {

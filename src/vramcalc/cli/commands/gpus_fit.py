@@ -6,8 +6,8 @@ from typing import Any
 
 import typer
 
-from vramcalc.cli.output import console, csv_text, emit, fail
-from vramcalc.cli.runs import STATUS_STYLE, errors, margin_of
+from vramcalc.cli.output import console, csv_text, emit
+from vramcalc.cli.runs import STATUS_STYLE, margin_of
 from vramcalc.core.options import OptionValues, training_spec
 from vramcalc.io.resolve import resolve_model
 
@@ -22,15 +22,12 @@ def gpus_fit(
     from vramcalc.core.specs import GpuSpec
     from vramcalc.io import presets, runfiles
 
-    try:
-        m = margin_of(margin)
-        run = runfiles.load(config)[0] if config else runfiles.Run()
-        spec, _ = resolve_model(model)
-        training = training_spec(opts.run(run.options))
-        b = run_estimate(spec, training)
-        all_gpus = [g for g in presets.gpus().specs if isinstance(g, GpuSpec)]
-    except errors() as e:
-        raise fail(e) from None
+    m = margin_of(margin)
+    run = runfiles.load(config)[0] if config else runfiles.Run()
+    spec, _ = resolve_model(model)
+    training = training_spec(opts.run(run.options))
+    b = run_estimate(spec, training)
+    all_gpus = [g for g in presets.gpus().specs if isinstance(g, GpuSpec)]
     rows: list[dict[str, Any]] = []
     for g in sorted(all_gpus, key=lambda g: (g.memory_bytes, g.name)):
         status = classify(b.peak_bytes, g.memory_bytes, m)

@@ -28,25 +28,20 @@ def storage(
     Example: vramcalc storage mistral-7b --adapters 10
     """
     from vramcalc.cli.render import format_bytes
-    from vramcalc.core.errors import VramcalcError
+    from vramcalc.core.errors import BadInput
     from vramcalc.core.specs import TrainingSpec
     from vramcalc.core.storage import break_even_adapters, compare_storage
     from vramcalc.io.resolve import resolve_model
 
     use_presets(preset_dirs)
-    try:
-        if adapters < 1:
-            raise ValueError(f"--adapters must be at least 1, not {adapters}")
-        spec, _ = resolve_model(model)
-        training = TrainingSpec(mode="inference", method="lora", lora_rank=lora_rank,
-                                adapter_dtype=adapter_dtype,
-                                lora_targets=tuple(x.strip() for x in lora_targets.split(",") if x.strip()),
-                                weight_dtype=weight_dtype)
-        c = compare_storage(spec, training, adapters)
-    except (VramcalcError, ValueError) as e:
-        from vramcalc.cli.output import fail
-
-        raise fail(e) from None
+    if adapters < 1:
+        raise BadInput(f"--adapters must be at least 1, not {adapters}")
+    spec, _ = resolve_model(model)
+    training = TrainingSpec(mode="inference", method="lora", lora_rank=lora_rank,
+                            adapter_dtype=adapter_dtype,
+                            lora_targets=tuple(x.strip() for x in lora_targets.split(",") if x.strip()),
+                            weight_dtype=weight_dtype)
+    c = compare_storage(spec, training, adapters)
     doc: dict[str, Any] = {
         "model": c.model, "adapters": c.adapters, "parameters": c.parameters,
         "adapter_parameters": c.adapter_parameters, "model_bytes": c.model_bytes,

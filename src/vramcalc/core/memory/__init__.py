@@ -20,6 +20,7 @@ from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import inference as _inference
+from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.activations import head_activations, layer_activations
 from vramcalc.core.memory.loss import loss_bytes
 from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
@@ -60,7 +61,7 @@ class Breakdown:
     activations: int
     temporaries: int
     overhead: int
-    phases: dict[str, int]  # tensor bytes at the peak of each phase
+    phases: dict[str, int]  # tensor bytes at the peak of each phase: the largest of its moments
     details: dict[str, int] = field(default_factory=dict)  # finer entries, "component.part" keys
     notes: tuple[str, ...] = ()
     activations_modeled: bool = True
@@ -70,6 +71,17 @@ class Breakdown:
     kv_cache: int = 0  # inference: keys and values of every cached token
     cpu_offload_bytes: int = 0  # host RAM per node for offloaded states
     parallelism: dict[str, int | str] | None = None  # gpus, tp, pp, dp, ZeRO stage; None: one GPU
+    # The instants each phase peaks at, as named terms (memory/moments.py); explain and timeline read them.
+    moments: tuple[_m.RawMoment, ...] = ()
+
+    def named_moments(self) -> tuple[_m.Moment, ...]:
+        """Every modelled instant of the step with its terms named, in time order."""
+        return _m.name_moments(self.moments, (self.weights, self.optimizer_state, self.communication))
+
+    def peak_moment(self) -> _m.Moment | None:
+        """The first moment at the tensor peak (None for a Breakdown without moments)."""
+        peak = self.tensor_peak_bytes
+        return next((m for m in self.named_moments() if m.total == peak), None)
 
     @property
     def peak_phase(self) -> str:
@@ -135,20 +147,22 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         notes += tuple(per_gpu.notes)
     communication = per_gpu.communication if per_gpu else 0
 
-    base = weights + states + communication
+    base = (weights, states, communication)
     act = plan.activations
     if act is None:
         per_sample = model.activation_bytes_per_sample
         activations = (per_sample or 0) * training.batch_size
         details["activations.per_sample_preset"] = activations
-        fwd = base + (gradients if accum else 0) + activations
-        bwd = base + gradients + activations
-        step = base + gradients + step_temp
         temporaries = step_temp
-        phases = {"forward": fwd, "backward": bwd, "optimizer_step": step}
+        moments: tuple[_m.RawMoment, ...] = (
+            ("forward.all", _m.FWD_ALL, ((gradients if accum else 0), activations)),
+            ("backward.all", _m.BWD_ALL, (gradients, activations)),
+            ("optimizer_step.step", _m.STEP, (gradients, step_temp)),
+        )
+        phases = _m.phase_peaks(sum(base), moments)
         modeled = per_sample is not None
     else:
-        phases, activations, temporaries = _transformer_phases(
+        phases, moments, activations, temporaries = _transformer_phases(
             act, training, base, gradients, step_temp, tokens, details)
         modeled = True
     tensor_peak = max(phases.values())
@@ -181,6 +195,7 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         "cpu_offload_bytes": (per_gpu.cpu_offload_bytes if per_gpu else 0)
         + details.get("activations.offloaded_to_host", 0) * training.gpus_per_node,  # memory/savers.py
         "parallelism": dict(per_gpu.layout) if per_gpu else None,
+        "moments": moments,
     })
     return b
 
@@ -483,10 +498,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
 
 
 def _transformer_phases(
-    p: _ActivationPlan, t: TrainingSpec, base: int, gradients: int, opt_temp: int, tokens: int,
+    p: _ActivationPlan, t: TrainingSpec, base: tuple[int, int, int], gradients: int, opt_temp: int, tokens: int,
     details: dict[str, int],
-) -> tuple[dict[str, int], int, int]:
-    """(phases, activations, temporaries) for `tokens` tokens; appends the activation details."""
+) -> tuple[dict[str, int], tuple[_m.RawMoment, ...], int, int]:
+    """(phases, moments, activations, temporaries) for `tokens` tokens; appends the activation details.
+
+    `base` is (weights, optimizer state, communication): alive at every moment of the step.
+    """
     seq = t.seq_len
     token_seq = tokens * seq
     per_layer = p.per_layer_t * tokens + p.per_layer_ts * token_seq
@@ -511,8 +529,10 @@ def _transformer_phases(
         head_saved = p.norm_saved_t * tokens + lb.saved
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
         grad_fwd = g_head if lb.head_grad_in_forward else 0
-        head_bwd_t = p.norm_saved_t * tokens + lb.head_backward if lb.head_backward else -1
+        head_bwd_t = lb.head_backward if lb.head_backward else -1
     host_t = 0
+    acc, g_top = grads_live_fwd, max(grads_live_fwd, g_head)
+    # The moments of each phase as named terms (memory/moments.py): the phase is the largest of them.
     if p.checkpointing or p.offload:
         # HF gradient_checkpointing_enable (transformers 5 modeling_utils: default {"use_reentrant": False},
         # torch.utils.checkpoint non-reentrant): each layer keeps only its input hidden states; during
@@ -526,44 +546,60 @@ def _transformer_phases(
                                 layer_input=p.layer_input_t * tokens)
             kept, kept_bwd, host_t = r.forward, r.backward, r.host
         recomputed = per_layer if saving_layers else 0
-        acts = kept + once + head_saved + autocast_copies
-        fwd = base + grads_live_fwd + kept + once + autocast_copies + max(
-            layer_fwd_t, head_saved + loss_fwd_t + grad_fwd)
-        bwd_start = base + max(grads_live_fwd, 0) + kept + once + head_saved + loss_bwd_t + grad_fwd
-        bwd_head = base + grads_live_fwd + kept + once + head_bwd_t if head_bwd_t >= 0 else 0
-        layer_copies = p.layer_copies
-        bwd_top = base + max(grads_live_fwd, g_head) + kept_bwd + once + recomputed + layer_copies + layer_bwd_t
-        bwd_bottom = base + gradients + once + recomputed + layer_copies + layer_bwd_t
-        activations = acts + recomputed
+        copies = p.layer_copies
+        activations = kept + once + head_saved + autocast_copies + recomputed
         layers_detail = kept
+        moments = [
+            ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, autocast_copies, layer_fwd_t)),
+            ("forward.loss", _m.FWD_LOSS_CK,
+             (acc, kept, once, autocast_copies, head_saved, loss_fwd_t, grad_fwd)),
+            ("backward.start", _m.BWD_START_CK, (acc, kept, once, head_saved, loss_bwd_t, grad_fwd)),
+        ]
+        if head_bwd_t >= 0:
+            moments.append(("backward.head", _m.BWD_HEAD_CK,
+                            (acc, kept, once, p.norm_saved_t * tokens, head_bwd_t)))
+        moments.append(("backward.top", _m.BWD_TOP_CK,
+                        (g_top, kept_bwd, once, recomputed, copies, layer_bwd_t)))
+        if t.optimizer_in_bwd:
+            moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
+                            (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
+        moments.append(("backward.bottom", _m.BWD_BOTTOM_CK,
+                        (gradients, once, recomputed, copies, layer_bwd_t)))
     else:
         acts_layers = saving_layers * per_layer
-        acts = acts_layers + once + head_saved + autocast_copies
-        fwd = base + grads_live_fwd + acts_layers + once + autocast_copies + max(
-            layer_fwd_t, head_saved + loss_fwd_t + grad_fwd)
-        bwd_start = base + grads_live_fwd + acts + loss_bwd_t + grad_fwd
-        bwd_head = (base + grads_live_fwd + acts_layers + once + autocast_copies + head_bwd_t
-                    if head_bwd_t >= 0 else 0)
-        bwd_top = base + max(grads_live_fwd, g_head) + acts_layers + once + autocast_copies + layer_bwd_t
-        bottom_acts = per_layer if saving_layers else 0
-        # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
-        bottom_copies = p.layer_copies if saving_layers else 0
-        bwd_bottom = base + gradients + once + bottom_acts + bottom_copies + layer_bwd_t
-        activations = acts
+        recomputed = 0
+        activations = acts_layers + once + head_saved + autocast_copies
         layers_detail = acts_layers
+        # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
+        bottom_acts, bottom_copies = (per_layer, p.layer_copies) if saving_layers else (0, 0)
+        moments = [
+            ("forward.layer", _m.FWD_LAYER, (acc, acts_layers, once, autocast_copies, layer_fwd_t)),
+            ("forward.loss", _m.FWD_LOSS,
+             (acc, acts_layers, once, autocast_copies, head_saved, loss_fwd_t, grad_fwd)),
+            ("backward.start", _m.BWD_START,
+             (acc, acts_layers, once, autocast_copies, head_saved, loss_bwd_t, grad_fwd)),
+        ]
+        if head_bwd_t >= 0:
+            moments.append(("backward.head", _m.BWD_HEAD, (acc, acts_layers, once, autocast_copies,
+                                                                  p.norm_saved_t * tokens, head_bwd_t)))
+        moments.append(("backward.top", _m.BWD_TOP, (g_top, acts_layers, once, autocast_copies, layer_bwd_t)))
+        if t.optimizer_in_bwd:
+            moments.append(("backward.head_step", _m.BWD_HEAD_STEP,
+                            (g_top, acts_layers, once, autocast_copies, opt_temp)))
+        moments.append(("backward.bottom", _m.BWD_BOTTOM,
+                        (gradients, once, bottom_acts, bottom_copies, layer_bwd_t)))
     # Backward-end temporaries (tied embeddings or accumulation; see _activation_plan).
     end_t = p.end_t if p.end_tied or accum else 0
-    bwd_end = base + gradients + end_t
-    backward = max(bwd_start, bwd_top, bwd_bottom, bwd_end, bwd_head)
-    step = base + gradients + opt_temp
+    moments.append(("backward.end", _m.BWD_END, (gradients, end_t)))
     if t.optimizer_in_bwd:
         # memory/savers.py: the first (head's) step runs in backward with every layer's activations alive;
         # the optimizer-step phase then has nothing left to do.
-        backward = max(backward, bwd_top - layer_bwd_t + opt_temp)
-        step = base
-    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t, grad_fwd)
+        step_moment: _m.RawMoment = ("optimizer_step.done", _m.STEP_DONE, ())
+    else:
+        step_moment = ("optimizer_step.step", _m.STEP, (gradients, opt_temp))
+    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t, grad_fwd, head_bwd_t)
     details["activations.layers"] = layers_detail
-    details["activations.recomputed_layer"] = per_layer if p.checkpointing and saving_layers else 0
+    details["activations.recomputed_layer"] = recomputed
     details["activations.per_layer"] = per_layer
     details["activations.shared"] = once
     details["activations.head_and_loss"] = head_saved
@@ -579,5 +615,10 @@ def _transformer_phases(
         details["activations.loss_saved"] = head_saved - p.norm_saved_t * tokens
         details["temporaries.head_gradient_in_forward"] = grad_fwd
         details["temporaries.head_backward"] = max(head_bwd_t, 0)
-    phases = {"forward": fwd, "backward": backward, "optimizer_step": step}
-    return phases, activations, temporaries
+    # moments[:2] are the forward's, the rest the backward's: each phase is `base` + its largest moment.
+    b0 = sum(base)
+    fwd, bwd = moments[:2], moments[2:]
+    phases = {"forward": b0 + max(sum(fwd[0][2]), sum(fwd[1][2])),
+              "backward": b0 + max([sum(x[2]) for x in bwd]), "optimizer_step": b0 + sum(step_moment[2])}
+    moments.append(step_moment)
+    return phases, tuple(moments), activations, temporaries

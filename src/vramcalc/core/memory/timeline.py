@@ -1,20 +1,20 @@
 """The memory of one step over time: forward layer by layer, the loss, backward layer by layer, the step.
 
-Pure: standard library only, integer bytes. The points are built from the core's own phase model
-(`memory.estimate`'s Breakdown: its components, its `details` and the cached per-settings plan), so the
-timeline's maximum is `Breakdown.tensor_peak_bytes` and its maximum per phase is `Breakdown.phases[phase]`,
-exactly (tests/test_timeline.py checks both over presets and settings).
+Pure: standard library only, integer bytes. The exact points are the core's own moments
+(`Breakdown.named_moments()`, memory/moments.py), component by component, so the timeline's maximum is
+`Breakdown.tensor_peak_bytes` and its maximum per phase is `Breakdown.phases[phase]`, exactly
+(tests/test_timeline.py checks both over presets and settings).
 
 What is exact and what is drawn between exact points:
-- Exact (the core's terms, component by component): the last forward layer (with its forward transient),
-  the loss forward, the start of backward (the loss's gradient temporaries), the top backward layer (the
-  head's gradient and every layer's saved set), the bottom backward layer (every gradient and one layer's
-  saved set), the backward end (tied embeddings / accumulation), the optimizer step; for inference, prefill
-  and decode.
+- Exact (the core's moments): the last forward layer (with its forward transient), the loss forward, the
+  start of backward (the loss's gradient temporaries), the LM head's backward of a chunked loss, the top
+  backward layer (the head's gradient and every layer's saved set), the head's step of an optimizer in
+  backward, the bottom backward layer (every gradient and one layer's saved set), the backward end (tied
+  embeddings / accumulation), the optimizer step; for inference, prefill and decode.
 - Interpolated (the core models no per-layer figure): forward layers below the last hold the saved sets
   (or, with checkpointing, the inputs) of the layers done so far, and the autocast weight copies of those
   layers; backward layers between the top and the bottom take the straight line between those two points,
-  component by component (layers are alike; the embedding's gradient is spread over them). Integer division
+  component by component (layers are alike; the embedding's gradient is spread over the layers). Integer division
   rounds down, so no interpolated point exceeds the exact points around it.
 """
 
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core.memory import Breakdown, _plan, estimate
 from vramcalc.core.memory.inference import workspace_per_token
+from vramcalc.core.memory.moments import Moment
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -67,7 +68,7 @@ class Timeline:
         return totals.index(max(totals))
 
 
-def _point(label: str, phase: str, exact: bool, **parts: int) -> TimelinePoint:
+def _point(label: str, phase: str, exact: bool, **parts: int) -> TimelinePoint:  # inference
     return TimelinePoint(label, phase, {c: parts.get(c, 0) for c in TIMELINE_COMPONENTS}, exact)
 
 
@@ -76,80 +77,79 @@ def _lerp(a: int, b: int, i: int, n: int) -> int:
     return a + (b - a) * i // n if n else a
 
 
+# What the timeline calls each of the core's moments (memory/moments.py) on its time axis.
+_POINT_LABELS = {
+    "forward.all": "forward", "backward.all": "backward", "forward.loss": "loss", "backward.start": "loss backward",
+    "backward.head": "LM head backward (loss chunks)", "backward.head_step": "head's optimizer step (in backward)",
+    "backward.end": "backward end (embedding gradient)", "optimizer_step.step": "optimizer step",
+    "optimizer_step.done": "optimizer step (done in backward)",
+}
+
+
+def _exact(mo: Moment, label: str) -> TimelinePoint:
+    return TimelinePoint(label, mo.phase, {c: mo.component(c) for c in TIMELINE_COMPONENTS}, True)
+
+
+def _term(mo: Moment, *names: str) -> int:
+    return sum(t.bytes for t in mo.terms if t.name in names)
+
+
 def timeline(model: ModelSpec, training: TrainingSpec) -> Timeline:
     """The step of `model` under `training` as points over time (see the module docstring)."""
     b = estimate(model, training)
-    states = {"weights": b.weights, "optimizer_state": b.optimizer_state, "communication": b.communication}
     if training.mode == "inference":
         return Timeline(b, tuple(_inference_points(model, training, b)), ())
-    plan = _plan(model, training)
-    act = plan.activations
-    accum = training.grad_accum > 1
-    grads_fwd = b.gradients if accum else 0
-    d = b.details
+    moments = b.named_moments()
+    act = _plan(model, training).activations
     if act is None:  # a count-only preset: the core's three phases, nothing per layer
-        return Timeline(b, (
-            _point("forward", "forward", True, **states, gradients=grads_fwd, activations=b.activations),
-            _point("backward", "backward", True, **states, gradients=b.gradients, activations=b.activations),
-            _point("optimizer step", "optimizer_step", True, **states, gradients=b.gradients,
-                   temporaries=d["temporaries.optimizer_step"]),
-        ), ())
+        return Timeline(b, tuple(_exact(mo, _POINT_LABELS[mo.key]) for mo in moments), ())
     n = act.n_layers
     saving = act.saving_layers
     frozen = n - saving  # layers below the first trainable one save nothing (freeze)
-    per_layer = d["activations.per_layer"]
-    once = d["activations.shared"]
-    head_saved = d["activations.head_and_loss"]
-    copies = d["activations.autocast_weight_copies"]
-    layers = d["activations.layers"]  # all saved sets, or with checkpointing the kept inputs
-    layer_fwd, layer_bwd = d["temporaries.layer_forward"], d["temporaries.layer_backward"]
-    loss_fwd, loss_bwd = d["temporaries.loss_forward"], d["temporaries.loss_backward"]
-    end_t = d["temporaries.backward_end"]
-    step_t = d["temporaries.optimizer_step"]
-    recomputed = d["activations.recomputed_layer"]
-    layer_copies = act.layer_copies
-    g_head = min(act.g_head, b.gradients)
-    top_g = max(grads_fwd, g_head)
     points: list[TimelinePoint] = []
-
-    # Forward: layer i done holds the saved sets (checkpointing: inputs) of the saving layers up to i and
-    # the autocast casts made so far; the last layer holds all of them (the core's forward term).
-    for i in range(1, n + 1):
-        held = layers * max(0, i - frozen) // saving if saving else 0
-        cast = copies if i == n else min(copies, layer_copies * i)
-        points.append(_point(f"forward layer {i}", "forward", i == n, **states, gradients=grads_fwd,
-                             activations=held + once + cast, temporaries=layer_fwd))
-    points.append(_point("loss", "forward", True, **states, gradients=grads_fwd,
-                         activations=layers + once + copies + head_saved, temporaries=loss_fwd))
-    # Backward starts with the loss's gradient (under checkpointing the forward's casts are gone).
-    start_copies = 0 if act.checkpointing else copies
-    points.append(_point("loss backward", "backward", True, **states, gradients=grads_fwd,
-                         activations=layers + once + start_copies + head_saved, temporaries=loss_bwd))
-    # Backward layers, top to bottom: the core's top and bottom terms and the straight line between.
-    if act.checkpointing:
-        top_acts = layers + once + recomputed + layer_copies
-        bottom_acts = once + recomputed + layer_copies
-    else:
-        top_acts = layers + once + copies
-        bottom_acts = once + (per_layer if saving else 0) + (layer_copies if saving else 0)
-    span = max(saving, 1)
-    rows = [(j, n - j) for j in range(span)]
-    if span == 1:  # one layer: its start (top term) and its end (bottom term) are two points
-        rows = [(0, n), (1, n)]
-    steps = len(rows) - 1
-    for j, layer in rows:
-        ends = j in (0, steps)
-        suffix = " start" if span == 1 and j == 0 else " end" if span == 1 else ""
-        points.append(_point(f"backward layer {layer}{suffix}", "backward", ends, **states,
-                             gradients=_lerp(top_g, b.gradients, j, steps),
-                             activations=_lerp(top_acts, bottom_acts, j, steps), temporaries=layer_bwd))
-    if end_t:
-        points.append(_point("backward end (embedding gradient)", "backward", True, **states,
-                             gradients=b.gradients, temporaries=end_t))
-    points.append(_point("optimizer step", "optimizer_step", True, **states, gradients=b.gradients,
-                         temporaries=step_t))
+    for mo in moments:
+        if mo.key == "forward.layer":
+            # Forward: layer i done holds the saved sets (checkpointing: inputs) of the saving layers up to i
+            # and the autocast casts made so far; the last layer is the core's moment.
+            layers = _term(mo, "saved layer activations", "kept layer inputs")
+            copies = _term(mo, "autocast weight copies")
+            rest = {c: mo.component(c) for c in TIMELINE_COMPONENTS}
+            rest["activations"] -= layers + copies
+            for i in range(1, n):
+                held = layers * max(0, i - frozen) // saving if saving else 0
+                parts = dict(rest, activations=rest["activations"] + held + min(copies, act.layer_copies * i))
+                points.append(TimelinePoint(f"forward layer {i}", "forward", parts, False))
+            points.append(_exact(mo, f"forward layer {n}"))
+        elif mo.key == "backward.top":
+            top = mo
+        elif mo.key == "backward.bottom":
+            points += _backward_layers(top, mo, n, saving)
+        elif mo.key != "backward.end" or _term(mo, "gradient being summed"):
+            points.append(_exact(mo, _POINT_LABELS[mo.key]))
     notes = (INTERPOLATED_NOTE,) if n > 1 or saving != n else ()
     return Timeline(b, tuple(points), notes)
+
+
+def _backward_layers(top: Moment, bottom: Moment, n: int, saving: int) -> list[TimelinePoint]:
+    """Backward layers, top to bottom: the core's two moments and the straight line between them."""
+    span = max(saving, 1)
+    rows = [(j, n - j) for j in range(span)]
+    if span == 1:  # one layer: its start (top moment) and its end (bottom moment) are two points
+        rows = [(0, n), (1, n)]
+    steps = len(rows) - 1
+    a = {c: top.component(c) for c in TIMELINE_COMPONENTS}
+    z = {c: bottom.component(c) for c in TIMELINE_COMPONENTS}
+    points = []
+    for j, layer in rows:
+        suffix = " start" if span == 1 and j == 0 else " end" if span == 1 else ""
+        label = f"backward layer {layer}{suffix}"
+        if j == 0:
+            points.append(_exact(top, label))
+        elif j == steps:
+            points.append(_exact(bottom, label))
+        else:
+            points.append(TimelinePoint(label, "backward", {c: _lerp(a[c], z[c], j, steps) for c in a}, False))
+    return points
 
 
 def _inference_points(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> list[TimelinePoint]:

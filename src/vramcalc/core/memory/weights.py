@@ -36,6 +36,10 @@ class WeightBytes:
     parameters: int  # total parameter count of the base model
     trainable: int  # trainable parameter count
     trainable_tensors: tuple[tuple[tuple[int, ...], int], ...]  # (shape, count) of trainable tensors
+    # QLoRA's split of `base` (0 otherwise): the packed 4-/8-bit data of `quantized_params`, and the rest
+    quantized_params: int = 0
+    quantized_data: int = 0
+    unquantized: int = 0
 
     @property
     def total(self) -> int:
@@ -120,4 +124,5 @@ def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> We
     # peft prepare_model_for_kbit_training (peft/utils/other.py): "cast all non INT8 parameters to fp32", every
     # fp16/bf16 parameter (the packed 4-/8-bit weights are uint8/int8 and stay), as the QLoRA recipe calls it.
     rest = (total_params - quantized) * unquantized_bytes(training, recipe)
-    return WeightBytes(data + rest, constants, adapter_bytes, total_params, adapter, tuple(lora_shapes))
+    return WeightBytes(data + rest, constants, adapter_bytes, total_params, adapter, tuple(lora_shapes),
+                       quantized, data, rest)

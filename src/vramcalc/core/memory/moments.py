@@ -1,0 +1,134 @@
+"""The phase model's moments: each phase peaks at one of a few instants, each a sum of named terms.
+
+`memory.estimate` computes every instant it models as a `RawMoment` (a key, a layout of term names and
+components, and the bytes of each term), and a phase's figure is the largest total among its moments. The
+same moments are what `explain` prints and what `timeline` draws, so neither derives the arithmetic a
+second time. Raw moments are plain tuples (a sweep builds millions of them); `name_moments` turns them
+into `Moment`s with `Term`s for the readers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Layout = tuple[tuple[str, str], ...]  # (term name, component) per value
+# (key "phase.instant", layout, bytes per term) of what is alive beyond the base (weights, optimizer state and
+# communication buffers), which every moment of a training step holds.
+RawMoment = tuple[str, Layout, tuple[int, ...]]
+
+_A, _G, _T = "activations", "gradients", "temporaries"
+_BASE: Layout = (("weights", "weights"), ("optimizer state", "optimizer_state"),
+                 ("communication buffers", "communication"))
+
+_ACC = ("gradients (accumulating)", _G)
+_HEAD_G = ("gradients (head)", _G)
+_ALL_G = ("gradients", _G)
+_SAVED = ("saved layer activations", _A)
+_KEPT = ("kept layer inputs", _A)
+_SHARED = ("shared", _A)  # RoPE tables, eager mask, dropout mask
+_COPIES = ("autocast weight copies", _A)
+_HEAD_SAVED = ("head + loss saved", _A)
+_NORM_SAVED = ("final norm saved", _A)
+_RECOMPUTED = ("recomputed layer", _A)
+_LAYER_COPIES = ("its autocast copies", _A)
+_LAST_LAYER = ("last layer's activations", _A)
+_LAYER_FWD = ("layer forward temporaries", _T)
+_LOSS_FWD = ("loss forward temporaries", _T)
+_HEAD_G_FWD = ("head gradient (from forward)", _T)
+_LOSS_BWD = ("loss gradients", _T)
+_HEAD_BWD = ("head backward", _T)
+_LAYER_BWD = ("layer backward temporaries", _T)
+_STEP_T = ("step temporaries", _T)
+_SUMMED = ("gradient being summed", _T)
+
+
+def _layout(*terms: tuple[str, str]) -> Layout:
+    return terms
+
+
+# Without checkpointing (every saving layer keeps its saved set until backward reaches it).
+FWD_LAYER = _layout(_ACC, _SAVED, _SHARED, _COPIES, _LAYER_FWD)
+FWD_LOSS = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_FWD, _HEAD_G_FWD)
+BWD_START = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD)
+BWD_HEAD = _layout(_ACC, _SAVED, _SHARED, _COPIES, _NORM_SAVED, _HEAD_BWD)
+BWD_TOP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _LAYER_BWD)
+BWD_HEAD_STEP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _STEP_T)
+BWD_BOTTOM = _layout(_ALL_G, _SHARED, _LAST_LAYER, _LAYER_COPIES, _LAYER_BWD)
+# With checkpointing (each layer keeps its input; one layer is recomputed in backward).
+FWD_LAYER_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _LAYER_FWD)
+FWD_LOSS_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_FWD, _HEAD_G_FWD)
+BWD_START_CK = _layout(_ACC, _KEPT, _SHARED, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD)
+BWD_HEAD_CK = _layout(_ACC, _KEPT, _SHARED, _NORM_SAVED, _HEAD_BWD)
+BWD_TOP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
+BWD_HEAD_STEP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _STEP_T)
+BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
+# Both, and count-only presets.
+BWD_END = _layout(_ALL_G, _SUMMED)
+STEP = _layout(_ALL_G, _STEP_T)
+STEP_DONE: Layout = ()  # optimizer in backward: nothing left to do in the step phase beyond the base
+FWD_ALL = _layout(_ACC, ("activations (from the preset)", _A))
+BWD_ALL = _layout(_ALL_G, ("activations (from the preset)", _A))
+
+LABELS = {
+    "forward.layer": "forward at the last layer",
+    "forward.loss": "end of forward: loss computed",
+    "forward.all": "forward",
+    "backward.start": "backward starts: loss gradients",
+    "backward.head": "backward at the LM head (loss chunks)",
+    "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",
+    "backward.top": "backward at the top layer",
+    "backward.bottom": "backward at the bottom layer: all gradients exist",
+    "backward.end": "end of backward",
+    "backward.all": "backward",
+    "optimizer_step.step": "optimizer step",
+    "optimizer_step.done": "optimizer step (already done in backward)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One named amount of bytes alive at a moment, and the component it belongs to."""
+
+    name: str
+    component: str
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """One instant of a phase: what is alive then."""
+
+    key: str  # "phase.instant"
+    label: str
+    terms: tuple[Term, ...]
+
+    @property
+    def phase(self) -> str:
+        return self.key.split(".", 1)[0]
+
+    @property
+    def total(self) -> int:
+        return sum(t.bytes for t in self.terms)
+
+    def component(self, name: str) -> int:
+        """Bytes of this moment's terms that belong to component `name`."""
+        return sum(t.bytes for t in self.terms if t.component == name)
+
+
+def name_moments(raw: tuple[RawMoment, ...], base: tuple[int, int, int]) -> tuple[Moment, ...]:
+    """The raw moments of a Breakdown with their terms named, the base (weights, optimizer state,
+    communication) first."""
+    head = tuple(Term(n, c, v) for (n, c), v in zip(_BASE, base, strict=True))
+    return tuple(Moment(key, LABELS[key], head + tuple(Term(n, c, v) for (n, c), v in zip(layout, values, strict=True)))
+                 for key, layout, values in raw)
+
+
+def phase_peaks(base: int, raw: tuple[RawMoment, ...]) -> dict[str, int]:
+    """`base` + the largest moment of each phase, in the order the phases first appear."""
+    peaks: dict[str, int] = {}
+    for key, _, values in raw:
+        phase = key[:key.index(".")]
+        total = base + sum(values)
+        if total > peaks.get(phase, -1):
+            peaks[phase] = total
+    return peaks
