@@ -269,3 +269,30 @@ def test_json_reports_layout_and_host_ram() -> None:
     # 18 bytes per parameter on one node's host (DeepSpeed ZeRO-3 offload_param, zero_init, before × 1.5).
     assert doc["cpu_offload_bytes"] == 18 * MISTRAL_PARAMS
     assert doc["components"]["communication"] == 1_100_000_000
+
+
+def test_autocast_copies_under_full_sharding_are_the_gathered_units_only() -> None:
+    """Issue 18: Llama-2-70B LoRA, amp-bf16, FSDP full-shard on 8 GPUs counted 16-bit autocast copies of the
+    whole model on every GPU (137 GB of 'activations', a 230 GB estimate). Under full sharding only the gathered
+    units (root + current + prefetched layer, memory/distributed.py gathered_params) are cast at once."""
+    from vramcalc.core.memory.distributed import gathered_params
+    from vramcalc.core.params import block_linears
+
+    m = presets.find_model("llama-2-70b")
+    one = TrainingSpec(method="lora", precision="amp-bf16")
+    sharded = replace(one, fsdp="full-shard", gpus_per_node=8)
+    whole = estimate(m, one).details["activations.autocast_weight_copies"]
+    # 2 B × (every block Linear + the head) — the unsharded run's figure, derived from the architecture
+    linear = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
+    assert m.vocab_size is not None and m.hidden_size is not None
+    assert whole == 2 * (linear + m.vocab_size * m.hidden_size)
+    unit, _ = gathered_params(m, sharded)
+    got = estimate(m, sharded).details["activations.autocast_weight_copies"]
+    assert got == -(-whole * unit // count_params(m))  # the gathered share, rounded up
+    assert got < whole // 8  # root + 2 of 80 layers: far less than even an eighth of the model
+    b = estimate(m, sharded)
+    assert b.peak_bytes < 80 * 10**9  # it fits an 80 GB card now (was 218 GB: the whole model's copies)
+    assert any("autocast under full sharding" in n for n in b.notes)
+    # DDP (no sharding) keeps the whole model's copies on every GPU
+    ddp = replace(one, gpus_per_node=8)
+    assert estimate(m, ddp).details["activations.autocast_weight_copies"] == whole

@@ -33,7 +33,7 @@ from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note,
 from vramcalc.core.memory.savers import largest_tensor, layer_residency
 from vramcalc.core.memory.weights import WeightBytes, freeze_fraction, weight_bytes
 from vramcalc.core.params import active_params, block_linears, count_params, head_dim
-from vramcalc.core.units import dtype_bytes
+from vramcalc.core.units import ceil_div, dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -447,11 +447,20 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
     # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
-    autocast_copies = 0
+    autocast_copies = layer_copies = 0
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         linear_params += m.vocab_size * m.hidden_size
         autocast_copies = dtype_bytes(recipe.compute) * linear_params
+        layer_copies = autocast_copies // n_layers
+        if _distributed.sharding_stage(t) == 3:
+            # Full sharding gathers one unit at a time (FSDP MixedPrecision / DeepSpeed gather the 16-bit
+            # copy: torch fsdp _flat_param.py _use_unsharded_views; the saved views are freed with the
+            # unit after forward and gathered again in backward), so the 16-bit copies alive are those of
+            # the gathered units, not of the whole model (issue 18: 137 GB per GPU for a 70B LoRA before).
+            unit, _ = _distributed.gathered_params(m, t)
+            total = count_params(m)
+            autocast_copies = ceil_div(autocast_copies * min(unit, total), total)
     # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
     # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
     # scores softmax writes (the saved set's per-key terms) are transient too.
@@ -472,6 +481,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
                      "in backward with its full activations.")
+    if recipe.autocast and _distributed.sharding_stage(t) == 3:
+        notes.append("autocast under full sharding: the 16-bit weight copies alive are those of the gathered units "
+                     "(FSDP / ZeRO-3 free them with the unit after forward), not of the whole model.")
     if t.ac_every > 1:
         notes.append(f"selective checkpointing: {n_layers // t.ac_every} of {n_layers} layers checkpointed "
                      f"(every {t.ac_every}th, torchtune ac_mode selective); the others keep their activations.")
@@ -485,7 +497,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
         head_saved_t=head.saved, kept_t=saving_layers * residual * m.hidden_size,
-        autocast_copies=autocast_copies, layer_copies=autocast_copies // n_layers if autocast_copies else 0,
+        autocast_copies=autocast_copies, layer_copies=layer_copies,
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
