@@ -71,10 +71,14 @@ LITGPT_LORA = ("--method", "lora", "--precision", "pure-bf16", "--adapter-dtype"
 LITGPT_QLORA = ("--method", "qlora", "--precision", "pure-bf16", "--adapter-dtype", "bf16", "--lora-rank", "8",
                 "--lora-alpha", "16", "--lora-dropout", "0.05", "--lora-targets", "q_proj,v_proj",
                 "--optimizer", "paged-adamw", "--quant-bits", "4")
-# lit-gpt's finetune/lora.py --devices 2: FSDPStrategy(auto_wrap_policy={Block},
+# lit-gpt's finetune/lora.py --devices 2 (b1e4bac1, 2023-10-19): FSDPStrategy(auto_wrap_policy={Block},
 # activation_checkpointing_policy={Block}, state_dict_type="full", limit_all_gathers=True,
-# cpu_offload=False), FULL_SHARD by default.
-LITGPT_FSDP = ("--fsdp", "full-shard", "--grad-checkpointing")
+# cpu_offload=False), FULL_SHARD by default. Lightning 2.1's FSDPStrategy sets use_orig_params=True
+# (lightning/fabric/strategies/fsdp.py), so each Block's one flat parameter, holding both the frozen weights
+# and the LoRA A/B, requires grad: the frozen weights get gradients (--fsdp-frozen-grads). Its loop runs the
+# 127 (or 128/mbs - 1) accumulating micro-batches under fabric.no_backward_sync -> FSDP no_sync, which keeps
+# the unsharded gradients (--grad-sync deferred, the default): each GPU holds every Block's full gradient.
+LITGPT_FSDP = ("--fsdp", "full-shard", "--grad-checkpointing", "--fsdp-frozen-grads", "--grad-sync", "deferred")
 # lit-gpt generate/base.py: batch 1, prompt "Hello, my name is" (~5 tokens with BOS) + 50 new tokens,
 # KV cache sized to prompt + max_new_tokens.
 LITGPT_GEN = ("--mode", "inference", "--batch-size", "1", "--context", "55")

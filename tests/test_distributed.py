@@ -296,3 +296,53 @@ def test_autocast_copies_under_full_sharding_are_the_gathered_units_only() -> No
     # DDP (no sharding) keeps the whole model's copies on every GPU
     ddp = replace(one, gpus_per_node=8)
     assert estimate(m, ddp).details["activations.autocast_weight_copies"] == whole
+
+
+def test_fsdp_no_sync_keeps_unsharded_gradients(mistral) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16: under FSDP's no_sync (HF Trainer / accelerate / Lightning accumulate) every unit's gradient stays
+    unsharded until the last micro-batch (torch fsdp _runtime_utils.py _post_backward_hook; measured by
+    benchmarks/fsdp_grads.py); reducing every micro-batch keeps the shard plus one unit's unsharded gradient."""
+    base = TrainingSpec(precision="bf16", fsdp="full-shard", gpus_per_node=8, grad_accum=4)
+    deferred = estimate(mistral, base)
+    each = estimate(mistral, replace(base, grad_sync="every-micro-batch"))
+    # bf16 gradients of every parameter: 2 B × 7,241,732,096, on every GPU
+    assert deferred.gradients == 2 * MISTRAL_PARAMS == deferred.details["gradients.unsharded_deferred"]
+    assert each.gradients < deferred.gradients // 4  # an eighth plus one layer's unit
+    assert any("no_sync" in n for n in deferred.notes)
+    # one micro-batch: nothing to defer, the two agree
+    single = replace(base, grad_accum=1)
+    assert estimate(mistral, single).gradients == estimate(mistral, replace(single, grad_sync="every-micro-batch")
+                                                          ).gradients
+    # DeepSpeed reduces every micro-batch whatever --grad-sync says
+    z3 = TrainingSpec(precision="bf16", zero=3, gpus_per_node=8, grad_accum=4)
+    assert estimate(mistral, z3).gradients == estimate(mistral, replace(z3, grad_sync="every-micro-batch")).gradients
+
+
+def test_fsdp_frozen_grads_cover_every_layer_unit(mistral) -> None:  # type: ignore[no-untyped-def]
+    """FSDP1 use_orig_params=True: a unit whose flat parameter holds adapters and frozen weights requires grad as a
+    whole (torch fsdp _flat_param.py), so with no_sync each GPU holds every layer's full gradient (litgpt LoRA FSDP,
+    published readings: 22.18 GB per GPU for Llama-2-7B on 2 GPUs)."""
+    from vramcalc.core.memory.distributed import layer_and_root_params
+
+    lora = TrainingSpec(method="lora", precision="pure-bf16", adapter_dtype="bf16", fsdp="full-shard",
+                        gpus_per_node=2, grad_accum=128)
+    plain = estimate(mistral, lora)
+    flat = estimate(mistral, replace(lora, fsdp_frozen_grads=True))
+    layer, root = layer_and_root_params(mistral)
+    assert mistral.num_layers is not None
+    assert layer * mistral.num_layers + root == MISTRAL_PARAMS
+    frozen = 2 * layer * mistral.num_layers  # bf16 gradient of every layer weight; the root unit has no adapter
+    assert flat.details["gradients.frozen_in_units"] == frozen
+    assert flat.gradients == plain.gradients + frozen  # unsharded: the adapters' and the frozen weights' gradients
+    synced = estimate(mistral, replace(lora, fsdp_frozen_grads=True, grad_sync="every-micro-batch"))
+    one_unit = -(-flat.gradients // mistral.num_layers)
+    assert synced.gradients == -(-flat.gradients // 2) + one_unit  # the shard of the flat grads + one unit
+
+
+@pytest.mark.parametrize("args", [["--method", "lora", "--fsdp-frozen-grads"],
+                                  ["--method", "full", "--fsdp", "full-shard", "--fsdp-frozen-grads"]])
+def test_fsdp_frozen_grads_needs_lora_under_fsdp(args: list[str]) -> None:
+    result = runner.invoke(app, ["estimate", "mistral-7b", *args])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: --fsdp-frozen-grads is about LoRA adapters sharing FSDP units with "
+                                     "frozen weights: use it with --method lora and --fsdp, or drop it")

@@ -22,7 +22,8 @@ _CTX = "vramcalc_context"
 _PANEL_OF: dict[str, str] = {
     **dict.fromkeys(("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype", "quant_bits",
                      "double_quant", "kbit_prep", "freeze_layers", "train_head"), "LoRA, QLoRA and freeze"),
-    **dict.fromkeys(("gpus_per_node", "nodes", "zero", "fsdp", "offload", "tp", "pp", "sequence_parallel"),
+    **dict.fromkeys(("gpus_per_node", "nodes", "zero", "fsdp", "offload", "tp", "pp", "sequence_parallel",
+                     "grad_sync", "fsdp_frozen_grads"),
                     "Multi-GPU"),
     **dict.fromkeys(("mode", "context", "weight_dtype", "kv_dtype", "quant_group_size"), "Inference"),
     **dict.fromkeys(("loss", "loss_chunks", "ac_every", "activation_offload", "optimizer_in_bwd"), "Memory savers"),

@@ -27,6 +27,10 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
     if t.gpus_per_node * t.nodes > 1 or t.zero or t.fsdp != "none" or t.offload != "none":
         out.update(gpus_per_node=t.gpus_per_node, nodes=t.nodes, zero=t.zero, fsdp=t.fsdp, offload=t.offload,
                    tp=t.tp, pp=t.pp, sequence_parallel=t.sequence_parallel)
+        if t.fsdp != "none" and t.grad_accum > 1:
+            out["grad_sync"] = t.grad_sync
+        if t.fsdp_frozen_grads:
+            out["fsdp_frozen_grads"] = True
     if t.mode == "inference":
         out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
                    tp=t.tp, pp=t.pp)
@@ -62,7 +66,9 @@ def assumptions(t: TrainingSpec) -> str:
         strategy = f"ZeRO-{t.zero}" if t.zero else f"FSDP {t.fsdp}" if t.fsdp != "none" else "DDP"
         parts.append(f"{gpus} GPU{'s' if gpus > 1 else ''} ({t.gpus_per_node}/node × {t.nodes}), {strategy}"
                      + (f", tp {t.tp}" if t.tp > 1 else "") + (f", pp {t.pp}" if t.pp > 1 else "")
-                     + (f", offload {t.offload}" if t.offload != "none" else ""))
+                     + (f", offload {t.offload}" if t.offload != "none" else "")
+                     + (f", gradients reduced {t.grad_sync}" if t.fsdp != "none" and t.grad_accum > 1 else "")
+                     + (", frozen weights' gradients (FSDP1 flat units)" if t.fsdp_frozen_grads else ""))
     savers = _saver_settings(t)
     if savers:
         parts.append("savers: " + ", ".join(k.replace("_", "-") + ("" if v is True else f" {v}")

@@ -20,6 +20,7 @@ from vramcalc.core.vocab import (
     ADAPTER_DTYPES,
     ATTENTIONS,
     FSDP_STRATEGIES,
+    GRAD_SYNCS,
     KV_DTYPES,
     LOSSES,
     METHODS,
@@ -96,6 +97,13 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("tp", int, 1, "Tensor-parallel degree."),
     Opt("pp", int, 1, "Pipeline-parallel degree."),
     Opt("sequence_parallel", bool, False, "Megatron sequence parallelism (with --tp)."),
+    Opt("grad_sync", GRAD_SYNCS, "deferred",
+        "FSDP with --grad-accum > 1: deferred (no_sync until the last micro-batch: HF Trainer, accelerate, "
+        "Lightning Fabric) keeps each GPU's gradients unsharded; every-micro-batch (torchtune, accelerate "
+        "sync_each_batch) reduce-scatters them after each micro-batch."),
+    Opt("fsdp_frozen_grads", bool, False,
+        "FSDP1 use_orig_params=True with LoRA adapters inside the layer units (Lightning Fabric, litgpt): each "
+        "unit's flat parameter requires grad, so its frozen weights get gradients too."),
     Opt("context", int, None, "Inference context in tokens (sets --seq-len)."),
     Opt("weight_dtype", WEIGHT_DTYPES, "auto",
         "Inference weight format (auto: the precision's)."),

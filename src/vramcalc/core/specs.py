@@ -17,6 +17,7 @@ from vramcalc.core.vocab import (
     ATTENTION_KINDS,
     ATTENTIONS,
     FSDP_STRATEGIES,
+    GRAD_SYNCS,
     HIDDEN_ACTS,
     KV_DTYPES,
     LOSSES,
@@ -36,6 +37,7 @@ from vramcalc.core.vocab import (
     Attention,
     AttentionKind,
     FsdpStrategy,
+    GradSync,
     HiddenAct,
     KvDtype,
     LossName,
@@ -298,6 +300,8 @@ class TrainingSpec:
     tp: int = 1  # tensor parallel degree (Megatron)
     pp: int = 1  # pipeline parallel degree
     sequence_parallel: bool = False  # Megatron sequence parallelism (needs tp > 1)
+    grad_sync: GradSync = "deferred"  # FSDP + accumulation: no_sync until the last micro-batch, or reduce each
+    fsdp_frozen_grads: bool = False  # FSDP1 use_orig_params: a unit mixing adapters and frozen weights grads all
     # Inference (memory/inference.py): seq_len is the context (prompt + generated tokens).
     weight_dtype: WeightDtype = "auto"  # auto: the precision's weight dtype
     kv_dtype: KvDtype = "auto"  # auto: the compute dtype
@@ -313,6 +317,7 @@ class TrainingSpec:
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
         "optimizer_impl": OPTIMIZER_IMPLS, "attention": ATTENTIONS, "adapter_dtype": ADAPTER_DTYPES,
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
+        "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
@@ -340,6 +345,9 @@ class TrainingSpec:
             hint = "FSDP's CPUOffload moves parameters: use --offload params" if self.fsdp != "none" \
                 else "add --zero 1, 2 or 3"
             raise SpecError("", f"optimizer offload needs ZeRO: {hint}")
+        if self.fsdp_frozen_grads and (self.fsdp == "none" or self.method != "lora"):
+            raise SpecError("", "--fsdp-frozen-grads is about LoRA adapters sharing FSDP units with frozen weights: "
+                            "use it with --method lora and --fsdp, or drop it")
         if self.sequence_parallel and self.tp == 1:
             raise SpecError("", "sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
         if self.mode == "inference":

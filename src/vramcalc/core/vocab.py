@@ -33,6 +33,9 @@ Vendor = Literal["nvidia", "amd", "intel", "apple", "other"]
 ZeroStage = Literal[0, 1, 2, 3]
 FsdpStrategy = Literal["none", "full-shard", "shard-grad-op", "hybrid-shard", "no-shard"]
 Offload = Literal["none", "optimizer", "params"]
+# When accumulated gradients are reduced under FSDP: after the last micro-batch (no_sync before it: HF Trainer,
+# accelerate, Lightning Fabric) or after every micro-batch (torchtune, accelerate sync_each_batch=True).
+GradSync = Literal["deferred", "every-micro-batch"]
 WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
 # Memory savers (memory/loss.py): how the loss is computed from the last hidden states.
@@ -61,6 +64,7 @@ VENDORS: tuple[Vendor, ...] = get_args(Vendor)
 ZERO_STAGES: tuple[ZeroStage, ...] = get_args(ZeroStage)
 FSDP_STRATEGIES: tuple[FsdpStrategy, ...] = get_args(FsdpStrategy)
 OFFLOADS: tuple[Offload, ...] = get_args(Offload)
+GRAD_SYNCS: tuple[GradSync, ...] = get_args(GradSync)
 WEIGHT_DTYPES: tuple[WeightDtype, ...] = get_args(WeightDtype)
 KV_DTYPES: tuple[KvDtype, ...] = get_args(KvDtype)
 UNITS: tuple[Unit, ...] = get_args(Unit)

@@ -244,6 +244,28 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
         w = w + ceil_div(w, d)
         notes.append("FSDP shard-grad-op: parameters stay unsharded from forward through backward, so "
                      "each GPU holds the full weights plus its shard.")
+    # FSDP1 with use_orig_params=True flattens each unit into one FlatParameter that requires grad when any
+    # of its parameters does (torch/distributed/fsdp/_flat_param.py _validate_tensors_to_flatten: "logical OR";
+    # the FSDP docstring warns of "higher than expected gradient memory usage"): LoRA adapters inside the
+    # decoder-layer units (Lightning Fabric's FSDPStrategy sets use_orig_params=True, litgpt wraps per Block)
+    # give every layer's frozen weights a gradient in the flat parameter's dtype. The root unit (embeddings,
+    # final norm, head) holds no adapter and stays frozen.
+    unit_grads = g_full = mp(s.gradients)
+    if t.fsdp_frozen_grads and model.has_architecture:
+        assert model.num_layers is not None
+        layer, _ = layer_and_root_params(model)
+        unit_grads = g_full + mp(layer * model.num_layers * s.grad_elem_bytes)
+        one_unit = ceil_div(unit_grads, model.num_layers)
+        if stage >= 2:
+            g = ceil_div(unit_grads, d) + (one_unit if stage == 3 else 0)
+            gathered_g = one_unit if stage == 3 else 0
+            if stage == 3:
+                details["gradients.unsharded_unit"] = gathered_g
+        else:
+            g = unit_grads
+        details["gradients.frozen_in_units"] = unit_grads - g_full
+        notes.append("FSDP1 flat units (--fsdp-frozen-grads): each decoder layer's flat parameter requires grad "
+                     "because its adapters do, so the frozen weights get gradients too (use_orig_params=True).")
     # CPU offload (ZeRO-Offload, Ren et al. 2021; ZeRO-Infinity; FSDP CPUOffload(offload_params=True)):
     # the optimizer runs on the CPU over the partitions, so its states and gradients live in host RAM.
     host = 0
@@ -262,6 +284,19 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
     if t.offload == "params":
         host += w - gathered_w
         w = gathered_w
+    # Gradient accumulation under FSDP's no_sync (HF Trainer's and accelerate's accumulate, Lightning Fabric's
+    # no_backward_sync): the post-backward hook returns before the reduce-scatter and leaves each unit's
+    # unsharded gradient in FlatParameter.grad until the last micro-batch (torch/distributed/fsdp/
+    # _runtime_utils.py _post_backward_hook `if not state._sync_gradients`; no_sync's docstring: "FSDP will
+    # accumulate the full model gradients (instead of gradient shards)"); FSDP2's set_requires_gradient_sync(False)
+    # keeps them unsharded too. They stay on the GPU under CPUOffload. DeepSpeed reduces every micro-batch.
+    if t.fsdp in ("full-shard", "shard-grad-op", "hybrid-shard") and t.grad_accum > 1 and t.grad_sync == "deferred":
+        g = unit_grads
+        gathered_g = 0
+        details["gradients.unsharded_deferred"] = g
+        notes.append(f"FSDP gradient accumulation with no_sync (--grad-sync deferred, HF Trainer / accelerate / "
+                     f"Lightning): each GPU keeps the unsharded gradients until micro-batch {t.grad_accum}; "
+                     "--grad-sync every-micro-batch reduce-scatters each one (torchtune, sync_each_batch).")
     # Communication buffers, per GPU.
     comm = 0
     if dp > 1 or stage:
