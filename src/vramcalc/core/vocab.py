@@ -40,6 +40,8 @@ WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4"
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
 # Memory savers (memory/loss.py): how the loss is computed from the last hidden states.
 LossName = Literal["hf", "chunked", "fused-linear", "cut"]
+# Where `vramcalc trace` runs the step: fake tensors on the CPU, or the real CUDA device.
+TraceDevice = Literal["fake", "cuda"]
 # Output.
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]
@@ -65,6 +67,7 @@ ZERO_STAGES: tuple[ZeroStage, ...] = get_args(ZeroStage)
 FSDP_STRATEGIES: tuple[FsdpStrategy, ...] = get_args(FsdpStrategy)
 OFFLOADS: tuple[Offload, ...] = get_args(Offload)
 GRAD_SYNCS: tuple[GradSync, ...] = get_args(GradSync)
+TRACE_DEVICES: tuple[TraceDevice, ...] = get_args(TraceDevice)
 WEIGHT_DTYPES: tuple[WeightDtype, ...] = get_args(WeightDtype)
 KV_DTYPES: tuple[KvDtype, ...] = get_args(KvDtype)
 UNITS: tuple[Unit, ...] = get_args(Unit)

@@ -44,7 +44,7 @@ from typing import Any
 from vramcalc.core.errors import VramcalcError
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 
-__all__ = ["TraceResult", "hf_config_dict", "trace", "trace_module_step"]
+__all__ = ["TraceResult", "hf_config_dict", "trace", "trace_cuda", "trace_module_step"]
 
 _MISSING = "vramcalc trace needs the 'trace' extra: pip install '.[trace]' (from a checkout of the repository)"
 
@@ -80,6 +80,17 @@ def trace(model: ModelSpec, training: TrainingSpec) -> Any:
     from vramcalc.trace._run import trace as impl
 
     return impl(model, training)
+
+
+def trace_cuda(model: ModelSpec, training: TrainingSpec, *, variable_lengths: bool = False, steps: int = 2) -> Any:
+    """Run the same training step on the real CUDA device (random weights); return a CudaReading.
+
+    Refuses in one line (BadInput, exit 2) without a CUDA device (see `vramcalc.trace._cuda_run`).
+    """
+    _require("torch", "transformers")
+    from vramcalc.trace._cuda_run import run_cuda
+
+    return run_cuda(model, training, variable_lengths=variable_lengths, steps=steps)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,9 @@
 """`vramcalc trace`: run one real training step under FakeTensorMode and compare it with the estimate.
 
+`--device cuda` runs the same step on the real GPU instead (trace/_cuda_run.py: random weights from the
+config) and compares the estimate's tensor, reserved and device peaks with `max_memory_allocated`,
+`max_memory_reserved` and NVML's used memory. Without CUDA it refuses in one line (exit 2).
+
 Needs the `trace` extra (torch, transformers, peft); imported lazily, so `vramcalc estimate` never
 loads torch. Exit codes as for `estimate`: 2 for bad input or a missing extra (one line on stderr).
 """
@@ -15,6 +19,29 @@ from vramcalc.cli.options import with_estimate_options
 from vramcalc.cli.output import emit, fail
 from vramcalc.core.errors import BadInput
 from vramcalc.core.options import OptionValues
+from vramcalc.core.vocab import TraceDevice
+
+DeviceOpt = Annotated[TraceDevice, typer.Option(
+    "--device", help="fake: trace on fake tensors (no GPU); cuda: run the step on this machine's GPU and read "
+                     "max_memory_allocated, max_memory_reserved and NVML.")]
+VariableOpt = Annotated[bool, typer.Option(
+    "--variable-lengths/--fixed-lengths", help="With --device cuda: right-padded batches of random length up to "
+                                                "--seq-len (a dynamic-padding collator), or all --seq-len.")]
+StepsOpt = Annotated[int, typer.Option("--steps", min=1, max=64,
+                                       help="With --device cuda: measured steps after the warm-up step.")]
+
+
+def compare_cuda(b: Any, r: Any) -> dict[str, Any]:
+    """Estimate (Breakdown) vs a real-GPU CudaReading: bytes, and the error of each figure in percent."""
+    context = int(b.details.get("overhead.cuda_context", 0))
+    est = {"tensor_peak_bytes": b.tensor_peak_bytes, "reserved_peak_bytes": b.reserved_peak_bytes,
+           "device_peak_bytes": b.reserved_peak_bytes + context, "peak_bytes": b.peak_bytes,
+           "peak_phase": b.peak_phase}
+    nvml = r.nvml_used_bytes
+    error = {"allocated_pct": _error_pct(b.tensor_peak_bytes, r.max_allocated_bytes),
+             "reserved_pct": _error_pct(b.reserved_peak_bytes, r.max_reserved_bytes),
+             "nvml_pct": _error_pct(b.reserved_peak_bytes + context, nvml) if nvml else None}
+    return {"estimate": est, "measured": r.as_dict(), "error": error}
 
 
 def _error_pct(est: int, ref: int) -> float | None:
@@ -57,9 +84,13 @@ def trace_command(
     opts: OptionValues,
     fmt: FormatOpt = "table",
     units: UnitsOpt = "GB",
+    device: DeviceOpt = "fake",
+    variable_lengths: VariableOpt = False,
+    steps: StepsOpt = 2,
 ) -> None:
     """Trace one training step of the real transformers model (fake tensors, no GPU) and compare.
 
+    --device cuda runs it on the GPU with random weights and reads the real allocator and NVML.
     Example: vramcalc trace qwen2.5-0.5b --method lora --seq-len 1024
     """
     from vramcalc.core.errors import VramcalcError
@@ -77,9 +108,20 @@ def trace_command(
             raise BadInput("trace runs on one GPU: drop --gpus/--nodes/--tp/--pp/--zero/--fsdp/--offload "
                            "(the estimate is per GPU of the sharded run)")
         breakdown = run_estimate(spec, training)
-        result = trace(spec, training)
+        if device == "cuda":
+            from vramcalc.trace import trace_cuda
+
+            reading = trace_cuda(spec, training, variable_lengths=variable_lengths, steps=steps)
+        elif variable_lengths or steps != 2:
+            raise BadInput("--variable-lengths and --steps apply to --device cuda (the fake trace runs two "
+                           "fixed-length steps): add --device cuda or drop them")
+        else:
+            result = trace(spec, training)
     except (VramcalcError, OptionError, NotImplementedError) as e:
         raise fail(e) from None
+    if device == "cuda":
+        _print_cuda(spec.name, compare_cuda(breakdown, reading), fmt, units)
+        return
     doc = compare(breakdown, result)
     if fmt in ("json", "yaml"):
         emit({"model": spec.name, "units": "bytes", **doc}, fmt)
@@ -116,6 +158,46 @@ def trace_command(
     for k, v in result.by_category_at_peak.items():
         cat.add_row(k, _fmt(v, units))
     rich_console().print(cat)
+
+
+def _print_cuda(name: str, doc: dict[str, Any], fmt: str, units: str) -> None:
+    """The real-GPU comparison as JSON/YAML, CSV, markdown or a rich table."""
+    if fmt in ("json", "yaml"):
+        emit({"model": name, "units": "bytes", "device": "cuda", **doc}, fmt)
+        return
+    e, m, err = doc["estimate"], doc["measured"], doc["error"]
+    nvml = m["nvml_used"]
+    metrics = [("tensor peak vs max_memory_allocated", e["tensor_peak_bytes"], m["max_memory_allocated"],
+                err["allocated_pct"]),
+               ("reserved peak vs max_memory_reserved", e["reserved_peak_bytes"], m["max_memory_reserved"],
+                err["reserved_pct"]),
+               ("reserved + CUDA context vs NVML used", e["device_peak_bytes"], nvml, err["nvml_pct"])]
+    if fmt == "csv":
+        from vramcalc.cli.output import csv_text
+
+        keys = ("metric", "estimate_bytes", "measured_bytes", "error_pct")
+        typer.echo(csv_text(list(keys), [dict(zip(keys, row, strict=True)) for row in metrics]), nl=False)
+        return
+    env = m["environment"]
+    title = (f"{name} on {env.get('gpu', '?')} (driver {env.get('driver', '?')}, torch {env.get('torch', '?')}, "
+             f"CUDA {env.get('cuda', '?')}): lengths {', '.join(map(str, m['lengths']))}")
+    rows = [(label, _fmt(a, units), _fmt(b, units) if b is not None else m["nvml_source"], _pct(x))
+            for label, a, b, x in metrics]
+    if fmt == "markdown":
+        lines = [f"### {title}", "", "| | estimate | measured | error |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+        lines += ["", *(f"- {n}" for n in m["notes"])]
+        typer.echo("\n".join(lines))
+        return
+    from rich.table import Table
+
+    tbl = Table("", "estimate", "measured", "error", show_edge=False, title=title, title_justify="left")
+    for r in rows:
+        tbl.add_row(*r)
+    console = rich_console()
+    console.print(tbl)
+    for n in m["notes"]:
+        console.print(f"note: {n}", highlight=False, soft_wrap=True)
 
 
 def _fmt(n: int, units: str) -> str:
