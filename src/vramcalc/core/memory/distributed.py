@@ -290,9 +290,12 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
     # _runtime_utils.py _post_backward_hook `if not state._sync_gradients`; no_sync's docstring: "FSDP will
     # accumulate the full model gradients (instead of gradient shards)"); FSDP2's set_requires_gradient_sync(False)
     # keeps them unsharded too. They stay on the GPU under CPUOffload. DeepSpeed reduces every micro-batch.
+    # benchmarks/fsdp_grads.py measures both rules on two CPU processes (torch 2.13: 278,528 gradient elements
+    # per process under no_sync = every block parameter, frozen ones included; 139,264 synced = the shard).
     if t.fsdp in ("full-shard", "shard-grad-op", "hybrid-shard") and t.grad_accum > 1 and t.grad_sync == "deferred":
         g = unit_grads
         gathered_g = 0
+        details.pop("gradients.unsharded_unit", None)  # part of the whole unsharded set now
         details["gradients.unsharded_deferred"] = g
         notes.append(f"FSDP gradient accumulation with no_sync (--grad-sync deferred, HF Trainer / accelerate / "
                      f"Lightning): each GPU keeps the unsharded gradients until micro-batch {t.grad_accum}; "
