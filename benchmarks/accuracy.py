@@ -23,7 +23,8 @@ LoRA all-linear and QLoRA NF4; batch 2 × seq 1024, AdamW (fused). Written to ac
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing] [--jobs 2] [--retrace] [--only SUBSTRING]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing]
+        [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
 from __future__ import annotations

@@ -270,7 +270,8 @@ UNMODELLED_KEYS: dict[str, str] = {
     "use_galore": "GaLore projected optimizer states",
     "use_apollo": "APOLLO projected optimizer states",
     "use_badam": "BAdam block-wise updates",
-    "pissa_init": "PiSSA initialisation",
+    # (pissa_init is not here: PiSSA changes the initial values of the adapters and the base weights, not
+    # their sizes (peft tuners/lora/layer.py pissa_init); the SVD runs once before training.)
     "use_dora": "DoRA (a magnitude vector and more saved activations)",
     "shift_attn": "shift short attention",
     "quantization_method": "a non-bitsandbytes quantization",

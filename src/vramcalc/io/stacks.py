@@ -90,8 +90,8 @@ def parse_stack(data: Any, path: str, name: str | None = None) -> Stack:
     try:
         raw = _StackFile.model_validate(data)
     except ValidationError as e:
-        problems = [f"{'.'.join(map(str, err['loc'])) or 'file'}: {err['msg']}" for err in e.errors()]
-        raise PresetFileError(path, problems) from None
+        fields = [f"{'.'.join(map(str, err['loc'])) or 'file'}: {err['msg']}" for err in e.errors()]
+        raise PresetFileError(path, fields) from None
     problems: list[str] = []
     if raw.name not in STACKS or (name is not None and raw.name != name):
         problems.append(f"name: {raw.name!r} must be the file's name, one of {', '.join(STACKS)}")
