@@ -118,6 +118,15 @@ def _changes_text(changes: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table after a blank line, numbers (every column but the first and the last) right-aligned."""
+    if not rows:
+        return []
+    align = ["---", *(["---:"] * (len(head) - 2)), "---"]
+    return ["", "| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
 def _stacks_text(stacks: list[str]) -> str:
     return ", ".join(stacks) if stacks else "no stack preset (set the option)"
 
@@ -179,20 +188,13 @@ def _print_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
     if fmt == "markdown":
         lines = [f"### {head}", "", "| limit | value |", "| --- | ---: |"]
         lines += [f"| {label} | {_limit_text(doc, key)} |" for label, key in limits]
-        if doc["suggestions"]:
-            lines += ["", "| change | peak | status |", "| --- | ---: | --- |"]
-            lines += [
-                f"| `{_changes_text(s['changes'])}` | {format_bytes(s['peak_bytes'], units)} "
-                f"| {s['status']} |"
-                for s in doc["suggestions"]
-            ]
-        if doc["savers"]:
-            lines += ["", "| saver | saves | peak | offered by |", "| --- | ---: | ---: | --- |"]
-            lines += [
-                f"| `{_changes_text(g['changes'])}` | {format_bytes(g['saved_bytes'], units)} "
-                f"| {format_bytes(g['peak_bytes'], units)} | {_stacks_text(g['stacks'])} |"
-                for g in doc["savers"]
-            ]
+        lines += _md_table(["change", "peak", "status"], [
+            [f"`{_changes_text(s['changes'])}`", format_bytes(s["peak_bytes"], units), s["status"]]
+            for s in doc["suggestions"]])
+        lines += _md_table(["saver", "saves", "peak", "offered by"], [
+            [f"`{_changes_text(g['changes'])}`", format_bytes(g["saved_bytes"], units),
+             format_bytes(g["peak_bytes"], units), _stacks_text(g["stacks"])]
+            for g in doc["savers"]])
         lines += [""] + [f"- {n}" for n in doc["notes"]]
         typer.echo("\n".join(lines) + "\n", nl=False)
         return
