@@ -116,3 +116,13 @@ def test_every_option_but_the_run_shape_can_be_a_stack_default() -> None:
     from vramcalc.io.stacks import NOT_STACK_OPTIONS
 
     assert NOT_STACK_OPTIONS < {o.name for o in OPTIONS}
+
+
+def test_explain_diff_side_applies_its_stack(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = invoke(["explain", "llama-3.2-1b", "--method", "qlora", "--diff", "", "--stack unsloth",
+                           "--format", "json"], capsys)
+    _, est, _ = invoke(["estimate", "llama-3.2-1b", "--method", "qlora", "--stack", "unsloth", "--format", "json"],
+                       capsys)
+    text = out.replace(" ", "")
+    # side B is the estimate of the same run with the stack: its defaults applied, not only its name
+    assert code == 0 and str(json.loads(est)["peak_bytes"]) in text
