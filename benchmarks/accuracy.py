@@ -23,7 +23,8 @@ LoRA all-linear and QLoRA NF4; batch 2 × seq 1024, AdamW (fused). Written to ac
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers] [--jobs 2] [--retrace] [--only SUBSTRING]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing]
+        [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
 from __future__ import annotations
@@ -103,6 +104,34 @@ def saver_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The packing grid (`--grid packing`, issue 13): 4 architectures (gpt2: MHA, learned positions; qwen2.5-0.5b and
+# llama-3.2-1b: GQA, 152k / 128k vocabularies; tinyllama-1.1b: GQA, 32k) x 4 layouts (packed and padding-free
+# under sdpa, padding-free under eager and under flash), the method cycling through full pure-bf16, LoRA
+# all-linear and QLoRA NF4; batch 4 x seq 1024 (padding-free: one row of 4,096), checkpointing on for every
+# other case. Written to accuracy_packing.{json,md}.
+PACKING_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("packed sdpa", {"packing": "packed", "attention": "sdpa"}),
+    ("padding-free sdpa", {"packing": "padding-free", "attention": "sdpa"}),
+    ("padding-free eager", {"packing": "padding-free", "attention": "eager"}),
+    ("padding-free flash", {"packing": "padding-free", "attention": "flash"}),
+)
+
+
+def packing_grid() -> list[dict[str, Any]]:
+    cases = []
+    for mi, model in enumerate(SAVER_MODELS):
+        for ri, (layout, kw) in enumerate(PACKING_RUNS):
+            label, mkw = SAVER_METHODS[(mi + ri) % len(SAVER_METHODS)]
+            gc = (mi + ri) % 2 == 1
+            opts = dict(mkw, batch_size=4, seq_len=1024, grad_checkpointing=gc, **kw)
+            cases.append({"id": f"{model} | {label} | {layout} | {'gc' if gc else 'no-gc'} | b4 s1024",
+                          "model": model, "method": label, "training": opts})
+    return cases
+
+
+GRIDS = {"base": lambda: grid(), "savers": lambda: saver_grid(), "packing": lambda: packing_grid()}
+
+
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
     return presets.find_model(case["model"]), TrainingSpec(**case["training"])
 
@@ -164,10 +193,11 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, grid_name: str = "base") -> str:
     g = 1e9
-    savers = grid_name == "savers"
-    lines = ["# Estimator vs tracer" + (" (memory savers, issue 13)" if savers else ""), "",
+    title = {"savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)"}
+    lines = ["# Estimator vs tracer" + title.get(grid_name, ""), "",
              f"{len(rows)} cases; tracer on {versions}. Reproduce: "
-             f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2{' --grid savers' if savers else ''}`. "
+             f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2"
+             f"{'' if grid_name == 'base' else ' --grid ' + grid_name}`. "
              "Error = (estimate − trace) / trace.", "",
              "| metric | median abs % | p90 abs % | max abs % | worst under-estimate % |",
              "| --- | ---: | ---: | ---: | ---: |"]
@@ -191,14 +221,15 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--retrace", action="store_true", help="ignore the trace cache")
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
-    ap.add_argument("--grid", choices=("base", "savers"), default="base",
-                    help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases")
+    ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
+                    help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
+                    "packing cases")
     args = ap.parse_args()
     versions = _versions()
     cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
         cache = {"versions": versions, "traces": {}}
-    cases = [c for c in (saver_grid() if args.grid == "savers" else grid()) if args.only in c["id"]]
+    cases = [c for c in GRIDS[args.grid]() if args.only in c["id"]]
     todo = [c for c in cases if c["id"] not in cache["traces"]]
     if todo:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -211,7 +242,7 @@ def main() -> None:
     summ = summary(rows)
     RESULTS.mkdir(exist_ok=True)
     if not args.only:
-        name = "accuracy_savers" if args.grid == "savers" else "accuracy"
+        name = "accuracy" if args.grid == "base" else f"accuracy_{args.grid}"
         (RESULTS / f"{name}.json").write_text(json.dumps({"versions": versions, "summary": summ, "cases": rows},
                                                         indent=1))
         (RESULTS / f"{name}.md").write_text(markdown(rows, summ, versions, args.grid))

@@ -64,9 +64,12 @@ def test_axolotl() -> None:
         "grad_checkpointing": True,
         "optimizer": "adamw-8bit",  # adamw_bnb_8bit
         "precision": "bf16",  # bf16: auto, LoRA: a bf16 base (adapters stay fp32)
+        "attention": "flash",  # flash_attention: true (flash_attention_2)
+        "packing": "packed",  # sample_packing: true (multipack rows, position_ids restart)
+        "stack": "axolotl",  # an axolotl file: axolotl's stack preset fills what it leaves out
     }
     assert {"datasets", "learning_rate", "output_dir"} <= set(run.ignored)
-    assert "sample_packing" in run.mapped  # packed rows are full rows of sequence_len, as estimated
+    assert {"sample_packing", "flash_attention"} <= set(run.mapped)
     assert resolve_model(run.model or "")[0].name == "mistral-7b"  # the hub id is a preset alias
 
 
@@ -224,7 +227,7 @@ def test_trl_keys_are_mapped(tmp_path: Path) -> None:
 
 
 def test_unmodelled_memory_keys_are_named_in_full(tmp_path: Path) -> None:
-    keys = dict.fromkeys(("torch_compile", "padding_free", "activation_offloading", "auto_find_batch_size"), True)
+    keys = dict.fromkeys(("torch_compile", "auto_find_batch_size", "optim_target_modules"), True)
     filler = {f"harmless_{i}": 1 for i in range(20)}  # more than the 12 ignored keys the note shows
     import json
 
@@ -320,3 +323,48 @@ def test_deepspeed_run_validates_against_the_estimate_schema(tmp_path: Path) -> 
     run = runfiles.load(_json(tmp_path, "ds.json", '{"zero_optimization": {"stage": 2, "reduce_bucket_size": 2e8}}'))[0]
     prop = schema["$defs"]["estimate"]["properties"]["config_source"]
     jsonschema.validate(run.source_doc(), prop)  # kind deepspeed and the unmodelled list are in the schema
+
+
+def test_trl_packing_loss_and_offload_keys_are_mapped(tmp_path: Path) -> None:
+    import json
+
+    # TRL sft_config.py: packing with the default strategy bfd turns padding_free on; loss_type chunked_nll;
+    # activation_offloading; a TRL file picks the trl stack (its defaults fill what the file leaves out).
+    run = runfiles.load(_json(tmp_path, "sft.json", json.dumps(
+        {"output_dir": "o", "packing": True, "loss_type": "chunked_nll", "activation_offloading": True,
+         "model_init_kwargs": {"attn_implementation": "flash_attention_2"}})))[0]
+    assert run.unmodelled == []
+    assert {k: run.options[k] for k in ("packing", "loss", "activation_offload", "attention", "stack")} == {
+        "packing": "padding-free", "loss": "chunked", "activation_offload": True, "attention": "flash",
+        "stack": "trl"}
+    wrapped = runfiles.load(_json(tmp_path, "w.json", json.dumps(
+        {"output_dir": "o", "packing": True, "packing_strategy": "wrapped"})))[0]
+    assert wrapped.options["packing"] == "none"  # full rows of max_length, no position_ids restart
+    plain = runfiles.load(_json(tmp_path, "p.json", '{"output_dir": "o"}'))[0]
+    assert "stack" not in plain.options  # plain TrainingArguments: the hf stack (vramcalc's defaults)
+
+
+def test_a_stack_fills_what_the_file_leaves_out(tmp_path: Path) -> None:
+    from vramcalc.cli.runs import stack_defaults
+
+    run = runfiles.load(_json(tmp_path, "sft.json", '{"output_dir": "o", "max_length": 4096}'))[0]
+    values = OptionValues(values={}, stacks=stack_defaults).run(run.options)
+    # presets/stacks/trl.yaml: gradient_checkpointing True and loss chunked_nll; max_length is the file's
+    assert (values["grad_checkpointing"], values["loss"], values["seq_len"]) == (True, "chunked", 4096)
+    assert set(values["stack_set"]) == {"grad_checkpointing", "loss"}
+    flagged = OptionValues(values={"loss": "hf"}, given={"loss"}, stacks=stack_defaults).run(run.options)
+    assert flagged["loss"] == "hf" and "loss" not in flagged["stack_set"]  # the command line wins
+
+
+def test_axolotl_and_llama_factory_saver_keys(tmp_path: Path) -> None:
+    ax = runfiles.load(_json(tmp_path, "ax.yaml", (
+        "base_model: mistral-7b\nchunked_cross_entropy: true\nchunked_cross_entropy_num_chunks: 4\n"
+        "gradient_checkpointing_offload: true\n")))[0]
+    assert ax.unmodelled == []
+    assert (ax.options["loss"], ax.options["loss_chunks"], ax.options["activation_offload"]) == ("chunked", 4, True)
+    lf = runfiles.load(_json(tmp_path, "lf.yaml", (
+        "model_name_or_path: mistral-7b\nstage: sft\nfinetuning_type: lora\nneat_packing: true\n"
+        "flash_attn: fa2\n")))[0]
+    assert (lf.options["packing"], lf.options["attention"], lf.options["stack"]) == ("packed", "flash",
+                                                                                     "llama-factory")
+    assert {"neat_packing", "flash_attn"} <= set(lf.mapped)

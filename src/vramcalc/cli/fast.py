@@ -72,4 +72,6 @@ def parse(argv: list[str], own_table: tuple[Opt, ...]) -> tuple[str | None, Opti
         seen.add(o.name)
         target = values if o.name in run_names else own
         target[o.name] = (target[o.name] or []) + [value] if o.multiple else value
-    return model, OptionValues(values, seen & run_names, multi=False), own
+    from vramcalc.cli.runs import stack_defaults
+
+    return model, OptionValues(values, seen & run_names, multi=False, stacks=stack_defaults), own

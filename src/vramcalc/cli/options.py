@@ -133,7 +133,9 @@ def with_estimate_options(multi: bool = False, own: tuple[Opt, ...] = ()) -> Cal
                 presets.use_dirs(kwargs.pop(PRESETS.name, None) or ())
             if own:
                 kwargs["own"] = {o.name: kwargs.pop(o.name, o.default) for o in own}
-            return func(*args, opts=OptionValues(values, given, multi), **kwargs)
+            from vramcalc.cli.runs import stack_defaults
+
+            return func(*args, opts=OptionValues(values, given, multi, stack_defaults), **kwargs)
 
         del wrapper.__wrapped__  # typer must read the new signature, not the wrapped one
         wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]

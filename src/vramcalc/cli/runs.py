@@ -11,6 +11,13 @@ from vramcalc.core.memory import COMPONENTS
 from vramcalc.core.options import OPTIONS
 
 
+def stack_defaults(name: str) -> Any:
+    """A stack preset's option defaults (io/stacks.py), read only when a stack other than hf is asked for."""
+    from vramcalc.io.stacks import stack_options
+
+    return stack_options(name)
+
+
 def margin_of(text: str | None) -> Any:
     from vramcalc.core.margin import Margin, parse_margin
 

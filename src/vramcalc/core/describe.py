@@ -35,6 +35,8 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
         out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
                    tp=t.tp, pp=t.pp)
     out.update(_saver_settings(t))
+    if t.stack != "hf":
+        out.update(stack=t.stack, stack_set=list(t.stack_set))
     return out
 
 
@@ -69,6 +71,9 @@ def assumptions(t: TrainingSpec) -> str:
                      + (f", offload {t.offload}" if t.offload != "none" else "")
                      + (f", gradients reduced {t.grad_sync}" if t.fsdp != "none" and t.grad_accum > 1 else "")
                      + (", frozen weights' gradients (FSDP1 flat units)" if t.fsdp_frozen_grads else ""))
+    if t.stack != "hf":
+        parts.append(f"stack {t.stack}" + (" set " + ", ".join(n.replace("_", "-") for n in t.stack_set)
+                                           if t.stack_set else " (every option it sets was given)"))
     savers = _saver_settings(t)
     if savers:
         parts.append("savers: " + ", ".join(k.replace("_", "-") + ("" if v is True else f" {v}")
@@ -89,4 +94,6 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["activation_offload"] = True
     if t.optimizer_in_bwd:
         out["optimizer_in_bwd"] = True
+    if t.packing != "none":
+        out["packing"] = t.packing
     return out

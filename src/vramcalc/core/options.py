@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,9 @@ from vramcalc.core.vocab import (
     OFFLOADS,
     OPTIMIZER_IMPLS,
     OPTIMIZERS,
+    PACKINGS,
     PRECISIONS,
+    STACKS,
     WEIGHT_DTYPES,
 )
 
@@ -69,7 +71,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("grad_accum", int, 1, "Gradient accumulation steps."),
     Opt("grad_checkpointing", bool, False, "Gradient (activation) checkpointing."),
     Opt(
-        "attention", ATTENTIONS, "sdpa", "Attention kernel: sdpa (flash / memory-efficient) or eager."
+        "attention", ATTENTIONS, "sdpa",
+        "Attention kernel: sdpa (flash / memory-efficient), eager, or flash (flash_attention_2, varlen on packed rows)."
     ),
     Opt("lora_rank", int, 16, "LoRA rank r."),
     Opt("lora_alpha", float, 32.0, "LoRA alpha (no effect on memory)."),
@@ -121,6 +124,13 @@ OPTIONS: tuple[Opt, ...] = (
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
+    Opt("packing", PACKINGS, "none",
+        "Batch layout: none (rows padded to --seq-len), packed (rows filled with several sequences: TRL packing, "
+        "axolotl sample_packing), padding-free (one flattened row: TRL padding_free, DataCollatorWithFlattening)."),
+    # The stack is applied by OptionValues (its defaults under the run file and the command line).
+    Opt("stack", STACKS, "hf",
+        "Training stack whose defaults to use (presets/stacks/): loss, checkpointing, optimizer, precision, ... "
+        "Options given explicitly win."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -205,17 +215,31 @@ class OptionValues:
     values: dict[str, Any]
     given: set[str] = field(default_factory=set)
     multi: bool = False
+    # A stack's option defaults by stack name (io/stacks.py stack_options; the CLI passes it in, the core
+    # reads no files). None: stacks are not applied (only the `stack` value is kept).
+    stacks: Callable[[str], Mapping[str, Any]] | None = None
 
     def run(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """One run's option values: defaults < run file `overrides` < command line."""
+        """One run's option values: defaults < the stack's < run file `overrides` < command line."""
         out = {o.name: o.default for o in OPTIONS}
-        for k, v in (overrides or {}).items():
+        over = dict(overrides or {})
+        for k, v in over.items():
             out[k] = coerce(BY_NAME[k], v)
         for name in self.given:
             out[name] = (
                 self.values[name] if not self.multi else split_values(BY_NAME[name], self.values[name])[0]
             )
-        return out
+        return self._with_stack(out, set(over) | self.given)
+
+    def _with_stack(self, run: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+        """`run` with its stack's defaults under every option set explicitly; `stack_set` names what it set."""
+        stack = run.get("stack", "hf")
+        preset = self.stacks(stack) if self.stacks is not None and stack != "hf" else {}
+        taken = [k for k in preset if k not in explicit]
+        for k in taken:
+            run[k] = coerce(BY_NAME[k], preset[k])
+        run["stack_set"] = tuple(taken)
+        return run
 
     def sweep(self, base: Mapping[str, Any] | None = None, times: int = 1) -> tuple[list[str], list[dict[str, Any]]]:
         """The cross product of every listed option (compare): the varied names and one dict per run.
@@ -237,10 +261,11 @@ class OptionValues:
         if count > MAX_RUNS:
             raise OptionError(f"{count:,} configurations; narrow the lists (at most {MAX_RUNS:,})")
         runs = []
+        explicit = set(base or {}) | self.given
         for combo in itertools.product(*(vals for _, vals in axes)):
             run = dict(fixed)
             run.update(zip((n for n, _ in axes), combo, strict=True))
-            runs.append(run)
+            runs.append(self._with_stack(run, explicit))
         return [n for n, _ in axes], runs
 
 

@@ -28,8 +28,10 @@ from vramcalc.core.vocab import (
     OFFLOADS,
     OPTIMIZER_IMPLS,
     OPTIMIZERS,
+    PACKINGS,
     PRECISIONS,
     QUANT_BITS,
+    STACKS,
     VENDORS,
     WEIGHT_DTYPES,
     ZERO_STAGES,
@@ -48,8 +50,10 @@ from vramcalc.core.vocab import (
     Offload,
     OptimizerImpl,
     OptimizerName,
+    Packing,
     PrecisionName,
     QuantBits,
+    StackName,
     Vendor,
     WeightDtype,
     ZeroStage,
@@ -312,6 +316,11 @@ class TrainingSpec:
     ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
+    packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
+    # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
+    # its own, printed in the assumptions line.
+    stack: StackName = "hf"
+    stack_set: tuple[str, ...] = ()
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
@@ -319,6 +328,7 @@ class TrainingSpec:
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
+        "packing": PACKINGS, "stack": STACKS,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
@@ -374,6 +384,8 @@ class TrainingSpec:
                                 "accumulate gradients: use --grad-accum 1")
             if self.zero or self.fsdp != "none":
                 raise SpecError("", "--optimizer-in-bwd is modelled on one GPU: drop --zero / --fsdp")
+        if self.packing != "none" and self.mode == "inference":
+            raise SpecError("", f"--packing {self.packing} lays out training batches; drop it for --mode inference")
         if self.ac_every > 1 and not self.grad_checkpointing:
             raise SpecError("", f"--ac-every {self.ac_every} selects which layers are checkpointed: "
                             "add --grad-checkpointing")

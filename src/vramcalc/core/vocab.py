@@ -18,7 +18,7 @@ OptimizerName = Literal[
     "torchao-adamw-8bit", "torchao-adamw-4bit", "torchao-adamw-fp8",
 ]
 OptimizerImpl = Literal["fused", "foreach", "for-loop"]
-Attention = Literal["sdpa", "eager"]
+Attention = Literal["sdpa", "eager", "flash"]
 AdapterDtype = Literal["fp32", "bf16", "fp16"]
 QuantBits = Literal[4, 8]
 NormKind = Literal["rmsnorm", "layernorm"]
@@ -42,6 +42,11 @@ KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
 LossName = Literal["hf", "chunked", "fused-linear", "cut"]
 # Where `vramcalc trace` runs the step: fake tensors on the CPU, or the real CUDA device.
 TraceDevice = Literal["fake", "cuda"]
+# How a micro-batch's sequences are laid out (memory/activations.py packing terms): padded rows of the
+# longest, rows packed full with position_ids restarting per sequence, or one flattened row (padding-free).
+Packing = Literal["none", "packed", "padding-free"]
+# Training stacks: named sets of option defaults, one YAML preset each under presets/stacks/ (io/stacks.py).
+StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtune", "litgpt"]
 # Output.
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]
@@ -54,6 +59,8 @@ METHODS: tuple[Method, ...] = get_args(Method)
 PRECISIONS: tuple[PrecisionName, ...] = get_args(PrecisionName)
 OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
 LOSSES: tuple[LossName, ...] = get_args(LossName)
+PACKINGS: tuple[Packing, ...] = get_args(Packing)
+STACKS: tuple[StackName, ...] = get_args(StackName)
 OPTIMIZER_IMPLS: tuple[OptimizerImpl, ...] = get_args(OptimizerImpl)
 ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
 ADAPTER_DTYPES: tuple[AdapterDtype, ...] = get_args(AdapterDtype)

@@ -241,9 +241,7 @@ def _optim(run: Run, key: str, name: Any) -> None:
 # (to anything but off) is estimated without it and listed in Run.unmodelled, never as merely "ignored".
 UNMODELLED_KEYS: dict[str, str] = {
     # TRL / transformers
-    "padding_free": "TRL padding-free batches (no pad tokens)",
     "use_liger_kernel": "Liger kernels (fused linear cross-entropy: no full logits)",
-    "activation_offloading": "TRL activation offloading to the CPU",
     "torch_compile": "torch.compile (fused kernels change what is saved)",
     "auto_find_batch_size": "the Trainer lowers the batch size until it fits",
     "optim_target_modules": "GaLore/APOLLO projected optimizer states",
@@ -260,20 +258,20 @@ UNMODELLED_KEYS: dict[str, str] = {
     "liger_fused_linear_cross_entropy": "Liger fused linear cross-entropy (no full logits)",
     "liger_cross_entropy": "Liger cross-entropy",
     "cut_cross_entropy": "Cut Cross-Entropy (no full logits)",
-    "unsloth_lora_mlp": "Unsloth LoRA kernels",
-    "unsloth_lora_qkv": "Unsloth LoRA kernels",
-    "gradient_checkpointing_offload": "checkpoints offloaded to the CPU",
-    "relora_steps": "ReLoRA",
+    "unsloth_lora_mlp": "Unsloth's LoRA MLP autograd function saves fewer tensors than peft's layers",
+    "unsloth_lora_qkv": "Unsloth's LoRA QKV autograd function saves fewer tensors than peft's layers",
+    "unsloth_lora_o": "Unsloth's LoRA O autograd function saves fewer tensors than peft's layers",
+    "relora_steps": "ReLoRA (merges and restarts the adapters; its optimizer reset is not modelled)",
     "fsdp_version": "FSDP version",
-    "chunked_cross_entropy": "chunked cross-entropy",
     # LLaMA-Factory
-    "use_unsloth": "Unsloth kernels",
-    "use_unsloth_gc": "Unsloth gradient checkpointing (offloaded)",
+    "use_unsloth": "Unsloth's model patch (its kernels save fewer tensors; --stack unsloth models its loss and "
+                   "checkpointing)",
     "enable_liger_kernel": "Liger kernels",
     "use_galore": "GaLore projected optimizer states",
     "use_apollo": "APOLLO projected optimizer states",
     "use_badam": "BAdam block-wise updates",
-    "pissa_init": "PiSSA initialisation",
+    # (pissa_init is not here: PiSSA changes the initial values of the adapters and the base weights, not
+    # their sizes (peft tuners/lora/layer.py pissa_init); the SVD runs once before training.)
     "use_dora": "DoRA (a magnitude vector and more saved activations)",
     "shift_attn": "shift short attention",
     "quantization_method": "a non-bitsandbytes quantization",
@@ -366,8 +364,12 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     if _truthy(d.get("eager_attention", False)):
         run.options["attention"] = "eager"
         run.mapped.append("eager_attention")
+    _attention_axolotl(d, run)
     if _is_set(d.get("sample_packing")):
-        run.mapped.append("sample_packing")  # packed rows are full rows of sequence_len, as estimated
+        # axolotl multipack (utils/collators/batching.py V2BatchSamplerDataCollatorForSeq2Seq): rows of
+        # sequence_len filled with several sequences, position_ids restarting per sequence.
+        run.options["packing"] = "packed"
+        run.mapped.append("sample_packing")
     half = run.options.get("precision", "").removeprefix("pure-")
     if _hf_multi_gpu(d, _path, run) and half in ("bf16", "fp16") and run.options["method"] == "full":
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
@@ -377,11 +379,28 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
 def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl integrations: liger (integrations/liger/args.py liger_fused_linear_cross_entropy) and
     # cut_cross_entropy (integrations/cut_cross_entropy/args.py); memory/loss.py.
+    run.options["stack"] = "axolotl"
     if _truthy(d.get("cut_cross_entropy", False)):
         run.options["loss"] = "cut"
     elif _truthy(d.get("liger_fused_linear_cross_entropy", False)):
         run.options["loss"] = "fused-linear"
-    _seen(d, run, "cut_cross_entropy", "liger_fused_linear_cross_entropy")
+    elif _truthy(d.get("chunked_cross_entropy", False)):
+        # axolotl chunked_cross_entropy (monkeypatch/loss/chunked.py): the loss in num_chunks sequence chunks
+        run.options["loss"] = "chunked"
+        _take(d, run, "chunked_cross_entropy_num_chunks", "loss_chunks", int)
+    _seen(d, run, "cut_cross_entropy", "liger_fused_linear_cross_entropy", "chunked_cross_entropy")
+    if _truthy(d.get("gradient_checkpointing_offload", False)):
+        run.options.update(grad_checkpointing=True, activation_offload=True)
+        run.mapped.append("gradient_checkpointing_offload")
+
+
+def _attention_axolotl(d: dict[str, Any], run: Run) -> None:
+    # axolotl schemas/model.py: flash_attention (flash_attention_2), sdp_attention (sdpa), eager_attention.
+    if _truthy(d.get("flash_attention", False)):
+        run.options["attention"] = "flash"
+    elif _truthy(d.get("sdp_attention", False)):
+        run.options["attention"] = "sdpa"
+    _seen(d, run, "flash_attention", "sdp_attention")
 
 
 # ---- LLaMA-Factory --------------------------------------------------------------------------------------
@@ -436,6 +455,17 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     if _truthy(d.get("use_unsloth_gc", False)) and run.options["grad_checkpointing"]:
         run.options["activation_offload"] = True
     _seen(d, run, "enable_liger_kernel", "use_unsloth_gc")
+    run.options["stack"] = "llama-factory"
+    # data_args.py: packing concatenates sequences into cutoff_len rows attending across them (full rows,
+    # as estimated); neat_packing keeps them apart with a block-diagonal 4-D mask (data/collator.py
+    # prepare_4d_attention_mask), counted as packed rows.
+    if _truthy(d.get("neat_packing", False)):
+        run.options["packing"] = "packed"
+        run.notes.append("neat_packing: LLaMA-Factory's collator passes its own 4-D mask in the compute dtype; "
+                         "counted as transformers' packed 1-byte mask (under by 1 byte per row position squared)."
+                         if str(d.get("flash_attn", "auto")) not in ("fa2", "fa3") else
+                         "neat_packing with flash attention: varlen kernels, no mask.")
+    _seen(d, run, "packing", "neat_packing")
     # LLaMA-Factory's arguments subclass transformers' Seq2SeqTrainingArguments: optim defaults to the
     # installed transformers' default (adamw_torch_fused on transformers 5 with torch >= 2.8).
     _optim(run, "optim", d.get("optim", TRANSFORMERS_DEFAULTS[CURRENT_TRANSFORMERS][1]))
@@ -459,8 +489,11 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             run.options["adapter_dtype"] = "bf16"
     else:
         run.options["precision"] = f"pure-{half}" if pure else f"amp-{half}"
+    # model_args.py flash_attn: auto (sdpa when available), disabled (eager), sdpa, fa2 / fa3.
     if str(d.get("flash_attn", "auto")) == "disabled":
         run.options["attention"] = "eager"
+    elif str(d.get("flash_attn", "auto")) in ("fa2", "fa3"):
+        run.options["attention"] = "flash"
     _seen(d, run, "flash_attn")
     if str(d.get("stage", "sft")) in ("dpo", "kto", "ppo", "rm"):
         run.notes.append(
@@ -500,6 +533,41 @@ def _transformers_major(d: dict[str, Any], run: Run) -> int:
     return min(max(int(head), 4), CURRENT_TRANSFORMERS)
 
 
+# from_pretrained attn_implementation names (transformers modeling_utils.py) → --attention.
+_ATTN_IMPL = {"sdpa": "sdpa", "eager": "eager", "flash_attention_2": "flash", "flash_attention_3": "flash",
+              "kernels-community/flash-attn": "flash", "kernels-community/vllm-flash-attn3": "flash"}
+# Keys only TRL's configs have (SFTConfig and its siblings): the file is read as TRL's, with its defaults.
+_TRL_KEYS = {"max_length", "max_seq_length", "packing", "padding_free", "dataset_text_field", "loss_type",
+             "completion_only_loss", "assistant_only_loss", "model_init_kwargs", "activation_offloading",
+             "packing_strategy", "dataset_kwargs", "eval_packing"}
+# SFTConfig.loss_type (trl/trainer/sft_config.py) → --loss: chunked_nll chunks the head and the loss.
+_TRL_LOSS = {"nll": "hf", "dft": "hf", "chunked_nll": "chunked"}
+
+
+def _trl(d: dict[str, Any], run: Run) -> None:
+    """TRL SFTConfig keys: packing, padding_free, loss_type, activation_offloading (trl/trainer/sft_config.py)."""
+    if not _TRL_KEYS & set(d):
+        return
+    run.options["stack"] = "trl"
+    # packing with the default strategy bfd turns padding_free on (sft_config.py): the batch is flattened
+    # into one row (DataCollatorForLanguageModeling padding_free); 'wrapped' makes full rows of max_length.
+    strategy = str(d.get("packing_strategy", "bfd"))
+    if _is_set(d.get("padding_free")) or (_is_set(d.get("packing")) and strategy.startswith("bfd")):
+        run.options["packing"] = "padding-free"
+    elif _is_set(d.get("packing")):
+        run.options["packing"] = "none"  # wrapped: full rows of max_length attending across sequences
+    _seen(d, run, "packing", "padding_free", "packing_strategy")
+    loss = d.get("loss_type")
+    if loss is not None:
+        if str(loss) not in _TRL_LOSS:
+            raise _KeyProblem("loss_type", f"{loss!r:.40} is not a TRL SFT loss_type; use nll, dft or chunked_nll")
+        run.options["loss"] = _TRL_LOSS[str(loss)]
+        run.mapped.append("loss_type")
+    elif _truthy(d.get("use_liger_kernel", False)):
+        run.options["loss"] = "fused-linear"  # loss_type unset with Liger: nll through Liger's kernel
+    _take(d, run, "activation_offloading", "activation_offload", _truthy)
+
+
 def _hf_args(d: dict[str, Any], path: Path) -> Run:
     # transformers TrainingArguments fields (and TRL's SFTConfig/DPOConfig on top of them); the model is
     # not in this file: give MODEL (a preset or the model's config.json).
@@ -509,6 +577,9 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "per_device_train_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
     _take(d, run, "gradient_checkpointing", "grad_checkpointing", _truthy)
+    gkw = d.get("gradient_checkpointing_kwargs")
+    if isinstance(gkw, dict) and set(gkw) <= {"use_reentrant"} and gkw.get("use_reentrant") is False:
+        run.mapped.append("gradient_checkpointing_kwargs")  # non-reentrant: transformers 5's default, modelled
     # TrainingArguments.use_liger_kernel: Trainer applies Liger's patch, fused linear cross-entropy included.
     if _truthy(d.get("use_liger_kernel", False)):
         run.options["loss"] = "fused-linear"
@@ -517,9 +588,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "max_length", "seq_len", int)
     if "seq_len" not in run.options:
         _take(d, run, "max_seq_length", "seq_len", int)
-    if _is_set(d.get("packing")):
-        # packing fills every row to max_length: the estimate already assumes full rows of seq_len
-        run.mapped.append("packing")
+    _trl(d, run)
     _optim(run, "optim", d.get("optim", default_optim))
     if "optim" not in d and "optim" in run.mapped:
         run.mapped.remove("optim")
@@ -528,6 +597,13 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     if isinstance(init, dict) and (init.get("dtype") or init.get("torch_dtype")):
         load_dtype = str(init.get("dtype") or init.get("torch_dtype"))
         run.mapped.append("model_init_kwargs")
+    if isinstance(init, dict) and init.get("attn_implementation"):
+        impl = _ATTN_IMPL.get(str(init["attn_implementation"]))
+        if impl is None:
+            _unmodelled(run, "model_init_kwargs", f"attn_implementation {init['attn_implementation']!r:.40}")
+        else:
+            run.options["attention"] = impl
+            run.mapped.append("model_init_kwargs")
     half = "bf16" if _truthy(d.get("bf16", False)) else "fp16" if _truthy(d.get("fp16", False)) else None
     run.mapped += [k for k in ("bf16", "fp16") if k in d]
     run.options["method"] = "full"
@@ -830,6 +906,12 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
         run.options["seq_len"] = _strict("tokenizer.max_seq_len", "seq_len", tok["max_seq_len"])
         run.mapped.append("tokenizer")
     _torchtune_savers(d, run)
+    run.options["stack"] = "torchtune"
+    ds = d.get("dataset")
+    if isinstance(ds, dict) and _truthy(ds.get("packed", False)):
+        # torchtune datasets/_packed.py PackedDataset: rows of max_seq_len with a block-causal mask per row
+        run.options["packing"] = "packed"
+        run.mapped.append("dataset")
     return _finish(d, run)
 
 

@@ -205,19 +205,22 @@ class _FusedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
         b, h, s, _ = q.shape
         dv = v.shape[-1]
         out = torch.empty((b, s, h, dv), dtype=q.dtype, device=q.device).transpose(1, 2)
         lse_len = s if backend == "flash" else _round_up(s, 32)
         lse = torch.empty((b, h, lse_len), dtype=torch.float32, device=q.device)
         ctx.backend = backend
-        ctx.save_for_backward(q, k, v, out, lse)
+        # The efficient kernel's attn_bias is saved for its backward (derivatives.yaml
+        # _scaled_dot_product_efficient_attention: attn_bias).
+        ctx.save_for_backward(q, k, v, out, lse, *(() if bias is None else (bias,)))
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
-        q, k, v, _out, _lse = ctx.saved_tensors
+        q, k, v = ctx.saved_tensors[:3]
         b, h, s, d = q.shape
         hk, sk = k.shape[1], k.shape[2]
 
@@ -238,7 +241,23 @@ class _FusedAttention(torch.autograd.Function):
             if q.dtype != torch.float32:
                 temps.append(torch.empty((b, s, h, d), dtype=torch.float32, device=q.device))
         del temps
-        return dq, dk, dv, None
+        return dq, dk, dv, None, None
+
+
+def _attn_bias(mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """The additive bias CUDA sdpa makes of a mask for the memory-efficient kernel.
+
+    attention.cpp convert_boolean_attn_mask: a bool mask becomes where(mask, 0, -inf) in the query's
+    dtype (a new tensor); preprocess_mask pads the last dimension to a multiple of 16 (mem-efficient
+    alignment) and expands it over the heads (a view).
+    """
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device)
+    last = mask.shape[-1]
+    if last % 16:
+        padded = torch.zeros((*mask.shape[:-1], _round_up(last, 16)), dtype=mask.dtype, device=mask.device)
+        mask = padded[..., :last]
+    return mask
 
 
 def _select_backend(q: torch.Tensor, k: torch.Tensor, attn_mask: Any, enable_gqa: bool) -> str:
@@ -270,7 +289,8 @@ def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask
     if backend == "math" or not (query.requires_grad or key.requires_grad or value.requires_grad):
         return torch.ops.aten._scaled_dot_product_attention_math(
             query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
-    return _FusedAttention.apply(query, key, value, backend)
+    bias = _attn_bias(attn_mask, query) if isinstance(attn_mask, torch.Tensor) else None
+    return _FusedAttention.apply(query, key, value, backend, bias)
 
 
 def _dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
@@ -286,8 +306,12 @@ def _dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace
 
 
 @contextlib.contextmanager
-def cuda_emulation() -> Iterator[list[str]]:
-    """Patch dropout and sdpa, install the CUDA autocast kernels; yields notes."""
+def cuda_emulation(packed_mask: bool = False) -> Iterator[list[str]]:
+    """Patch dropout and sdpa, install the CUDA autocast kernels; yields notes.
+
+    `packed_mask`: the batch is packed (position_ids restart) and transformers builds its 4-D mask, as
+    it does on CUDA; otherwise packed-sequence detection answers None (one arange per row).
+    """
     notes: list[str] = []
     missing = _install_autocast_kernels()
     if missing:
@@ -296,7 +320,7 @@ def cuda_emulation() -> Iterator[list[str]]:
     F.scaled_dot_product_attention = _sdpa  # type: ignore[assignment]
     F.dropout = _dropout  # type: ignore[assignment]
     SDPA_BACKENDS.clear()
-    masking, orig_packed = _patch_packed_sequence_detection()
+    masking, orig_packed = (None, None) if packed_mask else _patch_packed_sequence_detection()
     try:
         yield notes
     finally:

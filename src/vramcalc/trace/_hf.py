@@ -148,11 +148,15 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     notes: list[str] = []
     d = hf_config_dict(model)
     model_type = d.pop("model_type")
-    if model_type == "gemma2" and training.attention == "sdpa":
+    if model_type == "gemma2" and training.attention != "eager":
         d["attn_logit_softcapping"] = None  # sdpa_attention.py raises on softcap
         notes.append("gemma2 with sdpa: attention logit softcapping disabled (sdpa does not support it)")
     config = AutoConfig.for_model(model_type, **d)
     config.use_cache = False
     with torch.device("meta"):
-        hf = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=training.attention)
+        # flash_attention_2 needs the flash-attn package and CUDA: traced as sdpa's flash kernel, with the
+        # packed-sequence mask never built (trace/_cuda.py cuda_emulation(packed_mask=False)); varlen
+        # keeps the same q, k, v, out and logsumexp per token.
+        impl = "sdpa" if training.attention == "flash" else training.attention
+        hf = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=impl)
     return hf, notes

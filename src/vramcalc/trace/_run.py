@@ -73,6 +73,26 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
     return hf
 
 
+def _packed_inputs(training: TrainingSpec, vocab: int) -> Any:
+    """Inputs of a packed batch: `packed` rows of two sequences each; `padding-free` one row of
+    batch_size sequences of seq_len (transformers DataCollatorWithFlattening: input_ids, labels and
+    position_ids, no attention_mask)."""
+    b, s = training.batch_size, training.seq_len
+    rows, length = (1, b * s) if training.packing == "padding-free" else (b, s)
+
+    def make() -> dict[str, torch.Tensor]:
+        if training.packing == "padding-free":
+            pos = torch.arange(s, dtype=torch.long).repeat(b)
+        else:
+            half = max(s // 2, 1)
+            pos = torch.cat([torch.arange(half), torch.arange(s - half)]).to(torch.long)
+        return {"input_ids": torch.randint(0, vocab, (rows, length), dtype=torch.long),
+                "labels": torch.randint(0, vocab, (rows, length), dtype=torch.long),
+                "position_ids": pos.unsqueeze(0).expand(rows, length).contiguous()}
+
+    return make
+
+
 def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     """One steady-state training step of `model` under `training`, measured on fake tensors."""
     if training.mode != "train":
@@ -95,6 +115,11 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     def make_inputs() -> dict[str, torch.Tensor]:
         ids = torch.randint(0, vocab, (b, s), dtype=torch.long)
         return {"input_ids": ids, "labels": torch.randint(0, vocab, (b, s), dtype=torch.long)}
+
+    if training.packing != "none":  # packed rows / one padding-free row, position_ids restarting per sequence
+        make_inputs = _packed_inputs(training, vocab)  # noqa: F811
+        notes.append(f"packing {training.packing}: position_ids restart per sequence"
+                     + (" (padding-free: one row of batch x seq_len)" if training.packing == "padding-free" else ""))
 
     def loss_fn(m: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         # Keep only the loss; the outputs (logits) are dropped, as HF Trainer's compute_loss does.
@@ -120,7 +145,7 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         return opt
 
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with _cuda.cuda_emulation() as cuda_notes:
+    with _cuda.cuda_emulation(packed_mask=training.packing != "none" and training.attention != "flash") as cuda_notes:
         hf, build_notes = build_model(model, training, model_dtype(precision))  # on the meta device
         notes.extend(build_notes)
         module = _prepare(hf, model, training, notes)
@@ -136,7 +161,7 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
                                    autocast=autocast, fake_mode=fake_mode, notes=notes)
         backends = sorted(set(_cuda.SDPA_BACKENDS))
     extra = list(cuda_notes)
-    if training.attention == "sdpa":
+    if training.attention != "eager":
         extra.append("sdpa backend(s) as CUDA would pick: " + (", ".join(backends) or "none"))
     extra.append("dropout: fused CUDA kernel (1-byte mask per element); p=0 returns the input")
     extra.append("model outputs dropped after the loss (only the loss is kept)")

@@ -70,7 +70,7 @@ def estimate_rows(
             gpus = gpus[-1:]  # --max-memory wins over a GPU named in the run file
         training = training_spec(opts.run({**adapter, **run.options}))
         b = run_estimate(spec, training)
-        notes = [n for n in [*model_notes, run.note(), *run.notes] if n]
+        notes = [n for n in [*model_notes, run.note(), *run.notes, *_stack_notes(training)] if n]
         gpu_spec = gpus[0] if gpus else None
         warning = precision_note(gpu_spec, training.precision) if gpu_spec is not None else None
         if warning:
@@ -83,6 +83,15 @@ def estimate_rows(
             status = "TIGHT"  # keys that change memory and are not modelled (named in the run's first note)
         rows.append(EstimateRow(run.name, spec, training, b, v, status, run if config else None))
     return rows
+
+
+def _stack_notes(training: Any) -> list[str]:
+    """What the run's stack does that is not modelled (presets/stacks/*.yaml notes)."""
+    if training.stack == "hf":
+        return []
+    from vramcalc.io.stacks import stack_notes
+
+    return stack_notes(training)
 
 
 def estimate_doc(row: EstimateRow, margin: Any, units: str) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def explain(
             spec, training, gpu_spec = _resolve(shared)
             e = ex.explain(spec, training)
         else:
-            sides = [_resolve(_apply_side(ctx, shared, side)) for side in diff]
+            sides = [_resolve(_apply_side(ctx, shared, side, opts)) for side in diff]
             d = ex.diff(ex.explain(sides[0][0], sides[0][1]), ex.explain(sides[1][0], sides[1][1]))
     except (VramcalcError, BadInput, OptionError) as err:
         raise fail(err) from None
@@ -130,7 +130,7 @@ def _resolve(values: dict[str, Any]) -> tuple[Any, Any, Any]:
     return spec, training_spec({k: v for k, v in values.items() if k not in ("model", "gpu")}), gpu_spec
 
 
-def _apply_side(ctx: typer.Context, shared: dict[str, Any], side: str) -> dict[str, Any]:
+def _apply_side(ctx: typer.Context, shared: dict[str, Any], side: str, opts: OptionValues) -> dict[str, Any]:
     """Shared option values overridden by the options given in one --diff side (shlex-split)."""
 
     try:
@@ -145,6 +145,7 @@ def _apply_side(ctx: typer.Context, shared: dict[str, Any], side: str) -> dict[s
             raise
         raise BadInput(f"--diff side {side!r}: {' '.join(e.format_message().split())}") from None
     values = dict(shared)
+    given: set[str] = set()
     for name, value in sub.params.items():
         source = sub.get_parameter_source(name)
         if source is not None and source.name == "COMMANDLINE":
@@ -152,6 +153,11 @@ def _apply_side(ctx: typer.Context, shared: dict[str, Any], side: str) -> dict[s
                 raise BadInput(f"--diff side {side!r}: output options (--format, --units, --check, --only, --diff) "
                                "go outside the quoted strings")
             values[name] = value
+            given.add(name)
+    if "stack" in given:  # the side's stack under everything given explicitly (core/options.py precedence)
+        run = OptionValues({k: v for k, v in values.items() if k in opts.values},
+                           (given | opts.given) & set(opts.values), stacks=opts.stacks).run()
+        values.update(run)
     return values
 
 

@@ -64,6 +64,10 @@ def fit_command(
     target = found[0]
     training = training_spec(opts.run(run.options))
     rep = fit_report(spec, training, target.memory_bytes, m)
+    from vramcalc.core.saver_ranking import rank_savers
+    from vramcalc.io.stacks import offering, stack_notes
+
+    savers = rank_savers(spec, training, rep.peak_bytes, offering)
     if plot:  # issue 17: the peak against one option
         from vramcalc.cli.pictures import check_format, sweep_chart_of
 
@@ -89,9 +93,11 @@ def fit_command(
         "max_lora_rank": rep.max_lora_rank,
         "caps": rep.caps,
         "suggestions": [s.as_dict() for s in rep.suggestions],
+        "savers": [g.as_dict() for g in savers],
         "min_gpus": rep.min_gpus,
         "units": units,
-        "notes": list(rep.notes) + [n for n in [precision_note(target, training.precision)] if n],
+        "notes": list(rep.notes) + [n for n in [precision_note(target, training.precision)] if n]
+        + stack_notes(training),
     }
     _print_fit(doc, fmt, units)
     if plot:
@@ -110,6 +116,19 @@ def _changes_text(changes: dict[str, Any]) -> str:
         flag = BY_NAME[k].flag if k in BY_NAME else "--" + k.replace("_", "-")
         parts.append(flag if v is True else f"{flag} {v}")
     return " ".join(parts)
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table after a blank line, numbers (every column but the first and the last) right-aligned."""
+    if not rows:
+        return []
+    align = ["---", *(["---:"] * (len(head) - 2)), "---"]
+    return ["", "| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _stacks_text(stacks: list[str]) -> str:
+    return ", ".join(stacks) if stacks else "no stack preset (set the option)"
 
 
 def _limit_text(doc: dict[str, Any], key: str) -> str:
@@ -142,8 +161,18 @@ def _print_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
                 "suggestion": _changes_text(s["changes"]),
             }
             for s in doc["suggestions"]
+        ] + [
+            {
+                "model": doc["model"],
+                "gpu": doc["gpu"]["name"],
+                "peak_bytes": g["peak_bytes"],
+                "saver": _changes_text(g["changes"]),
+                "saved_bytes": g["saved_bytes"],
+                "stacks": " ".join(g["stacks"]),
+            }
+            for g in doc["savers"]
         ]
-        typer.echo(csv_text([*cols, "suggestion"], rows), nl=False)
+        typer.echo(csv_text([*cols, "suggestion", "saver", "saved_bytes", "stacks"], rows), nl=False)
         return
     head = (
         f"{doc['model']} on {doc['gpu']['display_name']} "
@@ -159,13 +188,13 @@ def _print_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
     if fmt == "markdown":
         lines = [f"### {head}", "", "| limit | value |", "| --- | ---: |"]
         lines += [f"| {label} | {_limit_text(doc, key)} |" for label, key in limits]
-        if doc["suggestions"]:
-            lines += ["", "| change | peak | status |", "| --- | ---: | --- |"]
-            lines += [
-                f"| `{_changes_text(s['changes'])}` | {format_bytes(s['peak_bytes'], units)} "
-                f"| {s['status']} |"
-                for s in doc["suggestions"]
-            ]
+        lines += _md_table(["change", "peak", "status"], [
+            [f"`{_changes_text(s['changes'])}`", format_bytes(s["peak_bytes"], units), s["status"]]
+            for s in doc["suggestions"]])
+        lines += _md_table(["saver", "saves", "peak", "offered by"], [
+            [f"`{_changes_text(g['changes'])}`", format_bytes(g["saved_bytes"], units),
+             format_bytes(g["peak_bytes"], units), _stacks_text(g["stacks"])]
+            for g in doc["savers"]])
         lines += [""] + [f"- {n}" for n in doc["notes"]]
         typer.echo("\n".join(lines) + "\n", nl=False)
         return
@@ -179,6 +208,14 @@ def _print_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
             con.print(
                 f"  {i}. {_changes_text(s['changes'])}: {format_bytes(s['peak_bytes'], units)} "
                 f"({s['status']}, {format_bytes(s['headroom_bytes'], units)} headroom)",
+                soft_wrap=True,
+            )
+    if doc["savers"]:
+        con.print("memory savers, largest saving first (each alone, as estimated for this run):")
+        for g in doc["savers"]:
+            con.print(
+                f"  {_changes_text(g['changes'])}: saves {format_bytes(g['saved_bytes'], units)} → "
+                f"{format_bytes(g['peak_bytes'], units)} (offered by {_stacks_text(g['stacks'])})",
                 soft_wrap=True,
             )
     if doc["min_gpus"] is not None:

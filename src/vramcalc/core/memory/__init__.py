@@ -21,7 +21,13 @@ from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
-from vramcalc.core.memory.activations import head_activations, layer_activations
+from vramcalc.core.memory.activations import (
+    batch_rows,
+    head_activations,
+    layer_activations,
+    masked_sdpa,
+    packing_notes,
+)
 from vramcalc.core.memory.loss import loss_bytes
 from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
 
@@ -441,7 +447,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     once_t = 0 if m.learned_position_embeddings else 2 * c * head_dim(m)
     once_ts = 0
     if t.attention == "eager":
-        once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * batch * seq * seq
+        once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * rows * row * row
+    elif masked_sdpa(t):
+        once_ts = 1  # the packed 4-D bool mask (masking_utils.sdpa_mask): rows * row * row
     if m.dropout > 0:
         once_t += m.hidden_size  # embedding dropout mask
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
@@ -490,6 +498,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.activation_offload:
         notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); the GPU "
                      "keeps one layer's in backward (torchtune OffloadActivations).")
+    notes += packing_notes(t)
     if t.method == "lora":
         notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
                      "gradient before the first adapter, so the real figure is slightly lower).")
@@ -517,10 +526,10 @@ def _transformer_phases(
 
     `base` is (weights, optimizer state, communication): alive at every moment of the step.
     """
-    seq = t.seq_len
+    rows, seq = batch_rows(t)  # padding-free: one row of batch x seq_len (memory/activations.py)
     token_seq = tokens * seq
     per_layer = p.per_layer_t * tokens + p.per_layer_ts * token_seq
-    once = p.once_t * tokens + p.once_ts * t.batch_size * seq * seq  # the mask is not split by tp/sp
+    once = p.once_t * tokens + p.once_ts * rows * seq * seq  # the mask is not split by tp/sp
     head_saved = p.head_saved_t * tokens
     autocast_copies = p.autocast_copies
     layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq)
@@ -536,7 +545,7 @@ def _transformer_phases(
     grad_fwd = 0
     head_bwd_t = -1  # no separate head-backward moment (hf: covered by the backward start)
     if p.loss != "hf":
-        lb = loss_bytes(p.loss, tokens=tokens, batch=t.batch_size, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
+        lb = loss_bytes(p.loss, tokens=tokens, batch=rows, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
                         hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable)
         head_saved = p.norm_saved_t * tokens + lb.saved
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start

@@ -48,6 +48,66 @@ class LayerActivations:
         return sum(t.per_token * tokens + t.per_token_seq * tokens * seq for t in self.terms)
 
 
+def batch_rows(t: TrainingSpec) -> tuple[int, int]:
+    """(rows, row length) of a micro-batch: the shape attention sees.
+
+    `none` and `packed`: batch_size rows of seq_len (padded to the longest, or filled with several
+    sequences). `padding-free`: transformers DataCollatorWithFlattening (data/data_collator.py) and TRL's
+    padding_free concatenate the micro-batch into one row of batch_size × seq_len tokens at most, with
+    position_ids restarting per sequence. The token count is the same; the per-key terms (eager scores,
+    masks) grow with the row.
+    """
+    if t.packing == "padding-free":
+        return 1, t.batch_size * t.seq_len
+    return t.batch_size, t.seq_len
+
+
+def masked_sdpa(t: TrainingSpec) -> bool:
+    """sdpa on packed rows: transformers materialises a block-diagonal 4-D mask.
+
+    masking_utils.create_causal_mask: position_ids without an attention_mask go through
+    find_packed_sequence_indices; a packed row turns off the is_causal skip and builds a 4-D bool mask
+    (batch, 1, row, row). flash_attention_2 takes cu_seqlens instead (no mask); eager always has one.
+    """
+    return t.attention == "sdpa" and t.packing != "none"
+
+
+def packed_mask_term(c: int) -> Term:
+    """Each layer's 16-bit copy of the packed mask, saved by the memory-efficient kernel.
+
+    torch sdpa (aten/src/ATen/native/transformers/attention.cpp convert_boolean_attn_mask) turns the bool
+    mask into an additive one of the query's dtype on every call; the memory-efficient kernel (the only
+    CUDA one taking a mask) saves it for backward (derivatives.yaml _scaled_dot_product_efficient_attention:
+    attn_bias). Per row position per key: c bytes (the row padded to a multiple of 16 is not counted).
+    """
+    return Term("sdpa packed-sequence mask (16-bit, saved by the efficient kernel)", 0, c)
+
+
+def packing_notes(t: TrainingSpec) -> tuple[str, ...]:
+    """What a packed or padding-free batch assumes (notes shown in every format)."""
+    if t.packing == "none":
+        return ()
+    rows, row = batch_rows(t)
+    if t.packing == "packed":
+        layout = (f"packed rows: {t.batch_size} rows of {t.seq_len:,} tokens, each filled with several sequences "
+                  "(position_ids restart per sequence)")
+    else:
+        layout = (f"padding-free: the micro-batch is one row of at most {t.batch_size} × {t.seq_len:,} = {row:,} "
+                  "tokens (DataCollatorWithFlattening, position_ids restart per sequence)")
+    out = [f"{layout}. With lengths that vary, the peak is set by the micro-batch with the most tokens; "
+           "--batch-size × --seq-len is counted as that bound."]
+    if t.attention == "flash":
+        out.append("flash attention on packed sequences: varlen kernels with cu_seqlens from position_ids, no mask.")
+    elif t.attention == "sdpa":
+        out.append(f"sdpa on packed sequences: transformers builds a {rows} × {row:,} × {row:,} block-diagonal mask "
+                   "(masking_utils.find_packed_sequence_indices), so CUDA runs the memory-efficient kernel, every "
+                   "layer saves a 16-bit copy of the mask and GQA keys/values are repeated; --attention flash "
+                   "(flash_attention_2) needs none.")
+    else:
+        out.append(f"eager attention on packed sequences: the {rows} × {row:,} × {row:,} mask and scores per row.")
+    return tuple(out)
+
+
 def _norm_terms(name: str, m: ModelSpec, c: int, residual: int, h: int) -> list[Term]:
     if m.norm == "rmsnorm":
         # LlamaRMSNorm: x.to(fp32) saved by pow/mul, rsqrt per token; weight * x.to(dtype) saves the
@@ -113,10 +173,18 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # backward for q needs only the other operand (derivatives.yaml mul.Tensor: self's gradient is
         # grad * other, `self` is saved only when `other` requires grad); cos/sin need no gradient, so
         # autograd saves the shared cos/sin tables (counted once per forward in memory/__init__.py).
-        if t.attention == "sdpa":
+        if masked_sdpa(t):
+            # Packed sequences under sdpa (memory/activations.py packing_terms): a 4-D mask, so no flash
+            # kernel and no enable_gqa; transformers repeats k and v to every head (sdpa_attention.py
+            # use_gqa_in_sdpa, repeat_kv) and the memory-efficient kernel saves them with its bias.
+            kv_in = q_dim if gqa else kv_dim
+            terms.append(Term("sdpa q, k, v (repeated), out, logsumexp", c * (2 * q_dim + 2 * kv_in) + 4 * n_heads))
+            terms.append(packed_mask_term(c))
+        elif t.attention != "eager":
             # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
             # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
             # The output's memory is already (b, s, h, d), so o_proj's input is the same storage.
+            # flash_attention_2 (varlen for packed rows: cu_seqlens from position_ids) saves the same.
             terms.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads))
         else:
             # Eager attention (modeling_llama.eager_attention_forward): repeat_kv copies k and v to all
@@ -137,7 +205,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             else:
                 terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
         # o_proj's input: the SDPA output (already saved) or eager's contiguous copy.
-        linear_input("o_proj", ("o_proj",), q_dim, already_saved=t.attention == "sdpa")
+        linear_input("o_proj", ("o_proj",), q_dim, already_saved=t.attention != "eager")
     if m.dropout > 0:
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block ---
@@ -179,8 +247,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # Eager backward with the fp32 softmax (Llama-style): by the time _softmax_backward_data runs, attn @ v
     # has released the saved 16-bit probs; alive are the saved fp32 output, the fp32 upcast of the
     # incoming gradient and the 16-bit result: 4 + 4 + c against 4 + c saved, so 4 bytes beyond.
-    eager_fwd = 0 if t.attention == "sdpa" else c * n_heads
-    if t.attention == "sdpa":
+    eager_fwd = 0 if t.attention != "eager" else c * n_heads
+    if t.attention != "eager":
         eager_bwd = 0
     elif m.family == "gpt2" and not recipe.autocast:
         eager_bwd = (4 + 2 * c) * n_heads
@@ -214,12 +282,14 @@ def _mla_terms(m: ModelSpec, t: TrainingSpec, c: int, linear_input: Callable[...
     linear_input("kv_b_proj", ("kv_b_proj",), m.kv_lora_rank)
     # RoPE on q_rot and the shared k_rot saves nothing per layer (cos/sin need no gradient; see the
     # standard attention branch above).
-    if t.attention == "sdpa":
+    if t.attention != "eager":
         out.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * n * qk + 2 * n * v) + 4 * n))
+        if masked_sdpa(t):
+            out.append(packed_mask_term(c))
     else:
         out.append(Term("eager q, k, v", c * (2 * n * qk + n * v)))
         out.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n))
-    linear_input("o_proj", ("o_proj",), n * v, already_saved=t.attention == "sdpa")
+    linear_input("o_proj", ("o_proj",), n * v, already_saved=t.attention != "eager")
     return out
 
 
