@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -242,3 +243,15 @@ def test_cli_unknown_model_is_exit_2() -> None:
     r = runner.invoke(app, ["explain", "mistrel-7b"])
     assert r.exit_code == 2
     assert r.stderr.startswith("error: unknown model 'mistrel-7b'")
+
+
+@pytest.mark.parametrize("options", [
+    {"zero": 2, "gpus_per_node": 4},
+    {"fsdp": "full-shard", "gpus_per_node": 2, "grad_accum": 4},
+    {"method": "lora", "fsdp": "full-shard", "gpus_per_node": 2, "grad_accum": 4, "fsdp_frozen_grads": True},
+])
+def test_multi_gpu_gradients_section_is_the_core_per_gpu_figure(mistral: ModelSpec, options: dict[str, Any]) -> None:
+    """Sharded and deferred gradients (memory/distributed.py) are the per-GPU figure explain shows."""
+    e = explain(mistral, TrainingSpec(**options))
+    sec = {s.key: s for s in e.sections}["gradients"]
+    assert sum(x.value for x in sec.lines) == e.breakdown.gradients == sec.total

@@ -46,6 +46,8 @@ SRC_BNB8 = ("Dettmers et al. 2022 (arXiv:2110.02861); bitsandbytes optim: uint8 
             f"per {BNB_BLOCK} elements, tensors under {BNB_MIN_8BIT_SIZE:,} elements keep 32-bit states")
 SRC_OPT_IN_BWD = ("torchtune optimizer_in_bwd (register_optim_in_bwd_hooks); torch.optim._apply_optimizer_in_backward; "
                   "memory/savers.py")
+SRC_DISTRIBUTED = ("memory/distributed.py: ZeRO §5 partitions; torch fsdp _runtime_utils.py _post_backward_hook, "
+                   "no_sync; _flat_param.py")
 SRC_MASTER = "ZeRO paper (Rajbhandari et al. 2020) §3.1: fp32 master copy of trainable weights"
 SRC_LORA = "Hu et al. 2021 (LoRA) §4.1: r × (d_in + d_out) per adapted Linear; peft tuners/lora"
 SRC_QLORA = ("QLoRA paper (arXiv:2305.14314) §3; bitsandbytes quantize_4bit: two NF4 values per byte, "
@@ -244,6 +246,9 @@ def _gradients(t: TrainingSpec, b: Breakdown, w: WeightBytes, grad_dtype: str) -
     g = dtype_bytes(dtype)
     what = "adapter params" if lora else "trainable params"
     text: tuple[str, ...] = ("the frozen base has requires_grad=False: no gradients for it",) if lora else ()
+    if t.fsdp_frozen_grads:
+        text = ("FSDP1 flat units: the frozen weights share a flat parameter with the adapters, which requires "
+                "grad, so they get gradients too (--fsdp-frozen-grads)",)
     if t.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient at a time
         largest = largest_tensor(w.trainable_tensors)
         line = Line("gradients.trainable", "gradients (one tensor at a time)",
@@ -253,6 +258,15 @@ def _gradients(t: TrainingSpec, b: Breakdown, w: WeightBytes, grad_dtype: str) -
     else:
         line = Line("gradients.trainable", "gradients", f"{_n(w.trainable)} {what} × {g} B ({dtype})",
                     w.trainable * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
+    if b.parallelism and b.gradients != line.value:
+        # Multi-GPU: the per-GPU figure is the core's (memory/distributed.py), described by its details.
+        parts = {"gradients.unsharded_unit": "an unsharded unit's gradients awaiting reduce-scatter",
+                 "gradients.frozen_in_units": "frozen weights' gradients in FSDP flat units",
+                 "gradients.unsharded_deferred": "every unit's unsharded gradients kept until the last micro-batch"}
+        said = [f"{what} {fmt_value(b.details[k], 'bytes')}" for k, what in parts.items() if b.details.get(k)]
+        line = Line("gradients.trainable", "gradients on this GPU", "; ".join(said) or
+                    f"the replica's {fmt_value(line.value, 'bytes')} sharded over the data-parallel group",
+                    b.gradients, "per-GPU share (ZeRO-2/3, FSDP) or the whole set (DDP)", SRC_DISTRIBUTED)
     return Section("gradients", "gradients", b.gradients, (line,), text)
 
 
