@@ -7,6 +7,7 @@ checks the fixed behaviour. Every number says where it comes from.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -434,3 +435,159 @@ def test_a_wrapped_verdict_never_breaks_a_number_from_its_unit() -> None:
         for line, after in zip(lines, lines[1:], strict=False):
             number_ends = line.split()[-1].lstrip("(").replace(".", "").isdigit()
             assert not (number_ends and after.split()[0] in units), (width, lines)
+
+
+# --- item 80 columns: `--help` at 80 columns (every command) --------------------------------------------
+
+def _command_paths() -> list[list[str]]:
+    """Every command and group of the app, as its argv path (the root is [])."""
+    import typer
+
+    from vramcalc.cli.app import app
+
+    def walk(cmd: object, path: list[str]) -> list[list[str]]:
+        out = [path]
+        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+            out += walk(sub, [*path, name])
+        return out
+
+    return walk(typer.main.get_command(app), [])
+
+
+def _command(path: list[str]) -> object:
+    import typer
+
+    from vramcalc.cli.app import app
+
+    cmd: object = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]  # type: ignore[attr-defined]
+    return cmd
+
+
+HELP_PATHS = _command_paths()
+HELP_IDS = [" ".join(["vramcalc", *p]) for p in HELP_PATHS]
+
+
+def _help(path: list[str], columns: str | None, capsys: pytest.CaptureFixture[str],
+          monkeypatch: pytest.MonkeyPatch) -> str:
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)  # piped, no COLUMNS: rich draws 80 wide
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setenv("NO_COLOR", "1")
+    code, out, err = invoke([*path, "--help"], capsys)
+    assert code == 0, err
+    return out
+
+
+def _option_rows(out: str) -> list[list[str]]:
+    """The help's option rows, each as its lines: a panel line whose text starts with a dash (not the
+    `--no-x` that continues a `--x/` on the line above), then the lines that continue it."""
+    rows: list[list[str]] = []
+    for line in out.splitlines():
+        if not line.startswith("│"):
+            continue
+        text = line[1:].removesuffix("│").strip()
+        if not text:
+            continue
+        continues_name = bool(rows) and rows[-1][-1].split()[0].endswith("/") and text.startswith("--no-")
+        if line[2:3] == "-" and not continues_name:
+            rows.append([text])
+        elif rows:
+            rows[-1].append(text)
+    return rows
+
+
+def _names(row: list[str]) -> str:
+    """A row's option names: the first word of its first line, continued after a trailing `/`."""
+    names = row[0].split()[0]
+    for line in row[1:]:
+        if not names.endswith("/"):
+            break
+        names += line.split()[0]
+    return names
+
+
+def _split_across_lines(word: str, row: list[str]) -> bool:
+    """Whether `word` is cut in two in `row`: a line has a word ending with its head, the next one a word
+    starting with its tail (words cut at `|`, `,`, `<`, `>` and the like: `<auto|pure-f` then `p16|...`)."""
+    def parts(line: str) -> list[str]:
+        return [p for p in re.split(r"[\s|,<>()\[\].;:]+", line) if p]
+
+    for above, below in zip(row, row[1:], strict=False):
+        ends = {w for w in re.split(r"\s+", above) if w}
+        starts = {w for w in re.split(r"\s+", below) if w}
+        heads = {parts(w)[-1] for w in ends if parts(w)}
+        tails = {parts(w)[0] for w in starts if parts(w)}
+        if any(word[:k] in heads and word[k:] in tails for k in range(1, len(word))):
+            return True
+    return False
+
+
+def _row_of(rows: list[list[str]], param: object) -> list[str]:
+    """The row that names `param`: it starts with one of its long flags (after a short one: `-o, --output`)."""
+    flags = [f for f in param.opts if f.startswith("--")]  # type: ignore[attr-defined]
+    for row in rows:
+        text = re.sub(r"^-\w,? ", "", row[0])
+        if any(re.match(rf"{re.escape(f)}(?![\w-])", text) for f in flags):
+            return row
+    raise AssertionError(f"no help row for {flags}")
+
+
+@pytest.mark.parametrize("columns", ["80", "40", None], ids=["80", "40", "piped"])
+@pytest.mark.parametrize("path", HELP_PATHS, ids=HELP_IDS)
+def test_help_fits_the_width_with_no_bool_metavar_and_nothing_truncated(
+        path: list[str], columns: str | None, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 12: at 80 columns `--help` truncated option names (`--grad-checkpoin…`) and showed `<bool>`
+    # for every flag (also `--help -h <bool>`)
+    out = _help(path, columns, capsys, monkeypatch)
+    width = int(columns or 80)  # piped with no COLUMNS: rich's default width, 80
+    assert max(len(line) for line in out.splitlines()) <= width
+    assert "<bool>" not in out
+    assert "…" not in out  # rich's ellipsis: a cell cut short
+
+
+@pytest.mark.parametrize("path", HELP_PATHS, ids=HELP_IDS)
+def test_help_names_every_choice_whole_and_each_flag_with_its_negation(
+        path: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 12: choices were split mid-word at 80 columns ("pure-f" / "p16"); compare's run options (lists)
+    # did not list their choices at all
+    from vramcalc.core.options import BY_NAME
+
+    out = _help(path, "80", capsys, monkeypatch)
+    rows = _option_rows(out)
+    for param in _command(path).params:  # type: ignore[attr-defined]
+        if param.param_type_name != "option" or param.hidden:
+            continue
+        row = _row_of(rows, param)
+        text = " ".join(row)
+        choices = getattr(param.type_descriptor, "choices", None)  # typer 0.2x: a Literal's values
+        run_option = BY_NAME.get(param.name)
+        if choices is None and run_option is not None and isinstance(run_option.kind, tuple):
+            choices = run_option.kind  # compare: a list option takes these values
+        for choice in choices or ():
+            assert re.search(rf"(?<![\w-]){re.escape(str(choice))}(?![\w-])", text), (param.name, choice, row)
+            assert not _split_across_lines(str(choice), row), (param.name, choice, row)
+        if param.is_flag and param.secondary_opts:  # --x/--no-x, whole (it may break after the slash)
+            assert _names(row) == f"{param.opts[0]}/{param.secondary_opts[0]}", row
+
+
+def test_estimate_help_at_80_columns_is_about_half_as_long(capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 12: 282 lines on main at c256cf2 (`COLUMNS=80 vramcalc estimate --help | wc -l`): the option
+    # column took 41 of 80 characters and the help wrapped into 15
+    out = _help(["estimate"], "80", capsys, monkeypatch)
+    assert len(out.splitlines()) <= 282 // 2
+
+
+@pytest.mark.parametrize("columns", ["40", "80", "200"])
+def test_help_keeps_its_panels_at_every_width(columns: str, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _help(["estimate"], columns, capsys, monkeypatch)
+    for panel in ("Arguments", "Run", "LoRA, QLoRA and freeze", "Multi-GPU", "Inference", "Memory savers",
+                  "Output and budget"):
+        assert f"─ {panel} ─" in out, panel
+    out = _help([], columns, capsys, monkeypatch)
+    assert "─ Commands ─" in out and "estimate" in out
