@@ -591,3 +591,72 @@ def test_help_keeps_its_panels_at_every_width(columns: str, capsys: pytest.Captu
         assert f"─ {panel} ─" in out, panel
     out = _help([], columns, capsys, monkeypatch)
     assert "─ Commands ─" in out and "estimate" in out
+
+
+# --- audit of issue 12: items fixed earlier without a test of their own ----------------------------------
+
+def test_short_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 12 ("80 columns" item): `-V`, as most tools spell --version
+    from vramcalc import __version__
+
+    code, out, err = invoke(["-V"], capsys)
+    assert code == 0 and out.strip() == f"vramcalc {__version__}"
+
+
+@pytest.mark.parametrize("command", ["estimate", "fit"])
+def test_a_gpu_and_a_memory_budget_together_are_exit_2(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 12 (silent nonsense): `--max-memory 24GiB --gpu rtx4090` dropped the GPU silently (fit still did)
+    code, out, err = invoke([command, "mistral-7b", "--max-memory", "24GiB", "--gpu", "rtx4090"], capsys)
+    assert code == 2 and err == "error: --gpu rtx4090 and --max-memory 24GiB both set a budget: pass one of them\n"
+
+
+def test_a_bare_memory_budget_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 12: `--max-memory 24` was 24 bytes; a person means 24 GB (or GiB): the unit is asked for
+    code, out, err = invoke(["estimate", "mistral-7b", "--max-memory", "24"], capsys)
+    assert code == 2 and "has no unit" in err and "24GB" in err and "24GiB" in err
+
+
+def test_a_missing_json_path_is_named_as_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 12: a missing ./x.json was called "a Hugging Face hub id"
+    code, out, err = invoke(["estimate", "./x.json"], capsys)
+    assert code == 2 and "no such file or folder" in err and "hub id" not in err
+
+
+def test_storage_takes_a_config_json_path(capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 12: `storage` did not take a path. GPT-2's config.json (tests/data/hf/gpt2.json): 124,439,808
+    # parameters (openai-community/gpt2; tests/test_hf_config.py)
+    code, out, err = invoke(["storage", str(Path(__file__).parent / "data" / "hf" / "gpt2.json"), "--format", "json"],
+                            capsys)
+    assert code == 0, err
+    assert json.loads(out)["parameters"] == 124_439_808
+
+
+def test_the_docs_no_longer_contradict_the_tool() -> None:
+    # issue 12: the docs said the default margin was 5 %, "the estimator's error band is not measured yet"
+    # (the tool prints 7 %, measured against the tracer), and spoke of the storage command "once it exists"
+    root = Path(__file__).resolve().parents[1]
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = " ".join(doc.read_text(encoding="utf-8").split())
+        assert not re.search(r"not measured yet|unmeasured|once it exists", text), doc.name
+
+
+def _deepest_parentheses(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        deepest = max(deepest, depth)
+    return deepest
+
+
+@pytest.mark.parametrize("argv", [["estimate", "mistral-7b", "--gpu", "rtx4090"],
+                                  ["estimate", "mistral-7b", "--gpu", "rtx4090", "--format", "markdown"],
+                                  ["estimate", "mistral-7b", "--gpu", "rtx4090", "--margin", "5%"],
+                                  ["fit", "mistral-7b", "--gpu", "rtx4090"]])
+def test_the_margin_note_nests_one_level_of_parentheses(argv: list[str], capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 12: "(margin: 7 % of the peak (default: ... (...)))" had three levels of parentheses
+    monkeypatch.setenv("COLUMNS", "200")  # one verdict line, unwrapped
+    code, out, err = invoke(argv, capsys)
+    lines = [line for line in out.splitlines() if "of the peak" in line]
+    assert lines
+    assert all(_deepest_parentheses(line) <= 1 for line in lines), lines
