@@ -660,3 +660,104 @@ def test_the_margin_note_nests_one_level_of_parentheses(argv: list[str], capsys:
     lines = [line for line in out.splitlines() if "of the peak" in line]
     assert lines
     assert all(_deepest_parentheses(line) <= 1 for line in lines), lines
+
+
+# --- audit: accelerate configs (the multi-GPU keys item: `deepspeed`, `fsdp`, `fsdp_config`, accelerate) ---
+# What `accelerate config` writes (accelerate/commands/config/config_args.py ClusterConfig): launch keys,
+# mixed_precision, num_machines / num_processes (all machines together), and one plugin's settings.
+ACCELERATE_DEEPSPEED = """\
+compute_environment: LOCAL_MACHINE
+debug: false
+deepspeed_config:
+  gradient_accumulation_steps: 4
+  offload_optimizer_device: cpu
+  offload_param_device: none
+  zero3_init_flag: true
+  zero_stage: 3
+distributed_type: DEEPSPEED
+downcast_bf16: 'no'
+machine_rank: 0
+main_training_function: main
+mixed_precision: bf16
+num_machines: 1
+num_processes: 8
+rdzv_backend: static
+same_network: true
+tpu_env: []
+tpu_use_cluster: false
+tpu_use_sudo: false
+use_cpu: false
+"""
+ACCELERATE_FSDP = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: FSDP
+fsdp_config:
+  fsdp_activation_checkpointing: true
+  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
+  fsdp_forward_prefetch: false
+  fsdp_offload_params: true
+  fsdp_sharding_strategy: 1
+  fsdp_state_dict_type: SHARDED_STATE_DICT
+machine_rank: 0
+mixed_precision: bf16
+num_machines: 2
+num_processes: 16
+"""
+
+
+def _settings(path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, object]:
+    code, out, err = invoke(["estimate", "llama-3.1-8b", "--config", str(path), "--gpu", "a100-80gb", *extra,
+                             "--format", "json"], capsys)
+    assert code in (0, 1), err
+    return json.loads(out)["runs"][0]
+
+
+def test_an_accelerate_deepspeed_config_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # it was "unknown key 'compute_environment'" (read as a vramcalc run file), exit 2
+    f = tmp_path / "default_config.yaml"
+    f.write_text(ACCELERATE_DEEPSPEED)
+    run = _settings(f, capsys)
+    s = run["settings"]
+    # mixed_precision bf16 turns on DeepSpeed's bf16 optimizer, which keeps fp32 master weights
+    assert (s["zero"], s["offload"], s["precision"], s["grad_accum"]) == (3, "optimizer", "mixed-bf16", 4)
+    assert (s["gpus_per_node"], s["nodes"]) == (8, 1)
+    assert run["config_source"]["kind"] == "accelerate" and run["config_source"]["unmodelled"] == []
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas/estimate.schema.json").read_text())
+    jsonschema.validate(run["config_source"], schema["$defs"]["estimate"]["properties"]["config_source"])
+
+
+def test_an_accelerate_fsdp_config_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "fsdp.yaml"
+    f.write_text(ACCELERATE_FSDP)
+    s = _settings(f, capsys)["settings"]
+    # sharding strategy 1: torch's ShardingStrategy.FULL_SHARD (torch/distributed/fsdp/api.py)
+    assert (s["fsdp"], s["offload"], s["grad_checkpointing"], s["precision"]) == (
+        "full-shard", "params", True, "mixed-bf16")
+    assert (s["gpus_per_node"], s["nodes"]) == (8, 2)  # 16 processes over 2 machines
+
+
+def test_an_accelerate_config_names_its_deepspeed_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 2}, "bf16": {"enabled": true}}')
+    f = tmp_path / "acc.yaml"
+    f.write_text("distributed_type: DEEPSPEED\nnum_processes: 4\n"
+                 "deepspeed_config:\n  deepspeed_config_file: ds.json\n")
+    s = _settings(f, capsys)["settings"]
+    assert (s["zero"], s["precision"], s["gpus_per_node"]) == (2, "mixed-bf16", 4)
+
+
+def test_an_accelerate_setting_that_changes_memory_is_never_ignored(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "acc.yaml"
+    f.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\nmixed_precision: fp8\n"
+                 "dynamo_config:\n  dynamo_backend: INDUCTOR\n")
+    run = _settings(f, capsys, "--method", "qlora")  # fits an 80 GB card by far: TIGHT only for the keys
+    assert set(run["config_source"]["unmodelled"]) == {"mixed_precision", "dynamo_config"}
+    assert run["status"] == "TIGHT"
+    f.write_text("distributed_type: MULTI_GPU\nnum_machines: 2\nnum_processes: 3\n")
+    code, out, err = invoke(["estimate", "llama-3.1-8b", "--config", str(f)], capsys)
+    assert code == 2 and "3 processes" in err and "2 machines" in err
+    f.write_text("distributed_type: MULTI_GPU\nnum_machines: 0\nnum_processes: 2\n")
+    code, out, err = invoke(["estimate", "llama-3.1-8b", "--config", str(f)], capsys)
+    assert code == 2 and "num_machines: must be 1 or more" in err and "Traceback" not in err
