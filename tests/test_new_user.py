@@ -761,3 +761,15 @@ def test_an_accelerate_setting_that_changes_memory_is_never_ignored(tmp_path: Pa
     f.write_text("distributed_type: MULTI_GPU\nnum_machines: 0\nnum_processes: 2\n")
     code, out, err = invoke(["estimate", "llama-3.1-8b", "--config", str(f)], capsys)
     assert code == 2 and "num_machines: must be 1 or more" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    # the flag before the model: it took the model as its value, and the error named 'mistral-7b'
+    (["compare", "--grad-checkpointing", "mistral-7b", "--batch-size", "x"], "error: --batch-size: 'x' is not an integer"),
+    (["compare", "mistral-7b", "--grad-checkpointing", "true,maybe"],
+     "error: --grad-checkpointing: 'maybe' is not a boolean; use true or false"),
+])
+def test_compare_boolean_errors_name_the_right_token(argv: list[str], error: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(argv, capsys)
+    assert code == 2 and err.strip() == error
