@@ -765,7 +765,8 @@ def test_an_accelerate_setting_that_changes_memory_is_never_ignored(tmp_path: Pa
 
 @pytest.mark.parametrize(("argv", "error"), [
     # the flag before the model: it took the model as its value, and the error named 'mistral-7b'
-    (["compare", "--grad-checkpointing", "mistral-7b", "--batch-size", "x"], "error: --batch-size: 'x' is not an integer"),
+    (["compare", "--grad-checkpointing", "mistral-7b", "--batch-size", "x"],
+     "error: --batch-size: 'x' is not an integer"),
     (["compare", "mistral-7b", "--grad-checkpointing", "true,maybe"],
      "error: --grad-checkpointing: 'maybe' is not a boolean; use true or false"),
 ])
