@@ -20,10 +20,16 @@ combinations (SAVER_RUNS: each loss kernel alone and with checkpointing, selecti
 checkpointing, optimizer in backward, and three-way combinations), the method cycling through full pure-bf16,
 LoRA all-linear and QLoRA NF4; batch 2 × seq 1024, AdamW (fused). Written to accuracy_savers.{json,md}.
 
+The preset grid (`--grid presets`, issue 12; 8 cases): the traceable presets that tests/test_preset_sources.py
+corrected against their config.json (gemma-2b: RMSNorm (1 + w) in fp32; gemma-2-2b: that and alternating
+local/global layers), full pure-bf16 and LoRA all-linear, batch 2 × seq 512, checkpointing off and on.
+Gemma 2 runs eager only: transformers refuses sdpa for Gemma2ForCausalLM. Written to
+accuracy_presets.{json,md}, its traces to trace_cache_presets.json.
+
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -129,7 +135,21 @@ def packing_grid() -> list[dict[str, Any]]:
     return cases
 
 
-GRIDS = {"base": lambda: grid(), "savers": lambda: saver_grid(), "packing": lambda: packing_grid()}
+PRESET_RUNS: tuple[tuple[str, str], ...] = (("gemma-2b", "sdpa"), ("gemma-2-2b", "eager"))
+
+
+def preset_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model, attention in PRESET_RUNS:
+        for label, kw in (METHODS[0], METHODS[3]):  # full pure-bf16, LoRA all-linear
+            for gc in (False, True):
+                opts = dict(kw, batch_size=2, seq_len=512, grad_checkpointing=gc, attention=attention)
+                cases.append({"id": f"{model} | {label} | b2 s512 | {'gc' if gc else 'no-gc'} | {attention}",
+                              "model": model, "method": label, "training": opts})
+    return cases
+
+
+GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -193,7 +213,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, grid_name: str = "base") -> str:
     g = 1e9
-    title = {"savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)"}
+    title = {"savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
+             "presets": " (presets checked against their config.json, issue 12)"}
     lines = ["# Estimator vs tracer" + title.get(grid_name, ""), "",
              f"{len(rows)} cases; tracer on {versions}. Reproduce: "
              f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2"
@@ -223,10 +244,11 @@ def main() -> None:
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
-                    "packing cases")
+                    "packing cases; presets: issue 12's 8 cases")
     args = ap.parse_args()
     versions = _versions()
-    cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.exists() and not args.retrace else {}
+    cache_path = RESULTS / "trace_cache_presets.json" if args.grid == "presets" else CACHE
+    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
         cache = {"versions": versions, "traces": {}}
     cases = [c for c in GRIDS[args.grid]() if args.only in c["id"]]
@@ -237,7 +259,7 @@ def main() -> None:
                 cache["traces"][c["id"]] = tr
                 print(f"traced {c['id']} in {tr['seconds']} s", file=sys.stderr, flush=True)
                 RESULTS.mkdir(exist_ok=True)
-                CACHE.write_text(json.dumps(cache, indent=1))
+                cache_path.write_text(json.dumps(cache, indent=1))
     rows = [compare(c, cache["traces"][c["id"]]) for c in cases]
     summ = summary(rows)
     RESULTS.mkdir(exist_ok=True)

@@ -106,6 +106,10 @@ TT_ALL = ("--lora-targets", "all-linear")
 MMQA = ("--batch-size", "4", "--seq-len", "768", *FOREACH)
 
 
+# litgpt's Phi-1.5 (benchmarks/litgpt_presets: its fused GELU kernel, not transformers' gelu_new formula)
+LITGPT_PHI = "litgpt-phi-1.5"
+
+
 def _litgpt(model: str, seq: int, mbs: int, *extra: str) -> tuple[str, ...]:
     return (model, *LITGPT_LORA, "--batch-size", str(mbs), "--seq-len", str(seq), "--grad-accum",
             str(128 // mbs), *extra)
@@ -205,11 +209,11 @@ MAPPINGS: dict[str, Run | NotExpressible] = {
         "llama-3.2-3b", "--method", "full", "--precision", "pure-bf16", *FOREACH, "--batch-size", "2",
         "--seq-len", "4096")),
     # --- litgpt resource tables (2023-10, A100-SXM4-40GB): LoRA and QLoRA on one GPU ---
-    "litgpt-lora-phi-1.5-none-mbs1": Run("litgpt LoRA 1 GPU (chunked loss)", _litgpt("phi-1.5", 1044, 1)),
-    "litgpt-lora-phi-1.5-none-mbs2": Run("litgpt LoRA 1 GPU (chunked loss)", _litgpt("phi-1.5", 1044, 2)),
-    "litgpt-lora-phi-1.5-none-mbs4": Run("litgpt LoRA 1 GPU (chunked loss)", _litgpt("phi-1.5", 1044, 4)),
-    "litgpt-lora-phi-1.5-nf4-mbs1": Run("litgpt QLoRA 1 GPU (chunked loss)", _litgpt_q("phi-1.5", 1044, False)),
-    "litgpt-lora-phi-1.5-nf4-dq-mbs1": Run("litgpt QLoRA 1 GPU (chunked loss)", _litgpt_q("phi-1.5", 1044, True)),
+    "litgpt-lora-phi-1.5-none-mbs1": Run("litgpt LoRA 1 GPU (chunked loss)", _litgpt(LITGPT_PHI, 1044, 1)),
+    "litgpt-lora-phi-1.5-none-mbs2": Run("litgpt LoRA 1 GPU (chunked loss)", _litgpt(LITGPT_PHI, 1044, 2)),
+    "litgpt-lora-phi-1.5-none-mbs4": Run("litgpt LoRA 1 GPU (chunked loss)", _litgpt(LITGPT_PHI, 1044, 4)),
+    "litgpt-lora-phi-1.5-nf4-mbs1": Run("litgpt QLoRA 1 GPU (chunked loss)", _litgpt_q(LITGPT_PHI, 1044, False)),
+    "litgpt-lora-phi-1.5-nf4-dq-mbs1": Run("litgpt QLoRA 1 GPU (chunked loss)", _litgpt_q(LITGPT_PHI, 1044, True)),
     "litgpt-lora-stablelm3b-none-mbs1": NotExpressible("litgpt LoRA 1 GPU (chunked loss)", "model: no preset"),
     "litgpt-lora-stablelm3b-nf4-mbs1": NotExpressible("litgpt QLoRA 1 GPU (chunked loss)", "model: no preset"),
     "litgpt-lora-stablelm3b-nf4-dq-mbs1": NotExpressible("litgpt QLoRA 1 GPU (chunked loss)", "model: no preset"),
@@ -227,7 +231,7 @@ MAPPINGS: dict[str, Run | NotExpressible] = {
                                               _litgpt_q("llama-2-13b", 1304, True)),
     # --- litgpt LoRA under FSDP (2 or 4 A100-40GB) ---
     **{f"litgpt-lora-fsdp2-phi-1.5-mbs{m}": Run("litgpt LoRA FSDP", _litgpt(
-        "phi-1.5", 1044, m, "--gpus", "2", *LITGPT_FSDP)) for m in (1, 2, 4)},
+        LITGPT_PHI, 1044, m, "--gpus", "2", *LITGPT_FSDP)) for m in (1, 2, 4)},
     **{f"litgpt-lora-fsdp2-stablelm3b-mbs{m}": NotExpressible("litgpt LoRA FSDP", "model: no preset")
        for m in (1, 2, 4)},
     **{f"litgpt-lora-fsdp2-llama2_7b-mbs{m}": Run("litgpt LoRA FSDP", _litgpt(
@@ -245,9 +249,9 @@ MAPPINGS: dict[str, Run | NotExpressible] = {
         "falcon-7b", *LITGPT_LORA[:-4], "--lora-targets", "qkv_proj", *FOREACH, "--batch-size", "1",
         "--seq-len", "256")),
     # --- litgpt inference (generate/base.py): bf16, bnb nf4, bnb nf4-dq ---
-    "litgpt-infer-phi-1.5-none": Run("litgpt inference 16-bit", _infer("phi-1.5", "bf16")),
-    "litgpt-infer-phi-1.5-nf4": Run("litgpt inference 4-bit", _infer("phi-1.5", "nf4", False)),
-    "litgpt-infer-phi-1.5-nf4-dq": Run("litgpt inference 4-bit", _infer("phi-1.5", "nf4", True)),
+    "litgpt-infer-phi-1.5-none": Run("litgpt inference 16-bit", _infer(LITGPT_PHI, "bf16")),
+    "litgpt-infer-phi-1.5-nf4": Run("litgpt inference 4-bit", _infer(LITGPT_PHI, "nf4", False)),
+    "litgpt-infer-phi-1.5-nf4-dq": Run("litgpt inference 4-bit", _infer(LITGPT_PHI, "nf4", True)),
     "litgpt-infer-stablelm3b-none": NotExpressible("litgpt inference 16-bit", "model: no preset"),
     "litgpt-infer-stablelm3b-nf4": NotExpressible("litgpt inference 4-bit", "model: no preset"),
     "litgpt-infer-stablelm3b-nf4-dq": NotExpressible("litgpt inference 4-bit", "model: no preset"),
@@ -306,9 +310,15 @@ def figure_of(kind: str) -> str:
     raise ValueError(f"unknown kind {kind!r}")
 
 
+# Models as litgpt builds them where that differs from transformers (its activation kernels): the
+# litgpt readings name them (`litgpt-phi-1.5`), and every run gets this preset directory.
+LITGPT_PRESETS = ROOT / "benchmarks" / "litgpt_presets"
+
+
 def run_cli(args: tuple[str, ...]) -> dict[str, Any]:
     """`python -m vramcalc estimate ARGS --format json`, parsed."""
-    proc = subprocess.run([sys.executable, "-m", "vramcalc", "estimate", *args, "--format", "json"],
+    proc = subprocess.run([sys.executable, "-m", "vramcalc", "estimate", *args, "--presets", str(LITGPT_PRESETS),
+                           "--format", "json"],
                           capture_output=True, text=True, env=os.environ.copy(), check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"vramcalc estimate {' '.join(args)}: exit {proc.returncode}: {proc.stderr.strip()}")

@@ -7,6 +7,7 @@ checks the fixed behaviour. Every number says where it comes from.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -434,3 +435,351 @@ def test_a_wrapped_verdict_never_breaks_a_number_from_its_unit() -> None:
         for line, after in zip(lines, lines[1:], strict=False):
             number_ends = line.split()[-1].lstrip("(").replace(".", "").isdigit()
             assert not (number_ends and after.split()[0] in units), (width, lines)
+
+
+# --- item 80 columns: `--help` at 80 columns (every command) --------------------------------------------
+
+def _command_paths() -> list[list[str]]:
+    """Every command and group of the app, as its argv path (the root is [])."""
+    import typer
+
+    from vramcalc.cli.app import app
+
+    def walk(cmd: object, path: list[str]) -> list[list[str]]:
+        out = [path]
+        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+            out += walk(sub, [*path, name])
+        return out
+
+    return walk(typer.main.get_command(app), [])
+
+
+def typer_context(cmd: object) -> object:
+    import typer
+
+    return typer.Context(cmd)  # type: ignore[arg-type]
+
+
+def _command(path: list[str]) -> object:
+    import typer
+
+    from vramcalc.cli.app import app
+
+    cmd: object = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]  # type: ignore[attr-defined]
+    return cmd
+
+
+HELP_PATHS = _command_paths()
+HELP_IDS = [" ".join(["vramcalc", *p]) for p in HELP_PATHS]
+
+
+def _help(path: list[str], columns: str | None, capsys: pytest.CaptureFixture[str],
+          monkeypatch: pytest.MonkeyPatch) -> str:
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)  # piped, no COLUMNS: rich draws 80 wide
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setenv("NO_COLOR", "1")
+    code, out, err = invoke([*path, "--help"], capsys)
+    assert code == 0, err
+    return out
+
+
+def _option_rows(out: str) -> list[list[str]]:
+    """The help's option rows, each as its lines: a panel line whose text starts with a dash (not the
+    `--no-x` that continues a `--x/` on the line above), then the lines that continue it."""
+    rows: list[list[str]] = []
+    for line in out.splitlines():
+        if not line.startswith("│"):
+            continue
+        text = line[1:].removesuffix("│").strip()
+        if not text:
+            continue
+        continues_name = bool(rows) and rows[-1][-1].split()[0].endswith("/") and text.startswith("--no-")
+        if line[2:3] == "-" and not continues_name:
+            rows.append([text])
+        elif rows:
+            rows[-1].append(text)
+    return rows
+
+
+def _names(row: list[str]) -> str:
+    """A row's option names: the first word of its first line, continued after a trailing `/`."""
+    names = row[0].split()[0]
+    for line in row[1:]:
+        if not names.endswith("/"):
+            break
+        names += line.split()[0]
+    return names
+
+
+def _split_across_lines(word: str, row: list[str]) -> bool:
+    """Whether `word` is cut in two in `row`: a line has a word ending with its head, the next one a word
+    starting with its tail (words cut at `|`, `,`, `<`, `>` and the like: `<auto|pure-f` then `p16|...`)."""
+    def parts(line: str) -> list[str]:
+        return [p for p in re.split(r"[\s|,<>()\[\].;:]+", line) if p]
+
+    for above, below in zip(row, row[1:], strict=False):
+        ends = {w for w in re.split(r"\s+", above) if w}
+        starts = {w for w in re.split(r"\s+", below) if w}
+        heads = {parts(w)[-1] for w in ends if parts(w)}
+        tails = {parts(w)[0] for w in starts if parts(w)}
+        if any(word[:k] in heads and word[k:] in tails for k in range(1, len(word))):
+            return True
+    return False
+
+
+def _row_of(rows: list[list[str]], param: object) -> list[str]:
+    """The row that names `param`: it starts with one of its long flags (after a short one: `-o, --output`)."""
+    flags = [f for f in param.opts if f.startswith("--")]  # type: ignore[attr-defined]
+    for row in rows:
+        text = re.sub(r"^-\w,? ", "", row[0])
+        if any(re.match(rf"{re.escape(f)}(?![\w-])", text) for f in flags):
+            return row
+    raise AssertionError(f"no help row for {flags}")
+
+
+@pytest.mark.parametrize("columns", ["80", "40", None], ids=["80", "40", "piped"])
+@pytest.mark.parametrize("path", HELP_PATHS, ids=HELP_IDS)
+def test_help_fits_the_width_with_no_bool_metavar_and_nothing_truncated(
+        path: list[str], columns: str | None, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 12: at 80 columns `--help` truncated option names (`--grad-checkpoin…`) and showed `<bool>`
+    # for every flag (also `--help -h <bool>`)
+    out = _help(path, columns, capsys, monkeypatch)
+    width = int(columns or 80)  # piped with no COLUMNS: rich's default width, 80
+    assert max(len(line) for line in out.splitlines()) <= width
+    assert "<bool>" not in out
+    assert "…" not in out  # rich's ellipsis: a cell cut short
+
+
+@pytest.mark.parametrize("path", HELP_PATHS, ids=HELP_IDS)
+def test_help_names_every_choice_whole_and_each_flag_with_its_negation(
+        path: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 12: choices were split mid-word at 80 columns ("pure-f" / "p16"); compare's run options (lists)
+    # did not list their choices at all
+    from vramcalc.core.options import BY_NAME
+
+    out = _help(path, "80", capsys, monkeypatch)
+    rows = _option_rows(out)
+    for param in _command(path).params:  # type: ignore[attr-defined]
+        if param.param_type_name != "option" or param.hidden:
+            continue
+        row = _row_of(rows, param)
+        text = " ".join(row)
+        choices = getattr(param.type_descriptor, "choices", None)  # typer 0.2x: a Literal's values
+        run_option = BY_NAME.get(param.name)
+        if choices is None and run_option is not None and isinstance(run_option.kind, tuple):
+            choices = run_option.kind  # compare: a list option takes these values
+        for choice in choices or ():
+            assert re.search(rf"(?<![\w-]){re.escape(str(choice))}(?![\w-])", text), (param.name, choice, row)
+            assert not _split_across_lines(str(choice), row), (param.name, choice, row)
+        if param.is_flag and param.secondary_opts:  # --x/--no-x, whole (it may break after the slash)
+            assert _names(row) == f"{param.opts[0]}/{param.secondary_opts[0]}", row
+
+
+def test_estimate_help_at_80_columns_is_about_half_as_long(capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 12: 282 lines on main at c256cf2 (`COLUMNS=80 vramcalc estimate --help | wc -l`) for its 49
+    # parameters (the model, 47 options, --help): the option column took 41 of 80 characters and the help
+    # wrapped into 15. Half as many lines per parameter, so that an option added later keeps the bound.
+    out = _help(["estimate"], "80", capsys, monkeypatch)
+    cmd = _command(["estimate"])
+    params = len(cmd.get_params(typer_context(cmd)))
+    assert len(out.splitlines()) <= 282 * params // 49 // 2
+
+
+@pytest.mark.parametrize("columns", ["40", "80", "200"])
+def test_help_keeps_its_panels_at_every_width(columns: str, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _help(["estimate"], columns, capsys, monkeypatch)
+    for panel in ("Arguments", "Run", "LoRA, QLoRA and freeze", "Multi-GPU", "Inference", "Memory savers",
+                  "Output and budget"):
+        assert f"─ {panel} ─" in out, panel
+    out = _help([], columns, capsys, monkeypatch)
+    assert "─ Commands ─" in out and "estimate" in out
+
+
+# --- audit of issue 12: items fixed earlier without a test of their own ----------------------------------
+
+def test_short_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 12 ("80 columns" item): `-V`, as most tools spell --version
+    from vramcalc import __version__
+
+    code, out, err = invoke(["-V"], capsys)
+    assert code == 0 and out.strip() == f"vramcalc {__version__}"
+
+
+@pytest.mark.parametrize("command", ["estimate", "fit"])
+def test_a_gpu_and_a_memory_budget_together_are_exit_2(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 12 (silent nonsense): `--max-memory 24GiB --gpu rtx4090` dropped the GPU silently (fit still did)
+    code, out, err = invoke([command, "mistral-7b", "--max-memory", "24GiB", "--gpu", "rtx4090"], capsys)
+    assert code == 2 and err == "error: --gpu rtx4090 and --max-memory 24GiB both set a budget: pass one of them\n"
+
+
+def test_a_bare_memory_budget_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 12: `--max-memory 24` was 24 bytes; a person means 24 GB (or GiB): the unit is asked for
+    code, out, err = invoke(["estimate", "mistral-7b", "--max-memory", "24"], capsys)
+    assert code == 2 and "has no unit" in err and "24GB" in err and "24GiB" in err
+
+
+def test_a_missing_json_path_is_named_as_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 12: a missing ./x.json was called "a Hugging Face hub id"
+    code, out, err = invoke(["estimate", "./x.json"], capsys)
+    assert code == 2 and "no such file or folder" in err and "hub id" not in err
+
+
+def test_storage_takes_a_config_json_path(capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 12: `storage` did not take a path. GPT-2's config.json (tests/data/hf/gpt2.json): 124,439,808
+    # parameters (openai-community/gpt2; tests/test_hf_config.py)
+    code, out, err = invoke(["storage", str(Path(__file__).parent / "data" / "hf" / "gpt2.json"), "--format", "json"],
+                            capsys)
+    assert code == 0, err
+    assert json.loads(out)["parameters"] == 124_439_808
+
+
+def test_the_docs_no_longer_contradict_the_tool() -> None:
+    # issue 12: the docs said the default margin was 5 %, "the estimator's error band is not measured yet"
+    # (the tool prints 7 %, measured against the tracer), and spoke of the storage command "once it exists"
+    root = Path(__file__).resolve().parents[1]
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = " ".join(doc.read_text(encoding="utf-8").split())
+        assert not re.search(r"not measured yet|unmeasured|once it exists", text), doc.name
+
+
+def _deepest_parentheses(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        deepest = max(deepest, depth)
+    return deepest
+
+
+@pytest.mark.parametrize("argv", [["estimate", "mistral-7b", "--gpu", "rtx4090"],
+                                  ["estimate", "mistral-7b", "--gpu", "rtx4090", "--format", "markdown"],
+                                  ["estimate", "mistral-7b", "--gpu", "rtx4090", "--margin", "5%"],
+                                  ["fit", "mistral-7b", "--gpu", "rtx4090"]])
+def test_the_margin_note_nests_one_level_of_parentheses(argv: list[str], capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 12: "(margin: 7 % of the peak (default: ... (...)))" had three levels of parentheses
+    monkeypatch.setenv("COLUMNS", "200")  # one verdict line, unwrapped
+    code, out, err = invoke(argv, capsys)
+    lines = [line for line in out.splitlines() if "of the peak" in line]
+    assert lines
+    assert all(_deepest_parentheses(line) <= 1 for line in lines), lines
+
+
+# --- audit: accelerate configs (the multi-GPU keys item: `deepspeed`, `fsdp`, `fsdp_config`, accelerate) ---
+# What `accelerate config` writes (accelerate/commands/config/config_args.py ClusterConfig): launch keys,
+# mixed_precision, num_machines / num_processes (all machines together), and one plugin's settings.
+ACCELERATE_DEEPSPEED = """\
+compute_environment: LOCAL_MACHINE
+debug: false
+deepspeed_config:
+  gradient_accumulation_steps: 4
+  offload_optimizer_device: cpu
+  offload_param_device: none
+  zero3_init_flag: true
+  zero_stage: 3
+distributed_type: DEEPSPEED
+downcast_bf16: 'no'
+machine_rank: 0
+main_training_function: main
+mixed_precision: bf16
+num_machines: 1
+num_processes: 8
+rdzv_backend: static
+same_network: true
+tpu_env: []
+tpu_use_cluster: false
+tpu_use_sudo: false
+use_cpu: false
+"""
+ACCELERATE_FSDP = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: FSDP
+fsdp_config:
+  fsdp_activation_checkpointing: true
+  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
+  fsdp_forward_prefetch: false
+  fsdp_offload_params: true
+  fsdp_sharding_strategy: 1
+  fsdp_state_dict_type: SHARDED_STATE_DICT
+machine_rank: 0
+mixed_precision: bf16
+num_machines: 2
+num_processes: 16
+"""
+
+
+def _settings(path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, object]:
+    code, out, err = invoke(["estimate", "llama-3.1-8b", "--config", str(path), "--gpu", "a100-80gb", *extra,
+                             "--format", "json"], capsys)
+    assert code in (0, 1), err
+    return json.loads(out)["runs"][0]
+
+
+def test_an_accelerate_deepspeed_config_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # it was "unknown key 'compute_environment'" (read as a vramcalc run file), exit 2
+    f = tmp_path / "default_config.yaml"
+    f.write_text(ACCELERATE_DEEPSPEED)
+    run = _settings(f, capsys)
+    s = run["settings"]
+    # mixed_precision bf16 turns on DeepSpeed's bf16 optimizer, which keeps fp32 master weights
+    assert (s["zero"], s["offload"], s["precision"], s["grad_accum"]) == (3, "optimizer", "mixed-bf16", 4)
+    assert (s["gpus_per_node"], s["nodes"]) == (8, 1)
+    assert run["config_source"]["kind"] == "accelerate" and run["config_source"]["unmodelled"] == []
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas/estimate.schema.json").read_text())
+    jsonschema.validate(run["config_source"], schema["$defs"]["estimate"]["properties"]["config_source"])
+
+
+def test_an_accelerate_fsdp_config_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "fsdp.yaml"
+    f.write_text(ACCELERATE_FSDP)
+    s = _settings(f, capsys)["settings"]
+    # sharding strategy 1: torch's ShardingStrategy.FULL_SHARD (torch/distributed/fsdp/api.py)
+    assert (s["fsdp"], s["offload"], s["grad_checkpointing"], s["precision"]) == (
+        "full-shard", "params", True, "mixed-bf16")
+    assert (s["gpus_per_node"], s["nodes"]) == (8, 2)  # 16 processes over 2 machines
+
+
+def test_an_accelerate_config_names_its_deepspeed_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 2}, "bf16": {"enabled": true}}')
+    f = tmp_path / "acc.yaml"
+    f.write_text("distributed_type: DEEPSPEED\nnum_processes: 4\n"
+                 "deepspeed_config:\n  deepspeed_config_file: ds.json\n")
+    s = _settings(f, capsys)["settings"]
+    assert (s["zero"], s["precision"], s["gpus_per_node"]) == (2, "mixed-bf16", 4)
+
+
+def test_an_accelerate_setting_that_changes_memory_is_never_ignored(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "acc.yaml"
+    f.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\nmixed_precision: fp8\n"
+                 "dynamo_config:\n  dynamo_backend: INDUCTOR\n")
+    run = _settings(f, capsys, "--method", "qlora")  # fits an 80 GB card by far: TIGHT only for the keys
+    assert set(run["config_source"]["unmodelled"]) == {"mixed_precision", "dynamo_config"}
+    assert run["status"] == "TIGHT"
+    f.write_text("distributed_type: MULTI_GPU\nnum_machines: 2\nnum_processes: 3\n")
+    code, out, err = invoke(["estimate", "llama-3.1-8b", "--config", str(f)], capsys)
+    assert code == 2 and "3 processes" in err and "2 machines" in err
+    f.write_text("distributed_type: MULTI_GPU\nnum_machines: 0\nnum_processes: 2\n")
+    code, out, err = invoke(["estimate", "llama-3.1-8b", "--config", str(f)], capsys)
+    assert code == 2 and "num_machines: must be 1 or more" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    # the flag before the model: it took the model as its value, and the error named 'mistral-7b'
+    (["compare", "--grad-checkpointing", "mistral-7b", "--batch-size", "x"],
+     "error: --batch-size: 'x' is not an integer"),
+    (["compare", "mistral-7b", "--grad-checkpointing", "true,maybe"],
+     "error: --grad-checkpointing: 'maybe' is not a boolean; use true or false"),
+])
+def test_compare_boolean_errors_name_the_right_token(argv: list[str], error: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(argv, capsys)
+    assert code == 2 and err.strip() == error

@@ -9,7 +9,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from vramcalc import __version__
 from vramcalc.cli.commands import estimate as estimate_cmd
@@ -20,7 +20,24 @@ from vramcalc.core.errors import VramcalcError
 from vramcalc.core.options import OptionValues
 
 
-class _Boundary(TyperGroup):
+class _Help:
+    """`--help` laid out by cli/helptext.py (names never cut, choices never split, flags without `<bool>`)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from vramcalc.cli.helptext import render
+
+        render(self, ctx)
+
+
+class HelpCommand(_Help, TyperCommand):
+    """Every command (cli/app.py's _register gives it to each)."""
+
+
+class HelpGroup(_Help, TyperGroup):
+    """Every group of commands (`vramcalc`, `vramcalc presets`)."""
+
+
+class _Boundary(HelpGroup):
     """The error boundary (output.boundary) around every command: a VramcalcError is one line, exit 2.
 
     It sits in the group's invoke, so it holds for the console entry point and under CliRunner alike.
@@ -168,7 +185,11 @@ def _register() -> None:
     app.command("fit", epilog=EPILOG)(fit.fit_command)
     app.command("trace", epilog=EPILOG)(trace.trace_command)  # torch is imported only when it runs
     app.command("timeline", epilog=EPILOG)(plot.timeline_command)  # the pictures only when it draws
-    app.add_typer(presets.presets_app, name="presets")
+    app.add_typer(presets.presets_app, name="presets", cls=HelpGroup)
+    for group in [app, *(info.typer_instance for info in app.registered_groups if info.typer_instance)]:
+        for info in group.registered_commands:
+            if info.cls in (None, TyperCommand):  # typer's default class; a command's own class stays
+                info.cls = HelpCommand
 
 
 _register()

@@ -54,7 +54,7 @@ ConfigOpt = Annotated[
     str | None,
     typer.Option(
         help="Run file (YAML/JSON of option keys, one run or a list) or an axolotl, LLaMA-Factory, HF "
-        "TrainingArguments or torchtune config. Command-line options override it."
+        "TrainingArguments, torchtune, DeepSpeed or accelerate config. Command-line options override it."
     ),
 ]
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Plain output without colour (also NO_COLOR).")]

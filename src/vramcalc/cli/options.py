@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
+from vramcalc.cli.helptext import with_choices
 from vramcalc.core.options import BY_NAME, OPTIONS, Opt, OptionError, OptionValues, coerce
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,14 +37,15 @@ def _panel(o: Opt) -> str:
 
 def _annotation(o: Opt, multi: bool) -> Any:
     if multi:
-        sep = "semicolon" if o.sep == ";" else "comma"
-        extra = " Booleans: true,false." if o.kind is bool else ""
+        # compare's own help says once that every option takes a comma-separated list; an option says so
+        # only where its separator differs, and lists the values it takes (a boolean: true, false)
+        values = o.kind if isinstance(o.kind, tuple) else ("true", "false") if o.kind is bool else ()
+        text = with_choices(o.help, values) if values else o.help
+        if o.sep != ",":
+            text += " A semicolon-separated list sweeps it."
         return Annotated[
             str | None,
-            typer.Option(
-                o.flag, help=f"{o.help} A {sep}-separated list sweeps it.{extra}", show_default=False,
-                rich_help_panel=_panel(o),
-            ),
+            typer.Option(o.flag, help=text, metavar="<list>", show_default=False, rich_help_panel=_panel(o)),
         ]
     extra: dict[str, Any] = {"rich_help_panel": _panel(o)}
     if o.complete is not None:
@@ -75,7 +77,8 @@ def with_estimate_options(multi: bool = False, own: tuple[Opt, ...] = ()) -> Cal
         own_params = [p for p in sig.parameters.values() if p.name not in ("opts", "own")]
         presets_here = not any(o.name == PRESETS.name for o in own)
         table = [
-            inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default, annotation=_annotation(o, False))
+            inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default,
+                              annotation=_annotation(o, False))
             for o in (own if not presets_here else (*own, PRESETS))
         ]
         added = [

@@ -38,8 +38,11 @@ class Margin:
         return ceil_div(needed_bytes * round(self.fraction * 1_000_000), 1_000_000)
 
     def describe(self) -> str:
-        """`7 % of the peak (default: ...)`, for the verdict line and table footers."""
-        return f"{self.fraction * 100:g} % of the peak ({self.source})"
+        """`7 % of the peak; default: ...`, for the verdict line and table footers.
+
+        No parentheses: the verdict line puts this in its own `(margin: ...)` (issue 12: three levels).
+        """
+        return f"{self.fraction * 100:g} % of the peak; {self.source}"
 
     def doc(self, needed_bytes: int | None) -> dict[str, object]:
         """The JSON `margin` object: fraction, bytes for this peak, and where the margin came from."""

@@ -40,6 +40,10 @@ def _strict(key: str, option: str, raw: Any) -> Any:
         raise _KeyProblem(key, str(e).split(": ", 1)[-1]) from None
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 @dataclass
 class Run:
     """One run read from a file: where the model and GPU come from, and the option values it sets."""
@@ -48,7 +52,7 @@ class Run:
     model: str | None = None
     gpu: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    kind: str = "vramcalc"  # vramcalc, axolotl, llama-factory, hf-training-args, torchtune, deepspeed
+    kind: str = "vramcalc"  # vramcalc, axolotl, llama-factory, hf-training-args, torchtune, deepspeed, accelerate
     path: str | None = None
     mapped: list[str] = field(default_factory=list)  # keys of the source file that were used
     ignored: list[str] = field(default_factory=list)  # keys of the source file with no effect here
@@ -78,8 +82,8 @@ class Run:
             f" (+{len(self.ignored) - 12} more)" if len(self.ignored) > 12 else ""
         )
         return (
-            f"read {self.path} as a {self.kind} config: used {', '.join(self.mapped) or 'nothing'}; "
-            f"ignored {shown or 'nothing'}."
+            f"read {self.path} as {_article(self.kind)} {self.kind} config: used "
+            f"{', '.join(self.mapped) or 'nothing'}; ignored {shown or 'nothing'}."
         )
 
     def unmodelled_note(self) -> str | None:
@@ -123,6 +127,8 @@ def detect(data: Any) -> str:
     if isinstance(data, dict):
         if "zero_optimization" in data or "train_micro_batch_size_per_gpu" in data:
             return "deepspeed"
+        if "distributed_type" in data:  # `accelerate config` writes it (with compute_environment) every time
+            return "accelerate"
         if "base_model" in data:
             return "axolotl"
         if "model_name_or_path" in data and ("finetuning_type" in data or "stage" in data):
@@ -668,7 +674,8 @@ def _hf_multi_gpu(d: dict[str, Any], path: Path, run: Run) -> bool:
                 _unmodelled(run, "deepspeed", f"{str(ds)[:80]} not found next to the file or here, so the "
                             "ZeRO stage and offload are unknown; pass --zero/--offload")
     fsdp = d.get("fsdp")
-    cfg = d.get("fsdp_config") if isinstance(d.get("fsdp_config"), dict) else {}
+    raw = d.get("fsdp_config")
+    cfg: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if _is_set(fsdp) or cfg:
         words = fsdp.split() if isinstance(fsdp, str) else [str(w) for w in fsdp] if isinstance(fsdp, list) else []
         plain = {str(k).removeprefix("fsdp_"): v for k, v in cfg.items()}
@@ -692,7 +699,7 @@ def _hf_multi_gpu(d: dict[str, Any], path: Path, run: Run) -> bool:
             run.options["grad_checkpointing"] = True
         run.mapped += [k for k in ("fsdp", "fsdp_config") if k in d and k not in run.unmodelled]
         for key in plain:
-            if key not in _FSDP_HARMLESS:
+            if key not in _FSDP_HARMLESS and _is_set(plain[key]):  # a setting left off changes nothing
                 _unmodelled(run, f"fsdp_config.{key}", "an FSDP setting vramcalc does not model")
     return sharded
 
@@ -812,6 +819,139 @@ def _deepspeed_into(d: dict[str, Any], run: Run, prefix: str, embedded: bool) ->
     if not embedded:
         run.notes.append("a DeepSpeed config names no model and no sequence length: give MODEL and --seq-len "
                          "on the command line; the command line overrides the file.")
+
+
+# ---- accelerate -----------------------------------------------------------------------------------------
+
+# accelerate's config file (`accelerate config`, `accelerate launch --config_file`; ClusterConfig in
+# accelerate/commands/config/config_args.py): keys about the launch, not about memory.
+_ACCELERATE_HARMLESS = {"compute_environment", "debug", "machine_rank", "main_process_ip", "main_process_port",
+                        "main_training_function", "rdzv_backend", "same_network", "tpu_env", "tpu_use_cluster",
+                        "tpu_use_sudo", "gpu_ids", "downcast_bf16", "enable_cpu_affinity",
+                        "num_cpu_threads_per_process"}
+# deepspeed_config keys of accelerate's DeepSpeed plugin that do not change GPU memory
+_ACCELERATE_DS_HARMLESS = {"zero3_init_flag", "zero3_save_16bit_model", "gradient_clipping", "deepspeed_hostfile",
+                           "deepspeed_multinode_launcher", "deepspeed_exclusion_filter", "deepspeed_inclusion_filter",
+                           "offload_optimizer_nvme_path", "offload_param_nvme_path"}
+
+
+def _accelerate(d: dict[str, Any], path: Path) -> Run:
+    # The launcher's processes and machines, its mixed precision, and the DeepSpeed / FSDP / Megatron-LM
+    # plugin settings. It names no model: give MODEL (and --seq-len) on the command line.
+    run = Run(notes=[])
+    kind = str(d.get("distributed_type", "NO")).upper()
+    run.mapped.append("distributed_type")
+    nodes = _strict("num_machines", "nodes", d.get("num_machines", 1))
+    processes = _strict("num_processes", "gpus_per_node", d.get("num_processes", 1))
+    if nodes < 1 or processes < 1:
+        raise _KeyProblem("num_processes" if processes < 1 else "num_machines", "must be 1 or more")
+    if processes % nodes:
+        raise _KeyProblem("num_processes", f"{processes} processes (all machines together) do not split evenly "
+                          f"over {nodes} machines")
+    run.options.update(nodes=nodes, gpus_per_node=processes // nodes)
+    _seen(d, run, "num_machines", "num_processes")
+    mp = str(d.get("mixed_precision", "no")).lower()
+    run.mapped += ["mixed_precision"] if "mixed_precision" in d else []
+    half = mp if mp in ("bf16", "fp16") else None
+    if mp == "fp8":
+        _unmodelled(run, "mixed_precision", "fp8 training (Transformer Engine / torchao / MS-AMP)")
+    if kind == "DEEPSPEED":
+        _accelerate_deepspeed(d, path, run)
+        # accelerate turns DeepSpeed's bf16/fp16 on from mixed_precision; without either it trains in fp32
+        run.options.setdefault("precision", f"mixed-{half}" if half else "fp32")
+    elif kind == "FSDP":
+        raw = d.get("fsdp_config")
+        cfg: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        _hf_multi_gpu({"fsdp": "full_shard", "fsdp_config": cfg}, path, run)  # FULL_SHARD: accelerate's default
+        run.mapped = [k for k in run.mapped if k != "fsdp"]
+        if half:  # accelerate's FSDP MixedPrecision: bf16 compute over the fp32 sharded parameters
+            run.options["precision"] = f"mixed-{half}"
+    elif kind == "MEGATRON_LM":
+        _accelerate_megatron(d, run)
+        if half:  # Megatron-LM's optimizer keeps fp32 main parameters for bf16/fp16 training
+            run.options["precision"] = f"mixed-{half}"
+    elif kind not in ("NO", "MULTI_GPU"):
+        _unmodelled(run, "distributed_type", f"{kind}: vramcalc models CUDA GPUs (DDP, DeepSpeed, FSDP, Megatron-LM)")
+    if kind in ("NO", "MULTI_GPU", "FSDP") and "precision" not in run.options:
+        run.notes.append(f"accelerate's mixed_precision {mp} autocasts the script's model, whose dtype is the "
+                         "script's: precision left at auto (a 16-bit model as loaded; for a model loaded in fp32 "
+                         "pass --precision amp-bf16).")
+    dynamo = d.get("dynamo_config")
+    if isinstance(dynamo, dict) and str(dynamo.get("dynamo_backend", "NO")).upper() != "NO":
+        _unmodelled(run, "dynamo_config", "torch.compile (fused kernels change what is saved)")
+    elif "dynamo_config" in d:
+        run.mapped.append("dynamo_config")
+    if _truthy(d.get("use_cpu", False)):
+        _unmodelled(run, "use_cpu", "training on the CPU: no GPU memory to estimate")
+    run.options.setdefault("method", "full")
+    taken = {k.split(".", 1)[0] for k in (*run.mapped, *run.unmodelled)}
+    plugins = {"deepspeed_config", "fsdp_config", "megatron_lm_config"}  # another distributed_type's: unused
+    for key in d:
+        if key not in taken | plugins | _ACCELERATE_HARMLESS and _is_set(d[key]):
+            _unmodelled(run, str(key), "an accelerate setting vramcalc does not model")
+    run.notes.append("an accelerate config names no model and no sequence length: give MODEL and --seq-len on "
+                     "the command line; the command line overrides the file.")
+    return _finish(d, run)
+
+
+def _accelerate_deepspeed(d: dict[str, Any], path: Path, run: Run) -> None:
+    """accelerate's deepspeed_config: a DeepSpeed JSON it names, or its own zero_stage / offload keys."""
+    raw = d.get("deepspeed_config")
+    ds: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    file = ds.get("deepspeed_config_file")
+    if _is_set(file):
+        found = [c for c in (path.parent / str(file), Path(str(file)).expanduser())
+                 if path_kind(c, "the deepspeed config") != "missing"]
+        if not found:
+            _unmodelled(run, "deepspeed_config.deepspeed_config_file", f"{str(file)[:80]} not found next to the "
+                        "file or here, so the ZeRO stage and offload are unknown; pass --zero/--offload")
+            return
+        data = read_data(found[0])
+        if not isinstance(data, dict):
+            raise _KeyProblem("deepspeed_config.deepspeed_config_file", f"{found[0]} is not a DeepSpeed JSON object")
+        _deepspeed_into(data, run, "deepspeed_config.deepspeed_config_file.", embedded=True)
+        run.mapped.append("deepspeed_config.deepspeed_config_file")
+        run.notes.append(f"deepspeed_config_file: read {found[0]}.")
+        return
+    if "zero_stage" in ds:
+        run.options["zero"] = _strict("deepspeed_config.zero_stage", "zero", ds["zero_stage"])
+        if run.options["zero"] not in (0, 1, 2, 3):
+            raise _KeyProblem("deepspeed_config.zero_stage", f"{ds['zero_stage']!r} is not a ZeRO stage 0-3")
+    for key, offload in (("offload_optimizer_device", "optimizer"), ("offload_param_device", "params")):
+        if str(ds.get(key, "none")).lower() in ("cpu", "nvme") and run.options.get("offload") != "params":
+            run.options["offload"] = offload  # params implies optimizer
+    if "gradient_accumulation_steps" in ds:
+        run.options["grad_accum"] = _strict("deepspeed_config.gradient_accumulation_steps", "grad_accum",
+                                            ds["gradient_accumulation_steps"])
+    known = {"zero_stage", "offload_optimizer_device", "offload_param_device", "gradient_accumulation_steps"}
+    run.mapped += [f"deepspeed_config.{k}" for k in ds if k in known]
+    for key in ds:
+        if key not in known and key not in _ACCELERATE_DS_HARMLESS and _is_set(ds[key]):
+            _unmodelled(run, f"deepspeed_config.{key}", "a DeepSpeed setting vramcalc does not model")
+
+
+def _accelerate_megatron(d: dict[str, Any], run: Run) -> None:
+    """accelerate's megatron_lm_config: tensor and pipeline degrees, sequence parallelism, recomputation."""
+    raw = d.get("megatron_lm_config")
+    cfg: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    for key, option in (("megatron_lm_tp_degree", "tp"), ("megatron_lm_pp_degree", "pp")):
+        if key in cfg:
+            run.options[option] = _strict(f"megatron_lm_config.{key}", option, cfg[key])
+            run.mapped.append(f"megatron_lm_config.{key}")
+    for key, option in (("megatron_lm_sequence_parallelism", "sequence_parallel"),
+                        ("megatron_lm_recompute_activations", "grad_checkpointing")):
+        if key in cfg:
+            run.options[option] = _truthy(cfg[key])
+            run.mapped.append(f"megatron_lm_config.{key}")
+    if _truthy(cfg.get("megatron_lm_use_distributed_optimizer", False)):
+        _unmodelled(run, "megatron_lm_config.megatron_lm_use_distributed_optimizer",
+                    "Megatron's distributed optimizer shards the fp32 states over data-parallel ranks")
+    for key in cfg:
+        if key not in run.mapped and f"megatron_lm_config.{key}" not in (*run.mapped, *run.unmodelled):
+            if key not in ("megatron_lm_gradient_clipping", "megatron_lm_num_micro_batches") and _is_set(cfg[key]):
+                _unmodelled(run, f"megatron_lm_config.{key}", "a Megatron-LM setting vramcalc does not model")
+    if cfg:
+        run.mapped.append("megatron_lm_config")
 
 
 # ---- torchtune ------------------------------------------------------------------------------------------
@@ -945,6 +1085,7 @@ def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
 
 _READERS = {
     "deepspeed": _deepspeed,
+    "accelerate": _accelerate,
     "axolotl": _axolotl,
     "llama-factory": _llama_factory,
     "hf-training-args": _hf_args,

@@ -57,6 +57,8 @@ def fit_command(
     if ref is None:
         raise BadInput("no model: pass MODEL or put `model:` in the run file")
     spec, _ = resolve_model(ref, Path(run.path).parent if run.path and model is None else None)
+    if gpu and max_memory:  # as estimate: one budget (a run file's gpu yields to --max-memory)
+        raise BadInput(f"--gpu {gpu} and --max-memory {max_memory} both set a budget: pass one of them")
     gpu_name = gpu or run.gpu
     found = targets([gpu_name] if gpu_name and not max_memory else [], max_memory)
     if not found:

@@ -108,11 +108,13 @@ def packing_notes(t: TrainingSpec) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _norm_terms(name: str, m: ModelSpec, c: int, residual: int, h: int) -> list[Term]:
+def _norm_terms(name: str, m: ModelSpec, c: int, residual: int, h: int, trainable: bool = True) -> list[Term]:
     if m.norm == "rmsnorm":
         # LlamaRMSNorm: x.to(fp32) saved by pow/mul, rsqrt per token; weight * x.to(dtype) saves the
-        # normalized tensor in the compute dtype (Gemma multiplies by (1 + w) in fp32: 4 bytes).
-        normed = 4 if m.norm_fp32_weight_mul else max(c, residual)
+        # normalized tensor in the compute dtype. Gemma multiplies by (1 + w) in fp32 (modeling_gemma.py
+        # GemmaRMSNorm): a trainable w makes the mul save the fp32 product (4 bytes); a frozen one (LoRA) saves
+        # only (1 + w), and what stays is the compute-dtype cast the next Linear keeps (gemma-2b LoRA trace).
+        normed = 4 if m.norm_fp32_weight_mul and trainable else max(c, residual)
         return [Term(f"{name} (fp32 input + rsqrt)", 4 * h + 4), Term(f"{name} (normalized)", normed * h)]
     # nn.LayerNorm (native_layer_norm): saves its input, and fp32 mean and rstd per token; under
     # autocast layer_norm runs in fp32, so the saved input is an fp32 copy.
@@ -161,7 +163,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     n_norms = m.norms_per_layer
     # --- attention block ---
     if n_norms:
-        terms += _norm_terms("attn norm", m, c, residual, h)
+        terms += _norm_terms("attn norm", m, c, residual, h, trainable_weights)
     if m.attention_kind == "mla":
         terms += _mla_terms(m, t, c, linear_input)
     else:
@@ -210,7 +212,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block ---
     if n_norms >= 2 and not m.parallel_residual:
-        terms += _norm_terms("mlp norm", m, c, residual, h)
+        terms += _norm_terms("mlp norm", m, c, residual, h, trainable_weights)
     i = m.intermediate_size
     if m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
@@ -343,7 +345,8 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     h, v = m.hidden_size, m.vocab_size
-    saved = sum(x.per_token for x in _norm_terms("final norm", m, c, residual, h)) if m.final_norm else 0
+    final = _norm_terms("final norm", m, c, residual, h, head_trainable) if m.final_norm else []
+    saved = sum(x.per_token for x in final)
     if head_trainable:
         saved += c * h  # lm_head saves its input to compute its weight gradient
     saved += 4 * v  # log_softmax saves its fp32 output (aten log_softmax backward uses the result)
@@ -360,7 +363,7 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
-    terms = _norm_terms("final norm", m, c, residual, m.hidden_size) if m.final_norm else []
+    terms = _norm_terms("final norm", m, c, residual, m.hidden_size, head_trainable) if m.final_norm else []
     if head_trainable:
         terms.append(Term("lm_head input", c * m.hidden_size))
     terms.append(Term("log_softmax output (fp32)", 4 * m.vocab_size))

@@ -1,0 +1,85 @@
+"""Every preset against its source config.json, not only its parameter count (issue 12).
+
+tests/data/hf/ holds the published config.json of one model per family (tests/data/hf/README.md names
+each repository). A preset with its config there must equal what the config reader
+(io/hf_config.spec_from_hf_config) makes of it, field by field; every other Hugging Face preset of the
+family must share the family's kind of block (activation, norms, biases, fused projections), which the
+parameter count cannot see: `silu` for `gelu_new` changes the saved activations, not one parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vramcalc.core.specs import ModelSpec
+from vramcalc.io import presets
+from vramcalc.io.hf_config import spec_from_hf_config
+
+HF = Path(__file__).parent / "data" / "hf"
+# What a preset says about itself rather than about the architecture.
+ABOUT = {"name", "display_name", "source", "aliases", "family", "published_parameters",
+         "published_parameters_source", "parameters"}
+# The fields of a family's block: the same for every size (tying, dropout, windows vary by model).
+KIND = ("hidden_act", "mlp", "norm", "norms_per_layer", "norm_fp32_weight_mul", "parallel_residual", "fused_qkv",
+        "fused_gate_up", "qk_norm", "qkv_bias", "o_bias", "mlp_bias", "lm_head_bias",
+        "learned_position_embeddings", "attention_kind")
+
+
+def _from_source(path: Path) -> ModelSpec:
+    return spec_from_hf_config(json.loads(path.read_text(encoding="utf-8")), path.stem, str(path))
+
+
+def _arch(m: ModelSpec) -> dict[str, Any]:
+    """The architecture fields, with the defaults the arithmetic applies spelled out (params.py head_dim:
+    hidden_size // heads; moe_intermediate_size: the dense intermediate_size)."""
+    out = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name not in ABOUT}
+    if m.hidden_size and m.num_attention_heads:
+        out["head_dim"] = m.head_dim or m.hidden_size // m.num_attention_heads
+    if m.num_experts:
+        out["moe_intermediate_size"] = m.moe_intermediate_size or m.intermediate_size
+    return out
+
+
+def _sourced() -> list[tuple[str, Path]]:
+    """(preset, its config.json) for every fixture that is a preset (gemma-3-4b-it is not)."""
+    out = []
+    for path in sorted(HF.glob("*.json")):
+        try:
+            out.append((presets.find_model(path.stem).name, path))
+        except Exception:  # noqa: BLE001 - a fixture without a preset: nothing to compare
+            continue
+    return out
+
+
+SOURCED = _sourced()
+FAMILY_SOURCE = {presets.find_model(name).family: path for name, path in reversed(SOURCED)}
+
+
+def test_most_families_have_a_source() -> None:
+    # 19 presets have their config.json in tests/data/hf (its README); every family but GPT-J and ResNet
+    assert len(SOURCED) == 19
+    families = {presets.find_model(n).family for n in presets.models().names()}
+    assert families - set(FAMILY_SOURCE) == {"gptj", "resnet"}
+
+
+@pytest.mark.parametrize(("name", "path"), SOURCED, ids=[n for n, _ in SOURCED])
+def test_preset_equals_its_config_json(name: str, path: Path) -> None:
+    preset, source = _arch(presets.find_model(name)), _arch(_from_source(path))
+    assert {k: v for k, v in preset.items() if source[k] != v} == {}, f"{name} differs from {path.name}"
+
+
+HF_PRESETS = [n for n in presets.models().names()
+              if "huggingface.co/" in presets.find_model(n).source and presets.find_model(n).family in FAMILY_SOURCE]
+
+
+@pytest.mark.parametrize("name", HF_PRESETS)
+def test_preset_has_its_familys_block(name: str) -> None:
+    preset = presets.find_model(name)
+    source = _from_source(FAMILY_SOURCE[preset.family])
+    differs = {k: (getattr(preset, k), getattr(source, k)) for k in KIND if getattr(preset, k) != getattr(source, k)}
+    assert differs == {}, f"{name} vs {FAMILY_SOURCE[preset.family].name}"
