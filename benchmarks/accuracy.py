@@ -20,10 +20,19 @@ combinations (SAVER_RUNS: each loss kernel alone and with checkpointing, selecti
 checkpointing, optimizer in backward, and three-way combinations), the method cycling through full pure-bf16,
 LoRA all-linear and QLoRA NF4; batch 2 × seq 1024, AdamW (fused). Written to accuracy_savers.{json,md}.
 
+The preference grid (`--grid preference`, issue 14; 36 cases): 3 architectures (qwen2.5-0.5b: qwen2, 152k
+vocabulary, tied; tinyllama-1.1b: llama, 32k, untied; gpt2: learned positions, plain MLP, dropout that
+DPOConfig disables) × 12 runs (PREFERENCE_RUNS): TRL DPOTrainer steps (dpo and ipo) with a reference copy,
+adapters off or precomputed log-probs, full (pure-bf16, amp-bf16), LoRA and QLoRA NF4, with checkpointing,
+selective checkpointing, activation offload, an 8-bit optimizer, optimizer in backward and gradient
+accumulation, and one SFT step through TRL's fused head (`--loss trl`); prompt lengths from 0 to half the
+sequence. Written to accuracy_preference.{json,md}.
+
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers] [--jobs 2] [--retrace] [--only SUBSTRING]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|preference] [--jobs 2] [--retrace]
+        [--only SUBSTRING]
 """
 
 from __future__ import annotations
@@ -103,6 +112,49 @@ def saver_grid() -> list[dict[str, Any]]:
     return cases
 
 
+PREFERENCE_MODELS = ("qwen2.5-0.5b", "tinyllama-1.1b", "gpt2")
+_FULL = {"method": "full", "precision": "pure-bf16"}
+_LORA = {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}
+_QLORA = {"method": "qlora", "precision": "bf16", "lora_targets": ("all-linear",), "kbit_prep": False}
+PREFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("dpo full copy", {**_FULL, "objective": "dpo", "batch_size": 1, "seq_len": 1024, "prompt_len": 256}),
+    ("dpo full copy gc", {**_FULL, "objective": "dpo", **GC, "batch_size": 2, "seq_len": 1024, "prompt_len": 512}),
+    ("ipo full amp copy", {"method": "full", "precision": "amp-bf16", "objective": "ipo", "batch_size": 1,
+                           "seq_len": 512}),
+    ("dpo lora adapters-off", {**_LORA, "objective": "dpo", "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
+    ("dpo lora q,v adapters-off gc", {**_LORA, "lora_targets": ("q_proj", "v_proj"), "objective": "dpo", **GC,
+                                      "batch_size": 4, "seq_len": 512, "prompt_len": 128}),
+    ("dpo qlora adapters-off", {**_QLORA, "objective": "dpo", "batch_size": 2, "seq_len": 1024, "prompt_len": 512}),
+    ("dpo qlora adapters-off gc", {**_QLORA, "objective": "dpo", **GC, "batch_size": 4, "seq_len": 1024,
+                                   "prompt_len": 512}),
+    ("dpo full precomputed accum 2", {**_FULL, "objective": "dpo", "ref_model": "precomputed", "grad_accum": 2,
+                                      "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
+    ("dpo lora copy", {**_LORA, "objective": "dpo", "ref_model": "copy", "batch_size": 1, "seq_len": 1024,
+                       "prompt_len": 256}),
+    ("dpo full adamw-8bit gc every 2", {**_FULL, "objective": "dpo", "optimizer": "adamw-8bit", **GC, "ac_every": 2,
+                                        "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
+    ("dpo lora gc+offload", {**_LORA, "objective": "dpo", **GC, "activation_offload": True, "batch_size": 2,
+                             "seq_len": 1024, "prompt_len": 256}),
+    ("dpo full gc+opt-in-bwd", {**_FULL, "objective": "dpo", **GC, "optimizer_in_bwd": True, "batch_size": 2,
+                                "seq_len": 1024, "prompt_len": 768}),
+    ("sft full loss trl", {**_FULL, "loss": "trl", "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
+)
+
+
+def preference_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in PREFERENCE_MODELS:
+        for label, kw in PREFERENCE_RUNS:
+            opts = dict(kw)
+            shape = f"b{opts['batch_size']} s{opts['seq_len']} p{opts.get('prompt_len', 0)}"
+            cases.append({"id": f"{model} | {label} | {shape}", "model": model, "method": label, "training": opts})
+    return cases
+
+
+GRIDS = {"base": grid, "savers": saver_grid, "preference": preference_grid}
+TITLES = {"base": "", "savers": " (memory savers, issue 13)", "preference": " (preference training, issue 14)"}
+
+
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
     return presets.find_model(case["model"]), TrainingSpec(**case["training"])
 
@@ -164,10 +216,10 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, grid_name: str = "base") -> str:
     g = 1e9
-    savers = grid_name == "savers"
-    lines = ["# Estimator vs tracer" + (" (memory savers, issue 13)" if savers else ""), "",
+    lines = ["# Estimator vs tracer" + TITLES[grid_name], "",
              f"{len(rows)} cases; tracer on {versions}. Reproduce: "
-             f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2{' --grid savers' if savers else ''}`. "
+             f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2"
+             f"{'' if grid_name == 'base' else ' --grid ' + grid_name}`. "
              "Error = (estimate − trace) / trace.", "",
              "| metric | median abs % | p90 abs % | max abs % | worst under-estimate % |",
              "| --- | ---: | ---: | ---: | ---: |"]
@@ -191,14 +243,15 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--retrace", action="store_true", help="ignore the trace cache")
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
-    ap.add_argument("--grid", choices=("base", "savers"), default="base",
-                    help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases")
+    ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
+                    help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; preference: issue 14's "
+                         "36 DPO/IPO cases")
     args = ap.parse_args()
     versions = _versions()
     cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
         cache = {"versions": versions, "traces": {}}
-    cases = [c for c in (saver_grid() if args.grid == "savers" else grid()) if args.only in c["id"]]
+    cases = [c for c in GRIDS[args.grid]() if args.only in c["id"]]
     todo = [c for c in cases if c["id"] not in cache["traces"]]
     if todo:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -211,7 +264,7 @@ def main() -> None:
     summ = summary(rows)
     RESULTS.mkdir(exist_ok=True)
     if not args.only:
-        name = "accuracy_savers" if args.grid == "savers" else "accuracy"
+        name = "accuracy" if args.grid == "base" else f"accuracy_{args.grid}"
         (RESULTS / f"{name}.json").write_text(json.dumps({"versions": versions, "summary": summ, "cases": rows},
                                                         indent=1))
         (RESULTS / f"{name}.md").write_text(markdown(rows, summ, versions, args.grid))

@@ -36,7 +36,13 @@ Offload = Literal["none", "optimizer", "params"]
 WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
 # Memory savers (memory/loss.py): how the loss is computed from the last hidden states.
-LossName = Literal["hf", "chunked", "fused-linear", "cut"]
+LossName = Literal["hf", "chunked", "fused-linear", "cut", "trl"]
+# Preference and reward training (memory/preference.py): TRL's DPOTrainer (loss_type sigmoid, ipo) and
+# RewardTrainer. The reference model of DPO: auto (a frozen copy for full/freeze, the base with adapters
+# disabled for LoRA/QLoRA, as DPOTrainer picks), copy, adapters-off, precomputed (precompute_ref_log_probs).
+Objective = Literal["sft", "dpo", "ipo", "reward"]
+RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
+RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 # Output.
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]
@@ -49,6 +55,10 @@ METHODS: tuple[Method, ...] = get_args(Method)
 PRECISIONS: tuple[PrecisionName, ...] = get_args(PrecisionName)
 OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
 LOSSES: tuple[LossName, ...] = get_args(LossName)
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
+PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo")  # a policy and a reference, chosen + rejected
+REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
+REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)
 OPTIMIZER_IMPLS: tuple[OptimizerImpl, ...] = get_args(OptimizerImpl)
 ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
 ADAPTER_DTYPES: tuple[AdapterDtype, ...] = get_args(AdapterDtype)

@@ -100,7 +100,24 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         # Keep only the loss; the outputs (logits) are dropped, as HF Trainer's compute_loss does.
         return m(**inputs, use_cache=False).loss  # type: ignore[no-any-return]
 
-    if training.loss != "hf":  # memory savers: the loss computed from the hidden states (trace/_loss.py)
+    from vramcalc.core.memory.preference import is_preference, resolve_ref
+
+    pref = is_preference(training)
+    ref_kind = resolve_ref(training)
+    if pref:  # TRL DPOTrainer's step (trace/_preference.py): 2B rows, the fused head, the reference
+        from vramcalc.trace._preference import dpo_loss, make_dpo_inputs
+
+        make_inputs = make_dpo_inputs(b, s, training.prompt_len, vocab, ref_kind == "precomputed")  # type: ignore[assignment]  # noqa: F811
+        loss_fn = dpo_loss(None, ref_kind == "adapters-off", training.objective == "ipo")  # type: ignore[assignment]  # noqa: F811
+        notes.append(f"{training.objective}: TRL DPOTrainer._compute_loss emulated (trace/_preference.py); "
+                     f"reference {ref_kind}")
+    elif training.loss == "trl":
+        from vramcalc.trace._preference import sft_trl_loss
+
+        make_sft, loss_fn = sft_trl_loss(training.prompt_len)  # type: ignore[assignment]  # noqa: F811
+        make_inputs = make_sft(b, s, vocab)  # type: ignore[assignment]  # noqa: F811
+        notes.append("loss trl: TRL's fused LM head emulated (trace/_preference.py)")
+    elif training.loss != "hf":  # memory savers: the loss computed from the hidden states (trace/_loss.py)
         from vramcalc.trace._loss import loss_function
 
         loss_fn = loss_function(training.loss, training.loss_chunks)  # type: ignore[assignment]  # noqa: F811
@@ -124,6 +141,23 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         hf, build_notes = build_model(model, training, model_dtype(precision))  # on the meta device
         notes.extend(build_notes)
         module = _prepare(hf, model, training, notes)
+        if pref:
+            for mod in module.modules():  # DPOConfig disable_dropout=True
+                if isinstance(mod, torch.nn.Dropout):
+                    mod.p = 0.0
+            if ref_kind == "copy":
+                from vramcalc.core.memory.precision import RECIPES
+                from vramcalc.core.memory.preference import ref_weight_dtype
+                from vramcalc.trace._preference import PolicyAndReference
+
+                ref_dtype = DTYPES[ref_weight_dtype(training, RECIPES[precision])]
+                ref, _ = build_model(model, training, ref_dtype)
+                for p in ref.parameters():
+                    p.requires_grad_(False)
+                for mod in ref.modules():
+                    if isinstance(mod, torch.nn.Dropout):
+                        mod.p = 0.0
+                module = PolicyAndReference(module, ref)
         with fake_mode:
             module = _fakeify(module)
         if training.activation_offload:  # trace/_offload.py: torchtune OffloadActivations around the body

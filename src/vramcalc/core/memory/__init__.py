@@ -20,6 +20,7 @@ from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import inference as _inference
+from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory.activations import head_activations, layer_activations
 from vramcalc.core.memory.loss import loss_bytes
 from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
@@ -110,6 +111,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         # SpecError when the run cannot exist; notes when it is unusual (core/checks.py)
         return _estimate_inference(model, training, check_run(model, training))
     checked = check_sequence(model, training.seq_len)  # the rest of the checks run once per plan
+    if training.objective != "sft":  # memory/preference.py: chosen and rejected stacked, 2B sequences
+        training = _preference.policy_view(training)
     if not model.has_architecture and training.method != "full":
         # LoRA targets, quantized Linear layers and frozen layers are read from the architecture.
         raise UnsupportedCombination(
@@ -260,6 +263,8 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     checked = check_settings(model, training)  # first: SpecError before any arithmetic on an impossible run
+    if _preference.is_preference(training) and model.dropout:
+        model = _preference.without_dropout(model)  # DPOConfig disable_dropout=True
     recipe = recipe_of(training)
     notes: list[str] = []
     chosen = auto_precision_note(training)
@@ -277,6 +282,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                      "QLoRA without prepare_model_for_kbit_training: norms, embeddings and lm_head stay in "
                      f"{recipe.weight}.")
     w = weight_bytes(model, training, recipe)
+    ref_weights = _preference.reference_weight_bytes(w.parameters, training, recipe)  # 0 unless a frozen copy
+    notes.extend(_preference.notes(training, ref_weights))
     opt = optimizer_bytes(w.trainable_tensors, recipe, training)
     if training.method in ("lora", "qlora"):
         gradients = w.trainable * dtype_bytes(training.adapter_dtype)
@@ -286,6 +293,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         "weights.base": w.base,
         "weights.quant_constants": w.quant_constants,
         "weights.adapters": w.adapters,
+        "weights.reference": ref_weights,
         "optimizer_state.moments": opt.moments,
         "optimizer_state.master_weights": opt.master_weights,
         "temporaries.optimizer_step": opt.step_temporaries,
@@ -310,8 +318,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                       "(add activation_bytes_per_sample to the preset to include them).",)
     else:
         tail_notes = ()
-    return _Plan(recipe, w, opt, gradients, w.total, opt.total, step_temporaries, details, tuple(notes), checked,
-                 tail_notes + (_OVERHEAD_NOTE,), _distributed.is_parallel(training), active_params(model), act)
+    return _Plan(recipe, w, opt, gradients, w.total + ref_weights, opt.total, step_temporaries, details, tuple(notes),
+                 checked, tail_notes + (_OVERHEAD_NOTE,), _distributed.is_parallel(training), active_params(model), act)
 
 
 def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: int, gradients: int,
@@ -398,6 +406,12 @@ class _ActivationPlan:
     ac_every: int = 1
     offload: bool = False
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
+    # Preference training (memory/preference.py): TRL's fused head reads the prompt length and dtypes; the
+    # reference's no-grad forward is one more forward moment.
+    prompt_len: int = 0
+    residual: int = 2
+    head_weight: int = 2
+    reference: _preference.ReferencePlan | None = None
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -475,10 +489,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
         end_tied=m.tie_word_embeddings, notes=tuple(notes),
-        loss=t.loss, loss_chunks=t.loss_chunks,
+        loss="trl" if _preference.is_preference(t) else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
+        prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
+        reference=_preference.reference_plan(m, t, recipe),
     )
 
 
@@ -506,8 +522,10 @@ def _transformer_phases(
     grad_fwd = 0
     head_bwd_t = -1  # no separate head-backward moment (hf: covered by the backward start)
     if p.loss != "hf":
+        labelled = t.batch_size * min(seq - p.prompt_len, seq - 1)  # scored by TRL's head (memory/preference.py)
         lb = loss_bytes(p.loss, tokens=tokens, batch=t.batch_size, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
-                        hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable)
+                        hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable,
+                        labelled=labelled, residual=p.residual, weight=p.head_weight)
         head_saved = p.norm_saved_t * tokens + lb.saved
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
         grad_fwd = g_head if lb.head_grad_in_forward else 0
@@ -551,6 +569,10 @@ def _transformer_phases(
         bwd_bottom = base + gradients + once + bottom_acts + bottom_copies + layer_bwd_t
         activations = acts
         layers_detail = acts_layers
+    reference = 0
+    if p.reference is not None:  # DPO: the reference's no-grad forward after the policy's (memory/preference.py)
+        reference = p.reference.peak(tokens, t.batch_size * min(seq - p.prompt_len, seq - 1))
+        fwd = max(fwd, base + grads_live_fwd + acts + reference)
     # Backward-end temporaries (tied embeddings or accumulation; see _activation_plan).
     end_t = p.end_t if p.end_tied or accum else 0
     bwd_end = base + gradients + end_t
@@ -561,7 +583,7 @@ def _transformer_phases(
         # the optimizer-step phase then has nothing left to do.
         backward = max(backward, bwd_top - layer_bwd_t + opt_temp)
         step = base
-    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t, grad_fwd)
+    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t, grad_fwd, reference)
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = per_layer if p.checkpointing and saving_layers else 0
     details["activations.per_layer"] = per_layer
@@ -575,6 +597,8 @@ def _transformer_phases(
     details["temporaries.backward_end"] = end_t
     if p.offload:
         details["activations.offloaded_to_host"] = host_t
+    if p.reference is not None:
+        details["temporaries.reference_forward"] = reference
     if p.loss != "hf":  # loss savers (memory/loss.py): their own moments, for explain
         details["activations.loss_saved"] = head_saved - p.norm_saved_t * tokens
         details["temporaries.head_gradient_in_forward"] = grad_fwd

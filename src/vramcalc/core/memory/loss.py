@@ -38,6 +38,7 @@ SOURCES: dict[str, str] = {
                "modules/transformer.py chunked_output",
     "fused-linear": "liger_kernel/ops/fused_linear_cross_entropy.py fused_linear_cross_entropy_forward",
     "cut": "cut_cross_entropy/cce.py LinearCrossEntropyFunction + cce_backward.py cce_backward_kernel",
+    "trl": "trl/trainer/utils.py add_fused_lm_head + trl/kernels/chunked_logprob.py ChunkedLogProbFunction",
 }
 
 
@@ -71,9 +72,19 @@ class LossBytes:
 
 
 def loss_bytes(loss: str, *, tokens: int, batch: int, seq: int, chunks: int, vocab: int, hidden: int,
-               compute: int, head_grad: int, head_trainable: bool) -> LossBytes:
-    """Bytes of `loss` (not `hf`) for `tokens` = batch × seq tokens; `head_grad`: the head's gradient bytes."""
+               compute: int, head_grad: int, head_trainable: bool, labelled: int = 0, residual: int = 0,
+               weight: int = 0) -> LossBytes:
+    """Bytes of `loss` (not `hf`) for `tokens` = batch × seq tokens; `head_grad`: the head's gradient bytes.
+
+    `trl` also reads `labelled` (the scored tokens), `residual` and `weight` (bytes per element of the last
+    hidden states and of the head weight): memory/preference.py trl_head_bytes.
+    """
     c, v, h = compute, vocab, hidden
+    if loss == "trl":
+        from vramcalc.core.memory.preference import trl_head_bytes
+
+        return trl_head_bytes(tokens=tokens, labelled=labelled, vocab=v, hidden=h, compute=c, residual=residual,
+                              weight=weight, head_grad=head_grad, head_trainable=head_trainable)
     if loss == "chunked":
         # tensor_split along the sequence: the largest chunk has ceil(seq / chunks) positions.
         n = min(chunks, seq)
