@@ -20,13 +20,14 @@ combinations (SAVER_RUNS: each loss kernel alone and with checkpointing, selecti
 checkpointing, optimizer in backward, and three-way combinations), the method cycling through full pure-bf16,
 LoRA all-linear and QLoRA NF4; batch 2 × seq 1024, AdamW (fused). Written to accuracy_savers.{json,md}.
 
-The preference grid (`--grid preference`, issue 14; 36 cases): 3 architectures (qwen2.5-0.5b: qwen2, 152k
+The preference grid (`--grid preference`, issue 14; 45 cases): 3 architectures (qwen2.5-0.5b: qwen2, 152k
 vocabulary, tied; tinyllama-1.1b: llama, 32k, untied; gpt2: learned positions, plain MLP, dropout that
-DPOConfig disables) × 12 runs (PREFERENCE_RUNS): TRL DPOTrainer steps (dpo and ipo) with a reference copy,
+DPOConfig disables) × 15 runs (PREFERENCE_RUNS): TRL DPOTrainer steps (dpo and ipo) with a reference copy,
 adapters off or precomputed log-probs, full (pure-bf16, amp-bf16), LoRA and QLoRA NF4, with checkpointing,
 selective checkpointing, activation offload, an 8-bit optimizer, optimizer in backward and gradient
-accumulation, and one SFT step through TRL's fused head (`--loss trl`); prompt lengths from 0 to half the
-sequence. Written to accuracy_preference.{json,md}.
+accumulation, two SFT steps through TRL's fused head (`--loss trl`, full and LoRA), and two reward-model
+steps (TRL RewardTrainer); prompt lengths from 0 to three quarters of the sequence. Written to
+accuracy_preference.{json,md}.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
@@ -138,6 +139,10 @@ PREFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("dpo full gc+opt-in-bwd", {**_FULL, "objective": "dpo", **GC, "optimizer_in_bwd": True, "batch_size": 2,
                                 "seq_len": 1024, "prompt_len": 768}),
     ("sft full loss trl", {**_FULL, "loss": "trl", "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
+    # The LoRA DPO rows' error is the SFT step's: this is "dpo lora adapters-off" without the reference.
+    ("sft lora loss trl", {**_LORA, "loss": "trl", "batch_size": 4, "seq_len": 1024, "prompt_len": 256}),
+    ("reward full", {**_FULL, "objective": "reward", "batch_size": 2, "seq_len": 1024}),
+    ("reward lora gc", {**_LORA, "objective": "reward", **GC, "batch_size": 4, "seq_len": 1024}),
 )
 
 
@@ -245,7 +250,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; preference: issue 14's "
-                         "36 DPO/IPO cases")
+                         "45 DPO/IPO/reward cases")
     args = ap.parse_args()
     versions = _versions()
     cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.exists() and not args.retrace else {}

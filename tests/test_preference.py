@@ -11,8 +11,7 @@ import pytest
 from cli_helpers import invoke
 from vramcalc.core.errors import SpecError
 from vramcalc.core.memory import estimate
-from vramcalc.core.memory.loss import loss_bytes
-from vramcalc.core.memory.preference import TOKEN_CHUNK, VOCAB_CHUNK
+from vramcalc.core.memory.loss import TOKEN_CHUNK, VOCAB_CHUNK, loss_bytes
 from vramcalc.core.params import count_params
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.io import presets, runfiles

@@ -204,6 +204,16 @@ def sft_trl_loss(prompt: int) -> tuple[Callable[[int, int, int], Callable[[], di
     return make_inputs, loss_fn
 
 
+def reward_loss(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+    """RewardTrainer.compute_loss: one forward of the 2B stacked rows, -logsigmoid(chosen - rejected)."""
+    logits = m(input_ids=inputs["input_ids"], use_cache=False).logits
+    chosen, rejected = logits.squeeze(-1).chunk(2)
+    loss = -nn.functional.logsigmoid(chosen - rejected).mean()
+    with torch.no_grad():  # the metrics
+        _ = (chosen > rejected).float().mean(), (chosen - rejected).mean()
+    return loss
+
+
 class PolicyAndReference(nn.Module):
     """The trained model and DPOTrainer's frozen reference copy, so the step tracks both."""
 

@@ -35,7 +35,8 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
 
         cfg = LoraConfig(r=training.lora_rank, lora_alpha=training.lora_alpha,
                          lora_dropout=training.lora_dropout,
-                         target_modules=lora_targets(model, training.lora_targets), task_type="CAUSAL_LM")
+                         target_modules=lora_targets(model, training.lora_targets),
+                         task_type="SEQ_CLS" if training.objective == "reward" else "CAUSAL_LM")
         hf = get_peft_model(hf, cfg, autocast_adapter_dtype=training.adapter_dtype == "fp32")
         if training.adapter_dtype != "fp32":
             for name, p in hf.named_parameters():
@@ -111,6 +112,14 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         loss_fn = dpo_loss(None, ref_kind == "adapters-off", training.objective == "ipo")  # type: ignore[assignment]  # noqa: F811
         notes.append(f"{training.objective}: TRL DPOTrainer._compute_loss emulated (trace/_preference.py); "
                      f"reference {ref_kind}")
+    elif training.objective == "reward":  # TRL RewardTrainer.compute_loss (trace/_preference.py)
+        from vramcalc.trace._preference import reward_loss
+
+        def make_inputs() -> dict[str, torch.Tensor]:  # noqa: F811
+            return {"input_ids": torch.randint(0, vocab, (2 * b, s), dtype=torch.long)}
+
+        loss_fn = reward_loss  # type: ignore[assignment]  # noqa: F811
+        notes.append("reward: AutoModelForSequenceClassification(num_labels=1), RewardTrainer's pairwise loss")
     elif training.loss == "trl":
         from vramcalc.trace._preference import sft_trl_loss
 

@@ -21,6 +21,7 @@ from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import preference as _preference
+from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory.activations import head_activations, layer_activations
 from vramcalc.core.memory.loss import loss_bytes
 from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
@@ -281,7 +282,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                      if training.kbit_prep and recipe.weight != "fp32" else
                      "QLoRA without prepare_model_for_kbit_training: norms, embeddings and lm_head stay in "
                      f"{recipe.weight}.")
-    w = weight_bytes(model, training, recipe)
+    # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
+    w = weight_bytes(_reward.body(model) if training.objective == "reward" else model, training, recipe)
     ref_weights = _preference.reference_weight_bytes(w.parameters, training, recipe)  # 0 unless a frozen copy
     notes.extend(_preference.notes(training, ref_weights))
     opt = optimizer_bytes(w.trainable_tensors, recipe, training)
@@ -293,11 +295,12 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         "weights.base": w.base,
         "weights.quant_constants": w.quant_constants,
         "weights.adapters": w.adapters,
-        "weights.reference": ref_weights,
         "optimizer_state.moments": opt.moments,
         "optimizer_state.master_weights": opt.master_weights,
         "temporaries.optimizer_step": opt.step_temporaries,
     }
+    if _preference.is_preference(training):
+        details["weights.reference"] = ref_weights
     step_temporaries = opt.step_temporaries
     if training.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient and step at a time
         largest = largest_tensor(w.trainable_tensors)
@@ -458,7 +461,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.grad_checkpointing:
         attn_fwd_ts += per_layer_ts  # the saved scores
     # Gradient of the head (and final norm) appears at the start of backward; the rest layer by layer.
-    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like else 0
+    reward = t.objective == "reward"  # a score head instead of lm_head (memory/reward.py)
+    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not reward \
+        else 0
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
     # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of
@@ -466,7 +471,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # the tracer): the head's gradient, the embedding's and their sum coexist (2 beyond `gradients`).
     end_t = 0
     if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
-        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if m.tie_word_embeddings else 1)
+        tied = m.tie_word_embeddings and not reward
+        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = []
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
@@ -488,8 +494,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
-        end_tied=m.tie_word_embeddings, notes=tuple(notes),
-        loss="trl" if _preference.is_preference(t) else t.loss, loss_chunks=t.loss_chunks,
+        end_tied=m.tie_word_embeddings and not reward, notes=tuple(notes),
+        loss="trl" if _preference.is_preference(t) else "reward" if reward else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,

@@ -11,7 +11,7 @@ Read from TRL 1.16 (trl/trainer/dpo_trainer.py, trl/trainer/utils.py, trl/kernel
   one `[min(N, 4096), 32768]` buffer folded into seven fp32 statistics per token; it saves the gathered
   hidden states, the int64 targets and two fp32 vectors. Backward accumulates fp32 gradients of the
   hidden states (N × H) and, when the head trains, of the head weight (V × H), then casts them.
-  `trl_head_bytes` models it; SFTTrainer uses the same head (`--loss trl`).
+  memory/loss.py `trl_head_bytes` models it; SFTTrainer uses the same head (`--loss trl`).
 * The reference forward comes after the policy's, under `torch.no_grad()`: every saved activation of
   the policy is alive while the reference runs layer by layer (one layer's transient on top of the
   residual stream) and through its own fused head; its log-probs are summed per sequence and kept.
@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from vramcalc.core.memory.loss import LossBytes
+from vramcalc.core.memory.loss import TOKEN_CHUNK, VOCAB_CHUNK
 from vramcalc.core.params import head_dim, kv_heads
 from vramcalc.core.units import dtype_bytes
 
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from vramcalc.core.memory.precision import Recipe
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
-TOKEN_CHUNK = 4096  # trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE: tokens per projection tile
-VOCAB_CHUNK = 32768  # trl/trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE: the tile's width, whatever the vocabulary
 PREFERENCE = ("dpo", "ipo")
 # Per-position outputs DPOTrainer asks of the fused head (log_probs, entropy, mean_logits fp32; is_top1 bool),
 # scattered back to [2B, S - 1] and alive until the loss is returned.
@@ -89,33 +87,6 @@ def reference_weight_bytes(parameters: int, t: TrainingSpec, recipe: Recipe) -> 
     if resolve_ref(t) != "copy":
         return 0
     return parameters * dtype_bytes(ref_weight_dtype(t, recipe))
-
-
-def trl_head_bytes(*, tokens: int, labelled: int, vocab: int, hidden: int, compute: int, residual: int,
-                   weight: int, head_grad: int, head_trainable: bool) -> LossBytes:
-    """TRL's fused LM head (ChunkedLogProbFunction) over `tokens` positions of which `labelled` are scored.
-
-    `residual`: bytes of the last hidden states (fp32 under autocast); `weight`: bytes of the head weight;
-    `head_grad`: the head's gradient bytes (in `gradients`), present after its backward.
-    """
-    n, h, v, c = labelled, hidden, vocab, compute
-    mm = min(n, TOKEN_CHUNK) * VOCAB_CHUNK * c  # mm_buf, in the compute (autocast) dtype
-    # `.to(compute_dtype)` copies under autocast: one token chunk of hidden states, one vocabulary chunk of weights.
-    casts = (min(n, TOKEN_CHUNK) * h * c if residual != c else 0) + (min(v, VOCAB_CHUNK) * h * c if weight != c else 0)
-    # Saved: the gathered hidden states, the int64 targets, log_z and entropy (fp32); the bool label mask
-    # (1 B per position) is saved by the gather and by masked_scatter.
-    saved = residual * n * h + 8 * n + 4 * n + 4 * n + tokens
-    # Forward: the last hidden states (the gather's source) and the seven fp32 statistics, the tile buffer,
-    # then log_z, log-probs, entropy, mean logits, is_top1 and their temporaries (~6 fp32 vectors).
-    forward = residual * tokens * h + 28 * n + mm + casts + 24 * n
-    # Backward of the head: fp32 grad_hidden (N × H), fp32 grad_weight (V × H) when the head trains, the tile
-    # buffer, the gathered log-prob gradient, then the casts back (none when already fp32).
-    grad_weight = (4 * v * h + (weight * v * h if weight != 4 else 0)) if head_trainable else 0
-    backward = 4 * n * h + grad_weight + mm + casts + 4 * n + (residual * n * h if residual != 4 else 0)
-    # After it: the hidden-state gradient scattered back (index_put into zeros of [rows, S - 1, H]) and the
-    # slice's backward (zeros of [rows, S, H]), with the head's gradient now in `gradients`.
-    head_backward = 2 * residual * tokens * h + head_grad
-    return LossBytes(saved, forward, backward, head_backward, False)
 
 
 def nograd_layer_bytes(m: ModelSpec, recipe: Recipe, method: str) -> tuple[int, int]:
@@ -180,7 +151,12 @@ def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePl
 
 
 def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
-    """What the estimate assumed about the preference step (shown in every format); `t` is the policy's view."""
+    """What the estimate assumed about the preference step (shown in every format); nothing per token, since
+    memory/__init__.py keeps these notes with the token-independent plan."""
+    if t.objective == "reward":
+        return ("reward: TRL RewardTrainer: chosen and rejected stacked in one forward (2 × --batch-size sequences) "
+                "through AutoModelForSequenceClassification (a 1-output score head instead of lm_head: no logits "
+                "over the vocabulary).",)
     if not is_preference(t):
         return ()
     ref = resolve_ref(t)
@@ -188,8 +164,8 @@ def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
             "adapters-off": "the policy with its adapters disabled (no extra weights)",
             "precomputed": "log-probs precomputed before training (precompute_ref_log_probs: no reference in the "
                            "step)"}[ref]
-    out = [f"{t.objective}: TRL DPOTrainer: chosen and rejected in one forward of {t.batch_size} sequences of "
-           f"{t.seq_len} tokens, log-probs through TRL's fused LM head (no logits); reference: {what}."]
+    out = [f"{t.objective}: TRL DPOTrainer: chosen and rejected stacked in one forward (2 × --batch-size sequences "
+           f"of --seq-len), log-probs through TRL's fused LM head (no logits); reference: {what}."]
     if ref != "precomputed":
         out.append("the reference's no-grad forward runs after the policy's, on top of all of its saved "
                    "activations (trl/trainer/dpo_trainer.py _compute_loss).")

@@ -121,6 +121,10 @@ def timeline(model: ModelSpec, training: TrainingSpec) -> Timeline:
                              activations=held + once + cast, temporaries=layer_fwd))
     points.append(_point("loss", "forward", True, **states, gradients=grads_fwd,
                          activations=layers + once + copies + head_saved, temporaries=loss_fwd))
+    reference = d.get("temporaries.reference_forward", 0)
+    if reference:  # DPO: the reference's no-grad forward after the policy's (memory/preference.py)
+        points.append(_point("reference forward", "forward", True, **states, gradients=grads_fwd,
+                             activations=layers + once + copies + head_saved, temporaries=reference))
     # Backward starts with the loss's gradient (under checkpointing the forward's casts are gone).
     start_copies = 0 if act.checkpointing else copies
     points.append(_point("loss backward", "backward", True, **states, gradients=grads_fwd,
