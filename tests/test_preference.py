@@ -184,3 +184,15 @@ def test_llama_factory_stage(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert run.unmodelled == ["stage"]  # CustomDPOTrainer's full logits: a TIGHT verdict at best
     with pytest.raises(runfiles.RunFileError, match="stage: 'kto' is not modelled"):
         _load(tmp_path, "model_name_or_path: qwen2.5-0.5b\nstage: kto\n")
+
+
+def test_searches_shorten_the_prompt_with_the_sequence(capsys: pytest.CaptureFixture[str]) -> None:
+    from vramcalc.core.searches import with_changes
+
+    t = TrainingSpec(objective="dpo", seq_len=1024, prompt_len=256)
+    # a probe below the prompt keeps one completion token; above it the prompt is the user's
+    assert with_changes(t, {"seq_len": 100}).prompt_len == 99
+    assert with_changes(t, {"seq_len": 2048}).prompt_len == 256
+    code, out, err = invoke(["fit", "qwen2.5-0.5b", "--objective", "dpo", "--gpu", "rtx4090", "--seq-len", "1024",
+                             "--prompt-len", "256"], capsys)
+    assert code == 0 and "longest sequence" in out, err
