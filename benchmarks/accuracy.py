@@ -20,14 +20,14 @@ combinations (SAVER_RUNS: each loss kernel alone and with checkpointing, selecti
 checkpointing, optimizer in backward, and three-way combinations), the method cycling through full pure-bf16,
 LoRA all-linear and QLoRA NF4; batch 2 × seq 1024, AdamW (fused). Written to accuracy_savers.{json,md}.
 
-The preference grid (`--grid preference`, issue 14; 48 cases): 3 architectures (qwen2.5-0.5b: qwen2, 152k
+The preference grid (`--grid preference`, issue 14; 54 cases): 3 architectures (qwen2.5-0.5b: qwen2, 152k
 vocabulary, tied; tinyllama-1.1b: llama, 32k, untied; gpt2: learned positions, plain MLP, dropout that
-DPOConfig disables) × 16 runs (PREFERENCE_RUNS): TRL DPOTrainer steps (dpo and ipo) with a reference copy,
+DPOConfig disables) × 18 runs (PREFERENCE_RUNS): TRL DPOTrainer steps (dpo and ipo) with a reference copy,
 adapters off or precomputed log-probs, full (pure-bf16, amp-bf16), LoRA and QLoRA NF4, with checkpointing,
 selective checkpointing, activation offload, an 8-bit optimizer, optimizer in backward and gradient
-accumulation, two SFT steps through TRL's fused head (`--loss trl`, full and LoRA), and two reward-model
-steps (TRL RewardTrainer); prompt lengths from 0 to three quarters of the sequence. Written to
-accuracy_preference.{json,md}.
+accumulation, two KTOTrainer steps, two SFT steps through TRL's fused head (`--loss trl`, full and LoRA),
+and two reward-model steps (TRL RewardTrainer); prompt lengths from 0 to three quarters of the sequence.
+Written to accuracy_preference.{json,md}.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
@@ -141,6 +141,9 @@ PREFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("sft full loss trl", {**_FULL, "loss": "trl", "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
     # The LoRA DPO rows' error is the SFT step's: this is "dpo lora adapters-off" without the reference.
     ("sft lora loss trl", {**_LORA, "loss": "trl", "batch_size": 4, "seq_len": 1024, "prompt_len": 256}),
+    ("kto full copy", {**_FULL, "objective": "kto", "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
+    ("kto lora adapters-off gc", {**_LORA, "objective": "kto", **GC, "batch_size": 4, "seq_len": 1024,
+                                  "prompt_len": 512}),
     ("reward full", {**_FULL, "objective": "reward", "batch_size": 2, "seq_len": 1024}),
     ("reward lora gc", {**_LORA, "objective": "reward", **GC, "batch_size": 4, "seq_len": 1024}),
 )
@@ -250,7 +253,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; preference: issue 14's "
-                         "48 DPO/IPO/SFT-trl/reward cases")
+                         "54 DPO/IPO/KTO/SFT-trl/reward cases")
     args = ap.parse_args()
     versions = _versions()
     cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.exists() and not args.retrace else {}

@@ -120,12 +120,13 @@ OPTIONS: tuple[Opt, ...] = (
     # Preference and reward training (memory/preference.py).
     Opt("objective", OBJECTIVES, "sft",
         "Training objective: sft, dpo or ipo (TRL DPOTrainer: chosen and rejected in one forward of 2x the "
-        "batch, plus a reference model), reward (a sequence-classification head scoring chosen and rejected)."),
+        "batch, plus a reference model), kto (TRL KTOTrainer: unpaired completions, a reference model), reward "
+        "(a sequence-classification head scoring chosen and rejected)."),
     Opt("prompt_len", int, 0,
         "Prompt tokens of each sequence (--seq-len is prompt + the longer completion); only completion tokens "
         "go through TRL's log-prob head. 0: every token counted (the most memory)."),
     Opt("ref_model", REF_MODELS, "auto",
-        "DPO reference: auto (a frozen copy for full/freeze, the base with adapters disabled for LoRA/QLoRA), "
+        "DPO/KTO reference: auto (a frozen copy for full/freeze, the base with adapters disabled for LoRA/QLoRA), "
         "copy, adapters-off, precomputed (precompute_ref_log_probs: no reference at train time)."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
 )

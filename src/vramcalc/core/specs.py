@@ -370,22 +370,23 @@ class TrainingSpec:
 
     def _objective_consistent(self) -> None:
         """Preference and reward options (memory/preference.py): what each objective reads."""
-        pref = self.objective in ("dpo", "ipo")
+        pref = self.objective in ("dpo", "ipo", "kto")
         if self.objective != "sft" and self.mode == "inference":
             raise SpecError("", f"--objective {self.objective} is a training objective: drop it with --mode inference")
         if self.objective != "sft" and (self.gpus_per_node * self.nodes > 1 or self.tp > 1 or self.pp > 1):
             raise SpecError("", f"--objective {self.objective} is modelled on one GPU: drop --gpus/--nodes/--tp/--pp")
         if pref and self.loss not in ("hf", "trl"):
             # trl/trainer/dpo_trainer.py _compute_loss always calls model(..., fused_lm_head=True).
-            raise SpecError("", f"TRL's DPOTrainer computes log-probs with its own fused LM head, so --loss "
+            raise SpecError("", f"TRL's {'KTO' if self.objective == 'kto' else 'DPO'}Trainer computes log-probs "
+                            f"with its own fused LM head, so --loss "
                             f"{self.loss} does not apply to --objective {self.objective}: drop --loss")
         if self.objective == "reward" and self.loss != "hf":
             raise SpecError("", "a reward model has a score head and no LM loss: drop --loss with --objective reward")
         if not pref and (self.ref_model != "auto" or self.ref_dtype != "auto"):
-            raise SpecError("", "--ref-model and --ref-dtype apply to --objective dpo or ipo")
+            raise SpecError("", "--ref-model and --ref-dtype apply to --objective dpo, ipo or kto")
         if self.prompt_len and not (pref or self.loss == "trl"):
             raise SpecError("", "--prompt-len changes memory only through TRL's log-prob head: use it with "
-                            "--objective dpo/ipo or --loss trl")
+                            "--objective dpo/ipo/kto or --loss trl")
         if self.prompt_len >= self.seq_len and self.mode == "train":
             raise SpecError("", f"--prompt-len {self.prompt_len} leaves no completion in --seq-len {self.seq_len}: "
                             "give a sequence longer than the prompt")

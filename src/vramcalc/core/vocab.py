@@ -37,10 +37,10 @@ WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4"
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
 # Memory savers (memory/loss.py): how the loss is computed from the last hidden states.
 LossName = Literal["hf", "chunked", "fused-linear", "cut", "trl"]
-# Preference and reward training (memory/preference.py): TRL's DPOTrainer (loss_type sigmoid, ipo) and
-# RewardTrainer. The reference model of DPO: auto (a frozen copy for full/freeze, the base with adapters
+# Preference and reward training (memory/preference.py): TRL's DPOTrainer (loss_type sigmoid, ipo), KTOTrainer
+# and RewardTrainer. The reference model of DPO: auto (a frozen copy for full/freeze, the base with adapters
 # disabled for LoRA/QLoRA, as DPOTrainer picks), copy, adapters-off, precomputed (precompute_ref_log_probs).
-Objective = Literal["sft", "dpo", "ipo", "reward"]
+Objective = Literal["sft", "dpo", "ipo", "kto", "reward"]
 RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
 RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 # Output.
@@ -56,7 +56,7 @@ PRECISIONS: tuple[PrecisionName, ...] = get_args(PrecisionName)
 OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
 LOSSES: tuple[LossName, ...] = get_args(LossName)
 OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
-PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo")  # a policy and a reference, chosen + rejected
+PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo", "kto")  # a policy and a reference
 REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
 REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)
 OPTIMIZER_IMPLS: tuple[OptimizerImpl, ...] = get_args(OptimizerImpl)

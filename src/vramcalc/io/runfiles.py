@@ -408,9 +408,26 @@ def _dpo_objective(key: str, loss: Any) -> str:
     return "ipo" if types == ["ipo"] else "dpo"
 
 
+# KTOConfig fields (trl/trainer/kto_config.py) and its loss types (kto needs the KL rows, apo_zero_unpaired not).
+_KTO_KEYS = ("desirable_weight", "undesirable_weight")
+KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")
+
+
 def _preference_trl(d: dict[str, Any], run: Run) -> None:
-    """TRL DPOConfig / RewardConfig keys (TRL 1.16 trl/trainer/dpo_config.py, reward_config.py)."""
+    """TRL DPOConfig / KTOConfig / RewardConfig keys (TRL 1.16 trl/trainer/dpo_config.py, kto_config.py,
+    reward_config.py)."""
     loss = d.get("loss_type")
+    if any(k in d for k in _KTO_KEYS) or (isinstance(loss, str) and loss in KTO_LOSS_TYPES):
+        if loss is not None and str(loss) not in KTO_LOSS_TYPES:
+            raise _KeyProblem("loss_type", f"{loss!r:.40} is not a TRL KTO loss_type; use kto or apo_zero_unpaired")
+        if str(loss) == "apo_zero_unpaired":  # no KL rows: one no-grad forward less, never the peak
+            run.notes.append("loss_type apo_zero_unpaired: no KL rows; estimated as kto (their no-grad forwards "
+                             "come before the policy's or next to the reference's, not above them).")
+        run.options["objective"] = "kto"
+        if _truthy(d.get("precompute_ref_log_probs", False)):
+            run.options["ref_model"] = "precomputed"
+        _seen(d, run, *_KTO_KEYS, "loss_type", "beta", "precompute_ref_log_probs", "disable_dropout")
+        return
     dpo_loss = loss is not None and all(x in DPO_LOSS_TYPES for x in _loss_types(loss))
     if any(k in d for k in _DPO_KEYS) or dpo_loss:
         run.options["objective"] = _dpo_objective("loss_type", loss) if loss is not None else "dpo"
@@ -434,14 +451,15 @@ def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
     rl = d.get("rl")
     if rl is None or rl is False:
         return
-    if str(rl) not in ("dpo", "ipo"):
-        raise _KeyProblem("rl", f"{rl!r:.40} is not modelled; vramcalc models rl: dpo and ipo (TRL DPOTrainer), "
-                          "not orpo, kto, simpo or grpo yet")
+    if str(rl) not in ("dpo", "ipo", "kto"):
+        raise _KeyProblem("rl", f"{rl!r:.40} is not modelled; vramcalc models rl: dpo, ipo (TRL DPOTrainer) and "
+                          "kto (KTOTrainer), not orpo, simpo or grpo yet")
     run.options["objective"] = str(rl)
     run.mapped.append("rl")
     if _truthy(d.get("precompute_ref_log_probs", False)):
         run.options["ref_model"] = "precomputed"
-    _seen(d, run, "precompute_ref_log_probs", "rl_beta", "dpo_use_weighting", "dpo_label_smoothing")
+    _seen(d, run, "precompute_ref_log_probs", "rl_beta", "dpo_use_weighting", "dpo_label_smoothing",
+          "kto_desirable_weight", "kto_undesirable_weight")
 
 
 # ---- LLaMA-Factory --------------------------------------------------------------------------------------
@@ -534,10 +552,16 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
         # (get_batch_logps); TRL >= 1.0 gathers log-probs without them, which is what the estimate models.
         _unmodelled(run, "stage", "LLaMA-Factory's CustomDPOTrainer materializes the logits of all 2B rows; "
                     "the estimate models TRL's fused log-prob head")
+    elif stage == "kto":
+        run.options["objective"] = "kto"
+        _seen(d, run, "pref_beta", "kto_chosen_weight", "kto_rejected_weight")
+        # train/kto/trainer.py CustomKTOTrainer: its own forward with the full logits.
+        _unmodelled(run, "stage", "LLaMA-Factory's CustomKTOTrainer materializes the logits; the estimate models "
+                    "TRL's fused log-prob head")
     elif stage == "rm":
         run.options["objective"] = "reward"
     elif stage != "sft":
-        raise _KeyProblem("stage", f"{stage!r:.40} is not modelled yet; vramcalc models stage sft, dpo and rm")
+        raise _KeyProblem("stage", f"{stage!r:.40} is not modelled yet; vramcalc models stage sft, dpo, kto and rm")
     _seen(d, run, "stage")
     if _hf_multi_gpu(d, path, run) and method not in ("lora", "qlora") and half is not None:
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters

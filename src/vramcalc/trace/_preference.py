@@ -21,7 +21,7 @@ the same index pairs): the output, its saved state and its backward (index_put i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -120,9 +120,11 @@ POLICY_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")  # dpo_train
 SFT_OUTPUTS = ("log_probs", "entropy", "is_top1")  # sft_trainer.py
 
 
-def make_dpo_inputs(batch: int, seq: int, prompt: int, vocab: int, precomputed: bool) -> Callable[[], dict[str, Any]]:
-    """DataCollatorForPreference's batch: 2·batch rows (chosen then rejected) padded to `seq`."""
-    rows_n = 2 * batch
+def make_dpo_inputs(batch: int, seq: int, prompt: int, vocab: int, precomputed: bool,
+                    kto: bool = False) -> Callable[[], dict[str, Any]]:
+    """DataCollatorForPreference's batch: 2·batch rows (chosen then rejected) padded to `seq`; for KTO, batch
+    completions and batch KL rows of the same shape."""
+    rows_n = batch if kto else 2 * batch
     per_row = min(seq - prompt, seq - 1)  # completion positions among the shifted labels
 
     def make() -> dict[str, Any]:
@@ -135,12 +137,31 @@ def make_dpo_inputs(batch: int, seq: int, prompt: int, vocab: int, precomputed: 
         cols = torch.randint(0, seq - 1, (n,), dtype=torch.long)
         out = {"input_ids": ids, "attention_mask": attention_mask, "completion_mask": completion_mask,
                "mask": mask, "rows": rows, "cols": cols}
-        if precomputed:
+        if kto:
+            out["KL_input_ids"] = torch.randint(0, vocab, (rows_n, seq), dtype=torch.long)
+            out["KL_attention_mask"] = torch.ones((rows_n, seq), dtype=torch.long)
+            out["KL_completion_mask"] = torch.ones((rows_n, seq), dtype=torch.long)
+            out["label"] = torch.ones(rows_n, dtype=torch.bool)
+        if precomputed and kto:
+            out["ref_logps"] = torch.zeros(batch)
+            out["ref_KL_logps"] = torch.zeros(batch)
+        elif precomputed:
             out["ref_chosen_logps"] = torch.zeros(batch)
             out["ref_rejected_logps"] = torch.zeros(batch)
         return out
 
     return make
+
+
+@contextlib.contextmanager
+def _reference(m: nn.Module, adapters_off: bool, policy_outputs: tuple[str, ...]
+               ) -> Iterator[tuple[nn.Module, tuple[str, ...]]]:
+    """Under no_grad, the reference and the outputs its fused head computes: the policy inside peft's
+    disable_adapter() (its head patched with the policy's outputs), or the frozen copy (log_probs only)."""
+    policy: Any = m.policy if isinstance(m, PolicyAndReference) else m
+    ctx = policy.disable_adapter() if adapters_off else contextlib.nullcontext()
+    with torch.no_grad(), ctx:
+        yield (policy, policy_outputs) if adapters_off else (m.ref, ("log_probs",))  # type: ignore[misc]
 
 
 def dpo_loss(ref: nn.Module | None, adapters_off: bool, ipo: bool
@@ -157,11 +178,8 @@ def dpo_loss(ref: nn.Module | None, adapters_off: bool, ipo: bool
         if "ref_chosen_logps" in inputs:
             ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
-            with torch.no_grad():
-                ctx = policy.disable_adapter() if adapters_off else contextlib.nullcontext()  # type: ignore[operator]
-                with ctx:
-                    target = policy if adapters_off else m.ref  # type: ignore[union-attr]
-                    ref_out = fused_forward(target, *args, POLICY_OUTPUTS if adapters_off else ("log_probs",))
+            with _reference(m, adapters_off, POLICY_OUTPUTS) as (target, outs):
+                ref_out = fused_forward(target, *args, outs)
                 ref_logps = ref_out["log_probs"].sum(dim=1)
                 del ref_out
             ref_chosen, ref_rejected = ref_logps.chunk(2, dim=0)
@@ -176,6 +194,34 @@ def dpo_loss(ref: nn.Module | None, adapters_off: bool, ipo: bool
         # metrics (dpo_trainer.py): entropy and mean logits over the completion tokens, detached
         mask = inputs["mask"]
         _ = (outputs["entropy"].detach() * mask).sum(), outputs["mean_logits"].detach().sum()
+        del outputs
+        return loss
+
+    return loss_fn
+
+
+KTO_OUTPUTS = ("log_probs", "entropy", "mean_logits")  # kto_trainer.py add_fused_lm_head outputs
+
+
+def kto_loss(adapters_off: bool) -> Callable[[nn.Module, dict[str, Any]], torch.Tensor]:
+    """KTOTrainer._compute_loss (loss_type kto): the policy's KL forward under no_grad, the policy's forward,
+    then the reference's KL and completion forwards under no_grad (or precomputed reference log-probs)."""
+
+    def loss_fn(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        policy = m.policy if isinstance(m, PolicyAndReference) else m
+        args = (inputs["rows"], inputs["cols"], inputs["mask"])
+        with torch.no_grad():
+            kl_logps = fused_forward(policy, inputs["KL_input_ids"], *args, KTO_OUTPUTS)["log_probs"].sum(-1)
+        outputs = fused_forward(policy, inputs["input_ids"], *args, KTO_OUTPUTS)
+        logps = outputs["log_probs"].sum(-1)
+        if "ref_logps" in inputs:
+            ref_logps, ref_kl = inputs["ref_logps"], inputs["ref_KL_logps"]
+        else:
+            with _reference(m, adapters_off, KTO_OUTPUTS) as (target, outs):
+                ref_kl = fused_forward(target, inputs["KL_input_ids"], *args, outs)["log_probs"].sum(-1)
+                ref_logps = fused_forward(target, inputs["input_ids"], *args, outs)["log_probs"].sum(-1)
+        kl = (kl_logps - ref_kl).mean().detach().clamp(min=0)
+        loss = (1 - torch.sigmoid(0.1 * (logps - ref_logps - kl))).mean()
         del outputs
         return loss
 

@@ -108,10 +108,16 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     if pref:  # TRL DPOTrainer's step (trace/_preference.py): 2B rows, the fused head, the reference
         from vramcalc.trace._preference import dpo_loss, make_dpo_inputs
 
-        make_inputs = make_dpo_inputs(b, s, training.prompt_len, vocab, ref_kind == "precomputed")  # type: ignore[assignment]  # noqa: F811
-        loss_fn = dpo_loss(None, ref_kind == "adapters-off", training.objective == "ipo")  # type: ignore[assignment]  # noqa: F811
-        notes.append(f"{training.objective}: TRL DPOTrainer._compute_loss emulated (trace/_preference.py); "
-                     f"reference {ref_kind}")
+        kto = training.objective == "kto"
+        make_inputs = make_dpo_inputs(b, s, training.prompt_len, vocab, ref_kind == "precomputed", kto)  # type: ignore[assignment]  # noqa: F811
+        if kto:
+            from vramcalc.trace._preference import kto_loss
+
+            loss_fn = kto_loss(ref_kind == "adapters-off")  # type: ignore[assignment]  # noqa: F811
+        else:
+            loss_fn = dpo_loss(None, ref_kind == "adapters-off", training.objective == "ipo")  # type: ignore[assignment]  # noqa: F811
+        notes.append(f"{training.objective}: TRL {'KTO' if kto else 'DPO'}Trainer._compute_loss emulated "
+                     f"(trace/_preference.py); reference {ref_kind}")
     elif training.objective == "reward":  # TRL RewardTrainer.compute_loss (trace/_preference.py)
         from vramcalc.trace._preference import reward_loss
 

@@ -20,6 +20,11 @@ Read from TRL 1.16 (trl/trainer/dpo_trainer.py, trl/trainer/utils.py, trl/kernel
   nothing when `precompute_ref_log_probs` computed its log-probs before training.
 * The loss (sigmoid, ipo, and the other `loss_type`s) is arithmetic on 2B per-sequence numbers: none
   changes memory. `disable_dropout=True` (the default) zeroes dropout in both models.
+* KTO (trl/trainer/kto_trainer.py, same fused head): unpaired completions, B rows. `_compute_loss` first
+  runs the policy under no_grad on the KL rows (mismatched prompt/completion pairs of the same shape),
+  then the policy's forward with gradients, then the reference on the KL rows and on the completions,
+  under no_grad, one after the other: the reference moment is the DPO one on B rows; the first KL
+  forward, with no saved activations under it, is lower.
 
 Verified with `vramcalc.trace` (trace/_preference.py runs this step on the transformers model).
 """
@@ -37,10 +42,11 @@ if TYPE_CHECKING:
     from vramcalc.core.memory.precision import Recipe
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
-PREFERENCE = ("dpo", "ipo")
-# Per-position outputs DPOTrainer asks of the fused head (log_probs, entropy, mean_logits fp32; is_top1 bool),
-# scattered back to [2B, S - 1] and alive until the loss is returned.
-POLICY_OUTPUT_BYTES = 4 + 4 + 4 + 1
+PREFERENCE = ("dpo", "ipo", "kto")
+# Per-position outputs the trainer asks of the policy's fused head, scattered back to [rows, S - 1] and alive
+# until the loss is returned: DPOTrainer log_probs, entropy, mean_logits (fp32) and is_top1 (bool); KTOTrainer
+# the first three (trl/trainer/kto_trainer.py add_fused_lm_head outputs).
+POLICY_OUTPUT_BYTES = {"dpo": 4 + 4 + 4 + 1, "ipo": 4 + 4 + 4 + 1, "kto": 4 + 4 + 4}
 
 
 def is_preference(t: TrainingSpec) -> bool:
@@ -58,8 +64,9 @@ def without_dropout(m: ModelSpec) -> ModelSpec:
 
 
 def rows(t: TrainingSpec) -> int:
-    """Sequences in one forward: chosen and rejected stacked (2B) for dpo/ipo/reward, else the batch."""
-    return 2 * t.batch_size if t.objective != "sft" else t.batch_size
+    """Sequences in one forward: chosen and rejected stacked (2B) for dpo/ipo/reward; KTO's completions are
+    unpaired (B rows, each with a KL row run separately under no_grad); sft: the batch."""
+    return 2 * t.batch_size if t.objective in ("dpo", "ipo", "reward") else t.batch_size
 
 
 def labelled_per_row(t: TrainingSpec) -> int:
@@ -127,13 +134,14 @@ class ReferencePlan:
     head_per_token: int
     head_per_labelled: int
     compute: int
+    outputs: int = POLICY_OUTPUT_BYTES["dpo"]  # the policy's per-position outputs, alive meanwhile
 
     def peak(self, tokens: int, labelled: int) -> int:
         """Bytes of the reference forward at its peak, beyond everything the policy keeps."""
         mm = min(labelled, TOKEN_CHUNK) * VOCAB_CHUNK * self.compute
         layer = self.per_token * tokens + self.fixed
         head = self.head_per_token * tokens + self.head_per_labelled * labelled + mm + self.fixed
-        return max(layer, head) + POLICY_OUTPUT_BYTES * tokens
+        return max(layer, head) + self.outputs * tokens
 
 
 def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePlan | None:
@@ -146,8 +154,11 @@ def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePl
     per_token, fixed = nograd_layer_bytes(m, recipe, t.method)
     # The head under no_grad: last hidden states (r × H per position), the gathered copy (r × H per scored
     # token), its targets (int64), the seven statistics and the outputs (~13 fp32 vectors), the label mask.
+    # KTO runs the reference twice (the KL rows, then the completions: trl/trainer/kto_trainer.py _compute_loss),
+    # one after the other, on rows of the same shape: the same peak.
     return ReferencePlan(per_token=per_token, per_labelled=0, fixed=fixed, head_per_token=r * m.hidden_size + 1 + 4,
-                         head_per_labelled=r * m.hidden_size + 8 + 52, compute=c)
+                         head_per_labelled=r * m.hidden_size + 8 + 52, compute=c,
+                         outputs=POLICY_OUTPUT_BYTES[t.objective])
 
 
 def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
@@ -164,11 +175,16 @@ def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
             "adapters-off": "the policy with its adapters disabled (no extra weights)",
             "precomputed": "log-probs precomputed before training (precompute_ref_log_probs: no reference in the "
                            "step)"}[ref]
-    out = [f"{t.objective}: TRL DPOTrainer: chosen and rejected stacked in one forward (2 × --batch-size sequences "
-           f"of --seq-len), log-probs through TRL's fused LM head (no logits); reference: {what}."]
+    if t.objective == "kto":
+        out = ["kto: TRL KTOTrainer: --batch-size unpaired completions in one forward, log-probs through TRL's fused "
+               "LM head (no logits), the KL rows under no_grad before it; reference (completions and KL rows, one "
+               f"after the other): {what}."]
+    else:
+        out = [f"{t.objective}: TRL DPOTrainer: chosen and rejected stacked in one forward (2 × --batch-size "
+               f"sequences of --seq-len), log-probs through TRL's fused LM head (no logits); reference: {what}."]
     if ref != "precomputed":
         out.append("the reference's no-grad forward runs after the policy's, on top of all of its saved "
-                   "activations (trl/trainer/dpo_trainer.py _compute_loss).")
+                   f"activations (trl/trainer/{t.objective.replace('ipo', 'dpo')}_trainer.py _compute_loss).")
     if t.prompt_len == 0:
         out.append("--prompt-len not given: every position counted as a completion token (the most memory in "
                    "the log-prob head).")
