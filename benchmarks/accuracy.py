@@ -25,11 +25,19 @@ corrected against their config.json (gemma-2b: RMSNorm (1 + w) in fp32; gemma-2-
 local/global layers), full pure-bf16 and LoRA all-linear, batch 2 × seq 512, checkpointing off and on.
 Gemma 2 runs eager only: transformers refuses sdpa for Gemma2ForCausalLM. Written to
 accuracy_presets.{json,md}, its traces to trace_cache_presets.json.
+The preference grid (`--grid preference`, issue 14; 54 cases): 3 architectures (qwen2.5-0.5b: qwen2, 152k
+vocabulary, tied; tinyllama-1.1b: llama, 32k, untied; gpt2: learned positions, plain MLP, dropout that
+DPOConfig disables) × 18 runs (PREFERENCE_RUNS): TRL DPOTrainer steps (dpo and ipo) with a reference copy,
+adapters off or precomputed log-probs, full (pure-bf16, amp-bf16), LoRA and QLoRA NF4, with checkpointing,
+selective checkpointing, activation offload, an 8-bit optimizer, optimizer in backward and gradient
+accumulation, two KTOTrainer steps, two SFT steps through TRL's fused head (`--loss trl`, full and LoRA),
+and two reward-model steps (TRL RewardTrainer); prompt lengths from 0 to three quarters of the sequence.
+Written to accuracy_preference.{json,md}.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -149,7 +157,57 @@ def preset_grid() -> list[dict[str, Any]]:
     return cases
 
 
-GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid}
+PREFERENCE_MODELS = ("qwen2.5-0.5b", "tinyllama-1.1b", "gpt2")
+_FULL = {"method": "full", "precision": "pure-bf16"}
+_LORA = {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}
+_QLORA = {"method": "qlora", "precision": "bf16", "lora_targets": ("all-linear",), "kbit_prep": False}
+PREFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("dpo full copy", {**_FULL, "objective": "dpo", "batch_size": 1, "seq_len": 1024, "prompt_len": 256}),
+    ("dpo full copy gc", {**_FULL, "objective": "dpo", **GC, "batch_size": 2, "seq_len": 1024, "prompt_len": 512}),
+    ("ipo full amp copy", {"method": "full", "precision": "amp-bf16", "objective": "ipo", "batch_size": 1,
+                           "seq_len": 512}),
+    ("dpo lora adapters-off", {**_LORA, "objective": "dpo", "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
+    ("dpo lora q,v adapters-off gc", {**_LORA, "lora_targets": ("q_proj", "v_proj"), "objective": "dpo", **GC,
+                                      "batch_size": 4, "seq_len": 512, "prompt_len": 128}),
+    ("dpo qlora adapters-off", {**_QLORA, "objective": "dpo", "batch_size": 2, "seq_len": 1024, "prompt_len": 512}),
+    ("dpo qlora adapters-off gc", {**_QLORA, "objective": "dpo", **GC, "batch_size": 4, "seq_len": 1024,
+                                   "prompt_len": 512}),
+    ("dpo full precomputed accum 2", {**_FULL, "objective": "dpo", "ref_model": "precomputed", "grad_accum": 2,
+                                      "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
+    ("dpo lora copy", {**_LORA, "objective": "dpo", "ref_model": "copy", "batch_size": 1, "seq_len": 1024,
+                       "prompt_len": 256}),
+    ("dpo full adamw-8bit gc every 2", {**_FULL, "objective": "dpo", "optimizer": "adamw-8bit", **GC, "ac_every": 2,
+                                        "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
+    ("dpo lora gc+offload", {**_LORA, "objective": "dpo", **GC, "activation_offload": True, "batch_size": 2,
+                             "seq_len": 1024, "prompt_len": 256}),
+    ("dpo full gc+opt-in-bwd", {**_FULL, "objective": "dpo", **GC, "optimizer_in_bwd": True, "batch_size": 2,
+                                "seq_len": 1024, "prompt_len": 768}),
+    ("sft full loss trl", {**_FULL, "loss": "trl", "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
+    # The LoRA DPO rows' error is the SFT step's: this is "dpo lora adapters-off" without the reference.
+    ("sft lora loss trl", {**_LORA, "loss": "trl", "batch_size": 4, "seq_len": 1024, "prompt_len": 256}),
+    ("kto full copy", {**_FULL, "objective": "kto", "batch_size": 2, "seq_len": 1024, "prompt_len": 256}),
+    ("kto lora adapters-off gc", {**_LORA, "objective": "kto", **GC, "batch_size": 4, "seq_len": 1024,
+                                  "prompt_len": 512}),
+    ("reward full", {**_FULL, "objective": "reward", "batch_size": 2, "seq_len": 1024}),
+    ("reward lora gc", {**_LORA, "objective": "reward", **GC, "batch_size": 4, "seq_len": 1024}),
+)
+
+
+def preference_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in PREFERENCE_MODELS:
+        for label, kw in PREFERENCE_RUNS:
+            opts = dict(kw)
+            shape = f"b{opts['batch_size']} s{opts['seq_len']} p{opts.get('prompt_len', 0)}"
+            cases.append({"id": f"{model} | {label} | {shape}", "model": model, "method": label, "training": opts})
+    return cases
+
+
+GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
+         "preference": preference_grid}
+TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
+          "presets": " (presets checked against their config.json, issue 12)",
+          "preference": " (preference training, issue 14)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -213,9 +271,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, grid_name: str = "base") -> str:
     g = 1e9
-    title = {"savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
-             "presets": " (presets checked against their config.json, issue 12)"}
-    lines = ["# Estimator vs tracer" + title.get(grid_name, ""), "",
+    lines = ["# Estimator vs tracer" + TITLES[grid_name], "",
              f"{len(rows)} cases; tracer on {versions}. Reproduce: "
              f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2"
              f"{'' if grid_name == 'base' else ' --grid ' + grid_name}`. "
@@ -244,7 +300,8 @@ def main() -> None:
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
-                    "packing cases; presets: issue 12's 8 cases")
+                    "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
+                    "reward cases")
     args = ap.parse_args()
     versions = _versions()
     cache_path = RESULTS / "trace_cache_presets.json" if args.grid == "presets" else CACHE

@@ -489,7 +489,7 @@ def _help(path: list[str], columns: str | None, capsys: pytest.CaptureFixture[st
 
 def _option_rows(out: str) -> list[list[str]]:
     """The help's option rows, each as its lines: a panel line whose text starts with a dash (not the
-    `--no-x` that continues a `--x/` on the line above), then the lines that continue it."""
+    secondary name that continues a `--x/` on the line above), then the lines that continue it."""
     rows: list[list[str]] = []
     for line in out.splitlines():
         if not line.startswith("│"):
@@ -497,7 +497,9 @@ def _option_rows(out: str) -> list[list[str]]:
         text = line[1:].removesuffix("│").strip()
         if not text:
             continue
-        continues_name = bool(rows) and rows[-1][-1].split()[0].endswith("/") and text.startswith("--no-")
+        # the secondary name of a flag whose first line ends in `--x/` (`--no-x`, `--fixed-lengths`)
+        continues_name = bool(rows) and len(rows[-1]) == 1 and rows[-1][0].split()[0].endswith("/") \
+            and text.startswith("--")
         if line[2:3] == "-" and not continues_name:
             rows.append([text])
         elif rows:

@@ -25,11 +25,14 @@ from vramcalc.core.vocab import (
     LOSSES,
     METHODS,
     MODES,
+    OBJECTIVES,
     OFFLOADS,
     OPTIMIZER_IMPLS,
     OPTIMIZERS,
     PACKINGS,
     PRECISIONS,
+    REF_DTYPES,
+    REF_MODELS,
     STACKS,
     WEIGHT_DTYPES,
 )
@@ -116,7 +119,8 @@ OPTIONS: tuple[Opt, ...] = (
     # Memory savers (memory/loss.py).
     Opt("loss", LOSSES, "hf",
         "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), fused-linear "
-        "(Liger LigerFusedLinearCrossEntropy), cut (Apple Cut Cross-Entropy)."),
+        "(Liger LigerFusedLinearCrossEntropy), cut (Apple Cut Cross-Entropy), trl (TRL's fused LM head: "
+        "chunked log-probs of the completion tokens, no logits)."),
     Opt("loss_chunks", int, 8, "For --loss chunked: output chunks (torchtune num_output_chunks)."),
     Opt("ac_every", int, 1, "With --grad-checkpointing: checkpoint every k-th layer (torchtune ac_mode "
         "selective, ac_option k); the others keep their activations."),
@@ -131,6 +135,18 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("stack", STACKS, "hf",
         "Training stack whose defaults to use (presets/stacks/): loss, checkpointing, optimizer, precision, ... "
         "Options given explicitly win."),
+    # Preference and reward training (memory/preference.py).
+    Opt("objective", OBJECTIVES, "sft",
+        "Training objective: sft, dpo or ipo (TRL DPOTrainer: chosen and rejected in one forward of 2x the "
+        "batch, plus a reference model), kto (TRL KTOTrainer: unpaired completions, a reference model), reward "
+        "(a sequence-classification head scoring chosen and rejected)."),
+    Opt("prompt_len", int, 0,
+        "Prompt tokens of each sequence (--seq-len is prompt + the longer completion); only completion tokens "
+        "go through TRL's log-prob head. 0: every token counted (the most memory)."),
+    Opt("ref_model", REF_MODELS, "auto",
+        "DPO/KTO reference: auto (a frozen copy for full/freeze, the base with adapters disabled for LoRA/QLoRA), "
+        "copy, adapters-off, precomputed (precompute_ref_log_probs: no reference at train time)."),
+    Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

@@ -45,6 +45,9 @@ def largest_fitting(peak_of: Callable[[int], int], budget_bytes: int, cap: int, 
 
 def with_changes(t: TrainingSpec, changes: dict[str, Any]) -> TrainingSpec:
     """A validated copy of `t` with some options changed."""
+    if "seq_len" in changes and t.prompt_len >= changes["seq_len"]:
+        # a shorter sequence than the prompt (a search's probe): the prompt shrinks to leave one completion token
+        changes = {**changes, "prompt_len": max(changes["seq_len"] - 1, 0)}
     return replace(t, **changes)
 
 
@@ -442,7 +445,7 @@ def max_context(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,
     limit = cap or model.max_position_embeddings or 1 << 20
 
     def ok(n: int) -> bool:
-        return _peak(model, replace(training, **{"seq_len": n})) <= gpu.memory_bytes
+        return _peak(model, with_changes(training, {"seq_len": n})) <= gpu.memory_bytes
 
     return last_true(ok, 1, limit)
 

@@ -25,12 +25,15 @@ from vramcalc.core.vocab import (
     MLP_KINDS,
     MODES,
     NORM_KINDS,
+    OBJECTIVES,
     OFFLOADS,
     OPTIMIZER_IMPLS,
     OPTIMIZERS,
     PACKINGS,
     PRECISIONS,
     QUANT_BITS,
+    REF_DTYPES,
+    REF_MODELS,
     STACKS,
     VENDORS,
     WEIGHT_DTYPES,
@@ -47,12 +50,15 @@ from vramcalc.core.vocab import (
     MlpKind,
     Mode,
     NormKind,
+    Objective,
     Offload,
     OptimizerImpl,
     OptimizerName,
     Packing,
     PrecisionName,
     QuantBits,
+    RefDtype,
+    RefModel,
     StackName,
     Vendor,
     WeightDtype,
@@ -321,6 +327,11 @@ class TrainingSpec:
     # its own, printed in the assumptions line.
     stack: StackName = "hf"
     stack_set: tuple[str, ...] = ()
+    # Preference and reward training (memory/preference.py): TRL DPOTrainer / RewardTrainer.
+    objective: Objective = "sft"
+    prompt_len: int = 0  # prompt tokens per sequence (seq_len = prompt + the longer completion); 0: all completion
+    ref_model: RefModel = "auto"  # DPO reference: a frozen copy, the base with adapters off, or precomputed
+    ref_dtype: RefDtype = "auto"  # a copied reference's weight dtype (auto: the policy's)
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
@@ -328,12 +339,14 @@ class TrainingSpec:
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
-        "packing": PACKINGS, "stack": STACKS,
+        "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
+        "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
                          "quant_group_size", "loss_chunks", "ac_every"), (*POSITIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
+        "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
         "lora_alpha": POSITIVE,
         "lora_dropout": FRACTION,
     }
@@ -371,6 +384,36 @@ class TrainingSpec:
         if self.method in ("lora", "qlora") and not self.lora_targets:
             raise SpecError("", "LoRA needs at least one target module: pass --lora-targets q_proj,v_proj")
         self._savers_consistent()
+        self._objective_consistent()
+
+    def _objective_consistent(self) -> None:
+        """Preference and reward options (memory/preference.py): what each objective reads."""
+        pref = self.objective in ("dpo", "ipo", "kto")
+        if self.objective != "sft" and self.mode == "inference":
+            raise SpecError("", f"--objective {self.objective} is a training objective: drop it with --mode inference")
+        if self.objective != "sft" and (self.gpus_per_node * self.nodes > 1 or self.tp > 1 or self.pp > 1):
+            raise SpecError("", f"--objective {self.objective} is modelled on one GPU: drop --gpus/--nodes/--tp/--pp")
+        if pref and self.loss not in ("hf", "trl"):
+            # trl/trainer/dpo_trainer.py _compute_loss always calls model(..., fused_lm_head=True).
+            raise SpecError("", f"TRL's {'KTO' if self.objective == 'kto' else 'DPO'}Trainer computes log-probs "
+                            f"with its own fused LM head, so --loss "
+                            f"{self.loss} does not apply to --objective {self.objective}: drop --loss")
+        if self.objective == "reward" and self.loss != "hf":
+            raise SpecError("", "a reward model has a score head and no LM loss: drop --loss with --objective reward")
+        if not pref and (self.ref_model != "auto" or self.ref_dtype != "auto"):
+            raise SpecError("", "--ref-model and --ref-dtype apply to --objective dpo, ipo or kto")
+        if self.prompt_len and not (pref or self.loss == "trl"):
+            raise SpecError("", "--prompt-len changes memory only through TRL's log-prob head: use it with "
+                            "--objective dpo/ipo/kto or --loss trl")
+        if self.prompt_len >= self.seq_len and self.mode == "train":
+            raise SpecError("", f"--prompt-len {self.prompt_len} leaves no completion in --seq-len {self.seq_len}: "
+                            "give a sequence longer than the prompt")
+        if self.ref_model == "adapters-off" and self.method not in ("lora", "qlora"):
+            raise SpecError("", "--ref-model adapters-off needs adapters to disable: use --method lora/qlora, or "
+                            "--ref-model copy")
+        if self.ref_dtype != "auto" and self.ref_model not in ("copy", "auto"):
+            raise SpecError("", f"--ref-dtype sets a copied reference's dtype; --ref-model {self.ref_model} keeps "
+                            "no copy: drop --ref-dtype")
 
     def _savers_consistent(self) -> None:
         if self.loss == "cut" and self.mode == "train" and self.precision in ("amp-bf16", "amp-fp16", "fp32"):

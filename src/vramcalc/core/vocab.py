@@ -39,7 +39,7 @@ GradSync = Literal["deferred", "every-micro-batch"]
 WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
 # Memory savers (memory/loss.py): how the loss is computed from the last hidden states.
-LossName = Literal["hf", "chunked", "fused-linear", "cut"]
+LossName = Literal["hf", "chunked", "fused-linear", "cut", "trl"]
 # Where `vramcalc trace` runs the step: fake tensors on the CPU, or the real CUDA device.
 TraceDevice = Literal["fake", "cuda"]
 # How a micro-batch's sequences are laid out (memory/activations.py packing terms): padded rows of the
@@ -47,6 +47,12 @@ TraceDevice = Literal["fake", "cuda"]
 Packing = Literal["none", "packed", "padding-free"]
 # Training stacks: named sets of option defaults, one YAML preset each under presets/stacks/ (io/stacks.py).
 StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtune", "litgpt"]
+# Preference and reward training (memory/preference.py): TRL's DPOTrainer (loss_type sigmoid, ipo), KTOTrainer
+# and RewardTrainer. The reference model of DPO: auto (a frozen copy for full/freeze, the base with adapters
+# disabled for LoRA/QLoRA, as DPOTrainer picks), copy, adapters-off, precomputed (precompute_ref_log_probs).
+Objective = Literal["sft", "dpo", "ipo", "kto", "reward"]
+RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
+RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 # Output.
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]
@@ -61,6 +67,10 @@ OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
 LOSSES: tuple[LossName, ...] = get_args(LossName)
 PACKINGS: tuple[Packing, ...] = get_args(Packing)
 STACKS: tuple[StackName, ...] = get_args(StackName)
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
+PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo", "kto")  # a policy and a reference
+REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
+REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)
 OPTIMIZER_IMPLS: tuple[OptimizerImpl, ...] = get_args(OptimizerImpl)
 ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
 ADAPTER_DTYPES: tuple[AdapterDtype, ...] = get_args(AdapterDtype)

@@ -251,8 +251,7 @@ UNMODELLED_KEYS: dict[str, str] = {
     "torch_compile": "torch.compile (fused kernels change what is saved)",
     "auto_find_batch_size": "the Trainer lowers the batch size until it fits",
     "optim_target_modules": "GaLore/APOLLO projected optimizer states",
-    "precompute_ref_log_probs": "DPO reference log-probabilities",
-    "ref_model_init_kwargs": "a DPO reference model",
+    "ref_model_init_kwargs": "a DPO reference model loaded with other settings",
     "gradient_checkpointing_kwargs": "checkpointing variant",
     # torchtune
     "optimizer_in_bwd": "torchtune optimizer in backward (each gradient freed after its step)",
@@ -281,7 +280,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     "use_dora": "DoRA (a magnitude vector and more saved activations)",
     "shift_attn": "shift short attention",
     "quantization_method": "a non-bitsandbytes quantization",
-    "pref_loss": "preference loss with a reference model",
 }
 
 
@@ -357,6 +355,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         # layer inputs offloaded to host RAM (memory/savers.py).
         run.options.update(grad_checkpointing=True, activation_offload=True)
     _savers_axolotl(d, run)
+    _preference_axolotl(d, run)
     if "optimizer" in d:
         _optim(run, "optimizer", d["optimizer"])
     # axolotl loads the model in the training dtype (torch_dtype = bfloat16 when bf16 is set), so the
@@ -407,6 +406,85 @@ def _attention_axolotl(d: dict[str, Any], run: Run) -> None:
     elif _truthy(d.get("sdp_attention", False)):
         run.options["attention"] = "sdpa"
     _seen(d, run, "flash_attention", "sdp_attention")
+
+
+# ---- preference training (memory/preference.py) -------------------------------------------------------
+
+# TRL DPOConfig loss_type values (trl/trainer/dpo_trainer.py _compute_loss): arithmetic on per-sequence
+# log-probs, so none changes memory; ipo has its own objective name for clarity.
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+# DPOConfig fields no SFTConfig has: their presence makes a TrainingArguments file a DPO run.
+_DPO_KEYS = ("beta", "precompute_ref_log_probs", "precompute_ref_batch_size", "f_divergence_type", "ld_alpha",
+             "sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps", "use_weighting", "rpo_alpha",
+             "ref_model_init_kwargs")
+
+
+def _loss_types(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+
+
+def _dpo_objective(key: str, loss: Any) -> str:
+    types = _loss_types(loss)
+    unknown = [x for x in types if x not in DPO_LOSS_TYPES]
+    if unknown:
+        raise _KeyProblem(key, f"{unknown[0]!r:.40} is not a TRL DPO loss_type; use one of "
+                          f"{', '.join(DPO_LOSS_TYPES)}")
+    return "ipo" if types == ["ipo"] else "dpo"
+
+
+# KTOConfig fields (trl/trainer/kto_config.py) and its loss types (kto needs the KL rows, apo_zero_unpaired not).
+_KTO_KEYS = ("desirable_weight", "undesirable_weight")
+KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")
+
+
+def _preference_trl(d: dict[str, Any], run: Run) -> None:
+    """TRL DPOConfig / KTOConfig / RewardConfig keys (TRL 1.16 trl/trainer/dpo_config.py, kto_config.py,
+    reward_config.py)."""
+    loss = d.get("loss_type")
+    if any(k in d for k in _KTO_KEYS) or (isinstance(loss, str) and loss in KTO_LOSS_TYPES):
+        if loss is not None and str(loss) not in KTO_LOSS_TYPES:
+            raise _KeyProblem("loss_type", f"{loss!r:.40} is not a TRL KTO loss_type; use kto or apo_zero_unpaired")
+        if str(loss) == "apo_zero_unpaired":  # no KL rows: one no-grad forward less, never the peak
+            run.notes.append("loss_type apo_zero_unpaired: no KL rows; estimated as kto (their no-grad forwards "
+                             "come before the policy's or next to the reference's, not above them).")
+        run.options["objective"] = "kto"
+        if _truthy(d.get("precompute_ref_log_probs", False)):
+            run.options["ref_model"] = "precomputed"
+        _seen(d, run, *_KTO_KEYS, "loss_type", "beta", "precompute_ref_log_probs", "disable_dropout")
+        return
+    dpo_loss = loss is not None and all(x in DPO_LOSS_TYPES for x in _loss_types(loss))
+    if any(k in d for k in _DPO_KEYS) or dpo_loss:
+        run.options["objective"] = _dpo_objective("loss_type", loss) if loss is not None else "dpo"
+        _seen(d, run, *(k for k in _DPO_KEYS if k != "precompute_ref_log_probs" and k != "ref_model_init_kwargs"),
+              "loss_type", "loss_weights", "label_smoothing", "discopop_tau")
+        if _truthy(d.get("precompute_ref_log_probs", False)):
+            run.options["ref_model"] = "precomputed"
+        _seen(d, run, "precompute_ref_log_probs")
+        if d.get("disable_dropout") is False:
+            _unmodelled(run, "disable_dropout", "dropout kept in the policy and the reference (DPO assumes it off)")
+        else:
+            _seen(d, run, "disable_dropout")
+    elif "center_rewards_coefficient" in d:
+        run.options["objective"] = "reward"
+        _seen(d, run, "center_rewards_coefficient")
+
+
+def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
+    # axolotl `rl:` (src/axolotl/utils/schemas/enums.py RLType) trains with TRL's trainers: dpo and ipo through
+    # DPOTrainer (ipo as its loss_type); the others use trainers vramcalc does not model.
+    rl = d.get("rl")
+    if rl is None or rl is False:
+        return
+    if str(rl) not in ("dpo", "ipo", "kto"):
+        raise _KeyProblem("rl", f"{rl!r:.40} is not modelled; vramcalc models rl: dpo, ipo (TRL DPOTrainer) and "
+                          "kto (KTOTrainer), not orpo, simpo or grpo yet")
+    run.options["objective"] = str(rl)
+    run.mapped.append("rl")
+    if _truthy(d.get("precompute_ref_log_probs", False)):
+        run.options["ref_model"] = "precomputed"
+    _seen(d, run, "precompute_ref_log_probs", "rl_beta", "dpo_use_weighting", "dpo_label_smoothing",
+          "kto_desirable_weight", "kto_undesirable_weight")
 
 
 # ---- LLaMA-Factory --------------------------------------------------------------------------------------
@@ -501,11 +579,28 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     elif str(d.get("flash_attn", "auto")) in ("fa2", "fa3"):
         run.options["attention"] = "flash"
     _seen(d, run, "flash_attn")
-    if str(d.get("stage", "sft")) in ("dpo", "kto", "ppo", "rm"):
-        run.notes.append(
-            f"stage {d['stage']}: reference/reward models and pairs of sequences are not counted; "
-            "the estimate is for one policy model on single sequences."
-        )
+    stage = str(d.get("stage", "sft"))
+    if stage == "dpo":
+        # finetuning_args.py pref_loss: sigmoid (DPO, default), ipo, hinge, ...; orpo and simpo drop the reference.
+        pref_loss = str(d.get("pref_loss", "sigmoid"))
+        if pref_loss in ("orpo", "simpo"):
+            raise _KeyProblem("pref_loss", f"{pref_loss!r} is not modelled yet; vramcalc models sigmoid (DPO) and ipo")
+        run.options["objective"] = "ipo" if pref_loss == "ipo" else "dpo"
+        _seen(d, run, "pref_loss", "pref_beta")
+        # train/dpo/trainer.py CustomDPOTrainer.concatenated_forward computes the full logits of the 2B rows
+        # (get_batch_logps); TRL >= 1.0 gathers log-probs without them, which is what the estimate models.
+        _unmodelled(run, "stage", "LLaMA-Factory's CustomDPOTrainer materializes the logits of all 2B rows; "
+                    "the estimate models TRL's fused log-prob head")
+    elif stage == "kto":
+        run.options["objective"] = "kto"
+        _seen(d, run, "pref_beta", "kto_chosen_weight", "kto_rejected_weight")
+        # train/kto/trainer.py CustomKTOTrainer: its own forward with the full logits.
+        _unmodelled(run, "stage", "LLaMA-Factory's CustomKTOTrainer materializes the logits; the estimate models "
+                    "TRL's fused log-prob head")
+    elif stage == "rm":
+        run.options["objective"] = "reward"
+    elif stage != "sft":
+        raise _KeyProblem("stage", f"{stage!r:.40} is not modelled yet; vramcalc models stage sft, dpo, kto and rm")
     _seen(d, run, "stage")
     if _hf_multi_gpu(d, path, run) and method not in ("lora", "qlora") and half is not None:
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
@@ -552,8 +647,8 @@ _TRL_LOSS = {"nll": "hf", "dft": "hf", "chunked_nll": "chunked"}
 
 def _trl(d: dict[str, Any], run: Run) -> None:
     """TRL SFTConfig keys: packing, padding_free, loss_type, activation_offloading (trl/trainer/sft_config.py)."""
-    if not _TRL_KEYS & set(d):
-        return
+    if not _TRL_KEYS & set(d) or run.options.get("objective", "sft") != "sft":
+        return  # not TRL's, or a DPOConfig/KTOConfig/RewardConfig (_preference_trl): not the SFTTrainer stack
     run.options["stack"] = "trl"
     # packing with the default strategy bfd turns padding_free on (sft_config.py): the batch is flattened
     # into one row (DataCollatorForLanguageModeling padding_free); 'wrapped' makes full rows of max_length.
@@ -592,6 +687,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)
+    _preference_trl(d, run)
     if "seq_len" not in run.options:
         _take(d, run, "max_seq_length", "seq_len", int)
     _trl(d, run)

@@ -286,7 +286,9 @@ def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask
             attn_mask = _cast(attn_mask, lp, False)
     backend = _select_backend(query, key, attn_mask, enable_gqa)
     SDPA_BACKENDS.append(backend)
-    if backend == "math" or not (query.requires_grad or key.requires_grad or value.requires_grad):
+    # Under no_grad (DPO's reference forward) CUDA runs the same fused kernel: only its forward allocations.
+    no_graph = not (query.requires_grad or key.requires_grad or value.requires_grad)
+    if backend == "math" or (no_graph and torch.is_grad_enabled()):
         return torch.ops.aten._scaled_dot_product_attention_math(
             query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
     bias = _attn_bias(attn_mask, query) if isinstance(attn_mask, torch.Tensor) else None

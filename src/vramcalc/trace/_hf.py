@@ -142,8 +142,9 @@ def quantize_blocks(model: nn.Module, layers: nn.ModuleList, bits: int, double_q
 
 
 def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) -> tuple[nn.Module, list[str]]:
-    """A transformers causal LM with meta-device weights (fakeified by the caller)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """A transformers causal LM (a 1-label sequence classifier for --objective reward) with meta-device
+    weights (fakeified by the caller)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     notes: list[str] = []
     d = hf_config_dict(model)
@@ -153,10 +154,14 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
         notes.append("gemma2 with sdpa: attention logit softcapping disabled (sdpa does not support it)")
     config = AutoConfig.for_model(model_type, **d)
     config.use_cache = False
+    auto: Any = AutoModelForCausalLM
+    if training.objective == "reward":  # trl reward_trainer.py: num_labels=1; the pad token finds the last token
+        config.num_labels, config.pad_token_id = 1, 0
+        auto = AutoModelForSequenceClassification
     with torch.device("meta"):
         # flash_attention_2 needs the flash-attn package and CUDA: traced as sdpa's flash kernel, with the
         # packed-sequence mask never built (trace/_cuda.py cuda_emulation(packed_mask=False)); varlen
         # keeps the same q, k, v, out and logsumexp per token.
         impl = "sdpa" if training.attention == "flash" else training.attention
-        hf = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=impl)
+        hf = auto.from_config(config, dtype=dtype, attn_implementation=impl)
     return hf, notes

@@ -35,7 +35,8 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
 
         cfg = LoraConfig(r=training.lora_rank, lora_alpha=training.lora_alpha,
                          lora_dropout=training.lora_dropout,
-                         target_modules=lora_targets(model, training.lora_targets), task_type="CAUSAL_LM")
+                         target_modules=lora_targets(model, training.lora_targets),
+                         task_type="SEQ_CLS" if training.objective == "reward" else "CAUSAL_LM")
         hf = get_peft_model(hf, cfg, autocast_adapter_dtype=training.adapter_dtype == "fp32")
         if training.adapter_dtype != "fp32":
             for name, p in hf.named_parameters():
@@ -125,7 +126,38 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         # Keep only the loss; the outputs (logits) are dropped, as HF Trainer's compute_loss does.
         return m(**inputs, use_cache=False).loss  # type: ignore[no-any-return]
 
-    if training.loss != "hf":  # memory savers: the loss computed from the hidden states (trace/_loss.py)
+    from vramcalc.core.memory.preference import is_preference, resolve_ref
+
+    pref = is_preference(training)
+    ref_kind = resolve_ref(training)
+    if pref:  # TRL DPOTrainer's step (trace/_preference.py): 2B rows, the fused head, the reference
+        from vramcalc.trace._preference import dpo_loss, make_dpo_inputs
+
+        kto = training.objective == "kto"
+        make_inputs = make_dpo_inputs(b, s, training.prompt_len, vocab, ref_kind == "precomputed", kto)  # type: ignore[assignment]  # noqa: F811
+        if kto:
+            from vramcalc.trace._preference import kto_loss
+
+            loss_fn = kto_loss(ref_kind == "adapters-off")  # type: ignore[assignment]  # noqa: F811
+        else:
+            loss_fn = dpo_loss(None, ref_kind == "adapters-off", training.objective == "ipo")  # type: ignore[assignment]  # noqa: F811
+        notes.append(f"{training.objective}: TRL {'KTO' if kto else 'DPO'}Trainer._compute_loss emulated "
+                     f"(trace/_preference.py); reference {ref_kind}")
+    elif training.objective == "reward":  # TRL RewardTrainer.compute_loss (trace/_preference.py)
+        from vramcalc.trace._preference import reward_loss
+
+        def make_inputs() -> dict[str, torch.Tensor]:  # noqa: F811
+            return {"input_ids": torch.randint(0, vocab, (2 * b, s), dtype=torch.long)}
+
+        loss_fn = reward_loss  # type: ignore[assignment]  # noqa: F811
+        notes.append("reward: AutoModelForSequenceClassification(num_labels=1), RewardTrainer's pairwise loss")
+    elif training.loss == "trl":
+        from vramcalc.trace._preference import sft_trl_loss
+
+        make_sft, loss_fn = sft_trl_loss(training.prompt_len)  # type: ignore[assignment]  # noqa: F811
+        make_inputs = make_sft(b, s, vocab)  # type: ignore[assignment]  # noqa: F811
+        notes.append("loss trl: TRL's fused LM head emulated (trace/_preference.py)")
+    elif training.loss != "hf":  # memory savers: the loss computed from the hidden states (trace/_loss.py)
         from vramcalc.trace._loss import loss_function
 
         loss_fn = loss_function(training.loss, training.loss_chunks)  # type: ignore[assignment]  # noqa: F811
@@ -149,6 +181,23 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         hf, build_notes = build_model(model, training, model_dtype(precision))  # on the meta device
         notes.extend(build_notes)
         module = _prepare(hf, model, training, notes)
+        if pref:
+            for mod in module.modules():  # DPOConfig disable_dropout=True
+                if isinstance(mod, torch.nn.Dropout):
+                    mod.p = 0.0
+            if ref_kind == "copy":
+                from vramcalc.core.memory.precision import RECIPES
+                from vramcalc.core.memory.preference import ref_weight_dtype
+                from vramcalc.trace._preference import PolicyAndReference
+
+                ref_dtype = DTYPES[ref_weight_dtype(training, RECIPES[precision])]
+                ref, _ = build_model(model, training, ref_dtype)
+                for p in ref.parameters():
+                    p.requires_grad_(False)
+                for mod in ref.modules():
+                    if isinstance(mod, torch.nn.Dropout):
+                        mod.p = 0.0
+                module = PolicyAndReference(module, ref)
         with fake_mode:
             module = _fakeify(module)
         if training.activation_offload:  # trace/_offload.py: torchtune OffloadActivations around the body

@@ -127,7 +127,13 @@ def _resolve(values: dict[str, Any]) -> tuple[Any, Any, Any]:
 
     spec, _ = resolve_model(values["model"])
     gpu_spec = presets.find_gpu(values["gpu"]) if values.get("gpu") else None
-    return spec, training_spec({k: v for k, v in values.items() if k not in ("model", "gpu")}), gpu_spec
+    training = training_spec({k: v for k, v in values.items() if k not in ("model", "gpu")})
+    if training.objective != "sft":
+        # core/explain.py itemizes an SFT step; the preference and reward steps (memory/preference.py,
+        # memory/reward.py) have other moments and heads, so its lines would not add up to their figures.
+        raise BadInput(f"explain does not itemize --objective {training.objective} yet; use vramcalc estimate "
+                       f"(its notes and --format json details show the {training.objective} terms)")
+    return spec, training, gpu_spec
 
 
 def _apply_side(ctx: typer.Context, shared: dict[str, Any], side: str, opts: OptionValues) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from vramcalc.core.memory.activations import (
     masked_sdpa,
     packing_notes,
 )
+from vramcalc.core.memory import preference as _preference
+from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory.loss import loss_bytes
 from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
 
@@ -128,6 +130,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         # SpecError when the run cannot exist; notes when it is unusual (core/checks.py)
         return _estimate_inference(model, training, check_run(model, training))
     checked = check_sequence(model, training.seq_len)  # the rest of the checks run once per plan
+    if training.objective != "sft":  # memory/preference.py: chosen and rejected stacked, 2B sequences
+        training = _preference.policy_view(training)
     if not model.has_architecture and training.method != "full":
         # LoRA targets, quantized Linear layers and frozen layers are read from the architecture.
         raise UnsupportedCombination(
@@ -281,6 +285,8 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     checked = check_settings(model, training)  # first: SpecError before any arithmetic on an impossible run
+    if _preference.is_preference(training) and model.dropout:
+        model = _preference.without_dropout(model)  # DPOConfig disable_dropout=True
     recipe = recipe_of(training)
     notes: list[str] = []
     chosen = auto_precision_note(training)
@@ -297,7 +303,10 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                      if training.kbit_prep and recipe.weight != "fp32" else
                      "QLoRA without prepare_model_for_kbit_training: norms, embeddings and lm_head stay in "
                      f"{recipe.weight}.")
-    w = weight_bytes(model, training, recipe)
+    # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
+    w = weight_bytes(_reward.body(model) if training.objective == "reward" else model, training, recipe)
+    ref_weights = _preference.reference_weight_bytes(w.parameters, training, recipe)  # 0 unless a frozen copy
+    notes.extend(_preference.notes(training, ref_weights))
     opt = optimizer_bytes(w.trainable_tensors, recipe, training)
     if training.method in ("lora", "qlora"):
         gradients = w.trainable * dtype_bytes(training.adapter_dtype)
@@ -311,6 +320,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         "optimizer_state.master_weights": opt.master_weights,
         "temporaries.optimizer_step": opt.step_temporaries,
     }
+    if _preference.is_preference(training):
+        details["weights.reference"] = ref_weights
     step_temporaries = opt.step_temporaries
     if training.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient and step at a time
         largest = largest_tensor(w.trainable_tensors)
@@ -331,8 +342,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                       "(add activation_bytes_per_sample to the preset to include them).",)
     else:
         tail_notes = ()
-    return _Plan(recipe, w, opt, gradients, w.total, opt.total, step_temporaries, details, tuple(notes), checked,
-                 tail_notes + (_OVERHEAD_NOTE,), _distributed.is_parallel(training), active_params(model), act)
+    return _Plan(recipe, w, opt, gradients, w.total + ref_weights, opt.total, step_temporaries, details, tuple(notes),
+                 checked, tail_notes + (_OVERHEAD_NOTE,), _distributed.is_parallel(training), active_params(model), act)
 
 
 def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: int, gradients: int,
@@ -419,6 +430,12 @@ class _ActivationPlan:
     ac_every: int = 1
     offload: bool = False
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
+    # Preference training (memory/preference.py): TRL's fused head reads the prompt length and dtypes; the
+    # reference's no-grad forward is one more forward moment.
+    prompt_len: int = 0
+    residual: int = 2
+    head_weight: int = 2
+    reference: _preference.ReferencePlan | None = None
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -476,7 +493,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.grad_checkpointing:
         attn_fwd_ts += per_layer_ts  # the saved scores
     # Gradient of the head (and final norm) appears at the start of backward; the rest layer by layer.
-    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like else 0
+    reward = t.objective == "reward"  # a score head instead of lm_head (memory/reward.py)
+    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not reward \
+        else 0
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
     # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of
@@ -484,7 +503,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # the tracer): the head's gradient, the embedding's and their sum coexist (2 beyond `gradients`).
     end_t = 0
     if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
-        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if m.tie_word_embeddings else 1)
+        tied = m.tie_word_embeddings and not reward
+        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = []
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
@@ -510,11 +530,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
-        end_tied=m.tie_word_embeddings, notes=tuple(notes),
-        loss=t.loss, loss_chunks=t.loss_chunks,
+        end_tied=m.tie_word_embeddings and not reward, notes=tuple(notes),
+        loss="trl" if _preference.is_preference(t) else "reward" if reward else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
+        prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
+        reference=_preference.reference_plan(m, t, recipe),
     )
 
 
@@ -545,8 +567,10 @@ def _transformer_phases(
     grad_fwd = 0
     head_bwd_t = -1  # no separate head-backward moment (hf: covered by the backward start)
     if p.loss != "hf":
+        labelled = t.batch_size * min(seq - p.prompt_len, seq - 1)  # scored by TRL's head (memory/preference.py)
         lb = loss_bytes(p.loss, tokens=tokens, batch=rows, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
-                        hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable)
+                        hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable,
+                        labelled=labelled, residual=p.residual, weight=p.head_weight)
         head_saved = p.norm_saved_t * tokens + lb.saved
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
         grad_fwd = g_head if lb.head_grad_in_forward else 0
@@ -609,6 +633,14 @@ def _transformer_phases(
                             (g_top, acts_layers, once, autocast_copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM,
                         (gradients, once, bottom_acts, bottom_copies, layer_bwd_t)))
+    reference = 0
+    forward_moments = 2
+    if p.reference is not None:  # DPO: the reference's no-grad forward after the policy's (memory/preference.py)
+        reference = p.reference.peak(tokens, t.batch_size * min(seq - p.prompt_len, seq - 1))
+        layout = _m.FWD_REFERENCE_CK if p.checkpointing or p.offload else _m.FWD_REFERENCE
+        moments.insert(2, ("forward.reference", layout,
+                           (acc, layers_detail, once, autocast_copies, head_saved, reference)))
+        forward_moments = 3
     # Backward-end temporaries (tied embeddings or accumulation; see _activation_plan).
     end_t = p.end_t if p.end_tied or accum else 0
     moments.append(("backward.end", _m.BWD_END, (gradients, end_t)))
@@ -618,7 +650,8 @@ def _transformer_phases(
         step_moment: _m.RawMoment = ("optimizer_step.done", _m.STEP_DONE, ())
     else:
         step_moment = ("optimizer_step.step", _m.STEP, (gradients, opt_temp))
-    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t, grad_fwd, head_bwd_t)
+    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t, grad_fwd, head_bwd_t,
+                      reference)
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = recomputed
     details["activations.per_layer"] = per_layer
@@ -632,14 +665,16 @@ def _transformer_phases(
     details["temporaries.backward_end"] = end_t
     if p.offload:
         details["activations.offloaded_to_host"] = host_t
+    if p.reference is not None:
+        details["temporaries.reference_forward"] = reference
     if p.loss != "hf":  # loss savers (memory/loss.py): their own moments, for explain
         details["activations.loss_saved"] = head_saved - p.norm_saved_t * tokens
         details["temporaries.head_gradient_in_forward"] = grad_fwd
         details["temporaries.head_backward"] = max(head_bwd_t, 0)
-    # moments[:2] are the forward's, the rest the backward's: each phase is `base` + its largest moment.
+    # moments[:forward_moments] are the forward's, the rest the backward's: each phase is `base` + its largest moment.
     b0 = sum(base)
-    fwd, bwd = moments[:2], moments[2:]
-    phases = {"forward": b0 + max(sum(fwd[0][2]), sum(fwd[1][2])),
+    fwd, bwd = moments[:forward_moments], moments[forward_moments:]
+    phases = {"forward": b0 + max([sum(x[2]) for x in fwd]),
               "backward": b0 + max([sum(x[2]) for x in bwd]), "optimizer_step": b0 + sum(step_moment[2])}
     moments.append(step_moment)
     return phases, tuple(moments), activations, temporaries

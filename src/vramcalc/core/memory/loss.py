@@ -38,6 +38,7 @@ SOURCES: dict[str, str] = {
                "modules/transformer.py chunked_output",
     "fused-linear": "liger_kernel/ops/fused_linear_cross_entropy.py fused_linear_cross_entropy_forward",
     "cut": "cut_cross_entropy/cce.py LinearCrossEntropyFunction + cce_backward.py cce_backward_kernel",
+    "trl": "trl/trainer/utils.py add_fused_lm_head + trl/kernels/chunked_logprob.py ChunkedLogProbFunction",
 }
 
 
@@ -52,6 +53,10 @@ LABELS: dict[str, tuple[str, str, str, str]] = {
                      "none (backward hands back grad_input and grad_weight)", ""),
     "cut": ("hidden states e + fp32 lse + int64 valids per token, fp32 logit_avg per vocab entry",
             "nonzero()'s int64 index pairs", "de zeros (BT × H) + argsort of logit_avg", ""),
+    "trl": ("gathered completion hidden states + int64 targets + fp32 log_z and entropy",
+            "last hidden states + the [4096, 32768] tile buffer + seven fp32 statistics per token",
+            "fp32 gradients of the hidden states and the head weight + the tile buffer",
+            "head backward: the hidden-state gradient scattered back to [rows, S, H]"),
 }
 
 
@@ -71,9 +76,19 @@ class LossBytes:
 
 
 def loss_bytes(loss: str, *, tokens: int, batch: int, seq: int, chunks: int, vocab: int, hidden: int,
-               compute: int, head_grad: int, head_trainable: bool) -> LossBytes:
-    """Bytes of `loss` (not `hf`) for `tokens` = batch × seq tokens; `head_grad`: the head's gradient bytes."""
+               compute: int, head_grad: int, head_trainable: bool, labelled: int = 0, residual: int = 0,
+               weight: int = 0) -> LossBytes:
+    """Bytes of `loss` (not `hf`) for `tokens` = batch × seq tokens; `head_grad`: the head's gradient bytes.
+
+    `trl` also reads `labelled` (the scored tokens), `residual` and `weight` (bytes per element of the last
+    hidden states and of the head weight): `trl_head_bytes`.
+    """
     c, v, h = compute, vocab, hidden
+    if loss == "reward":  # memory/reward.py: the reward model's score head
+        return score_head_bytes(tokens=tokens, hidden=h, compute=c, residual=residual)
+    if loss == "trl":
+        return trl_head_bytes(tokens=tokens, labelled=labelled, vocab=v, hidden=h, compute=c, residual=residual,
+                              weight=weight, head_grad=head_grad, head_trainable=head_trainable)
     if loss == "chunked":
         # tensor_split along the sequence: the largest chunk has ceil(seq / chunks) positions.
         n = min(chunks, seq)
@@ -107,3 +122,49 @@ def loss_bytes(loss: str, *, tokens: int, batch: int, seq: int, chunks: int, voc
         bwd = c * h * tokens + 12 * v
         return LossBytes(saved, fwd, bwd, 0, False)
     raise ValueError(f"unknown loss {loss!r}")
+
+
+# TRL's fused LM head (trl/trainer/utils.py add_fused_lm_head; memory/preference.py describes the DPO step).
+TOKEN_CHUNK = 4096  # trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE: tokens per projection tile
+VOCAB_CHUNK = 32768  # trl/trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE: the tile's width, whatever the vocabulary
+
+
+def trl_head_bytes(*, tokens: int, labelled: int, vocab: int, hidden: int, compute: int, residual: int,
+                   weight: int, head_grad: int, head_trainable: bool) -> LossBytes:
+    """TRL's fused LM head (ChunkedLogProbFunction) over `tokens` positions of which `labelled` are scored.
+
+    `residual`: bytes of the last hidden states (fp32 under autocast); `weight`: bytes of the head weight;
+    `head_grad`: the head's gradient bytes (in `gradients`), present after its backward.
+    """
+    n, h, v, c = labelled, hidden, vocab, compute
+    mm = min(n, TOKEN_CHUNK) * VOCAB_CHUNK * c  # mm_buf, in the compute (autocast) dtype
+    # `.to(compute_dtype)` copies under autocast: one token chunk of hidden states, one vocabulary chunk of weights.
+    casts = (min(n, TOKEN_CHUNK) * h * c if residual != c else 0) + (min(v, VOCAB_CHUNK) * h * c if weight != c else 0)
+    # Saved: the gathered hidden states, the int64 targets, log_z and entropy (fp32); the bool label mask
+    # (1 B per position) is saved by the gather and by masked_scatter.
+    saved = residual * n * h + 8 * n + 4 * n + 4 * n + tokens
+    # Forward: the last hidden states (the gather's source) and the seven fp32 statistics, the tile buffer,
+    # then log_z, log-probs, entropy, mean logits, is_top1 and their temporaries (~6 fp32 vectors).
+    forward = residual * tokens * h + 28 * n + mm + casts + 24 * n
+    # Backward of the head: fp32 grad_hidden (N × H), fp32 grad_weight (V × H) when the head trains, the tile
+    # buffer, the gathered log-prob gradient, then the casts back (none when already fp32).
+    grad_weight = (4 * v * h + (weight * v * h if weight != 4 else 0)) if head_trainable else 0
+    backward = 4 * n * h + grad_weight + mm + casts + 4 * n + (residual * n * h if residual != 4 else 0)
+    # After it: the hidden-state gradient scattered back (index_put into zeros of [rows, S - 1, H]) and the
+    # slice's backward (zeros of [rows, S, H]), with the head's gradient now in `gradients`.
+    head_backward = 2 * residual * tokens * h + head_grad
+    return LossBytes(saved, forward, backward, head_backward, False)
+
+
+def score_head_bytes(*, tokens: int, hidden: int, compute: int, residual: int) -> LossBytes:
+    """The score head over `tokens` positions (beyond the final norm's saved tensors)."""
+    c, h = compute, hidden
+    # score saves its input (the last hidden states in the compute dtype: autocast's cast when they are fp32).
+    saved = c * h * tokens
+    # Forward: the fp32 last hidden states next to their cast, the [2B, S, 1] scores, and the last-token search
+    # (input_ids != pad as int32, times arange as int64).
+    forward = (residual * h * tokens if residual != c else 0) + c * tokens + 12 * tokens
+    # Backward: the scores' gradient (zeros with the gathered entries) and the score's input gradient
+    # (and its fp32 cast back under autocast).
+    backward = c * tokens + c * h * tokens + (residual * h * tokens if residual != c else 0)
+    return LossBytes(saved, forward, backward, 0, False)

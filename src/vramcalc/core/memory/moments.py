@@ -40,6 +40,7 @@ _HEAD_BWD = ("head backward", _T)
 _LAYER_BWD = ("layer backward temporaries", _T)
 _STEP_T = ("step temporaries", _T)
 _SUMMED = ("gradient being summed", _T)
+_REFERENCE = ("reference model's no-grad forward", _T)
 
 
 def _layout(*terms: tuple[str, str]) -> Layout:
@@ -49,6 +50,7 @@ def _layout(*terms: tuple[str, str]) -> Layout:
 # Without checkpointing (every saving layer keeps its saved set until backward reaches it).
 FWD_LAYER = _layout(_ACC, _SAVED, _SHARED, _COPIES, _LAYER_FWD)
 FWD_LOSS = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_FWD, _HEAD_G_FWD)
+FWD_REFERENCE = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _REFERENCE)
 BWD_START = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD)
 BWD_HEAD = _layout(_ACC, _SAVED, _SHARED, _COPIES, _NORM_SAVED, _HEAD_BWD)
 BWD_TOP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _LAYER_BWD)
@@ -57,6 +59,7 @@ BWD_BOTTOM = _layout(_ALL_G, _SHARED, _LAST_LAYER, _LAYER_COPIES, _LAYER_BWD)
 # With checkpointing (each layer keeps its input; one layer is recomputed in backward).
 FWD_LAYER_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _LAYER_FWD)
 FWD_LOSS_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_FWD, _HEAD_G_FWD)
+FWD_REFERENCE_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _HEAD_SAVED, _REFERENCE)
 BWD_START_CK = _layout(_ACC, _KEPT, _SHARED, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD)
 BWD_HEAD_CK = _layout(_ACC, _KEPT, _SHARED, _NORM_SAVED, _HEAD_BWD)
 BWD_TOP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
@@ -73,6 +76,7 @@ LABELS = {
     "forward.layer": "forward at the last layer",
     "forward.loss": "end of forward: loss computed",
     "forward.all": "forward",
+    "forward.reference": "the reference model's forward (DPO/KTO, no grad)",
     "backward.start": "backward starts: loss gradients",
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",

@@ -1,0 +1,191 @@
+"""Preference training (TRL DPOTrainer, loss_type sigmoid or ipo): what DPO adds to a training step, in bytes.
+
+Read from TRL 1.16 (trl/trainer/dpo_trainer.py, trl/trainer/utils.py, trl/kernels/chunked_logprob.py):
+
+* One concatenated forward, not two passes: DataCollatorForPreference stacks the prompt+chosen and
+  prompt+rejected sequences along the batch (2B rows) and pads them to the longest, and
+  `_compute_loss` runs the policy once on them (`model(**model_kwargs, labels=labels, fused_lm_head=True)`).
+  So the policy's step is a step of 2B sequences of the padded length.
+* No logits: `add_fused_lm_head` gathers the N completion positions of the last hidden states
+  (`hidden_states[mask]`, a copy of N × H) and `ChunkedLogProbFunction` projects them tile by tile into
+  one `[min(N, 4096), 32768]` buffer folded into seven fp32 statistics per token; it saves the gathered
+  hidden states, the int64 targets and two fp32 vectors. Backward accumulates fp32 gradients of the
+  hidden states (N × H) and, when the head trains, of the head weight (V × H), then casts them.
+  memory/loss.py `trl_head_bytes` models it; SFTTrainer uses the same head (`--loss trl`).
+* The reference forward comes after the policy's, under `torch.no_grad()`: every saved activation of
+  the policy is alive while the reference runs layer by layer (one layer's transient on top of the
+  residual stream) and through its own fused head; its log-probs are summed per sequence and kept.
+  The reference is a second frozen model in the policy's dtype (`ref_model_init_kwargs dtype =
+  self.model.dtype`), or, with peft, the policy itself inside `disable_adapter()` (no weights), or
+  nothing when `precompute_ref_log_probs` computed its log-probs before training.
+* The loss (sigmoid, ipo, and the other `loss_type`s) is arithmetic on 2B per-sequence numbers: none
+  changes memory. `disable_dropout=True` (the default) zeroes dropout in both models.
+* KTO (trl/trainer/kto_trainer.py, same fused head): unpaired completions, B rows. `_compute_loss` first
+  runs the policy under no_grad on the KL rows (mismatched prompt/completion pairs of the same shape),
+  then the policy's forward with gradients, then the reference on the KL rows and on the completions,
+  under no_grad, one after the other: the reference moment is the DPO one on B rows; the first KL
+  forward, with no saved activations under it, is lower.
+
+Verified with `vramcalc.trace` (trace/_preference.py runs this step on the transformers model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from vramcalc.core.memory.loss import TOKEN_CHUNK, VOCAB_CHUNK
+from vramcalc.core.params import head_dim, kv_heads
+from vramcalc.core.units import dtype_bytes
+
+if TYPE_CHECKING:
+    from vramcalc.core.memory.precision import Recipe
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
+
+PREFERENCE = ("dpo", "ipo", "kto")
+# Per-position outputs the trainer asks of the policy's fused head, scattered back to [rows, S - 1] and alive
+# until the loss is returned: DPOTrainer log_probs, entropy, mean_logits (fp32) and is_top1 (bool); KTOTrainer
+# the first three (trl/trainer/kto_trainer.py add_fused_lm_head outputs).
+POLICY_OUTPUT_BYTES = {"dpo": 4 + 4 + 4 + 1, "ipo": 4 + 4 + 4 + 1, "kto": 4 + 4 + 4}
+
+
+def is_preference(t: TrainingSpec) -> bool:
+    return t.objective in PREFERENCE
+
+
+def policy_view(t: TrainingSpec) -> TrainingSpec:
+    """The run as the policy's forward sees it: 2B sequences (chosen and rejected stacked) for dpo/ipo/reward."""
+    return replace(t, batch_size=rows(t))
+
+
+def without_dropout(m: ModelSpec) -> ModelSpec:
+    """The model with dropout 0 (DPOConfig disable_dropout=True: disable_dropout_in_model on both models)."""
+    return replace(m, dropout=0.0)
+
+
+def rows(t: TrainingSpec) -> int:
+    """Sequences in one forward: chosen and rejected stacked (2B) for dpo/ipo/reward; KTO's completions are
+    unpaired (B rows, each with a KL row run separately under no_grad); sft: the batch."""
+    return 2 * t.batch_size if t.objective in ("dpo", "ipo", "reward") else t.batch_size
+
+
+def labelled_per_row(t: TrainingSpec) -> int:
+    """Positions of one row whose shifted label is a completion token (the fused head's N per row)."""
+    return min(t.seq_len - t.prompt_len, t.seq_len - 1)
+
+
+def resolve_ref(t: TrainingSpec) -> str:
+    """The reference DPOTrainer keeps: copy, adapters-off or precomputed ('' without one)."""
+    if not is_preference(t):
+        return ""
+    if t.ref_model != "auto":
+        return t.ref_model
+    # dpo_trainer.py __init__: with peft and no ref_model, the adapters are disabled to get the base.
+    return "adapters-off" if t.method in ("lora", "qlora") else "copy"
+
+
+def ref_weight_dtype(t: TrainingSpec, recipe: Recipe) -> str:
+    """A copied reference's dtype: `self.model.dtype` (the policy's load dtype) unless --ref-dtype."""
+    return recipe.weight if t.ref_dtype == "auto" else t.ref_dtype
+
+
+def reference_weight_bytes(parameters: int, t: TrainingSpec, recipe: Recipe) -> int:
+    """Weights of the frozen reference copy (zero with adapters off or precomputed log-probs)."""
+    if resolve_ref(t) != "copy":
+        return 0
+    return parameters * dtype_bytes(ref_weight_dtype(t, recipe))
+
+
+def nograd_layer_bytes(m: ModelSpec, recipe: Recipe, method: str) -> tuple[int, int]:
+    """(per token, fixed) peak of one layer run under no_grad, the residual stream included.
+
+    Nothing is saved, so each intermediate is freed when the next op has read it (modeling_llama.py
+    LlamaMLP: act(gate) * up, then down; LlamaAttention: q, k, v, rotary, sdpa). Fixed: the 16-bit copy of
+    the largest weight made per matmul when it is not stored in the compute dtype (autocast on fp32
+    weights that need no gradient: no cache, autocast_mode.cpp cached_cast; QLoRA's dequantized weight).
+    """
+    assert m.hidden_size is not None and m.intermediate_size is not None and m.num_attention_heads is not None
+    c = dtype_bytes(recipe.compute)
+    r = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    h, i = m.hidden_size, m.intermediate_size
+    q = m.num_attention_heads * head_dim(m)
+    kv = kv_heads(m) * head_dim(m)
+    # The residual stream and the normed input stay alive through the sublayer.
+    if m.mlp == "gated":
+        mlp = 3 * c * i  # act(gate), up and their product
+    else:
+        mlp = 2 * c * i  # fc1's output and the activation's
+    # q, k, v; rotary writes new q and k (with one temporary of q's size); sdpa's output and fp32 logsumexp.
+    attn = c * (q + 2 * kv) + c * (q + kv) + c * q + c * q + 4 * m.num_attention_heads
+    per_token = 2 * r * h + max(mlp, attn)
+    fixed = 0
+    if recipe.autocast or method == "qlora":
+        fixed = c * max(h * i, h * (q + 2 * kv))
+    return per_token, fixed
+
+
+@dataclass(frozen=True, slots=True)
+class ReferencePlan:
+    """The reference forward's peak, as coefficients: bytes per position, per scored token, and fixed."""
+
+    per_token: int  # layer peak (with the residual stream) or the head's last hidden states; + policy outputs
+    per_labelled: int
+    fixed: int
+    head_per_token: int
+    head_per_labelled: int
+    compute: int
+    outputs: int = POLICY_OUTPUT_BYTES["dpo"]  # the policy's per-position outputs, alive meanwhile
+
+    def peak(self, tokens: int, labelled: int) -> int:
+        """Bytes of the reference forward at its peak, beyond everything the policy keeps."""
+        mm = min(labelled, TOKEN_CHUNK) * VOCAB_CHUNK * self.compute
+        layer = self.per_token * tokens + self.fixed
+        head = self.head_per_token * tokens + self.head_per_labelled * labelled + mm + self.fixed
+        return max(layer, head) + self.outputs * tokens
+
+
+def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePlan | None:
+    """The reference forward of a dpo/ipo step (None when its log-probs are precomputed or there is none)."""
+    if resolve_ref(t) not in ("copy", "adapters-off"):
+        return None
+    assert m.hidden_size is not None
+    c = dtype_bytes(recipe.compute)
+    r = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    per_token, fixed = nograd_layer_bytes(m, recipe, t.method)
+    # The head under no_grad: last hidden states (r × H per position), the gathered copy (r × H per scored
+    # token), its targets (int64), the seven statistics and the outputs (~13 fp32 vectors), the label mask.
+    # KTO runs the reference twice (the KL rows, then the completions: trl/trainer/kto_trainer.py _compute_loss),
+    # one after the other, on rows of the same shape: the same peak.
+    return ReferencePlan(per_token=per_token, per_labelled=0, fixed=fixed, head_per_token=r * m.hidden_size + 1 + 4,
+                         head_per_labelled=r * m.hidden_size + 8 + 52, compute=c,
+                         outputs=POLICY_OUTPUT_BYTES[t.objective])
+
+
+def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
+    """What the estimate assumed about the preference step (shown in every format); nothing per token, since
+    memory/__init__.py keeps these notes with the token-independent plan."""
+    if t.objective == "reward":
+        return ("reward: TRL RewardTrainer: chosen and rejected stacked in one forward (2 × --batch-size sequences) "
+                "through AutoModelForSequenceClassification (a 1-output score head instead of lm_head: no logits "
+                "over the vocabulary).",)
+    if not is_preference(t):
+        return ()
+    ref = resolve_ref(t)
+    what = {"copy": f"a frozen copy of the model ({parameters_bytes / 1e9:.2f} GB of weights)",
+            "adapters-off": "the policy with its adapters disabled (no extra weights)",
+            "precomputed": "log-probs precomputed before training (precompute_ref_log_probs: no reference in the "
+                           "step)"}[ref]
+    if t.objective == "kto":
+        out = ["kto: TRL KTOTrainer: --batch-size unpaired completions in one forward, log-probs through TRL's fused "
+               "LM head (no logits), the KL rows under no_grad before it; reference (completions and KL rows, one "
+               f"after the other): {what}."]
+    else:
+        out = [f"{t.objective}: TRL DPOTrainer: chosen and rejected stacked in one forward (2 × --batch-size "
+               f"sequences of --seq-len), log-probs through TRL's fused LM head (no logits); reference: {what}."]
+    if ref != "precomputed":
+        out.append("the reference's no-grad forward runs after the policy's, on top of all of its saved "
+                   f"activations (trl/trainer/{t.objective.replace('ipo', 'dpo')}_trainer.py _compute_loss).")
+    if t.prompt_len == 0:
+        out.append("--prompt-len not given: every position counted as a completion token (the most memory in "
+                   "the log-prob head).")
+    return tuple(out)
