@@ -101,12 +101,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("pp", int, 1, "Pipeline-parallel degree."),
     Opt("sequence_parallel", bool, False, "Megatron sequence parallelism (with --tp)."),
     Opt("grad_sync", GRAD_SYNCS, "deferred",
-        "FSDP with --grad-accum > 1: deferred (no_sync until the last micro-batch: HF Trainer, accelerate, "
-        "Lightning Fabric) keeps each GPU's gradients unsharded; every-micro-batch (torchtune, accelerate "
-        "sync_each_batch) reduce-scatters them after each micro-batch."),
+        "FSDP with --grad-accum > 1: deferred keeps gradients unsharded until the last micro-batch (no_sync: HF, "
+        "Lightning); every-micro-batch reduce-scatters each (torchtune)."),
     Opt("fsdp_frozen_grads", bool, False,
-        "FSDP1 use_orig_params=True with LoRA adapters inside the layer units (Lightning Fabric, litgpt): each "
-        "unit's flat parameter requires grad, so its frozen weights get gradients too."),
+        "LoRA under FSDP1 use_orig_params (litgpt): a unit's frozen weights get gradients too."),
     Opt("context", int, None, "Inference context in tokens (sets --seq-len)."),
     Opt("weight_dtype", WEIGHT_DTYPES, "auto",
         "Inference weight format (auto: the precision's)."),
@@ -125,12 +123,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
     Opt("packing", PACKINGS, "none",
-        "Batch layout: none (rows padded to --seq-len), packed (rows filled with several sequences: TRL packing, "
-        "axolotl sample_packing), padding-free (one flattened row: TRL padding_free, DataCollatorWithFlattening)."),
+        "Batch layout: none (padded rows), packed (several sequences per row), padding-free (one flat row)."),
     # The stack is applied by OptionValues (its defaults under the run file and the command line).
     Opt("stack", STACKS, "hf",
-        "Training stack whose defaults to use (presets/stacks/): loss, checkpointing, optimizer, precision, ... "
-        "Options given explicitly win."),
+        "Training stack whose defaults to use (presets/stacks/); options given explicitly win."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
