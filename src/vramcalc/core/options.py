@@ -104,12 +104,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("pp", int, 1, "Pipeline-parallel degree."),
     Opt("sequence_parallel", bool, False, "Megatron sequence parallelism (with --tp)."),
     Opt("grad_sync", GRAD_SYNCS, "deferred",
-        "FSDP with --grad-accum > 1: deferred (no_sync until the last micro-batch: HF Trainer, accelerate, "
-        "Lightning Fabric) keeps each GPU's gradients unsharded; every-micro-batch (torchtune, accelerate "
-        "sync_each_batch) reduce-scatters them after each micro-batch."),
+        "FSDP with --grad-accum > 1: deferred keeps gradients unsharded until the last micro-batch (no_sync: HF, "
+        "Lightning); every-micro-batch reduce-scatters each (torchtune)."),
     Opt("fsdp_frozen_grads", bool, False,
-        "FSDP1 use_orig_params=True with LoRA adapters inside the layer units (Lightning Fabric, litgpt): each "
-        "unit's flat parameter requires grad, so its frozen weights get gradients too."),
+        "LoRA under FSDP1 use_orig_params (litgpt): a unit's frozen weights get gradients too."),
     Opt("context", int, None, "Inference context in tokens (sets --seq-len)."),
     Opt("weight_dtype", WEIGHT_DTYPES, "auto",
         "Inference weight format (auto: the precision's)."),
@@ -129,23 +127,18 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
     Opt("packing", PACKINGS, "none",
-        "Batch layout: none (rows padded to --seq-len), packed (rows filled with several sequences: TRL packing, "
-        "axolotl sample_packing), padding-free (one flattened row: TRL padding_free, DataCollatorWithFlattening)."),
+        "Batch layout: none (padded rows), packed (several sequences per row), padding-free (one flat row)."),
     # The stack is applied by OptionValues (its defaults under the run file and the command line).
     Opt("stack", STACKS, "hf",
-        "Training stack whose defaults to use (presets/stacks/): loss, checkpointing, optimizer, precision, ... "
-        "Options given explicitly win."),
+        "Training stack whose defaults to use (presets/stacks/); options given explicitly win."),
     # Preference and reward training (memory/preference.py).
     Opt("objective", OBJECTIVES, "sft",
-        "Training objective: sft, dpo or ipo (TRL DPOTrainer: chosen and rejected in one forward of 2x the "
-        "batch, plus a reference model), kto (TRL KTOTrainer: unpaired completions, a reference model), reward "
-        "(a sequence-classification head scoring chosen and rejected)."),
+        "Training objective: sft, dpo/ipo (TRL DPOTrainer: chosen and rejected as 2x the batch, plus a reference), "
+        "kto (unpaired, a reference), reward (a scoring head)."),
     Opt("prompt_len", int, 0,
-        "Prompt tokens of each sequence (--seq-len is prompt + the longer completion); only completion tokens "
-        "go through TRL's log-prob head. 0: every token counted (the most memory)."),
+        "Prompt tokens per sequence (of --seq-len); only completions go through TRL's head. 0: every token."),
     Opt("ref_model", REF_MODELS, "auto",
-        "DPO/KTO reference: auto (a frozen copy for full/freeze, the base with adapters disabled for LoRA/QLoRA), "
-        "copy, adapters-off, precomputed (precompute_ref_log_probs: no reference at train time)."),
+        "DPO/KTO reference: auto (a copy; LoRA: the base with adapters off), copy, adapters-off, precomputed."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
