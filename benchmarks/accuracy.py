@@ -20,6 +20,13 @@ combinations (SAVER_RUNS: each loss kernel alone and with checkpointing, selecti
 checkpointing, optimizer in backward, and three-way combinations), the method cycling through full pure-bf16,
 LoRA all-linear and QLoRA NF4; batch 2 × seq 1024, AdamW (fused). Written to accuracy_savers.{json,md}.
 
+The inference grid (`--grid inference`, issue 18; 42 cases): 6 architectures (gemma-2b: MQA, 256k tied vocabulary;
+qwen2.5-0.5b: 152k tied vocabulary, 7:1 GQA; tinyllama-1.1b and llama-3.2-1b: llama GQA; phi-3-mini: MHA, fused
+qkv and gate_up; mistral-7b: 4:1 GQA, sliding window) × 7 generate() runs (INFERENCE_RUNS: each cache kind with sdpa
+and eager, prompt 256-2048, batch 1-4, 8-64 new tokens, the prefill's logits last or all), bf16 weights. The trace
+is trace/_generate.py (prefill + new_tokens - 1 decode steps under torch.no_grad); the phases are prefill and
+decode. Written to accuracy_inference.{json,md}.
+
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
@@ -37,7 +44,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from vramcalc.core.memory import PHASES, estimate
+from vramcalc.core.memory import estimate
 from vramcalc.core.specs import TrainingSpec
 from vramcalc.io import presets
 
@@ -103,6 +110,31 @@ def saver_grid() -> list[dict[str, Any]]:
     return cases
 
 
+INFERENCE_MODELS = ("gemma-2b", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3.2-1b", "phi-3-mini", "mistral-7b")
+# (label, options): seq_len is the context = prompt + new_tokens - 1 (what the cache holds at the end).
+INFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("dynamic sdpa b1 p2048 n16", {"batch_size": 1, "seq_len": 2048 + 15, "new_tokens": 16}),
+    ("static sdpa b4 p512 n64", {"batch_size": 4, "seq_len": 512 + 63, "new_tokens": 64, "kv_cache": "static"}),
+    ("legacy sdpa b2 p1024 n32", {"batch_size": 2, "seq_len": 1024 + 31, "new_tokens": 32, "kv_cache": "legacy"}),
+    ("dynamic eager b1 p1024 n16", {"batch_size": 1, "seq_len": 1024 + 15, "new_tokens": 16, "attention": "eager"}),
+    ("dynamic sdpa logits-all b4 p256 n32", {"batch_size": 4, "seq_len": 256 + 31, "new_tokens": 32,
+                                             "logits": "all"}),
+    ("static eager b2 p512 n64", {"batch_size": 2, "seq_len": 512 + 63, "new_tokens": 64, "kv_cache": "static",
+                                  "attention": "eager"}),
+    ("legacy eager b4 p256 n8", {"batch_size": 4, "seq_len": 256 + 7, "new_tokens": 8, "kv_cache": "legacy",
+                                 "attention": "eager"}),
+)
+
+
+def inference_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label}", "model": model, "method": "inference",
+             "training": dict(kw, mode="inference", precision="bf16")}
+            for model in INFERENCE_MODELS for label, kw in INFERENCE_RUNS]
+
+
+GRIDS = {"base": grid, "savers": saver_grid, "inference": inference_grid}
+
+
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
     return presets.find_model(case["model"]), TrainingSpec(**case["training"])
 
@@ -132,6 +164,7 @@ def _err(est: int, ref: int) -> float:
 def compare(case: dict[str, Any], tr: dict[str, Any]) -> dict[str, Any]:
     model, training = _spec(case)
     e = estimate(model, training)
+    phases = tuple(tr["phase_peaks"])  # training: forward, backward, optimizer_step; inference: prefill, decode
     cat = tr["by_category_at_peak"]
     t_weights = cat["parameters"] + cat["buffers"]
     t_rest = tr["peak_bytes"] - t_weights - cat["optimizer_state"]
@@ -143,7 +176,7 @@ def compare(case: dict[str, Any], tr: dict[str, Any]) -> dict[str, Any]:
         "trace": {**tr, "weights": t_weights, "optimizer_state": cat["optimizer_state"], "rest_at_peak": t_rest},
         "error_pct": {
             "peak": _err(e.tensor_peak_bytes, tr["peak_bytes"]),
-            **{f"phase.{p}": _err(e.phases[p], tr["phase_peaks"][p]) for p in PHASES},
+            **{f"phase.{p}": _err(e.phases[p], tr["phase_peaks"][p]) for p in phases},
             "weights": _err(e.weights, t_weights),
             "optimizer_state": _err(e.optimizer_state, cat["optimizer_state"]),
             "rest_at_peak": _err(e_rest, t_rest),
@@ -164,10 +197,11 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, grid_name: str = "base") -> str:
     g = 1e9
-    savers = grid_name == "savers"
-    lines = ["# Estimator vs tracer" + (" (memory savers, issue 13)" if savers else ""), "",
+    title = {"savers": " (memory savers, issue 13)", "inference": " (inference: generate(), issue 18)"}
+    lines = ["# Estimator vs tracer" + title.get(grid_name, ""), "",
              f"{len(rows)} cases; tracer on {versions}. Reproduce: "
-             f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2{' --grid savers' if savers else ''}`. "
+             f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2"
+             f"{'' if grid_name == 'base' else ' --grid ' + grid_name}`. "
              "Error = (estimate − trace) / trace.", "",
              "| metric | median abs % | p90 abs % | max abs % | worst under-estimate % |",
              "| --- | ---: | ---: | ---: | ---: |"]
@@ -191,14 +225,15 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--retrace", action="store_true", help="ignore the trace cache")
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
-    ap.add_argument("--grid", choices=("base", "savers"), default="base",
-                    help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases")
+    ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
+                    help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; inference: issue 18's "
+                         "42 generate() cases")
     args = ap.parse_args()
     versions = _versions()
     cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
         cache = {"versions": versions, "traces": {}}
-    cases = [c for c in (saver_grid() if args.grid == "savers" else grid()) if args.only in c["id"]]
+    cases = [c for c in GRIDS[args.grid]() if args.only in c["id"]]
     todo = [c for c in cases if c["id"] not in cache["traces"]]
     if todo:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -211,7 +246,7 @@ def main() -> None:
     summ = summary(rows)
     RESULTS.mkdir(exist_ok=True)
     if not args.only:
-        name = "accuracy_savers" if args.grid == "savers" else "accuracy"
+        name = "accuracy" if args.grid == "base" else f"accuracy_{args.grid}"
         (RESULTS / f"{name}.json").write_text(json.dumps({"versions": versions, "summary": summ, "cases": rows},
                                                         indent=1))
         (RESULTS / f"{name}.md").write_text(markdown(rows, summ, versions, args.grid))
