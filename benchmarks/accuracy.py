@@ -20,10 +20,11 @@ combinations (SAVER_RUNS: each loss kernel alone and with checkpointing, selecti
 checkpointing, optimizer in backward, and three-way combinations), the method cycling through full pure-bf16,
 LoRA all-linear and QLoRA NF4; batch 2 × seq 1024, AdamW (fused). Written to accuracy_savers.{json,md}.
 
-The inference grid (`--grid inference`, issue 18; 42 cases): 6 architectures (gemma-2b: MQA, 256k tied vocabulary;
+The inference grid (`--grid inference`, issue 18; 54 cases): 6 architectures (gemma-2b: MQA, 256k tied vocabulary;
 qwen2.5-0.5b: 152k tied vocabulary, 7:1 GQA; tinyllama-1.1b and llama-3.2-1b: llama GQA; phi-3-mini: MHA, fused
-qkv and gate_up; mistral-7b: 4:1 GQA, sliding window) × 7 generate() runs (INFERENCE_RUNS: each cache kind with sdpa
-and eager, prompt 256-2048, batch 1-4, 8-64 new tokens, the prefill's logits last or all), bf16 weights. The trace
+qkv and gate_up; mistral-7b: 4:1 GQA, sliding window) × 9 generate() runs (INFERENCE_RUNS: each cache kind with sdpa
+and eager, prompt 256-2048, batch 1-4, 8-64 new tokens, the prefill's logits last or all; bf16 weights, and
+bitsandbytes nf4 and int8 block weights). The trace
 is trace/_generate.py (prefill + new_tokens - 1 decode steps under torch.no_grad); the phases are prefill and
 decode. Written to accuracy_inference.{json,md}.
 
@@ -123,6 +124,12 @@ INFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
                                   "attention": "eager"}),
     ("legacy eager b4 p256 n8", {"batch_size": 4, "seq_len": 256 + 7, "new_tokens": 8, "kv_cache": "legacy",
                                  "attention": "eager"}),
+    # bitsandbytes storage (trace/_hf.py QuantLinear): nf4 dequantizes per matmul (gemv for one row), int8
+    # quantizes the input and accumulates in int32.
+    ("nf4 dynamic sdpa b2 p1024 n16", {"batch_size": 2, "seq_len": 1024 + 15, "new_tokens": 16,
+                                       "weight_dtype": "nf4"}),
+    ("int8 dynamic sdpa b1 p512 n16", {"batch_size": 1, "seq_len": 512 + 15, "new_tokens": 16,
+                                       "weight_dtype": "int8"}),
 )
 
 
@@ -227,7 +234,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; inference: issue 18's "
-                         "42 generate() cases")
+                         "54 generate() cases")
     args = ap.parse_args()
     versions = _versions()
     cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.exists() and not args.retrace else {}

@@ -33,9 +33,10 @@ class InferenceBytes:
     kv_cache: int
     kv_bytes_per_token: int  # per sequence, all layers on this GPU
     activations: int  # prefill workspace (largest)
-    temporaries: int  # logits of the last position
+    temporaries: int  # logits (prefill or decode), the decode step's second cache copy, dequantization buffer
     phases: dict[str, int]
     notes: tuple[str, ...]
+    terms: GenerateTerms | None = None  # generate()'s named terms (None without an architecture)
 
 
 def weight_dtype(t: TrainingSpec) -> str:
@@ -171,13 +172,21 @@ class GenerateTerms:
     decode_attention: int
     prefill_logits: int  # lm_head output + generate's fp32 copy (every position with --logits all)
     decode_logits: int
+    dequant_buffer: int = 0  # persistent (exllama's temp_dq for GPTQ), in both phases
 
 
 def _attention_bytes(model: ModelSpec, t: TrainingSpec, batch: int, q_len: int, kv_len: int, masked: bool) -> int:
-    """Transients of one attention call over q_len queries and kv_len keys (one layer, this GPU's heads)."""
+    """One layer's tensors during attention over q_len queries and kv_len keys (this GPU's heads).
+
+    Alive (modeling_llama.py LlamaAttention): the model's inputs_embeds, the block input and its normed copy
+    (one more for Gemma's scaled embeddings), the rotated queries; keys and values are the cache's own tensors.
+    """
     c = dtype_bytes(recipe_of(t).compute)
     heads = ceil_div(model.num_attention_heads or 1, t.tp)
     d = head_dim(model)
+    assert model.hidden_size is not None
+    hidden = 4 if model.family in ("gemma", "gemma2", "gemma3") else 3
+    base = batch * q_len * c * (hidden * model.hidden_size + heads * d)
     gqa = kv_heads(model) < (model.num_attention_heads or 1)
     # repeat_kv (integrations/sdpa_attention.py, modeling_llama.py eager_attention_forward) expands K and V to
     # every head when GQA runs with a mask (use_gqa_in_sdpa: CUDA takes enable_gqa only without one) or eager.
@@ -188,11 +197,64 @@ def _attention_bytes(model: ModelSpec, t: TrainingSpec, batch: int, q_len: int, 
         # float (batch, 1, q, kv) tensor in the compute dtype (masking_utils.eager_mask).
         scores = batch * heads * q_len * kv_len * (c + 4 + 4)
         mask = batch * q_len * kv_len * c if masked or q_len > 1 else 0
-        return repeated + scores + mask
+        return base + repeated + scores + mask
     # sdpa: flash (no mask) or memory-efficient (with one) keep only out + logsumexp; the mask is a bool
     # (batch, 1, q, kv) tensor (masking_utils.sdpa_mask) when the cache is longer than the queries.
     mask = batch * q_len * kv_len if masked else 0
-    return repeated + mask
+    return base + repeated + mask + batch * q_len * heads * d * c  # + sdpa's output
+
+
+def _largest_linear(model: ModelSpec, tp: int) -> tuple[int, int]:
+    """(in_features, out_features) of the largest quantized block Linear on one GPU."""
+    lin = max(block_linears(model), key=lambda x: x.in_features * x.out_features)
+    return lin.in_features, ceil_div(lin.out_features, tp)
+
+
+def quantized_workspace(model: ModelSpec, t: TrainingSpec, rows: int) -> tuple[int, int]:
+    """(extra bytes while a block Linear runs over `rows` tokens, persistent dequantization buffer bytes).
+
+    The extra is on top of the MLP's own tensors, counted as the gated MLP's `up_proj` call: gate's output is
+    alive while the layer dequantizes (or int8-quantizes the input for) the next matmul, instead of act·up.
+    * nf4: bitsandbytes autograd/_functions.py `matmul_4bit`: a single row (A.numel() == A.shape[-1]) runs
+      `gemv_4bit` on the packed weight; more rows run MatMul4Bit: `dequantize_4bit(B)` to an out × in tensor in
+      the compute dtype (with double quantization its absmax is dequantized to fp32 first).
+    * int8: bitsandbytes MatMul8bitLt: `int8_vectorwise_quant(A)` (int8 rows × in + fp32 row scales) and
+      `int8_linear_matmul` (int32 rows × out) before the compute-dtype output.
+    * awq-int4: AutoAWQ gemm.py WQLinear_GEMM: with rows >= 1024 (FP16_MATMUL_HEURISTIC_CONDITION)
+      `dequantize_weights_cuda` to an fp16 in × out tensor, then torch.matmul; fewer rows use the fused kernel.
+    * gptq-int4: transformers' default GPTQ kernel, exllama v1 (AutoGPTQ modeling/_utils.py autogptq_post_init):
+      a persistent fp16 `temp_dq` of the largest layer's in × out (max qweight.numel() × 8), where the weight is
+      rebuilt for cuBLAS in the prefill; without act-order `temp_state` is one row.
+    """
+    fmt = weight_dtype(t)
+    if fmt not in QUANTIZED or not model.has_architecture:
+        return 0, 0
+    c = dtype_bytes(recipe_of(t).compute)
+    in_f, out_f = _largest_linear(model, t.tp)
+    numel = in_f * out_f
+    if fmt == "gptq-int4":
+        return 0, 2 * numel
+    if fmt == "nf4":
+        return (numel * c + (4 * ceil_div(numel, 64) if t.double_quant else 0)) if rows > 1 else 0, 0
+    if fmt == "int8":
+        widest = max(x.in_features + 4 * ceil_div(x.out_features, t.tp) for x in block_linears(model))
+        return rows * (widest + 4), 0
+    if fmt == "awq-int4":
+        return (2 * numel if rows >= 1024 else 0), 0
+    return 0, 0  # fp8: the input is quantized per tensor (rows × in bytes), inside the MLP's own tensors
+
+
+_DEQUANT_NOTES = {
+    "nf4": "nf4 (bitsandbytes): each matmul over more than one token dequantizes its weight to a 16-bit "
+           "temporary (the largest is counted); one token runs gemv on the packed weight.",
+    "int8": "int8 (bitsandbytes LLM.int8): each matmul quantizes its input to int8 and accumulates in int32; "
+            "outlier columns (threshold 6.0) are not counted (a few columns).",
+    "gptq-int4": "gptq-int4: exllama v1's persistent fp16 dequantization buffer (the largest layer) is counted; "
+                 "exllama v2 / Marlin / Triton kernels keep other scratch (not modeled).",
+    "awq-int4": "awq-int4 (AutoAWQ GEMM): 1,024 or more tokens dequantize the weight to fp16 for the matmul "
+                "(the largest is counted); fewer run the fused kernel.",
+    "fp8": "fp8: per-tensor scaled weights (vLLM Fp8LinearMethod); the input's fp8 copy is not counted.",
+}
 
 
 def generate_terms(model: ModelSpec, t: TrainingSpec) -> GenerateTerms:
@@ -232,11 +294,32 @@ def generate_terms(model: ModelSpec, t: TrainingSpec) -> GenerateTerms:
     # --logits all the model upcast every position (`logits = logits.float()`, transformers < 4.45).
     prefill_logits = b * v * (c + 4) if t.logits == "last" else b * prompt * v * (c + 4) + b * v * 4
     per_token_ws = workspace_per_token(model, t)
+    prefill_ws, decode_ws = b * prompt * per_token_ws, b * per_token_ws
+    pre_q, buffer = quantized_workspace(model, t, b * prompt)
+    dec_q, _ = quantized_workspace(model, t, b)
+    if pre_q or dec_q:
+        # the matmul's transient replaces act(gate)·up (one intermediate-sized tensor) at the MLP's peak moment
+        i = (model.moe_intermediate_size if model.num_experts else None) or model.intermediate_size or 0
+        i_shard = ceil_div(i, t.tp)
+        prefill_ws = max(prefill_ws, prefill_ws - b * prompt * i_shard * c + pre_q)
+        decode_ws = max(decode_ws, decode_ws - b * i_shard * c + dec_q)
     return GenerateTerms(
         prompt_tokens=prompt, kv_prefill=kv_prefill, kv_decode=kv_end, kv_transient=kv_transient,
-        prefill_workspace=b * prompt * per_token_ws, prefill_attention=prefill_attn,
-        decode_workspace=b * per_token_ws if n_new > 1 else 0, decode_attention=decode_attn,
-        prefill_logits=prefill_logits, decode_logits=b * v * (c + 4) if n_new > 1 else 0)
+        prefill_workspace=prefill_ws, prefill_attention=prefill_attn,
+        decode_workspace=decode_ws if n_new > 1 else 0, decode_attention=decode_attn,
+        prefill_logits=prefill_logits, decode_logits=b * v * (c + 4) if n_new > 1 else 0, dequant_buffer=buffer)
+
+
+def term_details(g: GenerateTerms | None) -> dict[str, int]:
+    """generate()'s named terms as Breakdown.details keys (component.term)."""
+    if g is None:
+        return {}
+    return {"kv_cache.prefill": g.kv_prefill,
+            "kv_cache.decode": g.kv_decode, "kv_cache.decode_transient": g.kv_transient,
+            "activations.prefill_layer": g.prefill_workspace, "activations.prefill_attention": g.prefill_attention,
+            "activations.decode_layer": g.decode_workspace, "activations.decode_attention": g.decode_attention,
+            "temporaries.prefill_logits": g.prefill_logits, "temporaries.decode_logits": g.decode_logits,
+            "temporaries.dequant_buffer": g.dequant_buffer}
 
 
 def estimate_inference(model: ModelSpec, t: TrainingSpec) -> InferenceBytes:
@@ -253,14 +336,14 @@ def estimate_inference(model: ModelSpec, t: TrainingSpec) -> InferenceBytes:
     # decode step's: the same with one query token, over the full cache.
     prefill_rest = max(g.prefill_workspace, g.prefill_attention, g.prefill_logits)
     decode_rest = max(g.decode_workspace, g.decode_attention, g.decode_logits) + g.kv_transient
-    phases = {"prefill": w + g.kv_prefill + prefill_rest}
+    phases = {"prefill": w + g.dequant_buffer + g.kv_prefill + prefill_rest}
     if t.new_tokens > 1:
-        phases["decode"] = w + g.kv_decode + decode_rest
+        phases["decode"] = w + g.dequant_buffer + g.kv_decode + decode_rest
     else:
-        phases["decode"] = w + g.kv_prefill + g.prefill_logits
+        phases["decode"] = w + g.dequant_buffer + g.kv_prefill + g.prefill_logits
     kv = max(g.kv_prefill, g.kv_decode if t.new_tokens > 1 else 0)
-    activations = max(g.prefill_workspace, g.prefill_attention)
-    temporaries = max(g.prefill_logits, g.decode_logits) + g.kv_transient
+    activations = max(g.prefill_workspace, g.prefill_attention, g.decode_workspace, g.decode_attention)
+    temporaries = max(g.prefill_logits, g.decode_logits) + g.kv_transient + g.dequant_buffer
     notes.append(f"generate(): prefill of {g.prompt_tokens:,} prompt tokens, then {t.new_tokens - 1:,} decode "
                  f"step(s) to a {t.seq_len:,}-token context; {t.kv_cache} cache; prefill logits of "
                  f"{'the last position' if t.logits == 'last' else 'every prompt position (older transformers)'}.")
@@ -273,4 +356,5 @@ def estimate_inference(model: ModelSpec, t: TrainingSpec) -> InferenceBytes:
     if weight_dtype(t) in QUANTIZED:
         notes.append(f"{weight_dtype(t)}: block Linear layers quantized; embeddings, norms and lm_head stay "
                      f"in {recipe_of(t).compute}.")
-    return InferenceBytes(on_gpu, w, constants, kv, kv_token, activations, temporaries, phases, tuple(notes))
+        notes.append(_DEQUANT_NOTES[weight_dtype(t)])
+    return InferenceBytes(on_gpu, w, constants, kv, kv_token, activations, temporaries, phases, tuple(notes), g)
