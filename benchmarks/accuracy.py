@@ -115,14 +115,14 @@ INFERENCE_MODELS = ("gemma-2b", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3.2-1b"
 # (label, options): seq_len is the context = prompt + new_tokens - 1 (what the cache holds at the end).
 INFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("dynamic sdpa b1 p2048 n16", {"batch_size": 1, "seq_len": 2048 + 15, "new_tokens": 16}),
-    ("static sdpa b4 p512 n64", {"batch_size": 4, "seq_len": 512 + 63, "new_tokens": 64, "kv_cache": "static"}),
-    ("legacy sdpa b2 p1024 n32", {"batch_size": 2, "seq_len": 1024 + 31, "new_tokens": 32, "kv_cache": "legacy"}),
+    ("static sdpa b4 p512 n64", {"batch_size": 4, "seq_len": 512 + 63, "new_tokens": 64, "cache_impl": "static"}),
+    ("legacy sdpa b2 p1024 n32", {"batch_size": 2, "seq_len": 1024 + 31, "new_tokens": 32, "cache_impl": "legacy"}),
     ("dynamic eager b1 p1024 n16", {"batch_size": 1, "seq_len": 1024 + 15, "new_tokens": 16, "attention": "eager"}),
     ("dynamic sdpa logits-all b4 p256 n32", {"batch_size": 4, "seq_len": 256 + 31, "new_tokens": 32,
                                              "logits": "all"}),
-    ("static eager b2 p512 n64", {"batch_size": 2, "seq_len": 512 + 63, "new_tokens": 64, "kv_cache": "static",
+    ("static eager b2 p512 n64", {"batch_size": 2, "seq_len": 512 + 63, "new_tokens": 64, "cache_impl": "static",
                                   "attention": "eager"}),
-    ("legacy eager b4 p256 n8", {"batch_size": 4, "seq_len": 256 + 7, "new_tokens": 8, "kv_cache": "legacy",
+    ("legacy eager b4 p256 n8", {"batch_size": 4, "seq_len": 256 + 7, "new_tokens": 8, "cache_impl": "legacy",
                                  "attention": "eager"}),
     # bitsandbytes storage (trace/_hf.py QuantLinear): nf4 dequantizes per matmul (gemv for one row), int8
     # quantizes the input and accumulates in int32.

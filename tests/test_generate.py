@@ -45,18 +45,18 @@ def test_cache_kinds_transients(tl: ModelSpec) -> None:
     # DynamicLayer.update: self.keys = torch.cat([self.keys, k]): one layer's old K (999 tokens) beside the new.
     assert generate_terms(tl, infer(**kw)).kv_transient == 2 * 999 * K_LAYER_TOKEN
     # The tuple cache: the whole previous cache (999 tokens, every layer, K and V) is still held.
-    assert generate_terms(tl, infer(kv_cache="legacy", **kw)).kv_transient == 2 * 999 * KV_TOKEN
+    assert generate_terms(tl, infer(cache_impl="legacy", **kw)).kv_transient == 2 * 999 * KV_TOKEN
     # StaticLayer: zeros of max_cache_len at the first update (all of it by the prefill's end), index_copy_ after.
-    static = generate_terms(tl, infer(kv_cache="static", **kw))
+    static = generate_terms(tl, infer(cache_impl="static", **kw))
     assert static.kv_transient == 0
     assert static.kv_prefill == static.kv_decode == 2 * 1000 * KV_TOKEN
     # One new token: no decode step, no transient.
-    assert generate_terms(tl, infer(kv_cache="legacy", batch_size=2, seq_len=1000)).kv_transient == 0
+    assert generate_terms(tl, infer(cache_impl="legacy", batch_size=2, seq_len=1000)).kv_transient == 0
 
 
 def test_legacy_cache_raises_the_decode_peak_by_the_old_cache(tl: ModelSpec) -> None:
     kw = {"batch_size": 8, "seq_len": 4096, "new_tokens": 2048}  # a long generation: decode wins
-    dyn, leg = estimate(tl, infer(**kw)), estimate(tl, infer(kv_cache="legacy", **kw))
+    dyn, leg = estimate(tl, infer(**kw)), estimate(tl, infer(cache_impl="legacy", **kw))
     assert leg.phases["decode"] - dyn.phases["decode"] == 8 * 4095 * KV_TOKEN - 8 * 4095 * K_LAYER_TOKEN
     assert leg.peak_phase == "decode"
 
@@ -97,7 +97,7 @@ def test_quantized_transients(tl: ModelSpec) -> None:
 
 
 def test_peak_is_at_most_the_sum_of_components(tl: ModelSpec) -> None:
-    for kw in ({"kv_cache": "legacy", "new_tokens": 100}, {"kv_cache": "static", "attention": "eager"},
+    for kw in ({"cache_impl": "legacy", "new_tokens": 100}, {"cache_impl": "static", "attention": "eager"},
                {"logits": "all"}, {"weight_dtype": "nf4", "new_tokens": 8}):
         b = estimate(tl, infer(batch_size=3, seq_len=700, **kw))
         assert b.tensor_peak_bytes <= b.sum_bytes
@@ -109,7 +109,7 @@ def test_cli_options_and_json() -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["details"]["kv_cache.decode_transient"] == 999 * KV_TOKEN  # batch 1: see test_cache_kinds_transients
-    assert doc["settings"]["kv_cache"] == "legacy"
+    assert doc["settings"]["cache_impl"] == "legacy"
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -139,7 +139,7 @@ def test_trace_generate_cache_kinds(kv_cache: str) -> None:
     pytest.importorskip("transformers")
     from vramcalc.trace import trace
 
-    t = infer(batch_size=2, seq_len=40, new_tokens=8, kv_cache=kv_cache)
+    t = infer(batch_size=2, seq_len=40, new_tokens=8, cache_impl=kv_cache)
     r = trace(TINY, t)
     assert set(r.phase_peaks) == {"prefill", "decode"}
     assert r.peak_bytes == max(r.phase_peaks.values()) == r.total_at_peak
@@ -157,7 +157,7 @@ def test_trace_generate_legacy_holds_two_caches() -> None:
     # A long context and a tiny model: the cache dominates the decode step, and legacy holds it twice.
     kw = {"batch_size": 4, "seq_len": 512, "new_tokens": 4}
     dyn = trace(TINY, infer(**kw)).phase_peaks["decode"]
-    leg = trace(TINY, infer(kv_cache="legacy", **kw)).phase_peaks["decode"]
+    leg = trace(TINY, infer(cache_impl="legacy", **kw)).phase_peaks["decode"]
     # 511 tokens: the cache before the last step; dynamic's own transient (one layer's K) is the difference's rest.
     kv_old, _ = kv_cache_bytes(TINY, infer(**kw), 4, 511)
     assert leg - dyn == pytest.approx(kv_old - kv_old // 4, rel=0.02)  # 2 layers × K, V; 512-byte rounding

@@ -29,7 +29,7 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
                    tp=t.tp, pp=t.pp, sequence_parallel=t.sequence_parallel)
     if t.mode == "inference":
         out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
-                   tp=t.tp, pp=t.pp, new_tokens=t.new_tokens, kv_cache=t.kv_cache, logits=t.logits)
+                   tp=t.tp, pp=t.pp, new_tokens=t.new_tokens, cache_impl=t.cache_impl, logits=t.logits)
     out.update(_saver_settings(t))
     return out
 
@@ -58,7 +58,7 @@ def assumptions(t: TrainingSpec) -> str:
         parts = [f"inference, batch {t.batch_size} × context {t.seq_len}", f"weights {t.weight_dtype}",
                  f"KV cache {t.kv_dtype}",
                  # generate(): prompt = context - new tokens + 1; the cache kind and which prefill logits
-                 f"generate() {t.new_tokens} new token{'s' if t.new_tokens > 1 else ''}, {t.kv_cache} cache, "
+                 f"generate() {t.new_tokens} new token{'s' if t.new_tokens > 1 else ''}, {t.cache_impl} cache, "
                  f"{t.attention}, prefill logits {t.logits}"
                  + (" (transformers >= 4.45)" if t.logits == "last" else " (older transformers)")]
     gpus = t.gpus_per_node * t.nodes

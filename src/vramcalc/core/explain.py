@@ -715,7 +715,7 @@ def _explain_inference(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanati
                  + (f" ({inf.weight_dtype(t)} matmul transient)" if inf.weight_dtype(t) in inf.QUANTIZED else ""),
                  g.prefill_workspace, "tokens × c × (hidden states + MLP intermediates) ÷ tp", SRC_GENERATE),
             Line("activations.prefill_attention", f"prefill: attention transients ({t.attention})",
-                 f"{_n(prompt)} queries × {_n(t.seq_len if t.kv_cache == 'static' else prompt)} keys",
+                 f"{_n(prompt)} queries × {_n(t.seq_len if t.cache_impl == 'static' else prompt)} keys",
                  g.prefill_attention, "eager scores + fp32 softmax + mask; repeat_kv when masked", SRC_GENERATE),
             Line("activations.decode_layer", "decode: one layer's tensors", f"batch {bt} × 1 token",
                  g.decode_workspace, "batch × c × (hidden states + MLP intermediates)", SRC_GENERATE),
@@ -726,14 +726,15 @@ def _explain_inference(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanati
         logits_in = (f"batch {bt} × vocab {_n(m.vocab_size or 0)}" if t.logits == "last"
                      else f"batch {bt} × prompt {_n(prompt)} × vocab {_n(m.vocab_size or 0)}")
         temp_lines = (
-            Line("temporaries.prefill_logits", f"prefill logits ({t.logits} position{'s' if t.logits == 'all' else ''})",
+            Line("temporaries.prefill_logits",
+                 f"prefill logits ({'every position' if t.logits == 'all' else 'the last position'})",
                  logits_in + f" × ({c} + 4) B", g.prefill_logits,
                  "lm_head output + fp32 copy (logits_to_keep=1; all: the model's logits.float())", SRC_GENERATE),
             Line("temporaries.decode_logits", "decode logits", f"batch {bt} × vocab × ({c} + 4) B", g.decode_logits,
                  "lm_head output + generate's fp32 copy of the last position", SRC_GENERATE),
-            Line("kv_cache.decode_transient", f"second cache copy while it grows ({t.kv_cache})",
+            Line("kv_cache.decode_transient", f"second cache copy while it grows ({t.cache_impl})",
                  {"dynamic": "one layer's keys (per-layer torch.cat)", "legacy": "the whole previous cache",
-                  "static": "none: index_copy_ in place"}[t.kv_cache], g.kv_transient,
+                  "static": "none: index_copy_ in place"}[t.cache_impl], g.kv_transient,
                  "DynamicLayer.update cat / tuple cache cat", SRC_GENERATE),
             Line("temporaries.dequant_buffer", "persistent dequantization buffer", inf.weight_dtype(t),
                  g.dequant_buffer, "exllama v1 temp_dq: 2 B × largest in × out", SRC_GENERATE),

@@ -106,9 +106,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("quant_group_size", int, 128, "GPTQ/AWQ group size."),
     Opt("new_tokens", int, 1,
         "Inference: tokens generate() produces (max_new_tokens); the prefill reads context - N + 1 tokens."),
-    Opt("kv_cache", KV_CACHES, "dynamic",
+    Opt("cache_impl", KV_CACHES, "dynamic",
         "Inference KV cache: dynamic (transformers DynamicCache), static (StaticCache, preallocated), legacy "
-        "(the tuple cache of older transformers: two caches alive in each decode step)."),
+        "(the tuple cache of older transformers: two caches alive in each decode step).", cli="--kv-cache"),
     Opt("logits", LOGITS_KEPT, "last",
         "Inference prefill logits: last (generate's logits_to_keep=1, transformers >= 4.45) or all "
         "(every prompt position plus an fp32 copy, older transformers)."),

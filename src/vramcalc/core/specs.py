@@ -307,7 +307,7 @@ class TrainingSpec:
     kv_dtype: KvDtype = "auto"  # auto: the compute dtype
     quant_group_size: int = 128  # GPTQ / AWQ group size
     new_tokens: int = 1  # generate(max_new_tokens): the prefill reads seq_len - new_tokens + 1 tokens
-    kv_cache: KvCache = "dynamic"  # generate()'s cache implementation
+    cache_impl: KvCache = "dynamic"  # generate()'s cache (transformers cache_implementation), --kv-cache
     logits: LogitsKept = "last"  # prefill logits: the last position (logits_to_keep=1) or every position
     # Memory savers (memory/loss.py, memory/savers.py): the loss kernel and torchtune's chunk count.
     loss: LossName = "hf"
@@ -321,7 +321,7 @@ class TrainingSpec:
         "optimizer_impl": OPTIMIZER_IMPLS, "attention": ATTENTIONS, "adapter_dtype": ADAPTER_DTYPES,
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
-        "kv_cache": KV_CACHES, "logits": LOGITS_KEPT,
+        "cache_impl": KV_CACHES, "logits": LOGITS_KEPT,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
@@ -356,7 +356,7 @@ class TrainingSpec:
             if self.new_tokens > self.seq_len:
                 raise SpecError("", f"--new-tokens {self.new_tokens} exceeds the context {self.seq_len} (prompt + "
                                 "new tokens - 1): raise --context or lower --new-tokens")
-        elif self.new_tokens != 1 or self.kv_cache != "dynamic" or self.logits != "last":
+        elif self.new_tokens != 1 or self.cache_impl != "dynamic" or self.logits != "last":
             raise SpecError("", "--new-tokens, --kv-cache and --logits describe generate(): add --mode inference")
         elif self.weight_dtype != "auto" or self.kv_dtype != "auto":
             raise SpecError("", "--weight-dtype and --kv-dtype apply to --mode inference; for training use "

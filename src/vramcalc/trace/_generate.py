@@ -13,7 +13,11 @@ Caches: `dynamic` is transformers' DynamicCache (per-layer `torch.cat`); `static
 `max_length - 1` (generation/utils.py: `max_cache_length = generation_config.max_length - 1`); `legacy` emulates
 the tuple cache of transformers before DynamicCache: each attention layer concatenated the past onto the new
 keys and values and returned a new tuple, so the previous cache stays referenced by generate until the forward
-returns (both alive at its end).
+returns (both alive at its end). The prefill stores contiguous copies, as DynamicCache does (a tuple cache kept
+the projections' views, which for a fused qkv projection hold the whole qkv output; not modelled).
+
+Categories: what the prefill allocates and keeps is `activations` (the cache among it), what a decode step
+allocates is `temporaries`; the phases are `prefill` (the first forward) and `decode` (the largest step after it).
 
 Weights stay in the compute dtype unless `weight_dtype` is nf4/int8 (bitsandbytes storage emulated by
 trace/_hf.py QuantLinear, which dequantizes the weight to a temporary for each matmul).
@@ -46,10 +50,8 @@ def _legacy_cache(config: Any) -> Any:
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                    **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            if not self.is_initialized:  # prefill: the layer's own key/value states become the cache
+            if not self.is_initialized:  # prefill: stored as DynamicLayer stores it (a copy)
                 self.lazy_initialization(key_states, value_states)
-                self.keys, self.values = key_states, value_states
-                return self.keys, self.values
             LegacyLayer.kept.append((self.keys, self.values))  # the old tuple, still held by generate
             self.keys = torch.cat([self.keys, key_states], dim=-2)
             self.values = torch.cat([self.values, value_states], dim=-2)
@@ -111,7 +113,7 @@ def trace_generate(model: ModelSpec, t: TrainingSpec) -> TraceResult:
         records: dict[str, Any] = {}
         with fake_mode, tracker, torch.no_grad():
             tracker.recording = True
-            cache = _make_cache(t.kv_cache, hf.config, context)
+            cache = _make_cache(t.cache_impl, hf.config, context)
             ids = torch.randint(0, model.vocab_size, (b, prompt), dtype=torch.long)
             past = 0
             for step in range(n_new):
@@ -139,7 +141,7 @@ def trace_generate(model: ModelSpec, t: TrainingSpec) -> TraceResult:
     peak_phase = max(PHASES, key=lambda ph: phase_peaks[ph])
     peak = records[peak_phase]
     notes.extend(cuda_notes)
-    notes.append(f"generate: prefill of {prompt} tokens + {n_new - 1} decode steps, {t.kv_cache} cache, "
+    notes.append(f"generate: prefill of {prompt} tokens + {n_new - 1} decode steps, {t.cache_impl} cache, "
                  f"logits {t.logits}")
     if t.attention == "sdpa":
         notes.append("sdpa backend(s) as CUDA would pick: " + (", ".join(backends) or "none"))

@@ -270,7 +270,7 @@ def generate_terms(model: ModelSpec, t: TrainingSpec) -> GenerateTerms:
     c = dtype_bytes(recipe_of(t).compute)
     b, context, n_new = t.batch_size, t.seq_len, t.new_tokens
     prompt = context - n_new + 1
-    static = t.kv_cache == "static"
+    static = t.cache_impl == "static"
     kv_end, per_token = kv_cache_bytes(model, t, b, context)
     kv_prompt, _ = kv_cache_bytes(model, t, b, prompt)
     kv_prefill = kv_end if static else kv_prompt
@@ -278,11 +278,11 @@ def generate_terms(model: ModelSpec, t: TrainingSpec) -> GenerateTerms:
     layers = ceil_div(model.num_layers or 1, t.pp)
     if n_new == 1:
         kv_transient = 0
-    elif t.kv_cache == "legacy":
+    elif t.cache_impl == "legacy":
         # transformers' tuple cache (before DynamicCache): each layer returns cat(past, new), while generate still
         # holds the previous tuple until the forward returns: the whole old cache is alive at the end of a step.
         kv_transient = kv_before
-    elif t.kv_cache == "dynamic":
+    elif t.cache_impl == "dynamic":
         kv_transient = ceil_div(kv_before, 2 * layers)  # `self.keys = torch.cat([self.keys, k])`: one layer's K
     else:
         kv_transient = 0  # StaticLayer.update: index_copy_ in place
@@ -345,9 +345,9 @@ def estimate_inference(model: ModelSpec, t: TrainingSpec) -> InferenceBytes:
     activations = max(g.prefill_workspace, g.prefill_attention, g.decode_workspace, g.decode_attention)
     temporaries = max(g.prefill_logits, g.decode_logits) + g.kv_transient + g.dequant_buffer
     notes.append(f"generate(): prefill of {g.prompt_tokens:,} prompt tokens, then {t.new_tokens - 1:,} decode "
-                 f"step(s) to a {t.seq_len:,}-token context; {t.kv_cache} cache; prefill logits of "
+                 f"step(s) to a {t.seq_len:,}-token context; {t.cache_impl} cache; prefill logits of "
                  f"{'the last position' if t.logits == 'last' else 'every prompt position (older transformers)'}.")
-    if t.kv_cache == "legacy" and t.new_tokens > 1:
+    if t.cache_impl == "legacy" and t.new_tokens > 1:
         notes.append("legacy tuple cache: each decode step builds the cache anew by torch.cat while the old one is "
                      "still held, so two caches are alive at its end.")
     if model.sliding_window and sliding_layers(model):
