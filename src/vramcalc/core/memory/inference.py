@@ -290,8 +290,10 @@ def generate_terms(model: ModelSpec, t: TrainingSpec) -> GenerateTerms:
     prefill_attn = _attention_bytes(model, t, b, prompt, kv_len_prefill, masked=static)
     decode_attn = _attention_bytes(model, t, b, 1, context, masked=static) if n_new > 1 else 0
     v = ceil_div(model.vocab_size, t.tp)
-    # lm_head over the kept positions in the compute dtype + generate's fp32 copy of the last position; with
-    # --logits all the model upcast every position (`logits = logits.float()`, transformers < 4.45).
+    # lm_head over the kept positions in the compute dtype + generate's fp32 copy of the last position. --logits
+    # all is transformers before 4.45: CausalLM forwards ran lm_head over every position and upcast it
+    # (`logits = logits.float()`; removed with `num_logits_to_keep` in huggingface/transformers PR #31292,
+    # Llama/Mistral first, issue #30860), generate then copied the last position.
     prefill_logits = b * v * (c + 4) if t.logits == "last" else b * prompt * v * (c + 4) + b * v * 4
     per_token_ws = workspace_per_token(model, t)
     prefill_ws, decode_ws = b * prompt * per_token_ws, b * per_token_ws
