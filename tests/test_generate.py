@@ -161,3 +161,16 @@ def test_trace_generate_legacy_holds_two_caches() -> None:
     # 511 tokens: the cache before the last step; dynamic's own transient (one layer's K) is the difference's rest.
     kv_old, _ = kv_cache_bytes(TINY, infer(**kw), 4, 511)
     assert leg - dyn == pytest.approx(kv_old - kv_old // 4, rel=0.02)  # 2 layers × K, V; 512-byte rounding
+
+
+def test_searches_keep_the_context_above_the_new_tokens() -> None:
+    # Bisection over the context starts at --new-tokens (a shorter context cannot hold them): no SpecError.
+    from vramcalc.core.searches import max_context
+
+    m8, l4 = presets.find_model("llama-3.1-8b"), presets.find_gpu("l4")
+    n = max_context(m8, infer(batch_size=4, seq_len=512, new_tokens=512), l4)
+    assert n is not None and n >= 512
+    result = runner.invoke(app, ["fit", "llama-3.1-8b", "--mode", "inference", "--batch-size", "4", "--new-tokens",
+                                 "512", "--gpu", "l4", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["max_seq_len"] >= 512
