@@ -33,11 +33,18 @@ selective checkpointing, activation offload, an 8-bit optimizer, optimizer in ba
 accumulation, two KTOTrainer steps, two SFT steps through TRL's fused head (`--loss trl`, full and LoRA),
 and two reward-model steps (TRL RewardTrainer); prompt lengths from 0 to three quarters of the sequence.
 Written to accuracy_preference.{json,md}.
+The inference grid (`--grid inference`, issue 18; 54 cases): 6 architectures (gemma-2b: MQA, 256k tied vocabulary;
+qwen2.5-0.5b: 152k tied vocabulary, 7:1 GQA; tinyllama-1.1b and llama-3.2-1b: llama GQA; phi-3-mini: MHA, fused
+qkv and gate_up; mistral-7b: 4:1 GQA, sliding window) × 9 generate() runs (INFERENCE_RUNS: each cache kind with sdpa
+and eager, prompt 256-2048, batch 1-4, 8-64 new tokens, the prefill's logits last or all; bf16 weights, and
+bitsandbytes nf4 and int8 block weights). The trace
+is trace/_generate.py (prefill + new_tokens - 1 decode steps under torch.no_grad); the phases are prefill and
+decode. Written to accuracy_inference.{json,md}.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -52,7 +59,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from vramcalc.core.memory import PHASES, estimate
+from vramcalc.core.memory import estimate
 from vramcalc.core.specs import TrainingSpec
 from vramcalc.io import presets
 
@@ -203,11 +210,39 @@ def preference_grid() -> list[dict[str, Any]]:
     return cases
 
 
+INFERENCE_MODELS = ("gemma-2b", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3.2-1b", "phi-3-mini", "mistral-7b")
+# (label, options): seq_len is the context = prompt + new_tokens - 1 (what the cache holds at the end).
+INFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("dynamic sdpa b1 p2048 n16", {"batch_size": 1, "seq_len": 2048 + 15, "new_tokens": 16}),
+    ("static sdpa b4 p512 n64", {"batch_size": 4, "seq_len": 512 + 63, "new_tokens": 64, "cache_impl": "static"}),
+    ("legacy sdpa b2 p1024 n32", {"batch_size": 2, "seq_len": 1024 + 31, "new_tokens": 32, "cache_impl": "legacy"}),
+    ("dynamic eager b1 p1024 n16", {"batch_size": 1, "seq_len": 1024 + 15, "new_tokens": 16, "attention": "eager"}),
+    ("dynamic sdpa logits-all b4 p256 n32", {"batch_size": 4, "seq_len": 256 + 31, "new_tokens": 32,
+                                             "logits": "all"}),
+    ("static eager b2 p512 n64", {"batch_size": 2, "seq_len": 512 + 63, "new_tokens": 64, "cache_impl": "static",
+                                  "attention": "eager"}),
+    ("legacy eager b4 p256 n8", {"batch_size": 4, "seq_len": 256 + 7, "new_tokens": 8, "cache_impl": "legacy",
+                                 "attention": "eager"}),
+    # bitsandbytes storage (trace/_hf.py QuantLinear): nf4 dequantizes per matmul (gemv for one row), int8
+    # quantizes the input and accumulates in int32.
+    ("nf4 dynamic sdpa b2 p1024 n16", {"batch_size": 2, "seq_len": 1024 + 15, "new_tokens": 16,
+                                       "weight_dtype": "nf4"}),
+    ("int8 dynamic sdpa b1 p512 n16", {"batch_size": 1, "seq_len": 512 + 15, "new_tokens": 16,
+                                       "weight_dtype": "int8"}),
+)
+
+
+def inference_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label}", "model": model, "method": "inference",
+             "training": dict(kw, mode="inference", precision="bf16")}
+            for model in INFERENCE_MODELS for label, kw in INFERENCE_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
-         "preference": preference_grid}
+         "preference": preference_grid, "inference": inference_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
-          "preference": " (preference training, issue 14)"}
+          "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -239,6 +274,7 @@ def _err(est: int, ref: int) -> float:
 def compare(case: dict[str, Any], tr: dict[str, Any]) -> dict[str, Any]:
     model, training = _spec(case)
     e = estimate(model, training)
+    phases = tuple(tr["phase_peaks"])  # training: forward, backward, optimizer_step; inference: prefill, decode
     cat = tr["by_category_at_peak"]
     t_weights = cat["parameters"] + cat["buffers"]
     t_rest = tr["peak_bytes"] - t_weights - cat["optimizer_state"]
@@ -250,7 +286,7 @@ def compare(case: dict[str, Any], tr: dict[str, Any]) -> dict[str, Any]:
         "trace": {**tr, "weights": t_weights, "optimizer_state": cat["optimizer_state"], "rest_at_peak": t_rest},
         "error_pct": {
             "peak": _err(e.tensor_peak_bytes, tr["peak_bytes"]),
-            **{f"phase.{p}": _err(e.phases[p], tr["phase_peaks"][p]) for p in PHASES},
+            **{f"phase.{p}": _err(e.phases[p], tr["phase_peaks"][p]) for p in phases},
             "weights": _err(e.weights, t_weights),
             "optimizer_state": _err(e.optimizer_state, cat["optimizer_state"]),
             "rest_at_peak": _err(e_rest, t_rest),
@@ -301,7 +337,7 @@ def main() -> None:
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
-                    "reward cases")
+                    "reward cases; inference: issue 18's 54 generate() cases")
     args = ap.parse_args()
     versions = _versions()
     cache_path = RESULTS / "trace_cache_presets.json" if args.grid == "presets" else CACHE

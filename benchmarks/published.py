@@ -81,10 +81,13 @@ LITGPT_QLORA = ("--method", "qlora", "--precision", "pure-bf16", "--adapter-dtyp
 # the unsharded gradients (--grad-sync deferred, the default): each GPU holds every Block's full gradient.
 LITGPT_FSDP = ("--fsdp", "full-shard", "--grad-checkpointing", "--fsdp-frozen-grads", "--grad-sync", "deferred")
 # lit-gpt generate/base.py: batch 1, prompt "Hello, my name is" (~5 tokens with BOS) + 50 new tokens,
-# KV cache sized to prompt + max_new_tokens.
-LITGPT_GEN = ("--mode", "inference", "--batch-size", "1", "--context", "55")
+# KV cache sized to prompt + max_new_tokens and preallocated (lit_gpt/model.py KVCache: zeros, index_copy_),
+# which is --kv-cache static; the context is what the cache holds after the last step: 5 + 51 - 1 = 55.
+LITGPT_GEN = ("--mode", "inference", "--batch-size", "1", "--context", "55", "--new-tokens", "51",
+              "--kv-cache", "static")
 # litgpt generate (quantize.md, 2024): default prompt "What food do llamas eat?" (~8 tokens) + 256 new.
-LITGPT_GEN_256 = ("--mode", "inference", "--batch-size", "1", "--context", "264")
+LITGPT_GEN_256 = ("--mode", "inference", "--batch-size", "1", "--context", "263", "--new-tokens", "256",
+                  "--kv-cache", "static")
 
 # torchtune (2024 tutorials/README): dtype bf16 everywhere (pure bf16, no autocast), LoRA params bf16,
 # torch.optim.AdamW (foreach), activation checkpointing on in the single-device configs.

@@ -33,7 +33,7 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
             out["fsdp_frozen_grads"] = True
     if t.mode == "inference":
         out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
-                   tp=t.tp, pp=t.pp)
+                   tp=t.tp, pp=t.pp, new_tokens=t.new_tokens, cache_impl=t.cache_impl, logits=t.logits)
     out.update(_saver_settings(t))
     if t.stack != "hf":
         out.update(stack=t.stack, stack_set=list(t.stack_set))
@@ -62,7 +62,11 @@ def assumptions(t: TrainingSpec) -> str:
         parts.append(f"{t.freeze_layers} layers frozen" + ("" if t.train_head else ", head frozen"))
     if t.mode == "inference":
         parts = [f"inference, batch {t.batch_size} × context {t.seq_len}", f"weights {t.weight_dtype}",
-                 f"KV cache {t.kv_dtype}"]
+                 f"KV cache {t.kv_dtype}",
+                 # generate(): prompt = context - new tokens + 1; the cache kind and which prefill logits
+                 f"generate() {t.new_tokens} new token{'s' if t.new_tokens > 1 else ''}, {t.cache_impl} cache, "
+                 f"{t.attention}, prefill logits {t.logits}"
+                 + (" (transformers >= 4.45)" if t.logits == "last" else " (older transformers)")]
     gpus = t.gpus_per_node * t.nodes
     if gpus > 1 or t.zero or t.fsdp != "none" or t.offload != "none":
         strategy = f"ZeRO-{t.zero}" if t.zero else f"FSDP {t.fsdp}" if t.fsdp != "none" else "DDP"

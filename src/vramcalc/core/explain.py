@@ -564,6 +564,8 @@ def _overhead(b: Breakdown) -> Section:
 
 # --- inference (memory/inference.py: prefill and decode, no gradients or optimizer) -------------------
 
+SRC_GENERATE = ("memory/inference.py generate_terms (transformers 5.24 generation/utils.py _sample, "
+                "cache_utils.py, masking_utils.py)")
 SRC_INFERENCE = "memory/inference.py (serving: weights + KV cache + one layer's forward workspace + last logits)"
 SRC_KV = ("transformers cache_utils.py / vLLM paged cache: 2 × layers × kv_heads × head_dim per token "
           "(GQA arXiv:2305.13245); MLA caches the latent + RoPE key (DeepSeek-V2 arXiv:2405.04434 §2.1.3)")
@@ -633,30 +635,65 @@ def _explain_inference(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanati
     ) if m.has_architecture else ()
     sections.append(Section("kv_cache", "KV cache", b.kv_cache, kv_lines,
                             () if m.has_architecture else ("not modeled: this preset gives only a parameter count",)))
-    # Activations (prefill workspace) and temporaries (last-position logits).
-    ws = b.details.get("activations.prefill_workspace", 0)
-    per_tok = ceil_div(ws, t.batch_size * t.seq_len) if ws else 0
-    act_lines = (Line("activations.prefill_workspace", "prefill workspace (one layer, no autograd)",
-                      f"batch {t.batch_size} × context {_n(t.seq_len)} × {_n(per_tok)} B/token", ws,
-                      "tokens × c × (2 hidden + max(q,k,v,out | MLP intermediates)) ÷ tp", SRC_INFERENCE),) \
-        if m.has_architecture else ()
+    # Activations and temporaries: generate()'s named terms (memory/inference.py generate_terms).
+    g = inf.generate_terms(m, t) if m.has_architecture else None
+    act_lines: tuple[Line, ...] = ()
+    temp_lines: tuple[Line, ...] = ()
+    groups: dict[str, list[Line]] = {}
+    if g is not None:
+        prompt, bt = g.prompt_tokens, t.batch_size
+        per_tok = inf.workspace_per_token(m, t)
+        act_lines = (
+            Line("activations.prefill_layer", "prefill: one layer's tensors (no autograd)",
+                 f"batch {bt} × prompt {_n(prompt)} × {_n(per_tok)} B/token"
+                 + (f" ({inf.weight_dtype(t)} matmul transient)" if inf.weight_dtype(t) in inf.QUANTIZED else ""),
+                 g.prefill_workspace, "tokens × c × (hidden states + MLP intermediates) ÷ tp", SRC_GENERATE),
+            Line("activations.prefill_attention", f"prefill: attention transients ({t.attention})",
+                 f"{_n(prompt)} queries × {_n(t.seq_len if t.cache_impl == 'static' else prompt)} keys",
+                 g.prefill_attention, "eager scores + fp32 softmax + mask; repeat_kv when masked", SRC_GENERATE),
+            Line("activations.decode_layer", "decode: one layer's tensors", f"batch {bt} × 1 token",
+                 g.decode_workspace, "batch × c × (hidden states + MLP intermediates)", SRC_GENERATE),
+            Line("activations.decode_attention", f"decode: attention transients ({t.attention})",
+                 f"1 query × {_n(t.seq_len)} keys", g.decode_attention,
+                 "eager scores; repeat_kv of the cache when masked (static) or eager", SRC_GENERATE),
+        )
+        logits_in = (f"batch {bt} × vocab {_n(m.vocab_size or 0)}" if t.logits == "last"
+                     else f"batch {bt} × prompt {_n(prompt)} × vocab {_n(m.vocab_size or 0)}")
+        temp_lines = (
+            Line("temporaries.prefill_logits",
+                 f"prefill logits ({'every position' if t.logits == 'all' else 'the last position'})",
+                 logits_in + f" × ({c} + 4) B", g.prefill_logits,
+                 "lm_head output + fp32 copy (logits_to_keep=1; all: the model's logits.float())", SRC_GENERATE),
+            Line("temporaries.decode_logits", "decode logits", f"batch {bt} × vocab × ({c} + 4) B", g.decode_logits,
+                 "lm_head output + generate's fp32 copy of the last position", SRC_GENERATE),
+            Line("kv_cache.decode_transient", f"second cache copy while it grows ({t.cache_impl})",
+                 {"dynamic": "one layer's keys (per-layer torch.cat)", "legacy": "the whole previous cache",
+                  "static": "none: index_copy_ in place"}[t.cache_impl], g.kv_transient,
+                 "DynamicLayer.update cat / tuple cache cat", SRC_GENERATE),
+            Line("temporaries.dequant_buffer", "persistent dequantization buffer", inf.weight_dtype(t),
+                 g.dequant_buffer, "exllama v1 temp_dq: 2 B × largest in × out", SRC_GENERATE),
+        )
+        act_lines = tuple(x for x in act_lines if x.value)
+        temp_lines = tuple(x for x in temp_lines if x.value)
+        base = [("weights", b.weights), ("dequantization buffer", g.dequant_buffer)]
+        pre_parts = [("layer tensors", g.prefill_workspace), ("attention", g.prefill_attention),
+                     ("logits", g.prefill_logits)]
+        dec_parts = [("layer tensors", g.decode_workspace), ("attention", g.decode_attention),
+                     ("logits", g.decode_logits)]
+        pre_big = max(pre_parts, key=lambda x: x[1])
+        dec_big = max(dec_parts, key=lambda x: x[1])
+        groups["prefill"] = [_sum_line("phases.prefill", f"prefill: {_n(prompt)} prompt tokens, at its {pre_big[0]}",
+                                       base + [("KV cache", g.kv_prefill), pre_big], SRC_GENERATE)]
+        if t.new_tokens > 1:
+            groups["decode"] = [_sum_line("phases.decode", f"decode: step {t.new_tokens - 1}, at its {dec_big[0]}",
+                                          base + [("KV cache", g.kv_decode), ("second cache copy", g.kv_transient),
+                                                  dec_big], SRC_GENERATE)]
+        else:
+            groups["decode"] = [_sum_line("phases.decode", "decode: none (one new token comes from the prefill)",
+                                          base + [("KV cache", g.kv_prefill), ("logits", g.prefill_logits)],
+                                          SRC_GENERATE)]
     sections.append(Section("activations", "activations", b.activations, act_lines))
-    logits = b.details.get("temporaries.logits", 0)
-    temp_lines = (Line("temporaries.logits", "last-position logits (16-bit + fp32 copy)",
-                       f"batch {t.batch_size} × vocab {_n(m.vocab_size or 0)}" + (f" ÷ tp {t.tp}" if t.tp > 1 else "")
-                       + f" × ({c} + 4) B", logits, "generate(): logits_to_keep=1, upcast to fp32",
-                       SRC_INFERENCE),) if m.has_architecture else ()
     sections.append(Section("temporaries", "temporaries (the largest transient)", b.temporaries, temp_lines))
-    # Phases: prefill and decode.
-    decode_ws = b.phases.get("decode", 0) - b.weights - b.kv_cache - logits
-    groups = {
-        "prefill": [_sum_line("phases.prefill", "prefill: the whole context at once",
-                              [("weights", b.weights), ("KV cache", b.kv_cache), ("workspace", ws),
-                               ("logits", logits)], SRC_INFERENCE)],
-        "decode": [_sum_line("phases.decode", "decode: one token per sequence",
-                             [("weights", b.weights), ("KV cache", b.kv_cache), ("workspace", decode_ws),
-                              ("logits", logits)], SRC_INFERENCE)],
-    }
     lines: list[Line] = []
     for phase, value in b.phases.items():
         group = groups.get(phase, [])

@@ -21,7 +21,9 @@ from vramcalc.core.vocab import (
     ATTENTIONS,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
+    KV_CACHES,
     KV_DTYPES,
+    LOGITS_KEPT,
     LOSSES,
     METHODS,
     MODES,
@@ -114,6 +116,14 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("kv_dtype", KV_DTYPES, "auto",
         "Inference KV-cache dtype (auto: the compute dtype)."),
     Opt("quant_group_size", int, 128, "GPTQ/AWQ group size."),
+    Opt("new_tokens", int, 1,
+        "Inference: tokens generate() produces (max_new_tokens); the prefill reads context - N + 1 tokens."),
+    Opt("cache_impl", KV_CACHES, "dynamic",
+        "Inference KV cache: dynamic (transformers DynamicCache), static (StaticCache, preallocated), legacy "
+        "(the tuple cache of older transformers: two caches alive in each decode step).", cli="--kv-cache"),
+    Opt("logits", LOGITS_KEPT, "last",
+        "Inference prefill logits: last (generate's logits_to_keep=1, transformers >= 4.45) or all "
+        "(every prompt position plus an fp32 copy, older transformers)."),
     # Memory savers (memory/loss.py).
     Opt("loss", LOSSES, "hf",
         "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), fused-linear "

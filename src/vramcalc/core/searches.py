@@ -116,9 +116,14 @@ def max_batch_size(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | 
     )
 
 
+def seq_floor(t: TrainingSpec) -> int:
+    """The shortest sequence `t` allows: generate()'s context holds its new tokens (prompt >= 1 token)."""
+    return t.new_tokens if t.mode == "inference" else 1
+
+
 def max_seq_len(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
     return largest_fitting(
-        lambda s: est.peak(with_changes(t, {"seq_len": s})), budget_bytes, seq_cap(est.model)
+        lambda s: est.peak(with_changes(t, {"seq_len": s})), budget_bytes, seq_cap(est.model), seq_floor(t)
     )
 
 
@@ -231,7 +236,7 @@ def suggestions(
                     candidate = with_changes(t, changes)
                 if "seq_len" in tags:  # the longest shorter context that fits
                     n = largest_fitting(lambda s, c=candidate: est.peak(with_changes(c, {"seq_len": s})),
-                                        capacity_bytes, t.seq_len - 1)
+                                        capacity_bytes, t.seq_len - 1, seq_floor(t))
                     if n is None:
                         continue
                     changes["seq_len"] = n
@@ -447,7 +452,7 @@ def max_context(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,
     def ok(n: int) -> bool:
         return _peak(model, with_changes(training, {"seq_len": n})) <= gpu.memory_bytes
 
-    return last_true(ok, 1, limit)
+    return last_true(ok, seq_floor(training), limit)
 
 
 def max_batch_inference(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,

@@ -19,7 +19,9 @@ from vramcalc.core.vocab import (
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HIDDEN_ACTS,
+    KV_CACHES,
     KV_DTYPES,
+    LOGITS_KEPT,
     LOSSES,
     METHODS,
     MLP_KINDS,
@@ -44,7 +46,9 @@ from vramcalc.core.vocab import (
     FsdpStrategy,
     GradSync,
     HiddenAct,
+    KvCache,
     KvDtype,
+    LogitsKept,
     LossName,
     Method,
     MlpKind,
@@ -316,6 +320,9 @@ class TrainingSpec:
     weight_dtype: WeightDtype = "auto"  # auto: the precision's weight dtype
     kv_dtype: KvDtype = "auto"  # auto: the compute dtype
     quant_group_size: int = 128  # GPTQ / AWQ group size
+    new_tokens: int = 1  # generate(max_new_tokens): the prefill reads seq_len - new_tokens + 1 tokens
+    cache_impl: KvCache = "dynamic"  # generate()'s cache (transformers cache_implementation), --kv-cache
+    logits: LogitsKept = "last"  # prefill logits: the last position (logits_to_keep=1) or every position
     # Memory savers (memory/loss.py, memory/savers.py): the loss kernel and torchtune's chunk count.
     loss: LossName = "hf"
     loss_chunks: int = 8  # torchtune CEWithChunkedOutputLoss num_output_chunks
@@ -341,10 +348,11 @@ class TrainingSpec:
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
         "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES,
+        "cache_impl": KV_CACHES, "logits": LOGITS_KEPT,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
-                         "quant_group_size", "loss_chunks", "ac_every"), (*POSITIVE, COUNT_CAP)),
+                         "quant_group_size", "loss_chunks", "ac_every", "new_tokens"), (*POSITIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
         "lora_alpha": POSITIVE,
@@ -376,6 +384,11 @@ class TrainingSpec:
         if self.mode == "inference":
             if self.zero or self.fsdp != "none" or self.offload != "none":
                 raise SpecError("", "inference shards with --tp/--pp only: drop --zero, --fsdp and --offload")
+            if self.new_tokens > self.seq_len:
+                raise SpecError("", f"--new-tokens {self.new_tokens} exceeds the context {self.seq_len} (prompt + "
+                                "new tokens - 1): raise --context or lower --new-tokens")
+        elif self.new_tokens != 1 or self.cache_impl != "dynamic" or self.logits != "last":
+            raise SpecError("", "--new-tokens, --kv-cache and --logits describe generate(): add --mode inference")
         elif self.weight_dtype != "auto" or self.kv_dtype != "auto":
             raise SpecError("", "--weight-dtype and --kv-dtype apply to --mode inference; for training use "
                             "--method qlora or --precision")

@@ -38,6 +38,11 @@ Offload = Literal["none", "optimizer", "params"]
 GradSync = Literal["deferred", "every-micro-batch"]
 WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
+# generate()'s KV cache (memory/inference.py): transformers' DynamicCache (per-layer torch.cat), StaticCache
+# (preallocated to max_length - 1), or the tuple cache of older stacks (the whole cache concatenated anew).
+KvCache = Literal["dynamic", "static", "legacy"]
+# Logits of the prefill: the last position (generate's logits_to_keep=1, transformers >= 4.45) or all of them.
+LogitsKept = Literal["last", "all"]
 # Memory savers (memory/loss.py): how the loss is computed from the last hidden states.
 LossName = Literal["hf", "chunked", "fused-linear", "cut", "trl"]
 # Where `vramcalc trace` runs the step: fake tensors on the CPU, or the real CUDA device.
@@ -87,6 +92,8 @@ GRAD_SYNCS: tuple[GradSync, ...] = get_args(GradSync)
 TRACE_DEVICES: tuple[TraceDevice, ...] = get_args(TraceDevice)
 WEIGHT_DTYPES: tuple[WeightDtype, ...] = get_args(WeightDtype)
 KV_DTYPES: tuple[KvDtype, ...] = get_args(KvDtype)
+KV_CACHES: tuple[KvCache, ...] = get_args(KvCache)
+LOGITS_KEPT: tuple[LogitsKept, ...] = get_args(LogitsKept)
 UNITS: tuple[Unit, ...] = get_args(Unit)
 OUT_FORMATS: tuple[OutFormat, ...] = get_args(OutFormat)
 EXPLAIN_FORMATS: tuple[ExplainFormat, ...] = get_args(ExplainFormat)

@@ -212,10 +212,11 @@ class _FusedAttention(torch.autograd.Function):
         out = torch.empty((b, s, h, dv), dtype=q.dtype, device=q.device).transpose(1, 2)
         lse_len = s if backend == "flash" else _round_up(s, 32)
         lse = torch.empty((b, h, lse_len), dtype=torch.float32, device=q.device)
-        ctx.backend = backend
-        # The efficient kernel's attn_bias is saved for its backward (derivatives.yaml
-        # _scaled_dot_product_efficient_attention: attn_bias).
-        ctx.save_for_backward(q, k, v, out, lse, *(() if bias is None else (bias,)))
+        if ctx is not None:
+            ctx.backend = backend
+            # The efficient kernel's attn_bias is saved for its backward (derivatives.yaml
+            # _scaled_dot_product_efficient_attention: attn_bias).
+            ctx.save_for_backward(q, k, v, out, lse, *(() if bias is None else (bias,)))
         return out
 
     @staticmethod
@@ -274,6 +275,9 @@ def _select_backend(q: torch.Tensor, k: torch.Tensor, attn_mask: Any, enable_gqa
 _ORIG_SDPA = torch.nn.functional.scaled_dot_product_attention
 _ORIG_DROPOUT = torch.nn.functional.dropout
 SDPA_BACKENDS: list[str] = []
+# Inference traces (trace/_generate.py): without autograd the flash / efficient kernels still run on CUDA
+# (only their forward: out + logsumexp); training traces keep the math path for inputs without grad.
+_NO_GRAD_FUSED: list[bool] = [False]
 
 
 def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: Any = None,
@@ -286,6 +290,8 @@ def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask
             attn_mask = _cast(attn_mask, lp, False)
     backend = _select_backend(query, key, attn_mask, enable_gqa)
     SDPA_BACKENDS.append(backend)
+    if backend != "math" and _NO_GRAD_FUSED[0] and not torch.is_grad_enabled():
+        return _FusedAttention.forward(None, query, key, value, backend)
     # Under no_grad (DPO's reference forward) CUDA runs the same fused kernel: only its forward allocations.
     no_graph = not (query.requires_grad or key.requires_grad or value.requires_grad)
     if backend == "math" or (no_graph and torch.is_grad_enabled()):
@@ -308,11 +314,12 @@ def _dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace
 
 
 @contextlib.contextmanager
-def cuda_emulation(packed_mask: bool = False) -> Iterator[list[str]]:
+def cuda_emulation(packed_mask: bool = False, inference: bool = False) -> Iterator[list[str]]:
     """Patch dropout and sdpa, install the CUDA autocast kernels; yields notes.
 
     `packed_mask`: the batch is packed (position_ids restart) and transformers builds its 4-D mask, as
     it does on CUDA; otherwise packed-sequence detection answers None (one arange per row).
+    `inference`: under no_grad the fused kernels allocate only their output and logsumexp.
     """
     notes: list[str] = []
     missing = _install_autocast_kernels()
@@ -322,12 +329,14 @@ def cuda_emulation(packed_mask: bool = False) -> Iterator[list[str]]:
     F.scaled_dot_product_attention = _sdpa  # type: ignore[assignment]
     F.dropout = _dropout  # type: ignore[assignment]
     SDPA_BACKENDS.clear()
+    _NO_GRAD_FUSED[0] = inference
     masking, orig_packed = (None, None) if packed_mask else _patch_packed_sequence_detection()
     try:
         yield notes
     finally:
         F.scaled_dot_product_attention = _ORIG_SDPA
         F.dropout = _ORIG_DROPOUT
+        _NO_GRAD_FUSED[0] = False
         if masking is not None:
             masking.find_packed_sequence_indices = orig_packed
 

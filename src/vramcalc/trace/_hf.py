@@ -119,6 +119,9 @@ class QuantLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.compute_dtype)  # Linear4bit.forward casts the input to compute_dtype
+        if self.bits == 4 and x.numel() == x.shape[-1] and not x.requires_grad:
+            # autograd/_functions.py matmul_4bit: one row without grad runs gemv_4bit on the packed weight
+            return torch.empty((*x.shape[:-1], self.out_features), dtype=x.dtype, device=x.device)
         fn = _Dequant4bit if self.bits == 4 else _Dequant8bit
         return fn.apply(x, self)  # type: ignore[no-any-return]
 

@@ -96,8 +96,10 @@ def _packed_inputs(training: TrainingSpec, vocab: int) -> Any:
 
 def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     """One steady-state training step of `model` under `training`, measured on fake tensors."""
-    if training.mode != "train":
-        raise UnsupportedCombination("vramcalc trace measures training steps only (mode 'train')")
+    if training.mode == "inference":  # trace/_generate.py: prefill + decode steps of generate()
+        from vramcalc.trace._generate import trace_generate
+
+        return trace_generate(model, training)
     if not model.has_architecture or model.vocab_size is None:
         raise UnsupportedCombination(f"{model.name} has no architecture; trace needs one")
     notes: list[str] = []

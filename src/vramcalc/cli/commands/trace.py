@@ -56,8 +56,6 @@ def compare(b: Any, r: Any) -> dict[str, Any]:
     states are always alive, so they compare directly; the rest (gradients, activations, temporaries at
     the peak) is compared as one figure. Phases compare peak with peak.
     """
-    from vramcalc.core.memory import PHASES
-
     cat = r.by_category_at_peak
     t_weights = cat["parameters"] + cat["buffers"]
     t_rest = r.peak_bytes - t_weights - cat["optimizer_state"]
@@ -72,7 +70,8 @@ def compare(b: Any, r: Any) -> dict[str, Any]:
              "weights_pct": _error_pct(b.weights, t_weights),
              "optimizer_state_pct": _error_pct(b.optimizer_state, cat["optimizer_state"]),
              "rest_at_peak_pct": _error_pct(e_rest, t_rest),
-             **{f"{p}_pct": _error_pct(b.phases[p], r.phase_peaks[p]) for p in PHASES}}
+             # training: forward, backward, optimizer_step; --mode inference: prefill, decode
+             **{f"{p}_pct": _error_pct(b.phases[p], r.phase_peaks[p]) for p in r.phase_peaks}}
     return {"trace": trace_doc, "estimate": est_doc, "error": error}
 
 
@@ -88,7 +87,7 @@ def trace_command(
     variable_lengths: VariableOpt = False,
     steps: StepsOpt = 2,
 ) -> None:
-    """Trace one training step of the real transformers model (fake tensors, no GPU) and compare.
+    """Trace one training step, or generate() with --mode inference, on fake tensors (no GPU) and compare.
 
     --device cuda runs it on the GPU with random weights and reads the real allocator and NVML.
     Example: vramcalc trace qwen2.5-0.5b --method lora --seq-len 1024

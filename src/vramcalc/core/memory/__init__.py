@@ -372,6 +372,7 @@ def _estimate_inference(model: ModelSpec, training: TrainingSpec, checked: tuple
         "kv_cache.bytes_per_token": inf.kv_bytes_per_token,
         "activations.prefill_workspace": inf.activations,
         "temporaries.logits": inf.temporaries,
+        **_inference.term_details(inf.terms),
         **runtime.details(),
     }
     layout: dict[str, int | str] | None = None

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vramcalc.core.memory import Breakdown, _plan, estimate
-from vramcalc.core.memory.inference import workspace_per_token
+from vramcalc.core.memory.inference import generate_terms
 from vramcalc.core.memory.moments import Moment
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
@@ -153,12 +153,22 @@ def _backward_layers(top: Moment, bottom: Moment, n: int, saving: int) -> list[T
 
 
 def _inference_points(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> list[TimelinePoint]:
-    """Prefill (the whole context at once) and one decode step, as the core's two phases."""
+    """generate()'s prefill and last decode step at their largest moments (memory/inference.py generate_terms)."""
     kv = {"weights": b.weights, "kv_cache": b.kv_cache}
     if not model.has_architecture:
         return [_point("prefill", "prefill", True, **kv), _point("decode", "decode", True, **kv)]
-    decode_ws = training.batch_size * workspace_per_token(model, training)
-    return [
-        _point("prefill", "prefill", True, **kv, activations=b.activations, temporaries=b.temporaries),
-        _point("decode", "decode", True, **kv, activations=decode_ws, temporaries=b.temporaries),
-    ]
+    g = generate_terms(model, training)
+
+    def moment(label: str, kv_bytes: int, transient: int, layer: int, logits: int) -> TimelinePoint:
+        # the larger of the layer's moment and the logits', with the persistent/transient cache terms
+        act, temp = (layer, 0) if layer >= logits else (0, logits)
+        return _point(label, label, True, weights=b.weights, kv_cache=kv_bytes, activations=act,
+                      temporaries=temp + transient + g.dequant_buffer)
+
+    prefill = moment("prefill", g.kv_prefill, 0, max(g.prefill_workspace, g.prefill_attention), g.prefill_logits)
+    if training.new_tokens > 1:
+        decode = moment("decode", g.kv_decode, g.kv_transient, max(g.decode_workspace, g.decode_attention),
+                        g.decode_logits)
+    else:
+        decode = moment("decode", g.kv_prefill, 0, 0, g.prefill_logits)
+    return [prefill, decode]
