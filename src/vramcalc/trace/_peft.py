@@ -1,0 +1,63 @@
+"""peft configs for the methods of core/peft_methods.py, and wrapping a model with them (get_peft_model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.peft_methods import TABLE, adapted_linears
+from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.trace._config import LORA_NAME_MAP, lora_targets
+
+
+def _module_names(model: ModelSpec, canonical: list[str]) -> list[str]:
+    names = LORA_NAME_MAP.get(model.family.lower(), {})
+    return sorted({names.get(c, c) for c in canonical})
+
+
+def peft_config(model: ModelSpec, training: TrainingSpec) -> Any:
+    """The peft config of `training.method` (a core/peft_methods.py table method) for `model`."""
+    import peft
+
+    method = training.method
+    if method not in TABLE:
+        raise UnsupportedCombination(f"{method} is not a core/peft_methods.py method")
+    common: dict[str, Any] = {"task_type": "CAUSAL_LM"}
+    if method == "ia3":
+        pairs = adapted_linears(model, training)  # raises like the estimate for an unknown family / target
+        targets = _module_names(model, [lin.module.rsplit(".", 1)[-1] for lin, _ in pairs])
+        ff = _module_names(model, [lin.module.rsplit(".", 1)[-1] for lin, is_ff in pairs if is_ff])
+        return peft.IA3Config(**common, target_modules=targets, feedforward_modules=ff)
+    if method == "ln-tuning":
+        return peft.LNTuningConfig(**common)
+    targets_arg = lora_targets(model, training.lora_targets)
+    if method == "loha":
+        return peft.LoHaConfig(**common, r=training.lora_rank, alpha=training.lora_alpha, target_modules=targets_arg)
+    if method == "lokr":
+        return peft.LoKrConfig(**common, r=training.lora_rank, alpha=training.lora_alpha, target_modules=targets_arg)
+    if method == "vera":
+        return peft.VeraConfig(**common, r=training.lora_rank, target_modules=targets_arg)
+    n = training.virtual_tokens
+    if method == "prompt-tuning":
+        return peft.PromptTuningConfig(**common, num_virtual_tokens=n)
+    if method == "p-tuning":
+        return peft.PromptEncoderConfig(**common, num_virtual_tokens=n, encoder_hidden_size=training.encoder_hidden_size)
+    return peft.PrefixTuningConfig(**common, num_virtual_tokens=n, prefix_projection=training.prefix_projection,
+                                   encoder_hidden_size=training.encoder_hidden_size)
+
+
+def wrap(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec) -> torch.nn.Module:
+    """get_peft_model with the method's config; adapter weights in --adapter-dtype as peft leaves them
+    (autocast_adapter_dtype: 16-bit adapter weights become fp32)."""
+    from peft import get_peft_model
+
+    wrapped = get_peft_model(hf, peft_config(model, training),
+                             autocast_adapter_dtype=training.adapter_dtype == "fp32")
+    if training.method != "ln-tuning":  # LN tuning trains copies of the norms in the model's dtype
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[training.adapter_dtype]
+        for p in wrapped.parameters():
+            if p.requires_grad and p.dtype != dtype:
+                p.data = p.data.to(dtype)
+    return wrapped
