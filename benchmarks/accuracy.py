@@ -103,6 +103,49 @@ def saver_grid() -> list[dict[str, Any]]:
     return cases
 
 
+PEFT_MODELS = ("gpt2", "tinyllama-1.1b", "llama-3.2-1b", "qwen2.5-0.5b")
+PEFT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("ia3", {"method": "ia3"}),
+    ("ia3 all-linear", {"method": "ia3", "lora_targets": ("all-linear",)}),
+    ("ln-tuning", {"method": "ln-tuning"}),
+    ("vera r256", {"method": "vera", "lora_rank": 256}),
+    ("prompt-tuning n20", {"method": "prompt-tuning"}),
+    ("p-tuning n20", {"method": "p-tuning"}),
+    ("prefix-tuning n20", {"method": "prefix-tuning"}),
+    ("prefix-tuning n32 proj", {"method": "prefix-tuning", "virtual_tokens": 32, "prefix_projection": True,
+                                "encoder_hidden_size": 512}),
+    ("loha r8", {"method": "loha", "lora_rank": 8}),
+    ("lokr r8 all-linear", {"method": "lokr", "lora_rank": 8, "lora_targets": ("all-linear",)}),
+)
+PEFT_SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("b1 s512 sdpa", {"batch_size": 1, "seq_len": 512}),
+    ("b2 s1024 sdpa", {"batch_size": 2, "seq_len": 1024}),
+    ("b1 s1024 eager", {"batch_size": 1, "seq_len": 1024, "attention": "eager"}),
+    ("b2 s512 sdpa gc", {"batch_size": 2, "seq_len": 512, "grad_checkpointing": True}),
+)
+
+
+def peft_grid() -> list[dict[str, Any]]:
+    """Issue 18: the PEFT methods of core/peft_methods.py over GPT-2 (LayerNorm, Conv1D, tied, multi-head),
+    TinyLlama (GQA 4:32, untied), Llama-3.2-1B (GQA 8:32, tied, 128k vocabulary) and Qwen2.5-0.5B (its own
+    IA3 and LN tuning defaults, four runs); the shape cycles with the run (prefix tuning never checkpointed:
+    peft refuses it). GPT-2 has no LoHa/LoKr runs: peft's LyCORIS layers do not adapt its Conv1D."""
+    cases = []
+    for mi, model in enumerate(PEFT_MODELS):
+        for ri, (label, kw) in enumerate(PEFT_RUNS):
+            if model == "gpt2" and kw["method"] in ("loha", "lokr"):
+                continue
+            if model == "qwen2.5-0.5b" and label not in ("ia3", "ln-tuning", "vera r256", "prefix-tuning n20"):
+                continue
+            si = (mi + ri) % len(PEFT_SHAPES)
+            if kw["method"] == "prefix-tuning" and PEFT_SHAPES[si][1].get("grad_checkpointing"):
+                si = (si + 1) % len(PEFT_SHAPES)
+            shape, skw = PEFT_SHAPES[si]
+            opts = dict(kw, precision="bf16", **skw)
+            cases.append({"id": f"{model} | {label} | {shape}", "model": model, "method": label, "training": opts})
+    return cases
+
+
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
     return presets.find_model(case["model"]), TrainingSpec(**case["training"])
 
@@ -164,10 +207,11 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, grid_name: str = "base") -> str:
     g = 1e9
-    savers = grid_name == "savers"
-    lines = ["# Estimator vs tracer" + (" (memory savers, issue 13)" if savers else ""), "",
+    title = {"savers": " (memory savers, issue 13)", "peft": " (PEFT methods, issue 18)"}.get(grid_name, "")
+    lines = ["# Estimator vs tracer" + title, "",
              f"{len(rows)} cases; tracer on {versions}. Reproduce: "
-             f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2{' --grid savers' if savers else ''}`. "
+             f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2"
+             f"{'' if grid_name == 'base' else ' --grid ' + grid_name}`. "
              "Error = (estimate − trace) / trace.", "",
              "| metric | median abs % | p90 abs % | max abs % | worst under-estimate % |",
              "| --- | ---: | ---: | ---: | ---: |"]
@@ -191,14 +235,15 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--retrace", action="store_true", help="ignore the trace cache")
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
-    ap.add_argument("--grid", choices=("base", "savers"), default="base",
-                    help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases")
+    ap.add_argument("--grid", choices=("base", "savers", "peft"), default="base",
+                    help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; peft: issue 18's PEFT methods")
     args = ap.parse_args()
     versions = _versions()
     cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
         cache = {"versions": versions, "traces": {}}
-    cases = [c for c in (saver_grid() if args.grid == "savers" else grid()) if args.only in c["id"]]
+    grids = {"base": grid, "savers": saver_grid, "peft": peft_grid}
+    cases = [c for c in grids[args.grid]() if args.only in c["id"]]
     todo = [c for c in cases if c["id"] not in cache["traces"]]
     if todo:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -211,7 +256,7 @@ def main() -> None:
     summ = summary(rows)
     RESULTS.mkdir(exist_ok=True)
     if not args.only:
-        name = "accuracy_savers" if args.grid == "savers" else "accuracy"
+        name = {"base": "accuracy", "savers": "accuracy_savers", "peft": "accuracy_peft"}[args.grid]
         (RESULTS / f"{name}.json").write_text(json.dumps({"versions": versions, "summary": summ, "cases": rows},
                                                         indent=1))
         (RESULTS / f"{name}.md").write_text(markdown(rows, summ, versions, args.grid))

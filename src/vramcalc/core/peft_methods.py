@@ -304,3 +304,26 @@ def prompt_encoder_saved_per_sample(m: ModelSpec, t: TrainingSpec) -> int:
         e = t.encoder_hidden_size or d
         return a * n * (d + e)
     return 0
+
+
+def note(m: ModelSpec, t: TrainingSpec) -> str:
+    """The estimate's note for a table method: what was modelled, and where it approximates."""
+    entry = TABLE[t.method]
+    if entry.kind == "prompt":
+        what = ("keys and values for them in every layer" if t.method == "prefix-tuning"
+                else "them in front of every sequence, through every layer and the loss")
+        return (f"{t.method}: {t.virtual_tokens} virtual tokens, {what} ({entry.source}); the frozen model saves "
+                "only what the gradient of the prompt needs.")
+    return (f"{t.method}: frozen base, the method's saved tensors from {entry.source}; layer 0 is counted as saving "
+            "its activations like the others (its input needs no gradient, so the real figure is slightly lower).")
+
+
+def norm_trained(m: ModelSpec, t: TrainingSpec, which: Literal["attn", "mlp", "final"]) -> bool:
+    """Whether a norm's weight needs a gradient, for the activation model: always outside this table (full and
+    freeze train it; LoRA's model keeps the term), never for the table's frozen-base methods except LN tuning's
+    targets (Qwen2/Qwen3: post_attention_layernorm, the MLP's norm, only)."""
+    if t.method not in TABLE:
+        return True
+    if t.method != "ln-tuning":
+        return False
+    return which == "mlp" if _family(m) in ("qwen2", "qwen3") else True

@@ -55,9 +55,31 @@ def wrap(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec) -> torch
 
     wrapped = get_peft_model(hf, peft_config(model, training),
                              autocast_adapter_dtype=training.adapter_dtype == "fp32")
+    if training.method in ("loha", "lokr"):
+        for module in wrapped.modules():
+            if hasattr(module, "_get_delta_activations") and hasattr(module, "module_dropout"):
+                _run_adapters_always(module)
     if training.method != "ln-tuning":  # LN tuning trains copies of the norms in the model's dtype
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[training.adapter_dtype]
         for p in wrapped.parameters():
             if p.requires_grad and p.dtype != dtype:
                 p.data = p.data.to(dtype)
     return wrapped
+
+
+def _run_adapters_always(layer: Any) -> None:
+    """LoHa / LoKr forward (tuners/loha/layer.py, tuners/lokr/layer.py LycorisLayer.forward) without its
+    `torch.rand(1) > module_dropout` draw, which a fake tensor cannot answer: at module_dropout 0 (peft's default)
+    the draw always passes, so the adapters always run, as here."""
+    if any(p > 0 for p in layer.module_dropout.values()):
+        raise UnsupportedCombination("module_dropout > 0 is not traced (a random draw decides whether each adapter runs)")
+
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        previous_dtype = x.dtype
+        result = layer.base_layer(x, *args, **kwargs)
+        for active in layer.active_adapters:
+            if active in layer._available_adapters:
+                result = result + layer._get_delta_activations(active, x, *args, **kwargs)
+        return result.to(previous_dtype)
+
+    layer.forward = forward

@@ -32,6 +32,8 @@ from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note,
 from vramcalc.core.memory.savers import largest_tensor, layer_residency
 from vramcalc.core.memory.weights import WeightBytes, freeze_fraction, weight_bytes
 from vramcalc.core.params import active_params, block_linears, count_params, head_dim
+from vramcalc.core import peft_methods
+from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
@@ -278,7 +280,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                      f"{recipe.weight}.")
     w = weight_bytes(model, training, recipe)
     opt = optimizer_bytes(w.trainable_tensors, recipe, training)
-    if training.method in ("lora", "qlora"):
+    if training.method in ADAPTER_DTYPE_METHODS:  # adapters of every PEFT method but LN tuning
         gradients = w.trainable * dtype_bytes(training.adapter_dtype)
     else:
         gradients = w.trainable * dtype_bytes(recipe.grad)
@@ -293,7 +295,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     step_temporaries = opt.step_temporaries
     if training.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient and step at a time
         largest = largest_tensor(w.trainable_tensors)
-        lora = training.method in ("lora", "qlora")
+        lora = training.method in ADAPTER_DTYPE_METHODS
         gradients = largest * dtype_bytes(training.adapter_dtype if lora else recipe.grad)
         step_temporaries = optimizer_bytes(((( largest,), 1),), recipe, training).step_temporaries
         details["temporaries.optimizer_step"] = step_temporaries
@@ -318,7 +320,7 @@ def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: in
            opt: OptimizerBytes, trainable: int, tokens: int) -> _distributed.PerGpu:
     """Per-GPU model states under the run's ZeRO/FSDP/tp/pp layout (memory/distributed.py)."""
     fp32_grads = 4 * trainable if recipe.master_weights else 0  # optimizer.py: fp32 grads for the master copy
-    lora = training.method in ("lora", "qlora")
+    lora = training.method in ADAPTER_DTYPE_METHODS
     grad_elem = dtype_bytes(training.adapter_dtype if lora else recipe.grad)
     states = _distributed.ModelStates(
         weights=weights, gradients=gradients, moments=opt.moments, master_weights=opt.master_weights,
@@ -398,6 +400,12 @@ class _ActivationPlan:
     ac_every: int = 1
     offload: bool = False
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
+    # The other PEFT methods (core/peft_methods.py).
+    extra_seq: int = 0  # prompt / p-tuning: virtual tokens in front of every sequence
+    per_layer_b: int = 0  # one layer's saved bytes per sequence (prefix tuning's virtual keys and values)
+    per_layer_c: int = 0  # one layer's saved bytes whatever the batch (LoHa / LoKr delta weights)
+    once_b: int = 0  # the prompt encoder's saved bytes per sequence
+    layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -466,6 +474,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.method == "lora":
         notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
                      "gradient before the first adapter, so the real figure is slightly lower).")
+    once_t += _peft_once_t(m, t, c)
+    if t.method in peft_methods.TABLE:
+        notes.append(peft_methods.note(m, t))
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
@@ -479,7 +490,15 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
+        extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
+        per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
+        layer_bwd_c=layer.backward_transient.const,
     )
+
+
+def _peft_once_t(m: ModelSpec, t: TrainingSpec, c: int) -> int:
+    """Prefix tuning under eager attention: the causal mask has virtual_tokens more columns (c bytes each)."""
+    return c * t.virtual_tokens if t.method == "prefix-tuning" and t.attention == "eager" else 0
 
 
 def _transformer_phases(
@@ -487,14 +506,17 @@ def _transformer_phases(
     details: dict[str, int],
 ) -> tuple[dict[str, int], int, int]:
     """(phases, activations, temporaries) for `tokens` tokens; appends the activation details."""
-    seq = t.seq_len
+    seq = t.seq_len + p.extra_seq  # prompt / p-tuning: the virtual tokens go through every layer and the loss
+    if p.extra_seq:
+        tokens = tokens * seq // t.seq_len
     token_seq = tokens * seq
-    per_layer = p.per_layer_t * tokens + p.per_layer_ts * token_seq
+    per_layer = p.per_layer_t * tokens + p.per_layer_ts * token_seq + p.per_layer_b * t.batch_size + p.per_layer_c
     once = p.once_t * tokens + p.once_ts * t.batch_size * seq * seq  # the mask is not split by tp/sp
+    once += p.once_b * t.batch_size
     head_saved = p.head_saved_t * tokens
     autocast_copies = p.autocast_copies
     layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq)
-    layer_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_ts * token_seq
+    layer_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_ts * token_seq + p.layer_bwd_c
     loss_fwd_t = p.loss_fwd_t * tokens
     loss_bwd_t = p.loss_bwd_t * tokens
     accum = t.grad_accum > 1
