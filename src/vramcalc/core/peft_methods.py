@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from vramcalc.core.errors import UnsupportedCombination
-from vramcalc.core.params import AUTO_TARGETS, Linear, block_linears, head_dim, kv_heads, resolve_targets
+from vramcalc.core.params import AUTO_TARGETS, Linear, head_dim, kv_heads, resolve_targets
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec

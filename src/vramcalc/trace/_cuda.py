@@ -201,23 +201,30 @@ class _FusedAttention(torch.autograd.Function):
       forward  out (B, S, H, D); logsumexp (B, H, round32(Sq)) fp32.
       backward dq, dk, dv; delta (B, H, Sq) fp32; for 16-bit inputs an fp32 dq accumulation
                workspace (approximation of the cutlass kernel's workspace).
-    Saved for backward: q, k, v (already live), out and the logsumexp.
+    Saved for backward: q, k, v (already live), out and the logsumexp; with a mask (efficient only) its
+    float form: attention.cpp convert_boolean_attn_mask turns a bool mask into one in q's dtype, and
+    preprocess_mask pads its last dimension to a multiple of 8 (mem_eff_alignment), each call.
     """
 
     @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, h, s, _ = q.shape
         dv = v.shape[-1]
         out = torch.empty((b, s, h, dv), dtype=q.dtype, device=q.device).transpose(1, 2)
         lse_len = s if backend == "flash" else _round_up(s, 32)
         lse = torch.empty((b, h, lse_len), dtype=torch.float32, device=q.device)
         ctx.backend = backend
-        ctx.save_for_backward(q, k, v, out, lse)
+        bias = attn_mask
+        if attn_mask is not None and (attn_mask.dtype == torch.bool or attn_mask.shape[-1] % 8):
+            bias = torch.empty((*attn_mask.shape[:-1], _round_up(attn_mask.shape[-1], 8)), dtype=q.dtype,
+                               device=q.device)
+        ctx.save_for_backward(q, k, v, out, lse, bias)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
-        q, k, v, _out, _lse = ctx.saved_tensors
+        q, k, v, _out, _lse, _bias = ctx.saved_tensors
         b, h, s, d = q.shape
         hk, sk = k.shape[1], k.shape[2]
 
@@ -238,7 +245,7 @@ class _FusedAttention(torch.autograd.Function):
             if q.dtype != torch.float32:
                 temps.append(torch.empty((b, s, h, d), dtype=torch.float32, device=q.device))
         del temps
-        return dq, dk, dv, None
+        return dq, dk, dv, None, None
 
 
 def _select_backend(q: torch.Tensor, k: torch.Tensor, attn_mask: Any, enable_gqa: bool) -> str:
@@ -270,7 +277,8 @@ def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask
     if backend == "math" or not (query.requires_grad or key.requires_grad or value.requires_grad):
         return torch.ops.aten._scaled_dot_product_attention_math(
             query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
-    return _FusedAttention.apply(query, key, value, backend)
+    mask = attn_mask if isinstance(attn_mask, torch.Tensor) and backend == "efficient" else None
+    return _FusedAttention.apply(query, key, value, backend, mask)
 
 
 def _dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:

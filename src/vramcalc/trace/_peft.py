@@ -32,23 +32,24 @@ def peft_config(model: ModelSpec, training: TrainingSpec) -> Any:
         return peft.IA3Config(**common, target_modules=targets, feedforward_modules=ff)
     if method == "ln-tuning":
         return peft.LNTuningConfig(**common)
-    targets_arg = lora_targets(model, training.lora_targets)
+    rank: dict[str, Any] = {"r": training.lora_rank, "target_modules": lora_targets(model, training.lora_targets)}
+    rank_alpha: Any = training.lora_alpha
     if method == "loha":
-        return peft.LoHaConfig(**common, r=training.lora_rank, alpha=training.lora_alpha, target_modules=targets_arg)
+        return peft.LoHaConfig(**common, **rank, alpha=rank_alpha)
     if method == "lokr":
-        return peft.LoKrConfig(**common, r=training.lora_rank, alpha=training.lora_alpha, target_modules=targets_arg)
+        return peft.LoKrConfig(**common, **rank, alpha=rank_alpha)
     if method == "vera":
-        return peft.VeraConfig(**common, r=training.lora_rank, target_modules=targets_arg)
-    n = training.virtual_tokens
+        return peft.VeraConfig(**common, **rank)
+    common["num_virtual_tokens"] = training.virtual_tokens
     if method == "prompt-tuning":
-        return peft.PromptTuningConfig(**common, num_virtual_tokens=n)
+        return peft.PromptTuningConfig(**common)
+    common["encoder_hidden_size"] = training.encoder_hidden_size  # None: peft's default, the token dim
     if method == "p-tuning":
-        return peft.PromptEncoderConfig(**common, num_virtual_tokens=n, encoder_hidden_size=training.encoder_hidden_size)
-    return peft.PrefixTuningConfig(**common, num_virtual_tokens=n, prefix_projection=training.prefix_projection,
-                                   encoder_hidden_size=training.encoder_hidden_size)
+        return peft.PromptEncoderConfig(**common)
+    return peft.PrefixTuningConfig(**common, prefix_projection=training.prefix_projection)
 
 
-def wrap(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec) -> torch.nn.Module:
+def wrap(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec) -> Any:
     """get_peft_model with the method's config; adapter weights in --adapter-dtype as peft leaves them
     (autocast_adapter_dtype: 16-bit adapter weights become fp32)."""
     from peft import get_peft_model
@@ -72,7 +73,8 @@ def _run_adapters_always(layer: Any) -> None:
     `torch.rand(1) > module_dropout` draw, which a fake tensor cannot answer: at module_dropout 0 (peft's default)
     the draw always passes, so the adapters always run, as here."""
     if any(p > 0 for p in layer.module_dropout.values()):
-        raise UnsupportedCombination("module_dropout > 0 is not traced (a random draw decides whether each adapter runs)")
+        raise UnsupportedCombination("module_dropout > 0 is not traced (a random draw decides whether each "
+                                     "adapter runs)")
 
     def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         previous_dtype = x.dtype
@@ -80,6 +82,7 @@ def _run_adapters_always(layer: Any) -> None:
         for active in layer.active_adapters:
             if active in layer._available_adapters:
                 result = result + layer._get_delta_activations(active, x, *args, **kwargs)
-        return result.to(previous_dtype)
+        out: torch.Tensor = result.to(previous_dtype)
+        return out
 
     layer.forward = forward

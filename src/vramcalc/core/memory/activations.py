@@ -220,28 +220,37 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         eager_bwd = 4 * n_heads
     fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width, eager_fwd)
     bwd = Term("mlp backward gradients", (3 if gated else 2) * c * width + c * h, eager_bwd, const=backward_const)
-    terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa)
+    terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
                             fwd, bwd)
 
 
 def _prefix_terms(m: ModelSpec, t: TrainingSpec, c: int, d: int, n_heads: int, kv_dim: int,
-                  gqa: bool) -> list[Term]:
+                  gqa: bool, scores_per_key: int) -> list[Term]:
     """Prefix tuning (peft_model.py get_prompt): each layer's cache starts with `virtual_tokens` keys and values,
     and attention concatenates the new ones after them (DynamicLayer.update, torch.cat): the keys and values
-    attention saves are virtual_tokens positions longer, and eager's scores have virtual_tokens more columns."""
+    attention saves are virtual_tokens positions longer, and eager's scores (`scores_per_key` bytes per query
+    token and key) have virtual_tokens more columns."""
     if t.method != "prefix-tuning":
         return []
     n = t.virtual_tokens
+    out: list[Term] = []
+    if m.fused_qkv:
+        # A fused qkv projection (GPT-2 c_attn, Phi-3 qkv_proj): q is a view of its output, which stays saved
+        # whole, while k and v are now the cache's concatenations: k and v's share of it is saved beyond them.
+        out.append(Term("prefix: fused qkv output kept by the q view", c * 2 * kv_dim))
     if t.attention == "sdpa":
         # The prefix makes a mask necessary (query and key lengths differ), and with a mask transformers'
         # sdpa_attention.py use_gqa_in_sdpa is false: repeat_kv copies k and v to every query head first.
+        # Memory-efficient sdpa (flash takes no mask) saves the mask converted to q's dtype, per layer
+        # (attention.cpp convert_boolean_attn_mask; its last dimension padded to a multiple of 8 is ignored).
         width = n_heads * d if gqa else kv_dim
-        return [Term("prefix: k, v repeated to every head (sdpa with a mask)", c * 2 * (width - kv_dim)),
-                Term("prefix keys and values (saved by sdpa)", 0, per_sample=c * 2 * width * n)]
+        return out + [Term("prefix: k, v repeated to every head (sdpa with a mask)", c * 2 * (width - kv_dim)),
+                      Term("prefix keys and values (saved by sdpa)", 0, per_sample=c * 2 * width * n),
+                      Term("prefix: attention mask in the compute dtype (memory-efficient sdpa)", c * n, c)]
     kv_saved = 2 * n_heads * d if gqa else 2 * kv_dim
-    return [Term("prefix keys and values (eager)", 0, per_sample=c * kv_saved * n),
-            Term("eager scores over the prefix", (4 + c) * n_heads * n)]
+    return out + [Term("prefix keys and values (eager)", 0, per_sample=c * kv_saved * n),
+                  Term("eager scores over the prefix", scores_per_key * n)]
 
 
 def _mla_terms(m: ModelSpec, t: TrainingSpec, c: int, linear_input: Callable[..., None]) -> list[Term]:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
+from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.params import ParamTensor, block_linears, inventory, lora_params
-from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.units import ceil_div, dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
