@@ -10,7 +10,7 @@ from tests.cli_helpers import invoke
 
 from vramcalc.core.errors import VramcalcError
 from vramcalc.core.memory import estimate
-from vramcalc.core.peft_methods import TABLE, factorization, trainable_params
+from vramcalc.core.peft_methods import TABLE, factorization, oft_block, trainable_params
 from vramcalc.core.specs import TrainingSpec
 from vramcalc.core.vocab import METHODS
 from vramcalc.io import presets
@@ -25,6 +25,8 @@ COUNT_CASES = [
     ("tinyllama-1.1b", "lokr", {"lora_rank": 8}),
     ("tinyllama-1.1b", "lokr", {"lora_rank": 64, "lora_targets": ("all-linear",)}),
     ("tinyllama-1.1b", "vera", {"lora_rank": 256}),
+    ("tinyllama-1.1b", "oft", {}),
+    ("tinyllama-1.1b", "oft", {"oft_block_size": 48, "lora_targets": ("all-linear",)}),  # 5632 % 48: adjusted
     ("tinyllama-1.1b", "prompt-tuning", {"virtual_tokens": 30}),
     ("tinyllama-1.1b", "p-tuning", {"encoder_hidden_size": 128}),
     ("tinyllama-1.1b", "prefix-tuning", {}),
@@ -60,8 +62,8 @@ def test_trainable_parameters_equal_peft(preset: str, method: str, kw: dict[str,
 
 def test_every_table_method_is_a_method_choice() -> None:
     assert set(TABLE) <= set(METHODS)
-    assert {m.peft_type for m in TABLE.values()} == {"IA3", "LN_TUNING", "LOHA", "LOKR", "VERA", "PROMPT_TUNING",
-                                                    "P_TUNING", "PREFIX_TUNING"}
+    assert {m.peft_type for m in TABLE.values()} == {"IA3", "LN_TUNING", "LOHA", "LOKR", "VERA", "OFT",
+                                                    "PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING"}
 
 
 def test_lokr_factorization_matches_peft_examples() -> None:
@@ -70,6 +72,14 @@ def test_lokr_factorization_matches_peft_examples() -> None:
     assert factorization(128) == (8, 16)
     assert factorization(127) == (1, 127)
     assert factorization(128, 4) == (4, 32)
+
+
+def test_oft_block_size_is_adjusted_as_peft_does() -> None:
+    # peft adjust_oft_parameters: the divisor of in_features nearest the block size asked for, the lower on a tie.
+    assert oft_block(2048, 32) == 32
+    assert oft_block(5632, 48) == 44  # 5632 = 2^9 x 11: divisors 44 and 64 are 4 and 16 away
+    assert oft_block(30, 4) == 3  # 3 and 5 are both 1 away: the lower
+    assert oft_block(16, 32) == 16  # a block above in_features is in_features
 
 
 def test_ia3_counts_by_hand() -> None:
@@ -96,8 +106,9 @@ def test_prefix_tuning_keys_grow_with_virtual_tokens_only() -> None:
     m = presets.find_model("tinyllama-1.1b")  # 32 heads x 64 = 2048 wide after repeat_kv
     a = estimate(m, TrainingSpec(method="prefix-tuning", virtual_tokens=20))
     b = estimate(m, TrainingSpec(method="prefix-tuning", virtual_tokens=30))
-    # 10 more positions x k and v x 2048 x 2 bytes (bf16), per layer, batch 1
-    assert b.details["activations.per_layer"] - a.details["activations.per_layer"] == 10 * 2 * 2048 * 2
+    # 10 more positions x k and v x 2048 x 2 bytes (bf16), per layer, batch 1; and the mask memory-efficient sdpa
+    # saves in bf16 (512 query rows) has 10 more columns.
+    assert b.details["activations.per_layer"] - a.details["activations.per_layer"] == 10 * 2 * 2048 * 2 + 512 * 10 * 2
 
 
 def test_loha_saves_the_delta_weights() -> None:
@@ -183,7 +194,9 @@ def _adapter(tmp_path: Path, cfg: dict[str, object]) -> Path:
     ({"peft_type": "LOKR", "r": 4, "alpha": 8, "target_modules": ["q_proj"]},
      {"method": "lokr", "lora_rank": 4, "lora_alpha": 8, "lora_targets": "q_proj"}),
     ({"peft_type": "LN_TUNING"}, {"method": "ln-tuning"}),
-], ids=["ia3", "prefix", "lokr", "ln-tuning"])
+    ({"peft_type": "OFT", "r": 0, "oft_block_size": 64, "target_modules": ["q_proj", "v_proj"]},
+     {"method": "oft", "oft_block_size": 64, "lora_targets": "q_proj,v_proj"}),
+], ids=["ia3", "prefix", "lokr", "ln-tuning", "oft"])
 def test_adapter_config_maps_to_method_and_options(tmp_path: Path, cfg: dict[str, object],
                                                    options: dict[str, object]) -> None:
     from vramcalc.io.resolve import adapter_options
@@ -192,7 +205,8 @@ def test_adapter_config_maps_to_method_and_options(tmp_path: Path, cfg: dict[str
 
 
 @pytest.mark.parametrize(("cfg", "fragment"), [
-    ({"peft_type": "OFT"}, "peft_type 'OFT' is not modelled"),
+    ({"peft_type": "BOFT"}, "peft_type 'BOFT' is not modelled"),
+    ({"peft_type": "OFT", "r": 8, "oft_block_size": 0}, "r 8: vramcalc models OFT with peft's default"),
     ({"peft_type": "LOKR", "decompose_both": True}, "decompose_both True: vramcalc models LOKR with peft's default"),
     ({"peft_type": "P_TUNING", "encoder_reparameterization_type": "LSTM"}, "encoder_reparameterization_type 'LSTM'"),
 ])

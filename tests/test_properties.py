@@ -82,7 +82,7 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS) -> TrainingSp
         batch_size=draw(st.integers(1, 64)),
         seq_len=draw(st.integers(1, 32_768)),
         grad_accum=draw(st.integers(1, 16)),
-        grad_checkpointing=draw(st.booleans()),
+        grad_checkpointing=draw(st.booleans()) and method != "prefix-tuning",  # peft refuses that pair
         attention=draw(st.sampled_from(["sdpa", "eager"])),
         lora_rank=draw(st.integers(1, 256)),
         lora_dropout=draw(st.sampled_from([0.0, 0.05])),
@@ -282,6 +282,7 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
     # keeping its input and recomputing that layer costs more than saving the layer once.
     frozen = (t.freeze_layers or 0) if t.method == "freeze" else 0
     assume((m.num_layers or 2) - frozen >= 2)
+    assume(t.method != "prefix-tuning")  # peft refuses prefix tuning with checkpointing (a SpecError here too)
     on = run(m, with_(t, grad_checkpointing=True))
     off = run(m, with_(t, grad_checkpointing=False))
     assert on.peak_bytes <= off.peak_bytes

@@ -129,6 +129,39 @@ def _vera_saved(d_in: int, d_out: int, r: int, c: int, a: int, ff: bool) -> Save
     return Saved(per_token=a * (r + d_out))
 
 
+def oft_block(d_in: int, block_size: int) -> int:
+    """peft tuners/oft/layer.py update_layer + adjust_oft_parameters: the block size actually used, the divisor of
+    in_features nearest to the one asked for (the lower one on a tie)."""
+    if block_size >= d_in:
+        return d_in
+    if d_in % block_size == 0:
+        return block_size
+    higher = block_size
+    while higher <= d_in and d_in % higher:
+        higher += 1
+    lower = block_size
+    while lower > 1 and d_in % lower:
+        lower -= 1
+    return lower if block_size - lower <= higher - block_size else higher
+
+
+def _oft_rule(block_size: int) -> LinearRule:
+    """OFT (tuners/oft/layer.py OFTRotationModule, peft's defaults: Cayley-Neumann with 5 terms, no block sharing,
+    no COFT): r = in / b blocks of b(b-1)/2 skew-symmetric parameters each. Its forward rotates the input:
+    einsum('...rk,rkc->...rc') of the input cast to the adapter dtype saves it (tokens x in) and the rotation
+    R (r x b x b); the Neumann series saves its Q, Q^2 and Q^3 (bmm operands), r x b x b each."""
+
+    def shapes(d_in: int, d_out: int, r: int, ff: bool) -> Shapes:
+        b = oft_block(d_in, block_size)
+        return ((d_in // b, b * (b - 1) // 2),)
+
+    def saved(d_in: int, d_out: int, r: int, c: int, a: int, ff: bool) -> Saved:
+        b = oft_block(d_in, block_size)
+        return Saved(input_copy=True, const=4 * a * d_in * b)  # 4 matrices of (in / b) x b x b
+
+    return LinearRule(shapes, saved)
+
+
 TABLE: dict[str, PeftMethod] = {m.name: m for m in (
     PeftMethod("ia3", "IA3", "linear", "peft/tuners/ia3/layer.py", ("lora_targets", "ia3_feedforward",
                "adapter_dtype"), LinearRule(_ia3_shapes, _ia3_saved)),
@@ -139,6 +172,8 @@ TABLE: dict[str, PeftMethod] = {m.name: m for m in (
                "adapter_dtype"), LinearRule(_lokr_shapes, _delta_weight_saved)),
     PeftMethod("vera", "VERA", "linear", "peft/tuners/vera/layer.py", ("lora_rank", "lora_targets",
                "adapter_dtype"), LinearRule(_vera_shapes, _vera_saved)),
+    PeftMethod("oft", "OFT", "linear", "peft/tuners/oft/layer.py", ("oft_block_size", "lora_targets",
+               "adapter_dtype"), _oft_rule(32)),
     PeftMethod("prompt-tuning", "PROMPT_TUNING", "prompt", "peft/tuners/prompt_tuning/model.py",
                ("virtual_tokens", "adapter_dtype")),
     PeftMethod("p-tuning", "P_TUNING", "prompt", "peft/tuners/p_tuning/model.py",
@@ -154,9 +189,13 @@ ADAPTER_DTYPE_METHODS = frozenset({"lora", "qlora", *(n for n in TABLE if n != "
 FROZEN_BASE_METHODS = frozenset({"lora", "qlora", *TABLE})
 
 
-def method_of(name: str) -> PeftMethod | None:
-    """The table entry of a method (None for full, lora, qlora and freeze)."""
-    return TABLE.get(name)
+def method_of(name: str, t: TrainingSpec | None = None) -> PeftMethod | None:
+    """The table entry of a method (None for full, lora, qlora and freeze); OFT's rule for `t`'s block size."""
+    entry = TABLE.get(name)
+    if entry is not None and name == "oft" and t is not None and t.oft_block_size != 32:
+        return PeftMethod(entry.name, entry.peft_type, entry.kind, entry.source, entry.options,
+                          _oft_rule(t.oft_block_size))
+    return entry
 
 
 # peft/utils/constants.py TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING, in canonical module names
@@ -207,7 +246,7 @@ def adapted_linears(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[Linear, bool],
     """(Linear, feedforward) for every Linear a `linear`-kind method adapts."""
     if t.method == "ia3":
         return ia3_targets(m, t)
-    if t.method in ("loha", "lokr") and m.fused_qkv and _family(m) == "gpt2":
+    if t.method in ("loha", "lokr", "oft") and m.fused_qkv and _family(m) == "gpt2":
         # lycoris_utils.py LycorisTuner: nn.Linear and nn.Conv1d/2d only, not transformers' Conv1D.
         raise UnsupportedCombination(f"peft's {t.method} cannot adapt GPT-2's Conv1D layers: choose another model "
                                      "or method (ia3, vera, ln-tuning, prompt-tuning, p-tuning, prefix-tuning)")
@@ -235,8 +274,8 @@ def prefix_token_dim(m: ModelSpec) -> int:
 
 def trainable_tensors(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[tuple[int, ...], int], ...]:
     """(shape, count) of every trainable tensor of a table method (exact against peft's model)."""
-    entry = TABLE[t.method]
-    assert m.hidden_size is not None and m.num_layers is not None
+    entry = method_of(t.method, t)
+    assert entry is not None and m.hidden_size is not None and m.num_layers is not None
     h, n = m.hidden_size, t.virtual_tokens
     if entry.linear is not None:
         out: list[tuple[tuple[int, ...], int]] = []

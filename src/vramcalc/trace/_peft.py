@@ -40,6 +40,9 @@ def peft_config(model: ModelSpec, training: TrainingSpec) -> Any:
         return peft.LoKrConfig(**common, **rank, alpha=rank_alpha)
     if method == "vera":
         return peft.VeraConfig(**common, **rank)
+    if method == "oft":
+        return peft.OFTConfig(**common, r=0, oft_block_size=training.oft_block_size,
+                              target_modules=rank["target_modules"])
     common["num_virtual_tokens"] = training.virtual_tokens
     if method == "prompt-tuning":
         return peft.PromptTuningConfig(**common)

@@ -85,7 +85,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         if t.method in ("lora", "qlora") else set()
     )
     # The other PEFT methods' adapted Linears (core/peft_methods.py), by module name.
-    method = peft_methods.method_of(t.method)
+    method = peft_methods.method_of(t.method, t)
     rule = method.linear if method is not None else None
     peft_adapted = ({lin.module.rsplit(".", 1)[-1]: (lin, ff) for lin, ff in peft_methods.adapted_linears(m, t)}
                     if rule is not None else {})
