@@ -118,6 +118,7 @@ PEFT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("lokr r8 all-linear", {"method": "lokr", "lora_rank": 8, "lora_targets": ("all-linear",)}),
     ("oft b32", {"method": "oft"}),
     ("oft b64 all-linear", {"method": "oft", "oft_block_size": 64, "lora_targets": ("all-linear",)}),
+    ("trainable-tokens 16", {"method": "trainable-tokens"}),
 )
 PEFT_SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("b1 s512 sdpa", {"batch_size": 1, "seq_len": 512}),

@@ -28,6 +28,8 @@ COUNT_CASES = [
     ("tinyllama-1.1b", "oft", {}),
     ("tinyllama-1.1b", "oft", {"oft_block_size": 48, "lora_targets": ("all-linear",)}),  # 5632 % 48: adjusted
     ("tinyllama-1.1b", "prompt-tuning", {"virtual_tokens": 30}),
+    ("tinyllama-1.1b", "trainable-tokens", {"trainable_tokens": 7}),
+    ("gpt2", "trainable-tokens", {}),
     ("tinyllama-1.1b", "p-tuning", {"encoder_hidden_size": 128}),
     ("tinyllama-1.1b", "prefix-tuning", {}),
     ("tinyllama-1.1b", "prefix-tuning", {"prefix_projection": True, "encoder_hidden_size": 256}),
@@ -63,7 +65,7 @@ def test_trainable_parameters_equal_peft(preset: str, method: str, kw: dict[str,
 def test_every_table_method_is_a_method_choice() -> None:
     assert set(TABLE) <= set(METHODS)
     assert {m.peft_type for m in TABLE.values()} == {"IA3", "LN_TUNING", "LOHA", "LOKR", "VERA", "OFT",
-                                                    "PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING"}
+                                                    "TRAINABLE_TOKENS", "PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING"}
 
 
 def test_lokr_factorization_matches_peft_examples() -> None:
@@ -109,6 +111,17 @@ def test_prefix_tuning_keys_grow_with_virtual_tokens_only() -> None:
     # 10 more positions x k and v x 2048 x 2 bytes (bf16), per layer, batch 1; and the mask memory-efficient sdpa
     # saves in bf16 (512 query rows) has 10 more columns.
     assert b.details["activations.per_layer"] - a.details["activations.per_layer"] == 10 * 2 * 2048 * 2 + 512 * 10 * 2
+
+
+def test_trainable_tokens_on_a_tied_model_keeps_the_merged_weight() -> None:
+    # Llama-3.2-1B ties lm_head to the embedding: peft's tied TrainableTokensLayer builds the merged (128,256 x 2048)
+    # weight in bf16 for the head, and F.linear saves it and the head's input (2048 x 2 bytes per token).
+    tied, untied = presets.find_model("llama-3.2-1b"), presets.find_model("tinyllama-1.1b")
+    t = TrainingSpec(method="trainable-tokens", batch_size=1, seq_len=512)
+    assert estimate(tied, t).details["activations.head_and_loss"] - estimate(
+        tied, TrainingSpec(method="prompt-tuning", virtual_tokens=1, seq_len=511)).details[
+        "activations.head_and_loss"] == 128_256 * 2048 * 2 + 512 * 2048 * 2
+    assert not any("saves for backward" in n for n in estimate(untied, t).notes)
 
 
 def test_loha_saves_the_delta_weights() -> None:
@@ -196,7 +209,9 @@ def _adapter(tmp_path: Path, cfg: dict[str, object]) -> Path:
     ({"peft_type": "LN_TUNING"}, {"method": "ln-tuning"}),
     ({"peft_type": "OFT", "r": 0, "oft_block_size": 64, "target_modules": ["q_proj", "v_proj"]},
      {"method": "oft", "oft_block_size": 64, "lora_targets": "q_proj,v_proj"}),
-], ids=["ia3", "prefix", "lokr", "ln-tuning", "oft"])
+    ({"peft_type": "TRAINABLE_TOKENS", "token_indices": [5, 9, 11], "target_modules": ["embed_tokens"]},
+     {"method": "trainable-tokens", "trainable_tokens": 3}),
+], ids=["ia3", "prefix", "lokr", "ln-tuning", "oft", "trainable-tokens"])
 def test_adapter_config_maps_to_method_and_options(tmp_path: Path, cfg: dict[str, object],
                                                    options: dict[str, object]) -> None:
     from vramcalc.io.resolve import adapter_options

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 _LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype")
 _QUANT = ("quant_bits", "double_quant", "kbit_prep")
 _FREEZE = ("freeze_layers", "train_head")
-_PEFT = ("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward", "oft_block_size")
+_PEFT = ("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward", "oft_block_size",
+         "trainable_tokens")
 _APPLIES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(_LORA, ("lora", "qlora")),
     **dict.fromkeys(_QUANT, ("qlora",)),

@@ -94,6 +94,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("ia3_feedforward", str, "auto",
         "IA3: comma-separated modules scaled at their input (peft feedforward_modules); auto: peft's default "
         "(down_proj), none: no module.", sep=";"),
+    Opt("trainable_tokens", int, 16, "Trainable tokens: how many token ids' embeddings are trained (the length of "
+        "peft's token_indices)."),
     Opt("oft_block_size", int, 32, "OFT: block size of the block-diagonal rotation (peft oft_block_size; "
         "adjusted to a divisor of each layer's in_features, as peft does)."),
     # Multi-GPU and inference (memory/distributed.py, memory/inference.py).

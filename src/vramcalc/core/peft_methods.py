@@ -28,7 +28,7 @@ from vramcalc.core.params import AUTO_TARGETS, Linear, head_dim, kv_heads, resol
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
-Kind = Literal["linear", "norm", "prompt"]
+Kind = Literal["linear", "norm", "prompt", "embedding"]
 Shapes = tuple[tuple[int, ...], ...]
 
 
@@ -174,6 +174,8 @@ TABLE: dict[str, PeftMethod] = {m.name: m for m in (
                "adapter_dtype"), LinearRule(_vera_shapes, _vera_saved)),
     PeftMethod("oft", "OFT", "linear", "peft/tuners/oft/layer.py", ("oft_block_size", "lora_targets",
                "adapter_dtype"), _oft_rule(32)),
+    PeftMethod("trainable-tokens", "TRAINABLE_TOKENS", "embedding", "peft/tuners/trainable_tokens/layer.py",
+               ("trainable_tokens", "adapter_dtype")),
     PeftMethod("prompt-tuning", "PROMPT_TUNING", "prompt", "peft/tuners/prompt_tuning/model.py",
                ("virtual_tokens", "adapter_dtype")),
     PeftMethod("p-tuning", "P_TUNING", "prompt", "peft/tuners/p_tuning/model.py",
@@ -289,6 +291,10 @@ def trainable_tensors(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[tuple[int, .
         return ((per_norm[0], per_norm[1] * norm_count(m)),)
     if t.method == "prompt-tuning":
         return (((n, h), 1),)  # PromptEmbedding: Embedding(num_virtual_tokens, token_dim)
+    if t.method == "trainable-tokens":
+        # TrainableTokensLayer.update_layer: trainable_tokens_delta (len(token_indices), embedding_dim); a tied
+        # lm_head shares it (no parameter of its own).
+        return (((t.trainable_tokens, h), 1),)
     if t.method == "p-tuning":
         # PromptEncoder (MLP): Embedding(n, h); Linear(h, e), Linear(e, e), Linear(e, h), with biases.
         e = t.encoder_hidden_size or h
@@ -348,6 +354,10 @@ def prompt_encoder_saved_per_sample(m: ModelSpec, t: TrainingSpec) -> int:
 def note(m: ModelSpec, t: TrainingSpec) -> str:
     """The estimate's note for a table method: what was modelled, and where it approximates."""
     entry = TABLE[t.method]
+    if entry.kind == "embedding":
+        return (f"trainable-tokens: {t.trainable_tokens} token embeddings trained; each forward merges them into a "
+                f"copy of the embedding matrix ({entry.source} get_merged_weights)"
+                + (", which the tied lm_head saves for backward." if m.tie_word_embeddings else "."))
     if entry.kind == "prompt":
         what = ("keys and values for them in every layer" if t.method == "prefix-tuning"
                 else "them in front of every sequence, through every layer and the loss")
@@ -366,3 +376,13 @@ def norm_trained(m: ModelSpec, t: TrainingSpec, which: Literal["attn", "mlp", "f
     if t.method != "ln-tuning":
         return False
     return which == "mlp" if _family(m) in ("qwen2", "qwen3") else True
+
+
+def tied_token_head_bytes(m: ModelSpec, t: TrainingSpec, c: int) -> tuple[int, int]:
+    """Trainable tokens on a tied model (TrainableTokensModel puts a tied layer on lm_head): its forward builds the
+    merged weight W = weight.index_copy(0, indices, deltas) (vocab x hidden, compute dtype) and F.linear(x, W)
+    saves both x and W until the head's backward. (bytes per token, bytes) saved; (0, 0) otherwise."""
+    if t.method != "trainable-tokens" or not m.tie_word_embeddings:
+        return 0, 0
+    assert m.hidden_size is not None and m.vocab_size is not None
+    return c * m.hidden_size, c * m.vocab_size * m.hidden_size

@@ -81,6 +81,7 @@ _ADAPTER_KEYS: dict[str, dict[str, str]] = {
     "VERA": {"r": "lora_rank"},
     "OFT": {"oft_block_size": "oft_block_size"},
     "IA3": {},
+    "TRAINABLE_TOKENS": {},
     "LN_TUNING": {},
     "PROMPT_TUNING": {"num_virtual_tokens": "virtual_tokens"},
     "P_TUNING": {"num_virtual_tokens": "virtual_tokens", "encoder_hidden_size": "encoder_hidden_size"},
@@ -119,6 +120,13 @@ def _adapter_options(cfg: dict[str, object], where: str) -> dict[str, object]:
             options[option] = value
         elif isinstance(value, int | float) and not isinstance(value, bool):
             options[option] = value
+    if peft_type == "TRAINABLE_TOKENS":
+        indices, targets = cfg.get("token_indices"), cfg.get("target_modules")
+        if isinstance(indices, list) and indices:
+            options["trainable_tokens"] = len(indices)
+        if targets not in (None, "embed_tokens", ["embed_tokens"], "wte", ["wte"]):
+            raise PresetFileError(where, [f"target_modules {targets!r}: vramcalc models trainable tokens on the input "
+                                          "embedding only"])
     if peft_type in _TARGETED:
         for key, option in (("target_modules", "lora_targets"), ("feedforward_modules", "ia3_feedforward")):
             targets = cfg.get(key)

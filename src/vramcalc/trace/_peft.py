@@ -43,6 +43,10 @@ def peft_config(model: ModelSpec, training: TrainingSpec) -> Any:
     if method == "oft":
         return peft.OFTConfig(**common, r=0, oft_block_size=training.oft_block_size,
                               target_modules=rank["target_modules"])
+    if method == "trainable-tokens":
+        embedding = "wte" if model.family.lower() == "gpt2" else "embed_tokens"
+        return peft.TrainableTokensConfig(token_indices=list(range(training.trainable_tokens)),
+                                          target_modules=[embedding])
     common["num_virtual_tokens"] = training.virtual_tokens
     if method == "prompt-tuning":
         return peft.PromptTuningConfig(**common)

@@ -406,6 +406,7 @@ class _ActivationPlan:
     per_layer_c: int = 0  # one layer's saved bytes whatever the batch (LoHa / LoKr delta weights)
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
+    head_saved_c: int = 0  # saved by the head whatever the batch (trainable tokens' merged weight, tied)
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -475,24 +476,29 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
                      "gradient before the first adapter, so the real figure is slightly lower).")
     once_t += _peft_once_t(m, t, c)
+    token_head_t, token_head_c = peft_methods.tied_token_head_bytes(m, t, c)
+    if t.method == "trainable-tokens":
+        # The embedding's backward ends the step with a dense (vocab x hidden) gradient of the merged weight in the
+        # compute dtype (embedding_dense_backward), before index_copy's backward picks the trained rows.
+        end_t = m.vocab_size * m.hidden_size * c
     if t.method in peft_methods.TABLE:
         notes.append(peft_methods.note(m, t))
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
-        head_saved_t=head.saved, kept_t=saving_layers * residual * m.hidden_size,
+        head_saved_t=head.saved + token_head_t, kept_t=saving_layers * residual * m.hidden_size,
         autocast_copies=autocast_copies, layer_copies=autocast_copies // n_layers if autocast_copies else 0,
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
-        end_tied=m.tie_word_embeddings, notes=tuple(notes),
+        end_tied=m.tie_word_embeddings or t.method == "trainable-tokens", notes=tuple(notes),
         loss=t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
-        layer_bwd_c=layer.backward_transient.const,
+        layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
     )
 
 
@@ -513,7 +519,7 @@ def _transformer_phases(
     per_layer = p.per_layer_t * tokens + p.per_layer_ts * token_seq + p.per_layer_b * t.batch_size + p.per_layer_c
     once = p.once_t * tokens + p.once_ts * t.batch_size * seq * seq  # the mask is not split by tp/sp
     once += p.once_b * t.batch_size
-    head_saved = p.head_saved_t * tokens
+    head_saved = p.head_saved_t * tokens + p.head_saved_c
     autocast_copies = p.autocast_copies
     layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq)
     layer_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_ts * token_seq + p.layer_bwd_c

@@ -139,6 +139,8 @@ def _peft_weight_bytes(model: ModelSpec, training: TrainingSpec, total_params: i
     adapters = trainable * elem
     if training.method == "vera":
         adapters += 4 * peft_methods.vera_projection_elements(model, training)  # vera_A, vera_B: torch.randn, fp32
+    if training.method == "trainable-tokens":  # trainable_tokens_original: a copy of the trained rows (buffer)
+        adapters += trainable * elem
     if training.method == "oft":  # OFTRotationModule's rows / cols buffers: torch.triu_indices, int64
         adapters += 8 * 2 * sum(shape[1] * count for shape, count in tensors)
     return WeightBytes(total_params * w, 0, adapters, total_params, trainable, tensors)
