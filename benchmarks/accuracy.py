@@ -119,6 +119,7 @@ PEFT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("oft b32", {"method": "oft"}),
     ("oft b64 all-linear", {"method": "oft", "oft_block_size": 64, "lora_targets": ("all-linear",)}),
     ("trainable-tokens 16", {"method": "trainable-tokens"}),
+    ("fourierft n1000", {"method": "fourierft"}),
 )
 PEFT_SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("b1 s512 sdpa", {"batch_size": 1, "seq_len": 512}),
@@ -132,11 +133,12 @@ def peft_grid() -> list[dict[str, Any]]:
     """Issue 18: the PEFT methods of core/peft_methods.py over GPT-2 (LayerNorm, Conv1D, tied, multi-head),
     TinyLlama (GQA 4:32, untied), Llama-3.2-1B (GQA 8:32, tied, 128k vocabulary) and Qwen2.5-0.5B (its own
     IA3 and LN tuning defaults, four runs); the shape cycles with the run (prefix tuning never checkpointed:
-    peft refuses it). GPT-2 has no LoHa/LoKr/OFT runs: peft's layers for them do not adapt its Conv1D."""
+    peft refuses it). GPT-2 has no LoHa/LoKr/OFT runs (peft's layers for them do not adapt its Conv1D) and no
+    FourierFT run (its peft default targets differ there)."""
     cases = []
     for mi, model in enumerate(PEFT_MODELS):
         for ri, (label, kw) in enumerate(PEFT_RUNS):
-            if model == "gpt2" and kw["method"] in ("loha", "lokr", "oft"):
+            if model == "gpt2" and kw["method"] in ("loha", "lokr", "oft", "fourierft"):
                 continue
             if model == "qwen2.5-0.5b" and label not in ("ia3", "ln-tuning", "vera r256", "prefix-tuning n20"):
                 continue

@@ -29,6 +29,7 @@ COUNT_CASES = [
     ("tinyllama-1.1b", "oft", {"oft_block_size": 48, "lora_targets": ("all-linear",)}),  # 5632 % 48: adjusted
     ("tinyllama-1.1b", "prompt-tuning", {"virtual_tokens": 30}),
     ("tinyllama-1.1b", "trainable-tokens", {"trainable_tokens": 7}),
+    ("tinyllama-1.1b", "fourierft", {"n_frequency": 300, "lora_targets": ("all-linear",)}),
     ("gpt2", "trainable-tokens", {}),
     ("tinyllama-1.1b", "p-tuning", {"encoder_hidden_size": 128}),
     ("tinyllama-1.1b", "prefix-tuning", {}),
@@ -64,7 +65,7 @@ def test_trainable_parameters_equal_peft(preset: str, method: str, kw: dict[str,
 
 def test_every_table_method_is_a_method_choice() -> None:
     assert set(TABLE) <= set(METHODS)
-    assert {m.peft_type for m in TABLE.values()} == {"IA3", "LN_TUNING", "LOHA", "LOKR", "VERA", "OFT",
+    assert {m.peft_type for m in TABLE.values()} == {"IA3", "LN_TUNING", "LOHA", "LOKR", "VERA", "OFT", "FOURIERFT",
                                                     "TRAINABLE_TOKENS", "PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING"}
 
 

@@ -23,7 +23,7 @@ _LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dty
 _QUANT = ("quant_bits", "double_quant", "kbit_prep")
 _FREEZE = ("freeze_layers", "train_head")
 _PEFT = ("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward", "oft_block_size",
-         "trainable_tokens")
+         "trainable_tokens", "n_frequency")
 _APPLIES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(_LORA, ("lora", "qlora")),
     **dict.fromkeys(_QUANT, ("qlora",)),

@@ -96,6 +96,7 @@ OPTIONS: tuple[Opt, ...] = (
         "(down_proj), none: no module.", sep=";"),
     Opt("trainable_tokens", int, 16, "Trainable tokens: how many token ids' embeddings are trained (the length of "
         "peft's token_indices)."),
+    Opt("n_frequency", int, 1000, "FourierFT: spectral coefficients learned per adapted Linear (peft n_frequency)."),
     Opt("oft_block_size", int, 32, "OFT: block size of the block-diagonal rotation (peft oft_block_size; "
         "adjusted to a divisor of each layer's in_features, as peft does)."),
     # Multi-GPU and inference (memory/distributed.py, memory/inference.py).

@@ -162,6 +162,24 @@ def _oft_rule(block_size: int) -> LinearRule:
     return LinearRule(shapes, saved)
 
 
+def _fourierft_rule(n_frequency: int) -> LinearRule:
+    """FourierFT (tuners/fourierft/layer.py): n_frequency spectral coefficients per Linear; each forward scatters them
+    into a dense (out x in) fp32 spectrum, takes ifft2's real part as the delta weight (in the adapter dtype) and
+    F.linear(x.to(a), delta) saves both, like LoHa; its backward holds the delta's gradient and ifft2's complex
+    (8-byte) gradient."""
+
+    def shapes(d_in: int, d_out: int, r: int, ff: bool) -> Shapes:
+        if n_frequency > d_in * d_out:  # peft FourierFTLayer.update_layer raises the same
+            raise UnsupportedCombination(f"--n-frequency {n_frequency} exceeds a {d_out} x {d_in} adapted Linear's "
+                                         "weights")
+        return ((n_frequency,),)
+
+    def saved(d_in: int, d_out: int, r: int, c: int, a: int, ff: bool) -> Saved:
+        return Saved(input_copy=True, const=a * d_in * d_out, backward_const=(a + 8) * d_in * d_out)
+
+    return LinearRule(shapes, saved)
+
+
 TABLE: dict[str, PeftMethod] = {m.name: m for m in (
     PeftMethod("ia3", "IA3", "linear", "peft/tuners/ia3/layer.py", ("lora_targets", "ia3_feedforward",
                "adapter_dtype"), LinearRule(_ia3_shapes, _ia3_saved)),
@@ -174,6 +192,8 @@ TABLE: dict[str, PeftMethod] = {m.name: m for m in (
                "adapter_dtype"), LinearRule(_vera_shapes, _vera_saved)),
     PeftMethod("oft", "OFT", "linear", "peft/tuners/oft/layer.py", ("oft_block_size", "lora_targets",
                "adapter_dtype"), _oft_rule(32)),
+    PeftMethod("fourierft", "FOURIERFT", "linear", "peft/tuners/fourierft/layer.py", ("n_frequency", "lora_targets",
+               "adapter_dtype"), _fourierft_rule(1000)),
     PeftMethod("trainable-tokens", "TRAINABLE_TOKENS", "embedding", "peft/tuners/trainable_tokens/layer.py",
                ("trainable_tokens", "adapter_dtype")),
     PeftMethod("prompt-tuning", "PROMPT_TUNING", "prompt", "peft/tuners/prompt_tuning/model.py",
@@ -197,6 +217,9 @@ def method_of(name: str, t: TrainingSpec | None = None) -> PeftMethod | None:
     if entry is not None and name == "oft" and t is not None and t.oft_block_size != 32:
         return PeftMethod(entry.name, entry.peft_type, entry.kind, entry.source, entry.options,
                           _oft_rule(t.oft_block_size))
+    if entry is not None and name == "fourierft" and t is not None and t.n_frequency != 1000:
+        return PeftMethod(entry.name, entry.peft_type, entry.kind, entry.source, entry.options,
+                          _fourierft_rule(t.n_frequency))
     return entry
 
 
@@ -248,7 +271,7 @@ def adapted_linears(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[Linear, bool],
     """(Linear, feedforward) for every Linear a `linear`-kind method adapts."""
     if t.method == "ia3":
         return ia3_targets(m, t)
-    if t.method in ("loha", "lokr", "oft") and m.fused_qkv and _family(m) == "gpt2":
+    if t.method in ("loha", "lokr", "oft") and _family(m) == "gpt2":
         # lycoris_utils.py LycorisTuner: nn.Linear and nn.Conv1d/2d only, not transformers' Conv1D.
         raise UnsupportedCombination(f"peft's {t.method} cannot adapt GPT-2's Conv1D layers: choose another model "
                                      "or method (ia3, vera, ln-tuning, prompt-tuning, p-tuning, prefix-tuning)")

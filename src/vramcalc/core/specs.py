@@ -296,6 +296,7 @@ class TrainingSpec:
     ia3_feedforward: tuple[str, ...] = ("auto",)  # IA3 feedforward_modules (scaled input); auto: peft's default
     oft_block_size: int = 32  # OFT: peft oft_block_size (r = in_features / block size blocks per Linear)
     trainable_tokens: int = 16  # trainable tokens: how many token ids (peft token_indices) are trained
+    n_frequency: int = 1000  # FourierFT: learned spectral coefficients per adapted Linear (peft n_frequency)
     # Parallelism (memory/distributed.py): GPUs per node × nodes = tp × pp × data-parallel degree.
     gpus_per_node: int = 1
     nodes: int = 1
@@ -325,7 +326,7 @@ class TrainingSpec:
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
                          "quant_group_size", "loss_chunks", "ac_every", "virtual_tokens", "oft_block_size",
-                         "trainable_tokens"),
+                         "trainable_tokens", "n_frequency"),
                         (*POSITIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "encoder_hidden_size": (*POSITIVE, COUNT_CAP),

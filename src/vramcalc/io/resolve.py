@@ -80,6 +80,7 @@ _ADAPTER_KEYS: dict[str, dict[str, str]] = {
     "LOKR": {"r": "lora_rank", "alpha": "lora_alpha"},
     "VERA": {"r": "lora_rank"},
     "OFT": {"oft_block_size": "oft_block_size"},
+    "FOURIERFT": {"n_frequency": "n_frequency"},
     "IA3": {},
     "TRAINABLE_TOKENS": {},
     "LN_TUNING": {},
@@ -88,11 +89,12 @@ _ADAPTER_KEYS: dict[str, dict[str, str]] = {
     "PREFIX_TUNING": {"num_virtual_tokens": "virtual_tokens", "encoder_hidden_size": "encoder_hidden_size",
                       "prefix_projection": "prefix_projection"},
 }
-_TARGETED = ("LORA", "LOHA", "LOKR", "VERA", "IA3", "OFT")
+_TARGETED = ("LORA", "LOHA", "LOKR", "VERA", "IA3", "OFT", "FOURIERFT")
 # Settings that change memory but that vramcalc models at peft's default only: refused when they differ.
 _DEFAULTS_ONLY: dict[str, dict[str, object]] = {
     "LOKR": {"decompose_both": False, "decompose_factor": -1},
     "VERA": {"vera_dropout": 0.0},
+    "FOURIERFT": {"n_frequency_pattern": None},
     "OFT": {"r": 0, "coft": False, "block_share": False, "use_cayley_neumann": True, "num_cayley_neumann_terms": 5,
             "module_dropout": 0.0, "bias": "none"},
     "P_TUNING": {"encoder_reparameterization_type": "MLP"},

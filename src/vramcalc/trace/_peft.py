@@ -40,6 +40,8 @@ def peft_config(model: ModelSpec, training: TrainingSpec) -> Any:
         return peft.LoKrConfig(**common, **rank, alpha=rank_alpha)
     if method == "vera":
         return peft.VeraConfig(**common, **rank)
+    if method == "fourierft":
+        return peft.FourierFTConfig(**common, n_frequency=training.n_frequency, target_modules=rank["target_modules"])
     if method == "oft":
         return peft.OFTConfig(**common, r=0, oft_block_size=training.oft_block_size,
                               target_modules=rank["target_modules"])
