@@ -203,7 +203,14 @@ def test_memory_never_decreases_when_lora_rank_grows(m: ModelSpec, t: TrainingSp
 @given(architectures(), trainings(), st.integers(1, 32))
 def test_memory_never_decreases_when_layers_grow(m: ModelSpec, t: TrainingSpec, more: int) -> None:
     deeper = replace(m, **{"num_layers": (m.num_layers or 1) + more})
-    assert_no_component_shrinks(run(m, t), run(deeper, t))
+    if t.method == "prefix-tuning" and (t.optimizer in ("adamw-8bit", "paged-adamw-8bit")
+                                        or t.optimizer.startswith("torchao-")):
+        # Prefix tuning trains one (virtual tokens x layers x 2 x KV width) tensor: more layers can carry it over an
+        # 8-bit optimizer's size threshold (bitsandbytes min_8bit_size 4096; torchao 4096 and a multiple of its
+        # block), whose 32-bit states then become 8-bit ones, as with a larger LoRA rank above.
+        assert_no_component_shrinks(run(m, t), run(deeper, t), ("optimizer_state", "overhead"))
+    else:
+        assert_no_component_shrinks(run(m, t), run(deeper, t))
 
 
 # --- comparisons between settings ----------------------------------------------------------------
