@@ -44,7 +44,7 @@ decode. Written to accuracy_inference.{json,md}.
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference|peft]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -210,6 +210,54 @@ def preference_grid() -> list[dict[str, Any]]:
     return cases
 
 
+PEFT_MODELS = ("gpt2", "tinyllama-1.1b", "llama-3.2-1b", "qwen2.5-0.5b")
+PEFT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("ia3", {"method": "ia3"}),
+    ("ia3 all-linear", {"method": "ia3", "lora_targets": ("all-linear",)}),
+    ("ln-tuning", {"method": "ln-tuning"}),
+    ("vera r256", {"method": "vera", "lora_rank": 256}),
+    ("prompt-tuning n20", {"method": "prompt-tuning"}),
+    ("p-tuning n20", {"method": "p-tuning"}),
+    ("prefix-tuning n20", {"method": "prefix-tuning"}),
+    ("prefix-tuning n32 proj", {"method": "prefix-tuning", "virtual_tokens": 32, "prefix_projection": True,
+                                "encoder_hidden_size": 512}),
+    ("loha r8", {"method": "loha", "lora_rank": 8}),
+    ("lokr r8 all-linear", {"method": "lokr", "lora_rank": 8, "lora_targets": ("all-linear",)}),
+    ("oft b32", {"method": "oft"}),
+    ("oft b64 all-linear", {"method": "oft", "oft_block_size": 64, "lora_targets": ("all-linear",)}),
+    ("trainable-tokens 16", {"method": "trainable-tokens"}),
+    ("fourierft n1000", {"method": "fourierft"}),
+)
+PEFT_SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("b1 s512 sdpa", {"batch_size": 1, "seq_len": 512}),
+    ("b2 s1024 sdpa", {"batch_size": 2, "seq_len": 1024}),
+    ("b1 s1024 eager", {"batch_size": 1, "seq_len": 1024, "attention": "eager"}),
+    ("b2 s512 sdpa gc", {"batch_size": 2, "seq_len": 512, "grad_checkpointing": True}),
+)
+
+
+def peft_grid() -> list[dict[str, Any]]:
+    """Issue 18: the PEFT methods of core/peft_methods.py over GPT-2 (LayerNorm, Conv1D, tied, multi-head),
+    TinyLlama (GQA 4:32, untied), Llama-3.2-1B (GQA 8:32, tied, 128k vocabulary) and Qwen2.5-0.5B (its own
+    IA3 and LN tuning defaults, four runs); the shape cycles with the run (prefix tuning never checkpointed:
+    peft refuses it). GPT-2 has no LoHa/LoKr/OFT runs (peft's layers for them do not adapt its Conv1D) and no
+    FourierFT run (its peft default targets differ there)."""
+    cases = []
+    for mi, model in enumerate(PEFT_MODELS):
+        for ri, (label, kw) in enumerate(PEFT_RUNS):
+            if model == "gpt2" and kw["method"] in ("loha", "lokr", "oft", "fourierft"):
+                continue
+            if model == "qwen2.5-0.5b" and label not in ("ia3", "ln-tuning", "vera r256", "prefix-tuning n20"):
+                continue
+            si = (mi + ri) % len(PEFT_SHAPES)
+            if kw["method"] == "prefix-tuning" and PEFT_SHAPES[si][1].get("grad_checkpointing"):
+                si = (si + 1) % len(PEFT_SHAPES)
+            shape, skw = PEFT_SHAPES[si]
+            opts = dict(kw, precision="bf16", **skw)
+            cases.append({"id": f"{model} | {label} | {shape}", "model": model, "method": label, "training": opts})
+    return cases
+
+
 INFERENCE_MODELS = ("gemma-2b", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3.2-1b", "phi-3-mini", "mistral-7b")
 # (label, options): seq_len is the context = prompt + new_tokens - 1 (what the cache holds at the end).
 INFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -239,10 +287,11 @@ def inference_grid() -> list[dict[str, Any]]:
 
 
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
-         "preference": preference_grid, "inference": inference_grid}
+         "preference": preference_grid, "inference": inference_grid, "peft": peft_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
-          "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)"}
+          "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
+          "peft": " (PEFT methods, issue 18)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -337,7 +386,7 @@ def main() -> None:
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
-                    "reward cases; inference: issue 18's 54 generate() cases")
+                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases")
     args = ap.parse_args()
     versions = _versions()
     cache_path = RESULTS / "trace_cache_presets.json" if args.grid == "presets" else CACHE

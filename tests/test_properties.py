@@ -82,7 +82,7 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS) -> TrainingSp
         batch_size=draw(st.integers(1, 64)),
         seq_len=draw(st.integers(1, 32_768)),
         grad_accum=draw(st.integers(1, 16)),
-        grad_checkpointing=draw(st.booleans()),
+        grad_checkpointing=draw(st.booleans()) and method != "prefix-tuning",  # peft refuses that pair
         attention=draw(st.sampled_from(["sdpa", "eager"])),
         lora_rank=draw(st.integers(1, 256)),
         lora_dropout=draw(st.sampled_from([0.0, 0.05])),
@@ -203,7 +203,14 @@ def test_memory_never_decreases_when_lora_rank_grows(m: ModelSpec, t: TrainingSp
 @given(architectures(), trainings(), st.integers(1, 32))
 def test_memory_never_decreases_when_layers_grow(m: ModelSpec, t: TrainingSpec, more: int) -> None:
     deeper = replace(m, **{"num_layers": (m.num_layers or 1) + more})
-    assert_no_component_shrinks(run(m, t), run(deeper, t))
+    if t.method == "prefix-tuning" and (t.optimizer in ("adamw-8bit", "paged-adamw-8bit")
+                                        or t.optimizer.startswith("torchao-")):
+        # Prefix tuning trains one (virtual tokens x layers x 2 x KV width) tensor: more layers can carry it over an
+        # 8-bit optimizer's size threshold (bitsandbytes min_8bit_size 4096; torchao 4096 and a multiple of its
+        # block), whose 32-bit states then become 8-bit ones, as with a larger LoRA rank above.
+        assert_no_component_shrinks(run(m, t), run(deeper, t), ("optimizer_state", "overhead"))
+    else:
+        assert_no_component_shrinks(run(m, t), run(deeper, t))
 
 
 # --- comparisons between settings ----------------------------------------------------------------
@@ -284,6 +291,7 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
     # keeping its input and recomputing that layer costs more than saving the layer once.
     frozen = (t.freeze_layers or 0) if t.method == "freeze" else 0
     assume((m.num_layers or 2) - frozen >= 2)
+    assume(t.method != "prefix-tuning")  # peft refuses prefix tuning with checkpointing (a SpecError here too)
     on = run(m, with_(t, grad_checkpointing=True))
     off = run(m, with_(t, grad_checkpointing=False))
     assert on.peak_bytes <= off.peak_bytes

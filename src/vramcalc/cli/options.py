@@ -23,6 +23,9 @@ _CTX = "vramcalc_context"
 _PANEL_OF: dict[str, str] = {
     **dict.fromkeys(("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype", "quant_bits",
                      "double_quant", "kbit_prep", "freeze_layers", "train_head"), "LoRA, QLoRA and freeze"),
+    **dict.fromkeys(("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward",
+                     "oft_block_size", "trainable_tokens", "n_frequency"),
+                    "Other PEFT methods"),
     **dict.fromkeys(("gpus_per_node", "nodes", "zero", "fsdp", "offload", "tp", "pp", "sequence_parallel",
                      "grad_sync", "fsdp_frozen_grads"),
                     "Multi-GPU"),

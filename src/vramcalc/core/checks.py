@@ -13,6 +13,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import SpecError
+from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
 
 if TYPE_CHECKING:
     from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -21,14 +22,20 @@ if TYPE_CHECKING:
 _LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype")
 _QUANT = ("quant_bits", "double_quant", "kbit_prep")
 _FREEZE = ("freeze_layers", "train_head")
+_PEFT = ("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward", "oft_block_size",
+         "trainable_tokens", "n_frequency")
 _APPLIES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(_LORA, ("lora", "qlora")),
     **dict.fromkeys(_QUANT, ("qlora",)),
     **dict.fromkeys(_FREEZE, ("freeze",)),
+    **dict.fromkeys(_PEFT, ()),
 }
+for _method in PEFT_TABLE.values():  # the other PEFT methods read the options their table entry lists
+    for _name in _method.options:
+        _APPLIES[_name] += (_method.name,)
 # Serving has no backward pass, optimizer or adapters (memory/inference.py reads none of these).
 _TRAINING_ONLY = ("method", "optimizer", "optimizer_impl", "grad_accum", "grad_checkpointing", *_LORA, *_QUANT,
-                  *_FREEZE)
+                  *_FREEZE, *_PEFT)
 
 
 def _flag(name: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vramcalc.core.memory.precision import recipe_of, resolve_precision
+from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
+from vramcalc.core.vocab import METHOD_LABELS
 
 if TYPE_CHECKING:
     from vramcalc.core.specs import TrainingSpec
@@ -24,6 +26,10 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
         out.update(quant_bits=t.quant_bits, double_quant=t.double_quant, kbit_prep=t.kbit_prep)
     if t.method == "freeze":
         out.update(freeze_layers=t.freeze_layers, train_head=t.train_head)
+    if t.method in PEFT_TABLE:
+        for name in PEFT_TABLE[t.method].options:
+            value = getattr(t, name)
+            out[name] = ",".join(value) if isinstance(value, tuple) else value
     if t.gpus_per_node * t.nodes > 1 or t.zero or t.fsdp != "none" or t.offload != "none":
         out.update(gpus_per_node=t.gpus_per_node, nodes=t.nodes, zero=t.zero, fsdp=t.fsdp, offload=t.offload,
                    tp=t.tp, pp=t.pp, sequence_parallel=t.sequence_parallel)
@@ -60,6 +66,10 @@ def assumptions(t: TrainingSpec) -> str:
                      + (", norms/embeddings/lm_head fp32 (kbit prep)" if t.kbit_prep else ""))
     if t.method == "freeze":
         parts.append(f"{t.freeze_layers} layers frozen" + ("" if t.train_head else ", head frozen"))
+    if t.method in PEFT_TABLE:
+        parts.append(f"{METHOD_LABELS[t.method]}: " + ", ".join(
+            f"{name.replace('_', '-')} {','.join(v) if isinstance(v, tuple) else v}"
+            for name in PEFT_TABLE[t.method].options for v in (getattr(t, name),)))
     if t.mode == "inference":
         parts = [f"inference, batch {t.batch_size} × context {t.seq_len}", f"weights {t.weight_dtype}",
                  f"KV cache {t.kv_dtype}",

@@ -79,11 +79,12 @@ OPTIONS: tuple[Opt, ...] = (
         "attention", ATTENTIONS, "sdpa",
         "Attention kernel: sdpa (flash / memory-efficient), eager, or flash (flash_attention_2, varlen on packed rows)."
     ),
-    Opt("lora_rank", int, 16, "LoRA rank r."),
+    Opt("lora_rank", int, 16, "LoRA rank r (also LoHa's, LoKr's and VeRA's r)."),
     Opt("lora_alpha", float, 32.0, "LoRA alpha (no effect on memory)."),
     Opt("lora_dropout", float, 0.0, "LoRA dropout (p > 0 keeps a copy of each adapted input)."),
     Opt("lora_targets", str, "auto",
-        "Comma-separated module names, all-linear, or auto (q_proj,v_proj; DeepSeek MLA: q_b_proj,kv_b_proj).",
+        "Comma-separated module names, all-linear, or auto (q_proj,v_proj; DeepSeek MLA: q_b_proj,kv_b_proj; "
+        "IA3: peft's per-family default). Also the targets of LoHa, LoKr, VeRA and IA3.",
         sep=";"),
     Opt("adapter_dtype", ADAPTER_DTYPES, "fp32", "LoRA adapter dtype."),
     Opt("quant_bits", int, 4, "QLoRA base: 4 (NF4) or 8 (int8)."),
@@ -93,6 +94,20 @@ OPTIONS: tuple[Opt, ...] = (
         "parameters (norms, embeddings, lm_head) to fp32; false: they stay 16-bit."),
     Opt("freeze_layers", int, None, "For --method freeze: layers frozen from the bottom."),
     Opt("train_head", bool, True, "For --method freeze: train the LM head."),
+    # The other PEFT methods (core/peft_methods.py; --lora-rank and --lora-targets serve LoHa, LoKr, VeRA, IA3).
+    Opt("virtual_tokens", int, 20, "Prompt, p- and prefix tuning: virtual tokens (peft num_virtual_tokens)."),
+    Opt("encoder_hidden_size", int, None, "P-tuning's prompt-encoder MLP width, or prefix tuning's projection "
+        "width (peft encoder_hidden_size; default: the hidden size)."),
+    Opt("prefix_projection", bool, False, "Prefix tuning: reparameterize the prefix through an MLP "
+        "(peft prefix_projection)."),
+    Opt("ia3_feedforward", str, "auto",
+        "IA3: comma-separated modules scaled at their input (peft feedforward_modules); auto: peft's default "
+        "(down_proj), none: no module.", sep=";"),
+    Opt("trainable_tokens", int, 16, "Trainable tokens: how many token ids' embeddings are trained (the length of "
+        "peft's token_indices)."),
+    Opt("n_frequency", int, 1000, "FourierFT: spectral coefficients learned per adapted Linear (peft n_frequency)."),
+    Opt("oft_block_size", int, 32, "OFT: block size of the block-diagonal rotation (peft oft_block_size; "
+        "adjusted to a divisor of each layer's in_features, as peft does)."),
     # Multi-GPU and inference (memory/distributed.py, memory/inference.py).
     Opt("mode", MODES, "train", "A training step, or serving (KV cache)."),
     Opt("gpus_per_node", int, 1, "GPUs per node (the verdict is per GPU).", cli="--gpus"),
@@ -302,6 +317,10 @@ def training_spec(values: Mapping[str, Any]) -> Any:
     if isinstance(targets, str):
         targets = targets.split(",")
     kw["lora_targets"] = tuple(x.strip() for x in targets if str(x).strip())
+    feedforward = kw.get("ia3_feedforward", "auto")
+    if isinstance(feedforward, str):
+        feedforward = feedforward.split(",")
+    kw["ia3_feedforward"] = tuple(x.strip() for x in feedforward if str(x).strip())
     return TrainingSpec(**kw)
 
 

@@ -174,9 +174,8 @@ def _choices(t: TrainingSpec) -> list[list[tuple[str, dict[str, Any]]]]:
         if t.seq_len > 1:
             kinds.append([("seq_len", {})])
         return [k for k in kinds if k]
-    methods = {"full": ["lora", "qlora"], "freeze": ["lora", "qlora"], "lora": ["qlora"], "qlora": []}[
-        t.method
-    ]
+    # The other PEFT methods (core/peft_methods.py) already train few parameters: no method is suggested.
+    methods = {"full": ["lora", "qlora"], "freeze": ["lora", "qlora"], "lora": ["qlora"]}.get(t.method, [])
     kinds.append([(f"method.{m}", {"method": m}) for m in methods])
     if not t.grad_checkpointing:
         kinds.append([("grad_checkpointing", {"grad_checkpointing": True})])

@@ -305,6 +305,14 @@ class TrainingSpec:
     kbit_prep: bool = True  # qlora: peft prepare_model_for_kbit_training casts non-quantized params to fp32
     freeze_layers: int | None = None  # for `freeze`: layers frozen from the bottom
     train_head: bool = True  # for `freeze`: whether the LM head is trained
+    # The other PEFT methods (core/peft_methods.py); LoHa, LoKr, VeRA and IA3 also read lora_rank / lora_targets.
+    virtual_tokens: int = 20  # prompt, p- and prefix tuning: peft num_virtual_tokens
+    encoder_hidden_size: int | None = None  # p-tuning's MLP / prefix tuning's projection width (None: hidden size)
+    prefix_projection: bool = False  # prefix tuning: peft prefix_projection (an MLP from a small embedding)
+    ia3_feedforward: tuple[str, ...] = ("auto",)  # IA3 feedforward_modules (scaled input); auto: peft's default
+    oft_block_size: int = 32  # OFT: peft oft_block_size (r = in_features / block size blocks per Linear)
+    trainable_tokens: int = 16  # trainable tokens: how many token ids (peft token_indices) are trained
+    n_frequency: int = 1000  # FourierFT: learned spectral coefficients per adapted Linear (peft n_frequency)
     # Parallelism (memory/distributed.py): GPUs per node × nodes = tp × pp × data-parallel degree.
     gpus_per_node: int = 1
     nodes: int = 1
@@ -352,14 +360,17 @@ class TrainingSpec:
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
-                         "quant_group_size", "loss_chunks", "ac_every", "new_tokens"), (*POSITIVE, COUNT_CAP)),
+                         "quant_group_size", "loss_chunks", "ac_every", "new_tokens", "virtual_tokens",
+                         "oft_block_size", "trainable_tokens", "n_frequency"),
+                        (*POSITIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
+        "encoder_hidden_size": (*POSITIVE, COUNT_CAP),
         "lora_alpha": POSITIVE,
         "lora_dropout": FRACTION,
     }
     INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"lora_alpha", "lora_dropout"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers",))
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size"))
     LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {}
 
     def __post_init__(self) -> None:
@@ -396,6 +407,10 @@ class TrainingSpec:
             raise SpecError("", "method 'freeze' needs --freeze-layers N (layers kept frozen from the bottom)")
         if self.method in ("lora", "qlora") and not self.lora_targets:
             raise SpecError("", "LoRA needs at least one target module: pass --lora-targets q_proj,v_proj")
+        if self.method == "prefix-tuning" and self.grad_checkpointing and self.mode == "train":
+            # peft/peft_model.py _setup_prompt_encoder raises the same for PREFIX_TUNING.
+            raise SpecError("", "prefix tuning does not work with gradient checkpointing (peft refuses it): "
+                            "drop --grad-checkpointing")
         self._savers_consistent()
         self._objective_consistent()
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 Mode = Literal["train", "inference"]
-Method = Literal["full", "lora", "qlora", "freeze"]
+# The PEFT methods beyond LoRA (core/peft_methods.py: their trainable parameters and saved tensors, from peft 0.21's
+# tuners/*): IA3, LN tuning, LoHa, LoKr, VeRA, and the prompt-learning methods.
+Method = Literal["full", "lora", "qlora", "freeze", "ia3", "ln-tuning", "loha", "lokr", "vera", "oft",
+                 "fourierft", "trainable-tokens", "prompt-tuning", "p-tuning", "prefix-tuning"]
 PrecisionName = Literal[
     "auto", "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16", "fp32"
 ]
@@ -100,4 +103,7 @@ EXPLAIN_FORMATS: tuple[ExplainFormat, ...] = get_args(ExplainFormat)
 
 METHOD_LABELS: dict[Method, str] = {
     "full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "freeze": "partial (freeze)",
+    "ia3": "IA3", "ln-tuning": "LN tuning", "loha": "LoHa", "lokr": "LoKr", "vera": "VeRA", "oft": "OFT",
+    "fourierft": "FourierFT",    "trainable-tokens": "trainable tokens",
+    "prompt-tuning": "prompt tuning", "p-tuning": "p-tuning", "prefix-tuning": "prefix tuning",
 }

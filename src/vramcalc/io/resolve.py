@@ -71,28 +71,93 @@ def cache_snapshot(repo_folder: Path) -> Path | None:
     return max(revs, key=lambda d: d.stat().st_mtime) if revs else None
 
 
+# adapter_config.json keys (peft's *Config dataclasses, peft/tuners/<method>/config.py) -> option names, per
+# peft_type; core/peft_methods.py BY_PEFT_TYPE names the method. target_modules -> lora_targets for the
+# per-Linear methods; IA3's feedforward_modules -> ia3_feedforward.
+_ADAPTER_KEYS: dict[str, dict[str, str]] = {
+    "LORA": {"r": "lora_rank", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout"},
+    "LOHA": {"r": "lora_rank", "alpha": "lora_alpha"},
+    "LOKR": {"r": "lora_rank", "alpha": "lora_alpha"},
+    "VERA": {"r": "lora_rank"},
+    "OFT": {"oft_block_size": "oft_block_size"},
+    "FOURIERFT": {"n_frequency": "n_frequency"},
+    "IA3": {},
+    "TRAINABLE_TOKENS": {},
+    "LN_TUNING": {},
+    "PROMPT_TUNING": {"num_virtual_tokens": "virtual_tokens"},
+    "P_TUNING": {"num_virtual_tokens": "virtual_tokens", "encoder_hidden_size": "encoder_hidden_size"},
+    "PREFIX_TUNING": {"num_virtual_tokens": "virtual_tokens", "encoder_hidden_size": "encoder_hidden_size",
+                      "prefix_projection": "prefix_projection"},
+}
+_TARGETED = ("LORA", "LOHA", "LOKR", "VERA", "IA3", "OFT", "FOURIERFT")
+# Settings that change memory but that vramcalc models at peft's default only: refused when they differ.
+_DEFAULTS_ONLY: dict[str, dict[str, object]] = {
+    "LOKR": {"decompose_both": False, "decompose_factor": -1},
+    "VERA": {"vera_dropout": 0.0},
+    "FOURIERFT": {"n_frequency_pattern": None},
+    "OFT": {"r": 0, "coft": False, "block_share": False, "use_cayley_neumann": True, "num_cayley_neumann_terms": 5,
+            "module_dropout": 0.0, "bias": "none"},
+    "P_TUNING": {"encoder_reparameterization_type": "MLP"},
+    "LN_TUNING": {"target_modules": None},
+}
+
+
+def _adapter_options(cfg: dict[str, object], where: str) -> dict[str, object]:
+    """The option values of one adapter_config.json (its peft_type's method and settings)."""
+    from vramcalc.core.peft_methods import BY_PEFT_TYPE
+
+    peft_type = str(cfg.get("peft_type") or "LORA").upper()
+    if peft_type not in _ADAPTER_KEYS:
+        known = ", ".join(_ADAPTER_KEYS)
+        raise PresetFileError(where, [f"peft_type {peft_type!r} is not modelled; vramcalc models {known}: pass the "
+                                      "base model as MODEL with the nearest --method"])
+    for key, default in _DEFAULTS_ONLY.get(peft_type, {}).items():
+        if cfg.get(key, default) not in (default, None) or (default is None and cfg.get(key) is not None):
+            raise PresetFileError(where, [f"{key} {cfg.get(key)!r}: vramcalc models {peft_type} with peft's default "
+                                          f"({default!r}) only; pass the base model as MODEL and the options"])
+    options: dict[str, object] = {"method": BY_PEFT_TYPE.get(peft_type, "lora")}
+    for key, option in _ADAPTER_KEYS[peft_type].items():
+        value = cfg.get(key)
+        if isinstance(value, bool) and option == "prefix_projection":
+            options[option] = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            options[option] = value
+    if peft_type == "TRAINABLE_TOKENS":
+        indices, targets = cfg.get("token_indices"), cfg.get("target_modules")
+        if isinstance(indices, list) and indices:
+            options["trainable_tokens"] = len(indices)
+        if targets not in (None, "embed_tokens", ["embed_tokens"], "wte", ["wte"]):
+            raise PresetFileError(where, [f"target_modules {targets!r}: vramcalc models trainable tokens on the input "
+                                          "embedding only"])
+    if peft_type in _TARGETED:
+        for key, option in (("target_modules", "lora_targets"), ("feedforward_modules", "ia3_feedforward")):
+            targets = cfg.get(key)
+            if isinstance(targets, list) and targets:
+                options[option] = ",".join(str(t) for t in targets)
+            elif targets == "all-linear":
+                options[option] = "all-linear"
+        if peft_type != "IA3":
+            options.pop("ia3_feedforward", None)
+    return options
+
+
 def read_adapter(folder: Path) -> tuple[str, dict[str, object], str]:
-    """A PEFT adapter folder: its base model, the LoRA option values of adapter_config.json, and a note."""
+    """A PEFT adapter folder: its base model, the option values of adapter_config.json (its peft_type's method
+    and settings), and a note."""
     from vramcalc.io.model_files import _read_json
 
+    where = str(folder / "adapter_config.json")
     cfg = _read_json(folder / "adapter_config.json", "adapter_config.json")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("base_model_name_or_path"), str) \
             or not cfg["base_model_name_or_path"].strip():
-        raise PresetFileError(str(folder / "adapter_config.json"),
-                              ["no base_model_name_or_path: pass the base model as MODEL and the LoRA options"])
-    options: dict[str, object] = {"method": "lora"}
-    for key, option in (("r", "lora_rank"), ("lora_alpha", "lora_alpha"), ("lora_dropout", "lora_dropout")):
-        value = cfg.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            options[option] = value
-    targets = cfg.get("target_modules")
-    if isinstance(targets, list) and targets:
-        options["lora_targets"] = ",".join(str(t) for t in targets)
-    elif targets == "all-linear":
-        options["lora_targets"] = "all-linear"
+        raise PresetFileError(where, ["no base_model_name_or_path: pass the base model as MODEL and the adapter's "
+                                      "options"])
+    options = _adapter_options(cfg, where)
+    method = options["method"]
     shown = ", ".join(f"{k} {v}" for k, v in options.items() if k != "method")
     note = (f"{folder} is a PEFT adapter of {cfg['base_model_name_or_path']}: the base model is estimated; "
-            f"the adapter's LoRA settings are {shown or 'not stated'} (pass --method lora and these to use them).")
+            f"the adapter's {'LoRA ' if method == 'lora' else ''}settings are {shown or 'not stated'} "
+            f"(pass --method {method} and these to use them).")
     return cfg["base_model_name_or_path"], options, note
 
 

@@ -201,7 +201,9 @@ class _FusedAttention(torch.autograd.Function):
       forward  out (B, S, H, D); logsumexp (B, H, round32(Sq)) fp32.
       backward dq, dk, dv; delta (B, H, Sq) fp32; for 16-bit inputs an fp32 dq accumulation
                workspace (approximation of the cutlass kernel's workspace).
-    Saved for backward: q, k, v (already live), out and the logsumexp.
+    Saved for backward: q, k, v (already live), out and the logsumexp; with a mask (efficient only) its
+    float form: attention.cpp convert_boolean_attn_mask turns a bool mask into one in q's dtype, and
+    preprocess_mask pads its last dimension to a multiple of 8 (mem_eff_alignment), each call.
     """
 
     @staticmethod

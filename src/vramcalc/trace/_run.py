@@ -9,6 +9,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory.precision import resolve_precision
+from vramcalc.core.peft_methods import TABLE
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace import _cuda
 from vramcalc.trace._config import lora_targets
@@ -46,6 +47,11 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
             for name, p in hf.named_parameters():
                 if "lora_" in name and p.dtype != torch.float32:
                     p.data = p.data.float()
+    elif method in TABLE:  # the other PEFT methods (core/peft_methods.py): peft's get_peft_model
+        from vramcalc.trace._peft import wrap
+
+        hf = wrap(hf, model, training)
+        notes.append(f"{method}: peft {TABLE[method].peft_type} via get_peft_model")
     elif method == "freeze":
         assert training.freeze_layers is not None
         base = hf

@@ -16,6 +16,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
+from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
@@ -41,6 +42,7 @@ from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note,
 from vramcalc.core.memory.savers import largest_tensor, layer_residency
 from vramcalc.core.memory.weights import WeightBytes, freeze_fraction, weight_bytes
 from vramcalc.core.params import active_params, block_linears, count_params, head_dim
+from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS
 from vramcalc.core.units import ceil_div, dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
@@ -308,7 +310,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     ref_weights = _preference.reference_weight_bytes(w.parameters, training, recipe)  # 0 unless a frozen copy
     notes.extend(_preference.notes(training, ref_weights))
     opt = optimizer_bytes(w.trainable_tensors, recipe, training)
-    if training.method in ("lora", "qlora"):
+    if training.method in ADAPTER_DTYPE_METHODS:  # adapters of every PEFT method but LN tuning
         gradients = w.trainable * dtype_bytes(training.adapter_dtype)
     else:
         gradients = w.trainable * dtype_bytes(recipe.grad)
@@ -325,7 +327,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     step_temporaries = opt.step_temporaries
     if training.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient and step at a time
         largest = largest_tensor(w.trainable_tensors)
-        lora = training.method in ("lora", "qlora")
+        lora = training.method in ADAPTER_DTYPE_METHODS
         gradients = largest * dtype_bytes(training.adapter_dtype if lora else recipe.grad)
         step_temporaries = optimizer_bytes(((( largest,), 1),), recipe, training).step_temporaries
         details["temporaries.optimizer_step"] = step_temporaries
@@ -350,7 +352,7 @@ def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: in
            opt: OptimizerBytes, trainable: int, tokens: int) -> _distributed.PerGpu:
     """Per-GPU model states under the run's ZeRO/FSDP/tp/pp layout (memory/distributed.py)."""
     fp32_grads = 4 * trainable if recipe.master_weights else 0  # optimizer.py: fp32 grads for the master copy
-    lora = training.method in ("lora", "qlora")
+    lora = training.method in ADAPTER_DTYPE_METHODS
     grad_elem = dtype_bytes(training.adapter_dtype if lora else recipe.grad)
     states = _distributed.ModelStates(
         weights=weights, gradients=gradients, moments=opt.moments, master_weights=opt.master_weights,
@@ -437,6 +439,13 @@ class _ActivationPlan:
     residual: int = 2
     head_weight: int = 2
     reference: _preference.ReferencePlan | None = None
+    # The other PEFT methods (core/peft_methods.py).
+    extra_seq: int = 0  # prompt / p-tuning: virtual tokens in front of every sequence
+    per_layer_b: int = 0  # one layer's saved bytes per sequence (prefix tuning's virtual keys and values)
+    per_layer_c: int = 0  # one layer's saved bytes whatever the batch (LoHa / LoKr delta weights)
+    once_b: int = 0  # the prompt encoder's saved bytes per sequence
+    layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
+    head_saved_c: int = 0  # saved by the head whatever the batch (trainable tokens' merged weight, tied)
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -523,22 +532,38 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.method == "lora":
         notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
                      "gradient before the first adapter, so the real figure is slightly lower).")
+    once_t += _peft_once_t(m, t, c)
+    token_head_t, token_head_c = peft_methods.tied_token_head_bytes(m, t, c)
+    if t.method == "trainable-tokens":
+        # The embedding's backward ends the step with a dense (vocab x hidden) gradient of the merged weight in the
+        # compute dtype (embedding_dense_backward), before index_copy's backward picks the trained rows.
+        end_t = m.vocab_size * m.hidden_size * c
+    if t.method in peft_methods.TABLE:
+        notes.append(peft_methods.note(m, t))
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
-        head_saved_t=head.saved, kept_t=saving_layers * residual * m.hidden_size,
+        head_saved_t=head.saved + token_head_t, kept_t=saving_layers * residual * m.hidden_size,
         autocast_copies=autocast_copies, layer_copies=layer_copies,
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
-        end_tied=m.tie_word_embeddings and not reward, notes=tuple(notes),
+        end_tied=(m.tie_word_embeddings and not reward) or t.method == "trainable-tokens", notes=tuple(notes),
         loss="trl" if _preference.is_preference(t) else "reward" if reward else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
         reference=_preference.reference_plan(m, t, recipe),
+        extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
+        per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
+        layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
     )
+
+
+def _peft_once_t(m: ModelSpec, t: TrainingSpec, c: int) -> int:
+    """Prefix tuning under eager attention: the causal mask has virtual_tokens more columns (c bytes each)."""
+    return c * t.virtual_tokens if t.method == "prefix-tuning" and t.attention == "eager" else 0
 
 
 def _transformer_phases(
@@ -550,13 +575,17 @@ def _transformer_phases(
     `base` is (weights, optimizer state, communication): alive at every moment of the step.
     """
     rows, seq = batch_rows(t)  # padding-free: one row of batch x seq_len (memory/activations.py)
+    if p.extra_seq:  # prompt / p-tuning: the virtual tokens go through every layer and the loss
+        tokens = tokens * (seq + p.extra_seq) // seq
+        seq += p.extra_seq
     token_seq = tokens * seq
-    per_layer = p.per_layer_t * tokens + p.per_layer_ts * token_seq
+    per_layer = p.per_layer_t * tokens + p.per_layer_ts * token_seq + p.per_layer_b * t.batch_size + p.per_layer_c
     once = p.once_t * tokens + p.once_ts * rows * seq * seq  # the mask is not split by tp/sp
-    head_saved = p.head_saved_t * tokens
+    once += p.once_b * t.batch_size
+    head_saved = p.head_saved_t * tokens + p.head_saved_c
     autocast_copies = p.autocast_copies
     layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq)
-    layer_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_ts * token_seq
+    layer_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_ts * token_seq + p.layer_bwd_c
     loss_fwd_t = p.loss_fwd_t * tokens
     loss_bwd_t = p.loss_bwd_t * tokens
     accum = t.grad_accum > 1

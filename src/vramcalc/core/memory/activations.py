@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vramcalc.core import peft_methods
 from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.params import head_dim, kv_heads, resolve_targets
 from vramcalc.core.units import ceil_div, dtype_bytes
@@ -34,6 +35,8 @@ class Term:
     name: str
     per_token: int
     per_token_seq: int = 0
+    per_sample: int = 0  # bytes per sequence of the batch (prefix tuning's virtual keys and values)
+    const: int = 0  # bytes whatever the batch (a PEFT method's materialized delta weights)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,9 @@ class LayerActivations:
     backward_transient: Term  # peak of gradient temporaries while its backward runs
 
     def saved(self, tokens: int, seq: int) -> int:
-        return sum(t.per_token * tokens + t.per_token_seq * tokens * seq for t in self.terms)
+        batch = tokens // seq if seq else 0
+        return sum(t.per_token * tokens + t.per_token_seq * tokens * seq + t.per_sample * batch + t.const
+                   for t in self.terms)
 
 
 def batch_rows(t: TrainingSpec) -> tuple[int, int]:
@@ -108,13 +113,18 @@ def packing_notes(t: TrainingSpec) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _norm_terms(name: str, m: ModelSpec, c: int, residual: int, h: int, trainable: bool = True) -> list[Term]:
+def _norm_terms(name: str, m: ModelSpec, c: int, residual: int, h: int, trainable: bool = True,
+                normed_saved: bool = True) -> list[Term]:
     if m.norm == "rmsnorm":
         # LlamaRMSNorm: x.to(fp32) saved by pow/mul, rsqrt per token; weight * x.to(dtype) saves the
         # normalized tensor in the compute dtype. Gemma multiplies by (1 + w) in fp32 (modeling_gemma.py
         # GemmaRMSNorm): a trainable w makes the mul save the fp32 product (4 bytes); a frozen one (LoRA) saves
         # only (1 + w), and what stays is the compute-dtype cast the next Linear keeps (gemma-2b LoRA trace).
         normed = 4 if m.norm_fp32_weight_mul and trainable else max(c, residual)
+        # `normed_saved` False: the frozen-base PEFT methods of core/peft_methods.py, whose next Linear saves
+        # nothing either (derivatives.yaml mul.Tensor saves `self` only when `other` requires grad).
+        if not normed_saved:
+            return [Term(f"{name} (fp32 input + rsqrt)", 4 * h + 4)]
         return [Term(f"{name} (fp32 input + rsqrt)", 4 * h + 4), Term(f"{name} (normalized)", normed * h)]
     # nn.LayerNorm (native_layer_norm): saves its input, and fp32 mean and rstd per token; under
     # autocast layer_norm runs in fp32, so the saved input is an fp32 copy.
@@ -136,11 +146,18 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         {lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(m, t.lora_targets)}
         if t.method in ("lora", "qlora") else set()
     )
+    # The other PEFT methods' adapted Linears (core/peft_methods.py), by module name.
+    method = peft_methods.method_of(t.method, t)
+    rule = method.linear if method is not None else None
+    peft_adapted = ({lin.module.rsplit(".", 1)[-1]: (lin, ff) for lin, ff in peft_methods.adapted_linears(m, t)}
+                    if rule is not None else {})
+    backward_const = 0  # the largest per-module backward temporary of those adapters
     terms: list[Term] = []
 
     a = dtype_bytes(t.adapter_dtype)
 
     def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False) -> None:
+        nonlocal backward_const
         # A Linear saves its input only when its weight needs a gradient (derivatives.yaml: mm/addmm).
         base_saves = trainable_weights and not already_saved
         if base_saves:
@@ -149,6 +166,21 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # applies dropout (nn.Identity at p=0); lora_A saves the result, lora_B saves lora_A's output.
         fresh = a != c or t.lora_dropout > 0
         shared_counted = base_saves or already_saved
+        if rule is not None:
+            for mod in modules:
+                if mod not in peft_adapted:
+                    continue
+                lin, ff = peft_adapted[mod]
+                s = rule.saved(lin.in_features, lin.out_features, t.lora_rank, c, a, ff)
+                extra = s.per_token
+                if s.input_copy and a != c:
+                    extra += a * width  # its own cast of the input
+                elif s.input_copy and not shared_counted:
+                    extra += c * width  # the input itself, which nothing else saves
+                    shared_counted = True
+                backward_const = max(backward_const, s.backward_const)
+                terms.append(Term(f"{t.method} {mod}", extra, const=s.const))
+            return
         for mod in modules:
             if mod not in adapted:
                 continue
@@ -163,7 +195,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     n_norms = m.norms_per_layer
     # --- attention block ---
     if n_norms:
-        terms += _norm_terms("attn norm", m, c, residual, h, trainable_weights)
+        terms += _norm_terms("attn norm", m, c, residual, h, trainable_weights,
+                             peft_methods.norm_trained(m, t, "attn"))
     if m.attention_kind == "mla":
         terms += _mla_terms(m, t, c, linear_input)
     else:
@@ -212,7 +245,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block ---
     if n_norms >= 2 and not m.parallel_residual:
-        terms += _norm_terms("mlp norm", m, c, residual, h, trainable_weights)
+        terms += _norm_terms("mlp norm", m, c, residual, h, trainable_weights, peft_methods.norm_trained(m, t, "mlp"))
     i = m.intermediate_size
     if m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
@@ -257,8 +290,38 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         eager_bwd = 4 * n_heads
     fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width, eager_fwd)
-    bwd = Term("mlp backward gradients", (3 if gated else 2) * c * width + c * h, eager_bwd)
-    return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq), fwd, bwd)
+    bwd = Term("mlp backward gradients", (3 if gated else 2) * c * width + c * h, eager_bwd, const=backward_const)
+    terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
+    return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
+                            fwd, bwd)
+
+
+def _prefix_terms(m: ModelSpec, t: TrainingSpec, c: int, d: int, n_heads: int, kv_dim: int,
+                  gqa: bool, scores_per_key: int) -> list[Term]:
+    """Prefix tuning (peft_model.py get_prompt): each layer's cache starts with `virtual_tokens` keys and values,
+    and attention concatenates the new ones after them (DynamicLayer.update, torch.cat): the keys and values
+    attention saves are virtual_tokens positions longer, and eager's scores (`scores_per_key` bytes per query
+    token and key) have virtual_tokens more columns."""
+    if t.method != "prefix-tuning":
+        return []
+    n = t.virtual_tokens
+    out: list[Term] = []
+    if m.fused_qkv:
+        # A fused qkv projection (GPT-2 c_attn, Phi-3 qkv_proj): q is a view of its output, which stays saved
+        # whole, while k and v are now the cache's concatenations: k and v's share of it is saved beyond them.
+        out.append(Term("prefix: fused qkv output kept by the q view", c * 2 * kv_dim))
+    if t.attention == "sdpa":
+        # The prefix makes a mask necessary (query and key lengths differ), and with a mask transformers'
+        # sdpa_attention.py use_gqa_in_sdpa is false: repeat_kv copies k and v to every query head first.
+        # Memory-efficient sdpa (flash takes no mask) saves the mask converted to q's dtype, per layer
+        # (attention.cpp convert_boolean_attn_mask; its last dimension padded to a multiple of 8 is ignored).
+        width = n_heads * d if gqa else kv_dim
+        return out + [Term("prefix: k, v repeated to every head (sdpa with a mask)", c * 2 * (width - kv_dim)),
+                      Term("prefix keys and values (saved by sdpa)", 0, per_sample=c * 2 * width * n),
+                      Term("prefix: attention mask in the compute dtype (memory-efficient sdpa)", c * n, c)]
+    kv_saved = 2 * n_heads * d if gqa else 2 * kv_dim
+    return out + [Term("prefix keys and values (eager)", 0, per_sample=c * kv_saved * n),
+                  Term("eager scores over the prefix", scores_per_key * n)]
 
 
 def _mla_terms(m: ModelSpec, t: TrainingSpec, c: int, linear_input: Callable[..., None]) -> list[Term]:
@@ -345,7 +408,8 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     h, v = m.hidden_size, m.vocab_size
-    final = _norm_terms("final norm", m, c, residual, h, head_trainable) if m.final_norm else []
+    final = _norm_terms("final norm", m, c, residual, h, head_trainable,
+                        peft_methods.norm_trained(m, t, "final")) if m.final_norm else []
     saved = sum(x.per_token for x in final)
     if head_trainable:
         saved += c * h  # lm_head saves its input to compute its weight gradient
@@ -363,7 +427,8 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
-    terms = _norm_terms("final norm", m, c, residual, m.hidden_size, head_trainable) if m.final_norm else []
+    terms = _norm_terms("final norm", m, c, residual, m.hidden_size, head_trainable,
+                        peft_methods.norm_trained(m, t, "final")) if m.final_norm else []
     if head_trainable:
         terms.append(Term("lm_head input", c * m.hidden_size))
     terms.append(Term("log_softmax output (fp32)", 4 * m.vocab_size))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vramcalc.core.memory.precision import Recipe
+from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS
 from vramcalc.core.units import ceil_div, dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
@@ -48,7 +49,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 def state_dtype(recipe: Recipe, training: TrainingSpec) -> str:
     """Dtype of 32-bit-style optimizer states: the parameter's dtype for `pure-*` (torch zeros_like), else fp32."""
-    if training.method in ("lora", "qlora"):
+    if training.method in ADAPTER_DTYPE_METHODS:
         return training.adapter_dtype if recipe.pure else "fp32"
     return recipe.state if recipe.pure else "fp32"
 
@@ -88,7 +89,7 @@ def optimizer_bytes(
             else:
                 moments += 4 * _numel(shape) * count
     master = 0
-    if recipe.master_weights and not (training.method in ("lora", "qlora") and training.adapter_dtype == "fp32"):
+    if recipe.master_weights and not (training.method in ADAPTER_DTYPE_METHODS and training.adapter_dtype == "fp32"):
         master = 4 * trainable  # fp32 master copy (ZeRO paper §3.1; DeepSpeed bf16_optimizer.py)
     return OptimizerBytes(moments, master, _step_temporaries(opt, training, s, trainable, largest, recipe),
                           opt.startswith("paged"))
@@ -124,8 +125,8 @@ def torchao_state_bytes(trainable_tensors: tuple[tuple[tuple[int, ...], int], ..
 
 
 def _param_bytes(recipe: Recipe, training: TrainingSpec) -> int:
-    lora = training.method in ("lora", "qlora")
-    return dtype_bytes(training.adapter_dtype if lora else recipe.weight)
+    adapters = training.method in ADAPTER_DTYPE_METHODS
+    return dtype_bytes(training.adapter_dtype if adapters else recipe.weight)
 
 
 def _step_temporaries(opt: str, training: TrainingSpec, s: int, trainable: int, largest: int,

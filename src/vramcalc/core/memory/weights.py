@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vramcalc.core import peft_methods
+from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.params import ParamTensor, block_linears, inventory, lora_params
 from vramcalc.core.units import ceil_div, dtype_bytes
@@ -95,6 +97,9 @@ def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> We
                 trainable_tensors.append((t.shape, count))
         return WeightBytes(total_params * w, 0, 0, total_params, trainable, tuple(trainable_tensors))
 
+    if training.method in peft_methods.TABLE:  # the other PEFT methods: frozen base + the method's tensors
+        return _peft_weight_bytes(model, training, total_params, w)
+
     # LoRA / QLoRA: frozen base + adapters (Hu et al. 2021).
     adapter = lora_params(model, training.lora_targets, training.lora_rank) if model.has_architecture else 0
     adapter_bytes = adapter * dtype_bytes(training.adapter_dtype)
@@ -126,3 +131,21 @@ def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> We
     rest = (total_params - quantized) * unquantized_bytes(training, recipe)
     return WeightBytes(data + rest, constants, adapter_bytes, total_params, adapter, tuple(lora_shapes),
                        quantized, data, rest)
+
+
+def _peft_weight_bytes(model: ModelSpec, training: TrainingSpec, total_params: int, w: int) -> WeightBytes:
+    """A core/peft_methods.py method: the frozen base in its dtype, the method's trainable tensors (fp32 adapters
+    under --adapter-dtype; LN tuning's norm copies in the model's dtype) and VeRA's shared fp32 projections."""
+    if not model.has_architecture:
+        raise UnsupportedCombination(f"method {training.method!r} needs the architecture of {model.name!r}")
+    tensors = peft_methods.trainable_tensors(model, training)
+    trainable = peft_methods.trainable_params(model, training)
+    elem = w if training.method == "ln-tuning" else dtype_bytes(training.adapter_dtype)
+    adapters = trainable * elem
+    if training.method == "vera":
+        adapters += 4 * peft_methods.vera_projection_elements(model, training)  # vera_A, vera_B: torch.randn, fp32
+    if training.method == "trainable-tokens":  # trainable_tokens_original: a copy of the trained rows (buffer)
+        adapters += trainable * elem
+    if training.method == "oft":  # OFTRotationModule's rows / cols buffers: torch.triu_indices, int64
+        adapters += 8 * 2 * sum(shape[1] * count for shape, count in tensors)
+    return WeightBytes(total_params * w, 0, adapters, total_params, trainable, tensors)

@@ -1,0 +1,97 @@
+"""peft configs for the methods of core/peft_methods.py, and wrapping a model with them (get_peft_model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.peft_methods import TABLE, adapted_linears
+from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.trace._config import LORA_NAME_MAP, lora_targets
+
+
+def _module_names(model: ModelSpec, canonical: list[str]) -> list[str]:
+    names = LORA_NAME_MAP.get(model.family.lower(), {})
+    return sorted({names.get(c, c) for c in canonical})
+
+
+def peft_config(model: ModelSpec, training: TrainingSpec) -> Any:
+    """The peft config of `training.method` (a core/peft_methods.py table method) for `model`."""
+    import peft
+
+    method = training.method
+    if method not in TABLE:
+        raise UnsupportedCombination(f"{method} is not a core/peft_methods.py method")
+    common: dict[str, Any] = {"task_type": "CAUSAL_LM"}
+    if method == "ia3":
+        pairs = adapted_linears(model, training)  # raises like the estimate for an unknown family / target
+        targets = _module_names(model, [lin.module.rsplit(".", 1)[-1] for lin, _ in pairs])
+        ff = _module_names(model, [lin.module.rsplit(".", 1)[-1] for lin, is_ff in pairs if is_ff])
+        return peft.IA3Config(**common, target_modules=targets, feedforward_modules=ff)
+    if method == "ln-tuning":
+        return peft.LNTuningConfig(**common)
+    rank: dict[str, Any] = {"r": training.lora_rank, "target_modules": lora_targets(model, training.lora_targets)}
+    rank_alpha: Any = training.lora_alpha
+    if method == "loha":
+        return peft.LoHaConfig(**common, **rank, alpha=rank_alpha)
+    if method == "lokr":
+        return peft.LoKrConfig(**common, **rank, alpha=rank_alpha)
+    if method == "vera":
+        return peft.VeraConfig(**common, **rank)
+    if method == "fourierft":
+        return peft.FourierFTConfig(**common, n_frequency=training.n_frequency, target_modules=rank["target_modules"])
+    if method == "oft":
+        return peft.OFTConfig(**common, r=0, oft_block_size=training.oft_block_size,
+                              target_modules=rank["target_modules"])
+    if method == "trainable-tokens":
+        embedding = "wte" if model.family.lower() == "gpt2" else "embed_tokens"
+        return peft.TrainableTokensConfig(token_indices=list(range(training.trainable_tokens)),
+                                          target_modules=[embedding])
+    common["num_virtual_tokens"] = training.virtual_tokens
+    if method == "prompt-tuning":
+        return peft.PromptTuningConfig(**common)
+    common["encoder_hidden_size"] = training.encoder_hidden_size  # None: peft's default, the token dim
+    if method == "p-tuning":
+        return peft.PromptEncoderConfig(**common)
+    return peft.PrefixTuningConfig(**common, prefix_projection=training.prefix_projection)
+
+
+def wrap(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec) -> Any:
+    """get_peft_model with the method's config; adapter weights in --adapter-dtype as peft leaves them
+    (autocast_adapter_dtype: 16-bit adapter weights become fp32)."""
+    from peft import get_peft_model
+
+    wrapped = get_peft_model(hf, peft_config(model, training),
+                             autocast_adapter_dtype=training.adapter_dtype == "fp32")
+    if training.method in ("loha", "lokr"):
+        for module in wrapped.modules():
+            if hasattr(module, "_get_delta_activations") and hasattr(module, "module_dropout"):
+                _run_adapters_always(module)
+    if training.method != "ln-tuning":  # LN tuning trains copies of the norms in the model's dtype
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[training.adapter_dtype]
+        for p in wrapped.parameters():
+            if p.requires_grad and p.dtype != dtype:
+                p.data = p.data.to(dtype)
+    return wrapped
+
+
+def _run_adapters_always(layer: Any) -> None:
+    """LoHa / LoKr forward (tuners/loha/layer.py, tuners/lokr/layer.py LycorisLayer.forward) without its
+    `torch.rand(1) > module_dropout` draw, which a fake tensor cannot answer: at module_dropout 0 (peft's default)
+    the draw always passes, so the adapters always run, as here."""
+    if any(p > 0 for p in layer.module_dropout.values()):
+        raise UnsupportedCombination("module_dropout > 0 is not traced (a random draw decides whether each "
+                                     "adapter runs)")
+
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        previous_dtype = x.dtype
+        result = layer.base_layer(x, *args, **kwargs)
+        for active in layer.active_adapters:
+            if active in layer._available_adapters:
+                result = result + layer._get_delta_activations(active, x, *args, **kwargs)
+        out: torch.Tensor = result.to(previous_dtype)
+        return out
+
+    layer.forward = forward
