@@ -57,6 +57,13 @@ RESULTS = Path(__file__).parent / "results"
 CACHE = RESULTS / "trace_cache.json"
 
 
+def _long(model: str, seq: int = 2048) -> int:
+    """`seq`, or the model's learned position table when that is shorter (GPT-2's 1,024)."""
+    spec = presets.find_model(model)
+    limit = spec.max_position_embeddings if spec.learned_position_embeddings else None
+    return min(seq, limit) if limit else seq
+
+
 def grid() -> list[dict[str, Any]]:
     cases = []
     for mi, model in enumerate(MODELS):
@@ -64,7 +71,9 @@ def grid() -> list[dict[str, Any]]:
             b, s, g = run & 1, (run >> 1) & 1, (run >> 2) & 1
             eager = (b + s + g) % 2 == 1  # D = ABC
             label, kw = METHODS[(mi + run) % len(METHODS)]
-            opts = dict(kw, batch_size=4 if b else 1, seq_len=2048 if s else 512, grad_checkpointing=bool(g),
+            # the high sequence level is capped at a learned position table (GPT-2: 1,024; core/checks.py
+            # refuses a sequence beyond it)
+            opts = dict(kw, batch_size=4 if b else 1, seq_len=_long(model) if s else 512, grad_checkpointing=bool(g),
                         attention="eager" if eager else "sdpa")
             cid = (f"{model} | {label} | b{opts['batch_size']} s{opts['seq_len']} | "
                    f"{'gc' if g else 'no-gc'} | {opts['attention']}")

@@ -398,6 +398,10 @@ class _ActivationPlan:
     ac_every: int = 1
     offload: bool = False
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
+    # The bottom saving layer saves this much less (its input needs no gradient; see _activation_plan).
+    bottom_less_t: int = 0
+    bottom_less_ts: int = 0
+    batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -414,9 +418,20 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     trained_layers = n_layers - frozen
     layer = layer_activations(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
-    per_layer_t = sum(x.per_token for x in layer.terms)
+    per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
+    batch1_t = sum(x.per_token for x in layer.terms if x.batch1_only)  # only at batch size 1
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
     head = head_activations(m, t, recipe, head_trainable)
+    # LoRA/QLoRA without checkpointing: the frozen embedding's output needs no gradient, so layer 0 saves
+    # nothing before its first adapter (the attention norm's input, and more when the first adapter is
+    # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
+    # which makes every layer's input need one. Measured with the tracer (tinyllama, LoRA q,v: layer 0
+    # saves its attention norm's fp32 input + rsqrt fewer than layer 1).
+    bottom_less_t = bottom_less_ts = 0
+    if t.method in ("lora", "qlora") and not t.grad_checkpointing and not t.activation_offload:
+        bottom = layer_activations(m, t, recipe, trainable_weights=False, input_grad=False)
+        bottom_less_t = per_layer_t + batch1_t - sum(x.per_token for x in bottom.terms)
+        bottom_less_ts = per_layer_ts - sum(x.per_token_seq for x in bottom.terms)
     # Layers below the first trainable one save nothing when their inputs need no gradient
     # (frozen embeddings): autograd records no graph there. LoRA adapts every layer.
     saving_layers = trained_layers if t.method == "freeze" else n_layers
@@ -463,9 +478,6 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.activation_offload:
         notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); the GPU "
                      "keeps one layer's in backward (torchtune OffloadActivations).")
-    if t.method == "lora":
-        notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
-                     "gradient before the first adapter, so the real figure is slightly lower).")
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
@@ -479,6 +491,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
+        bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
     )
 
 
@@ -489,7 +502,7 @@ def _transformer_phases(
     """(phases, activations, temporaries) for `tokens` tokens; appends the activation details."""
     seq = t.seq_len
     token_seq = tokens * seq
-    per_layer = p.per_layer_t * tokens + p.per_layer_ts * token_seq
+    per_layer = (p.per_layer_t + (p.batch1_t if t.batch_size == 1 else 0)) * tokens + p.per_layer_ts * token_seq
     once = p.once_t * tokens + p.once_ts * t.batch_size * seq * seq  # the mask is not split by tp/sp
     head_saved = p.head_saved_t * tokens
     autocast_copies = p.autocast_copies
@@ -537,7 +550,8 @@ def _transformer_phases(
         activations = acts + recomputed
         layers_detail = kept
     else:
-        acts_layers = saving_layers * per_layer
+        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
+        acts_layers = saving_layers * per_layer - bottom_less
         acts = acts_layers + once + head_saved + autocast_copies
         fwd = base + grads_live_fwd + acts_layers + once + autocast_copies + max(
             layer_fwd_t, head_saved + loss_fwd_t + grad_fwd)
@@ -545,7 +559,7 @@ def _transformer_phases(
         bwd_head = (base + grads_live_fwd + acts_layers + once + autocast_copies + head_bwd_t
                     if head_bwd_t >= 0 else 0)
         bwd_top = base + max(grads_live_fwd, g_head) + acts_layers + once + autocast_copies + layer_bwd_t
-        bottom_acts = per_layer if saving_layers else 0
+        bottom_acts = per_layer - bottom_less if saving_layers else 0
         # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
         bottom_copies = p.layer_copies if saving_layers else 0
         bwd_bottom = base + gradients + once + bottom_acts + bottom_copies + layer_bwd_t
@@ -565,6 +579,9 @@ def _transformer_phases(
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = per_layer if p.checkpointing and saving_layers else 0
     details["activations.per_layer"] = per_layer
+    # LoRA without checkpointing: what the bottom layer saves less than per_layer (activations.py input_grad).
+    details["activations.bottom_layer_less"] = (
+        p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers and not p.checkpointing else 0)
     details["activations.shared"] = once
     details["activations.head_and_loss"] = head_saved
     details["activations.autocast_weight_copies"] = autocast_copies

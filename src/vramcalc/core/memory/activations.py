@@ -34,6 +34,7 @@ class Term:
     name: str
     per_token: int
     per_token_seq: int = 0
+    batch1_only: bool = False  # saved only at batch size 1 (see the fused-qkv term)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,19 +49,32 @@ class LayerActivations:
         return sum(t.per_token * tokens + t.per_token_seq * tokens * seq for t in self.terms)
 
 
-def _norm_terms(name: str, m: ModelSpec, c: int, residual: int, h: int) -> list[Term]:
+def _norm_terms(name: str, m: ModelSpec, c: int, residual: int, h: int, live: bool = True,
+                trainable: bool = True) -> list[Term]:
+    """A norm's saved tensors. `live`: its input needs a gradient; `trainable`: its weight does."""
     if m.norm == "rmsnorm":
-        # LlamaRMSNorm: x.to(fp32) saved by pow/mul, rsqrt per token; weight * x.to(dtype) saves the
-        # normalized tensor in the compute dtype (Gemma multiplies by (1 + w) in fp32: 4 bytes).
+        # LlamaRMSNorm: x.to(fp32) saved by pow/mul, rsqrt per token, only when x needs a gradient (mul's
+        # backward saves an operand for the *other* operand's gradient: derivatives.yaml mul.Tensor);
+        # weight * x.to(dtype) saves the normalized tensor in the compute dtype only when the weight needs
+        # a gradient (Gemma multiplies by (1 + w) in fp32: 4 bytes). A frozen weight (LoRA, QLoRA) saves
+        # no normalized copy: measured with the tracer (tinyllama LoRA, 2 x 2 B x hidden per layer fewer).
         normed = 4 if m.norm_fp32_weight_mul else max(c, residual)
-        return [Term(f"{name} (fp32 input + rsqrt)", 4 * h + 4), Term(f"{name} (normalized)", normed * h)]
-    # nn.LayerNorm (native_layer_norm): saves its input, and fp32 mean and rstd per token; under
-    # autocast layer_norm runs in fp32, so the saved input is an fp32 copy.
-    return [Term(f"{name} (input, mean, rstd)", residual * h + 8)]
+        return ([Term(f"{name} (fp32 input + rsqrt)", 4 * h + 4)] if live else []) + (
+            [Term(f"{name} (normalized)", normed * h)] if trainable else [])
+    # nn.LayerNorm (native_layer_norm): saves its input, and fp32 mean and rstd per token, when its input
+    # or its weight needs a gradient; under autocast layer_norm runs in fp32, so the saved input is an
+    # fp32 copy.
+    return [Term(f"{name} (input, mean, rstd)", residual * h + 8)] if live or trainable else []
 
 
-def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool) -> LayerActivations:
-    """Saved tensors of one transformer block. `trainable_weights`: its Linear weights need gradients."""
+def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
+                      input_grad: bool = True) -> LayerActivations:
+    """Saved tensors of one transformer block. `trainable_weights`: its Linear and norm weights need
+    gradients; `input_grad`: its input hidden states do (false for the bottom layer of a LoRA run without
+    checkpointing: the frozen embedding's output needs no gradient, so autograd records nothing before
+    the first adapter or trainable weight; derivatives.yaml: an op saves an input only for a gradient
+    it owes).
+    """
     assert m.hidden_size is not None and m.num_attention_heads is not None and m.intermediate_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # residual stream dtype
@@ -75,21 +89,26 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         if t.method in ("lora", "qlora") else set()
     )
     terms: list[Term] = []
+    tw = trainable_weights
 
     a = dtype_bytes(t.adapter_dtype)
 
-    def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False) -> None:
+    def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False) -> bool:
+        """Append the group's saved inputs; True when the group's output needs a gradient through its own
+        weights (trainable Linear weights or an adapter)."""
         # A Linear saves its input only when its weight needs a gradient (derivatives.yaml: mm/addmm).
-        base_saves = trainable_weights and not already_saved
+        base_saves = tw and not already_saved
         if base_saves:
             terms.append(Term(f"{group} input", c * width))
         # peft LoRA (tuners/lora/layer.py): each adapted module casts its input to the adapter dtype and
         # applies dropout (nn.Identity at p=0); lora_A saves the result, lora_B saves lora_A's output.
         fresh = a != c or t.lora_dropout > 0
         shared_counted = base_saves or already_saved
+        any_adapter = False
         for mod in modules:
             if mod not in adapted:
                 continue
+            any_adapter = True
             extra = a * t.lora_rank
             if fresh:
                 extra += a * width + (width if t.lora_dropout > 0 else 0)  # copy (+ 1-byte dropout mask)
@@ -97,23 +116,37 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 extra += c * width  # the same input tensor the frozen base layer does not save
                 shared_counted = True
             terms.append(Term(f"lora {mod} input", extra))
+        return tw or any_adapter
 
     n_norms = m.norms_per_layer
+    live = input_grad  # whether the hidden states entering the next op need a gradient
     # --- attention block ---
     if n_norms:
-        terms += _norm_terms("attn norm", m, c, residual, h)
+        terms += _norm_terms("attn norm", m, c, residual, h, live, tw)
+        live = live or tw
+    attn_in_live = live
     if m.attention_kind == "mla":
         terms += _mla_terms(m, t, c, linear_input)
+        attn_live = True  # MLA: not split by gradient flow (DeepSeek is not traced)
     else:
         qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
-        linear_input("qkv_proj", qkv_mods, h)
+        own = linear_input("qkv_proj", qkv_mods, h)
+        attn_live = live or own
         if m.qk_norm:
-            terms += [Term("q/k norm (fp32 input + normalized)", (4 + c) * (q_dim + kv_dim))]
+            # Per-head norms on q and k, the same rule as any norm: the fp32 input when it needs a gradient
+            # (q or k from an adapter or from a live input), the normalized copy when the weight does.
+            q_live = live or tw or bool(adapted & {"q_proj", "qkv_proj"})
+            k_live = live or tw or bool(adapted & {"k_proj", "qkv_proj"})
+            norm_in = (q_dim if q_live else 0) + (kv_dim if k_live else 0)
+            terms += [Term("q/k norm (fp32 input)", 4 * norm_in),
+                      Term("q/k norm (normalized)", c * (q_dim + kv_dim) if tw else 0)]
         # RoPE saves nothing per layer: apply_rotary_pos_emb computes q*cos + rotate_half(q)*sin, and mul's
         # backward for q needs only the other operand (derivatives.yaml mul.Tensor: self's gradient is
         # grad * other, `self` is saved only when `other` requires grad); cos/sin need no gradient, so
         # autograd saves the shared cos/sin tables (counted once per forward in memory/__init__.py).
-        if t.attention == "sdpa":
+        if not attn_live:
+            pass  # q, k and v need no gradient: attention records nothing (below the first adapter)
+        elif t.attention == "sdpa":
             # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
             # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
             # The output's memory is already (b, s, h, d), so o_proj's input is the same storage.
@@ -136,13 +169,25 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 terms.append(Term("eager scores (softmax output = probs)", 0, c * n_heads))
             else:
                 terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
-        # o_proj's input: the SDPA output (already saved) or eager's contiguous copy.
-        linear_input("o_proj", ("o_proj",), q_dim, already_saved=t.attention == "sdpa")
-    if m.dropout > 0:
+        if attn_live and m.fused_qkv and not m.learned_position_embeddings and not (gqa and t.attention == "eager"):
+            # A fused qkv projection with RoPE (modeling_phi3.py, modeling_gpt_neox.py): q and k are rotated
+            # into new tensors, but v stays a view of the fused output, so the attention's saved v keeps the
+            # whole (q + 2 kv) buffer alive: its q and k parts beyond the saved set. Eager releases it when v
+            # is copied: repeat_kv (GQA), or matmul's reshape of (batch, heads) into one dimension, which is
+            # a view only at batch 1. Measured with the tracer: phi-3-mini, 2 B x (q + kv) per token per layer
+            # (sdpa any batch, eager batch 1; none at eager batch 2).
+            terms.append(Term("fused qkv buffer behind v (q, k parts)", c * (q_dim + kv_dim),
+                              batch1_only=t.attention == "eager"))
+        # o_proj's input: the SDPA output (already saved, when attention was recorded) or eager's copy.
+        o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=t.attention == "sdpa" and attn_live)
+        attn_live = attn_live or o_own
+    if m.dropout > 0 and attn_live:
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
-    # --- MLP block ---
+    # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
+    live = attn_in_live if m.parallel_residual else live or attn_live
     if n_norms >= 2 and not m.parallel_residual:
-        terms += _norm_terms("mlp norm", m, c, residual, h)
+        terms += _norm_terms("mlp norm", m, c, residual, h, live, tw)
+        live = live or tw
     i = m.intermediate_size
     if m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
@@ -165,11 +210,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         up_mods = (("gate_up_proj",) if m.fused_gate_up else ("gate_proj", "up_proj")) if m.mlp == "gated" \
             else ("up_proj",)
-        linear_input("mlp input", up_mods, h)
-        terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
-        linear_input("down_proj", ("down_proj",), i)
+        up_live = linear_input("mlp input", up_mods, h) or live
+        if up_live:  # the activation and the product save their inputs only for a gradient they owe
+            terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
+        live = linear_input("down_proj", ("down_proj",), i) or up_live
         width = i
-    if m.dropout > 0:
+    if m.dropout > 0 and live:
         terms.append(Term("mlp dropout mask", h))
     # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
     # the MLP input product and the two gradients it splits into (derivatives of mul).
@@ -187,11 +233,19 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         eager_bwd = 4 * n_heads
     fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width, eager_fwd)
-    bwd = Term("mlp backward gradients", (3 if gated else 2) * c * width + c * h, eager_bwd)
+    # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
+    # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
+    # the tracer, tinyllama LoRA + cut loss, aten.mul.Tensor in LlamaRMSNorm's backward), which is more than
+    # the MLP's gradients when the MLP is narrow (intermediate < ~3.3 x hidden in 16 bits). Frozen layers
+    # only (LoRA, QLoRA): with trainable weights the estimate's bottom-layer moment already covers it (full
+    # fine-tuning of the test's wide-vocabulary llama with a loss saver: +4.2 % without, +5.3 % with it).
+    norm_bwd = 5 * 4 * h if m.norm == "rmsnorm" and n_norms and not tw else 0
+    bwd = Term("mlp backward gradients" if (3 if gated else 2) * c * width + c * h >= norm_bwd
+               else "rmsnorm backward (fp32)", max((3 if gated else 2) * c * width + c * h, norm_bwd), eager_bwd)
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq), fwd, bwd)
 
 
-def _mla_terms(m: ModelSpec, t: TrainingSpec, c: int, linear_input: Callable[..., None]) -> list[Term]:
+def _mla_terms(m: ModelSpec, t: TrainingSpec, c: int, linear_input: Callable[..., bool]) -> list[Term]:
     """Multi-head latent attention's saved tensors (DeepseekV3Attention, modeling_deepseek_v3.py).
 
     x feeds q_a_proj (or q_proj) and kv_a_proj_with_mqa: one saved input. Each latent goes through an
@@ -273,7 +327,10 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     h, v = m.hidden_size, m.vocab_size
-    saved = sum(x.per_token for x in _norm_terms("final norm", m, c, residual, h)) if m.final_norm else 0
+    # The final norm's weight is frozen under LoRA/QLoRA: no normalized copy is saved (see _norm_terms).
+    norm_trained = t.method in ("full", "freeze")
+    saved = sum(x.per_token for x in _norm_terms("final norm", m, c, residual, h, True, norm_trained)) \
+        if m.final_norm else 0
     if head_trainable:
         saved += c * h  # lm_head saves its input to compute its weight gradient
     saved += 4 * v  # log_softmax saves its fp32 output (aten log_softmax backward uses the result)
@@ -290,7 +347,8 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
-    terms = _norm_terms("final norm", m, c, residual, m.hidden_size) if m.final_norm else []
+    trained = t.method in ("full", "freeze")
+    terms = _norm_terms("final norm", m, c, residual, m.hidden_size, True, trained) if m.final_norm else []
     if head_trainable:
         terms.append(Term("lm_head input", c * m.hidden_size))
     terms.append(Term("log_softmax output (fp32)", 4 * m.vocab_size))
