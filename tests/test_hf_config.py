@@ -271,3 +271,22 @@ def test_gemma3_4b_text_config_filled_with_transformers_defaults() -> None:
     assert (s.num_attention_heads, s.num_kv_heads, s.head_dim, s.vocab_size) == (8, 4, 256, 262_208)
     # Gemma 3 Technical Report (arXiv:2503.19786) Table 1, 4B: 3,209M non-embedding parameters.
     assert round((count_params(s) - s.vocab_size * s.hidden_size) / 1e6) == 3209
+
+
+@pytest.mark.parametrize("name", ["deepseek-v2-lite", "deepseek-v3"])
+def test_dense_bottom_layers_save_a_dense_mlp(name: str) -> None:
+    # first_k_dense_replace layers run DeepseekV3MLP of intermediate_size, not the routed experts
+    # (modeling_deepseek_v3.py DeepseekV3DecoderLayer): their saved set is the dense model's layer.
+    from vramcalc.core.memory import estimate
+
+    m = replace(spec(name), num_layers=4)  # a short stack keeps the check fast; the rule is per layer
+    t = TrainingSpec(method="full", seq_len=256, lora_targets=("all-linear",))
+    dense = replace(m, num_experts=0, experts_per_token=0, num_shared_experts=0, first_dense_layers=0,
+                    router_bias=False)
+    tokens = t.batch_size * t.seq_len
+    moe_layer = layer_activations(m, t, recipe_of(t), True).saved(tokens, t.seq_len)
+    dense_layer = layer_activations(dense, t, recipe_of(t), True).saved(tokens, t.seq_len)
+    n_dense = m.first_dense_layers
+    assert n_dense >= 1 and dense_layer != moe_layer
+    got = estimate(m, t).details["activations.layers"]
+    assert got == n_dense * dense_layer + (4 - n_dense) * moe_layer

@@ -385,7 +385,8 @@ def _olmo2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # head_dim) over the whole projections; the two block norms follow attention and MLP
     # (post_attention_layernorm, post_feedforward_layernorm), none precedes them.
     out = _llama(d, source)
-    out.update(qk_norm=True, qk_norm_full=True, post_norms=True)
+    # Olmo2RMSNorm returns (weight * x_fp32).to(dtype): the weight multiplies in fp32, as Gemma's (1 + w).
+    out.update(qk_norm=True, qk_norm_full=True, post_norms=True, norm_fp32_weight_mul=True)
     return out
 
 
@@ -431,7 +432,7 @@ def _bloom(d: Mapping[str, Any], source: str) -> dict[str, Any]:
         o_bias=True,
         mlp_bias=True,
         embedding_norm=True,
-        eager_only=True,
+        alibi=True,
         hidden_act="gelu",  # BloomGelu: GeLUFunction saves its input once, as an ATen gelu does
         intermediate_size=4 * out["hidden_size"],
         dropout=float(d.get("hidden_dropout") or 0.0),

@@ -153,6 +153,10 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
         notes.append("gemma2 with sdpa: attention logit softcapping disabled (sdpa does not support it)")
     config = AutoConfig.for_model(model_type, **d)
     config.use_cache = False
+    attention = training.attention
+    if model.alibi:  # modeling_bloom.py: the ALiBi attention is eager only
+        attention = "eager"
+        notes.append("ALiBi attention (BLOOM) has no SDPA path: traced eager")
     with torch.device("meta"):
-        hf = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=training.attention)
+        hf = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
     return hf, notes

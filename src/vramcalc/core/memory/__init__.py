@@ -401,6 +401,10 @@ class _ActivationPlan:
     # The bottom saving layer saves this much less (its input needs no gradient; see _activation_plan).
     bottom_less_t: int = 0
     bottom_less_ts: int = 0
+    # All the saving layers together save this much less than saving_layers x per_layer (the bottom layer's
+    # smaller set, and MoE models' dense bottom layers).
+    layers_less_t: int = 0
+    layers_less_ts: int = 0
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
 
 
@@ -427,20 +431,42 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
     # which makes every layer's input need one. Measured with the tracer (tinyllama, LoRA q,v: layer 0
     # saves its attention norm's fp32 input + rsqrt fewer than layer 1).
-    bottom_less_t = bottom_less_ts = 0
+    bottom_less_t = bottom_less_ts = layers_less_t = layers_less_ts = 0
+    n_dense = min(m.first_dense_layers, n_layers) if m.num_experts else 0
+    dense_m = m
+    if n_dense and trained_layers == n_layers:
+        # MoE with dense bottom layers (DeepSeek first_k_dense_replace, Qwen-MoE mlp_only_layers): those layers
+        # save a dense MLP's tensors (intermediate_size), not the routed experts'; per_layer stays a MoE layer's.
+        from dataclasses import replace
+
+        dense_m = replace(m, num_experts=0, experts_per_token=0, num_shared_experts=0, first_dense_layers=0,
+                          shared_expert_gate=False, router_bias=False)
+        dense = layer_activations(dense_m, t, recipe, trainable_weights=full_like)
+        layers_less_t = n_dense * (per_layer_t - sum(x.per_token for x in dense.terms if not x.batch1_only))
+        layers_less_ts = n_dense * (per_layer_ts - sum(x.per_token_seq for x in dense.terms))
+        bottom_less_t, bottom_less_ts = layers_less_t // n_dense, layers_less_ts // n_dense
     if t.method in ("lora", "qlora") and not t.grad_checkpointing and not t.activation_offload:
-        bottom = layer_activations(m, t, recipe, trainable_weights=False, input_grad=False)
-        bottom_less_t = per_layer_t + batch1_t - sum(x.per_token for x in bottom.terms)
-        bottom_less_ts = per_layer_ts - sum(x.per_token_seq for x in bottom.terms)
+        bottom = layer_activations(dense_m, t, recipe, trainable_weights=False, input_grad=False)
+        top = layer_activations(dense_m, t, recipe, trainable_weights=False)
+        drop_t = sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms)
+        drop_ts = sum(x.per_token_seq for x in top.terms) - sum(x.per_token_seq for x in bottom.terms)
+        bottom_less_t += drop_t
+        bottom_less_ts += drop_ts
+        layers_less_t += drop_t
+        layers_less_ts += drop_ts
     # Layers below the first trainable one save nothing when their inputs need no gradient
     # (frozen embeddings): autograd records no graph there. LoRA adapts every layer.
     saving_layers = trained_layers if t.method == "freeze" else n_layers
     if t.method == "freeze" and trained_layers == 0:
         saving_layers = 0
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
-    once_t = 0 if m.learned_position_embeddings else 2 * c * head_dim(m)
+    once_t = 0 if m.learned_position_embeddings or m.alibi else 2 * c * head_dim(m)
     once_ts = 0
-    if t.attention == "eager":
+    if m.embedding_norm and full_like:
+        # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
+        # weight is trained (LoRA: neither, so nothing).
+        once_t += (4 if recipe.autocast or recipe.compute == "fp32" else c) * m.hidden_size + 8
+    if t.attention == "eager" or m.alibi:
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * batch * seq * seq
     if m.dropout > 0:
         once_t += m.hidden_size  # embedding dropout mask
@@ -469,6 +495,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if m.tie_word_embeddings else 1)
     notes: list[str] = []
+    if m.alibi and t.attention == "sdpa":
+        notes.append(f"{m.name}: ALiBi attention has no SDPA path in transformers (modeling_bloom.py): counted "
+                     "as eager attention, with its per-key scores.")
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
                      "in backward with its full activations.")
@@ -492,6 +521,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
+        layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
     )
 
 
@@ -551,7 +581,8 @@ def _transformer_phases(
         layers_detail = kept
     else:
         bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
-        acts_layers = saving_layers * per_layer - bottom_less
+        acts_layers = saving_layers * per_layer - (p.layers_less_t * tokens + p.layers_less_ts * token_seq
+                                                   if saving_layers else 0)
         acts = acts_layers + once + head_saved + autocast_copies
         fwd = base + grads_live_fwd + acts_layers + once + autocast_copies + max(
             layer_fwd_t, head_saved + loss_fwd_t + grad_fwd)
@@ -581,7 +612,7 @@ def _transformer_phases(
     details["activations.per_layer"] = per_layer
     # LoRA without checkpointing: what the bottom layer saves less than per_layer (activations.py input_grad).
     details["activations.bottom_layer_less"] = (
-        p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers and not p.checkpointing else 0)
+        p.layers_less_t * tokens + p.layers_less_ts * token_seq if saving_layers and not p.checkpointing else 0)
     details["activations.shared"] = once
     details["activations.head_and_loss"] = head_saved
     details["activations.autocast_weight_copies"] = autocast_copies

@@ -90,8 +90,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     )
     terms: list[Term] = []
     tw = trainable_weights
+    eager = t.attention == "eager" or m.alibi  # BLOOM's ALiBi attention has no SDPA path (modeling_bloom.py)
 
     a = dtype_bytes(t.adapter_dtype)
+    fresh_copy = a != c or t.lora_dropout > 0  # each adapter saves its own cast/dropped copy of its input
+    qkv_mods: tuple[str, ...] = ()
 
     def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False) -> bool:
         """Append the group's saved inputs; True when the group's output needs a gradient through its own
@@ -121,7 +124,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     n_norms = m.norms_per_layer
     live = input_grad  # whether the hidden states entering the next op need a gradient
     # --- attention block ---
-    if n_norms:
+    if n_norms and not m.post_norms:
         terms += _norm_terms("attn norm", m, c, residual, h, live, tw)
         live = live or tw
     attn_in_live = live
@@ -138,15 +141,25 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             q_live = live or tw or bool(adapted & {"q_proj", "qkv_proj"})
             k_live = live or tw or bool(adapted & {"k_proj", "qkv_proj"})
             norm_in = (q_dim if q_live else 0) + (kv_dim if k_live else 0)
-            terms += [Term("q/k norm (fp32 input)", 4 * norm_in),
-                      Term("q/k norm (normalized)", c * (q_dim + kv_dim) if tw else 0)]
+            if m.norm == "layernorm":
+                # Phi's q_layernorm / k_layernorm (LayerNorm(head_dim) per head, modeling_phi.py): native_layer_norm
+                # saves its input and fp32 mean and rstd per head (in fp32 under autocast).
+                heads_in = (n_heads if q_live else 0) + (kv_heads(m) if k_live else 0)
+                both = q_live or k_live or tw
+                terms.append(Term("q/k layernorm (input, mean, rstd)",
+                                  residual * (q_dim + kv_dim) + 8 * (n_heads + kv_heads(m)) if tw
+                                  else residual * norm_in + 8 * heads_in if both else 0))
+            else:
+                terms += [Term("q/k norm (fp32 input)", 4 * norm_in),
+                          Term("q/k norm (normalized)",
+                               (4 if m.norm_fp32_weight_mul else c) * (q_dim + kv_dim) if tw else 0)]
         # RoPE saves nothing per layer: apply_rotary_pos_emb computes q*cos + rotate_half(q)*sin, and mul's
         # backward for q needs only the other operand (derivatives.yaml mul.Tensor: self's gradient is
         # grad * other, `self` is saved only when `other` requires grad); cos/sin need no gradient, so
         # autograd saves the shared cos/sin tables (counted once per forward in memory/__init__.py).
         if not attn_live:
             pass  # q, k and v need no gradient: attention records nothing (below the first adapter)
-        elif t.attention == "sdpa":
+        elif not eager:
             # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
             # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
             # The output's memory is already (b, s, h, d), so o_proj's input is the same storage.
@@ -156,7 +169,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # heads, softmax in fp32 saves its output, the 16-bit copy is saved by attn @ v; the
             # transposed output is copied (contiguous) into o_proj's input.
             kv_saved = 2 * q_dim if gqa else 2 * kv_dim
-            terms.append(Term("eager q, k, v", c * (q_dim + kv_saved)))
+            if m.family == "gptj":
+                # GPT-J's eager_attention_forward (modeling_gptj.py) multiplies q and k upcast to fp32.
+                terms.append(Term("eager q, k (fp32), v", 4 * (q_dim + kv_saved // 2) + c * kv_saved // 2))
+            else:
+                terms.append(Term("eager q, k, v", c * (q_dim + kv_saved)))
             # Softmax's saved output: Llama-style eager upcasts (softmax(dtype=float32)); GPT-2's eager
             # (modeling_gpt2.eager_attention_forward) runs it in the scores' dtype, except under CUDA
             # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
@@ -169,7 +186,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 terms.append(Term("eager scores (softmax output = probs)", 0, c * n_heads))
             else:
                 terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
-        if attn_live and m.fused_qkv and not m.learned_position_embeddings and not (gqa and t.attention == "eager"):
+        rope = not m.learned_position_embeddings and not m.alibi
+        if attn_live and m.fused_qkv and rope and not (gqa and eager):
             # A fused qkv projection with RoPE (modeling_phi3.py, modeling_gpt_neox.py): q and k are rotated
             # into new tensors, but v stays a view of the fused output, so the attention's saved v keeps the
             # whole (q + 2 kv) buffer alive: its q and k parts beyond the saved set. Eager releases it when v
@@ -177,15 +195,18 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # a view only at batch 1. Measured with the tracer: phi-3-mini, 2 B x (q + kv) per token per layer
             # (sdpa any batch, eager batch 1; none at eager batch 2).
             terms.append(Term("fused qkv buffer behind v (q, k parts)", c * (q_dim + kv_dim),
-                              batch1_only=t.attention == "eager"))
+                              batch1_only=eager))
         # o_proj's input: the SDPA output (already saved, when attention was recorded) or eager's copy.
-        o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=t.attention == "sdpa" and attn_live)
+        o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=not eager and attn_live)
         attn_live = attn_live or o_own
+    if m.post_norms and n_norms:  # OLMo 2: post_attention_layernorm on the attention's output
+        terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live, tw)
+        attn_live = attn_live or tw
     if m.dropout > 0 and attn_live:
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
     live = attn_in_live if m.parallel_residual else live or attn_live
-    if n_norms >= 2 and not m.parallel_residual:
+    if n_norms >= 2 and not m.parallel_residual and not m.post_norms:
         terms += _norm_terms("mlp norm", m, c, residual, h, live, tw)
         live = live or tw
     i = m.intermediate_size
@@ -210,11 +231,17 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         up_mods = (("gate_up_proj",) if m.fused_gate_up else ("gate_proj", "up_proj")) if m.mlp == "gated" \
             else ("up_proj",)
-        up_live = linear_input("mlp input", up_mods, h) or live
+        # A parallel block with one norm (GPT-J, Phi, Falcon-7B) feeds attention and MLP the same normed
+        # tensor: saved once, by whichever of them saves it first (the qkv projection's input).
+        shared_in = m.parallel_residual and n_norms == 1 and (tw or (
+            bool(adapted & set(qkv_mods if m.attention_kind != "mla" else ())) and not fresh_copy))
+        up_live = linear_input("mlp input", up_mods, h, already_saved=shared_in) or live
         if up_live:  # the activation and the product save their inputs only for a gradient they owe
             terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
         live = linear_input("down_proj", ("down_proj",), i) or up_live
         width = i
+        if m.post_norms and n_norms >= 2:  # OLMo 2: post_feedforward_layernorm on the MLP's output
+            terms += _norm_terms("mlp post-norm", m, c, residual, h, live, tw)
     if m.dropout > 0 and live:
         terms.append(Term("mlp dropout mask", h))
     # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
@@ -225,8 +252,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # Eager backward with the fp32 softmax (Llama-style): by the time _softmax_backward_data runs, attn @ v
     # has released the saved 16-bit probs; alive are the saved fp32 output, the fp32 upcast of the
     # incoming gradient and the 16-bit result: 4 + 4 + c against 4 + c saved, so 4 bytes beyond.
-    eager_fwd = 0 if t.attention == "sdpa" else c * n_heads
-    if t.attention == "sdpa":
+    eager_fwd = c * n_heads if eager else 0
+    if not eager:
         eager_bwd = 0
     elif m.family == "gpt2" and not recipe.autocast:
         eager_bwd = (4 + 2 * c) * n_heads
