@@ -112,8 +112,58 @@ def saver_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The families grid (`--grid families`, issue 15): one published config.json per model_type vramcalc reads
+# (tests/data/hf, read by io/hf_config.py), at two shapes (b1 s512 full pure-bf16 sdpa; b2 s1024 LoRA
+# all-linear bf16 eager), each without and with checkpointing. Mixture-of-experts types (mixtral, qwen2_moe,
+# qwen3_moe, deepseek_v2/v3) are listed but not traced: the tracer does not build MoE models. Each config is
+# cut to FAMILY_LAYERS layers (every layer but the bottom one saves the same set, so the per-layer terms are
+# all in the peak; a full-depth trace takes minutes per case on two CPU cores).
+FAMILY_LAYERS = 4
+HF_DIR = Path(__file__).parent.parent / "tests" / "data" / "hf"
+FAMILY_CONFIGS = {
+    "llama": "tinyllama-1.1b", "mistral": "mistral-7b-v0.1", "qwen2": "qwen2.5-0.5b", "qwen3": "qwen3-0.6b",
+    "gemma": "gemma-2b", "gemma2": "gemma-2-9b", "gemma3_text": "gemma-3-1b", "gemma3": "gemma-3-4b-it",
+    "phi": "phi-2", "phi (qk_layernorm)": "phi-2-qk-layernorm", "phi3": "phi-3-mini-4k", "gpt2": "gpt2",
+    "gpt_neox": "pythia-70m", "falcon": "falcon-7b", "olmo": "olmo-1b-hf", "olmo2": "olmo-2-0425-1b",
+    "starcoder2": "starcoder2-3b", "gptj": "gpt-j-6b", "gpt_bigcode": "starcoderbase-1b", "bloom": "bloom-560m",
+}
+NOT_TRACED = {"mixtral": "mixtral-8x7b-v0.1", "qwen2_moe": "qwen1.5-moe-a2.7b", "qwen3_moe": "qwen3-30b-a3b",
+              "deepseek_v2": "deepseek-v2-lite", "deepseek_v3": "deepseek-v3"}
+FAMILY_SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16 | b1 s512 | sdpa", {"method": "full", "precision": "pure-bf16", "batch_size": 1, "seq_len": 512}),
+    ("lora all-linear | b2 s1024 | eager", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",),
+                                           "batch_size": 2, "seq_len": 1024, "attention": "eager"}),
+)
+
+
+def family_grid() -> list[dict[str, Any]]:
+    cases = []
+    for family, config in FAMILY_CONFIGS.items():
+        for label, kw in FAMILY_SHAPES:
+            for gc in (False, True):
+                opts = dict(kw, grad_checkpointing=gc)
+                cases.append({"id": f"{family} ({config}, {FAMILY_LAYERS} layers) | {label} | {'gc' if gc else 'no-gc'}",
+                              "model": f"hf:{config}", "method": label.split(" | ")[0], "training": opts})
+    return cases
+
+
+def _model(name: str) -> Any:
+    if name.startswith("hf:"):
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config = name[3:]
+        path = HF_DIR / f"{config}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
+        from dataclasses import replace
+
+        local = spec.sliding_window_layers
+        return replace(spec, num_layers=FAMILY_LAYERS,
+                       sliding_window_layers=None if local is None else round(local * FAMILY_LAYERS / spec.num_layers))
+    return presets.find_model(name)
+
+
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
-    return presets.find_model(case["model"]), TrainingSpec(**case["training"])
+    return _model(case["model"]), TrainingSpec(**case["training"])
 
 
 def _trace(case: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +171,10 @@ def _trace(case: dict[str, Any]) -> dict[str, Any]:
 
     model, training = _spec(case)
     t0 = time.perf_counter()
-    r = trace(model, training)
+    try:
+        r = trace(model, training)
+    except Exception as e:  # reported and left out of the summary, not cached
+        return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     return {"peak_bytes": r.peak_bytes, "peak_phase": r.peak_phase, "peak_op": r.peak_op,
             "phase_peaks": dict(r.phase_peaks), "by_category_at_peak": dict(r.by_category_at_peak),
             "seconds": round(time.perf_counter() - t0, 1)}
@@ -173,10 +226,11 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, grid_name: str = "base") -> str:
     g = 1e9
-    savers = grid_name == "savers"
-    lines = ["# Estimator vs tracer" + (" (memory savers, issue 13)" if savers else ""), "",
+    title = {"base": "", "savers": " (memory savers, issue 13)", "families": " (model families, issue 15)"}[grid_name]
+    flag = "" if grid_name == "base" else f" --grid {grid_name}"
+    lines = ["# Estimator vs tracer" + title, "",
              f"{len(rows)} cases; tracer on {versions}. Reproduce: "
-             f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2{' --grid savers' if savers else ''}`. "
+             f"`PYTHONPATH=src python benchmarks/accuracy.py --jobs 2{flag}`. "
              "Error = (estimate − trace) / trace.", "",
              "| metric | median abs % | p90 abs % | max abs % | worst under-estimate % |",
              "| --- | ---: | ---: | ---: | ---: |"]
@@ -186,6 +240,9 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, gr
     lines += ["", f"Peak phase right in {summ['phase_correct_pct']:.1f} % of cases.", "",
               "| case | estimate GB | trace GB | error % | phase (est / trace) | trace peak op |",
               "| --- | ---: | ---: | ---: | --- | --- |"]
+    if grid_name == "families":
+        lines[4:4] = ["Not traced (the tracer does not build mixture-of-experts models): "
+                      + ", ".join(f"{k} ({v})" for k, v in NOT_TRACED.items()) + ".", ""]
     for r in rows:
         e, t = r["estimate"], r["trace"]
         mark = "" if r["phase_ok"] else " ✗"
@@ -200,27 +257,32 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--retrace", action="store_true", help="ignore the trace cache")
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
-    ap.add_argument("--grid", choices=("base", "savers"), default="base",
-                    help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases")
+    ap.add_argument("--grid", choices=("base", "savers", "families"), default="base",
+                    help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; families: issue 15's "
+                         "model_types at two shapes, without and with checkpointing")
     args = ap.parse_args()
     versions = _versions()
     cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
         cache = {"versions": versions, "traces": {}}
-    cases = [c for c in (saver_grid() if args.grid == "savers" else grid()) if args.only in c["id"]]
+    make = {"base": grid, "savers": saver_grid, "families": family_grid}[args.grid]
+    cases = [c for c in make() if args.only in c["id"]]
     todo = [c for c in cases if c["id"] not in cache["traces"]]
     if todo:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             for c, tr in zip(todo, pool.map(_trace, todo), strict=True):
+                if "error" in tr:
+                    print(f"not traced {c['id']}: {tr['error']}", file=sys.stderr, flush=True)
+                    continue
                 cache["traces"][c["id"]] = tr
                 print(f"traced {c['id']} in {tr['seconds']} s", file=sys.stderr, flush=True)
                 RESULTS.mkdir(exist_ok=True)
                 CACHE.write_text(json.dumps(cache, indent=1))
-    rows = [compare(c, cache["traces"][c["id"]]) for c in cases]
+    rows = [compare(c, cache["traces"][c["id"]]) for c in cases if c["id"] in cache["traces"]]
     summ = summary(rows)
     RESULTS.mkdir(exist_ok=True)
     if not args.only:
-        name = "accuracy_savers" if args.grid == "savers" else "accuracy"
+        name = {"base": "accuracy", "savers": "accuracy_savers", "families": "accuracy_families"}[args.grid]
         (RESULTS / f"{name}.json").write_text(json.dumps({"versions": versions, "summary": summ, "cases": rows},
                                                         indent=1))
         (RESULTS / f"{name}.md").write_text(markdown(rows, summ, versions, args.grid))

@@ -148,15 +148,14 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     notes: list[str] = []
     d = hf_config_dict(model)
     model_type = d.pop("model_type")
-    if model_type == "gemma2" and training.attention == "sdpa":
-        d["attn_logit_softcapping"] = None  # sdpa_attention.py raises on softcap
-        notes.append("gemma2 with sdpa: attention logit softcapping disabled (sdpa does not support it)")
     config = AutoConfig.for_model(model_type, **d)
     config.use_cache = False
     attention = training.attention
-    if model.alibi:  # modeling_bloom.py: the ALiBi attention is eager only
+    from vramcalc.core.memory.activations import eager_only
+
+    if eager_only(model) and attention != "eager":  # BLOOM (ALiBi), Gemma 2 (_supports_sdpa = False)
         attention = "eager"
-        notes.append("ALiBi attention (BLOOM) has no SDPA path: traced eager")
+        notes.append(f"{model_type} has no SDPA attention in transformers: traced eager")
     with torch.device("meta"):
         hf = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
     return hf, notes

@@ -20,7 +20,7 @@ from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import inference as _inference
-from vramcalc.core.memory.activations import head_activations, layer_activations
+from vramcalc.core.memory.activations import eager_only, head_activations, layer_activations
 from vramcalc.core.memory.loss import loss_bytes
 from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
 
@@ -466,7 +466,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
         # weight is trained (LoRA: neither, so nothing).
         once_t += (4 if recipe.autocast or recipe.compute == "fp32" else c) * m.hidden_size + 8
-    if t.attention == "eager" or m.alibi:
+    if t.attention == "eager" or eager_only(m):
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * batch * seq * seq
     if m.dropout > 0:
         once_t += m.hidden_size  # embedding dropout mask
@@ -495,9 +495,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if m.tie_word_embeddings else 1)
     notes: list[str] = []
-    if m.alibi and t.attention == "sdpa":
-        notes.append(f"{m.name}: ALiBi attention has no SDPA path in transformers (modeling_bloom.py): counted "
-                     "as eager attention, with its per-key scores.")
+    if eager_only(m) and t.attention == "sdpa":
+        notes.append(f"{m.name}: transformers has no SDPA attention for this model (BLOOM's ALiBi, Gemma 2's "
+                     "softcapping): counted as eager attention, with its per-key scores.")
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
                      "in backward with its full activations.")
@@ -517,7 +517,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
         end_tied=m.tie_word_embeddings, notes=tuple(notes),
         loss=t.loss, loss_chunks=t.loss_chunks,
-        norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
+        norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
+        - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,

@@ -27,6 +27,13 @@ if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
 ACT_SAVED_TENSORS: dict[str, int] = {"gelu_new": 4, "gelu_fast": 4, "quick_gelu": 3}
 
 
+def eager_only(m: ModelSpec) -> bool:
+    """Whether transformers 5.24 has no SDPA path for the model, so it runs eager attention: BLOOM's ALiBi
+    (modeling_bloom.py builds the scores with baddbmm) and Gemma 2 (modeling_gemma2.py `_supports_sdpa =
+    False`: SDPA cannot softcap the logits)."""
+    return m.alibi or m.family == "gemma2"
+
+
 @dataclass(frozen=True, slots=True)
 class Term:
     """One saved tensor (or group): bytes per token, and bytes per token per key position (eager scores)."""
@@ -90,7 +97,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     )
     terms: list[Term] = []
     tw = trainable_weights
-    eager = t.attention == "eager" or m.alibi  # BLOOM's ALiBi attention has no SDPA path (modeling_bloom.py)
+    eager = t.attention == "eager" or eager_only(m)
 
     a = dtype_bytes(t.adapter_dtype)
     fresh_copy = a != c or t.lora_dropout > 0  # each adapter saves its own cast/dropped copy of its input
@@ -179,6 +186,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
             # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
             softmax_bytes = c if m.family == "gpt2" and not recipe.autocast else 4
+            if m.family == "gemma2":
+                # Gemma 2's attn_logit_softcapping (modeling_gemma2.py eager_attention_forward: scores / cap,
+                # tanh, * cap; 50.0 in every published config): tanh saves its 16-bit output per key.
+                terms.append(Term("eager softcapping tanh output", 0, c * n_heads))
             if m.dropout > 0:
                 terms.append(Term("eager scores (softmax, dropout mask, dropped probs)", 0,
                                   (softmax_bytes + 1 + c) * n_heads))
@@ -361,6 +372,10 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     if head_trainable:
         saved += c * h  # lm_head saves its input to compute its weight gradient
     saved += 4 * v  # log_softmax saves its fp32 output (aten log_softmax backward uses the result)
+    if m.family == "gemma2":
+        # final_logit_softcapping (Gemma2ForCausalLM.forward: logits / cap, tanh, * cap; 30.0 in every published
+        # config): tanh saves its 16-bit vocab-wide output.
+        saved += c * v
     # Forward: the 16-bit logits and their fp32 upcast coexist while log_softmax runs; in fp32 the
     # upcast is the same tensor.
     fwd = (c if c != 4 else 0) * v + 4 * v
@@ -379,4 +394,6 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     if head_trainable:
         terms.append(Term("lm_head input", c * m.hidden_size))
     terms.append(Term("log_softmax output (fp32)", 4 * m.vocab_size))
+    if m.family == "gemma2":
+        terms.append(Term("final logit softcapping tanh output", c * m.vocab_size))
     return tuple(terms)
