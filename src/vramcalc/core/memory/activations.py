@@ -129,8 +129,15 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         return tw or any_adapter
 
     n_norms = m.norms_per_layer
+    math_sdpa = False
     live = input_grad  # whether the hidden states entering the next op need a gradient
     # --- attention block ---
+    # OLMo (v1): OlmoLayerNorm has no weight, so the spec counts no norm parameters, but it still runs
+    # F.layer_norm on an fp32 copy (modeling_olmo.py), saving it with mean and rstd when the input needs a
+    # gradient: two per block and the final one.
+    weightless = m.family == "olmo" and not n_norms
+    if weightless and live:
+        terms.append(Term("attn norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
     if n_norms and not m.post_norms:
         terms += _norm_terms("attn norm", m, c, residual, h, live, tw)
         live = live or tw
@@ -164,8 +171,16 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # backward for q needs only the other operand (derivatives.yaml mul.Tensor: self's gradient is
         # grad * other, `self` is saved only when `other` requires grad); cos/sin need no gradient, so
         # autograd saves the shared cos/sin tables (counted once per forward in memory/__init__.py).
+        # Falcon always materialises the causal mask (modeling_falcon.py: allow_is_causal_skip=False), so SDPA
+        # gets attn_mask; with multi-query heads CUDA then falls back to the math backend (sdp_utils.cpp: flash
+        # takes no mask, memory-efficient no GQA), which upcasts and expands q, k, v to fp32 and saves the fp32
+        # softmax (measured with the tracer, falcon-7b LoRA: 3 x 4 B x q_dim + 4 B per head per key).
+        math_sdpa = not eager and m.family == "falcon" and gqa
         if not attn_live:
             pass  # q, k and v need no gradient: attention records nothing (below the first adapter)
+        elif math_sdpa:
+            terms.append(Term("sdpa math backend q, k, v (fp32, expanded)", 4 * 3 * q_dim))
+            terms.append(Term("sdpa math backend softmax (fp32)", 0, 4 * n_heads))
         elif not eager:
             # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
             # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
@@ -185,12 +200,15 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # (modeling_gpt2.eager_attention_forward) runs it in the scores' dtype, except under CUDA
             # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
             # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
-            softmax_bytes = c if m.family == "gpt2" and not recipe.autocast else 4
+            # Falcon's eager softmax runs in the hidden states' dtype (modeling_falcon.py, dtype=hidden_states.dtype).
+            softmax_bytes = c if m.family in ("gpt2", "falcon") and not recipe.autocast else 4
             if m.family == "gemma2":
                 # Gemma 2's attn_logit_softcapping (modeling_gemma2.py eager_attention_forward: scores / cap,
                 # tanh, * cap; 50.0 in every published config): tanh saves its 16-bit output per key.
                 terms.append(Term("eager softcapping tanh output", 0, c * n_heads))
-            if m.dropout > 0:
+            # Attention dropout: GPT-2 and GPTBigCode drop the probabilities with attn_pdrop, which their
+            # configs set equal to the residual dropout; Phi's and StarCoder2's attention_dropout is 0.0.
+            if m.dropout > 0 and m.family in ("gpt2", "gpt_bigcode", "gptj"):
                 terms.append(Term("eager scores (softmax, dropout mask, dropped probs)", 0,
                                   (softmax_bytes + 1 + c) * n_heads))
             elif softmax_bytes == c:
@@ -198,7 +216,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             else:
                 terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
         rope = not m.learned_position_embeddings and not m.alibi
-        if attn_live and m.fused_qkv and rope and not (gqa and eager):
+        if attn_live and m.fused_qkv and rope and not (gqa and eager) and not math_sdpa:
             # A fused qkv projection with RoPE (modeling_phi3.py, modeling_gpt_neox.py): q and k are rotated
             # into new tensors, but v stays a view of the fused output, so the attention's saved v keeps the
             # whole (q + 2 kv) buffer alive: its q and k parts beyond the saved set. Eager releases it when v
@@ -208,7 +226,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             terms.append(Term("fused qkv buffer behind v (q, k parts)", c * (q_dim + kv_dim),
                               batch1_only=eager))
         # o_proj's input: the SDPA output (already saved, when attention was recorded) or eager's copy.
-        o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=not eager and attn_live)
+        o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=not eager and not math_sdpa and attn_live)
         attn_live = attn_live or o_own
     if m.post_norms and n_norms:  # OLMo 2: post_attention_layernorm on the attention's output
         terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live, tw)
@@ -217,6 +235,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
     live = attn_in_live if m.parallel_residual else live or attn_live
+    if weightless and live:
+        terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
     if n_norms >= 2 and not m.parallel_residual and not m.post_norms:
         terms += _norm_terms("mlp norm", m, c, residual, h, live, tw)
         live = live or tw
@@ -264,7 +284,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # has released the saved 16-bit probs; alive are the saved fp32 output, the fp32 upcast of the
     # incoming gradient and the 16-bit result: 4 + 4 + c against 4 + c saved, so 4 bytes beyond.
     eager_fwd = c * n_heads if eager else 0
-    if not eager:
+    if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
+        eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
+    elif not eager:
         eager_bwd = 0
     elif m.family == "gpt2" and not recipe.autocast:
         eager_bwd = (4 + 2 * c) * n_heads
@@ -369,6 +391,8 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     norm_trained = t.method in ("full", "freeze")
     saved = sum(x.per_token for x in _norm_terms("final norm", m, c, residual, h, True, norm_trained)) \
         if m.final_norm else 0
+    if m.family == "olmo" and not m.final_norm:  # OLMo's weightless final norm (see layer_activations)
+        saved += 4 * h + 8
     if head_trainable:
         saved += c * h  # lm_head saves its input to compute its weight gradient
     saved += 4 * v  # log_softmax saves its fp32 output (aten log_softmax backward uses the result)
@@ -391,6 +415,8 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     trained = t.method in ("full", "freeze")
     terms = _norm_terms("final norm", m, c, residual, m.hidden_size, True, trained) if m.final_norm else []
+    if m.family == "olmo" and not m.final_norm:
+        terms.append(Term("final norm (weightless: fp32 input, mean, rstd)", 4 * m.hidden_size + 8))
     if head_trainable:
         terms.append(Term("lm_head input", c * m.hidden_size))
     terms.append(Term("log_softmax output (fp32)", 4 * m.vocab_size))
