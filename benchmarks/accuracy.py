@@ -142,7 +142,8 @@ def family_grid() -> list[dict[str, Any]]:
         for label, kw in FAMILY_SHAPES:
             for gc in (False, True):
                 opts = dict(kw, grad_checkpointing=gc)
-                cases.append({"id": f"{family} ({config}, {FAMILY_LAYERS} layers) | {label} | {'gc' if gc else 'no-gc'}",
+                ckpt = "gc" if gc else "no-gc"
+                cases.append({"id": f"{family} ({config}, {FAMILY_LAYERS} layers) | {label} | {ckpt}",
                               "model": f"hf:{config}", "method": label.split(" | ")[0], "training": opts})
     return cases
 
