@@ -125,7 +125,8 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
         if m.has_architecture:
             # explain (being rewritten into named moments) does not itemize the LoRA bottom layer's smaller
             # saved set yet (memory/__init__.py _activation_plan bottom_less_t): the core's detail names it.
-            less = b.details.get("activations.bottom_layer_less", 0)
+            d = b.details
+            less = d.get("activations.bottom_layer_less", 0) - d.get("activations.bottom_layers_more", 0)
             if eager_only(m) and run.attention == "sdpa":  # nor that BLOOM and Gemma 2 run eager (their mask)
                 less -= dtype_bytes(recipe_of(run).compute) * run.batch_size * run.seq_len**2
             assert sum(x.value for x in sec["activations"].lines) - less == b.activations, m.name
@@ -135,7 +136,10 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
             assert max(x.value for x in sec["temporaries"].lines) == b.temporaries, m.name
         # Not one phase fell back to "total only": the itemization mirrors the core's phase model.
         # (A LoRA run without checkpointing falls back until explain itemizes the bottom layer: see above.)
-        if not b.details.get("activations.bottom_layer_less", 0) and not (eager_only(m) and run.attention == "sdpa"):
+        # (nor a MoE model's dense bottom layers: m.first_dense_layers)
+        unitemized = ("activations.bottom_layer_less", "activations.bottom_layers_more")
+        skip = any(b.details.get(k, 0) for k in unitemized) or (eager_only(m) and run.attention == "sdpa")
+        if not (skip or (m.has_architecture and m.num_experts and m.first_dense_layers)):
             assert not any("itemization" in n for n in e.notes), (m.name, e.notes)
         assert sec["phases"].total == b.tensor_peak_bytes
 

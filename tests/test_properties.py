@@ -241,12 +241,13 @@ def test_lora_needs_no_more_than_full_fine_tuning(m: ModelSpec, t: TrainingSpec)
 
 
 def test_fp32_adapters_can_outgrow_full_fine_tuning_at_large_batch() -> None:
-    # gemma-2b, LoRA on all linears at r=1 with fp32 adapters, batch 51 × seq 297 (found by hypothesis):
-    # every adapted Linear keeps an fp32 copy of its input (4 B/element, per module: q, k and v each
-    # cast the same input), ~20 GB more activations than full fine-tuning's shared 16-bit inputs, which
-    # outweighs full fine-tuning's gradients and AdamW states (2.5 B params × 10 B = 25 GB) here.
+    # gemma-2b, LoRA on all linears at r=1 with fp32 adapters, batch 64 × seq 297 (found by hypothesis at
+    # batch 51; since issue 15 LoRA's frozen norms save no normalized copy, so it takes batch 64): every
+    # adapted Linear keeps an fp32 copy of its input (4 B/element, per module: q, k and v each cast the
+    # same input), ~22 GB more activations than full fine-tuning's shared 16-bit inputs, which outweighs
+    # full fine-tuning's gradients and AdamW states (2.5 B params × 10 B = 25 GB) less LoRA's own here.
     m = _preset("gemma-2b")
-    t = TrainingSpec(method="lora", batch_size=51, seq_len=297, lora_rank=1, lora_targets=("all-linear",),
+    t = TrainingSpec(method="lora", batch_size=64, seq_len=297, lora_rank=1, lora_targets=("all-linear",),
                      adapter_dtype="fp32")
     lora, full = estimate(m, t), estimate(m, with_(t, method="full"))
     assert lora.activations - full.activations > 15 * 10**9
@@ -284,7 +285,17 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
     assume((m.num_layers or 2) - frozen >= 2)
     on = run(m, with_(t, grad_checkpointing=True))
     off = run(m, with_(t, grad_checkpointing=False))
-    assert on.peak_bytes <= off.peak_bytes
+    # LoRA: checkpointing calls enable_input_require_grads, so the bottom layer saves its full set again
+    # (memory/__init__.py _activation_plan); when that layer's backward is the peak (a MoE model's adapted
+    # dense bottom layer), checkpointing may exceed by exactly what the bottom layer saved less.
+    slack = 0
+    if t.method in ("lora", "qlora"):
+        slack = off.details["activations.per_layer"] - off.details["activations.bottom_layer"]
+        slack += off.details.get("activations.bottom_layers_more", 0)
+    if slack > 0:  # the tensors (the runtime overhead grows with the tensor peak: memory/overhead.py)
+        assert on.tensor_peak_bytes <= off.tensor_peak_bytes + slack
+    else:
+        assert on.peak_bytes <= off.peak_bytes
     assert on.activations <= off.activations
 
 

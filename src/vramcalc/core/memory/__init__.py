@@ -577,7 +577,10 @@ def _transformer_phases(
         bwd_head = base + grads_live_fwd + kept + once + head_bwd_t if head_bwd_t >= 0 else 0
         layer_copies = p.layer_copies
         bwd_top = base + max(grads_live_fwd, g_head) + kept_bwd + once + recomputed + layer_copies + layer_bwd_t
-        bwd_bottom = base + gradients + once + recomputed + layer_copies + layer_bwd_t
+        # The bottom layer recomputed: a MoE model's dense bottom layer saves a dense MLP's set (bottom_less_t;
+        # checkpointing gives every layer's input a gradient, so LoRA's bottom-layer saving does not apply).
+        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
+        bwd_bottom = base + gradients + once + recomputed - bottom_less + layer_copies + layer_bwd_t
         activations = acts + recomputed
         layers_detail = kept
     else:
@@ -611,9 +614,12 @@ def _transformer_phases(
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = per_layer if p.checkpointing and saving_layers else 0
     details["activations.per_layer"] = per_layer
-    # LoRA without checkpointing: what the bottom layer saves less than per_layer (activations.py input_grad).
-    details["activations.bottom_layer_less"] = (
-        p.layers_less_t * tokens + p.layers_less_ts * token_seq if saving_layers and not p.checkpointing else 0)
+    details["activations.bottom_layer"] = max(per_layer - bottom_less, 0) if saving_layers else 0  # its saved set
+    # What all the layers save less than saving_layers x per_layer without checkpointing (LoRA's bottom layer,
+    # activations.py input_grad; a MoE model's dense bottom layers, which save more when their MLP is adapted).
+    less = p.layers_less_t * tokens + p.layers_less_ts * token_seq if saving_layers and not p.checkpointing else 0
+    details["activations.bottom_layer_less"] = max(less, 0)
+    details["activations.bottom_layers_more"] = max(-less, 0)
     details["activations.shared"] = once
     details["activations.head_and_loss"] = head_saved
     details["activations.autocast_weight_copies"] = autocast_copies

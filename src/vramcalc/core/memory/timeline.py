@@ -126,12 +126,15 @@ def timeline(model: ModelSpec, training: TrainingSpec) -> Timeline:
     points.append(_point("loss backward", "backward", True, **states, gradients=grads_fwd,
                          activations=layers + once + start_copies + head_saved, temporaries=loss_bwd))
     # Backward layers, top to bottom: the core's top and bottom terms and the straight line between.
+    # The bottom layer's own saved set (the core's activations.bottom_layer: smaller for LoRA without
+    # checkpointing and for a MoE model's dense bottom layer).
+    bottom_layer = d.get("activations.bottom_layer", per_layer)
     if act.checkpointing:
         top_acts = layers + once + recomputed + layer_copies
-        bottom_acts = once + recomputed + layer_copies
+        bottom_acts = once + (bottom_layer if recomputed else 0) + layer_copies
     else:
         top_acts = layers + once + copies
-        bottom_acts = once + (per_layer if saving else 0) + (layer_copies if saving else 0)
+        bottom_acts = once + (bottom_layer if saving else 0) + (layer_copies if saving else 0)
     span = max(saving, 1)
     rows = [(j, n - j) for j in range(span)]
     if span == 1:  # one layer: its start (top term) and its end (bottom term) are two points
