@@ -290,3 +290,13 @@ def test_dense_bottom_layers_save_a_dense_mlp(name: str) -> None:
     assert n_dense >= 1 and dense_layer != moe_layer
     got = estimate(m, t).details["activations.layers"]
     assert got == n_dense * dense_layer + (4 - n_dense) * moe_layer
+
+
+def test_gpt_bigcode_keeps_its_causal_mask_buffer() -> None:
+    # GPTBigCodeModel.bias: a bool (n_positions, n_positions) buffer, 8,192^2 B = 64 MiB for StarCoderBase
+    # (modeling_gpt_bigcode.py; the tracer counted 67,108,864 B of buffers, benchmarks/results/accuracy_families).
+    from vramcalc.core.memory import estimate
+
+    m = spec("starcoderbase-1b")
+    b = estimate(m, TrainingSpec(method="full", precision="pure-bf16"))
+    assert b.details["weights.base"] == 2 * count_params(m) + 8192**2
