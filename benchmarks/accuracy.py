@@ -44,7 +44,7 @@ decode. Written to accuracy_inference.{json,md}.
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference|peft]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference|peft|families]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -79,6 +79,13 @@ RESULTS = Path(__file__).parent / "results"
 CACHE = RESULTS / "trace_cache.json"
 
 
+def _long(model: str, seq: int = 2048) -> int:
+    """`seq`, or the model's learned position table when that is shorter (GPT-2's 1,024)."""
+    spec = presets.find_model(model)
+    limit = spec.max_position_embeddings if spec.learned_position_embeddings else None
+    return min(seq, limit) if limit else seq
+
+
 def grid() -> list[dict[str, Any]]:
     cases = []
     for mi, model in enumerate(MODELS):
@@ -86,7 +93,9 @@ def grid() -> list[dict[str, Any]]:
             b, s, g = run & 1, (run >> 1) & 1, (run >> 2) & 1
             eager = (b + s + g) % 2 == 1  # D = ABC
             label, kw = METHODS[(mi + run) % len(METHODS)]
-            opts = dict(kw, batch_size=4 if b else 1, seq_len=2048 if s else 512, grad_checkpointing=bool(g),
+            # the high sequence level is capped at a learned position table (GPT-2: 1,024; core/checks.py
+            # refuses a sequence beyond it)
+            opts = dict(kw, batch_size=4 if b else 1, seq_len=_long(model) if s else 512, grad_checkpointing=bool(g),
                         attention="eager" if eager else "sdpa")
             cid = (f"{model} | {label} | b{opts['batch_size']} s{opts['seq_len']} | "
                    f"{'gc' if g else 'no-gc'} | {opts['attention']}")
@@ -123,6 +132,57 @@ def saver_grid() -> list[dict[str, Any]]:
             cases.append({"id": f"{model} | {label} | {saver} | b2 s1024", "model": model, "method": label,
                           "training": opts})
     return cases
+
+
+# The families grid (`--grid families`, issue 15): one published config.json per model_type vramcalc reads
+# (tests/data/hf, read by io/hf_config.py), at two shapes (b1 s512 full pure-bf16 sdpa; b2 s1024 LoRA
+# all-linear bf16 eager), each without and with checkpointing. Mixture-of-experts types (mixtral, qwen2_moe,
+# qwen3_moe, deepseek_v2/v3) are listed but not traced: the tracer does not build MoE models. Each config is
+# cut to FAMILY_LAYERS layers (every layer but the bottom one saves the same set, so the per-layer terms are
+# all in the peak; a full-depth trace takes minutes per case on two CPU cores).
+FAMILY_LAYERS = 4
+HF_DIR = Path(__file__).parent.parent / "tests" / "data" / "hf"
+FAMILY_CONFIGS = {
+    "llama": "tinyllama-1.1b", "mistral": "mistral-7b-v0.1", "qwen2": "qwen2.5-0.5b", "qwen3": "qwen3-0.6b",
+    "gemma": "gemma-2b", "gemma2": "gemma-2-9b", "gemma3_text": "gemma-3-1b", "gemma3": "gemma-3-4b-it",
+    "phi": "phi-2", "phi (qk_layernorm)": "phi-2-qk-layernorm", "phi3": "phi-3-mini-4k", "gpt2": "gpt2",
+    "gpt_neox": "pythia-70m", "falcon": "falcon-7b", "olmo": "olmo-1b-hf", "olmo2": "olmo-2-0425-1b",
+    "starcoder2": "starcoder2-3b", "gptj": "gpt-j-6b", "gpt_bigcode": "starcoderbase-1b", "bloom": "bloom-560m",
+}
+NOT_TRACED = {"mixtral": "mixtral-8x7b-v0.1", "qwen2_moe": "qwen1.5-moe-a2.7b", "qwen3_moe": "qwen3-30b-a3b",
+              "deepseek_v2": "deepseek-v2-lite", "deepseek_v3": "deepseek-v3"}
+FAMILY_SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16 | b1 s512 | sdpa", {"method": "full", "precision": "pure-bf16", "batch_size": 1, "seq_len": 512}),
+    ("lora all-linear | b2 s1024 | eager", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",),
+                                           "batch_size": 2, "seq_len": 1024, "attention": "eager"}),
+)
+
+
+def family_grid() -> list[dict[str, Any]]:
+    cases = []
+    for family, config in FAMILY_CONFIGS.items():
+        for label, kw in FAMILY_SHAPES:
+            for gc in (False, True):
+                opts = dict(kw, grad_checkpointing=gc)
+                ckpt = "gc" if gc else "no-gc"
+                cases.append({"id": f"{family} ({config}, {FAMILY_LAYERS} layers) | {label} | {ckpt}",
+                              "model": f"hf:{config}", "method": label.split(" | ")[0], "training": opts})
+    return cases
+
+
+def _model(name: str) -> Any:
+    if name.startswith("hf:"):
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config = name[3:]
+        path = HF_DIR / f"{config}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
+        from dataclasses import replace
+
+        local = spec.sliding_window_layers
+        return replace(spec, num_layers=FAMILY_LAYERS,
+                       sliding_window_layers=None if local is None else round(local * FAMILY_LAYERS / spec.num_layers))
+    return presets.find_model(name)
 
 
 # The packing grid (`--grid packing`, issue 13): 4 architectures (gpt2: MHA, learned positions; qwen2.5-0.5b and
@@ -287,15 +347,16 @@ def inference_grid() -> list[dict[str, Any]]:
 
 
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
-         "preference": preference_grid, "inference": inference_grid, "peft": peft_grid}
+         "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
+         "families": family_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
-          "peft": " (PEFT methods, issue 18)"}
+          "peft": " (PEFT methods, issue 18)", "families": " (model families, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
-    return presets.find_model(case["model"]), TrainingSpec(**case["training"])
+    return _model(case["model"]), TrainingSpec(**case["training"])
 
 
 def _trace(case: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +364,10 @@ def _trace(case: dict[str, Any]) -> dict[str, Any]:
 
     model, training = _spec(case)
     t0 = time.perf_counter()
-    r = trace(model, training)
+    try:
+        r = trace(model, training)
+    except Exception as e:  # reported and left out of the summary, not cached
+        return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     return {"peak_bytes": r.peak_bytes, "peak_phase": r.peak_phase, "peak_op": r.peak_op,
             "phase_peaks": dict(r.phase_peaks), "by_category_at_peak": dict(r.by_category_at_peak),
             "seconds": round(time.perf_counter() - t0, 1)}
@@ -369,6 +433,9 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, gr
     lines += ["", f"Peak phase right in {summ['phase_correct_pct']:.1f} % of cases.", "",
               "| case | estimate GB | trace GB | error % | phase (est / trace) | trace peak op |",
               "| --- | ---: | ---: | ---: | --- | --- |"]
+    if grid_name == "families":
+        lines[4:4] = ["Not traced (the tracer does not build mixture-of-experts models): "
+                      + ", ".join(f"{k} ({v})" for k, v in NOT_TRACED.items()) + ".", ""]
     for r in rows:
         e, t = r["estimate"], r["trace"]
         mark = "" if r["phase_ok"] else " ✗"
@@ -386,7 +453,8 @@ def main() -> None:
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
-                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases")
+                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; families: issue 15's "
+                    "model_types at two shapes, without and with checkpointing")
     args = ap.parse_args()
     versions = _versions()
     cache_path = RESULTS / "trace_cache_presets.json" if args.grid == "presets" else CACHE
@@ -398,6 +466,9 @@ def main() -> None:
     if todo:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             for c, tr in zip(todo, pool.map(_trace, todo), strict=True):
+                if "error" in tr:
+                    print(f"not traced {c['id']}: {tr['error']}", file=sys.stderr, flush=True)
+                    continue
                 cache["traces"][c["id"]] = tr
                 print(f"traced {c['id']} in {tr['seconds']} s", file=sys.stderr, flush=True)
                 RESULTS.mkdir(exist_ok=True)

@@ -129,6 +129,7 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
         for key in ("weights", "gradients", "optimizer_state", "overhead"):
             assert sum(x.value for x in sec[key].lines) == b.component(key), (m.name, key)
         if m.has_architecture:
+            # the layers line is the core's figure (the LoRA bottom layer's smaller set, MoE dense bottom layers)
             assert sum(x.value for x in sec["activations"].lines) == b.activations, m.name
             assert (
                 sum(x.value for x in sec["activations_per_layer"].lines) == b.details["activations.per_layer"]

@@ -43,6 +43,14 @@ TOTALS = {
     "starcoder2-3b": 3_030_371_328,
     "deepseek-v2-lite": 15_706_484_224,
     "deepseek-v3": 671_026_419_200,  # main model, layers 0-60; the MTP layer 61 is not counted
+    # Issue 15's decoder families: each sum(p.numel()) of transformers 5.24's model on the meta device
+    # (test_count_matches_the_library below rebuilds them when transformers is installed).
+    "gpt-j-6b": 6_050_882_784,
+    "bloom-560m": 559_214_592,  # also the model card's 559,214,592
+    "starcoderbase-1b": 1_137_207_296,
+    "olmo-2-0425-1b": 1_484_916_736,
+    # phi-2 with qk_layernorm true (no published Phi config sets it): + 32 layers x 2 x (80 + 80)
+    "phi-2-qk-layernorm": 2_779_683_840 + 32 * 2 * 160,
 }
 
 
@@ -79,6 +87,10 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "starcoder2",
         "deepseek_v2",
         "deepseek_v3",
+        "olmo2",
+        "gptj",
+        "gpt_bigcode",
+        "bloom",
     }
     assert issue <= set(FAMILIES)
     # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config)
@@ -88,6 +100,22 @@ def test_every_family_of_the_issue_is_mapped() -> None:
 @pytest.mark.parametrize(("name", "total"), TOTALS.items(), ids=list(TOTALS))
 def test_count_matches_published_total(name: str, total: int) -> None:
     assert count_params(spec(name)) == total
+
+
+NEW_FAMILIES = ("gpt-j-6b", "bloom-560m", "starcoderbase-1b", "olmo-2-0425-1b", "phi-2-qk-layernorm", "pythia-70m")
+
+
+@pytest.mark.parametrize("name", NEW_FAMILIES)
+def test_count_matches_the_library(name: str) -> None:
+    # The library's own count: the model transformers builds from the same config.json on the meta device.
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    d = load(name)
+    kwargs = {k: v for k, v in d.items() if k not in ("model_type", "architectures", "transformers_version")}
+    config = transformers.AutoConfig.for_model(d["model_type"], **kwargs)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    assert count_params(spec(name)) == sum(p.numel() for p in model.parameters())
 
 
 # Active parameters = total - (E - k)/E x routed-expert weights.
@@ -151,7 +179,7 @@ def test_unknown_model_type_lists_supported() -> None:
         spec_from_hf_config({"model_type": "mamba"}, "m", "m.json")
     msg = str(e.value)
     assert msg.startswith(
-        "m.json: unsupported model_type 'mamba'; supported: deepseek_v2, deepseek_v3, falcon,"
+        "m.json: unsupported model_type 'mamba'; supported: bloom, deepseek_v2, deepseek_v3, falcon,"
     )
     assert "docs/any-model.md" in msg and "--presets DIR" in msg
 
@@ -243,3 +271,32 @@ def test_gemma3_4b_text_config_filled_with_transformers_defaults() -> None:
     assert (s.num_attention_heads, s.num_kv_heads, s.head_dim, s.vocab_size) == (8, 4, 256, 262_208)
     # Gemma 3 Technical Report (arXiv:2503.19786) Table 1, 4B: 3,209M non-embedding parameters.
     assert round((count_params(s) - s.vocab_size * s.hidden_size) / 1e6) == 3209
+
+
+@pytest.mark.parametrize("name", ["deepseek-v2-lite", "deepseek-v3"])
+def test_dense_bottom_layers_save_a_dense_mlp(name: str) -> None:
+    # first_k_dense_replace layers run DeepseekV3MLP of intermediate_size, not the routed experts
+    # (modeling_deepseek_v3.py DeepseekV3DecoderLayer): their saved set is the dense model's layer.
+    from vramcalc.core.memory import estimate
+
+    m = replace(spec(name), num_layers=4)  # a short stack keeps the check fast; the rule is per layer
+    t = TrainingSpec(method="full", seq_len=256, lora_targets=("all-linear",))
+    dense = replace(m, num_experts=0, experts_per_token=0, num_shared_experts=0, first_dense_layers=0,
+                    router_bias=False)
+    tokens = t.batch_size * t.seq_len
+    moe_layer = layer_activations(m, t, recipe_of(t), True).saved(tokens, t.seq_len)
+    dense_layer = layer_activations(dense, t, recipe_of(t), True).saved(tokens, t.seq_len)
+    n_dense = m.first_dense_layers
+    assert n_dense >= 1 and dense_layer != moe_layer
+    got = estimate(m, t).details["activations.layers"]
+    assert got == n_dense * dense_layer + (4 - n_dense) * moe_layer
+
+
+def test_gpt_bigcode_keeps_its_causal_mask_buffer() -> None:
+    # GPTBigCodeModel.bias: a bool (n_positions, n_positions) buffer, 8,192^2 B = 64 MiB for StarCoderBase
+    # (modeling_gpt_bigcode.py; the tracer counted 67,108,864 B of buffers, benchmarks/results/accuracy_families).
+    from vramcalc.core.memory import estimate
+
+    m = spec("starcoderbase-1b")
+    b = estimate(m, TrainingSpec(method="full", precision="pure-bf16"))
+    assert b.details["weights.base"] == 2 * count_params(m) + 8192**2

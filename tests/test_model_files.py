@@ -263,7 +263,9 @@ def test_distill_resolves_to_its_base_architecture(monkeypatch: pytest.MonkeyPat
     spec, notes = resolve_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
     assert spec.name == "qwen2.5-7b" and "Qwen2.5-Math-7B" in notes[0]
     assert resolve_model("deepseek-ai/DeepSeek-R1-Distill-Llama-8B")[0].name == "llama-3.1-8b"
-    # a distill with no table entry: no 671B DeepSeek-V3 suggestion for a 1.5B model; how to pass config.json
+    # the 1.5B distill has its own preset (untied head, unlike Qwen2.5-1.5B: presets/models/finetune_2025.yaml)
+    assert resolve_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")[0].name == "deepseek-r1-distill-qwen-1.5b"
+    # a distill with no table entry: no 671B DeepSeek-V3 suggestion for a 3B model; how to pass config.json
     with pytest.raises(VramcalcError) as e:
-        resolve_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
+        resolve_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-3B")
     assert "deepseek-v3" not in str(e.value).lower()

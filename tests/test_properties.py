@@ -294,7 +294,17 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
     assume(t.method != "prefix-tuning")  # peft refuses prefix tuning with checkpointing (a SpecError here too)
     on = run(m, with_(t, grad_checkpointing=True))
     off = run(m, with_(t, grad_checkpointing=False))
-    assert on.peak_bytes <= off.peak_bytes
+    # LoRA: checkpointing calls enable_input_require_grads, so the bottom layer saves its full set again
+    # (memory/__init__.py _activation_plan); when that layer's backward is the peak (a MoE model's adapted
+    # dense bottom layer), checkpointing may exceed by exactly what the bottom layer saved less.
+    slack = 0
+    if t.method in ("lora", "qlora"):
+        slack = off.details["activations.per_layer"] - off.details["activations.bottom_layer"]
+        slack += off.details.get("activations.bottom_layers_more", 0)
+    if slack > 0:  # the tensors (the runtime overhead grows with the tensor peak: memory/overhead.py)
+        assert on.tensor_peak_bytes <= off.tensor_peak_bytes + slack
+    else:
+        assert on.peak_bytes <= off.peak_bytes
     assert on.activations <= off.activations
 
 

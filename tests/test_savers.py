@@ -166,8 +166,11 @@ def test_selective_checkpointing_sits_between() -> None:
     none = estimate(m, TrainingSpec(**base)).details["activations.layers"]
     every2 = estimate(m, TrainingSpec(**base, grad_checkpointing=True, ac_every=2)).details["activations.layers"]
     full = estimate(m, TrainingSpec(**base, grad_checkpointing=True)).details["activations.layers"]
-    # 32 layers: 16 keep their input (full // 32 each), 16 their saved set (none // 32 each).
-    assert every2 == 16 * (full // 32) + 16 * (none // 32)
+    # 32 layers: 16 keep their input (full // 32 each), 16 their saved set (one layer's, activations.per_layer:
+    # `none` is 32 of them less what the bottom layer saves less without checkpointing).
+    per_layer = estimate(m, TrainingSpec(**base)).details["activations.per_layer"]
+    assert none == 32 * per_layer - estimate(m, TrainingSpec(**base)).details["activations.bottom_layer_less"]
+    assert every2 == 16 * (full // 32) + 16 * per_layer
 
 
 def test_offload_reports_host_ram() -> None:

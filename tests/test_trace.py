@@ -153,4 +153,4 @@ def test_hf_config_dict_maps_and_rejects() -> None:
     d = hf_config_dict(TINY)
     assert d["model_type"] == "llama" and d["num_key_value_heads"] == 2 and d["num_hidden_layers"] == 2
     with pytest.raises(UnsupportedCombination):
-        hf_config_dict(replace(TINY, family="falcon"))
+        hf_config_dict(replace(TINY, family="mixtral"))

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from vramcalc.core.describe import assumptions, settings
 from vramcalc.core.memory import Breakdown, estimate
-from vramcalc.core.memory.activations import head_terms, layer_activations
+from vramcalc.core.memory.activations import eager_only, head_terms, layer_activations
 from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
 from vramcalc.core.memory.loss import SOURCES as LOSS_SOURCES
 from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, TORCHAO_STATES, optimizer_bytes, state_dtype
@@ -407,7 +407,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
                           f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
                           "transformers LlamaRotaryEmbedding"))
-    if t.attention == "eager":
+    if t.attention == "eager" or eager_only(m):  # BLOOM, Gemma 2: transformers runs them eager
         mask = c * t.batch_size * seq * seq
         lines.append(Line("activations.shared.mask", "4-D causal mask (eager attention)",
                           f"{c} B × batch {t.batch_size} × {_n(seq)} × {_n(seq)}", mask, "batch × seq² × bytes",

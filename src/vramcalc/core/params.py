@@ -167,8 +167,15 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
     norm_vectors = 2 if m.norm == "layernorm" else 1
     if m.norms_per_layer:
         out.append(ParamTensor("layer_norms", "norm", (h,), m.norms_per_layer * norm_vectors * n_layers, "norm"))
-    if m.qk_norm:
+    if m.qk_norm and m.qk_norm_full:  # OLMo 2 (modeling_olmo2.py): RMSNorm(heads * d) and RMSNorm(kv_heads * d)
+        assert m.num_attention_heads is not None
+        out.append(ParamTensor("q_norms", "norm", (m.num_attention_heads * head_dim(m),), norm_vectors * n_layers,
+                               "norm"))
+        out.append(ParamTensor("k_norms", "norm", (kv_heads(m) * head_dim(m),), norm_vectors * n_layers, "norm"))
+    elif m.qk_norm:
         out.append(ParamTensor("qk_norms", "norm", (head_dim(m),), 2 * norm_vectors * n_layers, "norm"))
+    if m.embedding_norm:  # BLOOM word_embeddings_layernorm (modeling_bloom.py BloomModel)
+        out.append(ParamTensor("embed_norm", "norm", (h,), norm_vectors, "norm", False))
     if m.attention_kind == "mla":
         # q_a_layernorm and kv_a_layernorm (RMSNorm over the latent vectors), one each per layer.
         assert m.kv_lora_rank is not None

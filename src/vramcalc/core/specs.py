@@ -169,7 +169,11 @@ class ModelSpec:
     sliding_window: int | None = None
     hidden_act: HiddenAct = "silu"  # config.json hidden_act (vocab.HIDDEN_ACTS; others are refused)
     dropout: float = 0.0  # residual/embedding dropout (GPT-2: 0.1)
-    norm_fp32_weight_mul: bool = False  # Gemma's RMSNorm multiplies by (1 + w) in fp32
+    norm_fp32_weight_mul: bool = False  # the RMSNorm weight multiplies in fp32 (Gemma's (1 + w), OLMo 2's w)
+    embedding_norm: bool = False  # a norm right after the token embedding (BLOOM word_embeddings_layernorm)
+    qk_norm_full: bool = False  # q/k norms over the whole projection, not per head (OLMo 2 q_norm, k_norm)
+    post_norms: bool = False  # the block's norms follow attention and MLP, none precede them (OLMo 2)
+    alibi: bool = False  # ALiBi position bias (BLOOM): no rotary tables, and an eager-only attention (baddbmm)
 
     # Mixture of experts (0 experts: a dense model).
     num_experts: int = 0

@@ -29,21 +29,23 @@ class UnsupportedModelType(VramcalcError):
 # Every config.json key a mapper below reads, with its JSON type (io/validate.py KEY_KINDS). The file
 # is checked against this before any mapper runs, so no arithmetic sees a string or a boolean, and
 # booleans are true/false only: `"multi_query": "false"` is an error, not a truthy string.
-_POSITIVE = ("vocab_size", "hidden_size", "n_embd", "d_model", "num_attention_heads", "n_head",
+_POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_attention_heads", "n_head",
              "num_hidden_layers", "n_layer", "num_layers", "intermediate_size", "n_inner", "ffn_hidden_size",
              "num_key_value_heads", "num_kv_heads", "head_dim", "sliding_window_pattern", "decoder_sparse_step",
              "moe_layer_freq", "num_local_experts", "num_experts_per_tok", "moe_intermediate_size")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
-                 "first_k_dense_replace", "num_nextn_predict_layers")
+                 "first_k_dense_replace", "num_nextn_predict_layers", "rotary_dim")
 _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_sliding_window", "qk_layernorm",
-          "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias")
+          "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias",
+          "apply_residual_connection_post_layernorm")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
     **dict.fromkeys(_BOOLS, "bool"),
-    **dict.fromkeys(("resid_pdrop", "residual_dropout"), "number"),
+    **dict.fromkeys(("resid_pdrop", "residual_dropout", "hidden_dropout", "attention_dropout", "attn_pdrop",
+                     "embd_pdrop"), "number"),
     **dict.fromkeys(("model_type", "hidden_act", "hidden_activation", "activation_function", "topk_method",
                      "torch_dtype"), "str"),
     "mlp_only_layers": "int_list",
@@ -73,7 +75,7 @@ def _get(d: Mapping[str, Any], source: str, *keys: str, default: Any = ...) -> A
 
 def _common(d: Mapping[str, Any], source: str, tie_default: bool) -> dict[str, Any]:
     """Keys every decoder-only config.json spells the same way (PretrainedConfig attribute_map aside)."""
-    hidden = _get(d, source, "hidden_size", "n_embd", "d_model")
+    hidden = _get(d, source, "hidden_size", "n_embd", "n_embed", "d_model")
     heads = _get(d, source, "num_attention_heads", "n_head")
     out: dict[str, Any] = {
         "vocab_size": _get(d, source, "vocab_size"),
@@ -243,8 +245,9 @@ def _phi(d: Mapping[str, Any], source: str) -> dict[str, Any]:
         lm_head_bias=True,
         dropout=float(d.get("resid_pdrop") or 0.0),
     )
-    if d.get("qk_layernorm"):
-        raise PresetFileError(source, ["phi with qk_layernorm is not modeled; write a preset"])
+    # qk_layernorm (PhiAttention): q_layernorm and k_layernorm = LayerNorm(head_dim) with bias, shared by
+    # the heads, applied per head.
+    out["qk_norm"] = bool(d.get("qk_layernorm", False))
     return out
 
 
@@ -377,6 +380,67 @@ def _deepseek(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def _olmo2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_olmo2.py: Llama projections; q_norm = RMSNorm(heads * head_dim) and k_norm = RMSNorm(kv_heads *
+    # head_dim) over the whole projections; the two block norms follow attention and MLP
+    # (post_attention_layernorm, post_feedforward_layernorm), none precedes them.
+    out = _llama(d, source)
+    # Olmo2RMSNorm returns (weight * x_fp32).to(dtype): the weight multiplies in fp32, as Gemma's (1 + w).
+    out.update(qk_norm=True, qk_norm_full=True, post_norms=True, norm_fp32_weight_mul=True)
+    return out
+
+
+def _gptj(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_gptj.py: q/k/v/out_proj without bias, fc_in/fc_out with bias, one LayerNorm (ln_1) feeding
+    # attention and MLP in parallel, lm_head with bias, untied; rotary on rotary_dim of each head (no weights);
+    # n_inner null: 4 * n_embd; activation_function gelu_new.
+    out = _common(d, source, tie_default=False)
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        norms_per_layer=1,
+        parallel_residual=True,
+        mlp_bias=True,
+        lm_head_bias=True,
+        hidden_act=str(d.get("activation_function") or "gelu_new"),
+        dropout=float(d.get("resid_pdrop") or 0.0),
+    )
+    return out
+
+
+def _gpt_bigcode(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_gpt_bigcode.py: GPT-2 blocks (wte + wpe, LayerNorms, biases everywhere, plain MLP of n_inner,
+    # null: 4 * n_embd) with a fused c_attn of embed_dim + 2 * head_dim when multi_query (default true): one
+    # key/value head.
+    out = _gpt2(d, source)
+    out["hidden_act"] = str(d.get("activation_function") or "gelu_pytorch_tanh")
+    if d.get("multi_query", True):
+        out["num_kv_heads"] = 1
+    return out
+
+
+def _bloom(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_bloom.py: word_embeddings_layernorm after the embedding; query_key_value and dense with bias;
+    # dense_h_to_4h (4 * hidden) and dense_4h_to_h with bias; two LayerNorms per block; ln_f; tied head;
+    # ALiBi (no position weights) in an eager-only attention (baddbmm of the bias, fp32 softmax).
+    out = _common(d, source, tie_default=True)
+    out.update(
+        mlp="plain",
+        norm="layernorm",
+        fused_qkv=True,
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        embedding_norm=True,
+        alibi=True,
+        hidden_act="gelu",  # BloomGelu: GeLUFunction saves its input once, as an ATen gelu does
+        intermediate_size=4 * out["hidden_size"],
+        dropout=float(d.get("hidden_dropout") or 0.0),
+    )
+    out.pop("max_position_embeddings", None)  # ALiBi: no learned positions
+    return out
+
+
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 FAMILIES: dict[str, Mapper] = {
@@ -397,6 +461,10 @@ FAMILIES: dict[str, Mapper] = {
     "gpt_neox": _gpt_neox,
     "falcon": _falcon,
     "olmo": _olmo,
+    "olmo2": _olmo2,
+    "gptj": _gptj,
+    "gpt_bigcode": _gpt_bigcode,
+    "bloom": _bloom,
     "starcoder2": _starcoder2,
     "deepseek_v2": _deepseek,
     "deepseek_v3": _deepseek,

@@ -8,7 +8,8 @@ from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.specs import ModelSpec
 
 # --- config mapping ------------------------------------------------------------------------------
-SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2")
+SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "olmo",
+                      "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -21,6 +22,32 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         raise UnsupportedCombination(f"{model.name} has no architecture (only a parameter count); trace needs one")
     if model.num_experts:
         raise UnsupportedCombination("vramcalc trace does not build mixture-of-experts models yet")
+    d: dict[str, Any]
+    common: dict[str, Any] = {"vocab_size": model.vocab_size, "tie_word_embeddings": model.tie_word_embeddings,
+              "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": None}
+    if family in ("gptj", "gpt_bigcode"):
+        d = {"model_type": family, "n_embd": model.hidden_size, "n_layer": model.num_layers,
+             "n_head": model.num_attention_heads, "n_inner": model.intermediate_size,
+             "n_positions": model.max_position_embeddings or 2048, "activation_function": model.hidden_act,
+             "resid_pdrop": model.dropout, "embd_pdrop": model.dropout, "attn_pdrop": model.dropout, **common}
+        if family == "gpt_bigcode":
+            d["multi_query"] = model.num_kv_heads == 1
+        return d
+    if family == "bloom":
+        return {"model_type": "bloom", "hidden_size": model.hidden_size, "n_layer": model.num_layers,
+                "n_head": model.num_attention_heads, "hidden_dropout": model.dropout, "attention_dropout": 0.0,
+                **common}
+    if family == "falcon":
+        kv = model.num_kv_heads or model.num_attention_heads
+        d = {"model_type": "falcon", "hidden_size": model.hidden_size, "num_hidden_layers": model.num_layers,
+             "num_attention_heads": model.num_attention_heads, "bias": model.qkv_bias,
+             "parallel_attn": model.parallel_residual, "max_position_embeddings": model.max_position_embeddings or 2048,
+             "ffn_hidden_size": model.intermediate_size, **common}
+        if model.norms_per_layer == 2 and model.parallel_residual:
+            d.update(new_decoder_architecture=True, num_kv_heads=kv)
+        else:
+            d.update(new_decoder_architecture=False, multi_query=kv == 1)
+        return d
     if family == "gpt2":
         return {
             "model_type": "gpt2", "vocab_size": model.vocab_size, "n_embd": model.hidden_size,
@@ -29,7 +56,7 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
             "tie_word_embeddings": model.tie_word_embeddings,
             "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": None,
         }
-    d: dict[str, Any] = {
+    d = {
         "model_type": family, "vocab_size": model.vocab_size, "hidden_size": model.hidden_size,
         "intermediate_size": model.intermediate_size, "num_hidden_layers": model.num_layers,
         "num_attention_heads": model.num_attention_heads,
@@ -40,6 +67,26 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
     }
     if model.head_dim is not None:
         d["head_dim"] = model.head_dim
+    if family == "gemma3":
+        d["model_type"] = "gemma3_text"
+        d["sliding_window"] = model.sliding_window
+        n, local = model.num_layers or 0, model.sliding_window_layers
+        if model.sliding_window is None:
+            d["layer_types"] = ["full_attention"] * n
+        elif local is not None:  # the local layers first in each group of the pattern, as Gemma 3 lays them out
+            period = n // max(n - local, 1) if n > local else n + 1
+            d["layer_types"] = ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(n)]
+    if family in ("olmo", "olmo2"):
+        d["attention_bias"] = model.qkv_bias
+    if family == "starcoder2":
+        d.update(use_bias=model.qkv_bias, residual_dropout=model.dropout, hidden_act=model.hidden_act,
+                 sliding_window=model.sliding_window)
+    if family == "phi":
+        d.update(qk_layernorm=model.qk_norm, resid_pdrop=model.dropout, embd_pdrop=model.dropout,
+                 hidden_act=model.hidden_act)
+    if family == "gpt_neox":
+        d.update(use_parallel_residual=model.parallel_residual, attention_bias=model.qkv_bias,
+                 hidden_act=model.hidden_act)
     if family in ("llama", "qwen3"):
         d["attention_bias"] = model.qkv_bias
     if family == "llama":
@@ -56,6 +103,14 @@ LORA_NAME_MAP = {
              "o_proj": "attn.c_proj", "up_proj": "c_fc", "down_proj": "mlp.c_proj"},
     "phi3": {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj",
              "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj"},
+    "gpt_bigcode": {"q_proj": "c_attn", "k_proj": "c_attn", "v_proj": "c_attn", "qkv_proj": "c_attn",
+                    "o_proj": "attn.c_proj", "up_proj": "c_fc", "down_proj": "mlp.c_proj"},
+    "starcoder2": {"up_proj": "c_fc", "down_proj": "c_proj"},
+    "phi": {"o_proj": "dense", "up_proj": "fc1", "down_proj": "fc2"},
+    "gptj": {"o_proj": "out_proj", "up_proj": "fc_in", "down_proj": "fc_out"},
+    **dict.fromkeys(("gpt_neox", "bloom", "falcon"), {
+        "q_proj": "query_key_value", "k_proj": "query_key_value", "v_proj": "query_key_value",
+        "qkv_proj": "query_key_value", "o_proj": "dense", "up_proj": "dense_h_to_4h", "down_proj": "dense_4h_to_h"}),
 }
 
 

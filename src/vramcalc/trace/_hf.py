@@ -152,19 +152,21 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     notes: list[str] = []
     d = hf_config_dict(model)
     model_type = d.pop("model_type")
-    if model_type == "gemma2" and training.attention != "eager":
-        d["attn_logit_softcapping"] = None  # sdpa_attention.py raises on softcap
-        notes.append("gemma2 with sdpa: attention logit softcapping disabled (sdpa does not support it)")
     config = AutoConfig.for_model(model_type, **d)
     config.use_cache = False
     auto: Any = AutoModelForCausalLM
     if training.objective == "reward":  # trl reward_trainer.py: num_labels=1; the pad token finds the last token
         config.num_labels, config.pad_token_id = 1, 0
         auto = AutoModelForSequenceClassification
+    from vramcalc.core.memory.activations import eager_only
+
+    # flash_attention_2 needs the flash-attn package and CUDA: traced as sdpa's flash kernel, with the
+    # packed-sequence mask never built (trace/_cuda.py cuda_emulation(packed_mask=False)); varlen
+    # keeps the same q, k, v, out and logsumexp per token.
+    impl = "sdpa" if training.attention == "flash" else training.attention
+    if eager_only(model) and impl != "eager":  # BLOOM (ALiBi), Gemma 2 (_supports_sdpa = False)
+        impl = "eager"
+        notes.append(f"{model_type} has no SDPA attention in transformers: traced eager")
     with torch.device("meta"):
-        # flash_attention_2 needs the flash-attn package and CUDA: traced as sdpa's flash kernel, with the
-        # packed-sequence mask never built (trace/_cuda.py cuda_emulation(packed_mask=False)); varlen
-        # keeps the same q, k, v, out and logsumexp per token.
-        impl = "sdpa" if training.attention == "flash" else training.attention
         hf = auto.from_config(config, dtype=dtype, attn_implementation=impl)
     return hf, notes

@@ -22,15 +22,16 @@ from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory import preference as _preference
+from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory.activations import (
     batch_rows,
+    eager_only,
     head_activations,
     layer_activations,
     masked_sdpa,
     packing_notes,
 )
-from vramcalc.core.memory import preference as _preference
-from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory.loss import loss_bytes
 from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
 
@@ -446,6 +447,14 @@ class _ActivationPlan:
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
     head_saved_c: int = 0  # saved by the head whatever the batch (trainable tokens' merged weight, tied)
+    # The bottom saving layer saves this much less (its input needs no gradient; see _activation_plan).
+    bottom_less_t: int = 0
+    bottom_less_ts: int = 0
+    # All the saving layers together save this much less than saving_layers x per_layer (the bottom layer's
+    # smaller set, and MoE models' dense bottom layers).
+    layers_less_t: int = 0
+    layers_less_ts: int = 0
+    batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -462,18 +471,51 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     trained_layers = n_layers - frozen
     layer = layer_activations(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
-    per_layer_t = sum(x.per_token for x in layer.terms)
+    per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
+    batch1_t = sum(x.per_token for x in layer.terms if x.batch1_only)  # only at batch size 1
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
     head = head_activations(m, t, recipe, head_trainable)
+    # LoRA/QLoRA without checkpointing: the frozen embedding's output needs no gradient, so layer 0 saves
+    # nothing before its first adapter (the attention norm's input, and more when the first adapter is
+    # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
+    # which makes every layer's input need one. Measured with the tracer (tinyllama, LoRA q,v: layer 0
+    # saves its attention norm's fp32 input + rsqrt fewer than layer 1).
+    bottom_less_t = bottom_less_ts = layers_less_t = layers_less_ts = 0
+    n_dense = min(m.first_dense_layers, n_layers) if m.num_experts else 0
+    dense_m = m
+    if n_dense and trained_layers == n_layers:
+        # MoE with dense bottom layers (DeepSeek first_k_dense_replace, Qwen-MoE mlp_only_layers): those layers
+        # save a dense MLP's tensors (intermediate_size), not the routed experts'; per_layer stays a MoE layer's.
+        from dataclasses import replace
+
+        dense_m = replace(m, num_experts=0, experts_per_token=0, num_shared_experts=0, first_dense_layers=0,
+                          shared_expert_gate=False, router_bias=False)
+        dense = layer_activations(dense_m, t, recipe, trainable_weights=full_like)
+        layers_less_t = n_dense * (per_layer_t - sum(x.per_token for x in dense.terms if not x.batch1_only))
+        layers_less_ts = n_dense * (per_layer_ts - sum(x.per_token_seq for x in dense.terms))
+        bottom_less_t, bottom_less_ts = layers_less_t // n_dense, layers_less_ts // n_dense
+    if t.method in ("lora", "qlora") and not t.grad_checkpointing and not t.activation_offload:
+        bottom = layer_activations(dense_m, t, recipe, trainable_weights=False, input_grad=False)
+        top = layer_activations(dense_m, t, recipe, trainable_weights=False)
+        drop_t = sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms)
+        drop_ts = sum(x.per_token_seq for x in top.terms) - sum(x.per_token_seq for x in bottom.terms)
+        bottom_less_t += drop_t
+        bottom_less_ts += drop_ts
+        layers_less_t += drop_t
+        layers_less_ts += drop_ts
     # Layers below the first trainable one save nothing when their inputs need no gradient
     # (frozen embeddings): autograd records no graph there. LoRA adapts every layer.
     saving_layers = trained_layers if t.method == "freeze" else n_layers
     if t.method == "freeze" and trained_layers == 0:
         saving_layers = 0
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
-    once_t = 0 if m.learned_position_embeddings else 2 * c * head_dim(m)
+    once_t = 0 if m.learned_position_embeddings or m.alibi else 2 * c * head_dim(m)
     once_ts = 0
-    if t.attention == "eager":
+    if m.embedding_norm and full_like:
+        # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
+        # weight is trained (LoRA: neither, so nothing).
+        once_t += (4 if recipe.autocast or recipe.compute == "fp32" else c) * m.hidden_size + 8
+    if t.attention == "eager" or eager_only(m):
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * rows * row * row
     elif masked_sdpa(t):
         once_ts = 1  # the packed 4-D bool mask (masking_utils.sdpa_mask): rows * row * row
@@ -516,6 +558,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         tied = m.tie_word_embeddings and not reward
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = []
+    if eager_only(m) and t.attention == "sdpa":
+        notes.append(f"{m.name}: transformers has no SDPA attention for this model (BLOOM's ALiBi, Gemma 2's "
+                     "softcapping): counted as eager attention, with its per-key scores.")
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
                      "in backward with its full activations.")
@@ -529,9 +574,6 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); the GPU "
                      "keeps one layer's in backward (torchtune OffloadActivations).")
     notes += packing_notes(t)
-    if t.method == "lora":
-        notes.append("LoRA: layer 0 is counted as saving its activations like the others (its input needs no "
-                     "gradient before the first adapter, so the real figure is slightly lower).")
     once_t += _peft_once_t(m, t, c)
     token_head_t, token_head_c = peft_methods.tied_token_head_bytes(m, t, c)
     if t.method == "trainable-tokens":
@@ -550,7 +592,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
         end_tied=(m.tie_word_embeddings and not reward) or t.method == "trainable-tokens", notes=tuple(notes),
         loss="trl" if _preference.is_preference(t) else "reward" if reward else t.loss, loss_chunks=t.loss_chunks,
-        norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size,
+        norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
+        - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
@@ -558,6 +601,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
+        bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
+        layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
     )
 
 
@@ -579,7 +624,8 @@ def _transformer_phases(
         tokens = tokens * (seq + p.extra_seq) // seq
         seq += p.extra_seq
     token_seq = tokens * seq
-    per_layer = p.per_layer_t * tokens + p.per_layer_ts * token_seq + p.per_layer_b * t.batch_size + p.per_layer_c
+    per_layer = ((p.per_layer_t + (p.batch1_t if t.batch_size == 1 else 0)) * tokens + p.per_layer_ts * token_seq
+                 + p.per_layer_b * t.batch_size + p.per_layer_c)
     once = p.once_t * tokens + p.once_ts * rows * seq * seq  # the mask is not split by tp/sp
     once += p.once_b * t.batch_size
     head_saved = p.head_saved_t * tokens + p.head_saved_c
@@ -623,6 +669,9 @@ def _transformer_phases(
         recomputed = per_layer if saving_layers else 0
         copies = p.layer_copies
         activations = kept + once + head_saved + autocast_copies + recomputed
+        # The bottom layer recomputed: a MoE model's dense bottom layer saves a dense MLP's set (bottom_less_t;
+        # checkpointing gives every layer's input a gradient, so LoRA's bottom-layer saving does not apply).
+        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
         layers_detail = kept
         moments = [
             ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, autocast_copies, layer_fwd_t)),
@@ -639,14 +688,16 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
                             (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM_CK,
-                        (gradients, once, recomputed, copies, layer_bwd_t)))
+                        (gradients, once, recomputed - bottom_less, copies, layer_bwd_t)))
     else:
-        acts_layers = saving_layers * per_layer
+        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
+        acts_layers = saving_layers * per_layer - (p.layers_less_t * tokens + p.layers_less_ts * token_seq
+                                                   if saving_layers else 0)
         recomputed = 0
         activations = acts_layers + once + head_saved + autocast_copies
         layers_detail = acts_layers
         # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
-        bottom_acts, bottom_copies = (per_layer, p.layer_copies) if saving_layers else (0, 0)
+        bottom_acts, bottom_copies = (per_layer - bottom_less, p.layer_copies) if saving_layers else (0, 0)
         moments = [
             ("forward.layer", _m.FWD_LAYER, (acc, acts_layers, once, autocast_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS,
@@ -685,6 +736,12 @@ def _transformer_phases(
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = recomputed
     details["activations.per_layer"] = per_layer
+    details["activations.bottom_layer"] = max(per_layer - bottom_less, 0) if saving_layers else 0  # its saved set
+    # What all the layers save less than saving_layers x per_layer without checkpointing (LoRA's bottom layer,
+    # activations.py input_grad; a MoE model's dense bottom layers, which save more when their MLP is adapted).
+    less = p.layers_less_t * tokens + p.layers_less_ts * token_seq if saving_layers and not p.checkpointing else 0
+    details["activations.bottom_layer_less"] = max(less, 0)
+    details["activations.bottom_layers_more"] = max(-less, 0)
     details["activations.shared"] = once
     details["activations.head_and_loss"] = head_saved
     details["activations.autocast_weight_copies"] = autocast_copies

@@ -28,6 +28,13 @@ if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
 ACT_SAVED_TENSORS: dict[str, int] = {"gelu_new": 4, "gelu_fast": 4, "quick_gelu": 3}
 
 
+def eager_only(m: ModelSpec) -> bool:
+    """Whether transformers 5.24 has no SDPA path for the model, so it runs eager attention: BLOOM's ALiBi
+    (modeling_bloom.py builds the scores with baddbmm) and Gemma 2 (modeling_gemma2.py `_supports_sdpa =
+    False`: SDPA cannot softcap the logits)."""
+    return m.alibi or m.family == "gemma2"
+
+
 @dataclass(frozen=True, slots=True)
 class Term:
     """One saved tensor (or group): bytes per token, and bytes per token per key position (eager scores)."""
@@ -37,6 +44,7 @@ class Term:
     per_token_seq: int = 0
     per_sample: int = 0  # bytes per sequence of the batch (prefix tuning's virtual keys and values)
     const: int = 0  # bytes whatever the batch (a PEFT method's materialized delta weights)
+    batch1_only: bool = False  # saved only at batch size 1 (see the fused-qkv term)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,26 +121,40 @@ def packing_notes(t: TrainingSpec) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _norm_terms(name: str, m: ModelSpec, c: int, residual: int, h: int, trainable: bool = True,
-                normed_saved: bool = True) -> list[Term]:
+def _norm_weight_trained(m: ModelSpec, t: TrainingSpec, which: str, default: bool) -> bool:
+    """Whether a norm's weight needs a gradient: `default` (the layer's or the head's weights) outside
+    core/peft_methods.py's table, the table's own rule (LN tuning's targets) inside it."""
+    if t.method in peft_methods.TABLE:
+        return peft_methods.norm_trained(m, t, which)  # type: ignore[arg-type]
+    return default
+
+
+def _norm_terms(name: str, m: ModelSpec, c: int, residual: int, h: int, live: bool = True,
+                trainable: bool = True) -> list[Term]:
+    """A norm's saved tensors. `live`: its input needs a gradient; `trainable`: its weight does."""
     if m.norm == "rmsnorm":
-        # LlamaRMSNorm: x.to(fp32) saved by pow/mul, rsqrt per token; weight * x.to(dtype) saves the
-        # normalized tensor in the compute dtype. Gemma multiplies by (1 + w) in fp32 (modeling_gemma.py
-        # GemmaRMSNorm): a trainable w makes the mul save the fp32 product (4 bytes); a frozen one (LoRA) saves
-        # only (1 + w), and what stays is the compute-dtype cast the next Linear keeps (gemma-2b LoRA trace).
-        normed = 4 if m.norm_fp32_weight_mul and trainable else max(c, residual)
-        # `normed_saved` False: the frozen-base PEFT methods of core/peft_methods.py, whose next Linear saves
-        # nothing either (derivatives.yaml mul.Tensor saves `self` only when `other` requires grad).
-        if not normed_saved:
-            return [Term(f"{name} (fp32 input + rsqrt)", 4 * h + 4)]
-        return [Term(f"{name} (fp32 input + rsqrt)", 4 * h + 4), Term(f"{name} (normalized)", normed * h)]
-    # nn.LayerNorm (native_layer_norm): saves its input, and fp32 mean and rstd per token; under
-    # autocast layer_norm runs in fp32, so the saved input is an fp32 copy.
-    return [Term(f"{name} (input, mean, rstd)", residual * h + 8)]
+        # LlamaRMSNorm: x.to(fp32) saved by pow/mul, rsqrt per token, only when x needs a gradient (mul's
+        # backward saves an operand for the *other* operand's gradient: derivatives.yaml mul.Tensor);
+        # weight * x.to(dtype) saves the normalized tensor in the compute dtype only when the weight needs
+        # a gradient (Gemma multiplies by (1 + w) in fp32: 4 bytes). A frozen weight (LoRA, QLoRA) saves
+        # no normalized copy: measured with the tracer (tinyllama LoRA, 2 x 2 B x hidden per layer fewer).
+        normed = 4 if m.norm_fp32_weight_mul else max(c, residual)
+        return ([Term(f"{name} (fp32 input + rsqrt)", 4 * h + 4)] if live else []) + (
+            [Term(f"{name} (normalized)", normed * h)] if trainable else [])
+    # nn.LayerNorm (native_layer_norm): saves its input, and fp32 mean and rstd per token, when its input
+    # or its weight needs a gradient; under autocast layer_norm runs in fp32, so the saved input is an
+    # fp32 copy.
+    return [Term(f"{name} (input, mean, rstd)", residual * h + 8)] if live or trainable else []
 
 
-def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool) -> LayerActivations:
-    """Saved tensors of one transformer block. `trainable_weights`: its Linear weights need gradients."""
+def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
+                      input_grad: bool = True) -> LayerActivations:
+    """Saved tensors of one transformer block. `trainable_weights`: its Linear and norm weights need
+    gradients; `input_grad`: its input hidden states do (false for the bottom layer of a LoRA run without
+    checkpointing: the frozen embedding's output needs no gradient, so autograd records nothing before
+    the first adapter or trainable weight; derivatives.yaml: an op saves an input only for a gradient
+    it owes).
+    """
     assert m.hidden_size is not None and m.num_attention_heads is not None and m.intermediate_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # residual stream dtype
@@ -153,13 +175,19 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                     if rule is not None else {})
     backward_const = 0  # the largest per-module backward temporary of those adapters
     terms: list[Term] = []
+    tw = trainable_weights
+    eager = t.attention == "eager" or eager_only(m)
 
     a = dtype_bytes(t.adapter_dtype)
+    fresh_copy = a != c or t.lora_dropout > 0  # each adapter saves its own cast/dropped copy of its input
+    qkv_mods: tuple[str, ...] = ()
 
-    def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False) -> None:
+    def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False) -> bool:
+        """Append the group's saved inputs; True when the group's output needs a gradient through its own
+        weights (trainable Linear weights or an adapter)."""
         nonlocal backward_const
         # A Linear saves its input only when its weight needs a gradient (derivatives.yaml: mm/addmm).
-        base_saves = trainable_weights and not already_saved
+        base_saves = tw and not already_saved
         if base_saves:
             terms.append(Term(f"{group} input", c * width))
         # peft LoRA (tuners/lora/layer.py): each adapted module casts its input to the adapter dtype and
@@ -167,6 +195,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         fresh = a != c or t.lora_dropout > 0
         shared_counted = base_saves or already_saved
         if rule is not None:
+            any_peft = False
             for mod in modules:
                 if mod not in peft_adapted:
                     continue
@@ -180,10 +209,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                     shared_counted = True
                 backward_const = max(backward_const, s.backward_const)
                 terms.append(Term(f"{t.method} {mod}", extra, const=s.const))
-            return
+                any_peft = True
+            return tw or any_peft
+        any_adapter = False
         for mod in modules:
             if mod not in adapted:
                 continue
+            any_adapter = True
             extra = a * t.lora_rank
             if fresh:
                 extra += a * width + (width if t.lora_dropout > 0 else 0)  # copy (+ 1-byte dropout mask)
@@ -191,31 +223,69 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 extra += c * width  # the same input tensor the frozen base layer does not save
                 shared_counted = True
             terms.append(Term(f"lora {mod} input", extra))
+        return tw or any_adapter
 
     n_norms = m.norms_per_layer
+    math_sdpa = False
+    live = input_grad  # whether the hidden states entering the next op need a gradient
     # --- attention block ---
-    if n_norms:
-        terms += _norm_terms("attn norm", m, c, residual, h, trainable_weights,
-                             peft_methods.norm_trained(m, t, "attn"))
+    # OLMo (v1): OlmoLayerNorm has no weight, so the spec counts no norm parameters, but it still runs
+    # F.layer_norm on an fp32 copy (modeling_olmo.py), saving it with mean and rstd when the input needs a
+    # gradient: two per block and the final one.
+    weightless = m.family == "olmo" and not n_norms
+    if weightless and live:
+        terms.append(Term("attn norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
+    if n_norms and not m.post_norms:
+        terms += _norm_terms("attn norm", m, c, residual, h, live, _norm_weight_trained(m, t, "attn", tw))
+        live = live or tw
+    attn_in_live = live
     if m.attention_kind == "mla":
         terms += _mla_terms(m, t, c, linear_input)
+        attn_live = True  # MLA: not split by gradient flow (DeepSeek is not traced)
     else:
         qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
-        linear_input("qkv_proj", qkv_mods, h)
+        own = linear_input("qkv_proj", qkv_mods, h)
+        attn_live = live or own
         if m.qk_norm:
-            terms += [Term("q/k norm (fp32 input + normalized)", (4 + c) * (q_dim + kv_dim))]
+            # Per-head norms on q and k, the same rule as any norm: the fp32 input when it needs a gradient
+            # (q or k from an adapter or from a live input), the normalized copy when the weight does.
+            q_live = live or tw or bool(adapted & {"q_proj", "qkv_proj"})
+            k_live = live or tw or bool(adapted & {"k_proj", "qkv_proj"})
+            norm_in = (q_dim if q_live else 0) + (kv_dim if k_live else 0)
+            if m.norm == "layernorm":
+                # Phi's q_layernorm / k_layernorm (LayerNorm(head_dim) per head, modeling_phi.py): native_layer_norm
+                # saves its input and fp32 mean and rstd per head (in fp32 under autocast).
+                heads_in = (n_heads if q_live else 0) + (kv_heads(m) if k_live else 0)
+                both = q_live or k_live or tw
+                terms.append(Term("q/k layernorm (input, mean, rstd)",
+                                  residual * (q_dim + kv_dim) + 8 * (n_heads + kv_heads(m)) if tw
+                                  else residual * norm_in + 8 * heads_in if both else 0))
+            else:
+                terms += [Term("q/k norm (fp32 input)", 4 * norm_in),
+                          Term("q/k norm (normalized)",
+                               (4 if m.norm_fp32_weight_mul else c) * (q_dim + kv_dim) if tw else 0)]
         # RoPE saves nothing per layer: apply_rotary_pos_emb computes q*cos + rotate_half(q)*sin, and mul's
         # backward for q needs only the other operand (derivatives.yaml mul.Tensor: self's gradient is
         # grad * other, `self` is saved only when `other` requires grad); cos/sin need no gradient, so
         # autograd saves the shared cos/sin tables (counted once per forward in memory/__init__.py).
-        if masked_sdpa(t):
+        # Falcon always materialises the causal mask (modeling_falcon.py: allow_is_causal_skip=False), so SDPA
+        # gets attn_mask; with multi-query heads CUDA then falls back to the math backend (sdp_utils.cpp: flash
+        # takes no mask, memory-efficient no GQA), which upcasts and expands q, k, v to fp32 and saves the fp32
+        # softmax (measured with the tracer, falcon-7b LoRA: 3 x 4 B x q_dim + 4 B per head per key).
+        math_sdpa = not eager and m.family == "falcon" and gqa
+        if not attn_live:
+            pass  # q, k and v need no gradient: attention records nothing (below the first adapter)
+        elif math_sdpa:
+            terms.append(Term("sdpa math backend q, k, v (fp32, expanded)", 4 * 3 * q_dim))
+            terms.append(Term("sdpa math backend softmax (fp32)", 0, 4 * n_heads))
+        elif masked_sdpa(t):
             # Packed sequences under sdpa (memory/activations.py packing_terms): a 4-D mask, so no flash
             # kernel and no enable_gqa; transformers repeats k and v to every head (sdpa_attention.py
             # use_gqa_in_sdpa, repeat_kv) and the memory-efficient kernel saves them with its bias.
             kv_in = q_dim if gqa else kv_dim
             terms.append(Term("sdpa q, k, v (repeated), out, logsumexp", c * (2 * q_dim + 2 * kv_in) + 4 * n_heads))
             terms.append(packed_mask_term(c))
-        elif t.attention != "eager":
+        elif not eager:
             # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
             # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
             # The output's memory is already (b, s, h, d), so o_proj's input is the same storage.
@@ -226,26 +296,55 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # heads, softmax in fp32 saves its output, the 16-bit copy is saved by attn @ v; the
             # transposed output is copied (contiguous) into o_proj's input.
             kv_saved = 2 * q_dim if gqa else 2 * kv_dim
-            terms.append(Term("eager q, k, v", c * (q_dim + kv_saved)))
+            if m.family == "gptj":
+                # GPT-J's eager_attention_forward (modeling_gptj.py) multiplies q and k upcast to fp32.
+                terms.append(Term("eager q, k (fp32), v", 4 * (q_dim + kv_saved // 2) + c * kv_saved // 2))
+            else:
+                terms.append(Term("eager q, k, v", c * (q_dim + kv_saved)))
             # Softmax's saved output: Llama-style eager upcasts (softmax(dtype=float32)); GPT-2's eager
             # (modeling_gpt2.eager_attention_forward) runs it in the scores' dtype, except under CUDA
             # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
             # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
-            softmax_bytes = c if m.family == "gpt2" and not recipe.autocast else 4
-            if m.dropout > 0:
+            # Falcon's eager softmax runs in the hidden states' dtype (modeling_falcon.py, dtype=hidden_states.dtype).
+            softmax_bytes = c if m.family in ("gpt2", "falcon") and not recipe.autocast else 4
+            if m.family == "gemma2":
+                # Gemma 2's attn_logit_softcapping (modeling_gemma2.py eager_attention_forward: scores / cap,
+                # tanh, * cap; 50.0 in every published config): tanh saves its 16-bit output per key.
+                terms.append(Term("eager softcapping tanh output", 0, c * n_heads))
+            # Attention dropout: GPT-2 and GPTBigCode drop the probabilities with attn_pdrop, which their
+            # configs set equal to the residual dropout; Phi's and StarCoder2's attention_dropout is 0.0.
+            if m.dropout > 0 and m.family in ("gpt2", "gpt_bigcode", "gptj"):
                 terms.append(Term("eager scores (softmax, dropout mask, dropped probs)", 0,
                                   (softmax_bytes + 1 + c) * n_heads))
             elif softmax_bytes == c:
                 terms.append(Term("eager scores (softmax output = probs)", 0, c * n_heads))
             else:
                 terms.append(Term("eager scores (fp32 softmax + 16-bit probs)", 0, (4 + c) * n_heads))
-        # o_proj's input: the SDPA output (already saved) or eager's contiguous copy.
-        linear_input("o_proj", ("o_proj",), q_dim, already_saved=t.attention != "eager")
-    if m.dropout > 0:
+        rope = not m.learned_position_embeddings and not m.alibi
+        if attn_live and m.fused_qkv and rope and not (gqa and eager) and not math_sdpa:
+            # A fused qkv projection with RoPE (modeling_phi3.py, modeling_gpt_neox.py): q and k are rotated
+            # into new tensors, but v stays a view of the fused output, so the attention's saved v keeps the
+            # whole (q + 2 kv) buffer alive: its q and k parts beyond the saved set. Eager releases it when v
+            # is copied: repeat_kv (GQA), or matmul's reshape of (batch, heads) into one dimension, which is
+            # a view only at batch 1. Measured with the tracer: phi-3-mini, 2 B x (q + kv) per token per layer
+            # (sdpa any batch, eager batch 1; none at eager batch 2).
+            terms.append(Term("fused qkv buffer behind v (q, k parts)", c * (q_dim + kv_dim),
+                              batch1_only=eager))
+        # o_proj's input: the SDPA output (already saved, when attention was recorded) or eager's copy.
+        o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=not eager and not math_sdpa and attn_live)
+        attn_live = attn_live or o_own
+    if m.post_norms and n_norms:  # OLMo 2: post_attention_layernorm on the attention's output
+        terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live, tw)
+        attn_live = attn_live or tw
+    if m.dropout > 0 and attn_live:
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
-    # --- MLP block ---
-    if n_norms >= 2 and not m.parallel_residual:
-        terms += _norm_terms("mlp norm", m, c, residual, h, trainable_weights, peft_methods.norm_trained(m, t, "mlp"))
+    # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
+    live = attn_in_live if m.parallel_residual else live or attn_live
+    if weightless and live:
+        terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
+    if n_norms >= 2 and not m.parallel_residual and not m.post_norms:
+        terms += _norm_terms("mlp norm", m, c, residual, h, live, _norm_weight_trained(m, t, "mlp", tw))
+        live = live or tw
     i = m.intermediate_size
     if m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
@@ -268,11 +367,18 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         up_mods = (("gate_up_proj",) if m.fused_gate_up else ("gate_proj", "up_proj")) if m.mlp == "gated" \
             else ("up_proj",)
-        linear_input("mlp input", up_mods, h)
-        terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
-        linear_input("down_proj", ("down_proj",), i)
+        # A parallel block with one norm (GPT-J, Phi, Falcon-7B) feeds attention and MLP the same normed
+        # tensor: saved once, by whichever of them saves it first (the qkv projection's input).
+        shared_in = m.parallel_residual and n_norms == 1 and (tw or (
+            bool(adapted & set(qkv_mods if m.attention_kind != "mla" else ())) and not fresh_copy))
+        up_live = linear_input("mlp input", up_mods, h, already_saved=shared_in) or live
+        if up_live:  # the activation and the product save their inputs only for a gradient they owe
+            terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
+        live = linear_input("down_proj", ("down_proj",), i) or up_live
         width = i
-    if m.dropout > 0:
+        if m.post_norms and n_norms >= 2:  # OLMo 2: post_feedforward_layernorm on the MLP's output
+            terms += _norm_terms("mlp post-norm", m, c, residual, h, live, tw)
+    if m.dropout > 0 and live:
         terms.append(Term("mlp dropout mask", h))
     # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
     # the MLP input product and the two gradients it splits into (derivatives of mul).
@@ -282,15 +388,26 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # Eager backward with the fp32 softmax (Llama-style): by the time _softmax_backward_data runs, attn @ v
     # has released the saved 16-bit probs; alive are the saved fp32 output, the fp32 upcast of the
     # incoming gradient and the 16-bit result: 4 + 4 + c against 4 + c saved, so 4 bytes beyond.
-    eager_fwd = 0 if t.attention != "eager" else c * n_heads
-    if t.attention != "eager":
+    eager_fwd = c * n_heads if eager else 0
+    if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
+        eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
+    elif not eager:
         eager_bwd = 0
     elif m.family == "gpt2" and not recipe.autocast:
         eager_bwd = (4 + 2 * c) * n_heads
     else:
         eager_bwd = 4 * n_heads
     fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width, eager_fwd)
-    bwd = Term("mlp backward gradients", (3 if gated else 2) * c * width + c * h, eager_bwd, const=backward_const)
+    # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
+    # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
+    # the tracer, tinyllama LoRA + cut loss, aten.mul.Tensor in LlamaRMSNorm's backward), which is more than
+    # the MLP's gradients when the MLP is narrow (intermediate < ~3.3 x hidden in 16 bits). Frozen layers
+    # only (LoRA, QLoRA): with trainable weights the estimate's bottom-layer moment already covers it (full
+    # fine-tuning of the test's wide-vocabulary llama with a loss saver: +4.2 % without, +5.3 % with it).
+    norm_bwd = 5 * 4 * h if m.norm == "rmsnorm" and n_norms and not tw else 0
+    bwd = Term("mlp backward gradients" if (3 if gated else 2) * c * width + c * h >= norm_bwd
+               else "rmsnorm backward (fp32)", max((3 if gated else 2) * c * width + c * h, norm_bwd), eager_bwd,
+               const=backward_const)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
                             fwd, bwd)
@@ -324,7 +441,7 @@ def _prefix_terms(m: ModelSpec, t: TrainingSpec, c: int, d: int, n_heads: int, k
                   Term("eager scores over the prefix", scores_per_key * n)]
 
 
-def _mla_terms(m: ModelSpec, t: TrainingSpec, c: int, linear_input: Callable[..., None]) -> list[Term]:
+def _mla_terms(m: ModelSpec, t: TrainingSpec, c: int, linear_input: Callable[..., bool]) -> list[Term]:
     """Multi-head latent attention's saved tensors (DeepseekV3Attention, modeling_deepseek_v3.py).
 
     x feeds q_a_proj (or q_proj) and kv_a_proj_with_mqa: one saved input. Each latent goes through an
@@ -408,12 +525,19 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     h, v = m.hidden_size, m.vocab_size
-    final = _norm_terms("final norm", m, c, residual, h, head_trainable,
-                        peft_methods.norm_trained(m, t, "final")) if m.final_norm else []
-    saved = sum(x.per_token for x in final)
+    # The final norm's weight is frozen under LoRA/QLoRA: no normalized copy is saved (see _norm_terms).
+    norm_trained = _norm_weight_trained(m, t, "final", head_trainable)
+    saved = sum(x.per_token for x in _norm_terms("final norm", m, c, residual, h, True, norm_trained)) \
+        if m.final_norm else 0
+    if m.family == "olmo" and not m.final_norm:  # OLMo's weightless final norm (see layer_activations)
+        saved += 4 * h + 8
     if head_trainable:
         saved += c * h  # lm_head saves its input to compute its weight gradient
     saved += 4 * v  # log_softmax saves its fp32 output (aten log_softmax backward uses the result)
+    if m.family == "gemma2":
+        # final_logit_softcapping (Gemma2ForCausalLM.forward: logits / cap, tanh, * cap; 30.0 in every published
+        # config): tanh saves its 16-bit vocab-wide output.
+        saved += c * v
     # Forward: the 16-bit logits and their fp32 upcast coexist while log_softmax runs; in fp32 the
     # upcast is the same tensor.
     fwd = (c if c != 4 else 0) * v + 4 * v
@@ -427,9 +551,13 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
-    terms = _norm_terms("final norm", m, c, residual, m.hidden_size, head_trainable,
-                        peft_methods.norm_trained(m, t, "final")) if m.final_norm else []
+    trained = _norm_weight_trained(m, t, "final", head_trainable)
+    terms = _norm_terms("final norm", m, c, residual, m.hidden_size, True, trained) if m.final_norm else []
+    if m.family == "olmo" and not m.final_norm:
+        terms.append(Term("final norm (weightless: fp32 input, mean, rstd)", 4 * m.hidden_size + 8))
     if head_trainable:
         terms.append(Term("lm_head input", c * m.hidden_size))
     terms.append(Term("log_softmax output (fp32)", 4 * m.vocab_size))
+    if m.family == "gemma2":
+        terms.append(Term("final logit softcapping tanh output", c * m.vocab_size))
     return tuple(terms)

@@ -82,8 +82,30 @@ def _trainable_count(t: ParamTensor, model: ModelSpec, training: TrainingSpec) -
     return 0
 
 
+def buffer_bytes(model: ModelSpec) -> int:
+    """Non-parameter buffers the model keeps on the GPU that scale with its config.
+
+    GPTBigCodeModel registers its causal mask as a bool buffer of max_position_embeddings squared
+    (modeling_gpt_bigcode.py `self.bias = nn.Buffer(torch.tril(torch.ones((max_positions, max_positions),
+    dtype=torch.bool)), persistent=False)`): 64 MiB at StarCoder's 8,192 positions (measured by the tracer).
+    """
+    if model.family == "gpt_bigcode" and model.max_position_embeddings:
+        return model.max_position_embeddings**2
+    return 0
+
+
 def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> WeightBytes:
     """Bytes of every weight tensor the run keeps on the GPU, and the trainable count."""
+    wb = _weight_bytes(model, training, recipe)
+    extra = buffer_bytes(model)
+    if not extra:
+        return wb
+    from dataclasses import replace
+
+    return replace(wb, base=wb.base + extra)
+
+
+def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> WeightBytes:
     tensors = inventory(model)
     total_params = sum(t.numel for t in tensors)
     w = dtype_bytes(recipe.weight)
