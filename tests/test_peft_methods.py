@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.cli_helpers import invoke
+from cli_helpers import invoke
 
 from vramcalc.core.errors import VramcalcError
 from vramcalc.core.memory import estimate
