@@ -12,11 +12,15 @@ A longer, random search is `--hypothesis-profile=explore` (the same counts, a ne
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+import limits
 
 FULL_EXAMPLES = 1000
 
@@ -48,7 +52,8 @@ _tried: dict[str, int] = {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Wrap each hypothesis test's inner function so every generated input is counted."""
+    """Wrap each hypothesis test's inner function so every generated input is counted and held to the
+    resource ceilings (tests/limits.py: 5 s of CPU, 1 GB)."""
     for item in items:
         func: Any = getattr(item, "obj", None)
         handle = getattr(func, "hypothesis", None)
@@ -59,7 +64,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
         def counted(*args: Any, __inner: Any = inner, __name: str = name, **kwargs: Any) -> Any:
             _tried[__name] = _tried.get(__name, 0) + 1
-            return __inner(*args, **kwargs)
+            return limits.measured(__name, __inner, args, kwargs)
 
         counted._counted = True  # type: ignore[attr-defined]
         handle.inner_test = counted
@@ -72,3 +77,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"hypothesis inputs tried: {total} in {len(_tried)} property/fuzz tests "
             f"(profile {settings().max_examples} examples per test)"
         )
+        terminalreporter.write_line(limits.summary())
+        target = os.environ.get("VRAMCALC_FUZZ_STATS")
+        if target:  # benchmarks/fuzz.py: the slowest inputs and the memory high-water mark per test
+            doc = {name: stats.as_dict() for name, stats in sorted(limits.STATS.items())}
+            Path(target).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

@@ -19,6 +19,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -216,3 +217,17 @@ def test_fuzz_foreign_configs(tool: str, data: st.DataObject) -> None:
         if key in keys and config.get(key) is not None and runfiles.detect(config) == tool:
             assert run.options[option] == coerce(BY_NAME[option], config[key]), key
     assert all(BY_NAME[k] for k in run.options)
+
+
+def test_the_resource_ceilings_can_fail(monkeypatch: Any) -> None:
+    """conftest holds every generated input to tests/limits.py's ceilings; each ceiling fails an input over it."""
+    import limits
+
+    monkeypatch.setattr(limits, "STATS", {})
+    monkeypatch.setattr(limits, "MEMORY_BYTES", 10**6)  # 1 MB, against the 8 MB list below
+    with pytest.raises(limits.CeilingPassed, match=r"GB \(ceiling 0.001 GB\) for 'big'"):
+        limits.measured("t", lambda kind: [0] * 10**6, ("big",), {})  # a million 8-byte pointers: 8 MB traced
+    monkeypatch.setattr(limits, "CPU_SECONDS", -1.0)  # any input passes it: the check itself runs
+    with pytest.raises(limits.CeilingPassed, match=r"s of CPU \(ceiling -1 s\) for kind='slow'"):
+        limits.measured("t", lambda kind: None, (), {"kind": "slow"})
+    assert limits.STATS["t"].inputs == 2 and limits.STATS["t"].traced_peak_max_bytes >= 8 * 10**6

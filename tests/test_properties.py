@@ -9,62 +9,104 @@ turns into a failure the day the model is fixed and the mark must be removed.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 import pytest
-from hypothesis import assume, example, given
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from vramcalc.cli import render
 from vramcalc.core.errors import VramcalcError
+from vramcalc.core.margin import Margin
 from vramcalc.core.memory import COMPONENTS, Breakdown, estimate
+from vramcalc.core.memory.distributed import gpu_counts
 from vramcalc.core.memory.optimizer import BNB_MIN_8BIT_SIZE
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import count_params, resolve_targets
-from vramcalc.core.specs import ModelSpec, TrainingSpec
-from vramcalc.core.vocab import METHODS, OPTIMIZERS, PRECISIONS, ZERO_STAGES
+from vramcalc.core.searches import (
+    MAX_BATCH_SIZE,
+    Estimator,
+    fit_report,
+    max_batch_inference,
+    max_batch_size,
+    max_context,
+    max_lora_rank,
+    max_seq_len,
+    min_gpus,
+    rank_cap,
+    seq_cap,
+    with_changes,
+)
+from vramcalc.core.specs import GpuSpec, ModelSpec, TrainingSpec
+from vramcalc.core.vocab import METHODS, MODES, ZERO_STAGES
 from vramcalc.io import presets, validate
 
 PRESET_MODELS = [s for s in presets.models().specs if isinstance(s, ModelSpec)]
 ARCH_PRESETS = [m for m in PRESET_MODELS if m.has_architecture]
-TARGETS = [("q_proj", "v_proj"), ("all-linear",), ("o_proj",), ("q_proj", "k_proj", "v_proj", "o_proj")]
+TARGETS = [("auto",), ("q_proj", "v_proj"), ("all-linear",), ("o_proj",), ("q_proj", "k_proj", "v_proj", "o_proj")]
+
+
+# Every boolean field of the specs (from their dataclass fields), drawn at random; the numbers are drawn
+# below with the structure each family needs (a head count that divides, experts_per_token <= experts...).
+MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool")
+TRAINING_BOOLS = tuple(f.name for f in fields(TrainingSpec) if f.type == "bool")
+
+
+def _maybe(draw: st.DrawFn, strategy: st.SearchStrategy[Any]) -> Any:
+    return draw(st.one_of(st.none(), strategy))
 
 
 @st.composite
-def architectures(draw: st.DrawFn) -> ModelSpec:
-    """A random but valid decoder-only transformer (small enough to evaluate quickly)."""
+def architectures(draw: st.DrawFn, families: tuple[str, ...] = ("moe", "mla", "sliding")) -> ModelSpec:
+    """A random but valid decoder-only transformer of any family vramcalc reads: dense or mixture of experts
+    (shared experts, a shared-expert gate, router bias, dense bottom layers, a capacity factor), standard or
+    multi-head latent attention, sliding-window layers, and every boolean of ModelSpec (fused qkv, parallel
+    residual, qk norm, biases, tied embeddings, ...). Small enough to evaluate quickly."""
     heads = draw(st.integers(1, 32))
     kv = draw(st.sampled_from([d for d in range(1, heads + 1) if heads % d == 0]))
     head_dim = draw(st.sampled_from([8, 16, 32, 64, 128]))
     hidden = heads * head_dim
-    learned = draw(st.booleans())
-    return ModelSpec(
-        name="random",
-        source="hypothesis",
-        vocab_size=draw(st.integers(16, 260_000)),
-        hidden_size=hidden,
-        intermediate_size=draw(st.integers(1, 4 * hidden)),
-        num_layers=draw(st.integers(1, 96)),
-        num_attention_heads=heads,
-        num_kv_heads=kv,
-        tie_word_embeddings=draw(st.booleans()),
-        mlp=draw(st.sampled_from(["gated", "plain"])),
-        norm=draw(st.sampled_from(["rmsnorm", "layernorm"])),
-        norms_per_layer=draw(st.integers(0, 4)),
-        final_norm=draw(st.booleans()),
-        qk_norm=draw(st.booleans()),
-        qkv_bias=draw(st.booleans()),
-        o_bias=draw(st.booleans()),
-        mlp_bias=draw(st.booleans()),
-        fused_qkv=draw(st.booleans()),
-        fused_gate_up=draw(st.booleans()),
-        learned_position_embeddings=learned,
-        max_position_embeddings=draw(st.integers(1, 8192)) if learned else None,
-        parallel_residual=draw(st.booleans()),
-        hidden_act=draw(st.sampled_from(["silu", "gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu"])),
-        dropout=draw(st.sampled_from([0.0, 0.1])),
+    layers = draw(st.integers(1, 96))
+    flags = {name: draw(st.booleans()) for name in MODEL_BOOLS}
+    choices = {name: draw(st.sampled_from(allowed)) for name, allowed in ModelSpec.CHOICES.items()}
+    kw: dict[str, Any] = dict(
+        name="random", source="hypothesis", vocab_size=draw(st.integers(16, 260_000)), hidden_size=hidden,
+        intermediate_size=draw(st.integers(1, 4 * hidden)), num_layers=layers, num_attention_heads=heads,
+        num_kv_heads=kv, norms_per_layer=draw(st.integers(0, 4)), dropout=draw(st.sampled_from([0.0, 0.1])),
+        **flags, **choices,
     )
+    if flags["learned_position_embeddings"]:
+        kw["max_position_embeddings"] = draw(st.integers(1, 8192))
+    if draw(st.booleans()):  # an explicit head_dim that is not hidden / heads (Gemma, Qwen3)
+        kw["head_dim"] = draw(st.sampled_from([8, 16, 32, 64, 128, 256]))
+    if "moe" in families and draw(st.booleans()):
+        experts = draw(st.integers(2, 64))
+        kw.update(num_experts=experts, experts_per_token=draw(st.integers(1, min(experts, 8))),
+                  moe_intermediate_size=_maybe(draw, st.integers(1, 2 * hidden)),
+                  num_shared_experts=draw(st.integers(0, 2)),
+                  shared_expert_intermediate_size=_maybe(draw, st.integers(1, 4 * hidden)),
+                  first_dense_layers=draw(st.integers(0, layers + 1)),
+                  moe_capacity_factor=draw(st.sampled_from([None, None, 1.0, 1.25, 2.0])))
+    else:  # the MoE-only flags mean nothing on a dense model (no reader sets them there)
+        kw.update(shared_expert_gate=False, router_bias=False)
+    if choices["attention_kind"] == "mla":
+        if "mla" not in families:
+            kw["attention_kind"] = "standard"
+        else:
+            kw.update(q_lora_rank=_maybe(draw, st.integers(1, 2 * hidden)),
+                      kv_lora_rank=draw(st.integers(1, 2 * hidden)),
+                      qk_nope_head_dim=draw(st.sampled_from([16, 32, 64, 128])),
+                      qk_rope_head_dim=draw(st.sampled_from([8, 16, 32, 64])),
+                      v_head_dim=draw(st.sampled_from([16, 32, 64, 128])))
+    if "sliding" in families and draw(st.booleans()):
+        kw.update(sliding_window=draw(st.integers(1, 8192)),
+                  sliding_window_layers=_maybe(draw, st.integers(0, layers)))
+    return ModelSpec(**kw)
+
+
+def _preset(name: str) -> ModelSpec:
+    return next(m for m in PRESET_MODELS if m.name == name)
 
 
 models = st.one_of(st.sampled_from(PRESET_MODELS), architectures())
@@ -72,27 +114,56 @@ arch_models = st.one_of(st.sampled_from(ARCH_PRESETS), architectures())
 
 
 @st.composite
-def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS) -> TrainingSpec:
-    method = draw(st.sampled_from(methods))
-    return TrainingSpec(
-        method=method,
-        precision=draw(st.sampled_from(PRECISIONS)),
-        optimizer=draw(st.sampled_from(OPTIMIZERS)),
-        optimizer_impl=draw(st.sampled_from(["fused", "foreach", "for-loop"])),
-        batch_size=draw(st.integers(1, 64)),
-        seq_len=draw(st.integers(1, 32_768)),
-        grad_accum=draw(st.integers(1, 16)),
-        grad_checkpointing=draw(st.booleans()),
-        attention=draw(st.sampled_from(["sdpa", "eager"])),
-        lora_rank=draw(st.integers(1, 256)),
-        lora_dropout=draw(st.sampled_from([0.0, 0.05])),
-        lora_targets=draw(st.sampled_from(TARGETS)),
-        adapter_dtype=draw(st.sampled_from(["fp32", "bf16", "fp16"])),
-        quant_bits=draw(st.sampled_from([4, 8])),
-        double_quant=draw(st.booleans()),
-        freeze_layers=draw(st.integers(0, 100)) if method == "freeze" else None,
-        train_head=draw(st.booleans()),
-    )
+def layouts(draw: st.DrawFn) -> dict[str, Any]:
+    """GPUs per node × nodes = tp × pp × data-parallel replicas, on nodes of up to 8 GPUs."""
+    tp, pp, dp = draw(st.sampled_from([1, 1, 2, 4, 8])), draw(st.sampled_from([1, 1, 2, 4])), draw(
+        st.sampled_from([1, 2, 3, 4, 8, 16]))
+    world = tp * pp * dp
+    per_node = world if world <= 8 else 8 if world % 8 == 0 else world
+    return {"tp": tp, "pp": pp, "gpus_per_node": per_node, "nodes": world // per_node,
+            "sequence_parallel": tp > 1 and draw(st.booleans())}
+
+
+@st.composite
+def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[str, ...] = ("train",),
+              multi_gpu: bool = True) -> TrainingSpec:
+    """A valid run: every choice of TrainingSpec.CHOICES and every boolean drawn, the savers (loss, ac_every,
+    activation offload, optimizer in backward), multi-GPU layouts (ZeRO, FSDP, offload, tp, pp) and, where
+    `modes` has it, inference (weight and KV-cache dtypes). Combinations the spec refuses are repaired the way
+    its error message says, so almost every draw is a run."""
+    kw: dict[str, Any] = {name: draw(st.sampled_from(allowed)) for name, allowed in TrainingSpec.CHOICES.items()}
+    kw.update({name: draw(st.booleans()) for name in TRAINING_BOOLS})
+    kw.update(mode=draw(st.sampled_from(modes)), method=draw(st.sampled_from(methods)),
+              optimizer_impl=draw(st.sampled_from(["fused", "foreach", "for-loop"])),
+              batch_size=draw(st.integers(1, 64)), seq_len=draw(st.integers(1, 32_768)),
+              grad_accum=draw(st.integers(1, 16)), lora_rank=draw(st.integers(1, 256)),
+              lora_dropout=draw(st.sampled_from([0.0, 0.05])), lora_targets=draw(st.sampled_from(TARGETS)),
+              quant_group_size=draw(st.sampled_from([32, 64, 128])), loss_chunks=draw(st.integers(1, 16)),
+              ac_every=draw(st.integers(1, 4)))
+    kw["freeze_layers"] = draw(st.integers(0, 100)) if kw["method"] == "freeze" else None
+    if multi_gpu and draw(st.booleans()):
+        kw.update(draw(layouts()))
+    else:
+        kw.update(tp=1, pp=1, gpus_per_node=1, nodes=1, sequence_parallel=False, zero=0, fsdp="none",
+                  offload="none")
+    # repairs, each as the spec's own error message asks (core/specs.py __post_init__)
+    if kw["zero"] and kw["fsdp"] != "none":
+        kw["fsdp"] = "none"
+    if kw["offload"] == "params" and kw["zero"] != 3 and kw["fsdp"] not in ("full-shard", "hybrid-shard"):
+        kw["offload"] = "none"
+    if kw["offload"] == "optimizer" and kw["zero"] == 0:
+        kw["offload"] = "none"
+    if kw["mode"] == "inference":
+        kw.update(zero=0, fsdp="none", offload="none")
+    else:
+        kw.update(weight_dtype="auto", kv_dtype="auto")
+        if kw["loss"] == "cut" and kw["precision"] in ("amp-bf16", "amp-fp16", "fp32"):
+            kw["loss"] = "hf"
+        if kw["optimizer_in_bwd"] and (kw["grad_accum"] > 1 or kw["zero"] or kw["fsdp"] != "none"):
+            kw["optimizer_in_bwd"] = False
+    if not kw["grad_checkpointing"]:
+        kw["ac_every"] = 1
+    return TrainingSpec(**kw)
 
 
 def run(m: ModelSpec, t: TrainingSpec) -> Breakdown:
@@ -132,7 +203,13 @@ def assert_no_component_shrinks(small: Breakdown, big: Breakdown, except_: tuple
 # --- well-formedness ---------------------------------------------------------------------------
 
 
-@given(models, trainings())
+# Liger's fused linear cross-entropy computes the head's gradient in forward, next to its own forward
+# temporaries: the temporaries component counted only the larger of the two, so the peak (both alive at the
+# loss) exceeded the sum of the components by the loss temporaries (found by hypothesis; fixed in
+# memory/__init__.py _transformer_phases: temporaries is the largest set alive at one moment).
+@example(_preset("deepseek-v2-lite"), TrainingSpec(method="full", batch_size=1, seq_len=1, grad_accum=2,
+                                                   loss="fused-linear"))
+@given(models, trainings(modes=MODES))
 def test_every_size_is_a_non_negative_int_and_peak_is_at_most_the_sum(m: ModelSpec, t: TrainingSpec) -> None:
     b = run(m, t)
     sizes = [b.component(c) for c in COMPONENTS] + list(b.phases.values()) + list(b.details.values())
@@ -141,7 +218,7 @@ def test_every_size_is_a_non_negative_int_and_peak_is_at_most_the_sum(m: ModelSp
     assert b.trainable_parameters <= max(b.parameters, b.trainable_parameters)
 
 
-@given(models, trainings())
+@given(models, trainings(modes=MODES))
 def test_json_document_and_specs_round_trip(m: ModelSpec, t: TrainingSpec) -> None:
     b = run(m, t)
     doc = render.to_json(b, t, None)
@@ -154,14 +231,21 @@ def test_json_document_and_specs_round_trip(m: ModelSpec, t: TrainingSpec) -> No
 # --- monotonicity ------------------------------------------------------------------------------
 
 
-@given(models, trainings(), st.integers(1, 64))
+@given(models, trainings(modes=MODES), st.integers(1, 64))
 def test_memory_never_decreases_when_batch_grows(m: ModelSpec, t: TrainingSpec, more: int) -> None:
     assert_no_component_shrinks(run(m, t), run(m, with_(t, batch_size=t.batch_size + more)))
 
 
-@given(models, trainings(), st.integers(1, 8192))
-def test_memory_never_decreases_when_sequence_grows(m: ModelSpec, t: TrainingSpec, more: int) -> None:
+@given(models, trainings(modes=MODES), st.integers(1, 8192))
+def test_memory_never_decreases_when_sequence_or_context_grows(m: ModelSpec, t: TrainingSpec, more: int) -> None:
+    # seq_len is the training sequence, and the context (prompt + generated tokens) under --mode inference
     assert_no_component_shrinks(run(m, t), run(m, with_(t, seq_len=t.seq_len + more)))
+
+
+@given(models, trainings(), st.integers(1, 16))
+def test_memory_never_decreases_when_accumulation_grows(m: ModelSpec, t: TrainingSpec, more: int) -> None:
+    t = with_(t, optimizer_in_bwd=False)  # stepping in backward cannot accumulate (the spec refuses it)
+    assert_no_component_shrinks(run(m, t), run(m, with_(t, grad_accum=t.grad_accum + more)))
 
 
 # The issue-12 counterexample: a 16-wide model whose rank-237 lora_A (237 × 16 = 3,792 elements) keeps
@@ -202,15 +286,32 @@ def test_memory_never_decreases_when_lora_rank_grows(m: ModelSpec, t: TrainingSp
 
 @given(architectures(), trainings(), st.integers(1, 32))
 def test_memory_never_decreases_when_layers_grow(m: ModelSpec, t: TrainingSpec, more: int) -> None:
+    # Known and pinned below (strict xfail): with parameters offloaded under full sharding, the GPU keeps only
+    # the gathered unit, whose bytes memory/distributed.py takes as its share of the parameters times the
+    # model's bytes; with LoRA/QLoRA the layers (4-bit, or 16-bit plus fp32 adapters) and the root (16-bit
+    # embeddings) have different bytes per parameter, so more layers shift that share and the unit shrinks.
+    assume(not (t.offload == "params" and t.method in ("lora", "qlora")))
     deeper = replace(m, **{"num_layers": (m.num_layers or 1) + more})
     assert_no_component_shrinks(run(m, t), run(deeper, t))
 
 
+_MLA_TOY = ModelSpec(name="random", source="hypothesis", vocab_size=16, hidden_size=16, intermediate_size=1,
+                     num_layers=2, num_attention_heads=2, num_kv_heads=1, max_position_embeddings=5023,
+                     learned_position_embeddings=True, attention_kind="mla", kv_lora_rank=32, qk_nope_head_dim=128,
+                     qk_rope_head_dim=64, v_head_dim=128)
+
+
+@pytest.mark.xfail(strict=True, reason="gathered unit's bytes scaled by parameter share across mixed dtypes "
+                   "(memory/distributed.py shard, gathered_w); needs per-dtype bytes of the unit")
+def test_offloaded_gathered_unit_does_not_shrink_with_more_layers() -> None:
+    # Found by hypothesis: QLoRA, FSDP full-shard with parameter offload on one GPU; 2 -> 4 layers: the GPU's
+    # weights fall from 193 to 174 B although the gathered unit (root + 2 layers) is the same.
+    t = TrainingSpec(method="qlora", fsdp="full-shard", offload="params", batch_size=1, seq_len=1, lora_rank=1)
+    small, big = estimate(_MLA_TOY, t), estimate(replace(_MLA_TOY, num_layers=4), t)
+    assert big.weights >= small.weights
+
+
 # --- comparisons between settings ----------------------------------------------------------------
-
-
-def _preset(name: str) -> ModelSpec:
-    return next(m for m in PRESET_MODELS if m.name == name)
 
 
 @given(st.sampled_from([m for m in ARCH_PRESETS if count_params(m) >= 10**9]), trainings(methods=("lora",)))
@@ -274,6 +375,11 @@ def test_methods_needing_an_architecture_refuse_count_only_presets() -> None:
 
 
 @example(m=_preset("gpt3-175b"), t=TrainingSpec(method="full", precision="amp-bf16", batch_size=1, seq_len=1))
+# Offloaded without checkpointing, eager attention's saved scores were counted nowhere at the last layer (the
+# checkpointed run counted them as a forward transient): fixed in memory/__init__.py _activation_plan.
+@example(m=_preset("deepseek-v2-lite"), t=TrainingSpec(method="lora", precision="amp-bf16", seq_len=273,
+                                                        attention="eager", loss="fused-linear",
+                                                        activation_offload=True, lora_rank=1))
 @given(models, trainings())
 def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: TrainingSpec) -> None:
     # The gpt3-175b example was a bug (the bottom layer's autocast weight casts were left out of the
@@ -283,7 +389,17 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
     frozen = (t.freeze_layers or 0) if t.method == "freeze" else 0
     assume((m.num_layers or 2) - frozen >= 2)
     on = run(m, with_(t, grad_checkpointing=True))
-    off = run(m, with_(t, grad_checkpointing=False))
+    off = run(m, with_(t, grad_checkpointing=False, ac_every=1))
+    if t.activation_offload:
+        # Offloading already keeps no layer's saved set on the GPU (torchtune OffloadActivations), so there
+        # checkpointing saves host RAM, not GPU memory: in backward the recomputed layer's input comes back
+        # from the host while its saved set is rebuilt (memory/savers.py layer_residency), one hidden state
+        # per token more than bringing back the saved set itself (deepseek-v2-lite LoRA, offload, fused-linear
+        # loss, 1 x 2 tokens: +9,003 B, found by hypothesis). At most an fp32 hidden state per token:
+        input_bytes = 4 * (m.hidden_size or 0) * t.batch_size * t.seq_len
+        assert on.tensor_peak_bytes <= off.tensor_peak_bytes + input_bytes
+        assert on.cpu_offload_bytes <= off.cpu_offload_bytes
+        return
     assert on.peak_bytes <= off.peak_bytes
     assert on.activations <= off.activations
 
@@ -307,6 +423,126 @@ def test_each_zero_stage_needs_no_more_per_gpu_than_the_one_before(
     if t.precision == "auto":
         t = with_(t, precision="mixed-bf16")
     i = data.draw(st.integers(0, len(stages) - 2))
+    # ZeRO alone, on one node of n_gpus (no FSDP, offload or model parallelism, which some stages refuse)
+    t = with_(t, fsdp="none", offload="none", tp=1, pp=1, nodes=1, sequence_parallel=False, optimizer_in_bwd=False)
     lower = run(m, with_(t, gpus_per_node=n_gpus, zero=stages[i]))
     higher = run(m, with_(t, gpus_per_node=n_gpus, zero=stages[i + 1]))
     assert higher.peak_bytes <= lower.peak_bytes
+
+
+def test_a_pipeline_stage_needs_a_layer() -> None:
+    # Found by hypothesis: a 1-layer model on 2 pipeline stages, grown to 2 layers, needed less on the busiest
+    # GPU (step temporaries 1,559 -> 1,024 B): a stage without a layer cannot exist, so --pp above the layer
+    # count is now refused (core/checks.py) instead of estimated.
+    m = replace(_TINY, hidden_size=8)
+    with pytest.raises(VramcalcError, match="--pp 2 exceeds the 1 layers"):
+        estimate(m, TrainingSpec(gpus_per_node=2, pp=2))
+    estimate(replace(m, num_layers=2), TrainingSpec(gpus_per_node=2, pp=2))
+
+
+# --- more GPUs ------------------------------------------------------------------------------------
+
+
+@given(models, trainings(modes=MODES), st.data())
+def test_no_more_memory_per_gpu_with_more_gpus(m: ModelSpec, t: TrainingSpec, data: st.DataObject) -> None:
+    """Per-GPU memory never grows with the GPU count, for the run's own ZeRO / FSDP / offload / tp / pp layout:
+    sharding divides by the data-parallel degree, and without sharding every replica holds the same."""
+    # From two GPUs on: the first step from one GPU to two adds the communication buffers (NCCL, DDP and
+    # DeepSpeed buckets; memory/overhead.py, memory/distributed.py), which a single GPU does not need.
+    counts = [c for c in gpu_counts(t, max_gpus=256) if c[0] * c[1] >= 2]
+    assume(len(counts) >= 2)
+    i = data.draw(st.integers(0, len(counts) - 2))
+    j = data.draw(st.integers(i + 1, len(counts) - 1))
+    fewer = run(m, with_(t, gpus_per_node=counts[i][0], nodes=counts[i][1]))
+    more = run(m, with_(t, gpus_per_node=counts[j][0], nodes=counts[j][1]))
+    assert more.peak_bytes <= fewer.peak_bytes, (counts[i], counts[j])
+
+
+# --- fit = estimate at every boundary --------------------------------------------------------------
+# The searches (core/searches.py) bisect on estimate: what they return must fit by estimate's own figure,
+# and one more must not (or be the search's cap). The budget is the run's own peak scaled, so the boundary
+# falls anywhere from below the smallest run to far above the run.
+
+SEARCH_EXAMPLES = max(10, settings().max_examples // 4)  # each example runs a few dozen estimates
+
+
+def _assert_boundary(fits: Any, found: int | None, lo: int, cap: int) -> None:
+    if found is None:
+        assert not fits(lo)
+    else:
+        assert lo <= found <= cap and fits(found)
+        assert found == cap or not fits(found + 1)
+
+
+@settings(max_examples=SEARCH_EXAMPLES)
+@given(models, trainings(modes=MODES), st.floats(0.2, 4.0))
+def test_the_largest_batch_sequence_and_rank_that_fit_fit_and_one_more_does_not(
+    m: ModelSpec, t: TrainingSpec, scale: float
+) -> None:
+    budget = int(run(m, t).peak_bytes * scale)
+    est = Estimator(m)
+
+    def fits(**change: Any) -> bool:
+        return estimate(m, with_changes(t, change)).peak_bytes <= budget
+
+    _assert_boundary(lambda b: fits(batch_size=b), max_batch_size(est, t, budget), 1, MAX_BATCH_SIZE)
+    _assert_boundary(lambda s: fits(seq_len=s), max_seq_len(est, t, budget), 1, seq_cap(m))
+    rank = max_lora_rank(est, t, budget)
+    cap = rank_cap(m)
+    if t.method in ("lora", "qlora") and t.mode == "train" and cap is not None:
+        # With an 8-bit optimizer memory can fall as the rank grows (bitsandbytes' 4,096-element threshold),
+        # so "one more does not fit" is not enough: on a small model every rank is tried.
+        if cap <= 128:
+            assert rank == max((r for r in range(1, cap + 1) if fits(lora_rank=r)), default=None)
+        elif rank is not None:
+            assert fits(lora_rank=rank) and (rank == cap or not fits(lora_rank=rank + 1))
+    else:
+        assert rank is None
+
+
+@settings(max_examples=SEARCH_EXAMPLES)
+@given(models, trainings(modes=MODES), st.floats(0.2, 4.0))
+def test_the_longest_context_and_largest_serving_batch_fit_and_one_more_does_not(
+    m: ModelSpec, t: TrainingSpec, scale: float
+) -> None:
+    budget = int(run(m, t).peak_bytes * scale)
+    gpu = GpuSpec(name="g", display_name="G", source="hypothesis", memory_bytes=max(budget, 1))
+
+    def fits(**change: Any) -> bool:
+        return estimate(m, with_changes(t, change)).peak_bytes <= gpu.memory_bytes
+
+    _assert_boundary(lambda n: fits(seq_len=n), max_context(m, t, gpu), 1, m.max_position_embeddings or 1 << 20)
+    _assert_boundary(lambda n: fits(batch_size=n), max_batch_inference(m, t, gpu), 1, 1 << 16)
+
+
+# Found by hypothesis: deepseek-v2-lite unsharded on 2 GPUs, budget 0.875 x its peak there: one GPU (no
+# communication buffers) fits, but min_gpus bisected from 256 GPUs, which do not, and said none fits. Fixed in
+# core/searches.py min_gpus: one GPU is tried on its own.
+@example(_preset("deepseek-v2-lite"), TrainingSpec(method="full", gpus_per_node=2), 0.875)
+@settings(max_examples=SEARCH_EXAMPLES)
+@given(models, trainings(), st.floats(0.05, 1.5))
+def test_min_gpus_is_the_fewest_that_fit(m: ModelSpec, t: TrainingSpec, scale: float) -> None:
+    budget = int(run(m, t).peak_bytes * scale)
+    layouts = gpu_counts(t, max_gpus=256)
+    n = min_gpus(m, t, budget, max_gpus=256)
+
+    def fits(layout: tuple[int, int]) -> bool:
+        return estimate(m, with_(t, gpus_per_node=layout[0], nodes=layout[1])).peak_bytes <= budget
+
+    fewer = [c for c in layouts if n is None or c[0] * c[1] < n]
+    assert not any(fits(c) for c in fewer)  # none of the smaller layouts fits (all of them when n is None)
+    if n is not None:
+        assert fits(next(c for c in layouts if c[0] * c[1] == n))
+
+
+@settings(max_examples=max(10, settings().max_examples // 10))
+@given(arch_models, trainings(modes=MODES), st.floats(0.1, 0.99))
+def test_every_fit_suggestion_fits_by_its_own_estimate(m: ModelSpec, t: TrainingSpec, scale: float) -> None:
+    budget = int(run(m, t).peak_bytes * scale)
+    report = fit_report(m, t, budget, Margin())
+    for s in report.suggestions:
+        changed = estimate(m, with_changes(t, s.changes))
+        assert changed.peak_bytes == s.peak_bytes <= budget, s.changes
+    if report.min_gpus is not None:
+        assert any(s.changes.get("gpus_per_node", 1) * s.changes.get("nodes", 1) == report.min_gpus
+                   for s in report.suggestions)

@@ -209,13 +209,59 @@ HF_OPTIM: dict[str, tuple[str, str | None]] = {
 
 
 def _truthy(value: Any) -> bool:
+    """accelerate's str_to_bool reading of FSDP config values (they travel as environment strings)."""
     return value is True or str(value).lower() in ("true", "auto", "1", "yes", "unsloth")
+
+
+# How each tool reads a boolean key of its file (issue 19: a quoted "false" is not false everywhere).
+# - axolotl validates its YAML with pydantic (utils/schemas/config.py AxolotlInputConfig, `bool | None` fields):
+#   lax mode takes true/false, 0/1 and the words below in any case, and refuses anything else.
+# - HfArgumentParser.parse_dict / parse_json_file / parse_yaml_file (TrainingArguments, TRL configs, LLaMA-Factory)
+#   hand file values to the dataclass unconverted (transformers hf_argparser.py parse_dict: `dtype(**inputs)`), and
+#   torchtune's recipes and DeepSpeed's config read them with a plain get: there a quoted "false" stays a non-empty
+#   string, which the tool's `if` takes as true, while TrlParser's YAML path and DeepSpeed's pydantic config read
+#   it as false. The tools disagree, so a string is refused there; 0 and 1 are what every one makes of them.
+PYDANTIC_TRUE = ("1", "on", "t", "true", "y", "yes")  # pydantic-core's str -> bool (case-insensitive)
+PYDANTIC_FALSE = ("0", "off", "f", "false", "n", "no")
+_STRING_BOOLEANS = {
+    "hf-training-args": "HfArgumentParser passes file values unconverted, so the Trainer takes any non-empty "
+                        "string as true",
+    "llama-factory": "LLaMA-Factory's HfArgumentParser passes file values unconverted, so any non-empty string "
+                     "is true",
+    "torchtune": "torchtune's recipes test it with Python's `if`, so any non-empty string is true",
+    "deepspeed": "DeepSpeed versions disagree on a quoted boolean (a plain get keeps it true, pydantic reads it)",
+}
+
+
+def _flag(tool: str, value: Any, key: str, words: tuple[str, ...] = ()) -> bool | str:
+    """A boolean key of `tool`'s config read as the tool reads it (None and absent: false); `words` are the other
+    values the key takes (axolotl bf16: auto), returned as they are. Anything the tool would read differently
+    from how it looks is refused, naming the key and the fix."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value in words:
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if tool == "axolotl" and isinstance(value, str) and value.lower() in PYDANTIC_TRUE + PYDANTIC_FALSE:
+        return value.lower() in PYDANTIC_TRUE
+    allowed = "true or false" + "".join(f" or {w}" for w in words)
+    if tool == "axolotl" or not isinstance(value, str):
+        raise _KeyProblem(key, f"{value!r:.40} is not a boolean {tool} accepts; write {allowed}")
+    raise _KeyProblem(key, f"{value!r:.40} is a string, not a boolean ({_STRING_BOOLEANS[tool]}); write "
+                      f"{allowed} without quotes")
+
+
+def _take_flag(tool: str, data: dict[str, Any], run: Run, key: str, option: str) -> None:
+    if key in data and data[key] is not None:
+        run.options[option] = bool(_flag(tool, data[key], key))
+        run.mapped.append(key)
 
 
 def _take(data: dict[str, Any], run: Run, key: str, option: str, convert: Any = None) -> None:
     if key in data and data[key] is not None:
         # int/float conversions are the option's own, strict (no 1.5 -> 1, no True -> 1, no inf)
-        value = convert(data[key]) if convert in (_truthy, _targets) else data[key]
+        value = convert(data[key]) if convert is _targets else data[key]
         run.options[option] = _strict(key, option, value)
         run.mapped.append(key)
 
@@ -312,6 +358,9 @@ def _targets(value: Any) -> str:
     return "all-linear" if text in ("all", "all-linear", "all_linear") else text
 
 
+AX, LF, HF, TT = "axolotl", "llama-factory", "hf-training-args", "torchtune"
+
+
 # ---- axolotl --------------------------------------------------------------------------------------------
 
 
@@ -326,7 +375,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
                           "(lowercase, as axolotl spells them), or remove it for full fine-tuning")
     if adapter in ("lora", "qlora"):
         run.mapped.append("adapter")
-        four, eight = _truthy(d.get("load_in_4bit", False)), _truthy(d.get("load_in_8bit", False))
+        four, eight = _flag(AX, d.get("load_in_4bit"), "load_in_4bit"), _flag(AX, d.get("load_in_8bit"), "load_in_8bit")
         if adapter == "qlora" or four:
             run.options.update(method="qlora", quant_bits=4)
         elif eight:
@@ -339,7 +388,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     _take(d, run, "lora_r", "lora_rank", int)
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
-    if _truthy(d.get("lora_target_linear", False)):
+    if _flag(AX, d.get("lora_target_linear"), "lora_target_linear"):
         run.options["lora_targets"] = "all-linear"
         run.mapped.append("lora_target_linear")
     else:
@@ -347,8 +396,13 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     _take(d, run, "sequence_len", "seq_len", int)
     _take(d, run, "micro_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
-    _take(d, run, "gradient_checkpointing", "grad_checkpointing", _truthy)
-    if str(d.get("gradient_checkpointing", "")).lower() in ("offload", "unsloth"):
+    # axolotl gradient_checkpointing: a boolean, or offload / offload_disk (and unsloth before them)
+    checkpointing = _flag(AX, d.get("gradient_checkpointing"), "gradient_checkpointing",
+                          ("offload", "offload_disk", "unsloth"))
+    if "gradient_checkpointing" in d and d["gradient_checkpointing"] is not None:
+        run.options["grad_checkpointing"] = bool(checkpointing)
+        run.mapped.append("gradient_checkpointing")
+    if checkpointing in ("offload", "offload_disk", "unsloth"):
         # axolotl gradient_checkpointing: offload / unsloth (utils/gradient_checkpointing): checkpointed
         # layer inputs offloaded to host RAM (memory/savers.py).
         run.options.update(grad_checkpointing=True, activation_offload=True)
@@ -357,13 +411,13 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         _optim(run, "optimizer", d["optimizer"])
     # axolotl loads the model in the training dtype (torch_dtype = bfloat16 when bf16 is set), so the
     # Trainer's torch AdamW keeps states like the parameters: pure-bf16 / pure-fp16 here.
-    if _truthy(d.get("bf16", False)):
+    if _flag(AX, d.get("bf16"), "bf16", ("auto",)):  # auto: bf16 where the GPU has it
         run.options["precision"] = "pure-bf16" if run.options["method"] == "full" else "bf16"
         run.mapped.append("bf16")
-    elif _truthy(d.get("fp16", False)):
+    elif _flag(AX, d.get("fp16"), "fp16"):
         run.options["precision"] = "pure-fp16" if run.options["method"] == "full" else "fp16"
         run.mapped.append("fp16")
-    if _truthy(d.get("eager_attention", False)):
+    if _flag(AX, d.get("eager_attention"), "eager_attention"):
         run.options["attention"] = "eager"
         run.mapped.append("eager_attention")
     if _is_set(d.get("sample_packing")):
@@ -377,9 +431,9 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
 def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl integrations: liger (integrations/liger/args.py liger_fused_linear_cross_entropy) and
     # cut_cross_entropy (integrations/cut_cross_entropy/args.py); memory/loss.py.
-    if _truthy(d.get("cut_cross_entropy", False)):
+    if _flag(AX, d.get("cut_cross_entropy"), "cut_cross_entropy"):
         run.options["loss"] = "cut"
-    elif _truthy(d.get("liger_fused_linear_cross_entropy", False)):
+    elif _flag(AX, d.get("liger_fused_linear_cross_entropy"), "liger_fused_linear_cross_entropy"):
         run.options["loss"] = "fused-linear"
     _seen(d, run, "cut_cross_entropy", "liger_fused_linear_cross_entropy")
 
@@ -427,13 +481,14 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "cutoff_len")
     _take(d, run, "per_device_train_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
-    run.options["grad_checkpointing"] = not _truthy(d.get("disable_gradient_checkpointing", False))
+    run.options["grad_checkpointing"] = not _flag(LF, d.get("disable_gradient_checkpointing"),
+                                                 "disable_gradient_checkpointing")
     _seen(d, run, "disable_gradient_checkpointing")
     # model_args.py enable_liger_kernel (Liger's patch, fused linear cross-entropy included) and
     # use_unsloth_gc (Unsloth's offloaded checkpointing); memory/loss.py, memory/savers.py.
-    if _truthy(d.get("enable_liger_kernel", False)):
+    if _flag(LF, d.get("enable_liger_kernel"), "enable_liger_kernel"):
         run.options["loss"] = "fused-linear"
-    if _truthy(d.get("use_unsloth_gc", False)) and run.options["grad_checkpointing"]:
+    if _flag(LF, d.get("use_unsloth_gc"), "use_unsloth_gc") and run.options["grad_checkpointing"]:
         run.options["activation_offload"] = True
     _seen(d, run, "enable_liger_kernel", "use_unsloth_gc")
     # LLaMA-Factory's arguments subclass transformers' Seq2SeqTrainingArguments: optim defaults to the
@@ -441,13 +496,13 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _optim(run, "optim", d.get("optim", TRANSFORMERS_DEFAULTS[CURRENT_TRANSFORMERS][1]))
     if "optim" not in d:
         run.mapped.remove("optim")
-    _take(d, run, "double_quantization", "double_quant", _truthy)  # model_args.py, default True
+    _take_flag(LF, d, run, "double_quantization", "double_quant")  # model_args.py, default True
     # LLaMA-Factory upcasts trainable parameters to fp32 unless pure_bf16 (model/adapter.py
     # _setup_full_tuning / cast_trainable_params_to_fp32): full tuning with bf16 is fp32 weights + bf16
     # autocast, i.e. amp-bf16; LoRA keeps a bf16 base with fp32 adapters.
-    pure = _truthy(d.get("pure_bf16", False))
+    pure = bool(_flag(LF, d.get("pure_bf16"), "pure_bf16"))
     half = (
-        "bf16" if _truthy(d.get("bf16", False)) or pure else "fp16" if _truthy(d.get("fp16", False)) else None
+        "bf16" if _flag(LF, d.get("bf16"), "bf16") or pure else "fp16" if _flag(LF, d.get("fp16"), "fp16") else None
     )
     run.mapped += [k for k in ("bf16", "fp16", "pure_bf16") if k in d]
     method = run.options["method"]
@@ -508,9 +563,9 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     load_dtype, default_optim = TRANSFORMERS_DEFAULTS[major]
     _take(d, run, "per_device_train_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
-    _take(d, run, "gradient_checkpointing", "grad_checkpointing", _truthy)
+    _take_flag(HF, d, run, "gradient_checkpointing", "grad_checkpointing")
     # TrainingArguments.use_liger_kernel: Trainer applies Liger's patch, fused linear cross-entropy included.
-    if _truthy(d.get("use_liger_kernel", False)):
+    if _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel"):
         run.options["loss"] = "fused-linear"
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
@@ -528,7 +583,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     if isinstance(init, dict) and (init.get("dtype") or init.get("torch_dtype")):
         load_dtype = str(init.get("dtype") or init.get("torch_dtype"))
         run.mapped.append("model_init_kwargs")
-    half = "bf16" if _truthy(d.get("bf16", False)) else "fp16" if _truthy(d.get("fp16", False)) else None
+    half = "bf16" if _flag(HF, d.get("bf16"), "bf16") else "fp16" if _flag(HF, d.get("fp16"), "fp16") else None
     run.mapped += [k for k in ("bf16", "fp16") if k in d]
     run.options["method"] = "full"
     sharded = _hf_multi_gpu(d, path, run)
@@ -676,7 +731,8 @@ def _deepspeed_into(d: dict[str, Any], run: Run, prefix: str, embedded: bool) ->
             enabled = _ds_value(run, f"{prefix}{half}.enabled", section["enabled"], embedded)
             if enabled is not None:
                 run.mapped.append(f"{prefix}{half}.enabled")
-                if _truthy(enabled):  # DeepSpeed's bf16/fp16 optimizers keep fp32 master weights
+                # DeepSpeed's bf16/fp16 optimizers keep fp32 master weights
+                if _flag("deepspeed", enabled, f"{prefix}{half}.enabled"):
                     run.options["precision"] = f"mixed-{half}"
     zero = d.get("zero_optimization")
     if zero is not None and not isinstance(zero, dict):
@@ -798,16 +854,16 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
     if not isinstance(modules, list):
         raise _KeyProblem("model.lora_attn_modules", f"expected a list of module names, got {modules!r:.40}")
     targets = [str(m) for m in modules]
-    if _truthy(model_cfg.get("apply_lora_to_mlp", False)):
+    if _flag(TT, model_cfg.get("apply_lora_to_mlp"), "model.apply_lora_to_mlp"):
         targets += ["gate_proj", "up_proj", "down_proj"]  # torchtune w1, w3, w2 in HF names
-    if _truthy(model_cfg.get("apply_lora_to_output", False)):
+    if _flag(TT, model_cfg.get("apply_lora_to_output"), "model.apply_lora_to_output"):
         targets.append("lm_head")
     if targets:
         # torchtune calls the attention output projection output_proj; HF and vramcalc call it o_proj.
         run.options["lora_targets"] = ",".join("o_proj" if t == "output_proj" else t for t in targets)
     _take(d, run, "batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
-    _take(d, run, "enable_activation_checkpointing", "grad_checkpointing", _truthy)
+    _take_flag(TT, d, run, "enable_activation_checkpointing", "grad_checkpointing")
     # torchtune trains every parameter, adapters included, in the `dtype` it names, with no master copy;
     # torch optimizers then keep states like the parameters (zeros_like): pure-bf16, bf16 adapters.
     dtype = str(d.get("dtype", "bf16"))
@@ -821,7 +877,7 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
         if name:
             run.options["optimizer"] = name
             if name == "adamw":
-                run.options["optimizer_impl"] = "fused" if _truthy(opt.get("fused", False)) else "foreach"
+                run.options["optimizer_impl"] = "fused" if _flag(TT, opt.get("fused"), "optimizer.fused") else "foreach"
             run.mapped.append("optimizer")
         else:
             run.notes.append(f"optimizer {opt['_component_']} is not modeled; counted as AdamW.")
@@ -853,8 +909,8 @@ def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
             if name == "chunked" and "num_output_chunks" in loss:
                 run.options["loss_chunks"] = int(loss["num_output_chunks"])
             run.mapped.append("loss")
-    _take(d, run, "optimizer_in_bwd", "optimizer_in_bwd", _truthy)
-    _take(d, run, "enable_activation_offloading", "activation_offload", _truthy)
+    _take_flag(TT, d, run, "optimizer_in_bwd", "optimizer_in_bwd")
+    _take_flag(TT, d, run, "enable_activation_offloading", "activation_offload")
     # ac_mode selective + ac_option k (recipes' _setup_model → training.apply_selective_activation_checkpointing).
     if str(d.get("ac_mode", "")) == "selective" and str(d.get("ac_option", "")).isdigit():
         run.options.update(grad_checkpointing=True, ac_every=max(1, int(d["ac_option"])))
