@@ -233,10 +233,55 @@ _STRING_BOOLEANS = {
 }
 
 
-def _flag(tool: str, value: Any, key: str, words: tuple[str, ...] = ()) -> bool | str:
-    """A boolean key of `tool`'s config read as the tool reads it (None and absent: false); `words` are the other
-    values the key takes (axolotl bf16: auto), returned as they are. Anything the tool would read differently
-    from how it looks is refused, naming the key and the fix."""
+# The boolean keys each reader reads, with the other words a key takes (returned as they are); the fuzz suite
+# draws loose values for every one (tests/test_fuzz_io.py). A dotted key is a key of a nested mapping.
+BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
+    "axolotl": {
+        "load_in_4bit": (), "load_in_8bit": (), "lora_target_linear": (), "fp16": (), "eager_attention": (),
+        "cut_cross_entropy": (), "liger_fused_linear_cross_entropy": (),
+        "bf16": ("auto",),  # bf16 where the GPU has it
+        # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
+        "gradient_checkpointing": ("offload", "offload_disk", "unsloth"),
+    },
+    "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "enable_liger_kernel", "use_unsloth_gc",
+                                    "double_quantization", "pure_bf16", "bf16", "fp16"), ()),
+    "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16"), ()),
+    "torchtune": dict.fromkeys(("enable_activation_checkpointing", "optimizer_in_bwd", "enable_activation_offloading",
+                                "model.apply_lora_to_mlp", "model.apply_lora_to_output", "optimizer.fused"), ()),
+    "deepspeed": dict.fromkeys(("bf16.enabled", "fp16.enabled"), ()),
+}
+# Keys whose values are names the tool compares exactly (a Literal, an Enum, `==`): another case or spelling is
+# refused, naming the key and the values (the fuzz suite draws each value in other cases).
+ENUM_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
+    "axolotl": {"adapter": ("lora", "qlora")},  # axolotl load_adapter: `if adapter in ["lora", "qlora"]`
+    # LLaMA-Factory hparams: finetuning_type Literal; flash_attn AttentionFunction (model_args.py)
+    "llama-factory": {"finetuning_type": ("lora", "full", "freeze"), "flash_attn": ("auto", "disabled", "sdpa", "fa2")},
+    # torchtune training.get_dtype; its recipes refuse fp16 ("full fp16 training is not supported"); ac_mode is
+    # full or selective (training.apply_selective_activation_checkpointing raises otherwise)
+    "torchtune": {"dtype": ("bf16", "fp32"), "ac_mode": ("full", "selective")},
+}
+
+
+def _choice(tool: str, data: dict[str, Any], key: str, default: str | None) -> str | None:
+    """An ENUM_KEYS value of `tool`'s config, exactly as the tool spells it (absent or null: `default`)."""
+    value = data.get(key)
+    if value is None:
+        return default
+    allowed = ENUM_KEYS[tool][key]
+    if value not in allowed:
+        near = [a for a in allowed if a == str(value).lower()]
+        if near:
+            raise _KeyProblem(key, f"{value!r:.40} is not a value {tool} takes; write {near[0]!r} (lowercase, as "
+                              f"{tool} spells it)")
+        raise _KeyProblem(key, f"{value!r:.40} is not modeled; use {', '.join(allowed)}")
+    return str(value)
+
+
+def _flag(tool: str, value: Any, key: str) -> bool | str:
+    """A boolean key of `tool`'s config read as the tool reads it (None and absent: false); the key's other words
+    (BOOLEAN_KEYS) are returned as they are. Anything the tool would read differently from how it looks is
+    refused, naming the key and the fix."""
+    words = BOOLEAN_KEYS[tool][key.removeprefix("deepspeed.")]
     if value is None or isinstance(value, bool):
         return bool(value)
     if isinstance(value, str) and value in words:
@@ -273,6 +318,9 @@ def _seen(data: dict[str, Any], run: Run, *keys: str) -> None:
 
 def _optim(run: Run, key: str, name: Any) -> None:
     hit = HF_OPTIM.get(str(name))
+    if hit is None and str(name).strip().lower() in HF_OPTIM:  # OptimizerNames(name) refuses another spelling
+        raise _KeyProblem(key, f"{name!r:.40} is not an optimizer name transformers takes; write "
+                          f"{str(name).strip().lower()!r} (lowercase, as OptimizerNames spells it)")
     if hit is None:
         run.notes.append(f"{key}: {name!r} is not modeled; counted as AdamW.")
         run.ignored.append(key)
@@ -369,10 +417,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     # load_in_8bit, lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_target_linear, sequence_len,
     # micro_batch_size, gradient_accumulation_steps, gradient_checkpointing, optimizer, bf16, fp16.
     run = Run(model=str(d["base_model"]), mapped=["base_model"])
-    adapter = d.get("adapter")
-    if adapter not in (None, "lora", "qlora"):  # axolotl's load_adapter accepts these two spellings only
-        raise _KeyProblem("adapter", f"{adapter!r:.40} is not an axolotl adapter vramcalc models; use lora or qlora "
-                          "(lowercase, as axolotl spells them), or remove it for full fine-tuning")
+    adapter = _choice(AX, d, "adapter", None)  # or remove it for full fine-tuning
     if adapter in ("lora", "qlora"):
         run.mapped.append("adapter")
         four, eight = _flag(AX, d.get("load_in_4bit"), "load_in_4bit"), _flag(AX, d.get("load_in_8bit"), "load_in_8bit")
@@ -397,8 +442,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     _take(d, run, "micro_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
     # axolotl gradient_checkpointing: a boolean, or offload / offload_disk (and unsloth before them)
-    checkpointing = _flag(AX, d.get("gradient_checkpointing"), "gradient_checkpointing",
-                          ("offload", "offload_disk", "unsloth"))
+    checkpointing = _flag(AX, d.get("gradient_checkpointing"), "gradient_checkpointing")
     if "gradient_checkpointing" in d and d["gradient_checkpointing"] is not None:
         run.options["grad_checkpointing"] = bool(checkpointing)
         run.mapped.append("gradient_checkpointing")
@@ -411,7 +455,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         _optim(run, "optimizer", d["optimizer"])
     # axolotl loads the model in the training dtype (torch_dtype = bfloat16 when bf16 is set), so the
     # Trainer's torch AdamW keeps states like the parameters: pure-bf16 / pure-fp16 here.
-    if _flag(AX, d.get("bf16"), "bf16", ("auto",)):  # auto: bf16 where the GPU has it
+    if _flag(AX, d.get("bf16"), "bf16"):  # auto: bf16 where the GPU has it
         run.options["precision"] = "pure-bf16" if run.options["method"] == "full" else "bf16"
         run.mapped.append("bf16")
     elif _flag(AX, d.get("fp16"), "fp16"):
@@ -446,7 +490,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # examples/train_*/*.yaml. Defaults that differ from vramcalc's are applied: cutoff_len 2048
     # (data_args.py), gradient checkpointing on unless disable_gradient_checkpointing (model_args.py).
     run = Run(model=str(d["model_name_or_path"]), mapped=["model_name_or_path"])
-    ftype = str(d.get("finetuning_type", "lora"))
+    ftype = _choice(LF, d, "finetuning_type", "lora")
     _seen(d, run, "finetuning_type")
     quant = d.get("quantization_bit")
     if quant is not None and (isinstance(quant, bool) or quant not in (4, 8)):
@@ -514,7 +558,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             run.options["adapter_dtype"] = "bf16"
     else:
         run.options["precision"] = f"pure-{half}" if pure else f"amp-{half}"
-    if str(d.get("flash_attn", "auto")) == "disabled":
+    if _choice(LF, d, "flash_attn", "auto") == "disabled":
         run.options["attention"] = "eager"
     _seen(d, run, "flash_attn")
     if str(d.get("stage", "sft")) in ("dpo", "kto", "ppo", "rm"):
@@ -866,7 +910,8 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
     _take_flag(TT, d, run, "enable_activation_checkpointing", "grad_checkpointing")
     # torchtune trains every parameter, adapters included, in the `dtype` it names, with no master copy;
     # torch optimizers then keep states like the parameters (zeros_like): pure-bf16, bf16 adapters.
-    dtype = str(d.get("dtype", "bf16"))
+    # training.get_dtype(None) is fp32; absent, the recipes' configs default to bf16
+    dtype = "fp32" if "dtype" in d and d["dtype"] is None else _choice(TT, d, "dtype", "bf16")
     run.options["precision"] = "fp32" if dtype == "fp32" else "pure-bf16"
     if dtype != "fp32" and run.options["method"] in ("lora", "qlora"):
         run.options["adapter_dtype"] = "bf16"
@@ -907,13 +952,13 @@ def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
         else:
             run.options["loss"] = name
             if name == "chunked" and "num_output_chunks" in loss:
-                run.options["loss_chunks"] = int(loss["num_output_chunks"])
+                run.options["loss_chunks"] = _strict("loss.num_output_chunks", "loss_chunks", loss["num_output_chunks"])
             run.mapped.append("loss")
     _take_flag(TT, d, run, "optimizer_in_bwd", "optimizer_in_bwd")
     _take_flag(TT, d, run, "enable_activation_offloading", "activation_offload")
     # ac_mode selective + ac_option k (recipes' _setup_model → training.apply_selective_activation_checkpointing).
-    if str(d.get("ac_mode", "")) == "selective" and str(d.get("ac_option", "")).isdigit():
-        run.options.update(grad_checkpointing=True, ac_every=max(1, int(d["ac_option"])))
+    if _choice(TT, d, "ac_mode", None) == "selective" and d.get("ac_option") is not None:
+        run.options.update(grad_checkpointing=True, ac_every=_strict("ac_option", "ac_every", d["ac_option"]))
     _seen(d, run, "ac_mode", "ac_option")
 
 

@@ -612,10 +612,7 @@ def _transformer_phases(
         step_moment: _m.RawMoment = ("optimizer_step.done", _m.STEP_DONE, ())
     else:
         step_moment = ("optimizer_step.step", _m.STEP, (gradients, opt_temp))
-    # The largest set of temporaries alive at one moment: Liger's head gradient from forward coexists with the
-    # loss's own forward and backward-start temporaries (forward.loss, backward.start above).
-    temporaries = max(opt_temp, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, layer_fwd_t, layer_bwd_t, end_t,
-                      head_bwd_t)
+    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t, grad_fwd, head_bwd_t)
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = recomputed
     details["activations.per_layer"] = per_layer
