@@ -1,14 +1,16 @@
 """Fuzz every input kind's reader in-process, generated from its schema (issue 19).
 
-Kinds: config.json (io/hf_config.CONFIG_KEYS over each family's fixture), safetensors headers (the
-format's entry schema), preset entries (ModelSpec / GpuSpec fields), vramcalc run files (the option
-table), and the configs of axolotl, LLaMA-Factory, TrainingArguments and torchtune (the keys each
-reader maps). Values are drawn from the right type and from every other JSON type. Assertions: the
-only exceptions are VramcalcError subclasses with a one-line printable message, and an accepted value
-is reflected in what the reader returns.
+Kinds: config.json (io/hf_config.CONFIG_KEYS over each family's fixture; also through show, explain, estimate,
+presets new and fit), safetensors headers (the format's entry schema), preset entries (ModelSpec / GpuSpec
+fields), vramcalc run files (the option table), the configs of axolotl, LLaMA-Factory, TrainingArguments,
+torchtune and DeepSpeed (the keys each reader maps, and its key tables runfiles.BOOLEAN_KEYS / ENUM_KEYS for
+loose booleans and names in another case, judged against each tool's own parser), and the preset index cache.
+Values are drawn from the right type and from every other JSON type. Assertions: the only exceptions are
+VramcalcError subclasses with a one-line printable message, and an accepted value is reflected in what the
+reader returns. Every input is also held to tests/limits.py's ceilings (5 s of CPU, 1 GB) by conftest.
 
-Deterministic (derandomize, no example database). FUZZ_EXAMPLES per kind (default 3,000: 15k inputs
-in total, well under a minute on 2 cores); benchmarks/fuzz.py runs the same tests with more.
+Deterministic (derandomize, no example database). FUZZ_EXAMPLES per kind (default 3,000, whatever the
+hypothesis profile: about 24k inputs here, a minute or two on 2 cores); benchmarks/fuzz.py runs them with more.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """Invariants of the arithmetic core, as hypothesis properties over presets and random architectures.
 
-Each property states a physical fact about training memory (more tokens never need less memory,
-LoRA never needs more than full fine-tuning of the same model, ...). A property that the current
-model breaks is marked xfail(strict=True) with the minimal counterexample hypothesis found, so it
-turns into a failure the day the model is fixed and the mark must be removed.
+The random architectures cover every family vramcalc reads (dense and mixture of experts with shared experts
+and dense bottom layers, multi-head latent attention, sliding-window layers, and every boolean of ModelSpec),
+and the random runs every setting of TrainingSpec (its choices and booleans from core/specs.py, the savers,
+ZeRO / FSDP / offload / tp / pp layouts, and inference). Each property states a physical fact about memory
+(more tokens, accumulation steps, rank or context never need less; more GPUs never need more per GPU; what
+fit's searches return fits by estimate's own figure and one more does not). A counterexample hypothesis found
+is pinned with @example where the model was fixed, or as a strict xfail test with its numbers where the fix
+is left (it turns into a failure the day the model is fixed and the mark must be removed).
 """
 
 from __future__ import annotations

@@ -273,7 +273,7 @@ def _choice(tool: str, data: dict[str, Any], key: str, default: str | None) -> s
         if near:
             raise _KeyProblem(key, f"{value!r:.40} is not a value {tool} takes; write {near[0]!r} (lowercase, as "
                               f"{tool} spells it)")
-        raise _KeyProblem(key, f"{value!r:.40} is not modeled; use {', '.join(allowed)}")
+        raise _KeyProblem(key, f"{value!r:.40} is not modeled; use {', '.join(allowed[:-1])} or {allowed[-1]}")
     return str(value)
 
 
