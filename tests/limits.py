@@ -68,7 +68,10 @@ def _max_rss_bytes() -> int:
 
 def describe(args: tuple[Any, ...], kwargs: dict[str, Any], limit: int = 400) -> str:
     """The generated input, shortened (a strategy's data object says only that it drew values)."""
-    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    def fixture(v: Any) -> bool:  # pytest's fixtures (tmp_path_factory, capsys...) are not the input
+        return type(v).__module__.startswith("_pytest")
+
+    parts = [repr(a) for a in args if not fixture(a)] + [f"{k}={v!r}" for k, v in kwargs.items() if not fixture(v)]
     text = ", ".join(parts)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
