@@ -304,7 +304,9 @@ def test_memory_never_decreases_when_layers_grow(m: ModelSpec, t: TrainingSpec, 
     # the gathered unit, whose bytes memory/distributed.py takes as its share of the parameters times the
     # model's bytes; with LoRA/QLoRA the layers (4-bit, or 16-bit plus fp32 adapters) and the root (16-bit
     # embeddings) have different bytes per parameter, so more layers shift that share and the unit shrinks.
-    assume(not (t.offload == "params" and t.method in ("lora", "qlora")))
+    # The same holds for the gathered unit's gradients under ZeRO-3 / full sharding, a share of the base parameters
+    # applied to the adapters' gradients (MoE with 9 dense bottom layers, LoRA, ZeRO-3, 20 -> 22 layers: 53 -> 52 B).
+    assume(not (t.method in ("lora", "qlora") and (t.zero == 3 or t.fsdp in ("full-shard", "hybrid-shard"))))
     deeper = replace(m, **{"num_layers": (m.num_layers or 1) + more})
     assert_no_component_shrinks(run(m, t), run(deeper, t))
 
@@ -549,6 +551,14 @@ def test_min_gpus_is_the_fewest_that_fit(m: ModelSpec, t: TrainingSpec, scale: f
         assert fits(next(c for c in layouts if c[0] * c[1] == n))
 
 
+# Found by hypothesis: a run fit could not change into a suggestion crashed `fit` with the change's error: the
+# ZeRO-3 suggestion for --optimizer-in-bwd ("modelled on one GPU"), LoRA at a rank above the hidden size or on
+# targets the model lacks (q_proj,v_proj on MLA), and a serving tp that splits the heads but not the KV heads (6
+# heads, 3 KV heads, tp 2). Fixed in core/searches.py: such a change is no suggestion; inference_layouts applies
+# the KV-head rule of core/checks.py.
+@example(_preset("deepseek-v2-lite"), TrainingSpec(method="full", optimizer_in_bwd=True), 0.5)
+@example(_preset("deepseek-v2-lite"), TrainingSpec(method="full", lora_targets=("q_proj", "v_proj")), 0.5)
+@example(replace(_TINY, hidden_size=8), TrainingSpec(method="full", lora_rank=9), 0.5)
 @settings(max_examples=max(10, settings().max_examples // 10))
 @given(arch_models, trainings(modes=MODES), st.floats(0.1, 0.99))
 def test_every_fit_suggestion_fits_by_its_own_estimate(m: ModelSpec, t: TrainingSpec, scale: float) -> None:
