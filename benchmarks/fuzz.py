@@ -2,7 +2,8 @@
 
 Runs tests/test_fuzz_io.py (every file kind's reader, generated from its schema) with PER_KIND inputs per
 kind (default 50,000; CI runs FUZZ_EXAMPLES=3,000), same strategies, same assertions, deterministic. With
---also-properties it also runs tests/test_properties.py and the CLI fuzzers at their `full` profile.
+--also-properties it also runs tests/test_properties.py (1,000 examples per property: PROPERTY_EXAMPLES) and
+the CLI fuzzers at their `full` profile.
 Every input is held to the resource ceilings of tests/limits.py (5 s of CPU, 1 GB); this prints, per kind,
 the inputs tried, the slowest inputs and the memory high-water mark, and writes benchmarks/results/fuzz.md.
 """
@@ -58,7 +59,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         stats_file = Path(tmp) / "stats.json"
         env = {**os.environ, "FUZZ_EXAMPLES": per_kind, "PYTHONPATH": str(ROOT / "src"),
-               "VRAMCALC_FUZZ_STATS": str(stats_file)}
+               "VRAMCALC_FUZZ_STATS": str(stats_file), "PROPERTY_EXAMPLES": "1000"}
         env.pop("CI", None)
         start = time.perf_counter()
         rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],

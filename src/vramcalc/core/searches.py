@@ -443,16 +443,13 @@ def min_gpus(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec | int, node_
         g, n = layouts[i]
         return _fits(model, replace(training, **{"gpus_per_node": g, "nodes": n}), capacity)
 
-    # One GPU needs no communication buffers (NCCL, DDP / DeepSpeed buckets: memory/overhead.py,
-    # memory/distributed.py), so the per-GPU peak can rise from one GPU to two; from two on it never rises
-    # (tests/test_properties.py). One GPU is tried on its own, then the rest is bisected (issue 19: a run that
-    # fits one GPU was reported as fitting none, as the bisection saw 256 GPUs not fit).
-    start = 0
-    if layouts[0] == (1, 1):
-        if ok(0):
-            return 1
-        start = 1
-    i = first_true(ok, start, len(layouts) - 1)
+    # One model replica (the first layout: tp × pp GPUs, no data parallelism) needs no data-parallel buffers
+    # (DDP / DeepSpeed buckets: memory/distributed.py), so the per-GPU peak can rise from it to two replicas; from
+    # two on it never rises (tests/test_properties.py). The first layout is tried on its own, then the rest is
+    # bisected (issue 19: a run that fits one GPU was reported as fitting none, as 256 GPUs did not fit).
+    if ok(0):
+        return layouts[0][0] * layouts[0][1]
+    i = first_true(ok, 1, len(layouts) - 1)
     return None if i is None else layouts[i][0] * layouts[i][1]
 
 
