@@ -12,11 +12,16 @@ A longer, random search is `--hypothesis-profile=explore` (the same counts, a ne
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+import limits
 
 FULL_EXAMPLES = 1000
 
@@ -48,21 +53,27 @@ _tried: dict[str, int] = {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Wrap each hypothesis test's inner function so every generated input is counted."""
+    """Wrap each hypothesis test's inner function so every generated input is counted and held to the
+    resource ceilings (tests/limits.py: 5 s of CPU, 1 GB)."""
     for item in items:
         func: Any = getattr(item, "obj", None)
         handle = getattr(func, "hypothesis", None)
         if handle is None or getattr(handle.inner_test, "_counted", False):
             continue
-        inner = handle.inner_test
-        name = item.nodeid.split("[")[0]
+        handle.inner_test = _counting(handle.inner_test, item.nodeid.split("[")[0])
 
-        def counted(*args: Any, __inner: Any = inner, __name: str = name, **kwargs: Any) -> Any:
-            _tried[__name] = _tried.get(__name, 0) + 1
-            return __inner(*args, **kwargs)
 
-        counted._counted = True  # type: ignore[attr-defined]
-        handle.inner_test = counted
+def _counting(inner: Any, name: str) -> Any:
+    # functools.wraps: with derandomize, hypothesis seeds each test from a digest of its inner function's source,
+    # name and signature; the wrapper must digest as the test itself (a default argument holding the function
+    # put its memory address in the signature: a new seed, so other inputs, on every run).
+    @functools.wraps(inner)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        _tried[name] = _tried.get(name, 0) + 1
+        return limits.measured(name, inner, args, kwargs)
+
+    counted._counted = True  # type: ignore[attr-defined]
+    return counted
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -72,3 +83,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"hypothesis inputs tried: {total} in {len(_tried)} property/fuzz tests "
             f"(profile {settings().max_examples} examples per test)"
         )
+        terminalreporter.write_line(limits.summary())
+        target = os.environ.get("VRAMCALC_FUZZ_STATS")
+        if target:  # benchmarks/fuzz.py: the slowest inputs and the memory high-water mark per test
+            doc = {name: stats.as_dict() for name, stats in sorted(limits.STATS.items())}
+            Path(target).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

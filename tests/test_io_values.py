@@ -114,7 +114,7 @@ def test_axolotl_adapters_not_understood_are_errors(tmp_path_factory: pytest.Tem
 def test_axolotl_qlora_capitalised_is_not_full_fine_tuning(tmp_path: Path) -> None:
     path = tmp_path / "a.yaml"
     path.write_text("base_model: llama-3.1-8b\nadapter: QLoRA\n")
-    with pytest.raises(runfiles.RunFileError, match="'QLoRA' is not an axolotl adapter"):
+    with pytest.raises(runfiles.RunFileError, match="adapter: 'QLoRA' is not a value axolotl takes; write 'qlora'"):
         runfiles.load(str(path))
 
 

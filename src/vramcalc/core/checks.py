@@ -82,6 +82,11 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
             raise SpecError("", f"--tp {training.tp} must divide the {heads} attention heads and the {kv} KV "
                             f"heads of {model.name}")
         layers = model.num_layers or 0
+        if training.pp > layers:
+            # Each pipeline stage holds whole layers (Megatron, vLLM): a stage without one cannot exist, and
+            # the busiest stage's share of the model would stop growing with the model (issue 19).
+            raise SpecError("", f"--pp {training.pp} exceeds the {layers} layers of {model.name}: each pipeline "
+                            f"stage needs at least one layer; use --pp {layers} or fewer")
         if training.method == "freeze" and (training.freeze_layers or 0) > layers:
             raise SpecError("", f"--freeze-layers {training.freeze_layers} exceeds the {layers} "
                             f"layers of {model.name}")

@@ -483,8 +483,9 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                        else "new gradient being accumulated into .grad",
                        f"{'2 × ' if tied else ''}{_n(v)} × {_n(m.hidden_size)} × {gb} B", end_t,
                        "vocab × hidden × gradient bytes", "torch autograd input_buffer.cpp / AccumulateGrad"))
-    temp_sec = Section("temporaries", "temporaries (the largest transient)", b.temporaries, tuple(tl),
-                       ("the component is the largest of these, since they never coexist",))
+    temp_sec = Section("temporaries", "temporaries (the most alive at one moment)", b.temporaries, tuple(tl),
+                       ("the component is the most of these alive at one moment (see the phases below); they are "
+                        "freed one after another, except the head's gradient from forward, alive beside the loss's",))
 
     return layer_sec, act_sec, temp_sec
 
@@ -515,7 +516,7 @@ def _count_only(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, S
                       "bytes per sample × batch", m.source),)
         text = ()
     opt_temp = b.details.get("temporaries.optimizer_step", 0)
-    temp = Section("temporaries", "temporaries (the largest transient)", b.temporaries,
+    temp = Section("temporaries", "temporaries (the most alive at one moment)", b.temporaries,
                    (Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp),))
     return Section("activations", "activations", b.activations, lines, text), temp
 
@@ -538,7 +539,7 @@ def _phases(b: Breakdown) -> tuple[Section, str]:
     text = (f"the {b.peak_phase.replace('_', ' ')} phase wins, at '{label}': "
             f"{fmt_value(b.tensor_peak_bytes, 'bytes')} of tensors",
             "each phase is the largest of its moments; the sum of all components is an upper bound: activations "
-            "are freed before the optimizer step and temporaries never coexist")
+            "are freed before the optimizer step and most temporaries never coexist")
     return Section("phases", "phases: what is alive when", b.tensor_peak_bytes, tuple(lines), text), label
 
 

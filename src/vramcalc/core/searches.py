@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from vramcalc.core.errors import VramcalcError
 from vramcalc.core.margin import Margin, Status, classify
 from vramcalc.core.memory import estimate
 from vramcalc.core.memory.distributed import gpu_counts
@@ -211,6 +212,27 @@ def _smaller_batch(est: Estimator, t: TrainingSpec, budget_bytes: int) -> dict[s
     return {"batch_size": best, "grad_accum": effective // best}
 
 
+def _changed_peak(est: Estimator, t: TrainingSpec, tags: frozenset[str], changes: dict[str, Any],
+                  capacity_bytes: int) -> int | None:
+    """The peak of `t` with `changes`, the micro-batch or context first searched (and added to `changes`)
+    where the tags ask for it; None when no smaller batch or shorter context fits."""
+    candidate = with_changes(t, changes)
+    if "batch_size" in tags:
+        smaller = _smaller_batch(est, candidate, capacity_bytes)
+        if smaller is None:
+            return None
+        changes.update(smaller)
+        candidate = with_changes(t, changes)
+    if "seq_len" in tags:  # the longest shorter context that fits
+        n = largest_fitting(lambda s: est.peak(with_changes(candidate, {"seq_len": s})), capacity_bytes,
+                            t.seq_len - 1, seq_floor(t))
+        if n is None:
+            return None
+        changes["seq_len"] = n
+        candidate = with_changes(t, changes)
+    return est.peak(candidate)
+
+
 def suggestions(
     est: Estimator, t: TrainingSpec, capacity_bytes: int, margin: Margin, limit: int = 10
 ) -> list[Suggestion]:
@@ -226,22 +248,11 @@ def suggestions(
                 changes: dict[str, Any] = {}
                 for _, ch in combo:
                     changes.update(ch)
-                candidate = with_changes(t, changes)
-                if "batch_size" in tags:
-                    smaller = _smaller_batch(est, candidate, capacity_bytes)
-                    if smaller is None:
-                        continue
-                    changes.update(smaller)
-                    candidate = with_changes(t, changes)
-                if "seq_len" in tags:  # the longest shorter context that fits
-                    n = largest_fitting(lambda s, c=candidate: est.peak(with_changes(c, {"seq_len": s})),
-                                        capacity_bytes, t.seq_len - 1, seq_floor(t))
-                    if n is None:
-                        continue
-                    changes["seq_len"] = n
-                    candidate = with_changes(t, changes)
-                peak = est.peak(candidate)
-                if peak > capacity_bytes:
+                try:
+                    peak = _changed_peak(est, t, tags, changes, capacity_bytes)
+                except VramcalcError:  # a change the run cannot take (LoRA at a rank above the hidden size...)
+                    continue
+                if peak is None or peak > capacity_bytes:
                     continue
                 cost = sum(CHANGE_COST[tag.split(".")[0]] for tag in tags)
                 cost += sum(METHOD_COST[tag.split(".")[1]] for tag in tags if tag.startswith("method."))
@@ -319,7 +330,10 @@ def _more_gpus(model: ModelSpec, est: Estimator, t: TrainingSpec, capacity_bytes
         return _more_gpus_inference(model, est, t, capacity_bytes, margin)
 
     changes: dict[str, Any] = {} if (t.zero or t.fsdp != "none") else {"zero": 3}
-    sharded = with_changes(t, changes)
+    try:
+        sharded = with_changes(t, changes)
+    except VramcalcError:  # a run that cannot shard (--optimizer-in-bwd is modelled on one GPU): no such suggestion
+        return None
     n = min_gpus(model, sharded, capacity_bytes)
     if n is None or n <= t.gpus_per_node * t.nodes and not changes:
         return None
@@ -334,10 +348,12 @@ def inference_layouts(model: ModelSpec, node_size: int = 8, max_gpus: int = 4096
     """Model-parallel layouts for serving, by GPU count: tensor parallel within a node (tp dividing the
     attention heads, as vLLM requires), then tp = node size × pipeline stages of one node each."""
     heads = model.num_attention_heads or 1
+    kv = model.num_kv_heads or heads
     out: list[dict[str, int]] = []
     tp = 2
     while tp <= node_size:
-        if heads % tp == 0 or not model.has_architecture:
+        # the KV heads split evenly or are replicated (core/checks.py, as vLLM requires)
+        if (heads % tp == 0 and (kv % tp == 0 or tp % kv == 0)) or not model.has_architecture:
             out.append({"tp": tp, "gpus_per_node": tp})
         tp *= 2
     widest = out[-1]["tp"] if out else 1
@@ -434,7 +450,13 @@ def min_gpus(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec | int, node_
         g, n = layouts[i]
         return _fits(model, replace(training, **{"gpus_per_node": g, "nodes": n}), capacity)
 
-    i = first_true(ok, 0, len(layouts) - 1)
+    # One model replica (the first layout: tp × pp GPUs, no data parallelism) needs no data-parallel buffers
+    # (DDP / DeepSpeed buckets: memory/distributed.py), so the per-GPU peak can rise from it to two replicas; from
+    # two on it never rises (tests/test_properties.py). The first layout is tried on its own, then the rest is
+    # bisected (issue 19: a run that fits one GPU was reported as fitting none, as 256 GPUs did not fit).
+    if ok(0):
+        return layouts[0][0] * layouts[0][1]
+    i = first_true(ok, 1, len(layouts) - 1)
     return None if i is None else layouts[i][0] * layouts[i][1]
 
 

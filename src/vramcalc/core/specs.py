@@ -457,8 +457,10 @@ class TrainingSpec:
                 # torchtune recipes raise: gradients are freed as soon as they are applied.
                 raise SpecError("", "--optimizer-in-bwd steps each parameter as its gradient lands, so it cannot "
                                 "accumulate gradients: use --grad-accum 1")
-            if self.zero or self.fsdp != "none":
-                raise SpecError("", "--optimizer-in-bwd is modelled on one GPU: drop --zero / --fsdp")
+            if self.zero or self.fsdp != "none" or self.tp > 1 or self.pp > 1:
+                # torchtune steps in backward on one GPU or plain data parallel, never with tensor/pipeline stages
+                raise SpecError("", "--optimizer-in-bwd is modelled on one GPU or plain data parallel: drop "
+                                "--zero / --fsdp / --tp / --pp")
         if self.packing != "none" and self.mode == "inference":
             raise SpecError("", f"--packing {self.packing} lays out training batches; drop it for --mode inference")
         if self.ac_every > 1 and not self.grad_checkpointing:

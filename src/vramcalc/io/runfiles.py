@@ -215,13 +215,108 @@ HF_OPTIM: dict[str, tuple[str, str | None]] = {
 
 
 def _truthy(value: Any) -> bool:
+    """accelerate's str_to_bool reading of FSDP config values (they travel as environment strings)."""
     return value is True or str(value).lower() in ("true", "auto", "1", "yes", "unsloth")
+
+
+# How each tool reads a boolean key of its file (issue 19: a quoted "false" is not false everywhere).
+# - axolotl validates its YAML with pydantic (utils/schemas/config.py AxolotlInputConfig, `bool | None` fields):
+#   lax mode takes true/false, 0/1 and the words below in any case, and refuses anything else.
+# - HfArgumentParser.parse_dict / parse_json_file / parse_yaml_file (TrainingArguments, TRL configs, LLaMA-Factory)
+#   hand file values to the dataclass unconverted (transformers hf_argparser.py parse_dict: `dtype(**inputs)`), and
+#   torchtune's recipes and DeepSpeed's config read them with a plain get: there a quoted "false" stays a non-empty
+#   string, which the tool's `if` takes as true, while TrlParser's YAML path and DeepSpeed's pydantic config read
+#   it as false. The tools disagree, so a string is refused there; 0 and 1 are what every one makes of them.
+PYDANTIC_TRUE = ("1", "on", "t", "true", "y", "yes")  # pydantic-core's str -> bool (case-insensitive)
+PYDANTIC_FALSE = ("0", "off", "f", "false", "n", "no")
+_STRING_BOOLEANS = {
+    "hf-training-args": "HfArgumentParser passes file values unconverted, so the Trainer takes any non-empty "
+                        "string as true",
+    "llama-factory": "LLaMA-Factory's HfArgumentParser passes file values unconverted, so any non-empty string "
+                     "is true",
+    "torchtune": "torchtune's recipes test it with Python's `if`, so any non-empty string is true",
+    "deepspeed": "DeepSpeed versions disagree on a quoted boolean (a plain get keeps it true, pydantic reads it)",
+}
+
+
+# The boolean keys each reader reads, with the other words a key takes (returned as they are); the fuzz suite
+# draws loose values for every one (tests/test_fuzz_io.py). A dotted key is a key of a nested mapping.
+BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
+    "axolotl": {
+        "load_in_4bit": (), "load_in_8bit": (), "lora_target_linear": (), "fp16": (), "eager_attention": (),
+        "cut_cross_entropy": (), "liger_fused_linear_cross_entropy": (), "chunked_cross_entropy": (),
+        "gradient_checkpointing_offload": (), "flash_attention": (), "sdp_attention": (), "sample_packing": (),
+        "precompute_ref_log_probs": (),
+        "bf16": ("auto",),  # bf16 where the GPU has it
+        # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
+        "gradient_checkpointing": ("offload", "offload_disk", "unsloth"),
+    },
+    "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "enable_liger_kernel", "use_unsloth_gc",
+                                    "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing"), ()),
+    "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
+                                        "padding_free", "activation_offloading", "precompute_ref_log_probs"), ()),
+    "torchtune": dict.fromkeys(("enable_activation_checkpointing", "optimizer_in_bwd", "enable_activation_offloading",
+                                "model.apply_lora_to_mlp", "model.apply_lora_to_output", "optimizer.fused",
+                                "dataset.packed"), ()),
+    "deepspeed": dict.fromkeys(("bf16.enabled", "fp16.enabled"), ()),
+}
+# Keys whose values are names the tool compares exactly (a Literal, an Enum, `==`): another case or spelling is
+# refused, naming the key and the values (the fuzz suite draws each value in other cases).
+ENUM_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
+    "axolotl": {"adapter": ("lora", "qlora")},  # axolotl load_adapter: `if adapter in ["lora", "qlora"]`
+    # LLaMA-Factory hparams: finetuning_type Literal; flash_attn AttentionFunction (model_args.py)
+    "llama-factory": {"finetuning_type": ("lora", "full", "freeze"), "flash_attn": ("auto", "disabled", "sdpa", "fa2", "fa3")},
+    # torchtune training.get_dtype; its recipes refuse fp16 ("full fp16 training is not supported"); ac_mode is
+    # full or selective (training.apply_selective_activation_checkpointing raises otherwise)
+    "torchtune": {"dtype": ("bf16", "fp32"), "ac_mode": ("full", "selective")},
+}
+
+
+def _choice(tool: str, data: dict[str, Any], key: str, default: str | None) -> str | None:
+    """An ENUM_KEYS value of `tool`'s config, exactly as the tool spells it (absent or null: `default`)."""
+    value = data.get(key)
+    if value is None:
+        return default
+    allowed = ENUM_KEYS[tool][key]
+    if value not in allowed:
+        near = [a for a in allowed if a == str(value).lower()]
+        if near:
+            raise _KeyProblem(key, f"{value!r:.40} is not a value {tool} takes; write {near[0]!r} (lowercase, as "
+                              f"{tool} spells it)")
+        raise _KeyProblem(key, f"{value!r:.40} is not modeled; use {', '.join(allowed[:-1])} or {allowed[-1]}")
+    return str(value)
+
+
+def _flag(tool: str, value: Any, key: str) -> bool | str:
+    """A boolean key of `tool`'s config read as the tool reads it (None and absent: false); the key's other words
+    (BOOLEAN_KEYS) are returned as they are. Anything the tool would read differently from how it looks is
+    refused, naming the key and the fix."""
+    words = BOOLEAN_KEYS[tool][key.removeprefix("deepspeed.")]
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value in words:
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if tool == "axolotl" and isinstance(value, str) and value.lower() in PYDANTIC_TRUE + PYDANTIC_FALSE:
+        return value.lower() in PYDANTIC_TRUE
+    allowed = "true or false" + "".join(f" or {w}" for w in words)
+    if tool == "axolotl" or not isinstance(value, str):
+        raise _KeyProblem(key, f"{value!r:.40} is not a boolean {tool} accepts; write {allowed}")
+    raise _KeyProblem(key, f"{value!r:.40} is a string, not a boolean ({_STRING_BOOLEANS[tool]}); write "
+                      f"{allowed} without quotes")
+
+
+def _take_flag(tool: str, data: dict[str, Any], run: Run, key: str, option: str) -> None:
+    if key in data and data[key] is not None:
+        run.options[option] = bool(_flag(tool, data[key], key))
+        run.mapped.append(key)
 
 
 def _take(data: dict[str, Any], run: Run, key: str, option: str, convert: Any = None) -> None:
     if key in data and data[key] is not None:
         # int/float conversions are the option's own, strict (no 1.5 -> 1, no True -> 1, no inf)
-        value = convert(data[key]) if convert in (_truthy, _targets) else data[key]
+        value = convert(data[key]) if convert is _targets else data[key]
         run.options[option] = _strict(key, option, value)
         run.mapped.append(key)
 
@@ -233,6 +328,9 @@ def _seen(data: dict[str, Any], run: Run, *keys: str) -> None:
 
 def _optim(run: Run, key: str, name: Any) -> None:
     hit = HF_OPTIM.get(str(name))
+    if hit is None and str(name).strip().lower() in HF_OPTIM:  # OptimizerNames(name) refuses another spelling
+        raise _KeyProblem(key, f"{name!r:.40} is not an optimizer name transformers takes; write "
+                          f"{str(name).strip().lower()!r} (lowercase, as OptimizerNames spells it)")
     if hit is None:
         run.notes.append(f"{key}: {name!r} is not modeled; counted as AdamW.")
         run.ignored.append(key)
@@ -314,6 +412,9 @@ def _targets(value: Any) -> str:
     return "all-linear" if text in ("all", "all-linear", "all_linear") else text
 
 
+AX, LF, HF, TT = "axolotl", "llama-factory", "hf-training-args", "torchtune"
+
+
 # ---- axolotl --------------------------------------------------------------------------------------------
 
 
@@ -322,13 +423,10 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     # load_in_8bit, lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_target_linear, sequence_len,
     # micro_batch_size, gradient_accumulation_steps, gradient_checkpointing, optimizer, bf16, fp16.
     run = Run(model=str(d["base_model"]), mapped=["base_model"])
-    adapter = d.get("adapter")
-    if adapter not in (None, "lora", "qlora"):  # axolotl's load_adapter accepts these two spellings only
-        raise _KeyProblem("adapter", f"{adapter!r:.40} is not an axolotl adapter vramcalc models; use lora or qlora "
-                          "(lowercase, as axolotl spells them), or remove it for full fine-tuning")
+    adapter = _choice(AX, d, "adapter", None)  # or remove it for full fine-tuning
     if adapter in ("lora", "qlora"):
         run.mapped.append("adapter")
-        four, eight = _truthy(d.get("load_in_4bit", False)), _truthy(d.get("load_in_8bit", False))
+        four, eight = _flag(AX, d.get("load_in_4bit"), "load_in_4bit"), _flag(AX, d.get("load_in_8bit"), "load_in_8bit")
         if adapter == "qlora" or four:
             run.options.update(method="qlora", quant_bits=4)
         elif eight:
@@ -341,7 +439,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     _take(d, run, "lora_r", "lora_rank", int)
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
-    if _truthy(d.get("lora_target_linear", False)):
+    if _flag(AX, d.get("lora_target_linear"), "lora_target_linear"):
         run.options["lora_targets"] = "all-linear"
         run.mapped.append("lora_target_linear")
     else:
@@ -349,8 +447,12 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     _take(d, run, "sequence_len", "seq_len", int)
     _take(d, run, "micro_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
-    _take(d, run, "gradient_checkpointing", "grad_checkpointing", _truthy)
-    if str(d.get("gradient_checkpointing", "")).lower() in ("offload", "unsloth"):
+    # axolotl gradient_checkpointing: a boolean, or offload / offload_disk (and unsloth before them)
+    checkpointing = _flag(AX, d.get("gradient_checkpointing"), "gradient_checkpointing")
+    if "gradient_checkpointing" in d and d["gradient_checkpointing"] is not None:
+        run.options["grad_checkpointing"] = bool(checkpointing)
+        run.mapped.append("gradient_checkpointing")
+    if checkpointing in ("offload", "offload_disk", "unsloth"):
         # axolotl gradient_checkpointing: offload / unsloth (utils/gradient_checkpointing): checkpointed
         # layer inputs offloaded to host RAM (memory/savers.py).
         run.options.update(grad_checkpointing=True, activation_offload=True)
@@ -360,17 +462,17 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         _optim(run, "optimizer", d["optimizer"])
     # axolotl loads the model in the training dtype (torch_dtype = bfloat16 when bf16 is set), so the
     # Trainer's torch AdamW keeps states like the parameters: pure-bf16 / pure-fp16 here.
-    if _truthy(d.get("bf16", False)):
+    if _flag(AX, d.get("bf16"), "bf16"):  # auto: bf16 where the GPU has it
         run.options["precision"] = "pure-bf16" if run.options["method"] == "full" else "bf16"
         run.mapped.append("bf16")
-    elif _truthy(d.get("fp16", False)):
+    elif _flag(AX, d.get("fp16"), "fp16"):
         run.options["precision"] = "pure-fp16" if run.options["method"] == "full" else "fp16"
         run.mapped.append("fp16")
-    if _truthy(d.get("eager_attention", False)):
+    if _flag(AX, d.get("eager_attention"), "eager_attention"):
         run.options["attention"] = "eager"
         run.mapped.append("eager_attention")
     _attention_axolotl(d, run)
-    if _is_set(d.get("sample_packing")):
+    if _flag(AX, d.get("sample_packing"), "sample_packing"):
         # axolotl multipack (utils/collators/batching.py V2BatchSamplerDataCollatorForSeq2Seq): rows of
         # sequence_len filled with several sequences, position_ids restarting per sequence.
         run.options["packing"] = "packed"
@@ -385,25 +487,25 @@ def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl integrations: liger (integrations/liger/args.py liger_fused_linear_cross_entropy) and
     # cut_cross_entropy (integrations/cut_cross_entropy/args.py); memory/loss.py.
     run.options["stack"] = "axolotl"
-    if _truthy(d.get("cut_cross_entropy", False)):
+    if _flag(AX, d.get("cut_cross_entropy"), "cut_cross_entropy"):
         run.options["loss"] = "cut"
-    elif _truthy(d.get("liger_fused_linear_cross_entropy", False)):
+    elif _flag(AX, d.get("liger_fused_linear_cross_entropy"), "liger_fused_linear_cross_entropy"):
         run.options["loss"] = "fused-linear"
-    elif _truthy(d.get("chunked_cross_entropy", False)):
+    elif _flag(AX, d.get("chunked_cross_entropy"), "chunked_cross_entropy"):
         # axolotl chunked_cross_entropy (monkeypatch/loss/chunked.py): the loss in num_chunks sequence chunks
         run.options["loss"] = "chunked"
         _take(d, run, "chunked_cross_entropy_num_chunks", "loss_chunks", int)
     _seen(d, run, "cut_cross_entropy", "liger_fused_linear_cross_entropy", "chunked_cross_entropy")
-    if _truthy(d.get("gradient_checkpointing_offload", False)):
+    if _flag(AX, d.get("gradient_checkpointing_offload"), "gradient_checkpointing_offload"):
         run.options.update(grad_checkpointing=True, activation_offload=True)
         run.mapped.append("gradient_checkpointing_offload")
 
 
 def _attention_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl schemas/model.py: flash_attention (flash_attention_2), sdp_attention (sdpa), eager_attention.
-    if _truthy(d.get("flash_attention", False)):
+    if _flag(AX, d.get("flash_attention"), "flash_attention"):
         run.options["attention"] = "flash"
-    elif _truthy(d.get("sdp_attention", False)):
+    elif _flag(AX, d.get("sdp_attention"), "sdp_attention"):
         run.options["attention"] = "sdpa"
     _seen(d, run, "flash_attention", "sdp_attention")
 
@@ -449,7 +551,7 @@ def _preference_trl(d: dict[str, Any], run: Run) -> None:
             run.notes.append("loss_type apo_zero_unpaired: no KL rows; estimated as kto (their no-grad forwards "
                              "come before the policy's or next to the reference's, not above them).")
         run.options["objective"] = "kto"
-        if _truthy(d.get("precompute_ref_log_probs", False)):
+        if _flag(HF, d.get("precompute_ref_log_probs"), "precompute_ref_log_probs"):
             run.options["ref_model"] = "precomputed"
         _seen(d, run, *_KTO_KEYS, "loss_type", "beta", "precompute_ref_log_probs", "disable_dropout")
         return
@@ -458,7 +560,7 @@ def _preference_trl(d: dict[str, Any], run: Run) -> None:
         run.options["objective"] = _dpo_objective("loss_type", loss) if loss is not None else "dpo"
         _seen(d, run, *(k for k in _DPO_KEYS if k != "precompute_ref_log_probs" and k != "ref_model_init_kwargs"),
               "loss_type", "loss_weights", "label_smoothing", "discopop_tau")
-        if _truthy(d.get("precompute_ref_log_probs", False)):
+        if _flag(HF, d.get("precompute_ref_log_probs"), "precompute_ref_log_probs"):
             run.options["ref_model"] = "precomputed"
         _seen(d, run, "precompute_ref_log_probs")
         if d.get("disable_dropout") is False:
@@ -474,6 +576,7 @@ def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl `rl:` (src/axolotl/utils/schemas/enums.py RLType) trains with TRL's trainers: dpo and ipo through
     # DPOTrainer (ipo as its loss_type); the others use trainers vramcalc does not model.
     rl = d.get("rl")
+    precompute = _flag(AX, d.get("precompute_ref_log_probs"), "precompute_ref_log_probs")  # pydantic checks it
     if rl is None or rl is False:
         return
     if str(rl) not in ("dpo", "ipo", "kto"):
@@ -481,7 +584,7 @@ def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
                           "kto (KTOTrainer), not orpo, simpo or grpo yet")
     run.options["objective"] = str(rl)
     run.mapped.append("rl")
-    if _truthy(d.get("precompute_ref_log_probs", False)):
+    if precompute:
         run.options["ref_model"] = "precomputed"
     _seen(d, run, "precompute_ref_log_probs", "rl_beta", "dpo_use_weighting", "dpo_label_smoothing",
           "kto_desirable_weight", "kto_undesirable_weight")
@@ -495,7 +598,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # examples/train_*/*.yaml. Defaults that differ from vramcalc's are applied: cutoff_len 2048
     # (data_args.py), gradient checkpointing on unless disable_gradient_checkpointing (model_args.py).
     run = Run(model=str(d["model_name_or_path"]), mapped=["model_name_or_path"])
-    ftype = str(d.get("finetuning_type", "lora"))
+    ftype = _choice(LF, d, "finetuning_type", "lora")
     _seen(d, run, "finetuning_type")
     quant = d.get("quantization_bit")
     if quant is not None and (isinstance(quant, bool) or quant not in (4, 8)):
@@ -530,20 +633,21 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "cutoff_len")
     _take(d, run, "per_device_train_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
-    run.options["grad_checkpointing"] = not _truthy(d.get("disable_gradient_checkpointing", False))
+    run.options["grad_checkpointing"] = not _flag(LF, d.get("disable_gradient_checkpointing"),
+                                                 "disable_gradient_checkpointing")
     _seen(d, run, "disable_gradient_checkpointing")
     # model_args.py enable_liger_kernel (Liger's patch, fused linear cross-entropy included) and
     # use_unsloth_gc (Unsloth's offloaded checkpointing); memory/loss.py, memory/savers.py.
-    if _truthy(d.get("enable_liger_kernel", False)):
+    if _flag(LF, d.get("enable_liger_kernel"), "enable_liger_kernel"):
         run.options["loss"] = "fused-linear"
-    if _truthy(d.get("use_unsloth_gc", False)) and run.options["grad_checkpointing"]:
+    if _flag(LF, d.get("use_unsloth_gc"), "use_unsloth_gc") and run.options["grad_checkpointing"]:
         run.options["activation_offload"] = True
     _seen(d, run, "enable_liger_kernel", "use_unsloth_gc")
     run.options["stack"] = "llama-factory"
     # data_args.py: packing concatenates sequences into cutoff_len rows attending across them (full rows,
     # as estimated); neat_packing keeps them apart with a block-diagonal 4-D mask (data/collator.py
     # prepare_4d_attention_mask), counted as packed rows.
-    if _truthy(d.get("neat_packing", False)):
+    if _flag(LF, d.get("neat_packing"), "neat_packing"):
         run.options["packing"] = "packed"
         run.notes.append("neat_packing: LLaMA-Factory's collator passes its own 4-D mask in the compute dtype; "
                          "counted as transformers' packed 1-byte mask (under by 1 byte per row position squared)."
@@ -555,13 +659,13 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _optim(run, "optim", d.get("optim", TRANSFORMERS_DEFAULTS[CURRENT_TRANSFORMERS][1]))
     if "optim" not in d:
         run.mapped.remove("optim")
-    _take(d, run, "double_quantization", "double_quant", _truthy)  # model_args.py, default True
+    _take_flag(LF, d, run, "double_quantization", "double_quant")  # model_args.py, default True
     # LLaMA-Factory upcasts trainable parameters to fp32 unless pure_bf16 (model/adapter.py
     # _setup_full_tuning / cast_trainable_params_to_fp32): full tuning with bf16 is fp32 weights + bf16
     # autocast, i.e. amp-bf16; LoRA keeps a bf16 base with fp32 adapters.
-    pure = _truthy(d.get("pure_bf16", False))
+    pure = bool(_flag(LF, d.get("pure_bf16"), "pure_bf16"))
     half = (
-        "bf16" if _truthy(d.get("bf16", False)) or pure else "fp16" if _truthy(d.get("fp16", False)) else None
+        "bf16" if _flag(LF, d.get("bf16"), "bf16") or pure else "fp16" if _flag(LF, d.get("fp16"), "fp16") else None
     )
     run.mapped += [k for k in ("bf16", "fp16", "pure_bf16") if k in d]
     method = run.options["method"]
@@ -573,10 +677,10 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             run.options["adapter_dtype"] = "bf16"
     else:
         run.options["precision"] = f"pure-{half}" if pure else f"amp-{half}"
-    # model_args.py flash_attn: auto (sdpa when available), disabled (eager), sdpa, fa2 / fa3.
-    if str(d.get("flash_attn", "auto")) == "disabled":
+    flash_attn = _choice(LF, d, "flash_attn", "auto")
+    if flash_attn == "disabled":
         run.options["attention"] = "eager"
-    elif str(d.get("flash_attn", "auto")) in ("fa2", "fa3"):
+    elif flash_attn in ("fa2", "fa3"):
         run.options["attention"] = "flash"
     _seen(d, run, "flash_attn")
     stage = str(d.get("stage", "sft"))
@@ -653,9 +757,10 @@ def _trl(d: dict[str, Any], run: Run) -> None:
     # packing with the default strategy bfd turns padding_free on (sft_config.py): the batch is flattened
     # into one row (DataCollatorForLanguageModeling padding_free); 'wrapped' makes full rows of max_length.
     strategy = str(d.get("packing_strategy", "bfd"))
-    if _is_set(d.get("padding_free")) or (_is_set(d.get("packing")) and strategy.startswith("bfd")):
+    padding_free, packing = _flag(HF, d.get("padding_free"), "padding_free"), _flag(HF, d.get("packing"), "packing")
+    if padding_free or (packing and strategy.startswith("bfd")):
         run.options["packing"] = "padding-free"
-    elif _is_set(d.get("packing")):
+    elif packing:
         run.options["packing"] = "none"  # wrapped: full rows of max_length attending across sequences
     _seen(d, run, "packing", "padding_free", "packing_strategy")
     loss = d.get("loss_type")
@@ -664,9 +769,9 @@ def _trl(d: dict[str, Any], run: Run) -> None:
             raise _KeyProblem("loss_type", f"{loss!r:.40} is not a TRL SFT loss_type; use nll, dft or chunked_nll")
         run.options["loss"] = _TRL_LOSS[str(loss)]
         run.mapped.append("loss_type")
-    elif _truthy(d.get("use_liger_kernel", False)):
+    elif _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel"):
         run.options["loss"] = "fused-linear"  # loss_type unset with Liger: nll through Liger's kernel
-    _take(d, run, "activation_offloading", "activation_offload", _truthy)
+    _take_flag(HF, d, run, "activation_offloading", "activation_offload")
 
 
 def _hf_args(d: dict[str, Any], path: Path) -> Run:
@@ -677,12 +782,12 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     load_dtype, default_optim = TRANSFORMERS_DEFAULTS[major]
     _take(d, run, "per_device_train_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
-    _take(d, run, "gradient_checkpointing", "grad_checkpointing", _truthy)
+    _take_flag(HF, d, run, "gradient_checkpointing", "grad_checkpointing")
     gkw = d.get("gradient_checkpointing_kwargs")
     if isinstance(gkw, dict) and set(gkw) <= {"use_reentrant"} and gkw.get("use_reentrant") is False:
         run.mapped.append("gradient_checkpointing_kwargs")  # non-reentrant: transformers 5's default, modelled
     # TrainingArguments.use_liger_kernel: Trainer applies Liger's patch, fused linear cross-entropy included.
-    if _truthy(d.get("use_liger_kernel", False)):
+    if _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel"):
         run.options["loss"] = "fused-linear"
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
@@ -706,7 +811,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
         else:
             run.options["attention"] = impl
             run.mapped.append("model_init_kwargs")
-    half = "bf16" if _truthy(d.get("bf16", False)) else "fp16" if _truthy(d.get("fp16", False)) else None
+    half = "bf16" if _flag(HF, d.get("bf16"), "bf16") else "fp16" if _flag(HF, d.get("fp16"), "fp16") else None
     run.mapped += [k for k in ("bf16", "fp16") if k in d]
     run.options["method"] = "full"
     sharded = _hf_multi_gpu(d, path, run)
@@ -855,7 +960,8 @@ def _deepspeed_into(d: dict[str, Any], run: Run, prefix: str, embedded: bool) ->
             enabled = _ds_value(run, f"{prefix}{half}.enabled", section["enabled"], embedded)
             if enabled is not None:
                 run.mapped.append(f"{prefix}{half}.enabled")
-                if _truthy(enabled):  # DeepSpeed's bf16/fp16 optimizers keep fp32 master weights
+                # DeepSpeed's bf16/fp16 optimizers keep fp32 master weights
+                if _flag("deepspeed", enabled, f"{prefix}{half}.enabled"):
                     run.options["precision"] = f"mixed-{half}"
     zero = d.get("zero_optimization")
     if zero is not None and not isinstance(zero, dict):
@@ -1110,19 +1216,20 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
     if not isinstance(modules, list):
         raise _KeyProblem("model.lora_attn_modules", f"expected a list of module names, got {modules!r:.40}")
     targets = [str(m) for m in modules]
-    if _truthy(model_cfg.get("apply_lora_to_mlp", False)):
+    if _flag(TT, model_cfg.get("apply_lora_to_mlp"), "model.apply_lora_to_mlp"):
         targets += ["gate_proj", "up_proj", "down_proj"]  # torchtune w1, w3, w2 in HF names
-    if _truthy(model_cfg.get("apply_lora_to_output", False)):
+    if _flag(TT, model_cfg.get("apply_lora_to_output"), "model.apply_lora_to_output"):
         targets.append("lm_head")
     if targets:
         # torchtune calls the attention output projection output_proj; HF and vramcalc call it o_proj.
         run.options["lora_targets"] = ",".join("o_proj" if t == "output_proj" else t for t in targets)
     _take(d, run, "batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
-    _take(d, run, "enable_activation_checkpointing", "grad_checkpointing", _truthy)
+    _take_flag(TT, d, run, "enable_activation_checkpointing", "grad_checkpointing")
     # torchtune trains every parameter, adapters included, in the `dtype` it names, with no master copy;
     # torch optimizers then keep states like the parameters (zeros_like): pure-bf16, bf16 adapters.
-    dtype = str(d.get("dtype", "bf16"))
+    # training.get_dtype(None) is fp32; absent, the recipes' configs default to bf16
+    dtype = "fp32" if "dtype" in d and d["dtype"] is None else _choice(TT, d, "dtype", "bf16")
     run.options["precision"] = "fp32" if dtype == "fp32" else "pure-bf16"
     if dtype != "fp32" and run.options["method"] in ("lora", "qlora"):
         run.options["adapter_dtype"] = "bf16"
@@ -1133,7 +1240,7 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
         if name:
             run.options["optimizer"] = name
             if name == "adamw":
-                run.options["optimizer_impl"] = "fused" if _truthy(opt.get("fused", False)) else "foreach"
+                run.options["optimizer_impl"] = "fused" if _flag(TT, opt.get("fused"), "optimizer.fused") else "foreach"
             run.mapped.append("optimizer")
         else:
             run.notes.append(f"optimizer {opt['_component_']} is not modeled; counted as AdamW.")
@@ -1144,7 +1251,7 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
     _torchtune_savers(d, run)
     run.options["stack"] = "torchtune"
     ds = d.get("dataset")
-    if isinstance(ds, dict) and _truthy(ds.get("packed", False)):
+    if isinstance(ds, dict) and _flag(TT, ds.get("packed"), "dataset.packed"):
         # torchtune datasets/_packed.py PackedDataset: rows of max_seq_len with a block-causal mask per row
         run.options["packing"] = "packed"
         run.mapped.append("dataset")
@@ -1169,13 +1276,13 @@ def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
         else:
             run.options["loss"] = name
             if name == "chunked" and "num_output_chunks" in loss:
-                run.options["loss_chunks"] = int(loss["num_output_chunks"])
+                run.options["loss_chunks"] = _strict("loss.num_output_chunks", "loss_chunks", loss["num_output_chunks"])
             run.mapped.append("loss")
-    _take(d, run, "optimizer_in_bwd", "optimizer_in_bwd", _truthy)
-    _take(d, run, "enable_activation_offloading", "activation_offload", _truthy)
+    _take_flag(TT, d, run, "optimizer_in_bwd", "optimizer_in_bwd")
+    _take_flag(TT, d, run, "enable_activation_offloading", "activation_offload")
     # ac_mode selective + ac_option k (recipes' _setup_model → training.apply_selective_activation_checkpointing).
-    if str(d.get("ac_mode", "")) == "selective" and str(d.get("ac_option", "")).isdigit():
-        run.options.update(grad_checkpointing=True, ac_every=max(1, int(d["ac_option"])))
+    if _choice(TT, d, "ac_mode", None) == "selective" and d.get("ac_option") is not None:
+        run.options.update(grad_checkpointing=True, ac_every=_strict("ac_option", "ac_every", d["ac_option"]))
     _seen(d, run, "ac_mode", "ac_option")
 
 

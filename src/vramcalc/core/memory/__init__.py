@@ -542,8 +542,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
     # scores softmax writes (the saved set's per-key terms) are transient too.
     attn_fwd_ts = layer.forward_transient.per_token_seq
-    if t.grad_checkpointing:
-        attn_fwd_ts += per_layer_ts  # the saved scores
+    if t.grad_checkpointing or t.activation_offload:
+        # the saved scores; offloaded, they are written on the GPU before their copy to the host (torchtune
+        # OffloadActivations' stash), so they are a forward transient there too (issue 19: checkpointing on top
+        # of offload looked 2.3 MB costlier at the last layer, deepseek-v2-lite LoRA eager 273 tokens)
+        attn_fwd_ts += per_layer_ts
     # Gradient of the head (and final norm) appears at the start of backward; the rest layer by layer.
     reward = t.objective == "reward"  # a score head instead of lm_head (memory/reward.py)
     g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not reward \
@@ -731,8 +734,10 @@ def _transformer_phases(
         step_moment: _m.RawMoment = ("optimizer_step.done", _m.STEP_DONE, ())
     else:
         step_moment = ("optimizer_step.step", _m.STEP, (gradients, opt_temp))
-    temporaries = max(opt_temp, loss_fwd_t, loss_bwd_t, layer_fwd_t, layer_bwd_t, end_t, grad_fwd, head_bwd_t,
-                      reference)
+    # The temporaries component: the most of them alive at one moment (Liger's head gradient, allocated in forward,
+    # is alive beside the loss's own temporaries), so no moment holds more of a component than the component.
+    temporaries = max(opt_temp, *(sum(v for (_, c), v in zip(layout, values, strict=True) if c == _m.TEMPORARIES)
+                                  for _, layout, values in (*moments, step_moment)))
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = recomputed
     details["activations.per_layer"] = per_layer

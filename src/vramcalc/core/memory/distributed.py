@@ -356,7 +356,9 @@ def layout_of(total_gpus: int, node_size: int = 8) -> tuple[int, int]:
 
 def gpu_counts(t: TrainingSpec, node_size: int = 8, max_gpus: int = 4096) -> list[tuple[int, int]]:
     """(gpus_per_node, nodes) layouts to try, by total GPUs: multiples of tp × pp within one node of
-    `node_size`, then whole nodes."""
+    `node_size`, then whole nodes. A preference or reward objective is modelled on one GPU (specs.py): one layout."""
+    if t.objective != "sft":
+        return [(1, 1)] if t.tp * t.pp == 1 else []
     mp = t.tp * t.pp
     out = [(n, 1) for n in range(mp, min(node_size, max_gpus) + 1, mp)]
     nodes = 2
