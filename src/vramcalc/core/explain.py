@@ -19,7 +19,7 @@ from vramcalc.core.describe import settings as run_settings
 from vramcalc.core.memory import Breakdown, estimate
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
-from vramcalc.core.memory.activations import eager_only, head_terms, layer_activations
+from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms, layer_activations, masked_sdpa
 from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
 from vramcalc.core.memory.loss import SOURCES as LOSS_SOURCES
 from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, TORCHAO_STATES, optimizer_bytes, state_dtype
@@ -467,9 +467,14 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     recipe = recipe_of(t)
     c = dtype_bytes(recipe.compute)
     # Prompt and p-tuning: the virtual tokens go through every layer and the loss (peft_methods.extra_sequence).
+    # The shape attention sees (memory/__init__.py _transformer_phases): rows of `seq` positions (padding-free:
+    # one row of the whole micro-batch), lengthened by the virtual tokens.
     extra = peft_methods.extra_sequence(t)
-    seq = t.seq_len + extra
-    tokens = t.batch_size * seq
+    rows, seq = batch_rows(t)
+    tokens = t.batch_size * t.seq_len
+    if extra:
+        tokens = tokens * (seq + extra) // seq
+        seq += extra
     n_layers = m.num_layers
     loss = _loss_of(t)
     full_like = t.method in ("full", "freeze")
@@ -560,11 +565,15 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     if t.attention == "eager" or eager_only(m):  # BLOOM, Gemma 2: transformers runs them eager
         # prefix tuning under eager: the mask has a column per virtual key too (memory/__init__.py _peft_once_t)
         keys = seq + (t.virtual_tokens if t.method == "prefix-tuning" and t.attention == "eager" else 0)
-        mask = c * t.batch_size * seq * keys
+        mask = c * rows * seq * seq + c * tokens * (keys - seq)
         lines.append(Line("activations.shared.mask", "4-D causal mask (eager attention)",
-                          f"{c} B × batch {t.batch_size} × {_n(seq)} × {_n(keys)}"
+                          f"{c} B × {rows} rows × {_n(seq)} × {_n(keys)}"
                           + (f" (+ {t.virtual_tokens} prefix keys)" if keys != seq else ""), mask,
-                          "batch × queries × keys × bytes", "transformers masking_utils.eager_mask"))
+                          "rows × queries × keys × bytes", "transformers masking_utils.eager_mask"))
+    elif masked_sdpa(t):  # packed rows under sdpa: a block-diagonal bool mask (memory/activations.py)
+        lines.append(Line("activations.shared.mask", "4-D bool mask of the packed rows (sdpa)",
+                          f"1 B × {rows} rows × {_n(seq)} × {_n(seq)}", rows * seq * seq, "rows × row² × 1 B",
+                          "transformers masking_utils.sdpa_mask (find_packed_sequence_indices)"))
     if d.get("activations.prompt_encoder"):
         lines.append(Line("activations.shared.prompt_encoder", f"{t.method} prompt encoder's saved tensors",
                           f"{t.virtual_tokens} virtual tokens × batch {t.batch_size}, adapter dtype "
