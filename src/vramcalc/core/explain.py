@@ -540,9 +540,14 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed, "one layer's saved tensors",
                           SRC_CKPT))
     else:
+        # The core's adjustments (memory/__init__.py details): the bottom layer's smaller set (its input needs no
+        # gradient under LoRA), a MoE model's dense bottom layers.
+        less, more = d.get("activations.bottom_layer_less", 0), d.get("activations.bottom_layers_more", 0)
         lines.append(Line("activations.layers", "all layers' saved tensors",
-                          f"{saving} layers × {_n(per_layer)} B", kept, "layers × one layer's saved tensors",
-                          SRC_ACTS))
+                          f"{saving} layers × {_n(per_layer)} B"
+                          + (f" − {_n(less)} B (what the bottom layers save less)" if less else "")
+                          + (f" + {_n(more)} B (what the dense bottom layers save more)" if more else ""),
+                          kept, "layers × one layer's saved tensors", SRC_ACTS))
     if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)
         what = [f"every {t.ac_every}th layer checkpointed, the others keep their saved set"] if t.ac_every > 1 \
             else []
@@ -1097,6 +1102,8 @@ def diff(a: Explanation, b: Explanation) -> Diff:
     sa, sb = settings(a.training), settings(b.training)
     if a.model.name != b.model.name:
         sa, sb = {"model": a.model.name, **sa}, {"model": b.model.name, **sb}
+    if "objective" in sa or "objective" in sb:  # an SFT side lists no objective: it is sft
+        sa, sb = {**sa, "objective": a.training.objective}, {**sb, "objective": b.training.objective}
     # Settings present on both sides (LoRA settings only exist for LoRA runs; the method row says that).
     changed = tuple((k, sa[k], sb[k]) for k in sa if k in sb and sa[k] != sb[k])
     la, lb = a.lines(), b.lines()
