@@ -306,12 +306,17 @@ def test_cli_unknown_model_is_exit_2() -> None:
     {"zero": 2, "gpus_per_node": 4},
     {"fsdp": "full-shard", "gpus_per_node": 2, "grad_accum": 4},
     {"method": "lora", "fsdp": "full-shard", "gpus_per_node": 2, "grad_accum": 4, "fsdp_frozen_grads": True},
-])
-def test_multi_gpu_gradients_section_is_the_core_per_gpu_figure(mistral: ModelSpec, options: dict[str, Any]) -> None:
-    """Sharded and deferred gradients (memory/distributed.py) are the per-GPU figure explain shows."""
+    {"method": "ia3", "zero": 3, "gpus_per_node": 4, "offload": "optimizer"},
+    {"method": "vera", "gpus_per_node": 4, "tp": 2, "pp": 2},
+    {"method": "prompt-tuning", "gpus_per_node": 4, "tp": 4, "sequence_parallel": True},
+], ids=["zero2", "fsdp-accum", "fsdp-frozen-grads", "ia3-zero3-offload", "vera-tp-pp", "prompt-tp-sp"])
+def test_multi_gpu_sections_are_the_core_per_gpu_figures(mistral: ModelSpec, options: dict[str, Any]) -> None:
+    """Sharded weights, gradients and states and tensor-parallel activations (memory/distributed.py) are the
+    per-GPU figures explain shows."""
     e = explain(mistral, TrainingSpec(**options))
-    sec = {s.key: s for s in e.sections}["gradients"]
-    assert sum(x.value for x in sec.lines) == e.breakdown.gradients == sec.total
+    for key in ("weights", "gradients", "optimizer_state", "activations"):
+        sec = {s.key: s for s in e.sections}[key]
+        assert sum(x.value for x in sec.lines) == e.breakdown.component(key) == sec.total, key
 
 
 # --- the other PEFT methods (core/peft_methods.py) and the preference objectives -------------------------

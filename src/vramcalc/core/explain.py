@@ -20,6 +20,7 @@ from vramcalc.core.memory import Breakdown, estimate
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms, layer_activations, masked_sdpa
+from vramcalc.core.memory.distributed import activation_tokens
 from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
 from vramcalc.core.memory.loss import SOURCES as LOSS_SOURCES
 from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, TORCHAO_STATES, optimizer_bytes, state_dtype
@@ -318,7 +319,28 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
         lines += _peft_weights(m, t, w)
     if pref.is_preference(t):
         lines.append(_reference_weights(t, b, w))
+    lines, text = _per_gpu(b, "weights", lines, text, {
+        "weights.partition": "this GPU's partition", "weights.gathered_unit": "one gathered unit"})
     return Section("weights", "weights", b.weights, tuple(lines), tuple(x for x in text if x))
+
+
+def _per_gpu(b: Breakdown, component: str, lines: list[Line], text: list[str], parts: dict[str, str]
+             ) -> tuple[list[Line], list[str]]:
+    """Multi-GPU: the replica's lines become prose and one line shows the core's per-GPU figure
+    (memory/distributed.py: tensor/pipeline split, ZeRO/FSDP partitions, offload), described by its details."""
+    value = b.component(component)
+    if not b.parallelism or sum(x.value for x in lines) == value:
+        return lines, text
+    replica = sum(x.value for x in lines)
+    said = [f"{what} {fmt_value(b.details[k], 'bytes')}" for k, what in parts.items() if b.details.get(k)]
+    layout = b.parallelism
+    line = Line(f"{component}.per_gpu", f"{component.replace('_', ' ')} on this GPU", "; ".join(said) or
+                f"the replica's {fmt_value(replica, 'bytes')} split over tp {layout.get('tp', 1)} × pp "
+                f"{layout.get('pp', 1)}, sharded over {layout.get('shard_degree', 1)} (stage "
+                f"{layout.get('zero_stage', 0)})", value,
+                "per-GPU share (tensor/pipeline split, ZeRO/FSDP partition, offload)", SRC_DISTRIBUTED)
+    whole = " + ".join(f"{x.label} {fmt_value(x.value, 'bytes')}" for x in lines if x.value)
+    return [line], [*text, f"the whole replica: {fmt_value(replica, 'bytes')} ({whole})"]
 
 
 def _peft_weights(m: ModelSpec, t: TrainingSpec, w: WeightBytes) -> list[Line]:
@@ -457,6 +479,16 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
     text: tuple[str, ...] = ()
     if trainable and b.optimizer_state:
         text = (f"{b.optimizer_state / trainable:.2f} B of optimizer state per trainable parameter",)
+    if b.parallelism:  # the per-GPU states (memory/distributed.py): its details replace the replica's figures
+        got = {x.key: b.details.get(x.key, x.value) for x in lines}
+        if sum(got.values()) == b.optimizer_state:
+            lines = [x if got[x.key] == x.value else
+                     Line(x.key, x.label + " (this GPU's share)",
+                          f"{x.inputs}, sharded: {fmt_value(got[x.key], 'bytes')} of {fmt_value(x.value, 'bytes')}",
+                          got[x.key], x.formula, f"{x.source}; {SRC_DISTRIBUTED}")
+                     for x in lines]
+        shown, prose = _per_gpu(b, "optimizer_state", lines, list(text), {})
+        lines, text = shown, tuple(prose)
     return Section("optimizer_state", "optimizer state", b.optimizer_state, tuple(lines), text)
 
 
@@ -472,6 +504,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     extra = peft_methods.extra_sequence(t)
     rows, seq = batch_rows(t)
     tokens = t.batch_size * t.seq_len
+    if b.parallelism:  # tensor/sequence parallel: the tokens' worth one GPU stores (memory/distributed.py)
+        tokens = activation_tokens(tokens, t)
     if extra:
         tokens = tokens * (seq + extra) // seq
         seq += extra
@@ -487,7 +521,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         saving = n_layers
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     layer = layer_activations(m, t, recipe, trainable_weights=full_like)
-    tok = f"{_n(tokens)} tokens"
+    tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
     d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them
 
     # One layer's saved tensors, term by term.
