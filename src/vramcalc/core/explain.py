@@ -383,8 +383,8 @@ def _reference_weights(t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Line:
                     SRC_PREFERENCE)
     what = {"adapters-off": "the policy with its adapters disabled (peft disable_adapter): no extra weights",
             "precomputed": "log-probs precomputed before training (precompute_ref_log_probs): no reference "
-                           "in the step"}[ref]
-    return Line("weights.reference", f"reference model ({ref})", what, value, source=SRC_PREFERENCE)
+                           "in the step"}.get(ref, f"{t.objective} trains without a reference model")
+    return Line("weights.reference", f"reference model ({ref or 'none'})", what, value, source=SRC_PREFERENCE)
 
 
 # --- gradients ---------------------------------------------------------------------------------------
@@ -1019,7 +1019,7 @@ def run_assumptions(t: TrainingSpec) -> str:
         return out + f" · objective reward (score head, {2 * t.batch_size} rows)"
     if t.objective != "sft":
         rows = pref.rows(t)
-        ref = pref.resolve_ref(t)
+        ref = pref.resolve_ref(t) or "none"
         if ref == "copy":
             ref += f" ({pref.ref_weight_dtype(t, recipe_of(t))})"
         out += f" · objective {t.objective} ({rows} rows), reference {ref}, prompt {t.prompt_len}"
