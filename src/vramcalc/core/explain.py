@@ -74,6 +74,9 @@ SRC_REWARD = ("memory/reward.py (TRL reward_trainer.py: AutoModelForSequenceClas
 _REWARD_LABELS = ("score head input (the last hidden states, compute dtype)",
                   "fp32 last hidden states' cast + [2B, S, 1] scores + the last-token search",
                   "the scores' gradient + the score's input gradient", "")
+# An objective's own head (memory/preference.py) that memory/loss.py does not label.
+_OBJECTIVE_HEAD_LABELS = ("the head's saved tensors", "the head's forward transients", "its backward transients",
+                          "the head's backward")
 # What each Linear method trains per adapted module (core/peft_methods.py LinearRule.shapes, from peft's layer.py).
 _PEFT_FORMULAS = {
     "ia3": "(1 × d_in) on a feedforward module, else (d_out × 1), × modules",
@@ -162,7 +165,8 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     weighed = reward_model.body(model) if training.objective == "reward" else model
     w = weight_bytes(weighed, training, recipe)
     policy = pref.policy_view(training) if training.objective != "sft" else training
-    acting = pref.without_dropout(model) if pref.is_preference(training) and model.dropout else model
+    # memory/__init__.py _build_plan: TRL's trainers (every objective but sft and reward) disable dropout
+    acting = pref.without_dropout(model) if training.objective not in ("sft", "reward") and model.dropout else model
     notes: list[str] = []
     sections = [
         _parameters(model, training, w.parameters, w.trainable),
@@ -510,7 +514,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         tokens = tokens * (seq + extra) // seq
         seq += extra
     n_layers = m.num_layers
-    loss = _loss_of(t)
+    loss = _loss_of(t, b.details)
     full_like = t.method in ("full", "freeze")
     if t.method == "freeze":
         frozen, _ = freeze_fraction(m, t)
@@ -720,22 +724,33 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     return layer_sec, act_sec, temp_sec
 
 
-def _loss_of(t: TrainingSpec) -> str:
-    """The head the core's activation plan runs (memory/__init__.py _activation_plan `loss`): TRL's fused log-prob
-    head for the preference objectives, the reward model's score head, else --loss."""
-    return "trl" if pref.is_preference(t) else "reward" if t.objective == "reward" else t.loss
+def _loss_of(t: TrainingSpec, d: dict[str, int]) -> str:
+    """The head the core's activation plan runs (memory/__init__.py _activation_plan `loss`; it reports a loss
+    other than transformers' own with the detail activations.loss_saved): TRL's fused log-prob head for the
+    preference objectives, the reward model's score head, --loss, or another objective's own head."""
+    if "activations.loss_saved" not in d:
+        return "hf"
+    if pref.is_preference(t):
+        return "trl"
+    if t.objective == "reward":
+        return "reward"
+    return t.loss if t.loss != "hf" else t.objective
 
 
 def _loss_labels(loss: str) -> tuple[str, str, str, str]:
-    return _REWARD_LABELS if loss == "reward" else LOSS_LABELS[loss]
+    if loss == "reward":
+        return _REWARD_LABELS
+    return LOSS_LABELS.get(loss, _OBJECTIVE_HEAD_LABELS)
 
 
 def _loss_source(loss: str) -> str:
-    return SRC_REWARD if loss == "reward" else LOSS_SOURCES[loss]
+    return SRC_REWARD if loss == "reward" else LOSS_SOURCES.get(loss, SRC_PREFERENCE)
 
 
 def _loss_name(loss: str) -> str:
-    return {"reward": "score head", "trl": "TRL fused log-prob head"}.get(loss, f"loss {loss}")
+    if loss in LOSS_SOURCES:
+        return "TRL fused log-prob head" if loss == "trl" else f"loss {loss}"
+    return "score head" if loss == "reward" else f"{loss} head"
 
 
 def _labelled(t: TrainingSpec, seq: int) -> int:
@@ -995,7 +1010,8 @@ def header(e: Explanation) -> str:
             f"{b.trainable_parameters:,} trainable")
 
 
-_OBJECTIVE_LABELS = {"dpo": "DPO", "ipo": "IPO", "kto": "KTO", "reward": "reward model"}
+_OBJECTIVE_LABELS = {"dpo": "DPO", "ipo": "IPO", "kto": "KTO", "reward": "reward model", "orpo": "ORPO", "cpo": "CPO",
+                     "simpo": "SimPO"}
 
 
 def settings(t: TrainingSpec) -> dict[str, Any]:
