@@ -7,11 +7,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import assume, given
 from typer.testing import CliRunner
 
+from test_properties import PROPERTY, models, trainings
 from vramcalc.cli.app import app
-from vramcalc.core.errors import UnsupportedCombination
-from vramcalc.core.explain import Explanation, change, diff, explain, to_markdown, to_text
+from vramcalc.core.errors import UnsupportedCombination, VramcalcError
+from vramcalc.core.explain import Explanation, change, diff, explain, to_json, to_markdown, to_text
 from vramcalc.core.memory.activations import head_activations, head_terms
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
@@ -449,3 +451,24 @@ def test_cli_diff_sft_against_dpo_names_the_objective_and_the_reference() -> Non
     terms = {t["key"]: t for t in doc["terms"]}
     assert terms["temporaries.reference_forward"]["a"] is None and terms["temporaries.reference_forward"]["b"]
 
+
+
+# Every choice and boolean of TrainingSpec (the property tests' own strategies: all methods and objectives, the
+# savers, multi-GPU layouts) on presets and generated architectures.
+@PROPERTY
+@given(models, trainings())
+def test_explain_adds_up_to_the_core_for_any_run(m: ModelSpec, t: TrainingSpec) -> None:
+    try:
+        e = explain(m, t)
+    except VramcalcError:
+        assume(False)  # the core's own refusal (test_properties covers its message)
+        raise
+    b = e.breakdown
+    sec = {s.key: s for s in e.sections}
+    for key in ("weights", "gradients", "optimizer_state", "overhead"):
+        assert sum(x.value for x in sec[key].lines) == b.component(key), key
+    if m.has_architecture:
+        assert sum(x.value for x in sec["activations"].lines) == b.activations
+        assert sum(x.value for x in sec["activations_per_layer"].lines) == b.details["activations.per_layer"]
+        assert max(x.value for x in sec["temporaries"].lines) <= b.temporaries
+    assert to_text(e) and to_markdown(e) and json.dumps(to_json(e))

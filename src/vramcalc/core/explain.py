@@ -600,11 +600,18 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
             lines.insert(1, Line("activations.recomputed_layer", "one layer in flight during backward",
                                  f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
                                  "one layer's saved tensors", SRC_CKPT))
-    if not m.learned_position_embeddings:
+    if not (m.learned_position_embeddings or m.alibi):  # ALiBi models have no rotary tables
         rope = 2 * c * head_dim(m) * tokens
         lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
                           f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
                           "transformers LlamaRotaryEmbedding"))
+    if m.embedding_norm and full_like:
+        # BLOOM's word_embeddings_layernorm (memory/__init__.py _activation_plan): its input, mean and rstd when
+        # the embedding or its own weight trains
+        per_tok = residual * m.hidden_size + 8
+        lines.append(Line("activations.shared.embedding_norm", "embedding layernorm (input, mean, rstd)",
+                          f"{_n(per_tok)} B/token × {tok}", per_tok * tokens, "bytes per token × tokens",
+                          "transformers modeling_bloom.py word_embeddings_layernorm"))
     if t.attention == "eager" or eager_only(m):  # BLOOM, Gemma 2: transformers runs them eager
         # prefix tuning under eager: the mask has a column per virtual key too (memory/__init__.py _peft_once_t)
         keys = seq + (t.virtual_tokens if t.method == "prefix-tuning" and t.attention == "eager" else 0)
