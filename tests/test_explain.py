@@ -467,6 +467,9 @@ def test_explain_adds_up_to_the_core_for_any_run(m: ModelSpec, t: TrainingSpec) 
     sec = {s.key: s for s in e.sections}
     for key in ("weights", "gradients", "optimizer_state", "overhead"):
         assert sum(x.value for x in sec[key].lines) == b.component(key), key
+    if t.method in PEFT_TABLE:  # the method's tensors, line by line, are the trainable count the core derived
+        own = [x.value for x in sec["parameters"].lines if x.key.startswith(f"parameters.{t.method}.")]
+        assert sum(own) == b.trainable_parameters
     if m.has_architecture:
         assert sum(x.value for x in sec["activations"].lines) == b.activations
         assert sum(x.value for x in sec["activations_per_layer"].lines) == b.details["activations.per_layer"]

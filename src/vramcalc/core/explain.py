@@ -254,9 +254,12 @@ def _peft_parameters(m: ModelSpec, t: TrainingSpec) -> list[Line]:
             kind = " (feedforward: scales the input)" if t.method == "ia3" and ff else ""
             out.append(Line(f"parameters.{t.method}.{lin.module}", f"{METHOD_LABELS[t.method]} {lin.module}{kind}",
                             f"{what} × {_n(lin.count)} modules (d_in {_n(lin.in_features)}, d_out "
-                            f"{_n(lin.out_features)})", n, _PEFT_FORMULAS[t.method], entry.source, "count"))
+                            f"{_n(lin.out_features)})", n,
+                            _PEFT_FORMULAS.get(t.method, "the method's tensor shapes, × modules"), entry.source,
+                            "count"))
         return out
-    names = _TENSOR_NAMES["prefix-projection" if t.method == "prefix-tuning" and t.prefix_projection else t.method]
+    names = _TENSOR_NAMES.get("prefix-projection" if t.method == "prefix-tuning" and t.prefix_projection
+                              else t.method, ())
     for i, (shape, count) in enumerate(peft_methods.trainable_tensors(m, t)):
         name = names[i] if i < len(names) else f"tensor {i}"
         out.append(Line(f"parameters.{t.method}.{i}", name,
