@@ -1048,7 +1048,8 @@ def run_assumptions(t: TrainingSpec) -> str:
         ref = pref.resolve_ref(t) or "none"
         if ref == "copy":
             ref += f" ({pref.ref_weight_dtype(t, recipe_of(t))})"
-        out += f" · objective {t.objective} ({rows} rows), reference {ref}, prompt {t.prompt_len}"
+        out += (f" · objective {t.objective} ({rows} row{'s' if rows > 1 else ''}), reference {ref}, "
+                f"prompt {t.prompt_len}")
     elif t.loss == "trl":
         out += f" · prompt {t.prompt_len}"
     return out
