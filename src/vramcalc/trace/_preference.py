@@ -312,16 +312,17 @@ def _cuda_selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, tempe
 def _stub_trainer(objective: str, chosen_nll: bool) -> Any:
     """An ORPOTrainer / CPOTrainer without __init__ (it needs a tokenizer and a dataset): only the attributes its
     concatenated_forward and loss read (orpo_config.py / cpo_config.py defaults)."""
+    import warnings
     from types import SimpleNamespace
 
-    if objective == "orpo":
+    with warnings.catch_warnings():  # TRLExperimentalWarning: the trainers live under trl.experimental in TRL 1.x
+        warnings.simplefilter("ignore")
+        from trl.experimental.cpo.cpo_trainer import CPOTrainer
         from trl.experimental.orpo.orpo_trainer import ORPOTrainer
-
+    if objective == "orpo":
         tr: Any = object.__new__(ORPOTrainer)
         tr.padding_value = 0
     else:
-        from trl.experimental.cpo.cpo_trainer import CPOTrainer
-
         tr = object.__new__(CPOTrainer)
         tr.pad_token_id = 0
         tr.loss_type = "simpo" if objective == "simpo" else "sigmoid"
