@@ -217,7 +217,7 @@ def test_searches_shorten_the_prompt_with_the_sequence(capsys: pytest.CaptureFix
 # --- ORPO, CPO, SimPO: no reference, the full logits (memory/preference.py logits_head_bytes) ----------------
 def test_reference_free_head_by_hand() -> None:
     # qwen2.5-0.5b LoRA, bf16 (no autocast: logits in bf16), batch 1 -> 2 rows x 512 positions, vocab 151,936.
-    rows, s, v, h = 2, 512, 151_936, 896
+    rows, s, v = 2, 512, 151_936
     full = rows * s * v * 2  # outputs.logits [2B, S, V] in bf16
     half = 1 * (s - 1) * v * 2  # CrossEntropyLoss on the chosen half: its .contiguous() copy and log_softmax output
     b = estimate(QWEN, TrainingSpec(objective="orpo", method="lora", batch_size=1, seq_len=s))
