@@ -228,11 +228,19 @@ def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
         trainer = "ORPOTrainer" if t.objective == "orpo" else f"CPOTrainer (loss_type {loss_type})"
         nll = ("the NLL of the chosen half (CrossEntropyLoss: a copy of the chosen logits and their log_softmax)"
                if computes_nll(t) else "no NLL term (cpo_alpha 0)")
-        return (f"{t.objective}: TRL {trainer}: no reference model; chosen and rejected stacked in one forward "
-                "(2 × --batch-size sequences of --seq-len) that returns the full logits [2B, S, vocab] (fp32 under "
-                f"amp: accelerate converts the outputs), kept for the log-prob kernel's backward; {nll}.",
-                "the logits' backward holds up to three logits-sized gradients at once (the two branches and "
-                "their sum): a longer --seq-len or larger vocabulary costs here first.")
+        from vramcalc.core.memory.precision import recipe_of
+
+        out = [f"{t.objective}: TRL {trainer}: no reference model; chosen and rejected stacked in one forward "
+               "(2 × --batch-size sequences of --seq-len) that returns the full logits [2B, S, vocab] (fp32 under "
+               f"amp: accelerate converts the outputs), kept for the log-prob kernel's backward; {nll}.",
+               "the logits' backward holds up to three logits-sized gradients at once (the two branches and "
+               "their sum): a longer --seq-len or larger vocabulary costs here first."]
+        recipe = recipe_of(t)
+        if not recipe.autocast and recipe.compute != "fp32":
+            out.append(f"logits counted in {recipe.compute} (no accelerate mixed precision); with TrainingArguments "
+                       "bf16/fp16 true (TRL's default) accelerate's convert_outputs_to_fp32 returns them in fp32: "
+                       "twice the logits terms (temporaries.loss_backward, activations.loss_saved).")
+        return tuple(out)
     if t.objective == "reward":
         return ("reward: TRL RewardTrainer: chosen and rejected stacked in one forward (2 × --batch-size sequences) "
                 "through AutoModelForSequenceClassification (a 1-output score head instead of lm_head: no logits "
