@@ -305,7 +305,7 @@ def _cuda_selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, tempe
                                 row_mask: torch.Tensor | None = None) -> torch.Tensor:
     """trl/trainer/utils.py selective_log_softmax on CUDA with Triton (`_supports_trl_loss_kernel`: a 3-D
     logits tensor with unit last stride, an index of its leading shape): the fused log-prob/entropy kernel."""
-    logprobs, _ = _LogProbEntropy.apply(logits, index)
+    logprobs, _ = _LogProbEntropy.apply(logits, index)  # type: ignore[no-untyped-call]
     return logprobs  # type: ignore[no-any-return]
 
 
@@ -342,12 +342,12 @@ def _triton_log_softmax(objective: str) -> Iterator[None]:
 
     mod = importlib.import_module("trl.experimental.orpo.orpo_trainer" if objective == "orpo"
                                   else "trl.experimental.cpo.cpo_trainer")
-    saved = mod.selective_log_softmax
-    mod.selective_log_softmax = _cuda_selective_log_softmax
+    saved = getattr(mod, "selective_log_softmax")  # noqa: B009  (imported there from trl.trainer.utils)
+    setattr(mod, "selective_log_softmax", _cuda_selective_log_softmax)  # noqa: B010
     try:
         yield
     finally:
-        mod.selective_log_softmax = saved
+        setattr(mod, "selective_log_softmax", saved)  # noqa: B010
 
 
 def make_pair_inputs(batch: int, seq: int, prompt: int, vocab: int) -> Callable[[], dict[str, Any]]:
@@ -390,6 +390,7 @@ def reference_free_loss(objective: str, chosen_nll: bool) -> Callable[[nn.Module
         with torch.autocast("cpu", enabled=False), _triton_log_softmax(objective):
             chosen_logps, rejected_logps, chosen_logits, rejected_logits, nll = trainer.concatenated_forward(
                 prepared_forward, inputs)[:5]
+            loss: torch.Tensor
             if objective == "orpo":
                 losses, chosen_r, rejected_r, ratio, log_odds = trainer.odds_ratio_loss(chosen_logps, rejected_logps)
                 loss = nll - losses.mean()
