@@ -33,6 +33,10 @@ selective checkpointing, activation offload, an 8-bit optimizer, optimizer in ba
 accumulation, two KTOTrainer steps, two SFT steps through TRL's fused head (`--loss trl`, full and LoRA),
 and two reward-model steps (TRL RewardTrainer); prompt lengths from 0 to three quarters of the sequence.
 Written to accuracy_preference.{json,md}.
+The reference-free grid (`--grid preference-free`, issue 14; 24 cases): the same 3 architectures × 8 runs
+(PREFERENCE_FREE_RUNS): TRL ORPOTrainer and CPOTrainer (loss_type sigmoid, simpo) steps through the trainers'
+own concatenated_forward, full (pure-bf16, amp-bf16), LoRA and QLoRA NF4, with and without checkpointing, with
+and without the chosen NLL (cpo_alpha 0). Written to accuracy_preference-free.{json,md}.
 The inference grid (`--grid inference`, issue 18; 54 cases): 6 architectures (gemma-2b: MQA, 256k tied vocabulary;
 qwen2.5-0.5b: 152k tied vocabulary, 7:1 GQA; tinyllama-1.1b and llama-3.2-1b: llama GQA; phi-3-mini: MHA, fused
 qkv and gate_up; mistral-7b: 4:1 GQA, sliding window) × 9 generate() runs (INFERENCE_RUNS: each cache kind with sdpa
@@ -44,7 +48,7 @@ decode. Written to accuracy_inference.{json,md}.
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference|peft|families]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -270,6 +274,27 @@ def preference_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# Issue 14's reference-free objectives (TRL ORPOTrainer, CPOTrainer with loss_type sigmoid or simpo): no
+# reference, the full logits of the 2B rows; --no-chosen-nll is CPOConfig cpo_alpha 0.
+PREFERENCE_FREE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("orpo full", {**_FULL, "objective": "orpo", "batch_size": 1, "seq_len": 1024}),
+    ("orpo full gc", {**_FULL, "objective": "orpo", **GC, "batch_size": 2, "seq_len": 1024}),
+    ("orpo amp-bf16 gc", {"method": "full", "precision": "amp-bf16", "objective": "orpo", **GC, "batch_size": 1,
+                          "seq_len": 512}),
+    ("orpo lora", {**_LORA, "objective": "orpo", "batch_size": 2, "seq_len": 512}),
+    ("cpo lora gc", {**_LORA, "objective": "cpo", **GC, "batch_size": 2, "seq_len": 1024}),
+    ("cpo qlora gc", {**_QLORA, "objective": "cpo", **GC, "batch_size": 1, "seq_len": 1024}),
+    ("simpo full no-nll", {**_FULL, "objective": "simpo", "chosen_nll": False, "batch_size": 1, "seq_len": 1024}),
+    ("simpo lora gc no-nll", {**_LORA, "objective": "simpo", "chosen_nll": False, **GC, "batch_size": 2,
+                              "seq_len": 1024}),
+)
+
+
+def preference_free_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | b{kw['batch_size']} s{kw['seq_len']}", "model": model, "method": label,
+             "training": dict(kw)} for model in PREFERENCE_MODELS for label, kw in PREFERENCE_FREE_RUNS]
+
+
 PEFT_MODELS = ("gpt2", "tinyllama-1.1b", "llama-3.2-1b", "qwen2.5-0.5b")
 PEFT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("ia3", {"method": "ia3"}),
@@ -348,11 +373,12 @@ def inference_grid() -> list[dict[str, Any]]:
 
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
-         "families": family_grid}
+         "families": family_grid, "preference-free": preference_free_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
-          "peft": " (PEFT methods, issue 18)", "families": " (model families, issue 15)"}
+          "peft": " (PEFT methods, issue 18)", "families": " (model families, issue 15)",
+          "preference-free": " (ORPO, CPO, SimPO: no reference, full logits; issue 14)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -454,10 +480,12 @@ def main() -> None:
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
                     "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; families: issue 15's "
-                    "model_types at two shapes, without and with checkpointing")
+                    "model_types at two shapes, without and with checkpointing; preference-free: issue 14's 24 "
+                    "ORPO/CPO/SimPO cases")
     args = ap.parse_args()
     versions = _versions()
-    cache_path = RESULTS / "trace_cache_presets.json" if args.grid == "presets" else CACHE
+    # presets and preference-free keep their own caches (their traces are separate work)
+    cache_path = RESULTS / f"trace_cache_{args.grid}.json" if args.grid in ("presets", "preference-free") else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
         cache = {"versions": versions, "traces": {}}

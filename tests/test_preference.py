@@ -188,8 +188,8 @@ def test_axolotl_rl(tmp_path) -> None:  # type: ignore[no-untyped-def]
     run = _load(tmp_path, "base_model: qwen2.5-0.5b\nadapter: lora\nrl: dpo\nsequence_len: 1024\n")
     assert run.options["objective"] == "dpo" and run.options["method"] == "lora" and "rl" in run.mapped
     assert _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: kto\n").options["objective"] == "kto"
-    with pytest.raises(runfiles.RunFileError, match="rl: 'orpo' is not modelled"):
-        _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: orpo\n")
+    with pytest.raises(runfiles.RunFileError, match="rl: 'grpo' is not modelled"):
+        _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\n")
 
 
 def test_llama_factory_stage(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -212,3 +212,105 @@ def test_searches_shorten_the_prompt_with_the_sequence(capsys: pytest.CaptureFix
     code, out, err = invoke(["fit", "qwen2.5-0.5b", "--objective", "dpo", "--gpu", "rtx4090", "--seq-len", "1024",
                              "--prompt-len", "256"], capsys)
     assert code == 0 and "longest sequence" in out, err
+
+
+# --- ORPO, CPO, SimPO: no reference, the full logits (memory/preference.py logits_head_bytes) ----------------
+def test_reference_free_head_by_hand() -> None:
+    # qwen2.5-0.5b LoRA, bf16 (no autocast: logits in bf16), batch 1 -> 2 rows x 512 positions, vocab 151,936.
+    rows, s, v = 2, 512, 151_936
+    full = rows * s * v * 2  # outputs.logits [2B, S, V] in bf16
+    half = 1 * (s - 1) * v * 2  # CrossEntropyLoss on the chosen half: its .contiguous() copy and log_softmax output
+    b = estimate(QWEN, TrainingSpec(objective="orpo", method="lora", batch_size=1, seq_len=s))
+    # saved after forward: the logits (the Triton kernel saves its input view), the NLL's log_softmax output, the
+    # kernel's int64 labels and two fp32 vectors per shifted position (head frozen: lm_head saves nothing)
+    assert b.details["activations.loss_saved"] == full + half + 16 * rows * (s - 1)
+    # backward: the two [2B, S, V] gradients of the logits and their out-of-place sum, after the saved set is freed
+    assert b.details["temporaries.loss_backward"] == 3 * full - (full + half + 16 * rows * (s - 1))
+    simpo = estimate(QWEN, TrainingSpec(objective="simpo", method="lora", batch_size=1, seq_len=s, chosen_nll=False))
+    # no NLL (cpo_alpha 0): the saved logits next to the kernel's empty_like gradient of [2B, S - 1, V]
+    assert simpo.details["temporaries.loss_backward"] == rows * (s - 1) * v * 2 - 16 * rows * (s - 1)
+    assert simpo.tensor_peak_bytes < b.tensor_peak_bytes
+
+
+def test_reference_free_has_no_reference_and_cpo_equals_orpo() -> None:
+    orpo = estimate(QWEN, TrainingSpec(objective="orpo", seq_len=512))
+    cpo = estimate(QWEN, TrainingSpec(objective="cpo", seq_len=512))
+    simpo = estimate(QWEN, TrainingSpec(objective="simpo", seq_len=512))  # CPOConfig default cpo_alpha 1.0: NLL on
+    sft = estimate(QWEN, TrainingSpec(seq_len=512, batch_size=2))
+    # no frozen copy: the weights are the policy's alone (the SFT run of 2B rows has the same)
+    assert orpo.weights == sft.weights and "weights.reference" not in orpo.details
+    # the three trainers allocate the same tensors (cpo_trainer.py and orpo_trainer.py concatenated_forward)
+    assert orpo.phases == cpo.phases == simpo.phases
+
+
+def test_amp_logits_are_fp32() -> None:
+    # accelerate convert_outputs_to_fp32: under autocast the logits come back as fp32, four bytes each
+    t = TrainingSpec(objective="simpo", method="lora", batch_size=1, seq_len=512, chosen_nll=False)
+    amp = estimate(QWEN, replace(t, precision="amp-bf16"))
+    bf16 = estimate(QWEN, t)
+    assert amp.details["activations.loss_saved"] - 16 * 2 * 511 == 2 * (bf16.details["activations.loss_saved"]
+                                                                     - 16 * 2 * 511)
+
+
+@pytest.mark.parametrize("kw", [
+    {"objective": "orpo", "method": "full", "precision": "pure-bf16"},
+    {"objective": "cpo", "method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)},
+    {"objective": "simpo", "method": "full", "precision": "amp-bf16", "chosen_nll": False, "grad_checkpointing": True},
+], ids=["orpo-full", "cpo-lora", "simpo-amp-gc-no-nll"])
+def test_reference_free_matches_the_trace(kw: dict[str, object]) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    from vramcalc.trace import trace
+
+    t = TrainingSpec(**{"batch_size": 2, "seq_len": 256, **kw})  # type: ignore[arg-type]
+    e = estimate(WIDE_VOCAB, t)
+    r = trace(WIDE_VOCAB, t)
+    err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
+    assert -0.02 <= err <= 0.05, (err, e.phases, r.phase_peaks, r.peak_op)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"objective": "orpo", "loss": "chunked"}, "TRL's ORPOTrainer computes the full logits itself"),
+    ({"objective": "orpo", "chosen_nll": False}, "--no-chosen-nll (CPOConfig cpo_alpha 0) applies to --objective cpo"),
+    ({"objective": "simpo", "ref_model": "copy"}, "--ref-model and --ref-dtype apply to --objective dpo, ipo or kto"),
+    ({"objective": "cpo", "prompt_len": 8}, "--prompt-len changes memory only through TRL's log-prob head"),
+])
+def test_reference_free_refusals(kw: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TrainingSpec(**kw)  # type: ignore[arg-type]
+
+
+def test_reference_free_run_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # CPOConfig (trl/experimental/cpo/cpo_config.py): simpo, alphapo (simpo with cpo_alpha 0), cpo_alpha
+    run = _load(tmp_path, "output_dir: out\nloss_type: simpo\nsimpo_gamma: 0.5\n")
+    assert run.options["objective"] == "simpo" and "chosen_nll" not in run.options
+    run = _load(tmp_path, "output_dir: out\nloss_type: simpo\ncpo_alpha: 0\n")
+    assert run.options["objective"] == "simpo" and run.options["chosen_nll"] is False
+    assert _load(tmp_path, "output_dir: out\nloss_type: alphapo\n").options["chosen_nll"] is False
+    run = _load(tmp_path, "output_dir: out\ncpo_alpha: 1.0\nloss_type: hinge\n")
+    assert run.options["objective"] == "cpo" and not run.unmodelled
+    with pytest.raises(runfiles.RunFileError, match="cpo_alpha: 'x' is not a number"):
+        _load(tmp_path, "output_dir: out\ncpo_alpha: x\n")
+    with pytest.raises(runfiles.RunFileError, match="loss_type: 'kto' is not a TRL CPO loss_type"):
+        _load(tmp_path, "output_dir: out\ncpo_alpha: 1.0\nloss_type: kto\n")
+    # axolotl rl: orpo (ORPOTrainer), simpo (CPOTrainer, its cpo_alpha key)
+    assert _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: orpo\n").options["objective"] == "orpo"
+    run = _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: simpo\ncpo_alpha: 0.0\n")
+    assert run.options["objective"] == "simpo" and run.options["chosen_nll"] is False
+    # LLaMA-Factory pref_loss orpo / simpo: its own trainer, flagged as not modelled exactly
+    run = _load(tmp_path, "model_name_or_path: qwen2.5-0.5b\nstage: dpo\npref_loss: orpo\n")
+    assert run.options["objective"] == "orpo" and run.unmodelled == ["stage"]
+    run = _load(tmp_path, "model_name_or_path: qwen2.5-0.5b\nstage: dpo\npref_loss: simpo\n")
+    assert run.options["objective"] == "simpo" and run.options["chosen_nll"] is False
+
+
+def test_cli_reference_free(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = invoke(["estimate", "qwen2.5-0.5b", "--objective", "simpo", "--no-chosen-nll", "--seq-len", "512",
+                           "--format", "json"], capsys)
+    assert code == 0
+    b = estimate(QWEN, TrainingSpec(objective="simpo", chosen_nll=False, seq_len=512))
+    assert json.loads(out)["tensor_peak_bytes"] == b.tensor_peak_bytes
+    code, out, err = invoke(["estimate", "qwen2.5-0.5b", "--objective", "orpo", "--no-chosen-nll"], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "error: --no-chosen-nll (CPOConfig cpo_alpha 0) applies to --objective cpo or simpo: drop it"]

@@ -186,8 +186,10 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     if kw["objective"] != "sft" and (kw["gpus_per_node"] * kw["nodes"] > 1 or kw["tp"] > 1 or kw["pp"] > 1):
         kw["objective"] = "sft"
     pref = kw["objective"] in ("dpo", "ipo", "kto")
-    if (pref and kw["loss"] not in ("hf", "trl")) or kw["objective"] == "reward":
+    if (pref and kw["loss"] not in ("hf", "trl")) or kw["objective"] in ("reward", "orpo", "cpo", "simpo"):
         kw["loss"] = "hf"
+    if kw["objective"] not in ("cpo", "simpo"):  # CPOConfig cpo_alpha 0 (--no-chosen-nll) is CPOTrainer's
+        kw["chosen_nll"] = True
     if not pref:
         kw.update(ref_model="auto", ref_dtype="auto")
     if kw["ref_model"] == "adapters-off" and kw["method"] not in ("lora", "qlora"):

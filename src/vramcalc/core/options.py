@@ -159,12 +159,16 @@ OPTIONS: tuple[Opt, ...] = (
     # Preference and reward training (memory/preference.py).
     Opt("objective", OBJECTIVES, "sft",
         "Training objective: sft, dpo/ipo (TRL DPOTrainer: chosen and rejected as 2x the batch, plus a reference), "
-        "kto (unpaired, a reference), reward (a scoring head)."),
+        "kto (unpaired, a reference), reward (a scoring head), orpo/cpo/simpo (TRL ORPOTrainer/CPOTrainer: no "
+        "reference, chosen and rejected as 2x the batch, full logits)."),
     Opt("prompt_len", int, 0,
         "Prompt tokens per sequence (of --seq-len); only completions go through TRL's head. 0: every token."),
     Opt("ref_model", REF_MODELS, "auto",
         "DPO/KTO reference: auto (a copy; LoRA: the base with adapters off), copy, adapters-off, precomputed."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
+    Opt("chosen_nll", bool, True,
+        "CPO/SimPO: the NLL term on the chosen half (CPOConfig cpo_alpha > 0, TRL's default); --no-chosen-nll for "
+        "cpo_alpha 0 (AlphaPO, SimPO as published). ORPO always computes it."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

@@ -351,6 +351,7 @@ class TrainingSpec:
     prompt_len: int = 0  # prompt tokens per sequence (seq_len = prompt + the longer completion); 0: all completion
     ref_model: RefModel = "auto"  # DPO reference: a frozen copy, the base with adapters off, or precomputed
     ref_dtype: RefDtype = "auto"  # a copied reference's weight dtype (auto: the policy's)
+    chosen_nll: bool = True  # cpo/simpo: the NLL term on the chosen half (CPOConfig cpo_alpha > 0); orpo always
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
@@ -446,6 +447,16 @@ class TrainingSpec:
         if self.ref_dtype != "auto" and self.ref_model not in ("copy", "auto"):
             raise SpecError("", f"--ref-dtype sets a copied reference's dtype; --ref-model {self.ref_model} keeps "
                             "no copy: drop --ref-dtype")
+        if not self.chosen_nll and self.objective not in ("cpo", "simpo"):
+            # trl/experimental/cpo/cpo_trainer.py concatenated_forward skips the NLL when cpo_alpha == 0; ORPOTrainer
+            # always computes it (orpo_trainer.py concatenated_forward).
+            raise SpecError("", "--no-chosen-nll (CPOConfig cpo_alpha 0) applies to --objective cpo or simpo: "
+                            "drop it")
+        if self.objective in ("orpo", "cpo", "simpo") and self.loss != "hf":
+            # orpo_trainer.py / cpo_trainer.py concatenated_forward: outputs.logits, then log-softmax over them.
+            raise SpecError("", f"TRL's {'ORPO' if self.objective == 'orpo' else 'CPO'}Trainer computes the full "
+                            f"logits itself, so --loss {self.loss} does not apply to --objective {self.objective}: "
+                            "drop --loss")
 
     def _savers_consistent(self) -> None:
         if self.loss == "cut" and self.mode == "train" and self.precision in ("amp-bf16", "amp-fp16", "fp32"):

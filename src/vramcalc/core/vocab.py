@@ -58,7 +58,9 @@ StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtu
 # Preference and reward training (memory/preference.py): TRL's DPOTrainer (loss_type sigmoid, ipo), KTOTrainer
 # and RewardTrainer. The reference model of DPO: auto (a frozen copy for full/freeze, the base with adapters
 # disabled for LoRA/QLoRA, as DPOTrainer picks), copy, adapters-off, precomputed (precompute_ref_log_probs).
-Objective = Literal["sft", "dpo", "ipo", "kto", "reward"]
+# Reference-free: orpo (TRL ORPOTrainer), cpo and simpo (TRL CPOTrainer, loss_type sigmoid / simpo), which
+# compute the full logits (trl/experimental/orpo, trl/experimental/cpo).
+Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo"]
 RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
 RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 # Output.
@@ -77,6 +79,7 @@ PACKINGS: tuple[Packing, ...] = get_args(Packing)
 STACKS: tuple[StackName, ...] = get_args(StackName)
 OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo", "kto")  # a policy and a reference
+REFERENCE_FREE_OBJECTIVES: tuple[Objective, ...] = ("orpo", "cpo", "simpo")  # the policy alone, full logits
 REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
 REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)
 OPTIMIZER_IMPLS: tuple[OptimizerImpl, ...] = get_args(OptimizerImpl)

@@ -542,10 +542,45 @@ _KTO_KEYS = ("desirable_weight", "undesirable_weight")
 KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")
 
 
+# CPOConfig (trl/experimental/cpo/cpo_config.py): its own fields, and its loss types (alphapo is simpo with
+# cpo_alpha 0, CPOConfig.__post_init__).
+_CPO_KEYS = ("cpo_alpha", "simpo_gamma")
+CPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "simpo", "alphapo")
+
+
+def _cpo_alpha(value: Any) -> float:
+    """CPOConfig cpo_alpha as a number (only whether it is 0 changes memory: the NLL term)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value in (
+            float("inf"), float("-inf")):
+        raise _KeyProblem("cpo_alpha", f"{value!r:.40} is not a number; give the NLL weight, e.g. 1.0 (0 drops it)")
+    return float(value)
+
+
+def _preference_cpo(d: dict[str, Any], run: Run, loss: Any) -> None:
+    """CPOConfig: objective cpo (loss_type sigmoid, hinge, ipo) or simpo (simpo, alphapo)."""
+    if loss is not None and str(loss) not in CPO_LOSS_TYPES:
+        raise _KeyProblem("loss_type", f"{loss!r:.40} is not a TRL CPO loss_type; use one of "
+                          f"{', '.join(CPO_LOSS_TYPES)}")
+    run.options["objective"] = "simpo" if str(loss) in ("simpo", "alphapo") else "cpo"
+    # cpo_trainer.py concatenated_forward: `if self.cpo_alpha == 0` the NLL (and its logits copy) is skipped.
+    alpha = 0.0 if str(loss) == "alphapo" else _cpo_alpha(d["cpo_alpha"]) if d.get("cpo_alpha") is not None else 1.0
+    if alpha == 0:
+        run.options["chosen_nll"] = False
+    _seen(d, run, *_CPO_KEYS, "loss_type", "beta", "label_smoothing", "alpha")
+    if d.get("disable_dropout") is False:
+        _unmodelled(run, "disable_dropout", "dropout kept in the policy (CPOTrainer disables it by default)")
+    else:
+        _seen(d, run, "disable_dropout")
+
+
 def _preference_trl(d: dict[str, Any], run: Run) -> None:
-    """TRL DPOConfig / KTOConfig / RewardConfig keys (TRL 1.16 trl/trainer/dpo_config.py, kto_config.py,
-    reward_config.py)."""
+    """TRL DPOConfig / KTOConfig / RewardConfig / CPOConfig keys (TRL 1.16 trl/trainer/dpo_config.py,
+    kto_config.py, reward_config.py, trl/experimental/cpo/cpo_config.py). An ORPOConfig has no field of its own
+    (beta reads as DPO): give --objective orpo."""
     loss = d.get("loss_type")
+    if any(k in d for k in _CPO_KEYS) or (isinstance(loss, str) and loss in ("simpo", "alphapo")):
+        _preference_cpo(d, run, loss)
+        return
     if any(k in d for k in _KTO_KEYS) or (isinstance(loss, str) and loss in KTO_LOSS_TYPES):
         if loss is not None and str(loss) not in KTO_LOSS_TYPES:
             raise _KeyProblem("loss_type", f"{loss!r:.40} is not a TRL KTO loss_type; use kto or apo_zero_unpaired")
@@ -576,16 +611,21 @@ def _preference_trl(d: dict[str, Any], run: Run) -> None:
 
 def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl `rl:` (src/axolotl/utils/schemas/enums.py RLType) trains with TRL's trainers: dpo and ipo through
-    # DPOTrainer (ipo as its loss_type); the others use trainers vramcalc does not model.
+    # DPOTrainer (ipo as its loss_type), kto through KTOTrainer, orpo through ORPOTrainer, simpo through
+    # CPOTrainer with loss_type simpo (its cpo_alpha key, TRL's 1.0 when unset); grpo is not modelled.
     rl = d.get("rl")
     precompute = _flag(AX, d.get("precompute_ref_log_probs"), "precompute_ref_log_probs")  # pydantic checks it
     if rl is None or rl is False:
         return
-    if str(rl) not in ("dpo", "ipo", "kto"):
-        raise _KeyProblem("rl", f"{rl!r:.40} is not modelled; vramcalc models rl: dpo, ipo (TRL DPOTrainer) and "
-                          "kto (KTOTrainer), not orpo, simpo or grpo yet")
+    if str(rl) not in ("dpo", "ipo", "kto", "orpo", "simpo"):
+        raise _KeyProblem("rl", f"{rl!r:.40} is not modelled; vramcalc models rl: dpo, ipo (TRL DPOTrainer), "
+                          "kto (KTOTrainer), orpo (ORPOTrainer) and simpo (CPOTrainer), not grpo yet")
     run.options["objective"] = str(rl)
     run.mapped.append("rl")
+    if str(rl) == "simpo" and d.get("cpo_alpha") is not None and _cpo_alpha(d["cpo_alpha"]) == 0:
+        run.options["chosen_nll"] = False
+    if str(rl) == "simpo":
+        _seen(d, run, "cpo_alpha", "simpo_gamma")
     if precompute:
         run.options["ref_model"] = "precomputed"
     _seen(d, run, "precompute_ref_log_probs", "rl_beta", "dpo_use_weighting", "dpo_label_smoothing",
@@ -690,13 +730,23 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
         # finetuning_args.py pref_loss: sigmoid (DPO, default), ipo, hinge, ...; orpo and simpo drop the reference.
         pref_loss = str(d.get("pref_loss", "sigmoid"))
         if pref_loss in ("orpo", "simpo"):
-            raise _KeyProblem("pref_loss", f"{pref_loss!r} is not modelled yet; vramcalc models sigmoid (DPO) and ipo")
-        run.options["objective"] = "ipo" if pref_loss == "ipo" else "dpo"
-        _seen(d, run, "pref_loss", "pref_beta")
-        # train/dpo/trainer.py CustomDPOTrainer.concatenated_forward computes the full logits of the 2B rows
-        # (get_batch_logps); TRL >= 1.0 gathers log-probs without them, which is what the estimate models.
-        _unmodelled(run, "stage", "LLaMA-Factory's CustomDPOTrainer materializes the logits of all 2B rows; "
-                    "the estimate models TRL's fused log-prob head")
+            # train/dpo/trainer.py CustomDPOTrainer: ref_model None for orpo/simpo; the NLL is -chosen log-probs
+            # (orpo) or pref_ftx × that (simpo), no second cross-entropy over the logits.
+            run.options["objective"] = pref_loss
+            if pref_loss == "simpo":
+                run.options["chosen_nll"] = False
+            _seen(d, run, "pref_loss", "pref_beta", "simpo_gamma", "pref_ftx")
+            _unmodelled(run, "stage", f"LLaMA-Factory's CustomDPOTrainer ({pref_loss}) takes log_softmax of its fp32 "
+                        "logits and gathers; the estimate models TRL's "
+                        f"{'ORPOTrainer' if pref_loss == 'orpo' else 'CPOTrainer'} (the full logits and TRL's "
+                        "log-prob kernel)")
+        else:
+            run.options["objective"] = "ipo" if pref_loss == "ipo" else "dpo"
+            _seen(d, run, "pref_loss", "pref_beta")
+            # train/dpo/trainer.py CustomDPOTrainer.concatenated_forward computes the full logits of the 2B rows
+            # (get_batch_logps); TRL >= 1.0 gathers log-probs without them, which is what the estimate models.
+            _unmodelled(run, "stage", "LLaMA-Factory's CustomDPOTrainer materializes the logits of all 2B rows; "
+                        "the estimate models TRL's fused log-prob head")
     elif stage == "kto":
         run.options["objective"] = "kto"
         _seen(d, run, "pref_beta", "kto_chosen_weight", "kto_rejected_weight")

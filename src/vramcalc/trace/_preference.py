@@ -271,3 +271,137 @@ class PolicyAndReference(nn.Module):
     def get_base_model(self) -> nn.Module:  # the policy's, for gradient checkpointing and offload helpers
         p: Any = self.policy
         return p.get_base_model() if hasattr(p, "get_base_model") else p
+
+
+# --- reference-free objectives: TRL ORPOTrainer and CPOTrainer (cpo, simpo) ---------------------------------
+class _LogProbEntropy(torch.autograd.Function):
+    """trl/kernels/logprob_entropy.py _LogProbEntropyFunction's CUDA allocations (the Triton kernels write into
+    them and allocate nothing): four fp32 vectors per row in forward, the logits themselves saved (no copy);
+    backward fills one `empty_like(logits)` gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        logprobs = torch.empty(logits.shape[:-1], device=logits.device, dtype=torch.float32)
+        entropy = torch.empty_like(logprobs)
+        log_z = torch.empty_like(logprobs)
+        expected_logit = torch.empty_like(logprobs)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(logits, index, log_z, expected_logit)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx: Any, grad_logprobs: torch.Tensor | None, grad_entropy: torch.Tensor | None  # type: ignore[override]
+                 ) -> tuple[Any, ...]:
+        logits, _index, _log_z, _expected = ctx.saved_tensors
+        grad_logits = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        if grad_logprobs is not None:
+            grad_logprobs = grad_logprobs.contiguous()
+        if grad_entropy is not None:
+            grad_entropy = grad_entropy.contiguous()
+        return grad_logits, None
+
+
+def _cuda_selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, temperature: float = 1.0,
+                                row_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """trl/trainer/utils.py selective_log_softmax on CUDA with Triton (`_supports_trl_loss_kernel`: a 3-D
+    logits tensor with unit last stride, an index of its leading shape): the fused log-prob/entropy kernel."""
+    logprobs, _ = _LogProbEntropy.apply(logits, index)  # type: ignore[no-untyped-call]
+    return logprobs  # type: ignore[no-any-return]
+
+
+def _stub_trainer(objective: str, chosen_nll: bool) -> Any:
+    """An ORPOTrainer / CPOTrainer without __init__ (it needs a tokenizer and a dataset): only the attributes its
+    concatenated_forward and loss read (orpo_config.py / cpo_config.py defaults)."""
+    import warnings
+    from types import SimpleNamespace
+
+    with warnings.catch_warnings():  # TRLExperimentalWarning: the trainers live under trl.experimental in TRL 1.x
+        warnings.simplefilter("ignore")
+        from trl.experimental.cpo.cpo_trainer import CPOTrainer
+        from trl.experimental.orpo.orpo_trainer import ORPOTrainer
+    if objective == "orpo":
+        tr: Any = object.__new__(ORPOTrainer)
+        tr.padding_value = 0
+    else:
+        tr = object.__new__(CPOTrainer)
+        tr.pad_token_id = 0
+        tr.loss_type = "simpo" if objective == "simpo" else "sigmoid"
+        tr.cpo_alpha = 1.0 if chosen_nll else 0.0
+        tr.simpo_gamma, tr.label_smoothing, tr.alpha = 0.5, 0.0, 0.0
+    tr.is_encoder_decoder = False
+    tr.aux_loss_enabled = False
+    tr.beta = 0.1
+    tr.accelerator = SimpleNamespace(device=torch.device("cpu"))
+    return tr
+
+
+@contextlib.contextmanager
+def _triton_log_softmax(objective: str) -> Iterator[None]:
+    """The trainer module's `selective_log_softmax` as it runs on CUDA with Triton installed."""
+    import importlib
+
+    mod = importlib.import_module("trl.experimental.orpo.orpo_trainer" if objective == "orpo"
+                                  else "trl.experimental.cpo.cpo_trainer")
+    saved = getattr(mod, "selective_log_softmax")  # noqa: B009  (imported there from trl.trainer.utils)
+    setattr(mod, "selective_log_softmax", _cuda_selective_log_softmax)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(mod, "selective_log_softmax", saved)  # noqa: B010
+
+
+def make_pair_inputs(batch: int, seq: int, prompt: int, vocab: int) -> Callable[[], dict[str, Any]]:
+    """ORPO/CPO's collator output (DPODataCollatorWithPadding): chosen_* and rejected_* of [batch, seq], labels
+    -100 over the prompt; concatenated_inputs stacks them to 2·batch rows."""
+
+    def make() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for kind in ("chosen", "rejected"):
+            out[f"{kind}_input_ids"] = torch.randint(0, vocab, (batch, seq), dtype=torch.long)
+            out[f"{kind}_attention_mask"] = torch.ones((batch, seq), dtype=torch.long)
+            out[f"{kind}_labels"] = torch.randint(0, vocab, (batch, seq), dtype=torch.long)
+        return out
+
+    return make
+
+
+def reference_free_loss(objective: str, chosen_nll: bool) -> Callable[[nn.Module, dict[str, Any]], torch.Tensor]:
+    """ORPOTrainer / CPOTrainer get_batch_loss_metrics on the trainer's own concatenated_forward
+    (trl/experimental/orpo/orpo_trainer.py, trl/experimental/cpo/cpo_trainer.py), metrics included.
+
+    HF Trainer with bf16/fp16 (TRL's default) runs the model through accelerate's prepared forward:
+    autocast around the model only, then `convert_outputs_to_fp32` (accelerate/utils/operations.py), so under
+    autocast the logits come back as an fp32 copy and the log-softmax work runs outside autocast.
+    """
+    trainer = _stub_trainer(objective, chosen_nll)
+
+    def loss_fn(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        amp = torch.is_autocast_enabled("cpu")
+        amp_dtype = torch.get_autocast_dtype("cpu")
+
+        def prepared_forward(*args: Any, **kwargs: Any) -> Any:  # accelerator.prepare_model's forward
+            if not amp:
+                return m(*args, **kwargs)
+            with torch.autocast("cpu", dtype=amp_dtype):
+                out = m(*args, **kwargs)
+            out.logits = out.logits.float()
+            return out
+
+        with torch.autocast("cpu", enabled=False), _triton_log_softmax(objective):
+            chosen_logps, rejected_logps, chosen_logits, rejected_logits, nll = trainer.concatenated_forward(
+                prepared_forward, inputs)[:5]
+            loss: torch.Tensor
+            if objective == "orpo":
+                losses, chosen_r, rejected_r, ratio, log_odds = trainer.odds_ratio_loss(chosen_logps, rejected_logps)
+                loss = nll - losses.mean()
+                _ = ratio.detach(), log_odds.detach()
+            else:
+                losses, chosen_r, rejected_r = trainer.cpo_loss(chosen_logps, rejected_logps)
+                loss = losses.mean() + trainer.cpo_alpha * nll
+            # get_batch_loss_metrics: rewards, accuracies, log-probs and the mean logits, all detached
+            _ = ((chosen_r > rejected_r).float().mean(), (chosen_r - rejected_r).mean(),
+                 chosen_logits.detach().mean(), rejected_logits.detach().mean())
+            del chosen_logits, rejected_logits
+        return loss
+
+    return loss_fn

@@ -151,6 +151,13 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             loss_fn = dpo_loss(None, ref_kind == "adapters-off", training.objective == "ipo")  # type: ignore[assignment]  # noqa: F811
         notes.append(f"{training.objective}: TRL {'KTO' if kto else 'DPO'}Trainer._compute_loss emulated "
                      f"(trace/_preference.py); reference {ref_kind}")
+    elif training.objective in ("orpo", "cpo", "simpo"):  # TRL ORPO/CPOTrainer's own concatenated_forward
+        from vramcalc.trace._preference import make_pair_inputs, reference_free_loss
+
+        make_inputs = make_pair_inputs(b, s, training.prompt_len, vocab)  # type: ignore[assignment]  # noqa: F811
+        loss_fn = reference_free_loss(training.objective, training.chosen_nll)  # type: ignore[assignment]  # noqa: F811
+        notes.append(f"{training.objective}: TRL {'ORPO' if training.objective == 'orpo' else 'CPO'}Trainer's "
+                     "concatenated_forward and loss run (trace/_preference.py), Triton's log-prob kernel emulated")
     elif training.objective == "reward":  # TRL RewardTrainer.compute_loss (trace/_preference.py)
         from vramcalc.trace._preference import reward_loss
 
@@ -189,8 +196,8 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         hf, build_notes = build_model(model, training, model_dtype(precision))  # on the meta device
         notes.extend(build_notes)
         module = _prepare(hf, model, training, notes)
-        if pref:
-            for mod in module.modules():  # DPOConfig disable_dropout=True
+        if pref or training.objective in ("orpo", "cpo", "simpo"):
+            for mod in module.modules():  # DPOConfig / ORPOConfig / CPOConfig disable_dropout=True
                 if isinstance(mod, torch.nn.Dropout):
                     mod.p = 0.0
             if ref_kind == "copy":

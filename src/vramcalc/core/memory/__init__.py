@@ -288,8 +288,8 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     checked = check_settings(model, training)  # first: SpecError before any arithmetic on an impossible run
-    if _preference.is_preference(training) and model.dropout:
-        model = _preference.without_dropout(model)  # DPOConfig disable_dropout=True
+    if (_preference.is_preference(training) or _preference.is_reference_free(training)) and model.dropout:
+        model = _preference.without_dropout(model)  # DPOConfig / ORPOConfig / CPOConfig disable_dropout=True
     recipe = recipe_of(training)
     notes: list[str] = []
     chosen = auto_precision_note(training)
@@ -440,6 +440,10 @@ class _ActivationPlan:
     residual: int = 2
     head_weight: int = 2
     reference: _preference.ReferencePlan | None = None
+    # ORPO / CPO / SimPO (memory/preference.py logits_head_bytes): the logits' dtype and the chosen half's NLL.
+    logits_bytes: int = 2
+    chosen_nll: bool = True
+    head_copy: int = 0  # the head weight's 16-bit autocast cast (amp)
     # The other PEFT methods (core/peft_methods.py).
     extra_seq: int = 0  # prompt / p-tuning: virtual tokens in front of every sequence
     per_layer_b: int = 0  # one layer's saved bytes per sequence (prefix tuning's virtual keys and values)
@@ -594,13 +598,16 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
         end_tied=(m.tie_word_embeddings and not reward) or t.method == "trainable-tokens", notes=tuple(notes),
-        loss="trl" if _preference.is_preference(t) else "reward" if reward else t.loss, loss_chunks=t.loss_chunks,
+        loss="trl" if _preference.is_preference(t) else "reward" if reward
+        else "logits" if _preference.is_reference_free(t) else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
         reference=_preference.reference_plan(m, t, recipe),
+        logits_bytes=_preference.logits_bytes(recipe), chosen_nll=_preference.computes_nll(t),
+        head_copy=c * m.vocab_size * m.hidden_size if recipe.autocast else 0,
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
@@ -647,9 +654,15 @@ def _transformer_phases(
     head_bwd_t = -1  # no separate head-backward moment (hf: covered by the backward start)
     if p.loss != "hf":
         labelled = t.batch_size * min(seq - p.prompt_len, seq - 1)  # scored by TRL's head (memory/preference.py)
-        lb = loss_bytes(p.loss, tokens=tokens, batch=rows, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
-                        hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable,
-                        labelled=labelled, residual=p.residual, weight=p.head_weight)
+        if p.loss == "logits":  # ORPO / CPO / SimPO: the full logits (memory/preference.py)
+            lb = _preference.logits_head_bytes(rows=rows, seq=seq, vocab=p.vocab, hidden=p.hidden, compute=p.compute,
+                                               logits=p.logits_bytes, head_trainable=p.head_trainable,
+                                               nll=p.chosen_nll, head_grad=g_head,
+                                               head_copy=p.head_copy if p.checkpointing or p.offload else 0)
+        else:
+            lb = loss_bytes(p.loss, tokens=tokens, batch=rows, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
+                            hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable,
+                            labelled=labelled, residual=p.residual, weight=p.head_weight)
         head_saved = p.norm_saved_t * tokens + lb.saved
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
         grad_fwd = g_head if lb.head_grad_in_forward else 0

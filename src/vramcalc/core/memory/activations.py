@@ -81,8 +81,11 @@ def masked_sdpa(t: TrainingSpec) -> bool:
     masking_utils.create_causal_mask: position_ids without an attention_mask go through
     find_packed_sequence_indices; a packed row turns off the is_causal skip and builds a 4-D bool mask
     (batch, 1, row, row). flash_attention_2 takes cu_seqlens instead (no mask); eager always has one.
+    ORPO/CPO/SimPO (memory/preference.py) pass the padded pairs' attention_mask (orpo_trainer.py,
+    cpo_trainer.py concatenated_forward): with any padded row create_causal_mask builds the same 4-D mask,
+    and chosen and rejected of one pair rarely have the same length.
     """
-    return t.attention == "sdpa" and t.packing != "none"
+    return t.attention == "sdpa" and (t.packing != "none" or t.objective in ("orpo", "cpo", "simpo"))
 
 
 def packed_mask_term(c: int) -> Term:

@@ -26,6 +26,21 @@ Read from TRL 1.16 (trl/trainer/dpo_trainer.py, trl/trainer/utils.py, trl/kernel
   under no_grad, one after the other: the reference moment is the DPO one on B rows; the first KL
   forward, with no saved activations under it, is lower.
 
+* ORPO, CPO and SimPO (trl/experimental/orpo/orpo_trainer.py, trl/experimental/cpo/cpo_trainer.py; SimPO is
+  CPOTrainer with loss_type simpo): no reference model. `concatenated_forward` stacks chosen and rejected (2B
+  rows, padded to the longer) and runs `model(input_ids, attention_mask, use_cache=False)`: no labels, no
+  fused head, so the full logits [2B, S, V] come back (`outputs.logits`), an fp32 copy of them when HF
+  Trainer runs with bf16/fp16 on (accelerate's `convert_outputs_to_fp32` around the prepared forward, the
+  compute-dtype logits freed after it). The NLL of the chosen half (ORPO always; CPO when cpo_alpha > 0,
+  TRL's default, SimPO included) is `nn.CrossEntropyLoss` on `logits[:B, :-1].contiguous()`: a copy of
+  B × (S - 1) × V and the log_softmax output it saves, in the logits' dtype (outside autocast). Then
+  `get_batch_logps` calls `selective_log_softmax(logits[:, :-1], labels)`, on CUDA with Triton the fused
+  kernel (trl/kernels/logprob_entropy.py): four fp32 vectors per position, and it saves the logits view
+  itself, so the full logits stay alive until backward. Backward: the kernel's `empty_like` gradient
+  (2B × (S - 1) × V), the slice's backward into zeros of [2B, S, V]; then the NLL's nll_loss and log_softmax
+  gradients (B × (S - 1) × V each), its two slice backwards (zeros of [B, S, V], then [2B, S, V]) and the
+  engine's out-of-place sum of the two [2B, S, V] gradients: three logits-sized buffers at once, the peak.
+
 Verified with `vramcalc.trace` (trace/_preference.py runs this step on the transformers model).
 """
 
@@ -34,7 +49,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from vramcalc.core.memory.loss import TOKEN_CHUNK, VOCAB_CHUNK
+from vramcalc.core.memory.loss import TOKEN_CHUNK, VOCAB_CHUNK, LossBytes
 from vramcalc.core.params import head_dim, kv_heads
 from vramcalc.core.units import dtype_bytes
 
@@ -43,6 +58,7 @@ if TYPE_CHECKING:
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
 PREFERENCE = ("dpo", "ipo", "kto")
+REFERENCE_FREE = ("orpo", "cpo", "simpo")  # TRL ORPOTrainer, CPOTrainer (sigmoid, simpo): full logits, no reference
 # Per-position outputs the trainer asks of the policy's fused head, scattered back to [rows, S - 1] and alive
 # until the loss is returned: DPOTrainer log_probs, entropy, mean_logits (fp32) and is_top1 (bool); KTOTrainer
 # the first three (trl/trainer/kto_trainer.py add_fused_lm_head outputs).
@@ -51,6 +67,49 @@ POLICY_OUTPUT_BYTES = {"dpo": 4 + 4 + 4 + 1, "ipo": 4 + 4 + 4 + 1, "kto": 4 + 4 
 
 def is_preference(t: TrainingSpec) -> bool:
     return t.objective in PREFERENCE
+
+
+def is_reference_free(t: TrainingSpec) -> bool:
+    return t.objective in REFERENCE_FREE
+
+
+def computes_nll(t: TrainingSpec) -> bool:
+    """The chosen half's NLL: ORPOTrainer always; CPOTrainer unless cpo_alpha == 0 (--no-chosen-nll)."""
+    return t.objective == "orpo" or (t.objective in ("cpo", "simpo") and t.chosen_nll)
+
+
+def logits_bytes(recipe: Recipe) -> int:
+    """Bytes per element of the logits the trainer sees: fp32 under autocast (accelerate's prepared forward
+    converts the outputs: accelerate/utils/operations.py convert_outputs_to_fp32), else the compute dtype."""
+    return 4 if recipe.autocast else dtype_bytes(recipe.compute)
+
+
+def logits_head_bytes(*, rows: int, seq: int, vocab: int, hidden: int, compute: int, logits: int,
+                      head_trainable: bool, nll: bool, head_grad: int, head_copy: int = 0) -> LossBytes:
+    """ORPO / CPO / SimPO after the final norm: the full logits and what log-softmax does with them (module
+    docstring). `logits`: their bytes per element; `head_grad`: the head's gradient bytes, once computed;
+    `head_copy`: the head weight's autocast cast, saved by its matmul, where the backward moments of
+    memory/__init__.py do not count the autocast copies (under checkpointing)."""
+    c, v, h, lb = compute, vocab, hidden, logits
+    tokens = rows * seq
+    shifted = rows * (seq - 1)  # positions with a next-token label
+    full = tokens * v * lb  # outputs.logits [2B, S, V]
+    half = (rows // 2) * (seq - 1) * v * lb  # the chosen half, shifted: CrossEntropyLoss's input copy and output
+    # Saved: the logits (the Triton log-prob kernel saves its input view), the NLL's log_softmax output, the
+    # kernel's int64 labels and fp32 log_z and expected logit; the head's input when the head trains.
+    logits_saved = full + (half if nll else 0) + 8 * shifted + 8 * shifted
+    saved = logits_saved + (c * h * tokens if head_trainable else 0)
+    # Forward: the compute-dtype logits next to their fp32 copy (accelerate's conversion), or the NLL's
+    # `.contiguous()` copy beside its log_softmax output; the kernel's fp32 outputs and the int64 label copies.
+    conversion = tokens * v * c - (half if nll else 0) if lb != c else 0
+    forward = max(conversion, half if nll else 0) + 16 * shifted + 16 * tokens
+    # Backward: with the NLL, the two [2B, S, V] gradients of the logits and their sum (the engine adds the two
+    # branches out of place); without it, the logits still saved next to the kernel's gradient.
+    peak = 3 * full if nll else full + shifted * v * lb
+    backward = max(peak - logits_saved, 0) + head_copy
+    # The head's backward: the summed gradient, its cast back to the compute dtype, the head's input gradient.
+    head_backward = full + (tokens * v * c if lb != c else 0) + 2 * c * h * tokens + head_grad + head_copy
+    return LossBytes(saved, forward, backward, head_backward, False)
 
 
 def policy_view(t: TrainingSpec) -> TrainingSpec:
@@ -66,7 +125,7 @@ def without_dropout(m: ModelSpec) -> ModelSpec:
 def rows(t: TrainingSpec) -> int:
     """Sequences in one forward: chosen and rejected stacked (2B) for dpo/ipo/reward; KTO's completions are
     unpaired (B rows, each with a KL row run separately under no_grad); sft: the batch."""
-    return 2 * t.batch_size if t.objective in ("dpo", "ipo", "reward") else t.batch_size
+    return 2 * t.batch_size if t.objective in ("dpo", "ipo", "reward", *REFERENCE_FREE) else t.batch_size
 
 
 def labelled_per_row(t: TrainingSpec) -> int:
@@ -164,6 +223,24 @@ def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePl
 def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
     """What the estimate assumed about the preference step (shown in every format); nothing per token, since
     memory/__init__.py keeps these notes with the token-independent plan."""
+    if is_reference_free(t):
+        loss_type = "simpo" if t.objective == "simpo" else "sigmoid"
+        trainer = "ORPOTrainer" if t.objective == "orpo" else f"CPOTrainer (loss_type {loss_type})"
+        nll = ("the NLL of the chosen half (CrossEntropyLoss: a copy of the chosen logits and their log_softmax)"
+               if computes_nll(t) else "no NLL term (cpo_alpha 0)")
+        from vramcalc.core.memory.precision import recipe_of
+
+        out = [f"{t.objective}: TRL {trainer}: no reference model; chosen and rejected stacked in one forward "
+               "(2 × --batch-size sequences of --seq-len) that returns the full logits [2B, S, vocab] (fp32 under "
+               f"amp: accelerate converts the outputs), kept for the log-prob kernel's backward; {nll}.",
+               "the logits' backward holds up to three logits-sized gradients at once (the two branches and "
+               "their sum): a longer --seq-len or larger vocabulary costs here first."]
+        recipe = recipe_of(t)
+        if not recipe.autocast and recipe.compute != "fp32":
+            out.append(f"logits counted in {recipe.compute} (no accelerate mixed precision); with TrainingArguments "
+                       "bf16/fp16 true (TRL's default) accelerate's convert_outputs_to_fp32 returns them in fp32: "
+                       "twice the logits terms (temporaries.loss_backward, activations.loss_saved).")
+        return tuple(out)
     if t.objective == "reward":
         return ("reward: TRL RewardTrainer: chosen and rejected stacked in one forward (2 × --batch-size sequences) "
                 "through AutoModelForSequenceClassification (a 1-output score head instead of lm_head: no logits "
