@@ -475,3 +475,17 @@ def test_explain_adds_up_to_the_core_for_any_run(m: ModelSpec, t: TrainingSpec) 
         assert sum(x.value for x in sec["activations_per_layer"].lines) == b.details["activations.per_layer"]
         assert max(x.value for x in sec["temporaries"].lines) <= b.temporaries
     assert to_text(e) and to_markdown(e) and json.dumps(to_json(e))
+
+
+@pytest.mark.parametrize("objective", ["orpo", "cpo", "simpo"])
+def test_reference_free_objectives_name_their_logits_head_and_mask(objective: str) -> None:
+    # ORPO / CPO / SimPO run the full logits of the 2B rows (memory/preference.py logits_head_bytes), not
+    # transformers' loss nor TRL's fused head, and sdpa gets the padded pairs' attention mask (not packed rows).
+    m = presets.find_model("qwen2.5-0.5b")
+    e = explain(m, TrainingSpec(method="full", objective=objective))
+    lines = {ln.key: ln for s in e.sections for ln in s.lines}
+    for key in ("activations.head.loss", "temporaries.loss_forward", "temporaries.loss_backward"):
+        assert lines[key].label.startswith("logits head: "), key
+        assert lines[key].source.startswith("memory/preference.py logits_head_bytes"), key
+        assert lines[key].formula == "memory/preference.py logits_head_bytes", key
+    assert lines["activations.shared.mask"].label == "4-D bool mask of the padded pairs (sdpa)"

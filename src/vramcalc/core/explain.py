@@ -75,6 +75,13 @@ _REWARD_LABELS = ("score head input (the last hidden states, compute dtype)",
                   "fp32 last hidden states' cast + [2B, S, 1] scores + the last-token search",
                   "the scores' gradient + the score's input gradient", "")
 # An objective's own head (memory/preference.py) that memory/loss.py does not label.
+# ORPO / CPO / SimPO (memory/preference.py logits_head_bytes): the full logits of the 2B rows, no fused head.
+_LOGITS_HEAD_LABELS = ("the logits and what log-probs and the chosen NLL save",
+                       "the logits' fp32 copy, the chosen half's copy and log-prob work",
+                       "gradients of the log-probs, the NLL and the two slices, summed",
+                       "the head's backward")
+SRC_LOGITS = ("memory/preference.py logits_head_bytes (TRL 1.16 trl/experimental/orpo/orpo_trainer.py, "
+              "trl/experimental/cpo/cpo_trainer.py concatenated_forward; trl/kernels/logprob_entropy.py)")
 _OBJECTIVE_HEAD_LABELS = ("the head's saved tensors", "the head's forward transients", "its backward transients",
                           "the head's backward")
 # What each Linear method trains per adapted module (core/peft_methods.py LinearRule.shapes, from peft's layer.py).
@@ -624,9 +631,12 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           + (f" (+ {t.virtual_tokens} prefix keys)" if keys != seq else ""), mask,
                           "rows × queries × keys × bytes", "transformers masking_utils.eager_mask"))
     elif masked_sdpa(t):  # packed rows under sdpa: a block-diagonal bool mask (memory/activations.py)
-        lines.append(Line("activations.shared.mask", "4-D bool mask of the packed rows (sdpa)",
+        packed = t.packing != "none"
+        lines.append(Line("activations.shared.mask", "4-D bool mask of the " + ("packed rows" if packed else
+                                                                               "padded pairs") + " (sdpa)",
                           f"1 B × {rows} rows × {_n(seq)} × {_n(seq)}", rows * seq * seq, "rows × row² × 1 B",
-                          "transformers masking_utils.sdpa_mask (find_packed_sequence_indices)"))
+                          "transformers masking_utils.sdpa_mask (" + ("find_packed_sequence_indices)" if packed
+                                                                     else "the attention_mask of padded rows)")))
     if d.get("activations.prompt_encoder"):
         lines.append(Line("activations.shared.prompt_encoder", f"{t.method} prompt encoder's saved tensors",
                           f"{t.virtual_tokens} virtual tokens × batch {t.batch_size}, adapter dtype "
@@ -651,7 +661,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     if loss != "hf":
         lines.append(Line("activations.head.loss", f"{_loss_name(loss)}: {_loss_labels(loss)[0]}",
                           _loss_inputs(t, loss, tokens, seq), d["activations.loss_saved"],
-                          "memory/loss.py loss_bytes", _loss_source(loss)))
+                          _loss_formula(loss), _loss_source(loss)))
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         linear_params += m.vocab_size * m.hidden_size
@@ -700,16 +710,16 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         labels, src = _loss_labels(loss), _loss_source(loss)
         inputs = _loss_inputs(t, loss, tokens, seq)
         tl[1:3] = [Line("temporaries.loss_forward", f"{_loss_name(loss)}: {labels[1]}", inputs, loss_fwd,
-                        "memory/loss.py loss_bytes", src),
+                        _loss_formula(loss), src),
                    Line("temporaries.loss_backward", f"{_loss_name(loss)}: {labels[2]}", inputs, loss_bwd,
-                        "memory/loss.py loss_bytes", src)]
+                        _loss_formula(loss), src)]
         if d.get("temporaries.head_gradient_in_forward"):
             tl.append(Line("temporaries.head_gradient_in_forward", "the head's gradient, allocated in forward",
                            f"{_n(v)} × {_n(m.hidden_size)} × {dtype_bytes(recipe.grad)} B",
                            d["temporaries.head_gradient_in_forward"], "vocab × hidden × gradient bytes", src))
         if d.get("temporaries.head_backward"):
             tl.append(Line("temporaries.head_backward", labels[3], tok, d["temporaries.head_backward"],
-                           "memory/loss.py loss_bytes", src))
+                           _loss_formula(loss), src))
     if "temporaries.reference_forward" in d:  # memory/preference.py ReferencePlan.peak, a moment of its own
         tl.append(Line("temporaries.reference_forward", f"reference model's no-grad forward ({pref.resolve_ref(t)})",
                        f"the larger of one no-grad layer over {tok} and its fused head over "
@@ -744,22 +754,34 @@ def _loss_of(t: TrainingSpec, d: dict[str, int]) -> str:
         return "trl"
     if t.objective == "reward":
         return "reward"
+    if pref.is_reference_free(t):
+        return "logits"  # ORPO / CPO / SimPO: the full logits of the 2B rows (memory/preference.py)
     return t.loss if t.loss != "hf" else t.objective
 
 
 def _loss_labels(loss: str) -> tuple[str, str, str, str]:
     if loss == "reward":
         return _REWARD_LABELS
+    if loss == "logits":
+        return _LOGITS_HEAD_LABELS
     return LOSS_LABELS.get(loss, _OBJECTIVE_HEAD_LABELS)
 
 
 def _loss_source(loss: str) -> str:
+    if loss == "logits":
+        return SRC_LOGITS
     return SRC_REWARD if loss == "reward" else LOSS_SOURCES.get(loss, SRC_PREFERENCE)
+
+
+def _loss_formula(loss: str) -> str:
+    return "memory/preference.py logits_head_bytes" if loss == "logits" else "memory/loss.py loss_bytes"
 
 
 def _loss_name(loss: str) -> str:
     if loss in LOSS_SOURCES:
         return "TRL fused log-prob head" if loss == "trl" else f"loss {loss}"
+    if loss == "logits":
+        return "logits head"
     return "score head" if loss == "reward" else f"{loss} head"
 
 
