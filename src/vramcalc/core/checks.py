@@ -73,6 +73,9 @@ def check_sequence(model: ModelSpec, seq_len: int) -> tuple[str, ...]:
 def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
     """Every check that does not depend on the batch or sequence (memory.estimate caches it with its plan)."""
     notes: list[str] = []
+    from vramcalc.core.memory import encoder  # encoders: the head options and the runs they cover
+
+    encoder.check(model, training)
     if model.has_architecture:
         heads = model.num_attention_heads or 1
         kv = model.num_kv_heads or heads

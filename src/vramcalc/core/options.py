@@ -21,6 +21,7 @@ from vramcalc.core.vocab import (
     ATTENTIONS,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
+    HEADS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -165,6 +166,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("ref_model", REF_MODELS, "auto",
         "DPO/KTO reference: auto (a copy; LoRA: the base with adapters off), copy, adapters-off, precomputed."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
+    # Encoders (memory/encoder.py).
+    Opt("head", HEADS, "auto",
+        "Encoder task head: seq-cls (pooler + classifier; auto for encoders) or mlm (masked LM over the vocab)."),
+    Opt("num_labels", int, 2, "Labels of an encoder's sequence classifier (--head seq-cls)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

@@ -20,6 +20,7 @@ from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
+from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import preference as _preference
@@ -288,6 +289,7 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     checked = check_settings(model, training)  # first: SpecError before any arithmetic on an impossible run
+    model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     if _preference.is_preference(training) and model.dropout:
         model = _preference.without_dropout(model)  # DPOConfig disable_dropout=True
     recipe = recipe_of(training)
@@ -474,7 +476,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
     batch1_t = sum(x.per_token for x in layer.terms if x.batch1_only)  # only at batch size 1
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
-    head = head_activations(m, t, recipe, head_trainable)
+    head = (_encoder.head_activations if _encoder.is_encoder(m) else head_activations)(m, t, recipe, head_trainable)
     # LoRA/QLoRA without checkpointing: the frozen embedding's output needs no gradient, so layer 0 saves
     # nothing before its first adapter (the attention norm's input, and more when the first adapter is
     # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
@@ -549,7 +551,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         attn_fwd_ts += per_layer_ts
     # Gradient of the head (and final norm) appears at the start of backward; the rest layer by layer.
     reward = t.objective == "reward"  # a score head instead of lm_head (memory/reward.py)
-    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not reward \
+    no_vocab = reward or not _encoder.vocab_head(m)  # an encoder's sequence classifier: no vocab-wide head either
+    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not no_vocab \
         else 0
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
@@ -558,7 +561,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # the tracer): the head's gradient, the embedding's and their sum coexist (2 beyond `gradients`).
     end_t = 0
     if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
-        tied = m.tie_word_embeddings and not reward
+        tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = []
     if eager_only(m) and t.attention == "sdpa":
@@ -593,7 +596,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
-        end_tied=(m.tie_word_embeddings and not reward) or t.method == "trainable-tokens", notes=tuple(notes),
+        end_tied=(m.tie_word_embeddings and not no_vocab) or t.method == "trainable-tokens", notes=tuple(notes),
         loss="trl" if _preference.is_preference(t) else "reward" if reward else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
         - (c * m.vocab_size if m.family == "gemma2" else 0),

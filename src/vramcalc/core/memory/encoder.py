@@ -1,0 +1,115 @@
+"""Encoders with task heads (BERT, RoBERTa / XLM-R, DistilBERT): what differs from a causal LM, in bytes.
+
+The blocks are the decoder arithmetic of memory/activations.py with the encoder's shape (post-LayerNorm,
+biases, a plain GELU MLP, learned positions, dropout: io/hf_config.py _bert), with no causal mask:
+transformers 5 builds the encoders' mask with masking_utils.create_bidirectional_mask, which returns None
+without a padding mask, so sdpa runs unmasked (flash) and eager adds no mask. What is the encoder's own:
+- the head is a run option (--head): AutoModelForSequenceClassification (modeling_bert.py BertPooler + the
+  classifier; RobertaClassificationHead; DistilBERT's pre_classifier + classifier) or AutoModelForMaskedLM
+  (the transform, its LayerNorm and the decoder tied to the word embeddings), so `for_run` gives the model
+  the run's head before its parameters are counted;
+- the loss: cross-entropy over num_labels on the first token (nothing per token), or, for the masked LM,
+  torch's CrossEntropyLoss on the vocab-wide logits of every position in the compute dtype
+  (BertForMaskedLM.forward: `CrossEntropyLoss()(prediction_scores.view(-1, vocab_size), labels.view(-1))`,
+  no fp32 upcast; under CUDA autocast log_softmax is on the fp32 list).
+Standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from vramcalc.core.errors import SpecError
+from vramcalc.core.units import dtype_bytes
+from vramcalc.core.vocab import ENCODER_FAMILIES
+
+if TYPE_CHECKING:
+    from vramcalc.core.memory.activations import HeadActivations, Term
+    from vramcalc.core.memory.precision import Recipe
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
+
+ENCODER_METHODS = ("full", "lora", "qlora", "freeze")
+
+
+def is_encoder(m: ModelSpec) -> bool:
+    """Whether `m` is an encoder-only model (vocab.ENCODER_FAMILIES)."""
+    return m.family in ENCODER_FAMILIES
+
+
+def for_run(m: ModelSpec, t: TrainingSpec) -> ModelSpec:
+    """The encoder with the run's task head (--head, --num-labels); any other model unchanged."""
+    if not is_encoder(m):
+        return m
+    mlm = t.head == "mlm"
+    if m.mlm_head == mlm and m.num_labels == t.num_labels:
+        return m
+    return replace(m, mlm_head=mlm, num_labels=t.num_labels)
+
+
+def vocab_head(m: ModelSpec) -> bool:
+    """Whether the model ends in a vocab-wide head (a causal LM, or an encoder's masked-LM head)."""
+    return not is_encoder(m) or m.mlm_head
+
+
+def check(m: ModelSpec, t: TrainingSpec) -> None:
+    """SpecError for a run the encoder arithmetic does not cover, or a head option on a causal LM."""
+    if not is_encoder(m):
+        if t.head != "auto" or t.num_labels != 2:
+            raise SpecError("", f"--head and --num-labels choose an encoder's task head ({', '.join(ENCODER_FAMILIES)}"
+                            f"); {m.name} is a causal LM: drop them")
+        return
+    if t.mode == "inference":
+        raise SpecError("", f"{m.name} is an encoder: --mode inference (one forward, no KV cache) is not modelled "
+                        "for encoders; estimate a training step")
+    if t.method not in ENCODER_METHODS:
+        raise SpecError("", f"--method {t.method} is not modelled for encoders such as {m.name}: use "
+                        f"{', '.join(ENCODER_METHODS)}")
+    if t.objective != "sft" or t.loss != "hf" or t.packing != "none":
+        raise SpecError("", f"{m.name} is an encoder: --objective, --loss and --packing apply to causal LMs; "
+                        "drop them")
+
+
+def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> HeadActivations:
+    """The head's saved tensors and the loss's transients, in bytes per token."""
+    from vramcalc.core.memory.activations import HeadActivations
+
+    terms = head_terms(m, t, recipe, head_trainable)
+    saved = sum(x.per_token for x in terms)
+    if not m.mlm_head:
+        return HeadActivations(saved, 0, 0)  # the loss reads batch x num_labels logits: nothing per token
+    assert m.vocab_size is not None
+    c = dtype_bytes(recipe.compute)
+    ls = 4 if recipe.autocast or recipe.compute == "fp32" else c  # log_softmax's dtype
+    v = m.vocab_size
+    # Forward: the logits (the decoder's output), and under autocast their fp32 cast, next to the saved output.
+    fwd = c * v + (4 * v if ls != c else 0)
+    # Backward: nll_loss's gradient and log_softmax's input gradient, in log_softmax's dtype.
+    bwd = 2 * ls * v
+    return HeadActivations(saved, fwd, bwd)
+
+
+def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> tuple[Term, ...]:
+    """The named parts of the head's saved set (bytes per token), for `vramcalc explain`."""
+    from vramcalc.core.memory.activations import Term, _act_saved_bytes
+
+    assert m.hidden_size is not None and m.vocab_size is not None
+    c = dtype_bytes(recipe.compute)
+    h = m.hidden_size
+    if not m.mlm_head:
+        # BertPooler / DistilBERT's pre_classifier read hidden_states[:, 0], a view: a trained dense saves it and
+        # so keeps the whole last hidden state alive. RobertaClassificationHead drops out the first token first
+        # (a new batch x hidden tensor): nothing per token.
+        keeps = head_trainable and m.family in ("bert", "distilbert")
+        return (Term("pooler input (a view of the last hidden state)", c * h),) if keeps else ()
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    ls = residual  # log_softmax: fp32 under autocast (CUDA's fp32 list) or in fp32 runs, else the compute dtype
+    out: list[Term] = []
+    if head_trainable:
+        out.append(Term("mlm transform dense input", c * h))
+    out.append(Term("mlm transform activation input", _act_saved_bytes(m.hidden_act, c, recipe.autocast) * h))
+    out.append(Term("mlm transform LayerNorm (input, mean, rstd)", residual * h + 8))
+    if head_trainable:
+        out.append(Term("mlm decoder input", c * h))
+    out.append(Term("log_softmax output", ls * m.vocab_size))
+    return tuple(out)
