@@ -290,10 +290,11 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     checked = check_settings(model, training)  # first: SpecError before any arithmetic on an impossible run
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
+    encoder_notes = _encoder.notes(model, training)
     if _preference.is_preference(training) and model.dropout:
         model = _preference.without_dropout(model)  # DPOConfig disable_dropout=True
     recipe = recipe_of(training)
-    notes: list[str] = []
+    notes: list[str] = list(encoder_notes)
     chosen = auto_precision_note(training)
     if chosen:
         notes.append(chosen)
@@ -457,6 +458,7 @@ class _ActivationPlan:
     layers_less_t: int = 0
     layers_less_ts: int = 0
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
+    late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -609,6 +611,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
+        late_grads=_encoder.late_gradient_bytes(m, t, recipe) if full_like and not _distributed.is_parallel(t) else 0,
     )
 
 
@@ -659,6 +662,7 @@ def _transformer_phases(
         head_bwd_t = lb.head_backward if lb.head_backward else -1
     host_t = 0
     acc, g_top = grads_live_fwd, max(grads_live_fwd, g_head)
+    late_g = 0 if accum else min(p.late_grads, gradients)  # accumulating: every gradient exists from the start
     # The moments of each phase as named terms (memory/moments.py): the phase is the largest of them.
     if p.checkpointing or p.offload:
         # HF gradient_checkpointing_enable (transformers 5 modeling_utils: default {"use_reentrant": False},
@@ -694,7 +698,7 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
                             (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM_CK,
-                        (gradients, once, recomputed - bottom_less, copies, layer_bwd_t)))
+                        (gradients - late_g, once, recomputed - bottom_less, copies, layer_bwd_t)))
     else:
         bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
         acts_layers = saving_layers * per_layer - (p.layers_less_t * tokens + p.layers_less_ts * token_seq
@@ -719,7 +723,7 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP,
                             (g_top, acts_layers, once, autocast_copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM,
-                        (gradients, once, bottom_acts, bottom_copies, layer_bwd_t)))
+                        (gradients - late_g, once, bottom_acts, bottom_copies, layer_bwd_t)))
     reference = 0
     forward_moments = 2
     if p.reference is not None:  # DPO: the reference's no-grad forward after the policy's (memory/preference.py)

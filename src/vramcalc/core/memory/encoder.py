@@ -113,3 +113,49 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
         out.append(Term("mlm decoder input", c * h))
     out.append(Term("log_softmax output", ls * m.vocab_size))
     return tuple(out)
+
+
+def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """Gradients that appear only after the bottom layer's backward: a sequence classifier's embedding tables
+    (word, position, token type) and their LayerNorm, which no head shares (the masked LM's decoder is the word
+    embedding, whose gradient exists from the start of backward). Full fine-tuning only (the caller's rule).
+    Measured with the tracer: bert-base-uncased seq-cls with checkpointing peaks in layer 0's backward with
+    every gradient but these (embedding_dense_backward comes last)."""
+    from vramcalc.core.params import inventory
+
+    if not is_encoder(m) or m.mlm_head or t.method != "full":
+        return 0
+    numel = sum(x.numel for x in inventory(m) if x.kind in ("embedding", "position"))
+    numel += 2 * (m.hidden_size or 0)  # the embedding LayerNorm's weight and bias
+    return numel * dtype_bytes(recipe.grad)
+
+
+def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
+    """What an encoder estimate assumes (shown in every format)."""
+    if not is_encoder(m):
+        return ()
+    if m.mlm_head:
+        head = ("masked LM (AutoModelForMaskedLM): logits and cross-entropy over the vocabulary at every position, "
+                "as BertForMaskedLM computes them (labels -100 mask positions out of the loss, not of the logits)")
+    else:
+        head = (f"sequence classification (AutoModelForSequenceClassification, {m.num_labels} labels): the first "
+                "token's pooled vector and a classifier, nothing vocabulary-wide")
+        if t.method in ("lora", "qlora"):
+            head += "; peft's SEQ_CLS task trains a copy of the classifier (modules_to_save)"
+    return (f"encoder {m.name}: bidirectional attention without a padding mask (unpadded batches); head: {head}.",)
+
+
+def saved_head_tensors(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[tuple[int, ...], int], ...]:
+    """(shape, count) of the head modules peft trains beside LoRA adapters: SEQ_CLS puts "classifier" and
+    "score" in modules_to_save (peft_model.py PeftModelForSequenceClassification), matched as a name suffix
+    (tuners_utils.py), so RoBERTa's whole RobertaClassificationHead (dense + out_proj) and DistilBERT's
+    pre_classifier with its classifier are copied and trained; BERT's pooler is not (only its classifier).
+    The masked LM (no task type) trains adapters only."""
+    if not is_encoder(m) or m.mlm_head or t.method not in ("lora", "qlora"):
+        return ()
+    assert m.hidden_size is not None
+    h, n = m.hidden_size, m.num_labels
+    out: tuple[tuple[tuple[int, ...], int], ...] = (((n, h), 1), ((n,), 1))
+    if m.family != "bert":
+        out += (((h, h), 1), ((h,), 1))
+    return out
