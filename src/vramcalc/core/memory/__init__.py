@@ -515,11 +515,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
     once_t = 0 if m.learned_position_embeddings or m.alibi else 2 * c * head_dim(m)
     once_ts = 0
-    if m.embedding_norm and full_like:
+    if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t)):
         # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
         # weight is trained (LoRA: neither, so nothing).
         once_t += (4 if recipe.autocast or recipe.compute == "fp32" else c) * m.hidden_size + 8
-    if t.attention == "eager" or eager_only(m):
+    if (t.attention == "eager" or eager_only(m)) and not _encoder.is_encoder(m):  # encoders: no mask (encoder.py)
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * rows * row * row
     elif masked_sdpa(t):
         once_ts = 1  # the packed 4-D bool mask (masking_utils.sdpa_mask): rows * row * row
@@ -531,7 +531,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     autocast_copies = layer_copies = 0
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
-        linear_params += m.vocab_size * m.hidden_size
+        if _encoder.vocab_head(m):  # a classifier's encoder multiplies by no vocab-wide matrix
+            linear_params += m.vocab_size * m.hidden_size
         autocast_copies = dtype_bytes(recipe.compute) * linear_params
         layer_copies = autocast_copies // n_layers
         if _distributed.sharding_stage(t) == 3:

@@ -246,6 +246,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
         own = linear_input("qkv_proj", qkv_mods, h)
+        if recipe.autocast and tw and not m.fused_qkv and m.family in ENCODER_FAMILIES:
+            # Under CUDA autocast the post-LayerNorm residual stream is fp32, and query, key and value each cast
+            # it to 16 bits on their own (autocast caches casts of leaf weights only): three saved copies, not
+            # one (measured with the tracer, bert-base-uncased amp-bf16: 2 x 2 B x hidden more per layer).
+            terms.append(Term("key, value inputs: their own 16-bit casts (autocast)", 2 * c * h))
         attn_live = live or own
         if m.qk_norm:
             # Per-head norms on q and k, the same rule as any norm: the fp32 input when it needs a gradient

@@ -159,3 +159,10 @@ def saved_head_tensors(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[tuple[int, 
     if m.family != "bert":
         out += (((h, h), 1), ((h,), 1))
     return out
+
+
+def embedding_output_grad(m: ModelSpec, t: TrainingSpec) -> bool:
+    """Whether a frozen encoder's embedding output needs a gradient: checkpointing with adapters calls
+    enable_input_require_grads (transformers modeling_utils), so the embedding LayerNorm saves its input, mean
+    and rstd (measured with the tracer, bert-base-uncased LoRA with checkpointing: 2 B x hidden + 8 per token)."""
+    return is_encoder(m) and t.grad_checkpointing and t.method not in ("full", "freeze")
