@@ -44,7 +44,8 @@ decode. Written to accuracy_inference.{json,md}.
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference|peft|families|encoders]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py
+        [--grid base|savers|packing|presets|preference|inference|peft|families|encoders]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -491,9 +492,9 @@ def main() -> None:
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
-                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; families: issue 15's "
-                    "model_types at two shapes, without and with checkpointing; encoders: issue 15's 32 "
-                    "BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads)")
+                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; "
+                    "families: issue 15's model_types at two shapes, without and with checkpointing; "
+                    "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads)")
     args = ap.parse_args()
     versions = _versions()
     # presets and encoders keep their own trace cache (trace_cache_presets.json, trace_cache_encoders.json)

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vramcalc.core.describe import assumptions, settings
-from vramcalc.core.memory import Breakdown, estimate
+from vramcalc.core.memory import Breakdown, encoder, estimate
 from vramcalc.core.memory.activations import eager_only, head_terms, layer_activations
 from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
 from vramcalc.core.memory.loss import SOURCES as LOSS_SOURCES
 from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, TORCHAO_STATES, optimizer_bytes, state_dtype
-from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.memory.precision import Recipe, recipe_of
 from vramcalc.core.memory.savers import largest_tensor
 from vramcalc.core.memory.weights import (
     DQ_BLOCK,
@@ -128,11 +128,24 @@ def fmt_value(value: int, kind: Kind, unit: str = "GB") -> str:
     return f"{value / scale:,.2f} {unit}"
 
 
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def residual_bytes(recipe: Recipe) -> int:
+    """The residual stream's bytes per element: fp32 under autocast or in fp32 runs, else the compute dtype."""
+    return 4 if recipe.autocast or recipe.compute == "fp32" else dtype_bytes(recipe.compute)
+
+
 def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """Build the explanation of `estimate(model, training)`."""
     b = estimate(model, training)
     if training.mode == "inference":
         return _explain_inference(model, training, b)
+    model = encoder.for_run(model, training)  # an encoder with the run's task head (memory/encoder.py)
     recipe = recipe_of(training)
     w = weight_bytes(model, training, recipe)
     notes: list[str] = []
@@ -233,8 +246,14 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                     f"model in {recipe.weight}" if p * wb else "")
     if t.method in ("lora", "qlora"):
         a = dtype_bytes(t.adapter_dtype)
-        lines.append(Line("weights.adapters", "LoRA adapters", f"{_n(w.trainable)} params × {a} B ({t.adapter_dtype})",
-                          w.trainable * a, "adapter parameters × bytes per adapter weight", SRC_LORA))
+        head = sum(_numel(shape) * count for shape, count in encoder.saved_head_tensors(m, t))
+        lines.append(Line("weights.adapters", "LoRA adapters",
+                          f"{_n(w.trainable - head)} params × {a} B ({t.adapter_dtype})",
+                          (w.trainable - head) * a, "adapter parameters × bytes per adapter weight", SRC_LORA))
+        if head:  # memory/encoder.py saved_head_tensors: peft SEQ_CLS modules_to_save
+            lines.append(Line("weights.classifier_copy", "trained copy of the classifier head",
+                              f"{_n(head)} params × {wb} B ({recipe.weight})", head * wb,
+                              "head parameters × bytes per weight", "peft peft_model.py modules_to_save"))
     return Section("weights", "weights", b.weights, tuple(lines), tuple(x for x in text if x))
 
 
@@ -407,7 +426,12 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
                           f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
                           "transformers LlamaRotaryEmbedding"))
-    if t.attention == "eager" or eager_only(m):  # BLOOM, Gemma 2: transformers runs them eager
+    if m.embedding_norm and encoder.is_encoder(m) and (full_like or encoder.embedding_output_grad(m, t)):
+        emb_ln = (residual_bytes(recipe) * m.hidden_size + 8) * tokens
+        lines.append(Line("activations.shared.embedding_norm", "embedding LayerNorm (input, mean, rstd)",
+                          f"({residual_bytes(recipe)} B × {_n(m.hidden_size)} hidden + 8 B) × {tok}", emb_ln,
+                          "(hidden × bytes + 8) × tokens", "torch native_layer_norm (modeling_bert.py BertEmbeddings)"))
+    if (t.attention == "eager" or eager_only(m)) and not encoder.is_encoder(m):  # BLOOM, Gemma 2 run eager
         mask = c * t.batch_size * seq * seq
         lines.append(Line("activations.shared.mask", "4-D causal mask (eager attention)",
                           f"{c} B × batch {t.batch_size} × {_n(seq)} × {_n(seq)}", mask, "batch × seq² × bytes",
@@ -416,7 +440,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         drop = m.hidden_size * tokens
         lines.append(Line("activations.shared.dropout", "embedding dropout mask",
                           f"1 B × {_n(m.hidden_size)} hidden × {tok}", drop, "hidden × tokens", "torch fused dropout"))
-    for term in head_terms(m, t, recipe, head_trainable):
+    for term in (encoder.head_terms if encoder.is_encoder(m) else head_terms)(m, t, recipe, head_trainable):
         if t.loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
@@ -427,7 +451,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           "memory/loss.py loss_bytes", LOSS_SOURCES[t.loss]))
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
-        linear_params += m.vocab_size * m.hidden_size
+        linear_params += m.vocab_size * m.hidden_size if encoder.vocab_head(m) else 0
         lines.append(Line("activations.autocast_weight_copies", "autocast's 16-bit weight copies",
                           f"{_n(linear_params)} Linear params × {c} B ({recipe.compute})",
                           d["activations.autocast_weight_copies"],

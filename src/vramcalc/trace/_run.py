@@ -21,15 +21,6 @@ from vramcalc.trace._step import TraceResult, _fakeify, trace_module_step
 def _task_type(model: ModelSpec, training: TrainingSpec) -> str | None:
     """peft's task type: SEQ_CLS keeps a classifier trainable (peft_model.py PeftModelForSequenceClassification
     adds "classifier" and "score" to modules_to_save); a masked LM has none (a plain PeftModel)."""
-    if training.packing != "none":  # packed rows / one padding-free row, position_ids restarting per sequence
-        make_inputs = _packed_inputs(training, vocab)  # noqa: F811
-        notes.append(f"packing {training.packing}: position_ids restart per sequence"
-                     + (" (padding-free: one row of batch x seq_len)" if training.packing == "padding-free" else ""))
-
-    def loss_fn(m: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        # Keep only the loss; the outputs (logits) are dropped, as HF Trainer's compute_loss does.
-        return m(**inputs, use_cache=False).loss  # type: ignore[no-any-return]
-
     from vramcalc.core.memory.encoder import is_encoder
 
     if is_encoder(model):
@@ -144,6 +135,15 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         ids = torch.randint(0, vocab, (b, s), dtype=torch.long)
         return {"input_ids": ids, "labels": torch.randint(0, vocab, (b, s), dtype=torch.long)}
 
+    if training.packing != "none":  # packed rows / one padding-free row, position_ids restarting per sequence
+        make_inputs = _packed_inputs(training, vocab)  # noqa: F811
+        notes.append(f"packing {training.packing}: position_ids restart per sequence"
+                     + (" (padding-free: one row of batch x seq_len)" if training.packing == "padding-free" else ""))
+
+    def loss_fn(m: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        # Keep only the loss; the outputs (logits) are dropped, as HF Trainer's compute_loss does.
+        return m(**inputs, use_cache=False).loss  # type: ignore[no-any-return]
+
     from vramcalc.core.memory.encoder import is_encoder
 
     if is_encoder(model):  # one label per sequence (seq-cls) or a label at every position (mlm)
@@ -160,6 +160,7 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
 
         notes.append("encoder: AutoModelForMaskedLM" if training.head == "mlm" else
                      f"encoder: AutoModelForSequenceClassification ({n_labels} labels)")
+
     from vramcalc.core.memory.preference import is_preference, resolve_ref
 
     pref = is_preference(training)
