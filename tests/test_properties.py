@@ -45,7 +45,7 @@ from vramcalc.core.searches import (
     with_changes,
 )
 from vramcalc.core.specs import GpuSpec, ModelSpec, TrainingSpec
-from vramcalc.core.vocab import METHODS, MODES, ZERO_STAGES
+from vramcalc.core.vocab import ENCODER_FAMILIES, METHODS, MODES, ZERO_STAGES
 from vramcalc.io import presets, validate
 
 PRESET_MODELS = [s for s in presets.models().specs if isinstance(s, ModelSpec)]
@@ -108,6 +108,18 @@ def architectures(draw: st.DrawFn, families: tuple[str, ...] = ("moe", "mla", "s
     if "sliding" in families and draw(st.booleans()):
         kw.update(sliding_window=draw(st.integers(1, 8192)),
                   sliding_window_layers=_maybe(draw, st.integers(0, layers)))
+    if draw(st.integers(0, 7)) == 0:  # an encoder (memory/encoder.py): BERT's block, dense, standard attention
+        kw.update(family=draw(st.sampled_from(ENCODER_FAMILIES)), mlp="plain", norm="layernorm", norms_per_layer=2,
+                  post_norms=True, final_norm=False, embedding_norm=True, learned_position_embeddings=True,
+                  max_position_embeddings=draw(st.integers(1, 8192)), type_vocab_size=draw(st.integers(0, 2)),
+                  attention_kind="standard", fused_qkv=False, fused_gate_up=False, parallel_residual=False,
+                  num_experts=0, experts_per_token=0, sliding_window=None, sliding_window_layers=None,
+                  shared_expert_gate=False, router_bias=False, alibi=False, qk_norm=False, qk_norm_full=False,
+                  num_kv_heads=None)
+        for key in ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+                    "moe_intermediate_size", "shared_expert_intermediate_size", "moe_capacity_factor"):
+            kw.pop(key, None)
+        kw.update(num_shared_experts=0, first_dense_layers=0)
     return ModelSpec(**kw)
 
 
@@ -198,6 +210,10 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     kw["prompt_len"] = draw(st.integers(0, kw["seq_len"] - 1)) if with_prompt else 0
     if not kw["grad_checkpointing"]:
         kw["ac_every"] = 1
+    # An encoder's task head (memory/encoder.py): a causal LM refuses --head, so it is drawn for a quarter of runs
+    if draw(st.integers(0, 3)):
+        kw["head"] = "auto"
+    kw["num_labels"] = draw(st.sampled_from([2, 3, 1000])) if kw["head"] == "seq-cls" else 2
     return TrainingSpec(**kw)
 
 
