@@ -682,7 +682,7 @@ def test_a_tensor_or_pipeline_degree_the_model_cannot_take_is_refused_naming_it(
     except VramcalcError as e:
         assert ("--tp" in str(e) and tp > 1) or ("--pp" in str(e) and pp > 1) or "LoRA" in str(e) \
             or "--lora" in str(e) or "--freeze" in str(e) or "--seq-len" in str(e) \
-            or "needs the architecture" in str(e), str(e)
+            or "needs the architecture" in str(e) or "encoder" in str(e), str(e)  # memory/encoder.py: --head
         return
     if m.has_architecture:
         heads, kv = m.num_attention_heads or 1, m.num_kv_heads or m.num_attention_heads or 1

@@ -213,7 +213,7 @@ def encoder_head_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     + vocab_layer_norm), the decoder tied to the word embeddings, and its vocab-wide bias.
     """
     assert m.hidden_size is not None and m.vocab_size is not None
-    h = m.hidden_size
+    h, labels = m.hidden_size, m.num_labels or 2  # 0: not chosen, transformers' default of 2
     if m.mlm_head:
         return (ParamTensor("mlm_transform", "head", (h, h), 1, "mlm_transform", False),
                 ParamTensor("mlm_transform.bias", "head", (h,), 1, "mlm_transform", False),
@@ -221,8 +221,8 @@ def encoder_head_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
                 ParamTensor("mlm_decoder.bias", "head", (m.vocab_size,), 1, "mlm_decoder", False))
     return (ParamTensor("pooler", "head", (h, h), 1, "pooler", False),
             ParamTensor("pooler.bias", "head", (h,), 1, "pooler", False),
-            ParamTensor("classifier", "head", (m.num_labels, h), 1, "classifier", False),
-            ParamTensor("classifier.bias", "head", (m.num_labels,), 1, "classifier", False))
+            ParamTensor("classifier", "head", (labels, h), 1, "classifier", False),
+            ParamTensor("classifier.bias", "head", (labels,), 1, "classifier", False))
 
 
 def count_params(m: ModelSpec) -> int:

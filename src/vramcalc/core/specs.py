@@ -178,10 +178,11 @@ class ModelSpec:
     alibi: bool = False  # ALiBi position bias (BLOOM): no rotary tables, and an eager-only attention (baddbmm)
     # Encoders (vocab.ENCODER_FAMILIES, memory/encoder.py): token-type embeddings (BERT 2, RoBERTa 1, DistilBERT
     # none) and the task head the run chose (memory/encoder.py for_run sets both from --head / --num-labels:
-    # a sequence classifier of num_labels, or the masked-LM head). Decoders ignore them.
+    # a sequence classifier of num_labels, or the masked-LM head). Decoders ignore them. num_labels 0: not chosen
+    # yet, counted as transformers' default of 2 (PretrainedConfig num_labels).
     type_vocab_size: int = 0
     mlm_head: bool = False
-    num_labels: int = 2
+    num_labels: int = 0
 
     # Mixture of experts (0 experts: a dense model).
     num_experts: int = 0
@@ -221,7 +222,7 @@ class ModelSpec:
                          "sliding_window", "moe_intermediate_size", "shared_expert_intermediate_size",
                          "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
                          "published_parameters"), POSITIVE),
-        "num_labels": (*POSITIVE, COUNT_CAP),
+        "num_labels": (*NON_NEGATIVE, COUNT_CAP),
         "type_vocab_size": (*NON_NEGATIVE, COUNT_CAP),
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),

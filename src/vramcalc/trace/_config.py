@@ -40,7 +40,7 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                 "hidden_dim": model.intermediate_size, "activation": model.hidden_act,
                 "max_position_embeddings": model.max_position_embeddings or 512, "dropout": model.dropout,
                 "attention_dropout": model.dropout, "seq_classif_dropout": model.dropout, "pad_token_id": 0,
-                "num_labels": model.num_labels}
+                "num_labels": model.num_labels or 2}
     if family in ("bert", "roberta", "xlm-roberta"):  # configuration_bert.py / _roberta.py names
         return {"model_type": family, "vocab_size": model.vocab_size, "hidden_size": model.hidden_size,
                 "num_hidden_layers": model.num_layers, "num_attention_heads": model.num_attention_heads,
@@ -48,7 +48,7 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                 "max_position_embeddings": model.max_position_embeddings or 512,
                 "type_vocab_size": model.type_vocab_size, "hidden_dropout_prob": model.dropout,
                 "attention_probs_dropout_prob": model.dropout, "pad_token_id": 1 if family != "bert" else 0,
-                "num_labels": model.num_labels}
+                "num_labels": model.num_labels or 2}
     if family == "bloom":
         return {"model_type": "bloom", "hidden_size": model.hidden_size, "n_layer": model.num_layers,
                 "n_head": model.num_attention_heads, "hidden_dropout": model.dropout, "attention_dropout": 0.0,

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from vramcalc.core.errors import SpecError
 from vramcalc.core.units import dtype_bytes
 from vramcalc.core.vocab import ENCODER_FAMILIES
 
@@ -28,9 +27,6 @@ if TYPE_CHECKING:
     from vramcalc.core.memory.activations import HeadActivations, Term
     from vramcalc.core.memory.precision import Recipe
     from vramcalc.core.specs import ModelSpec, TrainingSpec
-
-ENCODER_METHODS = ("full", "lora", "qlora", "freeze")
-
 
 def is_encoder(m: ModelSpec) -> bool:
     """Whether `m` is an encoder-only model (vocab.ENCODER_FAMILIES)."""
@@ -50,24 +46,6 @@ def for_run(m: ModelSpec, t: TrainingSpec) -> ModelSpec:
 def vocab_head(m: ModelSpec) -> bool:
     """Whether the model ends in a vocab-wide head (a causal LM, or an encoder's masked-LM head)."""
     return not is_encoder(m) or m.mlm_head
-
-
-def check(m: ModelSpec, t: TrainingSpec) -> None:
-    """SpecError for a run the encoder arithmetic does not cover, or a head option on a causal LM."""
-    if not is_encoder(m):
-        if t.head != "auto" or t.num_labels != 2:
-            raise SpecError("", f"--head and --num-labels choose an encoder's task head ({', '.join(ENCODER_FAMILIES)}"
-                            f"); {m.name} is a causal LM: drop them")
-        return
-    if t.mode == "inference":
-        raise SpecError("", f"{m.name} is an encoder: --mode inference (one forward, no KV cache) is not modelled "
-                        "for encoders; estimate a training step")
-    if t.method not in ENCODER_METHODS:
-        raise SpecError("", f"--method {t.method} is not modelled for encoders such as {m.name}: use "
-                        f"{', '.join(ENCODER_METHODS)}")
-    if t.objective != "sft" or t.loss != "hf" or t.packing != "none":
-        raise SpecError("", f"{m.name} is an encoder: --objective, --loss and --packing apply to causal LMs; "
-                        "drop them")
 
 
 def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> HeadActivations:
@@ -138,8 +116,8 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
         head = ("masked LM (AutoModelForMaskedLM): logits and cross-entropy over the vocabulary at every position, "
                 "as BertForMaskedLM computes them (labels -100 mask positions out of the loss, not of the logits)")
     else:
-        head = (f"sequence classification (AutoModelForSequenceClassification, {m.num_labels} labels): the first "
-                "token's pooled vector and a classifier, nothing vocabulary-wide")
+        head = (f"sequence classification (AutoModelForSequenceClassification, {m.num_labels or 2} labels): the "
+                "first token's pooled vector and a classifier, nothing vocabulary-wide")
         if t.method in ("lora", "qlora"):
             head += "; peft's SEQ_CLS task trains a copy of the classifier (modules_to_save)"
     return (f"encoder {m.name}: bidirectional attention without a padding mask (unpadded batches); head: {head}.",)
@@ -154,7 +132,7 @@ def saved_head_tensors(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[tuple[int, 
     if not is_encoder(m) or m.mlm_head or t.method not in ("lora", "qlora"):
         return ()
     assert m.hidden_size is not None
-    h, n = m.hidden_size, m.num_labels
+    h, n = m.hidden_size, m.num_labels or 2
     out: tuple[tuple[tuple[int, ...], int], ...] = (((n, h), 1), ((n,), 1))
     if m.family != "bert":
         out += (((h, h), 1), ((h,), 1))
