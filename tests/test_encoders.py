@@ -10,8 +10,8 @@ import json
 from dataclasses import replace
 
 import pytest
-from cli_helpers import invoke
 
+from cli_helpers import invoke
 from vramcalc.core.errors import SpecError
 from vramcalc.core.memory import encoder, estimate
 from vramcalc.core.params import count_params, inventory

@@ -128,13 +128,6 @@ def fmt_value(value: int, kind: Kind, unit: str = "GB") -> str:
     return f"{value / scale:,.2f} {unit}"
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def residual_bytes(recipe: Recipe) -> int:
     """The residual stream's bytes per element: fp32 under autocast or in fp32 runs, else the compute dtype."""
     return 4 if recipe.autocast or recipe.compute == "fp32" else dtype_bytes(recipe.compute)
