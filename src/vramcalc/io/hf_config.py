@@ -471,11 +471,12 @@ def _distilbert(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # modeling_distilbert.py: Embeddings (word, position, LayerNorm; no token types), TransformerBlock (q_lin,
     # k_lin, v_lin, out_lin, sa_layer_norm, ffn.lin1, ffn.lin2, output_layer_norm); configuration_distilbert.py
     # defaults: dim 768, n_layers 6, n_heads 12, hidden_dim 3072, gelu, dropout 0.1, 512 positions.
-    hidden = int(_get(d, source, "dim", default=768))
+    # DistilBertConfig.attribute_map: hidden_size -> dim, num_attention_heads -> n_heads, num_hidden_layers -> n_layers.
+    hidden = int(_get(d, source, "hidden_size", "dim", default=768))
     out: dict[str, Any] = {
         "vocab_size": _get(d, source, "vocab_size"), "hidden_size": hidden,
-        "num_layers": int(_get(d, source, "n_layers", default=6)),
-        "num_attention_heads": int(_get(d, source, "n_heads", default=12)),
+        "num_layers": int(_get(d, source, "num_hidden_layers", "n_layers", default=6)),
+        "num_attention_heads": int(_get(d, source, "num_attention_heads", "n_heads", default=12)),
         "intermediate_size": int(_get(d, source, "hidden_dim", default=4 * hidden)),
         "hidden_act": str(d.get("activation") or "gelu"),
         "max_position_embeddings": int(_get(d, source, "max_position_embeddings", default=512)),
