@@ -48,7 +48,8 @@ decode. Written to accuracy_inference.{json,md}.
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py
+        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -171,6 +172,43 @@ def family_grid() -> list[dict[str, Any]]:
                 ckpt = "gc" if gc else "no-gc"
                 cases.append({"id": f"{family} ({config}, {FAMILY_LAYERS} layers) | {label} | {ckpt}",
                               "model": f"hf:{config}", "method": label.split(" | ")[0], "training": opts})
+    return cases
+
+
+# The encoder grid (`--grid encoders`, issue 15; 32 cases): BERT (bert-base-uncased), RoBERTa (roberta-base) and
+# DistilBERT (distilbert-base-uncased) x full / LoRA (peft's query, value) x checkpointing off / on x head seq-cls /
+# mlm, full at batch 16 x seq 256 and LoRA at batch 8 x seq 512; then XLM-R base (250k vocabulary) with both heads,
+# and eager attention, amp-bf16 and LoRA all-linear on BERT. AdamW (fused), bf16 unless named. Written to
+# accuracy_encoders.{json,md}.
+ENCODER_MODELS = ("bert-base-uncased", "roberta-base", "distilbert-base-uncased")
+ENCODER_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("xlm-roberta-base", "full", {"method": "full", "batch_size": 16, "seq_len": 256}),
+    ("xlm-roberta-base", "full", {"method": "full", "batch_size": 16, "seq_len": 256, "head": "mlm"}),
+    ("xlm-roberta-base", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "grad_checkpointing": True}),
+    ("xlm-roberta-base", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "head": "mlm"}),
+    ("bert-base-uncased", "full", {"method": "full", "batch_size": 16, "seq_len": 256, "attention": "eager"}),
+    ("bert-base-uncased", "full", {"method": "full", "batch_size": 32, "seq_len": 128, "precision": "amp-bf16"}),
+    ("bert-base-uncased", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "attention": "eager",
+                                   "head": "mlm"}),
+    ("bert-base-uncased", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512,
+                                   "lora_targets": ("all-linear",), "grad_checkpointing": True}),
+)
+
+
+def encoder_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in ENCODER_MODELS:
+        for method in ("full", "lora"):
+            shape = {"batch_size": 16, "seq_len": 256} if method == "full" else {"batch_size": 8, "seq_len": 512}
+            for head in ("seq-cls", "mlm"):
+                for gc in (False, True):
+                    kw = dict(shape, method=method, head=head, grad_checkpointing=gc)
+                    cases.append({"id": f"{model} | {method} {head} | b{shape['batch_size']} s{shape['seq_len']} | "
+                                        f"{'gc' if gc else 'no-gc'}", "model": model, "method": method, "training": kw})
+    for model, method, kw in ENCODER_EXTRA:
+        label = ", ".join(f"{k}={v if not isinstance(v, tuple) else ','.join(v)}" for k, v in kw.items()
+                          if k != "method")
+        cases.append({"id": f"{model} | {method} | {label}", "model": model, "method": method, "training": kw})
     return cases
 
 
@@ -373,12 +411,13 @@ def inference_grid() -> list[dict[str, Any]]:
 
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
-         "families": family_grid, "preference-free": preference_free_grid}
+         "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
           "peft": " (PEFT methods, issue 18)", "families": " (model families, issue 15)",
-          "preference-free": " (ORPO, CPO, SimPO: no reference, full logits; issue 14)"}
+          "preference-free": " (ORPO, CPO, SimPO: no reference, full logits; issue 14)",
+          "encoders": " (encoders with task heads, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -479,13 +518,15 @@ def main() -> None:
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
-                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; families: issue 15's "
-                    "model_types at two shapes, without and with checkpointing; preference-free: issue 14's 24 "
-                    "ORPO/CPO/SimPO cases")
+                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; "
+                    "families: issue 15's model_types at two shapes, without and with checkpointing; "
+                    "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
+                    "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads)")
     args = ap.parse_args()
     versions = _versions()
-    # presets and preference-free keep their own caches (their traces are separate work)
-    cache_path = RESULTS / f"trace_cache_{args.grid}.json" if args.grid in ("presets", "preference-free") else CACHE
+    # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
+    cache_path = RESULTS / f"trace_cache_{args.grid}.json" if args.grid in ("presets", "preference-free", "encoders") \
+        else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
         cache = {"versions": versions, "traces": {}}

@@ -14,10 +14,12 @@ from test_properties import PROPERTY, models, trainings
 from vramcalc.cli.app import app
 from vramcalc.core.errors import UnsupportedCombination, VramcalcError
 from vramcalc.core.explain import Explanation, change, diff, explain, to_json, to_markdown, to_text
+from vramcalc.core.memory import encoder
 from vramcalc.core.memory.activations import head_activations, head_terms
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
 from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.core.checks import ENCODER_METHODS
 from vramcalc.io import presets
 
 runner = CliRunner()
@@ -158,6 +160,10 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
     for m in _models():
         if t.method != "full" and not m.has_architecture:
             continue  # LoRA, QLoRA and freeze need the architecture (a one-line error, tested in test_properties)
+        if encoder.is_encoder(m) and (t.loss != "hf" or t.seq_len > (m.max_position_embeddings or 0)
+                                      or t.method not in ENCODER_METHODS or t.objective != "sft"
+                                      or t.packing != "none"):
+            continue  # encoders refuse these one line each (core/checks.py check_encoder, tests/test_encoders.py)
         run = t
         if getattr(m, "attention_kind", "mha") == "mla" and t.method in ("lora", "qlora"):
             # MLA models have no v_proj: adapt all linears for them only (the next model gets the config's own

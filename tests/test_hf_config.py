@@ -51,6 +51,13 @@ TOTALS = {
     "olmo-2-0425-1b": 1_484_916_736,
     # phi-2 with qk_layernorm true (no published Phi config sets it): + 32 layers x 2 x (80 + 80)
     "phi-2-qk-layernorm": 2_779_683_840 + 32 * 2 * 160,
+    # Issue 15's encoders with count_params' default head, a sequence classifier of 2 labels: each
+    # sum(p.numel()) of AutoModelForSequenceClassification, transformers 5.24 on the meta device
+    # (test_encoder_count_matches_the_library rebuilds them, and the masked-LM head, when transformers is installed).
+    "bert-base-uncased": 109_483_778,
+    "roberta-base": 124_647_170,
+    "xlm-roberta-base": 278_045_186,
+    "distilbert-base-uncased": 66_955_010,
 }
 
 
@@ -91,6 +98,10 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "gptj",
         "gpt_bigcode",
         "bloom",
+        "bert",
+        "roberta",
+        "xlm-roberta",
+        "distilbert",
     }
     assert issue <= set(FAMILIES)
     # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config)
@@ -116,6 +127,31 @@ def test_count_matches_the_library(name: str) -> None:
     with torch.device("meta"):
         model = transformers.AutoModelForCausalLM.from_config(config)
     assert count_params(spec(name)) == sum(p.numel() for p in model.parameters())
+
+
+ENCODERS = ("bert-base-uncased", "roberta-base", "xlm-roberta-base", "distilbert-base-uncased")
+
+
+@pytest.mark.parametrize("head", ["seq-cls", "mlm"])
+@pytest.mark.parametrize("name", ENCODERS)
+def test_encoder_count_matches_the_library(name: str, head: str) -> None:
+    # The encoder with the run's head (memory/encoder.py for_run) against the Auto class that head is, built by
+    # transformers from the same config.json on the meta device (3 labels: the classifier's width is counted).
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from vramcalc.core.memory.encoder import for_run
+    from vramcalc.core.specs import TrainingSpec
+
+    d = load(name)
+    kwargs = {k: v for k, v in d.items() if k not in ("model_type", "architectures", "transformers_version")}
+    config = transformers.AutoConfig.for_model(d["model_type"], **kwargs)
+    config.num_labels = 3
+    auto = transformers.AutoModelForMaskedLM if head == "mlm" else transformers.AutoModelForSequenceClassification
+    with torch.device("meta"):
+        model = auto.from_config(config)
+    run = TrainingSpec(head=head, num_labels=2 if head == "mlm" else 3)  # type: ignore[arg-type]
+    # the masked LM has no classifier: num_labels is the default there, and config.num_labels changes nothing
+    assert count_params(for_run(spec(name), run)) == sum(p.numel() for p in model.parameters())
 
 
 # Active parameters = total - (E - k)/E x routed-expert weights.
@@ -179,7 +215,7 @@ def test_unknown_model_type_lists_supported() -> None:
         spec_from_hf_config({"model_type": "mamba"}, "m", "m.json")
     msg = str(e.value)
     assert msg.startswith(
-        "m.json: unsupported model_type 'mamba'; supported: bloom, deepseek_v2, deepseek_v3, falcon,"
+        "m.json: unsupported model_type 'mamba'; supported: bert, bloom, deepseek_v2, deepseek_v3, distilbert, falcon,"
     )
     assert "docs/any-model.md" in msg and "--presets DIR" in msg
 

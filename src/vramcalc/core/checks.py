@@ -12,8 +12,12 @@ from dataclasses import fields
 from functools import cache
 from typing import TYPE_CHECKING
 
-from vramcalc.core.errors import SpecError
+from vramcalc.core.errors import SpecError, UnsupportedCombination
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
+from vramcalc.core.vocab import ENCODER_FAMILIES
+
+# The methods memory/encoder.py models for encoders.
+ENCODER_METHODS = ("full", "lora", "qlora", "freeze")
 
 if TYPE_CHECKING:
     from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -73,6 +77,7 @@ def check_sequence(model: ModelSpec, seq_len: int) -> tuple[str, ...]:
 def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
     """Every check that does not depend on the batch or sequence (memory.estimate caches it with its plan)."""
     notes: list[str] = []
+    check_encoder(model, training)  # encoders: the head options and the runs they cover
     if model.has_architecture:
         heads = model.num_attention_heads or 1
         kv = model.num_kv_heads or heads
@@ -104,3 +109,22 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
         if unused:
             notes.append(f"{', '.join(map(_flag, unused))}: changes nothing with --method {training.method}")
     return tuple(notes)
+
+
+def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:
+    """UnsupportedCombination for a run the encoder arithmetic (memory/encoder.py) does not cover, or a head
+    option on a causal LM (each option is valid; the model cannot take it)."""
+    if m.family not in ENCODER_FAMILIES:
+        if t.head != "auto" or t.num_labels != 2:
+            raise UnsupportedCombination(f"--head and --num-labels choose an encoder's task head ({', '.join(ENCODER_FAMILIES)}"
+                            f"); {m.name} is a causal LM: drop them")
+        return
+    if t.mode == "inference":
+        raise UnsupportedCombination(f"{m.name} is an encoder: --mode inference (one forward, no KV cache) is not modelled "
+                        "for encoders; estimate a training step")
+    if t.method not in ENCODER_METHODS:
+        raise UnsupportedCombination(f"--method {t.method} is not modelled for encoders such as {m.name}: use "
+                        f"{', '.join(ENCODER_METHODS)}")
+    if t.objective != "sft" or t.loss != "hf" or t.packing != "none":
+        raise UnsupportedCombination(f"{m.name} is an encoder: --objective, --loss and --packing apply to causal LMs; "
+                        "drop them")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, estimate
+from vramcalc.core.memory import Breakdown, encoder, estimate
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms, layer_activations, masked_sdpa
@@ -24,7 +24,7 @@ from vramcalc.core.memory.distributed import activation_tokens
 from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
 from vramcalc.core.memory.loss import SOURCES as LOSS_SOURCES
 from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, TORCHAO_STATES, optimizer_bytes, state_dtype
-from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.memory.precision import Recipe, recipe_of
 from vramcalc.core.memory.savers import largest_tensor
 from vramcalc.core.memory.weights import (
     DQ_BLOCK,
@@ -161,11 +161,17 @@ def fmt_value(value: int, kind: Kind, unit: str = "GB") -> str:
     return f"{value / scale:,.2f} {unit}"
 
 
+def residual_bytes(recipe: Recipe) -> int:
+    """The residual stream's bytes per element: fp32 under autocast or in fp32 runs, else the compute dtype."""
+    return 4 if recipe.autocast or recipe.compute == "fp32" else dtype_bytes(recipe.compute)
+
+
 def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """Build the explanation of `estimate(model, training)`."""
     b = estimate(model, training)
     if training.mode == "inference":
         return _explain_inference(model, training, b)
+    model = encoder.for_run(model, training)  # an encoder with the run's task head (memory/encoder.py)
     recipe = recipe_of(training)
     # The model and run as the core's plan sees them (memory/__init__.py estimate): a reward model's weights are
     # the body under a score head; a preference step stacks chosen and rejected rows (2B) with dropout off.
@@ -327,8 +333,14 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                     f"model in {recipe.weight}" if p * wb else "")
     if t.method in ("lora", "qlora"):
         a = dtype_bytes(t.adapter_dtype)
-        lines.append(Line("weights.adapters", "LoRA adapters", f"{_n(w.trainable)} params × {a} B ({t.adapter_dtype})",
-                          w.trainable * a, "adapter parameters × bytes per adapter weight", SRC_LORA))
+        head = sum(_numel(shape) * count for shape, count in encoder.saved_head_tensors(m, t))
+        lines.append(Line("weights.adapters", "LoRA adapters",
+                          f"{_n(w.trainable - head)} params × {a} B ({t.adapter_dtype})",
+                          (w.trainable - head) * a, "adapter parameters × bytes per adapter weight", SRC_LORA))
+        if head:  # memory/encoder.py saved_head_tensors: peft SEQ_CLS modules_to_save
+            lines.append(Line("weights.classifier_copy", "trained copy of the classifier head",
+                              f"{_n(head)} params × {wb} B ({recipe.weight})", head * wb,
+                              "head parameters × bytes per weight", "peft peft_model.py modules_to_save"))
     elif t.method in peft_methods.TABLE:
         lines += _peft_weights(m, t, w)
     if pref.is_preference(t):
@@ -533,7 +545,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     else:
         head_trainable = t.method == "full"
         saving = n_layers
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    residual = residual_bytes(recipe)
     layer = layer_activations(m, t, recipe, trainable_weights=full_like)
     tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
     d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them
@@ -615,14 +627,16 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
                           f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
                           "transformers LlamaRotaryEmbedding"))
-    if m.embedding_norm and full_like:
-        # BLOOM's word_embeddings_layernorm (memory/__init__.py _activation_plan): its input, mean and rstd when
-        # the embedding or its own weight trains
+    if m.embedding_norm and (full_like or (encoder.is_encoder(m) and encoder.embedding_output_grad(m, t))):
+        # BLOOM's word_embeddings_layernorm and an encoder's embedding LayerNorm (memory/__init__.py
+        # _activation_plan): its input, mean and rstd when the embedding or its own weight trains, or (encoders,
+        # LoRA with checkpointing) when its output needs a gradient
         per_tok = residual * m.hidden_size + 8
         lines.append(Line("activations.shared.embedding_norm", "embedding layernorm (input, mean, rstd)",
                           f"{_n(per_tok)} B/token × {tok}", per_tok * tokens, "bytes per token × tokens",
-                          "transformers modeling_bloom.py word_embeddings_layernorm"))
-    if t.attention == "eager" or eager_only(m):  # BLOOM, Gemma 2: transformers runs them eager
+                          "torch native_layer_norm (modeling_bert.py BertEmbeddings)" if encoder.is_encoder(m)
+                          else "transformers modeling_bloom.py word_embeddings_layernorm"))
+    if (t.attention == "eager" or eager_only(m)) and not encoder.is_encoder(m):  # BLOOM, Gemma 2: run eager
         # prefix tuning under eager: the mask has a column per virtual key too (memory/__init__.py _peft_once_t)
         keys = seq + (t.virtual_tokens if t.method == "prefix-tuning" and t.attention == "eager" else 0)
         mask = c * rows * seq * seq + c * tokens * (keys - seq)
@@ -647,7 +661,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         drop = m.hidden_size * tokens
         lines.append(Line("activations.shared.dropout", "embedding dropout mask",
                           f"1 B × {_n(m.hidden_size)} hidden × {tok}", drop, "hidden × tokens", "torch fused dropout"))
-    for term in head_terms(m, t, recipe, head_trainable):
+    for term in (encoder.head_terms if encoder.is_encoder(m) else head_terms)(m, t, recipe, head_trainable):
         if loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
@@ -664,11 +678,15 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           _loss_formula(loss), _loss_source(loss)))
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
-        linear_params += m.vocab_size * m.hidden_size
+        linear_params += m.vocab_size * m.hidden_size if encoder.vocab_head(m) else 0
         lines.append(Line("activations.autocast_weight_copies", "autocast's 16-bit weight copies",
                           f"{_n(linear_params)} Linear params × {c} B ({recipe.compute})",
                           d["activations.autocast_weight_copies"],
                           "Linear parameters × compute bytes", "torch autocast_mode.cpp cached_cast"))
+    if d.get("activations.backward_excess"):  # memory/__init__.py: the backward moment holds more than forward kept
+        lines.append(Line("activations.backward_excess", "offloaded set brought back beside the recomputed layer",
+                          "backward's activations above forward's", d["activations.backward_excess"],
+                          "the largest moment's activations − the sum above", "memory/savers.py layer_residency"))
     act_text = ["gradient checkpointing trades recomputation for memory: only each layer's input is kept"
                 if t.grad_checkpointing else
                 "alive from the end of forward until backward reaches each layer"]

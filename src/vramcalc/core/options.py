@@ -21,6 +21,7 @@ from vramcalc.core.vocab import (
     ATTENTIONS,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
+    HEADS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -169,6 +170,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("chosen_nll", bool, True,
         "CPO/SimPO: the NLL term on the chosen half (CPOConfig cpo_alpha > 0, TRL's default); --no-chosen-nll for "
         "cpo_alpha 0 (AlphaPO, SimPO as published). ORPO always computes it."),
+    # Encoders (memory/encoder.py).
+    Opt("head", HEADS, "auto",
+        "Encoder task head: seq-cls (pooler + classifier; auto for encoders) or mlm (masked LM over the vocab)."),
+    Opt("num_labels", int, 2, "Labels of an encoder's sequence classifier (--head seq-cls)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

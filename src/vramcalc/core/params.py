@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.vocab import ENCODER_FAMILIES
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec
@@ -151,6 +152,9 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         assert m.max_position_embeddings is not None
         out.append(ParamTensor("embed_positions", "position", (m.max_position_embeddings, h), 1,
                                "embed_positions", False))
+    if m.type_vocab_size and m.family in ENCODER_FAMILIES:  # BertEmbeddings.token_type_embeddings
+        out.append(ParamTensor("token_type_embeddings", "position", (m.type_vocab_size, h), 1,
+                               "token_type_embeddings", False))
     for lin in block_linears(m):
         out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
     # Biases (GPT-2 and NeoX: every projection; Qwen2: q, k, v only).
@@ -191,11 +195,34 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
             out.append(ParamTensor("shared_expert_gate", "router", (1, h), n_moe, "router"))
     if m.final_norm:
         out.append(ParamTensor("final_norm", "norm", (h,), norm_vectors, "norm", False))
+    if m.family in ENCODER_FAMILIES:
+        return tuple(out) + encoder_head_tensors(m)
     if not m.tie_word_embeddings:
         out.append(ParamTensor("lm_head", "head", (v, h), 1, "lm_head", False))
     if m.lm_head_bias:
         out.append(ParamTensor("lm_head.bias", "head", (v,), 1, "lm_head", False))
     return tuple(out)
+
+
+def encoder_head_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """An encoder's task head (modeling_bert.py, modeling_roberta.py, modeling_distilbert.py).
+
+    Sequence classification: a hidden x hidden Linear with bias (BertPooler.dense, RobertaClassificationHead.dense,
+    DistilBERT's pre_classifier) and the classifier Linear(hidden, num_labels) with bias. Masked LM: the transform
+    (BertPredictionHeadTransform.dense + LayerNorm; RobertaLMHead.dense + layer_norm; DistilBERT's vocab_transform
+    + vocab_layer_norm), the decoder tied to the word embeddings, and its vocab-wide bias.
+    """
+    assert m.hidden_size is not None and m.vocab_size is not None
+    h, labels = m.hidden_size, m.num_labels or 2  # 0: not chosen, transformers' default of 2
+    if m.mlm_head:
+        return (ParamTensor("mlm_transform", "head", (h, h), 1, "mlm_transform", False),
+                ParamTensor("mlm_transform.bias", "head", (h,), 1, "mlm_transform", False),
+                ParamTensor("mlm_norm", "norm", (h,), 2, "norm", False),
+                ParamTensor("mlm_decoder.bias", "head", (m.vocab_size,), 1, "mlm_decoder", False))
+    return (ParamTensor("pooler", "head", (h, h), 1, "pooler", False),
+            ParamTensor("pooler.bias", "head", (h,), 1, "pooler", False),
+            ParamTensor("classifier", "head", (labels, h), 1, "classifier", False),
+            ParamTensor("classifier.bias", "head", (labels,), 1, "classifier", False))
 
 
 def count_params(m: ModelSpec) -> int:

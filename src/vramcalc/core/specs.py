@@ -18,6 +18,7 @@ from vramcalc.core.vocab import (
     ATTENTIONS,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
+    HEADS,
     HIDDEN_ACTS,
     KV_CACHES,
     KV_DTYPES,
@@ -45,6 +46,7 @@ from vramcalc.core.vocab import (
     AttentionKind,
     FsdpStrategy,
     GradSync,
+    Head,
     HiddenAct,
     KvCache,
     KvDtype,
@@ -174,6 +176,13 @@ class ModelSpec:
     qk_norm_full: bool = False  # q/k norms over the whole projection, not per head (OLMo 2 q_norm, k_norm)
     post_norms: bool = False  # the block's norms follow attention and MLP, none precede them (OLMo 2)
     alibi: bool = False  # ALiBi position bias (BLOOM): no rotary tables, and an eager-only attention (baddbmm)
+    # Encoders (vocab.ENCODER_FAMILIES, memory/encoder.py): token-type embeddings (BERT 2, RoBERTa 1, DistilBERT
+    # none) and the task head the run chose (memory/encoder.py for_run sets both from --head / --num-labels:
+    # a sequence classifier of num_labels, or the masked-LM head). Decoders ignore them. num_labels 0: not chosen
+    # yet, counted as transformers' default of 2 (PretrainedConfig num_labels).
+    type_vocab_size: int = 0
+    mlm_head: bool = False
+    num_labels: int = 0
 
     # Mixture of experts (0 experts: a dense model).
     num_experts: int = 0
@@ -213,6 +222,8 @@ class ModelSpec:
                          "sliding_window", "moe_intermediate_size", "shared_expert_intermediate_size",
                          "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
                          "published_parameters"), POSITIVE),
+        "num_labels": (*NON_NEGATIVE, COUNT_CAP),
+        "type_vocab_size": (*NON_NEGATIVE, COUNT_CAP),
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
         "dropout": FRACTION,
@@ -352,6 +363,10 @@ class TrainingSpec:
     ref_model: RefModel = "auto"  # DPO reference: a frozen copy, the base with adapters off, or precomputed
     ref_dtype: RefDtype = "auto"  # a copied reference's weight dtype (auto: the policy's)
     chosen_nll: bool = True  # cpo/simpo: the NLL term on the chosen half (CPOConfig cpo_alpha > 0); orpo always
+    # Encoders (memory/encoder.py): the task head and its label count (AutoModelForSequenceClassification's
+    # config.num_labels, 2 by default in transformers' PretrainedConfig).
+    head: Head = "auto"
+    num_labels: int = 2
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
@@ -361,12 +376,12 @@ class TrainingSpec:
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
         "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES,
-        "cache_impl": KV_CACHES, "logits": LOGITS_KEPT,
+        "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
                          "quant_group_size", "loss_chunks", "ac_every", "new_tokens", "virtual_tokens",
-                         "oft_block_size", "trainable_tokens", "n_frequency"),
+                         "oft_block_size", "trainable_tokens", "n_frequency", "num_labels"),
                         (*POSITIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
@@ -474,6 +489,9 @@ class TrainingSpec:
                                 "--zero / --fsdp / --tp / --pp")
         if self.packing != "none" and self.mode == "inference":
             raise SpecError("", f"--packing {self.packing} lays out training batches; drop it for --mode inference")
+        if self.head == "mlm" and self.num_labels != 2:
+            raise SpecError("", f"--num-labels {self.num_labels} sizes a sequence classifier; the masked-LM head "
+                            "predicts the vocabulary: drop --num-labels or use --head seq-cls")
         if self.ac_every > 1 and not self.grad_checkpointing:
             raise SpecError("", f"--ac-every {self.ac_every} selects which layers are checkpointed: "
                             "add --grad-checkpointing")

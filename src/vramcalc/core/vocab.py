@@ -63,6 +63,12 @@ StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtu
 Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo"]
 RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
 RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
+# The task head of an encoder (memory/encoder.py): auto (a causal LM's own LM head; an encoder's sequence
+# classifier), seq-cls (AutoModelForSequenceClassification: pooler + classifier of --num-labels) or mlm
+# (AutoModelForMaskedLM: transform + the tied vocab-wide decoder).
+Head = Literal["auto", "seq-cls", "mlm"]
+# Encoder-only families (bidirectional attention, absolute positions, post-LayerNorm blocks: memory/encoder.py).
+ENCODER_FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta", "distilbert")
 # Output.
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]
@@ -82,6 +88,7 @@ PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo", "kto")  # a policy
 REFERENCE_FREE_OBJECTIVES: tuple[Objective, ...] = ("orpo", "cpo", "simpo")  # the policy alone, full logits
 REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
 REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)
+HEADS: tuple[Head, ...] = get_args(Head)
 OPTIMIZER_IMPLS: tuple[OptimizerImpl, ...] = get_args(OptimizerImpl)
 ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
 ADAPTER_DTYPES: tuple[AdapterDtype, ...] = get_args(AdapterDtype)

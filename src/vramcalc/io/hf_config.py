@@ -32,20 +32,21 @@ class UnsupportedModelType(VramcalcError):
 _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_attention_heads", "n_head",
              "num_hidden_layers", "n_layer", "num_layers", "intermediate_size", "n_inner", "ffn_hidden_size",
              "num_key_value_heads", "num_kv_heads", "head_dim", "sliding_window_pattern", "decoder_sparse_step",
-             "moe_layer_freq", "num_local_experts", "num_experts_per_tok", "moe_intermediate_size")
+             "moe_layer_freq", "num_local_experts", "num_experts_per_tok", "moe_intermediate_size", "dim", "n_layers",
+             "n_heads", "hidden_dim")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
-                 "first_k_dense_replace", "num_nextn_predict_layers", "rotary_dim")
+                 "first_k_dense_replace", "num_nextn_predict_layers", "rotary_dim", "type_vocab_size")
 _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_sliding_window", "qk_layernorm",
           "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias",
-          "apply_residual_connection_post_layernorm")
+          "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
     **dict.fromkeys(_BOOLS, "bool"),
     **dict.fromkeys(("resid_pdrop", "residual_dropout", "hidden_dropout", "attention_dropout", "attn_pdrop",
-                     "embd_pdrop"), "number"),
+                     "embd_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"), "number"),
     **dict.fromkeys(("model_type", "hidden_act", "hidden_activation", "activation_function", "topk_method",
                      "torch_dtype"), "str"),
     "mlp_only_layers": "int_list",
@@ -441,6 +442,50 @@ def _bloom(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+# --- Encoders (memory/encoder.py) -------------------------------------------------------------------------
+# Post-LayerNorm blocks with biases on every Linear, a plain GELU MLP, learned absolute positions, an
+# embedding LayerNorm and no final norm; the head (pooler + classifier, or the masked-LM head) is the run's
+# --head. Dropout: hidden_dropout_prob on the embeddings and both residual branches.
+_ENCODER_SHAPE: dict[str, Any] = {
+    "mlp": "plain", "norm": "layernorm", "norms_per_layer": 2, "post_norms": True, "final_norm": False,
+    "qkv_bias": True, "o_bias": True, "mlp_bias": True, "learned_position_embeddings": True,
+    "embedding_norm": True, "tie_word_embeddings": True,
+}
+
+
+def _bert(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_bert.py BertEmbeddings (word, position, token_type, LayerNorm), BertLayer (query, key, value,
+    # attention.output.dense, intermediate.dense, output.dense, two LayerNorms); configuration_bert.py defaults:
+    # gelu, max_position_embeddings 512, type_vocab_size 2, dropout 0.1. RoBERTa / XLM-R (modeling_roberta.py,
+    # modeling_xlm_roberta.py) are the same tensors with their own defaults (514 positions, 1 token type).
+    out = _common(d, source, tie_default=True)
+    out.update(_ENCODER_SHAPE)
+    out["hidden_act"] = str(d.get("hidden_act") or "gelu")
+    out["max_position_embeddings"] = int(_get(d, source, "max_position_embeddings", default=512))
+    out["type_vocab_size"] = int(_get(d, source, "type_vocab_size", default=2))
+    out["dropout"] = float(_get(d, source, "hidden_dropout_prob", default=0.1))
+    return out
+
+
+def _distilbert(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_distilbert.py: Embeddings (word, position, LayerNorm; no token types), TransformerBlock (q_lin,
+    # k_lin, v_lin, out_lin, sa_layer_norm, ffn.lin1, ffn.lin2, output_layer_norm); configuration_distilbert.py
+    # defaults: dim 768, n_layers 6, n_heads 12, hidden_dim 3072, gelu, dropout 0.1, 512 positions.
+    # DistilBertConfig.attribute_map: hidden_size -> dim, num_attention_heads -> n_heads, num_hidden_layers -> n_layers.
+    hidden = int(_get(d, source, "hidden_size", "dim", default=768))
+    out: dict[str, Any] = {
+        "vocab_size": _get(d, source, "vocab_size"), "hidden_size": hidden,
+        "num_layers": int(_get(d, source, "num_hidden_layers", "n_layers", default=6)),
+        "num_attention_heads": int(_get(d, source, "num_attention_heads", "n_heads", default=12)),
+        "intermediate_size": int(_get(d, source, "hidden_dim", default=4 * hidden)),
+        "hidden_act": str(d.get("activation") or "gelu"),
+        "max_position_embeddings": int(_get(d, source, "max_position_embeddings", default=512)),
+        "dropout": float(_get(d, source, "dropout", default=0.1)),
+    }
+    out.update(_ENCODER_SHAPE)
+    return out
+
+
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 FAMILIES: dict[str, Mapper] = {
@@ -468,6 +513,10 @@ FAMILIES: dict[str, Mapper] = {
     "starcoder2": _starcoder2,
     "deepseek_v2": _deepseek,
     "deepseek_v3": _deepseek,
+    "bert": _bert,
+    "roberta": _bert,
+    "xlm-roberta": _bert,
+    "distilbert": _distilbert,
 }
 
 

@@ -9,7 +9,8 @@ from vramcalc.core.specs import ModelSpec
 
 # --- config mapping ------------------------------------------------------------------------------
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "olmo",
-                      "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon")
+                      "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
+                      "bert", "roberta", "xlm-roberta", "distilbert")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -33,6 +34,21 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         if family == "gpt_bigcode":
             d["multi_query"] = model.num_kv_heads == 1
         return d
+    if family == "distilbert":  # configuration_distilbert.py names
+        return {"model_type": family, "vocab_size": model.vocab_size, "dim": model.hidden_size,
+                "n_layers": model.num_layers, "n_heads": model.num_attention_heads,
+                "hidden_dim": model.intermediate_size, "activation": model.hidden_act,
+                "max_position_embeddings": model.max_position_embeddings or 512, "dropout": model.dropout,
+                "attention_dropout": model.dropout, "seq_classif_dropout": model.dropout, "pad_token_id": 0,
+                "num_labels": model.num_labels or 2}
+    if family in ("bert", "roberta", "xlm-roberta"):  # configuration_bert.py / _roberta.py names
+        return {"model_type": family, "vocab_size": model.vocab_size, "hidden_size": model.hidden_size,
+                "num_hidden_layers": model.num_layers, "num_attention_heads": model.num_attention_heads,
+                "intermediate_size": model.intermediate_size, "hidden_act": model.hidden_act,
+                "max_position_embeddings": model.max_position_embeddings or 512,
+                "type_vocab_size": model.type_vocab_size, "hidden_dropout_prob": model.dropout,
+                "attention_probs_dropout_prob": model.dropout, "pad_token_id": 1 if family != "bert" else 0,
+                "num_labels": model.num_labels or 2}
     if family == "bloom":
         return {"model_type": "bloom", "hidden_size": model.hidden_size, "n_layer": model.num_layers,
                 "n_head": model.num_attention_heads, "hidden_dropout": model.dropout, "attention_dropout": 0.0,
@@ -108,6 +124,13 @@ LORA_NAME_MAP = {
     "starcoder2": {"up_proj": "c_fc", "down_proj": "c_proj"},
     "phi": {"o_proj": "dense", "up_proj": "fc1", "down_proj": "fc2"},
     "gptj": {"o_proj": "out_proj", "up_proj": "fc_in", "down_proj": "fc_out"},
+    # modeling_bert.py / modeling_roberta.py: attention.self.query/key/value, attention.output.dense,
+    # intermediate.dense, output.dense (peft's default for bert: query, value).
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta"), {
+        "q_proj": "query", "k_proj": "key", "v_proj": "value", "o_proj": "attention.output.dense",
+        "up_proj": "intermediate.dense", "down_proj": "output.dense"}),
+    "distilbert": {"q_proj": "q_lin", "k_proj": "k_lin", "v_proj": "v_lin", "o_proj": "out_lin",
+                   "up_proj": "lin1", "down_proj": "lin2"},
     **dict.fromkeys(("gpt_neox", "bloom", "falcon"), {
         "q_proj": "query_key_value", "k_proj": "query_key_value", "v_proj": "query_key_value",
         "qkv_proj": "query_key_value", "o_proj": "dense", "up_proj": "dense_h_to_4h", "down_proj": "dense_4h_to_h"}),

@@ -155,7 +155,14 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     config = AutoConfig.for_model(model_type, **d)
     config.use_cache = False
     auto: Any = AutoModelForCausalLM
-    if training.objective == "reward":  # trl reward_trainer.py: num_labels=1; the pad token finds the last token
+    from vramcalc.core.memory.encoder import is_encoder
+
+    if is_encoder(model):  # memory/encoder.py: the run's task head
+        from transformers import AutoModelForMaskedLM
+
+        auto = AutoModelForMaskedLM if training.head == "mlm" else AutoModelForSequenceClassification
+        config.num_labels = training.num_labels
+    elif training.objective == "reward":  # trl reward_trainer.py: num_labels=1; the pad token finds the last token
         config.num_labels, config.pad_token_id = 1, 0
         auto = AutoModelForSequenceClassification
     from vramcalc.core.memory.activations import eager_only

@@ -18,6 +18,16 @@ from vramcalc.trace._optim import make_optimizer
 from vramcalc.trace._step import TraceResult, _fakeify, trace_module_step
 
 
+def _task_type(model: ModelSpec, training: TrainingSpec) -> str | None:
+    """peft's task type: SEQ_CLS keeps a classifier trainable (peft_model.py PeftModelForSequenceClassification
+    adds "classifier" and "score" to modules_to_save); a masked LM has none (a plain PeftModel)."""
+    from vramcalc.core.memory.encoder import is_encoder
+
+    if is_encoder(model):
+        return None if training.head == "mlm" else "SEQ_CLS"
+    return "SEQ_CLS" if training.objective == "reward" else "CAUSAL_LM"
+
+
 def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, notes: list[str]) -> torch.nn.Module:
     """Apply the method to the meta-device model (peft cannot move fake parameters); no fake storage yet."""
     dtype = model_dtype(resolve_precision(training))  # fake storage for every weight and buffer
@@ -37,7 +47,7 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         cfg = LoraConfig(r=training.lora_rank, lora_alpha=training.lora_alpha,
                          lora_dropout=training.lora_dropout,
                          target_modules=lora_targets(model, training.lora_targets),
-                         task_type="SEQ_CLS" if training.objective == "reward" else "CAUSAL_LM")
+                         task_type=_task_type(model, training))
         hf = get_peft_model(hf, cfg, autocast_adapter_dtype=training.adapter_dtype == "fp32")
         if training.adapter_dtype != "fp32":
             for name, p in hf.named_parameters():
@@ -133,6 +143,23 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     def loss_fn(m: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         # Keep only the loss; the outputs (logits) are dropped, as HF Trainer's compute_loss does.
         return m(**inputs, use_cache=False).loss  # type: ignore[no-any-return]
+
+    from vramcalc.core.memory.encoder import is_encoder
+
+    if is_encoder(model):  # one label per sequence (seq-cls) or a label at every position (mlm)
+        n_labels = training.num_labels
+
+        def make_inputs() -> dict[str, torch.Tensor]:  # noqa: F811
+            ids = torch.randint(0, vocab, (b, s), dtype=torch.long)
+            labels = (torch.randint(0, vocab, (b, s), dtype=torch.long) if training.head == "mlm"
+                      else torch.randint(0, n_labels, (b,), dtype=torch.long))
+            return {"input_ids": ids, "labels": labels}
+
+        def loss_fn(m: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:  # noqa: F811
+            return m(**inputs).loss  # type: ignore[no-any-return]
+
+        notes.append("encoder: AutoModelForMaskedLM" if training.head == "mlm" else
+                     f"encoder: AutoModelForSequenceClassification ({n_labels} labels)")
 
     from vramcalc.core.memory.preference import is_preference, resolve_ref
 

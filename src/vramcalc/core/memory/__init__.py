@@ -20,6 +20,7 @@ from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
+from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import preference as _preference
@@ -288,10 +289,12 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     checked = check_settings(model, training)  # first: SpecError before any arithmetic on an impossible run
+    model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
+    encoder_notes = _encoder.notes(model, training)
     if (_preference.is_preference(training) or _preference.is_reference_free(training)) and model.dropout:
         model = _preference.without_dropout(model)  # DPOConfig / ORPOConfig / CPOConfig disable_dropout=True
     recipe = recipe_of(training)
-    notes: list[str] = []
+    notes: list[str] = list(encoder_notes)
     chosen = auto_precision_note(training)
     if chosen:
         notes.append(chosen)
@@ -459,6 +462,7 @@ class _ActivationPlan:
     layers_less_t: int = 0
     layers_less_ts: int = 0
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
+    late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -478,7 +482,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
     batch1_t = sum(x.per_token for x in layer.terms if x.batch1_only)  # only at batch size 1
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
-    head = head_activations(m, t, recipe, head_trainable)
+    head = (_encoder.head_activations if _encoder.is_encoder(m) else head_activations)(m, t, recipe, head_trainable)
     # LoRA/QLoRA without checkpointing: the frozen embedding's output needs no gradient, so layer 0 saves
     # nothing before its first adapter (the attention norm's input, and more when the first adapter is
     # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
@@ -515,11 +519,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
     once_t = 0 if m.learned_position_embeddings or m.alibi else 2 * c * head_dim(m)
     once_ts = 0
-    if m.embedding_norm and full_like:
+    if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t)):
         # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
         # weight is trained (LoRA: neither, so nothing).
         once_t += (4 if recipe.autocast or recipe.compute == "fp32" else c) * m.hidden_size + 8
-    if t.attention == "eager" or eager_only(m):
+    if (t.attention == "eager" or eager_only(m)) and not _encoder.is_encoder(m):  # encoders: no mask (encoder.py)
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * rows * row * row
     elif masked_sdpa(t):
         once_ts = 1  # the packed 4-D bool mask (masking_utils.sdpa_mask): rows * row * row
@@ -531,7 +535,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     autocast_copies = layer_copies = 0
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
-        linear_params += m.vocab_size * m.hidden_size
+        if _encoder.vocab_head(m):  # a classifier's encoder multiplies by no vocab-wide matrix
+            linear_params += m.vocab_size * m.hidden_size
         autocast_copies = dtype_bytes(recipe.compute) * linear_params
         layer_copies = autocast_copies // n_layers
         if _distributed.sharding_stage(t) == 3:
@@ -553,7 +558,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         attn_fwd_ts += per_layer_ts
     # Gradient of the head (and final norm) appears at the start of backward; the rest layer by layer.
     reward = t.objective == "reward"  # a score head instead of lm_head (memory/reward.py)
-    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not reward \
+    no_vocab = reward or not _encoder.vocab_head(m)  # an encoder's sequence classifier: no vocab-wide head either
+    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not no_vocab \
         else 0
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
@@ -562,7 +568,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # the tracer): the head's gradient, the embedding's and their sum coexist (2 beyond `gradients`).
     end_t = 0
     if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
-        tied = m.tie_word_embeddings and not reward
+        tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = []
     if eager_only(m) and t.attention == "sdpa":
@@ -597,7 +603,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
-        end_tied=(m.tie_word_embeddings and not reward) or t.method == "trainable-tokens", notes=tuple(notes),
+        end_tied=(m.tie_word_embeddings and not no_vocab) or t.method == "trainable-tokens", notes=tuple(notes),
         loss="trl" if _preference.is_preference(t) else "reward" if reward
         else "logits" if _preference.is_reference_free(t) else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
@@ -613,6 +619,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
+        late_grads=_encoder.late_gradient_bytes(m, t, recipe) if full_like and not _distributed.is_parallel(t) else 0,
     )
 
 
@@ -669,6 +676,7 @@ def _transformer_phases(
         head_bwd_t = lb.head_backward if lb.head_backward else -1
     host_t = 0
     acc, g_top = grads_live_fwd, max(grads_live_fwd, g_head)
+    late_g = 0 if accum else min(p.late_grads, gradients)  # accumulating: every gradient exists from the start
     # The moments of each phase as named terms (memory/moments.py): the phase is the largest of them.
     if p.checkpointing or p.offload:
         # HF gradient_checkpointing_enable (transformers 5 modeling_utils: default {"use_reentrant": False},
@@ -704,7 +712,7 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
                             (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM_CK,
-                        (gradients, once, recomputed - bottom_less, copies, layer_bwd_t)))
+                        (gradients - late_g, once, recomputed - bottom_less, copies, layer_bwd_t)))
     else:
         bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
         acts_layers = saving_layers * per_layer - (p.layers_less_t * tokens + p.layers_less_ts * token_seq
@@ -729,7 +737,7 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP,
                             (g_top, acts_layers, once, autocast_copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM,
-                        (gradients, once, bottom_acts, bottom_copies, layer_bwd_t)))
+                        (gradients - late_g, once, bottom_acts, bottom_copies, layer_bwd_t)))
     reference = 0
     forward_moments = 2
     if p.reference is not None:  # DPO: the reference's no-grad forward after the policy's (memory/preference.py)
@@ -751,6 +759,13 @@ def _transformer_phases(
     # is alive beside the loss's own temporaries), so no moment holds more of a component than the component.
     temporaries = max(opt_temp, *(sum(v for (_, c), v in zip(layout, values, strict=True) if c == _m.TEMPORARIES)
                                   for _, layout, values in (*moments, step_moment)))
+    # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
+    # model whose head saves little (a 1-layer toy) that moment can hold more activations than forward kept.
+    backward_acts = max(sum(v for (_, c), v in zip(layout, values, strict=True) if c == _m.ACTIVATIONS)
+                        for _, layout, values in moments)
+    if backward_acts > activations:
+        details["activations.backward_excess"] = backward_acts - activations
+        activations = backward_acts
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = recomputed
     details["activations.per_layer"] = per_layer

@@ -18,6 +18,7 @@ from vramcalc.core import peft_methods
 from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.params import head_dim, kv_heads, resolve_targets
 from vramcalc.core.units import ceil_div, dtype_bytes
+from vramcalc.core.vocab import ENCODER_FAMILIES
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -248,6 +249,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
         own = linear_input("qkv_proj", qkv_mods, h)
+        if recipe.autocast and tw and not m.fused_qkv and m.family in ENCODER_FAMILIES:
+            # Under CUDA autocast the post-LayerNorm residual stream is fp32, and query, key and value each cast
+            # it to 16 bits on their own (autocast caches casts of leaf weights only): three saved copies, not
+            # one (measured with the tracer, bert-base-uncased amp-bf16: 2 x 2 B x hidden more per layer).
+            terms.append(Term("key, value inputs: their own 16-bit casts (autocast)", 2 * c * h))
         attn_live = live or own
         if m.qk_norm:
             # Per-head norms on q and k, the same rule as any norm: the fp32 input when it needs a gradient
@@ -309,14 +315,16 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
             # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
             # Falcon's eager softmax runs in the hidden states' dtype (modeling_falcon.py, dtype=hidden_states.dtype).
-            softmax_bytes = c if m.family in ("gpt2", "falcon") and not recipe.autocast else 4
+            softmax_bytes = c if m.family in ("gpt2", "falcon", *ENCODER_FAMILIES) and not recipe.autocast else 4
             if m.family == "gemma2":
                 # Gemma 2's attn_logit_softcapping (modeling_gemma2.py eager_attention_forward: scores / cap,
                 # tanh, * cap; 50.0 in every published config): tanh saves its 16-bit output per key.
                 terms.append(Term("eager softcapping tanh output", 0, c * n_heads))
             # Attention dropout: GPT-2 and GPTBigCode drop the probabilities with attn_pdrop, which their
             # configs set equal to the residual dropout; Phi's and StarCoder2's attention_dropout is 0.0.
-            if m.dropout > 0 and m.family in ("gpt2", "gpt_bigcode", "gptj"):
+            # Encoders (modeling_bert.py eager_attention_forward): softmax in the scores' dtype, then
+            # attention_probs_dropout_prob (0.1 as hidden_dropout_prob in every published config).
+            if m.dropout > 0 and m.family in ("gpt2", "gpt_bigcode", "gptj", *ENCODER_FAMILIES):
                 terms.append(Term("eager scores (softmax, dropout mask, dropped probs)", 0,
                                   (softmax_bytes + 1 + c) * n_heads))
             elif softmax_bytes == c:

@@ -107,6 +107,7 @@ def timeline(model: ModelSpec, training: TrainingSpec) -> Timeline:
     saving = act.saving_layers
     frozen = n - saving  # layers below the first trainable one save nothing (freeze)
     points: list[TimelinePoint] = []
+    bottom_grads = 0
     for mo in moments:
         if mo.key == "forward.layer":
             # Forward: layer i done holds the saved sets (checkpointing: inputs) of the saving layers up to i
@@ -124,7 +125,9 @@ def timeline(model: ModelSpec, training: TrainingSpec) -> Timeline:
             top = mo
         elif mo.key == "backward.bottom":
             points += _backward_layers(top, mo, n, saving)
-        elif mo.key != "backward.end" or _term(mo, "gradient being summed"):
+            bottom_grads = mo.component("gradients")
+        elif mo.key != "backward.end" or _term(mo, "gradient being summed") \
+                or mo.component("gradients") > bottom_grads:  # gradients written after the bottom (encoder.py)
             points.append(_exact(mo, _POINT_LABELS[mo.key]))
     notes = (INTERPOLATED_NOTE,) if n > 1 or saving != n else ()
     return Timeline(b, tuple(points), notes)

@@ -97,6 +97,13 @@ def buffer_bytes(model: ModelSpec) -> int:
     return 0
 
 
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> WeightBytes:
     """Bytes of every weight tensor the run keeps on the GPU, and the trainable count."""
     wb = _weight_bytes(model, training, recipe)
@@ -135,6 +142,15 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
         for lin in resolve_targets(model, training.lora_targets):
             lora_shapes.append(((training.lora_rank, lin.in_features), lin.count))
             lora_shapes.append(((lin.out_features, training.lora_rank), lin.count))
+    # An encoder's classifier trained beside the adapters (memory/encoder.py): a copy in the weights' dtype.
+    from vramcalc.core.memory.encoder import saved_head_tensors
+
+    head = saved_head_tensors(model, training)
+    if head:
+        head_numel = sum(_numel(shape) * count for shape, count in head)
+        adapter += head_numel
+        adapter_bytes += head_numel * w
+        lora_shapes += head
     if training.method == "lora" or not model.has_architecture:
         return WeightBytes(total_params * w, 0, adapter_bytes, total_params, adapter, tuple(lora_shapes))
 

@@ -1,0 +1,146 @@
+"""Encoders with task heads (BERT, RoBERTa / XLM-R, DistilBERT): what differs from a causal LM, in bytes.
+
+The blocks are the decoder arithmetic of memory/activations.py with the encoder's shape (post-LayerNorm,
+biases, a plain GELU MLP, learned positions, dropout: io/hf_config.py _bert), with no causal mask:
+transformers 5 builds the encoders' mask with masking_utils.create_bidirectional_mask, which returns None
+without a padding mask, so sdpa runs unmasked (flash) and eager adds no mask. What is the encoder's own:
+- the head is a run option (--head): AutoModelForSequenceClassification (modeling_bert.py BertPooler + the
+  classifier; RobertaClassificationHead; DistilBERT's pre_classifier + classifier) or AutoModelForMaskedLM
+  (the transform, its LayerNorm and the decoder tied to the word embeddings), so `for_run` gives the model
+  the run's head before its parameters are counted;
+- the loss: cross-entropy over num_labels on the first token (nothing per token), or, for the masked LM,
+  torch's CrossEntropyLoss on the vocab-wide logits of every position in the compute dtype
+  (BertForMaskedLM.forward: `CrossEntropyLoss()(prediction_scores.view(-1, vocab_size), labels.view(-1))`,
+  no fp32 upcast; under CUDA autocast log_softmax is on the fp32 list).
+Standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from vramcalc.core.units import dtype_bytes
+from vramcalc.core.vocab import ENCODER_FAMILIES
+
+if TYPE_CHECKING:
+    from vramcalc.core.memory.activations import HeadActivations, Term
+    from vramcalc.core.memory.precision import Recipe
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
+
+def is_encoder(m: ModelSpec) -> bool:
+    """Whether `m` is an encoder-only model (vocab.ENCODER_FAMILIES)."""
+    return m.family in ENCODER_FAMILIES
+
+
+def for_run(m: ModelSpec, t: TrainingSpec) -> ModelSpec:
+    """The encoder with the run's task head (--head, --num-labels); any other model unchanged."""
+    if not is_encoder(m):
+        return m
+    mlm = t.head == "mlm"
+    if m.mlm_head == mlm and m.num_labels == t.num_labels:
+        return m
+    return replace(m, mlm_head=mlm, num_labels=t.num_labels)
+
+
+def vocab_head(m: ModelSpec) -> bool:
+    """Whether the model ends in a vocab-wide head (a causal LM, or an encoder's masked-LM head)."""
+    return not is_encoder(m) or m.mlm_head
+
+
+def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> HeadActivations:
+    """The head's saved tensors and the loss's transients, in bytes per token."""
+    from vramcalc.core.memory.activations import HeadActivations
+
+    terms = head_terms(m, t, recipe, head_trainable)
+    saved = sum(x.per_token for x in terms)
+    if not m.mlm_head:
+        return HeadActivations(saved, 0, 0)  # the loss reads batch x num_labels logits: nothing per token
+    assert m.vocab_size is not None
+    c = dtype_bytes(recipe.compute)
+    ls = 4 if recipe.autocast or recipe.compute == "fp32" else c  # log_softmax's dtype
+    v = m.vocab_size
+    # Forward: the logits (the decoder's output), and under autocast their fp32 cast, next to the saved output.
+    fwd = c * v + (4 * v if ls != c else 0)
+    # Backward: nll_loss's gradient and log_softmax's input gradient, in log_softmax's dtype.
+    bwd = 2 * ls * v
+    return HeadActivations(saved, fwd, bwd)
+
+
+def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> tuple[Term, ...]:
+    """The named parts of the head's saved set (bytes per token), for `vramcalc explain`."""
+    from vramcalc.core.memory.activations import Term, _act_saved_bytes
+
+    assert m.hidden_size is not None and m.vocab_size is not None
+    c = dtype_bytes(recipe.compute)
+    h = m.hidden_size
+    if not m.mlm_head:
+        # BertPooler / DistilBERT's pre_classifier read hidden_states[:, 0], a view: a trained dense saves it and
+        # so keeps the whole last hidden state alive. RobertaClassificationHead drops out the first token first
+        # (a new batch x hidden tensor): nothing per token.
+        keeps = head_trainable and m.family in ("bert", "distilbert")
+        return (Term("pooler input (a view of the last hidden state)", c * h),) if keeps else ()
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    ls = residual  # log_softmax: fp32 under autocast (CUDA's fp32 list) or in fp32 runs, else the compute dtype
+    out: list[Term] = []
+    if head_trainable:
+        out.append(Term("mlm transform dense input", c * h))
+    out.append(Term("mlm transform activation input", _act_saved_bytes(m.hidden_act, c, recipe.autocast) * h))
+    out.append(Term("mlm transform LayerNorm (input, mean, rstd)", residual * h + 8))
+    if head_trainable:
+        out.append(Term("mlm decoder input", c * h))
+    out.append(Term("log_softmax output", ls * m.vocab_size))
+    return tuple(out)
+
+
+def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """Gradients that appear only after the bottom layer's backward: a sequence classifier's embedding tables
+    (word, position, token type) and their LayerNorm, which no head shares (the masked LM's decoder is the word
+    embedding, whose gradient exists from the start of backward). Full fine-tuning only (the caller's rule).
+    Measured with the tracer: bert-base-uncased seq-cls with checkpointing peaks in layer 0's backward with
+    every gradient but these (embedding_dense_backward comes last)."""
+    from vramcalc.core.params import inventory
+
+    if not is_encoder(m) or m.mlm_head or t.method != "full":
+        return 0
+    numel = sum(x.numel for x in inventory(m) if x.kind in ("embedding", "position"))
+    numel += 2 * (m.hidden_size or 0)  # the embedding LayerNorm's weight and bias
+    return numel * dtype_bytes(recipe.grad)
+
+
+def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
+    """What an encoder estimate assumes (shown in every format)."""
+    if not is_encoder(m):
+        return ()
+    if m.mlm_head:
+        head = ("masked LM (AutoModelForMaskedLM): logits and cross-entropy over the vocabulary at every position, "
+                "as BertForMaskedLM computes them (labels -100 mask positions out of the loss, not of the logits)")
+    else:
+        head = (f"sequence classification (AutoModelForSequenceClassification, {m.num_labels or 2} labels): the "
+                "first token's pooled vector and a classifier, nothing vocabulary-wide")
+        if t.method in ("lora", "qlora"):
+            head += "; peft's SEQ_CLS task trains a copy of the classifier (modules_to_save)"
+    return (f"encoder {m.name}: bidirectional attention without a padding mask (unpadded batches); head: {head}.",)
+
+
+def saved_head_tensors(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[tuple[int, ...], int], ...]:
+    """(shape, count) of the head modules peft trains beside LoRA adapters: SEQ_CLS puts "classifier" and
+    "score" in modules_to_save (peft_model.py PeftModelForSequenceClassification), matched as a name suffix
+    (tuners_utils.py), so RoBERTa's whole RobertaClassificationHead (dense + out_proj) and DistilBERT's
+    pre_classifier with its classifier are copied and trained; BERT's pooler is not (only its classifier).
+    The masked LM (no task type) trains adapters only."""
+    if not is_encoder(m) or m.mlm_head or t.method not in ("lora", "qlora"):
+        return ()
+    assert m.hidden_size is not None
+    h, n = m.hidden_size, m.num_labels or 2
+    out: tuple[tuple[tuple[int, ...], int], ...] = (((n, h), 1), ((n,), 1))
+    if m.family != "bert":
+        out += (((h, h), 1), ((h,), 1))
+    return out
+
+
+def embedding_output_grad(m: ModelSpec, t: TrainingSpec) -> bool:
+    """Whether a frozen encoder's embedding output needs a gradient: checkpointing with adapters calls
+    enable_input_require_grads (transformers modeling_utils), so the embedding LayerNorm saves its input, mean
+    and rstd (measured with the tracer, bert-base-uncased LoRA with checkpointing: 2 B x hidden + 8 per token)."""
+    return is_encoder(m) and t.grad_checkpointing and t.method not in ("full", "freeze")
