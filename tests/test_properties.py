@@ -433,7 +433,20 @@ def test_qlora_weights_are_smaller_than_lora_weights(m: ModelSpec, t: TrainingSp
     # (--kbit-prep, the default), and on an embedding-heavy toy model that outweighs the 4-bit blocks.
     lora = run(m, t)
     qlora = run(m, with_(t, method="qlora", kbit_prep=False))
-    assert qlora.weights < lora.weights
+    if t.quant_bits == 8:
+        # LLM.int8 stores an int8 weight + one fp32 scale per output row (weights.py): out x (in + 4) bytes, fewer than
+        # bf16's out x in x 2 only when in_features > 4 (a toy with intermediate_size 1: down_proj 8 x 1 is 40 B in
+        # int8, 16 B in bf16; 1,648 B both ways, found by hypothesis at 1,000 examples).
+        from vramcalc.core.params import block_linears
+
+        assume(all(lin.in_features > 4 for lin in block_linears(m)))
+    if t.offload == "params":
+        # Parameters offloaded under full sharding: the GPU keeps only the gathered unit's own bytes (issue 19), and
+        # DeepSpeed's unit, the largest module, is the 16-bit embedding in both (deepseek-v2-lite, ZeRO-3: 102,400 x
+        # 2,048 x 2 B = 419,430,400 B each, found by hypothesis at 1,000 examples); the 4-bit layers weigh less.
+        assert qlora.weights <= lora.weights
+    else:
+        assert qlora.weights < lora.weights
 
 
 def test_methods_needing_an_architecture_refuse_count_only_presets() -> None:
