@@ -285,20 +285,6 @@ def layer_and_root_params(model: ModelSpec) -> tuple[int, int]:
     return ceil_div(per_layer, model.num_layers), root
 
 
-def gathered_params(model: ModelSpec, t: TrainingSpec) -> tuple[int, int]:
-    """Under ZeRO-3 / FSDP full sharding: (parameters gathered at once, parameters whose gradient is unsharded)."""
-    if t.zero > 0:
-        # DeepSpeed counts the largest module gathered in 16 bits, with its 16-bit gradient before the
-        # reduce-scatter: 4 × largest_layer_params (stage3.py estimate_zero3_model_states_mem_needs).
-        unit = largest_module_params(model)
-        return unit, unit
-    # FSDP wrapped per decoder layer (transformer_auto_wrap_policy): the root unit (embeddings, norm,
-    # head) stays gathered through forward and backward, plus the current and the prefetched layer;
-    # one layer's unsharded gradient waits for its reduce-scatter.
-    layer, root = layer_and_root_params(model)
-    return root + 2 * layer, layer if layer else root
-
-
 def count(model: ModelSpec) -> int:
     return sum(t.numel for t in inventory(model))
 
