@@ -23,6 +23,9 @@ CASES = {
     "gpus-fits.table": ["gpus", "--fits", "mistral-7b", "--method", "qlora"],
     "show.table": ["show", "mistral-7b"],
     "explain.text": ["explain", *RUN, "--only", "weights"],
+    # a PEFT method of core/peft_methods.py and a preference objective, every section (issues 18 and 14)
+    "explain.ia3.text": ["explain", "mistral-7b", "--method", "ia3"],
+    "explain.dpo.text": ["explain", "mistral-7b", "--method", "lora", "--objective", "dpo", "--prompt-len", "128"],
     "storage.table": ["storage", "mistral-7b"],
 }
 

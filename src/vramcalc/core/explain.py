@@ -13,9 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vramcalc.core.describe import assumptions, settings
+from vramcalc.core import peft_methods
+from vramcalc.core.describe import assumptions
+from vramcalc.core.describe import settings as run_settings
 from vramcalc.core.memory import Breakdown, estimate
-from vramcalc.core.memory.activations import eager_only, head_terms, layer_activations
+from vramcalc.core.memory import preference as pref
+from vramcalc.core.memory import reward as reward_model
+from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms, layer_activations, masked_sdpa
+from vramcalc.core.memory.distributed import activation_tokens
 from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
 from vramcalc.core.memory.loss import SOURCES as LOSS_SOURCES
 from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, TORCHAO_STATES, optimizer_bytes, state_dtype
@@ -30,6 +35,7 @@ from vramcalc.core.memory.weights import (
     weight_bytes,
 )
 from vramcalc.core.params import block_linears, head_dim, resolve_targets
+from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS, FROZEN_BASE_METHODS
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.units import UNIT_BYTES, ceil_div, dtype_bytes
 from vramcalc.core.vocab import METHOD_LABELS
@@ -60,6 +66,26 @@ SRC_LOSS = "transformers ForCausalLMLoss: logits.float(), log_softmax (saved), n
 SRC_OVERHEAD = ("memory/overhead.py: CUDA context measured ~500 MiB; CublasHandlePool.cpp; NCCL docs; "
                 "CUDACachingAllocator.cpp segments; fragmentation fitted (docs/real-gpu.md)")
 SRC_PHASES = "memory/__init__.py phase model (steady state, zero_grad(set_to_none=True))"
+SRC_PREFERENCE = ("memory/preference.py (TRL 1.16 trl/trainer/dpo_trainer.py, kto_trainer.py _compute_loss; "
+                  "DataCollatorForPreference)")
+SRC_REWARD = ("memory/reward.py (TRL reward_trainer.py: AutoModelForSequenceClassification(num_labels=1); "
+              "transformers GenericForSequenceClassification score = Linear(hidden, 1))")
+# The loss kernels explain names beyond memory/loss.py's LABELS: the reward model's score head (loss_bytes "reward").
+_REWARD_LABELS = ("score head input (the last hidden states, compute dtype)",
+                  "fp32 last hidden states' cast + [2B, S, 1] scores + the last-token search",
+                  "the scores' gradient + the score's input gradient", "")
+# An objective's own head (memory/preference.py) that memory/loss.py does not label.
+_OBJECTIVE_HEAD_LABELS = ("the head's saved tensors", "the head's forward transients", "its backward transients",
+                          "the head's backward")
+# What each Linear method trains per adapted module (core/peft_methods.py LinearRule.shapes, from peft's layer.py).
+_PEFT_FORMULAS = {
+    "ia3": "(1 × d_in) on a feedforward module, else (d_out × 1), × modules",
+    "loha": "hada_w1_a, hada_w2_a (d_out × r) + hada_w1_b, hada_w2_b (r × d_in), × modules",
+    "lokr": "w1 (out_l × in_m) + w2 (out_k × in_n) or its rank-r factors, × modules",
+    "vera": "lambda_b (d_out) + lambda_d (r), × modules",
+    "oft": "(d_in / b blocks) × b(b − 1)/2 skew-symmetric entries, × modules",
+    "fourierft": "n_frequency spectral coefficients, × modules",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +160,13 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     if training.mode == "inference":
         return _explain_inference(model, training, b)
     recipe = recipe_of(training)
-    w = weight_bytes(model, training, recipe)
+    # The model and run as the core's plan sees them (memory/__init__.py estimate): a reward model's weights are
+    # the body under a score head; a preference step stacks chosen and rejected rows (2B) with dropout off.
+    weighed = reward_model.body(model) if training.objective == "reward" else model
+    w = weight_bytes(weighed, training, recipe)
+    policy = pref.policy_view(training) if training.objective != "sft" else training
+    # memory/__init__.py _build_plan: TRL's trainers (every objective but sft and reward) disable dropout
+    acting = pref.without_dropout(model) if training.objective not in ("sft", "reward") and model.dropout else model
     notes: list[str] = []
     sections = [
         _parameters(model, training, w.parameters, w.trainable),
@@ -143,10 +175,10 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
         _optimizer(training, b, w.trainable_tensors, w.trainable),
     ]
     if model.has_architecture:
-        layer_sec, act_sec, temp_sec = _transformer(model, training, b)
+        layer_sec, act_sec, temp_sec = _transformer(acting, policy, b)
         sections += [layer_sec, act_sec, temp_sec]
     else:
-        act_sec, temp_sec = _count_only(model, training, b)
+        act_sec, temp_sec = _count_only(model, policy, b)
         sections += [act_sec, temp_sec]
     phase_sec, peak_moment = _phases(b)
     sections.append(phase_sec)
@@ -160,7 +192,17 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
     src = "params.py inventory from the architecture (config.json), checked against published totals"
     lines = [Line("parameters.total", "parameters", "derived from the architecture" if m.has_architecture
                   else "the preset's count", total, "sum of every weight tensor's elements", src, "count")]
-    if t.method == "full":
+    text: tuple[str, ...] = ()
+    if t.objective == "reward":  # memory/reward.py: the body under a 1-output score head
+        text = ("reward model: the causal LM's body under a 1-output score head instead of lm_head (its hidden-size "
+                "parameters are left out, < 0.01 %)",)
+    if t.method in peft_methods.TABLE:
+        lines += _peft_parameters(m, t)
+        lines.append(Line("parameters.trainable", f"trainable ({METHOD_LABELS[t.method]} only; the base is frozen)",
+                          " + ".join(_n(x.value) for x in lines[1:]) or "0", trainable,
+                          f"sum of the {METHOD_LABELS[t.method]} tensors", peft_methods.TABLE[t.method].source,
+                          "count"))
+    elif t.method == "full":
         lines.append(Line("parameters.trainable", "trainable", "every parameter (full fine-tuning)",
                           trainable, "all parameters", SRC_SEED_GRADS, "count"))
     elif t.method == "freeze":
@@ -178,7 +220,52 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
         lines.append(Line("parameters.trainable", "trainable (adapters only; the base is frozen)",
                           " + ".join(_n(x.value) for x in lines[1:]) or "0", trainable,
                           "sum of the adapters", SRC_LORA, "count"))
-    return Section("parameters", "parameters", None, tuple(lines), kind="count")
+    return Section("parameters", "parameters", None, tuple(lines), text, kind="count")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + " × ".join(_n(d) for d in shape) + ")"
+
+
+# Names of the trainable tensors of the non-Linear methods, in core/peft_methods.py trainable_tensors' order.
+_TENSOR_NAMES = {
+    "ln-tuning": ("norm copies (weight, and LayerNorm's bias)",),
+    "prompt-tuning": ("virtual token embeddings",),
+    "trainable-tokens": ("trainable_tokens_delta (the trained rows)",),
+    "p-tuning": ("virtual token embeddings", "encoder Linear 1 weight", "encoder Linear 1 bias",
+                 "encoder Linear 2 weight", "encoder Linear 2 bias", "encoder Linear 3 weight",
+                 "encoder Linear 3 bias"),
+    "prefix-tuning": ("prefix embedding (layers × 2 × token_dim per virtual token)",),
+    "prefix-projection": ("prefix embedding (token_dim)", "projection Linear 1 weight", "projection Linear 1 bias",
+                          "projection Linear 2 weight (to layers × 2 × token_dim)", "projection Linear 2 bias"),
+}
+
+
+def _peft_parameters(m: ModelSpec, t: TrainingSpec) -> list[Line]:
+    """A core/peft_methods.py method's trainable tensors: its own rule objects' shapes, per module or tensor."""
+    entry = peft_methods.method_of(t.method, t)
+    assert entry is not None
+    out: list[Line] = []
+    if entry.linear is not None:  # the same LinearRule.shapes the estimate's trainable_tensors uses
+        for lin, ff in peft_methods.adapted_linears(m, t):
+            shapes = entry.linear.shapes(lin.in_features, lin.out_features, t.lora_rank, ff)
+            n = sum(_numel(sh) for sh in shapes) * lin.count
+            what = " + ".join(_shape(sh) for sh in shapes)
+            kind = " (feedforward: scales the input)" if t.method == "ia3" and ff else ""
+            out.append(Line(f"parameters.{t.method}.{lin.module}", f"{METHOD_LABELS[t.method]} {lin.module}{kind}",
+                            f"{what} × {_n(lin.count)} modules (d_in {_n(lin.in_features)}, d_out "
+                            f"{_n(lin.out_features)})", n,
+                            _PEFT_FORMULAS.get(t.method, "the method's tensor shapes, × modules"), entry.source,
+                            "count"))
+        return out
+    names = _TENSOR_NAMES.get("prefix-projection" if t.method == "prefix-tuning" and t.prefix_projection
+                              else t.method, ())
+    for i, (shape, count) in enumerate(peft_methods.trainable_tensors(m, t)):
+        name = names[i] if i < len(names) else f"tensor {i}"
+        out.append(Line(f"parameters.{t.method}.{i}", name,
+                        _shape(shape) + (f" × {_n(count)}" if count > 1 else ""), _numel(shape) * count,
+                        "elements × count", entry.source, "count"))
+    return out
 
 
 # --- weights -----------------------------------------------------------------------------------------
@@ -189,7 +276,7 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
     p = w.parameters
     lines: list[Line] = []
     text: list[str] = []
-    if t.method in ("full", "freeze", "lora") or not m.has_architecture:
+    if t.method in ("full", "freeze", "lora") or t.method in peft_methods.TABLE or not m.has_architecture:
         lines.append(Line("weights.base", f"weights ({recipe.weight})" if t.method in ("full", "freeze")
                           else f"frozen base weights ({recipe.weight})",
                           f"{_n(p)} params × {wb} B ({recipe.weight})", p * wb,
@@ -235,17 +322,87 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
         a = dtype_bytes(t.adapter_dtype)
         lines.append(Line("weights.adapters", "LoRA adapters", f"{_n(w.trainable)} params × {a} B ({t.adapter_dtype})",
                           w.trainable * a, "adapter parameters × bytes per adapter weight", SRC_LORA))
+    elif t.method in peft_methods.TABLE:
+        lines += _peft_weights(m, t, w)
+    if pref.is_preference(t):
+        lines.append(_reference_weights(t, b, w))
+    lines, text = _per_gpu(b, "weights", lines, text, {
+        "weights.partition": "this GPU's partition", "weights.gathered_unit": "one gathered unit"})
     return Section("weights", "weights", b.weights, tuple(lines), tuple(x for x in text if x))
+
+
+def _per_gpu(b: Breakdown, component: str, lines: list[Line], text: list[str], parts: dict[str, str]
+             ) -> tuple[list[Line], list[str]]:
+    """Multi-GPU: the replica's lines become prose and one line shows the core's per-GPU figure
+    (memory/distributed.py: tensor/pipeline split, ZeRO/FSDP partitions, offload), described by its details."""
+    value = b.component(component)
+    if not b.parallelism or sum(x.value for x in lines) == value:
+        return lines, text
+    replica = sum(x.value for x in lines)
+    said = [f"{what} {fmt_value(b.details[k], 'bytes')}" for k, what in parts.items() if b.details.get(k)]
+    layout = b.parallelism
+    line = Line(f"{component}.per_gpu", f"{component.replace('_', ' ')} on this GPU", "; ".join(said) or
+                f"the replica's {fmt_value(replica, 'bytes')} split over tp {layout.get('tp', 1)} × pp "
+                f"{layout.get('pp', 1)}, sharded over {layout.get('shard_degree', 1)} (stage "
+                f"{layout.get('zero_stage', 0)})", value,
+                "per-GPU share (tensor/pipeline split, ZeRO/FSDP partition, offload)", SRC_DISTRIBUTED)
+    whole = " + ".join(f"{x.label} {fmt_value(x.value, 'bytes')}" for x in lines if x.value)
+    return [line], [*text, f"the whole replica: {fmt_value(replica, 'bytes')} ({whole})"]
+
+
+def _peft_weights(m: ModelSpec, t: TrainingSpec, w: WeightBytes) -> list[Line]:
+    """A core/peft_methods.py method's tensors (WeightBytes.adapters, split into trained and buffers)."""
+    entry = peft_methods.TABLE[t.method]
+    label = METHOD_LABELS[t.method]
+    dtype = recipe_of(t).weight if t.method not in ADAPTER_DTYPE_METHODS else t.adapter_dtype
+    a = dtype_bytes(dtype)
+    why = ("LN tuning trains copies of the norms in the model's dtype" if t.method not in ADAPTER_DTYPE_METHODS
+           else "peft get_peft_model autocast_adapter_dtype: 16-bit adapter weights kept in fp32 by default")
+    out = [Line("weights.adapters", f"{label} trainable tensors ({dtype})", f"{_n(w.trainable)} params × {a} B "
+                f"({dtype})", w.adapters - w.adapter_buffers, "trainable parameters × bytes per adapter weight",
+                f"{entry.source}; {why}")]
+    if w.adapter_buffers:
+        if t.method == "vera":
+            what, inputs, src = ("vera_A, vera_B: shared frozen projections (fp32)",
+                                 f"{_n(peft_methods.vera_projection_elements(m, t))} elements (r {t.lora_rank} × "
+                                 "(largest d_in + largest d_out)) × 4 B", "peft tuners/vera/model.py "
+                                 "_init_vera_A_vera_B")
+        elif t.method == "trainable-tokens":
+            what, inputs, src = ("trainable_tokens_original: a copy of the trained rows",
+                                 f"{_n(w.trainable)} params × {a} B ({dtype})", entry.source)
+        else:
+            what, inputs, src = ("OFT rows / cols index buffers (int64)", "torch.triu_indices per module, 8 B each",
+                                 entry.source)
+        out.append(Line("weights.adapter_buffers", what, inputs, w.adapter_buffers,
+                        "buffers the method registers (no gradient)", src))
+    return out
+
+
+def _reference_weights(t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Line:
+    """The preference reference (memory/preference.py): a frozen copy, or nothing (adapters off, precomputed)."""
+    ref = pref.resolve_ref(t)
+    value = b.details.get("weights.reference", 0)
+    if ref == "copy":
+        dtype = pref.ref_weight_dtype(t, recipe_of(t))
+        return Line("weights.reference", f"reference model: a frozen copy ({dtype})",
+                    f"{_n(w.parameters)} params × {dtype_bytes(dtype)} B ({dtype})", value,
+                    "parameters × bytes per reference weight (--ref-dtype; auto: the policy's load dtype)",
+                    SRC_PREFERENCE)
+    what = {"adapters-off": "the policy with its adapters disabled (peft disable_adapter): no extra weights",
+            "precomputed": "log-probs precomputed before training (precompute_ref_log_probs): no reference "
+                           "in the step"}.get(ref, f"{t.objective} trains without a reference model")
+    return Line("weights.reference", f"reference model ({ref or 'none'})", what, value, source=SRC_PREFERENCE)
 
 
 # --- gradients ---------------------------------------------------------------------------------------
 
 def _gradients(t: TrainingSpec, b: Breakdown, w: WeightBytes, grad_dtype: str) -> Section:
-    lora = t.method in ("lora", "qlora")
-    dtype = t.adapter_dtype if lora else grad_dtype
+    adapters = t.method in ADAPTER_DTYPE_METHODS  # gradients in --adapter-dtype (memory/__init__.py _build_plan)
+    dtype = t.adapter_dtype if adapters else grad_dtype
     g = dtype_bytes(dtype)
-    what = "adapter params" if lora else "trainable params"
-    text: tuple[str, ...] = ("the frozen base has requires_grad=False: no gradients for it",) if lora else ()
+    what = "adapter params" if adapters else "trainable params"
+    text: tuple[str, ...] = (("the frozen base has requires_grad=False: no gradients for it",)
+                             if t.method in FROZEN_BASE_METHODS else ())
     if t.fsdp_frozen_grads:
         text = ("FSDP1 flat units: the frozen weights share a flat parameter with the adapters, which requires "
                 "grad, so they get gradients too (--fsdp-frozen-grads)",)
@@ -329,6 +486,16 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
     text: tuple[str, ...] = ()
     if trainable and b.optimizer_state:
         text = (f"{b.optimizer_state / trainable:.2f} B of optimizer state per trainable parameter",)
+    if b.parallelism:  # the per-GPU states (memory/distributed.py): its details replace the replica's figures
+        got = {x.key: b.details.get(x.key, x.value) for x in lines}
+        if sum(got.values()) == b.optimizer_state:
+            lines = [x if got[x.key] == x.value else
+                     Line(x.key, x.label + " (this GPU's share)",
+                          f"{x.inputs}, sharded: {fmt_value(got[x.key], 'bytes')} of {fmt_value(x.value, 'bytes')}",
+                          got[x.key], x.formula, f"{x.source}; {SRC_DISTRIBUTED}")
+                     for x in lines]
+        shown, prose = _per_gpu(b, "optimizer_state", lines, list(text), {})
+        lines, text = shown, tuple(prose)
     return Section("optimizer_state", "optimizer state", b.optimizer_state, tuple(lines), text)
 
 
@@ -338,9 +505,19 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
     recipe = recipe_of(t)
     c = dtype_bytes(recipe.compute)
+    # Prompt and p-tuning: the virtual tokens go through every layer and the loss (peft_methods.extra_sequence).
+    # The shape attention sees (memory/__init__.py _transformer_phases): rows of `seq` positions (padding-free:
+    # one row of the whole micro-batch), lengthened by the virtual tokens.
+    extra = peft_methods.extra_sequence(t)
+    rows, seq = batch_rows(t)
     tokens = t.batch_size * t.seq_len
-    seq = t.seq_len
+    if b.parallelism:  # tensor/sequence parallel: the tokens' worth one GPU stores (memory/distributed.py)
+        tokens = activation_tokens(tokens, t)
+    if extra:
+        tokens = tokens * (seq + extra) // seq
+        seq += extra
     n_layers = m.num_layers
+    loss = _loss_of(t, b.details)
     full_like = t.method in ("full", "freeze")
     if t.method == "freeze":
         frozen, _ = freeze_fraction(m, t)
@@ -351,23 +528,42 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         saving = n_layers
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     layer = layer_activations(m, t, recipe, trainable_weights=full_like)
-    tok = f"{_n(tokens)} tokens"
+    tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
     d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them
 
     # One layer's saved tensors, term by term.
     layer_lines = []
-    for term in layer.terms:
-        inputs = f"{_n(term.per_token)} B/token × {tok}" if term.per_token else ""
-        value = term.per_token * tokens + term.per_token_seq * tokens * seq
+    method_src = peft_methods.TABLE[t.method].source if t.method in peft_methods.TABLE else ""
+    terms = [x for x in layer.terms if not (x.batch1_only and t.batch_size > 1)]  # batch1_only: batch 1 only
+    for term in terms:
+        parts = [f"{_n(term.per_token)} B/token × {tok}"] if term.per_token else []
         if term.per_token_seq:
-            inputs += (" + " if inputs else "") + f"{_n(term.per_token_seq)} B × {tok} × {_n(seq)} keys"
-        layer_lines.append(Line(f"activations.layer.{term.name}", term.name, inputs, value,
-                                formula="bytes per token × tokens", source=SRC_ACTS))
+            parts.append(f"{_n(term.per_token_seq)} B × {tok} × {_n(seq)} keys")
+        if term.per_sample:  # prefix tuning's virtual keys and values, per sequence
+            parts.append(f"{_n(term.per_sample)} B/sequence × batch {t.batch_size}")
+        if term.const:  # a materialized delta weight, whatever the batch
+            parts.append(f"{_n(term.const)} B whatever the batch")
+        value = (term.per_token * tokens + term.per_token_seq * tokens * seq + term.per_sample * t.batch_size
+                 + term.const)
+        peft_term = bool(method_src) and (term.name.startswith((t.method, "prefix")) or term.per_sample > 0)
+        layer_lines.append(Line(f"activations.layer.{term.name}", term.name, " + ".join(parts), value,
+                                formula="bytes per token × tokens" if not (term.per_sample or term.const)
+                                else "per token × tokens + per sequence × batch + fixed",
+                                source=f"{method_src}; memory/activations.py" if peft_term else SRC_ACTS))
     per_layer = d["activations.per_layer"]
-    per_token_total = sum(x.per_token for x in layer.terms)
+    per_token_total = sum(x.per_token for x in terms)
     layer_text = [f"{_n(per_token_total)} B per token per layer"
-                  + (" (+ attention scores per key position)" if any(x.per_token_seq for x in layer.terms) else "")
+                  + (" (+ attention scores per key position)" if any(x.per_token_seq for x in terms) else "")
                   + f"; batch {t.batch_size} × seq {seq} = {tok}"]
+    if extra:
+        layer_text.append(f"{t.method}: {t.virtual_tokens} virtual tokens in front of every sequence: seq "
+                          f"{t.seq_len} + {extra} through every layer and the loss (peft_model.py "
+                          "PeftModelForCausalLM.forward)")
+    if t.method == "prefix-tuning":
+        layer_text.append(f"prefix tuning: every layer's attention reads {t.virtual_tokens} virtual keys and values "
+                          "(past_key_values from get_prompt) before the sequence's own")
+    if t.objective != "sft":
+        layer_text.append(_rows_text(t))
     if not full_like:
         layer_text.append("frozen Linear weights need no gradient, so their inputs are not saved "
                           "(only the adapters' inputs are)")
@@ -385,9 +581,14 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed, "one layer's saved tensors",
                           SRC_CKPT))
     else:
+        # The core's adjustments (memory/__init__.py details): the bottom layer's smaller set (its input needs no
+        # gradient under LoRA), a MoE model's dense bottom layers.
+        less, more = d.get("activations.bottom_layer_less", 0), d.get("activations.bottom_layers_more", 0)
         lines.append(Line("activations.layers", "all layers' saved tensors",
-                          f"{saving} layers × {_n(per_layer)} B", kept, "layers × one layer's saved tensors",
-                          SRC_ACTS))
+                          f"{saving} layers × {_n(per_layer)} B"
+                          + (f" − {_n(less)} B (what the bottom layers save less)" if less else "")
+                          + (f" + {_n(more)} B (what the dense bottom layers save more)" if more else ""),
+                          kept, "layers × one layer's saved tensors", SRC_ACTS))
     if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)
         what = [f"every {t.ac_every}th layer checkpointed, the others keep their saved set"] if t.ac_every > 1 \
             else []
@@ -402,29 +603,55 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
             lines.insert(1, Line("activations.recomputed_layer", "one layer in flight during backward",
                                  f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
                                  "one layer's saved tensors", SRC_CKPT))
-    if not m.learned_position_embeddings:
+    if not (m.learned_position_embeddings or m.alibi):  # ALiBi models have no rotary tables
         rope = 2 * c * head_dim(m) * tokens
         lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
                           f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
                           "transformers LlamaRotaryEmbedding"))
+    if m.embedding_norm and full_like:
+        # BLOOM's word_embeddings_layernorm (memory/__init__.py _activation_plan): its input, mean and rstd when
+        # the embedding or its own weight trains
+        per_tok = residual * m.hidden_size + 8
+        lines.append(Line("activations.shared.embedding_norm", "embedding layernorm (input, mean, rstd)",
+                          f"{_n(per_tok)} B/token × {tok}", per_tok * tokens, "bytes per token × tokens",
+                          "transformers modeling_bloom.py word_embeddings_layernorm"))
     if t.attention == "eager" or eager_only(m):  # BLOOM, Gemma 2: transformers runs them eager
-        mask = c * t.batch_size * seq * seq
+        # prefix tuning under eager: the mask has a column per virtual key too (memory/__init__.py _peft_once_t)
+        keys = seq + (t.virtual_tokens if t.method == "prefix-tuning" and t.attention == "eager" else 0)
+        mask = c * rows * seq * seq + c * tokens * (keys - seq)
         lines.append(Line("activations.shared.mask", "4-D causal mask (eager attention)",
-                          f"{c} B × batch {t.batch_size} × {_n(seq)} × {_n(seq)}", mask, "batch × seq² × bytes",
-                          "transformers masking_utils.eager_mask"))
+                          f"{c} B × {rows} rows × {_n(seq)} × {_n(keys)}"
+                          + (f" (+ {t.virtual_tokens} prefix keys)" if keys != seq else ""), mask,
+                          "rows × queries × keys × bytes", "transformers masking_utils.eager_mask"))
+    elif masked_sdpa(t):  # packed rows under sdpa: a block-diagonal bool mask (memory/activations.py)
+        lines.append(Line("activations.shared.mask", "4-D bool mask of the packed rows (sdpa)",
+                          f"1 B × {rows} rows × {_n(seq)} × {_n(seq)}", rows * seq * seq, "rows × row² × 1 B",
+                          "transformers masking_utils.sdpa_mask (find_packed_sequence_indices)"))
+    if d.get("activations.prompt_encoder"):
+        lines.append(Line("activations.shared.prompt_encoder", f"{t.method} prompt encoder's saved tensors",
+                          f"{t.virtual_tokens} virtual tokens × batch {t.batch_size}, adapter dtype "
+                          f"{t.adapter_dtype}", d["activations.prompt_encoder"],
+                          "run once per step: its inputs and activation outputs",
+                          peft_methods.TABLE[t.method].source))
     if m.dropout > 0:
         drop = m.hidden_size * tokens
         lines.append(Line("activations.shared.dropout", "embedding dropout mask",
                           f"1 B × {_n(m.hidden_size)} hidden × {tok}", drop, "hidden × tokens", "torch fused dropout"))
     for term in head_terms(m, t, recipe, head_trainable):
-        if t.loss != "hf" and not term.name.startswith("final norm"):
+        if loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
                           term.per_token * tokens, "bytes per token × tokens", SRC_LOSS))
-    if t.loss != "hf":
-        lines.append(Line("activations.head.loss", f"loss {t.loss}: {LOSS_LABELS[t.loss][0]}", tok,
-                          d["activations.loss_saved"],
-                          "memory/loss.py loss_bytes", LOSS_SOURCES[t.loss]))
+    token_head_t, token_head_c = peft_methods.tied_token_head_bytes(m, t, c)
+    if loss == "hf" and (token_head_t or token_head_c):  # trainable tokens on a tied model (peft_methods.py)
+        lines.append(Line("activations.head.trainable_tokens", "tied lm_head: its input and the merged weight",
+                          f"{_n(token_head_t)} B/token × {tok} + {_n(m.vocab_size)} × {_n(m.hidden_size)} × {c} B",
+                          token_head_t * tokens + token_head_c, "hidden × tokens + vocab × hidden, compute bytes",
+                          peft_methods.TABLE[t.method].source))
+    if loss != "hf":
+        lines.append(Line("activations.head.loss", f"{_loss_name(loss)}: {_loss_labels(loss)[0]}",
+                          _loss_inputs(t, loss, tokens, seq), d["activations.loss_saved"],
+                          "memory/loss.py loss_bytes", _loss_source(loss)))
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         linear_params += m.vocab_size * m.hidden_size
@@ -435,6 +662,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     act_text = ["gradient checkpointing trades recomputation for memory: only each layer's input is kept"
                 if t.grad_checkpointing else
                 "alive from the end of forward until backward reaches each layer"]
+    if pref.is_preference(t):
+        act_text.append("TRL's fused log-prob head (add_fused_lm_head, ChunkedLogProbFunction): no vocabulary-wide "
+                        "logits are kept, only the completion positions' hidden states and per-token statistics")
+    elif t.objective == "reward":
+        act_text.append("a 1-output score head instead of lm_head: nothing vocabulary-wide exists")
     act_sec = Section("activations", "activations", b.activations, tuple(lines), tuple(act_text))
 
     # Temporaries: short-lived peaks; the component is the largest of them.
@@ -460,14 +692,16 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         Line("temporaries.layer_backward", layer.backward_transient.name,
              f"{_n(layer.backward_transient.per_token)} B/token × {tok}"
              + (f" + {_n(layer.backward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys"
-                if layer.backward_transient.per_token_seq else ""), layer_bwd_t, "bytes per token × tokens",
-             SRC_ACTS),
+                if layer.backward_transient.per_token_seq else "")
+             + (f" + {_n(layer.backward_transient.const)} B (the largest adapted module's delta-weight gradient)"
+                if layer.backward_transient.const else ""), layer_bwd_t, "bytes per token × tokens", SRC_ACTS),
     ]
-    if t.loss != "hf":
-        labels, src = LOSS_LABELS[t.loss], LOSS_SOURCES[t.loss]
-        tl[1:3] = [Line("temporaries.loss_forward", f"loss {t.loss}: {labels[1]}", tok, loss_fwd,
+    if loss != "hf":
+        labels, src = _loss_labels(loss), _loss_source(loss)
+        inputs = _loss_inputs(t, loss, tokens, seq)
+        tl[1:3] = [Line("temporaries.loss_forward", f"{_loss_name(loss)}: {labels[1]}", inputs, loss_fwd,
                         "memory/loss.py loss_bytes", src),
-                   Line("temporaries.loss_backward", f"loss {t.loss}: {labels[2]}", tok, loss_bwd,
+                   Line("temporaries.loss_backward", f"{_loss_name(loss)}: {labels[2]}", inputs, loss_bwd,
                         "memory/loss.py loss_bytes", src)]
         if d.get("temporaries.head_gradient_in_forward"):
             tl.append(Line("temporaries.head_gradient_in_forward", "the head's gradient, allocated in forward",
@@ -476,7 +710,17 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         if d.get("temporaries.head_backward"):
             tl.append(Line("temporaries.head_backward", labels[3], tok, d["temporaries.head_backward"],
                            "memory/loss.py loss_bytes", src))
-    if end_t:
+    if "temporaries.reference_forward" in d:  # memory/preference.py ReferencePlan.peak, a moment of its own
+        tl.append(Line("temporaries.reference_forward", f"reference model's no-grad forward ({pref.resolve_ref(t)})",
+                       f"the larger of one no-grad layer over {tok} and its fused head over "
+                       f"{_n(_labelled(t, seq))} scored tokens, + the policy's per-position outputs",
+                       d["temporaries.reference_forward"],
+                       "after the policy's forward, on top of its saved activations", SRC_PREFERENCE))
+    if end_t and t.method == "trainable-tokens":
+        tl.append(Line("temporaries.gradient_sum", "dense gradient of the merged embedding weight",
+                       f"{_n(v)} × {_n(m.hidden_size)} × {c} B", end_t, "vocab × hidden × compute bytes",
+                       "torch embedding_dense_backward; " + peft_methods.TABLE[t.method].source))
+    elif end_t:
         tied = m.tie_word_embeddings
         tl.append(Line("temporaries.gradient_sum",
                        "tied head + embedding gradients summed out of place" if tied
@@ -488,6 +732,58 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                         "freed one after another, except the head's gradient from forward, alive beside the loss's",))
 
     return layer_sec, act_sec, temp_sec
+
+
+def _loss_of(t: TrainingSpec, d: dict[str, int]) -> str:
+    """The head the core's activation plan runs (memory/__init__.py _activation_plan `loss`; it reports a loss
+    other than transformers' own with the detail activations.loss_saved): TRL's fused log-prob head for the
+    preference objectives, the reward model's score head, --loss, or another objective's own head."""
+    if "activations.loss_saved" not in d:
+        return "hf"
+    if pref.is_preference(t):
+        return "trl"
+    if t.objective == "reward":
+        return "reward"
+    return t.loss if t.loss != "hf" else t.objective
+
+
+def _loss_labels(loss: str) -> tuple[str, str, str, str]:
+    if loss == "reward":
+        return _REWARD_LABELS
+    return LOSS_LABELS.get(loss, _OBJECTIVE_HEAD_LABELS)
+
+
+def _loss_source(loss: str) -> str:
+    return SRC_REWARD if loss == "reward" else LOSS_SOURCES.get(loss, SRC_PREFERENCE)
+
+
+def _loss_name(loss: str) -> str:
+    if loss in LOSS_SOURCES:
+        return "TRL fused log-prob head" if loss == "trl" else f"loss {loss}"
+    return "score head" if loss == "reward" else f"{loss} head"
+
+
+def _labelled(t: TrainingSpec, seq: int) -> int:
+    """Scored tokens of the step (memory/__init__.py _transformer_phases `labelled`): completion positions."""
+    return t.batch_size * min(seq - t.prompt_len, seq - 1)
+
+
+def _loss_inputs(t: TrainingSpec, loss: str, tokens: int, seq: int) -> str:
+    if loss == "trl":
+        return (f"{_n(tokens)} positions, {_n(_labelled(t, seq))} scored (prompt {t.prompt_len} of {_n(seq)} "
+                "per row is not)")
+    return f"{_n(tokens)} tokens"
+
+
+def _rows_text(t: TrainingSpec) -> str:
+    """What one policy forward runs on under a preference or reward objective (memory/preference.py rows)."""
+    b = t.batch_size  # the policy view's rows
+    if t.objective == "kto":
+        return (f"kto: {b} unpaired completions in one forward; the KL rows (same shape) run under no_grad before it "
+                "and again through the reference")
+    pairs = b // 2
+    return (f"{t.objective}: chosen and rejected stacked: {pairs} pair{'s' if pairs > 1 else ''} → {b} rows in one "
+            "forward (DataCollatorForPreference)")
 
 
 def _opt_temp_inputs(t: TrainingSpec, value: int) -> str:
@@ -718,8 +1014,45 @@ def header(e: Explanation) -> str:
     b = e.breakdown
     if e.training.mode == "inference":
         return f"{name} · inference · {b.parameters:,} parameters"
-    return (f"{name} · {METHOD_LABELS[e.training.method]} · {b.parameters:,} parameters, "
+    o = e.training.objective
+    objective = "" if o == "sft" else f" · {_OBJECTIVE_LABELS.get(o, o)}"
+    return (f"{name} · {METHOD_LABELS[e.training.method]}{objective} · {b.parameters:,} parameters, "
             f"{b.trainable_parameters:,} trainable")
+
+
+_OBJECTIVE_LABELS = {"dpo": "DPO", "ipo": "IPO", "kto": "KTO", "reward": "reward model", "orpo": "ORPO", "cpo": "CPO",
+                     "simpo": "SimPO"}
+
+
+def settings(t: TrainingSpec) -> dict[str, Any]:
+    """describe.settings plus the objective's options (memory/preference.py), so --diff and JSON show them."""
+    out = run_settings(t)
+    if t.objective != "sft":
+        out["objective"] = t.objective
+        if pref.is_preference(t):
+            out.update(ref_model=pref.resolve_ref(t), prompt_len=t.prompt_len)
+            if pref.resolve_ref(t) == "copy":
+                out["ref_dtype"] = pref.ref_weight_dtype(t, recipe_of(t))
+    elif t.loss == "trl":
+        out["prompt_len"] = t.prompt_len
+    return out
+
+
+def run_assumptions(t: TrainingSpec) -> str:
+    """describe.assumptions plus the objective's (memory/preference.py, memory/reward.py)."""
+    out = assumptions(t)
+    if t.objective == "reward":
+        return out + f" · objective reward (score head, {2 * t.batch_size} rows)"
+    if t.objective != "sft":
+        rows = pref.rows(t)
+        ref = pref.resolve_ref(t) or "none"
+        if ref == "copy":
+            ref += f" ({pref.ref_weight_dtype(t, recipe_of(t))})"
+        out += (f" · objective {t.objective} ({rows} row{'s' if rows > 1 else ''}), reference {ref}, "
+                f"prompt {t.prompt_len}")
+    elif t.loss == "trl":
+        out += f" · prompt {t.prompt_len}"
+    return out
 
 
 def _sources(s: Section) -> list[str]:
@@ -736,7 +1069,7 @@ def _chosen(e: Explanation, only: tuple[str, ...]) -> list[Section]:
 
 def to_text(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
     """Plain text, one step of arithmetic per line (stable: no terminal-width dependence)."""
-    out = [header(e), "assumptions: " + assumptions(e.training), ""]
+    out = [header(e), "assumptions: " + run_assumptions(e.training), ""]
     for s in _chosen(e, only):
         total = "" if s.total is None else "  " + fmt_value(s.total, s.kind, unit)
         out.append(f"{s.title.upper()}{total}")
@@ -759,7 +1092,7 @@ def to_text(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str
 
 def to_markdown(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
     """The same explanation as a Markdown document."""
-    out = [f"## {header(e)}", "", f"Assumptions: {assumptions(e.training)}", ""]
+    out = [f"## {header(e)}", "", f"Assumptions: {run_assumptions(e.training)}", ""]
     for s in _chosen(e, only):
         total = "" if s.total is None else f": {fmt_value(s.total, s.kind, unit)}"
         out += [f"### {s.title[0].upper() + s.title[1:]}{total}", "", "| term | formula | numbers | result |",
@@ -830,6 +1163,8 @@ def diff(a: Explanation, b: Explanation) -> Diff:
     sa, sb = settings(a.training), settings(b.training)
     if a.model.name != b.model.name:
         sa, sb = {"model": a.model.name, **sa}, {"model": b.model.name, **sb}
+    if "objective" in sa or "objective" in sb:  # an SFT side lists no objective: it is sft
+        sa, sb = {**sa, "objective": a.training.objective}, {**sb, "objective": b.training.objective}
     # Settings present on both sides (LoRA settings only exist for LoRA runs; the method row says that).
     changed = tuple((k, sa[k], sb[k]) for k in sa if k in sb and sa[k] != sb[k])
     la, lb = a.lines(), b.lines()

@@ -291,7 +291,9 @@ def _flag(tool: str, value: Any, key: str) -> bool | str:
     """A boolean key of `tool`'s config read as the tool reads it (None and absent: false); the key's other words
     (BOOLEAN_KEYS) are returned as they are. Anything the tool would read differently from how it looks is
     refused, naming the key and the fix."""
-    words = BOOLEAN_KEYS[tool][key.removeprefix("deepspeed.")]
+    # `key` as the user's file spells it, with any prefix of the file that embeds it ("deepspeed_config.
+    # deepspeed_config_file.bf16.enabled" in an accelerate config): the table's key is its suffix
+    words = next(w for k, w in BOOLEAN_KEYS[tool].items() if key == k or key.endswith("." + k))
     if value is None or isinstance(value, bool):
         return bool(value)
     if isinstance(value, str) and value in words:

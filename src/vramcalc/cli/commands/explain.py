@@ -122,25 +122,12 @@ def _emit_doc(doc: dict[str, Any], fmt: str) -> None:
 def _resolve(values: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(ModelSpec, TrainingSpec, GpuSpec | None) from option values, as `estimate` builds them."""
     from vramcalc.core.options import training_spec
-    from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
     from vramcalc.io import presets
     from vramcalc.io.resolve import resolve_model
 
     spec, _ = resolve_model(values["model"])
     gpu_spec = presets.find_gpu(values["gpu"]) if values.get("gpu") else None
     training = training_spec({k: v for k, v in values.items() if k not in ("model", "gpu")})
-    if training.objective != "sft":
-        # core/explain.py itemizes an SFT step; the preference and reward steps (memory/preference.py,
-        # memory/reward.py) have other moments and heads, so its lines would not add up to their figures.
-        raise BadInput(f"explain does not itemize --objective {training.objective} yet; use vramcalc estimate "
-                       f"(its notes and --format json details show the {training.objective} terms)")
-    if training.method in PEFT_TABLE and training.mode == "train":
-        # core/explain.py derives its sections for full, freeze, LoRA and QLoRA; the other PEFT methods
-        # (core/peft_methods.py) would be described as QLoRA, so they are refused until it covers them.
-        from vramcalc.core.errors import UnsupportedCombination
-
-        raise UnsupportedCombination(f"explain does not derive --method {training.method} yet; its estimate is in "
-                                     f"`vramcalc estimate {values['model']} --method {training.method}`")
     return spec, training, gpu_spec
 
 

@@ -770,6 +770,8 @@ def _transformer_phases(
     details["temporaries.backward_end"] = end_t
     if p.offload:
         details["activations.offloaded_to_host"] = host_t
+    if p.once_b:  # p-tuning / prefix projection: the prompt encoder's saved set, part of `shared` (for explain)
+        details["activations.prompt_encoder"] = p.once_b * t.batch_size
     if p.reference is not None:
         details["temporaries.reference_forward"] = reference
     if p.loss != "hf":  # loss savers (memory/loss.py): their own moments, for explain

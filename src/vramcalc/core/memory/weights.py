@@ -43,6 +43,9 @@ class WeightBytes:
     quantized_params: int = 0
     quantized_data: int = 0
     unquantized: int = 0
+    # The part of `adapters` that is not trained: VeRA's shared projections, trainable tokens' original rows,
+    # OFT's index buffers (core/peft_methods.py methods; read by explain)
+    adapter_buffers: int = 0
 
     @property
     def total(self) -> int:
@@ -162,14 +165,15 @@ def _peft_weight_bytes(model: ModelSpec, training: TrainingSpec, total_params: i
     tensors = peft_methods.trainable_tensors(model, training)
     trainable = peft_methods.trainable_params(model, training)
     elem = w if training.method == "ln-tuning" else dtype_bytes(training.adapter_dtype)
-    adapters = trainable * elem
+    buffers = 0
     if training.method == "vera":
-        adapters += 4 * peft_methods.vera_projection_elements(model, training)  # vera_A, vera_B: torch.randn, fp32
+        buffers = 4 * peft_methods.vera_projection_elements(model, training)  # vera_A, vera_B: torch.randn, fp32
     if training.method == "trainable-tokens":  # trainable_tokens_original: a copy of the trained rows (buffer)
-        adapters += trainable * elem
+        buffers = trainable * elem
     if training.method == "oft":  # OFTRotationModule's rows / cols buffers: torch.triu_indices, int64
-        adapters += 8 * 2 * sum(shape[1] * count for shape, count in tensors)
-    return WeightBytes(total_params * w, 0, adapters, total_params, trainable, tensors)
+        buffers = 8 * 2 * sum(shape[1] * count for shape, count in tensors)
+    return WeightBytes(total_params * w, 0, trainable * elem + buffers, total_params, trainable, tensors,
+                       adapter_buffers=buffers)
 
 
 # --- The run's tensors by where they live (memory/distributed.py: gathered units, pipeline stages) -------------
