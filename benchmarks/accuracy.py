@@ -48,8 +48,12 @@ decode. Written to accuracy_inference.{json,md}.
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
+The sharded grid (`--grid sharded`, issue 19; 32 cases): 4 architectures x 8 methods (full, LoRA, QLoRA NF4 / int8,
+freeze, IA3): the root's and layer 0's bytes that memory/distributed.py builds its gathered units and tp/pp ranks
+from (memory/weights.py tensor_groups), against the tracer's model set up for the method, tensor by tensor.
+
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
-        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders]
+        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|sharded]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -409,15 +413,99 @@ def inference_grid() -> list[dict[str, Any]]:
             for model in INFERENCE_MODELS for label, kw in INFERENCE_RUNS]
 
 
+# The sharded grid (`--grid sharded`, issue 19): what memory/distributed.py gathers or holds under sharding and
+# tp/pp is built from memory/weights.py tensor_groups' per-part bytes (the root: embeddings, final norm, head, and
+# each layer). The tracer's model is the reference: built on the meta device and set up for the method as
+# `trace` does (trace/_run.py _prepare: peft adapters, the emulated bitsandbytes storage), its parameters and
+# buffers are summed outside the decoder layers (root) and in layer 0, then compared with the estimate's.
+SHARDED_MODELS = ("gpt2", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3.2-1b")
+SHARDED_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora q,v", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "v_proj")}),
+    ("lora all-linear bf16 adapters", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",),
+                                       "adapter_dtype": "bf16"}),
+    ("qlora nf4", METHODS[4][1]),
+    ("qlora nf4 no double-quant", {**METHODS[4][1], "double_quant": False}),
+    ("qlora int8", {**METHODS[4][1], "quant_bits": 8}),
+    ("freeze 4", {"method": "freeze", "precision": "bf16", "freeze_layers": 4}),
+    ("ia3", {"method": "ia3", "precision": "bf16", "lora_targets": ("auto",)}),
+)
+
+
+def sharded_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label}", "model": model, "method": label, "training": dict(kw, batch_size=1, seq_len=8)}
+            for model in SHARDED_MODELS for label, kw in SHARDED_METHODS]
+
+
+def _sharded_row(case: dict[str, Any]) -> dict[str, Any]:
+    """The root's and layer 0's bytes: estimate (tensor_groups) vs the tracer's model (parameters + buffers)."""
+    from vramcalc.core.memory.precision import recipe_of, resolve_precision
+    from vramcalc.core.memory.weights import tensor_groups
+    from vramcalc.trace._hf import build_model, find_layers, model_dtype
+    from vramcalc.trace._run import _prepare
+
+    model, training = _spec(case)
+    hf, _ = build_model(model, training, model_dtype(resolve_precision(training)))
+    assert model.num_layers is not None
+    layers = list(find_layers(hf, model.num_layers))
+    hf = _prepare(hf, model, training, [])
+
+    def tensors(m: Any) -> dict[int, Any]:
+        return {id(t): t for t in (*m.parameters(), *m.buffers())}  # a tied weight once
+
+    def nbytes(ts: Any) -> int:
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    in_layers = {k for layer in layers for k in tensors(layer)}
+    t_root = nbytes(t for k, t in tensors(hf).items() if k not in in_layers)
+    t_layer = nbytes(tensors(layers[0]).values())
+    g = tensor_groups(model, training, recipe_of(training))
+    e_root = sum(x.count * x.bytes_each() for x in (*g.root, *g.shared))
+    e_layer = sum(x.count * x.bytes_each() for x in g.layers[0][1])
+    return {"id": case["id"], "model": case["model"], "method": case["method"], "training": case["training"],
+            "estimate": {"root": e_root, "layer0": e_layer}, "trace": {"root": t_root, "layer0": t_layer},
+            "error_pct": {"root": _err(e_root, t_root), "layer0": _err(e_layer, t_layer)}}
+
+
+def sharded_main() -> None:
+    rows = [_sharded_row(c) for c in sharded_grid()]
+    versions = _versions()
+    summ = {k: {"median": statistics.median(sorted(abs(r["error_pct"][k]) for r in rows)),
+                "max": max(abs(r["error_pct"][k]) for r in rows)} for k in ("root", "layer0")}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "accuracy_sharded.json").write_text(json.dumps({"versions": versions, "summary": summ, "rows": rows},
+                                                              indent=1))
+    lines = ["# Estimator vs tracer (the root's and one layer's bytes, issue 19)", "",
+             f"{len(rows)} cases; tracer's model on {versions}. Reproduce: "
+             "`PYTHONPATH=src python benchmarks/accuracy.py --grid sharded`. Error = (estimate − trace) / trace. "
+             "The root is every parameter and buffer outside the decoder layers (embeddings, final norm, head, "
+             "the rotary table); layer 0 its parameters, adapters and quantization buffers. What differs is what the "
+             "core leaves out: the rotary table (inv_freq, head_dim / 2 fp32 values: 256 B) and bitsandbytes' 16-entry "
+             "fp32 code table per 4-bit Linear (64 B each).", "",
+             "| part | median abs % | max abs % |", "| --- | ---: | ---: |"]
+    lines += [f"| {k} | {v['median']:.3f} | {v['max']:.3f} |" for k, v in summ.items()]
+    lines += ["", "| case | root estimate B | root trace B | error % | layer 0 estimate B | layer 0 trace B "
+              "| error % |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        e, t, x = r["estimate"], r["trace"], r["error_pct"]
+        lines.append(f"| {r['id']} | {e['root']:,} | {t['root']:,} | {x['root']:+.3f} | {e['layer0']:,} | "
+                     f"{t['layer0']:,} | {x['layer0']:+.3f} |")
+    (RESULTS / "accuracy_sharded.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
-         "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid}
+         "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
+         "sharded": sharded_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
           "peft": " (PEFT methods, issue 18)", "families": " (model families, issue 15)",
           "preference-free": " (ORPO, CPO, SimPO: no reference, full logits; issue 14)",
-          "encoders": " (encoders with task heads, issue 15)"}
+          "encoders": " (encoders with task heads, issue 15)",
+          "sharded": " (the root's and one layer's bytes, issue 19)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -521,8 +609,13 @@ def main() -> None:
                     "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; "
                     "families: issue 15's model_types at two shapes, without and with checkpointing; "
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
-                    "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads)")
+                    "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"
+                    " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
+                    "against the tracer's model")
     args = ap.parse_args()
+    if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
+        sharded_main()
+        return
     versions = _versions()
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" if args.grid in ("presets", "preference-free", "encoders") \

@@ -274,8 +274,7 @@ def test_json_reports_layout_and_host_ram() -> None:
 def test_autocast_copies_under_full_sharding_are_the_gathered_units_only() -> None:
     """Issue 18: Llama-2-70B LoRA, amp-bf16, FSDP full-shard on 8 GPUs counted 16-bit autocast copies of the
     whole model on every GPU (137 GB of 'activations', a 230 GB estimate). Under full sharding only the gathered
-    units (root + current + prefetched layer, memory/distributed.py gathered_params) are cast at once."""
-    from vramcalc.core.memory.distributed import gathered_params
+    units (root + current + prefetched layer, memory/distributed.py gathered_cast_params) are cast at once."""
     from vramcalc.core.params import block_linears
 
     m = presets.find_model("llama-2-70b")
@@ -286,9 +285,11 @@ def test_autocast_copies_under_full_sharding_are_the_gathered_units_only() -> No
     linear = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
     assert m.vocab_size is not None and m.hidden_size is not None
     assert whole == 2 * (linear + m.vocab_size * m.hidden_size)
-    unit, _ = gathered_params(m, sharded)
     got = estimate(m, sharded).details["activations.autocast_weight_copies"]
-    assert got == -(-whole * unit // count_params(m))  # the gathered share, rounded up
+    # Issue 19: the gathered units' own Linear weights, the head (root unit) + 2 layers' block Linears (was their
+    # parameter share of every Linear, 4,454,131,770 B): 2 B × (32,000 × 8,192 + 2 × 855,638,016) = 3,946,840,064.
+    assert m.num_layers is not None
+    assert got == 2 * (m.vocab_size * m.hidden_size + 2 * linear // m.num_layers)
     assert got < whole // 8  # root + 2 of 80 layers: far less than even an eighth of the model
     b = estimate(m, sharded)
     assert b.peak_bytes < 80 * 10**9  # it fits an 80 GB card now (was 218 GB: the whole model's copies)

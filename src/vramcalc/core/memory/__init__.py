@@ -45,7 +45,7 @@ from vramcalc.core.memory.savers import largest_tensor, layer_residency
 from vramcalc.core.memory.weights import WeightBytes, freeze_fraction, weight_bytes
 from vramcalc.core.params import active_params, block_linears, count_params, head_dim
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS
-from vramcalc.core.units import ceil_div, dtype_bytes
+from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -153,7 +153,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     per_gpu = None
     if plan.parallel:  # the one hook: shard the model states, then the phases as usual
         w, opt = plan.w, plan.opt
-        per_gpu = _shard(model, training, plan.recipe, w.total, gradients, opt, w.trainable, tokens)
+        assert plan.units is not None
+        per_gpu = _shard(model, training, plan.recipe, w.total, gradients, opt, w.trainable, tokens, plan.units)
         weights, gradients, states, step_temp = (per_gpu.weights, per_gpu.gradients, per_gpu.optimizer_state,
                                                  per_gpu.step_temporaries)
         tokens = per_gpu.activation_tokens
@@ -254,6 +255,7 @@ class _Plan:
     parallel: bool
     active_parameters: int
     activations: _ActivationPlan | None  # None: a count-only preset
+    units: _distributed.Units | None = None  # multi-GPU: gathered units and the busiest tp/pp rank, in bytes
 
 
 def _settings_key(training: TrainingSpec) -> tuple[object, ...] | None:
@@ -348,22 +350,31 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                       "(add activation_bytes_per_sample to the preset to include them).",)
     else:
         tail_notes = ()
+    parallel = _distributed.is_parallel(training)
+    units = None
+    if parallel:  # what a GPU gathers or holds beyond its shard, from the run's own tensors (memory/distributed.py)
+        units = _distributed.units(_reward.body(model) if training.objective == "reward" else model, training,
+                                   recipe, _grad_elem(training, recipe))
     return _Plan(recipe, w, opt, gradients, w.total + ref_weights, opt.total, step_temporaries, details, tuple(notes),
-                 checked, tail_notes + (_OVERHEAD_NOTE,), _distributed.is_parallel(training), active_params(model), act)
+                 checked, tail_notes + (_OVERHEAD_NOTE,), parallel, active_params(model), act, units)
+
+
+def _grad_elem(training: TrainingSpec, recipe: Recipe) -> int:
+    """Bytes per gradient element: the adapter dtype for the adapter methods, else the recipe's gradient dtype."""
+    return dtype_bytes(training.adapter_dtype if training.method in ADAPTER_DTYPE_METHODS else recipe.grad)
 
 
 def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: int, gradients: int,
-           opt: OptimizerBytes, trainable: int, tokens: int) -> _distributed.PerGpu:
+           opt: OptimizerBytes, trainable: int, tokens: int, units: _distributed.Units) -> _distributed.PerGpu:
     """Per-GPU model states under the run's ZeRO/FSDP/tp/pp layout (memory/distributed.py)."""
     fp32_grads = 4 * trainable if recipe.master_weights else 0  # optimizer.py: fp32 grads for the master copy
-    lora = training.method in ADAPTER_DTYPE_METHODS
-    grad_elem = dtype_bytes(training.adapter_dtype if lora else recipe.grad)
+    grad_elem = _grad_elem(training, recipe)
     states = _distributed.ModelStates(
         weights=weights, gradients=gradients, moments=opt.moments, master_weights=opt.master_weights,
         step_temporaries=opt.step_temporaries, fp32_grad_bytes=min(fp32_grads, opt.step_temporaries),
         parameters=count_params(model), trainable=trainable, grad_elem_bytes=grad_elem)
     return _distributed.shard(model, training, states, tokens,
-                              deepspeed_fp32_grad_partition=recipe.master_weights)
+                              deepspeed_fp32_grad_partition=recipe.master_weights, u=units)
 
 
 def _estimate_inference(model: ModelSpec, training: TrainingSpec, checked: tuple[str, ...] = ()) -> Breakdown:
@@ -544,9 +555,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             # copy: torch fsdp _flat_param.py _use_unsharded_views; the saved views are freed with the
             # unit after forward and gathered again in backward), so the 16-bit copies alive are those of
             # the gathered units, not of the whole model (issue 18: 137 GB per GPU for a 70B LoRA before).
-            unit, _ = _distributed.gathered_params(m, t)
-            total = count_params(m)
-            autocast_copies = ceil_div(autocast_copies * min(unit, total), total)
+            # The gathered unit's own Linear and head weights (not a parameter share of every Linear: issue 19), and
+            # for the layer recomputed or released last, its own Linears (within what is gathered at once).
+            unit_cast, layer_cast = _distributed.gathered_cast_params(m, t, recipe)
+            autocast_copies = min(autocast_copies, dtype_bytes(recipe.compute) * unit_cast)
+            layer_copies = min(layer_copies, dtype_bytes(recipe.compute) * layer_cast, autocast_copies)
     # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
     # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
     # scores softmax writes (the saved set's per-key terms) are transient too.

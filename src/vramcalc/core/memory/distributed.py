@@ -13,13 +13,18 @@ arXiv:1909.08053) and Korthikanti et al. 2022 (arXiv:2205.05198) for tensor/sequ
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
+from vramcalc.core.memory.optimizer import optimizer_bytes
+from vramcalc.core.memory.weights import StoredTensor, TensorGroups, tensor_groups
 from vramcalc.core.params import inventory
 from vramcalc.core.units import ceil_div
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
+    from vramcalc.core.memory.precision import Recipe
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
 # DeepSpeed ZeRO config defaults (deepspeed/runtime/zero/config.py): reduce_bucket_size 5e8 elements,
@@ -65,6 +70,181 @@ class PerGpu:
         return self.weights + self.gradients + self.optimizer_state + self.step_temporaries
 
 
+@dataclass(frozen=True, slots=True)
+class StateBytes:
+    """Model-state bytes of a set of tensors (one layer, the root, a pipeline stage), from its own tensors."""
+
+    weights: int
+    gradients: int
+    moments: int
+    master_weights: int
+    step_temporaries: int
+    fp32_grad_bytes: int
+    trainable: int
+    frozen_grads: int  # the frozen base parameters' gradients under --fsdp-frozen-grads (FSDP1 flat units)
+
+
+def state_bytes(tensors: Iterable[tuple[StoredTensor, int]], recipe: Recipe, training: TrainingSpec,
+                grad_elem_bytes: int, tp: int = 1) -> StateBytes:
+    """Weights, gradients and optimizer memory of (tensor, times) pairs on one tensor-parallel rank, by the rules
+    memory.estimate applies to the whole model (weights.py per tensor, optimizer.py optimizer_bytes per tensor)."""
+    weights = trainable = frozen = 0
+    shards: list[tuple[tuple[int, ...], int]] = []
+    for x, times in tensors:
+        k = x.count * times
+        if not k:
+            continue
+        weights += k * x.bytes_each(tp)
+        if x.trainable:
+            shards.append((x.shard_shape(tp), k))
+            trainable += k * x.numel_each(tp)
+        elif x.kind not in ("adapter", "buffer"):
+            frozen += k * x.numel_each(tp)
+    opt = optimizer_bytes(tuple(shards), recipe, training)
+    # memory/__init__.py _shard: the fp32 gradients a master-weight optimizer is handed, part of its temporaries
+    fp32 = min(4 * trainable, opt.step_temporaries) if recipe.master_weights else 0
+    return StateBytes(weights, trainable * grad_elem_bytes, opt.moments, opt.master_weights, opt.step_temporaries,
+                      fp32, trainable, frozen * grad_elem_bytes)
+
+
+def _most(states: Iterable[StateBytes]) -> StateBytes:
+    """Each component's largest value over `states` (the busiest stage per component: an upper bound)."""
+    rows = list(states)
+    return StateBytes(*(max(getattr(r, f) for r in rows) for f in StateBytes.__slots__))
+
+
+@dataclass(frozen=True, slots=True)
+class Units:
+    """What one GPU gathers or holds beyond its shard, in bytes of its own tensors (memory/weights.py
+    tensor_groups), not as a parameter share of the replica's totals: the root (embeddings, final norm, head)
+    and the layers have different bytes per parameter under QLoRA, LoRA, the PEFT methods, freeze and amp."""
+
+    fsdp_unit: int  # FSDP full sharding: the root unit + the current and the prefetched layer
+    fsdp_grad_unit: int  # one layer unit's unsharded gradient (the root's when the model has no layers)
+    zero3_unit: int  # DeepSpeed ZeRO-3: the largest single module's own bytes
+    zero3_grad_unit: int  # that module's (the largest trainable module's) gradient
+    prefetch_bucket: int  # DS_PREFETCH_BUCKET elements at the widest part's bytes per element
+    mixed_elements: bool  # the root and the layers differ in bytes per element
+    stage: StateBytes | None  # the busiest tensor/pipeline-parallel rank (None: tp = pp = 1)
+    frozen_grads: int  # --fsdp-frozen-grads: every layer's frozen weights' gradients on the busiest rank
+    frozen_grad_unit: int  # --fsdp-frozen-grads: one layer unit's gradient, adapters and frozen weights
+
+
+def _modules(tensors: Iterable[StoredTensor], grad_elem_bytes: int) -> Iterable[tuple[int, int]]:
+    """(own bytes, own gradient bytes) of each module (norms left out, as largest_module_params does)."""
+    own: dict[str, list[int]] = {}
+    for x in tensors:
+        if x.kind in ("norm", "buffer"):
+            continue
+        entry = own.setdefault(x.module, [0, 0])
+        entry[0] += x.bytes_each()
+        entry[1] += x.numel_each() * grad_elem_bytes if x.trainable else 0
+    return ((b, g) for b, g in own.values())
+
+
+def units(model: ModelSpec, t: TrainingSpec, recipe: Recipe, grad_elem_bytes: int) -> Units:
+    """The gathered units and the busiest tp/pp rank of `model` under `t`, from the run's tensors."""
+    g = tensor_groups(model, t, recipe)
+    layers = [(n, state_bytes(((x, 1) for x in one), recipe, t, grad_elem_bytes), one) for n, one in g.layers]
+    root = state_bytes(((x, 1) for x in g.root), recipe, t, grad_elem_bytes)
+    n_layers = sum(n for n, _, _ in layers)
+    # FSDP wrapped per decoder layer (transformer_auto_wrap_policy): the root unit stays gathered through forward
+    # and backward, plus the current and the prefetched layer (the heaviest kind of layer: dense bottom layers and
+    # MoE layers differ); one layer's unsharded gradient waits for its reduce-scatter.
+    fsdp_unit = root.weights + min(2, n_layers) * max((s.weights for _, s, _ in layers), default=0)
+    fsdp_grad = max((s.gradients for _, s, _ in layers), default=0) if layers else root.gradients
+    # DeepSpeed gathers module by module: the largest single module with its gradient before the reduce-scatter
+    # (stage3.py estimate_zero3_model_states_mem_needs: 4 x largest_layer_params in 16 bits).
+    mods = [m for part in (g.embed, g.head, *(one for _, _, one in layers)) for m in _modules(part, grad_elem_bytes)]
+    # The prefetch bucket holds the next modules' parameters: its elements at the widest part's bytes per element
+    # (the root or a kind of layer), exact where every parameter has the same width.
+    widths = {w for w in (_width(part) for part in (g.root, *(one for _, _, one in layers))) if w is not None}
+    return Units(
+        fsdp_unit=fsdp_unit, fsdp_grad_unit=fsdp_grad,
+        zero3_unit=max((b for b, _ in mods), default=0), zero3_grad_unit=max((gr for _, gr in mods), default=0),
+        prefetch_bucket=max((ceil_div(DS_PREFETCH_BUCKET * w.numerator, w.denominator) for w in widths), default=0),
+        mixed_elements=len(widths) > 1, stage=_stage(model, g, t, recipe, grad_elem_bytes),
+        frozen_grads=_layers_frozen(model, g, t, recipe, grad_elem_bytes),
+        frozen_grad_unit=max((s.gradients + s.frozen_grads for s in
+                              (state_bytes(((x, 1) for x in one), recipe, t, grad_elem_bytes, t.tp)
+                               for _, one in g.layers)), default=0),
+    )
+
+
+def _width(tensors: Iterable[StoredTensor]) -> Fraction | None:
+    """Bytes per parameter element of a part of the model (its buffers left out); None for an empty part."""
+    params = [x for x in tensors if x.kind != "buffer"]
+    numel = sum(x.count * x.numel_each() for x in params)
+    return Fraction(sum(x.count * x.bytes_each() for x in params), numel) if numel else None
+
+
+def _all(g: TensorGroups) -> Iterable[StoredTensor]:
+    yield from g.embed
+    yield from g.head
+    yield from g.shared
+    for _, one in g.layers:
+        yield from one
+
+
+def _stage_layers(model: ModelSpec, pp: int) -> int:
+    return ceil_div(model.num_layers or 1, pp)
+
+
+def _layers_frozen(model: ModelSpec, g: TensorGroups, t: TrainingSpec, recipe: Recipe, grad_elem_bytes: int) -> int:
+    """Frozen layer weights' gradients on the busiest rank (the flat units of --fsdp-frozen-grads)."""
+    per = [(n, state_bytes(((x, 1) for x in one), recipe, t, grad_elem_bytes, t.tp).frozen_grads)
+           for n, one in g.layers]
+    if t.pp == 1:
+        return sum(n * f for n, f in per)
+    return _stage_layers(model, t.pp) * max((f for _, f in per), default=0)
+
+
+def _stage(model: ModelSpec, g: TensorGroups, t: TrainingSpec, recipe: Recipe, grad_elem_bytes: int
+           ) -> StateBytes | None:
+    """Model states of the busiest GPU of one replica split by tensor and pipeline parallelism, from its tensors.
+
+    Megatron splits every Linear, the embedding and the LM head across the tp group (column/row parallel, vocab
+    parallel: Shoeybi et al. 2019 §3); norms, biases, routers, buffers and adapters are taken as replicated.
+    Pipeline stages hold ceil(L / pp) layers; the first adds the embeddings, the last the final norm and head
+    (Megatron keeps a copy of a tied embedding on the last stage). Where the layers differ (dense bottom layers,
+    frozen ones) each component is the largest of a stage of the heaviest kind: exact for uniform layers.
+    """
+    tp, pp = t.tp, t.pp
+    if tp == 1 and pp == 1:
+        return None
+
+    def states(pairs: Iterable[tuple[StoredTensor, int]]) -> StateBytes:
+        return state_bytes(pairs, recipe, t, grad_elem_bytes, tp)
+
+    shared = [(x, 1) for x in g.shared]
+    if not g.layers:  # a parameter count only: one tensor, split over tp x pp
+        return states([(StoredTensor(x.module, x.kind, (ceil_div(x.shape[0], pp), *x.shape[1:]), x.count, x.elem,
+                                     x.trainable), 1) for x in g.root] + shared)
+    if pp == 1:
+        return states([(x, 1) for x in g.root] + shared + [(x, n) for n, one in g.layers for x in one])
+    k = _stage_layers(model, pp)
+    tied = [x for x in g.embed if x.kind == "embedding"] if model.tie_word_embeddings else []
+    first = [(x, 1) for x in g.embed] + shared
+    last = [(x, 1) for x in (*g.head, *tied)] + shared
+    return _most(states(end + [(x, k) for x in one]) for _, one in g.layers for end in (first, last))
+
+
+def gathered_cast_params(model: ModelSpec, t: TrainingSpec, recipe: Recipe) -> tuple[int, int]:
+    """Under ZeRO-3 / FSDP full sharding: (the parameters autocast casts to 16 bits at once, those of the gathered
+    unit's block Linears and head; the heaviest layer's own Linears). The 16-bit copies are freed with the unit
+    (memory/__init__.py)."""
+    g = tensor_groups(model, t, recipe)
+
+    def cast(xs: Iterable[StoredTensor]) -> int:
+        return sum(x.count * x.numel_each() for x in xs if x.cast)
+
+    layer = max((cast(one) for _, one in g.layers), default=0)
+    if t.zero > 0:  # DeepSpeed's unit: one module (a Linear or the head)
+        return max((x.numel_each() for x in _all(g) if x.cast), default=0), layer
+    n = sum(k for k, _ in g.layers)
+    return cast(g.root) + min(2, n) * layer, layer
+
+
 def is_parallel(t: TrainingSpec) -> bool:
     """True when the run spans more than one GPU or shards/offloads anything."""
     return (t.gpus_per_node * t.nodes > 1 or t.zero > 0 or t.fsdp not in ("none", "no-shard")
@@ -103,20 +283,6 @@ def layer_and_root_params(model: ModelSpec) -> tuple[int, int]:
     per_layer = sum(t.numel for t in inventory(model) if t.per_layer)
     root = sum(t.numel for t in inventory(model) if not t.per_layer)
     return ceil_div(per_layer, model.num_layers), root
-
-
-def gathered_params(model: ModelSpec, t: TrainingSpec) -> tuple[int, int]:
-    """Under ZeRO-3 / FSDP full sharding: (parameters gathered at once, parameters whose gradient is unsharded)."""
-    if t.zero > 0:
-        # DeepSpeed counts the largest module gathered in 16 bits, with its 16-bit gradient before the
-        # reduce-scatter: 4 × largest_layer_params (stage3.py estimate_zero3_model_states_mem_needs).
-        unit = largest_module_params(model)
-        return unit, unit
-    # FSDP wrapped per decoder layer (transformer_auto_wrap_policy): the root unit (embeddings, norm,
-    # head) stays gathered through forward and backward, plus the current and the prefetched layer;
-    # one layer's unsharded gradient waits for its reduce-scatter.
-    layer, root = layer_and_root_params(model)
-    return root + 2 * layer, layer if layer else root
 
 
 def count(model: ModelSpec) -> int:
@@ -186,24 +352,25 @@ def activation_tokens(tokens: int, t: TrainingSpec) -> int:
     return ceil_div(tokens * (10 * t.tp + 24), 34 * t.tp)
 
 
-def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepspeed_fp32_grad_partition: bool
-          ) -> PerGpu:
+def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepspeed_fp32_grad_partition: bool,
+          u: Units) -> PerGpu:
     """Per-GPU model states, communication buffers and per-node host RAM for the layout in `t`.
 
     `deepspeed_fp32_grad_partition`: the recipe keeps fp32 master weights, so DeepSpeed's ZeRO-3 reduces
-    gradients straight into an fp32 partition (grad_accum_dtype fp32) that the optimizer reads.
+    gradients straight into an fp32 partition (grad_accum_dtype fp32) that the optimizer reads. `u`: the
+    gathered units' and the busiest tensor/pipeline rank's bytes (`units`).
     """
     notes: list[str] = []
     total = s.parameters or 1
     mp_params = model_parallel_params(model, t.tp, t.pp)
-
-    def mp(x: int) -> int:  # model-parallel share of a per-replica figure, proportional to parameters
-        return x if mp_params == total else ceil_div(x * mp_params, total)
-
-    w, g, mom, mw, temp = mp(s.weights), mp(s.gradients), mp(s.moments), mp(s.master_weights), \
-        mp(s.step_temporaries)
-    fp32_grads = mp(s.fp32_grad_bytes)
-    trainable = mp(s.trainable)
+    if u.stage is None:  # one replica per GPU
+        w, g, mom, mw, temp = s.weights, s.gradients, s.moments, s.master_weights, s.step_temporaries
+        fp32_grads, trainable = s.fp32_grad_bytes, s.trainable
+    else:  # the busiest tensor/pipeline-parallel rank's own tensors
+        st = u.stage
+        w, g, mom, mw, temp = st.weights, st.gradients, st.moments, st.master_weights, st.step_temporaries
+        fp32_grads, trainable = st.fp32_grad_bytes, st.trainable
+    g_full = g
     stage = sharding_stage(t)
     d = shard_degree(t)
     dp = data_parallel(t)
@@ -231,9 +398,9 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
     # ZeRO stage 3 (P_os+g+p): parameters are partitioned and all-gathered one unit at a time.
     if stage == 3:
         w_part = ceil_div(w, d)
-        unit, grad_unit = gathered_params(model, t)
-        gathered_w = ceil_div(s.weights * min(unit, total), total)
-        gathered_g = ceil_div(s.gradients * min(grad_unit, total), total)
+        # The gathered unit's own bytes (`units`: 4-bit layers and 32-bit embeddings are not a parameter share).
+        gathered_w = min(u.zero3_unit if deepspeed else u.fsdp_unit, s.weights)
+        gathered_g = min(u.zero3_grad_unit if deepspeed else u.fsdp_grad_unit, s.gradients)
         w = w_part + gathered_w
         g = g + gathered_g
         details["weights.partition"] = w_part
@@ -250,12 +417,10 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
     # decoder-layer units (Lightning Fabric's FSDPStrategy sets use_orig_params=True, litgpt wraps per Block)
     # give every layer's frozen weights a gradient in the flat parameter's dtype. The root unit (embeddings,
     # final norm, head) holds no adapter and stays frozen.
-    unit_grads = g_full = mp(s.gradients)
+    unit_grads = g_full
     if t.fsdp_frozen_grads and model.has_architecture:
-        assert model.num_layers is not None
-        layer, _ = layer_and_root_params(model)
-        unit_grads = g_full + mp(layer * model.num_layers * s.grad_elem_bytes)
-        one_unit = ceil_div(unit_grads, model.num_layers)
+        unit_grads = g_full + u.frozen_grads
+        one_unit = u.frozen_grad_unit  # one layer unit: its adapters' and its frozen weights' gradients
         if stage >= 2:
             g = ceil_div(unit_grads, d) + (one_unit if stage == 3 else 0)
             gathered_g = one_unit if stage == 3 else 0
@@ -312,12 +477,15 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
             comm = min(DS_REDUCE_BUCKET, trainable) * s.grad_elem_bytes
             details["communication.reduce_bucket"] = comm
             if stage == 3:
-                prefetch = ceil_div(s.weights * min(DS_PREFETCH_BUCKET, total), total)
+                # stage3_prefetch_bucket_size elements, at the model's widest element where their widths differ
+                prefetch = min(u.prefetch_bucket, s.weights)
                 details["communication.prefetch_bucket"] = prefetch
                 comm += prefetch
             notes.append("communication: DeepSpeed's default buckets (reduce_bucket_size 5e8 elements"
                          + (", stage3_prefetch_bucket_size 5e7" if stage == 3 else "")
-                         + "); HF's 'auto' config sets smaller ones. DeepSpeed's estimator leaves them out.")
+                         + "); HF's 'auto' config sets smaller ones. DeepSpeed's estimator leaves them out."
+                         + (" The prefetch bucket is counted at the bytes per element of the model's widest part (its "
+                            "root and layers differ)." if stage == 3 and u.mixed_elements else ""))
     opt_state = mom + mw
     details.update({
         "optimizer_state.moments": mom,
@@ -338,8 +506,9 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
         "offload": t.offload,
     }
     if t.tp > 1 or t.pp > 1:
-        notes.append(f"tensor/pipeline parallel: model states scaled to the busiest GPU's {mp_params:,} of "
-                     f"{total:,} parameters; activations per Korthikanti et al. 2022"
+        notes.append(f"tensor/pipeline parallel: model states of the busiest GPU's own tensors ({mp_params:,} of "
+                     f"{total:,} parameters; norms, biases and adapters whole on every tp rank; where layers differ, "
+                     "each component at a stage of the heaviest layers); activations per Korthikanti et al. 2022"
                      + (" with sequence parallelism" if t.sequence_parallel else "")
                      + "; pipeline stage 0 holds pp micro-batches (1F1B).")
     return PerGpu(

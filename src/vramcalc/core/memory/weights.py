@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
@@ -110,8 +111,6 @@ def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> We
     extra = buffer_bytes(model)
     if not extra:
         return wb
-    from dataclasses import replace
-
     return replace(wb, base=wb.base + extra)
 
 
@@ -191,3 +190,187 @@ def _peft_weight_bytes(model: ModelSpec, training: TrainingSpec, total_params: i
         buffers = 8 * 2 * sum(shape[1] * count for shape, count in tensors)
     return WeightBytes(total_params * w, 0, trainable * elem + buffers, total_params, trainable, tensors,
                        adapter_buffers=buffers)
+
+
+# --- The run's tensors by where they live (memory/distributed.py: gathered units, pipeline stages) -------------
+# The same per-tensor rules as weight_bytes above, kept per part of the model, so that what a GPU gathers or holds
+# under sharding is the bytes of its own tensors (4-bit layers and 32-bit embeddings differ per element).
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTensor:
+    """`count` alike tensors of one part of the model as the run stores them: a base parameter, a PEFT tensor
+    (`kind` "adapter") or a buffer (`kind` "buffer")."""
+
+    module: str  # the module owning it as its own parameter (DeepSpeed ZeRO-3 gathers module by module)
+    kind: str  # the inventory's TensorKind for a base parameter, "adapter" or "buffer"
+    shape: tuple[int, ...]
+    count: int  # per part: per layer for a layer's tensors
+    elem: int  # bytes per element; 0 for a bitsandbytes-quantized Linear (quant_bits)
+    trainable: bool
+    quant_bits: int = 0
+    double_quant: bool = False
+    cast: bool = False  # autocast casts it to 16 bits in forward (block Linears' and the head's weights)
+
+    @property
+    def split(self) -> bool:
+        """Megatron splits Linears, the embedding and the head across the tp group (Shoeybi et al. 2019 §3);
+        norms, biases, routers, buffers and adapters are counted whole on every rank."""
+        return self.kind in ("linear", "embedding", "head", "opaque")
+
+    def shard_shape(self, tp: int = 1) -> tuple[int, ...]:
+        """One tensor-parallel rank's shape: the first (output / vocabulary) dimension split."""
+        if tp == 1 or not self.split:
+            return self.shape
+        return (ceil_div(self.shape[0], tp), *self.shape[1:])
+
+    def numel_each(self, tp: int = 1) -> int:
+        n = 1
+        for d in self.shard_shape(tp):
+            n *= d
+        return n
+
+    def bytes_each(self, tp: int = 1) -> int:
+        """Stored bytes of one tensor (one tp rank's shard): packed data + constants for a quantized Linear."""
+        n = self.numel_each(tp)
+        if self.quant_bits == 4:
+            d, c = nf4_bytes(n, self.double_quant)
+            return d + c
+        if self.quant_bits == 8:
+            return n + 4 * self.shard_shape(tp)[0]  # int8 data + one fp32 scale per output row
+        return n * self.elem
+
+
+@dataclass(frozen=True, slots=True)
+class TensorGroups:
+    """The run's stored tensors by place: `embed` (input side: embeddings, positions, prompt encoders), `head`
+    (output side: final norm, LM head, other norms outside the layers), `shared` (buffers every stage keeps), and
+    the layers as (how many, one layer's tensors) segments from the bottom up (dense / MoE, frozen / trained)."""
+
+    embed: tuple[StoredTensor, ...]
+    head: tuple[StoredTensor, ...]
+    shared: tuple[StoredTensor, ...]
+    layers: tuple[tuple[int, tuple[StoredTensor, ...]], ...]
+
+    @property
+    def root(self) -> tuple[StoredTensor, ...]:
+        """The parameters outside the layers (FSDP's root unit): the embed and head sides."""
+        return self.embed + self.head
+
+
+_MLP = ("gate_proj", "up_proj", "down_proj", "gate_up_proj")
+
+
+def _layer_kind(module: str, kind: str, moe: bool) -> str:
+    """Which layers hold a per-layer tensor: every layer, the dense (bottom) ones, or the MoE ones."""
+    if kind == "router" or module.startswith(("experts.", "shared_expert.")):
+        return "moe"
+    if moe and module.rsplit(".", 1)[-1] in _MLP and kind in ("linear", "bias"):
+        return "dense"
+    return "all"
+
+
+def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> TensorGroups:
+    """Every tensor weight_bytes counts, placed in the root, the shared buffers or its layer (same dtypes and
+    rules: the sum over the groups is weight_bytes' total and its trainable count, tests/test_sharded_bytes.py)."""
+    from vramcalc.core.params import dense_layers, resolve_targets
+
+    w = dtype_bytes(recipe.weight)
+    method = training.method
+    qlora = method == "qlora" and model.has_architecture
+    unq = unquantized_bytes(training, recipe) if qlora else w
+    extra = buffer_bytes(model)
+    shared: tuple[StoredTensor, ...] = (StoredTensor("", "buffer", (extra,), 1, 1, False),) if extra else ()
+    if not model.has_architecture:
+        (t,) = inventory(model)
+        return TensorGroups((StoredTensor(t.name, t.kind, t.shape, 1, w, method == "full"),), (), shared, ())
+    assert model.num_layers is not None
+    n = model.num_layers
+    n_dense = dense_layers(model)
+    moe = n_dense < n
+    frozen = freeze_fraction(model, training)[0] if method == "freeze" else 0
+    per_kind_layers = {"all": n, "dense": n_dense, "moe": n - n_dense}
+    embed: list[StoredTensor] = []
+    head: list[StoredTensor] = []
+    # per-layer tensors by the layers holding them, each with whether a trained (not frozen) layer trains it
+    in_layers: dict[str, list[tuple[StoredTensor, bool]]] = {"all": [], "dense": [], "moe": []}
+    full_like = method in ("full", "freeze")
+    for t in inventory(model):
+        key = t.module if t.kind in ("linear", "bias") else "lm_head" if t.kind == "head" else t.name
+        cast = t.kind in ("linear", "head") and not t.name.endswith(".bias") or (
+            t.kind == "embedding" and model.tie_word_embeddings)
+        quant = training.quant_bits if qlora and t.kind == "linear" else 0
+        elem = 0 if quant else unq if qlora else w
+        if t.per_layer:
+            where = _layer_kind(t.module, t.kind, moe)
+            each = t.count // per_kind_layers[where]
+            in_layers[where].append((StoredTensor(key, t.kind, t.shape, each, elem, False, quant,
+                                                  training.double_quant, cast), full_like))
+        else:
+            trains = full_like and _trainable_count(t, model, training) > 0
+            side = embed if t.kind in ("embedding", "position") else head
+            side.append(StoredTensor(key, t.kind, t.shape, t.count, elem, trains, quant, training.double_quant, cast))
+    # Adapters and the other PEFT methods' tensors, where peft puts them.
+    adapter_elem = dtype_bytes(training.adapter_dtype)
+
+    def adapter(module: str, i: int, shape: tuple[int, ...], each: int, elem: int = adapter_elem) -> StoredTensor:
+        return StoredTensor(f"{module}#{i}", "adapter", shape, each, elem, True)
+
+    if method in ("lora", "qlora"):
+        r = training.lora_rank
+        for lin in resolve_targets(model, training.lora_targets):
+            where = _layer_kind(lin.module, "linear", moe)
+            each = lin.count // per_kind_layers[where]
+            for i, shape in enumerate(((r, lin.in_features), (lin.out_features, r))):  # lora_A, lora_B
+                in_layers[where].append((adapter(lin.module, i, shape, each), True))
+    elif method in peft_methods.TABLE:
+        _peft_groups(model, training, w, adapter_elem, moe, per_kind_layers, in_layers, embed, head, adapter)
+        if method == "vera":  # vera_A, vera_B: shared fp32 projections (torch.randn), buffers every layer reads
+            shared += (StoredTensor("", "buffer", (peft_methods.vera_projection_elements(model, training),), 1, 4,
+                                    False),)
+    # The layers from the bottom up: dense ones first (DeepSeek first_k_dense_replace), frozen ones first (freeze).
+    bounds = sorted({0, n, min(n_dense, n), frozen})
+    layers: list[tuple[int, tuple[StoredTensor, ...]]] = []
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        if hi <= lo:
+            continue
+        parts = ("all", "dense" if lo < n_dense else "moe")
+        trained = lo >= frozen
+        one = tuple(replace(x, trainable=trains and trained) for where in parts for x, trains in in_layers[where])
+        layers.append((hi - lo, one))
+    return TensorGroups(tuple(embed), tuple(head), shared, tuple(layers))
+
+
+def _peft_groups(model: ModelSpec, training: TrainingSpec, w: int, adapter_elem: int, moe: bool,
+                 per_kind_layers: dict[str, int], in_layers: dict[str, list[tuple[StoredTensor, bool]]],
+                 embed: list[StoredTensor], head: list[StoredTensor],
+                 adapter: Callable[..., StoredTensor]) -> None:
+    """A core/peft_methods.py method's tensors (as _peft_weight_bytes counts them) in their layer or the root."""
+    assert model.num_layers is not None
+    entry = peft_methods.method_of(training.method, training)
+    assert entry is not None
+    if entry.linear is not None:
+        for lin, ff in peft_methods.adapted_linears(model, training):
+            where = _layer_kind(lin.module, "linear", moe)
+            each = lin.count // per_kind_layers[where]
+            for i, shape in enumerate(entry.linear.shapes(lin.in_features, lin.out_features, training.lora_rank, ff)):
+                in_layers[where].append((adapter(lin.module, i, shape, each), True))
+                if training.method == "oft":  # OFTRotationModule's rows / cols buffers: torch.triu_indices, int64
+                    in_layers[where].append((StoredTensor("", "buffer", (2, shape[1]), each, 8, False), False))
+        return
+    if entry.kind == "norm":  # LN tuning: copies of the targeted norms in the model's dtype
+        ((shape, count),) = peft_methods.trainable_tensors(model, training)
+        vectors = 2 if model.norm == "layernorm" else 1
+        qwen = model.family.lower() in ("qwen2", "qwen3")  # peft_methods.norm_count: post_attention_layernorm only
+        per_layer, final = (1, 0) if qwen else (model.norms_per_layer, int(model.final_norm))
+        assert (per_layer * model.num_layers + final) * vectors == count
+        if per_layer:
+            in_layers["all"].append((adapter("ln_tuning", 0, shape, per_layer * vectors, w), True))
+        if final:  # the final norm's copy
+            head.append(adapter("ln_tuning.final", 0, shape, vectors, w))
+        return
+    # Prompt and prefix encoders, trainable tokens: modules at the input, outside the layers.
+    for i, (shape, count) in enumerate(peft_methods.trainable_tensors(model, training)):
+        embed.append(adapter(training.method, i, shape, count))
+        if training.method == "trainable-tokens":  # trainable_tokens_original: a copy of the trained rows
+            embed.append(StoredTensor("", "buffer", shape, count, adapter_elem, False))
