@@ -310,12 +310,13 @@ def _param_names(model: nn.Module | None, params: list[nn.Parameter]) -> list[st
 
 
 def _target_ids(model: nn.Module, targets: str) -> set[int]:
-    """HF _setup_low_rank_optimizer's target weights: nn.Linear modules only; attn-mlp is every Linear of the
-    blocks (GaLore's and APOLLO's own ["attn", "mlp"], whatever the family calls its attention), all-linear
-    also the LM head (transformers trainer_optimizer.py `all_linear`)."""
-    out: set[int] = set()
+    """HF _setup_low_rank_optimizer's target weights: the `module_name + ".weight"` of nn.Linear modules, looked up in
+    named_parameters() (so a tied LM head, listed there as the embedding, is never projected). attn-mlp is every
+    Linear of the blocks (GaLore's and APOLLO's own ["attn", "mlp"], whatever the family calls its attention),
+    all-linear also the LM head (transformers trainer_optimizer.py `all_linear`)."""
+    names: set[str] = set()
     for mod_name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear) or not mod.weight.requires_grad:
+        if not isinstance(mod, nn.Linear):
             continue
         head = mod_name.split(".")[-1] in ("lm_head", "embed_out", "score")
         attention = any(k in mod_name for k in ("attn", "attention"))
@@ -326,8 +327,8 @@ def _target_ids(model: nn.Module, targets: str) -> set[int]:
         else:
             chosen = (targets == "attn") == attention
         if chosen:
-            out.add(id(mod.weight))
-    return out
+            names.add(mod_name + ".weight")
+    return {id(p) for n, p in model.named_parameters() if n in names and p.requires_grad}
 
 
 def _groups(rest: list[Any], proj: list[Any], group: dict[str, Any]) -> list[dict[str, Any]]:

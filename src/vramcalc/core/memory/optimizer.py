@@ -247,12 +247,19 @@ def projected_state(shape: tuple[int, int], rank: int, s: int, optimizer: str) -
     r = min(rank, small) if optimizer == "galore-adamw" else rank
     low = r * big
     up = 4 * m * n if s < 4 else 0  # `matrix = module_params.data.float()`: an fp32 copy of a 16-bit gradient
+    projection = s * r * small
+    if optimizer == "galore-adamw" and s == 4:
+        # An fp32 gradient is not copied, and `B = Vh[:rank, :]` (or `A = U[:, :rank]`) is returned without a cast:
+        # a view, so P keeps the whole k × k factor alive (k = min(m, n)).
+        projection = 4 * small * small
     if optimizer == "galore-adamw":
         # At a projection update (step 0 and every update_proj_gap steps): torch.linalg.svd(full_matrices=False)
         # returns U (m × k), S (k), Vh (k × n) in fp32, k = min(m, n), then B = Vh[:r] cast to the param dtype.
         # cuSOLVER's own workspace is not counted (not visible to the tracer; say so in the notes).
         k = small
-        update = up + 4 * (m * k + k + k * n) + s * r * small
+        # get_orthogonal_matrix also computes the unused other factor: U[:, :r] @ diag(s[:r]) (right) or
+        # diag(s[:r]) @ Vh[:r] (left), r × r and big × r in fp32.
+        update = up + 4 * (m * k + k + k * n) + 4 * (r * r + r * big) + (s * r * small if s < 4 else 0)
         # project_back: the full-size matmul and `* self.scale`, both alive, with the low-rank gradient, denom and
         # the low-rank update (adamw.py step).
         back = s * (3 * low + 2 * m * n)
@@ -263,7 +270,7 @@ def projected_state(shape: tuple[int, int], rank: int, s: int, optimizer: str) -
         # apollo.py step: projected grad, denom, norm_grad (low rank), then p.grad * scaling factor and the
         # norm-growth limiter's `scaled_grad / limiter`: two full-size tensors alive.
         back = s * (3 * low + 2 * m * n)
-    return ProjectedState(2 * s * low, s * r * small, max(update, back))
+    return ProjectedState(2 * s * low, projection, max(update, back))
 
 
 def _library_optimizer_bytes(trainable_tensors: tuple[tuple[tuple[int, ...], int], ...], recipe: Recipe,
@@ -311,6 +318,8 @@ def _library_optimizer_bytes(trainable_tensors: tuple[tuple[tuple[int, ...], int
     # (adamw.py / apollo.py step); the last one's stay alive while the first projected tensor is projected.
     rest_step = 2 * s * largest_rest
     temp = max(rest_step, steps[0] + 2 * s * head_rest, max(steps) + leftover)
+    if training.optimizer_in_bwd:  # HF *_layerwise: one optimizer per parameter, its locals freed after each step
+        temp = max(rest_step, max(steps))
     return OptimizerBytes(moments, master, temp + fp32_grads, False)
 
 
