@@ -44,7 +44,8 @@ decode. Written to accuracy_inference.{json,md}.
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference|peft|families|optimizers]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py
+        [--grid base|savers|packing|presets|preference|inference|peft|families|optimizers]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -495,8 +496,8 @@ def main() -> None:
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
                     "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; families: issue 15's "
-                    "model_types at two shapes, without and with checkpointing; optimizers: issue 13's 26 GaLore/APOLLO/"
-                    "Adam-mini/Adafactor cases")
+                    "model_types at two shapes, without and with checkpointing; optimizers: issue 13's 26 "
+                    "GaLore/APOLLO/Adam-mini/Adafactor cases")
     args = ap.parse_args()
     versions = _versions()
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" if args.grid in ("presets", "optimizers") else CACHE

@@ -358,7 +358,8 @@ class TrainingSpec:
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
-        "optimizer_impl": OPTIMIZER_IMPLS, "optimizer_targets": OPTIM_TARGETS, "attention": ATTENTIONS, "adapter_dtype": ADAPTER_DTYPES,
+        "optimizer_impl": OPTIMIZER_IMPLS, "optimizer_targets": OPTIM_TARGETS, "attention": ATTENTIONS,
+        "adapter_dtype": ADAPTER_DTYPES,
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,

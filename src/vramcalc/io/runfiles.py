@@ -398,6 +398,25 @@ def _optim_args(key: str, text: Any) -> dict[str, str]:
     return out
 
 
+def _projection(run: Run, proj_type: tuple[str, Any], proj: tuple[str, Any], scale_type: tuple[str, Any]) -> None:
+    """GaLore/APOLLO's projection settings, each (the key it came from, its value): std projection (GaLore's SVD,
+    APOLLO's random matrix) is modelled; APOLLO's tensor-wise scaling at rank 1 is APOLLO-Mini."""
+    if proj_type[1] != "std":
+        raise _KeyProblem(proj_type[0], f"proj_type {proj_type[1]!r:.20} is not modeled; remove it (std)")
+    if run.options.get("optimizer") != "apollo-adamw":
+        return
+    if proj[1] != "random":
+        raise _KeyProblem(proj[0], "APOLLO's svd projection is not modeled; remove it (random)")
+    if scale_type[1] not in ("channel", "tensor"):
+        raise _KeyProblem(scale_type[0], f"scale_type {scale_type[1]!r:.20} is not APOLLO's; use channel or tensor")
+    if scale_type[1] == "tensor" and run.options.get("optimizer_rank") == 1:
+        run.options["optimizer"] = "apollo-mini"  # HF's docs and APOLLO's README: APOLLO-Mini is rank 1, tensor-wise
+        del run.options["optimizer_rank"]
+    elif scale_type[1] == "tensor":
+        run.notes.append(f"{scale_type[0]}: tensor-wise scaling keeps one factor per tensor instead of per channel "
+                         "(a few bytes less than estimated).")
+
+
 def _low_rank(d: dict[str, Any], run: Run) -> None:
     """GaLore/APOLLO's optim_target_modules and optim_args (HF TrainingArguments, axolotl): rank and targets change
     memory; update_proj_gap and scale do not; anything else is refused rather than estimated as something else."""
@@ -416,21 +435,8 @@ def _low_rank(d: dict[str, Any], run: Run) -> None:
         run.options["optimizer_rank"] = _strict("optim_args", "optimizer_rank", args.pop("rank"))
     args.pop("update_proj_gap", None)  # how often P is recomputed: the same memory at each update
     args.pop("scale", None)
-    proj_type = args.pop("proj_type", "std")
-    if proj_type != "std":
-        raise _KeyProblem("optim_args", f"proj_type={proj_type!r:.20} is not modeled; remove it (std)")
-    if opt == "apollo-adamw":
-        if args.pop("proj", "random") != "random":
-            raise _KeyProblem("optim_args", "APOLLO's proj=svd is not modeled; remove it (random)")
-        scale_type = args.pop("scale_type", "channel")
-        if scale_type not in ("channel", "tensor"):
-            raise _KeyProblem("optim_args", f"scale_type={scale_type!r:.20} is not APOLLO's; use channel or tensor")
-        if scale_type == "tensor" and run.options.get("optimizer_rank") == 1:
-            run.options["optimizer"] = "apollo-mini"  # HF's docs: APOLLO-Mini is rank=1, scale_type=tensor
-            del run.options["optimizer_rank"]
-        elif scale_type == "tensor":
-            run.notes.append("optim_args scale_type=tensor: one scaling factor per tensor instead of per channel "
-                             "(a few bytes less than estimated).")
+    _projection(run, ("optim_args", args.pop("proj_type", "std")), ("optim_args", args.pop("proj", "random")),
+                ("optim_args", args.pop("scale_type", "channel")))
     for k in ("betas", "beta1", "beta2", "eps", "weight_decay", "lr"):
         args.pop(k, None)  # hyper-parameters: no memory
     if args:
@@ -895,18 +901,9 @@ def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
     run.options["optimizer"] = f"{kind}-adamw"
     run.options["optimizer_rank"] = _strict(f"{kind}_rank", "optimizer_rank", d.get(f"{kind}_rank", 16))
     run.options["optimizer_targets"] = _optim_targets(f"{kind}_target", d.get(f"{kind}_target", "all"))
-    proj_type = d.get(f"{kind}_proj_type", "std")
-    if proj_type != "std":
-        raise _KeyProblem(f"{kind}_proj_type", f"{proj_type!r:.20} is not modeled; remove it (std)")
-    if kind == "apollo":
-        if d.get("apollo_proj", "random") != "random":
-            raise _KeyProblem("apollo_proj", "APOLLO's svd projection is not modeled; remove it (random)")
-        scale_type = d.get("apollo_scale_type", "channel")
-        if scale_type not in ("channel", "tensor"):
-            raise _KeyProblem("apollo_scale_type", f"{scale_type!r:.20} is not APOLLO's; use channel or tensor")
-        if scale_type == "tensor" and run.options["optimizer_rank"] == 1:
-            run.options["optimizer"] = "apollo-mini"
-            del run.options["optimizer_rank"]
+    _projection(run, (f"{kind}_proj_type", d.get(f"{kind}_proj_type", "std")),
+                ("apollo_proj", d.get("apollo_proj", "random")),
+                ("apollo_scale_type", d.get("apollo_scale_type", "channel")))
     if _flag(LF, d.get(f"{kind}_layerwise"), f"{kind}_layerwise"):
         run.options["optimizer_in_bwd"] = True
     _seen(d, run, f"{kind}_rank", f"{kind}_target", f"{kind}_proj_type", f"{kind}_layerwise", f"{kind}_scale",

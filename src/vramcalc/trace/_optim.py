@@ -360,7 +360,7 @@ def library_optimizer(training: TrainingSpec, params: list[Any], model_params: l
     name = training.optimizer
     if name == "adam-mini":
         try:
-            import adam_mini.adam_mini as am
+            import adam_mini.adam_mini as am  # type: ignore[import-untyped]
         except ImportError:
             raise UnsupportedCombination("adam-mini: pip install adam-mini==1.1.1 to trace it") from None
         am.device = "cpu"  # the fake tensors' device (a module global chosen at import: 'cuda' if available)
@@ -373,7 +373,7 @@ def library_optimizer(training: TrainingSpec, params: list[Any], model_params: l
         opt.world_size = 1  # one process: torch.cuda.device_count() would be 0 on the tracing machine
         notes.append("adam-mini: adam_mini.Adam_mini 1.1.1 (LLaMA-Factory's arguments: dim, n_heads, n_kv_heads "
                      "from the config)")
-        return opt
+        return opt  # type: ignore[no-any-return]
     if model is None:
         raise UnsupportedCombination(f"{name}: the tracer needs the model to find GaLore/APOLLO's target Linears")
     targets = _target_ids(model, training.optimizer_targets)
@@ -385,7 +385,7 @@ def library_optimizer(training: TrainingSpec, params: list[Any], model_params: l
         raise UnsupportedCombination(f"{name}: nothing to optimize")
     if name == "galore-adamw":
         try:
-            from galore_torch import GaLoreAdamW
+            from galore_torch import GaLoreAdamW  # type: ignore[import-untyped]
         except ImportError:
             raise UnsupportedCombination("galore-adamw: pip install galore-torch==1.0 to trace it") from None
         group = {"rank": rank, "update_proj_gap": 1, "scale": 0.25, "proj_type": "std"}  # HF's defaults but the gap
@@ -395,7 +395,7 @@ def library_optimizer(training: TrainingSpec, params: list[Any], model_params: l
                      "update_proj_gap 1 (each traced step is an SVD step)")
         return opt  # type: ignore[no-any-return]
     try:
-        import apollo_torch.apollo as apollo_module
+        import apollo_torch.apollo as apollo_module  # type: ignore[import-untyped]
         from apollo_torch import APOLLOAdamW
     except ImportError:
         raise UnsupportedCombination(f"{name}: pip install apollo-torch==1.0.3 to trace it") from None
@@ -403,10 +403,10 @@ def library_optimizer(training: TrainingSpec, params: list[Any], model_params: l
     # fake tensor cannot answer: the same value as a 0-dim tensor (torch.clamp), a scalar allocation as on CUDA.
     # next_seed draws the next seed with torch.randint on the host (`.tolist()`): no device memory, and data a
     # fake tensor has not; any new seed will do.
-    import apollo_torch.random_projector as random_projector
+    import apollo_torch.random_projector as random_projector  # type: ignore[import-untyped]
 
-    random_projector.next_seed = lambda seed, adv=0xF: seed + adv  # type: ignore[assignment]
-    apollo_module.max = lambda x, floor: torch.clamp(x, min=floor) if isinstance(x, torch.Tensor) else max(x, floor)  # type: ignore[attr-defined]
+    random_projector.next_seed = lambda seed, adv=0xF: seed + adv
+    apollo_module.max = lambda x, floor: torch.clamp(x, min=floor) if isinstance(x, torch.Tensor) else max(x, floor)
     mini = name == "apollo-mini"
     # HF _get_apollo_optimizer defaults (proj random, scale_type channel, scale 1.0); APOLLO-Mini as HF's docs and
     # APOLLO's README give it: rank 1, scale_type tensor, scale 128.
