@@ -318,8 +318,12 @@ def _library_optimizer_bytes(trainable_tensors: tuple[tuple[tuple[int, ...], int
     # (adamw.py / apollo.py step); the last one's stay alive while the first projected tensor is projected.
     rest_step = 2 * s * largest_rest
     temp = max(rest_step, steps[0] + 2 * s * head_rest, max(steps) + leftover)
-    if training.optimizer_in_bwd:  # HF *_layerwise: one optimizer per parameter, its locals freed after each step
-        temp = max(rest_step, max(steps))
+    if training.optimizer_in_bwd:
+        # HF *_layerwise: one optimizer per parameter, its locals freed after each step; the embedding's gradient
+        # lands last, when the activations are gone, so its full-size update is not at the backward peak.
+        rest = max((t.numel_each for t, _ in items if t.kind not in ("embedding", "position")
+                    and not is_projected(t, model, training.optimizer_targets)), default=0)
+        temp = max(2 * s * rest, max(steps))
     return OptimizerBytes(moments, master, temp + fp32_grads, False)
 
 
