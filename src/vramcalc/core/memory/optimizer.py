@@ -387,13 +387,12 @@ def adam_mini_bytes(model: ModelSpec, training: TrainingSpec, s: int) -> tuple[i
 
 
 def library_optimizer_notes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> tuple[str, ...]:
-    """What the estimate assumes about the optimizer, for the new optimizers and Adafactor."""
+    """What the estimate assumes about GaLore, APOLLO and Adam-mini."""
     opt = training.optimizer
     if training.mode != "train":
         return ()
-    if opt == "adafactor":
-        return ("adafactor: transformers' Adafactor as HF Trainer builds it (beta1=None: no first moment, factored "
-                "fp32 second moments); --optimizer adafactor-momentum for beta1 set (a full fp32 first moment).",)
+    # (--optimizer adafactor is Adafactor without momentum, beta1=None as HF Trainer builds it: explain's source line
+    # and docs/optimizers.md say so; adafactor-momentum is the one with a first moment.)
     if opt not in LIBRARY_OPTIMIZERS:
         return ()
     sd = library_state_dtype(recipe)
