@@ -764,6 +764,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _optim(run, "optim", d.get("optim", TRANSFORMERS_DEFAULTS[CURRENT_TRANSFORMERS][1]))
     if "optim" not in d:
         run.mapped.remove("optim")
+    _low_rank(d, run)  # optim galore_adamw / apollo_adamw: TrainingArguments' optim_target_modules and optim_args
     _llama_factory_optimizers(d, run)
     _take_flag(LF, d, run, "double_quantization", "double_quant")  # model_args.py, default True
     # LLaMA-Factory upcasts trainable parameters to fp32 unless pure_bf16 (model/adapter.py
@@ -885,6 +886,7 @@ def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
     _create_galore_optimizer, _create_apollo_optimizer, _create_adam_mini_optimizer): defaults rank 16, target all
     (every Linear but the output layer), std / random projection, channel scaling."""
     chosen = [k for k in ("use_galore", "use_apollo", "use_adam_mini") if _flag(LF, d.get(k), k)]
+    layerwise = {k: _flag(LF, d.get(f"{k}_layerwise"), f"{k}_layerwise") for k in ("galore", "apollo")}
     _seen(d, run, "use_galore", "use_apollo", "use_adam_mini")
     if not chosen:
         return
@@ -904,7 +906,7 @@ def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
     _projection(run, (f"{kind}_proj_type", d.get(f"{kind}_proj_type", "std")),
                 ("apollo_proj", d.get("apollo_proj", "random")),
                 ("apollo_scale_type", d.get("apollo_scale_type", "channel")))
-    if _flag(LF, d.get(f"{kind}_layerwise"), f"{kind}_layerwise"):
+    if layerwise[kind]:
         run.options["optimizer_in_bwd"] = True
     _seen(d, run, f"{kind}_rank", f"{kind}_target", f"{kind}_proj_type", f"{kind}_layerwise", f"{kind}_scale",
           f"{kind}_update_interval", "apollo_proj", "apollo_scale_type", "apollo_scale_front")
