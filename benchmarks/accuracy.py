@@ -53,7 +53,7 @@ freeze, IA3): the root's and layer 0's bytes that memory/distributed.py builds i
 from (memory/weights.py tensor_groups), against the tracer's model set up for the method, tensor by tensor.
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
-        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|sharded]
+        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|sharded|optimizers]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -495,17 +495,58 @@ def sharded_main() -> None:
     print("\n".join(lines))
 
 
+# The optimizer grid (`--grid optimizers`, issue 13; 26 cases): full fine-tuning with the library optimizers
+# (galore_torch 1.0 GaLoreAdamW, apollo_torch 1.0.3 APOLLOAdamW and APOLLO-Mini, adam_mini 1.1.1 Adam_mini) and
+# transformers' Adafactor with beta1, on qwen2.5-0.5b (qwen2, 152k tied vocabulary) and tinyllama-1.1b (llama, 32k,
+# untied head) × 12 runs (OPTIMIZER_RUNS: ranks 1-512, each target set, 16-bit and fp32 master weights, fp32,
+# freeze, optimizer in backward as HF's *_layerwise, checkpointing), and gpt2 (Conv1D blocks: nothing to project)
+# with Adam-mini and Adafactor. The tracer steps with update_proj_gap 1, so each traced step is a projection
+# update (GaLore's SVD, APOLLO's new random matrix): the step that sets the peak. Traces in
+# trace_cache_optimizers.json; written to accuracy_optimizers.{json,md}.
+OPTIMIZER_MODELS = ("qwen2.5-0.5b", "tinyllama-1.1b")
+OPTIMIZER_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("galore r128 bf16", {"optimizer": "galore-adamw", "precision": "bf16"}),
+    ("galore r64 mixed-bf16", {"optimizer": "galore-adamw", "precision": "mixed-bf16", "optimizer_rank": 64}),
+    ("galore r256 all-linear", {"optimizer": "galore-adamw", "optimizer_rank": 256, "optimizer_targets": "all-linear"}),
+    ("galore r512 attn gc", {"optimizer": "galore-adamw", "optimizer_rank": 512, "optimizer_targets": "attn",
+                             "grad_checkpointing": True, "batch_size": 2, "seq_len": 512}),
+    ("galore layerwise", {"optimizer": "galore-adamw", "optimizer_in_bwd": True}),
+    ("galore freeze", {"optimizer": "galore-adamw", "method": "freeze", "freeze_layers": 8}),
+    ("apollo r128 bf16", {"optimizer": "apollo-adamw", "precision": "bf16"}),
+    ("apollo r256 mlp fp32", {"optimizer": "apollo-adamw", "precision": "fp32", "optimizer_rank": 256,
+                              "optimizer_targets": "mlp"}),
+    ("apollo-mini bf16", {"optimizer": "apollo-mini"}),
+    ("adam-mini bf16", {"optimizer": "adam-mini"}),
+    ("adam-mini mixed-bf16 gc", {"optimizer": "adam-mini", "precision": "mixed-bf16", "grad_checkpointing": True,
+                                 "batch_size": 2, "seq_len": 512}),
+    ("adafactor-momentum bf16", {"optimizer": "adafactor-momentum"}),
+)
+OPTIMIZER_EXTRA = (("gpt2", "adam-mini bf16", {"optimizer": "adam-mini"}),
+                   ("gpt2", "adafactor-momentum bf16", {"optimizer": "adafactor-momentum"}))
+
+
+def optimizer_grid() -> list[dict[str, Any]]:
+    runs = [(m, label, kw) for m in OPTIMIZER_MODELS for label, kw in OPTIMIZER_RUNS] + list(OPTIMIZER_EXTRA)
+    cases = []
+    for model, label, kw in runs:
+        opts = {"method": "full", "precision": "bf16", "batch_size": 1, "seq_len": 256, **kw}
+        cases.append({"id": f"{model} | {label} | b{opts['batch_size']} s{opts['seq_len']}", "model": model,
+                      "method": label, "training": opts})
+    return cases
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
-         "sharded": sharded_grid}
+         "sharded": sharded_grid, "optimizers": optimizer_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
           "peft": " (PEFT methods, issue 18)", "families": " (model families, issue 15)",
           "preference-free": " (ORPO, CPO, SimPO: no reference, full logits; issue 14)",
           "encoders": " (encoders with task heads, issue 15)",
-          "sharded": " (the root's and one layer's bytes, issue 19)"}
+          "sharded": " (the root's and one layer's bytes, issue 19)",
+          "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -611,14 +652,16 @@ def main() -> None:
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
                     "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
-                    "against the tracer's model")
+                    "against the tracer's model; optimizers: issue 13's 26 "
+                    "GaLore/APOLLO/Adam-mini/Adafactor cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
         return
     versions = _versions()
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
-    cache_path = RESULTS / f"trace_cache_{args.grid}.json" if args.grid in ("presets", "preference-free", "encoders") \
+    cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
+        if args.grid in ("presets", "preference-free", "encoders", "optimizers") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -268,6 +268,9 @@ def _with(tool: str, key: str, value: Any) -> dict[str, Any]:
     for part in outer:
         node = node.setdefault(part, {})
     node[last] = value
+    if last in ("optim", "optimizer") and str(value).startswith(("galore_", "apollo_")):
+        # transformers refuses GaLore/APOLLO without optim_target_modules, and so does io/runfiles.py _low_rank
+        config["optim_target_modules"] = ["attn", "mlp"]
     return config
 
 

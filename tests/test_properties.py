@@ -26,7 +26,7 @@ from vramcalc.core.errors import VramcalcError
 from vramcalc.core.margin import Margin
 from vramcalc.core.memory import COMPONENTS, Breakdown, estimate, preference
 from vramcalc.core.memory.distributed import gpu_counts
-from vramcalc.core.memory.optimizer import BNB_MIN_8BIT_SIZE
+from vramcalc.core.memory.optimizer import BNB_MIN_8BIT_SIZE, LIBRARY_OPTIMIZERS, PROJECTED_OPTIMIZERS
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import count_params, resolve_targets
 from vramcalc.core.searches import (
@@ -216,6 +216,17 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     if draw(st.integers(0, 3)):
         kw["head"] = "auto"
     kw["num_labels"] = draw(st.sampled_from([2, 3, 1000])) if kw["head"] == "seq-cls" else 2
+    # GaLore/APOLLO/Adam-mini (core/specs.py _optimizer_consistent): full or freeze; the projected ones on one GPU or
+    # plain data parallel; the projection's options only with them
+    if kw["optimizer"] in LIBRARY_OPTIMIZERS and kw["method"] not in ("full", "freeze"):
+        kw["optimizer"] = "adamw"
+    projected = kw["optimizer"] in PROJECTED_OPTIMIZERS
+    if projected and (kw["zero"] or kw["fsdp"] != "none" or kw["tp"] > 1 or kw["pp"] > 1):
+        kw["optimizer"], projected = "adamw", False
+    kw["optimizer_rank"] = draw(st.sampled_from([None, 1, 64, 512])) if kw["optimizer"] in (
+        "galore-adamw", "apollo-adamw") else None
+    if not projected:
+        kw["optimizer_targets"] = "attn-mlp"
     return TrainingSpec(**kw)
 
 
@@ -245,6 +256,14 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
         update.setdefault("ref_model", "copy")
     if update.get("seq_len", t.seq_len) <= t.prompt_len:
         update.setdefault("prompt_len", update.get("seq_len", t.seq_len) - 1)
+    optimizer = update.get("optimizer", t.optimizer)
+    sharded = (update.get("zero", t.zero) or update.get("fsdp", t.fsdp) != "none" or update.get("tp", t.tp) > 1
+               or update.get("pp", t.pp) > 1)
+    if (optimizer in LIBRARY_OPTIMIZERS and method not in ("full", "freeze")) or (
+            optimizer in PROJECTED_OPTIMIZERS and sharded):  # core/specs.py _optimizer_consistent
+        update.setdefault("optimizer", "adamw")
+        update.setdefault("optimizer_rank", None)
+        update.setdefault("optimizer_targets", "attn-mlp")
     return replace(t, **update)
 
 

@@ -23,7 +23,17 @@ from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms,
 from vramcalc.core.memory.distributed import activation_tokens
 from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
 from vramcalc.core.memory.loss import SOURCES as LOSS_SOURCES
-from vramcalc.core.memory.optimizer import BNB_BLOCK, BNB_MIN_8BIT_SIZE, TORCHAO_STATES, optimizer_bytes, state_dtype
+from vramcalc.core.memory.optimizer import (
+    BNB_BLOCK,
+    BNB_MIN_8BIT_SIZE,
+    LIBRARY_NAMES,
+    LIBRARY_OPTIMIZERS,
+    TORCHAO_STATES,
+    library_state_dtype,
+    optimizer_bytes,
+    projection_rank,
+    state_dtype,
+)
 from vramcalc.core.memory.precision import Recipe, recipe_of
 from vramcalc.core.memory.savers import largest_tensor
 from vramcalc.core.memory.weights import (
@@ -185,7 +195,7 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
         _parameters(model, training, w.parameters, w.trainable),
         _weights(model, training, b, w),
         _gradients(training, b, w, recipe.grad),
-        _optimizer(training, b, w.trainable_tensors, w.trainable),
+        _optimizer(training, b, w.trainable_tensors, w.trainable, model),
     ]
     if model.has_architecture:
         layer_sec, act_sec, temp_sec = _transformer(acting, policy, b)
@@ -456,9 +466,9 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ...], int], ...],
-               trainable: int) -> Section:
+               trainable: int, model: ModelSpec) -> Section:
     recipe = recipe_of(t)
-    opt = optimizer_bytes(tensors, recipe, t)
+    opt = optimizer_bytes(tensors, recipe, t, model)
     sd = state_dtype(recipe, t)
     s = dtype_bytes(sd)
     name = t.optimizer
@@ -498,6 +508,26 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
                           f"{_n(factors)} row + column factors × 4 B + {_n(vectors)} vector elements × 4 B (fp32)",
                           opt.moments, "a row and a column vector per matrix, fp32",
                           "Shazeer & Stern 2018; transformers Adafactor (beta1=None)"))
+    elif name == "adafactor-momentum":
+        lines.append(Line("optimizer_state.moments", "Adafactor factored second moment + fp32 first moment",
+                          f"row + column factors (vectors for 1-D tensors) + {_n(trainable)} params × 4 B (fp32)",
+                          opt.moments, "factored v + a full fp32 m",
+                          "transformers optimization.py Adafactor (beta1 set: exp_avg = zeros_like(grad.float()))"))
+    elif name in LIBRARY_OPTIMIZERS:
+        # The core's figure (memory/optimizer.py, which needs the architecture), described here.
+        moments = b.details.get("optimizer_state.moments", 0)
+        sd = library_state_dtype(recipe)
+        if name == "adam-mini":
+            inputs = (f"first moment: {_n(trainable)} params × {dtype_bytes(sd)} B ({sd}); second moment: one value "
+                      "per head (q, k), per row (embeddings, head, v, o, MLP), per norm")
+            src = "adam_mini 1.1.1 adam_mini.py Adam_mini.step"
+        else:
+            inputs = (f"rank {projection_rank(t)}: 2 moments of each projected gradient (r × the larger dim) + P "
+                      f"(r × the smaller dim), {sd}; full Adam moments for the other tensors")
+            src = ("galore_torch 1.0 adamw.py + galore_projector.py" if name == "galore-adamw"
+                   else "apollo_torch 1.0.3 apollo.py + random_projector.py")
+        lines.append(Line("optimizer_state.moments", LIBRARY_NAMES[name], inputs, moments,
+                          "memory/optimizer.py", src))
     if opt.master_weights:
         lines.append(Line("optimizer_state.master_weights", "fp32 master weights",
                           f"{_n(trainable)} params × 4 B (fp32)", opt.master_weights,

@@ -30,6 +30,7 @@ from vramcalc.core.vocab import (
     NORM_KINDS,
     OBJECTIVES,
     OFFLOADS,
+    OPTIM_TARGETS,
     OPTIMIZER_IMPLS,
     OPTIMIZERS,
     PACKINGS,
@@ -60,6 +61,7 @@ from vramcalc.core.vocab import (
     Offload,
     OptimizerImpl,
     OptimizerName,
+    OptimTargets,
     Packing,
     PrecisionName,
     QuantBits,
@@ -305,6 +307,8 @@ class TrainingSpec:
     precision: PrecisionName = "auto"  # resolved by memory/precision.py resolve_precision
     optimizer: OptimizerName = "adamw"
     optimizer_impl: OptimizerImpl = "fused"
+    optimizer_rank: int | None = None  # GaLore/APOLLO rank (None: HF's default 128; apollo-mini 1)
+    optimizer_targets: OptimTargets = "attn-mlp"  # GaLore/APOLLO projected weights (HF optim_target_modules)
     batch_size: int = 1
     seq_len: int = 512
     grad_accum: int = 1
@@ -370,7 +374,8 @@ class TrainingSpec:
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
-        "optimizer_impl": OPTIMIZER_IMPLS, "attention": ATTENTIONS, "adapter_dtype": ADAPTER_DTYPES,
+        "optimizer_impl": OPTIMIZER_IMPLS, "optimizer_targets": OPTIM_TARGETS, "attention": ATTENTIONS,
+        "adapter_dtype": ADAPTER_DTYPES,
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
@@ -386,11 +391,12 @@ class TrainingSpec:
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
         "encoder_hidden_size": (*POSITIVE, COUNT_CAP),
+        "optimizer_rank": (*POSITIVE, COUNT_CAP),
         "lora_alpha": POSITIVE,
         "lora_dropout": FRACTION,
     }
     INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"lora_alpha", "lora_dropout"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size"))
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size", "optimizer_rank"))
     LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {}
 
     def __post_init__(self) -> None:
@@ -433,6 +439,28 @@ class TrainingSpec:
                             "drop --grad-checkpointing")
         self._savers_consistent()
         self._objective_consistent()
+        self._optimizer_consistent()
+
+    def _optimizer_consistent(self) -> None:
+        """The projected optimizers and Adam-mini (memory/optimizer.py): what each reads, where it is modelled."""
+        projected = self.optimizer in ("galore-adamw", "apollo-adamw", "apollo-mini")
+        if self.mode != "train":
+            return
+        if not projected and (self.optimizer_rank is not None or self.optimizer_targets != "attn-mlp"):
+            raise SpecError("", "--optimizer-rank and --optimizer-targets set GaLore/APOLLO's projection: use them "
+                            "with --optimizer galore-adamw, apollo-adamw or apollo-mini, or drop them")
+        if self.optimizer == "apollo-mini" and self.optimizer_rank not in (None, 1):
+            raise SpecError("", "APOLLO-Mini is rank 1 with tensor-wise scaling: drop --optimizer-rank, or use "
+                            f"--optimizer apollo-adamw --optimizer-rank {self.optimizer_rank}")
+        if (projected or self.optimizer == "adam-mini") and self.method not in ("full", "freeze"):
+            name = "Adam-mini" if self.optimizer == "adam-mini" else "GaLore/APOLLO"
+            raise SpecError("", f"{name} is modelled for full or partial (freeze) fine-tuning, where it sees the "
+                            f"model's own weight matrices: use --method full or freeze, or another --optimizer")
+        if projected and (self.zero or self.fsdp != "none" or self.tp > 1 or self.pp > 1):
+            # galore_torch/apollo_torch step whole matrices (an SVD or projection of the full gradient): no
+            # sharded-state support; plain data parallel only.
+            raise SpecError("", "GaLore/APOLLO project whole weight matrices and are modelled on one GPU or plain "
+                            "data parallel: drop --zero / --fsdp / --tp / --pp")
 
     def _objective_consistent(self) -> None:
         """Preference and reward options (memory/preference.py): what each objective reads."""

@@ -19,7 +19,14 @@ PrecisionName = Literal[
 OptimizerName = Literal[
     "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion",
     "torchao-adamw-8bit", "torchao-adamw-4bit", "torchao-adamw-fp8",
+    # issue 13 (memory/optimizer.py): Adafactor with beta1 (a full first moment), the projected optimizers
+    # (galore_torch GaLoreAdamW; apollo_torch APOLLOAdamW, channel-wise and the rank-1 tensor-wise Mini) and
+    # adam_mini.Adam_mini (one second moment per block).
+    "adafactor-momentum", "galore-adamw", "apollo-adamw", "apollo-mini", "adam-mini",
 ]
+# Which weights GaLore/APOLLO project (HF optim_target_modules): every nn.Linear of the blocks (["attn", "mlp"], as
+# GaLore's and APOLLO's own scripts), those of attention or of the MLP only, or HF's all-linear (+ lm_head).
+OptimTargets = Literal["attn-mlp", "attn", "mlp", "all-linear"]
 OptimizerImpl = Literal["fused", "foreach", "for-loop"]
 Attention = Literal["sdpa", "eager", "flash"]
 AdapterDtype = Literal["fp32", "bf16", "fp16"]
@@ -90,6 +97,7 @@ REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
 REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)
 HEADS: tuple[Head, ...] = get_args(Head)
 OPTIMIZER_IMPLS: tuple[OptimizerImpl, ...] = get_args(OptimizerImpl)
+OPTIM_TARGETS: tuple[OptimTargets, ...] = get_args(OptimTargets)
 ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
 ADAPTER_DTYPES: tuple[AdapterDtype, ...] = get_args(AdapterDtype)
 QUANT_BITS: tuple[QuantBits, ...] = get_args(QuantBits)

@@ -211,6 +211,19 @@ HF_OPTIM: dict[str, tuple[str, str | None]] = {
     "sgd": ("sgd", None),
     "lion_32bit": ("lion", None),
     "paged_lion_32bit": ("lion", None),
+    # issue 13: galore_torch / apollo_torch through transformers trainer_optimizer.py _setup_low_rank_optimizer;
+    # the *_layerwise names step each parameter in its post-accumulate-grad hook (--optimizer-in-bwd).
+    "galore_adamw": ("galore-adamw", None),
+    "galore_adamw_layerwise": ("galore-adamw", None),
+    "apollo_adamw": ("apollo-adamw", None),
+    "apollo_adamw_layerwise": ("apollo-adamw", None),
+}
+# OptimizerNames vramcalc does not model, refused in one line (counting them as AdamW would be GBs off).
+HF_OPTIM_REFUSED: dict[str, str] = {
+    "galore_adamw_8bit": "GaLore's 8-bit states (GaLoreAdamW8bit)",
+    "galore_adamw_8bit_layerwise": "GaLore's 8-bit states (GaLoreAdamW8bit)",
+    "galore_adafactor": "GaLore over Adafactor (GaLoreAdafactor)",
+    "galore_adafactor_layerwise": "GaLore over Adafactor (GaLoreAdafactor)",
 }
 
 
@@ -252,7 +265,9 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "gradient_checkpointing": ("offload", "offload_disk", "unsloth"),
     },
     "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "enable_liger_kernel", "use_unsloth_gc",
-                                    "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing"), ()),
+                                    "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
+                                    "use_galore", "use_apollo", "use_adam_mini", "galore_layerwise",
+                                    "apollo_layerwise"), ()),
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
                                         "padding_free", "activation_offloading", "precompute_ref_log_probs"), ()),
     "torchtune": dict.fromkeys(("enable_activation_checkpointing", "optimizer_in_bwd", "enable_activation_offloading",
@@ -329,6 +344,9 @@ def _seen(data: dict[str, Any], run: Run, *keys: str) -> None:
 
 
 def _optim(run: Run, key: str, name: Any) -> None:
+    if str(name) in HF_OPTIM_REFUSED:
+        raise _KeyProblem(key, f"{name} ({HF_OPTIM_REFUSED[str(name)]}) is not modeled; use galore_adamw or "
+                          "apollo_adamw, or give --optimizer")
     hit = HF_OPTIM.get(str(name))
     if hit is None and str(name).strip().lower() in HF_OPTIM:  # OptimizerNames(name) refuses another spelling
         raise _KeyProblem(key, f"{name!r:.40} is not an optimizer name transformers takes; write "
@@ -340,7 +358,94 @@ def _optim(run: Run, key: str, name: Any) -> None:
     run.options["optimizer"] = hit[0]
     if hit[1]:
         run.options["optimizer_impl"] = hit[1]
+    if str(name).endswith("_layerwise"):
+        run.options["optimizer_in_bwd"] = True  # trainer_optimizer.py: register_post_accumulate_grad_hook
     run.mapped.append(key)
+
+
+# transformers trainer_optimizer.py _setup_low_rank_optimizer: optim_target_modules is a regex string, "all-linear",
+# or a list of names each matched as a substring of a module name (trainer_utils.py check_target_module_exists).
+_ATTN_NAMES = frozenset(("attn", "self_attn", "attention", "self_attention", "q_proj", "k_proj", "v_proj", "o_proj"))
+_MLP_NAMES = frozenset(("mlp", "gate_proj", "up_proj", "down_proj"))
+_ATTN_PROJ = frozenset(("q_proj", "k_proj", "v_proj", "o_proj"))
+
+
+def _optim_targets(key: str, value: Any) -> str:
+    """An optim_target_modules value (or LLaMA-Factory's galore_target / apollo_target) as --optimizer-targets."""
+    if isinstance(value, str) and value.replace("_", "-") in ("all-linear", "all"):
+        return "all-linear" if value.replace("_", "-") == "all-linear" else "attn-mlp"
+    names = [str(v).strip() for v in (value if isinstance(value, list | tuple) else str(value).split(","))]
+    names = [n for n in names if n]
+    got = set(names)
+    attn = bool(got & _ATTN_NAMES) and (not got & _ATTN_PROJ or _ATTN_PROJ <= got or bool(got & {"attn", "self_attn"}))
+    mlp = bool(got & _MLP_NAMES) and ("mlp" in got or {"gate_proj", "up_proj", "down_proj"} <= got)
+    if got <= _ATTN_NAMES | _MLP_NAMES and (attn or mlp) and not (got & _ATTN_NAMES and not attn) \
+            and not (got & _MLP_NAMES and not mlp):
+        return "attn-mlp" if attn and mlp else "attn" if attn else "mlp"
+    raise _KeyProblem(key, f"{value!r:.60} is not modeled; vramcalc projects every Linear of the blocks "
+                      "([attn, mlp]), those of attention or of the MLP, or all-linear: write one of those, or give "
+                      "--optimizer-targets")
+
+
+def _optim_args(key: str, text: Any) -> dict[str, str]:
+    """transformers trainer_optimizer.py _parse_optim_args: "k=v,k=v", spaces removed."""
+    out: dict[str, str] = {}
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        k, sep, v = part.partition("=")
+        if not sep:
+            raise _KeyProblem(key, f"{part!r:.40} is not key=value (transformers splits optim_args on ',' and '=')")
+        out[k] = v
+    return out
+
+
+def _projection(run: Run, proj_type: tuple[str, Any], proj: tuple[str, Any], scale_type: tuple[str, Any]) -> None:
+    """GaLore/APOLLO's projection settings, each (the key it came from, its value): std projection (GaLore's SVD,
+    APOLLO's random matrix) is modelled; APOLLO's tensor-wise scaling at rank 1 is APOLLO-Mini."""
+    if proj_type[1] != "std":
+        raise _KeyProblem(proj_type[0], f"proj_type {proj_type[1]!r:.20} is not modeled; remove it (std)")
+    if run.options.get("optimizer") != "apollo-adamw":
+        return
+    if proj[1] != "random":
+        raise _KeyProblem(proj[0], "APOLLO's svd projection is not modeled; remove it (random)")
+    if scale_type[1] not in ("channel", "tensor"):
+        raise _KeyProblem(scale_type[0], f"scale_type {scale_type[1]!r:.20} is not APOLLO's; use channel or tensor")
+    if scale_type[1] == "tensor" and run.options.get("optimizer_rank") == 1:
+        run.options["optimizer"] = "apollo-mini"  # HF's docs and APOLLO's README: APOLLO-Mini is rank 1, tensor-wise
+        del run.options["optimizer_rank"]
+    elif scale_type[1] == "tensor":
+        run.notes.append(f"{scale_type[0]}: tensor-wise scaling keeps one factor per tensor instead of per channel "
+                         "(a few bytes less than estimated).")
+
+
+def _low_rank(d: dict[str, Any], run: Run) -> None:
+    """GaLore/APOLLO's optim_target_modules and optim_args (HF TrainingArguments, axolotl): rank and targets change
+    memory; update_proj_gap and scale do not; anything else is refused rather than estimated as something else."""
+    opt = run.options.get("optimizer")
+    if opt not in ("galore-adamw", "apollo-adamw"):
+        return
+    name = "GaLore" if opt == "galore-adamw" else "APOLLO"
+    targets = d.get("optim_target_modules")
+    if targets is None:
+        raise _KeyProblem("optim_target_modules", f"{name} needs it (transformers raises without it); e.g. "
+                          "[attn, mlp] or all-linear")
+    run.options["optimizer_targets"] = _optim_targets("optim_target_modules", targets)
+    run.mapped.append("optim_target_modules")
+    args = _optim_args("optim_args", d.get("optim_args") or "")
+    if "rank" in args:
+        run.options["optimizer_rank"] = _strict("optim_args", "optimizer_rank", args.pop("rank"))
+    args.pop("update_proj_gap", None)  # how often P is recomputed: the same memory at each update
+    args.pop("scale", None)
+    _projection(run, ("optim_args", args.pop("proj_type", "std")), ("optim_args", args.pop("proj", "random")),
+                ("optim_args", args.pop("scale_type", "channel")))
+    for k in ("betas", "beta1", "beta2", "eps", "weight_decay", "lr"):
+        args.pop(k, None)  # hyper-parameters: no memory
+    if args:
+        raise _KeyProblem("optim_args", f"{', '.join(sorted(args))} not modeled for {name}; remove "
+                          f"{'it' if len(args) == 1 else 'them'}")
+    if "optim_args" in d:
+        run.mapped.append("optim_args")
 
 
 # Keys of the tools' configs that change GPU memory and have no vramcalc option yet. A run that sets one
@@ -350,7 +455,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     "use_liger_kernel": "Liger kernels (fused linear cross-entropy: no full logits)",
     "torch_compile": "torch.compile (fused kernels change what is saved)",
     "auto_find_batch_size": "the Trainer lowers the batch size until it fits",
-    "optim_target_modules": "GaLore/APOLLO projected optimizer states",
     "ref_model_init_kwargs": "a DPO reference model loaded with other settings",
     "gradient_checkpointing_kwargs": "checkpointing variant",
     # torchtune
@@ -462,6 +566,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     _preference_axolotl(d, run)
     if "optimizer" in d:
         _optim(run, "optimizer", d["optimizer"])
+        _low_rank(d, run)  # axolotl passes optim_target_modules and optim_args to TrainingArguments
     # axolotl loads the model in the training dtype (torch_dtype = bfloat16 when bf16 is set), so the
     # Trainer's torch AdamW keeps states like the parameters: pure-bf16 / pure-fp16 here.
     if _flag(AX, d.get("bf16"), "bf16"):  # auto: bf16 where the GPU has it
@@ -701,6 +806,8 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _optim(run, "optim", d.get("optim", TRANSFORMERS_DEFAULTS[CURRENT_TRANSFORMERS][1]))
     if "optim" not in d:
         run.mapped.remove("optim")
+    _low_rank(d, run)  # optim galore_adamw / apollo_adamw: TrainingArguments' optim_target_modules and optim_args
+    _llama_factory_optimizers(d, run)
     _take_flag(LF, d, run, "double_quantization", "double_quant")  # model_args.py, default True
     # LLaMA-Factory upcasts trainable parameters to fp32 unless pure_bf16 (model/adapter.py
     # _setup_full_tuning / cast_trainable_params_to_fp32): full tuning with bf16 is fp32 weights + bf16
@@ -826,6 +933,37 @@ def _trl(d: dict[str, Any], run: Run) -> None:
     _take_flag(HF, d, run, "activation_offloading", "activation_offload")
 
 
+def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
+    """LLaMA-Factory's finetuning_args.py GaloreArguments / ApolloArguments / use_adam_mini (trainer_utils.py
+    _create_galore_optimizer, _create_apollo_optimizer, _create_adam_mini_optimizer): defaults rank 16, target all
+    (every Linear but the output layer), std / random projection, channel scaling."""
+    chosen = [k for k in ("use_galore", "use_apollo", "use_adam_mini") if _flag(LF, d.get(k), k)]
+    layerwise = {k: _flag(LF, d.get(f"{k}_layerwise"), f"{k}_layerwise") for k in ("galore", "apollo")}
+    _seen(d, run, "use_galore", "use_apollo", "use_adam_mini")
+    if not chosen:
+        return
+    if len(chosen) > 1:
+        raise _KeyProblem(chosen[1], f"LLaMA-Factory takes one of {', '.join(chosen)}; keep one")
+    if chosen[0] == "use_adam_mini":
+        run.options["optimizer"] = "adam-mini"
+        return
+    kind = "galore" if chosen[0] == "use_galore" else "apollo"
+    optim = run.options.get("optimizer")
+    if optim != "adamw":  # _create_galore_optimizer: GaLoreAdamW for adamw_torch; 8-bit / Adafactor variants
+        raise _KeyProblem(chosen[0], f"{kind} over optim {d.get('optim')!r:.30} is not modeled; use optim "
+                          "adamw_torch")
+    run.options["optimizer"] = f"{kind}-adamw"
+    run.options["optimizer_rank"] = _strict(f"{kind}_rank", "optimizer_rank", d.get(f"{kind}_rank", 16))
+    run.options["optimizer_targets"] = _optim_targets(f"{kind}_target", d.get(f"{kind}_target", "all"))
+    _projection(run, (f"{kind}_proj_type", d.get(f"{kind}_proj_type", "std")),
+                ("apollo_proj", d.get("apollo_proj", "random")),
+                ("apollo_scale_type", d.get("apollo_scale_type", "channel")))
+    if layerwise[kind]:
+        run.options["optimizer_in_bwd"] = True
+    _seen(d, run, f"{kind}_rank", f"{kind}_target", f"{kind}_proj_type", f"{kind}_layerwise", f"{kind}_scale",
+          f"{kind}_update_interval", "apollo_proj", "apollo_scale_type", "apollo_scale_front")
+
+
 def _hf_args(d: dict[str, Any], path: Path) -> Run:
     # transformers TrainingArguments fields (and TRL's SFTConfig/DPOConfig on top of them); the model is
     # not in this file: give MODEL (a preset or the model's config.json).
@@ -851,6 +989,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _optim(run, "optim", d.get("optim", default_optim))
     if "optim" not in d and "optim" in run.mapped:
         run.mapped.remove("optim")
+    _low_rank(d, run)
     # The dtype the model is loaded in: TRL's model_init_kwargs names it, else the version's default.
     init = d.get("model_init_kwargs")
     if isinstance(init, dict) and (init.get("dtype") or init.get("torch_dtype")):

@@ -225,7 +225,7 @@ def run_cuda(model: ModelSpec, training: TrainingSpec, *, variable_lengths: bool
                      "QuantLinear), the same as the fake-tensor trace")
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer, opt_notes = make_optimizer(training, params)
+    optimizer, opt_notes = make_optimizer(training, params, module)
     notes.extend(opt_notes)
     autocast: Any = contextlib.nullcontext
     if precision.startswith("amp-"):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory.optimizer import LIBRARY_OPTIMIZERS, projection_rank
 from vramcalc.core.memory.precision import resolve_precision
 from vramcalc.core.specs import TrainingSpec
 
@@ -87,6 +88,9 @@ class MasterWeightOptimizer(torch.optim.Optimizer):
 
     def extra_state_tensors(self) -> Iterator[torch.Tensor]:
         yield from self.masters
+        inner = getattr(self.inner, "extra_state_tensors", None)
+        if inner is not None:
+            yield from inner()
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
@@ -200,13 +204,20 @@ def _impl_kwargs(impl: str) -> dict[str, Any]:
     return {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
 
 
-def make_optimizer(training: TrainingSpec, params: list[nn.Parameter]) -> tuple[torch.optim.Optimizer, list[str]]:
-    """The optimizer for `training`, over the trainable `params`; returns notes on emulations."""
+def make_optimizer(training: TrainingSpec, params: list[nn.Parameter],
+                   model: nn.Module | None = None) -> tuple[torch.optim.Optimizer, list[str]]:
+    """The optimizer for `training`, over the trainable `params`; returns notes on emulations.
+
+    `model` (the traced module) gives GaLore/APOLLO their target Linears and Adam-mini its parameter names.
+    """
     notes: list[str] = []
     name, impl, precision = training.optimizer, training.optimizer_impl, resolve_precision(training)
     lr = 1e-4
+    names = _param_names(model, params)
 
     def torch_opt(ps: list[Any]) -> torch.optim.Optimizer:
+        if name in LIBRARY_OPTIMIZERS:
+            return library_optimizer(training, ps, params, names, model, notes)
         kw = _impl_kwargs(impl)
         if name == "adamw":
             return torch.optim.AdamW(ps, lr=lr, **kw)
@@ -214,11 +225,12 @@ def make_optimizer(training: TrainingSpec, params: list[nn.Parameter]) -> tuple[
             return torch.optim.SGD(ps, lr=lr, **kw)
         if name == "sgd-momentum":
             return torch.optim.SGD(ps, lr=lr, momentum=0.9, **kw)
-        if name == "adafactor":
+        if name in ("adafactor", "adafactor-momentum"):
             from transformers.optimization import Adafactor
 
-            # HF Trainer's adafactor: scale_parameter=False, relative_step=False (trainer.py).
-            return Adafactor(ps, lr=lr, scale_parameter=False, relative_step=False)
+            # HF Trainer's adafactor: scale_parameter=False, relative_step=False (trainer.py); beta1 from optim_args.
+            beta1 = 0.9 if name == "adafactor-momentum" else None
+            return Adafactor(ps, lr=lr, scale_parameter=False, relative_step=False, beta1=beta1)
         if name == "lion":
             raise UnsupportedCombination("vramcalc trace has no lion optimizer yet; use adamw or sgd")
         raise UnsupportedCombination(f"unknown optimizer {name!r}")
@@ -236,7 +248,7 @@ def make_optimizer(training: TrainingSpec, params: list[nn.Parameter]) -> tuple[
     if name == "paged-adamw":
         notes.append("paged-adamw: bitsandbytes 32-bit fused states emulated; counted as resident in GPU memory")
         return Fused32bitEmulation(params, lr=lr), notes
-    if name == "adafactor" and impl != "for-loop":
+    if name in ("adafactor", "adafactor-momentum") and impl != "for-loop":
         notes.append("adafactor: transformers.optimization.Adafactor (no foreach/fused implementation)")
     if precision in ("mixed-bf16", "mixed-fp16"):
         notes.append("mixed precision: fp32 master weights (counted as optimizer_state) stepped by the "
@@ -246,7 +258,7 @@ def make_optimizer(training: TrainingSpec, params: list[nn.Parameter]) -> tuple[
         notes.append(f"{precision}: 16-bit weights and grads with fp32 AdamW moments, emulated with the "
                      f"{impl} implementation's temporaries")
         return Fp32StateAdamW(params, lr=lr, impl=impl), notes
-    if precision in ("bf16", "fp16"):
+    if precision in ("bf16", "fp16") and name not in LIBRARY_OPTIMIZERS:
         notes.append(f"{precision} with {name}: torch keeps the optimizer state in the parameter dtype")
     return torch_opt(params), notes
 
@@ -285,3 +297,123 @@ class InBackward:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in self.per_param.values():
             opt.zero_grad(set_to_none=set_to_none)
+
+
+# ---- issue 13: GaLore, APOLLO and Adam-mini, the libraries' own optimizers ----------------------------------------
+
+def _param_names(model: nn.Module | None, params: list[nn.Parameter]) -> list[str]:
+    """The qualified name of each of `params` in `model` (named_parameters order; "" when unknown)."""
+    if model is None:
+        return [""] * len(params)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    return [by_id.get(id(p), "") for p in params]
+
+
+def _target_ids(model: nn.Module, targets: str) -> set[int]:
+    """HF _setup_low_rank_optimizer's target weights: the `module_name + ".weight"` of nn.Linear modules, looked up in
+    named_parameters() (so a tied LM head, listed there as the embedding, is never projected). attn-mlp is every
+    Linear of the blocks (GaLore's and APOLLO's own ["attn", "mlp"], whatever the family calls its attention),
+    all-linear also the LM head (transformers trainer_optimizer.py `all_linear`)."""
+    names: set[str] = set()
+    for mod_name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear):
+            continue
+        head = mod_name.split(".")[-1] in ("lm_head", "embed_out", "score")
+        attention = any(k in mod_name for k in ("attn", "attention"))
+        if head:
+            chosen = targets == "all-linear"
+        elif targets in ("attn-mlp", "all-linear"):
+            chosen = True
+        else:
+            chosen = (targets == "attn") == attention
+        if chosen:
+            names.add(mod_name + ".weight")
+    return {id(p) for n, p in model.named_parameters() if n in names and p.requires_grad}
+
+
+def _groups(rest: list[Any], proj: list[Any], group: dict[str, Any]) -> list[dict[str, Any]]:
+    """HF's two param groups (non-target first), leaving out an empty one (one parameter in backward)."""
+    return [g for g in ({"params": rest}, {"params": proj, **group}) if g["params"]]
+
+
+class _ProjectorStates:
+    """extra_state_tensors for GaLore/APOLLO: the projection matrix lives in a projector object in the state."""
+
+    state: Any
+
+    def extra_state_tensors(self) -> Iterator[torch.Tensor]:
+        for st in self.state.values():
+            proj = st.get("projector") if isinstance(st, dict) else None
+            matrix = getattr(proj, "ortho_matrix", None)
+            if isinstance(matrix, torch.Tensor):
+                yield matrix
+            elif isinstance(matrix, list):
+                yield from (m for m in matrix if isinstance(m, torch.Tensor))
+
+
+def library_optimizer(training: TrainingSpec, params: list[Any], model_params: list[nn.Parameter], names: list[str],
+                      model: nn.Module | None, notes: list[str]) -> torch.optim.Optimizer:
+    """galore_torch.GaLoreAdamW, apollo_torch.APOLLOAdamW or adam_mini.Adam_mini as HF Trainer / their READMEs
+    build them. update_proj_gap is 1, so that every traced step is a projection update (the step that sets the
+    peak: step 0 and every update_proj_gap steps). `params` are what is stepped (the model's trainable
+    `model_params`, or their fp32 masters in the same order)."""
+    name = training.optimizer
+    if name == "adam-mini":
+        try:
+            import adam_mini.adam_mini as am  # type: ignore[import-untyped]
+        except ImportError:
+            raise UnsupportedCombination("adam-mini: pip install adam-mini==1.1.1 to trace it") from None
+        am.device = "cpu"  # the fake tensors' device (a module global chosen at import: 'cuda' if available)
+        config = getattr(model, "config", None)
+        dim = getattr(config, "hidden_size", 2048)
+        heads = getattr(config, "num_attention_heads", 32)
+        kv = getattr(config, "num_key_value_heads", None) or heads
+        opt = am.Adam_mini(list(zip(names, params, strict=True)), lr=1e-4, dim=dim, n_heads=heads, n_kv_heads=kv,
+                           verbose=False)
+        opt.world_size = 1  # one process: torch.cuda.device_count() would be 0 on the tracing machine
+        notes.append("adam-mini: adam_mini.Adam_mini 1.1.1 (LLaMA-Factory's arguments: dim, n_heads, n_kv_heads "
+                     "from the config)")
+        return opt  # type: ignore[no-any-return]
+    if model is None:
+        raise UnsupportedCombination(f"{name}: the tracer needs the model to find GaLore/APOLLO's target Linears")
+    targets = _target_ids(model, training.optimizer_targets)
+    rank = projection_rank(training)
+    chosen = [id(q) in targets for q in model_params]
+    proj = [p for p, c in zip(params, chosen, strict=True) if c]
+    rest = [p for p, c in zip(params, chosen, strict=True) if not c]
+    if not proj and not rest:
+        raise UnsupportedCombination(f"{name}: nothing to optimize")
+    if name == "galore-adamw":
+        try:
+            from galore_torch import GaLoreAdamW  # type: ignore[import-untyped]
+        except ImportError:
+            raise UnsupportedCombination("galore-adamw: pip install galore-torch==1.0 to trace it") from None
+        group = {"rank": rank, "update_proj_gap": 1, "scale": 0.25, "proj_type": "std"}  # HF's defaults but the gap
+        cls: Any = type("TracedGaLoreAdamW", (_ProjectorStates, GaLoreAdamW), {})
+        opt = cls(_groups(rest, proj, group), lr=1e-4, no_deprecation_warning=True)
+        notes.append(f"galore-adamw: galore_torch.GaLoreAdamW 1.0, rank {rank}, {len(proj)} projected weights; "
+                     "update_proj_gap 1 (each traced step is an SVD step)")
+        return opt  # type: ignore[no-any-return]
+    try:
+        import apollo_torch.apollo as apollo_module  # type: ignore[import-untyped]
+        from apollo_torch import APOLLOAdamW
+    except ImportError:
+        raise UnsupportedCombination(f"{name}: pip install apollo-torch==1.0.3 to trace it") from None
+    # The norm-growth limiter's `max(norm_ratio, 1.01)` compares a 0-dim tensor with a float in Python, which a
+    # fake tensor cannot answer: the same value as a 0-dim tensor (torch.clamp), a scalar allocation as on CUDA.
+    # next_seed draws the next seed with torch.randint on the host (`.tolist()`): no device memory, and data a
+    # fake tensor has not; any new seed will do.
+    import apollo_torch.random_projector as random_projector  # type: ignore[import-untyped]
+
+    random_projector.next_seed = lambda seed, adv=0xF: seed + adv
+    apollo_module.max = lambda x, floor: torch.clamp(x, min=floor) if isinstance(x, torch.Tensor) else max(x, floor)
+    mini = name == "apollo-mini"
+    # HF _get_apollo_optimizer defaults (proj random, scale_type channel, scale 1.0); APOLLO-Mini as HF's docs and
+    # APOLLO's README give it: rank 1, scale_type tensor, scale 128.
+    group = {"rank": rank, "proj": "random", "scale_type": "tensor" if mini else "channel", "update_proj_gap": 1,
+             "scale": 128.0 if mini else 1.0, "proj_type": "std"}
+    cls = type("TracedAPOLLOAdamW", (_ProjectorStates, APOLLOAdamW), {})
+    opt = cls(_groups(rest, proj, group), lr=1e-4)
+    notes.append(f"{name}: apollo_torch.APOLLOAdamW 1.0.3, rank {rank}, {len(proj)} projected weights; "
+                 "update_proj_gap 1 (each traced step draws a new projection)")
+    return opt  # type: ignore[no-any-return]

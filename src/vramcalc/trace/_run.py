@@ -210,11 +210,11 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         if training.optimizer_in_bwd:  # one optimizer per parameter, stepped by a hook (trace/_optim.py)
             from vramcalc.trace._optim import InBackward
 
-            per_param = {p: make_optimizer(training, [p])[0] for p in params}
+            per_param = {p: make_optimizer(training, [p], m)[0] for p in params}
             notes.append("optimizer in backward: one optimizer per parameter, stepped and zeroed in its "
                          "post-accumulate-grad hook (torchtune optimizer_in_bwd)")
             return InBackward(per_param)  # type: ignore[return-value]
-        opt, opt_notes = make_optimizer(training, params)
+        opt, opt_notes = make_optimizer(training, params, m)
         notes.extend(opt_notes)
         return opt
 

@@ -34,7 +34,12 @@ from vramcalc.core.memory.activations import (
     packing_notes,
 )
 from vramcalc.core.memory.loss import loss_bytes
-from vramcalc.core.memory.optimizer import OptimizerBytes, optimizer_bytes
+from vramcalc.core.memory.optimizer import (
+    LIBRARY_OPTIMIZERS,
+    OptimizerBytes,
+    library_optimizer_notes,
+    optimizer_bytes,
+)
 
 # Runtime overhead outside torch's tensor accounting (issue #16); CUDA_CONTEXT_BYTES is re-exported.
 from vramcalc.core.memory.overhead import CUDA_CONTEXT_BYTES as CUDA_CONTEXT_BYTES
@@ -312,10 +317,12 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                      "QLoRA without prepare_model_for_kbit_training: norms, embeddings and lm_head stay in "
                      f"{recipe.weight}.")
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
-    w = weight_bytes(_reward.body(model) if training.objective == "reward" else model, training, recipe)
+    body = _reward.body(model) if training.objective == "reward" else model
+    w = weight_bytes(body, training, recipe)
     ref_weights = _preference.reference_weight_bytes(w.parameters, training, recipe)  # 0 unless a frozen copy
     notes.extend(_preference.notes(training, ref_weights))
-    opt = optimizer_bytes(w.trainable_tensors, recipe, training)
+    opt = optimizer_bytes(w.trainable_tensors, recipe, training, body)
+    notes.extend(library_optimizer_notes(body, training, recipe))
     if training.method in ADAPTER_DTYPE_METHODS:  # adapters of every PEFT method but LN tuning
         gradients = w.trainable * dtype_bytes(training.adapter_dtype)
     else:
@@ -335,7 +342,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         largest = largest_tensor(w.trainable_tensors)
         lora = training.method in ADAPTER_DTYPE_METHODS
         gradients = largest * dtype_bytes(training.adapter_dtype if lora else recipe.grad)
-        step_temporaries = optimizer_bytes(((( largest,), 1),), recipe, training).step_temporaries
+        step_temporaries = (opt.step_temporaries if training.optimizer in LIBRARY_OPTIMIZERS  # per tensor already
+                            else optimizer_bytes(((( largest,), 1),), recipe, training).step_temporaries)
         details["temporaries.optimizer_step"] = step_temporaries
         notes.append("optimizer in backward: each parameter is stepped and its gradient freed as it lands "
                      "(torchtune optimizer_in_bwd): gradients and step temporaries are the largest tensor's.")
