@@ -282,3 +282,28 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
 def lora_params(m: ModelSpec, targets: tuple[str, ...], rank: int) -> int:
     """Trainable LoRA parameters: r·(d_in + d_out) per adapted Linear (Hu et al. 2021, §4.1)."""
     return sum(rank * (lin.in_features + lin.out_features) * lin.count for lin in resolve_targets(m, targets))
+
+
+# peft modules_to_save / LoRA targets outside the blocks: the input embedding and the LM head, by the names the
+# families give them (modeling_gpt2.py wte, modeling_gpt_neox.py embed_in / embed_out, modeling_bloom.py and
+# modeling_falcon.py word_embeddings), mapped to the inventory's module names.
+SAVED_MODULE_ALIASES: dict[str, str] = {
+    "embed_tokens": "embed_tokens", "wte": "embed_tokens", "embed_in": "embed_tokens",
+    "word_embeddings": "embed_tokens", "tok_embeddings": "embed_tokens",
+    "lm_head": "lm_head", "embed_out": "lm_head", "output": "lm_head",
+}
+
+
+def saved_module(name: str) -> str:
+    """`embed_tokens` or `lm_head` for a module name of peft's modules_to_save; UnsupportedCombination otherwise."""
+    canon = SAVED_MODULE_ALIASES.get(name.strip().lower())
+    if canon is None:
+        raise UnsupportedCombination(f"--modules-to-save {name!r}: vramcalc models full trainable copies of "
+                                     "embed_tokens and lm_head only; choose from embed_tokens, lm_head")
+    return canon
+
+
+def dora_params(m: ModelSpec, targets: tuple[str, ...]) -> int:
+    """DoRA's magnitude vectors: out_features per adapted Linear (peft tuners/lora/dora.py DoraLinearLayer
+    update_layer: `self.weight = nn.Parameter(weight_norm)`, the column norms of W + BA)."""
+    return sum(lin.out_features * lin.count for lin in resolve_targets(m, targets))

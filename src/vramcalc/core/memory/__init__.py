@@ -26,6 +26,7 @@ from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory.activations import (
     batch_rows,
+    dora_forward_transient,
     eager_only,
     head_activations,
     layer_activations,
@@ -446,6 +447,7 @@ class _ActivationPlan:
     per_layer_c: int = 0  # one layer's saved bytes whatever the batch (LoHa / LoKr delta weights)
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
+    layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
     head_saved_c: int = 0  # saved by the head whatever the batch (trainable tokens' merged weight, tied)
     # The bottom saving layer saves this much less (its input needs no gradient; see _activation_plan).
     bottom_less_t: int = 0
@@ -604,6 +606,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
+        layer_fwd_c=dora_forward_transient(m, t, recipe),
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
     )
@@ -633,7 +636,7 @@ def _transformer_phases(
     once += p.once_b * t.batch_size
     head_saved = p.head_saved_t * tokens + p.head_saved_c
     autocast_copies = p.autocast_copies
-    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq)
+    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq, p.layer_fwd_c)
     layer_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_ts * token_seq + p.layer_bwd_c
     loss_fwd_t = p.loss_fwd_t * tokens
     loss_bwd_t = p.loss_bwd_t * tokens

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core import peft_methods
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory.precision import Recipe
-from vramcalc.core.params import ParamTensor, block_linears, inventory, lora_params
+from vramcalc.core.params import ParamTensor, block_linears, dora_params, inventory, lora_params
 from vramcalc.core.units import ceil_div, dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
@@ -132,6 +132,12 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
         for lin in resolve_targets(model, training.lora_targets):
             lora_shapes.append(((training.lora_rank, lin.in_features), lin.count))
             lora_shapes.append(((lin.out_features, training.lora_rank), lin.count))
+            if training.dora:  # DoRA's magnitude vector (params.dora_params), trained in the adapter dtype
+                lora_shapes.append(((lin.out_features,), lin.count))
+        if training.dora:
+            magnitude = dora_params(model, training.lora_targets)
+            adapter += magnitude
+            adapter_bytes += magnitude * dtype_bytes(training.adapter_dtype)
     if training.method == "lora" or not model.has_architecture:
         return WeightBytes(total_params * w, 0, adapter_bytes, total_params, adapter, tuple(lora_shapes))
 
