@@ -42,7 +42,14 @@ from vramcalc.core.memory.overhead import NOTE as _OVERHEAD_NOTE
 from vramcalc.core.memory.overhead import runtime_overhead
 from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note, recipe_of
 from vramcalc.core.memory.savers import largest_tensor, layer_residency
-from vramcalc.core.memory.weights import WeightBytes, freeze_fraction, weight_bytes
+from vramcalc.core.memory.weights import (
+    WeightBytes,
+    freeze_fraction,
+    saved_embedding,
+    saved_head,
+    unquantized_bytes,
+    weight_bytes,
+)
 from vramcalc.core.params import active_params, block_linears, count_params, head_dim
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS
 from vramcalc.core.units import ceil_div, dtype_bytes
@@ -316,6 +323,19 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         gradients = w.trainable * dtype_bytes(training.adapter_dtype)
     else:
         gradients = w.trainable * dtype_bytes(recipe.grad)
+    if w.copies:  # modules_to_save copies (memory/weights.py): their dtype, and a full fine-tuning's states
+        from dataclasses import replace
+
+        adapters = tuple(x for x in w.trainable_tensors if x not in w.copy_tensors)
+        lora_opt = optimizer_bytes(adapters, recipe, training)
+        copy_opt = optimizer_bytes(w.copy_tensors, recipe, replace(training, method="full"))
+        opt = OptimizerBytes(lora_opt.moments + copy_opt.moments, lora_opt.master_weights + copy_opt.master_weights,
+                             lora_opt.step_temporaries + copy_opt.step_temporaries, opt.paged)
+        gradients = (w.trainable - w.copies) * dtype_bytes(training.adapter_dtype) + w.copies * w.copy_elem_bytes
+        notes.append(f"modules_to_save {', '.join(training.modules_to_save)}: a full trainable copy "
+                     f"({w.copies:,} parameters, with gradients and optimizer states), the original kept frozen "
+                     "(peft ModulesToSaveWrapper)" + (" ; tied embeddings: one copy of the shared matrix"
+                                                      if model.tie_word_embeddings else "") + ".")
     details: dict[str, int] = {
         "weights.base": w.base,
         "weights.quant_constants": w.quant_constants,
@@ -469,7 +489,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         head_trainable = t.train_head
     else:
         frozen = 0
-        head_trainable = t.method == "full"
+        head_trainable = t.method == "full" or saved_head(m, t)  # modules_to_save lm_head: a trainable copy
     trained_layers = n_layers - frozen
     layer = layer_activations(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
@@ -496,7 +516,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t = n_dense * (per_layer_t - sum(x.per_token for x in dense.terms if not x.batch1_only))
         layers_less_ts = n_dense * (per_layer_ts - sum(x.per_token_seq for x in dense.terms))
         bottom_less_t, bottom_less_ts = layers_less_t // n_dense, layers_less_ts // n_dense
-    if t.method in ("lora", "qlora") and not t.grad_checkpointing and not t.activation_offload:
+    if t.method in ("lora", "qlora") and not t.grad_checkpointing and not t.activation_offload \
+            and not saved_embedding(m, t):  # a trained embedding copy gives layer 0's input a gradient
         bottom = layer_activations(dense_m, t, recipe, trainable_weights=False, input_grad=False)
         top = layer_activations(dense_m, t, recipe, trainable_weights=False)
         drop_t = sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms)
@@ -553,6 +574,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     reward = t.objective == "reward"  # a score head instead of lm_head (memory/reward.py)
     g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not reward \
         else 0
+    if head_trainable and not full_like and not reward:  # modules_to_save lm_head: the copy's gradient, its dtype
+        g_head = m.vocab_size * m.hidden_size * unquantized_bytes(t, recipe)
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
     # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of
@@ -667,6 +690,8 @@ def _transformer_phases(
         # with the layer: the nested autocast region clears its cache on exit, autocast_mode.py __exit__).
         kept = p.kept_t * tokens
         kept_bwd = kept
+        # the recomputed forward of each layer runs in backward: DoRA's weight-norm temporaries with it
+        layer_bwd_t = max(layer_bwd_t, p.layer_fwd_c)
         if p.ac_every > 1 or p.offload:  # selective / offloaded (memory/savers.py)
             r = layer_residency(n_layers=p.n_layers, saving_layers=saving_layers, checkpointing=p.checkpointing,
                                 every=p.ac_every, offload=p.offload, per_layer=per_layer,

@@ -42,6 +42,11 @@ class WeightBytes:
     quantized_params: int = 0
     quantized_data: int = 0
     unquantized: int = 0
+    # peft modules_to_save (saved_copies): full trainable copies of embed_tokens / lm_head in the model's dtype,
+    # counted in `adapters`, `trainable` and `trainable_tensors`; their parameter count, bytes per element, shapes
+    copies: int = 0
+    copy_elem_bytes: int = 0
+    copy_tensors: tuple[tuple[tuple[int, ...], int], ...] = ()
 
     @property
     def total(self) -> int:
@@ -139,7 +144,8 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
             adapter += magnitude
             adapter_bytes += magnitude * dtype_bytes(training.adapter_dtype)
     if training.method == "lora" or not model.has_architecture:
-        return WeightBytes(total_params * w, 0, adapter_bytes, total_params, adapter, tuple(lora_shapes))
+        return _with_copies(WeightBytes(total_params * w, 0, adapter_bytes, total_params, adapter,
+                                        tuple(lora_shapes)), model, training, w)
 
     # QLoRA: bitsandbytes replaces the Linear layers of the blocks; embeddings, norms and the
     # LM head stay in the load dtype (transformers' bnb integration skips lm_head by default).
@@ -157,8 +163,51 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
     # peft prepare_model_for_kbit_training (peft/utils/other.py): "cast all non INT8 parameters to fp32", every
     # fp16/bf16 parameter (the packed 4-/8-bit weights are uint8/int8 and stay), as the QLoRA recipe calls it.
     rest = (total_params - quantized) * unquantized_bytes(training, recipe)
-    return WeightBytes(data + rest, constants, adapter_bytes, total_params, adapter, tuple(lora_shapes),
-                       quantized, data, rest)
+    return _with_copies(WeightBytes(data + rest, constants, adapter_bytes, total_params, adapter,
+                                    tuple(lora_shapes), quantized, data, rest),
+                        model, training, unquantized_bytes(training, recipe))
+
+
+def saved_copies(model: ModelSpec, training: TrainingSpec) -> tuple[ParamTensor, ...]:
+    """The tensors peft's modules_to_save copies (peft/utils/other.py ModulesToSaveWrapper.update:
+    `copy.deepcopy(self.original_module)`, the original frozen beside it). A tied LM head is the embedding matrix:
+    one copy however it is named."""
+    from vramcalc.core.params import saved_module
+
+    wanted = {saved_module(name) for name in training.modules_to_save}
+    if model.tie_word_embeddings and "lm_head" in wanted:
+        wanted = (wanted - {"lm_head"}) | {"embed_tokens"}
+    return tuple(t for t in inventory(model) if t.module in wanted and t.kind in ("embedding", "head"))
+
+
+def saved_head(model: ModelSpec, training: TrainingSpec) -> bool:
+    """Whether modules_to_save trains the LM head (a copy of lm_head, or of the tied embedding that is the head)."""
+    if training.method not in ("lora", "qlora") or not training.modules_to_save:
+        return False
+    return any(t.kind == "head" or model.tie_word_embeddings for t in saved_copies(model, training))
+
+
+def saved_embedding(model: ModelSpec, training: TrainingSpec) -> bool:
+    """Whether modules_to_save trains the input embedding (its output then needs a gradient in layer 0)."""
+    if training.method not in ("lora", "qlora") or not training.modules_to_save:
+        return False
+    return any(t.kind == "embedding" for t in saved_copies(model, training))
+
+
+def _with_copies(wb: WeightBytes, model: ModelSpec, training: TrainingSpec, elem: int) -> WeightBytes:
+    """`wb` plus the modules_to_save copies, each in the dtype of the module it copies (`elem` bytes: peft's
+    cast_adapter_dtype upcasts tuner layers only, so the copy keeps the model's dtype, or fp32 after
+    prepare_model_for_kbit_training)."""
+    if not training.modules_to_save or not model.has_architecture:
+        return wb
+    from dataclasses import replace
+
+    copies = saved_copies(model, training)
+    n = sum(t.numel for t in copies)
+    shapes = tuple((t.shape, t.count) for t in copies)
+    return replace(wb, adapters=wb.adapters + n * elem, trainable=wb.trainable + n,
+                   trainable_tensors=wb.trainable_tensors + shapes, copies=n, copy_elem_bytes=elem,
+                   copy_tensors=shapes)
 
 
 def _peft_weight_bytes(model: ModelSpec, training: TrainingSpec, total_params: int, w: int) -> WeightBytes:
