@@ -44,7 +44,7 @@ decode. Written to accuracy_inference.{json,md}.
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference|peft|families]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference|peft|families|lora-variants]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -318,6 +318,40 @@ def peft_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The LoRA-variants grid (`--grid lora-variants`, issue 13): DoRA (peft use_dora) and modules_to_save over three
+# architectures (tinyllama-1.1b: llama, 32k untied; qwen2.5-0.5b: 152k tied, q/k/v biases; gpt2: Conv1D, fused
+# c_attn, learned positions), LoRA and QLoRA NF4, checkpointing off and on, dropout on one run per model.
+LORA_VARIANT_MODELS = ("tinyllama-1.1b", "qwen2.5-0.5b", "gpt2")
+LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("lora dora q,v b1 s512", {"method": "lora", "dora": True, "batch_size": 1, "seq_len": 512}),
+    ("lora dora all-linear b1 s128", {"method": "lora", "dora": True, "lora_targets": ("all-linear",),
+                                      "batch_size": 1, "seq_len": 128}),
+    ("lora dora all-linear b2 s512 gc", {"method": "lora", "dora": True, "lora_targets": ("all-linear",),
+                                         "batch_size": 2, "seq_len": 512, "grad_checkpointing": True}),
+    ("qlora dora all-linear b1 s256", {**_QLORA, "dora": True, "batch_size": 1, "seq_len": 256}),
+    ("qlora dora q,v dropout b1 s512", {**_QLORA, "lora_targets": ("auto",), "dora": True, "lora_dropout": 0.05,
+                                        "batch_size": 1, "seq_len": 512}),
+    ("lora save lm_head b1 s512", {"method": "lora", "modules_to_save": ("lm_head",), "batch_size": 1,
+                                   "seq_len": 512}),
+    ("lora save embed_tokens b2 s256 gc", {"method": "lora", "modules_to_save": ("embed_tokens",), "batch_size": 2,
+                                           "seq_len": 256, "grad_checkpointing": True}),
+)
+
+
+def lora_variant_grid() -> list[dict[str, Any]]:
+    """Issue 13's LoRA variants: 7 runs x 3 architectures, bf16, traced through peft's own DoRA and
+    ModulesToSaveWrapper (trace/_peft.py wrap_lora). GPT-2's QLoRA runs are left out: peft's DoRA on a quantized
+    Conv1D is the fan_in_fan_out path the emulated layer does not have."""
+    cases = []
+    for model in LORA_VARIANT_MODELS:
+        for label, kw in LORA_VARIANT_RUNS:
+            if model == "gpt2" and kw["method"] == "qlora":
+                continue
+            cases.append({"id": f"{model} | {label}", "model": model, "method": label,
+                          "training": dict(kw, precision="bf16")})
+    return cases
+
+
 INFERENCE_MODELS = ("gemma-2b", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3.2-1b", "phi-3-mini", "mistral-7b")
 # (label, options): seq_len is the context = prompt + new_tokens - 1 (what the cache holds at the end).
 INFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -348,11 +382,11 @@ def inference_grid() -> list[dict[str, Any]]:
 
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
-         "families": family_grid}
+         "families": family_grid, "lora-variants": lora_variant_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
-          "peft": " (PEFT methods, issue 18)", "families": " (model families, issue 15)"}
+          "peft": " (PEFT methods, issue 18)", "lora-variants": " (LoRA variants: DoRA, modules_to_save, issue 13)", "families": " (model families, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -454,7 +488,8 @@ def main() -> None:
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
                     "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; families: issue 15's "
-                    "model_types at two shapes, without and with checkpointing")
+                    "model_types at two shapes, without and with checkpointing; lora-variants: issue 13's 19 DoRA / "
+                    "modules_to_save cases")
     args = ap.parse_args()
     versions = _versions()
     cache_path = RESULTS / "trace_cache_presets.json" if args.grid == "presets" else CACHE
