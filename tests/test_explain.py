@@ -104,6 +104,9 @@ CONFIGS = {
     "chunked-loss-ckpt": {"loss": "chunked", "grad_checkpointing": True},
     "optimizer-in-bwd": {"optimizer_in_bwd": True, "grad_accum": 1},
     "offload-selective": {"activation_offload": True, "grad_checkpointing": True, "ac_every": 2},
+    # LoRA variants (issue 13): DoRA's magnitudes and weight-norm transient, modules_to_save copies
+    "qlora-dora-ckpt": {"method": "qlora", "dora": True, "lora_targets": ("all-linear",), "grad_checkpointing": True},
+    "lora-dora-save-head": {"method": "lora", "dora": True, "modules_to_save": ("embed_tokens", "lm_head")},
 }
 
 

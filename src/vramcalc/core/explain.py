@@ -398,6 +398,9 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         value = term.per_token * tokens + term.per_token_seq * tokens * seq
         if term.per_token_seq:
             inputs += (" + " if inputs else "") + f"{_n(term.per_token_seq)} B × {tok} × {_n(seq)} keys"
+        if term.per_sample or term.const:  # per sequence (prefix tuning), whatever the batch (DoRA's vectors)
+            value += term.per_sample * t.batch_size + term.const
+            inputs += (" + " if inputs else "") + f"{_n(term.per_sample * t.batch_size + term.const)} B per layer"
         layer_lines.append(Line(f"activations.layer.{term.name}", term.name, inputs, value,
                                 formula="bytes per token × tokens", source=SRC_ACTS))
     per_layer = d["activations.per_layer"]
