@@ -44,7 +44,8 @@ decode. Written to accuracy_inference.{json,md}.
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
-Usage:  PYTHONPATH=src python benchmarks/accuracy.py [--grid base|savers|packing|presets|preference|inference|peft|families|lora-variants]
+Usage:  PYTHONPATH=src python benchmarks/accuracy.py
+        [--grid base|savers|packing|presets|preference|inference|peft|families|lora-variants]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -318,7 +319,8 @@ def peft_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The LoRA-variants grid (`--grid lora-variants`, issue 13): DoRA (peft use_dora) and modules_to_save over three
+# The LoRA-variants grid (`--grid lora-variants`, issue 13): DoRA (peft use_dora), modules_to_save and LoRA on the
+# LM head and the embedding over three
 # architectures (tinyllama-1.1b: llama, 32k untied; qwen2.5-0.5b: 152k tied, q/k/v biases; gpt2: Conv1D, fused
 # c_attn, learned positions), LoRA and QLoRA NF4, checkpointing off and on, dropout on one run per model.
 LORA_VARIANT_MODELS = ("tinyllama-1.1b", "qwen2.5-0.5b", "gpt2")
@@ -335,11 +337,20 @@ LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
                                    "seq_len": 512}),
     ("lora save embed_tokens b2 s256 gc", {"method": "lora", "modules_to_save": ("embed_tokens",), "batch_size": 2,
                                            "seq_len": 256, "grad_checkpointing": True}),
+    # LoRA on the LM head and the embedding (torchtune apply_lora_to_output; peft lora.Embedding)
+    ("lora q,v + lm_head b2 s512", {"method": "lora", "lora_targets": ("auto", "lm_head"), "batch_size": 2,
+                                    "seq_len": 512}),
+    ("lora q,v + embed_tokens b1 s512", {"method": "lora", "lora_targets": ("auto", "embed_tokens"), "batch_size": 1,
+                                         "seq_len": 512}),
+    ("qlora all-linear + embed_tokens,lm_head b2 s256 gc", {**_QLORA, "lora_targets": ("all-linear", "embed_tokens",
+                                                                                       "lm_head"),
+                                                            "batch_size": 2, "seq_len": 256,
+                                                            "grad_checkpointing": True}),
 )
 
 
 def lora_variant_grid() -> list[dict[str, Any]]:
-    """Issue 13's LoRA variants: 7 runs x 3 architectures, bf16, traced through peft's own DoRA and
+    """Issue 13's LoRA variants: 10 runs x 3 architectures, bf16, traced through peft's own DoRA and
     ModulesToSaveWrapper (trace/_peft.py wrap_lora). GPT-2's QLoRA runs are left out: peft's DoRA on a quantized
     Conv1D is the fan_in_fan_out path the emulated layer does not have."""
     cases = []
@@ -386,7 +397,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
-          "peft": " (PEFT methods, issue 18)", "lora-variants": " (LoRA variants: DoRA, modules_to_save, issue 13)", "families": " (model families, issue 15)"}
+          "peft": " (PEFT methods, issue 18)", "families": " (model families, issue 15)",
+          "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -488,8 +500,8 @@ def main() -> None:
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
                     "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; families: issue 15's "
-                    "model_types at two shapes, without and with checkpointing; lora-variants: issue 13's 19 DoRA / "
-                    "modules_to_save cases")
+                    "model_types at two shapes, without and with checkpointing; lora-variants: issue 13's 27 DoRA / "
+                    "modules_to_save / lm_head and embed_tokens LoRA cases")
     args = ap.parse_args()
     versions = _versions()
     cache_path = RESULTS / "trace_cache_presets.json" if args.grid == "presets" else CACHE

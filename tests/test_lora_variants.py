@@ -135,3 +135,38 @@ def test_adapter_config_keys(tmp_path: Path) -> None:
     (folder / "adapter_config.json").write_text(json.dumps({**cfg, "trainable_token_indices": [1, 2]}))
     with pytest.raises(VramcalcError, match="trainable_token_indices"):
         adapter_options(str(folder))
+
+
+def test_lora_on_head_and_embedding_parameters(tinyllama: ModelSpec) -> None:
+    plain = estimate(tinyllama, _lora())
+    both = estimate(tinyllama, _lora(lora_targets=("q_proj", "v_proj", "lm_head", "embed_tokens")))
+    # peft lora.Embedding: lora_embedding_A (r x vocab) + lora_embedding_B (hidden x r); the head's lora.Linear:
+    # lora_A (r x hidden) + lora_B (vocab x r): r x (vocab + hidden) each.
+    assert both.trainable_parameters - plain.trainable_parameters == 2 * 16 * (VOCAB + HIDDEN)
+
+
+def test_lora_on_head_saves_the_cast_hidden_state(tinyllama: ModelSpec) -> None:
+    plain = estimate(tinyllama, _lora())
+    head = estimate(tinyllama, _lora(lora_targets=("q_proj", "v_proj", "lm_head")))
+    # lora_A saves the final hidden state in fp32 (4 x 2048) and lora_B lora_A's output (4 x 16), per token
+    assert head.details["activations.head_and_loss"] - plain.details["activations.head_and_loss"] == \
+        512 * 4 * (HIDDEN + 16)
+    # measured with the tracer (b1 s512): 3,291,150,336
+    assert abs(head.tensor_peak_bytes - 3_291_150_336) / 3_291_150_336 < 0.001
+
+
+@pytest.mark.parametrize(("kw", "fragment"), [
+    ({"lora_targets": ("q_proj", "lm_head"), "loss": "fused-linear"}, "reads lm_head.weight and skips the adapter"),
+    ({"lora_targets": ("q_proj", "lm_head"), "dora": True}, "--dora on lm_head / embed_tokens is not modelled"),
+])
+def test_head_lora_refusals(tinyllama: ModelSpec, kw: dict[str, object], fragment: str) -> None:
+    with pytest.raises(VramcalcError, match=fragment.replace(".", r"\.")):
+        estimate(tinyllama, _lora(**kw))
+
+
+def test_torchtune_apply_lora_to_output_and_dora(tmp_path: Path) -> None:
+    component = "torchtune.models.llama3_1.lora_llama3_1_8b"
+    run = runfiles.load(_write(tmp_path, "tt.yaml", f"model:\n  _component_: {component}\n"
+                                                    "  lora_attn_modules: [q_proj, v_proj]\n"
+                                                    "  apply_lora_to_output: true\n  use_dora: true\n"))[0]
+    assert run.options["lora_targets"] == "q_proj,v_proj,lm_head" and run.options["dora"] is True

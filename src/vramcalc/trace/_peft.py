@@ -116,6 +116,7 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
     model's dtype (ModulesToSaveWrapper deep-copies the module; cast_adapter_dtype touches tuner layers only)."""
     from peft import LoraConfig, get_peft_model
 
+    from vramcalc.core.params import SAVED_MODULE_ALIASES, outer_targets, resolve_targets
     from vramcalc.trace._config import lora_targets
     from vramcalc.trace._hf import DTYPES
 
@@ -124,8 +125,17 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
         notes.append("dora: peft use_dora (DoraLinearLayer); QLoRA's dequantize_module_weight routed to the "
                      "emulated bitsandbytes layer")
     saved = _saved_module_names(hf, training.modules_to_save) or None
+    outer = outer_targets(training.lora_targets)
+    inner = tuple(t for t in training.lora_targets if t.strip().lower() not in SAVED_MODULE_ALIASES)
+    targets = lora_targets(model, inner) if inner else []
+    if outer:  # the embedding / LM head by the family's own module names; all-linear spelled out beside them
+        if isinstance(targets, str):
+            names = LORA_NAME_MAP.get(model.family.lower(), {})
+            targets = sorted({names.get(b, b) for b in (lin.module.rsplit(".", 1)[-1]
+                                                       for lin in resolve_targets(model, inner))})
+        targets = [*targets, *_saved_module_names(hf, outer)]
     cfg = LoraConfig(r=training.lora_rank, lora_alpha=training.lora_alpha, lora_dropout=training.lora_dropout,
-                     target_modules=lora_targets(model, training.lora_targets), use_dora=training.dora,
+                     target_modules=targets, use_dora=training.dora,
                      modules_to_save=saved,
                      task_type="SEQ_CLS" if training.objective == "reward" else "CAUSAL_LM")
     wrapped = get_peft_model(hf, cfg, autocast_adapter_dtype=training.adapter_dtype == "fp32")

@@ -50,7 +50,7 @@ from vramcalc.core.memory.weights import (
     unquantized_bytes,
     weight_bytes,
 )
-from vramcalc.core.params import active_params, block_linears, count_params, head_dim
+from vramcalc.core.params import active_params, block_linears, count_params, head_dim, outer_targets
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS
 from vramcalc.core.units import ceil_div, dtype_bytes
 
@@ -516,8 +516,15 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t = n_dense * (per_layer_t - sum(x.per_token for x in dense.terms if not x.batch1_only))
         layers_less_ts = n_dense * (per_layer_ts - sum(x.per_token_seq for x in dense.terms))
         bottom_less_t, bottom_less_ts = layers_less_t // n_dense, layers_less_ts // n_dense
+    outer = outer_targets(t.lora_targets) if t.method in ("lora", "qlora") else ()
+    if "lm_head" in outer and (t.loss != "hf" or t.objective != "sft"):
+        # Liger / Cut CE / torchtune's chunks / TRL's fused head multiply by lm_head.weight themselves
+        raise UnsupportedCombination(f"LoRA on lm_head with --loss {t.loss} --objective {t.objective}: that head "
+                                     "reads lm_head.weight and skips the adapter; use --loss hf, or drop lm_head "
+                                     "from --lora-targets")
     if t.method in ("lora", "qlora") and not t.grad_checkpointing and not t.activation_offload \
-            and not saved_embedding(m, t):  # a trained embedding copy gives layer 0's input a gradient
+            and not saved_embedding(m, t) and "embed_tokens" not in outer:
+        # (a trained embedding copy, or LoRA on the embedding, gives layer 0's input a gradient)
         bottom = layer_activations(dense_m, t, recipe, trainable_weights=False, input_grad=False)
         top = layer_activations(dense_m, t, recipe, trainable_weights=False)
         drop_t = sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms)
@@ -603,6 +610,25 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                      "keeps one layer's in backward (torchtune OffloadActivations).")
     notes += packing_notes(t)
     once_t += _peft_once_t(m, t, c)
+    lora_head_t = lora_head_fwd_t = 0
+    if t.dora and t.method in ("lora", "qlora"):
+        dequantized = " (dequantized)" if t.method == "qlora" else ""
+        notes.append(f"DoRA: a magnitude vector per adapted Linear; each one saves its base and adapter outputs, and "
+                     f"its forward builds the weight norm from a full-size copy of the weight{dequantized}: "
+                     f"{dora_forward_transient(m, t, recipe) / 1e9:.2f} GB of temporaries at the largest "
+                     "(peft tuners/lora/dora.py).")
+    if outer:  # LoRA on the embedding / LM head (peft tuners/lora/layer.py Embedding, Linear)
+        a = dtype_bytes(t.adapter_dtype)
+        if "embed_tokens" in outer:  # Embedding.forward: after_A = F.embedding(x, lora_A.T); @ lora_B.T saves it
+            once_t += a * t.lora_rank
+        if "lm_head" in outer:
+            # Linear.forward on the head: lora_A saves the final hidden state cast to the adapter dtype (+ dropout's
+            # mask), lora_B its (tokens x r) output; the logits then pass through `result + lora_B(..) * scaling`
+            # in the adapter dtype and `.to(c)`: the 16-bit logits, the scaled product and the sum at once.
+            lora_head_t = a * (m.hidden_size + t.lora_rank) + (m.hidden_size if t.lora_dropout > 0 else 0)
+            # log_softmax's fp32 output (4 B x vocab, in head_saved_t) does not exist yet: at fp32 adapters (10 B - 4 B)
+            # it equals the loss's own 16-bit + fp32 logits (measured with the tracer: tinyllama-1.1b, qwen2.5-0.5b).
+            lora_head_fwd_t = (c + 2 * a - 4) * m.vocab_size
     token_head_t, token_head_c = peft_methods.tied_token_head_bytes(m, t, c)
     if t.method == "trainable-tokens":
         # The embedding's backward ends the step with a dense (vocab x hidden) gradient of the merged weight in the
@@ -613,11 +639,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
-        head_saved_t=head.saved + token_head_t, kept_t=saving_layers * residual * m.hidden_size,
+        head_saved_t=head.saved + token_head_t + lora_head_t, kept_t=saving_layers * residual * m.hidden_size,
         autocast_copies=autocast_copies, layer_copies=layer_copies,
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
-        loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
+        loss_fwd_t=max(head.forward_transient, lora_head_fwd_t), loss_bwd_t=head.backward_transient, g_head=g_head,
+        end_t=end_t,
         end_tied=(m.tie_word_embeddings and not reward) or t.method == "trainable-tokens", notes=tuple(notes),
         loss="trl" if _preference.is_preference(t) else "reward" if reward else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core import peft_methods
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory.precision import Recipe
-from vramcalc.core.params import ParamTensor, block_linears, dora_params, inventory, lora_params
+from vramcalc.core.params import ParamTensor, block_linears, dora_params, inventory, lora_params, outer_targets
 from vramcalc.core.units import ceil_div, dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
@@ -139,6 +139,13 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
             lora_shapes.append(((lin.out_features, training.lora_rank), lin.count))
             if training.dora:  # DoRA's magnitude vector (params.dora_params), trained in the adapter dtype
                 lora_shapes.append(((lin.out_features,), lin.count))
+        if training.dora and outer_targets(training.lora_targets):
+            raise UnsupportedCombination("--dora on lm_head / embed_tokens is not modelled (DoRA's weight norm over a "
+                                         "vocabulary-wide matrix): adapt them without --dora, or drop them from "
+                                         "--lora-targets")
+        for outer in outer_targets(training.lora_targets):  # lora.Embedding / the head's lora.Linear
+            v, h, r = model.vocab_size or 0, model.hidden_size or 0, training.lora_rank
+            lora_shapes += [((r, v), 1), ((h, r), 1)] if outer == "embed_tokens" else [((r, h), 1), ((v, r), 1)]
         if training.dora:
             magnitude = dora_params(model, training.lora_targets)
             adapter += magnitude
