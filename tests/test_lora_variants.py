@@ -170,3 +170,17 @@ def test_torchtune_apply_lora_to_output_and_dora(tmp_path: Path) -> None:
                                                     "  lora_attn_modules: [q_proj, v_proj]\n"
                                                     "  apply_lora_to_output: true\n  use_dora: true\n"))[0]
     assert run.options["lora_targets"] == "q_proj,v_proj,lm_head" and run.options["dora"] is True
+
+
+def test_trl_model_config_peft_keys(tmp_path: Path) -> None:
+    # trl sft --config: TrainingArguments/SFTConfig keys and ModelConfig's peft keys in one file
+    run = runfiles.load(_write(tmp_path, "trl.yaml", "per_device_train_batch_size: 2\nmax_length: 512\nbf16: true\n"
+                                                     "use_peft: true\nlora_r: 32\nuse_dora: true\nload_in_4bit: true\n"
+                                                     "lora_modules_to_save: [lm_head]\nuse_rslora: true\n"))[0]
+    assert run.kind == "hf-training-args"
+    o = run.options
+    assert (o["method"], o["quant_bits"], o["lora_rank"], o["dora"], o["modules_to_save"]) == \
+        ("qlora", 4, 32, True, "lm_head")
+    # TRL's own defaults: lora_dropout 0.05, use_bnb_nested_quant false, no kbit prep, bf16 adapters under QLoRA
+    assert (o["lora_dropout"], o["double_quant"], o["kbit_prep"], o["adapter_dtype"]) == (0.05, False, False, "bf16")
+    assert not {"use_peft", "lora_r", "use_dora", "use_rslora", "lora_modules_to_save"} & set(run.ignored)

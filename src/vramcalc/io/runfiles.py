@@ -255,7 +255,9 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
                                     "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing", "use_dora",
                                     "use_rslora"), ()),
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
-                                        "padding_free", "activation_offloading", "precompute_ref_log_probs"), ()),
+                                        "padding_free", "activation_offloading", "precompute_ref_log_probs",
+                                        "use_peft", "use_dora", "use_rslora", "load_in_4bit", "load_in_8bit",
+                                        "use_bnb_nested_quant"), ()),
     "torchtune": dict.fromkeys(("enable_activation_checkpointing", "optimizer_in_bwd", "enable_activation_offloading",
                                 "model.apply_lora_to_mlp", "model.apply_lora_to_output", "optimizer.fused",
                                 "dataset.packed", "model.use_dora"), ()),
@@ -806,6 +808,34 @@ def _trl(d: dict[str, Any], run: Run) -> None:
     _take_flag(HF, d, run, "activation_offloading", "activation_offload")
 
 
+# TRL ModelConfig's peft keys (trl/trainer/model_config.py; trl/trainer/utils.py get_peft_config and
+# get_quantization_config), read when use_peft is true, with TRL's defaults where they differ from vramcalc's.
+_TRL_PEFT_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_modules_to_save", "use_dora",
+                  "use_rslora", "load_in_4bit", "load_in_8bit", "use_bnb_nested_quant", "lora_task_type")
+
+
+def _trl_peft(d: dict[str, Any], run: Run) -> None:
+    """`trl sft --use_peft`: a LoraConfig from ModelConfig (lora_dropout 0.05 and nested quantization off by
+    default), QLoRA through BitsAndBytesConfig; SFTTrainer does not call prepare_model_for_kbit_training and casts
+    a quantized model's adapters to bf16 (sft_trainer.py; DoRA's magnitude vectors stay fp32)."""
+    if not _flag(HF, d.get("use_peft"), "use_peft"):
+        return
+    run.mapped.append("use_peft")
+    run.options.update(method="lora", lora_dropout=0.05)
+    four, eight = _flag(HF, d.get("load_in_4bit"), "load_in_4bit"), _flag(HF, d.get("load_in_8bit"), "load_in_8bit")
+    if four or eight:
+        run.options.update(method="qlora", quant_bits=4 if four else 8, kbit_prep=False, adapter_dtype="bf16",
+                           double_quant=bool(_flag(HF, d.get("use_bnb_nested_quant"), "use_bnb_nested_quant")))
+        run.notes.append("TRL QLoRA: adapters cast to bf16 (DoRA's magnitude vectors, small, counted so too); no "
+                         "prepare_model_for_kbit_training.")
+    run.mapped += [k for k in ("load_in_4bit", "load_in_8bit", "use_bnb_nested_quant", "lora_task_type") if k in d]
+    _take(d, run, "lora_r", "lora_rank", int)
+    _take(d, run, "lora_alpha", "lora_alpha", float)
+    _take(d, run, "lora_dropout", "lora_dropout", float)
+    _take(d, run, "lora_target_modules", "lora_targets", _targets)
+    _lora_variants(HF, d, run, "use_dora", "lora_modules_to_save")
+
+
 def _hf_args(d: dict[str, Any], path: Path) -> Run:
     # transformers TrainingArguments fields (and TRL's SFTConfig/DPOConfig on top of them); the model is
     # not in this file: give MODEL (a preset or the model's config.json).
@@ -846,6 +876,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     half = "bf16" if _flag(HF, d.get("bf16"), "bf16") else "fp16" if _flag(HF, d.get("fp16"), "fp16") else None
     run.mapped += [k for k in ("bf16", "fp16") if k in d]
     run.options["method"] = "full"
+    _trl_peft(d, run)
     sharded = _hf_multi_gpu(d, path, run)
     loaded16 = _HALF_DTYPES.get(load_dtype) if load_dtype != "auto" else "bf16"
     if sharded and (half or loaded16):
