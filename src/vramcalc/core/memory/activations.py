@@ -439,12 +439,15 @@ def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_li
     out, d_in = lin.out_features, lin.in_features
     scale = max(a, c)  # magnitude (a) / weight_norm (a): fp32 unless both are 16-bit
     const = scale * out * (3 if input_live else 2)
+    # Under autocast (amp-*) lora_B and the recomputed base product are autocast matmuls: their outputs are in the
+    # compute dtype whatever the adapter dtype.
+    lora_out = c if recipe.autocast else a
     base = c
     if t.lora_dropout > 0:
-        base = a
+        base = lora_out
         if input_live and (t.method == "qlora" or a != dtype_bytes(recipe.weight)):
             const += a * d_in * out
-    return Term(f"dora {mod} (base and lora outputs, norm scale)", (base + a) * out, const=const)
+    return Term(f"dora {mod} (base and lora outputs, norm scale)", (base + lora_out) * out, const=const)
 
 
 def dora_forward_transient(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
