@@ -342,6 +342,8 @@ LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
                                     "seq_len": 512}),
     ("lora q,v + embed_tokens b1 s512", {"method": "lora", "lora_targets": ("auto", "embed_tokens"), "batch_size": 1,
                                          "seq_len": 512}),
+    ("lora q,v + lm_head chunked b2 s512", {"method": "lora", "lora_targets": ("auto", "lm_head"), "loss": "chunked",
+                                            "batch_size": 2, "seq_len": 512}),
     ("qlora all-linear + embed_tokens,lm_head b2 s256 gc", {**_QLORA, "lora_targets": ("all-linear", "embed_tokens",
                                                                                        "lm_head"),
                                                             "batch_size": 2, "seq_len": 256,
@@ -350,7 +352,7 @@ LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 
 def lora_variant_grid() -> list[dict[str, Any]]:
-    """Issue 13's LoRA variants: 10 runs x 3 architectures, bf16, traced through peft's own DoRA and
+    """Issue 13's LoRA variants: 11 runs x 3 architectures, bf16, traced through peft's own DoRA and
     ModulesToSaveWrapper (trace/_peft.py wrap_lora). GPT-2's QLoRA runs are left out: peft's DoRA on a quantized
     Conv1D is the fan_in_fan_out path the emulated layer does not have."""
     cases = []
@@ -500,7 +502,7 @@ def main() -> None:
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
                     "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; families: issue 15's "
-                    "model_types at two shapes, without and with checkpointing; lora-variants: issue 13's 27 DoRA / "
+                    "model_types at two shapes, without and with checkpointing; lora-variants: issue 13's 30 DoRA / "
                     "modules_to_save / lm_head and embed_tokens LoRA cases")
     args = ap.parse_args()
     versions = _versions()

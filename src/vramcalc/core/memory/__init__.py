@@ -468,6 +468,9 @@ class _ActivationPlan:
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
+    # LoRA on lm_head: what its adapter saves per token, also under the chunked loss (whose per-chunk adapter
+    # temporaries stay under the loss's own peak: measured with the tracer, tinyllama-1.1b and qwen2.5-0.5b)
+    lora_head_t: int = 0
     head_saved_c: int = 0  # saved by the head whatever the batch (trainable tokens' merged weight, tied)
     # The bottom saving layer saves this much less (its input needs no gradient; see _activation_plan).
     bottom_less_t: int = 0
@@ -517,11 +520,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_ts = n_dense * (per_layer_ts - sum(x.per_token_seq for x in dense.terms))
         bottom_less_t, bottom_less_ts = layers_less_t // n_dense, layers_less_ts // n_dense
     outer = outer_targets(t.lora_targets) if t.method in ("lora", "qlora") else ()
-    if "lm_head" in outer and (t.loss != "hf" or t.objective != "sft"):
-        # Liger / Cut CE / torchtune's chunks / TRL's fused head multiply by lm_head.weight themselves
+    if "lm_head" in outer and (t.loss not in ("hf", "chunked") or t.objective != "sft"):
+        # Liger / Cut CE / TRL's fused head multiply by lm_head.weight themselves (torchtune's chunks call the module)
         raise UnsupportedCombination(f"LoRA on lm_head with --loss {t.loss} --objective {t.objective}: that head "
-                                     "reads lm_head.weight and skips the adapter; use --loss hf, or drop lm_head "
-                                     "from --lora-targets")
+                                     "reads lm_head.weight and skips the adapter; use --loss hf or chunked, or drop "
+                                     "lm_head from --lora-targets")
     if t.method in ("lora", "qlora") and not t.grad_checkpointing and not t.activation_offload \
             and not saved_embedding(m, t) and "embed_tokens" not in outer:
         # (a trained embedding copy, or LoRA on the embedding, gives layer 0's input a gradient)
@@ -656,7 +659,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
-        layer_fwd_c=dora_forward_transient(m, t, recipe),
+        layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
     )
@@ -703,7 +706,7 @@ def _transformer_phases(
         lb = loss_bytes(p.loss, tokens=tokens, batch=rows, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
                         hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable,
                         labelled=labelled, residual=p.residual, weight=p.head_weight)
-        head_saved = p.norm_saved_t * tokens + lb.saved
+        head_saved = p.norm_saved_t * tokens + lb.saved + p.lora_head_t * tokens
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
         grad_fwd = g_head if lb.head_grad_in_forward else 0
         head_bwd_t = lb.head_backward if lb.head_backward else -1
