@@ -818,14 +818,17 @@ def _trl_peft(d: dict[str, Any], run: Run) -> None:
     """`trl sft --use_peft`: a LoraConfig from ModelConfig (lora_dropout 0.05 and nested quantization off by
     default), QLoRA through BitsAndBytesConfig; SFTTrainer does not call prepare_model_for_kbit_training and casts
     a quantized model's adapters to bf16 (sft_trainer.py; DoRA's magnitude vectors stay fp32)."""
-    if not _flag(HF, d.get("use_peft"), "use_peft"):
+    # every boolean read as TRL reads it, used or not (a quoted one is refused the same way either way)
+    flag = {k: bool(_flag(HF, d.get(k), k)) for k in ("use_peft", "load_in_4bit", "load_in_8bit",
+                                                      "use_bnb_nested_quant", "use_dora", "use_rslora")}
+    if not flag["use_peft"]:
         return
     run.mapped.append("use_peft")
     run.options.update(method="lora", lora_dropout=0.05)
-    four, eight = _flag(HF, d.get("load_in_4bit"), "load_in_4bit"), _flag(HF, d.get("load_in_8bit"), "load_in_8bit")
+    four, eight = flag["load_in_4bit"], flag["load_in_8bit"]
     if four or eight:
         run.options.update(method="qlora", quant_bits=4 if four else 8, kbit_prep=False, adapter_dtype="bf16",
-                           double_quant=bool(_flag(HF, d.get("use_bnb_nested_quant"), "use_bnb_nested_quant")))
+                           double_quant=flag["use_bnb_nested_quant"])
         run.notes.append("TRL QLoRA: adapters cast to bf16 (DoRA's magnitude vectors, small, counted so too); no "
                          "prepare_model_for_kbit_training.")
     run.mapped += [k for k in ("load_in_4bit", "load_in_8bit", "use_bnb_nested_quant", "lora_task_type") if k in d]
