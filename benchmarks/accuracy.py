@@ -53,7 +53,8 @@ freeze, IA3): the root's and layer 0's bytes that memory/distributed.py builds i
 from (memory/weights.py tensor_groups), against the tracer's model set up for the method, tensor by tensor.
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
-        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|sharded|optimizers]
+        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|sharded|
+                optimizers|lora-variants]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -385,6 +386,52 @@ def peft_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The LoRA-variants grid (`--grid lora-variants`, issue 13): DoRA (peft use_dora), modules_to_save and LoRA on the
+# LM head and the embedding over three
+# architectures (tinyllama-1.1b: llama, 32k untied; qwen2.5-0.5b: 152k tied, q/k/v biases; gpt2: Conv1D, fused
+# c_attn, learned positions), LoRA and QLoRA NF4, checkpointing off and on, dropout on one run per model.
+LORA_VARIANT_MODELS = ("tinyllama-1.1b", "qwen2.5-0.5b", "gpt2")
+LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("lora dora q,v b1 s512", {"method": "lora", "dora": True, "batch_size": 1, "seq_len": 512}),
+    ("lora dora all-linear b1 s128", {"method": "lora", "dora": True, "lora_targets": ("all-linear",),
+                                      "batch_size": 1, "seq_len": 128}),
+    ("lora dora all-linear b2 s512 gc", {"method": "lora", "dora": True, "lora_targets": ("all-linear",),
+                                         "batch_size": 2, "seq_len": 512, "grad_checkpointing": True}),
+    ("qlora dora all-linear b1 s256", {**_QLORA, "dora": True, "batch_size": 1, "seq_len": 256}),
+    ("qlora dora q,v dropout b1 s512", {**_QLORA, "lora_targets": ("auto",), "dora": True, "lora_dropout": 0.05,
+                                        "batch_size": 1, "seq_len": 512}),
+    ("lora save lm_head b1 s512", {"method": "lora", "modules_to_save": ("lm_head",), "batch_size": 1,
+                                   "seq_len": 512}),
+    ("lora save embed_tokens b2 s256 gc", {"method": "lora", "modules_to_save": ("embed_tokens",), "batch_size": 2,
+                                           "seq_len": 256, "grad_checkpointing": True}),
+    # LoRA on the LM head and the embedding (torchtune apply_lora_to_output; peft lora.Embedding)
+    ("lora q,v + lm_head b2 s512", {"method": "lora", "lora_targets": ("auto", "lm_head"), "batch_size": 2,
+                                    "seq_len": 512}),
+    ("lora q,v + embed_tokens b1 s512", {"method": "lora", "lora_targets": ("auto", "embed_tokens"), "batch_size": 1,
+                                         "seq_len": 512}),
+    ("lora q,v + lm_head chunked b2 s512", {"method": "lora", "lora_targets": ("auto", "lm_head"), "loss": "chunked",
+                                            "batch_size": 2, "seq_len": 512}),
+    ("qlora all-linear + embed_tokens,lm_head b2 s256 gc", {**_QLORA, "lora_targets": ("all-linear", "embed_tokens",
+                                                                                       "lm_head"),
+                                                            "batch_size": 2, "seq_len": 256,
+                                                            "grad_checkpointing": True}),
+)
+
+
+def lora_variant_grid() -> list[dict[str, Any]]:
+    """Issue 13's LoRA variants: 11 runs x 3 architectures, bf16, traced through peft's own DoRA and
+    ModulesToSaveWrapper (trace/_peft.py wrap_lora). GPT-2's QLoRA runs are left out: peft's DoRA on a quantized
+    Conv1D is the fan_in_fan_out path the emulated layer does not have."""
+    cases = []
+    for model in LORA_VARIANT_MODELS:
+        for label, kw in LORA_VARIANT_RUNS:
+            if model == "gpt2" and kw["method"] == "qlora":
+                continue
+            cases.append({"id": f"{model} | {label}", "model": model, "method": label,
+                          "training": dict(kw, precision="bf16")})
+    return cases
+
+
 INFERENCE_MODELS = ("gemma-2b", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3.2-1b", "phi-3-mini", "mistral-7b")
 # (label, options): seq_len is the context = prompt + new_tokens - 1 (what the cache holds at the end).
 INFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -538,7 +585,8 @@ def optimizer_grid() -> list[dict[str, Any]]:
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
-         "sharded": sharded_grid, "optimizers": optimizer_grid}
+         "sharded": sharded_grid, "optimizers": optimizer_grid,
+         "lora-variants": lora_variant_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -546,7 +594,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "preference-free": " (ORPO, CPO, SimPO: no reference, full logits; issue 14)",
           "encoders": " (encoders with task heads, issue 15)",
           "sharded": " (the root's and one layer's bytes, issue 19)",
-          "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)"}
+          "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)",
+          "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -653,7 +702,8 @@ def main() -> None:
                     "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
                     "against the tracer's model; optimizers: issue 13's 26 "
-                    "GaLore/APOLLO/Adam-mini/Adafactor cases")
+                    "GaLore/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 30 DoRA / "
+                    "modules_to_save / lm_head and embed_tokens LoRA cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()

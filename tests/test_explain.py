@@ -112,6 +112,9 @@ CONFIGS = {
     "offload-selective": {"activation_offload": True, "grad_checkpointing": True, "ac_every": 2},
     "packed-sdpa": {"packing": "packed", "batch_size": 2},
     "padding-free-eager": {"packing": "padding-free", "attention": "eager", "batch_size": 2, "seq_len": 128},
+    # LoRA variants (issue 13): DoRA's magnitudes and weight-norm transient, modules_to_save copies
+    "qlora-dora-ckpt": {"method": "qlora", "dora": True, "lora_targets": ("all-linear",), "grad_checkpointing": True},
+    "lora-dora-save-head": {"method": "lora", "dora": True, "modules_to_save": ("embed_tokens", "lm_head")},
 }
 # Every method of core/peft_methods.py (issue 18), with the options each reads.
 PEFT_CONFIGS = {

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
 # Options read only by some methods (memory/weights.py, memory/optimizer.py): elsewhere they change nothing.
-_LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype")
+_LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype", "dora", "modules_to_save")
 _QUANT = ("quant_bits", "double_quant", "kbit_prep")
 _FREEZE = ("freeze_layers", "train_head")
 _PEFT = ("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward", "oft_block_size",

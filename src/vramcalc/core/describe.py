@@ -22,6 +22,10 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
     if t.method in ("lora", "qlora"):
         out.update(lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
                    lora_targets=",".join(t.lora_targets), adapter_dtype=t.adapter_dtype)
+        if t.dora:  # LoRA variants (memory/weights.py): shown when set
+            out["dora"] = True
+        if t.modules_to_save:
+            out["modules_to_save"] = ",".join(t.modules_to_save)
     if t.method == "qlora":
         out.update(quant_bits=t.quant_bits, double_quant=t.double_quant, kbit_prep=t.kbit_prep)
     if t.method == "freeze":
@@ -59,7 +63,8 @@ def assumptions(t: TrainingSpec) -> str:
         f"checkpointing {'on' if t.grad_checkpointing else 'off'}",
     ]
     if t.method in ("lora", "qlora"):
-        parts.append(f"LoRA r={t.lora_rank} on {','.join(t.lora_targets)} ({t.adapter_dtype})")
+        parts.append(f"{'DoRA' if t.dora else 'LoRA'} r={t.lora_rank} on {','.join(t.lora_targets)} ({t.adapter_dtype})"
+                     + (f", full copies of {','.join(t.modules_to_save)}" if t.modules_to_save else ""))
     if t.method == "qlora":
         parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
                      + (" + double quant" if t.quant_bits == 4 and t.double_quant else "")

@@ -41,10 +41,12 @@ from vramcalc.core.memory.weights import (
     NF4_BLOCK,
     WeightBytes,
     freeze_fraction,
+    saved_copies,
+    saved_head,
     unquantized_bytes,
     weight_bytes,
 )
-from vramcalc.core.params import block_linears, head_dim, resolve_targets
+from vramcalc.core.params import block_linears, dora_params, head_dim, resolve_targets
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS, FROZEN_BASE_METHODS
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.units import UNIT_BYTES, ceil_div, dtype_bytes
@@ -65,6 +67,8 @@ SRC_OPT_IN_BWD = ("torchtune optimizer_in_bwd (register_optim_in_bwd_hooks); tor
 SRC_DISTRIBUTED = ("memory/distributed.py: ZeRO §5 partitions; torch fsdp _runtime_utils.py _post_backward_hook, "
                    "no_sync; _flat_param.py")
 SRC_MASTER = "ZeRO paper (Rajbhandari et al. 2020) §3.1: fp32 master copy of trainable weights"
+SRC_DORA = "Liu et al. 2024 (DoRA, arXiv:2402.09353); peft tuners/lora/dora.py DoraLinearLayer"
+SRC_SAVED = "peft utils/other.py ModulesToSaveWrapper: a deep copy of the module, trained; the original frozen"
 SRC_LORA = "Hu et al. 2021 (LoRA) §4.1: r × (d_in + d_out) per adapted Linear; peft tuners/lora"
 SRC_QLORA = ("QLoRA paper (arXiv:2305.14314) §3; bitsandbytes quantize_4bit: two NF4 values per byte, "
              f"absmax per {NF4_BLOCK}-element block, double quant: uint8 absmax + fp32 per {DQ_BLOCK} blocks")
@@ -195,7 +199,7 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
         _parameters(model, training, w.parameters, w.trainable),
         _weights(model, training, b, w),
         _gradients(training, b, w, recipe.grad),
-        _optimizer(training, b, w.trainable_tensors, w.trainable, model),
+        _optimizer(training, b, w.trainable_tensors, w.trainable, model, w),
     ]
     if model.has_architecture:
         layer_sec, act_sec, temp_sec = _transformer(acting, policy, b)
@@ -240,6 +244,14 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
             lines.append(Line(f"parameters.lora.{lin.module}", f"LoRA {lin.module}",
                               f"r {t.lora_rank} × ({_n(lin.in_features)} in + {_n(lin.out_features)} out) × "
                               f"{_n(lin.count)} modules", n, "r × (d_in + d_out) × modules", SRC_LORA, "count"))
+        if t.dora and m.has_architecture:
+            lines.append(Line("parameters.dora.magnitude", "DoRA magnitude vectors",
+                              "out_features per adapted Linear", dora_params(m, t.lora_targets),
+                              "Σ out_features × modules", SRC_DORA, "count"))
+        copies = sum(x.numel for x in saved_copies(m, t)) if t.modules_to_save and m.has_architecture else 0
+        if copies:
+            lines.append(Line("parameters.saved_copies", f"modules_to_save copies ({', '.join(t.modules_to_save)})",
+                              "full copies of the modules", copies, "the modules' parameters", SRC_SAVED, "count"))
         lines.append(Line("parameters.trainable", "trainable (adapters only; the base is frozen)",
                           " + ".join(_n(x.value) for x in lines[1:]) or "0", trainable,
                           "sum of the adapters", SRC_LORA, "count"))
@@ -344,13 +356,18 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
     if t.method in ("lora", "qlora"):
         a = dtype_bytes(t.adapter_dtype)
         head = sum(_numel(shape) * count for shape, count in encoder.saved_head_tensors(m, t))
-        lines.append(Line("weights.adapters", "LoRA adapters",
-                          f"{_n(w.trainable - head)} params × {a} B ({t.adapter_dtype})",
-                          (w.trainable - head) * a, "adapter parameters × bytes per adapter weight", SRC_LORA))
+        own = w.trainable - w.copies - head
+        lines.append(Line("weights.adapters", "LoRA adapters" + (" (+ DoRA magnitudes)" if t.dora else ""),
+                          f"{_n(own)} params × {a} B ({t.adapter_dtype})",
+                          own * a, "adapter parameters × bytes per adapter weight", SRC_LORA))
         if head:  # memory/encoder.py saved_head_tensors: peft SEQ_CLS modules_to_save
             lines.append(Line("weights.classifier_copy", "trained copy of the classifier head",
                               f"{_n(head)} params × {wb} B ({recipe.weight})", head * wb,
                               "head parameters × bytes per weight", "peft peft_model.py modules_to_save"))
+        if w.copies:
+            lines.append(Line("weights.saved_copies", "modules_to_save copies",
+                              f"{_n(w.copies)} params × {w.copy_elem_bytes} B (the module's dtype)",
+                              w.copies * w.copy_elem_bytes, "copied parameters × bytes per weight", SRC_SAVED))
     elif t.method in peft_methods.TABLE:
         lines += _peft_weights(m, t, w)
     if pref.is_preference(t):
@@ -442,8 +459,14 @@ def _gradients(t: TrainingSpec, b: Breakdown, w: WeightBytes, grad_dtype: str) -
                     "the largest trainable tensor × bytes per gradient", SRC_OPT_IN_BWD)
         text += ("optimizer in backward: each gradient is stepped and freed as it lands",)
     else:
-        line = Line("gradients.trainable", "gradients", f"{_n(w.trainable)} {what} × {g} B ({dtype})",
-                    w.trainable * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
+        own = w.trainable - w.copies
+        line = Line("gradients.trainable", "gradients", f"{_n(own)} {what} × {g} B ({dtype})",
+                    own * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
+        if w.copies and not b.parallelism:
+            return Section("gradients", "gradients", b.gradients, (line, Line(
+                "gradients.saved_copies", "gradients of the modules_to_save copies",
+                f"{_n(w.copies)} params × {w.copy_elem_bytes} B (the module's dtype)", w.copies * w.copy_elem_bytes,
+                "copied parameters × bytes per gradient", SRC_SAVED)), text)
     if b.parallelism and b.gradients != line.value:
         # Multi-GPU: the per-GPU figure is the core's (memory/distributed.py), described by its details.
         parts = {"gradients.unsharded_unit": "an unsharded unit's gradients awaiting reduce-scatter",
@@ -466,8 +489,19 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ...], int], ...],
-               trainable: int, model: ModelSpec) -> Section:
+               trainable: int, model: ModelSpec, w: WeightBytes | None = None) -> Section:
     recipe = recipe_of(t)
+    copy_lines: list[Line] = []
+    if w is not None and w.copies:  # modules_to_save copies: a full fine-tuning's states (memory/__init__.py)
+        from dataclasses import replace
+
+        copy_opt = optimizer_bytes(w.copy_tensors, recipe, replace(t, method="full"), model)
+        copy_lines.append(Line("optimizer_state.saved_copies", "states of the modules_to_save copies",
+                               f"{_n(w.copies)} params, {t.optimizer} as in full fine-tuning",
+                               copy_opt.moments + copy_opt.master_weights, "memory/optimizer.py optimizer_bytes",
+                               SRC_SAVED))
+        tensors = tuple(x for x in tensors if x not in w.copy_tensors)
+        trainable -= w.copies
     opt = optimizer_bytes(tensors, recipe, t, model)
     sd = state_dtype(recipe, t)
     s = dtype_bytes(sd)
@@ -532,6 +566,8 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
         lines.append(Line("optimizer_state.master_weights", "fp32 master weights",
                           f"{_n(trainable)} params × 4 B (fp32)", opt.master_weights,
                           "trainable parameters × 4 B", SRC_MASTER))
+    lines += copy_lines
+    trainable += sum(_numel(sh) * c for sh, c in (w.copy_tensors if w is not None else ()))
     text: tuple[str, ...] = ()
     if trainable and b.optimizer_state:
         text = (f"{b.optimizer_state / trainable:.2f} B of optimizer state per trainable parameter",)
@@ -573,7 +609,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         head_trainable = t.train_head
         saving = n_layers - frozen
     else:
-        head_trainable = t.method == "full"
+        head_trainable = t.method == "full" or saved_head(m, t)
         saving = n_layers
     residual = residual_bytes(recipe)
     layer = layer_activations(m, t, recipe, trainable_weights=full_like)

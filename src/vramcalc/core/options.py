@@ -94,6 +94,11 @@ OPTIONS: tuple[Opt, ...] = (
         "IA3: peft's per-family default). Also the targets of LoHa, LoKr, VeRA and IA3.",
         sep=";"),
     Opt("adapter_dtype", ADAPTER_DTYPES, "fp32", "LoRA adapter dtype."),
+    Opt("dora", bool, False, "DoRA (peft use_dora): a magnitude vector per adapted Linear, and each forward "
+        "materializes the adapted weight (dequantized under QLoRA) for its norm."),
+    Opt("modules_to_save", str, "none",
+        "LoRA: comma-separated modules trained as full copies (peft modules_to_save): embed_tokens, lm_head; "
+        "none: no module.", sep=";"),
     Opt("quant_bits", int, 4, "QLoRA base: 4 (NF4) or 8 (int8)."),
     Opt("double_quant", bool, True, "QLoRA double quantization of the constants."),
     Opt("kbit_prep", bool, True,
@@ -336,6 +341,10 @@ def training_spec(values: Mapping[str, Any]) -> Any:
     if isinstance(feedforward, str):
         feedforward = feedforward.split(",")
     kw["ia3_feedforward"] = tuple(x.strip() for x in feedforward if str(x).strip())
+    saved = kw.get("modules_to_save", "none")
+    if isinstance(saved, str):
+        saved = saved.split(",")
+    kw["modules_to_save"] = tuple(x.strip() for x in saved if str(x).strip() and str(x).strip().lower() != "none")
     return TrainingSpec(**kw)
 
 

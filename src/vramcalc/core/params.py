@@ -282,7 +282,8 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     as that is the only module peft could attach to. Unknown names raise UnsupportedCombination with the valid names.
     """
     linears = block_linears(m)
-    wanted = {t.strip().lower() for t in targets if t.strip()}
+    # the embedding and the LM head are adapted too (outer_targets), but they are no block Linears
+    wanted = {t.strip().lower() for t in targets if t.strip() and t.strip().lower() not in SAVED_MODULE_ALIASES}
     if AUTO_TARGETS in wanted:
         wanted = (wanted - {AUTO_TARGETS}) | set(default_targets(m))
     if ALL_LINEAR in wanted:
@@ -306,6 +307,41 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     return tuple(lin for lin in linears if lin.module.rsplit(".", 1)[-1] in chosen)
 
 
+def outer_targets(targets: tuple[str, ...]) -> tuple[str, ...]:
+    """`embed_tokens` and/or `lm_head` when the LoRA targets name them (torchtune apply_lora_to_output, peft
+    target_modules=["lm_head"]), in that order."""
+    named = {SAVED_MODULE_ALIASES[t.strip().lower()] for t in targets if t.strip().lower() in SAVED_MODULE_ALIASES}
+    return tuple(x for x in ("embed_tokens", "lm_head") if x in named)
+
+
 def lora_params(m: ModelSpec, targets: tuple[str, ...], rank: int) -> int:
-    """Trainable LoRA parameters: r·(d_in + d_out) per adapted Linear (Hu et al. 2021, §4.1)."""
-    return sum(rank * (lin.in_features + lin.out_features) * lin.count for lin in resolve_targets(m, targets))
+    """Trainable LoRA parameters: r·(d_in + d_out) per adapted Linear (Hu et al. 2021, §4.1); the embedding's
+    lora_embedding_A (r x vocab) and lora_embedding_B (hidden x r) (peft tuners/lora/layer.py Embedding
+    update_layer) and the head's lora_A (r x hidden) and lora_B (vocab x r) are r·(vocab + hidden) each."""
+    outer = len(outer_targets(targets)) * rank * ((m.vocab_size or 0) + (m.hidden_size or 0))
+    return outer + sum(rank * (lin.in_features + lin.out_features) * lin.count for lin in resolve_targets(m, targets))
+
+
+# peft modules_to_save / LoRA targets outside the blocks: the input embedding and the LM head, by the names the
+# families give them (modeling_gpt2.py wte, modeling_gpt_neox.py embed_in / embed_out, modeling_bloom.py and
+# modeling_falcon.py word_embeddings), mapped to the inventory's module names.
+SAVED_MODULE_ALIASES: dict[str, str] = {
+    "embed_tokens": "embed_tokens", "wte": "embed_tokens", "embed_in": "embed_tokens",
+    "word_embeddings": "embed_tokens", "tok_embeddings": "embed_tokens",
+    "lm_head": "lm_head", "embed_out": "lm_head", "output": "lm_head",
+}
+
+
+def saved_module(name: str) -> str:
+    """`embed_tokens` or `lm_head` for a module name of peft's modules_to_save; UnsupportedCombination otherwise."""
+    canon = SAVED_MODULE_ALIASES.get(name.strip().lower())
+    if canon is None:
+        raise UnsupportedCombination(f"--modules-to-save {name!r}: vramcalc models full trainable copies of "
+                                     "embed_tokens and lm_head only; choose from embed_tokens, lm_head")
+    return canon
+
+
+def dora_params(m: ModelSpec, targets: tuple[str, ...]) -> int:
+    """DoRA's magnitude vectors: out_features per adapted Linear (peft tuners/lora/dora.py DoraLinearLayer
+    update_layer: `self.weight = nn.Parameter(weight_norm)`, the column norms of W + BA)."""
+    return sum(lin.out_features * lin.count for lin in resolve_targets(m, targets))

@@ -319,6 +319,10 @@ class TrainingSpec:
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("auto",)  # params.py default_targets: q_proj, v_proj or the MLA analogues
     adapter_dtype: AdapterDtype = "fp32"
+    # LoRA variants (memory/weights.py, memory/activations.py): peft LoraConfig use_dora, and modules_to_save
+    # (a full trainable copy of embed_tokens / lm_head, ModulesToSaveWrapper).
+    dora: bool = False
+    modules_to_save: tuple[str, ...] = ()
     quant_bits: QuantBits = 4
     double_quant: bool = True
     kbit_prep: bool = True  # qlora: peft prepare_model_for_kbit_training casts non-quantized params to fp32

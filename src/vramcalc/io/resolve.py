@@ -138,6 +138,15 @@ def _adapter_options(cfg: dict[str, object], where: str) -> dict[str, object]:
                 options[option] = "all-linear"
         if peft_type != "IA3":
             options.pop("ia3_feedforward", None)
+    if peft_type == "LORA":  # peft tuners/lora/config.py LoraConfig: the variants that change memory
+        if cfg.get("use_dora") is True:
+            options["dora"] = True
+        saved = cfg.get("modules_to_save")
+        if isinstance(saved, list) and saved:
+            options["modules_to_save"] = ",".join(str(x) for x in saved)
+        if cfg.get("trainable_token_indices") not in (None, [], {}):
+            raise PresetFileError(where, ["trainable_token_indices: LoRA with trainable tokens is not modelled; "
+                                          "estimate the LoRA run and a --method trainable-tokens run separately"])
     return options
 
 

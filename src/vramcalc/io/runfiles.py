@@ -259,7 +259,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "load_in_4bit": (), "load_in_8bit": (), "lora_target_linear": (), "fp16": (), "eager_attention": (),
         "cut_cross_entropy": (), "liger_fused_linear_cross_entropy": (), "chunked_cross_entropy": (),
         "gradient_checkpointing_offload": (), "flash_attention": (), "sdp_attention": (), "sample_packing": (),
-        "precompute_ref_log_probs": (),
+        "precompute_ref_log_probs": (), "peft_use_dora": (), "peft_use_rslora": (),
         "bf16": ("auto",),  # bf16 where the GPU has it
         # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
         "gradient_checkpointing": ("offload", "offload_disk", "unsloth"),
@@ -267,12 +267,14 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "enable_liger_kernel", "use_unsloth_gc",
                                     "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
                                     "use_galore", "use_apollo", "use_adam_mini", "galore_layerwise",
-                                    "apollo_layerwise"), ()),
+                                    "apollo_layerwise", "use_dora", "use_rslora"), ()),
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
-                                        "padding_free", "activation_offloading", "precompute_ref_log_probs"), ()),
+                                        "padding_free", "activation_offloading", "precompute_ref_log_probs",
+                                        "use_peft", "use_dora", "use_rslora", "load_in_4bit", "load_in_8bit",
+                                        "use_bnb_nested_quant"), ()),
     "torchtune": dict.fromkeys(("enable_activation_checkpointing", "optimizer_in_bwd", "enable_activation_offloading",
                                 "model.apply_lora_to_mlp", "model.apply_lora_to_output", "optimizer.fused",
-                                "dataset.packed"), ()),
+                                "dataset.packed", "model.use_dora"), ()),
     "deepspeed": dict.fromkeys(("bf16.enabled", "fp16.enabled"), ()),
 }
 # Keys whose values are names the tool compares exactly (a Literal, an Enum, `==`): another case or spelling is
@@ -481,10 +483,39 @@ UNMODELLED_KEYS: dict[str, str] = {
     "use_badam": "BAdam block-wise updates",
     # (pissa_init is not here: PiSSA changes the initial values of the adapters and the base weights, not
     # their sizes (peft tuners/lora/layer.py pissa_init); the SVD runs once before training.)
-    "use_dora": "DoRA (a magnitude vector and more saved activations)",
     "shift_attn": "shift short attention",
     "quantization_method": "a non-bitsandbytes quantization",
 }
+
+
+# LoRA variants with no memory of their own: rsLoRA scales the adapter by alpha / sqrt(r) (peft LoraLayer
+# update_layer: a float), LoRA+ gives lora_B a larger learning rate (peft optimizers/loraplus.py: parameter groups,
+# the same states). Read as accepted keys, with a note, never listed as ignored.
+NO_MEMORY_KEYS: dict[str, str] = {
+    "use_rslora": "rsLoRA (alpha / sqrt(r) scaling)", "peft_use_rslora": "rsLoRA (alpha / sqrt(r) scaling)",
+    "loraplus_lr_ratio": "LoRA+ (a larger learning rate for lora_B)",
+    "loraplus_lr_embedding": "LoRA+ (the embedding adapters' learning rate)",
+    "loraplus_lr_ratio_embedding": "LoRA+ (the embedding adapters' learning rate)",
+}
+
+
+def _lora_variants(tool: str, d: dict[str, Any], run: Run, dora_key: str | None, saved_key: str | None) -> None:
+    """DoRA and modules_to_save from `tool`'s keys (axolotl peft_use_dora / lora_modules_to_save, LLaMA-Factory
+    use_dora / additional_target); rsLoRA and LoRA+ keys accepted with a note (no memory change)."""
+    if dora_key is not None:
+        _take_flag(tool, d, run, dora_key, "dora")
+    if saved_key is not None and d.get(saved_key) not in (None, "", []):
+        value = d[saved_key]
+        names = value if isinstance(value, list) else str(value).split(",")
+        run.options["modules_to_save"] = ",".join(str(x).strip() for x in names if str(x).strip())
+        run.mapped.append(saved_key)
+    for key, what in NO_MEMORY_KEYS.items():
+        if key in d:
+            if key in BOOLEAN_KEYS.get(tool, {}):
+                _flag(tool, d[key], key)  # read as the tool reads it: a quoted boolean is refused the same way
+            run.mapped.append(key)
+            if d[key] not in (None, False, 0, ""):
+                run.notes.append(f"{key}: {what}: no memory change.")
 
 
 def _is_set(value: Any) -> bool:
@@ -550,6 +581,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.mapped.append("lora_target_linear")
     else:
         _take(d, run, "lora_target_modules", "lora_targets", _targets)
+    _lora_variants(AX, d, run, "peft_use_dora", "lora_modules_to_save")
     _take(d, run, "sequence_len", "seq_len", int)
     _take(d, run, "micro_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
@@ -776,6 +808,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
     _take(d, run, "lora_target", "lora_targets", _targets)
+    _lora_variants(LF, d, run, "use_dora", "additional_target")  # finetuning_args.py LoraArguments
     run.options["seq_len"] = _strict("cutoff_len", "seq_len", d.get("cutoff_len", 2048))
     _seen(d, run, "cutoff_len")
     _take(d, run, "per_device_train_batch_size", "batch_size", int)
@@ -962,6 +995,35 @@ def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
         run.options["optimizer_in_bwd"] = True
     _seen(d, run, f"{kind}_rank", f"{kind}_target", f"{kind}_proj_type", f"{kind}_layerwise", f"{kind}_scale",
           f"{kind}_update_interval", "apollo_proj", "apollo_scale_type", "apollo_scale_front")
+# TRL ModelConfig's peft keys (trl/trainer/model_config.py; trl/trainer/utils.py get_peft_config and
+# get_quantization_config), read when use_peft is true, with TRL's defaults where they differ from vramcalc's.
+_TRL_PEFT_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_modules_to_save", "use_dora",
+                  "use_rslora", "load_in_4bit", "load_in_8bit", "use_bnb_nested_quant", "lora_task_type")
+
+
+def _trl_peft(d: dict[str, Any], run: Run) -> None:
+    """`trl sft --use_peft`: a LoraConfig from ModelConfig (lora_dropout 0.05 and nested quantization off by
+    default), QLoRA through BitsAndBytesConfig; SFTTrainer does not call prepare_model_for_kbit_training and casts
+    a quantized model's adapters to bf16 (sft_trainer.py; DoRA's magnitude vectors stay fp32)."""
+    # every boolean read as TRL reads it, used or not (a quoted one is refused the same way either way)
+    flag = {k: bool(_flag(HF, d.get(k), k)) for k in ("use_peft", "load_in_4bit", "load_in_8bit",
+                                                      "use_bnb_nested_quant", "use_dora", "use_rslora")}
+    if not flag["use_peft"]:
+        return
+    run.mapped.append("use_peft")
+    run.options.update(method="lora", lora_dropout=0.05)
+    four, eight = flag["load_in_4bit"], flag["load_in_8bit"]
+    if four or eight:
+        run.options.update(method="qlora", quant_bits=4 if four else 8, kbit_prep=False, adapter_dtype="bf16",
+                           double_quant=flag["use_bnb_nested_quant"])
+        run.notes.append("TRL QLoRA: adapters cast to bf16 (DoRA's magnitude vectors, small, counted so too); no "
+                         "prepare_model_for_kbit_training.")
+    run.mapped += [k for k in ("load_in_4bit", "load_in_8bit", "use_bnb_nested_quant", "lora_task_type") if k in d]
+    _take(d, run, "lora_r", "lora_rank", int)
+    _take(d, run, "lora_alpha", "lora_alpha", float)
+    _take(d, run, "lora_dropout", "lora_dropout", float)
+    _take(d, run, "lora_target_modules", "lora_targets", _targets)
+    _lora_variants(HF, d, run, "use_dora", "lora_modules_to_save")
 
 
 def _hf_args(d: dict[str, Any], path: Path) -> Run:
@@ -1005,6 +1067,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     half = "bf16" if _flag(HF, d.get("bf16"), "bf16") else "fp16" if _flag(HF, d.get("fp16"), "fp16") else None
     run.mapped += [k for k in ("bf16", "fp16") if k in d]
     run.options["method"] = "full"
+    _trl_peft(d, run)
     sharded = _hf_multi_gpu(d, path, run)
     loaded16 = _HALF_DTYPES.get(load_dtype) if load_dtype != "auto" else "bf16"
     if sharded and (half or loaded16):
@@ -1411,6 +1474,8 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
         targets += ["gate_proj", "up_proj", "down_proj"]  # torchtune w1, w3, w2 in HF names
     if _flag(TT, model_cfg.get("apply_lora_to_output"), "model.apply_lora_to_output"):
         targets.append("lm_head")
+    if model_cfg.get("use_dora") is not None:  # torchtune lora_llama* builders: use_dora (DoRALinear)
+        run.options["dora"] = bool(_flag(TT, model_cfg.get("use_dora"), "model.use_dora"))
     if targets:
         # torchtune calls the attention output projection output_proj; HF and vramcalc call it o_proj.
         run.options["lora_targets"] = ",".join("o_proj" if t == "output_proj" else t for t in targets)

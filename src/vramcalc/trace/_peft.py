@@ -77,6 +77,76 @@ def wrap(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec) -> Any:
     return wrapped
 
 
+def _saved_module_names(hf: torch.nn.Module, wanted: tuple[str, ...]) -> list[str]:
+    """peft module names of the input embedding / LM head (`embed_tokens`, `lm_head` in vramcalc's names), found
+    from get_input_embeddings / get_output_embeddings so every family's own name (wte, embed_in, ...) is used."""
+    from vramcalc.core.params import saved_module
+
+    by_role = {"embed_tokens": hf.get_input_embeddings(), "lm_head": hf.get_output_embeddings()}
+    names = []
+    for want in wanted:
+        target = by_role[saved_module(want)]
+        names += [name.rsplit(".", 1)[-1] for name, mod in hf.named_modules() if mod is target][:1]
+    return sorted(set(names))
+
+
+def _dequantize_quant_linear() -> None:
+    """DoRA on the emulated bitsandbytes layers: peft's dequantize_module_weight (peft/utils/integrations.py)
+    dequantizes a Params4bit / Int8Params weight (bnb dequantize_4bit: a full out x in tensor in the compute dtype);
+    our QuantLinear's packed weight is a plain Parameter, so route it to QuantLinear.dequantize, the same
+    allocation."""
+    import peft.tuners.lora.dora as dora
+
+    from vramcalc.trace._hf import QuantLinear
+
+    original = getattr(dora.dequantize_module_weight, "__wrapped__", dora.dequantize_module_weight)
+
+    def dequantize_module_weight(module: torch.nn.Module) -> Any:
+        if isinstance(module, QuantLinear):
+            return module.dequantize(module.compute_dtype)
+        return original(module)
+
+    dequantize_module_weight.__wrapped__ = original  # type: ignore[attr-defined]
+    dora.dequantize_module_weight = dequantize_module_weight
+
+
+def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, notes: list[str],
+              task_type: str | None) -> Any:
+    """get_peft_model with peft's LoraConfig (use_dora, modules_to_save as the run sets them); LoRA weights in
+    --adapter-dtype (autocast_adapter_dtype upcasts 16-bit adapters to fp32), the saved modules' copies in the
+    model's dtype (ModulesToSaveWrapper deep-copies the module; cast_adapter_dtype touches tuner layers only)."""
+    from peft import LoraConfig, get_peft_model
+
+    from vramcalc.core.params import SAVED_MODULE_ALIASES, outer_targets, resolve_targets
+    from vramcalc.trace._config import lora_targets
+    from vramcalc.trace._hf import DTYPES
+
+    if training.dora:
+        _dequantize_quant_linear()
+        notes.append("dora: peft use_dora (DoraLinearLayer); QLoRA's dequantize_module_weight routed to the "
+                     "emulated bitsandbytes layer")
+    saved = _saved_module_names(hf, training.modules_to_save) or None
+    outer = outer_targets(training.lora_targets)
+    inner = tuple(t for t in training.lora_targets if t.strip().lower() not in SAVED_MODULE_ALIASES)
+    targets = lora_targets(model, inner) if inner else []
+    if outer:  # the embedding / LM head by the family's own module names; all-linear spelled out beside them
+        if isinstance(targets, str):
+            names = LORA_NAME_MAP.get(model.family.lower(), {})
+            targets = sorted({names.get(b, b) for b in (lin.module.rsplit(".", 1)[-1]
+                                                       for lin in resolve_targets(model, inner))})
+        targets = [*targets, *_saved_module_names(hf, outer)]
+    cfg = LoraConfig(r=training.lora_rank, lora_alpha=training.lora_alpha, lora_dropout=training.lora_dropout,
+                     target_modules=targets, use_dora=training.dora,
+                     modules_to_save=saved,
+                     task_type=task_type)  # trace/_run.py _task_type: SEQ_CLS keeps a classifier trainable
+    wrapped = get_peft_model(hf, cfg, autocast_adapter_dtype=training.adapter_dtype == "fp32")
+    dtype = DTYPES[training.adapter_dtype]
+    for name, p in wrapped.named_parameters():
+        if "lora_" in name and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+    return wrapped
+
+
 def _run_adapters_always(layer: Any) -> None:
     """LoHa / LoKr forward (tuners/loha/layer.py, tuners/lokr/layer.py LycorisLayer.forward) without its
     `torch.rand(1) > module_dropout` draw, which a fake tensor cannot answer: at module_dropout 0 (peft's default)

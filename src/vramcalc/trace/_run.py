@@ -12,7 +12,6 @@ from vramcalc.core.memory.precision import resolve_precision
 from vramcalc.core.peft_methods import TABLE
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace import _cuda
-from vramcalc.trace._config import lora_targets
 from vramcalc.trace._hf import DTYPES, build_model, find_layers, model_dtype, quantize_blocks
 from vramcalc.trace._optim import make_optimizer
 from vramcalc.trace._step import TraceResult, _fakeify, trace_module_step
@@ -42,21 +41,9 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         notes.append(f"qlora: {n} block Linear layers replaced by an emulated bitsandbytes "
                      f"{training.quant_bits}-bit storage (embeddings, norms, lm_head stay 16-bit)")
     if method in ("lora", "qlora"):
-        from peft import LoraConfig, get_peft_model
+        from vramcalc.trace._peft import wrap_lora
 
-        cfg = LoraConfig(r=training.lora_rank, lora_alpha=training.lora_alpha,
-                         lora_dropout=training.lora_dropout,
-                         target_modules=lora_targets(model, training.lora_targets),
-                         task_type=_task_type(model, training))
-        hf = get_peft_model(hf, cfg, autocast_adapter_dtype=training.adapter_dtype == "fp32")
-        if training.adapter_dtype != "fp32":
-            for name, p in hf.named_parameters():
-                if "lora_" in name:
-                    p.data = p.data.to(DTYPES[training.adapter_dtype])
-        else:
-            for name, p in hf.named_parameters():
-                if "lora_" in name and p.dtype != torch.float32:
-                    p.data = p.data.float()
+        hf = wrap_lora(hf, model, training, notes, task_type=_task_type(model, training))
     elif method in TABLE:  # the other PEFT methods (core/peft_methods.py): peft's get_peft_model
         from vramcalc.trace._peft import wrap
 

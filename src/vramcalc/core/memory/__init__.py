@@ -27,6 +27,7 @@ from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory.activations import (
     batch_rows,
+    dora_forward_transient,
     eager_only,
     head_activations,
     layer_activations,
@@ -47,8 +48,15 @@ from vramcalc.core.memory.overhead import NOTE as _OVERHEAD_NOTE
 from vramcalc.core.memory.overhead import runtime_overhead
 from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note, recipe_of
 from vramcalc.core.memory.savers import largest_tensor, layer_residency
-from vramcalc.core.memory.weights import WeightBytes, freeze_fraction, weight_bytes
-from vramcalc.core.params import active_params, block_linears, count_params, head_dim
+from vramcalc.core.memory.weights import (
+    WeightBytes,
+    freeze_fraction,
+    saved_embedding,
+    saved_head,
+    unquantized_bytes,
+    weight_bytes,
+)
+from vramcalc.core.params import active_params, block_linears, count_params, head_dim, outer_targets
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS
 from vramcalc.core.units import dtype_bytes
 
@@ -327,6 +335,19 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         gradients = w.trainable * dtype_bytes(training.adapter_dtype)
     else:
         gradients = w.trainable * dtype_bytes(recipe.grad)
+    if w.copies:  # modules_to_save copies (memory/weights.py): their dtype, and a full fine-tuning's states
+        from dataclasses import replace
+
+        adapters = tuple(x for x in w.trainable_tensors if x not in w.copy_tensors)
+        lora_opt = optimizer_bytes(adapters, recipe, training)
+        copy_opt = optimizer_bytes(w.copy_tensors, recipe, replace(training, method="full"))
+        opt = OptimizerBytes(lora_opt.moments + copy_opt.moments, lora_opt.master_weights + copy_opt.master_weights,
+                             lora_opt.step_temporaries + copy_opt.step_temporaries, opt.paged)
+        gradients = (w.trainable - w.copies) * dtype_bytes(training.adapter_dtype) + w.copies * w.copy_elem_bytes
+        notes.append(f"modules_to_save {', '.join(training.modules_to_save)}: a full trainable copy "
+                     f"({w.copies:,} parameters, with gradients and optimizer states), the original kept frozen "
+                     "(peft ModulesToSaveWrapper)" + (" ; tied embeddings: one copy of the shared matrix"
+                                                      if model.tie_word_embeddings else "") + ".")
     details: dict[str, int] = {
         "weights.base": w.base,
         "weights.quant_constants": w.quant_constants,
@@ -472,6 +493,10 @@ class _ActivationPlan:
     per_layer_c: int = 0  # one layer's saved bytes whatever the batch (LoHa / LoKr delta weights)
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
+    layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
+    # LoRA on lm_head: what its adapter saves per token, also under the chunked loss (whose per-chunk adapter
+    # temporaries stay under the loss's own peak: measured with the tracer, tinyllama-1.1b and qwen2.5-0.5b)
+    lora_head_t: int = 0
     head_saved_c: int = 0  # saved by the head whatever the batch (trainable tokens' merged weight, tied)
     # The bottom saving layer saves this much less (its input needs no gradient; see _activation_plan).
     bottom_less_t: int = 0
@@ -494,7 +519,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         head_trainable = t.train_head
     else:
         frozen = 0
-        head_trainable = t.method == "full"
+        head_trainable = t.method == "full" or saved_head(m, t)  # modules_to_save lm_head: a trainable copy
     trained_layers = n_layers - frozen
     layer = layer_activations(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
@@ -521,7 +546,15 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t = n_dense * (per_layer_t - sum(x.per_token for x in dense.terms if not x.batch1_only))
         layers_less_ts = n_dense * (per_layer_ts - sum(x.per_token_seq for x in dense.terms))
         bottom_less_t, bottom_less_ts = layers_less_t // n_dense, layers_less_ts // n_dense
-    if t.method in ("lora", "qlora") and not t.grad_checkpointing and not t.activation_offload:
+    outer = outer_targets(t.lora_targets) if t.method in ("lora", "qlora") else ()
+    if "lm_head" in outer and (t.loss not in ("hf", "chunked") or t.objective != "sft"):
+        # Liger / Cut CE / TRL's fused head multiply by lm_head.weight themselves (torchtune's chunks call the module)
+        raise UnsupportedCombination(f"LoRA on lm_head with --loss {t.loss} --objective {t.objective}: that head "
+                                     "reads lm_head.weight and skips the adapter; use --loss hf or chunked, or drop "
+                                     "lm_head from --lora-targets")
+    if t.method in ("lora", "qlora") and not t.grad_checkpointing and not t.activation_offload \
+            and not saved_embedding(m, t) and "embed_tokens" not in outer:
+        # (a trained embedding copy, or LoRA on the embedding, gives layer 0's input a gradient)
         bottom = layer_activations(dense_m, t, recipe, trainable_weights=False, input_grad=False)
         top = layer_activations(dense_m, t, recipe, trainable_weights=False)
         drop_t = sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms)
@@ -582,6 +615,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     no_vocab = reward or not _encoder.vocab_head(m)  # an encoder's sequence classifier: no vocab-wide head either
     g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not no_vocab \
         else 0
+    if head_trainable and not full_like and not reward:  # modules_to_save lm_head: the copy's gradient, its dtype
+        g_head = m.vocab_size * m.hidden_size * unquantized_bytes(t, recipe)
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
     # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of
@@ -609,6 +644,25 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                      "keeps one layer's in backward (torchtune OffloadActivations).")
     notes += packing_notes(t)
     once_t += _peft_once_t(m, t, c)
+    lora_head_t = lora_head_fwd_t = 0
+    if t.dora and t.method in ("lora", "qlora"):
+        dequantized = " (dequantized)" if t.method == "qlora" else ""
+        notes.append(f"DoRA: a magnitude vector per adapted Linear; each one saves its base and adapter outputs, and "
+                     f"its forward builds the weight norm from a full-size copy of the weight{dequantized}: "
+                     f"{dora_forward_transient(m, t, recipe) / 1e9:.2f} GB of temporaries at the largest "
+                     "(peft tuners/lora/dora.py).")
+    if outer:  # LoRA on the embedding / LM head (peft tuners/lora/layer.py Embedding, Linear)
+        a = dtype_bytes(t.adapter_dtype)
+        if "embed_tokens" in outer:  # Embedding.forward: after_A = F.embedding(x, lora_A.T); @ lora_B.T saves it
+            once_t += a * t.lora_rank
+        if "lm_head" in outer:
+            # Linear.forward on the head: lora_A saves the final hidden state cast to the adapter dtype (+ dropout's
+            # mask), lora_B its (tokens x r) output; the logits then pass through `result + lora_B(..) * scaling`
+            # in the adapter dtype and `.to(c)`: the 16-bit logits, the scaled product and the sum at once.
+            lora_head_t = a * (m.hidden_size + t.lora_rank) + (m.hidden_size if t.lora_dropout > 0 else 0)
+            # log_softmax's fp32 output (4 B x vocab, in head_saved_t) does not exist yet: at fp32 adapters (10 B - 4 B)
+            # it equals the loss's own 16-bit + fp32 logits (measured with the tracer: tinyllama-1.1b, qwen2.5-0.5b).
+            lora_head_fwd_t = (c + 2 * a - 4) * m.vocab_size
     token_head_t, token_head_c = peft_methods.tied_token_head_bytes(m, t, c)
     if t.method == "trainable-tokens":
         # The embedding's backward ends the step with a dense (vocab x hidden) gradient of the merged weight in the
@@ -619,11 +673,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
-        head_saved_t=head.saved + token_head_t, kept_t=saving_layers * residual * m.hidden_size,
+        head_saved_t=head.saved + token_head_t + lora_head_t, kept_t=saving_layers * residual * m.hidden_size,
         autocast_copies=autocast_copies, layer_copies=layer_copies,
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
-        loss_fwd_t=head.forward_transient, loss_bwd_t=head.backward_transient, g_head=g_head, end_t=end_t,
+        loss_fwd_t=max(head.forward_transient, lora_head_fwd_t), loss_bwd_t=head.backward_transient, g_head=g_head,
+        end_t=end_t,
         end_tied=(m.tie_word_embeddings and not no_vocab) or t.method == "trainable-tokens", notes=tuple(notes),
         loss="trl" if _preference.is_preference(t) else "reward" if reward
         else "logits" if _preference.is_reference_free(t) else t.loss, loss_chunks=t.loss_chunks,
@@ -638,6 +693,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
+        layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
         late_grads=_encoder.late_gradient_bytes(m, t, recipe) if full_like and not _distributed.is_parallel(t) else 0,
@@ -668,7 +724,7 @@ def _transformer_phases(
     once += p.once_b * t.batch_size
     head_saved = p.head_saved_t * tokens + p.head_saved_c
     autocast_copies = p.autocast_copies
-    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq)
+    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq, p.layer_fwd_c)
     layer_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_ts * token_seq + p.layer_bwd_c
     loss_fwd_t = p.loss_fwd_t * tokens
     loss_bwd_t = p.loss_bwd_t * tokens
@@ -691,7 +747,7 @@ def _transformer_phases(
             lb = loss_bytes(p.loss, tokens=tokens, batch=rows, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
                             hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable,
                             labelled=labelled, residual=p.residual, weight=p.head_weight)
-        head_saved = p.norm_saved_t * tokens + lb.saved
+        head_saved = p.norm_saved_t * tokens + lb.saved + p.lora_head_t * tokens
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
         grad_fwd = g_head if lb.head_grad_in_forward else 0
         head_bwd_t = lb.head_backward if lb.head_backward else -1
@@ -706,6 +762,10 @@ def _transformer_phases(
         # with the layer: the nested autocast region clears its cache on exit, autocast_mode.py __exit__).
         kept = p.kept_t * tokens
         kept_bwd = kept
+        # the recomputed forward of each layer runs inside its backward: DoRA's weight-norm temporaries come on top
+        # of the layer's gradient temporaries (measured with the tracer, --grid lora-variants "dora all-linear b2 s512
+        # gc": -1.2 % under the trace with the larger of the two, within 0.2 % with their sum)
+        layer_bwd_t = layer_bwd_t + p.layer_fwd_c
         if p.ac_every > 1 or p.offload:  # selective / offloaded (memory/savers.py)
             r = layer_residency(n_layers=p.n_layers, saving_layers=saving_layers, checkpointing=p.checkpointing,
                                 every=p.ac_every, offload=p.offload, per_layer=per_layer,

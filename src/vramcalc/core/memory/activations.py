@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
 from vramcalc.core.memory.precision import Recipe
-from vramcalc.core.params import head_dim, kv_heads, resolve_targets
+from vramcalc.core.params import Linear, head_dim, kv_heads, resolve_targets
 from vramcalc.core.units import ceil_div, dtype_bytes
 from vramcalc.core.vocab import ENCODER_FAMILIES
 
@@ -185,10 +185,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     a = dtype_bytes(t.adapter_dtype)
     fresh_copy = a != c or t.lora_dropout > 0  # each adapter saves its own cast/dropped copy of its input
     qkv_mods: tuple[str, ...] = ()
+    dora_out = ({lin.module.rsplit(".", 1)[-1]: lin for lin in resolve_targets(m, t.lora_targets)}
+                if t.dora and adapted else {})
 
-    def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False) -> bool:
+    def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False,
+                     input_live: bool = True) -> bool:
         """Append the group's saved inputs; True when the group's output needs a gradient through its own
-        weights (trainable Linear weights or an adapter)."""
+        weights (trainable Linear weights or an adapter). `input_live`: the group's input needs a gradient."""
         nonlocal backward_const
         # A Linear saves its input only when its weight needs a gradient (derivatives.yaml: mm/addmm).
         base_saves = tw and not already_saved
@@ -227,6 +230,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 extra += c * width  # the same input tensor the frozen base layer does not save
                 shared_counted = True
             terms.append(Term(f"lora {mod} input", extra))
+            if mod in dora_out:
+                terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live))
         return tw or any_adapter
 
     n_norms = m.norms_per_layer
@@ -248,7 +253,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         attn_live = True  # MLA: not split by gradient flow (DeepSeek is not traced)
     else:
         qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
-        own = linear_input("qkv_proj", qkv_mods, h)
+        own = linear_input("qkv_proj", qkv_mods, h, input_live=live)
         if recipe.autocast and tw and not m.fused_qkv and m.family in ENCODER_FAMILIES:
             # Under CUDA autocast the post-LayerNorm residual stream is fp32, and query, key and value each cast
             # it to 16 bits on their own (autocast caches casts of leaf weights only): three saved copies, not
@@ -342,7 +347,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             terms.append(Term("fused qkv buffer behind v (q, k parts)", c * (q_dim + kv_dim),
                               batch1_only=eager))
         # o_proj's input: the SDPA output (already saved, when attention was recorded) or eager's copy.
-        o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=not eager and not math_sdpa and attn_live)
+        o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=not eager and not math_sdpa and attn_live,
+                             input_live=attn_live)
         attn_live = attn_live or o_own
     if m.post_norms and n_norms:  # OLMo 2: post_attention_layernorm on the attention's output
         terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live, tw)
@@ -382,10 +388,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # tensor: saved once, by whichever of them saves it first (the qkv projection's input).
         shared_in = m.parallel_residual and n_norms == 1 and (tw or (
             bool(adapted & set(qkv_mods if m.attention_kind != "mla" else ())) and not fresh_copy))
-        up_live = linear_input("mlp input", up_mods, h, already_saved=shared_in) or live
+        up_live = linear_input("mlp input", up_mods, h, already_saved=shared_in, input_live=live) or live
         if up_live:  # the activation and the product save their inputs only for a gradient they owe
             terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
-        live = linear_input("down_proj", ("down_proj",), i) or up_live
+        live = linear_input("down_proj", ("down_proj",), i, input_live=up_live) or up_live
         width = i
         if m.post_norms and n_norms >= 2:  # OLMo 2: post_feedforward_layernorm on the MLP's output
             terms += _norm_terms("mlp post-norm", m, c, residual, h, live, tw)
@@ -422,6 +428,51 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
                             fwd, bwd)
+
+
+def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool) -> Term:
+    """What DoRA adds to an adapted Linear's saved set (peft tuners/lora/dora.py DoraLinearLayer.forward, called
+    with x already cast to the adapter dtype a by lora.Linear.forward):
+
+    - `weight_norm = get_weight_norm(W.to(a), lora_weight.detach()).detach()`: no graph (DoRA §4.3);
+      `mag_norm_scale = magnitude / weight_norm`: div saves weight_norm (out, dtype a);
+    - `(mag_norm_scale - 1) * base_result`: mul saves base_result, the base layer's output (tokens x out, compute
+      dtype c), for the magnitude's gradient, and (mag_norm_scale - 1) (out) when base_result needs a gradient;
+    - `mag_norm_scale * lora_result * scaling`: mul saves mag_norm_scale (out) and lora_B's output (tokens x out, a).
+    With lora_dropout > 0 peft recomputes the base product on the dropped input, `F.linear(x, W.to(a))`: its
+    output (a) replaces base_result, and when the input needs a gradient linear saves the weight W.to(a): a full
+    out x in copy (the parameter itself only when it already is in a and not quantized).
+    Measured with the tracer (tinyllama-1.1b LoRA q,v fp32 adapters, b1 s512): 6 B x out per token per module
+    and 12 B x out per module (8 in layer 0, whose q/v inputs need no gradient).
+    """
+    c = dtype_bytes(recipe.compute)
+    a = dtype_bytes(t.adapter_dtype)
+    out, d_in = lin.out_features, lin.in_features
+    scale = max(a, c)  # magnitude (a) / weight_norm (a): fp32 unless both are 16-bit
+    const = scale * out * (3 if input_live else 2)
+    # Under autocast (amp-*) lora_B and the recomputed base product are autocast matmuls: their outputs are in the
+    # compute dtype whatever the adapter dtype.
+    lora_out = c if recipe.autocast else a
+    base = c
+    if t.lora_dropout > 0:
+        base = lora_out
+        if input_live and (t.method == "qlora" or a != dtype_bytes(recipe.weight)):
+            const += a * d_in * out
+    return Term(f"dora {mod} (base and lora outputs, norm scale)", (base + lora_out) * out, const=const)
+
+
+def dora_forward_transient(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """The largest DoRA module's weight-norm temporaries (peft tuners/lora/dora.py), bytes whatever the batch:
+    get_lora_weight runs `lora_B(lora_A(eye(in)))` (x_eye, in x in in the adapter dtype a, kept by lora_A's graph
+    with its in x r output until the forward returns) giving lora_weight (in x out, a); the base weight cast to a
+    (`W.to(x.dtype)`: a copy unless W is already in a; QLoRA: dequantize_4bit first); get_weight_norm then
+    computes `W + scaling * lora_weight`: two more out x in tensors in a, alive with the rest."""
+    if not (t.dora and t.method in ("lora", "qlora")):
+        return 0
+    a = dtype_bytes(t.adapter_dtype)
+    copy = t.method == "qlora" or a != dtype_bytes(recipe.weight)
+    return max((a * lin.in_features * (lin.in_features + t.lora_rank + (4 if copy else 3) * lin.out_features)
+                for lin in resolve_targets(m, t.lora_targets)), default=0)
 
 
 def _prefix_terms(m: ModelSpec, t: TrainingSpec, c: int, d: int, n_heads: int, kv_dim: int,

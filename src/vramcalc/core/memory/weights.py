@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core import peft_methods
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory.precision import Recipe
-from vramcalc.core.params import ParamTensor, block_linears, inventory, lora_params
+from vramcalc.core.params import ParamTensor, block_linears, dora_params, inventory, lora_params, outer_targets
 from vramcalc.core.units import ceil_div, dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
@@ -46,6 +46,11 @@ class WeightBytes:
     # The part of `adapters` that is not trained: VeRA's shared projections, trainable tokens' original rows,
     # OFT's index buffers (core/peft_methods.py methods; read by explain)
     adapter_buffers: int = 0
+    # peft modules_to_save (saved_copies): full trainable copies of embed_tokens / lm_head in the model's dtype,
+    # counted in `adapters`, `trainable` and `trainable_tensors`; their parameter count, bytes per element, shapes
+    copies: int = 0
+    copy_elem_bytes: int = 0
+    copy_tensors: tuple[tuple[tuple[int, ...], int], ...] = ()
 
     @property
     def total(self) -> int:
@@ -141,6 +146,19 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
         for lin in resolve_targets(model, training.lora_targets):
             lora_shapes.append(((training.lora_rank, lin.in_features), lin.count))
             lora_shapes.append(((lin.out_features, training.lora_rank), lin.count))
+            if training.dora:  # DoRA's magnitude vector (params.dora_params), trained in the adapter dtype
+                lora_shapes.append(((lin.out_features,), lin.count))
+        if training.dora and outer_targets(training.lora_targets):
+            raise UnsupportedCombination("--dora on lm_head / embed_tokens is not modelled (DoRA's weight norm over a "
+                                         "vocabulary-wide matrix): adapt them without --dora, or drop them from "
+                                         "--lora-targets")
+        for outer in outer_targets(training.lora_targets):  # lora.Embedding / the head's lora.Linear
+            v, h, r = model.vocab_size or 0, model.hidden_size or 0, training.lora_rank
+            lora_shapes += [((r, v), 1), ((h, r), 1)] if outer == "embed_tokens" else [((r, h), 1), ((v, r), 1)]
+        if training.dora:
+            magnitude = dora_params(model, training.lora_targets)
+            adapter += magnitude
+            adapter_bytes += magnitude * dtype_bytes(training.adapter_dtype)
     # An encoder's classifier trained beside the adapters (memory/encoder.py): a copy in the weights' dtype.
     from vramcalc.core.memory.encoder import saved_head_tensors
 
@@ -151,7 +169,8 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
         adapter_bytes += head_numel * w
         lora_shapes += head
     if training.method == "lora" or not model.has_architecture:
-        return WeightBytes(total_params * w, 0, adapter_bytes, total_params, adapter, tuple(lora_shapes))
+        return _with_copies(WeightBytes(total_params * w, 0, adapter_bytes, total_params, adapter,
+                                        tuple(lora_shapes)), model, training, w)
 
     # QLoRA: bitsandbytes replaces the Linear layers of the blocks; embeddings, norms and the
     # LM head stay in the load dtype (transformers' bnb integration skips lm_head by default).
@@ -169,8 +188,51 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
     # peft prepare_model_for_kbit_training (peft/utils/other.py): "cast all non INT8 parameters to fp32", every
     # fp16/bf16 parameter (the packed 4-/8-bit weights are uint8/int8 and stay), as the QLoRA recipe calls it.
     rest = (total_params - quantized) * unquantized_bytes(training, recipe)
-    return WeightBytes(data + rest, constants, adapter_bytes, total_params, adapter, tuple(lora_shapes),
-                       quantized, data, rest)
+    return _with_copies(WeightBytes(data + rest, constants, adapter_bytes, total_params, adapter,
+                                    tuple(lora_shapes), quantized, data, rest),
+                        model, training, unquantized_bytes(training, recipe))
+
+
+def saved_copies(model: ModelSpec, training: TrainingSpec) -> tuple[ParamTensor, ...]:
+    """The tensors peft's modules_to_save copies (peft/utils/other.py ModulesToSaveWrapper.update:
+    `copy.deepcopy(self.original_module)`, the original frozen beside it). A tied LM head is the embedding matrix:
+    one copy however it is named."""
+    from vramcalc.core.params import saved_module
+
+    wanted = {saved_module(name) for name in training.modules_to_save}
+    if model.tie_word_embeddings and "lm_head" in wanted:
+        wanted = (wanted - {"lm_head"}) | {"embed_tokens"}
+    return tuple(t for t in inventory(model) if t.module in wanted and t.kind in ("embedding", "head"))
+
+
+def saved_head(model: ModelSpec, training: TrainingSpec) -> bool:
+    """Whether modules_to_save trains the LM head (a copy of lm_head, or of the tied embedding that is the head)."""
+    if training.method not in ("lora", "qlora") or not training.modules_to_save:
+        return False
+    return any(t.kind == "head" or model.tie_word_embeddings for t in saved_copies(model, training))
+
+
+def saved_embedding(model: ModelSpec, training: TrainingSpec) -> bool:
+    """Whether modules_to_save trains the input embedding (its output then needs a gradient in layer 0)."""
+    if training.method not in ("lora", "qlora") or not training.modules_to_save:
+        return False
+    return any(t.kind == "embedding" for t in saved_copies(model, training))
+
+
+def _with_copies(wb: WeightBytes, model: ModelSpec, training: TrainingSpec, elem: int) -> WeightBytes:
+    """`wb` plus the modules_to_save copies, each in the dtype of the module it copies (`elem` bytes: peft's
+    cast_adapter_dtype upcasts tuner layers only, so the copy keeps the model's dtype, or fp32 after
+    prepare_model_for_kbit_training)."""
+    if not training.modules_to_save or not model.has_architecture:
+        return wb
+    from dataclasses import replace
+
+    copies = saved_copies(model, training)
+    n = sum(t.numel for t in copies)
+    shapes = tuple((t.shape, t.count) for t in copies)
+    return replace(wb, adapters=wb.adapters + n * elem, trainable=wb.trainable + n,
+                   trainable_tensors=wb.trainable_tensors + shapes, copies=n, copy_elem_bytes=elem,
+                   copy_tensors=shapes)
 
 
 def _peft_weight_bytes(model: ModelSpec, training: TrainingSpec, total_params: int, w: int) -> WeightBytes:
@@ -323,6 +385,22 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
             each = lin.count // per_kind_layers[where]
             for i, shape in enumerate(((r, lin.in_features), (lin.out_features, r))):  # lora_A, lora_B
                 in_layers[where].append((adapter(lin.module, i, shape, each), True))
+            if training.dora:  # DoRA's magnitude vector per adapted Linear (params.dora_params)
+                in_layers[where].append((adapter(lin.module, 2, (lin.out_features,), each), True))
+        v, h = model.vocab_size or 0, model.hidden_size or 0
+        for outer in outer_targets(training.lora_targets):  # lora.Embedding / the head's lora.Linear, in the root
+            side = embed if outer == "embed_tokens" else head
+            shapes = ((r, v), (h, r)) if outer == "embed_tokens" else ((r, h), (v, r))
+            side += [adapter(outer, i, shape, 1) for i, shape in enumerate(shapes)]
+        # modules_to_save copies (_with_copies) in the copied module's dtype, and an encoder's trained classifier
+        # copy (memory/encoder.py saved_head_tensors) in the weights' dtype: root tensors beside the originals
+        for t in saved_copies(model, training):
+            (embed if t.kind in ("embedding", "position") else head).append(
+                StoredTensor(f"{t.name}#copy", "adapter", t.shape, t.count, unq, True))
+        from vramcalc.core.memory.encoder import saved_head_tensors
+
+        head += [StoredTensor(f"classifier#{i}", "adapter", shape, count, w, True)
+                 for i, (shape, count) in enumerate(saved_head_tensors(model, training))]
     elif method in peft_methods.TABLE:
         _peft_groups(model, training, w, adapter_elem, moe, per_kind_layers, in_layers, embed, head, adapter)
         if method == "vera":  # vera_A, vera_B: shared fp32 projections (torch.randn), buffers every layer reads
