@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from test_properties import PROPERTY, models, trainings
 from vramcalc.cli.app import app
+from vramcalc.core.checks import ENCODER_METHODS
 from vramcalc.core.errors import UnsupportedCombination, VramcalcError
 from vramcalc.core.explain import Explanation, change, diff, explain, to_json, to_markdown, to_text
 from vramcalc.core.memory import encoder
@@ -19,7 +20,6 @@ from vramcalc.core.memory.activations import head_activations, head_terms
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
 from vramcalc.core.specs import ModelSpec, TrainingSpec
-from vramcalc.core.checks import ENCODER_METHODS
 from vramcalc.io import presets
 
 runner = CliRunner()

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_helpers import invoke
 
+from cli_helpers import invoke
 from vramcalc.core.errors import VramcalcError
 from vramcalc.core.memory import estimate
 from vramcalc.core.peft_methods import TABLE, factorization, oft_block, trainable_params

@@ -116,15 +116,15 @@ def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:
     option on a causal LM (each option is valid; the model cannot take it)."""
     if m.family not in ENCODER_FAMILIES:
         if t.head != "auto" or t.num_labels != 2:
-            raise UnsupportedCombination(f"--head and --num-labels choose an encoder's task head ({', '.join(ENCODER_FAMILIES)}"
-                            f"); {m.name} is a causal LM: drop them")
+            raise UnsupportedCombination(f"--head and --num-labels choose an encoder's task head "
+                                         f"({', '.join(ENCODER_FAMILIES)}); {m.name} is a causal LM: drop them")
         return
     if t.mode == "inference":
-        raise UnsupportedCombination(f"{m.name} is an encoder: --mode inference (one forward, no KV cache) is not modelled "
-                        "for encoders; estimate a training step")
+        raise UnsupportedCombination(f"{m.name} is an encoder: --mode inference (one forward, no KV cache) is not "
+                                     "modelled for encoders; estimate a training step")
     if t.method not in ENCODER_METHODS:
         raise UnsupportedCombination(f"--method {t.method} is not modelled for encoders such as {m.name}: use "
-                        f"{', '.join(ENCODER_METHODS)}")
+                                     f"{', '.join(ENCODER_METHODS)}")
     if t.objective != "sft" or t.loss != "hf" or t.packing != "none":
-        raise UnsupportedCombination(f"{m.name} is an encoder: --objective, --loss and --packing apply to causal LMs; "
-                        "drop them")
+        raise UnsupportedCombination(f"{m.name} is an encoder: --objective, --loss and --packing apply to causal "
+                                     "LMs; drop them")

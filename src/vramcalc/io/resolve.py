@@ -191,7 +191,8 @@ def resolve_model(ref: str, base_dir: Path | None = None,
     from vramcalc.core.errors import UnknownPresetError, VramcalcError
     from vramcalc.io import presets
 
-    for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(os.path.expanduser(ref))]:  # ~nobody stays as given (Path.expanduser raises)
+    # ~nobody stays as given (Path.expanduser raises)
+    for candidate in ([base_dir / ref] if base_dir is not None else []) + [Path(os.path.expanduser(ref))]:
         kind = path_kind(candidate, "MODEL")
         if kind == "dir" and path_kind(candidate / "config.json", "config.json") == "missing":
             if path_kind(candidate / "adapter_config.json", "adapter_config.json") == "file":

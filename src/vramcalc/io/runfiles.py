@@ -282,7 +282,8 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
 ENUM_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     "axolotl": {"adapter": ("lora", "qlora")},  # axolotl load_adapter: `if adapter in ["lora", "qlora"]`
     # LLaMA-Factory hparams: finetuning_type Literal; flash_attn AttentionFunction (model_args.py)
-    "llama-factory": {"finetuning_type": ("lora", "full", "freeze"), "flash_attn": ("auto", "disabled", "sdpa", "fa2", "fa3")},
+    "llama-factory": {"finetuning_type": ("lora", "full", "freeze"),
+                      "flash_attn": ("auto", "disabled", "sdpa", "fa2", "fa3")},
     # torchtune training.get_dtype; its recipes refuse fp16 ("full fp16 training is not supported"); ac_mode is
     # full or selective (training.apply_selective_activation_checkpointing raises otherwise)
     "torchtune": {"dtype": ("bf16", "fp32"), "ac_mode": ("full", "selective")},
