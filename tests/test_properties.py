@@ -302,6 +302,20 @@ def test_every_size_is_a_non_negative_int_and_peak_is_at_most_the_sum(m: ModelSp
     assert b.trainable_parameters <= max(b.parameters, b.trainable_parameters)
 
 
+@PROPERTY
+@given(models, trainings())
+def test_no_moment_holds_more_of_a_component_than_the_component(m: ModelSpec, t: TrainingSpec) -> None:
+    # The temporaries and activations components are written out per moment in memory/__init__.py (a generic sum
+    # over the moments cost half of estimate's time): each is the most of it alive at one moment, so the peak is
+    # at most the sum of the components, and the temporaries are exactly the largest moment's (or the step's).
+    b = run(m, t)
+    moments = b.named_moments()
+    for c in ("activations", "temporaries", "gradients"):
+        assert all(mo.component(c) <= b.component(c) for mo in moments), c
+    if moments and t.mode == "train" and m.has_architecture:
+        assert b.temporaries == max(mo.component("temporaries") for mo in moments), (m.name, t)
+
+
 def test_liger_head_gradient_and_loss_temporaries_are_both_in_the_sum() -> None:
     # Found by hypothesis: Liger's fused linear cross-entropy computes the head's gradient in forward, alive with
     # its own forward temporaries at the loss (the forward.loss moment has both), but the temporaries component

@@ -794,6 +794,9 @@ def _transformer_phases(
                             (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM_CK,
                         (gradients - late_g, once, recomputed - bottom_less, copies, layer_bwd_t)))
+        # the backward moments' activations (backward.top holds the most: offloaded sets come back beside the
+        # recomputed layer; backward.bottom for completeness)
+        bwd_acts = max(kept_bwd + once + recomputed + copies, once + recomputed - bottom_less + copies)
     else:
         bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
         acts_layers = saving_layers * per_layer - (p.layers_less_t * tokens + p.layers_less_ts * token_seq
@@ -819,6 +822,7 @@ def _transformer_phases(
                             (g_top, acts_layers, once, autocast_copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM,
                         (gradients - late_g, once, bottom_acts, bottom_copies, layer_bwd_t)))
+        bwd_acts = once + bottom_acts + bottom_copies  # backward.bottom's activations (the others are forward's)
     reference = 0
     forward_moments = 2
     if p.reference is not None:  # DPO: the reference's no-grad forward after the policy's (memory/preference.py)
@@ -838,15 +842,15 @@ def _transformer_phases(
         step_moment = ("optimizer_step.step", _m.STEP, (gradients, opt_temp))
     # The temporaries component: the most of them alive at one moment (Liger's head gradient, allocated in forward,
     # is alive beside the loss's own temporaries), so no moment holds more of a component than the component.
-    temporaries = max(opt_temp, *(sum(v for (_, c), v in zip(layout, values, strict=True) if c == _m.TEMPORARIES)
-                                  for _, layout, values in (*moments, step_moment)))
+    # Written out per moment (the temporaries terms of each layout in memory/moments.py; a generic sum over the
+    # moments cost half of estimate's time); tests/test_explain.py checks it is the largest moment's.
+    temporaries = max(opt_temp, layer_fwd_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t, layer_bwd_t,
+                      end_t, reference)
     # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
     # model whose head saves little (a 1-layer toy) that moment can hold more activations than forward kept.
-    backward_acts = max(sum(v for (_, c), v in zip(layout, values, strict=True) if c == _m.ACTIVATIONS)
-                        for _, layout, values in moments)
-    if backward_acts > activations:
-        details["activations.backward_excess"] = backward_acts - activations
-        activations = backward_acts
+    if bwd_acts > activations:
+        details["activations.backward_excess"] = bwd_acts - activations
+        activations = bwd_acts
     details["activations.layers"] = layers_detail
     details["activations.recomputed_layer"] = recomputed
     details["activations.per_layer"] = per_layer

@@ -17,7 +17,6 @@ Layout = tuple[tuple[str, str], ...]  # (term name, component) per value
 RawMoment = tuple[str, Layout, tuple[int, ...]]
 
 _A, _G, _T = "activations", "gradients", "temporaries"
-TEMPORARIES, ACTIVATIONS = _T, _A
 _BASE: Layout = (("weights", "weights"), ("optimizer state", "optimizer_state"),
                  ("communication buffers", "communication"))
 
