@@ -55,6 +55,9 @@ class LayerActivations:
     terms: tuple[Term, ...]
     forward_transient: Term  # peak of temporaries while the layer runs forward (not saved)
     backward_transient: Term  # peak of gradient temporaries while its backward runs
+    # Bytes per token of the MLP block's saved terms: autograd frees them when the MLP's backward is done, before
+    # the attention's backward (and its eager per-key transient) runs.
+    mlp_saved_per_token: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
@@ -366,6 +369,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if m.dropout > 0 and attn_live:
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
+    n_attention_terms = len(terms)
     live = attn_in_live if m.parallel_residual else live or attn_live
     if weightless and live:
         terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
@@ -416,7 +420,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # runs; they are not saved (per_token_seq of the forward transient, beyond the saved set).
     # Eager backward with the fp32 softmax (Llama-style): by the time _softmax_backward_data runs, attn @ v
     # has released the saved 16-bit probs; alive are the saved fp32 output, the fp32 upcast of the
-    # incoming gradient and the 16-bit result: 4 + 4 + c against 4 + c saved, so 4 bytes beyond.
+    # incoming gradient and the result, which is fp32 too (softmax ran on the fp32 upcast: aten
+    # _softmax_backward_data returns the input's dtype; the cast back to 16 bits is _to_copy's backward, after):
+    # 4 + 4 + 4 against 4 + c saved, so 8 - c bytes beyond (measured with the tracer, tinyllama LoRA eager with
+    # checkpointing: three fp32 (b, heads, s, s) tensors alive at _softmax_backward_data; the MLP's saved set freed).
     eager_fwd = c * n_heads if eager else 0
     if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
@@ -425,7 +432,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     elif m.family == "gpt2" and not recipe.autocast:
         eager_bwd = (4 + 2 * c) * n_heads
     else:
-        eager_bwd = 4 * n_heads
+        eager_bwd = (8 - c if c < 4 else 4) * n_heads
     fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width, eager_fwd)
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
@@ -437,9 +444,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     bwd = Term("mlp backward gradients" if (3 if gated else 2) * c * width + c * h >= norm_bwd
                else "rmsnorm backward (fp32)", max((3 if gated else 2) * c * width + c * h, norm_bwd), eager_bwd,
                const=backward_const)
+    mlp_saved = sum(x.per_token for x in terms[n_attention_terms:] if not x.batch1_only)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
-                            fwd, bwd)
+                            fwd, bwd, mlp_saved)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool) -> Term:
