@@ -419,3 +419,28 @@ def gpu_report(model: ModelSpec, t: TrainingSpec, gpu_memory_bytes: int,
                      f"the CUDA context and graphs ({_gib(outside)}): vLLM fails at start (free memory below the "
                      "requested) or OOMs capturing graphs; lower --gpu-memory-utilization or add --enforce-eager.")
     return tuple(lines), ok
+
+
+@dataclass(frozen=True, slots=True)
+class ServeFit:
+    """`fit --mode serve` on one GPU: the largest concurrency, the longest max_model_len, the utilization needed."""
+
+    settings: ServeSettings
+    pool: KvPool
+    concurrent_requests: int  # requests of t.seq_len tokens held at once (max_num_seqs caps what runs at once)
+    pool_requests: int  # the same, the pool alone (no max_num_seqs cap)
+    utilization_needed: float | None  # for t.batch_size requests of t.seq_len tokens (None: no utilization will)
+    min_gpu_bytes: int  # the smallest GPU for them (at t.gpu_memory_utilization)
+    serves: bool  # starts, and holds t.batch_size requests of t.seq_len tokens at once
+
+
+def serve_fit(model: ModelSpec, t: TrainingSpec, gpu_memory_bytes: int, gpu_name: str = "") -> ServeFit:
+    """What fits on a GPU of `gpu_memory_bytes` under `t` (vllm serve's defaults for that GPU)."""
+    t = with_gpu_defaults(model, t, gpu_memory_bytes, gpu_name)
+    s = settings(model, t, gpu_memory_bytes, gpu_name)
+    pool = kv_pool(model, t, gpu_memory_bytes, gpu_name)
+    alone = (pool.num_blocks - 1) // pool.request_blocks if pool.starts and pool.num_blocks else 0
+    _, ok = gpu_report(model, t, gpu_memory_bytes, gpu_name)
+    return ServeFit(s, pool, min(alone, s.max_num_seqs), alone,
+                    utilization_needed(model, t, t.batch_size, gpu_memory_bytes, gpu_name),
+                    min_gpu_bytes(model, t, t.batch_size, gpu_memory_bytes, gpu_name), ok)
