@@ -316,3 +316,20 @@ def test_cli_serve_option_without_serve_mode_is_one_line_exit_2() -> None:
     r = _cli("estimate", "llama-3.1-8b", "--max-num-seqs", "8")
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "add --mode serve" in r.stderr
+
+
+@pytest.mark.parametrize(("name", "run"), PORT_CASES, ids=[c[0] for c in PORT_CASES])
+def test_explain_adds_up_to_the_serve_estimate(name: str, run: dict[str, Any]) -> None:
+    from vramcalc.core.explain import explain, to_json, to_text
+
+    model = presets.find_model(name)
+    t = TrainingSpec(mode="serve", seq_len=2048, batch_size=3, **run)
+    e = explain(model, t)
+    b = e.breakdown
+    sec = {s.key: s for s in e.sections}
+    for key in ("weights", "overhead"):
+        assert sum(x.value for x in sec[key].lines) == b.component(key), key
+    assert max(x.value for x in sec["activations"].lines) == b.activations  # the profile's peak: the larger one
+    assert {ln.key: ln.value for ln in sec["phases"].lines} == {f"phases.{k}": v for k, v in b.phases.items()}
+    assert next(x.value for x in sec["kv_cache"].lines if x.key == "kv_cache.total") == b.kv_cache
+    assert to_text(e) and json.dumps(to_json(e))

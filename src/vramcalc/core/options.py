@@ -149,6 +149,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("cache_impl", KV_CACHES, "dynamic",
         "Inference KV cache: dynamic (transformers DynamicCache), static (StaticCache, preallocated), legacy "
         "(the tuple cache of older transformers: two caches alive in each decode step).", cli="--kv-cache"),
+    Opt("logits", LOGITS_KEPT, "last",
+        "Inference prefill logits: last (generate's logits_to_keep=1, transformers >= 4.45) or all "
+        "(every prompt position plus an fp32 copy, older transformers)."),
     # vLLM serving (--mode serve, memory/vllm.py): its engine arguments, vLLM's defaults when not given.
     Opt("gpu_memory_utilization", float, 0.9,
         "Serve: the fraction of the GPU's memory vLLM takes for weights, the profile run and the KV-cache pool."),
@@ -162,9 +165,6 @@ OPTIONS: tuple[Opt, ...] = (
         "2048; 8192 on >= 70 GiB GPUs but A100s)."),
     Opt("block_size", int, 16, "Serve: vLLM KV-cache block size in tokens."),
     Opt("enforce_eager", bool, False, "Serve: vLLM enforce_eager (no CUDA graphs)."),
-    Opt("logits", LOGITS_KEPT, "last",
-        "Inference prefill logits: last (generate's logits_to_keep=1, transformers >= 4.45) or all "
-        "(every prompt position plus an fp32 copy, older transformers)."),
     # Memory savers (memory/loss.py).
     Opt("loss", LOSSES, "hf",
         "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), fused-linear "
