@@ -37,12 +37,18 @@ GIB = 2**30
 ROUNDING = GIB // 200  # the log prints GiB with two decimals: ± 0.005 GiB
 
 
-def _run(case: dict[str, Any]) -> TrainingSpec:
-    mml = case.get("max_model_len")
-    return TrainingSpec(mode="serve", tp=case.get("tp", 1), gpus_per_node=case.get("tp", 1), seq_len=mml or 512,
-                        max_model_len=mml, max_num_seqs=case.get("max_num_seqs"),
-                        max_num_batched_tokens=case.get("max_num_batched_tokens"), block_size=case.get("block_size", 16),
-                        gpu_memory_utilization=case.get("gpu_memory_utilization", 0.9))
+def _benchmark() -> Any:
+    """benchmarks/vllm.py, whose run_of turns a published case's settings into the serve run (one place)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vllm_benchmark", ROOT / "benchmarks" / "vllm.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_run = _benchmark().run_of
 
 
 def _case_ids(key: str) -> list[dict[str, Any]]:
