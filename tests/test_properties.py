@@ -177,7 +177,7 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
         kw["offload"] = "none"
     if kw["offload"] == "optimizer" and kw["zero"] == 0:
         kw["offload"] = "none"
-    if kw["mode"] == "inference":
+    if kw["mode"] in ("inference", "serve"):
         kw.update(zero=0, fsdp="none", offload="none")
     else:
         kw.update(weight_dtype="auto", kv_dtype="auto")
@@ -194,6 +194,16 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
         kw.update(packing="none", objective="sft", new_tokens=draw(st.integers(1, kw["seq_len"])))
     else:
         kw.update(new_tokens=1, cache_impl="dynamic", logits="last")
+    # vLLM's engine arguments (memory/vllm.py) only with --mode serve; max_model_len holds the request
+    if kw["mode"] == "serve":
+        kw.update(packing="none", objective="sft",
+                  gpu_memory_utilization=draw(st.sampled_from([0.3, 0.9, 0.95, 1.0])),
+                  max_model_len=_maybe(draw, st.integers(kw["seq_len"], 2 * kw["seq_len"])),
+                  max_num_seqs=_maybe(draw, st.integers(1, 1024)),
+                  max_num_batched_tokens=_maybe(draw, st.integers(1, 16_384)),
+                  block_size=draw(st.sampled_from([1, 16, 32, 128])))
+    else:
+        kw["enforce_eager"] = False
     # preference and reward objectives (core/specs.py _objective_consistent)
     if kw["objective"] != "sft" and (kw["gpus_per_node"] * kw["nodes"] > 1 or kw["tp"] > 1 or kw["pp"] > 1):
         kw["objective"] = "sft"
@@ -256,6 +266,8 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
         update.setdefault("ref_model", "copy")
     if update.get("seq_len", t.seq_len) <= t.prompt_len:
         update.setdefault("prompt_len", update.get("seq_len", t.seq_len) - 1)
+    if t.max_model_len is not None and update.get("seq_len", t.seq_len) > t.max_model_len:
+        update.setdefault("max_model_len", update["seq_len"])  # serve: a longer request raises --max-model-len
     optimizer = update.get("optimizer", t.optimizer)
     sharded = (update.get("zero", t.zero) or update.get("fsdp", t.fsdp) != "none" or update.get("tp", t.tp) > 1
                or update.get("pp", t.pp) > 1)

@@ -108,6 +108,8 @@ def title(model: ModelSpec, b: Breakdown, t: TrainingSpec) -> str:
     name = model.display_name or model.name
     if t.mode == "inference":
         return f"{name} · inference · {b.parameters:,} parameters"
+    if t.mode == "serve":
+        return f"{name} · vLLM serve · {b.parameters:,} parameters" + (" · per GPU" if b.parallelism else "")
     per_gpu = " · per GPU" if b.parallelism is not None else ""
     return (f"{name} · {METHOD_LABELS[t.method]} · {b.parameters:,} parameters, "
             f"{b.trainable_parameters:,} trainable{per_gpu}")

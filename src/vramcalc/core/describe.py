@@ -82,6 +82,14 @@ def assumptions(t: TrainingSpec) -> str:
                  f"generate() {t.new_tokens} new token{'s' if t.new_tokens > 1 else ''}, {t.cache_impl} cache, "
                  f"{t.attention}, prefill logits {t.logits}"
                  + (" (transformers >= 4.45)" if t.logits == "last" else " (older transformers)")]
+    if t.mode == "serve":
+        parts = [f"vLLM serve, {t.batch_size} request{'s' if t.batch_size > 1 else ''} × {t.seq_len} tokens",
+                 f"weights {t.weight_dtype}", f"KV cache {t.kv_dtype}",
+                 f"gpu_memory_utilization {t.gpu_memory_utilization:g}",
+                 "max_model_len " + (f"{t.max_model_len}" if t.max_model_len else "auto (the model's)"),
+                 "max_num_seqs " + (f"{t.max_num_seqs}" if t.max_num_seqs else "auto"),
+                 "max_num_batched_tokens " + (f"{t.max_num_batched_tokens}" if t.max_num_batched_tokens else "auto"),
+                 f"block_size {t.block_size}" + (", enforce_eager" if t.enforce_eager else ", CUDA graphs")]
     gpus = t.gpus_per_node * t.nodes
     if gpus > 1 or t.zero or t.fsdp != "none" or t.offload != "none":
         strategy = f"ZeRO-{t.zero}" if t.zero else f"FSDP {t.fsdp}" if t.fsdp != "none" else "DDP"

@@ -185,6 +185,8 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     b = estimate(model, training)
     if training.mode == "inference":
         return _explain_inference(model, training, b)
+    if training.mode == "serve":
+        return _explain_serve(model, training, b)
     model = encoder.for_run(model, training)  # an encoder with the run's task head (memory/encoder.py)
     recipe = recipe_of(training)
     # The model and run as the core's plan sees them (memory/__init__.py estimate): a reward model's weights are
@@ -1115,6 +1117,81 @@ def _explain_inference(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanati
     return Explanation(m, t, b, tuple(sections), peak_line.label, tuple(notes) + b.notes)
 
 
+# --- serve (memory/vllm.py: vLLM 0.11.0's profile run and KV-cache pool) -------------------------------
+
+SRC_VLLM = "memory/vllm.py (vLLM 0.11.0 v1/worker/gpu_worker.py determine_available_memory, gpu_model_runner.py " \
+    "profile_run)"
+SRC_VLLM_KV = "memory/vllm.py (vLLM 0.11.0 v1/kv_cache_interface.py page_size_bytes, v1/core/kv_cache_utils.py)"
+
+
+def _explain_serve(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanation:
+    """A vLLM server: the budget's terms (weights, profile peak, KV blocks) and what stays outside it."""
+    from vramcalc.core.memory import inference as inf
+    from vramcalc.core.memory import vllm
+
+    d = b.details
+    s = vllm.settings(m, t)
+    layout = vllm.kv_layout(m, t)
+    p = vllm.profile(m, t, s)
+    _, _, on_gpu = inf.weights(m, t)
+    sections = [Section("parameters", "parameters", None, (
+        Line("parameters.total", "parameters", "derived from the architecture", b.parameters,
+             "sum of every weight tensor's elements", "params.py inventory", "count"),
+        Line("parameters.on_gpu", "on one GPU", f"tp {t.tp} × pp {t.pp}", on_gpu,
+             "vLLM's column/row-parallel Linears and vocab-parallel embeddings", SRC_VLLM, "count")), kind="count")]
+    sections.append(Section("weights", "weights", b.weights, (
+        Line("weights.base", "weights", f"{_n(on_gpu)} params ({inf.weight_dtype(t)})", d["weights.base"],
+             "parameters × bytes (quantized Linears packed)", SRC_VLLM),
+        Line("weights.quant_constants", "quantization constants", t.weight_dtype, d["weights.quant_constants"],
+             "scales, zero points", SRC_VLLM))))
+    rows = min(s.max_num_seqs, s.max_num_batched_tokens)
+    sections.append(Section("activations", "activations (the profile run's peak: the larger of the two)",
+                            b.activations, (
+        Line("activations.profile_forward", "dummy forward", f"{_n(s.max_num_batched_tokens)} tokens × "
+             f"{_n(vllm.forward_bytes_per_token(m, t))} B/token", p.forward,
+             "tokens × c × (3 hidden + the MLP's gate_up and activation, or attention) ÷ tp", SRC_VLLM),
+        Line("activations.profile_sampler", "dummy sampler", f"{_n(rows)} rows × vocab {_n(m.vocab_size or 0)}",
+             p.sampler, "rows × vocab × (c + 26 B: fp32 logits, sort values and int64 indices, masks, softmax, "
+             "scatter) + the forward's hidden states", SRC_VLLM)),
+        (f"activation peak = max(forward, sampler) = {fmt_value(b.activations, 'bytes')}",)))
+    per_request = vllm.blocks_per_request(layout, s, t.seq_len)
+    sections.append(Section("kv_cache", "KV cache (the blocks the run's requests take)", b.kv_cache, (
+        Line("kv_cache.bytes_per_token", "per token, every layer on this GPU", f"{layout.layers} layers",
+             d["kv_cache.bytes_per_token"], "layers × page ÷ block_size", SRC_VLLM_KV, "per_token"),
+        Line("kv_cache.block_bytes", "one block", f"page {_n(layout.page_bytes)} B × {layout.group_size} layers "
+             "per group", d["kv_cache.block_bytes"],
+             "2 × block_size × kv_heads × head_dim × bytes (MLA: block_size × latent) × layers per group",
+             SRC_VLLM_KV),
+        Line("kv_cache.total", "blocks held", f"max({t.batch_size} × {per_request} + 1 null block, one request of "
+             f"max_model_len {_n(s.max_model_len)}) blocks", b.kv_cache,
+             "blocks × block bytes (check_enough_kv_cache_memory needs one max_model_len request)", SRC_VLLM_KV)),
+        (f"a request of max_model_len needs {fmt_value(d['kv_cache.max_model_len_request'], 'bytes')} "
+         "(vLLM refuses to start below it)",)))
+    phase_lines = (
+        _sum_line("phases.profile", "profile run", [("weights", b.weights), ("activation peak", b.activations)],
+                  SRC_VLLM),
+        _sum_line("phases.serving", "serving: weights, KV blocks and a step's activations",
+                  [("weights", b.weights), ("KV cache", b.kv_cache), ("activation peak", b.activations)], SRC_VLLM))
+    sections.append(Section("phases", "phases: what is alive when", b.tensor_peak_bytes, phase_lines,
+                            ("the serving phase wins: vLLM keeps the KV pool allocated",)))
+    util = f"{s.gpu_memory_utilization:g}"
+    sections.append(Section("overhead", "overhead (non-torch memory, and what stays outside the budget)",
+                            b.overhead, (
+        Line("overhead.non_torch", "non-torch memory", "cuBLAS/NCCL" + (", tp > 1" if t.tp * t.pp > 1 else ""),
+             d["overhead.non_torch"], "approximate constant (published logs: 0.03-0.35 GiB on one GPU)", SRC_VLLM),
+        Line("overhead.cuda_context", "CUDA context", "500 MiB", d["overhead.cuda_context"],
+             "outside the budget: vLLM's start snapshot is taken after it", SRC_OVERHEAD),
+        Line("overhead.cuda_graphs", "CUDA graphs", "enforce_eager" if t.enforce_eager else
+             "piecewise + full captures × layers × 176 KiB", d["overhead.cuda_graphs"],
+             "approximate; captured after the KV pool (outside the budget in 0.11)", SRC_VLLM),
+        Line("overhead.utilization_reserve", "left unused by gpu_memory_utilization", f"budget ÷ {util} − budget − "
+             "context − graphs", d["overhead.utilization_reserve"],
+             "the smallest GPU whose utilization share covers the budget", SRC_VLLM)),
+        (f"peak = the smallest GPU = max(budget ÷ {util}, budget + context + graphs) = "
+         f"{fmt_value(b.peak_bytes, 'bytes')}",)))
+    return Explanation(m, t, b, tuple(sections), "serving", b.notes)
+
+
 # --- rendering (pure strings) ------------------------------------------------------------------------
 
 def header(e: Explanation) -> str:
@@ -1122,6 +1199,8 @@ def header(e: Explanation) -> str:
     b = e.breakdown
     if e.training.mode == "inference":
         return f"{name} · inference · {b.parameters:,} parameters"
+    if e.training.mode == "serve":
+        return f"{name} · vLLM serve · {b.parameters:,} parameters"
     o = e.training.objective
     objective = "" if o == "sft" else f" · {_OBJECTIVE_LABELS.get(o, o)}"
     return (f"{name} · {METHOD_LABELS[e.training.method]}{objective} · {b.parameters:,} parameters, "

@@ -121,7 +121,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("oft_block_size", int, 32, "OFT: block size of the block-diagonal rotation (peft oft_block_size; "
         "adjusted to a divisor of each layer's in_features, as peft does)."),
     # Multi-GPU and inference (memory/distributed.py, memory/inference.py).
-    Opt("mode", MODES, "train", "A training step, or serving (KV cache)."),
+    Opt("mode", MODES, "train", "A training step, generate() inference (KV cache), or a vLLM server (serve)."),
     Opt("gpus_per_node", int, 1, "GPUs per node (the verdict is per GPU).", cli="--gpus"),
     Opt("nodes", int, 1, "Nodes."),
     Opt("zero", int, 0, "DeepSpeed ZeRO stage: 0, 1 (optimizer states), 2 (+ gradients), 3 (+ parameters)."),
@@ -137,7 +137,8 @@ OPTIONS: tuple[Opt, ...] = (
         "Lightning); every-micro-batch reduce-scatters each (torchtune)."),
     Opt("fsdp_frozen_grads", bool, False,
         "LoRA under FSDP1 use_orig_params (litgpt): a unit's frozen weights get gradients too."),
-    Opt("context", int, None, "Inference context in tokens (sets --seq-len)."),
+    Opt("context", int, None,
+        "Inference context in tokens, or one request's tokens with --mode serve (sets --seq-len)."),
     Opt("weight_dtype", WEIGHT_DTYPES, "auto",
         "Inference weight format (auto: the precision's)."),
     Opt("kv_dtype", KV_DTYPES, "auto",
@@ -151,6 +152,19 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("logits", LOGITS_KEPT, "last",
         "Inference prefill logits: last (generate's logits_to_keep=1, transformers >= 4.45) or all "
         "(every prompt position plus an fp32 copy, older transformers)."),
+    # vLLM serving (--mode serve, memory/vllm.py): its engine arguments, vLLM's defaults when not given.
+    Opt("gpu_memory_utilization", float, 0.9,
+        "Serve: the fraction of the GPU's memory vLLM takes for weights, the profile run and the KV-cache pool."),
+    Opt("max_model_len", int, None,
+        "Serve: vLLM max_model_len (default: the model's max_position_embeddings); one request of it must fit."),
+    Opt("max_num_seqs", int, None,
+        "Serve: vLLM max_num_seqs, requests batched at once (default: vllm serve's, 256; 1024 on >= 70 GiB GPUs "
+        "but A100s)."),
+    Opt("max_num_batched_tokens", int, None,
+        "Serve: vLLM max_num_batched_tokens, the tokens of one step and of the profile run (default: vllm serve's, "
+        "2048; 8192 on >= 70 GiB GPUs but A100s)."),
+    Opt("block_size", int, 16, "Serve: vLLM KV-cache block size in tokens."),
+    Opt("enforce_eager", bool, False, "Serve: vLLM enforce_eager (no CUDA graphs)."),
     # Memory savers (memory/loss.py).
     Opt("loss", LOSSES, "hf",
         "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), fused-linear "

@@ -49,6 +49,9 @@ def with_changes(t: TrainingSpec, changes: dict[str, Any]) -> TrainingSpec:
     if "seq_len" in changes and t.prompt_len >= changes["seq_len"]:
         # a shorter sequence than the prompt (a search's probe): the prompt shrinks to leave one completion token
         changes = {**changes, "prompt_len": max(changes["seq_len"] - 1, 0)}
+    if "seq_len" in changes and t.max_model_len is not None and changes["seq_len"] > t.max_model_len:
+        # serve: a longer request than --max-model-len (a search's probe) needs that max_model_len (memory/vllm.py)
+        changes = {**changes, "max_model_len": changes["seq_len"]}
     return replace(t, **changes)
 
 

@@ -354,6 +354,15 @@ class TrainingSpec:
     new_tokens: int = 1  # generate(max_new_tokens): the prefill reads seq_len - new_tokens + 1 tokens
     cache_impl: KvCache = "dynamic"  # generate()'s cache (transformers cache_implementation), --kv-cache
     logits: LogitsKept = "last"  # prefill logits: the last position (logits_to_keep=1) or every position
+    # Serving with vLLM (--mode serve, memory/vllm.py): seq_len is one request's tokens (prompt + output) and
+    # batch_size the concurrent requests wanted. None: vLLM's default (max_model_len from config.json,
+    # max_num_seqs / max_num_batched_tokens from `vllm serve`'s defaults for the GPU).
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    block_size: int = 16
+    enforce_eager: bool = False
     # Memory savers (memory/loss.py, memory/savers.py): the loss kernel and torchtune's chunk count.
     loss: LossName = "hf"
     loss_chunks: int = 8  # torchtune CEWithChunkedOutputLoss num_output_chunks
@@ -398,9 +407,13 @@ class TrainingSpec:
         "optimizer_rank": (*POSITIVE, COUNT_CAP),
         "lora_alpha": POSITIVE,
         "lora_dropout": FRACTION,
+        **dict.fromkeys(("max_model_len", "max_num_seqs", "max_num_batched_tokens", "block_size"),
+                        (*POSITIVE, COUNT_CAP)),
+        "gpu_memory_utilization": (("gt", 0), ("le", 1)),
     }
-    INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"lora_alpha", "lora_dropout"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size", "optimizer_rank"))
+    INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"lora_alpha", "lora_dropout", "gpu_memory_utilization"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size", "optimizer_rank",
+                                                    "max_model_len", "max_num_seqs", "max_num_batched_tokens"))
     LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {}
 
     def __post_init__(self) -> None:
@@ -422,6 +435,16 @@ class TrainingSpec:
                             "use it with --method lora and --fsdp, or drop it")
         if self.sequence_parallel and self.tp == 1:
             raise SpecError("", "sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
+        if self.mode == "serve" and (self.zero or self.fsdp != "none" or self.offload != "none"):
+            raise SpecError("", "vLLM shards with --tp/--pp only: drop --zero, --fsdp and --offload")
+        if self.mode != "serve" and (self.gpu_memory_utilization != 0.9 or self.max_model_len is not None
+                                     or self.max_num_seqs is not None or self.max_num_batched_tokens is not None
+                                     or self.block_size != 16 or self.enforce_eager):
+            raise SpecError("", "--gpu-memory-utilization, --max-model-len, --max-num-seqs, --max-num-batched-tokens, "
+                            "--block-size and --enforce-eager are vLLM's: add --mode serve")
+        if self.max_model_len is not None and self.seq_len > self.max_model_len:
+            raise SpecError("", f"a request of {self.seq_len:,} tokens exceeds --max-model-len {self.max_model_len:,} "
+                            "(vLLM rejects it): raise --max-model-len or lower --context")
         if self.mode == "inference":
             if self.zero or self.fsdp != "none" or self.offload != "none":
                 raise SpecError("", "inference shards with --tp/--pp only: drop --zero, --fsdp and --offload")
@@ -430,7 +453,7 @@ class TrainingSpec:
                                 "new tokens - 1): raise --context or lower --new-tokens")
         elif self.new_tokens != 1 or self.cache_impl != "dynamic" or self.logits != "last":
             raise SpecError("", "--new-tokens, --kv-cache and --logits describe generate(): add --mode inference")
-        elif self.weight_dtype != "auto" or self.kv_dtype != "auto":
+        elif self.mode == "train" and (self.weight_dtype != "auto" or self.kv_dtype != "auto"):
             raise SpecError("", "--weight-dtype and --kv-dtype apply to --mode inference; for training use "
                             "--method qlora or --precision")
         if self.method == "freeze" and self.freeze_layers is None:
@@ -469,8 +492,9 @@ class TrainingSpec:
     def _objective_consistent(self) -> None:
         """Preference and reward options (memory/preference.py): what each objective reads."""
         pref = self.objective in ("dpo", "ipo", "kto")
-        if self.objective != "sft" and self.mode == "inference":
-            raise SpecError("", f"--objective {self.objective} is a training objective: drop it with --mode inference")
+        if self.objective != "sft" and self.mode != "train":
+            raise SpecError("", f"--objective {self.objective} is a training objective: drop it with "
+                            f"--mode {self.mode}")
         if self.objective != "sft" and (self.gpus_per_node * self.nodes > 1 or self.tp > 1 or self.pp > 1):
             raise SpecError("", f"--objective {self.objective} is modelled on one GPU: drop --gpus/--nodes/--tp/--pp")
         if pref and self.loss not in ("hf", "trl"):
@@ -519,8 +543,8 @@ class TrainingSpec:
                 # torchtune steps in backward on one GPU or plain data parallel, never with tensor/pipeline stages
                 raise SpecError("", "--optimizer-in-bwd is modelled on one GPU or plain data parallel: drop "
                                 "--zero / --fsdp / --tp / --pp")
-        if self.packing != "none" and self.mode == "inference":
-            raise SpecError("", f"--packing {self.packing} lays out training batches; drop it for --mode inference")
+        if self.packing != "none" and self.mode != "train":
+            raise SpecError("", f"--packing {self.packing} lays out training batches; drop it for --mode {self.mode}")
         if self.head == "mlm" and self.num_labels != 2:
             raise SpecError("", f"--num-labels {self.num_labels} sizes a sequence classifier; the masked-LM head "
                             "predicts the vocabulary: drop --num-labels or use --head seq-cls")

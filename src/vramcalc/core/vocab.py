@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Mode = Literal["train", "inference"]
+# serve: a vLLM server (memory/vllm.py): weights, the profile run, the KV-cache pool sized by gpu_memory_utilization.
+Mode = Literal["train", "inference", "serve"]
 # The PEFT methods beyond LoRA (core/peft_methods.py: their trainable parameters and saved tensors, from peft 0.21's
 # tuners/*): IA3, LN tuning, LoHa, LoKr, VeRA, and the prompt-learning methods.
 Method = Literal["full", "lora", "qlora", "freeze", "ia3", "ln-tuning", "loha", "lokr", "vera", "oft",

@@ -69,16 +69,26 @@ def estimate_rows(
         if len(gpus) > 1:
             gpus = gpus[-1:]  # --max-memory wins over a GPU named in the run file
         training = training_spec(opts.run({**adapter, **run.options}))
+        gpu_spec = gpus[0] if gpus else None
+        serving = gpu_spec if training.mode == "serve" else None  # the GPU a vLLM server runs on
+        if serving is not None:  # vllm serve's defaults depend on the GPU (memory/vllm.py settings)
+            from vramcalc.core.memory import vllm
+
+            training = vllm.with_gpu_defaults(spec, training, serving.memory_bytes, serving.name)
         b = run_estimate(spec, training)
         notes = [n for n in [*model_notes, run.note(), *run.notes, *_stack_notes(training)] if n]
-        gpu_spec = gpus[0] if gpus else None
         warning = precision_note(gpu_spec, training.precision) if gpu_spec is not None else None
         if warning:
             notes.insert(0, warning)
+        if serving is not None:  # what vLLM allocates on this GPU: its pool, blocks and concurrency (memory/vllm.py)
+            notes[:0] = vllm.gpu_report(spec, training, serving.memory_bytes, serving.name)[0]
         if notes:
             b = replace(b, notes=(*notes, *b.notes))
         v = fit(b, gpu_spec) if gpu_spec is not None else None
-        status = classify(b.peak_bytes, gpu_spec.memory_bytes, margin) if gpu_spec is not None else None
+        if serving is not None and v is not None:  # the smallest GPU also leaves (1 - utilization) for context, graphs
+            needed = vllm.min_gpu_bytes(spec, training, training.batch_size, serving.memory_bytes, serving.name)
+            v = replace(v, needed_bytes=needed, headroom_bytes=serving.memory_bytes - needed)
+        status = classify(v.needed_bytes, v.gpu.memory_bytes, margin) if v is not None else None
         if status == "FITS" and run.unmodelled:
             status = "TIGHT"  # keys that change memory and are not modelled (named in the run's first note)
         rows.append(EstimateRow(run.name, spec, training, b, v, status, run if config else None))

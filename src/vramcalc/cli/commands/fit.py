@@ -65,6 +65,12 @@ def fit_command(
         raise BadInput("fit needs a GPU: pass --gpu NAME (see: vramcalc gpus) or --max-memory 20GB")
     target = found[0]
     training = training_spec(opts.run(run.options))
+    if training.mode == "serve":  # vLLM: concurrency, max_model_len, utilization, smallest GPU (memory/vllm.py)
+        doc = _serve_doc(spec, training, target, m, units)
+        _print_serve_fit(doc, fmt, units)
+        if check and doc["status"] == "DOES NOT FIT":
+            raise typer.Exit(code=1)
+        return
     rep = fit_report(spec, training, target.memory_bytes, m)
     from vramcalc.core.saver_ranking import rank_savers
     from vramcalc.io.stacks import offering, stack_notes
@@ -233,3 +239,89 @@ def margin_text_from_doc(doc: dict[str, Any]) -> str:
     return Margin(doc["margin"]["fraction"], doc["margin"]["source"]).describe()
 
 
+
+
+def _serve_doc(spec: Any, training: Any, target: Any, m: Any, units: str) -> dict[str, Any]:
+    """`fit --mode serve`: what a vLLM server of `spec` holds on `target`, and the smallest GPU preset for the run."""
+    from vramcalc.cli import render
+    from vramcalc.core.margin import classify
+    from vramcalc.core.memory import vllm
+    from vramcalc.io import presets
+
+    f = vllm.serve_fit(spec, training, target.memory_bytes, target.name)
+    report, _ = vllm.gpu_report(spec, vllm.with_gpu_defaults(spec, training, target.memory_bytes, target.name),
+                                target.memory_bytes, target.name)
+    status = classify(f.min_gpu_bytes, target.memory_bytes, m) if f.serves else "DOES NOT FIT"
+    smallest = None
+    for g in sorted(presets.gpus().specs, key=lambda g: (g.memory_bytes, g.name)):
+        if vllm.min_gpu_bytes(spec, training, training.batch_size, g.memory_bytes, g.name) <= g.memory_bytes:
+            smallest = {"name": g.name, "display_name": g.display_name, "memory_bytes": g.memory_bytes}
+            break
+    return {
+        "model": spec.name,
+        "gpu": {"name": target.name, "display_name": target.display_name, "memory_bytes": target.memory_bytes},
+        "settings": render.settings(training),
+        "peak_bytes": f.min_gpu_bytes,
+        "fits": status != "DOES NOT FIT",
+        "status": status,
+        "headroom_bytes": target.memory_bytes - f.min_gpu_bytes,
+        "margin": m.doc(f.min_gpu_bytes),
+        "request_tokens": training.seq_len,
+        "requests": training.batch_size,
+        "max_concurrent_requests": f.concurrent_requests,
+        "pool_concurrent_requests": f.pool_requests,
+        "max_num_seqs": f.settings.max_num_seqs,
+        "max_model_len": f.settings.max_model_len,
+        "longest_max_model_len": f.pool.max_len_that_fits,
+        "gpu_memory_utilization": f.settings.gpu_memory_utilization,
+        "gpu_memory_utilization_needed": f.utilization_needed,
+        "kv_cache_bytes": f.pool.pool_bytes,
+        "kv_cache_tokens": f.pool.tokens,
+        "num_blocks": f.pool.num_blocks,
+        "smallest_gpu": smallest,
+        "units": units,
+        "notes": list(report),
+    }
+
+
+def _print_serve_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
+    from vramcalc.cli.render import format_bytes
+
+    if fmt in ("json", "yaml"):
+        emit(doc, fmt)
+        return
+    keys = ["model", "gpu", "status", "request_tokens", "max_concurrent_requests", "longest_max_model_len",
+            "gpu_memory_utilization_needed", "smallest_gpu"]
+    if fmt == "csv":
+        row = {**doc, "gpu": doc["gpu"]["name"], "smallest_gpu": (doc["smallest_gpu"] or {}).get("name", "")}
+        typer.echo(csv_text(keys, [row]), nl=False)
+        return
+    need = doc["gpu_memory_utilization_needed"]
+    small = doc["smallest_gpu"]
+    head = (f"{doc['model']} served by vLLM on {doc['gpu']['display_name']} "
+            f"({format_bytes(doc['gpu']['memory_bytes'], units)}): {doc['requests']:,} request(s) of "
+            f"{doc['request_tokens']:,} tokens need a {format_bytes(doc['peak_bytes'], units)} GPU, {doc['status']}")
+    limits = [
+        (f"concurrent requests of {doc['request_tokens']:,} tokens",
+         f"{doc['max_concurrent_requests']:,}" + (f" (max_num_seqs {doc['max_num_seqs']}; the pool holds "
+                                                   f"{doc['pool_concurrent_requests']:,})"
+                                                   if doc["pool_concurrent_requests"] > doc["max_num_seqs"] else "")),
+        ("longest max_model_len", f"{doc['longest_max_model_len']:,}" if doc["longest_max_model_len"]
+         else "none (vLLM cannot start)"),
+        (f"gpu_memory_utilization for {doc['requests']:,} request(s)", f"{need:.2f}" if need is not None
+         else "none is enough on this GPU"),
+        ("smallest GPU preset", f"{small['display_name']} ({format_bytes(small['memory_bytes'], units)})"
+         if small else "none of the presets"),
+    ]
+    if fmt == "markdown":
+        lines = [f"### {head}", "", "| limit | value |", "| --- | ---: |"]
+        lines += [f"| {a} | {b} |" for a, b in limits]
+        lines += [""] + [f"- {n}" for n in doc["notes"]]
+        typer.echo("\n".join(lines) + "\n", nl=False)
+        return
+    con = console()
+    con.print(head, style=STATUS_STYLE[doc["status"]], soft_wrap=True)
+    for a, b in limits:
+        con.print(f"  {a}: {b}", soft_wrap=True)
+    for n in doc["notes"]:
+        con.print(f"note: {n}", style="dim", soft_wrap=True)

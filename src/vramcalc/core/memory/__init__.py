@@ -25,6 +25,7 @@ from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
+from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory.activations import (
     batch_rows,
     dora_forward_transient,
@@ -146,6 +147,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     if training.mode == "inference":
         # SpecError when the run cannot exist; notes when it is unusual (core/checks.py)
         return _estimate_inference(model, training, check_run(model, training))
+    if training.mode == "serve":
+        return _estimate_serve(model, training, check_settings(model, training))
     checked = check_sequence(model, training.seq_len)  # the rest of the checks run once per plan
     if training.objective != "sft":  # memory/preference.py: chosen and rejected stacked, 2B sequences
         training = _preference.policy_view(training)
@@ -238,6 +241,68 @@ def _accum_note(grad_accum: int) -> str:
 
 
 # --- Per-settings plans -----------------------------------------------------------------------------
+def _estimate_serve(model: ModelSpec, training: TrainingSpec, checked: tuple[str, ...] = ()) -> Breakdown:
+    """A vLLM server (memory/vllm.py) holding `batch_size` concurrent requests of `seq_len` tokens, per GPU.
+
+    The components are what vLLM's budget (gpu_memory_utilization × the GPU) must cover, plus what stays outside
+    it: weights, the profile run's activation peak, the KV blocks those requests take (at least one request of
+    max_model_len, vLLM's start check), and the overhead (non-torch memory, CUDA context, CUDA graphs, and the
+    share of the GPU the utilization leaves unused). The peak is the smallest GPU on which this runs.
+    """
+    from vramcalc.core.errors import SpecError
+    from vramcalc.core.vocab import ENCODER_FAMILIES
+
+    if not model.has_architecture:
+        raise SpecError("", f"--mode serve sizes vLLM's KV cache from the architecture, and {model.name} is a "
+                        "parameter count only: use a preset with an architecture or a config.json")
+    if model.family in ENCODER_FAMILIES:
+        raise SpecError("", f"{model.name} is an encoder: vLLM serves it without a KV cache (pooling); --mode "
+                        "serve models generation: use --mode inference")
+    s = _vllm.settings(model, training)
+    layout = _vllm.kv_layout(model, training)
+    p = _vllm.profile(model, training, s)
+    kv, budget = _vllm.demand_bytes(model, training, training.batch_size)
+    _, constants, _ = _inference.weights(model, training)
+    utilized = -(-budget * 10**6 // round(s.gpu_memory_utilization * 10**6))  # the GPU whose budget is `budget`
+    reserve = max(0, utilized - budget - p.outside_budget)
+    notes = list(checked)
+    if training.seq_len > (model.max_position_embeddings or training.seq_len) and training.max_model_len is None:
+        notes.append(f"requests of {training.seq_len:,} tokens exceed {model.name}'s max_position_embeddings "
+                     f"{model.max_position_embeddings:,}: vLLM refuses such a max_model_len unless "
+                     "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 (or RoPE scaling); counted with max_model_len = the request.")
+    per_request = _vllm.blocks_per_request(layout, s, training.seq_len)
+    notes.append(f"{training.batch_size:,} concurrent request(s) of {training.seq_len:,} tokens: "
+                 f"{per_request:,} KV block(s) of {_vllm.block_bytes(layout):,} B each per request; the peak is the "
+                 f"smallest GPU on which vLLM starts and holds them (give --gpu for the pool it allocates there).")
+    notes += _vllm.notes(model, training, s, layout)
+    details = {
+        "weights.base": p.weights - constants,
+        "weights.quant_constants": constants,
+        "activations.profile_forward": p.forward,
+        "activations.profile_sampler": p.sampler,
+        "kv_cache.bytes_per_token": layout.page_bytes * layout.layers // s.block_size,
+        "kv_cache.block_bytes": _vllm.block_bytes(layout),
+        "kv_cache.max_model_len_request": _vllm.request_bytes(layout, s, s.max_model_len),
+        "overhead.non_torch": p.non_torch,
+        "overhead.cuda_context": p.cuda_context,
+        "overhead.cuda_graphs": p.cuda_graphs,
+        "overhead.utilization_reserve": reserve,
+    }
+    layout_doc: dict[str, int | str] | None = None
+    if training.tp > 1 or training.pp > 1:
+        layout_doc = {"gpus_per_node": training.gpus_per_node, "nodes": training.nodes,
+                      "world_size": _distributed.world_size(training), "tp": training.tp, "pp": training.pp,
+                      "dp": _distributed.data_parallel(training), "strategy": "vllm"}
+    tensors = p.weights + p.activation_peak + kv
+    return Breakdown(
+        model=model.name, parameters=count_params(model), trainable_parameters=0,
+        weights=p.weights, gradients=0, optimizer_state=0, activations=p.activation_peak, temporaries=0,
+        overhead=p.non_torch + p.outside_budget + reserve,
+        phases={"profile": p.weights + p.activation_peak, "serving": tensors}, details=details,
+        notes=tuple(notes), kv_cache=kv, parallelism=layout_doc, active_parameters=active_params(model),
+    )
+
+
 # Everything of `estimate` that depends on the model and the training settings but not on the token
 # shape (batch_size, seq_len, grad_accum) is computed once per (model, settings) and kept here, so a
 # sweep over batch and sequence length pays only for the per-token arithmetic (issue #7: throughput).
