@@ -383,7 +383,40 @@ def peft_grid() -> list[dict[str, Any]]:
             shape, skw = PEFT_SHAPES[si]
             opts = dict(kw, precision="bf16", **skw)
             cases.append({"id": f"{model} | {label} | {shape}", "model": model, "method": label, "training": opts})
+    for model, label, kw, shape in PEFT_NEW_CASES:
+        skw = dict(PEFT_SHAPES)[shape]
+        cases.append({"id": f"{model} | {label} | {shape}", "model": model, "method": label,
+                      "training": dict(kw, precision="bf16", **skw)})
     return cases
+
+
+# Issue 18's remaining methods (BOFT, MiSS, C3A, SHiRA), four runs each over TinyLlama (llama: GQA 4:32, 32k untied)
+# and Qwen2.5-0.5B (qwen2: q/k/v biases, 152k tied; hidden 896, so C3A's block is 128, a divisor of 896 and of
+# the 128-wide k/v projections), checkpointing off and on, sdpa and eager.
+PEFT_NEW_CASES: tuple[tuple[str, str, dict[str, Any], str], ...] = (
+    ("tinyllama-1.1b", "boft b4", {"method": "boft"}, "b1 s512 sdpa"),
+    ("tinyllama-1.1b", "boft n16 all-linear", {"method": "boft", "boft_block_size": 0, "boft_block_num": 16,
+                                               "lora_targets": ("all-linear",)}, "b2 s512 sdpa gc"),
+    ("qwen2.5-0.5b", "boft b8", {"method": "boft", "boft_block_size": 8}, "b2 s1024 sdpa"),
+    ("qwen2.5-0.5b", "boft b4 q,k,v,o", {"method": "boft", "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")},
+     "b2 s512 sdpa gc"),
+    ("tinyllama-1.1b", "miss r64", {"method": "miss"}, "b2 s1024 sdpa"),
+    ("tinyllama-1.1b", "miss r64 all-linear", {"method": "miss", "lora_targets": ("all-linear",)}, "b2 s512 sdpa gc"),
+    ("qwen2.5-0.5b", "miss r32 all-linear", {"method": "miss", "miss_rank": 32, "lora_targets": ("all-linear",)},
+     "b1 s1024 eager"),
+    ("qwen2.5-0.5b", "miss r64", {"method": "miss"}, "b2 s512 sdpa gc"),
+    ("tinyllama-1.1b", "c3a b256", {"method": "c3a"}, "b1 s1024 eager"),
+    ("tinyllama-1.1b", "c3a b256 all-linear", {"method": "c3a", "lora_targets": ("all-linear",)}, "b2 s512 sdpa gc"),
+    ("qwen2.5-0.5b", "c3a b128", {"method": "c3a", "c3a_block_size": 128}, "b2 s1024 sdpa"),
+    ("qwen2.5-0.5b", "c3a b128 all-linear", {"method": "c3a", "c3a_block_size": 128,
+                                             "lora_targets": ("all-linear",)}, "b2 s512 sdpa gc"),
+    ("tinyllama-1.1b", "shira r32", {"method": "shira"}, "b2 s1024 sdpa"),
+    ("tinyllama-1.1b", "shira r32 all-linear", {"method": "shira", "lora_targets": ("all-linear",)},
+     "b2 s512 sdpa gc"),
+    ("qwen2.5-0.5b", "shira r32", {"method": "shira"}, "b1 s512 sdpa"),
+    ("qwen2.5-0.5b", "shira r16 all-linear", {"method": "shira", "shira_rank": 16, "lora_targets": ("all-linear",)},
+     "b1 s1024 eager"),
+)
 
 
 # The LoRA-variants grid (`--grid lora-variants`, issue 13): DoRA (peft use_dora), modules_to_save and LoRA on the

@@ -133,6 +133,11 @@ PEFT_CONFIGS = {
     "prefix-tuning": {"method": "prefix-tuning", "batch_size": 2},
     "prefix-eager-projection": {"method": "prefix-tuning", "attention": "eager", "prefix_projection": True,
                                 "seq_len": 256},
+    "boft": {"method": "boft", "batch_size": 2},
+    "boft-blocks-ckpt": {"method": "boft", "boft_block_size": 0, "boft_block_num": 8, "grad_checkpointing": True},
+    "miss-all-linear": {"method": "miss", "miss_rank": 32, "lora_targets": ("all-linear",)},
+    "c3a-eager": {"method": "c3a", "c3a_block_size": 128, "attention": "eager", "seq_len": 256},
+    "shira-bf16": {"method": "shira", "shira_rank": 16, "adapter_dtype": "bf16"},
 }
 # The preference and reward objectives (issue 14) and their options.
 OBJECTIVE_CONFIGS = {

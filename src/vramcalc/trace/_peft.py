@@ -45,6 +45,17 @@ def peft_config(model: ModelSpec, training: TrainingSpec) -> Any:
     if method == "oft":
         return peft.OFTConfig(**common, r=0, oft_block_size=training.oft_block_size,
                               target_modules=rank["target_modules"])
+    if method == "boft":  # boft_n_butterfly_factor 1 (peft's default)
+        return peft.BOFTConfig(**common, boft_block_size=training.boft_block_size,
+                               boft_block_num=training.boft_block_num, target_modules=rank["target_modules"])
+    if method == "miss":
+        return peft.MissConfig(**common, r=training.miss_rank, target_modules=rank["target_modules"])
+    if method == "c3a":
+        return peft.C3AConfig(**common, block_size=training.c3a_block_size, target_modules=rank["target_modules"])
+    if method == "shira":
+        config = peft.ShiraConfig(**common, r=training.shira_rank, target_modules=rank["target_modules"])
+        config.mask_fn = _host_random_mask
+        return config
     if method == "trainable-tokens":
         embedding = "wte" if model.family.lower() == "gpt2" else "embed_tokens"
         return peft.TrainableTokensConfig(token_indices=list(range(training.trainable_tokens)),
@@ -69,6 +80,8 @@ def wrap(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec) -> Any:
         for module in wrapped.modules():
             if hasattr(module, "_get_delta_activations") and hasattr(module, "module_dropout"):
                 _run_adapters_always(module)
+    if training.method == "shira":
+        _indices_as_buffers(wrapped)
     if training.method != "ln-tuning":  # LN tuning trains copies of the norms in the model's dtype
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[training.adapter_dtype]
         for p in wrapped.parameters():
@@ -165,3 +178,25 @@ def _run_adapters_always(layer: Any) -> None:
         return out
 
     layer.forward = forward
+
+
+def _host_random_mask(base_layer: torch.nn.Module, r: int, random_seed: int | None = None, **kwargs: Any) -> Any:
+    """peft tuners/shira/mask_functions.py random_mask, drawn on the host: the meta-device model's mask cannot be
+    read back by torch.where (ShiraLayer.update_layer), so the same r x (in + out) positions are drawn on the CPU."""
+    from peft.tuners.shira.mask_functions import random_mask
+
+    host = torch.nn.Linear(1, 1, bias=False, device="cpu")  # random_mask reads its shape and its weight's device
+    host.in_features, host.out_features = base_layer.in_features, base_layer.out_features
+    return random_mask(host, r, random_seed)
+
+
+def _indices_as_buffers(wrapped: torch.nn.Module) -> None:
+    """SHiRA's shira_indices is a plain dict of int32 tensors on the base weight's device (a GPU run draws the mask
+    there). The host-drawn indices become a BufferDict (peft tuners/_buffer_dict.py), so the tracer gives them device
+    storage like every buffer, as a run that puts the model on the GPU has them."""
+    from peft.tuners._buffer_dict import BufferDict
+
+    for module in wrapped.modules():
+        indices = module.__dict__.get("shira_indices")
+        if isinstance(indices, dict) and indices:
+            module.shira_indices = BufferDict(dict(indices), persistent=False)

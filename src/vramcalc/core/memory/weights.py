@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -248,8 +249,11 @@ def _peft_weight_bytes(model: ModelSpec, training: TrainingSpec, total_params: i
         buffers = 4 * peft_methods.vera_projection_elements(model, training)  # vera_A, vera_B: torch.randn, fp32
     if training.method == "trainable-tokens":  # trainable_tokens_original: a copy of the trained rows (buffer)
         buffers = trainable * elem
-    if training.method == "oft":  # OFTRotationModule's rows / cols buffers: torch.triu_indices, int64
-        buffers = 8 * 2 * sum(shape[1] * count for shape, count in tensors)
+    entry = peft_methods.method_of(training.method, training)
+    if entry is not None and entry.linear is not None:  # per-Linear buffers (OFT, BOFT, SHiRA: LinearRule.buffers)
+        for lin, _ in peft_methods.adapted_linears(model, training):
+            for shape, elem_bytes in entry.linear.buffers(lin.in_features, lin.out_features):
+                buffers += lin.count * elem_bytes * math.prod(shape)
     return WeightBytes(total_params * w, 0, trainable * elem + buffers, total_params, trainable, tensors,
                        adapter_buffers=buffers)
 
@@ -433,8 +437,8 @@ def _peft_groups(model: ModelSpec, training: TrainingSpec, w: int, adapter_elem:
             each = lin.count // per_kind_layers[where]
             for i, shape in enumerate(entry.linear.shapes(lin.in_features, lin.out_features, training.lora_rank, ff)):
                 in_layers[where].append((adapter(lin.module, i, shape, each), True))
-                if training.method == "oft":  # OFTRotationModule's rows / cols buffers: torch.triu_indices, int64
-                    in_layers[where].append((StoredTensor("", "buffer", (2, shape[1]), each, 8, False), False))
+            for shape, elem_bytes in entry.linear.buffers(lin.in_features, lin.out_features):  # OFT, BOFT, SHiRA
+                in_layers[where].append((StoredTensor("", "buffer", shape, each, elem_bytes, False), False))
         return
     if entry.kind == "norm":  # LN tuning: copies of the targeted norms in the model's dtype
         ((shape, count),) = peft_methods.trainable_tensors(model, training)
