@@ -390,9 +390,9 @@ def peft_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# Issue 18's remaining methods (BOFT, MiSS, C3A, SHiRA), four runs each over TinyLlama (llama: GQA 4:32, 32k untied)
-# and Qwen2.5-0.5B (qwen2: q/k/v biases, 152k tied; hidden 896, so C3A's block is 128, a divisor of 896 and of
-# the 128-wide k/v projections), checkpointing off and on, sdpa and eager.
+# Issue 18's remaining methods (BOFT, MiSS, C3A, SHiRA, adaption prompt), four runs each over TinyLlama (llama: GQA
+# 4:32, 32k untied) and Qwen2.5-0.5B (qwen2: q/k/v biases, 152k tied; hidden 896, so C3A's block is 128, a divisor of
+# 896 and of the 128-wide k/v projections), checkpointing off and on, sdpa and eager.
 PEFT_NEW_CASES: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("tinyllama-1.1b", "boft b4", {"method": "boft"}, "b1 s512 sdpa"),
     ("tinyllama-1.1b", "boft n16 all-linear", {"method": "boft", "boft_block_size": 0, "boft_block_num": 16,
@@ -415,6 +415,14 @@ PEFT_NEW_CASES: tuple[tuple[str, str, dict[str, Any], str], ...] = (
      "b2 s512 sdpa gc"),
     ("qwen2.5-0.5b", "shira r32", {"method": "shira"}, "b1 s512 sdpa"),
     ("qwen2.5-0.5b", "shira r16 all-linear", {"method": "shira", "shira_rank": 16, "lora_targets": ("all-linear",)},
+     "b1 s1024 eager"),
+    # adaption prompt: peft's AdaptedAttention covers llama and mistral; Llama-3.2-1B (GQA 8:32, 128k tied) is the
+    # second architecture
+    ("tinyllama-1.1b", "adaption-prompt l10", {"method": "adaption-prompt"}, "b1 s512 sdpa"),
+    ("tinyllama-1.1b", "adaption-prompt l16 top8", {"method": "adaption-prompt", "adapter_len": 16,
+                                                    "adapter_layers": 8}, "b2 s512 sdpa gc"),
+    ("llama-3.2-1b", "adaption-prompt l10", {"method": "adaption-prompt"}, "b2 s1024 sdpa"),
+    ("llama-3.2-1b", "adaption-prompt l10 top8", {"method": "adaption-prompt", "adapter_layers": 8},
      "b1 s1024 eager"),
 )
 

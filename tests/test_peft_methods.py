@@ -51,6 +51,8 @@ COUNT_CASES = [
     ("qwen2.5-0.5b", "c3a", {"c3a_block_size": 128, "lora_targets": ("all-linear",)}),
     ("tinyllama-1.1b", "shira", {}),
     ("qwen2.5-0.5b", "shira", {"shira_rank": 16, "lora_targets": ("all-linear",)}),
+    ("tinyllama-1.1b", "adaption-prompt", {}),
+    ("llama-3.2-1b", "adaption-prompt", {"adapter_len": 16, "adapter_layers": 8}),
 ]
 
 
@@ -84,7 +86,7 @@ def test_every_table_method_is_a_method_choice() -> None:
     assert set(TABLE) <= set(METHODS)
     assert {m.peft_type for m in TABLE.values()} == {"IA3", "LN_TUNING", "LOHA", "LOKR", "VERA", "OFT", "FOURIERFT",
                                                     "TRAINABLE_TOKENS", "PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING",
-                                                    "BOFT", "MISS", "C3A", "SHIRA"}
+                                                    "BOFT", "MISS", "C3A", "SHIRA", "ADAPTION_PROMPT"}
 
 
 def test_lokr_factorization_matches_peft_examples() -> None:
@@ -205,6 +207,11 @@ def test_cli_options_a_method_ignores_are_noted(capsys: pytest.CaptureFixture[st
     (["tinyllama-1.1b", "--method", "shira", "--shira-rank", "1000"],  # v_proj: 1000 x (2048 + 256) > 256 x 2048
      "error: --shira-rank 1000 gives more SHiRA weights than an adapted Linear's 256 x 2048 weights (peft "
      "refuses it): lower it"),
+    (["tinyllama-1.1b", "--method", "adaption-prompt", "--adapter-layers", "30"],
+     "error: --adapter-layers 30 exceeds tinyllama-1.1b's 22 layers (peft refuses it): lower it"),
+    (["gpt2", "--method", "adaption-prompt"],
+     "error: vramcalc models adaption prompt on llama and mistral models only (peft's AdaptedAttention), not family "
+     "'gpt2'"),
     (["gpt2", "--method", "c3a"],
      "error: peft's c3a cannot adapt GPT-2's Conv1D layers: choose another model or method (ia3, vera, ln-tuning, "
      "prompt-tuning, p-tuning, prefix-tuning)"),
@@ -244,6 +251,21 @@ def test_boft_keeps_three_rotation_sized_matrices_per_module() -> None:
     two = estimate(m, TrainingSpec(method="boft", precision="bf16", batch_size=2, seq_len=512))
     per_sample = two.details["activations.per_layer"] - one.details["activations.per_layer"]
     assert one.details["activations.per_layer"] - per_sample == 2 * 3 * 2048 * 2048 * 2
+
+
+def test_adaption_prompt_saves_only_in_its_layers() -> None:
+    # Without checkpointing the frozen layers below the adapted ones record no graph: 8 adapted layers of 22 save
+    # 8/22 of what 22 adapted layers save (the same per-layer set); each adapted layer saves beyond a frozen
+    # layer its rotated queries (2048 x 2 B), the fp32 softmax over the 10 x 32 prompt scores, their 16-bit cast
+    # and the gated scores (2 x 2 B each) per token (peft tuners/adaption_prompt/layer.py AdaptedAttention).
+    m = presets.find_model("tinyllama-1.1b")
+    every = estimate(m, TrainingSpec(method="adaption-prompt", precision="bf16"))
+    top8 = estimate(m, TrainingSpec(method="adaption-prompt", precision="bf16", adapter_layers=8))
+    assert every.details["activations.per_layer"] == top8.details["activations.per_layer"]
+    prompt = estimate(m, TrainingSpec(method="prompt-tuning", precision="bf16", virtual_tokens=1, seq_len=511))
+    # and per sequence the prompt's keys and values repeated to the 32 heads (10 x 2048 x 2 B each)
+    assert every.details["activations.per_layer"] - prompt.details["activations.per_layer"] == \
+        512 * (2 * 2048 + (4 + 2 * 2) * 10 * 32) + 2 * 2 * 2048 * 10
 
 
 def test_miss_saves_its_rank_wide_sum() -> None:
@@ -287,7 +309,10 @@ def _adapter(tmp_path: Path, cfg: dict[str, object]) -> Path:
      {"method": "c3a", "c3a_block_size": 128, "lora_targets": "v_proj"}),
     ({"peft_type": "SHIRA", "r": 8, "mask_type": "random", "target_modules": ["q_proj"]},
      {"method": "shira", "shira_rank": 8, "lora_targets": "q_proj"}),
-], ids=["ia3", "prefix", "lokr", "ln-tuning", "oft", "trainable-tokens", "boft", "miss", "bone", "c3a", "shira"])
+    ({"peft_type": "ADAPTION_PROMPT", "adapter_len": 10, "adapter_layers": 30, "target_modules": "self_attn"},
+     {"method": "adaption-prompt", "adapter_len": 10, "adapter_layers": 30}),
+], ids=["ia3", "prefix", "lokr", "ln-tuning", "oft", "trainable-tokens", "boft", "miss", "bone", "c3a", "shira",
+        "adaption-prompt"])
 def test_adapter_config_maps_to_method_and_options(tmp_path: Path, cfg: dict[str, object],
                                                    options: dict[str, object]) -> None:
     from vramcalc.io.resolve import adapter_options
@@ -296,7 +321,7 @@ def test_adapter_config_maps_to_method_and_options(tmp_path: Path, cfg: dict[str
 
 
 @pytest.mark.parametrize(("cfg", "fragment"), [
-    ({"peft_type": "ADAPTION_PROMPT"}, "peft_type 'ADAPTION_PROMPT' is not modelled"),
+    ({"peft_type": "HRA"}, "peft_type 'HRA' is not modelled"),
     ({"peft_type": "BOFT", "boft_n_butterfly_factor": 2}, "boft_n_butterfly_factor 2: vramcalc models BOFT"),
     ({"peft_type": "MISS", "init_weights": "bat"}, "init_weights 'bat': vramcalc models MISS"),
     ({"peft_type": "SHIRA", "mask_type": "custom"}, "mask_type 'custom': vramcalc models SHIRA"),

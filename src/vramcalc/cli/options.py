@@ -26,7 +26,7 @@ _PANEL_OF: dict[str, str] = {
                      "double_quant", "kbit_prep", "freeze_layers", "train_head"), "LoRA, QLoRA and freeze"),
     **dict.fromkeys(("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward",
                      "oft_block_size", "trainable_tokens", "n_frequency", "boft_block_size", "boft_block_num",
-                     "miss_rank", "c3a_block_size", "shira_rank"),
+                     "miss_rank", "c3a_block_size", "shira_rank", "adapter_len", "adapter_layers"),
                     "Other PEFT methods"),
     **dict.fromkeys(("gpus_per_node", "nodes", "zero", "fsdp", "offload", "tp", "pp", "sequence_parallel",
                      "grad_sync", "fsdp_frozen_grads"),

@@ -270,6 +270,8 @@ def _shape(shape: tuple[int, ...]) -> str:
 _TENSOR_NAMES = {
     "ln-tuning": ("norm copies (weight, and LayerNorm's bias)",),
     "prompt-tuning": ("virtual token embeddings",),
+    "adaption-prompt": ("adaption_prompt (1 × adapter_len × hidden) per adapted layer",
+                        "adaption_gate per adapted layer"),
     "trainable-tokens": ("trainable_tokens_delta (the trained rows)",),
     "p-tuning": ("virtual token embeddings", "encoder Linear 1 weight", "encoder Linear 1 bias",
                  "encoder Linear 2 weight", "encoder Linear 2 bias", "encoder Linear 3 weight",
@@ -406,7 +408,8 @@ def _peft_weights(m: ModelSpec, t: TrainingSpec, w: WeightBytes) -> list[Line]:
     label = METHOD_LABELS[t.method]
     dtype = recipe_of(t).weight if t.method not in ADAPTER_DTYPE_METHODS else t.adapter_dtype
     a = dtype_bytes(dtype)
-    why = ("LN tuning trains copies of the norms in the model's dtype" if t.method not in ADAPTER_DTYPE_METHODS
+    why = ("LN tuning's norm copies and adaption prompt's prompts are in the model's dtype"
+           if t.method not in ADAPTER_DTYPE_METHODS
            else "peft get_peft_model autocast_adapter_dtype: 16-bit adapter weights kept in fp32 by default")
     out = [Line("weights.adapters", f"{label} trainable tensors ({dtype})", f"{_n(w.trainable)} params × {a} B "
                 f"({dtype})", w.adapters - w.adapter_buffers, "trainable parameters × bytes per adapter weight",

@@ -128,6 +128,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("c3a_block_size", int, 256, "C3A: block size of the block-circulant delta (peft block_size); must divide "
         "every adapted Linear's in and out features."),
     Opt("shira_rank", int, 32, "SHiRA: r x (in + out) weights trained per adapted Linear (peft r)."),
+    Opt("adapter_len", int, 10, "Adaption prompt (LLaMA-Adapter): prompt tokens per adapted layer (peft adapter_len; "
+        "10 as in the paper)."),
+    Opt("adapter_layers", int, None, "Adaption prompt: how many top layers are adapted (peft adapter_layers; "
+        "default: every layer)."),
     # Multi-GPU and inference (memory/distributed.py, memory/inference.py).
     Opt("mode", MODES, "train", "A training step, or serving (KV cache)."),
     Opt("gpus_per_node", int, 1, "GPUs per node (the verdict is per GPU).", cli="--gpus"),

@@ -29,7 +29,7 @@ from vramcalc.core.params import AUTO_TARGETS, Linear, head_dim, kv_heads, resol
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
-Kind = Literal["linear", "norm", "prompt", "embedding"]
+Kind = Literal["linear", "norm", "prompt", "embedding", "attention"]
 Shapes = tuple[tuple[int, ...], ...]
 
 
@@ -316,6 +316,8 @@ TABLE: dict[str, PeftMethod] = {m.name: m for m in (
                "adapter_dtype"), _c3a_rule(256)),
     PeftMethod("shira", "SHIRA", "linear", "peft/tuners/shira/layer.py", ("shira_rank", "lora_targets",
                "adapter_dtype"), _shira_rule(32)),
+    PeftMethod("adaption-prompt", "ADAPTION_PROMPT", "attention", "peft/tuners/adaption_prompt/layer.py",
+               ("adapter_len", "adapter_layers")),
     PeftMethod("trainable-tokens", "TRAINABLE_TOKENS", "embedding", "peft/tuners/trainable_tokens/layer.py",
                ("trainable_tokens", "adapter_dtype")),
     PeftMethod("prompt-tuning", "PROMPT_TUNING", "prompt", "peft/tuners/prompt_tuning/model.py",
@@ -327,9 +329,12 @@ TABLE: dict[str, PeftMethod] = {m.name: m for m in (
 )}
 BY_PEFT_TYPE = {m.peft_type: m.name for m in TABLE.values()}
 BY_PEFT_TYPE["BONE"] = "miss"  # peft renamed Bone to MiSS (tuners/miss); older adapter_config.json files say BONE
+# Methods whose trainable tensors are in the model's dtype: LN tuning's norm copies, and adaption prompt's prompts and
+# gates (AdaptedAttention: target_dtype = q_proj.weight.dtype; autocast_adapter_dtype casts tuner layers only).
+MODEL_DTYPE_METHODS = frozenset({"ln-tuning", "adaption-prompt"})
 # Methods whose trainable tensors are adapters kept in --adapter-dtype (peft get_peft_model's
-# autocast_adapter_dtype casts 16-bit adapter weights to fp32); LN tuning trains copies in the model's dtype.
-ADAPTER_DTYPE_METHODS = frozenset({"lora", "qlora", *(n for n in TABLE if n != "ln-tuning")})
+# autocast_adapter_dtype casts 16-bit adapter weights to fp32).
+ADAPTER_DTYPE_METHODS = frozenset({"lora", "qlora", *(n for n in TABLE if n not in MODEL_DTYPE_METHODS)})
 # Methods whose base model is frozen whole (no base Linear saves its input).
 FROZEN_BASE_METHODS = frozenset({"lora", "qlora", *TABLE})
 
@@ -439,6 +444,11 @@ def trainable_tensors(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[tuple[int, .
         # tuners/ln_tuning/layer.py: a deepcopy of each targeted norm is trained (weight, and LayerNorm's bias).
         per_norm = ((h,), 2 if m.norm == "layernorm" else 1)
         return ((per_norm[0], per_norm[1] * norm_count(m)),)
+    if entry.kind == "attention":
+        # AdaptedAttention (tuners/adaption_prompt/layer.py): adaption_prompt (1, adapter_len, hidden) and
+        # adaption_gate (1,) in each of the top adapter_layers attention modules.
+        k = adaption_layers(m, t)
+        return (((1, t.adapter_len, h), k), ((1,), k))
     if t.method == "prompt-tuning":
         return (((n, h), 1),)  # PromptEmbedding: Embedding(num_virtual_tokens, token_dim)
     if t.method == "trainable-tokens":
@@ -501,6 +511,37 @@ def prompt_encoder_saved_per_sample(m: ModelSpec, t: TrainingSpec) -> int:
     return 0
 
 
+ADAPTION_PROMPT_FAMILIES = ("llama", "mistral")  # tuners/adaption_prompt/config.py TRANSFORMERS_MODEL_CONFIG
+
+
+def adaption_layers(m: ModelSpec, t: TrainingSpec) -> int:
+    """How many (top) layers adaption prompt adapts: --adapter-layers, all by default (peft's AdaptionPromptModel
+    takes the last adapter_layers attention modules and refuses more than the model has)."""
+    assert m.num_layers is not None
+    if _family(m) not in ADAPTION_PROMPT_FAMILIES:
+        # peft supports gpt2 too (AdaptedAttentionGPT: no o_proj on the prompt's output), which is not modelled
+        raise UnsupportedCombination(f"vramcalc models adaption prompt on llama and mistral models only (peft's "
+                                     f"AdaptedAttention), not family {m.family!r}")
+    k = m.num_layers if t.adapter_layers is None else t.adapter_layers
+    if k > m.num_layers:
+        raise UnsupportedCombination(f"--adapter-layers {k} exceeds {m.name}'s {m.num_layers} layers (peft refuses "
+                                     "it): lower it")
+    return k
+
+
+def adaption_saved(m: ModelSpec, t: TrainingSpec, c: int) -> tuple[int, int]:
+    """(bytes per token, bytes per sequence) one adapted layer's AdaptedAttention.forward saves beyond the frozen
+    attention (tuners/adaption_prompt/layer.py, utils.py llama_compute_query_states): the recomputed, rotated
+    queries (matmul with adapter_k saves them for its gradient), softmax's fp32 output over the adapter_len
+    prompt keys, its 16-bit cast (the gate's mul saves it) and the gated scores (matmul with adapter_v saves them);
+    per sequence the prompt's keys and values repeated to every head (repeat, repeat_interleave) that the two
+    matmuls save."""
+    assert m.num_attention_heads is not None
+    q_dim = m.num_attention_heads * head_dim(m)
+    n_len = t.adapter_len * m.num_attention_heads
+    return c * q_dim + (4 + 2 * c) * n_len, 2 * c * q_dim * t.adapter_len
+
+
 def note(m: ModelSpec, t: TrainingSpec) -> str:
     """The estimate's note for a table method: what was modelled, and where it approximates."""
     entry = TABLE[t.method]
@@ -508,6 +549,11 @@ def note(m: ModelSpec, t: TrainingSpec) -> str:
         return (f"trainable-tokens: {t.trainable_tokens} token embeddings trained; each forward merges them into a "
                 f"copy of the embedding matrix ({entry.source} get_merged_weights)"
                 + (", which the tied lm_head saves for backward." if m.tie_word_embeddings else "."))
+    if entry.kind == "attention":
+        return (f"adaption-prompt: {t.adapter_len} prompt tokens and a gate in the top {adaption_layers(m, t)} "
+                f"attention layers, each attending to the prompt besides the sequence ({entry.source}); without "
+                "checkpointing the frozen layers below save nothing, and the lowest adapted layer is counted as "
+                "saving like the others (its input needs no gradient, so the real figure is slightly lower).")
     if entry.kind == "prompt":
         what = ("keys and values for them in every layer" if t.method == "prefix-tuning"
                 else "them in front of every sequence, through every layer and the loss")

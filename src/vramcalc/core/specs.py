@@ -341,6 +341,8 @@ class TrainingSpec:
     miss_rank: int = 64  # MiSS (Bone): peft r
     c3a_block_size: int = 256  # C3A: peft block_size
     shira_rank: int = 32  # SHiRA: peft r (r x (in + out) trained weights per Linear)
+    adapter_len: int = 10  # adaption prompt: peft adapter_len
+    adapter_layers: int | None = None  # adaption prompt: peft adapter_layers (None: every layer)
     # Parallelism (memory/distributed.py): GPUs per node × nodes = tp × pp × data-parallel degree.
     gpus_per_node: int = 1
     nodes: int = 1
@@ -396,18 +398,20 @@ class TrainingSpec:
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
                          "quant_group_size", "loss_chunks", "ac_every", "new_tokens", "virtual_tokens",
                          "oft_block_size", "trainable_tokens", "n_frequency", "num_labels", "miss_rank",
-                         "c3a_block_size", "shira_rank"),
+                         "c3a_block_size", "shira_rank", "adapter_len"),
                         (*POSITIVE, COUNT_CAP)),
         **dict.fromkeys(("boft_block_size", "boft_block_num"), (*NON_NEGATIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
         "encoder_hidden_size": (*POSITIVE, COUNT_CAP),
+        "adapter_layers": (*POSITIVE, COUNT_CAP),
         "optimizer_rank": (*POSITIVE, COUNT_CAP),
         "lora_alpha": POSITIVE,
         "lora_dropout": FRACTION,
     }
     INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"lora_alpha", "lora_dropout"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size", "optimizer_rank"))
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size", "optimizer_rank",
+                                                    "adapter_layers"))
     LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {}
 
     def __post_init__(self) -> None:

@@ -86,6 +86,7 @@ _ADAPTER_KEYS: dict[str, dict[str, str]] = {
     "BONE": {"r": "miss_rank"},  # peft renamed Bone to MiSS: tuners/miss/config.py MissConfig keeps its r
     "C3A": {"block_size": "c3a_block_size"},
     "SHIRA": {"r": "shira_rank"},
+    "ADAPTION_PROMPT": {"adapter_len": "adapter_len", "adapter_layers": "adapter_layers"},
     "IA3": {},
     "TRAINABLE_TOKENS": {},
     "LN_TUNING": {},

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from vramcalc.core.errors import UnsupportedCombination
-from vramcalc.core.peft_methods import TABLE, adapted_linears
+from vramcalc.core.peft_methods import MODEL_DTYPE_METHODS, TABLE, adapted_linears, adaption_layers
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace._config import LORA_NAME_MAP, lora_targets
 
@@ -32,6 +32,9 @@ def peft_config(model: ModelSpec, training: TrainingSpec) -> Any:
         return peft.IA3Config(**common, target_modules=targets, feedforward_modules=ff)
     if method == "ln-tuning":
         return peft.LNTuningConfig(**common)
+    if method == "adaption-prompt":
+        return peft.AdaptionPromptConfig(**common, adapter_len=training.adapter_len,
+                                         adapter_layers=adaption_layers(model, training))
     rank: dict[str, Any] = {"r": training.lora_rank, "target_modules": lora_targets(model, training.lora_targets)}
     rank_alpha: Any = training.lora_alpha
     if method == "loha":
@@ -82,7 +85,10 @@ def wrap(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec) -> Any:
                 _run_adapters_always(module)
     if training.method == "shira":
         _indices_as_buffers(wrapped)
-    if training.method != "ln-tuning":  # LN tuning trains copies of the norms in the model's dtype
+        for module in wrapped.modules():
+            if hasattr(module, "shira_weight") and hasattr(module, "base_layer"):
+                _dense_shira_forward(module)
+    if training.method not in MODEL_DTYPE_METHODS:  # LN tuning's norm copies, adaption prompt: the model's dtype
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[training.adapter_dtype]
         for p in wrapped.parameters():
             if p.requires_grad and p.dtype != dtype:
@@ -200,3 +206,25 @@ def _indices_as_buffers(wrapped: torch.nn.Module) -> None:
         indices = module.__dict__.get("shira_indices")
         if isinstance(indices, dict) and indices:
             module.shira_indices = BufferDict(dict(indices), persistent=False)
+
+
+def _dense_shira_forward(layer: Any) -> None:
+    """SHiRA's Linear.forward (tuners/shira/layer.py) with its sparse add written densely: the tracer cannot read a
+    sparse tensor's storage, so `new_weight += sparse_coo_tensor(indices, weight * scaling)` becomes index_put_ at
+    the same positions (accumulate), which holds what the sparse add does: the clone of the base weight, the
+    int64 indices (sparse_coo_tensor converts the int32 ones) and the scaled values; its backward gathers the
+    weight's dense gradient at those positions, as the sparse add's does."""
+
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        base = layer.get_base_layer()
+        new_weight = base.weight.clone()
+        for active in layer.active_adapters:
+            if active not in layer.shira_weight.keys():
+                continue
+            rows, cols = layer.shira_indices[active].long()
+            values = (layer.shira_weight[active] * layer.scaling[active]).to(new_weight.dtype)
+            new_weight = new_weight.index_put_((rows, cols), values, accumulate=True)
+        out: torch.Tensor = torch.nn.functional.linear(x, new_weight, bias=base.bias)
+        return out
+
+    layer.forward = forward

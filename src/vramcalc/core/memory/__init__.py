@@ -566,6 +566,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # Layers below the first trainable one save nothing when their inputs need no gradient
     # (frozen embeddings): autograd records no graph there. LoRA adapts every layer.
     saving_layers = trained_layers if t.method == "freeze" else n_layers
+    if t.method == "adaption-prompt" and not t.grad_checkpointing:  # only its top layers record a graph
+        saving_layers = peft_methods.adaption_layers(m, t)
     if t.method == "freeze" and trained_layers == 0:
         saving_layers = 0
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).

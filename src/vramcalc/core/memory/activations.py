@@ -429,6 +429,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                else "rmsnorm backward (fp32)", max((3 if gated else 2) * c * width + c * h, norm_bwd, adapter_bwd_t),
                eager_bwd, const=backward_const)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
+    if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
+        per_token, per_sample = peft_methods.adaption_saved(m, t, c)
+        terms.append(Term("adaption prompt: queries, prompt scores, gated scores, prompt keys and values", per_token,
+                          per_sample=per_sample))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
                             fwd, bwd)
 

@@ -243,7 +243,7 @@ def _peft_weight_bytes(model: ModelSpec, training: TrainingSpec, total_params: i
         raise UnsupportedCombination(f"method {training.method!r} needs the architecture of {model.name!r}")
     tensors = peft_methods.trainable_tensors(model, training)
     trainable = peft_methods.trainable_params(model, training)
-    elem = w if training.method == "ln-tuning" else dtype_bytes(training.adapter_dtype)
+    elem = w if training.method in peft_methods.MODEL_DTYPE_METHODS else dtype_bytes(training.adapter_dtype)
     buffers = 0
     if training.method == "vera":
         buffers = 4 * peft_methods.vera_projection_elements(model, training)  # vera_A, vera_B: torch.randn, fp32
@@ -450,6 +450,14 @@ def _peft_groups(model: ModelSpec, training: TrainingSpec, w: int, adapter_elem:
             in_layers["all"].append((adapter("ln_tuning", 0, shape, per_layer * vectors, w), True))
         if final:  # the final norm's copy
             head.append(adapter("ln_tuning.final", 0, shape, vectors, w))
+        return
+    if entry.kind == "attention":  # adaption prompt: a prompt and a gate in each of the top layers, model dtype
+        k = peft_methods.adaption_layers(model, training)
+        for i, (shape, count) in enumerate(peft_methods.trainable_tensors(model, training)):
+            if k == model.num_layers:
+                in_layers["all"].append((adapter("adaption_prompt", i, shape, 1, w), True))
+            else:  # only the top k layers hold them: kept with the head, the end of the model they sit at
+                head.append(adapter("adaption_prompt", i, shape, count, w))
         return
     # Prompt and prefix encoders, trainable tokens: modules at the input, outside the layers.
     for i, (shape, count) in enumerate(peft_methods.trainable_tensors(model, training)):
