@@ -737,7 +737,7 @@ def main() -> None:
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
-                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; "
+                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 61 PEFT cases; "
                     "families: issue 15's model_types at two shapes, without and with checkpointing; "
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
                     "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"

@@ -286,7 +286,10 @@ def _shira_rule(rank: int) -> LinearRule:
         return ((count(d_in, d_out),),)
 
     def saved(d_in: int, d_out: int, r: int, c: int, a: int, ff: bool) -> Saved:
-        return Saved(input_as_is=True, const=c * d_in * d_out, backward_const=c * d_in * d_out)
+        # and the sparse tensor's int64 indices (sparse_coo_tensor converts the int32 ones), which its backward
+        # (sparse_constructor_values_backward) keeps to gather the values' gradient
+        return Saved(input_as_is=True, const=c * d_in * d_out + 16 * count(d_in, d_out),
+                     backward_const=c * d_in * d_out)
 
     def buffers(d_in: int, d_out: int) -> tuple[tuple[tuple[int, ...], int], ...]:
         return (((2, count(d_in, d_out)), 4),)  # shira_indices: torch.where(mask) stacked, .to(torch.int)
