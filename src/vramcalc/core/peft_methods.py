@@ -555,8 +555,8 @@ def note(m: ModelSpec, t: TrainingSpec) -> str:
     if entry.kind == "attention":
         return (f"adaption-prompt: {t.adapter_len} prompt tokens and a gate in the top {adaption_layers(m, t)} "
                 f"attention layers, each attending to the prompt besides the sequence ({entry.source}); without "
-                "checkpointing the frozen layers below save nothing, and the lowest adapted layer is counted as "
-                "saving like the others (its input needs no gradient, so the real figure is slightly lower).")
+                "checkpointing the frozen layers below save nothing, nor does the lowest adapted layer's frozen "
+                "attention (its input needs no gradient).")
     if entry.kind == "prompt":
         what = ("keys and values for them in every layer" if t.method == "prefix-tuning"
                 else "them in front of every sequence, through every layer and the loss")

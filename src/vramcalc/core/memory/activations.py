@@ -353,6 +353,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=not eager and not math_sdpa and attn_live,
                              input_live=attn_live)
         attn_live = attn_live or o_own
+    if t.method == "adaption-prompt":  # the gated prompt attention adds a trainable path to the attention's output
+        attn_live = True
     if m.post_norms and n_norms:  # OLMo 2: post_attention_layernorm on the attention's output
         terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live, tw)
         attn_live = attn_live or tw
