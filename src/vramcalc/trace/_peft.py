@@ -186,7 +186,7 @@ def _run_adapters_always(layer: Any) -> None:
     layer.forward = forward
 
 
-def _host_random_mask(base_layer: torch.nn.Module, r: int, random_seed: int | None = None, **kwargs: Any) -> Any:
+def _host_random_mask(base_layer: Any, r: int, random_seed: int | None = None, **kwargs: Any) -> Any:
     """peft tuners/shira/mask_functions.py random_mask, drawn on the host: the meta-device model's mask cannot be
     read back by torch.where (ShiraLayer.update_layer), so the same r x (in + out) positions are drawn on the CPU."""
     from peft.tuners.shira.mask_functions import random_mask
