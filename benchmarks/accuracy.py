@@ -383,7 +383,48 @@ def peft_grid() -> list[dict[str, Any]]:
             shape, skw = PEFT_SHAPES[si]
             opts = dict(kw, precision="bf16", **skw)
             cases.append({"id": f"{model} | {label} | {shape}", "model": model, "method": label, "training": opts})
+    for model, label, kw, shape in PEFT_NEW_CASES:
+        skw = dict(PEFT_SHAPES)[shape]
+        cases.append({"id": f"{model} | {label} | {shape}", "model": model, "method": label,
+                      "training": dict(kw, precision="bf16", **skw)})
     return cases
+
+
+# Issue 18's remaining methods (BOFT, MiSS, C3A, SHiRA, adaption prompt), four runs each over TinyLlama (llama: GQA
+# 4:32, 32k untied) and Qwen2.5-0.5B (qwen2: q/k/v biases, 152k tied; hidden 896, so C3A's block is 128, a divisor of
+# 896 and of the 128-wide k/v projections), checkpointing off and on, sdpa and eager.
+PEFT_NEW_CASES: tuple[tuple[str, str, dict[str, Any], str], ...] = (
+    ("tinyllama-1.1b", "boft b4", {"method": "boft"}, "b1 s512 sdpa"),
+    ("tinyllama-1.1b", "boft n16 all-linear", {"method": "boft", "boft_block_size": 0, "boft_block_num": 16,
+                                               "lora_targets": ("all-linear",)}, "b2 s512 sdpa gc"),
+    ("qwen2.5-0.5b", "boft b8", {"method": "boft", "boft_block_size": 8}, "b2 s1024 sdpa"),
+    ("qwen2.5-0.5b", "boft b4 q,k,v,o", {"method": "boft", "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")},
+     "b2 s512 sdpa gc"),
+    ("tinyllama-1.1b", "miss r64", {"method": "miss"}, "b2 s1024 sdpa"),
+    ("tinyllama-1.1b", "miss r64 all-linear", {"method": "miss", "lora_targets": ("all-linear",)}, "b2 s512 sdpa gc"),
+    ("qwen2.5-0.5b", "miss r32 all-linear", {"method": "miss", "miss_rank": 32, "lora_targets": ("all-linear",)},
+     "b1 s1024 eager"),
+    ("qwen2.5-0.5b", "miss r64", {"method": "miss"}, "b2 s512 sdpa gc"),
+    ("tinyllama-1.1b", "c3a b256", {"method": "c3a"}, "b1 s1024 eager"),
+    ("tinyllama-1.1b", "c3a b256 all-linear", {"method": "c3a", "lora_targets": ("all-linear",)}, "b2 s512 sdpa gc"),
+    ("qwen2.5-0.5b", "c3a b128", {"method": "c3a", "c3a_block_size": 128}, "b2 s1024 sdpa"),
+    ("qwen2.5-0.5b", "c3a b128 all-linear", {"method": "c3a", "c3a_block_size": 128,
+                                             "lora_targets": ("all-linear",)}, "b2 s512 sdpa gc"),
+    ("tinyllama-1.1b", "shira r32", {"method": "shira"}, "b2 s1024 sdpa"),
+    ("tinyllama-1.1b", "shira r32 all-linear", {"method": "shira", "lora_targets": ("all-linear",)},
+     "b2 s512 sdpa gc"),
+    ("qwen2.5-0.5b", "shira r32", {"method": "shira"}, "b1 s512 sdpa"),
+    ("qwen2.5-0.5b", "shira r16 all-linear", {"method": "shira", "shira_rank": 16, "lora_targets": ("all-linear",)},
+     "b1 s1024 eager"),
+    # adaption prompt: peft's AdaptedAttention covers llama and mistral; Llama-3.2-1B (GQA 8:32, 128k tied) is the
+    # second architecture
+    ("tinyllama-1.1b", "adaption-prompt l10", {"method": "adaption-prompt"}, "b1 s512 sdpa"),
+    ("tinyllama-1.1b", "adaption-prompt l16 top8", {"method": "adaption-prompt", "adapter_len": 16,
+                                                    "adapter_layers": 8}, "b2 s512 sdpa gc"),
+    ("llama-3.2-1b", "adaption-prompt l10", {"method": "adaption-prompt"}, "b2 s1024 sdpa"),
+    ("llama-3.2-1b", "adaption-prompt l10 top8", {"method": "adaption-prompt", "adapter_layers": 8},
+     "b1 s1024 eager"),
+)
 
 
 # The LoRA-variants grid (`--grid lora-variants`, issue 13): DoRA (peft use_dora), modules_to_save and LoRA on the
@@ -696,7 +737,7 @@ def main() -> None:
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
                     "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
-                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 41 PEFT cases; "
+                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 61 PEFT cases; "
                     "families: issue 15's model_types at two shapes, without and with checkpointing; "
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
                     "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"

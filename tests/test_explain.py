@@ -133,6 +133,13 @@ PEFT_CONFIGS = {
     "prefix-tuning": {"method": "prefix-tuning", "batch_size": 2},
     "prefix-eager-projection": {"method": "prefix-tuning", "attention": "eager", "prefix_projection": True,
                                 "seq_len": 256},
+    "boft": {"method": "boft", "batch_size": 2},
+    "boft-blocks-ckpt": {"method": "boft", "boft_block_size": 0, "boft_block_num": 8, "grad_checkpointing": True},
+    "miss-all-linear": {"method": "miss", "miss_rank": 32, "lora_targets": ("all-linear",)},
+    "c3a-eager": {"method": "c3a", "c3a_block_size": 128, "attention": "eager", "seq_len": 256},
+    "shira-bf16": {"method": "shira", "shira_rank": 16, "adapter_dtype": "bf16"},
+    "adaption-prompt": {"method": "adaption-prompt", "adapter_layers": 8, "batch_size": 2},
+    "adaption-prompt-ckpt": {"method": "adaption-prompt", "adapter_len": 16, "grad_checkpointing": True},
 }
 # The preference and reward objectives (issue 14) and their options.
 OBJECTIVE_CONFIGS = {
@@ -210,8 +217,8 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
         assert sec["phases"].total == b.tensor_peak_bytes
         assert f"'{e.peak_moment}'" in sec["phases"].text[0]
     # 80 presets; the families peft has defaults for are most of them (IA3 and LN tuning: no phi3, gemma,
-    # MoE or MLA defaults)
-    assert explained >= 40, (config, explained)
+    # MoE or MLA defaults); adaption prompt runs on peft's llama and mistral only (19 presets today)
+    assert explained >= (15 if t.method == "adaption-prompt" else 40), (config, explained)
 
 
 def test_markdown_is_the_same_explanation(mistral: ModelSpec) -> None:

@@ -41,6 +41,18 @@ COUNT_CASES = [
     ("qwen2.5-0.5b", "ia3", {}),
     ("qwen2.5-0.5b", "ln-tuning", {}),
     ("qwen2.5-0.5b", "loha", {"lora_rank": 4, "lora_targets": ("all-linear",)}),
+    # issue 18's remaining methods: each at peft's defaults and with its options
+    ("tinyllama-1.1b", "boft", {}),
+    ("tinyllama-1.1b", "boft", {"boft_block_size": 0, "boft_block_num": 8, "lora_targets": ("all-linear",)}),
+    ("qwen2.5-0.5b", "boft", {"boft_block_size": 8, "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")}),
+    ("tinyllama-1.1b", "miss", {}),
+    ("qwen2.5-0.5b", "miss", {"miss_rank": 32, "lora_targets": ("all-linear",)}),
+    ("tinyllama-1.1b", "c3a", {}),
+    ("qwen2.5-0.5b", "c3a", {"c3a_block_size": 128, "lora_targets": ("all-linear",)}),
+    ("tinyllama-1.1b", "shira", {}),
+    ("qwen2.5-0.5b", "shira", {"shira_rank": 16, "lora_targets": ("all-linear",)}),
+    ("tinyllama-1.1b", "adaption-prompt", {}),
+    ("llama-3.2-1b", "adaption-prompt", {"adapter_len": 16, "adapter_layers": 8}),
 ]
 
 
@@ -59,14 +71,22 @@ def test_trainable_parameters_equal_peft(preset: str, method: str, kw: dict[str,
     hf, _ = build_model(model, training, torch.bfloat16)
     wrapped = wrap(hf, model, training)
     measured = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    assert measured == wrapped.get_nb_trainable_parameters()[0]  # peft's own count
     assert trainable_params(model, training) == measured
     assert estimate(model, training).trainable_parameters == measured
+    if method in ("boft", "shira", "oft"):  # the per-Linear buffers (boft_P, shira_indices, OFT's triu indices)
+        from vramcalc.core.memory.precision import recipe_of
+        from vramcalc.core.memory.weights import weight_bytes
+
+        buffers = sum(b.numel() * b.element_size() for name, b in wrapped.named_buffers() if "rotary" not in name)
+        assert weight_bytes(model, training, recipe_of(training)).adapter_buffers == buffers
 
 
 def test_every_table_method_is_a_method_choice() -> None:
     assert set(TABLE) <= set(METHODS)
     assert {m.peft_type for m in TABLE.values()} == {"IA3", "LN_TUNING", "LOHA", "LOKR", "VERA", "OFT", "FOURIERFT",
-                                                    "TRAINABLE_TOKENS", "PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING"}
+                                                    "TRAINABLE_TOKENS", "PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING",
+                                                    "BOFT", "MISS", "C3A", "SHIRA", "ADAPTION_PROMPT"}
 
 
 def test_lokr_factorization_matches_peft_examples() -> None:
@@ -174,6 +194,27 @@ def test_cli_options_a_method_ignores_are_noted(capsys: pytest.CaptureFixture[st
     (["phi-3-mini", "--method", "ln-tuning"],
      "error: peft has no default LN tuning target modules for family 'phi3'; vramcalc models its per-family "
      "defaults only"),
+    (["tinyllama-1.1b", "--method", "boft", "--boft-block-num", "8"],
+     "error: BOFT takes exactly one of --boft-block-size and --boft-block-num: set the other to 0"),
+    (["tinyllama-1.1b", "--method", "boft", "--boft-block-size", "3"],
+     "error: --boft-block-size 3 does not divide an adapted Linear's in_features 2048 (peft refuses it): choose a "
+     "divisor"),
+    (["qwen2.5-0.5b", "--method", "c3a"],  # hidden 896 = 3.5 x 256
+     "error: --c3a-block-size 256 does not divide an adapted Linear's 896 x 896 shape (peft refuses it): choose a "
+     "common divisor"),
+    (["tinyllama-1.1b", "--method", "miss", "--miss-rank", "4096"],
+     "error: --miss-rank 4096 exceeds an adapted Linear's in_features 2048 (peft refuses it): lower it"),
+    (["tinyllama-1.1b", "--method", "shira", "--shira-rank", "1000"],  # v_proj: 1000 x (2048 + 256) > 256 x 2048
+     "error: --shira-rank 1000 gives more SHiRA weights than an adapted Linear's 256 x 2048 weights (peft "
+     "refuses it): lower it"),
+    (["tinyllama-1.1b", "--method", "adaption-prompt", "--adapter-layers", "30"],
+     "error: --adapter-layers 30 exceeds tinyllama-1.1b's 22 layers (peft refuses it): lower it"),
+    (["gpt2", "--method", "adaption-prompt"],
+     "error: vramcalc models adaption prompt on llama and mistral models only (peft's AdaptedAttention), not family "
+     "'gpt2'"),
+    (["gpt2", "--method", "c3a"],
+     "error: peft's c3a cannot adapt GPT-2's Conv1D layers: choose another model or method (ia3, vera, ln-tuning, "
+     "prompt-tuning, p-tuning, prefix-tuning)"),
     (["tinyllama-1.1b", "--method", "prompt-tuning", "--virtual-tokens", "0"],
      "error: --virtual-tokens: Input should be greater than 0"),
 ])
@@ -190,6 +231,50 @@ def test_explain_derives_the_table_methods(capsys: pytest.CaptureFixture[str]) -
     assert code == 0, err
     lines = {ln["key"]: ln for sec in json.loads(out)["sections"] for ln in sec["lines"]}
     assert lines["weights.adapter_buffers"]["label"].startswith("vera_A, vera_B")
+
+
+@pytest.mark.parametrize(("method", "label"), [("boft", "boft_P"), ("shira", "shira_indices")])
+def test_explain_names_the_new_buffers(method: str, label: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["explain", "tinyllama-1.1b", "--method", method, "--format", "json"], capsys)
+    assert code == 0, err
+    lines = {ln["key"]: ln for sec in json.loads(out)["sections"] for ln in sec["lines"]}
+    assert lines["weights.adapter_buffers"]["label"].startswith(label)
+
+
+def test_boft_keeps_three_rotation_sized_matrices_per_module() -> None:
+    # BOFT (peft tuners/boft/layer.py Linear.forward, block size 4): per adapted Linear, x @ rotation saves the
+    # (in x in) rotation, the bmm save boft_P.to(x) and the matmul the identity: 3 x 2048 x 2048 x 2 B (bf16) for
+    # q_proj and v_proj alike (in_features 2048), whatever the batch; per token, x (2048 x 2 B, shared by q and v)
+    # and each base output the boft_s mul saves (2048 and 256 wide, 2 B).
+    m = presets.find_model("tinyllama-1.1b")
+    one = estimate(m, TrainingSpec(method="boft", precision="bf16", batch_size=1, seq_len=512))
+    two = estimate(m, TrainingSpec(method="boft", precision="bf16", batch_size=2, seq_len=512))
+    per_sample = two.details["activations.per_layer"] - one.details["activations.per_layer"]
+    assert one.details["activations.per_layer"] - per_sample == 2 * 3 * 2048 * 2048 * 2
+
+
+def test_adaption_prompt_saves_only_in_its_layers() -> None:
+    # Without checkpointing the frozen layers below the adapted ones record no graph: 8 adapted layers of 22 save
+    # 8/22 of what 22 adapted layers save (the same per-layer set); each adapted layer saves beyond a frozen
+    # layer its rotated queries (2048 x 2 B), the fp32 softmax over the 10 x 32 prompt scores, their 16-bit cast
+    # and the gated scores (2 x 2 B each) per token (peft tuners/adaption_prompt/layer.py AdaptedAttention).
+    m = presets.find_model("tinyllama-1.1b")
+    every = estimate(m, TrainingSpec(method="adaption-prompt", precision="bf16"))
+    top8 = estimate(m, TrainingSpec(method="adaption-prompt", precision="bf16", adapter_layers=8))
+    assert every.details["activations.per_layer"] == top8.details["activations.per_layer"]
+    prompt = estimate(m, TrainingSpec(method="prompt-tuning", precision="bf16", virtual_tokens=1, seq_len=511))
+    # and per sequence the prompt's keys and values repeated to the 32 heads (10 x 2048 x 2 B each)
+    assert every.details["activations.per_layer"] - prompt.details["activations.per_layer"] == \
+        512 * (2 * 2048 + (4 + 2 * 2) * 10 * 32) + 2 * 2 * 2048 * 10
+
+
+def test_miss_saves_its_rank_wide_sum() -> None:
+    # MiSS (peft tuners/miss/layer.py MissLinear.forward): sum(x.reshape(.., in / r, r), -2) @ miss_block saves the
+    # (tokens x r) sum in fp32 per adapted Linear: two Linears (q, v), r 64 and 32, 4 B each, per token.
+    m = presets.find_model("tinyllama-1.1b")
+    r64 = estimate(m, TrainingSpec(method="miss", precision="bf16", seq_len=512))
+    r32 = estimate(m, TrainingSpec(method="miss", precision="bf16", seq_len=512, miss_rank=32))
+    assert r64.details["activations.per_layer"] - r32.details["activations.per_layer"] == 512 * 2 * (64 - 32) * 4
 
 
 # ---- adapter_config.json: its peft_type picks the method -------------------------------------------------
@@ -213,7 +298,21 @@ def _adapter(tmp_path: Path, cfg: dict[str, object]) -> Path:
      {"method": "oft", "oft_block_size": 64, "lora_targets": "q_proj,v_proj"}),
     ({"peft_type": "TRAINABLE_TOKENS", "token_indices": [5, 9, 11], "target_modules": ["embed_tokens"]},
      {"method": "trainable-tokens", "trainable_tokens": 3}),
-], ids=["ia3", "prefix", "lokr", "ln-tuning", "oft", "trainable-tokens"])
+    ({"peft_type": "BOFT", "boft_block_size": 0, "boft_block_num": 8, "boft_n_butterfly_factor": 1,
+      "target_modules": ["q_proj", "v_proj"]},
+     {"method": "boft", "boft_block_size": 0, "boft_block_num": 8, "lora_targets": "q_proj,v_proj"}),
+    ({"peft_type": "MISS", "r": 32, "init_weights": True, "target_modules": ["q_proj"]},
+     {"method": "miss", "miss_rank": 32, "lora_targets": "q_proj"}),
+    ({"peft_type": "BONE", "r": 16, "target_modules": ["q_proj"]},  # Bone, MiSS's former name
+     {"method": "miss", "miss_rank": 16, "lora_targets": "q_proj"}),
+    ({"peft_type": "C3A", "block_size": 128, "block_size_pattern": {}, "target_modules": ["v_proj"]},
+     {"method": "c3a", "c3a_block_size": 128, "lora_targets": "v_proj"}),
+    ({"peft_type": "SHIRA", "r": 8, "mask_type": "random", "target_modules": ["q_proj"]},
+     {"method": "shira", "shira_rank": 8, "lora_targets": "q_proj"}),
+    ({"peft_type": "ADAPTION_PROMPT", "adapter_len": 10, "adapter_layers": 30, "target_modules": "self_attn"},
+     {"method": "adaption-prompt", "adapter_len": 10, "adapter_layers": 30}),
+], ids=["ia3", "prefix", "lokr", "ln-tuning", "oft", "trainable-tokens", "boft", "miss", "bone", "c3a", "shira",
+        "adaption-prompt"])
 def test_adapter_config_maps_to_method_and_options(tmp_path: Path, cfg: dict[str, object],
                                                    options: dict[str, object]) -> None:
     from vramcalc.io.resolve import adapter_options
@@ -222,7 +321,10 @@ def test_adapter_config_maps_to_method_and_options(tmp_path: Path, cfg: dict[str
 
 
 @pytest.mark.parametrize(("cfg", "fragment"), [
-    ({"peft_type": "BOFT"}, "peft_type 'BOFT' is not modelled"),
+    ({"peft_type": "HRA"}, "peft_type 'HRA' is not modelled"),
+    ({"peft_type": "BOFT", "boft_n_butterfly_factor": 2}, "boft_n_butterfly_factor 2: vramcalc models BOFT"),
+    ({"peft_type": "MISS", "init_weights": "bat"}, "init_weights 'bat': vramcalc models MISS"),
+    ({"peft_type": "SHIRA", "mask_type": "custom"}, "mask_type 'custom': vramcalc models SHIRA"),
     ({"peft_type": "OFT", "r": 8, "oft_block_size": 0}, "r 8: vramcalc models OFT with peft's default"),
     ({"peft_type": "LOKR", "decompose_both": True}, "decompose_both True: vramcalc models LOKR with peft's default"),
     ({"peft_type": "P_TUNING", "encoder_reparameterization_type": "LSTM"}, "encoder_reparameterization_type 'LSTM'"),

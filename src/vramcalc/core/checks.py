@@ -27,7 +27,8 @@ _LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dty
 _QUANT = ("quant_bits", "double_quant", "kbit_prep")
 _FREEZE = ("freeze_layers", "train_head")
 _PEFT = ("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward", "oft_block_size",
-         "trainable_tokens", "n_frequency")
+         "trainable_tokens", "n_frequency", "boft_block_size", "boft_block_num", "miss_rank", "c3a_block_size",
+         "shira_rank", "adapter_len", "adapter_layers")
 _APPLIES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(_LORA, ("lora", "qlora")),
     **dict.fromkeys(_QUANT, ("qlora",)),

@@ -106,6 +106,10 @@ _PEFT_FORMULAS = {
     "vera": "lambda_b (d_out) + lambda_d (r), × modules",
     "oft": "(d_in / b blocks) × b(b − 1)/2 skew-symmetric entries, × modules",
     "fourierft": "n_frequency spectral coefficients, × modules",
+    "boft": "boft_R (1 × blocks × b × b) + boft_s (d_out × 1), × modules",
+    "miss": "miss_block (r × d_out), × modules",
+    "c3a": "c3a_kernel (d_out / b × d_in / b × b), × modules",
+    "shira": "r × (d_in + d_out) sparse weights, × modules",
 }
 
 
@@ -268,6 +272,8 @@ def _shape(shape: tuple[int, ...]) -> str:
 _TENSOR_NAMES = {
     "ln-tuning": ("norm copies (weight, and LayerNorm's bias)",),
     "prompt-tuning": ("virtual token embeddings",),
+    "adaption-prompt": ("adaption_prompt (1 × adapter_len × hidden) per adapted layer",
+                        "adaption_gate per adapted layer"),
     "trainable-tokens": ("trainable_tokens_delta (the trained rows)",),
     "p-tuning": ("virtual token embeddings", "encoder Linear 1 weight", "encoder Linear 1 bias",
                  "encoder Linear 2 weight", "encoder Linear 2 bias", "encoder Linear 3 weight",
@@ -404,7 +410,8 @@ def _peft_weights(m: ModelSpec, t: TrainingSpec, w: WeightBytes) -> list[Line]:
     label = METHOD_LABELS[t.method]
     dtype = recipe_of(t).weight if t.method not in ADAPTER_DTYPE_METHODS else t.adapter_dtype
     a = dtype_bytes(dtype)
-    why = ("LN tuning trains copies of the norms in the model's dtype" if t.method not in ADAPTER_DTYPE_METHODS
+    why = ("LN tuning's norm copies and adaption prompt's prompts are in the model's dtype"
+           if t.method not in ADAPTER_DTYPE_METHODS
            else "peft get_peft_model autocast_adapter_dtype: 16-bit adapter weights kept in fp32 by default")
     out = [Line("weights.adapters", f"{label} trainable tensors ({dtype})", f"{_n(w.trainable)} params × {a} B "
                 f"({dtype})", w.adapters - w.adapter_buffers, "trainable parameters × bytes per adapter weight",
@@ -418,6 +425,13 @@ def _peft_weights(m: ModelSpec, t: TrainingSpec, w: WeightBytes) -> list[Line]:
         elif t.method == "trainable-tokens":
             what, inputs, src = ("trainable_tokens_original: a copy of the trained rows",
                                  f"{_n(w.trainable)} params × {a} B ({dtype})", entry.source)
+        elif t.method == "boft":
+            what, inputs, src = ("boft_P: a permutation matrix per module (fp32)", "d_in × d_in × 4 B per module",
+                                 entry.source + " BOFTLayer.update_layer register_buffer")
+        elif t.method == "shira":
+            what, inputs, src = ("shira_indices: the trained positions (int32)",
+                                 f"2 × r × (d_in + d_out) × 4 B per module (r {t.shira_rank})",
+                                 entry.source + " ShiraLayer.update_layer")
         else:
             what, inputs, src = ("OFT rows / cols index buffers (int64)", "torch.triu_indices per module, 8 B each",
                                  entry.source)

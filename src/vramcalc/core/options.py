@@ -120,6 +120,18 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("n_frequency", int, 1000, "FourierFT: spectral coefficients learned per adapted Linear (peft n_frequency)."),
     Opt("oft_block_size", int, 32, "OFT: block size of the block-diagonal rotation (peft oft_block_size; "
         "adjusted to a divisor of each layer's in_features, as peft does)."),
+    Opt("boft_block_size", int, 4, "BOFT: block size of the butterfly rotation (peft boft_block_size; 0 when "
+        "--boft-block-num is given)."),
+    Opt("boft_block_num", int, 0, "BOFT: blocks per adapted Linear instead of a block size (peft boft_block_num; "
+        "0: use --boft-block-size)."),
+    Opt("miss_rank", int, 64, "MiSS (formerly Bone): rank r, the rows of each Linear's trained block (peft r)."),
+    Opt("c3a_block_size", int, 256, "C3A: block size of the block-circulant delta (peft block_size); must divide "
+        "every adapted Linear's in and out features."),
+    Opt("shira_rank", int, 32, "SHiRA: r x (in + out) weights trained per adapted Linear (peft r)."),
+    Opt("adapter_len", int, 10, "Adaption prompt (LLaMA-Adapter): prompt tokens per adapted layer (peft adapter_len; "
+        "10 as in the paper)."),
+    Opt("adapter_layers", int, None, "Adaption prompt: how many top layers are adapted (peft adapter_layers; "
+        "default: every layer)."),
     # Multi-GPU and inference (memory/distributed.py, memory/inference.py).
     Opt("mode", MODES, "train", "A training step, generate() inference (KV cache), or a vLLM server (serve)."),
     Opt("gpus_per_node", int, 1, "GPUs per node (the verdict is per GPU).", cli="--gpus"),

@@ -7,8 +7,9 @@ peft model built from a config (tests/test_peft_methods.py), the activations aga
 memory/activations.py); this table holds the rest, so a new method is one entry here rather than a branch in
 every module. Three kinds:
 
-- `linear`: an adapter on each targeted Linear of the blocks (IA3, LoHa, LoKr, VeRA): a `LinearRule` gives its
-  trainable tensor shapes and the bytes its forward saves per token and per module;
+- `linear`: an adapter on each targeted Linear of the blocks (IA3, LoHa, LoKr, VeRA, OFT, FourierFT, BOFT, MiSS,
+  C3A, SHiRA): a `LinearRule` gives its trainable tensor shapes, its frozen buffers and the bytes its forward saves
+  per token and per module;
 - `norm`: trainable copies of the norm layers (LN tuning);
 - `prompt`: virtual tokens (prompt tuning and p-tuning lengthen the sequence; prefix tuning gives every layer
   keys and values for them).
@@ -28,7 +29,7 @@ from vramcalc.core.params import AUTO_TARGETS, Linear, head_dim, kv_heads, resol
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
-Kind = Literal["linear", "norm", "prompt", "embedding"]
+Kind = Literal["linear", "norm", "prompt", "embedding", "attention"]
 Shapes = tuple[tuple[int, ...], ...]
 
 
@@ -39,9 +40,12 @@ class Saved:
     module whatever the batch (a materialized delta weight)."""
 
     input_copy: bool = False
+    input_as_is: bool = False  # its input itself, in the compute dtype (shared with the other adapters of it)
     per_token: int = 0
     const: int = 0
     backward_const: int = 0  # per-module temporaries of its backward (the delta weight's gradient)
+    forward_per_token: int = 0  # per-token temporaries of its forward beyond what it saves (C3A's FFTs)
+    backward_per_token: int = 0  # per-token temporaries of its backward (C3A's FFTs of the gradient)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,9 @@ class LinearRule:
 
     shapes: Callable[[int, int, int, bool], Shapes]
     saved: Callable[[int, int, int, int, int, bool], Saved]
+    # Frozen tensors each adapted Linear keeps on the GPU: (shape, bytes per element) (OFT's and BOFT's buffers,
+    # SHiRA's indices).
+    buffers: Callable[[int, int], tuple[tuple[tuple[int, ...], int], ...]] = lambda d_in, d_out: ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +166,11 @@ def _oft_rule(block_size: int) -> LinearRule:
         b = oft_block(d_in, block_size)
         return Saved(input_copy=True, const=4 * a * d_in * b)  # 4 matrices of (in / b) x b x b
 
-    return LinearRule(shapes, saved)
+    def buffers(d_in: int, d_out: int) -> tuple[tuple[tuple[int, ...], int], ...]:
+        b = oft_block(d_in, block_size)
+        return (((2, b * (b - 1) // 2), 8),)  # OFTRotationModule's rows / cols: torch.triu_indices, int64
+
+    return LinearRule(shapes, saved, buffers)
 
 
 def _fourierft_rule(n_frequency: int) -> LinearRule:
@@ -180,6 +191,112 @@ def _fourierft_rule(n_frequency: int) -> LinearRule:
     return LinearRule(shapes, saved)
 
 
+def boft_blocks(d_in: int, block_size: int, block_num: int) -> tuple[int, int]:
+    """peft tuners/boft/layer.py BOFTLayer.update_layer: (blocks, block size) of one Linear, exactly one of
+    boft_block_size / boft_block_num given; in_features must divide by it (peft raises the same)."""
+    given = block_size or block_num
+    if d_in % given:
+        flag = "--boft-block-size" if block_size else "--boft-block-num"
+        raise UnsupportedCombination(f"{flag} {given} does not divide an adapted Linear's in_features {d_in} (peft "
+                                     "refuses it): choose a divisor")
+    return (d_in // block_size, block_size) if block_size else (block_num, d_in // block_num)
+
+
+def _boft_rule(block_size: int, block_num: int) -> LinearRule:
+    """BOFT (tuners/boft/layer.py Linear, boft_n_butterfly_factor 1: the factor peft falls back to without its
+    fbd_cuda extension, and OFT's block-diagonal case): boft_R (1, blocks, b, b) and boft_s (out, 1) trained;
+    boft_P (1, in, in) fp32, a permutation matrix kept as a buffer. Each forward builds the (in x in) rotation in
+    the compute dtype: torch.block_diag of the Cayley blocks, two bmm with boft_P.to(x) and a matmul with an identity
+    (torch.eye); `x @ rotation` saves x and the rotation, the bmm save boft_P's cast, the matmul the identity: three
+    (in x in) matrices per module whatever the batch. The base Linear runs on the rotated input and its output is
+    scaled by boft_s (fp32): the mul saves the output (tokens x out, compute dtype)."""
+
+    def shapes(d_in: int, d_out: int, r: int, ff: bool) -> Shapes:
+        n, b = boft_blocks(d_in, block_size, block_num)
+        return ((1, n, b, b), (d_out, 1))
+
+    def saved(d_in: int, d_out: int, r: int, c: int, a: int, ff: bool) -> Saved:
+        square = d_in * d_in
+        # Forward: besides the three saved matrices, block_diag's fp32 output, its cast and the first bmm's result
+        # are alive while the second bmm runs. Backward: the rotation's gradient runs back through the matmul, the
+        # two bmm and the cast to block_diag's fp32 gradient.
+        return Saved(input_as_is=True, per_token=c * d_out, const=3 * c * square,
+                     forward_per_token=c * d_in + 4 * d_out, backward_const=(2 * c + 4) * square)
+
+    def buffers(d_in: int, d_out: int) -> tuple[tuple[tuple[int, ...], int], ...]:
+        return (((1, d_in, d_in), 4),)  # boft_P: torch.empty((1, in, in)), fp32, register_buffer
+
+    return LinearRule(shapes, saved, buffers)
+
+
+def _miss_rule(rank: int) -> LinearRule:
+    """MiSS (tuners/miss/layer.py MissLinear, init_weights True, the default "balance" variant; formerly Bone):
+    miss_block (r, out) trained. Its forward adds sum(x.reshape(..., in / r, r), dim=-2) @ miss_block to the frozen
+    base output: the sum saves nothing, the matmul saves its (tokens x r) input in the adapter dtype."""
+
+    def shapes(d_in: int, d_out: int, r: int, ff: bool) -> Shapes:
+        if rank > d_in:  # MissLayer.update_layer raises the same
+            raise UnsupportedCombination(f"--miss-rank {rank} exceeds an adapted Linear's in_features {d_in} (peft "
+                                         "refuses it): lower it")
+        return ((rank, d_out),)
+
+    def saved(d_in: int, d_out: int, r: int, c: int, a: int, ff: bool) -> Saved:
+        # Temporaries: the input's cast to the adapter dtype (padded to a multiple of r), the matmul's (tokens x out)
+        # output and its sum with the base output (promoted to the adapter dtype).
+        return Saved(per_token=a * rank, forward_per_token=(a * d_in if a != c else 0) + 2 * a * d_out)
+
+    return LinearRule(shapes, saved)
+
+
+def _c3a_rule(block_size: int) -> LinearRule:
+    """C3A (tuners/c3a/layer.py C3ALinear, utils.py BlockCircularConvolution): c3a_kernel (out / b, in / b, b)
+    trained. Its forward casts the input to fp32 and runs a block-circulant convolution through FFTs, a
+    torch.autograd.Function that saves its fp32 input and the fp32 kernel; in between it holds ifft(x) and the
+    einsum's and fft's complex64 (8-byte) results; its backward holds the fft of the gradient and two complex
+    input-wide tensors (the input's gradient and ifft(x))."""
+
+    def shapes(d_in: int, d_out: int, r: int, ff: bool) -> Shapes:
+        if d_in % block_size or d_out % block_size:  # C3ALayer.update_layer raises the same
+            raise UnsupportedCombination(f"--c3a-block-size {block_size} does not divide an adapted Linear's "
+                                         f"{d_out} x {d_in} shape (peft refuses it): choose a common divisor")
+        return ((d_out // block_size, d_in // block_size, block_size),)
+
+    def saved(d_in: int, d_out: int, r: int, c: int, a: int, ff: bool) -> Saved:
+        kernel_cast = 0 if a == 4 else 4 * d_in * d_out // block_size  # c3a_kernel.to(torch.float32)
+        return Saved(input_as_is=c == 4, per_token=4 * d_in if c != 4 else 0, const=kernel_cast,
+                     forward_per_token=8 * d_in + 8 * d_out, backward_per_token=4 * d_out + 8 * d_out + 16 * d_in)
+
+    return LinearRule(shapes, saved)
+
+
+def _shira_rule(rank: int) -> LinearRule:
+    """SHiRA (tuners/shira/layer.py Linear, mask_fn random_mask): r x (in + out) weights of each Linear trained,
+    at positions drawn once (shira_indices, int32 (2, r (in + out)), on the base weight's device). Each forward
+    clones the base weight, adds the sparse update (torch.sparse_coo_tensor) and F.linear(x, new_weight) saves x and
+    the (out x in) weight in the compute dtype; its backward holds the weight's dense gradient."""
+
+    def count(d_in: int, d_out: int) -> int:
+        n = rank * (d_in + d_out)
+        if n > d_in * d_out:  # ShiraLayer.update_layer raises the same
+            raise UnsupportedCombination(f"--shira-rank {rank} gives more SHiRA weights than an adapted Linear's "
+                                         f"{d_out} x {d_in} weights (peft refuses it): lower it")
+        return n
+
+    def shapes(d_in: int, d_out: int, r: int, ff: bool) -> Shapes:
+        return ((count(d_in, d_out),),)
+
+    def saved(d_in: int, d_out: int, r: int, c: int, a: int, ff: bool) -> Saved:
+        # and the sparse tensor's int64 indices (sparse_coo_tensor converts the int32 ones), which its backward
+        # (sparse_constructor_values_backward) keeps to gather the values' gradient
+        return Saved(input_as_is=True, const=c * d_in * d_out + 16 * count(d_in, d_out),
+                     backward_const=c * d_in * d_out)
+
+    def buffers(d_in: int, d_out: int) -> tuple[tuple[tuple[int, ...], int], ...]:
+        return (((2, count(d_in, d_out)), 4),)  # shira_indices: torch.where(mask) stacked, .to(torch.int)
+
+    return LinearRule(shapes, saved, buffers)
+
+
 TABLE: dict[str, PeftMethod] = {m.name: m for m in (
     PeftMethod("ia3", "IA3", "linear", "peft/tuners/ia3/layer.py", ("lora_targets", "ia3_feedforward",
                "adapter_dtype"), LinearRule(_ia3_shapes, _ia3_saved)),
@@ -194,6 +311,16 @@ TABLE: dict[str, PeftMethod] = {m.name: m for m in (
                "adapter_dtype"), _oft_rule(32)),
     PeftMethod("fourierft", "FOURIERFT", "linear", "peft/tuners/fourierft/layer.py", ("n_frequency", "lora_targets",
                "adapter_dtype"), _fourierft_rule(1000)),
+    PeftMethod("boft", "BOFT", "linear", "peft/tuners/boft/layer.py", ("boft_block_size", "boft_block_num",
+               "lora_targets", "adapter_dtype"), _boft_rule(4, 0)),
+    PeftMethod("miss", "MISS", "linear", "peft/tuners/miss/layer.py", ("miss_rank", "lora_targets", "adapter_dtype"),
+               _miss_rule(64)),
+    PeftMethod("c3a", "C3A", "linear", "peft/tuners/c3a/layer.py", ("c3a_block_size", "lora_targets",
+               "adapter_dtype"), _c3a_rule(256)),
+    PeftMethod("shira", "SHIRA", "linear", "peft/tuners/shira/layer.py", ("shira_rank", "lora_targets",
+               "adapter_dtype"), _shira_rule(32)),
+    PeftMethod("adaption-prompt", "ADAPTION_PROMPT", "attention", "peft/tuners/adaption_prompt/layer.py",
+               ("adapter_len", "adapter_layers")),
     PeftMethod("trainable-tokens", "TRAINABLE_TOKENS", "embedding", "peft/tuners/trainable_tokens/layer.py",
                ("trainable_tokens", "adapter_dtype")),
     PeftMethod("prompt-tuning", "PROMPT_TUNING", "prompt", "peft/tuners/prompt_tuning/model.py",
@@ -204,23 +331,30 @@ TABLE: dict[str, PeftMethod] = {m.name: m for m in (
                ("virtual_tokens", "encoder_hidden_size", "prefix_projection", "adapter_dtype")),
 )}
 BY_PEFT_TYPE = {m.peft_type: m.name for m in TABLE.values()}
+BY_PEFT_TYPE["BONE"] = "miss"  # peft renamed Bone to MiSS (tuners/miss); older adapter_config.json files say BONE
+# Methods whose trainable tensors are in the model's dtype: LN tuning's norm copies, and adaption prompt's prompts and
+# gates (AdaptedAttention: target_dtype = q_proj.weight.dtype; autocast_adapter_dtype casts tuner layers only).
+MODEL_DTYPE_METHODS = frozenset({"ln-tuning", "adaption-prompt"})
 # Methods whose trainable tensors are adapters kept in --adapter-dtype (peft get_peft_model's
-# autocast_adapter_dtype casts 16-bit adapter weights to fp32); LN tuning trains copies in the model's dtype.
-ADAPTER_DTYPE_METHODS = frozenset({"lora", "qlora", *(n for n in TABLE if n != "ln-tuning")})
+# autocast_adapter_dtype casts 16-bit adapter weights to fp32).
+ADAPTER_DTYPE_METHODS = frozenset({"lora", "qlora", *(n for n in TABLE if n not in MODEL_DTYPE_METHODS)})
 # Methods whose base model is frozen whole (no base Linear saves its input).
 FROZEN_BASE_METHODS = frozenset({"lora", "qlora", *TABLE})
 
 
 def method_of(name: str, t: TrainingSpec | None = None) -> PeftMethod | None:
-    """The table entry of a method (None for full, lora, qlora and freeze); OFT's rule for `t`'s block size."""
+    """The table entry of a method (None for full, lora, qlora and freeze), its Linear rule built for `t`'s
+    options (OFT's block size, FourierFT's n_frequency, BOFT's blocks, MiSS's and SHiRA's ranks, C3A's block)."""
     entry = TABLE.get(name)
-    if entry is not None and name == "oft" and t is not None and t.oft_block_size != 32:
-        return PeftMethod(entry.name, entry.peft_type, entry.kind, entry.source, entry.options,
-                          _oft_rule(t.oft_block_size))
-    if entry is not None and name == "fourierft" and t is not None and t.n_frequency != 1000:
-        return PeftMethod(entry.name, entry.peft_type, entry.kind, entry.source, entry.options,
-                          _fourierft_rule(t.n_frequency))
-    return entry
+    if entry is None or t is None:
+        return entry
+    rules: dict[str, Callable[[], LinearRule]] = {
+        "oft": lambda: _oft_rule(t.oft_block_size), "fourierft": lambda: _fourierft_rule(t.n_frequency),
+        "boft": lambda: _boft_rule(t.boft_block_size, t.boft_block_num), "miss": lambda: _miss_rule(t.miss_rank),
+        "c3a": lambda: _c3a_rule(t.c3a_block_size), "shira": lambda: _shira_rule(t.shira_rank)}
+    if name not in rules:
+        return entry
+    return PeftMethod(entry.name, entry.peft_type, entry.kind, entry.source, entry.options, rules[name]())
 
 
 # peft/utils/constants.py TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING, in canonical module names
@@ -271,8 +405,9 @@ def adapted_linears(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[Linear, bool],
     """(Linear, feedforward) for every Linear a `linear`-kind method adapts."""
     if t.method == "ia3":
         return ia3_targets(m, t)
-    if t.method in ("loha", "lokr", "oft") and _family(m) == "gpt2":
-        # lycoris_utils.py LycorisTuner: nn.Linear and nn.Conv1d/2d only, not transformers' Conv1D.
+    if t.method in ("loha", "lokr", "oft", "boft", "miss", "c3a", "shira") and _family(m) == "gpt2":
+        # lycoris_utils.py LycorisTuner: nn.Linear and nn.Conv1d/2d only, not transformers' Conv1D; boft, miss, c3a
+        # and shira model.py _create_new_module: torch.nn.Linear only.
         raise UnsupportedCombination(f"peft's {t.method} cannot adapt GPT-2's Conv1D layers: choose another model "
                                      "or method (ia3, vera, ln-tuning, prompt-tuning, p-tuning, prefix-tuning)")
     return tuple((lin, False) for lin in resolve_targets(m, t.lora_targets))
@@ -312,6 +447,11 @@ def trainable_tensors(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[tuple[int, .
         # tuners/ln_tuning/layer.py: a deepcopy of each targeted norm is trained (weight, and LayerNorm's bias).
         per_norm = ((h,), 2 if m.norm == "layernorm" else 1)
         return ((per_norm[0], per_norm[1] * norm_count(m)),)
+    if entry.kind == "attention":
+        # AdaptedAttention (tuners/adaption_prompt/layer.py): adaption_prompt (1, adapter_len, hidden) and
+        # adaption_gate (1,) in each of the top adapter_layers attention modules.
+        k = adaption_layers(m, t)
+        return (((1, t.adapter_len, h), k), ((1,), k))
     if t.method == "prompt-tuning":
         return (((n, h), 1),)  # PromptEmbedding: Embedding(num_virtual_tokens, token_dim)
     if t.method == "trainable-tokens":
@@ -374,6 +514,37 @@ def prompt_encoder_saved_per_sample(m: ModelSpec, t: TrainingSpec) -> int:
     return 0
 
 
+ADAPTION_PROMPT_FAMILIES = ("llama", "mistral")  # tuners/adaption_prompt/config.py TRANSFORMERS_MODEL_CONFIG
+
+
+def adaption_layers(m: ModelSpec, t: TrainingSpec) -> int:
+    """How many (top) layers adaption prompt adapts: --adapter-layers, all by default (peft's AdaptionPromptModel
+    takes the last adapter_layers attention modules and refuses more than the model has)."""
+    assert m.num_layers is not None
+    if _family(m) not in ADAPTION_PROMPT_FAMILIES:
+        # peft supports gpt2 too (AdaptedAttentionGPT: no o_proj on the prompt's output), which is not modelled
+        raise UnsupportedCombination(f"vramcalc models adaption prompt on llama and mistral models only (peft's "
+                                     f"AdaptedAttention), not family {m.family!r}")
+    k = m.num_layers if t.adapter_layers is None else t.adapter_layers
+    if k > m.num_layers:
+        raise UnsupportedCombination(f"--adapter-layers {k} exceeds {m.name}'s {m.num_layers} layers (peft refuses "
+                                     "it): lower it")
+    return k
+
+
+def adaption_saved(m: ModelSpec, t: TrainingSpec, c: int) -> tuple[int, int]:
+    """(bytes per token, bytes per sequence) one adapted layer's AdaptedAttention.forward saves beyond the frozen
+    attention (tuners/adaption_prompt/layer.py, utils.py llama_compute_query_states): the recomputed, rotated
+    queries (matmul with adapter_k saves them for its gradient), softmax's fp32 output over the adapter_len
+    prompt keys, its 16-bit cast (the gate's mul saves it) and the gated scores (matmul with adapter_v saves them);
+    per sequence the prompt's keys and values repeated to every head (repeat, repeat_interleave) that the two
+    matmuls save."""
+    assert m.num_attention_heads is not None
+    q_dim = m.num_attention_heads * head_dim(m)
+    n_len = t.adapter_len * m.num_attention_heads
+    return c * q_dim + (4 + 2 * c) * n_len, 2 * c * q_dim * t.adapter_len
+
+
 def note(m: ModelSpec, t: TrainingSpec) -> str:
     """The estimate's note for a table method: what was modelled, and where it approximates."""
     entry = TABLE[t.method]
@@ -381,6 +552,11 @@ def note(m: ModelSpec, t: TrainingSpec) -> str:
         return (f"trainable-tokens: {t.trainable_tokens} token embeddings trained; each forward merges them into a "
                 f"copy of the embedding matrix ({entry.source} get_merged_weights)"
                 + (", which the tied lm_head saves for backward." if m.tie_word_embeddings else "."))
+    if entry.kind == "attention":
+        return (f"adaption-prompt: {t.adapter_len} prompt tokens and a gate in the top {adaption_layers(m, t)} "
+                f"attention layers, each attending to the prompt besides the sequence ({entry.source}); without "
+                "checkpointing the frozen layers below save nothing, nor does the lowest adapted layer's frozen "
+                "attention (its input needs no gradient).")
     if entry.kind == "prompt":
         what = ("keys and values for them in every layer" if t.method == "prefix-tuning"
                 else "them in front of every sequence, through every layer and the loss")

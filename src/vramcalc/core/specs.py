@@ -336,6 +336,13 @@ class TrainingSpec:
     oft_block_size: int = 32  # OFT: peft oft_block_size (r = in_features / block size blocks per Linear)
     trainable_tokens: int = 16  # trainable tokens: how many token ids (peft token_indices) are trained
     n_frequency: int = 1000  # FourierFT: learned spectral coefficients per adapted Linear (peft n_frequency)
+    boft_block_size: int = 4  # BOFT: peft boft_block_size (0 when boft_block_num is given)
+    boft_block_num: int = 0  # BOFT: peft boft_block_num (0: boft_block_size is used)
+    miss_rank: int = 64  # MiSS (Bone): peft r
+    c3a_block_size: int = 256  # C3A: peft block_size
+    shira_rank: int = 32  # SHiRA: peft r (r x (in + out) trained weights per Linear)
+    adapter_len: int = 10  # adaption prompt: peft adapter_len
+    adapter_layers: int | None = None  # adaption prompt: peft adapter_layers (None: every layer)
     # Parallelism (memory/distributed.py): GPUs per node × nodes = tp × pp × data-parallel degree.
     gpus_per_node: int = 1
     nodes: int = 1
@@ -399,11 +406,14 @@ class TrainingSpec:
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
                          "quant_group_size", "loss_chunks", "ac_every", "new_tokens", "virtual_tokens",
-                         "oft_block_size", "trainable_tokens", "n_frequency", "num_labels"),
+                         "oft_block_size", "trainable_tokens", "n_frequency", "num_labels", "miss_rank",
+                         "c3a_block_size", "shira_rank", "adapter_len"),
                         (*POSITIVE, COUNT_CAP)),
+        **dict.fromkeys(("boft_block_size", "boft_block_num"), (*NON_NEGATIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
         "encoder_hidden_size": (*POSITIVE, COUNT_CAP),
+        "adapter_layers": (*POSITIVE, COUNT_CAP),
         "optimizer_rank": (*POSITIVE, COUNT_CAP),
         "lora_alpha": POSITIVE,
         "lora_dropout": FRACTION,
@@ -413,7 +423,8 @@ class TrainingSpec:
     }
     INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"lora_alpha", "lora_dropout", "gpu_memory_utilization"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size", "optimizer_rank",
-                                                    "max_model_len", "max_num_seqs", "max_num_batched_tokens"))
+                                                    "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                                                    "adapter_layers"))
     LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {}
 
     def __post_init__(self) -> None:
@@ -464,6 +475,10 @@ class TrainingSpec:
             # peft/peft_model.py _setup_prompt_encoder raises the same for PREFIX_TUNING.
             raise SpecError("", "prefix tuning does not work with gradient checkpointing (peft refuses it): "
                             "drop --grad-checkpointing")
+        if self.method == "boft" and (self.boft_block_size == 0) == (self.boft_block_num == 0):
+            # peft tuners/boft/layer.py update_layer: exactly one of the two gives the blocks.
+            raise SpecError("", "BOFT takes exactly one of --boft-block-size and --boft-block-num: set the other "
+                            "to 0")
         self._savers_consistent()
         self._objective_consistent()
         self._optimizer_consistent()

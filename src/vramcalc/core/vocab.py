@@ -13,7 +13,8 @@ Mode = Literal["train", "inference", "serve"]
 # The PEFT methods beyond LoRA (core/peft_methods.py: their trainable parameters and saved tensors, from peft 0.21's
 # tuners/*): IA3, LN tuning, LoHa, LoKr, VeRA, and the prompt-learning methods.
 Method = Literal["full", "lora", "qlora", "freeze", "ia3", "ln-tuning", "loha", "lokr", "vera", "oft",
-                 "fourierft", "trainable-tokens", "prompt-tuning", "p-tuning", "prefix-tuning"]
+                 "fourierft", "trainable-tokens", "prompt-tuning", "p-tuning", "prefix-tuning", "boft", "miss", "c3a",
+                 "shira", "adaption-prompt"]
 PrecisionName = Literal[
     "auto", "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16", "fp32"
 ]
@@ -125,4 +126,5 @@ METHOD_LABELS: dict[Method, str] = {
     "ia3": "IA3", "ln-tuning": "LN tuning", "loha": "LoHa", "lokr": "LoKr", "vera": "VeRA", "oft": "OFT",
     "fourierft": "FourierFT",    "trainable-tokens": "trainable tokens",
     "prompt-tuning": "prompt tuning", "p-tuning": "p-tuning", "prefix-tuning": "prefix tuning",
+    "boft": "BOFT", "miss": "MiSS", "c3a": "C3A", "shira": "SHiRA", "adaption-prompt": "adaption prompt",
 }

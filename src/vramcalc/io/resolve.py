@@ -81,6 +81,12 @@ _ADAPTER_KEYS: dict[str, dict[str, str]] = {
     "VERA": {"r": "lora_rank"},
     "OFT": {"oft_block_size": "oft_block_size"},
     "FOURIERFT": {"n_frequency": "n_frequency"},
+    "BOFT": {"boft_block_size": "boft_block_size", "boft_block_num": "boft_block_num"},
+    "MISS": {"r": "miss_rank"},
+    "BONE": {"r": "miss_rank"},  # peft renamed Bone to MiSS: tuners/miss/config.py MissConfig keeps its r
+    "C3A": {"block_size": "c3a_block_size"},
+    "SHIRA": {"r": "shira_rank"},
+    "ADAPTION_PROMPT": {"adapter_len": "adapter_len", "adapter_layers": "adapter_layers"},
     "IA3": {},
     "TRAINABLE_TOKENS": {},
     "LN_TUNING": {},
@@ -89,7 +95,7 @@ _ADAPTER_KEYS: dict[str, dict[str, str]] = {
     "PREFIX_TUNING": {"num_virtual_tokens": "virtual_tokens", "encoder_hidden_size": "encoder_hidden_size",
                       "prefix_projection": "prefix_projection"},
 }
-_TARGETED = ("LORA", "LOHA", "LOKR", "VERA", "IA3", "OFT", "FOURIERFT")
+_TARGETED = ("LORA", "LOHA", "LOKR", "VERA", "IA3", "OFT", "FOURIERFT", "BOFT", "MISS", "BONE", "C3A", "SHIRA")
 # Settings that change memory but that vramcalc models at peft's default only: refused when they differ.
 _DEFAULTS_ONLY: dict[str, dict[str, object]] = {
     "LOKR": {"decompose_both": False, "decompose_factor": -1},
@@ -98,6 +104,13 @@ _DEFAULTS_ONLY: dict[str, dict[str, object]] = {
     "OFT": {"r": 0, "coft": False, "block_share": False, "use_cayley_neumann": True, "num_cayley_neumann_terms": 5,
             "module_dropout": 0.0, "bias": "none"},
     "P_TUNING": {"encoder_reparameterization_type": "MLP"},
+    # boft_n_butterfly_factor > 1 needs peft's fbd_cuda extension (without it peft itself falls back to 1); dropout
+    # and bias change what is saved.
+    "BOFT": {"boft_n_butterfly_factor": 1, "boft_dropout": 0.0, "bias": "none"},
+    "MISS": {"init_weights": True, "miss_dropout": 0.0, "bias": "none"},  # "bat" / "mini": other tensors
+    "BONE": {"init_weights": True, "bias": "none"},
+    "C3A": {"bias": "none", "block_size_pattern": {}},
+    "SHIRA": {"mask_type": "random"},
     "LN_TUNING": {"target_modules": None},
 }
 

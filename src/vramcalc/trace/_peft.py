@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from vramcalc.core.errors import UnsupportedCombination
-from vramcalc.core.peft_methods import TABLE, adapted_linears
+from vramcalc.core.peft_methods import MODEL_DTYPE_METHODS, TABLE, adapted_linears, adaption_layers
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace._config import LORA_NAME_MAP, lora_targets
 
@@ -32,6 +32,9 @@ def peft_config(model: ModelSpec, training: TrainingSpec) -> Any:
         return peft.IA3Config(**common, target_modules=targets, feedforward_modules=ff)
     if method == "ln-tuning":
         return peft.LNTuningConfig(**common)
+    if method == "adaption-prompt":
+        return peft.AdaptionPromptConfig(**common, adapter_len=training.adapter_len,
+                                         adapter_layers=adaption_layers(model, training))
     rank: dict[str, Any] = {"r": training.lora_rank, "target_modules": lora_targets(model, training.lora_targets)}
     rank_alpha: Any = training.lora_alpha
     if method == "loha":
@@ -45,6 +48,17 @@ def peft_config(model: ModelSpec, training: TrainingSpec) -> Any:
     if method == "oft":
         return peft.OFTConfig(**common, r=0, oft_block_size=training.oft_block_size,
                               target_modules=rank["target_modules"])
+    if method == "boft":  # boft_n_butterfly_factor 1 (peft's default)
+        return peft.BOFTConfig(**common, boft_block_size=training.boft_block_size,
+                               boft_block_num=training.boft_block_num, target_modules=rank["target_modules"])
+    if method == "miss":
+        return peft.MissConfig(**common, r=training.miss_rank, target_modules=rank["target_modules"])
+    if method == "c3a":
+        return peft.C3AConfig(**common, block_size=training.c3a_block_size, target_modules=rank["target_modules"])
+    if method == "shira":
+        config = peft.ShiraConfig(**common, r=training.shira_rank, target_modules=rank["target_modules"])
+        config.mask_fn = _host_random_mask
+        return config
     if method == "trainable-tokens":
         embedding = "wte" if model.family.lower() == "gpt2" else "embed_tokens"
         return peft.TrainableTokensConfig(token_indices=list(range(training.trainable_tokens)),
@@ -69,7 +83,12 @@ def wrap(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec) -> Any:
         for module in wrapped.modules():
             if hasattr(module, "_get_delta_activations") and hasattr(module, "module_dropout"):
                 _run_adapters_always(module)
-    if training.method != "ln-tuning":  # LN tuning trains copies of the norms in the model's dtype
+    if training.method == "shira":
+        _indices_as_buffers(wrapped)
+        for module in wrapped.modules():
+            if hasattr(module, "shira_weight") and hasattr(module, "base_layer"):
+                _dense_shira_forward(module)
+    if training.method not in MODEL_DTYPE_METHODS:  # LN tuning's norm copies, adaption prompt: the model's dtype
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[training.adapter_dtype]
         for p in wrapped.parameters():
             if p.requires_grad and p.dtype != dtype:
@@ -162,6 +181,50 @@ def _run_adapters_always(layer: Any) -> None:
             if active in layer._available_adapters:
                 result = result + layer._get_delta_activations(active, x, *args, **kwargs)
         out: torch.Tensor = result.to(previous_dtype)
+        return out
+
+    layer.forward = forward
+
+
+def _host_random_mask(base_layer: Any, r: int, random_seed: int | None = None, **kwargs: Any) -> Any:
+    """peft tuners/shira/mask_functions.py random_mask, drawn on the host: the meta-device model's mask cannot be
+    read back by torch.where (ShiraLayer.update_layer), so the same r x (in + out) positions are drawn on the CPU."""
+    from peft.tuners.shira.mask_functions import random_mask
+
+    host = torch.nn.Linear(1, 1, bias=False, device="cpu")  # random_mask reads its shape and its weight's device
+    host.in_features, host.out_features = base_layer.in_features, base_layer.out_features
+    return random_mask(host, r, random_seed)
+
+
+def _indices_as_buffers(wrapped: torch.nn.Module) -> None:
+    """SHiRA's shira_indices is a plain dict of int32 tensors on the base weight's device (a GPU run draws the mask
+    there). The host-drawn indices become a BufferDict (peft tuners/_buffer_dict.py), so the tracer gives them device
+    storage like every buffer, as a run that puts the model on the GPU has them."""
+    from peft.tuners._buffer_dict import BufferDict
+
+    for module in wrapped.modules():
+        indices = module.__dict__.get("shira_indices")
+        if isinstance(indices, dict) and indices:
+            module.shira_indices = BufferDict(dict(indices), persistent=False)
+
+
+def _dense_shira_forward(layer: Any) -> None:
+    """SHiRA's Linear.forward (tuners/shira/layer.py) with its sparse add written densely: the tracer cannot read a
+    sparse tensor's storage, so `new_weight += sparse_coo_tensor(indices, weight * scaling)` becomes index_put_ at
+    the same positions (accumulate), which holds what the sparse add does: the clone of the base weight, the
+    int64 indices (sparse_coo_tensor converts the int32 ones) and the scaled values; its backward gathers the
+    weight's dense gradient at those positions, as the sparse add's does."""
+
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        base = layer.get_base_layer()
+        new_weight = base.weight.clone()
+        for active in layer.active_adapters:
+            if active not in layer.shira_weight.keys():
+                continue
+            rows, cols = layer.shira_indices[active].long()
+            values = (layer.shira_weight[active] * layer.scaling[active]).to(new_weight.dtype)
+            new_weight = new_weight.index_put_((rows, cols), values, accumulate=True)
+        out: torch.Tensor = torch.nn.functional.linear(x, new_weight, bias=base.bias)
         return out
 
     layer.forward = forward

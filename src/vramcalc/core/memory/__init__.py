@@ -618,9 +618,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         raise UnsupportedCombination(f"LoRA on lm_head with --loss {t.loss} --objective {t.objective}: that head "
                                      "reads lm_head.weight and skips the adapter; use --loss hf or chunked, or drop "
                                      "lm_head from --lora-targets")
-    if t.method in ("lora", "qlora") and not t.grad_checkpointing and not t.activation_offload \
+    if t.method in ("lora", "qlora", "adaption-prompt") and not t.grad_checkpointing and not t.activation_offload \
             and not saved_embedding(m, t) and "embed_tokens" not in outer:
-        # (a trained embedding copy, or LoRA on the embedding, gives layer 0's input a gradient)
+        # (a trained embedding copy, or LoRA on the embedding, gives layer 0's input a gradient; adaption prompt:
+        # the lowest adapted layer's input, below which nothing is trained)
         bottom = layer_activations(dense_m, t, recipe, trainable_weights=False, input_grad=False)
         top = layer_activations(dense_m, t, recipe, trainable_weights=False)
         drop_t = sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms)
@@ -632,6 +633,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # Layers below the first trainable one save nothing when their inputs need no gradient
     # (frozen embeddings): autograd records no graph there. LoRA adapts every layer.
     saving_layers = trained_layers if t.method == "freeze" else n_layers
+    if t.method == "adaption-prompt" and not t.grad_checkpointing:  # only its top layers record a graph
+        saving_layers = peft_methods.adaption_layers(m, t)
     if t.method == "freeze" and trained_layers == 0:
         saving_layers = 0
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).

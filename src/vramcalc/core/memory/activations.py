@@ -181,6 +181,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     peft_adapted = ({lin.module.rsplit(".", 1)[-1]: (lin, ff) for lin, ff in peft_methods.adapted_linears(m, t)}
                     if rule is not None else {})
     backward_const = 0  # the largest per-module backward temporary of those adapters
+    adapter_fwd_t = adapter_bwd_t = 0  # their largest per-token forward / backward temporaries (C3A's FFTs)
     terms: list[Term] = []
     tw = trainable_weights
     eager = t.attention == "eager" or eager_only(m)
@@ -195,7 +196,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                      input_live: bool = True) -> bool:
         """Append the group's saved inputs; True when the group's output needs a gradient through its own
         weights (trainable Linear weights or an adapter). `input_live`: the group's input needs a gradient."""
-        nonlocal backward_const
+        nonlocal backward_const, adapter_fwd_t, adapter_bwd_t
         # A Linear saves its input only when its weight needs a gradient (derivatives.yaml: mm/addmm).
         base_saves = tw and not already_saved
         if base_saves:
@@ -214,10 +215,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 extra = s.per_token
                 if s.input_copy and a != c:
                     extra += a * width  # its own cast of the input
-                elif s.input_copy and not shared_counted:
+                elif (s.input_copy or s.input_as_is) and not shared_counted:
                     extra += c * width  # the input itself, which nothing else saves
                     shared_counted = True
                 backward_const = max(backward_const, s.backward_const)
+                adapter_fwd_t = max(adapter_fwd_t, s.forward_per_token)
+                adapter_bwd_t = max(adapter_bwd_t, s.backward_per_token)
                 terms.append(Term(f"{t.method} {mod}", extra, const=s.const))
                 any_peft = True
             return tw or any_peft
@@ -355,6 +358,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=not eager and not math_sdpa and attn_live,
                              input_live=attn_live)
         attn_live = attn_live or o_own
+    if t.method == "adaption-prompt":  # the gated prompt attention adds a trainable path to the attention's output
+        attn_live = True
     if m.post_norms and n_norms:  # OLMo 2: post_attention_layernorm on the attention's output
         terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live, tw)
         attn_live = attn_live or tw
@@ -433,7 +438,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         eager_bwd = (4 + 2 * c) * n_heads
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
-    fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width, eager_fwd)
+    fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t), eager_fwd)
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
     # the tracer, tinyllama LoRA + cut loss, aten.mul.Tensor in LlamaRMSNorm's backward), which is more than
@@ -442,10 +447,18 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # fine-tuning of the test's wide-vocabulary llama with a loss saver: +4.2 % without, +5.3 % with it).
     norm_bwd = 5 * 4 * h if m.norm == "rmsnorm" and n_norms and not tw else 0
     bwd = Term("mlp backward gradients" if (3 if gated else 2) * c * width + c * h >= norm_bwd
-               else "rmsnorm backward (fp32)", max((3 if gated else 2) * c * width + c * h, norm_bwd), eager_bwd,
-               const=backward_const)
-    mlp_saved = sum(x.per_token for x in terms[n_attention_terms:] if not x.batch1_only)
+               else "rmsnorm backward (fp32)", max((3 if gated else 2) * c * width + c * h, norm_bwd, adapter_bwd_t),
+               eager_bwd, const=backward_const)
+    # (less the LoRA ranks' bytes, so that a larger rank never lowers the attention's moment: what the rank adds
+    # to the MLP's saved set is still counted there, but not as freed before the attention's backward)
+    mlp_terms = [x for x in terms[n_attention_terms:] if not x.batch1_only]
+    mlp_saved = sum(x.per_token for x in mlp_terms) - sum(a * t.lora_rank for x in mlp_terms
+                                                          if x.name.startswith("lora ") and x.name.endswith(" input"))
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
+    if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
+        per_token, per_sample = peft_methods.adaption_saved(m, t, c)
+        terms.append(Term("adaption prompt: queries, prompt scores, gated scores, prompt keys and values", per_token,
+                          per_sample=per_sample))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
                             fwd, bwd, mlp_saved)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -242,14 +243,17 @@ def _peft_weight_bytes(model: ModelSpec, training: TrainingSpec, total_params: i
         raise UnsupportedCombination(f"method {training.method!r} needs the architecture of {model.name!r}")
     tensors = peft_methods.trainable_tensors(model, training)
     trainable = peft_methods.trainable_params(model, training)
-    elem = w if training.method == "ln-tuning" else dtype_bytes(training.adapter_dtype)
+    elem = w if training.method in peft_methods.MODEL_DTYPE_METHODS else dtype_bytes(training.adapter_dtype)
     buffers = 0
     if training.method == "vera":
         buffers = 4 * peft_methods.vera_projection_elements(model, training)  # vera_A, vera_B: torch.randn, fp32
     if training.method == "trainable-tokens":  # trainable_tokens_original: a copy of the trained rows (buffer)
         buffers = trainable * elem
-    if training.method == "oft":  # OFTRotationModule's rows / cols buffers: torch.triu_indices, int64
-        buffers = 8 * 2 * sum(shape[1] * count for shape, count in tensors)
+    entry = peft_methods.method_of(training.method, training)
+    if entry is not None and entry.linear is not None:  # per-Linear buffers (OFT, BOFT, SHiRA: LinearRule.buffers)
+        for lin, _ in peft_methods.adapted_linears(model, training):
+            for shape, elem_bytes in entry.linear.buffers(lin.in_features, lin.out_features):
+                buffers += lin.count * elem_bytes * math.prod(shape)
     return WeightBytes(total_params * w, 0, trainable * elem + buffers, total_params, trainable, tensors,
                        adapter_buffers=buffers)
 
@@ -433,8 +437,8 @@ def _peft_groups(model: ModelSpec, training: TrainingSpec, w: int, adapter_elem:
             each = lin.count // per_kind_layers[where]
             for i, shape in enumerate(entry.linear.shapes(lin.in_features, lin.out_features, training.lora_rank, ff)):
                 in_layers[where].append((adapter(lin.module, i, shape, each), True))
-                if training.method == "oft":  # OFTRotationModule's rows / cols buffers: torch.triu_indices, int64
-                    in_layers[where].append((StoredTensor("", "buffer", (2, shape[1]), each, 8, False), False))
+            for shape, elem_bytes in entry.linear.buffers(lin.in_features, lin.out_features):  # OFT, BOFT, SHiRA
+                in_layers[where].append((StoredTensor("", "buffer", shape, each, elem_bytes, False), False))
         return
     if entry.kind == "norm":  # LN tuning: copies of the targeted norms in the model's dtype
         ((shape, count),) = peft_methods.trainable_tensors(model, training)
@@ -446,6 +450,14 @@ def _peft_groups(model: ModelSpec, training: TrainingSpec, w: int, adapter_elem:
             in_layers["all"].append((adapter("ln_tuning", 0, shape, per_layer * vectors, w), True))
         if final:  # the final norm's copy
             head.append(adapter("ln_tuning.final", 0, shape, vectors, w))
+        return
+    if entry.kind == "attention":  # adaption prompt: a prompt and a gate in each of the top layers, model dtype
+        k = peft_methods.adaption_layers(model, training)
+        for i, (shape, count) in enumerate(peft_methods.trainable_tensors(model, training)):
+            if k == model.num_layers:
+                in_layers["all"].append((adapter("adaption_prompt", i, shape, 1, w), True))
+            else:  # only the top k layers hold them: kept with the head, the end of the model they sit at
+                head.append(adapter("adaption_prompt", i, shape, count, w))
         return
     # Prompt and prefix encoders, trainable tokens: modules at the input, outside the layers.
     for i, (shape, count) in enumerate(peft_methods.trainable_tensors(model, training)):
