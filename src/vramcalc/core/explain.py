@@ -16,10 +16,9 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, encoder, estimate
+from vramcalc.core.memory import Breakdown, encoder, estimate, rl
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
-from vramcalc.core.memory import rl
 from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms, layer_activations, masked_sdpa
 from vramcalc.core.memory.distributed import activation_tokens
 from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
@@ -806,7 +805,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         if d.get("temporaries.head_backward"):
             tl.append(Line("temporaries.head_backward", labels[3], tok, d["temporaries.head_backward"],
                            _loss_formula(loss), src))
-    if "temporaries.generation" in d:  # memory/rl.py: GRPO's generate() and no-grad log-prob passes, moments of their own
+    if "temporaries.generation" in d:  # memory/rl.py: GRPO's generate() and no-grad log-prob passes (own moments)
         gen_rows = rl.generation_rows(t)
         tl.append(Line("temporaries.generation", "generate(): logits, sampling probabilities and layer workspace",
                        f"{gen_rows} rows (--batch-size {t.batch_size} × {rl.steps_per_generation(t)} steps per "

@@ -525,10 +525,14 @@ class TrainingSpec:
                 raise SpecError("", "--num-generations, --beta, --steps-per-generation and --num-iterations are "
                                 "GRPO's: add --objective grpo, or drop them")
             return
-        rows = self.batch_size * (self.steps_per_generation or self.grad_accum)
+        if self.prompt_len < 1:
+            raise SpecError("", "GRPO generates completions from prompts: give --prompt-len (the longest prompt, in "
+                            "tokens) and --seq-len = prompt + max_completion_length")
+        steps = self.steps_per_generation or self.grad_accum
+        rows = self.batch_size * steps
         if rows % self.num_generations:
             # grpo_config.py: generation_batch_size must be divisible by num_generations
-            raise SpecError("", f"the generation batch ({self.batch_size} × {self.steps_per_generation or self.grad_accum}"
+            raise SpecError("", f"the generation batch ({self.batch_size} × {steps}"
                             f" steps per generation = {rows} completions) must be divisible by --num-generations "
                             f"{self.num_generations}: raise --batch-size, --grad-accum or --steps-per-generation, or "
                             "lower --num-generations")

@@ -156,7 +156,7 @@ def grpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module
         per_token_loss = -torch.min(coef_1 * advantages, coef_2 * advantages)
         if beta > 0:
             per_token_loss = per_token_loss + beta * per_token_kl
-        loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)  # loss_type dapo
+        loss: torch.Tensor = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)  # loss_type dapo
         with torch.no_grad():  # the metrics (grpo_trainer.py 3254-3290): masked means of entropy, KL, clip ratios
             _ = (entropies * mask).sum() / mask.sum(), ((coef_1 < 1 - EPSILON) & (advantages < 0)).float().mean()
             if beta > 0:

@@ -198,6 +198,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     runtime = runtime_overhead(tensor_peak, _distributed.world_size(training))
     overhead = runtime.total
     details.update(runtime.details())
+    if act is not None and act.rl is not None:  # GRPO: which of generate() and the training step is the peak
+        notes += (_rl.peak_note(moments),)
     notes += plan.tail_notes  # activation notes, then overhead's
     if accum:
         notes += (_accum_note(training.grad_accum),)

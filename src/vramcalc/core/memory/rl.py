@@ -140,6 +140,20 @@ def loss_bytes(t: TrainingSpec) -> int:
     return vectors * 4 * t.batch_size * completion_len(t)
 
 
+def peak_note(moments: tuple[tuple[str, object, tuple[int, ...]], ...]) -> str:
+    """Which moment holds the peak: generate() or the training step, and by how much."""
+    totals = {key: sum(values) for key, _, values in moments}
+    gen = totals["forward.generate"]
+    step_key = max((k for k in totals if k not in ("forward.generate", "forward.logprobs")), key=lambda k: totals[k])
+    step = totals[step_key]
+    if gen > step:
+        return (f"grpo: the peak is generate() (forward.generate), {(gen - step) / 1e9:.2f} GB above the training "
+                f"step's largest moment ({step_key}): fewer generation rows (--batch-size x steps per generation) "
+                "or a shorter prompt + completion lower it.")
+    return (f"grpo: the peak is the training step ({step_key}); generate() (forward.generate) needs "
+            f"{(step - gen) / 1e9:.2f} GB less.")
+
+
 def notes(t: TrainingSpec, reference_bytes: int, recipe: Recipe) -> tuple[str, ...]:
     """What the estimate assumed about the GRPO step (every format shows them)."""
     ref = _preference.resolve_ref(t)
