@@ -93,7 +93,8 @@ def generation_view(t: TrainingSpec) -> TrainingSpec:
                    seq_len=t.prompt_len + c - 1, new_tokens=c, grad_accum=1, prompt_len=0, num_generations=8,
                    beta=0.0, steps_per_generation=0, num_iterations=1, ref_model="auto", ref_dtype="auto",
                    grad_checkpointing=False, ac_every=1, activation_offload=False, optimizer_in_bwd=False,
-                   loss="hf", packing="none", lora_targets=("auto",), modules_to_save=(),
+                   loss="hf", packing="none", lora_targets=("auto",), modules_to_save=(), zero=0, fsdp="none",
+                   offload="none", fsdp_frozen_grads=False,
                    weight_dtype="nf4" if t.method == "qlora" and t.quant_bits == 4 else
                    "int8" if t.method == "qlora" else "auto")
 
