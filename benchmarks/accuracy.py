@@ -45,11 +45,11 @@ bitsandbytes nf4 and int8 block weights). The trace
 is trace/_generate.py (prefill + new_tokens - 1 decode steps under torch.no_grad); the phases are prefill and
 decode. Written to accuracy_inference.{json,md}.
 
-The RL grid (`--grid rl`, issue 14; 21 cases): the same 3 architectures × 7 TRL GRPOTrainer steps (RL_RUNS; vLLM
+The RL grid (`--grid rl`, issue 14; 15 cases): the same 3 architectures × 5 TRL GRPOTrainer steps (RL_RUNS; vLLM
 off): generate() with sampling on the generation batch (trace/_generate.py decode), the no-grad log-prob passes
-(old policy with num_iterations 2, the reference with beta > 0: a frozen copy for full, adapters off for LoRA),
+(the reference with beta > 0: a frozen copy for full, adapters off for LoRA),
 then _compute_loss on the completions through TRL's fused head (trace/_rl.py); full pure-bf16, LoRA and QLoRA NF4,
-with and without checkpointing, one run where generate() is the peak. Prompt 256 + completion 32. Written to
+with and without checkpointing, one run where generate() is the peak. Prompt 256 + completion 16. Written to
 accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
@@ -590,14 +590,12 @@ def optimizer_grid() -> list[dict[str, Any]]:
 
 
 # Issue 14's online RL: TRL GRPOTrainer steps (trace/_rl.py: generate() with sampling on the generation batch, the
-# no-grad log-prob passes, _compute_loss through the fused head), vLLM off. Prompt 256 + 32 completion tokens
+# no-grad log-prob passes, _compute_loss through the fused head), vLLM off. Prompt 256 + 16 completion tokens
 # (a short completion keeps the traced decode loop short; the cache and logits scale with it the same way).
-_GRPO = {"objective": "grpo", "seq_len": 288, "prompt_len": 256, "num_generations": 4}
+_GRPO = {"objective": "grpo", "seq_len": 272, "prompt_len": 256, "num_generations": 4}
 RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("grpo full", {**_FULL, **_GRPO, "batch_size": 4}),
-    ("grpo full beta copy", {**_FULL, **_GRPO, "batch_size": 4, "beta": 0.04}),
     ("grpo full beta copy gc", {**_FULL, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
-    ("grpo full accum old-logps", {**_FULL, **_GRPO, "batch_size": 2, "grad_accum": 2, "num_iterations": 2}),
     ("grpo lora beta adapters-off gc", {**_LORA, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
     ("grpo lora generation peak", {**_LORA, **_GRPO, "batch_size": 2, "steps_per_generation": 8}),
     ("grpo qlora gc", {**_QLORA, **_GRPO, **GC, "batch_size": 4}),
@@ -731,7 +729,7 @@ def main() -> None:
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
                     "against the tracer's model; optimizers: issue 13's 26 "
                     "GaLore/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 30 DoRA / "
-                    "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 21 GRPO cases "
+                    "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
                     "(generate() and the step on completions)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
