@@ -9,12 +9,13 @@ from dataclasses import replace
 import pytest
 
 from cli_helpers import invoke
+from test_preference import _load  # a run file written and read back
 from vramcalc.core.errors import SpecError
 from vramcalc.core.memory import estimate
 from vramcalc.core.memory import rl as _rl
 from vramcalc.core.params import count_params
 from vramcalc.core.specs import ModelSpec, TrainingSpec
-from vramcalc.io import presets
+from vramcalc.io import presets, runfiles
 
 QWEN = presets.find_model("qwen2.5-0.5b")  # hidden 896, 24 layers, 2 KV heads of 64, vocab 151,936 (config.json)
 GRPO = TrainingSpec(objective="grpo", batch_size=8, seq_len=768, prompt_len=256)  # 8 completions, 8 per prompt
@@ -151,3 +152,35 @@ def test_grpo_matches_the_trace(kw: dict[str, object]) -> None:
     # Issue 14's bounds: never under the trace by more than 2 %, over by at most 5 %.
     err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
     assert -0.02 <= err <= 0.05, (err, e.phases, r.phase_peaks, r.peak_op)
+
+
+# --- run files ----------------------------------------------------------------------------------------------
+def test_trl_grpo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = _load(tmp_path, "output_dir: out\nper_device_train_batch_size: 8\nnum_generations: 8\n"
+                          "max_completion_length: 1024\nmax_prompt_length: 256\nbeta: 0.04\nloss_type: dapo\n"
+                          "generation_batch_size: 32\nuse_vllm: false\n")
+    o = run.options
+    assert (o["objective"], o["num_generations"], o["beta"], o["steps_per_generation"]) == ("grpo", 8, 0.04, 4)
+    assert (o["seq_len"], o["prompt_len"]) == (256 + 1024, 256)
+    assert o["grad_checkpointing"] is True  # GRPOConfig's default, the file not saying otherwise
+    # no prompt bound in the file: TRL's old max_prompt_length default, said in a note
+    run = _load(tmp_path, "output_dir: out\nnum_generations: 4\n")
+    assert (run.options["seq_len"], run.options["prompt_len"]) == (512 + 512, 512)
+    assert any("prompt 512 tokens assumed" in n for n in run.notes)
+    with pytest.raises(runfiles.RunFileError, match="vLLM generation is not modelled yet"):
+        _load(tmp_path, "output_dir: out\nnum_generations: 4\nuse_vllm: true\nvllm_mode: colocate\n")
+    with pytest.raises(runfiles.RunFileError, match="not a TRL GRPO loss_type"):
+        _load(tmp_path, "output_dir: out\nnum_generations: 4\nloss_type: ppo\n")
+    with pytest.raises(runfiles.RunFileError, match="not a multiple of the micro-batch"):
+        _load(tmp_path, "output_dir: out\nper_device_train_batch_size: 8\ngeneration_batch_size: 12\n")
+
+
+def test_axolotl_rl_grpo(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\nadapter: lora\nmicro_batch_size: 4\ntrl:\n"
+                          "  beta: 0.001\n  num_generations: 4\n  max_completion_length: 256\n"
+                          "  max_prompt_length: 128\n  use_vllm: false\n")
+    o = run.options
+    assert (o["objective"], o["method"], o["beta"], o["seq_len"], o["prompt_len"]) == ("grpo", "lora", 0.001,
+                                                                                        384, 128)
+    with pytest.raises(runfiles.RunFileError, match="trl.use_vllm: vLLM generation is not modelled yet"):
+        _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\ntrl:\n  use_vllm: true\n")
