@@ -259,7 +259,6 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "load_in_4bit": (), "load_in_8bit": (), "lora_target_linear": (), "fp16": (), "eager_attention": (),
         "cut_cross_entropy": (), "liger_fused_linear_cross_entropy": (), "chunked_cross_entropy": (),
         "gradient_checkpointing_offload": (), "flash_attention": (), "sdp_attention": (), "sample_packing": (),
-        "trl.use_vllm": (),  # axolotl rl: grpo's trl: section (schemas/trl.py TRLConfig)
         "precompute_ref_log_probs": (), "peft_use_dora": (), "peft_use_rslora": (),
         "bf16": ("auto",),  # bf16 where the GPU has it
         # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
@@ -272,8 +271,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
                                         "padding_free", "activation_offloading", "precompute_ref_log_probs",
                                         "use_peft", "use_dora", "use_rslora", "load_in_4bit", "load_in_8bit",
-                                        "use_bnb_nested_quant", "use_vllm", "use_transformers_continuous_batching"),
-                                       ()),
+                                        "use_bnb_nested_quant"), ()),
     "torchtune": dict.fromkeys(("enable_activation_checkpointing", "optimizer_in_bwd", "enable_activation_offloading",
                                 "model.apply_lora_to_mlp", "model.apply_lora_to_output", "optimizer.fused",
                                 "dataset.packed", "model.use_dora"), ()),
@@ -759,16 +757,20 @@ GRPO_COMPLETION = 512  # GRPOConfig max_completion_length default
 GRPO_PROMPT = 512  # the prompt bound when a file gives none (TRL < 1.0's max_prompt_length default; 1.16 has none)
 
 
+def _refuse_generation_engines(d: dict[str, Any], prefix: str = "") -> None:
+    """use_vllm / continuous batching set to anything but false or null: refused in one line (not a boolean read:
+    whatever the value, only `false` means TRL's generate() path, which is what is modelled)."""
+    if d.get("use_vllm") not in (None, False):
+        raise _KeyProblem(prefix + "use_vllm", "vLLM generation is not modelled yet; set use_vllm: false to estimate "
+                          "TRL's generate() path")
+    if d.get("use_transformers_continuous_batching") not in (None, False):
+        raise _KeyProblem(prefix + "use_transformers_continuous_batching", "transformers' continuous batching (a "
+                          "paged cache) is not modelled; set it false to estimate generate() with a DynamicCache")
+
+
 def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> None:
     """GRPOConfig keys (`prefix`: axolotl's `trl.` section) onto --objective grpo (vLLM off)."""
-    key = prefix + "use_vllm"
-    if _flag(tool, d.get("use_vllm"), key):
-        raise _KeyProblem(key, "vLLM generation is not modelled yet; set use_vllm: false to estimate TRL's "
-                          "generate() path")
-    if "use_transformers_continuous_batching" in d and not prefix and _flag(
-            tool, d.get("use_transformers_continuous_batching"), "use_transformers_continuous_batching"):
-        raise _KeyProblem("use_transformers_continuous_batching", "transformers' continuous batching (a paged "
-                          "cache) is not modelled; set it false to estimate generate() with a DynamicCache")
+    _refuse_generation_engines(d, prefix)
     if d.get("cache_implementation") not in (None, "dynamic"):
         raise _KeyProblem(prefix + "cache_implementation", f"{d['cache_implementation']!r:.40} is not modelled for "
                           "GRPO; remove it (generate()'s DynamicCache)")
@@ -816,10 +818,10 @@ def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
     # CPOTrainer with loss_type simpo (its cpo_alpha key, TRL's 1.0 when unset); grpo is not modelled.
     rl = d.get("rl")
     precompute = _flag(AX, d.get("precompute_ref_log_probs"), "precompute_ref_log_probs")  # pydantic checks it
+    section = d.get("trl") or {}
     if rl is None or rl is False:
         return
     if str(rl) == "grpo":  # TRL GRPOTrainer with axolotl's `trl:` section (schemas/trl.py)
-        section = d.get("trl") or {}
         if not isinstance(section, dict):
             raise _KeyProblem("trl", f"{section!r:.40} is not a mapping of GRPOConfig keys")
         run.mapped.append("rl")
