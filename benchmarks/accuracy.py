@@ -45,6 +45,13 @@ bitsandbytes nf4 and int8 block weights). The trace
 is trace/_generate.py (prefill + new_tokens - 1 decode steps under torch.no_grad); the phases are prefill and
 decode. Written to accuracy_inference.{json,md}.
 
+The RL grid (`--grid rl`, issue 14; 15 cases): the same 3 architectures × 5 TRL GRPOTrainer steps (RL_RUNS; vLLM
+off): generate() with sampling on the generation batch (trace/_generate.py decode), the no-grad log-prob passes
+(the reference with beta > 0: a frozen copy for full, adapters off for LoRA),
+then _compute_loss on the completions through TRL's fused head (trace/_rl.py); full pure-bf16, LoRA and QLoRA NF4,
+with and without checkpointing, one run where generate() is the peak. Prompt 256 + completion 16. Written to
+accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
+
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
 
@@ -54,7 +61,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|sharded|
-                optimizers|lora-variants]
+                optimizers|lora-variants|rl]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -623,11 +630,29 @@ def optimizer_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# Issue 14's online RL: TRL GRPOTrainer steps (trace/_rl.py: generate() with sampling on the generation batch, the
+# no-grad log-prob passes, _compute_loss through the fused head), vLLM off. Prompt 256 + 16 completion tokens
+# (a short completion keeps the traced decode loop short; the cache and logits scale with it the same way).
+_GRPO = {"objective": "grpo", "seq_len": 272, "prompt_len": 256, "num_generations": 4}
+RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("grpo full", {**_FULL, **_GRPO, "batch_size": 4}),
+    ("grpo full beta copy gc", {**_FULL, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
+    ("grpo lora beta adapters-off gc", {**_LORA, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
+    ("grpo lora generation peak", {**_LORA, **_GRPO, "batch_size": 2, "steps_per_generation": 8}),
+    ("grpo qlora gc", {**_QLORA, **_GRPO, **GC, "batch_size": 4}),
+)
+
+
+def rl_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | b{kw['batch_size']} s{kw['seq_len']} p{kw['prompt_len']}", "model": model,
+             "method": label, "training": dict(kw)} for model in PREFERENCE_MODELS for label, kw in RL_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
-         "lora-variants": lora_variant_grid}
+         "lora-variants": lora_variant_grid, "rl": rl_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -636,7 +661,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "encoders": " (encoders with task heads, issue 15)",
           "sharded": " (the root's and one layer's bytes, issue 19)",
           "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)",
-          "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)"}
+          "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
+          "rl": " (GRPO: generate() and the step on completions, issue 14)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -744,7 +770,8 @@ def main() -> None:
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
                     "against the tracer's model; optimizers: issue 13's 26 "
                     "GaLore/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 30 DoRA / "
-                    "modules_to_save / lm_head and embed_tokens LoRA cases")
+                    "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
+                    "(generate() and the step on completions)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -752,7 +779,7 @@ def main() -> None:
     versions = _versions()
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
-        if args.grid in ("presets", "preference-free", "encoders", "optimizers") \
+        if args.grid in ("presets", "preference-free", "encoders", "optimizers", "rl") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -207,19 +207,31 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     # preference and reward objectives (core/specs.py _objective_consistent)
     if kw["objective"] != "sft" and (kw["gpus_per_node"] * kw["nodes"] > 1 or kw["tp"] > 1 or kw["pp"] > 1):
         kw["objective"] = "sft"
+    if kw["objective"] == "grpo" and (kw["mode"] != "train" or kw["seq_len"] < 2):
+        kw["objective"] = "sft"  # GRPO generates from a prompt: at least one prompt and one completion token
+    grpo = kw["objective"] == "grpo"
     pref = kw["objective"] in ("dpo", "ipo", "kto")
-    if (pref and kw["loss"] not in ("hf", "trl")) or kw["objective"] in ("reward", "orpo", "cpo", "simpo"):
+    if ((pref or grpo) and kw["loss"] not in ("hf", "trl")) or kw["objective"] in ("reward", "orpo", "cpo", "simpo"):
         kw["loss"] = "hf"
+    # GRPO (core/specs.py _rl_consistent): num_generations divides the generation batch (here the batch itself, so
+    # that any --grad-accum keeps it valid); a reference only with beta > 0
+    rows = kw["batch_size"]
+    kw["num_generations"] = draw(st.sampled_from([g for g in (1, 2, 8, rows) if rows % g == 0])) if grpo else 8
+    kw["beta"] = draw(st.sampled_from([0.0, 0.04])) if grpo else 0.0
     if kw["objective"] not in ("cpo", "simpo"):  # CPOConfig cpo_alpha 0 (--no-chosen-nll) is CPOTrainer's
         kw["chosen_nll"] = True
-    if not pref:
+    if not (pref or (grpo and kw["beta"] > 0)):
         kw.update(ref_model="auto", ref_dtype="auto")
+    if grpo and kw["ref_model"] == "precomputed":
+        kw["ref_model"] = "auto"
     if kw["ref_model"] == "adapters-off" and kw["method"] not in ("lora", "qlora"):
         kw["ref_model"] = "copy"
     if kw["ref_model"] not in ("copy", "auto"):
         kw["ref_dtype"] = "auto"
     with_prompt = (pref or kw["loss"] == "trl") and kw["mode"] == "train" and kw["seq_len"] > 1
     kw["prompt_len"] = draw(st.integers(0, kw["seq_len"] - 1)) if with_prompt else 0
+    if grpo:
+        kw["prompt_len"] = draw(st.integers(1, kw["seq_len"] - 1))
     if not kw["grad_checkpointing"]:
         kw["ac_every"] = 1
     # An encoder's task head (memory/encoder.py): a causal LM refuses --head, so it is drawn for a quarter of runs
@@ -253,7 +265,8 @@ def as_sft(t: TrainingSpec) -> TrainingSpec:
     if t.objective == "sft":
         return t
     return with_(t, objective="sft", ref_model="auto", ref_dtype="auto", chosen_nll=True,
-                 prompt_len=t.prompt_len if t.loss == "trl" else 0)
+                 prompt_len=t.prompt_len if t.loss == "trl" else 0, num_generations=8, beta=0.0,
+                 steps_per_generation=0, num_iterations=1)
 
 
 def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
@@ -475,8 +488,10 @@ def test_lora_needs_no_more_than_full_fine_tuning(m: ModelSpec, t: TrainingSpec)
     # DoRA keeps each adapted Linear's base output and lora_B's output per token (memory/activations.py): at
     # 16 x 370 tokens on all linears it outgrows full fine-tuning (deepseek-r1-distill-qwen-1.5b: +7.2 MB, found by
     # hypothesis), a real cost like the fp32 adapter inputs above; the invariant is LoRA's own.
+    # (GRPO: the smaller batch must still hold whole groups of num_generations completions, core/specs.py)
+    groups = t.num_generations if batch % t.num_generations == 0 or t.objective != "grpo" else 1
     t = with_(t, adapter_dtype=recipe_of(t).compute, lora_dropout=0.0, lora_rank=min(t.lora_rank, 64), dora=False,
-              batch_size=batch, seq_len=min(t.seq_len, 16_384 // batch), optimizer="adamw")
+              batch_size=batch, seq_len=min(t.seq_len, 16_384 // batch), optimizer="adamw", num_generations=groups)
     lora = run(m, t)
     full = run(m, with_(t, method="full"))
     assert lora.peak_bytes <= full.peak_bytes

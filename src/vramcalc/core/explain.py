@@ -16,7 +16,7 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, encoder, estimate
+from vramcalc.core.memory import Breakdown, encoder, estimate, rl
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms, layer_activations, masked_sdpa
@@ -80,6 +80,7 @@ SRC_LOSS = "transformers ForCausalLMLoss: logits.float(), log_softmax (saved), n
 SRC_OVERHEAD = ("memory/overhead.py: CUDA context measured ~500 MiB; CublasHandlePool.cpp; NCCL docs; "
                 "CUDACachingAllocator.cpp segments; fragmentation fitted (docs/real-gpu.md)")
 SRC_PHASES = "memory/__init__.py phase model (steady state, zero_grad(set_to_none=True))"
+SRC_RL = "memory/rl.py (TRL 1.16 trl/trainer/grpo_trainer.py _generate_single_turn, _generate_and_score_completions)"
 SRC_PREFERENCE = ("memory/preference.py (TRL 1.16 trl/trainer/dpo_trainer.py, kto_trainer.py _compute_loss; "
                   "DataCollatorForPreference)")
 SRC_REWARD = ("memory/reward.py (TRL reward_trainer.py: AutoModelForSequenceClassification(num_labels=1); "
@@ -378,7 +379,7 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                               w.copies * w.copy_elem_bytes, "copied parameters × bytes per weight", SRC_SAVED))
     elif t.method in peft_methods.TABLE:
         lines += _peft_weights(m, t, w)
-    if pref.is_preference(t):
+    if pref.is_preference(t) or rl.is_rl(t):
         lines.append(_reference_weights(t, b, w))
     lines, text = _per_gpu(b, "weights", lines, text, {
         "weights.partition": "this GPU's partition", "weights.gathered_unit": "one gathered unit"})
@@ -772,7 +773,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     act_text = ["gradient checkpointing trades recomputation for memory: only each layer's input is kept"
                 if t.grad_checkpointing else
                 "alive from the end of forward until backward reaches each layer"]
-    if pref.is_preference(t):
+    if pref.is_preference(t) or rl.is_rl(t):
         act_text.append("TRL's fused log-prob head (add_fused_lm_head, ChunkedLogProbFunction): no vocabulary-wide "
                         "logits are kept, only the completion positions' hidden states and per-token statistics")
     elif t.objective == "reward":
@@ -822,6 +823,17 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         if d.get("temporaries.head_backward"):
             tl.append(Line("temporaries.head_backward", labels[3], tok, d["temporaries.head_backward"],
                            _loss_formula(loss), src))
+    if "temporaries.generation" in d:  # memory/rl.py: GRPO's generate() and no-grad log-prob passes (own moments)
+        gen_rows = rl.generation_rows(t)
+        tl.append(Line("temporaries.generation", "generate(): logits, sampling probabilities and layer workspace",
+                       f"{gen_rows} rows (--batch-size {t.batch_size} × {rl.steps_per_generation(t)} steps per "
+                       f"generation), prompt {t.prompt_len} + {rl.completion_len(t)} new tokens",
+                       d["temporaries.generation"], "the larger of the prefill and the last decode step, beside the "
+                       "KV cache (memory/inference.py generate_terms)", SRC_RL))
+        if d.get("temporaries.logprob_pass"):
+            tl.append(Line("temporaries.logprob_pass", "no-grad log-prob pass (old policy / reference)",
+                           f"{t.batch_size} rows of {_n(seq)} per sub-batch, {_n(gen_rows)} rows' results kept",
+                           d["temporaries.logprob_pass"], "one no-grad forward through TRL's fused head", SRC_RL))
     if "temporaries.reference_forward" in d:  # memory/preference.py ReferencePlan.peak, a moment of its own
         tl.append(Line("temporaries.reference_forward", f"reference model's no-grad forward ({pref.resolve_ref(t)})",
                        f"the larger of one no-grad layer over {tok} and its fused head over "
@@ -852,7 +864,7 @@ def _loss_of(t: TrainingSpec, d: dict[str, int]) -> str:
     preference objectives, the reward model's score head, --loss, or another objective's own head."""
     if "activations.loss_saved" not in d:
         return "hf"
-    if pref.is_preference(t):
+    if pref.is_preference(t) or rl.is_rl(t):
         return "trl"
     if t.objective == "reward":
         return "reward"
@@ -902,6 +914,9 @@ def _loss_inputs(t: TrainingSpec, loss: str, tokens: int, seq: int) -> str:
 def _rows_text(t: TrainingSpec) -> str:
     """What one policy forward runs on under a preference or reward objective (memory/preference.py rows)."""
     b = t.batch_size  # the policy view's rows
+    if rl.is_rl(t):
+        return (f"grpo: {b} completions (per_device_train_batch_size) of prompt {t.prompt_len} + completion "
+                f"{rl.completion_len(t)} in one forward; generate() ran on {rl.generation_rows(t)} rows before it")
     if t.objective == "kto":
         return (f"kto: {b} unpaired completions in one forward; the KL rows (same shape) run under no_grad before it "
                 "and again through the reference")
@@ -1222,7 +1237,7 @@ def header(e: Explanation) -> str:
 
 
 _OBJECTIVE_LABELS = {"dpo": "DPO", "ipo": "IPO", "kto": "KTO", "reward": "reward model", "orpo": "ORPO", "cpo": "CPO",
-                     "simpo": "SimPO"}
+                     "simpo": "SimPO", "grpo": "GRPO"}
 
 
 def settings(t: TrainingSpec) -> dict[str, Any]:
@@ -1230,6 +1245,10 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
     out = run_settings(t)
     if t.objective != "sft":
         out["objective"] = t.objective
+        if rl.is_rl(t):
+            out.update(ref_model=pref.resolve_ref(t) or "none", prompt_len=t.prompt_len,
+                       num_generations=t.num_generations, beta=t.beta,
+                       generation_rows=rl.generation_rows(t))
         if pref.is_preference(t):
             out.update(ref_model=pref.resolve_ref(t), prompt_len=t.prompt_len)
             if pref.resolve_ref(t) == "copy":

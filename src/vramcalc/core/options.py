@@ -198,12 +198,24 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("objective", OBJECTIVES, "sft",
         "Training objective: sft, dpo/ipo (TRL DPOTrainer: chosen and rejected as 2x the batch, plus a reference), "
         "kto (unpaired, a reference), reward (a scoring head), orpo/cpo/simpo (TRL ORPOTrainer/CPOTrainer: no "
-        "reference, chosen and rejected as 2x the batch, full logits)."),
+        "reference, chosen and rejected as 2x the batch, full logits), grpo (TRL GRPOTrainer: generate() then a "
+        "step on --batch-size completions of --seq-len = prompt + completion)."),
     Opt("prompt_len", int, 0,
         "Prompt tokens per sequence (of --seq-len); only completions go through TRL's head. 0: every token."),
     Opt("ref_model", REF_MODELS, "auto",
-        "DPO/KTO reference: auto (a copy; LoRA: the base with adapters off), copy, adapters-off, precomputed."),
+        "DPO/KTO/GRPO reference: auto (a copy; LoRA: the base with adapters off), copy, adapters-off, precomputed."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
+    # Online RL (memory/rl.py): TRL GRPOConfig's defaults.
+    Opt("num_generations", int, 8,
+        "GRPO: completions sampled per prompt (GRPOConfig num_generations); the generation batch (--batch-size x "
+        "steps per generation) must be a multiple of it."),
+    Opt("beta", float, 0.0,
+        "GRPO: KL coefficient; > 0 loads a reference (a frozen copy; LoRA: the base with adapters off)."),
+    Opt("steps_per_generation", int, 0,
+        "GRPO: micro-batches per generate() call (0: --grad-accum, GRPOConfig's default); generate() runs on "
+        "--batch-size x this many completions."),
+    Opt("num_iterations", int, 1,
+        "GRPO: optimisation passes per generation batch (GRPOConfig num_iterations, mu in the paper)."),
     Opt("chosen_nll", bool, True,
         "CPO/SimPO: the NLL term on the chosen half (CPOConfig cpo_alpha > 0, TRL's default); --no-chosen-nll for "
         "cpo_alpha 0 (AlphaPO, SimPO as published). ORPO always computes it."),

@@ -8,6 +8,7 @@ by bisection: O(log n) estimates, and the answer is exact at the boundary (it fi
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,7 +30,9 @@ MAX_SEQ_LEN = 2**20
 CHANGE_COST = {"grad_checkpointing": 1, "optimizer": 2, "batch_size": 2, "method": 3,
                # Inference: an fp8 KV cache barely changes quality; quantized weights change the model;
                # a shorter context changes what can be served.
-               "kv_dtype": 1, "weight_dtype": 2, "seq_len": 3}
+               "kv_dtype": 1, "weight_dtype": 2, "seq_len": 3,
+               # GRPO: fewer completions per generate() call, the same effective batch (more generate() calls)
+               "steps_per_generation": 1}
 # Inference weight formats to suggest, smallest change first (memory/inference.py QUANTIZED).
 INFERENCE_WEIGHT_FORMATS = ("fp8", "int8", "awq-int4")
 # More GPUs with ZeRO-3 keeps the run as it is but needs the hardware and DeepSpeed: ranked after the
@@ -114,14 +117,38 @@ def rank_cap(model: ModelSpec) -> int | None:
     return model.hidden_size
 
 
+def batch_unit(t: TrainingSpec) -> int:
+    """The step between valid micro-batches: GRPO's generation batch (batch × steps per generation) must hold whole
+    groups of num_generations completions (trl/trainer/grpo_config.py); 1 otherwise."""
+    if t.objective != "grpo" or t.mode != "train":
+        return 1
+    steps = t.steps_per_generation or t.grad_accum
+    return t.num_generations // math.gcd(t.num_generations, steps)
+
+
 def max_batch_size(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
-    return largest_fitting(
-        lambda b: est.peak(with_changes(t, {"batch_size": b})), budget_bytes, MAX_BATCH_SIZE
+    unit = batch_unit(t)
+    k = largest_fitting(
+        lambda n: est.peak(with_changes(t, {"batch_size": n * unit})), budget_bytes, MAX_BATCH_SIZE // unit
     )
+    return None if k is None else k * unit
+
+
+def max_generation_rows(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
+    """GRPO: the largest generation batch (per_device_train_batch_size × steps_per_generation completions per
+    generate() call, whole groups of num_generations) that fits with the run's micro-batch; None if none does."""
+    if t.objective != "grpo" or t.mode != "train":
+        return None
+    step = t.num_generations // math.gcd(t.num_generations, t.batch_size)  # steps_per_generation granularity
+    k = largest_fitting(lambda n: est.peak(with_changes(t, {"steps_per_generation": n * step})), budget_bytes,
+                        MAX_BATCH_SIZE // (step * t.batch_size) or 1)
+    return None if k is None else k * step * t.batch_size
 
 
 def seq_floor(t: TrainingSpec) -> int:
     """The shortest sequence `t` allows: generate()'s context holds its new tokens (prompt >= 1 token)."""
+    if t.objective == "grpo":
+        return 2  # GRPO generates from a prompt of at least one token: one prompt and one completion token
     return t.new_tokens if t.mode == "inference" else 1
 
 
@@ -154,7 +181,7 @@ def max_lora_rank(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | N
     """The largest fitting rank: the largest over the monotone segments (rank_segments), each searched
     from its start, so a rank that fits after a fall in memory is never skipped."""
     cap = rank_cap(est.model)
-    if t.method not in ("lora", "qlora") or cap is None or t.mode == "inference":
+    if t.method not in ("lora", "qlora") or cap is None or t.mode != "train":
         return None
     for lo, hi in reversed(rank_segments(est.model, t, cap)):
         found = largest_fitting(lambda r: est.peak(with_changes(t, {"lora_rank": r})), budget_bytes, hi, lo)
@@ -192,6 +219,11 @@ def _choices(t: TrainingSpec) -> list[list[tuple[str, dict[str, Any]]]]:
         )
     if t.batch_size > 1:
         kinds.append([("batch_size", {})])  # the micro-batch is chosen after the other changes
+    steps = t.steps_per_generation or t.grad_accum
+    if t.objective == "grpo" and steps > 1:  # generate() on fewer rows at a time (memory/rl.py)
+        fewer = [n for n in (steps // 2, steps // 4, 1)
+                 if 0 < n < steps and (t.batch_size * n) % t.num_generations == 0]
+        kinds.append([(f"steps_per_generation.{n}", {"steps_per_generation": n}) for n in dict.fromkeys(fewer)])
     return [k for k in kinds if k]
 
 
@@ -309,6 +341,12 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
                 "no combination of QLoRA, checkpointing, an 8-bit optimizer, a smaller micro-batch or up to "
                 "4,096 GPUs with ZeRO-3 fits: use a larger GPU or a shorter sequence (see max_seq_len)."
             )
+    rows = max_generation_rows(est, t, capacity_bytes)
+    if t.objective == "grpo" and t.mode == "train":
+        notes.append(f"grpo: the largest generation batch that fits with --batch-size {t.batch_size}: "
+                     + (f"{rows:,} completions per generate() call (--steps-per-generation "
+                        f"{rows // t.batch_size}; num_generations up to {rows:,} with one prompt per call)."
+                        if rows else "none (the training step alone does not fit)."))
     return FitReport(
         peak,
         capacity_bytes,

@@ -386,6 +386,12 @@ class TrainingSpec:
     prompt_len: int = 0  # prompt tokens per sequence (seq_len = prompt + the longer completion); 0: all completion
     ref_model: RefModel = "auto"  # DPO reference: a frozen copy, the base with adapters off, or precomputed
     ref_dtype: RefDtype = "auto"  # a copied reference's weight dtype (auto: the policy's)
+    # Online RL (memory/rl.py): TRL GRPOConfig num_generations, beta, steps_per_generation (0: grad_accum,
+    # GRPOConfig's default) and num_iterations; batch_size counts completions, seq_len = prompt + completion.
+    num_generations: int = 8
+    beta: float = 0.0
+    steps_per_generation: int = 0
+    num_iterations: int = 1
     chosen_nll: bool = True  # cpo/simpo: the NLL term on the chosen half (CPOConfig cpo_alpha > 0); orpo always
     # Encoders (memory/encoder.py): the task head and its label count (AutoModelForSequenceClassification's
     # config.num_labels, 2 by default in transformers' PretrainedConfig).
@@ -407,11 +413,13 @@ class TrainingSpec:
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
                          "quant_group_size", "loss_chunks", "ac_every", "new_tokens", "virtual_tokens",
                          "oft_block_size", "trainable_tokens", "n_frequency", "num_labels", "miss_rank",
-                         "c3a_block_size", "shira_rank", "adapter_len"),
+                         "c3a_block_size", "shira_rank", "adapter_len", "num_generations", "num_iterations"),
                         (*POSITIVE, COUNT_CAP)),
         **dict.fromkeys(("boft_block_size", "boft_block_num"), (*NON_NEGATIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
+        "steps_per_generation": (*NON_NEGATIVE, COUNT_CAP),
+        "beta": NON_NEGATIVE,
         "encoder_hidden_size": (*POSITIVE, COUNT_CAP),
         "adapter_layers": (*POSITIVE, COUNT_CAP),
         "optimizer_rank": (*POSITIVE, COUNT_CAP),
@@ -421,7 +429,8 @@ class TrainingSpec:
                         (*POSITIVE, COUNT_CAP)),
         "gpu_memory_utilization": (("gt", 0), ("le", 1)),
     }
-    INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"lora_alpha", "lora_dropout", "gpu_memory_utilization"}
+    INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"lora_alpha", "lora_dropout", "gpu_memory_utilization",
+                                                              "beta"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size", "optimizer_rank",
                                                     "max_model_len", "max_num_seqs", "max_num_batched_tokens",
                                                     "adapter_layers"))
@@ -507,23 +516,26 @@ class TrainingSpec:
     def _objective_consistent(self) -> None:
         """Preference and reward options (memory/preference.py): what each objective reads."""
         pref = self.objective in ("dpo", "ipo", "kto")
+        grpo = self.objective == "grpo"
+        self._rl_consistent(grpo)
         if self.objective != "sft" and self.mode != "train":
             raise SpecError("", f"--objective {self.objective} is a training objective: drop it with "
                             f"--mode {self.mode}")
         if self.objective != "sft" and (self.gpus_per_node * self.nodes > 1 or self.tp > 1 or self.pp > 1):
             raise SpecError("", f"--objective {self.objective} is modelled on one GPU: drop --gpus/--nodes/--tp/--pp")
-        if pref and self.loss not in ("hf", "trl"):
+        if (pref or grpo) and self.loss not in ("hf", "trl"):
             # trl/trainer/dpo_trainer.py _compute_loss always calls model(..., fused_lm_head=True).
             raise SpecError("", f"TRL's {'KTO' if self.objective == 'kto' else 'DPO'}Trainer computes log-probs "
                             f"with its own fused LM head, so --loss "
                             f"{self.loss} does not apply to --objective {self.objective}: drop --loss")
         if self.objective == "reward" and self.loss != "hf":
             raise SpecError("", "a reward model has a score head and no LM loss: drop --loss with --objective reward")
-        if not pref and (self.ref_model != "auto" or self.ref_dtype != "auto"):
-            raise SpecError("", "--ref-model and --ref-dtype apply to --objective dpo, ipo or kto")
-        if self.prompt_len and not (pref or self.loss == "trl"):
+        if not (pref or (grpo and self.beta > 0)) and (self.ref_model != "auto" or self.ref_dtype != "auto"):
+            raise SpecError("", "--ref-model and --ref-dtype apply to --objective dpo, ipo or kto, or to grpo with "
+                            "--beta > 0 (GRPOTrainer loads no reference with beta 0)")
+        if self.prompt_len and not (pref or grpo or self.loss == "trl"):
             raise SpecError("", "--prompt-len changes memory only through TRL's log-prob head: use it with "
-                            "--objective dpo/ipo/kto or --loss trl")
+                            "--objective dpo/ipo/kto/grpo or --loss trl")
         if self.prompt_len >= self.seq_len and self.mode == "train":
             raise SpecError("", f"--prompt-len {self.prompt_len} leaves no completion in --seq-len {self.seq_len}: "
                             "give a sequence longer than the prompt")
@@ -543,6 +555,29 @@ class TrainingSpec:
             raise SpecError("", f"TRL's {'ORPO' if self.objective == 'orpo' else 'CPO'}Trainer computes the full "
                             f"logits itself, so --loss {self.loss} does not apply to --objective {self.objective}: "
                             "drop --loss")
+
+    def _rl_consistent(self, grpo: bool) -> None:
+        """GRPO's options (memory/rl.py; trl/trainer/grpo_config.py __post_init__ checks)."""
+        if not grpo:
+            if (self.num_generations != 8 or self.beta or self.steps_per_generation
+                    or self.num_iterations != 1):
+                raise SpecError("", "--num-generations, --beta, --steps-per-generation and --num-iterations are "
+                                "GRPO's: add --objective grpo, or drop them")
+            return
+        if self.prompt_len < 1:
+            raise SpecError("", "GRPO generates completions from prompts: give --prompt-len (the longest prompt, in "
+                            "tokens) and --seq-len = prompt + max_completion_length")
+        steps = self.steps_per_generation or self.grad_accum
+        rows = self.batch_size * steps
+        if rows % self.num_generations:
+            # grpo_config.py: generation_batch_size must be divisible by num_generations
+            raise SpecError("", f"the generation batch ({self.batch_size} × {steps}"
+                            f" steps per generation = {rows} completions) must be divisible by --num-generations "
+                            f"{self.num_generations}: raise --batch-size, --grad-accum or --steps-per-generation, or "
+                            "lower --num-generations")
+        if self.ref_model == "precomputed":
+            raise SpecError("", "GRPO scores fresh completions each step, so reference log-probs cannot be "
+                            "precomputed: drop --ref-model precomputed")
 
     def _savers_consistent(self) -> None:
         if self.loss == "cut" and self.mode == "train" and self.precision in ("amp-bf16", "amp-fp16", "fp32"):

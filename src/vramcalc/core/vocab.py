@@ -69,7 +69,9 @@ StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtu
 # disabled for LoRA/QLoRA, as DPOTrainer picks), copy, adapters-off, precomputed (precompute_ref_log_probs).
 # Reference-free: orpo (TRL ORPOTrainer), cpo and simpo (TRL CPOTrainer, loss_type sigmoid / simpo), which
 # compute the full logits (trl/experimental/orpo, trl/experimental/cpo).
-Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo"]
+# Online RL (memory/rl.py): grpo (TRL GRPOTrainer: generate() num_generations completions per prompt, then a
+# policy step on the completions through TRL's fused head; a reference when beta > 0).
+Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo", "grpo"]
 RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
 RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 # The task head of an encoder (memory/encoder.py): auto (a causal LM's own LM head; an encoder's sequence
@@ -95,6 +97,7 @@ STACKS: tuple[StackName, ...] = get_args(StackName)
 OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo", "kto")  # a policy and a reference
 REFERENCE_FREE_OBJECTIVES: tuple[Objective, ...] = ("orpo", "cpo", "simpo")  # the policy alone, full logits
+RL_OBJECTIVES: tuple[Objective, ...] = ("grpo",)  # generation, then a policy step on the completions
 REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
 REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)
 HEADS: tuple[Head, ...] = get_args(Head)

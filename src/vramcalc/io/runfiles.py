@@ -747,17 +747,91 @@ def _preference_trl(d: dict[str, Any], run: Run) -> None:
         _seen(d, run, "center_rewards_coefficient")
 
 
+# ---- online RL (memory/rl.py) -------------------------------------------------------------------------
+
+# GRPOConfig fields (TRL 1.16 trl/trainer/grpo_config.py) no SFT/DPO config has: their presence makes a GRPO run.
+_GRPO_KEYS = ("num_generations", "max_completion_length", "use_vllm", "generation_batch_size",
+              "steps_per_generation", "num_iterations", "vllm_mode", "scale_rewards", "epsilon_high")
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")  # grpo_config.py loss_type
+GRPO_COMPLETION = 512  # GRPOConfig max_completion_length default
+GRPO_PROMPT = 512  # the prompt bound when a file gives none (TRL < 1.0's max_prompt_length default; 1.16 has none)
+
+
+def _refuse_generation_engines(d: dict[str, Any], prefix: str = "") -> None:
+    """use_vllm / continuous batching set to anything but false or null: refused in one line (not a boolean read:
+    whatever the value, only `false` means TRL's generate() path, which is what is modelled)."""
+    if d.get("use_vllm") not in (None, False):
+        raise _KeyProblem(prefix + "use_vllm", "vLLM generation is not modelled yet; set use_vllm: false to estimate "
+                          "TRL's generate() path")
+    if d.get("use_transformers_continuous_batching") not in (None, False):
+        raise _KeyProblem(prefix + "use_transformers_continuous_batching", "transformers' continuous batching (a "
+                          "paged cache) is not modelled; set it false to estimate generate() with a DynamicCache")
+
+
+def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> None:
+    """GRPOConfig keys (`prefix`: axolotl's `trl.` section) onto --objective grpo (vLLM off)."""
+    _refuse_generation_engines(d, prefix)
+    if d.get("cache_implementation") not in (None, "dynamic"):
+        raise _KeyProblem(prefix + "cache_implementation", f"{d['cache_implementation']!r:.40} is not modelled for "
+                          "GRPO; remove it (generate()'s DynamicCache)")
+    loss = d.get("loss_type")
+    if loss is not None and str(loss) not in GRPO_LOSS_TYPES:
+        raise _KeyProblem(prefix + "loss_type", f"{loss!r:.40} is not a TRL GRPO loss_type; use one of "
+                          f"{', '.join(GRPO_LOSS_TYPES)}")
+    run.options["objective"] = "grpo"
+    for name in ("num_generations", "beta", "steps_per_generation", "num_iterations"):
+        if d.get(name) is not None:
+            run.options[name] = _strict(prefix + name, name, d[name])
+            run.mapped.append(prefix + name)
+    gen = d.get("generation_batch_size")
+    if gen is not None:
+        batch = run.options.get("batch_size", 8)  # TrainingArguments per_device_train_batch_size default 8
+        if not isinstance(gen, int) or isinstance(gen, bool) or gen < 1 or gen % batch:
+            raise _KeyProblem(prefix + "generation_batch_size", f"{gen!r:.40} is not a multiple of the micro-batch "
+                              f"({batch}); GRPOConfig requires it")
+        run.options["steps_per_generation"] = gen // batch
+        run.mapped.append(prefix + "generation_batch_size")
+    completion = d.get("max_completion_length", GRPO_COMPLETION)
+    prompt = d.get("max_prompt_length")
+    if prompt is None:
+        prompt = GRPO_PROMPT
+        run.notes.append(f"grpo: the file bounds no prompt (TRL 1.16 has no max_prompt_length): prompt {GRPO_PROMPT} "
+                         "tokens assumed; the sequence is prompt + max_completion_length (--prompt-len and --seq-len "
+                         "override).")
+    else:
+        run.mapped.append(prefix + "max_prompt_length")
+    c = _strict(prefix + "max_completion_length", "seq_len", completion)
+    pr = _strict(prefix + "max_prompt_length", "prompt_len", prompt)
+    run.options.update(seq_len=pr + c, prompt_len=pr)
+    if "max_completion_length" in d:
+        run.mapped.append(prefix + "max_completion_length")
+    if tool == HF and "gradient_checkpointing" not in d:
+        run.options["grad_checkpointing"] = True  # GRPOConfig's default (grpo_config.py: True instead of False)
+    _seen(d, run, *(prefix + k for k in ("loss_type", "use_vllm", "epsilon", "epsilon_high", "scale_rewards",
+                                         "temperature", "top_p", "top_k", "cache_implementation",
+                                         "use_transformers_continuous_batching") if k in d))
+
+
 def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl `rl:` (src/axolotl/utils/schemas/enums.py RLType) trains with TRL's trainers: dpo and ipo through
     # DPOTrainer (ipo as its loss_type), kto through KTOTrainer, orpo through ORPOTrainer, simpo through
     # CPOTrainer with loss_type simpo (its cpo_alpha key, TRL's 1.0 when unset); grpo is not modelled.
     rl = d.get("rl")
     precompute = _flag(AX, d.get("precompute_ref_log_probs"), "precompute_ref_log_probs")  # pydantic checks it
+    section = d.get("trl") or {}
     if rl is None or rl is False:
+        return
+    if str(rl) == "grpo":  # TRL GRPOTrainer with axolotl's `trl:` section (schemas/trl.py)
+        if not isinstance(section, dict):
+            raise _KeyProblem("trl", f"{section!r:.40} is not a mapping of GRPOConfig keys")
+        run.mapped.append("rl")
+        _grpo(AX, section, run, "trl.")
+        if "trl" in d:
+            run.mapped.append("trl")
         return
     if str(rl) not in ("dpo", "ipo", "kto", "orpo", "simpo"):
         raise _KeyProblem("rl", f"{rl!r:.40} is not modelled; vramcalc models rl: dpo, ipo (TRL DPOTrainer), "
-                          "kto (KTOTrainer), orpo (ORPOTrainer) and simpo (CPOTrainer), not grpo yet")
+                          "kto (KTOTrainer), orpo (ORPOTrainer), simpo (CPOTrainer) and grpo (GRPOTrainer)")
     run.options["objective"] = str(rl)
     run.mapped.append("rl")
     if str(rl) == "simpo" and d.get("cpo_alpha") is not None and _cpo_alpha(d["cpo_alpha"]) == 0:
@@ -1045,7 +1119,11 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)
-    _preference_trl(d, run)
+    if any(k in d for k in _GRPO_KEYS) or (isinstance(d.get("loss_type"), str) and d["loss_type"] in (
+            "grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")):
+        _grpo(HF, d, run)
+    else:
+        _preference_trl(d, run)
     if "seq_len" not in run.options:
         _take(d, run, "max_seq_length", "seq_len", int)
     _trl(d, run)

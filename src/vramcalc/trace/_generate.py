@@ -25,6 +25,8 @@ trace/_hf.py QuantLinear, which dequantizes the weight to a temporary for each m
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -73,6 +75,43 @@ def _make_cache(kind: str, config: Any, max_len: int) -> Any:
     return DynamicCache(config=config)
 
 
+def decode(hf: Any, ids: torch.Tensor, n_new: int, cache: Any, *, logits_all: bool = False, sample: bool = False,
+           before: Callable[[int], None] | None = None, after: Callable[[int], None] | None = None,
+           forward_ctx: Callable[[], Any] | None = None) -> torch.Tensor:
+    """generate()'s `_sample` loop (transformers 5.24 generation/utils.py): the prefill over `ids`, then
+    `n_new - 1` one-token steps; returns the ids with the `n_new` new tokens. `sample`: do_sample's
+    `softmax(next_token_scores)` and `torch.multinomial` instead of argmax. `forward_ctx`: a context around
+    each model call (accelerate's autocast wrapper around a prepared model's forward)."""
+    past = 0
+    keep = 0 if logits_all else 1
+    for step in range(n_new):
+        if before is not None:
+            before(step)
+        inputs = ids if step == 0 else ids[:, -1:]
+        q = inputs.shape[1]
+        pos = torch.arange(past, past + q, dtype=torch.long).unsqueeze(0)
+        with forward_ctx() if forward_ctx is not None else contextlib.nullcontext():
+            out = hf(input_ids=inputs, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=keep)
+        if logits_all:
+            out.logits = out.logits.float()  # transformers before logits_to_keep: `logits.float()`
+        next_logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
+        kept = getattr(cache, "kept", None)
+        if kept is not None:
+            kept.clear()  # generate drops the old tuple when it takes outputs.past_key_values
+        if sample:
+            probs = torch.nn.functional.softmax(next_logits, dim=-1)
+            nxt = torch.multinomial(probs, num_samples=1).squeeze(1)
+            del probs
+        else:
+            nxt = torch.argmax(next_logits, dim=-1)
+        ids = torch.cat([ids, nxt[:, None]], dim=-1)
+        del out, next_logits, nxt, inputs, pos
+        past += q
+        if after is not None:
+            after(step)
+    return ids
+
+
 def trace_generate(model: ModelSpec, t: TrainingSpec) -> TraceResult:
     """The tensor peak of prefill + `new_tokens - 1` decode steps of `model` under `t`, on fake tensors."""
     if not model.has_architecture or model.vocab_size is None or model.num_layers is None:
@@ -109,33 +148,22 @@ def trace_generate(model: ModelSpec, t: TrainingSpec) -> TraceResult:
             tracker.track(p, "parameters")
         for buf in hf.buffers():
             tracker.track(buf, "buffers")
-        keep = 0 if t.logits == "all" else 1
         records: dict[str, Any] = {}
         with fake_mode, tracker, torch.no_grad():
             tracker.recording = True
             cache = _make_cache(t.cache_impl, hf.config, context)
             ids = torch.randint(0, model.vocab_size, (b, prompt), dtype=torch.long)
-            past = 0
-            for step in range(n_new):
-                phase = "prefill" if step == 0 else "decode"
+
+            def before(step: int) -> None:
                 tracker.phase = "forward" if step == 0 else "backward"  # categories: activations / temporaries
                 tracker.reset_peaks()  # this step's peak on its own
-                inputs = ids if step == 0 else ids[:, -1:]
-                q = inputs.shape[1]
-                pos = torch.arange(past, past + q, dtype=torch.long).unsqueeze(0)
-                out = hf(input_ids=inputs, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=keep)
-                if t.logits == "all":
-                    out.logits = out.logits.float()  # transformers before logits_to_keep: `logits.float()`
-                next_logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
-                kept = getattr(cache, "kept", None)
-                if kept is not None:
-                    kept.clear()  # generate drops the old tuple when it takes outputs.past_key_values
-                nxt = torch.argmax(next_logits, dim=-1)
-                ids = torch.cat([ids, nxt[:, None]], dim=-1)
-                del out, next_logits, nxt, inputs, pos
-                past += q
+
+            def after(step: int) -> None:
+                phase = "prefill" if step == 0 else "decode"
                 if phase not in records or tracker.peak.total_bytes > records[phase].total_bytes:
                     records[phase] = tracker.peak
+
+            ids = decode(hf, ids, n_new, cache, logits_all=t.logits == "all", before=before, after=after)
         backends = sorted(set(_cuda.SDPA_BACKENDS))
     phase_peaks = {ph: records[ph].total_bytes if ph in records else 0 for ph in PHASES}
     peak_phase = max(PHASES, key=lambda ph: phase_peaks[ph])

@@ -25,6 +25,7 @@ from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
+from vramcalc.core.memory import rl as _rl
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory.activations import (
     batch_rows,
@@ -200,6 +201,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     runtime = runtime_overhead(tensor_peak, _distributed.world_size(training))
     overhead = runtime.total
     details.update(runtime.details())
+    if act is not None and act.rl is not None:  # GRPO: which of generate() and the training step is the peak
+        notes += (_rl.peak_note(moments),)
     notes += plan.tail_notes  # activation notes, then overhead's
     if accum:
         notes += (_accum_note(training.grad_accum),)
@@ -222,7 +225,7 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         "activations_modeled": modeled,
         "active_parameters": plan.active_parameters,
         "communication": communication,
-        "kv_cache": 0,
+        "kv_cache": details.get("kv_cache.generation", 0),
         "cpu_offload_bytes": (per_gpu.cpu_offload_bytes if per_gpu else 0)
         + details.get("activations.offloaded_to_host", 0) * training.gpus_per_node,  # memory/savers.py
         "parallelism": dict(per_gpu.layout) if per_gpu else None,
@@ -394,6 +397,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     w = weight_bytes(body, training, recipe)
     ref_weights = _preference.reference_weight_bytes(w.parameters, training, recipe)  # 0 unless a frozen copy
     notes.extend(_preference.notes(training, ref_weights))
+    if _rl.is_rl(training):
+        notes.extend(_rl.notes(training, ref_weights, recipe))
     opt = optimizer_bytes(w.trainable_tensors, recipe, training, body)
     notes.extend(library_optimizer_notes(body, training, recipe))
     if training.method in ADAPTER_DTYPE_METHODS:  # adapters of every PEFT method but LN tuning
@@ -421,7 +426,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         "optimizer_state.master_weights": opt.master_weights,
         "temporaries.optimizer_step": opt.step_temporaries,
     }
-    if _preference.is_preference(training):
+    if _preference.is_preference(training) or _rl.is_rl(training):
         details["weights.reference"] = ref_weights
     step_temporaries = opt.step_temporaries
     if training.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient and step at a time
@@ -573,6 +578,7 @@ class _ActivationPlan:
     layers_less_ts: int = 0
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
+    rl: _rl.RlPlan | None = None  # GRPO: generate() and the no-grad log-prob passes before the step (memory/rl.py)
 
 
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
@@ -749,14 +755,15 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         loss_fwd_t=max(head.forward_transient, lora_head_fwd_t), loss_bwd_t=head.backward_transient, g_head=g_head,
         end_t=end_t,
         end_tied=(m.tie_word_embeddings and not no_vocab) or t.method == "trainable-tokens", notes=tuple(notes),
-        loss="trl" if _preference.is_preference(t) else "reward" if reward
+        loss="trl" if _preference.is_preference(t) or _rl.is_rl(t) else "reward" if reward
         else "logits" if _preference.is_reference_free(t) else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
-        reference=_preference.reference_plan(m, t, recipe),
+        reference=None if _rl.is_rl(t) else _preference.reference_plan(m, t, recipe),
+        rl=_rl.plan(m, t, recipe, autocast_copies),
         logits_bytes=_preference.logits_bytes(recipe), chosen_nll=_preference.computes_nll(t),
         head_copy=c * m.vocab_size * m.hidden_size if recipe.autocast else 0,
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
@@ -824,6 +831,8 @@ def _transformer_phases(
                             hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable,
                             labelled=labelled, residual=p.residual, weight=p.head_weight)
         head_saved = p.norm_saved_t * tokens + lb.saved + p.lora_head_t * tokens
+        if p.rl is not None:  # GRPO's loss: fp32 vectors per completion token (memory/rl.py)
+            head_saved += _rl.loss_bytes(t)
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
         grad_fwd = g_head if lb.head_grad_in_forward else 0
         head_bwd_t = lb.head_backward if lb.head_backward else -1
@@ -907,6 +916,18 @@ def _transformer_phases(
         moments.insert(2, ("forward.reference", layout,
                            (acc, layers_detail, once, autocast_copies, head_saved, reference)))
         forward_moments = 3
+    rl_temp = 0
+    if p.rl is not None:  # GRPO: generate() and the no-grad log-prob passes run before the step (memory/rl.py)
+        (g_grads, g_copies, g_kv, g_rest), passes = p.rl.moments(t, gradients)
+        extra: list[_m.RawMoment] = [("forward.generate", _m.FWD_GENERATE, (g_grads, g_copies, g_kv, g_rest))]
+        if passes is not None:
+            extra.append(("forward.logprobs", _m.FWD_LOGPROBS, passes))
+        moments[0:0] = extra
+        forward_moments += len(extra)
+        rl_temp = max(g_rest, passes[1] if passes is not None else 0)
+        details["kv_cache.generation"] = g_kv
+        details["temporaries.generation"] = g_rest
+        details["temporaries.logprob_pass"] = passes[1] if passes is not None else 0
     # Backward-end temporaries (tied embeddings or accumulation; see _activation_plan).
     end_t = p.end_t if p.end_tied or accum else 0
     moments.append(("backward.end", _m.BWD_END, (gradients, end_t)))
@@ -921,7 +942,7 @@ def _transformer_phases(
     # Written out per moment (the temporaries terms of each layout in memory/moments.py; a generic sum over the
     # moments cost half of estimate's time); tests/test_explain.py checks it is the largest moment's.
     temporaries = max(opt_temp, layer_fwd_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t, layer_bwd_t,
-                      end_t, reference)
+                      end_t, reference, rl_temp)
     # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
     # model whose head saves little (a 1-layer toy) that moment can hold more activations than forward kept.
     if bwd_acts > activations:

@@ -41,6 +41,9 @@ _LAYER_BWD = ("layer backward temporaries", _T)
 _STEP_T = ("step temporaries", _T)
 _SUMMED = ("gradient being summed", _T)
 _REFERENCE = ("reference model's no-grad forward", _T)
+_GEN_KV = ("KV cache of the generation batch", "kv_cache")
+_GEN_T = ("generate() logits, sampling and layer workspace", _T)
+_LOGPROBS = ("no-grad log-prob pass (old policy / reference)", _T)
 
 
 def _layout(*terms: tuple[str, str]) -> Layout:
@@ -65,6 +68,9 @@ BWD_HEAD_CK = _layout(_ACC, _KEPT, _SHARED, _NORM_SAVED, _HEAD_BWD)
 BWD_TOP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_HEAD_STEP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _STEP_T)
 BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
+# GRPO (memory/rl.py): generate() on the generation batch and the no-grad log-prob passes, before the step.
+FWD_GENERATE = _layout(_ACC, _COPIES, _GEN_KV, _GEN_T)
+FWD_LOGPROBS = _layout(_ACC, _LOGPROBS)
 # Both, and count-only presets.
 BWD_END = _layout(_ALL_G, _SUMMED)
 STEP = _layout(_ALL_G, _STEP_T)
@@ -77,6 +83,8 @@ LABELS = {
     "forward.loss": "end of forward: loss computed",
     "forward.all": "forward",
     "forward.reference": "the reference model's forward (DPO/KTO, no grad)",
+    "forward.generate": "generate(): completions of the generation batch (GRPO, no grad)",
+    "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",
     "backward.start": "backward starts: loss gradients",
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",

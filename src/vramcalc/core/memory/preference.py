@@ -135,7 +135,10 @@ def labelled_per_row(t: TrainingSpec) -> int:
 
 def resolve_ref(t: TrainingSpec) -> str:
     """The reference DPOTrainer keeps: copy, adapters-off or precomputed ('' without one)."""
-    if not is_preference(t):
+    if t.objective == "grpo":  # grpo_trainer.py __init__: no reference when beta == 0.0
+        if t.beta == 0:
+            return ""
+    elif not is_preference(t):
         return ""
     if t.ref_model != "auto":
         return t.ref_model
@@ -207,6 +210,12 @@ def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePl
     """The reference forward of a dpo/ipo step (None when its log-probs are precomputed or there is none)."""
     if resolve_ref(t) not in ("copy", "adapters-off"):
         return None
+    return nograd_forward_plan(m, t, recipe, POLICY_OUTPUT_BYTES[t.objective])
+
+
+def nograd_forward_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, outputs: int) -> ReferencePlan:
+    """A no-grad forward through TRL's fused head (the reference's, GRPO's log-prob passes); `outputs`: bytes per
+    position of the per-position outputs alive meanwhile."""
     assert m.hidden_size is not None
     c = dtype_bytes(recipe.compute)
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
@@ -217,7 +226,7 @@ def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePl
     # one after the other, on rows of the same shape: the same peak.
     return ReferencePlan(per_token=per_token, per_labelled=0, fixed=fixed, head_per_token=r * m.hidden_size + 1 + 4,
                          head_per_labelled=r * m.hidden_size + 8 + 52, compute=c,
-                         outputs=POLICY_OUTPUT_BYTES[t.objective])
+                         outputs=outputs)
 
 
 def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:

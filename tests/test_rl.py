@@ -1,0 +1,186 @@
+"""GRPO (`--objective grpo`, memory/rl.py): generate() and the step on completions, against the pieces they are
+built from (the SFT step through TRL's fused head, generate()'s inference model), the tracer, and the options."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from cli_helpers import invoke
+from test_preference import _load  # a run file written and read back
+from vramcalc.core.errors import SpecError
+from vramcalc.core.memory import estimate
+from vramcalc.core.memory import rl as _rl
+from vramcalc.core.params import count_params
+from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.io import presets, runfiles
+
+QWEN = presets.find_model("qwen2.5-0.5b")  # hidden 896, 24 layers, 2 KV heads of 64, vocab 151,936 (config.json)
+GRPO = TrainingSpec(objective="grpo", batch_size=8, seq_len=768, prompt_len=256)  # 8 completions, 8 per prompt
+
+
+def _moment(b, key: str):  # type: ignore[no-untyped-def]
+    return next(m for m in b.named_moments() if m.key == key)
+
+
+# --- the step is the SFT step through TRL's fused head, on the completions -----------------------------------------
+def test_training_moments_are_the_sft_trl_step_plus_the_loss_vectors() -> None:
+    # grpo_trainer.py _compute_loss: model(..., labels=labels, fused_lm_head=True) on B rows of P + C, the
+    # prompt's labels -100: SFTTrainer's --loss trl with --prompt-len P, plus the loss's fp32 [B, C] vectors.
+    grpo = estimate(QWEN, GRPO)
+    sft = estimate(QWEN, TrainingSpec(loss="trl", batch_size=8, seq_len=768, prompt_len=256))
+    vectors = _rl.LOSS_VECTORS * 4 * 8 * 512  # 10 fp32 values per completion token, 8 rows × 512 completion tokens
+    for key in ("forward.loss", "backward.start"):
+        assert _moment(grpo, key).total - _moment(sft, key).total == vectors
+    assert grpo.phases["optimizer_step"] == sft.phases["optimizer_step"]
+
+
+def test_beta_loads_a_reference_copy_for_full_and_none_for_lora() -> None:
+    params = count_params(QWEN)
+    base = estimate(QWEN, GRPO)
+    ref = estimate(QWEN, replace(GRPO, beta=0.04))
+    # grpo_trainer.py __init__: create_model_from_path(dtype=self.model.dtype): bf16 here, 2 B per parameter
+    assert ref.weights - base.weights == 2 * params == ref.details["weights.reference"]
+    assert base.details["weights.reference"] == 0  # beta 0.0 (GRPOConfig's default): no reference at all
+    lora = replace(GRPO, method="lora")
+    assert estimate(QWEN, replace(lora, beta=0.04)).weights == estimate(QWEN, lora).weights  # adapters disabled
+    # the reference's log-probs are a no-grad pass after generate(), not part of the training step
+    assert "temporaries.reference_forward" not in ref.details
+    assert ref.details["temporaries.logprob_pass"] > 0 and base.details["temporaries.logprob_pass"] == 0
+
+
+def test_generation_moment_is_generates_inference_model_on_the_generation_batch() -> None:
+    # TRL generates for per_device_train_batch_size × steps_per_generation rows (grpo_config.py), prompt P and
+    # max_completion_length new tokens: the cache holds P + C - 1 tokens after the last step.
+    t = replace(GRPO, steps_per_generation=4)
+    b = estimate(QWEN, t)
+    inf = estimate(QWEN, TrainingSpec(mode="inference", batch_size=32, seq_len=256 + 512 - 1, new_tokens=512))
+    gen = _moment(b, "forward.generate")
+    assert gen.component("kv_cache") == b.kv_cache in (inf.details["kv_cache.prefill"], inf.details["kv_cache.decode"])
+    # qwen2.5-0.5b: 24 layers × 2 (K, V) × 2 KV heads × 64 × 2 B = 12,288 B per token; 32 rows × 256 prompt tokens
+    assert inf.details["kv_cache.prefill"] == 32 * 256 * 12_288
+    # sampling adds softmax's fp32 probabilities over the vocabulary per row (generation/utils.py _sample)
+    probs = 32 * 151_936 * 4
+    assert gen.component("temporaries") in (inf.details["temporaries.prefill_logits"] + probs,
+                                            inf.details["activations.prefill_layer"],
+                                            inf.details["activations.prefill_attention"])
+    # more steps per generation: more rows generated at once, the same training step
+    assert b.details["kv_cache.generation"] == 4 * estimate(QWEN, GRPO).details["kv_cache.generation"]
+
+
+def test_generation_can_be_the_peak_and_the_notes_say_so() -> None:
+    # a LoRA step on 2 completions of a short completion, generating for 64 rows with a long prompt
+    t = TrainingSpec(objective="grpo", method="lora", batch_size=2, steps_per_generation=32, seq_len=4096 + 64,
+                     prompt_len=4096)
+    b = estimate(QWEN, t)
+    assert b.peak_moment() is not None and b.peak_moment().key == "forward.generate"  # type: ignore[union-attr]
+    assert b.peak_phase == "forward"
+    assert any(n.startswith("grpo: the peak is generate()") for n in b.notes)
+    step = estimate(QWEN, GRPO)
+    assert any(n.startswith("grpo: the peak is the training step (backward.start)") for n in step.notes)
+
+
+def test_old_policy_pass_and_gradients_follow_trls_schedule() -> None:
+    # grpo_trainer.py: old log-probs when gradient_accumulation_steps % (steps_per_generation × num_iterations) != 0
+    assert not _rl.old_logps_pass(GRPO)
+    assert _rl.old_logps_pass(replace(GRPO, num_iterations=2))
+    assert "forward.logprobs" in {m.key for m in estimate(QWEN, replace(GRPO, num_iterations=2)).named_moments()}
+    # generate() every 3 micro-batches with grad_accum 2: it falls inside a window, the gradients alive
+    t = replace(GRPO, grad_accum=2, steps_per_generation=3)
+    b = estimate(QWEN, t)
+    assert _moment(b, "forward.generate").component("gradients") == b.gradients
+    assert _moment(estimate(QWEN, replace(GRPO, grad_accum=2)), "forward.generate").component("gradients") == 0
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"objective": "grpo", "batch_size": 4, "seq_len": 512, "prompt_len": 128},
+     "must be divisible by --num-generations 8"),
+    ({"objective": "grpo", "batch_size": 8, "seq_len": 512}, "GRPO generates completions from prompts"),
+    ({"objective": "grpo", "batch_size": 8, "seq_len": 512, "prompt_len": 128, "beta": 0.1,
+      "ref_model": "precomputed"}, "cannot be precomputed"),
+    ({"objective": "grpo", "batch_size": 8, "seq_len": 512, "prompt_len": 128, "ref_model": "copy"},
+     "GRPOTrainer loads no reference with beta 0"),
+    ({"objective": "grpo", "batch_size": 8, "seq_len": 512, "prompt_len": 128, "loss": "chunked"},
+     "fused LM head"),
+    ({"num_generations": 4}, "are GRPO's"),
+    ({"beta": 0.1, "objective": "dpo"}, "are GRPO's"),
+])
+def test_impossible_settings_are_refused(kw: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        TrainingSpec(**kw)  # type: ignore[arg-type]
+
+
+def test_cli_grpo_json_and_error(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["estimate", "qwen2.5-0.5b", "--objective", "grpo", "--batch-size", "8", "--seq-len", "768",
+            "--prompt-len", "256", "--beta", "0.04"]
+    code, out, _ = invoke([*args, "--format", "json"], capsys)
+    assert code == 0
+    assert json.loads(out)["tensor_peak_bytes"] == estimate(QWEN, replace(GRPO, beta=0.04)).tensor_peak_bytes
+    code, out, err = invoke(["estimate", "qwen2.5-0.5b", "--objective", "grpo", "--batch-size", "6", "--seq-len",
+                             "768", "--prompt-len", "256"], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_explain_itemizes_generation(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["explain", "qwen2.5-0.5b", "--objective", "grpo", "--batch-size", "8", "--seq-len",
+                             "768", "--prompt-len", "256", "--beta", "0.04"], capsys)
+    assert code == 0, err
+    assert "generate(): completions of the generation batch" in out and "KV cache of the generation batch" in out
+
+
+# --- the tracer --------------------------------------------------------------------------------------------
+# A small llama with a large vocabulary (2 layers, hidden 256, vocab 32,000), as tests/test_preference.py.
+WIDE_VOCAB = ModelSpec(name="wide-vocab-llama", source="test", family="llama", vocab_size=32_000, hidden_size=256,
+                       intermediate_size=512, num_layers=2, num_attention_heads=4, num_kv_heads=2)
+
+
+@pytest.mark.parametrize("kw", [
+    {"method": "full", "precision": "bf16", "beta": 0.04},
+    {"method": "lora", "precision": "bf16", "steps_per_generation": 8},
+], ids=["full-reference-step-peak", "lora-generation-peak"])
+def test_grpo_matches_the_trace(kw: dict[str, object]) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    t = TrainingSpec(**{"objective": "grpo", "batch_size": 2, "num_generations": 2, "seq_len": 144,  # type: ignore[arg-type]
+                        "prompt_len": 128, **kw})
+    e = estimate(WIDE_VOCAB, t)
+    r = trace(WIDE_VOCAB, t)
+    # Issue 14's bounds: never under the trace by more than 2 %, over by at most 5 %.
+    err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
+    assert -0.02 <= err <= 0.05, (err, e.phases, r.phase_peaks, r.peak_op)
+
+
+# --- run files ----------------------------------------------------------------------------------------------
+def test_trl_grpo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = _load(tmp_path, "output_dir: out\nper_device_train_batch_size: 8\nnum_generations: 8\n"
+                          "max_completion_length: 1024\nmax_prompt_length: 256\nbeta: 0.04\nloss_type: dapo\n"
+                          "generation_batch_size: 32\nuse_vllm: false\n")
+    o = run.options
+    assert (o["objective"], o["num_generations"], o["beta"], o["steps_per_generation"]) == ("grpo", 8, 0.04, 4)
+    assert (o["seq_len"], o["prompt_len"]) == (256 + 1024, 256)
+    assert o["grad_checkpointing"] is True  # GRPOConfig's default, the file not saying otherwise
+    # no prompt bound in the file: TRL's old max_prompt_length default, said in a note
+    run = _load(tmp_path, "output_dir: out\nnum_generations: 4\n")
+    assert (run.options["seq_len"], run.options["prompt_len"]) == (512 + 512, 512)
+    assert any("prompt 512 tokens assumed" in n for n in run.notes)
+    with pytest.raises(runfiles.RunFileError, match="vLLM generation is not modelled yet"):
+        _load(tmp_path, "output_dir: out\nnum_generations: 4\nuse_vllm: true\nvllm_mode: colocate\n")
+    with pytest.raises(runfiles.RunFileError, match="not a TRL GRPO loss_type"):
+        _load(tmp_path, "output_dir: out\nnum_generations: 4\nloss_type: ppo\n")
+    with pytest.raises(runfiles.RunFileError, match="not a multiple of the micro-batch"):
+        _load(tmp_path, "output_dir: out\nper_device_train_batch_size: 8\ngeneration_batch_size: 12\n")
+
+
+def test_axolotl_rl_grpo(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\nadapter: lora\nmicro_batch_size: 4\ntrl:\n"
+                          "  beta: 0.001\n  num_generations: 4\n  max_completion_length: 256\n"
+                          "  max_prompt_length: 128\n  use_vllm: false\n")
+    o = run.options
+    assert (o["objective"], o["method"], o["beta"], o["seq_len"], o["prompt_len"]) == ("grpo", "lora", 0.001,
+                                                                                        384, 128)
+    with pytest.raises(runfiles.RunFileError, match="trl.use_vllm: vLLM generation is not modelled yet"):
+        _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\ntrl:\n  use_vllm: true\n")
