@@ -542,14 +542,14 @@ def sharded_main() -> None:
     print("\n".join(lines))
 
 
-# The optimizer grid (`--grid optimizers`, issue 13; 26 cases): full fine-tuning with the library optimizers
-# (galore_torch 1.0 GaLoreAdamW, apollo_torch 1.0.3 APOLLOAdamW and APOLLO-Mini, adam_mini 1.1.1 Adam_mini) and
-# transformers' Adafactor with beta1, on qwen2.5-0.5b (qwen2, 152k tied vocabulary) and tinyllama-1.1b (llama, 32k,
-# untied head) × 12 runs (OPTIMIZER_RUNS: ranks 1-512, each target set, 16-bit and fp32 master weights, fp32,
-# freeze, optimizer in backward as HF's *_layerwise, checkpointing), and gpt2 (Conv1D blocks: nothing to project)
-# with Adam-mini and Adafactor. The tracer steps with update_proj_gap 1, so each traced step is a projection
-# update (GaLore's SVD, APOLLO's new random matrix): the step that sets the peak. Traces in
-# trace_cache_optimizers.json; written to accuracy_optimizers.{json,md}.
+# The optimizer grid (`--grid optimizers`, issue 13; 32 cases): full fine-tuning with the library optimizers
+# (galore_torch 1.0 GaLoreAdamW and GaLoreAdamW8bit, apollo_torch 1.0.3 APOLLOAdamW and APOLLO-Mini, adam_mini
+# 1.1.1 Adam_mini) and transformers' Adafactor with beta1, on qwen2.5-0.5b (qwen2, 152k tied vocabulary) and
+# tinyllama-1.1b (llama, 32k, untied head) × 15 runs (OPTIMIZER_RUNS: ranks 1-512, each target set, 16-bit and fp32
+# master weights, fp32, freeze, optimizer in backward as HF's *_layerwise, checkpointing; GaLore 8-bit), and gpt2
+# (Conv1D blocks: nothing to project) with Adam-mini and Adafactor. The tracer steps with update_proj_gap 1, so each
+# traced step is a projection update (GaLore's SVD, APOLLO's new random matrix): the step that sets the peak. Traces
+# in trace_cache_optimizers.json; written to accuracy_optimizers.{json,md}.
 OPTIMIZER_MODELS = ("qwen2.5-0.5b", "tinyllama-1.1b")
 OPTIMIZER_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("galore r128 bf16", {"optimizer": "galore-adamw", "precision": "bf16"}),
@@ -567,6 +567,11 @@ OPTIMIZER_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("adam-mini mixed-bf16 gc", {"optimizer": "adam-mini", "precision": "mixed-bf16", "grad_checkpointing": True,
                                  "batch_size": 2, "seq_len": 512}),
     ("adafactor-momentum bf16", {"optimizer": "adafactor-momentum"}),
+    # galore_torch GaLoreAdamW8bit (HF optim galore_adamw_8bit): bitsandbytes 8-bit states of the projected moments
+    ("galore-8bit r128 bf16", {"optimizer": "galore-adamw-8bit", "precision": "bf16"}),
+    ("galore-8bit r16 mixed-bf16 all-linear", {"optimizer": "galore-adamw-8bit", "precision": "mixed-bf16",
+                                               "optimizer_rank": 16, "optimizer_targets": "all-linear"}),
+    ("galore-8bit layerwise", {"optimizer": "galore-adamw-8bit", "optimizer_in_bwd": True}),
 )
 OPTIMIZER_EXTRA = (("gpt2", "adam-mini bf16", {"optimizer": "adam-mini"}),
                    ("gpt2", "adafactor-momentum bf16", {"optimizer": "adafactor-momentum"}))
