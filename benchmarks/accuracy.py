@@ -389,7 +389,8 @@ def peft_grid() -> list[dict[str, Any]]:
 # The LoRA-variants grid (`--grid lora-variants`, issue 13): DoRA (peft use_dora), modules_to_save and LoRA on the
 # LM head and the embedding over three
 # architectures (tinyllama-1.1b: llama, 32k untied; qwen2.5-0.5b: 152k tied, q/k/v biases; gpt2: Conv1D, fused
-# c_attn, learned positions), LoRA and QLoRA NF4, checkpointing off and on, dropout on one run per model.
+# c_attn, learned positions), LoRA and QLoRA NF4, checkpointing off and on, dropout on one run per model,
+# and amp-bf16 (DoRA, and LoRA with dropout).
 LORA_VARIANT_MODELS = ("tinyllama-1.1b", "qwen2.5-0.5b", "gpt2")
 LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("lora dora q,v b1 s512", {"method": "lora", "dora": True, "batch_size": 1, "seq_len": 512}),
@@ -400,6 +401,12 @@ LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("qlora dora all-linear b1 s256", {**_QLORA, "dora": True, "batch_size": 1, "seq_len": 256}),
     ("qlora dora q,v dropout b1 s512", {**_QLORA, "lora_targets": ("auto",), "dora": True, "lora_dropout": 0.05,
                                         "batch_size": 1, "seq_len": 512}),
+    # under autocast (amp-bf16: fp32 weights and adapters, bf16 matmuls): lora_A saves autocast's bf16 cast of its
+    # input, and DoRA's weight norm runs on bf16 lora_B output copied back to fp32
+    ("lora dora all-linear amp b1 s256", {"method": "lora", "dora": True, "lora_targets": ("all-linear",),
+                                          "precision": "amp-bf16", "batch_size": 1, "seq_len": 256}),
+    ("lora all-linear dropout amp b1 s256", {"method": "lora", "lora_targets": ("all-linear",), "lora_dropout": 0.05,
+                                             "precision": "amp-bf16", "batch_size": 1, "seq_len": 256}),
     ("lora save lm_head b1 s512", {"method": "lora", "modules_to_save": ("lm_head",), "batch_size": 1,
                                    "seq_len": 512}),
     ("lora save embed_tokens b2 s256 gc", {"method": "lora", "modules_to_save": ("embed_tokens",), "batch_size": 2,
@@ -419,16 +426,16 @@ LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 
 def lora_variant_grid() -> list[dict[str, Any]]:
-    """Issue 13's LoRA variants: 11 runs x 3 architectures, bf16, traced through peft's own DoRA and
-    ModulesToSaveWrapper (trace/_peft.py wrap_lora). GPT-2's QLoRA runs are left out: peft's DoRA on a quantized
-    Conv1D is the fan_in_fan_out path the emulated layer does not have."""
+    """Issue 13's LoRA variants: 13 runs x 3 architectures, bf16 (amp-bf16 where a run says so), traced through
+    peft's own DoRA and ModulesToSaveWrapper (trace/_peft.py wrap_lora). GPT-2's QLoRA runs are left out: peft's
+    DoRA on a quantized Conv1D is the fan_in_fan_out path the emulated layer does not have."""
     cases = []
     for model in LORA_VARIANT_MODELS:
         for label, kw in LORA_VARIANT_RUNS:
             if model == "gpt2" and kw["method"] == "qlora":
                 continue
             cases.append({"id": f"{model} | {label}", "model": model, "method": label,
-                          "training": dict(kw, precision="bf16")})
+                          "training": {"precision": "bf16", **kw}})
     return cases
 
 
@@ -706,8 +713,8 @@ def main() -> None:
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
                     "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
-                    "against the tracer's model; optimizers: issue 13's 26 "
-                    "GaLore/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 30 DoRA / "
+                    "against the tracer's model; optimizers: issue 13's 32 "
+                    "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
                     "modules_to_save / lm_head and embed_tokens LoRA cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
