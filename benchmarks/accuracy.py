@@ -437,7 +437,8 @@ PEFT_NEW_CASES: tuple[tuple[str, str, dict[str, Any], str], ...] = (
 # The LoRA-variants grid (`--grid lora-variants`, issue 13): DoRA (peft use_dora), modules_to_save and LoRA on the
 # LM head and the embedding over three
 # architectures (tinyllama-1.1b: llama, 32k untied; qwen2.5-0.5b: 152k tied, q/k/v biases; gpt2: Conv1D, fused
-# c_attn, learned positions), LoRA and QLoRA NF4, checkpointing off and on, dropout on one run per model.
+# c_attn, learned positions), LoRA and QLoRA NF4, checkpointing off and on, dropout on one run per model,
+# and amp-bf16 (DoRA, and LoRA with dropout).
 LORA_VARIANT_MODELS = ("tinyllama-1.1b", "qwen2.5-0.5b", "gpt2")
 LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("lora dora q,v b1 s512", {"method": "lora", "dora": True, "batch_size": 1, "seq_len": 512}),
@@ -448,6 +449,12 @@ LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("qlora dora all-linear b1 s256", {**_QLORA, "dora": True, "batch_size": 1, "seq_len": 256}),
     ("qlora dora q,v dropout b1 s512", {**_QLORA, "lora_targets": ("auto",), "dora": True, "lora_dropout": 0.05,
                                         "batch_size": 1, "seq_len": 512}),
+    # under autocast (amp-bf16: fp32 weights and adapters, bf16 matmuls): lora_A saves autocast's bf16 cast of its
+    # input, and DoRA's weight norm runs on bf16 lora_B output copied back to fp32
+    ("lora dora all-linear amp b1 s256", {"method": "lora", "dora": True, "lora_targets": ("all-linear",),
+                                          "precision": "amp-bf16", "batch_size": 1, "seq_len": 256}),
+    ("lora all-linear dropout amp b1 s256", {"method": "lora", "lora_targets": ("all-linear",), "lora_dropout": 0.05,
+                                             "precision": "amp-bf16", "batch_size": 1, "seq_len": 256}),
     ("lora save lm_head b1 s512", {"method": "lora", "modules_to_save": ("lm_head",), "batch_size": 1,
                                    "seq_len": 512}),
     ("lora save embed_tokens b2 s256 gc", {"method": "lora", "modules_to_save": ("embed_tokens",), "batch_size": 2,
@@ -467,16 +474,16 @@ LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 
 def lora_variant_grid() -> list[dict[str, Any]]:
-    """Issue 13's LoRA variants: 11 runs x 3 architectures, bf16, traced through peft's own DoRA and
-    ModulesToSaveWrapper (trace/_peft.py wrap_lora). GPT-2's QLoRA runs are left out: peft's DoRA on a quantized
-    Conv1D is the fan_in_fan_out path the emulated layer does not have."""
+    """Issue 13's LoRA variants: 13 runs x 3 architectures, bf16 (amp-bf16 where a run says so), traced through
+    peft's own DoRA and ModulesToSaveWrapper (trace/_peft.py wrap_lora). GPT-2's QLoRA runs are left out: peft's
+    DoRA on a quantized Conv1D is the fan_in_fan_out path the emulated layer does not have."""
     cases = []
     for model in LORA_VARIANT_MODELS:
         for label, kw in LORA_VARIANT_RUNS:
             if model == "gpt2" and kw["method"] == "qlora":
                 continue
             cases.append({"id": f"{model} | {label}", "model": model, "method": label,
-                          "training": dict(kw, precision="bf16")})
+                          "training": {"precision": "bf16", **kw}})
     return cases
 
 
@@ -590,14 +597,14 @@ def sharded_main() -> None:
     print("\n".join(lines))
 
 
-# The optimizer grid (`--grid optimizers`, issue 13; 26 cases): full fine-tuning with the library optimizers
-# (galore_torch 1.0 GaLoreAdamW, apollo_torch 1.0.3 APOLLOAdamW and APOLLO-Mini, adam_mini 1.1.1 Adam_mini) and
-# transformers' Adafactor with beta1, on qwen2.5-0.5b (qwen2, 152k tied vocabulary) and tinyllama-1.1b (llama, 32k,
-# untied head) × 12 runs (OPTIMIZER_RUNS: ranks 1-512, each target set, 16-bit and fp32 master weights, fp32,
-# freeze, optimizer in backward as HF's *_layerwise, checkpointing), and gpt2 (Conv1D blocks: nothing to project)
-# with Adam-mini and Adafactor. The tracer steps with update_proj_gap 1, so each traced step is a projection
-# update (GaLore's SVD, APOLLO's new random matrix): the step that sets the peak. Traces in
-# trace_cache_optimizers.json; written to accuracy_optimizers.{json,md}.
+# The optimizer grid (`--grid optimizers`, issue 13; 32 cases): full fine-tuning with the library optimizers
+# (galore_torch 1.0 GaLoreAdamW and GaLoreAdamW8bit, apollo_torch 1.0.3 APOLLOAdamW and APOLLO-Mini, adam_mini
+# 1.1.1 Adam_mini) and transformers' Adafactor with beta1, on qwen2.5-0.5b (qwen2, 152k tied vocabulary) and
+# tinyllama-1.1b (llama, 32k, untied head) × 15 runs (OPTIMIZER_RUNS: ranks 1-512, each target set, 16-bit and fp32
+# master weights, fp32, freeze, optimizer in backward as HF's *_layerwise, checkpointing; GaLore 8-bit), and gpt2
+# (Conv1D blocks: nothing to project) with Adam-mini and Adafactor. The tracer steps with update_proj_gap 1, so each
+# traced step is a projection update (GaLore's SVD, APOLLO's new random matrix): the step that sets the peak. Traces
+# in trace_cache_optimizers.json; written to accuracy_optimizers.{json,md}.
 OPTIMIZER_MODELS = ("qwen2.5-0.5b", "tinyllama-1.1b")
 OPTIMIZER_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("galore r128 bf16", {"optimizer": "galore-adamw", "precision": "bf16"}),
@@ -615,6 +622,11 @@ OPTIMIZER_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("adam-mini mixed-bf16 gc", {"optimizer": "adam-mini", "precision": "mixed-bf16", "grad_checkpointing": True,
                                  "batch_size": 2, "seq_len": 512}),
     ("adafactor-momentum bf16", {"optimizer": "adafactor-momentum"}),
+    # galore_torch GaLoreAdamW8bit (HF optim galore_adamw_8bit): bitsandbytes 8-bit states of the projected moments
+    ("galore-8bit r128 bf16", {"optimizer": "galore-adamw-8bit", "precision": "bf16"}),
+    ("galore-8bit r16 mixed-bf16 all-linear", {"optimizer": "galore-adamw-8bit", "precision": "mixed-bf16",
+                                               "optimizer_rank": 16, "optimizer_targets": "all-linear"}),
+    ("galore-8bit layerwise", {"optimizer": "galore-adamw-8bit", "optimizer_in_bwd": True}),
 )
 OPTIMIZER_EXTRA = (("gpt2", "adam-mini bf16", {"optimizer": "adam-mini"}),
                    ("gpt2", "adafactor-momentum bf16", {"optimizer": "adafactor-momentum"}))
@@ -768,8 +780,8 @@ def main() -> None:
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
                     "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
-                    "against the tracer's model; optimizers: issue 13's 26 "
-                    "GaLore/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 30 DoRA / "
+                    "against the tracer's model; optimizers: issue 13's 32 "
+                    "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
                     "(generate() and the step on completions)")
     args = ap.parse_args()

@@ -191,3 +191,42 @@ def test_trl_model_config_peft_keys(tmp_path: Path) -> None:
     # TRL's own defaults: lora_dropout 0.05, use_bnb_nested_quant false, no kbit prep, bf16 adapters under QLoRA
     assert (o["lora_dropout"], o["double_quant"], o["kbit_prep"], o["adapter_dtype"]) == (0.05, False, False, "bf16")
     assert not {"use_peft", "lora_r", "use_dora", "use_rslora", "lora_modules_to_save"} & set(run.ignored)
+
+
+# ---- under autocast (amp-bf16: fp32 weights and adapters, bf16 matmuls) -------------------------------------------
+
+def test_amp_lora_saves_autocast_casts_of_its_input(tinyllama: ModelSpec) -> None:
+    # peft lora.Linear casts x to the adapter dtype (fp32), but lora_A is an autocast matmul: it saves autocast's
+    # bf16 cast of that copy, and lora_B saves lora_A's bf16 output. Adding v_proj's adapter to q_proj's adds
+    # 2 B x (2048 in + 16 r) per token (torch autocast_mode.cpp: linear runs in the lower precision; a non-leaf
+    # input's cast is not cached).
+    q = estimate(tinyllama, _lora(precision="amp-bf16", lora_targets=("q_proj",), seq_len=256))
+    qv = estimate(tinyllama, _lora(precision="amp-bf16", lora_targets=("q_proj", "v_proj"), seq_len=256))
+    extra_v = qv.details["activations.per_layer"] - q.details["activations.per_layer"]
+    assert extra_v == 256 * 2 * (HIDDEN + 16)
+
+
+def test_amp_dora_weight_norm_transient(tinyllama: ModelSpec) -> None:
+    b = estimate(tinyllama, _lora(dora=True, precision="amp-bf16", lora_targets=("all-linear",), seq_len=128))
+    # down_proj (in 5632, out 2048, r 16), peft dora.py under autocast: lora_A's graph keeps the bf16 cast of x_eye
+    # (in x in) and lora_B its bf16 input (in x r); lora_B's bf16 output is copied to fp32 (`.to(x.dtype)`), then
+    # get_weight_norm's `scaling * lora_weight` and the sum (fp32; W is already fp32: no copy). The earlier moment,
+    # lora_B running, holds the fp32 x_eye, its bf16 cast and the bf16 output.
+    graph = 2 * INTER * INTER + 2 * INTER * 16
+    running = 4 * INTER * INTER + graph + 2 * INTER * HIDDEN
+    norm = graph + 3 * 4 * INTER * HIDDEN
+    assert b.details["temporaries.layer_forward"] == max(running, norm) == running
+
+
+def test_amp_lm_head_cast_is_not_in_the_layers_forward(tinyllama: ModelSpec) -> None:
+    # autocast casts the LM head's weight when the head runs, after the last layer: forward.layer holds every block
+    # Linear's bf16 copy but not the head's (32000 x 2048 x 2 B); forward.loss holds both
+    b = estimate(tinyllama, _lora(dora=True, precision="amp-bf16", lora_targets=("all-linear",), seq_len=128))
+    copies = b.details["activations.autocast_weight_copies"]
+
+    def term(moment: str) -> int:
+        _, labels, values = next(x for x in b.moments if x[0] == moment)
+        return dict(zip((name for name, _ in labels), values, strict=True))["autocast weight copies"]
+
+    assert term("forward.loss") == copies
+    assert term("forward.layer") == copies - 2 * VOCAB * HIDDEN

@@ -163,7 +163,7 @@ def test_hf_apollo_mini_args(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("data", "message"), [
     ({"optim": "galore_adamw"}, "optim_target_modules: GaLore needs it"),
-    ({"optim": "galore_adamw_8bit"}, r"optim: galore_adamw_8bit \(GaLore's 8-bit states"),
+    ({"optim": "galore_adafactor"}, r"optim: galore_adafactor \(GaLore over Adafactor"),
     ({"optim": "galore_adamw", "optim_target_modules": ["q_proj"]}, "optim_target_modules: .* is not modeled"),
     ({"optim": "galore_adamw", "optim_target_modules": ["mlp"], "optim_args": "proj_type=left"},
      "proj_type .left. is not modeled"),

@@ -331,3 +331,72 @@ def test_explain_itemizes_checkpointing_variants(args: dict[str, object]) -> Non
     layers = next(ln for sec in doc.sections for ln in sec.lines if ln.key == "activations.layers")
     assert layers.value == estimate(m, t).details["activations.layers"]
     assert not any("total only" in n for n in doc.notes)
+
+
+def _saver_differences():  # type: ignore[no-untyped-def]
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "saver_differences.py"
+    spec = importlib.util.spec_from_file_location("saver_differences", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("saver_differences", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+# Published real-GPU differences (issue 13), in GiB:
+# torchtune README "Optimization flags" (pytorch/torchtune@1814feb17, Llama 3.2 3B, batch 2 x 4096 packed, bf16,
+# A100, "Peak Memory Active (GiB)"): rows 51.0 (+ Compile), 42.9 (+ Chunked CE), 24.9 (+ AC),
+# 23.1 (+ optimizer in backward), 21.8 (+ activation offloading), 17.6 (+ 8-bit AdamW).
+# Liger-Kernel examples/huggingface (linkedin/Liger-Kernel@03fd6032, img/qwen_mem_alloc.png, Qwen2-7B, batch 32,
+# FSDP on 4 A100): 51,154.27 MiB without Liger, 39,300.01 MiB with ("Peak Allocated Memory (MB)", binary MB).
+REPRODUCED = {"torchtune-activation-offloading": 23.1 - 21.8}
+NOT_REPRODUCED = {"torchtune-chunked-ce": 51.0 - 42.9, "torchtune-activation-checkpointing": 42.9 - 24.9,
+                  "torchtune-optimizer-in-backward": 24.9 - 23.1, "torchtune-8bit-adamw": 21.8 - 17.6,
+                  "liger-flce-qwen2-7b-b32": (51154.27 - 39300.01) / 1024}
+
+
+def _ours_gib(pair_id: str, published_gib: float) -> float:
+    mod = _saver_differences()
+    pair = next(p for p in mod.PAIRS if p.id == pair_id)
+    assert pair.published_bytes / 2**30 == pytest.approx(published_gib, abs=0.01)  # the benchmark's own figures
+    row = mod.compare(pair)
+    return float(row["ours_bytes"]) / 2**30
+
+
+@pytest.mark.parametrize(("pair_id", "published_gib"), list(REPRODUCED.items()))
+def test_published_saver_difference_within_20_percent(pair_id: str, published_gib: float) -> None:
+    """Each reproduced published saving: vramcalc's tensor-peak difference within 20 % of the published one."""
+    ours = _ours_gib(pair_id, published_gib)
+    assert abs(ours - published_gib) <= 0.2 * published_gib, (pair_id, ours, published_gib)
+
+
+@pytest.mark.parametrize(("pair_id", "published_gib"), list(NOT_REPRODUCED.items()))
+@pytest.mark.xfail(strict=True, reason="not reproduced within 20 %: torch.compile (torchtune rows) and the "
+                   "unpublished padded length (Liger), see benchmarks/results/saver_differences.md")
+def test_published_saver_difference_not_yet_within_20_percent(pair_id: str, published_gib: float) -> None:
+    """The pairs the benchmark reports as not reproduced, each with its reason; strict: one that starts to
+    reproduce fails here and moves to REPRODUCED."""
+    mod = _saver_differences()
+    pair = next(p for p in mod.PAIRS if p.id == pair_id)
+    assert pair.why  # every not-reproduced pair says why (the benchmark's report shows it)
+    ours = _ours_gib(pair_id, published_gib)
+    assert abs(ours - published_gib) <= 0.2 * published_gib, (pair_id, ours, published_gib)
+
+
+def test_saver_difference_pairs_are_all_tested() -> None:
+    """Every pair of benchmarks/saver_differences.py is in one of the two tables above."""
+    assert {p.id for p in _saver_differences().PAIRS} == set(REPRODUCED) | set(NOT_REPRODUCED)
+
+
+def test_readme_shows_the_saver_differences() -> None:
+    """The README's accuracy section shows the benchmark's table (`saver_differences.py --readme` copies it)."""
+    from pathlib import Path
+
+    mod = _saver_differences()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split(mod.README_START, 1)[1].split(mod.README_END, 1)[0]
+    assert block.strip() == mod.markdown([mod.compare(p) for p in mod.PAIRS])

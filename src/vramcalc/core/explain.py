@@ -575,8 +575,14 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
         else:
             inputs = (f"rank {projection_rank(t)}: 2 moments of each projected gradient (r × the larger dim) + P "
                       f"(r × the smaller dim), {sd}; full Adam moments for the other tensors")
-            src = ("galore_torch 1.0 adamw.py + galore_projector.py" if name == "galore-adamw"
-                   else "apollo_torch 1.0.3 apollo.py + random_projector.py")
+            if name == "galore-adamw-8bit":
+                inputs = (f"rank {projection_rank(t)}: 2 bitsandbytes 8-bit moments (1 B + 4 B per 256; fp32 under "
+                          f"4,096 elements) of each projected gradient (r × the larger dim) + P (r × the smaller "
+                          f"dim, {sd}); 8-bit moments for the other tensors")
+            src = {"galore-adamw": "galore_torch 1.0 adamw.py + galore_projector.py",
+                   "galore-adamw-8bit": "galore_torch 1.0 adamw8bit.py + galore_projector.py; bitsandbytes "
+                                        "optim/optimizer.py Optimizer2State.init_state"}.get(
+                       name, "apollo_torch 1.0.3 apollo.py + random_projector.py")
         lines.append(Line("optimizer_state.moments", LIBRARY_NAMES[name], inputs, moments,
                           "memory/optimizer.py", src))
     if opt.master_weights:

@@ -57,6 +57,14 @@ class Linear:
     count: int
 
 
+def linear_has_bias(m: ModelSpec, module: str) -> bool:
+    """Whether a block Linear (canonical name) has a bias (GPT-2 and NeoX: every projection; Qwen2: q, k, v)."""
+    base = module.rsplit(".", 1)[-1]
+    return bool((m.qkv_bias and base in ("q_proj", "k_proj", "v_proj", "qkv_proj"))
+                or (m.o_bias and base == "o_proj")
+                or (m.mlp_bias and base in ("gate_proj", "up_proj", "down_proj", "gate_up_proj")))
+
+
 def head_dim(m: ModelSpec) -> int:
     """Per-head dimension: explicit (Gemma: 256) or hidden / heads (config.json convention)."""
     assert m.hidden_size is not None and m.num_attention_heads is not None
@@ -159,13 +167,7 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
     # Biases (GPT-2 and NeoX: every projection; Qwen2: q, k, v only).
     for lin in block_linears(m):
-        base = lin.module.rsplit(".", 1)[-1]
-        has_bias = (
-            (m.qkv_bias and base in ("q_proj", "k_proj", "v_proj", "qkv_proj"))
-            or (m.o_bias and base == "o_proj")
-            or (m.mlp_bias and base in ("gate_proj", "up_proj", "down_proj", "gate_up_proj"))
-        )
-        if has_bias:
+        if linear_has_bias(m, lin.module):
             out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
     # Norms: RMSNorm has a weight (Zhang & Sennrich 2019); LayerNorm a weight and a bias.
     norm_vectors = 2 if m.norm == "layernorm" else 1

@@ -494,12 +494,13 @@ class TrainingSpec:
 
     def _optimizer_consistent(self) -> None:
         """The projected optimizers and Adam-mini (memory/optimizer.py): what each reads, where it is modelled."""
-        projected = self.optimizer in ("galore-adamw", "apollo-adamw", "apollo-mini")
+        projected = self.optimizer in ("galore-adamw", "galore-adamw-8bit", "apollo-adamw", "apollo-mini")
         if self.mode != "train":
             return
         if not projected and (self.optimizer_rank is not None or self.optimizer_targets != "attn-mlp"):
             raise SpecError("", "--optimizer-rank and --optimizer-targets set GaLore/APOLLO's projection: use them "
-                            "with --optimizer galore-adamw, apollo-adamw or apollo-mini, or drop them")
+                            "with --optimizer galore-adamw, galore-adamw-8bit, apollo-adamw or apollo-mini, or drop "
+                            "them")
         if self.optimizer == "apollo-mini" and self.optimizer_rank not in (None, 1):
             raise SpecError("", "APOLLO-Mini is rank 1 with tensor-wise scaling: drop --optimizer-rank, or use "
                             f"--optimizer apollo-adamw --optimizer-rank {self.optimizer_rank}")

@@ -25,6 +25,8 @@ OptimizerName = Literal[
     # (galore_torch GaLoreAdamW; apollo_torch APOLLOAdamW, channel-wise and the rank-1 tensor-wise Mini) and
     # adam_mini.Adam_mini (one second moment per block).
     "adafactor-momentum", "galore-adamw", "apollo-adamw", "apollo-mini", "adam-mini",
+    # galore_torch GaLoreAdamW8bit (HF optim galore_adamw_8bit): bitsandbytes 8-bit states of the projected moments.
+    "galore-adamw-8bit",
 ]
 # Which weights GaLore/APOLLO project (HF optim_target_modules): every nn.Linear of the blocks (["attn", "mlp"], as
 # GaLore's and APOLLO's own scripts), those of attention or of the MLP only, or HF's all-linear (+ lm_head).

@@ -217,11 +217,11 @@ HF_OPTIM: dict[str, tuple[str, str | None]] = {
     "galore_adamw_layerwise": ("galore-adamw", None),
     "apollo_adamw": ("apollo-adamw", None),
     "apollo_adamw_layerwise": ("apollo-adamw", None),
+    "galore_adamw_8bit": ("galore-adamw-8bit", None),  # GaLoreAdamW8bit (trainer_optimizer.py _get_galore_optimizer)
+    "galore_adamw_8bit_layerwise": ("galore-adamw-8bit", None),
 }
 # OptimizerNames vramcalc does not model, refused in one line (counting them as AdamW would be GBs off).
 HF_OPTIM_REFUSED: dict[str, str] = {
-    "galore_adamw_8bit": "GaLore's 8-bit states (GaLoreAdamW8bit)",
-    "galore_adamw_8bit_layerwise": "GaLore's 8-bit states (GaLoreAdamW8bit)",
     "galore_adafactor": "GaLore over Adafactor (GaLoreAdafactor)",
     "galore_adafactor_layerwise": "GaLore over Adafactor (GaLoreAdafactor)",
 }
@@ -426,9 +426,9 @@ def _low_rank(d: dict[str, Any], run: Run) -> None:
     """GaLore/APOLLO's optim_target_modules and optim_args (HF TrainingArguments, axolotl): rank and targets change
     memory; update_proj_gap and scale do not; anything else is refused rather than estimated as something else."""
     opt = run.options.get("optimizer")
-    if opt not in ("galore-adamw", "apollo-adamw"):
+    if opt not in ("galore-adamw", "galore-adamw-8bit", "apollo-adamw"):
         return
-    name = "GaLore" if opt == "galore-adamw" else "APOLLO"
+    name = "APOLLO" if opt == "apollo-adamw" else "GaLore"
     targets = d.get("optim_target_modules")
     if targets is None:
         raise _KeyProblem("optim_target_modules", f"{name} needs it (transformers raises without it); e.g. "
@@ -1057,10 +1057,13 @@ def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
         return
     kind = "galore" if chosen[0] == "use_galore" else "apollo"
     optim = run.options.get("optimizer")
-    if optim != "adamw":  # _create_galore_optimizer: GaLoreAdamW for adamw_torch; 8-bit / Adafactor variants
+    # _create_galore_optimizer: GaLoreAdamW for adamw_torch, GaLoreAdamW8bit (not paged) for adamw_bnb_8bit,
+    # adamw_8bit and paged_adamw_8bit, GaLoreAdafactor for adafactor (not modelled)
+    eight_bit = kind == "galore" and optim in ("adamw-8bit", "paged-adamw-8bit")
+    if optim != "adamw" and not eight_bit:
         raise _KeyProblem(chosen[0], f"{kind} over optim {d.get('optim')!r:.30} is not modeled; use optim "
-                          "adamw_torch")
-    run.options["optimizer"] = f"{kind}-adamw"
+                          "adamw_torch" + (" or adamw_8bit" if kind == "galore" else ""))
+    run.options["optimizer"] = "galore-adamw-8bit" if eight_bit else f"{kind}-adamw"
     run.options["optimizer_rank"] = _strict(f"{kind}_rank", "optimizer_rank", d.get(f"{kind}_rank", 16))
     run.options["optimizer_targets"] = _optim_targets(f"{kind}_target", d.get(f"{kind}_target", "all"))
     _projection(run, (f"{kind}_proj_type", d.get(f"{kind}_proj_type", "std")),

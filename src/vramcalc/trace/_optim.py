@@ -136,15 +136,20 @@ class Adam8bitEmulation(torch.optim.Optimizer):
                 if not self.qmaps:
                     self.qmaps = [torch.empty(256, dtype=torch.float32, device=p.device) for _ in range(2)]
                 st["step"] = 0  # a Python int in bitsandbytes
-                if p.numel() < self.MIN_8BIT_SIZE:
-                    st["state1"] = torch.zeros_like(p, dtype=torch.float32)
-                    st["state2"] = torch.zeros_like(p, dtype=torch.float32)
-                else:
-                    blocks = math.ceil(p.numel() / self.BLOCK)
-                    st["state1"] = torch.zeros_like(p, dtype=torch.uint8)
-                    st["state2"] = torch.zeros_like(p, dtype=torch.uint8)
-                    st["absmax1"] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
-                    st["absmax2"] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
+                bnb_states(st, p)
+
+
+def bnb_states(st: dict[str, Any], p: torch.Tensor) -> None:
+    """bitsandbytes Optimizer2State.init_state's two AdamW states of `p` (8-bit block-wise, or fp32 when small)."""
+    if p.numel() < Adam8bitEmulation.MIN_8BIT_SIZE:
+        st["state1"] = torch.zeros_like(p, dtype=torch.float32)
+        st["state2"] = torch.zeros_like(p, dtype=torch.float32)
+    else:
+        blocks = math.ceil(p.numel() / Adam8bitEmulation.BLOCK)
+        st["state1"] = torch.zeros_like(p, dtype=torch.uint8)
+        st["state2"] = torch.zeros_like(p, dtype=torch.uint8)
+        st["absmax1"] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
+        st["absmax2"] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
 
 
 class Fused32bitEmulation(torch.optim.Optimizer):
@@ -351,6 +356,47 @@ class _ProjectorStates:
                 yield from (m for m in matrix if isinstance(m, torch.Tensor))
 
 
+def _galore_8bit() -> Any:
+    """galore_torch.GaLoreAdamW8bit with bitsandbytes' CUDA parts emulated: Optimizer2State.init_state's storage
+    (the rule of Adam8bitEmulation: uint8 states + an fp32 absmax per 256, fp32 states under 4096 elements) and an
+    in-place update_step (the blockwise kernel allocates nothing); GaLore's own step() runs unchanged."""
+    try:
+        from galore_torch import GaLoreAdamW8bit  # type: ignore[import-untyped]
+    except ImportError:
+        raise UnsupportedCombination("galore-adamw-8bit: pip install galore-torch==1.0 bitsandbytes to trace "
+                                     "it") from None
+
+    class TracedGaLoreAdamW8bit(_ProjectorStates, GaLoreAdamW8bit):  # type: ignore[misc]
+        qmaps: list[torch.Tensor]
+
+        def fill_qmap(self) -> None:  # the two shared 256-entry maps are made on the device in init_state
+            self.qmaps = []
+
+        def extra_state_tensors(self) -> Iterator[torch.Tensor]:
+            yield from super().extra_state_tensors()
+            yield from self.qmaps
+
+        def init_state(self, group: Any, p: torch.Tensor, gindex: int, pindex: int) -> None:
+            st = self.state[p]
+            st["step"] = 0
+            if not self.qmaps:
+                self.qmaps = [torch.empty(256, dtype=torch.float32, device=p.device) for _ in range(2)]
+            bnb_states(st, p)
+
+        def update_step(self, group: Any, p: torch.Tensor, gindex: int, pindex: int) -> None:
+            self.state[p]["step"] += 1  # bitsandbytes' kernel updates p, state1/2 and absmax1/2 in place
+
+        def step(self, closure: Any = None) -> Any:
+            sync = torch.cuda.synchronize  # GaLore's step synchronizes after each tensor: nothing to wait for here
+            torch.cuda.synchronize = lambda *a, **k: None
+            try:
+                return super().step(closure)
+            finally:
+                torch.cuda.synchronize = sync
+
+    return TracedGaLoreAdamW8bit
+
+
 def library_optimizer(training: TrainingSpec, params: list[Any], model_params: list[nn.Parameter], names: list[str],
                       model: nn.Module | None, notes: list[str]) -> torch.optim.Optimizer:
     """galore_torch.GaLoreAdamW, apollo_torch.APOLLOAdamW or adam_mini.Adam_mini as HF Trainer / their READMEs
@@ -385,7 +431,7 @@ def library_optimizer(training: TrainingSpec, params: list[Any], model_params: l
         raise UnsupportedCombination(f"{name}: nothing to optimize")
     if name == "galore-adamw":
         try:
-            from galore_torch import GaLoreAdamW  # type: ignore[import-untyped]
+            from galore_torch import GaLoreAdamW
         except ImportError:
             raise UnsupportedCombination("galore-adamw: pip install galore-torch==1.0 to trace it") from None
         group = {"rank": rank, "update_proj_gap": 1, "scale": 0.25, "proj_type": "std"}  # HF's defaults but the gap
@@ -393,6 +439,13 @@ def library_optimizer(training: TrainingSpec, params: list[Any], model_params: l
         opt = cls(_groups(rest, proj, group), lr=1e-4, no_deprecation_warning=True)
         notes.append(f"galore-adamw: galore_torch.GaLoreAdamW 1.0, rank {rank}, {len(proj)} projected weights; "
                      "update_proj_gap 1 (each traced step is an SVD step)")
+        return opt  # type: ignore[no-any-return]
+    if name == "galore-adamw-8bit":
+        group = {"rank": rank, "update_proj_gap": 1, "scale": 0.25, "proj_type": "std"}
+        opt = _galore_8bit()(_groups(rest, proj, group), lr=1e-4)
+        notes.append(f"galore-adamw-8bit: galore_torch.GaLoreAdamW8bit 1.0's step (projection, saved_data clone, "
+                     f"project_back) run as is, rank {rank}, {len(proj)} projected weights, update_proj_gap 1; "
+                     "bitsandbytes' 8-bit state storage emulated (its CUDA kernel updates in place)")
         return opt  # type: ignore[no-any-return]
     try:
         import apollo_torch.apollo as apollo_module  # type: ignore[import-untyped]

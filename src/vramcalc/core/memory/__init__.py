@@ -525,6 +525,7 @@ class _ActivationPlan:
     kept_t: int  # checkpointing: the layers' inputs
     autocast_copies: int
     layer_copies: int
+    autocast_head_copy: int  # the LM head's share of autocast_copies: cast only after the last layer
     attn_fwd_ts: int
     layer_fwd_t: int
     layer_bwd_t: int
@@ -659,11 +660,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
     # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
-    autocast_copies = layer_copies = 0
+    autocast_copies = layer_copies = autocast_head_copy = 0
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         if _encoder.vocab_head(m):  # a classifier's encoder multiplies by no vocab-wide matrix
             linear_params += m.vocab_size * m.hidden_size
+            autocast_head_copy = dtype_bytes(recipe.compute) * m.vocab_size * m.hidden_size
         autocast_copies = dtype_bytes(recipe.compute) * linear_params
         layer_copies = autocast_copies // n_layers
         if _distributed.sharding_stage(t) == 3:
@@ -676,6 +678,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             unit_cast, layer_cast = _distributed.gathered_cast_params(m, t, recipe)
             autocast_copies = min(autocast_copies, dtype_bytes(recipe.compute) * unit_cast)
             layer_copies = min(layer_copies, dtype_bytes(recipe.compute) * layer_cast, autocast_copies)
+            autocast_head_copy = 0  # the gathered units' copies are not split by where the forward is
     # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
     # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
     # scores softmax writes (the saved set's per-key terms) are transient too.
@@ -749,7 +752,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
         head_saved_t=head.saved + token_head_t + lora_head_t, kept_t=saving_layers * residual * m.hidden_size,
-        autocast_copies=autocast_copies, layer_copies=layer_copies,
+        autocast_copies=autocast_copies, layer_copies=layer_copies, autocast_head_copy=autocast_head_copy,
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=max(head.forward_transient, lora_head_fwd_t), loss_bwd_t=head.backward_transient, g_head=g_head,
@@ -801,6 +804,8 @@ def _transformer_phases(
     once += p.once_b * t.batch_size
     head_saved = p.head_saved_t * tokens + p.head_saved_c
     autocast_copies = p.autocast_copies
+    # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
+    fwd_layer_copies = autocast_copies - p.autocast_head_copy
     layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq, p.layer_fwd_c)
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
     # per-key scores gradient), after autograd has freed the MLP's saved tensors: every moment that holds this
@@ -864,7 +869,7 @@ def _transformer_phases(
         bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
         layers_detail = kept
         moments = [
-            ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, autocast_copies, layer_fwd_t)),
+            ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, fwd_layer_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS_CK,
              (acc, kept, once, autocast_copies, head_saved, loss_fwd_t, grad_fwd)),
             ("backward.start", _m.BWD_START_CK, (acc, kept, once, head_saved, loss_bwd_t, grad_fwd)),
@@ -892,7 +897,7 @@ def _transformer_phases(
         # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
         bottom_acts, bottom_copies = (per_layer - bottom_less, p.layer_copies) if saving_layers else (0, 0)
         moments = [
-            ("forward.layer", _m.FWD_LAYER, (acc, acts_layers, once, autocast_copies, layer_fwd_t)),
+            ("forward.layer", _m.FWD_LAYER, (acc, acts_layers, once, fwd_layer_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS,
              (acc, acts_layers, once, autocast_copies, head_saved, loss_fwd_t, grad_fwd)),
             ("backward.start", _m.BWD_START,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
 from vramcalc.core.memory.precision import Recipe
-from vramcalc.core.params import Linear, head_dim, kv_heads, resolve_targets
+from vramcalc.core.params import Linear, head_dim, kv_heads, linear_has_bias, resolve_targets
 from vramcalc.core.units import ceil_div, dtype_bytes
 from vramcalc.core.vocab import ENCODER_FAMILIES
 
@@ -229,15 +229,20 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             if mod not in adapted:
                 continue
             any_adapter = True
-            extra = a * t.lora_rank
+            # Under autocast lora_A and lora_B are autocast matmuls: lora_A saves autocast's compute-dtype cast of
+            # the adapter-dtype copy (the copy itself, and dropout's output, are then referenced by nothing), and
+            # lora_B saves lora_A's output, in the compute dtype (torch autocast_mode.cpp: linear is a lower-
+            # precision op; a non-leaf input's cast is not cached).
+            kept = c if recipe.autocast and a != c else a
+            extra = kept * t.lora_rank
             if fresh:
-                extra += a * width + (width if t.lora_dropout > 0 else 0)  # copy (+ 1-byte dropout mask)
+                extra += kept * width + (width if t.lora_dropout > 0 else 0)  # copy (+ 1-byte dropout mask)
             elif not shared_counted:
                 extra += c * width  # the same input tensor the frozen base layer does not save
                 shared_counted = True
             terms.append(Term(f"lora {mod} input", extra))
             if mod in dora_out:
-                terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live))
+                terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live, linear_has_bias(m, mod)))
         return tw or any_adapter
 
     n_norms = m.norms_per_layer
@@ -463,7 +468,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             fwd, bwd, mlp_saved)
 
 
-def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool) -> Term:
+def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
     """What DoRA adds to an adapted Linear's saved set (peft tuners/lora/dora.py DoraLinearLayer.forward, called
     with x already cast to the adapter dtype a by lora.Linear.forward):
 
@@ -487,6 +492,10 @@ def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_li
     # compute dtype whatever the adapter dtype.
     lora_out = c if recipe.autocast else a
     base = c
+    if bias and recipe.autocast:
+        # `base_result = base_result - bias` (lora/layer.py Linear.forward): the 16-bit output minus the fp32 bias
+        # promotes to fp32, and that is the tensor the mul saves (measured: gpt2 DoRA amp-bf16, every Linear biased)
+        base = max(c, dtype_bytes(recipe.weight))
     if t.lora_dropout > 0:
         base = lora_out
         if input_live and (t.method == "qlora" or a != dtype_bytes(recipe.weight)):
@@ -503,7 +512,19 @@ def dora_forward_transient(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int
     if not (t.dora and t.method in ("lora", "qlora")):
         return 0
     a = dtype_bytes(t.adapter_dtype)
+    c = dtype_bytes(recipe.compute)
     copy = t.method == "qlora" or a != dtype_bytes(recipe.weight)
+    if recipe.autocast and c != a:
+        # Under autocast lora_A and lora_B are autocast matmuls: lora_A's graph keeps x_eye cast to c (in x in) and
+        # lora_B's its c input (in x r), lora_weight comes out in c and `lora_weight.to(x.dtype)` copies it back to
+        # a (x is cast to the adapter dtype). Two moments: lora_B running (the a x_eye still referenced, its c copy,
+        # the c output) and get_weight_norm (the a lora_weight, the weight copy, `scaling * lora_weight` and the
+        # sum, all a).
+        def amp(lin: Linear) -> int:
+            i, o, r = lin.in_features, lin.out_features, t.lora_rank
+            graph = c * i * i + c * i * r
+            return max(a * i * i + graph + c * i * o, graph + a * i * o * (4 if copy else 3))
+        return max((amp(lin) for lin in resolve_targets(m, t.lora_targets)), default=0)
     return max((a * lin.in_features * (lin.in_features + t.lora_rank + (4 if copy else 3) * lin.out_features)
                 for lin in resolve_targets(m, t.lora_targets)), default=0)
 

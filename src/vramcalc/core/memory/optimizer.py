@@ -74,11 +74,7 @@ def optimizer_bytes(
         moments = 2 * s * trainable
     elif opt in ("adamw-8bit", "paged-adamw-8bit"):
         for shape, count in trainable_tensors:
-            n = _numel(shape)
-            if n < BNB_MIN_8BIT_SIZE:
-                moments += 2 * 4 * n * count
-            else:
-                moments += (2 * n + 2 * 4 * ceil_div(n, BNB_BLOCK)) * count
+            moments += eight_bit_state_bytes(_numel(shape)) * count
     elif opt.startswith("torchao-"):
         moments = torchao_state_bytes(trainable_tensors, opt, _param_bytes(recipe, training))
     elif opt == "sgd":
@@ -165,11 +161,13 @@ def _step_temporaries(opt: str, training: TrainingSpec, s: int, trainable: int, 
 # Each steps its parameters one by one in its own Python loop: no foreach or fused kernel exists, so
 # --optimizer-impl does not apply (a note says so). Their states are torch.zeros_like of the (projected)
 # gradient, i.e. the dtype of the parameters the optimizer holds: the model's dtype, or fp32 master weights.
-PROJECTED_OPTIMIZERS = ("galore-adamw", "apollo-adamw", "apollo-mini")
+PROJECTED_OPTIMIZERS = ("galore-adamw", "galore-adamw-8bit", "apollo-adamw", "apollo-mini")
+GALORE_OPTIMIZERS = ("galore-adamw", "galore-adamw-8bit")  # GaLoreProjector: SVD, r capped at min(m, n)
 LIBRARY_OPTIMIZERS = (*PROJECTED_OPTIMIZERS, "adam-mini")
 # transformers trainer_optimizer.py _get_galore_optimizer / _get_apollo_optimizer: optim_args rank default 128.
 HF_DEFAULT_RANK = 128
 LIBRARY_NAMES = {"galore-adamw": "GaLore AdamW (galore_torch.GaLoreAdamW)",
+                 "galore-adamw-8bit": "GaLore AdamW 8-bit (galore_torch.GaLoreAdamW8bit, bitsandbytes states)",
                  "apollo-adamw": "APOLLO AdamW (apollo_torch.APOLLOAdamW, channel-wise scaling)",
                  "apollo-mini": "APOLLO-Mini (apollo_torch.APOLLOAdamW, rank 1, tensor-wise scaling)",
                  "adam-mini": "Adam-mini (adam_mini.Adam_mini)"}
@@ -244,15 +242,21 @@ def projected_state(shape: tuple[int, int], rank: int, s: int, optimizer: str) -
     """
     m, n = shape
     big, small = max(m, n), min(m, n)
-    r = min(rank, small) if optimizer == "galore-adamw" else rank
+    r = min(rank, small) if optimizer in GALORE_OPTIMIZERS else rank
     low = r * big
     up = 4 * m * n if s < 4 else 0  # `matrix = module_params.data.float()`: an fp32 copy of a 16-bit gradient
     projection = s * r * small
-    if optimizer == "galore-adamw" and s == 4:
+    if optimizer in GALORE_OPTIMIZERS and s == 4:
         # An fp32 gradient is not copied, and `B = Vh[:rank, :]` (or `A = U[:, :rank]`) is returned without a cast:
         # a view, so P keeps the whole k × k factor alive (k = min(m, n)).
         projection = 4 * small * small
-    if optimizer == "galore-adamw":
+    moments = 2 * s * low
+    if optimizer == "galore-adamw-8bit":
+        # galore_torch adamw8bit.py: the projected gradient becomes p.data (r × big) and bitsandbytes
+        # Optimizer2State.init_state gives it 8-bit states (uint8 + an fp32 absmax per 256) when it has
+        # min_8bit_size elements, fp32 states otherwise, whatever the parameter dtype.
+        moments = eight_bit_state_bytes(low)
+    if optimizer in GALORE_OPTIMIZERS:
         # At a projection update (step 0 and every update_proj_gap steps): torch.linalg.svd(full_matrices=False)
         # returns U (m × k), S (k), Vh (k × n) in fp32, k = min(m, n), then B = Vh[:r] cast to the param dtype.
         # cuSOLVER's own workspace is not counted (not visible to the tracer; say so in the notes).
@@ -263,6 +267,12 @@ def projected_state(shape: tuple[int, int], rank: int, s: int, optimizer: str) -
         # project_back: the full-size matmul and `* self.scale`, both alive, with the low-rank gradient, denom and
         # the low-rank update (adamw.py step).
         back = s * (3 * low + 2 * m * n)
+        if optimizer == "galore-adamw-8bit":
+            # adamw8bit.py step: `p.saved_data = p.data.clone()` (a full-size copy, which becomes the parameter
+            # again after the step: the original storage is freed when p.data takes the low-rank gradient),
+            # p.data = grad.clone() (low rank), the 8-bit kernel updates it in place, then project_back: the
+            # full-size matmul and `* self.scale`, both alive, beside the low-rank gradient and p.data.
+            back = s * (2 * low + 2 * m * n)
     else:
         # APOLLO update: the fp32 copy (only its shape is read), stable_randn (r × n) / sqrt(r): two fp32
         # matrices, then `.type(param dtype)`.
@@ -270,7 +280,14 @@ def projected_state(shape: tuple[int, int], rank: int, s: int, optimizer: str) -
         # apollo.py step: projected grad, denom, norm_grad (low rank), then p.grad * scaling factor and the
         # norm-growth limiter's `scaled_grad / limiter`: two full-size tensors alive.
         back = s * (3 * low + 2 * m * n)
-    return ProjectedState(2 * s * low, projection, max(update, back))
+    return ProjectedState(moments, projection, max(update, back))
+
+
+def eight_bit_state_bytes(n: int) -> int:
+    """bitsandbytes' two AdamW states of one n-element tensor (Optimizer2State.init_state, block-wise 8-bit)."""
+    if n < BNB_MIN_8BIT_SIZE:
+        return 2 * 4 * n
+    return 2 * n + 2 * 4 * ceil_div(n, BNB_BLOCK)
 
 
 def _library_optimizer_bytes(trainable_tensors: tuple[tuple[tuple[int, ...], int], ...], recipe: Recipe,
@@ -296,6 +313,13 @@ def _library_optimizer_bytes(trainable_tensors: tuple[tuple[tuple[int, ...], int
     leftover = 0  # a projected tensor's full-size update and low-rank denom, alive into the next loop iteration
     largest_rest = 0
     steps: list[int] = []
+    # galore 8-bit: `p.grad = grad` (adamw8bit.py) swaps each stepped tensor's full gradient for its low-rank one,
+    # so a tensor's step sees the gradients of the tensors stepped before it given back (named_parameters order:
+    # the first layer's Linears in module order, then the other layers, the LM head last). Per tensor: its step
+    # minus what was given back before it, plus the previous tensor's low-rank `grad` still referenced.
+    given_back = given_back_all = 0
+    net_steps: list[int] = []
+    own_steps: list[int] = []
     head_rest = 0  # the untied LM head when unprojected: the last tensor of the first group (named_parameters order)
     for t, count in items:
         if is_projected(t, model, training.optimizer_targets):
@@ -303,8 +327,21 @@ def _library_optimizer_bytes(trainable_tensors: tuple[tuple[tuple[int, ...], int
             ps = projected_state((m, n), rank, s, opt)
             moments += (ps.moments + ps.projection) * count
             steps.append(ps.step)
-            r = min(rank, min(m, n)) if opt == "galore-adamw" else rank
-            leftover = max(leftover, s * (m * n + r * max(m, n)))
+            r = min(rank, min(m, n)) if opt in GALORE_OPTIMIZERS else rank
+            if opt == "galore-adamw-8bit":
+                # a block Linear's costliest occurrence is its first, in the first layer; the head comes after all
+                head = t.kind == "head"
+                net_steps.append(ps.step + leftover - (given_back_all if head else given_back))
+                own_steps.append(ps.step - s * (m * n - r * max(m, n)))  # in backward: its own gradient only
+                given_back += s * (m * n - r * max(m, n))
+                given_back_all += s * (m * n - r * max(m, n)) * count
+            # galore 8-bit: project_back's full-size results are freed inside the step; only the local
+            # low-rank `grad` lives into the next iteration.
+            full = 0 if opt == "galore-adamw-8bit" else m * n
+            leftover = max(leftover, s * (full + r * max(m, n)))
+        elif opt == "galore-adamw-8bit":
+            # the unprojected group: plain bitsandbytes 8-bit AdamW, in-place kernel (no temporaries)
+            moments += eight_bit_state_bytes(t.numel_each) * count
         else:
             moments += 2 * s * t.numel_each * count  # the unprojected group: Adam's two full moments
             largest_rest = max(largest_rest, t.numel_each)
@@ -318,12 +355,16 @@ def _library_optimizer_bytes(trainable_tensors: tuple[tuple[tuple[int, ...], int
     # (adamw.py / apollo.py step); the last one's stay alive while the first projected tensor is projected.
     rest_step = 2 * s * largest_rest
     temp = max(rest_step, steps[0] + 2 * s * head_rest, max(steps) + leftover)
+    if opt == "galore-adamw-8bit":
+        temp = max(0, max(net_steps))
     if training.optimizer_in_bwd:
         # HF *_layerwise: one optimizer per parameter, its locals freed after each step; the embedding's gradient
         # lands last, when the activations are gone, so its full-size update is not at the backward peak.
         rest = max((t.numel_each for t, _ in items if t.kind not in ("embedding", "position")
                     and not is_projected(t, model, training.optimizer_targets)), default=0)
         temp = max(2 * s * rest, max(steps))
+        if opt == "galore-adamw-8bit":
+            temp = max(0, max(own_steps))
     return OptimizerBytes(moments, master, temp + fp32_grads, False)
 
 
@@ -396,13 +437,15 @@ def library_optimizer_notes(model: ModelSpec, training: TrainingSpec, recipe: Re
     if opt not in LIBRARY_OPTIMIZERS:
         return ()
     sd = library_state_dtype(recipe)
-    notes = [f"{LIBRARY_NAMES[opt]}: states are zeros_like of the (projected) gradient, so {sd} here; its step "
+    kept = ("bitsandbytes 8-bit (uint8 + an fp32 absmax per 256; fp32 under 4,096 elements)"
+            if opt == "galore-adamw-8bit" else f"zeros_like of the (projected) gradient, so {sd} here")
+    notes = [f"{LIBRARY_NAMES[opt]}: states are {kept}; its step "
              "is a per-parameter Python loop (no foreach or fused kernel: --optimizer-impl does not apply)."]
     if opt in PROJECTED_OPTIMIZERS and model.has_architecture:
         shapes = projected_shapes(model, training)
         n = sum(c for _, c in shapes)
         what = "the SVD of each projected gradient (fp32 U, S, Vh; cuSOLVER's workspace not counted)" \
-            if opt == "galore-adamw" else "a random projection per projected gradient (stable_randn, fp32)"
+            if opt in GALORE_OPTIMIZERS else "a random projection per projected gradient (stable_randn, fp32)"
         notes.append(f"{opt}: rank {projection_rank(training)}, {n:,} projected weights "
                      f"(--optimizer-targets {training.optimizer_targets}); the rest keep full Adam moments. The step "
                      f"counted is a projection update (step 0 and every update_proj_gap steps): {what}. "
