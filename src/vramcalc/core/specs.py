@@ -393,6 +393,9 @@ class TrainingSpec:
     # config.num_labels, 2 by default in transformers' PretrainedConfig).
     head: Head = "auto"
     num_labels: int = 2
+    # Encoder-decoders (memory/seq2seq.py): --seq-len is the source (the encoder's input), target_len the target
+    # (the decoder's input and the labels); 0: as long as the source.
+    target_len: int = 0
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
@@ -412,6 +415,7 @@ class TrainingSpec:
                         (*POSITIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
+        "target_len": (*NON_NEGATIVE, COUNT_CAP),
         "encoder_hidden_size": (*POSITIVE, COUNT_CAP),
         "optimizer_rank": (*POSITIVE, COUNT_CAP),
         "lora_alpha": POSITIVE,
