@@ -232,9 +232,10 @@ ENCDEC_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
                                   "attention": "eager"}),
     ("seq2seq:bart-base", "lora", {"method": "lora", "batch_size": 4, "seq_len": 512, "target_len": 128,
                                    "attention": "eager"}),
-    ("seq2seq:t5-small", "qlora", {"method": "qlora", "batch_size": 8, "seq_len": 256, "target_len": 64,
+    ("seq2seq:t5-small", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 8, "seq_len": 256, "target_len": 64,
                                    "grad_checkpointing": True}),
-    ("seq2seq:bart-base", "qlora", {"method": "qlora", "batch_size": 4, "seq_len": 512, "target_len": 128}),
+    ("seq2seq:bart-base", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 4, "seq_len": 512,
+                                    "target_len": 128}),
 )
 
 

@@ -44,8 +44,7 @@ _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_win
                  "first_k_dense_replace", "num_nextn_predict_layers", "rotary_dim", "type_vocab_size")
 _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_sliding_window", "qk_layernorm",
           "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias",
-          "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds", "normalize_before",
-          "add_final_layer_norm")
+          "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),

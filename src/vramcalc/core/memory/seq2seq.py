@@ -132,8 +132,12 @@ class Seq2SeqPlan:
     head: tuple[STerm, ...]  # LM head and loss, saved until backward
     enc_fwd: tuple[STerm, ...]  # a block's forward temporaries
     dec_fwd: tuple[STerm, ...]
-    enc_bwd: tuple[STerm, ...]  # a block's backward temporaries
+    enc_bwd: tuple[STerm, ...]  # a block's backward temporaries at its MLP (the top of its backward)
     dec_bwd: tuple[STerm, ...]
+    # ... and at its attention, once the MLP's saved tensors are freed: T5's position-bias gradients
+    enc_bias_bwd: tuple[STerm, ...]
+    dec_bias_bwd: tuple[STerm, ...]
+    bottom_grads_less: int  # gradient bytes the bottom encoder block has not produced yet at its MLP backward
     loss_fwd: tuple[STerm, ...]
     loss_bwd: tuple[STerm, ...]
     enc_out_grad: tuple[STerm, ...]  # the encoder output's gradient, summed over the decoder's cross-attentions
@@ -380,6 +384,8 @@ def build_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> Seq2SeqPlan:
         # biases, passed from the first block to the others, stay alive as their inputs.
         kept += [STerm("encoder block inputs", "s", c * h * m.num_layers),
                  STerm("decoder block inputs", "t", c * h * m.decoder_layers)]
+        if not any(x.name.startswith("encoder output") for x in shared):  # every decoder block's input too
+            kept.append(STerm("encoder output (decoder blocks' input)", "s", c * h))
         if t5:
             kept += [STerm("encoder position bias (block input)", "S2", c * heads),
                      STerm("decoder position bias (block input)", "T2", c * heads)]
@@ -399,6 +405,8 @@ def build_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> Seq2SeqPlan:
     dec_fwd = [STerm("mlp forward temporaries", "t", width)]
     enc_bwd = [STerm("mlp backward gradients", "s", width + c * h)]
     dec_bwd = [STerm("mlp backward gradients", "t", width + c * h)]
+    enc_bias_bwd: list[STerm] = []
+    dec_bias_bwd: list[STerm] = []
     if not sdpa:  # eager: the scores beside the softmax in forward; the probabilities' gradients in backward
         enc_fwd.append(STerm("eager scores", "ss", c * heads))
         dec_fwd.append(STerm("eager scores", "tt", c * heads))
@@ -410,13 +418,13 @@ def build_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> Seq2SeqPlan:
         # allocates grad_bias as (b, heads, q, k) and the broadcast sums it to (1, heads, q, k)
         # (attention_backward.cu _efficient_attention_backward).
         if full:
-            enc_bwd += [STerm("position-bias gradient (b, heads, s, s)", "ss", c * heads),
-                        STerm("position-bias gradient summed over the batch", "S2", c * heads)]
-            dec_bwd += [STerm("position-bias gradient (b, heads, t, t)", "tt", c * heads),
-                        STerm("position-bias gradient summed over the batch", "T2", c * heads)]
+            enc_bias_bwd += [STerm("position-bias gradient (b, heads, s, s)", "ss", c * heads),
+                             STerm("position-bias gradient summed over the batch", "S2", c * heads)]
+            dec_bias_bwd += [STerm("position-bias gradient (b, heads, t, t)", "tt", c * heads),
+                             STerm("position-bias gradient summed over the batch", "T2", c * heads)]
         if ck:
-            dec_bwd += [STerm("cross zero-bias gradient (b, heads, t, s)", "ts", c * heads),
-                        STerm("cross zero-bias gradient, summed and accumulated", "TS", 2 * c * heads)]
+            dec_bias_bwd += [STerm("cross zero-bias gradient (b, heads, t, s)", "ts", c * heads),
+                             STerm("cross zero-bias gradient, summed and accumulated", "TS", 2 * c * heads)]
     enc_out_grad = (STerm("encoder output gradient (summed over the cross-attentions)", "s", c * h),)
     g_head = v * h * g if full else 0
     n_enc, n_dec = m.num_layers, m.decoder_layers
@@ -433,8 +441,12 @@ def build_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> Seq2SeqPlan:
         notes.append("T5 under sdpa: the relative position bias is a float mask, so CUDA runs the memory-efficient "
                      "kernel (no flash) and every block saves its own (heads, q, k) bias (sdpa_attention.py "
                      "create_position_bias_mask); with a trained table its gradient is (batch, heads, q, k).")
+    # At the bottom block's MLP backward its own weights have no gradient yet but the MLP output's (wo / fc2),
+    # computed first.
+    bottom_less = (_block_numel(m, False) - h * i) * g if full else 0
     return Seq2SeqPlan(n_enc, n_dec, ck, enc, dec, enc_less, dec_less, tuple(shared), tuple(kept), tuple(head),
-                       tuple(enc_fwd), tuple(dec_fwd), tuple(enc_bwd), tuple(dec_bwd), loss_fwd, loss_bwd,
+                       tuple(enc_fwd), tuple(dec_fwd), tuple(enc_bwd), tuple(dec_bwd), tuple(enc_bias_bwd),
+                       tuple(dec_bias_bwd), bottom_less, loss_fwd, loss_bwd,
                        enc_out_grad, g_head, 2 * v * h * g if full else 0, dec_grads, tuple(notes))
 
 
@@ -469,12 +481,14 @@ def phases(p: Seq2SeqPlan, t: TrainingSpec, base: tuple[int, int, int], gradient
     enc1, dec1 = total(p.enc_layer, mult), total(p.dec_layer, mult)
     enc_less, dec_less = total(p.enc_bottom_less, mult), total(p.dec_bottom_less, mult)
     shared, head = total(p.shared, mult), total(p.head, mult)
-    # At the encoder's bottom the decoder's stack-level tensors are gone (source-side terms remain); when the
-    # encoder embedding's backward sums the shared gradient, only the input ids it saved are left.
-    shared_src = sum(x.coeff * mult[x.kind] for x in p.shared if x.kind in ("s", "S2"))
+    # At the encoder's bottom block only what lies below it is left (the ids, the embedding's norm and dropout,
+    # T5's buckets); when the encoder embedding's backward sums the shared gradient, only the input ids.
+    shared_src = sum(x.coeff * mult[x.kind] for x in p.shared if x.kind in ("s", "S2"))  # the encoder's side
+    below = sum(x.coeff * mult[x.kind] for x in p.shared if x.name.startswith(_BELOW_THE_ENCODER))
     ids = sum(x.coeff * mult[x.kind] for x in p.shared if x.name.startswith("input_ids"))
     enc_fwd, dec_fwd = total(p.enc_fwd, mult), total(p.dec_fwd, mult)
-    enc_bwd, dec_bwd = total(p.enc_bwd, mult), total(p.dec_bwd, mult)
+    enc_bwd = max(total(p.enc_bwd, mult), total(p.enc_bias_bwd, mult))
+    dec_bwd = max(total(p.dec_bwd, mult), total(p.dec_bias_bwd, mult))
     loss_fwd, loss_bwd = total(p.loss_fwd, mult), total(p.loss_bwd, mult)
     out_grad = total(p.enc_out_grad, mult)
     accum = t.grad_accum > 1
@@ -482,6 +496,7 @@ def phases(p: Seq2SeqPlan, t: TrainingSpec, base: tuple[int, int, int], gradient
     g_head = min(p.g_head, gradients)
     g_dec = max(min(p.dec_grads, gradients), g_head)
     emb_sum = p.emb_grad_sum
+    g_bottom = gradients - min(p.bottom_grads_less, gradients)
     layer_fwd = max(enc_fwd, dec_fwd)
     enc_all = p.enc_layers * enc1 - enc_less
     dec_all = p.dec_layers * dec1 - dec_less
@@ -497,7 +512,8 @@ def phases(p: Seq2SeqPlan, t: TrainingSpec, base: tuple[int, int, int], gradient
             ("forward.loss", _m.FWD_LOSS_CK, (acc, kept, shared, 0, head, loss_fwd, 0)),
             ("backward.start", _m.BWD_START_CK, (acc, kept, shared, head, loss_bwd, 0)),
             ("backward.top", _m.BWD_TOP_CK, top),
-            ("backward.bottom", _m.BWD_BOTTOM_CK, (gradients, *_bottom(shared_src, ids, enc1, enc_bwd, emb_sum))),
+            ("backward.bottom", _m.BWD_BOTTOM_CK,
+             _bottom(gradients, g_bottom, below, ids, enc1, enc_bwd, emb_sum)),
         ]
         layers = kept
     else:
@@ -511,7 +527,7 @@ def phases(p: Seq2SeqPlan, t: TrainingSpec, base: tuple[int, int, int], gradient
             ("backward.start", _m.BWD_START, (acc, saved, shared, 0, head, loss_bwd, 0)),
             ("backward.top", _m.BWD_TOP, top),
             ("backward.bottom", _m.BWD_BOTTOM,
-             (gradients, *_bottom(shared_src, ids, enc1 - enc_less, enc_bwd, emb_sum))),
+             _bottom(gradients, g_bottom, below, ids, enc1 - enc_less, enc_bwd, emb_sum)),
         ]
         layers = saved
         recomputed = 0
@@ -547,8 +563,13 @@ def _component(moment: RawMoment, name: str) -> int:
     return sum(v for (_, comp), v in zip(moment[1], moment[2], strict=True) if comp == name)
 
 
-def _bottom(shared_src: int, ids: int, layer: int, layer_bwd: int, emb_sum: int) -> tuple[int, int, int, int]:
-    """(shared, last block's activations, its autocast copies, temporaries) at the end of backward: the bottom
-    encoder block's backward, or after it the encoder embedding's backward summing the shared gradient."""
-    a, b = (shared_src, layer, 0, layer_bwd), (ids, 0, 0, emb_sum)
+_BELOW_THE_ENCODER = ("input_ids", "encoder position buckets", "encoder embedding", "encoder layernorm_embedding")
+
+
+def _bottom(gradients: int, g_bottom: int, below: int, ids: int, layer: int, layer_bwd: int,
+            emb_sum: int) -> tuple[int, int, int, int, int]:
+    """(gradients, shared, last block's activations, its autocast copies, temporaries) at the end of backward:
+    the bottom encoder block's backward (its own weights' gradients not there yet), or after it the encoder
+    embedding's backward summing the shared gradient (every other gradient there)."""
+    a, b = (g_bottom, below, layer, 0, layer_bwd), (gradients, ids, 0, 0, emb_sum)
     return a if sum(a) >= sum(b) else b
