@@ -223,7 +223,8 @@ def encoder_grid() -> list[dict[str, Any]]:
 # source 512 x target 256); then Flan-T5 base (gated-gelu, the preset), eager attention, and QLoRA NF4. AdamW
 # (fused), bf16. Written to accuracy_encdec.{json,md}.
 ENCDEC_MODELS = ("seq2seq:t5-small", "seq2seq:bart-base")
-ENCDEC_SHAPES = ({"batch_size": 8, "seq_len": 256, "target_len": 64}, {"batch_size": 4, "seq_len": 512, "target_len": 256})
+ENCDEC_SHAPES = ({"batch_size": 8, "seq_len": 256, "target_len": 64},
+                 {"batch_size": 4, "seq_len": 512, "target_len": 256})
 ENCDEC_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("flan-t5-base", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "target_len": 128}),
     ("flan-t5-base", "full", {"method": "full", "batch_size": 4, "seq_len": 256, "target_len": 64,
@@ -232,8 +233,8 @@ ENCDEC_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
                                   "attention": "eager"}),
     ("seq2seq:bart-base", "lora", {"method": "lora", "batch_size": 4, "seq_len": 512, "target_len": 128,
                                    "attention": "eager"}),
-    ("seq2seq:t5-small", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 8, "seq_len": 256, "target_len": 64,
-                                   "grad_checkpointing": True}),
+    ("seq2seq:t5-small", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 8, "seq_len": 256,
+                                   "target_len": 64, "grad_checkpointing": True}),
     ("seq2seq:bart-base", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 4, "seq_len": 512,
                                     "target_len": 128}),
 )

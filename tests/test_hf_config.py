@@ -131,16 +131,21 @@ def test_count_matches_published_total(name: str, total: int) -> None:
 NEW_FAMILIES = ("gpt-j-6b", "bloom-560m", "starcoderbase-1b", "olmo-2-0425-1b", "phi-2-qk-layernorm", "pythia-70m")
 
 
-@pytest.mark.parametrize("name", NEW_FAMILIES)
-def test_count_matches_the_library(name: str) -> None:
-    # The library's own count: the model transformers builds from the same config.json on the meta device.
+def library_model(name: str, auto: str):
+    """The model transformers builds from the fixture's config.json on the meta device (transformers' `auto`)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     d = load(name)
     kwargs = {k: v for k, v in d.items() if k not in ("model_type", "architectures", "transformers_version")}
     config = transformers.AutoConfig.for_model(d["model_type"], **kwargs)
     with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(config)
+        return getattr(transformers, auto).from_config(config)
+
+
+@pytest.mark.parametrize("name", NEW_FAMILIES)
+def test_count_matches_the_library(name: str) -> None:
+    # The library's own count: the model transformers builds from the same config.json on the meta device.
+    model = library_model(name, "AutoModelForCausalLM")
     assert count_params(spec(name)) == sum(p.numel() for p in model.parameters())
 
 
@@ -151,13 +156,7 @@ SEQ2SEQ = ("t5-small", "flan-t5-base", "mt5-base", "bart-base", "bart-large", "m
 def test_seq2seq_count_matches_the_library(name: str) -> None:
     # AutoModelForSeq2SeqLM built from the same config.json on the meta device; its one buffer is BART's
     # final_logits_bias (1 x vocab), counted as weights, not parameters (memory/weights.py buffer_bytes).
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    d = load(name)
-    kwargs = {k: v for k, v in d.items() if k not in ("model_type", "architectures", "transformers_version")}
-    config = transformers.AutoConfig.for_model(d["model_type"], **kwargs)
-    with torch.device("meta"):
-        model = transformers.AutoModelForSeq2SeqLM.from_config(config)
+    model = library_model(name, "AutoModelForSeq2SeqLM")
     m = spec(name)
     assert count_params(m) == sum(p.numel() for p in model.parameters())
     buffers = {k: b.numel() for k, b in model.named_buffers()}
@@ -269,7 +268,8 @@ def test_unknown_model_type_lists_supported() -> None:
         spec_from_hf_config({"model_type": "mamba"}, "m", "m.json")
     msg = str(e.value)
     assert msg.startswith(
-        "m.json: unsupported model_type 'mamba'; supported: bart, bert, bloom, deepseek_v2, deepseek_v3, distilbert, falcon,"
+        "m.json: unsupported model_type 'mamba'; supported: bart, bert, bloom, deepseek_v2, deepseek_v3, distilbert, "
+        "falcon,"
     )
     assert "docs/any-model.md" in msg and "--presets DIR" in msg
 

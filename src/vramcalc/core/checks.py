@@ -139,8 +139,9 @@ def check_seq2seq(m: ModelSpec, t: TrainingSpec) -> None:
     --target-len on a model without a decoder stack, or a target beyond BART's learned positions."""
     if m.family not in SEQ2SEQ_FAMILIES or not m.decoder_layers:
         if t.target_len:
-            raise UnsupportedCombination(f"--target-len sizes an encoder-decoder's target ({', '.join(SEQ2SEQ_FAMILIES)}"
-                                         f"); {m.name} reads one sequence: drop --target-len")
+            raise UnsupportedCombination("--target-len sizes an encoder-decoder's target "
+                                         f"({', '.join(SEQ2SEQ_FAMILIES)}); {m.name} reads one sequence: drop "
+                                         "--target-len")
         return
     if t.mode == "inference":
         raise UnsupportedCombination(f"{m.name} is an encoder-decoder: --mode inference (the encoder once, then the "

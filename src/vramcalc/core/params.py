@@ -151,8 +151,6 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         return (ParamTensor("parameters", "opaque", (m.parameters,), 1, "model", per_layer=False),)
     assert m.vocab_size is not None and m.hidden_size is not None and m.num_layers is not None
     if m.decoder_layers:  # encoder-decoders: two stacks (memory/seq2seq.py)
-        from vramcalc.core.memory.seq2seq import seq2seq_inventory
-
         return seq2seq_inventory(m)
     h, v, n_layers = m.hidden_size, m.vocab_size, m.num_layers
     out: list[ParamTensor] = [ParamTensor("embed_tokens", "embedding", (v, h), 1, "embed_tokens", False)]
@@ -209,6 +207,54 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         out.append(ParamTensor("lm_head", "head", (v, h), 1, "lm_head", False))
     if m.lm_head_bias:
         out.append(ParamTensor("lm_head.bias", "head", (v,), 1, "lm_head", False))
+    return tuple(out)
+
+
+# BartLearnedPositionalEmbedding: `num_embeddings + self.offset` rows, offset 2 (modeling_bart.py; mBART's
+# MBartLearnedPositionalEmbedding is the same).
+BART_POSITION_OFFSET = 2
+
+
+def seq2seq_inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """Every parameter tensor of AutoModelForSeq2SeqLM, as `sum(p.numel())` counts them.
+
+    T5ForConditionalGeneration: `shared` (vocab x d_model), tied to both stacks' embed_tokens and, in transformers
+    5 always (T5Config / MT5Config force tie_word_embeddings=True), to lm_head; in each stack the first block's
+    relative_attention_bias Embedding(buckets, heads) (the decoder's cross-attention has none); per encoder block
+    two T5LayerNorm weights, per decoder block three; q, k, v, o without bias (heads x d_kv inner width); wi / wo
+    (relu) or wi_0 / wi_1 / wo (gated-gelu) without bias; a final_layer_norm per stack.
+    BartForConditionalGeneration: `shared` tied to both stacks and lm_head; a learned position table of
+    max_position_embeddings + 2 rows per stack; layernorm_embedding per stack; biased q, k, v, out_proj, fc1, fc2;
+    two LayerNorms per encoder block, three per decoder block; mBART adds a final layer_norm per stack.
+    """
+    assert m.vocab_size is not None and m.hidden_size is not None and m.num_layers is not None
+    assert m.num_attention_heads is not None
+    h, v = m.hidden_size, m.vocab_size
+    out: list[ParamTensor] = [ParamTensor("shared", "embedding", (v, h), 1, "embed_tokens", False)]
+    if m.learned_position_embeddings:
+        assert m.max_position_embeddings is not None
+        rows = m.max_position_embeddings + BART_POSITION_OFFSET
+        out.append(ParamTensor("embed_positions", "position", (rows, h), 2, "embed_positions", False))
+    if m.relative_attention_buckets:
+        out.append(ParamTensor("relative_attention_bias", "position",
+                               (m.relative_attention_buckets, m.num_attention_heads), 2, "relative_attention_bias",
+                               False))
+    for lin in block_linears(m):
+        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
+    for lin in block_linears(m):
+        base = lin.module
+        has_bias = ((m.qkv_bias and base in ("q_proj", "k_proj", "v_proj")) or (m.o_bias and base == "o_proj")
+                    or (m.mlp_bias and base in ("gate_proj", "up_proj", "down_proj")))
+        if has_bias:
+            out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
+    vectors = 2 if m.norm == "layernorm" else 1
+    out.append(ParamTensor("layer_norms", "norm", (h,), vectors * (2 * m.num_layers + 3 * m.decoder_layers), "norm"))
+    if m.embedding_norm:  # BART layernorm_embedding, one per stack
+        out.append(ParamTensor("embed_norm", "norm", (h,), 2 * vectors, "norm", False))
+    if m.final_norm:  # T5 final_layer_norm, mBART layer_norm: one per stack
+        out.append(ParamTensor("final_norm", "norm", (h,), 2 * vectors, "norm", False))
+    if not m.tie_word_embeddings:
+        out.append(ParamTensor("lm_head", "head", (v, h), 1, "lm_head", False))
     return tuple(out)
 
 

@@ -163,7 +163,6 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     config.use_cache = False
     auto: Any = AutoModelForCausalLM
     from vramcalc.core.memory.encoder import is_encoder
-
     from vramcalc.core.memory.seq2seq import is_seq2seq
 
     if is_seq2seq(model):  # T5ForConditionalGeneration / BartForConditionalGeneration (memory/seq2seq.py)

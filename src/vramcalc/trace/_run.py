@@ -21,7 +21,6 @@ def _task_type(model: ModelSpec, training: TrainingSpec) -> str | None:
     """peft's task type: SEQ_CLS keeps a classifier trainable (peft_model.py PeftModelForSequenceClassification
     adds "classifier" and "score" to modules_to_save); a masked LM has none (a plain PeftModel)."""
     from vramcalc.core.memory.encoder import is_encoder
-
     from vramcalc.core.memory.seq2seq import is_seq2seq
 
     if is_seq2seq(model):

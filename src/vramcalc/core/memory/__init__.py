@@ -21,11 +21,11 @@ from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
-from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
+from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory.activations import (
     batch_rows,
     dora_forward_transient,
