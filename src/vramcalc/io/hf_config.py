@@ -498,10 +498,12 @@ def _t5(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # (T5) or "gated-gelu" (mT5; "gated-gelu" runs gelu_new). T5Config / MT5Config force tie_word_embeddings=True
     # (lm_head is the shared embedding in transformers 5); T5 scales the decoder output by d_model**-0.5 unless
     # the config.json says tie_word_embeddings false (scale_decoder_outputs); mT5 never scales.
+    # T5Config.attribute_map: hidden_size -> d_model, num_attention_heads -> num_heads, num_hidden_layers ->
+    # num_layers, head_dim -> d_kv (the generic names, when a config.json has them, set the T5 ones).
     model_type = d.get("model_type")
-    hidden = int(_get(d, source, "d_model", default=512))
-    heads = int(_get(d, source, "num_heads", default=8))
-    n_enc = int(_get(d, source, "num_layers", default=6))
+    hidden = int(_get(d, source, "hidden_size", "d_model", default=512))
+    heads = int(_get(d, source, "num_attention_heads", "num_heads", default=8))
+    n_enc = int(_get(d, source, "num_hidden_layers", "num_layers", default=6))
     proj = str(_get(d, source, "feed_forward_proj", default="gated-gelu" if model_type == "mt5" else "relu"))
     parts = proj.split("-")
     if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
@@ -519,7 +521,7 @@ def _t5(d: Mapping[str, Any], source: str) -> dict[str, Any]:
         "decoder_output_scale": model_type == "t5" and d.get("tie_word_embeddings") is not False,
         "dropout": rate, "attention_dropout": rate, "activation_dropout": rate,
     }
-    d_kv = int(_get(d, source, "d_kv", default=64))
+    d_kv = int(_get(d, source, "head_dim", "d_kv", default=64))
     if d_kv * heads != hidden:
         out["head_dim"] = d_kv
     return out
@@ -538,9 +540,14 @@ def _bart(d: Mapping[str, Any], source: str) -> dict[str, Any]:
                                            "whose two stacks have the same width"])
         return a
 
+    # BartConfig / MBartConfig.attribute_map: hidden_size -> d_model, num_attention_heads ->
+    # encoder_attention_heads, num_hidden_layers -> encoder_layers.
     mbart = d.get("model_type") == "mbart"
+    d = {**d, **{new: d[old] for old, new in (("num_attention_heads", "encoder_attention_heads"),
+                                               ("num_hidden_layers", "encoder_layers")) if d.get(old) is not None}}
     return {
-        "vocab_size": int(_get(d, source, "vocab_size")), "hidden_size": int(_get(d, source, "d_model", default=1024)),
+        "vocab_size": int(_get(d, source, "vocab_size")),
+        "hidden_size": int(_get(d, source, "hidden_size", "d_model", default=1024)),
         "num_layers": int(_get(d, source, "encoder_layers", default=12)),
         "decoder_layers": int(_get(d, source, "decoder_layers", default=12)),
         "num_attention_heads": same("encoder_attention_heads", "decoder_attention_heads", 16),
