@@ -395,7 +395,7 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                                        "parameters cast to fp32" if ub != wb else "")))
         text.append(f"the 4-/8-bit base is {(w.base + w.quant_constants) / (p * wb):.0%} of the same "
                     f"model in {recipe.weight}" if p * wb else "")
-    if m.final_logits_bias and m.vocab_size:  # BART's (1, vocab) buffer (memory/weights.py weight_bytes)
+    if m.final_logits_bias and m.vocab_size and m.decoder_layers:  # BART's (1, vocab) buffer (memory/weights.py)
         lines.append(Line("weights.final_logits_bias", "final_logits_bias buffer",
                           f"{_n(m.vocab_size)} × {wb} B ({recipe.weight})", m.vocab_size * wb,
                           "vocab × bytes per stored weight", "transformers modeling_bart.py "
