@@ -60,7 +60,7 @@ freeze, IA3): the root's and layer 0's bytes that memory/distributed.py builds i
 from (memory/weights.py tensor_groups), against the tracer's model set up for the method, tensor by tensor.
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
-        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|sharded|
+        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encdec|sharded|
                 optimizers|lora-variants|rl]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
@@ -224,7 +224,52 @@ def encoder_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The encoder-decoder grid (`--grid encdec`, issue 15; 22 cases): T5 (t5-small: relu, tied and scaled head) and
+# BART (bart-base: post-LayerNorm, biases, learned positions) from their config.json (tests/data/hf) x full / LoRA
+# (peft's q, v / q_proj, v_proj) x checkpointing off / on x two shapes (batch 8 x source 256 x target 64; batch 4 x
+# source 512 x target 256); then Flan-T5 base (gated-gelu, the preset), eager attention, and QLoRA NF4. AdamW
+# (fused), bf16. Written to accuracy_encdec.{json,md}.
+ENCDEC_MODELS = ("seq2seq:t5-small", "seq2seq:bart-base")
+ENCDEC_SHAPES = ({"batch_size": 8, "seq_len": 256, "target_len": 64},
+                 {"batch_size": 4, "seq_len": 512, "target_len": 256})
+ENCDEC_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("flan-t5-base", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "target_len": 128}),
+    ("flan-t5-base", "full", {"method": "full", "batch_size": 4, "seq_len": 256, "target_len": 64,
+                              "grad_checkpointing": True}),
+    ("seq2seq:t5-small", "full", {"method": "full", "batch_size": 8, "seq_len": 256, "target_len": 64,
+                                  "attention": "eager"}),
+    ("seq2seq:bart-base", "lora", {"method": "lora", "batch_size": 4, "seq_len": 512, "target_len": 128,
+                                   "attention": "eager"}),
+    ("seq2seq:t5-small", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 8, "seq_len": 256,
+                                   "target_len": 64, "grad_checkpointing": True}),
+    ("seq2seq:bart-base", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 4, "seq_len": 512,
+                                    "target_len": 128}),
+)
+
+
+def encdec_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in ENCDEC_MODELS:
+        for method in ("full", "lora"):
+            for shape in ENCDEC_SHAPES:
+                for gc in (False, True):
+                    kw = dict(shape, method=method, precision="bf16", grad_checkpointing=gc)
+                    cases.append({"id": f"{model[8:]} | {method} | b{shape['batch_size']} s{shape['seq_len']} "
+                                        f"t{shape['target_len']} | {'gc' if gc else 'no-gc'}",
+                                  "model": model, "method": method, "training": kw})
+    for model, method, kw in ENCDEC_EXTRA:
+        label = ", ".join(f"{k}={v}" for k, v in kw.items() if k != "method")
+        cases.append({"id": f"{model.removeprefix('seq2seq:')} | {method} | {label}", "model": model,
+                      "method": method, "training": dict(kw, precision="bf16")})
+    return cases
+
+
 def _model(name: str) -> Any:
+    if name.startswith("seq2seq:"):  # an encoder-decoder's config.json as published (no layer cut)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        path = HF_DIR / f"{name[8:]}.json"
+        return spec_from_hf_config(json.loads(path.read_text()), name[8:], str(path))
     if name.startswith("hf:"):
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -664,7 +709,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
-         "lora-variants": lora_variant_grid, "rl": rl_grid}
+         "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -674,7 +719,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "sharded": " (the root's and one layer's bytes, issue 19)",
           "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)",
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
-          "rl": " (GRPO: generate() and the step on completions, issue 14)"}
+          "rl": " (GRPO: generate() and the step on completions, issue 14)",
+          "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -783,7 +829,8 @@ def main() -> None:
                     "against the tracer's model; optimizers: issue 13's 32 "
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
-                    "(generate() and the step on completions)")
+                    "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
+                    "BART cases (source and target lengths)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -791,7 +838,7 @@ def main() -> None:
     versions = _versions()
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
-        if args.grid in ("presets", "preference-free", "encoders", "optimizers", "rl") \
+        if args.grid in ("presets", "preference-free", "encoders", "optimizers", "rl", "encdec") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

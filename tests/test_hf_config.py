@@ -58,6 +58,17 @@ TOTALS = {
     "roberta-base": 124_647_170,
     "xlm-roberta-base": 278_045_186,
     "distilbert-base-uncased": 66_955_010,
+    # Issue 15's encoder-decoders: each sum(p.numel()) of AutoModelForSeq2SeqLM, transformers 5.24 on the meta
+    # device (test_seq2seq_count_matches_the_library rebuilds them). t5-small, bart-base and bart-large are also
+    # their published figures. T5Config / MT5Config force tie_word_embeddings=True in transformers 5, so Flan-T5
+    # and mT5 count their LM head once, as the shared embedding: flan-t5-base's published 247,577,856 (an
+    # untied head) less 32,128 x 768 = 24,674,304.
+    "t5-small": 60_506_624,
+    "flan-t5-base": 247_577_856 - 32_128 * 768,
+    "mt5-base": 390_315_264,
+    "bart-base": 139_420_416,
+    "bart-large": 406_291_456,
+    "mbart-large-cc25": 610_851_840,
 }
 
 
@@ -102,6 +113,10 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "roberta",
         "xlm-roberta",
         "distilbert",
+        "t5",
+        "mt5",
+        "bart",
+        "mbart",
     }
     assert issue <= set(FAMILIES)
     # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config)
@@ -116,17 +131,55 @@ def test_count_matches_published_total(name: str, total: int) -> None:
 NEW_FAMILIES = ("gpt-j-6b", "bloom-560m", "starcoderbase-1b", "olmo-2-0425-1b", "phi-2-qk-layernorm", "pythia-70m")
 
 
-@pytest.mark.parametrize("name", NEW_FAMILIES)
-def test_count_matches_the_library(name: str) -> None:
-    # The library's own count: the model transformers builds from the same config.json on the meta device.
+def library_model(name: str, auto: str):
+    """The model transformers builds from the fixture's config.json on the meta device (transformers' `auto`)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     d = load(name)
     kwargs = {k: v for k, v in d.items() if k not in ("model_type", "architectures", "transformers_version")}
     config = transformers.AutoConfig.for_model(d["model_type"], **kwargs)
     with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(config)
+        return getattr(transformers, auto).from_config(config)
+
+
+@pytest.mark.parametrize("name", NEW_FAMILIES)
+def test_count_matches_the_library(name: str) -> None:
+    # The library's own count: the model transformers builds from the same config.json on the meta device.
+    model = library_model(name, "AutoModelForCausalLM")
     assert count_params(spec(name)) == sum(p.numel() for p in model.parameters())
+
+
+SEQ2SEQ = ("t5-small", "flan-t5-base", "mt5-base", "bart-base", "bart-large", "mbart-large-cc25")
+
+
+@pytest.mark.parametrize("name", SEQ2SEQ)
+def test_seq2seq_count_matches_the_library(name: str) -> None:
+    # AutoModelForSeq2SeqLM built from the same config.json on the meta device; its one buffer is BART's
+    # final_logits_bias (1 x vocab), counted as weights, not parameters (memory/weights.py buffer_bytes).
+    model = library_model(name, "AutoModelForSeq2SeqLM")
+    m = spec(name)
+    assert count_params(m) == sum(p.numel() for p in model.parameters())
+    buffers = {k: b.numel() for k, b in model.named_buffers()}
+    assert buffers == ({"final_logits_bias": m.vocab_size} if m.final_logits_bias else {})
+
+
+def test_seq2seq_fields() -> None:
+    # configuration_t5.py: t5-small is relu with a tied, scaled head; flan-t5 (tie_word_embeddings false) is
+    # gated-gelu (gelu_new) without the scale; mt5 never scales; BART is post-norm, mBART pre-norm + final norms.
+    t5, flan, mt5, bart, mbart = (spec(n) for n in ("t5-small", "flan-t5-base", "mt5-base", "bart-base",
+                                                  "mbart-large-cc25"))
+    assert (t5.mlp, t5.hidden_act, t5.decoder_output_scale, t5.decoder_layers) == ("plain", "relu", True, 6)
+    assert (flan.mlp, flan.hidden_act, flan.decoder_output_scale, flan.tie_word_embeddings) == (
+        "gated", "gelu_new", False, True)
+    assert not mt5.decoder_output_scale and mt5.relative_attention_buckets == 32
+    assert (bart.post_norms, bart.final_norm, bart.learned_position_embeddings) == (True, False, True)
+    assert (mbart.post_norms, mbart.final_norm, mbart.attention_dropout) == (False, True, 0.0)
+
+
+def test_bart_stacks_of_different_widths_are_refused() -> None:
+    d = {**load("bart-base"), "decoder_ffn_dim": 4096}
+    with pytest.raises(PresetFileError, match="encoder_ffn_dim 3072 differs from decoder_ffn_dim 4096"):
+        spec_from_hf_config(d, "x", "x.json")
 
 
 ENCODERS = ("bert-base-uncased", "roberta-base", "xlm-roberta-base", "distilbert-base-uncased")
@@ -215,7 +268,8 @@ def test_unknown_model_type_lists_supported() -> None:
         spec_from_hf_config({"model_type": "mamba"}, "m", "m.json")
     msg = str(e.value)
     assert msg.startswith(
-        "m.json: unsupported model_type 'mamba'; supported: bert, bloom, deepseek_v2, deepseek_v3, distilbert, falcon,"
+        "m.json: unsupported model_type 'mamba'; supported: bart, bert, bloom, deepseek_v2, deepseek_v3, distilbert, "
+        "falcon,"
     )
     assert "docs/any-model.md" in msg and "--presets DIR" in msg
 

@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import SpecError, UnsupportedCombination
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
-from vramcalc.core.vocab import ENCODER_FAMILIES
+from vramcalc.core.vocab import ENCODER_FAMILIES, SEQ2SEQ_FAMILIES
 
 # The methods memory/encoder.py models for encoders.
 ENCODER_METHODS = ("full", "lora", "qlora", "freeze")
+# The methods and precisions memory/seq2seq.py models for encoder-decoders.
+SEQ2SEQ_METHODS = ("full", "lora", "qlora")
+SEQ2SEQ_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 if TYPE_CHECKING:
     from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -79,6 +82,7 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
     """Every check that does not depend on the batch or sequence (memory.estimate caches it with its plan)."""
     notes: list[str] = []
     check_encoder(model, training)  # encoders: the head options and the runs they cover
+    check_seq2seq(model, training)  # encoder-decoders: the target length and the runs they cover
     if model.has_architecture:
         heads = model.num_attention_heads or 1
         kv = model.num_kv_heads or heads
@@ -129,3 +133,46 @@ def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:
     if t.objective != "sft" or t.loss != "hf" or t.packing != "none":
         raise UnsupportedCombination(f"{m.name} is an encoder: --objective, --loss and --packing apply to causal "
                                      "LMs; drop them")
+
+
+def check_seq2seq(m: ModelSpec, t: TrainingSpec) -> None:
+    """UnsupportedCombination for a run the encoder-decoder arithmetic (memory/seq2seq.py) does not cover, a
+    --target-len on a model without a decoder stack, or a target beyond BART's learned positions."""
+    if m.family not in SEQ2SEQ_FAMILIES or not m.decoder_layers:
+        if t.target_len:
+            raise UnsupportedCombination("--target-len sizes an encoder-decoder's target "
+                                         f"({', '.join(SEQ2SEQ_FAMILIES)}); {m.name} reads one sequence: drop "
+                                         "--target-len")
+        return
+    if t.mode == "inference":
+        raise UnsupportedCombination(f"{m.name} is an encoder-decoder: --mode inference (the encoder once, then the "
+                                     "decoder's cache and cross-attention keys) is not modelled; estimate a "
+                                     "training step")
+    if t.method not in SEQ2SEQ_METHODS:
+        raise UnsupportedCombination(f"--method {t.method} is not modelled for encoder-decoders such as {m.name}: "
+                                     f"use {', '.join(SEQ2SEQ_METHODS)}")
+    if t.precision not in SEQ2SEQ_PRECISIONS:
+        raise UnsupportedCombination(f"--precision {t.precision} is not modelled for encoder-decoders such as "
+                                     f"{m.name}: use bf16, fp16 or fp32 (autocast's casts are not modelled here)")
+    if t.objective != "sft" or t.loss != "hf" or t.packing != "none":
+        raise UnsupportedCombination(f"{m.name} is an encoder-decoder: --objective, --loss and --packing apply to "
+                                     "causal LMs; drop them")
+    if t.attention == "flash" and m.family in ("t5", "mt5"):
+        raise UnsupportedCombination(f"{m.name}: transformers has no flash_attention_2 for T5 (modeling_t5.py "
+                                     "_supports_flash_attn = False); use --attention sdpa or eager")
+    if (t.tp > 1 or t.pp > 1 or t.zero or t.fsdp != "none" or t.sequence_parallel or t.activation_offload
+            or t.ac_every > 1 or t.optimizer_in_bwd or t.dora or t.modules_to_save):
+        raise UnsupportedCombination(f"{m.name} is an encoder-decoder: vramcalc models it on one GPU (or plain data "
+                                     "parallel) with LoRA, QLoRA or full fine-tuning and plain checkpointing; drop "
+                                     "--tp/--pp/--zero/--fsdp/--sequence-parallel, activation offload, --ac-every, "
+                                     "--optimizer-in-bwd, --dora and --modules-to-save")
+    from vramcalc.core.params import outer_targets
+
+    if t.method in ("lora", "qlora") and outer_targets(t.lora_targets):
+        raise UnsupportedCombination(f"{m.name}: LoRA on embed_tokens / lm_head is not modelled for "
+                                     "encoder-decoders (the head is the shared embedding); drop them from "
+                                     "--lora-targets")
+    limit = m.max_position_embeddings
+    if m.learned_position_embeddings and limit is not None and t.target_len > limit:
+        raise SpecError("", f"--target-len {t.target_len:,} exceeds {m.name}'s {limit:,} learned position "
+                        "embeddings: there is no position beyond them")

@@ -45,6 +45,8 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
         out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
                    tp=t.tp, pp=t.pp, new_tokens=t.new_tokens, cache_impl=t.cache_impl, logits=t.logits)
     out.update(_saver_settings(t))
+    if t.target_len:  # an encoder-decoder's target (memory/seq2seq.py); decoders refuse it
+        out["target_len"] = t.target_len
     if t.stack != "hf":
         out.update(stack=t.stack, stack_set=list(t.stack_set))
     return out
@@ -58,7 +60,8 @@ def assumptions(t: TrainingSpec) -> str:
         f"precision {auto}{resolve_precision(t)} (weights {r.weight}, grads {r.grad}, compute {r.compute}"
         + (", fp32 master weights" if r.master_weights else "") + ")",
         f"optimizer {t.optimizer} ({t.optimizer_impl})",
-        f"batch {t.batch_size} × seq {t.seq_len}" + (f" × accum {t.grad_accum}" if t.grad_accum > 1 else ""),
+        f"batch {t.batch_size} × seq {t.seq_len}" + (f" → target {t.target_len}" if t.target_len else "")
+        + (f" × accum {t.grad_accum}" if t.grad_accum > 1 else ""),
         f"attention {t.attention}",
         f"checkpointing {'on' if t.grad_checkpointing else 'off'}",
     ]

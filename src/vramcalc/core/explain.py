@@ -16,7 +16,7 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, encoder, estimate, rl
+from vramcalc.core.memory import Breakdown, encoder, estimate, rl, seq2seq
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms, layer_activations, masked_sdpa
@@ -208,7 +208,9 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
         _gradients(training, b, w, recipe.grad),
         _optimizer(training, b, w.trainable_tensors, w.trainable, model, w),
     ]
-    if model.has_architecture:
+    if seq2seq.is_seq2seq(model):  # encoder-decoders: two stacks, source and target (memory/seq2seq.py)
+        sections += list(_seq2seq(model, training, b))
+    elif model.has_architecture:
         layer_sec, act_sec, temp_sec = _transformer(acting, policy, b)
         sections += [layer_sec, act_sec, temp_sec]
     else:
@@ -218,6 +220,46 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     sections.append(phase_sec)
     sections.append(_overhead(b))
     return Explanation(model, training, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
+
+
+def _seq2seq(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section]:
+    """An encoder-decoder's activations and temporaries from memory/seq2seq.py's named terms and moments."""
+    p = seq2seq.build_plan(m, t, recipe_of(t))
+    target = seq2seq.target_tokens(t)
+    mult = seq2seq.multipliers(t.batch_size, t.seq_len, target)
+    units = {"s": f"{_n(mult['s'])} source tokens", "t": f"{_n(mult['t'])} target tokens",
+             "ss": f"{_n(mult['ss'])} source tokens × keys", "tt": f"{_n(mult['tt'])} target tokens × keys",
+             "ts": f"{_n(mult['ts'])} target tokens × source keys", "S2": f"{_n(mult['S2'])} source positions²",
+             "T2": f"{_n(mult['T2'])} target positions²", "TS": f"{_n(mult['TS'])} target × source positions",
+             "b": f"batch {t.batch_size}", "1": "fixed"}
+
+    def lines_of(prefix: str, terms: tuple[seq2seq.STerm, ...]) -> tuple[Line, ...]:
+        return tuple(Line(f"{prefix}.{x.name}", x.name, f"{_n(x.coeff)} B × {units[x.kind]}", x.coeff * mult[x.kind],
+                          "bytes per unit × units", "memory/seq2seq.py") for x in terms)
+
+    d = b.details
+    layer_sec = Section("activations_per_layer", "activations saved by one decoder block", d["activations.per_layer"],
+                        lines_of("activations.layer", p.dec_layer),
+                        (f"one encoder block saves {fmt_value(d['activations.encoder_per_layer'], 'bytes')} over "
+                         f"{_n(mult['s'])} source tokens; one decoder block (self-attention, cross-attention over "
+                         f"the encoder output, MLP) over {_n(mult['t'])} target tokens, itemized here",))
+    moments = b.named_moments()
+    top = max(moments, key=lambda mo: mo.component("activations"))
+    act_lines = tuple(Line(f"activations.{x.name}", x.name, f"at {top.label}", x.bytes, "the core's moment",
+                           "memory/seq2seq.py") for x in top.terms if x.component == "activations" and x.bytes)
+    act_sec = Section("activations", "activations", b.activations, act_lines,
+                      (f"{p.enc_layers} encoder blocks over {t.seq_len} source and {p.dec_layers} decoder blocks "
+                       f"over {target} target tokens per sequence; the most alive at one moment ({top.label})",))
+    names = {"temporaries.optimizer_step": "optimizer step", "temporaries.loss_forward": "logits while the loss runs",
+             "temporaries.loss_backward": "log_softmax / nll_loss gradients",
+             "temporaries.layer_forward": "a block's forward temporaries",
+             "temporaries.layer_backward": "backward temporaries at the top block (or the shared gradient's sum)",
+             "temporaries.backward_end": "the shared embedding's gradient summed out of place"}
+    temp_lines = tuple(Line(k, label, "memory/seq2seq.py terms", d.get(k, 0), "the core's figure",
+                            "memory/seq2seq.py") for k, label in names.items())
+    temp_sec = Section("temporaries", "temporaries (the most alive at one moment)", b.temporaries, temp_lines,
+                       ("the component is the most of these alive at one moment (see the phases below)",))
+    return layer_sec, act_sec, temp_sec
 
 
 # --- parameters -------------------------------------------------------------------------------------
@@ -362,6 +404,11 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                                        "parameters cast to fp32" if ub != wb else "")))
         text.append(f"the 4-/8-bit base is {(w.base + w.quant_constants) / (p * wb):.0%} of the same "
                     f"model in {recipe.weight}" if p * wb else "")
+    if m.final_logits_bias and m.vocab_size and m.decoder_layers:  # BART's (1, vocab) buffer (memory/weights.py)
+        lines.append(Line("weights.final_logits_bias", "final_logits_bias buffer",
+                          f"{_n(m.vocab_size)} × {wb} B ({recipe.weight})", m.vocab_size * wb,
+                          "vocab × bytes per stored weight", "transformers modeling_bart.py "
+                          "BartForConditionalGeneration"))
     if t.method in ("lora", "qlora"):
         a = dtype_bytes(t.adapter_dtype)
         head = sum(_numel(shape) * count for shape, count in encoder.saved_head_tensors(m, t))

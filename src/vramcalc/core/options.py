@@ -223,6 +223,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("head", HEADS, "auto",
         "Encoder task head: seq-cls (pooler + classifier; auto for encoders) or mlm (masked LM over the vocab)."),
     Opt("num_labels", int, 2, "Labels of an encoder's sequence classifier (--head seq-cls)."),
+    # Encoder-decoders (memory/seq2seq.py).
+    Opt("target_len", int, 0,
+        "Encoder-decoders (T5, BART): target tokens per sequence (decoder input and labels); --seq-len is the "
+        "source. 0: as long as the source."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

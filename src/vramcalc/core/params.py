@@ -91,22 +91,26 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
     q_dim = m.num_attention_heads * head_dim(m) if m.num_attention_heads else h
     kv_dim = kv_heads(m) * head_dim(m)
     out: list[Linear] = []
+    # Encoder-decoders (memory/seq2seq.py): every decoder block has a self-attention and a cross-attention of the
+    # same shapes (modeling_t5.py T5LayerCrossAttention, modeling_bart.py encoder_attn: k and v read the encoder
+    # output, of d_model) and one MLP; num_layers counts the encoder's blocks.
+    n_attn = n_layers + 2 * m.decoder_layers
     # Attention projections (modeling_llama.py LlamaAttention; GPT-2's c_attn is the fused form).
     if m.attention_kind == "mla":
         out += mla_linears(m)
     elif m.fused_qkv:
-        out.append(Linear("qkv_proj", h, q_dim + 2 * kv_dim, n_layers))
+        out.append(Linear("qkv_proj", h, q_dim + 2 * kv_dim, n_attn))
     else:
-        out += [Linear("q_proj", h, q_dim, n_layers), Linear("k_proj", h, kv_dim, n_layers),
-                Linear("v_proj", h, kv_dim, n_layers)]
+        out += [Linear("q_proj", h, q_dim, n_attn), Linear("k_proj", h, kv_dim, n_attn),
+                Linear("v_proj", h, kv_dim, n_attn)]
     if m.attention_kind != "mla":
-        out.append(Linear("o_proj", q_dim, h, n_layers))
+        out.append(Linear("o_proj", q_dim, h, n_attn))
     # MLP: gated (SwiGLU, Shazeer 2020: gate, up, down) or plain (fc1, fc2) in the dense layers.
-    n_dense = dense_layers(m)
+    n_dense = dense_layers(m) + m.decoder_layers
     i = m.intermediate_size
     if n_dense:
         out += _mlp_linears(m, h, i, n_dense, "")
-    n_moe = n_layers - n_dense
+    n_moe = n_layers - dense_layers(m)
     if n_moe:
         e_i = m.moe_intermediate_size or i
         out += _mlp_linears(m, h, e_i, n_moe * m.num_experts, "experts.")
@@ -154,6 +158,8 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         assert m.parameters is not None
         return (ParamTensor("parameters", "opaque", (m.parameters,), 1, "model", per_layer=False),)
     assert m.vocab_size is not None and m.hidden_size is not None and m.num_layers is not None
+    if m.decoder_layers:  # encoder-decoders: two stacks (memory/seq2seq.py)
+        return seq2seq_inventory(m)
     h, v, n_layers = m.hidden_size, m.vocab_size, m.num_layers
     out: list[ParamTensor] = [ParamTensor("embed_tokens", "embedding", (v, h), 1, "embed_tokens", False)]
     if m.learned_position_embeddings:
@@ -203,6 +209,54 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         out.append(ParamTensor("lm_head", "head", (v, h), 1, "lm_head", False))
     if m.lm_head_bias:
         out.append(ParamTensor("lm_head.bias", "head", (v,), 1, "lm_head", False))
+    return tuple(out)
+
+
+# BartLearnedPositionalEmbedding: `num_embeddings + self.offset` rows, offset 2 (modeling_bart.py; mBART's
+# MBartLearnedPositionalEmbedding is the same).
+BART_POSITION_OFFSET = 2
+
+
+def seq2seq_inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """Every parameter tensor of AutoModelForSeq2SeqLM, as `sum(p.numel())` counts them.
+
+    T5ForConditionalGeneration: `shared` (vocab x d_model), tied to both stacks' embed_tokens and, in transformers
+    5 always (T5Config / MT5Config force tie_word_embeddings=True), to lm_head; in each stack the first block's
+    relative_attention_bias Embedding(buckets, heads) (the decoder's cross-attention has none); per encoder block
+    two T5LayerNorm weights, per decoder block three; q, k, v, o without bias (heads x d_kv inner width); wi / wo
+    (relu) or wi_0 / wi_1 / wo (gated-gelu) without bias; a final_layer_norm per stack.
+    BartForConditionalGeneration: `shared` tied to both stacks and lm_head; a learned position table of
+    max_position_embeddings + 2 rows per stack; layernorm_embedding per stack; biased q, k, v, out_proj, fc1, fc2;
+    two LayerNorms per encoder block, three per decoder block; mBART adds a final layer_norm per stack.
+    """
+    assert m.vocab_size is not None and m.hidden_size is not None and m.num_layers is not None
+    assert m.num_attention_heads is not None
+    h, v = m.hidden_size, m.vocab_size
+    out: list[ParamTensor] = [ParamTensor("shared", "embedding", (v, h), 1, "embed_tokens", False)]
+    if m.learned_position_embeddings:
+        assert m.max_position_embeddings is not None
+        rows = m.max_position_embeddings + BART_POSITION_OFFSET
+        out.append(ParamTensor("embed_positions", "position", (rows, h), 2, "embed_positions", False))
+    if m.relative_attention_buckets:
+        out.append(ParamTensor("relative_attention_bias", "position",
+                               (m.relative_attention_buckets, m.num_attention_heads), 2, "relative_attention_bias",
+                               False))
+    for lin in block_linears(m):
+        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
+    for lin in block_linears(m):
+        base = lin.module
+        has_bias = ((m.qkv_bias and base in ("q_proj", "k_proj", "v_proj")) or (m.o_bias and base == "o_proj")
+                    or (m.mlp_bias and base in ("gate_proj", "up_proj", "down_proj")))
+        if has_bias:
+            out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
+    vectors = 2 if m.norm == "layernorm" else 1
+    out.append(ParamTensor("layer_norms", "norm", (h,), vectors * (2 * m.num_layers + 3 * m.decoder_layers), "norm"))
+    if m.embedding_norm:  # BART layernorm_embedding, one per stack
+        out.append(ParamTensor("embed_norm", "norm", (h,), 2 * vectors, "norm", False))
+    if m.final_norm:  # T5 final_layer_norm, mBART layer_norm: one per stack
+        out.append(ParamTensor("final_norm", "norm", (h,), 2 * vectors, "norm", False))
+    if not m.tie_word_embeddings:
+        out.append(ParamTensor("lm_head", "head", (v, h), 1, "lm_head", False))
     return tuple(out)
 
 
@@ -261,6 +315,9 @@ MODULE_ALIASES: dict[str, tuple[str, ...]] = {
     "query": ("q_proj",), "key": ("k_proj",), "value": ("v_proj",),
     "c_fc": ("up_proj",), "fc1": ("up_proj",), "dense_h_to_4h": ("up_proj",), "w1": ("gate_proj",),
     "w3": ("up_proj",), "fc2": ("down_proj",), "dense_4h_to_h": ("down_proj",), "w2": ("down_proj",),
+    # T5 / mT5 (modeling_t5.py T5Attention q, k, v, o; T5DenseGatedActDense wi_0, wi_1, wo; T5DenseActDense wi, wo)
+    "q": ("q_proj",), "k": ("k_proj",), "v": ("v_proj",), "o": ("o_proj",), "wi_0": ("gate_proj",),
+    "wi_1": ("up_proj",), "wi": ("up_proj",),
 }
 ALL_LINEAR = "all-linear"
 AUTO_TARGETS = "auto"
@@ -295,7 +352,8 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     chosen: set[str] = set()
     for t in wanted:
         found = False
-        for canon in MODULE_ALIASES.get(t, (t,)):
+        # T5's feed-forward output is `wo` (T5DenseActDense / T5DenseGatedActDense), not an attention output
+        for canon in ("down_proj",) if t == "wo" and m.family in ("t5", "mt5") else MODULE_ALIASES.get(t, (t,)):
             if canon in names:
                 chosen.add(canon)
                 found = True

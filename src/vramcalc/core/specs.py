@@ -185,6 +185,21 @@ class ModelSpec:
     type_vocab_size: int = 0
     mlm_head: bool = False
     num_labels: int = 0
+    # Encoder-decoders (vocab.SEQ2SEQ_FAMILIES, memory/seq2seq.py): num_layers is the encoder's layer count and
+    # decoder_layers the decoder's (0: not an encoder-decoder, every other family). T5's relative position bias:
+    # an Embedding(buckets, heads) in the first block of each stack (modeling_t5.py T5Attention
+    # relative_attention_bias; 0: none). T5 with a tied head scales the decoder output by d_model**-0.5
+    # (T5Config scale_decoder_outputs: tie_word_embeddings not false in the config.json). BART's
+    # final_logits_bias: a (1, vocab) buffer added to the logits (modeling_bart.py BartForConditionalGeneration).
+    decoder_layers: int = 0
+    relative_attention_buckets: int = 0
+    decoder_output_scale: bool = False
+    final_logits_bias: bool = False
+    # Dropout inside the blocks besides the residual `dropout`: on the attention probabilities (eager attention
+    # saves its mask; SDPA's kernels draw it from a seed) and after the MLP activation (a mask of the MLP width).
+    # T5 uses dropout_rate for all three; BART has attention_dropout and activation_dropout of its own.
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
 
     # Mixture of experts (0 experts: a dense model).
     num_experts: int = 0
@@ -226,12 +241,15 @@ class ModelSpec:
                          "published_parameters"), POSITIVE),
         "num_labels": (*NON_NEGATIVE, COUNT_CAP),
         "type_vocab_size": (*NON_NEGATIVE, COUNT_CAP),
+        **dict.fromkeys(("decoder_layers", "relative_attention_buckets"), (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
         "dropout": FRACTION,
+        **dict.fromkeys(("attention_dropout", "activation_dropout"), FRACTION),
         "moe_capacity_factor": POSITIVE,
     }
-    INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"dropout", "moe_capacity_factor"}
+    INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"dropout", "moe_capacity_factor", "attention_dropout",
+                                                              "activation_dropout"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(
         ("parameters", "activation_bytes_per_sample", "vocab_size", "hidden_size", "intermediate_size",
          "num_layers", "num_attention_heads", "num_kv_heads", "head_dim", "max_position_embeddings",
@@ -397,6 +415,9 @@ class TrainingSpec:
     # config.num_labels, 2 by default in transformers' PretrainedConfig).
     head: Head = "auto"
     num_labels: int = 2
+    # Encoder-decoders (memory/seq2seq.py): --seq-len is the source (the encoder's input), target_len the target
+    # (the decoder's input and the labels); 0: as long as the source.
+    target_len: int = 0
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
@@ -420,6 +441,7 @@ class TrainingSpec:
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
         "steps_per_generation": (*NON_NEGATIVE, COUNT_CAP),
         "beta": NON_NEGATIVE,
+        "target_len": (*NON_NEGATIVE, COUNT_CAP),
         "encoder_hidden_size": (*POSITIVE, COUNT_CAP),
         "adapter_layers": (*POSITIVE, COUNT_CAP),
         "optimizer_rank": (*POSITIVE, COUNT_CAP),

@@ -82,6 +82,10 @@ RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 Head = Literal["auto", "seq-cls", "mlm"]
 # Encoder-only families (bidirectional attention, absolute positions, post-LayerNorm blocks: memory/encoder.py).
 ENCODER_FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta", "distilbert")
+# Encoder-decoder families (an encoder stack over the source, a decoder stack with cross-attention over the
+# target: memory/seq2seq.py). T5 / mT5 / Flan-T5 (relative position bias, RMS-style norms, no biases) and
+# BART / mBART (learned positions, LayerNorms, biases).
+SEQ2SEQ_FAMILIES: tuple[str, ...] = ("t5", "mt5", "bart", "mbart")
 # Output.
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]

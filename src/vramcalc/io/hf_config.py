@@ -33,7 +33,11 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              "num_hidden_layers", "n_layer", "num_layers", "intermediate_size", "n_inner", "ffn_hidden_size",
              "num_key_value_heads", "num_kv_heads", "head_dim", "sliding_window_pattern", "decoder_sparse_step",
              "moe_layer_freq", "num_local_experts", "num_experts_per_tok", "moe_intermediate_size", "dim", "n_layers",
-             "n_heads", "hidden_dim")
+             "n_heads", "hidden_dim",
+             # encoder-decoders (_t5, _bart)
+             "d_kv", "d_ff", "num_heads", "num_decoder_layers", "relative_attention_num_buckets", "encoder_layers",
+             "decoder_layers", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads",
+             "decoder_attention_heads")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
@@ -46,9 +50,10 @@ CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_NON_NEGATIVE, "int"),
     **dict.fromkeys(_BOOLS, "bool"),
     **dict.fromkeys(("resid_pdrop", "residual_dropout", "hidden_dropout", "attention_dropout", "attn_pdrop",
-                     "embd_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"), "number"),
+                     "embd_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout",
+                     "dropout_rate", "activation_dropout"), "number"),
     **dict.fromkeys(("model_type", "hidden_act", "hidden_activation", "activation_function", "topk_method",
-                     "torch_dtype"), "str"),
+                     "torch_dtype", "feed_forward_proj"), "str"),
     "mlp_only_layers": "int_list",
     "layer_types": "str_list",
 }
@@ -486,6 +491,78 @@ def _distilbert(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+# --- Encoder-decoders (memory/seq2seq.py) --------------------------------------------------------------------
+def _t5(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # configuration_t5.py / configuration_mt5.py: d_model, d_kv, d_ff, num_layers, num_decoder_layers (default
+    # num_layers), num_heads, relative_attention_num_buckets 32, dropout_rate 0.1, feed_forward_proj "relu"
+    # (T5) or "gated-gelu" (mT5; "gated-gelu" runs gelu_new). T5Config / MT5Config force tie_word_embeddings=True
+    # (lm_head is the shared embedding in transformers 5); T5 scales the decoder output by d_model**-0.5 unless
+    # the config.json says tie_word_embeddings false (scale_decoder_outputs); mT5 never scales.
+    # T5Config.attribute_map: hidden_size -> d_model, num_attention_heads -> num_heads, num_hidden_layers ->
+    # num_layers, head_dim -> d_kv (the generic names, when a config.json has them, set the T5 ones).
+    model_type = d.get("model_type")
+    hidden = int(_get(d, source, "hidden_size", "d_model", default=512))
+    heads = int(_get(d, source, "num_attention_heads", "num_heads", default=8))
+    n_enc = int(_get(d, source, "num_hidden_layers", "num_layers", default=6))
+    proj = str(_get(d, source, "feed_forward_proj", default="gated-gelu" if model_type == "mt5" else "relu"))
+    parts = proj.split("-")
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
+        raise PresetFileError(source, [f"feed_forward_proj {proj!r} is not 'ACT' or 'gated-ACT' (configuration_t5.py)"])
+    act = "gelu_new" if proj == "gated-gelu" else parts[-1]
+    rate = float(_get(d, source, "dropout_rate", default=0.1))
+    out: dict[str, Any] = {
+        "vocab_size": int(_get(d, source, "vocab_size", default=32128 if model_type == "t5" else 250112)),
+        "hidden_size": hidden, "num_layers": n_enc, "num_attention_heads": heads,
+        "decoder_layers": int(_get(d, source, "num_decoder_layers", default=n_enc)),
+        "intermediate_size": int(_get(d, source, "d_ff", default=2048)),
+        "relative_attention_buckets": int(_get(d, source, "relative_attention_num_buckets", default=32)),
+        "mlp": "gated" if parts[0] == "gated" and len(parts) == 2 else "plain", "hidden_act": act,
+        "norm": "rmsnorm", "norms_per_layer": 2, "final_norm": True, "tie_word_embeddings": True,
+        "decoder_output_scale": model_type == "t5" and d.get("tie_word_embeddings") is not False,
+        "dropout": rate, "attention_dropout": rate, "activation_dropout": rate,
+    }
+    d_kv = int(_get(d, source, "head_dim", "d_kv", default=64))
+    if d_kv * heads != hidden:
+        out["head_dim"] = d_kv
+    return out
+
+
+def _bart(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # configuration_bart.py / configuration_mbart.py: d_model, encoder_layers / decoder_layers (12), the
+    # encoder's and decoder's heads and ffn widths (16, 4096), max_position_embeddings 1024, activation_function
+    # gelu, dropout 0.1, attention_dropout and activation_dropout 0.0; scale_embedding multiplies the embedding
+    # output (no memory of its own). BART blocks are post-LayerNorm with no final norm; mBART's are pre-LayerNorm
+    # with a final layer_norm per stack (modeling_mbart.py).
+    def same(enc: str, dec: str, default: int) -> int:
+        a, b = int(_get(d, source, enc, default=default)), int(_get(d, source, dec, default=default))
+        if a != b:
+            raise PresetFileError(source, [f"{enc} {a} differs from {dec} {b}: vramcalc models encoder-decoders "
+                                           "whose two stacks have the same width"])
+        return a
+
+    # BartConfig / MBartConfig.attribute_map: hidden_size -> d_model, num_attention_heads ->
+    # encoder_attention_heads, num_hidden_layers -> encoder_layers.
+    mbart = d.get("model_type") == "mbart"
+    d = {**d, **{new: d[old] for old, new in (("num_attention_heads", "encoder_attention_heads"),
+                                               ("num_hidden_layers", "encoder_layers")) if d.get(old) is not None}}
+    return {
+        "vocab_size": int(_get(d, source, "vocab_size")),
+        "hidden_size": int(_get(d, source, "hidden_size", "d_model", default=1024)),
+        "num_layers": int(_get(d, source, "encoder_layers", default=12)),
+        "decoder_layers": int(_get(d, source, "decoder_layers", default=12)),
+        "num_attention_heads": same("encoder_attention_heads", "decoder_attention_heads", 16),
+        "intermediate_size": same("encoder_ffn_dim", "decoder_ffn_dim", 4096),
+        "max_position_embeddings": int(_get(d, source, "max_position_embeddings", default=1024)),
+        "hidden_act": str(_get(d, source, "activation_function", default="gelu")),
+        "mlp": "plain", "norm": "layernorm", "norms_per_layer": 2, "post_norms": not mbart, "final_norm": mbart,
+        "qkv_bias": True, "o_bias": True, "mlp_bias": True, "learned_position_embeddings": True,
+        "embedding_norm": True, "tie_word_embeddings": True, "final_logits_bias": True,
+        "dropout": float(_get(d, source, "dropout", default=0.1)),
+        "attention_dropout": float(_get(d, source, "attention_dropout", default=0.0)),
+        "activation_dropout": float(_get(d, source, "activation_dropout", default=0.0)),
+    }
+
+
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 FAMILIES: dict[str, Mapper] = {
@@ -517,6 +594,10 @@ FAMILIES: dict[str, Mapper] = {
     "roberta": _bert,
     "xlm-roberta": _bert,
     "distilbert": _distilbert,
+    "t5": _t5,
+    "mt5": _t5,
+    "bart": _bart,
+    "mbart": _bart,
 }
 
 

@@ -10,7 +10,7 @@ from vramcalc.core.specs import ModelSpec
 # --- config mapping ------------------------------------------------------------------------------
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "olmo",
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
-                      "bert", "roberta", "xlm-roberta", "distilbert")
+                      "bert", "roberta", "xlm-roberta", "distilbert", "t5", "mt5", "bart", "mbart")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -49,6 +49,30 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                 "type_vocab_size": model.type_vocab_size, "hidden_dropout_prob": model.dropout,
                 "attention_probs_dropout_prob": model.dropout, "pad_token_id": 1 if family != "bert" else 0,
                 "num_labels": model.num_labels or 2}
+    if family in ("t5", "mt5"):  # configuration_t5.py / configuration_mt5.py names
+        act = model.hidden_act
+        d = {"model_type": family, "vocab_size": model.vocab_size, "d_model": model.hidden_size,
+             "d_kv": model.head_dim or (model.hidden_size or 0) // (model.num_attention_heads or 1),
+             "d_ff": model.intermediate_size, "num_layers": model.num_layers,
+             "num_decoder_layers": model.decoder_layers, "num_heads": model.num_attention_heads,
+             "relative_attention_num_buckets": model.relative_attention_buckets or 32,
+             "feed_forward_proj": ("gated-gelu" if act == "gelu_new" else f"gated-{act}") if model.mlp == "gated"
+             else act, "dropout_rate": model.dropout, "decoder_start_token_id": 0, "pad_token_id": 0,
+             "eos_token_id": 1}
+        if family == "t5":  # scale_decoder_outputs: tie_word_embeddings not false (configuration_t5.py)
+            d["tie_word_embeddings"] = model.decoder_output_scale
+        return d
+    if family in ("bart", "mbart"):  # configuration_bart.py / configuration_mbart.py names
+        return {"model_type": family, "vocab_size": model.vocab_size, "d_model": model.hidden_size,
+                "encoder_layers": model.num_layers, "decoder_layers": model.decoder_layers,
+                "encoder_attention_heads": model.num_attention_heads,
+                "decoder_attention_heads": model.num_attention_heads,
+                "encoder_ffn_dim": model.intermediate_size, "decoder_ffn_dim": model.intermediate_size,
+                "max_position_embeddings": model.max_position_embeddings or 1024,
+                "activation_function": model.hidden_act, "dropout": model.dropout,
+                "attention_dropout": model.attention_dropout, "activation_dropout": model.activation_dropout,
+                "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 2,
+                "forced_eos_token_id": 2}
     if family == "bloom":
         return {"model_type": "bloom", "hidden_size": model.hidden_size, "n_layer": model.num_layers,
                 "n_head": model.num_attention_heads, "hidden_dropout": model.dropout, "attention_dropout": 0.0,
@@ -129,6 +153,11 @@ LORA_NAME_MAP = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta"), {
         "q_proj": "query", "k_proj": "key", "v_proj": "value", "o_proj": "attention.output.dense",
         "up_proj": "intermediate.dense", "down_proj": "output.dense"}),
+    # modeling_t5.py T5Attention q, k, v, o; T5DenseGatedActDense wi_0, wi_1, wo (T5DenseActDense: wi, wo);
+    # peft's default for t5 / mt5: q, v. modeling_bart.py BartAttention q_proj, k_proj, v_proj, out_proj; fc1, fc2.
+    **dict.fromkeys(("t5", "mt5"), {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
+                                    "gate_proj": "wi_0", "down_proj": "wo"}),
+    **dict.fromkeys(("bart", "mbart"), {"o_proj": "out_proj", "up_proj": "fc1", "down_proj": "fc2"}),
     "distilbert": {"q_proj": "q_lin", "k_proj": "k_lin", "v_proj": "v_lin", "o_proj": "out_lin",
                    "up_proj": "lin1", "down_proj": "lin2"},
     **dict.fromkeys(("gpt_neox", "bloom", "falcon"), {
@@ -145,4 +174,6 @@ def lora_targets(model: ModelSpec, targets: tuple[str, ...]) -> list[str] | str:
 
         targets = tuple(t for t in targets if t.strip().lower() != "auto") + default_targets(model)
     names = LORA_NAME_MAP.get(model.family.lower(), {})
+    if model.family in ("t5", "mt5"):  # T5's up projection: wi_1 beside a gate (wi_0), else wi
+        names = {**names, "up_proj": "wi_1" if model.mlp == "gated" else "wi"}
     return sorted({names.get(t.strip(), t.strip()) for t in targets})

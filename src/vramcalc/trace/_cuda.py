@@ -216,6 +216,7 @@ class _FusedAttention(torch.autograd.Function):
         lse = torch.empty((b, h, lse_len), dtype=torch.float32, device=q.device)
         if ctx is not None:
             ctx.backend = backend
+            ctx.bias_shape = None if bias is None else tuple(bias.shape)
             # The efficient kernel's attn_bias is saved for its backward (derivatives.yaml
             # _scaled_dot_product_efficient_attention: attn_bias).
             ctx.save_for_backward(q, k, v, out, lse, *(() if bias is None else (bias,)))
@@ -223,7 +224,8 @@ class _FusedAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
-        q, k, v = ctx.saved_tensors[:3]
+        saved = ctx.saved_tensors  # once: a checkpointed block's saved tensors unpack only once
+        q, k, v = saved[:3]
         b, h, s, d = q.shape
         hk, sk = k.shape[1], k.shape[2]
 
@@ -244,7 +246,18 @@ class _FusedAttention(torch.autograd.Function):
             if q.dtype != torch.float32:
                 temps.append(torch.empty((b, s, h, d), dtype=torch.float32, device=q.device))
         del temps
-        return dq, dk, dv, None, None
+        grad_bias = None
+        if ctx.bias_shape is not None and ctx.needs_input_grad[4]:
+            # A bias that needs a gradient (T5's learned position bias, modeling_t5.py): attention_backward.cu
+            # _efficient_attention_backward allocates grad_bias of the bias as the kernel sees it, expanded to
+            # (B, H, Sq, Sk) by preprocess_mask, its last dimension padded to a multiple of 16, in the bias's
+            # dtype; the expand's backward sums it over the broadcast dimensions (a new tensor of the bias's shape).
+            bias = saved[5]
+            full = torch.empty((b, h, s, _round_up(sk, 16)), dtype=bias.dtype, device=q.device)[..., :sk]
+            dims = tuple(i for i, n in enumerate(ctx.bias_shape) if n == 1 and full.shape[i] != 1)
+            grad_bias = full.sum(dims, keepdim=True) if dims else full
+            del full
+        return dq, dk, dv, None, grad_bias
 
 
 def _attn_bias(mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:

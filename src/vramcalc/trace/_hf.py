@@ -23,7 +23,14 @@ def model_dtype(precision: str) -> torch.dtype:
 
 
 def find_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
-    """The transformer blocks: the first ModuleList with one entry per layer (model.layers, transformer.h)."""
+    """The transformer blocks: the first ModuleList with one entry per layer (model.layers, transformer.h); an
+    encoder-decoder's encoder blocks then decoder blocks (T5Stack.block, BartEncoder / BartDecoder .layers)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m)
+              and all(isinstance(b, GradientCheckpointingLayer) for b in m)]
+    if len(stacks) == 2 and getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return nn.ModuleList([*stacks[0], *stacks[1]])
     for m in model.modules():
         if isinstance(m, nn.ModuleList) and len(m) == n_layers:
             return m
@@ -156,8 +163,13 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     config.use_cache = False
     auto: Any = AutoModelForCausalLM
     from vramcalc.core.memory.encoder import is_encoder
+    from vramcalc.core.memory.seq2seq import is_seq2seq
 
-    if is_encoder(model):  # memory/encoder.py: the run's task head
+    if is_seq2seq(model):  # T5ForConditionalGeneration / BartForConditionalGeneration (memory/seq2seq.py)
+        from transformers import AutoModelForSeq2SeqLM
+
+        auto = AutoModelForSeq2SeqLM
+    elif is_encoder(model):  # memory/encoder.py: the run's task head
         from transformers import AutoModelForMaskedLM
 
         auto = AutoModelForMaskedLM if training.head == "mlm" else AutoModelForSequenceClassification

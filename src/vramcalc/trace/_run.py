@@ -21,7 +21,10 @@ def _task_type(model: ModelSpec, training: TrainingSpec) -> str | None:
     """peft's task type: SEQ_CLS keeps a classifier trainable (peft_model.py PeftModelForSequenceClassification
     adds "classifier" and "score" to modules_to_save); a masked LM has none (a plain PeftModel)."""
     from vramcalc.core.memory.encoder import is_encoder
+    from vramcalc.core.memory.seq2seq import is_seq2seq
 
+    if is_seq2seq(model):
+        return "SEQ_2_SEQ_LM"
     if is_encoder(model):
         return None if training.head == "mlm" else "SEQ_CLS"
     return "SEQ_CLS" if training.objective == "reward" else "CAUSAL_LM"
@@ -147,6 +150,18 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
 
         notes.append("encoder: AutoModelForMaskedLM" if training.head == "mlm" else
                      f"encoder: AutoModelForSequenceClassification ({n_labels} labels)")
+
+    from vramcalc.core.memory.seq2seq import is_seq2seq, target_tokens
+
+    if is_seq2seq(model):  # source ids and target labels; the model shifts the labels into decoder_input_ids
+        tgt = target_tokens(training)
+
+        def make_inputs() -> dict[str, torch.Tensor]:  # noqa: F811
+            return {"input_ids": torch.randint(0, vocab, (b, s), dtype=torch.long),
+                    "labels": torch.randint(0, vocab, (b, tgt), dtype=torch.long)}
+
+        notes.append(f"encoder-decoder: AutoModelForSeq2SeqLM, {s} source and {tgt} target tokens per sequence "
+                     "(decoder_input_ids: the labels shifted right)")
 
     from vramcalc.core.memory.preference import is_preference, resolve_ref
 

@@ -26,6 +26,7 @@ from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory import rl as _rl
+from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory.activations import (
     batch_rows,
@@ -194,14 +195,18 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         phases = _m.phase_peaks(sum(base), moments)
         modeled = per_sample is not None
     else:
-        phases, moments, activations, temporaries = _transformer_phases(
-            act, training, base, gradients, step_temp, tokens, details)
+        if isinstance(act, _seq2seq.Seq2SeqPlan):
+            phases, moments, activations, temporaries = _seq2seq.phases(
+                act, training, base, gradients, step_temp, details)
+        else:
+            phases, moments, activations, temporaries = _transformer_phases(
+                act, training, base, gradients, step_temp, tokens, details)
         modeled = True
     tensor_peak = max(phases.values())
     runtime = runtime_overhead(tensor_peak, _distributed.world_size(training))
     overhead = runtime.total
     details.update(runtime.details())
-    if act is not None and act.rl is not None:  # GRPO: which of generate() and the training step is the peak
+    if act is not None and getattr(act, "rl", None) is not None:  # GRPO: which of generate() and the training step is the peak
         notes += (_rl.peak_note(moments),)
     notes += plan.tail_notes  # activation notes, then overhead's
     if accum:
@@ -335,7 +340,7 @@ class _Plan:
     tail_notes: tuple[str, ...]  # after them: the activation notes and overhead's
     parallel: bool
     active_parameters: int
-    activations: _ActivationPlan | None  # None: a count-only preset
+    activations: _ActivationPlan | _seq2seq.Seq2SeqPlan | None  # None: a count-only preset
     units: _distributed.Units | None = None  # multi-GPU: gathered units and the busiest tp/pp rank, in bytes
 
 
@@ -441,7 +446,11 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     if opt.paged:
         notes.append("paged optimizer: its states live in CUDA unified memory and may be evicted to CPU RAM "
                      "under pressure; they are counted on the GPU here (the worst case).")
-    act = _activation_plan(model, training, recipe, w.trainable) if model.has_architecture else None
+    act: _ActivationPlan | _seq2seq.Seq2SeqPlan | None
+    if _seq2seq.is_seq2seq(model):  # encoder-decoders: two stacks, source and target (memory/seq2seq.py)
+        act = _seq2seq.build_plan(model, training, recipe)
+    else:
+        act = _activation_plan(model, training, recipe, w.trainable) if model.has_architecture else None
     if act is not None:
         tail_notes = act.notes
     elif model.activation_bytes_per_sample is None:

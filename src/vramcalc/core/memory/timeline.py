@@ -103,8 +103,10 @@ def timeline(model: ModelSpec, training: TrainingSpec) -> Timeline:
         return Timeline(b, tuple(_inference_points(model, training, b)), ())
     moments = b.named_moments()
     act = _plan(model, training).activations
-    if act is None:  # a count-only preset: the core's three phases, nothing per layer
-        return Timeline(b, tuple(_exact(mo, _POINT_LABELS[mo.key]) for mo in moments), ())
+    # a count-only preset: the core's three phases, nothing per layer; an encoder-decoder (memory/seq2seq.py): its
+    # moments, not drawn per block yet
+    if act is None or not hasattr(act, "n_layers"):
+        return Timeline(b, tuple(_exact(mo, _POINT_LABELS.get(mo.key, mo.label)) for mo in moments), ())
     n = act.n_layers
     saving = act.saving_layers
     frozen = n - saving  # layers below the first trainable one save nothing (freeze)

@@ -115,6 +115,10 @@ def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> We
     """Bytes of every weight tensor the run keeps on the GPU, and the trainable count."""
     wb = _weight_bytes(model, training, recipe)
     extra = buffer_bytes(model)
+    if model.final_logits_bias and model.vocab_size and model.decoder_layers:  # an encoder-decoder's flag only
+        # BartForConditionalGeneration's final_logits_bias: a (1, vocab) buffer made in the model's dtype
+        # (modeling_bart.py `nn.Buffer(torch.zeros((1, num_embeddings)))` under from_pretrained's dtype)
+        extra += model.vocab_size * dtype_bytes(recipe.weight)
     if not extra:
         return wb
     return replace(wb, base=wb.base + extra)
