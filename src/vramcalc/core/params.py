@@ -79,6 +79,10 @@ def dense_layers(m: ModelSpec) -> int:
 def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
     """Every Linear of the transformer blocks, with canonical module names (for LoRA and quantization)."""
     assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
+    if m.ssm_state_size:  # a state-space model's mixer (memory/ssm.py)
+        from vramcalc.core.memory import ssm
+
+        return ssm.block_linears(m)
     h, n_layers = m.hidden_size, m.num_layers
     q_dim = m.num_attention_heads * head_dim(m) if m.num_attention_heads else h
     kv_dim = kv_heads(m) * head_dim(m)
@@ -146,6 +150,10 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         assert m.parameters is not None
         return (ParamTensor("parameters", "opaque", (m.parameters,), 1, "model", per_layer=False),)
     assert m.vocab_size is not None and m.hidden_size is not None and m.num_layers is not None
+    if m.ssm_state_size:  # Mamba (memory/ssm.py)
+        from vramcalc.core.memory import ssm
+
+        return ssm.inventory(m)
     h, v, n_layers = m.hidden_size, m.vocab_size, m.num_layers
     out: list[ParamTensor] = [ParamTensor("embed_tokens", "embedding", (v, h), 1, "embed_tokens", False)]
     if m.learned_position_embeddings:
@@ -272,6 +280,10 @@ def default_targets(m: ModelSpec) -> tuple[str, ...]:
     q_lora_rank) and kv_b_proj, which produces the values (modeling_deepseek_v3.py)."""
     if m.attention_kind == "mla":
         return ("q_b_proj" if m.q_lora_rank else "q_proj", "kv_b_proj")
+    if m.ssm_state_size:  # Mamba: peft has no default (memory/ssm.py default_targets)
+        from vramcalc.core.memory import ssm
+
+        return ssm.default_targets(m)
     return ("q_proj", "v_proj")
 
 

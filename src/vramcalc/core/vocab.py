@@ -76,6 +76,8 @@ RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 Head = Literal["auto", "seq-cls", "mlm"]
 # Encoder-only families (bidirectional attention, absolute positions, post-LayerNorm blocks: memory/encoder.py).
 ENCODER_FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta", "distilbert")
+# State-space families (selective-scan mixers instead of attention and MLP: memory/ssm.py).
+SSM_FAMILIES: tuple[str, ...] = ("mamba",)
 # Output.
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]

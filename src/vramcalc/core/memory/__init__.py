@@ -25,6 +25,7 @@ from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
+from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory.activations import (
     batch_rows,
     dora_forward_transient,
@@ -521,12 +522,15 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         frozen = 0
         head_trainable = t.method == "full" or saved_head(m, t)  # modules_to_save lm_head: a trainable copy
     trained_layers = n_layers - frozen
-    layer = layer_activations(m, t, recipe, trainable_weights=full_like)
+    ssm = _ssm.is_ssm(m)  # Mamba: the mixer's saved set and an fp32 residual stream (memory/ssm.py)
+    layer_fn = _ssm.layer_activations if ssm else layer_activations
+    layer = layer_fn(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
     batch1_t = sum(x.per_token for x in layer.terms if x.batch1_only)  # only at batch size 1
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
-    head = (_encoder.head_activations if _encoder.is_encoder(m) else head_activations)(m, t, recipe, head_trainable)
+    head = (_encoder.head_activations if _encoder.is_encoder(m) else _ssm.head_activations if ssm  # type: ignore[assignment]
+            else head_activations)(m, t, recipe, head_trainable)
     # LoRA/QLoRA without checkpointing: the frozen embedding's output needs no gradient, so layer 0 saves
     # nothing before its first adapter (the attention norm's input, and more when the first adapter is
     # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
@@ -555,8 +559,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.method in ("lora", "qlora") and not t.grad_checkpointing and not t.activation_offload \
             and not saved_embedding(m, t) and "embed_tokens" not in outer:
         # (a trained embedding copy, or LoRA on the embedding, gives layer 0's input a gradient)
-        bottom = layer_activations(dense_m, t, recipe, trainable_weights=False, input_grad=False)
-        top = layer_activations(dense_m, t, recipe, trainable_weights=False)
+        bottom = layer_fn(dense_m, t, recipe, trainable_weights=False, input_grad=False)
+        top = layer_fn(dense_m, t, recipe, trainable_weights=False)
         drop_t = sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms)
         drop_ts = sum(x.per_token_seq for x in top.terms) - sum(x.per_token_seq for x in bottom.terms)
         bottom_less_t += drop_t
@@ -569,19 +573,21 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.method == "freeze" and trained_layers == 0:
         saving_layers = 0
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
-    once_t = 0 if m.learned_position_embeddings or m.alibi else 2 * c * head_dim(m)
+    once_t = 0 if m.learned_position_embeddings or m.alibi or ssm else 2 * c * head_dim(m)
     once_ts = 0
     if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t)):
         # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
         # weight is trained (LoRA: neither, so nothing).
         once_t += (4 if recipe.autocast or recipe.compute == "fp32" else c) * m.hidden_size + 8
-    if (t.attention == "eager" or eager_only(m)) and not _encoder.is_encoder(m):  # encoders: no mask (encoder.py)
+    if ssm:  # no attention, no mask
+        pass
+    elif (t.attention == "eager" or eager_only(m)) and not _encoder.is_encoder(m):  # encoders: no mask (encoder.py)
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * rows * row * row
     elif masked_sdpa(t):
         once_ts = 1  # the packed 4-D bool mask (masking_utils.sdpa_mask): rows * row * row
     if m.dropout > 0:
         once_t += m.hidden_size  # embedding dropout mask
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" or (ssm and m.ssm_residual_fp32) else c
     # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
     # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
     autocast_copies = layer_copies = 0
@@ -626,7 +632,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
-    notes: list[str] = []
+    notes: list[str] = list(_ssm.notes(m, t))
     if eager_only(m) and t.attention == "sdpa":
         notes.append(f"{m.name}: transformers has no SDPA attention for this model (BLOOM's ALiBi, Gemma 2's "
                      "softcapping): counted as eager attention, with its per-key scores.")

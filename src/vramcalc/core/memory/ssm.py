@@ -1,0 +1,196 @@
+"""State-space models (Mamba): parameters and the selective scan's saved tensors, in bytes.
+
+Source: transformers 5.24 models/mamba/modeling_mamba.py. MambaForCausalLM = embeddings, num_layers MambaBlocks
+(MambaRMSNorm + MambaMixer, the residual added in fp32 when residual_in_fp32), norm_f, lm_head tied to the embedding.
+MambaMixer: in_proj (hidden -> 2 x intermediate: the SSM input and the gate z), a depthwise causal conv1d (kernel
+conv_kernel, with a bias), x_proj (intermediate -> dt_rank + 2 x state: dt, B, C), dt_proj (dt_rank ->
+intermediate, with a bias), A_log (intermediate x state), D (intermediate), out_proj (intermediate -> hidden).
+
+Training without the CUDA kernels (mamba_ssm's `mamba_inner_fn` / `selective_scan_fn`, causal_conv1d), which is
+what transformers runs on CPU, under the tracer and on a GPU without those packages, goes through the Python
+`mamba_selective_scan` fallback: it materializes the discretized A and B (batch x intermediate x seq x state, fp32)
+and loops over the sequence, each step's state kept by autograd. That path is modelled here term by term. The
+fused CUDA kernel saves only its inputs and recomputes the states in backward (note in `notes`).
+Standard library only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vramcalc.core.units import dtype_bytes
+from vramcalc.core.vocab import SSM_FAMILIES
+
+if TYPE_CHECKING:
+    from vramcalc.core.memory.activations import LayerActivations
+    from vramcalc.core.memory.precision import Recipe
+    from vramcalc.core.params import Linear, ParamTensor
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
+
+
+def is_ssm(m: ModelSpec) -> bool:
+    """Whether `m` is a state-space model (vocab.SSM_FAMILIES, or any spec with an SSM state size)."""
+    return bool(m.ssm_state_size) or m.family in SSM_FAMILIES
+
+
+def dt_rank(m: ModelSpec) -> int:
+    """MambaConfig.time_step_rank: ceil(hidden_size / 16) when "auto" (configuration_mamba.py)."""
+    assert m.hidden_size is not None
+    return m.ssm_dt_rank or -(-m.hidden_size // 16)
+
+
+def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
+    """The mixer's nn.Linear modules (what LoRA targets and bitsandbytes quantizes), per layer x num_layers."""
+    from vramcalc.core.params import Linear
+
+    assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
+    h, i, n, r, s = m.hidden_size, m.intermediate_size, m.num_layers, dt_rank(m), m.ssm_state_size
+    return (Linear("in_proj", h, 2 * i, n), Linear("x_proj", i, r + 2 * s, n), Linear("dt_proj", r, i, n),
+            Linear("out_proj", i, h, n))
+
+
+def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """Every parameter tensor of MambaForCausalLM (modeling_mamba.py MambaMixer.__init__, MambaModel.__init__)."""
+    from vramcalc.core.params import ParamTensor
+
+    assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
+    assert m.vocab_size is not None
+    h, i, n, k, s = m.hidden_size, m.intermediate_size, m.num_layers, m.ssm_conv_kernel, m.ssm_state_size
+    out = [ParamTensor("embed_tokens", "embedding", (m.vocab_size, h), 1, "embed_tokens", False)]
+    for lin in block_linears(m):
+        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
+    if m.ssm_proj_bias:  # use_bias: in_proj and out_proj
+        out.append(ParamTensor("in_proj.bias", "bias", (2 * i,), n, "in_proj"))
+        out.append(ParamTensor("out_proj.bias", "bias", (h,), n, "out_proj"))
+    out.append(ParamTensor("dt_proj.bias", "bias", (i,), n, "dt_proj"))  # nn.Linear(dt_rank, i, bias=True)
+    # nn.Conv1d(i, i, kernel, groups=i): weight (i, 1, kernel), bias (i,) when use_conv_bias
+    out.append(ParamTensor("conv1d", "norm", (i, 1, k), n, "conv1d"))
+    if m.ssm_conv_bias:
+        out.append(ParamTensor("conv1d.bias", "norm", (i,), n, "conv1d"))
+    out.append(ParamTensor("A_log", "norm", (i, s), n, "A_log"))
+    out.append(ParamTensor("D", "norm", (i,), n, "D"))
+    out.append(ParamTensor("layer_norms", "norm", (h,), n, "norm"))  # MambaBlock.norm (RMSNorm: a weight)
+    out.append(ParamTensor("final_norm", "norm", (h,), 1, "norm", False))  # norm_f
+    if not m.tie_word_embeddings:
+        out.append(ParamTensor("lm_head", "head", (m.vocab_size, h), 1, "lm_head", False))
+    return tuple(out)
+
+
+def default_targets(m: ModelSpec) -> tuple[str, ...]:
+    """peft has no default LoRA targets for mamba (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no entry):
+    the mixer's in_proj, x_proj and out_proj, as transformers' Mamba documentation's LoRA example adapts."""
+    return ("in_proj", "x_proj", "out_proj")
+
+
+def _adapted(m: ModelSpec, t: TrainingSpec) -> frozenset[str]:
+    """The mixer Linears LoRA adapts in this run."""
+    if t.method not in ("lora", "qlora"):
+        return frozenset()
+    from vramcalc.core.params import resolve_targets
+
+    return frozenset(lin.module for lin in resolve_targets(m, t.lora_targets))
+
+
+def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
+                      input_grad: bool = True) -> LayerActivations:
+    """Saved tensors of one MambaBlock under the slow path (modeling_mamba.py MambaBlock.forward, MambaMixer.forward,
+    causal_conv1d_fn and mamba_selective_scan's fallbacks), per token; autograd's rules from derivatives.yaml (an op
+    saves an operand only for the other operand's gradient). `input_grad`: the block's input needs a gradient (false
+    for the bottom layer of an adapter run without checkpointing)."""
+    from vramcalc.core.memory.activations import LayerActivations, Term
+
+    assert m.hidden_size is not None and m.intermediate_size is not None
+    c = dtype_bytes(recipe.compute)
+    a = dtype_bytes(t.adapter_dtype)
+    h, i, s, r = m.hidden_size, m.intermediate_size, m.ssm_state_size, dt_rank(m)
+    tw = trainable_weights
+    adapted = _adapted(m, t)
+    rank = t.lora_rank
+    terms: list[Term] = []
+
+    def linear(name: str, width: int, layout_copy: bool = False) -> None:
+        # A Linear saves its input (a contiguous copy when the input is a transposed view: the reshape in F.linear)
+        # for its weight's gradient; a LoRA adapter saves its input cast to the adapter dtype and lora_A's output
+        # (peft tuners/lora/layer.py Linear.forward: lora_B(lora_A(dropout(x))) after _cast_input_dtype).
+        if tw:
+            terms.append(Term(f"{name} input" + (" (contiguous copy)" if layout_copy else ""), c * width))
+        if name in adapted:
+            fresh = a != c or t.lora_dropout > 0 or layout_copy or not tw
+            if fresh:
+                terms.append(Term(f"{name} LoRA input ({'fp32' if a == 4 else 'adapter dtype'})", a * width))
+            if t.lora_dropout > 0:
+                terms.append(Term(f"{name} LoRA dropout mask", width))
+            terms.append(Term(f"{name} lora_A output", a * rank))
+
+    # MambaBlock: norm(hidden_states.to(norm dtype)); MambaRMSNorm saves its fp32 input and rsqrt for the input's
+    # gradient, and the normalized 16-bit tensor when its weight trains.
+    if input_grad:
+        terms.append(Term("norm (fp32 input + rsqrt)", 4 * h + 4))
+    if tw:
+        terms.append(Term("norm (normalized)", c * h))
+    linear("in_proj", h)
+    # in_proj's output (batch, 2 x intermediate, seq): conv1d saves its first half, silu(z) the gate half.
+    terms.append(Term("in_proj output (conv1d input, gate)", c * 2 * i))
+    # F.conv1d(padding=conv_kernel - 1) then [..., :seq_len]: silu saves the padded output (a view of it).
+    terms.append(Term("conv1d output (padded, saved by silu)", c * i, per_sample=c * i * (m.ssm_conv_kernel - 1)))
+    # silu(conv) -> u: x_proj reads u.transpose (a contiguous copy when saved), u * D saves u for D's gradient.
+    if tw:
+        terms.append(Term("conv activation output u (saved by u * D)", c * i))
+    linear("x_proj", i, layout_copy=True)
+    # x_proj's output (dt, B, C): C's per-step slices are saved by the scan's matmuls (they keep it alive).
+    terms.append(Term("x_proj output (dt, B, C)", c * (r + 2 * s)))
+    # dt_proj.weight @ dt^T: saves dt^T (a view of x_proj's output) for the weight's gradient.
+    if "dt_proj" in adapted:  # peft wraps dt_proj, but MambaMixer reads dt_proj.weight directly: no adapter
+        pass
+    # dt = softplus(dt + bias): softplus saves its input and the muls save its output (16-bit).
+    terms.append(Term("softplus input and output (dt)", 2 * c * i))
+    # discrete_A = exp(A x dt): fp32 (batch, intermediate, seq, state); exp saves its output.
+    terms.append(Term("discrete A (fp32, saved by exp)", 4 * i * s))
+    terms.append(Term("B.float() (saved by dt x B)", 4 * s))
+    # discrete_B = dt x B.float(), saved by discrete_B x u.float() with the fp32 copy of u.
+    terms.append(Term("discrete B (fp32)", 4 * i * s))
+    terms.append(Term("u.float()", 4 * i))
+    # The sequential scan: each step's state (fp32) is saved by the next step's discrete_A[:, :, k] x state, and its
+    # 16-bit cast by the matmul with C[:, k]: seq_len states per sequence.
+    terms.append(Term("scan states (fp32 + 16-bit cast per step)", (4 + c) * i * s, per_sample=c * i * s))
+    # y + u x D (fp32), then y x silu(z): the mul saves both operands.
+    terms.append(Term("scan output y (fp32) and silu(z)", (4 + c) * i))
+    linear("out_proj", i, layout_copy=True)
+    # Per layer whatever the batch: A = -exp(A_log.float()) (exp's fp32 output), D.float() and dt_proj.bias.float()
+    # (measured with the tracer: 4 x intermediate x state + 8 x intermediate per layer).
+    terms.append(Term("A = -exp(A_log), D and dt bias in fp32", 0, const=4 * i * s + 8 * i))
+    # Forward, not saved: deltaB_u (fp32, batch x intermediate x seq x state) alive through the loop, with the list of
+    # per-step outputs and their torch.stack.
+    fwd = Term("deltaB_u (fp32) and the stacked step outputs", 4 * i * s + 2 * c * i)
+    # Backward through the loop: each step's discrete_A[:, :, k] and deltaB_u[:, :, k] gradients arrive through
+    # select_backward as full-size fp32 tensors, summed into full-size input buffers (measured with the tracer,
+    # tiny configs, seq 32 and 64: 16 x intermediate x state bytes per token beside the saved set).
+    bwd = Term("scan backward: full-size fp32 gradients of discrete A and deltaB_u", 16 * i * s)
+    return LayerActivations(tuple(terms), fwd, bwd)
+
+
+def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> object:
+    """norm_f and lm_head on the fp32 residual stream (MambaForCausalLM.forward: lm_head(hidden.to(weight dtype))
+    .float(), then transformers' ForCausalLMLoss); like a transformer's head with an fp32 final norm."""
+    from vramcalc.core.memory.activations import HeadActivations
+
+    assert m.hidden_size is not None and m.vocab_size is not None
+    c = dtype_bytes(recipe.compute)
+    res = 4 if m.ssm_residual_fp32 else c
+    h, v = m.hidden_size, m.vocab_size
+    saved = 4 * h + 4  # norm_f: fp32 input + rsqrt
+    if head_trainable:
+        saved += res * h + c * h  # the normalized tensor (for norm_f's weight), lm_head's 16-bit input
+    saved += 4 * v  # log_softmax's fp32 output
+    fwd = (c if c != 4 else 0) * v + 4 * v
+    return HeadActivations(saved, fwd, 8 * v)
+
+
+def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
+    """What a Mamba estimate assumes (shown in every format)."""
+    if not is_ssm(m) or t.mode == "inference":
+        return ()
+    return (f"{m.name}: Mamba's selective scan counted as transformers' PyTorch fallback (mamba_selective_scan: the "
+            "fp32 discretized A and B and every step's state saved, batch x intermediate x seq x state each), what "
+            "transformers runs without the mamba_ssm / causal_conv1d CUDA kernels. With them (mamba_inner_fn) the "
+            "scan saves only its inputs and recomputes the states in backward: far less (not modelled).",)
