@@ -299,13 +299,17 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     if AUTO_TARGETS in wanted:
         wanted = (wanted - {AUTO_TARGETS}) | set(default_targets(m))
     if ALL_LINEAR in wanted:
+        if m.ssm_state_size:  # peft's all-linear takes out_proj, which it refuses for Mamba (memory/ssm.py)
+            from vramcalc.core.memory import ssm
+
+            ssm.check_targets(m, linears)
         return linears
     names = {lin.module.rsplit(".", 1)[-1] for lin in linears}
     fused_parts = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
     chosen: set[str] = set()
     for t in wanted:
         found = False
-        for canon in MODULE_ALIASES.get(t, (t,)):
+        for canon in (t,) if t in names else MODULE_ALIASES.get(t, (t,)):  # a family's own name first (Mamba out_proj)
             if canon in names:
                 chosen.add(canon)
                 found = True
@@ -316,7 +320,12 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
         if not found:
             valid = sorted(names | {ALL_LINEAR})
             raise UnsupportedCombination(f"unknown LoRA target {t!r} for {m.name}; choose from {', '.join(valid)}")
-    return tuple(lin for lin in linears if lin.module.rsplit(".", 1)[-1] in chosen)
+    out = tuple(lin for lin in linears if lin.module.rsplit(".", 1)[-1] in chosen)
+    if m.ssm_state_size:
+        from vramcalc.core.memory import ssm
+
+        ssm.check_targets(m, out)
+    return out
 
 
 def outer_targets(targets: tuple[str, ...]) -> tuple[str, ...]:

@@ -78,8 +78,22 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
 
 def default_targets(m: ModelSpec) -> tuple[str, ...]:
     """peft has no default LoRA targets for mamba (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no entry):
-    the mixer's in_proj, x_proj and out_proj, as transformers' Mamba documentation's LoRA example adapts."""
-    return ("in_proj", "x_proj", "out_proj")
+    the mixer's in_proj and x_proj, the Linears peft accepts and MambaMixer calls as modules."""
+    return ("in_proj", "x_proj")
+
+
+def check_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
+    """Refuse LoRA targets a Mamba run cannot have: peft refuses out_proj and conv1d for mamba (tuners_utils.py
+    _check_lora_target_modules_mamba: the CUDA path reads out_proj.weight directly), and MambaMixer multiplies by
+    dt_proj.weight itself (`self.dt_proj.weight @ time_step`), so an adapter on dt_proj would never run."""
+    from vramcalc.core.errors import UnsupportedCombination
+
+    why = {"out_proj": "peft refuses out_proj for Mamba models",
+           "dt_proj": "MambaMixer multiplies by dt_proj.weight itself, so its adapter would never run"}
+    bad = [lin.module for lin in chosen if lin.module in why]
+    if bad:
+        raise UnsupportedCombination(f"LoRA on {', '.join(bad)} of {m.name}: {'; '.join(why[b] for b in bad)}; use "
+                                     "--lora-targets in_proj,x_proj")
 
 
 def _adapted(m: ModelSpec, t: TrainingSpec) -> frozenset[str]:
@@ -162,6 +176,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # Forward, not saved: deltaB_u (fp32, batch x intermediate x seq x state) alive through the loop, with the list of
     # per-step outputs and their torch.stack.
     fwd = Term("deltaB_u (fp32) and the stacked step outputs", 4 * i * s + 2 * c * i)
+    if t.grad_checkpointing or t.activation_offload:
+        # Checkpointed, nothing is saved, but the scan's locals live through the loop: discrete A and B and deltaB_u
+        # (fp32), with in_proj's output, the conv output and activation, dt and the stacked outputs (16-bit).
+        fwd = Term("scan locals: discrete A, B, deltaB_u (fp32) and the mixer's 16-bit tensors", 12 * i * s + 7 * c * i)
     # Backward through the loop: each step's discrete_A[:, :, k] and deltaB_u[:, :, k] gradients arrive through
     # select_backward as full-size fp32 tensors, summed into full-size input buffers (measured with the tracer,
     # tiny configs, seq 32 and 64: 16 x intermediate x state bytes per token beside the saved set).
