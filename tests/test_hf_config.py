@@ -216,10 +216,10 @@ def test_mla_and_moe_fields() -> None:
 
 def test_unknown_model_type_lists_supported() -> None:
     with pytest.raises(UnsupportedModelType) as e:
-        spec_from_hf_config({"model_type": "mamba"}, "m", "m.json")
+        spec_from_hf_config({"model_type": "rwkv"}, "m", "m.json")
     msg = str(e.value)
     assert msg.startswith(
-        "m.json: unsupported model_type 'mamba'; supported: bert, bloom, deepseek_v2, deepseek_v3, distilbert, falcon,"
+        "m.json: unsupported model_type 'rwkv'; supported: bert, bloom, deepseek_v2, deepseek_v3, distilbert, falcon,"
     )
     assert "docs/any-model.md" in msg and "--presets DIR" in msg
 

@@ -174,7 +174,7 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     if eager_only(model) and impl != "eager":  # BLOOM (ALiBi), Gemma 2 (_supports_sdpa = False)
         impl = "eager"
         notes.append(f"{model_type} has no SDPA attention in transformers: traced eager")
-    from vramcalc.core.memory.ssm import is_ssm
+    from vramcalc.core.params import is_ssm
 
     if is_ssm(model):  # no attention at all (memory/ssm.py): transformers refuses sdpa for MambaForCausalLM
         impl = "eager"

@@ -410,8 +410,9 @@ def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: in
 def _estimate_inference(model: ModelSpec, training: TrainingSpec, checked: tuple[str, ...] = ()) -> Breakdown:
     """Serving memory per GPU (memory/inference.py) as a Breakdown with a kv_cache component."""
     if _ssm.is_ssm(model):
-        raise UnsupportedCombination(f"--mode inference for {model.name}: a state-space model's recurrent state "
-                                     "(conv and SSM state per layer, no KV cache) is not modelled yet; use --mode train")
+        raise UnsupportedCombination(f"--mode inference for {model.name}: a state-space model's recurrent "
+                                     "state (conv and SSM state per layer, no KV cache) is not modelled yet; use "
+                                     "--mode train")
     inf = _inference.estimate_inference(model, training)
     tensor_peak = max(inf.phases.values())
     runtime = runtime_overhead(tensor_peak, _distributed.world_size(training))
@@ -532,7 +533,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
     batch1_t = sum(x.per_token for x in layer.terms if x.batch1_only)  # only at batch size 1
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
-    head = (_encoder.head_activations if _encoder.is_encoder(m) else _ssm.head_activations if ssm  # type: ignore[assignment]
+    head = (_encoder.head_activations if _encoder.is_encoder(m) else _ssm.head_activations if ssm
             else head_activations)(m, t, recipe, head_trainable)
     # LoRA/QLoRA without checkpointing: the frozen embedding's output needs no gradient, so layer 0 saves
     # nothing before its first adapter (the attention norm's input, and more when the first adapter is

@@ -18,82 +18,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vramcalc.core.params import is_ssm as is_ssm  # re-exported: memory/__init__.py asks this module
+from vramcalc.core.params import ssm_dt_rank
 from vramcalc.core.units import dtype_bytes
-from vramcalc.core.vocab import SSM_FAMILIES
 
 if TYPE_CHECKING:
-    from vramcalc.core.memory.activations import LayerActivations
+    from vramcalc.core.memory.activations import HeadActivations, LayerActivations
     from vramcalc.core.memory.precision import Recipe
-    from vramcalc.core.params import Linear, ParamTensor
     from vramcalc.core.specs import ModelSpec, TrainingSpec
-
-
-def is_ssm(m: ModelSpec) -> bool:
-    """Whether `m` is a state-space model (vocab.SSM_FAMILIES, or any spec with an SSM state size)."""
-    return bool(m.ssm_state_size) or m.family in SSM_FAMILIES
-
-
-def dt_rank(m: ModelSpec) -> int:
-    """MambaConfig.time_step_rank: ceil(hidden_size / 16) when "auto" (configuration_mamba.py)."""
-    assert m.hidden_size is not None
-    return m.ssm_dt_rank or -(-m.hidden_size // 16)
-
-
-def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
-    """The mixer's nn.Linear modules (what LoRA targets and bitsandbytes quantizes), per layer x num_layers."""
-    from vramcalc.core.params import Linear
-
-    assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
-    h, i, n, r, s = m.hidden_size, m.intermediate_size, m.num_layers, dt_rank(m), m.ssm_state_size
-    return (Linear("in_proj", h, 2 * i, n), Linear("x_proj", i, r + 2 * s, n), Linear("dt_proj", r, i, n),
-            Linear("out_proj", i, h, n))
-
-
-def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
-    """Every parameter tensor of MambaForCausalLM (modeling_mamba.py MambaMixer.__init__, MambaModel.__init__)."""
-    from vramcalc.core.params import ParamTensor
-
-    assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
-    assert m.vocab_size is not None
-    h, i, n, k, s = m.hidden_size, m.intermediate_size, m.num_layers, m.ssm_conv_kernel, m.ssm_state_size
-    out = [ParamTensor("embed_tokens", "embedding", (m.vocab_size, h), 1, "embed_tokens", False)]
-    for lin in block_linears(m):
-        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
-    if m.ssm_proj_bias:  # use_bias: in_proj and out_proj
-        out.append(ParamTensor("in_proj.bias", "bias", (2 * i,), n, "in_proj"))
-        out.append(ParamTensor("out_proj.bias", "bias", (h,), n, "out_proj"))
-    out.append(ParamTensor("dt_proj.bias", "bias", (i,), n, "dt_proj"))  # nn.Linear(dt_rank, i, bias=True)
-    # nn.Conv1d(i, i, kernel, groups=i): weight (i, 1, kernel), bias (i,) when use_conv_bias
-    out.append(ParamTensor("conv1d", "norm", (i, 1, k), n, "conv1d"))
-    if m.ssm_conv_bias:
-        out.append(ParamTensor("conv1d.bias", "norm", (i,), n, "conv1d"))
-    out.append(ParamTensor("A_log", "norm", (i, s), n, "A_log"))
-    out.append(ParamTensor("D", "norm", (i,), n, "D"))
-    out.append(ParamTensor("layer_norms", "norm", (h,), n, "norm"))  # MambaBlock.norm (RMSNorm: a weight)
-    out.append(ParamTensor("final_norm", "norm", (h,), 1, "norm", False))  # norm_f
-    if not m.tie_word_embeddings:
-        out.append(ParamTensor("lm_head", "head", (m.vocab_size, h), 1, "lm_head", False))
-    return tuple(out)
-
-
-def default_targets(m: ModelSpec) -> tuple[str, ...]:
-    """peft has no default LoRA targets for mamba (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no entry):
-    the mixer's in_proj and x_proj, the Linears peft accepts and MambaMixer calls as modules."""
-    return ("in_proj", "x_proj")
-
-
-def check_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
-    """Refuse LoRA targets a Mamba run cannot have: peft refuses out_proj and conv1d for mamba (tuners_utils.py
-    _check_lora_target_modules_mamba: the CUDA path reads out_proj.weight directly), and MambaMixer multiplies by
-    dt_proj.weight itself (`self.dt_proj.weight @ time_step`), so an adapter on dt_proj would never run."""
-    from vramcalc.core.errors import UnsupportedCombination
-
-    why = {"out_proj": "peft refuses out_proj for Mamba models",
-           "dt_proj": "MambaMixer multiplies by dt_proj.weight itself, so its adapter would never run"}
-    bad = [lin.module for lin in chosen if lin.module in why]
-    if bad:
-        raise UnsupportedCombination(f"LoRA on {', '.join(bad)} of {m.name}: {'; '.join(why[b] for b in bad)}; use "
-                                     "--lora-targets in_proj,x_proj")
 
 
 def _adapted(m: ModelSpec, t: TrainingSpec) -> frozenset[str]:
@@ -116,7 +48,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     assert m.hidden_size is not None and m.intermediate_size is not None
     c = dtype_bytes(recipe.compute)
     a = dtype_bytes(t.adapter_dtype)
-    h, i, s, r = m.hidden_size, m.intermediate_size, m.ssm_state_size, dt_rank(m)
+    h, i, s, r = m.hidden_size, m.intermediate_size, m.ssm_state_size, ssm_dt_rank(m)
     tw = trainable_weights
     adapted = _adapted(m, t)
     rank = t.lora_rank
@@ -187,7 +119,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     return LayerActivations(tuple(terms), fwd, bwd)
 
 
-def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> object:
+def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> HeadActivations:
     """norm_f and lm_head on the fp32 residual stream (MambaForCausalLM.forward: lm_head(hidden.to(weight dtype))
     .float(), then transformers' ForCausalLMLoss); like a transformer's head with an fp32 final norm."""
     from vramcalc.core.memory.activations import HeadActivations
