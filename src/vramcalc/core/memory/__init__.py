@@ -305,6 +305,7 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     checked = check_settings(model, training)  # first: SpecError before any arithmetic on an impossible run
+    _ssm.check_run(model, training)  # what a Mamba run is not modelled for, refused in one line
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     encoder_notes = _encoder.notes(model, training)
     if (_preference.is_preference(training) or _preference.is_reference_free(training)) and model.dropout:

@@ -23,7 +23,7 @@ from vramcalc.core.params import ssm_dt_rank
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
-    from vramcalc.core.memory.activations import HeadActivations, LayerActivations
+    from vramcalc.core.memory.activations import HeadActivations, LayerActivations, Term
     from vramcalc.core.memory.precision import Recipe
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
@@ -119,21 +119,48 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     return LayerActivations(tuple(terms), fwd, bwd)
 
 
-def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> HeadActivations:
-    """norm_f and lm_head on the fp32 residual stream (MambaForCausalLM.forward: lm_head(hidden.to(weight dtype))
-    .float(), then transformers' ForCausalLMLoss); like a transformer's head with an fp32 final norm."""
-    from vramcalc.core.memory.activations import HeadActivations
+def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> tuple[Term, ...]:
+    """The head's saved tensors per token: norm_f on the fp32 residual stream (MambaRMSNorm keeps the input's dtype,
+    so with residual_in_fp32 the normalized tensor is fp32), lm_head's 16-bit input (MambaForCausalLM.forward:
+    lm_head(hidden_states.to(lm_head.weight.dtype)).float()) and the loss's log_softmax output."""
+    from vramcalc.core.memory.activations import Term
 
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
     res = 4 if m.ssm_residual_fp32 else c
     h, v = m.hidden_size, m.vocab_size
-    saved = 4 * h + 4  # norm_f: fp32 input + rsqrt
+    out = [Term("final norm (fp32 input + rsqrt)", 4 * h + 4)]
     if head_trainable:
-        saved += res * h + c * h  # the normalized tensor (for norm_f's weight), lm_head's 16-bit input
-    saved += 4 * v  # log_softmax's fp32 output
-    fwd = (c if c != 4 else 0) * v + 4 * v
-    return HeadActivations(saved, fwd, 8 * v)
+        out += [Term("final norm (normalized, residual dtype)", res * h), Term("lm_head input", c * h)]
+    out.append(Term("log_softmax output (fp32)", 4 * v))
+    return tuple(out)
+
+
+def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> HeadActivations:
+    """The head's saved set and the loss's transients, as transformers' ForCausalLMLoss computes them: the 16-bit
+    logits and their fp32 copy in forward, two fp32 vocab-wide gradients at the start of backward."""
+    from vramcalc.core.memory.activations import HeadActivations
+
+    assert m.vocab_size is not None
+    c = dtype_bytes(recipe.compute)
+    v = m.vocab_size
+    saved = sum(x.per_token for x in head_terms(m, t, recipe, head_trainable))
+    return HeadActivations(saved, (c if c != 4 else 0) * v + 4 * v, 8 * v)
+
+
+def check_run(m: ModelSpec, t: TrainingSpec) -> None:
+    """Refuse what the Mamba arithmetic does not cover: the PEFT methods beyond LoRA / QLoRA (their rules read attention
+    and MLP modules) and the training objectives beyond SFT."""
+    if not is_ssm(m):
+        return
+    from vramcalc.core.errors import UnsupportedCombination
+
+    if t.method not in ("full", "freeze", "lora", "qlora"):
+        raise UnsupportedCombination(f"--method {t.method} on {m.name}: only full, freeze, lora and qlora are modelled "
+                                     "for Mamba models; use one of those")
+    if t.objective != "sft":
+        raise UnsupportedCombination(f"--objective {t.objective} on {m.name}: only sft is modelled for Mamba models; "
+                                     "use --objective sft")
 
 
 def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
