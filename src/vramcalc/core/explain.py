@@ -16,9 +16,8 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, encoder, estimate
+from vramcalc.core.memory import Breakdown, encoder, estimate, ssm
 from vramcalc.core.memory import preference as pref
-from vramcalc.core.memory import ssm
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms, layer_activations, masked_sdpa
 from vramcalc.core.memory.distributed import activation_tokens
