@@ -106,6 +106,17 @@ def test_cli_refuses_out_proj_in_one_line(capsys: pytest.CaptureFixture[str]) ->
                            "--lora-targets in_proj,x_proj")
 
 
+@pytest.mark.parametrize(("options", "words"), [
+    (["--method", "qlora"], "dt_proj.weight and out_proj.weight directly"),
+    (["--method", "ia3"], "only full, freeze and lora"),
+    (["--objective", "dpo", "--method", "lora"], "only sft"),
+])
+def test_runs_not_modelled_are_refused_in_one_line(options: list[str], words: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = invoke(["estimate", "mamba-130m", *options], capsys)
+    assert code == 2 and words in err and err.count("\n") == 1
+
+
 def test_inference_is_refused_not_guessed(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = invoke(["estimate", "mamba-130m", "--mode", "inference"], capsys)
     assert code == 2 and "recurrent state" in err and "Traceback" not in err

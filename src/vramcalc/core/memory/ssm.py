@@ -155,8 +155,13 @@ def check_run(m: ModelSpec, t: TrainingSpec) -> None:
         return
     from vramcalc.core.errors import UnsupportedCombination
 
-    if t.method not in ("full", "freeze", "lora", "qlora"):
-        raise UnsupportedCombination(f"--method {t.method} on {m.name}: only full, freeze, lora and qlora are modelled "
+    if t.method == "qlora":
+        # bitsandbytes replaces every block nn.Linear, but MambaMixer multiplies by dt_proj.weight itself (and the
+        # kernel path passes dt_proj.weight and out_proj.weight to mamba_inner_fn): a packed 4-bit weight there fails.
+        raise UnsupportedCombination(f"--method qlora on {m.name}: MambaMixer reads dt_proj.weight and out_proj.weight "
+                                     "directly, which bitsandbytes' 4-bit Linear cannot serve; use --method lora")
+    if t.method not in ("full", "freeze", "lora"):
+        raise UnsupportedCombination(f"--method {t.method} on {m.name}: only full, freeze and lora are modelled "
                                      "for Mamba models; use one of those")
     if t.objective != "sft":
         raise UnsupportedCombination(f"--objective {t.objective} on {m.name}: only sft is modelled for Mamba models; "
