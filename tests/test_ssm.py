@@ -175,3 +175,13 @@ def test_trace_matches_the_estimate() -> None:
     m, t = tiny(), TrainingSpec(method="full", precision="pure-bf16", batch_size=2, seq_len=32)
     r = trace(m, t)
     assert estimate(m, t).tensor_peak_bytes == pytest.approx(r.peak_bytes, rel=0.01)
+
+
+def test_kernel_path_figure_in_the_note_follows_mamba_inner_fn() -> None:
+    # mamba_ssm MambaInnerFn.forward (checkpoint_lvl 1) saves xz (2 x 1536), x_dbl (48 + 2 x 16), B and C (16 each)
+    # and out (1536) in bf16; the block adds RMSNorm (fp32 input 4 x 768 + rsqrt 4, normalized 2 x 768) and in_proj's
+    # input (2 x 768): mamba-130m, full bf16.
+    m, t = presets.find_model("mamba-130m"), TrainingSpec(method="full")
+    expected = (4 * 768 + 4 + 2 * 768) + 2 * 768 + 2 * (2 * 1536 + 48 + 32 + 32 + 1536)
+    assert ssm.kernel_saved_per_token(m, t, recipe_of(t)) == expected == 15_588
+    assert any("15,588 bytes per token" in n for n in estimate(m, t).notes)

@@ -168,11 +168,34 @@ def check_run(m: ModelSpec, t: TrainingSpec) -> None:
                                      "use --objective sft")
 
 
+def kernel_saved_per_token(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """One layer's saved bytes per token with the mamba_ssm CUDA kernels, read from mamba_ssm/ops/
+    selective_scan_interface.py MambaInnerFn.forward (checkpoint_lvl 1: conv1d_out and delta recomputed in backward):
+    ctx.save_for_backward(xz (a contiguous copy, 2 x intermediate), x_dbl (dt_rank + 2 x state), B and C (contiguous
+    copies), out (intermediate), scan_intermediates (fp32, batch x intermediate x ceil(seq / 2048) x 2 x state: per
+    sequence, left out here)), beside the block's RMSNorm and in_proj input. Not traced (the kernels need CUDA)."""
+    assert m.hidden_size is not None and m.intermediate_size is not None
+    c = dtype_bytes(recipe.compute)
+    h, i, s, r = m.hidden_size, m.intermediate_size, m.ssm_state_size, ssm_dt_rank(m)
+    full = t.method in ("full", "freeze")
+    norm = 4 * h + 4 + (c * h if full else 0)
+    in_proj = c * h if full else (4 if t.adapter_dtype == "fp32" else c) * h + 4 * t.lora_rank
+    return norm + in_proj + c * (2 * i + r + 2 * s + 2 * s + i)
+
+
 def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     """What a Mamba estimate assumes (shown in every format)."""
     if not is_ssm(m) or t.mode == "inference":
         return ()
+    from vramcalc.core.memory.precision import recipe_of
+
+    recipe = recipe_of(t)
+    slow = sum(x.per_token for x in layer_activations(m, t, recipe, t.method in ("full", "freeze")).terms)
+    kernel = kernel_saved_per_token(m, t, recipe)
     return (f"{m.name}: Mamba's selective scan counted as transformers' PyTorch fallback (mamba_selective_scan: the "
             "fp32 discretized A and B and every step's state saved, batch x intermediate x seq x state each), what "
-            "transformers runs without the mamba_ssm / causal_conv1d CUDA kernels. With them (mamba_inner_fn) the "
-            "scan saves only its inputs and recomputes the states in backward: far less (not modelled).",)
+            "transformers runs without the mamba_ssm / causal_conv1d CUDA kernels: "
+            f"{slow:,} bytes per token per layer. With those kernels (mamba_inner_fn) a layer would save about "
+            f"{kernel:,} bytes per token (read from mamba_ssm's MambaInnerFn, not traced"
+            + ("; it multiplies by x_proj.weight itself, so an x_proj adapter is bypassed there" if "x_proj" in
+               _adapted(m, t) else "") + ").",)
