@@ -1038,12 +1038,26 @@ def _explain_inference(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanati
              + (f" (sliding window {m.sliding_window:,} on some layers)" if m.sliding_window else ""),
              b.kv_cache, "sequences × cached tokens × bytes per token", SRC_KV),
     ) if m.has_architecture else ()
+    if ssm.is_ssm(m):  # Mamba: a fixed recurrent state instead (memory/ssm.py state_cache_bytes)
+        kv_lines = (Line("kv_cache.total", "recurrent state (conv + SSM state per layer)",
+                         f"{m.num_layers} layers × batch {t.batch_size} × {_n(m.intermediate_size or 0)} intermediate "
+                         f"× ({m.ssm_conv_kernel} × {c} B + {m.ssm_state_size} × 4 B)", b.kv_cache,
+                         "layers × batch × intermediate × (conv_kernel × c + state × 4 B)",
+                         "transformers cache_utils.py LinearAttentionLayer"),)
     sections.append(Section("kv_cache", "KV cache", b.kv_cache, kv_lines,
                             () if m.has_architecture else ("not modeled: this preset gives only a parameter count",)))
     # Activations and temporaries: generate()'s named terms (memory/inference.py generate_terms).
-    g = inf.generate_terms(m, t) if m.has_architecture else None
+    g = inf.generate_terms(m, t) if m.has_architecture and not ssm.is_ssm(m) else None
     act_lines: tuple[Line, ...] = ()
     temp_lines: tuple[Line, ...] = ()
+    if ssm.is_ssm(m):  # Mamba's generate() (memory/ssm.py estimate_inference): the phases are shown as totals
+        act_lines = (Line("activations.prefill_workspace", "prefill: the last layer's selective scan (no autograd)",
+                          f"batch {t.batch_size} × prompt {_n(t.seq_len - t.new_tokens + 1)} tokens", b.activations,
+                          "tokens × (12 × intermediate × state fp32 + the mixer's 16-bit tensors)",
+                          "transformers modeling_mamba.py mamba_selective_scan"),)
+        temp_lines = (Line("temporaries.logits", "logits of the last position + generate's fp32 copy",
+                           f"batch {t.batch_size} × vocab {_n(m.vocab_size or 0)} × ({c} + 4) B", b.temporaries,
+                           "batch × vocab × (c + 4)", SRC_GENERATE),)
     groups: dict[str, list[Line]] = {}
     if g is not None:
         prompt, bt = g.prompt_tokens, t.batch_size

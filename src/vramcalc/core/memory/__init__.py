@@ -410,11 +410,8 @@ def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: in
 
 def _estimate_inference(model: ModelSpec, training: TrainingSpec, checked: tuple[str, ...] = ()) -> Breakdown:
     """Serving memory per GPU (memory/inference.py) as a Breakdown with a kv_cache component."""
-    if _ssm.is_ssm(model):
-        raise UnsupportedCombination(f"--mode inference for {model.name}: a state-space model's recurrent "
-                                     "state (conv and SSM state per layer, no KV cache) is not modelled yet; use "
-                                     "--mode train")
-    inf = _inference.estimate_inference(model, training)
+    # Mamba: a fixed recurrent state instead of a KV cache (memory/ssm.py)
+    inf = (_ssm.estimate_inference if _ssm.is_ssm(model) else _inference.estimate_inference)(model, training)
     tensor_peak = max(inf.phases.values())
     runtime = runtime_overhead(tensor_peak, _distributed.world_size(training))
     overhead = runtime.total

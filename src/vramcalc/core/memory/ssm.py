@@ -24,6 +24,7 @@ from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
     from vramcalc.core.memory.activations import HeadActivations, LayerActivations, Term
+    from vramcalc.core.memory.inference import InferenceBytes
     from vramcalc.core.memory.precision import Recipe
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
@@ -199,3 +200,47 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
             f"{kernel:,} bytes per token (read from mamba_ssm's MambaInnerFn, not traced"
             + ("; it multiplies by x_proj.weight itself, so an x_proj adapter is bypassed there" if "x_proj" in
                _adapted(m, t) else "") + ").",)
+
+
+def state_cache_bytes(m: ModelSpec, t: TrainingSpec, batch: int) -> int:
+    """The recurrent cache of generate(): per layer, conv_states (batch x intermediate x conv_kernel, the conv input's
+    dtype) and recurrent_states (batch x intermediate x state, a zeros_like of the scan's fp32 final state)
+    (transformers cache_utils.py LinearAttentionLayer.lazy_initialization). Fixed: it does not grow with the context."""
+    from vramcalc.core.memory.precision import recipe_of
+
+    assert m.intermediate_size is not None and m.num_layers is not None
+    c = dtype_bytes(recipe_of(t).compute)
+    return m.num_layers * batch * m.intermediate_size * (m.ssm_conv_kernel * c + 4 * m.ssm_state_size)
+
+
+def estimate_inference(m: ModelSpec, t: TrainingSpec) -> InferenceBytes:
+    """generate() of a Mamba model (transformers 5.24, the PyTorch fallback): prefill of the prompt through
+    mamba_selective_scan under no_grad, then one-token steps through mamba_selective_state_update."""
+    from vramcalc.core.memory.inference import InferenceBytes, weights
+    from vramcalc.core.memory.precision import recipe_of
+
+    assert m.intermediate_size is not None and m.hidden_size is not None and m.vocab_size is not None
+    if t.tp > 1 or t.pp > 1:
+        from vramcalc.core.errors import UnsupportedCombination
+
+        raise UnsupportedCombination(f"--tp / --pp inference for {m.name}: not modelled for Mamba; use one GPU")
+    c = dtype_bytes(recipe_of(t).compute)
+    w, constants, on_gpu = weights(m, t)
+    h, i, s, r = m.hidden_size, m.intermediate_size, m.ssm_state_size, ssm_dt_rank(m)
+    b, n_new = t.batch_size, t.new_tokens
+    prompt = t.seq_len - n_new + 1
+    cache = state_cache_bytes(m, t, b)
+    # Prefill, inside the last layer's scan: discrete A, discrete B and deltaB_u (fp32, intermediate x state each),
+    # u.float() and B.float(), in_proj's output, the conv output and activation, dt (before and after softplus), the
+    # list of step outputs, x_proj's output (16-bit) and the fp32 residual stream.
+    per_token = 12 * i * s + 4 * i + 4 * s + c * (10 * i + r + 2 * s) + 4 * h
+    prefill_ws = b * prompt * per_token
+    # Decode: selective_state_update's dA, dB, dB x u and the new state (fp32, batch x intermediate x state each).
+    decode_ws = b * (16 * i * s + c * 10 * i + 4 * h) if n_new > 1 else 0
+    logits = b * m.vocab_size * (c + 4)  # logits_to_keep=1: the last position, then generate's fp32 copy
+    phases = {"prefill": w + cache + max(prefill_ws, logits)}
+    phases["decode"] = w + cache + (max(decode_ws, logits) if n_new > 1 else logits)
+    notes = (f"generate() on {m.name}: no KV cache; a fixed recurrent state per layer (conv {m.ssm_conv_kernel} x "
+             f"intermediate, SSM state {s} x intermediate in fp32: {cache:,} bytes for batch {b}); the prefill runs "
+             "the PyTorch selective scan, whose fp32 discretized A and B dominate.",)
+    return InferenceBytes(on_gpu, w, constants, cache, 0, max(prefill_ws, decode_ws), logits, phases, notes)
