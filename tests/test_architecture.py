@@ -37,11 +37,14 @@ def imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
             out.add(base)
             # `from vramcalc.core import params` imports the submodule vramcalc.core.params
-            out.update(f"{base}.{a.name}" for a in node.names if (SRC.parent / f"{base}.{a.name}".replace(".", "/")).with_suffix(".py").exists()
-                       or (SRC.parent / f"{base}.{a.name}".replace(".", "/") / "__init__.py").exists())
+            for a in node.names:
+                path = SRC.parent / f"{base}.{a.name}".replace(".", "/")
+                if path.with_suffix(".py").exists() or (path / "__init__.py").exists():
+                    out.add(f"{base}.{a.name}")
     return out
 
 

@@ -249,11 +249,12 @@ def test_torchtune_and_axolotl_memory_keys(tmp_path: Path) -> None:
     assert tt.unmodelled == []
     assert (tt.options["optimizer_in_bwd"], tt.options["activation_offload"], tt.options["loss"]) == (
         True, True, "chunked")
-    ax = runfiles.load(_json(tmp_path, "ax.yaml", "base_model: mistral-7b\nliger_fused_linear_cross_entropy: true\n"))[0]
+    liger = "base_model: mistral-7b\nliger_fused_linear_cross_entropy: "
+    ax = runfiles.load(_json(tmp_path, "ax.yaml", liger + "true\n"))[0]
     assert ax.unmodelled == [] and ax.options["loss"] == "fused-linear"
     tc = runfiles.load(_json(tmp_path, "tc.yaml", "base_model: mistral-7b\ntorch_compile: true\n"))[0]
     assert tc.unmodelled == ["torch_compile"]  # not modelled: named, and the run is TIGHT at best
-    off = runfiles.load(_json(tmp_path, "off.yaml", "base_model: mistral-7b\nliger_fused_linear_cross_entropy: false\n"))[0]
+    off = runfiles.load(_json(tmp_path, "off.yaml", liger + "false\n"))[0]
     assert off.unmodelled == []  # switched off: nothing to model
 
 

@@ -786,9 +786,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                 if layer.forward_transient.per_token_seq else ""), layer_fwd_t,
              "the larger of the MLP intermediates and eager attention's unsaved scores", SRC_ACTS),
         Line("temporaries.layer_backward", layer.backward_transient.name,
-             f"{_n(layer.backward_transient.per_token)} B/token × {tok}"
-             + (f" + {_n(layer.backward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys"
-                if layer.backward_transient.per_token_seq else "")
+             (f"the larger of {_n(layer.backward_transient.per_token)} B/token × {tok} (the MLP's gradients) and "
+              f"{_n(layer.backward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys − "
+              f"{_n(layer.mlp_saved_per_token)} B/token × {tok} (eager attention's, after the MLP's saved set is "
+              "freed)" if layer.backward_transient.per_token_seq else
+              f"{_n(layer.backward_transient.per_token)} B/token × {tok}")
              + (f" + {_n(layer.backward_transient.const)} B (the largest adapted module's delta-weight gradient)"
                 if layer.backward_transient.const else ""), layer_bwd_t, "bytes per token × tokens", SRC_ACTS),
     ]

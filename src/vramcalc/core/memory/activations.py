@@ -55,6 +55,9 @@ class LayerActivations:
     terms: tuple[Term, ...]
     forward_transient: Term  # peak of temporaries while the layer runs forward (not saved)
     backward_transient: Term  # peak of gradient temporaries while its backward runs
+    # Bytes per token of the MLP block's saved terms: autograd frees them when the MLP's backward is done, before
+    # the attention's backward (and its eager per-key transient) runs.
+    mlp_saved_per_token: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
@@ -235,6 +238,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         return tw or any_adapter
 
     n_norms = m.norms_per_layer
+    # Four norms per block and no post_norms flag: pre- and post-norms around attention and the MLP (Gemma 2/3).
+    sandwich = n_norms == 4 and not m.post_norms
     math_sdpa = False
     live = input_grad  # whether the hidden states entering the next op need a gradient
     # --- attention block ---
@@ -353,9 +358,18 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if m.post_norms and n_norms:  # OLMo 2: post_attention_layernorm on the attention's output
         terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live, tw)
         attn_live = attn_live or tw
+    elif sandwich:
+        # Gemma 2 / 3 (modeling_gemma2.py Gemma2DecoderLayer): post_attention_layernorm normalizes the
+        # attention's output before the residual add, beside the pre-norm: it saves as any RMSNorm does
+        # (measured with the tracer, gemma-2-2b LoRA eager: 2 x (4 B x hidden + 4 B) per token per layer
+        # were missing, -3.95 % on the 26-layer preset).
+        terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live,
+                             _norm_weight_trained(m, t, "attn", tw))
+        attn_live = attn_live or _norm_weight_trained(m, t, "attn", tw)
     if m.dropout > 0 and attn_live:
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
+    n_attention_terms = len(terms)
     live = attn_in_live if m.parallel_residual else live or attn_live
     if weightless and live:
         terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
@@ -395,6 +409,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         width = i
         if m.post_norms and n_norms >= 2:  # OLMo 2: post_feedforward_layernorm on the MLP's output
             terms += _norm_terms("mlp post-norm", m, c, residual, h, live, tw)
+        elif sandwich:  # Gemma 2 / 3: post_feedforward_layernorm on the MLP's output, beside the pre-norm
+            terms += _norm_terms("mlp post-norm", m, c, residual, h, live, _norm_weight_trained(m, t, "mlp", tw))
     if m.dropout > 0 and live:
         terms.append(Term("mlp dropout mask", h))
     # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
@@ -404,7 +420,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # runs; they are not saved (per_token_seq of the forward transient, beyond the saved set).
     # Eager backward with the fp32 softmax (Llama-style): by the time _softmax_backward_data runs, attn @ v
     # has released the saved 16-bit probs; alive are the saved fp32 output, the fp32 upcast of the
-    # incoming gradient and the 16-bit result: 4 + 4 + c against 4 + c saved, so 4 bytes beyond.
+    # incoming gradient and the result, which is fp32 too (softmax ran on the fp32 upcast: aten
+    # _softmax_backward_data returns the input's dtype; the cast back to 16 bits is _to_copy's backward, after):
+    # 4 + 4 + 4 against 4 + c saved, so 8 - c bytes beyond (measured with the tracer, tinyllama LoRA eager with
+    # checkpointing: three fp32 (b, heads, s, s) tensors alive at _softmax_backward_data; the MLP's saved set freed).
     eager_fwd = c * n_heads if eager else 0
     if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
@@ -413,7 +432,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     elif m.family == "gpt2" and not recipe.autocast:
         eager_bwd = (4 + 2 * c) * n_heads
     else:
-        eager_bwd = 4 * n_heads
+        eager_bwd = (8 - c if c < 4 else 4) * n_heads
     fwd = Term("mlp forward temporaries", (3 if gated else 2) * c * width, eager_fwd)
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
@@ -425,9 +444,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     bwd = Term("mlp backward gradients" if (3 if gated else 2) * c * width + c * h >= norm_bwd
                else "rmsnorm backward (fp32)", max((3 if gated else 2) * c * width + c * h, norm_bwd), eager_bwd,
                const=backward_const)
+    mlp_saved = sum(x.per_token for x in terms[n_attention_terms:] if not x.batch1_only)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
-                            fwd, bwd)
+                            fwd, bwd, mlp_saved)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool) -> Term:
