@@ -111,8 +111,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     fwd = Term("deltaB_u (fp32) and the stacked step outputs", 4 * i * s + 2 * c * i)
     if t.grad_checkpointing or t.activation_offload:
         # Checkpointed, nothing is saved, but the scan's locals live through the loop: discrete A and B and deltaB_u
-        # (fp32), with in_proj's output, the conv output and activation, dt and the stacked outputs (16-bit).
-        fwd = Term("scan locals: discrete A, B, deltaB_u (fp32) and the mixer's 16-bit tensors", 12 * i * s + 7 * c * i)
+        # (fp32), with in_proj's output, the conv output and activation, dt and the stacked outputs (16-bit); and
+        # (measured with the tracer, --grid ssm's checkpointed cases: 8.3-8.7 x intermediate bytes per token more at
+        # 16 bits) about one fp32 and one 16-bit intermediate-wide tensor beyond those.
+        fwd = Term("scan locals: discrete A, B, deltaB_u (fp32) and the mixer's 16-bit tensors",
+                   12 * i * s + 7 * c * i + (4 + 2 * c) * i)
     # Backward through the loop: each step's discrete_A[:, :, k] and deltaB_u[:, :, k] gradients arrive through
     # select_backward as full-size fp32 tensors, summed into full-size input buffers (measured with the tracer,
     # tiny configs, seq 32 and 64: 16 x intermediate x state bytes per token beside the saved set).
