@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import invoke
-from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.errors import PresetFileError, SpecError, UnsupportedCombination
 from vramcalc.core.memory import estimate, ssm
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import count_params, resolve_targets
@@ -200,3 +200,21 @@ def test_kernel_path_figure_in_the_note_follows_mamba_inner_fn() -> None:
     expected = (4 * 768 + 4 + 2 * 768) + 2 * 768 + 2 * (2 * 1536 + 48 + 32 + 32 + 1536)
     assert ssm.kernel_saved_per_token(m, t, recipe_of(t)) == expected == 15_588
     assert any("15,588 bytes per token" in n for n in estimate(m, t).notes)
+
+
+def test_freeze_with_the_tied_head_saves_in_frozen_layers() -> None:
+    # Measured with the tracer: tiny config, 4 layers, 2 frozen, head (tied to the embedding) trained, batch 2 x seq 32,
+    # pure bf16: 11,145,728 bytes at the peak (with only the trained layers saving, the estimate was 36 % under).
+    t = TrainingSpec(method="freeze", freeze_layers=2, batch_size=2, seq_len=32, precision="pure-bf16")
+    assert estimate(tiny(layers=4), t).tensor_peak_bytes == pytest.approx(11_145_728, rel=0.01)
+
+
+def test_bad_time_step_rank_is_one_error() -> None:
+    with pytest.raises(PresetFileError, match="time_step_rank"):
+        spec_from_hf_config({"model_type": "mamba", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 512,
+                             "time_step_rank": "big"}, "m", "m.json")
+
+
+def test_a_hand_written_ssm_needs_its_conv_width() -> None:
+    with pytest.raises(SpecError, match="conv1d width"):
+        replace(tiny(), ssm_conv_kernel=0)

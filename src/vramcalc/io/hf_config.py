@@ -497,6 +497,9 @@ def _mamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     rank = d.get("time_step_rank", "auto")
     if rank == "auto" or rank is None:
         rank = -(-hidden // 16)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise PresetFileError(source, ["time_step_rank: Input should be 'auto' or a positive integer, got "
+                                       f"{rank!r:.40}"])
     return {
         "vocab_size": _get(d, source, "vocab_size"),
         "hidden_size": hidden,
