@@ -1031,7 +1031,7 @@ def _explain_inference(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanati
     sections.append(Section("weights", "weights", b.weights, tuple(w_lines)))
     # KV cache.
     kv_token = b.details.get("kv_cache.bytes_per_token", 0)
-    kv_lines = (
+    kv_lines: tuple[Line, ...] = (
         Line("kv_cache.bytes_per_token", f"per token and sequence ({kvd})",
              f"{m.num_layers} layers" + (f" ÷ pp {t.pp}" if t.pp > 1 else "") + (f", tp {t.tp}" if t.tp > 1 else ""),
              kv_token, "layers × (2 × kv_heads × head_dim, or MLA latent + RoPE key) × bytes", SRC_KV,
