@@ -61,7 +61,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encdec|sharded|
-                optimizers|lora-variants|rl]
+                optimizers|lora-variants|rl|ssm]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -261,6 +261,33 @@ def encdec_grid() -> list[dict[str, Any]]:
         label = ", ".join(f"{k}={v}" for k, v in kw.items() if k != "method")
         cases.append({"id": f"{model.removeprefix('seq2seq:')} | {method} | {label}", "model": model,
                       "method": method, "training": dict(kw, precision="bf16")})
+# The state-space grid (`--grid ssm`, issue 15; 18 cases): Mamba (memory/ssm.py) at two tiny shapes built from a
+# config (the slow path's Python loop over seq_len makes every step one traced op: small shapes keep traces short) x
+# full pure-bf16 / LoRA (in_proj, x_proj; fp32 adapters) x checkpointing off / on x seq 64 / 128, batch 2; then
+# mamba-130m itself (the published config, 24 layers) full and LoRA at batch 1 x seq 32. Per-step tensors are
+# batch x intermediate 16-bit vectors: the tiny shapes keep them a multiple of the allocator's 512-byte block.
+# Written to accuracy_ssm.{json,md}.
+SSM_SHAPES = {"ssm:h64-l2-s16-v512": {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 16, "vocab_size": 512},
+              "ssm:h128-l3-s8-v1024": {"hidden_size": 128, "num_hidden_layers": 3, "state_size": 8,
+                                       "vocab_size": 1024}}
+SSM_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora in_proj,x_proj", {"method": "lora", "precision": "bf16"}),
+)
+
+
+def ssm_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in SSM_SHAPES:
+        for label, kw in SSM_RUNS:
+            for seq in (64, 128):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
+    for label, kw in SSM_RUNS:
+        cases.append({"id": f"mamba-130m | {label} | b1 s32 | no-gc", "model": "mamba-130m", "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=32)})
     return cases
 
 
@@ -270,6 +297,10 @@ def _model(name: str) -> Any:
 
         path = HF_DIR / f"{name[8:]}.json"
         return spec_from_hf_config(json.loads(path.read_text()), name[8:], str(path))
+    if name.startswith("ssm:"):
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        return spec_from_hf_config({"model_type": "mamba", **SSM_SHAPES[name]}, name[4:], "benchmarks/accuracy.py")
     if name.startswith("hf:"):
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -709,7 +740,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
-         "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid}
+         "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -720,7 +751,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)",
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
           "rl": " (GRPO: generate() and the step on completions, issue 14)",
-          "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)"}
+          "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
+          "ssm": " (state-space models: Mamba's slow path, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -830,7 +862,7 @@ def main() -> None:
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
                     "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
-                    "BART cases (source and target lengths)")
+                    "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -838,7 +870,7 @@ def main() -> None:
     versions = _versions()
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
-        if args.grid in ("presets", "preference-free", "encoders", "optimizers", "rl", "encdec") \
+        if args.grid in ("presets", "preference-free", "encoders", "optimizers", "rl", "encdec", "ssm") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

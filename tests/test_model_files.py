@@ -186,12 +186,12 @@ def test_cli_show_config_json_moe() -> None:
 
 
 def test_cli_unknown_model_type_is_one_line(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "rwkv"}))
     result = runner.invoke(app, ["estimate", str(tmp_path)])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith(
-        f"error: {tmp_path / 'config.json'}: unsupported model_type 'mamba'; supported:"
+        f"error: {tmp_path / 'config.json'}: unsupported model_type 'rwkv'; supported:"
     )
     assert "Traceback" not in result.output
 

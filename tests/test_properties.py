@@ -289,6 +289,12 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
         update.setdefault("optimizer", "adamw")
         update.setdefault("optimizer_rank", None)
         update.setdefault("optimizer_targets", "attn-mlp")
+    if t.objective == "grpo" and "batch_size" in update:
+        # GRPO's generation batch holds whole groups of num_generations (core/specs.py): a larger batch is rounded
+        # up to the next one that does, so "more" stays more
+        steps = t.steps_per_generation or update.get("grad_accum", t.grad_accum)
+        while update["batch_size"] * steps % t.num_generations:
+            update["batch_size"] += 1
     return replace(t, **update)
 
 

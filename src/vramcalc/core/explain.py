@@ -16,7 +16,7 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, encoder, estimate, rl, seq2seq
+from vramcalc.core.memory import Breakdown, encoder, estimate, rl, seq2seq, ssm
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms, layer_activations, masked_sdpa
@@ -681,8 +681,9 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     else:
         head_trainable = t.method == "full" or saved_head(m, t)
         saving = n_layers
-    residual = residual_bytes(recipe)
-    layer = layer_activations(m, t, recipe, trainable_weights=full_like)
+    mamba = ssm.is_ssm(m)  # Mamba's mixer and fp32 residual stream (memory/ssm.py)
+    residual = 4 if mamba and m.ssm_residual_fp32 else residual_bytes(recipe)
+    layer = (ssm.layer_activations if mamba else layer_activations)(m, t, recipe, trainable_weights=full_like)
     tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
     d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them
 
@@ -758,7 +759,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
             lines.insert(1, Line("activations.recomputed_layer", "one layer in flight during backward",
                                  f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
                                  "one layer's saved tensors", SRC_CKPT))
-    if not (m.learned_position_embeddings or m.alibi):  # ALiBi models have no rotary tables
+    if not (m.learned_position_embeddings or m.alibi or mamba):  # ALiBi models have no rotary tables
         rope = 2 * c * head_dim(m) * tokens
         lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
                           f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
@@ -772,7 +773,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"{_n(per_tok)} B/token × {tok}", per_tok * tokens, "bytes per token × tokens",
                           "torch native_layer_norm (modeling_bert.py BertEmbeddings)" if encoder.is_encoder(m)
                           else "transformers modeling_bloom.py word_embeddings_layernorm"))
-    if (t.attention == "eager" or eager_only(m)) and not encoder.is_encoder(m):  # BLOOM, Gemma 2: run eager
+    if (t.attention == "eager" or eager_only(m)) and not encoder.is_encoder(m) and not mamba:  # BLOOM, Gemma 2
         # prefix tuning under eager: the mask has a column per virtual key too (memory/__init__.py _peft_once_t)
         keys = seq + (t.virtual_tokens if t.method == "prefix-tuning" and t.attention == "eager" else 0)
         mask = c * rows * seq * seq + c * tokens * (keys - seq)
@@ -780,7 +781,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"{c} B × {rows} rows × {_n(seq)} × {_n(keys)}"
                           + (f" (+ {t.virtual_tokens} prefix keys)" if keys != seq else ""), mask,
                           "rows × queries × keys × bytes", "transformers masking_utils.eager_mask"))
-    elif masked_sdpa(t):  # packed rows under sdpa: a block-diagonal bool mask (memory/activations.py)
+    elif masked_sdpa(t) and not mamba:  # packed rows under sdpa: a block-diagonal bool mask (memory/activations.py)
         packed = t.packing != "none"
         lines.append(Line("activations.shared.mask", "4-D bool mask of the " + ("packed rows" if packed else
                                                                                "padded pairs") + " (sdpa)",
@@ -797,7 +798,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         drop = m.hidden_size * tokens
         lines.append(Line("activations.shared.dropout", "embedding dropout mask",
                           f"1 B × {_n(m.hidden_size)} hidden × {tok}", drop, "hidden × tokens", "torch fused dropout"))
-    for term in (encoder.head_terms if encoder.is_encoder(m) else head_terms)(m, t, recipe, head_trainable):
+    heads = encoder.head_terms if encoder.is_encoder(m) else ssm.head_terms if mamba else head_terms
+    for term in heads(m, t, recipe, head_trainable):
         if loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
@@ -1113,7 +1115,7 @@ def _explain_inference(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanati
     sections.append(Section("weights", "weights", b.weights, tuple(w_lines)))
     # KV cache.
     kv_token = b.details.get("kv_cache.bytes_per_token", 0)
-    kv_lines = (
+    kv_lines: tuple[Line, ...] = (
         Line("kv_cache.bytes_per_token", f"per token and sequence ({kvd})",
              f"{m.num_layers} layers" + (f" ÷ pp {t.pp}" if t.pp > 1 else "") + (f", tp {t.tp}" if t.tp > 1 else ""),
              kv_token, "layers × (2 × kv_heads × head_dim, or MLA latent + RoPE key) × bytes", SRC_KV,
@@ -1122,12 +1124,26 @@ def _explain_inference(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanati
              + (f" (sliding window {m.sliding_window:,} on some layers)" if m.sliding_window else ""),
              b.kv_cache, "sequences × cached tokens × bytes per token", SRC_KV),
     ) if m.has_architecture else ()
+    if ssm.is_ssm(m):  # Mamba: a fixed recurrent state instead (memory/ssm.py state_cache_bytes)
+        kv_lines = (Line("kv_cache.total", "recurrent state (conv + SSM state per layer)",
+                         f"{m.num_layers} layers × batch {t.batch_size} × {_n(m.intermediate_size or 0)} intermediate "
+                         f"× ({m.ssm_conv_kernel} × {c} B + {m.ssm_state_size} × 4 B)", b.kv_cache,
+                         "layers × batch × intermediate × (conv_kernel × c + state × 4 B)",
+                         "transformers cache_utils.py LinearAttentionLayer"),)
     sections.append(Section("kv_cache", "KV cache", b.kv_cache, kv_lines,
                             () if m.has_architecture else ("not modeled: this preset gives only a parameter count",)))
     # Activations and temporaries: generate()'s named terms (memory/inference.py generate_terms).
-    g = inf.generate_terms(m, t) if m.has_architecture else None
+    g = inf.generate_terms(m, t) if m.has_architecture and not ssm.is_ssm(m) else None
     act_lines: tuple[Line, ...] = ()
     temp_lines: tuple[Line, ...] = ()
+    if ssm.is_ssm(m):  # Mamba's generate() (memory/ssm.py estimate_inference): the phases are shown as totals
+        act_lines = (Line("activations.prefill_workspace", "prefill: the last layer's selective scan (no autograd)",
+                          f"batch {t.batch_size} × prompt {_n(t.seq_len - t.new_tokens + 1)} tokens", b.activations,
+                          "tokens × (12 × intermediate × state fp32 + the mixer's 16-bit tensors)",
+                          "transformers modeling_mamba.py mamba_selective_scan"),)
+        temp_lines = (Line("temporaries.logits", "logits of the last position + generate's fp32 copy",
+                           f"batch {t.batch_size} × vocab {_n(m.vocab_size or 0)} × ({c} + 4) B", b.temporaries,
+                           "batch × vocab × (c + 4)", SRC_GENERATE),)
     groups: dict[str, list[Line]] = {}
     if g is not None:
         prompt, bt = g.prompt_tokens, t.batch_size

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from vramcalc.core.errors import UnsupportedCombination
-from vramcalc.core.vocab import ENCODER_FAMILIES
+from vramcalc.core.vocab import ENCODER_FAMILIES, SSM_FAMILIES
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec
@@ -87,6 +87,8 @@ def dense_layers(m: ModelSpec) -> int:
 def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
     """Every Linear of the transformer blocks, with canonical module names (for LoRA and quantization)."""
     assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
+    if m.ssm_state_size:  # a state-space model's mixer (memory/ssm.py)
+        return ssm_linears(m)
     h, n_layers = m.hidden_size, m.num_layers
     q_dim = m.num_attention_heads * head_dim(m) if m.num_attention_heads else h
     kv_dim = kv_heads(m) * head_dim(m)
@@ -160,6 +162,8 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
     assert m.vocab_size is not None and m.hidden_size is not None and m.num_layers is not None
     if m.decoder_layers:  # encoder-decoders: two stacks (memory/seq2seq.py)
         return seq2seq_inventory(m)
+    if m.ssm_state_size:  # Mamba (memory/ssm.py)
+        return ssm_tensors(m)
     h, v, n_layers = m.hidden_size, m.vocab_size, m.num_layers
     out: list[ParamTensor] = [ParamTensor("embed_tokens", "embedding", (v, h), 1, "embed_tokens", False)]
     if m.learned_position_embeddings:
@@ -331,6 +335,8 @@ def default_targets(m: ModelSpec) -> tuple[str, ...]:
     q_lora_rank) and kv_b_proj, which produces the values (modeling_deepseek_v3.py)."""
     if m.attention_kind == "mla":
         return ("q_b_proj" if m.q_lora_rank else "q_proj", "kv_b_proj")
+    if m.ssm_state_size:  # Mamba: peft has no default (memory/ssm.py default_targets)
+        return ssm_default_targets(m)
     return ("q_proj", "v_proj")
 
 
@@ -346,6 +352,8 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     if AUTO_TARGETS in wanted:
         wanted = (wanted - {AUTO_TARGETS}) | set(default_targets(m))
     if ALL_LINEAR in wanted:
+        if m.ssm_state_size:  # peft's all-linear takes out_proj, which it refuses for Mamba (memory/ssm.py)
+            check_ssm_targets(m, linears)
         return linears
     names = {lin.module.rsplit(".", 1)[-1] for lin in linears}
     fused_parts = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
@@ -353,7 +361,9 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     for t in wanted:
         found = False
         # T5's feed-forward output is `wo` (T5DenseActDense / T5DenseGatedActDense), not an attention output
-        for canon in ("down_proj",) if t == "wo" and m.family in ("t5", "mt5") else MODULE_ALIASES.get(t, (t,)):
+        # (a family's own name first: Mamba's out_proj)
+        for canon in (("down_proj",) if t == "wo" and m.family in ("t5", "mt5")
+                      else (t,) if t in names else MODULE_ALIASES.get(t, (t,))):
             if canon in names:
                 chosen.add(canon)
                 found = True
@@ -364,7 +374,10 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
         if not found:
             valid = sorted(names | {ALL_LINEAR})
             raise UnsupportedCombination(f"unknown LoRA target {t!r} for {m.name}; choose from {', '.join(valid)}")
-    return tuple(lin for lin in linears if lin.module.rsplit(".", 1)[-1] in chosen)
+    out = tuple(lin for lin in linears if lin.module.rsplit(".", 1)[-1] in chosen)
+    if m.ssm_state_size:
+        check_ssm_targets(m, out)
+    return out
 
 
 def outer_targets(targets: tuple[str, ...]) -> tuple[str, ...]:
@@ -405,3 +418,66 @@ def dora_params(m: ModelSpec, targets: tuple[str, ...]) -> int:
     """DoRA's magnitude vectors: out_features per adapted Linear (peft tuners/lora/dora.py DoraLinearLayer
     update_layer: `self.weight = nn.Parameter(weight_norm)`, the column norms of W + BA)."""
     return sum(lin.out_features * lin.count for lin in resolve_targets(m, targets))
+
+
+# --- State-space models (Mamba; activations in memory/ssm.py) -------------------------------------------------
+def is_ssm(m: ModelSpec) -> bool:
+    """Whether `m` is a state-space model (vocab.SSM_FAMILIES, or any spec with an SSM state size)."""
+    return bool(m.ssm_state_size) or m.family in SSM_FAMILIES
+
+
+def ssm_dt_rank(m: ModelSpec) -> int:
+    """MambaConfig.time_step_rank: ceil(hidden_size / 16) when "auto" (configuration_mamba.py)."""
+    assert m.hidden_size is not None
+    return m.ssm_dt_rank or -(-m.hidden_size // 16)
+
+
+def ssm_linears(m: ModelSpec) -> tuple[Linear, ...]:
+    """The mixer's nn.Linear modules (what LoRA targets and bitsandbytes quantizes), per layer x num_layers."""
+    assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
+    h, i, n, r, s = m.hidden_size, m.intermediate_size, m.num_layers, ssm_dt_rank(m), m.ssm_state_size
+    return (Linear("in_proj", h, 2 * i, n), Linear("x_proj", i, r + 2 * s, n), Linear("dt_proj", r, i, n),
+            Linear("out_proj", i, h, n))
+
+
+def ssm_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """Every parameter tensor of MambaForCausalLM (modeling_mamba.py MambaMixer.__init__, MambaModel.__init__)."""
+    assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
+    assert m.vocab_size is not None
+    h, i, n, k, s = m.hidden_size, m.intermediate_size, m.num_layers, m.ssm_conv_kernel, m.ssm_state_size
+    out = [ParamTensor("embed_tokens", "embedding", (m.vocab_size, h), 1, "embed_tokens", False)]
+    for lin in ssm_linears(m):
+        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
+    if m.ssm_proj_bias:  # use_bias: in_proj and out_proj
+        out.append(ParamTensor("in_proj.bias", "bias", (2 * i,), n, "in_proj"))
+        out.append(ParamTensor("out_proj.bias", "bias", (h,), n, "out_proj"))
+    out.append(ParamTensor("dt_proj.bias", "bias", (i,), n, "dt_proj"))  # nn.Linear(dt_rank, i, bias=True)
+    # nn.Conv1d(i, i, kernel, groups=i): weight (i, 1, kernel), bias (i,) when use_conv_bias
+    out.append(ParamTensor("conv1d", "norm", (i, 1, k), n, "conv1d"))
+    if m.ssm_conv_bias:
+        out.append(ParamTensor("conv1d.bias", "norm", (i,), n, "conv1d"))
+    out.append(ParamTensor("A_log", "norm", (i, s), n, "A_log"))
+    out.append(ParamTensor("D", "norm", (i,), n, "D"))
+    out.append(ParamTensor("layer_norms", "norm", (h,), n, "norm"))  # MambaBlock.norm (RMSNorm: a weight)
+    out.append(ParamTensor("final_norm", "norm", (h,), 1, "norm", False))  # norm_f
+    if not m.tie_word_embeddings:
+        out.append(ParamTensor("lm_head", "head", (m.vocab_size, h), 1, "lm_head", False))
+    return tuple(out)
+
+
+def ssm_default_targets(m: ModelSpec) -> tuple[str, ...]:
+    """peft has no default LoRA targets for mamba (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no entry):
+    the mixer's in_proj and x_proj, the Linears peft accepts and MambaMixer calls as modules."""
+    return ("in_proj", "x_proj")
+
+
+def check_ssm_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
+    """Refuse LoRA targets a Mamba run cannot have: peft refuses out_proj and conv1d for mamba (tuners_utils.py
+    _check_lora_target_modules_mamba: the CUDA path reads out_proj.weight directly), and MambaMixer multiplies by
+    dt_proj.weight itself (`self.dt_proj.weight @ time_step`), so an adapter on dt_proj would never run."""
+    why = {"out_proj": "peft refuses out_proj for Mamba models",
+           "dt_proj": "MambaMixer multiplies by dt_proj.weight itself, so its adapter would never run"}
+    bad = [lin.module for lin in chosen if lin.module in why]
+    if bad:
+        raise UnsupportedCombination(f"LoRA on {', '.join(bad)} of {m.name}: {'; '.join(why[b] for b in bad)}; use "
+                                     "--lora-targets in_proj,x_proj")

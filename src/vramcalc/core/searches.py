@@ -522,6 +522,6 @@ def max_batch_inference(model: ModelSpec, training: TrainingSpec, gpu: GpuSpec,
     """The largest batch of `training.seq_len`-token sequences whose per-GPU peak fits `gpu`;
     None if one does not."""
     def ok(n: int) -> bool:
-        return _peak(model, replace(training, **{"batch_size": n})) <= gpu.memory_bytes
+        return _peak(model, with_changes(training, {"batch_size": n})) <= gpu.memory_bytes
 
     return last_true(ok, 1, cap)

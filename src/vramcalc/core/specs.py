@@ -226,6 +226,17 @@ class ModelSpec:
     # is set). Gemma 2 alternates 1:1, Gemma 3 has 5 local per global layer (config.json layer_types).
     sliding_window_layers: int | None = None
 
+    # State-space models (Mamba, memory/ssm.py; transformers modeling_mamba.py MambaMixer). ssm_state_size 0: not
+    # a state-space model. intermediate_size is the mixer's expand x hidden_size; num_attention_heads is not needed.
+    # The reader and the presets give Mamba's values (MambaConfig: conv_kernel 4, use_conv_bias and residual_in_fp32
+    # true); the defaults are those of a model without an SSM.
+    ssm_state_size: int = 0  # config state_size (N): the SSM state per channel
+    ssm_conv_kernel: int = 0  # config conv_kernel: the depthwise causal conv1d's width
+    ssm_dt_rank: int = 0  # config time_step_rank (the reader resolves "auto" to ceil(hidden_size / 16))
+    ssm_conv_bias: bool = False  # config use_conv_bias: conv1d has a bias
+    ssm_proj_bias: bool = False  # config use_bias: in_proj and out_proj have biases
+    ssm_residual_fp32: bool = False  # config residual_in_fp32: MambaBlock adds the residual in fp32
+
     # The published total, for the preset test (not used by the arithmetic).
     published_parameters: int | None = None
     published_parameters_source: str | None = None
@@ -244,6 +255,7 @@ class ModelSpec:
         **dict.fromkeys(("decoder_layers", "relative_attention_buckets"), (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
+        **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel"), (*NON_NEGATIVE, COUNT_CAP)),
         "dropout": FRACTION,
         **dict.fromkeys(("attention_dropout", "activation_dropout"), FRACTION),
         "moe_capacity_factor": POSITIVE,
@@ -260,7 +272,11 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         _check(self)
-        arch = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_attention_heads")
+        arch: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_attention_heads")
+        if self.ssm_state_size:  # a state-space model has no attention heads (memory/ssm.py)
+            arch = arch[:-1]
+            if not self.ssm_conv_kernel:
+                raise SpecError("ssm_conv_kernel", "a state-space model needs its conv1d width (Mamba: 4)")
         given = [f for f in arch if getattr(self, f) is not None]
         if not given and self.parameters is None:
             raise SpecError("", f"give the architecture ({', '.join(arch)}) or a `parameters` count")

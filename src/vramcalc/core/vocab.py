@@ -86,6 +86,8 @@ ENCODER_FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta", "distilbe
 # target: memory/seq2seq.py). T5 / mT5 / Flan-T5 (relative position bias, RMS-style norms, no biases) and
 # BART / mBART (learned positions, LayerNorms, biases).
 SEQ2SEQ_FAMILIES: tuple[str, ...] = ("t5", "mt5", "bart", "mbart")
+# State-space families (selective-scan mixers instead of attention and MLP: memory/ssm.py).
+SSM_FAMILIES: tuple[str, ...] = ("mamba",)
 # Output.
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]

@@ -37,14 +37,17 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              # encoder-decoders (_t5, _bart)
              "d_kv", "d_ff", "num_heads", "num_decoder_layers", "relative_attention_num_buckets", "encoder_layers",
              "decoder_layers", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads",
-             "decoder_attention_heads")
+             "decoder_attention_heads",
+             # state-space models (_mamba)
+             "state_size", "d_state", "conv_kernel", "d_conv", "expand")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
                  "first_k_dense_replace", "num_nextn_predict_layers", "rotary_dim", "type_vocab_size")
 _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_sliding_window", "qk_layernorm",
           "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias",
-          "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds")
+          "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds", "use_conv_bias", "conv_bias",
+          "residual_in_fp32")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
@@ -563,6 +566,37 @@ def _bart(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     }
 
 
+# --- State-space models (memory/ssm.py) ---------------------------------------------------------------------
+def _mamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # configuration_mamba.py MambaConfig: intermediate_size = expand * hidden_size, time_step_rank "auto" ->
+    # ceil(hidden_size / 16); defaults state_size 16, conv_kernel 4, use_bias False, use_conv_bias True,
+    # residual_in_fp32 True, tie_word_embeddings True. The published state-spaces/mamba-*-hf configs name d_model /
+    # n_layer (attribute aliases of the original checkpoints) beside hidden_size / num_hidden_layers.
+    hidden = int(_get(d, source, "hidden_size", "d_model"))
+    rank = d.get("time_step_rank", "auto")
+    if rank == "auto" or rank is None:
+        rank = -(-hidden // 16)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise PresetFileError(source, ["time_step_rank: Input should be 'auto' or a positive integer, got "
+                                       f"{rank!r:.40}"])
+    return {
+        "vocab_size": _get(d, source, "vocab_size"),
+        "hidden_size": hidden,
+        "num_layers": int(_get(d, source, "num_hidden_layers", "n_layer")),
+        "intermediate_size": int(_get(d, source, "intermediate_size", default=int(_get(d, source, "expand",
+                                                                                         default=2)) * hidden)),
+        "ssm_state_size": int(_get(d, source, "state_size", "d_state", default=16)),
+        "ssm_conv_kernel": int(_get(d, source, "conv_kernel", "d_conv", default=4)),
+        "ssm_dt_rank": int(rank),
+        "ssm_conv_bias": bool(_get(d, source, "use_conv_bias", "conv_bias", default=True)),
+        "ssm_proj_bias": bool(_get(d, source, "use_bias", default=False)),
+        "ssm_residual_fp32": bool(_get(d, source, "residual_in_fp32", default=True)),
+        "tie_word_embeddings": bool(_get(d, source, "tie_word_embeddings", default=True)),
+        "norms_per_layer": 1,
+        "hidden_act": str(d.get("hidden_act") or "silu"),
+    }
+
+
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 FAMILIES: dict[str, Mapper] = {
@@ -598,6 +632,7 @@ FAMILIES: dict[str, Mapper] = {
     "mt5": _t5,
     "bart": _bart,
     "mbart": _bart,
+    "mamba": _mamba,
 }
 
 

@@ -10,7 +10,7 @@ from vramcalc.core.specs import ModelSpec
 # --- config mapping ------------------------------------------------------------------------------
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "olmo",
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
-                      "bert", "roberta", "xlm-roberta", "distilbert", "t5", "mt5", "bart", "mbart")
+                      "bert", "roberta", "xlm-roberta", "distilbert", "t5", "mt5", "bart", "mbart", "mamba")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -34,6 +34,13 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         if family == "gpt_bigcode":
             d["multi_query"] = model.num_kv_heads == 1
         return d
+    if family == "mamba":  # configuration_mamba.py names (memory/ssm.py); expand from intermediate_size
+        assert model.hidden_size is not None and model.intermediate_size is not None
+        return {"model_type": "mamba", "hidden_size": model.hidden_size, "num_hidden_layers": model.num_layers,
+                "state_size": model.ssm_state_size, "expand": model.intermediate_size // model.hidden_size,
+                "conv_kernel": model.ssm_conv_kernel, "time_step_rank": model.ssm_dt_rank or "auto",
+                "use_bias": model.ssm_proj_bias, "use_conv_bias": model.ssm_conv_bias,
+                "residual_in_fp32": model.ssm_residual_fp32, "hidden_act": model.hidden_act, **common}
     if family == "distilbert":  # configuration_distilbert.py names
         return {"model_type": family, "vocab_size": model.vocab_size, "dim": model.hidden_size,
                 "n_layers": model.num_layers, "n_heads": model.num_attention_heads,

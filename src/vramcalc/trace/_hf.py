@@ -186,6 +186,10 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     if eager_only(model) and impl != "eager":  # BLOOM (ALiBi), Gemma 2 (_supports_sdpa = False)
         impl = "eager"
         notes.append(f"{model_type} has no SDPA attention in transformers: traced eager")
+    from vramcalc.core.params import is_ssm
+
+    if is_ssm(model):  # no attention at all (memory/ssm.py): transformers refuses sdpa for MambaForCausalLM
+        impl = "eager"
     with torch.device("meta"):
         hf = auto.from_config(config, dtype=dtype, attn_implementation=impl)
     return hf, notes

@@ -27,6 +27,7 @@ from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory import rl as _rl
 from vramcalc.core.memory import seq2seq as _seq2seq
+from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory.activations import (
     batch_rows,
@@ -206,7 +207,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     runtime = runtime_overhead(tensor_peak, _distributed.world_size(training))
     overhead = runtime.total
     details.update(runtime.details())
-    if act is not None and getattr(act, "rl", None) is not None:  # GRPO: which of generate() and the training step is the peak
+    # GRPO: which of generate() and the training step is the peak (an encoder-decoder's plan has no rl)
+    if act is not None and getattr(act, "rl", None) is not None:
         notes += (_rl.peak_note(moments),)
     notes += plan.tail_notes  # activation notes, then overhead's
     if accum:
@@ -266,6 +268,12 @@ def _estimate_serve(model: ModelSpec, training: TrainingSpec, checked: tuple[str
     if model.family in ENCODER_FAMILIES:
         raise SpecError("", f"{model.name} is an encoder: vLLM serves it without a KV cache (pooling); --mode "
                         "serve models generation: use --mode inference")
+    if model.ssm_state_size or model.decoder_layers:
+        # vLLM serves Mamba with a fixed state cache and encoder-decoders with a cross-attention cache:
+        # memory/vllm.py models neither (its KV blocks are a decoder-only transformer's)
+        kind = "a state-space model" if model.ssm_state_size else "an encoder-decoder"
+        raise UnsupportedCombination(f"--mode serve is modelled for decoder-only transformers and {model.name} is "
+                                     f"{kind}: use --mode inference")
     s = _vllm.settings(model, training)
     layout = _vllm.kv_layout(model, training)
     p = _vllm.profile(model, training, s)
@@ -377,6 +385,7 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     checked = check_settings(model, training)  # first: SpecError before any arithmetic on an impossible run
+    _ssm.check_run(model, training)  # what a Mamba run is not modelled for, refused in one line
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     encoder_notes = _encoder.notes(model, training)
     if (_preference.is_preference(training) or _preference.is_reference_free(training)) and model.dropout:
@@ -487,7 +496,8 @@ def _shard(model: ModelSpec, training: TrainingSpec, recipe: Recipe, weights: in
 
 def _estimate_inference(model: ModelSpec, training: TrainingSpec, checked: tuple[str, ...] = ()) -> Breakdown:
     """Serving memory per GPU (memory/inference.py) as a Breakdown with a kv_cache component."""
-    inf = _inference.estimate_inference(model, training)
+    # Mamba: a fixed recurrent state instead of a KV cache (memory/ssm.py)
+    inf = (_ssm.estimate_inference if _ssm.is_ssm(model) else _inference.estimate_inference)(model, training)
     tensor_peak = max(inf.phases.values())
     runtime = runtime_overhead(tensor_peak, _distributed.world_size(training))
     overhead = runtime.total
@@ -603,12 +613,15 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         frozen = 0
         head_trainable = t.method == "full" or saved_head(m, t)  # modules_to_save lm_head: a trainable copy
     trained_layers = n_layers - frozen
-    layer = layer_activations(m, t, recipe, trainable_weights=full_like)
+    ssm = _ssm.is_ssm(m)  # Mamba: the mixer's saved set and an fp32 residual stream (memory/ssm.py)
+    layer_fn = _ssm.layer_activations if ssm else layer_activations
+    layer = layer_fn(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
     batch1_t = sum(x.per_token for x in layer.terms if x.batch1_only)  # only at batch size 1
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
-    head = (_encoder.head_activations if _encoder.is_encoder(m) else head_activations)(m, t, recipe, head_trainable)
+    head = (_encoder.head_activations if _encoder.is_encoder(m) else _ssm.head_activations if ssm
+            else head_activations)(m, t, recipe, head_trainable)
     # LoRA/QLoRA without checkpointing: the frozen embedding's output needs no gradient, so layer 0 saves
     # nothing before its first adapter (the attention norm's input, and more when the first adapter is
     # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
@@ -638,8 +651,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             and not saved_embedding(m, t) and "embed_tokens" not in outer:
         # (a trained embedding copy, or LoRA on the embedding, gives layer 0's input a gradient; adaption prompt:
         # the lowest adapted layer's input, below which nothing is trained)
-        bottom = layer_activations(dense_m, t, recipe, trainable_weights=False, input_grad=False)
-        top = layer_activations(dense_m, t, recipe, trainable_weights=False)
+        bottom = layer_fn(dense_m, t, recipe, trainable_weights=False, input_grad=False)
+        top = layer_fn(dense_m, t, recipe, trainable_weights=False)
         drop_t = sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms)
         drop_ts = sum(x.per_token_seq for x in top.terms) - sum(x.per_token_seq for x in bottom.terms)
         bottom_less_t += drop_t
@@ -653,20 +666,29 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         saving_layers = peft_methods.adaption_layers(m, t)
     if t.method == "freeze" and trained_layers == 0:
         saving_layers = 0
+    if ssm and t.method == "freeze" and m.tie_word_embeddings and t.train_head and frozen and not t.grad_checkpointing:
+        # Mamba ties its head to the embedding: training the head trains the embedding, so every frozen layer's input
+        # needs a gradient and the frozen layers save their input-gradient set (measured with the tracer: a tiny
+        # config with 2 of 4 layers frozen was -36 % under with only the trained layers saving).
+        frozen_t = sum(x.per_token for x in layer_fn(m, t, recipe, trainable_weights=False).terms)
+        saving_layers = n_layers
+        layers_less_t += frozen * (per_layer_t - frozen_t)
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
-    once_t = 0 if m.learned_position_embeddings or m.alibi else 2 * c * head_dim(m)
+    once_t = 0 if m.learned_position_embeddings or m.alibi or ssm else 2 * c * head_dim(m)
     once_ts = 0
     if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t)):
         # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
         # weight is trained (LoRA: neither, so nothing).
         once_t += (4 if recipe.autocast or recipe.compute == "fp32" else c) * m.hidden_size + 8
-    if (t.attention == "eager" or eager_only(m)) and not _encoder.is_encoder(m):  # encoders: no mask (encoder.py)
+    if ssm:  # no attention, no mask
+        pass
+    elif (t.attention == "eager" or eager_only(m)) and not _encoder.is_encoder(m):  # encoders: no mask (encoder.py)
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * rows * row * row
     elif masked_sdpa(t):
         once_ts = 1  # the packed 4-D bool mask (masking_utils.sdpa_mask): rows * row * row
     if m.dropout > 0:
         once_t += m.hidden_size  # embedding dropout mask
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" or (ssm and m.ssm_residual_fp32) else c
     # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
     # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
     autocast_copies = layer_copies = autocast_head_copy = 0
@@ -713,7 +735,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
-    notes: list[str] = []
+    notes: list[str] = list(_ssm.notes(m, t))
     if eager_only(m) and t.attention == "sdpa":
         notes.append(f"{m.name}: transformers has no SDPA attention for this model (BLOOM's ALiBi, Gemma 2's "
                      "softcapping): counted as eager attention, with its per-key scores.")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core.memory import Breakdown, _plan, estimate
 from vramcalc.core.memory.inference import generate_terms
 from vramcalc.core.memory.moments import Moment
+from vramcalc.core.params import is_ssm
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -164,6 +165,13 @@ def _inference_points(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
     kv = {"weights": b.weights, "kv_cache": b.kv_cache}
     if not model.has_architecture:
         return [_point("prefill", "prefill", True, **kv), _point("decode", "decode", True, **kv)]
+    if is_ssm(model):  # Mamba (memory/ssm.py estimate_inference): the fixed state, then the scan or the logits
+        points = []
+        for phase in ("prefill", "decode"):
+            rest = b.phases[phase] - b.weights - b.kv_cache
+            scan = rest if rest > b.temporaries else 0
+            points.append(_point(phase, phase, True, **kv, activations=scan, temporaries=rest - scan))
+        return points
     g = generate_terms(model, training)
 
     def moment(label: str, kv_bytes: int, transient: int, layer: int, logits: int) -> TimelinePoint:
