@@ -270,7 +270,9 @@ def encoder_head_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     Sequence classification: a hidden x hidden Linear with bias (BertPooler.dense, RobertaClassificationHead.dense,
     DistilBERT's pre_classifier) and the classifier Linear(hidden, num_labels) with bias. Masked LM: the transform
     (BertPredictionHeadTransform.dense + LayerNorm; RobertaLMHead.dense + layer_norm; DistilBERT's vocab_transform
-    + vocab_layer_norm), the decoder tied to the word embeddings, and its vocab-wide bias.
+    + vocab_layer_norm), the decoder tied to the word embeddings, and its vocab-wide bias. Token classification
+    (BertForTokenClassification / RobertaForTokenClassification build the encoder with add_pooling_layer=False;
+    DistilBertForTokenClassification has no pre_classifier): the classifier Linear(hidden, num_labels) alone.
     """
     assert m.hidden_size is not None and m.vocab_size is not None
     h, labels = m.hidden_size, m.num_labels or 2  # 0: not chosen, transformers' default of 2
@@ -279,10 +281,12 @@ def encoder_head_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
                 ParamTensor("mlm_transform.bias", "head", (h,), 1, "mlm_transform", False),
                 ParamTensor("mlm_norm", "norm", (h,), 2, "norm", False),
                 ParamTensor("mlm_decoder.bias", "head", (m.vocab_size,), 1, "mlm_decoder", False))
+    classifier = (ParamTensor("classifier", "head", (labels, h), 1, "classifier", False),
+                  ParamTensor("classifier.bias", "head", (labels,), 1, "classifier", False))
+    if m.token_head:
+        return classifier
     return (ParamTensor("pooler", "head", (h, h), 1, "pooler", False),
-            ParamTensor("pooler.bias", "head", (h,), 1, "pooler", False),
-            ParamTensor("classifier", "head", (labels, h), 1, "classifier", False),
-            ParamTensor("classifier.bias", "head", (labels,), 1, "classifier", False))
+            ParamTensor("pooler.bias", "head", (h,), 1, "pooler", False), *classifier)
 
 
 def count_params(m: ModelSpec) -> int:

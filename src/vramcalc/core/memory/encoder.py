@@ -8,7 +8,12 @@ without a padding mask, so sdpa runs unmasked (flash) and eager adds no mask. Wh
   classifier; RobertaClassificationHead; DistilBERT's pre_classifier + classifier) or AutoModelForMaskedLM
   (the transform, its LayerNorm and the decoder tied to the word embeddings), so `for_run` gives the model
   the run's head before its parameters are counted;
-- the loss: cross-entropy over num_labels on the first token (nothing per token), or, for the masked LM,
+  AutoModelForTokenClassification (--head token-cls: modeling_bert.py BertForTokenClassification, the encoder
+  without its pooler, then dropout and Linear(hidden, num_labels) at every position; the same in
+  RobertaForTokenClassification and DistilBertForTokenClassification);
+- the loss: cross-entropy over num_labels on the first token (nothing per token), over num_labels at every
+  token for token classification (`CrossEntropyLoss()(logits.view(-1, num_labels), labels.view(-1))`, the
+  logits in the compute dtype, no fp32 upcast), or, for the masked LM,
   torch's CrossEntropyLoss on the vocab-wide logits of every position in the compute dtype
   (BertForMaskedLM.forward: `CrossEntropyLoss()(prediction_scores.view(-1, vocab_size), labels.view(-1))`,
   no fp32 upcast; under CUDA autocast log_softmax is on the fp32 list).
@@ -37,10 +42,10 @@ def for_run(m: ModelSpec, t: TrainingSpec) -> ModelSpec:
     """The encoder with the run's task head (--head, --num-labels); any other model unchanged."""
     if not is_encoder(m):
         return m
-    mlm = t.head == "mlm"
-    if m.mlm_head == mlm and m.num_labels == t.num_labels:
+    mlm, token = t.head == "mlm", t.head == "token-cls"
+    if m.mlm_head == mlm and m.token_head == token and m.num_labels == t.num_labels:
         return m
-    return replace(m, mlm_head=mlm, num_labels=t.num_labels)
+    return replace(m, mlm_head=mlm, token_head=token, num_labels=t.num_labels)
 
 
 def vocab_head(m: ModelSpec) -> bool:
@@ -54,12 +59,12 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
 
     terms = head_terms(m, t, recipe, head_trainable)
     saved = sum(x.per_token for x in terms)
-    if not m.mlm_head:
+    if not m.mlm_head and not m.token_head:
         return HeadActivations(saved, 0, 0)  # the loss reads batch x num_labels logits: nothing per token
     assert m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
     ls = 4 if recipe.autocast or recipe.compute == "fp32" else c  # log_softmax's dtype
-    v = m.vocab_size
+    v = m.vocab_size if m.mlm_head else (m.num_labels or 2)  # the logits' width: vocabulary or labels
     # Forward: the logits (the decoder's output), and under autocast their fp32 cast, next to the saved output.
     fwd = c * v + (4 * v if ls != c else 0)
     # Backward: nll_loss's gradient and log_softmax's input gradient, in log_softmax's dtype.
@@ -74,6 +79,19 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
     h = m.hidden_size
+    if m.token_head:
+        ls = 4 if recipe.autocast or recipe.compute == "fp32" else c  # log_softmax's dtype, as for the masked LM
+        terms: list[Term] = []
+        # BertForTokenClassification.dropout (classifier_dropout, else hidden_dropout_prob; DistilBERT's dropout):
+        # torch native_dropout saves a bool mask (1 byte per element). With p = 0 torch's dropout returns its
+        # input, so the classifier's input is then the last hidden state itself; either way a trained classifier
+        # (full, or the copy peft's TOKEN_CLS task trains beside LoRA: saved_head_tensors) saves its input.
+        if m.dropout > 0:
+            terms.append(Term("classifier dropout mask", h))
+        if head_trainable or t.method in ("lora", "qlora"):
+            terms.append(Term("classifier input", c * h))
+        terms.append(Term("log_softmax output (num_labels per token)", ls * (m.num_labels or 2)))
+        return tuple(terms)
     if not m.mlm_head:
         # BertPooler / DistilBERT's pre_classifier read hidden_states[:, 0], a view: a trained dense saves it and
         # so keeps the whole last hidden state alive. RobertaClassificationHead drops out the first token first
@@ -112,7 +130,12 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     """What an encoder estimate assumes (shown in every format)."""
     if not is_encoder(m):
         return ()
-    if m.mlm_head:
+    if m.token_head:
+        head = (f"token classification (AutoModelForTokenClassification, {m.num_labels or 2} labels): dropout and a "
+                "classifier at every token, cross-entropy over the labels at every position")
+        if t.method in ("lora", "qlora"):
+            head += "; peft's TOKEN_CLS task trains a copy of the classifier (modules_to_save)"
+    elif m.mlm_head:
         head = ("masked LM (AutoModelForMaskedLM): logits and cross-entropy over the vocabulary at every position, "
                 "as BertForMaskedLM computes them (labels -100 mask positions out of the loss, not of the logits)")
     else:
@@ -134,7 +157,8 @@ def saved_head_tensors(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[tuple[int, 
     assert m.hidden_size is not None
     h, n = m.hidden_size, m.num_labels or 2
     out: tuple[tuple[tuple[int, ...], int], ...] = (((n, h), 1), ((n,), 1))
-    if m.family != "bert":
+    # TOKEN_CLS (PeftModelForTokenClassification) adds the same names; the token classifier is one Linear.
+    if m.family != "bert" and not m.token_head:
         out += (((h, h), 1), ((h,), 1))
     return out
 
