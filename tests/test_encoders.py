@@ -1,4 +1,5 @@
-"""Encoders with task heads (issue 15): BERT, RoBERTa / XLM-R, DistilBERT (memory/encoder.py).
+"""Encoders with task heads (issue 15): BERT, RoBERTa / XLM-R, DistilBERT (memory/encoder.py); seq-cls,
+token-cls and mlm heads.
 
 Parameter counts per head against transformers' own, the head's saved tensors and loss term by term, what
 the run options refuse, and (where torch is installed) the estimate against the tracer on a small BERT.
@@ -21,16 +22,17 @@ from vramcalc.io import presets
 ENCODER_PRESETS = ("bert-base-uncased", "bert-large-uncased", "roberta-base", "roberta-large", "xlm-roberta-base",
                    "xlm-roberta-large", "distilbert-base-uncased")
 
-# sum(p.numel()) of AutoModelForSequenceClassification (2 labels) and AutoModelForMaskedLM built from each preset's
-# config on the meta device, transformers 5.24 (the first is also the preset's published_parameters).
+# sum(p.numel()) of AutoModelForSequenceClassification (2 labels), AutoModelForMaskedLM and
+# AutoModelForTokenClassification (2 labels) built from each preset's config (trace.hf_config_dict) on the meta
+# device, transformers 5.24 (the first is also the preset's published_parameters).
 LIBRARY = {
-    "bert-base-uncased": (109_483_778, 109_514_298),
-    "bert-large-uncased": (335_143_938, 335_174_458),
-    "roberta-base": (124_647_170, 124_697_433),
-    "roberta-large": (355_361_794, 355_412_057),
-    "xlm-roberta-base": (278_045_186, 278_295_186),
-    "xlm-roberta-large": (559_892_482, 560_142_482),
-    "distilbert-base-uncased": (66_955_010, 66_985_530),
+    "bert-base-uncased": (109_483_778, 109_514_298, 108_893_186),
+    "bert-large-uncased": (335_143_938, 335_174_458, 334_094_338),
+    "roberta-base": (124_647_170, 124_697_433, 124_056_578),
+    "roberta-large": (355_361_794, 355_412_057, 354_312_194),
+    "xlm-roberta-base": (278_045_186, 278_295_186, 277_454_594),
+    "xlm-roberta-large": (559_892_482, 560_142_482, 558_842_882),
+    "distilbert-base-uncased": (66_955_010, 66_985_530, 66_364_418),
 }
 # The rounded totals of each paper (the bare encoder, without a head): BERT arXiv:1810.04805 §3 (110M, 340M);
 # RoBERTa, fairseq README (125M, 355M); XLM-R arXiv:1911.02116 Table 7 (270M, 550M); DistilBERT arXiv:1910.01108
@@ -48,9 +50,10 @@ def _spec(name: str) -> ModelSpec:
 @pytest.mark.parametrize("name", ENCODER_PRESETS)
 def test_counts_per_head_match_the_library(name: str) -> None:
     m = _spec(name)
-    cls, mlm = LIBRARY[name]
+    cls, mlm, token = LIBRARY[name]
     assert count_params(encoder.for_run(m, TrainingSpec())) == cls
     assert count_params(encoder.for_run(m, TrainingSpec(head="mlm"))) == mlm
+    assert count_params(encoder.for_run(m, TrainingSpec(head="token-cls"))) == token
 
 
 @pytest.mark.parametrize("name", ENCODER_PRESETS)
@@ -144,6 +147,7 @@ def test_head_options_on_a_causal_lm_are_refused() -> None:
 def test_num_labels_with_mlm_is_refused() -> None:
     with pytest.raises(SpecError, match="--num-labels 3 sizes a sequence classifier"):
         TrainingSpec(head="mlm", num_labels=3)
+    TrainingSpec(head="token-cls", num_labels=3)  # the token classifier's width
 
 
 def test_cli_one_line_errors_and_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -159,6 +163,40 @@ def test_cli_one_line_errors_and_json(capsys: pytest.CaptureFixture[str]) -> Non
     assert any("masked LM" in n for n in doc["notes"])
 
 
+def test_token_cls_head_saves_per_token_labels() -> None:
+    # bf16, full fine-tuning, --head token-cls (BertForTokenClassification: dropout 0.1, then Linear(768, 9)):
+    # native_dropout's bool mask (1 B x hidden), the classifier's input (2 B x hidden), and CrossEntropyLoss's bf16
+    # log_softmax output over the 9 labels (2 B x 9) per token; no pooler.
+    m = _spec("bert-base-uncased")
+    t = TrainingSpec(head="token-cls", num_labels=9, batch_size=4, seq_len=128)
+    b = estimate(m, t)
+    tokens = 4 * 128
+    assert b.details["activations.head_and_loss"] == tokens * (768 + 2 * 768 + 2 * 9)
+    # the loss's transients: the bf16 logits in forward; nll_loss's and log_softmax's bf16 gradients in backward
+    assert b.details["temporaries.loss_forward"] == tokens * 2 * 9
+    assert b.details["temporaries.loss_backward"] == tokens * 2 * 2 * 9
+
+
+def test_token_cls_lora_trains_a_copy_of_the_classifier_only() -> None:
+    # peft TOKEN_CLS: modules_to_save = classifier, the Linear(768, num_labels) in every family (no pooler, no
+    # RobertaClassificationHead, no DistilBERT pre_classifier). LoRA on query and value: 12 layers x 2 x 16 x
+    # (768 + 768); DistilBERT has 6 layers.
+    lora = 12 * 2 * 16 * (768 + 768)
+    t = TrainingSpec(method="lora", head="token-cls", num_labels=9)
+    for name, layers in (("bert-base-uncased", 12), ("roberta-base", 12), ("distilbert-base-uncased", 6)):
+        assert estimate(_spec(name), t).trainable_parameters == lora * layers // 12 + 9 * 768 + 9
+
+
+def test_token_cls_all_linear_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    # peft 0.21 leaves the classifier out of all-linear for SEQ_CLS only: under TOKEN_CLS get_peft_model raises
+    # TypeError (modules_to_save cannot be applied to a LoRA Linear), found by the tracer.
+    code, out, err = invoke(["estimate", "bert-base-uncased", "--head", "token-cls", "--method", "lora",
+                             "--lora-targets", "all-linear"], capsys)
+    assert code == 2
+    assert err.startswith("error: --lora-targets all-linear with --head token-cls fails in peft")
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
+
+
 def test_sequence_beyond_the_position_table_is_refused() -> None:
     with pytest.raises(SpecError, match="exceeds bert-base-uncased's 512 learned position embeddings"):
         estimate(_spec("bert-base-uncased"), TrainingSpec(seq_len=1024))
@@ -169,9 +207,12 @@ def test_sequence_beyond_the_position_table_is_refused() -> None:
     {"batch_size": 2, "seq_len": 64, "head": "mlm", "grad_checkpointing": True},
     {"batch_size": 2, "seq_len": 64, "method": "lora"},
     {"batch_size": 2, "seq_len": 64, "method": "lora", "head": "mlm", "attention": "eager"},
-], ids=["full-cls", "full-mlm-ckpt", "lora-cls", "lora-mlm-eager"])
+    {"batch_size": 2, "seq_len": 64, "head": "token-cls", "num_labels": 9},
+    {"batch_size": 2, "seq_len": 64, "method": "lora", "head": "token-cls", "grad_checkpointing": True},
+], ids=["full-cls", "full-mlm-ckpt", "lora-cls", "lora-mlm-eager", "full-token", "lora-token-ckpt"])
 def test_estimate_is_within_5_percent_of_the_trace(run: dict[str, object]) -> None:
-    # The tracer builds the Auto class of the head (AutoModelForSequenceClassification / AutoModelForMaskedLM) from
+    # The tracer builds the Auto class of the head (AutoModelForSequenceClassification / AutoModelForMaskedLM /
+    # AutoModelForTokenClassification) from
     # a 2-layer BERT's config on fake tensors; benchmarks/results/accuracy_encoders.md has the full-size grid.
     pytest.importorskip("torch")
     pytest.importorskip("transformers")

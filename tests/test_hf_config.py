@@ -189,7 +189,7 @@ def test_bart_stacks_of_different_widths_are_refused() -> None:
 ENCODERS = ("bert-base-uncased", "roberta-base", "xlm-roberta-base", "distilbert-base-uncased")
 
 
-@pytest.mark.parametrize("head", ["seq-cls", "mlm"])
+@pytest.mark.parametrize("head", ["seq-cls", "token-cls", "mlm"])
 @pytest.mark.parametrize("name", ENCODERS)
 def test_encoder_count_matches_the_library(name: str, head: str) -> None:
     # The encoder with the run's head (memory/encoder.py for_run) against the Auto class that head is, built by
@@ -203,7 +203,8 @@ def test_encoder_count_matches_the_library(name: str, head: str) -> None:
     kwargs = {k: v for k, v in d.items() if k not in ("model_type", "architectures", "transformers_version")}
     config = transformers.AutoConfig.for_model(d["model_type"], **kwargs)
     config.num_labels = 3
-    auto = transformers.AutoModelForMaskedLM if head == "mlm" else transformers.AutoModelForSequenceClassification
+    auto = {"mlm": transformers.AutoModelForMaskedLM, "token-cls": transformers.AutoModelForTokenClassification,
+            "seq-cls": transformers.AutoModelForSequenceClassification}[head]
     with torch.device("meta"):
         model = auto.from_config(config)
     run = TrainingSpec(head=head, num_labels=2 if head == "mlm" else 3)  # type: ignore[arg-type]

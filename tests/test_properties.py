@@ -237,7 +237,7 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     # An encoder's task head (memory/encoder.py): a causal LM refuses --head, so it is drawn for a quarter of runs
     if draw(st.integers(0, 3)):
         kw["head"] = "auto"
-    kw["num_labels"] = draw(st.sampled_from([2, 3, 1000])) if kw["head"] == "seq-cls" else 2
+    kw["num_labels"] = draw(st.sampled_from([2, 3, 1000])) if kw["head"] in ("seq-cls", "token-cls") else 2
     # GaLore/APOLLO/Adam-mini (core/specs.py _optimizer_consistent): full or freeze; the projected ones on one GPU or
     # plain data parallel; the projection's options only with them
     if kw["optimizer"] in LIBRARY_OPTIMIZERS and kw["method"] not in ("full", "freeze"):

@@ -77,6 +77,8 @@ SRC_ACTS = ("transformers modeling files and torch derivatives.yaml (what each o
             "Korthikanti et al. 2022 (arXiv:2205.05198) §4; memory/activations.py")
 SRC_CKPT = "torch.utils.checkpoint via HF gradient_checkpointing_enable: each layer keeps only its input"
 SRC_LOSS = "transformers ForCausalLMLoss: logits.float(), log_softmax (saved), nll_loss"
+SRC_ENCODER_HEAD = ("memory/encoder.py (modeling_bert.py BertForSequenceClassification / BertForTokenClassification "
+                    "/ BertForMaskedLM: the head, then CrossEntropyLoss on the compute-dtype logits)")
 SRC_OVERHEAD = ("memory/overhead.py: CUDA context measured ~500 MiB; CublasHandlePool.cpp; NCCL docs; "
                 "CUDACachingAllocator.cpp segments; fragmentation fitted (docs/real-gpu.md)")
 SRC_PHASES = "memory/__init__.py phase model (steady state, zero_grad(set_to_none=True))"
@@ -803,7 +805,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         if loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
-                          term.per_token * tokens, "bytes per token × tokens", SRC_LOSS))
+                          term.per_token * tokens, "bytes per token × tokens",
+                          SRC_ENCODER_HEAD if encoder.is_encoder(m) else SRC_LOSS))
     token_head_t, token_head_c = peft_methods.tied_token_head_bytes(m, t, c)
     if loss == "hf" and (token_head_t or token_head_c):  # trainable tokens on a tied model (peft_methods.py)
         lines.append(Line("activations.head.trainable_tokens", "tied lm_head: its input and the merged weight",
