@@ -238,6 +238,24 @@ TOKEN_CLS_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
+# ModernBERT in the same grid (15 cases): modernbert-base full / LoRA (Wqkv, the fused q_proj / v_proj) x
+# checkpointing off / on x seq-cls / token-cls at batch 8 x seq 512 (the sliding layers' 4-D mask and the
+# memory-efficient kernel), then eager, amp-bf16, QLoRA, seq 48 (under the half window: no mask, flash) and
+# modernbert-large.
+MODERNBERT_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("modernbert-base", "full", {"method": "full", "batch_size": 8, "seq_len": 512, "attention": "eager"}),
+    ("modernbert-base", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "attention": "eager",
+                                 "head": "token-cls"}),
+    ("modernbert-base", "full", {"method": "full", "batch_size": 16, "seq_len": 256, "precision": "amp-bf16"}),
+    ("modernbert-base", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 8, "seq_len": 1024,
+                                  "grad_checkpointing": True}),
+    ("modernbert-base", "full", {"method": "full", "batch_size": 64, "seq_len": 48, "head": "token-cls"}),
+    ("modernbert-large", "lora", {"method": "lora", "batch_size": 8, "seq_len": 1024}),
+    ("modernbert-large", "full", {"method": "full", "batch_size": 8, "seq_len": 512, "grad_checkpointing": True,
+                                  "head": "token-cls"}),
+)
+
+
 def token_cls_grid() -> list[dict[str, Any]]:
     cases = []
     for model in ENCODER_MODELS:
@@ -252,6 +270,15 @@ def token_cls_grid() -> list[dict[str, Any]]:
                           if k != "method")
         cases.append({"id": f"{model} | {method} token-cls | {label}", "model": model, "method": method,
                       "training": {**kw, "head": "token-cls"}})
+    for method in ("full", "lora"):
+        for head in ("seq-cls", "token-cls"):
+            for gc in (False, True):
+                kw = {"method": method, "batch_size": 8, "seq_len": 512, "head": head, "grad_checkpointing": gc}
+                cases.append({"id": f"modernbert-base | {method} {head} | b8 s512 | {'gc' if gc else 'no-gc'}",
+                              "model": "modernbert-base", "method": method, "training": kw})
+    for model, method, kw in MODERNBERT_EXTRA:
+        label = ", ".join(f"{k}={v}" for k, v in kw.items() if k != "method")
+        cases.append({"id": f"{model} | {method} | {label}", "model": model, "method": method, "training": kw})
     return cases
 
 

@@ -185,6 +185,10 @@ class ModelSpec:
     type_vocab_size: int = 0
     mlm_head: bool = False
     token_head: bool = False  # --head token-cls: AutoModelForTokenClassification (memory/encoder.py)
+    # ModernBERT (modeling_modernbert.py): LayerNorms without bias (config norm_bias false), and the sequence
+    # classifier's pooling (classifier_pooling "mean" averages every position; "cls" reads the first token).
+    norm_bias: bool = True
+    mean_pooling: bool = False
     num_labels: int = 0
     # Encoder-decoders (vocab.SEQ2SEQ_FAMILIES, memory/seq2seq.py): num_layers is the encoder's layer count and
     # decoder_layers the decoder's (0: not an encoder-decoder, every other family). T5's relative position bias:

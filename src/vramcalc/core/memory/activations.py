@@ -92,6 +92,12 @@ def masked_sdpa(t: TrainingSpec) -> bool:
     return t.attention == "sdpa" and (t.packing != "none" or t.objective in ("orpo", "cpo", "simpo"))
 
 
+def local_mask(m: ModelSpec, t: TrainingSpec) -> bool:
+    """Whether ModernBERT's sliding layers get a 4-D mask: masking_utils._ignore_bidirectional_mask_sdpa skips it
+    only while kv_length < the half window (config.sliding_window = local_attention // 2)."""
+    return m.family == "modernbert" and bool(m.sliding_window_layers) and t.seq_len >= (m.sliding_window or 0)
+
+
 def packed_mask_term(c: int) -> Term:
     """Each layer's 16-bit copy of the packed mask, saved by the memory-efficient kernel.
 
@@ -312,6 +318,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             kv_in = q_dim if gqa else kv_dim
             terms.append(Term("sdpa q, k, v (repeated), out, logsumexp", c * (2 * q_dim + 2 * kv_in) + 4 * n_heads))
             terms.append(packed_mask_term(c))
+        elif not eager and local_mask(m, t):
+            # ModernBERT's sliding layers under sdpa (masking_utils.create_bidirectional_sliding_window_mask): a
+            # 4-D bool mask once seq_len reaches the half window, so CUDA runs the memory-efficient kernel, which
+            # saves q, k, v, out, logsumexp and the mask converted to q's dtype (attention.cpp
+            # convert_boolean_attn_mask) per layer; the global layers take no mask (memory/__init__.py subtracts it).
+            terms.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads))
+            terms.append(Term("sdpa sliding-window mask (16-bit, saved by the efficient kernel)", 0, c))
         elif not eager:
             # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
             # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
@@ -333,7 +346,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
             # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
             # Falcon's eager softmax runs in the hidden states' dtype (modeling_falcon.py, dtype=hidden_states.dtype).
-            softmax_bytes = c if m.family in ("gpt2", "falcon", *ENCODER_FAMILIES) and not recipe.autocast else 4
+            # ModernBERT's eager_attention_forward (modeling_modernbert.py) upcasts: softmax(dtype=float32).
+            softmax_bytes = c if m.family in ("gpt2", "falcon", *ENCODER_FAMILIES) and m.family != "modernbert" \
+                and not recipe.autocast else 4
             if m.family == "gemma2":
                 # Gemma 2's attn_logit_softcapping (modeling_gemma2.py eager_attention_forward: scores / cap,
                 # tanh, * cap; 50.0 in every published config): tanh saves its 16-bit output per key.

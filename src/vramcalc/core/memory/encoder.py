@@ -79,6 +79,8 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
     h = m.hidden_size
+    if m.family == "modernbert":
+        return _modernbert_head_terms(m, t, recipe, head_trainable)
     if m.token_head:
         ls = 4 if recipe.autocast or recipe.compute == "fp32" else c  # log_softmax's dtype, as for the masked LM
         terms: list[Term] = []
@@ -111,6 +113,42 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     return tuple(out)
 
 
+def _modernbert_head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> tuple[Term, ...]:
+    """ModernBERT's head (modeling_modernbert.py): final_norm, then ModernBertPredictionHead (dense, act, a
+    LayerNorm without bias) on the pooled vector (seq-cls) or every position (token-cls), dropout
+    (classifier_dropout 0.0: torch returns the input) and the classifier."""
+    from vramcalc.core.memory.activations import Term, _act_saved_bytes
+
+    assert m.hidden_size is not None
+    c = dtype_bytes(recipe.compute)
+    h = m.hidden_size
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # LayerNorm's input under autocast: fp32
+    out: list[Term] = []
+    # final_norm saves its input, mean and rstd. Layer 0's attn_norm is nn.Identity, while the layer terms
+    # (memory/activations.py) count an attention norm in every layer: without checkpointing, when every layer's
+    # norm saves (full fine-tuning), that phantom norm is the final norm's size and stands for it.
+    phantom = not t.grad_checkpointing and t.method in ("full", "freeze") and head_trainable
+    if not phantom:
+        out.append(Term("final norm (input, mean, rstd)", residual * h + 8))
+    classifier_trained = head_trainable or t.method in ("lora", "qlora")  # peft: a copy of `classifier`
+    if m.token_head:
+        if head_trainable:
+            out.append(Term("head dense input", c * h))
+        out.append(Term("head activation input", _act_saved_bytes(m.hidden_act, c, recipe.autocast) * h))
+        out.append(Term("head LayerNorm (input, mean, rstd)", residual * h + 8))
+        if classifier_trained:
+            out.append(Term("classifier input", c * h))
+        out.append(Term("log_softmax output (num_labels per token)", residual * (m.num_labels or 2)))
+    elif m.mean_pooling:
+        # classifier_pooling "mean": (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum: mul saves the bool mask
+        out.append(Term("mean pooling mask (bool)", 1))
+    elif head_trainable:
+        # classifier_pooling "cls": last_hidden_state[:, 0] is a view; the trained dense saves it and so keeps the
+        # whole final-norm output alive
+        out.append(Term("pooled view (keeps the last hidden state)", c * h))
+    return tuple(out)
+
+
 def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     """Gradients that appear only after the bottom layer's backward: a sequence classifier's embedding tables
     (word, position, token type) and their LayerNorm, which no head shares (the masked LM's decoder is the word
@@ -122,7 +160,7 @@ def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     if not is_encoder(m) or m.mlm_head or t.method != "full":
         return 0
     numel = sum(x.numel for x in inventory(m) if x.kind in ("embedding", "position"))
-    numel += 2 * (m.hidden_size or 0)  # the embedding LayerNorm's weight and bias
+    numel += (2 if m.norm_bias else 1) * (m.hidden_size or 0)  # the embedding LayerNorm's weight (and bias)
     return numel * dtype_bytes(recipe.grad)
 
 
@@ -157,8 +195,9 @@ def saved_head_tensors(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[tuple[int, 
     assert m.hidden_size is not None
     h, n = m.hidden_size, m.num_labels or 2
     out: tuple[tuple[tuple[int, ...], int], ...] = (((n, h), 1), ((n,), 1))
-    # TOKEN_CLS (PeftModelForTokenClassification) adds the same names; the token classifier is one Linear.
-    if m.family != "bert" and not m.token_head:
+    # TOKEN_CLS (PeftModelForTokenClassification) adds the same names; the token classifier is one Linear, as is
+    # ModernBERT's `classifier` (its ModernBertPredictionHead is named `head`, not matched).
+    if m.family not in ("bert", "modernbert") and not m.token_head:
         out += (((h, h), 1), ((h,), 1))
     return out
 
