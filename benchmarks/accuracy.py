@@ -207,7 +207,7 @@ ENCODER_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
-# The token-classification grid (`--grid encoders2`, issue 15; 28 cases): --head token-cls
+# The token-classification grid (`--grid encoders2`, issue 15; 28 cases, 15 ModernBERT ones below): --head token-cls
 # (AutoModelForTokenClassification) on BERT, RoBERTa and DistilBERT x full / LoRA x checkpointing off / on (full at
 # batch 16 x seq 256, LoRA at batch 8 x seq 512), then XLM-R base, the large models, eager attention, amp-bf16,
 # fp32, QLoRA (kbit_prep off, as in the other grids: the tracer does not run peft's fp32 upcast), 9 labels
@@ -240,8 +240,8 @@ TOKEN_CLS_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 # ModernBERT in the same grid (15 cases): modernbert-base full / LoRA (Wqkv, the fused q_proj / v_proj) x
 # checkpointing off / on x seq-cls / token-cls at batch 8 x seq 512 (the sliding layers' 4-D mask and the
-# memory-efficient kernel), then eager, amp-bf16, QLoRA, seq 48 (under the half window: no mask, flash) and
-# modernbert-large.
+# memory-efficient kernel), then eager, amp-bf16, QLoRA, seq 48 (under the half window transformers builds no
+# mask; the estimate counts it: an over-estimate) and modernbert-large.
 MODERNBERT_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("modernbert-base", "full", {"method": "full", "batch_size": 8, "seq_len": 512, "attention": "eager"}),
     ("modernbert-base", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "attention": "eager",
@@ -823,7 +823,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "peft": " (PEFT methods, issue 18)", "families": " (model families, issue 15)",
           "preference-free": " (ORPO, CPO, SimPO: no reference, full logits; issue 14)",
           "encoders": " (encoders with task heads, issue 15)",
-          "encoders2": " (encoders with a token-classification head, issue 15)",
+          "encoders2": " (token classification and ModernBERT, issue 15)",
           "sharded": " (the root's and one layer's bytes, issue 19)",
           "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)",
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
@@ -934,7 +934,7 @@ def main() -> None:
                     "families: issue 15's model_types at two shapes, without and with checkpointing; "
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
                     "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"
-                    " encoders2: issue 15's 28 token-cls cases;"
+                    " encoders2: issue 15's 43 token-cls and ModernBERT cases;"
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
                     "against the tracer's model; optimizers: issue 13's 32 "
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "

@@ -154,7 +154,7 @@ def test_cli_one_line_errors_and_json(capsys: pytest.CaptureFixture[str]) -> Non
     code, out, err = invoke(["estimate", "mistral-7b", "--head", "mlm"], capsys)
     assert code == 2
     assert err.strip() == ("error: --head and --num-labels choose an encoder's task head (bert, roberta, "
-                           "xlm-roberta, distilbert); mistral-7b is a causal LM: drop them")
+                           "xlm-roberta, distilbert, modernbert); mistral-7b is a causal LM: drop them")
     assert "Traceback" not in out + err
     code, out, err = invoke(["estimate", "bert-base-uncased", "--head", "mlm", "--format", "json"], capsys)
     assert code == 0, err
@@ -225,3 +225,52 @@ def test_estimate_is_within_5_percent_of_the_trace(run: dict[str, object]) -> No
     assert traced.parameters == count_params(encoder.for_run(m, t)) + (
         estimate(m, t).trainable_parameters if t.method == "lora" else 0)
     assert est == pytest.approx(traced.peak_bytes, rel=0.05)
+
+
+# --- ModernBERT (modeling_modernbert.py) ---------------------------------------------------------------------------
+def test_modernbert_sliding_layers_save_their_mask() -> None:
+    # modernbert-base, bf16 sdpa, batch 1 x seq 512: the 14 sliding layers run the memory-efficient kernel with the
+    # 4-D mask, each saving its 16-bit copy (2 B x 512 x 512); the bool mask (1 B x 512 x 512) is built once, beside
+    # the local RoPE table (cos and sin, 2 x 2 B x head_dim 64 per token). Against the same model with every layer
+    # global (no mask at all).
+    m = _spec("modernbert-base")
+    t = TrainingSpec(batch_size=1, seq_len=512)
+    local, flat = estimate(m, t).details, estimate(replace(m, sliding_window_layers=0), t).details
+    assert local["activations.layers"] - flat["activations.layers"] == 14 * 2 * 512 * 512
+    assert local["activations.shared"] - flat["activations.shared"] == 512 * 512 + 2 * 2 * 64 * 512
+
+
+def test_modernbert_lora_trains_only_the_classifier_copy() -> None:
+    # peft SEQ_CLS / TOKEN_CLS: modules_to_save matches `classifier` (Linear(768, 2) + bias), not ModernBERT's
+    # prediction `head`; LoRA r=16 on Wqkv (768 -> 3 x 768) in 22 layers.
+    lora = 22 * 16 * (768 + 3 * 768)
+    for head in ("seq-cls", "token-cls"):
+        t = TrainingSpec(method="lora", head=head)  # type: ignore[arg-type]
+        assert estimate(_spec("modernbert-base"), t).trainable_parameters == lora + 2 * 768 + 2
+
+
+def test_modernbert_mlm_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "modernbert-base", "--head", "mlm"], capsys)
+    assert code == 2
+    assert err.strip() == ("error: --head mlm is not modelled for ModernBERT (modernbert-base): use --head seq-cls "
+                           "or token-cls")
+
+
+@pytest.mark.parametrize("run", [
+    {"batch_size": 2, "seq_len": 256, "head": "token-cls"},
+    {"batch_size": 2, "seq_len": 256, "method": "lora", "grad_checkpointing": True},
+    {"batch_size": 2, "seq_len": 256, "attention": "eager"},
+], ids=["full-token", "lora-cls-ckpt", "full-eager"])
+def test_modernbert_estimate_is_within_5_percent_of_the_trace(run: dict[str, object]) -> None:
+    # A 3-layer modernbert-base (layer 0 global, layers 1 and 2 sliding) built by the tracer from its config on fake
+    # tensors; benchmarks/results/accuracy_encoders2.md has the full-size grid.
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    m = replace(_spec("modernbert-base"), num_layers=3, sliding_window_layers=2)
+    t = TrainingSpec(**run)  # type: ignore[arg-type]
+    traced = trace(encoder.for_run(m, t), t)
+    assert traced.parameters == count_params(encoder.for_run(m, t)) + (
+        estimate(m, t).trainable_parameters if t.method == "lora" else 0)
+    assert estimate(m, t).tensor_peak_bytes == pytest.approx(traced.peak_bytes, rel=0.05)

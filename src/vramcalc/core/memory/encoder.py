@@ -181,6 +181,14 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
                 "first token's pooled vector and a classifier, nothing vocabulary-wide")
         if t.method in ("lora", "qlora"):
             head += "; peft's SEQ_CLS task trains a copy of the classifier (modules_to_save)"
+    if m.family == "modernbert":
+        pooling = "mean pooling" if m.mean_pooling else "the first token"
+        head = head.replace("the first token's pooled vector", f"{pooling} and the prediction head")
+        attention = (f"global attention in {(m.num_layers or 0) - (m.sliding_window_layers or 0)} layers, and in "
+                     f"{m.sliding_window_layers} a window of {m.sliding_window} positions each side: a 4-D mask, "
+                     "whose 16-bit copy the memory-efficient sdpa kernel saves per sliding layer (no unpadding "
+                     "outside flash-attention 2; unpadded batches)")
+        return (f"encoder {m.name}: {attention}; head: {head}.",)
     return (f"encoder {m.name}: bidirectional attention without a padding mask (unpadded batches); head: {head}.",)
 
 
