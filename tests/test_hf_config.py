@@ -244,7 +244,7 @@ def test_modernbert_layers_and_window() -> None:
     # configuration_modernbert.py layer_types: layer i is global when i % global_attn_every_n_layers (3) == 0, so
     # 8 of 22 base layers are global and 14 slide; config.sliding_window = local_attention // 2 = 64.
     m = spec("modernbert-base")
-    assert (m.sliding_window, m.sliding_window_layers, m.norm_bias, m.mean_pooling) == (64, 14, False, True)
+    assert (m.sliding_window, m.sliding_window_layers, m.norm_without_bias, m.mean_pooling) == (64, 14, True, True)
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

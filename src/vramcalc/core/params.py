@@ -181,7 +181,7 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
             out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
     # Norms: RMSNorm has a weight (Zhang & Sennrich 2019); LayerNorm a weight and a bias (none with ModernBERT's
     # norm_bias false: nn.LayerNorm(bias=False)).
-    norm_vectors = 2 if m.norm == "layernorm" and m.norm_bias else 1
+    norm_vectors = 2 if m.norm == "layernorm" and not m.norm_without_bias else 1
     if m.norms_per_layer:
         # ModernBertEncoderLayer: layer 0's attn_norm is nn.Identity (modeling_modernbert.py), one norm fewer
         first_identity = 1 if m.family == "modernbert" else 0

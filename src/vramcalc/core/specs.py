@@ -187,7 +187,7 @@ class ModelSpec:
     token_head: bool = False  # --head token-cls: AutoModelForTokenClassification (memory/encoder.py)
     # ModernBERT (modeling_modernbert.py): LayerNorms without bias (config norm_bias false), and the sequence
     # classifier's pooling (classifier_pooling "mean" averages every position; "cls" reads the first token).
-    norm_bias: bool = True
+    norm_without_bias: bool = False
     mean_pooling: bool = False
     num_labels: int = 0
     # Encoder-decoders (vocab.SEQ2SEQ_FAMILIES, memory/seq2seq.py): num_layers is the encoder's layer count and

@@ -507,7 +507,7 @@ def _modernbert(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     out = _common(d, source, tie_default=True)
     out.update({"mlp": "gated", "fused_gate_up": True, "fused_qkv": True, "norm": "layernorm", "norms_per_layer": 2,
                 "final_norm": True, "embedding_norm": True, "learned_position_embeddings": False,
-                "norm_bias": bool(_get(d, source, "norm_bias", default=False)),
+                "norm_without_bias": not _get(d, source, "norm_bias", default=False),
                 "qkv_bias": bool(_get(d, source, "attention_bias", default=False)),
                 "o_bias": bool(_get(d, source, "attention_bias", default=False)),
                 "mlp_bias": bool(_get(d, source, "mlp_bias", default=False)),

@@ -65,7 +65,8 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         return {"model_type": family, "vocab_size": model.vocab_size, "hidden_size": model.hidden_size,
                 "num_hidden_layers": model.num_layers, "num_attention_heads": model.num_attention_heads,
                 "intermediate_size": model.intermediate_size, "hidden_activation": model.hidden_act,
-                "max_position_embeddings": model.max_position_embeddings or 8192, "norm_bias": model.norm_bias,
+                "max_position_embeddings": model.max_position_embeddings or 8192,
+                "norm_bias": not model.norm_without_bias,
                 "local_attention": 2 * (model.sliding_window or 64), "global_attn_every_n_layers": every,
                 "layer_types": ["sliding_attention" if i % every else "full_attention"
                                 for i in range(model.num_layers)],

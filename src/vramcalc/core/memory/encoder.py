@@ -160,7 +160,7 @@ def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     if not is_encoder(m) or m.mlm_head or t.method != "full":
         return 0
     numel = sum(x.numel for x in inventory(m) if x.kind in ("embedding", "position"))
-    numel += (2 if m.norm_bias else 1) * (m.hidden_size or 0)  # the embedding LayerNorm's weight (and bias)
+    numel += (1 if m.norm_without_bias else 2) * (m.hidden_size or 0)  # the embedding LayerNorm's weight (and bias)
     return numel * dtype_bytes(recipe.grad)
 
 
