@@ -19,7 +19,14 @@ from vramcalc.core.describe import settings as run_settings
 from vramcalc.core.memory import Breakdown, encoder, estimate, rl, seq2seq, ssm
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
-from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms, layer_activations, masked_sdpa
+from vramcalc.core.memory.activations import (
+    batch_rows,
+    eager_only,
+    head_terms,
+    layer_activations,
+    local_mask,
+    masked_sdpa,
+)
 from vramcalc.core.memory.distributed import activation_tokens
 from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
 from vramcalc.core.memory.loss import SOURCES as LOSS_SOURCES
@@ -779,6 +786,15 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
                           f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
                           "transformers LlamaRotaryEmbedding"))
+        if m.family == "modernbert" and m.sliding_window_layers:  # memory/__init__.py: a pair per layer type
+            lines.append(Line("activations.shared.rope_local", "RoPE cos and sin of the local layers' theta",
+                              f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
+                              "transformers ModernBertRotaryEmbedding"))
+    if local_mask(m, t):  # ModernBERT's sliding layers (memory/activations.py local_mask)
+        per = c if t.attention == "eager" else 1
+        lines.append(Line("activations.shared.mask", "4-D sliding-window mask of the local layers",
+                          f"{per} B × {rows} rows × {_n(seq)} × {_n(seq)}", per * rows * seq * seq,
+                          "rows × seq² × bytes", "transformers masking_utils.create_bidirectional_sliding_window_mask"))
     if m.embedding_norm and (full_like or (encoder.is_encoder(m) and encoder.embedding_output_grad(m, t))):
         # BLOOM's word_embeddings_layernorm and an encoder's embedding LayerNorm (memory/__init__.py
         # _activation_plan): its input, mean and rstd when the embedding or its own weight trains, or (encoders,
