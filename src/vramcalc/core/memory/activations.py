@@ -62,6 +62,8 @@ class LayerActivations:
     # down projection's): what a checkpointed layer's recomputed forward has not saved yet when the
     # up-projection's forward temporaries (peft's adapter path) are in flight.
     mlp_tail_per_token: int = 0
+    # Bytes per token of the forward temporaries from the MLP's up-projection on (its adapters' path, the activation)
+    mlp_forward_per_token: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
@@ -94,6 +96,14 @@ def masked_sdpa(t: TrainingSpec) -> bool:
     and chosen and rejected of one pair rarely have the same length.
     """
     return t.attention == "sdpa" and (t.packing != "none" or t.objective in ("orpo", "cpo", "simpo"))
+
+
+def local_mask(m: ModelSpec, t: TrainingSpec) -> bool:
+    """Whether ModernBERT's sliding layers get a 4-D mask. masking_utils._ignore_bidirectional_mask_sdpa skips it
+    only while kv_length < the half window (config.sliding_window = local_attention // 2, 64 published); the
+    estimate's plan does not depend on the sequence length, so the mask is counted at any length (shorter than
+    64 tokens that over-counts at most 2 B x 64 x 64 per sliding layer and sequence)."""
+    return m.family == "modernbert" and bool(m.sliding_window_layers)
 
 
 def packed_mask_term(c: int) -> Term:
@@ -197,6 +207,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 if t.dora and adapted else {})
     lora_out = ({lin.module.rsplit(".", 1)[-1]: lin.out_features for lin in resolve_targets(m, t.lora_targets)}
                 if adapted else {})
+    lora_fwd: dict[str, int] = {}  # each adapted module's forward temporaries per token
 
     def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False,
                      input_live: bool = True) -> bool:
@@ -251,7 +262,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # output and its scaled copy (the adapter dtype; c under autocast) alive at once, per output feature
             # (measured with the tracer: phi-3-mini's fused gate_up_proj, 10 B x 16,384 per token at the mul).
             lora_b = c if recipe.autocast else a
-            adapter_fwd_t = max(adapter_fwd_t, (c + 2 * lora_b) * lora_out.get(mod, 0))
+            lora_fwd[mod] = (c + 2 * lora_b) * lora_out.get(mod, 0)
+            adapter_fwd_t = max(adapter_fwd_t, lora_fwd[mod])
             if mod in dora_out:
                 terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live, linear_has_bias(m, mod)))
         return tw or any_adapter
@@ -324,6 +336,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             kv_in = q_dim if gqa else kv_dim
             terms.append(Term("sdpa q, k, v (repeated), out, logsumexp", c * (2 * q_dim + 2 * kv_in) + 4 * n_heads))
             terms.append(packed_mask_term(c))
+        elif not eager and local_mask(m, t):
+            # ModernBERT's sliding layers under sdpa (masking_utils.create_bidirectional_sliding_window_mask): a
+            # 4-D bool mask once seq_len reaches the half window, so CUDA runs the memory-efficient kernel, which
+            # saves q, k, v, out, logsumexp and the mask converted to q's dtype (attention.cpp
+            # convert_boolean_attn_mask) per layer; the global layers take no mask (memory/__init__.py subtracts it).
+            terms.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads))
+            terms.append(Term("sdpa sliding-window mask (16-bit, saved by the efficient kernel)", 0, c))
         elif not eager:
             # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
             # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
@@ -345,7 +364,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
             # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
             # Falcon's eager softmax runs in the hidden states' dtype (modeling_falcon.py, dtype=hidden_states.dtype).
-            softmax_bytes = c if m.family in ("gpt2", "falcon", *ENCODER_FAMILIES) and not recipe.autocast else 4
+            # ModernBERT's eager_attention_forward (modeling_modernbert.py) upcasts: softmax(dtype=float32).
+            softmax_bytes = c if m.family in ("gpt2", "falcon", *ENCODER_FAMILIES) and m.family != "modernbert" \
+                and not recipe.autocast else 4
             if m.family == "gemma2":
                 # Gemma 2's attn_logit_softcapping (modeling_gemma2.py eager_attention_forward: scores / cap,
                 # tanh, * cap; 50.0 in every published config): tanh saves its 16-bit output per key.
@@ -393,6 +414,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
     n_attention_terms = len(terms)
     n_mlp_inputs = n_attention_terms  # a MoE block: its whole MLP set comes after the router's input
+    up_mods: tuple[str, ...] = ()
     live = attn_in_live if m.parallel_residual else live or attn_live
     if weightless and live:
         terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
@@ -461,6 +483,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
     fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t), eager_fwd)
+    mlp_fwd = max([(3 if gated else 2) * c * width] + [lora_fwd.get(x, 0) for x in up_mods])
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
     # the tracer, tinyllama LoRA + cut loss, aten.mul.Tensor in LlamaRMSNorm's backward), which is more than
@@ -488,7 +511,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms.append(Term("adaption prompt: queries, prompt scores, gated scores, prompt keys and values", per_token,
                           per_sample=per_sample))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
-                            fwd, bwd, mlp_saved, mlp_tail)
+                            fwd, bwd, mlp_saved, mlp_tail, mlp_fwd)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
