@@ -352,6 +352,15 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     as that is the only module peft could attach to. Unknown names raise UnsupportedCombination with the valid names.
     """
     linears = block_linears(m)
+    if m.family == "gpt_oss":
+        # GptOssExperts holds gate_up_proj / down_proj as 3-D Parameters, not nn.Linear modules: peft's
+        # target_modules (and all-linear) find only q/k/v/o_proj (the router is a Parameter pair too).
+        named = {t.strip().lower() for t in targets} & {"gate_up_proj", "down_proj", "gate_proj", "up_proj"}
+        if named:
+            raise UnsupportedCombination(
+                f"LoRA on {', '.join(sorted(named))} of {m.name}: gpt-oss's experts are Parameters, not Linear "
+                "modules (peft target_parameters is not modelled); use q_proj,k_proj,v_proj,o_proj or all-linear")
+        linears = tuple(lin for lin in linears if not lin.module.startswith("experts."))
     # the embedding and the LM head are adapted too (outer_targets), but they are no block Linears
     wanted = {t.strip().lower() for t in targets if t.strip() and t.strip().lower() not in SAVED_MODULE_ALIASES}
     if AUTO_TARGETS in wanted:

@@ -676,6 +676,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t += frozen * (per_layer_t - frozen_t)
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
     once_t = 0 if m.learned_position_embeddings or m.alibi or ssm else 2 * c * head_dim(m)
+    if m.family == "gpt_oss":  # GptOssRotaryEmbedding returns cos, sin of head_dim / 2 (_apply_rotary_emb chunks)
+        once_t = c * head_dim(m)
     once_ts = 0
     if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t)):
         # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
@@ -739,7 +741,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     notes: list[str] = list(_ssm.notes(m, t))
     if eager_only(m) and t.attention == "sdpa":
         notes.append(f"{m.name}: transformers has no SDPA attention for this model (BLOOM's ALiBi, Gemma 2's "
-                     "softcapping): counted as eager attention, with its per-key scores.")
+                     "softcapping, gpt-oss's attention sinks): counted as eager attention, with its per-key scores.")
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
                      "in backward with its full activations.")

@@ -32,8 +32,10 @@ ACT_SAVED_TENSORS: dict[str, int] = {"gelu_new": 4, "gelu_fast": 4, "quick_gelu"
 def eager_only(m: ModelSpec) -> bool:
     """Whether transformers 5.24 has no SDPA path for the model, so it runs eager attention: BLOOM's ALiBi
     (modeling_bloom.py builds the scores with baddbmm) and Gemma 2 (modeling_gemma2.py `_supports_sdpa =
-    False`: SDPA cannot softcap the logits)."""
-    return m.alibi or m.family == "gemma2"
+    False`: SDPA cannot softcap the logits), gpt-oss (modeling_gpt_oss.py `_supports_sdpa = False`: the attention
+    sinks are a column concatenated to the scores; from_pretrained without attn_implementation falls back to eager,
+    as modeling_utils.py get_correct_attn_implementation does)."""
+    return m.alibi or m.family == "gemma2" or m.attention_sinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +335,15 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
             # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
             # Falcon's eager softmax runs in the hidden states' dtype (modeling_falcon.py, dtype=hidden_states.dtype).
-            softmax_bytes = c if m.family in ("gpt2", "falcon", *ENCODER_FAMILIES) and not recipe.autocast else 4
+            softmax_bytes = c if m.family in ("gpt2", "falcon", "gpt_oss", *ENCODER_FAMILIES) and not recipe.autocast \
+                else 4
+            if m.attention_sinks:
+                # gpt-oss (modeling_gpt_oss.py eager_attention_forward): the per-head sink is concatenated to the
+                # scores as one more key column, then `combined - combined.max(-1, keepdim=True).values` (max saves
+                # its int64 indices per row) and a softmax in the scores' own dtype (fp32 only when the mask
+                # promoted them: autocast, fp32); `probs[..., :-1]` is a view, so the saved output keeps the column.
+                terms.append(Term("eager attention sinks (extra softmax column, max indices)",
+                                  (softmax_bytes + 8) * n_heads))
             if m.family == "gemma2":
                 # Gemma 2's attn_logit_softcapping (modeling_gemma2.py eager_attention_forward: scores / cap,
                 # tanh, * cap; 50.0 in every published config): tanh saves its 16-bit output per key.
@@ -387,7 +397,17 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms += _norm_terms("mlp norm", m, c, residual, h, live, _norm_weight_trained(m, t, "mlp", tw))
         live = live or tw
     i = m.intermediate_size
-    if m.num_experts:
+    moe_fwd_t = 0
+    if m.num_experts and m.family == "gpt_oss":
+        moe = _gpt_oss_moe_terms(m, c, h, live, trainable_weights)
+        terms += moe
+        width = m.experts_per_token * (m.moe_intermediate_size or i)
+        live = live or trainable_weights
+        # Forward, inside GptOssExperts._apply_gate: beside what it saves, the gathered gate_up bias (2i, alive in
+        # grouped_mm_experts_forward until the down projection), the clamped up and the gated output (1 each):
+        # 4 x i per routed copy. Under checkpointing nothing is saved, so the block's saved set is transient too.
+        moe_fwd_t = 4 * c * width + (sum(x.per_token for x in moe) if t.grad_checkpointing else 0)
+    elif m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
         k = m.experts_per_token
         # Routed MoE (modeling_mixtral.py): router softmax in fp32, each routed token's gathered input
@@ -435,6 +455,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # 4 + 4 + 4 against 4 + c saved, so 8 - c bytes beyond (measured with the tracer, tinyllama LoRA eager with
     # checkpointing: three fp32 (b, heads, s, s) tensors alive at _softmax_backward_data; the MLP's saved set freed).
     eager_fwd = c * n_heads if eager else 0
+    if eager and m.attention_sinks:
+        # gpt-oss: the masked scores and the sink-concatenated logits are both still referenced while the softmax
+        # runs on their max-subtracted copy (eager_attention_forward rebinds only attn_weights after it).
+        eager_fwd = 2 * (c if not recipe.autocast else 4) * n_heads
     if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
     elif not eager:
@@ -443,7 +467,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         eager_bwd = (4 + 2 * c) * n_heads
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
-    fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t), eager_fwd)
+    fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd)
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
     # the tracer, tinyllama LoRA + cut loss, aten.mul.Tensor in LlamaRMSNorm's backward), which is more than
@@ -603,6 +627,34 @@ def _act_saved_bytes(act: str, c: int, autocast: bool) -> int:
     if autocast and act in ("gelu_new", "gelu_fast"):
         return 4 + 4 + c + 4
     return n * c
+
+
+def _gpt_oss_moe_terms(m: ModelSpec, c: int, h: int, live: bool, trainable: bool) -> list[Term]:
+    """gpt-oss's MoE block as transformers 5.24 runs it in training: GptOssTopKRouter, then GptOssExperts through
+    the default experts implementation, grouped_mm (modeling_utils.py get_correct_experts_implementation;
+    integrations/moe.py grouped_mm_experts_forward), on the k x tokens (token, expert) pairs sorted by expert.
+    Saved per token (checked with saved_tensors_hooks on a tiny GptOssForCausalLM, bf16, full and LoRA):
+    - router: F.linear's logits (E, 16-bit) kept by topk, topk's int64 indices (k), the top-k softmax output (k);
+    - int64 gather indices of k: perm // k (the hidden-states gather), perm (the routing weights), inv_perm (the
+      un-sort), and expert_ids_g (the per-row bias gather) when the biases train;
+    - the up grouped_mm's output (2i, interleaved gate/up) kept by the two clamps of GptOssExperts._apply_gate,
+      then the clamped gate, sigmoid(alpha * gate), up + 1 and their product glu (4 x i): the clamped SwiGLU
+      (swiglu_alpha 1.702, swiglu_limit 7.0) written as torch ops;
+    - the down grouped_mm's output (hidden) and the routing weight (1), saved by `proj_out * weights`;
+    - with trainable experts, the grouped_mm inputs for the weight gradients: the gathered hidden states (hidden)
+      and the gated output (i)."""
+    assert m.hidden_size is not None
+    if not (live or trainable):
+        return []
+    e, k, i = m.num_experts, m.experts_per_token, m.moe_intermediate_size or m.intermediate_size or 0
+    out = [Term("router logits, top-k indices and softmax", c * e + 8 * k + c * k),
+           Term("expert routing indices (int64)", 8 * k * (4 if trainable else 3)),
+           Term("experts gate_up output (clamp inputs)", k * c * 2 * i),
+           Term("experts clamped SwiGLU (gate, sigmoid, up + 1, glu)", k * 4 * c * i),
+           Term("experts down output, routing weight", k * c * (h + 1))]
+    if trainable:
+        out.append(Term("experts grouped_mm inputs (gathered hidden, gated output)", k * c * (h + i)))
+    return out
 
 
 def _mlp_terms(m: ModelSpec, c: int, h: int, i: int, trainable: bool, tokens_per_token: int,
