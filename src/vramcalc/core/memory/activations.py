@@ -397,16 +397,24 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms += _norm_terms("mlp norm", m, c, residual, h, live, _norm_weight_trained(m, t, "mlp", tw))
         live = live or tw
     i = m.intermediate_size
-    moe_fwd_t = 0
+    moe_fwd_t = moe_bwd_t = 0
     if m.num_experts and m.family == "gpt_oss":
         moe = _gpt_oss_moe_terms(m, c, h, live, trainable_weights)
         terms += moe
         width = m.experts_per_token * (m.moe_intermediate_size or i)
         live = live or trainable_weights
         # Forward, inside GptOssExperts._apply_gate: beside what it saves, the gathered gate_up bias (2i, alive in
-        # grouped_mm_experts_forward until the down projection), the clamped up and the gated output (1 each):
-        # 4 x i per routed copy. Under checkpointing nothing is saved, so the block's saved set is transient too.
-        moe_fwd_t = 4 * c * width + (sum(x.per_token for x in moe) if t.grad_checkpointing else 0)
+        # grouped_mm_experts_forward until the down projection), the clamped up and the gated output (1 each), and
+        # the gathered hidden states (saved only for trainable experts): 4 x i + hidden per routed copy (measured
+        # with the tracer: a tiny gpt_oss LoRA, the peak at `(up + 1) * glu`). Under checkpointing nothing is
+        # saved, so the block's saved set is transient too; in backward its recomputation runs beside the
+        # incoming gradient and one more gathered (k x tokens, hidden) tensor.
+        moe_fwd_t = 4 * c * width + m.experts_per_token * c * h
+        # (trainable experts: their weight gradients' moment is the larger, and the gathered input is saved)
+        moe_bwd_t = moe_fwd_t + m.experts_per_token * c * h + c * h if t.grad_checkpointing and not trainable_weights \
+            else 0
+        if t.grad_checkpointing:
+            moe_fwd_t += sum(x.per_token for x in moe)
     elif m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
         k = m.experts_per_token
@@ -476,7 +484,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # fine-tuning of the test's wide-vocabulary llama with a loss saver: +4.2 % without, +5.3 % with it).
     norm_bwd = 5 * 4 * h if m.norm == "rmsnorm" and n_norms and not tw else 0
     bwd = Term("mlp backward gradients" if (3 if gated else 2) * c * width + c * h >= norm_bwd
-               else "rmsnorm backward (fp32)", max((3 if gated else 2) * c * width + c * h, norm_bwd, adapter_bwd_t),
+               else "rmsnorm backward (fp32)", max((3 if gated else 2) * c * width + c * h, norm_bwd, adapter_bwd_t,
+                                                   moe_bwd_t),
                eager_bwd, const=backward_const)
     # (less the LoRA ranks' bytes, so that a larger rank never lowers the attention's moment: what the rank adds
     # to the MLP's saved set is still counted there, but not as freed before the attention's backward)
