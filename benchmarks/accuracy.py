@@ -261,6 +261,9 @@ def encdec_grid() -> list[dict[str, Any]]:
         label = ", ".join(f"{k}={v}" for k, v in kw.items() if k != "method")
         cases.append({"id": f"{model.removeprefix('seq2seq:')} | {method} | {label}", "model": model,
                       "method": method, "training": dict(kw, precision="bf16")})
+    return cases
+
+
 # The state-space grid (`--grid ssm`, issue 15; 18 cases): Mamba (memory/ssm.py) at two tiny shapes built from a
 # config (the slow path's Python loop over seq_len makes every step one traced op: small shapes keep traces short) x
 # full pure-bf16 / LoRA (in_proj, x_proj; fp32 adapters) x checkpointing off / on x seq 64 / 128, batch 2; then
