@@ -86,7 +86,8 @@ def test_lora_targets_are_the_attention_projections() -> None:
 
 
 @pytest.mark.parametrize(("kw", "match"), [({"attention": "flash"}, "sink-aware hub kernel"),
-                                           ({"method": "qlora"}, "QLoRA is not modelled for gpt-oss")])
+                                           ({"method": "qlora"}, "QLoRA is not modelled for gpt-oss"),
+                                           ({"mode": "inference"}, "pass --attention eager")])
 def test_refused_runs(kw: dict, match: str) -> None:
     with pytest.raises(UnsupportedCombination, match=match):
         estimate(_spec(), TrainingSpec(**kw))

@@ -750,6 +750,8 @@ def test_min_gpus_is_the_fewest_that_fit(m: ModelSpec, t: TrainingSpec, scale: f
 @example(_preset("deepseek-v2-lite"), TrainingSpec(method="full", optimizer_in_bwd=True), 0.5)
 @example(_preset("deepseek-v2-lite"), TrainingSpec(method="full", lora_targets=("q_proj", "v_proj")), 0.5)
 @example(replace(_TINY, hidden_size=8), TrainingSpec(method="full", lora_rank=9), 0.5)
+# and a Mamba inference run too large for its GPU: serving layouts are no suggestion (memory/ssm.py refuses --tp/--pp)
+@example(_preset("mamba-130m"), TrainingSpec(mode="inference", seq_len=4096), 0.1)
 @settings(max_examples=max(10, PROPERTY_CAP // 10))
 @given(arch_models, trainings(modes=MODES), st.floats(0.1, 0.99))
 def test_every_fit_suggestion_fits_by_its_own_estimate(m: ModelSpec, t: TrainingSpec, scale: float) -> None:

@@ -130,6 +130,11 @@ def check_gpt_oss(m: ModelSpec, t: TrainingSpec) -> None:
     if t.attention == "flash":
         raise UnsupportedCombination(f"{m.name}: gpt-oss's flash path is a sink-aware hub kernel "
                                      "(kernels-community/vllm-flash-attn3), not modelled; use --attention eager")
+    if t.mode == "inference" and t.attention != "eager":
+        # generate() runs eager attention too (no SDPA path); memory/inference.py counts eager's prefill scores only
+        # when asked for them, so the run must say so rather than be counted as flash / SDPA
+        raise UnsupportedCombination(f"{m.name}: gpt-oss has no SDPA or flash path in transformers' generate() "
+                                     "(modeling_gpt_oss.py _supports_sdpa = False); pass --attention eager")
     if t.method == "qlora":
         raise UnsupportedCombination(f"{m.name}: QLoRA is not modelled for gpt-oss (bitsandbytes quantizes nn.Linear "
                                      "only and the experts are Parameters); use --method lora")

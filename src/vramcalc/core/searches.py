@@ -416,6 +416,11 @@ def _more_gpus_inference(model: ModelSpec, est: Estimator, t: TrainingSpec, capa
     if t.tp > 1 or t.pp > 1 or t.gpus_per_node * t.nodes > 1:
         return None  # the run already chose its layout; the single-GPU changes above still apply
     layouts = inference_layouts(model)
+    if layouts:
+        try:  # a model served on one GPU only (Mamba: memory/ssm.py refuses --tp / --pp): no such suggestion
+            est.peak(with_changes(t, layouts[0]))
+        except VramcalcError:
+            return None
     i = first_true(lambda k: est.peak(with_changes(t, layouts[k])) <= capacity_bytes, 0, len(layouts) - 1) \
         if layouts else None
     if i is None:
