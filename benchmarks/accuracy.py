@@ -369,6 +369,40 @@ def ssm_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The gpt-oss grid (`--grid gptoss`, issue 15; 16 cases): GptOssForCausalLM (memory/activations.py
+# _gpt_oss_moe_terms; eager attention with sinks, as transformers runs it: no SDPA path) at two tiny configs built on
+# the published gpt-oss-20b config.json (alternating sliding/full layers, attention and expert biases, sinks): 2
+# layers x 8 experts top 4, and 4 layers x 4 experts top 2 with 64-wide heads; x full pure-bf16 / LoRA on the
+# attention projections (peft finds only q/k/v/o_proj: the experts are Parameters) x checkpointing off / on x
+# b2 s256 / b1 s512. The experts run transformers 5.24's default grouped_mm path. Written to accuracy_gptoss.{json,md}.
+GPTOSS_SHAPES = {
+    "gptoss:h256-l2-e8k4": {"hidden_size": 256, "intermediate_size": 384, "num_hidden_layers": 2,
+                            "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 32,
+                            "num_local_experts": 8, "num_experts_per_tok": 4, "vocab_size": 512, "sliding_window": 64},
+    "gptoss:h384-l4-e4k2": {"hidden_size": 384, "intermediate_size": 512, "num_hidden_layers": 4,
+                            "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 64,
+                            "num_local_experts": 4, "num_experts_per_tok": 2, "vocab_size": 1024,
+                            "sliding_window": 128},
+}
+GPTOSS_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora q,k,v,o", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "k_proj", "v_proj",
+                                                                               "o_proj")}),
+)
+
+
+def gptoss_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in GPTOSS_SHAPES:
+        for label, kw in GPTOSS_RUNS:
+            for b, seq in ((2, 256), (1, 512)):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b{b} s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=b, seq_len=seq, grad_checkpointing=gc)})
+    return cases
+
+
 def _model(name: str) -> Any:
     if name.startswith("seq2seq:"):  # an encoder-decoder's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
@@ -379,6 +413,15 @@ def _model(name: str) -> Any:
         from vramcalc.io.hf_config import spec_from_hf_config
 
         return spec_from_hf_config({"model_type": "mamba", **SSM_SHAPES[name]}, name[4:], "benchmarks/accuracy.py")
+    if name.startswith("gptoss:"):  # the published gpt-oss-20b config.json, cut to a tiny shape
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        d = json.loads((HF_DIR / "gpt-oss-20b.json").read_text())
+        shape = GPTOSS_SHAPES[name]
+        n = shape["num_hidden_layers"]
+        d.update(shape, layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)])
+        d.pop("quantization_config")
+        return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
     if name.startswith("hf:"):
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -825,7 +868,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
          "encoders2": token_cls_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
-         "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid}
+         "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
+         "gptoss": gptoss_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -838,7 +882,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
           "rl": " (GRPO: generate() and the step on completions, issue 14)",
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
-          "ssm": " (state-space models: Mamba's slow path, issue 15)"}
+          "ssm": " (state-space models: Mamba's slow path, issue 15)",
+          "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -949,7 +994,8 @@ def main() -> None:
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
                     "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
-                    "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases")
+                    "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
+                    "gpt-oss cases (MoE, attention sinks)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -957,7 +1003,8 @@ def main() -> None:
     versions = _versions()
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
-        if args.grid in ("presets", "preference-free", "encoders", "encoders2", "optimizers", "rl", "encdec", "ssm") \
+        if args.grid in ("presets", "preference-free", "encoders", "encoders2", "optimizers", "rl", "encdec", "ssm",
+                         "gptoss") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -76,6 +76,10 @@ TOTALS = {
     # transformers 5.24 on the meta device (test_modernbert_count_matches_the_library rebuilds it).
     "modernbert-base": 149_606_402,
     "modernbert-large": 395_833_346,
+    # gpt-oss (issue 15): sum(p.numel()) of GptOssForCausalLM, transformers 5.24 on the meta device
+    # (test_gpt_oss_count_matches_the_library rebuilds them); the OpenAI model card's 20.91B and 116.83B.
+    "gpt-oss-20b": 20_914_757_184,
+    "gpt-oss-120b": 116_829_156_672,
 }
 
 
@@ -126,6 +130,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "bart",
         "mbart",
         "mamba",
+        "gpt_oss",
     }
     assert issue <= set(FAMILIES)
     # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config)
@@ -156,6 +161,35 @@ def test_count_matches_the_library(name: str) -> None:
     # The library's own count: the model transformers builds from the same config.json on the meta device.
     model = library_model(name, "AutoModelForCausalLM")
     assert count_params(spec(name)) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["gpt-oss-20b", "gpt-oss-120b"])
+def test_gpt_oss_count_matches_the_library(name: str) -> None:
+    # GptOssForCausalLM built from the published config.json on the meta device, without its quantization_config
+    # (the MXFP4 storage is memory/weights.py's business; Mxfp4Config(dequantize=True) loads these same bf16
+    # Parameters: quantizers/quantizer_mxfp4.py). Its only buffers are the rotary inv_freq tables.
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    d = load(name)
+    skip = ("model_type", "architectures", "transformers_version", "quantization_config")
+    config = transformers.AutoConfig.for_model("gpt_oss", **{k: v for k, v in d.items() if k not in skip})
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    assert count_params(spec(name)) == sum(p.numel() for p in model.parameters())
+    assert {k.rsplit(".", 1)[-1] for k, _ in model.named_buffers()} == {"inv_freq", "original_inv_freq"}
+
+
+def test_gpt_oss_fields() -> None:
+    # configuration_gpt_oss.py / the published config.json: 64 heads of 64 (head_dim != 2880 / 64), 8 KV heads,
+    # every other layer a 128-token sliding window (layer_types), 32 experts top 4 with biases, attention sinks.
+    m = spec("gpt-oss-20b")
+    assert (m.head_dim, m.num_kv_heads, m.sliding_window, m.sliding_window_layers) == (64, 8, 128, 12)
+    assert (m.num_experts, m.experts_per_token, m.moe_intermediate_size) == (32, 4, 2880)
+    assert m.fused_gate_up and m.mlp_bias and m.router_bias and m.attention_sinks and m.qkv_bias and m.o_bias
+    assert not m.tie_word_embeddings
+    # configuration_gpt_oss.py __post_init__: without layer_types, layer i slides when (i + 1) % 2
+    d = {k: v for k, v in load("gpt-oss-20b").items() if k != "layer_types"}
+    assert spec_from_hf_config(d, "x", "x.json").sliding_window_layers == 12
 
 
 SEQ2SEQ = ("t5-small", "flan-t5-base", "mt5-base", "bart-base", "bart-large", "mbart-large-cc25")

@@ -87,6 +87,7 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
         # peft wraps get_input_embeddings() alone; traced on causal LMs only (memory/weights.py _with_tokens)
         raise UnsupportedCombination(f"--lora-trainable-tokens is modelled for causal LMs; {model.name} is not one: "
                                      "drop it, or train the embedding with --modules-to-save embed_tokens")
+    check_gpt_oss(model, training)
     check_encoder(model, training)  # encoders: the head options and the runs they cover
     check_seq2seq(model, training)  # encoder-decoders: the target length and the runs they cover
     if model.has_architecture:
@@ -120,6 +121,23 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
         if unused:
             notes.append(f"{', '.join(map(_flag, unused))}: changes nothing with --method {training.method}")
     return tuple(notes)
+
+
+def check_gpt_oss(m: ModelSpec, t: TrainingSpec) -> None:
+    """gpt-oss runs that vramcalc does not model (modeling_gpt_oss.py, transformers 5.24)."""
+    if m.family != "gpt_oss":
+        return
+    if t.attention == "flash":
+        raise UnsupportedCombination(f"{m.name}: gpt-oss's flash path is a sink-aware hub kernel "
+                                     "(kernels-community/vllm-flash-attn3), not modelled; use --attention eager")
+    if t.mode == "inference" and t.attention != "eager":
+        # generate() runs eager attention too (no SDPA path); memory/inference.py counts eager's prefill scores only
+        # when asked for them, so the run must say so rather than be counted as flash / SDPA
+        raise UnsupportedCombination(f"{m.name}: gpt-oss has no SDPA or flash path in transformers' generate() "
+                                     "(modeling_gpt_oss.py _supports_sdpa = False); pass --attention eager")
+    if t.method == "qlora":
+        raise UnsupportedCombination(f"{m.name}: QLoRA is not modelled for gpt-oss (bitsandbytes quantizes nn.Linear "
+                                     "only and the experts are Parameters); use --method lora")
 
 
 def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:

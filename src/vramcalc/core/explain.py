@@ -782,10 +782,17 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                  f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
                                  "one layer's saved tensors", SRC_CKPT))
     if not (m.learned_position_embeddings or m.alibi or mamba):  # ALiBi models have no rotary tables
-        rope = 2 * c * head_dim(m) * tokens
-        lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
-                          f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
-                          "transformers LlamaRotaryEmbedding"))
+        if m.family == "gpt_oss":  # GptOssRotaryEmbedding: cos and sin of head_dim / 2 (memory/__init__.py)
+            rope = c * head_dim(m) * tokens
+            lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
+                              f"2 × {c} B × {head_dim(m) // 2} (head_dim / 2) × {tok}", rope,
+                              "2 × head_dim / 2 × tokens × bytes", "transformers modeling_gpt_oss.py "
+                              "GptOssRotaryEmbedding"))
+        else:
+            rope = 2 * c * head_dim(m) * tokens
+            lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
+                              f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
+                              "transformers LlamaRotaryEmbedding"))
         if m.family == "modernbert" and m.sliding_window_layers:  # memory/__init__.py: a pair per layer type
             lines.append(Line("activations.shared.rope_local", "RoPE cos and sin of the local layers' theta",
                               f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",

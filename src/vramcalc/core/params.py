@@ -194,6 +194,9 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         out.append(ParamTensor("k_norms", "norm", (kv_heads(m) * head_dim(m),), norm_vectors * n_layers, "norm"))
     elif m.qk_norm:
         out.append(ParamTensor("qk_norms", "norm", (head_dim(m),), 2 * norm_vectors * n_layers, "norm"))
+    if m.attention_sinks:  # gpt-oss GptOssAttention.sinks = Parameter(num_attention_heads), per layer
+        assert m.num_attention_heads is not None
+        out.append(ParamTensor("attention_sinks", "norm", (m.num_attention_heads,), n_layers, "attention_sinks"))
     if m.embedding_norm:  # BLOOM word_embeddings_layernorm (modeling_bloom.py BloomModel)
         out.append(ParamTensor("embed_norm", "norm", (h,), norm_vectors, "norm", False))
     if m.attention_kind == "mla":
@@ -205,7 +208,9 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
     if m.num_experts and n_layers > dense_layers(m):
         n_moe = n_layers - dense_layers(m)
         out.append(ParamTensor("router", "router", (m.num_experts, h), n_moe, "router"))
-        if m.router_bias:  # DeepseekV3TopkRouter.e_score_correction_bias: a buffer, stored in the checkpoint
+        # DeepseekV3TopkRouter.e_score_correction_bias (a buffer, stored in the checkpoint); gpt-oss's
+        # GptOssTopKRouter.bias (a Parameter: F.linear(hidden, weight, bias), modeling_gpt_oss.py)
+        if m.router_bias:
             out.append(ParamTensor("router_bias", "router", (m.num_experts,), n_moe, "router"))
         if m.shared_expert_gate:  # Qwen2MoeSparseMoeBlock.shared_expert_gate = Linear(hidden, 1, bias=False)
             out.append(ParamTensor("shared_expert_gate", "router", (1, h), n_moe, "router"))
@@ -364,6 +369,15 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     as that is the only module peft could attach to. Unknown names raise UnsupportedCombination with the valid names.
     """
     linears = block_linears(m)
+    if m.family == "gpt_oss":
+        # GptOssExperts holds gate_up_proj / down_proj as 3-D Parameters, not nn.Linear modules: peft's
+        # target_modules (and all-linear) find only q/k/v/o_proj (the router is a Parameter pair too).
+        named = {t.strip().lower() for t in targets} & {"gate_up_proj", "down_proj", "gate_proj", "up_proj"}
+        if named:
+            raise UnsupportedCombination(
+                f"LoRA on {', '.join(sorted(named))} of {m.name}: gpt-oss's experts are Parameters, not Linear "
+                "modules (peft target_parameters is not modelled); use q_proj,k_proj,v_proj,o_proj or all-linear")
+        linears = tuple(lin for lin in linears if not lin.module.startswith("experts."))
     # the embedding and the LM head are adapted too (outer_targets), but they are no block Linears
     wanted = {t.strip().lower() for t in targets if t.strip() and t.strip().lower() not in SAVED_MODULE_ALIASES}
     if AUTO_TARGETS in wanted:

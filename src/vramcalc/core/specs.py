@@ -215,6 +215,9 @@ class ModelSpec:
     first_dense_layers: int = 0
     shared_expert_gate: bool = False  # Qwen2-MoE: a Linear(hidden, 1) gate on the shared expert
     router_bias: bool = False  # DeepSeek-V3 noaux_tc: e_score_correction_bias (num_experts) per MoE layer
+    # gpt-oss (modeling_gpt_oss.py GptOssAttention.sinks): one learned logit per attention head, per layer,
+    # concatenated to the attention scores before the softmax (eager_attention_forward).
+    attention_sinks: bool = False
     # Tokens each expert may take, as a multiple of its even share (Switch Transformer, arXiv:2101.03961
     # §2.1); None: dropless routing (Mixtral, Qwen-MoE and DeepSeek in transformers).
     moe_capacity_factor: float | None = None

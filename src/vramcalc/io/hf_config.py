@@ -218,6 +218,38 @@ def _qwen3_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def _gpt_oss(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_gpt_oss.py (transformers 5.24): GptOssAttention q/k/v/o with bias = attention_bias (default true)
+    # and a per-head `sinks` Parameter; GptOssMLP = GptOssTopKRouter (weight E x hidden, bias E) + GptOssExperts
+    # (gate_up_proj E x hidden x 2i interleaved gate/up, gate_up_proj_bias E x 2i, down_proj E x i x hidden,
+    # down_proj_bias E x hidden: a fused gated MLP with biases per expert); two RMSNorms per layer whose weight
+    # multiplies in fp32 (GptOssRMSNorm: `(self.weight * hidden_states).to(input_dtype)`); untied lm_head.
+    # configuration_gpt_oss.py defaults: head_dim 64, num_key_value_heads 8, sliding_window 128, layer_types
+    # alternating sliding/full from layer 0, num_experts_per_tok 4, intermediate_size 2880.
+    out = _common(d, source, tie_default=False)
+    out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", True))
+    head_dim = int(_get(d, source, "head_dim", default=64))
+    out.pop("head_dim", None)
+    if head_dim * out["num_attention_heads"] != out["hidden_size"]:
+        out["head_dim"] = head_dim
+    n = out["num_layers"]
+    layer_types = d.get("layer_types")
+    if not isinstance(layer_types, list) or len(layer_types) != n:
+        layer_types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(n)]
+    out.update(_window({"sliding_window": d.get("sliding_window", 128), "layer_types": layer_types}, n))
+    out.update(
+        num_experts=_get(d, source, "num_local_experts"),
+        experts_per_token=_get(d, source, "num_experts_per_tok", default=4),
+        moe_intermediate_size=out["intermediate_size"],
+        fused_gate_up=True,
+        mlp_bias=True,
+        router_bias=True,
+        attention_sinks=True,
+        norm_fp32_weight_mul=True,
+    )
+    return out
+
+
 def _gemma(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # modeling_gemma.py: GeGLU (hidden_activation), RMSNorm (1 + w) in fp32, tied embeddings by default.
     out = _common(d, source, tie_default=True)
@@ -656,6 +688,7 @@ FAMILIES: dict[str, Mapper] = {
     "qwen2_moe": _qwen2_moe,
     "qwen3": _qwen3,
     "qwen3_moe": _qwen3_moe,
+    "gpt_oss": _gpt_oss,
     "gemma": _gemma,
     "gemma2": _gemma2,
     "gemma3_text": _gemma3_text,

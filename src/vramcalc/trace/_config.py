@@ -11,7 +11,7 @@ from vramcalc.core.specs import ModelSpec
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "olmo",
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
                       "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "t5", "mt5", "bart", "mbart",
-                      "mamba")
+                      "mamba", "gpt_oss")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
             f"vramcalc trace cannot build family {model.family!r}; supported: {', '.join(SUPPORTED_FAMILIES)}")
     if not model.has_architecture:
         raise UnsupportedCombination(f"{model.name} has no architecture (only a parameter count); trace needs one")
-    if model.num_experts:
+    if model.num_experts and family != "gpt_oss":
         raise UnsupportedCombination("vramcalc trace does not build mixture-of-experts models yet")
     d: dict[str, Any]
     common: dict[str, Any] = {"vocab_size": model.vocab_size, "tie_word_embeddings": model.tie_word_embeddings,
@@ -42,6 +42,21 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                 "conv_kernel": model.ssm_conv_kernel, "time_step_rank": model.ssm_dt_rank or "auto",
                 "use_bias": model.ssm_proj_bias, "use_conv_bias": model.ssm_conv_bias,
                 "residual_in_fp32": model.ssm_residual_fp32, "hidden_act": model.hidden_act, **common}
+    if family == "gpt_oss":  # configuration_gpt_oss.py names; layer_types as the reader counted them
+        n, local = model.num_layers or 0, model.sliding_window_layers
+        period = n // max(n - local, 1) if local is not None and n > local else n + 1
+        return {"model_type": "gpt_oss", "vocab_size": model.vocab_size, "hidden_size": model.hidden_size,
+                "intermediate_size": model.moe_intermediate_size or model.intermediate_size,
+                "num_hidden_layers": n, "num_attention_heads": model.num_attention_heads,
+                "num_key_value_heads": model.num_kv_heads or model.num_attention_heads,
+                "head_dim": model.head_dim or (model.hidden_size or 0) // (model.num_attention_heads or 1),
+                "num_local_experts": model.num_experts, "num_experts_per_tok": model.experts_per_token,
+                "sliding_window": model.sliding_window or 128, "attention_bias": model.qkv_bias,
+                "layer_types": ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(n)]
+                if model.sliding_window else ["full_attention"] * n,
+                "max_position_embeddings": model.max_position_embeddings or 131072,
+                "tie_word_embeddings": model.tie_word_embeddings, "bos_token_id": 0, "eos_token_id": 0,
+                "pad_token_id": None}
     if family == "distilbert":  # configuration_distilbert.py names
         return {"model_type": family, "vocab_size": model.vocab_size, "dim": model.hidden_size,
                 "n_layers": model.num_layers, "n_heads": model.num_attention_heads,

@@ -401,6 +401,9 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
         notes.append(f"LoRA targets auto: {','.join(default_targets(model))} (multi-head latent attention has no "
                      "v_proj; peft has no default for it: pass --lora-targets to choose).")
+    if training.method == "lora" and model.family == "gpt_oss" and "auto" in training.lora_targets:
+        notes.append("LoRA targets auto: q_proj,v_proj (peft has no default for gpt_oss and asks for target_modules; "
+                     "pass --lora-targets to choose, e.g. all-linear: the attention projections).")
     if training.method == "qlora" and model.has_architecture:
         notes.append("QLoRA: prepare_model_for_kbit_training casts the non-quantized parameters (norms, embeddings, "
                      "lm_head) to fp32, as peft's recipe does; --no-kbit-prep keeps them 16-bit."
@@ -684,6 +687,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     once_t = 0 if m.learned_position_embeddings or m.alibi or ssm else 2 * c * head_dim(m)
     if m.family == "modernbert" and m.sliding_window_layers:
         once_t *= 2
+    if m.family == "gpt_oss":  # GptOssRotaryEmbedding returns cos, sin of head_dim / 2 (_apply_rotary_emb chunks)
+        once_t = c * head_dim(m)
     once_ts = 0
     if _activations.local_mask(m, t) and n_layers > (m.sliding_window_layers or 0):
         # the global layers take no mask: they save none (memory/activations.py layer_activations); layer 0 is one
@@ -754,9 +759,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = list(_ssm.notes(m, t))
+    if m.family == "gpt_oss":
+        notes.append(f"{m.name}: expert weights counted in the run's dtype, as transformers loads them to train "
+                     "(Mxfp4Config(dequantize=True): the MXFP4 checkpoint, 4.25 bits per expert weight, is not what "
+                     "is in memory); experts run transformers' default grouped_mm path (integrations/moe.py).")
     if eager_only(m) and t.attention == "sdpa":
         notes.append(f"{m.name}: transformers has no SDPA attention for this model (BLOOM's ALiBi, Gemma 2's "
-                     "softcapping): counted as eager attention, with its per-key scores.")
+                     "softcapping, gpt-oss's attention sinks): counted as eager attention, with its per-key scores.")
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
                      "in backward with its full activations.")
