@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from vramcalc.core.errors import UnsupportedCombination
-from vramcalc.core.vocab import ENCODER_FAMILIES, SSM_FAMILIES
+from vramcalc.core.vocab import CLASSIC_FAMILIES, ENCODER_FAMILIES, SSM_FAMILIES
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec
@@ -156,6 +156,10 @@ def _mlp_linears(m: ModelSpec, h: int, i: int, count: int, prefix: str) -> list[
 @lru_cache(maxsize=512)
 def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
     """All parameter tensors of the model. A count-only preset is one opaque tensor."""
+    if m.family in CLASSIC_FAMILIES:  # ResNet, LSTM language model (memory/classic.py)
+        from vramcalc.core.memory.classic import tensors
+
+        return tensors(m)
     if not m.has_architecture:
         assert m.parameters is not None
         return (ParamTensor("parameters", "opaque", (m.parameters,), 1, "model", per_layer=False),)
