@@ -136,7 +136,6 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     us = units(m, training)
     all_grads = sum(u.grads for u in us)
     accum = training.grad_accum > 1
-    moments = []
     best_fwd: tuple[int, ...] = ()
     keep = 0
     for i, u in enumerate(us):

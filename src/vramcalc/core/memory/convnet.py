@@ -168,7 +168,8 @@ def units(m: ModelSpec, batch: int, image_size: int, c: int, autocast: bool) -> 
         # identity branch) and the gradient being computed at the widest op, and the input's gradient.
         fwd = act(b.out_ch, b.h_out) if b.downsample else 0
         bwd = 2 * act(b.out_ch, b.h_out) + 2 * widest + act(b.in_ch, b.h_in)
-        out.append(Unit(p, saved, copies(*names), grads(p + "."), fwd, bwd, act(b.in_ch, b.h_in) + act(b.out_ch, b.h_out)))
+        bwd_end = act(b.in_ch, b.h_in) + act(b.out_ch, b.h_out)
+        out.append(Unit(p, saved, copies(*names), grads(p + "."), fwd, bwd, bwd_end))
     final = 512 * expansion(m)
     classes = m.num_classes or 1000
     # avgpool's output (saved by fc), log_softmax's fp32 output (saved by nll_loss), the int64 labels.
