@@ -88,7 +88,7 @@ def check_not_classic(t: TrainingSpec) -> None:
 
     changed = _changed(t, ("image_size", "num_classes"))
     if changed:
-        raise UnsupportedCombination(f"{', '.join(map(_flag, changed))} size a ResNet's input and classifier; this "
+        raise UnsupportedCombination(f"{' and '.join(map(_flag, changed))} size{'' if len(changed) > 1 else 's'} a ResNet's input and classifier; this "
                                      "model has neither: drop them")
 
 
