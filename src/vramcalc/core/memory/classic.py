@@ -88,8 +88,9 @@ def check_not_classic(t: TrainingSpec) -> None:
 
     changed = _changed(t, ("image_size", "num_classes"))
     if changed:
-        raise UnsupportedCombination(f"{' and '.join(map(_flag, changed))} size{'' if len(changed) > 1 else 's'} a ResNet's input and classifier; this "
-                                     "model has neither: drop them")
+        verb = "size" if len(changed) > 1 else "sizes"
+        raise UnsupportedCombination(f"{' and '.join(map(_flag, changed))} {verb} a ResNet's input and classifier; "
+                                     "this model has neither: drop them")
 
 
 def _recipe(t: TrainingSpec) -> tuple[str, bool, int]:
