@@ -61,7 +61,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encdec|sharded|
-                optimizers|lora-variants|rl|ssm]
+                optimizers|lora-variants|rl|ssm|classics]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -290,6 +290,36 @@ def ssm_grid() -> list[dict[str, Any]]:
                       "training": dict(kw, batch_size=1, seq_len=32)})
     return cases
 
+
+
+# The classics grid (`--grid classics`, issue 15; 34 cases): torchvision's ResNet-18 and ResNet-50 (memory/convnet.py,
+# traced with trace/_classic.py's plain-PyTorch ResNet) at 112 and 224 pixels x batch 1 / 8 x fp32 AdamW, fp32 SGD
+# with momentum and amp-bf16 AdamW; ResNeXt-50 32x4d and Wide ResNet-50-2 once each (amp-fp16 / amp-bf16); the
+# word_language_model LSTM (memory/rnn.py) at 2 x 200 and 2 x 650, untied and tied, at batch 20 x 35 tokens and
+# batch 32 x 70, AdamW and SGD. Written to accuracy_classics.{json,md}.
+CLASSIC_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("fp32 adamw", {"precision": "fp32", "optimizer": "adamw"}),
+    ("fp32 sgd-momentum", {"precision": "fp32", "optimizer": "sgd-momentum"}),
+    ("amp-bf16 adamw", {"precision": "amp-bf16", "optimizer": "adamw"}),
+)
+
+
+def classics_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in ("resnet-18", "resnet-50"):
+        for size in (112, 224):
+            for batch in (1, 8):
+                for label, kw in CLASSIC_RUNS:
+                    cases.append({"id": f"{model} | {label} | b{batch} {size}px", "model": model, "method": "full",
+                                  "training": dict(kw, batch_size=batch, image_size=size)})
+    for model, precision in (("resnext50-32x4d", "amp-fp16"), ("wide-resnet50-2", "amp-bf16")):
+        cases.append({"id": f"{model} | {precision} adamw | b8 112px", "model": model, "method": "full",
+                      "training": {"precision": precision, "optimizer": "adamw", "batch_size": 8, "image_size": 112}})
+    for model in ("lstm-lm-200", "lstm-lm-200-tied", "lstm-lm-650", "lstm-lm-650-tied"):
+        for batch, seq, opt in ((20, 35, "adamw"), (32, 70, "sgd")):
+            cases.append({"id": f"{model} | fp32 {opt} | b{batch} s{seq}", "model": model, "method": "full",
+                          "training": {"precision": "fp32", "optimizer": opt, "batch_size": batch, "seq_len": seq}})
+    return cases
 
 def _model(name: str) -> Any:
     if name.startswith("seq2seq:"):  # an encoder-decoder's config.json as published (no layer cut)
@@ -740,7 +770,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
-         "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid}
+         "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
+         "classics": classics_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -752,7 +783,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
           "rl": " (GRPO: generate() and the step on completions, issue 14)",
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
-          "ssm": " (state-space models: Mamba's slow path, issue 15)"}
+          "ssm": " (state-space models: Mamba's slow path, issue 15)",
+          "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -862,7 +894,8 @@ def main() -> None:
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
                     "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
-                    "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases")
+                    "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; classics: issue 15's "
+                    "34 ResNet / LSTM language model cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -870,7 +903,7 @@ def main() -> None:
     versions = _versions()
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
-        if args.grid in ("presets", "preference-free", "encoders", "optimizers", "rl", "encdec", "ssm") \
+        if args.grid in ("presets", "preference-free", "encoders", "optimizers", "rl", "encdec", "ssm", "classics") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
