@@ -324,7 +324,8 @@ class ModelSpec:
 
     @property
     def has_architecture(self) -> bool:
-        return self.hidden_size is not None
+        """A transformer's (or Mamba's) architecture; the classics (ResNet, LSTM) have their own (memory/classic.py)."""
+        return self.hidden_size is not None and self.family not in CLASSIC_FAMILIES
 
 
 def _check_classic(m: ModelSpec) -> None:

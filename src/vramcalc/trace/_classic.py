@@ -23,8 +23,8 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from vramcalc.core.memory import classic as _classic
-from vramcalc.core.memory.convnet import PLANES, STRIDES, expansion
 from vramcalc.core.memory.rnn import reserve_bytes
+from vramcalc.core.params import PLANES, STRIDES, expansion
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace import _cuda
 from vramcalc.trace._optim import make_optimizer

@@ -10,12 +10,12 @@ step holds every gradient and the step's temporaries (memory/optimizer.py). Stan
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import convnet, rnn
-from vramcalc.core.memory.convnet import blk
+from vramcalc.core.memory.convnet import Unit, blk
 from vramcalc.core.params import ParamTensor
 from vramcalc.core.vocab import CLASSIC_FAMILIES
 
@@ -32,27 +32,15 @@ PRECISIONS = {"resnet": ("auto", "fp32", "amp-bf16", "amp-fp16"), "lstm": ("auto
 KIND = {"resnet": "a ResNet", "lstm": "an LSTM language model"}
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One part of the network in forward order and what it holds during a training step, in bytes."""
-
-    name: str
-    saved: int  # kept by autograd from its forward until the backward passes it
-    copies: int  # autocast's 16-bit weight copies, cached for the forward and saved by the op
-    grads: int  # its parameters' gradients
-    fwd_temp: int  # alive at its forward beyond what it saves
-    bwd_start: int  # its backward's transients before its gradients exist (saved tensors still alive)
-    bwd_end: int  # its backward's transients once its gradients exist (saved tensors still alive)
-    fwd_keep: int = 0  # alive from its forward to the end of the forward, not saved (AMP: the fp32 image)
-
-
 def is_classic(m: ModelSpec) -> bool:
     return m.family in CLASSIC_FAMILIES
 
 
 def tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     """Every parameter tensor (params.inventory dispatches here)."""
-    return convnet.resnet_tensors(m) if m.family == "resnet" else rnn.lstm_tensors(m)
+    from vramcalc.core.params import inventory
+
+    return inventory(m)
 
 
 def _flag(name: str) -> str:

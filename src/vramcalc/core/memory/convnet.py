@@ -23,92 +23,34 @@ input with its fp32 weight and statistics, returning 16 bits. Standard library o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vramcalc.core.params import ParamTensor
+from vramcalc.core.params import blocks, expansion, resnet_tensors, stem_sides
 
 if TYPE_CHECKING:
-    from vramcalc.core.memory.classic import Unit
     from vramcalc.core.specs import ModelSpec
 
 BLOCK = 512  # the CUDA caching allocator rounds every allocation up to 512 bytes (c10/cuda/CUDACachingAllocator.cpp)
-PLANES = (64, 128, 256, 512)  # ResNet.__init__: layer1..layer4
-STRIDES = (1, 2, 2, 2)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One part of the network in forward order and what it holds during a training step, in bytes."""
+
+    name: str
+    saved: int  # kept by autograd from its forward until the backward passes it
+    copies: int  # autocast's 16-bit weight copies, cached for the forward and saved by the op
+    grads: int  # its parameters' gradients
+    fwd_temp: int  # alive at its forward beyond what it saves
+    bwd_start: int  # its backward's transients before its gradients exist (saved tensors still alive)
+    bwd_end: int  # its backward's transients once its gradients exist (saved tensors still alive)
+    fwd_keep: int = 0  # alive from its forward to the end of the forward, not saved (AMP: the fp32 image)
 
 
 def blk(n_bytes: int) -> int:
     """One allocation of `n_bytes`, as the allocator counts it."""
     return -(-n_bytes // BLOCK) * BLOCK
-
-
-@dataclass(frozen=True)
-class Block:
-    """One residual block: its channels and its input and output side lengths."""
-
-    name: str
-    in_ch: int
-    width: int  # Bottleneck: the 1x1/3x3 width; BasicBlock: planes
-    out_ch: int
-    stride: int
-    h_in: int
-    h_out: int
-    downsample: bool
-
-
-def expansion(m: ModelSpec) -> int:
-    return 4 if m.conv_bottleneck else 1
-
-
-def stem_sides(image_size: int) -> tuple[int, int]:
-    """Side of conv1's output and of maxpool's: (size + 2 x padding - kernel) // stride + 1 (torch Conv2d)."""
-    h1 = (image_size + 2 * 3 - 7) // 2 + 1
-    return h1, (h1 + 2 * 1 - 3) // 2 + 1
-
-
-def blocks(m: ModelSpec, image_size: int) -> Iterator[Block]:
-    """Every residual block in forward order (ResNet._make_layer)."""
-    e = expansion(m)
-    inplanes, h = 64, stem_sides(image_size)[1]
-    for stage, (planes, n_blocks, stride) in enumerate(zip(PLANES, m.conv_blocks, STRIDES, strict=True), start=1):
-        width = planes * m.conv_width_per_group // 64 * m.conv_groups if m.conv_bottleneck else planes
-        for i in range(n_blocks):
-            s = stride if i == 0 else 1
-            h_out = (h - 1) // s + 1  # conv3x3 padding 1 and conv1x1 padding 0 give the same side
-            yield Block(f"layer{stage}.{i}", inplanes, width, planes * e, s, h, h_out,
-                        s != 1 or inplanes != planes * e)
-            inplanes, h = planes * e, h_out
-
-
-def _conv(name: str, out_ch: int, in_ch: int, k: int, groups: int = 1) -> ParamTensor:
-    return ParamTensor(name, "linear", (out_ch, in_ch // groups, k, k), 1, name, per_layer=False)
-
-
-def _bn(name: str, ch: int) -> list[ParamTensor]:
-    return [ParamTensor(f"{name}.weight", "norm", (ch,), 1, name, per_layer=False),
-            ParamTensor(f"{name}.bias", "norm", (ch,), 1, name, per_layer=False)]
-
-
-def resnet_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
-    """Every parameter tensor of torchvision's ResNet (sum of numel = sum(p.numel() for p in model.parameters()))."""
-    out = [_conv("conv1", 64, 3, 7), *_bn("bn1", 64)]
-    for b in blocks(m, 224):  # the image size changes no parameter
-        p = b.name
-        if m.conv_bottleneck:
-            out += [_conv(f"{p}.conv1", b.width, b.in_ch, 1), *_bn(f"{p}.bn1", b.width),
-                    _conv(f"{p}.conv2", b.width, b.width, 3, m.conv_groups), *_bn(f"{p}.bn2", b.width),
-                    _conv(f"{p}.conv3", b.out_ch, b.width, 1), *_bn(f"{p}.bn3", b.out_ch)]
-        else:
-            out += [_conv(f"{p}.conv1", b.width, b.in_ch, 3), *_bn(f"{p}.bn1", b.width),
-                    _conv(f"{p}.conv2", b.out_ch, b.width, 3), *_bn(f"{p}.bn2", b.out_ch)]
-        if b.downsample:
-            out += [_conv(f"{p}.downsample.0", b.out_ch, b.in_ch, 1), *_bn(f"{p}.downsample.1", b.out_ch)]
-    classes = m.num_classes or 1000
-    final = 512 * expansion(m)
-    out += [ParamTensor("fc.weight", "head", (classes, final), 1, "fc", per_layer=False),
-            ParamTensor("fc.bias", "bias", (classes,), 1, "fc", per_layer=False)]
-    return tuple(out)
 
 
 def bn_channels(m: ModelSpec) -> list[int]:
@@ -124,8 +66,6 @@ def buffer_bytes(m: ModelSpec) -> int:
 def units(m: ModelSpec, batch: int, image_size: int, c: int, autocast: bool) -> list[Unit]:
     """The stem, each block and the head, with what autograd keeps of each (module docstring), for `batch` images
     of image_size x image_size at `c` bytes per activation element (4 in fp32, 2 under autocast)."""
-    from vramcalc.core.memory.classic import Unit
-
     tensors = {t.name: t for t in resnet_tensors(m)}
 
     def grads(prefix: str) -> int:  # fp32 gradients of the unit's parameters (weights stay fp32 under autocast)

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vramcalc.core.memory.convnet import blk
-from vramcalc.core.params import ParamTensor
+from vramcalc.core.memory.convnet import Unit, blk
+from vramcalc.core.params import lstm_tensors
 
 if TYPE_CHECKING:
-    from vramcalc.core.memory.classic import Unit
     from vramcalc.core.specs import ModelSpec
 
 RESERVE_VALUES_PER_HIDDEN = 6  # i, f, g, o, c_t, h_t per layer, step and sequence (approximate: module docstring)
@@ -31,23 +30,6 @@ RESERVE_VALUES_PER_HIDDEN = 6  # i, f, g, o, c_t, h_t per layer, step and sequen
 NOTE = ("LSTM: cuDNN's reserve space is approximated as 6 x hidden values per layer, token and sequence (gates, cell "
         "and hidden states) plus the inter-layer dropout masks; cuDNN publishes no formula for it, and its backward "
         "workspace is not counted.")
-
-
-def lstm_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
-    """Every parameter tensor of RNNModel (tied: the decoder's weight is the encoder's, counted once)."""
-    assert m.vocab_size is not None and m.hidden_size is not None and m.num_layers is not None
-    v, e, h = m.vocab_size, m.rnn_input_size, m.hidden_size
-    out = [ParamTensor("encoder.weight", "embedding", (v, e), 1, "encoder", per_layer=False)]
-    for layer in range(m.num_layers):
-        width = e if layer == 0 else h
-        out += [ParamTensor(f"rnn.weight_ih_l{layer}", "linear", (4 * h, width), 1, "rnn", per_layer=False),
-                ParamTensor(f"rnn.weight_hh_l{layer}", "linear", (4 * h, h), 1, "rnn", per_layer=False),
-                ParamTensor(f"rnn.bias_ih_l{layer}", "bias", (4 * h,), 1, "rnn", per_layer=False),
-                ParamTensor(f"rnn.bias_hh_l{layer}", "bias", (4 * h,), 1, "rnn", per_layer=False)]
-    if not m.tie_word_embeddings:
-        out.append(ParamTensor("decoder.weight", "head", (v, h), 1, "decoder", per_layer=False))
-    out.append(ParamTensor("decoder.bias", "bias", (v,), 1, "decoder", per_layer=False))
-    return tuple(out)
 
 
 def reserve_bytes(m: ModelSpec, tokens: int, batch: int, c: int) -> int:
@@ -60,8 +42,6 @@ def reserve_bytes(m: ModelSpec, tokens: int, batch: int, c: int) -> int:
 
 def units(m: ModelSpec, batch: int, seq_len: int, c: int) -> list[Unit]:
     """Embedding (+ dropout), the cuDNN LSTM, the decoder with dropout, log_softmax and NLL (module docstring)."""
-    from vramcalc.core.memory.classic import Unit
-
     assert m.vocab_size is not None and m.hidden_size is not None and m.num_layers is not None
     v, e, h, n_layers = m.vocab_size, m.rnn_input_size, m.hidden_size, m.num_layers
     n = batch * seq_len
