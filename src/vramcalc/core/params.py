@@ -494,6 +494,14 @@ PLANES = (64, 128, 256, 512)  # ResNet.__init__: layer1..layer4
 STRIDES = (1, 2, 2, 2)
 
 
+def conv_groups(m: ModelSpec) -> int:
+    return m.conv_groups or 1  # ResNet(groups=1)
+
+
+def conv_width_per_group(m: ModelSpec) -> int:
+    return m.conv_width_per_group or 64  # ResNet(width_per_group=64)
+
+
 def expansion(m: ModelSpec) -> int:
     return 4 if m.conv_bottleneck else 1
 
@@ -523,7 +531,7 @@ def blocks(m: ModelSpec, image_size: int) -> Iterator[Block]:
     e = expansion(m)
     inplanes, h = 64, stem_sides(image_size)[1]
     for stage, (planes, n_blocks, stride) in enumerate(zip(PLANES, m.conv_blocks, STRIDES, strict=True), start=1):
-        width = planes * m.conv_width_per_group // 64 * m.conv_groups if m.conv_bottleneck else planes
+        width = planes * conv_width_per_group(m) // 64 * conv_groups(m) if m.conv_bottleneck else planes
         for i in range(n_blocks):
             s = stride if i == 0 else 1
             h_out = (h - 1) // s + 1  # conv3x3 padding 1 and conv1x1 padding 0 give the same side
@@ -548,7 +556,7 @@ def resnet_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
         p = b.name
         if m.conv_bottleneck:
             out += [_conv(f"{p}.conv1", b.width, b.in_ch, 1), *_bn(f"{p}.bn1", b.width),
-                    _conv(f"{p}.conv2", b.width, b.width, 3, m.conv_groups), *_bn(f"{p}.bn2", b.width),
+                    _conv(f"{p}.conv2", b.width, b.width, 3, conv_groups(m)), *_bn(f"{p}.bn2", b.width),
                     _conv(f"{p}.conv3", b.out_ch, b.width, 1), *_bn(f"{p}.bn3", b.out_ch)]
         else:
             out += [_conv(f"{p}.conv1", b.width, b.in_ch, 3), *_bn(f"{p}.bn1", b.width),

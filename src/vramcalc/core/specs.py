@@ -245,8 +245,8 @@ class ModelSpec:
     # hidden_size, num_layers, vocab_size, dropout and tie_word_embeddings as their names say.
     conv_blocks: tuple[int, ...] = ()
     conv_bottleneck: bool = False
-    conv_groups: int = 1
-    conv_width_per_group: int = 64
+    conv_groups: int = 0  # 0: torchvision's default, 1
+    conv_width_per_group: int = 0  # 0: torchvision's default, 64
     num_classes: int = 0
     rnn_input_size: int = 0
 
@@ -270,7 +270,7 @@ class ModelSpec:
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
         **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel"), (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("num_classes", "rnn_input_size"), (*NON_NEGATIVE, COUNT_CAP)),
-        **dict.fromkeys(("conv_groups", "conv_width_per_group"), (*POSITIVE, COUNT_CAP)),
+        **dict.fromkeys(("conv_groups", "conv_width_per_group"), (*NON_NEGATIVE, COUNT_CAP)),
         "dropout": FRACTION,
         **dict.fromkeys(("attention_dropout", "activation_dropout"), FRACTION),
         "moe_capacity_factor": POSITIVE,
@@ -335,7 +335,7 @@ def _check_classic(m: ModelSpec) -> None:
                                           for n in m.conv_blocks):
             raise SpecError("conv_blocks", "a ResNet needs four stage block counts from 1 to 1000 (resnet50: "
                             "[3, 4, 6, 3])")
-        if not m.conv_bottleneck and (m.conv_groups != 1 or m.conv_width_per_group != 64):
+        if not m.conv_bottleneck and (m.conv_groups not in (0, 1) or m.conv_width_per_group not in (0, 64)):
             raise SpecError("", "BasicBlock only supports conv_groups 1 and conv_width_per_group 64 "
                             "(torchvision resnet.py): set conv_bottleneck true")
         return

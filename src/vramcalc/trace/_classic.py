@@ -24,7 +24,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from vramcalc.core.memory import classic as _classic
 from vramcalc.core.memory.rnn import reserve_bytes
-from vramcalc.core.params import PLANES, STRIDES, expansion
+from vramcalc.core.params import PLANES, STRIDES, conv_groups, conv_width_per_group, expansion
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace import _cuda
 from vramcalc.trace._optim import make_optimizer
@@ -94,7 +94,7 @@ class ResNet(nn.Module):
                 if s != 1 or inplanes != planes * e:
                     down = nn.Sequential(nn.Conv2d(inplanes, planes * e, 1, s, bias=False), nn.BatchNorm2d(planes * e))
                 if m.conv_bottleneck:
-                    layers.append(Bottleneck(inplanes, planes, s, down, m.conv_groups, m.conv_width_per_group))
+                    layers.append(Bottleneck(inplanes, planes, s, down, conv_groups(m), conv_width_per_group(m)))
                 else:
                     layers.append(BasicBlock(inplanes, planes, s, down))
                 inplanes = planes * e
