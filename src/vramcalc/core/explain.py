@@ -1309,9 +1309,9 @@ _OBJECTIVE_LABELS = {"dpo": "DPO", "ipo": "IPO", "kto": "KTO", "reward": "reward
                      "simpo": "SimPO", "grpo": "GRPO"}
 
 
-def settings(t: TrainingSpec) -> dict[str, Any]:
+def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
     """describe.settings plus the objective's options (memory/preference.py), so --diff and JSON show them."""
-    out = run_settings(t)
+    out = run_settings(t, family)
     if t.objective != "sft":
         out["objective"] = t.objective
         if rl.is_rl(t):
@@ -1327,9 +1327,9 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
     return out
 
 
-def run_assumptions(t: TrainingSpec) -> str:
+def run_assumptions(t: TrainingSpec, family: str = "") -> str:
     """describe.assumptions plus the objective's (memory/preference.py, memory/reward.py)."""
-    out = assumptions(t)
+    out = assumptions(t, family)
     if t.objective == "reward":
         return out + f" · objective reward (score head, {2 * t.batch_size} rows)"
     if t.objective != "sft":
@@ -1358,7 +1358,7 @@ def _chosen(e: Explanation, only: tuple[str, ...]) -> list[Section]:
 
 def to_text(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
     """Plain text, one step of arithmetic per line (stable: no terminal-width dependence)."""
-    out = [header(e), "assumptions: " + run_assumptions(e.training), ""]
+    out = [header(e), "assumptions: " + run_assumptions(e.training, e.model.family), ""]
     for s in _chosen(e, only):
         total = "" if s.total is None else "  " + fmt_value(s.total, s.kind, unit)
         out.append(f"{s.title.upper()}{total}")
@@ -1381,7 +1381,7 @@ def to_text(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str
 
 def to_markdown(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
     """The same explanation as a Markdown document."""
-    out = [f"## {header(e)}", "", f"Assumptions: {run_assumptions(e.training)}", ""]
+    out = [f"## {header(e)}", "", f"Assumptions: {run_assumptions(e.training, e.model.family)}", ""]
     for s in _chosen(e, only):
         total = "" if s.total is None else f": {fmt_value(s.total, s.kind, unit)}"
         out += [f"### {s.title[0].upper() + s.title[1:]}{total}", "", "| term | formula | numbers | result |",
@@ -1403,7 +1403,7 @@ def to_json(e: Explanation, only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Machine-readable: integer values, stable keys."""
     return {
         "model": e.model.name,
-        "settings": settings(e.training),
+        "settings": settings(e.training, e.model.family),
         "sections": [{"key": s.key, "title": s.title, "total": s.total, "kind": s.kind, "text": list(s.text),
                       "lines": [{"key": ln.key, "label": ln.label, "inputs": ln.inputs, "value": ln.value,
                                  "kind": ln.kind, "formula": ln.formula, "source": ln.source} for ln in s.lines]}

@@ -137,6 +137,7 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
                         r.status,
                         r.verdict and r.verdict.headroom_bytes,
                         r.name,
+                        r.spec.family,
                     )
                     for r in rows
                 ],
