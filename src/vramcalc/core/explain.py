@@ -50,7 +50,7 @@ from vramcalc.core.params import block_linears, dora_params, head_dim, resolve_t
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS, FROZEN_BASE_METHODS
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.units import UNIT_BYTES, ceil_div, dtype_bytes
-from vramcalc.core.vocab import METHOD_LABELS
+from vramcalc.core.vocab import CLASSIC_FAMILIES, METHOD_LABELS
 
 Kind = Literal["bytes", "count", "per_token"]
 
@@ -188,6 +188,8 @@ def residual_bytes(recipe: Recipe) -> int:
 def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """Build the explanation of `estimate(model, training)`."""
     b = estimate(model, training)
+    if model.family in CLASSIC_FAMILIES:  # ResNet / LSTM (memory/classic.py): its own units
+        return _explain_classic(model, training, b)
     if training.mode == "inference":
         return _explain_inference(model, training, b)
     if training.mode == "serve":
@@ -1051,6 +1053,42 @@ def _overhead(b: Breakdown) -> Section:
             f"{fmt_value(b.overhead, 'bytes')} = {fmt_value(b.peak_bytes, 'bytes')}",
             f"reserved peak (max_memory_reserved) = {fmt_value(b.reserved_peak_bytes, 'bytes')}")
     return Section("overhead", "runtime overhead", b.overhead, lines, text)
+
+
+# --- the classics (memory/classic.py: ResNet and the LSTM language model, unit by unit) ----------------------
+SRC_CLASSIC = "memory/classic.py (the step walked unit by unit); memory/convnet.py, memory/rnn.py"
+
+
+def _explain_classic(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanation:
+    """A ResNet or an LSTM language model: parameters from torchvision / torch.nn's layout, one activation line per
+    unit (what autograd saves there), the optimizer's states, and the phases as the core walked them."""
+    from vramcalc.core.memory import classic
+
+    units = classic.units(m, t)
+    params = (Line("parameters.total", "parameters", "torchvision resnet.py" if m.family == "resnet" else
+                   "word_language_model RNNModel", b.parameters, "sum of every weight tensor's elements",
+                   "params.py resnet_tensors / lstm_tensors", "count"),)
+    weights = (Line("weights.fp32", "weights and buffers (fp32; BatchNorm running statistics)",
+                    f"{_n(b.parameters)} params × 4 B, one allocation each", b.weights,
+                    "Σ 512-byte-rounded tensor bytes", SRC_CLASSIC),)
+    grads = (Line("gradients.fp32", "gradients (fp32, one per parameter)", f"{_n(b.trainable_parameters)} × 4 B",
+                  b.gradients, "Σ units' gradients", SRC_CLASSIC),)
+    states = (Line("optimizer_state.moments", f"optimizer state ({t.optimizer})", f"{_n(b.trainable_parameters)} "
+                   "trainable parameters", b.optimizer_state, "AdamW 2 × 4 B, SGD momentum 4 B, SGD 0", SRC_ADAMW),)
+    acts = tuple(Line(f"activations.unit{i}", u.name, f"saved {fmt_value(u.saved, 'bytes')}"
+                      + (f" + autocast copies {fmt_value(u.copies, 'bytes')}" if u.copies else ""),
+                      u.saved + u.copies, "what autograd saves in this unit", SRC_CLASSIC)
+                 for i, u in enumerate(units))
+    temps = (Line("temporaries.peak", "transients at the peak moment", b.peak_phase.replace("_", " "),
+                  b.temporaries, "the unit's forward or backward transients, or the step's", SRC_CLASSIC),)
+    phases, label = _phases(b)
+    sections = (Section("parameters", "parameters", None, params, kind="count"),
+                Section("weights", "weights", b.weights, weights),
+                Section("gradients", "gradients", b.gradients, grads),
+                Section("optimizer_state", "optimizer state", b.optimizer_state, states),
+                Section("activations", "activations", b.activations, acts),
+                Section("temporaries", "temporaries", b.temporaries, temps), phases, _overhead(b))
+    return Explanation(m, t, b, sections, label, b.notes)
 
 
 # --- inference (memory/inference.py: prefill and decode, no gradients or optimizer) -------------------
