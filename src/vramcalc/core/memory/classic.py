@@ -137,10 +137,11 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     later_grads = 0
     for i in range(len(us) - 1, -1, -1):
         u = us[i]
-        saved = sum(x.saved for x in us[:i + 1])
-        copies = sum(x.copies for x in us[:i + 1])
-        for grads, temp in ((later_grads, u.bwd_start), (later_grads + u.grads, u.bwd_end)):
-            values = (all_grads if accum else grads, saved, copies, max(temp, 0))
+        # start: the unit's saved tensors alive, its gradients not yet; end: its gradients exist, its saved
+        # tensors are released (autograd frees a node's saved variables once it has run)
+        for grads, upto, temp in ((later_grads, i + 1, u.bwd_start), (later_grads + u.grads, i, u.bwd_end)):
+            values = (all_grads if accum else grads, sum(x.saved for x in us[:upto]),
+                      sum(x.copies for x in us[:upto]), max(temp, 0))
             if not best_bwd or sum(values) > sum(best_bwd):
                 best_bwd = values
         later_grads += u.grads

@@ -43,8 +43,8 @@ class Unit:
     copies: int  # autocast's 16-bit weight copies, cached for the forward and saved by the op
     grads: int  # its parameters' gradients
     fwd_temp: int  # alive at its forward beyond what it saves
-    bwd_start: int  # its backward's transients before its gradients exist (saved tensors still alive)
-    bwd_end: int  # its backward's transients once its gradients exist (saved tensors still alive)
+    bwd_start: int  # its backward's transients before its gradients exist (its saved tensors still alive)
+    bwd_end: int  # its backward's transients once its gradients exist (its saved tensors released)
     fwd_keep: int = 0  # alive from its forward to the end of the forward, not saved (AMP: the fp32 image)
 
 
@@ -97,18 +97,23 @@ def units(m: ModelSpec, batch: int, image_size: int, c: int, autocast: bool) -> 
             saved = 2 * act(b.width, b.h_in) + 2 * act(b.width, b.h_out) + 2 * act(b.out_ch, b.h_out) \
                 + stats(b.width, b.width, b.out_ch)
             names = (f"{p}.conv1", f"{p}.conv2", f"{p}.conv3", *ds)
-            widest = max(act(b.width, b.h_in), act(b.out_ch, b.h_out))
+            widest = max(act(b.width, b.h_in), act(b.width, b.h_out))
         else:
             saved = 2 * act(b.width, b.h_out) + 2 * act(b.out_ch, b.h_out) + stats(b.width, b.out_ch)
             names = (f"{p}.conv1", f"{p}.conv2", *ds)
-            widest = max(act(b.width, b.h_out), act(b.out_ch, b.h_out))
+            widest = act(b.width, b.h_out)
         if b.downsample:
             saved += act(b.out_ch, b.h_out) + stats(b.out_ch)
-        # Forward: the downsample's bn output lives until the add; backward: the output's gradient (kept for the
-        # identity branch) and the gradient being computed at the widest op, and the input's gradient.
+        # Forward: the downsample's bn output lives until the add. Backward, at its start: the output's gradient,
+        # relu's (kept for the identity branch until the input's gradients are summed), the last bn's input
+        # gradient and the last conv's input gradient (the widest inner tensor); at its end: the two branches'
+        # gradients of the input and their sum (autograd's InputBuffer adds them into a new tensor).
         fwd = act(b.out_ch, b.h_out) if b.downsample else 0
-        bwd = 2 * act(b.out_ch, b.h_out) + 2 * widest + act(b.in_ch, b.h_in)
-        bwd_end = act(b.in_ch, b.h_in) + act(b.out_ch, b.h_out)
+        bwd = 3 * act(b.out_ch, b.h_out) + widest
+        bwd_end = 3 * act(b.in_ch, b.h_in)
+        if autocast:  # a conv's 16-bit weight gradient beside its fp32 cast (the cast's backward, autograd's .to())
+            cast = max(blk(c * tensors[n].numel) for n in names)
+            bwd, bwd_end = bwd + cast, bwd_end + cast
         out.append(Unit(p, saved, copies(*names), grads(p + "."), fwd, bwd, bwd_end))
     final = 512 * expansion(m)
     classes = m.num_classes or 1000

@@ -69,5 +69,5 @@ def units(m: ModelSpec, batch: int, seq_len: int, c: int) -> list[Unit]:
     head_saved = (blk(n * h) + blk(4 * n * h) if drop else 0) + logits + blk(8 * n)
     head_grads = blk(4 * v) + blk(4 * v * h)  # the decoder's bias and weight (tied: the shared weight)
     head_unit = Unit("decoder (dropout, linear, log_softmax, nll)", head_saved, 0, head_grads, logits,
-                     2 * logits, blk(4 * n * h) - logits)
+                     2 * logits, blk(4 * n * h))
     return [emb_unit, lstm_unit, head_unit]
