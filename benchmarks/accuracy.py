@@ -292,11 +292,12 @@ def ssm_grid() -> list[dict[str, Any]]:
 
 
 
-# The classics grid (`--grid classics`, issue 15; 34 cases): torchvision's ResNet-18 and ResNet-50 (memory/convnet.py,
+# The classics grid (`--grid classics`, issue 15; 36 cases): torchvision's ResNet-18 and ResNet-50 (memory/convnet.py,
 # traced with trace/_classic.py's plain-PyTorch ResNet) at 112 and 224 pixels x batch 1 / 8 x fp32 AdamW, fp32 SGD
 # with momentum and amp-bf16 AdamW; ResNeXt-50 32x4d and Wide ResNet-50-2 once each (amp-fp16 / amp-bf16); the
 # word_language_model LSTM (memory/rnn.py) at 2 x 200 and 2 x 650, untied and tied, at batch 20 x 35 tokens and
-# batch 32 x 70, AdamW and SGD. Written to accuracy_classics.{json,md}.
+# batch 32 x 70, AdamW and SGD; ResNet-50 and the tied 2 x 200 LSTM with --grad-accum 2. Written to
+# accuracy_classics.{json,md}.
 CLASSIC_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("fp32 adamw", {"precision": "fp32", "optimizer": "adamw"}),
     ("fp32 sgd-momentum", {"precision": "fp32", "optimizer": "sgd-momentum"}),
@@ -319,6 +320,12 @@ def classics_grid() -> list[dict[str, Any]]:
         for batch, seq, opt in ((20, 35, "adamw"), (32, 70, "sgd")):
             cases.append({"id": f"{model} | fp32 {opt} | b{batch} s{seq}", "model": model, "method": "full",
                           "training": {"precision": "fp32", "optimizer": opt, "batch_size": batch, "seq_len": seq}})
+    # gradient accumulation: each new gradient is computed beside the .grad it is added into
+    cases.append({"id": "resnet-50 | amp-bf16 adamw | b4 112px accum 2", "model": "resnet-50", "method": "full",
+                  "training": {"precision": "amp-bf16", "batch_size": 4, "image_size": 112, "grad_accum": 2}})
+    cases.append({"id": "lstm-lm-200-tied | fp32 adamw | b20 s35 accum 2", "model": "lstm-lm-200-tied",
+                  "method": "full",
+                  "training": {"precision": "fp32", "batch_size": 20, "seq_len": 35, "grad_accum": 2}})
     return cases
 
 def _model(name: str) -> Any:
@@ -895,7 +902,7 @@ def main() -> None:
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
                     "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; classics: issue 15's "
-                    "34 ResNet / LSTM language model cases")
+                    "36 ResNet / LSTM language model cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()

@@ -139,7 +139,9 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         u = us[i]
         # start: the unit's saved tensors alive, its gradients not yet; end: its gradients exist, its saved
         # tensors are released (autograd frees a node's saved variables once it has run)
-        for grads, upto, temp in ((later_grads, i + 1, u.bwd_start), (later_grads + u.grads, i, u.bwd_end)):
+        starts = u.bwd_start + (u.accum_start if accum else 0)
+        ends = u.bwd_end + (u.accum_end if accum else 0)
+        for grads, upto, temp in ((later_grads, i + 1, starts), (later_grads + u.grads, i, ends)):
             values = (all_grads if accum else grads, sum(x.saved for x in us[:upto]),
                       sum(x.copies for x in us[:upto]), max(temp, 0))
             if not best_bwd or sum(values) > sum(best_bwd):

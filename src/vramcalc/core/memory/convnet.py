@@ -46,6 +46,10 @@ class Unit:
     bwd_start: int  # its backward's transients before its gradients exist (its saved tensors still alive)
     bwd_end: int  # its backward's transients once its gradients exist (its saved tensors released)
     fwd_keep: int = 0  # alive from its forward to the end of the forward, not saved (AMP: the fp32 image)
+    # Accumulating (--grad-accum > 1): a new gradient is computed beside the .grad it is added into
+    # (AccumulateGrad: `grad += new` in place), at the start or the end of the unit's backward.
+    accum_start: int = 0
+    accum_end: int = 0
 
 
 def blk(n_bytes: int) -> int:
@@ -87,7 +91,8 @@ def units(m: ModelSpec, batch: int, image_size: int, c: int, autocast: bool) -> 
     stem_saved = (act(3, image_size) if autocast else image) + 2 * act(64, h1) + stats(64) \
         + act(64, h2) + blk(8 * batch * 64 * h2 * h2)
     out = [Unit("stem (conv1, bn1, relu, maxpool)", stem_saved, copies("conv1"), grads("conv1") + grads("bn1"),
-                0, 2 * act(64, h1), 2 * act(64, h1), image if autocast else 0)]
+                0, 2 * act(64, h1), 2 * act(64, h1), image if autocast else 0,
+                accum_start=blk(4 * tensors["conv1"].numel))]
     for b in blocks(m, image_size):
         p = b.name
         ds = (f"{p}.downsample.0",) if b.downsample else ()
@@ -114,7 +119,8 @@ def units(m: ModelSpec, batch: int, image_size: int, c: int, autocast: bool) -> 
         if autocast:  # a conv's 16-bit weight gradient beside its fp32 cast (the cast's backward, autograd's .to())
             cast = max(blk(c * tensors[n].numel) for n in names)
             bwd, bwd_end = bwd + cast, bwd_end + cast
-        out.append(Unit(p, saved, copies(*names), grads(p + "."), fwd, bwd, bwd_end))
+        largest = max(blk(4 * t.numel) for n, t in tensors.items() if n.startswith(p + "."))
+        out.append(Unit(p, saved, copies(*names), grads(p + "."), fwd, bwd, bwd_end, accum_start=largest))
     final = 512 * expansion(m)
     classes = m.num_classes or 1000
     # avgpool's output (saved by fc), log_softmax's fp32 output (saved by nll_loss), the int64 labels.

@@ -55,13 +55,14 @@ def units(m: ModelSpec, batch: int, seq_len: int, c: int) -> list[Unit]:
     # Tied: the decoder's gradient of the shared weight comes first; the embedding's is added to it
     # (AccumulateGrad: grad + new, both alive with the sum). Untied: the embedding's gradient is the .grad.
     emb_unit = Unit("encoder (embedding, dropout)", emb_saved, 0, 0 if m.tie_word_embeddings else emb_grad,
-                    0, blk(4 * n * e) + (2 * emb_grad if m.tie_word_embeddings else 0), 0)
+                    0, blk(4 * n * e) + (2 * emb_grad if m.tie_word_embeddings else 0), 0,
+                    accum_start=0 if m.tie_word_embeddings else emb_grad)
     state = blk(4 * n_layers * batch * h)
     # _cudnn_rnn keeps hx, cx (zeros from init_hidden), its output and the reserve; its backward allocates dx,
     # dhx, dcx and the flat weight gradient, from the output's gradient.
     lstm_saved = 2 * state + blk(4 * n * h) + reserve_bytes(m, n, batch, c)
     lstm_unit = Unit("rnn (cuDNN LSTM)", lstm_saved, 0, rnn_grads, 0,
-                     blk(4 * n * h) + blk(4 * n * e) + 2 * state, blk(4 * n * e))
+                     blk(4 * n * h) + blk(4 * n * e) + 2 * state, blk(4 * n * e), accum_start=rnn_grads)
     logits = blk(4 * n * v)
     # Dropout on the LSTM output (mask + output, saved by the decoder), log_softmax's output (saved by nll_loss)
     # and the int64 targets. Forward: the logits live beside log_softmax's output. Backward: nll_loss's and
@@ -69,5 +70,5 @@ def units(m: ModelSpec, batch: int, seq_len: int, c: int) -> list[Unit]:
     head_saved = (blk(n * h) + blk(4 * n * h) if drop else 0) + logits + blk(8 * n)
     head_grads = blk(4 * v) + blk(4 * v * h)  # the decoder's bias and weight (tied: the shared weight)
     head_unit = Unit("decoder (dropout, linear, log_softmax, nll)", head_saved, 0, head_grads, logits,
-                     2 * logits, blk(4 * n * h))
+                     2 * logits, blk(4 * n * h), accum_end=blk(4 * v * h))
     return [emb_unit, lstm_unit, head_unit]
