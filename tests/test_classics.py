@@ -163,3 +163,37 @@ def test_cli_json_for_a_resnet(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["parameters"] == 25_557_032 - 990 * 2049  # fc of 10 classes (test_num_classes_changes_only_fc)
     assert doc["settings"]["image_size"] == 160 and doc["settings"]["precision"] == "amp-bf16"
     assert "seq_len" not in doc["settings"]
+
+
+# Invariants over the classics' own options (hypothesis, the project's derandomized profile in conftest.py).
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+RESNETS = sorted(TORCHVISION_NUM_PARAMS)
+
+
+@given(name=st.sampled_from(RESNETS), batch=st.integers(1, 64), size=st.integers(32, 512),
+       precision=st.sampled_from(["fp32", "amp-bf16", "amp-fp16"]),
+       optimizer=st.sampled_from(["adamw", "sgd", "sgd-momentum"]), accum=st.integers(1, 4))
+def test_resnet_peak_grows_with_batch_and_image_and_components_add_up(
+        name: str, batch: int, size: int, precision: str, optimizer: str, accum: int) -> None:
+    m = presets.find_model(name)
+    t = TrainingSpec(batch_size=batch, image_size=size, precision=precision,  # type: ignore[arg-type]
+                     optimizer=optimizer, grad_accum=accum)  # type: ignore[arg-type]
+    b = estimate(m, t)
+    # every component alive at once bounds the peak (plus, under AMP, the fp32 input images: alive through the
+    # forward as the step's input, not saved by autograd)
+    assert b.tensor_peak_bytes <= b.sum_bytes - b.overhead + blk(4 * 3 * size * size * batch)
+    assert estimate(m, replace(t, batch_size=batch + 1)).peak_bytes >= b.peak_bytes
+    assert estimate(m, replace(t, image_size=size + 32)).peak_bytes >= b.peak_bytes
+    assert b.weights >= 4 * b.parameters and b.gradients >= 4 * b.trainable_parameters
+
+
+@given(name=st.sampled_from(LSTMS), batch=st.integers(1, 64), seq=st.integers(1, 256),
+       optimizer=st.sampled_from(["adamw", "sgd", "sgd-momentum"]))
+def test_lstm_peak_grows_with_batch_and_sequence(name: str, batch: int, seq: int, optimizer: str) -> None:
+    m = presets.find_model(name)
+    t = TrainingSpec(batch_size=batch, seq_len=seq, optimizer=optimizer)  # type: ignore[arg-type]
+    b = estimate(m, t)
+    assert estimate(m, replace(t, batch_size=batch + 1)).peak_bytes >= b.peak_bytes
+    assert estimate(m, replace(t, seq_len=seq + 1)).peak_bytes >= b.peak_bytes
