@@ -61,7 +61,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                encdec|sharded|optimizers|lora-variants|rl|ssm]
+                encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -402,6 +402,42 @@ def gptoss_grid() -> list[dict[str, Any]]:
                                   "training": dict(kw, batch_size=b, seq_len=seq, grad_checkpointing=gc)})
     return cases
 
+
+# The classics grid (`--grid classics`, issue 15; 36 cases): torchvision's ResNet-18 and ResNet-50 (memory/convnet.py,
+# traced with trace/_classic.py's plain-PyTorch ResNet) at 112 and 224 pixels x batch 1 / 8 x fp32 AdamW, fp32 SGD
+# with momentum and amp-bf16 AdamW; ResNeXt-50 32x4d and Wide ResNet-50-2 once each (amp-fp16 / amp-bf16); the
+# word_language_model LSTM (memory/rnn.py) at 2 x 200 and 2 x 650, untied and tied, at batch 20 x 35 tokens and
+# batch 32 x 70, AdamW and SGD; ResNet-50 and the tied 2 x 200 LSTM with --grad-accum 2. Written to
+# accuracy_classics.{json,md}.
+CLASSIC_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("fp32 adamw", {"precision": "fp32", "optimizer": "adamw"}),
+    ("fp32 sgd-momentum", {"precision": "fp32", "optimizer": "sgd-momentum"}),
+    ("amp-bf16 adamw", {"precision": "amp-bf16", "optimizer": "adamw"}),
+)
+
+
+def classics_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in ("resnet-18", "resnet-50"):
+        for size in (112, 224):
+            for batch in (1, 8):
+                for label, kw in CLASSIC_RUNS:
+                    cases.append({"id": f"{model} | {label} | b{batch} {size}px", "model": model, "method": "full",
+                                  "training": dict(kw, batch_size=batch, image_size=size)})
+    for model, precision in (("resnext50-32x4d", "amp-fp16"), ("wide-resnet50-2", "amp-bf16")):
+        cases.append({"id": f"{model} | {precision} adamw | b8 112px", "model": model, "method": "full",
+                      "training": {"precision": precision, "optimizer": "adamw", "batch_size": 8, "image_size": 112}})
+    for model in ("lstm-lm-200", "lstm-lm-200-tied", "lstm-lm-650", "lstm-lm-650-tied"):
+        for batch, seq, opt in ((20, 35, "adamw"), (32, 70, "sgd")):
+            cases.append({"id": f"{model} | fp32 {opt} | b{batch} s{seq}", "model": model, "method": "full",
+                          "training": {"precision": "fp32", "optimizer": opt, "batch_size": batch, "seq_len": seq}})
+    # gradient accumulation: each new gradient is computed beside the .grad it is added into
+    cases.append({"id": "resnet-50 | amp-bf16 adamw | b4 112px accum 2", "model": "resnet-50", "method": "full",
+                  "training": {"precision": "amp-bf16", "batch_size": 4, "image_size": 112, "grad_accum": 2}})
+    cases.append({"id": "lstm-lm-200-tied | fp32 adamw | b20 s35 accum 2", "model": "lstm-lm-200-tied",
+                  "method": "full",
+                  "training": {"precision": "fp32", "batch_size": 20, "seq_len": 35, "grad_accum": 2}})
+    return cases
 
 def _model(name: str) -> Any:
     if name.startswith("seq2seq:"):  # an encoder-decoder's config.json as published (no layer cut)
@@ -869,7 +905,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "encoders2": token_cls_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "gptoss": gptoss_grid}
+         "gptoss": gptoss_grid, "classics": classics_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -883,7 +919,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "rl": " (GRPO: generate() and the step on completions, issue 14)",
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
-          "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)"}
+          "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
+          "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -995,7 +1032,7 @@ def main() -> None:
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
                     "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
-                    "gpt-oss cases (MoE, attention sinks)")
+                    "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1004,7 +1041,7 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "optimizers", "rl", "encdec", "ssm",
-                         "gptoss") \
+                         "gptoss", "classics") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -15,7 +15,7 @@ from vramcalc.cli.app import app
 from vramcalc.core.checks import check_encoder, check_seq2seq
 from vramcalc.core.errors import UnsupportedCombination, VramcalcError
 from vramcalc.core.explain import Explanation, change, diff, explain, to_json, to_markdown, to_text
-from vramcalc.core.memory import encoder, estimate, seq2seq
+from vramcalc.core.memory import classic, encoder, estimate, seq2seq
 from vramcalc.core.memory.activations import head_activations, head_terms
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
@@ -184,6 +184,11 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
                 check_seq2seq(m, t)
             except UnsupportedCombination:
                 continue  # what the encoder-decoder arithmetic does not cover is refused in one line (core/checks.py)
+        if classic.is_classic(m):
+            try:
+                classic.check(m, t)
+            except UnsupportedCombination:
+                continue  # ResNet / LSTM: what memory/classic.py does not model is refused in one line
         run = t
         if getattr(m, "attention_kind", "mha") == "mla" and t.method in ("lora", "qlora"):
             # MLA models have no v_proj: adapt all linears for them only (the next model gets the config's own

@@ -545,9 +545,10 @@ def test_qlora_weights_are_smaller_than_lora_weights(m: ModelSpec, t: TrainingSp
 
 
 def test_methods_needing_an_architecture_refuse_count_only_presets() -> None:
-    # resnet-50 is a parameter count only: LoRA targets, bitsandbytes' quantized Linears and frozen
-    # layers cannot be known, so these methods are a one-line error instead of a silent full estimate.
-    m = next(s for s in PRESET_MODELS if not s.has_architecture)
+    # A parameter count only (resnet-50 was one until issue 15 gave it its architecture; 25,557,032 is its
+    # torchvision num_params): LoRA targets, bitsandbytes' quantized Linears and frozen layers cannot be known,
+    # so these methods are a one-line error instead of a silent full estimate.
+    m = ModelSpec(name="count-only", source="tests/test_properties.py", parameters=25_557_032)
     for method in ("lora", "qlora", "freeze"):
         with pytest.raises(VramcalcError, match="needs the architecture"):
             estimate(m, TrainingSpec(method=method, freeze_layers=0 if method == "freeze" else None))

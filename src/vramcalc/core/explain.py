@@ -57,7 +57,7 @@ from vramcalc.core.params import block_linears, dora_params, head_dim, resolve_t
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS, FROZEN_BASE_METHODS
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.units import UNIT_BYTES, ceil_div, dtype_bytes
-from vramcalc.core.vocab import METHOD_LABELS
+from vramcalc.core.vocab import CLASSIC_FAMILIES, METHOD_LABELS
 
 Kind = Literal["bytes", "count", "per_token"]
 
@@ -198,6 +198,8 @@ def residual_bytes(recipe: Recipe) -> int:
 def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """Build the explanation of `estimate(model, training)`."""
     b = estimate(model, training)
+    if model.family in CLASSIC_FAMILIES:  # ResNet / LSTM (memory/classic.py): its own units
+        return _explain_classic(model, training, b)
     if training.mode == "inference":
         return _explain_inference(model, training, b)
     if training.mode == "serve":
@@ -1098,6 +1100,42 @@ def _overhead(b: Breakdown) -> Section:
     return Section("overhead", "runtime overhead", b.overhead, lines, text)
 
 
+# --- the classics (memory/classic.py: ResNet and the LSTM language model, unit by unit) ----------------------
+SRC_CLASSIC = "memory/classic.py (the step walked unit by unit); memory/convnet.py, memory/rnn.py"
+
+
+def _explain_classic(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanation:
+    """A ResNet or an LSTM language model: parameters from torchvision / torch.nn's layout, one activation line per
+    unit (what autograd saves there), the optimizer's states, and the phases as the core walked them."""
+    from vramcalc.core.memory import classic
+
+    units = classic.units(m, t)
+    params = (Line("parameters.total", "parameters", "torchvision resnet.py" if m.family == "resnet" else
+                   "word_language_model RNNModel", b.parameters, "sum of every weight tensor's elements",
+                   "params.py resnet_tensors / lstm_tensors", "count"),)
+    weights = (Line("weights.fp32", "weights and buffers (fp32; BatchNorm running statistics)",
+                    f"{_n(b.parameters)} params × 4 B, one allocation each", b.weights,
+                    "Σ 512-byte-rounded tensor bytes", SRC_CLASSIC),)
+    grads = (Line("gradients.fp32", "gradients (fp32, one per parameter)", f"{_n(b.trainable_parameters)} × 4 B",
+                  b.gradients, "Σ units' gradients", SRC_CLASSIC),)
+    states = (Line("optimizer_state.moments", f"optimizer state ({t.optimizer})", f"{_n(b.trainable_parameters)} "
+                   "trainable parameters", b.optimizer_state, "AdamW 2 × 4 B, SGD momentum 4 B, SGD 0", SRC_ADAMW),)
+    acts = tuple(Line(f"activations.unit{i}", u.name, f"saved {fmt_value(u.saved, 'bytes')}"
+                      + (f" + autocast copies {fmt_value(u.copies, 'bytes')}" if u.copies else ""),
+                      u.saved + u.copies, "what autograd saves in this unit", SRC_CLASSIC)
+                 for i, u in enumerate(units))
+    temps = (Line("temporaries.peak", "transients at the peak moment", b.peak_phase.replace("_", " "),
+                  b.temporaries, "the unit's forward or backward transients, or the step's", SRC_CLASSIC),)
+    phases, label = _phases(b)
+    sections = (Section("parameters", "parameters", None, params, kind="count"),
+                Section("weights", "weights", b.weights, weights),
+                Section("gradients", "gradients", b.gradients, grads),
+                Section("optimizer_state", "optimizer state", b.optimizer_state, states),
+                Section("activations", "activations", b.activations, acts),
+                Section("temporaries", "temporaries", b.temporaries, temps), phases, _overhead(b))
+    return Explanation(m, t, b, sections, label, b.notes)
+
+
 # --- inference (memory/inference.py: prefill and decode, no gradients or optimizer) -------------------
 
 SRC_GENERATE = ("memory/inference.py generate_terms (transformers 5.24 generation/utils.py _sample, "
@@ -1354,9 +1392,9 @@ _OBJECTIVE_LABELS = {"dpo": "DPO", "ipo": "IPO", "kto": "KTO", "reward": "reward
                      "simpo": "SimPO", "grpo": "GRPO"}
 
 
-def settings(t: TrainingSpec) -> dict[str, Any]:
+def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
     """describe.settings plus the objective's options (memory/preference.py), so --diff and JSON show them."""
-    out = run_settings(t)
+    out = run_settings(t, family)
     if t.objective != "sft":
         out["objective"] = t.objective
         if rl.is_rl(t):
@@ -1372,9 +1410,9 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
     return out
 
 
-def run_assumptions(t: TrainingSpec) -> str:
+def run_assumptions(t: TrainingSpec, family: str = "") -> str:
     """describe.assumptions plus the objective's (memory/preference.py, memory/reward.py)."""
-    out = assumptions(t)
+    out = assumptions(t, family)
     if t.objective == "reward":
         return out + f" · objective reward (score head, {2 * t.batch_size} rows)"
     if t.objective != "sft":
@@ -1403,7 +1441,7 @@ def _chosen(e: Explanation, only: tuple[str, ...]) -> list[Section]:
 
 def to_text(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
     """Plain text, one step of arithmetic per line (stable: no terminal-width dependence)."""
-    out = [header(e), "assumptions: " + run_assumptions(e.training), ""]
+    out = [header(e), "assumptions: " + run_assumptions(e.training, e.model.family), ""]
     for s in _chosen(e, only):
         total = "" if s.total is None else "  " + fmt_value(s.total, s.kind, unit)
         out.append(f"{s.title.upper()}{total}")
@@ -1426,7 +1464,7 @@ def to_text(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str
 
 def to_markdown(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
     """The same explanation as a Markdown document."""
-    out = [f"## {header(e)}", "", f"Assumptions: {run_assumptions(e.training)}", ""]
+    out = [f"## {header(e)}", "", f"Assumptions: {run_assumptions(e.training, e.model.family)}", ""]
     for s in _chosen(e, only):
         total = "" if s.total is None else f": {fmt_value(s.total, s.kind, unit)}"
         out += [f"### {s.title[0].upper() + s.title[1:]}{total}", "", "| term | formula | numbers | result |",
@@ -1448,7 +1486,7 @@ def to_json(e: Explanation, only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Machine-readable: integer values, stable keys."""
     return {
         "model": e.model.name,
-        "settings": settings(e.training),
+        "settings": settings(e.training, e.model.family),
         "sections": [{"key": s.key, "title": s.title, "total": s.total, "kind": s.kind, "text": list(s.text),
                       "lines": [{"key": ln.key, "label": ln.label, "inputs": ln.inputs, "value": ln.value,
                                  "kind": ln.kind, "formula": ln.formula, "source": ln.source} for ln in s.lines]}

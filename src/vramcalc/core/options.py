@@ -231,6 +231,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("target_len", int, 0,
         "Encoder-decoders (T5, BART): target tokens per sequence (decoder input and labels); --seq-len is the "
         "source. 0: as long as the source."),
+    # The classics (core/memory/classic.py): torchvision's ResNet family.
+    Opt("image_size", int, 224, "ResNet: input images are image-size x image-size RGB (torchvision's 224)."),
+    Opt("num_classes", int, 1000, "ResNet: outputs of the final fc layer (torchvision's 1000, ImageNet)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

@@ -18,6 +18,7 @@ from vramcalc.core.margin import Margin, Status, classify
 from vramcalc.core.memory import estimate
 from vramcalc.core.memory.distributed import gpu_counts
 from vramcalc.core.specs import GpuSpec, ModelSpec, TrainingSpec
+from vramcalc.core.vocab import CLASSIC_FAMILIES
 
 # Search caps: nobody runs a micro-batch of 65,536 sequences on one GPU; a sequence is capped by the
 # model's max_position_embeddings (beyond it the position encoding is undefined) or 2^20 tokens.
@@ -153,6 +154,8 @@ def seq_floor(t: TrainingSpec) -> int:
 
 
 def max_seq_len(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
+    if est.model.family == "resnet":  # images, no sequence (memory/convnet.py): n/a
+        return None
     return largest_fitting(
         lambda s: est.peak(with_changes(t, {"seq_len": s})), budget_bytes, seq_cap(est.model), seq_floor(t)
     )
@@ -320,7 +323,11 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
     notes: list[str] = []
     sugg: list[Suggestion] = []
     gpus_needed = None
-    if status == "DOES NOT FIT":
+    if status == "DOES NOT FIT" and model.family in CLASSIC_FAMILIES:
+        # ResNet / LSTM (memory/classic.py): one GPU, full training; a smaller batch is the change they model
+        notes.append(f"{model.name} is modelled on one GPU with full training: lower --batch-size (see "
+                     "max_batch_size) or use a larger GPU.")
+    elif status == "DOES NOT FIT":
         sugg = suggestions(est, t, capacity_bytes, margin)
         more = _more_gpus(model, est, t, capacity_bytes, margin)
         if more is not None:

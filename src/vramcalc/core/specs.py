@@ -16,6 +16,7 @@ from vramcalc.core.vocab import (
     ADAPTER_DTYPES,
     ATTENTION_KINDS,
     ATTENTIONS,
+    CLASSIC_FAMILIES,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
@@ -245,6 +246,18 @@ class ModelSpec:
     ssm_proj_bias: bool = False  # config use_bias: in_proj and out_proj have biases
     ssm_residual_fp32: bool = False  # config residual_in_fp32: MambaBlock adds the residual in fp32
 
+    # The course texts' classics (vocab.CLASSIC_FAMILIES, core/memory/classic.py). ResNet (torchvision
+    # models/resnet.py ResNet): blocks per stage (resnet50: 3, 4, 6, 3), Bottleneck or BasicBlock, the grouped 3x3
+    # conv's groups and width_per_group (ResNeXt 32 x 4, Wide ResNet 128), and fc's num_classes. LSTM language
+    # model (pytorch/examples word_language_model RNNModel): rnn_input_size is the embedding width (emsize);
+    # hidden_size, num_layers, vocab_size, dropout and tie_word_embeddings as their names say.
+    conv_blocks: tuple[int, ...] = ()
+    conv_bottleneck: bool = False
+    conv_groups: int = 0  # 0: torchvision's default, 1
+    conv_width_per_group: int = 0  # 0: torchvision's default, 64
+    num_classes: int = 0
+    rnn_input_size: int = 0
+
     # The published total, for the preset test (not used by the arithmetic).
     published_parameters: int | None = None
     published_parameters_source: str | None = None
@@ -264,6 +277,8 @@ class ModelSpec:
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
         **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel"), (*NON_NEGATIVE, COUNT_CAP)),
+        **dict.fromkeys(("num_classes", "rnn_input_size"), (*NON_NEGATIVE, COUNT_CAP)),
+        **dict.fromkeys(("conv_groups", "conv_width_per_group"), (*NON_NEGATIVE, COUNT_CAP)),
         "dropout": FRACTION,
         **dict.fromkeys(("attention_dropout", "activation_dropout"), FRACTION),
         "moe_capacity_factor": POSITIVE,
@@ -280,6 +295,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         _check(self)
+        if self.family in CLASSIC_FAMILIES:  # ResNet / LSTM: their own fields (core/memory/classic.py)
+            _check_classic(self)
+            return
         arch: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_attention_heads")
         if self.ssm_state_size:  # a state-space model has no attention heads (memory/ssm.py)
             arch = arch[:-1]
@@ -314,7 +332,27 @@ class ModelSpec:
 
     @property
     def has_architecture(self) -> bool:
-        return self.hidden_size is not None
+        """A transformer's (or Mamba's) architecture; the classics (ResNet, LSTM) have their own (memory/classic.py)."""
+        return self.hidden_size is not None and self.family not in CLASSIC_FAMILIES
+
+
+def _check_classic(m: ModelSpec) -> None:
+    """The fields a ResNet or an LSTM language model needs (core/memory/convnet.py, core/memory/rnn.py)."""
+    if m.family == "resnet":
+        if len(m.conv_blocks) != 4 or any(not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= 1000
+                                          for n in m.conv_blocks):
+            raise SpecError("conv_blocks", "a ResNet needs four stage block counts from 1 to 1000 (resnet50: "
+                            "[3, 4, 6, 3])")
+        if not m.conv_bottleneck and (m.conv_groups not in (0, 1) or m.conv_width_per_group not in (0, 64)):
+            raise SpecError("", "BasicBlock only supports conv_groups 1 and conv_width_per_group 64 "
+                            "(torchvision resnet.py): set conv_bottleneck true")
+        return
+    missing = [f for f in ("vocab_size", "hidden_size", "num_layers") if getattr(m, f) is None]
+    if missing or not m.rnn_input_size:
+        raise SpecError("", f"an LSTM language model needs {', '.join(missing + ['rnn_input_size'])}")
+    if m.tie_word_embeddings and m.rnn_input_size != m.hidden_size:
+        raise SpecError("", "tied weights need rnn_input_size equal to hidden_size (word_language_model: "
+                        "--tied needs emsize == nhid)")
 
 
 @dataclass(frozen=True)
@@ -445,6 +483,10 @@ class TrainingSpec:
     # Encoder-decoders (memory/seq2seq.py): --seq-len is the source (the encoder's input), target_len the target
     # (the decoder's input and the labels); 0: as long as the source.
     target_len: int = 0
+    # The classics (core/memory/classic.py): a ResNet's input images are image_size x image_size RGB, and its fc
+    # has num_classes outputs (torchvision's default 1000).
+    image_size: int = 224
+    num_classes: int = 1000
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
@@ -461,7 +503,8 @@ class TrainingSpec:
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
                          "quant_group_size", "loss_chunks", "ac_every", "new_tokens", "virtual_tokens",
                          "oft_block_size", "trainable_tokens", "n_frequency", "num_labels", "miss_rank",
-                         "c3a_block_size", "shira_rank", "adapter_len", "num_generations", "num_iterations"),
+                         "c3a_block_size", "shira_rank", "adapter_len", "num_generations", "num_iterations",
+                         "image_size", "num_classes"),
                         (*POSITIVE, COUNT_CAP)),
         **dict.fromkeys(("boft_block_size", "boft_block_num"), (*NON_NEGATIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),

@@ -90,6 +90,9 @@ ENCODER_FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta", "distilbe
 SEQ2SEQ_FAMILIES: tuple[str, ...] = ("t5", "mt5", "bart", "mbart")
 # State-space families (selective-scan mixers instead of attention and MLP: memory/ssm.py).
 SSM_FAMILIES: tuple[str, ...] = ("mamba",)
+# The course texts' classics (issue 15): torchvision's ResNet family (memory/convnet.py) and a word-level LSTM
+# language model (memory/rnn.py): no transformer blocks, estimated by core/memory/classic.py.
+CLASSIC_FAMILIES: tuple[str, ...] = ("resnet", "lstm")
 # Output.
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]

@@ -103,6 +103,12 @@ def _packed_inputs(training: TrainingSpec, vocab: int) -> Any:
 
 def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     """One steady-state training step of `model` under `training`, measured on fake tensors."""
+    from vramcalc.core.memory.classic import is_classic
+
+    if is_classic(model):  # ResNet, LSTM language model: plain-PyTorch models (trace/_classic.py)
+        from vramcalc.trace._classic import trace_classic
+
+        return trace_classic(model, training)
     if training.mode == "inference":  # trace/_generate.py: prefill + decode steps of generate()
         from vramcalc.trace._generate import trace_generate
 

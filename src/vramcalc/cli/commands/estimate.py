@@ -108,7 +108,7 @@ def estimate_doc(row: EstimateRow, margin: Any, units: str) -> dict[str, Any]:
     """render.to_json plus `status`, `margin` and, for a file, `config_source`."""
     from vramcalc.cli import render
 
-    doc = render.to_json(row.breakdown, row.training, row.verdict, units, row.status, margin)
+    doc = render.to_json(row.breakdown, row.training, row.verdict, units, row.status, margin, row.spec.family)
     if row.source is not None:
         doc["name"] = row.name
         doc["config_source"] = row.source.source_doc()
@@ -137,6 +137,7 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
                         r.status,
                         r.verdict and r.verdict.headroom_bytes,
                         r.name,
+                        r.spec.family,
                     )
                     for r in rows
                 ],
