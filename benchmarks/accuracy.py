@@ -728,6 +728,14 @@ RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("grpo lora beta adapters-off gc", {**_LORA, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
     ("grpo lora generation peak", {**_LORA, **_GRPO, "batch_size": 2, "steps_per_generation": 8}),
     ("grpo qlora gc", {**_QLORA, **_GRPO, **GC, "batch_size": 4}),
+    # GRPO with vLLM (memory/rl.py): no generate() on the policy; the old policy's pass always runs (importance
+    # sampling), beside vLLM's sampling log-probs; server mode streams the weights through packed buffers. The
+    # colocated engine's share of the GPU is overhead (not a tensor of the training step), so the tensor peak is
+    # the step's.
+    ("grpo full vllm colocate", {**_FULL, **_GRPO, "batch_size": 4, "use_vllm": "colocate"}),
+    ("grpo lora vllm colocate sleep gc", {**_LORA, **_GRPO, **GC, "batch_size": 4, "beta": 0.04,
+                                          "use_vllm": "colocate", "vllm_sleep": True}),
+    ("grpo full vllm server", {**_FULL, **_GRPO, "batch_size": 4, "use_vllm": "server"}),
 )
 
 

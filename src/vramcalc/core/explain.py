@@ -80,6 +80,8 @@ SRC_LOSS = "transformers ForCausalLMLoss: logits.float(), log_softmax (saved), n
 SRC_OVERHEAD = ("memory/overhead.py: CUDA context measured ~500 MiB; CublasHandlePool.cpp; NCCL docs; "
                 "CUDACachingAllocator.cpp segments; fragmentation fitted (docs/real-gpu.md)")
 SRC_PHASES = "memory/__init__.py phase model (steady state, zero_grad(set_to_none=True))"
+SRC_RL_VLLM = ("memory/rl.py colocated (TRL 1.16 trl/generation/vllm_generation.py _init_vllm, sync_weights, "
+               "generate: LLM(gpu_memory_utilization=...), sleep(level=2))")
 SRC_RL = "memory/rl.py (TRL 1.16 trl/trainer/grpo_trainer.py _generate_single_turn, _generate_and_score_completions)"
 SRC_PREFERENCE = ("memory/preference.py (TRL 1.16 trl/trainer/dpo_trainer.py, kto_trainer.py _compute_loss; "
                   "DataCollatorForPreference)")
@@ -1047,6 +1049,19 @@ def _overhead(b: Breakdown) -> Section:
              f"22 MiB + 9.9 % × {_n(b.tensor_peak_bytes)} B tensor peak", d.get("overhead.allocator_reserve", 0),
              "fitted on published max_memory_reserved readings", SRC_OVERHEAD),
     )
+    if "overhead.vllm_engine" in d:  # GRPO + colocated vLLM (memory/rl.py colocated): its share of the GPU
+        sleep = "non-torch memory while asleep (level 2)" if d["overhead.vllm_engine"] != d["vllm.budget"] else \
+            "vllm_gpu_memory_utilization × the GPU"
+        lines += (
+            Line("overhead.vllm_engine", "colocated vLLM engine during the step", sleep, d["overhead.vllm_engine"],
+                 "weights, profile reserve, non-torch memory and KV pool (approximate)", SRC_RL_VLLM),
+            Line("overhead.vllm_cuda_graphs", "vLLM CUDA graphs", "piecewise + full captures × layers × 176 KiB",
+                 d["overhead.vllm_cuda_graphs"], "captured after the pool, outside the budget (approximate)",
+                 SRC_VLLM),
+            Line("overhead.vllm_spare", "left over on the smallest GPU that holds both",
+                 "smallest GPU − step − vLLM", d["overhead.vllm_spare"],
+                 "the GPU is found (vLLM takes a fraction of it), not summed", SRC_RL_VLLM),
+        )
     text = (f"peak = tensor peak {fmt_value(b.tensor_peak_bytes, 'bytes')} + overhead "
             f"{fmt_value(b.overhead, 'bytes')} = {fmt_value(b.peak_bytes, 'bytes')}",
             f"reserved peak (max_memory_reserved) = {fmt_value(b.reserved_peak_bytes, 'bytes')}")

@@ -347,6 +347,16 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
                      + (f"{rows:,} completions per generate() call (--steps-per-generation "
                         f"{rows // t.batch_size}; num_generations up to {rows:,} with one prompt per call)."
                         if rows else "none (the training step alone does not fit)."))
+    if t.objective == "grpo" and t.mode == "train" and t.use_vllm == "colocate":
+        from vramcalc.core.memory import estimate
+        from vramcalc.core.memory import rl as _rl
+
+        d = estimate(model, t).details
+        rng = _rl.utilization_range(model, t, d["vllm.training_step"], d["vllm.training_held"], capacity_bytes)
+        notes.append(f"grpo + colocated vLLM: vllm_gpu_memory_utilization from {rng[0]:g} (vLLM starts) to {rng[1]:g} "
+                     "(the training step still fits beside it) on this GPU." if rng else
+                     "grpo + colocated vLLM: no vllm_gpu_memory_utilization both starts vLLM and leaves room for the "
+                     "training step on this GPU: --vllm-sleep, a larger GPU or --use-vllm server.")
     return FitReport(
         peak,
         capacity_bytes,

@@ -75,6 +75,9 @@ StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtu
 # policy step on the completions through TRL's fused head; a reference when beta > 0).
 Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo", "grpo"]
 RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
+# GRPO's generation engine (memory/rl.py): off (generate()), colocate (TRL vllm_mode="colocate": a vLLM engine in
+# the training process, on the same GPU) or server (vllm_mode="server": vLLM on other GPUs).
+VllmMode = Literal["off", "colocate", "server"]
 RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 # The task head of an encoder (memory/encoder.py): auto (a causal LM's own LM head; an encoder's sequence
 # classifier), seq-cls (AutoModelForSequenceClassification: pooler + classifier of --num-labels) or mlm
@@ -107,6 +110,7 @@ PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo", "kto")  # a policy
 REFERENCE_FREE_OBJECTIVES: tuple[Objective, ...] = ("orpo", "cpo", "simpo")  # the policy alone, full logits
 RL_OBJECTIVES: tuple[Objective, ...] = ("grpo",)  # generation, then a policy step on the completions
 REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
+VLLM_MODES: tuple[VllmMode, ...] = get_args(VllmMode)
 REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)
 HEADS: tuple[Head, ...] = get_args(Head)
 OPTIMIZER_IMPLS: tuple[OptimizerImpl, ...] = get_args(OptimizerImpl)

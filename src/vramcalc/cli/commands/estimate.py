@@ -82,6 +82,11 @@ def estimate_rows(
             notes.insert(0, warning)
         if serving is not None:  # what vLLM allocates on this GPU: its pool, blocks and concurrency (memory/vllm.py)
             notes[:0] = vllm.gpu_report(spec, training, serving.memory_bytes, serving.name)[0]
+        if gpu_spec is not None and "vllm.training_step" in b.details:  # GRPO + colocated vLLM (memory/rl.py)
+            from vramcalc.core.memory import rl
+
+            notes[:0] = rl.colocate_gpu_notes(spec, training, b.details["vllm.training_step"],
+                                              b.details["vllm.training_held"], gpu_spec.memory_bytes, gpu_spec.name)
         if notes:
             b = replace(b, notes=(*notes, *b.notes))
         v = fit(b, gpu_spec) if gpu_spec is not None else None
