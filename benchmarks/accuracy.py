@@ -722,6 +722,7 @@ def optimizer_grid() -> list[dict[str, Any]]:
 # no-grad log-prob passes, _compute_loss through the fused head), vLLM off. Prompt 256 + 16 completion tokens
 # (a short completion keeps the traced decode loop short; the cache and logits scale with it the same way).
 _GRPO = {"objective": "grpo", "seq_len": 272, "prompt_len": 256, "num_generations": 4}
+_RLOO = {"objective": "rloo", "seq_len": 272, "prompt_len": 256, "num_generations": 2, "beta": 0.05}
 RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("grpo full", {**_FULL, **_GRPO, "batch_size": 4}),
     ("grpo full beta copy gc", {**_FULL, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
@@ -736,6 +737,12 @@ RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("grpo lora vllm colocate sleep gc", {**_LORA, **_GRPO, **GC, "batch_size": 4, "beta": 0.04,
                                           "use_vllm": "colocate", "vllm_sleep": True}),
     ("grpo full vllm server", {**_FULL, **_GRPO, "batch_size": 4, "use_vllm": "server"}),
+    # TRL RLOOTrainer (memory/rl.py): GRPO's generation and step, the old policy's pass always, the loss per sequence;
+    # RLOOConfig's defaults beta 0.05 (a reference) and num_generations 2
+    ("rloo full", {**_FULL, **_RLOO, "batch_size": 4}),
+    ("rloo lora adapters-off gc", {**_LORA, **_RLOO, **GC, "batch_size": 4}),
+    ("rloo qlora generation peak", {**_QLORA, **_RLOO, "batch_size": 2, "steps_per_generation": 8}),
+    ("rloo lora vllm colocate beta 0", {**_LORA, **_RLOO, "batch_size": 4, "beta": 0.0, "use_vllm": "colocate"}),
 )
 
 

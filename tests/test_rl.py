@@ -139,7 +139,10 @@ WIDE_VOCAB = ModelSpec(name="wide-vocab-llama", source="test", family="llama", v
 @pytest.mark.parametrize("kw", [
     {"method": "full", "precision": "bf16", "beta": 0.04},
     {"method": "lora", "precision": "bf16", "steps_per_generation": 8},
-], ids=["full-reference-step-peak", "lora-generation-peak"])
+    {"method": "full", "precision": "bf16", "use_vllm": "server"},
+    {"method": "full", "precision": "bf16", "objective": "rloo", "beta": 0.05},
+    {"method": "lora", "precision": "bf16", "objective": "rloo", "steps_per_generation": 8, "use_vllm": "colocate"},
+], ids=["full-reference-step-peak", "lora-generation-peak", "vllm-server", "rloo-reference", "rloo-lora-colocate"])
 def test_grpo_matches_the_trace(kw: dict[str, object]) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -318,3 +321,41 @@ def test_explain_overhead_lines_add_up_with_a_colocated_engine(sleep: bool) -> N
     sec = {s.key: s for s in e.sections}["overhead"]
     assert sum(x.value for x in sec.lines) == e.breakdown.overhead == sec.total
     assert e.breakdown.peak_bytes == estimate(QWEN, replace(COLOCATE, vllm_sleep=sleep)).peak_bytes
+
+
+# --- RLOO (TRL RLOOTrainer, memory/rl.py) ------------------------------------------------------------------------
+RLOO = replace(GRPO, objective="rloo")
+
+
+def test_rloo_is_the_grpo_step_with_a_sequence_level_loss_and_the_old_pass_always() -> None:
+    grpo, rloo = estimate(QWEN, GRPO), estimate(QWEN, RLOO)
+    # rloo_trainer.py _compute_loss: 4 fp32 [B, C] tensors against GRPO's 10 (beta 0 both): 8 rows × 512 tokens
+    assert _moment(grpo, "forward.loss").total - _moment(rloo, "forward.loss").total == (10 - 4) * 4 * 8 * 512
+    # _generate_and_score_completions: the old policy's log-probs unconditionally (GRPO: only when misaligned)
+    assert grpo.details["temporaries.logprob_pass"] == 0 < rloo.details["temporaries.logprob_pass"]
+    assert _moment(rloo, "forward.generate").total == _moment(grpo, "forward.generate").total
+
+
+def test_rloo_takes_rlooconfigs_defaults_unless_given(capsys) -> None:  # type: ignore[no-untyped-def]
+    args = ["estimate", "qwen2.5-0.5b", "--objective", "rloo", "--batch-size", "8", "--seq-len", "768",
+            "--prompt-len", "256", "--format", "json"]
+    code, out, err = invoke(args, capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    # trl/trainer/rloo_config.py: beta 0.05 (a frozen reference copy, bf16: 2 B per parameter), num_generations 2
+    assert any("2 per prompt" in n for n in doc["notes"])
+    assert doc["details"]["weights.reference"] == 2 * count_params(QWEN)
+    code, out, err = invoke([*args, "--beta", "0"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["details"]["weights.reference"] == 0
+
+
+def test_trl_rloo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # normalize_advantages / reward_clip_range exist in RLOOConfig only (trl/trainer/rloo_config.py)
+    run = _load(tmp_path, "output_dir: out\nper_device_train_batch_size: 4\nmax_completion_length: 256\n"
+                          "max_prompt_length: 128\nnormalize_advantages: true\nuse_vllm: true\n")
+    o = run.options
+    assert (o["objective"], o["seq_len"], o["prompt_len"], o["use_vllm"]) == ("rloo", 384, 128, "colocate")
+    assert "beta" not in o and o["grad_checkpointing"] is True  # RLOOConfig's beta default comes from the options
+    with pytest.raises(runfiles.RunFileError, match="RLOOConfig has no loss_type"):
+        _load(tmp_path, "output_dir: out\nreward_clip_range: [-1, 1]\nloss_type: dapo\n")

@@ -972,7 +972,7 @@ def _rows_text(t: TrainingSpec) -> str:
     """What one policy forward runs on under a preference or reward objective (memory/preference.py rows)."""
     b = t.batch_size  # the policy view's rows
     if rl.is_rl(t):
-        return (f"grpo: {b} completions (per_device_train_batch_size) of prompt {t.prompt_len} + completion "
+        return (f"{t.objective}: {b} completions (per_device_train_batch_size) of prompt {t.prompt_len} + completion "
                 f"{rl.completion_len(t)} in one forward; generate() ran on {rl.generation_rows(t)} rows before it")
     if t.objective == "kto":
         return (f"kto: {b} unpaired completions in one forward; the KL rows (same shape) run under no_grad before it "
@@ -1321,7 +1321,7 @@ def header(e: Explanation) -> str:
 
 
 _OBJECTIVE_LABELS = {"dpo": "DPO", "ipo": "IPO", "kto": "KTO", "reward": "reward model", "orpo": "ORPO", "cpo": "CPO",
-                     "simpo": "SimPO", "grpo": "GRPO"}
+                     "simpo": "SimPO", "grpo": "GRPO", "rloo": "RLOO"}
 
 
 def settings(t: TrainingSpec) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from vramcalc.core.vocab import (
     PRECISIONS,
     REF_DTYPES,
     REF_MODELS,
+    RLOO_DEFAULTS,
     STACKS,
     VLLM_MODES,
     WEIGHT_DTYPES,
@@ -345,6 +346,10 @@ class OptionValues:
         for k in taken:
             run[k] = coerce(BY_NAME[k], preset[k])
         run["stack_set"] = tuple(taken)
+        if run.get("objective") == "rloo":  # TRL RLOOConfig's own defaults (core/vocab.py RLOO_DEFAULTS)
+            for k, v in RLOO_DEFAULTS.items():
+                if k not in explicit:
+                    run[k] = v
         return run
 
     def sweep(self, base: Mapping[str, Any] | None = None, times: int = 1) -> tuple[list[str], list[dict[str, Any]]]:

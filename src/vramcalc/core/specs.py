@@ -566,7 +566,7 @@ class TrainingSpec:
     def _objective_consistent(self) -> None:
         """Preference and reward options (memory/preference.py): what each objective reads."""
         pref = self.objective in ("dpo", "ipo", "kto")
-        grpo = self.objective == "grpo"
+        grpo = self.objective in ("grpo", "rloo")  # online RL (memory/rl.py): TRL GRPOTrainer / RLOOTrainer
         self._rl_consistent(grpo)
         if self.objective != "sft" and self.mode != "train":
             raise SpecError("", f"--objective {self.objective} is a training objective: drop it with "
@@ -585,7 +585,7 @@ class TrainingSpec:
                             "--beta > 0 (GRPOTrainer loads no reference with beta 0)")
         if self.prompt_len and not (pref or grpo or self.loss == "trl"):
             raise SpecError("", "--prompt-len changes memory only through TRL's log-prob head: use it with "
-                            "--objective dpo/ipo/kto/grpo or --loss trl")
+                            "--objective dpo/ipo/kto/grpo/rloo or --loss trl")
         if self.prompt_len >= self.seq_len and self.mode == "train":
             raise SpecError("", f"--prompt-len {self.prompt_len} leaves no completion in --seq-len {self.seq_len}: "
                             "give a sequence longer than the prompt")

@@ -753,6 +753,9 @@ def _preference_trl(d: dict[str, Any], run: Run) -> None:
 _GRPO_KEYS = ("num_generations", "max_completion_length", "use_vllm", "generation_batch_size",
               "steps_per_generation", "num_iterations", "vllm_mode", "scale_rewards", "epsilon_high",
               "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode")
+# RLOOConfig fields (TRL 1.16 trl/trainer/rloo_config.py) GRPOConfig does not have: their presence makes an RLOO run
+# (both share the generation keys above; RLOOConfig has no loss_type). Advantage arithmetic: no memory.
+_RLOO_KEYS = ("normalize_advantages", "reward_clip_range")
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")  # grpo_config.py loss_type
 GRPO_COMPLETION = 512  # GRPOConfig max_completion_length default
 GRPO_PROMPT = 512  # the prompt bound when a file gives none (TRL < 1.0's max_prompt_length default; 1.16 has none)
@@ -808,18 +811,24 @@ def _refuse_generation_engines(d: dict[str, Any], prefix: str = "") -> None:
                           "paged cache) is not modelled; set it false to estimate generate() with a DynamicCache")
 
 
-def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> None:
-    """GRPOConfig keys (`prefix`: axolotl's `trl.` section) onto --objective grpo (generate() or vLLM)."""
+def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "", objective: str = "grpo") -> None:
+    """GRPOConfig keys (`prefix`: axolotl's `trl.` section) onto --objective grpo (generate() or vLLM); an
+    RLOOConfig's (the same generation keys, no loss_type) onto --objective rloo, whose beta and num_generations
+    defaults (0.05, 2) the options apply when the file does not set them (core/options.py)."""
     _refuse_generation_engines(d, prefix)
     _vllm_engine(tool, d, run, prefix)
     if d.get("cache_implementation") not in (None, "dynamic"):
         raise _KeyProblem(prefix + "cache_implementation", f"{d['cache_implementation']!r:.40} is not modelled for "
                           "GRPO; remove it (generate()'s DynamicCache)")
     loss = d.get("loss_type")
+    if objective == "rloo" and loss is not None:
+        raise _KeyProblem(prefix + "loss_type", "RLOOConfig has no loss_type (its loss is RLOO's own); remove it, or "
+                          "drop normalize_advantages / reward_clip_range for a GRPOConfig")
     if loss is not None and str(loss) not in GRPO_LOSS_TYPES:
         raise _KeyProblem(prefix + "loss_type", f"{loss!r:.40} is not a TRL GRPO loss_type; use one of "
                           f"{', '.join(GRPO_LOSS_TYPES)}")
-    run.options["objective"] = "grpo"
+    run.options["objective"] = objective
+    _seen(d, run, *(prefix + k for k in _RLOO_KEYS if k in d))
     for name in ("num_generations", "beta", "steps_per_generation", "num_iterations"):
         if d.get(name) is not None:
             run.options[name] = _strict(prefix + name, name, d[name])
@@ -847,7 +856,7 @@ def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> None:
     if "max_completion_length" in d:
         run.mapped.append(prefix + "max_completion_length")
     if tool == HF and "gradient_checkpointing" not in d:
-        run.options["grad_checkpointing"] = True  # GRPOConfig's default (grpo_config.py: True instead of False)
+        run.options["grad_checkpointing"] = True  # GRPOConfig / RLOOConfig default (True instead of False)
     _seen(d, run, *(prefix + k for k in ("loss_type", "use_vllm", "epsilon", "epsilon_high", "scale_rewards",
                                          "temperature", "top_p", "top_k", "cache_implementation",
                                          "use_transformers_continuous_batching") if k in d))
@@ -1163,7 +1172,9 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)
-    if any(k in d for k in _GRPO_KEYS) or (isinstance(d.get("loss_type"), str) and d["loss_type"] in (
+    if any(k in d for k in _RLOO_KEYS):  # an RLOOConfig: GRPOConfig's generation keys and its own
+        _grpo(HF, d, run, objective="rloo")
+    elif any(k in d for k in _GRPO_KEYS) or (isinstance(d.get("loss_type"), str) and d["loss_type"] in (
             "grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")):
         _grpo(HF, d, run)
     else:

@@ -130,7 +130,8 @@ def grpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module
             if training.use_vllm == "server":
                 _packed_broadcast(policy)
             completion_ids = torch.randint(0, vocab, (gen_rows, c), dtype=torch.long)
-            sampling = torch.zeros((gen_rows, c), dtype=torch.float32)  # sampling_per_token_logps
+            if _rl.importance_sampling(training):  # GRPO keeps vLLM's log-probs (RLOO drops them)
+                sampling = torch.zeros((gen_rows, c), dtype=torch.float32)  # sampling_per_token_logps
         prompt_completion_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.ones((gen_rows, s), dtype=torch.long)
         completion_mask = torch.ones((gen_rows, c), dtype=torch.long)
@@ -166,7 +167,29 @@ def grpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module
             state["buffer"] = generate_and_score()  # the previous buffer is alive until replaced, as in TRL
         return dict(state["buffer"][i % spg])
 
+    def rloo_loss(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """rloo_trainer.py _compute_loss: per-sequence log-probs, ratio and clipping ([B] vectors), the mean; the
+        entropy metric (masked sum) and the clip ratios."""
+        policy = _policy(m)
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        mask = inputs["completion_mask"]
+        rows, cols, label_mask = _positions(input_ids.shape[0], input_ids.shape[1], c)
+        out = fused_forward(policy, input_ids, rows, cols, label_mask, GRPO_OUTPUTS)
+        per_token_logps = torch.cat([out["log_probs"][:, -c:]], dim=0)
+        entropies = torch.cat([out["entropy"][:, -c:]], dim=0)
+        del out, rows, cols, label_mask, input_ids
+        logps = (per_token_logps * mask).sum(1)
+        old_logps = (inputs["old_per_token_logps"] * mask).sum(1)  # computed in _generate_and_score_completions
+        advantages = inputs["advantages"]
+        coef_1 = torch.exp(logps - old_logps)
+        coef_2 = torch.clamp(coef_1, 1 - EPSILON, 1 + EPSILON)
+        loss: torch.Tensor = -torch.min(coef_1 * advantages, coef_2 * advantages).mean()
+        _ = (entropies * mask).sum(), ((coef_1 < 1 - EPSILON) & (advantages < 0)).float()
+        return loss
+
     def loss_fn(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        if training.objective == "rloo":
+            return rloo_loss(m, inputs)
         policy = _policy(m)
         input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         mask = inputs["completion_mask"]

@@ -66,7 +66,11 @@ if TYPE_CHECKING:
     from vramcalc.core.memory.precision import Recipe
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
-RL = ("grpo",)
+RL = ("grpo", "rloo")
+# rloo_trainer.py _compute_loss: the fp32 [B, C] tensors of the sequence-level loss: the concatenated log-probs and
+# entropies (torch.cat in _get_per_token_logps_and_entropies), per_token_logps × completion_mask (summed per
+# sequence: the ratio, clipping and min are [B] vectors), and the entropy metric's entropies × completion_mask.
+RLOO_LOSS_VECTORS = 4
 # trl/generation/vllm_generation.py _init_vllm: LLM(max_num_batched_tokens=4096) in colocate mode.
 VLLM_BATCHED_TOKENS = 4096
 # vllm/distributed/weight_transfer/packed_tensor.py: DEFAULT_PACKED_NUM_BUFFERS × DEFAULT_PACKED_BUFFER_SIZE_BYTES,
@@ -103,11 +107,19 @@ def old_logps_pass(t: TrainingSpec) -> bool:
     """grpo_trainer.py _generate_and_score_completions: the old policy's log-probs are computed when
     gradient_accumulation_steps % (steps_per_generation × num_iterations) != 0, and always with vLLM
     (vllm_importance_sampling_correction, GRPOConfig's default True)."""
+    if t.objective == "rloo":  # rloo_trainer.py _generate_and_score_completions: always (old_logps)
+        return True
     return t.grad_accum % generate_every(t) != 0 or uses_vllm(t)
 
 
 def uses_vllm(t: TrainingSpec) -> bool:
     return t.use_vllm != "off"
+
+
+def importance_sampling(t: TrainingSpec) -> bool:
+    """GRPO with vLLM keeps vLLM's sampling log-probs and weights the loss by their ratio (GRPOConfig
+    vllm_importance_sampling_correction); RLOO keeps neither (rloo_trainer.py drops vLLM's log-probs)."""
+    return uses_vllm(t) and t.objective == "grpo"
 
 
 def gradients_at_generation(t: TrainingSpec) -> bool:
@@ -169,31 +181,33 @@ def logprob_pass_bytes(plan: _preference.ReferencePlan, t: TrainingSpec) -> int:
     """One sub-batch's pass (per_device_train_batch_size rows) and the fp32 results of every row so far."""
     rows = t.batch_size
     # the passes' fp32 results so far, and with vLLM its sampling log-probs of every row (padded to C)
-    results = generation_rows(t) * completion_len(t) * 4 * (2 if uses_vllm(t) else 1)
+    results = generation_rows(t) * completion_len(t) * 4 * (2 if importance_sampling(t) else 1)
     return plan.peak(rows * t.seq_len, rows * min(completion_len(t), t.seq_len - 1)) + results
 
 
 def loss_bytes(t: TrainingSpec) -> int:
     """_compute_loss's fp32 [B, C] tensors (the log-probs and entropy copies, the clipped ratio terms; with vLLM
     the loss times the importance-sampling ratio)."""
-    vectors = LOSS_VECTORS + (KL_VECTORS if t.beta > 0 else 0) + (1 if uses_vllm(t) else 0)
+    if t.objective == "rloo":  # the KL goes into the rewards (per sequence), not the loss
+        return RLOO_LOSS_VECTORS * 4 * t.batch_size * completion_len(t)
+    vectors = LOSS_VECTORS + (KL_VECTORS if t.beta > 0 else 0) + (1 if importance_sampling(t) else 0)
     return vectors * 4 * t.batch_size * completion_len(t)
 
 
-def peak_note(moments: tuple[tuple[str, object, tuple[int, ...]], ...]) -> str:
+def peak_note(moments: tuple[tuple[str, object, tuple[int, ...]], ...], name: str = "grpo") -> str:
     """Which moment holds the peak: generate() or the training step, and by how much."""
     totals = {key: sum(values) for key, _, values in moments}
     if "forward.generate" not in totals:
-        return ("grpo: generation runs in vLLM (--use-vllm), not on the policy: the peak is the training step's "
+        return (f"{name}: generation runs in vLLM (--use-vllm), not on the policy: the peak is the training step's "
                 "or the log-prob passes'.")
     gen = totals["forward.generate"]
     step_key = max((k for k in totals if k not in ("forward.generate", "forward.logprobs")), key=lambda k: totals[k])
     step = totals[step_key]
     if gen > step:
-        return (f"grpo: the peak is generate() (forward.generate), {(gen - step) / 1e9:.2f} GB above the training "
+        return (f"{name}: the peak is generate() (forward.generate), {(gen - step) / 1e9:.2f} GB above the training "
                 f"step's largest moment ({step_key}): fewer generation rows (--batch-size x steps per generation) "
                 "or a shorter prompt + completion lower it.")
-    return (f"grpo: the peak is the training step ({step_key}); generate() (forward.generate) needs "
+    return (f"{name}: the peak is the training step ({step_key}); generate() (forward.generate) needs "
             f"{(step - gen) / 1e9:.2f} GB less.")
 
 
@@ -202,14 +216,15 @@ def notes(t: TrainingSpec, reference_bytes: int, recipe: Recipe) -> tuple[str, .
     ref = _preference.resolve_ref(t)
     what = {"copy": f"a frozen copy of the model ({reference_bytes / 1e9:.2f} GB of weights)",
             "adapters-off": "the policy with its adapters disabled (no extra weights)",
-            "": "none (beta 0, GRPOConfig's default)"}[ref]
+            "": "none (beta 0, GRPOConfig's default)" if t.objective == "grpo" else "none (beta 0)"}[ref]
     engine = {"off": "generate() (vLLM off)", "colocate": "a colocated vLLM engine (use_vllm, vllm_mode colocate)",
               "server": "a vLLM server on other GPUs (use_vllm, vllm_mode server)"}[t.use_vllm]
-    out = [f"grpo: TRL GRPOTrainer with {engine}: {generation_rows(t)} completions per generation "
+    trainer = "GRPOTrainer" if t.objective == "grpo" else "RLOOTrainer"
+    out = [f"{t.objective}: TRL {trainer} with {engine}: {generation_rows(t)} completions per generation "
            f"call (--batch-size {t.batch_size} x {steps_per_generation(t)} steps per generation), "
            f"{t.num_generations} per prompt, prompt {t.prompt_len} + completion {completion_len(t)} tokens "
            f"(--seq-len); the step runs on --batch-size completions through TRL's fused LM head, the loss over "
-           f"completion tokens only; reference: {what}.",
+           f"completion tokens only{'' if t.objective == 'grpo' else ' (summed per sequence)'}; reference: {what}.",
            "generate() is its own moment (forward.generate): the weights, the optimizer state and the KV cache of "
            "the whole generation batch (DynamicCache) with the sampled logits; gradient checkpointing is off "
            f"during it; generation runs in {recipe.compute}." if t.use_vllm == "off" else
@@ -218,12 +233,17 @@ def notes(t: TrainingSpec, reference_bytes: int, recipe: Recipe) -> tuple[str, .
            "this GPU."
            if t.use_vllm == "server" else
            "vLLM's share of the GPU is counted in overhead (overhead.vllm_*), beside the training step's tensors."]
-    passes = [x for x, on in (("the old policy's (num_iterations/steps_per_generation)", old_logps_pass(t)),
+    old = "always (RLOO)" if t.objective == "rloo" else "num_iterations/steps_per_generation"
+    passes = [x for x, on in ((f"the old policy's ({old})", old_logps_pass(t)),
                               ("the reference's", bool(ref))) if on]
     if passes:
-        why = " (always with vLLM: vllm_importance_sampling_correction)" if uses_vllm(t) else ""
+        why = " (always with vLLM: vllm_importance_sampling_correction)" if importance_sampling(t) else ""
         out.append(f"no-grad log-prob passes after generation: {' and '.join(passes)}{why}, in sub-batches of "
                    "--batch-size rows (forward.logprobs).")
+    if t.objective == "rloo":
+        out.append("rloo: the KL (old - reference log-probs) is folded into the rewards per sequence and the clipped "
+                   "ratio is per sequence, so the loss keeps 4 fp32 values per completion token (GRPO's keeps 10+); "
+                   "RLOOConfig's defaults: beta 0.05 (a reference), num_generations 2.")
     if gradients_at_generation(t):
         out.append("generate() falls inside an accumulation window (steps_per_generation x num_iterations is not a "
                    "multiple of --grad-accum): the accumulated gradients are alive during it.")
