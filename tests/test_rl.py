@@ -311,6 +311,9 @@ def test_colocate_on_a_gpu_reports_the_pool_and_the_utilization_range(capsys) ->
     # the smallest starts vLLM: its budget covers demand_bytes' start need
     assert int(h100.memory_bytes * lo) >= vllm.demand_bytes(QWEN, view, 1)[1]
     assert any(f"{lo:g} to {hi:g}" in n for n in doc["notes"])
+    # the verdict's headroom is what is left on this GPU once vLLM takes 0.3 of it: GPU − step − budget − graphs
+    graphs = b.details["overhead.vllm_cuda_graphs"]
+    assert doc["headroom_bytes"] == h100.memory_bytes - step - h100.memory_bytes * 3 // 10 - graphs
 
 
 @pytest.mark.parametrize("sleep", [False, True], ids=["awake", "sleep"])

@@ -209,7 +209,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     details.update(runtime.details())
     # GRPO: which of generate() and the training step is the peak (an encoder-decoder's plan has no rl)
     if act is not None and getattr(act, "rl", None) is not None:
-        notes += (_rl.peak_note(moments, training.objective),)
+        if training.use_vllm == "off":
+            notes += (_rl.peak_note(moments, training.objective),)
         if training.use_vllm == "colocate":  # memory/rl.py colocated: the engine takes a fraction of the GPU
             step = tensor_peak + overhead
             held = sum(base) + (gradients if _rl.gradients_at_generation(training) else 0) + overhead

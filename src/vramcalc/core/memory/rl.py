@@ -197,9 +197,6 @@ def loss_bytes(t: TrainingSpec) -> int:
 def peak_note(moments: tuple[tuple[str, object, tuple[int, ...]], ...], name: str = "grpo") -> str:
     """Which moment holds the peak: generate() or the training step, and by how much."""
     totals = {key: sum(values) for key, _, values in moments}
-    if "forward.generate" not in totals:
-        return (f"{name}: generation runs in vLLM (--use-vllm), not on the policy: the peak is the training step's "
-                "or the log-prob passes'.")
     gen = totals["forward.generate"]
     step_key = max((k for k in totals if k not in ("forward.generate", "forward.logprobs")), key=lambda k: totals[k])
     step = totals[step_key]
@@ -233,12 +230,13 @@ def notes(t: TrainingSpec, reference_bytes: int, recipe: Recipe) -> tuple[str, .
            "this GPU."
            if t.use_vllm == "server" else
            "vLLM's share of the GPU is counted in overhead (overhead.vllm_*), beside the training step's tensors."]
-    old = "always (RLOO)" if t.objective == "rloo" else "num_iterations/steps_per_generation"
+    old = ("always (RLOO)" if t.objective == "rloo" else
+           "always with vLLM: vllm_importance_sampling_correction" if importance_sampling(t) else
+           "num_iterations/steps_per_generation")
     passes = [x for x, on in ((f"the old policy's ({old})", old_logps_pass(t)),
                               ("the reference's", bool(ref))) if on]
     if passes:
-        why = " (always with vLLM: vllm_importance_sampling_correction)" if importance_sampling(t) else ""
-        out.append(f"no-grad log-prob passes after generation: {' and '.join(passes)}{why}, in sub-batches of "
+        out.append(f"no-grad log-prob passes after generation: {' and '.join(passes)}, in sub-batches of "
                    "--batch-size rows (forward.logprobs).")
     if t.objective == "rloo":
         out.append("rloo: the KL (old - reference log-probs) is folded into the rewards per sequence and the clipped "
@@ -351,6 +349,21 @@ def colocate_notes(m: ModelSpec, t: TrainingSpec, c: Colocated) -> tuple[str, ..
             f"{s.max_num_batched_tokens:,}, {sleep}; generate() does not run on the policy (no forward.generate).",
             "approximate: vLLM's CUDA graphs, non-torch memory and profile peak (memory/vllm.py); the budget counts "
             "vLLM's whole share of the GPU, its profile reserve included (training may reuse part of it).")
+
+
+def needed_on_gpu(m: ModelSpec, t: TrainingSpec, step_bytes: int, held_bytes: int, gpu_bytes: int) -> int:
+    """The bytes this run needs on a GPU of `gpu_bytes` with the engine's share taken: the GPU less the room the
+    step (and, with sleep mode, the generation) leaves; more than the GPU when vLLM cannot start there."""
+    c = colocated(m, t, step_bytes, held_bytes)
+    budget = gpu_bytes * round(t.vllm_utilization * MILLION) // MILLION
+    if t.vllm_sleep:
+        room = min(gpu_bytes - step_bytes - c.cuda_graphs - c.non_torch,
+                   gpu_bytes - held_bytes - budget - c.cuda_graphs)
+    else:
+        room = gpu_bytes - step_bytes - budget - c.cuda_graphs
+    if budget < c.start_budget:  # vLLM refuses to start: its budget must cover the start need
+        room = min(room, budget - c.start_budget)
+    return gpu_bytes - room
 
 
 def colocate_gpu_notes(m: ModelSpec, t: TrainingSpec, step_bytes: int, held_bytes: int, gpu_bytes: int,
