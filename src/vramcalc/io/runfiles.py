@@ -756,6 +756,8 @@ _GRPO_KEYS = ("num_generations", "max_completion_length", "use_vllm", "generatio
 # RLOOConfig fields (TRL 1.16 trl/trainer/rloo_config.py) GRPOConfig does not have: their presence makes an RLOO run
 # (both share the generation keys above; RLOOConfig has no loss_type). Advantage arithmetic: no memory.
 _RLOO_KEYS = ("normalize_advantages", "reward_clip_range")
+# OnlineDPOConfig fields (trl/experimental/online_dpo/online_dpo_config.py) neither DPOConfig nor GRPOConfig has.
+_ONLINE_DPO_KEYS = ("missing_eos_penalty", "reward_model_path", "max_new_tokens")
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")  # grpo_config.py loss_type
 GRPO_COMPLETION = 512  # GRPOConfig max_completion_length default
 GRPO_PROMPT = 512  # the prompt bound when a file gives none (TRL < 1.0's max_prompt_length default; 1.16 has none)
@@ -1172,6 +1174,10 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)
+    online = next((k for k in _ONLINE_DPO_KEYS if k in d), None)
+    if online is not None:  # an OnlineDPOConfig (trl/experimental/online_dpo): not a DPOConfig nor a GRPOConfig
+        raise _KeyProblem(online, "TRL OnlineDPOTrainer (generation of 2 completions per prompt, a judge or reward "
+                          "model) is not modelled; vramcalc models online RL as --objective grpo or rloo")
     if any(k in d for k in _RLOO_KEYS):  # an RLOOConfig: GRPOConfig's generation keys and its own
         _grpo(HF, d, run, objective="rloo")
     elif any(k in d for k in _GRPO_KEYS) or (isinstance(d.get("loss_type"), str) and d["loss_type"] in (
