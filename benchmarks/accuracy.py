@@ -46,7 +46,8 @@ is trace/_generate.py (prefill + new_tokens - 1 decode steps under torch.no_grad
 decode. Written to accuracy_inference.{json,md}.
 
 The RL grid (`--grid rl`, issue 14; 36 cases): the same 3 architectures × 12 TRL GRPOTrainer / RLOOTrainer steps
-(RL_RUNS: 5 GRPO with generate(), 3 GRPO with vLLM colocated / asleep / as a server, 4 RLOO): generate() with sampling on the generation batch (trace/_generate.py decode), the no-grad log-prob passes
+(RL_RUNS: 5 GRPO with generate(), 3 GRPO with vLLM colocated / asleep / as a server, 4 RLOO): generate() with
+sampling on the generation batch (trace/_generate.py decode), the no-grad log-prob passes
 (the reference with beta > 0: a frozen copy for full, adapters off for LoRA),
 then _compute_loss on the completions through TRL's fused head (trace/_rl.py); full pure-bf16, LoRA and QLoRA NF4,
 with and without checkpointing, one run where generate() is the peak. With vLLM the step runs on vLLM's outputs

@@ -775,6 +775,7 @@ def _vllm_engine(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> No
             return bool(value)
         raise _KeyProblem(prefix + key, f"{value!r:.40} is not a boolean; write true or false")
 
+    sleep = flag("vllm_enable_sleep_mode")  # read as TRL reads it even where it has no effect
     if not flag("use_vllm"):
         return
     mode = d.get("vllm_mode", "colocate")
@@ -792,7 +793,7 @@ def _vllm_engine(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> No
         run.options["vllm_utilization"] = _strict(prefix + "vllm_gpu_memory_utilization", "vllm_utilization",
                                                   d["vllm_gpu_memory_utilization"])
         run.mapped.append(prefix + "vllm_gpu_memory_utilization")
-    if flag("vllm_enable_sleep_mode"):
+    if sleep:
         run.options["vllm_sleep"] = True
     if d.get("vllm_max_model_length") is not None:
         run.options["max_model_len"] = _strict(prefix + "vllm_max_model_length", "max_model_len",
