@@ -222,10 +222,10 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     # refuses a colocated engine with 8-bit bitsandbytes weights
     if not grpo:
         kw["use_vllm"] = "off"
-    if kw["use_vllm"] != "colocate":
-        kw["vllm_sleep"] = False
     if kw["use_vllm"] == "colocate" and kw["method"] == "qlora" and kw["quant_bits"] == 8:
         kw["use_vllm"] = "server"
+    if kw["use_vllm"] != "colocate":
+        kw["vllm_sleep"] = False
     if kw["objective"] not in ("cpo", "simpo"):  # CPOConfig cpo_alpha 0 (--no-chosen-nll) is CPOTrainer's
         kw["chosen_nll"] = True
     if not (pref or (grpo and kw["beta"] > 0)):
@@ -289,6 +289,11 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
         update.setdefault("prompt_len", update.get("seq_len", t.seq_len) - 1)
     if t.max_model_len is not None and update.get("seq_len", t.seq_len) > t.max_model_len:
         update.setdefault("max_model_len", update["seq_len"])  # serve: a longer request raises --max-model-len
+    if (update.get("use_vllm", t.use_vllm) == "colocate" and method == "qlora"
+            and update.get("quant_bits", t.quant_bits) == 8):  # TRL: no colocated vLLM with 8-bit bnb weights
+        update.setdefault("use_vllm", "server")
+        update.setdefault("vllm_sleep", False)
+        update.setdefault("vllm_utilization", 0.3)
     optimizer = update.get("optimizer", t.optimizer)
     sharded = (update.get("zero", t.zero) or update.get("fsdp", t.fsdp) != "none" or update.get("tp", t.tp) > 1
                or update.get("pp", t.pp) > 1)
