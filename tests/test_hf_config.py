@@ -72,6 +72,10 @@ TOTALS = {
     # Issue 15's state-space models: sum(p.numel()) of MambaForCausalLM, transformers 5.24 on the meta device
     # (tests/test_ssm.py rebuilds it when transformers is installed).
     "mamba-130m-hf": 129_135_360,
+    # ModernBERT with count_params' default head (2 labels): sum(p.numel()) of AutoModelForSequenceClassification,
+    # transformers 5.24 on the meta device (test_modernbert_count_matches_the_library rebuilds it).
+    "modernbert-base": 149_606_402,
+    "modernbert-large": 395_833_346,
 }
 
 
@@ -116,6 +120,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "roberta",
         "xlm-roberta",
         "distilbert",
+        "modernbert",
         "t5",
         "mt5",
         "bart",
@@ -189,7 +194,7 @@ def test_bart_stacks_of_different_widths_are_refused() -> None:
 ENCODERS = ("bert-base-uncased", "roberta-base", "xlm-roberta-base", "distilbert-base-uncased")
 
 
-@pytest.mark.parametrize("head", ["seq-cls", "mlm"])
+@pytest.mark.parametrize("head", ["seq-cls", "token-cls", "mlm"])
 @pytest.mark.parametrize("name", ENCODERS)
 def test_encoder_count_matches_the_library(name: str, head: str) -> None:
     # The encoder with the run's head (memory/encoder.py for_run) against the Auto class that head is, built by
@@ -203,12 +208,54 @@ def test_encoder_count_matches_the_library(name: str, head: str) -> None:
     kwargs = {k: v for k, v in d.items() if k not in ("model_type", "architectures", "transformers_version")}
     config = transformers.AutoConfig.for_model(d["model_type"], **kwargs)
     config.num_labels = 3
-    auto = transformers.AutoModelForMaskedLM if head == "mlm" else transformers.AutoModelForSequenceClassification
+    auto = {"mlm": transformers.AutoModelForMaskedLM, "token-cls": transformers.AutoModelForTokenClassification,
+            "seq-cls": transformers.AutoModelForSequenceClassification}[head]
     with torch.device("meta"):
         model = auto.from_config(config)
     run = TrainingSpec(head=head, num_labels=2 if head == "mlm" else 3)  # type: ignore[arg-type]
     # the masked LM has no classifier: num_labels is the default there, and config.num_labels changes nothing
     assert count_params(for_run(spec(name), run)) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("head", ["seq-cls", "token-cls"])
+@pytest.mark.parametrize("name", ["modernbert-base", "modernbert-large"])
+def test_modernbert_count_matches_the_library(name: str, head: str) -> None:
+    # ModernBERT with the run's head against the library's Auto class on the same config.json (meta device,
+    # 3 labels): layer 0's Identity attn_norm, bias-less LayerNorms, Wqkv, Wi of 2 x intermediate, the prediction
+    # head (dense without bias + LayerNorm) and the classifier.
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from vramcalc.core.memory.encoder import for_run
+    from vramcalc.core.specs import TrainingSpec
+
+    d = load(name)
+    kwargs = {k: v for k, v in d.items() if k not in ("model_type", "architectures")}
+    config = transformers.AutoConfig.for_model(d["model_type"], **kwargs)
+    config.num_labels = 3
+    auto = {"token-cls": transformers.AutoModelForTokenClassification,
+            "seq-cls": transformers.AutoModelForSequenceClassification}[head]
+    with torch.device("meta"):
+        model = auto.from_config(config)
+    run = TrainingSpec(head=head, num_labels=3)  # type: ignore[arg-type]
+    assert count_params(for_run(spec(name), run)) == sum(p.numel() for p in model.parameters())
+
+
+def test_modernbert_layers_and_window() -> None:
+    # configuration_modernbert.py layer_types: layer i is global when i % global_attn_every_n_layers (3) == 0, so
+    # 8 of 22 base layers are global and 14 slide; config.sliding_window = local_attention // 2 = 64.
+    m = spec("modernbert-base")
+    assert (m.sliding_window, m.sliding_window_layers, m.norm_without_bias, m.mean_pooling) == (64, 14, True, True)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("mlp_dropout", 0.1, "mlp_dropout 0.1 is not modelled for ModernBERT"),
+    ("classifier_bias", True, "classifier_bias true is not modelled"),
+    ("classifier_pooling", "max", "classifier_pooling 'max' is not 'cls' or 'mean'"),
+])
+def test_modernbert_refuses_what_it_does_not_model(key: str, value: object, message: str) -> None:
+    d = {**load("modernbert-base"), key: value}
+    with pytest.raises(PresetFileError, match=message):
+        spec_from_hf_config(d, "x", "x.json")
 
 
 # Active parameters = total - (E - k)/E x routed-expert weights.

@@ -139,6 +139,18 @@ def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:
     if t.objective != "sft" or t.loss != "hf" or t.packing != "none":
         raise UnsupportedCombination(f"{m.name} is an encoder: --objective, --loss and --packing apply to causal "
                                      "LMs; drop them")
+    if m.family == "modernbert" and t.head == "mlm":
+        # ModernBertForMaskedLM's loss (loss_utils.py ForMaskedLMLoss: an fp32 upcast of the logits, and
+        # sparse_prediction) is not modelled; the fine-tuning heads are
+        raise UnsupportedCombination(f"--head mlm is not modelled for ModernBERT ({m.name}): use --head seq-cls or "
+                                     "token-cls")
+    if t.head == "token-cls" and t.method in ("lora", "qlora") and "all-linear" in t.lora_targets:
+        # peft 0.21 tuners_utils.py _maybe_include_all_linear_layers leaves the classifier out of all-linear for
+        # SEQ_CLS only; under TOKEN_CLS it wraps `classifier` in LoRA, then modules_to_save raises TypeError
+        # (found by the tracer, benchmarks/accuracy.py --grid encoders2).
+        raise UnsupportedCombination("--lora-targets all-linear with --head token-cls fails in peft (its TOKEN_CLS "
+                                     "task adapts the classifier and cannot also train a copy of it): name the "
+                                     "targets, e.g. --lora-targets q_proj,k_proj,v_proj,o_proj,up_proj,down_proj")
 
 
 def check_seq2seq(m: ModelSpec, t: TrainingSpec) -> None:

@@ -179,10 +179,14 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
     for lin in block_linears(m):
         if linear_has_bias(m, lin.module):
             out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
-    # Norms: RMSNorm has a weight (Zhang & Sennrich 2019); LayerNorm a weight and a bias.
-    norm_vectors = 2 if m.norm == "layernorm" else 1
+    # Norms: RMSNorm has a weight (Zhang & Sennrich 2019); LayerNorm a weight and a bias (none with ModernBERT's
+    # norm_bias false: nn.LayerNorm(bias=False)).
+    norm_vectors = 2 if m.norm == "layernorm" and not m.norm_without_bias else 1
     if m.norms_per_layer:
-        out.append(ParamTensor("layer_norms", "norm", (h,), m.norms_per_layer * norm_vectors * n_layers, "norm"))
+        # ModernBertEncoderLayer: layer 0's attn_norm is nn.Identity (modeling_modernbert.py), one norm fewer
+        first_identity = 1 if m.family == "modernbert" else 0
+        out.append(ParamTensor("layer_norms", "norm", (h,),
+                               (m.norms_per_layer * n_layers - first_identity) * norm_vectors, "norm"))
     if m.qk_norm and m.qk_norm_full:  # OLMo 2 (modeling_olmo2.py): RMSNorm(heads * d) and RMSNorm(kv_heads * d)
         assert m.num_attention_heads is not None
         out.append(ParamTensor("q_norms", "norm", (m.num_attention_heads * head_dim(m),), norm_vectors * n_layers,
@@ -270,19 +274,32 @@ def encoder_head_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     Sequence classification: a hidden x hidden Linear with bias (BertPooler.dense, RobertaClassificationHead.dense,
     DistilBERT's pre_classifier) and the classifier Linear(hidden, num_labels) with bias. Masked LM: the transform
     (BertPredictionHeadTransform.dense + LayerNorm; RobertaLMHead.dense + layer_norm; DistilBERT's vocab_transform
-    + vocab_layer_norm), the decoder tied to the word embeddings, and its vocab-wide bias.
+    + vocab_layer_norm), the decoder tied to the word embeddings, and its vocab-wide bias. Token classification
+    (BertForTokenClassification / RobertaForTokenClassification build the encoder with add_pooling_layer=False;
+    DistilBertForTokenClassification has no pre_classifier): the classifier Linear(hidden, num_labels) alone.
     """
     assert m.hidden_size is not None and m.vocab_size is not None
     h, labels = m.hidden_size, m.num_labels or 2  # 0: not chosen, transformers' default of 2
+    if m.family == "modernbert":
+        # modeling_modernbert.py: every head starts with ModernBertPredictionHead (dense hidden x hidden, bias
+        # classifier_bias false; act; LayerNorm without bias), then the classifier Linear(hidden, num_labels)
+        # with bias (ModernBertForSequenceClassification / ForTokenClassification). The masked LM is refused
+        # (core/checks.py check_encoder).
+        return (ParamTensor("head.dense", "head", (h, h), 1, "head.dense", False),
+                ParamTensor("head.norm", "norm", (h,), 1, "norm", False),
+                ParamTensor("classifier", "head", (labels, h), 1, "classifier", False),
+                ParamTensor("classifier.bias", "head", (labels,), 1, "classifier", False))
     if m.mlm_head:
         return (ParamTensor("mlm_transform", "head", (h, h), 1, "mlm_transform", False),
                 ParamTensor("mlm_transform.bias", "head", (h,), 1, "mlm_transform", False),
                 ParamTensor("mlm_norm", "norm", (h,), 2, "norm", False),
                 ParamTensor("mlm_decoder.bias", "head", (m.vocab_size,), 1, "mlm_decoder", False))
+    classifier = (ParamTensor("classifier", "head", (labels, h), 1, "classifier", False),
+                  ParamTensor("classifier.bias", "head", (labels,), 1, "classifier", False))
+    if m.token_head:
+        return classifier
     return (ParamTensor("pooler", "head", (h, h), 1, "pooler", False),
-            ParamTensor("pooler.bias", "head", (h,), 1, "pooler", False),
-            ParamTensor("classifier", "head", (labels, h), 1, "classifier", False),
-            ParamTensor("classifier.bias", "head", (labels,), 1, "classifier", False))
+            ParamTensor("pooler.bias", "head", (h,), 1, "pooler", False), *classifier)
 
 
 def count_params(m: ModelSpec) -> int:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory import activations as _activations
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import inference as _inference
@@ -598,6 +599,8 @@ class _ActivationPlan:
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
     layer_mlp_saved_t: int = 0  # the MLP block's saved bytes per token, freed before the attention's backward
+    layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
+    layer_mlp_fwd_t: int = 0  # the MLP's forward temporaries per token from its up-projection on (activations.py)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
     # LoRA on lm_head: what its adapter saves per token, also under the chunked loss (whose per-chunk adapter
     # temporaries stay under the loss's own peak: measured with the tracer, tinyllama-1.1b and qwen2.5-0.5b)
@@ -690,15 +693,27 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         frozen_t = sum(x.per_token for x in layer_fn(m, t, recipe, trainable_weights=False).terms)
         saving_layers = n_layers
         layers_less_t += frozen * (per_layer_t - frozen_t)
-    # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
+    # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding); ModernBERT
+    # computes a pair per layer type (ModernBertModel.forward: global and local thetas).
     once_t = 0 if m.learned_position_embeddings or m.alibi or ssm else 2 * c * head_dim(m)
+    if m.family == "modernbert" and m.sliding_window_layers:
+        once_t *= 2
     once_ts = 0
+    if _activations.local_mask(m, t) and n_layers > (m.sliding_window_layers or 0):
+        # the global layers take no mask: they save none (memory/activations.py layer_activations); layer 0 is one
+        n_global = n_layers - (m.sliding_window_layers or 0)
+        mask_ts = sum(x.per_token_seq for x in layer.terms if "sliding-window mask" in x.name)
+        layers_less_ts += n_global * mask_ts
+        bottom_less_ts += mask_ts
     if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t)):
         # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
         # weight is trained (LoRA: neither, so nothing).
         once_t += (4 if recipe.autocast or recipe.compute == "fp32" else c) * m.hidden_size + 8
     if ssm:  # no attention, no mask
         pass
+    elif _activations.local_mask(m, t):  # ModernBERT: the sliding layers' mask, built once per forward
+        # sdpa: the 4-D bool mask (masking_utils.sdpa_mask); eager: eager_mask's copy in the compute dtype
+        once_ts = c if t.attention == "eager" else 1
     elif (t.attention == "eager" or eager_only(m)) and not _encoder.is_encoder(m):  # encoders: no mask (encoder.py)
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * rows * row * row
     elif masked_sdpa(t):
@@ -826,7 +841,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
-        layer_mlp_saved_t=layer.mlp_saved_per_token,
+        layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
+        layer_mlp_fwd_t=layer.mlp_forward_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
@@ -897,6 +913,7 @@ def _transformer_phases(
         head_bwd_t = lb.head_backward if lb.head_backward else -1
     host_t = 0
     acc, g_top = grads_live_fwd, max(grads_live_fwd, g_head)
+    recompute_t = 0  # a checkpointed layer's recomputed forward temporaries (the backward.recompute moment)
     late_g = 0 if accum else min(p.late_grads, gradients)  # accumulating: every gradient exists from the start
     # The moments of each phase as named terms (memory/moments.py): the phase is the largest of them.
     if p.checkpointing or p.offload:
@@ -931,6 +948,15 @@ def _transformer_phases(
         if head_bwd_t >= 0:
             moments.append(("backward.head", _m.BWD_HEAD_CK,
                             (acc, kept, once, p.norm_saved_t * tokens, head_bwd_t)))
+        if p.checkpointing and recomputed:
+            # The layer's forward rerun inside its backward: the attention's saved set already back, the MLP's
+            # forward temporaries (peft's fp32 adapter path, the activation) in flight before the MLP saves its
+            # own (measured with the tracer: phi-3-mini 4 layers LoRA all-linear eager b2 s1024, peak at the fused
+            # gate_up adapter's scaling mul in the recompute, -2.46 % without this moment).
+            mlp_tail = min(p.layer_mlp_tail_t * tokens, recomputed)
+            recompute_t = p.layer_mlp_fwd_t * tokens + p.layer_fwd_c
+            moments.append(("backward.recompute", _m.BWD_RECOMPUTE_CK,
+                            (g_top, kept_bwd, once, recomputed - mlp_tail, copies, recompute_t)))
         moments.append(("backward.top", _m.BWD_TOP_CK,
                         (g_top, kept_bwd, once, recomputed, copies, layer_bwd_t)))
         if t.optimizer_in_bwd:
@@ -1007,8 +1033,8 @@ def _transformer_phases(
     # is alive beside the loss's own temporaries), so no moment holds more of a component than the component.
     # Written out per moment (the temporaries terms of each layout in memory/moments.py; a generic sum over the
     # moments cost half of estimate's time); tests/test_explain.py checks it is the largest moment's.
-    temporaries = max(opt_temp, layer_fwd_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t, layer_bwd_t,
-                      end_t, reference, rl_temp)
+    temporaries = max(opt_temp, layer_fwd_t, recompute_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t,
+                      layer_bwd_t, end_t, reference, rl_temp)
     # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
     # model whose head saves little (a 1-layer toy) that moment can hold more activations than forward kept.
     if bwd_acts > activations:
@@ -1030,6 +1056,8 @@ def _transformer_phases(
     details["temporaries.loss_backward"] = loss_bwd_t
     details["temporaries.layer_backward"] = layer_bwd_t
     details["temporaries.layer_forward"] = layer_fwd_t
+    if recompute_t > layer_fwd_t:  # a checkpointed layer's rerun forward: DoRA's weight norm on its MLP temporaries
+        details["temporaries.layer_recompute"] = recompute_t
     details["temporaries.backward_end"] = end_t
     if p.offload:
         details["activations.offloaded_to_host"] = host_t

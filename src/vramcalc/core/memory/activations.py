@@ -58,6 +58,12 @@ class LayerActivations:
     # Bytes per token of the MLP block's saved terms: autograd frees them when the MLP's backward is done, before
     # the attention's backward (and its eager per-key transient) runs.
     mlp_saved_per_token: int = 0
+    # Bytes per token of the MLP's saved terms that come after its up-projection's inputs (the activation's, the
+    # down projection's): what a checkpointed layer's recomputed forward has not saved yet when the
+    # up-projection's forward temporaries (peft's adapter path) are in flight.
+    mlp_tail_per_token: int = 0
+    # Bytes per token of the forward temporaries from the MLP's up-projection on (its adapters' path, the activation)
+    mlp_forward_per_token: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
@@ -90,6 +96,14 @@ def masked_sdpa(t: TrainingSpec) -> bool:
     and chosen and rejected of one pair rarely have the same length.
     """
     return t.attention == "sdpa" and (t.packing != "none" or t.objective in ("orpo", "cpo", "simpo"))
+
+
+def local_mask(m: ModelSpec, t: TrainingSpec) -> bool:
+    """Whether ModernBERT's sliding layers get a 4-D mask. masking_utils._ignore_bidirectional_mask_sdpa skips it
+    only while kv_length < the half window (config.sliding_window = local_attention // 2, 64 published); the
+    estimate's plan does not depend on the sequence length, so the mask is counted at any length (shorter than
+    64 tokens that over-counts at most 2 B x 64 x 64 per sliding layer and sequence)."""
+    return m.family == "modernbert" and bool(m.sliding_window_layers)
 
 
 def packed_mask_term(c: int) -> Term:
@@ -191,6 +205,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     qkv_mods: tuple[str, ...] = ()
     dora_out = ({lin.module.rsplit(".", 1)[-1]: lin for lin in resolve_targets(m, t.lora_targets)}
                 if t.dora and adapted else {})
+    lora_out = ({lin.module.rsplit(".", 1)[-1]: lin.out_features for lin in resolve_targets(m, t.lora_targets)}
+                if adapted else {})
+    lora_fwd: dict[str, int] = {}  # each adapted module's forward temporaries per token
 
     def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False,
                      input_live: bool = True) -> bool:
@@ -241,6 +258,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 extra += c * width  # the same input tensor the frozen base layer does not save
                 shared_counted = True
             terms.append(Term(f"lora {mod} input", extra))
+            # peft Linear.forward: `result = result + lora_B(lora_A(x)) * scaling`: the base output (c), lora_B's
+            # output and its scaled copy (the adapter dtype; c under autocast) alive at once, per output feature
+            # (measured with the tracer: phi-3-mini's fused gate_up_proj, 10 B x 16,384 per token at the mul).
+            lora_b = c if recipe.autocast else a
+            lora_fwd[mod] = (c + 2 * lora_b) * lora_out.get(mod, 0)
+            adapter_fwd_t = max(adapter_fwd_t, lora_fwd[mod])
             if mod in dora_out:
                 terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live, linear_has_bias(m, mod)))
         return tw or any_adapter
@@ -313,6 +336,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             kv_in = q_dim if gqa else kv_dim
             terms.append(Term("sdpa q, k, v (repeated), out, logsumexp", c * (2 * q_dim + 2 * kv_in) + 4 * n_heads))
             terms.append(packed_mask_term(c))
+        elif not eager and local_mask(m, t):
+            # ModernBERT's sliding layers under sdpa (masking_utils.create_bidirectional_sliding_window_mask): a
+            # 4-D bool mask once seq_len reaches the half window, so CUDA runs the memory-efficient kernel, which
+            # saves q, k, v, out, logsumexp and the mask converted to q's dtype (attention.cpp
+            # convert_boolean_attn_mask) per layer; the global layers take no mask (memory/__init__.py subtracts it).
+            terms.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads))
+            terms.append(Term("sdpa sliding-window mask (16-bit, saved by the efficient kernel)", 0, c))
         elif not eager:
             # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
             # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
@@ -334,7 +364,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
             # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
             # Falcon's eager softmax runs in the hidden states' dtype (modeling_falcon.py, dtype=hidden_states.dtype).
-            softmax_bytes = c if m.family in ("gpt2", "falcon", *ENCODER_FAMILIES) and not recipe.autocast else 4
+            # ModernBERT's eager_attention_forward (modeling_modernbert.py) upcasts: softmax(dtype=float32).
+            softmax_bytes = c if m.family in ("gpt2", "falcon", *ENCODER_FAMILIES) and m.family != "modernbert" \
+                and not recipe.autocast else 4
             if m.family == "gemma2":
                 # Gemma 2's attn_logit_softcapping (modeling_gemma2.py eager_attention_forward: scores / cap,
                 # tanh, * cap; 50.0 in every published config): tanh saves its 16-bit output per key.
@@ -381,6 +413,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
     n_attention_terms = len(terms)
+    n_mlp_inputs = n_attention_terms  # a MoE block: its whole MLP set comes after the router's input
+    up_mods: tuple[str, ...] = ()
     live = attn_in_live if m.parallel_residual else live or attn_live
     if weightless and live:
         terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
@@ -414,6 +448,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         shared_in = m.parallel_residual and n_norms == 1 and (tw or (
             bool(adapted & set(qkv_mods if m.attention_kind != "mla" else ())) and not fresh_copy))
         up_live = linear_input("mlp input", up_mods, h, already_saved=shared_in, input_live=live) or live
+        n_mlp_inputs = len(terms)
         if recipe.autocast and trainable_weights and len(up_mods) == 2 and not shared_in:
             # gate_proj and up_proj each cast the fp32 normed input to 16 bits under autocast: a second saved copy
             terms.append(Term("up_proj input: its own 16-bit cast (autocast)", c * h))
@@ -448,6 +483,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
     fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t), eager_fwd)
+    mlp_fwd = max([(3 if gated else 2) * c * width] + [lora_fwd.get(x, 0) for x in up_mods])
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
     # the tracer, tinyllama LoRA + cut loss, aten.mul.Tensor in LlamaRMSNorm's backward), which is more than
@@ -468,13 +504,14 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     mlp_terms = [x for x in terms[n_attention_terms:] if not x.batch1_only]
     mlp_saved = sum(x.per_token for x in mlp_terms) - sum(a * t.lora_rank for x in mlp_terms
                                                           if x.name.startswith("lora ") and x.name.endswith(" input"))
+    mlp_tail = sum(x.per_token for x in terms[n_mlp_inputs:] if not x.batch1_only)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
         terms.append(Term("adaption prompt: queries, prompt scores, gated scores, prompt keys and values", per_token,
                           per_sample=per_sample))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
-                            fwd, bwd, mlp_saved)
+                            fwd, bwd, mlp_saved, mlp_tail, mlp_fwd)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
