@@ -45,11 +45,14 @@ bitsandbytes nf4 and int8 block weights). The trace
 is trace/_generate.py (prefill + new_tokens - 1 decode steps under torch.no_grad); the phases are prefill and
 decode. Written to accuracy_inference.{json,md}.
 
-The RL grid (`--grid rl`, issue 14; 15 cases): the same 3 architectures × 5 TRL GRPOTrainer steps (RL_RUNS; vLLM
-off): generate() with sampling on the generation batch (trace/_generate.py decode), the no-grad log-prob passes
+The RL grid (`--grid rl`, issue 14; 36 cases): the same 3 architectures × 12 TRL GRPOTrainer / RLOOTrainer steps
+(RL_RUNS: 5 GRPO with generate(), 3 GRPO with vLLM colocated / asleep / as a server, 4 RLOO): generate() with
+sampling on the generation batch (trace/_generate.py decode), the no-grad log-prob passes
 (the reference with beta > 0: a frozen copy for full, adapters off for LoRA),
 then _compute_loss on the completions through TRL's fused head (trace/_rl.py); full pure-bf16, LoRA and QLoRA NF4,
-with and without checkpointing, one run where generate() is the peak. Prompt 256 + completion 16. Written to
+with and without checkpointing, one run where generate() is the peak. With vLLM the step runs on vLLM's outputs
+(no generate() on the policy; a server's weight sync through packed buffers); the colocated engine's share of the
+GPU is overhead, not a tensor of the step. Prompt 256 + completion 16. Written to
 accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
@@ -885,12 +888,27 @@ def optimizer_grid() -> list[dict[str, Any]]:
 # no-grad log-prob passes, _compute_loss through the fused head), vLLM off. Prompt 256 + 16 completion tokens
 # (a short completion keeps the traced decode loop short; the cache and logits scale with it the same way).
 _GRPO = {"objective": "grpo", "seq_len": 272, "prompt_len": 256, "num_generations": 4}
+_RLOO = {"objective": "rloo", "seq_len": 272, "prompt_len": 256, "num_generations": 2, "beta": 0.05}
 RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("grpo full", {**_FULL, **_GRPO, "batch_size": 4}),
     ("grpo full beta copy gc", {**_FULL, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
     ("grpo lora beta adapters-off gc", {**_LORA, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
     ("grpo lora generation peak", {**_LORA, **_GRPO, "batch_size": 2, "steps_per_generation": 8}),
     ("grpo qlora gc", {**_QLORA, **_GRPO, **GC, "batch_size": 4}),
+    # GRPO with vLLM (memory/rl.py): no generate() on the policy; the old policy's pass always runs (importance
+    # sampling), beside vLLM's sampling log-probs; server mode streams the weights through packed buffers. The
+    # colocated engine's share of the GPU is overhead (not a tensor of the training step), so the tensor peak is
+    # the step's.
+    ("grpo full vllm colocate", {**_FULL, **_GRPO, "batch_size": 4, "use_vllm": "colocate"}),
+    ("grpo lora vllm colocate sleep gc", {**_LORA, **_GRPO, **GC, "batch_size": 4, "beta": 0.04,
+                                          "use_vllm": "colocate", "vllm_sleep": True}),
+    ("grpo full vllm server", {**_FULL, **_GRPO, "batch_size": 4, "use_vllm": "server"}),
+    # TRL RLOOTrainer (memory/rl.py): GRPO's generation and step, the old policy's pass always, the loss per sequence;
+    # RLOOConfig's defaults beta 0.05 (a reference) and num_generations 2
+    ("rloo full", {**_FULL, **_RLOO, "batch_size": 4}),
+    ("rloo lora adapters-off gc", {**_LORA, **_RLOO, **GC, "batch_size": 4}),
+    ("rloo qlora generation peak", {**_QLORA, **_RLOO, "batch_size": 2, "steps_per_generation": 8}),
+    ("rloo lora vllm colocate beta 0", {**_LORA, **_RLOO, "batch_size": 4, "beta": 0.0, "use_vllm": "colocate"}),
 )
 
 
@@ -916,7 +934,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "sharded": " (the root's and one layer's bytes, issue 19)",
           "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)",
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
-          "rl": " (GRPO: generate() and the step on completions, issue 14)",
+          "rl": " (GRPO and RLOO: generation and the step on completions, issue 14)",
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
@@ -1029,7 +1047,7 @@ def main() -> None:
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
                     "against the tracer's model; optimizers: issue 13's 32 "
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
-                    "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
+                    "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 36 GRPO / RLOO cases "
                     "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model cases")

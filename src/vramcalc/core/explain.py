@@ -90,6 +90,8 @@ SRC_ENCODER_HEAD = ("memory/encoder.py (modeling_bert.py BertForSequenceClassifi
 SRC_OVERHEAD = ("memory/overhead.py: CUDA context measured ~500 MiB; CublasHandlePool.cpp; NCCL docs; "
                 "CUDACachingAllocator.cpp segments; fragmentation fitted (docs/real-gpu.md)")
 SRC_PHASES = "memory/__init__.py phase model (steady state, zero_grad(set_to_none=True))"
+SRC_RL_VLLM = ("memory/rl.py colocated (TRL 1.16 trl/generation/vllm_generation.py _init_vllm, sync_weights, "
+               "generate: LLM(gpu_memory_utilization=...), sleep(level=2))")
 SRC_RL = "memory/rl.py (TRL 1.16 trl/trainer/grpo_trainer.py _generate_single_turn, _generate_and_score_completions)"
 SRC_PREFERENCE = ("memory/preference.py (TRL 1.16 trl/trainer/dpo_trainer.py, kto_trainer.py _compute_loss; "
                   "DataCollatorForPreference)")
@@ -1017,7 +1019,7 @@ def _rows_text(t: TrainingSpec) -> str:
     """What one policy forward runs on under a preference or reward objective (memory/preference.py rows)."""
     b = t.batch_size  # the policy view's rows
     if rl.is_rl(t):
-        return (f"grpo: {b} completions (per_device_train_batch_size) of prompt {t.prompt_len} + completion "
+        return (f"{t.objective}: {b} completions (per_device_train_batch_size) of prompt {t.prompt_len} + completion "
                 f"{rl.completion_len(t)} in one forward; generate() ran on {rl.generation_rows(t)} rows before it")
     if t.objective == "kto":
         return (f"kto: {b} unpaired completions in one forward; the KL rows (same shape) run under no_grad before it "
@@ -1094,6 +1096,19 @@ def _overhead(b: Breakdown) -> Section:
              f"22 MiB + 9.9 % × {_n(b.tensor_peak_bytes)} B tensor peak", d.get("overhead.allocator_reserve", 0),
              "fitted on published max_memory_reserved readings", SRC_OVERHEAD),
     )
+    if "overhead.vllm_engine" in d:  # GRPO + colocated vLLM (memory/rl.py colocated): its share of the GPU
+        sleep = "non-torch memory while asleep (level 2)" if d["overhead.vllm_engine"] != d["vllm.budget"] else \
+            "vllm_gpu_memory_utilization × the GPU"
+        lines += (
+            Line("overhead.vllm_engine", "colocated vLLM engine during the step", sleep, d["overhead.vllm_engine"],
+                 "weights, profile reserve, non-torch memory and KV pool (approximate)", SRC_RL_VLLM),
+            Line("overhead.vllm_cuda_graphs", "vLLM CUDA graphs", "piecewise + full captures × layers × 176 KiB",
+                 d["overhead.vllm_cuda_graphs"], "captured after the pool, outside the budget (approximate)",
+                 SRC_VLLM),
+            Line("overhead.vllm_spare", "left over on the smallest GPU that holds both",
+                 "smallest GPU − step − vLLM", d["overhead.vllm_spare"],
+                 "the GPU is found (vLLM takes a fraction of it), not summed", SRC_RL_VLLM),
+        )
     text = (f"peak = tensor peak {fmt_value(b.tensor_peak_bytes, 'bytes')} + overhead "
             f"{fmt_value(b.overhead, 'bytes')} = {fmt_value(b.peak_bytes, 'bytes')}",
             f"reserved peak (max_memory_reserved) = {fmt_value(b.reserved_peak_bytes, 'bytes')}")
@@ -1389,7 +1404,7 @@ def header(e: Explanation) -> str:
 
 
 _OBJECTIVE_LABELS = {"dpo": "DPO", "ipo": "IPO", "kto": "KTO", "reward": "reward model", "orpo": "ORPO", "cpo": "CPO",
-                     "simpo": "SimPO", "grpo": "GRPO"}
+                     "simpo": "SimPO", "grpo": "GRPO", "rloo": "RLOO"}
 
 
 def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:

@@ -41,6 +41,7 @@ from vramcalc.core.vocab import (
     REF_MODELS,
     STACKS,
     VENDORS,
+    VLLM_MODES,
     WEIGHT_DTYPES,
     ZERO_STAGES,
     AdapterDtype,
@@ -70,6 +71,7 @@ from vramcalc.core.vocab import (
     RefModel,
     StackName,
     Vendor,
+    VllmMode,
     WeightDtype,
     ZeroStage,
 )
@@ -475,6 +477,11 @@ class TrainingSpec:
     beta: float = 0.0
     steps_per_generation: int = 0
     num_iterations: int = 1
+    # GRPO's generation with vLLM (memory/rl.py): TRL GRPOConfig use_vllm + vllm_mode, vllm_gpu_memory_utilization
+    # (0.3, grpo_config.py) and vllm_enable_sleep_mode; max_model_len above is vllm_max_model_length.
+    use_vllm: VllmMode = "off"
+    vllm_utilization: float = 0.3
+    vllm_sleep: bool = False
     chosen_nll: bool = True  # cpo/simpo: the NLL term on the chosen half (CPOConfig cpo_alpha > 0); orpo always
     # Encoders (memory/encoder.py): the task head and its label count (AutoModelForSequenceClassification's
     # config.num_labels, 2 by default in transformers' PretrainedConfig).
@@ -497,7 +504,7 @@ class TrainingSpec:
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
         "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES,
-        "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS,
+        "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS, "use_vllm": VLLM_MODES,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
@@ -521,9 +528,10 @@ class TrainingSpec:
         **dict.fromkeys(("max_model_len", "max_num_seqs", "max_num_batched_tokens", "block_size"),
                         (*POSITIVE, COUNT_CAP)),
         "gpu_memory_utilization": (("gt", 0), ("le", 1)),
+        "vllm_utilization": (("gt", 0), ("lt", 1)),
     }
     INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"lora_alpha", "lora_dropout", "gpu_memory_utilization",
-                                                              "beta"}
+                                                              "beta", "vllm_utilization"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size", "optimizer_rank",
                                                     "max_model_len", "max_num_seqs", "max_num_batched_tokens",
                                                     "adapter_layers"))
@@ -550,11 +558,14 @@ class TrainingSpec:
             raise SpecError("", "sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
         if self.mode == "serve" and (self.zero or self.fsdp != "none" or self.offload != "none"):
             raise SpecError("", "vLLM shards with --tp/--pp only: drop --zero, --fsdp and --offload")
-        if self.mode != "serve" and (self.gpu_memory_utilization != 0.9 or self.max_model_len is not None
+        colocate_len = self.use_vllm == "colocate" and self.mode == "train"  # GRPOConfig vllm_max_model_length
+        if self.mode != "serve" and (self.gpu_memory_utilization != 0.9
+                                     or (self.max_model_len is not None and not colocate_len)
                                      or self.max_num_seqs is not None or self.max_num_batched_tokens is not None
                                      or self.block_size != 16 or self.enforce_eager):
             raise SpecError("", "--gpu-memory-utilization, --max-model-len, --max-num-seqs, --max-num-batched-tokens, "
-                            "--block-size and --enforce-eager are vLLM's: add --mode serve")
+                            "--block-size and --enforce-eager are vLLM's: add --mode serve (--max-model-len also with "
+                            "--objective grpo --use-vllm colocate)")
         if self.max_model_len is not None and self.seq_len > self.max_model_len:
             raise SpecError("", f"a request of {self.seq_len:,} tokens exceeds --max-model-len {self.max_model_len:,} "
                             "(vLLM rejects it): raise --max-model-len or lower --context")
@@ -610,7 +621,7 @@ class TrainingSpec:
     def _objective_consistent(self) -> None:
         """Preference and reward options (memory/preference.py): what each objective reads."""
         pref = self.objective in ("dpo", "ipo", "kto")
-        grpo = self.objective == "grpo"
+        grpo = self.objective in ("grpo", "rloo")  # online RL (memory/rl.py): TRL GRPOTrainer / RLOOTrainer
         self._rl_consistent(grpo)
         if self.objective != "sft" and self.mode != "train":
             raise SpecError("", f"--objective {self.objective} is a training objective: drop it with "
@@ -629,7 +640,7 @@ class TrainingSpec:
                             "--beta > 0 (GRPOTrainer loads no reference with beta 0)")
         if self.prompt_len and not (pref or grpo or self.loss == "trl"):
             raise SpecError("", "--prompt-len changes memory only through TRL's log-prob head: use it with "
-                            "--objective dpo/ipo/kto/grpo or --loss trl")
+                            "--objective dpo/ipo/kto/grpo/rloo or --loss trl")
         if self.prompt_len >= self.seq_len and self.mode == "train":
             raise SpecError("", f"--prompt-len {self.prompt_len} leaves no completion in --seq-len {self.seq_len}: "
                             "give a sequence longer than the prompt")
@@ -657,7 +668,17 @@ class TrainingSpec:
                     or self.num_iterations != 1):
                 raise SpecError("", "--num-generations, --beta, --steps-per-generation and --num-iterations are "
                                 "GRPO's: add --objective grpo, or drop them")
+            if self.use_vllm != "off" or self.vllm_utilization != 0.3 or self.vllm_sleep:
+                raise SpecError("", "--use-vllm, --vllm-utilization and --vllm-sleep set GRPO's generation engine: "
+                                "add --objective grpo, or drop them")
             return
+        if self.use_vllm != "colocate" and (self.vllm_utilization != 0.3 or self.vllm_sleep):
+            raise SpecError("", "--vllm-utilization and --vllm-sleep configure a colocated vLLM engine (TRL "
+                            "vllm_mode='colocate'): add --use-vllm colocate, or drop them")
+        if self.use_vllm == "colocate" and self.method == "qlora" and self.quant_bits == 8:
+            # trl/generation/vllm_generation.py _init_vllm: bnb.nn.Linear8bitLt raises
+            raise SpecError("", "TRL refuses colocated vLLM with 8-bit bitsandbytes weights (vLLM has no in-flight "
+                            "8-bit quantization): use --quant-bits 4, or --use-vllm server")
         if self.prompt_len < 1:
             raise SpecError("", "GRPO generates completions from prompts: give --prompt-len (the longest prompt, in "
                             "tokens) and --seq-len = prompt + max_completion_length")

@@ -82,9 +82,20 @@ def estimate_rows(
             notes.insert(0, warning)
         if serving is not None:  # what vLLM allocates on this GPU: its pool, blocks and concurrency (memory/vllm.py)
             notes[:0] = vllm.gpu_report(spec, training, serving.memory_bytes, serving.name)[0]
+        if gpu_spec is not None and "vllm.training_step" in b.details:  # GRPO + colocated vLLM (memory/rl.py)
+            from vramcalc.core.memory import rl
+
+            notes[:0] = rl.colocate_gpu_notes(spec, training, b.details["vllm.training_step"],
+                                              b.details["vllm.training_held"], gpu_spec.memory_bytes, gpu_spec.name)
         if notes:
             b = replace(b, notes=(*notes, *b.notes))
         v = fit(b, gpu_spec) if gpu_spec is not None else None
+        if v is not None and "vllm.training_step" in b.details:  # colocated vLLM: what is left once it takes its share
+            from vramcalc.core.memory import rl
+
+            needed = rl.needed_on_gpu(spec, training, b.details["vllm.training_step"],
+                                      b.details["vllm.training_held"], v.gpu.memory_bytes)
+            v = replace(v, needed_bytes=needed, headroom_bytes=v.gpu.memory_bytes - needed)
         if serving is not None and v is not None:  # the smallest GPU also leaves (1 - utilization) for context, graphs
             needed = vllm.min_gpu_bytes(spec, training, training.batch_size, serving.memory_bytes, serving.name)
             v = replace(v, needed_bytes=needed, headroom_bytes=serving.memory_bytes - needed)

@@ -73,6 +73,7 @@ BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 # GRPO (memory/rl.py): generate() on the generation batch and the no-grad log-prob passes, before the step.
 FWD_GENERATE = _layout(_ACC, _COPIES, _GEN_KV, _GEN_T)
 FWD_LOGPROBS = _layout(_ACC, _LOGPROBS)
+FWD_WEIGHT_SYNC = _layout(_ACC, ("weight sync's packed broadcast buffers (vLLM server)", _T))
 # Both, and count-only presets.
 BWD_END = _layout(_ALL_G, _SUMMED)
 STEP = _layout(_ALL_G, _STEP_T)
@@ -86,6 +87,7 @@ LABELS = {
     "forward.all": "forward",
     "forward.reference": "the reference model's forward (DPO/KTO, no grad)",
     "forward.generate": "generate(): completions of the generation batch (GRPO, no grad)",
+    "forward.weight_sync": "weights streamed to the vLLM server before generation (GRPO, no grad)",
     "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",
     "backward.start": "backward starts: loss gradients",
     "backward.head": "backward at the LM head (loss chunks)",
