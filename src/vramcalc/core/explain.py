@@ -213,8 +213,10 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     weighed = reward_model.body(model) if training.objective == "reward" else model
     w = weight_bytes(weighed, training, recipe)
     policy = pref.policy_view(training) if training.objective != "sft" else training
-    # memory/__init__.py _build_plan: TRL's trainers (every objective but sft and reward) disable dropout
-    acting = pref.without_dropout(model) if training.objective not in ("sft", "reward") and model.dropout else model
+    # memory/__init__.py _build_plan: TRL's preference trainers disable dropout (DPOConfig / ORPOConfig / CPOConfig
+    # disable_dropout=True); GRPOConfig's and RLOOConfig's default is False: dropout stays
+    acting = pref.without_dropout(model) if (pref.is_preference(training) or pref.is_reference_free(training)) \
+        and model.dropout else model
     notes: list[str] = []
     sections = [
         _parameters(model, training, w.parameters, w.trainable),
