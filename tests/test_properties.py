@@ -620,8 +620,13 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
     assert on.activations <= off.activations
 
 
+# The presets of at least 1 B parameters, drawn directly: an assume() on the random toys (all far smaller) filtered
+# out most inputs and failed hypothesis' health check once the small presets grew (ResNets, LSTMs, ModernBERT).
+BIG_PRESETS = [m for m in PRESET_MODELS if count_params(m) >= 10**9]
+
+
 @PROPERTY
-@given(models, trainings(), st.integers(4, 64), st.data())
+@given(st.sampled_from(BIG_PRESETS), trainings(), st.integers(4, 64), st.data())
 def test_each_zero_stage_needs_no_more_per_gpu_than_the_one_before(
     m: ModelSpec, t: TrainingSpec, n_gpus: int, data: st.DataObject
 ) -> None:
@@ -634,7 +639,6 @@ def test_each_zero_stage_needs_no_more_per_gpu_than_the_one_before(
     # accumulates gradients in an fp32 partition (4P/2 instead of ZeRO-2's 2P/2: +P, stage3.py), so the
     # gathered unit and prefetch bucket tip it above ZeRO-2 (deepseek-v2-lite, batch 55 × 75, eager:
     # +0.14 GB). From 4 GPUs on the weight saving wins; the property is checked there.
-    assume(count_params(m) >= 10**9)
     # The same precision at every stage: --precision auto is bf16 without ZeRO and mixed-bf16 (fp32
     # masters, as DeepSpeed keeps them) with it, so stage 0 → 1 would compare different recipes.
     if t.precision == "auto":

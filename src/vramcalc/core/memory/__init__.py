@@ -739,7 +739,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             linear_params += m.vocab_size * m.hidden_size
             autocast_head_copy = dtype_bytes(recipe.compute) * m.vocab_size * m.hidden_size
         autocast_copies = dtype_bytes(recipe.compute) * linear_params
-        layer_copies = autocast_copies // n_layers
+        # one layer's own Linears' copies (the head's is made after the last layer and is not recomputed)
+        layer_copies = (autocast_copies - autocast_head_copy) // n_layers
         if _distributed.sharding_stage(t) == 3:
             # Full sharding gathers one unit at a time (FSDP MixedPrecision / DeepSpeed gather the 16-bit
             # copy: torch fsdp _flat_param.py _use_unsharded_views; the saved views are freed with the
