@@ -227,6 +227,13 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("target_len", int, 0,
         "Encoder-decoders (T5, BART): target tokens per sequence (decoder input and labels); --seq-len is the "
         "source. 0: as long as the source."),
+    # Vision-language models (memory/vision.py).
+    Opt("images", int, 0, "Vision-language models (LLaVA): images per sample; their image tokens are added to "
+        "--seq-len (the text tokens). 0: one for a vision-language model."),
+    Opt("image_size", int, 0, "Vision-language models: the image side in pixels (0: the model's own; LLaVA-1.5's "
+        "tower takes only its 336)."),
+    Opt("train_vision", bool, False, "Vision-language models: train the vision tower too (frozen by default, as "
+        "most recipes do)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

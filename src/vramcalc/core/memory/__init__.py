@@ -147,6 +147,14 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    if model.vision is not None or training.images or training.image_size or training.train_vision:
+        # vision-language models: the text model on text + image tokens, plus the image side (memory/vision.py)
+        from vramcalc.core.memory import vision as _vision
+
+        if model.vision is None:
+            _vision.check(model, training)
+        else:
+            return _vision.estimate(model, training, estimate)
     if training.mode == "inference":
         # SpecError when the run cannot exist; notes when it is unusual (core/checks.py)
         return _estimate_inference(model, training, check_run(model, training))

@@ -71,6 +71,8 @@ BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 # GRPO (memory/rl.py): generate() on the generation batch and the no-grad log-prob passes, before the step.
 FWD_GENERATE = _layout(_ACC, _COPIES, _GEN_KV, _GEN_T)
 FWD_LOGPROBS = _layout(_ACC, _LOGPROBS)
+# Vision-language models (memory/vision.py): the vision tower's no-grad forward, before the language model.
+FWD_VISION = _layout(_ACC, ("vision tower forward (no grad)", _T))
 # Both, and count-only presets.
 BWD_END = _layout(_ALL_G, _SUMMED)
 STEP = _layout(_ALL_G, _STEP_T)
@@ -85,6 +87,7 @@ LABELS = {
     "forward.reference": "the reference model's forward (DPO/KTO, no grad)",
     "forward.generate": "generate(): completions of the generation batch (GRPO, no grad)",
     "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",
+    "forward.vision": "forward: the vision tower (no grad)",
     "backward.start": "backward starts: loss gradients",
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",

@@ -1,0 +1,197 @@
+"""Vision-language models (LLaVA-1.5): the text model's step on text + image tokens, plus the image side.
+
+transformers models/llava/modeling_llava.py LlavaModel.forward: the token embeddings of the whole sequence are
+computed first; get_image_features runs the CLIP tower (models/clip/modeling_clip.py) on pixel_values, takes the
+hidden state `vision_feature_layer` (-2) without the class token and projects it (LlavaMultiModalProjector); the
+image features replace the image placeholder tokens' embeddings (masked_scatter), and the language model runs
+on the whole sequence: `--seq-len` text tokens + `images` x `image_tokens` placeholders. So the text model's
+memory is the decoder estimate of a sequence that long (logits and loss included: the labels of the image
+positions are -100 but their logits are computed), and this module adds:
+
+- weights: the tower and the projector in the model's dtype (frozen tower; QLoRA keeps both 16-bit, as
+  LLaVA's recipe skips them from quantization: llm_int8_skip_modules);
+- full fine-tuning trains the projector (the tower frozen, as LLaVA-1.5's recipe): its gradients and optimizer
+  state at the text model's per-parameter rate; LoRA / QLoRA adapt only the language model (LLaVA's
+  find_all_linear_names skips the tower and projector) and freeze the projector;
+- activations: pixel_values during the forward; with a trained projector its saved tensors (linear_1's input,
+  which is a view of the whole tower hidden state it reads, class row included; GELU's input; linear_2's
+  input) and masked_scatter's mask; with no grad in the tower nothing of it is saved;
+- a moment of its own: the tower's no-grad forward (one layer's transients, the hidden states it keeps) while
+  the text embeddings exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from vramcalc.core.errors import SpecError, UnsupportedCombination
+from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.params import projector_params, vision_tower_params
+from vramcalc.core.units import dtype_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vramcalc.core.memory import Breakdown
+    from vramcalc.core.specs import ModelSpec, TrainingSpec, VisionSpec
+
+VISION_METHODS = ("full", "lora", "qlora")
+_SAVED = ("image features (projector saved, pixel_values)", "activations")
+
+
+def is_vision(model: ModelSpec) -> bool:
+    return model.vision is not None
+
+
+def image_tokens(v: VisionSpec) -> int:
+    """Image tokens per image: one per patch, the class token dropped by the "default" select strategy
+    (modeling_llava.py get_image_features `selected_image_feature[:, 1:]`); 576 for 336 px / 14 px patches."""
+    return (v.image_size // v.patch_size) ** 2 + (0 if v.drop_cls else 1)
+
+
+def images_per_sample(training: TrainingSpec) -> int:
+    return training.images or 1
+
+
+def total_tokens(model: ModelSpec, training: TrainingSpec) -> int:
+    """Tokens the language model runs on per sample: the text's --seq-len and every image's tokens."""
+    assert model.vision is not None
+    return training.seq_len + images_per_sample(training) * image_tokens(model.vision)
+
+
+def check(model: ModelSpec, training: TrainingSpec) -> None:
+    """UnsupportedCombination / SpecError for a run the image arithmetic does not cover; text models refuse the
+    image options."""
+    v = model.vision
+    if v is None:
+        if training.images or training.image_size or training.train_vision:
+            raise UnsupportedCombination(f"--images, --image-size and --train-vision size a vision-language model's "
+                                         f"images; {model.name} reads text only: drop them")
+        return
+    if training.image_size and training.image_size != v.image_size:
+        raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
+                        f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
+    if training.train_vision:
+        raise UnsupportedCombination(f"--train-vision is not modelled for {model.name}: its tower's saved "
+                                     "activations are not counted yet; estimate with the tower frozen")
+    if training.mode != "train":
+        raise UnsupportedCombination(f"--mode {training.mode} is not modelled for the vision-language model "
+                                     f"{model.name}: estimate a training step (--mode train)")
+    if training.method not in VISION_METHODS:
+        raise UnsupportedCombination(f"--method {training.method} is not modelled for the vision-language model "
+                                     f"{model.name}: use {', '.join(VISION_METHODS)}")
+    if training.objective != "sft" or training.loss != "hf" or training.packing != "none":
+        raise UnsupportedCombination(f"{model.name} is a vision-language model: only --objective sft with --loss "
+                                     "hf and no --packing is modelled; drop them")
+    if (training.tp > 1 or training.pp > 1 or training.sequence_parallel or training.activation_offload
+            or training.ac_every > 1 or training.optimizer_in_bwd or training.dora or training.modules_to_save):
+        raise UnsupportedCombination(f"{model.name} is a vision-language model: --tp/--pp/--sequence-parallel, "
+                                     "activation offload, --ac-every, --optimizer-in-bwd, --dora and "
+                                     "--modules-to-save are not modelled for it; drop them")
+
+
+@lru_cache(maxsize=64)
+def _text_model(model: ModelSpec) -> ModelSpec:
+    return replace(model, vision=None)
+
+
+def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, TrainingSpec]:
+    """The language model and its run: the sequence lengthened by the image tokens, the image options gone."""
+    return _text_model(model), replace(training, seq_len=total_tokens(model, training), images=0, image_size=0,
+                                       train_vision=False)
+
+
+def _scaled(value: int, trainable: int, extra: int) -> int:
+    """`value` (bytes proportional to the trainable parameters) grown by `extra` more trainable parameters."""
+    return value * (trainable + extra) // trainable if trainable else value
+
+
+def estimate(model: ModelSpec, training: TrainingSpec,
+             text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
+    """The text model's Breakdown on text + image tokens, with the image side's terms added."""
+    check(model, training)
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    text_model, text_training = text_run(model, training)
+    b = text_estimate(text_model, text_training)
+    recipe = recipe_of(training)
+    w_bytes = dtype_bytes(recipe.weight)
+    a_bytes = dtype_bytes(recipe.compute)
+    th, vh = model.hidden_size, v.hidden_size
+    tower, projector = vision_tower_params(v), projector_params(v, th)
+    n_img = images_per_sample(training) * training.batch_size
+    per_image = image_tokens(v)
+    rows = (v.image_size // v.patch_size) ** 2 + 1  # the tower's sequence: patches + the class token
+    trained_projector = training.method == "full"
+    # models/llava/modeling_llava.py: pixel_values (images, 3, H, W) in the model's dtype, an input of the step
+    pixel = n_img * 3 * v.image_size * v.image_size * a_bytes
+    saved = 0
+    if trained_projector:
+        # LlavaMultiModalProjector's autograd graph: linear_1 saves its input, a view of the whole hidden state
+        # (rows x tower width) it slices; nn.GELU saves linear_1's output; linear_2 saves GELU's output
+        saved += n_img * (rows * vh + 2 * per_image * th) * a_bytes
+    tokens = training.batch_size * total_tokens(model, training)
+    if trained_projector or training.grad_checkpointing:
+        saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
+    # The tower's no-grad forward, layer by layer (modeling_clip.py CLIPEncoderLayer), while the text
+    # embeddings (tokens x text width) exist: the hidden state in and out, the captured feature layer, and one
+    # layer's transients: LayerNorm out, q, k, v, the attention output and its scores (eager: fp32 softmax of
+    # heads x rows^2), fc1's output and quick_gelu's sigmoid and product (intermediate width).
+    heads = v.num_attention_heads
+    scores = heads * rows * rows * (a_bytes + 4) if training.attention == "eager" else 0
+    layer_t = n_img * (rows * (7 * vh + 3 * v.intermediate_size) * a_bytes + scores)
+    tower_moment = tokens * th * a_bytes + pixel + layer_t
+    trainable_text = b.trainable_parameters
+    extra_trainable = projector if trained_projector else 0
+
+    def grown(layout: _m.Layout, values: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(_scaled(x, trainable_text, extra_trainable) if comp == "gradients" else x
+                     for (_, comp), x in zip(layout, values, strict=True))
+
+    raw: list[_m.RawMoment] = []
+    accum = b.gradients if training.grad_accum > 1 else 0
+    grad_all = _scaled(b.gradients, trainable_text, extra_trainable)
+    raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
+    for key, layout, values in b.moments:
+        values = grown(layout, values)
+        if key.startswith("forward."):
+            raw.append((key, (*layout, _SAVED), (*values, saved + pixel)))
+        elif key.startswith("backward.") and key != "backward.end":
+            raw.append((key, (*layout, _SAVED), (*values, saved)))
+        else:
+            raw.append((key, layout, values))
+    weights = b.weights + (tower + projector) * w_bytes
+    states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
+    base = weights + states + b.communication
+    phases = _m.phase_peaks(base, tuple(raw))
+    phases = {p: phases[p] for p in b.phases if p in phases}
+    details = dict(b.details)
+    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
+                    "activations.pixel_values": pixel, "activations.image_side_saved": saved,
+                    "temporaries.vision_tower_forward": layer_t})
+    mode = "full fine-tuning trains the projector" if trained_projector else \
+        f"--method {training.method} adapts the language model only (projector frozen)"
+    notes = (
+        f"vision-language model: {images_per_sample(training)} image(s) per sample x {per_image} image tokens "
+        f"(({v.image_size} / {v.patch_size})^2 patches, class token dropped) are added to the {training.seq_len:,} "
+        f"text tokens: the language model runs on {total_tokens(model, training):,} tokens per sample "
+        "(models/llava/modeling_llava.py LlavaModel.forward, masked_scatter of the image features).",
+        f"vision tower ({tower:,} parameters, CLIP ViT, modeling_clip.py) frozen and run without grad; {mode} "
+        f"({projector:,} parameters, LlavaMultiModalProjector); QLoRA keeps the tower and projector 16-bit "
+        "(LLaVA's llm_int8_skip_modules); LoRA targets resolve in the language model only.",
+        "vision tower forward: one layer's transients counted at its start (approximate; it runs before the "
+        "language model and is not the peak of a text sequence of any length).",
+    )
+    out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
+                  trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
+                  optimizer_state=states, activations=b.activations + saved + pixel, phases=phases,
+                  details=details, notes=b.notes + notes, moments=tuple(raw),
+                  active_parameters=b.active_parameters + tower + projector)
+    from vramcalc.core.memory import distributed as _distributed
+    from vramcalc.core.memory.overhead import runtime_overhead
+
+    runtime = runtime_overhead(max(out.phases.values()), _distributed.world_size(training))
+    return replace(out, overhead=runtime.total, details={**out.details, **runtime.details()})
