@@ -127,7 +127,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     rows = (v.image_size // v.patch_size) ** 2 + 1  # the tower's sequence: patches + the class token
     trained_projector = training.method == "full"
     # models/llava/modeling_llava.py: pixel_values (images, 3, H, W) in the model's dtype, an input of the step
-    pixel = n_img * 3 * v.image_size * v.image_size * a_bytes
+    pixel = n_img * 3 * v.image_size * v.image_size * w_bytes
     saved = 0
     if trained_projector:
         # LlavaMultiModalProjector's autograd graph: linear_1 saves its input, a view of the whole hidden state
@@ -136,6 +136,17 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     tokens = training.batch_size * total_tokens(model, training)
     if trained_projector or training.grad_checkpointing:
         saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
+    if not trained_projector and training.grad_checkpointing:
+        # LoRA / QLoRA with checkpointing: enable_input_require_grads (modeling_utils.py) hooks the input
+        # embeddings of every PreTrainedModel inside, the CLIP tower's patch Conv2d too, so the tower runs with
+        # grad: its checkpointed CLIPEncoderLayers keep their inputs and its embeddings' LayerNorm its input
+        # ((layers + 1) x rows x width per image), the frozen projector's GELU its input (image tokens x text
+        # width), and the text embeddings' output, a leaf that requires grad, outlives masked_scatter's new
+        # inputs_embeds (the text model's first input): one more tokens x text width (measured with the tracer:
+        # each term moves the peak by its bytes as layers, images and sequence grow)
+        tower_kept = (n_img * ((v.num_layers + 1) * rows * vh + per_image * th) + tokens * th) * a_bytes
+    else:
+        tower_kept = 0
     # The tower's no-grad forward, layer by layer (modeling_clip.py CLIPEncoderLayer), while the text
     # embeddings (tokens x text width) exist: the hidden state in and out, the captured feature layer, and one
     # layer's transients: LayerNorm out, q, k, v, the attention output and its scores (eager: fp32 softmax of
@@ -158,9 +169,14 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     for key, layout, values in b.moments:
         values = grown(layout, values)
         if key.startswith("forward."):
-            raw.append((key, (*layout, _SAVED), (*values, saved + pixel)))
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel)))
+        elif key == "backward.bottom":
+            # a trained projector's backward runs after the text model's bottom layer and before the embedding's
+            # (its nodes are newer than the embedding's): its saved tensors are gone at the bottom moment, which
+            # the embedding's backward makes the peak; the tower's run last
+            raw.append((key, (*layout, _SAVED), (*values, tower_kept)))
         elif key.startswith("backward.") and key != "backward.end":
-            raw.append((key, (*layout, _SAVED), (*values, saved)))
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
         else:
             raw.append((key, layout, values))
     weights = b.weights + (tower + projector) * w_bytes
@@ -170,7 +186,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
     details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
-                    "activations.pixel_values": pixel, "activations.image_side_saved": saved,
+                    "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "temporaries.vision_tower_forward": layer_t})
     mode = "full fine-tuning trains the projector" if trained_projector else \
         f"--method {training.method} adapts the language model only (projector frozen)"
@@ -187,7 +203,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
-                  optimizer_state=states, activations=b.activations + saved + pixel, phases=phases,
+                  optimizer_state=states, activations=b.activations + saved + tower_kept + pixel, phases=phases,
                   details=details, notes=b.notes + notes, moments=tuple(raw),
                   active_parameters=b.active_parameters + tower + projector)
     from vramcalc.core.memory import distributed as _distributed
