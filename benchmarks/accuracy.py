@@ -291,7 +291,50 @@ def ssm_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The vision-language grid (`--grid vlm`, issue 15; 40 cases): LLaVA-1.5 (memory/vision.py) as published, the
+# tower frozen: llava-1.5-7b from its config.json (tests/data/hf) x full pure-bf16 (the projector trained) / LoRA
+# (peft's q_proj, v_proj in the language model) / QLoRA NF4 (without prepare_model_for_kbit_training's fp32 casts,
+# which the tracer does not run) x sdpa / eager x checkpointing off / on x two shapes (batch 1 x 512 text tokens x
+# one image; batch 2 x 256 text tokens x two images per sample: 1,088 and 1,408 tokens in the language model);
+# then llava-1.5-13b (the preset) full / LoRA / QLoRA x checkpointing at both shapes, and 7B LoRA under amp-bf16
+# with checkpointing at both shapes. Written to accuracy_vlm.{json,md}.
+VLM_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2})
+VLM_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora", {"method": "lora", "precision": "bf16"}),
+    ("qlora", {"method": "qlora", "precision": "bf16", "kbit_prep": False}),
+)
+
+
+def vlm_grid() -> list[dict[str, Any]]:
+    cases = []
+    for label, kw in VLM_RUNS:
+        for shape in VLM_SHAPES:
+            for attention in ("sdpa", "eager"):
+                for gc in (False, True):
+                    cases.append({"id": f"llava-1.5-7b | {label} | b{shape['batch_size']} s{shape['seq_len']} "
+                                        f"i{shape['images']} | {attention} | {'gc' if gc else 'no-gc'}",
+                                  "model": "vlm:llava-1.5-7b-hf", "method": kw["method"],
+                                  "training": dict(kw, **shape, attention=attention, grad_checkpointing=gc)})
+    for shape in VLM_SHAPES:
+        tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}"
+        for label, kw in VLM_RUNS:
+            for gc in (False, True):
+                cases.append({"id": f"llava-1.5-13b | {label} | {tag} | sdpa | {'gc' if gc else 'no-gc'}",
+                              "model": "llava-1.5-13b", "method": kw["method"],
+                              "training": dict(kw, **shape, grad_checkpointing=gc)})
+        cases.append({"id": f"llava-1.5-7b | lora amp-bf16 | {tag} | sdpa | gc", "model": "vlm:llava-1.5-7b-hf",
+                      "method": "lora", "training": dict(shape, method="lora", precision="amp-bf16",
+                                                         grad_checkpointing=True)})
+    return cases
+
+
 def _model(name: str) -> Any:
+    if name.startswith("vlm:"):  # a vision-language model's config.json as published (no layer cut)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        path = HF_DIR / f"{name[4:]}.json"
+        return spec_from_hf_config(json.loads(path.read_text()), name[4:], str(path))
     if name.startswith("seq2seq:"):  # an encoder-decoder's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -740,7 +783,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
-         "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid}
+         "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
+         "vlm": vlm_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -752,7 +796,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
           "rl": " (GRPO: generate() and the step on completions, issue 14)",
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
-          "ssm": " (state-space models: Mamba's slow path, issue 15)"}
+          "ssm": " (state-space models: Mamba's slow path, issue 15)",
+          "vlm": " (vision-language models: LLaVA-1.5, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -862,7 +907,8 @@ def main() -> None:
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
                     "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
-                    "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases")
+                    "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; vlm: issue 15's 40 "
+                    "LLaVA-1.5 cases (image tokens, tower frozen)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -870,7 +916,7 @@ def main() -> None:
     versions = _versions()
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
-        if args.grid in ("presets", "preference-free", "encoders", "optimizers", "rl", "encdec", "ssm") \
+        if args.grid in ("presets", "preference-free", "encoders", "optimizers", "rl", "encdec", "ssm", "vlm") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
