@@ -187,6 +187,8 @@ def residual_bytes(recipe: Recipe) -> int:
 
 def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """Build the explanation of `estimate(model, training)`."""
+    if model.vision is not None:  # vision-language models: the text model's run, then the image side
+        return _explain_vision(model, training)
     b = estimate(model, training)
     if training.mode == "inference":
         return _explain_inference(model, training, b)
@@ -220,6 +222,52 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     sections.append(phase_sec)
     sections.append(_overhead(b))
     return Explanation(model, training, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
+
+
+def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
+    """A vision-language model (memory/vision.py): the language model's explanation on text + image tokens, the
+    image side's own section, and the phases of the whole step."""
+    from vramcalc.core.memory import vision
+    from vramcalc.core.params import projector_params, vision_tower_params
+
+    b = estimate(model, training)  # the refusals first (memory/vision.py check)
+    text_model, text_training = vision.text_run(model, training)
+    inner = explain(text_model, text_training)
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    src = "transformers models/llava/modeling_llava.py LlavaModel.forward; memory/vision.py"
+    per_image = vision.image_tokens(v)
+    images = vision.images_per_sample(training)
+    tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
+    lines = [
+        Line("vision.image_tokens", "image tokens per image = (image / patch)^2, the class token dropped",
+             f"({v.image_size} / {v.patch_size})^2", per_image, source=src, kind="count"),
+        Line("vision.tokens", "tokens the language model runs on = text + images x image tokens",
+             f"{training.seq_len:,} + {images} x {per_image}", vision.total_tokens(model, training), source=src,
+             kind="count"),
+        Line("vision.tower_weights", "vision tower weights (frozen)", f"{tower:,} params (CLIP ViT)",
+             d["weights.vision_tower"], source="transformers models/clip/modeling_clip.py CLIPVisionTransformer"),
+        Line("vision.projector_weights", "projector weights" + (" (trained)" if training.method == "full" else
+                                                               " (frozen)"),
+             f"{projector:,} params", d["weights.projector"], source=src + " LlavaMultiModalProjector"),
+        Line("vision.pixel_values", "pixel_values (forward)", f"{images * training.batch_size} x 3 x "
+             f"{v.image_size} x {v.image_size}", d["activations.pixel_values"], source=src),
+        Line("vision.saved", "image side saved for backward", "projector inputs, mask; with checkpointing and "
+             "adapters the tower's kept layer inputs", d["activations.image_side_saved"], source=src),
+        Line("vision.tower_forward", "vision tower forward (one layer, no grad; approximate)",
+             f"{v.num_layers} layers of {v.hidden_size} width", d["temporaries.vision_tower_forward"],
+             source="transformers models/clip/modeling_clip.py CLIPEncoderLayer"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens and {images * per_image:,} image tokens "
+            "per sample (--seq-len counts the text only); the sections above are its own, on that many tokens",
+            "the vision tower is frozen" + (" and the projector trained" if training.method == "full" else
+                                            "; LoRA adapts the language model only"))
+    sections = [sec for sec in inner.sections if sec.key not in ("phases", "overhead")]
+    sections.append(Section("vision", "vision tower and projector (the image side)", None, tuple(lines), text))
+    phase_sec, peak_moment = _phases(b)
+    sections += [phase_sec, _overhead(b)]
+    return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
 
 
 def _seq2seq(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section]:
