@@ -187,7 +187,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     details = dict(b.details)
     details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
-                    "temporaries.vision_tower_forward": layer_t})
+                    "temporaries.vision_tower_forward": tower_moment})
     mode = "full fine-tuning trains the projector" if trained_projector else \
         f"--method {training.method} adapts the language model only (projector frozen)"
     notes = (
@@ -203,7 +203,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
-                  optimizer_state=states, activations=b.activations + saved + tower_kept + pixel, phases=phases,
+                  optimizer_state=states, activations=b.activations + saved + tower_kept + pixel,
+                  temporaries=max(b.temporaries, tower_moment), phases=phases,
                   details=details, notes=b.notes + notes, moments=tuple(raw),
                   active_parameters=b.active_parameters + tower + projector)
     from vramcalc.core.memory import distributed as _distributed
