@@ -261,6 +261,9 @@ def encdec_grid() -> list[dict[str, Any]]:
         label = ", ".join(f"{k}={v}" for k, v in kw.items() if k != "method")
         cases.append({"id": f"{model.removeprefix('seq2seq:')} | {method} | {label}", "model": model,
                       "method": method, "training": dict(kw, precision="bf16")})
+    return cases
+
+
 # The state-space grid (`--grid ssm`, issue 15; 18 cases): Mamba (memory/ssm.py) at two tiny shapes built from a
 # config (the slow path's Python loop over seq_len makes every step one traced op: small shapes keep traces short) x
 # full pure-bf16 / LoRA (in_proj, x_proj; fp32 adapters) x checkpointing off / on x seq 64 / 128, batch 2; then
@@ -595,11 +598,17 @@ LORA_VARIANT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
                                                                                        "lm_head"),
                                                             "batch_size": 2, "seq_len": 256,
                                                             "grad_checkpointing": True}),
+    # peft LoraConfig trainable_token_indices (TrainableTokensWrapper; Qwen2.5 and GPT-2 tie the head to it)
+    ("lora tokens 64 b2 s512", {"method": "lora", "lora_trainable_tokens": 64, "batch_size": 2, "seq_len": 512}),
+    ("lora tokens 16 b2 s256 gc", {"method": "lora", "lora_trainable_tokens": 16, "batch_size": 2, "seq_len": 256,
+                                   "grad_checkpointing": True}),
+    ("qlora tokens 32 all-linear b1 s512", {**_QLORA, "lora_targets": ("all-linear",), "lora_trainable_tokens": 32,
+                                            "batch_size": 1, "seq_len": 512}),
 )
 
 
 def lora_variant_grid() -> list[dict[str, Any]]:
-    """Issue 13's LoRA variants: 13 runs x 3 architectures, bf16 (amp-bf16 where a run says so), traced through
+    """Issue 13's LoRA variants: 16 runs x 3 architectures, bf16 (amp-bf16 where a run says so), traced through
     peft's own DoRA and ModulesToSaveWrapper (trace/_peft.py wrap_lora). GPT-2's QLoRA runs are left out: peft's
     DoRA on a quantized Conv1D is the fan_in_fan_out path the emulated layer does not have."""
     cases = []

@@ -101,3 +101,26 @@ def test_lora_saved_set_per_layer_is_exact(family: str) -> None:
     layer0, layer1 = _saved_per_layer(model, t)
     assert got["activations.per_layer"] == layer1
     assert got["activations.per_layer"] - got["activations.bottom_layer_less"] + got["activations.shared"] == layer0
+
+
+def test_every_grid_lists_its_cases() -> None:
+    """Each `benchmarks/accuracy.py --grid NAME` builds a non-empty list of cases with unique ids whose training
+    options are TrainingSpec fields (a merge once dropped encdec_grid's `return`, and the grid ran nothing)."""
+    import dataclasses
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy.py"
+    spec = importlib.util.spec_from_file_location("accuracy_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("accuracy_bench", module)
+    spec.loader.exec_module(module)
+    fields = {f.name for f in dataclasses.fields(TrainingSpec)}
+    for name, grid in module.GRIDS.items():
+        cases = grid()
+        assert isinstance(cases, list) and cases, name
+        ids = [c["id"] for c in cases]
+        assert len(ids) == len(set(ids)), name
+        assert all(set(c["training"]) <= fields for c in cases), name

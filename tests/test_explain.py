@@ -20,6 +20,7 @@ from vramcalc.core.memory.activations import head_activations, head_terms
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
 from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.core.vocab import ENCODER_FAMILIES
 from vramcalc.io import presets
 
 runner = CliRunner()
@@ -115,6 +116,7 @@ CONFIGS = {
     # LoRA variants (issue 13): DoRA's magnitudes and weight-norm transient, modules_to_save copies
     "qlora-dora-ckpt": {"method": "qlora", "dora": True, "lora_targets": ("all-linear",), "grad_checkpointing": True},
     "lora-dora-save-head": {"method": "lora", "dora": True, "modules_to_save": ("embed_tokens", "lm_head")},
+    "lora-trainable-tokens": {"method": "lora", "lora_trainable_tokens": 32, "batch_size": 2},
 }
 # Every method of core/peft_methods.py (issue 18), with the options each reads.
 PEFT_CONFIGS = {
@@ -195,10 +197,12 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
         except UnsupportedCombination:
             # the core's own refusal (peft has no default IA3 / LN tuning targets for the family, LoHa on GPT-2's
             # Conv1D): estimate raises the same one-line error (tests/test_peft_methods.py); Mamba models refuse the
-            # other PEFT methods and objectives than SFT (memory/ssm.py check_run)
-            # vision-language models refuse what memory/vision.py check does not model (freeze, the other PEFT
-            # methods, loss savers, multi-GPU model parallelism)
+            # other PEFT methods and objectives than SFT (memory/ssm.py check_run); trained token rows are modelled
+            # on causal LMs only (core/checks.py check_settings); vision-language models refuse what
+            # memory/vision.py check does not model (freeze, the other PEFT methods, loss savers, model parallelism)
             assert t.method in PEFT_TABLE or (m.ssm_state_size and (t.objective != "sft" or t.method == "qlora")) \
+                or (t.lora_trainable_tokens
+                    and (m.ssm_state_size or m.decoder_layers or m.family in ENCODER_FAMILIES)) \
                 or _vision_refuses(m, run), (m.name, config)
             continue
         explained += 1

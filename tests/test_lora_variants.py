@@ -133,8 +133,37 @@ def test_adapter_config_keys(tmp_path: Path) -> None:
     assert adapter_options(str(folder)) == {"method": "lora", "lora_rank": 8, "dora": True,
                                             "modules_to_save": "lm_head"}
     (folder / "adapter_config.json").write_text(json.dumps({**cfg, "trainable_token_indices": [1, 2]}))
-    with pytest.raises(VramcalcError, match="trainable_token_indices"):
+    assert adapter_options(str(folder))["lora_trainable_tokens"] == 2
+    # peft also takes {module name: ids}; only the input embedding's are modelled
+    (folder / "adapter_config.json").write_text(json.dumps({**cfg, "trainable_token_indices": {
+        "embed_tokens": [1, 2, 3]}}))
+    assert adapter_options(str(folder))["lora_trainable_tokens"] == 3
+    (folder / "adapter_config.json").write_text(json.dumps({**cfg, "trainable_token_indices": {"lm_head": [1]}}))
+    with pytest.raises(VramcalcError, match="input embedding only"):
         adapter_options(str(folder))
+
+
+def test_trainable_token_indices_beside_lora() -> None:
+    # Qwen2.5-0.5B (hidden 896, vocab 151,936, tied): peft's TrainableTokensWrapper holds trainable_tokens_delta and
+    # the trainable_tokens_original buffer, both (64, 896) in fp32 under a bf16 model (measured in
+    # /work/scratch/tt.py-style peft runs: named_parameters/named_buffers dtypes).
+    qwen = presets.find_model("qwen2.5-0.5b")
+    plain, tokens = estimate(qwen, _lora(batch_size=2)), estimate(qwen, _lora(batch_size=2, lora_trainable_tokens=64))
+    rows = 64 * 896
+    assert tokens.trainable_parameters - plain.trainable_parameters == rows
+    assert tokens.weights - plain.weights == 2 * 4 * rows
+    assert tokens.gradients - plain.gradients == 4 * rows
+    assert tokens.optimizer_state - plain.optimizer_state == 8 * rows  # AdamW's two fp32 moments
+    # the tied head saves the merged (vocab x hidden) bf16 weight: the tied-head term of the trainable-tokens method
+    assert any("tied lm_head saves for backward" in n for n in tokens.notes)
+    # measured with the tracer: benchmarks/results/accuracy_lora-variants.json "qwen2.5-0.5b | lora tokens 64 b2
+    # s512", 4,322,059,264 bytes at the peak
+    assert abs(tokens.tensor_peak_bytes - 4_322_059_264) / 4_322_059_264 < 0.001
+
+
+def test_trainable_token_indices_refused_beyond_causal_lms() -> None:
+    with pytest.raises(VramcalcError, match="--lora-trainable-tokens is modelled for causal LMs"):
+        estimate(presets.find_model("bert-base-uncased"), _lora(lora_trainable_tokens=8))
 
 
 def test_lora_on_head_and_embedding_parameters(tinyllama: ModelSpec) -> None:

@@ -22,7 +22,7 @@ _CTX = "vramcalc_context"
 # `--help` groups the run options into panels (the option table stays one list in core/options.py).
 _PANEL_OF: dict[str, str] = {
     **dict.fromkeys(("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype", "dora",
-                     "modules_to_save", "quant_bits",
+                     "modules_to_save", "lora_trainable_tokens", "quant_bits",
                      "double_quant", "kbit_prep", "freeze_layers", "train_head"), "LoRA, QLoRA and freeze"),
     **dict.fromkeys(("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward",
                      "oft_block_size", "trainable_tokens", "n_frequency", "boft_block_size", "boft_block_num",

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
 # Options read only by some methods (memory/weights.py, memory/optimizer.py): elsewhere they change nothing.
-_LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype", "dora", "modules_to_save")
+_LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype", "dora", "modules_to_save",
+         "lora_trainable_tokens")
 _QUANT = ("quant_bits", "double_quant", "kbit_prep")
 _FREEZE = ("freeze_layers", "train_head")
 _PEFT = ("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward", "oft_block_size",
@@ -81,6 +82,11 @@ def check_sequence(model: ModelSpec, seq_len: int) -> tuple[str, ...]:
 def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
     """Every check that does not depend on the batch or sequence (memory.estimate caches it with its plan)."""
     notes: list[str] = []
+    if training.lora_trainable_tokens and (model.family in ENCODER_FAMILIES or model.decoder_layers
+                                           or model.ssm_state_size):
+        # peft wraps get_input_embeddings() alone; traced on causal LMs only (memory/weights.py _with_tokens)
+        raise UnsupportedCombination(f"--lora-trainable-tokens is modelled for causal LMs; {model.name} is not one: "
+                                     "drop it, or train the embedding with --modules-to-save embed_tokens")
     check_encoder(model, training)  # encoders: the head options and the runs they cover
     check_seq2seq(model, training)  # encoder-decoders: the target length and the runs they cover
     if model.has_architecture:
@@ -161,11 +167,12 @@ def check_seq2seq(m: ModelSpec, t: TrainingSpec) -> None:
         raise UnsupportedCombination(f"{m.name}: transformers has no flash_attention_2 for T5 (modeling_t5.py "
                                      "_supports_flash_attn = False); use --attention sdpa or eager")
     if (t.tp > 1 or t.pp > 1 or t.zero or t.fsdp != "none" or t.sequence_parallel or t.activation_offload
-            or t.ac_every > 1 or t.optimizer_in_bwd or t.dora or t.modules_to_save):
+            or t.ac_every > 1 or t.optimizer_in_bwd or t.dora or t.modules_to_save
+            or t.lora_trainable_tokens):
         raise UnsupportedCombination(f"{m.name} is an encoder-decoder: vramcalc models it on one GPU (or plain data "
                                      "parallel) with LoRA, QLoRA or full fine-tuning and plain checkpointing; drop "
                                      "--tp/--pp/--zero/--fsdp/--sequence-parallel, activation offload, --ac-every, "
-                                     "--optimizer-in-bwd, --dora and --modules-to-save")
+                                     "--optimizer-in-bwd, --dora, --modules-to-save and --lora-trainable-tokens")
     from vramcalc.core.params import outer_targets
 
     if t.method in ("lora", "qlora") and outer_targets(t.lora_targets):

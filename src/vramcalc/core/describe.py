@@ -26,6 +26,8 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
             out["dora"] = True
         if t.modules_to_save:
             out["modules_to_save"] = ",".join(t.modules_to_save)
+        if t.lora_trainable_tokens:
+            out["lora_trainable_tokens"] = t.lora_trainable_tokens
     if t.method == "qlora":
         out.update(quant_bits=t.quant_bits, double_quant=t.double_quant, kbit_prep=t.kbit_prep)
     if t.method == "freeze":
@@ -67,7 +69,8 @@ def assumptions(t: TrainingSpec) -> str:
     ]
     if t.method in ("lora", "qlora"):
         parts.append(f"{'DoRA' if t.dora else 'LoRA'} r={t.lora_rank} on {','.join(t.lora_targets)} ({t.adapter_dtype})"
-                     + (f", full copies of {','.join(t.modules_to_save)}" if t.modules_to_save else ""))
+                     + (f", full copies of {','.join(t.modules_to_save)}" if t.modules_to_save else "")
+                     + (f", {t.lora_trainable_tokens} trained token rows" if t.lora_trainable_tokens else ""))
     if t.method == "qlora":
         parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
                      + (" + double quant" if t.quant_bits == 4 and t.double_quant else "")

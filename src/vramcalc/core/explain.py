@@ -69,6 +69,7 @@ SRC_DISTRIBUTED = ("memory/distributed.py: ZeRO §5 partitions; torch fsdp _runt
 SRC_MASTER = "ZeRO paper (Rajbhandari et al. 2020) §3.1: fp32 master copy of trainable weights"
 SRC_DORA = "Liu et al. 2024 (DoRA, arXiv:2402.09353); peft tuners/lora/dora.py DoraLinearLayer"
 SRC_SAVED = "peft utils/other.py ModulesToSaveWrapper: a deep copy of the module, trained; the original frozen"
+SRC_TOKENS = "peft tuners/trainable_tokens/layer.py TrainableTokensLayer (get_merged_weights: index_copy)"
 SRC_LORA = "Hu et al. 2021 (LoRA) §4.1: r × (d_in + d_out) per adapted Linear; peft tuners/lora"
 SRC_QLORA = ("QLoRA paper (arXiv:2305.14314) §3; bitsandbytes quantize_4bit: two NF4 values per byte, "
              f"absmax per {NF4_BLOCK}-element block, double quant: uint8 absmax + fp32 per {DQ_BLOCK} blocks")
@@ -365,6 +366,10 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
                               "out_features per adapted Linear", dora_params(m, t.lora_targets),
                               "Σ out_features × modules", SRC_DORA, "count"))
         copies = sum(x.numel for x in saved_copies(m, t)) if t.modules_to_save and m.has_architecture else 0
+        if t.lora_trainable_tokens and m.has_architecture:
+            lines.append(Line("parameters.trainable_tokens", "trainable token embeddings (trainable_token_indices)",
+                              f"{_n(t.lora_trainable_tokens)} tokens × {_n(m.hidden_size)} hidden",
+                              t.lora_trainable_tokens * (m.hidden_size or 0), "tokens × hidden", SRC_TOKENS, "count"))
         if copies:
             lines.append(Line("parameters.saved_copies", f"modules_to_save copies ({', '.join(t.modules_to_save)})",
                               "full copies of the modules", copies, "the modules' parameters", SRC_SAVED, "count"))
@@ -479,7 +484,8 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
     if t.method in ("lora", "qlora"):
         a = dtype_bytes(t.adapter_dtype)
         head = sum(_numel(shape) * count for shape, count in encoder.saved_head_tensors(m, t))
-        own = w.trainable - w.copies - head
+        tokens = t.lora_trainable_tokens * (m.hidden_size or 0) if m.has_architecture else 0
+        own = w.trainable - w.copies - head - tokens
         lines.append(Line("weights.adapters", "LoRA adapters" + (" (+ DoRA magnitudes)" if t.dora else ""),
                           f"{_n(own)} params × {a} B ({t.adapter_dtype})",
                           own * a, "adapter parameters × bytes per adapter weight", SRC_LORA))
@@ -487,6 +493,13 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
             lines.append(Line("weights.classifier_copy", "trained copy of the classifier head",
                               f"{_n(head)} params × {wb} B ({recipe.weight})", head * wb,
                               "head parameters × bytes per weight", "peft peft_model.py modules_to_save"))
+        if tokens:  # memory/weights.py: trainable_tokens_delta and trainable_tokens_original, adapter dtype
+            lines.append(Line("weights.trainable_tokens", "trainable_tokens_delta (the trained rows)",
+                              f"{_n(tokens)} params × {a} B ({t.adapter_dtype})", tokens * a,
+                              "tokens × hidden × bytes per adapter weight", SRC_TOKENS))
+            lines.append(Line("weights.adapter_buffers", "trainable_tokens_original: a copy of the trained rows",
+                              f"{_n(tokens)} params × {a} B ({t.adapter_dtype})", w.adapter_buffers,
+                              "buffers the method registers (no gradient)", SRC_TOKENS))
         if w.copies:
             lines.append(Line("weights.saved_copies", "modules_to_save copies",
                               f"{_n(w.copies)} params × {w.copy_elem_bytes} B (the module's dtype)",
@@ -876,7 +889,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         lines.append(Line("activations.head.trainable_tokens", "tied lm_head: its input and the merged weight",
                           f"{_n(token_head_t)} B/token × {tok} + {_n(m.vocab_size)} × {_n(m.hidden_size)} × {c} B",
                           token_head_t * tokens + token_head_c, "hidden × tokens + vocab × hidden, compute bytes",
-                          peft_methods.TABLE[t.method].source))
+                          SRC_TOKENS))
     if loss != "hf":
         lines.append(Line("activations.head.loss", f"{_loss_name(loss)}: {_loss_labels(loss)[0]}",
                           _loss_inputs(t, loss, tokens, seq), d["activations.loss_saved"],
@@ -962,10 +975,10 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                        f"{_n(_labelled(t, seq))} scored tokens, + the policy's per-position outputs",
                        d["temporaries.reference_forward"],
                        "after the policy's forward, on top of its saved activations", SRC_PREFERENCE))
-    if end_t and t.method == "trainable-tokens":
+    if end_t and peft_methods.token_rows(t):
         tl.append(Line("temporaries.gradient_sum", "dense gradient of the merged embedding weight",
                        f"{_n(v)} × {_n(m.hidden_size)} × {c} B", end_t, "vocab × hidden × compute bytes",
-                       "torch embedding_dense_backward; " + peft_methods.TABLE[t.method].source))
+                       "torch embedding_dense_backward; " + SRC_TOKENS))
     elif end_t:
         tied = m.tie_word_embeddings
         tl.append(Line("temporaries.gradient_sum",

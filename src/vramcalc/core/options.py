@@ -99,6 +99,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("modules_to_save", str, "none",
         "LoRA: comma-separated modules trained as full copies (peft modules_to_save): embed_tokens, lm_head; "
         "none: no module.", sep=";"),
+    Opt("lora_trainable_tokens", int, 0,
+        "LoRA: token ids whose embeddings are trained beside the adapters (the length of peft's "
+        "trainable_token_indices); 0: none."),
     Opt("quant_bits", int, 4, "QLoRA base: 4 (NF4) or 8 (int8)."),
     Opt("double_quant", bool, True, "QLoRA double quantization of the constants."),
     Opt("kbit_prep", bool, True,

@@ -577,11 +577,20 @@ def norm_trained(m: ModelSpec, t: TrainingSpec, which: Literal["attn", "mlp", "f
     return which == "mlp" if _family(m) in ("qwen2", "qwen3") else True
 
 
+def token_rows(t: TrainingSpec) -> int:
+    """Token ids whose embeddings peft's TrainableTokensLayer trains (tuners/trainable_tokens/layer.py): the
+    trainable-tokens method's token_indices, or LoRA's trainable_token_indices (peft/utils/other.py
+    TrainableTokensWrapper on the input embedding, and on a tied lm_head); 0: none."""
+    if t.method == "trainable-tokens":
+        return t.trainable_tokens
+    return t.lora_trainable_tokens if t.method in ("lora", "qlora") else 0
+
+
 def tied_token_head_bytes(m: ModelSpec, t: TrainingSpec, c: int) -> tuple[int, int]:
     """Trainable tokens on a tied model (TrainableTokensModel puts a tied layer on lm_head): its forward builds the
     merged weight W = weight.index_copy(0, indices, deltas) (vocab x hidden, compute dtype) and F.linear(x, W)
     saves both x and W until the head's backward. (bytes per token, bytes) saved; (0, 0) otherwise."""
-    if t.method != "trainable-tokens" or not m.tie_word_embeddings:
+    if not token_rows(t) or not m.tie_word_embeddings:
         return 0, 0
     assert m.hidden_size is not None and m.vocab_size is not None
     return c * m.hidden_size, c * m.vocab_size * m.hidden_size

@@ -405,6 +405,9 @@ class TrainingSpec:
     # (a full trainable copy of embed_tokens / lm_head, ModulesToSaveWrapper).
     dora: bool = False
     modules_to_save: tuple[str, ...] = ()
+    # LoRA with peft's trainable_token_indices (TrainableTokensWrapper on the input embedding, and on a tied lm_head):
+    # how many token ids' embeddings are trained beside the adapters (0: none; core/peft_methods.py token_rows)
+    lora_trainable_tokens: int = 0
     quant_bits: QuantBits = 4
     double_quant: bool = True
     kbit_prep: bool = True  # qlora: peft prepare_model_for_kbit_training casts non-quantized params to fp32
@@ -509,6 +512,7 @@ class TrainingSpec:
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
         "steps_per_generation": (*NON_NEGATIVE, COUNT_CAP),
+        "lora_trainable_tokens": (*NON_NEGATIVE, COUNT_CAP),
         "beta": NON_NEGATIVE,
         "target_len": (*NON_NEGATIVE, COUNT_CAP),
         **dict.fromkeys(("images", "image_size"), (*NON_NEGATIVE, COUNT_CAP)),

@@ -157,9 +157,17 @@ def _adapter_options(cfg: dict[str, object], where: str) -> dict[str, object]:
         saved = cfg.get("modules_to_save")
         if isinstance(saved, list) and saved:
             options["modules_to_save"] = ",".join(str(x) for x in saved)
-        if cfg.get("trainable_token_indices") not in (None, [], {}):
-            raise PresetFileError(where, ["trainable_token_indices: LoRA with trainable tokens is not modelled; "
-                                          "estimate the LoRA run and a --method trainable-tokens run separately"])
+        tokens = cfg.get("trainable_token_indices")
+        if isinstance(tokens, dict):  # {module name: [ids]}: only the input embedding (and a head tied to it)
+            others = [k for k in tokens if str(k).rsplit(".", 1)[-1] not in ("embed_tokens", "wte", "word_embeddings")]
+            if others:
+                raise PresetFileError(where, [f"trainable_token_indices on {others[0]!r}: vramcalc models trainable "
+                                              "tokens on the input embedding only"])
+            tokens = [i for ids in tokens.values() if isinstance(ids, list) for i in ids]
+        if isinstance(tokens, list) and tokens:
+            options["lora_trainable_tokens"] = len(tokens)
+        elif tokens not in (None, [], {}):
+            raise PresetFileError(where, [f"trainable_token_indices {tokens!r}: expected a list of token ids"])
     return options
 
 

@@ -165,6 +165,8 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
     cfg = LoraConfig(r=training.lora_rank, lora_alpha=training.lora_alpha, lora_dropout=training.lora_dropout,
                      target_modules=targets, use_dora=training.dora,
                      modules_to_save=saved,
+                     # the first N token ids: which ids are trained changes no memory, only how many
+                     trainable_token_indices=list(range(training.lora_trainable_tokens)) or None,
                      task_type=task_type)  # trace/_run.py _task_type: SEQ_CLS keeps a classifier trainable
     wrapped = get_peft_model(hf, cfg, autocast_adapter_dtype=training.adapter_dtype == "fp32")
     dtype = DTYPES[training.adapter_dtype]

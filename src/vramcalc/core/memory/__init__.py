@@ -656,8 +656,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                                      "reads lm_head.weight and skips the adapter; use --loss hf or chunked, or drop "
                                      "lm_head from --lora-targets")
     if t.method in ("lora", "qlora", "adaption-prompt") and not t.grad_checkpointing and not t.activation_offload \
-            and not saved_embedding(m, t) and "embed_tokens" not in outer:
-        # (a trained embedding copy, or LoRA on the embedding, gives layer 0's input a gradient; adaption prompt:
+            and not saved_embedding(m, t) and "embed_tokens" not in outer and not peft_methods.token_rows(t):
+        # (a trained embedding copy, LoRA on the embedding or trained token rows give layer 0's input a gradient;
+        # adaption prompt:
         # the lowest adapted layer's input, below which nothing is trained)
         bottom = layer_fn(dense_m, t, recipe, trainable_weights=False, input_grad=False)
         top = layer_fn(dense_m, t, recipe, trainable_weights=False)
@@ -674,10 +675,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         saving_layers = peft_methods.adaption_layers(m, t)
     if t.method == "freeze" and trained_layers == 0:
         saving_layers = 0
-    if ssm and t.method == "freeze" and m.tie_word_embeddings and t.train_head and frozen and not t.grad_checkpointing:
-        # Mamba ties its head to the embedding: training the head trains the embedding, so every frozen layer's input
-        # needs a gradient and the frozen layers save their input-gradient set (measured with the tracer: a tiny
-        # config with 2 of 4 layers frozen was -36 % under with only the trained layers saving).
+    if t.method == "freeze" and m.tie_word_embeddings and t.train_head and frozen and not t.grad_checkpointing:
+        # A head tied to the embedding: training the head trains the embedding, so every frozen layer's input needs
+        # a gradient and the frozen layers save their input-gradient set (measured with the tracer: a tiny Mamba
+        # config with 2 of 4 layers frozen was -36 % under with only the trained layers saving; qwen2.5-0.5b with
+        # 16 of 24 layers frozen, b2 s256 bf16, -7.32 %, now +0.00 %). With checkpointing the frozen layers keep only
+        # their inputs, which the checkpointed count already holds.
         frozen_t = sum(x.per_token for x in layer_fn(m, t, recipe, trainable_weights=False).terms)
         saving_layers = n_layers
         layers_less_t += frozen * (per_layer_t - frozen_t)
@@ -781,12 +784,17 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             # it equals the loss's own 16-bit + fp32 logits (measured with the tracer: tinyllama-1.1b, qwen2.5-0.5b).
             lora_head_fwd_t = (c + 2 * a - 4) * m.vocab_size
     token_head_t, token_head_c = peft_methods.tied_token_head_bytes(m, t, c)
-    if t.method == "trainable-tokens":
+    if peft_methods.token_rows(t):  # the trainable-tokens method, or LoRA's trainable_token_indices
         # The embedding's backward ends the step with a dense (vocab x hidden) gradient of the merged weight in the
         # compute dtype (embedding_dense_backward), before index_copy's backward picks the trained rows.
         end_t = m.vocab_size * m.hidden_size * c
     if t.method in peft_methods.TABLE:
         notes.append(peft_methods.note(m, t))
+    elif t.lora_trainable_tokens and t.method in ("lora", "qlora"):
+        notes.append(f"trainable_token_indices: {t.lora_trainable_tokens} token embeddings trained beside the "
+                     "adapters; each forward merges them into a copy of the embedding matrix (peft "
+                     "tuners/trainable_tokens/layer.py get_merged_weights)"
+                     + (", which the tied lm_head saves for backward." if m.tie_word_embeddings else "."))
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
@@ -796,7 +804,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=max(head.forward_transient, lora_head_fwd_t), loss_bwd_t=head.backward_transient, g_head=g_head,
         end_t=end_t,
-        end_tied=(m.tie_word_embeddings and not no_vocab) or t.method == "trainable-tokens", notes=tuple(notes),
+        end_tied=(m.tie_word_embeddings and not no_vocab) or peft_methods.token_rows(t) > 0,
+        notes=tuple(notes),
         loss="trl" if _preference.is_preference(t) or _rl.is_rl(t) else "reward" if reward
         else "logits" if _preference.is_reference_free(t) else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size

@@ -267,10 +267,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
         own = linear_input("qkv_proj", qkv_mods, h, input_live=live)
-        if recipe.autocast and tw and not m.fused_qkv and m.family in ENCODER_FAMILIES:
-            # Under CUDA autocast the post-LayerNorm residual stream is fp32, and query, key and value each cast
-            # it to 16 bits on their own (autocast caches casts of leaf weights only): three saved copies, not
-            # one (measured with the tracer, bert-base-uncased amp-bf16: 2 x 2 B x hidden more per layer).
+        if recipe.autocast and tw and not m.fused_qkv and m.attention_kind != "mla":
+            # Under CUDA autocast the normed input is fp32, and query, key and value each cast it to 16 bits on
+            # their own (autocast caches casts of leaf weights only): three saved copies, not one (measured with
+            # the tracer: bert-base-uncased amp-bf16, 2 x 2 B x hidden more per layer; llama-3.2-1b full amp-bf16
+            # b4 s2048, 3 x 2 B x hidden per layer with the MLP's below, the base grid's -3.42 % case).
             terms.append(Term("key, value inputs: their own 16-bit casts (autocast)", 2 * c * h))
         attn_live = live or own
         if m.qk_norm:
@@ -413,6 +414,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         shared_in = m.parallel_residual and n_norms == 1 and (tw or (
             bool(adapted & set(qkv_mods if m.attention_kind != "mla" else ())) and not fresh_copy))
         up_live = linear_input("mlp input", up_mods, h, already_saved=shared_in, input_live=live) or live
+        if recipe.autocast and trainable_weights and len(up_mods) == 2 and not shared_in:
+            # gate_proj and up_proj each cast the fp32 normed input to 16 bits under autocast: a second saved copy
+            terms.append(Term("up_proj input: its own 16-bit cast (autocast)", c * h))
         if up_live:  # the activation and the product save their inputs only for a gradient they owe
             terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
         live = linear_input("down_proj", ("down_proj",), i, input_live=up_live) or up_live
@@ -451,8 +455,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # only (LoRA, QLoRA): with trainable weights the estimate's bottom-layer moment already covers it (full
     # fine-tuning of the test's wide-vocabulary llama with a loss saver: +4.2 % without, +5.3 % with it).
     norm_bwd = 5 * 4 * h if m.norm == "rmsnorm" and n_norms and not tw else 0
-    bwd = Term("mlp backward gradients" if (3 if gated else 2) * c * width + c * h >= norm_bwd
-               else "rmsnorm backward (fp32)", max((3 if gated else 2) * c * width + c * h, norm_bwd, adapter_bwd_t),
+    # A Python-formula activation (gelu_new: 0.5·x·(1 + tanh(..)); quick_gelu: x·sigmoid(1.702·x)) ends in a mul
+    # whose backward holds the incoming gradient and both factors' gradients at once, as a gated MLP's does
+    # (measured with the tracer: gpt2 LoRA reward with checkpointing, b8 s1024, peak at that mul with three 16-bit
+    # (tokens x 3072) gradients alive; the estimate counted two and was 5 % under).
+    mlp_grads = 3 if gated or m.hidden_act in ACT_SAVED_TENSORS else 2
+    bwd = Term("mlp backward gradients" if mlp_grads * c * width + c * h >= norm_bwd
+               else "rmsnorm backward (fp32)", max(mlp_grads * c * width + c * h, norm_bwd, adapter_bwd_t),
                eager_bwd, const=backward_const)
     # (less the LoRA ranks' bytes, so that a larger rank never lowers the attention's moment: what the rank adds
     # to the MLP's saved set is still counted there, but not as freed before the attention's backward)

@@ -173,9 +173,18 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
         adapter += head_numel
         adapter_bytes += head_numel * w
         lora_shapes += head
+    if training.lora_trainable_tokens and model.has_architecture:
+        # LoRA's trainable_token_indices (peft TrainableTokensLayer.update_layer): trainable_tokens_delta and the
+        # trainable_tokens_original buffer, each (tokens, hidden), cast to the adapter dtype with the adapters
+        # (measured: fp32 under a bf16 model); a tied lm_head shares them.
+        rows = training.lora_trainable_tokens * (model.hidden_size or 0)
+        adapter += rows
+        adapter_bytes += 2 * rows * dtype_bytes(training.adapter_dtype)
+        lora_shapes.append(((training.lora_trainable_tokens, model.hidden_size or 0), 1))
     if training.method == "lora" or not model.has_architecture:
         return _with_copies(WeightBytes(total_params * w, 0, adapter_bytes, total_params, adapter,
-                                        tuple(lora_shapes)), model, training, w)
+                                        tuple(lora_shapes), adapter_buffers=_token_buffer_bytes(model, training)),
+                            model, training, w)
 
     # QLoRA: bitsandbytes replaces the Linear layers of the blocks; embeddings, norms and the
     # LM head stay in the load dtype (transformers' bnb integration skips lm_head by default).
@@ -194,8 +203,13 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
     # fp16/bf16 parameter (the packed 4-/8-bit weights are uint8/int8 and stay), as the QLoRA recipe calls it.
     rest = (total_params - quantized) * unquantized_bytes(training, recipe)
     return _with_copies(WeightBytes(data + rest, constants, adapter_bytes, total_params, adapter,
-                                    tuple(lora_shapes), quantized, data, rest),
+                                    tuple(lora_shapes), quantized, data, rest, _token_buffer_bytes(model, training)),
                         model, training, unquantized_bytes(training, recipe))
+
+
+def _token_buffer_bytes(model: ModelSpec, training: TrainingSpec) -> int:
+    """LoRA's trainable_token_indices: the trainable_tokens_original buffer (a copy of the trained rows)."""
+    return training.lora_trainable_tokens * (model.hidden_size or 0) * dtype_bytes(training.adapter_dtype)
 
 
 def saved_copies(model: ModelSpec, training: TrainingSpec) -> tuple[ParamTensor, ...]:
@@ -400,6 +414,10 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
             side = embed if outer == "embed_tokens" else head
             shapes = ((r, v), (h, r)) if outer == "embed_tokens" else ((r, h), (v, r))
             side += [adapter(outer, i, shape, 1) for i, shape in enumerate(shapes)]
+        if training.lora_trainable_tokens:  # trainable_tokens_delta and its original rows (_token_buffer_bytes)
+            shape = (training.lora_trainable_tokens, h)
+            embed += [adapter("trainable_tokens", 0, shape, 1),
+                      StoredTensor("", "buffer", shape, 1, adapter_elem, False)]
         # modules_to_save copies (_with_copies) in the copied module's dtype, and an encoder's trained classifier
         # copy (memory/encoder.py saved_head_tensors) in the weights' dtype: root tensors beside the originals
         for t in saved_copies(model, training):
