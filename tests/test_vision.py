@@ -164,3 +164,13 @@ def test_traced_step(kw: dict[str, object]) -> None:
     assert r.trainable_parameters == b.trainable_parameters
     err = (b.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
     assert -0.02 <= err <= 0.03
+
+
+def test_timeline_draws_the_tower_first() -> None:
+    # the tower's no-grad forward is the step's first moment (memory/vision.py), drawn before the layers
+    from vramcalc.core.memory.timeline import timeline
+
+    points = timeline(presets.find_model("llava-1.5-7b"), TrainingSpec(method="lora")).points
+    assert points[0].label == "vision tower (no grad)"
+    assert max(p.total_bytes for p in points) <= estimate(presets.find_model("llava-1.5-7b"),
+                                                          TrainingSpec(method="lora")).tensor_peak_bytes
