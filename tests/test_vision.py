@@ -174,3 +174,18 @@ def test_timeline_draws_the_tower_first() -> None:
     assert points[0].label == "vision tower (no grad)"
     assert max(p.total_bytes for p in points) <= estimate(presets.find_model("llava-1.5-7b"),
                                                           TrainingSpec(method="lora")).tensor_peak_bytes
+
+
+def test_presets_new_writes_the_image_side(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # `presets new` from LLaVA's config.json writes `vision:` as a mapping that the preset loader reads back
+    import yaml
+
+    from vramcalc.io import validate
+
+    (tmp_path / "config.json").write_text((HF / "llava-1.5-7b-hf.json").read_text())
+    code, out, err = invoke(["presets", "new", "--from", str(tmp_path / "config.json")], capsys)
+    assert code == 0, err
+    (entry,) = yaml.safe_load(out)
+    spec, problems = validate.check(ModelSpec, entry)
+    assert problems == [] and spec is not None
+    assert spec.vision == llava().vision and count_params(spec) == 7_063_427_072
