@@ -944,6 +944,12 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              + (f" + {_n(layer.backward_transient.const)} B (the largest adapted module's delta-weight gradient)"
                 if layer.backward_transient.const else ""), layer_bwd_t, "bytes per token × tokens", SRC_ACTS),
     ]
+    if "temporaries.layer_recompute" in d:  # memory/__init__.py backward.recompute
+        tl.append(Line("temporaries.layer_recompute", "a checkpointed layer's forward rerun in its backward",
+                       f"{_n(layer.forward_transient.per_token)} B/token × {tok} + "
+                       f"{_n(d['temporaries.layer_recompute'] - layer.forward_transient.per_token * tokens)} B "
+                       "(DoRA's weight norm)", d["temporaries.layer_recompute"],
+                       "the MLP's forward temporaries + the per-module constant", SRC_ACTS))
     if loss != "hf":
         labels, src = _loss_labels(loss), _loss_source(loss)
         inputs = _loss_inputs(t, loss, tokens, seq)

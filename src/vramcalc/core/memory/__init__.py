@@ -592,6 +592,7 @@ class _ActivationPlan:
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
     layer_mlp_saved_t: int = 0  # the MLP block's saved bytes per token, freed before the attention's backward
+    layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
     # LoRA on lm_head: what its adapter saves per token, also under the chunked loss (whose per-chunk adapter
     # temporaries stay under the loss's own peak: measured with the tracer, tinyllama-1.1b and qwen2.5-0.5b)
@@ -820,7 +821,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
-        layer_mlp_saved_t=layer.mlp_saved_per_token,
+        layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
@@ -891,6 +892,7 @@ def _transformer_phases(
         head_bwd_t = lb.head_backward if lb.head_backward else -1
     host_t = 0
     acc, g_top = grads_live_fwd, max(grads_live_fwd, g_head)
+    recompute_t = 0  # a checkpointed layer's recomputed forward temporaries (the backward.recompute moment)
     late_g = 0 if accum else min(p.late_grads, gradients)  # accumulating: every gradient exists from the start
     # The moments of each phase as named terms (memory/moments.py): the phase is the largest of them.
     if p.checkpointing or p.offload:
@@ -925,6 +927,15 @@ def _transformer_phases(
         if head_bwd_t >= 0:
             moments.append(("backward.head", _m.BWD_HEAD_CK,
                             (acc, kept, once, p.norm_saved_t * tokens, head_bwd_t)))
+        if p.checkpointing and recomputed:
+            # The layer's forward rerun inside its backward: the attention's saved set already back, the MLP's
+            # forward temporaries (peft's fp32 adapter path, the activation) in flight before the MLP saves its
+            # own (measured with the tracer: phi-3-mini 4 layers LoRA all-linear eager b2 s1024, peak at the fused
+            # gate_up adapter's scaling mul in the recompute, -2.46 % without this moment).
+            mlp_tail = min(p.layer_mlp_tail_t * tokens, recomputed)
+            recompute_t = p.layer_fwd_t * tokens + p.layer_fwd_c
+            moments.append(("backward.recompute", _m.BWD_RECOMPUTE_CK,
+                            (g_top, kept_bwd, once, recomputed - mlp_tail, copies, recompute_t)))
         moments.append(("backward.top", _m.BWD_TOP_CK,
                         (g_top, kept_bwd, once, recomputed, copies, layer_bwd_t)))
         if t.optimizer_in_bwd:
@@ -994,8 +1005,8 @@ def _transformer_phases(
     # is alive beside the loss's own temporaries), so no moment holds more of a component than the component.
     # Written out per moment (the temporaries terms of each layout in memory/moments.py; a generic sum over the
     # moments cost half of estimate's time); tests/test_explain.py checks it is the largest moment's.
-    temporaries = max(opt_temp, layer_fwd_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t, layer_bwd_t,
-                      end_t, reference, rl_temp)
+    temporaries = max(opt_temp, layer_fwd_t, recompute_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t,
+                      layer_bwd_t, end_t, reference, rl_temp)
     # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
     # model whose head saves little (a 1-layer toy) that moment can hold more activations than forward kept.
     if bwd_acts > activations:
@@ -1017,6 +1028,8 @@ def _transformer_phases(
     details["temporaries.loss_backward"] = loss_bwd_t
     details["temporaries.layer_backward"] = layer_bwd_t
     details["temporaries.layer_forward"] = layer_fwd_t
+    if recompute_t > layer_fwd_t:  # a checkpointed layer's rerun forward: DoRA's weight norm on its MLP temporaries
+        details["temporaries.layer_recompute"] = recompute_t
     details["temporaries.backward_end"] = end_t
     if p.offload:
         details["activations.offloaded_to_host"] = host_t

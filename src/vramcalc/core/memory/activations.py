@@ -58,6 +58,10 @@ class LayerActivations:
     # Bytes per token of the MLP block's saved terms: autograd frees them when the MLP's backward is done, before
     # the attention's backward (and its eager per-key transient) runs.
     mlp_saved_per_token: int = 0
+    # Bytes per token of the MLP's saved terms that come after its up-projection's inputs (the activation's, the
+    # down projection's): what a checkpointed layer's recomputed forward has not saved yet when the
+    # up-projection's forward temporaries (peft's adapter path) are in flight.
+    mlp_tail_per_token: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
@@ -191,6 +195,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     qkv_mods: tuple[str, ...] = ()
     dora_out = ({lin.module.rsplit(".", 1)[-1]: lin for lin in resolve_targets(m, t.lora_targets)}
                 if t.dora and adapted else {})
+    lora_out = ({lin.module.rsplit(".", 1)[-1]: lin.out_features for lin in resolve_targets(m, t.lora_targets)}
+                if adapted else {})
 
     def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False,
                      input_live: bool = True) -> bool:
@@ -241,6 +247,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 extra += c * width  # the same input tensor the frozen base layer does not save
                 shared_counted = True
             terms.append(Term(f"lora {mod} input", extra))
+            # peft Linear.forward: `result = result + lora_B(lora_A(x)) * scaling`: the base output (c), lora_B's
+            # output and its scaled copy (the adapter dtype; c under autocast) alive at once, per output feature
+            # (measured with the tracer: phi-3-mini's fused gate_up_proj, 10 B x 16,384 per token at the mul).
+            lora_b = c if recipe.autocast else a
+            adapter_fwd_t = max(adapter_fwd_t, (c + 2 * lora_b) * lora_out.get(mod, 0))
             if mod in dora_out:
                 terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live, linear_has_bias(m, mod)))
         return tw or any_adapter
@@ -381,6 +392,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
     n_attention_terms = len(terms)
+    n_mlp_inputs = n_attention_terms  # a MoE block: its whole MLP set comes after the router's input
     live = attn_in_live if m.parallel_residual else live or attn_live
     if weightless and live:
         terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
@@ -414,6 +426,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         shared_in = m.parallel_residual and n_norms == 1 and (tw or (
             bool(adapted & set(qkv_mods if m.attention_kind != "mla" else ())) and not fresh_copy))
         up_live = linear_input("mlp input", up_mods, h, already_saved=shared_in, input_live=live) or live
+        n_mlp_inputs = len(terms)
         if recipe.autocast and trainable_weights and len(up_mods) == 2 and not shared_in:
             # gate_proj and up_proj each cast the fp32 normed input to 16 bits under autocast: a second saved copy
             terms.append(Term("up_proj input: its own 16-bit cast (autocast)", c * h))
@@ -468,13 +481,14 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     mlp_terms = [x for x in terms[n_attention_terms:] if not x.batch1_only]
     mlp_saved = sum(x.per_token for x in mlp_terms) - sum(a * t.lora_rank for x in mlp_terms
                                                           if x.name.startswith("lora ") and x.name.endswith(" input"))
+    mlp_tail = sum(x.per_token for x in terms[n_mlp_inputs:] if not x.batch1_only)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
         terms.append(Term("adaption prompt: queries, prompt scores, gated scores, prompt keys and values", per_token,
                           per_sample=per_sample))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
-                            fwd, bwd, mlp_saved)
+                            fwd, bwd, mlp_saved, mlp_tail)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:

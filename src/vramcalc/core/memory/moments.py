@@ -31,6 +31,7 @@ _HEAD_SAVED = ("head + loss saved", _A)
 _NORM_SAVED = ("final norm saved", _A)
 _RECOMPUTED = ("recomputed layer", _A)
 _LAYER_COPIES = ("its autocast copies", _A)
+_RECOMPUTING = ("recomputed layer up to its MLP", _A)
 _LAST_LAYER = ("last layer's activations", _A)
 _LAYER_FWD = ("layer forward temporaries", _T)
 _LOSS_FWD = ("loss forward temporaries", _T)
@@ -65,6 +66,7 @@ FWD_LOSS_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_FWD, _HE
 FWD_REFERENCE_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _HEAD_SAVED, _REFERENCE)
 BWD_START_CK = _layout(_ACC, _KEPT, _SHARED, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD)
 BWD_HEAD_CK = _layout(_ACC, _KEPT, _SHARED, _NORM_SAVED, _HEAD_BWD)
+BWD_RECOMPUTE_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
 BWD_TOP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_HEAD_STEP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _STEP_T)
 BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
@@ -91,6 +93,7 @@ LABELS = {
     "backward.start": "backward starts: loss gradients",
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",
+    "backward.recompute": "backward: the top layer's forward recomputed (checkpointing)",
     "backward.top": "backward at the top layer",
     "backward.bottom": "backward at the bottom layer: all gradients exist",
     "backward.end": "end of backward",
