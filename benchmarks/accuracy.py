@@ -302,7 +302,8 @@ def ssm_grid() -> list[dict[str, Any]]:
 # then llava-1.5-13b (the preset) full / LoRA / QLoRA x checkpointing at both shapes, 7B LoRA under amp-bf16
 # without checkpointing at both shapes (with it, the language model's own estimate counts autocast weight copies
 # in the forward that the tracer does not see: a text-model issue, left to its owner), and three images per
-# sample (LoRA with checkpointing, QLoRA without). Written to accuracy_vlm.{json,md}.
+# sample (LoRA with checkpointing, QLoRA without); --train-vision (full, sdpa) with and without checkpointing.
+# Written to accuracy_vlm.{json,md}.
 VLM_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2})
 VLM_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
@@ -330,6 +331,11 @@ def vlm_grid() -> list[dict[str, Any]]:
                               "training": dict(kw, **shape, grad_checkpointing=gc)})
         cases.append({"id": f"llava-1.5-7b | lora amp-bf16 | {tag} | sdpa | no-gc", "model": "vlm:llava-1.5-7b-hf",
                       "method": "lora", "training": dict(shape, method="lora", precision="amp-bf16")})
+    for gc in (False, True):  # --train-vision: the CLIP tower trained too (full fine-tuning, sdpa)
+        tag = "gc" if gc else "no-gc"
+        cases.append({"id": f"llava-1.5-7b | full pure-bf16 train-vision | b1 s512 i1 | sdpa | {tag}",
+                      "model": "vlm:llava-1.5-7b-hf", "method": "full",
+                      "training": dict(VLM_RUNS[0][1], **VLM_SHAPES[0], train_vision=True, grad_checkpointing=gc)})
     for label, kw in VLM_RUNS[1:]:  # three images per sample: 1,728 image tokens
         gc = label == "lora"
         cases.append({"id": f"llava-1.5-7b | {label} | b1 s256 i3 | sdpa | {'gc' if gc else 'no-gc'}",

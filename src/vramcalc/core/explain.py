@@ -273,8 +273,9 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     ]
     text = (f"the language model runs on {training.seq_len:,} text tokens and {images * per_image:,} image tokens "
             "per sample (--seq-len counts the text only); the sections above are its own, on that many tokens",
-            "the vision tower is frozen" + (" and the projector trained" if training.method == "full" else
-                                            "; LoRA adapts the language model only"))
+            ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
+            + (" and the projector trained" if training.method == "full" else
+               "; LoRA adapts the language model only"))
     sections = []
     for sec in inner.sections:
         if sec.key in ("phases", "overhead"):

@@ -235,8 +235,8 @@ OPTIONS: tuple[Opt, ...] = (
         "--seq-len (the text tokens). 0: one for a vision-language model."),
     Opt("image_size", int, 0, "Vision-language models: the image side in pixels (0: the model's own; LLaVA-1.5's "
         "tower takes only its 336)."),
-    Opt("train_vision", bool, False, "Vision-language models: train the vision tower too (frozen by default, as "
-        "most recipes do)."),
+    Opt("train_vision", bool, False, "Vision-language models: train the vision tower too, with --method full and "
+        "sdpa (frozen by default, as most recipes do)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

@@ -200,7 +200,7 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
         impl = "eager"
     with torch.device("meta"):
         hf = auto.from_config(config, dtype=dtype, attn_implementation=impl)
-    if model.vision is not None:  # the tower frozen, as LLaVA-1.5's recipe (memory/vision.py)
+    if model.vision is not None and not training.train_vision:  # the tower frozen, as LLaVA-1.5's recipe
         for p in hf.model.vision_tower.parameters():
             p.requires_grad_(False)
         notes.append("llava: vision tower frozen; LoRA targets the language model only")

@@ -75,6 +75,7 @@ FWD_GENERATE = _layout(_ACC, _COPIES, _GEN_KV, _GEN_T)
 FWD_LOGPROBS = _layout(_ACC, _LOGPROBS)
 # Vision-language models (memory/vision.py): the vision tower's no-grad forward, before the language model.
 FWD_VISION = _layout(_ACC, ("vision tower forward (no grad)", _T))
+BWD_VISION = _layout(("gradients (all but the tower's)", _G), ("vision tower saved (--train-vision)", _A))
 # Both, and count-only presets.
 BWD_END = _layout(_ALL_G, _SUMMED)
 STEP = _layout(_ALL_G, _STEP_T)
@@ -90,6 +91,7 @@ LABELS = {
     "forward.generate": "generate(): completions of the generation batch (GRPO, no grad)",
     "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",
     "forward.vision": "forward: the vision tower (no grad)",
+    "backward.vision": "backward: the trained vision tower's",
     "backward.start": "backward starts: loss gradients",
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",

@@ -74,9 +74,13 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     if training.image_size and training.image_size != v.image_size:
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
-    if training.train_vision:
-        raise UnsupportedCombination(f"--train-vision is not modelled for {model.name}: its tower's saved "
-                                     "activations are not counted yet; estimate with the tower frozen")
+    if training.train_vision and training.method != "full":
+        raise UnsupportedCombination(f"--train-vision trains {model.name}'s whole tower, which --method "
+                                     f"{training.method} does not (LoRA on the tower is not modelled): use --method "
+                                     "full, or drop --train-vision")
+    if training.train_vision and training.attention == "eager":
+        raise UnsupportedCombination(f"--train-vision with --attention eager is not modelled for {model.name} (the "
+                                     "tower's eager softmax backward is not counted): use --attention sdpa")
     if training.mode != "train":
         raise UnsupportedCombination(f"--mode {training.mode} is not modelled for the vision-language model "
                                      f"{model.name}: estimate a training step (--mode train)")
@@ -104,6 +108,37 @@ def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, Train
                                        train_vision=False)
 
 
+def used_layers(v: VisionSpec) -> int:
+    """Tower layers whose output reaches the projector: vision_feature_layer -2 reads the output of the last layer
+    but one (hidden_states[-2]); the last layer still runs, and its graph is dropped with the unused output."""
+    return v.num_layers + v.feature_layer + 1 if v.feature_layer < 0 else v.feature_layer
+
+
+def _tower_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int, unreached: bool = False) -> int:
+    """A trained CLIP tower's saved tensors per image (--train-vision; models/clip/modeling_clip.py).
+
+    pre_layrnorm saves its input (and fp32 mean and rstd per row). Each CLIPEncoderLayer the projector's input
+    depends on: layer_norm1's input and output (q/k/v_proj's shared input), q, k, v, the attention output (sdpa's
+    own, and out_proj's contiguous input), layer_norm2's input and output (fc1's input), and in the MLP quick_gelu
+    (x * sigmoid(1.702 x): its input and the sigmoid) and fc2's input, intermediate wide; sdpa adds its fp32
+    logsumexp per head and row, eager its fp32 softmax and the 16-bit probabilities instead of the output. With
+    checkpointing each of those layers keeps only its input (CLIPEncoderLayer is a GradientCheckpointingLayer).
+    """
+    h, i, heads = v.hidden_size, v.intermediate_size, v.num_attention_heads
+    n = used_layers(v)
+    pre = rows * h * a_bytes + 2 * 4 * rows
+    if unreached:  # the layers above the feature layer: their graph lives until the forward returns
+        n, pre = v.num_layers - n, 0
+    if training.grad_checkpointing:
+        return pre + n * rows * h * a_bytes
+    if training.attention == "eager":
+        attention = 4 * rows * h * a_bytes + heads * rows * rows * (4 + a_bytes)
+    else:
+        attention = 5 * rows * h * a_bytes + heads * rows * 4
+    layer = 4 * rows * h * a_bytes + attention + 3 * rows * i * a_bytes + 2 * 2 * 4 * rows
+    return pre + n * layer
+
+
 def _scaled(value: int, trainable: int, extra: int) -> int:
     """`value` (bytes proportional to the trainable parameters) grown by `extra` more trainable parameters."""
     return value * (trainable + extra) // trainable if trainable else value
@@ -128,14 +163,18 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     trained_projector = training.method == "full"
     # models/llava/modeling_llava.py: pixel_values (images, 3, H, W) in the model's dtype, an input of the step
     pixel = n_img * 3 * v.image_size * v.image_size * w_bytes
-    saved = 0
+    saved = saved_projector = 0
     if trained_projector:
         # LlavaMultiModalProjector's autograd graph: linear_1 saves its input, a view of the whole hidden state
         # (rows x tower width) it slices; nn.GELU saves linear_1's output; linear_2 saves GELU's output
-        saved += n_img * (rows * vh + 2 * per_image * th) * a_bytes
+        saved_projector = n_img * (rows * vh + 2 * per_image * th) * a_bytes
+        saved += saved_projector
     tokens = training.batch_size * total_tokens(model, training)
     if trained_projector or training.grad_checkpointing:
         saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
+    if training.train_vision:
+        saved += n_img * _tower_saved(v, training, rows, a_bytes) + pixel  # the patch Conv2d keeps pixel_values
+    forward_only = n_img * _tower_saved(v, training, rows, a_bytes, unreached=True) if training.train_vision else 0
     if not trained_projector and training.grad_checkpointing:
         # LoRA / QLoRA with checkpointing: enable_input_require_grads (modeling_utils.py) hooks the input
         # embeddings of every PreTrainedModel inside, the CLIP tower's patch Conv2d too, so the tower runs with
@@ -156,20 +195,27 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     layer_t = n_img * (rows * (7 * vh + 3 * v.intermediate_size) * a_bytes + scores)
     tower_moment = tokens * th * a_bytes + pixel + layer_t
     trainable_text = b.trainable_parameters
-    extra_trainable = projector if trained_projector else 0
+    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
+    # a trained tower's layers above the feature layer and its post_layernorm get no gradient (their output never
+    # reaches the loss), so AdamW keeps no state for them
+    unreached = 0
+    if training.train_vision:
+        vi = v.intermediate_size
+        unreached = (v.num_layers - used_layers(v)) * (4 * (vh * vh + vh) + 4 * vh + 2 * vh * vi + vi + vh) + 2 * vh
+    with_grad = extra_trainable - unreached
 
     def grown(layout: _m.Layout, values: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(_scaled(x, trainable_text, extra_trainable) if comp == "gradients" else x
+        return tuple(_scaled(x, trainable_text, with_grad) if comp == "gradients" else x
                      for (_, comp), x in zip(layout, values, strict=True))
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
-    grad_all = _scaled(b.gradients, trainable_text, extra_trainable)
-    raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
+    grad_all = _scaled(b.gradients, trainable_text, with_grad)
+    raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, with_grad), tower_moment)))
     for key, layout, values in b.moments:
         values = grown(layout, values)
         if key.startswith("forward."):
-            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel)))
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + forward_only)))
         elif key == "backward.bottom":
             # a trained projector's backward runs after the text model's bottom layer and before the embedding's
             # (its nodes are newer than the embedding's): its saved tensors are gone at the bottom moment, which
@@ -179,8 +225,14 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
         else:
             raw.append((key, layout, values))
+    if training.train_vision:
+        # a trained tower's backward runs after the projector's and before the text embedding's (the oldest
+        # nodes): every gradient but the tower's exists, and the tower's saved set is whole
+        tower_train = saved - saved_projector
+        text_grads = _scaled(b.gradients, trainable_text, projector)
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION, (text_grads, tower_train)))
     weights = b.weights + (tower + projector) * w_bytes
-    states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
+    states = _scaled(b.optimizer_state, trainable_text, with_grad)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
@@ -195,7 +247,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"(({v.image_size} / {v.patch_size})^2 patches, class token dropped) are added to the {training.seq_len:,} "
         f"text tokens: the language model runs on {total_tokens(model, training):,} tokens per sample "
         "(models/llava/modeling_llava.py LlavaModel.forward, masked_scatter of the image features).",
-        f"vision tower ({tower:,} parameters, CLIP ViT, modeling_clip.py) frozen and run without grad; {mode} "
+        f"vision tower ({tower:,} parameters, CLIP ViT, modeling_clip.py) "
+        + ("trained (--train-vision: its saved activations through the step; the layers above the feature layer "
+           "get no gradient)" if training.train_vision else "frozen and run without grad") + f"; {mode} "
         f"({projector:,} parameters, LlavaMultiModalProjector); QLoRA keeps the tower and projector 16-bit "
         "(LLaVA's llm_int8_skip_modules); LoRA targets resolve in the language model only.",
         "vision tower forward: one layer's transients counted at its start (approximate; it runs before the "
