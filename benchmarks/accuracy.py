@@ -60,8 +60,8 @@ freeze, IA3): the root's and layer 0's bytes that memory/distributed.py builds i
 from (memory/weights.py tensor_groups), against the tracer's model set up for the method, tensor by tensor.
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
-        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encdec|sharded|
-                optimizers|lora-variants|rl|ssm]
+        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
+                encdec|sharded|optimizers|lora-variants|rl|ssm]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -207,6 +207,81 @@ ENCODER_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
+# The token-classification grid (`--grid encoders2`, issue 15; 28 cases, 15 ModernBERT ones below): --head token-cls
+# (AutoModelForTokenClassification) on BERT, RoBERTa and DistilBERT x full / LoRA x checkpointing off / on (full at
+# batch 16 x seq 256, LoRA at batch 8 x seq 512), then XLM-R base, the large models, eager attention, amp-bf16,
+# fp32, QLoRA (kbit_prep off, as in the other grids: the tracer does not run peft's fp32 upcast), 9 labels
+# (CoNLL-2003's BIO tags) and LoRA on every block Linear (all-linear fails in peft under TOKEN_CLS:
+# core/checks.py check_encoder refuses it). AdamW (fused), bf16 unless named. Written to
+# accuracy_encoders2.{json,md}.
+TOKEN_CLS_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("xlm-roberta-base", "full", {"method": "full", "batch_size": 16, "seq_len": 256}),
+    ("xlm-roberta-base", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "grad_checkpointing": True}),
+    ("bert-large-uncased", "full", {"method": "full", "batch_size": 8, "seq_len": 512}),
+    ("bert-large-uncased", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "grad_checkpointing": True}),
+    ("roberta-large", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512}),
+    ("roberta-large", "full", {"method": "full", "batch_size": 8, "seq_len": 256, "grad_checkpointing": True}),
+    ("bert-base-uncased", "full", {"method": "full", "batch_size": 16, "seq_len": 256, "attention": "eager"}),
+    ("roberta-base", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "attention": "eager"}),
+    ("bert-base-uncased", "full", {"method": "full", "batch_size": 32, "seq_len": 128, "precision": "amp-bf16"}),
+    ("distilbert-base-uncased", "lora", {"method": "lora", "batch_size": 16, "seq_len": 256,
+                                         "precision": "amp-bf16"}),
+    ("bert-base-uncased", "full", {"method": "full", "batch_size": 8, "seq_len": 256, "precision": "fp32"}),
+    ("bert-base-uncased", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 8, "seq_len": 512}),
+    ("roberta-base", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 8, "seq_len": 512,
+                               "grad_checkpointing": True}),
+    ("bert-base-uncased", "full", {"method": "full", "batch_size": 16, "seq_len": 256, "num_labels": 9}),
+    ("roberta-base", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "num_labels": 9}),
+    ("distilbert-base-uncased", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "grad_checkpointing": True,
+                                         "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj",
+                                                          "down_proj")}),
+)
+
+
+# ModernBERT in the same grid (15 cases): modernbert-base full / LoRA (Wqkv, the fused q_proj / v_proj) x
+# checkpointing off / on x seq-cls / token-cls at batch 8 x seq 512 (the sliding layers' 4-D mask and the
+# memory-efficient kernel), then eager, amp-bf16, QLoRA, seq 48 (under the half window transformers builds no
+# mask; the estimate counts it: an over-estimate) and modernbert-large.
+MODERNBERT_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("modernbert-base", "full", {"method": "full", "batch_size": 8, "seq_len": 512, "attention": "eager"}),
+    ("modernbert-base", "lora", {"method": "lora", "batch_size": 8, "seq_len": 512, "attention": "eager",
+                                 "head": "token-cls"}),
+    ("modernbert-base", "full", {"method": "full", "batch_size": 16, "seq_len": 256, "precision": "amp-bf16"}),
+    ("modernbert-base", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 8, "seq_len": 1024,
+                                  "grad_checkpointing": True}),
+    ("modernbert-base", "full", {"method": "full", "batch_size": 64, "seq_len": 48, "head": "token-cls"}),
+    ("modernbert-large", "lora", {"method": "lora", "batch_size": 8, "seq_len": 1024}),
+    ("modernbert-large", "full", {"method": "full", "batch_size": 8, "seq_len": 512, "grad_checkpointing": True,
+                                  "head": "token-cls"}),
+)
+
+
+def token_cls_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in ENCODER_MODELS:
+        for method in ("full", "lora"):
+            shape = {"batch_size": 16, "seq_len": 256} if method == "full" else {"batch_size": 8, "seq_len": 512}
+            for gc in (False, True):
+                kw = dict(shape, method=method, head="token-cls", grad_checkpointing=gc)
+                cases.append({"id": f"{model} | {method} token-cls | b{shape['batch_size']} s{shape['seq_len']} | "
+                                    f"{'gc' if gc else 'no-gc'}", "model": model, "method": method, "training": kw})
+    for model, method, kw in TOKEN_CLS_EXTRA:
+        label = ", ".join(f"{k}={v if not isinstance(v, tuple) else ','.join(v)}" for k, v in kw.items()
+                          if k != "method")
+        cases.append({"id": f"{model} | {method} token-cls | {label}", "model": model, "method": method,
+                      "training": {**kw, "head": "token-cls"}})
+    for method in ("full", "lora"):
+        for head in ("seq-cls", "token-cls"):
+            for gc in (False, True):
+                kw = {"method": method, "batch_size": 8, "seq_len": 512, "head": head, "grad_checkpointing": gc}
+                cases.append({"id": f"modernbert-base | {method} {head} | b8 s512 | {'gc' if gc else 'no-gc'}",
+                              "model": "modernbert-base", "method": method, "training": kw})
+    for model, method, kw in MODERNBERT_EXTRA:
+        label = ", ".join(f"{k}={v}" for k, v in kw.items() if k != "method")
+        cases.append({"id": f"{model} | {method} | {label}", "model": model, "method": method, "training": kw})
+    return cases
+
+
 def encoder_grid() -> list[dict[str, Any]]:
     cases = []
     for model in ENCODER_MODELS:
@@ -294,7 +369,7 @@ def ssm_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The vision-language grid (`--grid vlm`, issue 15; 40 cases): LLaVA-1.5 (memory/vision.py) as published, the
+# The vision-language grid (`--grid vlm`, issue 15; 42 cases): LLaVA-1.5 (memory/vision.py) as published, the
 # tower frozen: llava-1.5-7b from its config.json (tests/data/hf) x full pure-bf16 (the projector trained) / LoRA
 # (peft's q_proj, v_proj in the language model) / QLoRA NF4 (without prepare_model_for_kbit_training's fp32 casts,
 # which the tracer does not run) x sdpa / eager x checkpointing off / on x two shapes (batch 1 x 512 text tokens x
@@ -341,6 +416,37 @@ def vlm_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"llava-1.5-7b | {label} | b1 s256 i3 | sdpa | {'gc' if gc else 'no-gc'}",
                       "model": "vlm:llava-1.5-7b-hf", "method": kw["method"],
                       "training": dict(kw, batch_size=1, seq_len=256, images=3, grad_checkpointing=gc)})
+# The gpt-oss grid (`--grid gptoss`, issue 15; 16 cases): GptOssForCausalLM (memory/activations.py
+# _gpt_oss_moe_terms; eager attention with sinks, as transformers runs it: no SDPA path) at two tiny configs built on
+# the published gpt-oss-20b config.json (alternating sliding/full layers, attention and expert biases, sinks): 2
+# layers x 8 experts top 4, and 4 layers x 4 experts top 2 with 64-wide heads; x full pure-bf16 / LoRA on the
+# attention projections (peft finds only q/k/v/o_proj: the experts are Parameters) x checkpointing off / on x
+# b2 s256 / b1 s512. The experts run transformers 5.24's default grouped_mm path. Written to accuracy_gptoss.{json,md}.
+GPTOSS_SHAPES = {
+    "gptoss:h256-l2-e8k4": {"hidden_size": 256, "intermediate_size": 384, "num_hidden_layers": 2,
+                            "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 32,
+                            "num_local_experts": 8, "num_experts_per_tok": 4, "vocab_size": 512, "sliding_window": 64},
+    "gptoss:h384-l4-e4k2": {"hidden_size": 384, "intermediate_size": 512, "num_hidden_layers": 4,
+                            "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 64,
+                            "num_local_experts": 4, "num_experts_per_tok": 2, "vocab_size": 1024,
+                            "sliding_window": 128},
+}
+GPTOSS_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora q,k,v,o", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "k_proj", "v_proj",
+                                                                               "o_proj")}),
+)
+
+
+def gptoss_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in GPTOSS_SHAPES:
+        for label, kw in GPTOSS_RUNS:
+            for b, seq in ((2, 256), (1, 512)):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b{b} s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=b, seq_len=seq, grad_checkpointing=gc)})
     return cases
 
 
@@ -359,6 +465,15 @@ def _model(name: str) -> Any:
         from vramcalc.io.hf_config import spec_from_hf_config
 
         return spec_from_hf_config({"model_type": "mamba", **SSM_SHAPES[name]}, name[4:], "benchmarks/accuracy.py")
+    if name.startswith("gptoss:"):  # the published gpt-oss-20b config.json, cut to a tiny shape
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        d = json.loads((HF_DIR / "gpt-oss-20b.json").read_text())
+        shape = GPTOSS_SHAPES[name]
+        n = shape["num_hidden_layers"]
+        d.update(shape, layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)])
+        d.pop("quantization_config")
+        return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
     if name.startswith("hf:"):
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -803,21 +918,24 @@ def rl_grid() -> list[dict[str, Any]]:
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
+         "encoders2": token_cls_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "vlm": vlm_grid}
+         "gptoss": gptoss_grid, "vlm": vlm_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
           "peft": " (PEFT methods, issue 18)", "families": " (model families, issue 15)",
           "preference-free": " (ORPO, CPO, SimPO: no reference, full logits; issue 14)",
           "encoders": " (encoders with task heads, issue 15)",
+          "encoders2": " (token classification and ModernBERT, issue 15)",
           "sharded": " (the root's and one layer's bytes, issue 19)",
           "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)",
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
           "rl": " (GRPO: generate() and the step on completions, issue 14)",
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
+          "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)"}
 
 
@@ -923,13 +1041,15 @@ def main() -> None:
                     "families: issue 15's model_types at two shapes, without and with checkpointing; "
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
                     "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"
+                    " encoders2: issue 15's 43 token-cls and ModernBERT cases;"
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
                     "against the tracer's model; optimizers: issue 13's 32 "
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
                     "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
-                    "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; vlm: issue 15's 40 "
-                    "LLaVA-1.5 cases (image tokens, tower frozen)")
+                    "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
+                    "gpt-oss cases (MoE, attention sinks); vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, "
+                    "tower frozen or trained)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -937,7 +1057,8 @@ def main() -> None:
     versions = _versions()
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
-        if args.grid in ("presets", "preference-free", "encoders", "optimizers", "rl", "encdec", "ssm", "vlm") \
+        if args.grid in ("presets", "preference-free", "encoders", "encoders2", "optimizers", "rl", "encdec", "ssm",
+                         "gptoss", "vlm") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -15,7 +15,7 @@ from vramcalc.cli.app import app
 from vramcalc.core.checks import check_encoder, check_seq2seq
 from vramcalc.core.errors import UnsupportedCombination, VramcalcError
 from vramcalc.core.explain import Explanation, change, diff, explain, to_json, to_markdown, to_text
-from vramcalc.core.memory import encoder, seq2seq
+from vramcalc.core.memory import encoder, estimate, seq2seq
 from vramcalc.core.memory.activations import head_activations, head_terms
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
@@ -198,12 +198,15 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
             # the core's own refusal (peft has no default IA3 / LN tuning targets for the family, LoHa on GPT-2's
             # Conv1D): estimate raises the same one-line error (tests/test_peft_methods.py); Mamba models refuse the
             # other PEFT methods and objectives than SFT (memory/ssm.py check_run); trained token rows are modelled
-            # on causal LMs only (core/checks.py check_settings); vision-language models refuse what
-            # memory/vision.py check does not model (freeze, the other PEFT methods, loss savers, model parallelism)
+            # on causal LMs only (core/checks.py check_settings); gpt-oss refuses QLoRA (its experts are Parameters);
+            # vision-language models refuse what memory/vision.py check does not model (freeze, the other PEFT
+            # methods, loss savers, model parallelism)
             assert t.method in PEFT_TABLE or (m.ssm_state_size and (t.objective != "sft" or t.method == "qlora")) \
                 or (t.lora_trainable_tokens
                     and (m.ssm_state_size or m.decoder_layers or m.family in ENCODER_FAMILIES)) \
-                or _vision_refuses(m, run), (m.name, config)
+                or (m.family == "gpt_oss" and t.method == "qlora") or _vision_refuses(m, run), (m.name, config)
+            with pytest.raises(UnsupportedCombination):  # explain and estimate refuse the same runs
+                estimate(m, run)
             continue
         explained += 1
         b = e.breakdown

@@ -76,6 +76,14 @@ TOTALS = {
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
     "llava-1.5-7b-hf": 7_063_427_072,
+    # ModernBERT with count_params' default head (2 labels): sum(p.numel()) of AutoModelForSequenceClassification,
+    # transformers 5.24 on the meta device (test_modernbert_count_matches_the_library rebuilds it).
+    "modernbert-base": 149_606_402,
+    "modernbert-large": 395_833_346,
+    # gpt-oss (issue 15): sum(p.numel()) of GptOssForCausalLM, transformers 5.24 on the meta device
+    # (test_gpt_oss_count_matches_the_library rebuilds them); the OpenAI model card's 20.91B and 116.83B.
+    "gpt-oss-20b": 20_914_757_184,
+    "gpt-oss-120b": 116_829_156_672,
 }
 
 
@@ -120,12 +128,14 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "roberta",
         "xlm-roberta",
         "distilbert",
+        "modernbert",
         "t5",
         "mt5",
         "bart",
         "mbart",
         "mamba",
         "llava",
+        "gpt_oss",
     }
     assert issue <= set(FAMILIES)
     # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config)
@@ -156,6 +166,35 @@ def test_count_matches_the_library(name: str) -> None:
     # The library's own count: the model transformers builds from the same config.json on the meta device.
     model = library_model(name, "AutoModelForCausalLM")
     assert count_params(spec(name)) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["gpt-oss-20b", "gpt-oss-120b"])
+def test_gpt_oss_count_matches_the_library(name: str) -> None:
+    # GptOssForCausalLM built from the published config.json on the meta device, without its quantization_config
+    # (the MXFP4 storage is memory/weights.py's business; Mxfp4Config(dequantize=True) loads these same bf16
+    # Parameters: quantizers/quantizer_mxfp4.py). Its only buffers are the rotary inv_freq tables.
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    d = load(name)
+    skip = ("model_type", "architectures", "transformers_version", "quantization_config")
+    config = transformers.AutoConfig.for_model("gpt_oss", **{k: v for k, v in d.items() if k not in skip})
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    assert count_params(spec(name)) == sum(p.numel() for p in model.parameters())
+    assert {k.rsplit(".", 1)[-1] for k, _ in model.named_buffers()} == {"inv_freq", "original_inv_freq"}
+
+
+def test_gpt_oss_fields() -> None:
+    # configuration_gpt_oss.py / the published config.json: 64 heads of 64 (head_dim != 2880 / 64), 8 KV heads,
+    # every other layer a 128-token sliding window (layer_types), 32 experts top 4 with biases, attention sinks.
+    m = spec("gpt-oss-20b")
+    assert (m.head_dim, m.num_kv_heads, m.sliding_window, m.sliding_window_layers) == (64, 8, 128, 12)
+    assert (m.num_experts, m.experts_per_token, m.moe_intermediate_size) == (32, 4, 2880)
+    assert m.fused_gate_up and m.mlp_bias and m.router_bias and m.attention_sinks and m.qkv_bias and m.o_bias
+    assert not m.tie_word_embeddings
+    # configuration_gpt_oss.py __post_init__: without layer_types, layer i slides when (i + 1) % 2
+    d = {k: v for k, v in load("gpt-oss-20b").items() if k != "layer_types"}
+    assert spec_from_hf_config(d, "x", "x.json").sliding_window_layers == 12
 
 
 SEQ2SEQ = ("t5-small", "flan-t5-base", "mt5-base", "bart-base", "bart-large", "mbart-large-cc25")
@@ -194,7 +233,7 @@ def test_bart_stacks_of_different_widths_are_refused() -> None:
 ENCODERS = ("bert-base-uncased", "roberta-base", "xlm-roberta-base", "distilbert-base-uncased")
 
 
-@pytest.mark.parametrize("head", ["seq-cls", "mlm"])
+@pytest.mark.parametrize("head", ["seq-cls", "token-cls", "mlm"])
 @pytest.mark.parametrize("name", ENCODERS)
 def test_encoder_count_matches_the_library(name: str, head: str) -> None:
     # The encoder with the run's head (memory/encoder.py for_run) against the Auto class that head is, built by
@@ -208,12 +247,54 @@ def test_encoder_count_matches_the_library(name: str, head: str) -> None:
     kwargs = {k: v for k, v in d.items() if k not in ("model_type", "architectures", "transformers_version")}
     config = transformers.AutoConfig.for_model(d["model_type"], **kwargs)
     config.num_labels = 3
-    auto = transformers.AutoModelForMaskedLM if head == "mlm" else transformers.AutoModelForSequenceClassification
+    auto = {"mlm": transformers.AutoModelForMaskedLM, "token-cls": transformers.AutoModelForTokenClassification,
+            "seq-cls": transformers.AutoModelForSequenceClassification}[head]
     with torch.device("meta"):
         model = auto.from_config(config)
     run = TrainingSpec(head=head, num_labels=2 if head == "mlm" else 3)  # type: ignore[arg-type]
     # the masked LM has no classifier: num_labels is the default there, and config.num_labels changes nothing
     assert count_params(for_run(spec(name), run)) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("head", ["seq-cls", "token-cls"])
+@pytest.mark.parametrize("name", ["modernbert-base", "modernbert-large"])
+def test_modernbert_count_matches_the_library(name: str, head: str) -> None:
+    # ModernBERT with the run's head against the library's Auto class on the same config.json (meta device,
+    # 3 labels): layer 0's Identity attn_norm, bias-less LayerNorms, Wqkv, Wi of 2 x intermediate, the prediction
+    # head (dense without bias + LayerNorm) and the classifier.
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from vramcalc.core.memory.encoder import for_run
+    from vramcalc.core.specs import TrainingSpec
+
+    d = load(name)
+    kwargs = {k: v for k, v in d.items() if k not in ("model_type", "architectures")}
+    config = transformers.AutoConfig.for_model(d["model_type"], **kwargs)
+    config.num_labels = 3
+    auto = {"token-cls": transformers.AutoModelForTokenClassification,
+            "seq-cls": transformers.AutoModelForSequenceClassification}[head]
+    with torch.device("meta"):
+        model = auto.from_config(config)
+    run = TrainingSpec(head=head, num_labels=3)  # type: ignore[arg-type]
+    assert count_params(for_run(spec(name), run)) == sum(p.numel() for p in model.parameters())
+
+
+def test_modernbert_layers_and_window() -> None:
+    # configuration_modernbert.py layer_types: layer i is global when i % global_attn_every_n_layers (3) == 0, so
+    # 8 of 22 base layers are global and 14 slide; config.sliding_window = local_attention // 2 = 64.
+    m = spec("modernbert-base")
+    assert (m.sliding_window, m.sliding_window_layers, m.norm_without_bias, m.mean_pooling) == (64, 14, True, True)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("mlp_dropout", 0.1, "mlp_dropout 0.1 is not modelled for ModernBERT"),
+    ("classifier_bias", True, "classifier_bias true is not modelled"),
+    ("classifier_pooling", "max", "classifier_pooling 'max' is not 'cls' or 'mean'"),
+])
+def test_modernbert_refuses_what_it_does_not_model(key: str, value: object, message: str) -> None:
+    d = {**load("modernbert-base"), key: value}
+    with pytest.raises(PresetFileError, match=message):
+        spec_from_hf_config(d, "x", "x.json")
 
 
 # Active parameters = total - (E - k)/E x routed-expert weights.

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from vramcalc.cli.app import app
 from vramcalc.core.errors import PresetFileError
+from vramcalc.core.params import count_params
 from vramcalc.io.model_files import load_model_path, read_safetensors_header
 from vramcalc.io.resolve import resolve_model
 
@@ -260,9 +261,12 @@ def test_distill_resolves_to_its_base_architecture(monkeypatch: pytest.MonkeyPat
     from vramcalc.io.resolve import resolve_model
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: presets only
-    spec, notes = resolve_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
-    assert spec.name == "qwen2.5-7b" and "Qwen2.5-Math-7B" in notes[0]
-    assert resolve_model("deepseek-ai/DeepSeek-R1-Distill-Llama-8B")[0].name == "llama-3.1-8b"
+    # every R1 distill has a preset of its own (presets/models/finetune_2025.yaml), with its base's architecture
+    spec, _ = resolve_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
+    assert spec.name == "deepseek-r1-distill-qwen-7b" and count_params(spec) == count_params(resolve_model(
+        "qwen2.5-7b")[0])
+    assert count_params(resolve_model("deepseek-ai/DeepSeek-R1-Distill-Llama-8B")[0]) == count_params(
+        resolve_model("llama-3.1-8b")[0])
     # the 1.5B distill has its own preset (untied head, unlike Qwen2.5-1.5B: presets/models/finetune_2025.yaml)
     assert resolve_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")[0].name == "deepseek-r1-distill-qwen-1.5b"
     # a distill with no table entry: no 671B DeepSeek-V3 suggestion for a 3B model; how to pass config.json

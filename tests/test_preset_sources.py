@@ -64,8 +64,9 @@ def test_most_families_have_a_source() -> None:
     # 26 presets have their config.json in tests/data/hf (its README; issue 15 added gpt-j-6b, olmo-2-1b and
     # qwen3-0.6b's family fixtures, and the encoders' bert-base-uncased, roberta-base, xlm-roberta-base and
     # distilbert-base-uncased, and the encoder-decoders' flan-t5-base, mt5-base and bart-large); every family but
-    # ResNet; and mamba-130m; and the vision-language llava-1.5-7b (llava-hf/llava-1.5-7b-hf)
-    assert len(SOURCED) == 31
+    # ResNet; mamba-130m; modernbert-base / modernbert-large; gpt-oss-20b and gpt-oss-120b; and the
+    # vision-language llava-1.5-7b (llava-hf/llava-1.5-7b-hf)
+    assert len(SOURCED) == 35
     families = {presets.find_model(n).family for n in presets.models().names()}
     assert families - set(FAMILY_SOURCE) == {"resnet"}
 

@@ -87,6 +87,7 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
         # peft wraps get_input_embeddings() alone; traced on causal LMs only (memory/weights.py _with_tokens)
         raise UnsupportedCombination(f"--lora-trainable-tokens is modelled for causal LMs; {model.name} is not one: "
                                      "drop it, or train the embedding with --modules-to-save embed_tokens")
+    check_gpt_oss(model, training)
     check_encoder(model, training)  # encoders: the head options and the runs they cover
     check_seq2seq(model, training)  # encoder-decoders: the target length and the runs they cover
     if model.has_architecture:
@@ -122,6 +123,23 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def check_gpt_oss(m: ModelSpec, t: TrainingSpec) -> None:
+    """gpt-oss runs that vramcalc does not model (modeling_gpt_oss.py, transformers 5.24)."""
+    if m.family != "gpt_oss":
+        return
+    if t.attention == "flash":
+        raise UnsupportedCombination(f"{m.name}: gpt-oss's flash path is a sink-aware hub kernel "
+                                     "(kernels-community/vllm-flash-attn3), not modelled; use --attention eager")
+    if t.mode == "inference" and t.attention != "eager":
+        # generate() runs eager attention too (no SDPA path); memory/inference.py counts eager's prefill scores only
+        # when asked for them, so the run must say so rather than be counted as flash / SDPA
+        raise UnsupportedCombination(f"{m.name}: gpt-oss has no SDPA or flash path in transformers' generate() "
+                                     "(modeling_gpt_oss.py _supports_sdpa = False); pass --attention eager")
+    if t.method == "qlora":
+        raise UnsupportedCombination(f"{m.name}: QLoRA is not modelled for gpt-oss (bitsandbytes quantizes nn.Linear "
+                                     "only and the experts are Parameters); use --method lora")
+
+
 def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:
     """UnsupportedCombination for a run the encoder arithmetic (memory/encoder.py) does not cover, or a head
     option on a causal LM (each option is valid; the model cannot take it)."""
@@ -139,6 +157,18 @@ def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:
     if t.objective != "sft" or t.loss != "hf" or t.packing != "none":
         raise UnsupportedCombination(f"{m.name} is an encoder: --objective, --loss and --packing apply to causal "
                                      "LMs; drop them")
+    if m.family == "modernbert" and t.head == "mlm":
+        # ModernBertForMaskedLM's loss (loss_utils.py ForMaskedLMLoss: an fp32 upcast of the logits, and
+        # sparse_prediction) is not modelled; the fine-tuning heads are
+        raise UnsupportedCombination(f"--head mlm is not modelled for ModernBERT ({m.name}): use --head seq-cls or "
+                                     "token-cls")
+    if t.head == "token-cls" and t.method in ("lora", "qlora") and "all-linear" in t.lora_targets:
+        # peft 0.21 tuners_utils.py _maybe_include_all_linear_layers leaves the classifier out of all-linear for
+        # SEQ_CLS only; under TOKEN_CLS it wraps `classifier` in LoRA, then modules_to_save raises TypeError
+        # (found by the tracer, benchmarks/accuracy.py --grid encoders2).
+        raise UnsupportedCombination("--lora-targets all-linear with --head token-cls fails in peft (its TOKEN_CLS "
+                                     "task adapts the classifier and cannot also train a copy of it): name the "
+                                     "targets, e.g. --lora-targets q_proj,k_proj,v_proj,o_proj,up_proj,down_proj")
 
 
 def check_seq2seq(m: ModelSpec, t: TrainingSpec) -> None:

@@ -19,7 +19,14 @@ from vramcalc.core.describe import settings as run_settings
 from vramcalc.core.memory import Breakdown, encoder, estimate, rl, seq2seq, ssm
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
-from vramcalc.core.memory.activations import batch_rows, eager_only, head_terms, layer_activations, masked_sdpa
+from vramcalc.core.memory.activations import (
+    batch_rows,
+    eager_only,
+    head_terms,
+    layer_activations,
+    local_mask,
+    masked_sdpa,
+)
 from vramcalc.core.memory.distributed import activation_tokens
 from vramcalc.core.memory.loss import LABELS as LOSS_LABELS
 from vramcalc.core.memory.loss import SOURCES as LOSS_SOURCES
@@ -78,6 +85,8 @@ SRC_ACTS = ("transformers modeling files and torch derivatives.yaml (what each o
             "Korthikanti et al. 2022 (arXiv:2205.05198) §4; memory/activations.py")
 SRC_CKPT = "torch.utils.checkpoint via HF gradient_checkpointing_enable: each layer keeps only its input"
 SRC_LOSS = "transformers ForCausalLMLoss: logits.float(), log_softmax (saved), nll_loss"
+SRC_ENCODER_HEAD = ("memory/encoder.py (modeling_bert.py BertForSequenceClassification / BertForTokenClassification "
+                    "/ BertForMaskedLM: the head, then CrossEntropyLoss on the compute-dtype logits)")
 SRC_OVERHEAD = ("memory/overhead.py: CUDA context measured ~500 MiB; CublasHandlePool.cpp; NCCL docs; "
                 "CUDACachingAllocator.cpp segments; fragmentation fitted (docs/real-gpu.md)")
 SRC_PHASES = "memory/__init__.py phase model (steady state, zero_grad(set_to_none=True))"
@@ -841,10 +850,26 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                  f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
                                  "one layer's saved tensors", SRC_CKPT))
     if not (m.learned_position_embeddings or m.alibi or mamba):  # ALiBi models have no rotary tables
-        rope = 2 * c * head_dim(m) * tokens
-        lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
-                          f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
-                          "transformers LlamaRotaryEmbedding"))
+        if m.family == "gpt_oss":  # GptOssRotaryEmbedding: cos and sin of head_dim / 2 (memory/__init__.py)
+            rope = c * head_dim(m) * tokens
+            lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
+                              f"2 × {c} B × {head_dim(m) // 2} (head_dim / 2) × {tok}", rope,
+                              "2 × head_dim / 2 × tokens × bytes", "transformers modeling_gpt_oss.py "
+                              "GptOssRotaryEmbedding"))
+        else:
+            rope = 2 * c * head_dim(m) * tokens
+            lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
+                              f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
+                              "transformers LlamaRotaryEmbedding"))
+        if m.family == "modernbert" and m.sliding_window_layers:  # memory/__init__.py: a pair per layer type
+            lines.append(Line("activations.shared.rope_local", "RoPE cos and sin of the local layers' theta",
+                              f"2 × {c} B × {head_dim(m)} head_dim × {tok}", rope, "2 × head_dim × tokens × bytes",
+                              "transformers ModernBertRotaryEmbedding"))
+    if local_mask(m, t):  # ModernBERT's sliding layers (memory/activations.py local_mask)
+        per = c if t.attention == "eager" else 1
+        lines.append(Line("activations.shared.mask", "4-D sliding-window mask of the local layers",
+                          f"{per} B × {rows} rows × {_n(seq)} × {_n(seq)}", per * rows * seq * seq,
+                          "rows × seq² × bytes", "transformers masking_utils.create_bidirectional_sliding_window_mask"))
     if m.embedding_norm and (full_like or (encoder.is_encoder(m) and encoder.embedding_output_grad(m, t))):
         # BLOOM's word_embeddings_layernorm and an encoder's embedding LayerNorm (memory/__init__.py
         # _activation_plan): its input, mean and rstd when the embedding or its own weight trains, or (encoders,
@@ -884,7 +909,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         if loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
-                          term.per_token * tokens, "bytes per token × tokens", SRC_LOSS))
+                          term.per_token * tokens, "bytes per token × tokens",
+                          SRC_ENCODER_HEAD if encoder.is_encoder(m) else SRC_LOSS))
     token_head_t, token_head_c = peft_methods.tied_token_head_bytes(m, t, c)
     if loss == "hf" and (token_head_t or token_head_c):  # trainable tokens on a tied model (peft_methods.py)
         lines.append(Line("activations.head.trainable_tokens", "tied lm_head: its input and the merged weight",
@@ -947,8 +973,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     ]
     if "temporaries.layer_recompute" in d:  # memory/__init__.py backward.recompute
         tl.append(Line("temporaries.layer_recompute", "a checkpointed layer's forward rerun in its backward",
-                       f"{_n(layer.forward_transient.per_token)} B/token × {tok} + "
-                       f"{_n(d['temporaries.layer_recompute'] - layer.forward_transient.per_token * tokens)} B "
+                       f"{_n(layer.mlp_forward_per_token)} B/token × {tok} + "
+                       f"{_n(d['temporaries.layer_recompute'] - layer.mlp_forward_per_token * tokens)} B "
                        "(DoRA's weight norm)", d["temporaries.layer_recompute"],
                        "the MLP's forward temporaries + the per-module constant", SRC_ACTS))
     if loss != "hf":

@@ -224,8 +224,9 @@ OPTIONS: tuple[Opt, ...] = (
         "cpo_alpha 0 (AlphaPO, SimPO as published). ORPO always computes it."),
     # Encoders (memory/encoder.py).
     Opt("head", HEADS, "auto",
-        "Encoder task head: seq-cls (pooler + classifier; auto for encoders) or mlm (masked LM over the vocab)."),
-    Opt("num_labels", int, 2, "Labels of an encoder's sequence classifier (--head seq-cls)."),
+        "Encoder task head: seq-cls (pooler + classifier; auto for encoders), token-cls (a classifier at every "
+        "token) or mlm (masked LM over the vocab)."),
+    Opt("num_labels", int, 2, "Labels of an encoder's classifier (--head seq-cls / token-cls)."),
     # Encoder-decoders (memory/seq2seq.py).
     Opt("target_len", int, 0,
         "Encoder-decoders (T5, BART): target tokens per sequence (decoder input and labels); --seq-len is the "

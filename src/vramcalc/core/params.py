@@ -179,10 +179,14 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
     for lin in block_linears(m):
         if linear_has_bias(m, lin.module):
             out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
-    # Norms: RMSNorm has a weight (Zhang & Sennrich 2019); LayerNorm a weight and a bias.
-    norm_vectors = 2 if m.norm == "layernorm" else 1
+    # Norms: RMSNorm has a weight (Zhang & Sennrich 2019); LayerNorm a weight and a bias (none with ModernBERT's
+    # norm_bias false: nn.LayerNorm(bias=False)).
+    norm_vectors = 2 if m.norm == "layernorm" and not m.norm_without_bias else 1
     if m.norms_per_layer:
-        out.append(ParamTensor("layer_norms", "norm", (h,), m.norms_per_layer * norm_vectors * n_layers, "norm"))
+        # ModernBertEncoderLayer: layer 0's attn_norm is nn.Identity (modeling_modernbert.py), one norm fewer
+        first_identity = 1 if m.family == "modernbert" else 0
+        out.append(ParamTensor("layer_norms", "norm", (h,),
+                               (m.norms_per_layer * n_layers - first_identity) * norm_vectors, "norm"))
     if m.qk_norm and m.qk_norm_full:  # OLMo 2 (modeling_olmo2.py): RMSNorm(heads * d) and RMSNorm(kv_heads * d)
         assert m.num_attention_heads is not None
         out.append(ParamTensor("q_norms", "norm", (m.num_attention_heads * head_dim(m),), norm_vectors * n_layers,
@@ -190,6 +194,9 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         out.append(ParamTensor("k_norms", "norm", (kv_heads(m) * head_dim(m),), norm_vectors * n_layers, "norm"))
     elif m.qk_norm:
         out.append(ParamTensor("qk_norms", "norm", (head_dim(m),), 2 * norm_vectors * n_layers, "norm"))
+    if m.attention_sinks:  # gpt-oss GptOssAttention.sinks = Parameter(num_attention_heads), per layer
+        assert m.num_attention_heads is not None
+        out.append(ParamTensor("attention_sinks", "norm", (m.num_attention_heads,), n_layers, "attention_sinks"))
     if m.embedding_norm:  # BLOOM word_embeddings_layernorm (modeling_bloom.py BloomModel)
         out.append(ParamTensor("embed_norm", "norm", (h,), norm_vectors, "norm", False))
     if m.attention_kind == "mla":
@@ -201,7 +208,9 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
     if m.num_experts and n_layers > dense_layers(m):
         n_moe = n_layers - dense_layers(m)
         out.append(ParamTensor("router", "router", (m.num_experts, h), n_moe, "router"))
-        if m.router_bias:  # DeepseekV3TopkRouter.e_score_correction_bias: a buffer, stored in the checkpoint
+        # DeepseekV3TopkRouter.e_score_correction_bias (a buffer, stored in the checkpoint); gpt-oss's
+        # GptOssTopKRouter.bias (a Parameter: F.linear(hidden, weight, bias), modeling_gpt_oss.py)
+        if m.router_bias:
             out.append(ParamTensor("router_bias", "router", (m.num_experts,), n_moe, "router"))
         if m.shared_expert_gate:  # Qwen2MoeSparseMoeBlock.shared_expert_gate = Linear(hidden, 1, bias=False)
             out.append(ParamTensor("shared_expert_gate", "router", (1, h), n_moe, "router"))
@@ -270,19 +279,32 @@ def encoder_head_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     Sequence classification: a hidden x hidden Linear with bias (BertPooler.dense, RobertaClassificationHead.dense,
     DistilBERT's pre_classifier) and the classifier Linear(hidden, num_labels) with bias. Masked LM: the transform
     (BertPredictionHeadTransform.dense + LayerNorm; RobertaLMHead.dense + layer_norm; DistilBERT's vocab_transform
-    + vocab_layer_norm), the decoder tied to the word embeddings, and its vocab-wide bias.
+    + vocab_layer_norm), the decoder tied to the word embeddings, and its vocab-wide bias. Token classification
+    (BertForTokenClassification / RobertaForTokenClassification build the encoder with add_pooling_layer=False;
+    DistilBertForTokenClassification has no pre_classifier): the classifier Linear(hidden, num_labels) alone.
     """
     assert m.hidden_size is not None and m.vocab_size is not None
     h, labels = m.hidden_size, m.num_labels or 2  # 0: not chosen, transformers' default of 2
+    if m.family == "modernbert":
+        # modeling_modernbert.py: every head starts with ModernBertPredictionHead (dense hidden x hidden, bias
+        # classifier_bias false; act; LayerNorm without bias), then the classifier Linear(hidden, num_labels)
+        # with bias (ModernBertForSequenceClassification / ForTokenClassification). The masked LM is refused
+        # (core/checks.py check_encoder).
+        return (ParamTensor("head.dense", "head", (h, h), 1, "head.dense", False),
+                ParamTensor("head.norm", "norm", (h,), 1, "norm", False),
+                ParamTensor("classifier", "head", (labels, h), 1, "classifier", False),
+                ParamTensor("classifier.bias", "head", (labels,), 1, "classifier", False))
     if m.mlm_head:
         return (ParamTensor("mlm_transform", "head", (h, h), 1, "mlm_transform", False),
                 ParamTensor("mlm_transform.bias", "head", (h,), 1, "mlm_transform", False),
                 ParamTensor("mlm_norm", "norm", (h,), 2, "norm", False),
                 ParamTensor("mlm_decoder.bias", "head", (m.vocab_size,), 1, "mlm_decoder", False))
+    classifier = (ParamTensor("classifier", "head", (labels, h), 1, "classifier", False),
+                  ParamTensor("classifier.bias", "head", (labels,), 1, "classifier", False))
+    if m.token_head:
+        return classifier
     return (ParamTensor("pooler", "head", (h, h), 1, "pooler", False),
-            ParamTensor("pooler.bias", "head", (h,), 1, "pooler", False),
-            ParamTensor("classifier", "head", (labels, h), 1, "classifier", False),
-            ParamTensor("classifier.bias", "head", (labels,), 1, "classifier", False))
+            ParamTensor("pooler.bias", "head", (h,), 1, "pooler", False), *classifier)
 
 
 def count_params(m: ModelSpec) -> int:
@@ -373,6 +395,15 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     as that is the only module peft could attach to. Unknown names raise UnsupportedCombination with the valid names.
     """
     linears = block_linears(m)
+    if m.family == "gpt_oss":
+        # GptOssExperts holds gate_up_proj / down_proj as 3-D Parameters, not nn.Linear modules: peft's
+        # target_modules (and all-linear) find only q/k/v/o_proj (the router is a Parameter pair too).
+        named = {t.strip().lower() for t in targets} & {"gate_up_proj", "down_proj", "gate_proj", "up_proj"}
+        if named:
+            raise UnsupportedCombination(
+                f"LoRA on {', '.join(sorted(named))} of {m.name}: gpt-oss's experts are Parameters, not Linear "
+                "modules (peft target_parameters is not modelled); use q_proj,k_proj,v_proj,o_proj or all-linear")
+        linears = tuple(lin for lin in linears if not lin.module.startswith("experts."))
     # the embedding and the LM head are adapted too (outer_targets), but they are no block Linears
     wanted = {t.strip().lower() for t in targets if t.strip() and t.strip().lower() not in SAVED_MODULE_ALIASES}
     if AUTO_TARGETS in wanted:

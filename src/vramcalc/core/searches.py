@@ -387,7 +387,10 @@ def _more_gpus(model: ModelSpec, est: Estimator, t: TrainingSpec, capacity_bytes
 
 def inference_layouts(model: ModelSpec, node_size: int = 8, max_gpus: int = 4096) -> list[dict[str, int]]:
     """Model-parallel layouts for serving, by GPU count: tensor parallel within a node (tp dividing the
-    attention heads, as vLLM requires), then tp = node size × pipeline stages of one node each."""
+    attention heads, as vLLM requires), then tp = node size × pipeline stages of one node each. None for Mamba,
+    whose inference is modelled on one GPU (memory/ssm.py estimate_inference refuses --tp / --pp)."""
+    if model.ssm_state_size:
+        return []
     heads = model.num_attention_heads or 1
     kv = model.num_kv_heads or heads
     out: list[dict[str, int]] = []

@@ -228,6 +228,11 @@ class ModelSpec:
     # yet, counted as transformers' default of 2 (PretrainedConfig num_labels).
     type_vocab_size: int = 0
     mlm_head: bool = False
+    token_head: bool = False  # --head token-cls: AutoModelForTokenClassification (memory/encoder.py)
+    # ModernBERT (modeling_modernbert.py): LayerNorms without bias (config norm_bias false), and the sequence
+    # classifier's pooling (classifier_pooling "mean" averages every position; "cls" reads the first token).
+    norm_without_bias: bool = False
+    mean_pooling: bool = False
     num_labels: int = 0
     # Encoder-decoders (vocab.SEQ2SEQ_FAMILIES, memory/seq2seq.py): num_layers is the encoder's layer count and
     # decoder_layers the decoder's (0: not an encoder-decoder, every other family). T5's relative position bias:
@@ -254,6 +259,9 @@ class ModelSpec:
     first_dense_layers: int = 0
     shared_expert_gate: bool = False  # Qwen2-MoE: a Linear(hidden, 1) gate on the shared expert
     router_bias: bool = False  # DeepSeek-V3 noaux_tc: e_score_correction_bias (num_experts) per MoE layer
+    # gpt-oss (modeling_gpt_oss.py GptOssAttention.sinks): one learned logit per attention head, per layer,
+    # concatenated to the attention scores before the softmax (eager_attention_forward).
+    attention_sinks: bool = False
     # Tokens each expert may take, as a multiple of its even share (Switch Transformer, arXiv:2101.03961
     # §2.1); None: dropless routing (Mixtral, Qwen-MoE and DeepSeek in transformers).
     moe_capacity_factor: float | None = None
@@ -694,7 +702,7 @@ class TrainingSpec:
             raise SpecError("", f"--packing {self.packing} lays out training batches; drop it for --mode {self.mode}")
         if self.head == "mlm" and self.num_labels != 2:
             raise SpecError("", f"--num-labels {self.num_labels} sizes a sequence classifier; the masked-LM head "
-                            "predicts the vocabulary: drop --num-labels or use --head seq-cls")
+                            "predicts the vocabulary: drop --num-labels or use --head seq-cls / token-cls")
         if self.ac_every > 1 and not self.grad_checkpointing:
             raise SpecError("", f"--ac-every {self.ac_every} selects which layers are checkpointed: "
                             "add --grad-checkpointing")

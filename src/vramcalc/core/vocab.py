@@ -77,11 +77,13 @@ Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo"
 RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
 RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 # The task head of an encoder (memory/encoder.py): auto (a causal LM's own LM head; an encoder's sequence
-# classifier), seq-cls (AutoModelForSequenceClassification: pooler + classifier of --num-labels) or mlm
+# classifier), seq-cls (AutoModelForSequenceClassification: pooler + classifier of --num-labels), token-cls
+# (AutoModelForTokenClassification: dropout + classifier of --num-labels at every position) or mlm
 # (AutoModelForMaskedLM: transform + the tied vocab-wide decoder).
-Head = Literal["auto", "seq-cls", "mlm"]
-# Encoder-only families (bidirectional attention, absolute positions, post-LayerNorm blocks: memory/encoder.py).
-ENCODER_FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta", "distilbert")
+Head = Literal["auto", "seq-cls", "token-cls", "mlm"]
+# Encoder-only families (bidirectional attention: memory/encoder.py): absolute positions and post-LayerNorm blocks
+# (BERT, RoBERTa, XLM-R, DistilBERT), or ModernBERT's pre-norm GeGLU blocks with RoPE and local/global attention.
+ENCODER_FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta", "distilbert", "modernbert")
 # Encoder-decoder families (an encoder stack over the source, a decoder stack with cross-attention over the
 # target: memory/seq2seq.py). T5 / mT5 / Flan-T5 (relative position bias, RMS-style norms, no biases) and
 # BART / mBART (learned positions, LayerNorms, biases).

@@ -39,7 +39,9 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              "decoder_layers", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads",
              "decoder_attention_heads",
              # state-space models (_mamba)
-             "state_size", "d_state", "conv_kernel", "d_conv", "expand")
+             "state_size", "d_state", "conv_kernel", "d_conv", "expand",
+             # ModernBERT (_modernbert)
+             "local_attention", "global_attn_every_n_layers")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
@@ -47,16 +49,17 @@ _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_win
 _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_sliding_window", "qk_layernorm",
           "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias",
           "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds", "use_conv_bias", "conv_bias",
-          "residual_in_fp32")
+          "residual_in_fp32", "norm_bias", "classifier_bias", "decoder_bias")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
     **dict.fromkeys(_BOOLS, "bool"),
     **dict.fromkeys(("resid_pdrop", "residual_dropout", "hidden_dropout", "attention_dropout", "attn_pdrop",
                      "embd_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout",
-                     "dropout_rate", "activation_dropout"), "number"),
+                     "dropout_rate", "activation_dropout", "embedding_dropout", "mlp_dropout",
+                     "classifier_dropout"), "number"),
     **dict.fromkeys(("model_type", "hidden_act", "hidden_activation", "activation_function", "topk_method",
-                     "torch_dtype", "feed_forward_proj"), "str"),
+                     "torch_dtype", "feed_forward_proj", "classifier_pooling", "classifier_activation"), "str"),
     "mlp_only_layers": "int_list",
     "layer_types": "str_list",
 }
@@ -211,6 +214,38 @@ def _qwen3_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
         experts_per_token=_get(d, source, "num_experts_per_tok"),
         moe_intermediate_size=_get(d, source, "moe_intermediate_size"),
         first_dense_layers=_moe_layout(d, source, out["num_layers"]),
+    )
+    return out
+
+
+def _gpt_oss(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_gpt_oss.py (transformers 5.24): GptOssAttention q/k/v/o with bias = attention_bias (default true)
+    # and a per-head `sinks` Parameter; GptOssMLP = GptOssTopKRouter (weight E x hidden, bias E) + GptOssExperts
+    # (gate_up_proj E x hidden x 2i interleaved gate/up, gate_up_proj_bias E x 2i, down_proj E x i x hidden,
+    # down_proj_bias E x hidden: a fused gated MLP with biases per expert); two RMSNorms per layer whose weight
+    # multiplies in fp32 (GptOssRMSNorm: `(self.weight * hidden_states).to(input_dtype)`); untied lm_head.
+    # configuration_gpt_oss.py defaults: head_dim 64, num_key_value_heads 8, sliding_window 128, layer_types
+    # alternating sliding/full from layer 0, num_experts_per_tok 4, intermediate_size 2880.
+    out = _common(d, source, tie_default=False)
+    out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", True))
+    head_dim = int(_get(d, source, "head_dim", default=64))
+    out.pop("head_dim", None)
+    if head_dim * out["num_attention_heads"] != out["hidden_size"]:
+        out["head_dim"] = head_dim
+    n = out["num_layers"]
+    layer_types = d.get("layer_types")
+    if not isinstance(layer_types, list) or len(layer_types) != n:
+        layer_types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(n)]
+    out.update(_window({"sliding_window": d.get("sliding_window", 128), "layer_types": layer_types}, n))
+    out.update(
+        num_experts=_get(d, source, "num_local_experts"),
+        experts_per_token=_get(d, source, "num_experts_per_tok", default=4),
+        moe_intermediate_size=out["intermediate_size"],
+        fused_gate_up=True,
+        mlp_bias=True,
+        router_bias=True,
+        attention_sinks=True,
+        norm_fp32_weight_mul=True,
     )
     return out
 
@@ -494,6 +529,52 @@ def _distilbert(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def _modernbert(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_modernbert.py / configuration_modernbert.py (transformers 5.24): ModernBertEmbeddings (tok_embeddings,
+    # a LayerNorm, no positions, no token types), ModernBertEncoderLayer (attn_norm, nn.Identity in layer 0; Wqkv
+    # fused q/k/v; Wo; mlp_norm; Wi hidden -> 2 x intermediate, GeGLU act(input) * gate; Wo), final_norm, RoPE with
+    # a global and a local theta (no parameters), LayerNorms without bias (norm_bias false), no Linear biases
+    # (attention_bias, mlp_bias false). Layer i is global when i % global_attn_every_n_layers == 0 (layer_types),
+    # the others attend within config.sliding_window = local_attention // 2 positions each side.
+    out = _common(d, source, tie_default=True)
+    out.update({"mlp": "gated", "fused_gate_up": True, "fused_qkv": True, "norm": "layernorm", "norms_per_layer": 2,
+                "final_norm": True, "embedding_norm": True, "learned_position_embeddings": False,
+                "norm_without_bias": not _get(d, source, "norm_bias", default=False),
+                "qkv_bias": bool(_get(d, source, "attention_bias", default=False)),
+                "o_bias": bool(_get(d, source, "attention_bias", default=False)),
+                "mlp_bias": bool(_get(d, source, "mlp_bias", default=False)),
+                "max_position_embeddings": int(_get(d, source, "max_position_embeddings", default=8192)),
+                "hidden_act": str(_get(d, source, "hidden_activation", default="gelu")),
+                "mean_pooling": _get(d, source, "classifier_pooling", default="cls") == "mean"})
+    out["intermediate_size"] = int(_get(d, source, "intermediate_size", default=1152))
+    # What changes memory and is not modelled is refused, never ignored (every published ModernBERT config has
+    # these at the defaults): dropout (masks), a biased or differently activated head, a pooling other than cls/mean.
+    problems = [f"{k} {d[k]} is not modelled for ModernBERT (dropout masks); use 0.0" for k in
+                ("embedding_dropout", "mlp_dropout", "attention_dropout", "classifier_dropout") if d.get(k)]
+    if d.get("classifier_bias"):
+        problems.append("classifier_bias true is not modelled for ModernBERT (ModernBertPredictionHead.dense); "
+                        "use false")
+    act = d.get("classifier_activation")
+    if act is not None and act != out["hidden_act"]:
+        problems.append(f"classifier_activation {act!r} differs from hidden_activation {out['hidden_act']!r}; "
+                        "ModernBERT's head is modelled with the blocks' activation")
+    if d.get("classifier_pooling", "cls") not in ("cls", "mean"):
+        problems.append(f"classifier_pooling {d['classifier_pooling']!r} is not 'cls' or 'mean'")
+    if problems:
+        raise PresetFileError(source, problems)
+    n_layers = int(out["num_layers"])
+    local = int(_get(d, source, "local_attention", default=128))
+    every = int(_get(d, source, "global_attn_every_n_layers", default=3))
+    layer_types = d.get("layer_types")
+    if isinstance(layer_types, list) and len(layer_types) == n_layers:
+        sliding = sum(1 for t in layer_types if t == "sliding_attention")
+    else:
+        sliding = sum(1 for i in range(n_layers) if i % every)
+    out["sliding_window"] = local // 2
+    out["sliding_window_layers"] = sliding
+    return out
+
+
 # --- Encoder-decoders (memory/seq2seq.py) --------------------------------------------------------------------
 def _t5(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # configuration_t5.py / configuration_mt5.py: d_model, d_kv, d_ff, num_layers, num_decoder_layers (default
@@ -607,6 +688,7 @@ FAMILIES: dict[str, Mapper] = {
     "qwen2_moe": _qwen2_moe,
     "qwen3": _qwen3,
     "qwen3_moe": _qwen3_moe,
+    "gpt_oss": _gpt_oss,
     "gemma": _gemma,
     "gemma2": _gemma2,
     "gemma3_text": _gemma3_text,
@@ -628,6 +710,7 @@ FAMILIES: dict[str, Mapper] = {
     "roberta": _bert,
     "xlm-roberta": _bert,
     "distilbert": _distilbert,
+    "modernbert": _modernbert,
     "t5": _t5,
     "mt5": _t5,
     "bart": _bart,

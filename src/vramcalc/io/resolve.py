@@ -22,17 +22,9 @@ def looks_like_path(model: str, exists: bool = True) -> bool:
 
 
 # Distilled / fine-tuned hub ids whose base architecture their name states, with the preset of that
-# architecture and what differs. DeepSeek-R1 distills (huggingface.co/deepseek-ai/DeepSeek-R1, "Distilled
-# Models" table): Qwen 7B/14B/32B from Qwen2.5-Math-7B / Qwen2.5-14B / Qwen2.5-32B, Llama 8B from
-# Llama-3.1-8B, Llama 70B from Llama-3.3-70B-Instruct.
-DERIVED_IDS: dict[str, tuple[str, str]] = {
-    "deepseek-r1-distill-qwen-7b": ("qwen2.5-7b", "DeepSeek-R1 distilled into Qwen2.5-Math-7B, the "
-                                    "Qwen2.5-7B architecture (the same parameter count)"),
-    "deepseek-r1-distill-qwen-14b": ("qwen2.5-14b", "DeepSeek-R1 distilled into Qwen2.5-14B"),
-    "deepseek-r1-distill-qwen-32b": ("qwen2.5-32b", "DeepSeek-R1 distilled into Qwen2.5-32B"),
-    "deepseek-r1-distill-llama-8b": ("llama-3.1-8b", "DeepSeek-R1 distilled into Llama-3.1-8B"),
-    "deepseek-r1-distill-llama-70b": ("llama-3.3-70b", "DeepSeek-R1 distilled into Llama-3.3-70B-Instruct"),
-}
+# architecture and what differs (none at present: the DeepSeek-R1 distills, once listed here, have presets of their
+# own in presets/models/finetune_2025.yaml).
+DERIVED_IDS: dict[str, tuple[str, str]] = {}
 
 
 def _size_token(text: str) -> str | None:

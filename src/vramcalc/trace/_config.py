@@ -10,7 +10,8 @@ from vramcalc.core.specs import ModelSpec
 # --- config mapping ------------------------------------------------------------------------------
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "olmo",
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
-                      "bert", "roberta", "xlm-roberta", "distilbert", "t5", "mt5", "bart", "mbart", "mamba")
+                      "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "t5", "mt5", "bart", "mbart",
+                      "mamba", "gpt_oss")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -25,7 +26,7 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
             f"vramcalc trace cannot build family {model.family!r}; supported: {', '.join(SUPPORTED_FAMILIES)}")
     if not model.has_architecture:
         raise UnsupportedCombination(f"{model.name} has no architecture (only a parameter count); trace needs one")
-    if model.num_experts:
+    if model.num_experts and family != "gpt_oss":
         raise UnsupportedCombination("vramcalc trace does not build mixture-of-experts models yet")
     d: dict[str, Any]
     common: dict[str, Any] = {"vocab_size": model.vocab_size, "tie_word_embeddings": model.tie_word_embeddings,
@@ -45,6 +46,21 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                 "conv_kernel": model.ssm_conv_kernel, "time_step_rank": model.ssm_dt_rank or "auto",
                 "use_bias": model.ssm_proj_bias, "use_conv_bias": model.ssm_conv_bias,
                 "residual_in_fp32": model.ssm_residual_fp32, "hidden_act": model.hidden_act, **common}
+    if family == "gpt_oss":  # configuration_gpt_oss.py names; layer_types as the reader counted them
+        n, local = model.num_layers or 0, model.sliding_window_layers
+        period = n // max(n - local, 1) if local is not None and n > local else n + 1
+        return {"model_type": "gpt_oss", "vocab_size": model.vocab_size, "hidden_size": model.hidden_size,
+                "intermediate_size": model.moe_intermediate_size or model.intermediate_size,
+                "num_hidden_layers": n, "num_attention_heads": model.num_attention_heads,
+                "num_key_value_heads": model.num_kv_heads or model.num_attention_heads,
+                "head_dim": model.head_dim or (model.hidden_size or 0) // (model.num_attention_heads or 1),
+                "num_local_experts": model.num_experts, "num_experts_per_tok": model.experts_per_token,
+                "sliding_window": model.sliding_window or 128, "attention_bias": model.qkv_bias,
+                "layer_types": ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(n)]
+                if model.sliding_window else ["full_attention"] * n,
+                "max_position_embeddings": model.max_position_embeddings or 131072,
+                "tie_word_embeddings": model.tie_word_embeddings, "bos_token_id": 0, "eos_token_id": 0,
+                "pad_token_id": None}
     if family == "distilbert":  # configuration_distilbert.py names
         return {"model_type": family, "vocab_size": model.vocab_size, "dim": model.hidden_size,
                 "n_layers": model.num_layers, "n_heads": model.num_attention_heads,
@@ -59,6 +75,22 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                 "max_position_embeddings": model.max_position_embeddings or 512,
                 "type_vocab_size": model.type_vocab_size, "hidden_dropout_prob": model.dropout,
                 "attention_probs_dropout_prob": model.dropout, "pad_token_id": 1 if family != "bert" else 0,
+                "num_labels": model.num_labels or 2}
+    if family == "modernbert":  # configuration_modernbert.py names (io/hf_config.py _modernbert)
+        assert model.num_layers is not None
+        n_global = model.num_layers - (model.sliding_window_layers or 0)
+        # global layers are i % every == 0 (configuration_modernbert.py layer_types): ceil(layers / every) of them
+        every = next((e for e in range(1, model.num_layers + 1) if -(-model.num_layers // e) == n_global), 1)
+        return {"model_type": family, "vocab_size": model.vocab_size, "hidden_size": model.hidden_size,
+                "num_hidden_layers": model.num_layers, "num_attention_heads": model.num_attention_heads,
+                "intermediate_size": model.intermediate_size, "hidden_activation": model.hidden_act,
+                "max_position_embeddings": model.max_position_embeddings or 8192,
+                "norm_bias": not model.norm_without_bias,
+                "local_attention": 2 * (model.sliding_window or 64), "global_attn_every_n_layers": every,
+                "layer_types": ["sliding_attention" if i % every else "full_attention"
+                                for i in range(model.num_layers)],
+                "classifier_pooling": "mean" if model.mean_pooling else "cls", "pad_token_id": 0,
+                "bos_token_id": 0, "eos_token_id": 0, "cls_token_id": 0, "sep_token_id": 0,
                 "num_labels": model.num_labels or 2}
     if family in ("t5", "mt5"):  # configuration_t5.py / configuration_mt5.py names
         act = model.hidden_act
@@ -169,6 +201,9 @@ LORA_NAME_MAP = {
     **dict.fromkeys(("t5", "mt5"), {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
                                     "gate_proj": "wi_0", "down_proj": "wo"}),
     **dict.fromkeys(("bart", "mbart"), {"o_proj": "out_proj", "up_proj": "fc1", "down_proj": "fc2"}),
+    # modeling_modernbert.py: attn.Wqkv (fused), attn.Wo, mlp.Wi (fused input + gate), mlp.Wo; peft has no default.
+    "modernbert": {"q_proj": "Wqkv", "k_proj": "Wqkv", "v_proj": "Wqkv", "qkv_proj": "Wqkv", "o_proj": "attn.Wo",
+                   "gate_proj": "Wi", "up_proj": "Wi", "gate_up_proj": "Wi", "down_proj": "mlp.Wo"},
     "distilbert": {"q_proj": "q_lin", "k_proj": "k_lin", "v_proj": "v_lin", "o_proj": "out_lin",
                    "up_proj": "lin1", "down_proj": "lin2"},
     **dict.fromkeys(("gpt_neox", "bloom", "falcon"), {

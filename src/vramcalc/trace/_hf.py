@@ -178,9 +178,10 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
 
         auto = AutoModelForSeq2SeqLM
     elif is_encoder(model):  # memory/encoder.py: the run's task head
-        from transformers import AutoModelForMaskedLM
+        from transformers import AutoModelForMaskedLM, AutoModelForTokenClassification
 
-        auto = AutoModelForMaskedLM if training.head == "mlm" else AutoModelForSequenceClassification
+        auto = (AutoModelForMaskedLM if training.head == "mlm" else AutoModelForTokenClassification
+                if training.head == "token-cls" else AutoModelForSequenceClassification)
         config.num_labels = training.num_labels
     elif training.objective == "reward":  # trl reward_trainer.py: num_labels=1; the pad token finds the last token
         config.num_labels, config.pad_token_id = 1, 0

@@ -19,15 +19,16 @@ from vramcalc.trace._step import TraceResult, _fakeify, trace_module_step
 
 
 def _task_type(model: ModelSpec, training: TrainingSpec) -> str | None:
-    """peft's task type: SEQ_CLS keeps a classifier trainable (peft_model.py PeftModelForSequenceClassification
-    adds "classifier" and "score" to modules_to_save); a masked LM has none (a plain PeftModel)."""
+    """peft's task type: SEQ_CLS / TOKEN_CLS keep a classifier trainable (peft_model.py
+    PeftModelForSequenceClassification / PeftModelForTokenClassification add "classifier" and "score" to
+    modules_to_save); a masked LM has none (a plain PeftModel)."""
     from vramcalc.core.memory.encoder import is_encoder
     from vramcalc.core.memory.seq2seq import is_seq2seq
 
     if is_seq2seq(model):
         return "SEQ_2_SEQ_LM"
     if is_encoder(model):
-        return None if training.head == "mlm" else "SEQ_CLS"
+        return None if training.head == "mlm" else "TOKEN_CLS" if training.head == "token-cls" else "SEQ_CLS"
     return "SEQ_CLS" if training.objective == "reward" else "CAUSAL_LM"
 
 
@@ -137,12 +138,13 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
 
     from vramcalc.core.memory.encoder import is_encoder
 
-    if is_encoder(model):  # one label per sequence (seq-cls) or a label at every position (mlm)
+    if is_encoder(model):  # one label per sequence (seq-cls) or a label at every position (token-cls, mlm)
         n_labels = training.num_labels
 
         def make_inputs() -> dict[str, torch.Tensor]:  # noqa: F811
             ids = torch.randint(0, vocab, (b, s), dtype=torch.long)
             labels = (torch.randint(0, vocab, (b, s), dtype=torch.long) if training.head == "mlm"
+                      else torch.randint(0, n_labels, (b, s), dtype=torch.long) if training.head == "token-cls"
                       else torch.randint(0, n_labels, (b,), dtype=torch.long))
             return {"input_ids": ids, "labels": labels}
 
@@ -150,7 +152,8 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             return m(**inputs).loss  # type: ignore[no-any-return]
 
         notes.append("encoder: AutoModelForMaskedLM" if training.head == "mlm" else
-                     f"encoder: AutoModelForSequenceClassification ({n_labels} labels)")
+                     f"encoder: AutoModelForTokenClassification ({n_labels} labels)" if training.head == "token-cls"
+                     else f"encoder: AutoModelForSequenceClassification ({n_labels} labels)")
 
     from vramcalc.core.memory.seq2seq import is_seq2seq, target_tokens
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory import activations as _activations
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import inference as _inference
@@ -408,6 +409,9 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 
         notes.append(f"LoRA targets auto: {','.join(default_targets(model))} (multi-head latent attention has no "
                      "v_proj; peft has no default for it: pass --lora-targets to choose).")
+    if training.method == "lora" and model.family == "gpt_oss" and "auto" in training.lora_targets:
+        notes.append("LoRA targets auto: q_proj,v_proj (peft has no default for gpt_oss and asks for target_modules; "
+                     "pass --lora-targets to choose, e.g. all-linear: the attention projections).")
     if training.method == "qlora" and model.has_architecture:
         notes.append("QLoRA: prepare_model_for_kbit_training casts the non-quantized parameters (norms, embeddings, "
                      "lm_head) to fp32, as peft's recipe does; --no-kbit-prep keeps them 16-bit."
@@ -593,6 +597,7 @@ class _ActivationPlan:
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
     layer_mlp_saved_t: int = 0  # the MLP block's saved bytes per token, freed before the attention's backward
     layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
+    layer_mlp_fwd_t: int = 0  # the MLP's forward temporaries per token from its up-projection on (activations.py)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
     # LoRA on lm_head: what its adapter saves per token, also under the chunked loss (whose per-chunk adapter
     # temporaries stay under the loss's own peak: measured with the tracer, tinyllama-1.1b and qwen2.5-0.5b)
@@ -685,15 +690,29 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         frozen_t = sum(x.per_token for x in layer_fn(m, t, recipe, trainable_weights=False).terms)
         saving_layers = n_layers
         layers_less_t += frozen * (per_layer_t - frozen_t)
-    # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding).
+    # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding); ModernBERT
+    # computes a pair per layer type (ModernBertModel.forward: global and local thetas).
     once_t = 0 if m.learned_position_embeddings or m.alibi or ssm else 2 * c * head_dim(m)
+    if m.family == "modernbert" and m.sliding_window_layers:
+        once_t *= 2
+    if m.family == "gpt_oss":  # GptOssRotaryEmbedding returns cos, sin of head_dim / 2 (_apply_rotary_emb chunks)
+        once_t = c * head_dim(m)
     once_ts = 0
+    if _activations.local_mask(m, t) and n_layers > (m.sliding_window_layers or 0):
+        # the global layers take no mask: they save none (memory/activations.py layer_activations); layer 0 is one
+        n_global = n_layers - (m.sliding_window_layers or 0)
+        mask_ts = sum(x.per_token_seq for x in layer.terms if "sliding-window mask" in x.name)
+        layers_less_ts += n_global * mask_ts
+        bottom_less_ts += mask_ts
     if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t)):
         # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
         # weight is trained (LoRA: neither, so nothing).
         once_t += (4 if recipe.autocast or recipe.compute == "fp32" else c) * m.hidden_size + 8
     if ssm:  # no attention, no mask
         pass
+    elif _activations.local_mask(m, t):  # ModernBERT: the sliding layers' mask, built once per forward
+        # sdpa: the 4-D bool mask (masking_utils.sdpa_mask); eager: eager_mask's copy in the compute dtype
+        once_ts = c if t.attention == "eager" else 1
     elif (t.attention == "eager" or eager_only(m)) and not _encoder.is_encoder(m):  # encoders: no mask (encoder.py)
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * rows * row * row
     elif masked_sdpa(t):
@@ -748,9 +767,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = list(_ssm.notes(m, t))
+    if m.family == "gpt_oss":
+        notes.append(f"{m.name}: expert weights counted in the run's dtype, as transformers loads them to train "
+                     "(Mxfp4Config(dequantize=True): the MXFP4 checkpoint, 4.25 bits per expert weight, is not what "
+                     "is in memory); experts run transformers' default grouped_mm path (integrations/moe.py).")
     if eager_only(m) and t.attention == "sdpa":
         notes.append(f"{m.name}: transformers has no SDPA attention for this model (BLOOM's ALiBi, Gemma 2's "
-                     "softcapping): counted as eager attention, with its per-key scores.")
+                     "softcapping, gpt-oss's attention sinks): counted as eager attention, with its per-key scores.")
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
                      "in backward with its full activations.")
@@ -822,6 +845,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
         layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
+        layer_mlp_fwd_t=layer.mlp_forward_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
@@ -933,7 +957,7 @@ def _transformer_phases(
             # own (measured with the tracer: phi-3-mini 4 layers LoRA all-linear eager b2 s1024, peak at the fused
             # gate_up adapter's scaling mul in the recompute, -2.46 % without this moment).
             mlp_tail = min(p.layer_mlp_tail_t * tokens, recomputed)
-            recompute_t = p.layer_fwd_t * tokens + p.layer_fwd_c
+            recompute_t = p.layer_mlp_fwd_t * tokens + p.layer_fwd_c
             moments.append(("backward.recompute", _m.BWD_RECOMPUTE_CK,
                             (g_top, kept_bwd, once, recomputed - mlp_tail, copies, recompute_t)))
         moments.append(("backward.top", _m.BWD_TOP_CK,

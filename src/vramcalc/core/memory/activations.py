@@ -32,8 +32,10 @@ ACT_SAVED_TENSORS: dict[str, int] = {"gelu_new": 4, "gelu_fast": 4, "quick_gelu"
 def eager_only(m: ModelSpec) -> bool:
     """Whether transformers 5.24 has no SDPA path for the model, so it runs eager attention: BLOOM's ALiBi
     (modeling_bloom.py builds the scores with baddbmm) and Gemma 2 (modeling_gemma2.py `_supports_sdpa =
-    False`: SDPA cannot softcap the logits)."""
-    return m.alibi or m.family == "gemma2"
+    False`: SDPA cannot softcap the logits), gpt-oss (modeling_gpt_oss.py `_supports_sdpa = False`: the attention
+    sinks are a column concatenated to the scores; from_pretrained without attn_implementation falls back to eager,
+    as modeling_utils.py get_correct_attn_implementation does)."""
+    return m.alibi or m.family == "gemma2" or m.attention_sinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,8 @@ class LayerActivations:
     # down projection's): what a checkpointed layer's recomputed forward has not saved yet when the
     # up-projection's forward temporaries (peft's adapter path) are in flight.
     mlp_tail_per_token: int = 0
+    # Bytes per token of the forward temporaries from the MLP's up-projection on (its adapters' path, the activation)
+    mlp_forward_per_token: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
@@ -94,6 +98,14 @@ def masked_sdpa(t: TrainingSpec) -> bool:
     and chosen and rejected of one pair rarely have the same length.
     """
     return t.attention == "sdpa" and (t.packing != "none" or t.objective in ("orpo", "cpo", "simpo"))
+
+
+def local_mask(m: ModelSpec, t: TrainingSpec) -> bool:
+    """Whether ModernBERT's sliding layers get a 4-D mask. masking_utils._ignore_bidirectional_mask_sdpa skips it
+    only while kv_length < the half window (config.sliding_window = local_attention // 2, 64 published); the
+    estimate's plan does not depend on the sequence length, so the mask is counted at any length (shorter than
+    64 tokens that over-counts at most 2 B x 64 x 64 per sliding layer and sequence)."""
+    return m.family == "modernbert" and bool(m.sliding_window_layers)
 
 
 def packed_mask_term(c: int) -> Term:
@@ -197,6 +209,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 if t.dora and adapted else {})
     lora_out = ({lin.module.rsplit(".", 1)[-1]: lin.out_features for lin in resolve_targets(m, t.lora_targets)}
                 if adapted else {})
+    lora_fwd: dict[str, int] = {}  # each adapted module's forward temporaries per token
 
     def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False,
                      input_live: bool = True) -> bool:
@@ -251,7 +264,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # output and its scaled copy (the adapter dtype; c under autocast) alive at once, per output feature
             # (measured with the tracer: phi-3-mini's fused gate_up_proj, 10 B x 16,384 per token at the mul).
             lora_b = c if recipe.autocast else a
-            adapter_fwd_t = max(adapter_fwd_t, (c + 2 * lora_b) * lora_out.get(mod, 0))
+            lora_fwd[mod] = (c + 2 * lora_b) * lora_out.get(mod, 0)
+            adapter_fwd_t = max(adapter_fwd_t, lora_fwd[mod])
             if mod in dora_out:
                 terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live, linear_has_bias(m, mod)))
         return tw or any_adapter
@@ -324,6 +338,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             kv_in = q_dim if gqa else kv_dim
             terms.append(Term("sdpa q, k, v (repeated), out, logsumexp", c * (2 * q_dim + 2 * kv_in) + 4 * n_heads))
             terms.append(packed_mask_term(c))
+        elif not eager and local_mask(m, t):
+            # ModernBERT's sliding layers under sdpa (masking_utils.create_bidirectional_sliding_window_mask): a
+            # 4-D bool mask once seq_len reaches the half window, so CUDA runs the memory-efficient kernel, which
+            # saves q, k, v, out, logsumexp and the mask converted to q's dtype (attention.cpp
+            # convert_boolean_attn_mask) per layer; the global layers take no mask (memory/__init__.py subtracts it).
+            terms.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads))
+            terms.append(Term("sdpa sliding-window mask (16-bit, saved by the efficient kernel)", 0, c))
         elif not eager:
             # Flash / memory-efficient SDPA saves q, k, v, the output and an fp32 logsumexp per head
             # (aten _scaled_dot_product_flash_attention); GQA goes in unexpanded (enable_gqa, torch ≥ 2.5).
@@ -345,7 +366,16 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
             # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
             # Falcon's eager softmax runs in the hidden states' dtype (modeling_falcon.py, dtype=hidden_states.dtype).
-            softmax_bytes = c if m.family in ("gpt2", "falcon", *ENCODER_FAMILIES) and not recipe.autocast else 4
+            # ModernBERT's eager_attention_forward (modeling_modernbert.py) upcasts: softmax(dtype=float32).
+            softmax_bytes = c if m.family in ("gpt2", "falcon", "gpt_oss", *ENCODER_FAMILIES) \
+                and m.family != "modernbert" and not recipe.autocast else 4
+            if m.attention_sinks:
+                # gpt-oss (modeling_gpt_oss.py eager_attention_forward): the per-head sink is concatenated to the
+                # scores as one more key column, then `combined - combined.max(-1, keepdim=True).values` (max saves
+                # its int64 indices per row) and a softmax in the scores' own dtype (fp32 only when the mask
+                # promoted them: autocast, fp32); `probs[..., :-1]` is a view, so the saved output keeps the column.
+                terms.append(Term("eager attention sinks (extra softmax column, max indices)",
+                                  (softmax_bytes + 8) * n_heads))
             if m.family == "gemma2":
                 # Gemma 2's attn_logit_softcapping (modeling_gemma2.py eager_attention_forward: scores / cap,
                 # tanh, * cap; 50.0 in every published config): tanh saves its 16-bit output per key.
@@ -393,6 +423,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
     n_attention_terms = len(terms)
     n_mlp_inputs = n_attention_terms  # a MoE block: its whole MLP set comes after the router's input
+    up_mods: tuple[str, ...] = ()
     live = attn_in_live if m.parallel_residual else live or attn_live
     if weightless and live:
         terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
@@ -400,7 +431,25 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms += _norm_terms("mlp norm", m, c, residual, h, live, _norm_weight_trained(m, t, "mlp", tw))
         live = live or tw
     i = m.intermediate_size
-    if m.num_experts:
+    moe_fwd_t = moe_bwd_t = 0
+    if m.num_experts and m.family == "gpt_oss":
+        moe = _gpt_oss_moe_terms(m, c, h, live, trainable_weights)
+        terms += moe
+        width = m.experts_per_token * (m.moe_intermediate_size or i)
+        live = live or trainable_weights
+        # Forward, inside GptOssExperts._apply_gate: beside what it saves, the gathered gate_up bias (2i, alive in
+        # grouped_mm_experts_forward until the down projection), the clamped up and the gated output (1 each), and
+        # the gathered hidden states (saved only for trainable experts): 4 x i + hidden per routed copy (measured
+        # with the tracer: a tiny gpt_oss LoRA, the peak at `(up + 1) * glu`). Under checkpointing nothing is
+        # saved, so the block's saved set is transient too; in backward its recomputation runs beside the
+        # incoming gradient and one more gathered (k x tokens, hidden) tensor.
+        moe_fwd_t = 4 * c * width + m.experts_per_token * c * h
+        # (trainable experts: their weight gradients' moment is the larger, and the gathered input is saved)
+        moe_bwd_t = moe_fwd_t + m.experts_per_token * c * h + c * h if t.grad_checkpointing and not trainable_weights \
+            else 0
+        if t.grad_checkpointing:
+            moe_fwd_t += sum(x.per_token for x in moe)
+    elif m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
         k = m.experts_per_token
         # Routed MoE (modeling_mixtral.py): router softmax in fp32, each routed token's gathered input
@@ -452,6 +501,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # 4 + 4 + 4 against 4 + c saved, so 8 - c bytes beyond (measured with the tracer, tinyllama LoRA eager with
     # checkpointing: three fp32 (b, heads, s, s) tensors alive at _softmax_backward_data; the MLP's saved set freed).
     eager_fwd = c * n_heads if eager else 0
+    if eager and m.attention_sinks:
+        # gpt-oss: the masked scores and the sink-concatenated logits are both still referenced while the softmax
+        # runs on their max-subtracted copy (eager_attention_forward rebinds only attn_weights after it).
+        eager_fwd = 2 * (c if not recipe.autocast else 4) * n_heads
     if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
     elif not eager:
@@ -460,7 +513,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         eager_bwd = (4 + 2 * c) * n_heads
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
-    fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t), eager_fwd)
+    fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd)
+    mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + [lora_fwd.get(x, 0) for x in up_mods])
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
     # the tracer, tinyllama LoRA + cut loss, aten.mul.Tensor in LlamaRMSNorm's backward), which is more than
@@ -473,8 +527,15 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # (measured with the tracer: gpt2 LoRA reward with checkpointing, b8 s1024, peak at that mul with three 16-bit
     # (tokens x 3072) gradients alive; the estimate counted two and was 5 % under).
     mlp_grads = 3 if gated or m.hidden_act in ACT_SAVED_TENSORS else 2
-    bwd = Term("mlp backward gradients" if mlp_grads * c * width + c * h >= norm_bwd
-               else "rmsnorm backward (fp32)", max(mlp_grads * c * width + c * h, norm_bwd, adapter_bwd_t),
+    mlp_bwd = mlp_grads * c * width + c * h
+    if m.family == "gpt_oss" and m.num_experts and trainable_weights:
+        # Trainable gpt-oss experts: by the time grouped_mm's backward allocates an expert weight gradient, the
+        # block's saved intermediates it has passed are freed; beyond the layer's saved set stay the incoming
+        # gradient and the gathered input's gradient (k x hidden) (measured with the tracer, --grid gptoss full
+        # with checkpointing: +7.3 % over with the gated MLP's 3 x width).
+        mlp_bwd = c * h * (m.experts_per_token + 1)
+    bwd = Term("mlp backward gradients" if mlp_bwd >= norm_bwd
+               else "rmsnorm backward (fp32)", max(mlp_bwd, norm_bwd, adapter_bwd_t, moe_bwd_t),
                eager_bwd, const=backward_const)
     # (less the LoRA ranks' bytes, so that a larger rank never lowers the attention's moment: what the rank adds
     # to the MLP's saved set is still counted there, but not as freed before the attention's backward)
@@ -488,7 +549,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms.append(Term("adaption prompt: queries, prompt scores, gated scores, prompt keys and values", per_token,
                           per_sample=per_sample))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
-                            fwd, bwd, mlp_saved, mlp_tail)
+                            fwd, bwd, mlp_saved, mlp_tail, mlp_fwd)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
@@ -626,6 +687,34 @@ def _act_saved_bytes(act: str, c: int, autocast: bool) -> int:
     if autocast and act in ("gelu_new", "gelu_fast"):
         return 4 + 4 + c + 4
     return n * c
+
+
+def _gpt_oss_moe_terms(m: ModelSpec, c: int, h: int, live: bool, trainable: bool) -> list[Term]:
+    """gpt-oss's MoE block as transformers 5.24 runs it in training: GptOssTopKRouter, then GptOssExperts through
+    the default experts implementation, grouped_mm (modeling_utils.py get_correct_experts_implementation;
+    integrations/moe.py grouped_mm_experts_forward), on the k x tokens (token, expert) pairs sorted by expert.
+    Saved per token (checked with saved_tensors_hooks on a tiny GptOssForCausalLM, bf16, full and LoRA):
+    - router: F.linear's logits (E, 16-bit) kept by topk, topk's int64 indices (k), the top-k softmax output (k);
+    - int64 gather indices of k: perm // k (the hidden-states gather), perm (the routing weights), inv_perm (the
+      un-sort), and expert_ids_g (the per-row bias gather) when the biases train;
+    - the up grouped_mm's output (2i, interleaved gate/up) kept by the two clamps of GptOssExperts._apply_gate,
+      then the clamped gate, sigmoid(alpha * gate), up + 1 and their product glu (4 x i): the clamped SwiGLU
+      (swiglu_alpha 1.702, swiglu_limit 7.0) written as torch ops;
+    - the down grouped_mm's output (hidden) and the routing weight (1), saved by `proj_out * weights`;
+    - with trainable experts, the grouped_mm inputs for the weight gradients: the gathered hidden states (hidden)
+      and the gated output (i)."""
+    assert m.hidden_size is not None
+    if not (live or trainable):
+        return []
+    e, k, i = m.num_experts, m.experts_per_token, m.moe_intermediate_size or m.intermediate_size or 0
+    out = [Term("router logits, top-k indices and softmax", c * e + 8 * k + c * k),
+           Term("expert routing indices (int64)", 8 * k * (4 if trainable else 3)),
+           Term("experts gate_up output (clamp inputs)", k * c * 2 * i),
+           Term("experts clamped SwiGLU (gate, sigmoid, up + 1, glu)", k * 4 * c * i),
+           Term("experts down output, routing weight", k * c * (h + 1))]
+    if trainable:
+        out.append(Term("experts grouped_mm inputs (gathered hidden, gated output)", k * c * (h + i)))
+    return out
 
 
 def _mlp_terms(m: ModelSpec, c: int, h: int, i: int, trainable: bool, tokens_per_token: int,
