@@ -416,6 +416,9 @@ def vlm_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"llava-1.5-7b | {label} | b1 s256 i3 | sdpa | {'gc' if gc else 'no-gc'}",
                       "model": "vlm:llava-1.5-7b-hf", "method": kw["method"],
                       "training": dict(kw, batch_size=1, seq_len=256, images=3, grad_checkpointing=gc)})
+    return cases
+
+
 # The gpt-oss grid (`--grid gptoss`, issue 15; 16 cases): GptOssForCausalLM (memory/activations.py
 # _gpt_oss_moe_terms; eager attention with sinks, as transformers runs it: no SDPA path) at two tiny configs built on
 # the published gpt-oss-20b config.json (alternating sliding/full layers, attention and expert biases, sinks): 2
