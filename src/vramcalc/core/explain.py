@@ -211,8 +211,10 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     weighed = reward_model.body(model) if training.objective == "reward" else model
     w = weight_bytes(weighed, training, recipe)
     policy = pref.policy_view(training) if training.objective != "sft" else training
-    # memory/__init__.py _build_plan: TRL's trainers (every objective but sft and reward) disable dropout
-    acting = pref.without_dropout(model) if training.objective not in ("sft", "reward") and model.dropout else model
+    # memory/__init__.py _build_plan: TRL's preference and reference-free trainers disable dropout; GRPOConfig's
+    # disable_dropout defaults to False (found when the property test's examples moved with the image options)
+    dropless = pref.is_preference(training) or pref.is_reference_free(training)
+    acting = pref.without_dropout(model) if dropless and model.dropout else model
     notes: list[str] = []
     sections = [
         _parameters(model, training, w.parameters, w.trainable),
