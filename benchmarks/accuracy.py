@@ -45,11 +45,14 @@ bitsandbytes nf4 and int8 block weights). The trace
 is trace/_generate.py (prefill + new_tokens - 1 decode steps under torch.no_grad); the phases are prefill and
 decode. Written to accuracy_inference.{json,md}.
 
-The RL grid (`--grid rl`, issue 14; 15 cases): the same 3 architectures × 5 TRL GRPOTrainer steps (RL_RUNS; vLLM
-off): generate() with sampling on the generation batch (trace/_generate.py decode), the no-grad log-prob passes
+The RL grid (`--grid rl`, issue 14; 36 cases): the same 3 architectures × 12 TRL GRPOTrainer / RLOOTrainer steps
+(RL_RUNS: 5 GRPO with generate(), 3 GRPO with vLLM colocated / asleep / as a server, 4 RLOO): generate() with
+sampling on the generation batch (trace/_generate.py decode), the no-grad log-prob passes
 (the reference with beta > 0: a frozen copy for full, adapters off for LoRA),
 then _compute_loss on the completions through TRL's fused head (trace/_rl.py); full pure-bf16, LoRA and QLoRA NF4,
-with and without checkpointing, one run where generate() is the peak. Prompt 256 + completion 16. Written to
+with and without checkpointing, one run where generate() is the peak. With vLLM the step runs on vLLM's outputs
+(no generate() on the policy; a server's weight sync through packed buffers); the colocated engine's share of the
+GPU is overhead, not a tensor of the step. Prompt 256 + completion 16. Written to
 accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
@@ -61,7 +64,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                encdec|sharded|optimizers|lora-variants|rl|ssm]
+                encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -452,6 +455,42 @@ def gptoss_grid() -> list[dict[str, Any]]:
                                   "training": dict(kw, batch_size=b, seq_len=seq, grad_checkpointing=gc)})
     return cases
 
+
+# The classics grid (`--grid classics`, issue 15; 36 cases): torchvision's ResNet-18 and ResNet-50 (memory/convnet.py,
+# traced with trace/_classic.py's plain-PyTorch ResNet) at 112 and 224 pixels x batch 1 / 8 x fp32 AdamW, fp32 SGD
+# with momentum and amp-bf16 AdamW; ResNeXt-50 32x4d and Wide ResNet-50-2 once each (amp-fp16 / amp-bf16); the
+# word_language_model LSTM (memory/rnn.py) at 2 x 200 and 2 x 650, untied and tied, at batch 20 x 35 tokens and
+# batch 32 x 70, AdamW and SGD; ResNet-50 and the tied 2 x 200 LSTM with --grad-accum 2. Written to
+# accuracy_classics.{json,md}.
+CLASSIC_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("fp32 adamw", {"precision": "fp32", "optimizer": "adamw"}),
+    ("fp32 sgd-momentum", {"precision": "fp32", "optimizer": "sgd-momentum"}),
+    ("amp-bf16 adamw", {"precision": "amp-bf16", "optimizer": "adamw"}),
+)
+
+
+def classics_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in ("resnet-18", "resnet-50"):
+        for size in (112, 224):
+            for batch in (1, 8):
+                for label, kw in CLASSIC_RUNS:
+                    cases.append({"id": f"{model} | {label} | b{batch} {size}px", "model": model, "method": "full",
+                                  "training": dict(kw, batch_size=batch, image_size=size)})
+    for model, precision in (("resnext50-32x4d", "amp-fp16"), ("wide-resnet50-2", "amp-bf16")):
+        cases.append({"id": f"{model} | {precision} adamw | b8 112px", "model": model, "method": "full",
+                      "training": {"precision": precision, "optimizer": "adamw", "batch_size": 8, "image_size": 112}})
+    for model in ("lstm-lm-200", "lstm-lm-200-tied", "lstm-lm-650", "lstm-lm-650-tied"):
+        for batch, seq, opt in ((20, 35, "adamw"), (32, 70, "sgd")):
+            cases.append({"id": f"{model} | fp32 {opt} | b{batch} s{seq}", "model": model, "method": "full",
+                          "training": {"precision": "fp32", "optimizer": opt, "batch_size": batch, "seq_len": seq}})
+    # gradient accumulation: each new gradient is computed beside the .grad it is added into
+    cases.append({"id": "resnet-50 | amp-bf16 adamw | b4 112px accum 2", "model": "resnet-50", "method": "full",
+                  "training": {"precision": "amp-bf16", "batch_size": 4, "image_size": 112, "grad_accum": 2}})
+    cases.append({"id": "lstm-lm-200-tied | fp32 adamw | b20 s35 accum 2", "model": "lstm-lm-200-tied",
+                  "method": "full",
+                  "training": {"precision": "fp32", "batch_size": 20, "seq_len": 35, "grad_accum": 2}})
+    return cases
 
 def _model(name: str) -> Any:
     if name.startswith("vlm:"):  # a vision-language model's config.json as published (no layer cut)
@@ -904,12 +943,27 @@ def optimizer_grid() -> list[dict[str, Any]]:
 # no-grad log-prob passes, _compute_loss through the fused head), vLLM off. Prompt 256 + 16 completion tokens
 # (a short completion keeps the traced decode loop short; the cache and logits scale with it the same way).
 _GRPO = {"objective": "grpo", "seq_len": 272, "prompt_len": 256, "num_generations": 4}
+_RLOO = {"objective": "rloo", "seq_len": 272, "prompt_len": 256, "num_generations": 2, "beta": 0.05}
 RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("grpo full", {**_FULL, **_GRPO, "batch_size": 4}),
     ("grpo full beta copy gc", {**_FULL, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
     ("grpo lora beta adapters-off gc", {**_LORA, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
     ("grpo lora generation peak", {**_LORA, **_GRPO, "batch_size": 2, "steps_per_generation": 8}),
     ("grpo qlora gc", {**_QLORA, **_GRPO, **GC, "batch_size": 4}),
+    # GRPO with vLLM (memory/rl.py): no generate() on the policy; the old policy's pass always runs (importance
+    # sampling), beside vLLM's sampling log-probs; server mode streams the weights through packed buffers. The
+    # colocated engine's share of the GPU is overhead (not a tensor of the training step), so the tensor peak is
+    # the step's.
+    ("grpo full vllm colocate", {**_FULL, **_GRPO, "batch_size": 4, "use_vllm": "colocate"}),
+    ("grpo lora vllm colocate sleep gc", {**_LORA, **_GRPO, **GC, "batch_size": 4, "beta": 0.04,
+                                          "use_vllm": "colocate", "vllm_sleep": True}),
+    ("grpo full vllm server", {**_FULL, **_GRPO, "batch_size": 4, "use_vllm": "server"}),
+    # TRL RLOOTrainer (memory/rl.py): GRPO's generation and step, the old policy's pass always, the loss per sequence;
+    # RLOOConfig's defaults beta 0.05 (a reference) and num_generations 2
+    ("rloo full", {**_FULL, **_RLOO, "batch_size": 4}),
+    ("rloo lora adapters-off gc", {**_LORA, **_RLOO, **GC, "batch_size": 4}),
+    ("rloo qlora generation peak", {**_QLORA, **_RLOO, "batch_size": 2, "steps_per_generation": 8}),
+    ("rloo lora vllm colocate beta 0", {**_LORA, **_RLOO, "batch_size": 4, "beta": 0.0, "use_vllm": "colocate"}),
 )
 
 
@@ -924,7 +978,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "encoders2": token_cls_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "gptoss": gptoss_grid, "vlm": vlm_grid}
+         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -935,10 +989,11 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "sharded": " (the root's and one layer's bytes, issue 19)",
           "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)",
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
-          "rl": " (GRPO: generate() and the step on completions, issue 14)",
+          "rl": " (GRPO and RLOO: generation and the step on completions, issue 14)",
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
+          "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)"}
 
 
@@ -1048,11 +1103,11 @@ def main() -> None:
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
                     "against the tracer's model; optimizers: issue 13's 32 "
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
-                    "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 15 GRPO cases "
+                    "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 36 GRPO / RLOO cases "
                     "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
-                    "gpt-oss cases (MoE, attention sinks); vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, "
-                    "tower frozen or trained)")
+                    "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
+                    "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1061,7 +1116,7 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "optimizers", "rl", "encdec", "ssm",
-                         "gptoss", "vlm") \
+                         "gptoss", "classics", "vlm") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -15,7 +15,7 @@ from vramcalc.cli.app import app
 from vramcalc.core.checks import check_encoder, check_seq2seq
 from vramcalc.core.errors import UnsupportedCombination, VramcalcError
 from vramcalc.core.explain import Explanation, change, diff, explain, to_json, to_markdown, to_text
-from vramcalc.core.memory import encoder, estimate, seq2seq
+from vramcalc.core.memory import classic, encoder, estimate, seq2seq
 from vramcalc.core.memory.activations import head_activations, head_terms
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
@@ -184,6 +184,11 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
                 check_seq2seq(m, t)
             except UnsupportedCombination:
                 continue  # what the encoder-decoder arithmetic does not cover is refused in one line (core/checks.py)
+        if classic.is_classic(m):
+            try:
+                classic.check(m, t)
+            except UnsupportedCombination:
+                continue  # ResNet / LSTM: what memory/classic.py does not model is refused in one line
         run = t
         if getattr(m, "attention_kind", "mha") == "mla" and t.method in ("lora", "qlora"):
             # MLA models have no v_proj: adapt all linears for them only (the next model gets the config's own
@@ -539,3 +544,16 @@ def test_reference_free_objectives_name_their_logits_head_and_mask(objective: st
         assert lines[key].source.startswith("memory/preference.py logits_head_bytes"), key
         assert lines[key].formula == "memory/preference.py logits_head_bytes", key
     assert lines["activations.shared.mask"].label == "4-D bool mask of the padded pairs (sdpa)"
+
+
+def test_grpo_keeps_gpt2_dropout_in_explain_too() -> None:
+    # GRPOConfig's disable_dropout defaults to False (memory/rl.py): the core keeps GPT-2's embedding dropout mask
+    # (1 B x 768 per token), and explain listed activations without it (3,072 B short at 4 tokens; found by the
+    # any-run property once the RL merge shifted its draws).
+    m = presets.find_model("gpt2")
+    t = TrainingSpec(method="lora", objective="grpo", batch_size=2, seq_len=2, num_generations=2, prompt_len=1,
+                     beta=0.04, precision="bf16", steps_per_generation=1)
+    e = explain(m, t)
+    acts = {s.key: s for s in e.sections}["activations"]
+    assert sum(x.value for x in acts.lines) == e.breakdown.activations
+    assert any(x.key == "activations.shared.dropout" for x in acts.lines)

@@ -76,8 +76,11 @@ def test_fuzz_config_json(fixture: str, data: st.DataObject) -> None:
         clean(e)
         return
     part = config["text_config"] if config.get("model_type") == "gemma3" and "text_config" in config else config
-    # DistilBERT's width is `dim` (its attribute_map reads hidden_size as dim; n_embd is no key of it)
-    widths = ("hidden_size", "dim") if part.get("model_type") == "distilbert" else ("hidden_size", "n_embd", "d_model")
+    # DistilBERT's width is `dim` (its attribute_map reads hidden_size as dim; n_embd is no key of it); T5's and
+    # BART's is `d_model` (T5Config / BartConfig attribute_map: hidden_size -> d_model; n_embd is no key of theirs)
+    widths = ("hidden_size", "dim") if part.get("model_type") == "distilbert" else \
+        ("hidden_size", "d_model") if part.get("model_type") in ("t5", "mt5", "bart", "mbart") else \
+        ("hidden_size", "n_embd", "d_model")
     for key in widths:
         if part.get(key) is not None:
             assert spec.hidden_size == part[key]

@@ -301,14 +301,24 @@ def test_compare_boolean_flag_form(argv: list[str], expected: list[bool],
 
 # --- item 3 (count-only presets) and item 5 (bf16 on T4/V100) in compare, fit and gpus --fits -------------
 
-def test_compare_count_only_preset_is_tight_at_best(capsys: pytest.CaptureFixture[str]) -> None:
-    # resnet-50 is a parameter count only (presets/models: no architecture); 0.9 GB on an 80 GB H100.
-    code, out, err = invoke(["compare", "resnet-50", "--gpu", "h100", "--format", "json"], capsys)
+def _count_only_dir(tmp_path: Path) -> str:
+    # A parameter count only (resnet-50 was one until issue 15 gave it its architecture): 25,557,032 is
+    # torchvision's num_params for ResNet-50.
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "counted.yaml").write_text(
+        "- name: counted-25m\n  source: https://example.org/counted\n  parameters: 25557032\n", encoding="utf-8")
+    return str(tmp_path)
+
+
+def test_compare_count_only_preset_is_tight_at_best(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # a parameter count only (no architecture): 0.9 GB on an 80 GB H100, TIGHT at best.
+    extra = ["--presets", _count_only_dir(tmp_path)]
+    code, out, err = invoke(["compare", "counted-25m", "--gpu", "h100", "--format", "json", *extra], capsys)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["rows"][0]["cells"][0]["status"] == "TIGHT"
     assert any("activations not modeled" in n for n in doc["notes"])
-    code, out, err = invoke(["compare", "resnet-50", "--gpu", "h100"], capsys)
+    code, out, err = invoke(["compare", "counted-25m", "--gpu", "h100", *extra], capsys)
     assert "FITS" not in out and "activations not modeled" in " ".join(out.split())
 
 
@@ -417,9 +427,9 @@ def test_explain_text_fits_80_columns(capsys: pytest.CaptureFixture[str], monkey
     assert max(len(line) for line in out.splitlines()) <= 80
 
 
-def test_storage_refuses_a_count_only_preset(capsys: pytest.CaptureFixture[str]) -> None:
-    # resnet-50 is a parameter count only: it has no Linear layers to size a LoRA adapter from
-    code, out, err = invoke(["storage", "resnet-50"], capsys)
+def test_storage_refuses_a_count_only_preset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # a parameter count only: it has no Linear layers to size a LoRA adapter from
+    code, out, err = invoke(["storage", "counted-25m", "--presets", _count_only_dir(tmp_path)], capsys)
     assert code == 2 and "parameter count only" in err
 
 

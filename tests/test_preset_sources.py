@@ -64,11 +64,12 @@ def test_most_families_have_a_source() -> None:
     # 26 presets have their config.json in tests/data/hf (its README; issue 15 added gpt-j-6b, olmo-2-1b and
     # qwen3-0.6b's family fixtures, and the encoders' bert-base-uncased, roberta-base, xlm-roberta-base and
     # distilbert-base-uncased, and the encoder-decoders' flan-t5-base, mt5-base and bart-large); every family but
-    # ResNet; mamba-130m; modernbert-base / modernbert-large; gpt-oss-20b and gpt-oss-120b; and the
-    # vision-language llava-1.5-7b (llava-hf/llava-1.5-7b-hf)
+    # the classics (ResNet and the LSTM language model: no config.json, their sources are torchvision's resnet.py and
+    # pytorch/examples' word_language_model); mamba-130m; modernbert-base / modernbert-large; gpt-oss-20b and
+    # gpt-oss-120b; and the vision-language llava-1.5-7b (llava-hf/llava-1.5-7b-hf)
     assert len(SOURCED) == 35
     families = {presets.find_model(n).family for n in presets.models().names()}
-    assert families - set(FAMILY_SOURCE) == {"resnet"}
+    assert families - set(FAMILY_SOURCE) == {"resnet", "lstm"}
 
 
 @pytest.mark.parametrize(("name", "path"), SOURCED, ids=[n for n, _ in SOURCED])

@@ -139,7 +139,10 @@ WIDE_VOCAB = ModelSpec(name="wide-vocab-llama", source="test", family="llama", v
 @pytest.mark.parametrize("kw", [
     {"method": "full", "precision": "bf16", "beta": 0.04},
     {"method": "lora", "precision": "bf16", "steps_per_generation": 8},
-], ids=["full-reference-step-peak", "lora-generation-peak"])
+    {"method": "full", "precision": "bf16", "use_vllm": "server"},
+    {"method": "full", "precision": "bf16", "objective": "rloo", "beta": 0.05},
+    {"method": "lora", "precision": "bf16", "objective": "rloo", "steps_per_generation": 8, "use_vllm": "colocate"},
+], ids=["full-reference-step-peak", "lora-generation-peak", "vllm-server", "rloo-reference", "rloo-lora-colocate"])
 def test_grpo_matches_the_trace(kw: dict[str, object]) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -167,8 +170,20 @@ def test_trl_grpo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
     run = _load(tmp_path, "output_dir: out\nnum_generations: 4\n")
     assert (run.options["seq_len"], run.options["prompt_len"]) == (512 + 512, 512)
     assert any("prompt 512 tokens assumed" in n for n in run.notes)
-    with pytest.raises(runfiles.RunFileError, match="vLLM generation is not modelled yet"):
-        _load(tmp_path, "output_dir: out\nnum_generations: 4\nuse_vllm: true\nvllm_mode: colocate\n")
+    # use_vllm: the engine and its colocated keys (grpo_config.py names; memory/rl.py)
+    run = _load(tmp_path, "output_dir: out\nnum_generations: 4\nuse_vllm: true\nvllm_mode: colocate\n"
+                          "vllm_gpu_memory_utilization: 0.4\nvllm_enable_sleep_mode: true\n"
+                          "vllm_max_model_length: 2048\n")
+    o = run.options
+    assert (o["use_vllm"], o["vllm_utilization"], o["vllm_sleep"], o["max_model_len"]) == ("colocate", 0.4, True,
+                                                                                          2048)
+    run = _load(tmp_path, "output_dir: out\nnum_generations: 4\nuse_vllm: true\nvllm_mode: server\n"
+                          "vllm_gpu_memory_utilization: 0.4\n")  # server: the utilization is the server's own
+    assert run.options["use_vllm"] == "server" and "vllm_utilization" not in run.options
+    with pytest.raises(runfiles.RunFileError, match="vllm_mode: 'remote' is not a TRL vllm_mode"):
+        _load(tmp_path, "output_dir: out\nnum_generations: 4\nuse_vllm: true\nvllm_mode: remote\n")
+    with pytest.raises(runfiles.RunFileError, match="vllm_tensor_parallel_size"):
+        _load(tmp_path, "output_dir: out\nnum_generations: 4\nuse_vllm: true\nvllm_tensor_parallel_size: 2\n")
     with pytest.raises(runfiles.RunFileError, match="not a TRL GRPO loss_type"):
         _load(tmp_path, "output_dir: out\nnum_generations: 4\nloss_type: ppo\n")
     with pytest.raises(runfiles.RunFileError, match="not a multiple of the micro-batch"):
@@ -182,5 +197,171 @@ def test_axolotl_rl_grpo(tmp_path) -> None:  # type: ignore[no-untyped-def]
     o = run.options
     assert (o["objective"], o["method"], o["beta"], o["seq_len"], o["prompt_len"]) == ("grpo", "lora", 0.001,
                                                                                         384, 128)
-    with pytest.raises(runfiles.RunFileError, match="trl.use_vllm: vLLM generation is not modelled yet"):
-        _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\ntrl:\n  use_vllm: true\n")
+    run = _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\ntrl:\n  use_vllm: true\n"
+                          "  vllm_gpu_memory_utilization: 0.25\n")  # TRL's vllm_mode default: colocate
+    assert (run.options["use_vllm"], run.options["vllm_utilization"]) == ("colocate", 0.25)
+    with pytest.raises(runfiles.RunFileError, match="trl.use_vllm: 'yes' is not a boolean"):
+        _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\ntrl:\n  use_vllm: 'yes'\n")
+
+
+# --- GRPO with vLLM (memory/rl.py; trl/generation/vllm_generation.py) -------------------------------------------
+COLOCATE = replace(GRPO, use_vllm="colocate")
+RUNTIME = ("overhead.cuda_context", "overhead.cublas_workspace", "overhead.nccl_buffers", "overhead.allocator_reserve")
+
+
+def _train_bytes(b) -> int:  # type: ignore[no-untyped-def]
+    """The training step's own peak: tensors + memory/overhead.py's runtime terms (no vLLM)."""
+    return b.tensor_peak_bytes + sum(b.details[k] for k in RUNTIME)
+
+
+def test_vllm_replaces_generate_and_always_runs_the_old_policy_pass() -> None:
+    # generation in vLLM: no forward.generate moment on the policy; the old policy's pass runs for importance
+    # sampling (grpo_trainer.py _generate_and_score_completions: `or (use_vllm and
+    # vllm_importance_sampling_correction)`), its results beside vLLM's sampling log-probs ([rows, C] fp32)
+    off, col = estimate(QWEN, GRPO), estimate(QWEN, COLOCATE)
+    assert "forward.generate" not in {m.key for m in col.named_moments()}
+    assert off.details["temporaries.logprob_pass"] == 0  # grad_accum 1 = generate_every: no old pass without vLLM
+    from vramcalc.core.memory.precision import recipe_of
+
+    plan = _rl.logprob_plan(QWEN, COLOCATE, recipe_of(COLOCATE))
+    assert plan is not None
+    results = 8 * 512 * 4 * 2  # old log-probs and vLLM's sampling log-probs, 8 rows × 512 completion tokens, fp32
+    assert col.details["temporaries.logprob_pass"] == plan.peak(8 * 768, 8 * 512) + results
+    # the loss multiplies by the importance-sampling ratio: one more fp32 [B, C] vector than without vLLM
+    assert _moment(col, "forward.loss").total - _moment(off, "forward.loss").total == 4 * 8 * 512
+
+
+def test_colocated_peak_is_the_smallest_gpu_holding_the_step_and_vllms_share() -> None:
+    from vramcalc.core.memory import vllm
+
+    b = estimate(QWEN, COLOCATE)
+    step = _train_bytes(b)
+    view = _rl.vllm_view(QWEN, COLOCATE)
+    # the engine TRL builds: max_num_seqs = per_device_train_batch_size × steps_per_generation, 4096 batched tokens
+    assert (view.max_num_seqs, view.max_num_batched_tokens, view.gpu_memory_utilization) == (8, 4096, 0.3)
+    gpu = b.peak_bytes
+    # memory/vllm.py colocated_bytes: utilization × the GPU + the CUDA graphs; the step fits beside it on `gpu`
+    # and not on a GPU 1 MB smaller
+    assert step + vllm.colocated_bytes(QWEN, view, gpu, 0.3) <= gpu
+    assert step + vllm.colocated_bytes(QWEN, view, gpu - 10**6, 0.3) > gpu - 10**6
+    assert b.details["overhead.vllm_engine"] == b.details["vllm.budget"] == gpu * 3 // 10
+    # vLLM starts there: the budget covers non_kv_cache_memory and one max_model_len request (demand_bytes)
+    assert b.details["vllm.budget"] >= vllm.demand_bytes(QWEN, view, 1)[1] == b.details["vllm.start_budget"]
+    assert b.tensor_peak_bytes == estimate(QWEN, replace(GRPO, use_vllm="server")).tensor_peak_bytes
+
+
+def test_colocated_sleep_frees_the_engine_during_the_step() -> None:
+    from vramcalc.core.memory import vllm
+
+    sleep = replace(COLOCATE, vllm_sleep=True)
+    b = estimate(QWEN, sleep)
+    view = _rl.vllm_view(QWEN, sleep)
+    p = vllm.profile(QWEN, view, vllm.settings(QWEN, view))
+    step = _train_bytes(b)
+    held = b.details["vllm.training_held"]  # weights + optimizer state + overhead while vLLM generates
+    assert held == b.weights + b.optimizer_state + sum(b.details[k] for k in RUNTIME)
+    # level 2: the step runs beside the graphs and non-torch memory; generation wakes the whole budget beside `held`
+    need_step = step + p.cuda_graphs + p.non_torch
+    need_gen = -(-(held + p.cuda_graphs) * 10 // 7)  # held + 0.3 M + graphs <= M
+    assert b.peak_bytes == max(need_step, need_gen, -(-b.details["vllm.start_budget"] * 10 // 3))
+    assert b.peak_bytes < estimate(QWEN, COLOCATE).peak_bytes
+
+
+def test_vllm_server_streams_the_weights_through_packed_buffers() -> None:
+    b = estimate(QWEN, replace(GRPO, use_vllm="server"))
+    sync = _moment(b, "forward.weight_sync")
+    # qwen2.5-0.5b bf16 weights (494,032,768 params × 2 B < 1 GiB): one packed buffer, the whole model
+    assert sync.total - b.weights - b.optimizer_state == b.weights == 2 * count_params(QWEN)
+    big = presets.find_model("qwen2.5-7b")
+    bb = estimate(big, replace(GRPO, use_vllm="server", method="lora"))
+    # 3 buffers of at most 1 GiB + the largest tensor (the embedding: 152,064 × 3,584 × 2 B)
+    assert bb.details["temporaries.generation"] == 3 * (2**30 + 152_064 * 3_584 * 2)
+
+
+def test_vllm_options_are_refused_where_they_do_not_apply(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SpecError, match="add --objective grpo"):
+        TrainingSpec(use_vllm="colocate")
+    with pytest.raises(SpecError, match="add --use-vllm colocate"):
+        replace(GRPO, vllm_sleep=True)
+    with pytest.raises(SpecError, match="8-bit"):
+        replace(COLOCATE, method="qlora", quant_bits=8)
+    code, _, err = invoke(["estimate", "qwen2.5-0.5b", "--objective", "grpo", "--prompt-len", "256", "--seq-len",
+                           "768", "--vllm-utilization", "0.5"], capsys)
+    assert code == 2 and "add --use-vllm colocate" in err and len(err.strip().splitlines()) == 1
+
+
+def test_colocate_on_a_gpu_reports_the_pool_and_the_utilization_range(capsys) -> None:  # type: ignore[no-untyped-def]
+    from vramcalc.core.memory import vllm
+
+    h100 = presets.find_gpu("h100")
+    code, out, err = invoke(["estimate", "qwen2.5-0.5b", "--objective", "grpo", "--prompt-len", "256", "--seq-len",
+                             "768", "--batch-size", "8", "--use-vllm", "colocate", "--gpu", "h100", "--format",
+                             "json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    b = estimate(QWEN, COLOCATE)
+    step, held = b.details["vllm.training_step"], b.details["vllm.training_held"]
+    view = _rl.vllm_view(QWEN, COLOCATE)
+    pool = vllm.kv_pool(QWEN, view, h100.memory_bytes, h100.name)
+    assert any(f"({pool.tokens:,} tokens)" in n for n in doc["notes"])
+    lo, hi = _rl.utilization_range(QWEN, COLOCATE, step, held, h100.memory_bytes)  # type: ignore[misc]
+    # the largest utilization leaves the step its room; one hundredth more does not
+    assert step + vllm.colocated_bytes(QWEN, view, h100.memory_bytes, hi) <= h100.memory_bytes
+    assert step + vllm.colocated_bytes(QWEN, view, h100.memory_bytes, hi + 0.01) > h100.memory_bytes
+    # the smallest starts vLLM: its budget covers demand_bytes' start need
+    assert int(h100.memory_bytes * lo) >= vllm.demand_bytes(QWEN, view, 1)[1]
+    assert any(f"{lo:g} to {hi:g}" in n for n in doc["notes"])
+    # the verdict's headroom is what is left on this GPU once vLLM takes 0.3 of it: GPU − step − budget − graphs
+    graphs = b.details["overhead.vllm_cuda_graphs"]
+    assert doc["headroom_bytes"] == h100.memory_bytes - step - h100.memory_bytes * 3 // 10 - graphs
+
+
+@pytest.mark.parametrize("sleep", [False, True], ids=["awake", "sleep"])
+def test_explain_overhead_lines_add_up_with_a_colocated_engine(sleep: bool) -> None:
+    from vramcalc.core.explain import explain
+
+    e = explain(QWEN, replace(COLOCATE, vllm_sleep=sleep))
+    sec = {s.key: s for s in e.sections}["overhead"]
+    assert sum(x.value for x in sec.lines) == e.breakdown.overhead == sec.total
+    assert e.breakdown.peak_bytes == estimate(QWEN, replace(COLOCATE, vllm_sleep=sleep)).peak_bytes
+
+
+# --- RLOO (TRL RLOOTrainer, memory/rl.py) ------------------------------------------------------------------------
+RLOO = replace(GRPO, objective="rloo")
+
+
+def test_rloo_is_the_grpo_step_with_a_sequence_level_loss_and_the_old_pass_always() -> None:
+    grpo, rloo = estimate(QWEN, GRPO), estimate(QWEN, RLOO)
+    # rloo_trainer.py _compute_loss: 4 fp32 [B, C] tensors against GRPO's 10 (beta 0 both): 8 rows × 512 tokens
+    assert _moment(grpo, "forward.loss").total - _moment(rloo, "forward.loss").total == (10 - 4) * 4 * 8 * 512
+    # _generate_and_score_completions: the old policy's log-probs unconditionally (GRPO: only when misaligned)
+    assert grpo.details["temporaries.logprob_pass"] == 0 < rloo.details["temporaries.logprob_pass"]
+    assert _moment(rloo, "forward.generate").total == _moment(grpo, "forward.generate").total
+
+
+def test_rloo_takes_rlooconfigs_defaults_unless_given(capsys) -> None:  # type: ignore[no-untyped-def]
+    args = ["estimate", "qwen2.5-0.5b", "--objective", "rloo", "--batch-size", "8", "--seq-len", "768",
+            "--prompt-len", "256", "--format", "json"]
+    code, out, err = invoke(args, capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    # trl/trainer/rloo_config.py: beta 0.05 (a frozen reference copy, bf16: 2 B per parameter), num_generations 2
+    assert any("2 per prompt" in n for n in doc["notes"])
+    assert doc["details"]["weights.reference"] == 2 * count_params(QWEN)
+    code, out, err = invoke([*args, "--beta", "0"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["details"]["weights.reference"] == 0
+
+
+def test_trl_rloo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # normalize_advantages / reward_clip_range exist in RLOOConfig only (trl/trainer/rloo_config.py)
+    run = _load(tmp_path, "output_dir: out\nper_device_train_batch_size: 4\nmax_completion_length: 256\n"
+                          "max_prompt_length: 128\nnormalize_advantages: true\nuse_vllm: true\n")
+    o = run.options
+    assert (o["objective"], o["seq_len"], o["prompt_len"], o["use_vllm"]) == ("rloo", 384, 128, "colocate")
+    assert "beta" not in o and o["grad_checkpointing"] is True  # RLOOConfig's beta default comes from the options
+    # an OnlineDPOConfig (trl/experimental/online_dpo) is refused in one line, not read as DPO or GRPO
+    with pytest.raises(runfiles.RunFileError, match="max_new_tokens: TRL OnlineDPOTrainer .* is not modelled"):
+        _load(tmp_path, "output_dir: out\nmax_new_tokens: 64\nbeta: 0.1\nuse_vllm: true\n")
+    with pytest.raises(runfiles.RunFileError, match="RLOOConfig has no loss_type"):
+        _load(tmp_path, "output_dir: out\nreward_clip_range: [-1, 1]\nloss_type: dapo\n")

@@ -64,14 +64,14 @@ def verdict_line(v: Verdict, unit: str, status: str | None = None, margin_note: 
 
 
 def to_json(b: Breakdown, t: TrainingSpec, v: Verdict | None, unit: str = "GB", status: str | None = None,
-            margin: Margin | None = None) -> dict[str, Any]:
+            margin: Margin | None = None, family: str = "") -> dict[str, Any]:
     """The machine-readable document: sizes are integer bytes, keys are stable."""
     doc = {
         "model": b.model,
         "parameters": b.parameters,
         "active_parameters": b.active_parameters,
         "trainable_parameters": b.trainable_parameters,
-        "settings": settings(t),
+        "settings": settings(t, family),
         "components": {c: b.component(c) for c in COMPONENTS},
         "details": dict(b.details),
         "phases": dict(b.phases),
@@ -161,7 +161,7 @@ def report_lines(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | N
     out += _table_lines(b, unit)
     cap = v.gpu.memory_bytes if v is not None else None
     out += bars.figure_lines(b, cap, v.gpu.display_name if v is not None else None, unit, colour, width)
-    out += [[(x, "dim")] for x in wrap("assumptions: " + assumptions(t), width)]
+    out += [[(x, "dim")] for x in wrap("assumptions: " + assumptions(t, model.family), width)]
     if b.cpu_offload_bytes:
         out.append([(f"CPU RAM for offloaded states: {format_bytes(b.cpu_offload_bytes, unit)} per node", "")])
     if v is not None:
@@ -188,7 +188,7 @@ def markdown(model: ModelSpec, b: Breakdown, t: TrainingSpec, v: Verdict | None,
     for phase in b.phases:
         lines.append(f"| tensors at {phase.replace('_', ' ')} | {format_bytes(b.phases[phase], unit)} | |")
     lines.append(f"| **peak ({b.peak_phase}, + overhead)** | **{format_bytes(b.peak_bytes, unit)}** | |")
-    lines += ["", f"Assumptions: {assumptions(t)}"]
+    lines += ["", f"Assumptions: {assumptions(t, model.family)}"]
     if v is not None:
         lines += ["", f"**{verdict_line(v, unit)}**"]
     lines += [""] + [f"- {n}" for n in b.notes]

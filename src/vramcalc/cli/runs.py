@@ -51,12 +51,13 @@ CSV_COMPONENTS = COMPONENTS  # one CSV column per component, in the core's order
 
 
 def flat_row(
-    b: Any, training: Any, gpu: Any, status: str | None, headroom: int | None, name: str | None = None
+    b: Any, training: Any, gpu: Any, status: str | None, headroom: int | None, name: str | None = None,
+    family: str = "",
 ) -> dict[str, Any]:
     from vramcalc.cli import render
 
     row: dict[str, Any] = {"name": name, "model": b.model}
-    settings = render.settings(training)
+    settings = render.settings(training, family)
     row.update({o.name: settings.get(o.name) for o in OPTIONS})
     row.update({c: b.component(c) for c in CSV_COMPONENTS})
     row.update(

@@ -6,14 +6,19 @@ from typing import TYPE_CHECKING, Any
 
 from vramcalc.core.memory.precision import recipe_of, resolve_precision
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
-from vramcalc.core.vocab import METHOD_LABELS
+from vramcalc.core.vocab import CLASSIC_FAMILIES, METHOD_LABELS
 
 if TYPE_CHECKING:
     from vramcalc.core.specs import TrainingSpec
 
 
-def settings(t: TrainingSpec) -> dict[str, Any]:
-    """Every assumption of the estimate, keyed by option name (JSON `settings`)."""
+def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
+    """Every assumption of the estimate, keyed by option name (JSON `settings`); `family`: the model's."""
+    if family in CLASSIC_FAMILIES:  # ResNet / LSTM (memory/classic.py): no attention, no checkpointing
+        shape = {"image_size": t.image_size, "num_classes": t.num_classes} if family == "resnet" \
+            else {"seq_len": t.seq_len}
+        return {"mode": t.mode, "method": t.method, "precision": _classic_precision(t), "optimizer": t.optimizer,
+                "optimizer_impl": t.optimizer_impl, "batch_size": t.batch_size, **shape, "grad_accum": t.grad_accum}
     out: dict[str, Any] = {
         "mode": t.mode, "method": t.method, "precision": resolve_precision(t), "optimizer": t.optimizer,
         "optimizer_impl": t.optimizer_impl, "batch_size": t.batch_size, "seq_len": t.seq_len,
@@ -54,8 +59,18 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
     return out
 
 
-def assumptions(t: TrainingSpec) -> str:
-    """One readable line of the assumptions, so the number can be reproduced."""
+def _classic_precision(t: TrainingSpec) -> str:
+    return "fp32" if t.precision == "auto" else t.precision  # memory/classic.py: a plain PyTorch loop's default
+
+
+def assumptions(t: TrainingSpec, family: str = "") -> str:
+    """One readable line of the assumptions, so the number can be reproduced; `family`: the model's."""
+    if family in CLASSIC_FAMILIES:
+        auto = "auto: " if t.precision == "auto" else ""
+        shape = (f"batch {t.batch_size} × {t.image_size}x{t.image_size} images, {t.num_classes} classes"
+                 if family == "resnet" else f"batch {t.batch_size} × seq {t.seq_len}")
+        return " · ".join((f"precision {auto}{_classic_precision(t)}", f"optimizer {t.optimizer} ({t.optimizer_impl})",
+                           shape + (f" × accum {t.grad_accum}" if t.grad_accum > 1 else "")))
     r = recipe_of(t)
     auto = "auto: " if t.precision == "auto" else ""
     parts = [

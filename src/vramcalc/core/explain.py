@@ -57,7 +57,7 @@ from vramcalc.core.params import block_linears, dora_params, head_dim, resolve_t
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS, FROZEN_BASE_METHODS
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.units import UNIT_BYTES, ceil_div, dtype_bytes
-from vramcalc.core.vocab import METHOD_LABELS
+from vramcalc.core.vocab import CLASSIC_FAMILIES, METHOD_LABELS
 
 Kind = Literal["bytes", "count", "per_token"]
 
@@ -90,6 +90,8 @@ SRC_ENCODER_HEAD = ("memory/encoder.py (modeling_bert.py BertForSequenceClassifi
 SRC_OVERHEAD = ("memory/overhead.py: CUDA context measured ~500 MiB; CublasHandlePool.cpp; NCCL docs; "
                 "CUDACachingAllocator.cpp segments; fragmentation fitted (docs/real-gpu.md)")
 SRC_PHASES = "memory/__init__.py phase model (steady state, zero_grad(set_to_none=True))"
+SRC_RL_VLLM = ("memory/rl.py colocated (TRL 1.16 trl/generation/vllm_generation.py _init_vllm, sync_weights, "
+               "generate: LLM(gpu_memory_utilization=...), sleep(level=2))")
 SRC_RL = "memory/rl.py (TRL 1.16 trl/trainer/grpo_trainer.py _generate_single_turn, _generate_and_score_completions)"
 SRC_PREFERENCE = ("memory/preference.py (TRL 1.16 trl/trainer/dpo_trainer.py, kto_trainer.py _compute_loss; "
                   "DataCollatorForPreference)")
@@ -200,6 +202,8 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     if model.vision is not None:  # vision-language models: the text model's run, then the image side
         return _explain_vision(model, training)
     b = estimate(model, training)
+    if model.family in CLASSIC_FAMILIES:  # ResNet / LSTM (memory/classic.py): its own units
+        return _explain_classic(model, training, b)
     if training.mode == "inference":
         return _explain_inference(model, training, b)
     if training.mode == "serve":
@@ -211,10 +215,10 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     weighed = reward_model.body(model) if training.objective == "reward" else model
     w = weight_bytes(weighed, training, recipe)
     policy = pref.policy_view(training) if training.objective != "sft" else training
-    # memory/__init__.py _build_plan: TRL's preference and reference-free trainers disable dropout; GRPOConfig's
-    # disable_dropout defaults to False (found when the property test's examples moved with the image options)
-    dropless = pref.is_preference(training) or pref.is_reference_free(training)
-    acting = pref.without_dropout(model) if dropless and model.dropout else model
+    # memory/__init__.py _build_plan: TRL's preference trainers disable dropout (DPOConfig / ORPOConfig / CPOConfig
+    # disable_dropout=True); GRPOConfig's and RLOOConfig's default is False: dropout stays
+    acting = pref.without_dropout(model) if (pref.is_preference(training) or pref.is_reference_free(training)) \
+        and model.dropout else model
     notes: list[str] = []
     sections = [
         _parameters(model, training, w.parameters, w.trainable),
@@ -1085,7 +1089,7 @@ def _rows_text(t: TrainingSpec) -> str:
     """What one policy forward runs on under a preference or reward objective (memory/preference.py rows)."""
     b = t.batch_size  # the policy view's rows
     if rl.is_rl(t):
-        return (f"grpo: {b} completions (per_device_train_batch_size) of prompt {t.prompt_len} + completion "
+        return (f"{t.objective}: {b} completions (per_device_train_batch_size) of prompt {t.prompt_len} + completion "
                 f"{rl.completion_len(t)} in one forward; generate() ran on {rl.generation_rows(t)} rows before it")
     if t.objective == "kto":
         return (f"kto: {b} unpaired completions in one forward; the KL rows (same shape) run under no_grad before it "
@@ -1162,10 +1166,59 @@ def _overhead(b: Breakdown) -> Section:
              f"22 MiB + 9.9 % × {_n(b.tensor_peak_bytes)} B tensor peak", d.get("overhead.allocator_reserve", 0),
              "fitted on published max_memory_reserved readings", SRC_OVERHEAD),
     )
+    if "overhead.vllm_engine" in d:  # GRPO + colocated vLLM (memory/rl.py colocated): its share of the GPU
+        sleep = "non-torch memory while asleep (level 2)" if d["overhead.vllm_engine"] != d["vllm.budget"] else \
+            "vllm_gpu_memory_utilization × the GPU"
+        lines += (
+            Line("overhead.vllm_engine", "colocated vLLM engine during the step", sleep, d["overhead.vllm_engine"],
+                 "weights, profile reserve, non-torch memory and KV pool (approximate)", SRC_RL_VLLM),
+            Line("overhead.vllm_cuda_graphs", "vLLM CUDA graphs", "piecewise + full captures × layers × 176 KiB",
+                 d["overhead.vllm_cuda_graphs"], "captured after the pool, outside the budget (approximate)",
+                 SRC_VLLM),
+            Line("overhead.vllm_spare", "left over on the smallest GPU that holds both",
+                 "smallest GPU − step − vLLM", d["overhead.vllm_spare"],
+                 "the GPU is found (vLLM takes a fraction of it), not summed", SRC_RL_VLLM),
+        )
     text = (f"peak = tensor peak {fmt_value(b.tensor_peak_bytes, 'bytes')} + overhead "
             f"{fmt_value(b.overhead, 'bytes')} = {fmt_value(b.peak_bytes, 'bytes')}",
             f"reserved peak (max_memory_reserved) = {fmt_value(b.reserved_peak_bytes, 'bytes')}")
     return Section("overhead", "runtime overhead", b.overhead, lines, text)
+
+
+# --- the classics (memory/classic.py: ResNet and the LSTM language model, unit by unit) ----------------------
+SRC_CLASSIC = "memory/classic.py (the step walked unit by unit); memory/convnet.py, memory/rnn.py"
+
+
+def _explain_classic(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> Explanation:
+    """A ResNet or an LSTM language model: parameters from torchvision / torch.nn's layout, one activation line per
+    unit (what autograd saves there), the optimizer's states, and the phases as the core walked them."""
+    from vramcalc.core.memory import classic
+
+    units = classic.units(m, t)
+    params = (Line("parameters.total", "parameters", "torchvision resnet.py" if m.family == "resnet" else
+                   "word_language_model RNNModel", b.parameters, "sum of every weight tensor's elements",
+                   "params.py resnet_tensors / lstm_tensors", "count"),)
+    weights = (Line("weights.fp32", "weights and buffers (fp32; BatchNorm running statistics)",
+                    f"{_n(b.parameters)} params × 4 B, one allocation each", b.weights,
+                    "Σ 512-byte-rounded tensor bytes", SRC_CLASSIC),)
+    grads = (Line("gradients.fp32", "gradients (fp32, one per parameter)", f"{_n(b.trainable_parameters)} × 4 B",
+                  b.gradients, "Σ units' gradients", SRC_CLASSIC),)
+    states = (Line("optimizer_state.moments", f"optimizer state ({t.optimizer})", f"{_n(b.trainable_parameters)} "
+                   "trainable parameters", b.optimizer_state, "AdamW 2 × 4 B, SGD momentum 4 B, SGD 0", SRC_ADAMW),)
+    acts = tuple(Line(f"activations.unit{i}", u.name, f"saved {fmt_value(u.saved, 'bytes')}"
+                      + (f" + autocast copies {fmt_value(u.copies, 'bytes')}" if u.copies else ""),
+                      u.saved + u.copies, "what autograd saves in this unit", SRC_CLASSIC)
+                 for i, u in enumerate(units))
+    temps = (Line("temporaries.peak", "transients at the peak moment", b.peak_phase.replace("_", " "),
+                  b.temporaries, "the unit's forward or backward transients, or the step's", SRC_CLASSIC),)
+    phases, label = _phases(b)
+    sections = (Section("parameters", "parameters", None, params, kind="count"),
+                Section("weights", "weights", b.weights, weights),
+                Section("gradients", "gradients", b.gradients, grads),
+                Section("optimizer_state", "optimizer state", b.optimizer_state, states),
+                Section("activations", "activations", b.activations, acts),
+                Section("temporaries", "temporaries", b.temporaries, temps), phases, _overhead(b))
+    return Explanation(m, t, b, sections, label, b.notes)
 
 
 # --- inference (memory/inference.py: prefill and decode, no gradients or optimizer) -------------------
@@ -1421,12 +1474,12 @@ def header(e: Explanation) -> str:
 
 
 _OBJECTIVE_LABELS = {"dpo": "DPO", "ipo": "IPO", "kto": "KTO", "reward": "reward model", "orpo": "ORPO", "cpo": "CPO",
-                     "simpo": "SimPO", "grpo": "GRPO"}
+                     "simpo": "SimPO", "grpo": "GRPO", "rloo": "RLOO"}
 
 
-def settings(t: TrainingSpec) -> dict[str, Any]:
+def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
     """describe.settings plus the objective's options (memory/preference.py), so --diff and JSON show them."""
-    out = run_settings(t)
+    out = run_settings(t, family)
     if t.objective != "sft":
         out["objective"] = t.objective
         if rl.is_rl(t):
@@ -1442,9 +1495,9 @@ def settings(t: TrainingSpec) -> dict[str, Any]:
     return out
 
 
-def run_assumptions(t: TrainingSpec) -> str:
+def run_assumptions(t: TrainingSpec, family: str = "") -> str:
     """describe.assumptions plus the objective's (memory/preference.py, memory/reward.py)."""
-    out = assumptions(t)
+    out = assumptions(t, family)
     if t.objective == "reward":
         return out + f" · objective reward (score head, {2 * t.batch_size} rows)"
     if t.objective != "sft":
@@ -1473,7 +1526,7 @@ def _chosen(e: Explanation, only: tuple[str, ...]) -> list[Section]:
 
 def to_text(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
     """Plain text, one step of arithmetic per line (stable: no terminal-width dependence)."""
-    out = [header(e), "assumptions: " + run_assumptions(e.training), ""]
+    out = [header(e), "assumptions: " + run_assumptions(e.training, e.model.family), ""]
     for s in _chosen(e, only):
         total = "" if s.total is None else "  " + fmt_value(s.total, s.kind, unit)
         out.append(f"{s.title.upper()}{total}")
@@ -1496,7 +1549,7 @@ def to_text(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str
 
 def to_markdown(e: Explanation, unit: str = "GB", only: tuple[str, ...] = ()) -> str:
     """The same explanation as a Markdown document."""
-    out = [f"## {header(e)}", "", f"Assumptions: {run_assumptions(e.training)}", ""]
+    out = [f"## {header(e)}", "", f"Assumptions: {run_assumptions(e.training, e.model.family)}", ""]
     for s in _chosen(e, only):
         total = "" if s.total is None else f": {fmt_value(s.total, s.kind, unit)}"
         out += [f"### {s.title[0].upper() + s.title[1:]}{total}", "", "| term | formula | numbers | result |",
@@ -1518,7 +1571,7 @@ def to_json(e: Explanation, only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Machine-readable: integer values, stable keys."""
     return {
         "model": e.model.name,
-        "settings": settings(e.training),
+        "settings": settings(e.training, e.model.family),
         "sections": [{"key": s.key, "title": s.title, "total": s.total, "kind": s.kind, "text": list(s.text),
                       "lines": [{"key": ln.key, "label": ln.label, "inputs": ln.inputs, "value": ln.value,
                                  "kind": ln.kind, "formula": ln.formula, "source": ln.source} for ln in s.lines]}

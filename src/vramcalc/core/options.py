@@ -37,7 +37,9 @@ from vramcalc.core.vocab import (
     PRECISIONS,
     REF_DTYPES,
     REF_MODELS,
+    RLOO_DEFAULTS,
     STACKS,
+    VLLM_MODES,
     WEIGHT_DTYPES,
 )
 
@@ -219,6 +221,15 @@ OPTIONS: tuple[Opt, ...] = (
         "--batch-size x this many completions."),
     Opt("num_iterations", int, 1,
         "GRPO: optimisation passes per generation batch (GRPOConfig num_iterations, mu in the paper)."),
+    Opt("use_vllm", VLLM_MODES, "off",
+        "GRPO: generation with vLLM (GRPOConfig use_vllm + vllm_mode): off (generate()), colocate (a vLLM engine on "
+        "the training GPU, taking --vllm-utilization of it), server (vLLM on other GPUs: nothing on this one)."),
+    Opt("vllm_utilization", float, 0.3,
+        "GRPO --use-vllm colocate: the fraction of the GPU the colocated vLLM engine takes (GRPOConfig "
+        "vllm_gpu_memory_utilization)."),
+    Opt("vllm_sleep", bool, False,
+        "GRPO --use-vllm colocate: vLLM sleep mode (GRPOConfig vllm_enable_sleep_mode): vLLM's weights and KV cache "
+        "are released (level 2) during the training step."),
     Opt("chosen_nll", bool, True,
         "CPO/SimPO: the NLL term on the chosen half (CPOConfig cpo_alpha > 0, TRL's default); --no-chosen-nll for "
         "cpo_alpha 0 (AlphaPO, SimPO as published). ORPO always computes it."),
@@ -231,11 +242,14 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("target_len", int, 0,
         "Encoder-decoders (T5, BART): target tokens per sequence (decoder input and labels); --seq-len is the "
         "source. 0: as long as the source."),
+    # The classics (core/memory/classic.py): torchvision's ResNet family.
+    Opt("image_size", int, 224, "ResNet: input images are image-size x image-size RGB (torchvision's 224). "
+        "Vision-language models: the image side, where 224 (the default) stands for the model's own (LLaVA-1.5's "
+        "tower takes only its 336)."),
+    Opt("num_classes", int, 1000, "ResNet: outputs of the final fc layer (torchvision's 1000, ImageNet)."),
     # Vision-language models (memory/vision.py).
     Opt("images", int, 0, "Vision-language models (LLaVA): images per sample; their image tokens are added to "
         "--seq-len (the text tokens). 0: one for a vision-language model."),
-    Opt("image_size", int, 0, "Vision-language models: the image side in pixels (0: the model's own; LLaVA-1.5's "
-        "tower takes only its 336)."),
     Opt("train_vision", bool, False, "Vision-language models: train the vision tower too, with --method full and "
         "sdpa (frozen by default, as most recipes do)."),
 )
@@ -346,6 +360,10 @@ class OptionValues:
         for k in taken:
             run[k] = coerce(BY_NAME[k], preset[k])
         run["stack_set"] = tuple(taken)
+        if run.get("objective") == "rloo":  # TRL RLOOConfig's own defaults (core/vocab.py RLOO_DEFAULTS)
+            for k, v in RLOO_DEFAULTS.items():
+                if k not in explicit:
+                    run[k] = v
         return run
 
     def sweep(self, base: Mapping[str, Any] | None = None, times: int = 1) -> tuple[list[str], list[dict[str, Any]]]:

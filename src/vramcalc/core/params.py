@@ -8,12 +8,13 @@ factored states, 8-bit optimizer thresholds). Counts follow the transformers mod
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from vramcalc.core.errors import UnsupportedCombination
-from vramcalc.core.vocab import ENCODER_FAMILIES, SSM_FAMILIES
+from vramcalc.core.vocab import CLASSIC_FAMILIES, ENCODER_FAMILIES, SSM_FAMILIES
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, VisionSpec
@@ -156,6 +157,8 @@ def _mlp_linears(m: ModelSpec, h: int, i: int, count: int, prefix: str) -> list[
 @lru_cache(maxsize=512)
 def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
     """All parameter tensors of the model. A count-only preset is one opaque tensor."""
+    if m.family in CLASSIC_FAMILIES:  # ResNet, LSTM language model (memory/classic.py)
+        return resnet_tensors(m) if m.family == "resnet" else lstm_tensors(m)
     if not m.has_architecture:
         assert m.parameters is not None
         return (ParamTensor("parameters", "opaque", (m.parameters,), 1, "model", per_layer=False),)
@@ -538,3 +541,106 @@ def check_ssm_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
     if bad:
         raise UnsupportedCombination(f"LoRA on {', '.join(bad)} of {m.name}: {'; '.join(why[b] for b in bad)}; use "
                                      "--lora-targets in_proj,x_proj")
+
+
+# --- The classics (issue 15; activations in memory/convnet.py and memory/rnn.py) --------------------------------
+# torchvision/models/resnet.py ResNet: conv1 (7x7, stride 2, no bias) + bn1, maxpool, layer1..layer4 of planes
+# 64/128/256/512 (strides 1, 2, 2, 2) of BasicBlock (expansion 1) or Bottleneck (expansion 4; width = planes x
+# width_per_group / 64 x groups), a conv1x1 + BatchNorm2d downsample where the stride or the width changes, fc.
+PLANES = (64, 128, 256, 512)  # ResNet.__init__: layer1..layer4
+STRIDES = (1, 2, 2, 2)
+
+
+def conv_groups(m: ModelSpec) -> int:
+    return m.conv_groups or 1  # ResNet(groups=1)
+
+
+def conv_width_per_group(m: ModelSpec) -> int:
+    return m.conv_width_per_group or 64  # ResNet(width_per_group=64)
+
+
+def expansion(m: ModelSpec) -> int:
+    return 4 if m.conv_bottleneck else 1
+
+
+def stem_sides(image_size: int) -> tuple[int, int]:
+    """Side of conv1's output and of maxpool's: (size + 2 x padding - kernel) // stride + 1 (torch Conv2d)."""
+    h1 = (image_size + 2 * 3 - 7) // 2 + 1
+    return h1, (h1 + 2 * 1 - 3) // 2 + 1
+
+
+@dataclass(frozen=True)
+class Block:
+    """One residual block: its channels and its input and output side lengths."""
+
+    name: str
+    in_ch: int
+    width: int  # Bottleneck: the 1x1/3x3 width; BasicBlock: planes
+    out_ch: int
+    stride: int
+    h_in: int
+    h_out: int
+    downsample: bool
+
+
+def blocks(m: ModelSpec, image_size: int) -> Iterator[Block]:
+    """Every residual block in forward order (ResNet._make_layer)."""
+    e = expansion(m)
+    inplanes, h = 64, stem_sides(image_size)[1]
+    for stage, (planes, n_blocks, stride) in enumerate(zip(PLANES, m.conv_blocks, STRIDES, strict=True), start=1):
+        width = planes * conv_width_per_group(m) // 64 * conv_groups(m) if m.conv_bottleneck else planes
+        for i in range(n_blocks):
+            s = stride if i == 0 else 1
+            h_out = (h - 1) // s + 1  # conv3x3 padding 1 and conv1x1 padding 0 give the same side
+            yield Block(f"layer{stage}.{i}", inplanes, width, planes * e, s, h, h_out,
+                        s != 1 or inplanes != planes * e)
+            inplanes, h = planes * e, h_out
+
+
+def _conv(name: str, out_ch: int, in_ch: int, k: int, groups: int = 1) -> ParamTensor:
+    return ParamTensor(name, "linear", (out_ch, in_ch // groups, k, k), 1, name, per_layer=False)
+
+
+def _bn(name: str, ch: int) -> list[ParamTensor]:
+    return [ParamTensor(f"{name}.weight", "norm", (ch,), 1, name, per_layer=False),
+            ParamTensor(f"{name}.bias", "norm", (ch,), 1, name, per_layer=False)]
+
+
+def resnet_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """Every parameter tensor of torchvision's ResNet (sum of numel = sum(p.numel() for p in model.parameters()))."""
+    out = [_conv("conv1", 64, 3, 7), *_bn("bn1", 64)]
+    for b in blocks(m, 224):  # the image size changes no parameter
+        p = b.name
+        if m.conv_bottleneck:
+            out += [_conv(f"{p}.conv1", b.width, b.in_ch, 1), *_bn(f"{p}.bn1", b.width),
+                    _conv(f"{p}.conv2", b.width, b.width, 3, conv_groups(m)), *_bn(f"{p}.bn2", b.width),
+                    _conv(f"{p}.conv3", b.out_ch, b.width, 1), *_bn(f"{p}.bn3", b.out_ch)]
+        else:
+            out += [_conv(f"{p}.conv1", b.width, b.in_ch, 3), *_bn(f"{p}.bn1", b.width),
+                    _conv(f"{p}.conv2", b.out_ch, b.width, 3), *_bn(f"{p}.bn2", b.out_ch)]
+        if b.downsample:
+            out += [_conv(f"{p}.downsample.0", b.out_ch, b.in_ch, 1), *_bn(f"{p}.downsample.1", b.out_ch)]
+    classes = m.num_classes or 1000
+    final = 512 * expansion(m)
+    out += [ParamTensor("fc.weight", "head", (classes, final), 1, "fc", per_layer=False),
+            ParamTensor("fc.bias", "bias", (classes,), 1, "fc", per_layer=False)]
+    return tuple(out)
+
+
+# pytorch/examples word_language_model/model.py RNNModel with torch.nn.LSTM's layout (torch/nn/modules/rnn.py
+# RNNBase.__init__): per layer weight_ih (4 x hidden, input), weight_hh (4 x hidden, hidden), bias_ih, bias_hh.
+def lstm_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """Every parameter tensor of RNNModel (tied: the decoder's weight is the encoder's, counted once)."""
+    assert m.vocab_size is not None and m.hidden_size is not None and m.num_layers is not None
+    v, e, h = m.vocab_size, m.rnn_input_size, m.hidden_size
+    out = [ParamTensor("encoder.weight", "embedding", (v, e), 1, "encoder", per_layer=False)]
+    for layer in range(m.num_layers):
+        width = e if layer == 0 else h
+        out += [ParamTensor(f"rnn.weight_ih_l{layer}", "linear", (4 * h, width), 1, "rnn", per_layer=False),
+                ParamTensor(f"rnn.weight_hh_l{layer}", "linear", (4 * h, h), 1, "rnn", per_layer=False),
+                ParamTensor(f"rnn.bias_ih_l{layer}", "bias", (4 * h,), 1, "rnn", per_layer=False),
+                ParamTensor(f"rnn.bias_hh_l{layer}", "bias", (4 * h,), 1, "rnn", per_layer=False)]
+    if not m.tie_word_embeddings:
+        out.append(ParamTensor("decoder.weight", "head", (v, h), 1, "decoder", per_layer=False))
+    out.append(ParamTensor("decoder.bias", "bias", (v,), 1, "decoder", per_layer=False))
+    return tuple(out)

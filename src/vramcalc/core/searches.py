@@ -18,6 +18,7 @@ from vramcalc.core.margin import Margin, Status, classify
 from vramcalc.core.memory import estimate
 from vramcalc.core.memory.distributed import gpu_counts
 from vramcalc.core.specs import GpuSpec, ModelSpec, TrainingSpec
+from vramcalc.core.vocab import CLASSIC_FAMILIES
 
 # Search caps: nobody runs a micro-batch of 65,536 sequences on one GPU; a sequence is capped by the
 # model's max_position_embeddings (beyond it the position encoding is undefined) or 2^20 tokens.
@@ -120,7 +121,7 @@ def rank_cap(model: ModelSpec) -> int | None:
 def batch_unit(t: TrainingSpec) -> int:
     """The step between valid micro-batches: GRPO's generation batch (batch × steps per generation) must hold whole
     groups of num_generations completions (trl/trainer/grpo_config.py); 1 otherwise."""
-    if t.objective != "grpo" or t.mode != "train":
+    if t.objective not in ("grpo", "rloo") or t.mode != "train":
         return 1
     steps = t.steps_per_generation or t.grad_accum
     return t.num_generations // math.gcd(t.num_generations, steps)
@@ -137,7 +138,7 @@ def max_batch_size(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | 
 def max_generation_rows(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
     """GRPO: the largest generation batch (per_device_train_batch_size × steps_per_generation completions per
     generate() call, whole groups of num_generations) that fits with the run's micro-batch; None if none does."""
-    if t.objective != "grpo" or t.mode != "train":
+    if t.objective not in ("grpo", "rloo") or t.mode != "train":
         return None
     step = t.num_generations // math.gcd(t.num_generations, t.batch_size)  # steps_per_generation granularity
     k = largest_fitting(lambda n: est.peak(with_changes(t, {"steps_per_generation": n * step})), budget_bytes,
@@ -147,12 +148,14 @@ def max_generation_rows(est: Estimator, t: TrainingSpec, budget_bytes: int) -> i
 
 def seq_floor(t: TrainingSpec) -> int:
     """The shortest sequence `t` allows: generate()'s context holds its new tokens (prompt >= 1 token)."""
-    if t.objective == "grpo":
+    if t.objective in ("grpo", "rloo"):
         return 2  # GRPO generates from a prompt of at least one token: one prompt and one completion token
     return t.new_tokens if t.mode == "inference" else 1
 
 
 def max_seq_len(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
+    if est.model.family == "resnet":  # images, no sequence (memory/convnet.py): n/a
+        return None
     return largest_fitting(
         lambda s: est.peak(with_changes(t, {"seq_len": s})), budget_bytes, seq_cap(est.model), seq_floor(t)
     )
@@ -220,7 +223,7 @@ def _choices(t: TrainingSpec) -> list[list[tuple[str, dict[str, Any]]]]:
     if t.batch_size > 1:
         kinds.append([("batch_size", {})])  # the micro-batch is chosen after the other changes
     steps = t.steps_per_generation or t.grad_accum
-    if t.objective == "grpo" and steps > 1:  # generate() on fewer rows at a time (memory/rl.py)
+    if t.objective in ("grpo", "rloo") and steps > 1:  # generate() on fewer rows at a time (memory/rl.py)
         fewer = [n for n in (steps // 2, steps // 4, 1)
                  if 0 < n < steps and (t.batch_size * n) % t.num_generations == 0]
         kinds.append([(f"steps_per_generation.{n}", {"steps_per_generation": n}) for n in dict.fromkeys(fewer)])
@@ -320,7 +323,11 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
     notes: list[str] = []
     sugg: list[Suggestion] = []
     gpus_needed = None
-    if status == "DOES NOT FIT":
+    if status == "DOES NOT FIT" and model.family in CLASSIC_FAMILIES:
+        # ResNet / LSTM (memory/classic.py): one GPU, full training; a smaller batch is the change they model
+        notes.append(f"{model.name} is modelled on one GPU with full training: lower --batch-size (see "
+                     "max_batch_size) or use a larger GPU.")
+    elif status == "DOES NOT FIT":
         sugg = suggestions(est, t, capacity_bytes, margin)
         more = _more_gpus(model, est, t, capacity_bytes, margin)
         if more is not None:
@@ -342,11 +349,21 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
                 "4,096 GPUs with ZeRO-3 fits: use a larger GPU or a shorter sequence (see max_seq_len)."
             )
     rows = max_generation_rows(est, t, capacity_bytes)
-    if t.objective == "grpo" and t.mode == "train":
-        notes.append(f"grpo: the largest generation batch that fits with --batch-size {t.batch_size}: "
+    if t.objective in ("grpo", "rloo") and t.mode == "train":
+        notes.append(f"{t.objective}: the largest generation batch that fits with --batch-size {t.batch_size}: "
                      + (f"{rows:,} completions per generate() call (--steps-per-generation "
                         f"{rows // t.batch_size}; num_generations up to {rows:,} with one prompt per call)."
                         if rows else "none (the training step alone does not fit)."))
+    if t.objective in ("grpo", "rloo") and t.mode == "train" and t.use_vllm == "colocate":
+        from vramcalc.core.memory import estimate
+        from vramcalc.core.memory import rl as _rl
+
+        d = estimate(model, t).details
+        rng = _rl.utilization_range(model, t, d["vllm.training_step"], d["vllm.training_held"], capacity_bytes)
+        notes.append(f"{t.objective} + colocated vLLM: vllm_gpu_memory_utilization from {rng[0]:g} (vLLM starts) "
+                     f"to {rng[1]:g} (the training step still fits beside it) on this GPU." if rng else
+                     f"{t.objective} + colocated vLLM: no vllm_gpu_memory_utilization both starts vLLM and leaves "
+                     "room for the training step on this GPU: --vllm-sleep, a larger GPU or --use-vllm server.")
     return FitReport(
         peak,
         capacity_bytes,

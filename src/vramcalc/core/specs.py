@@ -16,6 +16,7 @@ from vramcalc.core.vocab import (
     ADAPTER_DTYPES,
     ATTENTION_KINDS,
     ATTENTIONS,
+    CLASSIC_FAMILIES,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
@@ -40,6 +41,7 @@ from vramcalc.core.vocab import (
     REF_MODELS,
     STACKS,
     VENDORS,
+    VLLM_MODES,
     WEIGHT_DTYPES,
     ZERO_STAGES,
     AdapterDtype,
@@ -69,6 +71,7 @@ from vramcalc.core.vocab import (
     RefModel,
     StackName,
     Vendor,
+    VllmMode,
     WeightDtype,
     ZeroStage,
 )
@@ -292,6 +295,17 @@ class ModelSpec:
     # Vision-language models (memory/vision.py): the vision tower and projector; None for a text model. The text
     # fields above are the language model's (LLaVA's text_config).
     vision: VisionSpec | None = None
+    # The course texts' classics (vocab.CLASSIC_FAMILIES, core/memory/classic.py). ResNet (torchvision
+    # models/resnet.py ResNet): blocks per stage (resnet50: 3, 4, 6, 3), Bottleneck or BasicBlock, the grouped 3x3
+    # conv's groups and width_per_group (ResNeXt 32 x 4, Wide ResNet 128), and fc's num_classes. LSTM language
+    # model (pytorch/examples word_language_model RNNModel): rnn_input_size is the embedding width (emsize);
+    # hidden_size, num_layers, vocab_size, dropout and tie_word_embeddings as their names say.
+    conv_blocks: tuple[int, ...] = ()
+    conv_bottleneck: bool = False
+    conv_groups: int = 0  # 0: torchvision's default, 1
+    conv_width_per_group: int = 0  # 0: torchvision's default, 64
+    num_classes: int = 0
+    rnn_input_size: int = 0
 
     # The published total, for the preset test (not used by the arithmetic).
     published_parameters: int | None = None
@@ -312,6 +326,8 @@ class ModelSpec:
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
         **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel"), (*NON_NEGATIVE, COUNT_CAP)),
+        **dict.fromkeys(("num_classes", "rnn_input_size"), (*NON_NEGATIVE, COUNT_CAP)),
+        **dict.fromkeys(("conv_groups", "conv_width_per_group"), (*NON_NEGATIVE, COUNT_CAP)),
         "dropout": FRACTION,
         **dict.fromkeys(("attention_dropout", "activation_dropout"), FRACTION),
         "moe_capacity_factor": POSITIVE,
@@ -328,6 +344,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         _check(self)
+        if self.family in CLASSIC_FAMILIES:  # ResNet / LSTM: their own fields (core/memory/classic.py)
+            _check_classic(self)
+            return
         arch: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_attention_heads")
         if self.ssm_state_size:  # a state-space model has no attention heads (memory/ssm.py)
             arch = arch[:-1]
@@ -362,7 +381,27 @@ class ModelSpec:
 
     @property
     def has_architecture(self) -> bool:
-        return self.hidden_size is not None
+        """A transformer's (or Mamba's) architecture; the classics (ResNet, LSTM) have their own (memory/classic.py)."""
+        return self.hidden_size is not None and self.family not in CLASSIC_FAMILIES
+
+
+def _check_classic(m: ModelSpec) -> None:
+    """The fields a ResNet or an LSTM language model needs (core/memory/convnet.py, core/memory/rnn.py)."""
+    if m.family == "resnet":
+        if len(m.conv_blocks) != 4 or any(not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= 1000
+                                          for n in m.conv_blocks):
+            raise SpecError("conv_blocks", "a ResNet needs four stage block counts from 1 to 1000 (resnet50: "
+                            "[3, 4, 6, 3])")
+        if not m.conv_bottleneck and (m.conv_groups not in (0, 1) or m.conv_width_per_group not in (0, 64)):
+            raise SpecError("", "BasicBlock only supports conv_groups 1 and conv_width_per_group 64 "
+                            "(torchvision resnet.py): set conv_bottleneck true")
+        return
+    missing = [f for f in ("vocab_size", "hidden_size", "num_layers") if getattr(m, f) is None]
+    if missing or not m.rnn_input_size:
+        raise SpecError("", f"an LSTM language model needs {', '.join(missing + ['rnn_input_size'])}")
+    if m.tie_word_embeddings and m.rnn_input_size != m.hidden_size:
+        raise SpecError("", "tied weights need rnn_input_size equal to hidden_size (word_language_model: "
+                        "--tied needs emsize == nhid)")
 
 
 @dataclass(frozen=True)
@@ -485,6 +524,11 @@ class TrainingSpec:
     beta: float = 0.0
     steps_per_generation: int = 0
     num_iterations: int = 1
+    # GRPO's generation with vLLM (memory/rl.py): TRL GRPOConfig use_vllm + vllm_mode, vllm_gpu_memory_utilization
+    # (0.3, grpo_config.py) and vllm_enable_sleep_mode; max_model_len above is vllm_max_model_length.
+    use_vllm: VllmMode = "off"
+    vllm_utilization: float = 0.3
+    vllm_sleep: bool = False
     chosen_nll: bool = True  # cpo/simpo: the NLL term on the chosen half (CPOConfig cpo_alpha > 0); orpo always
     # Encoders (memory/encoder.py): the task head and its label count (AutoModelForSequenceClassification's
     # config.num_labels, 2 by default in transformers' PretrainedConfig).
@@ -493,10 +537,14 @@ class TrainingSpec:
     # Encoder-decoders (memory/seq2seq.py): --seq-len is the source (the encoder's input), target_len the target
     # (the decoder's input and the labels); 0: as long as the source.
     target_len: int = 0
-    # Vision-language models (memory/vision.py): images per sample (0: one for a VLM, none for a text model), the
-    # image side in pixels (0: the model's own) and whether the vision tower is trained (frozen by default).
+    # The classics (core/memory/classic.py): a ResNet's input images are image_size x image_size RGB, and its fc
+    # has num_classes outputs (torchvision's default 1000).
+    image_size: int = 224
+    num_classes: int = 1000
+    # Vision-language models (memory/vision.py): images per sample (0: one for a VLM, none for a text model) and
+    # whether the vision tower is trained (frozen by default); image_size (above) sizes their images too, its
+    # default standing for the model's own.
     images: int = 0
-    image_size: int = 0
     train_vision: bool = False
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
@@ -508,13 +556,14 @@ class TrainingSpec:
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
         "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES,
-        "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS,
+        "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS, "use_vllm": VLLM_MODES,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
                          "quant_group_size", "loss_chunks", "ac_every", "new_tokens", "virtual_tokens",
                          "oft_block_size", "trainable_tokens", "n_frequency", "num_labels", "miss_rank",
-                         "c3a_block_size", "shira_rank", "adapter_len", "num_generations", "num_iterations"),
+                         "c3a_block_size", "shira_rank", "adapter_len", "num_generations", "num_iterations",
+                         "image_size", "num_classes"),
                         (*POSITIVE, COUNT_CAP)),
         **dict.fromkeys(("boft_block_size", "boft_block_num"), (*NON_NEGATIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
@@ -523,7 +572,7 @@ class TrainingSpec:
         "lora_trainable_tokens": (*NON_NEGATIVE, COUNT_CAP),
         "beta": NON_NEGATIVE,
         "target_len": (*NON_NEGATIVE, COUNT_CAP),
-        **dict.fromkeys(("images", "image_size"), (*NON_NEGATIVE, COUNT_CAP)),
+        "images": (*NON_NEGATIVE, COUNT_CAP),
         "encoder_hidden_size": (*POSITIVE, COUNT_CAP),
         "adapter_layers": (*POSITIVE, COUNT_CAP),
         "optimizer_rank": (*POSITIVE, COUNT_CAP),
@@ -532,9 +581,10 @@ class TrainingSpec:
         **dict.fromkeys(("max_model_len", "max_num_seqs", "max_num_batched_tokens", "block_size"),
                         (*POSITIVE, COUNT_CAP)),
         "gpu_memory_utilization": (("gt", 0), ("le", 1)),
+        "vllm_utilization": (("gt", 0), ("lt", 1)),
     }
     INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS) - {"lora_alpha", "lora_dropout", "gpu_memory_utilization",
-                                                              "beta"}
+                                                              "beta", "vllm_utilization"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size", "optimizer_rank",
                                                     "max_model_len", "max_num_seqs", "max_num_batched_tokens",
                                                     "adapter_layers"))
@@ -561,11 +611,14 @@ class TrainingSpec:
             raise SpecError("", "sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
         if self.mode == "serve" and (self.zero or self.fsdp != "none" or self.offload != "none"):
             raise SpecError("", "vLLM shards with --tp/--pp only: drop --zero, --fsdp and --offload")
-        if self.mode != "serve" and (self.gpu_memory_utilization != 0.9 or self.max_model_len is not None
+        colocate_len = self.use_vllm == "colocate" and self.mode == "train"  # GRPOConfig vllm_max_model_length
+        if self.mode != "serve" and (self.gpu_memory_utilization != 0.9
+                                     or (self.max_model_len is not None and not colocate_len)
                                      or self.max_num_seqs is not None or self.max_num_batched_tokens is not None
                                      or self.block_size != 16 or self.enforce_eager):
             raise SpecError("", "--gpu-memory-utilization, --max-model-len, --max-num-seqs, --max-num-batched-tokens, "
-                            "--block-size and --enforce-eager are vLLM's: add --mode serve")
+                            "--block-size and --enforce-eager are vLLM's: add --mode serve (--max-model-len also with "
+                            "--objective grpo --use-vllm colocate)")
         if self.max_model_len is not None and self.seq_len > self.max_model_len:
             raise SpecError("", f"a request of {self.seq_len:,} tokens exceeds --max-model-len {self.max_model_len:,} "
                             "(vLLM rejects it): raise --max-model-len or lower --context")
@@ -621,7 +674,7 @@ class TrainingSpec:
     def _objective_consistent(self) -> None:
         """Preference and reward options (memory/preference.py): what each objective reads."""
         pref = self.objective in ("dpo", "ipo", "kto")
-        grpo = self.objective == "grpo"
+        grpo = self.objective in ("grpo", "rloo")  # online RL (memory/rl.py): TRL GRPOTrainer / RLOOTrainer
         self._rl_consistent(grpo)
         if self.objective != "sft" and self.mode != "train":
             raise SpecError("", f"--objective {self.objective} is a training objective: drop it with "
@@ -640,7 +693,7 @@ class TrainingSpec:
                             "--beta > 0 (GRPOTrainer loads no reference with beta 0)")
         if self.prompt_len and not (pref or grpo or self.loss == "trl"):
             raise SpecError("", "--prompt-len changes memory only through TRL's log-prob head: use it with "
-                            "--objective dpo/ipo/kto/grpo or --loss trl")
+                            "--objective dpo/ipo/kto/grpo/rloo or --loss trl")
         if self.prompt_len >= self.seq_len and self.mode == "train":
             raise SpecError("", f"--prompt-len {self.prompt_len} leaves no completion in --seq-len {self.seq_len}: "
                             "give a sequence longer than the prompt")
@@ -668,7 +721,17 @@ class TrainingSpec:
                     or self.num_iterations != 1):
                 raise SpecError("", "--num-generations, --beta, --steps-per-generation and --num-iterations are "
                                 "GRPO's: add --objective grpo, or drop them")
+            if self.use_vllm != "off" or self.vllm_utilization != 0.3 or self.vllm_sleep:
+                raise SpecError("", "--use-vllm, --vllm-utilization and --vllm-sleep set GRPO's generation engine: "
+                                "add --objective grpo, or drop them")
             return
+        if self.use_vllm != "colocate" and (self.vllm_utilization != 0.3 or self.vllm_sleep):
+            raise SpecError("", "--vllm-utilization and --vllm-sleep configure a colocated vLLM engine (TRL "
+                            "vllm_mode='colocate'): add --use-vllm colocate, or drop them")
+        if self.use_vllm == "colocate" and self.method == "qlora" and self.quant_bits == 8:
+            # trl/generation/vllm_generation.py _init_vllm: bnb.nn.Linear8bitLt raises
+            raise SpecError("", "TRL refuses colocated vLLM with 8-bit bitsandbytes weights (vLLM has no in-flight "
+                            "8-bit quantization): use --quant-bits 4, or --use-vllm server")
         if self.prompt_len < 1:
             raise SpecError("", "GRPO generates completions from prompts: give --prompt-len (the longest prompt, in "
                             "tokens) and --seq-len = prompt + max_completion_length")

@@ -15,6 +15,7 @@ from vramcalc.core.memory.inference import weights as inference_weights
 from vramcalc.core.params import count_params, lora_params
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.units import ceil_div, dtype_bytes
+from vramcalc.core.vocab import CLASSIC_FAMILIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,9 @@ def compare_storage(model: ModelSpec, training: TrainingSpec, adapters: int) -> 
     `training.lora_rank` on `training.lora_targets`, stored in `training.adapter_dtype`."""
     if adapters < 1:
         raise BadInput("adapters must be at least 1")
+    if model.family in CLASSIC_FAMILIES:  # ResNet / LSTM: full training only (memory/classic.py)
+        raise UnsupportedCombination(f"storage compares LoRA adapters of transformer Linears; {model.name!r} is a "
+                                     f"{model.family} trained in full: its checkpoint is its weights")
     if not model.has_architecture:
         # LoRA's size comes from the adapted Linear layers' shapes (params.lora_params): a bare count has none
         raise UnsupportedCombination(f"storage compares LoRA adapters, whose size comes from the architecture; "

@@ -72,9 +72,13 @@ StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtu
 # Reference-free: orpo (TRL ORPOTrainer), cpo and simpo (TRL CPOTrainer, loss_type sigmoid / simpo), which
 # compute the full logits (trl/experimental/orpo, trl/experimental/cpo).
 # Online RL (memory/rl.py): grpo (TRL GRPOTrainer: generate() num_generations completions per prompt, then a
-# policy step on the completions through TRL's fused head; a reference when beta > 0).
-Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo", "grpo"]
+# policy step on the completions through TRL's fused head; a reference when beta > 0), rloo (TRL RLOOTrainer: the
+# same generation and step, the old policy's pass always, a sequence-level loss; RLOOConfig beta 0.05, 2 generations).
+Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo", "grpo", "rloo"]
 RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
+# GRPO's generation engine (memory/rl.py): off (generate()), colocate (TRL vllm_mode="colocate": a vLLM engine in
+# the training process, on the same GPU) or server (vllm_mode="server": vLLM on other GPUs).
+VllmMode = Literal["off", "colocate", "server"]
 RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 # The task head of an encoder (memory/encoder.py): auto (a causal LM's own LM head; an encoder's sequence
 # classifier), seq-cls (AutoModelForSequenceClassification: pooler + classifier of --num-labels), token-cls
@@ -90,6 +94,9 @@ ENCODER_FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta", "distilbe
 SEQ2SEQ_FAMILIES: tuple[str, ...] = ("t5", "mt5", "bart", "mbart")
 # State-space families (selective-scan mixers instead of attention and MLP: memory/ssm.py).
 SSM_FAMILIES: tuple[str, ...] = ("mamba",)
+# The course texts' classics (issue 15): torchvision's ResNet family (memory/convnet.py) and a word-level LSTM
+# language model (memory/rnn.py): no transformer blocks, estimated by core/memory/classic.py.
+CLASSIC_FAMILIES: tuple[str, ...] = ("resnet", "lstm")
 # Output.
 Unit = Literal["GB", "GiB"]
 OutFormat = Literal["table", "json", "yaml", "csv", "markdown"]
@@ -107,8 +114,13 @@ STACKS: tuple[StackName, ...] = get_args(StackName)
 OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo", "kto")  # a policy and a reference
 REFERENCE_FREE_OBJECTIVES: tuple[Objective, ...] = ("orpo", "cpo", "simpo")  # the policy alone, full logits
-RL_OBJECTIVES: tuple[Objective, ...] = ("grpo",)  # generation, then a policy step on the completions
+RL_OBJECTIVES: tuple[Objective, ...] = ("grpo", "rloo")  # generation, then a policy step on the completions
+# TRL RLOOConfig's defaults where they differ from GRPOConfig's (trl/trainer/rloo_config.py): beta 0.05 (a
+# reference is loaded), num_generations 2; the options apply them under --objective rloo when not given
+# (core/options.py).
+RLOO_DEFAULTS: dict[str, float | int] = {"beta": 0.05, "num_generations": 2}
 REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
+VLLM_MODES: tuple[VllmMode, ...] = get_args(VllmMode)
 REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)
 HEADS: tuple[Head, ...] = get_args(Head)
 OPTIMIZER_IMPLS: tuple[OptimizerImpl, ...] = get_args(OptimizerImpl)

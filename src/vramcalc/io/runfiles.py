@@ -271,7 +271,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
                                         "padding_free", "activation_offloading", "precompute_ref_log_probs",
                                         "use_peft", "use_dora", "use_rslora", "load_in_4bit", "load_in_8bit",
-                                        "use_bnb_nested_quant"), ()),
+                                        "use_bnb_nested_quant", "use_vllm", "vllm_enable_sleep_mode"), ()),
     "torchtune": dict.fromkeys(("enable_activation_checkpointing", "optimizer_in_bwd", "enable_activation_offloading",
                                 "model.apply_lora_to_mlp", "model.apply_lora_to_output", "optimizer.fused",
                                 "dataset.packed", "model.use_dora"), ()),
@@ -751,34 +751,87 @@ def _preference_trl(d: dict[str, Any], run: Run) -> None:
 
 # GRPOConfig fields (TRL 1.16 trl/trainer/grpo_config.py) no SFT/DPO config has: their presence makes a GRPO run.
 _GRPO_KEYS = ("num_generations", "max_completion_length", "use_vllm", "generation_batch_size",
-              "steps_per_generation", "num_iterations", "vllm_mode", "scale_rewards", "epsilon_high")
+              "steps_per_generation", "num_iterations", "vllm_mode", "scale_rewards", "epsilon_high",
+              "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode")
+# RLOOConfig fields (TRL 1.16 trl/trainer/rloo_config.py) GRPOConfig does not have: their presence makes an RLOO run
+# (both share the generation keys above; RLOOConfig has no loss_type). Advantage arithmetic: no memory.
+_RLOO_KEYS = ("normalize_advantages", "reward_clip_range")
+# OnlineDPOConfig fields (trl/experimental/online_dpo/online_dpo_config.py) neither DPOConfig nor GRPOConfig has.
+_ONLINE_DPO_KEYS = ("missing_eos_penalty", "reward_model_path", "max_new_tokens")
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")  # grpo_config.py loss_type
 GRPO_COMPLETION = 512  # GRPOConfig max_completion_length default
 GRPO_PROMPT = 512  # the prompt bound when a file gives none (TRL < 1.0's max_prompt_length default; 1.16 has none)
 
 
+def _vllm_engine(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> None:
+    """GRPOConfig use_vllm / vllm_mode and the colocated engine's keys (trl/trainer/grpo_config.py; memory/rl.py):
+    vllm_gpu_memory_utilization, vllm_enable_sleep_mode and vllm_max_model_length apply in colocate mode only
+    (trl/generation/vllm_generation.py _init_vllm); vllm_tensor_parallel_size > 1 spans GPUs (not modelled)."""
+    def flag(key: str) -> bool:
+        value = d.get(key)
+        if tool == HF:
+            return bool(_flag(tool, value, key))
+        if value is None or isinstance(value, bool):
+            return bool(value)
+        raise _KeyProblem(prefix + key, f"{value!r:.40} is not a boolean; write true or false")
+
+    sleep = flag("vllm_enable_sleep_mode")  # read as TRL reads it even where it has no effect
+    if not flag("use_vllm"):
+        return
+    mode = d.get("vllm_mode", "colocate")
+    if mode not in ("colocate", "server"):
+        raise _KeyProblem(prefix + "vllm_mode", f"{mode!r:.40} is not a TRL vllm_mode; use colocate or server")
+    run.options["use_vllm"] = mode
+    run.mapped += [prefix + k for k in ("vllm_mode",) if k in d]
+    tp = d.get("vllm_tensor_parallel_size")
+    if mode == "colocate" and tp not in (None, 1):
+        raise _KeyProblem(prefix + "vllm_tensor_parallel_size", f"{tp!r:.40}: a colocated engine sharded over "
+                          "several GPUs is not modelled (GRPO is modelled on one GPU); set it to 1")
+    if mode != "colocate":
+        return
+    if d.get("vllm_gpu_memory_utilization") is not None:
+        run.options["vllm_utilization"] = _strict(prefix + "vllm_gpu_memory_utilization", "vllm_utilization",
+                                                  d["vllm_gpu_memory_utilization"])
+        run.mapped.append(prefix + "vllm_gpu_memory_utilization")
+    if sleep:
+        run.options["vllm_sleep"] = True
+    if d.get("vllm_max_model_length") is not None:
+        run.options["max_model_len"] = _strict(prefix + "vllm_max_model_length", "max_model_len",
+                                               d["vllm_max_model_length"])
+        run.mapped.append(prefix + "vllm_max_model_length")
+    if d.get("vllm_model_impl") not in (None, "vllm"):
+        raise _KeyProblem(prefix + "vllm_model_impl", f"{d['vllm_model_impl']!r:.40}: vLLM's transformers backend "
+                          "is not modelled (memory/vllm.py models vLLM's own layers); use vllm")
+    _seen(d, run, *(prefix + k for k in ("vllm_enable_sleep_mode", "vllm_tensor_parallel_size", "vllm_model_impl")
+                    if k in d))
+
+
 def _refuse_generation_engines(d: dict[str, Any], prefix: str = "") -> None:
-    """use_vllm / continuous batching set to anything but false or null: refused in one line (not a boolean read:
-    whatever the value, only `false` means TRL's generate() path, which is what is modelled)."""
-    if d.get("use_vllm") not in (None, False):
-        raise _KeyProblem(prefix + "use_vllm", "vLLM generation is not modelled yet; set use_vllm: false to estimate "
-                          "TRL's generate() path")
+    """Continuous batching set to anything but false or null: refused in one line (not a boolean read: whatever
+    the value, only `false` means TRL's generate() path, which is what is modelled)."""
     if d.get("use_transformers_continuous_batching") not in (None, False):
         raise _KeyProblem(prefix + "use_transformers_continuous_batching", "transformers' continuous batching (a "
                           "paged cache) is not modelled; set it false to estimate generate() with a DynamicCache")
 
 
-def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> None:
-    """GRPOConfig keys (`prefix`: axolotl's `trl.` section) onto --objective grpo (vLLM off)."""
+def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "", objective: str = "grpo") -> None:
+    """GRPOConfig keys (`prefix`: axolotl's `trl.` section) onto --objective grpo (generate() or vLLM); an
+    RLOOConfig's (the same generation keys, no loss_type) onto --objective rloo, whose beta and num_generations
+    defaults (0.05, 2) the options apply when the file does not set them (core/options.py)."""
     _refuse_generation_engines(d, prefix)
+    _vllm_engine(tool, d, run, prefix)
     if d.get("cache_implementation") not in (None, "dynamic"):
         raise _KeyProblem(prefix + "cache_implementation", f"{d['cache_implementation']!r:.40} is not modelled for "
                           "GRPO; remove it (generate()'s DynamicCache)")
     loss = d.get("loss_type")
+    if objective == "rloo" and loss is not None:
+        raise _KeyProblem(prefix + "loss_type", "RLOOConfig has no loss_type (its loss is RLOO's own); remove it, or "
+                          "drop normalize_advantages / reward_clip_range for a GRPOConfig")
     if loss is not None and str(loss) not in GRPO_LOSS_TYPES:
         raise _KeyProblem(prefix + "loss_type", f"{loss!r:.40} is not a TRL GRPO loss_type; use one of "
                           f"{', '.join(GRPO_LOSS_TYPES)}")
-    run.options["objective"] = "grpo"
+    run.options["objective"] = objective
+    _seen(d, run, *(prefix + k for k in _RLOO_KEYS if k in d))
     for name in ("num_generations", "beta", "steps_per_generation", "num_iterations"):
         if d.get(name) is not None:
             run.options[name] = _strict(prefix + name, name, d[name])
@@ -806,7 +859,7 @@ def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> None:
     if "max_completion_length" in d:
         run.mapped.append(prefix + "max_completion_length")
     if tool == HF and "gradient_checkpointing" not in d:
-        run.options["grad_checkpointing"] = True  # GRPOConfig's default (grpo_config.py: True instead of False)
+        run.options["grad_checkpointing"] = True  # GRPOConfig / RLOOConfig default (True instead of False)
     _seen(d, run, *(prefix + k for k in ("loss_type", "use_vllm", "epsilon", "epsilon_high", "scale_rewards",
                                          "temperature", "top_p", "top_k", "cache_implementation",
                                          "use_transformers_continuous_batching") if k in d))
@@ -815,7 +868,7 @@ def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> None:
 def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl `rl:` (src/axolotl/utils/schemas/enums.py RLType) trains with TRL's trainers: dpo and ipo through
     # DPOTrainer (ipo as its loss_type), kto through KTOTrainer, orpo through ORPOTrainer, simpo through
-    # CPOTrainer with loss_type simpo (its cpo_alpha key, TRL's 1.0 when unset); grpo is not modelled.
+    # CPOTrainer with loss_type simpo (its cpo_alpha key, TRL's 1.0 when unset); grpo through GRPOTrainer (below).
     rl = d.get("rl")
     precompute = _flag(AX, d.get("precompute_ref_log_probs"), "precompute_ref_log_probs")  # pydantic checks it
     section = d.get("trl") or {}
@@ -1122,7 +1175,13 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)
-    if any(k in d for k in _GRPO_KEYS) or (isinstance(d.get("loss_type"), str) and d["loss_type"] in (
+    online = next((k for k in _ONLINE_DPO_KEYS if k in d), None)
+    if online is not None:  # an OnlineDPOConfig (trl/experimental/online_dpo): not a DPOConfig nor a GRPOConfig
+        raise _KeyProblem(online, "TRL OnlineDPOTrainer (generation of 2 completions per prompt, a judge or reward "
+                          "model) is not modelled; vramcalc models online RL as --objective grpo or rloo")
+    if any(k in d for k in _RLOO_KEYS):  # an RLOOConfig: GRPOConfig's generation keys and its own
+        _grpo(HF, d, run, objective="rloo")
+    elif any(k in d for k in _GRPO_KEYS) or (isinstance(d.get("loss_type"), str) and d["loss_type"] in (
             "grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")):
         _grpo(HF, d, run)
     else:

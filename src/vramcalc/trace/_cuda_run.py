@@ -200,6 +200,11 @@ def run_cuda(model: ModelSpec, training: TrainingSpec, *, variable_lengths: bool
 
     if training.mode != "train":
         raise UnsupportedCombination("vramcalc trace measures training steps only (mode 'train')")
+    from vramcalc.core.memory.classic import is_classic
+
+    if is_classic(model):  # trace/_classic.py's models run on fake tensors only
+        raise UnsupportedCombination(f"--device cuda builds transformers models; {model.name} is a {model.family}: "
+                                     "drop --device cuda (the fake-tensor trace builds it)")
     if not model.has_architecture or model.vocab_size is None:
         raise UnsupportedCombination(f"{model.name} has no architecture; trace needs one")
     if training.activation_offload:

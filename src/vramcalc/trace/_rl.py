@@ -75,6 +75,26 @@ def _logps(target: Any, ids: torch.Tensor, batch: int, completion: int, outputs:
     return torch.cat(parts, dim=0)
 
 
+def _packed_broadcast(policy: Any) -> None:
+    """vllm/distributed/weight_transfer/packed_tensor.py packed_broadcast_producer: the flattened parameters
+    concatenated into buffers of at least DEFAULT_PACKED_BUFFER_SIZE_BYTES, DEFAULT_PACKED_NUM_BUFFERS in flight
+    (the NCCL broadcast itself is not emulated)."""
+    in_flight: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []
+    size = 0
+    for _, param in policy.named_parameters():
+        pending.append(param.data.reshape(-1).view(torch.uint8))
+        size += param.data.numel() * param.data.element_size()
+        if size >= _rl.PACKED_BUFFER_BYTES:
+            in_flight.append(torch.cat(pending))  # packed while the buffers before it are still in flight
+            pending, size = [], 0
+            if len(in_flight) > _rl.PACKED_BUFFERS:
+                in_flight.pop(0)  # the oldest broadcast done: its buffer reused
+    if pending:
+        in_flight.append(torch.cat(pending))
+    del in_flight, pending
+
+
 def grpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module], adapters_off: bool,
               autocast: Callable[[], Any] | None) -> tuple[Callable[[], dict[str, Any]],
                                                             Callable[[nn.Module, dict[str, Any]], torch.Tensor]]:
@@ -96,18 +116,30 @@ def grpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module
         from transformers.cache_utils import DynamicCache
 
         prompt_ids = torch.randint(0, vocab, (gen_rows, p), dtype=torch.long)
-        with _no_checkpointing(policy), torch.no_grad():
-            cache = DynamicCache()
-            ids = decode(policy, prompt_ids, c, cache, sample=True, forward_ctx=ac)
-            del cache
-        completion_ids = ids[:, p:].clone()  # to the host as lists, padded again on the device
-        del ids
+        sampling = None
+        if training.use_vllm == "off":
+            with _no_checkpointing(policy), torch.no_grad():
+                cache = DynamicCache()
+                ids = decode(policy, prompt_ids, c, cache, sample=True, forward_ctx=ac)
+                del cache
+            completion_ids = ids[:, p:].clone()  # to the host as lists, padded again on the device
+            del ids
+        else:
+            # vLLM generates (another engine, or another GPU): on this process only the weight sync's transient
+            # (server: the packed broadcast) and the completions and vLLM's sampling log-probs, padded on the device
+            if training.use_vllm == "server":
+                _packed_broadcast(policy)
+            completion_ids = torch.randint(0, vocab, (gen_rows, c), dtype=torch.long)
+            if _rl.importance_sampling(training):  # GRPO keeps vLLM's log-probs (RLOO drops them)
+                sampling = torch.zeros((gen_rows, c), dtype=torch.float32)  # sampling_per_token_logps
         prompt_completion_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.ones((gen_rows, s), dtype=torch.long)
         completion_mask = torch.ones((gen_rows, c), dtype=torch.long)
         batch: dict[str, Any] = {"prompt_ids": prompt_ids, "completion_ids": completion_ids,
                                  "prompt_mask": attention_mask[:, :p], "completion_mask": completion_mask,
                                  "advantages": torch.zeros(gen_rows)}
+        if sampling is not None:
+            batch["sampling_per_token_logps"] = sampling
         with _no_checkpointing(policy), torch.no_grad(), ac():
             if old_pass:
                 batch["old_per_token_logps"] = _logps(policy, prompt_completion_ids, b, c, ("log_probs",))
@@ -135,7 +167,29 @@ def grpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module
             state["buffer"] = generate_and_score()  # the previous buffer is alive until replaced, as in TRL
         return dict(state["buffer"][i % spg])
 
+    def rloo_loss(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """rloo_trainer.py _compute_loss: per-sequence log-probs, ratio and clipping ([B] vectors), the mean; the
+        entropy metric (masked sum) and the clip ratios."""
+        policy = _policy(m)
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        mask = inputs["completion_mask"]
+        rows, cols, label_mask = _positions(input_ids.shape[0], input_ids.shape[1], c)
+        out = fused_forward(policy, input_ids, rows, cols, label_mask, GRPO_OUTPUTS)
+        per_token_logps = torch.cat([out["log_probs"][:, -c:]], dim=0)
+        entropies = torch.cat([out["entropy"][:, -c:]], dim=0)
+        del out, rows, cols, label_mask, input_ids
+        logps = (per_token_logps * mask).sum(1)
+        old_logps = (inputs["old_per_token_logps"] * mask).sum(1)  # computed in _generate_and_score_completions
+        advantages = inputs["advantages"]
+        coef_1 = torch.exp(logps - old_logps)
+        coef_2 = torch.clamp(coef_1, 1 - EPSILON, 1 + EPSILON)
+        loss: torch.Tensor = -torch.min(coef_1 * advantages, coef_2 * advantages).mean()
+        _ = (entropies * mask).sum(), ((coef_1 < 1 - EPSILON) & (advantages < 0)).float()
+        return loss
+
     def loss_fn(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        if training.objective == "rloo":
+            return rloo_loss(m, inputs)
         policy = _policy(m)
         input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         mask = inputs["completion_mask"]
@@ -154,6 +208,8 @@ def grpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module
             per_token_kl = torch.exp(ref - per_token_logps) - (ref - per_token_logps) - 1
         coef_2 = torch.clamp(coef_1, 1 - EPSILON, 1 + EPSILON)
         per_token_loss = -torch.min(coef_1 * advantages, coef_2 * advantages)
+        if "sampling_per_token_logps" in inputs:  # _compute_loss: times the importance-sampling ratio (vLLM)
+            per_token_loss = per_token_loss * torch.ones((per_token_loss.shape[0], 1))
         if beta > 0:
             per_token_loss = per_token_loss + beta * per_token_kl
         loss: torch.Tensor = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)  # loss_type dapo

@@ -104,6 +104,12 @@ def _packed_inputs(training: TrainingSpec, vocab: int) -> Any:
 
 def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     """One steady-state training step of `model` under `training`, measured on fake tensors."""
+    from vramcalc.core.memory.classic import is_classic
+
+    if is_classic(model):  # ResNet, LSTM language model: plain-PyTorch models (trace/_classic.py)
+        from vramcalc.trace._classic import trace_classic
+
+        return trace_classic(model, training)
     if training.mode == "inference":  # trace/_generate.py: prefill + decode steps of generate()
         from vramcalc.trace._generate import trace_generate
 
@@ -191,14 +197,15 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             loss_fn = dpo_loss(None, ref_kind == "adapters-off", training.objective == "ipo")  # type: ignore[assignment]  # noqa: F811
         notes.append(f"{training.objective}: TRL {'KTO' if kto else 'DPO'}Trainer._compute_loss emulated "
                      f"(trace/_preference.py); reference {ref_kind}")
-    elif training.objective == "grpo":  # TRL GRPOTrainer: generate() then the step (trace/_rl.py)
+    elif training.objective in ("grpo", "rloo"):  # TRL GRPO/RLOOTrainer: generate() then the step (trace/_rl.py)
         from vramcalc.trace._rl import grpo_step
 
         traced: list[torch.nn.Module] = []
         make_inputs, loss_fn = grpo_step(training, vocab, lambda: traced[0], ref_kind == "adapters-off",  # type: ignore[assignment]  # noqa: F811
                                          autocast)
-        notes.append("grpo: TRL GRPOTrainer's generate() (trace/_generate.py decode, sampling) inside the "
-                     "forward phase, then _compute_loss (trace/_rl.py); reference " + (ref_kind or "none"))
+        notes.append(f"{training.objective}: TRL {training.objective.upper()}Trainer's generation "
+                     "(trace/_generate.py decode, sampling; or vLLM's outputs) inside the forward phase, then "
+                     "_compute_loss (trace/_rl.py); reference " + (ref_kind or "none"))
     elif training.objective in ("orpo", "cpo", "simpo"):  # TRL ORPO/CPOTrainer's own concatenated_forward
         from vramcalc.trace._preference import make_pair_inputs, reference_free_loss
 
@@ -244,8 +251,8 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         hf, build_notes = build_model(model, training, model_dtype(precision))  # on the meta device
         notes.extend(build_notes)
         module = _prepare(hf, model, training, notes)
-        if pref or training.objective in ("orpo", "cpo", "simpo", "grpo"):
-            if training.objective != "grpo":  # GRPOConfig disable_dropout defaults to False
+        if pref or training.objective in ("orpo", "cpo", "simpo", "grpo", "rloo"):
+            if training.objective not in ("grpo", "rloo"):  # GRPO/RLOOConfig disable_dropout defaults to False
                 for mod in module.modules():  # DPOConfig / ORPOConfig / CPOConfig disable_dropout=True
                     if isinstance(mod, torch.nn.Dropout):
                         mod.p = 0.0
@@ -259,12 +266,12 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
                 for p in ref.parameters():
                     p.requires_grad_(False)
                 for mod in ref.modules():
-                    if isinstance(mod, torch.nn.Dropout) and training.objective != "grpo":
+                    if isinstance(mod, torch.nn.Dropout) and training.objective not in ("grpo", "rloo"):
                         mod.p = 0.0
                 module = PolicyAndReference(module, ref)
         with fake_mode:
             module = _fakeify(module)
-        if training.objective == "grpo":
+        if training.objective in ("grpo", "rloo"):
             traced.append(module)
         if training.activation_offload:  # trace/_offload.py: torchtune OffloadActivations around the body
             from vramcalc.trace._loss import _parts

@@ -109,7 +109,8 @@ def compare(
         for i, r in enumerate(rows):
             for g, c in zip(gpus, r["cells"], strict=True) if gpus else [(None, None)]:
                 flat.append(
-                    flat_row(r["breakdown"], r["training"], g, c and c["status"], c and c["headroom_bytes"])
+                    flat_row(r["breakdown"], r["training"], g, c and c["status"], c and c["headroom_bytes"],
+                             family=r["spec"].family)
                     | {"name": str(i + 1)}
                 )
         typer.echo(csv_text(CSV_COLUMNS, flat), nl=False)
@@ -183,7 +184,7 @@ def _compare_doc(
         "rows": [
             {
                 "model": r["breakdown"].model,
-                "settings": render.settings(r["training"]),
+                "settings": render.settings(r["training"], r["spec"].family),
                 "components": {c: r["breakdown"].component(c) for c in COMPONENTS},
                 "peak_bytes": r["breakdown"].peak_bytes,
                 "peak_phase": r["breakdown"].peak_phase,

@@ -82,9 +82,20 @@ def estimate_rows(
             notes.insert(0, warning)
         if serving is not None:  # what vLLM allocates on this GPU: its pool, blocks and concurrency (memory/vllm.py)
             notes[:0] = vllm.gpu_report(spec, training, serving.memory_bytes, serving.name)[0]
+        if gpu_spec is not None and "vllm.training_step" in b.details:  # GRPO + colocated vLLM (memory/rl.py)
+            from vramcalc.core.memory import rl
+
+            notes[:0] = rl.colocate_gpu_notes(spec, training, b.details["vllm.training_step"],
+                                              b.details["vllm.training_held"], gpu_spec.memory_bytes, gpu_spec.name)
         if notes:
             b = replace(b, notes=(*notes, *b.notes))
         v = fit(b, gpu_spec) if gpu_spec is not None else None
+        if v is not None and "vllm.training_step" in b.details:  # colocated vLLM: what is left once it takes its share
+            from vramcalc.core.memory import rl
+
+            needed = rl.needed_on_gpu(spec, training, b.details["vllm.training_step"],
+                                      b.details["vllm.training_held"], v.gpu.memory_bytes)
+            v = replace(v, needed_bytes=needed, headroom_bytes=v.gpu.memory_bytes - needed)
         if serving is not None and v is not None:  # the smallest GPU also leaves (1 - utilization) for context, graphs
             needed = vllm.min_gpu_bytes(spec, training, training.batch_size, serving.memory_bytes, serving.name)
             v = replace(v, needed_bytes=needed, headroom_bytes=serving.memory_bytes - needed)
@@ -108,7 +119,7 @@ def estimate_doc(row: EstimateRow, margin: Any, units: str) -> dict[str, Any]:
     """render.to_json plus `status`, `margin` and, for a file, `config_source`."""
     from vramcalc.cli import render
 
-    doc = render.to_json(row.breakdown, row.training, row.verdict, units, row.status, margin)
+    doc = render.to_json(row.breakdown, row.training, row.verdict, units, row.status, margin, row.spec.family)
     if row.source is not None:
         doc["name"] = row.name
         doc["config_source"] = row.source.source_doc()
@@ -137,6 +148,7 @@ def print_estimate(rows: list[EstimateRow], margin: Any, fmt: str, units: str, n
                         r.status,
                         r.verdict and r.verdict.headroom_bytes,
                         r.name,
+                        r.spec.family,
                     )
                     for r in rows
                 ],

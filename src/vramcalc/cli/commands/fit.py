@@ -90,7 +90,7 @@ def fit_command(
             "display_name": target.display_name,
             "memory_bytes": target.memory_bytes,
         },
-        "settings": render.settings(training),
+        "settings": render.settings(training, spec.family),
         "peak_bytes": rep.peak_bytes,
         "fits": rep.status != "DOES NOT FIT",
         "status": rep.status,
@@ -145,6 +145,7 @@ def _limit_text(doc: dict[str, Any], key: str) -> str:
         return (
             "n/a (not LoRA)"
             if key == "max_lora_rank" and doc["settings"]["method"] not in ("lora", "qlora")
+            else "n/a (images)" if key == "max_seq_len" and "image_size" in doc["settings"]
             else "nothing fits"
         )
     capped = " (search cap)" if value == doc["caps"].get(key) else ""
@@ -260,7 +261,7 @@ def _serve_doc(spec: Any, training: Any, target: Any, m: Any, units: str) -> dic
     return {
         "model": spec.name,
         "gpu": {"name": target.name, "display_name": target.display_name, "memory_bytes": target.memory_bytes},
-        "settings": render.settings(training),
+        "settings": render.settings(training, spec.family),
         "peak_bytes": f.min_gpu_bytes,
         "fits": status != "DOES NOT FIT",
         "status": status,

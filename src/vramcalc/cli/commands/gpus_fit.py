@@ -58,7 +58,7 @@ def gpus_fit(
                      "(--precision fp16 / mixed-fp16 / amp-fp16).")
     doc = {
         "model": spec.name,
-        "settings": render.settings(training),
+        "settings": render.settings(training, spec.family),
         "peak_bytes": b.peak_bytes,
         "margin": m.doc(b.peak_bytes),
         "units": units,

@@ -20,6 +20,7 @@ from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import activations as _activations
+from vramcalc.core.memory import classic as _classic
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import inference as _inference
@@ -148,14 +149,17 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
-    if model.vision is not None or training.images or training.image_size or training.train_vision:
-        # vision-language models: the text model on text + image tokens, plus the image side (memory/vision.py)
+    if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
+        return _classic.estimate(model, training)
+    if model.vision is not None:  # vision-language models: the text model on text + image tokens (memory/vision.py)
         from vramcalc.core.memory import vision as _vision
 
-        if model.vision is None:
-            _vision.check(model, training)
-        else:
-            return _vision.estimate(model, training, estimate)
+        return _vision.estimate(model, training, estimate)
+    _classic.check_not_classic(training)
+    if training.images or training.train_vision:  # the image options on a text model: refused (memory/vision.py)
+        from vramcalc.core.memory import vision as _vision
+
+        _vision.check(model, training)
     if training.mode == "inference":
         # SpecError when the run cannot exist; notes when it is unusual (core/checks.py)
         return _estimate_inference(model, training, check_run(model, training))
@@ -218,7 +222,21 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     details.update(runtime.details())
     # GRPO: which of generate() and the training step is the peak (an encoder-decoder's plan has no rl)
     if act is not None and getattr(act, "rl", None) is not None:
-        notes += (_rl.peak_note(moments),)
+        if training.use_vllm == "off":
+            notes += (_rl.peak_note(moments, training.objective),)
+        if training.use_vllm == "colocate":  # memory/rl.py colocated: the engine takes a fraction of the GPU
+            step = tensor_peak + overhead
+            held = sum(base) + (gradients if _rl.gradients_at_generation(training) else 0) + overhead
+            c = _rl.colocated(model, training, step, held)
+            details["overhead.vllm_engine"] = c.held_in_step
+            details["overhead.vllm_cuda_graphs"] = c.cuda_graphs
+            details["overhead.vllm_spare"] = c.gpu_bytes - step - c.held_in_step - c.cuda_graphs
+            details["vllm.budget"] = c.budget
+            details["vllm.start_budget"] = c.start_budget
+            details["vllm.training_step"] = step  # the step's peak with its own overhead (rl.colocate_gpu_notes)
+            details["vllm.training_held"] = held  # what training holds while vLLM generates
+            overhead = c.gpu_bytes - tensor_peak
+            notes += _rl.colocate_notes(model, training, c)
     notes += plan.tail_notes  # activation notes, then overhead's
     if accum:
         notes += (_accum_note(training.grad_accum),)
@@ -1006,8 +1024,15 @@ def _transformer_phases(
         forward_moments = 3
     rl_temp = 0
     if p.rl is not None:  # GRPO: generate() and the no-grad log-prob passes run before the step (memory/rl.py)
-        (g_grads, g_copies, g_kv, g_rest), passes = p.rl.moments(t, gradients)
-        extra: list[_m.RawMoment] = [("forward.generate", _m.FWD_GENERATE, (g_grads, g_copies, g_kv, g_rest))]
+        gen, passes = p.rl.moments(t, gradients, base[0])
+        g_kv = g_rest = 0
+        extra: list[_m.RawMoment] = []
+        if gen is not None and len(gen) == 4:
+            _, _, g_kv, g_rest = gen
+            extra.append(("forward.generate", _m.FWD_GENERATE, gen))
+        elif gen is not None:  # --use-vllm server: the weight sync's packed broadcast buffers
+            g_rest = gen[1]
+            extra.append(("forward.weight_sync", _m.FWD_WEIGHT_SYNC, gen))
         if passes is not None:
             extra.append(("forward.logprobs", _m.FWD_LOGPROBS, passes))
         moments[0:0] = extra

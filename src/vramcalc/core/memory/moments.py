@@ -76,6 +76,7 @@ FWD_LOGPROBS = _layout(_ACC, _LOGPROBS)
 # Vision-language models (memory/vision.py): the vision tower's no-grad forward, before the language model.
 FWD_VISION = _layout(_ACC, ("vision tower forward (no grad)", _T))
 BWD_VISION = _layout(("gradients (all but the tower's)", _G), ("vision tower saved (--train-vision)", _A))
+FWD_WEIGHT_SYNC = _layout(_ACC, ("weight sync's packed broadcast buffers (vLLM server)", _T))
 # Both, and count-only presets.
 BWD_END = _layout(_ALL_G, _SUMMED)
 STEP = _layout(_ALL_G, _STEP_T)
@@ -89,6 +90,7 @@ LABELS = {
     "forward.all": "forward",
     "forward.reference": "the reference model's forward (DPO/KTO, no grad)",
     "forward.generate": "generate(): completions of the generation batch (GRPO, no grad)",
+    "forward.weight_sync": "weights streamed to the vLLM server before generation (GRPO, no grad)",
     "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",
     "forward.vision": "forward: the vision tower (no grad)",
     "backward.vision": "backward: the trained vision tower's",

@@ -135,7 +135,7 @@ def labelled_per_row(t: TrainingSpec) -> int:
 
 def resolve_ref(t: TrainingSpec) -> str:
     """The reference DPOTrainer keeps: copy, adapters-off or precomputed ('' without one)."""
-    if t.objective == "grpo":  # grpo_trainer.py __init__: no reference when beta == 0.0
+    if t.objective in ("grpo", "rloo"):  # grpo_trainer.py __init__: no reference when beta == 0.0
         if t.beta == 0:
             return ""
     elif not is_preference(t):

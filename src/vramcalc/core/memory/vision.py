@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from vramcalc.core.specs import ModelSpec, TrainingSpec, VisionSpec
 
 VISION_METHODS = ("full", "lora", "qlora")
+# TrainingSpec.image_size's default (torchvision's 224, a ResNet's): for a vision-language model it stands for the
+# model's own size (the option is shared with core/memory/classic.py)
+DEFAULT_IMAGE_SIZE = 224
 _SAVED = ("image features (projector saved, pixel_values)", "activations")
 
 
@@ -67,11 +70,11 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     image options."""
     v = model.vision
     if v is None:
-        if training.images or training.image_size or training.train_vision:
-            raise UnsupportedCombination(f"--images, --image-size and --train-vision size a vision-language model's "
-                                         f"images; {model.name} reads text only: drop them")
+        if training.images or training.train_vision:
+            raise UnsupportedCombination(f"--images and --train-vision size a vision-language model's images; "
+                                         f"{model.name} reads text only: drop them")
         return
-    if training.image_size and training.image_size != v.image_size:
+    if training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
     if training.train_vision and training.method != "full":
@@ -104,8 +107,8 @@ def _text_model(model: ModelSpec) -> ModelSpec:
 
 def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, TrainingSpec]:
     """The language model and its run: the sequence lengthened by the image tokens, the image options gone."""
-    return _text_model(model), replace(training, seq_len=total_tokens(model, training), images=0, image_size=0,
-                                       train_vision=False)
+    return _text_model(model), replace(training, seq_len=total_tokens(model, training), images=0,
+                                       image_size=DEFAULT_IMAGE_SIZE, train_vision=False)
 
 
 def used_layers(v: VisionSpec) -> int:
