@@ -372,6 +372,56 @@ def ssm_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The vision-language grid (`--grid vlm`, issue 15; 42 cases): LLaVA-1.5 (memory/vision.py) as published, the
+# tower frozen: llava-1.5-7b from its config.json (tests/data/hf) x full pure-bf16 (the projector trained) / LoRA
+# (peft's q_proj, v_proj in the language model) / QLoRA NF4 (without prepare_model_for_kbit_training's fp32 casts,
+# which the tracer does not run) x sdpa / eager x checkpointing off / on x two shapes (batch 1 x 512 text tokens x
+# one image; batch 2 x 256 text tokens x two images per sample: 1,088 and 1,408 tokens in the language model);
+# then llava-1.5-13b (the preset) full / LoRA / QLoRA x checkpointing at both shapes, 7B LoRA under amp-bf16
+# without checkpointing at both shapes (with it, the language model's own estimate counts autocast weight copies
+# in the forward that the tracer does not see: a text-model issue, left to its owner), and three images per
+# sample (LoRA with checkpointing, QLoRA without); --train-vision (full, sdpa) with and without checkpointing.
+# Written to accuracy_vlm.{json,md}.
+VLM_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2})
+VLM_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora", {"method": "lora", "precision": "bf16"}),
+    ("qlora", {"method": "qlora", "precision": "bf16", "kbit_prep": False}),
+)
+
+
+def vlm_grid() -> list[dict[str, Any]]:
+    cases = []
+    for label, kw in VLM_RUNS:
+        for shape in VLM_SHAPES:
+            for attention in ("sdpa", "eager"):
+                for gc in (False, True):
+                    cases.append({"id": f"llava-1.5-7b | {label} | b{shape['batch_size']} s{shape['seq_len']} "
+                                        f"i{shape['images']} | {attention} | {'gc' if gc else 'no-gc'}",
+                                  "model": "vlm:llava-1.5-7b-hf", "method": kw["method"],
+                                  "training": dict(kw, **shape, attention=attention, grad_checkpointing=gc)})
+    for shape in VLM_SHAPES:
+        tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}"
+        for label, kw in VLM_RUNS:
+            for gc in (False, True):
+                cases.append({"id": f"llava-1.5-13b | {label} | {tag} | sdpa | {'gc' if gc else 'no-gc'}",
+                              "model": "llava-1.5-13b", "method": kw["method"],
+                              "training": dict(kw, **shape, grad_checkpointing=gc)})
+        cases.append({"id": f"llava-1.5-7b | lora amp-bf16 | {tag} | sdpa | no-gc", "model": "vlm:llava-1.5-7b-hf",
+                      "method": "lora", "training": dict(shape, method="lora", precision="amp-bf16")})
+    for gc in (False, True):  # --train-vision: the CLIP tower trained too (full fine-tuning, sdpa)
+        tag = "gc" if gc else "no-gc"
+        cases.append({"id": f"llava-1.5-7b | full pure-bf16 train-vision | b1 s512 i1 | sdpa | {tag}",
+                      "model": "vlm:llava-1.5-7b-hf", "method": "full",
+                      "training": dict(VLM_RUNS[0][1], **VLM_SHAPES[0], train_vision=True, grad_checkpointing=gc)})
+    for label, kw in VLM_RUNS[1:]:  # three images per sample: 1,728 image tokens
+        gc = label == "lora"
+        cases.append({"id": f"llava-1.5-7b | {label} | b1 s256 i3 | sdpa | {'gc' if gc else 'no-gc'}",
+                      "model": "vlm:llava-1.5-7b-hf", "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=256, images=3, grad_checkpointing=gc)})
+    return cases
+
+
 # The gpt-oss grid (`--grid gptoss`, issue 15; 16 cases): GptOssForCausalLM (memory/activations.py
 # _gpt_oss_moe_terms; eager attention with sinks, as transformers runs it: no SDPA path) at two tiny configs built on
 # the published gpt-oss-20b config.json (alternating sliding/full layers, attention and expert biases, sinks): 2
@@ -443,6 +493,11 @@ def classics_grid() -> list[dict[str, Any]]:
     return cases
 
 def _model(name: str) -> Any:
+    if name.startswith("vlm:"):  # a vision-language model's config.json as published (no layer cut)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        path = HF_DIR / f"{name[4:]}.json"
+        return spec_from_hf_config(json.loads(path.read_text()), name[4:], str(path))
     if name.startswith("seq2seq:"):  # an encoder-decoder's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -923,7 +978,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "encoders2": token_cls_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "gptoss": gptoss_grid, "classics": classics_grid}
+         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -938,7 +993,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
-          "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)"}
+          "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
+          "vlm": " (vision-language models: LLaVA-1.5, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -1050,7 +1106,8 @@ def main() -> None:
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 36 GRPO / RLOO cases "
                     "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
-                    "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model cases")
+                    "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
+                    "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1059,7 +1116,7 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "optimizers", "rl", "encdec", "ssm",
-                         "gptoss", "classics") \
+                         "gptoss", "classics", "vlm") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

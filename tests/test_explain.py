@@ -203,11 +203,13 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
             # the core's own refusal (peft has no default IA3 / LN tuning targets for the family, LoHa on GPT-2's
             # Conv1D): estimate raises the same one-line error (tests/test_peft_methods.py); Mamba models refuse the
             # other PEFT methods and objectives than SFT (memory/ssm.py check_run); trained token rows are modelled
-            # on causal LMs only (core/checks.py check_settings); gpt-oss refuses QLoRA (its experts are Parameters)
+            # on causal LMs only (core/checks.py check_settings); gpt-oss refuses QLoRA (its experts are Parameters);
+            # vision-language models refuse what memory/vision.py check does not model (freeze, the other PEFT
+            # methods, loss savers, model parallelism)
             assert t.method in PEFT_TABLE or (m.ssm_state_size and (t.objective != "sft" or t.method == "qlora")) \
                 or (t.lora_trainable_tokens
                     and (m.ssm_state_size or m.decoder_layers or m.family in ENCODER_FAMILIES)) \
-                or (m.family == "gpt_oss" and t.method == "qlora"), (m.name, config)
+                or (m.family == "gpt_oss" and t.method == "qlora") or _vision_refuses(m, run), (m.name, config)
             with pytest.raises(UnsupportedCombination):  # explain and estimate refuse the same runs
                 estimate(m, run)
             continue
@@ -241,6 +243,18 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
     # 80 presets; the families peft has defaults for are most of them (IA3 and LN tuning: no phi3, gemma,
     # MoE or MLA defaults); adaption prompt runs on peft's llama and mistral only (19 presets today)
     assert explained >= (15 if t.method == "adaption-prompt" else 40), (config, explained)
+
+
+def _vision_refuses(m: ModelSpec, t: TrainingSpec) -> bool:
+    from vramcalc.core.memory import vision
+
+    if m.vision is None:
+        return False
+    try:
+        vision.check(m, t)
+    except UnsupportedCombination:
+        return True
+    return False
 
 
 def test_markdown_is_the_same_explanation(mistral: ModelSpec) -> None:

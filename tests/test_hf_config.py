@@ -72,6 +72,10 @@ TOTALS = {
     # Issue 15's state-space models: sum(p.numel()) of MambaForCausalLM, transformers 5.24 on the meta device
     # (tests/test_ssm.py rebuilds it when transformers is installed).
     "mamba-130m-hf": 129_135_360,
+    # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
+    # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
+    # the CLIP tower 303,507,456 + the projector 20,979,712.
+    "llava-1.5-7b-hf": 7_063_427_072,
     # ModernBERT with count_params' default head (2 labels): sum(p.numel()) of AutoModelForSequenceClassification,
     # transformers 5.24 on the meta device (test_modernbert_count_matches_the_library rebuilds it).
     "modernbert-base": 149_606_402,
@@ -130,6 +134,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "bart",
         "mbart",
         "mamba",
+        "llava",
         "gpt_oss",
     }
     assert issue <= set(FAMILIES)

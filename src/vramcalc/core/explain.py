@@ -10,7 +10,7 @@ it only describes the numbers (how many blocks, layers or tokens went into them)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from vramcalc.core import peft_methods
@@ -199,6 +199,8 @@ def residual_bytes(recipe: Recipe) -> int:
 
 def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """Build the explanation of `estimate(model, training)`."""
+    if model.vision is not None:  # vision-language models: the text model's run, then the image side
+        return _explain_vision(model, training)
     b = estimate(model, training)
     if model.family in CLASSIC_FAMILIES:  # ResNet / LSTM (memory/classic.py): its own units
         return _explain_classic(model, training, b)
@@ -236,6 +238,72 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     sections.append(phase_sec)
     sections.append(_overhead(b))
     return Explanation(model, training, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
+
+
+def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
+    """A vision-language model (memory/vision.py): the language model's explanation on text + image tokens, the
+    image side's own section, and the phases of the whole step."""
+    from vramcalc.core.memory import vision
+    from vramcalc.core.params import projector_params, vision_tower_params
+
+    b = estimate(model, training)  # the refusals first (memory/vision.py check)
+    text_model, text_training = vision.text_run(model, training)
+    inner = explain(text_model, text_training)
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    src = "transformers models/llava/modeling_llava.py LlavaModel.forward; memory/vision.py"
+    per_image = vision.image_tokens(v)
+    images = vision.images_per_sample(training)
+    tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
+    trained = training.method == "full"
+    # each component's section: the language model's lines and the image side's, adding up to the whole step's
+    extra = {
+        "weights": (
+            Line("weights.vision_tower", "vision tower weights (frozen)", f"{tower:,} params (CLIP ViT)",
+                 d["weights.vision_tower"], source="transformers models/clip/modeling_clip.py CLIPVisionTransformer"),
+            Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
+                 f"{projector:,} params", d["weights.projector"], source=src + " LlavaMultiModalProjector"),
+        ),
+        "gradients": (Line("gradients.projector", "projector gradients (full fine-tuning trains it)",
+                           f"{projector if trained else 0:,} params at the language model's bytes per parameter",
+                           b.gradients - inner.breakdown.gradients, source=src),),
+        "optimizer_state": (Line("optimizer_state.projector", "projector optimizer state",
+                                 f"{projector if trained else 0:,} params at the language model's bytes per "
+                                 "parameter", b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        "activations": (Line("activations.image_side", "image side: pixel_values and what it saves for backward",
+                             "projector inputs, mask; with checkpointing and adapters the tower's kept layer "
+                             "inputs", b.activations - inner.breakdown.activations, source=src),),
+        "temporaries": (Line("temporaries.vision_tower", "vision tower forward (no grad; approximate)",
+                             "text embeddings, pixel_values and one CLIP layer's transients",
+                             d["temporaries.vision_tower_forward"],
+                             source="transformers models/clip/modeling_clip.py CLIPEncoderLayer"),),
+    }
+    lines = [
+        Line("vision.image_tokens", "image tokens per image = (image / patch)^2, the class token dropped",
+             f"({v.image_size} / {v.patch_size})^2", per_image, source=src, kind="count"),
+        Line("vision.tokens", "tokens the language model runs on = text + images x image tokens",
+             f"{training.seq_len:,} + {images} x {per_image}", vision.total_tokens(model, training), source=src,
+             kind="count"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens and {images * per_image:,} image tokens "
+            "per sample (--seq-len counts the text only); the sections above are its own, on that many tokens",
+            ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
+            + (" and the projector trained" if training.method == "full" else
+               "; LoRA adapts the language model only"))
+    sections = []
+    for sec in inner.sections:
+        if sec.key in ("phases", "overhead"):
+            continue
+        if sec.key in extra:
+            added = tuple(x for x in extra[sec.key] if x.value or sec.key == "weights")
+            total = sec.total if sec.key == "temporaries" else b.component(sec.key)
+            sec = replace(sec, lines=sec.lines + added, total=b.temporaries if sec.key == "temporaries" else total)
+        sections.append(sec)
+    sections.append(Section("vision", "vision tower and projector (the image side)", None, tuple(lines), text))
+    phase_sec, peak_moment = _phases(b)
+    sections += [phase_sec, _overhead(b)]
+    return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
 
 
 def _seq2seq(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section]:

@@ -17,7 +17,7 @@ from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.vocab import CLASSIC_FAMILIES, ENCODER_FAMILIES, SSM_FAMILIES
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
-    from vramcalc.core.specs import ModelSpec
+    from vramcalc.core.specs import ModelSpec, VisionSpec
 
 TensorKind = Literal["embedding", "position", "linear", "bias", "norm", "head", "router", "opaque"]
 
@@ -312,7 +312,29 @@ def encoder_head_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
 
 def count_params(m: ModelSpec) -> int:
     """Total parameters (tied embeddings counted once, as `sum(p.numel() for p in model.parameters())`)."""
-    return sum(t.numel for t in inventory(m))
+    total = sum(t.numel for t in inventory(m))
+    if m.vision is not None:  # a vision-language model: the tower and the projector besides the text model
+        total += vision_tower_params(m.vision) + projector_params(m.vision, m.hidden_size or 0)
+    return total
+
+
+def vision_tower_params(v: VisionSpec) -> int:
+    """CLIPVisionModel's parameters (transformers models/clip/modeling_clip.py): CLIPVisionEmbeddings'
+    class_embedding (h), patch_embedding Conv2d(3, h, patch, bias=False) and position_embedding
+    ((image / patch)^2 + 1 rows); pre_layrnorm and post_layernorm (weight + bias); per CLIPEncoderLayer biased
+    q/k/v/out_proj (h x h), layer_norm1/2, and CLIPMLP fc1 (h -> intermediate) and fc2, both biased."""
+    h, i = v.hidden_size, v.intermediate_size
+    positions = (v.image_size // v.patch_size) ** 2 + 1
+    embeddings = h + 3 * v.patch_size * v.patch_size * h + positions * h
+    layer = 4 * (h * h + h) + 2 * 2 * h + (h * i + i) + (i * h + h)
+    return embeddings + 2 * 2 * h + v.num_layers * layer
+
+
+def projector_params(v: VisionSpec, text_hidden: int) -> int:
+    """LlavaMultiModalProjector (models/llava/modeling_llava.py): linear_1 (tower width -> text width) and
+    linear_2 (text -> text), biased when multimodal_projector_bias (the default)."""
+    bias = 2 * text_hidden if v.projector_bias else 0
+    return v.hidden_size * text_hidden + text_hidden * text_hidden + bias
 
 
 def active_params(m: ModelSpec) -> int:
@@ -332,7 +354,11 @@ def active_params(m: ModelSpec) -> int:
 
 def params_by_name(m: ModelSpec) -> dict[str, int]:
     """The parameter breakdown by tensor name, for `vramcalc show`."""
-    return {t.name: t.numel for t in inventory(m)}
+    out = {t.name: t.numel for t in inventory(m)}
+    if m.vision is not None:
+        out["vision_tower"] = vision_tower_params(m.vision)
+        out["multi_modal_projector"] = projector_params(m.vision, m.hidden_size or 0)
+    return out
 
 
 # Module names as they appear in each family's modeling file, mapped to the canonical names above,

@@ -137,6 +137,50 @@ COUNT_CAP: Bound = ("le", 2**40)
 
 
 @dataclass(frozen=True)
+class VisionSpec:
+    """A vision-language model's image side (memory/vision.py): the vision tower and the projector into the text
+    model. LLaVA-1.5 (transformers models/llava/modeling_llava.py LlavaModel): a CLIP ViT tower
+    (models/clip/modeling_clip.py CLIPVisionTransformer: patch Conv2d without bias, a class token, learned
+    positions, pre and post LayerNorms, blocks of biased q/k/v/out_proj and fc1/fc2 with quick_gelu) and
+    LlavaMultiModalProjector (linear_1 tower width -> text width, the act, linear_2 text -> text).
+    """
+
+    kind: str = "clip"
+    num_layers: int = 24
+    hidden_size: int = 1024
+    intermediate_size: int = 4096
+    num_attention_heads: int = 16
+    patch_size: int = 14
+    image_size: int = 336
+    # LlavaConfig vision_feature_layer: the hidden state the projector reads (-2: the output of the last layer
+    # but one; every layer still runs, transformers 5 capture_outputs keeps the one chosen).
+    feature_layer: int = -2
+    drop_cls: bool = True  # vision_feature_select_strategy "default": the class token's row is dropped
+    projector_act: str = "gelu"  # LlavaConfig projector_hidden_act
+    projector_bias: bool = True  # LlavaConfig multimodal_projector_bias
+
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip",)}
+    BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
+        **dict.fromkeys(("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size",
+                         "image_size"), (*POSITIVE, COUNT_CAP)),
+    }
+    INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS)
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+    LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {"projector_act": (1, 40)}
+
+    def __post_init__(self) -> None:
+        _check(self)
+        if self.image_size % self.patch_size:
+            raise SpecError("vision", f"image_size {self.image_size} is not a multiple of patch_size "
+                            f"{self.patch_size}")
+        if self.hidden_size % self.num_attention_heads:
+            raise SpecError("vision", "the vision hidden_size is not divisible by its num_attention_heads")
+        if not -self.num_layers <= self.feature_layer <= self.num_layers or self.feature_layer == 0:
+            raise SpecError("vision", f"vision_feature_layer {self.feature_layer} is outside the tower's "
+                            f"{self.num_layers} layers")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A decoder-only transformer as its config.json describes it, or a bare parameter count."""
 
@@ -248,6 +292,9 @@ class ModelSpec:
     ssm_proj_bias: bool = False  # config use_bias: in_proj and out_proj have biases
     ssm_residual_fp32: bool = False  # config residual_in_fp32: MambaBlock adds the residual in fp32
 
+    # Vision-language models (memory/vision.py): the vision tower and projector; None for a text model. The text
+    # fields above are the language model's (LLaVA's text_config).
+    vision: VisionSpec | None = None
     # The course texts' classics (vocab.CLASSIC_FAMILIES, core/memory/classic.py). ResNet (torchvision
     # models/resnet.py ResNet): blocks per stage (resnet50: 3, 4, 6, 3), Bottleneck or BasicBlock, the grouped 3x3
     # conv's groups and width_per_group (ResNeXt 32 x 4, Wide ResNet 128), and fc's num_classes. LSTM language
@@ -494,6 +541,11 @@ class TrainingSpec:
     # has num_classes outputs (torchvision's default 1000).
     image_size: int = 224
     num_classes: int = 1000
+    # Vision-language models (memory/vision.py): images per sample (0: one for a VLM, none for a text model) and
+    # whether the vision tower is trained (frozen by default); image_size (above) sizes their images too, its
+    # default standing for the model's own.
+    images: int = 0
+    train_vision: bool = False
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
@@ -520,6 +572,7 @@ class TrainingSpec:
         "lora_trainable_tokens": (*NON_NEGATIVE, COUNT_CAP),
         "beta": NON_NEGATIVE,
         "target_len": (*NON_NEGATIVE, COUNT_CAP),
+        "images": (*NON_NEGATIVE, COUNT_CAP),
         "encoder_hidden_size": (*POSITIVE, COUNT_CAP),
         "adapter_layers": (*POSITIVE, COUNT_CAP),
         "optimizer_rank": (*POSITIVE, COUNT_CAP),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vramcalc.core.errors import PresetFileError, VramcalcError
+from vramcalc.core.errors import PresetFileError, SpecError, VramcalcError
 from vramcalc.core.specs import ModelSpec
 
 
@@ -744,6 +744,92 @@ GEMMA3_TEXT_DEFAULTS: dict[str, Any] = {
 }
 
 
+# LlamaConfig's defaults (transformers models/llama/configuration_llama.py): llava-hf/llava-1.5-7b-hf's
+# text_config names only max_position_embeddings, model_type, rms_norm_eps and vocab_size, and LlavaConfig
+# builds its LlamaConfig from these for the rest.
+LLAMA_TEXT_DEFAULTS: dict[str, Any] = {
+    "model_type": "llama",
+    "vocab_size": 32_000,
+    "hidden_size": 4096,
+    "intermediate_size": 11_008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "hidden_act": "silu",
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
+}
+# CLIPVisionConfig's defaults (models/clip/configuration_clip.py) under LlavaConfig, which builds a
+# clip_vision_model with these when vision_config is absent (models/llava/configuration_llava.py: hidden 1024,
+# intermediate 4096, 24 layers, 16 heads, patch 14, image 336: CLIP ViT-L/14-336).
+CLIP_VISION_DEFAULTS: dict[str, Any] = {
+    "model_type": "clip_vision_model",
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "patch_size": 14,
+    "image_size": 336,
+    "hidden_act": "quick_gelu",
+}
+VISION_KEYS: dict[str, str] = {
+    **dict.fromkeys(("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size",
+                     "image_size"), "positive"),
+    **dict.fromkeys(("model_type", "hidden_act"), "str"),
+    "num_channels": "positive",
+}
+
+
+def _llava(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """LLaVA-1.5 (models/llava/configuration_llava.py LlavaConfig): a Llama text model (text_config, LlamaConfig's
+    defaults for what it leaves out) and a CLIP vision tower (vision_config) joined by LlavaMultiModalProjector."""
+    from vramcalc.core.specs import VisionSpec
+    from vramcalc.io import validate
+
+    raw_text = d.get("text_config") or {}
+    raw_vision = d.get("vision_config") or {}
+    if not isinstance(raw_text, Mapping) or not isinstance(raw_vision, Mapping):
+        raise PresetFileError(source, ["llava: text_config and vision_config must be JSON objects"])
+    text = {**LLAMA_TEXT_DEFAULTS, **raw_text}
+    if text.get("model_type") != "llama":
+        raise PresetFileError(source, [f"llava: text_config model_type {text.get('model_type')!r} is not modelled; "
+                                       "vramcalc reads LLaVA-1.5's llama text model"])
+    _check_types(text, source, "text_config.")
+    vision = {**CLIP_VISION_DEFAULTS, **raw_vision}
+    problems = validate.check_keys(VISION_KEYS, vision)
+    if problems:
+        raise PresetFileError(source, ["vision_config." + validate.problem_text(*p) for p in problems])
+    if vision["model_type"] != "clip_vision_model":
+        raise PresetFileError(source, [f"llava: vision_config model_type {vision['model_type']!r} is not modelled; "
+                                       "vramcalc reads LLaVA-1.5's clip_vision_model tower"])
+    if vision["hidden_act"] != "quick_gelu" or vision.get("num_channels", 3) != 3:
+        raise PresetFileError(source, ["llava: a CLIP tower with quick_gelu on 3 channels is modelled; "
+                                       "vision_config's hidden_act / num_channels differ"])
+    layer = d.get("vision_feature_layer", -2)
+    strategy = d.get("vision_feature_select_strategy", "default")
+    act = d.get("projector_hidden_act", "gelu")
+    bias = d.get("multimodal_projector_bias", True)
+    if not isinstance(layer, int) or isinstance(layer, bool) or strategy not in ("default", "full") \
+            or not isinstance(act, str) or not isinstance(bias, bool):
+        raise PresetFileError(source, ["llava: vision_feature_layer must be one integer, "
+                                       "vision_feature_select_strategy 'default' or 'full', projector_hidden_act "
+                                       "a string and multimodal_projector_bias true or false"])
+    out = _llama(text, source)
+    if d.get("tie_word_embeddings") is not None:
+        out["tie_word_embeddings"] = bool(d["tie_word_embeddings"])
+    try:
+        out["vision"] = VisionSpec(
+            num_layers=vision["num_hidden_layers"], hidden_size=vision["hidden_size"],
+            intermediate_size=vision["intermediate_size"], num_attention_heads=vision["num_attention_heads"],
+            patch_size=vision["patch_size"], image_size=vision["image_size"], feature_layer=layer,
+            drop_cls=strategy == "default", projector_act=act, projector_bias=bias)
+    except SpecError as e:
+        raise PresetFileError(source, [e.message]) from None
+    return out
+
+
+FAMILIES["llava"] = _llava
+
+
 def _text_part(d: Mapping[str, Any]) -> Mapping[str, Any]:
     """Gemma 3 multimodal configs nest the language model under text_config, with transformers'
     Gemma3TextConfig defaults for the keys it leaves out."""
@@ -775,6 +861,8 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
         else ()
     )
     family = "gemma3" if model_type == "gemma3_text" else model_type
+    if model_type == "llava":  # the text model's family; the vision side is ModelSpec.vision
+        family = "llama"
     from vramcalc.io import validate  # pydantic: only when a config.json is read
 
     spec, problems = validate.check(

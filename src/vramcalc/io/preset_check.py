@@ -149,6 +149,10 @@ def preset_entry(loaded: Any, name: str | None, source: str | None) -> dict[str,
     dumped = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in skip
               and getattr(spec, f.name) != f.default}
     entry.update({k: list(v) if isinstance(v, tuple) else v for k, v in dumped.items()})
+    if spec.vision is not None:  # a vision-language model's image side, as a mapping (presets/models/vision.yaml)
+        from dataclasses import asdict
+
+        entry["vision"] = asdict(spec.vision)
     ckpt = loaded.checkpoint
     if ckpt is not None and ckpt.elements == count_params(spec):
         entry["published_parameters"] = ckpt.elements

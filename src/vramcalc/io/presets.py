@@ -241,9 +241,16 @@ def _builtin(kind: str) -> Catalog:
     doc = load_index(compile_index)
     cls = ModelSpec if kind == "model" else GpuSpec
 
+    def value(k: str, v: Any) -> Any:
+        if k == "vision" and isinstance(v, dict):  # a vision-language model's VisionSpec (asdict made it a dict)
+            from vramcalc.core.specs import VisionSpec
+
+            return VisionSpec(**v)
+        return tuple(v) if isinstance(v, list) else v
+
     def maker(fields: dict[str, Any]) -> Callable[[], Any]:
         # the core's own checks run again on what the cache holds
-        return lambda: cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        return lambda: cls(**{k: value(k, v) for k, v in fields.items()})
 
     return Catalog(kind, {name: maker(fields) for name, fields in doc[kind + "s"].items()}, doc[kind + "_keys"])
 

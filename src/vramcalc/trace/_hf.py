@@ -27,6 +27,10 @@ def find_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
     encoder-decoder's encoder blocks then decoder blocks (T5Stack.block, BartEncoder / BartDecoder .layers)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
+    text = getattr(getattr(model, "model", None), "language_model", None)
+    if isinstance(text, nn.Module):  # LLaVA: the language model's blocks, not the vision tower's
+        model = text
+
     stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m)
               and all(isinstance(b, GradientCheckpointingLayer) for b in m)]
     if len(stacks) == 2 and getattr(getattr(model, "config", None), "is_encoder_decoder", False):
@@ -165,7 +169,11 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     from vramcalc.core.memory.encoder import is_encoder
     from vramcalc.core.memory.seq2seq import is_seq2seq
 
-    if is_seq2seq(model):  # T5ForConditionalGeneration / BartForConditionalGeneration (memory/seq2seq.py)
+    if model.vision is not None:  # LlavaForConditionalGeneration (trace/_vision.py, memory/vision.py)
+        from transformers import AutoModelForImageTextToText
+
+        auto = AutoModelForImageTextToText  # LlavaForConditionalGeneration for a LlavaConfig
+    elif is_seq2seq(model):  # T5ForConditionalGeneration / BartForConditionalGeneration (memory/seq2seq.py)
         from transformers import AutoModelForSeq2SeqLM
 
         auto = AutoModelForSeq2SeqLM
@@ -193,4 +201,8 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
         impl = "eager"
     with torch.device("meta"):
         hf = auto.from_config(config, dtype=dtype, attn_implementation=impl)
+    if model.vision is not None and not training.train_vision:  # the tower frozen, as LLaVA-1.5's recipe
+        for p in hf.model.vision_tower.parameters():
+            p.requires_grad_(False)
+        notes.append("llava: vision tower frozen; LoRA targets the language model only")
     return hf, notes

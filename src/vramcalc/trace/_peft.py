@@ -154,6 +154,14 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
             targets = sorted({names.get(b, b) for b in (lin.module.rsplit(".", 1)[-1]
                                                        for lin in resolve_targets(model, inner))})
         targets = [*targets, *_saved_module_names(hf, outer)]
+    if model.vision is not None:  # LLaVA: the language model's Linear layers only (memory/vision.py)
+        import re
+
+        if isinstance(targets, str):
+            names = LORA_NAME_MAP.get(model.family.lower(), {})
+            targets = sorted({names.get(b, b) for b in (lin.module.rsplit(".", 1)[-1]
+                                                       for lin in resolve_targets(model, inner))})
+        targets = r"model\.language_model\..*\.(" + "|".join(map(re.escape, targets)) + ")"  # type: ignore[assignment]
     cfg = LoraConfig(r=training.lora_rank, lora_alpha=training.lora_alpha, lora_dropout=training.lora_dropout,
                      target_modules=targets, use_dora=training.dora,
                      modules_to_save=saved,

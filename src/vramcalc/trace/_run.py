@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -172,6 +173,13 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         notes.append(f"encoder-decoder: AutoModelForSeq2SeqLM, {s} source and {tgt} target tokens per sequence "
                      "(decoder_input_ids: the labels shifted right)")
 
+    if model.vision is not None:  # LLaVA: placeholder tokens and pixel_values (trace/_vision.py)
+        from vramcalc.trace._vision import make_inputs as vision_inputs
+
+        make_inputs = vision_inputs(model, training, model_dtype(precision))  # noqa: F811
+        notes.append("llava: LlavaForConditionalGeneration; input_ids with the image placeholders, pixel_values; "
+                     "get_placeholder_mask's count check skipped and masked_scatter emulated (trace/_vision.py)")
+
     from vramcalc.core.memory.preference import is_preference, resolve_ref
 
     pref = is_preference(training)
@@ -271,8 +279,15 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
 
             install(_parts(module)[0])
             notes.append("activation offload: torchtune OffloadActivations emulated (trace/_offload.py)")
-        result = trace_module_step(module, make_inputs, loss_fn, optimizer_factory, grad_accum=training.grad_accum,
-                                   autocast=autocast, fake_mode=fake_mode, notes=notes)
+        vision: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if model.vision is not None:
+            from vramcalc.trace._vision import llava_emulation
+
+            vision = llava_emulation()
+        with vision:
+            result = trace_module_step(module, make_inputs, loss_fn, optimizer_factory,
+                                       grad_accum=training.grad_accum, autocast=autocast, fake_mode=fake_mode,
+                                       notes=notes)
         backends = sorted(set(_cuda.SDPA_BACKENDS))
     extra = list(cuda_notes)
     if training.attention != "eager":

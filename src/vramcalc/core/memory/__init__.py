@@ -151,7 +151,15 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
+    if model.vision is not None:  # vision-language models: the text model on text + image tokens (memory/vision.py)
+        from vramcalc.core.memory import vision as _vision
+
+        return _vision.estimate(model, training, estimate)
     _classic.check_not_classic(training)
+    if training.images or training.train_vision:  # the image options on a text model: refused (memory/vision.py)
+        from vramcalc.core.memory import vision as _vision
+
+        _vision.check(model, training)
     if training.mode == "inference":
         # SpecError when the run cannot exist; notes when it is unusual (core/checks.py)
         return _estimate_inference(model, training, check_run(model, training))

@@ -73,6 +73,9 @@ BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 # GRPO (memory/rl.py): generate() on the generation batch and the no-grad log-prob passes, before the step.
 FWD_GENERATE = _layout(_ACC, _COPIES, _GEN_KV, _GEN_T)
 FWD_LOGPROBS = _layout(_ACC, _LOGPROBS)
+# Vision-language models (memory/vision.py): the vision tower's no-grad forward, before the language model.
+FWD_VISION = _layout(_ACC, ("vision tower forward (no grad)", _T))
+BWD_VISION = _layout(("gradients (all but the tower's)", _G), ("vision tower saved (--train-vision)", _A))
 FWD_WEIGHT_SYNC = _layout(_ACC, ("weight sync's packed broadcast buffers (vLLM server)", _T))
 # Both, and count-only presets.
 BWD_END = _layout(_ALL_G, _SUMMED)
@@ -89,6 +92,8 @@ LABELS = {
     "forward.generate": "generate(): completions of the generation batch (GRPO, no grad)",
     "forward.weight_sync": "weights streamed to the vLLM server before generation (GRPO, no grad)",
     "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",
+    "forward.vision": "forward: the vision tower (no grad)",
+    "backward.vision": "backward: the trained vision tower's",
     "backward.start": "backward starts: loss gradients",
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",

@@ -81,7 +81,8 @@ def _lerp(a: int, b: int, i: int, n: int) -> int:
 # What the timeline calls each of the core's moments (memory/moments.py) on its time axis.
 _POINT_LABELS = {
     "forward.all": "forward", "backward.all": "backward", "forward.loss": "loss",
-    "forward.reference": "reference forward",
+    "forward.reference": "reference forward", "forward.vision": "vision tower (no grad)",
+    "backward.vision": "vision tower backward",
     "backward.start": "loss backward",
     "backward.recompute": "top layer's forward rerun (checkpointing)",
     "backward.head": "LM head backward (loss chunks)", "backward.head_step": "head's optimizer step (in backward)",

@@ -1,0 +1,271 @@
+"""Vision-language models (LLaVA-1.5): the text model's step on text + image tokens, plus the image side.
+
+transformers models/llava/modeling_llava.py LlavaModel.forward: the token embeddings of the whole sequence are
+computed first; get_image_features runs the CLIP tower (models/clip/modeling_clip.py) on pixel_values, takes the
+hidden state `vision_feature_layer` (-2) without the class token and projects it (LlavaMultiModalProjector); the
+image features replace the image placeholder tokens' embeddings (masked_scatter), and the language model runs
+on the whole sequence: `--seq-len` text tokens + `images` x `image_tokens` placeholders. So the text model's
+memory is the decoder estimate of a sequence that long (logits and loss included: the labels of the image
+positions are -100 but their logits are computed), and this module adds:
+
+- weights: the tower and the projector in the model's dtype (frozen tower; QLoRA keeps both 16-bit, as
+  LLaVA's recipe skips them from quantization: llm_int8_skip_modules);
+- full fine-tuning trains the projector (the tower frozen, as LLaVA-1.5's recipe): its gradients and optimizer
+  state at the text model's per-parameter rate; LoRA / QLoRA adapt only the language model (LLaVA's
+  find_all_linear_names skips the tower and projector) and freeze the projector;
+- activations: pixel_values during the forward; with a trained projector its saved tensors (linear_1's input,
+  which is a view of the whole tower hidden state it reads, class row included; GELU's input; linear_2's
+  input) and masked_scatter's mask; with no grad in the tower nothing of it is saved;
+- a moment of its own: the tower's no-grad forward (one layer's transients, the hidden states it keeps) while
+  the text embeddings exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from vramcalc.core.errors import SpecError, UnsupportedCombination
+from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.params import projector_params, vision_tower_params
+from vramcalc.core.units import dtype_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vramcalc.core.memory import Breakdown
+    from vramcalc.core.specs import ModelSpec, TrainingSpec, VisionSpec
+
+VISION_METHODS = ("full", "lora", "qlora")
+# TrainingSpec.image_size's default (torchvision's 224, a ResNet's): for a vision-language model it stands for the
+# model's own size (the option is shared with core/memory/classic.py)
+DEFAULT_IMAGE_SIZE = 224
+_SAVED = ("image features (projector saved, pixel_values)", "activations")
+
+
+def is_vision(model: ModelSpec) -> bool:
+    return model.vision is not None
+
+
+def image_tokens(v: VisionSpec) -> int:
+    """Image tokens per image: one per patch, the class token dropped by the "default" select strategy
+    (modeling_llava.py get_image_features `selected_image_feature[:, 1:]`); 576 for 336 px / 14 px patches."""
+    return (v.image_size // v.patch_size) ** 2 + (0 if v.drop_cls else 1)
+
+
+def images_per_sample(training: TrainingSpec) -> int:
+    return training.images or 1
+
+
+def total_tokens(model: ModelSpec, training: TrainingSpec) -> int:
+    """Tokens the language model runs on per sample: the text's --seq-len and every image's tokens."""
+    assert model.vision is not None
+    return training.seq_len + images_per_sample(training) * image_tokens(model.vision)
+
+
+def check(model: ModelSpec, training: TrainingSpec) -> None:
+    """UnsupportedCombination / SpecError for a run the image arithmetic does not cover; text models refuse the
+    image options."""
+    v = model.vision
+    if v is None:
+        if training.images or training.train_vision:
+            raise UnsupportedCombination(f"--images and --train-vision size a vision-language model's images; "
+                                         f"{model.name} reads text only: drop them")
+        return
+    if training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
+        raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
+                        f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
+    if training.train_vision and training.method != "full":
+        raise UnsupportedCombination(f"--train-vision trains {model.name}'s whole tower, which --method "
+                                     f"{training.method} does not (LoRA on the tower is not modelled): use --method "
+                                     "full, or drop --train-vision")
+    if training.train_vision and training.attention == "eager":
+        raise UnsupportedCombination(f"--train-vision with --attention eager is not modelled for {model.name} (the "
+                                     "tower's eager softmax backward is not counted): use --attention sdpa")
+    if training.mode != "train":
+        raise UnsupportedCombination(f"--mode {training.mode} is not modelled for the vision-language model "
+                                     f"{model.name}: estimate a training step (--mode train)")
+    if training.method not in VISION_METHODS:
+        raise UnsupportedCombination(f"--method {training.method} is not modelled for the vision-language model "
+                                     f"{model.name}: use {', '.join(VISION_METHODS)}")
+    if training.objective != "sft" or training.loss != "hf" or training.packing != "none":
+        raise UnsupportedCombination(f"{model.name} is a vision-language model: only --objective sft with --loss "
+                                     "hf and no --packing is modelled; drop them")
+    if (training.tp > 1 or training.pp > 1 or training.sequence_parallel or training.activation_offload
+            or training.ac_every > 1 or training.optimizer_in_bwd or training.dora or training.modules_to_save):
+        raise UnsupportedCombination(f"{model.name} is a vision-language model: --tp/--pp/--sequence-parallel, "
+                                     "activation offload, --ac-every, --optimizer-in-bwd, --dora and "
+                                     "--modules-to-save are not modelled for it; drop them")
+
+
+@lru_cache(maxsize=64)
+def _text_model(model: ModelSpec) -> ModelSpec:
+    return replace(model, vision=None)
+
+
+def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, TrainingSpec]:
+    """The language model and its run: the sequence lengthened by the image tokens, the image options gone."""
+    return _text_model(model), replace(training, seq_len=total_tokens(model, training), images=0,
+                                       image_size=DEFAULT_IMAGE_SIZE, train_vision=False)
+
+
+def used_layers(v: VisionSpec) -> int:
+    """Tower layers whose output reaches the projector: vision_feature_layer -2 reads the output of the last layer
+    but one (hidden_states[-2]); the last layer still runs, and its graph is dropped with the unused output."""
+    return v.num_layers + v.feature_layer + 1 if v.feature_layer < 0 else v.feature_layer
+
+
+def _tower_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int, unreached: bool = False) -> int:
+    """A trained CLIP tower's saved tensors per image (--train-vision; models/clip/modeling_clip.py).
+
+    pre_layrnorm saves its input (and fp32 mean and rstd per row). Each CLIPEncoderLayer the projector's input
+    depends on: layer_norm1's input and output (q/k/v_proj's shared input), q, k, v, the attention output (sdpa's
+    own, and out_proj's contiguous input), layer_norm2's input and output (fc1's input), and in the MLP quick_gelu
+    (x * sigmoid(1.702 x): its input and the sigmoid) and fc2's input, intermediate wide; sdpa adds its fp32
+    logsumexp per head and row, eager its fp32 softmax and the 16-bit probabilities instead of the output. With
+    checkpointing each of those layers keeps only its input (CLIPEncoderLayer is a GradientCheckpointingLayer).
+    """
+    h, i, heads = v.hidden_size, v.intermediate_size, v.num_attention_heads
+    n = used_layers(v)
+    pre = rows * h * a_bytes + 2 * 4 * rows
+    if unreached:  # the layers above the feature layer: their graph lives until the forward returns
+        n, pre = v.num_layers - n, 0
+    if training.grad_checkpointing:
+        return pre + n * rows * h * a_bytes
+    if training.attention == "eager":
+        attention = 4 * rows * h * a_bytes + heads * rows * rows * (4 + a_bytes)
+    else:
+        attention = 5 * rows * h * a_bytes + heads * rows * 4
+    layer = 4 * rows * h * a_bytes + attention + 3 * rows * i * a_bytes + 2 * 2 * 4 * rows
+    return pre + n * layer
+
+
+def _scaled(value: int, trainable: int, extra: int) -> int:
+    """`value` (bytes proportional to the trainable parameters) grown by `extra` more trainable parameters."""
+    return value * (trainable + extra) // trainable if trainable else value
+
+
+def estimate(model: ModelSpec, training: TrainingSpec,
+             text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
+    """The text model's Breakdown on text + image tokens, with the image side's terms added."""
+    check(model, training)
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    text_model, text_training = text_run(model, training)
+    b = text_estimate(text_model, text_training)
+    recipe = recipe_of(training)
+    w_bytes = dtype_bytes(recipe.weight)
+    a_bytes = dtype_bytes(recipe.compute)
+    th, vh = model.hidden_size, v.hidden_size
+    tower, projector = vision_tower_params(v), projector_params(v, th)
+    n_img = images_per_sample(training) * training.batch_size
+    per_image = image_tokens(v)
+    rows = (v.image_size // v.patch_size) ** 2 + 1  # the tower's sequence: patches + the class token
+    trained_projector = training.method == "full"
+    # models/llava/modeling_llava.py: pixel_values (images, 3, H, W) in the model's dtype, an input of the step
+    pixel = n_img * 3 * v.image_size * v.image_size * w_bytes
+    saved = saved_projector = 0
+    if trained_projector:
+        # LlavaMultiModalProjector's autograd graph: linear_1 saves its input, a view of the whole hidden state
+        # (rows x tower width) it slices; nn.GELU saves linear_1's output; linear_2 saves GELU's output
+        saved_projector = n_img * (rows * vh + 2 * per_image * th) * a_bytes
+        saved += saved_projector
+    tokens = training.batch_size * total_tokens(model, training)
+    if trained_projector or training.grad_checkpointing:
+        saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
+    if training.train_vision:
+        saved += n_img * _tower_saved(v, training, rows, a_bytes) + pixel  # the patch Conv2d keeps pixel_values
+    forward_only = n_img * _tower_saved(v, training, rows, a_bytes, unreached=True) if training.train_vision else 0
+    if not trained_projector and training.grad_checkpointing:
+        # LoRA / QLoRA with checkpointing: enable_input_require_grads (modeling_utils.py) hooks the input
+        # embeddings of every PreTrainedModel inside, the CLIP tower's patch Conv2d too, so the tower runs with
+        # grad: its checkpointed CLIPEncoderLayers keep their inputs and its embeddings' LayerNorm its input
+        # ((layers + 1) x rows x width per image), the frozen projector's GELU its input (image tokens x text
+        # width), and the text embeddings' output, a leaf that requires grad, outlives masked_scatter's new
+        # inputs_embeds (the text model's first input): one more tokens x text width (measured with the tracer:
+        # each term moves the peak by its bytes as layers, images and sequence grow)
+        tower_kept = (n_img * ((v.num_layers + 1) * rows * vh + per_image * th) + tokens * th) * a_bytes
+    else:
+        tower_kept = 0
+    # The tower's no-grad forward, layer by layer (modeling_clip.py CLIPEncoderLayer), while the text
+    # embeddings (tokens x text width) exist: the hidden state in and out, the captured feature layer, and one
+    # layer's transients: LayerNorm out, q, k, v, the attention output and its scores (eager: fp32 softmax of
+    # heads x rows^2), fc1's output and quick_gelu's sigmoid and product (intermediate width).
+    heads = v.num_attention_heads
+    scores = heads * rows * rows * (a_bytes + 4) if training.attention == "eager" else 0
+    layer_t = n_img * (rows * (7 * vh + 3 * v.intermediate_size) * a_bytes + scores)
+    tower_moment = tokens * th * a_bytes + pixel + layer_t
+    trainable_text = b.trainable_parameters
+    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
+    # a trained tower's layers above the feature layer and its post_layernorm get no gradient (their output never
+    # reaches the loss), so AdamW keeps no state for them
+    unreached = 0
+    if training.train_vision:
+        vi = v.intermediate_size
+        unreached = (v.num_layers - used_layers(v)) * (4 * (vh * vh + vh) + 4 * vh + 2 * vh * vi + vi + vh) + 2 * vh
+    with_grad = extra_trainable - unreached
+
+    def grown(layout: _m.Layout, values: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(_scaled(x, trainable_text, with_grad) if comp == "gradients" else x
+                     for (_, comp), x in zip(layout, values, strict=True))
+
+    raw: list[_m.RawMoment] = []
+    accum = b.gradients if training.grad_accum > 1 else 0
+    grad_all = _scaled(b.gradients, trainable_text, with_grad)
+    raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, with_grad), tower_moment)))
+    for key, layout, values in b.moments:
+        values = grown(layout, values)
+        if key.startswith("forward."):
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + forward_only)))
+        elif key == "backward.bottom":
+            # a trained projector's backward runs after the text model's bottom layer and before the embedding's
+            # (its nodes are newer than the embedding's): its saved tensors are gone at the bottom moment, which
+            # the embedding's backward makes the peak; the tower's run last
+            raw.append((key, (*layout, _SAVED), (*values, tower_kept)))
+        elif key.startswith("backward.") and key != "backward.end":
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
+        else:
+            raw.append((key, layout, values))
+    if training.train_vision:
+        # a trained tower's backward runs after the projector's and before the text embedding's (the oldest
+        # nodes): every gradient but the tower's exists, and the tower's saved set is whole
+        tower_train = saved - saved_projector
+        text_grads = _scaled(b.gradients, trainable_text, projector)
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION, (text_grads, tower_train)))
+    weights = b.weights + (tower + projector) * w_bytes
+    states = _scaled(b.optimizer_state, trainable_text, with_grad)
+    base = weights + states + b.communication
+    phases = _m.phase_peaks(base, tuple(raw))
+    phases = {p: phases[p] for p in b.phases if p in phases}
+    details = dict(b.details)
+    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
+                    "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
+                    "temporaries.vision_tower_forward": tower_moment})
+    mode = "full fine-tuning trains the projector" if trained_projector else \
+        f"--method {training.method} adapts the language model only (projector frozen)"
+    notes = (
+        f"vision-language model: {images_per_sample(training)} image(s) per sample x {per_image} image tokens "
+        f"(({v.image_size} / {v.patch_size})^2 patches, class token dropped) are added to the {training.seq_len:,} "
+        f"text tokens: the language model runs on {total_tokens(model, training):,} tokens per sample "
+        "(models/llava/modeling_llava.py LlavaModel.forward, masked_scatter of the image features).",
+        f"vision tower ({tower:,} parameters, CLIP ViT, modeling_clip.py) "
+        + ("trained (--train-vision: its saved activations through the step; the layers above the feature layer "
+           "get no gradient)" if training.train_vision else "frozen and run without grad") + f"; {mode} "
+        f"({projector:,} parameters, LlavaMultiModalProjector); QLoRA keeps the tower and projector 16-bit "
+        "(LLaVA's llm_int8_skip_modules); LoRA targets resolve in the language model only.",
+        "vision tower forward: one layer's transients counted at its start (approximate; it runs before the "
+        "language model and is not the peak of a text sequence of any length).",
+    )
+    out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
+                  trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
+                  optimizer_state=states, activations=b.activations + saved + tower_kept + pixel,
+                  temporaries=max(b.temporaries, tower_moment), phases=phases,
+                  details=details, notes=b.notes + notes, moments=tuple(raw),
+                  active_parameters=b.active_parameters + tower + projector)
+    from vramcalc.core.memory import distributed as _distributed
+    from vramcalc.core.memory.overhead import runtime_overhead
+
+    runtime = runtime_overhead(max(out.phases.values()), _distributed.world_size(training))
+    return replace(out, overhead=runtime.total, details={**out.details, **runtime.details()})
