@@ -18,7 +18,7 @@ from dataclasses import asdict, fields, replace
 from typing import Any
 
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from vramcalc.cli import render
@@ -133,10 +133,18 @@ def _preset(name: str) -> ModelSpec:
 # strategies above still find counterexamples on toy models at 1,000 per property (the `full` profile): run them
 # with `PROPERTY_EXAMPLES=1000 python benchmarks/fuzz.py --also-properties` until those are fixed.
 PROPERTY_CAP = min(settings().max_examples, int(os.environ.get("PROPERTY_EXAMPLES", "100")))
-PROPERTY = settings(max_examples=PROPERTY_CAP)
+# A refused run is an honest answer, which run() assumes away; with the families that accept few runs (ResNet and the
+# LSTM: full training only; LLaVA: training only) the share of refused draws can trip hypothesis' filter_too_much
+# health check on a property drawing inference and serving modes too. The examples that run are still
+# max_examples, deterministic (the profiles derandomize), so the check is suppressed here, not the property.
+PROPERTY = settings(max_examples=PROPERTY_CAP, suppress_health_check=[
+    HealthCheck.filter_too_much, HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
-models = st.one_of(st.sampled_from(PRESET_MODELS), architectures())
-arch_models = st.one_of(st.sampled_from(ARCH_PRESETS), architectures())
+# DeBERTa-v3 presets refuse every run (core/checks.py: its disentangled attention's activations are not modelled):
+# drawing them would only be filtered out.
+RUNNABLE_PRESETS = [m for m in PRESET_MODELS if m.family != "deberta-v2"]
+models = st.one_of(st.sampled_from(RUNNABLE_PRESETS), architectures())
+arch_models = st.one_of(st.sampled_from([m for m in ARCH_PRESETS if m.family != "deberta-v2"]), architectures())
 
 
 @st.composite
@@ -714,7 +722,17 @@ def test_the_largest_batch_sequence_and_rank_that_fit_fit_and_one_more_does_not(
     def fits(**change: Any) -> bool:
         return estimate(m, with_changes(t, change)).peak_bytes <= budget
 
-    _assert_boundary(lambda b: fits(batch_size=b), max_batch_size(est, t, budget), 1, MAX_BATCH_SIZE)
+    def whole_groups(b: int) -> int:
+        # GRPO / RLOO: a batch comes in whole groups of num_generations (core/specs.py), so "one more" is the next
+        # batch that does (max_batch_size searches those only)
+        if t.objective not in ("grpo", "rloo"):
+            return b
+        steps = t.steps_per_generation or t.grad_accum
+        while b * steps % t.num_generations:
+            b += 1
+        return b
+
+    _assert_boundary(lambda b: fits(batch_size=whole_groups(b)), max_batch_size(est, t, budget), 1, MAX_BATCH_SIZE)
     _assert_boundary(lambda s: fits(seq_len=s), max_seq_len(est, t, budget), seq_floor(t), seq_cap(m))
     rank = max_lora_rank(est, t, budget)
     cap = rank_cap(m)
