@@ -1177,8 +1177,12 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "max_length", "seq_len", int)
     online = next((k for k in _ONLINE_DPO_KEYS if k in d), None)
     if online is not None:  # an OnlineDPOConfig (trl/experimental/online_dpo): not a DPOConfig nor a GRPOConfig
-        raise _KeyProblem(online, "TRL OnlineDPOTrainer (generation of 2 completions per prompt, a judge or reward "
-                          "model) is not modelled; vramcalc models online RL as --objective grpo or rloo")
+        # online_dpo_trainer.py training_step: generate() of 2 completions per prompt in every micro-batch, then
+        # _forward's full logits and log_softmax for the policy and the reference (no fused head): GRPO's and
+        # RLOO's models (fused head, generation every steps_per_generation) would under-count it.
+        raise _KeyProblem(online, "TRL OnlineDPOTrainer (2 completions per prompt generated every micro-batch, the "
+                          "full logits of policy and reference, a reward model) is not modelled, and --objective "
+                          "grpo/rloo are no stand-in for it (docs/grpo.md, Online DPO)")
     if any(k in d for k in _RLOO_KEYS):  # an RLOOConfig: GRPOConfig's generation keys and its own
         _grpo(HF, d, run, objective="rloo")
     elif any(k in d for k in _GRPO_KEYS) or (isinstance(d.get("loss_type"), str) and d["loss_type"] in (
