@@ -363,8 +363,9 @@ def test_trl_rloo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # an OnlineDPOConfig (trl/experimental/online_dpo) is refused in one line, not read as DPO or GRPO
     with pytest.raises(runfiles.RunFileError, match="max_new_tokens: TRL OnlineDPOTrainer .* is not modelled"):
         _load(tmp_path, "output_dir: out\nmax_new_tokens: 64\nbeta: 0.1\nuse_vllm: true\n")
-    # the other two OnlineDPOConfig-only keys (dataclasses.fields of OnlineDPOConfig less those of GRPOConfig, RLOOConfig,
-    # DPOConfig, KTOConfig and SFTConfig in TRL 1.16: max_new_tokens, missing_eos_penalty, reward_model_path), and
+    # the other two OnlineDPOConfig-only keys (dataclasses.fields of OnlineDPOConfig less those of GRPOConfig,
+    # RLOOConfig, DPOConfig, KTOConfig and SFTConfig in TRL 1.16: max_new_tokens, missing_eos_penalty,
+    # reward_model_path), and
     # the message says GRPO is no stand-in (docs/grpo.md, Online DPO)
     for key in ("missing_eos_penalty: 1.0", "reward_model_path: some/rm"):
         with pytest.raises(runfiles.RunFileError, match=f"{key.split(':')[0]}: TRL OnlineDPOTrainer .* no stand-in"):
