@@ -944,6 +944,7 @@ def optimizer_grid() -> list[dict[str, Any]]:
 # (a short completion keeps the traced decode loop short; the cache and logits scale with it the same way).
 _GRPO = {"objective": "grpo", "seq_len": 272, "prompt_len": 256, "num_generations": 4}
 _RLOO = {"objective": "rloo", "seq_len": 272, "prompt_len": 256, "num_generations": 2, "beta": 0.05}
+_ODPO = {"objective": "online-dpo", "seq_len": 272, "prompt_len": 256}
 RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("grpo full", {**_FULL, **_GRPO, "batch_size": 4}),
     ("grpo full beta copy gc", {**_FULL, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
@@ -964,6 +965,17 @@ RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("rloo lora adapters-off gc", {**_LORA, **_RLOO, **GC, "batch_size": 4}),
     ("rloo qlora generation peak", {**_QLORA, **_RLOO, "batch_size": 2, "steps_per_generation": 8}),
     ("rloo lora vllm colocate beta 0", {**_LORA, **_RLOO, "batch_size": 4, "beta": 0.0, "use_vllm": "colocate"}),
+    # TRL OnlineDPOTrainer (memory/online_dpo.py, trace/_online_dpo.py): generate() of 2 completions per prompt in every
+    # micro-batch, then the policy's and the reference's full logits and log-softmax (no fused head); vLLM off,
+    # no checkpointing (refused: it generates without a KV cache), reward functions as callables
+    ("online-dpo full", {**_FULL, **_ODPO, "batch_size": 2}),
+    ("online-dpo full accum 2", {**_FULL, **_ODPO, "batch_size": 2, "grad_accum": 2}),
+    ("online-dpo full long completion", {**_FULL, **_ODPO, "batch_size": 2, "prompt_len": 208}),
+    ("online-dpo lora adapters-off", {**_LORA, **_ODPO, "batch_size": 4}),
+    ("online-dpo lora amp", {**_LORA, **_ODPO, "precision": "amp-bf16", "batch_size": 2}),
+    ("online-dpo lora ref copy", {**_LORA, **_ODPO, "batch_size": 2, "ref_model": "copy"}),
+    ("online-dpo lora b8", {**_LORA, **_ODPO, "batch_size": 8}),
+    ("online-dpo qlora", {**_QLORA, **_ODPO, "batch_size": 4}),
 )
 
 
