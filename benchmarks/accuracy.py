@@ -45,14 +45,15 @@ bitsandbytes nf4 and int8 block weights). The trace
 is trace/_generate.py (prefill + new_tokens - 1 decode steps under torch.no_grad); the phases are prefill and
 decode. Written to accuracy_inference.{json,md}.
 
-The RL grid (`--grid rl`, issue 14; 36 cases): the same 3 architectures × 12 TRL GRPOTrainer / RLOOTrainer steps
+The RL grid (`--grid rl`, issue 14; 60 cases): the same 3 architectures × 12 TRL GRPOTrainer / RLOOTrainer steps
 (RL_RUNS: 5 GRPO with generate(), 3 GRPO with vLLM colocated / asleep / as a server, 4 RLOO): generate() with
 sampling on the generation batch (trace/_generate.py decode), the no-grad log-prob passes
 (the reference with beta > 0: a frozen copy for full, adapters off for LoRA),
 then _compute_loss on the completions through TRL's fused head (trace/_rl.py); full pure-bf16, LoRA and QLoRA NF4,
 with and without checkpointing, one run where generate() is the peak. With vLLM the step runs on vLLM's outputs
 (no generate() on the policy; a server's weight sync through packed buffers); the colocated engine's share of the
-GPU is overhead, not a tensor of the step. Prompt 256 + completion 16. Written to
+GPU is overhead, not a tensor of the step. And 8 TRL OnlineDPOTrainer steps (trace/_online_dpo.py: generate() of 2
+completions per prompt, the policy's and the reference's full logits). Prompt 256 + completion 16. Written to
 accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
@@ -1001,7 +1002,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "sharded": " (the root's and one layer's bytes, issue 19)",
           "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)",
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
-          "rl": " (GRPO and RLOO: generation and the step on completions, issue 14)",
+          "rl": " (GRPO, RLOO and Online DPO: generation and the step on completions, issue 14)",
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
@@ -1115,8 +1116,8 @@ def main() -> None:
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
                     "against the tracer's model; optimizers: issue 13's 32 "
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
-                    "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 36 GRPO / RLOO cases "
-                    "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
+                    "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 60 GRPO / RLOO / Online DPO "
+                    "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained)")
