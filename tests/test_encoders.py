@@ -154,7 +154,7 @@ def test_cli_one_line_errors_and_json(capsys: pytest.CaptureFixture[str]) -> Non
     code, out, err = invoke(["estimate", "mistral-7b", "--head", "mlm"], capsys)
     assert code == 2
     assert err.strip() == ("error: --head and --num-labels choose an encoder's task head (bert, roberta, "
-                           "xlm-roberta, distilbert, modernbert); mistral-7b is a causal LM: drop them")
+                           "xlm-roberta, distilbert, modernbert, deberta-v2); mistral-7b is a causal LM: drop them")
     assert "Traceback" not in out + err
     code, out, err = invoke(["estimate", "bert-base-uncased", "--head", "mlm", "--format", "json"], capsys)
     assert code == 0, err

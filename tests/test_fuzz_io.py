@@ -75,7 +75,9 @@ def test_fuzz_config_json(fixture: str, data: st.DataObject) -> None:
     except VramcalcError as e:
         clean(e)
         return
-    part = config["text_config"] if config.get("model_type") == "gemma3" and "text_config" in config else config
+    # a multimodal config's text model is its text_config (Gemma 3, LLaVA: io/hf_config.py reads the widths there)
+    part = config["text_config"] if config.get("model_type") in ("gemma3", "llava") \
+        and isinstance(config.get("text_config"), dict) else config
     # DistilBERT's width is `dim` (its attribute_map reads hidden_size as dim; n_embd is no key of it); T5's and
     # BART's is `d_model` (T5Config / BartConfig attribute_map: hidden_size -> d_model; n_embd is no key of theirs)
     widths = ("hidden_size", "dim") if part.get("model_type") == "distilbert" else \

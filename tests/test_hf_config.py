@@ -80,6 +80,10 @@ TOTALS = {
     # transformers 5.24 on the meta device (test_modernbert_count_matches_the_library rebuilds it).
     "modernbert-base": 149_606_402,
     "modernbert-large": 395_833_346,
+    # DeBERTa-v3 with count_params' default head (2 labels): sum(p.numel()) of AutoModelForSequenceClassification,
+    # transformers 5.24 on the meta device (test_deberta_count_matches_the_library rebuilds it).
+    "deberta-v3-base": 184_423_682,
+    "deberta-v3-large": 435_063_810,
     # gpt-oss (issue 15): sum(p.numel()) of GptOssForCausalLM, transformers 5.24 on the meta device
     # (test_gpt_oss_count_matches_the_library rebuilds them); the OpenAI model card's 20.91B and 116.83B.
     "gpt-oss-20b": 20_914_757_184,
@@ -129,6 +133,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "xlm-roberta",
         "distilbert",
         "modernbert",
+        "deberta-v2",
         "t5",
         "mt5",
         "bart",
@@ -297,6 +302,66 @@ def test_modernbert_refuses_what_it_does_not_model(key: str, value: object, mess
         spec_from_hf_config(d, "x", "x.json")
 
 
+
+@pytest.mark.parametrize("head", ["seq-cls", "token-cls"])
+@pytest.mark.parametrize("name", ["deberta-v3-base", "deberta-v3-large"])
+def test_deberta_count_matches_the_library(name: str, head: str) -> None:
+    # DeBERTa-v3 with the run's head against the library's Auto class on the same config.json (meta device,
+    # 3 labels): rel_embeddings and its LayerNorm, no position / token-type tables, ContextPooler for seq-cls.
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from vramcalc.core.memory.encoder import for_run
+
+    d = load(name)
+    config = transformers.AutoConfig.for_model(d["model_type"], **{k: v for k, v in d.items() if k != "model_type"})
+    config.num_labels = 3
+    auto = {"token-cls": transformers.AutoModelForTokenClassification,
+            "seq-cls": transformers.AutoModelForSequenceClassification}[head]
+    with torch.device("meta"):
+        model = auto.from_config(config)
+    run = TrainingSpec(head=head, num_labels=3)  # type: ignore[arg-type]
+    assert count_params(for_run(spec(name), run)) == sum(p.numel() for p in model.parameters())
+
+
+def test_deberta_relative_table() -> None:
+    # modeling_deberta_v2.py DebertaV2Encoder: rel_embeddings has 2 x position_buckets rows (2 x 256); without
+    # buckets, 2 x max_relative_positions, which is max_position_embeddings when below 1. v3 has no absolute
+    # positions (position_biased_input false) and no token types (type_vocab_size 0).
+    m = spec("deberta-v3-base")
+    assert (m.rel_embedding_rows, m.learned_position_embeddings, m.type_vocab_size) == (512, False, 0)
+    no_buckets = {**load("deberta-v3-base"), "position_buckets": -1}
+    assert spec_from_hf_config(no_buckets, "x", "x.json").rel_embedding_rows == 2 * 512
+    own_span = {**no_buckets, "max_relative_positions": 128}
+    assert spec_from_hf_config(own_span, "x", "x.json").rel_embedding_rows == 2 * 128
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("conv_kernel_size", 3, "conv_kernel_size 3 .*ConvLayer.* is not modelled"),
+    ("share_att_key", False, "share_att_key false .* is not modelled"),
+    ("relative_attention", False, "relative_attention false is not modelled"),
+    ("norm_rel_ebd", "none", "norm_rel_ebd 'none' is not modelled"),
+    ("embedding_size", 128, "embedding_size 128 differs from hidden_size 768"),
+    ("pooler_hidden_size", 1024, "pooler_hidden_size 1024 differs from hidden_size 768"),
+    ("attention_head_size", 32, "attention_head_size x num_attention_heads 384 differs"),
+    ("position_buckets", "256", "position_buckets must be an integer"),
+])
+def test_deberta_refuses_what_it_does_not_model(key: str, value: object, message: str) -> None:
+    d = {**load("deberta-v3-base"), key: value}
+    with pytest.raises(PresetFileError, match=message):
+        spec_from_hf_config(d, "x", "x.json")
+
+
+@pytest.mark.parametrize("head", ["seq-cls", "token-cls", "mlm"])
+def test_deberta_estimate_refuses_in_one_line(head: str) -> None:
+    # the disentangled attention's activations are not modelled: every run is refused (core/checks.py), never
+    # estimated as a BERT
+    from vramcalc.core.checks import check_run
+    from vramcalc.core.errors import UnsupportedCombination
+
+    with pytest.raises(UnsupportedCombination, match="activations of DeBERTa's disentangled attention are not "
+                                                     "modelled yet"):
+        check_run(spec("deberta-v3-base"), TrainingSpec(head=head))  # type: ignore[arg-type]
+
 # Active parameters = total - (E - k)/E x routed-expert weights.
 ACTIVE = {
     # Mixtral: 32 layers x 6 unused experts x 3 x 4096 x 14336 = 33,822,867,456 off 46,702,792,704
@@ -358,8 +423,8 @@ def test_unknown_model_type_lists_supported() -> None:
         spec_from_hf_config({"model_type": "rwkv"}, "m", "m.json")
     msg = str(e.value)
     assert msg.startswith(
-        "m.json: unsupported model_type 'rwkv'; supported: bart, bert, bloom, deepseek_v2, deepseek_v3, distilbert, "
-        "falcon,"
+        "m.json: unsupported model_type 'rwkv'; supported: bart, bert, bloom, deberta-v2, deepseek_v2, deepseek_v3, "
+        "distilbert, falcon,"
     )
     assert "docs/any-model.md" in msg and "--presets DIR" in msg
 

@@ -109,7 +109,9 @@ def architectures(draw: st.DrawFn, families: tuple[str, ...] = ("moe", "mla", "s
         kw.update(sliding_window=draw(st.integers(1, 8192)),
                   sliding_window_layers=_maybe(draw, st.integers(0, layers)))
     if draw(st.integers(0, 7)) == 0:  # an encoder (memory/encoder.py): BERT's block, dense, standard attention
-        kw.update(family=draw(st.sampled_from(ENCODER_FAMILIES)), mlp="plain", norm="layernorm", norms_per_layer=2,
+        # (DeBERTa-v2 refuses every run: its disentangled attention's activations are not modelled, core/checks.py)
+        modelled = [f for f in ENCODER_FAMILIES if f != "deberta-v2"]
+        kw.update(family=draw(st.sampled_from(modelled)), mlp="plain", norm="layernorm", norms_per_layer=2,
                   post_norms=True, final_norm=False, embedding_norm=True, learned_position_embeddings=True,
                   max_position_embeddings=draw(st.integers(1, 8192)), type_vocab_size=draw(st.integers(0, 2)),
                   attention_kind="standard", fused_qkv=False, fused_gate_up=False, parallel_residual=False,

@@ -202,6 +202,13 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         out.append(ParamTensor("attention_sinks", "norm", (m.num_attention_heads,), n_layers, "attention_sinks"))
     if m.embedding_norm:  # BLOOM word_embeddings_layernorm (modeling_bloom.py BloomModel)
         out.append(ParamTensor("embed_norm", "norm", (h,), norm_vectors, "norm", False))
+    if m.rel_embedding_rows:
+        # DeBERTa-v2/v3 (modeling_deberta_v2.py DebertaV2Encoder): rel_embeddings = nn.Embedding(2 x
+        # position_buckets, hidden), shared by every layer, and its LayerNorm (norm_rel_ebd "layer_norm"). With
+        # share_att_key (every v3 config) the position scores reuse each layer's key_proj / query_proj: no
+        # pos_key_proj / pos_query_proj (DisentangledSelfAttention.__init__; io/hf_config.py refuses the others).
+        out.append(ParamTensor("rel_embeddings", "position", (m.rel_embedding_rows, h), 1, "rel_embeddings", False))
+        out.append(ParamTensor("rel_embeddings_norm", "norm", (h,), norm_vectors, "norm", False))
     if m.attention_kind == "mla":
         # q_a_layernorm and kv_a_layernorm (RMSNorm over the latent vectors), one each per layer.
         assert m.kv_lora_rank is not None

@@ -236,6 +236,9 @@ class ModelSpec:
     # classifier's pooling (classifier_pooling "mean" averages every position; "cls" reads the first token).
     norm_without_bias: bool = False
     mean_pooling: bool = False
+    # DeBERTa-v2/v3 (modeling_deberta_v2.py DebertaV2Encoder): rows of the shared rel_embeddings table
+    # (2 x position_buckets, 512 in every v3 config; 0: none), followed by its own LayerNorm (norm_rel_ebd).
+    rel_embedding_rows: int = 0
     num_labels: int = 0
     # Encoder-decoders (vocab.SEQ2SEQ_FAMILIES, memory/seq2seq.py): num_layers is the encoder's layer count and
     # decoder_layers the decoder's (0: not an encoder-decoder, every other family). T5's relative position bias:
@@ -322,7 +325,8 @@ class ModelSpec:
                          "published_parameters"), POSITIVE),
         "num_labels": (*NON_NEGATIVE, COUNT_CAP),
         "type_vocab_size": (*NON_NEGATIVE, COUNT_CAP),
-        **dict.fromkeys(("decoder_layers", "relative_attention_buckets"), (*NON_NEGATIVE, COUNT_CAP)),
+        **dict.fromkeys(("decoder_layers", "relative_attention_buckets", "rel_embedding_rows"),
+                        (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
         **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel"), (*NON_NEGATIVE, COUNT_CAP)),

@@ -88,8 +88,9 @@ RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 # (AutoModelForMaskedLM: transform + the tied vocab-wide decoder).
 Head = Literal["auto", "seq-cls", "token-cls", "mlm"]
 # Encoder-only families (bidirectional attention: memory/encoder.py): absolute positions and post-LayerNorm blocks
-# (BERT, RoBERTa, XLM-R, DistilBERT), or ModernBERT's pre-norm GeGLU blocks with RoPE and local/global attention.
-ENCODER_FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta", "distilbert", "modernbert")
+# (BERT, RoBERTa, XLM-R, DistilBERT), or ModernBERT's pre-norm GeGLU blocks with RoPE and local/global attention,
+# or DeBERTa-v2/v3's post-LayerNorm blocks with disentangled relative attention (parameters only: core/checks.py).
+ENCODER_FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2")
 # Encoder-decoder families (an encoder stack over the source, a decoder stack with cross-attention over the
 # target: memory/seq2seq.py). T5 / mT5 / Flan-T5 (relative position bias, RMS-style norms, no biases) and
 # BART / mBART (learned positions, LayerNorms, biases).

@@ -41,7 +41,9 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              # state-space models (_mamba)
              "state_size", "d_state", "conv_kernel", "d_conv", "expand",
              # ModernBERT (_modernbert)
-             "local_attention", "global_attn_every_n_layers")
+             "local_attention", "global_attn_every_n_layers",
+             # DeBERTa-v2/v3 (_deberta_v2)
+             "pooler_hidden_size", "embedding_size", "attention_head_size")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
@@ -49,7 +51,8 @@ _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_win
 _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_sliding_window", "qk_layernorm",
           "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias",
           "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds", "use_conv_bias", "conv_bias",
-          "residual_in_fp32", "norm_bias", "classifier_bias", "decoder_bias")
+          "residual_in_fp32", "norm_bias", "classifier_bias", "decoder_bias", "relative_attention", "share_att_key",
+          "position_biased_input")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
@@ -57,9 +60,10 @@ CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(("resid_pdrop", "residual_dropout", "hidden_dropout", "attention_dropout", "attn_pdrop",
                      "embd_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout",
                      "dropout_rate", "activation_dropout", "embedding_dropout", "mlp_dropout",
-                     "classifier_dropout"), "number"),
+                     "classifier_dropout", "pooler_dropout", "cls_dropout"), "number"),
     **dict.fromkeys(("model_type", "hidden_act", "hidden_activation", "activation_function", "topk_method",
-                     "torch_dtype", "feed_forward_proj", "classifier_pooling", "classifier_activation"), "str"),
+                     "torch_dtype", "feed_forward_proj", "classifier_pooling", "classifier_activation",
+                     "norm_rel_ebd", "pooler_hidden_act"), "str"),
     "mlp_only_layers": "int_list",
     "layer_types": "str_list",
 }
@@ -575,6 +579,63 @@ def _modernbert(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def _deberta_v2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # modeling_deberta_v2.py / configuration_deberta_v2.py (transformers 5.24), DeBERTa-v2 and v3:
+    # DebertaV2Embeddings (word_embeddings; position_embeddings only when position_biased_input, false in every v3
+    # config; token_type_embeddings only when type_vocab_size > 0, 0 in v3; a LayerNorm), DebertaV2Layer (BERT's:
+    # query_proj, key_proj, value_proj with bias, attention.output.dense, intermediate.dense, output.dense, two
+    # post-LayerNorms), DebertaV2Encoder.rel_embeddings (2 x position_buckets rows, or 2 x max_relative_positions
+    # without buckets) and its LayerNorm (norm_rel_ebd "layer_norm"). ContextPooler (dense pooler_hidden_size^2 with
+    # bias) + classifier for sequence classification; the classifier alone for token classification.
+    out = _common(d, source, tie_default=True)
+    out.update(_ENCODER_SHAPE)
+    hidden, heads = int(out["hidden_size"]), int(out["num_attention_heads"])
+    out["hidden_act"] = str(d.get("hidden_act") or "gelu")
+    max_pos = int(_get(d, source, "max_position_embeddings", default=512))
+    out["max_position_embeddings"] = max_pos
+    out["learned_position_embeddings"] = bool(_get(d, source, "position_biased_input", default=True))
+    out["type_vocab_size"] = int(_get(d, source, "type_vocab_size", default=0))
+    out["dropout"] = float(_get(d, source, "hidden_dropout_prob", default=0.1))
+    problems: list[str] = []
+    ints: dict[str, int] = {}
+    for key in ("position_buckets", "max_relative_positions"):  # -1 is the library's "none" for both
+        value = d.get(key, -1)
+        if value is None:
+            value = -1
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{key} must be an integer (-1: none), got {value!r}")
+        ints[key] = value if isinstance(value, int) else -1
+    pos_att = d.get("pos_att_type") or []
+    if isinstance(pos_att, str):  # DebertaV2Config.__post_init__: "p2c|c2p" -> ["p2c", "c2p"]
+        pos_att = [x.strip() for x in pos_att.lower().split("|")]
+    if not isinstance(pos_att, list) or not all(isinstance(x, str) for x in pos_att):
+        problems.append(f"pos_att_type must be a string such as 'p2c|c2p' or a list of them, got {pos_att!r}")
+        pos_att = []
+    norm_rel = [x.strip() for x in str(d.get("norm_rel_ebd") or "none").lower().split("|")]
+    # What changes the parameters and is not modelled is refused, never ignored (every published v3 config is the
+    # modelled shape; deberta-v2-xlarge / xxlarge's ConvLayer is not).
+    if not _get(d, source, "relative_attention", default=False):
+        problems.append("relative_attention false is not modelled for DeBERTa-v2 (every v3 config sets it true)")
+    if "layer_norm" not in norm_rel:
+        problems.append(f"norm_rel_ebd {d.get('norm_rel_ebd')!r} is not modelled; DeBERTa-v3 uses 'layer_norm'")
+    if not d.get("share_att_key", False) and {"c2p", "p2c"} & set(pos_att):
+        problems.append("share_att_key false (separate pos_key_proj / pos_query_proj) is not modelled; "
+                        "DeBERTa-v3 shares them (share_att_key true)")
+    if d.get("conv_kernel_size"):
+        problems.append(f"conv_kernel_size {d['conv_kernel_size']} (DeBERTa-v2's ConvLayer) is not modelled; "
+                        "use 0 as DeBERTa-v3 does")
+    for key, value in (("embedding_size", d.get("embedding_size")), ("pooler_hidden_size", d.get("pooler_hidden_size")),
+                       ("attention_head_size x num_attention_heads",
+                        None if d.get("attention_head_size") is None else d["attention_head_size"] * heads)):
+        if value is not None and value != hidden:
+            problems.append(f"{key} {value} differs from hidden_size {hidden}; only hidden_size is modelled")
+    if problems:
+        raise PresetFileError(source, problems)
+    relative = ints["max_relative_positions"] if ints["max_relative_positions"] >= 1 else max_pos
+    out["rel_embedding_rows"] = 2 * (ints["position_buckets"] if ints["position_buckets"] > 0 else relative)
+    return out
+
+
 # --- Encoder-decoders (memory/seq2seq.py) --------------------------------------------------------------------
 def _t5(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # configuration_t5.py / configuration_mt5.py: d_model, d_kv, d_ff, num_layers, num_decoder_layers (default
@@ -711,6 +772,7 @@ FAMILIES: dict[str, Mapper] = {
     "xlm-roberta": _bert,
     "distilbert": _distilbert,
     "modernbert": _modernbert,
+    "deberta-v2": _deberta_v2,
     "t5": _t5,
     "mt5": _t5,
     "bart": _bart,

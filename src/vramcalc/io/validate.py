@@ -52,6 +52,10 @@ def _checker(cls: type) -> type[BaseModel]:
             annotation = Annotated[int, _StrictNumber]
         elif annotation == int | None:
             annotation = Annotated[int, _StrictNumber] | None
+        elif annotation is float:  # and "1" as 1.0 (a preset's moe_capacity_factor: "1" was accepted)
+            annotation = Annotated[float, _StrictNumber]
+        elif annotation == float | None:
+            annotation = Annotated[float, _StrictNumber] | None
         if f.name in cls.CHOICES:  # type: ignore[attr-defined]
             annotation = Literal[cls.CHOICES[f.name]]  # type: ignore[attr-defined]
             if f.name in cls.OPTIONAL:  # type: ignore[attr-defined]
