@@ -63,7 +63,6 @@ def test_the_head_keeps_the_completion_log_softmax_and_not_the_logits() -> None:
 
 
 @pytest.mark.parametrize(("kw", "message"), [
-    ({"grad_checkpointing": True}, "without a KV cache"),
     ({"use_vllm": "colocate"}, "generation in vLLM"),
     ({"loss": "trl"}, "computes the full logits"),
     ({"prompt_len": 0}, "give --prompt-len"),
@@ -88,8 +87,19 @@ def test_cli_and_explain(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = invoke(["explain", "qwen2.5-0.5b", *args], capsys)
     assert code == 0, err
     assert "online_dpo_trainer.py" in out.replace("\n      ", "") and "Online DPO" in out
-    code, out, err = invoke(["estimate", "qwen2.5-0.5b", *args, "--grad-checkpointing"], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "use_cache=False" in err
+    code, out, err = invoke(["estimate", "qwen2.5-0.5b", *args, "--use-vllm", "colocate"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "vLLM" in err
+
+
+def test_checkpointing_generates_without_a_kv_cache() -> None:
+    # online_dpo_trainer.py __init__: generation_kwargs use_cache = not gradient_checkpointing (OnlineDPOConfig's
+    # default is True): no KV cache; the last step runs the whole sequence (P + C - 1 tokens per row) under no_grad
+    gc = estimate(QWEN, TrainingSpec(**{**_kw(ODPO), "grad_checkpointing": True}))
+    assert gc.details["kv_cache.generation"] == 0
+    assert "use_cache=False" in " ".join(gc.notes)
+    # one no-grad layer over 4 rows × 575 tokens: at least the residual stream and the normed input (2 × 2 B × 896
+    # hidden) and the MLP's act(gate), up and product (3 × 2 B × 4,864 intermediate) per token (qwen2.5-0.5b)
+    assert gc.details["temporaries.generation"] >= 4 * 575 * (2 * 2 * 896 + 3 * 2 * 4_864)
 
 
 # --- the tracer --------------------------------------------------------------------------------------------
@@ -97,7 +107,8 @@ def test_cli_and_explain(capsys: pytest.CaptureFixture[str]) -> None:
     {"method": "full", "precision": "bf16"},
     {"method": "lora", "precision": "amp-bf16"},
     {"method": "full", "precision": "bf16", "grad_accum": 2},
-], ids=["full-copy", "lora-amp-adapters-off", "full-accum"])
+    {"method": "lora", "precision": "amp-bf16", "grad_checkpointing": True},
+], ids=["full-copy", "lora-amp-adapters-off", "full-accum", "lora-amp-gc-uncached"])
 def test_online_dpo_matches_the_trace(kw: dict[str, object]) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -124,8 +135,9 @@ def test_online_dpo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # OnlineDPOConfig's defaults: max_length 512, max_new_tokens 64
     o = _load(tmp_path, "output_dir: out\nmissing_eos_penalty: 1.0\ngradient_checkpointing: false\n").options
     assert (o["seq_len"], o["prompt_len"]) == (512, 448)
+    # OnlineDPOConfig's gradient_checkpointing default is True (generation then without a KV cache)
+    assert _load(tmp_path, "output_dir: out\nmax_new_tokens: 64\n").options["grad_checkpointing"] is True
     for text, message in (
-            ("max_new_tokens: 64\n", "gradient_checkpointing: OnlineDPOConfig defaults it to true"),
             ("gradient_checkpointing: false\nreward_model_path: some/rm\n", "reward_model_path: a reward model"),
             ("gradient_checkpointing: false\nmax_new_tokens: 64\nuse_vllm: true\n", "use_vllm: Online DPO's"),
             ("gradient_checkpointing: false\nmax_new_tokens: 64\nloss_type: hinge\n", "loss_type: 'hinge'")):

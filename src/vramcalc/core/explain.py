@@ -1017,9 +1017,12 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                      "generation)")
         tl.append(Line("temporaries.generation", "generate(): logits, sampling probabilities and layer workspace",
                        f"{rows_text}, prompt {t.prompt_len} + {rl.completion_len(t)} new tokens",
-                       d["temporaries.generation"], "the larger of the prefill and the last decode step, beside the "
-                       "KV cache (memory/inference.py generate_terms)",
-                       SRC_ONLINE if t.objective == "online-dpo" else SRC_RL))
+                       d["temporaries.generation"],
+                       "no KV cache (use_cache=False under checkpointing): the last step's no-grad forward over the "
+                       "whole sequence (memory/online_dpo.py uncached_generation_bytes)"
+                       if t.objective == "online-dpo" and t.grad_checkpointing else
+                       "the larger of the prefill and the last decode step, beside the KV cache (memory/inference.py "
+                       "generate_terms)", SRC_ONLINE if t.objective == "online-dpo" else SRC_RL))
         if d.get("temporaries.logprob_pass"):
             tl.append(Line("temporaries.logprob_pass", "no-grad log-prob pass (old policy / reference)",
                            f"{t.batch_size} rows of {_n(seq)} per sub-batch, {_n(gen_rows)} rows' results kept",

@@ -733,10 +733,6 @@ class TrainingSpec:
         if self.prompt_len < 1:
             raise SpecError("", "Online DPO generates completions from prompts: give --prompt-len (the longest "
                             "prompt, in tokens) and --seq-len = prompt + max_new_tokens")
-        if self.grad_checkpointing:
-            # online_dpo_trainer.py __init__: generation_kwargs use_cache = not gradient_checkpointing
-            raise SpecError("", "with gradient checkpointing OnlineDPOTrainer generates without a KV cache "
-                            "(use_cache=False), which is not modelled: drop --grad-checkpointing")
         if self.ref_model == "precomputed":
             raise SpecError("", "Online DPO scores fresh completions each step, so reference log-probs cannot be "
                             "precomputed: drop --ref-model precomputed")

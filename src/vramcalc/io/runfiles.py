@@ -868,18 +868,16 @@ def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "", objective: s
 
 def _online_dpo(d: dict[str, Any], run: Run) -> None:
     """OnlineDPOConfig (TRL 1.16 trl/experimental/online_dpo/online_dpo_config.py) onto --objective online-dpo
-    (memory/online_dpo.py): generate() on the policy, reward functions as callables, no checkpointing."""
+    (memory/online_dpo.py): generate() on the policy, reward functions as callables."""
     if d.get("reward_model_path") is not None:
         raise _KeyProblem("reward_model_path", "a reward model (a second model on the GPU, run on every completion) "
                           "is not modelled for Online DPO; remove it (reward functions as Python callables are)")
     if d.get("use_vllm") is True:
         raise _KeyProblem("use_vllm", "Online DPO's generation in vLLM is not modelled; set use_vllm: false")
-    # online_dpo_config.py: gradient_checkpointing defaults to True, and online_dpo_trainer.py then generates with
-    # use_cache=False (no KV cache, the whole prefix re-run per new token): not modelled.
-    if d.get("gradient_checkpointing", True) is not False:
-        raise _KeyProblem("gradient_checkpointing", "OnlineDPOConfig defaults it to true, and then OnlineDPOTrainer "
-                          "generates without a KV cache (use_cache=False), which is not modelled; set "
-                          "gradient_checkpointing: false")
+    # online_dpo_config.py: gradient_checkpointing defaults to True (online_dpo_trainer.py then generates with
+    # use_cache=False: memory/online_dpo.py uncached_generation_bytes)
+    if "gradient_checkpointing" not in d:
+        run.options["grad_checkpointing"] = True
     loss = d.get("loss_type")
     if loss is not None and str(loss) not in ("sigmoid", "ipo"):
         raise _KeyProblem("loss_type", f"{loss!r:.40} is not an OnlineDPOTrainer loss_type; use sigmoid or ipo")

@@ -3,9 +3,9 @@
 TRL 1.16 trl/experimental/online_dpo/online_dpo_trainer.py, vLLM off, reward functions as Python callables:
 * `training_step` -> `_generate`: the B prompts tokenized left-padded and repeated twice (`repeat(2, 1)`: 2B rows),
   `unwrap_model_for_generation` (gradient checkpointing off for it), `torch.no_grad()`, `generate(max_new_tokens=C,
-  do_sample=True)` with a DynamicCache (use_cache: gradient checkpointing is refused): trace/_generate.py `decode`
-  with sampling, the completions cut from its ids (`truncate_right` makes new ids and a mask). It runs in
-  `make_inputs`, inside the tracer's forward phase, in every micro-batch.
+  do_sample=True)` with a DynamicCache (trace/_generate.py `decode` with sampling), or without a cache under gradient
+  checkpointing (`use_cache=False`: `_uncached_decode`), the completions cut from its ids (`truncate_right` makes
+  new ids and a mask). It runs in `make_inputs`, inside the tracer's forward phase, in every micro-batch.
 * `_forward` as TRL writes it (`_forward` below), with the model wrapped as accelerate prepares it: autocast around
   the model, then `convert_outputs_to_fp32` (the logits come back as an fp32 copy under mixed precision; the
   log-softmax runs outside autocast). The policy's, then the reference's under `torch.no_grad()` (the frozen copy,
@@ -47,6 +47,22 @@ def _forward(model: Callable[..., Any], prompt_ids: torch.Tensor, prompt_mask: t
     return torch.take_along_dim(logits.log_softmax(dim=-1), completion_ids.unsqueeze(-1), dim=2).squeeze(-1)
 
 
+def _uncached_decode(hf: Any, ids: torch.Tensor, n_new: int, ctx: Callable[[], Any]) -> torch.Tensor:
+    """generate()'s `_sample` loop with use_cache=False (transformers 5.24 generation/utils.py): every step runs the
+    model over the whole sequence so far, `logits_to_keep=1`; the last position's logits copied to fp32, softmax,
+    multinomial."""
+    for _ in range(n_new):
+        with ctx():
+            out = hf(input_ids=ids, use_cache=False, logits_to_keep=1)
+        next_logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
+        del out
+        probs = torch.nn.functional.softmax(next_logits, dim=-1)
+        nxt = torch.multinomial(probs, num_samples=1).squeeze(1)
+        del probs, next_logits
+        ids = torch.cat([ids, nxt[:, None]], dim=-1)
+    return ids
+
+
 def online_dpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module], adapters_off: bool,
                     autocast: Callable[[], Any] | None) -> tuple[Callable[[], dict[str, Any]],
                                                                  Callable[[nn.Module, dict[str, Any]], torch.Tensor]]:
@@ -66,9 +82,12 @@ def online_dpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.
         prompt_ids, prompt_mask = prompts.repeat(2, 1), prompt_mask.repeat(2, 1)  # _generate: 2 per prompt
         del prompts
         with _no_checkpointing(policy), torch.no_grad():
-            cache = DynamicCache()
-            ids = decode(policy, prompt_ids, c, cache, sample=True, forward_ctx=ac)
-            del cache
+            if training.grad_checkpointing:  # generation_kwargs use_cache=False: no cache, the whole sequence per step
+                ids = _uncached_decode(policy, prompt_ids, c, ac)
+            else:
+                cache = DynamicCache()
+                ids = decode(policy, prompt_ids, c, cache, sample=True, forward_ctx=ac)
+                del cache
         completion_ids = ids[:, p:].clone()  # truncate_right: new ids and mask
         del ids
         completion_mask = torch.ones((2 * b, c), dtype=torch.long)

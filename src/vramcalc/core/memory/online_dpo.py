@@ -7,7 +7,9 @@ Read from TRL 1.16 (trl/experimental/online_dpo/online_dpo_trainer.py, online_dp
   `torch.no_grad()`, `generate(max_new_tokens, do_sample=True)`; the generation config sets
   `use_cache = not gradient_checkpointing`. With the cache on, this is GRPO's generate() moment on 2B rows
   (memory/rl.py generation_bytes); gradients accumulated by earlier micro-batches are alive during it. Without
-  the cache (gradient checkpointing) generate() re-runs the whole prefix per token: refused (not modelled).
+  the cache (gradient checkpointing, OnlineDPOConfig's default) generate() re-runs the whole sequence at every new
+  token (`uncached_generation_bytes`): no KV cache, and at the last step a no-grad forward over P + C - 1 tokens
+  per row (`logits_to_keep=1`: the last position's logits only; checkpointing is disabled for generation).
 * `_forward(model, ...)`: `model(prompt_completion_ids, attention_mask=...)` with no labels, so the full logits
   `[2B, P + C, V]` come back (in fp32 under bf16/fp16 mixed precision: accelerate's prepared forward,
   convert_outputs_to_fp32, next to the compute-dtype logits while it converts), then
@@ -46,6 +48,24 @@ MAX_LENGTH = 512  # OnlineDPOConfig max_length (prompt + completion)
 
 def is_online_dpo(t: TrainingSpec) -> bool:
     return t.objective == OBJECTIVE
+
+
+def uncached_generation_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """generate(use_cache=False)'s last step on the policy view's 2B rows: the larger of one no-grad layer over
+    P + C - 1 tokens per row (memory/preference.py nograd_layer_bytes, the residual stream included) and the head:
+    the last hidden states, the last position's logits (compute dtype), their fp32 copy and sampling's fp32 softmax
+    (transformers generation/utils.py _sample)."""
+    assert m.vocab_size is not None and m.hidden_size is not None
+    from vramcalc.core.units import dtype_bytes
+
+    c = dtype_bytes(recipe.compute)
+    r = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    rows = t.batch_size
+    tokens = rows * (t.seq_len - 1)
+    per_token, fixed = _preference.nograd_layer_bytes(m, recipe, t.method)
+    layer = per_token * tokens + fixed
+    head = r * m.hidden_size * tokens + rows * m.vocab_size * (c + 4 + 4) + fixed
+    return max(layer, head)
 
 
 def head_bytes(*, rows: int, seq: int, completion: int, vocab: int, hidden: int, compute: int, logits: int,
@@ -115,8 +135,10 @@ def notes(t: TrainingSpec, reference_bytes: int) -> tuple[str, ...]:
             "adapters-off": "the policy with its adapters disabled (no extra weights)"}[ref]
     b = t.batch_size // 2
     c = t.seq_len - t.prompt_len
+    cache = ("without a KV cache: use_cache=False under gradient checkpointing, the whole sequence re-run per token"
+             if t.grad_checkpointing else "with a DynamicCache")
     return (f"online-dpo: TRL OnlineDPOTrainer: every micro-batch generates 2 completions per prompt ({t.batch_size} "
-            f"rows = 2 x --batch-size {b}, generate() with a DynamicCache, prompt {t.prompt_len} + {c} new tokens = "
+            f"rows = 2 x --batch-size {b}, generate() {cache}, prompt {t.prompt_len} + {c} new tokens = "
             f"--seq-len), then the policy's forward on them with the full logits [rows, seq, vocab] and a "
             f"log-softmax over the {c} completion positions kept for backward (no fused head); reference: {what}, "
             "its no-grad forward on top of the policy's saved tensors (forward.reference).",

@@ -398,6 +398,7 @@ class RlPlan:
     model: ModelSpec
     logprobs: _preference.ReferencePlan | None
     copies: int  # amp full fine-tuning: autocast caches a 16-bit copy of every trainable fp32 weight per forward
+    uncached: int = -1  # Online DPO under checkpointing: generate(use_cache=False)'s transient (memory/online_dpo.py)
 
     def moments(self, t: TrainingSpec, gradients: int,
                 weight_bytes: int) -> tuple[tuple[int, ...] | None, tuple[int, int] | None]:
@@ -409,6 +410,8 @@ class RlPlan:
             return (grads, sync_bytes(self.model, t, weight_bytes)), passes
         if t.use_vllm == "colocate":
             return None, passes
+        if self.uncached >= 0:  # no KV cache: the last step's no-grad forward over the whole sequence
+            return (grads, self.copies, 0, self.uncached), passes
         g = generation_bytes(self.model, t)
         return (grads, self.copies, g.kv_cache, g.transient), passes
 
@@ -418,4 +421,8 @@ def plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, autocast_copies: int) ->
     if not (is_rl(t) or t.objective == "online-dpo"):
         return None
     copies = autocast_copies if recipe.autocast and t.method in ("full", "freeze") else 0
+    if t.objective == "online-dpo" and t.grad_checkpointing:  # online_dpo_trainer.py: use_cache=False
+        from vramcalc.core.memory import online_dpo as _online_dpo
+
+        return RlPlan(m, None, copies, _online_dpo.uncached_generation_bytes(m, t, recipe))
     return RlPlan(m, logprob_plan(m, t, recipe), copies)
