@@ -45,15 +45,16 @@ bitsandbytes nf4 and int8 block weights). The trace
 is trace/_generate.py (prefill + new_tokens - 1 decode steps under torch.no_grad); the phases are prefill and
 decode. Written to accuracy_inference.{json,md}.
 
-The RL grid (`--grid rl`, issue 14; 36 cases): the same 3 architectures × 12 TRL GRPOTrainer / RLOOTrainer steps
+The RL grid (`--grid rl`, issue 14; 66 cases): the same 3 architectures × 12 TRL GRPOTrainer / RLOOTrainer steps
 (RL_RUNS: 5 GRPO with generate(), 3 GRPO with vLLM colocated / asleep / as a server, 4 RLOO): generate() with
 sampling on the generation batch (trace/_generate.py decode), the no-grad log-prob passes
 (the reference with beta > 0: a frozen copy for full, adapters off for LoRA),
 then _compute_loss on the completions through TRL's fused head (trace/_rl.py); full pure-bf16, LoRA and QLoRA NF4,
 with and without checkpointing, one run where generate() is the peak. With vLLM the step runs on vLLM's outputs
 (no generate() on the policy; a server's weight sync through packed buffers); the colocated engine's share of the
-GPU is overhead, not a tensor of the step. Prompt 256 + completion 16. Written to
-accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
+GPU is overhead, not a tensor of the step. And 10 TRL OnlineDPOTrainer steps (trace/_online_dpo.py: generate() of 2
+completions per prompt, with a cache or, under checkpointing, without; the policy's and the reference's full
+logits). Prompt 256 + completion 16. Written to accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
@@ -944,6 +945,7 @@ def optimizer_grid() -> list[dict[str, Any]]:
 # (a short completion keeps the traced decode loop short; the cache and logits scale with it the same way).
 _GRPO = {"objective": "grpo", "seq_len": 272, "prompt_len": 256, "num_generations": 4}
 _RLOO = {"objective": "rloo", "seq_len": 272, "prompt_len": 256, "num_generations": 2, "beta": 0.05}
+_ODPO = {"objective": "online-dpo", "seq_len": 272, "prompt_len": 256}
 RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("grpo full", {**_FULL, **_GRPO, "batch_size": 4}),
     ("grpo full beta copy gc", {**_FULL, **_GRPO, **GC, "batch_size": 4, "beta": 0.04}),
@@ -964,6 +966,19 @@ RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("rloo lora adapters-off gc", {**_LORA, **_RLOO, **GC, "batch_size": 4}),
     ("rloo qlora generation peak", {**_QLORA, **_RLOO, "batch_size": 2, "steps_per_generation": 8}),
     ("rloo lora vllm colocate beta 0", {**_LORA, **_RLOO, "batch_size": 4, "beta": 0.0, "use_vllm": "colocate"}),
+    # TRL OnlineDPOTrainer (memory/online_dpo.py, trace/_online_dpo.py): generate() of 2 completions per prompt in every
+    # micro-batch, then the policy's and the reference's full logits and log-softmax (no fused head); vLLM off,
+    # reward functions as callables; under checkpointing (OnlineDPOConfig's default) generate() runs without a cache
+    ("online-dpo full", {**_FULL, **_ODPO, "batch_size": 2}),
+    ("online-dpo full accum 2", {**_FULL, **_ODPO, "batch_size": 2, "grad_accum": 2}),
+    ("online-dpo full long completion", {**_FULL, **_ODPO, "batch_size": 2, "prompt_len": 208}),
+    ("online-dpo lora adapters-off", {**_LORA, **_ODPO, "batch_size": 4}),
+    ("online-dpo lora amp", {**_LORA, **_ODPO, "precision": "amp-bf16", "batch_size": 2}),
+    ("online-dpo lora ref copy", {**_LORA, **_ODPO, "batch_size": 2, "ref_model": "copy"}),
+    ("online-dpo lora b8", {**_LORA, **_ODPO, "batch_size": 8}),
+    ("online-dpo qlora", {**_QLORA, **_ODPO, "batch_size": 4}),
+    ("online-dpo full gc uncached generation", {**_FULL, **_ODPO, **GC, "batch_size": 2}),
+    ("online-dpo lora gc uncached generation", {**_LORA, **_ODPO, **GC, "batch_size": 4}),
 )
 
 
@@ -989,7 +1004,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "sharded": " (the root's and one layer's bytes, issue 19)",
           "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)",
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
-          "rl": " (GRPO and RLOO: generation and the step on completions, issue 14)",
+          "rl": " (GRPO, RLOO and Online DPO: generation and the step on completions, issue 14)",
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
@@ -1103,8 +1118,8 @@ def main() -> None:
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
                     "against the tracer's model; optimizers: issue 13's 32 "
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
-                    "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 36 GRPO / RLOO cases "
-                    "(generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
+                    "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 66 GRPO / RLOO / Online DPO "
+                    "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained)")

@@ -219,9 +219,15 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
         kw["objective"] = "sft"
     if kw["objective"] in ("grpo", "rloo") and (kw["mode"] != "train" or kw["seq_len"] < 2):
         kw["objective"] = "sft"  # GRPO generates from a prompt: at least one prompt and one completion token
+    if kw["objective"] == "online-dpo" and (kw["mode"] != "train" or kw["seq_len"] < 2):
+        kw["objective"] = "sft"  # Online DPO generates from a prompt, as GRPO
     grpo = kw["objective"] in ("grpo", "rloo")  # online RL: GRPO and RLOO share the options (memory/rl.py)
     pref = kw["objective"] in ("dpo", "ipo", "kto")
-    if ((pref or grpo) and kw["loss"] not in ("hf", "trl")) or kw["objective"] in ("reward", "orpo", "cpo", "simpo"):
+    online = kw["objective"] == "online-dpo"  # core/specs.py _online_dpo_consistent: what is modelled of it
+    if online:
+        kw["packing"] = "none"
+    if ((pref or grpo) and kw["loss"] not in ("hf", "trl")) or kw["objective"] in ("reward", "orpo", "cpo", "simpo",
+                                                                                   "online-dpo"):
         kw["loss"] = "hf"
     # GRPO (core/specs.py _rl_consistent): num_generations divides the generation batch (here the batch itself, so
     # that any --grad-accum keeps it valid); a reference only with beta > 0
@@ -238,9 +244,9 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
         kw["vllm_sleep"] = False
     if kw["objective"] not in ("cpo", "simpo"):  # CPOConfig cpo_alpha 0 (--no-chosen-nll) is CPOTrainer's
         kw["chosen_nll"] = True
-    if not (pref or (grpo and kw["beta"] > 0)):
+    if not (pref or online or (grpo and kw["beta"] > 0)):
         kw.update(ref_model="auto", ref_dtype="auto")
-    if grpo and kw["ref_model"] == "precomputed":
+    if (grpo or online) and kw["ref_model"] == "precomputed":
         kw["ref_model"] = "auto"
     if kw["ref_model"] == "adapters-off" and kw["method"] not in ("lora", "qlora"):
         kw["ref_model"] = "copy"
@@ -248,7 +254,7 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
         kw["ref_dtype"] = "auto"
     with_prompt = (pref or kw["loss"] == "trl") and kw["mode"] == "train" and kw["seq_len"] > 1
     kw["prompt_len"] = draw(st.integers(0, kw["seq_len"] - 1)) if with_prompt else 0
-    if grpo:
+    if grpo or online:
         kw["prompt_len"] = draw(st.integers(1, kw["seq_len"] - 1))
     if not kw["grad_checkpointing"]:
         kw["ac_every"] = 1
@@ -601,6 +607,8 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
     frozen = (t.freeze_layers or 0) if t.method == "freeze" else 0
     assume(((m.num_layers or 2) - frozen) // t.ac_every >= 2)
     assume(t.method != "prefix-tuning")  # peft refuses prefix tuning with checkpointing (a SpecError here too)
+    # Online DPO: checkpointing also turns generate()'s KV cache off (use_cache=False), another generation
+    assume(t.objective != "online-dpo")
     on = run(m, with_(t, grad_checkpointing=True))
     off = run(m, with_(t, grad_checkpointing=False, ac_every=1))
     if t.activation_offload:

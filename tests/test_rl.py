@@ -360,8 +360,6 @@ def test_trl_rloo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
     o = run.options
     assert (o["objective"], o["seq_len"], o["prompt_len"], o["use_vllm"]) == ("rloo", 384, 128, "colocate")
     assert "beta" not in o and o["grad_checkpointing"] is True  # RLOOConfig's beta default comes from the options
-    # an OnlineDPOConfig (trl/experimental/online_dpo) is refused in one line, not read as DPO or GRPO
-    with pytest.raises(runfiles.RunFileError, match="max_new_tokens: TRL OnlineDPOTrainer .* is not modelled"):
-        _load(tmp_path, "output_dir: out\nmax_new_tokens: 64\nbeta: 0.1\nuse_vllm: true\n")
+    # an OnlineDPOConfig (trl/experimental/online_dpo) is read as --objective online-dpo: tests/test_online_dpo.py
     with pytest.raises(runfiles.RunFileError, match="RLOOConfig has no loss_type"):
         _load(tmp_path, "output_dir: out\nreward_clip_range: [-1, 1]\nloss_type: dapo\n")

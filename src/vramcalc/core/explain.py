@@ -107,6 +107,14 @@ _LOGITS_HEAD_LABELS = ("the logits and what log-probs and the chosen NLL save",
                        "the logits' fp32 copy, the chosen half's copy and log-prob work",
                        "gradients of the log-probs, the NLL and the two slices, summed",
                        "the head's backward")
+# Online DPO (memory/online_dpo.py head_bytes): the full logits of the 2B completions, a log-softmax over the completion
+# positions kept for backward.
+_ONLINE_HEAD_LABELS = ("the completion positions' log-softmax output (and lm_head's input)",
+                       "the full logits (and their fp32 copy under amp) beside the log-softmax",
+                       "the gather's and log-softmax's gradients, then the slice's full-logits gradient",
+                       "the head's backward")
+SRC_ONLINE = ("memory/online_dpo.py (TRL 1.16 trl/experimental/online_dpo/online_dpo_trainer.py training_step, "
+              "_generate, _forward)")
 SRC_LOGITS = ("memory/preference.py logits_head_bytes (TRL 1.16 trl/experimental/orpo/orpo_trainer.py, "
               "trl/experimental/cpo/cpo_trainer.py concatenated_forward; trl/kernels/logprob_entropy.py)")
 _OBJECTIVE_HEAD_LABELS = ("the head's saved tensors", "the head's forward transients", "its backward transients",
@@ -217,8 +225,8 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     policy = pref.policy_view(training) if training.objective != "sft" else training
     # memory/__init__.py _build_plan: TRL's preference trainers disable dropout (DPOConfig / ORPOConfig / CPOConfig
     # disable_dropout=True); GRPOConfig's and RLOOConfig's default is False: dropout stays
-    acting = pref.without_dropout(model) if (pref.is_preference(training) or pref.is_reference_free(training)) \
-        and model.dropout else model
+    acting = pref.without_dropout(model) if (pref.is_preference(training) or pref.is_reference_free(training)
+                                             or training.objective == "online-dpo") and model.dropout else model
     notes: list[str] = []
     sections = [
         _parameters(model, training, w.parameters, w.trainable),
@@ -522,7 +530,7 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                               w.copies * w.copy_elem_bytes, "copied parameters × bytes per weight", SRC_SAVED))
     elif t.method in peft_methods.TABLE:
         lines += _peft_weights(m, t, w)
-    if pref.is_preference(t) or rl.is_rl(t):
+    if pref.is_preference(t) or rl.is_rl(t) or t.objective == "online-dpo":
         lines.append(_reference_weights(t, b, w))
     lines, text = _per_gpu(b, "weights", lines, text, {
         "weights.partition": "this GPU's partition", "weights.gathered_unit": "one gathered unit"})
@@ -588,16 +596,17 @@ def _reference_weights(t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Line:
     """The preference reference (memory/preference.py): a frozen copy, or nothing (adapters off, precomputed)."""
     ref = pref.resolve_ref(t)
     value = b.details.get("weights.reference", 0)
+    # OnlineDPOTrainer: create_reference_model (a deep copy) or disable_adapter with peft
+    src = SRC_ONLINE if t.objective == "online-dpo" else SRC_PREFERENCE
     if ref == "copy":
         dtype = pref.ref_weight_dtype(t, recipe_of(t))
         return Line("weights.reference", f"reference model: a frozen copy ({dtype})",
                     f"{_n(w.parameters)} params × {dtype_bytes(dtype)} B ({dtype})", value,
-                    "parameters × bytes per reference weight (--ref-dtype; auto: the policy's load dtype)",
-                    SRC_PREFERENCE)
+                    "parameters × bytes per reference weight (--ref-dtype; auto: the policy's load dtype)", src)
     what = {"adapters-off": "the policy with its adapters disabled (peft disable_adapter): no extra weights",
             "precomputed": "log-probs precomputed before training (precompute_ref_log_probs): no reference "
                            "in the step"}.get(ref, f"{t.objective} trains without a reference model")
-    return Line("weights.reference", f"reference model ({ref or 'none'})", what, value, source=SRC_PREFERENCE)
+    return Line("weights.reference", f"reference model ({ref or 'none'})", what, value, source=src)
 
 
 # --- gradients ---------------------------------------------------------------------------------------
@@ -946,6 +955,9 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                         "logits are kept, only the completion positions' hidden states and per-token statistics")
     elif t.objective == "reward":
         act_text.append("a 1-output score head instead of lm_head: nothing vocabulary-wide exists")
+    elif t.objective == "online-dpo":
+        act_text.append("OnlineDPOTrainer's _forward: the full logits, then a log-softmax over the completion "
+                        "positions that stays alive until backward (no fused head)")
     act_sec = Section("activations", "activations", b.activations, tuple(lines), tuple(act_text))
 
     # Temporaries: short-lived peaks; the component is the largest of them.
@@ -999,16 +1011,29 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                            _loss_formula(loss), src))
     if "temporaries.generation" in d:  # memory/rl.py: GRPO's generate() and no-grad log-prob passes (own moments)
         gen_rows = rl.generation_rows(t)
+        rows_text = (f"{gen_rows} rows (2 completions × {t.batch_size // 2} prompts, every micro-batch)"
+                     if t.objective == "online-dpo" else
+                     f"{gen_rows} rows (--batch-size {t.batch_size} × {rl.steps_per_generation(t)} steps per "
+                     "generation)")
         tl.append(Line("temporaries.generation", "generate(): logits, sampling probabilities and layer workspace",
-                       f"{gen_rows} rows (--batch-size {t.batch_size} × {rl.steps_per_generation(t)} steps per "
-                       f"generation), prompt {t.prompt_len} + {rl.completion_len(t)} new tokens",
-                       d["temporaries.generation"], "the larger of the prefill and the last decode step, beside the "
-                       "KV cache (memory/inference.py generate_terms)", SRC_RL))
+                       f"{rows_text}, prompt {t.prompt_len} + {rl.completion_len(t)} new tokens",
+                       d["temporaries.generation"],
+                       "no KV cache (use_cache=False under checkpointing): the last step's no-grad forward over the "
+                       "whole sequence (memory/online_dpo.py uncached_generation_bytes)"
+                       if t.objective == "online-dpo" and t.grad_checkpointing else
+                       "the larger of the prefill and the last decode step, beside the KV cache (memory/inference.py "
+                       "generate_terms)", SRC_ONLINE if t.objective == "online-dpo" else SRC_RL))
         if d.get("temporaries.logprob_pass"):
             tl.append(Line("temporaries.logprob_pass", "no-grad log-prob pass (old policy / reference)",
                            f"{t.batch_size} rows of {_n(seq)} per sub-batch, {_n(gen_rows)} rows' results kept",
                            d["temporaries.logprob_pass"], "one no-grad forward through TRL's fused head", SRC_RL))
-    if "temporaries.reference_forward" in d:  # memory/preference.py ReferencePlan.peak, a moment of its own
+    if "temporaries.reference_forward" in d and t.objective == "online-dpo":  # memory/online_dpo.py ReferencePlan
+        tl.append(Line("temporaries.reference_forward", f"reference model's no-grad _forward ({pref.resolve_ref(t)})",
+                       f"the larger of one no-grad layer over {tok} and the full logits over {tok} with the "
+                       f"log-softmax over {_n(_labelled(t, seq))} completion positions",
+                       d["temporaries.reference_forward"],
+                       "after the policy's forward, on top of its saved activations", SRC_ONLINE))
+    elif "temporaries.reference_forward" in d:  # memory/preference.py ReferencePlan.peak, a moment of its own
         tl.append(Line("temporaries.reference_forward", f"reference model's no-grad forward ({pref.resolve_ref(t)})",
                        f"the larger of one no-grad layer over {tok} and its fused head over "
                        f"{_n(_labelled(t, seq))} scored tokens, + the policy's per-position outputs",
@@ -1044,6 +1069,8 @@ def _loss_of(t: TrainingSpec, d: dict[str, int]) -> str:
         return "reward"
     if pref.is_reference_free(t):
         return "logits"  # ORPO / CPO / SimPO: the full logits of the 2B rows (memory/preference.py)
+    if t.objective == "online-dpo":
+        return "online"  # the full logits and a log-softmax (memory/online_dpo.py)
     return t.loss if t.loss != "hf" else t.objective
 
 
@@ -1052,16 +1079,22 @@ def _loss_labels(loss: str) -> tuple[str, str, str, str]:
         return _REWARD_LABELS
     if loss == "logits":
         return _LOGITS_HEAD_LABELS
+    if loss == "online":
+        return _ONLINE_HEAD_LABELS
     return LOSS_LABELS.get(loss, _OBJECTIVE_HEAD_LABELS)
 
 
 def _loss_source(loss: str) -> str:
     if loss == "logits":
         return SRC_LOGITS
+    if loss == "online":
+        return SRC_ONLINE
     return SRC_REWARD if loss == "reward" else LOSS_SOURCES.get(loss, SRC_PREFERENCE)
 
 
 def _loss_formula(loss: str) -> str:
+    if loss == "online":
+        return "memory/online_dpo.py head_bytes"
     return "memory/preference.py logits_head_bytes" if loss == "logits" else "memory/loss.py loss_bytes"
 
 
@@ -1070,6 +1103,8 @@ def _loss_name(loss: str) -> str:
         return "TRL fused log-prob head" if loss == "trl" else f"loss {loss}"
     if loss == "logits":
         return "logits head"
+    if loss == "online":
+        return "Online DPO logits head"
     return "score head" if loss == "reward" else f"{loss} head"
 
 
@@ -1091,6 +1126,9 @@ def _rows_text(t: TrainingSpec) -> str:
     if rl.is_rl(t):
         return (f"{t.objective}: {b} completions (per_device_train_batch_size) of prompt {t.prompt_len} + completion "
                 f"{rl.completion_len(t)} in one forward; generate() ran on {rl.generation_rows(t)} rows before it")
+    if t.objective == "online-dpo":
+        return (f"online-dpo: 2 completions for each of {b // 2} prompts → {b} rows of prompt {t.prompt_len} + "
+                f"completion {rl.completion_len(t)} in one forward; generate() ran on the same rows before it")
     if t.objective == "kto":
         return (f"kto: {b} unpaired completions in one forward; the KL rows (same shape) run under no_grad before it "
                 "and again through the reference")
@@ -1474,7 +1512,8 @@ def header(e: Explanation) -> str:
 
 
 _OBJECTIVE_LABELS = {"dpo": "DPO", "ipo": "IPO", "kto": "KTO", "reward": "reward model", "orpo": "ORPO", "cpo": "CPO",
-                     "simpo": "SimPO", "grpo": "GRPO", "rloo": "RLOO"}
+                     "simpo": "SimPO", "grpo": "GRPO", "rloo": "RLOO",
+                     "online-dpo": "Online DPO"}
 
 
 def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
@@ -1486,7 +1525,7 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
             out.update(ref_model=pref.resolve_ref(t) or "none", prompt_len=t.prompt_len,
                        num_generations=t.num_generations, beta=t.beta,
                        generation_rows=rl.generation_rows(t))
-        if pref.is_preference(t):
+        if pref.is_preference(t) or t.objective == "online-dpo":
             out.update(ref_model=pref.resolve_ref(t), prompt_len=t.prompt_len)
             if pref.resolve_ref(t) == "copy":
                 out["ref_dtype"] = pref.ref_weight_dtype(t, recipe_of(t))

@@ -204,7 +204,9 @@ OPTIONS: tuple[Opt, ...] = (
         "Training objective: sft, dpo/ipo (TRL DPOTrainer: chosen and rejected as 2x the batch, plus a reference), "
         "kto (unpaired, a reference), reward (a scoring head), orpo/cpo/simpo (TRL ORPOTrainer/CPOTrainer: no "
         "reference, chosen and rejected as 2x the batch, full logits), grpo (TRL GRPOTrainer: generate() then a "
-        "step on --batch-size completions of --seq-len = prompt + completion)."),
+        "step on --batch-size completions of --seq-len = prompt + completion), rloo (TRL RLOOTrainer), online-dpo "
+        "(TRL OnlineDPOTrainer: 2 completions per prompt generated every micro-batch, the full logits of policy "
+        "and reference)."),
     Opt("prompt_len", int, 0,
         "Prompt tokens per sequence (of --seq-len); only completions go through TRL's head. 0: every token."),
     Opt("ref_model", REF_MODELS, "auto",

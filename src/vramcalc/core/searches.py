@@ -148,8 +148,8 @@ def max_generation_rows(est: Estimator, t: TrainingSpec, budget_bytes: int) -> i
 
 def seq_floor(t: TrainingSpec) -> int:
     """The shortest sequence `t` allows: generate()'s context holds its new tokens (prompt >= 1 token)."""
-    if t.objective in ("grpo", "rloo"):
-        return 2  # GRPO generates from a prompt of at least one token: one prompt and one completion token
+    if t.objective in ("grpo", "rloo", "online-dpo"):
+        return 2  # GRPO / Online DPO generate from a prompt of at least one token: one prompt and one completion token
     return t.new_tokens if t.mode == "inference" else 1
 
 

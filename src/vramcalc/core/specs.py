@@ -679,6 +679,9 @@ class TrainingSpec:
         """Preference and reward options (memory/preference.py): what each objective reads."""
         pref = self.objective in ("dpo", "ipo", "kto")
         grpo = self.objective in ("grpo", "rloo")  # online RL (memory/rl.py): TRL GRPOTrainer / RLOOTrainer
+        online = self.objective == "online-dpo"  # TRL OnlineDPOTrainer (memory/online_dpo.py)
+        if online:
+            self._online_dpo_consistent()
         self._rl_consistent(grpo)
         if self.objective != "sft" and self.mode != "train":
             raise SpecError("", f"--objective {self.objective} is a training objective: drop it with "
@@ -692,12 +695,13 @@ class TrainingSpec:
                             f"{self.loss} does not apply to --objective {self.objective}: drop --loss")
         if self.objective == "reward" and self.loss != "hf":
             raise SpecError("", "a reward model has a score head and no LM loss: drop --loss with --objective reward")
-        if not (pref or (grpo and self.beta > 0)) and (self.ref_model != "auto" or self.ref_dtype != "auto"):
+        if not (pref or online or (grpo and self.beta > 0)) and (self.ref_model != "auto"
+                                                                 or self.ref_dtype != "auto"):
             raise SpecError("", "--ref-model and --ref-dtype apply to --objective dpo, ipo or kto, or to grpo with "
                             "--beta > 0 (GRPOTrainer loads no reference with beta 0)")
-        if self.prompt_len and not (pref or grpo or self.loss == "trl"):
+        if self.prompt_len and not (pref or grpo or online or self.loss == "trl"):
             raise SpecError("", "--prompt-len changes memory only through TRL's log-prob head: use it with "
-                            "--objective dpo/ipo/kto/grpo/rloo or --loss trl")
+                            "--objective dpo/ipo/kto/grpo/rloo/online-dpo or --loss trl")
         if self.prompt_len >= self.seq_len and self.mode == "train":
             raise SpecError("", f"--prompt-len {self.prompt_len} leaves no completion in --seq-len {self.seq_len}: "
                             "give a sequence longer than the prompt")
@@ -718,13 +722,32 @@ class TrainingSpec:
                             f"logits itself, so --loss {self.loss} does not apply to --objective {self.objective}: "
                             "drop --loss")
 
+    def _online_dpo_consistent(self) -> None:
+        """TRL OnlineDPOTrainer (memory/online_dpo.py): what is modelled of it, the rest refused in one line."""
+        if self.use_vllm != "off":
+            raise SpecError("", "Online DPO's generation in vLLM (OnlineDPOConfig use_vllm) is not modelled: drop "
+                            "--use-vllm (generate() on the policy is)")
+        if self.loss != "hf":
+            raise SpecError("", "TRL's OnlineDPOTrainer computes the full logits itself (online_dpo_trainer.py "
+                            f"_forward), so --loss {self.loss} does not apply to --objective online-dpo: drop --loss")
+        if self.prompt_len < 1:
+            raise SpecError("", "Online DPO generates completions from prompts: give --prompt-len (the longest "
+                            "prompt, in tokens) and --seq-len = prompt + max_new_tokens")
+        if self.ref_model == "precomputed":
+            raise SpecError("", "Online DPO scores fresh completions each step, so reference log-probs cannot be "
+                            "precomputed: drop --ref-model precomputed")
+        if self.packing != "none":
+            raise SpecError("", "OnlineDPOTrainer pads prompts and completions itself: drop --packing")
+
     def _rl_consistent(self, grpo: bool) -> None:
         """GRPO's options (memory/rl.py; trl/trainer/grpo_config.py __post_init__ checks)."""
         if not grpo:
-            if (self.num_generations != 8 or self.beta or self.steps_per_generation
+            # --beta: Online DPO's too (OnlineDPOConfig beta: arithmetic on per-sequence sums, no memory)
+            beta = self.beta and self.objective != "online-dpo"
+            if (self.num_generations != 8 or beta or self.steps_per_generation
                     or self.num_iterations != 1):
                 raise SpecError("", "--num-generations, --beta, --steps-per-generation and --num-iterations are "
-                                "GRPO's: add --objective grpo, or drop them")
+                                "GRPO's (--beta also online-dpo's): add --objective grpo, or drop them")
             if self.use_vllm != "off" or self.vllm_utilization != 0.3 or self.vllm_sleep:
                 raise SpecError("", "--use-vllm, --vllm-utilization and --vllm-sleep set GRPO's generation engine: "
                                 "add --objective grpo, or drop them")

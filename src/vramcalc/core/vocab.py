@@ -74,7 +74,9 @@ StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtu
 # Online RL (memory/rl.py): grpo (TRL GRPOTrainer: generate() num_generations completions per prompt, then a
 # policy step on the completions through TRL's fused head; a reference when beta > 0), rloo (TRL RLOOTrainer: the
 # same generation and step, the old policy's pass always, a sequence-level loss; RLOOConfig beta 0.05, 2 generations).
-Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo", "grpo", "rloo"]
+# online-dpo (TRL OnlineDPOTrainer, memory/online_dpo.py): generate() of 2 completions per prompt every micro-batch,
+# the full logits of the policy and a reference on them.
+Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo", "grpo", "rloo", "online-dpo"]
 RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
 # GRPO's generation engine (memory/rl.py): off (generate()), colocate (TRL vllm_mode="colocate": a vLLM engine in
 # the training process, on the same GPU) or server (vllm_mode="server": vLLM on other GPUs).

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vramcalc.core.errors import UnknownPresetError, VramcalcError
+from vramcalc.core.memory import online_dpo as _online
 from vramcalc.core.options import BY_NAME, OptionError, coerce
 from vramcalc.io import presets
 from vramcalc.io.files import path_kind
@@ -865,6 +866,52 @@ def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "", objective: s
                                          "use_transformers_continuous_batching") if k in d))
 
 
+def _online_dpo(d: dict[str, Any], run: Run) -> None:
+    """OnlineDPOConfig (TRL 1.16 trl/experimental/online_dpo/online_dpo_config.py) onto --objective online-dpo
+    (memory/online_dpo.py): generate() on the policy, reward functions as callables."""
+    if d.get("reward_model_path") is not None:
+        raise _KeyProblem("reward_model_path", "a reward model (a second model on the GPU, run on every completion) "
+                          "is not modelled for Online DPO; remove it (reward functions as Python callables are)")
+    if d.get("use_vllm") is True:
+        raise _KeyProblem("use_vllm", "Online DPO's generation in vLLM is not modelled; set use_vllm: false")
+    # online_dpo_config.py: gradient_checkpointing defaults to True (online_dpo_trainer.py then generates with
+    # use_cache=False: memory/online_dpo.py uncached_generation_bytes)
+    if "gradient_checkpointing" not in d:
+        run.options["grad_checkpointing"] = True
+    loss = d.get("loss_type")
+    if loss is not None and str(loss) not in ("sigmoid", "ipo"):
+        raise _KeyProblem("loss_type", f"{loss!r:.40} is not an OnlineDPOTrainer loss_type; use sigmoid or ipo")
+    if d.get("cache_implementation") not in (None, "dynamic"):
+        raise _KeyProblem("cache_implementation", f"{d['cache_implementation']!r:.40} is not modelled for Online "
+                          "DPO; remove it (generate()'s DynamicCache)")
+    if d.get("generation_kwargs"):
+        raise _KeyProblem("generation_kwargs", "generation_kwargs can change what generate() holds (max_new_tokens, "
+                          "the cache) and are not modelled; remove them")
+    if d.get("disable_dropout") is False:
+        _unmodelled(run, "disable_dropout", "dropout kept in the policy and the reference (Online DPO assumes it "
+                                            "off, OnlineDPOConfig's default)")
+    else:
+        _seen(d, run, "disable_dropout")
+    run.options["objective"] = "online-dpo"
+    if d.get("beta") is not None and not isinstance(d["beta"], list):  # a per-epoch list changes no memory either
+        run.options["beta"] = _strict("beta", "beta", d["beta"])
+    new = _strict("max_new_tokens", "seq_len", d.get("max_new_tokens", _online.MAX_NEW_TOKENS))
+    if "seq_len" not in run.options:
+        run.options["seq_len"] = _online.MAX_LENGTH  # OnlineDPOConfig max_length default (prompt + completion)
+    seq = run.options["seq_len"]
+    if new >= seq:
+        raise _KeyProblem("max_new_tokens", f"{new} leaves no prompt in max_length {seq} (prompt + completion); "
+                          "raise max_length")
+    # _forward cuts each prompt from the left to max_length - completion tokens: the longest prompt the step sees
+    run.options["prompt_len"] = seq - new
+    run.notes.append(f"online-dpo: prompts taken as filling max_length: prompt {seq - new} + {new} new tokens "
+                     "(OnlineDPOTrainer._forward cuts longer prompts from the left; --prompt-len and --seq-len "
+                     "override).")
+    _seen(d, run, *(k for k in ("max_new_tokens", "missing_eos_penalty", "reward_model_path", "loss_type", "beta",
+                                "use_vllm", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                                "cache_implementation", "generation_kwargs") if k in d))
+
+
 def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl `rl:` (src/axolotl/utils/schemas/enums.py RLType) trains with TRL's trainers: dpo and ipo through
     # DPOTrainer (ipo as its loss_type), kto through KTOTrainer, orpo through ORPOTrainer, simpo through
@@ -1175,11 +1222,9 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)
-    online = next((k for k in _ONLINE_DPO_KEYS if k in d), None)
-    if online is not None:  # an OnlineDPOConfig (trl/experimental/online_dpo): not a DPOConfig nor a GRPOConfig
-        raise _KeyProblem(online, "TRL OnlineDPOTrainer (generation of 2 completions per prompt, a judge or reward "
-                          "model) is not modelled; vramcalc models online RL as --objective grpo or rloo")
-    if any(k in d for k in _RLOO_KEYS):  # an RLOOConfig: GRPOConfig's generation keys and its own
+    if any(k in d for k in _ONLINE_DPO_KEYS):  # an OnlineDPOConfig (trl/experimental/online_dpo)
+        _online_dpo(d, run)
+    elif any(k in d for k in _RLOO_KEYS):  # an RLOOConfig: GRPOConfig's generation keys and its own
         _grpo(HF, d, run, objective="rloo")
     elif any(k in d for k in _GRPO_KEYS) or (isinstance(d.get("loss_type"), str) and d["loss_type"] in (
             "grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")):

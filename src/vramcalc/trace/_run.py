@@ -206,6 +206,15 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         notes.append(f"{training.objective}: TRL {training.objective.upper()}Trainer's generation "
                      "(trace/_generate.py decode, sampling; or vLLM's outputs) inside the forward phase, then "
                      "_compute_loss (trace/_rl.py); reference " + (ref_kind or "none"))
+    elif training.objective == "online-dpo":  # TRL OnlineDPOTrainer: generate() then _forward (trace/_online_dpo.py)
+        from vramcalc.trace._online_dpo import online_dpo_step
+
+        traced = []
+        make_inputs, loss_fn = online_dpo_step(training, vocab, lambda: traced[0], ref_kind == "adapters-off",  # type: ignore[assignment]  # noqa: F811
+                                               autocast)
+        notes.append("online-dpo: OnlineDPOTrainer's generation (trace/_generate.py decode, sampling, 2 per prompt) "
+                     "inside the forward phase, then TRL's own _forward for the policy and the reference and "
+                     "training_step's loss (trace/_online_dpo.py); reference " + ref_kind)
     elif training.objective in ("orpo", "cpo", "simpo"):  # TRL ORPO/CPOTrainer's own concatenated_forward
         from vramcalc.trace._preference import make_pair_inputs, reference_free_loss
 
@@ -251,7 +260,7 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         hf, build_notes = build_model(model, training, model_dtype(precision))  # on the meta device
         notes.extend(build_notes)
         module = _prepare(hf, model, training, notes)
-        if pref or training.objective in ("orpo", "cpo", "simpo", "grpo", "rloo"):
+        if pref or training.objective in ("orpo", "cpo", "simpo", "grpo", "rloo", "online-dpo"):
             if training.objective not in ("grpo", "rloo"):  # GRPO/RLOOConfig disable_dropout defaults to False
                 for mod in module.modules():  # DPOConfig / ORPOConfig / CPOConfig disable_dropout=True
                     if isinstance(mod, torch.nn.Dropout):
@@ -271,7 +280,7 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
                 module = PolicyAndReference(module, ref)
         with fake_mode:
             module = _fakeify(module)
-        if training.objective in ("grpo", "rloo"):
+        if training.objective in ("grpo", "rloo", "online-dpo"):
             traced.append(module)
         if training.activation_offload:  # trace/_offload.py: torchtune OffloadActivations around the body
             from vramcalc.trace._loss import _parts

@@ -25,6 +25,7 @@ from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory import rl as _rl
@@ -415,8 +416,10 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     _ssm.check_run(model, training)  # what a Mamba run is not modelled for, refused in one line
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     encoder_notes = _encoder.notes(model, training)
-    if (_preference.is_preference(training) or _preference.is_reference_free(training)) and model.dropout:
-        model = _preference.without_dropout(model)  # DPOConfig / ORPOConfig / CPOConfig disable_dropout=True
+    if (_preference.is_preference(training) or _preference.is_reference_free(training)
+            or _online_dpo.is_online_dpo(training)) and model.dropout:
+        # DPOConfig / ORPOConfig / CPOConfig / OnlineDPOConfig disable_dropout=True
+        model = _preference.without_dropout(model)
     recipe = recipe_of(training)
     notes: list[str] = list(encoder_notes)
     chosen = auto_precision_note(training)
@@ -443,6 +446,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     notes.extend(_preference.notes(training, ref_weights))
     if _rl.is_rl(training):
         notes.extend(_rl.notes(training, ref_weights, recipe))
+    if _online_dpo.is_online_dpo(training):
+        notes.extend(_online_dpo.notes(training, ref_weights))
     opt = optimizer_bytes(w.trainable_tensors, recipe, training, body)
     notes.extend(library_optimizer_notes(body, training, recipe))
     if training.method in ADAPTER_DTYPE_METHODS:  # adapters of every PEFT method but LN tuning
@@ -470,7 +475,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         "optimizer_state.master_weights": opt.master_weights,
         "temporaries.optimizer_step": opt.step_temporaries,
     }
-    if _preference.is_preference(training) or _rl.is_rl(training):
+    if _preference.is_preference(training) or _rl.is_rl(training) or _online_dpo.is_online_dpo(training):
         details["weights.reference"] = ref_weights
     step_temporaries = opt.step_temporaries
     if training.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient and step at a time
@@ -602,7 +607,7 @@ class _ActivationPlan:
     prompt_len: int = 0
     residual: int = 2
     head_weight: int = 2
-    reference: _preference.ReferencePlan | None = None
+    reference: _preference.ReferencePlan | _online_dpo.ReferencePlan | None = None
     # ORPO / CPO / SimPO (memory/preference.py logits_head_bytes): the logits' dtype and the chosen half's NLL.
     logits_bytes: int = 2
     chosen_nll: bool = True
@@ -850,13 +855,15 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         end_tied=(m.tie_word_embeddings and not no_vocab) or peft_methods.token_rows(t) > 0,
         notes=tuple(notes),
         loss="trl" if _preference.is_preference(t) or _rl.is_rl(t) else "reward" if reward
-        else "logits" if _preference.is_reference_free(t) else t.loss, loss_chunks=t.loss_chunks,
+        else "logits" if _preference.is_reference_free(t) else "online" if _online_dpo.is_online_dpo(t)
+        else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
-        reference=None if _rl.is_rl(t) else _preference.reference_plan(m, t, recipe),
+        reference=None if _rl.is_rl(t) else _online_dpo.reference_plan(m, t, recipe)
+        if _online_dpo.is_online_dpo(t) else _preference.reference_plan(m, t, recipe),
         rl=_rl.plan(m, t, recipe, autocast_copies),
         logits_bytes=_preference.logits_bytes(recipe), chosen_nll=_preference.computes_nll(t),
         head_copy=c * m.vocab_size * m.hidden_size if recipe.autocast else 0,
@@ -923,12 +930,17 @@ def _transformer_phases(
                                                logits=p.logits_bytes, head_trainable=p.head_trainable,
                                                nll=p.chosen_nll, head_grad=g_head,
                                                head_copy=p.head_copy if p.checkpointing or p.offload else 0)
+        elif p.loss == "online":  # Online DPO: the full logits and a log-softmax (memory/online_dpo.py)
+            lb = _online_dpo.head_bytes(rows=rows, seq=seq, completion=seq - p.prompt_len, vocab=p.vocab,
+                                        hidden=p.hidden, compute=p.compute, logits=p.logits_bytes,
+                                        head_trainable=p.head_trainable, head_grad=g_head,
+                                        head_copy=p.head_copy if p.checkpointing or p.offload else 0)
         else:
             lb = loss_bytes(p.loss, tokens=tokens, batch=rows, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
                             hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable,
                             labelled=labelled, residual=p.residual, weight=p.head_weight)
         head_saved = p.norm_saved_t * tokens + lb.saved + p.lora_head_t * tokens
-        if p.rl is not None:  # GRPO's loss: fp32 vectors per completion token (memory/rl.py)
+        if p.rl is not None and p.loss == "trl":  # GRPO's loss: fp32 vectors per completion token (memory/rl.py)
             head_saved += _rl.loss_bytes(t)
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
         grad_fwd = g_head if lb.head_grad_in_forward else 0

@@ -95,9 +95,10 @@ def masked_sdpa(t: TrainingSpec) -> bool:
     (batch, 1, row, row). flash_attention_2 takes cu_seqlens instead (no mask); eager always has one.
     ORPO/CPO/SimPO (memory/preference.py) pass the padded pairs' attention_mask (orpo_trainer.py,
     cpo_trainer.py concatenated_forward): with any padded row create_causal_mask builds the same 4-D mask,
-    and chosen and rejected of one pair rarely have the same length.
+    and chosen and rejected of one pair rarely have the same length. Online DPO (memory/online_dpo.py) passes
+    the left-padded prompts' mask with the completions' (online_dpo_trainer.py _forward).
     """
-    return t.attention == "sdpa" and (t.packing != "none" or t.objective in ("orpo", "cpo", "simpo"))
+    return t.attention == "sdpa" and (t.packing != "none" or t.objective in ("orpo", "cpo", "simpo", "online-dpo"))
 
 
 def local_mask(m: ModelSpec, t: TrainingSpec) -> bool:

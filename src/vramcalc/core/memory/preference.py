@@ -125,7 +125,9 @@ def without_dropout(m: ModelSpec) -> ModelSpec:
 def rows(t: TrainingSpec) -> int:
     """Sequences in one forward: chosen and rejected stacked (2B) for dpo/ipo/reward; KTO's completions are
     unpaired (B rows, each with a KL row run separately under no_grad); sft: the batch."""
-    return 2 * t.batch_size if t.objective in ("dpo", "ipo", "reward", *REFERENCE_FREE) else t.batch_size
+    # online-dpo: 2 completions per prompt (online_dpo_trainer.py _generate: prompt ids repeat(2, 1))
+    return 2 * t.batch_size if t.objective in ("dpo", "ipo", "reward", "online-dpo", *REFERENCE_FREE) \
+        else t.batch_size
 
 
 def labelled_per_row(t: TrainingSpec) -> int:
@@ -138,7 +140,7 @@ def resolve_ref(t: TrainingSpec) -> str:
     if t.objective in ("grpo", "rloo"):  # grpo_trainer.py __init__: no reference when beta == 0.0
         if t.beta == 0:
             return ""
-    elif not is_preference(t):
+    elif not is_preference(t) and t.objective != "online-dpo":  # OnlineDPOTrainer always has a reference
         return ""
     if t.ref_model != "auto":
         return t.ref_model

@@ -90,7 +90,10 @@ def is_rl(t: TrainingSpec) -> bool:
 
 
 def steps_per_generation(t: TrainingSpec) -> int:
-    """GRPOConfig steps_per_generation: gradient_accumulation_steps unless given."""
+    """GRPOConfig steps_per_generation: gradient_accumulation_steps unless given; Online DPO generates in every
+    micro-batch (online_dpo_trainer.py training_step), on the policy view's 2B rows."""
+    if t.objective == "online-dpo":
+        return 1
     return t.steps_per_generation or t.grad_accum
 
 
@@ -109,6 +112,8 @@ def old_logps_pass(t: TrainingSpec) -> bool:
     (vllm_importance_sampling_correction, GRPOConfig's default True)."""
     if t.objective == "rloo":  # rloo_trainer.py _generate_and_score_completions: always (old_logps)
         return True
+    if t.objective == "online-dpo":  # no old policy; its reference runs inside the step (memory/online_dpo.py)
+        return False
     return t.grad_accum % generate_every(t) != 0 or uses_vllm(t)
 
 
@@ -171,7 +176,7 @@ def generation_bytes(m: ModelSpec, t: TrainingSpec) -> GenerationBytes:
 def logprob_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> _preference.ReferencePlan | None:
     """The no-grad log-prob passes after generate() (old policy, reference), or None when neither runs."""
     ref = _preference.resolve_ref(t)
-    if not (ref or old_logps_pass(t)):
+    if t.objective == "online-dpo" or not (ref or old_logps_pass(t)):
         return None
     # The pass's own outputs: log_probs, and entropy through the policy's head (add_fused_lm_head outputs).
     return _preference.nograd_forward_plan(m, t, recipe, 8 if ref != "copy" or old_logps_pass(t) else 4)
@@ -393,6 +398,7 @@ class RlPlan:
     model: ModelSpec
     logprobs: _preference.ReferencePlan | None
     copies: int  # amp full fine-tuning: autocast caches a 16-bit copy of every trainable fp32 weight per forward
+    uncached: int = -1  # Online DPO under checkpointing: generate(use_cache=False)'s transient (memory/online_dpo.py)
 
     def moments(self, t: TrainingSpec, gradients: int,
                 weight_bytes: int) -> tuple[tuple[int, ...] | None, tuple[int, int] | None]:
@@ -404,12 +410,19 @@ class RlPlan:
             return (grads, sync_bytes(self.model, t, weight_bytes)), passes
         if t.use_vllm == "colocate":
             return None, passes
+        if self.uncached >= 0:  # no KV cache: the last step's no-grad forward over the whole sequence
+            return (grads, self.copies, 0, self.uncached), passes
         g = generation_bytes(self.model, t)
         return (grads, self.copies, g.kv_cache, g.transient), passes
 
 
 def plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, autocast_copies: int) -> RlPlan | None:
-    if not is_rl(t):
+    """GRPO/RLOO's generation and log-prob passes; Online DPO's generation (memory/online_dpo.py)."""
+    if not (is_rl(t) or t.objective == "online-dpo"):
         return None
     copies = autocast_copies if recipe.autocast and t.method in ("full", "freeze") else 0
+    if t.objective == "online-dpo" and t.grad_checkpointing:  # online_dpo_trainer.py: use_cache=False
+        from vramcalc.core.memory import online_dpo as _online_dpo
+
+        return RlPlan(m, None, copies, _online_dpo.uncached_generation_bytes(m, t, recipe))
     return RlPlan(m, logprob_plan(m, t, recipe), copies)
