@@ -167,17 +167,19 @@ def grpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module
             state["buffer"] = generate_and_score()  # the previous buffer is alive until replaced, as in TRL
         return dict(state["buffer"][i % spg])
 
+    def completion_logps(m: nn.Module, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's per-token log-probs and entropies over the completions (TRL's fused head); the forward's
+        other outputs and the position tensors are freed on return."""
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        rows, cols, label_mask = _positions(input_ids.shape[0], input_ids.shape[1], c)
+        out = fused_forward(_policy(m), input_ids, rows, cols, label_mask, GRPO_OUTPUTS)
+        return torch.cat([out["log_probs"][:, -c:]], dim=0), torch.cat([out["entropy"][:, -c:]], dim=0)
+
     def rloo_loss(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         """rloo_trainer.py _compute_loss: per-sequence log-probs, ratio and clipping ([B] vectors), the mean; the
         entropy metric (masked sum) and the clip ratios."""
-        policy = _policy(m)
-        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         mask = inputs["completion_mask"]
-        rows, cols, label_mask = _positions(input_ids.shape[0], input_ids.shape[1], c)
-        out = fused_forward(policy, input_ids, rows, cols, label_mask, GRPO_OUTPUTS)
-        per_token_logps = torch.cat([out["log_probs"][:, -c:]], dim=0)
-        entropies = torch.cat([out["entropy"][:, -c:]], dim=0)
-        del out, rows, cols, label_mask, input_ids
+        per_token_logps, entropies = completion_logps(m, inputs)
         logps = (per_token_logps * mask).sum(1)
         old_logps = (inputs["old_per_token_logps"] * mask).sum(1)  # computed in _generate_and_score_completions
         advantages = inputs["advantages"]
@@ -190,14 +192,8 @@ def grpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module
     def loss_fn(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         if training.objective == "rloo":
             return rloo_loss(m, inputs)
-        policy = _policy(m)
-        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         mask = inputs["completion_mask"]
-        rows, cols, label_mask = _positions(input_ids.shape[0], input_ids.shape[1], c)
-        out = fused_forward(policy, input_ids, rows, cols, label_mask, GRPO_OUTPUTS)
-        per_token_logps = torch.cat([out["log_probs"][:, -c:]], dim=0)
-        entropies = torch.cat([out["entropy"][:, -c:]], dim=0)
-        del out, rows, cols, label_mask, input_ids
+        per_token_logps, entropies = completion_logps(m, inputs)
         advantages = inputs["advantages"].unsqueeze(1)
         old = inputs.get("old_per_token_logps")
         old = per_token_logps.detach() if old is None else old
