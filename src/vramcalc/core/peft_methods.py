@@ -549,9 +549,7 @@ def note(m: ModelSpec, t: TrainingSpec) -> str:
     """The estimate's note for a table method: what was modelled, and where it approximates."""
     entry = TABLE[t.method]
     if entry.kind == "embedding":
-        return (f"trainable-tokens: {t.trainable_tokens} token embeddings trained; each forward merges them into a "
-                f"copy of the embedding matrix ({entry.source} get_merged_weights)"
-                + (", which the tied lm_head saves for backward." if m.tie_word_embeddings else "."))
+        return tokens_note(m, t)
     if entry.kind == "attention":
         return (f"adaption-prompt: {t.adapter_len} prompt tokens and a gate in the top {adaption_layers(m, t)} "
                 f"attention layers, each attending to the prompt besides the sequence ({entry.source}); without "
@@ -575,6 +573,15 @@ def norm_trained(m: ModelSpec, t: TrainingSpec, which: Literal["attn", "mlp", "f
     if t.method != "ln-tuning":
         return False
     return which == "mlp" if _family(m) in ("qwen2", "qwen3") else True
+
+
+def tokens_note(m: ModelSpec, t: TrainingSpec) -> str:
+    """The estimate's note on trained token rows (the trainable-tokens method, or LoRA's trainable_token_indices)."""
+    which = ("trainable-tokens: {} token embeddings trained" if t.method == "trainable-tokens"
+             else "trainable_token_indices: {} token embeddings trained beside the adapters")
+    return (which.format(token_rows(t)) + "; each forward merges them into a copy of the embedding matrix "
+            f"({TABLE['trainable-tokens'].source} get_merged_weights)"
+            + (", which the tied lm_head saves for backward." if m.tie_word_embeddings else "."))
 
 
 def token_rows(t: TrainingSpec) -> int:

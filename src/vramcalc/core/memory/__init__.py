@@ -838,11 +838,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         end_t = m.vocab_size * m.hidden_size * c
     if t.method in peft_methods.TABLE:
         notes.append(peft_methods.note(m, t))
-    elif t.lora_trainable_tokens and t.method in ("lora", "qlora"):
-        notes.append(f"trainable_token_indices: {t.lora_trainable_tokens} token embeddings trained beside the "
-                     "adapters; each forward merges them into a copy of the embedding matrix (peft "
-                     "tuners/trainable_tokens/layer.py get_merged_weights)"
-                     + (", which the tied lm_head saves for backward." if m.tie_word_embeddings else "."))
+    elif peft_methods.token_rows(t):  # LoRA's trainable_token_indices
+        notes.append(peft_methods.tokens_note(m, t))
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,

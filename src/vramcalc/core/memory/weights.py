@@ -179,7 +179,7 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
         # (measured: fp32 under a bf16 model); a tied lm_head shares them.
         rows = training.lora_trainable_tokens * (model.hidden_size or 0)
         adapter += rows
-        adapter_bytes += 2 * rows * dtype_bytes(training.adapter_dtype)
+        adapter_bytes += rows * dtype_bytes(training.adapter_dtype) + _token_buffer_bytes(model, training)
         lora_shapes.append(((training.lora_trainable_tokens, model.hidden_size or 0), 1))
     if training.method == "lora" or not model.has_architecture:
         return _with_copies(WeightBytes(total_params * w, 0, adapter_bytes, total_params, adapter,
