@@ -526,7 +526,8 @@ def _model(name: str) -> Any:
         from dataclasses import replace
 
         local = spec.sliding_window_layers
-        return replace(spec, num_layers=FAMILY_LAYERS,
+        # the family grid traces the language model (gemma-3-4b-it's vision side is the vlm2 grid's)
+        return replace(spec, num_layers=FAMILY_LAYERS, vision=None,
                        sliding_window_layers=None if local is None else round(local * FAMILY_LAYERS / spec.num_layers))
     return presets.find_model(name)
 

@@ -331,15 +331,27 @@ def vision_tower_params(v: VisionSpec) -> int:
     ((image / patch)^2 + 1 rows); pre_layrnorm and post_layernorm (weight + bias); per CLIPEncoderLayer biased
     q/k/v/out_proj (h x h), layer_norm1/2, and CLIPMLP fc1 (h -> intermediate) and fc2, both biased."""
     h, i = v.hidden_size, v.intermediate_size
+    layer = 4 * (h * h + h) + 2 * 2 * h + (h * i + i) + (i * h + h)
+    if v.kind == "siglip":
+        # SiglipVisionModel (models/siglip/modeling_siglip.py, vision_use_head false as Gemma 3 publishes it):
+        # SiglipVisionEmbeddings' patch_embedding Conv2d(3, h, patch) with bias and position_embedding (one row per
+        # patch, no class token); SiglipEncoderLayer's layer_norm1/2, biased q/k/v/out_proj and SiglipMLP fc1/fc2
+        # (the same tensors as CLIP's layer); post_layernorm. No pre-norm.
+        patches = (v.image_size // v.patch_size) ** 2
+        embeddings = 3 * v.patch_size * v.patch_size * h + h + patches * h
+        return embeddings + 2 * h + v.num_layers * layer
     positions = (v.image_size // v.patch_size) ** 2 + 1
     embeddings = h + 3 * v.patch_size * v.patch_size * h + positions * h
-    layer = 4 * (h * h + h) + 2 * 2 * h + (h * i + i) + (i * h + h)
     return embeddings + 2 * 2 * h + v.num_layers * layer
 
 
 def projector_params(v: VisionSpec, text_hidden: int) -> int:
     """LlavaMultiModalProjector (models/llava/modeling_llava.py): linear_1 (tower width -> text width) and
     linear_2 (text -> text), biased when multimodal_projector_bias (the default)."""
+    if v.kind == "siglip":
+        # Gemma3MultiModalProjector (models/gemma3/modeling_gemma3.py): mm_input_projection_weight (tower width x
+        # text width, no bias) and mm_soft_emb_norm, a Gemma3RMSNorm of the tower width; avg_pool has none
+        return v.hidden_size * text_hidden + v.hidden_size
     bias = 2 * text_hidden if v.projector_bias else 0
     return v.hidden_size * text_hidden + text_hidden * text_hidden + bias
 

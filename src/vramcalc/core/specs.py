@@ -8,6 +8,7 @@ A failed check raises `SpecError(field, message)`; the CLI names the option, io/
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -158,11 +159,18 @@ class VisionSpec:
     drop_cls: bool = True  # vision_feature_select_strategy "default": the class token's row is dropped
     projector_act: str = "gelu"  # LlavaConfig projector_hidden_act
     projector_bias: bool = True  # LlavaConfig multimodal_projector_bias
+    # Gemma 3 (kind "siglip"; models/gemma3/modeling_gemma3.py Gemma3Model): a SigLIP tower
+    # (models/siglip/modeling_siglip.py SiglipVisionModel, vision_use_head false: patch Conv2d with bias, learned
+    # positions, no class token, no pre-norm, post_layernorm, gelu_pytorch_tanh MLP) whose last_hidden_state
+    # Gemma3MultiModalProjector average-pools to mm_tokens_per_image tokens (Gemma3Config, 256), RMSNorms and
+    # projects with mm_input_projection_weight (no bias). 0 for CLIP.
+    mm_tokens_per_image: int = 0
 
-    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip",)}
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip")}
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size",
                          "image_size"), (*POSITIVE, COUNT_CAP)),
+        "mm_tokens_per_image": (*NON_NEGATIVE, COUNT_CAP),
     }
     INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset()
@@ -178,6 +186,20 @@ class VisionSpec:
         if not -self.num_layers <= self.feature_layer <= self.num_layers or self.feature_layer == 0:
             raise SpecError("vision", f"vision_feature_layer {self.feature_layer} is outside the tower's "
                             f"{self.num_layers} layers")
+        if self.kind == "siglip":
+            # Gemma3MultiModalProjector: tokens_per_side = sqrt(mm_tokens_per_image), kernel_size = patches per side
+            # // tokens_per_side, AvgPool2d(kernel, stride=kernel) over the patch grid
+            side = self.image_size // self.patch_size
+            per_side = math.isqrt(self.mm_tokens_per_image)
+            if per_side * per_side != self.mm_tokens_per_image or per_side == 0 or side % per_side:
+                raise SpecError("vision", f"mm_tokens_per_image {self.mm_tokens_per_image} must be a square whose "
+                                f"side divides the {side} x {side} patch grid (Gemma3MultiModalProjector's avg_pool)")
+            if self.feature_layer != -1:
+                raise SpecError("vision", "a SigLIP tower (Gemma 3) feeds its last hidden state to the projector: "
+                                "feature_layer must be -1")
+        elif self.mm_tokens_per_image:
+            raise SpecError("vision", "mm_tokens_per_image is Gemma 3's (kind siglip); a CLIP tower's image tokens "
+                            "are its patches")
 
 
 @dataclass(frozen=True)

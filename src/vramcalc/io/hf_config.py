@@ -891,6 +891,55 @@ def _llava(d: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 FAMILIES["llava"] = _llava
 
+# SiglipVisionConfig's defaults (models/siglip/configuration_siglip.py), which Gemma3Config's vision_config fills
+# what it leaves out from (sub_configs_defaults: siglip_vision_model). google/gemma-3-*-it name SigLIP so400m's
+# shape (1152 wide, MLP 4304, 27 layers, 16 heads, 896 px, 14 px patches) and vision_use_head false.
+SIGLIP_VISION_DEFAULTS: dict[str, Any] = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "patch_size": 16,
+    "image_size": 224,
+    "hidden_act": "gelu_pytorch_tanh",
+    "vision_use_head": True,
+}
+
+
+def _gemma3_vision(d: Mapping[str, Any], source: str) -> Any:
+    """Gemma 3 multimodal (models/gemma3/configuration_gemma3.py Gemma3Config): the SigLIP tower (vision_config)
+    and Gemma3MultiModalProjector (mm_tokens_per_image) as a VisionSpec; the text model is read from text_config."""
+    from vramcalc.core.specs import VisionSpec
+    from vramcalc.io import validate
+
+    raw = d.get("vision_config")
+    if not isinstance(raw, Mapping):
+        raise PresetFileError(source, ["gemma3: vision_config must be a JSON object"])
+    vision = {**SIGLIP_VISION_DEFAULTS, **raw}
+    problems = validate.check_keys(VISION_KEYS, vision)
+    if problems:
+        raise PresetFileError(source, ["vision_config." + validate.problem_text(*p) for p in problems])
+    if vision["model_type"] != "siglip_vision_model":
+        raise PresetFileError(source, [f"gemma3: vision_config model_type {vision['model_type']!r} is not modelled; "
+                                       "vramcalc reads Gemma 3's siglip_vision_model tower"])
+    if vision["hidden_act"] != "gelu_pytorch_tanh" or vision.get("num_channels", 3) != 3 \
+            or vision["vision_use_head"] is not False:
+        raise PresetFileError(source, ["gemma3: a SigLIP tower with gelu_pytorch_tanh on 3 channels and "
+                                       "vision_use_head false (as Gemma 3 publishes it) is modelled; "
+                                       "vision_config's hidden_act / num_channels / vision_use_head differ"])
+    tokens = d.get("mm_tokens_per_image", 256)  # Gemma3Config's default
+    if not isinstance(tokens, int) or isinstance(tokens, bool):
+        raise PresetFileError(source, ["gemma3: mm_tokens_per_image must be an integer"])
+    try:
+        return VisionSpec(
+            kind="siglip", num_layers=vision["num_hidden_layers"], hidden_size=vision["hidden_size"],
+            intermediate_size=vision["intermediate_size"], num_attention_heads=vision["num_attention_heads"],
+            patch_size=vision["patch_size"], image_size=vision["image_size"], feature_layer=-1, drop_cls=False,
+            projector_act="none", projector_bias=False, mm_tokens_per_image=tokens)
+    except SpecError as e:
+        raise PresetFileError(source, [e.message]) from None
+
 
 def _text_part(d: Mapping[str, Any]) -> Mapping[str, Any]:
     """Gemma 3 multimodal configs nest the language model under text_config, with transformers'
@@ -916,6 +965,8 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
     if text is not d:
         _check_types(text, source, "text_config.")
     fields = mapper(text, source)
+    if model_type == "gemma3" and text is not d and d.get("vision_config") is not None:
+        fields["vision"] = _gemma3_vision(d, source)  # Gemma3ForConditionalGeneration: the image side
     hf_id = d.get("_name_or_path")
     aliases = (
         (hf_id,)
@@ -939,10 +990,11 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
 def hf_config_notes(d: Mapping[str, Any]) -> list[str]:
     """What the estimate leaves out of a config.json, as sentences for Breakdown.notes."""
     notes: list[str] = []
-    if d.get("model_type") == "gemma3" and isinstance(d.get("text_config"), Mapping):
+    if d.get("model_type") == "gemma3" and isinstance(d.get("text_config"), Mapping) \
+            and d.get("vision_config") is None:
         notes.append(
-            "gemma3: only the language model (text_config) is counted; the vision tower and "
-            "projector are not."
+            "gemma3: the config.json names no vision_config: only the language model (text_config) is counted; "
+            "a vision tower and projector are not."
         )
     mtp = d.get("num_nextn_predict_layers")
     if isinstance(mtp, int) and mtp > 0:
