@@ -204,5 +204,5 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     if model.vision is not None and not training.train_vision:  # the tower frozen, as LLaVA-1.5's recipe
         for p in hf.model.vision_tower.parameters():
             p.requires_grad_(False)
-        notes.append("llava: vision tower frozen; LoRA targets the language model only")
+        notes.append(f"{model_type}: vision tower frozen; LoRA targets the language model only")
     return hf, notes

@@ -177,7 +177,8 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         from vramcalc.trace._vision import make_inputs as vision_inputs
 
         make_inputs = vision_inputs(model, training, model_dtype(precision))  # noqa: F811
-        notes.append("llava: LlavaForConditionalGeneration; input_ids with the image placeholders, pixel_values; "
+        notes.append("vision-language model (LlavaForConditionalGeneration / Gemma3ForConditionalGeneration): "
+                     "input_ids with the image placeholders, pixel_values (Gemma 3: token_type_ids); "
                      "get_placeholder_mask's count check skipped and masked_scatter emulated (trace/_vision.py)")
 
     from vramcalc.core.memory.preference import is_preference, resolve_ref
@@ -292,7 +293,7 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         if model.vision is not None:
             from vramcalc.trace._vision import llava_emulation
 
-            vision = llava_emulation()
+            vision = llava_emulation(fused_no_graph=model.vision.kind == "siglip")
         with vision:
             result = trace_module_step(module, make_inputs, loss_fn, optimizer_factory,
                                        grad_accum=training.grad_accum, autocast=autocast, fake_mode=fake_mode,

@@ -76,6 +76,11 @@ FWD_LOGPROBS = _layout(_ACC, _LOGPROBS)
 # Vision-language models (memory/vision.py): the vision tower's no-grad forward, before the language model.
 FWD_VISION = _layout(_ACC, ("vision tower forward (no grad)", _T))
 BWD_VISION = _layout(("gradients (all but the tower's)", _G), ("vision tower saved (--train-vision)", _A))
+# Gemma 3's SigLIP tower backward (memory/vision.py _siglip_*), run last: the gradients so far, what the tower still
+# keeps (checkpointed layer inputs, or its saved set with --train-vision), one layer's recomputed saved set and
+# that layer's backward transients.
+BWD_VISION_TOWER = _layout(("gradients", _G), ("vision tower kept / saved", _A),
+                           ("vision tower layer (recomputed) and its backward", _T))
 FWD_WEIGHT_SYNC = _layout(_ACC, ("weight sync's packed broadcast buffers (vLLM server)", _T))
 # Both, and count-only presets.
 BWD_END = _layout(_ALL_G, _SUMMED)

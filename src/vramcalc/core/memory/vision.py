@@ -51,8 +51,25 @@ def is_vision(model: ModelSpec) -> bool:
 
 def image_tokens(v: VisionSpec) -> int:
     """Image tokens per image: one per patch, the class token dropped by the "default" select strategy
-    (modeling_llava.py get_image_features `selected_image_feature[:, 1:]`); 576 for 336 px / 14 px patches."""
+    (modeling_llava.py get_image_features `selected_image_feature[:, 1:]`); 576 for 336 px / 14 px patches.
+    Gemma 3: Gemma3MultiModalProjector's avg_pool leaves mm_tokens_per_image (256)."""
+    if v.kind == "siglip":
+        return v.mm_tokens_per_image
     return (v.image_size // v.patch_size) ** 2 + (0 if v.drop_cls else 1)
+
+
+def wrap_tokens(v: VisionSpec) -> int:
+    """Text tokens the processor adds around each image's placeholders. Gemma 3 (models/gemma3/processing_gemma3.py
+    Gemma3Processor): each <start_of_image> of the prompt becomes full_image_sequence = "\n\n" <start_of_image>
+    256 x <image_soft_token> <end_of_image> "\n\n", so the sequence grows by the image tokens and 4 more ("\n\n"
+    is one token of Gemma's vocabulary; the marker the prompt had is counted here, not in --seq-len, so a prompt
+    whose --seq-len counted it is one token over: the safe side). LLaVA's processor adds none."""
+    return 4 if v.kind == "siglip" else 0
+
+
+def tower_rows(v: VisionSpec) -> int:
+    """The tower's sequence per image: every patch, plus CLIP's class token (SigLIP has none)."""
+    return (v.image_size // v.patch_size) ** 2 + (0 if v.kind == "siglip" else 1)
 
 
 def images_per_sample(training: TrainingSpec) -> int:
@@ -62,7 +79,7 @@ def images_per_sample(training: TrainingSpec) -> int:
 def total_tokens(model: ModelSpec, training: TrainingSpec) -> int:
     """Tokens the language model runs on per sample: the text's --seq-len and every image's tokens."""
     assert model.vision is not None
-    return training.seq_len + images_per_sample(training) * image_tokens(model.vision)
+    return training.seq_len + images_per_sample(training) * (image_tokens(model.vision) + wrap_tokens(model.vision))
 
 
 def check(model: ModelSpec, training: TrainingSpec) -> None:
@@ -106,9 +123,19 @@ def _text_model(model: ModelSpec) -> ModelSpec:
 
 
 def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, TrainingSpec]:
-    """The language model and its run: the sequence lengthened by the image tokens, the image options gone."""
-    return _text_model(model), replace(training, seq_len=total_tokens(model, training), images=0,
-                                       image_size=DEFAULT_IMAGE_SIZE, train_vision=False)
+    """The language model and its run: the sequence lengthened by the image tokens, the image options gone.
+
+    Gemma 3 under sdpa: the processor's token_type_ids make Gemma3Model.forward (modeling_gemma3.py
+    create_masks_for_vision_model) build 4-D bool masks with the image blocks bidirectional (masking_utils
+    create_causal_mask: block_sequence_ids turn off the is_causal skip), so every layer runs the memory-efficient
+    kernel with a 16-bit copy of the mask and GQA keys/values repeated: what a packed batch costs the text model
+    (memory/activations.py masked_sdpa), so its run is counted as one."""
+    assert model.vision is not None
+    out = replace(training, seq_len=total_tokens(model, training), images=0, image_size=DEFAULT_IMAGE_SIZE,
+                  train_vision=False)
+    if model.vision.kind == "siglip" and training.attention == "sdpa":
+        out = replace(out, packing="packed")
+    return _text_model(model), out
 
 
 def used_layers(v: VisionSpec) -> int:
@@ -150,6 +177,8 @@ def _scaled(value: int, trainable: int, extra: int) -> int:
 def estimate(model: ModelSpec, training: TrainingSpec,
              text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
     """The text model's Breakdown on text + image tokens, with the image side's terms added."""
+    if model.vision is not None and model.vision.kind == "siglip":
+        return _siglip_estimate(model, training, text_estimate)
     check(model, training)
     v = model.vision
     assert v is not None and model.hidden_size is not None
@@ -263,6 +292,197 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                   optimizer_state=states, activations=b.activations + saved + tower_kept + pixel,
                   temporaries=max(b.temporaries, tower_moment), phases=phases,
                   details=details, notes=b.notes + notes, moments=tuple(raw),
+                  active_parameters=b.active_parameters + tower + projector)
+    from vramcalc.core.memory import distributed as _distributed
+    from vramcalc.core.memory.overhead import runtime_overhead
+
+    runtime = runtime_overhead(max(out.phases.values()), _distributed.world_size(training))
+    return replace(out, overhead=runtime.total, details={**out.details, **runtime.details()})
+
+
+# --- Gemma 3: SigLIP tower and Gemma3MultiModalProjector ---------------------------------------------------------
+
+
+def _siglip_check(model: ModelSpec, training: TrainingSpec) -> None:
+    v = model.vision
+    assert v is not None
+    if training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
+        raise SpecError("image_size", f"{model.name}'s SigLIP tower takes {v.image_size} px images only (its "
+                        "learned positions are fixed; Gemma3ImageProcessor resizes, pan-and-scan crops are more "
+                        f"images: --images): drop --image-size or give {v.image_size}")
+
+
+def _siglip_layer_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int) -> int:
+    """One trained SigLIP layer's saved tensors per image (models/siglip/modeling_siglip.py SiglipEncoderLayer,
+    sdpa's flash kernel: no mask): layer_norm1's input (and fp32 mean and rstd per row) and output (q/k/v_proj's
+    shared input), q, k, v, the attention output (out_proj's input, the same storage) and the fp32 logsumexp per
+    head, layer_norm2's input (and stats) and output (fc1's input), fc1's output (gelu_pytorch_tanh's input) and
+    the gelu's output (fc2's input)."""
+    h, i = v.hidden_size, v.intermediate_size
+    return rows * ((8 * h + 2 * i) * a_bytes + 4 * v.num_attention_heads + 2 * 8)
+
+
+def _siglip_layer_transient(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int) -> int:
+    """A SigLIP layer's largest forward moment per image beside its input (the residual): at the MLP,
+    layer_norm2's output (held by the layer while the MLP runs), fc1's output and the gelu's (2 x intermediate);
+    at the attention, layer_norm1's output, q, k, v, the output and out_proj's (6 x width); eager attention
+    (siglip eager_attention_forward) then holds the scaled scores (16-bit), their fp32 cast and the fp32 softmax
+    (softmax(dtype=float32) casts first) per head, beside layer_norm1's output and q, k, v."""
+    h, i = v.hidden_size, v.intermediate_size
+    dense = rows * max(h + 2 * i, 6 * h) * a_bytes
+    if training.attention == "eager":
+        return max(dense, rows * 4 * h * a_bytes + v.num_attention_heads * rows * rows * (a_bytes + 4 + 4))
+    return dense
+
+
+def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
+                     text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
+    """Gemma 3 (models/gemma3/modeling_gemma3.py Gemma3Model.forward): the text embeddings first, then
+    get_image_features runs the SigLIP tower on pixel_values and Gemma3MultiModalProjector on its last hidden
+    state (transpose + contiguous copy, AvgPool2d to mm_tokens_per_image, Gemma3RMSNorm in fp32, matmul with
+    mm_input_projection_weight); masked_scatter puts the image features in place of the image tokens and the
+    language model runs on text + image tokens with the bidirectional image-block masks (text_run)."""
+    _siglip_check(model, training)
+    check(model, training)
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    text_model, text_training = text_run(model, training)
+    b = text_estimate(text_model, text_training)
+    from vramcalc.core.memory.activations import packing_notes
+
+    dropped = set(packing_notes(text_training))
+    recipe = recipe_of(training)
+    w_bytes, a_bytes = dtype_bytes(recipe.weight), dtype_bytes(recipe.compute)
+    th, vh, vi = model.hidden_size, v.hidden_size, v.intermediate_size
+    tower, projector = vision_tower_params(v), projector_params(v, th)
+    n_img = images_per_sample(training) * training.batch_size
+    per_image, rows, layers = image_tokens(v), tower_rows(v), v.num_layers
+    gc = training.grad_checkpointing
+    trained_projector = training.method == "full"
+    tokens = training.batch_size * total_tokens(model, training)
+    # pixel_values (images, 3, H, W) in the model's dtype (SiglipVisionEmbeddings casts to the conv's dtype)
+    pixel = n_img * 3 * v.image_size * v.image_size * w_bytes
+    # the tower's last_hidden_state (post_layernorm's output) is returned in Gemma3ModelOutputWithPast.image_outputs
+    # and lives as long as the model's output: through the forward, to the loss
+    kept_output = n_img * rows * vh * a_bytes
+    # Gemma3RMSNorm (modeling_gemma3.py): x.float() (fp32, saved by pow and mul) and, when its weight is trained,
+    # the fp32 normalized x (for the weight's gradient) and the 16-bit normalized x mm_input_projection_weight's
+    # matmul saves
+    rms_saved = n_img * per_image * vh * ((4 + 4 + a_bytes) if trained_projector else 4)
+    saved = saved_projector = 0
+    if trained_projector:
+        saved_projector = rms_saved
+        if training.train_vision:  # AvgPool2d saves its input (the contiguous copy) when it needs a gradient
+            saved_projector += n_img * rows * vh * a_bytes
+        saved += saved_projector
+    if trained_projector or gc:
+        saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
+    tower_saved = 0
+    if training.train_vision:
+        # SiglipVisionEmbeddings' patch Conv2d keeps pixel_values; each layer its saved set (with checkpointing
+        # only its input: SiglipEncoderLayer is a GradientCheckpointingLayer); post_layernorm its input and stats
+        per_layer = rows * vh * a_bytes if gc else _siglip_layer_saved(v, training, rows, a_bytes)
+        tower_saved = pixel + n_img * (layers * per_layer + rows * vh * a_bytes + 8 * rows)
+        saved += tower_saved
+    tower_kept = 0
+    if not trained_projector and gc:
+        # LoRA / QLoRA with checkpointing: enable_input_require_grads (modeling_utils.py) hooks SigLIP's
+        # patch_embedding (SiglipVisionModel._input_embed_layer), so the frozen tower runs with grad: each
+        # checkpointed layer keeps its input, post_layernorm its input and stats, the projector's AvgPool2d its
+        # input (the contiguous copy) and Gemma3RMSNorm its fp32 input; the text embeddings' output, a leaf that
+        # requires grad, outlives masked_scatter's new inputs_embeds (AccumulateGrad holds it)
+        tower_kept = (n_img * ((layers + 2) * rows * vh * a_bytes + 8 * rows) + rms_saved
+                      + tokens * th * a_bytes)
+    # The tower's forward, layer by layer, while the text embeddings exist: pixel_values, the hidden state and one
+    # layer's transients (with LoRA + checkpointing the layers' kept inputs grow to the top)
+    kept_inputs = n_img * layers * rows * vh * a_bytes if (gc and (training.train_vision or not trained_projector)) \
+        else n_img * rows * vh * a_bytes
+    if training.train_vision and not gc:
+        kept_inputs = pixel + n_img * layers * _siglip_layer_saved(v, training, rows, a_bytes)
+    tower_moment = (tokens * th * a_bytes + pixel + kept_inputs
+                    + n_img * _siglip_layer_transient(v, training, rows, a_bytes))
+    trainable_text = b.trainable_parameters
+    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
+
+    def grown(layout: _m.Layout, values: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(_scaled(x, trainable_text, extra_trainable) if comp == "gradients" else x
+                     for (_, comp), x in zip(layout, values, strict=True))
+
+    # the sliding layers' mask: a second 4-D bool mask beside the full layers' (create_masks_for_vision_model),
+    # which the packed text run counts once; it lives through the forward, and with checkpointing to the backward
+    second_mask = tokens * total_tokens(model, training) if training.attention == "sdpa" else 0
+    raw: list[_m.RawMoment] = []
+    accum = b.gradients if training.grad_accum > 1 else 0
+    raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
+    for key, layout, values in b.moments:
+        values = grown(layout, values)
+        if key.startswith("forward."):
+            raw.append((key, (*layout, _SAVED),
+                        (*values, saved + tower_kept + pixel + kept_output + second_mask)))
+        elif key == "backward.bottom":
+            raw.append((key, (*layout, _SAVED), (*values, tower_saved + tower_kept)))
+        elif key.startswith("backward.") and key != "backward.end":
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + (second_mask if gc else 0))))
+        else:
+            raw.append((key, layout, values))
+    # The tower's backward runs last (its nodes are the oldest but the text embedding's): with --train-vision or
+    # LoRA + checkpointing, one layer at a time. Its transients at a layer's MLP backward: the gradient flowing
+    # in and out (2 x width), fc2's input gradient and the gelu's (2 x intermediate); with checkpointing the
+    # layer's recomputed saved set (frozen tower: q, k, v, the output, layer_norm2's input, the gelu's input).
+    flowing = n_img * rows * (2 * vh + 2 * vi) * a_bytes
+    if training.train_vision:
+        layer_grads = tower // layers
+        text_grads = _scaled(b.gradients, trainable_text, projector)
+        one_saved = n_img * _siglip_layer_saved(v, training, rows, a_bytes)
+        recomputed = one_saved if gc else 0
+        # its top layer: every gradient but the tower's lower layers, the saved set whole; its bottom layer: all
+        # the tower's gradients, one layer's saved set and pixel_values
+        top = (text_grads + layer_grads * w_bytes, tower_saved, recomputed + flowing)
+        bottom = (text_grads + tower * w_bytes, pixel + (0 if gc else one_saved) + n_img * rows * vh * a_bytes,
+                  recomputed + flowing)
+        worst = max(top, bottom, key=sum)
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, worst))
+    elif tower_kept:
+        recomputed = n_img * rows * ((5 * vh + vi) * a_bytes + 4 * v.num_attention_heads + 8)
+        kept = n_img * layers * rows * vh * a_bytes
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
+                                  (_scaled(b.gradients, trainable_text, extra_trainable), kept,
+                                   recomputed + flowing)))
+    weights = b.weights + (tower + projector) * w_bytes
+    states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
+    base = weights + states + b.communication
+    phases = _m.phase_peaks(base, tuple(raw))
+    phases = {p: phases[p] for p in b.phases if p in phases}
+    details = dict(b.details)
+    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
+                    "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
+                    "activations.tower_output_kept": kept_output,
+                    "temporaries.vision_tower_forward": tower_moment})
+    mode = "full fine-tuning trains the projector" if trained_projector else \
+        f"--method {training.method} adapts the language model only (projector frozen)"
+    notes = (
+        f"vision-language model (Gemma 3): {images_per_sample(training)} image(s) per sample x ({per_image} image "
+        f"tokens + 4 the processor wraps them in: \"\\n\\n\" <start_of_image> ... <end_of_image> \"\\n\\n\") are "
+        f"added to the {training.seq_len:,} text tokens: the language model runs on "
+        f"{total_tokens(model, training):,} tokens per sample (models/gemma3/processing_gemma3.py "
+        "full_image_sequence; modeling_gemma3.py Gemma3Model.forward, masked_scatter of the image features).",
+        f"vision tower ({tower:,} parameters, SigLIP, modeling_siglip.py; {rows:,} patches per image) "
+        + ("trained (--train-vision)" if training.train_vision else "frozen and run without grad")
+        + f"; {mode} ({projector:,} parameters, Gemma3MultiModalProjector: avg-pool to {per_image} tokens, RMSNorm, "
+        "mm_input_projection_weight); QLoRA keeps the tower and projector 16-bit (an assumption: the common "
+        "recipes skip them from quantization); LoRA targets resolve in the language model only.",
+        "token_type_ids make the image tokens attend to each other both ways: "
+        + ("transformers builds 4-D masks (full and sliding layers), so sdpa runs the memory-efficient kernel and "
+           "every layer keeps a 16-bit copy of the mask (counted as for a packed batch)."
+           if training.attention == "sdpa" else "eager attention's masks as for text."),
+    )
+    text_notes = tuple(n for n in b.notes if n not in dropped)
+    out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
+                  trainable_parameters=trainable_text + extra_trainable, weights=weights,
+                  gradients=_scaled(b.gradients, trainable_text, extra_trainable), optimizer_state=states,
+                  activations=b.activations + saved + tower_kept + pixel + kept_output,
+                  temporaries=max(b.temporaries, tower_moment), phases=phases, details=details,
+                  notes=text_notes + notes, moments=tuple(raw),
                   active_parameters=b.active_parameters + tower + projector)
     from vramcalc.core.memory import distributed as _distributed
     from vramcalc.core.memory.overhead import runtime_overhead
