@@ -389,14 +389,16 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
         # LoRA / QLoRA with checkpointing: enable_input_require_grads (modeling_utils.py) hooks SigLIP's
         # patch_embedding (SiglipVisionModel._input_embed_layer), so the frozen tower runs with grad: each
         # checkpointed layer keeps its input, post_layernorm its input and stats, the projector's AvgPool2d its
-        # input (the contiguous copy) and Gemma3RMSNorm its fp32 input; the text embeddings' output, a leaf that
-        # requires grad, outlives masked_scatter's new inputs_embeds (AccumulateGrad holds it)
-        tower_kept = (n_img * ((layers + 2) * rows * vh * a_bytes + 8 * rows) + rms_saved
+        # input (the contiguous copy) and Gemma3RMSNorm its fp32 input; the hooked outputs, leaves that require
+        # grad, are held by their AccumulateGrad nodes as long as the graph: the patch Conv2d's output (rows x
+        # width per image) and the text embeddings' (outliving masked_scatter's new inputs_embeds)
+        tower_kept = (n_img * ((layers + 3) * rows * vh * a_bytes + 8 * rows) + rms_saved
                       + tokens * th * a_bytes)
     # The tower's forward, layer by layer, while the text embeddings exist: pixel_values, the hidden state and one
-    # layer's transients (with LoRA + checkpointing the layers' kept inputs grow to the top)
-    kept_inputs = n_img * layers * rows * vh * a_bytes if (gc and (training.train_vision or not trained_projector)) \
-        else n_img * rows * vh * a_bytes
+    # layer's transients; with LoRA + checkpointing the layers' kept inputs grow to the top, beside the hooked
+    # patch Conv2d output and the layer's post-attention residual
+    kept_inputs = n_img * (layers + 2) * rows * vh * a_bytes \
+        if (gc and (training.train_vision or not trained_projector)) else n_img * rows * vh * a_bytes
     if training.train_vision and not gc:
         kept_inputs = pixel + n_img * layers * _siglip_layer_saved(v, training, rows, a_bytes)
     tower_moment = (tokens * th * a_bytes + pixel + kept_inputs
@@ -404,8 +406,8 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     trainable_text = b.trainable_parameters
     extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
 
-    def grown(layout: _m.Layout, values: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(_scaled(x, trainable_text, extra_trainable) if comp == "gradients" else x
+    def grown(layout: _m.Layout, values: tuple[int, ...], extra: int) -> tuple[int, ...]:
+        return tuple(_scaled(x, trainable_text, extra) if comp == "gradients" else x
                      for (_, comp), x in zip(layout, values, strict=True))
 
     # the sliding layers' mask: a second 4-D bool mask beside the full layers' (create_masks_for_vision_model),
@@ -414,8 +416,12 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
+    # the text model's backward moments run before the tower's: no tower gradient yet (the projector's, with full
+    # fine-tuning, is counted from the bottom layer on, a little early)
+    before_tower = projector if trained_projector else 0
     for key, layout, values in b.moments:
-        values = grown(layout, values)
+        in_backward = key.startswith("backward.") and key != "backward.end"
+        values = grown(layout, values, before_tower if in_backward else extra_trainable)
         if key.startswith("forward."):
             raw.append((key, (*layout, _SAVED),
                         (*values, saved + tower_kept + pixel + kept_output + second_mask)))
@@ -426,28 +432,30 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
         else:
             raw.append((key, layout, values))
     # The tower's backward runs last (its nodes are the oldest but the text embedding's): with --train-vision or
-    # LoRA + checkpointing, one layer at a time. Its transients at a layer's MLP backward: the gradient flowing
-    # in and out (2 x width), fc2's input gradient and the gelu's (2 x intermediate); with checkpointing the
-    # layer's recomputed saved set (frozen tower: q, k, v, the output, layer_norm2's input, the gelu's input).
-    flowing = n_img * rows * (2 * vh + 2 * vi) * a_bytes
+    # LoRA + checkpointing, one layer at a time; its peak is a layer's MLP backward at the gelu: fc2's saved input
+    # is released (autograd frees a node's saved tensors once it has run), the gradient flowing in (width), fc2's
+    # input gradient and the gelu's (2 x intermediate) exist.
     if training.train_vision:
         layer_grads = tower // layers
         text_grads = _scaled(b.gradients, trainable_text, projector)
-        one_saved = n_img * _siglip_layer_saved(v, training, rows, a_bytes)
-        recomputed = one_saved if gc else 0
-        # its top layer: every gradient but the tower's lower layers, the saved set whole; its bottom layer: all
-        # the tower's gradients, one layer's saved set and pixel_values
-        top = (text_grads + layer_grads * w_bytes, tower_saved, recomputed + flowing)
-        bottom = (text_grads + tower * w_bytes, pixel + (0 if gc else one_saved) + n_img * rows * vh * a_bytes,
-                  recomputed + flowing)
+        at_gelu = n_img * (_siglip_layer_saved(v, training, rows, a_bytes) + rows * (vh + vi) * a_bytes)
+        # its top layer: every gradient but the tower's lower layers, the saved set whole but this layer's (with
+        # checkpointing its input, recomputed with the rest); its bottom layer: all the tower's gradients and
+        # pixel_values the patch Conv2d keeps
+        this_layer = n_img * (rows * vh * a_bytes if gc else _siglip_layer_saved(v, training, rows, a_bytes))
+        top = (text_grads + layer_grads * w_bytes, tower_saved - this_layer, at_gelu)
+        bottom = (text_grads + tower * w_bytes, pixel, at_gelu)
         worst = max(top, bottom, key=sum)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, worst))
     elif tower_kept:
+        # the frozen layer recomputed: q, k, v, the output and the logsumexp, layer_norm2's input and stats, the
+        # gelu's input (the frozen Linears save no input); the gradient flowing in (width) and the MLP's two
+        # intermediate-wide gradients; kept: every layer's input and the patch Conv2d's output
         recomputed = n_img * rows * ((5 * vh + vi) * a_bytes + 4 * v.num_attention_heads + 8)
-        kept = n_img * layers * rows * vh * a_bytes
+        kept = n_img * (layers + 1) * rows * vh * a_bytes
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
                                   (_scaled(b.gradients, trainable_text, extra_trainable), kept,
-                                   recomputed + flowing)))
+                                   recomputed + n_img * rows * (vh + 2 * vi) * a_bytes)))
     weights = b.weights + (tower + projector) * w_bytes
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
