@@ -493,7 +493,76 @@ def classics_grid() -> list[dict[str, Any]]:
                   "training": {"precision": "fp32", "batch_size": 20, "seq_len": 35, "grad_accum": 2}})
     return cases
 
+# The Gemma 3 multimodal grid (`--grid vlm2`, issue 15; 29 cases): Gemma3ForConditionalGeneration (memory/vision.py
+# _siglip_estimate) from the published google/gemma-3-4b-it config.json (tests/data/hf; its 262k vocabulary, widths,
+# SigLIP so400m at 896 px: 4,096 patches and 256 image tokens per image), the language model cut to 4 layers (3
+# sliding, 1 global) and the tower to 4 (every tower layer saves the same set; a full-depth trace takes minutes
+# per case on two CPU cores), with the processor's token_type_ids (bidirectional image blocks in the masks):
+# full pure-bf16 (the projector trained) / LoRA (q_proj, v_proj of the language model) / QLoRA NF4 (without
+# prepare_model_for_kbit_training's fp32 casts) x sdpa / eager x checkpointing off / on at batch 1 x 512 text
+# tokens x one image (772 tokens in the language model); the three methods under sdpa at batch 2 x 256 text tokens
+# x two images per sample (776 tokens); LoRA at 1,024 text tokens x two images (1,544 tokens: past the 1,024
+# sliding window); --train-vision (full, sdpa) with and without checkpointing at both shapes; four images under 128
+# text tokens (LoRA with checkpointing, QLoRA eager, --train-vision with checkpointing); gemma-3-12b-it cut the
+# same way, LoRA with and without checkpointing. Written to accuracy_vlm2.{json,md}.
+VLM2_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2})
+VLM2_LAYERS = 4
+
+
+def vlm2_grid() -> list[dict[str, Any]]:
+    cases = []
+    model = f"gemma3vlm:gemma-3-4b-it:{VLM2_LAYERS}"
+    for label, kw in VLM_RUNS:
+        for attention in ("sdpa", "eager"):
+            for gc in (False, True):
+                cases.append({"id": f"gemma-3-4b-it | {label} | b1 s512 i1 | {attention} | {'gc' if gc else 'no-gc'}",
+                              "model": model, "method": kw["method"],
+                              "training": dict(kw, **VLM2_SHAPES[0], attention=attention, grad_checkpointing=gc)})
+    for label, kw in VLM_RUNS:
+        for gc in (False, True):
+            cases.append({"id": f"gemma-3-4b-it | {label} | b2 s256 i2 | sdpa | {'gc' if gc else 'no-gc'}",
+                          "model": model, "method": kw["method"],
+                          "training": dict(kw, **VLM2_SHAPES[1], grad_checkpointing=gc)})
+    for shape in VLM2_SHAPES:
+        tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}"
+        for gc in (False, True):
+            cases.append({"id": f"gemma-3-4b-it | full pure-bf16 train-vision | {tag} | sdpa | {'gc' if gc else 'no-gc'}",
+                          "model": model, "method": "full",
+                          "training": dict(VLM_RUNS[0][1], **shape, train_vision=True, grad_checkpointing=gc)})
+    for gc in (False, True):
+        cases.append({"id": f"gemma-3-4b-it | lora | b1 s1024 i2 | sdpa | {'gc' if gc else 'no-gc'}",
+                      "model": model, "method": "lora",
+                      "training": dict(VLM_RUNS[1][1], batch_size=1, seq_len=1024, images=2, grad_checkpointing=gc)})
+    # image-heavy: four images per sample under 128 text tokens (1,168 tokens, 16,384 patches per sample)
+    for label, kw, extra in (("lora", VLM_RUNS[1][1], {"grad_checkpointing": True}),
+                             ("qlora", VLM_RUNS[2][1], {"attention": "eager"}),
+                             ("full pure-bf16 train-vision", VLM_RUNS[0][1], {"train_vision": True,
+                                                                             "grad_checkpointing": True})):
+        attention = extra.get("attention", "sdpa")
+        cases.append({"id": f"gemma-3-4b-it | {label} | b1 s128 i4 | {attention} | "
+                            f"{'gc' if extra.get('grad_checkpointing') else 'no-gc'}",
+                      "model": model, "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=128, images=4, **extra)})
+    for gc in (False, True):
+        cases.append({"id": f"gemma-3-12b-it | lora | b1 s512 i1 | sdpa | {'gc' if gc else 'no-gc'}",
+                      "model": f"gemma3vlm:gemma-3-12b-it:{VLM2_LAYERS}", "method": "lora",
+                      "training": dict(VLM_RUNS[1][1], **VLM2_SHAPES[0], grad_checkpointing=gc)})
+    return cases
+
+
 def _model(name: str) -> Any:
+    if name.startswith("gemma3vlm:"):  # a Gemma 3 multimodal config.json as published, both stacks cut
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        _, config, n = name.split(":")
+        path = HF_DIR / f"{config}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
+        layers = int(n)
+        local = round(spec.sliding_window_layers * layers / spec.num_layers)
+        return replace(spec, num_layers=layers, sliding_window_layers=local,
+                       vision=replace(spec.vision, num_layers=layers))
     if name.startswith("vlm:"):  # a vision-language model's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -994,7 +1063,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "encoders2": token_cls_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid}
+         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "vlm2": vlm2_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1010,7 +1079,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
-          "vlm": " (vision-language models: LLaVA-1.5, issue 15)"}
+          "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
+          "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -1123,7 +1193,8 @@ def main() -> None:
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
-                    "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained)")
+                    "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
+                    "issue 15's 29 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1132,7 +1203,7 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "optimizers", "rl", "encdec", "ssm",
-                         "gptoss", "classics", "vlm") \
+                         "gptoss", "classics", "vlm", "vlm2") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

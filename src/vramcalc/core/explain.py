@@ -259,6 +259,8 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     inner = explain(text_model, text_training)
     v = model.vision
     assert v is not None and model.hidden_size is not None
+    if v.kind == "siglip":
+        return _explain_gemma3(model, training, b, inner)
     d = b.details
     src = "transformers models/llava/modeling_llava.py LlavaModel.forward; memory/vision.py"
     per_image = vision.image_tokens(v)
@@ -299,6 +301,76 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
             + (" and the projector trained" if training.method == "full" else
                "; LoRA adapts the language model only"))
+    sections = []
+    for sec in inner.sections:
+        if sec.key in ("phases", "overhead"):
+            continue
+        if sec.key in extra:
+            added = tuple(x for x in extra[sec.key] if x.value or sec.key == "weights")
+            total = sec.total if sec.key == "temporaries" else b.component(sec.key)
+            sec = replace(sec, lines=sec.lines + added, total=b.temporaries if sec.key == "temporaries" else total)
+        sections.append(sec)
+    sections.append(Section("vision", "vision tower and projector (the image side)", None, tuple(lines), text))
+    phase_sec, peak_moment = _phases(b)
+    sections += [phase_sec, _overhead(b)]
+    return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
+
+
+def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inner: Explanation) -> Explanation:
+    """Gemma 3 multimodal (memory/vision.py _siglip_estimate): the language model's explanation on text + image
+    tokens (its sdpa run with the image-block masks), the SigLIP tower and Gemma3MultiModalProjector's lines."""
+    from vramcalc.core.memory import vision
+    from vramcalc.core.params import projector_params, vision_tower_params
+
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    src = "transformers models/gemma3/modeling_gemma3.py Gemma3Model.forward; memory/vision.py"
+    siglip = "transformers models/siglip/modeling_siglip.py SiglipVisionModel"
+    per_image, wrap = vision.image_tokens(v), vision.wrap_tokens(v)
+    images = vision.images_per_sample(training)
+    tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
+    trained = training.method == "full"
+    trained_params = (projector if trained else 0) + (tower if training.train_vision else 0)
+    what = "projector" + (" and tower" if training.train_vision else "")
+    extra = {
+        "weights": (
+            Line("weights.vision_tower", "vision tower weights" + (" (trained)" if training.train_vision
+                                                                   else " (frozen)"),
+                 f"{tower:,} params (SigLIP)", d["weights.vision_tower"], source=siglip),
+            Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
+                 f"{projector:,} params", d["weights.projector"], source=src + " Gemma3MultiModalProjector"),
+        ),
+        "gradients": (Line("gradients.image_side", f"{what} gradients (full fine-tuning trains them)",
+                           f"{trained_params:,} params at the language model's bytes per parameter",
+                           b.gradients - inner.breakdown.gradients, source=src),),
+        "optimizer_state": (Line("optimizer_state.image_side", f"{what} optimizer state",
+                                 f"{trained_params:,} params at the language model's bytes per parameter",
+                                 b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        "activations": (Line("activations.image_side", "image side: pixel_values, the tower's output and what it "
+                             "saves for backward",
+                             "the tower's last hidden state (kept by the model output), the projector's RMSNorm "
+                             "inputs, the mask; with checkpointing and adapters the tower's kept layer inputs; "
+                             "with --train-vision its saved set", b.activations - inner.breakdown.activations,
+                             source=src),),
+        "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
+                             "text embeddings, pixel_values, the hidden state and one SigLIP layer's transients "
+                             "(eager: its scores)", d["temporaries.vision_tower_forward"],
+                             source=siglip.replace("SiglipVisionModel", "SiglipEncoderLayer")),),
+    }
+    lines = [
+        Line("vision.image_tokens", "image tokens per image = mm_tokens_per_image (the 64 x 64 patch grid "
+             "average-pooled)", f"({v.image_size} / {v.patch_size})^2 patches pooled", per_image, source=src,
+             kind="count"),
+        Line("vision.tokens", "tokens the language model runs on = text + images x (image tokens + 4 wrapping)",
+             f"{training.seq_len:,} + {images} x ({per_image} + {wrap})", vision.total_tokens(model, training),
+             source="transformers models/gemma3/processing_gemma3.py full_image_sequence", kind="count"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens and {images * (per_image + wrap):,} "
+            "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
+            "its own, on that many tokens, with the bidirectional image-block masks",
+            ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
+            + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
     sections = []
     for sec in inner.sections:
         if sec.key in ("phases", "overhead"):

@@ -365,16 +365,22 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     # the tower's last_hidden_state (post_layernorm's output) is returned in Gemma3ModelOutputWithPast.image_outputs
     # and lives as long as the model's output: through the forward, to the loss
     kept_output = n_img * rows * vh * a_bytes
-    # Gemma3RMSNorm (modeling_gemma3.py): x.float() (fp32, saved by pow and mul) and, when its weight is trained,
-    # the fp32 normalized x (for the weight's gradient) and the 16-bit normalized x mm_input_projection_weight's
-    # matmul saves
-    rms_saved = n_img * per_image * vh * ((4 + 4 + a_bytes) if trained_projector else 4)
-    saved = saved_projector = 0
-    if trained_projector:
-        saved_projector = rms_saved
-        if training.train_vision:  # AvgPool2d saves its input (the contiguous copy) when it needs a gradient
-            saved_projector += n_img * rows * vh * a_bytes
-        saved += saved_projector
+    # Checkpointing: activation_checkpointing_enable (transformers modeling_utils.py) calls
+    # enable_input_require_grads for any model whose main input is input_ids, whatever the method; it hooks every
+    # input embedding inside, SigLIP's patch_embedding too (SiglipVisionModel._input_embed_layer), so a frozen tower
+    # runs with grad: each checkpointed layer keeps its input, post_layernorm its input and stats, and the hooked
+    # outputs, leaves that require grad, are held by their AccumulateGrad nodes as long as the graph: the patch
+    # Conv2d's output (rows x width per image) and, when the embedding is frozen, the text embeddings' (outliving
+    # masked_scatter's new inputs_embeds).
+    hooked = gc and not training.train_vision
+    needs_grad = hooked or training.train_vision  # the tower's output requires grad
+    # Gemma3MultiModalProjector: AvgPool2d saves its input (the contiguous copy) when it needs a gradient;
+    # Gemma3RMSNorm (modeling_gemma3.py) saves x.float() (fp32, for pow and mul) when x needs a gradient, the fp32
+    # normalized x when its weight is trained, and mm_input_projection_weight's matmul the 16-bit normalized x
+    # when the weight is trained
+    rms_saved = n_img * per_image * vh * ((4 if needs_grad else 0) + ((4 + a_bytes) if trained_projector else 0))
+    saved_projector = rms_saved + (n_img * rows * vh * a_bytes if needs_grad else 0)
+    saved = saved_projector
     if trained_projector or gc:
         saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
     tower_saved = 0
@@ -385,20 +391,13 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
         tower_saved = pixel + n_img * (layers * per_layer + rows * vh * a_bytes + 8 * rows)
         saved += tower_saved
     tower_kept = 0
-    if not trained_projector and gc:
-        # LoRA / QLoRA with checkpointing: enable_input_require_grads (modeling_utils.py) hooks SigLIP's
-        # patch_embedding (SiglipVisionModel._input_embed_layer), so the frozen tower runs with grad: each
-        # checkpointed layer keeps its input, post_layernorm its input and stats, the projector's AvgPool2d its
-        # input (the contiguous copy) and Gemma3RMSNorm its fp32 input; the hooked outputs, leaves that require
-        # grad, are held by their AccumulateGrad nodes as long as the graph: the patch Conv2d's output (rows x
-        # width per image) and the text embeddings' (outliving masked_scatter's new inputs_embeds)
-        tower_kept = (n_img * ((layers + 3) * rows * vh * a_bytes + 8 * rows) + rms_saved
-                      + tokens * th * a_bytes)
+    if hooked:
+        tower_kept = n_img * ((layers + 2) * rows * vh * a_bytes + 8 * rows) \
+            + (tokens * th * a_bytes if not trained_projector else 0)
     # The tower's forward, layer by layer, while the text embeddings exist: pixel_values, the hidden state and one
     # layer's transients; with LoRA + checkpointing the layers' kept inputs grow to the top, beside the hooked
     # patch Conv2d output and the layer's post-attention residual
-    kept_inputs = n_img * (layers + 2) * rows * vh * a_bytes \
-        if (gc and (training.train_vision or not trained_projector)) else n_img * rows * vh * a_bytes
+    kept_inputs = n_img * (layers + 2) * rows * vh * a_bytes if gc else n_img * rows * vh * a_bytes
     if training.train_vision and not gc:
         kept_inputs = pixel + n_img * layers * _siglip_layer_saved(v, training, rows, a_bytes)
     tower_moment = (tokens * th * a_bytes + pixel + kept_inputs
@@ -447,15 +446,23 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
         bottom = (text_grads + tower * w_bytes, pixel, at_gelu)
         worst = max(top, bottom, key=sum)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, worst))
-    elif tower_kept:
+    elif hooked:
         # the frozen layer recomputed: q, k, v, the output and the logsumexp, layer_norm2's input and stats, the
-        # gelu's input (the frozen Linears save no input); the gradient flowing in (width) and the MLP's two
-        # intermediate-wide gradients; kept: every layer's input and the patch Conv2d's output
-        recomputed = n_img * rows * ((5 * vh + vi) * a_bytes + 4 * v.num_attention_heads + 8)
+        # gelu's input (the frozen Linears save no input); at the gelu the gradient flowing in (width) and the
+        # MLP's two intermediate-wide gradients. Eager attention saves the fp32 softmax and the 16-bit
+        # probabilities per head instead of the output; at its softmax backward (the MLP's saved set released):
+        # q, k, v, the fp32 softmax, the incoming 16-bit gradient, its fp32 cast and the 16-bit result, per head
+        # (siglip eager_attention_forward). Kept: every layer's input and the patch Conv2d's output.
+        heads = v.num_attention_heads
+        at_gelu = n_img * rows * ((5 * vh + vi) * a_bytes + 4 * heads + 8 + (vh + 2 * vi) * a_bytes)
+        if training.attention == "eager":
+            at_gelu = n_img * rows * ((4 * vh + vi) * a_bytes + heads * rows * (4 + a_bytes) + 8
+                                      + (vh + 2 * vi) * a_bytes)
+            at_softmax = n_img * rows * (5 * vh * a_bytes + heads * rows * (4 + a_bytes + 4 + a_bytes))
+            at_gelu = max(at_gelu, at_softmax)
         kept = n_img * (layers + 1) * rows * vh * a_bytes
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
-                                  (_scaled(b.gradients, trainable_text, extra_trainable), kept,
-                                   recomputed + n_img * rows * (vh + 2 * vi) * a_bytes)))
+                                  (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
     weights = b.weights + (tower + projector) * w_bytes
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
