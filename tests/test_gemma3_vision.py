@@ -107,13 +107,14 @@ def test_train_vision_trains_the_tower() -> None:
 
 def test_eager_counts_the_towers_scores() -> None:
     # siglip eager_attention_forward on 4,096 patches: the scaled scores (bf16), their fp32 cast and the fp32
-    # softmax per head, 16 x 4,096^2 x 10 B per image, dominate the tower's forward
+    # softmax per head, 16 x 4,096^2 x 10 B per image, beside layer_norm1's output and q, k, v (4 x 1152 bf16 per
+    # patch), replace sdpa's largest layer moment, the MLP's (layer_norm2's output 1152 + fc1's and the gelu's
+    # 2 x 4304, bf16, per patch)
     m = gemma3()
     eager = estimate(m, TrainingSpec(method="lora", attention="eager"))
     sdpa = estimate(m, TrainingSpec(method="lora"))
-    scores = 16 * 4096 * 4096 * 10
     diff = eager.details["temporaries.vision_tower_forward"] - sdpa.details["temporaries.vision_tower_forward"]
-    assert scores < diff < scores + 4096 * 1152 * 2 * 8
+    assert diff == 16 * 4096 * 4096 * 10 + 4096 * 4 * 1152 * 2 - 4096 * (1152 + 2 * 4304) * 2
 
 
 @pytest.mark.parametrize(("kw", "error"), [
@@ -176,8 +177,7 @@ def test_tiny_count_matches_the_library() -> None:
     pytest.importorskip("transformers")
     from vramcalc.trace._hf import build_model
 
-    with torch.device("meta"):
-        hf, _ = build_model(TINY, TrainingSpec(), torch.bfloat16)
+    hf, _ = build_model(TINY, TrainingSpec(), torch.bfloat16)
     assert type(hf).__name__ == "Gemma3ForConditionalGeneration"
     assert count_params(TINY) == sum(p.numel() for p in hf.parameters())
 
@@ -186,8 +186,9 @@ def test_tiny_count_matches_the_library() -> None:
                                 {"method": "full", "train_vision": True}],
                          ids=["full", "lora-gc", "train-vision"])
 def test_traced_step(kw: dict[str, object]) -> None:
-    # Gemma3ForConditionalGeneration on fake tensors with token_type_ids (trace/_vision.py); measured at these
-    # tiny widths: see the bounds (the grid, benchmarks/results/accuracy_vlm2.md, is the published widths)
+    # Gemma3ForConditionalGeneration on fake tensors with token_type_ids (trace/_vision.py); measured: full
+    # -0.06 %, LoRA with checkpointing -0.08 %, --train-vision -0.05 % (the published widths:
+    # benchmarks/results/accuracy_vlm2.md); the bounds leave room for the text model's own error at other widths
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from vramcalc.trace import trace
@@ -196,4 +197,4 @@ def test_traced_step(kw: dict[str, object]) -> None:
     r, b = trace(TINY, t), estimate(TINY, t)
     assert r.trainable_parameters == b.trainable_parameters
     err = (b.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
-    assert -0.02 <= err <= 0.05
+    assert -0.01 <= err <= 0.03
