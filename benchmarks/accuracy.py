@@ -526,7 +526,8 @@ def vlm2_grid() -> list[dict[str, Any]]:
     for shape in VLM2_SHAPES:
         tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}"
         for gc in (False, True):
-            cases.append({"id": f"gemma-3-4b-it | full pure-bf16 train-vision | {tag} | sdpa | {'gc' if gc else 'no-gc'}",
+            mark = "gc" if gc else "no-gc"
+            cases.append({"id": f"gemma-3-4b-it | full pure-bf16 train-vision | {tag} | sdpa | {mark}",
                           "model": model, "method": "full",
                           "training": dict(VLM_RUNS[0][1], **shape, train_vision=True, grad_checkpointing=gc)})
     for gc in (False, True):
