@@ -38,8 +38,9 @@ def test_published_config_fields() -> None:
     p = presets.find_model("gemma-3-4b-it-vision")
     assert replace(p, name=m.name, display_name=m.display_name, source=m.source, aliases=m.aliases,
                    published_parameters=None, published_parameters_source=None) == m
-    # the text preset of the same checkpoint keeps the language model alone
-    text = presets.find_model("google/gemma-3-4b-it")
+    # the checkpoint's id names the whole model; the text preset gemma-3-4b keeps the language model alone
+    assert presets.find_model("google/gemma-3-4b-it").name == "gemma-3-4b-it-vision"
+    text = presets.find_model("gemma-3-4b")
     assert text.vision is None and count_params(text) == count_params(replace(m, vision=None))
 
 

@@ -45,18 +45,21 @@ def _arch(m: ModelSpec) -> dict[str, Any]:
     return out
 
 
+# Text-only presets of a multimodal checkpoint: the language model of the config.json (Gemma 3's text_config)
+TEXT_VIEWS = (("gemma-3-4b", "gemma-3-4b-it.json"), ("gemma-3-12b", "gemma-3-12b-it.json"),
+              ("gemma-3-27b", "gemma-3-27b-it.json"))
+
+
 def _sourced() -> list[tuple[str, Path]]:
-    """(preset, its config.json) for every fixture that is a preset. The Gemma 3 multimodal configs
-    (gemma-3-*-it.json) source two: the text preset (its alias, the language model alone) and the
-    `-vision` preset (the whole Gemma3ForConditionalGeneration)."""
+    """(preset, its config.json) for every fixture that is a preset, and the text views of the multimodal ones
+    (the Gemma 3 configs name gemma-3-*-it-vision by their aliases)."""
     out = []
     for path in sorted(HF.glob("*.json")):
-        for stem in (path.stem, path.stem + "-vision"):
-            try:
-                out.append((presets.find_model(stem).name, path))
-            except Exception:  # noqa: BLE001 - a fixture without a preset: nothing to compare
-                continue
-    return out
+        try:
+            out.append((presets.find_model(path.stem).name, path))
+        except Exception:  # noqa: BLE001 - a fixture without a preset: nothing to compare
+            continue
+    return out + [(name, HF / file) for name, file in TEXT_VIEWS]
 
 
 SOURCED = _sourced()
