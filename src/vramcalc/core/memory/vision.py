@@ -482,7 +482,9 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
         f"{total_tokens(model, training):,} tokens per sample (models/gemma3/processing_gemma3.py "
         "full_image_sequence; modeling_gemma3.py Gemma3Model.forward, masked_scatter of the image features).",
         f"vision tower ({tower:,} parameters, SigLIP, modeling_siglip.py; {rows:,} patches per image) "
-        + ("trained (--train-vision)" if training.train_vision else "frozen and run without grad")
+        + ("trained (--train-vision)" if training.train_vision else
+           "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
+           "enable_input_require_grads)" if gc else "frozen and run without grad")
         + f"; {mode} ({projector:,} parameters, Gemma3MultiModalProjector: avg-pool to {per_image} tokens, RMSNorm, "
         "mm_input_projection_weight); QLoRA keeps the tower and projector 16-bit (an assumption: the common "
         "recipes skip them from quantization); LoRA targets resolve in the language model only.",
