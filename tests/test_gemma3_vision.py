@@ -124,6 +124,7 @@ def test_eager_counts_the_towers_scores() -> None:
     ({"train_vision": True, "attention": "eager"}, UnsupportedCombination),
     ({"mode": "inference"}, UnsupportedCombination),
     ({"packing": "packed"}, UnsupportedCombination),
+    ({"attention": "flash"}, UnsupportedCombination),  # Gemma3ForConditionalGeneration._supports_flash_attn False
 ])
 def test_refusals(kw: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):
@@ -199,3 +200,13 @@ def test_traced_step(kw: dict[str, object]) -> None:
     assert r.trainable_parameters == b.trainable_parameters
     err = (b.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
     assert -0.01 <= err <= 0.03
+
+
+@pytest.mark.parametrize("model_type", ["idefics3", "smolvlm"])
+def test_idefics3_is_refused_naming_what_is_missing(model_type: str, capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type, "text_config": {},
+                                                      "vision_config": {}}))
+    code, out, err = invoke(["estimate", str(tmp_path / "config.json")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "image splitting" in err and "pixel shuffle" in err

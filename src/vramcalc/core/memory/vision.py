@@ -310,6 +310,12 @@ def _siglip_check(model: ModelSpec, training: TrainingSpec) -> None:
         raise SpecError("image_size", f"{model.name}'s SigLIP tower takes {v.image_size} px images only (its "
                         "learned positions are fixed; Gemma3ImageProcessor resizes, pan-and-scan crops are more "
                         f"images: --images): drop --image-size or give {v.image_size}")
+    if training.attention == "flash":
+        # modeling_gemma3.py Gemma3ForConditionalGeneration._supports_flash_attn = False ("Flash Attention drops the
+        # bidirectional mask over image tokens"): transformers refuses flash_attention_2 for it
+        raise UnsupportedCombination(f"{model.name}: Gemma3ForConditionalGeneration does not support "
+                                     "flash_attention_2 (it would drop the bidirectional mask over image tokens): "
+                                     "use --attention sdpa or eager")
 
 
 def _siglip_layer_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int) -> int:
