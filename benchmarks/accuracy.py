@@ -538,7 +538,7 @@ def classics_grid() -> list[dict[str, Any]]:
                   "training": {"precision": "fp32", "batch_size": 20, "seq_len": 35, "grad_accum": 2}})
     return cases
 
-# The Gemma 3 multimodal grid (`--grid vlm2`, issue 15; 29 cases): Gemma3ForConditionalGeneration (memory/vision.py
+# The Gemma 3 multimodal grid (`--grid vlm2`, issue 15; 31 cases): Gemma3ForConditionalGeneration (memory/vision.py
 # _siglip_estimate) from the published google/gemma-3-4b-it config.json (tests/data/hf; its 262k vocabulary, widths,
 # SigLIP so400m at 896 px: 4,096 patches and 256 image tokens per image), the language model cut to 4 layers (3
 # sliding, 1 global) and the tower to 4 (every tower layer saves the same set; a full-depth trace takes minutes
@@ -547,7 +547,8 @@ def classics_grid() -> list[dict[str, Any]]:
 # prepare_model_for_kbit_training's fp32 casts) x sdpa / eager x checkpointing off / on at batch 1 x 512 text
 # tokens x one image (772 tokens in the language model); the three methods under sdpa at batch 2 x 256 text tokens
 # x two images per sample (776 tokens); LoRA at 1,024 text tokens x two images (1,544 tokens: past the 1,024
-# sliding window); --train-vision (full, sdpa) with and without checkpointing at both shapes; four images under 128
+# sliding window); --train-vision (full, sdpa) with and without checkpointing at both shapes; amp-bf16 LoRA without
+# checkpointing at both shapes; four images under 128
 # text tokens (LoRA with checkpointing, QLoRA eager, --train-vision with checkpointing); gemma-3-12b-it cut the
 # same way, LoRA with and without checkpointing. Written to accuracy_vlm2.{json,md}.
 VLM2_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2})
@@ -579,6 +580,11 @@ def vlm2_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"gemma-3-4b-it | lora | b1 s1024 i2 | sdpa | {'gc' if gc else 'no-gc'}",
                       "model": model, "method": "lora",
                       "training": dict(VLM_RUNS[1][1], batch_size=1, seq_len=1024, images=2, grad_checkpointing=gc)})
+    for shape in VLM2_SHAPES:  # amp-bf16 LoRA (fp32 residual streams); with checkpointing the language model's own
+        # estimate counts autocast weight copies in the forward that the tracer does not see (as in the vlm grid)
+        tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}"
+        cases.append({"id": f"gemma-3-4b-it | lora amp-bf16 | {tag} | sdpa | no-gc", "model": model,
+                      "method": "lora", "training": dict(shape, method="lora", precision="amp-bf16")})
     # image-heavy: four images per sample under 128 text tokens (1,168 tokens, 16,384 patches per sample)
     for label, kw, extra in (("lora", VLM_RUNS[1][1], {"grad_checkpointing": True}),
                              ("qlora", VLM_RUNS[2][1], {"attention": "eager"}),
@@ -1247,7 +1253,7 @@ def main() -> None:
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
-                    "issue 15's 29 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks)")
+                    "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()

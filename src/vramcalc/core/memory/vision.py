@@ -359,6 +359,9 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     dropped = set(packing_notes(text_training))
     recipe = recipe_of(training)
     w_bytes, a_bytes = dtype_bytes(recipe.weight), dtype_bytes(recipe.compute)
+    # the residual streams under autocast are fp32 (fp32 positions and embeddings added, LayerNorm autocast to
+    # fp32): the tower's hidden states, post_layernorm's output and the text embeddings
+    r_bytes = 4 if recipe.autocast else a_bytes
     th, vh, vi = model.hidden_size, v.hidden_size, v.intermediate_size
     tower, projector = vision_tower_params(v), projector_params(v, th)
     n_img = images_per_sample(training) * training.batch_size
@@ -370,7 +373,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     pixel = n_img * 3 * v.image_size * v.image_size * w_bytes
     # the tower's last_hidden_state (post_layernorm's output) is returned in Gemma3ModelOutputWithPast.image_outputs
     # and lives as long as the model's output: through the forward, to the loss
-    kept_output = n_img * rows * vh * a_bytes
+    kept_output = n_img * rows * vh * r_bytes
     # Checkpointing: activation_checkpointing_enable (transformers modeling_utils.py) calls
     # enable_input_require_grads for any model whose main input is input_ids, whatever the method; it hooks every
     # input embedding inside, SigLIP's patch_embedding too (SiglipVisionModel._input_embed_layer), so a frozen tower
@@ -385,7 +388,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     # normalized x when its weight is trained, and mm_input_projection_weight's matmul the 16-bit normalized x
     # when the weight is trained
     rms_saved = n_img * per_image * vh * ((4 if needs_grad else 0) + ((4 + a_bytes) if trained_projector else 0))
-    saved_projector = rms_saved + (n_img * rows * vh * a_bytes if needs_grad else 0)
+    saved_projector = rms_saved + (n_img * rows * vh * r_bytes if needs_grad else 0)
     saved = saved_projector
     if trained_projector or gc:
         saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
@@ -398,15 +401,15 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
         saved += tower_saved
     tower_kept = 0
     if hooked:
-        tower_kept = n_img * ((layers + 2) * rows * vh * a_bytes + 8 * rows) \
-            + (tokens * th * a_bytes if not trained_projector else 0)
+        tower_kept = n_img * ((layers + 1) * rows * vh * r_bytes + rows * vh * a_bytes + 8 * rows) \
+            + (tokens * th * r_bytes if not trained_projector else 0)
     # The tower's forward, layer by layer, while the text embeddings exist: pixel_values, the hidden state and one
     # layer's transients; with LoRA + checkpointing the layers' kept inputs grow to the top, beside the hooked
     # patch Conv2d output and the layer's post-attention residual
-    kept_inputs = n_img * (layers + 2) * rows * vh * a_bytes if gc else n_img * rows * vh * a_bytes
+    kept_inputs = n_img * rows * vh * ((layers + 1) * r_bytes + a_bytes) if gc else n_img * rows * vh * r_bytes
     if training.train_vision and not gc:
         kept_inputs = pixel + n_img * layers * _siglip_layer_saved(v, training, rows, a_bytes)
-    tower_moment = (tokens * th * a_bytes + pixel + kept_inputs
+    tower_moment = (tokens * th * r_bytes + pixel + kept_inputs
                     + n_img * _siglip_layer_transient(v, training, rows, a_bytes))
     trainable_text = b.trainable_parameters
     extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
@@ -466,7 +469,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
                                       + (vh + 2 * vi) * a_bytes)
             at_softmax = n_img * rows * (5 * vh * a_bytes + heads * rows * (4 + a_bytes + 4 + a_bytes))
             at_gelu = max(at_gelu, at_softmax)
-        kept = n_img * (layers + 1) * rows * vh * a_bytes
+        kept = n_img * rows * vh * (layers * r_bytes + a_bytes)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
                                   (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
     weights = b.weights + (tower + projector) * w_bytes
