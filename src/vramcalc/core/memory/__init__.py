@@ -680,6 +680,7 @@ class _ActivationPlan:
     layers_less_ts: int = 0
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
+    top_layer_grads: int = 0  # a trained MoE layer's expert gradients, there by its attention's backward
     rl: _rl.RlPlan | None = None  # GRPO: generate() and the no-grad log-prob passes before the step (memory/rl.py)
 
 
@@ -885,6 +886,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append(peft_methods.note(m, t))
     elif peft_methods.token_rows(t):  # LoRA's trainable_token_indices
         notes.append(peft_methods.tokens_note(m, t))
+    moe_grads = _moe_late_gradient_bytes(m, t, recipe)
+    eager_attn = t.attention == "eager" or eager_only(m)
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
@@ -917,8 +920,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
+        # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
+        # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
+        top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) if full_like else 0)
-        + _moe_late_gradient_bytes(m, t, recipe) if not _distributed.is_parallel(t) else 0,
+        + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
 
 
@@ -989,7 +995,10 @@ def _transformer_phases(
         grad_fwd = g_head if lb.head_grad_in_forward else 0
         head_bwd_t = lb.head_backward if lb.head_backward else -1
     host_t = 0
-    acc, g_top = grads_live_fwd, max(grads_live_fwd, g_head)
+    # (a trained MoE layer's expert gradients are written before its attention's backward, whose eager scores'
+    # gradients then set the layer's peak: measured with the tracer, --grid moe full eager, the peak at the top
+    # layer's softmax backward with them alive)
+    acc, g_top = grads_live_fwd, max(grads_live_fwd, g_head + p.top_layer_grads)
     recompute_t = 0  # a checkpointed layer's recomputed forward temporaries (the backward.recompute moment)
     late_g = 0 if accum else min(p.late_grads, gradients)  # accumulating: every gradient exists from the start
     # The moments of each phase as named terms (memory/moments.py): the phase is the largest of them.

@@ -473,7 +473,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 terms.append(Term("shared expert gate (sigmoid output, gated output)", c * (1 + h)))
             width = max(width, s_i)
         if t.grad_checkpointing:
-            moe_fwd_t += sum(x.per_token for x in moe)
+            # Under checkpointing nothing is saved: the block holds, at once, the gathered hidden states, the up
+            # projection's output, the activation's and the product (at the product), or the down output beside
+            # its fp32 weighted copy and the un-permuted one (measured with the tracer, --grid moe with
+            # checkpointing: the saved set plus the transient over-counted the forward by 8-20 %).
+            k_, eb_, w_ = m.experts_per_token, _expert_bytes(t, recipe), m.moe_intermediate_size or i
+            moe_fwd_t = max(k_ * eb_ * (h + 4 * w_), k_ * (2 * eb_ * h + 8 * h) + 4 * h)
     elif m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
         k = m.experts_per_token
