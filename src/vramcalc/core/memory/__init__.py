@@ -31,6 +31,7 @@ from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory import rl as _rl
 from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
+from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory.activations import (
     batch_rows,
@@ -150,6 +151,7 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
     if model.vision is not None:  # vision-language models: the text model on text + image tokens (memory/vision.py)
@@ -617,6 +619,7 @@ class _ActivationPlan:
     per_layer_b: int = 0  # one layer's saved bytes per sequence (prefix tuning's virtual keys and values)
     per_layer_c: int = 0  # one layer's saved bytes whatever the batch (LoHa / LoKr delta weights)
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
+    once_c: int = 0  # whatever the batch: Unsloth's QLoRA dequantization buffers (memory/unsloth.py)
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
     layer_mlp_saved_t: int = 0  # the MLP block's saved bytes per token, freed before the attention's backward
     layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
@@ -652,6 +655,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     trained_layers = n_layers - frozen
     ssm = _ssm.is_ssm(m)  # Mamba: the mixer's saved set and an fp32 residual stream (memory/ssm.py)
     layer_fn = _ssm.layer_activations if ssm else layer_activations
+    unsloth = _unsloth.active(m, t)
+    if unsloth:  # Unsloth's kernels (memory/unsloth.py): its own saved set per layer
+        layer_fn = _unsloth.layer_activations
     layer = layer_fn(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
@@ -659,6 +665,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
     head = (_encoder.head_activations if _encoder.is_encoder(m) else _ssm.head_activations if ssm
             else head_activations)(m, t, recipe, head_trainable)
+    if unsloth:  # the final norm through Fast_RMS_Layernorm (LlamaModel_fast_forward): its 16-bit input + rstd
+        from dataclasses import replace as _replace
+
+        hf_norm = sum(x.per_token for x in _activations._norm_terms(
+            "final norm", m, c, 4 if recipe.autocast or recipe.compute == "fp32" else c, m.hidden_size, True, False))
+        head = _replace(head, saved=head.saved - hf_norm + _unsloth.final_norm_saved(m, recipe))
     # LoRA/QLoRA without checkpointing: the frozen embedding's output needs no gradient, so layer 0 saves
     # nothing before its first adapter (the attention norm's input, and more when the first adapter is
     # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
@@ -811,6 +823,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); the GPU "
                      "keeps one layer's in backward (torchtune OffloadActivations).")
     notes += packing_notes(t)
+    notes += _unsloth.notes(m, t)
     once_t += _peft_once_t(m, t, c)
     lora_head_t = lora_head_fwd_t = 0
     if t.dora and t.method in ("lora", "qlora"):
@@ -866,6 +879,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         head_copy=c * m.vocab_size * m.hidden_size if recipe.autocast else 0,
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
+        once_c=_unsloth.weight_buffer_bytes(m, t, recipe),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
         layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
         layer_mlp_fwd_t=layer.mlp_forward_per_token,
@@ -897,7 +911,7 @@ def _transformer_phases(
     per_layer = ((p.per_layer_t + (p.batch1_t if t.batch_size == 1 else 0)) * tokens + p.per_layer_ts * token_seq
                  + p.per_layer_b * t.batch_size + p.per_layer_c)
     once = p.once_t * tokens + p.once_ts * rows * seq * seq  # the mask is not split by tp/sp
-    once += p.once_b * t.batch_size
+    once += p.once_b * t.batch_size + p.once_c
     head_saved = p.head_saved_t * tokens + p.head_saved_c
     autocast_copies = p.autocast_copies
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
@@ -1092,6 +1106,8 @@ def _transformer_phases(
     details["temporaries.backward_end"] = end_t
     if p.offload:
         details["activations.offloaded_to_host"] = host_t
+    if p.once_c:  # Unsloth's QLoRA dequantization buffers, part of `shared` (for explain)
+        details["activations.unsloth_weight_buffer"] = p.once_c
     if p.once_b:  # p-tuning / prefix projection: the prompt encoder's saved set, part of `shared` (for explain)
         details["activations.prompt_encoder"] = p.once_b * t.batch_size
     if p.reference is not None:
