@@ -993,7 +993,8 @@ def rl_grid() -> list[dict[str, Any]]:
 # (mistral, 14,336-wide MLP), the presets at full depth (torchtune's offload stash holds the last five packed
 # tensors at the loss: a 4-layer cut would make that a large share) x LoRA / QLoRA NF4 (all seven projections, bf16,
 # no kbit prep, as the stack) x no checkpointing (hf loss) / Unsloth's offloaded checkpointing with Cut CE (the
-# stack) x b2 s512 / b1 s2048; then plain checkpointing at b2 s1024 on each model and method but mistral QLoRA.
+# stack) x b2 s512 / b1 s2048; then checkpointing without offload + Cut CE (the peak in a layer's backward, without
+# the offload stash) at b2 s1024 on each model and method but mistral QLoRA.
 # Written to accuracy_unsloth.{json,md}.
 UNSLOTH_MODELS = ("tinyllama-1.1b", "llama-3.2-1b", "mistral-7b")
 UNSLOTH_METHODS = (("lora", {"method": "lora"}), ("qlora", {"method": "qlora", "kbit_prep": False}))
@@ -1011,8 +1012,8 @@ def unsloth_grid() -> list[dict[str, Any]]:
                     cases.append({"id": f"{model} | {label} | {saver} | b{shape['batch_size']} s{shape['seq_len']}",
                                   "model": model, "method": label, "training": dict(base, **mkw, **skw, **shape)})
             if (model, label) != ("mistral-7b", "qlora"):
-                cases.append({"id": f"{model} | {label} | gc | b2 s1024", "model": model, "method": label,
-                              "training": dict(base, **mkw, **GC, batch_size=2, seq_len=1024)})
+                cases.append({"id": f"{model} | {label} | gc+cut | b2 s1024", "model": model, "method": label,
+                              "training": dict(base, **mkw, **GC, loss="cut", batch_size=2, seq_len=1024)})
     return cases
 
 

@@ -153,6 +153,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     layer_fwd = mlp_fwd if t.grad_checkpointing or t.activation_offload else c * i + c * h
     # Backward: the incoming dY and DW = dY @ down (swiglu's backward and dX reuse e, g and X); QLoRA dequantizes
     # one weight at a time into a fresh tensor (fast_dequantize without the global buffer).
+    bwd = c * h + c * i
+    if t.grad_checkpointing:
+        # The recomputed layer's output stays alive through its backward: unsloth_zoo's
+        # Unsloth_Offloaded_Gradient_Checkpointer.backward runs `(output,) = forward_function(hidden_states)` then
+        # `torch.autograd.backward(output, dY)` (measured with the tracer under HF's checkpoint too: LoRA_MLP's
+        # recomputed down output alive at DW's matmul, one hidden-wide tensor beyond the saved set).
+        bwd += c * h
     qlora_bwd = 0
     if t.method == "qlora":
         n = _largest_weight(m)
@@ -160,7 +167,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     return LayerActivations(
         tuple(terms),
         Term("LoRA_MLP forward (swiglu output, down output; e and g when not saved)", layer_fwd),
-        Term("LoRA_MLP backward (dY, DW)", c * h + c * i, const=qlora_bwd),
+        Term("LoRA_MLP backward (dY, DW; the recomputed output)", bwd, const=qlora_bwd),
         mlp_saved_per_token=mlp_saved, mlp_tail_per_token=2 * c * i, mlp_forward_per_token=mlp_fwd)
 
 
