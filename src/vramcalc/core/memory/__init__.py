@@ -604,6 +604,11 @@ class _ActivationPlan:
     ac_every: int = 1
     offload: bool = False
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
+    # Offloaded checkpointing of adapters (not full fine-tuning): the embedding output stays on the GPU (below).
+    offload_leaf_t: int = 0
+    # Unsloth's kernels under checkpointing (memory/unsloth.py): the bottom layer's own input (and the embedding
+    # leaf beside its offloaded copy) alive through its backward, which its saved set does not count.
+    bottom_input_t: int = 0
     # Preference training (memory/preference.py): TRL's fused head reads the prompt length and dtypes; the
     # reference's no-grad forward is one more forward moment.
     prompt_len: int = 0
@@ -871,6 +876,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
+        offload_leaf_t=residual * m.hidden_size if t.activation_offload and t.grad_checkpointing
+        and t.method != "full" else 0,
+        bottom_input_t=residual * m.hidden_size * (2 if t.activation_offload else 1)
+        if unsloth and t.grad_checkpointing else 0,
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
         reference=None if _rl.is_rl(t) else _online_dpo.reference_plan(m, t, recipe)
         if _online_dpo.is_online_dpo(t) else _preference.reference_plan(m, t, recipe),
@@ -977,6 +986,13 @@ def _transformer_phases(
                                 every=p.ac_every, offload=p.offload, per_layer=per_layer,
                                 layer_input=p.layer_input_t * tokens)
             kept, kept_bwd, host_t = r.forward, r.backward, r.host
+            # enable_input_require_grads (transformers modeling_utils, called with checkpointing when the embedding
+            # is frozen) makes the frozen embedding's output a leaf that requires grad: its AccumulateGrad node
+            # holds it until the graph is freed, so the offload's host copy does not free it (measured with the
+            # tracer: a 4-layer LoRA run with checkpointing + offload, one hidden-wide tensor per token beyond the
+            # layer being recomputed, allocated by aten.embedding; -2.3 % without it).
+            kept += p.offload_leaf_t * tokens
+            kept_bwd += p.offload_leaf_t * tokens
         recomputed = per_layer if saving_layers else 0
         copies = p.layer_copies
         activations = kept + once + head_saved + autocast_copies + recomputed
@@ -1008,10 +1024,12 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
                             (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM_CK,
-                        (gradients - late_g, once, recomputed - bottom_less, copies, layer_bwd_t)))
+                        (gradients - late_g, once, recomputed - bottom_less + p.bottom_input_t * tokens, copies,
+                         layer_bwd_t)))
         # the backward moments' activations (backward.top holds the most: offloaded sets come back beside the
         # recomputed layer; backward.bottom for completeness)
-        bwd_acts = max(kept_bwd + once + recomputed + copies, once + recomputed - bottom_less + copies)
+        bwd_acts = max(kept_bwd + once + recomputed + copies,
+                       once + recomputed - bottom_less + p.bottom_input_t * tokens + copies)
     else:
         bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
         acts_layers = saving_layers * per_layer - (p.layers_less_t * tokens + p.layers_less_ts * token_seq
