@@ -987,16 +987,17 @@ def rl_grid() -> list[dict[str, Any]]:
              "method": label, "training": dict(kw)} for model in PREFERENCE_MODELS for label, kw in RL_RUNS]
 
 
-# The Unsloth grid (`--grid unsloth`, issue 13; 29 cases): Unsloth's kernels (--kernels unsloth, memory/unsloth.py;
+# The Unsloth grid (`--grid unsloth`, issue 13; 39 cases): Unsloth's kernels (--kernels unsloth, memory/unsloth.py;
 # trace/_unsloth.py emulates Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE and QLoRA's global
-# dequantization buffer) on tinyllama-1.1b (llama, 32k untied), llama-3.2-1b (llama, 128k tied) and mistral-7b
-# (mistral, 14,336-wide MLP), the presets at full depth (torchtune's offload stash holds the last five packed
-# tensors at the loss: a 4-layer cut would make that a large share) x LoRA / QLoRA NF4 (all seven projections, bf16,
+# dequantization buffer) on tinyllama-1.1b (llama, 32k untied), llama-3.2-1b (llama, 128k tied), mistral-7b
+# (mistral, 14,336-wide MLP) and qwen2.5-0.5b (152k tied; its biased q/k/v keep peft's layers), the presets at full
+# depth (torchtune's offload stash holds the last five packed tensors at the loss: a 4-layer cut would make that a
+# large share) x LoRA / QLoRA NF4 (all seven projections, bf16,
 # no kbit prep, as the stack) x no checkpointing (hf loss) / Unsloth's offloaded checkpointing with Cut CE (the
 # stack) x b2 s512 / b1 s2048; then checkpointing without offload + Cut CE (the peak in a layer's backward, without
 # the offload stash) at b2 s1024 on each model and method but mistral QLoRA.
 # Written to accuracy_unsloth.{json,md}.
-UNSLOTH_MODELS = ("tinyllama-1.1b", "llama-3.2-1b", "mistral-7b")
+UNSLOTH_MODELS = ("tinyllama-1.1b", "llama-3.2-1b", "mistral-7b", "qwen2.5-0.5b")
 UNSLOTH_METHODS = (("lora", {"method": "lora"}), ("qlora", {"method": "qlora", "kbit_prep": False}))
 UNSLOTH_SAVERS = (("no-gc", {}), ("gc+offload+cut", {**GC, "activation_offload": True, "loss": "cut"}))
 UNSLOTH_SHAPES = ({"batch_size": 2, "seq_len": 512}, {"batch_size": 1, "seq_len": 2048})
@@ -1154,7 +1155,7 @@ def main() -> None:
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); unsloth: "
-                    "issue 13's 29 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
+                    "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part

@@ -80,12 +80,30 @@ def test_matches_the_trace(method: str, saver: str) -> None:
     assert -0.02 <= err <= 0.05, (err, e.phases, r.phase_peaks, r.peak_op)
 
 
+@pytest.mark.parametrize(("method", "saver"), [("lora", "gc+offload+cut"), ("qlora", "no-gc")])
+def test_qwen2_matches_the_trace(method: str, saver: str) -> None:
+    # Qwen2's biased q/k/v keep peft's layers; its o_proj and MLP run LoRA_W / LoRA_MLP (patch_peft_model).
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    qwen = replace(SMALL, name="small-qwen2", family="qwen2", qkv_bias=True)
+    kw: dict[str, object] = {"grad_checkpointing": True, "activation_offload": True, "loss": "cut"} \
+        if saver != "no-gc" else {}
+    t = _run(method=method, kbit_prep=False, **kw)
+    e, r = estimate(qwen, t), trace(qwen, t)
+    err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
+    assert -0.02 <= err <= 0.05, (err, e.phases, r.phase_peaks, r.peak_op)
+
+
 def test_why_not() -> None:
     llama = presets.find_model("llama-3.2-1b")
     assert us.why_not(llama, _run()) is None
     assert "all seven" in (us.why_not(llama, _run(lora_targets=("q_proj", "v_proj"))) or "")
     assert "dropout" in (us.why_not(llama, _run(lora_dropout=0.05)) or "")
-    assert "Qwen2" in (us.why_not(presets.find_model("qwen2.5-0.5b"), _run()) or "")
+    assert us.why_not(presets.find_model("qwen2.5-0.5b"), _run()) is None  # its biased q/k/v stay peft's
+    assert us.peft_qkv(presets.find_model("qwen2.5-0.5b")) and not us.peft_qkv(llama)
+    assert "gemma" in (us.why_not(presets.find_model("gemma-2b"), _run()) or "")
     assert "16 bits" in (us.why_not(llama, _run(precision="amp-bf16")) or "")
     assert "lora or qlora" in (us.why_not(llama, _run(method="full")) or "")
 
@@ -99,8 +117,8 @@ def test_explicit_kernels_refused_where_not_modelled(capsys: pytest.CaptureFixtu
 
 
 def test_stack_falls_back_with_a_note(capsys: pytest.CaptureFixture[str]) -> None:
-    # Qwen2's biased q/k/v: the stack's kernels are not counted; transformers' modules are, and a note says so.
-    args = ["estimate", "qwen2.5-0.5b", "--method", "qlora", "--format", "json"]
+    # Gemma (GeGLU, its own norms): the stack's kernels are not counted; transformers' modules are, and a note says so.
+    args = ["estimate", "gemma-2b", "--method", "qlora", "--format", "json"]
     code, out, _ = invoke([*args, "--stack", "unsloth"], capsys)
     assert code == 0
     s = json.loads(out)

@@ -6,9 +6,10 @@ unslothai/unsloth (kernels/ at 0050c73e05ca9bb74e42d0649be410f177160c08, models/
 
 * `_FastRMS`: kernels/rms_layernorm.py Fast_RMS_Layernorm: a new output Y, an fp32 r per row;
   save_for_backward(X, W, r); backward writes dX into dY (non-Gemma).
-* `_LoRAQKV`: kernels/fast_lora.py LoRA_QKV: Q, K, V through matmul_lora; save_for_backward(X, QA, QB, KA, KB,
-  VA, VB); backward: dQ @ B (tokens x r) and A @ X^T (r x tokens) per projection for the adapters' gradients, and
-  dX = torch.matmul(dQ, W, out=X) accumulated in place (addmm_) into the saved X.
+* `_LoRAQKV`: kernels/fast_lora.py LoRA_QKV (not on biased q/k/v: Qwen2 keeps peft's layers there): Q, K, V
+  through matmul_lora; save_for_backward(X, QA, QB, KA, KB, VA, VB); backward: dQ @ B (tokens x r) and A @ X^T
+  (r x tokens) per projection for the adapters' gradients, and dX = torch.matmul(dQ, W, out=X) accumulated in
+  place (addmm_) into the saved X.
 * `_LoRAW`: LoRA_W (o_proj): save_for_backward(A, B, X); backward dX = dY @ W, then addmm_.
 * `_LoRAMLP`: LoRA_MLP with swiglu: e, g = matmul_lora(X, gate / up), h = swiglu_fg_kernel(e, g) (a new tensor),
   i = matmul_lora(h, down); save_for_backward(the six adapter weights, X, e, g); backward: DW = matmul_lora(dY,
@@ -237,8 +238,11 @@ def _attention_forward(self: nn.Module, hidden_states: torch.Tensor,
     kwargs.pop("use_cache", None)
     bsz, q_len, _ = hidden_states.shape
     mods = (self.q_proj, self.k_proj, self.v_proj)
-    adapters = [t for p in mods for t in _adapter(p)[:2]]
-    q, k, v = _LoRAQKV.apply(hidden_states, mods, self._unsloth_buffers, *adapters)
+    if any(p.base_layer.bias is not None for p in mods):  # Qwen2: original_apply_qkv, peft's layers
+        q, k, v = (p(hidden_states) for p in mods)
+    else:
+        adapters = [t for p in mods for t in _adapter(p)[:2]]
+        q, k, v = _LoRAQKV.apply(hidden_states, mods, self._unsloth_buffers, *adapters)
     q = q.view(bsz, q_len, -1, self.head_dim).transpose(1, 2)
     k = k.view(bsz, q_len, -1, self.head_dim).transpose(1, 2)
     v = v.view(bsz, q_len, -1, self.head_dim).transpose(1, 2)

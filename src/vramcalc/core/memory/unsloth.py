@@ -23,8 +23,9 @@ Read from unslothai/unsloth at commit 0050c73e05ca9bb74e42d0649be410f177160c08 (
   (apply_lora_mlp_swiglu); LlamaModel_fast_forward runs the final norm through fast_rms_layernorm too.
 * models/llama.py FastLlamaModel.patch_peft_model: a layer's q/k/v (o; gate/up/down) run the fused function only
   when all of them carry a LoRA adapter with lora_dropout 0 and no bias: modelled when all seven projections are
-  adapted (Unsloth's default target_modules) on Llama and Mistral (models/mistral.py reuses the decoder layer);
-  Qwen2's biased q/k/v keep peft's layers (a mixed layer, refused).
+  adapted (Unsloth's default target_modules) on Llama, Mistral and Qwen2 (models/mistral.py, qwen2.py reuse the
+  attention and decoder layer); Qwen2's biased q/k/v keep peft's layers there ("a bias term (like in Qwen)"):
+  its q/k/v terms are peft's (memory/activations.py), the rest Unsloth's.
 """
 
 from __future__ import annotations
@@ -32,15 +33,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory import activations as _activations
 from vramcalc.core.memory.activations import LayerActivations, Term
 from vramcalc.core.memory.precision import RECIPES, Recipe, resolve_precision
-from vramcalc.core.params import block_linears, head_dim, kv_heads, outer_targets, resolve_targets
+from vramcalc.core.params import block_linears, head_dim, kv_heads, linear_has_bias, outer_targets, resolve_targets
 from vramcalc.core.units import ceil_div, dtype_bytes
 
 if TYPE_CHECKING:
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
-FAMILIES = ("llama", "mistral")
+FAMILIES = ("llama", "mistral", "qwen2")
 PROJECTIONS = frozenset(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
 SOURCE = "unsloth kernels/fast_lora.py, rms_layernorm.py, rope_embedding.py; models/llama.py"
 
@@ -50,9 +52,6 @@ def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
     if t.mode != "train":
         return "they are modelled for training (--mode train)"
     if m.family not in FAMILIES:
-        if m.family == "qwen2":
-            return ("Qwen2's q/k/v biases keep peft's layers for q/k/v (models/llama.py patch_peft_model: LoRA_QKV "
-                    "only without a bias), a mixed layer not modelled")
         return f"{m.name} is a {m.family} model; modelled for {', '.join(FAMILIES)} (Unsloth's Llama forward)"
     if t.method not in ("lora", "qlora"):
         return "Unsloth's LoRA autograd functions need --method lora or qlora"
@@ -71,6 +70,8 @@ def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
         return "modelled with flash / SDPA attention on padded rows, or flash attention on packed rows"
     if t.tp > 1 or t.pp > 1 or t.sequence_parallel:
         return "modelled without tensor, pipeline or sequence parallelism"
+    if m.o_bias or m.mlp_bias:
+        return f"{m.name}'s o / MLP projections have biases: Unsloth keeps peft's layers there (patch_peft_model)"
     if m.dropout > 0 or m.qk_norm or m.mlp != "gated" or m.num_experts:
         return f"{m.name}'s layers differ from Unsloth's Llama forward (dropout, q/k norms, MoE or a plain MLP)"
     return None
@@ -106,6 +107,11 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     return out
 
 
+def peft_qkv(m: ModelSpec) -> bool:
+    """q/k/v with a bias (Qwen2): patch_peft_model leaves them to peft's layers (LoRA_QKV takes no bias)."""
+    return any(linear_has_bias(m, x) for x in ("q_proj", "k_proj", "v_proj"))
+
+
 def _largest_weight(m: ModelSpec) -> int:
     return max((lin.in_features * lin.out_features for lin in block_linears(m)), default=0)
 
@@ -134,8 +140,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     attn_norm_input = 0 if t.grad_checkpointing else c * h
     terms = [Term("attn norm: input (16-bit) + fp32 rstd (Fast_RMS_Layernorm)", attn_norm_input + 4)] \
         if input_grad else []
+    if peft_qkv(m):
+        # Qwen2: q/k/v keep peft's LoRA layers (original_apply_qkv): their saved adapter inputs as transformers'
+        hf = _activations.layer_activations(m, t, recipe, trainable_weights=False, input_grad=input_grad)
+        terms += [x for x in hf.terms if x.name in ("lora q_proj input", "lora k_proj input", "lora v_proj input")]
+    else:
+        terms.append(Term("q/k/v input: the normed hidden states (LoRA_QKV)", c * h))
     terms += [
-        Term("q/k/v input: the normed hidden states (LoRA_QKV)", c * h),
         # RoPE in place (Fast_RoPE_Embedding_QK); flash / memory-efficient SDPA as transformers' (activations.py);
         # o_proj's LoRA_W saves the attention output, the same storage.
         Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads),
