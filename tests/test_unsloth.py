@@ -152,3 +152,15 @@ def test_fit_offers_the_kernels() -> None:
     t = _run(kernels="hf", batch_size=4, seq_len=2048)
     gains = rank_savers(m, t, estimate(m, t).peak_bytes, lambda o, v: ("unsloth",) if o == "kernels" else ())
     assert any(g.changes == {"kernels": "unsloth"} and g.stacks == ("unsloth",) for g in gains)
+
+
+def test_llama_factory_use_unsloth(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from vramcalc.io import runfiles
+
+    lf = tmp_path / "lf.yaml"
+    lf.write_text("model_name_or_path: meta-llama/Llama-3.2-1B\nstage: sft\nfinetuning_type: lora\n"
+                  "lora_target: all\nuse_unsloth: true\nuse_unsloth_gc: true\n")
+    run = runfiles.load(str(lf))[0]
+    # LLaMA-Factory model_args.py use_unsloth: the model goes through Unsloth's FastLanguageModel (its kernels)
+    assert (run.options["kernels"], run.options["activation_offload"]) == ("unsloth", True)
+    assert "use_unsloth" not in run.ignored and not any("use_unsloth" in u for u in run.unmodelled)
