@@ -1115,13 +1115,45 @@ def rl_grid() -> list[dict[str, Any]]:
              "method": label, "training": dict(kw)} for model in PREFERENCE_MODELS for label, kw in RL_RUNS]
 
 
+# The Unsloth grid (`--grid unsloth`, issue 13; 39 cases): Unsloth's kernels (--kernels unsloth, memory/unsloth.py;
+# trace/_unsloth.py emulates Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE and QLoRA's global
+# dequantization buffer) on tinyllama-1.1b (llama, 32k untied), llama-3.2-1b (llama, 128k tied), mistral-7b
+# (mistral, 14,336-wide MLP) and qwen2.5-0.5b (152k tied; its biased q/k/v keep peft's layers), the presets at full
+# depth (torchtune's offload stash holds the last five packed tensors at the loss: a 4-layer cut would make that a
+# large share) x LoRA / QLoRA NF4 (all seven projections, bf16,
+# no kbit prep, as the stack) x no checkpointing (hf loss) / Unsloth's offloaded checkpointing with Cut CE (the
+# stack) x b2 s512 / b1 s2048; then checkpointing without offload + Cut CE (the peak in a layer's backward, without
+# the offload stash) at b2 s1024 on each model and method but mistral QLoRA.
+# Written to accuracy_unsloth.{json,md}.
+UNSLOTH_MODELS = ("tinyllama-1.1b", "llama-3.2-1b", "mistral-7b", "qwen2.5-0.5b")
+UNSLOTH_METHODS = (("lora", {"method": "lora"}), ("qlora", {"method": "qlora", "kbit_prep": False}))
+UNSLOTH_SAVERS = (("no-gc", {}), ("gc+offload+cut", {**GC, "activation_offload": True, "loss": "cut"}))
+UNSLOTH_SHAPES = ({"batch_size": 2, "seq_len": 512}, {"batch_size": 1, "seq_len": 2048})
+
+
+def unsloth_grid() -> list[dict[str, Any]]:
+    base = {"precision": "bf16", "lora_targets": ("all-linear",), "kernels": "unsloth"}
+    cases = []
+    for model in UNSLOTH_MODELS:
+        for label, mkw in UNSLOTH_METHODS:
+            for saver, skw in UNSLOTH_SAVERS:
+                for shape in UNSLOTH_SHAPES:
+                    cases.append({"id": f"{model} | {label} | {saver} | b{shape['batch_size']} s{shape['seq_len']}",
+                                  "model": model, "method": label, "training": dict(base, **mkw, **skw, **shape)})
+            if (model, label) != ("mistral-7b", "qlora"):
+                cases.append({"id": f"{model} | {label} | gc+cut | b2 s1024", "model": model, "method": label,
+                              "training": dict(base, **mkw, **GC, loss="cut", batch_size=2, seq_len=1024)})
+    return cases
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
          "encoders2": token_cls_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid}
+         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid,
+         "unsloth": unsloth_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1139,7 +1171,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
           "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)",
-          "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)"}
+          "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
+          "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -1253,7 +1286,9 @@ def main() -> None:
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
-                    "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks)")
+                    "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
+                    "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
+                    "Cut CE)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1262,7 +1297,7 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "optimizers", "rl", "encdec", "ssm",
-                         "gptoss", "classics", "vlm", "moe", "vlm2") \
+                         "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

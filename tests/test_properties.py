@@ -198,6 +198,8 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
             kw["optimizer_in_bwd"] = False
     if kw["method"] == "prefix-tuning":
         kw["grad_checkpointing"] = False  # peft refuses that pair
+    if kw["kernels"] == "unsloth":  # as --stack unsloth sets it: counted where modelled, a note elsewhere
+        kw["stack_set"] = ("kernels",)  # (given explicitly it is refused off Llama/Mistral/Qwen2 LoRA runs)
     if kw["fsdp"] == "none" or kw["method"] != "lora":
         kw["fsdp_frozen_grads"] = False
     if kw["mode"] == "inference":

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, encoder, estimate, rl, seq2seq, ssm
+from vramcalc.core.memory import Breakdown, encoder, estimate, rl, seq2seq, ssm, unsloth
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import (
@@ -861,7 +861,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         saving = n_layers
     mamba = ssm.is_ssm(m)  # Mamba's mixer and fp32 residual stream (memory/ssm.py)
     residual = 4 if mamba and m.ssm_residual_fp32 else residual_bytes(recipe)
-    layer = (ssm.layer_activations if mamba else layer_activations)(m, t, recipe, trainable_weights=full_like)
+    layer = (ssm.layer_activations if mamba else unsloth.layer_activations if unsloth.active(m, t)
+             else layer_activations)(m, t, recipe, trainable_weights=full_like)
     tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
     d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them
 
@@ -883,7 +884,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         layer_lines.append(Line(f"activations.layer.{term.name}", term.name, " + ".join(parts), value,
                                 formula="bytes per token × tokens" if not (term.per_sample or term.const)
                                 else "per token × tokens + per sequence × batch + fixed",
-                                source=f"{method_src}; memory/activations.py" if peft_term else SRC_ACTS))
+                                source=f"{method_src}; memory/activations.py" if peft_term
+                                else f"{unsloth.SOURCE}; memory/unsloth.py" if unsloth.active(m, t) else SRC_ACTS))
     per_layer = d["activations.per_layer"]
     per_token_total = sum(x.per_token for x in terms)
     layer_text = [f"{_n(per_token_total)} B per token per layer"
@@ -988,6 +990,12 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"{t.adapter_dtype}", d["activations.prompt_encoder"],
                           "run once per step: its inputs and activation outputs",
                           peft_methods.TABLE[t.method].source))
+    if d.get("activations.unsloth_weight_buffer"):  # memory/unsloth.py weight_buffer_bytes
+        lines.append(Line("activations.shared.unsloth_weight_buffer", "Unsloth's QLoRA dequantization buffers",
+                          f"the largest block weight in {recipe.compute} + an fp32 absmax per 64 weights",
+                          d["activations.unsloth_weight_buffer"], "largest out × in × compute bytes + 4 B × blocks",
+                          "unsloth kernels/utils.py fast_dequantize (use_global_buffer: WEIGHT_BUFFERS, "
+                          "ABSMAX_BUFFERS)"))
     if m.dropout > 0:
         drop = m.hidden_size * tokens
         lines.append(Line("activations.shared.dropout", "embedding dropout mask",
@@ -996,6 +1004,14 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     for term in heads(m, t, recipe, head_trainable):
         if loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
+        if unsloth.active(m, t) and term.name.startswith("final norm"):  # Fast_RMS_Layernorm (memory/unsloth.py)
+            per_tok = unsloth.final_norm_saved(m, recipe)
+            if term.name.endswith("(fp32 input + rsqrt)"):
+                lines.append(Line("activations.head.final norm (Unsloth)", "final norm: 16-bit input + fp32 rstd",
+                                  f"{_n(per_tok)} B/token × {tok}", per_tok * tokens, "bytes per token × tokens",
+                                  "unsloth kernels/rms_layernorm.py Fast_RMS_Layernorm (models/llama.py "
+                                  "LlamaModel_fast_forward)"))
+            continue
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
                           term.per_token * tokens, "bytes per token × tokens",
                           SRC_ENCODER_HEAD if encoder.is_encoder(m) else SRC_LOSS))

@@ -22,6 +22,7 @@ from vramcalc.core.vocab import (
     GRAD_SYNCS,
     HEADS,
     HIDDEN_ACTS,
+    KERNELS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -52,6 +53,7 @@ from vramcalc.core.vocab import (
     GradSync,
     Head,
     HiddenAct,
+    Kernels,
     KvCache,
     KvDtype,
     LogitsKept,
@@ -534,6 +536,7 @@ class TrainingSpec:
     ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
+    kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py)
     packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
     # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
     # its own, printed in the assumptions line.
@@ -580,7 +583,7 @@ class TrainingSpec:
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
-        "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
+        "packing": PACKINGS, "kernels": KERNELS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES,
         "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS, "use_vllm": VLLM_MODES,
     }

@@ -64,6 +64,9 @@ TraceDevice = Literal["fake", "cuda"]
 # How a micro-batch's sequences are laid out (memory/activations.py packing terms): padded rows of the
 # longest, rows packed full with position_ids restarting per sequence, or one flattened row (padding-free).
 Packing = Literal["none", "packed", "padding-free"]
+# Layer kernels (memory/unsloth.py): transformers' modules, or Unsloth's Triton RMSNorm, RoPE and LoRA autograd
+# functions, which save fewer tensors per layer.
+Kernels = Literal["hf", "unsloth"]
 # Training stacks: named sets of option defaults, one YAML preset each under presets/stacks/ (io/stacks.py).
 StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtune", "litgpt"]
 # Preference and reward training (memory/preference.py): TRL's DPOTrainer (loss_type sigmoid, ipo), KTOTrainer
@@ -113,6 +116,7 @@ PRECISIONS: tuple[PrecisionName, ...] = get_args(PrecisionName)
 OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
 LOSSES: tuple[LossName, ...] = get_args(LossName)
 PACKINGS: tuple[Packing, ...] = get_args(Packing)
+KERNELS: tuple[Kernels, ...] = get_args(Kernels)
 STACKS: tuple[StackName, ...] = get_args(StackName)
 OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo", "kto")  # a policy and a reference

@@ -266,7 +266,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "gradient_checkpointing": ("offload", "offload_disk", "unsloth"),
     },
     "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "enable_liger_kernel", "use_unsloth_gc",
-                                    "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
+                                    "use_unsloth", "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
                                     "use_galore", "use_apollo", "use_adam_mini", "galore_layerwise",
                                     "apollo_layerwise", "use_dora", "use_rslora"), ()),
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
@@ -477,8 +477,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     "relora_steps": "ReLoRA (merges and restarts the adapters; its optimizer reset is not modelled)",
     "fsdp_version": "FSDP version",
     # LLaMA-Factory
-    "use_unsloth": "Unsloth's model patch (its kernels save fewer tensors; --stack unsloth models its loss and "
-                   "checkpointing)",
     "enable_liger_kernel": "Liger kernels",
     "use_galore": "GaLore projected optimizer states",
     "use_apollo": "APOLLO projected optimizer states",
@@ -998,6 +996,11 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     if _flag(LF, d.get("use_unsloth_gc"), "use_unsloth_gc") and run.options["grad_checkpointing"]:
         run.options["activation_offload"] = True
     _seen(d, run, "enable_liger_kernel", "use_unsloth_gc")
+    # model_args.py use_unsloth: the model is loaded and wrapped through Unsloth (model/model_utils/unsloth.py
+    # FastLanguageModel.from_pretrained, get_peft_model): its kernels (memory/unsloth.py, --kernels unsloth).
+    if _flag(LF, d.get("use_unsloth"), "use_unsloth"):
+        run.options["kernels"] = "unsloth"
+    _seen(d, run, "use_unsloth")
     run.options["stack"] = "llama-factory"
     # data_args.py: packing concatenates sequences into cutoff_len rows attending across them (full rows,
     # as estimated); neat_packing keeps them apart with a block-diagonal 4-D mask (data/collator.py

@@ -69,6 +69,15 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
                 p.requires_grad_(training.train_head)
         if tied and training.train_head:
             notes.append("freeze with tied embeddings: the shared embedding/head weight is trained (train_head)")
+    from vramcalc.core.memory import unsloth as _unsloth_core
+
+    _unsloth_core.check(model, training)
+    if _unsloth_core.active(model, training):  # Unsloth's kernels emulated (trace/_unsloth.py)
+        from vramcalc.trace._unsloth import install
+
+        install(hf, layers)
+        notes.append("kernels unsloth: Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE and QLoRA's "
+                     "global dequantization buffer emulated (trace/_unsloth.py)")
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         target.gradient_checkpointing_enable()  # transformers' defaults (use_reentrant=False)

@@ -31,6 +31,7 @@ from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory import rl as _rl
 from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
+from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory.activations import (
     batch_rows,
@@ -150,6 +151,7 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
     if model.vision is not None:  # vision-language models: the text model on text + image tokens (memory/vision.py)
@@ -647,6 +649,11 @@ class _ActivationPlan:
     ac_every: int = 1
     offload: bool = False
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
+    # Offloaded checkpointing of adapters (not full fine-tuning): the embedding output stays on the GPU (below).
+    offload_leaf_t: int = 0
+    # Unsloth's kernels under checkpointing (memory/unsloth.py): the bottom layer's own input (and the embedding
+    # leaf beside its offloaded copy) alive through its backward, which its saved set does not count.
+    bottom_input_t: int = 0
     # Preference training (memory/preference.py): TRL's fused head reads the prompt length and dtypes; the
     # reference's no-grad forward is one more forward moment.
     prompt_len: int = 0
@@ -662,6 +669,7 @@ class _ActivationPlan:
     per_layer_b: int = 0  # one layer's saved bytes per sequence (prefix tuning's virtual keys and values)
     per_layer_c: int = 0  # one layer's saved bytes whatever the batch (LoHa / LoKr delta weights)
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
+    once_c: int = 0  # whatever the batch: Unsloth's QLoRA dequantization buffers (memory/unsloth.py)
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
     layer_mlp_saved_t: int = 0  # the MLP block's saved bytes per token, freed before the attention's backward
     layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
@@ -700,6 +708,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     trained_layers = n_layers - frozen
     ssm = _ssm.is_ssm(m)  # Mamba: the mixer's saved set and an fp32 residual stream (memory/ssm.py)
     layer_fn = _ssm.layer_activations if ssm else layer_activations
+    unsloth = _unsloth.active(m, t)
+    if unsloth:  # Unsloth's kernels (memory/unsloth.py): its own saved set per layer
+        layer_fn = _unsloth.layer_activations
     layer = layer_fn(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
@@ -707,6 +718,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
     head = (_encoder.head_activations if _encoder.is_encoder(m) else _ssm.head_activations if ssm
             else head_activations)(m, t, recipe, head_trainable)
+    if unsloth:  # the final norm through Fast_RMS_Layernorm (LlamaModel_fast_forward): its 16-bit input + rstd
+        from dataclasses import replace as _replace
+
+        hf_norm = sum(x.per_token for x in _activations._norm_terms(
+            "final norm", m, c, 4 if recipe.autocast or recipe.compute == "fp32" else c, m.hidden_size, True, False))
+        head = _replace(head, saved=head.saved - hf_norm + _unsloth.final_norm_saved(m, recipe))
     # LoRA/QLoRA without checkpointing: the frozen embedding's output needs no gradient, so layer 0 saves
     # nothing before its first adapter (the attention norm's input, and more when the first adapter is
     # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
@@ -861,6 +878,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); the GPU "
                      "keeps one layer's in backward (torchtune OffloadActivations).")
     notes += packing_notes(t)
+    notes += _unsloth.notes(m, t)
     once_t += _peft_once_t(m, t, c)
     lora_head_t = lora_head_fwd_t = 0
     if t.dora and t.method in ("lora", "qlora"):
@@ -910,6 +928,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
+        offload_leaf_t=residual * m.hidden_size if t.activation_offload and t.grad_checkpointing
+        and t.method != "full" else 0,
+        bottom_input_t=residual * m.hidden_size * (2 if t.activation_offload else 1)
+        if unsloth and t.grad_checkpointing else 0,
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
         reference=None if _rl.is_rl(t) else _online_dpo.reference_plan(m, t, recipe)
         if _online_dpo.is_online_dpo(t) else _preference.reference_plan(m, t, recipe),
@@ -918,6 +940,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         head_copy=c * m.vocab_size * m.hidden_size if recipe.autocast else 0,
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
+        once_c=_unsloth.weight_buffer_bytes(m, t, recipe),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
         layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
         layer_mlp_fwd_t=layer.mlp_forward_per_token,
@@ -954,7 +977,7 @@ def _transformer_phases(
     per_layer = ((p.per_layer_t + (p.batch1_t if t.batch_size == 1 else 0)) * tokens + p.per_layer_ts * token_seq
                  + p.per_layer_b * t.batch_size + p.per_layer_c)
     once = p.once_t * tokens + p.once_ts * rows * seq * seq  # the mask is not split by tp/sp
-    once += p.once_b * t.batch_size
+    once += p.once_b * t.batch_size + p.once_c
     head_saved = p.head_saved_t * tokens + p.head_saved_c
     autocast_copies = p.autocast_copies
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
@@ -1023,6 +1046,13 @@ def _transformer_phases(
                                 every=p.ac_every, offload=p.offload, per_layer=per_layer,
                                 layer_input=p.layer_input_t * tokens)
             kept, kept_bwd, host_t = r.forward, r.backward, r.host
+            # enable_input_require_grads (transformers modeling_utils, called with checkpointing when the embedding
+            # is frozen) makes the frozen embedding's output a leaf that requires grad: its AccumulateGrad node
+            # holds it until the graph is freed, so the offload's host copy does not free it (measured with the
+            # tracer: a 4-layer LoRA run with checkpointing + offload, one hidden-wide tensor per token beyond the
+            # layer being recomputed, allocated by aten.embedding; -2.3 % without it).
+            kept += p.offload_leaf_t * tokens
+            kept_bwd += p.offload_leaf_t * tokens
         recomputed = per_layer if saving_layers else 0
         copies = p.layer_copies
         activations = kept + once + head_saved + autocast_copies + recomputed
@@ -1054,10 +1084,12 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
                             (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM_CK,
-                        (gradients - late_g, once, recomputed - bottom_less, copies, layer_bwd_t)))
+                        (gradients - late_g, once, recomputed - bottom_less + p.bottom_input_t * tokens, copies,
+                         layer_bwd_t)))
         # the backward moments' activations (backward.top holds the most: offloaded sets come back beside the
         # recomputed layer; backward.bottom for completeness)
-        bwd_acts = max(kept_bwd + once + recomputed + copies, once + recomputed - bottom_less + copies)
+        bwd_acts = max(kept_bwd + once + recomputed + copies,
+                       once + recomputed - bottom_less + p.bottom_input_t * tokens + copies)
     else:
         bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c if saving_layers else 0
         acts_layers = saving_layers * per_layer - (p.layers_less_t * tokens + p.layers_less_ts * token_seq
@@ -1153,6 +1185,8 @@ def _transformer_phases(
     details["temporaries.backward_end"] = end_t
     if p.offload:
         details["activations.offloaded_to_host"] = host_t
+    if p.once_c:  # Unsloth's QLoRA dequantization buffers, part of `shared` (for explain)
+        details["activations.unsloth_weight_buffer"] = p.once_c
     if p.once_b:  # p-tuning / prefix projection: the prompt encoder's saved set, part of `shared` (for explain)
         details["activations.prompt_encoder"] = p.once_b * t.batch_size
     if p.reference is not None:
