@@ -148,7 +148,7 @@ def generation_view(t: TrainingSpec) -> TrainingSpec:
                    grad_checkpointing=False, ac_every=1, activation_offload=False, optimizer_in_bwd=False,
                    loss="hf", packing="none", lora_targets=("auto",), modules_to_save=(), zero=0, fsdp="none",
                    offload="none", fsdp_frozen_grads=False, use_vllm="off", vllm_utilization=0.3, vllm_sleep=False,
-                   max_model_len=None,
+                   max_model_len=None, reward_model="none", reward_dtype="auto", reward_spec=None,
                    weight_dtype="nf4" if t.method == "qlora" and t.quant_bits == 4 else
                    "int8" if t.method == "qlora" else "auto")
 

@@ -1,0 +1,85 @@
+"""Online DPO's reward model (`--reward-model`): its weights on the GPU and its no-grad forward, in bytes.
+
+Read from TRL 1.16 trl/experimental/online_dpo/online_dpo_trainer.py:
+
+* `__init__`: a `reward_funcs` string (OnlineDPOConfig reward_model_path) is loaded with
+  `AutoModelForSequenceClassification.from_pretrained(reward_func, num_labels=1, **model_init_kwargs)`: the causal
+  LM's body under `score = nn.Linear(hidden, 1, bias=False)` (transformers modeling_layers.py
+  GenericForSequenceClassification), no LM head. No dtype is passed unless model_init_kwargs has one, so
+  transformers 5 loads the checkpoint's dtype (modeling_utils.py from_pretrained: `dtype = "auto"`); `--reward-dtype`
+  sets it (auto: the training compute dtype). `accelerator.prepare_model(reward_func, evaluation_mode=True)` puts it
+  on the GPU and wraps its forward in the run's autocast (accelerate accelerator.py prepare_model, native_amp).
+  It is `eval()` and needs no gradient: its weights are alive for the whole step.
+* `training_step` -> `_calculate_rewards_from_functions`, after the policy's `_forward` and the reference's: the 2B
+  prompt + completion texts decoded and re-tokenized in one right-padded batch, then
+  `with torch.inference_mode(): reward_func(**reward_inputs).logits[:, 0]`: one no-grad forward over 2B rows of
+  about --seq-len tokens (the same tokenizer assumed), beside everything the policy saved for backward and the
+  reference's log-probs. Nothing is saved; its peak is one layer's (memory/preference.py nograd_layer_bytes, the
+  residual stream included); the score head's logits are [2B, S, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from vramcalc.core.memory import preference as _preference
+from vramcalc.core.memory import reward as _reward
+from vramcalc.core.params import count_params
+from vramcalc.core.units import dtype_bytes
+
+if TYPE_CHECKING:
+    from vramcalc.core.memory.precision import Recipe
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
+
+
+def has_reward_model(t: TrainingSpec) -> bool:
+    return t.reward_spec is not None
+
+
+def weight_dtype(t: TrainingSpec, recipe: Recipe) -> str:
+    """The reward model's weight dtype: --reward-dtype, or the training compute dtype."""
+    return recipe.compute if t.reward_dtype == "auto" else t.reward_dtype
+
+
+def parameters(r: ModelSpec) -> int:
+    """AutoModelForSequenceClassification(num_labels=1): the body without an LM head, and score's H weights."""
+    assert r.hidden_size is not None
+    return count_params(_reward.body(r)) + r.hidden_size
+
+
+def weight_bytes(t: TrainingSpec, recipe: Recipe) -> int:
+    if t.reward_spec is None:
+        return 0
+    return parameters(t.reward_spec) * dtype_bytes(weight_dtype(t, recipe))
+
+
+def scoring_recipe(t: TrainingSpec, recipe: Recipe) -> Recipe:
+    """The dtypes the reward model's forward runs in: under the run's autocast, the compute dtype with 16-bit
+    copies of weights stored otherwise (fp32: nograd_layer_bytes' fixed term, an fp32 residual stream); without
+    autocast, its own weight dtype throughout."""
+    w = weight_dtype(t, recipe)
+    if recipe.autocast and w != recipe.compute:
+        return replace(recipe, weight=w, autocast=True)
+    return replace(recipe, weight=w, compute=w, autocast=False)
+
+
+def forward_coefficients(t: TrainingSpec, recipe: Recipe) -> tuple[int, int]:
+    """(per token, fixed) of the reward model's no-grad forward at its peak, on the policy view's 2B rows of
+    --seq-len tokens: one layer's peak (the residual stream included) and the re-tokenized input_ids and
+    attention_mask (int64 each)."""
+    r = t.reward_spec
+    if r is None:
+        return 0, 0
+    per_token, fixed = _preference.nograd_layer_bytes(r, scoring_recipe(t, recipe), "full")
+    return per_token + 2 * 8, fixed
+
+
+def notes(t: TrainingSpec, recipe: Recipe) -> tuple[str, ...]:
+    if t.reward_spec is None:
+        return ()
+    w = weight_bytes(t, recipe)
+    return (f"online-dpo: reward model {t.reward_model} as AutoModelForSequenceClassification(num_labels=1) in "
+            f"{weight_dtype(t, recipe)} ({w / 1e9:.2f} GB of weights, no gradients); its no-grad forward over the "
+            f"{t.batch_size} prompt + completion rows runs after the reference's, beside the policy's saved "
+            "tensors (forward.reward); assumed: the same tokenizer as the policy (rows of --seq-len tokens).",)
