@@ -213,12 +213,11 @@ OPTIONS: tuple[Opt, ...] = (
         "DPO/KTO/GRPO reference: auto (a copy; LoRA: the base with adapters off), copy, adapters-off, precomputed."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
     Opt("reward_model", str, "none",
-        "Online DPO: the reward model scoring the completions (OnlineDPOConfig reward_model_path, reward_funcs as a "
-        "model id): a preset or a config.json path, loaded as a sequence classifier. none: reward functions are "
-        "Python callables.", complete="model"),
+        "Online DPO, GRPO, RLOO: the reward model scoring the completions (reward_funcs as a model id; "
+        "OnlineDPOConfig reward_model_path): a preset or a config.json path, loaded as a sequence classifier. none: "
+        "reward functions are Python callables.", complete="model"),
     Opt("reward_dtype", REF_DTYPES, "auto",
-        "Online DPO: the reward model's weight dtype (auto: the training compute dtype; TRL loads its checkpoint's "
-        "dtype)."),
+        "The --reward-model's weight dtype (auto: the training compute dtype; TRL loads its checkpoint's dtype)."),
     # Online RL (memory/rl.py): TRL GRPOConfig's defaults.
     Opt("num_generations", int, 8,
         "GRPO: completions sampled per prompt (GRPOConfig num_generations); the generation batch (--batch-size x "

@@ -754,17 +754,14 @@ class TrainingSpec:
             raise SpecError("", "OnlineDPOTrainer pads prompts and completions itself: drop --packing")
 
     def _reward_model_consistent(self, online: bool) -> None:
-        """--reward-model (memory/reward_scoring.py): Online DPO's scoring model, a decoder with its architecture."""
+        """--reward-model (memory/reward_scoring.py): Online DPO's / GRPO's scoring model, a dense decoder."""
         if self.reward_model == "none":
             if self.reward_dtype != "auto" or self.reward_spec is not None:
                 raise SpecError("", "--reward-dtype sets the dtype of a reward model: add --reward-model, or drop it")
             return
-        if self.objective in ("grpo", "rloo"):
-            raise SpecError("", f"a reward model in {self.objective.upper()}'s reward_funcs is not modelled (it scores "
-                            "the generation batch inside generation): drop --reward-model (reward functions as "
-                            "Python callables are)")
-        if not online:
-            raise SpecError("", "--reward-model scores generated completions: use it with --objective online-dpo")
+        if not online and self.objective not in ("grpo", "rloo"):
+            raise SpecError("", "--reward-model scores generated completions: use it with --objective online-dpo, "
+                            "grpo or rloo")
         r = self.reward_spec
         if r is None:
             raise SpecError("", f"--reward-model {self.reward_model}: not resolved to a model (give a preset name "

@@ -868,10 +868,12 @@ def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "", objective: s
 
 def _online_dpo(d: dict[str, Any], run: Run) -> None:
     """OnlineDPOConfig (TRL 1.16 trl/experimental/online_dpo/online_dpo_config.py) onto --objective online-dpo
-    (memory/online_dpo.py): generate() on the policy, reward functions as callables."""
-    if d.get("reward_model_path") is not None:
-        raise _KeyProblem("reward_model_path", "a reward model (a second model on the GPU, run on every completion) "
-                          "is not modelled for Online DPO; remove it (reward functions as Python callables are)")
+    (memory/online_dpo.py): generate() on the policy; reward_model_path onto --reward-model."""
+    if d.get("reward_model_path") is not None:  # loaded as a sequence classifier (memory/reward_scoring.py)
+        path = d["reward_model_path"]
+        if not isinstance(path, str) or not path.strip():
+            raise _KeyProblem("reward_model_path", "give the reward model as a preset name or a config.json path")
+        run.options["reward_model"] = path.strip()
     if d.get("use_vllm") is True:
         raise _KeyProblem("use_vllm", "Online DPO's generation in vLLM is not modelled; set use_vllm: false")
     # online_dpo_config.py: gradient_checkpointing defaults to True (online_dpo_trainer.py then generates with

@@ -279,15 +279,12 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
                         mod.p = 0.0
                 module = PolicyAndReference(module, ref)
         if training.reward_spec is not None:  # Online DPO's reward model (trace/_online_dpo.py score)
-            from dataclasses import replace as _replace
-
             from vramcalc.core.memory.precision import RECIPES
             from vramcalc.core.memory.reward_scoring import weight_dtype
 
             reward_dtype = DTYPES[weight_dtype(training, RECIPES[precision])]
             # AutoModelForSequenceClassification(num_labels=1), as online_dpo_trainer.py __init__ loads it
-            as_reward = _replace(training, objective="reward", reward_model="none", prompt_len=0,
-                                 reward_dtype="auto", reward_spec=None)
+            as_reward = TrainingSpec(objective="reward", attention=training.attention)  # its own: no policy options
             reward, _ = build_model(training.reward_spec, as_reward, reward_dtype)
             for p in reward.parameters():
                 p.requires_grad_(False)

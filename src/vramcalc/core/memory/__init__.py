@@ -1044,7 +1044,8 @@ def _transformer_phases(
                            (acc, layers_detail, once, autocast_copies, head_saved, reference)))
         forward_moments = 3
     rewarded = 0
-    if p.reward_t:  # Online DPO's reward model after the reference, beside its log-probs (memory/reward_scoring.py)
+    if p.reward_t and not _rl.is_rl(t):
+        # Online DPO's reward model after the reference, beside its log-probs (memory/reward_scoring.py)
         rewarded = (p.reward_t * tokens + p.reward_c
                     + t.batch_size * min(seq - p.prompt_len, seq - 1) * p.logits_bytes)
         layout = _m.FWD_REWARD_CK if p.checkpointing or p.offload else _m.FWD_REWARD
@@ -1064,9 +1065,13 @@ def _transformer_phases(
             extra.append(("forward.weight_sync", _m.FWD_WEIGHT_SYNC, gen))
         if passes is not None:
             extra.append(("forward.logprobs", _m.FWD_LOGPROBS, passes))
+        if p.reward_t and _rl.is_rl(t):  # GRPO/RLOO's reward model after the passes (memory/reward_scoring.py)
+            rewarded = _reward_scoring.rl_forward_bytes(t, p.reward_t, p.reward_c)
+            extra.append(("forward.reward", _m.FWD_RL_REWARD,
+                          (gradients if _rl.gradients_at_generation(t) else 0, rewarded)))
         moments[0:0] = extra
         forward_moments += len(extra)
-        rl_temp = max(g_rest, passes[1] if passes is not None else 0)
+        rl_temp = max(g_rest, passes[1] if passes is not None else 0, rewarded)
         details["kv_cache.generation"] = g_kv
         details["temporaries.generation"] = g_rest
         details["temporaries.logprob_pass"] = passes[1] if passes is not None else 0

@@ -76,6 +76,7 @@ BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 # GRPO (memory/rl.py): generate() on the generation batch and the no-grad log-prob passes, before the step.
 FWD_GENERATE = _layout(_ACC, _COPIES, _GEN_KV, _GEN_T)
 FWD_LOGPROBS = _layout(_ACC, _LOGPROBS)
+FWD_RL_REWARD = _layout(_ACC, ("reward model's no-grad forward (and the log-prob passes' results)", _T))
 # Vision-language models (memory/vision.py): the vision tower's no-grad forward, before the language model.
 FWD_VISION = _layout(_ACC, ("vision tower forward (no grad)", _T))
 BWD_VISION = _layout(("gradients (all but the tower's)", _G), ("vision tower saved (--train-vision)", _A))
@@ -92,7 +93,7 @@ LABELS = {
     "forward.loss": "end of forward: loss computed",
     "forward.all": "forward",
     "forward.reference": "the reference model's forward (DPO/KTO, no grad)",
-    "forward.reward": "the reward model's forward on the completions (Online DPO, no grad)",
+    "forward.reward": "the reward model's forward on the completions (Online DPO / GRPO, no grad)",
     "forward.generate": "generate(): completions of the generation batch (GRPO, no grad)",
     "forward.weight_sync": "weights streamed to the vLLM server before generation (GRPO, no grad)",
     "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",

@@ -1,4 +1,4 @@
-"""Online DPO's reward model (`--reward-model`): its weights on the GPU and its no-grad forward, in bytes.
+"""Online DPO's and GRPO/RLOO's reward model (`--reward-model`): its weights on the GPU and its no-grad forward.
 
 Read from TRL 1.16 trl/experimental/online_dpo/online_dpo_trainer.py:
 
@@ -71,15 +71,38 @@ def forward_coefficients(t: TrainingSpec, recipe: Recipe) -> tuple[int, int]:
     r = t.reward_spec
     if r is None:
         return 0, 0
-    per_token, fixed = _preference.nograd_layer_bytes(r, scoring_recipe(t, recipe), "full")
-    return per_token + 2 * 8, fixed
+    assert r.hidden_size is not None
+    rec = scoring_recipe(t, recipe)
+    per_token, fixed = _preference.nograd_layer_bytes(r, rec, "full")
+    # Two more residual-stream tensors than the layer's own: the layer's input, still held by the model's loop
+    # variable while the layer runs (`hidden_states = decoder_layer(hidden_states, ...)`), and the embedding output,
+    # held by the model's forward as `inputs_embeds` (transformers modeling_llama.py LlamaModel.forward).
+    residual = 4 if rec.autocast or rec.compute == "fp32" else dtype_bytes(rec.compute)
+    return per_token + 2 * residual * r.hidden_size + 2 * 8, fixed
+
+
+def rl_forward_bytes(t: TrainingSpec, per_token: int, fixed: int) -> int:
+    """GRPO/RLOO (grpo_trainer.py / rloo_trainer.py _generate_and_score_completions -> _calculate_rewards): the
+    reward model's no-grad forward over the whole generation batch (per_device_train_batch_size × steps per
+    generation rows of --seq-len tokens) after the log-prob passes, beside their fp32 [rows, C] results (the old
+    policy's, the reference's, vLLM's sampling log-probs)."""
+    from vramcalc.core.memory import rl as _rl
+
+    rows = _rl.generation_rows(t)
+    results = (int(_rl.old_logps_pass(t)) + int(t.beta > 0) + int(_rl.importance_sampling(t)))
+    return per_token * rows * t.seq_len + fixed + results * rows * _rl.completion_len(t) * 4
 
 
 def notes(t: TrainingSpec, recipe: Recipe) -> tuple[str, ...]:
     if t.reward_spec is None:
         return ()
     w = weight_bytes(t, recipe)
-    return (f"online-dpo: reward model {t.reward_model} as AutoModelForSequenceClassification(num_labels=1) in "
-            f"{weight_dtype(t, recipe)} ({w / 1e9:.2f} GB of weights, no gradients); its no-grad forward over the "
-            f"{t.batch_size} prompt + completion rows runs after the reference's, beside the policy's saved "
-            "tensors (forward.reward); assumed: the same tokenizer as the policy (rows of --seq-len tokens).",)
+    head = (f"{t.objective}: reward model {t.reward_model} as AutoModelForSequenceClassification(num_labels=1) in "
+            f"{weight_dtype(t, recipe)} ({w / 1e9:.2f} GB of weights, no gradients); ")
+    if t.objective == "online-dpo":
+        where = (f"its no-grad forward over the {t.batch_size} prompt + completion rows runs after the reference's, "
+                 "beside the policy's saved tensors (forward.reward)")
+    else:
+        where = ("its no-grad forward over the whole generation batch runs after generate() and the log-prob "
+                 "passes (forward.reward)")
+    return (head + where + "; assumed: the same tokenizer as the policy (rows of --seq-len tokens).",)

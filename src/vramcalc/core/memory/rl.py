@@ -203,7 +203,8 @@ def peak_note(moments: tuple[tuple[str, object, tuple[int, ...]], ...], name: st
     """Which moment holds the peak: generate() or the training step, and by how much."""
     totals = {key: sum(values) for key, _, values in moments}
     gen = totals["forward.generate"]
-    step_key = max((k for k in totals if k not in ("forward.generate", "forward.logprobs")), key=lambda k: totals[k])
+    generation = ("forward.generate", "forward.logprobs") + (("forward.reward",) if name != "online-dpo" else ())
+    step_key = max((k for k in totals if k not in generation), key=lambda k: totals[k])
     step = totals[step_key]
     if gen > step:
         return (f"{name}: the peak is generate() (forward.generate), {(gen - step) / 1e9:.2f} GB above the training "
