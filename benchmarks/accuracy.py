@@ -984,6 +984,10 @@ RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("online-dpo full reward qwen2.5-0.5b", {**_FULL, **_ODPO, "batch_size": 2, "reward_model": "qwen2.5-0.5b"}),
     ("online-dpo lora amp reward gpt2 fp32", {**_LORA, **_ODPO, "precision": "amp-bf16", "batch_size": 2,
                                               "reward_model": "gpt2", "reward_dtype": "fp32"}),
+    # GRPO / RLOO with a reward model in reward_funcs: it scores the whole generation batch after the log-prob passes
+    ("grpo full reward qwen2.5-0.5b", {**_FULL, **_GRPO, "batch_size": 4, "reward_model": "qwen2.5-0.5b"}),
+    ("rloo lora reward gpt2 generation peak", {**_LORA, **_RLOO, "batch_size": 2, "steps_per_generation": 8,
+                                               "reward_model": "gpt2"}),
 )
 
 

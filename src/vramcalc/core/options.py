@@ -28,6 +28,7 @@ from vramcalc.core.vocab import (
     LOSSES,
     METHODS,
     MODES,
+    NOT_MODELLED,
     OBJECTIVES,
     OFFLOADS,
     OPTIM_TARGETS,
@@ -285,6 +286,9 @@ def coerce(o: Opt, raw: Any) -> Any:
     if isinstance(o.kind, tuple):
         value = str(raw)
         if value not in o.kind:
+            why = NOT_MODELLED.get(o.name, {}).get(value.strip().lower())
+            if why is not None:
+                raise OptionError(f"{o.flag} {value.strip().lower()} is not modelled: {why}")
             raise OptionError(f"{o.flag}: {_shown(raw)} is not one of {', '.join(map(str, o.kind))}")
         return value
     if o.kind is bool:

@@ -759,6 +759,8 @@ _GRPO_KEYS = ("num_generations", "max_completion_length", "use_vllm", "generatio
 _RLOO_KEYS = ("normalize_advantages", "reward_clip_range")
 # OnlineDPOConfig fields (trl/experimental/online_dpo/online_dpo_config.py) neither DPOConfig nor GRPOConfig has.
 _ONLINE_DPO_KEYS = ("missing_eos_penalty", "reward_model_path", "max_new_tokens")
+# PPOConfig's own keys (TRL 0.19.1 trl/trainer/ppo_config.py; none is in TRL 1.16's configs)
+_PPO_KEYS = ("num_ppo_epochs", "vf_coef", "cliprange_value", "whiten_rewards", "value_model_path")
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")  # grpo_config.py loss_type
 GRPO_COMPLETION = 512  # GRPOConfig max_completion_length default
 GRPO_PROMPT = 512  # the prompt bound when a file gives none (TRL < 1.0's max_prompt_length default; 1.16 has none)
@@ -1224,6 +1226,11 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)
+    ppo = [k for k in _PPO_KEYS if k in d]
+    if ppo:  # a PPOConfig of TRL 0.x (trl/trainer/ppo_config.py, 0.19.1): checked first, it has reward_model_path too
+        raise _KeyProblem(ppo[0], "a PPOConfig (TRL 0.x PPOTrainer: policy, value model, reference and reward "
+                          "model) is not modelled, and TRL 1.16 has no PPOTrainer; use a GRPOConfig, RLOOConfig or "
+                          "OnlineDPOConfig")
     if any(k in d for k in _ONLINE_DPO_KEYS):  # an OnlineDPOConfig (trl/experimental/online_dpo)
         _online_dpo(d, run)
     elif any(k in d for k in _RLOO_KEYS):  # an RLOOConfig: GRPOConfig's generation keys and its own
