@@ -615,8 +615,7 @@ class _ActivationPlan:
     residual: int = 2
     head_weight: int = 2
     reference: _preference.ReferencePlan | _online_dpo.ReferencePlan | None = None
-    reward_t: int = 0  # Online DPO's reward model forward (memory/reward_scoring.py): per token, and fixed
-    reward_c: int = 0
+    reward: _reward_scoring.ScoringPlan | None = None  # the reward model's forward (memory/reward_scoring.py)
     # ORPO / CPO / SimPO (memory/preference.py logits_head_bytes): the logits' dtype and the chosen half's NLL.
     logits_bytes: int = 2
     chosen_nll: bool = True
@@ -871,8 +870,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         reference=None if _rl.is_rl(t) else _online_dpo.reference_plan(m, t, recipe)
         if _online_dpo.is_online_dpo(t) else _preference.reference_plan(m, t, recipe),
         rl=_rl.plan(m, t, recipe, autocast_copies),
-        reward_t=_reward_scoring.forward_coefficients(t, recipe)[0],
-        reward_c=_reward_scoring.forward_coefficients(t, recipe)[1],
+        reward=_reward_scoring.scoring_plan(t, recipe),
         logits_bytes=_preference.logits_bytes(recipe), chosen_nll=_preference.computes_nll(t),
         head_copy=c * m.vocab_size * m.hidden_size if recipe.autocast else 0,
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
@@ -1044,9 +1042,9 @@ def _transformer_phases(
                            (acc, layers_detail, once, autocast_copies, head_saved, reference)))
         forward_moments = 3
     rewarded = 0
-    if p.reward_t and not _rl.is_rl(t):
+    if p.reward is not None and not _rl.is_rl(t):
         # Online DPO's reward model after the reference, beside its log-probs (memory/reward_scoring.py)
-        rewarded = (p.reward_t * tokens + p.reward_c
+        rewarded = (p.reward.peak(tokens)
                     + t.batch_size * min(seq - p.prompt_len, seq - 1) * p.logits_bytes)
         layout = _m.FWD_REWARD_CK if p.checkpointing or p.offload else _m.FWD_REWARD
         moments.insert(forward_moments, ("forward.reward", layout,
@@ -1065,8 +1063,8 @@ def _transformer_phases(
             extra.append(("forward.weight_sync", _m.FWD_WEIGHT_SYNC, gen))
         if passes is not None:
             extra.append(("forward.logprobs", _m.FWD_LOGPROBS, passes))
-        if p.reward_t and _rl.is_rl(t):  # GRPO/RLOO's reward model after the passes (memory/reward_scoring.py)
-            rewarded = _reward_scoring.rl_forward_bytes(t, p.reward_t, p.reward_c)
+        if p.reward is not None and _rl.is_rl(t):  # GRPO/RLOO: the reward model after the passes (reward_scoring.py)
+            rewarded = _reward_scoring.rl_forward_bytes(t, p.reward)
             extra.append(("forward.reward", _m.FWD_RL_REWARD,
                           (gradients if _rl.gradients_at_generation(t) else 0, rewarded)))
         moments[0:0] = extra
@@ -1120,7 +1118,7 @@ def _transformer_phases(
         details["activations.prompt_encoder"] = p.once_b * t.batch_size
     if p.reference is not None:
         details["temporaries.reference_forward"] = reference
-    if p.reward_t:
+    if p.reward is not None:
         details["temporaries.reward_forward"] = rewarded
     if p.loss != "hf":  # loss savers (memory/loss.py): their own moments, for explain
         details["activations.loss_saved"] = head_saved - p.norm_saved_t * tokens

@@ -20,7 +20,7 @@ Read from TRL 1.16 trl/experimental/online_dpo/online_dpo_trainer.py:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core.memory import preference as _preference
@@ -64,24 +64,42 @@ def scoring_recipe(t: TrainingSpec, recipe: Recipe) -> Recipe:
     return replace(recipe, weight=w, compute=w, autocast=False)
 
 
-def forward_coefficients(t: TrainingSpec, recipe: Recipe) -> tuple[int, int]:
-    """(per token, fixed) of the reward model's no-grad forward at its peak, on the policy view's 2B rows of
-    --seq-len tokens: one layer's peak (the residual stream included) and the re-tokenized input_ids and
-    attention_mask (int64 each)."""
+@dataclass(frozen=True, slots=True)
+class ScoringPlan:
+    """The reward model's no-grad forward as coefficients of its tokens (rows × --seq-len)."""
+
+    per_token: int  # a layer's peak: the MLP's (or attention's) intermediates beside the residual stream
+    cast_per_token: int  # while a matmul's 16-bit weight copy exists: the residual stream, one intermediate, output
+    cast: int  # that copy (autocast over stored weights of another dtype), 0 without one
+
+    def peak(self, tokens: int) -> int:
+        return max(self.per_token * tokens, self.cast_per_token * tokens + self.cast)
+
+
+def scoring_plan(t: TrainingSpec, recipe: Recipe) -> ScoringPlan | None:
+    """The reward model's forward on the policy view's 2B rows of --seq-len tokens (Online DPO) or on the generation
+    batch (GRPO): one no-grad layer's peak (memory/preference.py nograd_layer_bytes), two more residual-stream
+    tensors and the re-tokenized input_ids and attention_mask (int64 each). Under autocast on weights stored in
+    another dtype, each matmul casts its weight (no cache without grad: autocast_mode.cpp cached_cast), and that copy
+    is alive with the matmul's input and output only (the MLP's other intermediates are freed by then: down_proj
+    runs on act(gate) * up once both are gone), not beside the layer's peak."""
     r = t.reward_spec
     if r is None:
-        return 0, 0
-    assert r.hidden_size is not None
+        return None
+    assert r.hidden_size is not None and r.intermediate_size is not None
     rec = scoring_recipe(t, recipe)
-    per_token, fixed = _preference.nograd_layer_bytes(r, rec, "full")
+    per_token, cast = _preference.nograd_layer_bytes(r, rec, "full")
+    residual = 4 if rec.autocast or rec.compute == "fp32" else dtype_bytes(rec.compute)
+    c = dtype_bytes(rec.compute)
     # Two more residual-stream tensors than the layer's own: the layer's input, still held by the model's loop
     # variable while the layer runs (`hidden_states = decoder_layer(hidden_states, ...)`), and the embedding output,
     # held by the model's forward as `inputs_embeds` (transformers modeling_llama.py LlamaModel.forward).
-    residual = 4 if rec.autocast or rec.compute == "fp32" else dtype_bytes(rec.compute)
-    return per_token + 2 * residual * r.hidden_size + 2 * 8, fixed
+    held = 2 * residual * r.hidden_size + 2 * 8
+    stream = 4 * residual * r.hidden_size + 2 * 8  # with the layer's residual and normed input
+    return ScoringPlan(per_token + held, stream + c * r.intermediate_size + c * r.hidden_size, cast)
 
 
-def rl_forward_bytes(t: TrainingSpec, per_token: int, fixed: int) -> int:
+def rl_forward_bytes(t: TrainingSpec, plan: ScoringPlan) -> int:
     """GRPO/RLOO (grpo_trainer.py / rloo_trainer.py _generate_and_score_completions -> _calculate_rewards): the
     reward model's no-grad forward over the whole generation batch (per_device_train_batch_size × steps per
     generation rows of --seq-len tokens) after the log-prob passes, beside their fp32 [rows, C] results (the old
@@ -90,7 +108,7 @@ def rl_forward_bytes(t: TrainingSpec, per_token: int, fixed: int) -> int:
 
     rows = _rl.generation_rows(t)
     results = (int(_rl.old_logps_pass(t)) + int(t.beta > 0) + int(_rl.importance_sampling(t)))
-    return per_token * rows * t.seq_len + fixed + results * rows * _rl.completion_len(t) * 4
+    return plan.peak(rows * t.seq_len) + results * rows * _rl.completion_len(t) * 4
 
 
 def notes(t: TrainingSpec, recipe: Recipe) -> tuple[str, ...]:
