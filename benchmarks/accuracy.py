@@ -1107,6 +1107,15 @@ RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("online-dpo qlora", {**_QLORA, **_ODPO, "batch_size": 4}),
     ("online-dpo full gc uncached generation", {**_FULL, **_ODPO, **GC, "batch_size": 2}),
     ("online-dpo lora gc uncached generation", {**_LORA, **_ODPO, **GC, "batch_size": 4}),
+    # Online DPO with a reward model (memory/reward_scoring.py): AutoModelForSequenceClassification(num_labels=1)
+    # scoring the 2B rows under inference_mode after the reference; its weights beside the step's
+    ("online-dpo full reward qwen2.5-0.5b", {**_FULL, **_ODPO, "batch_size": 2, "reward_model": "qwen2.5-0.5b"}),
+    ("online-dpo lora amp reward gpt2 fp32", {**_LORA, **_ODPO, "precision": "amp-bf16", "batch_size": 2,
+                                              "reward_model": "gpt2", "reward_dtype": "fp32"}),
+    # GRPO / RLOO with a reward model in reward_funcs: it scores the whole generation batch after the log-prob passes
+    ("grpo full reward qwen2.5-0.5b", {**_FULL, **_GRPO, "batch_size": 4, "reward_model": "qwen2.5-0.5b"}),
+    ("rloo lora reward gpt2 generation peak", {**_LORA, **_RLOO, "batch_size": 2, "steps_per_generation": 8,
+                                               "reward_model": "gpt2"}),
 )
 
 
@@ -1176,7 +1185,10 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
-    return _model(case["model"]), TrainingSpec(**case["training"])
+    kw = dict(case["training"])
+    if kw.get("reward_model", "none") != "none":  # Online DPO's reward model, resolved as the CLI does
+        kw["reward_spec"] = _model(kw["reward_model"])
+    return _model(case["model"]), TrainingSpec(**kw)
 
 
 def _trace(case: dict[str, Any]) -> dict[str, Any]:

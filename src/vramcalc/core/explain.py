@@ -16,7 +16,7 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, encoder, estimate, rl, seq2seq, ssm, unsloth
+from vramcalc.core.memory import Breakdown, encoder, estimate, reward_scoring, rl, seq2seq, ssm, unsloth
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import (
@@ -92,6 +92,9 @@ SRC_OVERHEAD = ("memory/overhead.py: CUDA context measured ~500 MiB; CublasHandl
 SRC_PHASES = "memory/__init__.py phase model (steady state, zero_grad(set_to_none=True))"
 SRC_RL_VLLM = ("memory/rl.py colocated (TRL 1.16 trl/generation/vllm_generation.py _init_vllm, sync_weights, "
                "generate: LLM(gpu_memory_utilization=...), sleep(level=2))")
+SRC_REWARD_MODEL = ("memory/reward_scoring.py (TRL 1.16 online_dpo_trainer.py __init__ and "
+                    "_calculate_rewards_from_functions; grpo_trainer.py _calculate_rewards: "
+                    "AutoModelForSequenceClassification(num_labels=1) under torch.inference_mode)")
 SRC_RL = "memory/rl.py (TRL 1.16 trl/trainer/grpo_trainer.py _generate_single_turn, _generate_and_score_completions)"
 SRC_PREFERENCE = ("memory/preference.py (TRL 1.16 trl/trainer/dpo_trainer.py, kto_trainer.py _compute_loss; "
                   "DataCollatorForPreference)")
@@ -605,6 +608,12 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
         lines += _peft_weights(m, t, w)
     if pref.is_preference(t) or rl.is_rl(t) or t.objective == "online-dpo":
         lines.append(_reference_weights(t, b, w))
+    if t.reward_spec is not None:  # memory/reward_scoring.py: the reward model in reward_funcs
+        dtype = reward_scoring.weight_dtype(t, recipe_of(t))
+        lines.append(Line("weights.reward_model", f"reward model {t.reward_model}: a frozen sequence classifier "
+                          f"({dtype})", f"{_n(reward_scoring.parameters(t.reward_spec))} params × "
+                          f"{dtype_bytes(dtype)} B ({dtype}; --reward-dtype)", b.details["weights.reward_model"],
+                          "(body without LM head + score's hidden × 1) × bytes per weight", SRC_REWARD_MODEL))
     lines, text = _per_gpu(b, "weights", lines, text, {
         "weights.partition": "this GPU's partition", "weights.gathered_unit": "one gathered unit"})
     return Section("weights", "weights", b.weights, tuple(lines), tuple(x for x in text if x))
@@ -1128,6 +1137,17 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                        f"{_n(_labelled(t, seq))} scored tokens, + the policy's per-position outputs",
                        d["temporaries.reference_forward"],
                        "after the policy's forward, on top of its saved activations", SRC_PREFERENCE))
+    if "temporaries.reward_forward" in d:  # memory/reward_scoring.py: a moment of its own
+        assert t.reward_spec is not None
+        rows = rl.generation_rows(t) if rl.is_rl(t) else t.batch_size
+        tl.append(Line("temporaries.reward_forward", f"reward model's no-grad forward ({t.reward_model})",
+                       f"one no-grad layer of {t.reward_spec.name} over {_n(rows)} rows × {_n(seq)} tokens, "
+                       "with the layer input, the embedding output and the re-tokenized ids and mask",
+                       d["temporaries.reward_forward"],
+                       "after the reference's forward, beside the policy's saved activations"
+                       if t.objective == "online-dpo" else
+                       "after generate() and the log-prob passes, over the whole generation batch",
+                       SRC_REWARD_MODEL))
     if end_t and peft_methods.token_rows(t):
         tl.append(Line("temporaries.gradient_sum", "dense gradient of the merged embedding weight",
                        f"{_n(v)} × {_n(m.hidden_size)} × {c} B", end_t, "vocab × hidden × compute bytes",

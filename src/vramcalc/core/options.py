@@ -29,6 +29,7 @@ from vramcalc.core.vocab import (
     LOSSES,
     METHODS,
     MODES,
+    NOT_MODELLED,
     OBJECTIVES,
     OFFLOADS,
     OPTIM_TARGETS,
@@ -217,6 +218,12 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("ref_model", REF_MODELS, "auto",
         "DPO/KTO/GRPO reference: auto (a copy; LoRA: the base with adapters off), copy, adapters-off, precomputed."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
+    Opt("reward_model", str, "none",
+        "Online DPO, GRPO, RLOO: the reward model scoring the completions (reward_funcs as a model id; "
+        "OnlineDPOConfig reward_model_path): a preset or a config.json path, loaded as a sequence classifier. none: "
+        "reward functions are Python callables.", complete="model"),
+    Opt("reward_dtype", REF_DTYPES, "auto",
+        "The --reward-model's weight dtype (auto: the training compute dtype; TRL loads its checkpoint's dtype)."),
     # Online RL (memory/rl.py): TRL GRPOConfig's defaults.
     Opt("num_generations", int, 8,
         "GRPO: completions sampled per prompt (GRPOConfig num_generations); the generation batch (--batch-size x "
@@ -284,6 +291,9 @@ def coerce(o: Opt, raw: Any) -> Any:
     if isinstance(o.kind, tuple):
         value = str(raw)
         if value not in o.kind:
+            why = NOT_MODELLED.get(o.name, {}).get(value.strip().lower())
+            if why is not None:
+                raise OptionError(f"{o.flag} {value.strip().lower()} is not modelled: {why}")
             raise OptionError(f"{o.flag}: {_shown(raw)} is not one of {', '.join(map(str, o.kind))}")
         return value
     if o.kind is bool:
@@ -401,11 +411,14 @@ class OptionValues:
         return [n for n, _ in axes], runs
 
 
-def training_spec(values: Mapping[str, Any]) -> Any:
-    """A TrainingSpec from option values (lora_targets as a comma-separated string or a list)."""
+def training_spec(values: Mapping[str, Any], reward_spec: Any = None) -> Any:
+    """A TrainingSpec from option values (lora_targets as a comma-separated string or a list). `reward_spec`: the
+    ModelSpec of --reward-model, resolved by the caller (the core reads no files)."""
     from vramcalc.core.specs import TrainingSpec
 
     kw = dict(values)
+    if reward_spec is not None:
+        kw["reward_spec"] = reward_spec
     context = kw.pop("context", None)
     if context is not None:
         kw["seq_len"] = context  # inference: the context is the sequence the KV cache holds

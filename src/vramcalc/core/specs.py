@@ -18,6 +18,7 @@ from vramcalc.core.vocab import (
     ATTENTION_KINDS,
     ATTENTIONS,
     CLASSIC_FAMILIES,
+    ENCODER_FAMILIES,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
@@ -41,6 +42,8 @@ from vramcalc.core.vocab import (
     QUANT_BITS,
     REF_DTYPES,
     REF_MODELS,
+    SEQ2SEQ_FAMILIES,
+    SSM_FAMILIES,
     STACKS,
     VENDORS,
     VLLM_MODES,
@@ -455,6 +458,10 @@ class GpuSpec:
         _check(self)
 
 
+# Families a reward model (AutoModelForSequenceClassification over a causal LM) is not modelled for.
+_NOT_DECODERS = frozenset(ENCODER_FAMILIES + SEQ2SEQ_FAMILIES + SSM_FAMILIES + CLASSIC_FAMILIES)
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
     """Every setting of one run that changes its memory."""
@@ -547,6 +554,12 @@ class TrainingSpec:
     prompt_len: int = 0  # prompt tokens per sequence (seq_len = prompt + the longer completion); 0: all completion
     ref_model: RefModel = "auto"  # DPO reference: a frozen copy, the base with adapters off, or precomputed
     ref_dtype: RefDtype = "auto"  # a copied reference's weight dtype (auto: the policy's)
+    # Online DPO's reward model (memory/reward_scoring.py): the option's name ("none": reward functions are Python
+    # callables), its weight dtype, and the resolved spec (io/resolve.py resolve_model, by the CLI: the core reads
+    # no files).
+    reward_model: str = "none"
+    reward_dtype: RefDtype = "auto"
+    reward_spec: ModelSpec | None = None
     # Online RL (memory/rl.py): TRL GRPOConfig num_generations, beta, steps_per_generation (0: grad_accum,
     # GRPOConfig's default) and num_iterations; batch_size counts completions, seq_len = prompt + completion.
     num_generations: int = 8
@@ -584,7 +597,7 @@ class TrainingSpec:
         "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
         "packing": PACKINGS, "kernels": KERNELS, "stack": STACKS, "objective": OBJECTIVES,
-        "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES,
+        "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES, "reward_dtype": REF_DTYPES,
         "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS, "use_vllm": VLLM_MODES,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
@@ -707,6 +720,7 @@ class TrainingSpec:
         online = self.objective == "online-dpo"  # TRL OnlineDPOTrainer (memory/online_dpo.py)
         if online:
             self._online_dpo_consistent()
+        self._reward_model_consistent(online)
         self._rl_consistent(grpo)
         if self.objective != "sft" and self.mode != "train":
             raise SpecError("", f"--objective {self.objective} is a training objective: drop it with "
@@ -763,6 +777,25 @@ class TrainingSpec:
                             "precomputed: drop --ref-model precomputed")
         if self.packing != "none":
             raise SpecError("", "OnlineDPOTrainer pads prompts and completions itself: drop --packing")
+
+    def _reward_model_consistent(self, online: bool) -> None:
+        """--reward-model (memory/reward_scoring.py): Online DPO's / GRPO's scoring model, a dense decoder."""
+        if self.reward_model == "none":
+            if self.reward_dtype != "auto" or self.reward_spec is not None:
+                raise SpecError("", "--reward-dtype sets the dtype of a reward model: add --reward-model, or drop it")
+            return
+        if not online and self.objective not in ("grpo", "rloo"):
+            raise SpecError("", "--reward-model scores generated completions: use it with --objective online-dpo, "
+                            "grpo or rloo")
+        r = self.reward_spec
+        if r is None:
+            raise SpecError("", f"--reward-model {self.reward_model}: not resolved to a model (give a preset name "
+                            "or a config.json path)")
+        if (not r.has_architecture or r.family in _NOT_DECODERS or r.vision is not None or r.num_experts
+                or r.attention_kind != "standard" or r.family == "gpt_oss"):
+            raise SpecError("", f"--reward-model {self.reward_model}: a reward model is modelled as a dense "
+                            "decoder-only transformer with its architecture (AutoModelForSequenceClassification "
+                            "over a causal LM): choose such a preset")
 
     def _rl_consistent(self, grpo: bool) -> None:
         """GRPO's options (memory/rl.py; trl/trainer/grpo_config.py __post_init__ checks)."""

@@ -288,6 +288,19 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
                     if isinstance(mod, torch.nn.Dropout) and training.objective not in ("grpo", "rloo"):
                         mod.p = 0.0
                 module = PolicyAndReference(module, ref)
+        if training.reward_spec is not None:  # Online DPO's reward model (trace/_online_dpo.py score)
+            from vramcalc.core.memory.precision import RECIPES
+            from vramcalc.core.memory.reward_scoring import weight_dtype
+
+            reward_dtype = DTYPES[weight_dtype(training, RECIPES[precision])]
+            # AutoModelForSequenceClassification(num_labels=1), as online_dpo_trainer.py __init__ loads it
+            as_reward = TrainingSpec(objective="reward", attention=training.attention)  # its own: no policy options
+            reward, _ = build_model(training.reward_spec, as_reward, reward_dtype)
+            for p in reward.parameters():
+                p.requires_grad_(False)
+            module.add_module("vramcalc_reward", reward)  # tracked with the step; eval() at scoring time
+            notes.append(f"online-dpo: reward model {training.reward_model} "
+                         f"(AutoModelForSequenceClassification, {reward_dtype}) scored under inference_mode")
         with fake_mode:
             module = _fakeify(module)
         if training.objective in ("grpo", "rloo", "online-dpo"):

@@ -28,6 +28,7 @@ from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
+from vramcalc.core.memory import reward_scoring as _reward_scoring
 from vramcalc.core.memory import rl as _rl
 from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
@@ -495,6 +496,9 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         notes.extend(_rl.notes(training, ref_weights, recipe))
     if _online_dpo.is_online_dpo(training):
         notes.extend(_online_dpo.notes(training, ref_weights))
+    # Online DPO's reward model (memory/reward_scoring.py): frozen weights beside the policy's and the reference's.
+    reward_weights = _reward_scoring.weight_bytes(training, recipe)
+    notes.extend(_reward_scoring.notes(training, recipe))
     opt = optimizer_bytes(w.trainable_tensors, recipe, training, body)
     notes.extend(library_optimizer_notes(body, training, recipe))
     if training.method in ADAPTER_DTYPE_METHODS:  # adapters of every PEFT method but LN tuning
@@ -524,6 +528,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     }
     if _preference.is_preference(training) or _rl.is_rl(training) or _online_dpo.is_online_dpo(training):
         details["weights.reference"] = ref_weights
+    if reward_weights:
+        details["weights.reward_model"] = reward_weights
     step_temporaries = opt.step_temporaries
     if training.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient and step at a time
         largest = largest_tensor(w.trainable_tensors)
@@ -554,7 +560,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     if parallel:  # what a GPU gathers or holds beyond its shard, from the run's own tensors (memory/distributed.py)
         units = _distributed.units(_reward.body(model) if training.objective == "reward" else model, training,
                                    recipe, _grad_elem(training, recipe))
-    return _Plan(recipe, w, opt, gradients, w.total + ref_weights, opt.total, step_temporaries, details, tuple(notes),
+    held = w.total + ref_weights + reward_weights
+    return _Plan(recipe, w, opt, gradients, held, opt.total, step_temporaries, details, tuple(notes),
                  checked, tail_notes + (_OVERHEAD_NOTE,), parallel, active_params(model), act, units)
 
 
@@ -660,6 +667,7 @@ class _ActivationPlan:
     residual: int = 2
     head_weight: int = 2
     reference: _preference.ReferencePlan | _online_dpo.ReferencePlan | None = None
+    reward: _reward_scoring.ScoringPlan | None = None  # the reward model's forward (memory/reward_scoring.py)
     # ORPO / CPO / SimPO (memory/preference.py logits_head_bytes): the logits' dtype and the chosen half's NLL.
     logits_bytes: int = 2
     chosen_nll: bool = True
@@ -936,6 +944,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         reference=None if _rl.is_rl(t) else _online_dpo.reference_plan(m, t, recipe)
         if _online_dpo.is_online_dpo(t) else _preference.reference_plan(m, t, recipe),
         rl=_rl.plan(m, t, recipe, autocast_copies),
+        reward=_reward_scoring.scoring_plan(t, recipe),
         logits_bytes=_preference.logits_bytes(recipe), chosen_nll=_preference.computes_nll(t),
         head_copy=c * m.vocab_size * m.hidden_size if recipe.autocast else 0,
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
@@ -1124,6 +1133,15 @@ def _transformer_phases(
         moments.insert(2, ("forward.reference", layout,
                            (acc, layers_detail, once, autocast_copies, head_saved, reference)))
         forward_moments = 3
+    rewarded = 0
+    if p.reward is not None and not _rl.is_rl(t):
+        # Online DPO's reward model after the reference, beside its log-probs (memory/reward_scoring.py)
+        rewarded = (p.reward.peak(tokens)
+                    + t.batch_size * min(seq - p.prompt_len, seq - 1) * p.logits_bytes)
+        layout = _m.FWD_REWARD_CK if p.checkpointing or p.offload else _m.FWD_REWARD
+        moments.insert(forward_moments, ("forward.reward", layout,
+                                         (acc, layers_detail, once, autocast_copies, head_saved, rewarded)))
+        forward_moments += 1
     rl_temp = 0
     if p.rl is not None:  # GRPO: generate() and the no-grad log-prob passes run before the step (memory/rl.py)
         gen, passes = p.rl.moments(t, gradients, base[0])
@@ -1137,9 +1155,13 @@ def _transformer_phases(
             extra.append(("forward.weight_sync", _m.FWD_WEIGHT_SYNC, gen))
         if passes is not None:
             extra.append(("forward.logprobs", _m.FWD_LOGPROBS, passes))
+        if p.reward is not None and _rl.is_rl(t):  # GRPO/RLOO: the reward model after the passes (reward_scoring.py)
+            rewarded = _reward_scoring.rl_forward_bytes(t, p.reward)
+            extra.append(("forward.reward", _m.FWD_RL_REWARD,
+                          (gradients if _rl.gradients_at_generation(t) else 0, rewarded)))
         moments[0:0] = extra
         forward_moments += len(extra)
-        rl_temp = max(g_rest, passes[1] if passes is not None else 0)
+        rl_temp = max(g_rest, passes[1] if passes is not None else 0, rewarded)
         details["kv_cache.generation"] = g_kv
         details["temporaries.generation"] = g_rest
         details["temporaries.logprob_pass"] = passes[1] if passes is not None else 0
@@ -1157,7 +1179,7 @@ def _transformer_phases(
     # Written out per moment (the temporaries terms of each layout in memory/moments.py; a generic sum over the
     # moments cost half of estimate's time); tests/test_explain.py checks it is the largest moment's.
     temporaries = max(opt_temp, layer_fwd_t, recompute_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t,
-                      layer_bwd_t, end_t, reference, rl_temp)
+                      layer_bwd_t, end_t, reference, rewarded, rl_temp)
     # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
     # model whose head saves little (a 1-layer toy) that moment can hold more activations than forward kept.
     if bwd_acts > activations:
@@ -1191,6 +1213,8 @@ def _transformer_phases(
         details["activations.prompt_encoder"] = p.once_b * t.batch_size
     if p.reference is not None:
         details["temporaries.reference_forward"] = reference
+    if p.reward is not None:
+        details["temporaries.reward_forward"] = rewarded
     if p.loss != "hf":  # loss savers (memory/loss.py): their own moments, for explain
         details["activations.loss_saved"] = head_saved - p.norm_saved_t * tokens
         details["temporaries.head_gradient_in_forward"] = grad_fwd
