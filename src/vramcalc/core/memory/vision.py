@@ -42,6 +42,7 @@ VISION_METHODS = ("full", "lora", "qlora")
 # TrainingSpec.image_size's default (torchvision's 224, a ResNet's): for a vision-language model it stands for the
 # model's own size (the option is shared with core/memory/classic.py)
 DEFAULT_IMAGE_SIZE = 224
+QWEN_NAMES = {"qwen2_vl": "a Qwen2-VL model", "qwen2_5_vl": "a Qwen2.5-VL model"}
 _SAVED = ("image features (projector saved, pixel_values)", "activations")
 
 
@@ -74,6 +75,12 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
             raise UnsupportedCombination(f"--images and --train-vision size a vision-language model's images; "
                                          f"{model.name} reads text only: drop them")
         return
+    if v.is_qwen:
+        raise UnsupportedCombination(
+            f"{model.name} is {QWEN_NAMES[v.kind]}: its parameters are counted, but a step's memory is not "
+            "modelled yet (dynamic-resolution image tokens, the windowed/full-attention tower over cu_seqlens, the "
+            "merger and M-RoPE position ids are missing): use `vramcalc show` for its parameters, or a LLaVA-1.5 "
+            "model for a vision-language estimate")
     if training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
