@@ -120,3 +120,84 @@ def test_cli_refuses_in_one_line_and_shows_the_count(capsys: pytest.CaptureFixtu
     assert len(lines) == 1 and "Qwen2-VL" in lines[0] and "not modelled yet" in lines[0]
     code, out, _ = invoke(["show", "Qwen/Qwen2-VL-2B-Instruct"], capsys)
     assert code == 0 and "2,208,985,600" in out
+
+
+def _library_smart_resize():  # noqa: ANN202 - the library's own function
+    # image_processing_qwen2_vl.py smart_resize, read from the installed file (its module imports torchvision,
+    # which this venv lacks); the function itself needs only math
+    import ast
+    import math
+
+    transformers = pytest.importorskip("transformers")
+    src = (Path(transformers.__file__).parent / "models/qwen2_vl/image_processing_qwen2_vl.py").read_text()
+    fn = next(n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef) and n.name == "smart_resize")
+    ns: dict = {"math": math}
+    exec(compile(ast.Module([fn], []), "smart_resize", "exec"), ns)  # noqa: S102 - the library's own source
+    return ns["smart_resize"]
+
+
+def test_resize_matches_the_processor() -> None:
+    # qwen_resized against smart_resize itself over a grid of sizes and three pixel budgets (the class defaults,
+    # the published preprocessor_config.json's, and a 256-1280 token budget people set)
+    from vramcalc.core.memory.vision import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, qwen_image_tokens, qwen_resized
+
+    smart_resize = _library_smart_resize()
+    v = spec("qwen2-vl-2b-instruct").vision
+    assert v is not None
+    budgets = ((QWEN_MIN_PIXELS, QWEN_MAX_PIXELS), (56 * 56, 28 * 28 * 1280), (256 * 28 * 28, 1280 * 28 * 28))
+    sizes = [(h, w) for h in (*range(1, 300, 7), 448, 1000, 4000) for w in (*range(1, 300, 11), 640, 3000, 9000)
+             if max(h, w) <= 200 * min(h, w)]
+    for h, w in sizes:
+        for low, high in budgets:
+            assert qwen_resized(v, h, w, low, high) == smart_resize(h, w, 28, low, high), (h, w, low, high)
+    # a 448 px square: 32 x 32 patches of 14 px, 1024 patches, 256 tokens after the 2 x 2 merger
+    assert qwen_image_tokens(v, 448, 448) == 256
+    with pytest.raises(SpecError):
+        qwen_resized(v, 10, 2100)
+
+
+@pytest.mark.parametrize("grid", [(1, 32, 32), (1, 16, 48), (1, 34, 20), (2, 8, 8)])
+def test_emulated_windows_match_the_library(grid: tuple[int, int, int]) -> None:
+    # trace/_qwen_vl.py's window lengths against vision_utils.get_vision_window_index run for real on a grid
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers.vision_utils import get_vision_window_index
+
+    from vramcalc.trace._qwen_vl import _window_lengths
+
+    v = spec("qwen2.5-vl-3b-instruct").vision
+    assert v is not None
+    index, cu = get_vision_window_index(torch.tensor([grid]), v.spatial_merge_size, v.window_size, v.patch_size)
+    assert _window_lengths(v, grid) == (cu[1:] - cu[:-1]).tolist()
+    assert index.numel() == grid[0] * grid[1] * grid[2] // 4
+
+
+TINY_VIS = {"num_layers": 2, "hidden_size": 128, "num_attention_heads": 4, "patch_size": 14, "image_size": 0,
+            "out_hidden_size": 256}
+
+
+def tiny(kind: str) -> ModelSpec:
+    # a 2-layer Qwen2 text model of width 256 and a 2-block tower of width 128 (tiny cuts of the published shapes)
+    vis = {**TINY_VIS, "kind": kind, "intermediate_size": 512 if kind == "qwen2_vl" else 342}
+    if kind == "qwen2_5_vl":
+        vis.update(window_size=112, fullatt_block_indexes=(1,))
+    return ModelSpec(name=f"tiny-{kind}", source="test", family="qwen2", vocab_size=1000, hidden_size=256,
+                     intermediate_size=512, num_layers=2, num_attention_heads=4, num_kv_heads=2, qkv_bias=True,
+                     vision=VisionSpec(**vis))
+
+
+@pytest.mark.parametrize("kind", ["qwen2_vl", "qwen2_5_vl"])
+def test_tracer_runs_a_step(kind: str) -> None:
+    # the tracer builds the model from the spec and runs a full step on fake tensors through the emulated
+    # data-dependent steps (trace/_qwen_vl.py); full fine-tuning trains the text model and the merger
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    m = tiny(kind)
+    assert m.vision is not None
+    r = trace(m, TrainingSpec(seq_len=64, batch_size=2, image_size=224))
+    text = count_params(ModelSpec(**{**m.__dict__, "vision": None}))
+    assert r.parameters == count_params(m)
+    assert r.trainable_parameters == text + projector_params(m.vision, 256)
+    assert r.peak_bytes > 0

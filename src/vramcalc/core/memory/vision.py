@@ -22,6 +22,7 @@ positions are -100 but their logits are computed), and this module adds:
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -56,14 +57,64 @@ def image_tokens(v: VisionSpec) -> int:
     return (v.image_size // v.patch_size) ** 2 + (0 if v.drop_cls else 1)
 
 
+# Qwen2VLImageProcessor's defaults (transformers models/qwen2_vl/image_processing_qwen2_vl.py: size
+# shortest_edge 56 x 56 pixels, longest_edge 28 x 28 x 1280), which smart_resize keeps the image's area between;
+# the published preprocessor_config.json files of Qwen2-VL and Qwen2.5-VL give min_pixels 3136 and max_pixels
+# 12845056 instead (a 3584 x 3584 image), which the processor reads when the repository's processor is loaded.
+QWEN_MIN_PIXELS = 56 * 56
+QWEN_MAX_PIXELS = 12_845_056
+
+
+def qwen_resized(v: VisionSpec, height: int, width: int, min_pixels: int = QWEN_MIN_PIXELS,
+                 max_pixels: int = QWEN_MAX_PIXELS) -> tuple[int, int]:
+    """The image's size after the processor's smart_resize (image_processing_qwen2_vl.py): each side rounded to a
+    multiple of patch x merge (28 px), then scaled, aspect kept, into [min_pixels, max_pixels]. Written with the
+    library's own float steps (sqrt, round, floor, ceil), so that its rounding is reproduced to the pixel: a 43 x 43
+    image under min_pixels 200,704 goes to 476 x 476 there (43 x beta / 28 = 16.000000000000004, ceil 17), not
+    the 448 x 448 exact arithmetic gives."""
+    if max(height, width) > 200 * min(height, width):  # smart_resize's own ValueError
+        raise SpecError("image_size", f"a {height} x {width} image: the Qwen-VL processor refuses an aspect ratio "
+                        "above 200; give a less elongated size")
+    f = v.patch_size * v.spatial_merge_size
+    h_bar, w_bar = round(height / f) * f, round(width / f) * f
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(f, math.floor(height / beta / f) * f)
+        w_bar = max(f, math.floor(width / beta / f) * f)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / f) * f
+        w_bar = math.ceil(width * beta / f) * f
+    return h_bar, w_bar
+
+
+def qwen_grid(v: VisionSpec, height: int, width: int) -> tuple[int, int, int]:
+    """image_grid_thw of one image: (temporal, height, width) in patches. Qwen2VLImageProcessor repeats a still
+    image temporal_patch_size times, so one image is one temporal patch of patch^2 x temporal_patch_size x 3
+    values (pixel_values has one row of 3 x 2 x 14 x 14 = 1176 per patch)."""
+    h, w = qwen_resized(v, height, width)
+    return 1, h // v.patch_size, w // v.patch_size
+
+
+def qwen_image_tokens(v: VisionSpec, height: int, width: int) -> int:
+    """Image tokens of one image: its patches over the merger's merge x merge blocks (PatchMerger; the processor
+    puts as many <|image_pad|> tokens, processing_qwen2_vl.py: grid_thw.prod() // merge_size^2)."""
+    t, h, w = qwen_grid(v, height, width)
+    return t * h * w // v.spatial_merge_size ** 2
+
+
 def images_per_sample(training: TrainingSpec) -> int:
     return training.images or 1
 
 
 def total_tokens(model: ModelSpec, training: TrainingSpec) -> int:
     """Tokens the language model runs on per sample: the text's --seq-len and every image's tokens."""
-    assert model.vision is not None
-    return training.seq_len + images_per_sample(training) * image_tokens(model.vision)
+    v = model.vision
+    assert v is not None
+    if v.is_qwen:  # dynamic resolution: a square image of --image-size pixels a side, smart_resize'd
+        return training.seq_len + images_per_sample(training) * qwen_image_tokens(v, training.image_size,
+                                                                                  training.image_size)
+    return training.seq_len + images_per_sample(training) * image_tokens(v)
 
 
 def check(model: ModelSpec, training: TrainingSpec) -> None:
