@@ -115,6 +115,25 @@ _answer = threading.local()
 
 
 @contextlib.contextmanager
+def _fused_forward() -> Iterator[None]:
+    """A frozen tower block's attention, whose inputs and weights need no grad: on CUDA
+    scaled_dot_product_attention picks its fused kernel whatever requires_grad says
+    (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp), so only its forward allocations (out, logsumexp)
+    happen; no graph is recorded either way, so the block runs under no_grad with trace/_cuda.py's fused
+    no-grad path (the math path trace/_cuda.py keeps for no-grad inputs elsewhere materialises heads x n^2
+    scores per image, which a frozen tower on CUDA never does)."""
+    from vramcalc.trace import _cuda
+
+    saved = _cuda._NO_GRAD_FUSED[0]
+    _cuda._NO_GRAD_FUSED[0] = True
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        _cuda._NO_GRAD_FUSED[0] = saved
+
+
+@contextlib.contextmanager
 def _answering(values: list[int]) -> Iterator[None]:
     """Within the block, Tensor.tolist() of a fake tensor of len(values) elements returns `values`."""
     saved = getattr(_answer, "values", None)
@@ -161,7 +180,9 @@ def qwen_emulation(model: ModelSpec, training: TrainingSpec) -> Iterator[None]:
     def attention(original: Any) -> Any:
         def forward(self: Any, hidden_states: torch.Tensor, cu_seqlens: torch.Tensor, *args: Any,
                     **kwargs: Any) -> Any:
-            with _answering(lengths[id(cu_seqlens)]):
+            no_graph = torch.is_grad_enabled() and not hidden_states.requires_grad and not any(
+                p.requires_grad for p in self.parameters())
+            with _answering(lengths[id(cu_seqlens)]), (_fused_forward() if no_graph else contextlib.nullcontext()):
                 return original(self, hidden_states, cu_seqlens, *args, **kwargs)
         return forward
 

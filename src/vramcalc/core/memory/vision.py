@@ -43,6 +43,11 @@ VISION_METHODS = ("full", "lora", "qlora")
 # TrainingSpec.image_size's default (torchvision's 224, a ResNet's): for a vision-language model it stands for the
 # model's own size (the option is shared with core/memory/classic.py)
 DEFAULT_IMAGE_SIZE = 224
+# LoRA / QLoRA with checkpointing on a Qwen-VL model: the frozen tower's backward (its blocks recomputed with
+# grad, because enable_input_require_grads hooked the patch embedding), after every gradient of the language model
+BWD_QWEN_TOWER = _m._layout(("gradients", "gradients"),
+                            ("vision tower kept inputs and one recomputed block (checkpointing)", "activations"),
+                            ("vision tower block backward", "temporaries"))
 QWEN_NAMES = {"qwen2_vl": "a Qwen2-VL model", "qwen2_5_vl": "a Qwen2.5-VL model"}
 _SAVED = ("image features (projector saved, pixel_values)", "activations")
 
@@ -127,12 +132,8 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
                                          f"{model.name} reads text only: drop them")
         return
     if v.is_qwen:
-        raise UnsupportedCombination(
-            f"{model.name} is {QWEN_NAMES[v.kind]}: its parameters are counted, but a step's memory is not "
-            "modelled yet (dynamic-resolution image tokens, the windowed/full-attention tower over cu_seqlens, the "
-            "merger and M-RoPE position ids are missing): use `vramcalc show` for its parameters, or a LLaVA-1.5 "
-            "model for a vision-language estimate")
-    if training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
+        _check_qwen(model, training)
+    elif training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
     if training.train_vision and training.method != "full":
@@ -205,10 +206,181 @@ def _scaled(value: int, trainable: int, extra: int) -> int:
     return value * (trainable + extra) // trainable if trainable else value
 
 
+def _check_qwen(model: ModelSpec, training: TrainingSpec) -> None:
+    """What the Qwen2-VL / Qwen2.5-VL arithmetic (_qwen_estimate) does not cover, refused in one line."""
+    v = model.vision
+    assert v is not None
+    name = QWEN_NAMES[v.kind]
+    if training.train_vision:
+        raise UnsupportedCombination(f"--train-vision is not modelled for {model.name} ({name}: a trained tower's "
+                                     "saved activations are not counted): drop it (the tower stays frozen)")
+    if training.attention == "eager":
+        raise UnsupportedCombination(f"--attention eager is not modelled for {model.name} ({name}: the tower's "
+                                     "per-image eager softmax is not counted): use --attention sdpa")
+    qwen_resized(v, training.image_size, training.image_size)  # smart_resize's aspect-ratio refusal
+
+
+def qwen_rows(model: ModelSpec, training: TrainingSpec) -> int:
+    """The tower's rows for the whole batch: every image's patches (image_grid_thw t x h x w)."""
+    v = model.vision
+    assert v is not None
+    t, h, w = qwen_grid(v, training.image_size, training.image_size)
+    return images_per_sample(training) * training.batch_size * t * h * w
+
+
+def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
+                   text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
+    """Qwen2-VL / Qwen2.5-VL (transformers models/qwen2_vl/modeling_qwen2_vl.py Qwen2VLModel.forward,
+    models/qwen2_5_vl/modeling_qwen2_5_vl.py): the text model's Breakdown on text + image tokens, with the
+    image side's terms added.
+
+    get_image_features runs the tower on pixel_values (one row of 3 x 2 x 14 x 14 values per patch, every image
+    of the batch packed into one sequence of `rows` patches; attention per image through cu_seqlens, Qwen2.5-VL
+    per 112 px window in most blocks); the merger joins 2 x 2 patches into one token of the text width; the
+    features are concatenated and masked_scatter'd over the <|image_pad|> tokens; get_rope_index gives the text
+    model its M-RoPE position_ids (3, batch, sequence) int64. The tower is frozen; full fine-tuning trains the
+    merger (as LLaVA's projector), LoRA / QLoRA adapt the language model only.
+    """
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    text_model, text_training = text_run(model, training)
+    b = text_estimate(text_model, text_training)
+    recipe = recipe_of(training)
+    w_bytes, a_bytes = dtype_bytes(recipe.weight), dtype_bytes(recipe.compute)
+    th, d, i = model.hidden_size, v.hidden_size, v.intermediate_size
+    head = d // v.num_attention_heads
+    tower, merger = vision_tower_params(v), projector_params(v, th)
+    rows = qwen_rows(model, training)
+    per_image = qwen_image_tokens(v, training.image_size, training.image_size)
+    n_img = images_per_sample(training) * training.batch_size
+    trained_merger = training.method == "full"
+    qwen25 = v.kind == "qwen2_5_vl"
+    tokens = training.batch_size * total_tokens(model, training)
+    # inputs of the step: pixel_values (rows, 3 x temporal x patch^2) in the model's dtype, and get_rope_index's
+    # position_ids (3, batch, sequence) int64, which the language model reads through the forward
+    pixel = rows * 3 * v.temporal_patch_size * v.patch_size ** 2 * w_bytes
+    positions = 3 * tokens * 8
+    # the tower's 2D rotary cos and sin (rows, head) fp32 (Qwen2VLVisionRotaryEmbedding.forward), and the
+    # positions it reads (rows, 2) int64 (vision_utils.get_vision_position_ids)
+    rotary = 2 * rows * head * 4 + rows * 2 * 8
+    saved = saved_merger = 0
+    if trained_merger:
+        # the merger's graph (PatchMerger / Qwen2_5_VLPatchMerger) on the frozen tower's last hidden state:
+        # LayerNorm saves its input and fp32 mean and rstd (Qwen2.5-VL's RMSNorm, its weight trained: the
+        # normalised input it multiplies), mlp[0] its input (rows / 4 x 4 width = rows x width), GELU its input
+        # and mlp[2] GELU's output
+        saved_merger = 4 * rows * d * a_bytes + (0 if qwen25 else 2 * 4 * rows)
+        if qwen25:  # merged_hidden_states[reverse_indices]: index saves the int64 indices
+            saved_merger += rows // v.spatial_merge_size ** 2 * 8
+        saved = saved_merger + tokens  # masked_scatter saves its bool mask (inputs_embeds requires grad)
+    tower_kept = 0
+    if not trained_merger and training.grad_checkpointing:
+        # LoRA / QLoRA with checkpointing: enable_input_require_grads (modeling_utils.py) hooks the tower's
+        # patch_embed too (Qwen2VisionTransformerPretrainedModel._input_embed_layer), so the frozen tower runs with
+        # grad: each checkpointed block (Qwen2VLVisionBlock is a GradientCheckpointingLayer) keeps its input,
+        # the rotary cos / sin are kept as their argument, the frozen merger's norm its input (fp32 for
+        # RMSNorm, which upcasts first) and GELU its input; the text embeddings' output, a leaf that requires
+        # grad, outlives masked_scatter's result, and masked_scatter keeps its mask
+        norm_in = rows * d * (4 if qwen25 else a_bytes) + (4 * rows if qwen25 else 2 * 4 * rows)
+        tower_kept = (v.num_layers * rows * d * a_bytes + rotary + norm_in + rows * d * a_bytes
+                      + tokens * th * a_bytes + tokens)
+        if qwen25:
+            tower_kept += rows // v.spatial_merge_size ** 2 * 8
+    # The model's output holds image_outputs (MultimodalBaseModelOutputWithPast) until the loss is taken: the
+    # tower's last_hidden_state (rows x width; already saved by the merger's LayerNorm when it has a graph) and the
+    # merger's output (image tokens x text width, split into per-image views)
+    img_tokens = n_img * per_image
+    held = img_tokens * th * a_bytes
+    if qwen25 or not (trained_merger or training.grad_checkpointing):  # Qwen2.5-VL's RMSNorm saves an fp32 copy
+        held += rows * d * a_bytes
+    # The tower's forward, block by block, while the text embeddings (tokens x text width) exist: pixel_values,
+    # the patch embeddings, the rotary tables, the hidden state in and out, and one block's transients (the
+    # norm's output, qkv, q and k upcast to fp32 for the rotary and back, the attention output and its
+    # concatenation, the MLP's intermediate activations)
+    mlp_t = 3 * rows * i * a_bytes
+    attn_t = rows * (4 * d * a_bytes + 4 * d * 4)
+    layer_t = rows * 3 * d * a_bytes + max(mlp_t, attn_t)
+    tower_moment = tokens * th * a_bytes + pixel + rotary + layer_t
+    tower_bwd: tuple[int, int] | None = None
+    if tower_kept:
+        # the tower's backward, block by block from the top: its checkpoint recomputes the block with grad, which
+        # saves the norms' inputs (LayerNorm: the 16-bit input and fp32 mean / rstd; RMSNorm: its fp32 copy),
+        # qkv's output (v is a view of it), q and k back in 16 bits after the fp32 rotary, sdpa's output and
+        # fp32 logsumexp, and the MLP's (quick_gelu: fc1's output and the sigmoid; SwiGLU: gate, its silu and
+        # up); then the block's backward: the MLP's input gradients (intermediate wide) and the hidden state's
+        norms = 2 * (rows * d * 4 + 4 * rows) if qwen25 else 2 * (rows * d * a_bytes + 2 * 4 * rows)
+        block = (norms + 6 * rows * d * a_bytes + v.num_attention_heads * rows * 4
+                 + (3 if qwen25 else 2) * rows * i * a_bytes)
+        tower_bwd = (tower_kept + block, 2 * rows * i * a_bytes + 2 * rows * d * a_bytes)
+    trainable_text = b.trainable_parameters
+    extra_trainable = merger if trained_merger else 0
+
+    def grown(layout: _m.Layout, values: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(_scaled(x, trainable_text, extra_trainable) if comp == "gradients" else x
+                     for (_, comp), x in zip(layout, values, strict=True))
+
+    raw: list[_m.RawMoment] = []
+    accum = b.gradients if training.grad_accum > 1 else 0
+    grad_all = _scaled(b.gradients, trainable_text, extra_trainable)
+    raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
+    for key, layout, values in b.moments:
+        values = grown(layout, values)
+        if key.startswith("forward."):
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + positions + held)))
+        elif key == "backward.bottom":
+            # the merger's backward runs after the text model's bottom layer (its nodes are newer than the
+            # embedding's): its saved tensors are gone at the bottom moment
+            raw.append((key, (*layout, _SAVED), (*values, tower_kept)))
+        elif key.startswith("backward.") and key != "backward.end":
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
+        else:
+            raw.append((key, layout, values))
+    if tower_bwd is not None:
+        raw.insert(len(raw) - 2, ("backward.vision", BWD_QWEN_TOWER, (grad_all, *tower_bwd)))
+    weights = b.weights + (tower + merger) * w_bytes
+    states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
+    base = weights + states + b.communication
+    phases = _m.phase_peaks(base, tuple(raw))
+    phases = {p: phases[p] for p in b.phases if p in phases}
+    details = dict(b.details)
+    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": merger * w_bytes,
+                    "activations.pixel_values": pixel + positions, "activations.image_side_saved": saved + tower_kept,
+                    "temporaries.vision_tower_forward": tower_moment})
+    t, gh, gw = qwen_grid(v, training.image_size, training.image_size)
+    mode = "full fine-tuning trains the merger" if trained_merger else \
+        f"--method {training.method} adapts the language model only (merger frozen)"
+    notes = (
+        f"vision-language model ({QWEN_NAMES[v.kind]}): {images_per_sample(training)} image(s) per sample of "
+        f"{training.image_size} x {training.image_size} px, resized by the processor's smart_resize to "
+        f"{gh * v.patch_size} x {gw * v.patch_size} ({gh} x {gw} patches of {v.patch_size} px, 2 x 2 merged): "
+        f"{per_image} image tokens each, added to the {training.seq_len:,} text tokens: the language model runs on "
+        f"{total_tokens(model, training):,} tokens per sample (Qwen2VLModel.forward, masked_scatter of the image "
+        "features, M-RoPE position_ids from get_rope_index).",
+        f"vision tower ({tower:,} parameters) frozen; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
+        "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization); LoRA targets "
+        "resolve in the language model only.",
+        "vision tower forward: one block's transients counted at its start (approximate; it runs before the "
+        "language model); processor defaults min_pixels 3136, max_pixels 12,845,056.",
+    )
+    out = replace(b, model=model.name, parameters=b.parameters + tower + merger,
+                  trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
+                  optimizer_state=states, activations=b.activations + saved + tower_kept + pixel + positions,
+                  temporaries=max(b.temporaries, tower_moment), phases=phases,
+                  details=details, notes=b.notes + notes, moments=tuple(raw),
+                  active_parameters=b.active_parameters + tower + merger)
+    from vramcalc.core.memory import distributed as _distributed
+    from vramcalc.core.memory.overhead import runtime_overhead
+
+    runtime = runtime_overhead(max(out.phases.values()), _distributed.world_size(training))
+    return replace(out, overhead=runtime.total, details={**out.details, **runtime.details()})
+
+
 def estimate(model: ModelSpec, training: TrainingSpec,
              text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
     """The text model's Breakdown on text + image tokens, with the image side's terms added."""
     check(model, training)
+    if model.vision is not None and model.vision.is_qwen:
+        return _qwen_estimate(model, training, text_estimate)
     v = model.vision
     assert v is not None and model.hidden_size is not None
     text_model, text_training = text_run(model, training)
