@@ -263,35 +263,43 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     # the tower's 2D rotary cos and sin (rows, head) fp32 (Qwen2VLVisionRotaryEmbedding.forward), and the
     # positions it reads (rows, 2) int64 (vision_utils.get_vision_position_ids)
     rotary = 2 * rows * head * 4 + rows * 2 * 8
-    saved = saved_merger = 0
-    if trained_merger:
-        # the merger's graph (PatchMerger / Qwen2_5_VLPatchMerger) on the frozen tower's last hidden state:
-        # LayerNorm saves its input and fp32 mean and rstd (Qwen2.5-VL's RMSNorm, its weight trained: the
-        # normalised input it multiplies), mlp[0] its input (rows / 4 x 4 width = rows x width), GELU its input
-        # and mlp[2] GELU's output
-        saved_merger = 4 * rows * d * a_bytes + (0 if qwen25 else 2 * 4 * rows)
-        if qwen25:  # merged_hidden_states[reverse_indices]: index saves the int64 indices
-            saved_merger += rows // v.spatial_merge_size ** 2 * 8
-        saved = saved_merger + tokens  # masked_scatter saves its bool mask (inputs_embeds requires grad)
+    # With checkpointing, activation_checkpointing_enable (modeling_utils.py) calls enable_input_require_grads
+    # whatever the method: it hooks the input embeddings of every PreTrainedModel inside, the tower's patch_embed
+    # too (Qwen2VisionTransformerPretrainedModel._input_embed_layer), so the frozen tower runs with grad
+    tower_graph = training.grad_checkpointing
+    merged = rows // v.spatial_merge_size ** 2
+    # the merger (PatchMerger / Qwen2_5_VLPatchMerger) on the tower's last hidden state x. LayerNorm saves x and
+    # fp32 mean and rstd when its weight trains or x needs grad; Qwen2.5-VL's RMSNorm upcasts x (the fp32 copy
+    # and rsqrt are saved when x needs grad) and saves the normalised 16-bit input its trained weight multiplies.
+    # A trained mlp[0] saves its input (rows / 4 x 4 width = rows x width), GELU its input (either way when
+    # there is a graph), a trained mlp[2] GELU's output; Qwen2.5-VL's merged_hidden_states[reverse_indices]
+    # saves the int64 indices.
+    saved_merger = 0
+    if trained_merger or tower_graph:
+        rms_fp32 = rows * d * 4 + 4 * rows if qwen25 and tower_graph else 0
+        norm = (rms_fp32 + (rows * d * a_bytes if trained_merger else 0)) if qwen25 else \
+            rows * d * a_bytes + 2 * 4 * rows
+        saved_merger = norm + rows * d * a_bytes * (3 if trained_merger else 1) + (merged * 8 if qwen25 else 0)
+    # masked_scatter saves its bool mask when inputs_embeds requires grad
+    saved = saved_merger + (tokens if trained_merger or tower_graph else 0)
     tower_kept = 0
-    if not trained_merger and training.grad_checkpointing:
-        # LoRA / QLoRA with checkpointing: enable_input_require_grads (modeling_utils.py) hooks the tower's
-        # patch_embed too (Qwen2VisionTransformerPretrainedModel._input_embed_layer), so the frozen tower runs with
-        # grad: each checkpointed block (Qwen2VLVisionBlock is a GradientCheckpointingLayer) keeps its input,
-        # the rotary cos / sin are kept as their argument, the frozen merger's norm its input (fp32 for
-        # RMSNorm, which upcasts first) and GELU its input; the text embeddings' output, a leaf that requires
-        # grad, outlives masked_scatter's result, and masked_scatter keeps its mask
-        norm_in = rows * d * (4 if qwen25 else a_bytes) + (4 * rows if qwen25 else 2 * 4 * rows)
-        tower_kept = (v.num_layers * rows * d * a_bytes + rotary + norm_in + rows * d * a_bytes
-                      + tokens * th * a_bytes + tokens)
+    if tower_graph:
+        # each checkpointed block (Qwen2VLVisionBlock is a GradientCheckpointingLayer) keeps its input, and the
+        # rotary cos / sin as its argument; the hooked patch embeddings are a leaf its AccumulateGrad node holds
+        # (Qwen2-VL: the first block's input; Qwen2.5-VL permutes them into windows first, index keeping the
+        # window index); with adapters the text embeddings' output is such a leaf too and outlives
+        # masked_scatter's result
+        tower_kept = v.num_layers * rows * d * a_bytes + rotary
         if qwen25:
-            tower_kept += rows // v.spatial_merge_size ** 2 * 8
+            tower_kept += rows * d * a_bytes + merged * 8
+        if not trained_merger:
+            tower_kept += tokens * th * a_bytes
     # The model's output holds image_outputs (MultimodalBaseModelOutputWithPast) until the loss is taken: the
     # tower's last_hidden_state (rows x width; already saved by the merger's LayerNorm when it has a graph) and the
     # merger's output (image tokens x text width, split into per-image views)
     img_tokens = n_img * per_image
     held = img_tokens * th * a_bytes
-    if qwen25 or not (trained_merger or training.grad_checkpointing):  # Qwen2.5-VL's RMSNorm saves an fp32 copy
+    if qwen25 or not (trained_merger or tower_graph):  # Qwen2.5-VL's RMSNorm saves an fp32 copy instead
         held += rows * d * a_bytes
     # The tower's forward, block by block, while the text embeddings (tokens x text width) exist: pixel_values,
     # the patch embeddings, the rotary tables, the hidden state in and out, and one block's transients (the
@@ -327,15 +335,20 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         values = grown(layout, values)
         if key.startswith("forward."):
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + positions + held)))
-        elif key == "backward.bottom":
-            # the merger's backward runs after the text model's bottom layer (its nodes are newer than the
-            # embedding's): its saved tensors are gone at the bottom moment
-            raw.append((key, (*layout, _SAVED), (*values, tower_kept)))
+        elif key == "backward.bottom" and trained_merger:
+            # Qwen2VLModel.forward embeds the tokens before it runs the tower, so the tower's and the merger's
+            # nodes are newer than the embedding's: with full fine-tuning the bottom moment is the embedding's
+            # backward, after the image side's, whose saved tensors are gone
+            if tower_bwd is not None:  # the tower's backward comes just before it, the embedding's grad not yet
+                untied = 0 if model.tie_word_embeddings or not trainable_text else \
+                    (model.vocab_size or 0) * th * (b.gradients // trainable_text)
+                raw.append(("backward.vision", BWD_QWEN_TOWER, (grad_all - untied, *tower_bwd)))
+            raw.append((key, (*layout, _SAVED), (*values, 0)))
         elif key.startswith("backward.") and key != "backward.end":
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
         else:
             raw.append((key, layout, values))
-    if tower_bwd is not None:
+    if tower_bwd is not None and not trained_merger:  # adapters: after the language model's whole backward
         raw.insert(len(raw) - 2, ("backward.vision", BWD_QWEN_TOWER, (grad_all, *tower_bwd)))
     weights = b.weights + (tower + merger) * w_bytes
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
