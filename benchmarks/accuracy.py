@@ -423,7 +423,7 @@ def vlm_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Qwen vision-language grid (`--grid vlm2`, issue 15; 36 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
+# The Qwen vision-language grid (`--grid vlm2`, issue 15; 44 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
 # _qwen_estimate, trace/_qwen_vl.py) from the published Qwen2-VL-2B-Instruct and Qwen2.5-VL-3B-Instruct config.json
 # files (tests/data/hf), cut to 2 text layers and a 2-block tower (Qwen2.5-VL: 4 blocks, the last with full
 # attention, the others 112 px windows), the widths, heads and vocabularies as published; the tower frozen x full
@@ -431,7 +431,10 @@ def vlm_grid() -> list[dict[str, Any]]:
 # x 256 text tokens x one 448 px image: 256 image tokens; batch 2 x 128 text tokens x two 644 px images per
 # sample: 529 image tokens each, 1,186 tokens in the language model); then the whole 32-block tower (2 text layers)
 # x the three methods x checkpointing at batch 1 x 64 text tokens x two 644 px images (4,232 patches, 1,058 image
-# tokens), where the tower's kept inputs and its recomputed backward weigh. Written to accuracy_vlm2.{json,md}.
+# tokens), where the tower's kept inputs and its recomputed backward weigh; and, to make the image side the peak,
+# the published tower cut to 4 blocks under a toy language model (2 layers of width 256, a 1,000-token vocabulary)
+# x full / LoRA x checkpointing at one 896 px image (4,096 patches) and 16 text tokens. Written to
+# accuracy_vlm2.{json,md}.
 QWEN_VL_CUTS = {"qwen2-vl-2b-instruct": (2, ()), "qwen2.5-vl-3b-instruct": (4, (3,))}
 QWEN_VL_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 448},
                   {"batch_size": 2, "seq_len": 128, "images": 2, "image_size": 644})
@@ -453,6 +456,12 @@ def vlm2_grid() -> list[dict[str, Any]]:
                                     f"{'gc' if gc else 'no-gc'}", "model": f"qwenvl-tower:{name}",
                               "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=64, images=2,
                                                                        image_size=644, grad_checkpointing=gc)})
+        for label, kw in VLM_RUNS[:2]:  # the image side as the peak: the published tower, a toy language model
+            for gc in (False, True):
+                cases.append({"id": f"{name} (4-block tower, toy text model) | {label} | b1 s16 i1 896px | "
+                                    f"{'gc' if gc else 'no-gc'}", "model": f"qwenvl-toy:{name}",
+                              "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=16, images=1,
+                                                                       image_size=896, grad_checkpointing=gc)})
     return cases
 
 
@@ -532,7 +541,7 @@ def _model(name: str) -> Any:
 
         path = HF_DIR / f"{name[4:]}.json"
         return spec_from_hf_config(json.loads(path.read_text()), name[4:], str(path))
-    if name.startswith(("qwenvl:", "qwenvl-tower:")):  # a Qwen-VL config.json as published, 2 text layers
+    if name.startswith(("qwenvl:", "qwenvl-tower:", "qwenvl-toy:")):  # a Qwen-VL config.json, 2 text layers
         from dataclasses import replace
 
         from vramcalc.io.hf_config import spec_from_hf_config
@@ -543,6 +552,11 @@ def _model(name: str) -> Any:
         assert spec.vision is not None
         if name.startswith("qwenvl-tower:"):  # the whole tower
             return replace(spec, num_layers=2)
+        if name.startswith("qwenvl-toy:"):  # 4 tower blocks (Qwen2.5-VL: the last full) and a toy language model
+            return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                           num_kv_heads=2, vocab_size=1000, head_dim=None,
+                           vision=replace(spec.vision, num_layers=4, out_hidden_size=256,
+                                          fullatt_block_indexes=(3,) if spec.vision.fullatt_block_indexes else ()))
         depth, full = QWEN_VL_CUTS[config]
         return replace(spec, num_layers=2, vision=replace(spec.vision, num_layers=depth, fullatt_block_indexes=full))
     if name.startswith("seq2seq:"):  # an encoder-decoder's config.json as published (no layer cut)

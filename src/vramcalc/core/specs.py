@@ -208,7 +208,8 @@ class VisionSpec:
                             f"{self.patch_size}")
         if self.hidden_size % self.num_attention_heads:
             raise SpecError("vision", "the vision hidden_size is not divisible by its num_attention_heads")
-        if not -self.num_layers <= self.feature_layer <= self.num_layers or self.feature_layer == 0:
+        if not self.is_qwen and (not -self.num_layers <= self.feature_layer <= self.num_layers
+                                 or self.feature_layer == 0):  # Qwen-VL's merger reads the last block
             raise SpecError("vision", f"vision_feature_layer {self.feature_layer} is outside the tower's "
                             f"{self.num_layers} layers")
 

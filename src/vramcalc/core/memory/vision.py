@@ -48,6 +48,9 @@ DEFAULT_IMAGE_SIZE = 224
 BWD_QWEN_TOWER = _m._layout(("gradients", "gradients"),
                             ("vision tower kept inputs and one recomputed block (checkpointing)", "activations"),
                             ("vision tower block backward", "temporaries"))
+# full fine-tuning on a Qwen-VL model: the trained merger's backward, after the language model's layers
+BWD_QWEN_MERGER = _m._layout(("gradients", "gradients"), ("merger saved, tower kept inputs", "activations"),
+                             ("merger backward", "temporaries"))
 QWEN_NAMES = {"qwen2_vl": "a Qwen2-VL model", "qwen2_5_vl": "a Qwen2.5-VL model"}
 _SAVED = ("image features (projector saved, pixel_values)", "activations")
 
@@ -302,24 +305,31 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     if qwen25 or not (trained_merger or tower_graph):  # Qwen2.5-VL's RMSNorm saves an fp32 copy instead
         held += rows * d * a_bytes
     # The tower's forward, block by block, while the text embeddings (tokens x text width) exist: pixel_values,
-    # the patch embeddings, the rotary tables, the hidden state in and out, and one block's transients (the
-    # norm's output, qkv, q and k upcast to fp32 for the rotary and back, the attention output and its
-    # concatenation, the MLP's intermediate activations)
-    mlp_t = 3 * rows * i * a_bytes
-    attn_t = rows * (4 * d * a_bytes + 4 * d * 4)
-    layer_t = rows * 3 * d * a_bytes + max(mlp_t, attn_t)
+    # the rotary tables, and one block's transients at the larger of its two peaks (measured with the tracer:
+    # the op and the live tensors at the peak). The rotary (apply_rotary_pos_emb_vision): the block's input,
+    # norm1's output, qkv's output and six fp32 (rows x width) tensors: q and k upcast, q x cos, rotate_half's
+    # cat, x sin and the sum. The MLP: the block's input, the hidden state after attention, norm2's output and
+    # three intermediate-wide ones (quick_gelu: fc1's output, the sigmoid, the product; SwiGLU: silu(gate), up,
+    # the product).
+    mlp_t = rows * (3 * d + 3 * i) * a_bytes
+    attn_t = rows * (5 * d * a_bytes + 6 * d * 4)
+    layer_t = max(mlp_t, attn_t)
     tower_moment = tokens * th * a_bytes + pixel + rotary + layer_t
+    if tower_graph:  # the checkpointed blocks' kept inputs pile up as the tower runs: all but the last block's
+        tower_moment += (v.num_layers - 1 + (1 if qwen25 else 0)) * rows * d * a_bytes
     tower_bwd: tuple[int, int] | None = None
     if tower_kept:
         # the tower's backward, block by block from the top: its checkpoint recomputes the block with grad, which
-        # saves the norms' inputs (LayerNorm: the 16-bit input and fp32 mean / rstd; RMSNorm: its fp32 copy),
-        # qkv's output (v is a view of it), q and k back in 16 bits after the fp32 rotary, sdpa's output and
-        # fp32 logsumexp, and the MLP's (quick_gelu: fc1's output and the sigmoid; SwiGLU: gate, its silu and
-        # up); then the block's backward: the MLP's input gradients (intermediate wide) and the hidden state's
-        norms = 2 * (rows * d * 4 + 4 * rows) if qwen25 else 2 * (rows * d * a_bytes + 2 * 4 * rows)
+        # saves the norms' inputs (LayerNorm: norm2's 16-bit input, norm1's being the kept block input, and
+        # fp32 mean / rstd; RMSNorm: its fp32 copy and rsqrt), qkv's output (v is a view of it), q and k back in
+        # 16 bits after the fp32 rotary, sdpa's output and fp32 logsumexp, and the MLP's (quick_gelu: fc1's
+        # output and the sigmoid; SwiGLU: gate, its silu and up); then the block's backward: the incoming
+        # gradient (rows x width) and three intermediate-wide ones in the MLP's (measured with the tracer: the
+        # live tensors at the peak, quick_gelu's backward mul)
+        norms = 2 * (rows * d * 4 + 4 * rows) if qwen25 else rows * d * a_bytes + 2 * 2 * 4 * rows
         block = (norms + 6 * rows * d * a_bytes + v.num_attention_heads * rows * 4
                  + (3 if qwen25 else 2) * rows * i * a_bytes)
-        tower_bwd = (tower_kept + block, 2 * rows * i * a_bytes + 2 * rows * d * a_bytes)
+        tower_bwd = (tower_kept + block, 3 * rows * i * a_bytes + rows * d * a_bytes)
     trainable_text = b.trainable_parameters
     extra_trainable = merger if trained_merger else 0
 
@@ -339,9 +349,15 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
             # Qwen2VLModel.forward embeds the tokens before it runs the tower, so the tower's and the merger's
             # nodes are newer than the embedding's: with full fine-tuning the bottom moment is the embedding's
             # backward, after the image side's, whose saved tensors are gone
-            if tower_bwd is not None:  # the tower's backward comes just before it, the embedding's grad not yet
-                untied = 0 if model.tie_word_embeddings or not trainable_text else \
-                    (model.vocab_size or 0) * th * (b.gradients // trainable_text)
+            untied = 0 if model.tie_word_embeddings or not trainable_text else \
+                (model.vocab_size or 0) * th * (b.gradients // trainable_text)
+            # the merger's backward first, its peak at mlp[0]'s (measured with the tracer): GELU's and mlp[2]'s
+            # saved inputs are gone, two rows x width gradients beside its weight's; then the tower's, both
+            # before the embedding's gradient exists
+            raw.append(("backward.merger", BWD_QWEN_MERGER,
+                        (grad_all - untied, saved_merger - 2 * rows * d * a_bytes + tower_kept,
+                         2 * rows * d * a_bytes)))
+            if tower_bwd is not None:
                 raw.append(("backward.vision", BWD_QWEN_TOWER, (grad_all - untied, *tower_bwd)))
             raw.append((key, (*layout, _SAVED), (*values, 0)))
         elif key.startswith("backward.") and key != "backward.end":
