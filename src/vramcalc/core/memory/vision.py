@@ -358,14 +358,14 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
                         (grad_all - untied, saved_merger - 2 * rows * d * a_bytes + tower_kept,
                          2 * rows * d * a_bytes)))
             if tower_bwd is not None:
-                raw.append(("backward.vision", BWD_QWEN_TOWER, (grad_all - untied, *tower_bwd)))
+                raw.append(("backward.tower", BWD_QWEN_TOWER, (grad_all - untied, *tower_bwd)))
             raw.append((key, (*layout, _SAVED), (*values, 0)))
         elif key.startswith("backward.") and key != "backward.end":
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
         else:
             raw.append((key, layout, values))
     if tower_bwd is not None and not trained_merger:  # adapters: after the language model's whole backward
-        raw.insert(len(raw) - 2, ("backward.vision", BWD_QWEN_TOWER, (grad_all, *tower_bwd)))
+        raw.insert(len(raw) - 2, ("backward.tower", BWD_QWEN_TOWER, (grad_all, *tower_bwd)))
     weights = b.weights + (tower + merger) * w_bytes
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
