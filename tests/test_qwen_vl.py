@@ -254,3 +254,19 @@ def test_traced_image_side_peak(kind: str, kw: dict[str, object]) -> None:
     r, b = trace(m, t), estimate(m, t)
     assert r.peak_op == "aten.mul.Tensor" and b.peak_phase == r.peak_phase
     assert -0.005 <= (b.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes <= 0.01
+
+
+def test_presets_new_writes_the_qwen_image_side(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # `presets new` from Qwen2.5-VL's config.json writes `vision:` (fullatt_block_indexes as a YAML list) that the
+    # preset loader reads back to the same VisionSpec and count
+    import yaml
+
+    from vramcalc.io import validate
+
+    (tmp_path / "config.json").write_text((HF / "qwen2.5-vl-3b-instruct.json").read_text())
+    code, out, err = invoke(["presets", "new", "--from", str(tmp_path / "config.json")], capsys)
+    assert code == 0, err
+    (entry,) = yaml.safe_load(out)
+    m, problems = validate.check(ModelSpec, entry)
+    assert problems == [] and m is not None
+    assert m.vision == spec("qwen2.5-vl-3b-instruct").vision and count_params(m) == 3_754_622_976
