@@ -65,7 +65,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics]
+                encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics|vlm|vlm2]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -423,6 +423,48 @@ def vlm_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The Qwen vision-language grid (`--grid qwen-vl`, issue 15; 44 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
+# _qwen_estimate, trace/_qwen_vl.py) from the published Qwen2-VL-2B-Instruct and Qwen2.5-VL-3B-Instruct config.json
+# files (tests/data/hf), cut to 2 text layers and a 2-block tower (Qwen2.5-VL: 4 blocks, the last with full
+# attention, the others 112 px windows), the widths, heads and vocabularies as published; the tower frozen x full
+# pure-bf16 (the merger trained) / LoRA / QLoRA NF4 (kbit_prep off) x checkpointing off / on x two shapes (batch 1
+# x 256 text tokens x one 448 px image: 256 image tokens; batch 2 x 128 text tokens x two 644 px images per
+# sample: 529 image tokens each, 1,186 tokens in the language model); then the whole 32-block tower (2 text layers)
+# x the three methods x checkpointing at batch 1 x 64 text tokens x two 644 px images (4,232 patches, 1,058 image
+# tokens), where the tower's kept inputs and its recomputed backward weigh; and, to make the image side the peak,
+# the published tower cut to 4 blocks under a toy language model (2 layers of width 256, a 1,000-token vocabulary)
+# x full / LoRA x checkpointing at one 896 px image (4,096 patches) and 16 text tokens. Written to
+# accuracy_qwen-vl.{json,md}.
+QWEN_VL_CUTS = {"qwen2-vl-2b-instruct": (2, ()), "qwen2.5-vl-3b-instruct": (4, (3,))}
+QWEN_VL_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 448},
+                  {"batch_size": 2, "seq_len": 128, "images": 2, "image_size": 644})
+
+
+def qwen_vl_grid() -> list[dict[str, Any]]:
+    cases = []
+    for name in QWEN_VL_CUTS:
+        for label, kw in VLM_RUNS:
+            for shape in QWEN_VL_SHAPES:
+                for gc in (False, True):
+                    cases.append({"id": f"{name} (cut) | {label} | b{shape['batch_size']} s{shape['seq_len']} "
+                                        f"i{shape['images']} {shape['image_size']}px | {'gc' if gc else 'no-gc'}",
+                                  "model": f"qwenvl:{name}", "method": kw["method"],
+                                  "training": dict(kw, **shape, grad_checkpointing=gc)})
+        for label, kw in VLM_RUNS:  # the whole 32-block tower: its kept inputs and its backward weigh
+            for gc in (False, True):
+                cases.append({"id": f"{name} (2 text layers, whole tower) | {label} | b1 s64 i2 644px | "
+                                    f"{'gc' if gc else 'no-gc'}", "model": f"qwenvl-tower:{name}",
+                              "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=64, images=2,
+                                                                       image_size=644, grad_checkpointing=gc)})
+        for label, kw in VLM_RUNS[:2]:  # the image side as the peak: the published tower, a toy language model
+            for gc in (False, True):
+                cases.append({"id": f"{name} (4-block tower, toy text model) | {label} | b1 s16 i1 896px | "
+                                    f"{'gc' if gc else 'no-gc'}", "model": f"qwenvl-toy:{name}",
+                              "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=16, images=1,
+                                                                       image_size=896, grad_checkpointing=gc)})
+    return cases
+
+
 # The gpt-oss grid (`--grid gptoss`, issue 15; 16 cases): GptOssForCausalLM (memory/activations.py
 # _gpt_oss_moe_terms; eager attention with sinks, as transformers runs it: no SDPA path) at two tiny configs built on
 # the published gpt-oss-20b config.json (alternating sliding/full layers, attention and expert biases, sinks): 2
@@ -620,6 +662,24 @@ def _model(name: str) -> Any:
 
         path = HF_DIR / f"{name[4:]}.json"
         return spec_from_hf_config(json.loads(path.read_text()), name[4:], str(path))
+    if name.startswith(("qwenvl:", "qwenvl-tower:", "qwenvl-toy:")):  # a Qwen-VL config.json, 2 text layers
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config = name.split(":", 1)[1]
+        path = HF_DIR / f"{config}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
+        assert spec.vision is not None
+        if name.startswith("qwenvl-tower:"):  # the whole tower
+            return replace(spec, num_layers=2)
+        if name.startswith("qwenvl-toy:"):  # 4 tower blocks (Qwen2.5-VL: the last full) and a toy language model
+            return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                           num_kv_heads=2, vocab_size=1000, head_dim=None,
+                           vision=replace(spec.vision, num_layers=4, out_hidden_size=256,
+                                          fullatt_block_indexes=(3,) if spec.vision.fullatt_block_indexes else ()))
+        depth, full = QWEN_VL_CUTS[config]
+        return replace(spec, num_layers=2, vision=replace(spec.vision, num_layers=depth, fullatt_block_indexes=full))
     if name.startswith("seq2seq:"):  # an encoder-decoder's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1162,7 +1222,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid,
-         "unsloth": unsloth_grid}
+         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1181,7 +1241,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
           "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)",
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
-          "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)"}
+          "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
+          "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -1300,7 +1361,8 @@ def main() -> None:
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
-                    "Cut CE)")
+                    "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
+                    "frozen)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1309,7 +1371,7 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "optimizers", "rl", "encdec", "ssm",
-                         "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth") \
+                         "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -79,6 +79,12 @@ TOTALS = {
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
     "llava-1.5-7b-hf": 7_063_427_072,
+    # Qwen2-VL / Qwen2.5-VL: sum(p.numel()) of Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration,
+    # transformers 5.24 on the meta device (tests/test_qwen_vl.py rebuilds them)
+    "qwen2-vl-2b-instruct": 2_208_985_600,
+    "qwen2-vl-7b-instruct": 8_291_375_616,
+    "qwen2.5-vl-3b-instruct": 3_754_622_976,
+    "qwen2.5-vl-7b-instruct": 8_292_166_656,
     # ModernBERT with count_params' default head (2 labels): sum(p.numel()) of AutoModelForSequenceClassification,
     # transformers 5.24 on the meta device (test_modernbert_count_matches_the_library rebuilds it).
     "modernbert-base": 149_606_402,
@@ -144,6 +150,8 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "mamba",
         "llava",
         "gpt_oss",
+        "qwen2_vl",
+        "qwen2_5_vl",
     }
     assert issue <= set(FAMILIES)
     # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config)

@@ -251,6 +251,73 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     return Explanation(model, training, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
 
 
+def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner: Explanation) -> Explanation:
+    """Qwen2-VL / Qwen2.5-VL (memory/vision.py _qwen_estimate): the language model's explanation on text + image
+    tokens, the image side's lines in each component's section, its own section, and the step's phases."""
+    from vramcalc.core.memory import vision
+    from vramcalc.core.params import projector_params, vision_tower_params
+
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    mod = "qwen2_vl/modeling_qwen2_vl.py" if v.kind == "qwen2_vl" else "qwen2_5_vl/modeling_qwen2_5_vl.py"
+    src = f"transformers models/{mod} Qwen2VLModel.forward; memory/vision.py _qwen_estimate"
+    side = training.image_size
+    t, gh, gw = vision.qwen_grid(v, side, side)
+    per_image = vision.qwen_image_tokens(v, side, side)
+    images = vision.images_per_sample(training)
+    tower, merger = vision_tower_params(v), projector_params(v, model.hidden_size)
+    trained = training.method == "full"
+    extra = {
+        "weights": (
+            Line("weights.vision_tower", "vision tower weights (frozen)", f"{tower:,} params",
+                 d["weights.vision_tower"], source=f"transformers models/{mod} vision blocks and patch embedding"),
+            Line("weights.projector", "merger weights" + (" (trained)" if trained else " (frozen)"),
+                 f"{merger:,} params", d["weights.projector"], source=src + " (PatchMerger)"),
+        ),
+        "gradients": (Line("gradients.projector", "merger gradients (full fine-tuning trains it)",
+                           f"{merger if trained else 0:,} params at the language model's bytes per parameter",
+                           b.gradients - inner.breakdown.gradients, source=src),),
+        "optimizer_state": (Line("optimizer_state.projector", "merger optimizer state",
+                                 f"{merger if trained else 0:,} params at the language model's bytes per parameter",
+                                 b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        "activations": (Line("activations.image_side", "image side: pixel_values, M-RoPE position_ids, what the "
+                             "merger and (with checkpointing) the tower keep", "pixel_values (patches x 1,176), "
+                             "position_ids (3 x batch x tokens int64), saved tensors",
+                             b.activations - inner.breakdown.activations, source=src),),
+        "temporaries": (Line("temporaries.vision_tower", "vision tower forward (one block's transients)",
+                             "pixel_values, rotary tables and one block's rotary or MLP peak",
+                             d["temporaries.vision_tower_forward"], source=src),),
+    }
+    lines = [
+        Line("vision.image_tokens", "image tokens per image = smart_resize'd patches / (merge x merge)",
+             f"{side} px -> {gh * v.patch_size} x {gw * v.patch_size} px = {t} x {gh} x {gw} patches / "
+             f"{v.spatial_merge_size ** 2}", per_image,
+             source="transformers models/qwen2_vl/image_processing_qwen2_vl.py smart_resize", kind="count"),
+        Line("vision.tokens", "tokens the language model runs on = text + images x image tokens",
+             f"{training.seq_len:,} + {images} x {per_image}", vision.total_tokens(model, training), source=src,
+             kind="count"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens and {images * per_image:,} image tokens "
+            "per sample (--seq-len counts the text only; --image-size is each image's side in pixels); the "
+            "sections above are its own, on that many tokens",
+            "the vision tower is frozen" + (" and the merger trained" if trained else
+                                           "; LoRA adapts the language model only"))
+    sections = []
+    for sec in inner.sections:
+        if sec.key in ("phases", "overhead"):
+            continue
+        if sec.key in extra:
+            added = tuple(x for x in extra[sec.key] if x.value or sec.key == "weights")
+            total = sec.total if sec.key == "temporaries" else b.component(sec.key)
+            sec = replace(sec, lines=sec.lines + added, total=b.temporaries if sec.key == "temporaries" else total)
+        sections.append(sec)
+    sections.append(Section("vision", "vision tower and merger (the image side)", None, tuple(lines), text))
+    phase_sec, peak_moment = _phases(b)
+    sections += [phase_sec, _overhead(b)]
+    return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
+
+
 def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """A vision-language model (memory/vision.py): the language model's explanation on text + image tokens, the
     image side's own section, and the phases of the whole step."""
@@ -267,6 +334,8 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     d = b.details
     src = "transformers models/llava/modeling_llava.py LlavaModel.forward; memory/vision.py"
     per_image = vision.image_tokens(v)
+    if v.is_qwen:  # Qwen2-VL / Qwen2.5-VL: dynamic resolution, the merger as the projector
+        return _explain_qwen_vision(model, training, b, inner)
     images = vision.images_per_sample(training)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"

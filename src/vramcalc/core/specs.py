@@ -170,25 +170,59 @@ class VisionSpec:
     # Gemma3MultiModalProjector average-pools to mm_tokens_per_image tokens (Gemma3Config, 256), RMSNorms and
     # projects with mm_input_projection_weight (no bias). 0 for CLIP.
     mm_tokens_per_image: int = 0
+    # Qwen2-VL / Qwen2.5-VL (kind qwen2_vl / qwen2_5_vl; transformers models/qwen2_vl/modeling_qwen2_vl.py
+    # Qwen2VisionTransformerPretrainedModel, models/qwen2_5_vl/modeling_qwen2_5_vl.py
+    # Qwen2_5_VisionTransformerPretrainedModel): a Conv3d patch embedding without bias over temporal_patch_size
+    # frames of patch_size^2 pixels, no class token and no learned positions (2D rotary), blocks of a fused biased
+    # qkv and proj, and the merger (PatchMerger: a norm, then Linear(width x merge^2 -> same), GELU,
+    # Linear(-> out_hidden_size)) that plays the projector's part. image_size is 0 for them: dynamic
+    # resolution, the image's own pixels (--image-size) make the tokens. Qwen2-VL: LayerNorm, fc1/fc2 with
+    # quick_gelu, intermediate = embed_dim x mlp_ratio. Qwen2.5-VL: RMSNorm, a biased SwiGLU MLP, windowed
+    # attention (window_size pixels a side) except in fullatt_block_indexes.
+    temporal_patch_size: int = 2
+    spatial_merge_size: int = 2
+    out_hidden_size: int = 0  # the merger's output width (the text model's hidden size); 0 for CLIP
+    window_size: int = 0  # Qwen2.5-VL's attention window in pixels (112); 0: full attention everywhere
+    fullatt_block_indexes: tuple[int, ...] = ()
 
-    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip")}
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl")}
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size",
-                         "image_size"), (*POSITIVE, COUNT_CAP)),
+                         "temporal_patch_size", "spatial_merge_size"), (*POSITIVE, COUNT_CAP)),
+        **dict.fromkeys(("image_size", "out_hidden_size", "window_size"), (*NON_NEGATIVE, COUNT_CAP)),
         "mm_tokens_per_image": (*NON_NEGATIVE, COUNT_CAP),
     }
     INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset()
     LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {"projector_act": (1, 40)}
 
+    @property
+    def is_qwen(self) -> bool:
+        """Qwen2-VL or Qwen2.5-VL: dynamic resolution, a merger instead of LLaVA's projector."""
+        return self.kind in ("qwen2_vl", "qwen2_5_vl")
+
     def __post_init__(self) -> None:
+        object.__setattr__(self, "fullatt_block_indexes", tuple(self.fullatt_block_indexes))  # a list from JSON
         _check(self)
-        if self.image_size % self.patch_size:
+        if self.is_qwen:
+            if self.image_size or not self.out_hidden_size:
+                raise SpecError("vision", f"a {self.kind} tower has no fixed image_size (give 0: dynamic "
+                                "resolution) and needs out_hidden_size, the merger's output width")
+            if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.num_layers
+                   for i in self.fullatt_block_indexes):
+                raise SpecError("vision", f"fullatt_block_indexes must be layer indexes below {self.num_layers}")
+            if self.window_size % (self.patch_size * self.spatial_merge_size):
+                raise SpecError("vision", f"window_size {self.window_size} is not a multiple of patch_size x "
+                                "spatial_merge_size")
+        elif not self.image_size:
+            raise SpecError("vision", "a CLIP tower needs its image_size")
+        if not self.is_qwen and self.image_size % self.patch_size:
             raise SpecError("vision", f"image_size {self.image_size} is not a multiple of patch_size "
                             f"{self.patch_size}")
         if self.hidden_size % self.num_attention_heads:
             raise SpecError("vision", "the vision hidden_size is not divisible by its num_attention_heads")
-        if not -self.num_layers <= self.feature_layer <= self.num_layers or self.feature_layer == 0:
+        if not self.is_qwen and (not -self.num_layers <= self.feature_layer <= self.num_layers
+                                 or self.feature_layer == 0):  # Qwen-VL's merger reads the last block
             raise SpecError("vision", f"vision_feature_layer {self.feature_layer} is outside the tower's "
                             f"{self.num_layers} layers")
         if self.kind == "siglip":

@@ -182,7 +182,14 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         notes.append(f"encoder-decoder: AutoModelForSeq2SeqLM, {s} source and {tgt} target tokens per sequence "
                      "(decoder_input_ids: the labels shifted right)")
 
-    if model.vision is not None:  # LLaVA: placeholder tokens and pixel_values (trace/_vision.py)
+    if model.vision is not None and model.vision.is_qwen:  # trace/_qwen_vl.py: the Qwen2-VL processor's inputs
+        from vramcalc.trace._qwen_vl import make_inputs as qwen_inputs
+
+        make_inputs = qwen_inputs(model, training, model_dtype(precision))  # noqa: F811
+        notes.append(f"{model.vision.kind}: input_ids with the image pads, pixel_values (a row per patch), "
+                     "image_grid_thw, mm_token_type_ids; cu_seqlens, window index, rope index and the placeholder "
+                     "check emulated with the library's shapes (trace/_qwen_vl.py)")
+    elif model.vision is not None:  # LLaVA: placeholder tokens and pixel_values (trace/_vision.py)
         from vramcalc.trace._vision import make_inputs as vision_inputs
 
         make_inputs = vision_inputs(model, training, model_dtype(precision))  # noqa: F811
@@ -312,7 +319,11 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             install(_parts(module)[0])
             notes.append("activation offload: torchtune OffloadActivations emulated (trace/_offload.py)")
         vision: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if model.vision is not None:
+        if model.vision is not None and model.vision.is_qwen:
+            from vramcalc.trace._qwen_vl import qwen_emulation
+
+            vision = qwen_emulation(model, training)
+        elif model.vision is not None:
             from vramcalc.trace._vision import llava_emulation
 
             vision = llava_emulation(fused_no_graph=model.vision.kind == "siglip")

@@ -104,6 +104,8 @@ LABELS = {
     "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",
     "forward.vision": "forward: the vision tower (no grad)",
     "backward.vision": "backward: the trained vision tower's",
+    "backward.merger": "backward: the trained merger's (Qwen-VL)",
+    "backward.tower": "backward: the frozen tower's blocks recomputed (Qwen-VL, checkpointing)",
     "backward.start": "backward starts: loss gradients",
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",

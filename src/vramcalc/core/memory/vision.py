@@ -22,6 +22,7 @@ positions are -100 but their logits are computed), and this module adds:
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -42,6 +43,15 @@ VISION_METHODS = ("full", "lora", "qlora")
 # TrainingSpec.image_size's default (torchvision's 224, a ResNet's): for a vision-language model it stands for the
 # model's own size (the option is shared with core/memory/classic.py)
 DEFAULT_IMAGE_SIZE = 224
+# LoRA / QLoRA with checkpointing on a Qwen-VL model: the frozen tower's backward (its blocks recomputed with
+# grad, because enable_input_require_grads hooked the patch embedding), after every gradient of the language model
+BWD_QWEN_TOWER = _m._layout(("gradients", "gradients"),
+                            ("vision tower kept inputs and one recomputed block (checkpointing)", "activations"),
+                            ("vision tower block backward", "temporaries"))
+# full fine-tuning on a Qwen-VL model: the trained merger's backward, after the language model's layers
+BWD_QWEN_MERGER = _m._layout(("gradients", "gradients"), ("merger saved, tower kept inputs", "activations"),
+                             ("merger backward", "temporaries"))
+QWEN_NAMES = {"qwen2_vl": "a Qwen2-VL model", "qwen2_5_vl": "a Qwen2.5-VL model"}
 _SAVED = ("image features (projector saved, pixel_values)", "activations")
 
 
@@ -72,14 +82,64 @@ def tower_rows(v: VisionSpec) -> int:
     return (v.image_size // v.patch_size) ** 2 + (0 if v.kind == "siglip" else 1)
 
 
+# Qwen2VLImageProcessor's defaults (transformers models/qwen2_vl/image_processing_qwen2_vl.py: size
+# shortest_edge 56 x 56 pixels, longest_edge 28 x 28 x 1280), which smart_resize keeps the image's area between;
+# the published preprocessor_config.json files of Qwen2-VL and Qwen2.5-VL give min_pixels 3136 and max_pixels
+# 12845056 instead (a 3584 x 3584 image), which the processor reads when the repository's processor is loaded.
+QWEN_MIN_PIXELS = 56 * 56
+QWEN_MAX_PIXELS = 12_845_056
+
+
+def qwen_resized(v: VisionSpec, height: int, width: int, min_pixels: int = QWEN_MIN_PIXELS,
+                 max_pixels: int = QWEN_MAX_PIXELS) -> tuple[int, int]:
+    """The image's size after the processor's smart_resize (image_processing_qwen2_vl.py): each side rounded to a
+    multiple of patch x merge (28 px), then scaled, aspect kept, into [min_pixels, max_pixels]. Written with the
+    library's own float steps (sqrt, round, floor, ceil), so that its rounding is reproduced to the pixel: a 43 x 43
+    image under min_pixels 200,704 goes to 476 x 476 there (43 x beta / 28 = 16.000000000000004, ceil 17), not
+    the 448 x 448 exact arithmetic gives."""
+    if max(height, width) > 200 * min(height, width):  # smart_resize's own ValueError
+        raise SpecError("image_size", f"a {height} x {width} image: the Qwen-VL processor refuses an aspect ratio "
+                        "above 200; give a less elongated size")
+    f = v.patch_size * v.spatial_merge_size
+    h_bar, w_bar = round(height / f) * f, round(width / f) * f
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(f, math.floor(height / beta / f) * f)
+        w_bar = max(f, math.floor(width / beta / f) * f)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / f) * f
+        w_bar = math.ceil(width * beta / f) * f
+    return h_bar, w_bar
+
+
+def qwen_grid(v: VisionSpec, height: int, width: int) -> tuple[int, int, int]:
+    """image_grid_thw of one image: (temporal, height, width) in patches. Qwen2VLImageProcessor repeats a still
+    image temporal_patch_size times, so one image is one temporal patch of patch^2 x temporal_patch_size x 3
+    values (pixel_values has one row of 3 x 2 x 14 x 14 = 1176 per patch)."""
+    h, w = qwen_resized(v, height, width)
+    return 1, h // v.patch_size, w // v.patch_size
+
+
+def qwen_image_tokens(v: VisionSpec, height: int, width: int) -> int:
+    """Image tokens of one image: its patches over the merger's merge x merge blocks (PatchMerger; the processor
+    puts as many <|image_pad|> tokens, processing_qwen2_vl.py: grid_thw.prod() // merge_size^2)."""
+    t, h, w = qwen_grid(v, height, width)
+    return t * h * w // v.spatial_merge_size ** 2
+
+
 def images_per_sample(training: TrainingSpec) -> int:
     return training.images or 1
 
 
 def total_tokens(model: ModelSpec, training: TrainingSpec) -> int:
     """Tokens the language model runs on per sample: the text's --seq-len and every image's tokens."""
-    assert model.vision is not None
-    return training.seq_len + images_per_sample(training) * (image_tokens(model.vision) + wrap_tokens(model.vision))
+    v = model.vision
+    assert v is not None
+    if v.is_qwen:  # dynamic resolution: a square image of --image-size pixels a side, smart_resize'd
+        return training.seq_len + images_per_sample(training) * qwen_image_tokens(v, training.image_size,
+                                                                                  training.image_size)
+    return training.seq_len + images_per_sample(training) * (image_tokens(v) + wrap_tokens(v))
 
 
 def check(model: ModelSpec, training: TrainingSpec) -> None:
@@ -91,7 +151,9 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
             raise UnsupportedCombination(f"--images and --train-vision size a vision-language model's images; "
                                          f"{model.name} reads text only: drop them")
         return
-    if training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
+    if v.is_qwen:
+        _check_qwen(model, training)
+    elif training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
     if training.train_vision and training.method != "full":
@@ -174,12 +236,210 @@ def _scaled(value: int, trainable: int, extra: int) -> int:
     return value * (trainable + extra) // trainable if trainable else value
 
 
+def _check_qwen(model: ModelSpec, training: TrainingSpec) -> None:
+    """What the Qwen2-VL / Qwen2.5-VL arithmetic (_qwen_estimate) does not cover, refused in one line."""
+    v = model.vision
+    assert v is not None
+    name = QWEN_NAMES[v.kind]
+    if training.train_vision:
+        raise UnsupportedCombination(f"--train-vision is not modelled for {model.name} ({name}: a trained tower's "
+                                     "saved activations are not counted): drop it (the tower stays frozen)")
+    if training.attention == "eager":
+        raise UnsupportedCombination(f"--attention eager is not modelled for {model.name} ({name}: the tower's "
+                                     "per-image eager softmax is not counted): use --attention sdpa")
+    qwen_resized(v, training.image_size, training.image_size)  # smart_resize's aspect-ratio refusal
+
+
+def qwen_rows(model: ModelSpec, training: TrainingSpec) -> int:
+    """The tower's rows for the whole batch: every image's patches (image_grid_thw t x h x w)."""
+    v = model.vision
+    assert v is not None
+    t, h, w = qwen_grid(v, training.image_size, training.image_size)
+    return images_per_sample(training) * training.batch_size * t * h * w
+
+
+def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
+                   text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
+    """Qwen2-VL / Qwen2.5-VL (transformers models/qwen2_vl/modeling_qwen2_vl.py Qwen2VLModel.forward,
+    models/qwen2_5_vl/modeling_qwen2_5_vl.py): the text model's Breakdown on text + image tokens, with the
+    image side's terms added.
+
+    get_image_features runs the tower on pixel_values (one row of 3 x 2 x 14 x 14 values per patch, every image
+    of the batch packed into one sequence of `rows` patches; attention per image through cu_seqlens, Qwen2.5-VL
+    per 112 px window in most blocks); the merger joins 2 x 2 patches into one token of the text width; the
+    features are concatenated and masked_scatter'd over the <|image_pad|> tokens; get_rope_index gives the text
+    model its M-RoPE position_ids (3, batch, sequence) int64. The tower is frozen; full fine-tuning trains the
+    merger (as LLaVA's projector), LoRA / QLoRA adapt the language model only.
+    """
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    text_model, text_training = text_run(model, training)
+    b = text_estimate(text_model, text_training)
+    recipe = recipe_of(training)
+    w_bytes, a_bytes = dtype_bytes(recipe.weight), dtype_bytes(recipe.compute)
+    th, d, i = model.hidden_size, v.hidden_size, v.intermediate_size
+    head = d // v.num_attention_heads
+    tower, merger = vision_tower_params(v), projector_params(v, th)
+    rows = qwen_rows(model, training)
+    per_image = qwen_image_tokens(v, training.image_size, training.image_size)
+    n_img = images_per_sample(training) * training.batch_size
+    trained_merger = training.method == "full"
+    qwen25 = v.kind == "qwen2_5_vl"
+    tokens = training.batch_size * total_tokens(model, training)
+    # inputs of the step: pixel_values (rows, 3 x temporal x patch^2) in the model's dtype, and get_rope_index's
+    # position_ids (3, batch, sequence) int64, which the language model reads through the forward
+    pixel = rows * 3 * v.temporal_patch_size * v.patch_size ** 2 * w_bytes
+    positions = 3 * tokens * 8
+    # the tower's 2D rotary cos and sin (rows, head) fp32 (Qwen2VLVisionRotaryEmbedding.forward), and the
+    # positions it reads (rows, 2) int64 (vision_utils.get_vision_position_ids)
+    rotary = 2 * rows * head * 4 + rows * 2 * 8
+    # With checkpointing, activation_checkpointing_enable (modeling_utils.py) calls enable_input_require_grads
+    # whatever the method: it hooks the input embeddings of every PreTrainedModel inside, the tower's patch_embed
+    # too (Qwen2VisionTransformerPretrainedModel._input_embed_layer), so the frozen tower runs with grad
+    tower_graph = training.grad_checkpointing
+    merged = rows // v.spatial_merge_size ** 2
+    # the merger (PatchMerger / Qwen2_5_VLPatchMerger) on the tower's last hidden state x. LayerNorm saves x and
+    # fp32 mean and rstd when its weight trains or x needs grad; Qwen2.5-VL's RMSNorm upcasts x (the fp32 copy
+    # and rsqrt are saved when x needs grad) and saves the normalised 16-bit input its trained weight multiplies.
+    # A trained mlp[0] saves its input (rows / 4 x 4 width = rows x width), GELU its input (either way when
+    # there is a graph), a trained mlp[2] GELU's output; Qwen2.5-VL's merged_hidden_states[reverse_indices]
+    # saves the int64 indices.
+    saved_merger = 0
+    if trained_merger or tower_graph:
+        rms_fp32 = rows * d * 4 + 4 * rows if qwen25 and tower_graph else 0
+        norm = (rms_fp32 + (rows * d * a_bytes if trained_merger else 0)) if qwen25 else \
+            rows * d * a_bytes + 2 * 4 * rows
+        saved_merger = norm + rows * d * a_bytes * (3 if trained_merger else 1) + (merged * 8 if qwen25 else 0)
+    # masked_scatter saves its bool mask when inputs_embeds requires grad
+    saved = saved_merger + (tokens if trained_merger or tower_graph else 0)
+    tower_kept = 0
+    if tower_graph:
+        # each checkpointed block (Qwen2VLVisionBlock is a GradientCheckpointingLayer) keeps its input, and the
+        # rotary cos / sin as its argument; the hooked patch embeddings are a leaf its AccumulateGrad node holds
+        # (Qwen2-VL: the first block's input; Qwen2.5-VL permutes them into windows first, index keeping the
+        # window index); with adapters the text embeddings' output is such a leaf too and outlives
+        # masked_scatter's result
+        tower_kept = v.num_layers * rows * d * a_bytes + rotary
+        if qwen25:
+            tower_kept += rows * d * a_bytes + merged * 8
+        if not trained_merger:
+            tower_kept += tokens * th * a_bytes
+    # The model's output holds image_outputs (MultimodalBaseModelOutputWithPast) until the loss is taken: the
+    # tower's last_hidden_state (rows x width; already saved by the merger's LayerNorm when it has a graph) and the
+    # merger's output (image tokens x text width, split into per-image views)
+    img_tokens = n_img * per_image
+    held = img_tokens * th * a_bytes
+    if qwen25 or not (trained_merger or tower_graph):  # Qwen2.5-VL's RMSNorm saves an fp32 copy instead
+        held += rows * d * a_bytes
+    # The tower's forward, block by block, while the text embeddings (tokens x text width) exist: pixel_values,
+    # the rotary tables, and one block's transients at the larger of its two peaks (measured with the tracer:
+    # the op and the live tensors at the peak). The rotary (apply_rotary_pos_emb_vision): the block's input,
+    # norm1's output, qkv's output and six fp32 (rows x width) tensors: q and k upcast, q x cos, rotate_half's
+    # cat, x sin and the sum. The MLP: the block's input, the hidden state after attention, norm2's output and
+    # three intermediate-wide ones (quick_gelu: fc1's output, the sigmoid, the product; SwiGLU: silu(gate), up,
+    # the product).
+    mlp_t = rows * (3 * d + 3 * i) * a_bytes
+    attn_t = rows * (5 * d * a_bytes + 6 * d * 4)
+    layer_t = max(mlp_t, attn_t)
+    tower_moment = tokens * th * a_bytes + pixel + rotary + layer_t
+    if tower_graph:  # the checkpointed blocks' kept inputs pile up as the tower runs: all but the last block's
+        tower_moment += (v.num_layers - 1 + (1 if qwen25 else 0)) * rows * d * a_bytes
+    tower_bwd: tuple[int, int] | None = None
+    if tower_kept:
+        # the tower's backward, block by block from the top: its checkpoint recomputes the block with grad, which
+        # saves the norms' inputs (LayerNorm: norm2's 16-bit input, norm1's being the kept block input, and
+        # fp32 mean / rstd; RMSNorm: its fp32 copy and rsqrt), qkv's output (v is a view of it), q and k back in
+        # 16 bits after the fp32 rotary, sdpa's output and fp32 logsumexp, and the MLP's (quick_gelu: fc1's
+        # output and the sigmoid; SwiGLU: gate, its silu and up); then the block's backward: the incoming
+        # gradient (rows x width) and three intermediate-wide ones in the MLP's (measured with the tracer: the
+        # live tensors at the peak, quick_gelu's backward mul)
+        norms = 2 * (rows * d * 4 + 4 * rows) if qwen25 else rows * d * a_bytes + 2 * 2 * 4 * rows
+        block = (norms + 6 * rows * d * a_bytes + v.num_attention_heads * rows * 4
+                 + (3 if qwen25 else 2) * rows * i * a_bytes)
+        tower_bwd = (tower_kept + block, 3 * rows * i * a_bytes + rows * d * a_bytes)
+    trainable_text = b.trainable_parameters
+    extra_trainable = merger if trained_merger else 0
+
+    def grown(layout: _m.Layout, values: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(_scaled(x, trainable_text, extra_trainable) if comp == "gradients" else x
+                     for (_, comp), x in zip(layout, values, strict=True))
+
+    raw: list[_m.RawMoment] = []
+    accum = b.gradients if training.grad_accum > 1 else 0
+    grad_all = _scaled(b.gradients, trainable_text, extra_trainable)
+    raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
+    for key, layout, values in b.moments:
+        values = grown(layout, values)
+        if key.startswith("forward."):
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + positions + held)))
+        elif key == "backward.bottom" and trained_merger:
+            # Qwen2VLModel.forward embeds the tokens before it runs the tower, so the tower's and the merger's
+            # nodes are newer than the embedding's: with full fine-tuning the bottom moment is the embedding's
+            # backward, after the image side's, whose saved tensors are gone
+            untied = 0 if model.tie_word_embeddings or not trainable_text else \
+                (model.vocab_size or 0) * th * (b.gradients // trainable_text)
+            # the merger's backward first, its peak at mlp[0]'s (measured with the tracer): GELU's and mlp[2]'s
+            # saved inputs are gone, two rows x width gradients beside its weight's; then the tower's, both
+            # before the embedding's gradient exists
+            raw.append(("backward.merger", BWD_QWEN_MERGER,
+                        (grad_all - untied, saved_merger - 2 * rows * d * a_bytes + tower_kept,
+                         2 * rows * d * a_bytes)))
+            if tower_bwd is not None:
+                raw.append(("backward.tower", BWD_QWEN_TOWER, (grad_all - untied, *tower_bwd)))
+            raw.append((key, (*layout, _SAVED), (*values, 0)))
+        elif key.startswith("backward.") and key != "backward.end":
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
+        else:
+            raw.append((key, layout, values))
+    if tower_bwd is not None and not trained_merger:  # adapters: after the language model's whole backward
+        raw.insert(len(raw) - 2, ("backward.tower", BWD_QWEN_TOWER, (grad_all, *tower_bwd)))
+    weights = b.weights + (tower + merger) * w_bytes
+    states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
+    base = weights + states + b.communication
+    phases = _m.phase_peaks(base, tuple(raw))
+    phases = {p: phases[p] for p in b.phases if p in phases}
+    details = dict(b.details)
+    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": merger * w_bytes,
+                    "activations.pixel_values": pixel + positions, "activations.image_side_saved": saved + tower_kept,
+                    "temporaries.vision_tower_forward": tower_moment})
+    t, gh, gw = qwen_grid(v, training.image_size, training.image_size)
+    mode = "full fine-tuning trains the merger" if trained_merger else \
+        f"--method {training.method} adapts the language model only (merger frozen)"
+    notes = (
+        f"vision-language model ({QWEN_NAMES[v.kind]}): {images_per_sample(training)} image(s) per sample of "
+        f"{training.image_size} x {training.image_size} px, resized by the processor's smart_resize to "
+        f"{gh * v.patch_size} x {gw * v.patch_size} ({gh} x {gw} patches of {v.patch_size} px, 2 x 2 merged): "
+        f"{per_image} image tokens each, added to the {training.seq_len:,} text tokens: the language model runs on "
+        f"{total_tokens(model, training):,} tokens per sample (Qwen2VLModel.forward, masked_scatter of the image "
+        "features, M-RoPE position_ids from get_rope_index).",
+        f"vision tower ({tower:,} parameters) frozen; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
+        "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization); LoRA targets "
+        "resolve in the language model only.",
+        "vision tower forward: one block's transients at its rotary or MLP peak, counted before the language model "
+        "runs; images resized with the published preprocessor_config.json's min_pixels 3,136 and max_pixels "
+        "12,845,056 (a square side of at most 3,584 px).",
+    )
+    out = replace(b, model=model.name, parameters=b.parameters + tower + merger,
+                  trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
+                  optimizer_state=states, activations=b.activations + saved + tower_kept + pixel + positions,
+                  temporaries=max(b.temporaries, tower_moment), phases=phases,
+                  details=details, notes=b.notes + notes, moments=tuple(raw),
+                  active_parameters=b.active_parameters + tower + merger)
+    from vramcalc.core.memory import distributed as _distributed
+    from vramcalc.core.memory.overhead import runtime_overhead
+
+    runtime = runtime_overhead(max(out.phases.values()), _distributed.world_size(training))
+    return replace(out, overhead=runtime.total, details={**out.details, **runtime.details()})
+
+
 def estimate(model: ModelSpec, training: TrainingSpec,
              text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
     """The text model's Breakdown on text + image tokens, with the image side's terms added."""
     if model.vision is not None and model.vision.kind == "siglip":
         return _siglip_estimate(model, training, text_estimate)
     check(model, training)
+    if model.vision is not None and model.vision.is_qwen:
+        return _qwen_estimate(model, training, text_estimate)
     v = model.vision
     assert v is not None and model.hidden_size is not None
     text_model, text_training = text_run(model, training)
