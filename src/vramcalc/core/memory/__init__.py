@@ -594,6 +594,7 @@ class _ActivationPlan:
     loss: str = "hf"
     loss_chunks: int = 8
     norm_saved_t: int = 0  # the final norm's saved bytes per token (the rest of the head is the loss's)
+    recompute_bottom: bool = False  # Mamba-2: the bottom layer's recompute moment (memory/ssm.py)
     head_trainable: bool = False
     vocab: int = 0
     hidden: int = 0
@@ -872,7 +873,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
-        late_grads=_encoder.late_gradient_bytes(m, t, recipe) if full_like and not _distributed.is_parallel(t) else 0,
+        recompute_bottom=_ssm.is_mamba2(m),
+        late_grads=_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
+        if full_like and not _distributed.is_parallel(t) else 0,
     )
 
 
@@ -988,6 +991,9 @@ def _transformer_phases(
             recompute_t = p.layer_mlp_fwd_t * tokens + p.layer_fwd_c
             moments.append(("backward.recompute", _m.BWD_RECOMPUTE_CK,
                             (g_top, kept_bwd, once, recomputed - mlp_tail, copies, recompute_t)))
+            if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
+                moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
+                                (gradients - late_g, once, recomputed - bottom_less - mlp_tail, copies, recompute_t)))
         moments.append(("backward.top", _m.BWD_TOP_CK,
                         (g_top, kept_bwd, once, recomputed, copies, layer_bwd_t)))
         if t.optimizer_in_bwd:
