@@ -373,10 +373,11 @@ def ssm_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Mamba-2 grid (`--grid ssm2`, issue 15; 26 cases): Mamba2ForCausalLM (memory/ssm.py mamba2_layer_activations)
+# The Mamba-2 grid (`--grid ssm2`, issue 15; 34 cases): Mamba2ForCausalLM (memory/ssm.py mamba2_layer_activations)
 # under transformers' PyTorch path (mamba2_chunk_scan: no mamba_ssm / causal_conv1d on the fake device) at two tiny
 # shapes with the published configs' structure (heads x head_dim = 2 x hidden, B and C shared by n_groups groups) x
-# full pure-bf16 / LoRA (in_proj, fp32 adapters, bf16 base) / full fp32 x checkpointing off / on x seq 64 / 128,
+# full pure-bf16 / LoRA (in_proj, fp32 adapters, bf16 base) / full fp32 / QLoRA NF4 (kbit_prep off, as the other grids:
+# the tracer does not run peft's fp32 upcast) x checkpointing off / on x seq 64 / 128,
 # batch 2. chunk_size 64 divides both lengths; chunk_size 48 pads them to 96 and 144 (the scan pads every chunk-wise
 # tensor). Then mamba2-130m itself (24 layers, chunk 256: seq 64 padded to 256) full and LoRA at batch 1.
 # Written to accuracy_ssm2.{json,md}.
@@ -389,6 +390,7 @@ SSM2_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
     ("lora in_proj", {"method": "lora", "precision": "bf16"}),
     ("full fp32", {"method": "full", "precision": "fp32"}),
+    ("qlora in_proj", {"method": "qlora", "precision": "bf16", "kbit_prep": False}),
 )
 
 
@@ -1161,7 +1163,7 @@ def main() -> None:
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 66 GRPO / RLOO / Online DPO "
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
-                    "ssm2: issue 15's 26 Mamba-2 cases; gptoss: issue 15's 16 "
+                    "ssm2: issue 15's 34 Mamba-2 cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained)")
     args = ap.parse_args()

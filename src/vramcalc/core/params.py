@@ -597,8 +597,9 @@ def check_ssm_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
            "dt_proj": "MambaMixer multiplies by dt_proj.weight itself, so its adapter would never run"}
     bad = [lin.module for lin in chosen if lin.module in why]
     if bad:
+        use = "in_proj" if is_mamba2(m) else "in_proj,x_proj"  # Mamba-2's mixer has no x_proj
         raise UnsupportedCombination(f"LoRA on {', '.join(bad)} of {m.name}: {'; '.join(why[b] for b in bad)}; use "
-                                     "--lora-targets in_proj,x_proj")
+                                     f"--lora-targets {use}")
 
 
 # --- The classics (issue 15; activations in memory/convnet.py and memory/rnn.py) --------------------------------

@@ -263,6 +263,11 @@ def mamba2_layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trai
     # Inside backward the rerun also has beside it the gradient arriving at the block's output (the residual
     # stream's dtype: fp32 under residual_in_fp32).
     rerun_t = beyond_t + (4 if m.ssm_residual_fp32 else c) * h
+    if t.method == "qlora":
+        # QLoRA's rerun holds one more conv_dim-wide 16-bit tensor at the scan's close than LoRA's (measured with the
+        # tracer, --grid ssm2 checkpointed QLoRA cases: 1,536 B per token at conv_dim 768 beside the LoRA case; the
+        # holder was not isolated: peft's bnb Linear4bit clones the base output, bitsandbytes casts to compute_dtype).
+        rerun_t += c * cd
     return LayerActivations(tuple(terms), fwd, bwd, mlp_tail_per_token=tail_t, mlp_forward_per_token=rerun_t)
 
 
@@ -316,6 +321,9 @@ def check_run(m: ModelSpec, t: TrainingSpec) -> None:
         return
     from vramcalc.core.errors import UnsupportedCombination
 
+    if is_mamba2(m):
+        _check_mamba2_run(m, t)
+        return
     if t.method == "qlora":
         # bitsandbytes replaces every block nn.Linear, but MambaMixer multiplies by dt_proj.weight itself (and the
         # kernel path passes dt_proj.weight and out_proj.weight to mamba_inner_fn): a packed 4-bit weight there fails.
@@ -327,6 +335,28 @@ def check_run(m: ModelSpec, t: TrainingSpec) -> None:
     if t.objective != "sft":
         raise UnsupportedCombination(f"--objective {t.objective} on {m.name}: only sft is modelled for Mamba models; "
                                      "use --objective sft")
+
+
+def _check_mamba2_run(m: ModelSpec, t: TrainingSpec) -> None:
+    """Refuse what the Mamba-2 arithmetic does not cover (its PEFT methods, objectives, autocast and generate())."""
+    from vramcalc.core.errors import UnsupportedCombination
+    from vramcalc.core.memory.precision import recipe_of
+
+    if t.method not in ("full", "freeze", "lora", "qlora"):
+        raise UnsupportedCombination(f"--method {t.method} on {m.name}: only full, freeze, lora and qlora are modelled "
+                                     "for Mamba-2 models; use one of those")
+    if t.objective != "sft":
+        raise UnsupportedCombination(f"--objective {t.objective} on {m.name}: only sft is modelled for Mamba-2 "
+                                     "models; use --objective sft")
+    if t.mode == "train" and recipe_of(t).autocast:
+        # Under autocast causal_conv1d_fn casts the conv input to the fp32 weight's dtype and autocast casts it back,
+        # and the scan's fp32 tensors meet 16-bit ones: not measured.
+        raise UnsupportedCombination(f"--precision {t.precision} on {m.name}: autocast over Mamba-2's PyTorch path "
+                                     "(the conv's dtype round trip, the scan's mixed dtypes) is not modelled; use "
+                                     "--precision bf16, pure-bf16 or fp32")
+    if t.mode != "train":
+        raise UnsupportedCombination(f"--mode {t.mode} on {m.name}: generate() for Mamba-2 (the chunked prefill and "
+                                     "mamba2_selective_state_update's cache) is not modelled; use --mode train")
 
 
 def kernel_saved_per_token(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
@@ -344,6 +374,20 @@ def kernel_saved_per_token(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int
     return norm + in_proj + c * (2 * i + r + 2 * s + 2 * s + i)
 
 
+def mamba2_kernel_saved_per_token(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """One Mamba-2 layer's saved bytes per token with the mamba_ssm kernels, read from mamba_ssm/ops/triton/
+    ssd_combined.py MambaSplitConv1dScanCombinedFn.forward: ctx.save_for_backward(zxbcdt (in_proj's output),
+    out_x (the scan output, input dtype), rstd (the gated norm's, fp32 per group), the weights), everything else
+    recomputed in backward; beside the block's RMSNorm and in_proj's input. Not traced (the kernels need CUDA)."""
+    assert m.hidden_size is not None and m.intermediate_size is not None
+    c = dtype_bytes(recipe.compute)
+    h, i = m.hidden_size, m.intermediate_size
+    full = t.method in ("full", "freeze")
+    norm = 4 * h + 4 + (c * h if full else 0)
+    in_proj = c * h if full else (4 if t.adapter_dtype == "fp32" else c) * h + 4 * t.lora_rank
+    return norm + in_proj + c * (mamba2_dims(m)[2] + i) + 4 * m.ssm_n_groups
+
+
 def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     """What a Mamba estimate assumes (shown in every format)."""
     if not is_ssm(m) or t.mode == "inference":
@@ -351,6 +395,17 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     from vramcalc.core.memory.precision import recipe_of
 
     recipe = recipe_of(t)
+    if is_mamba2(m):
+        layer = layer_activations(m, t, recipe, t.method in ("full", "freeze"))
+        row, padded = padded_length(m, t)
+        slow = layer.saved(row, row)
+        return (f"{m.name}: Mamba-2's SSD scan counted as transformers' PyTorch path (mamba2_chunk_scan: the row "
+                f"padded to a multiple of chunk_size {m.ssm_chunk_size} ({row} -> {padded} tokens), fp32 chunk x "
+                "heads blocks L, G and M and the einsums' operand copies saved), what transformers runs without the "
+                f"mamba_ssm / causal_conv1d kernels: {slow:,} bytes per sequence of {row} tokens per layer. With "
+                "those kernels (mamba_split_conv1d_scan_combined) a layer would save about "
+                f"{mamba2_kernel_saved_per_token(m, t, recipe) * row:,} bytes per sequence (read from mamba_ssm's "
+                "MambaSplitConv1dScanCombinedFn, not traced).",)
     slow = sum(x.per_token for x in layer_activations(m, t, recipe, t.method in ("full", "freeze")).terms)
     kernel = kernel_saved_per_token(m, t, recipe)
     return (f"{m.name}: Mamba's selective scan counted as transformers' PyTorch fallback (mamba_selective_scan: the "
@@ -380,6 +435,8 @@ def estimate_inference(m: ModelSpec, t: TrainingSpec) -> InferenceBytes:
     from vramcalc.core.memory.precision import recipe_of
 
     assert m.intermediate_size is not None and m.hidden_size is not None and m.vocab_size is not None
+    if is_mamba2(m):
+        _check_mamba2_run(m, t)  # refuses generate() in one line
     if t.tp > 1 or t.pp > 1:
         from vramcalc.core.errors import UnsupportedCombination
 
