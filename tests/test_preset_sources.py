@@ -66,8 +66,9 @@ def test_most_families_have_a_source() -> None:
     # distilbert-base-uncased, and the encoder-decoders' flan-t5-base, mt5-base and bart-large); every family but
     # the classics (ResNet and the LSTM language model: no config.json, their sources are torchvision's resnet.py and
     # pytorch/examples' word_language_model); mamba-130m; modernbert-base / modernbert-large; gpt-oss-20b and
-    # gpt-oss-120b; the vision-language llava-1.5-7b (llava-hf/llava-1.5-7b-hf); deberta-v3-base / deberta-v3-large
-    assert len(SOURCED) == 37
+    # gpt-oss-120b; the vision-language llava-1.5-7b (llava-hf/llava-1.5-7b-hf); deberta-v3-base / deberta-v3-large;
+    # mamba-codestral-7b (mistralai/Mamba-Codestral-7B-v0.1, Mamba-2)
+    assert len(SOURCED) == 38
     families = {presets.find_model(n).family for n in presets.models().names()}
     assert families - set(FAMILY_SOURCE) == {"resnet", "lstm"}
 
