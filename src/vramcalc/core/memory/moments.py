@@ -100,6 +100,7 @@ LABELS = {
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",
     "backward.recompute": "backward: the top layer's forward recomputed (checkpointing)",
+    "backward.recompute_bottom": "backward: the bottom layer's forward recomputed, every upper gradient made (Mamba-2)",
     "backward.top": "backward at the top layer",
     "backward.bottom": "backward at the bottom layer: all gradients exist",
     "backward.end": "end of backward",
