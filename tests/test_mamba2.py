@@ -129,6 +129,7 @@ def test_cli_refuses_out_proj_in_one_line(capsys: pytest.CaptureFixture[str]) ->
 @pytest.mark.parametrize(("options", "words"), [
     (["--precision", "amp-bf16"], "autocast over Mamba-2's PyTorch path"),
     (["--mode", "inference"], "generate() for Mamba-2"),
+    (["--mode", "serve"], "use --mode train (Mamba-2 inference is not modelled)"),
     (["--method", "ia3"], "only full, freeze, lora and qlora"),
     (["--objective", "dpo", "--method", "lora"], "only sft"),
 ])

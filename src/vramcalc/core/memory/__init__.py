@@ -300,8 +300,9 @@ def _estimate_serve(model: ModelSpec, training: TrainingSpec, checked: tuple[str
         # vLLM serves Mamba with a fixed state cache and encoder-decoders with a cross-attention cache:
         # memory/vllm.py models neither (its KV blocks are a decoder-only transformer's)
         kind = "a state-space model" if model.ssm_state_size else "an encoder-decoder"
+        instead = "--mode train (Mamba-2 inference is not modelled)" if _ssm.is_mamba2(model) else "--mode inference"
         raise UnsupportedCombination(f"--mode serve is modelled for decoder-only transformers and {model.name} is "
-                                     f"{kind}: use --mode inference")
+                                     f"{kind}: use {instead}")
     s = _vllm.settings(model, training)
     layout = _vllm.kv_layout(model, training)
     p = _vllm.profile(model, training, s)
