@@ -207,3 +207,14 @@ def test_qlora_runs_on_the_torch_path() -> None:
 def test_unknown_mamba2_method_message_is_not_generic() -> None:
     with pytest.raises(UnsupportedCombination, match="Mamba-2"):
         estimate(tiny(SHAPE_1), TrainingSpec(method="ia3"))
+
+
+@pytest.mark.parametrize(("model_type", "words"), [
+    ("bamba", "Bamba (Mamba-2 mixers with attention layers"), ("falcon_h1", "Falcon-H1"), ("jamba", "MoE MLPs")])
+def test_hybrids_are_refused_naming_what_they_mix(model_type: str, words: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # transformers 5.24 ships these hybrids; their attention layers and MLPs beside the Mamba mixers are not modelled
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": model_type, "hidden_size": 64, "num_hidden_layers": 2}))
+    code, _, err = invoke(["estimate", str(path)], capsys)
+    assert code == 2 and words in err and "not the mix" in err and err.count("\n") == 1

@@ -19,11 +19,30 @@ class UnsupportedModelType(VramcalcError):
 
     def __init__(self, model_type: str, source: str) -> None:
         self.model_type = model_type
+        hybrid = HYBRIDS.get(model_type)
+        if hybrid is not None:  # a state-space hybrid: say what is missing, not just "unsupported"
+            super().__init__(f"{source}: model_type {model_type!r} is {hybrid}; vramcalc models pure Mamba "
+                             "(mamba) and Mamba-2 (mamba2) models and decoder-only transformers, not the mix")
+            return
         super().__init__(
             f"{source}: unsupported model_type {model_type!r}; supported: {', '.join(sorted(FAMILIES))}. "
             "Write a preset with the architecture fields instead (see docs/any-model.md) "
             "and pass --presets DIR"
         )
+
+
+# State-space hybrids transformers 5.24 ships (models/<type>/modeling_<type>.py) and what their layers mix: refused
+# by name (issue 15), because their attention layers' KV cache and per-layer MLPs beside the Mamba mixers are not
+# in memory/ssm.py.
+HYBRIDS: dict[str, str] = {
+    "bamba": "Bamba (Mamba-2 mixers with attention layers at attn_layer_indices and an MLP in every layer)",
+    "falcon_h1": "Falcon-H1 (attention and a Mamba-2 mixer side by side in every layer, with muP multipliers)",
+    "jamba": "Jamba (Mamba mixers with an attention layer every attn_layer_period layers and MoE MLPs every "
+             "expert_layer_period layers)",
+    "zamba2": "Zamba2 (Mamba-2 layers with shared attention blocks and their LoRA projectors)",
+    "nemotron_h": "Nemotron-H (Mamba-2, attention and MLP layers in hybrid_override_pattern)",
+    "granitemoehybrid": "GraniteMoeHybrid (Mamba-2 and attention layers with MoE MLPs)",
+}
 
 
 # Every config.json key a mapper below reads, with its JSON type (io/validate.py KEY_KINDS). The file
