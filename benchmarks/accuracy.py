@@ -374,13 +374,14 @@ def ssm_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Mamba-2 grid (`--grid ssm2`, issue 15; 34 cases): Mamba2ForCausalLM (memory/ssm.py mamba2_layer_activations)
+# The Mamba-2 grid (`--grid ssm2`, issue 15; 36 cases): Mamba2ForCausalLM (memory/ssm.py mamba2_layer_activations)
 # under transformers' PyTorch path (mamba2_chunk_scan: no mamba_ssm / causal_conv1d on the fake device) at two tiny
 # shapes with the published configs' structure (heads x head_dim = 2 x hidden, B and C shared by n_groups groups) x
 # full pure-bf16 / LoRA (in_proj, fp32 adapters, bf16 base) / full fp32 / QLoRA NF4 (kbit_prep off, as the other grids:
 # the tracer does not run peft's fp32 upcast) x checkpointing off / on x seq 64 / 128,
 # batch 2. chunk_size 64 divides both lengths; chunk_size 48 pads them to 96 and 144 (the scan pads every chunk-wise
-# tensor). Then mamba2-130m itself (24 layers, chunk 256: seq 64 padded to 256) full and LoRA at batch 1.
+# tensor). Then mamba2-130m itself (24 layers, chunk 256: seq 64 padded to 256) full and LoRA at batch 1, and with
+# checkpointing full at b1 s256 (one chunk) and LoRA at b2 s128 (padded).
 # Written to accuracy_ssm2.{json,md}.
 SSM2_SHAPES = {"ssm2:h256-l2-s64-g2-q64": {"hidden_size": 256, "num_hidden_layers": 2, "num_heads": 8, "head_dim": 64,
                                            "n_groups": 2, "state_size": 64, "chunk_size": 64, "vocab_size": 2048},
@@ -407,6 +408,9 @@ def ssm2_grid() -> list[dict[str, Any]]:
     for label, kw in SSM2_RUNS[:2]:
         cases.append({"id": f"mamba2-130m | {label} | b1 s64 | no-gc", "model": "mamba2-130m", "method": kw["method"],
                       "training": dict(kw, batch_size=1, seq_len=64)})
+    for (label, kw), (b, s) in zip(SSM2_RUNS[:2], ((1, 256), (2, 128)), strict=True):
+        cases.append({"id": f"mamba2-130m | {label} | b{b} s{s} | gc", "model": "mamba2-130m", "method": kw["method"],
+                      "training": dict(kw, batch_size=b, seq_len=s, grad_checkpointing=True)})
     return cases
 
 
@@ -1217,7 +1221,7 @@ def main() -> None:
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 66 GRPO / RLOO / Online DPO "
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
-                    "ssm2: issue 15's 34 Mamba-2 cases; gptoss: issue 15's 16 "
+                    "ssm2: issue 15's 36 Mamba-2 cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained)")
     args = ap.parse_args()
