@@ -157,9 +157,8 @@ def saver_grid() -> list[dict[str, Any]]:
 
 # The families grid (`--grid families`, issue 15): one published config.json per model_type vramcalc reads
 # (tests/data/hf, read by io/hf_config.py), at two shapes (b1 s512 full pure-bf16 sdpa; b2 s1024 LoRA
-# all-linear bf16 eager), each without and with checkpointing. DeepSeek-V2/V3 are listed but not traced (the tracer
-# does not build their multi-head latent attention and grouped routing); the other MoE types are (and --grid moe
-# covers them at tiny shapes). Each config is
+# all-linear bf16 eager), each without and with checkpointing; the MoE types too (--grid moe covers them at tiny
+# shapes; DeepSeek is traced with one expert group, see trace/_config.py). Each config is
 # cut to FAMILY_LAYERS layers (every layer but the bottom one saves the same set, so the per-layer terms are
 # all in the peak; a full-depth trace takes minutes per case on two CPU cores).
 FAMILY_LAYERS = 4
@@ -171,8 +170,8 @@ FAMILY_CONFIGS = {
     "gpt_neox": "pythia-70m", "falcon": "falcon-7b", "olmo": "olmo-1b-hf", "olmo2": "olmo-2-0425-1b",
     "starcoder2": "starcoder2-3b", "gptj": "gpt-j-6b", "gpt_bigcode": "starcoderbase-1b", "bloom": "bloom-560m",
     "mixtral": "mixtral-8x7b-v0.1", "qwen2_moe": "qwen1.5-moe-a2.7b", "qwen3_moe": "qwen3-30b-a3b",
+    "deepseek_v2": "deepseek-v2-lite", "deepseek_v3": "deepseek-v3",
 }
-NOT_TRACED = {"deepseek_v2": "deepseek-v2-lite", "deepseek_v3": "deepseek-v3"}
 FAMILY_SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("full pure-bf16 | b1 s512 | sdpa", {"method": "full", "precision": "pure-bf16", "batch_size": 1, "seq_len": 512}),
     ("lora all-linear | b2 s1024 | eager", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",),
@@ -1190,9 +1189,8 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, gr
               "| case | estimate GB | trace GB | error % | phase (est / trace) | trace peak op |",
               "| --- | ---: | ---: | ---: | --- | --- |"]
     if grid_name == "families":
-        lines[4:4] = ["Not traced (the tracer does not build DeepSeek's multi-head latent attention and grouped "
-                      "routing): "
-                      + ", ".join(f"{k} ({v})" for k, v in NOT_TRACED.items()) + ".", ""]
+        lines[4:4] = ["Every model_type io/hf_config.py reads for a causal LM is traced; DeepSeek's router with one "
+                      "expert group (n_group 1), the rest as published.", ""]
     for r in rows:
         e, t = r["estimate"], r["trace"]
         mark = "" if r["phase_ok"] else " ✗"

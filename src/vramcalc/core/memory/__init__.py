@@ -680,6 +680,8 @@ class _ActivationPlan:
     # smaller set, and MoE models' dense bottom layers).
     layers_less_t: int = 0
     layers_less_ts: int = 0
+    layers_less_c: int = 0  # the dense bottom layers' per-layer constant below a MoE layer's (LoRA merged experts)
+    bottom_less_c: int = 0
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
     top_layer_grads: int = 0  # a trained MoE layer's expert gradients, there by its attention's backward
@@ -712,7 +714,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
     # which makes every layer's input need one. Measured with the tracer (tinyllama, LoRA q,v: layer 0
     # saves its attention norm's fp32 input + rsqrt fewer than layer 1).
-    bottom_less_t = bottom_less_ts = layers_less_t = layers_less_ts = 0
+    bottom_less_t = bottom_less_ts = layers_less_t = layers_less_ts = layers_less_c = bottom_less_c = 0
     n_dense = min(m.first_dense_layers, n_layers) if m.num_experts else 0
     dense_m = m
     if n_dense and trained_layers == n_layers:
@@ -726,6 +728,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t = n_dense * (per_layer_t - sum(x.per_token for x in dense.terms if not x.batch1_only))
         layers_less_ts = n_dense * (per_layer_ts - sum(x.per_token_seq for x in dense.terms))
         bottom_less_t, bottom_less_ts = layers_less_t // n_dense, layers_less_ts // n_dense
+        bottom_less_c = sum(x.const for x in layer.terms) - sum(x.const for x in dense.terms)
+        layers_less_c = n_dense * bottom_less_c
     outer = outer_targets(t.lora_targets) if t.method in ("lora", "qlora") else ()
     if "lm_head" in outer and (t.loss not in ("hf", "chunked") or t.objective != "sft"):
         # Liger / Cut CE / TRL's fused head multiply by lm_head.weight themselves (torchtune's chunks call the module)
@@ -921,7 +925,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_mlp_fwd_t=layer.mlp_forward_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
-        layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
+        layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
+        bottom_less_c=bottom_less_c,
         recompute_bottom=_ssm.is_mamba2(m),
         # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
@@ -1027,7 +1032,7 @@ def _transformer_phases(
         activations = kept + once + head_saved + autocast_copies + recomputed
         # The bottom layer recomputed: a MoE model's dense bottom layer saves a dense MLP's set (bottom_less_t;
         # checkpointing gives every layer's input a gradient, so LoRA's bottom-layer saving does not apply).
-        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
+        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c if saving_layers else 0
         layers_detail = kept
         moments = [
             ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, fwd_layer_copies, layer_fwd_t)),
@@ -1061,9 +1066,9 @@ def _transformer_phases(
         # recomputed layer; backward.bottom for completeness)
         bwd_acts = max(kept_bwd + once + recomputed + copies, once + recomputed - bottom_less + copies)
     else:
-        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
+        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c if saving_layers else 0
         acts_layers = saving_layers * per_layer - (p.layers_less_t * tokens + p.layers_less_ts * token_seq
-                                                   if saving_layers else 0)
+                                                   + p.layers_less_c if saving_layers else 0)
         recomputed = 0
         activations = acts_layers + once + head_saved + autocast_copies
         layers_detail = acts_layers
@@ -1139,7 +1144,8 @@ def _transformer_phases(
     details["activations.bottom_layer"] = max(per_layer - bottom_less, 0) if saving_layers else 0  # its saved set
     # What all the layers save less than saving_layers x per_layer without checkpointing (LoRA's bottom layer,
     # activations.py input_grad; a MoE model's dense bottom layers, which save more when their MLP is adapted).
-    less = p.layers_less_t * tokens + p.layers_less_ts * token_seq if saving_layers and not p.checkpointing else 0
+    less = p.layers_less_t * tokens + p.layers_less_ts * token_seq + p.layers_less_c \
+        if saving_layers and not p.checkpointing else 0
     details["activations.bottom_layer_less"] = max(less, 0)
     details["activations.bottom_layers_more"] = max(-less, 0)
     details["activations.shared"] = once
