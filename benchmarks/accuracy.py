@@ -373,6 +373,46 @@ def ssm_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The Mamba-2 grid (`--grid ssm2`, issue 15; 36 cases): Mamba2ForCausalLM (memory/ssm.py mamba2_layer_activations)
+# under transformers' PyTorch path (mamba2_chunk_scan: no mamba_ssm / causal_conv1d on the fake device) at two tiny
+# shapes with the published configs' structure (heads x head_dim = 2 x hidden, B and C shared by n_groups groups) x
+# full pure-bf16 / LoRA (in_proj, fp32 adapters, bf16 base) / full fp32 / QLoRA NF4 (kbit_prep off, as the other grids:
+# the tracer does not run peft's fp32 upcast) x checkpointing off / on x seq 64 / 128,
+# batch 2. chunk_size 64 divides both lengths; chunk_size 48 pads them to 96 and 144 (the scan pads every chunk-wise
+# tensor). Then mamba2-130m itself (24 layers, chunk 256: seq 64 padded to 256) full and LoRA at batch 1, and with
+# checkpointing full at b1 s256 (one chunk) and LoRA at b2 s128 (padded).
+# Written to accuracy_ssm2.{json,md}.
+SSM2_SHAPES = {"ssm2:h256-l2-s64-g2-q64": {"hidden_size": 256, "num_hidden_layers": 2, "num_heads": 8, "head_dim": 64,
+                                           "n_groups": 2, "state_size": 64, "chunk_size": 64, "vocab_size": 2048},
+               "ssm2:h256-l3-s128-g1-q48": {"hidden_size": 256, "num_hidden_layers": 3, "num_heads": 16,
+                                            "head_dim": 32, "n_groups": 1, "state_size": 128, "chunk_size": 48,
+                                            "vocab_size": 4096}}
+SSM2_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora in_proj", {"method": "lora", "precision": "bf16"}),
+    ("full fp32", {"method": "full", "precision": "fp32"}),
+    ("qlora in_proj", {"method": "qlora", "precision": "bf16", "kbit_prep": False}),
+)
+
+
+def ssm2_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in SSM2_SHAPES:
+        for label, kw in SSM2_RUNS:
+            for seq in (64, 128):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
+    for label, kw in SSM2_RUNS[:2]:
+        cases.append({"id": f"mamba2-130m | {label} | b1 s64 | no-gc", "model": "mamba2-130m", "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=64)})
+    for (label, kw), (b, s) in zip(SSM2_RUNS[:2], ((1, 256), (2, 128)), strict=True):
+        cases.append({"id": f"mamba2-130m | {label} | b{b} s{s} | gc", "model": "mamba2-130m", "method": kw["method"],
+                      "training": dict(kw, batch_size=b, seq_len=s, grad_checkpointing=True)})
+    return cases
+
+
 # The vision-language grid (`--grid vlm`, issue 15; 42 cases): LLaVA-1.5 (memory/vision.py) as published, the
 # tower frozen: llava-1.5-7b from its config.json (tests/data/hf) x full pure-bf16 (the projector trained) / LoRA
 # (peft's q_proj, v_proj in the language model) / QLoRA NF4 (without prepare_model_for_kbit_training's fp32 casts,
@@ -689,6 +729,10 @@ def _model(name: str) -> Any:
         from vramcalc.io.hf_config import spec_from_hf_config
 
         return spec_from_hf_config({"model_type": "mamba", **SSM_SHAPES[name]}, name[4:], "benchmarks/accuracy.py")
+    if name.startswith("ssm2:"):
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        return spec_from_hf_config({"model_type": "mamba2", **SSM2_SHAPES[name]}, name[5:], "benchmarks/accuracy.py")
     if name.startswith("gptoss:"):  # the published gpt-oss-20b config.json, cut to a tiny shape
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1221,6 +1265,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "encoders2": token_cls_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
+         "ssm2": ssm2_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid,
          "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
@@ -1236,6 +1281,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "rl": " (GRPO, RLOO and Online DPO: generation and the step on completions, issue 14)",
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
+          "ssm2": " (Mamba-2: the chunked SSD scan's PyTorch path, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
@@ -1356,7 +1402,8 @@ def main() -> None:
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 66 GRPO / RLOO / Online DPO "
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
-                    "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
+                    "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
+                    "ssm2: issue 15's 36 Mamba-2 cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
@@ -1371,7 +1418,7 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "optimizers", "rl", "encdec", "ssm",
-                         "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl") \
+                         "ssm2", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -206,7 +206,9 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
             # on causal LMs only (core/checks.py check_settings); gpt-oss refuses QLoRA (its experts are Parameters);
             # vision-language models refuse what memory/vision.py check does not model (freeze, the other PEFT
             # methods, loss savers, model parallelism)
+            # Mamba-2 also refuses autocast precisions (memory/ssm.py _check_mamba2_run)
             assert t.method in PEFT_TABLE or (m.ssm_state_size and (t.objective != "sft" or t.method == "qlora")) \
+                or (m.ssm_head_dim and recipe_of(t).autocast) \
                 or (t.lora_trainable_tokens
                     and (m.ssm_state_size or m.decoder_layers or m.family in ENCODER_FAMILIES)) \
                 or (m.family == "gpt_oss" and t.method == "qlora") or _vision_refuses(m, run), (m.name, config)

@@ -75,6 +75,9 @@ TOTALS = {
     # Issue 15's state-space models: sum(p.numel()) of MambaForCausalLM, transformers 5.24 on the meta device
     # (tests/test_ssm.py rebuilds it when transformers is installed).
     "mamba-130m-hf": 129_135_360,
+    # Mamba-2: sum(p.numel()) of Mamba2ForCausalLM from mistralai/Mamba-Codestral-7B-v0.1's config.json,
+    # transformers 5.24 on the meta device (tests/test_mamba2.py rebuilds it when transformers is installed).
+    "mamba-codestral-7b": 7_285_403_648,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
@@ -148,6 +151,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "bart",
         "mbart",
         "mamba",
+        "mamba2",
         "llava",
         "gpt_oss",
         "qwen2_vl",

@@ -611,9 +611,28 @@ def ssm_dt_rank(m: ModelSpec) -> int:
     return m.ssm_dt_rank or -(-m.hidden_size // 16)
 
 
+def is_mamba2(m: ModelSpec) -> bool:
+    """Whether `m` is a Mamba-2 model (the chunked SSD mixer of modeling_mamba2.py), not Mamba 1."""
+    return bool(m.ssm_state_size and m.ssm_head_dim)
+
+
+def mamba2_dims(m: ModelSpec) -> tuple[int, int, int]:
+    """(num_heads, conv_dim, in_proj's out_features) of Mamba2Mixer.__init__: num_heads = intermediate / head_dim,
+    conv_dim = intermediate + 2 x n_groups x state (x, B, C through the conv), projection_size = intermediate (the
+    gate z) + conv_dim + num_heads (dt)."""
+    assert m.intermediate_size is not None
+    i = m.intermediate_size
+    heads = i // m.ssm_head_dim
+    conv = i + 2 * m.ssm_n_groups * m.ssm_state_size
+    return heads, conv, i + conv + heads
+
+
 def ssm_linears(m: ModelSpec) -> tuple[Linear, ...]:
     """The mixer's nn.Linear modules (what LoRA targets and bitsandbytes quantizes), per layer x num_layers."""
     assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
+    if is_mamba2(m):  # Mamba2Mixer: in_proj and out_proj only (dt, B, C come out of in_proj and the conv)
+        return (Linear("in_proj", m.hidden_size, mamba2_dims(m)[2], m.num_layers),
+                Linear("out_proj", m.intermediate_size, m.hidden_size, m.num_layers))
     h, i, n, r, s = m.hidden_size, m.intermediate_size, m.num_layers, ssm_dt_rank(m), m.ssm_state_size
     return (Linear("in_proj", h, 2 * i, n), Linear("x_proj", i, r + 2 * s, n), Linear("dt_proj", r, i, n),
             Linear("out_proj", i, h, n))
@@ -623,6 +642,8 @@ def ssm_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     """Every parameter tensor of MambaForCausalLM (modeling_mamba.py MambaMixer.__init__, MambaModel.__init__)."""
     assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
     assert m.vocab_size is not None
+    if is_mamba2(m):
+        return mamba2_tensors(m)
     h, i, n, k, s = m.hidden_size, m.intermediate_size, m.num_layers, m.ssm_conv_kernel, m.ssm_state_size
     out = [ParamTensor("embed_tokens", "embedding", (m.vocab_size, h), 1, "embed_tokens", False)]
     for lin in ssm_linears(m):
@@ -644,9 +665,39 @@ def ssm_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     return tuple(out)
 
 
+def mamba2_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """Every parameter tensor of Mamba2ForCausalLM (modeling_mamba2.py Mamba2Mixer.__init__, Mamba2Block,
+    Mamba2Model.__init__: embeddings, norm_f; lm_head unless tie_word_embeddings)."""
+    assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
+    assert m.vocab_size is not None
+    h, i, n, k = m.hidden_size, m.intermediate_size, m.num_layers, m.ssm_conv_kernel
+    heads, conv, _ = mamba2_dims(m)
+    out = [ParamTensor("embed_tokens", "embedding", (m.vocab_size, h), 1, "embed_tokens", False)]
+    for lin in ssm_linears(m):
+        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
+    if m.ssm_proj_bias:  # use_bias: in_proj and out_proj
+        out.append(ParamTensor("in_proj.bias", "bias", (mamba2_dims(m)[2],), n, "in_proj"))
+        out.append(ParamTensor("out_proj.bias", "bias", (h,), n, "out_proj"))
+    # nn.Conv1d(conv_dim, conv_dim, kernel, groups=conv_dim): weight (conv_dim, 1, kernel), bias when use_conv_bias
+    out.append(ParamTensor("conv1d", "norm", (conv, 1, k), n, "conv1d"))
+    if m.ssm_conv_bias:
+        out.append(ParamTensor("conv1d.bias", "norm", (conv,), n, "conv1d"))
+    for name in ("dt_bias", "A_log", "D"):  # nn.Parameter(torch.empty(num_heads)) each
+        out.append(ParamTensor(name, "norm", (heads,), n, name))
+    out.append(ParamTensor("gated_norm", "norm", (i,), n, "norm"))  # MambaRMSNormGated.weight (intermediate)
+    out.append(ParamTensor("layer_norms", "norm", (h,), n, "norm"))  # Mamba2Block.norm (Mamba2RMSNorm)
+    out.append(ParamTensor("final_norm", "norm", (h,), 1, "norm", False))  # norm_f
+    if not m.tie_word_embeddings:
+        out.append(ParamTensor("lm_head", "head", (m.vocab_size, h), 1, "lm_head", False))
+    return tuple(out)
+
+
 def ssm_default_targets(m: ModelSpec) -> tuple[str, ...]:
     """peft has no default LoRA targets for mamba (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no entry):
-    the mixer's in_proj and x_proj, the Linears peft accepts and MambaMixer calls as modules."""
+    the mixer's in_proj and x_proj, the Linears peft accepts and MambaMixer calls as modules. Mamba-2's mixer has
+    only in_proj and out_proj, and peft refuses out_proj: in_proj."""
+    if is_mamba2(m):
+        return ("in_proj",)
     return ("in_proj", "x_proj")
 
 
@@ -658,8 +709,9 @@ def check_ssm_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
            "dt_proj": "MambaMixer multiplies by dt_proj.weight itself, so its adapter would never run"}
     bad = [lin.module for lin in chosen if lin.module in why]
     if bad:
+        use = "in_proj" if is_mamba2(m) else "in_proj,x_proj"  # Mamba-2's mixer has no x_proj
         raise UnsupportedCombination(f"LoRA on {', '.join(bad)} of {m.name}: {'; '.join(why[b] for b in bad)}; use "
-                                     "--lora-targets in_proj,x_proj")
+                                     f"--lora-targets {use}")
 
 
 # --- The classics (issue 15; activations in memory/convnet.py and memory/rnn.py) --------------------------------

@@ -355,6 +355,11 @@ class ModelSpec:
     ssm_conv_bias: bool = False  # config use_conv_bias: conv1d has a bias
     ssm_proj_bias: bool = False  # config use_bias: in_proj and out_proj have biases
     ssm_residual_fp32: bool = False  # config residual_in_fp32: MambaBlock adds the residual in fp32
+    # Mamba-2 (transformers modeling_mamba2.py Mamba2Mixer: the chunked SSD scan); 0 for Mamba 1. num_heads is
+    # intermediate_size / ssm_head_dim (Mamba2Config.validate_architecture).
+    ssm_head_dim: int = 0  # config head_dim (P): channels per SSM head
+    ssm_n_groups: int = 0  # config n_groups: B and C are shared by num_heads / n_groups heads
+    ssm_chunk_size: int = 0  # config chunk_size: the SSD scan pads the sequence to a multiple of it
 
     # Vision-language models (memory/vision.py): the vision tower and projector; None for a text model. The text
     # fields above are the language model's (LLaVA's text_config).
@@ -390,7 +395,8 @@ class ModelSpec:
                         (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
-        **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel"), (*NON_NEGATIVE, COUNT_CAP)),
+        **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel", "ssm_head_dim", "ssm_n_groups",
+                         "ssm_chunk_size"), (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("num_classes", "rnn_input_size"), (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("conv_groups", "conv_width_per_group"), (*NON_NEGATIVE, COUNT_CAP)),
         "dropout": FRACTION,
@@ -417,6 +423,8 @@ class ModelSpec:
             arch = arch[:-1]
             if not self.ssm_conv_kernel:
                 raise SpecError("ssm_conv_kernel", "a state-space model needs its conv1d width (Mamba: 4)")
+            if self.ssm_head_dim or self.ssm_n_groups or self.ssm_chunk_size:  # Mamba-2 (memory/ssm.py)
+                _check_mamba2(self)
         given = [f for f in arch if getattr(self, f) is not None]
         if not given and self.parameters is None:
             raise SpecError("", f"give the architecture ({', '.join(arch)}) or a `parameters` count")
@@ -448,6 +456,22 @@ class ModelSpec:
     def has_architecture(self) -> bool:
         """A transformer's (or Mamba's) architecture; the classics (ResNet, LSTM) have their own (memory/classic.py)."""
         return self.hidden_size is not None and self.family not in CLASSIC_FAMILIES
+
+
+def _check_mamba2(m: ModelSpec) -> None:
+    """Mamba-2's shape rules (transformers configuration_mamba2.py validate_architecture; Mamba2Mixer splits the
+    heads into n_groups groups and MambaRMSNormGated the intermediate channels into n_groups groups)."""
+    for f in ("ssm_head_dim", "ssm_n_groups", "ssm_chunk_size"):
+        if not getattr(m, f):
+            raise SpecError(f, "a Mamba-2 model needs ssm_head_dim, ssm_n_groups and ssm_chunk_size (Codestral "
+                            "Mamba: 64, 8, 256)")
+    inter = m.intermediate_size or 0
+    if inter % m.ssm_head_dim:
+        raise SpecError("ssm_head_dim", f"intermediate_size {inter} is not a multiple of ssm_head_dim "
+                        f"{m.ssm_head_dim} (num_heads = intermediate_size / head_dim)")
+    if (inter // m.ssm_head_dim) % m.ssm_n_groups:
+        raise SpecError("ssm_n_groups", f"num_heads {inter // m.ssm_head_dim} is not a multiple of ssm_n_groups "
+                        f"{m.ssm_n_groups}")
 
 
 def _check_classic(m: ModelSpec) -> None:

@@ -107,7 +107,7 @@ ENCODER_FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta", "distilbe
 # BART / mBART (learned positions, LayerNorms, biases).
 SEQ2SEQ_FAMILIES: tuple[str, ...] = ("t5", "mt5", "bart", "mbart")
 # State-space families (selective-scan mixers instead of attention and MLP: memory/ssm.py).
-SSM_FAMILIES: tuple[str, ...] = ("mamba",)
+SSM_FAMILIES: tuple[str, ...] = ("mamba", "mamba2")
 # The course texts' classics (issue 15): torchvision's ResNet family (memory/convnet.py) and a word-level LSTM
 # language model (memory/rnn.py): no transformer blocks, estimated by core/memory/classic.py.
 CLASSIC_FAMILIES: tuple[str, ...] = ("resnet", "lstm")

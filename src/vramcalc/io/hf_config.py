@@ -19,11 +19,30 @@ class UnsupportedModelType(VramcalcError):
 
     def __init__(self, model_type: str, source: str) -> None:
         self.model_type = model_type
+        hybrid = HYBRIDS.get(model_type)
+        if hybrid is not None:  # a state-space hybrid: say what is missing, not just "unsupported"
+            super().__init__(f"{source}: model_type {model_type!r} is {hybrid}; vramcalc models pure Mamba "
+                             "(mamba) and Mamba-2 (mamba2) models and decoder-only transformers, not the mix")
+            return
         super().__init__(
             f"{source}: unsupported model_type {model_type!r}; supported: {', '.join(sorted(FAMILIES))}. "
             "Write a preset with the architecture fields instead (see docs/any-model.md) "
             "and pass --presets DIR"
         )
+
+
+# State-space hybrids transformers 5.24 ships (models/<type>/modeling_<type>.py) and what their layers mix: refused
+# by name (issue 15), because their attention layers' KV cache and per-layer MLPs beside the Mamba mixers are not
+# in memory/ssm.py.
+HYBRIDS: dict[str, str] = {
+    "bamba": "Bamba (Mamba-2 mixers with attention layers at attn_layer_indices and an MLP in every layer)",
+    "falcon_h1": "Falcon-H1 (attention and a Mamba-2 mixer side by side in every layer, with muP multipliers)",
+    "jamba": "Jamba (Mamba mixers with an attention layer every attn_layer_period layers and MoE MLPs every "
+             "expert_layer_period layers)",
+    "zamba2": "Zamba2 (Mamba-2 layers with shared attention blocks and their LoRA projectors)",
+    "nemotron_h": "Nemotron-H (Mamba-2, attention and MLP layers in hybrid_override_pattern)",
+    "granitemoehybrid": "GraniteMoeHybrid (Mamba-2 and attention layers with MoE MLPs)",
+}
 
 
 # Every config.json key a mapper below reads, with its JSON type (io/validate.py KEY_KINDS). The file
@@ -39,7 +58,7 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              "decoder_layers", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads",
              "decoder_attention_heads",
              # state-space models (_mamba)
-             "state_size", "d_state", "conv_kernel", "d_conv", "expand",
+             "state_size", "d_state", "conv_kernel", "d_conv", "expand", "n_groups", "chunk_size",
              # ModernBERT (_modernbert)
              "local_attention", "global_attn_every_n_layers",
              # DeBERTa-v2/v3 (_deberta_v2)
@@ -739,6 +758,37 @@ def _mamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     }
 
 
+def _mamba2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # configuration_mamba2.py Mamba2Config: defaults num_heads 128, head_dim 64, state_size 128, expand 2,
+    # conv_kernel 4, n_groups 8, chunk_size 256, use_bias False, use_conv_bias True, residual_in_fp32 True,
+    # tie_word_embeddings False; intermediate = expand x hidden_size must equal num_heads x head_dim
+    # (validate_architecture). Mamba2Mixer ignores intermediate_size and time_step_rank (no dt_proj).
+    hidden = int(_get(d, source, "hidden_size", "d_model"))
+    expand = int(_get(d, source, "expand", default=2))
+    heads = int(_get(d, source, "num_heads", default=128))
+    head_dim = int(_get(d, source, "head_dim", default=64))
+    if hidden * expand != heads * head_dim:
+        raise PresetFileError(source, [f"num_heads x head_dim ({heads} x {head_dim}) must equal expand x hidden_size "
+                                       f"({expand} x {hidden}), as Mamba2Config requires"])
+    return {
+        "vocab_size": _get(d, source, "vocab_size", default=32768),
+        "hidden_size": hidden,
+        "num_layers": int(_get(d, source, "num_hidden_layers", "n_layer", default=64)),
+        "intermediate_size": expand * hidden,
+        "ssm_state_size": int(_get(d, source, "state_size", default=128)),
+        "ssm_conv_kernel": int(_get(d, source, "conv_kernel", default=4)),
+        "ssm_head_dim": head_dim,
+        "ssm_n_groups": int(_get(d, source, "n_groups", default=8)),
+        "ssm_chunk_size": int(_get(d, source, "chunk_size", default=256)),
+        "ssm_conv_bias": bool(_get(d, source, "use_conv_bias", default=True)),
+        "ssm_proj_bias": bool(_get(d, source, "use_bias", default=False)),
+        "ssm_residual_fp32": bool(_get(d, source, "residual_in_fp32", default=True)),
+        "tie_word_embeddings": bool(_get(d, source, "tie_word_embeddings", default=False)),
+        "norms_per_layer": 1,
+        "hidden_act": str(d.get("hidden_act") or "silu"),
+    }
+
+
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 FAMILIES: dict[str, Mapper] = {
@@ -778,6 +828,7 @@ FAMILIES: dict[str, Mapper] = {
     "bart": _bart,
     "mbart": _bart,
     "mamba": _mamba,
+    "mamba2": _mamba2,
 }
 
 

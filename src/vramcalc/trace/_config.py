@@ -11,7 +11,8 @@ from vramcalc.core.specs import ModelSpec
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "olmo",
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
                       "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "t5", "mt5", "bart", "mbart",
-                      "mamba", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
+                      "mamba", "mamba2", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
+                      "deepseek_v3")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -51,6 +52,15 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                 "conv_kernel": model.ssm_conv_kernel, "time_step_rank": model.ssm_dt_rank or "auto",
                 "use_bias": model.ssm_proj_bias, "use_conv_bias": model.ssm_conv_bias,
                 "residual_in_fp32": model.ssm_residual_fp32, "hidden_act": model.hidden_act, **common}
+    if family == "mamba2":  # configuration_mamba2.py names (memory/ssm.py); num_heads x head_dim = intermediate
+        assert model.hidden_size is not None and model.intermediate_size is not None
+        return {"model_type": "mamba2", "hidden_size": model.hidden_size, "num_hidden_layers": model.num_layers,
+                "state_size": model.ssm_state_size, "expand": model.intermediate_size // model.hidden_size,
+                "num_heads": model.intermediate_size // model.ssm_head_dim, "head_dim": model.ssm_head_dim,
+                "n_groups": model.ssm_n_groups, "chunk_size": model.ssm_chunk_size,
+                "conv_kernel": model.ssm_conv_kernel, "use_bias": model.ssm_proj_bias,
+                "use_conv_bias": model.ssm_conv_bias, "residual_in_fp32": model.ssm_residual_fp32,
+                "hidden_act": model.hidden_act, **common}
     if family == "gpt_oss":  # configuration_gpt_oss.py names; layer_types as the reader counted them
         n, local = model.num_layers or 0, model.sliding_window_layers
         period = n // max(n - local, 1) if local is not None and n > local else n + 1

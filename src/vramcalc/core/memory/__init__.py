@@ -347,8 +347,9 @@ def _estimate_serve(model: ModelSpec, training: TrainingSpec, checked: tuple[str
         # vLLM serves Mamba with a fixed state cache and encoder-decoders with a cross-attention cache:
         # memory/vllm.py models neither (its KV blocks are a decoder-only transformer's)
         kind = "a state-space model" if model.ssm_state_size else "an encoder-decoder"
+        instead = "--mode train (Mamba-2 inference is not modelled)" if _ssm.is_mamba2(model) else "--mode inference"
         raise UnsupportedCombination(f"--mode serve is modelled for decoder-only transformers and {model.name} is "
-                                     f"{kind}: use --mode inference")
+                                     f"{kind}: use {instead}")
     s = _vllm.settings(model, training)
     layout = _vllm.kv_layout(model, training)
     p = _vllm.profile(model, training, s)
@@ -648,6 +649,7 @@ class _ActivationPlan:
     loss: str = "hf"
     loss_chunks: int = 8
     norm_saved_t: int = 0  # the final norm's saved bytes per token (the rest of the head is the loss's)
+    recompute_bottom: bool = False  # Mamba-2: the bottom layer's recompute moment (memory/ssm.py)
     head_trainable: bool = False
     vocab: int = 0
     hidden: int = 0
@@ -957,10 +959,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c,
+        recompute_bottom=_ssm.is_mamba2(m),
         # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
-        late_grads=(_encoder.late_gradient_bytes(m, t, recipe) if full_like else 0)
+        late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
+                    if full_like else 0)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
 
@@ -1087,6 +1091,9 @@ def _transformer_phases(
             recompute_t = p.layer_mlp_fwd_t * tokens + p.layer_fwd_c
             moments.append(("backward.recompute", _m.BWD_RECOMPUTE_CK,
                             (g_top, kept_bwd, once, recomputed - mlp_tail, copies, recompute_t)))
+            if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
+                moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
+                                (gradients - late_g, once, recomputed - bottom_less - mlp_tail, copies, recompute_t)))
         moments.append(("backward.top", _m.BWD_TOP_CK,
                         (g_top, kept_bwd, once, recomputed, copies, layer_bwd_t)))
         if t.optimizer_in_bwd:

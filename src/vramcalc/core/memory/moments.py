@@ -73,6 +73,8 @@ BWD_RECOMPUTE_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES,
 BWD_TOP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_HEAD_STEP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _STEP_T)
 BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
+# Mamba-2 (memory/ssm.py): the bottom layer's recomputed forward at the scan's close, every upper gradient made.
+BWD_RECOMPUTE_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
 # GRPO (memory/rl.py): generate() on the generation batch and the no-grad log-prob passes, before the step.
 FWD_GENERATE = _layout(_ACC, _COPIES, _GEN_KV, _GEN_T)
 FWD_LOGPROBS = _layout(_ACC, _LOGPROBS)
@@ -110,6 +112,7 @@ LABELS = {
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",
     "backward.recompute": "backward: the top layer's forward recomputed (checkpointing)",
+    "backward.recompute_bottom": "backward: the bottom layer's forward recomputed, every upper gradient made (Mamba-2)",
     "backward.top": "backward at the top layer",
     "backward.bottom": "backward at the bottom layer: all gradients exist",
     "backward.end": "end of backward",

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vramcalc.core.params import is_mamba2 as is_mamba2  # re-exported: memory/__init__.py asks this module
 from vramcalc.core.params import is_ssm as is_ssm  # re-exported: memory/__init__.py asks this module
-from vramcalc.core.params import ssm_dt_rank
+from vramcalc.core.params import mamba2_dims, ssm_dt_rank
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     for the bottom layer of an adapter run without checkpointing)."""
     from vramcalc.core.memory.activations import LayerActivations, Term
 
+    if is_mamba2(m):
+        return mamba2_layer_activations(m, t, recipe, trainable_weights, input_grad)
     assert m.hidden_size is not None and m.intermediate_size is not None
     c = dtype_bytes(recipe.compute)
     a = dtype_bytes(t.adapter_dtype)
@@ -123,6 +126,167 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     return LayerActivations(tuple(terms), fwd, bwd)
 
 
+def padded_length(m: ModelSpec, t: TrainingSpec) -> tuple[int, int]:
+    """(row length, the row padded to a multiple of chunk_size): mamba2_chunk_scan pads the sequence with
+    pad_tensor_by_size before reshape_into_chunks, so every chunk-wise tensor has the padded length."""
+    from vramcalc.core.memory.activations import batch_rows
+
+    row = batch_rows(t)[1]
+    q = m.ssm_chunk_size
+    return row, -(-row // q) * q
+
+
+def mamba2_layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
+                             input_grad: bool = True) -> LayerActivations:
+    """Saved tensors of one Mamba2Block under transformers' PyTorch path (modeling_mamba2.py Mamba2Block.forward,
+    Mamba2Mixer.forward without a cache, causal_conv1d_fn, mamba2_chunk_scan, MambaRMSNormGated), as autograd saves
+    them (derivatives.yaml; an operand is saved only for the other operand's gradient). Listed with
+    torch.autograd.graph.saved_tensors_hooks on a tiny Mamba2Block, then checked with the tracer (--grid ssm2).
+    Per token (T = the row) and per sample over the padded row (L = T rounded up to chunk_size), because the chunked
+    scan pads every chunk-wise tensor; nc = L / chunk_size chunks."""
+    from vramcalc.core.memory.activations import LayerActivations, Term
+
+    assert m.hidden_size is not None and m.intermediate_size is not None
+    c = dtype_bytes(recipe.compute)
+    a = dtype_bytes(t.adapter_dtype)
+    wide = c == 4  # fp32 compute: the scan's .float() calls return their input (no copy)
+    h, i, s, g, q, k = (m.hidden_size, m.intermediate_size, m.ssm_state_size, m.ssm_n_groups, m.ssm_chunk_size,
+                        m.ssm_conv_kernel)
+    nh, cd, proj = mamba2_dims(m)
+    row, padded = padded_length(m, t)
+    nc = padded // q
+    tw = trainable_weights
+    adapted = _adapted(m, t)
+    rank = t.lora_rank
+    terms: list[Term] = []
+
+    def linear(name: str, width: int) -> None:
+        # nn.Linear saves its input for the weight's gradient; a LoRA adapter its input cast to the adapter dtype
+        # and lora_A's output (peft tuners/lora/layer.py Linear.forward: lora_B(lora_A(dropout(x)))).
+        if tw:
+            terms.append(Term(f"{name} input", c * width))
+        if name in adapted:
+            if a != c or t.lora_dropout > 0 or not tw:
+                terms.append(Term(f"{name} LoRA input ({'fp32' if a == 4 else 'adapter dtype'})", a * width))
+            if t.lora_dropout > 0:
+                terms.append(Term(f"{name} LoRA dropout mask", width))
+            terms.append(Term(f"{name} lora_A output", a * rank))
+
+    def chunked(name: str, per_padded_token: int) -> None:  # a tensor over the padded row
+        terms.append(Term(name, 0, per_sample=per_padded_token * padded))
+
+    # Mamba2Block: norm(hidden_states.to(norm dtype)); Mamba2RMSNorm saves its fp32 input and rsqrt for the input's
+    # gradient, the normalized 16-bit tensor when its weight trains.
+    if input_grad:
+        terms.append(Term("norm (fp32 input + rsqrt)", 4 * h + 4))
+    if tw:
+        terms.append(Term("norm (normalized)", c * h))
+    linear("in_proj", h)
+    # in_proj's output (gate | x, B, C | dt): F.conv1d saves its input, a transposed view of it, keeping all of it.
+    terms.append(Term("in_proj output (gate, xBC, dt; kept by conv1d)", c * proj))
+    # causal_conv1d_fn: F.conv1d(padding=kernel - 1)[..., :seq]; silu saves the padded output (a view of it).
+    terms.append(Term("conv1d output (padded, saved by silu)", c * cd, per_sample=c * cd * (k - 1)))
+    # mamba2_chunk_scan: dt + dt_bias; softplus saves its input, clamp(dt_limit) its input (softplus's output).
+    terms.append(Term("softplus and clamp inputs (dt)", 2 * c * nh))
+    # hidden_states.float() (fp32 x, saved by x * dt) and dt.float() (saved by it; again by A * dt when A_log
+    # trains). At fp32 compute .float() returns the conv activation itself (x, B, C: conv_dim wide) and dt.
+    terms.append(Term("x (fp32) and dt (fp32), saved by x * dt", (4 * cd if wide else 4 * i) + 4 * nh))
+    if tw and not wide:
+        terms.append(Term("dt (fp32), saved by A * dt", 4 * nh))
+    if tw:  # D_residual = D[..., None] * pad(x): the padded fp32 x, saved for D's gradient
+        chunked("padded x (fp32), saved by D x x", 4 * i)
+    # The chunk-wise tensors, over the padded row (fp32): B and C repeated to num_heads (B kept by B * decay_states),
+    # L = exp(segment_sum(A)) (b, h, c, l, s), G = einsum(C, B) (saved by G * L), and the operand copies each
+    # einsum's bmm saves (torch einsum permutes and reshapes into bmm: contiguous copies): C and B for G; M and x
+    # for Y_diag; B_decay and x for the chunk states; C for C x states; C_times_states (saved by x decay).
+    chunked("L = exp(segment_sum(A)) (fp32, chunk x heads)", 4 * nh * q)
+    chunked("G = C B^T (fp32, chunk x heads)", 4 * nh * q)
+    chunked("M copy for Y_diag's bmm (fp32, chunk x heads)", 4 * nh * q)
+    # At batch 1 with one chunk, the einsums' batch dimensions (b, c, h) merge into a view for B and C: two of the
+    # five copies are views of tensors already counted (measured: 2 x 4 x heads x state per padded token fewer).
+    one_block = t.batch_size == 1 and nc == 1
+    chunked("B and C copies for the bmms, B kept by B x decay (fp32, heads x state)",
+            (3 if one_block else 5) * 4 * nh * s)
+    chunked("x copies for two bmms, C_times_states, the scan output (fp32)", 4 * 4 * i)
+    chunked("decay_states and state_decay_out (fp32, heads)", 2 * 4 * nh)
+    # Chunk states: the concatenated states (b, nc + 1, h, p, n) copied for the inter-chunk einsum, the nc start
+    # states copied for C x states; exp(segment_sum) over the chunk boundaries (b, h, nc + 1, nc + 1).
+    # (At batch 1 with one chunk, one chunk's worth fewer: measured.)
+    terms.append(Term("chunk states, copied for two bmms (fp32)", 0,
+                      per_sample=4 * i * s * (2 * nc + (0 if one_block else 1)) + 4 * nh * (nc + 1) ** 2))
+    # MambaRMSNormGated on the fp32 scan output: gate.to(fp32) (saved by silu; at fp32 a view of in_proj's output),
+    # silu(gate) and the gated product (saved by the mul and by pow), rsqrt per group, and the normalized tensor
+    # for the weight's gradient.
+    terms.append(Term("gated norm: fp32 gate, silu(gate), gated product, rsqrt",
+                      (0 if wide else 4 * i) + 8 * i + 4 * g))
+    if tw:
+        terms.append(Term("gated norm (normalized, fp32)", 4 * i))
+    linear("out_proj", i)
+    # Per layer whatever the batch: A = -exp(A_log.float()), the segment_sum masks (bool chunk x chunk, twice).
+    terms.append(Term("A (fp32) and the segment_sum masks", 0, const=(8 if tw else 4) * nh + 2 * q * q
+                      + 2 * (nc + 1) ** 2))
+    n_rows = max(row, 1)
+
+    def per_token(per_padded: int, per_sample: int = 0) -> int:  # a row's bytes spread over its tokens (ceil)
+        return -(-(per_padded * padded + per_sample) // n_rows)
+
+    # Forward temporaries (measured with a TorchDispatchMode over one Mamba2Block on real CPU tensors, then the
+    # tracer): the scan's locals stay alive until it returns. Two moments: the inter-chunk einsum (line "new_states
+    # = einsum(decay_chunk, states)": x, D_residual and Y_diag; L, G and M; B, C and B_decay; the concatenated
+    # states, their bmm copy, new_states and the zero initial state) and the closing (Y_diag + Y_off).contiguous()
+    # (seven intermediate-wide fp32 tensors, new_states and the initial state), beside in_proj's output, the conv
+    # activation, dt and the block's normalized input.
+    # The gated norm's and out_proj's saved terms: not yet saved when a checkpointed layer's recomputed forward is at
+    # the scan's close (the backward.recompute moment).
+    tail_t = sum(x.per_token for x in terms if x.name.startswith(("gated norm", "out_proj")))
+    local_t = c * (proj + cd + h + nh)
+    at_states = per_token(4 * (3 * i + 3 * nh * q + 3 * nh * s + 3 * nh), 4 * i * s * (3 * (nc + 1) + 1))
+    at_close = per_token(4 * (7 * i + 3 * nh * q + 3 * nh * s + 4 * nh), 4 * i * s * (nc + 2))
+    # With grad, what the scan holds beyond the saved set at its close (listed as above, storages not packed by
+    # autograd): the padded x, D_residual, Y_diag, Y_off and their sum (fp32, intermediate-wide), the padded C and
+    # B_decay (heads x state), A and its cumsum, new_states and the zero initial state, the conv activation and dt.
+    # A checkpointed layer's recomputed forward holds the same inside its backward.
+    # (With one chunk, new_states is saved: C x states reads a view of it; the initial state alone is beyond.)
+    beyond_t = c * (cd + nh) + per_token(4 * (5 * i + 2 * nh * s + 2 * nh), 4 * i * s * (nc + 2 if nc > 1 else 1))
+    if t.grad_checkpointing or t.activation_offload:
+        # Checkpointed (no_grad), the whole live set of the mixer is temporary.
+        fwd = Term("scan locals (no grad): chunk-wise fp32 tensors, chunk states, in_proj output, conv activation",
+                   local_t + max(at_states, at_close))
+    else:
+        # (the forward moment counts the layer's whole saved set: the gated norm's and out_proj's are not saved yet)
+        fwd = Term("scan locals beyond the saved set (fp32 chunk-wise tensors, chunk states)",
+                   max(0, beyond_t - tail_t))
+    # Backward: the largest of three moments (measured as above, 7 shapes): the gated norm's backward (about 14 x
+    # intermediate bytes per token of fp32 gradients beside the saved set), the chunk-wise gradients of M, G and L
+    # (when padding makes the chunk long against the row: 2 x heads x chunk per padded token net of what autograd
+    # has freed), and the chunk states' gradient (4 x intermediate x state per chunk and sample).
+    bwd = Term("scan backward: gated norm, chunk-wise and chunk-state gradients (fp32)",
+               max(14 * i, per_token(2 * nh * q), per_token(4 * i, 4 * i * s * nc)))
+    # Inside backward the rerun also has beside it the gradient arriving at the block's output (the residual
+    # stream's dtype: fp32 under residual_in_fp32).
+    rerun_t = beyond_t + (4 if m.ssm_residual_fp32 else c) * h
+    if t.method == "qlora":
+        # QLoRA's rerun holds one more conv_dim-wide 16-bit tensor at the scan's close than LoRA's (measured with the
+        # tracer, --grid ssm2 checkpointed QLoRA cases: 1,536 B per token at conv_dim 768 beside the LoRA case; the
+        # holder was not isolated: peft's bnb Linear4bit clones the base output, bitsandbytes casts to compute_dtype).
+        rerun_t += c * cd
+    return LayerActivations(tuple(terms), fwd, bwd, mlp_tail_per_token=tail_t, mlp_forward_per_token=rerun_t)
+
+
+def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """Mamba-2, full fine-tuning: gradients that appear only after the bottom layer's scan backward (measured with the
+    tracer, --grid ssm2 with checkpointing: the peak is in the bottom layer's gated norm or scan backward): an untied
+    embedding's (embedding_dense_backward comes last) and the bottom layer's in_proj, conv1d and block norm."""
+    if not is_mamba2(m) or t.method != "full":
+        return 0
+    assert m.hidden_size is not None and m.vocab_size is not None
+    _, conv, proj = mamba2_dims(m)
+    numel = 0 if m.tie_word_embeddings else m.vocab_size * m.hidden_size
+    numel += proj * m.hidden_size + (proj if m.ssm_proj_bias else 0)  # in_proj
+    numel += conv * m.ssm_conv_kernel + (conv if m.ssm_conv_bias else 0) + m.hidden_size  # conv1d, Mamba2Block.norm
+    return numel * dtype_bytes(recipe.grad)
+
+
 def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> tuple[Term, ...]:
     """The head's saved tensors per token: norm_f on the fp32 residual stream (MambaRMSNorm keeps the input's dtype,
     so with residual_in_fp32 the normalized tensor is fp32), lm_head's 16-bit input (MambaForCausalLM.forward:
@@ -159,6 +323,9 @@ def check_run(m: ModelSpec, t: TrainingSpec) -> None:
         return
     from vramcalc.core.errors import UnsupportedCombination
 
+    if is_mamba2(m):
+        _check_mamba2_run(m, t)
+        return
     if t.method == "qlora":
         # bitsandbytes replaces every block nn.Linear, but MambaMixer multiplies by dt_proj.weight itself (and the
         # kernel path passes dt_proj.weight and out_proj.weight to mamba_inner_fn): a packed 4-bit weight there fails.
@@ -170,6 +337,28 @@ def check_run(m: ModelSpec, t: TrainingSpec) -> None:
     if t.objective != "sft":
         raise UnsupportedCombination(f"--objective {t.objective} on {m.name}: only sft is modelled for Mamba models; "
                                      "use --objective sft")
+
+
+def _check_mamba2_run(m: ModelSpec, t: TrainingSpec) -> None:
+    """Refuse what the Mamba-2 arithmetic does not cover (its PEFT methods, objectives, autocast and generate())."""
+    from vramcalc.core.errors import UnsupportedCombination
+    from vramcalc.core.memory.precision import recipe_of
+
+    if t.method not in ("full", "freeze", "lora", "qlora"):
+        raise UnsupportedCombination(f"--method {t.method} on {m.name}: only full, freeze, lora and qlora are modelled "
+                                     "for Mamba-2 models; use one of those")
+    if t.objective != "sft":
+        raise UnsupportedCombination(f"--objective {t.objective} on {m.name}: only sft is modelled for Mamba-2 "
+                                     "models; use --objective sft")
+    if t.mode == "train" and recipe_of(t).autocast:
+        # Under autocast causal_conv1d_fn casts the conv input to the fp32 weight's dtype and autocast casts it back,
+        # and the scan's fp32 tensors meet 16-bit ones: not measured.
+        raise UnsupportedCombination(f"--precision {t.precision} on {m.name}: autocast over Mamba-2's PyTorch path "
+                                     "(the conv's dtype round trip, the scan's mixed dtypes) is not modelled; use "
+                                     "--precision bf16, pure-bf16 or fp32")
+    if t.mode != "train":
+        raise UnsupportedCombination(f"--mode {t.mode} on {m.name}: generate() for Mamba-2 (the chunked prefill and "
+                                     "mamba2_selective_state_update's cache) is not modelled; use --mode train")
 
 
 def kernel_saved_per_token(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
@@ -187,6 +376,20 @@ def kernel_saved_per_token(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int
     return norm + in_proj + c * (2 * i + r + 2 * s + 2 * s + i)
 
 
+def mamba2_kernel_saved_per_token(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """One Mamba-2 layer's saved bytes per token with the mamba_ssm kernels, read from mamba_ssm/ops/triton/
+    ssd_combined.py MambaSplitConv1dScanCombinedFn.forward: ctx.save_for_backward(zxbcdt (in_proj's output),
+    out_x (the scan output, input dtype), rstd (the gated norm's, fp32 per group), the weights), everything else
+    recomputed in backward; beside the block's RMSNorm and in_proj's input. Not traced (the kernels need CUDA)."""
+    assert m.hidden_size is not None and m.intermediate_size is not None
+    c = dtype_bytes(recipe.compute)
+    h, i = m.hidden_size, m.intermediate_size
+    full = t.method in ("full", "freeze")
+    norm = 4 * h + 4 + (c * h if full else 0)
+    in_proj = c * h if full else (4 if t.adapter_dtype == "fp32" else c) * h + 4 * t.lora_rank
+    return norm + in_proj + c * (mamba2_dims(m)[2] + i) + 4 * m.ssm_n_groups
+
+
 def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     """What a Mamba estimate assumes (shown in every format)."""
     if not is_ssm(m) or t.mode == "inference":
@@ -194,6 +397,17 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     from vramcalc.core.memory.precision import recipe_of
 
     recipe = recipe_of(t)
+    if is_mamba2(m):
+        layer = layer_activations(m, t, recipe, t.method in ("full", "freeze"))
+        row, padded = padded_length(m, t)
+        slow = layer.saved(row, row)
+        return (f"{m.name}: Mamba-2's SSD scan counted as transformers' PyTorch path (mamba2_chunk_scan: the row "
+                f"padded to a multiple of chunk_size {m.ssm_chunk_size} ({row} -> {padded} tokens), fp32 chunk x "
+                "heads blocks L, G and M and the einsums' operand copies saved), what transformers runs without the "
+                f"mamba_ssm / causal_conv1d kernels: {slow:,} bytes per sequence of {row} tokens per layer. With "
+                "those kernels (mamba_split_conv1d_scan_combined) a layer would save about "
+                f"{mamba2_kernel_saved_per_token(m, t, recipe) * row:,} bytes per sequence (read from mamba_ssm's "
+                "MambaSplitConv1dScanCombinedFn, not traced).",)
     slow = sum(x.per_token for x in layer_activations(m, t, recipe, t.method in ("full", "freeze")).terms)
     kernel = kernel_saved_per_token(m, t, recipe)
     return (f"{m.name}: Mamba's selective scan counted as transformers' PyTorch fallback (mamba_selective_scan: the "
@@ -223,6 +437,8 @@ def estimate_inference(m: ModelSpec, t: TrainingSpec) -> InferenceBytes:
     from vramcalc.core.memory.precision import recipe_of
 
     assert m.intermediate_size is not None and m.hidden_size is not None and m.vocab_size is not None
+    if is_mamba2(m):
+        _check_mamba2_run(m, t)  # refuses generate() in one line
     if t.tp > 1 or t.pp > 1:
         from vramcalc.core.errors import UnsupportedCombination
 

@@ -86,6 +86,7 @@ _POINT_LABELS = {
     "backward.merger": "merger backward", "backward.tower": "vision tower backward (recomputed)",
     "backward.start": "loss backward",
     "backward.recompute": "top layer's forward rerun (checkpointing)",
+    "backward.recompute_bottom": "bottom layer's forward rerun (checkpointing, Mamba-2)",
     "backward.head": "LM head backward (loss chunks)", "backward.head_step": "head's optimizer step (in backward)",
     "backward.end": "backward end (embedding gradient)", "optimizer_step.step": "optimizer step",
     "optimizer_step.done": "optimizer step (done in backward)",
