@@ -148,14 +148,6 @@ def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:
             raise UnsupportedCombination(f"--head and --num-labels choose an encoder's task head "
                                          f"({', '.join(ENCODER_FAMILIES)}); {m.name} is a causal LM: drop them")
         return
-    if m.family == "deberta-v2":
-        # modeling_deberta_v2.py DisentangledSelfAttention: per layer the c2p / p2c position scores (bmm against the
-        # batch-repeated key_proj / query_proj of rel_embeddings), two int64 gather indices, the dropped
-        # rel_embeddings and the int64 -> bool pairwise mask are outside memory/activations.py's terms; the
-        # parameters (vramcalc show) are exact
-        shown = m.name if m.source.startswith("http") else m.source  # a preset, or the config.json given
-        raise UnsupportedCombination(f"activations of DeBERTa's disentangled attention are not modelled yet "
-                                     f"({m.name}); `vramcalc show {shown}` gives its exact parameter count")
     if t.mode == "inference":
         raise UnsupportedCombination(f"{m.name} is an encoder: --mode inference (one forward, no KV cache) is not "
                                      "modelled for encoders; estimate a training step")
