@@ -10,8 +10,8 @@ from vramcalc.core.specs import ModelSpec
 # --- config mapping ------------------------------------------------------------------------------
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "olmo",
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
-                      "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2", "t5", "mt5", "bart", "mbart",
-                      "mamba", "gpt_oss")
+                      "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2", "t5", "mt5", "bart",
+                      "mbart", "mamba", "gpt_oss")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import activations as _activations
 from vramcalc.core.memory import classic as _classic
-from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import deberta as _deberta
+from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
@@ -621,6 +621,9 @@ class _ActivationPlan:
     once_ss: int = 0  # shared bytes per row length squared (DeBERTa's relative positions)
     once_c: int = 0  # shared bytes whatever the batch (DeBERTa's normalized rel_embeddings)
     attn_fwd_less_t: int = 0  # saved bytes per token not yet there at attn_fwd_ts's moment (DeBERTa, no checkpointing)
+    # DeBERTa: a layer's unsaved scores per token x seq beyond its whole saved set (memory/deberta.py forward_scores),
+    # less attn_fwd_less_t per token: also the peak of a checkpointed layer's recomputed forward
+    attn_div_ts: int = 0
     # DeBERTa's shared tensors (memory/deberta.py shared_terms), freed with the forward's locals when no checkpointed
     # layer keeps them as its arguments: per token x seq, per seq², whatever the batch
     fwd_only_ts: int = 0
@@ -884,7 +887,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), per_layer_ss=sum(x.per_seq_sq for x in layer.terms),
         once_ss=once_ss, once_c=once_c,
-        attn_fwd_less_t=0 if t.grad_checkpointing or t.activation_offload else layer.after_attention_per_token,
+        attn_fwd_less_t=layer.after_attention_per_token,
+        attn_div_ts=layer.forward_transient.per_token_seq if _deberta.is_deberta(m) else 0,
         **({} if t.grad_checkpointing or t.activation_offload else
            {"fwd_only_ts": once_ts if _deberta.is_deberta(m) else 0, "fwd_only_ss": once_ss, "fwd_only_c": once_c}),
         once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
@@ -926,7 +930,8 @@ def _transformer_phases(
     autocast_copies = p.autocast_copies
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
     fwd_layer_copies = autocast_copies - p.autocast_head_copy
-    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq - p.attn_fwd_less_t * tokens, p.layer_fwd_c)
+    attn_less = 0 if p.checkpointing or p.offload else p.attn_fwd_less_t * tokens  # checkpointed: nothing saved
+    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq - attn_less, p.layer_fwd_c)
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
     # per-key scores gradient), after autograd has freed the MLP's saved tensors: every moment that holds this
     # transient also holds the layer's whole saved set, so the attention's moment is the larger only by what it
@@ -1010,6 +1015,11 @@ def _transformer_phases(
             # gate_up adapter's scaling mul in the recompute, -2.46 % without this moment).
             mlp_tail = min(p.layer_mlp_tail_t * tokens, recomputed)
             recompute_t = p.layer_mlp_fwd_t * tokens + p.layer_fwd_c
+            if p.attn_div_ts:
+                # DeBERTa: the recomputed attention's unsaved scores at p2c's division (memory/deberta.py), beside the
+                # saved set up to there (measured with the tracer, --grid deberta: the peak of every checkpointed
+                # case with seq 512); written as temporaries over the moment's `recomputed - mlp_tail`
+                recompute_t = max(recompute_t, p.attn_div_ts * token_seq - p.attn_fwd_less_t * tokens + mlp_tail)
             moments.append(("backward.recompute", _m.BWD_RECOMPUTE_CK,
                             (g_top, kept_bwd, once, recomputed - mlp_tail, copies, recompute_t)))
         moments.append(("backward.top", _m.BWD_TOP_CK,

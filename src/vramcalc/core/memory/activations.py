@@ -530,6 +530,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         eager_bwd = (4 + 2 * c) * n_heads
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
+    if is_deberta(m):
+        # DeBERTa's attention backward (measured with the tracer, --grid deberta): by the time the softmax's and
+        # gather's backward run (the scores' gradient; gather's zero-filled (batch x heads, seq, 2P) gradient and its
+        # scatter_add), the MLP's saved set, the softmax output, its dropout mask, the dropped probabilities and the
+        # ~mask are freed, which outweighs them: the MLP's gradients stay the layer's backward peak.
+        eager_bwd = 0
     fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd)
     mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + [lora_fwd.get(x, 0) for x in up_mods])
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
