@@ -64,8 +64,8 @@ freeze, IA3): the root's and layer 0's bytes that memory/distributed.py builds i
 from (memory/weights.py tensor_groups), against the tracer's model set up for the method, tensor by tensor.
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
-        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|deberta|
-                encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics]
+        [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
+                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -260,12 +260,13 @@ MODERNBERT_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
-# The DeBERTa-v3 grid (`--grid deberta`, issue 15; 30 cases): the published deberta-v3-base and deberta-v3-large
+# The DeBERTa-v3 grid (`--grid deberta`, issue 15; 32 cases): the published deberta-v3-base and deberta-v3-large
 # config.json (tests/data/hf/, vocabulary kept) cut to 3 and 2 layers, x full / LoRA (query_proj, key_proj,
 # value_proj: peft's default for deberta-v2 plus the key, so that the adapters also run on the rel_embeddings) x
-# checkpointing off / on x batch 1 / 4 x seq 128 / 512, bf16, on the base shape, and in amp-bf16 a half fraction of
-# them (seq 512 when batch and checkpointing agree) on the large one; then token-cls, fp32, LoRA on every block Linear and
-# pure bf16 on the large shape. The collator's int64 attention_mask is passed (trace/_run.py). AdamW (fused).
+# checkpointing off / on x batch 1 / 4 x seq 128 / 512, bf16, on the base shape, and in amp-bf16 a half fraction
+# of them (seq 512 when batch and checkpointing agree) on the large one; then token-cls, fp32, LoRA on every block
+# Linear, QLoRA NF4 (kbit_prep off, as in the other grids) and pure bf16 on the large shape. The collator's int64
+# attention_mask is passed (trace/_run.py). AdamW (fused).
 # Written to accuracy_deberta.{json,md}.
 DEBERTA_SHAPES = {"deberta:base": ("deberta-v3-base", 3), "deberta:large": ("deberta-v3-large", 2)}
 _DEB_QKV = ("q_proj", "k_proj", "v_proj")
@@ -276,6 +277,10 @@ DEBERTA_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("deberta:base", "full", {"method": "full", "batch_size": 2, "seq_len": 256, "precision": "fp32"}),
     ("deberta:base", "lora", {"method": "lora", "batch_size": 4, "seq_len": 512,
                               "lora_targets": ("all-linear",)}),
+    ("deberta:base", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 4, "seq_len": 512,
+                               "lora_targets": _DEB_QKV}),
+    ("deberta:base", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 4, "seq_len": 512,
+                               "lora_targets": ("all-linear",), "grad_checkpointing": True}),
     ("deberta:large", "full", {"method": "full", "batch_size": 4, "seq_len": 512, "precision": "bf16"}),
     ("deberta:large", "lora", {"method": "lora", "batch_size": 4, "seq_len": 512, "precision": "bf16",
                                "lora_targets": _DEB_QKV, "grad_checkpointing": True}),
@@ -1168,7 +1173,7 @@ def main() -> None:
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
                     "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"
                     " encoders2: issue 15's 43 token-cls and ModernBERT cases;"
-                    " deberta: issue 15's 30 DeBERTa-v3 cases (disentangled attention);"
+                    " deberta: issue 15's 32 DeBERTa-v3 cases (disentangled attention);"
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
                     "against the tracer's model; optimizers: issue 13's 32 "
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
@@ -1184,8 +1189,8 @@ def main() -> None:
     versions = _versions()
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
-        if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec", "ssm",
-                         "gptoss", "classics", "vlm") \
+        if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
+                         "ssm", "gptoss", "classics", "vlm") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

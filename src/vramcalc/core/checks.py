@@ -157,6 +157,13 @@ def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:
     if t.objective != "sft" or t.loss != "hf" or t.packing != "none":
         raise UnsupportedCombination(f"{m.name} is an encoder: --objective, --loss and --packing apply to causal "
                                      "LMs; drop them")
+    if m.family == "deberta-v2" and (t.head == "mlm" or t.method == "freeze"):
+        # memory/deberta.py is traced for the classification heads with full fine-tuning, LoRA and QLoRA
+        # (benchmarks/accuracy.py --grid deberta); DebertaV2ForMaskedLM's head and frozen bottom layers (which
+        # share the rel_embeddings with the trained ones) are not
+        what = "--head mlm" if t.head == "mlm" else "--method freeze"
+        raise UnsupportedCombination(f"{what} is not modelled for DeBERTa ({m.name}): use --head seq-cls or "
+                                     "token-cls with --method full, lora or qlora")
     if m.family == "modernbert" and t.head == "mlm":
         # ModernBertForMaskedLM's loss (loss_utils.py ForMaskedLMLoss: an fp32 upcast of the logits, and
         # sparse_prediction) is not modelled; the fine-tuning heads are

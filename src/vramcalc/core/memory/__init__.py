@@ -728,7 +728,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t += frozen * (per_layer_t - frozen_t)
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding); ModernBERT
     # computes a pair per layer type (ModernBertModel.forward: global and local thetas).
-    once_t = 0 if m.learned_position_embeddings or m.alibi or ssm else 2 * c * head_dim(m)
+    # (DeBERTa has no rotary tables either: its relative positions are shared_terms below, memory/deberta.py)
+    once_t = 0 if m.learned_position_embeddings or m.alibi or ssm or _deberta.is_deberta(m) else 2 * c * head_dim(m)
     if m.family == "modernbert" and m.sliding_window_layers:
         once_t *= 2
     if m.family == "gpt_oss":  # GptOssRotaryEmbedding returns cos, sin of head_dim / 2 (_apply_rotary_emb chunks)

@@ -191,6 +191,11 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
                      "whose 16-bit copy the memory-efficient sdpa kernel saves per sliding layer (no unpadding "
                      "outside flash-attention 2; unpadded batches)")
         return (f"encoder {m.name}: {attention}; head: {head}.",)
+    if m.family == "deberta-v2":
+        return (f"encoder {m.name}: DeBERTa's disentangled attention, eager (no SDPA path in transformers): per layer "
+                f"the c2p / p2c position scores against {m.rel_embedding_rows} relative positions and their int64 "
+                "gather indices; the collator's int64 attention_mask expanded to batch × seq × seq (all ones: "
+                f"unpadded batches); head: {head}.",)
     return (f"encoder {m.name}: bidirectional attention without a padding mask (unpadded batches); head: {head}.",)
 
 
