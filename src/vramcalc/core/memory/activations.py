@@ -411,7 +411,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             terms.append(Term("fused qkv buffer behind v (q, k parts)", c * (q_dim + kv_dim),
                               batch1_only=eager))
         if attn_live and is_deberta(m):  # the disentangled attention's own saved tensors (memory/deberta.py)
-            terms += deberta_attention_terms(m, t, recipe, tw, adapted)
+            terms += [Term(x.name, x.per_token, x.per_token_seq, x.per_sample, x.const, per_seq_sq=x.per_seq_sq)
+                      for x in deberta_attention_terms(m, t, recipe, tw, adapted)]
         n_before_o = len(terms)
         # o_proj's input: the SDPA output (already saved, when attention was recorded) or eager's copy.
         o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=not eager and not math_sdpa and attn_live,

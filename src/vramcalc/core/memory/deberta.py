@@ -17,18 +17,31 @@ Standard library only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
-    from vramcalc.core.memory.activations import Term
     from vramcalc.core.memory.precision import Recipe
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
 FAMILY = "deberta-v2"
 MASK_BYTES = 8  # the int64 attention_mask of a padding collator (DataCollatorWithPadding), expanded pairwise
 INDEX_BYTES = 8  # torch.long relative positions and gather indices
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One saved tensor (or group), in memory/activations.py Term's units (activations.py makes Terms of them;
+    this module does not import it, which imports this one)."""
+
+    name: str
+    per_token: int
+    per_token_seq: int = 0
+    per_sample: int = 0
+    const: int = 0
+    per_seq_sq: int = 0
 
 
 def is_deberta(m: ModelSpec) -> bool:
@@ -42,30 +55,28 @@ def _span(m: ModelSpec) -> int:
 
 
 def attention_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: bool,
-                    adapted: set[str]) -> tuple[Term, ...]:
+                    adapted: set[str]) -> tuple[Part, ...]:
     """One layer's saved tensors beyond BERT's eager attention (memory/activations.py counts q, key / scale, v,
     the softmax, its dropout and the dropped probabilities), when the attention records a graph. `adapted`: the
     LoRA-adapted module names (q_proj, k_proj, ...)."""
-    from vramcalc.core.memory.activations import Term
-
     assert m.hidden_size is not None and m.num_attention_heads is not None
     c = dtype_bytes(recipe.compute)
     h, heads, span = m.hidden_size, m.num_attention_heads, _span(m)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # the rel LayerNorm's output dtype
     q_pos = trainable or "q_proj" in adapted  # pos_query_layer needs a gradient (query_proj's weight or adapter)
     k_pos = trainable or "k_proj" in adapted
-    out: list[Term] = []
+    out: list[Part] = []
     # disentangled_attention_bias: torch.bmm(key_layer, pos_query_layer^T) saves key_layer for pos_query's gradient
     if q_pos:
-        out.append(Term("p2c bmm: key_layer (unscaled)", c * h))
+        out.append(Part("p2c bmm: key_layer (unscaled)", c * h))
     # .repeat(batch) of the projected positions, saved by the c2p / p2c bmm for the query's / key's gradient
-    out.append(Term("c2p / p2c position projections, repeated per sequence", 0, per_sample=2 * c * span * h))
+    out.append(Part("c2p / p2c position projections, repeated per sequence", 0, per_sample=2 * c * span * h))
     # torch.gather(c2p_att, -1, index) saves its input (batch x heads, seq, 2P), once for c2p and once for p2c
-    out.append(Term("c2p / p2c raw position scores (saved by gather)", 2 * c * heads * span))
+    out.append(Part("c2p / p2c raw position scores (saved by gather)", 2 * c * heads * span))
     # the two int64 indices (clamp(relative_pos +- att_span)): (1, seq, seq) storages expanded to every head
-    out.append(Term("c2p / p2c gather indices (int64, seq x seq)", 0, per_seq_sq=2 * INDEX_BYTES))
+    out.append(Part("c2p / p2c gather indices (int64, seq x seq)", 0, per_seq_sq=2 * INDEX_BYTES))
     # attention_scores.masked_fill(~attention_mask.bool(), min): the bool mask, (batch, 1, seq, seq), not per head
-    out.append(Term("~mask of masked_fill (bool)", 0, 1))
+    out.append(Part("~mask of masked_fill (bool)", 0, 1))
     # rel_embeddings = self.pos_dropout(rel_embeddings): per layer, 2P x hidden. The dropout keeps its 1-byte mask when
     # the rel_embeddings train; query_proj and key_proj save their input when their weights train (under autocast
     # each its own 16-bit cast of the fp32 dropout output).
@@ -84,7 +95,7 @@ def attention_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: bo
         const += len(lora) * kept * t.lora_rank * span
         const += len(lora) * (kept * rel + (rel if t.lora_dropout > 0 else 0)) if fresh else residual * rel
     if const:
-        out.append(Term("rel_embeddings: pos_dropout and its q / k projections' inputs", 0, const=const))
+        out.append(Part("rel_embeddings: pos_dropout and its q / k projections' inputs", 0, const=const))
     del q_pos, k_pos
     return tuple(out)
 
@@ -108,11 +119,9 @@ def forward_scores(m: ModelSpec, recipe: Recipe, softmax_bytes: int) -> int:
     return max(at_division, at_context)
 
 
-def shared_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> tuple[Term, ...]:
+def shared_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> tuple[Part, ...]:
     """Built once per forward and read by every layer (DebertaV2Encoder.forward): the pairwise mask, the relative
     positions and the normalized rel_embeddings."""
-    from vramcalc.core.memory.activations import Term
-
     assert m.hidden_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
@@ -120,11 +129,11 @@ def shared_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> tuple[Term, .
     full = t.method in ("full", "freeze")
     return (
         # get_attention_mask: mask.unsqueeze(1).unsqueeze(2) * its transpose, (batch, 1, seq, seq) in int64
-        Term("pairwise attention mask (int64, batch x seq x seq)", 0, MASK_BYTES),
+        Part("pairwise attention mask (int64, batch x seq x seq)", 0, MASK_BYTES),
         # build_relative_position: (1, seq, seq) int64
-        Term("relative positions (int64, seq x seq)", 0, per_seq_sq=INDEX_BYTES),
+        Part("relative positions (int64, seq x seq)", 0, per_seq_sq=INDEX_BYTES),
         # get_rel_embedding: LayerNorm(rel_embeddings.weight), its output (fp32 under autocast) and, when its weight
         # trains, its fp32 mean and rstd per row
-        Term("normalized rel_embeddings (LayerNorm output, mean, rstd)", 0,
+        Part("normalized rel_embeddings (LayerNorm output, mean, rstd)", 0,
              const=residual * rel + (8 * _span(m) if full else 0)),
     )
