@@ -14,6 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cli_helpers import invoke
 from vramcalc.core.errors import UnsupportedCombination
@@ -22,6 +24,7 @@ from vramcalc.core.memory.activations import layer_activations
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import count_params
 from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.io import presets
 from vramcalc.io.hf_config import spec_from_hf_config
 
 HF = Path(__file__).parent / "data" / "hf"
@@ -152,3 +155,31 @@ def test_check_accepts_the_modelled_heads() -> None:
             check_encoder(_spec(), TrainingSpec(head=head, method=method))  # type: ignore[arg-type]
     with pytest.raises(UnsupportedCombination):
         check_encoder(_spec(), TrainingSpec(head="mlm"))
+
+
+DEBERTA_PRESETS = [m for m in presets.models().specs if isinstance(m, ModelSpec) and m.family == "deberta-v2"]
+RUNS = st.fixed_dictionaries({
+    "method": st.sampled_from(["full", "lora", "qlora"]), "head": st.sampled_from(["seq-cls", "token-cls"]),
+    "precision": st.sampled_from(["bf16", "amp-bf16", "fp32"]), "grad_checkpointing": st.booleans(),
+    "batch_size": st.integers(1, 16), "seq_len": st.integers(1, 512), "num_labels": st.integers(1, 20),
+    "lora_targets": st.sampled_from([("auto",), ("q_proj", "k_proj", "v_proj"), ("v_proj",)]),
+})
+
+
+# derandomized by the project's profiles (tests/conftest.py)
+@settings(max_examples=min(settings().max_examples, 200), suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(DEBERTA_PRESETS), RUNS, st.sampled_from(["batch_size", "seq_len"]), st.integers(1, 64))
+def test_memory_never_decreases_when_the_batch_grows(m: ModelSpec, run: dict[str, object], grow: str,
+                                                     more: int) -> None:
+    # every term of memory/deberta.py grows with batch and sequence (per token, per key, per sequence, per seq²) or
+    # is fixed: no component of a larger batch or a longer sequence is smaller, and the tensor peak holds the weights
+    t = TrainingSpec(**run)  # type: ignore[arg-type]
+    if t.precision == "fp32" and t.method == "qlora":
+        t = replace(t, precision="bf16")  # QLoRA needs a 16-bit compute dtype (refused in one line)
+    bigger = replace(t, **{grow: getattr(t, grow) + more})
+    if bigger.seq_len > 512:
+        bigger = replace(bigger, seq_len=512)
+    a, b = estimate(m, t), estimate(m, bigger)
+    for part in ("weights", "gradients", "optimizer_state", "activations"):
+        assert getattr(b, part) >= getattr(a, part), part
+    assert b.tensor_peak_bytes >= a.tensor_peak_bytes >= a.weights

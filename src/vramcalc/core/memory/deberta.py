@@ -63,8 +63,9 @@ def attention_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: bo
     c = dtype_bytes(recipe.compute)
     h, heads, span = m.hidden_size, m.num_attention_heads, _span(m)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # the rel LayerNorm's output dtype
-    q_pos = trainable or "q_proj" in adapted  # pos_query_layer needs a gradient (query_proj's weight or adapter)
-    k_pos = trainable or "k_proj" in adapted
+    # pos_query_layer needs a gradient when query_proj's weight or an adapter on it does; the query and key of a
+    # recorded attention need one (as memory/activations.py counts q, k and v), so the bmm keep the projections
+    q_pos = trainable or "q_proj" in adapted
     out: list[Part] = []
     # disentangled_attention_bias: torch.bmm(key_layer, pos_query_layer^T) saves key_layer for pos_query's gradient
     if q_pos:
@@ -85,18 +86,22 @@ def attention_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: bo
     if trainable:
         const += rel if m.dropout > 0 else 0
         const += 2 * c * rel if recipe.autocast else residual * rel
-    # peft LoRA on query_proj / key_proj runs on the positions too: lora_A saves its input (the adapter-dtype cast,
-    # one per adapter, or the dropout's output itself) and lora_B saves lora_A's (2P, r) output
+    # peft LoRA on query_proj / key_proj runs on the positions too (tuners/lora/layer.py Linear.forward): lora_A saves
+    # its input, which is autocast's 16-bit cast under autocast, else the adapter-dtype cast or lora_dropout's output
+    # (one per adapter, with dropout's 1-byte mask), else the positions themselves (one tensor for both adapters);
+    # lora_B saves lora_A's (2P, r) output
     lora = [x for x in ("q_proj", "k_proj") if x in adapted]
     if lora and not trainable:
         a = dtype_bytes(t.adapter_dtype)
         kept = c if recipe.autocast and a != c else a
-        fresh = a != residual or t.lora_dropout > 0
+        mask = rel if t.lora_dropout > 0 else 0
         const += len(lora) * kept * t.lora_rank * span
-        const += len(lora) * (kept * rel + (rel if t.lora_dropout > 0 else 0)) if fresh else residual * rel
+        if recipe.autocast and a != c or a != residual or t.lora_dropout > 0:
+            const += len(lora) * (kept * rel + mask)
+        else:
+            const += residual * rel
     if const:
         out.append(Part("rel_embeddings: pos_dropout and its q / k projections' inputs", 0, const=const))
-    del q_pos, k_pos
     return tuple(out)
 
 
