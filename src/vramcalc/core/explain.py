@@ -1003,7 +1003,14 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              + (f" + {_n(layer.backward_transient.const)} B (the largest adapted module's delta-weight gradient)"
                 if layer.backward_transient.const else ""), layer_bwd_t, "bytes per token × tokens", SRC_ACTS),
     ]
-    if "temporaries.layer_recompute" in d:  # memory/__init__.py backward.recompute
+    if "temporaries.layer_recompute" in d and deberta.is_deberta(m):  # memory/__init__.py backward.recompute
+        tl.append(Line("temporaries.layer_recompute", "a checkpointed layer's recomputed scores (p2c's division)",
+                       f"{_n(layer.forward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys − "
+                       f"{_n(layer.after_attention_per_token)} B/token × {tok} not yet saved + the MLP's "
+                       f"{_n(layer.mlp_tail_per_token)} B/token that the moment's recomputed layer leaves out",
+                       d["temporaries.layer_recompute"], "unsaved scores beside the saved set up to the attention",
+                       "memory/deberta.py forward_scores"))
+    elif "temporaries.layer_recompute" in d:  # memory/__init__.py backward.recompute
         tl.append(Line("temporaries.layer_recompute", "a checkpointed layer's forward rerun in its backward",
                        f"{_n(layer.mlp_forward_per_token)} B/token × {tok} + "
                        f"{_n(d['temporaries.layer_recompute'] - layer.mlp_forward_per_token * tokens)} B "
