@@ -157,8 +157,8 @@ def saver_grid() -> list[dict[str, Any]]:
 
 # The families grid (`--grid families`, issue 15): one published config.json per model_type vramcalc reads
 # (tests/data/hf, read by io/hf_config.py), at two shapes (b1 s512 full pure-bf16 sdpa; b2 s1024 LoRA
-# all-linear bf16 eager), each without and with checkpointing. Mixture-of-experts types (mixtral, qwen2_moe,
-# qwen3_moe, deepseek_v2/v3) are listed but not traced: the tracer does not build MoE models. Each config is
+# all-linear bf16 eager), each without and with checkpointing; the MoE types too (--grid moe covers them at tiny
+# shapes; DeepSeek is traced with one expert group, see trace/_config.py). Each config is
 # cut to FAMILY_LAYERS layers (every layer but the bottom one saves the same set, so the per-layer terms are
 # all in the peak; a full-depth trace takes minutes per case on two CPU cores).
 FAMILY_LAYERS = 4
@@ -169,9 +169,9 @@ FAMILY_CONFIGS = {
     "phi": "phi-2", "phi (qk_layernorm)": "phi-2-qk-layernorm", "phi3": "phi-3-mini-4k", "gpt2": "gpt2",
     "gpt_neox": "pythia-70m", "falcon": "falcon-7b", "olmo": "olmo-1b-hf", "olmo2": "olmo-2-0425-1b",
     "starcoder2": "starcoder2-3b", "gptj": "gpt-j-6b", "gpt_bigcode": "starcoderbase-1b", "bloom": "bloom-560m",
+    "mixtral": "mixtral-8x7b-v0.1", "qwen2_moe": "qwen1.5-moe-a2.7b", "qwen3_moe": "qwen3-30b-a3b",
+    "deepseek_v2": "deepseek-v2-lite", "deepseek_v3": "deepseek-v3",
 }
-NOT_TRACED = {"mixtral": "mixtral-8x7b-v0.1", "qwen2_moe": "qwen1.5-moe-a2.7b", "qwen3_moe": "qwen3-30b-a3b",
-              "deepseek_v2": "deepseek-v2-lite", "deepseek_v3": "deepseek-v3"}
 FAMILY_SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("full pure-bf16 | b1 s512 | sdpa", {"method": "full", "precision": "pure-bf16", "batch_size": 1, "seq_len": 512}),
     ("lora all-linear | b2 s1024 | eager", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",),
@@ -507,6 +507,51 @@ def gptoss_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The MoE grid (`--grid moe`, issue 15): the routed mixture-of-experts families transformers 5.24 runs through its
+# experts implementation (integrations/moe.py grouped_mm_experts_forward; expert weights are 3-D Parameters), each
+# published config.json cut to a tiny shape of the same layout: Mixtral (every layer sparse, experts
+# intermediate_size wide), Qwen1.5-MoE (a sigmoid-gated shared expert) and Qwen3-MoE (normalized top-k, q/k norms).
+MOE_SHAPES = {
+    "moe:mixtral": ("mixtral-8x7b-v0.1", {"hidden_size": 256, "intermediate_size": 384, "num_hidden_layers": 2,
+                                         "num_attention_heads": 8, "num_key_value_heads": 2, "num_local_experts": 8,
+                                         "num_experts_per_tok": 2, "vocab_size": 1024}),
+    "moe:qwen2_moe": ("qwen1.5-moe-a2.7b", {"hidden_size": 256, "moe_intermediate_size": 192,
+                                           "shared_expert_intermediate_size": 768, "intermediate_size": 768,
+                                           "num_hidden_layers": 2, "num_attention_heads": 8,
+                                           "num_key_value_heads": 8, "num_experts": 16, "num_experts_per_tok": 4,
+                                           "vocab_size": 1024}),
+    "moe:qwen3_moe": ("qwen3-30b-a3b", {"hidden_size": 256, "moe_intermediate_size": 128, "intermediate_size": 768,
+                                       "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
+                                       "head_dim": 64, "num_experts": 16, "num_experts_per_tok": 4,
+                                       "vocab_size": 1024}),
+}
+
+
+MOE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora all-linear", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
+    ("lora q,k,v,o", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")}),
+    ("qlora all-linear", {"method": "qlora", "precision": "bf16", "lora_targets": ("all-linear",), "kbit_prep": False}),
+)
+
+
+def moe_grid() -> list[dict[str, Any]]:
+    """3 families x 4 runs x checkpointing off / on at b2 s256, and the full and all-linear LoRA runs again at
+    b1 s1024 and with eager attention at b2 s512 (48 cases)."""
+    cases = []
+    for model in MOE_SHAPES:
+        for label, kw in MOE_RUNS:
+            shapes = [(2, 256, "sdpa")] + ([(1, 1024, "sdpa"), (2, 512, "eager")] if label in (
+                "full pure-bf16", "lora all-linear") else [])
+            for b, seq, attention in shapes:
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b{b} s{seq} | {attention} | {'gc' if gc else 'no-gc'}",
+                                  "model": model, "method": kw["method"],
+                                  "training": dict(kw, batch_size=b, seq_len=seq, attention=attention,
+                                                   grad_checkpointing=gc)})
+    return cases
+
+
 # The classics grid (`--grid classics`, issue 15; 36 cases): torchvision's ResNet-18 and ResNet-50 (memory/convnet.py,
 # traced with trace/_classic.py's plain-PyTorch ResNet) at 112 and 224 pixels x batch 1 / 8 x fp32 AdamW, fp32 SGD
 # with momentum and amp-bf16 AdamW; ResNeXt-50 32x4d and Wide ResNet-50-2 once each (amp-fp16 / amp-bf16); the
@@ -574,6 +619,12 @@ def _model(name: str) -> Any:
         d.update(shape, layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)])
         d.pop("quantization_config")
         return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
+    if name.startswith("moe:"):  # a published MoE config.json cut to a tiny shape (MOE_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config, shape = MOE_SHAPES[name]
+        d = {**json.loads((HF_DIR / f"{config}.json").read_text()), **shape}
+        return spec_from_hf_config(d, name[4:], "benchmarks/accuracy.py")
     if name.startswith("hf:"):
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1050,7 +1101,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "encoders2": token_cls_grid, "deberta": deberta_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid}
+         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1067,7 +1118,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
-          "vlm": " (vision-language models: LLaVA-1.5, issue 15)"}
+          "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
+          "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -1149,8 +1201,8 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, gr
               "| case | estimate GB | trace GB | error % | phase (est / trace) | trace peak op |",
               "| --- | ---: | ---: | ---: | --- | --- |"]
     if grid_name == "families":
-        lines[4:4] = ["Not traced (the tracer does not build mixture-of-experts models): "
-                      + ", ".join(f"{k} ({v})" for k, v in NOT_TRACED.items()) + ".", ""]
+        lines[4:4] = ["Every model_type io/hf_config.py reads for a causal LM is traced; DeepSeek's router with one "
+                      "expert group (n_group 1), the rest as published.", ""]
     for r in rows:
         e, t = r["estimate"], r["trace"]
         mark = "" if r["phase_ok"] else " ✗"
@@ -1190,7 +1242,7 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "gptoss", "classics", "vlm") \
+                         "ssm", "gptoss", "classics", "vlm", "moe") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

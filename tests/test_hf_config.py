@@ -468,12 +468,19 @@ def _terms(name: str, **training) -> dict[str, int]:
 
 
 def test_moe_activations_count_top_k_routed_tokens() -> None:
-    terms = _terms("mixtral-8x7b-v0.1")
-    # bf16 (2 bytes): router softmax 4 x 8 experts; top-2 copies in and out of 4096: 2 x 2 x 2 x 4096.
-    assert terms["router logits (fp32 softmax)"] == 32
-    assert terms["routed token copies"] == 2 * 2 * 2 * 4096
-    # Each of the 2 routed copies saves act input, act output and up (14336 wide): 2 x 3 x 2 x 14336.
-    assert terms["experts.mlp act input"] + terms["experts.mlp act output, up"] == 2 * 3 * 2 * 14336
+    # Mixtral-8x7B as transformers 5 trains it (memory/activations.py _fused_moe_terms), full bf16: hidden 4096,
+    # 8 experts of 14336, top 2.
+    terms = _terms("mixtral-8x7b-v0.1", method="full")
+    # fp32 softmax (4 x 8), int64 top-k indices (8 x 2), the renormalized top-k values and their sum (4 x 2 + 4)
+    assert terms["router softmax (fp32), top-k indices"] == 32 + 16 + 12
+    # three int64 permutations of the 2 routed copies, their fp32 routing weights
+    assert terms["expert routing indices (int64 x 3), gathered routing weights (fp32)"] == 3 * 8 * 2 + 4 * 2
+    # per routed copy: gate_up output (2 x 14336), activation output (14336), down output (4096), 2 bytes each
+    assert terms["experts gate_up output, activation output, down output"] == 2 * 2 * (3 * 14336 + 4096)
+    # trainable experts: grouped_mm keeps its inputs (gathered hidden 4096, gated product 14336); the router's
+    # weight gradient keeps its input (4096)
+    assert terms["experts grouped_mm inputs (gathered hidden, gated product)"] == 2 * 2 * (4096 + 14336)
+    assert terms["router input (its weight's gradient)"] == 2 * 4096
 
 
 def test_capacity_factor_scales_routed_terms() -> None:

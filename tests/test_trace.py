@@ -153,4 +153,8 @@ def test_hf_config_dict_maps_and_rejects() -> None:
     d = hf_config_dict(TINY)
     assert d["model_type"] == "llama" and d["num_key_value_heads"] == 2 and d["num_hidden_layers"] == 2
     with pytest.raises(UnsupportedCombination):
-        hf_config_dict(replace(TINY, family="mixtral"))
+        hf_config_dict(replace(TINY, family="rwkv"))  # a family the tracer does not build
+    # MoE families map their experts (configuration_mixtral.py names; the experts intermediate_size wide)
+    moe = hf_config_dict(replace(TINY, family="mixtral", num_experts=4, experts_per_token=2,
+                                 moe_intermediate_size=96))
+    assert (moe["num_local_experts"], moe["num_experts_per_tok"], moe["intermediate_size"]) == (4, 2, 96)

@@ -381,9 +381,10 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
                           trainable, "parameters of the unfrozen layers (+ head)", "memory/weights.py", "count"))
     else:
         for lin in resolve_targets(m, t.lora_targets) if m.has_architecture else ():
-            n = t.lora_rank * (lin.in_features + lin.out_features) * lin.count
+            n = t.lora_rank * lin.rank_mult * (lin.in_features + lin.out_features) * lin.count
             lines.append(Line(f"parameters.lora.{lin.module}", f"LoRA {lin.module}",
-                              f"r {t.lora_rank} × ({_n(lin.in_features)} in + {_n(lin.out_features)} out) × "
+                              f"r {t.lora_rank * lin.rank_mult} × ({_n(lin.in_features)} in + "
+                              f"{_n(lin.out_features)} out) × "
                               f"{_n(lin.count)} modules", n, "r × (d_in + d_out) × modules", SRC_LORA, "count"))
         if t.dora and m.has_architecture:
             lines.append(Line("parameters.dora.magnitude", "DoRA magnitude vectors",

@@ -56,6 +56,26 @@ class Linear:
     in_features: int
     out_features: int
     count: int
+    rank_mult: int = 1  # LoRA rank multiple: peft gives a fused expert gate_up_proj 2 x r (fused_moe_targets)
+
+
+# transformers 5.x keeps these families' routed experts as 3-D Parameters (modeling_mixtral.py MixtralExperts:
+# gate_up_proj (E, 2i, h), down_proj (E, h, i), run by integrations/moe.py grouped_mm_experts_forward) and the
+# router as a custom module holding a weight Parameter (MixtralTopKRouter): neither is an nn.Linear, so peft's
+# all-linear, bitsandbytes' Linear4bit replacement and the other PEFT methods do not see them.
+FUSED_EXPERT_FAMILIES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss"})
+# peft 0.21 utils/transformers_weight_conversion.py _convert_peft_config_moe rewrites a LoRA config for the model
+# types of transformers' conversion_mapping._MODEL_TO_CONVERSION_PATTERN (mixtral; qwen3_moe, deepseek_v2/v3 on the
+# qwen2_moe pattern; qwen2_moe itself and gpt_oss are not keys there): gate_proj + up_proj (Mixtral w1 + w3) become
+# target_parameters experts.gate_up_proj at rank and alpha 2 x r, down_proj (w2) experts.down_proj, the router
+# `gate` gate.weight (ParamWrapper, tuners/lora/layer.py), "all-linear" all three; the names it maps leave
+# target_modules, so a shared expert's or a dense layer's gate/up/down_proj is not adapted.
+PEFT_MOE_CONVERTED = frozenset({"mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3"})
+
+
+def fused_experts(m: ModelSpec) -> bool:
+    """Whether `m`'s routed experts are 3-D Parameters under transformers 5 (FUSED_EXPERT_FAMILIES)."""
+    return bool(m.num_experts) and m.family in FUSED_EXPERT_FAMILIES
 
 
 def linear_has_bias(m: ModelSpec, module: str) -> bool:
@@ -413,7 +433,11 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
             raise UnsupportedCombination(
                 f"LoRA on {', '.join(sorted(named))} of {m.name}: gpt-oss's experts are Parameters, not Linear "
                 "modules (peft target_parameters is not modelled); use q_proj,k_proj,v_proj,o_proj or all-linear")
+    moe_rows: tuple[Linear, ...] = ()
+    if fused_experts(m):
         linears = tuple(lin for lin in linears if not lin.module.startswith("experts."))
+        if m.family in PEFT_MOE_CONVERTED:
+            moe_rows, targets = fused_moe_targets(m, targets)
     # the embedding and the LM head are adapted too (outer_targets), but they are no block Linears
     wanted = {t.strip().lower() for t in targets if t.strip() and t.strip().lower() not in SAVED_MODULE_ALIASES}
     if AUTO_TARGETS in wanted:
@@ -421,7 +445,12 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     if ALL_LINEAR in wanted:
         if m.ssm_state_size:  # peft's all-linear takes out_proj, which it refuses for Mamba (memory/ssm.py)
             check_ssm_targets(m, linears)
-        return linears
+        if m.family in PEFT_MOE_CONVERTED:  # the MLP names went to the experts: shared / dense MLPs keep none
+            linears = tuple(lin for lin in linears if lin.module.rsplit(".", 1)[-1] not in _MOE_MAPPED)
+        elif m.shared_expert_gate and fused_experts(m):  # Qwen2-MoE's shared_expert_gate is an nn.Linear(h, 1)
+            assert m.hidden_size is not None and m.num_layers is not None
+            linears += (Linear("shared_expert_gate", m.hidden_size, 1, m.num_layers - dense_layers(m)),)
+        return linears + moe_rows
     names = {lin.module.rsplit(".", 1)[-1] for lin in linears}
     fused_parts = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
     chosen: set[str] = set()
@@ -444,7 +473,45 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     out = tuple(lin for lin in linears if lin.module.rsplit(".", 1)[-1] in chosen)
     if m.ssm_state_size:
         check_ssm_targets(m, out)
-    return out
+    return out + moe_rows
+
+
+_MOE_MAPPED = frozenset({"gate_proj", "up_proj", "down_proj", "gate"})  # peft's v4 names of the experts and router
+
+
+def fused_moe_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[tuple[Linear, ...], tuple[str, ...]]:
+    """peft 0.21's rewrite of a LoRA target list for a PEFT_MOE_CONVERTED model: (the experts' and router's
+    ParamWrapper adapters as Linear rows, the targets left for nn.Linear modules). Rows: experts.gate_up_proj
+    (lora_A (2r·E, h), lora_B (2i, 2r·E)), experts.down_proj (lora_A (r·E, i), lora_B (h, r·E)), each as E Linears
+    per MoE layer; the router (lora_A (r, h), lora_B (E, r))."""
+    assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
+    names = {t.strip().lower() for t in targets if t.strip()}
+    auto = AUTO_TARGETS in names
+    if auto:
+        names = (names - {AUTO_TARGETS}) | set(default_targets(m))
+    canon = {MODULE_ALIASES.get(x, (x,))[0] if x in ("w1", "w2", "w3") else x for x in names}
+    if ALL_LINEAR in canon:
+        canon |= _MOE_MAPPED
+    gate_up = {"gate_proj", "up_proj"} & canon
+    if len(gate_up) == 1:  # peft: "Cannot convert PEFT target(s) ... because they are fused into gate_up_proj"
+        (one,) = gate_up
+        other = ({"gate_proj", "up_proj"} - gate_up).pop()
+        raise UnsupportedCombination(f"LoRA on {one} of {m.name} without {other}: transformers 5 fuses them into "
+                                     f"experts.gate_up_proj and peft refuses one alone; add {other}")
+    h, e, n_moe = m.hidden_size, m.num_experts, m.num_layers - dense_layers(m)
+    i = m.moe_intermediate_size or m.intermediate_size
+    rows: list[Linear] = []
+    if gate_up:
+        rows.append(Linear("experts.gate_up_proj", h, 2 * i, n_moe * e, rank_mult=2))
+    if "down_proj" in canon:
+        rows.append(Linear("experts.down_proj", i, h, n_moe * e))
+    if "gate" in canon:
+        rows.append(Linear("router", h, e, n_moe))
+    rest = tuple(x for x in targets if x.strip().lower() not in _MOE_MAPPED | {"w1", "w2", "w3", AUTO_TARGETS}
+                 or x.strip().lower() == ALL_LINEAR)
+    if auto:
+        rest += default_targets(m)
+    return tuple(rows), rest
 
 
 def outer_targets(targets: tuple[str, ...]) -> tuple[str, ...]:
@@ -459,7 +526,8 @@ def lora_params(m: ModelSpec, targets: tuple[str, ...], rank: int) -> int:
     lora_embedding_A (r x vocab) and lora_embedding_B (hidden x r) (peft tuners/lora/layer.py Embedding
     update_layer) and the head's lora_A (r x hidden) and lora_B (vocab x r) are r·(vocab + hidden) each."""
     outer = len(outer_targets(targets)) * rank * ((m.vocab_size or 0) + (m.hidden_size or 0))
-    return outer + sum(rank * (lin.in_features + lin.out_features) * lin.count for lin in resolve_targets(m, targets))
+    return outer + sum(rank * lin.rank_mult * (lin.in_features + lin.out_features) * lin.count
+                       for lin in resolve_targets(m, targets))
 
 
 # peft modules_to_save / LoRA targets outside the blocks: the input embedding and the LM head, by the names the

@@ -11,7 +11,7 @@ from vramcalc.core.specs import ModelSpec
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "olmo",
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
                       "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2", "t5", "mt5", "bart",
-                      "mbart", "mamba", "gpt_oss")
+                      "mbart", "mamba", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -26,8 +26,8 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
             f"vramcalc trace cannot build family {model.family!r}; supported: {', '.join(SUPPORTED_FAMILIES)}")
     if not model.has_architecture:
         raise UnsupportedCombination(f"{model.name} has no architecture (only a parameter count); trace needs one")
-    if model.num_experts and family != "gpt_oss":
-        raise UnsupportedCombination("vramcalc trace does not build mixture-of-experts models yet")
+    if model.moe_capacity_factor is not None:
+        raise UnsupportedCombination("vramcalc trace runs transformers' dropless MoE; a capacity factor is not traced")
     d: dict[str, Any]
     common: dict[str, Any] = {"vocab_size": model.vocab_size, "tie_word_embeddings": model.tie_word_embeddings,
               "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": None}
@@ -191,6 +191,32 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         d["sliding_window"] = model.sliding_window
     if family in ("qwen2", "qwen3"):
         d["use_sliding_window"] = model.sliding_window is not None
+    if family == "mixtral":  # configuration_mixtral.py: every layer sparse, experts intermediate_size wide
+        d.update(num_local_experts=model.num_experts, num_experts_per_tok=model.experts_per_token,
+                 intermediate_size=model.moe_intermediate_size or model.intermediate_size,
+                 sliding_window=model.sliding_window, router_jitter_noise=0.0)
+    if family in ("qwen2_moe", "qwen3_moe"):  # configuration_qwen2_moe.py / _qwen3_moe.py names
+        d.update(num_experts=model.num_experts, num_experts_per_tok=model.experts_per_token,
+                 moe_intermediate_size=model.moe_intermediate_size, decoder_sparse_step=1,
+                 mlp_only_layers=list(range(model.first_dense_layers)), norm_topk_prob=family == "qwen3_moe",
+                 use_sliding_window=False, sliding_window=None)
+        if family == "qwen2_moe":
+            d.update(shared_expert_intermediate_size=model.shared_expert_intermediate_size or 0,
+                     qkv_bias=model.qkv_bias)
+        else:
+            d["attention_bias"] = model.qkv_bias
+    if family in ("deepseek_v2", "deepseek_v3"):  # configuration_deepseek_v3.py / _v2.py names (io/hf_config.py)
+        # one expert group (n_group / topk_group change only the router's small temporaries, which the spec
+        # does not carry); V3's noaux_tc router with the correction bias, V2's greedy softmax top-k
+        d.update(num_key_value_heads=model.num_attention_heads, q_lora_rank=model.q_lora_rank,
+                 kv_lora_rank=model.kv_lora_rank, qk_nope_head_dim=model.qk_nope_head_dim,
+                 qk_rope_head_dim=model.qk_rope_head_dim, v_head_dim=model.v_head_dim,
+                 n_routed_experts=model.num_experts, num_experts_per_tok=model.experts_per_token,
+                 moe_intermediate_size=model.moe_intermediate_size, n_shared_experts=model.num_shared_experts,
+                 first_k_dense_replace=model.first_dense_layers, n_group=1, topk_group=1,
+                 topk_method="noaux_tc" if family == "deepseek_v3" else "greedy", norm_topk_prob=True,
+                 rope_scaling=None, attention_bias=model.qkv_bias)
+        d.pop("head_dim", None)
     return d
 
 

@@ -274,6 +274,50 @@ _new_breakdown = object.__new__
 
 
 @lru_cache(maxsize=256)
+def _moe_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """Trainable 3-D experts (params.FUSED_EXPERT_FAMILIES): at the bottom layer's backward peak (the gather's
+    index_put, its gradients' scatter) that layer's expert weight gradients are not written yet (measured with the
+    tracer, --grid moe full with checkpointing: the estimate was over by one layer's gate_up + down gradient at 2,
+    4 and 8 layers alike)."""
+    from vramcalc.core.params import dense_layers, fused_experts, resolve_targets
+
+    if not fused_experts(m) or m.family == "gpt_oss" or t.grad_accum > 1:
+        return 0
+    assert m.hidden_size is not None and m.intermediate_size is not None and m.num_layers is not None
+    if t.method == "full":
+        i = m.moe_intermediate_size or m.intermediate_size
+        return dtype_bytes(recipe.grad) * m.num_experts * 3 * i * m.hidden_size
+    if t.method not in ("lora", "qlora"):
+        return 0
+    # LoRA on the experts (peft ParamWrapper): the bottom layer's expert adapters' gradients, in the adapter dtype
+    n_moe = m.num_layers - dense_layers(m)
+    return dtype_bytes(t.adapter_dtype) * sum(
+        t.lora_rank * lin.rank_mult * (lin.in_features + lin.out_features) * lin.count // n_moe
+        for lin in resolve_targets(m, t.lora_targets) if lin.module.startswith("experts."))
+
+
+def _fused_moe_notes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> list[str]:
+    """What transformers 5's 3-D expert Parameters (params.FUSED_EXPERT_FAMILIES) do to QLoRA and LoRA."""
+    from vramcalc.core.params import fused_experts, resolve_targets
+
+    if not m.has_architecture or not fused_experts(m) or m.family == "gpt_oss" or t.method not in ("lora", "qlora"):
+        return []
+    out = []
+    if t.method == "qlora":
+        where = "fp32 after prepare_model_for_kbit_training" if t.kbit_prep and recipe.weight != "fp32" \
+            else recipe.weight
+        out.append(f"QLoRA on {m.name}: transformers 5 keeps the routed experts as 3-D Parameters, which "
+                   "bitsandbytes does not quantize (it replaces nn.Linear modules; bitsandbytes issue #1849): they "
+                   f"stay unquantized ({where}) and are counted so; transformers 4.x's per-expert nn.Linear "
+                   "layers were quantized.")
+    rows = [lin.module for lin in resolve_targets(m, t.lora_targets) if lin.module.startswith("experts.")]
+    if rows:
+        out.append(f"LoRA on {m.name}'s experts ({', '.join(rows)}: peft target_parameters, ParamWrapper): every "
+                   "forward builds a full-size copy of the adapted expert stack (W + B·A, one baddbmm) that the "
+                   "backward keeps, per layer; adapting only the attention (q_proj,k_proj,v_proj,o_proj) avoids it.")
+    return out
+
+
 def _accum_note(grad_accum: int) -> str:
     return (f"gradient accumulation over {grad_accum} micro-batches: gradients stay "
             "allocated through every forward and backward (no extra memory per micro-batch).")
@@ -440,6 +484,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                      if training.kbit_prep and recipe.weight != "fp32" else
                      "QLoRA without prepare_model_for_kbit_training: norms, embeddings and lm_head stay in "
                      f"{recipe.weight}.")
+    notes += _fused_moe_notes(model, training, recipe)
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
     body = _reward.body(model) if training.objective == "reward" else model
     w = weight_bytes(body, training, recipe)
@@ -646,8 +691,11 @@ class _ActivationPlan:
     # smaller set, and MoE models' dense bottom layers).
     layers_less_t: int = 0
     layers_less_ts: int = 0
+    layers_less_c: int = 0  # the dense bottom layers' per-layer constant below a MoE layer's (LoRA merged experts)
+    bottom_less_c: int = 0
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
+    top_layer_grads: int = 0  # a trained MoE layer's expert gradients, there by its attention's backward
     rl: _rl.RlPlan | None = None  # GRPO: generate() and the no-grad log-prob passes before the step (memory/rl.py)
 
 
@@ -677,7 +725,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
     # which makes every layer's input need one. Measured with the tracer (tinyllama, LoRA q,v: layer 0
     # saves its attention norm's fp32 input + rsqrt fewer than layer 1).
-    bottom_less_t = bottom_less_ts = layers_less_t = layers_less_ts = 0
+    bottom_less_t = bottom_less_ts = layers_less_t = layers_less_ts = layers_less_c = bottom_less_c = 0
     n_dense = min(m.first_dense_layers, n_layers) if m.num_experts else 0
     dense_m = m
     if n_dense and trained_layers == n_layers:
@@ -691,6 +739,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t = n_dense * (per_layer_t - sum(x.per_token for x in dense.terms if not x.batch1_only))
         layers_less_ts = n_dense * (per_layer_ts - sum(x.per_token_seq for x in dense.terms))
         bottom_less_t, bottom_less_ts = layers_less_t // n_dense, layers_less_ts // n_dense
+        bottom_less_c = sum(x.const for x in layer.terms) - sum(x.const for x in dense.terms)
+        layers_less_c = n_dense * bottom_less_c
     outer = outer_targets(t.lora_targets) if t.method in ("lora", "qlora") else ()
     if "lm_head" in outer and (t.loss not in ("hf", "chunked") or t.objective != "sft"):
         # Liger / Cut CE / TRL's fused head multiply by lm_head.weight themselves (torchtune's chunks call the module)
@@ -861,6 +911,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append(peft_methods.note(m, t))
     elif peft_methods.token_rows(t):  # LoRA's trainable_token_indices
         notes.append(peft_methods.tokens_note(m, t))
+    moe_grads = _moe_late_gradient_bytes(m, t, recipe)
+    eager_attn = t.attention == "eager" or eager_only(m)
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
@@ -898,8 +950,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_mlp_fwd_t=layer.mlp_forward_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
-        layers_less_t=layers_less_t, layers_less_ts=layers_less_ts,
-        late_grads=_encoder.late_gradient_bytes(m, t, recipe) if full_like and not _distributed.is_parallel(t) else 0,
+        layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
+        bottom_less_c=bottom_less_c,
+        # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
+        # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
+        top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
+        late_grads=(_encoder.late_gradient_bytes(m, t, recipe) if full_like else 0)
+        + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
 
 
@@ -973,7 +1030,10 @@ def _transformer_phases(
         grad_fwd = g_head if lb.head_grad_in_forward else 0
         head_bwd_t = lb.head_backward if lb.head_backward else -1
     host_t = 0
-    acc, g_top = grads_live_fwd, max(grads_live_fwd, g_head)
+    # (a trained MoE layer's expert gradients are written before its attention's backward, whose eager scores'
+    # gradients then set the layer's peak: measured with the tracer, --grid moe full eager, the peak at the top
+    # layer's softmax backward with them alive)
+    acc, g_top = grads_live_fwd, max(grads_live_fwd, g_head + p.top_layer_grads)
     recompute_t = 0  # a checkpointed layer's recomputed forward temporaries (the backward.recompute moment)
     late_g = 0 if accum else min(p.late_grads, gradients)  # accumulating: every gradient exists from the start
     # The moments of each phase as named terms (memory/moments.py): the phase is the largest of them.
@@ -998,7 +1058,7 @@ def _transformer_phases(
         activations = kept + once + head_saved + autocast_copies + recomputed
         # The bottom layer recomputed: a MoE model's dense bottom layer saves a dense MLP's set (bottom_less_t;
         # checkpointing gives every layer's input a gradient, so LoRA's bottom-layer saving does not apply).
-        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
+        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c if saving_layers else 0
         layers_detail = kept
         moments = [
             ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, fwd_layer_copies, layer_fwd_t)),
@@ -1034,9 +1094,9 @@ def _transformer_phases(
         # recomputed layer; backward.bottom for completeness)
         bwd_acts = max(kept_bwd + once + recomputed + copies, once + recomputed - bottom_less + copies)
     else:
-        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq if saving_layers else 0
+        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c if saving_layers else 0
         acts_layers = saving_layers * per_layer - (p.layers_less_t * tokens + p.layers_less_ts * token_seq
-                                                   if saving_layers else 0)
+                                                   + p.layers_less_c if saving_layers else 0)
         recomputed = 0
         activations = acts_layers + once + head_saved + autocast_copies
         layers_detail = acts_layers
@@ -1113,7 +1173,8 @@ def _transformer_phases(
     details["activations.bottom_layer"] = max(per_layer - bottom_less, 0) if saving_layers else 0  # its saved set
     # What all the layers save less than saving_layers x per_layer without checkpointing (LoRA's bottom layer,
     # activations.py input_grad; a MoE model's dense bottom layers, which save more when their MLP is adapted).
-    less = p.layers_less_t * tokens + p.layers_less_ts * token_seq if saving_layers and not p.checkpointing else 0
+    less = p.layers_less_t * tokens + p.layers_less_ts * token_seq + p.layers_less_c \
+        if saving_layers and not p.checkpointing else 0
     details["activations.bottom_layer_less"] = max(less, 0)
     details["activations.bottom_layers_more"] = max(-less, 0)
     details["activations.shared"] = once

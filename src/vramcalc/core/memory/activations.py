@@ -19,7 +19,7 @@ from vramcalc.core.memory.deberta import attention_terms as deberta_attention_te
 from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
 from vramcalc.core.memory.deberta import is_deberta
 from vramcalc.core.memory.precision import Recipe
-from vramcalc.core.params import Linear, head_dim, kv_heads, linear_has_bias, resolve_targets
+from vramcalc.core.params import Linear, fused_experts, head_dim, kv_heads, linear_has_bias, resolve_targets
 from vramcalc.core.units import ceil_div, dtype_bytes
 from vramcalc.core.vocab import ENCODER_FAMILIES
 
@@ -462,6 +462,35 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             else 0
         if t.grad_checkpointing:
             moe_fwd_t += sum(x.per_token for x in moe)
+    elif m.num_experts and fused_experts(m) and m.moe_capacity_factor is None:
+        eb = _expert_bytes(t, recipe)
+        moe_adapted = {lin.module for lin in resolve_targets(m, t.lora_targets)
+                       if lin.module.startswith("experts.") or lin.module == "router"} if adapted else set()
+        moe, moe_fwd_t, moe_bwd_t, const_fwd = _fused_moe_terms(m, t, c, eb, live, trainable_weights, moe_adapted)
+        terms += moe
+        backward_const = max(backward_const, const_fwd)
+        width = m.moe_intermediate_size or i
+        live = live or trainable_weights or bool(moe_adapted)
+        if m.num_shared_experts:
+            # The shared expert (Qwen2MoeMLP / DeepseekV3MLP): a dense gated MLP over every token, nn.Linear
+            # modules (adapted by name or all-linear unless peft mapped the names to the experts: params.py).
+            s_i = m.shared_expert_intermediate_size or width * m.num_shared_experts
+            s_in = linear_input("shared expert input", ("gate_proj", "up_proj"), h, input_live=live) or live
+            terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
+            linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
+            if m.shared_expert_gate:
+                # Qwen2MoeSparseMoeBlock: sigmoid(shared_expert_gate(x)) * shared_expert_output saves the sigmoid's
+                # output and the shared expert's output.
+                linear_input("shared expert gate", ("shared_expert_gate",), h, input_live=live)
+                terms.append(Term("shared expert gate (sigmoid output, gated output)", c * (1 + h)))
+            width = max(width, s_i)
+        if t.grad_checkpointing:
+            # Under checkpointing nothing is saved: the block holds, at once, the gathered hidden states, the up
+            # projection's output, the activation's and the product (at the product), or the down output beside
+            # its fp32 weighted copy and the un-permuted one (measured with the tracer, --grid moe with
+            # checkpointing: the saved set plus the transient over-counted the forward by 8-20 %).
+            k_, eb_, w_ = m.experts_per_token, _expert_bytes(t, recipe), m.moe_intermediate_size or i
+            moe_fwd_t = max(k_ * eb_ * (h + 4 * w_), k_ * (2 * eb_ * h + 8 * h) + 4 * h)
     elif m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
         k = m.experts_per_token
@@ -740,6 +769,75 @@ def _gpt_oss_moe_terms(m: ModelSpec, c: int, h: int, live: bool, trainable: bool
     if trainable:
         out.append(Term("experts grouped_mm inputs (gathered hidden, gated output)", k * c * (h + i)))
     return out
+
+
+def _expert_bytes(t: TrainingSpec, recipe: Recipe) -> int:
+    """Bytes per element of the 3-D expert weights, the dtype grouped_mm runs in (integrations/moe.py _grouped_mm
+    casts its input to the weight's dtype; grouped_mm is not autocast-enabled): the load dtype, which QLoRA leaves
+    unquantized (bitsandbytes issue #1849) and peft's kbit preparation casts to fp32."""
+    w = dtype_bytes(recipe.weight)
+    return 4 if t.method == "qlora" and t.kbit_prep and w < 4 else w
+
+
+def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool, trainable: bool,
+                     adapted: set[str]) -> tuple[list[Term], int, int, int]:
+    # `adapted`: the module names of params.fused_moe_targets' rows in this run (experts.gate_up_proj, ...)
+    """A routed MoE block as transformers 5.24 trains it (modeling_mixtral.py MixtralSparseMoeBlock, Qwen2/3-MoE,
+    DeepSeek-V2/V3): the router, then the 3-D expert Parameters through the default experts implementation,
+    grouped_mm (integrations/moe.py grouped_mm_experts_forward) on the k x tokens (token, expert) pairs sorted by
+    expert. Returns (saved terms, forward and backward temporaries per token, the backward's per-layer bytes).
+
+    Saved per token (measured with the tracer's live tensors at the loss, tiny Mixtral / Qwen-MoE configs):
+    - router: softmax's fp32 output (E) and topk's int64 indices (k); Mixtral's and Qwen3-MoE's (norm_topk_prob)
+      in-place renormalization keeps the top-k values and their sum (fp32);
+    - the int64 sort permutation, its `// k` gather index and the inverse permutation (k each), the gathered
+      fp32 routing weights (k);
+    - per routed copy: the up grouped_mm's output (2i, kept by the gate's activation and the product), the
+      activation's output (i) and the down grouped_mm's output (h, kept by `* routing weight`), in the experts'
+      dtype;
+    - when the experts need weight gradients (full fine-tuning, or peft's ParamWrapper on them), grouped_mm also
+      keeps its inputs: the gathered hidden states (h) and the gated product (i) per routed copy;
+    - peft 0.21's ParamWrapper (tuners/lora/layer.py, _LoraFactorsProxy): each forward registers a
+      parametrization that builds W + scaling x lhs @ rhs with one baddbmm, a full-size copy of the expert stack
+      that grouped_mm keeps for its input gradient (per layer, whatever the batch), plus lhs / rhs cast to the
+      weights' dtype; the router's ParamWrapper adds its delta to the (E, h) weight and F.linear keeps its input.
+    """
+    assert m.hidden_size is not None and m.intermediate_size is not None
+    h, e, k = m.hidden_size, m.num_experts, m.experts_per_token
+    i = m.moe_intermediate_size or m.intermediate_size
+    r, a = t.lora_rank, dtype_bytes(t.adapter_dtype)
+    lora_up, lora_down = "experts.gate_up_proj" in adapted, "experts.down_proj" in adapted
+    lora_router = "router" in adapted
+    experts_grad = trainable or lora_up or lora_down
+    if not (live or experts_grad or lora_router):
+        return [], 0, 0, 0
+    renorm = m.family in ("mixtral", "qwen3_moe")
+    out = [Term("router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0)),
+           Term("expert routing indices (int64 x 3), gathered routing weights (fp32)", 3 * 8 * k + 4 * k),
+           Term("experts gate_up output, activation output, down output", k * eb * (3 * i + h))]
+    if experts_grad:
+        out.append(Term("experts grouped_mm inputs (gathered hidden, gated product)", k * eb * (h + i)))
+    if trainable or lora_router:
+        out.append(Term("router input (its weight's gradient)", c * h))
+    merged = (eb * e * 2 * i * h if lora_up else 0) + (eb * e * h * i if lora_down else 0)
+    if merged:
+        casts = (e * 2 * r * (2 * i + h) if lora_up else 0) + (e * r * (i + h) if lora_down else 0)
+        out.append(Term("LoRA merged expert weights (W + B·A per forward) and factor casts", 0,
+                        const=merged + (eb * casts if a != eb else 0)))
+    if lora_router:
+        out.append(Term("LoRA router merged weight", 0, const=eb * e * h))
+    # Forward beside the saved set: after the down projection, `proj_out * routing weight` promotes to fp32, its
+    # un-permuted copy and the per-token sum (fp32), beside the gathered hidden states (alive in
+    # grouped_mm_experts_forward until it returns; saved only with expert gradients).
+    gathered = 0 if experts_grad else k * eb * h
+    fwd = max(k * eb * i + gathered, 8 * k * h + 4 * h + gathered)
+    # Backward: the incoming gradient's fp32 routed copies, then grouped_mm's input gradients (k x h, k x 2i)
+    # beside them; with expert weight gradients, a full-size gradient of the merged stack per projection.
+    bwd = k * (4 * h + eb * (h + 2 * i))
+    # The merged stack's gradients: the down projection's comes first (the trace's peak at its grouped_mm, both
+    # merged stacks still alive); by the gate_up gradient the down stack and its gradient are freed.
+    wgrad = eb * e * h * i if lora_down else eb * e * 2 * i * h if lora_up else 0
+    return out, fwd, bwd, wgrad
 
 
 def _mlp_terms(m: ModelSpec, c: int, h: int, i: int, trainable: bool, tokens_per_token: int,

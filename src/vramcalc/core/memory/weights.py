@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 from vramcalc.core import peft_methods
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory.precision import Recipe
-from vramcalc.core.params import ParamTensor, block_linears, dora_params, inventory, lora_params, outer_targets
+from vramcalc.core.params import (
+    ParamTensor,
+    block_linears,
+    dora_params,
+    fused_experts,
+    inventory,
+    lora_params,
+    outer_targets,
+)
 from vramcalc.core.units import ceil_div, dtype_bytes
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
@@ -149,8 +157,8 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
         from vramcalc.core.params import resolve_targets
 
         for lin in resolve_targets(model, training.lora_targets):
-            lora_shapes.append(((training.lora_rank, lin.in_features), lin.count))
-            lora_shapes.append(((lin.out_features, training.lora_rank), lin.count))
+            lora_shapes.append(((training.lora_rank * lin.rank_mult, lin.in_features), lin.count))
+            lora_shapes.append(((lin.out_features, training.lora_rank * lin.rank_mult), lin.count))
             if training.dora:  # DoRA's magnitude vector (params.dora_params), trained in the adapter dtype
                 lora_shapes.append(((lin.out_features,), lin.count))
         if training.dora and outer_targets(training.lora_targets):
@@ -191,6 +199,8 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
     data = constants = 0
     quantized = 0
     for lin in block_linears(model):
+        if lin.module.startswith("experts.") and fused_experts(model):
+            continue  # 3-D expert Parameters: bitsandbytes replaces nn.Linear only (bitsandbytes issue #1849)
         numel = lin.in_features * lin.out_features
         quantized += numel * lin.count
         if training.quant_bits == 4:
@@ -347,7 +357,7 @@ _MLP = ("gate_proj", "up_proj", "down_proj", "gate_up_proj")
 
 def _layer_kind(module: str, kind: str, moe: bool) -> str:
     """Which layers hold a per-layer tensor: every layer, the dense (bottom) ones, or the MoE ones."""
-    if kind == "router" or module.startswith(("experts.", "shared_expert.")):
+    if kind == "router" or module == "router" or module.startswith(("experts.", "shared_expert")):
         return "moe"
     if moe and module.rsplit(".", 1)[-1] in _MLP and kind in ("linear", "bias"):
         return "dense"
@@ -383,7 +393,8 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
         key = t.module if t.kind in ("linear", "bias") else "lm_head" if t.kind == "head" else t.name
         cast = t.kind in ("linear", "head") and not t.name.endswith(".bias") or (
             t.kind == "embedding" and model.tie_word_embeddings)
-        quant = training.quant_bits if qlora and t.kind == "linear" else 0
+        quant = training.quant_bits if qlora and t.kind == "linear" and not (
+            t.module.startswith("experts.") and fused_experts(model)) else 0
         elem = 0 if quant else unq if qlora else w
         if t.per_layer:
             where = _layer_kind(t.module, t.kind, moe)
@@ -405,7 +416,8 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
         for lin in resolve_targets(model, training.lora_targets):
             where = _layer_kind(lin.module, "linear", moe)
             each = lin.count // per_kind_layers[where]
-            for i, shape in enumerate(((r, lin.in_features), (lin.out_features, r))):  # lora_A, lora_B
+            rr = r * lin.rank_mult
+            for i, shape in enumerate(((rr, lin.in_features), (lin.out_features, rr))):  # lora_A, lora_B
                 in_layers[where].append((adapter(lin.module, i, shape, each), True))
             if training.dora:  # DoRA's magnitude vector per adapted Linear (params.dora_params)
                 in_layers[where].append((adapter(lin.module, 2, (lin.out_features,), each), True))
