@@ -344,6 +344,10 @@ def test_deberta_relative_table() -> None:
     ("pooler_hidden_size", 1024, "pooler_hidden_size 1024 differs from hidden_size 768"),
     ("attention_head_size", 32, "attention_head_size x num_attention_heads 384 differs"),
     ("position_buckets", "256", "position_buckets must be an integer"),
+    # the activations (core/memory/deberta.py) read both position terms, no pooler dropout and one dropout rate
+    ("pos_att_type", "c2p", "pos_att_type 'c2p' is not modelled"),
+    ("pooler_dropout", 0.1, "pooler_dropout 0.1 is not modelled"),
+    ("attention_probs_dropout_prob", 0.0, "attention_probs_dropout_prob 0.0 differs from hidden_dropout_prob"),
 ])
 def test_deberta_refuses_what_it_does_not_model(key: str, value: object, message: str) -> None:
     d = {**load("deberta-v3-base"), key: value}
