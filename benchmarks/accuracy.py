@@ -65,7 +65,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics]
+                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics|vlm|vlm2]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -473,6 +473,48 @@ def vlm_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The Qwen vision-language grid (`--grid qwen-vl`, issue 15; 44 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
+# _qwen_estimate, trace/_qwen_vl.py) from the published Qwen2-VL-2B-Instruct and Qwen2.5-VL-3B-Instruct config.json
+# files (tests/data/hf), cut to 2 text layers and a 2-block tower (Qwen2.5-VL: 4 blocks, the last with full
+# attention, the others 112 px windows), the widths, heads and vocabularies as published; the tower frozen x full
+# pure-bf16 (the merger trained) / LoRA / QLoRA NF4 (kbit_prep off) x checkpointing off / on x two shapes (batch 1
+# x 256 text tokens x one 448 px image: 256 image tokens; batch 2 x 128 text tokens x two 644 px images per
+# sample: 529 image tokens each, 1,186 tokens in the language model); then the whole 32-block tower (2 text layers)
+# x the three methods x checkpointing at batch 1 x 64 text tokens x two 644 px images (4,232 patches, 1,058 image
+# tokens), where the tower's kept inputs and its recomputed backward weigh; and, to make the image side the peak,
+# the published tower cut to 4 blocks under a toy language model (2 layers of width 256, a 1,000-token vocabulary)
+# x full / LoRA x checkpointing at one 896 px image (4,096 patches) and 16 text tokens. Written to
+# accuracy_qwen-vl.{json,md}.
+QWEN_VL_CUTS = {"qwen2-vl-2b-instruct": (2, ()), "qwen2.5-vl-3b-instruct": (4, (3,))}
+QWEN_VL_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 448},
+                  {"batch_size": 2, "seq_len": 128, "images": 2, "image_size": 644})
+
+
+def qwen_vl_grid() -> list[dict[str, Any]]:
+    cases = []
+    for name in QWEN_VL_CUTS:
+        for label, kw in VLM_RUNS:
+            for shape in QWEN_VL_SHAPES:
+                for gc in (False, True):
+                    cases.append({"id": f"{name} (cut) | {label} | b{shape['batch_size']} s{shape['seq_len']} "
+                                        f"i{shape['images']} {shape['image_size']}px | {'gc' if gc else 'no-gc'}",
+                                  "model": f"qwenvl:{name}", "method": kw["method"],
+                                  "training": dict(kw, **shape, grad_checkpointing=gc)})
+        for label, kw in VLM_RUNS:  # the whole 32-block tower: its kept inputs and its backward weigh
+            for gc in (False, True):
+                cases.append({"id": f"{name} (2 text layers, whole tower) | {label} | b1 s64 i2 644px | "
+                                    f"{'gc' if gc else 'no-gc'}", "model": f"qwenvl-tower:{name}",
+                              "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=64, images=2,
+                                                                       image_size=644, grad_checkpointing=gc)})
+        for label, kw in VLM_RUNS[:2]:  # the image side as the peak: the published tower, a toy language model
+            for gc in (False, True):
+                cases.append({"id": f"{name} (4-block tower, toy text model) | {label} | b1 s16 i1 896px | "
+                                    f"{'gc' if gc else 'no-gc'}", "model": f"qwenvl-toy:{name}",
+                              "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=16, images=1,
+                                                                       image_size=896, grad_checkpointing=gc)})
+    return cases
+
+
 # The gpt-oss grid (`--grid gptoss`, issue 15; 16 cases): GptOssForCausalLM (memory/activations.py
 # _gpt_oss_moe_terms; eager attention with sinks, as transformers runs it: no SDPA path) at two tiny configs built on
 # the published gpt-oss-20b config.json (alternating sliding/full layers, attention and expert biases, sinks): 2
@@ -588,12 +630,106 @@ def classics_grid() -> list[dict[str, Any]]:
                   "training": {"precision": "fp32", "batch_size": 20, "seq_len": 35, "grad_accum": 2}})
     return cases
 
+# The Gemma 3 multimodal grid (`--grid vlm2`, issue 15; 31 cases): Gemma3ForConditionalGeneration (memory/vision.py
+# _siglip_estimate) from the published google/gemma-3-4b-it config.json (tests/data/hf; its 262k vocabulary, widths,
+# SigLIP so400m at 896 px: 4,096 patches and 256 image tokens per image), the language model cut to 4 layers (3
+# sliding, 1 global) and the tower to 4 (every tower layer saves the same set; a full-depth trace takes minutes
+# per case on two CPU cores), with the processor's token_type_ids (bidirectional image blocks in the masks):
+# full pure-bf16 (the projector trained) / LoRA (q_proj, v_proj of the language model) / QLoRA NF4 (without
+# prepare_model_for_kbit_training's fp32 casts) x sdpa / eager x checkpointing off / on at batch 1 x 512 text
+# tokens x one image (772 tokens in the language model); the three methods under sdpa at batch 2 x 256 text tokens
+# x two images per sample (776 tokens); LoRA at 1,024 text tokens x two images (1,544 tokens: past the 1,024
+# sliding window); --train-vision (full, sdpa) with and without checkpointing at both shapes; amp-bf16 LoRA without
+# checkpointing at both shapes; four images under 128
+# text tokens (LoRA with checkpointing, QLoRA eager, --train-vision with checkpointing); gemma-3-12b-it cut the
+# same way, LoRA with and without checkpointing. Written to accuracy_vlm2.{json,md}.
+VLM2_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2})
+VLM2_LAYERS = 4
+
+
+def vlm2_grid() -> list[dict[str, Any]]:
+    cases = []
+    model = f"gemma3vlm:gemma-3-4b-it:{VLM2_LAYERS}"
+    for label, kw in VLM_RUNS:
+        for attention in ("sdpa", "eager"):
+            for gc in (False, True):
+                cases.append({"id": f"gemma-3-4b-it | {label} | b1 s512 i1 | {attention} | {'gc' if gc else 'no-gc'}",
+                              "model": model, "method": kw["method"],
+                              "training": dict(kw, **VLM2_SHAPES[0], attention=attention, grad_checkpointing=gc)})
+    for label, kw in VLM_RUNS:
+        for gc in (False, True):
+            cases.append({"id": f"gemma-3-4b-it | {label} | b2 s256 i2 | sdpa | {'gc' if gc else 'no-gc'}",
+                          "model": model, "method": kw["method"],
+                          "training": dict(kw, **VLM2_SHAPES[1], grad_checkpointing=gc)})
+    for shape in VLM2_SHAPES:
+        tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}"
+        for gc in (False, True):
+            mark = "gc" if gc else "no-gc"
+            cases.append({"id": f"gemma-3-4b-it | full pure-bf16 train-vision | {tag} | sdpa | {mark}",
+                          "model": model, "method": "full",
+                          "training": dict(VLM_RUNS[0][1], **shape, train_vision=True, grad_checkpointing=gc)})
+    for gc in (False, True):
+        cases.append({"id": f"gemma-3-4b-it | lora | b1 s1024 i2 | sdpa | {'gc' if gc else 'no-gc'}",
+                      "model": model, "method": "lora",
+                      "training": dict(VLM_RUNS[1][1], batch_size=1, seq_len=1024, images=2, grad_checkpointing=gc)})
+    for shape in VLM2_SHAPES:  # amp-bf16 LoRA (fp32 residual streams); with checkpointing the language model's own
+        # estimate counts autocast weight copies in the forward that the tracer does not see (as in the vlm grid)
+        tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}"
+        cases.append({"id": f"gemma-3-4b-it | lora amp-bf16 | {tag} | sdpa | no-gc", "model": model,
+                      "method": "lora", "training": dict(shape, method="lora", precision="amp-bf16")})
+    # image-heavy: four images per sample under 128 text tokens (1,168 tokens, 16,384 patches per sample)
+    for label, kw, extra in (("lora", VLM_RUNS[1][1], {"grad_checkpointing": True}),
+                             ("qlora", VLM_RUNS[2][1], {"attention": "eager"}),
+                             ("full pure-bf16 train-vision", VLM_RUNS[0][1], {"train_vision": True,
+                                                                             "grad_checkpointing": True})):
+        attention = extra.get("attention", "sdpa")
+        cases.append({"id": f"gemma-3-4b-it | {label} | b1 s128 i4 | {attention} | "
+                            f"{'gc' if extra.get('grad_checkpointing') else 'no-gc'}",
+                      "model": model, "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=128, images=4, **extra)})
+    for gc in (False, True):
+        cases.append({"id": f"gemma-3-12b-it | lora | b1 s512 i1 | sdpa | {'gc' if gc else 'no-gc'}",
+                      "model": f"gemma3vlm:gemma-3-12b-it:{VLM2_LAYERS}", "method": "lora",
+                      "training": dict(VLM_RUNS[1][1], **VLM2_SHAPES[0], grad_checkpointing=gc)})
+    return cases
+
+
 def _model(name: str) -> Any:
+    if name.startswith("gemma3vlm:"):  # a Gemma 3 multimodal config.json as published, both stacks cut
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        _, config, n = name.split(":")
+        path = HF_DIR / f"{config}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
+        layers = int(n)
+        local = round(spec.sliding_window_layers * layers / spec.num_layers)
+        return replace(spec, num_layers=layers, sliding_window_layers=local,
+                       vision=replace(spec.vision, num_layers=layers))
     if name.startswith("vlm:"):  # a vision-language model's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
 
         path = HF_DIR / f"{name[4:]}.json"
         return spec_from_hf_config(json.loads(path.read_text()), name[4:], str(path))
+    if name.startswith(("qwenvl:", "qwenvl-tower:", "qwenvl-toy:")):  # a Qwen-VL config.json, 2 text layers
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config = name.split(":", 1)[1]
+        path = HF_DIR / f"{config}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
+        assert spec.vision is not None
+        if name.startswith("qwenvl-tower:"):  # the whole tower
+            return replace(spec, num_layers=2)
+        if name.startswith("qwenvl-toy:"):  # 4 tower blocks (Qwen2.5-VL: the last full) and a toy language model
+            return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                           num_kv_heads=2, vocab_size=1000, head_dim=None,
+                           vision=replace(spec.vision, num_layers=4, out_hidden_size=256,
+                                          fullatt_block_indexes=(3,) if spec.vision.fullatt_block_indexes else ()))
+        depth, full = QWEN_VL_CUTS[config]
+        return replace(spec, num_layers=2, vision=replace(spec.vision, num_layers=depth, fullatt_block_indexes=full))
     if name.startswith("seq2seq:"):  # an encoder-decoder's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -634,7 +770,8 @@ def _model(name: str) -> Any:
         from dataclasses import replace
 
         local = spec.sliding_window_layers
-        return replace(spec, num_layers=FAMILY_LAYERS,
+        # the family grid traces the language model (gemma-3-4b-it's vision side is the vlm2 grid's)
+        return replace(spec, num_layers=FAMILY_LAYERS, vision=None,
                        sliding_window_layers=None if local is None else round(local * FAMILY_LAYERS / spec.num_layers))
     return presets.find_model(name)
 
@@ -1087,6 +1224,15 @@ RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("online-dpo qlora", {**_QLORA, **_ODPO, "batch_size": 4}),
     ("online-dpo full gc uncached generation", {**_FULL, **_ODPO, **GC, "batch_size": 2}),
     ("online-dpo lora gc uncached generation", {**_LORA, **_ODPO, **GC, "batch_size": 4}),
+    # Online DPO with a reward model (memory/reward_scoring.py): AutoModelForSequenceClassification(num_labels=1)
+    # scoring the 2B rows under inference_mode after the reference; its weights beside the step's
+    ("online-dpo full reward qwen2.5-0.5b", {**_FULL, **_ODPO, "batch_size": 2, "reward_model": "qwen2.5-0.5b"}),
+    ("online-dpo lora amp reward gpt2 fp32", {**_LORA, **_ODPO, "precision": "amp-bf16", "batch_size": 2,
+                                              "reward_model": "gpt2", "reward_dtype": "fp32"}),
+    # GRPO / RLOO with a reward model in reward_funcs: it scores the whole generation batch after the log-prob passes
+    ("grpo full reward qwen2.5-0.5b", {**_FULL, **_GRPO, "batch_size": 4, "reward_model": "qwen2.5-0.5b"}),
+    ("rloo lora reward gpt2 generation peak", {**_LORA, **_RLOO, "batch_size": 2, "steps_per_generation": 8,
+                                               "reward_model": "gpt2"}),
 )
 
 
@@ -1095,13 +1241,45 @@ def rl_grid() -> list[dict[str, Any]]:
              "method": label, "training": dict(kw)} for model in PREFERENCE_MODELS for label, kw in RL_RUNS]
 
 
+# The Unsloth grid (`--grid unsloth`, issue 13; 39 cases): Unsloth's kernels (--kernels unsloth, memory/unsloth.py;
+# trace/_unsloth.py emulates Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE and QLoRA's global
+# dequantization buffer) on tinyllama-1.1b (llama, 32k untied), llama-3.2-1b (llama, 128k tied), mistral-7b
+# (mistral, 14,336-wide MLP) and qwen2.5-0.5b (152k tied; its biased q/k/v keep peft's layers), the presets at full
+# depth (torchtune's offload stash holds the last five packed tensors at the loss: a 4-layer cut would make that a
+# large share) x LoRA / QLoRA NF4 (all seven projections, bf16,
+# no kbit prep, as the stack) x no checkpointing (hf loss) / Unsloth's offloaded checkpointing with Cut CE (the
+# stack) x b2 s512 / b1 s2048; then checkpointing without offload + Cut CE (the peak in a layer's backward, without
+# the offload stash) at b2 s1024 on each model and method but mistral QLoRA.
+# Written to accuracy_unsloth.{json,md}.
+UNSLOTH_MODELS = ("tinyllama-1.1b", "llama-3.2-1b", "mistral-7b", "qwen2.5-0.5b")
+UNSLOTH_METHODS = (("lora", {"method": "lora"}), ("qlora", {"method": "qlora", "kbit_prep": False}))
+UNSLOTH_SAVERS = (("no-gc", {}), ("gc+offload+cut", {**GC, "activation_offload": True, "loss": "cut"}))
+UNSLOTH_SHAPES = ({"batch_size": 2, "seq_len": 512}, {"batch_size": 1, "seq_len": 2048})
+
+
+def unsloth_grid() -> list[dict[str, Any]]:
+    base = {"precision": "bf16", "lora_targets": ("all-linear",), "kernels": "unsloth"}
+    cases = []
+    for model in UNSLOTH_MODELS:
+        for label, mkw in UNSLOTH_METHODS:
+            for saver, skw in UNSLOTH_SAVERS:
+                for shape in UNSLOTH_SHAPES:
+                    cases.append({"id": f"{model} | {label} | {saver} | b{shape['batch_size']} s{shape['seq_len']}",
+                                  "model": model, "method": label, "training": dict(base, **mkw, **skw, **shape)})
+            if (model, label) != ("mistral-7b", "qlora"):
+                cases.append({"id": f"{model} | {label} | gc+cut | b2 s1024", "model": model, "method": label,
+                              "training": dict(base, **mkw, **GC, loss="cut", batch_size=2, seq_len=1024)})
+    return cases
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
          "encoders2": token_cls_grid, "deberta": deberta_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid}
+         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid,
+         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1119,11 +1297,17 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
-          "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)"}
+          "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)",
+          "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
+          "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
+          "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
-    return _model(case["model"]), TrainingSpec(**case["training"])
+    kw = dict(case["training"])
+    if kw.get("reward_model", "none") != "none":  # Online DPO's reward model, resolved as the CLI does
+        kw["reward_spec"] = _model(kw["reward_model"])
+    return _model(case["model"]), TrainingSpec(**kw)
 
 
 def _trace(case: dict[str, Any]) -> dict[str, Any]:
@@ -1233,7 +1417,11 @@ def main() -> None:
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
-                    "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained)")
+                    "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
+                    "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
+                    "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
+                    "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
+                    "frozen)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1242,7 +1430,7 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "gptoss", "classics", "vlm", "moe") \
+                         "ssm", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -31,9 +31,12 @@ TOTALS = {
     "gemma-2b": 2_506_172_416,
     "gemma-2-9b": 9_241_705_984,
     "gemma-3-1b": 999_885_952,
-    # google/gemma-3-4b-it, language model only: the published 4,300,079,472 (safetensors total; transformers
-    # 5.24 builds the same on the meta device) less the vision tower and projector, 419,816,304.
-    "gemma-3-4b-it": 3_880_263_168,
+    # Gemma3ForConditionalGeneration (language model, SigLIP tower and projector): the published safetensors
+    # totals; sum(p.numel()) of transformers 5.24's model on the meta device is the same (tower 416,866,032,
+    # projector 2,950,272 / 4,424,832 / 6,194,304 for 4B / 12B / 27B).
+    "gemma-3-4b-it": 4_300_079_472,
+    "gemma-3-12b-it": 12_187_325_040,
+    "gemma-3-27b-it": 27_432_406_640,
     "phi-2": 2_779_683_840,
     "phi-3-mini-4k": 3_821_079_552,
     "gpt2": 124_439_808,
@@ -76,6 +79,12 @@ TOTALS = {
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
     "llava-1.5-7b-hf": 7_063_427_072,
+    # Qwen2-VL / Qwen2.5-VL: sum(p.numel()) of Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration,
+    # transformers 5.24 on the meta device (tests/test_qwen_vl.py rebuilds them)
+    "qwen2-vl-2b-instruct": 2_208_985_600,
+    "qwen2-vl-7b-instruct": 8_291_375_616,
+    "qwen2.5-vl-3b-instruct": 3_754_622_976,
+    "qwen2.5-vl-7b-instruct": 8_292_166_656,
     # ModernBERT with count_params' default head (2 labels): sum(p.numel()) of AutoModelForSequenceClassification,
     # transformers 5.24 on the meta device (test_modernbert_count_matches_the_library rebuilds it).
     "modernbert-base": 149_606_402,
@@ -141,6 +150,8 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "mamba",
         "llava",
         "gpt_oss",
+        "qwen2_vl",
+        "qwen2_5_vl",
     }
     assert issue <= set(FAMILIES)
     # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config)
@@ -450,13 +461,39 @@ def test_non_contiguous_moe_layers_are_refused() -> None:
 
 
 def test_gemma3_multimodal_uses_text_config() -> None:
-    wrapped = {
-        "model_type": "gemma3",
-        "text_config": load("gemma-3-1b"),
-        "vision_config": {"hidden_size": 1152},
-    }
+    # a gemma3 config without vision_config: the language model only, and a note says so
+    wrapped = {"model_type": "gemma3", "text_config": load("gemma-3-1b")}
     assert count_params(spec_from_hf_config(wrapped, "g", "g.json")) == 999_885_952
     assert "vision tower" in hf_config_notes(wrapped)[0]
+    assert not hf_config_notes(load("gemma-3-4b-it"))  # the published config: the tower is counted
+
+
+@pytest.mark.parametrize("name", ["gemma-3-4b-it", "gemma-3-12b-it", "gemma-3-27b-it"])
+def test_gemma3_vision_parts_match_the_library(name: str) -> None:
+    # Tower and projector one by one against Gemma3ForConditionalGeneration on the meta device.
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from vramcalc.core.params import projector_params, vision_tower_params
+
+    d = load(name)
+    cfg = transformers.Gemma3Config(**{k: v for k, v in d.items() if k not in ("architectures", "torch_dtype",
+                                                                             "transformers_version")})
+    with torch.device("meta"):
+        hf = transformers.Gemma3ForConditionalGeneration(cfg)
+    s = spec(name)
+    assert s.vision is not None
+    assert vision_tower_params(s.vision) == sum(p.numel() for p in hf.model.vision_tower.parameters())
+    assert projector_params(s.vision, s.hidden_size) == sum(
+        p.numel() for p in hf.model.multi_modal_projector.parameters())
+    assert count_params(s) == sum(p.numel() for p in hf.parameters())
+
+
+def test_gemma3_vision_refusals() -> None:
+    d = load("gemma-3-4b-it")
+    with pytest.raises(PresetFileError, match="vision_use_head"):
+        spec_from_hf_config(d | {"vision_config": {**d["vision_config"], "vision_use_head": True}}, "g", "g.json")
+    with pytest.raises(PresetFileError, match="mm_tokens_per_image 200"):
+        spec_from_hf_config(d | {"mm_tokens_per_image": 200}, "g", "g.json")
 
 
 def test_deepseek_v3_notes() -> None:
@@ -528,8 +565,13 @@ def test_gemma3_4b_text_config_filled_with_transformers_defaults() -> None:
     # (configuration_gemma3.py: 8 heads, 4 KV heads, head_dim 256, vocab 262,208, tied embeddings).
     s = spec("gemma-3-4b-it")
     assert (s.num_attention_heads, s.num_kv_heads, s.head_dim, s.vocab_size) == (8, 4, 256, 262_208)
-    # Gemma 3 Technical Report (arXiv:2503.19786) Table 1, 4B: 3,209M non-embedding parameters.
-    assert round((count_params(s) - s.vocab_size * s.hidden_size) / 1e6) == 3209
+    # Gemma 3 Technical Report (arXiv:2503.19786) Table 1, 4B: 3,209M non-embedding parameters (language model);
+    # its vision encoder, 417M
+    assert round((count_params(replace(s, vision=None)) - s.vocab_size * s.hidden_size) / 1e6) == 3209
+    assert s.vision is not None
+    from vramcalc.core.params import vision_tower_params
+
+    assert round(vision_tower_params(s.vision) / 1e6) == 417
 
 
 @pytest.mark.parametrize("name", ["deepseek-v2-lite", "deepseek-v3"])

@@ -137,8 +137,11 @@ def test_online_dpo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert (o["seq_len"], o["prompt_len"]) == (512, 448)
     # OnlineDPOConfig's gradient_checkpointing default is True (generation then without a KV cache)
     assert _load(tmp_path, "output_dir: out\nmax_new_tokens: 64\n").options["grad_checkpointing"] is True
+    # reward_model_path: the reward model, onto --reward-model (resolved like MODEL by the CLI)
+    assert _load(tmp_path, "output_dir: out\nreward_model_path: qwen2.5-0.5b\n").options["reward_model"] == \
+        "qwen2.5-0.5b"
     for text, message in (
-            ("gradient_checkpointing: false\nreward_model_path: some/rm\n", "reward_model_path: a reward model"),
+            ("gradient_checkpointing: false\nreward_model_path: ''\n", "reward_model_path: give the reward model"),
             ("gradient_checkpointing: false\nmax_new_tokens: 64\nuse_vllm: true\n", "use_vllm: Online DPO's"),
             ("gradient_checkpointing: false\nmax_new_tokens: 64\nloss_type: hinge\n", "loss_type: 'hinge'")):
         with pytest.raises(runfiles.RunFileError, match=message):

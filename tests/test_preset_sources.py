@@ -45,15 +45,21 @@ def _arch(m: ModelSpec) -> dict[str, Any]:
     return out
 
 
+# Text-only presets of a multimodal checkpoint: the language model of the config.json (Gemma 3's text_config)
+TEXT_VIEWS = (("gemma-3-4b", "gemma-3-4b-it.json"), ("gemma-3-12b", "gemma-3-12b-it.json"),
+              ("gemma-3-27b", "gemma-3-27b-it.json"))
+
+
 def _sourced() -> list[tuple[str, Path]]:
-    """(preset, its config.json) for every fixture that is a preset (gemma-3-4b-it is not)."""
+    """(preset, its config.json) for every fixture that is a preset, and the text views of the multimodal ones
+    (the Gemma 3 configs name gemma-3-*-it-vision by their aliases)."""
     out = []
     for path in sorted(HF.glob("*.json")):
         try:
             out.append((presets.find_model(path.stem).name, path))
         except Exception:  # noqa: BLE001 - a fixture without a preset: nothing to compare
             continue
-    return out
+    return out + [(name, HF / file) for name, file in TEXT_VIEWS]
 
 
 SOURCED = _sourced()
@@ -66,15 +72,20 @@ def test_most_families_have_a_source() -> None:
     # distilbert-base-uncased, and the encoder-decoders' flan-t5-base, mt5-base and bart-large); every family but
     # the classics (ResNet and the LSTM language model: no config.json, their sources are torchvision's resnet.py and
     # pytorch/examples' word_language_model); mamba-130m; modernbert-base / modernbert-large; gpt-oss-20b and
-    # gpt-oss-120b; the vision-language llava-1.5-7b (llava-hf/llava-1.5-7b-hf); deberta-v3-base / deberta-v3-large
-    assert len(SOURCED) == 37
+    # gpt-oss-120b; the vision-language llava-1.5-7b (llava-hf/llava-1.5-7b-hf); deberta-v3-base / deberta-v3-large;
+    # Gemma 3 4B / 12B / 27B multimodal: each the text preset and the -vision preset (gemma-3-4b's was counted
+    # before); the four Qwen2-VL / Qwen2.5-VL Instruct models
+    assert len(SOURCED) == 46
     families = {presets.find_model(n).family for n in presets.models().names()}
     assert families - set(FAMILY_SOURCE) == {"resnet", "lstm"}
 
 
 @pytest.mark.parametrize(("name", "path"), SOURCED, ids=[n for n, _ in SOURCED])
 def test_preset_equals_its_config_json(name: str, path: Path) -> None:
-    preset, source = _arch(presets.find_model(name)), _arch(_from_source(path))
+    model, source_spec = presets.find_model(name), _from_source(path)
+    if model.vision is None:  # a text preset of a multimodal config: its language model
+        source_spec = dataclasses.replace(source_spec, vision=None)
+    preset, source = _arch(model), _arch(source_spec)
     assert {k: v for k, v in preset.items() if source[k] != v} == {}, f"{name} differs from {path.name}"
 
 

@@ -50,6 +50,7 @@ from vramcalc.io import presets, validate
 
 PRESET_MODELS = [s for s in presets.models().specs if isinstance(s, ModelSpec)]
 ARCH_PRESETS = [m for m in PRESET_MODELS if m.has_architecture]
+REWARD_PRESETS = ("gpt2", "qwen2.5-0.5b", "tinyllama-1.1b")  # dense decoders a reward model is modelled for
 TARGETS = [("auto",), ("q_proj", "v_proj"), ("all-linear",), ("o_proj",), ("q_proj", "k_proj", "v_proj", "o_proj")]
 
 
@@ -199,6 +200,8 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
             kw["optimizer_in_bwd"] = False
     if kw["method"] == "prefix-tuning":
         kw["grad_checkpointing"] = False  # peft refuses that pair
+    if kw["kernels"] == "unsloth":  # as --stack unsloth sets it: counted where modelled, a note elsewhere
+        kw["stack_set"] = ("kernels",)  # (given explicitly it is refused off Llama/Mistral/Qwen2 LoRA runs)
     if kw["fsdp"] == "none" or kw["method"] != "lora":
         kw["fsdp_frozen_grads"] = False
     if kw["mode"] == "inference":
@@ -257,6 +260,13 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     kw["prompt_len"] = draw(st.integers(0, kw["seq_len"] - 1)) if with_prompt else 0
     if grpo or online:
         kw["prompt_len"] = draw(st.integers(1, kw["seq_len"] - 1))
+    # a reward model (core/specs.py _reward_model_consistent): a dense decoder preset, with Online DPO and GRPO/RLOO
+    reward = [m for m in ARCH_PRESETS if m.name in REWARD_PRESETS]
+    if (grpo or online) and draw(st.booleans()):
+        r = draw(st.sampled_from(reward))
+        kw.update(reward_model=r.name, reward_spec=r)
+    else:
+        kw["reward_dtype"] = "auto"  # --reward-dtype only with a --reward-model
     if not kw["grad_checkpointing"]:
         kw["ac_every"] = 1
     # An encoder's task head (memory/encoder.py): a causal LM refuses --head, so it is drawn for a quarter of runs
@@ -291,7 +301,8 @@ def as_sft(t: TrainingSpec) -> TrainingSpec:
         return t
     return with_(t, objective="sft", ref_model="auto", ref_dtype="auto", chosen_nll=True,
                  prompt_len=t.prompt_len if t.loss == "trl" else 0, num_generations=8, beta=0.0,
-                 steps_per_generation=0, num_iterations=1, use_vllm="off", vllm_utilization=0.3, vllm_sleep=False)
+                 steps_per_generation=0, num_iterations=1, use_vllm="off", vllm_utilization=0.3, vllm_sleep=False,
+                 reward_model="none", reward_dtype="auto", reward_spec=None)
 
 
 def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:

@@ -195,6 +195,21 @@ def _register() -> None:
 _register()
 
 
+def _not_modelled(e: Exception) -> str | None:
+    """A choice people ask for that is not modelled (core/vocab.py NOT_MODELLED): the one line that says why, in
+    place of Click's list of choices."""
+    from vramcalc.core.vocab import NOT_MODELLED
+
+    param = getattr(e, "param", None)
+    name = getattr(param, "name", None)
+    if name not in NOT_MODELLED:
+        return None
+    words = (w.lower() for a in sys.argv[1:] for w in a.split("=", 1)[-1:])  # `--objective ppo`, `--objective=ppo`
+    given = [w for w in words if w in NOT_MODELLED[name]]
+    flag = "--" + name.replace("_", "-")
+    return f"{flag} {given[0].lower()} is not modelled: {NOT_MODELLED[name][given[0].lower()]}" if given else None
+
+
 def main() -> None:
     """Run the Typer app: Click's usage errors become one line on stderr with exit code 2."""
     try:  # recent typer vendors click as typer._click; older releases use click itself
@@ -209,6 +224,7 @@ def main() -> None:
             sys.exit(0)
         hint = f" (see: {e.ctx.command_path} --help)" if e.ctx is not None else ""
         message = " ".join(e.format_message().replace("Value error, ", "").split())
+        message = _not_modelled(e) or message
         echo(f"error: {message}{hint}", err=True)
         sys.exit(2)
     except typer.Abort:

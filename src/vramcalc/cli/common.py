@@ -77,3 +77,16 @@ PlotAxisOpt = Annotated[PlotAxis | None, typer.Option(
 # compare draws the option it varies; the name says which one
 CompareAxisOpt = Annotated[PlotAxis | None, typer.Option(
     "--plot", help="Draw the peak against this varied option (the only one varied), with a line per GPU.")]
+
+
+def training_spec(values: Any) -> Any:
+    """core/options.py training_spec with --reward-model resolved to its ModelSpec (a preset or config.json, as
+    MODEL is): the core reads no files."""
+    from vramcalc.core.options import training_spec as _training_spec
+
+    name = values.get("reward_model", "none") if hasattr(values, "get") else "none"
+    if not name or name == "none":
+        return _training_spec(values)
+    from vramcalc.io.resolve import resolve_model
+
+    return _training_spec(values, resolve_model(str(name))[0])

@@ -144,4 +144,6 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["optimizer_in_bwd"] = True
     if t.packing != "none":
         out["packing"] = t.packing
+    if t.kernels != "hf":
+        out["kernels"] = t.kernels
     return out

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, deberta, encoder, estimate, rl, seq2seq, ssm
+from vramcalc.core.memory import Breakdown, deberta, encoder, estimate, reward_scoring, rl, seq2seq, ssm, unsloth
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import (
@@ -92,6 +92,9 @@ SRC_OVERHEAD = ("memory/overhead.py: CUDA context measured ~500 MiB; CublasHandl
 SRC_PHASES = "memory/__init__.py phase model (steady state, zero_grad(set_to_none=True))"
 SRC_RL_VLLM = ("memory/rl.py colocated (TRL 1.16 trl/generation/vllm_generation.py _init_vllm, sync_weights, "
                "generate: LLM(gpu_memory_utilization=...), sleep(level=2))")
+SRC_REWARD_MODEL = ("memory/reward_scoring.py (TRL 1.16 online_dpo_trainer.py __init__ and "
+                    "_calculate_rewards_from_functions; grpo_trainer.py _calculate_rewards: "
+                    "AutoModelForSequenceClassification(num_labels=1) under torch.inference_mode)")
 SRC_RL = "memory/rl.py (TRL 1.16 trl/trainer/grpo_trainer.py _generate_single_turn, _generate_and_score_completions)"
 SRC_PREFERENCE = ("memory/preference.py (TRL 1.16 trl/trainer/dpo_trainer.py, kto_trainer.py _compute_loss; "
                   "DataCollatorForPreference)")
@@ -248,6 +251,73 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     return Explanation(model, training, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
 
 
+def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner: Explanation) -> Explanation:
+    """Qwen2-VL / Qwen2.5-VL (memory/vision.py _qwen_estimate): the language model's explanation on text + image
+    tokens, the image side's lines in each component's section, its own section, and the step's phases."""
+    from vramcalc.core.memory import vision
+    from vramcalc.core.params import projector_params, vision_tower_params
+
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    mod = "qwen2_vl/modeling_qwen2_vl.py" if v.kind == "qwen2_vl" else "qwen2_5_vl/modeling_qwen2_5_vl.py"
+    src = f"transformers models/{mod} Qwen2VLModel.forward; memory/vision.py _qwen_estimate"
+    side = training.image_size
+    t, gh, gw = vision.qwen_grid(v, side, side)
+    per_image = vision.qwen_image_tokens(v, side, side)
+    images = vision.images_per_sample(training)
+    tower, merger = vision_tower_params(v), projector_params(v, model.hidden_size)
+    trained = training.method == "full"
+    extra = {
+        "weights": (
+            Line("weights.vision_tower", "vision tower weights (frozen)", f"{tower:,} params",
+                 d["weights.vision_tower"], source=f"transformers models/{mod} vision blocks and patch embedding"),
+            Line("weights.projector", "merger weights" + (" (trained)" if trained else " (frozen)"),
+                 f"{merger:,} params", d["weights.projector"], source=src + " (PatchMerger)"),
+        ),
+        "gradients": (Line("gradients.projector", "merger gradients (full fine-tuning trains it)",
+                           f"{merger if trained else 0:,} params at the language model's bytes per parameter",
+                           b.gradients - inner.breakdown.gradients, source=src),),
+        "optimizer_state": (Line("optimizer_state.projector", "merger optimizer state",
+                                 f"{merger if trained else 0:,} params at the language model's bytes per parameter",
+                                 b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        "activations": (Line("activations.image_side", "image side: pixel_values, M-RoPE position_ids, what the "
+                             "merger and (with checkpointing) the tower keep", "pixel_values (patches x 1,176), "
+                             "position_ids (3 x batch x tokens int64), saved tensors",
+                             b.activations - inner.breakdown.activations, source=src),),
+        "temporaries": (Line("temporaries.vision_tower", "vision tower forward (one block's transients)",
+                             "pixel_values, rotary tables and one block's rotary or MLP peak",
+                             d["temporaries.vision_tower_forward"], source=src),),
+    }
+    lines = [
+        Line("vision.image_tokens", "image tokens per image = smart_resize'd patches / (merge x merge)",
+             f"{side} px -> {gh * v.patch_size} x {gw * v.patch_size} px = {t} x {gh} x {gw} patches / "
+             f"{v.spatial_merge_size ** 2}", per_image,
+             source="transformers models/qwen2_vl/image_processing_qwen2_vl.py smart_resize", kind="count"),
+        Line("vision.tokens", "tokens the language model runs on = text + images x image tokens",
+             f"{training.seq_len:,} + {images} x {per_image}", vision.total_tokens(model, training), source=src,
+             kind="count"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens and {images * per_image:,} image tokens "
+            "per sample (--seq-len counts the text only; --image-size is each image's side in pixels); the "
+            "sections above are its own, on that many tokens",
+            "the vision tower is frozen" + (" and the merger trained" if trained else
+                                           "; LoRA adapts the language model only"))
+    sections = []
+    for sec in inner.sections:
+        if sec.key in ("phases", "overhead"):
+            continue
+        if sec.key in extra:
+            added = tuple(x for x in extra[sec.key] if x.value or sec.key == "weights")
+            total = sec.total if sec.key == "temporaries" else b.component(sec.key)
+            sec = replace(sec, lines=sec.lines + added, total=b.temporaries if sec.key == "temporaries" else total)
+        sections.append(sec)
+    sections.append(Section("vision", "vision tower and merger (the image side)", None, tuple(lines), text))
+    phase_sec, peak_moment = _phases(b)
+    sections += [phase_sec, _overhead(b)]
+    return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
+
+
 def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """A vision-language model (memory/vision.py): the language model's explanation on text + image tokens, the
     image side's own section, and the phases of the whole step."""
@@ -259,9 +329,13 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     inner = explain(text_model, text_training)
     v = model.vision
     assert v is not None and model.hidden_size is not None
+    if v.kind == "siglip":
+        return _explain_gemma3(model, training, b, inner)
     d = b.details
     src = "transformers models/llava/modeling_llava.py LlavaModel.forward; memory/vision.py"
     per_image = vision.image_tokens(v)
+    if v.is_qwen:  # Qwen2-VL / Qwen2.5-VL: dynamic resolution, the merger as the projector
+        return _explain_qwen_vision(model, training, b, inner)
     images = vision.images_per_sample(training)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
@@ -299,6 +373,76 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
             + (" and the projector trained" if training.method == "full" else
                "; LoRA adapts the language model only"))
+    sections = []
+    for sec in inner.sections:
+        if sec.key in ("phases", "overhead"):
+            continue
+        if sec.key in extra:
+            added = tuple(x for x in extra[sec.key] if x.value or sec.key == "weights")
+            total = sec.total if sec.key == "temporaries" else b.component(sec.key)
+            sec = replace(sec, lines=sec.lines + added, total=b.temporaries if sec.key == "temporaries" else total)
+        sections.append(sec)
+    sections.append(Section("vision", "vision tower and projector (the image side)", None, tuple(lines), text))
+    phase_sec, peak_moment = _phases(b)
+    sections += [phase_sec, _overhead(b)]
+    return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
+
+
+def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inner: Explanation) -> Explanation:
+    """Gemma 3 multimodal (memory/vision.py _siglip_estimate): the language model's explanation on text + image
+    tokens (its sdpa run with the image-block masks), the SigLIP tower and Gemma3MultiModalProjector's lines."""
+    from vramcalc.core.memory import vision
+    from vramcalc.core.params import projector_params, vision_tower_params
+
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    src = "transformers models/gemma3/modeling_gemma3.py Gemma3Model.forward; memory/vision.py"
+    siglip = "transformers models/siglip/modeling_siglip.py SiglipVisionModel"
+    per_image, wrap = vision.image_tokens(v), vision.wrap_tokens(v)
+    images = vision.images_per_sample(training)
+    tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
+    trained = training.method == "full"
+    trained_params = (projector if trained else 0) + (tower if training.train_vision else 0)
+    what = "projector" + (" and tower" if training.train_vision else "")
+    extra = {
+        "weights": (
+            Line("weights.vision_tower", "vision tower weights" + (" (trained)" if training.train_vision
+                                                                   else " (frozen)"),
+                 f"{tower:,} params (SigLIP)", d["weights.vision_tower"], source=siglip),
+            Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
+                 f"{projector:,} params", d["weights.projector"], source=src + " Gemma3MultiModalProjector"),
+        ),
+        "gradients": (Line("gradients.image_side", f"{what} gradients (full fine-tuning trains them)",
+                           f"{trained_params:,} params at the language model's bytes per parameter",
+                           b.gradients - inner.breakdown.gradients, source=src),),
+        "optimizer_state": (Line("optimizer_state.image_side", f"{what} optimizer state",
+                                 f"{trained_params:,} params at the language model's bytes per parameter",
+                                 b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        "activations": (Line("activations.image_side", "image side: pixel_values, the tower's output and what it "
+                             "saves for backward",
+                             "the tower's last hidden state (kept by the model output), the projector's RMSNorm "
+                             "inputs, the mask; with checkpointing and adapters the tower's kept layer inputs; "
+                             "with --train-vision its saved set", b.activations - inner.breakdown.activations,
+                             source=src),),
+        "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
+                             "text embeddings, pixel_values, the hidden state and one SigLIP layer's transients "
+                             "(eager: its scores)", d["temporaries.vision_tower_forward"],
+                             source=siglip.replace("SiglipVisionModel", "SiglipEncoderLayer")),),
+    }
+    lines = [
+        Line("vision.image_tokens", "image tokens per image = mm_tokens_per_image (the 64 x 64 patch grid "
+             "average-pooled)", f"({v.image_size} / {v.patch_size})^2 patches pooled", per_image, source=src,
+             kind="count"),
+        Line("vision.tokens", "tokens the language model runs on = text + images x (image tokens + 4 wrapping)",
+             f"{training.seq_len:,} + {images} x ({per_image} + {wrap})", vision.total_tokens(model, training),
+             source="transformers models/gemma3/processing_gemma3.py full_image_sequence", kind="count"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens and {images * (per_image + wrap):,} "
+            "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
+            "its own, on that many tokens, with the bidirectional image-block masks",
+            ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
+            + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
     sections = []
     for sec in inner.sections:
         if sec.key in ("phases", "overhead"):
@@ -533,6 +677,12 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
         lines += _peft_weights(m, t, w)
     if pref.is_preference(t) or rl.is_rl(t) or t.objective == "online-dpo":
         lines.append(_reference_weights(t, b, w))
+    if t.reward_spec is not None:  # memory/reward_scoring.py: the reward model in reward_funcs
+        dtype = reward_scoring.weight_dtype(t, recipe_of(t))
+        lines.append(Line("weights.reward_model", f"reward model {t.reward_model}: a frozen sequence classifier "
+                          f"({dtype})", f"{_n(reward_scoring.parameters(t.reward_spec))} params × "
+                          f"{dtype_bytes(dtype)} B ({dtype}; --reward-dtype)", b.details["weights.reward_model"],
+                          "(body without LM head + score's hidden × 1) × bytes per weight", SRC_REWARD_MODEL))
     lines, text = _per_gpu(b, "weights", lines, text, {
         "weights.partition": "this GPU's partition", "weights.gathered_unit": "one gathered unit"})
     return Section("weights", "weights", b.weights, tuple(lines), tuple(x for x in text if x))
@@ -789,7 +939,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         saving = n_layers
     mamba = ssm.is_ssm(m)  # Mamba's mixer and fp32 residual stream (memory/ssm.py)
     residual = 4 if mamba and m.ssm_residual_fp32 else residual_bytes(recipe)
-    layer = (ssm.layer_activations if mamba else layer_activations)(m, t, recipe, trainable_weights=full_like)
+    layer = (ssm.layer_activations if mamba else unsloth.layer_activations if unsloth.active(m, t)
+             else layer_activations)(m, t, recipe, trainable_weights=full_like)
     tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
     d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them
 
@@ -814,7 +965,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                 formula="bytes per token × tokens" if not (term.per_sample or term.const
                                                                            or term.per_seq_sq)
                                 else "per token × tokens + per sequence × batch + fixed",
-                                source=f"{method_src}; memory/activations.py" if peft_term else SRC_ACTS))
+                                source=f"{method_src}; memory/activations.py" if peft_term
+                                else f"{unsloth.SOURCE}; memory/unsloth.py" if unsloth.active(m, t) else SRC_ACTS))
     per_layer = d["activations.per_layer"]
     per_token_total = sum(x.per_token for x in terms)
     layer_text = [f"{_n(per_token_total)} B per token per layer"
@@ -930,6 +1082,12 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"{t.adapter_dtype}", d["activations.prompt_encoder"],
                           "run once per step: its inputs and activation outputs",
                           peft_methods.TABLE[t.method].source))
+    if d.get("activations.unsloth_weight_buffer"):  # memory/unsloth.py weight_buffer_bytes
+        lines.append(Line("activations.shared.unsloth_weight_buffer", "Unsloth's QLoRA dequantization buffers",
+                          f"the largest block weight in {recipe.compute} + an fp32 absmax per 64 weights",
+                          d["activations.unsloth_weight_buffer"], "largest out × in × compute bytes + 4 B × blocks",
+                          "unsloth kernels/utils.py fast_dequantize (use_global_buffer: WEIGHT_BUFFERS, "
+                          "ABSMAX_BUFFERS)"))
     if m.dropout > 0:
         drop = m.hidden_size * tokens
         lines.append(Line("activations.shared.dropout", "embedding dropout mask",
@@ -938,6 +1096,14 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     for term in heads(m, t, recipe, head_trainable):
         if loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
+        if unsloth.active(m, t) and term.name.startswith("final norm"):  # Fast_RMS_Layernorm (memory/unsloth.py)
+            per_tok = unsloth.final_norm_saved(m, recipe)
+            if term.name.endswith("(fp32 input + rsqrt)"):
+                lines.append(Line("activations.head.final norm (Unsloth)", "final norm: 16-bit input + fp32 rstd",
+                                  f"{_n(per_tok)} B/token × {tok}", per_tok * tokens, "bytes per token × tokens",
+                                  "unsloth kernels/rms_layernorm.py Fast_RMS_Layernorm (models/llama.py "
+                                  "LlamaModel_fast_forward)"))
+            continue
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
                           term.per_token * tokens, "bytes per token × tokens",
                           SRC_ENCODER_HEAD if encoder.is_encoder(m) else SRC_LOSS))
@@ -1061,6 +1227,17 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                        f"{_n(_labelled(t, seq))} scored tokens, + the policy's per-position outputs",
                        d["temporaries.reference_forward"],
                        "after the policy's forward, on top of its saved activations", SRC_PREFERENCE))
+    if "temporaries.reward_forward" in d:  # memory/reward_scoring.py: a moment of its own
+        assert t.reward_spec is not None
+        rows = rl.generation_rows(t) if rl.is_rl(t) else t.batch_size
+        tl.append(Line("temporaries.reward_forward", f"reward model's no-grad forward ({t.reward_model})",
+                       f"one no-grad layer of {t.reward_spec.name} over {_n(rows)} rows × {_n(seq)} tokens, "
+                       "with the layer input, the embedding output and the re-tokenized ids and mask",
+                       d["temporaries.reward_forward"],
+                       "after the reference's forward, beside the policy's saved activations"
+                       if t.objective == "online-dpo" else
+                       "after generate() and the log-prob passes, over the whole generation batch",
+                       SRC_REWARD_MODEL))
     if end_t and peft_methods.token_rows(t):
         tl.append(Line("temporaries.gradient_sum", "dense gradient of the merged embedding weight",
                        f"{_n(v)} × {_n(m.hidden_size)} × {c} B", end_t, "vocab × hidden × compute bytes",

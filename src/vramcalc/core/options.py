@@ -22,12 +22,14 @@ from vramcalc.core.vocab import (
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
+    KERNELS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
     LOSSES,
     METHODS,
     MODES,
+    NOT_MODELLED,
     OBJECTIVES,
     OFFLOADS,
     OPTIM_TARGETS,
@@ -194,6 +196,10 @@ OPTIONS: tuple[Opt, ...] = (
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
+    Opt("kernels", KERNELS, "hf",
+        "Layer kernels: hf (transformers' modules), unsloth (Unsloth's Triton RMSNorm and RoPE and its LoRA "
+        "MLP/QKV/O autograd functions: fewer saved tensors; Llama, Mistral, Qwen2 with LoRA on all seven "
+        "projections, dropout 0)."),
     Opt("packing", PACKINGS, "none",
         "Batch layout: none (padded rows), packed (several sequences per row), padding-free (one flat row)."),
     # The stack is applied by OptionValues (its defaults under the run file and the command line).
@@ -212,6 +218,12 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("ref_model", REF_MODELS, "auto",
         "DPO/KTO/GRPO reference: auto (a copy; LoRA: the base with adapters off), copy, adapters-off, precomputed."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
+    Opt("reward_model", str, "none",
+        "Online DPO, GRPO, RLOO: the reward model scoring the completions (reward_funcs as a model id; "
+        "OnlineDPOConfig reward_model_path): a preset or a config.json path, loaded as a sequence classifier. none: "
+        "reward functions are Python callables.", complete="model"),
+    Opt("reward_dtype", REF_DTYPES, "auto",
+        "The --reward-model's weight dtype (auto: the training compute dtype; TRL loads its checkpoint's dtype)."),
     # Online RL (memory/rl.py): TRL GRPOConfig's defaults.
     Opt("num_generations", int, 8,
         "GRPO: completions sampled per prompt (GRPOConfig num_generations); the generation batch (--batch-size x "
@@ -247,10 +259,11 @@ OPTIONS: tuple[Opt, ...] = (
     # The classics (core/memory/classic.py): torchvision's ResNet family.
     Opt("image_size", int, 224, "ResNet: input images are image-size x image-size RGB (torchvision's 224). "
         "Vision-language models: the image side, where 224 (the default) stands for the model's own (LLaVA-1.5's "
-        "tower takes only its 336)."),
+        "tower takes only its 336); Qwen2-VL / Qwen2.5-VL: each image's side in pixels, resized as the processor's "
+        "smart_resize does (224: 64 image tokens, 448: 256)."),
     Opt("num_classes", int, 1000, "ResNet: outputs of the final fc layer (torchvision's 1000, ImageNet)."),
     # Vision-language models (memory/vision.py).
-    Opt("images", int, 0, "Vision-language models (LLaVA): images per sample; their image tokens are added to "
+    Opt("images", int, 0, "Vision-language models (LLaVA, Qwen-VL): images per sample; their image tokens are added to "
         "--seq-len (the text tokens). 0: one for a vision-language model."),
     Opt("train_vision", bool, False, "Vision-language models: train the vision tower too, with --method full and "
         "sdpa (frozen by default, as most recipes do)."),
@@ -279,6 +292,9 @@ def coerce(o: Opt, raw: Any) -> Any:
     if isinstance(o.kind, tuple):
         value = str(raw)
         if value not in o.kind:
+            why = NOT_MODELLED.get(o.name, {}).get(value.strip().lower())
+            if why is not None:
+                raise OptionError(f"{o.flag} {value.strip().lower()} is not modelled: {why}")
             raise OptionError(f"{o.flag}: {_shown(raw)} is not one of {', '.join(map(str, o.kind))}")
         return value
     if o.kind is bool:
@@ -396,11 +412,14 @@ class OptionValues:
         return [n for n, _ in axes], runs
 
 
-def training_spec(values: Mapping[str, Any]) -> Any:
-    """A TrainingSpec from option values (lora_targets as a comma-separated string or a list)."""
+def training_spec(values: Mapping[str, Any], reward_spec: Any = None) -> Any:
+    """A TrainingSpec from option values (lora_targets as a comma-separated string or a list). `reward_spec`: the
+    ModelSpec of --reward-model, resolved by the caller (the core reads no files)."""
     from vramcalc.core.specs import TrainingSpec
 
     kw = dict(values)
+    if reward_spec is not None:
+        kw["reward_spec"] = reward_spec
     context = kw.pop("context", None)
     if context is not None:
         kw["seq_len"] = context  # inference: the context is the sequence the KV cache holds

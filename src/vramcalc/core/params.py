@@ -350,18 +350,62 @@ def vision_tower_params(v: VisionSpec) -> int:
     class_embedding (h), patch_embedding Conv2d(3, h, patch, bias=False) and position_embedding
     ((image / patch)^2 + 1 rows); pre_layrnorm and post_layernorm (weight + bias); per CLIPEncoderLayer biased
     q/k/v/out_proj (h x h), layer_norm1/2, and CLIPMLP fc1 (h -> intermediate) and fc2, both biased."""
+    if v.is_qwen:
+        return qwen_tower_params(v)
     h, i = v.hidden_size, v.intermediate_size
+    layer = 4 * (h * h + h) + 2 * 2 * h + (h * i + i) + (i * h + h)
+    if v.kind == "siglip":
+        # SiglipVisionModel (models/siglip/modeling_siglip.py, vision_use_head false as Gemma 3 publishes it):
+        # SiglipVisionEmbeddings' patch_embedding Conv2d(3, h, patch) with bias and position_embedding (one row per
+        # patch, no class token); SiglipEncoderLayer's layer_norm1/2, biased q/k/v/out_proj and SiglipMLP fc1/fc2
+        # (the same tensors as CLIP's layer); post_layernorm. No pre-norm.
+        patches = (v.image_size // v.patch_size) ** 2
+        embeddings = 3 * v.patch_size * v.patch_size * h + h + patches * h
+        return embeddings + 2 * h + v.num_layers * layer
     positions = (v.image_size // v.patch_size) ** 2 + 1
     embeddings = h + 3 * v.patch_size * v.patch_size * h + positions * h
-    layer = 4 * (h * h + h) + 2 * 2 * h + (h * i + i) + (i * h + h)
     return embeddings + 2 * 2 * h + v.num_layers * layer
 
 
 def projector_params(v: VisionSpec, text_hidden: int) -> int:
     """LlavaMultiModalProjector (models/llava/modeling_llava.py): linear_1 (tower width -> text width) and
     linear_2 (text -> text), biased when multimodal_projector_bias (the default)."""
+    if v.kind == "siglip":
+        # Gemma3MultiModalProjector (models/gemma3/modeling_gemma3.py): mm_input_projection_weight (tower width x
+        # text width, no bias) and mm_soft_emb_norm, a Gemma3RMSNorm of the tower width; avg_pool has none
+        return v.hidden_size * text_hidden + v.hidden_size
+    if v.is_qwen:
+        return qwen_merger_params(v)
     bias = 2 * text_hidden if v.projector_bias else 0
     return v.hidden_size * text_hidden + text_hidden * text_hidden + bias
+
+
+def _qwen_norm_params(v: VisionSpec) -> int:
+    # Qwen2-VL: torch LayerNorm (weight + bias); Qwen2.5-VL: Qwen2_5_VLRMSNorm (weight only)
+    return 2 * v.hidden_size if v.kind == "qwen2_vl" else v.hidden_size
+
+
+def qwen_tower_params(v: VisionSpec) -> int:
+    """The Qwen2-VL / Qwen2.5-VL vision blocks and patch embedding, the merger apart (qwen_merger_params).
+
+    PatchEmbed / Qwen2_5_VisionPatchEmbed: Conv3d(3, width, (temporal_patch, patch, patch), bias=False); the
+    2D rotary embedding holds buffers only. Per block (Qwen2VLVisionBlock / Qwen2_5_VLVisionBlock): norm1 and
+    norm2, VisionAttention's qkv Linear(width, 3 x width) and proj Linear(width, width), both biased; the MLP:
+    Qwen2-VL VisionMlp fc1 (width -> intermediate) and fc2, biased; Qwen2.5-VL Qwen2_5_VLMLP(bias=True)
+    gate_proj and up_proj (width -> intermediate) and down_proj, biased.
+    """
+    h, i = v.hidden_size, v.intermediate_size
+    patch = 3 * v.temporal_patch_size * v.patch_size * v.patch_size * h
+    mlp = 2 * (h * i + i) + (i * h + h) if v.kind == "qwen2_5_vl" else (h * i + i) + (i * h + h)
+    block = 2 * _qwen_norm_params(v) + (3 * h * h + 3 * h) + (h * h + h) + mlp
+    return patch + v.num_layers * block
+
+
+def qwen_merger_params(v: VisionSpec) -> int:
+    """PatchMerger / Qwen2_5_VLPatchMerger: ln_q over the tower width, then Linear(width x merge^2, same) and
+    Linear(width x merge^2, out_hidden_size), both biased (nn.GELU between them has no parameters)."""
+    wide = v.hidden_size * v.spatial_merge_size ** 2
+    return _qwen_norm_params(v) + (wide * wide + wide) + (wide * v.out_hidden_size + v.out_hidden_size)
 
 
 def active_params(m: ModelSpec) -> int:

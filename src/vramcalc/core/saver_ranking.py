@@ -27,6 +27,7 @@ CANDIDATES: tuple[dict[str, Any], ...] = (
     {"optimizer": "adamw-8bit"},
     {"optimizer": "torchao-adamw-4bit"},
     {"attention": "flash"},
+    {"kernels": "unsloth"},
 )
 _ADAMW = ("adamw", "paged-adamw")  # the 8-/4-bit states replace AdamW's 32-bit ones only
 

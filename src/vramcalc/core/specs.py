@@ -8,6 +8,7 @@ A failed check raises `SpecError(field, message)`; the CLI names the option, io/
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -17,10 +18,12 @@ from vramcalc.core.vocab import (
     ATTENTION_KINDS,
     ATTENTIONS,
     CLASSIC_FAMILIES,
+    ENCODER_FAMILIES,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
     HIDDEN_ACTS,
+    KERNELS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -39,6 +42,8 @@ from vramcalc.core.vocab import (
     QUANT_BITS,
     REF_DTYPES,
     REF_MODELS,
+    SEQ2SEQ_FAMILIES,
+    SSM_FAMILIES,
     STACKS,
     VENDORS,
     VLLM_MODES,
@@ -51,6 +56,7 @@ from vramcalc.core.vocab import (
     GradSync,
     Head,
     HiddenAct,
+    Kernels,
     KvCache,
     KvDtype,
     LogitsKept,
@@ -158,26 +164,81 @@ class VisionSpec:
     drop_cls: bool = True  # vision_feature_select_strategy "default": the class token's row is dropped
     projector_act: str = "gelu"  # LlavaConfig projector_hidden_act
     projector_bias: bool = True  # LlavaConfig multimodal_projector_bias
+    # Gemma 3 (kind "siglip"; models/gemma3/modeling_gemma3.py Gemma3Model): a SigLIP tower
+    # (models/siglip/modeling_siglip.py SiglipVisionModel, vision_use_head false: patch Conv2d with bias, learned
+    # positions, no class token, no pre-norm, post_layernorm, gelu_pytorch_tanh MLP) whose last_hidden_state
+    # Gemma3MultiModalProjector average-pools to mm_tokens_per_image tokens (Gemma3Config, 256), RMSNorms and
+    # projects with mm_input_projection_weight (no bias). 0 for CLIP.
+    mm_tokens_per_image: int = 0
+    # Qwen2-VL / Qwen2.5-VL (kind qwen2_vl / qwen2_5_vl; transformers models/qwen2_vl/modeling_qwen2_vl.py
+    # Qwen2VisionTransformerPretrainedModel, models/qwen2_5_vl/modeling_qwen2_5_vl.py
+    # Qwen2_5_VisionTransformerPretrainedModel): a Conv3d patch embedding without bias over temporal_patch_size
+    # frames of patch_size^2 pixels, no class token and no learned positions (2D rotary), blocks of a fused biased
+    # qkv and proj, and the merger (PatchMerger: a norm, then Linear(width x merge^2 -> same), GELU,
+    # Linear(-> out_hidden_size)) that plays the projector's part. image_size is 0 for them: dynamic
+    # resolution, the image's own pixels (--image-size) make the tokens. Qwen2-VL: LayerNorm, fc1/fc2 with
+    # quick_gelu, intermediate = embed_dim x mlp_ratio. Qwen2.5-VL: RMSNorm, a biased SwiGLU MLP, windowed
+    # attention (window_size pixels a side) except in fullatt_block_indexes.
+    temporal_patch_size: int = 2
+    spatial_merge_size: int = 2
+    out_hidden_size: int = 0  # the merger's output width (the text model's hidden size); 0 for CLIP
+    window_size: int = 0  # Qwen2.5-VL's attention window in pixels (112); 0: full attention everywhere
+    fullatt_block_indexes: tuple[int, ...] = ()
 
-    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip",)}
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl")}
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size",
-                         "image_size"), (*POSITIVE, COUNT_CAP)),
+                         "temporal_patch_size", "spatial_merge_size"), (*POSITIVE, COUNT_CAP)),
+        **dict.fromkeys(("image_size", "out_hidden_size", "window_size"), (*NON_NEGATIVE, COUNT_CAP)),
+        "mm_tokens_per_image": (*NON_NEGATIVE, COUNT_CAP),
     }
     INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset()
     LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {"projector_act": (1, 40)}
 
+    @property
+    def is_qwen(self) -> bool:
+        """Qwen2-VL or Qwen2.5-VL: dynamic resolution, a merger instead of LLaVA's projector."""
+        return self.kind in ("qwen2_vl", "qwen2_5_vl")
+
     def __post_init__(self) -> None:
+        object.__setattr__(self, "fullatt_block_indexes", tuple(self.fullatt_block_indexes))  # a list from JSON
         _check(self)
-        if self.image_size % self.patch_size:
+        if self.is_qwen:
+            if self.image_size or not self.out_hidden_size:
+                raise SpecError("vision", f"a {self.kind} tower has no fixed image_size (give 0: dynamic "
+                                "resolution) and needs out_hidden_size, the merger's output width")
+            if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.num_layers
+                   for i in self.fullatt_block_indexes):
+                raise SpecError("vision", f"fullatt_block_indexes must be layer indexes below {self.num_layers}")
+            if self.window_size % (self.patch_size * self.spatial_merge_size):
+                raise SpecError("vision", f"window_size {self.window_size} is not a multiple of patch_size x "
+                                "spatial_merge_size")
+        elif not self.image_size:
+            raise SpecError("vision", "a CLIP tower needs its image_size")
+        if not self.is_qwen and self.image_size % self.patch_size:
             raise SpecError("vision", f"image_size {self.image_size} is not a multiple of patch_size "
                             f"{self.patch_size}")
         if self.hidden_size % self.num_attention_heads:
             raise SpecError("vision", "the vision hidden_size is not divisible by its num_attention_heads")
-        if not -self.num_layers <= self.feature_layer <= self.num_layers or self.feature_layer == 0:
+        if not self.is_qwen and (not -self.num_layers <= self.feature_layer <= self.num_layers
+                                 or self.feature_layer == 0):  # Qwen-VL's merger reads the last block
             raise SpecError("vision", f"vision_feature_layer {self.feature_layer} is outside the tower's "
                             f"{self.num_layers} layers")
+        if self.kind == "siglip":
+            # Gemma3MultiModalProjector: tokens_per_side = sqrt(mm_tokens_per_image), kernel_size = patches per side
+            # // tokens_per_side, AvgPool2d(kernel, stride=kernel) over the patch grid
+            side = self.image_size // self.patch_size
+            per_side = math.isqrt(self.mm_tokens_per_image)
+            if per_side * per_side != self.mm_tokens_per_image or per_side == 0 or side % per_side:
+                raise SpecError("vision", f"mm_tokens_per_image {self.mm_tokens_per_image} must be a square whose "
+                                f"side divides the {side} x {side} patch grid (Gemma3MultiModalProjector's avg_pool)")
+            if self.feature_layer != -1:
+                raise SpecError("vision", "a SigLIP tower (Gemma 3) feeds its last hidden state to the projector: "
+                                "feature_layer must be -1")
+        elif self.mm_tokens_per_image:
+            raise SpecError("vision", "mm_tokens_per_image is Gemma 3's (kind siglip); a CLIP tower's image tokens "
+                            "are its patches")
 
 
 @dataclass(frozen=True)
@@ -431,6 +492,10 @@ class GpuSpec:
         _check(self)
 
 
+# Families a reward model (AutoModelForSequenceClassification over a causal LM) is not modelled for.
+_NOT_DECODERS = frozenset(ENCODER_FAMILIES + SEQ2SEQ_FAMILIES + SSM_FAMILIES + CLASSIC_FAMILIES)
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
     """Every setting of one run that changes its memory."""
@@ -512,6 +577,7 @@ class TrainingSpec:
     ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
+    kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py)
     packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
     # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
     # its own, printed in the assumptions line.
@@ -522,6 +588,12 @@ class TrainingSpec:
     prompt_len: int = 0  # prompt tokens per sequence (seq_len = prompt + the longer completion); 0: all completion
     ref_model: RefModel = "auto"  # DPO reference: a frozen copy, the base with adapters off, or precomputed
     ref_dtype: RefDtype = "auto"  # a copied reference's weight dtype (auto: the policy's)
+    # Online DPO's reward model (memory/reward_scoring.py): the option's name ("none": reward functions are Python
+    # callables), its weight dtype, and the resolved spec (io/resolve.py resolve_model, by the CLI: the core reads
+    # no files).
+    reward_model: str = "none"
+    reward_dtype: RefDtype = "auto"
+    reward_spec: ModelSpec | None = None
     # Online RL (memory/rl.py): TRL GRPOConfig num_generations, beta, steps_per_generation (0: grad_accum,
     # GRPOConfig's default) and num_iterations; batch_size counts completions, seq_len = prompt + completion.
     num_generations: int = 8
@@ -558,8 +630,8 @@ class TrainingSpec:
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
-        "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
-        "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES,
+        "packing": PACKINGS, "kernels": KERNELS, "stack": STACKS, "objective": OBJECTIVES,
+        "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES, "reward_dtype": REF_DTYPES,
         "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS, "use_vllm": VLLM_MODES,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
@@ -682,6 +754,7 @@ class TrainingSpec:
         online = self.objective == "online-dpo"  # TRL OnlineDPOTrainer (memory/online_dpo.py)
         if online:
             self._online_dpo_consistent()
+        self._reward_model_consistent(online)
         self._rl_consistent(grpo)
         if self.objective != "sft" and self.mode != "train":
             raise SpecError("", f"--objective {self.objective} is a training objective: drop it with "
@@ -738,6 +811,25 @@ class TrainingSpec:
                             "precomputed: drop --ref-model precomputed")
         if self.packing != "none":
             raise SpecError("", "OnlineDPOTrainer pads prompts and completions itself: drop --packing")
+
+    def _reward_model_consistent(self, online: bool) -> None:
+        """--reward-model (memory/reward_scoring.py): Online DPO's / GRPO's scoring model, a dense decoder."""
+        if self.reward_model == "none":
+            if self.reward_dtype != "auto" or self.reward_spec is not None:
+                raise SpecError("", "--reward-dtype sets the dtype of a reward model: add --reward-model, or drop it")
+            return
+        if not online and self.objective not in ("grpo", "rloo"):
+            raise SpecError("", "--reward-model scores generated completions: use it with --objective online-dpo, "
+                            "grpo or rloo")
+        r = self.reward_spec
+        if r is None:
+            raise SpecError("", f"--reward-model {self.reward_model}: not resolved to a model (give a preset name "
+                            "or a config.json path)")
+        if (not r.has_architecture or r.family in _NOT_DECODERS or r.vision is not None or r.num_experts
+                or r.attention_kind != "standard" or r.family == "gpt_oss"):
+            raise SpecError("", f"--reward-model {self.reward_model}: a reward model is modelled as a dense "
+                            "decoder-only transformer with its architecture (AutoModelForSequenceClassification "
+                            "over a causal LM): choose such a preset")
 
     def _rl_consistent(self, grpo: bool) -> None:
         """GRPO's options (memory/rl.py; trl/trainer/grpo_config.py __post_init__ checks)."""

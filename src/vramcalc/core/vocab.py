@@ -64,6 +64,9 @@ TraceDevice = Literal["fake", "cuda"]
 # How a micro-batch's sequences are laid out (memory/activations.py packing terms): padded rows of the
 # longest, rows packed full with position_ids restarting per sequence, or one flattened row (padding-free).
 Packing = Literal["none", "packed", "padding-free"]
+# Layer kernels (memory/unsloth.py): transformers' modules, or Unsloth's Triton RMSNorm, RoPE and LoRA autograd
+# functions, which save fewer tensors per layer.
+Kernels = Literal["hf", "unsloth"]
 # Training stacks: named sets of option defaults, one YAML preset each under presets/stacks/ (io/stacks.py).
 StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtune", "litgpt"]
 # Preference and reward training (memory/preference.py): TRL's DPOTrainer (loss_type sigmoid, ipo), KTOTrainer
@@ -77,6 +80,14 @@ StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtu
 # online-dpo (TRL OnlineDPOTrainer, memory/online_dpo.py): generate() of 2 completions per prompt every micro-batch,
 # the full logits of the policy and a reference on them.
 Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo", "grpo", "rloo", "online-dpo"]
+# Values people ask for that are not modelled, each refused in one line with why (core/options.py coerce).
+NOT_MODELLED: dict[str, dict[str, str]] = {
+    "objective": {
+        "ppo": "TRL 1.16 has no PPOTrainer (TRL 0.x releases such as 0.19 had one; it is not in trl.experimental "
+               "either), and vramcalc does not model that older trainer's policy + value + reference + reward step; "
+               "use --objective grpo or rloo (TRL's online RL today), or online-dpo with --reward-model",
+    },
+}
 RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
 # GRPO's generation engine (memory/rl.py): off (generate()), colocate (TRL vllm_mode="colocate": a vLLM engine in
 # the training process, on the same GPU) or server (vllm_mode="server": vLLM on other GPUs).
@@ -113,6 +124,7 @@ PRECISIONS: tuple[PrecisionName, ...] = get_args(PrecisionName)
 OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
 LOSSES: tuple[LossName, ...] = get_args(LossName)
 PACKINGS: tuple[Packing, ...] = get_args(Packing)
+KERNELS: tuple[Kernels, ...] = get_args(Kernels)
 STACKS: tuple[StackName, ...] = get_args(StackName)
 OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo", "kto")  # a policy and a reference

@@ -901,6 +901,156 @@ def _llava(d: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 FAMILIES["llava"] = _llava
 
+# SiglipVisionConfig's defaults (models/siglip/configuration_siglip.py), which Gemma3Config's vision_config fills
+# what it leaves out from (sub_configs_defaults: siglip_vision_model). google/gemma-3-*-it name SigLIP so400m's
+# shape (1152 wide, MLP 4304, 27 layers, 16 heads, 896 px, 14 px patches) and vision_use_head false.
+SIGLIP_VISION_DEFAULTS: dict[str, Any] = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "patch_size": 16,
+    "image_size": 224,
+    "hidden_act": "gelu_pytorch_tanh",
+    "vision_use_head": True,
+}
+
+
+def _gemma3_vision(d: Mapping[str, Any], source: str) -> Any:
+    """Gemma 3 multimodal (models/gemma3/configuration_gemma3.py Gemma3Config): the SigLIP tower (vision_config)
+    and Gemma3MultiModalProjector (mm_tokens_per_image) as a VisionSpec; the text model is read from text_config."""
+    from vramcalc.core.specs import VisionSpec
+    from vramcalc.io import validate
+
+    raw = d.get("vision_config")
+    if not isinstance(raw, Mapping):
+        raise PresetFileError(source, ["gemma3: vision_config must be a JSON object"])
+    vision = {**SIGLIP_VISION_DEFAULTS, **raw}
+    problems = validate.check_keys(VISION_KEYS, vision)
+    if problems:
+        raise PresetFileError(source, ["vision_config." + validate.problem_text(*p) for p in problems])
+    if vision["model_type"] != "siglip_vision_model":
+        raise PresetFileError(source, [f"gemma3: vision_config model_type {vision['model_type']!r} is not modelled; "
+                                       "vramcalc reads Gemma 3's siglip_vision_model tower"])
+    if vision["hidden_act"] != "gelu_pytorch_tanh" or vision.get("num_channels", 3) != 3 \
+            or vision["vision_use_head"] is not False:
+        raise PresetFileError(source, ["gemma3: a SigLIP tower with gelu_pytorch_tanh on 3 channels and "
+                                       "vision_use_head false (as Gemma 3 publishes it) is modelled; "
+                                       "vision_config's hidden_act / num_channels / vision_use_head differ"])
+    tokens = d.get("mm_tokens_per_image", 256)  # Gemma3Config's default
+    if not isinstance(tokens, int) or isinstance(tokens, bool):
+        raise PresetFileError(source, ["gemma3: mm_tokens_per_image must be an integer"])
+    try:
+        return VisionSpec(
+            kind="siglip", num_layers=vision["num_hidden_layers"], hidden_size=vision["hidden_size"],
+            intermediate_size=vision["intermediate_size"], num_attention_heads=vision["num_attention_heads"],
+            patch_size=vision["patch_size"], image_size=vision["image_size"], feature_layer=-1, drop_cls=False,
+            projector_act="none", projector_bias=False, mm_tokens_per_image=tokens)
+    except SpecError as e:
+        raise PresetFileError(source, [e.message]) from None
+
+
+# Vision-language model_types not read yet, with what their image side needs that vramcalc does not model.
+# Idefics3 / SmolVLM (models/idefics3/modeling_idefics3.py, image_processing_idefics3.py): the processor splits each
+# image into tiles of max_image_size plus a global image, so the image tokens depend on each image's size, and
+# Idefics3Connector's pixel shuffle (scale_factor) folds the SigLIP patches before its projection.
+_IDEFICS3 = ("the processor's image splitting (tiles of max_image_size plus a global image: image tokens per image "
+             "depend on its size) and Idefics3Connector's pixel shuffle (scale_factor) are not counted; vramcalc "
+             "reads LLaVA-1.5 (llava) and Gemma 3 (gemma3) vision-language models")
+VLM_NOT_READ: dict[str, str] = {"idefics3": _IDEFICS3, "smolvlm": _IDEFICS3}
+
+
+# Qwen2VLTextConfig / Qwen2_5_VLTextConfig defaults (transformers models/qwen2_vl/configuration_qwen2_vl.py,
+# models/qwen2_5_vl/configuration_qwen2_5_vl.py; the same in both): the published Qwen2-VL / Qwen2.5-VL
+# config.json files are flat (the text keys at the top, which Qwen2VLConfig.__post_init__ moves into its
+# text_config); newer ones nest a text_config. Keys left out take these.
+QWEN_VL_TEXT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 152_064,
+    "hidden_size": 8192,
+    "intermediate_size": 29_568,
+    "num_hidden_layers": 80,
+    "num_attention_heads": 64,
+    "num_key_value_heads": 8,
+    "hidden_act": "silu",
+    "max_position_embeddings": 32_768,
+    "use_sliding_window": False,
+    "sliding_window": 4096,
+    "max_window_layers": 80,
+}
+# Qwen2VLVisionConfig's defaults (configuration_qwen2_vl.py: depth 32, embed_dim 1280, mlp_ratio 4, 16 heads,
+# quick_gelu; hidden_size is the merger's output width) and Qwen2_5_VLVisionConfig's (configuration_qwen2_5_vl.py:
+# depth 32; hidden_size is the tower width there, class default 3584, the published configs give 1280;
+# intermediate 3420, silu, window 112, full attention in blocks 7, 15, 23, 31, out_hidden_size 3584).
+QWEN2_VL_VISION_DEFAULTS: dict[str, Any] = {
+    "depth": 32, "embed_dim": 1280, "hidden_size": 3584, "hidden_act": "quick_gelu", "mlp_ratio": 4,
+    "num_heads": 16, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+}
+QWEN2_5_VL_VISION_DEFAULTS: dict[str, Any] = {
+    "depth": 32, "hidden_size": 3584, "hidden_act": "silu", "intermediate_size": 3420, "num_heads": 16,
+    "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+    "out_hidden_size": 3584, "fullatt_block_indexes": [7, 15, 23, 31],
+}
+QWEN_VL_VISION_KEYS: dict[str, str] = {
+    **dict.fromkeys(("depth", "embed_dim", "hidden_size", "mlp_ratio", "intermediate_size", "num_heads",
+                     "patch_size", "spatial_merge_size", "temporal_patch_size", "out_hidden_size", "in_chans",
+                     "in_channels"), "positive"),
+    "window_size": "int",
+    "fullatt_block_indexes": "int_list",
+    "hidden_act": "str",
+}
+
+
+def _qwen_vl(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Qwen2-VL and Qwen2.5-VL (configuration_qwen2_vl.py Qwen2VLConfig, configuration_qwen2_5_vl.py
+    Qwen2_5_VLConfig): a Qwen2 language model (q/k/v biased; M-RoPE changes its position ids, not its
+    parameters) and the vision tower with its merger (vision_config)."""
+    from vramcalc.core.specs import VisionSpec
+    from vramcalc.io import validate
+
+    kind = str(d.get("model_type"))
+    nested = d.get("text_config")
+    raw_vision = d.get("vision_config") or {}
+    if (nested is not None and not isinstance(nested, Mapping)) or not isinstance(raw_vision, Mapping):
+        raise PresetFileError(source, [f"{kind}: text_config and vision_config must be JSON objects"])
+    text = {**QWEN_VL_TEXT_DEFAULTS, **(nested if nested is not None else d)}
+    # Qwen2VLConfig.__post_init__: the model ties its embeddings when either the top level or text_config says so
+    text["tie_word_embeddings"] = bool(d.get("tie_word_embeddings", False)) or bool(
+        text.get("tie_word_embeddings", False))
+    if nested is not None:
+        _check_types(text, source, "text_config.")
+    defaults = QWEN2_VL_VISION_DEFAULTS if kind == "qwen2_vl" else QWEN2_5_VL_VISION_DEFAULTS
+    vision = {**defaults, **raw_vision}
+    problems = validate.check_keys(QWEN_VL_VISION_KEYS, vision)
+    if problems:
+        raise PresetFileError(source, ["vision_config." + validate.problem_text(*p) for p in problems])
+    act = "quick_gelu" if kind == "qwen2_vl" else "silu"
+    if vision["hidden_act"] != act or vision.get("in_chans", vision.get("in_channels", 3)) != 3:
+        raise PresetFileError(source, [f"{kind}: a vision tower with {act} on 3 channels is modelled; "
+                                       "vision_config's hidden_act / in_chans differ"])
+    full = vision.get("fullatt_block_indexes") or []
+    out = _qwen2(text, source)
+    try:
+        if kind == "qwen2_vl":
+            width = vision["embed_dim"]
+            fields: dict[str, Any] = {"hidden_size": width, "intermediate_size": width * vision["mlp_ratio"],
+                                      "out_hidden_size": vision["hidden_size"]}
+        else:
+            fields = {"hidden_size": vision["hidden_size"], "intermediate_size": vision["intermediate_size"],
+                      "out_hidden_size": vision["out_hidden_size"], "window_size": vision["window_size"],
+                      "fullatt_block_indexes": tuple(full)}
+        out["vision"] = VisionSpec(
+            kind=kind, num_layers=vision["depth"], num_attention_heads=vision["num_heads"],
+            patch_size=vision["patch_size"], image_size=0, temporal_patch_size=vision["temporal_patch_size"],
+            spatial_merge_size=vision["spatial_merge_size"], **fields)
+    except SpecError as e:
+        raise PresetFileError(source, [e.message]) from None
+    return out
+
+
+FAMILIES["qwen2_vl"] = _qwen_vl
+FAMILIES["qwen2_5_vl"] = _qwen_vl
+
 
 def _text_part(d: Mapping[str, Any]) -> Mapping[str, Any]:
     """Gemma 3 multimodal configs nest the language model under text_config, with transformers'
@@ -919,6 +1069,8 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
     model_type = d.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise PresetFileError(source, ["config.json has no 'model_type'; cannot tell the architecture"])
+    if model_type in VLM_NOT_READ:
+        raise PresetFileError(source, [f"{model_type}: not modelled yet: {VLM_NOT_READ[model_type]}"])
     mapper = FAMILIES.get(model_type)
     if mapper is None:
         raise UnsupportedModelType(model_type, source)
@@ -926,6 +1078,8 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
     if text is not d:
         _check_types(text, source, "text_config.")
     fields = mapper(text, source)
+    if model_type == "gemma3" and text is not d and d.get("vision_config") is not None:
+        fields["vision"] = _gemma3_vision(d, source)  # Gemma3ForConditionalGeneration: the image side
     hf_id = d.get("_name_or_path")
     aliases = (
         (hf_id,)
@@ -935,6 +1089,8 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
     family = "gemma3" if model_type == "gemma3_text" else model_type
     if model_type == "llava":  # the text model's family; the vision side is ModelSpec.vision
         family = "llama"
+    if model_type in ("qwen2_vl", "qwen2_5_vl"):  # a Qwen2 language model; the vision side is ModelSpec.vision
+        family = "qwen2"
     from vramcalc.io import validate  # pydantic: only when a config.json is read
 
     spec, problems = validate.check(
@@ -949,10 +1105,11 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
 def hf_config_notes(d: Mapping[str, Any]) -> list[str]:
     """What the estimate leaves out of a config.json, as sentences for Breakdown.notes."""
     notes: list[str] = []
-    if d.get("model_type") == "gemma3" and isinstance(d.get("text_config"), Mapping):
+    if d.get("model_type") == "gemma3" and isinstance(d.get("text_config"), Mapping) \
+            and d.get("vision_config") is None:
         notes.append(
-            "gemma3: only the language model (text_config) is counted; the vision tower and "
-            "projector are not."
+            "gemma3: the config.json names no vision_config: only the language model (text_config) is counted; "
+            "a vision tower and projector are not."
         )
     mtp = d.get("num_nextn_predict_layers")
     if isinstance(mtp, int) and mtp > 0:

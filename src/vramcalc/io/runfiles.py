@@ -266,7 +266,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "gradient_checkpointing": ("offload", "offload_disk", "unsloth"),
     },
     "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "enable_liger_kernel", "use_unsloth_gc",
-                                    "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
+                                    "use_unsloth", "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
                                     "use_galore", "use_apollo", "use_adam_mini", "galore_layerwise",
                                     "apollo_layerwise", "use_dora", "use_rslora"), ()),
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
@@ -477,8 +477,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     "relora_steps": "ReLoRA (merges and restarts the adapters; its optimizer reset is not modelled)",
     "fsdp_version": "FSDP version",
     # LLaMA-Factory
-    "use_unsloth": "Unsloth's model patch (its kernels save fewer tensors; --stack unsloth models its loss and "
-                   "checkpointing)",
     "enable_liger_kernel": "Liger kernels",
     "use_galore": "GaLore projected optimizer states",
     "use_apollo": "APOLLO projected optimizer states",
@@ -759,6 +757,8 @@ _GRPO_KEYS = ("num_generations", "max_completion_length", "use_vllm", "generatio
 _RLOO_KEYS = ("normalize_advantages", "reward_clip_range")
 # OnlineDPOConfig fields (trl/experimental/online_dpo/online_dpo_config.py) neither DPOConfig nor GRPOConfig has.
 _ONLINE_DPO_KEYS = ("missing_eos_penalty", "reward_model_path", "max_new_tokens")
+# PPOConfig's own keys (TRL 0.19.1 trl/trainer/ppo_config.py; none is in TRL 1.16's configs)
+_PPO_KEYS = ("num_ppo_epochs", "vf_coef", "cliprange_value", "whiten_rewards", "value_model_path")
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")  # grpo_config.py loss_type
 GRPO_COMPLETION = 512  # GRPOConfig max_completion_length default
 GRPO_PROMPT = 512  # the prompt bound when a file gives none (TRL < 1.0's max_prompt_length default; 1.16 has none)
@@ -868,10 +868,12 @@ def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "", objective: s
 
 def _online_dpo(d: dict[str, Any], run: Run) -> None:
     """OnlineDPOConfig (TRL 1.16 trl/experimental/online_dpo/online_dpo_config.py) onto --objective online-dpo
-    (memory/online_dpo.py): generate() on the policy, reward functions as callables."""
-    if d.get("reward_model_path") is not None:
-        raise _KeyProblem("reward_model_path", "a reward model (a second model on the GPU, run on every completion) "
-                          "is not modelled for Online DPO; remove it (reward functions as Python callables are)")
+    (memory/online_dpo.py): generate() on the policy; reward_model_path onto --reward-model."""
+    if d.get("reward_model_path") is not None:  # loaded as a sequence classifier (memory/reward_scoring.py)
+        path = d["reward_model_path"]
+        if not isinstance(path, str) or not path.strip():
+            raise _KeyProblem("reward_model_path", "give the reward model as a preset name or a config.json path")
+        run.options["reward_model"] = path.strip()
     if d.get("use_vllm") is True:
         raise _KeyProblem("use_vllm", "Online DPO's generation in vLLM is not modelled; set use_vllm: false")
     # online_dpo_config.py: gradient_checkpointing defaults to True (online_dpo_trainer.py then generates with
@@ -998,6 +1000,11 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     if _flag(LF, d.get("use_unsloth_gc"), "use_unsloth_gc") and run.options["grad_checkpointing"]:
         run.options["activation_offload"] = True
     _seen(d, run, "enable_liger_kernel", "use_unsloth_gc")
+    # model_args.py use_unsloth: the model is loaded and wrapped through Unsloth (model/model_utils/unsloth.py
+    # FastLanguageModel.from_pretrained, get_peft_model): its kernels (memory/unsloth.py, --kernels unsloth).
+    if _flag(LF, d.get("use_unsloth"), "use_unsloth"):
+        run.options["kernels"] = "unsloth"
+    _seen(d, run, "use_unsloth")
     run.options["stack"] = "llama-factory"
     # data_args.py: packing concatenates sequences into cutoff_len rows attending across them (full rows,
     # as estimated); neat_packing keeps them apart with a block-diagonal 4-D mask (data/collator.py
@@ -1222,6 +1229,11 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)
+    ppo = [k for k in _PPO_KEYS if k in d]
+    if ppo:  # a PPOConfig of TRL 0.x (trl/trainer/ppo_config.py, 0.19.1): checked first, it has reward_model_path too
+        raise _KeyProblem(ppo[0], "a PPOConfig (TRL 0.x PPOTrainer: policy, value model, reference and reward "
+                          "model) is not modelled, and TRL 1.16 has no PPOTrainer; use a GRPOConfig, RLOOConfig or "
+                          "OnlineDPOConfig")
     if any(k in d for k in _ONLINE_DPO_KEYS):  # an OnlineDPOConfig (trl/experimental/online_dpo)
         _online_dpo(d, run)
     elif any(k in d for k in _RLOO_KEYS):  # an RLOOConfig: GRPOConfig's generation keys and its own

@@ -16,10 +16,15 @@ SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
     """transformers config kwargs (with `model_type`) for an architecture ModelSpec."""
-    if model.vision is not None:  # LLaVA (trace/_vision.py): the text model's config inside LlavaConfig
-        from vramcalc.trace._vision import llava_config_dict, text_model
+    if model.vision is not None and model.vision.is_qwen:  # Qwen2-VL / Qwen2.5-VL (trace/_qwen_vl.py)
+        from vramcalc.trace._qwen_vl import qwen_config_dict
+        from vramcalc.trace._vision import text_model
 
-        return llava_config_dict(model, hf_config_dict(text_model(model)))
+        return qwen_config_dict(model, hf_config_dict(text_model(model)))
+    if model.vision is not None:  # LLaVA / Gemma 3 (trace/_vision.py): the text model's config inside theirs
+        from vramcalc.trace._vision import config_dict, text_model
+
+        return config_dict(model, hf_config_dict(text_model(model)))
     family = model.family.lower()
     if family not in SUPPORTED_FAMILIES:
         raise UnsupportedCombination(

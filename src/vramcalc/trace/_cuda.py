@@ -293,6 +293,11 @@ SDPA_BACKENDS: list[str] = []
 # Inference traces (trace/_generate.py): without autograd the flash / efficient kernels still run on CUDA
 # (only their forward: out + logsumexp); training traces keep the math path for inputs without grad.
 _NO_GRAD_FUSED: list[bool] = [False]
+# Gemma 3's frozen SigLIP tower (trace/_vision.py) runs with grad enabled on inputs that need none: CUDA picks its
+# backend by shapes and dtypes, not by requires_grad, so the flash / efficient forward runs (out + logsumexp, the
+# efficient kernel's bias made of the mask); the math path's scores (heads x 4,096^2 per image) would be an
+# artefact of the emulation. Only set for that tower, so the other grids' cached traces stay as measured.
+_NO_GRAPH_FUSED: list[bool] = [False]
 
 
 def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: Any = None,
@@ -309,6 +314,11 @@ def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask
         return _FusedAttention.forward(None, query, key, value, backend)
     # Under no_grad (DPO's reference forward) CUDA runs the same fused kernel: only its forward allocations.
     no_graph = not (query.requires_grad or key.requires_grad or value.requires_grad)
+    if backend != "math" and no_graph and _NO_GRAPH_FUSED[0]:
+        bias = _attn_bias(attn_mask, query) if isinstance(attn_mask, torch.Tensor) else None
+        out = _FusedAttention.forward(None, query, key, value, backend)
+        del bias
+        return out
     if backend == "math" or (no_graph and torch.is_grad_enabled()):
         return torch.ops.aten._scaled_dot_product_attention_math(
             query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]

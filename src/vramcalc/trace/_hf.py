@@ -206,8 +206,15 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
         impl = "eager"
     with torch.device("meta"):
         hf = auto.from_config(config, dtype=dtype, attn_implementation=impl)
-    if model.vision is not None and not training.train_vision:  # the tower frozen, as LLaVA-1.5's recipe
+    if model.vision is not None and model.vision.is_qwen:  # the tower frozen, the merger trained as a projector
+        if not training.train_vision:
+            for name, p in hf.model.visual.named_parameters():
+                if not name.startswith("merger."):
+                    p.requires_grad_(False)
+            notes.append(f"{model.vision.kind}: vision tower frozen (the merger as LLaVA's projector); LoRA "
+                         "targets the language model only")
+    elif model.vision is not None and not training.train_vision:  # the tower frozen, as LLaVA-1.5's recipe
         for p in hf.model.vision_tower.parameters():
             p.requires_grad_(False)
-        notes.append("llava: vision tower frozen; LoRA targets the language model only")
+        notes.append(f"{model_type}: vision tower frozen; LoRA targets the language model only")
     return hf, notes

@@ -119,7 +119,21 @@ def online_dpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.
                 else:
                     assert isinstance(m, PolicyAndReference)
                     ref_logprobs = _forward(prepared(m.ref), *args, s)
-            rewards = torch.zeros(2 * b)  # reward functions' scores (rewards_per_func.nansum)
+            reward = getattr(m, "vramcalc_reward", None)
+            if reward is not None:  # _calculate_rewards_from_functions: a reward model on the decoded texts
+                reward.eval()  # online_dpo_trainer.py __init__: reward_func.eval()
+                assert training.reward_spec is not None and training.reward_spec.vocab_size is not None
+                reward_vocab = training.reward_spec.vocab_size
+                reward_ids = torch.randint(0, reward_vocab, (2 * b, s), dtype=torch.long)  # re-tokenized
+                reward_mask = torch.ones((2 * b, s), dtype=torch.long)
+                rewards_per_func = torch.zeros(2 * b, 1)
+                with torch.inference_mode():
+                    rewards_per_func[:, 0] = prepared(reward)(input_ids=reward_ids,
+                                                              attention_mask=reward_mask).logits[:, 0]
+                del reward_ids, reward_mask
+                rewards = rewards_per_func.nansum(dim=1)
+            else:
+                rewards = torch.zeros(2 * b)  # reward functions' scores (rewards_per_func.nansum)
             first, second = rewards.split(b)
             mask = first >= second
             batch_range = torch.arange(b)

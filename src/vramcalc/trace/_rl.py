@@ -150,6 +150,16 @@ def grpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module
                 else:
                     batch["ref_per_token_logps"] = _logps(m.ref, prompt_completion_ids, b, c, ("log_probs",))
         del prompt_completion_ids
+        reward = getattr(m, "vramcalc_reward", None)
+        if reward is not None:  # _calculate_rewards: a reward model on the decoded texts, the whole generation batch
+            reward.eval()
+            assert training.reward_spec is not None and training.reward_spec.vocab_size is not None
+            reward_ids = torch.randint(0, training.reward_spec.vocab_size, (gen_rows, s), dtype=torch.long)
+            reward_mask = torch.ones((gen_rows, s), dtype=torch.long)  # re-tokenized, right-padded
+            rewards_per_func = torch.zeros(gen_rows, 1)
+            with torch.inference_mode(), ac():  # accelerator.prepare_model(evaluation_mode=True): autocast
+                rewards_per_func[:, 0] = reward(input_ids=reward_ids, attention_mask=reward_mask).logits[:, 0]
+            del reward_ids, reward_mask, rewards_per_func
         # split_tensor_dict: steps_per_generation micro-batches (views of the generation batch's tensors)
         return [{k: v[i * b:(i + 1) * b] for k, v in batch.items()} for i in range(spg)]
 

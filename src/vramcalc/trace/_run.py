@@ -69,6 +69,15 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
                 p.requires_grad_(training.train_head)
         if tied and training.train_head:
             notes.append("freeze with tied embeddings: the shared embedding/head weight is trained (train_head)")
+    from vramcalc.core.memory import unsloth as _unsloth_core
+
+    _unsloth_core.check(model, training)
+    if _unsloth_core.active(model, training):  # Unsloth's kernels emulated (trace/_unsloth.py)
+        from vramcalc.trace._unsloth import install
+
+        install(hf, layers)
+        notes.append("kernels unsloth: Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE and QLoRA's "
+                     "global dequantization buffer emulated (trace/_unsloth.py)")
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         target.gradient_checkpointing_enable()  # transformers' defaults (use_reentrant=False)
@@ -177,11 +186,19 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         notes.append(f"encoder-decoder: AutoModelForSeq2SeqLM, {s} source and {tgt} target tokens per sequence "
                      "(decoder_input_ids: the labels shifted right)")
 
-    if model.vision is not None:  # LLaVA: placeholder tokens and pixel_values (trace/_vision.py)
+    if model.vision is not None and model.vision.is_qwen:  # trace/_qwen_vl.py: the Qwen2-VL processor's inputs
+        from vramcalc.trace._qwen_vl import make_inputs as qwen_inputs
+
+        make_inputs = qwen_inputs(model, training, model_dtype(precision))  # noqa: F811
+        notes.append(f"{model.vision.kind}: input_ids with the image pads, pixel_values (a row per patch), "
+                     "image_grid_thw, mm_token_type_ids; cu_seqlens, window index, rope index and the placeholder "
+                     "check emulated with the library's shapes (trace/_qwen_vl.py)")
+    elif model.vision is not None:  # LLaVA: placeholder tokens and pixel_values (trace/_vision.py)
         from vramcalc.trace._vision import make_inputs as vision_inputs
 
         make_inputs = vision_inputs(model, training, model_dtype(precision))  # noqa: F811
-        notes.append("llava: LlavaForConditionalGeneration; input_ids with the image placeholders, pixel_values; "
+        notes.append("vision-language model (LlavaForConditionalGeneration / Gemma3ForConditionalGeneration): "
+                     "input_ids with the image placeholders, pixel_values (Gemma 3: token_type_ids); "
                      "get_placeholder_mask's count check skipped and masked_scatter emulated (trace/_vision.py)")
 
     from vramcalc.core.memory.preference import is_preference, resolve_ref
@@ -282,6 +299,19 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
                     if isinstance(mod, torch.nn.Dropout) and training.objective not in ("grpo", "rloo"):
                         mod.p = 0.0
                 module = PolicyAndReference(module, ref)
+        if training.reward_spec is not None:  # Online DPO's reward model (trace/_online_dpo.py score)
+            from vramcalc.core.memory.precision import RECIPES
+            from vramcalc.core.memory.reward_scoring import weight_dtype
+
+            reward_dtype = DTYPES[weight_dtype(training, RECIPES[precision])]
+            # AutoModelForSequenceClassification(num_labels=1), as online_dpo_trainer.py __init__ loads it
+            as_reward = TrainingSpec(objective="reward", attention=training.attention)  # its own: no policy options
+            reward, _ = build_model(training.reward_spec, as_reward, reward_dtype)
+            for p in reward.parameters():
+                p.requires_grad_(False)
+            module.add_module("vramcalc_reward", reward)  # tracked with the step; eval() at scoring time
+            notes.append(f"online-dpo: reward model {training.reward_model} "
+                         f"(AutoModelForSequenceClassification, {reward_dtype}) scored under inference_mode")
         with fake_mode:
             module = _fakeify(module)
         if training.objective in ("grpo", "rloo", "online-dpo"):
@@ -293,10 +323,14 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             install(_parts(module)[0])
             notes.append("activation offload: torchtune OffloadActivations emulated (trace/_offload.py)")
         vision: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if model.vision is not None:
+        if model.vision is not None and model.vision.is_qwen:
+            from vramcalc.trace._qwen_vl import qwen_emulation
+
+            vision = qwen_emulation(model, training)
+        elif model.vision is not None:
             from vramcalc.trace._vision import llava_emulation
 
-            vision = llava_emulation()
+            vision = llava_emulation(fused_no_graph=model.vision.kind == "siglip")
         with vision:
             result = trace_module_step(module, make_inputs, loss_fn, optimizer_factory,
                                        grad_accum=training.grad_accum, autocast=autocast, fake_mode=fake_mode,

@@ -16,11 +16,12 @@ from vramcalc.cli.common import (
     MaxMemoryOpt,
     NoColorOpt,
     UnitsOpt,
+    training_spec,
 )
 from vramcalc.cli.options import with_estimate_options
 from vramcalc.cli.output import console, csv_text, emit, uses_colour
 from vramcalc.cli.runs import CSV_COLUMNS, STATUS_STYLE, flat_row, margin_of, split, targets
-from vramcalc.core.options import OptionValues, training_spec, varied_label
+from vramcalc.core.options import OptionValues, varied_label
 from vramcalc.io.resolve import resolve_model
 
 

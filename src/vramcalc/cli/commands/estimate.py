@@ -11,10 +11,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from vramcalc.cli.common import training_spec
 from vramcalc.cli.output import colour_wanted, csv_text, echo, emit, print_lines, terminal_width
 from vramcalc.cli.runs import CSV_COLUMNS, STATUS_STYLE, flat_row, margin_of, targets
 from vramcalc.core.errors import BadInput
-from vramcalc.core.options import Opt, OptionValues, training_spec
+from vramcalc.core.options import Opt, OptionValues
 from vramcalc.core.vocab import OUT_FORMATS, UNITS
 from vramcalc.io.resolve import adapter_options, resolve_model
 

@@ -121,7 +121,7 @@ def _emit_doc(doc: dict[str, Any], fmt: str) -> None:
 
 def _resolve(values: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(ModelSpec, TrainingSpec, GpuSpec | None) from option values, as `estimate` builds them."""
-    from vramcalc.core.options import training_spec
+    from vramcalc.cli.common import training_spec
     from vramcalc.io import presets
     from vramcalc.io.resolve import resolve_model
 

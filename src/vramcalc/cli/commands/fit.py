@@ -16,11 +16,12 @@ from vramcalc.cli.common import (
     MaxMemoryOpt,
     PlotAxisOpt,
     UnitsOpt,
+    training_spec,
 )
 from vramcalc.cli.options import with_estimate_options
 from vramcalc.cli.output import console, csv_text, emit
 from vramcalc.cli.runs import STATUS_STYLE, margin_of, targets
-from vramcalc.core.options import OptionValues, training_spec
+from vramcalc.core.options import OptionValues
 from vramcalc.io.resolve import resolve_model
 
 

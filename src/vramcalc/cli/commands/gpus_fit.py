@@ -6,9 +6,10 @@ from typing import Any
 
 import typer
 
+from vramcalc.cli.common import training_spec
 from vramcalc.cli.output import console, csv_text, emit
 from vramcalc.cli.runs import STATUS_STYLE, margin_of
-from vramcalc.core.options import OptionValues, training_spec
+from vramcalc.core.options import OptionValues
 from vramcalc.io.resolve import resolve_model
 
 

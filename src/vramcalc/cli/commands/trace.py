@@ -92,9 +92,10 @@ def trace_command(
     --device cuda runs it on the GPU with random weights and reads the real allocator and NVML.
     Example: vramcalc trace qwen2.5-0.5b --method lora --seq-len 1024
     """
+    from vramcalc.cli.common import training_spec
     from vramcalc.core.errors import VramcalcError
     from vramcalc.core.memory import estimate as run_estimate
-    from vramcalc.core.options import OptionError, training_spec
+    from vramcalc.core.options import OptionError
     from vramcalc.io.resolve import resolve_model
     from vramcalc.trace import trace
 

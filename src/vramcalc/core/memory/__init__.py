@@ -29,9 +29,11 @@ from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
+from vramcalc.core.memory import reward_scoring as _reward_scoring
 from vramcalc.core.memory import rl as _rl
 from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
+from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory.activations import (
     batch_rows,
@@ -151,6 +153,7 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
     if model.vision is not None:  # vision-language models: the text model on text + image tokens (memory/vision.py)
@@ -494,6 +497,9 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         notes.extend(_rl.notes(training, ref_weights, recipe))
     if _online_dpo.is_online_dpo(training):
         notes.extend(_online_dpo.notes(training, ref_weights))
+    # Online DPO's reward model (memory/reward_scoring.py): frozen weights beside the policy's and the reference's.
+    reward_weights = _reward_scoring.weight_bytes(training, recipe)
+    notes.extend(_reward_scoring.notes(training, recipe))
     opt = optimizer_bytes(w.trainable_tensors, recipe, training, body)
     notes.extend(library_optimizer_notes(body, training, recipe))
     if training.method in ADAPTER_DTYPE_METHODS:  # adapters of every PEFT method but LN tuning
@@ -523,6 +529,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     }
     if _preference.is_preference(training) or _rl.is_rl(training) or _online_dpo.is_online_dpo(training):
         details["weights.reference"] = ref_weights
+    if reward_weights:
+        details["weights.reward_model"] = reward_weights
     step_temporaries = opt.step_temporaries
     if training.optimizer_in_bwd:  # memory/savers.py: one tensor's gradient and step at a time
         largest = largest_tensor(w.trainable_tensors)
@@ -553,7 +561,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     if parallel:  # what a GPU gathers or holds beyond its shard, from the run's own tensors (memory/distributed.py)
         units = _distributed.units(_reward.body(model) if training.objective == "reward" else model, training,
                                    recipe, _grad_elem(training, recipe))
-    return _Plan(recipe, w, opt, gradients, w.total + ref_weights, opt.total, step_temporaries, details, tuple(notes),
+    held = w.total + ref_weights + reward_weights
+    return _Plan(recipe, w, opt, gradients, held, opt.total, step_temporaries, details, tuple(notes),
                  checked, tail_notes + (_OVERHEAD_NOTE,), parallel, active_params(model), act, units)
 
 
@@ -648,12 +657,18 @@ class _ActivationPlan:
     ac_every: int = 1
     offload: bool = False
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
+    # Offloaded checkpointing of adapters (not full fine-tuning): the embedding output stays on the GPU (below).
+    offload_leaf_t: int = 0
+    # Unsloth's kernels under checkpointing (memory/unsloth.py): the bottom layer's own input (and the embedding
+    # leaf beside its offloaded copy) alive through its backward, which its saved set does not count.
+    bottom_input_t: int = 0
     # Preference training (memory/preference.py): TRL's fused head reads the prompt length and dtypes; the
     # reference's no-grad forward is one more forward moment.
     prompt_len: int = 0
     residual: int = 2
     head_weight: int = 2
     reference: _preference.ReferencePlan | _online_dpo.ReferencePlan | None = None
+    reward: _reward_scoring.ScoringPlan | None = None  # the reward model's forward (memory/reward_scoring.py)
     # ORPO / CPO / SimPO (memory/preference.py logits_head_bytes): the logits' dtype and the chosen half's NLL.
     logits_bytes: int = 2
     chosen_nll: bool = True
@@ -664,7 +679,7 @@ class _ActivationPlan:
     per_layer_c: int = 0  # one layer's saved bytes whatever the batch (LoHa / LoKr delta weights)
     per_layer_ss: int = 0  # one layer's saved bytes per row length squared (DeBERTa's gather indices)
     once_ss: int = 0  # shared bytes per row length squared (DeBERTa's relative positions)
-    once_c: int = 0  # shared bytes whatever the batch (DeBERTa's normalized rel_embeddings)
+    once_rel_c: int = 0  # shared bytes whatever the batch (DeBERTa's normalized rel_embeddings)
     attn_fwd_less_t: int = 0  # saved bytes per token not yet there at attn_fwd_ts's moment (DeBERTa, no checkpointing)
     # DeBERTa: a layer's unsaved scores per token x seq beyond its whole saved set (memory/deberta.py forward_scores),
     # less attn_fwd_less_t per token: also the peak of a checkpointed layer's recomputed forward
@@ -675,6 +690,7 @@ class _ActivationPlan:
     fwd_only_ss: int = 0
     fwd_only_c: int = 0
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
+    once_c: int = 0  # whatever the batch: Unsloth's QLoRA dequantization buffers (memory/unsloth.py)
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
     layer_mlp_saved_t: int = 0  # the MLP block's saved bytes per token, freed before the attention's backward
     layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
@@ -713,6 +729,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     trained_layers = n_layers - frozen
     ssm = _ssm.is_ssm(m)  # Mamba: the mixer's saved set and an fp32 residual stream (memory/ssm.py)
     layer_fn = _ssm.layer_activations if ssm else layer_activations
+    unsloth = _unsloth.active(m, t)
+    if unsloth:  # Unsloth's kernels (memory/unsloth.py): its own saved set per layer
+        layer_fn = _unsloth.layer_activations
     layer = layer_fn(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
@@ -720,6 +739,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
     head = (_encoder.head_activations if _encoder.is_encoder(m) else _ssm.head_activations if ssm
             else head_activations)(m, t, recipe, head_trainable)
+    if unsloth:  # the final norm through Fast_RMS_Layernorm (LlamaModel_fast_forward): its 16-bit input + rstd
+        from dataclasses import replace as _replace
+
+        hf_norm = sum(x.per_token for x in _activations._norm_terms(
+            "final norm", m, c, 4 if recipe.autocast or recipe.compute == "fp32" else c, m.hidden_size, True, False))
+        head = _replace(head, saved=head.saved - hf_norm + _unsloth.final_norm_saved(m, recipe))
     # LoRA/QLoRA without checkpointing: the frozen embedding's output needs no gradient, so layer 0 saves
     # nothing before its first adapter (the attention norm's input, and more when the first adapter is
     # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
@@ -806,13 +831,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         once_ts = 1  # the packed 4-D bool mask (masking_utils.sdpa_mask): rows * row * row
     if m.dropout > 0:
         once_t += m.hidden_size  # embedding dropout mask
-    once_ss = once_c = 0
+    once_ss = once_rel_c = 0
     if _deberta.is_deberta(m):  # the pairwise mask, relative positions and rel_embeddings (memory/deberta.py)
         shared = _deberta.shared_terms(m, t, recipe)
         once_t += sum(x.per_token for x in shared)
         once_ts += sum(x.per_token_seq for x in shared)
         once_ss = sum(x.per_seq_sq for x in shared)
-        once_c = sum(x.const for x in shared)
+        once_rel_c = sum(x.const for x in shared)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" or (ssm and m.ssm_residual_fp32) else c
     # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
     # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
@@ -882,6 +907,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); the GPU "
                      "keeps one layer's in backward (torchtune OffloadActivations).")
     notes += packing_notes(t)
+    notes += _unsloth.notes(m, t)
     once_t += _peft_once_t(m, t, c)
     lora_head_t = lora_head_fwd_t = 0
     if t.dora and t.method in ("lora", "qlora"):
@@ -931,20 +957,27 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
+        offload_leaf_t=residual * m.hidden_size if t.activation_offload and t.grad_checkpointing
+        and t.method != "full" else 0,
+        bottom_input_t=residual * m.hidden_size * (2 if t.activation_offload else 1)
+        if unsloth and t.grad_checkpointing else 0,
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
         reference=None if _rl.is_rl(t) else _online_dpo.reference_plan(m, t, recipe)
         if _online_dpo.is_online_dpo(t) else _preference.reference_plan(m, t, recipe),
         rl=_rl.plan(m, t, recipe, autocast_copies),
+        reward=_reward_scoring.scoring_plan(t, recipe),
         logits_bytes=_preference.logits_bytes(recipe), chosen_nll=_preference.computes_nll(t),
         head_copy=c * m.vocab_size * m.hidden_size if recipe.autocast else 0,
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), per_layer_ss=sum(x.per_seq_sq for x in layer.terms),
-        once_ss=once_ss, once_c=once_c,
+        once_ss=once_ss, once_rel_c=once_rel_c,
         attn_fwd_less_t=layer.after_attention_per_token,
         attn_div_ts=layer.forward_transient.per_token_seq if _deberta.is_deberta(m) else 0,
         **({} if t.grad_checkpointing or t.activation_offload else
-           {"fwd_only_ts": once_ts if _deberta.is_deberta(m) else 0, "fwd_only_ss": once_ss, "fwd_only_c": once_c}),
+           {"fwd_only_ts": once_ts if _deberta.is_deberta(m) else 0, "fwd_only_ss": once_ss,
+            "fwd_only_c": once_rel_c}),
         once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
+        once_c=_unsloth.weight_buffer_bytes(m, t, recipe),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
         layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
         layer_mlp_fwd_t=layer.mlp_forward_per_token,
@@ -981,9 +1014,9 @@ def _transformer_phases(
     per_layer = ((p.per_layer_t + (p.batch1_t if t.batch_size == 1 else 0)) * tokens + p.per_layer_ts * token_seq
                  + p.per_layer_b * t.batch_size + p.per_layer_c + p.per_layer_ss * seq * seq)
     once = p.once_t * tokens + p.once_ts * rows * seq * seq  # the mask is not split by tp/sp
-    once += p.once_ss * seq * seq + p.once_c
+    once += p.once_ss * seq * seq + p.once_rel_c
     fwd_only = p.fwd_only_ts * rows * seq * seq + p.fwd_only_ss * seq * seq + p.fwd_only_c
-    once += p.once_b * t.batch_size
+    once += p.once_b * t.batch_size + p.once_c
     head_saved = p.head_saved_t * tokens + p.head_saved_c
     autocast_copies = p.autocast_copies
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
@@ -1053,6 +1086,13 @@ def _transformer_phases(
                                 every=p.ac_every, offload=p.offload, per_layer=per_layer,
                                 layer_input=p.layer_input_t * tokens)
             kept, kept_bwd, host_t = r.forward, r.backward, r.host
+            # enable_input_require_grads (transformers modeling_utils, called with checkpointing when the embedding
+            # is frozen) makes the frozen embedding's output a leaf that requires grad: its AccumulateGrad node
+            # holds it until the graph is freed, so the offload's host copy does not free it (measured with the
+            # tracer: a 4-layer LoRA run with checkpointing + offload, one hidden-wide tensor per token beyond the
+            # layer being recomputed, allocated by aten.embedding; -2.3 % without it).
+            kept += p.offload_leaf_t * tokens
+            kept_bwd += p.offload_leaf_t * tokens
         recomputed = per_layer if saving_layers else 0
         copies = p.layer_copies
         activations = kept + once + head_saved + autocast_copies + recomputed
@@ -1089,10 +1129,12 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
                             (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM_CK,
-                        (gradients - late_g, once, recomputed - bottom_less, copies, layer_bwd_t)))
+                        (gradients - late_g, once, recomputed - bottom_less + p.bottom_input_t * tokens, copies,
+                         layer_bwd_t)))
         # the backward moments' activations (backward.top holds the most: offloaded sets come back beside the
         # recomputed layer; backward.bottom for completeness)
-        bwd_acts = max(kept_bwd + once + recomputed + copies, once + recomputed - bottom_less + copies)
+        bwd_acts = max(kept_bwd + once + recomputed + copies,
+                       once + recomputed - bottom_less + p.bottom_input_t * tokens + copies)
     else:
         bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c if saving_layers else 0
         acts_layers = saving_layers * per_layer - (p.layers_less_t * tokens + p.layers_less_ts * token_seq
@@ -1128,6 +1170,15 @@ def _transformer_phases(
         moments.insert(2, ("forward.reference", layout,
                            (acc, layers_detail, once, autocast_copies, head_saved, reference)))
         forward_moments = 3
+    rewarded = 0
+    if p.reward is not None and not _rl.is_rl(t):
+        # Online DPO's reward model after the reference, beside its log-probs (memory/reward_scoring.py)
+        rewarded = (p.reward.peak(tokens)
+                    + t.batch_size * min(seq - p.prompt_len, seq - 1) * p.logits_bytes)
+        layout = _m.FWD_REWARD_CK if p.checkpointing or p.offload else _m.FWD_REWARD
+        moments.insert(forward_moments, ("forward.reward", layout,
+                                         (acc, layers_detail, once, autocast_copies, head_saved, rewarded)))
+        forward_moments += 1
     rl_temp = 0
     if p.rl is not None:  # GRPO: generate() and the no-grad log-prob passes run before the step (memory/rl.py)
         gen, passes = p.rl.moments(t, gradients, base[0])
@@ -1141,9 +1192,13 @@ def _transformer_phases(
             extra.append(("forward.weight_sync", _m.FWD_WEIGHT_SYNC, gen))
         if passes is not None:
             extra.append(("forward.logprobs", _m.FWD_LOGPROBS, passes))
+        if p.reward is not None and _rl.is_rl(t):  # GRPO/RLOO: the reward model after the passes (reward_scoring.py)
+            rewarded = _reward_scoring.rl_forward_bytes(t, p.reward)
+            extra.append(("forward.reward", _m.FWD_RL_REWARD,
+                          (gradients if _rl.gradients_at_generation(t) else 0, rewarded)))
         moments[0:0] = extra
         forward_moments += len(extra)
-        rl_temp = max(g_rest, passes[1] if passes is not None else 0)
+        rl_temp = max(g_rest, passes[1] if passes is not None else 0, rewarded)
         details["kv_cache.generation"] = g_kv
         details["temporaries.generation"] = g_rest
         details["temporaries.logprob_pass"] = passes[1] if passes is not None else 0
@@ -1161,7 +1216,7 @@ def _transformer_phases(
     # Written out per moment (the temporaries terms of each layout in memory/moments.py; a generic sum over the
     # moments cost half of estimate's time); tests/test_explain.py checks it is the largest moment's.
     temporaries = max(opt_temp, layer_fwd_t, recompute_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t,
-                      layer_bwd_t, end_t, reference, rl_temp)
+                      layer_bwd_t, end_t, reference, rewarded, rl_temp)
     # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
     # model whose head saves little (a 1-layer toy) that moment can hold more activations than forward kept.
     if bwd_acts > activations:
@@ -1189,10 +1244,14 @@ def _transformer_phases(
     details["temporaries.backward_end"] = end_t
     if p.offload:
         details["activations.offloaded_to_host"] = host_t
+    if p.once_c:  # Unsloth's QLoRA dequantization buffers, part of `shared` (for explain)
+        details["activations.unsloth_weight_buffer"] = p.once_c
     if p.once_b:  # p-tuning / prefix projection: the prompt encoder's saved set, part of `shared` (for explain)
         details["activations.prompt_encoder"] = p.once_b * t.batch_size
     if p.reference is not None:
         details["temporaries.reference_forward"] = reference
+    if p.reward is not None:
+        details["temporaries.reward_forward"] = rewarded
     if p.loss != "hf":  # loss savers (memory/loss.py): their own moments, for explain
         details["activations.loss_saved"] = head_saved - p.norm_saved_t * tokens
         details["temporaries.head_gradient_in_forward"] = grad_fwd

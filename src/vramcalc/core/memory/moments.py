@@ -42,6 +42,7 @@ _LAYER_BWD = ("layer backward temporaries", _T)
 _STEP_T = ("step temporaries", _T)
 _SUMMED = ("gradient being summed", _T)
 _REFERENCE = ("reference model's no-grad forward", _T)
+_REWARD = ("reward model's no-grad forward (and the reference's log-probs)", _T)
 _GEN_KV = ("KV cache of the generation batch", "kv_cache")
 _GEN_T = ("generate() logits, sampling and layer workspace", _T)
 _LOGPROBS = ("no-grad log-prob pass (old policy / reference)", _T)
@@ -55,6 +56,7 @@ def _layout(*terms: tuple[str, str]) -> Layout:
 FWD_LAYER = _layout(_ACC, _SAVED, _SHARED, _COPIES, _LAYER_FWD)
 FWD_LOSS = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_FWD, _HEAD_G_FWD)
 FWD_REFERENCE = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _REFERENCE)
+FWD_REWARD = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _REWARD)
 BWD_START = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD)
 BWD_HEAD = _layout(_ACC, _SAVED, _SHARED, _COPIES, _NORM_SAVED, _HEAD_BWD)
 BWD_TOP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _LAYER_BWD)
@@ -64,6 +66,7 @@ BWD_BOTTOM = _layout(_ALL_G, _SHARED, _LAST_LAYER, _LAYER_COPIES, _LAYER_BWD)
 FWD_LAYER_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _LAYER_FWD)
 FWD_LOSS_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_FWD, _HEAD_G_FWD)
 FWD_REFERENCE_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _HEAD_SAVED, _REFERENCE)
+FWD_REWARD_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _HEAD_SAVED, _REWARD)
 BWD_START_CK = _layout(_ACC, _KEPT, _SHARED, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD)
 BWD_HEAD_CK = _layout(_ACC, _KEPT, _SHARED, _NORM_SAVED, _HEAD_BWD)
 BWD_RECOMPUTE_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
@@ -73,9 +76,15 @@ BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 # GRPO (memory/rl.py): generate() on the generation batch and the no-grad log-prob passes, before the step.
 FWD_GENERATE = _layout(_ACC, _COPIES, _GEN_KV, _GEN_T)
 FWD_LOGPROBS = _layout(_ACC, _LOGPROBS)
+FWD_RL_REWARD = _layout(_ACC, ("reward model's no-grad forward (and the log-prob passes' results)", _T))
 # Vision-language models (memory/vision.py): the vision tower's no-grad forward, before the language model.
 FWD_VISION = _layout(_ACC, ("vision tower forward (no grad)", _T))
 BWD_VISION = _layout(("gradients (all but the tower's)", _G), ("vision tower saved (--train-vision)", _A))
+# Gemma 3's SigLIP tower backward (memory/vision.py _siglip_*), run last: the gradients so far, what the tower still
+# keeps (checkpointed layer inputs, or its saved set with --train-vision), one layer's recomputed saved set and
+# that layer's backward transients.
+BWD_VISION_TOWER = _layout(("gradients", _G), ("vision tower kept / saved", _A),
+                           ("vision tower layer (recomputed) and its backward", _T))
 FWD_WEIGHT_SYNC = _layout(_ACC, ("weight sync's packed broadcast buffers (vLLM server)", _T))
 # Both, and count-only presets.
 BWD_END = _layout(_ALL_G, _SUMMED)
@@ -89,11 +98,14 @@ LABELS = {
     "forward.loss": "end of forward: loss computed",
     "forward.all": "forward",
     "forward.reference": "the reference model's forward (DPO/KTO, no grad)",
+    "forward.reward": "the reward model's forward on the completions (Online DPO / GRPO, no grad)",
     "forward.generate": "generate(): completions of the generation batch (GRPO, no grad)",
     "forward.weight_sync": "weights streamed to the vLLM server before generation (GRPO, no grad)",
     "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",
     "forward.vision": "forward: the vision tower (no grad)",
     "backward.vision": "backward: the trained vision tower's",
+    "backward.merger": "backward: the trained merger's (Qwen-VL)",
+    "backward.tower": "backward: the frozen tower's blocks recomputed (Qwen-VL, checkpointing)",
     "backward.start": "backward starts: loss gradients",
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",

@@ -142,5 +142,7 @@ def notes(t: TrainingSpec, reference_bytes: int) -> tuple[str, ...]:
             f"--seq-len), then the policy's forward on them with the full logits [rows, seq, vocab] and a "
             f"log-softmax over the {c} completion positions kept for backward (no fused head); reference: {what}, "
             "its no-grad forward on top of the policy's saved tensors (forward.reference).",
-            "online-dpo: reward functions assumed to be Python callables (no reward model on the GPU); completions "
-            "counted at their full length (no early EOS).")
+            "online-dpo: " + ("reward model: see its note; " if t.reward_spec is not None else
+                              "reward functions assumed to be Python callables (no reward model on the GPU; "
+                              "--reward-model for one); ")
+            + "completions counted at their full length (no early EOS).")

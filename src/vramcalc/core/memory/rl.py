@@ -148,7 +148,7 @@ def generation_view(t: TrainingSpec) -> TrainingSpec:
                    grad_checkpointing=False, ac_every=1, activation_offload=False, optimizer_in_bwd=False,
                    loss="hf", packing="none", lora_targets=("auto",), modules_to_save=(), zero=0, fsdp="none",
                    offload="none", fsdp_frozen_grads=False, use_vllm="off", vllm_utilization=0.3, vllm_sleep=False,
-                   max_model_len=None,
+                   max_model_len=None, reward_model="none", reward_dtype="auto", reward_spec=None,
                    weight_dtype="nf4" if t.method == "qlora" and t.quant_bits == 4 else
                    "int8" if t.method == "qlora" else "auto")
 
@@ -203,7 +203,8 @@ def peak_note(moments: tuple[tuple[str, object, tuple[int, ...]], ...], name: st
     """Which moment holds the peak: generate() or the training step, and by how much."""
     totals = {key: sum(values) for key, _, values in moments}
     gen = totals["forward.generate"]
-    step_key = max((k for k in totals if k not in ("forward.generate", "forward.logprobs")), key=lambda k: totals[k])
+    generation = ("forward.generate", "forward.logprobs") + (("forward.reward",) if name != "online-dpo" else ())
+    step_key = max((k for k in totals if k not in generation), key=lambda k: totals[k])
     step = totals[step_key]
     if gen > step:
         return (f"{name}: the peak is generate() (forward.generate), {(gen - step) / 1e9:.2f} GB above the training "

@@ -83,6 +83,7 @@ _POINT_LABELS = {
     "forward.all": "forward", "backward.all": "backward", "forward.loss": "loss",
     "forward.reference": "reference forward", "forward.vision": "vision tower (no grad)",
     "backward.vision": "vision tower backward",
+    "backward.merger": "merger backward", "backward.tower": "vision tower backward (recomputed)",
     "backward.start": "loss backward",
     "backward.recompute": "top layer's forward rerun (checkpointing)",
     "backward.head": "LM head backward (loss chunks)", "backward.head_step": "head's optimizer step (in backward)",

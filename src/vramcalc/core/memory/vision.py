@@ -22,6 +22,7 @@ positions are -100 but their logits are computed), and this module adds:
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -42,6 +43,15 @@ VISION_METHODS = ("full", "lora", "qlora")
 # TrainingSpec.image_size's default (torchvision's 224, a ResNet's): for a vision-language model it stands for the
 # model's own size (the option is shared with core/memory/classic.py)
 DEFAULT_IMAGE_SIZE = 224
+# LoRA / QLoRA with checkpointing on a Qwen-VL model: the frozen tower's backward (its blocks recomputed with
+# grad, because enable_input_require_grads hooked the patch embedding), after every gradient of the language model
+BWD_QWEN_TOWER = _m._layout(("gradients", "gradients"),
+                            ("vision tower kept inputs and one recomputed block (checkpointing)", "activations"),
+                            ("vision tower block backward", "temporaries"))
+# full fine-tuning on a Qwen-VL model: the trained merger's backward, after the language model's layers
+BWD_QWEN_MERGER = _m._layout(("gradients", "gradients"), ("merger saved, tower kept inputs", "activations"),
+                             ("merger backward", "temporaries"))
+QWEN_NAMES = {"qwen2_vl": "a Qwen2-VL model", "qwen2_5_vl": "a Qwen2.5-VL model"}
 _SAVED = ("image features (projector saved, pixel_values)", "activations")
 
 
@@ -51,8 +61,71 @@ def is_vision(model: ModelSpec) -> bool:
 
 def image_tokens(v: VisionSpec) -> int:
     """Image tokens per image: one per patch, the class token dropped by the "default" select strategy
-    (modeling_llava.py get_image_features `selected_image_feature[:, 1:]`); 576 for 336 px / 14 px patches."""
+    (modeling_llava.py get_image_features `selected_image_feature[:, 1:]`); 576 for 336 px / 14 px patches.
+    Gemma 3: Gemma3MultiModalProjector's avg_pool leaves mm_tokens_per_image (256)."""
+    if v.kind == "siglip":
+        return v.mm_tokens_per_image
     return (v.image_size // v.patch_size) ** 2 + (0 if v.drop_cls else 1)
+
+
+def wrap_tokens(v: VisionSpec) -> int:
+    """Text tokens the processor adds around each image's placeholders. Gemma 3 (models/gemma3/processing_gemma3.py
+    Gemma3Processor): each <start_of_image> of the prompt becomes full_image_sequence = "\n\n" <start_of_image>
+    256 x <image_soft_token> <end_of_image> "\n\n", so the sequence grows by the image tokens and 4 more ("\n\n"
+    is one token of Gemma's vocabulary; the marker the prompt had is counted here, not in --seq-len, so a prompt
+    whose --seq-len counted it is one token over: the safe side). LLaVA's processor adds none."""
+    return 4 if v.kind == "siglip" else 0
+
+
+def tower_rows(v: VisionSpec) -> int:
+    """The tower's sequence per image: every patch, plus CLIP's class token (SigLIP has none)."""
+    return (v.image_size // v.patch_size) ** 2 + (0 if v.kind == "siglip" else 1)
+
+
+# Qwen2VLImageProcessor's defaults (transformers models/qwen2_vl/image_processing_qwen2_vl.py: size
+# shortest_edge 56 x 56 pixels, longest_edge 28 x 28 x 1280), which smart_resize keeps the image's area between;
+# the published preprocessor_config.json files of Qwen2-VL and Qwen2.5-VL give min_pixels 3136 and max_pixels
+# 12845056 instead (a 3584 x 3584 image), which the processor reads when the repository's processor is loaded.
+QWEN_MIN_PIXELS = 56 * 56
+QWEN_MAX_PIXELS = 12_845_056
+
+
+def qwen_resized(v: VisionSpec, height: int, width: int, min_pixels: int = QWEN_MIN_PIXELS,
+                 max_pixels: int = QWEN_MAX_PIXELS) -> tuple[int, int]:
+    """The image's size after the processor's smart_resize (image_processing_qwen2_vl.py): each side rounded to a
+    multiple of patch x merge (28 px), then scaled, aspect kept, into [min_pixels, max_pixels]. Written with the
+    library's own float steps (sqrt, round, floor, ceil), so that its rounding is reproduced to the pixel: a 43 x 43
+    image under min_pixels 200,704 goes to 476 x 476 there (43 x beta / 28 = 16.000000000000004, ceil 17), not
+    the 448 x 448 exact arithmetic gives."""
+    if max(height, width) > 200 * min(height, width):  # smart_resize's own ValueError
+        raise SpecError("image_size", f"a {height} x {width} image: the Qwen-VL processor refuses an aspect ratio "
+                        "above 200; give a less elongated size")
+    f = v.patch_size * v.spatial_merge_size
+    h_bar, w_bar = round(height / f) * f, round(width / f) * f
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(f, math.floor(height / beta / f) * f)
+        w_bar = max(f, math.floor(width / beta / f) * f)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / f) * f
+        w_bar = math.ceil(width * beta / f) * f
+    return h_bar, w_bar
+
+
+def qwen_grid(v: VisionSpec, height: int, width: int) -> tuple[int, int, int]:
+    """image_grid_thw of one image: (temporal, height, width) in patches. Qwen2VLImageProcessor repeats a still
+    image temporal_patch_size times, so one image is one temporal patch of patch^2 x temporal_patch_size x 3
+    values (pixel_values has one row of 3 x 2 x 14 x 14 = 1176 per patch)."""
+    h, w = qwen_resized(v, height, width)
+    return 1, h // v.patch_size, w // v.patch_size
+
+
+def qwen_image_tokens(v: VisionSpec, height: int, width: int) -> int:
+    """Image tokens of one image: its patches over the merger's merge x merge blocks (PatchMerger; the processor
+    puts as many <|image_pad|> tokens, processing_qwen2_vl.py: grid_thw.prod() // merge_size^2)."""
+    t, h, w = qwen_grid(v, height, width)
+    return t * h * w // v.spatial_merge_size ** 2
 
 
 def images_per_sample(training: TrainingSpec) -> int:
@@ -61,8 +134,12 @@ def images_per_sample(training: TrainingSpec) -> int:
 
 def total_tokens(model: ModelSpec, training: TrainingSpec) -> int:
     """Tokens the language model runs on per sample: the text's --seq-len and every image's tokens."""
-    assert model.vision is not None
-    return training.seq_len + images_per_sample(training) * image_tokens(model.vision)
+    v = model.vision
+    assert v is not None
+    if v.is_qwen:  # dynamic resolution: a square image of --image-size pixels a side, smart_resize'd
+        return training.seq_len + images_per_sample(training) * qwen_image_tokens(v, training.image_size,
+                                                                                  training.image_size)
+    return training.seq_len + images_per_sample(training) * (image_tokens(v) + wrap_tokens(v))
 
 
 def check(model: ModelSpec, training: TrainingSpec) -> None:
@@ -74,7 +151,9 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
             raise UnsupportedCombination(f"--images and --train-vision size a vision-language model's images; "
                                          f"{model.name} reads text only: drop them")
         return
-    if training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
+    if v.is_qwen:
+        _check_qwen(model, training)
+    elif training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
     if training.train_vision and training.method != "full":
@@ -106,9 +185,19 @@ def _text_model(model: ModelSpec) -> ModelSpec:
 
 
 def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, TrainingSpec]:
-    """The language model and its run: the sequence lengthened by the image tokens, the image options gone."""
-    return _text_model(model), replace(training, seq_len=total_tokens(model, training), images=0,
-                                       image_size=DEFAULT_IMAGE_SIZE, train_vision=False)
+    """The language model and its run: the sequence lengthened by the image tokens, the image options gone.
+
+    Gemma 3 under sdpa: the processor's token_type_ids make Gemma3Model.forward (modeling_gemma3.py
+    create_masks_for_vision_model) build 4-D bool masks with the image blocks bidirectional (masking_utils
+    create_causal_mask: block_sequence_ids turn off the is_causal skip), so every layer runs the memory-efficient
+    kernel with a 16-bit copy of the mask and GQA keys/values repeated: what a packed batch costs the text model
+    (memory/activations.py masked_sdpa), so its run is counted as one."""
+    assert model.vision is not None
+    out = replace(training, seq_len=total_tokens(model, training), images=0, image_size=DEFAULT_IMAGE_SIZE,
+                  train_vision=False)
+    if model.vision.kind == "siglip" and training.attention == "sdpa":
+        out = replace(out, packing="packed")
+    return _text_model(model), out
 
 
 def used_layers(v: VisionSpec) -> int:
@@ -147,10 +236,210 @@ def _scaled(value: int, trainable: int, extra: int) -> int:
     return value * (trainable + extra) // trainable if trainable else value
 
 
+def _check_qwen(model: ModelSpec, training: TrainingSpec) -> None:
+    """What the Qwen2-VL / Qwen2.5-VL arithmetic (_qwen_estimate) does not cover, refused in one line."""
+    v = model.vision
+    assert v is not None
+    name = QWEN_NAMES[v.kind]
+    if training.train_vision:
+        raise UnsupportedCombination(f"--train-vision is not modelled for {model.name} ({name}: a trained tower's "
+                                     "saved activations are not counted): drop it (the tower stays frozen)")
+    if training.attention == "eager":
+        raise UnsupportedCombination(f"--attention eager is not modelled for {model.name} ({name}: the tower's "
+                                     "per-image eager softmax is not counted): use --attention sdpa")
+    qwen_resized(v, training.image_size, training.image_size)  # smart_resize's aspect-ratio refusal
+
+
+def qwen_rows(model: ModelSpec, training: TrainingSpec) -> int:
+    """The tower's rows for the whole batch: every image's patches (image_grid_thw t x h x w)."""
+    v = model.vision
+    assert v is not None
+    t, h, w = qwen_grid(v, training.image_size, training.image_size)
+    return images_per_sample(training) * training.batch_size * t * h * w
+
+
+def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
+                   text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
+    """Qwen2-VL / Qwen2.5-VL (transformers models/qwen2_vl/modeling_qwen2_vl.py Qwen2VLModel.forward,
+    models/qwen2_5_vl/modeling_qwen2_5_vl.py): the text model's Breakdown on text + image tokens, with the
+    image side's terms added.
+
+    get_image_features runs the tower on pixel_values (one row of 3 x 2 x 14 x 14 values per patch, every image
+    of the batch packed into one sequence of `rows` patches; attention per image through cu_seqlens, Qwen2.5-VL
+    per 112 px window in most blocks); the merger joins 2 x 2 patches into one token of the text width; the
+    features are concatenated and masked_scatter'd over the <|image_pad|> tokens; get_rope_index gives the text
+    model its M-RoPE position_ids (3, batch, sequence) int64. The tower is frozen; full fine-tuning trains the
+    merger (as LLaVA's projector), LoRA / QLoRA adapt the language model only.
+    """
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    text_model, text_training = text_run(model, training)
+    b = text_estimate(text_model, text_training)
+    recipe = recipe_of(training)
+    w_bytes, a_bytes = dtype_bytes(recipe.weight), dtype_bytes(recipe.compute)
+    th, d, i = model.hidden_size, v.hidden_size, v.intermediate_size
+    head = d // v.num_attention_heads
+    tower, merger = vision_tower_params(v), projector_params(v, th)
+    rows = qwen_rows(model, training)
+    per_image = qwen_image_tokens(v, training.image_size, training.image_size)
+    n_img = images_per_sample(training) * training.batch_size
+    trained_merger = training.method == "full"
+    qwen25 = v.kind == "qwen2_5_vl"
+    tokens = training.batch_size * total_tokens(model, training)
+    # inputs of the step: pixel_values (rows, 3 x temporal x patch^2) in the model's dtype, and get_rope_index's
+    # position_ids (3, batch, sequence) int64, which the language model reads through the forward
+    pixel = rows * 3 * v.temporal_patch_size * v.patch_size ** 2 * w_bytes
+    positions = 3 * tokens * 8
+    # the tower's 2D rotary cos and sin (rows, head) fp32 (Qwen2VLVisionRotaryEmbedding.forward), and the
+    # positions it reads (rows, 2) int64 (vision_utils.get_vision_position_ids)
+    rotary = 2 * rows * head * 4 + rows * 2 * 8
+    # With checkpointing, activation_checkpointing_enable (modeling_utils.py) calls enable_input_require_grads
+    # whatever the method: it hooks the input embeddings of every PreTrainedModel inside, the tower's patch_embed
+    # too (Qwen2VisionTransformerPretrainedModel._input_embed_layer), so the frozen tower runs with grad
+    tower_graph = training.grad_checkpointing
+    merged = rows // v.spatial_merge_size ** 2
+    # the merger (PatchMerger / Qwen2_5_VLPatchMerger) on the tower's last hidden state x. LayerNorm saves x and
+    # fp32 mean and rstd when its weight trains or x needs grad; Qwen2.5-VL's RMSNorm upcasts x (the fp32 copy
+    # and rsqrt are saved when x needs grad) and saves the normalised 16-bit input its trained weight multiplies.
+    # A trained mlp[0] saves its input (rows / 4 x 4 width = rows x width), GELU its input (either way when
+    # there is a graph), a trained mlp[2] GELU's output; Qwen2.5-VL's merged_hidden_states[reverse_indices]
+    # saves the int64 indices.
+    saved_merger = 0
+    if trained_merger or tower_graph:
+        rms_fp32 = rows * d * 4 + 4 * rows if qwen25 and tower_graph else 0
+        norm = (rms_fp32 + (rows * d * a_bytes if trained_merger else 0)) if qwen25 else \
+            rows * d * a_bytes + 2 * 4 * rows
+        saved_merger = norm + rows * d * a_bytes * (3 if trained_merger else 1) + (merged * 8 if qwen25 else 0)
+    # masked_scatter saves its bool mask when inputs_embeds requires grad
+    saved = saved_merger + (tokens if trained_merger or tower_graph else 0)
+    tower_kept = 0
+    if tower_graph:
+        # each checkpointed block (Qwen2VLVisionBlock is a GradientCheckpointingLayer) keeps its input, and the
+        # rotary cos / sin as its argument; the hooked patch embeddings are a leaf its AccumulateGrad node holds
+        # (Qwen2-VL: the first block's input; Qwen2.5-VL permutes them into windows first, index keeping the
+        # window index); with adapters the text embeddings' output is such a leaf too and outlives
+        # masked_scatter's result
+        tower_kept = v.num_layers * rows * d * a_bytes + rotary
+        if qwen25:
+            tower_kept += rows * d * a_bytes + merged * 8
+        if not trained_merger:
+            tower_kept += tokens * th * a_bytes
+    # The model's output holds image_outputs (MultimodalBaseModelOutputWithPast) until the loss is taken: the
+    # tower's last_hidden_state (rows x width; already saved by the merger's LayerNorm when it has a graph) and the
+    # merger's output (image tokens x text width, split into per-image views)
+    img_tokens = n_img * per_image
+    held = img_tokens * th * a_bytes
+    if qwen25 or not (trained_merger or tower_graph):  # Qwen2.5-VL's RMSNorm saves an fp32 copy instead
+        held += rows * d * a_bytes
+    # The tower's forward, block by block, while the text embeddings (tokens x text width) exist: pixel_values,
+    # the rotary tables, and one block's transients at the larger of its two peaks (measured with the tracer:
+    # the op and the live tensors at the peak). The rotary (apply_rotary_pos_emb_vision): the block's input,
+    # norm1's output, qkv's output and six fp32 (rows x width) tensors: q and k upcast, q x cos, rotate_half's
+    # cat, x sin and the sum. The MLP: the block's input, the hidden state after attention, norm2's output and
+    # three intermediate-wide ones (quick_gelu: fc1's output, the sigmoid, the product; SwiGLU: silu(gate), up,
+    # the product).
+    mlp_t = rows * (3 * d + 3 * i) * a_bytes
+    attn_t = rows * (5 * d * a_bytes + 6 * d * 4)
+    layer_t = max(mlp_t, attn_t)
+    tower_moment = tokens * th * a_bytes + pixel + rotary + layer_t
+    if tower_graph:  # the checkpointed blocks' kept inputs pile up as the tower runs: all but the last block's
+        tower_moment += (v.num_layers - 1 + (1 if qwen25 else 0)) * rows * d * a_bytes
+    tower_bwd: tuple[int, int] | None = None
+    if tower_kept:
+        # the tower's backward, block by block from the top: its checkpoint recomputes the block with grad, which
+        # saves the norms' inputs (LayerNorm: norm2's 16-bit input, norm1's being the kept block input, and
+        # fp32 mean / rstd; RMSNorm: its fp32 copy and rsqrt), qkv's output (v is a view of it), q and k back in
+        # 16 bits after the fp32 rotary, sdpa's output and fp32 logsumexp, and the MLP's (quick_gelu: fc1's
+        # output and the sigmoid; SwiGLU: gate, its silu and up); then the block's backward: the incoming
+        # gradient (rows x width) and three intermediate-wide ones in the MLP's (measured with the tracer: the
+        # live tensors at the peak, quick_gelu's backward mul)
+        norms = 2 * (rows * d * 4 + 4 * rows) if qwen25 else rows * d * a_bytes + 2 * 2 * 4 * rows
+        block = (norms + 6 * rows * d * a_bytes + v.num_attention_heads * rows * 4
+                 + (3 if qwen25 else 2) * rows * i * a_bytes)
+        tower_bwd = (tower_kept + block, 3 * rows * i * a_bytes + rows * d * a_bytes)
+    trainable_text = b.trainable_parameters
+    extra_trainable = merger if trained_merger else 0
+
+    def grown(layout: _m.Layout, values: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(_scaled(x, trainable_text, extra_trainable) if comp == "gradients" else x
+                     for (_, comp), x in zip(layout, values, strict=True))
+
+    raw: list[_m.RawMoment] = []
+    accum = b.gradients if training.grad_accum > 1 else 0
+    grad_all = _scaled(b.gradients, trainable_text, extra_trainable)
+    raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
+    for key, layout, values in b.moments:
+        values = grown(layout, values)
+        if key.startswith("forward."):
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + positions + held)))
+        elif key == "backward.bottom" and trained_merger:
+            # Qwen2VLModel.forward embeds the tokens before it runs the tower, so the tower's and the merger's
+            # nodes are newer than the embedding's: with full fine-tuning the bottom moment is the embedding's
+            # backward, after the image side's, whose saved tensors are gone
+            untied = 0 if model.tie_word_embeddings or not trainable_text else \
+                (model.vocab_size or 0) * th * (b.gradients // trainable_text)
+            # the merger's backward first, its peak at mlp[0]'s (measured with the tracer): GELU's and mlp[2]'s
+            # saved inputs are gone, two rows x width gradients beside its weight's; then the tower's, both
+            # before the embedding's gradient exists
+            raw.append(("backward.merger", BWD_QWEN_MERGER,
+                        (grad_all - untied, saved_merger - 2 * rows * d * a_bytes + tower_kept,
+                         2 * rows * d * a_bytes)))
+            if tower_bwd is not None:
+                raw.append(("backward.tower", BWD_QWEN_TOWER, (grad_all - untied, *tower_bwd)))
+            raw.append((key, (*layout, _SAVED), (*values, 0)))
+        elif key.startswith("backward.") and key != "backward.end":
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
+        else:
+            raw.append((key, layout, values))
+    if tower_bwd is not None and not trained_merger:  # adapters: after the language model's whole backward
+        raw.insert(len(raw) - 2, ("backward.tower", BWD_QWEN_TOWER, (grad_all, *tower_bwd)))
+    weights = b.weights + (tower + merger) * w_bytes
+    states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
+    base = weights + states + b.communication
+    phases = _m.phase_peaks(base, tuple(raw))
+    phases = {p: phases[p] for p in b.phases if p in phases}
+    details = dict(b.details)
+    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": merger * w_bytes,
+                    "activations.pixel_values": pixel + positions, "activations.image_side_saved": saved + tower_kept,
+                    "temporaries.vision_tower_forward": tower_moment})
+    t, gh, gw = qwen_grid(v, training.image_size, training.image_size)
+    mode = "full fine-tuning trains the merger" if trained_merger else \
+        f"--method {training.method} adapts the language model only (merger frozen)"
+    notes = (
+        f"vision-language model ({QWEN_NAMES[v.kind]}): {images_per_sample(training)} image(s) per sample of "
+        f"{training.image_size} x {training.image_size} px, resized by the processor's smart_resize to "
+        f"{gh * v.patch_size} x {gw * v.patch_size} ({gh} x {gw} patches of {v.patch_size} px, 2 x 2 merged): "
+        f"{per_image} image tokens each, added to the {training.seq_len:,} text tokens: the language model runs on "
+        f"{total_tokens(model, training):,} tokens per sample (Qwen2VLModel.forward, masked_scatter of the image "
+        "features, M-RoPE position_ids from get_rope_index).",
+        f"vision tower ({tower:,} parameters) frozen; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
+        "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization); LoRA targets "
+        "resolve in the language model only.",
+        "vision tower forward: one block's transients at its rotary or MLP peak, counted before the language model "
+        "runs; images resized with the published preprocessor_config.json's min_pixels 3,136 and max_pixels "
+        "12,845,056 (a square side of at most 3,584 px).",
+    )
+    out = replace(b, model=model.name, parameters=b.parameters + tower + merger,
+                  trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
+                  optimizer_state=states, activations=b.activations + saved + tower_kept + pixel + positions,
+                  temporaries=max(b.temporaries, tower_moment), phases=phases,
+                  details=details, notes=b.notes + notes, moments=tuple(raw),
+                  active_parameters=b.active_parameters + tower + merger)
+    from vramcalc.core.memory import distributed as _distributed
+    from vramcalc.core.memory.overhead import runtime_overhead
+
+    runtime = runtime_overhead(max(out.phases.values()), _distributed.world_size(training))
+    return replace(out, overhead=runtime.total, details={**out.details, **runtime.details()})
+
+
 def estimate(model: ModelSpec, training: TrainingSpec,
              text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
     """The text model's Breakdown on text + image tokens, with the image side's terms added."""
+    if model.vision is not None and model.vision.kind == "siglip":
+        return _siglip_estimate(model, training, text_estimate)
     check(model, training)
+    if model.vision is not None and model.vision.is_qwen:
+        return _qwen_estimate(model, training, text_estimate)
     v = model.vision
     assert v is not None and model.hidden_size is not None
     text_model, text_training = text_run(model, training)
@@ -263,6 +552,223 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                   optimizer_state=states, activations=b.activations + saved + tower_kept + pixel,
                   temporaries=max(b.temporaries, tower_moment), phases=phases,
                   details=details, notes=b.notes + notes, moments=tuple(raw),
+                  active_parameters=b.active_parameters + tower + projector)
+    from vramcalc.core.memory import distributed as _distributed
+    from vramcalc.core.memory.overhead import runtime_overhead
+
+    runtime = runtime_overhead(max(out.phases.values()), _distributed.world_size(training))
+    return replace(out, overhead=runtime.total, details={**out.details, **runtime.details()})
+
+
+# --- Gemma 3: SigLIP tower and Gemma3MultiModalProjector ---------------------------------------------------------
+
+
+def _siglip_check(model: ModelSpec, training: TrainingSpec) -> None:
+    v = model.vision
+    assert v is not None
+    if training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
+        raise SpecError("image_size", f"{model.name}'s SigLIP tower takes {v.image_size} px images only (its "
+                        "learned positions are fixed; Gemma3ImageProcessor resizes, pan-and-scan crops are more "
+                        f"images: --images): drop --image-size or give {v.image_size}")
+    if training.attention == "flash":
+        # modeling_gemma3.py Gemma3ForConditionalGeneration._supports_flash_attn = False ("Flash Attention drops the
+        # bidirectional mask over image tokens"): transformers refuses flash_attention_2 for it
+        raise UnsupportedCombination(f"{model.name}: Gemma3ForConditionalGeneration does not support "
+                                     "flash_attention_2 (it would drop the bidirectional mask over image tokens): "
+                                     "use --attention sdpa or eager")
+
+
+def _siglip_layer_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int) -> int:
+    """One trained SigLIP layer's saved tensors per image (models/siglip/modeling_siglip.py SiglipEncoderLayer,
+    sdpa's flash kernel: no mask): layer_norm1's input (and fp32 mean and rstd per row) and output (q/k/v_proj's
+    shared input), q, k, v, the attention output (out_proj's input, the same storage) and the fp32 logsumexp per
+    head, layer_norm2's input (and stats) and output (fc1's input), fc1's output (gelu_pytorch_tanh's input) and
+    the gelu's output (fc2's input)."""
+    h, i = v.hidden_size, v.intermediate_size
+    return rows * ((8 * h + 2 * i) * a_bytes + 4 * v.num_attention_heads + 2 * 8)
+
+
+def _siglip_layer_transient(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int) -> int:
+    """A SigLIP layer's largest forward moment per image beside its input (the residual): at the MLP,
+    layer_norm2's output (held by the layer while the MLP runs), fc1's output and the gelu's (2 x intermediate);
+    at the attention, layer_norm1's output, q, k, v, the output and out_proj's (6 x width); eager attention
+    (siglip eager_attention_forward) then holds the scaled scores (16-bit), their fp32 cast and the fp32 softmax
+    (softmax(dtype=float32) casts first) per head, beside layer_norm1's output and q, k, v."""
+    h, i = v.hidden_size, v.intermediate_size
+    dense = rows * max(h + 2 * i, 6 * h) * a_bytes
+    if training.attention == "eager":
+        return max(dense, rows * 4 * h * a_bytes + v.num_attention_heads * rows * rows * (a_bytes + 4 + 4))
+    return dense
+
+
+def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
+                     text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
+    """Gemma 3 (models/gemma3/modeling_gemma3.py Gemma3Model.forward): the text embeddings first, then
+    get_image_features runs the SigLIP tower on pixel_values and Gemma3MultiModalProjector on its last hidden
+    state (transpose + contiguous copy, AvgPool2d to mm_tokens_per_image, Gemma3RMSNorm in fp32, matmul with
+    mm_input_projection_weight); masked_scatter puts the image features in place of the image tokens and the
+    language model runs on text + image tokens with the bidirectional image-block masks (text_run)."""
+    _siglip_check(model, training)
+    check(model, training)
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    text_model, text_training = text_run(model, training)
+    b = text_estimate(text_model, text_training)
+    from vramcalc.core.memory.activations import packing_notes
+
+    dropped = set(packing_notes(text_training))
+    recipe = recipe_of(training)
+    w_bytes, a_bytes = dtype_bytes(recipe.weight), dtype_bytes(recipe.compute)
+    # the residual streams under autocast are fp32 (fp32 positions and embeddings added, LayerNorm autocast to
+    # fp32): the tower's hidden states, post_layernorm's output and the text embeddings
+    r_bytes = 4 if recipe.autocast else a_bytes
+    th, vh, vi = model.hidden_size, v.hidden_size, v.intermediate_size
+    tower, projector = vision_tower_params(v), projector_params(v, th)
+    n_img = images_per_sample(training) * training.batch_size
+    per_image, rows, layers = image_tokens(v), tower_rows(v), v.num_layers
+    gc = training.grad_checkpointing
+    trained_projector = training.method == "full"
+    tokens = training.batch_size * total_tokens(model, training)
+    # pixel_values (images, 3, H, W) in the model's dtype (SiglipVisionEmbeddings casts to the conv's dtype)
+    pixel = n_img * 3 * v.image_size * v.image_size * w_bytes
+    # the tower's last_hidden_state (post_layernorm's output) is returned in Gemma3ModelOutputWithPast.image_outputs
+    # and lives as long as the model's output: through the forward, to the loss
+    kept_output = n_img * rows * vh * r_bytes
+    # Checkpointing: activation_checkpointing_enable (transformers modeling_utils.py) calls
+    # enable_input_require_grads for any model whose main input is input_ids, whatever the method; it hooks every
+    # input embedding inside, SigLIP's patch_embedding too (SiglipVisionModel._input_embed_layer), so a frozen tower
+    # runs with grad: each checkpointed layer keeps its input, post_layernorm its input and stats, and the hooked
+    # outputs, leaves that require grad, are held by their AccumulateGrad nodes as long as the graph: the patch
+    # Conv2d's output (rows x width per image) and, when the embedding is frozen, the text embeddings' (outliving
+    # masked_scatter's new inputs_embeds).
+    hooked = gc and not training.train_vision
+    needs_grad = hooked or training.train_vision  # the tower's output requires grad
+    # Gemma3MultiModalProjector: AvgPool2d saves its input (the contiguous copy) when it needs a gradient;
+    # Gemma3RMSNorm (modeling_gemma3.py) saves x.float() (fp32, for pow and mul) when x needs a gradient, the fp32
+    # normalized x when its weight is trained, and mm_input_projection_weight's matmul the 16-bit normalized x
+    # when the weight is trained
+    rms_saved = n_img * per_image * vh * ((4 if needs_grad else 0) + ((4 + a_bytes) if trained_projector else 0))
+    saved_projector = rms_saved + (n_img * rows * vh * r_bytes if needs_grad else 0)
+    saved = saved_projector
+    if trained_projector or gc:
+        saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
+    tower_saved = 0
+    if training.train_vision:
+        # SiglipVisionEmbeddings' patch Conv2d keeps pixel_values; each layer its saved set (with checkpointing
+        # only its input: SiglipEncoderLayer is a GradientCheckpointingLayer); post_layernorm its input and stats
+        per_layer = rows * vh * a_bytes if gc else _siglip_layer_saved(v, training, rows, a_bytes)
+        tower_saved = pixel + n_img * (layers * per_layer + rows * vh * a_bytes + 8 * rows)
+        saved += tower_saved
+    tower_kept = 0
+    if hooked:
+        tower_kept = n_img * ((layers + 1) * rows * vh * r_bytes + rows * vh * a_bytes + 8 * rows) \
+            + (tokens * th * r_bytes if not trained_projector else 0)
+    # The tower's forward, layer by layer, while the text embeddings exist: pixel_values, the hidden state and one
+    # layer's transients; with LoRA + checkpointing the layers' kept inputs grow to the top, beside the hooked
+    # patch Conv2d output and the layer's post-attention residual
+    kept_inputs = n_img * rows * vh * ((layers + 1) * r_bytes + a_bytes) if gc else n_img * rows * vh * r_bytes
+    if training.train_vision and not gc:
+        kept_inputs = pixel + n_img * layers * _siglip_layer_saved(v, training, rows, a_bytes)
+    tower_moment = (tokens * th * r_bytes + pixel + kept_inputs
+                    + n_img * _siglip_layer_transient(v, training, rows, a_bytes))
+    trainable_text = b.trainable_parameters
+    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
+
+    def grown(layout: _m.Layout, values: tuple[int, ...], extra: int) -> tuple[int, ...]:
+        return tuple(_scaled(x, trainable_text, extra) if comp == "gradients" else x
+                     for (_, comp), x in zip(layout, values, strict=True))
+
+    # the sliding layers' mask: a second 4-D bool mask beside the full layers' (create_masks_for_vision_model),
+    # which the packed text run counts once; it lives through the forward, and with checkpointing to the backward
+    second_mask = tokens * total_tokens(model, training) if training.attention == "sdpa" else 0
+    raw: list[_m.RawMoment] = []
+    accum = b.gradients if training.grad_accum > 1 else 0
+    raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
+    # the text model's backward moments run before the tower's: no tower gradient yet (the projector's, with full
+    # fine-tuning, is counted from the bottom layer on, a little early)
+    before_tower = projector if trained_projector else 0
+    for key, layout, values in b.moments:
+        in_backward = key.startswith("backward.") and key != "backward.end"
+        values = grown(layout, values, before_tower if in_backward else extra_trainable)
+        if key.startswith("forward."):
+            raw.append((key, (*layout, _SAVED),
+                        (*values, saved + tower_kept + pixel + kept_output + second_mask)))
+        elif key == "backward.bottom":
+            raw.append((key, (*layout, _SAVED), (*values, tower_saved + tower_kept)))
+        elif key.startswith("backward.") and key != "backward.end":
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + (second_mask if gc else 0))))
+        else:
+            raw.append((key, layout, values))
+    # The tower's backward runs last (its nodes are the oldest but the text embedding's): with --train-vision or
+    # LoRA + checkpointing, one layer at a time; its peak is a layer's MLP backward at the gelu: fc2's saved input
+    # is released (autograd frees a node's saved tensors once it has run), the gradient flowing in (width), fc2's
+    # input gradient and the gelu's (2 x intermediate) exist.
+    if training.train_vision:
+        layer_grads = tower // layers
+        text_grads = _scaled(b.gradients, trainable_text, projector)
+        at_gelu = n_img * (_siglip_layer_saved(v, training, rows, a_bytes) + rows * (vh + vi) * a_bytes)
+        # its top layer: every gradient but the tower's lower layers, the saved set whole but this layer's (with
+        # checkpointing its input, recomputed with the rest); its bottom layer: all the tower's gradients and
+        # pixel_values the patch Conv2d keeps
+        this_layer = n_img * (rows * vh * a_bytes if gc else _siglip_layer_saved(v, training, rows, a_bytes))
+        top = (text_grads + layer_grads * w_bytes, tower_saved - this_layer, at_gelu)
+        bottom = (text_grads + tower * w_bytes, pixel, at_gelu)
+        worst = max(top, bottom, key=sum)
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, worst))
+    elif hooked:
+        # the frozen layer recomputed: q, k, v, the output and the logsumexp, layer_norm2's input and stats, the
+        # gelu's input (the frozen Linears save no input); at the gelu the gradient flowing in (width) and the
+        # MLP's two intermediate-wide gradients. Eager attention saves the fp32 softmax and the 16-bit
+        # probabilities per head instead of the output; at its softmax backward (the MLP's saved set released):
+        # q, k, v, the fp32 softmax, the incoming 16-bit gradient, its fp32 cast and the 16-bit result, per head
+        # (siglip eager_attention_forward). Kept: every layer's input and the patch Conv2d's output.
+        heads = v.num_attention_heads
+        at_gelu = n_img * rows * ((5 * vh + vi) * a_bytes + 4 * heads + 8 + (vh + 2 * vi) * a_bytes)
+        if training.attention == "eager":
+            at_gelu = n_img * rows * ((4 * vh + vi) * a_bytes + heads * rows * (4 + a_bytes) + 8
+                                      + (vh + 2 * vi) * a_bytes)
+            at_softmax = n_img * rows * (5 * vh * a_bytes + heads * rows * (4 + a_bytes + 4 + a_bytes))
+            at_gelu = max(at_gelu, at_softmax)
+        kept = n_img * rows * vh * (layers * r_bytes + a_bytes)
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
+                                  (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
+    weights = b.weights + (tower + projector) * w_bytes
+    states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
+    base = weights + states + b.communication
+    phases = _m.phase_peaks(base, tuple(raw))
+    phases = {p: phases[p] for p in b.phases if p in phases}
+    details = dict(b.details)
+    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
+                    "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
+                    "activations.tower_output_kept": kept_output,
+                    "temporaries.vision_tower_forward": tower_moment})
+    mode = "full fine-tuning trains the projector" if trained_projector else \
+        f"--method {training.method} adapts the language model only (projector frozen)"
+    notes = (
+        f"vision-language model (Gemma 3): {images_per_sample(training)} image(s) per sample x ({per_image} image "
+        f"tokens + 4 the processor wraps them in: \"\\n\\n\" <start_of_image> ... <end_of_image> \"\\n\\n\") are "
+        f"added to the {training.seq_len:,} text tokens: the language model runs on "
+        f"{total_tokens(model, training):,} tokens per sample (models/gemma3/processing_gemma3.py "
+        "full_image_sequence; modeling_gemma3.py Gemma3Model.forward, masked_scatter of the image features).",
+        f"vision tower ({tower:,} parameters, SigLIP, modeling_siglip.py; {rows:,} patches per image) "
+        + ("trained (--train-vision)" if training.train_vision else
+           "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
+           "enable_input_require_grads)" if gc else "frozen and run without grad")
+        + f"; {mode} ({projector:,} parameters, Gemma3MultiModalProjector: avg-pool to {per_image} tokens, RMSNorm, "
+        "mm_input_projection_weight); QLoRA keeps the tower and projector 16-bit (an assumption: the common "
+        "recipes skip them from quantization); LoRA targets resolve in the language model only.",
+        "token_type_ids make the image tokens attend to each other both ways: "
+        + ("transformers builds 4-D masks (full and sliding layers), so sdpa runs the memory-efficient kernel and "
+           "every layer keeps a 16-bit copy of the mask (counted as for a packed batch)."
+           if training.attention == "sdpa" else "eager attention's masks as for text."),
+    )
+    text_notes = tuple(n for n in b.notes if n not in dropped)
+    out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
+                  trainable_parameters=trainable_text + extra_trainable, weights=weights,
+                  gradients=_scaled(b.gradients, trainable_text, extra_trainable), optimizer_state=states,
+                  activations=b.activations + saved + tower_kept + pixel + kept_output,
+                  temporaries=max(b.temporaries, tower_moment), phases=phases, details=details,
+                  notes=text_notes + notes, moments=tuple(raw),
                   active_parameters=b.active_parameters + tower + projector)
     from vramcalc.core.memory import distributed as _distributed
     from vramcalc.core.memory.overhead import runtime_overhead
