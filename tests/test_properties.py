@@ -638,6 +638,12 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
         # lengthen every row by their virtual tokens, core/peft_methods.py)
         seq = t.seq_len + (t.virtual_tokens if t.method in ("prompt-tuning", "p-tuning") else 0)
         input_bytes = 4 * (m.hidden_size or 0) * preference.rows(t) * seq
+        # With checkpointing transformers calls enable_input_require_grads for a frozen embedding: its output is a
+        # leaf autograd holds, so the offload cannot free it (memory/__init__.py offload_leaf_t, measured with the
+        # tracer by the unsloth work): one more hidden state per token, absent without checkpointing (gemma-3-4b
+        # LoHa fp32 offload, 1 token: +20,480 B = 2 x 2,560 x 4, found by hypothesis).
+        if t.method != "full":
+            input_bytes *= 2
         assert on.tensor_peak_bytes <= off.tensor_peak_bytes + input_bytes
         assert on.cpu_offload_bytes <= off.cpu_offload_bytes
         return
