@@ -65,7 +65,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics|vlm|vlm2]
+                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics|vlm|vlm2]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -258,6 +258,56 @@ MODERNBERT_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("modernbert-large", "full", {"method": "full", "batch_size": 8, "seq_len": 512, "grad_checkpointing": True,
                                   "head": "token-cls"}),
 )
+
+
+# The DeBERTa-v3 grid (`--grid deberta`, issue 15; 32 cases): the published deberta-v3-base and deberta-v3-large
+# config.json (tests/data/hf/, vocabulary kept) cut to 3 and 2 layers, x full / LoRA (query_proj, key_proj,
+# value_proj: peft's default for deberta-v2 plus the key, so that the adapters also run on the rel_embeddings) x
+# checkpointing off / on x batch 1 / 4 x seq 128 / 512, bf16, on the base shape, and in amp-bf16 a half fraction
+# of them (seq 512 when batch and checkpointing agree) on the large one; then token-cls, fp32, LoRA on every block
+# Linear, QLoRA NF4 (kbit_prep off, as in the other grids) and pure bf16 on the large shape. The collator's int64
+# attention_mask is passed (trace/_run.py). AdamW (fused).
+# Written to accuracy_deberta.{json,md}.
+DEBERTA_SHAPES = {"deberta:base": ("deberta-v3-base", 3), "deberta:large": ("deberta-v3-large", 2)}
+_DEB_QKV = ("q_proj", "k_proj", "v_proj")
+DEBERTA_EXTRA: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("deberta:base", "full", {"method": "full", "batch_size": 4, "seq_len": 512, "head": "token-cls"}),
+    ("deberta:base", "lora", {"method": "lora", "batch_size": 4, "seq_len": 512, "head": "token-cls",
+                              "lora_targets": _DEB_QKV, "grad_checkpointing": True}),
+    ("deberta:base", "full", {"method": "full", "batch_size": 2, "seq_len": 256, "precision": "fp32"}),
+    ("deberta:base", "lora", {"method": "lora", "batch_size": 4, "seq_len": 512,
+                              "lora_targets": ("all-linear",)}),
+    ("deberta:base", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 4, "seq_len": 512,
+                               "lora_targets": _DEB_QKV}),
+    ("deberta:base", "qlora", {"method": "qlora", "kbit_prep": False, "batch_size": 4, "seq_len": 512,
+                               "lora_targets": ("all-linear",), "grad_checkpointing": True}),
+    ("deberta:large", "full", {"method": "full", "batch_size": 4, "seq_len": 512, "precision": "bf16"}),
+    ("deberta:large", "lora", {"method": "lora", "batch_size": 4, "seq_len": 512, "precision": "bf16",
+                               "lora_targets": _DEB_QKV, "grad_checkpointing": True}),
+)
+
+
+def deberta_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model, precision in (("deberta:base", "bf16"), ("deberta:large", "amp-bf16")):
+        for method in ("full", "lora"):
+            for b in (1, 4):
+                for gc in (False, True):
+                    for seq in (128, 512):
+                        if model == "deberta:large" and ((b == 4) == gc) != (seq == 512):
+                            continue  # the large shape: a half fraction (seq 512 when batch and checkpointing agree)
+                        kw: dict[str, Any] = {"method": method, "batch_size": b, "seq_len": seq,
+                                              "precision": precision, "grad_checkpointing": gc}
+                        if method == "lora":
+                            kw["lora_targets"] = _DEB_QKV
+                        cases.append({"id": f"{model[8:]} | {method} {precision} | b{b} s{seq} | "
+                                            f"{'gc' if gc else 'no-gc'}", "model": model, "method": method,
+                                      "training": kw})
+    for model, method, kw in DEBERTA_EXTRA:
+        label = ", ".join(f"{k}={v if not isinstance(v, tuple) else ','.join(v)}" for k, v in kw.items()
+                          if k != "method")
+        cases.append({"id": f"{model[8:]} | {method} | {label}", "model": model, "method": method, "training": kw})
+    return cases
 
 
 def token_cls_grid() -> list[dict[str, Any]]:
@@ -733,6 +783,13 @@ def _model(name: str) -> Any:
         from vramcalc.io.hf_config import spec_from_hf_config
 
         return spec_from_hf_config({"model_type": "mamba2", **SSM2_SHAPES[name]}, name[5:], "benchmarks/accuracy.py")
+    if name.startswith("deberta:"):  # a published DeBERTa-v3 config.json cut to a few layers (DEBERTA_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        fixture, layers = DEBERTA_SHAPES[name]
+        d = json.loads((HF_DIR / f"{fixture}.json").read_text())
+        d["num_hidden_layers"] = layers
+        return spec_from_hf_config(d, f"{fixture}-{layers}-layers", "benchmarks/accuracy.py")
     if name.startswith("gptoss:"):  # the published gpt-oss-20b config.json, cut to a tiny shape
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1262,7 +1319,7 @@ def unsloth_grid() -> list[dict[str, Any]]:
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
-         "encoders2": token_cls_grid,
+         "encoders2": token_cls_grid, "deberta": deberta_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
          "ssm2": ssm2_grid,
@@ -1275,6 +1332,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "preference-free": " (ORPO, CPO, SimPO: no reference, full logits; issue 14)",
           "encoders": " (encoders with task heads, issue 15)",
           "encoders2": " (token classification and ModernBERT, issue 15)",
+          "deberta": " (DeBERTa-v3: disentangled attention, issue 15)",
           "sharded": " (the root's and one layer's bytes, issue 19)",
           "optimizers": " (GaLore, APOLLO, Adam-mini, Adafactor with momentum; issue 13)",
           "lora-variants": " (LoRA variants: DoRA, modules_to_save, LoRA on the head and embedding, issue 13)",
@@ -1397,6 +1455,7 @@ def main() -> None:
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
                     "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"
                     " encoders2: issue 15's 43 token-cls and ModernBERT cases;"
+                    " deberta: issue 15's 32 DeBERTa-v3 cases (disentangled attention);"
                     " sharded: issue 19's root and layer bytes (what FSDP / ZeRO-3 gather and tp/pp ranks hold) "
                     "against the tracer's model; optimizers: issue 13's 32 "
                     "GaLore/GaLore-8bit/APOLLO/Adam-mini/Adafactor cases; lora-variants: issue 13's 36 DoRA / "
@@ -1417,8 +1476,8 @@ def main() -> None:
     versions = _versions()
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
-        if args.grid in ("presets", "preference-free", "encoders", "encoders2", "optimizers", "rl", "encdec", "ssm",
-                         "ssm2", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl") \
+        if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
+                         "ssm", "ssm2", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

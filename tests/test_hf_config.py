@@ -359,6 +359,10 @@ def test_deberta_relative_table() -> None:
     ("pooler_hidden_size", 1024, "pooler_hidden_size 1024 differs from hidden_size 768"),
     ("attention_head_size", 32, "attention_head_size x num_attention_heads 384 differs"),
     ("position_buckets", "256", "position_buckets must be an integer"),
+    # the activations (core/memory/deberta.py) read both position terms, no pooler dropout and one dropout rate
+    ("pos_att_type", "c2p", "pos_att_type 'c2p' is not modelled"),
+    ("pooler_dropout", 0.1, "pooler_dropout 0.1 is not modelled"),
+    ("attention_probs_dropout_prob", 0.0, "attention_probs_dropout_prob 0.0 differs from hidden_dropout_prob"),
 ])
 def test_deberta_refuses_what_it_does_not_model(key: str, value: object, message: str) -> None:
     d = {**load("deberta-v3-base"), key: value}
@@ -367,15 +371,18 @@ def test_deberta_refuses_what_it_does_not_model(key: str, value: object, message
 
 
 @pytest.mark.parametrize("head", ["seq-cls", "token-cls", "mlm"])
-def test_deberta_estimate_refuses_in_one_line(head: str) -> None:
-    # the disentangled attention's activations are not modelled: every run is refused (core/checks.py), never
-    # estimated as a BERT
+def test_deberta_runs_are_estimated_or_refused_in_one_line(head: str) -> None:
+    # the classification heads' activations are modelled (memory/deberta.py, tests/test_deberta.py); the masked LM's
+    # head is refused in one line (core/checks.py), never estimated as a BERT's
     from vramcalc.core.checks import check_run
     from vramcalc.core.errors import UnsupportedCombination
 
-    with pytest.raises(UnsupportedCombination, match="activations of DeBERTa's disentangled attention are not "
-                                                     "modelled yet"):
+    if head != "mlm":
         check_run(spec("deberta-v3-base"), TrainingSpec(head=head))  # type: ignore[arg-type]
+        return
+    with pytest.raises(UnsupportedCombination, match="--head mlm is not modelled for DeBERTa"):
+        check_run(spec("deberta-v3-base"), TrainingSpec(head=head))  # type: ignore[arg-type]
+
 
 # Active parameters = total - (E - k)/E x routed-expert weights.
 ACTIVE = {

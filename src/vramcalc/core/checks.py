@@ -148,14 +148,6 @@ def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:
             raise UnsupportedCombination(f"--head and --num-labels choose an encoder's task head "
                                          f"({', '.join(ENCODER_FAMILIES)}); {m.name} is a causal LM: drop them")
         return
-    if m.family == "deberta-v2":
-        # modeling_deberta_v2.py DisentangledSelfAttention: per layer the c2p / p2c position scores (bmm against the
-        # batch-repeated key_proj / query_proj of rel_embeddings), two int64 gather indices, the dropped
-        # rel_embeddings and the int64 -> bool pairwise mask are outside memory/activations.py's terms; the
-        # parameters (vramcalc show) are exact
-        shown = m.name if m.source.startswith("http") else m.source  # a preset, or the config.json given
-        raise UnsupportedCombination(f"activations of DeBERTa's disentangled attention are not modelled yet "
-                                     f"({m.name}); `vramcalc show {shown}` gives its exact parameter count")
     if t.mode == "inference":
         raise UnsupportedCombination(f"{m.name} is an encoder: --mode inference (one forward, no KV cache) is not "
                                      "modelled for encoders; estimate a training step")
@@ -165,6 +157,13 @@ def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:
     if t.objective != "sft" or t.loss != "hf" or t.packing != "none":
         raise UnsupportedCombination(f"{m.name} is an encoder: --objective, --loss and --packing apply to causal "
                                      "LMs; drop them")
+    if m.family == "deberta-v2" and (t.head == "mlm" or t.method == "freeze"):
+        # memory/deberta.py is traced for the classification heads with full fine-tuning, LoRA and QLoRA
+        # (benchmarks/accuracy.py --grid deberta); DebertaV2ForMaskedLM's head and frozen bottom layers (which
+        # share the rel_embeddings with the trained ones) are not
+        what = "--head mlm" if t.head == "mlm" else "--method freeze"
+        raise UnsupportedCombination(f"{what} is not modelled for DeBERTa ({m.name}): use --head seq-cls or "
+                                     "token-cls with --method full, lora or qlora")
     if m.family == "modernbert" and t.head == "mlm":
         # ModernBertForMaskedLM's loss (loss_utils.py ForMaskedLMLoss: an fp32 upcast of the logits, and
         # sparse_prediction) is not modelled; the fine-tuning heads are

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, encoder, estimate, reward_scoring, rl, seq2seq, ssm, unsloth
+from vramcalc.core.memory import Breakdown, deberta, encoder, estimate, reward_scoring, rl, seq2seq, ssm, unsloth
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import (
@@ -956,11 +956,14 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
             parts.append(f"{_n(term.per_sample)} B/sequence × batch {t.batch_size}")
         if term.const:  # a materialized delta weight, whatever the batch
             parts.append(f"{_n(term.const)} B whatever the batch")
+        if term.per_seq_sq:  # DeBERTa's int64 gather indices, per row length squared
+            parts.append(f"{_n(term.per_seq_sq)} B × {_n(seq)} × {_n(seq)}")
         value = (term.per_token * tokens + term.per_token_seq * tokens * seq + term.per_sample * t.batch_size
-                 + term.const)
+                 + term.const + term.per_seq_sq * seq * seq)
         peft_term = bool(method_src) and (term.name.startswith((t.method, "prefix")) or term.per_sample > 0)
         layer_lines.append(Line(f"activations.layer.{term.name}", term.name, " + ".join(parts), value,
-                                formula="bytes per token × tokens" if not (term.per_sample or term.const)
+                                formula="bytes per token × tokens" if not (term.per_sample or term.const
+                                                                           or term.per_seq_sq)
                                 else "per token × tokens + per sequence × batch + fixed",
                                 source=f"{method_src}; memory/activations.py" if peft_term
                                 else f"{unsloth.SOURCE}; memory/unsloth.py" if unsloth.active(m, t) else SRC_ACTS))
@@ -1017,7 +1020,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
             lines.insert(1, Line("activations.recomputed_layer", "one layer in flight during backward",
                                  f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
                                  "one layer's saved tensors", SRC_CKPT))
-    if not (m.learned_position_embeddings or m.alibi or mamba):  # ALiBi models have no rotary tables
+    # ALiBi models have no rotary tables, nor DeBERTa (relative positions: memory/deberta.py)
+    if not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m)):
         if m.family == "gpt_oss":  # GptOssRotaryEmbedding: cos and sin of head_dim / 2 (memory/__init__.py)
             rope = c * head_dim(m) * tokens
             lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
@@ -1062,6 +1066,16 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"1 B × {rows} rows × {_n(seq)} × {_n(seq)}", rows * seq * seq, "rows × row² × 1 B",
                           "transformers masking_utils.sdpa_mask (" + ("find_packed_sequence_indices)" if packed
                                                                      else "the attention_mask of padded rows)")))
+    if deberta.is_deberta(m):  # the pairwise mask, relative positions and rel_embeddings (memory/deberta.py)
+        for term in deberta.shared_terms(m, t, recipe):
+            value = term.per_token_seq * rows * seq * seq + term.per_seq_sq * seq * seq + term.const
+            inputs = (f"{term.per_token_seq} B × {rows} rows × {_n(seq)} × {_n(seq)}" if term.per_token_seq else
+                      f"{term.per_seq_sq} B × {_n(seq)} × {_n(seq)}" if term.per_seq_sq else
+                      f"{_n(term.const)} B ({_n(m.rel_embedding_rows)} rows × {_n(m.hidden_size or 0)} hidden)")
+            lines.append(Line(f"activations.shared.{term.name}", term.name, inputs, value,
+                              "rows × seq² × bytes" if term.per_token_seq else "seq² × bytes" if term.per_seq_sq
+                              else "rel_embeddings rows × hidden × bytes (+ mean, rstd)",
+                              "transformers modeling_deberta_v2.py DebertaV2Encoder"))
     if d.get("activations.prompt_encoder"):
         lines.append(Line("activations.shared.prompt_encoder", f"{t.method} prompt encoder's saved tensors",
                           f"{t.virtual_tokens} virtual tokens × batch {t.batch_size}, adapter dtype "
@@ -1156,7 +1170,14 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              + (f" + {_n(layer.backward_transient.const)} B (the largest adapted module's delta-weight gradient)"
                 if layer.backward_transient.const else ""), layer_bwd_t, "bytes per token × tokens", SRC_ACTS),
     ]
-    if "temporaries.layer_recompute" in d:  # memory/__init__.py backward.recompute
+    if "temporaries.layer_recompute" in d and deberta.is_deberta(m):  # memory/__init__.py backward.recompute
+        tl.append(Line("temporaries.layer_recompute", "a checkpointed layer's recomputed scores (p2c's division)",
+                       f"{_n(layer.forward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys − "
+                       f"{_n(layer.after_attention_per_token)} B/token × {tok} not yet saved + the MLP's "
+                       f"{_n(layer.mlp_tail_per_token)} B/token that the moment's recomputed layer leaves out",
+                       d["temporaries.layer_recompute"], "unsaved scores beside the saved set up to the attention",
+                       "memory/deberta.py forward_scores"))
+    elif "temporaries.layer_recompute" in d:  # memory/__init__.py backward.recompute
         tl.append(Line("temporaries.layer_recompute", "a checkpointed layer's forward rerun in its backward",
                        f"{_n(layer.mlp_forward_per_token)} B/token × {tok} + "
                        f"{_n(d['temporaries.layer_recompute'] - layer.mlp_forward_per_token * tokens)} B "

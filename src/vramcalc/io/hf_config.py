@@ -643,6 +643,16 @@ def _deberta_v2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     if d.get("conv_kernel_size"):
         problems.append(f"conv_kernel_size {d['conv_kernel_size']} (DeBERTa-v2's ConvLayer) is not modelled; "
                         "use 0 as DeBERTa-v3 does")
+    # The activations (core/memory/deberta.py) assume both position terms, the ContextPooler's dropout off (its dense
+    # then saves a view of the last hidden state) and one dropout rate for attention and hidden states
+    if set(pos_att) != {"c2p", "p2c"}:
+        problems.append(f"pos_att_type {d.get('pos_att_type')!r} is not modelled; DeBERTa-v3 uses 'p2c|c2p'")
+    if d.get("pooler_dropout") not in (None, 0, 0.0):
+        problems.append(f"pooler_dropout {d['pooler_dropout']!r} is not modelled; DeBERTa-v3 uses 0")
+    attn_drop = d.get("attention_probs_dropout_prob")
+    if attn_drop is not None and attn_drop != _get(d, source, "hidden_dropout_prob", default=0.1):
+        problems.append(f"attention_probs_dropout_prob {attn_drop!r} differs from hidden_dropout_prob; only one "
+                        "dropout rate is modelled (DeBERTa-v3 uses 0.1 for both)")
     for key, value in (("embedding_size", d.get("embedding_size")), ("pooler_hidden_size", d.get("pooler_hidden_size")),
                        ("attention_head_size x num_attention_heads",
                         None if d.get("attention_head_size") is None else d["attention_head_size"] * heads)):

@@ -10,8 +10,8 @@ from vramcalc.core.specs import ModelSpec
 # --- config mapping ------------------------------------------------------------------------------
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "olmo",
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
-                      "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "t5", "mt5", "bart", "mbart",
-                      "mamba", "mamba2", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
+                      "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2", "t5", "mt5", "bart",
+                      "mbart", "mamba", "mamba2", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
                       "deepseek_v3")
 
 
@@ -90,6 +90,19 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                 "max_position_embeddings": model.max_position_embeddings or 512,
                 "type_vocab_size": model.type_vocab_size, "hidden_dropout_prob": model.dropout,
                 "attention_probs_dropout_prob": model.dropout, "pad_token_id": 1 if family != "bert" else 0,
+                "num_labels": model.num_labels or 2}
+    if family == "deberta-v2":  # configuration_deberta_v2.py names (io/hf_config.py _deberta_v2: the v3 shape)
+        assert model.rel_embedding_rows
+        return {"model_type": family, "vocab_size": model.vocab_size, "hidden_size": model.hidden_size,
+                "num_hidden_layers": model.num_layers, "num_attention_heads": model.num_attention_heads,
+                "intermediate_size": model.intermediate_size, "hidden_act": model.hidden_act,
+                "max_position_embeddings": model.max_position_embeddings or 512,
+                "type_vocab_size": model.type_vocab_size, "hidden_dropout_prob": model.dropout,
+                "attention_probs_dropout_prob": model.dropout, "relative_attention": True,
+                "position_buckets": model.rel_embedding_rows // 2, "max_relative_positions": -1,
+                "norm_rel_ebd": "layer_norm", "share_att_key": True, "pos_att_type": "p2c|c2p",
+                "position_biased_input": model.learned_position_embeddings, "layer_norm_eps": 1e-7,
+                "pooler_dropout": 0, "pooler_hidden_act": "gelu", "pad_token_id": 0,
                 "num_labels": model.num_labels or 2}
     if family == "modernbert":  # configuration_modernbert.py names (io/hf_config.py _modernbert)
         assert model.num_layers is not None
@@ -245,6 +258,10 @@ LORA_NAME_MAP = {
     # modeling_modernbert.py: attn.Wqkv (fused), attn.Wo, mlp.Wi (fused input + gate), mlp.Wo; peft has no default.
     "modernbert": {"q_proj": "Wqkv", "k_proj": "Wqkv", "v_proj": "Wqkv", "qkv_proj": "Wqkv", "o_proj": "attn.Wo",
                    "gate_proj": "Wi", "up_proj": "Wi", "gate_up_proj": "Wi", "down_proj": "mlp.Wo"},
+    # modeling_deberta_v2.py: attention.self.query_proj / key_proj / value_proj, attention.output.dense,
+    # intermediate.dense, output.dense (peft's default for deberta-v2: query_proj, value_proj).
+    "deberta-v2": {"q_proj": "query_proj", "k_proj": "key_proj", "v_proj": "value_proj",
+                   "o_proj": "attention.output.dense", "up_proj": "intermediate.dense", "down_proj": "output.dense"},
     "distilbert": {"q_proj": "q_lin", "k_proj": "k_lin", "v_proj": "v_lin", "o_proj": "out_lin",
                    "up_proj": "lin1", "down_proj": "lin2"},
     **dict.fromkeys(("gpt_neox", "bloom", "falcon"), {

@@ -183,6 +183,11 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
         auto = (AutoModelForMaskedLM if training.head == "mlm" else AutoModelForTokenClassification
                 if training.head == "token-cls" else AutoModelForSequenceClassification)
         config.num_labels = training.num_labels
+        if model.family == "deberta-v2" and training.head not in ("mlm", "token-cls"):
+            # DebertaV2ForSequenceClassification without a problem_type picks the labelled rows with nonzero(), a
+            # data-dependent shape FakeTensorMode cannot trace; single_label_classification is the same cross-entropy
+            # on (batch, num_labels) logits (bytes per sequence, not per token)
+            config.problem_type = "single_label_classification"
     elif training.objective == "reward":  # trl reward_trainer.py: num_labels=1; the pad token finds the last token
         config.num_labels, config.pad_token_id = 1, 0
         auto = AutoModelForSequenceClassification

@@ -161,6 +161,10 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             labels = (torch.randint(0, vocab, (b, s), dtype=torch.long) if training.head == "mlm"
                       else torch.randint(0, n_labels, (b, s), dtype=torch.long) if training.head == "token-cls"
                       else torch.randint(0, n_labels, (b,), dtype=torch.long))
+            if model.family == "deberta-v2":
+                # DebertaV2Model builds no mask of its own dtype choice: a padding collator's int64 attention_mask
+                # (DataCollatorWithPadding), all ones (memory/deberta.py counts its int64 (b, 1, s, s) expansion)
+                return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones((b, s), dtype=torch.long)}
             return {"input_ids": ids, "labels": labels}
 
         def loss_fn(m: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:  # noqa: F811

@@ -21,6 +21,7 @@ from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import activations as _activations
 from vramcalc.core.memory import classic as _classic
+from vramcalc.core.memory import deberta as _deberta
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import inference as _inference
@@ -678,6 +679,18 @@ class _ActivationPlan:
     extra_seq: int = 0  # prompt / p-tuning: virtual tokens in front of every sequence
     per_layer_b: int = 0  # one layer's saved bytes per sequence (prefix tuning's virtual keys and values)
     per_layer_c: int = 0  # one layer's saved bytes whatever the batch (LoHa / LoKr delta weights)
+    per_layer_ss: int = 0  # one layer's saved bytes per row length squared (DeBERTa's gather indices)
+    once_ss: int = 0  # shared bytes per row length squared (DeBERTa's relative positions)
+    once_rel_c: int = 0  # shared bytes whatever the batch (DeBERTa's normalized rel_embeddings)
+    attn_fwd_less_t: int = 0  # saved bytes per token not yet there at attn_fwd_ts's moment (DeBERTa, no checkpointing)
+    # DeBERTa: a layer's unsaved scores per token x seq beyond its whole saved set (memory/deberta.py forward_scores),
+    # less attn_fwd_less_t per token: also the peak of a checkpointed layer's recomputed forward
+    attn_div_ts: int = 0
+    # DeBERTa's shared tensors (memory/deberta.py shared_terms), freed with the forward's locals when no checkpointed
+    # layer keeps them as its arguments: per token x seq, per seq², whatever the batch
+    fwd_only_ts: int = 0
+    fwd_only_ss: int = 0
+    fwd_only_c: int = 0
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
     once_c: int = 0  # whatever the batch: Unsloth's QLoRA dequantization buffers (memory/unsloth.py)
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
@@ -792,7 +805,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t += frozen * (per_layer_t - frozen_t)
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding); ModernBERT
     # computes a pair per layer type (ModernBertModel.forward: global and local thetas).
-    once_t = 0 if m.learned_position_embeddings or m.alibi or ssm else 2 * c * head_dim(m)
+    # (DeBERTa has no rotary tables either: its relative positions are shared_terms below, memory/deberta.py)
+    once_t = 0 if m.learned_position_embeddings or m.alibi or ssm or _deberta.is_deberta(m) else 2 * c * head_dim(m)
     if m.family == "modernbert" and m.sliding_window_layers:
         once_t *= 2
     if m.family == "gpt_oss":  # GptOssRotaryEmbedding returns cos, sin of head_dim / 2 (_apply_rotary_emb chunks)
@@ -819,6 +833,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         once_ts = 1  # the packed 4-D bool mask (masking_utils.sdpa_mask): rows * row * row
     if m.dropout > 0:
         once_t += m.hidden_size  # embedding dropout mask
+    once_ss = once_rel_c = 0
+    if _deberta.is_deberta(m):  # the pairwise mask, relative positions and rel_embeddings (memory/deberta.py)
+        shared = _deberta.shared_terms(m, t, recipe)
+        once_t += sum(x.per_token for x in shared)
+        once_ts += sum(x.per_token_seq for x in shared)
+        once_ss = sum(x.per_seq_sq for x in shared)
+        once_rel_c = sum(x.const for x in shared)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" or (ssm and m.ssm_residual_fp32) else c
     # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
     # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
@@ -950,7 +971,14 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         logits_bytes=_preference.logits_bytes(recipe), chosen_nll=_preference.computes_nll(t),
         head_copy=c * m.vocab_size * m.hidden_size if recipe.autocast else 0,
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
-        per_layer_c=sum(x.const for x in layer.terms), once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
+        per_layer_c=sum(x.const for x in layer.terms), per_layer_ss=sum(x.per_seq_sq for x in layer.terms),
+        once_ss=once_ss, once_rel_c=once_rel_c,
+        attn_fwd_less_t=layer.after_attention_per_token,
+        attn_div_ts=layer.forward_transient.per_token_seq if _deberta.is_deberta(m) else 0,
+        **({} if t.grad_checkpointing or t.activation_offload else
+           {"fwd_only_ts": once_ts if _deberta.is_deberta(m) else 0, "fwd_only_ss": once_ss,
+            "fwd_only_c": once_rel_c}),
+        once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         once_c=_unsloth.weight_buffer_bytes(m, t, recipe),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
         layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
@@ -988,14 +1016,17 @@ def _transformer_phases(
         seq += p.extra_seq
     token_seq = tokens * seq
     per_layer = ((p.per_layer_t + (p.batch1_t if t.batch_size == 1 else 0)) * tokens + p.per_layer_ts * token_seq
-                 + p.per_layer_b * t.batch_size + p.per_layer_c)
+                 + p.per_layer_b * t.batch_size + p.per_layer_c + p.per_layer_ss * seq * seq)
     once = p.once_t * tokens + p.once_ts * rows * seq * seq  # the mask is not split by tp/sp
+    once += p.once_ss * seq * seq + p.once_rel_c
+    fwd_only = p.fwd_only_ts * rows * seq * seq + p.fwd_only_ss * seq * seq + p.fwd_only_c
     once += p.once_b * t.batch_size + p.once_c
     head_saved = p.head_saved_t * tokens + p.head_saved_c
     autocast_copies = p.autocast_copies
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
     fwd_layer_copies = autocast_copies - p.autocast_head_copy
-    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq, p.layer_fwd_c)
+    attn_less = 0 if p.checkpointing or p.offload else p.attn_fwd_less_t * tokens  # checkpointed: nothing saved
+    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq - attn_less, p.layer_fwd_c)
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
     # per-key scores gradient), after autograd has freed the MLP's saved tensors: every moment that holds this
     # transient also holds the layer's whole saved set, so the attention's moment is the larger only by what it
@@ -1089,6 +1120,11 @@ def _transformer_phases(
             # gate_up adapter's scaling mul in the recompute, -2.46 % without this moment).
             mlp_tail = min(p.layer_mlp_tail_t * tokens, recomputed)
             recompute_t = p.layer_mlp_fwd_t * tokens + p.layer_fwd_c
+            if p.attn_div_ts:
+                # DeBERTa: the recomputed attention's unsaved scores at p2c's division (memory/deberta.py), beside the
+                # saved set up to there (measured with the tracer, --grid deberta: the peak of every checkpointed
+                # case with seq 512); written as temporaries over the moment's `recomputed - mlp_tail`
+                recompute_t = max(recompute_t, p.attn_div_ts * token_seq - p.attn_fwd_less_t * tokens + mlp_tail)
             moments.append(("backward.recompute", _m.BWD_RECOMPUTE_CK,
                             (g_top, kept_bwd, once, recomputed - mlp_tail, copies, recompute_t)))
             if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
@@ -1120,18 +1156,19 @@ def _transformer_phases(
             ("forward.loss", _m.FWD_LOSS,
              (acc, acts_layers, once, autocast_copies, head_saved, loss_fwd_t, grad_fwd)),
             ("backward.start", _m.BWD_START,
-             (acc, acts_layers, once, autocast_copies, head_saved, loss_bwd_t, grad_fwd)),
+             (acc, acts_layers, once - fwd_only, autocast_copies, head_saved, loss_bwd_t, grad_fwd)),
         ]
+        once_bwd = once - fwd_only
         if head_bwd_t >= 0:
-            moments.append(("backward.head", _m.BWD_HEAD, (acc, acts_layers, once, autocast_copies,
+            moments.append(("backward.head", _m.BWD_HEAD, (acc, acts_layers, once_bwd, autocast_copies,
                                                                   p.norm_saved_t * tokens, head_bwd_t)))
-        moments.append(("backward.top", _m.BWD_TOP, (g_top, acts_layers, once, autocast_copies, layer_bwd_t)))
+        moments.append(("backward.top", _m.BWD_TOP, (g_top, acts_layers, once_bwd, autocast_copies, layer_bwd_t)))
         if t.optimizer_in_bwd:
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP,
-                            (g_top, acts_layers, once, autocast_copies, opt_temp)))
+                            (g_top, acts_layers, once_bwd, autocast_copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM,
-                        (gradients - late_g, once, bottom_acts, bottom_copies, layer_bwd_t)))
-        bwd_acts = once + bottom_acts + bottom_copies  # backward.bottom's activations (the others are forward's)
+                        (gradients - late_g, once_bwd, bottom_acts, bottom_copies, layer_bwd_t)))
+        bwd_acts = once_bwd + bottom_acts + bottom_copies  # backward.bottom's activations (the others are forward's)
     reference = 0
     forward_moments = 2
     if p.reference is not None:  # DPO: the reference's no-grad forward after the policy's (memory/preference.py)

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
+from vramcalc.core.memory.deberta import attention_terms as deberta_attention_terms
+from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
+from vramcalc.core.memory.deberta import is_deberta
 from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.params import Linear, fused_experts, head_dim, kv_heads, linear_has_bias, resolve_targets
 from vramcalc.core.units import ceil_div, dtype_bytes
@@ -34,8 +37,9 @@ def eager_only(m: ModelSpec) -> bool:
     (modeling_bloom.py builds the scores with baddbmm) and Gemma 2 (modeling_gemma2.py `_supports_sdpa =
     False`: SDPA cannot softcap the logits), gpt-oss (modeling_gpt_oss.py `_supports_sdpa = False`: the attention
     sinks are a column concatenated to the scores; from_pretrained without attn_implementation falls back to eager,
-    as modeling_utils.py get_correct_attn_implementation does)."""
-    return m.alibi or m.family == "gemma2" or m.attention_sinks
+    as modeling_utils.py get_correct_attn_implementation does), DeBERTa-v2/v3 (modeling_deberta_v2.py
+    DisentangledSelfAttention: its own bmm / softmax, no attention interface)."""
+    return m.alibi or m.family in ("gemma2", "deberta-v2") or m.attention_sinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,7 @@ class Term:
     per_sample: int = 0  # bytes per sequence of the batch (prefix tuning's virtual keys and values)
     const: int = 0  # bytes whatever the batch (a PEFT method's materialized delta weights)
     batch1_only: bool = False  # saved only at batch size 1 (see the fused-qkv term)
+    per_seq_sq: int = 0  # bytes per row length squared, whatever the batch (DeBERTa's int64 gather indices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +71,14 @@ class LayerActivations:
     mlp_tail_per_token: int = 0
     # Bytes per token of the forward temporaries from the MLP's up-projection on (its adapters' path, the activation)
     mlp_forward_per_token: int = 0
+    # Bytes per token of the saved terms from o_proj's output on: not yet saved while a layer's attention runs
+    # forward (DeBERTa's unsaved score tensors peak there; memory/deberta.py forward_scores)
+    after_attention_per_token: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
         return sum(t.per_token * tokens + t.per_token_seq * tokens * seq + t.per_sample * batch + t.const
-                   for t in self.terms)
+                   + t.per_seq_sq * seq * seq for t in self.terms)
 
 
 def batch_rows(t: TrainingSpec) -> tuple[int, int]:
@@ -402,6 +410,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # (sdpa any batch, eager batch 1; none at eager batch 2).
             terms.append(Term("fused qkv buffer behind v (q, k parts)", c * (q_dim + kv_dim),
                               batch1_only=eager))
+        if attn_live and is_deberta(m):  # the disentangled attention's own saved tensors (memory/deberta.py)
+            terms += [Term(x.name, x.per_token, x.per_token_seq, x.per_sample, x.const, per_seq_sq=x.per_seq_sq)
+                      for x in deberta_attention_terms(m, t, recipe, tw, adapted)]
+        n_before_o = len(terms)
         # o_proj's input: the SDPA output (already saved, when attention was recorded) or eager's copy.
         o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=not eager and not math_sdpa and attn_live,
                              input_live=attn_live)
@@ -531,6 +543,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # 4 + 4 + 4 against 4 + c saved, so 8 - c bytes beyond (measured with the tracer, tinyllama LoRA eager with
     # checkpointing: three fp32 (b, heads, s, s) tensors alive at _softmax_backward_data; the MLP's saved set freed).
     eager_fwd = c * n_heads if eager else 0
+    after_attention = 0
+    if is_deberta(m):  # the content, c2p and p2c scores and their copies beside the saved set (memory/deberta.py)
+        eager_fwd = deberta_forward_scores(m, recipe, softmax_bytes)
+        after_attention = sum(x.per_token for x in terms[n_before_o:] if x.name != "o_proj input"
+                              and not x.batch1_only)
     if eager and m.attention_sinks:
         # gpt-oss: the masked scores and the sink-concatenated logits are both still referenced while the softmax
         # runs on their max-subtracted copy (eager_attention_forward rebinds only attn_weights after it).
@@ -543,6 +560,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         eager_bwd = (4 + 2 * c) * n_heads
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
+    if is_deberta(m):
+        # DeBERTa's attention backward (measured with the tracer, --grid deberta): by the time the softmax's and
+        # gather's backward run (the scores' gradient; gather's zero-filled (batch x heads, seq, 2P) gradient and its
+        # scatter_add), the MLP's saved set, the softmax output, its dropout mask, the dropped probabilities and the
+        # ~mask are freed, which outweighs them: the MLP's gradients stay the layer's backward peak.
+        eager_bwd = 0
     fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd)
     mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + [lora_fwd.get(x, 0) for x in up_mods])
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
@@ -578,8 +601,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
         terms.append(Term("adaption prompt: queries, prompt scores, gated scores, prompt keys and values", per_token,
                           per_sample=per_sample))
-    return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const),
-                            fwd, bwd, mlp_saved, mlp_tail, mlp_fwd)
+    return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const
+                                  or x.per_seq_sq),
+                            fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:

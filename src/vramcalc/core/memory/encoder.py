@@ -98,7 +98,9 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
         # BertPooler / DistilBERT's pre_classifier read hidden_states[:, 0], a view: a trained dense saves it and
         # so keeps the whole last hidden state alive. RobertaClassificationHead drops out the first token first
         # (a new batch x hidden tensor): nothing per token.
-        keeps = head_trainable and m.family in ("bert", "distilbert")
+        # DeBERTa's ContextPooler (modeling_deberta_v2.py) drops out the first token with pooler_dropout 0 (every v3
+        # config; torch returns the input), so its dense saves the view as BERT's pooler does.
+        keeps = head_trainable and m.family in ("bert", "distilbert", "deberta-v2")
         return (Term("pooler input (a view of the last hidden state)", c * h),) if keeps else ()
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
     ls = residual  # log_softmax: fp32 under autocast (CUDA's fp32 list) or in fp32 runs, else the compute dtype
@@ -189,6 +191,11 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
                      "whose 16-bit copy the memory-efficient sdpa kernel saves per sliding layer (no unpadding "
                      "outside flash-attention 2; unpadded batches)")
         return (f"encoder {m.name}: {attention}; head: {head}.",)
+    if m.family == "deberta-v2":
+        return (f"encoder {m.name}: DeBERTa's disentangled attention, eager (no SDPA path in transformers): per layer "
+                f"the c2p / p2c position scores against {m.rel_embedding_rows} relative positions and their int64 "
+                "gather indices; the collator's int64 attention_mask expanded to batch × seq × seq (all ones: "
+                f"unpadded batches); head: {head}.",)
     return (f"encoder {m.name}: bidirectional attention without a padding mask (unpadded batches); head: {head}.",)
 
 
@@ -205,7 +212,8 @@ def saved_head_tensors(m: ModelSpec, t: TrainingSpec) -> tuple[tuple[tuple[int, 
     out: tuple[tuple[tuple[int, ...], int], ...] = (((n, h), 1), ((n,), 1))
     # TOKEN_CLS (PeftModelForTokenClassification) adds the same names; the token classifier is one Linear, as is
     # ModernBERT's `classifier` (its ModernBertPredictionHead is named `head`, not matched).
-    if m.family not in ("bert", "modernbert") and not m.token_head:
+    # DeBERTa's classifier is one Linear too (its ContextPooler is named `pooler`, not matched).
+    if m.family not in ("bert", "modernbert", "deberta-v2") and not m.token_head:
         out += (((h, h), 1), ((h,), 1))
     return out
 
