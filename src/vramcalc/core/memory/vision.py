@@ -421,7 +421,9 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + merger,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
-                  optimizer_state=states, activations=b.activations + saved + tower_kept + pixel + positions,
+                  optimizer_state=states,
+                  # (the image outputs `held` until the loss are in every forward moment: the component holds them)
+                  activations=b.activations + saved + tower_kept + pixel + positions + held,
                   temporaries=max(b.temporaries, tower_moment), phases=phases,
                   details=details, notes=b.notes + notes, moments=tuple(raw),
                   active_parameters=b.active_parameters + tower + merger)
