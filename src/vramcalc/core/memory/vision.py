@@ -236,6 +236,12 @@ def _scaled(value: int, trainable: int, extra: int) -> int:
     return value * (trainable + extra) // trainable if trainable else value
 
 
+def _grown(layout: _m.Layout, values: tuple[int, ...], trainable: int, extra: int) -> tuple[int, ...]:
+    """A text-model moment's values with its gradients grown by `extra` trainable parameters (_scaled)."""
+    return tuple(_scaled(x, trainable, extra) if comp == "gradients" else x
+                 for (_, comp), x in zip(layout, values, strict=True))
+
+
 def _check_qwen(model: ModelSpec, training: TrainingSpec) -> None:
     """What the Qwen2-VL / Qwen2.5-VL arithmetic (_qwen_estimate) does not cover, refused in one line."""
     v = model.vision
@@ -360,16 +366,12 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     trainable_text = b.trainable_parameters
     extra_trainable = merger if trained_merger else 0
 
-    def grown(layout: _m.Layout, values: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(_scaled(x, trainable_text, extra_trainable) if comp == "gradients" else x
-                     for (_, comp), x in zip(layout, values, strict=True))
-
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _scaled(b.gradients, trainable_text, extra_trainable)
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
     for key, layout, values in b.moments:
-        values = grown(layout, values)
+        values = _grown(layout, values, trainable_text, extra_trainable)
         if key.startswith("forward."):
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + positions + held)))
         elif key == "backward.bottom" and trained_merger:
@@ -498,16 +500,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         unreached = (v.num_layers - used_layers(v)) * (4 * (vh * vh + vh) + 4 * vh + 2 * vh * vi + vi + vh) + 2 * vh
     with_grad = extra_trainable - unreached
 
-    def grown(layout: _m.Layout, values: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(_scaled(x, trainable_text, with_grad) if comp == "gradients" else x
-                     for (_, comp), x in zip(layout, values, strict=True))
-
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _scaled(b.gradients, trainable_text, with_grad)
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, with_grad), tower_moment)))
     for key, layout, values in b.moments:
-        values = grown(layout, values)
+        values = _grown(layout, values, trainable_text, with_grad)
         if key.startswith("forward."):
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + forward_only)))
         elif key == "backward.bottom":
@@ -676,10 +674,6 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     trainable_text = b.trainable_parameters
     extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
 
-    def grown(layout: _m.Layout, values: tuple[int, ...], extra: int) -> tuple[int, ...]:
-        return tuple(_scaled(x, trainable_text, extra) if comp == "gradients" else x
-                     for (_, comp), x in zip(layout, values, strict=True))
-
     # the sliding layers' mask: a second 4-D bool mask beside the full layers' (create_masks_for_vision_model),
     # which the packed text run counts once; it lives through the forward, and with checkpointing to the backward
     second_mask = tokens * total_tokens(model, training) if training.attention == "sdpa" else 0
@@ -691,7 +685,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     before_tower = projector if trained_projector else 0
     for key, layout, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
-        values = grown(layout, values, before_tower if in_backward else extra_trainable)
+        values = _grown(layout, values, trainable_text, before_tower if in_backward else extra_trainable)
         if key.startswith("forward."):
             raw.append((key, (*layout, _SAVED),
                         (*values, saved + tower_kept + pixel + kept_output + second_mask)))
