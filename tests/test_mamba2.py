@@ -218,3 +218,19 @@ def test_hybrids_are_refused_naming_what_they_mix(model_type: str, words: str, t
     path.write_text(json.dumps({"model_type": model_type, "hidden_size": 64, "num_hidden_layers": 2}))
     code, _, err = invoke(["estimate", str(path)], capsys)
     assert code == 2 and words in err and "not the mix" in err and err.count("\n") == 1
+
+
+def test_the_plan_cache_keys_mamba2_on_the_row_length() -> None:
+    # Mamba-2's layer terms hold the row padded to chunk_size (memory/ssm.py padded_length), so the estimate's plan
+    # cache (memory/__init__.py _plan, keyed without the token fields) must not serve one --seq-len's plan to
+    # another: the explain test once saw codestral's per-layer bytes of a --seq-len test_docs had run before it.
+    import vramcalc.core.memory as memory
+    from vramcalc.io import presets
+
+    m = presets.find_model("mamba-codestral-7b")
+    t = TrainingSpec(method="qlora", grad_checkpointing=True, seq_len=512)
+    # chunk_size 256 (the published config): 100 tokens pad to 256, 512 stay 512
+    estimate(m, TrainingSpec(method="qlora", grad_checkpointing=True, seq_len=100))
+    after = estimate(m, t).tensor_peak_bytes
+    memory._plans.clear()
+    assert after == estimate(m, t).tensor_peak_bytes

@@ -284,7 +284,7 @@ def _moe_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> i
     4 and 8 layers alike)."""
     from vramcalc.core.params import dense_layers, fused_experts, resolve_targets
 
-    if not fused_experts(m) or m.family == "gpt_oss" or t.grad_accum > 1:
+    if not fused_experts(m) or m.family == "gpt_oss":  # (accumulating: every gradient exists, see late_g)
         return 0
     assert m.hidden_size is not None and m.intermediate_size is not None and m.num_layers is not None
     if t.method == "full":
@@ -445,6 +445,11 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     key = _settings_key(training)
     if key is None:
         return _build_plan(model, training)
+    if model.ssm_head_dim:
+        # Mamba-2's layer terms hold the row padded to chunk_size and a batch-1 single-chunk case (memory/ssm.py
+        # padded_length): its plan depends on the token fields too (found by the explain test after test_docs had
+        # cached codestral's plan at another --seq-len).
+        key = (*key, training.batch_size, training.seq_len)
     entry = _plans.get(id(model))
     if entry is None or entry[0] is not model:
         if len(_plans) >= _MAX_MODELS:
