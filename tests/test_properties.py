@@ -748,7 +748,7 @@ def _assert_boundary(fits: Any, found: int | None, lo: int, cap: int) -> None:
         assert found == cap or not fits(found + 1)
 
 
-@settings(max_examples=SEARCH_EXAMPLES)
+@settings(PROPERTY, max_examples=SEARCH_EXAMPLES)  # PROPERTY: refused draws are no failed health check
 @given(models, trainings(modes=MODES), st.floats(0.2, 4.0))
 def test_the_largest_batch_sequence_and_rank_that_fit_fit_and_one_more_does_not(
     m: ModelSpec, t: TrainingSpec, scale: float
@@ -784,7 +784,7 @@ def test_the_largest_batch_sequence_and_rank_that_fit_fit_and_one_more_does_not(
         assert rank is None
 
 
-@settings(max_examples=SEARCH_EXAMPLES)
+@settings(PROPERTY, max_examples=SEARCH_EXAMPLES)  # PROPERTY: refused draws are no failed health check
 @given(models, trainings(modes=MODES), st.floats(0.2, 4.0))
 def test_the_longest_context_and_largest_serving_batch_fit_and_one_more_does_not(
     m: ModelSpec, t: TrainingSpec, scale: float
@@ -807,7 +807,7 @@ def test_the_longest_context_and_largest_serving_batch_fit_and_one_more_does_not
 # communication buffers) fits, but min_gpus bisected from 256 GPUs, which do not, and said none fits. Fixed in
 # core/searches.py min_gpus: one GPU is tried on its own.
 @example(_preset("deepseek-v2-lite"), TrainingSpec(method="full", gpus_per_node=2), 0.875)
-@settings(max_examples=SEARCH_EXAMPLES)
+@settings(PROPERTY, max_examples=SEARCH_EXAMPLES)  # PROPERTY: refused draws are no failed health check
 @given(models, trainings(), st.floats(0.05, 1.5))
 def test_min_gpus_is_the_fewest_that_fit(m: ModelSpec, t: TrainingSpec, scale: float) -> None:
     budget = int(run(m, t).peak_bytes * scale)

@@ -762,7 +762,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights,
                   gradients=_scaled(b.gradients, trainable_text, extra_trainable), optimizer_state=states,
-                  activations=b.activations + saved + tower_kept + pixel + kept_output,
+                  activations=b.activations + saved + tower_kept + pixel + kept_output + second_mask,
                   temporaries=max(b.temporaries, tower_moment), phases=phases, details=details,
                   notes=text_notes + notes, moments=tuple(raw),
                   active_parameters=b.active_parameters + tower + projector)
