@@ -251,6 +251,27 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     return Explanation(model, training, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
 
 
+def _vision_explanation(model: ModelSpec, training: TrainingSpec, b: Any, inner: Explanation,
+                        extra: dict[str, Any], projector: str, lines: tuple[Line, ...],
+                        text: tuple[str, ...]) -> Explanation:
+    """A vision-language model's explanation: the language model's sections (`inner`) with the image side's lines
+    (`extra`, by section key) added and the totals set to the whole model's (`b`), then the image side's own
+    section (`lines`, `text`; `projector`: what the family calls it), the phases and the overhead."""
+    sections = []
+    for sec in inner.sections:
+        if sec.key in ("phases", "overhead"):
+            continue
+        if sec.key in extra:
+            added = tuple(x for x in extra[sec.key] if x.value or sec.key == "weights")
+            total = b.temporaries if sec.key == "temporaries" else b.component(sec.key)
+            sec = replace(sec, lines=sec.lines + added, total=total)
+        sections.append(sec)
+    phase_sec, peak_moment = _phases(b)
+    vision = Section("vision", f"vision tower and {projector} (the image side)", None, lines, text)
+    sections += [vision, phase_sec, _overhead(b)]
+    return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
+
+
 def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner: Explanation) -> Explanation:
     """Qwen2-VL / Qwen2.5-VL (memory/vision.py _qwen_estimate): the language model's explanation on text + image
     tokens, the image side's lines in each component's section, its own section, and the step's phases."""
@@ -303,19 +324,7 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
             "sections above are its own, on that many tokens",
             "the vision tower is frozen" + (" and the merger trained" if trained else
                                            "; LoRA adapts the language model only"))
-    sections = []
-    for sec in inner.sections:
-        if sec.key in ("phases", "overhead"):
-            continue
-        if sec.key in extra:
-            added = tuple(x for x in extra[sec.key] if x.value or sec.key == "weights")
-            total = sec.total if sec.key == "temporaries" else b.component(sec.key)
-            sec = replace(sec, lines=sec.lines + added, total=b.temporaries if sec.key == "temporaries" else total)
-        sections.append(sec)
-    sections.append(Section("vision", "vision tower and merger (the image side)", None, tuple(lines), text))
-    phase_sec, peak_moment = _phases(b)
-    sections += [phase_sec, _overhead(b)]
-    return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
+    return _vision_explanation(model, training, b, inner, extra, "merger", tuple(lines), text)
 
 
 def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
@@ -373,19 +382,7 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
             + (" and the projector trained" if training.method == "full" else
                "; LoRA adapts the language model only"))
-    sections = []
-    for sec in inner.sections:
-        if sec.key in ("phases", "overhead"):
-            continue
-        if sec.key in extra:
-            added = tuple(x for x in extra[sec.key] if x.value or sec.key == "weights")
-            total = sec.total if sec.key == "temporaries" else b.component(sec.key)
-            sec = replace(sec, lines=sec.lines + added, total=b.temporaries if sec.key == "temporaries" else total)
-        sections.append(sec)
-    sections.append(Section("vision", "vision tower and projector (the image side)", None, tuple(lines), text))
-    phase_sec, peak_moment = _phases(b)
-    sections += [phase_sec, _overhead(b)]
-    return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
+    return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 
 def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inner: Explanation) -> Explanation:
@@ -443,19 +440,7 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
             "its own, on that many tokens, with the bidirectional image-block masks",
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
             + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
-    sections = []
-    for sec in inner.sections:
-        if sec.key in ("phases", "overhead"):
-            continue
-        if sec.key in extra:
-            added = tuple(x for x in extra[sec.key] if x.value or sec.key == "weights")
-            total = sec.total if sec.key == "temporaries" else b.component(sec.key)
-            sec = replace(sec, lines=sec.lines + added, total=b.temporaries if sec.key == "temporaries" else total)
-        sections.append(sec)
-    sections.append(Section("vision", "vision tower and projector (the image side)", None, tuple(lines), text))
-    phase_sec, peak_moment = _phases(b)
-    sections += [phase_sec, _overhead(b)]
-    return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
+    return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 
 def _seq2seq(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section]:
