@@ -88,6 +88,10 @@ TOTALS = {
     "qwen2-vl-7b-instruct": 8_291_375_616,
     "qwen2.5-vl-3b-instruct": 3_754_622_976,
     "qwen2.5-vl-7b-instruct": 8_292_166_656,
+    # Llama-3.2-Vision: sum(p.numel()) of MllamaForConditionalGeneration, transformers 5.24 on the meta device
+    # (tests/test_mllama.py rebuilds them); 11B is Meta's 10.67B
+    "llama-3.2-11b-vision-instruct": 10_670_220_835,
+    "llama-3.2-90b-vision-instruct": 88_593_355_323,
     # ModernBERT with count_params' default head (2 labels): sum(p.numel()) of AutoModelForSequenceClassification,
     # transformers 5.24 on the meta device (test_modernbert_count_matches_the_library rebuilds it).
     "modernbert-base": 149_606_402,
@@ -153,6 +157,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "mamba",
         "mamba2",
         "llava",
+        "mllama",
         "gpt_oss",
         "qwen2_vl",
         "qwen2_5_vl",

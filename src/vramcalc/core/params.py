@@ -342,7 +342,44 @@ def count_params(m: ModelSpec) -> int:
     total = sum(t.numel for t in inventory(m))
     if m.vision is not None:  # a vision-language model: the tower and the projector besides the text model
         total += vision_tower_params(m.vision) + projector_params(m.vision, m.hidden_size or 0)
+        total += mllama_text_extra_params(m)
     return total
+
+
+def mllama_text_extra_params(m: ModelSpec) -> int:
+    """What Llama-3.2-Vision's text model (models/mllama/modeling_mllama.py MllamaTextModel) has beyond the Llama
+    decoder `inventory` counts; 0 for other models. embed_tokens is nn.Embedding(vocab_size + 8, hidden): 8 more
+    rows. Each MllamaCrossAttentionDecoderLayer has the self-attention layer's q/k/v/o_proj (k/v read the projected
+    vision states, hidden -> kv width all the same), MLP and two RMSNorms, plus MllamaTextCrossAttention's q_norm
+    and k_norm (MllamaTextRMSNorm of head_dim = hidden // heads) and cross_attn_attn_gate / cross_attn_mlp_gate
+    (one value each)."""
+    v = m.vision
+    if v is None or not v.is_mllama or m.hidden_size is None or not m.num_attention_heads:
+        return 0
+    head_dim = m.hidden_size // m.num_attention_heads
+    return 8 * m.hidden_size + len(v.cross_attention_layers) * (2 * head_dim + 2)
+
+
+def mllama_tower_params(v: VisionSpec) -> int:
+    """MllamaVisionModel's parameters (transformers models/mllama/modeling_mllama.py).
+
+    patch_embedding Conv2d(3, h, patch, bias=False); class_embedding (h); MllamaPrecomputedPositionEmbedding:
+    gate (1), embedding (patches + 1 rows of h) and tile_embedding nn.Embedding(aspect_ratios + 1, tiles x
+    (patches + 1) x h); pre_ and post_tile_positional_embedding (MllamaPrecomputedAspectRatioEmbedding, gated):
+    nn.Embedding(aspect_ratios + 1, tiles x h) and a gate each; layernorm_pre / layernorm_post (weight + bias).
+    Each MllamaVisionEncoderLayer: q/k/v/o_proj h x h without bias, MllamaVisionMLP fc1 / fc2 with bias,
+    input_layernorm and post_attention_layernorm (weight + bias); the global encoder's layers (is_gated) add
+    gate_attn and gate_ffn (one value each).
+    """
+    h, i = v.hidden_size, v.intermediate_size
+    rows = (v.image_size // v.patch_size) ** 2 + 1
+    ids = v.aspect_ratios + 1
+    embeddings = (3 * v.patch_size * v.patch_size * h + h
+                  + 1 + rows * h + ids * v.max_num_tiles * rows * h
+                  + 2 * (ids * v.max_num_tiles * h + 1)
+                  + 2 * 2 * h)
+    layer = 4 * h * h + (h * i + i) + (i * h + h) + 2 * 2 * h
+    return embeddings + v.num_layers * layer + v.num_global_layers * (layer + 2)
 
 
 def vision_tower_params(v: VisionSpec) -> int:
@@ -352,6 +389,8 @@ def vision_tower_params(v: VisionSpec) -> int:
     q/k/v/out_proj (h x h), layer_norm1/2, and CLIPMLP fc1 (h -> intermediate) and fc2, both biased."""
     if v.is_qwen:
         return qwen_tower_params(v)
+    if v.is_mllama:
+        return mllama_tower_params(v)
     h, i = v.hidden_size, v.intermediate_size
     layer = 4 * (h * h + h) + 2 * 2 * h + (h * i + i) + (i * h + h)
     if v.kind == "siglip":
@@ -376,6 +415,8 @@ def projector_params(v: VisionSpec, text_hidden: int) -> int:
         return v.hidden_size * text_hidden + v.hidden_size
     if v.is_qwen:
         return qwen_merger_params(v)
+    if v.is_mllama:  # MllamaModel.multi_modal_projector: Linear(vision_output_dim, text hidden, bias=True)
+        return v.vision_output_dim * text_hidden + text_hidden
     bias = 2 * text_hidden if v.projector_bias else 0
     return v.hidden_size * text_hidden + text_hidden * text_hidden + bias
 
@@ -429,6 +470,8 @@ def params_by_name(m: ModelSpec) -> dict[str, int]:
     if m.vision is not None:
         out["vision_tower"] = vision_tower_params(m.vision)
         out["multi_modal_projector"] = projector_params(m.vision, m.hidden_size or 0)
+        if m.vision.is_mllama:
+            out["mllama_text_extras"] = mllama_text_extra_params(m)
     return out
 
 

@@ -184,13 +184,30 @@ class VisionSpec:
     out_hidden_size: int = 0  # the merger's output width (the text model's hidden size); 0 for CLIP
     window_size: int = 0  # Qwen2.5-VL's attention window in pixels (112); 0: full attention everywhere
     fullatt_block_indexes: tuple[int, ...] = ()
+    # Llama-3.2-Vision (kind mllama; transformers models/mllama/modeling_mllama.py MllamaVisionModel,
+    # MllamaTextModel): a local encoder of num_layers ungated blocks (bias-free q/k/v/o, biased fc1/fc2 with gelu,
+    # LayerNorms) and a global encoder of num_global_layers gated blocks, on max_num_tiles tiles of image_size
+    # pixels each (a class token per tile; tile and aspect-ratio embeddings for aspect_ratios layouts, row 0 the
+    # padding id); the outputs of intermediate_layers_indices are concatenated to the global encoder's output
+    # (vision_output_dim = width x (1 + len(indices))), and multi_modal_projector (Linear(vision_output_dim, text
+    # width) with bias) makes the states the text model's cross_attention_layers attend to. Those text layers
+    # (MllamaCrossAttentionDecoderLayer) have the self-attention layers' q/k/v/o and MLP, plus q_norm and k_norm
+    # (RMSNorm of head_dim) and two tanh gates; MllamaTextModel's embed_tokens has 8 rows beyond vocab_size.
+    num_global_layers: int = 0
+    max_num_tiles: int = 0
+    aspect_ratios: int = 0  # len(supported_aspect_ratios)
+    intermediate_layers_indices: tuple[int, ...] = ()
+    vision_output_dim: int = 0
+    cross_attention_layers: tuple[int, ...] = ()
 
-    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl")}
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl", "mllama")}
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size",
                          "temporal_patch_size", "spatial_merge_size"), (*POSITIVE, COUNT_CAP)),
         **dict.fromkeys(("image_size", "out_hidden_size", "window_size"), (*NON_NEGATIVE, COUNT_CAP)),
         "mm_tokens_per_image": (*NON_NEGATIVE, COUNT_CAP),
+        **dict.fromkeys(("num_global_layers", "max_num_tiles", "aspect_ratios", "vision_output_dim"),
+                        (*NON_NEGATIVE, COUNT_CAP)),
     }
     INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset()
@@ -201,9 +218,22 @@ class VisionSpec:
         """Qwen2-VL or Qwen2.5-VL: dynamic resolution, a merger instead of LLaVA's projector."""
         return self.kind in ("qwen2_vl", "qwen2_5_vl")
 
+    @property
+    def is_mllama(self) -> bool:
+        """Llama-3.2-Vision: tiles through a local and a global encoder, read by cross-attention text layers."""
+        return self.kind == "mllama"
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "fullatt_block_indexes", tuple(self.fullatt_block_indexes))  # a list from JSON
+        object.__setattr__(self, "intermediate_layers_indices", tuple(self.intermediate_layers_indices))
+        object.__setattr__(self, "cross_attention_layers", tuple(self.cross_attention_layers))
         _check(self)
+        if self.is_mllama:
+            self._check_mllama()
+        elif (self.num_global_layers or self.max_num_tiles or self.aspect_ratios or self.vision_output_dim
+              or self.intermediate_layers_indices or self.cross_attention_layers):
+            raise SpecError("vision", "num_global_layers, max_num_tiles, aspect_ratios, intermediate_layers_indices, "
+                            "vision_output_dim and cross_attention_layers are Llama-3.2-Vision's (kind mllama)")
         if self.is_qwen:
             if self.image_size or not self.out_hidden_size:
                 raise SpecError("vision", f"a {self.kind} tower has no fixed image_size (give 0: dynamic "
@@ -239,6 +269,22 @@ class VisionSpec:
         elif self.mm_tokens_per_image:
             raise SpecError("vision", "mm_tokens_per_image is Gemma 3's (kind siglip); a CLIP tower's image tokens "
                             "are its patches")
+
+    def _check_mllama(self) -> None:
+        """Llama-3.2-Vision's cross-field checks (configuration_mllama.py MllamaVisionConfig / MllamaTextConfig)."""
+        if not (self.max_num_tiles and self.aspect_ratios and self.cross_attention_layers):
+            raise SpecError("vision", "a Llama-3.2-Vision (mllama) tower needs max_num_tiles, aspect_ratios and the "
+                            "text model's cross_attention_layers")
+        if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.num_layers
+               for i in self.intermediate_layers_indices):
+            raise SpecError("vision", f"intermediate_layers_indices must be layer indexes below {self.num_layers}")
+        if self.vision_output_dim != self.hidden_size * (1 + len(self.intermediate_layers_indices)):
+            # MllamaVisionModel.forward concatenates the global output and one hidden state per index
+            raise SpecError("vision", f"vision_output_dim {self.vision_output_dim} is not the tower width "
+                            f"{self.hidden_size} x (1 + {len(self.intermediate_layers_indices)} intermediate layers)")
+        if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.cross_attention_layers) \
+                or len(set(self.cross_attention_layers)) != len(self.cross_attention_layers):
+            raise SpecError("vision", "cross_attention_layers must be distinct text layer indexes")
 
 
 @dataclass(frozen=True)
@@ -418,6 +464,10 @@ class ModelSpec:
         if self.family in CLASSIC_FAMILIES:  # ResNet / LSTM: their own fields (core/memory/classic.py)
             _check_classic(self)
             return
+        if self.vision is not None and self.vision.is_mllama and self.num_layers is not None \
+                and max(self.vision.cross_attention_layers) >= self.num_layers:
+            raise SpecError("vision", f"cross_attention_layers {list(self.vision.cross_attention_layers)} must be "
+                            f"text layer indexes below num_layers {self.num_layers}")
         arch: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_attention_heads")
         if self.ssm_state_size:  # a state-space model has no attention heads (memory/ssm.py)
             arch = arch[:-1]

@@ -1103,6 +1103,85 @@ FAMILIES["qwen2_vl"] = _qwen_vl
 FAMILIES["qwen2_5_vl"] = _qwen_vl
 
 
+# MllamaTextConfig's and MllamaVisionConfig's defaults (transformers models/mllama/configuration_mllama.py), which
+# MllamaConfig fills what a published text_config / vision_config leaves out from (meta-llama/Llama-3.2-11B-Vision's
+# shape: a 40-layer Llama 3.1 8B text model with cross-attention at 3, 8, ..., 38; a 32 + 8 layer ViT-H/14 tower).
+MLLAMA_TEXT_DEFAULTS: dict[str, Any] = {
+    "model_type": "mllama_text_model", "vocab_size": 128_256, "hidden_size": 4096, "hidden_act": "silu",
+    "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14_336,
+    "max_position_embeddings": 131_072, "tie_word_embeddings": False,
+    "cross_attention_layers": [3, 8, 13, 18, 23, 28, 33, 38],
+}
+MLLAMA_VISION_DEFAULTS: dict[str, Any] = {
+    "model_type": "mllama_vision_model", "hidden_size": 1280, "hidden_act": "gelu", "num_hidden_layers": 32,
+    "num_global_layers": 8, "attention_heads": 16, "num_channels": 3, "intermediate_size": 5120,
+    "vision_output_dim": 7680, "image_size": 448, "patch_size": 14, "max_num_tiles": 4,
+    "intermediate_layers_indices": [3, 7, 15, 23, 30],
+    "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]],
+}
+MLLAMA_VISION_KEYS: dict[str, str] = {
+    **dict.fromkeys(("hidden_size", "num_hidden_layers", "num_global_layers", "attention_heads",
+                     "num_attention_heads", "num_channels", "intermediate_size", "vision_output_dim", "image_size",
+                     "patch_size", "max_num_tiles"), "positive"),
+    **dict.fromkeys(("model_type", "hidden_act"), "str"),
+    "intermediate_layers_indices": "int_list",
+}
+
+
+def _mllama(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Llama-3.2-Vision (configuration_mllama.py MllamaConfig; modeling_mllama.py MllamaForConditionalGeneration):
+    a Llama text model whose cross_attention_layers read the image (MllamaTextModel), the two-encoder vision tower
+    (MllamaVisionModel) and multi_modal_projector, as a Llama ModelSpec with a VisionSpec of kind mllama."""
+    from vramcalc.core.specs import VisionSpec
+    from vramcalc.io import validate
+
+    raw_text = d.get("text_config") or {}
+    raw_vision = d.get("vision_config") or {}
+    if not isinstance(raw_text, Mapping) or not isinstance(raw_vision, Mapping):
+        raise PresetFileError(source, ["mllama: text_config and vision_config must be JSON objects"])
+    text = {**MLLAMA_TEXT_DEFAULTS, **raw_text}
+    _check_types(text, source, "text_config.")
+    cross = text.get("cross_attention_layers")
+    if not isinstance(cross, list) or not cross or any(
+            isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in cross):
+        raise PresetFileError(source, ["mllama: text_config.cross_attention_layers must be a non-empty list of "
+                                       "layer indexes"])
+    if text.get("tie_word_embeddings") or d.get("tie_word_embeddings"):
+        raise PresetFileError(source, ["mllama: tied embeddings are not modelled (MllamaTextModel's embed_tokens "
+                                       "has vocab_size + 8 rows, the lm_head vocab_size): set tie_word_embeddings "
+                                       "false"])
+    vision = {**MLLAMA_VISION_DEFAULTS, **raw_vision}
+    problems = validate.check_keys(MLLAMA_VISION_KEYS, vision)
+    if problems:
+        raise PresetFileError(source, ["vision_config." + validate.problem_text(*p) for p in problems])
+    ratios = vision.get("supported_aspect_ratios")
+    if not isinstance(ratios, list) or not ratios:
+        raise PresetFileError(source, ["mllama: vision_config.supported_aspect_ratios must be a non-empty list"])
+    if vision["hidden_act"] != "gelu" or vision["num_channels"] != 3:
+        raise PresetFileError(source, ["mllama: a vision tower with gelu on 3 channels is modelled; "
+                                       "vision_config's hidden_act / num_channels differ"])
+    for k in ("image_size", "patch_size"):
+        if not isinstance(vision[k], int):
+            raise PresetFileError(source, [f"mllama: vision_config.{k} must be one integer (square tiles)"])
+    out = _llama(text, source)
+    try:
+        out["vision"] = VisionSpec(
+            kind="mllama", num_layers=vision["num_hidden_layers"], hidden_size=vision["hidden_size"],
+            intermediate_size=vision["intermediate_size"],
+            num_attention_heads=vision.get("num_attention_heads", vision["attention_heads"]),
+            patch_size=vision["patch_size"], image_size=vision["image_size"], feature_layer=-1, drop_cls=False,
+            projector_act="none", projector_bias=True, num_global_layers=vision["num_global_layers"],
+            max_num_tiles=vision["max_num_tiles"], aspect_ratios=len(ratios),
+            intermediate_layers_indices=tuple(vision["intermediate_layers_indices"]),
+            vision_output_dim=vision["vision_output_dim"], cross_attention_layers=tuple(cross))
+    except SpecError as e:
+        raise PresetFileError(source, [e.message]) from None
+    return out
+
+
+FAMILIES["mllama"] = _mllama
+
+
 def _text_part(d: Mapping[str, Any]) -> Mapping[str, Any]:
     """Gemma 3 multimodal configs nest the language model under text_config, with transformers'
     Gemma3TextConfig defaults for the keys it leaves out."""
@@ -1142,6 +1221,8 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
         family = "llama"
     if model_type in ("qwen2_vl", "qwen2_5_vl"):  # a Qwen2 language model; the vision side is ModelSpec.vision
         family = "qwen2"
+    if model_type == "mllama":  # a Llama text model with cross-attention layers; the image side is ModelSpec.vision
+        family = "llama"
     from vramcalc.io import validate  # pydantic: only when a config.json is read
 
     spec, problems = validate.check(

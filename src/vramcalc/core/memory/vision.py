@@ -439,6 +439,10 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
 def estimate(model: ModelSpec, training: TrainingSpec,
              text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
     """The text model's Breakdown on text + image tokens, with the image side's terms added."""
+    if model.vision is not None and model.vision.is_mllama:  # Llama-3.2-Vision: memory/mllama.py
+        from vramcalc.core.memory import mllama as _mllama
+
+        _mllama.check(model, training)
     if model.vision is not None and model.vision.kind == "siglip":
         return _siglip_estimate(model, training, text_estimate)
     check(model, training)

@@ -1,0 +1,148 @@
+"""Llama-3.2-Vision (mllama, issue 15): the config reader and the parameter counts against transformers'
+MllamaForConditionalGeneration, the VisionSpec checks, the presets, and the one-line refusal of a step (its
+activations are not modelled yet: core/memory/mllama.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import invoke
+from vramcalc.core.errors import PresetFileError, SpecError, UnsupportedCombination
+from vramcalc.core.memory import estimate
+from vramcalc.core.params import count_params, mllama_text_extra_params, projector_params, vision_tower_params
+from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.io import presets
+from vramcalc.io.hf_config import spec_from_hf_config
+
+HF = Path(__file__).parent / "data" / "hf"
+FIXTURES = ["llama-3.2-11b-vision-instruct", "llama-3.2-90b-vision-instruct"]
+
+
+def load(name: str) -> dict:
+    return json.loads((HF / f"{name}.json").read_text())
+
+
+def spec(name: str) -> ModelSpec:
+    return spec_from_hf_config(load(name), name, str(HF / f"{name}.json"))
+
+
+def _library_model(d: dict):  # noqa: ANN202 - a transformers model
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cls = transformers.MllamaForConditionalGeneration
+    with torch.device("meta"):
+        return cls(transformers.MllamaConfig.from_dict(d))
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_count_matches_the_library(name: str) -> None:
+    # sum(p.numel()) of MllamaForConditionalGeneration built from the config.json on the meta device; the tower
+    # (model.vision_model), the projector (model.multi_modal_projector) and the text model's extras one by one
+    model = _library_model(load(name))
+    m = spec(name)
+    assert m.vision is not None
+    tower = sum(p.numel() for p in model.model.vision_model.parameters())
+    projector = sum(p.numel() for p in model.model.multi_modal_projector.parameters())
+    assert count_params(m) == sum(p.numel() for p in model.parameters())
+    assert vision_tower_params(m.vision) == tower
+    assert projector_params(m.vision, m.hidden_size or 0) == projector
+    # the extras: embed_tokens' 8 rows beyond vocab_size, and per cross-attention layer q_norm / k_norm (head_dim
+    # each) and its two gates, as the library's own parameter names say
+    text = model.model.language_model
+    extra = (text.embed_tokens.weight.shape[0] - m.vocab_size) * m.hidden_size + sum(
+        p.numel() for n, p in text.named_parameters() if n.endswith(("q_norm.weight", "k_norm.weight", "_gate")))
+    assert mllama_text_extra_params(m) == extra
+
+
+def test_published_totals() -> None:
+    # the counts test_count_matches_the_library rebuilt from transformers 5.24 (tests/data/hf/README.md); 11B is
+    # also Meta's model card figure (10.67B)
+    assert count_params(spec("llama-3.2-11b-vision-instruct")) == 10_670_220_835
+    assert count_params(spec("llama-3.2-90b-vision-instruct")) == 88_593_355_323
+
+
+def test_fields() -> None:
+    # the published config: a 40-layer Llama text model with cross-attention at 3, 8, ..., 38; the tower 32 + 8
+    # layers of width 1280, 16 heads, 560 px tiles of 14 px patches, 4 tiles, 8 aspect ratios, 7680 = 1280 x 6
+    m = spec("llama-3.2-11b-vision-instruct")
+    v = m.vision
+    assert v is not None
+    assert (m.family, m.num_layers, m.hidden_size, m.num_kv_heads, m.tie_word_embeddings) == (
+        "llama", 40, 4096, 8, False)
+    assert (v.kind, v.num_layers, v.num_global_layers, v.hidden_size, v.num_attention_heads) == (
+        "mllama", 32, 8, 1280, 16)
+    assert (v.image_size, v.patch_size, v.max_num_tiles, v.aspect_ratios, v.vision_output_dim) == (
+        560, 14, 4, 8, 7680)
+    assert v.intermediate_layers_indices == (3, 7, 15, 23, 30)
+    assert v.cross_attention_layers == (3, 8, 13, 18, 23, 28, 33, 38)
+    assert spec("llama-3.2-90b-vision-instruct").vision.cross_attention_layers == tuple(range(3, 100, 5))
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_preset_equals_the_config(name: str) -> None:
+    preset, source = presets.find_model(name), spec(name)
+    assert preset.vision == source.vision
+    assert count_params(preset) == count_params(source) == preset.published_parameters
+    # the base checkpoints' ids are aliases of the same architecture
+    base = name.replace("-instruct", "")
+    assert presets.find_model(base).name == name
+
+
+def test_library_defaults_fill_a_partial_config() -> None:
+    # MllamaConfig fills what the file leaves out from MllamaTextConfig / MllamaVisionConfig's defaults: an empty
+    # text_config is the 11B text model; the tower's default image_size is 448 (the published files give 560)
+    d = {"model_type": "mllama", "text_config": {}, "vision_config": {}}
+    m = spec_from_hf_config(d, "defaults", "defaults.json")
+    model = _library_model(d)
+    assert count_params(m) == sum(p.numel() for p in model.parameters())
+    assert m.vision is not None and m.vision.image_size == 448
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"vision_config": {"hidden_act": "relu"}}, "gelu on 3 channels"),
+    ({"text_config": {"tie_word_embeddings": True}}, "tied embeddings"),
+    ({"text_config": {"cross_attention_layers": []}}, "cross_attention_layers"),
+    ({"text_config": {"cross_attention_layers": [3, 40]}}, "below num_layers 40"),
+    ({"vision_config": {"vision_output_dim": 5120}}, "vision_output_dim 5120"),
+    ({"vision_config": {"intermediate_layers_indices": [3, 32]}}, "intermediate_layers_indices"),
+])
+def test_reader_refuses_in_one_line(change: dict, message: str) -> None:
+    d = load("llama-3.2-11b-vision-instruct")
+    for k, v in change.items():
+        d[k] = {**d[k], **v}
+    with pytest.raises((PresetFileError, SpecError)) as e:
+        spec_from_hf_config(d, "x", "x.json")
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_mllama_fields_belong_to_mllama() -> None:
+    v = presets.find_model("llava-1.5-7b").vision
+    assert v is not None
+    with pytest.raises(SpecError, match="kind mllama"):
+        replace(v, num_global_layers=8)
+
+
+@pytest.mark.parametrize("training", [
+    TrainingSpec(method="lora"),
+    TrainingSpec(method="qlora", grad_checkpointing=True),
+    TrainingSpec(method="full", images=2),
+    TrainingSpec(mode="inference"),
+])
+def test_a_step_is_refused(training: TrainingSpec) -> None:
+    # not modelled yet: the decoder path would count the cross-attention layers as self-attention over the text
+    with pytest.raises(UnsupportedCombination, match="not modelled yet"):
+        estimate(presets.find_model("llama-3.2-11b-vision-instruct"), training)
+
+
+def test_cli_refuses_in_one_line_and_shows_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "llama-3.2-11b-vision-instruct", "--method", "lora"], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "Llama-3.2-Vision (mllama)" in err and "vramcalc show" in err
+    code, out, err = invoke(["explain", str(HF / "llama-3.2-90b-vision-instruct.json")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    code, out, _ = invoke(["show", "llama-3.2-11b-vision-instruct", "--format", "json"], capsys)
+    assert code == 0 and "10670220835" in out
