@@ -213,6 +213,11 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
                     p.requires_grad_(False)
             notes.append(f"{model.vision.kind}: vision tower frozen (the merger as LLaVA's projector); LoRA "
                          "targets the language model only")
+    elif model.vision is not None and model.vision.is_mllama:  # Llama-3.2-Vision: the tower frozen
+        if not training.train_vision:
+            for p in hf.model.vision_model.parameters():
+                p.requires_grad_(False)
+            notes.append("mllama: vision tower frozen; LoRA targets the language model only")
     elif model.vision is not None and not training.train_vision:  # the tower frozen, as LLaVA-1.5's recipe
         for p in hf.model.vision_tower.parameters():
             p.requires_grad_(False)

@@ -193,6 +193,12 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         notes.append(f"{model.vision.kind}: input_ids with the image pads, pixel_values (a row per patch), "
                      "image_grid_thw, mm_token_type_ids; cu_seqlens, window index, rope index and the placeholder "
                      "check emulated with the library's shapes (trace/_qwen_vl.py)")
+    elif model.vision is not None and model.vision.is_mllama:  # trace/_mllama.py: MllamaProcessor's inputs
+        from vramcalc.trace._mllama import make_inputs as mllama_inputs
+
+        make_inputs = mllama_inputs(model, training, model_dtype(precision))  # noqa: F811
+        notes.append("mllama: input_ids with the <|image|> tokens, pixel_values (every image on max_num_tiles "
+                     "tiles), aspect_ratio_ids / aspect_ratio_mask, cross_attention_mask (trace/_mllama.py)")
     elif model.vision is not None:  # LLaVA: placeholder tokens and pixel_values (trace/_vision.py)
         from vramcalc.trace._vision import make_inputs as vision_inputs
 
@@ -327,6 +333,10 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             from vramcalc.trace._qwen_vl import qwen_emulation
 
             vision = qwen_emulation(model, training)
+        elif model.vision is not None and model.vision.is_mllama:
+            from vramcalc.trace._mllama import mllama_emulation
+
+            vision = mllama_emulation()
         elif model.vision is not None:
             from vramcalc.trace._vision import llava_emulation
 
