@@ -1,31 +1,401 @@
-"""Llama-3.2-Vision (model_type mllama; transformers models/mllama/modeling_mllama.py): what a step's memory needs
-that is not counted yet, refused in one line.
+"""Llama-3.2-Vision (model_type mllama; transformers models/mllama/modeling_mllama.py): a training step's memory.
 
 MllamaForConditionalGeneration differs from the LLaVA-style models memory/vision.py covers: the image does not
-enter the text sequence. MllamaVisionModel runs every image as max_num_tiles tiles of image_size pixels (1601 rows
-each, padded to 1608) through a local encoder whose intermediate_layers_indices outputs are kept and concatenated
-to a gated global encoder's output; multi_modal_projector maps that to the text width, and each
-MllamaCrossAttentionDecoderLayer projects its own K/V from those vision rows, with a 4-D cross_attention_mask
-(_prepare_cross_attention_mask: text rows x tiles x 1601, in the model's dtype) and full_text_row_masked_out_mask.
-Parameters are counted exactly (core/params.py mllama_tower_params, mllama_text_extra_params); activations are not
-modelled yet, so an estimate is refused rather than given from the decoder path, which would count every
-cross-attention layer as self-attention over the text and leave the tower, the projector and the masks out.
+enter the text sequence. MllamaModel.forward runs MllamaVisionModel first: every image is max_num_tiles tiles of
+image_size pixels (image_processing_mllama.py pack_images pads every image to max_num_tiles, so the tower's work does
+not depend on the image's size), each tile patch_size^2 patches plus a class token (1601 rows, padded to 1608), one
+local encoder over all the tiles of an image (a 4-D aspect-ratio mask), then a gated global encoder; the outputs of
+intermediate_layers_indices are stacked and concatenated to the global output (vision_output_dim wide) and
+multi_modal_projector maps them to the text width: cross_attention_states, images x tiles x 1601 rows per sample.
+_prepare_cross_attention_mask expands the processor's cross_attention_mask to (batch, 1, text, vision rows) in the
+model's dtype, and full_text_row_masked_out_mask (batch, 1, text, 1). MllamaTextModel then runs its layers: the
+self-attention ones as a Llama decoder (memory/activations.py counts them), and at cross_attention_layers a
+MllamaCrossAttentionDecoderLayer, whose q comes from the text and whose k / v are projected from the vision rows,
+each with an RMSNorm over head_dim (q_norm, k_norm), and two tanh gates.
+
+The estimate is the text model's (the decoder path on --seq-len tokens with every layer counted as self-attention),
+with per cross-attention layer the difference of what it saves (cross_layer_delta), plus the image side: the
+tower's forward, the held vision output, cross_attention_states and the masks, and with checkpointing the tower's
+graph (transformers' enable_input_require_grads hooks the tower's patch embedding too, and MllamaVisionEncoderLayer
+is no GradientCheckpointingLayer, so the frozen tower saves all its activations) and its backward, run last.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.params import (
+    head_dim,
+    kv_heads,
+    mllama_text_extra_params,
+    projector_params,
+    resolve_targets,
+    vision_tower_params,
+)
+from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
-    from vramcalc.core.specs import ModelSpec, TrainingSpec
+    from collections.abc import Callable
+
+    from vramcalc.core.memory import Breakdown
+    from vramcalc.core.specs import ModelSpec, TrainingSpec, VisionSpec
+
+METHODS = ("full", "lora", "qlora")
+# memory/moments.py layouts of the moments this module adds
+_IMAGE = ("image side (vision output, cross-attention states and masks, pixel_values)", "activations")
+_CROSS_BWD = ("cross-attention layer backward", "temporaries")
+BWD_CROSS = _m._layout(("gradients", "gradients"), ("saved layer activations", "activations"), _IMAGE, _CROSS_BWD)
+FWD_CROSS = _m._layout(("gradients (accumulating)", "gradients"), ("saved layer activations", "activations"), _IMAGE,
+                       ("cross-attention layer forward", "temporaries"))
+FWD_CROSS_MASK = _m._layout(("gradients (accumulating)", "gradients"), _IMAGE,
+                            ("cross_attention_mask expanded (int64, fp32 and 16-bit copies)", "temporaries"))
+
+
+def _round(x: int, k: int) -> int:
+    return -(-x // k) * k
 
 
 def check(model: ModelSpec, training: TrainingSpec) -> None:
-    """Refuse a Llama-3.2-Vision step: its activations are not modelled yet (module docstring)."""
-    del training  # every run is refused alike
-    raise UnsupportedCombination(
-        f"{model.name} is a Llama-3.2-Vision (mllama) model: its parameters are counted, but a step's memory is not "
-        "modelled yet (the tiled two-encoder vision tower, the projector, the cross-attention layers' K/V over the "
-        "vision tokens and their masks); use `vramcalc show` for the counts, or estimate a text model")
+    """What the Llama-3.2-Vision arithmetic does not cover, refused in one line."""
+    name = f"{model.name} (Llama-3.2-Vision)"
+    recipe = recipe_of(training)
+    if training.mode != "train":
+        raise UnsupportedCombination(f"--mode {training.mode} is not modelled for {name}: estimate a training step "
+                                     "(--mode train)")
+    if training.method not in METHODS:
+        raise UnsupportedCombination(f"--method {training.method} is not modelled for {name}: use "
+                                     f"{', '.join(METHODS)}")
+    if training.train_vision:
+        raise UnsupportedCombination(f"--train-vision is not modelled for {name} (a trained tower's saved "
+                                     "activations and gradients are not counted): drop it (the tower stays frozen)")
+    if training.attention != "sdpa":
+        raise UnsupportedCombination(f"--attention {training.attention} is not modelled for {name} (transformers "
+                                     "sets _supports_flash_attn false; eager's per-head scores over the vision rows "
+                                     "are not counted): use --attention sdpa")
+    if recipe.autocast or recipe.compute == "fp32" or recipe.weight != recipe.compute:
+        raise UnsupportedCombination(f"--precision {training.precision} is not modelled for {name}: use a pure "
+                                     "16-bit precision (--precision bf16 or fp16)")
+    if training.objective != "sft" or training.loss != "hf" or training.packing != "none":
+        raise UnsupportedCombination(f"{name}: only --objective sft with --loss hf and no --packing is modelled; "
+                                     "drop them")
+    if (training.tp > 1 or training.pp > 1 or training.sequence_parallel or training.activation_offload
+            or training.ac_every > 1 or training.optimizer_in_bwd or training.dora or training.modules_to_save
+            or training.zero or training.fsdp != "none" or training.lora_dropout > 0
+            or training.kernels != "hf"):
+        raise UnsupportedCombination(f"{name}: --tp/--pp/--sequence-parallel, ZeRO/FSDP, activation offload, "
+                                     "--ac-every, --optimizer-in-bwd, --dora, --modules-to-save, --lora-dropout "
+                                     "and --kernels are not modelled for it; drop them")
+
+
+def tower_rows(v: VisionSpec) -> tuple[int, int]:
+    """(rows of a tile, rows of an image in the tower): MllamaVisionModel.forward adds the class token to the
+    (image / patch)^2 patches, pads each tile to a multiple of 8 rows (num_padding_patches) and runs the local and
+    global encoders over all max_num_tiles tiles of an image as one sequence."""
+    tile = (v.image_size // v.patch_size) ** 2 + 1
+    return tile, v.max_num_tiles * _round(tile, 8)
+
+
+def vision_rows(model: ModelSpec, training: TrainingSpec) -> int:
+    """The keys each cross-attention layer attends over, per sample: images x tiles x 1601 (the projector's
+    output reshaped to (-1, 1601, text width), viewed per sample in MllamaTextCrossAttention)."""
+    v = model.vision
+    assert v is not None
+    return (training.images or 1) * v.max_num_tiles * tower_rows(v)[0]
+
+
+def cross_layer_delta(model: ModelSpec, training: TrainingSpec, states_grad: bool) -> tuple[int, int]:
+    """(bytes a cross-attention layer saves beyond what the decoder path counts for it as a self-attention layer,
+    the part of those that lives in q / k / v before the attention's backward), for the batch.
+
+    The decoder path (memory/activations.py layer_activations) counts for the layer's attention sdpa's q, k, v,
+    output and logsumexp on the text tokens (k and v with kv width, flash with enable_gqa) and each k / v adapter's
+    input copy and lora_A output on the text tokens. MllamaTextCrossAttention (modeling_mllama.py) instead:
+    - q_norm (MllamaTextRMSNorm over head_dim) saves q's fp32 copy and rsqrt per head (q needs a gradient: the
+      layer's input does), and the normalized 16-bit q when its weight trains;
+    - k_proj / v_proj read cross_attention_states (vision rows x text width); k_norm saves k's fp32 copy and rsqrt
+      when k needs a gradient (k_proj trained or adapted, or the states need one), and the normalized k when its
+      weight trains; each k / v adapter saves its fp32 copy of the states and lora_A's output on the vision rows;
+    - sdpa_attention_forward gets a 4-D mask: no flash kernel and no enable_gqa, so repeat_kv copies k and v to
+      every head (vision rows x text width each) and the memory-efficient kernel saves them with q, the output, a
+      logsumexp per head rounded to 32 rows, and its bias: the mask padded to a multiple of 16 keys, one copy per
+      layer (trace/_cuda.py _attn_bias);
+    - a trained gate (full fine-tuning) makes its mul save the other operand: the attention output and the masked
+      MLP output (text tokens x width each).
+    """
+    assert model.hidden_size is not None and model.num_attention_heads is not None
+    b, s = training.batch_size, training.seq_len
+    tokens, rows = b * s, b * vision_rows(model, training)
+    c = dtype_bytes(recipe_of(training).compute)
+    a = dtype_bytes(training.adapter_dtype)
+    d, heads, kvh = model.hidden_size, model.num_attention_heads, kv_heads(model)
+    q_dim, kv_dim = heads * head_dim(model), kvh * head_dim(model)
+    full = training.method == "full"
+    adapted = ({lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(model, training.lora_targets)}
+               if training.method in ("lora", "qlora") else set())
+    r = training.lora_rank
+    # what the decoder path counted for this layer's attention as a self-attention layer
+    self_attn = tokens * (c * (2 * q_dim + 2 * kv_dim) + 4 * heads)
+    for mod in ("k_proj", "v_proj"):
+        if mod in adapted:
+            self_attn += tokens * ((a * d if a != c else 0) + a * r)
+    # the cross-attention layer's own
+    kv_rep = q_dim if kvh != heads else kv_dim
+    q_norm = tokens * (4 * q_dim + 4 * heads + (c * q_dim if full else 0))
+    k_live = full or "k_proj" in adapted or states_grad
+    k_norm = rows * (4 * kv_dim + 4 * kvh + (c * kv_dim if full else 0)) if k_live else 0
+    kv_adapters = sum(rows * ((a * d if a != c else 0) + a * r) for mod in ("k_proj", "v_proj") if mod in adapted)
+    vision_keys = rows // b
+    sdpa = tokens * c * 2 * q_dim + rows * c * 2 * kv_rep + b * heads * _round(s, 32) * 4 \
+        + tokens * _round(vision_keys, 16) * c
+    gates = 2 * tokens * d * c if full else 0
+    cross = q_norm + k_norm + kv_adapters + sdpa + gates
+    return cross - self_attn, q_norm + k_norm + kv_adapters
+
+
+def tower_graph_saved(v: VisionSpec, images: int) -> int:
+    """What the frozen tower saves when its patch embedding's output requires grad (checkpointing; module
+    docstring), for `images` images (modeling_mllama.py MllamaVisionModel.forward, MllamaVisionEncoderLayer).
+
+    Per encoder layer (rows of an image: its tiles, padded): input_layernorm and post_attention_layernorm
+    (nn.LayerNorm) save their input and fp32 mean and rstd; the frozen q/k/v/o_proj save nothing, sdpa's
+    memory-efficient kernel saves q, k, v (views of the projections), its output and an fp32 logsumexp per head;
+    GELU saves fc1's output. The inputs of the norms are the layer's input (the previous layer's output) and the
+    residual after the attention. So per layer: its output, the residual, q, k, v, the output (width each), fc1's
+    output (intermediate) and the stats; the global encoder's last output is saved by nothing. Before the layers:
+    the hooked Conv2d output (a leaf its AccumulateGrad node holds), layernorm_pre's input (tiles x 1601 rows)
+    and stats, F.pad's output (the first layer's input); between the encoders: layernorm_post's stats and the
+    post-tile embedding's output (the global encoder's input); the aspect-ratio mask, saved by every layer's
+    kernel as its bias (the rows are a multiple of 16: no padded copy).
+    """
+    tile, rows = tower_rows(v)
+    h, i, c = v.hidden_size, v.intermediate_size, 2
+    layers = v.num_layers + v.num_global_layers
+    per_layer = rows * (6 * h + i) * c + 4 * v.num_attention_heads * _round(rows, 32) + 16 * rows
+    tiles = v.max_num_tiles
+    before = tiles * (tile - 1) * h * c + tiles * tile * (h * c + 8) + rows * h * c
+    between = 8 * rows + rows * h * c
+    return images * (layers * per_layer - rows * h * c + before + between + rows * rows * c)
+
+
+def tower_graph_forward(v: VisionSpec, images: int, vrows: int, c: int) -> int:
+    """The tower's forward with its graph (checkpointing): at the final concatenation its saved set, the global
+    encoder's last output, the stacked intermediate outputs and the concatenated vision output."""
+    _, rows = tower_rows(v)
+    k = len(v.intermediate_layers_indices)
+    return tower_graph_saved(v, images) + images * rows * (1 + k) * v.hidden_size * c \
+        + vrows * v.vision_output_dim * c
+
+
+def tower_backward(v: VisionSpec, images: int, vrows: int, c: int) -> int:
+    """The tower's backward at its top global layer's GELU: the gradients of the stacked intermediate outputs
+    (rows x width each, sliced back to the padded rows), the gradient flowing in (width), fc2's input gradient and
+    GELU's (intermediate each)."""
+    _, rows = tower_rows(v)
+    k = len(v.intermediate_layers_indices)
+    return images * rows * (k * v.hidden_size + v.hidden_size + 2 * v.intermediate_size) * c
+
+
+def estimate(model: ModelSpec, training: TrainingSpec,
+             text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
+    """The text model's Breakdown on --seq-len tokens with the cross-attention layers' and the image side's
+    terms (module docstring)."""
+    check(model, training)
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    from vramcalc.core.memory.vision import DEFAULT_IMAGE_SIZE
+
+    text_model = replace(model, vision=None)
+    b = text_estimate(text_model, replace(training, images=0, image_size=DEFAULT_IMAGE_SIZE))
+    c = dtype_bytes(recipe_of(training).compute)
+    w_bytes = dtype_bytes(recipe_of(training).weight)
+    d, h, i = model.hidden_size, v.hidden_size, v.intermediate_size
+    bs, s = training.batch_size, training.seq_len
+    n = training.images or 1
+    images = bs * n
+    tile, rows = tower_rows(v)
+    tiles = images * v.max_num_tiles
+    keys = n * v.max_num_tiles * tile  # vision rows per sample
+    vrows = bs * keys
+    n_cross = len(v.cross_attention_layers)
+    n_mid = len(v.intermediate_layers_indices)
+    full = training.method == "full"
+    gc = training.grad_checkpointing
+    tower, projector = vision_tower_params(v), projector_params(v, d)
+    extras = mllama_text_extra_params(model)
+    trainable_text = b.trainable_parameters
+    extra_trainable = projector + extras if full else 0
+
+    # --- inputs: pixel_values (batch, images, tiles, 3, tile, tile) in the model's dtype; aspect_ratio_ids,
+    # aspect_ratio_mask and cross_attention_mask (batch, text, images, tiles) int64 (processing_mllama.py)
+    pixel = tiles * 3 * v.image_size ** 2 * w_bytes + 8 * (images + tiles + bs * s * n * v.max_num_tiles)
+    # --- the vision output (batch, images, tiles, 1601, vision_output_dim): MllamaModel returns it as
+    # image_outputs, held by the model output until the loss is taken
+    vision_out = vrows * v.vision_output_dim * c
+    # cross_attention_states: the projector's output (vision rows x text width)
+    states = vrows * d * c
+    # _prepare_cross_attention_mask: the 4-D mask in the model's dtype and full_text_row_masked_out_mask
+    masks = bs * s * keys * c + bs * s * c
+    # --- the tower's forward (MllamaVisionModel.forward), no graph unless checkpointing hooked it: the patch
+    # Conv2d's output (kept by the local `patch_embeds`), the aspect-ratio mask (images, 1, rows, rows), and every
+    # encoder layer's output (BaseModelOutput.hidden_states of both encoders), then the intermediate ones stacked
+    # and the concatenation; its peak is the larger of a global layer's MLP (GELU: the residual, the norm's output,
+    # fc1's output and GELU's) and that final concatenation
+    conv = tiles * (tile - 1) * h * c
+    amask = images * rows * rows * c
+    layers = v.num_layers + v.num_global_layers
+    at_gelu = images * rows * ((layers + 2) * h + 2 * i) * c
+    at_cat = images * rows * (layers + n_mid) * h * c + vision_out
+    tower_fwd = pixel + conv + amask + max(at_gelu, at_cat)
+
+    # Checkpointing: activation_checkpointing_enable (transformers modeling_utils.py) calls
+    # enable_input_require_grads whatever the method (MllamaForConditionalGeneration's main input is input_ids); it
+    # hooks every PreTrainedModel's input embeddings, MllamaVisionModel's patch_embedding too (its
+    # get_input_embeddings), so the frozen tower runs with grad; MllamaVisionEncoderLayer is no
+    # GradientCheckpointingLayer, so it saves its whole graph until the tower's backward, which runs last
+    graph = gc
+    states_grad = full or graph  # cross_attention_states need a gradient
+    delta, _ = cross_layer_delta(model, training, states_grad=states_grad)
+    saved_cross = 0 if gc else n_cross * delta  # checkpointed cross layers keep only their inputs
+    tower_saved = tower_graph_saved(v, images) if graph else 0
+    # what the image side holds while the text model runs its layers: the inputs, the vision output (until the
+    # loss), the states and the masks (while MllamaModel.forward runs; kept to the backward when k_proj / v_proj
+    # save the states (trained) or the checkpointed cross layers keep them as inputs)
+    during_layers = pixel + vision_out + states + masks + tower_saved
+    kept_states = states if full or gc else 0
+    kept_masks = masks if gc else 0
+    kept_vision = vision_out if full else 0  # the trained projector saves its input
+    after_forward = pixel + vision_out + kept_states + kept_masks + tower_saved
+    in_backward = pixel + kept_states + kept_masks + kept_vision + tower_saved
+    # the cross_attention_mask's expansion (int64 repeat_interleave, 1.0 - it in fp32, its 16-bit cast)
+    mask_moment = pixel + vision_out + states + tower_saved + bs * s * keys * (8 + 4 + c)
+
+    raw: list[_m.RawMoment] = []
+    accum = b.gradients if training.grad_accum > 1 else 0
+    acc = _scaled(accum, trainable_text, extra_trainable)
+    raw.append(("forward.vision", _m.FWD_VISION, (acc, tower_fwd if not graph else
+                                                  tower_graph_forward(v, images, vrows, c) + pixel)))
+    raw.append(("forward.cross_mask", FWD_CROSS_MASK, (acc, mask_moment, 0)))
+    for key, layout, values in b.moments:
+        values = _grown(layout, values, trainable_text, extra_trainable)
+        if key == "forward.layer":
+            raw.append((key, (*layout, _IMAGE), (*values, saved_cross + during_layers)))
+        elif key.startswith("forward."):
+            raw.append((key, (*layout, _IMAGE), (*values, saved_cross + after_forward)))
+        elif key in ("backward.bottom", "backward.end"):
+            raw.append((key, (*layout, _IMAGE), (*values, pixel + kept_vision + tower_saved)))
+        elif key.startswith("backward."):
+            raw.append((key, (*layout, _IMAGE), (*values, saved_cross + in_backward)))
+        else:
+            raw.append((key, layout, values))
+    # --- the cross-attention layers' backward (the top one; with several, the next one down too, once the states'
+    # gradient exists): the layers below still saved (with checkpointing: the kept inputs and this layer
+    # recomputed), the memory-efficient kernel's backward (trace/_cuda.py _FusedAttention: dq with an fp32
+    # accumulator, dk and dv over the repeated vision rows) beside the incoming gradient and the residual's
+    from vramcalc.core.memory.activations import layer_activations
+
+    recipe = recipe_of(training)
+    tokens = bs * s
+    n_layers = model.num_layers or 0
+    layer = layer_activations(text_model, training, recipe, trainable_weights=full)
+    per_layer = layer.saved(tokens, s)
+    mlp_part = layer.mlp_saved_per_token * tokens
+    moments = {key: (layout, values) for key, layout, values in b.moments}
+
+    def term(key: str, name: str, default: int = 0) -> int:
+        layout, values = moments[key]
+        return dict(zip((x for x, _ in layout), values, strict=True)).get(name, default)
+
+    bottom_saved = term("backward.bottom", "last layer's activations", per_layer)
+    kept_inputs = term("backward.top", "kept layer inputs")
+    top_layout, top_values = moments["backward.top"]
+    g_top = _scaled(sum(x for (_, comp), x in zip(top_layout, top_values, strict=True) if comp == "gradients"),
+                    trainable_text, 0)
+    g_all = _scaled(b.gradients, trainable_text, extra_trainable)
+    kv_rep = d if kv_heads(model) != model.num_attention_heads else kv_heads(model) * head_dim(model)
+    cross_bwd = 2 * vrows * kv_rep * c + tokens * d * (4 + c) + 2 * tokens * d * c
+    order = sorted(v.cross_attention_layers, reverse=True)
+    for k, at in enumerate(order[:2]):
+        grads_at = g_top + (g_all - g_top) * max(n_layers - 1 - at, 0) // max(n_layers, 1)
+        below = len(order) - k - 1  # cross layers below this one
+        if gc:
+            saved_at = kept_inputs + per_layer - mlp_part + delta
+        elif at > 0:
+            saved_at = bottom_saved + (at - 1) * per_layer + below * delta + per_layer - mlp_part + delta
+        else:
+            saved_at = per_layer - mlp_part + delta
+        states_grad_bytes = states if states_grad and k > 0 else 0  # the states' gradient, summed layer by layer
+        raw.insert(len(raw) - 3, ("backward.cross", BWD_CROSS,
+                                  (grads_at, saved_at, in_backward + states_grad_bytes, cross_bwd)))
+    # --- a cross-attention layer's forward (the top one): the layers below saved (with checkpointing their kept
+    # inputs), and its own transients at the larger of two instants: v_proj's adapter (peft tuners/lora/layer.py:
+    # the states cast to the adapter's dtype, lora_A's and lora_B's outputs and the scaled one, beside k and the base
+    # projection) and sdpa (k and v as projected, besides what the kernel reads: the repeated copies, the mask's
+    # padded copy, q, the output and the logsumexp, which it saves unless checkpointing drops them)
+    a = dtype_bytes(training.adapter_dtype)
+    adapted = ({lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(model, training.lora_targets)}
+               if training.method in ("lora", "qlora") else set())
+    kv_dim = kv_heads(model) * head_dim(model)
+    r = training.lora_rank
+    at_adapter = 0
+    if adapted & {"k_proj", "v_proj"}:
+        at_adapter = vrows * (2 * kv_dim * c + (d * a if a != c else 0) + r * a + 2 * kv_dim * a)
+    at_sdpa = 2 * vrows * kv_dim * c
+    if gc:
+        at_sdpa += 2 * vrows * kv_rep * c + tokens * _round(keys, 16) * c + 2 * tokens * d * c \
+            + bs * model.num_attention_heads * _round(s, 32) * 4
+    top = order[0]
+    if gc:
+        saved_fwd = kept_inputs
+    else:
+        saved_fwd = (bottom_saved + (top - 1) * per_layer if top > 0 else 0) + (len(order) - 1) * delta \
+            + per_layer - mlp_part
+    raw.insert(2, ("forward.cross", FWD_CROSS, (acc, saved_fwd, during_layers, max(at_adapter, at_sdpa))))
+    if graph:
+        # the tower's backward, last: every gradient exists, the tower's saved graph, and at its top global layer's
+        # MLP backward the gradients of the intermediate layers' outputs (the stack's) and the flowing ones
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
+                                  (g_all, pixel + tower_saved, tower_backward(v, images, vrows, c))))
+    weights = b.weights + (tower + projector + extras) * w_bytes
+    states_opt = _scaled(b.optimizer_state, trainable_text, extra_trainable)
+    base = weights + states_opt + b.communication
+    phases = _m.phase_peaks(base, tuple(raw))
+    phases = {p: phases[p] for p in b.phases if p in phases}
+    details = dict(b.details)
+    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
+                    "activations.pixel_values": pixel, "activations.cross_attention_layers": saved_cross,
+                    "activations.image_side_saved": vision_out + states + masks,
+                    "temporaries.vision_tower_forward": tower_fwd})
+    mode = "full fine-tuning trains the projector and the cross-attention layers' norms and gates" if full else \
+        f"--method {training.method} adapts the language model only"
+    notes = (
+        f"vision-language model (Llama-3.2-Vision): {n} image(s) per sample, each as {v.max_num_tiles} tiles of "
+        f"{v.image_size} x {v.image_size} px (the processor pads every image to max_num_tiles, whatever its size): "
+        f"{keys:,} vision rows per sample, which the {n_cross} cross-attention layers attend over; --seq-len counts "
+        "the text tokens (the <|image|> tokens included).",
+        f"vision tower ({tower:,} parameters) frozen; {mode}; QLoRA keeps the tower and projector 16-bit.",
+    )
+    out = replace(b, model=model.name, parameters=b.parameters + tower + projector + extras,
+                  trainable_parameters=trainable_text + extra_trainable, weights=weights,
+                  gradients=_scaled(b.gradients, trainable_text, extra_trainable), optimizer_state=states_opt,
+                  activations=b.activations + saved_cross + during_layers,
+                  temporaries=max(b.temporaries, tower_fwd), phases=phases, details=details, notes=b.notes + notes,
+                  moments=tuple(raw), active_parameters=b.active_parameters + tower + projector + extras)
+    from vramcalc.core.memory import distributed as _distributed
+    from vramcalc.core.memory.overhead import runtime_overhead
+
+    runtime = runtime_overhead(max(out.phases.values()), _distributed.world_size(training))
+    return replace(out, overhead=runtime.total, details={**out.details, **runtime.details()})
+
+
+def _scaled(value: int, trainable: int, extra: int) -> int:
+    """`value` (bytes proportional to the trainable parameters) grown by `extra` more trainable parameters."""
+    return value * (trainable + extra) // trainable if trainable else value
+
+
+def _grown(layout: _m.Layout, values: tuple[int, ...], trainable: int, extra: int) -> tuple[int, ...]:
+    return tuple(_scaled(x, trainable, extra) if comp == "gradients" else x
+                 for (_, comp), x in zip(layout, values, strict=True))

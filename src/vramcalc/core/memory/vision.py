@@ -442,7 +442,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     if model.vision is not None and model.vision.is_mllama:  # Llama-3.2-Vision: memory/mllama.py
         from vramcalc.core.memory import mllama as _mllama
 
-        _mllama.check(model, training)
+        return _mllama.estimate(model, training, text_estimate)
     if model.vision is not None and model.vision.kind == "siglip":
         return _siglip_estimate(model, training, text_estimate)
     check(model, training)
