@@ -82,7 +82,8 @@ def _lerp(a: int, b: int, i: int, n: int) -> int:
 _POINT_LABELS = {
     "forward.all": "forward", "backward.all": "backward", "forward.loss": "loss",
     "forward.reference": "reference forward", "forward.vision": "vision tower (no grad)",
-    "forward.cross": "cross-attention layer forward", "forward.cross_mask": "cross-attention mask", "backward.cross": "cross-attention layer backward",
+    "forward.cross": "cross-attention layer forward", "forward.cross_mask": "cross-attention mask",
+    "backward.cross": "cross-attention layer backward",
     "backward.vision": "vision tower backward",
     "backward.merger": "merger backward", "backward.tower": "vision tower backward (recomputed)",
     "backward.start": "loss backward",
