@@ -328,8 +328,16 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         else:
             saved_at = per_layer - mlp_part + delta
         states_grad_bytes = states if states_grad and k > 0 else 0  # the states' gradient, summed layer by layer
+        transient = cross_bwd
+        if training.method == "qlora":
+            # QLoRA: the layer's MLP backward first, with its whole saved set, beside the incoming gradients and the
+            # dequantized 16-bit weight of the largest projection (trace/_hf.py _Dequant4bit: dequantize_4bit again
+            # for the input's gradient)
+            text_bwd = term("backward.top", "layer backward temporaries")
+            at_mlp = mlp_part + text_bwd + d * (model.intermediate_size or 0) * c
+            transient = max(cross_bwd, at_mlp)
         raw.insert(len(raw) - 3, ("backward.cross", BWD_CROSS,
-                                  (grads_at, saved_at, in_backward + states_grad_bytes, cross_bwd)))
+                                  (grads_at, saved_at, in_backward + states_grad_bytes, transient)))
     # --- a cross-attention layer's forward (the top one): the layers below saved (with checkpointing their kept
     # inputs), and its own transients at the larger of two instants: v_proj's adapter (peft tuners/lora/layer.py:
     # the states cast to the adapter's dtype, lora_A's and lora_B's outputs and the scaled one, beside k and the base
@@ -353,7 +361,15 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     else:
         saved_fwd = (bottom_saved + (top - 1) * per_layer if top > 0 else 0) + (len(order) - 1) * delta \
             + per_layer - mlp_part
-    raw.insert(2, ("forward.cross", FWD_CROSS, (acc, saved_fwd, during_layers, max(at_adapter, at_sdpa))))
+    cross_fwd = max(at_adapter, at_sdpa)
+    if training.method == "qlora":
+        # QLoRA: the layer's MLP forward, its attention side saved (unless checkpointing drops it), beside the
+        # dequantized 16-bit weight of the largest projection (trace/_hf.py _Dequant4bit.forward) and the MLP's
+        # forward temporaries
+        own = 0 if gc else delta
+        cross_fwd = max(cross_fwd, own + term("forward.layer", "layer forward temporaries")
+                        + d * (model.intermediate_size or 0) * c)
+    raw.insert(2, ("forward.cross", FWD_CROSS, (acc, saved_fwd, during_layers, cross_fwd)))
     if graph:
         # the tower's backward, last: every gradient exists, the tower's saved graph, and at its top global layer's
         # MLP backward the gradients of the intermediate layers' outputs (the stack's) and the flowing ones
