@@ -555,6 +555,53 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 26 cases): MllamaForConditionalGeneration
+# (core/memory/mllama.py, trace/_mllama.py) from the published Llama-3.2-11B-Vision-Instruct and 90B config.json files
+# (tests/data/hf), cut: the 11B text model to its first 9 layers (cross-attention at 3 and 8, as published) under a
+# tower of 8 local and 2 global layers (intermediate outputs 3 and 7: vision_output_dim 3,840) x full pure-bf16 /
+# LoRA / QLoRA NF4 (kbit_prep off) x checkpointing off / on x two shapes (batch 1 x 512 text tokens x one image; batch
+# 2 x 256 x two images per sample: 12,808 vision rows per sample); the 11B text model's first 4 layers (cross-attention
+# at 3) under the whole published tower (32 + 8 layers) x the three methods x checkpointing at batch 1 x 256 x one
+# image, where the tower's forward and, with checkpointing, its saved graph and backward weigh; the 90B text model's
+# first 4 layers (width 8,192, cross-attention at 3) under the 4 + 1 layer tower x LoRA / QLoRA x checkpointing at
+# batch 1 x 512 x one image; and, to make the image side the peak, the 4 + 1 layer tower under a toy language model
+# (4 layers of width 256, cross-attention at 1 and 3, a 1,000-token vocabulary) x full / LoRA x checkpointing at 16
+# text tokens and two images. Every image is 4 tiles of 560 px (the processor pads each image to max_num_tiles).
+# Written to accuracy_mllama.{json,md}.
+MLLAMA_CUTS: dict[str, tuple[str, int, int, int, tuple[int, ...]]] = {
+    # name: (fixture, text layers, local tower layers, global tower layers, intermediate_layers_indices)
+    "mllama:11b-9": ("llama-3.2-11b-vision-instruct", 9, 8, 2, (3, 7)),
+    "mllama:11b-4-tower": ("llama-3.2-11b-vision-instruct", 4, 32, 8, (3, 7, 15, 23, 30)),
+    "mllama:90b-4": ("llama-3.2-90b-vision-instruct", 4, 4, 1, (1, 3)),
+    "mllama:toy": ("llama-3.2-11b-vision-instruct", 4, 4, 1, (1, 3)),
+}
+MLLAMA_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2})
+
+
+def mllama_grid() -> list[dict[str, Any]]:
+    cases = []
+
+    def add(model: str, label: str, kw: dict[str, Any], shape: dict[str, Any], gc: bool) -> None:
+        cases.append({"id": f"{model} | {label} | b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} | "
+                            f"{'gc' if gc else 'no-gc'}", "model": model, "method": kw["method"],
+                      "training": dict(kw, **shape, grad_checkpointing=gc)})
+
+    for label, kw in VLM_RUNS:
+        for shape in MLLAMA_SHAPES:
+            for gc in (False, True):
+                add("mllama:11b-9", label, kw, shape, gc)
+    for label, kw in VLM_RUNS:
+        for gc in (False, True):
+            add("mllama:11b-4-tower", label, kw, {"batch_size": 1, "seq_len": 256, "images": 1}, gc)
+    for label, kw in VLM_RUNS[1:]:
+        for gc in (False, True):
+            add("mllama:90b-4", label, kw, MLLAMA_SHAPES[0], gc)
+    for label, kw in VLM_RUNS[:2]:
+        for gc in (False, True):
+            add("mllama:toy", label, kw, {"batch_size": 1, "seq_len": 16, "images": 2}, gc)
+    return cases
+
+
 # The gpt-oss grid (`--grid gptoss`, issue 15; 16 cases): GptOssForCausalLM (memory/activations.py
 # _gpt_oss_moe_terms; eager attention with sinks, as transformers runs it: no SDPA path) at two tiny configs built on
 # the published gpt-oss-20b config.json (alternating sliding/full layers, attention and expert biases, sinks): 2
@@ -752,6 +799,23 @@ def _model(name: str) -> Any:
 
         path = HF_DIR / f"{name[4:]}.json"
         return spec_from_hf_config(json.loads(path.read_text()), name[4:], str(path))
+    if name.startswith("mllama:"):  # a Llama-3.2-Vision config.json, the text model and the tower cut
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        fixture, text_layers, local, global_, mid = MLLAMA_CUTS[name]
+        path = HF_DIR / f"{fixture}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), fixture, str(path))
+        assert spec.vision is not None
+        cross = tuple(i for i in spec.vision.cross_attention_layers if i < text_layers)
+        if name == "mllama:toy":
+            cross = (1, 3)
+            spec = replace(spec, hidden_size=256, intermediate_size=512, num_attention_heads=4, num_kv_heads=2,
+                           vocab_size=1000)
+        vision = replace(spec.vision, num_layers=local, num_global_layers=global_, intermediate_layers_indices=mid,
+                         vision_output_dim=spec.vision.hidden_size * (1 + len(mid)), cross_attention_layers=cross)
+        return replace(spec, num_layers=text_layers, vision=vision)
     if name.startswith(("qwenvl:", "qwenvl-tower:", "qwenvl-toy:")):  # a Qwen-VL config.json, 2 text layers
         from dataclasses import replace
 
@@ -1324,7 +1388,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
          "ssm2": ssm2_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid,
-         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid}
+         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "mllama": mllama_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1346,7 +1410,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)",
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
           "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
-          "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)"}
+          "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)",
+          "mllama": " (vision-language models: Llama-3.2-Vision, cross-attention layers; issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -1468,7 +1533,8 @@ def main() -> None:
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
-                    "frozen)")
+                    "frozen); mllama: issue 15's 26 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention "
+                    "layers)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1477,7 +1543,7 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "ssm2", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl") \
+                         "ssm", "ssm2", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl", "mllama") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
