@@ -333,6 +333,8 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     from vramcalc.core.memory import vision
     from vramcalc.core.params import projector_params, vision_tower_params
 
+    if model.vision is not None and model.vision.is_mllama:  # Llama-3.2-Vision: no image tokens in the text
+        return _explain_mllama(model, training)
     b = estimate(model, training)  # the refusals first (memory/vision.py check)
     text_model, text_training = vision.text_run(model, training)
     inner = explain(text_model, text_training)
@@ -382,6 +384,68 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
             + (" and the projector trained" if training.method == "full" else
                "; LoRA adapts the language model only"))
+    return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
+
+
+def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
+    """Llama-3.2-Vision (memory/mllama.py): the language model's explanation on the text tokens (every layer as
+    the decoder path counts it), the image side's lines in each component's section (the cross-attention layers'
+    difference among them), its own section, and the step's phases."""
+    from vramcalc.core.memory import mllama
+    from vramcalc.core.memory.vision import DEFAULT_IMAGE_SIZE
+    from vramcalc.core.params import mllama_text_extra_params, projector_params, vision_tower_params
+
+    b = estimate(model, training)  # the refusals first (memory/mllama.py check)
+    inner = explain(replace(model, vision=None), replace(training, images=0, image_size=DEFAULT_IMAGE_SIZE))
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    src = "transformers models/mllama/modeling_mllama.py MllamaModel.forward; memory/mllama.py"
+    tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
+    extras = mllama_text_extra_params(model)
+    trained = training.method == "full"
+    tile, rows = mllama.tower_rows(v)
+    keys = mllama.vision_rows(model, training)
+    images = training.images or 1
+    extra = {
+        "weights": (
+            Line("weights.vision_tower", "vision tower weights (frozen)", f"{tower:,} params (local + global "
+                 "encoders, tile and position embeddings)", d["weights.vision_tower"],
+                 source="transformers models/mllama/modeling_mllama.py MllamaVisionModel"),
+            Line("weights.projector", "projector and the cross-attention layers' extras" +
+                 (" (trained)" if trained else " (frozen)"),
+                 f"{projector:,} + {extras:,} params (8 embedding rows, q_norm / k_norm, gates)",
+                 b.weights - inner.breakdown.weights - d["weights.vision_tower"], source=src),
+        ),
+        "gradients": (Line("gradients.projector", "projector and extras' gradients (full fine-tuning trains them)",
+                           f"{projector + extras if trained else 0:,} params at the language model's bytes per "
+                           "parameter", b.gradients - inner.breakdown.gradients, source=src),),
+        "optimizer_state": (Line("optimizer_state.projector", "projector and extras' optimizer state",
+                                 f"{projector + extras if trained else 0:,} params at the language model's bytes per "
+                                 "parameter", b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        "activations": (Line("activations.image_side", "image side: the cross-attention layers' difference "
+                             "(k / v over the vision rows repeated to every head, q_norm / k_norm, the mask's "
+                             "padded copy), the vision output, cross_attention_states, the masks, pixel_values; "
+                             "with checkpointing the hooked tower's graph",
+                             f"{keys:,} vision rows per sample", b.activations - inner.breakdown.activations,
+                             source=src + " cross_layer_delta, tower_graph_saved"),),
+        "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
+                             "every encoder layer's output, the aspect-ratio mask, the stacked intermediate outputs "
+                             "and the vision output", d["temporaries.vision_tower_forward"],
+                             source="transformers models/mllama/modeling_mllama.py MllamaVisionModel.forward"),),
+    }
+    lines = [
+        Line("vision.tower_rows", "tower rows per image = tiles x (patches + class token, padded to 8)",
+             f"{v.max_num_tiles} x ({(v.image_size // v.patch_size) ** 2} + 1 -> {rows // v.max_num_tiles})", rows,
+             source="transformers models/mllama/modeling_mllama.py MllamaVisionModel.forward", kind="count"),
+        Line("vision.rows", "vision rows each cross-attention layer attends over, per sample",
+             f"{images} image(s) x {v.max_num_tiles} tiles x {tile}", keys, source=src, kind="count"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens; {len(v.cross_attention_layers)} of its "
+            f"layers ({', '.join(map(str, v.cross_attention_layers))}) attend over the images' {keys:,} vision rows "
+            "(the sections above count every layer as self-attention; the image side's line adds the difference)",
+            "the vision tower is frozen" + (" and the projector trained" if trained else
+                                           "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 
