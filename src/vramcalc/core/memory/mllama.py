@@ -269,7 +269,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     kept_masks = masks if gc else 0
     kept_vision = vision_out if full else 0  # the trained projector saves its input
     after_forward = pixel + vision_out + kept_states + kept_masks + tower_saved
-    in_backward = pixel + kept_states + kept_masks + kept_vision + tower_saved
+    # the step's inputs are dropped after the forward (as the tracer's step does: only the loss is kept)
+    in_backward = kept_states + kept_masks + kept_vision + tower_saved
     # the cross_attention_mask's expansion (int64 repeat_interleave, 1.0 - it in fp32, its 16-bit cast)
     mask_moment = pixel + vision_out + states + tower_saved + bs * s * keys * (8 + 4 + c)
 
@@ -286,7 +287,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         elif key.startswith("forward."):
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + after_forward)))
         elif key in ("backward.bottom", "backward.end"):
-            raw.append((key, (*layout, _IMAGE), (*values, pixel + kept_vision + tower_saved)))
+            raw.append((key, (*layout, _IMAGE), (*values, kept_vision + tower_saved)))
         elif key.startswith("backward."):
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + in_backward)))
         else:
@@ -374,7 +375,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # the tower's backward, last: every gradient exists, the tower's saved graph, and at its top global layer's
         # MLP backward the gradients of the intermediate layers' outputs (the stack's) and the flowing ones
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
-                                  (g_all, pixel + tower_saved, tower_backward(v, images, vrows, c))))
+                                  (g_all, tower_saved, tower_backward(v, images, vrows, c))))
     weights = b.weights + (tower + projector + extras) * w_bytes
     states_opt = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states_opt + b.communication
