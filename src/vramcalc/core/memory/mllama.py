@@ -318,6 +318,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     g_all = _scaled(b.gradients, trainable_text, extra_trainable)
     kv_rep = d if kv_heads(model) != model.num_attention_heads else kv_heads(model) * head_dim(model)
     cross_bwd = 2 * vrows * kv_rep * c + tokens * d * (4 + c) + 2 * tokens * d * c
+    adapted = ({lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(model, training.lora_targets)}
+               if training.method in ("lora", "qlora") else set())
+    kv_dim = kv_heads(model) * head_dim(model)
+    # what a cross-attention layer's memory-efficient kernel saves (cross_layer_delta): q and the output on the
+    # text, k and v repeated over the vision rows, the logsumexp and the mask's padded copy
+    sdpa_saved = tokens * c * 2 * d + vrows * c * 2 * kv_rep + bs * model.num_attention_heads * _round(s, 32) * 4 \
+        + tokens * _round(keys, 16) * c
     order = sorted(v.cross_attention_layers, reverse=True)
     for k, at in enumerate(order[:2]):
         grads_at = g_top + (g_all - g_top) * max(n_layers - 1 - at, 0) // max(n_layers, 1)
@@ -330,6 +337,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             saved_at = per_layer - mlp_part + delta
         states_grad_bytes = states if states_grad and k > 0 else 0  # the states' gradient, summed layer by layer
         transient = cross_bwd
+        if states_grad or full or "k_proj" in adapted:
+            # k_norm's backward (k needs a gradient): MllamaTextRMSNorm's fp32 chain run backwards (the gradient
+            # upcast, rsqrt's and pow's terms: five fp32 tensors of k's size) beside k's 16-bit gradient, once the
+            # repeated k / v gradients are summed and gone
+            # (the kernel's saved set, consumed by then, less)
+            transient = max(transient, vrows * kv_dim * (5 * 4 + c) - sdpa_saved)
         if training.method == "qlora":
             # QLoRA: the layer's MLP backward first, with its whole saved set, beside the incoming gradients and the
             # dequantized 16-bit weight of the largest projection (trace/_hf.py _Dequant4bit: dequantize_4bit again
@@ -345,9 +358,6 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # projection) and sdpa (k and v as projected, besides what the kernel reads: the repeated copies, the mask's
     # padded copy, q, the output and the logsumexp, which it saves unless checkpointing drops them)
     a = dtype_bytes(training.adapter_dtype)
-    adapted = ({lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(model, training.lora_targets)}
-               if training.method in ("lora", "qlora") else set())
-    kv_dim = kv_heads(model) * head_dim(model)
     r = training.lora_rank
     at_adapter = 0
     if adapted & {"k_proj", "v_proj"}:
