@@ -632,6 +632,11 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
     # safe direction, that can exceed the uncheckpointed figure, which counts the dense layers' smaller sets (a
     # 4-layer toy with 3 dense layers, ac-every 2: 1,348 vs 1,108 B of activations). Left: not modelled yet.
     assume(not (t.ac_every > 1 and m.num_experts and m.first_dense_layers))
+    # Llama-3.2-Vision: checkpointing makes transformers hook the tower's patch embedding (enable_input_require_grads)
+    # and the tower's layers are not checkpointed, so the frozen tower saves its whole graph: checkpointing costs
+    # more there, as measured with the tracer (benchmarks/results/accuracy_mllama.md, the 11B text cut under the whole
+    # tower, LoRA: 6.59 GB without, 12.89 GB with checkpointing; core/memory/mllama.py)
+    assume(m.vision is None or not m.vision.is_mllama)
     on = run(m, with_(t, grad_checkpointing=True))
     off = run(m, with_(t, grad_checkpointing=False, ac_every=1))
     if t.activation_offload:
