@@ -432,7 +432,13 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
                              "every encoder layer's output, the aspect-ratio mask, the stacked intermediate outputs "
                              "and the vision output", d["temporaries.vision_tower_forward"],
-                             source="transformers models/mllama/modeling_mllama.py MllamaVisionModel.forward"),),
+                             source="transformers models/mllama/modeling_mllama.py MllamaVisionModel.forward"),
+                        Line("temporaries.cross_attention_layer", "a cross-attention layer's forward or backward",
+                             "k / v over the vision rows (the adapters' copies of the states, the kernel's dk / dv, "
+                             "k_norm's fp32 backward)", d["temporaries.cross_attention_layer"], source=src),
+                        Line("temporaries.vision_tower_backward", "vision tower backward (checkpointing: the hooked "
+                             "tower, run last)", "the stacked outputs' gradients, one global layer's MLP backward",
+                             d["temporaries.vision_tower_backward"], source=src + " tower_backward")),
     }
     lines = [
         Line("vision.tower_rows", "tower rows per image = tiles x (patches + class token, padded to 8)",

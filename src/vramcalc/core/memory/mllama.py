@@ -286,8 +286,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + during_layers)))
         elif key.startswith("forward."):
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + after_forward)))
-        elif key in ("backward.bottom", "backward.end"):
+        elif key == "backward.bottom":
             raw.append((key, (*layout, _IMAGE), (*values, kept_vision + tower_saved)))
+        elif key == "backward.end":  # the gradient being summed stays the last term (memory/timeline.py)
+            raw.append((key, (*layout[:-1], _IMAGE, layout[-1]), (*values[:-1], kept_vision + tower_saved,
+                                                                  values[-1])))
         elif key.startswith("backward."):
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + in_backward)))
         else:
@@ -405,11 +408,21 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         "the text tokens (the <|image|> tokens included).",
         f"vision tower ({tower:,} parameters) frozen; {mode}; QLoRA keeps the tower and projector 16-bit.",
     )
+    def temporaries_of(entries: list[_m.RawMoment], keys: tuple[str, ...]) -> int:
+        return max((sum(x for (_, comp), x in zip(layout, values, strict=True) if comp == "temporaries")
+                    for key, layout, values in entries if key in keys), default=0)
+
+    cross_t = temporaries_of(raw, ("forward.cross", "backward.cross"))
+    tower_bwd_t = temporaries_of(raw, ("backward.vision",))
+    tower_fwd_t = temporaries_of(raw, ("forward.vision",))
+    details.update({"temporaries.vision_tower_forward": tower_fwd_t, "temporaries.cross_attention_layer": cross_t,
+                    "temporaries.vision_tower_backward": tower_bwd_t})
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector + extras,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights,
                   gradients=_scaled(b.gradients, trainable_text, extra_trainable), optimizer_state=states_opt,
                   activations=b.activations + saved_cross + during_layers,
-                  temporaries=max(b.temporaries, tower_fwd), phases=phases, details=details, notes=b.notes + notes,
+                  temporaries=max(b.temporaries, tower_fwd_t, cross_t, tower_bwd_t), phases=phases, details=details,
+                  notes=b.notes + notes,
                   moments=tuple(raw), active_parameters=b.active_parameters + tower + projector + extras)
     from vramcalc.core.memory import distributed as _distributed
     from vramcalc.core.memory.overhead import runtime_overhead

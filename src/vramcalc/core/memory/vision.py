@@ -146,6 +146,11 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     """UnsupportedCombination / SpecError for a run the image arithmetic does not cover; text models refuse the
     image options."""
     v = model.vision
+    if v is not None and v.is_mllama:  # Llama-3.2-Vision: memory/mllama.py's own refusals
+        from vramcalc.core.memory import mllama as _mllama
+
+        _mllama.check(model, training)
+        return
     if v is None:
         if training.images or training.train_vision:
             raise UnsupportedCombination(f"--images and --train-vision size a vision-language model's images; "
