@@ -65,7 +65,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics|vlm|vlm2]
+                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|gptoss|classics|vlm|vlm2]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -463,6 +463,50 @@ def ssm2_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The hybrid grid (`--grid hybrid`, issue 15; 26 cases): Falcon-H1 (memory/hybrid.py: the decoder's attention and MLP
+# beside a Mamba-2 mixer on transformers' PyTorch path) at two tiny shapes cut from tiiuae/Falcon-H1-0.5B-Instruct's
+# config.json (tests/data/hf/falcon-h1-0.5b-instruct.json: its multipliers, GQA, head_dim 64 != hidden / heads, no
+# gated norm) - the second with mamba_rms_norm on, 2 groups and chunk 48 (seq 64 and 128 pad to 96 and 144) - x full
+# pure-bf16 / LoRA (q_proj, v_proj, in_proj: fp32 adapters, bf16 base) / QLoRA NF4 (kbit_prep off) x checkpointing
+# off / on x seq 64 / 128, batch 2 under sdpa; then LoRA under eager attention on the first shape.
+# Written to accuracy_hybrid.{json,md}.
+HYBRID_SHAPES = {"hybrid:h256-l2-a4-m384-s32-q64": {"hidden_size": 256, "num_hidden_layers": 2,
+                                                    "num_attention_heads": 4, "num_key_value_heads": 2,
+                                                    "head_dim": 64, "intermediate_size": 512, "mamba_d_ssm": 384,
+                                                    "mamba_n_heads": 6, "mamba_d_head": 64, "mamba_d_state": 32,
+                                                    "mamba_chunk_size": 64, "vocab_size": 2048},
+                 "hybrid:h256-l3-a4-m512-s64-g2-q48-norm": {"hidden_size": 256, "num_hidden_layers": 3,
+                                                            "num_attention_heads": 4, "num_key_value_heads": 1,
+                                                            "head_dim": 64, "intermediate_size": 768,
+                                                            "mamba_d_ssm": 512, "mamba_n_heads": 16,
+                                                            "mamba_d_head": 32, "mamba_d_state": 64,
+                                                            "mamba_n_groups": 2, "mamba_chunk_size": 48,
+                                                            "mamba_rms_norm": True, "vocab_size": 4096}}
+HYBRID_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora q,v,in_proj", {"method": "lora", "precision": "bf16"}),
+    ("qlora q,v,in_proj", {"method": "qlora", "precision": "bf16", "kbit_prep": False}),
+)
+
+
+def hybrid_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in HYBRID_SHAPES:
+        for label, kw in HYBRID_RUNS:
+            for seq in (64, 128):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
+    model = next(iter(HYBRID_SHAPES))
+    label, kw = HYBRID_RUNS[1]
+    for gc in (False, True):
+        cases.append({"id": f"{model} | {label} eager | b2 s64 | {'gc' if gc else 'no-gc'}", "model": model,
+                      "method": kw["method"],
+                      "training": dict(kw, attention="eager", batch_size=2, seq_len=64, grad_checkpointing=gc)})
+    return cases
+
+
 # The vision-language grid (`--grid vlm`, issue 15; 42 cases): LLaVA-1.5 (memory/vision.py) as published, the
 # tower frozen: llava-1.5-7b from its config.json (tests/data/hf) x full pure-bf16 (the projector trained) / LoRA
 # (peft's q_proj, v_proj in the language model) / QLoRA NF4 (without prepare_model_for_kbit_training's fp32 casts,
@@ -783,6 +827,11 @@ def _model(name: str) -> Any:
         from vramcalc.io.hf_config import spec_from_hf_config
 
         return spec_from_hf_config({"model_type": "mamba2", **SSM2_SHAPES[name]}, name[5:], "benchmarks/accuracy.py")
+    if name.startswith("hybrid:"):  # Falcon-H1-0.5B-Instruct's config.json cut to a tiny shape (HYBRID_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        d = {**json.loads((HF_DIR / "falcon-h1-0.5b-instruct.json").read_text()), **HYBRID_SHAPES[name]}
+        return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
     if name.startswith("deberta:"):  # a published DeBERTa-v3 config.json cut to a few layers (DEBERTA_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1322,7 +1371,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "encoders2": token_cls_grid, "deberta": deberta_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "ssm2": ssm2_grid,
+         "ssm2": ssm2_grid, "hybrid": hybrid_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid,
          "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
@@ -1340,6 +1389,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
           "ssm2": " (Mamba-2: the chunked SSD scan's PyTorch path, issue 15)",
+          "hybrid": " (Falcon-H1: attention and a Mamba-2 mixer in every layer, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
@@ -1462,7 +1512,7 @@ def main() -> None:
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 66 GRPO / RLOO / Online DPO "
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
-                    "ssm2: issue 15's 36 Mamba-2 cases; gptoss: issue 15's 16 "
+                    "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 26 Falcon-H1 cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
@@ -1477,7 +1527,7 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "ssm2", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl") \
+                         "ssm", "ssm2", "hybrid", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -360,6 +360,16 @@ class ModelSpec:
     ssm_head_dim: int = 0  # config head_dim (P): channels per SSM head
     ssm_n_groups: int = 0  # config n_groups: B and C are shared by num_heads / n_groups heads
     ssm_chunk_size: int = 0  # config chunk_size: the SSD scan pads the sequence to a multiple of it
+    # Falcon-H1 (transformers modeling_falcon_h1.py FalconH1DecoderLayer: attention and a Mamba-2 mixer side by side
+    # on the same normed input, then the MLP). The decoder fields above are its attention's and MLP's; the mixer's
+    # shape is here (0: no such mixer), its conv width, groups, chunk and biases in ssm_conv_kernel, ssm_n_groups,
+    # ssm_chunk_size, ssm_conv_bias (mamba_conv_bias) and ssm_proj_bias (in_proj: mamba_proj_bias; out_proj:
+    # projectors_bias is mixer_out_bias). ssm_state_size stays 0: the model is not a pure state-space model.
+    mixer_intermediate_size: int = 0  # config mamba_d_ssm (or mamba_expand x hidden_size)
+    mixer_state_size: int = 0  # config mamba_d_state
+    mixer_head_dim: int = 0  # config mamba_d_head (mamba_n_heads = mixer_intermediate_size / mixer_head_dim)
+    mixer_gated_norm: bool = False  # config mamba_rms_norm: FalconH1RMSNormGated after the scan, else y x silu(z)
+    mixer_out_bias: bool = False  # config projectors_bias: the mixer's out_proj has a bias
 
     # Vision-language models (memory/vision.py): the vision tower and projector; None for a text model. The text
     # fields above are the language model's (LLaVA's text_config).
@@ -396,7 +406,8 @@ class ModelSpec:
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
         **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel", "ssm_head_dim", "ssm_n_groups",
-                         "ssm_chunk_size"), (*NON_NEGATIVE, COUNT_CAP)),
+                         "ssm_chunk_size", "mixer_intermediate_size", "mixer_state_size", "mixer_head_dim"),
+                        (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("num_classes", "rnn_input_size"), (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("conv_groups", "conv_width_per_group"), (*NON_NEGATIVE, COUNT_CAP)),
         "dropout": FRACTION,
@@ -451,11 +462,33 @@ class ModelSpec:
                     raise SpecError("", f"attention_kind mla needs {', '.join(missing)}")
             if self.sliding_window_layers is not None and self.sliding_window_layers > (self.num_layers or 0):
                 raise SpecError("", "sliding_window_layers exceeds num_layers")
+        if self.mixer_intermediate_size or self.mixer_state_size or self.mixer_head_dim:
+            _check_hybrid_mixer(self)
 
     @property
     def has_architecture(self) -> bool:
         """A transformer's (or Mamba's) architecture; the classics (ResNet, LSTM) have their own (memory/classic.py)."""
         return self.hidden_size is not None and self.family not in CLASSIC_FAMILIES
+
+
+def _check_hybrid_mixer(m: ModelSpec) -> None:
+    """Falcon-H1's Mamba-2 mixer (configuration_falcon_h1.py validate_architecture: mamba_n_heads x mamba_d_head =
+    the mixer's intermediate size; FalconH1Mixer splits B and C into mamba_n_groups groups)."""
+    need = ("mixer_intermediate_size", "mixer_state_size", "mixer_head_dim", "ssm_conv_kernel", "ssm_n_groups",
+            "ssm_chunk_size")
+    for f in need:
+        if not getattr(m, f):
+            raise SpecError(f, f"a hybrid's Mamba-2 mixer needs {', '.join(need)} (Falcon-H1-0.5B: 1536, 128, 64, 4, "
+                            "1, 128)")
+    if m.ssm_state_size:
+        raise SpecError("ssm_state_size", "a hybrid's mixer state is mixer_state_size; ssm_state_size is for a pure "
+                        "state-space model")
+    if m.mixer_intermediate_size % m.mixer_head_dim:
+        raise SpecError("mixer_head_dim", f"mixer_intermediate_size {m.mixer_intermediate_size} is not a multiple of "
+                        f"mixer_head_dim {m.mixer_head_dim}")
+    if (m.mixer_intermediate_size // m.mixer_head_dim) % m.ssm_n_groups:
+        raise SpecError("ssm_n_groups", f"the mixer's heads ({m.mixer_intermediate_size // m.mixer_head_dim}) are "
+                        f"not a multiple of ssm_n_groups {m.ssm_n_groups}")
 
 
 def _check_mamba2(m: ModelSpec) -> None:

@@ -59,6 +59,9 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              "decoder_attention_heads",
              # state-space models (_mamba)
              "state_size", "d_state", "conv_kernel", "d_conv", "expand", "n_groups", "chunk_size",
+             # Falcon-H1's mixer (_falcon_h1)
+             "mamba_d_ssm", "mamba_n_heads", "mamba_d_state", "mamba_d_conv", "mamba_n_groups", "mamba_chunk_size",
+             "mamba_expand",
              # ModernBERT (_modernbert)
              "local_attention", "global_attn_every_n_layers",
              # DeBERTa-v2/v3 (_deberta_v2)
@@ -71,7 +74,7 @@ _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_
           "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias",
           "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds", "use_conv_bias", "conv_bias",
           "residual_in_fp32", "norm_bias", "classifier_bias", "decoder_bias", "relative_attention", "share_att_key",
-          "position_biased_input")
+          "position_biased_input", "mamba_conv_bias", "mamba_proj_bias", "mamba_rms_norm", "projectors_bias")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
@@ -799,6 +802,47 @@ def _mamba2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     }
 
 
+def _falcon_h1(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # configuration_falcon_h1.py FalconH1Config: defaults hidden 4096, intermediate 14336, 32 layers, 32 heads, 8 KV
+    # heads, vocab 128000, untied; mamba_d_ssm 1024 (None: mamba_expand (2) x hidden_size), mamba_n_heads 128,
+    # mamba_d_head "auto" (= mamba_d_ssm / mamba_n_heads), mamba_n_groups 1, mamba_d_state 256, mamba_d_conv 4,
+    # mamba_chunk_size 256, mamba_conv_bias true, mamba_proj_bias false, mamba_rms_norm false, projectors_bias
+    # false, attention_bias and mlp_bias false. FalconH1Attention's head_dim is config.head_dim when the file has
+    # one (getattr), else hidden / heads. The muP multipliers scale tensors without adding weights.
+    out = _common(d, source, tie_default=False)
+    for key, default in (("hidden_size", 4096), ("intermediate_size", 14336), ("num_layers", 32),
+                         ("num_attention_heads", 32), ("vocab_size", 128000)):
+        out.setdefault(key, default)
+    if "num_key_value_heads" not in d and out["num_attention_heads"] != 8:
+        out["num_kv_heads"] = 8  # FalconH1Config num_key_value_heads 8
+    out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
+    out["mlp_bias"] = bool(d.get("mlp_bias", False))
+    hidden = int(out["hidden_size"])
+    d_ssm = d.get("mamba_d_ssm", 1024)
+    inter = int(d_ssm) if d_ssm is not None else int(_get(d, source, "mamba_expand", default=2)) * hidden
+    heads = int(_get(d, source, "mamba_n_heads", default=128))
+    head_dim = d.get("mamba_d_head", "auto")
+    head_dim = inter // heads if head_dim in (None, "auto") else head_dim
+    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or heads * head_dim != inter:
+        raise PresetFileError(source, [f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal the mixer's "
+                                       f"width {inter} (mamba_d_ssm), as FalconH1Config requires"])
+    limit = d.get("time_step_limit")
+    if limit is not None and (not isinstance(limit, list) or limit != [0.0, float("inf")]):
+        raise PresetFileError(source, [f"time_step_limit {list(limit)}: the scan's clamp is counted for the default "
+                                       "(0, inf) only; drop the key"])
+    out.update(
+        mixer_intermediate_size=inter, mixer_state_size=int(_get(d, source, "mamba_d_state", default=256)),
+        mixer_head_dim=head_dim, ssm_conv_kernel=int(_get(d, source, "mamba_d_conv", default=4)),
+        ssm_n_groups=int(_get(d, source, "mamba_n_groups", default=1)),
+        ssm_chunk_size=int(_get(d, source, "mamba_chunk_size", default=256)),
+        ssm_conv_bias=bool(_get(d, source, "mamba_conv_bias", default=True)),
+        ssm_proj_bias=bool(_get(d, source, "mamba_proj_bias", default=False)),
+        mixer_gated_norm=bool(_get(d, source, "mamba_rms_norm", default=False)),
+        mixer_out_bias=bool(_get(d, source, "projectors_bias", default=False)),
+    )
+    return out
+
+
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 FAMILIES: dict[str, Mapper] = {
@@ -839,6 +883,7 @@ FAMILIES: dict[str, Mapper] = {
     "mbart": _bart,
     "mamba": _mamba,
     "mamba2": _mamba2,
+    "falcon_h1": _falcon_h1,
 }
 
 
