@@ -78,8 +78,9 @@ TOTALS = {
     # Mamba-2: sum(p.numel()) of Mamba2ForCausalLM from mistralai/Mamba-Codestral-7B-v0.1's config.json,
     # transformers 5.24 on the meta device (tests/test_mamba2.py rebuilds it when transformers is installed).
     "mamba-codestral-7b": 7_285_403_648,
-    # Falcon-H1 (attention + Mamba-2 hybrid): sum(p.numel()) of FalconH1ForCausalLM from tiiuae/Falcon-H1-0.5B-Instruct's
-    # config.json, transformers 5.24 on the meta device (tests/test_falcon_h1.py rebuilds it).
+    # Falcon-H1 (attention + Mamba-2 hybrid): sum(p.numel()) of FalconH1ForCausalLM from
+    # tiiuae/Falcon-H1-0.5B-Instruct's config.json, transformers 5.24 on the meta device (tests/test_falcon_h1.py
+    # rebuilds it).
     "falcon-h1-0.5b-instruct": 521_411_104,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +

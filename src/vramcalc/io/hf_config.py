@@ -36,7 +36,6 @@ class UnsupportedModelType(VramcalcError):
 # in memory/ssm.py.
 HYBRIDS: dict[str, str] = {
     "bamba": "Bamba (Mamba-2 mixers with attention layers at attn_layer_indices and an MLP in every layer)",
-    "falcon_h1": "Falcon-H1 (attention and a Mamba-2 mixer side by side in every layer, with muP multipliers)",
     "jamba": "Jamba (Mamba mixers with an attention layer every attn_layer_period layers and MoE MLPs every "
              "expert_layer_period layers)",
     "zamba2": "Zamba2 (Mamba-2 layers with shared attention blocks and their LoRA projectors)",

@@ -24,6 +24,7 @@ from vramcalc.core.memory import classic as _classic
 from vramcalc.core.memory import deberta as _deberta
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
+from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import online_dpo as _online_dpo
@@ -32,7 +33,6 @@ from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory import reward_scoring as _reward_scoring
 from vramcalc.core.memory import rl as _rl
 from vramcalc.core.memory import seq2seq as _seq2seq
-from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import vllm as _vllm
@@ -448,9 +448,9 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     if key is None:
         return _build_plan(model, training)
     if model.ssm_head_dim or model.mixer_head_dim:
-        # Mamba-2's (and Falcon-H1's mixer's) layer terms hold the row padded to chunk_size and a batch-1 single-chunk case (memory/ssm.py
-        # padded_length): its plan depends on the token fields too (found by the explain test after test_docs had
-        # cached codestral's plan at another --seq-len).
+        # Mamba-2's (and Falcon-H1's mixer's) layer terms hold the row padded to chunk_size and a batch-1
+        # single-chunk case (memory/ssm.py padded_length): its plan depends on the token fields too (found by the
+        # explain test after test_docs had cached codestral's plan at another --seq-len).
         key = (*key, training.batch_size, training.seq_len)
     entry = _plans.get(id(model))
     if entry is None or entry[0] is not model:
@@ -1002,6 +1002,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
+                    + _hybrid.late_gradient_bytes(m, t, recipe)
                     if full_like else 0)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )

@@ -66,9 +66,28 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         else mix.forward_transient
     bwd = dec.backward_transient if dec.backward_transient.per_token >= mix.backward_transient.per_token \
         else mix.backward_transient
+    # A checkpointed layer's rerun (the backward.recompute moment: the saved set less `tail`, plus `rerun` in flight):
+    # either the MLP's up-projection (the decoder's moment) or the mixer's scan close, which comes first in the
+    # layer, before the attention and MLP save anything (memory/ssm.py's rerun and the mixer's unsaved tail).
+    dec_saved_t = sum(x.per_token for x in dec.terms) - sum(x.per_token for x in dec.terms
+                                                               if x.name.startswith("attn norm"))
+    mix_tail, mix_rerun = mix.mlp_tail_per_token + dec_saved_t, mix.mlp_forward_per_token
+    tail, rerun = (dec.mlp_tail_per_token, dec.mlp_forward_per_token) \
+        if dec.mlp_forward_per_token - dec.mlp_tail_per_token >= mix_rerun - mix_tail else (mix_tail, mix_rerun)
     return LayerActivations(dec.terms + tuple(terms), fwd, bwd, mlp_saved_per_token=dec.mlp_saved_per_token,
-                            mlp_tail_per_token=dec.mlp_tail_per_token, mlp_forward_per_token=dec.mlp_forward_per_token,
+                            mlp_tail_per_token=tail, mlp_forward_per_token=rerun,
                             after_attention_per_token=dec.after_attention_per_token)
+
+
+def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """Full fine-tuning: the gradients that appear only after the bottom layer's mixer backward, as for Mamba-2
+    (memory/ssm.py late_gradient_bytes on the mixer's view: an untied embedding's, the bottom mixer's in_proj and
+    conv1d; its block norm is input_layernorm here). The mixer runs first in the layer, so its backward is last."""
+    if not is_hybrid(m) or t.method != "full":
+        return 0
+    from vramcalc.core.memory import ssm
+
+    return ssm.late_gradient_bytes(hybrid_mixer(m), t, recipe)
 
 
 def check_run(m: ModelSpec, t: TrainingSpec) -> None:
