@@ -64,14 +64,18 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                       const=mamba2_dims(x)[2] * dtype_bytes(recipe.weight)))
     fwd = dec.forward_transient if dec.forward_transient.per_token >= mix.forward_transient.per_token \
         else mix.forward_transient
-    bwd = dec.backward_transient if dec.backward_transient.per_token >= mix.backward_transient.per_token \
-        else mix.backward_transient
     # A checkpointed layer's rerun (the backward.recompute moment: the saved set less `tail`, plus `rerun` in flight):
     # either the MLP's up-projection (the decoder's moment) or the mixer's scan close, which comes first in the
     # layer, before the attention and MLP save anything (memory/ssm.py's rerun and the mixer's unsaved tail).
     dec_saved_t = sum(x.per_token for x in dec.terms) - sum(x.per_token for x in dec.terms
                                                                if x.name.startswith("attn norm"))
     mix_tail, mix_rerun = mix.mlp_tail_per_token + dec_saved_t, mix.mlp_forward_per_token
+    # Backward: the MLP's, then the attention's (the later branch of the sum), then the mixer's, whose gradients are
+    # there only once the attention's and MLP's saved tensors are freed: its transient counts beyond the saved set
+    # less those (the moments add a layer's transient to its whole saved set).
+    mix_bwd = mix.backward_transient.per_token - dec_saved_t
+    bwd = dec.backward_transient if dec.backward_transient.per_token >= mix_bwd \
+        else Term(mix.backward_transient.name + ", after the attention's and MLP's saved sets are freed", mix_bwd)
     tail, rerun = (dec.mlp_tail_per_token, dec.mlp_forward_per_token) \
         if dec.mlp_forward_per_token - dec.mlp_tail_per_token >= mix_rerun - mix_tail else (mix_tail, mix_rerun)
     return LayerActivations(dec.terms + tuple(terms), fwd, bwd, mlp_saved_per_token=dec.mlp_saved_per_token,
