@@ -16,7 +16,18 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, deberta, encoder, estimate, reward_scoring, rl, seq2seq, ssm, unsloth
+from vramcalc.core.memory import (
+    Breakdown,
+    deberta,
+    encoder,
+    estimate,
+    hybrid,
+    reward_scoring,
+    rl,
+    seq2seq,
+    ssm,
+    unsloth,
+)
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import (
@@ -924,7 +935,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         saving = n_layers
     mamba = ssm.is_ssm(m)  # Mamba's mixer and fp32 residual stream (memory/ssm.py)
     residual = 4 if mamba and m.ssm_residual_fp32 else residual_bytes(recipe)
-    layer = (ssm.layer_activations if mamba else unsloth.layer_activations if unsloth.active(m, t)
+    layer = (ssm.layer_activations if mamba else hybrid.layer_activations if hybrid.is_hybrid(m)
+             else unsloth.layer_activations if unsloth.active(m, t)
              else layer_activations)(m, t, recipe, trainable_weights=full_like)
     tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
     d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them
