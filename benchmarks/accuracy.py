@@ -468,8 +468,8 @@ def ssm2_grid() -> list[dict[str, Any]]:
 # config.json (tests/data/hf/falcon-h1-0.5b-instruct.json: its multipliers, GQA, head_dim 64 != hidden / heads, no
 # gated norm) - the second with mamba_rms_norm on, 2 groups and chunk 48 (seq 64 and 128 pad to 96 and 144) - x full
 # pure-bf16 / LoRA (q_proj, v_proj, in_proj: fp32 adapters, bf16 base) / QLoRA NF4 (kbit_prep off) x checkpointing
-# off / on x seq 64 / 128, batch 2 under sdpa; then LoRA under eager attention and full fp32 on the first shape; then the
-# published shape cut to 2 layers (full with checkpointing, LoRA without; b1 s256: two chunks of 128). 30 cases.
+# off / on x seq 64 / 128, batch 2 under sdpa; then LoRA under eager attention and full fp32 on the first shape; then
+# the published shape cut to 2 layers (full with checkpointing, LoRA without; b1 s256: two chunks of 128). 30 cases.
 # Written to accuracy_hybrid.{json,md}.
 HYBRID_SHAPES = {"hybrid:h256-l2-a4-m384-s32-q64": {"hidden_size": 256, "num_hidden_layers": 2,
                                                     "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -507,8 +507,8 @@ def hybrid_grid() -> list[dict[str, Any]]:
                       "training": dict(kw, attention="eager", batch_size=2, seq_len=64, grad_checkpointing=gc)})
     for gc in (False, True):  # fp32 compute: the scan's .float() calls return their input (memory/ssm.py `wide`)
         cases.append({"id": f"{model} | full fp32 | b2 s64 | {'gc' if gc else 'no-gc'}", "model": model,
-                      "method": "full", "training": dict(method="full", precision="fp32", batch_size=2, seq_len=64,
-                                                         grad_checkpointing=gc)})
+                      "method": "full", "training": {"method": "full", "precision": "fp32", "batch_size": 2,
+                                                     "seq_len": 64, "grad_checkpointing": gc}})
     # the published shape itself (hidden 1024, 8 heads of 64, mixer 1536, chunk 128, vocab 32,784), 2 of its 36 layers
     for (label, kw), gc in zip(HYBRID_RUNS[:2], (True, False), strict=True):
         cases.append({"id": f"hybrid:falcon-h1-0.5b-2-layers | {label} | b1 s256 | {'gc' if gc else 'no-gc'}",
