@@ -38,7 +38,6 @@ from vramcalc.core.memory.vision import (
     _grown,
     _scaled,
     _siglip_layer_saved,
-    _siglip_layer_transient,
     _text_model,
     check,
     images_per_sample,
@@ -211,16 +210,27 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # embeddings' output (Idefics3Encoder.forward's inputs_embeds holds it through the loop), the layer's input (the
     # loop's hidden_states), the post-attention residual, or with checkpointing every layer's kept input, and one
     # layer's transients; then the connector: the tower's output kept, pixel_shuffle's two copies
-    if training.train_vision and not gc:
-        kept_inputs = n * (layers * _siglip_layer_saved(v, training, rows, a_bytes) + rows * 8)
-    elif gc:
-        kept_inputs = n * rows * vh * (layers + 1) * r_bytes
-    else:
-        kept_inputs = n * rows * vh * min(3, layers + 1) * r_bytes
     before = tokens * th * r_bytes + pixel + pmask + gathered
-    tower_moment = before + kept_inputs + n * _siglip_layer_transient(v, training, rows, a_bytes)
-    connector_moment = before + kept_inputs + 2 * n * rows * vh * r_bytes
-    vision_moment = max(tower_moment, connector_moment)
+    hidden = n * rows * vh * r_bytes  # one hidden state of every tile
+    if training.train_vision and not gc:
+        # a trained tower: every layer's saved set (its transients are saved), the position ids; at the connector
+        # the last layer's output (post_layernorm's saved input, and its stats), the tower's output and
+        # pixel_shuffle's two copies, the largest moment
+        kept = n * (layers * _siglip_layer_saved(v, training, rows, a_bytes) + rows * 8)
+        vision_moment = before + kept + 4 * hidden + 8 * n * rows
+    else:
+        # at the MLP (gelu): the kept inputs and the post-attention residual, layer_norm2's output, fc1's and the
+        # gelu's outputs; at the attention: the kept inputs, layer_norm1's output, q, k, v, and sdpa's output and
+        # out_proj's (eager: the 16-bit scores, their fp32 cast and the fp32 softmax per head instead of the two)
+        kept_mlp = (layers + 1 if gc else min(3, layers + 1)) * hidden
+        # (layer_norm's outputs are fp32 under autocast: LayerNorm runs in fp32 there)
+        mlp = n * rows * (vh * r_bytes + 2 * vi * a_bytes)
+        attn = n * rows * (vh * r_bytes + 5 * vh * a_bytes)
+        if training.attention == "eager":
+            attn = n * rows * (vh * r_bytes + 3 * vh * a_bytes + v.num_attention_heads * rows * (a_bytes + 4 + 4))
+        tower_moment = before + max(kept_mlp + mlp, kept_mlp - hidden + attn)
+        connector_moment = before + kept_mlp - hidden + 3 * hidden  # the output kept, the two copies
+        vision_moment = max(tower_moment, connector_moment)
     trainable_text = b.trainable_parameters
     extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
 
@@ -243,9 +253,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # The tower's backward runs last (its nodes are the oldest but the text embedding's), one layer at a time (memory/
     # vision.py _siglip_estimate: its peak at a layer's MLP backward)
     if training.train_vision:
-        layer_grads = tower // layers
+        # at the top layer's gelu backward: fc2's weight and bias gradients exist, the layer's saved set whole
+        # (with checkpointing, recomputed) and the gelu's incoming gradient (intermediate wide); measured with the
+        # tracer, the gradient into fc2 is freed by then
+        layer_grads = vi * vh + vh
         text_grads = _scaled(b.gradients, trainable_text, projector)
-        at_gelu = n * (_siglip_layer_saved(v, training, rows, a_bytes) + rows * (vh + vi) * a_bytes)
+        at_gelu = n * (_siglip_layer_saved(v, training, rows, a_bytes) + rows * vi * a_bytes)
         this_layer = n * (rows * vh * a_bytes if gc else _siglip_layer_saved(v, training, rows, a_bytes))
         top = (text_grads + layer_grads * w_bytes, tower_saved - this_layer, at_gelu)
         bottom = (text_grads + tower * w_bytes, n * 3 * side * side * w_bytes, at_gelu)
@@ -256,7 +269,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         if training.attention == "eager":
             at_gelu = n * rows * ((4 * vh + vi) * a_bytes + heads * rows * (4 + a_bytes) + 8
                                   + (vh + 2 * vi) * a_bytes)
-            at_softmax = n * rows * (5 * vh * a_bytes + heads * rows * (4 + a_bytes + 4 + a_bytes))
+            at_softmax = n * rows * (4 * vh * a_bytes + heads * rows * (4 + a_bytes + 4 + a_bytes))
             at_gelu = max(at_gelu, at_softmax)
         # kept: every layer's input, and with a frozen text embedding its hooked output and that leaf's .grad
         # (AccumulateGrad stores it once the text model's backward reaches the embeddings)

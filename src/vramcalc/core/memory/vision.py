@@ -160,7 +160,7 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
                                      f"{model.name}'s images are square: drop it")
     if v.is_qwen:
         _check_qwen(model, training)
-    elif training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
+    elif v.kind != "idefics3" and training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):  # Idefics3: tiles
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
     if training.train_vision and training.method != "full":
