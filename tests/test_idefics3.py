@@ -161,9 +161,7 @@ def test_default_image_is_square_and_tokens_follow_the_processor() -> None:
     t = TrainingSpec(seq_len=100)
     assert idefics3.grid(v, t) == (4, 4) and idefics3.tiles_per_image(v, t) == 17
     assert idefics3.image_tokens_per_image(v, t) == 169 + 3 + 4 * (4 * (169 + 2) + 1) == 2912
-    from vramcalc.core.memory import vision
-
-    assert vision.total_tokens(m, t) == 100 + 2912
+    assert idefics3.total_tokens(m, t) == 100 + 2912
     # a small image is upscaled first (the longest edge to 1,456): 364 x 100 -> 1,456 x 400 -> 1,456 x 728
     assert idefics3.grid(v, replace(t, image_size=364, image_width=100)) == (4, 2)
     wide = replace(t, image_size=300, image_width=900)  # 1,456 x 485 -> 1,456 x 728: 2 x 4 tiles + 1

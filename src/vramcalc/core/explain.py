@@ -449,7 +449,7 @@ def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
     """Idefics3 / SmolVLM (memory/idefics3.py): the language model's explanation on text + image tokens, the
     processor's tiles, the SigLIP-shaped tower on every tile and Idefics3Connector's lines."""
     from vramcalc.core.memory import idefics3
-    from vramcalc.core.memory.vision import images_per_sample, total_tokens
+    from vramcalc.core.memory.vision import images_per_sample
     from vramcalc.core.params import projector_params, vision_tower_params
 
     text_model, text_training = idefics3.text_run(model, training)
@@ -502,7 +502,7 @@ def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
              source=src + " (image_seq_len)", kind="count"),
         Line("vision.tokens", "tokens the language model runs on = text + images x (tiles x image tokens + "
              "wrapping)", f"{training.seq_len:,} + {images} x ({tiles} x {per_tile} + {wrap})",
-             total_tokens(model, training),
+             idefics3.total_tokens(model, training),
              source="transformers models/idefics3/processing_idefics3.py _get_num_multimodal_tokens", kind="count"),
     ]
     text = (f"the language model runs on {training.seq_len:,} text tokens and {images * (tiles * per_tile + wrap):,} "

@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from vramcalc.core.memory.idefics3 import tiles_per_image, wrap_tokens_per_image
-from vramcalc.core.memory.vision import images_per_sample, total_tokens
+from vramcalc.core.memory.idefics3 import tiles_per_image, total_tokens, wrap_tokens_per_image
+from vramcalc.core.memory.vision import images_per_sample
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace._vision import IMAGE_TOKEN, _MaskedScatter
 

@@ -41,7 +41,6 @@ from vramcalc.core.memory.vision import (
     _text_model,
     check,
     images_per_sample,
-    total_tokens,
 )
 from vramcalc.core.params import projector_params, vision_tower_params
 from vramcalc.core.units import dtype_bytes
@@ -129,6 +128,12 @@ def wrap_tokens_per_image(v: VisionSpec, training: TrainingSpec) -> int:
 def image_tokens_per_image(v: VisionSpec, training: TrainingSpec) -> int:
     """Tokens one image adds to the sequence: every tile's image tokens and the wrapping tokens."""
     return tiles_per_image(v, training) * tokens_per_tile(v) + wrap_tokens_per_image(v, training)
+
+
+def total_tokens(model: ModelSpec, training: TrainingSpec) -> int:
+    """Tokens the language model runs on per sample: the text's --seq-len and every image's tokens."""
+    assert model.vision is not None
+    return training.seq_len + images_per_sample(training) * image_tokens_per_image(model.vision, training)
 
 
 def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, TrainingSpec]:
@@ -322,5 +327,5 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     return replace(out, overhead=runtime.total, details={**out.details, **runtime.details()})
 
 
-__all__ = ["estimate", "grid", "image_tokens_per_image", "resized", "tiles_per_image",
+__all__ = ["estimate", "total_tokens", "grid", "image_tokens_per_image", "resized", "tiles_per_image",
            "tokens_per_tile", "wrap_tokens_per_image"]

@@ -136,10 +136,6 @@ def total_tokens(model: ModelSpec, training: TrainingSpec) -> int:
     """Tokens the language model runs on per sample: the text's --seq-len and every image's tokens."""
     v = model.vision
     assert v is not None
-    if v.kind == "idefics3":  # tiles from the image's aspect ratio (memory/idefics3.py)
-        from vramcalc.core.memory.idefics3 import image_tokens_per_image
-
-        return training.seq_len + images_per_sample(training) * image_tokens_per_image(v, training)
     if v.is_qwen:  # dynamic resolution: a square image of --image-size pixels a side, smart_resize'd
         return training.seq_len + images_per_sample(training) * qwen_image_tokens(v, training.image_size,
                                                                                   training.image_size)
@@ -446,10 +442,6 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
 def estimate(model: ModelSpec, training: TrainingSpec,
              text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
     """The text model's Breakdown on text + image tokens, with the image side's terms added."""
-    if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM: memory/idefics3.py
-        from vramcalc.core.memory import idefics3 as _idefics3
-
-        return _idefics3.estimate(model, training, text_estimate)
     if model.vision is not None and model.vision.kind == "siglip":
         return _siglip_estimate(model, training, text_estimate)
     check(model, training)
