@@ -567,7 +567,33 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # ~mask are freed, which outweighs them: the MLP's gradients stay the layer's backward peak.
         eager_bwd = 0
     fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd)
-    mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + [lora_fwd.get(x, 0) for x in up_mods])
+    up_fwd = [lora_fwd.get(x, 0) for x in up_mods]
+    if len(up_mods) == 2 and up_fwd[1] and up_live:
+        # LlamaMLP's down(act(gate(x)) * up(x)) runs gate_proj and its activation first: while up_proj's adapter path
+        # is in flight, the gate's output and act(gate) (both saved) are alive beside it.
+        up_fwd[1] += _act_saved_bytes(m.hidden_act, c, recipe.autocast) * i + c * i
+    mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + up_fwd)
+    rerun_extra = 0
+    if any(up_fwd) and not m.parallel_residual and not m.num_experts:
+        # A checkpointed layer's forward rerun (backward.recompute) starts when its backward first needs a saved
+        # tensor: the residual stream's gradient is alive (it also flows past the MLP), and when down_proj has an
+        # adapter, peft's `result + lora_B(lora_A(x)) * scaling` has been passed already: the scaled gradient
+        # (lora_B's dtype) and, when the sum was promoted to it, the base output's cast-back gradient. The rerun
+        # holds, unsaved, the post-attention residual and the MLP's normed input (which only the adapters' own
+        # casts save) until the MLP is done (measured with the tracer, --grid families: phi-3-mini and Mistral 4
+        # layers LoRA all-linear eager b2 s1024 with checkpointing, the peak at an up-projection adapter's scaling
+        # mul in the rerun: 12 B x hidden per token beside the saved set for phi-3's fused gate_up, and the gate's
+        # output and activation too for Mistral's separate gate_proj / up_proj; -2.46 % and -0.67 % without).
+        # A post-LN encoder (BERT, DistilBERT, DeBERTa: LayerNorm(dense(x) + residual) ends the layer) reruns at
+        # once: the output LayerNorm's backward needs its saved input; the attention output is both the MLP's input
+        # and its residual (measured: --grid encoders / encoders2 / deberta LoRA with checkpointing).
+        post_ln = m.family in ENCODER_FAMILIES and m.family != "modernbert"
+        lora_b = c if recipe.autocast else a
+        adapted_down = "down_proj" in lora_fwd and not post_ln
+        incoming = c * h + ((lora_b * h + (c * h if lora_b != c else 0)) if adapted_down else 0)
+        held = c * h + (c * h if fresh_copy and not tw and not post_ln else 0)
+        rerun_extra = incoming + held
+        mlp_fwd += rerun_extra
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
     # the tracer, tinyllama LoRA + cut loss, aten.mul.Tensor in LlamaRMSNorm's backward), which is more than
@@ -596,6 +622,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     mlp_saved = sum(x.per_token for x in mlp_terms) - sum(a * t.lora_rank for x in mlp_terms
                                                           if x.name.startswith("lora ") and x.name.endswith(" input"))
     mlp_tail = sum(x.per_token for x in terms[n_mlp_inputs:] if not x.batch1_only)
+    if rerun_extra and "down_proj" in lora_fwd and m.family in ENCODER_FAMILIES and m.family != "modernbert":
+        # A post-LN encoder's rerun at down_proj's adapter path: the MLP's whole saved set made, its input (the
+        # activation's output) alive unsaved beside the adapter's temporaries (measured with the tracer: BERT base
+        # LoRA all-linear with checkpointing b8 s512, the peak at output.dense's scaling mul in the rerun, -1.67 %
+        # without; DistilBERT and DeBERTa-v3 likewise). Not for the pre-norm decoders: there the up-projection's
+        # moment above is the peak, and this sum over-counted their traces (Mistral +0.7 %, GPT-2 up to +5.6 %).
+        mlp_fwd = max(mlp_fwd, mlp_tail + c * i + lora_fwd["down_proj"] + rerun_extra)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
