@@ -788,7 +788,81 @@ def vlm2_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The Idefics3 / SmolVLM grid (`--grid idefics`, issue 15; 27 cases): Idefics3ForConditionalGeneration
+# (memory/idefics3.py, trace/_idefics3.py) from the published config.json files (tests/data/hf), both stacks cut to 2
+# layers (every layer of the tower and of the language model saves the same set):
+# - SmolVLM-256M-Instruct (SigLIP base at 512 px tiles, 1,024 patches, pixel shuffle 4: 64 tokens a tile; SmolLM2
+#   135M's widths and 49,280-token vocabulary): full pure-bf16 (the connector trained) / LoRA / QLoRA NF4 (without
+#   prepare_model_for_kbit_training) x checkpointing off / on, at batch 1 x 128 text tokens x one square image
+#   (4 x 4 tiles and the global one: 17 tiles, 1,255 tokens) and at batch 2 x 64 text tokens x one 300 x 900 px
+#   image (2 x 4 tiles + 1: 9 tiles, 661 tokens); LoRA eager with and without checkpointing;
+# - the same tower and connector on a toy language model (2 layers, width 256, 1,000-token vocabulary), where the
+#   image side is the peak: full / LoRA x checkpointing, --train-vision with and without checkpointing, amp-bf16
+#   LoRA, eager LoRA with checkpointing;
+# - SmolVLM-Instruct (so400m at 384 px over 14 px patches: 27 a side, pixel shuffle 3) and Idefics3-8B-Llama3
+#   (so400m at 364 px, scale 2; Llama 3.1 8B's widths and 128k vocabulary): LoRA with and without checkpointing,
+#   and full fine-tuning of SmolVLM-Instruct. Written to accuracy_idefics.{json,md}.
+IDEFICS_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1},
+                  {"batch_size": 2, "seq_len": 64, "images": 1, "image_size": 300, "image_width": 900})
+
+
+def idefics_grid() -> list[dict[str, Any]]:
+    cases = []
+
+    def tag(shape: dict[str, Any]) -> str:
+        size = f" {shape['image_size']}x{shape['image_width']}" if "image_width" in shape else ""
+        return f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}{size}"
+
+    small = "idefics:smolvlm-256m-instruct"
+    for shape in IDEFICS_SHAPES:
+        for label, kw in VLM_RUNS:
+            for gc in (False, True):
+                cases.append({"id": f"smolvlm-256m | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
+                              "model": small, "method": kw["method"],
+                              "training": dict(kw, **shape, grad_checkpointing=gc)})
+    for gc in (False, True):
+        cases.append({"id": f"smolvlm-256m | lora | {tag(IDEFICS_SHAPES[0])} | eager | {'gc' if gc else 'no-gc'}",
+                      "model": small, "method": "lora",
+                      "training": dict(VLM_RUNS[1][1], **IDEFICS_SHAPES[0], attention="eager",
+                                       grad_checkpointing=gc)})
+    toy = "idefics-toy:smolvlm-256m-instruct"
+    shape = IDEFICS_SHAPES[0]
+    for label, kw, extra in (
+            ("full pure-bf16", VLM_RUNS[0][1], {}), ("full pure-bf16", VLM_RUNS[0][1], {"grad_checkpointing": True}),
+            ("lora", VLM_RUNS[1][1], {}), ("lora", VLM_RUNS[1][1], {"grad_checkpointing": True}),
+            ("full pure-bf16 train-vision", VLM_RUNS[0][1], {"train_vision": True}),
+            ("full pure-bf16 train-vision", VLM_RUNS[0][1], {"train_vision": True, "grad_checkpointing": True}),
+            ("lora amp-bf16", {"method": "lora", "precision": "amp-bf16"}, {}),
+            ("lora", VLM_RUNS[1][1], {"attention": "eager", "grad_checkpointing": True})):
+        attention = extra.get("attention", "sdpa")
+        cases.append({"id": f"smolvlm-256m toy-lm | {label} | {tag(shape)} | {attention} | "
+                            f"{'gc' if extra.get('grad_checkpointing') else 'no-gc'}",
+                      "model": toy, "method": kw["method"], "training": dict(kw, **shape, **extra)})
+    for config, name, runs in (("smolvlm-instruct", "smolvlm-2.2b", (VLM_RUNS[0], VLM_RUNS[1])),
+                               ("idefics3-8b-llama3", "idefics3-8b", (VLM_RUNS[1],))):
+        for label, kw in runs:
+            for gc in (False, True) if kw["method"] == "lora" else (False,):
+                cases.append({"id": f"{name} | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
+                              "model": f"idefics:{config}", "method": kw["method"],
+                              "training": dict(kw, **shape, grad_checkpointing=gc)})
+    return cases
+
+
 def _model(name: str) -> Any:
+    if name.startswith(("idefics:", "idefics-toy:")):  # an Idefics3 / SmolVLM config.json, both stacks cut to 2
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config = name.split(":", 1)[1]
+        path = HF_DIR / f"{config}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
+        assert spec.vision is not None
+        tower = replace(spec.vision, num_layers=2)
+        if name.startswith("idefics-toy:"):
+            return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                           num_kv_heads=2, vocab_size=1000, head_dim=None, vision=tower)
+        return replace(spec, num_layers=2, vision=tower)
     if name.startswith("gemma3vlm:"):  # a Gemma 3 multimodal config.json as published, both stacks cut
         from dataclasses import replace
 
@@ -1384,7 +1458,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
          "ssm2": ssm2_grid, "hybrid": hybrid_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid,
-         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid}
+         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1407,7 +1481,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)",
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
           "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
-          "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)"}
+          "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)",
+          "idefics": " (vision-language models: Idefics3 and SmolVLM, image splitting and pixel shuffle; issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -1529,7 +1604,7 @@ def main() -> None:
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
-                    "frozen)")
+                    "frozen); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1538,7 +1613,8 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "ssm2", "hybrid", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl") \
+                         "ssm", "ssm2", "hybrid", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl",
+                         "idefics") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

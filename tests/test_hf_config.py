@@ -92,6 +92,13 @@ TOTALS = {
     "qwen2-vl-7b-instruct": 8_291_375_616,
     "qwen2.5-vl-3b-instruct": 3_754_622_976,
     "qwen2.5-vl-7b-instruct": 8_292_166_656,
+    # Idefics3 / SmolVLM: sum(p.numel()) of Idefics3ForConditionalGeneration / SmolVLMForConditionalGeneration,
+    # transformers 5.24 on the meta device (tests/test_idefics3.py rebuilds them)
+    "idefics3-8b-llama3": 8_462_086_384,
+    "smolvlm-instruct": 2_246_272_880,
+    "smolvlm-256m-instruct": 256_484_928,
+    "smolvlm-500m-instruct": 507_482_304,
+    "smolvlm2-256m-video-instruct": 256_484_928,
     # ModernBERT with count_params' default head (2 labels): sum(p.numel()) of AutoModelForSequenceClassification,
     # transformers 5.24 on the meta device (test_modernbert_count_matches_the_library rebuilds it).
     "modernbert-base": 149_606_402,
@@ -161,6 +168,8 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "qwen2_vl",
         "qwen2_5_vl",
         "falcon_h1",
+        "idefics3",
+        "smolvlm",
     }
     assert issue <= set(FAMILIES)
     # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config)

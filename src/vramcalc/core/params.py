@@ -360,7 +360,10 @@ def vision_tower_params(v: VisionSpec) -> int:
         return qwen_tower_params(v)
     h, i = v.hidden_size, v.intermediate_size
     layer = 4 * (h * h + h) + 2 * 2 * h + (h * i + i) + (i * h + h)
-    if v.kind == "siglip":
+    if v.kind in ("siglip", "idefics3"):
+        # Idefics3VisionTransformer (models/idefics3/modeling_idefics3.py) has SigLIP's tensors: its embeddings'
+        # patch Conv2d with bias and (image_size / patch_size)^2 positions, Idefics3EncoderLayer = SiglipEncoderLayer,
+        # post_layernorm.
         # SiglipVisionModel (models/siglip/modeling_siglip.py, vision_use_head false as Gemma 3 publishes it):
         # SiglipVisionEmbeddings' patch_embedding Conv2d(3, h, patch) with bias and position_embedding (one row per
         # patch, no class token); SiglipEncoderLayer's layer_norm1/2, biased q/k/v/out_proj and SiglipMLP fc1/fc2
@@ -382,6 +385,10 @@ def projector_params(v: VisionSpec, text_hidden: int) -> int:
         return v.hidden_size * text_hidden + v.hidden_size
     if v.is_qwen:
         return qwen_merger_params(v)
+    if v.kind == "idefics3":
+        # Idefics3Connector (modeling_idefics3.py): modality_projection = Idefics3SimpleMLP, one
+        # Linear(tower width x scale_factor^2 -> text width, bias=False); pixel_shuffle has no parameters
+        return v.hidden_size * v.scale_factor ** 2 * text_hidden
     bias = 2 * text_hidden if v.projector_bias else 0
     return v.hidden_size * text_hidden + text_hidden * text_hidden + bias
 

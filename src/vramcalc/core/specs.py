@@ -184,13 +184,24 @@ class VisionSpec:
     out_hidden_size: int = 0  # the merger's output width (the text model's hidden size); 0 for CLIP
     window_size: int = 0  # Qwen2.5-VL's attention window in pixels (112); 0: full attention everywhere
     fullatt_block_indexes: tuple[int, ...] = ()
+    # Idefics3 / SmolVLM (kind idefics3; transformers models/idefics3/modeling_idefics3.py, models/smolvlm/
+    # modeling_smolvlm.py): a SigLIP tower (Idefics3VisionTransformer: SiglipVisionEmbeddings' shape, learned
+    # positions for image_size / patch_size squared patches, no class token, post_layernorm) run on every tile of
+    # image_size px the processor cuts (core/memory/idefics3.py), then Idefics3Connector: pixel_shuffle folds
+    # scale_factor x scale_factor patches into one row (width x scale_factor^2) and modality_projection.proj (no
+    # bias) maps it to the text width. longest_edge: the processor's resize target (Idefics3ImageProcessor
+    # size["longest_edge"], 4 x image_size by default); 0 for the other kinds.
+    scale_factor: int = 0
+    longest_edge: int = 0
 
-    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl")}
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl",
+                                                              "idefics3")}
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size",
                          "temporal_patch_size", "spatial_merge_size"), (*POSITIVE, COUNT_CAP)),
         **dict.fromkeys(("image_size", "out_hidden_size", "window_size"), (*NON_NEGATIVE, COUNT_CAP)),
         "mm_tokens_per_image": (*NON_NEGATIVE, COUNT_CAP),
+        **dict.fromkeys(("scale_factor", "longest_edge"), (*NON_NEGATIVE, COUNT_CAP)),
     }
     INTEGERS: ClassVar[frozenset[str]] = frozenset(BOUNDS)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset()
@@ -216,7 +227,9 @@ class VisionSpec:
                                 "spatial_merge_size")
         elif not self.image_size:
             raise SpecError("vision", "a CLIP tower needs its image_size")
-        if not self.is_qwen and self.image_size % self.patch_size:
+        # Idefics3: SmolVLM's 384 px tiles over 14 px patches: the stride-14 Conv2d (and the processor's patch mask
+        # unfold) take 27 a side and drop the last 6 px, so only the floor counts
+        if not self.is_qwen and self.kind != "idefics3" and self.image_size % self.patch_size:
             raise SpecError("vision", f"image_size {self.image_size} is not a multiple of patch_size "
                             f"{self.patch_size}")
         if self.hidden_size % self.num_attention_heads:
@@ -239,6 +252,21 @@ class VisionSpec:
         elif self.mm_tokens_per_image:
             raise SpecError("vision", "mm_tokens_per_image is Gemma 3's (kind siglip); a CLIP tower's image tokens "
                             "are its patches")
+        if self.kind == "idefics3":
+            # Idefics3Connector.pixel_shuffle reshapes the side x side patch grid into side / scale_factor rows of
+            # width x scale_factor^2 (its int() would drop a remainder; the model's image_seq_len assumes none)
+            side = self.image_size // self.patch_size
+            if not self.scale_factor or side % self.scale_factor:
+                raise SpecError("vision", f"scale_factor {self.scale_factor} must divide the {side} x {side} patch "
+                                "grid (Idefics3Connector's pixel shuffle)")
+            if self.longest_edge < self.image_size:
+                raise SpecError("vision", f"longest_edge {self.longest_edge} (the processor's resize target) must be "
+                                f"at least the tile size image_size {self.image_size}")
+            if self.feature_layer != -1 or self.drop_cls:
+                raise SpecError("vision", "an Idefics3 tower feeds its last hidden state to the connector: "
+                                "feature_layer -1, drop_cls false")
+        elif self.scale_factor or self.longest_edge:
+            raise SpecError("vision", "scale_factor and longest_edge are Idefics3's (kind idefics3)")
 
 
 @dataclass(frozen=True)
@@ -679,6 +707,8 @@ class TrainingSpec:
     # default standing for the model's own.
     images: int = 0
     train_vision: bool = False
+    # Idefics3 / SmolVLM (memory/idefics3.py): each image's width in pixels beside image_size, its height; 0: square
+    image_width: int = 0
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
@@ -700,6 +730,7 @@ class TrainingSpec:
                         (*POSITIVE, COUNT_CAP)),
         **dict.fromkeys(("boft_block_size", "boft_block_num"), (*NON_NEGATIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
+        "image_width": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
         "steps_per_generation": (*NON_NEGATIVE, COUNT_CAP),
         "lora_trainable_tokens": (*NON_NEGATIVE, COUNT_CAP),

@@ -1046,14 +1046,86 @@ def _gemma3_vision(d: Mapping[str, Any], source: str) -> Any:
         raise PresetFileError(source, [e.message]) from None
 
 
-# Vision-language model_types not read yet, with what their image side needs that vramcalc does not model.
-# Idefics3 / SmolVLM (models/idefics3/modeling_idefics3.py, image_processing_idefics3.py): the processor splits each
-# image into tiles of max_image_size plus a global image, so the image tokens depend on each image's size, and
-# Idefics3Connector's pixel shuffle (scale_factor) folds the SigLIP patches before its projection.
-_IDEFICS3 = ("the processor's image splitting (tiles of max_image_size plus a global image: image tokens per image "
-             "depend on its size) and Idefics3Connector's pixel shuffle (scale_factor) are not counted; vramcalc "
-             "reads LLaVA-1.5 (llava) and Gemma 3 (gemma3) vision-language models")
-VLM_NOT_READ: dict[str, str] = {"idefics3": _IDEFICS3, "smolvlm": _IDEFICS3}
+# Vision-language model_types not read yet, with what their image side needs that vramcalc does not model (none
+# today: Idefics3 / SmolVLM are read by _idefics3).
+VLM_NOT_READ: dict[str, str] = {}
+
+# Idefics3VisionConfig / SmolVLMVisionConfig defaults (models/idefics3/configuration_idefics3.py,
+# models/smolvlm/configuration_smolvlm.py: the same values), which the published vision_config fills what it
+# leaves out from. The published files name the vision model_type "idefics3" (SmolVLM's too); transformers builds
+# the sub-config class whatever it says.
+IDEFICS3_VISION_DEFAULTS: dict[str, Any] = {
+    "hidden_size": 1152,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 16,
+    "num_channels": 3,
+    "image_size": 224,
+    "patch_size": 32,
+    "hidden_act": "gelu_pytorch_tanh",
+}
+IDEFICS3_VISION_TYPES = ("idefics3", "idefics3_vision", "smolvlm", "smolvlm_vision")
+
+
+def _idefics3(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Idefics3 and SmolVLM (configuration_idefics3.py Idefics3Config, configuration_smolvlm.py SmolVLMConfig): a
+    Llama language model (text_config; sub_configs_defaults builds a llama config from it, LlamaConfig's defaults for
+    what it leaves out), the SigLIP-shaped tower (vision_config) and Idefics3Connector (scale_factor, default 2).
+    The top level's tie_word_embeddings (default false) decides whether lm_head shares the embeddings
+    (modeling_utils.py tie_weights reads the model's own config)."""
+    from vramcalc.core.specs import VisionSpec
+    from vramcalc.io import validate
+
+    kind = str(d.get("model_type"))
+    raw_text = d.get("text_config") or {}
+    raw_vision = d.get("vision_config") or {}
+    if not isinstance(raw_text, Mapping) or not isinstance(raw_vision, Mapping):
+        raise PresetFileError(source, [f"{kind}: text_config and vision_config must be JSON objects"])
+    text = {**LLAMA_TEXT_DEFAULTS, **raw_text}
+    if text.get("model_type") != "llama":
+        raise PresetFileError(source, [f"{kind}: text_config model_type {text.get('model_type')!r} is not modelled; "
+                                       "vramcalc reads Idefics3 / SmolVLM's llama text model"])
+    _check_types(text, source, "text_config.")
+    vision = {k: v for k, v in {**IDEFICS3_VISION_DEFAULTS, **raw_vision}.items()
+              if k in VISION_KEYS or k in ("max_image_size", "size")}
+    problems = validate.check_keys(VISION_KEYS, vision)
+    if problems:
+        raise PresetFileError(source, ["vision_config." + validate.problem_text(*p) for p in problems])
+    if vision.get("model_type", "idefics3") not in IDEFICS3_VISION_TYPES:
+        raise PresetFileError(source, [f"{kind}: vision_config model_type {vision['model_type']!r} is not modelled; "
+                                       "vramcalc reads the Idefics3 / SmolVLM SigLIP tower"])
+    if vision["hidden_act"] != "gelu_pytorch_tanh" or vision.get("num_channels", 3) != 3:
+        raise PresetFileError(source, [f"{kind}: a tower with gelu_pytorch_tanh on 3 channels is modelled; "
+                                       "vision_config's hidden_act / num_channels differ"])
+    scale = d.get("scale_factor", 2)  # Idefics3Config / SmolVLMConfig default
+    tie = d.get("tie_word_embeddings", False)
+    if not isinstance(scale, int) or isinstance(scale, bool) or not isinstance(tie, bool):
+        raise PresetFileError(source, [f"{kind}: scale_factor must be an integer and tie_word_embeddings true or "
+                                       "false"])
+    # the processor's tiles (Idefics3ImageProcessor max_image_size) are the tower's image_size in every published
+    # model; SmolVLM's vision_config repeats it, with the processor's resize target (size.longest_edge)
+    tile = vision.get("max_image_size") or {"longest_edge": vision["image_size"]}
+    size = vision.get("size") or {"longest_edge": 4 * vision["image_size"]}  # Idefics3ImageProcessor: 4 x 364, 364
+    if not isinstance(tile, Mapping) or tile.get("longest_edge") != vision["image_size"] \
+            or not isinstance(size, Mapping) or not isinstance(size.get("longest_edge"), int) \
+            or isinstance(size.get("longest_edge"), bool):
+        raise PresetFileError(source, [f"{kind}: vision_config max_image_size must be the tower's image_size "
+                                       f"{vision['image_size']} and size a {{'longest_edge': pixels}} object"])
+    out = _llama(text, source)
+    out["tie_word_embeddings"] = tie
+    try:
+        out["vision"] = VisionSpec(
+            kind="idefics3", num_layers=vision["num_hidden_layers"], hidden_size=vision["hidden_size"],
+            intermediate_size=vision["intermediate_size"], num_attention_heads=vision["num_attention_heads"],
+            patch_size=vision["patch_size"], image_size=vision["image_size"], feature_layer=-1, drop_cls=False,
+            projector_act="none", projector_bias=False, scale_factor=scale, longest_edge=size["longest_edge"])
+    except SpecError as e:
+        raise PresetFileError(source, [e.message]) from None
+    return out
+
+
+FAMILIES["idefics3"] = _idefics3
+FAMILIES["smolvlm"] = _idefics3
 
 
 # Qwen2VLTextConfig / Qwen2_5_VLTextConfig defaults (transformers models/qwen2_vl/configuration_qwen2_vl.py,
@@ -1183,6 +1255,8 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
     )
     family = "gemma3" if model_type == "gemma3_text" else model_type
     if model_type == "llava":  # the text model's family; the vision side is ModelSpec.vision
+        family = "llama"
+    if model_type in ("idefics3", "smolvlm"):  # a Llama language model; the vision side is ModelSpec.vision
         family = "llama"
     if model_type in ("qwen2_vl", "qwen2_5_vl"):  # a Qwen2 language model; the vision side is ModelSpec.vision
         family = "qwen2"

@@ -158,12 +158,17 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
+    if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM: memory/idefics3.py
+        from vramcalc.core.memory import idefics3 as _idefics3
+
+        return _idefics3.estimate(model, training, estimate)
     if model.vision is not None:  # vision-language models: the text model on text + image tokens (memory/vision.py)
         from vramcalc.core.memory import vision as _vision
 
         return _vision.estimate(model, training, estimate)
     _classic.check_not_classic(training)
-    if training.images or training.train_vision:  # the image options on a text model: refused (memory/vision.py)
+    # the image options on a text model: refused (memory/vision.py)
+    if training.images or training.train_vision or training.image_width:
         from vramcalc.core.memory import vision as _vision
 
         _vision.check(model, training)
