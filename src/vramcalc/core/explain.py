@@ -405,11 +405,10 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
     the decoder path counts it), the image side's lines in each component's section (the cross-attention layers'
     difference among them), its own section, and the step's phases."""
     from vramcalc.core.memory import mllama
-    from vramcalc.core.memory.vision import DEFAULT_IMAGE_SIZE
     from vramcalc.core.params import mllama_text_extra_params, projector_params, vision_tower_params
 
     b = estimate(model, training)  # the refusals first (memory/mllama.py check)
-    inner = explain(replace(model, vision=None), replace(training, images=0, image_size=DEFAULT_IMAGE_SIZE))
+    inner = explain(replace(model, vision=None), replace(training, images=0, image_width=0))
     v = model.vision
     assert v is not None and model.hidden_size is not None
     d = b.details

@@ -206,10 +206,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     check(model, training)
     v = model.vision
     assert v is not None and model.hidden_size is not None
-    from vramcalc.core.memory.vision import DEFAULT_IMAGE_SIZE
-
     text_model = replace(model, vision=None)
-    b = text_estimate(text_model, replace(training, images=0, image_size=DEFAULT_IMAGE_SIZE))
+    # (the image options dropped; --image-size sizes nothing in a text model's run but a ResNet's)
+    b = text_estimate(text_model, replace(training, images=0, image_width=0))
     c = dtype_bytes(recipe_of(training).compute)
     w_bytes = dtype_bytes(recipe_of(training).weight)
     d, h, i = model.hidden_size, v.hidden_size, v.intermediate_size
