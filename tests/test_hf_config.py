@@ -82,6 +82,12 @@ TOTALS = {
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
     "llava-1.5-7b-hf": 7_063_427_072,
+    # LLaVA-NeXT: sum(p.numel()) of LlavaNextForConditionalGeneration, transformers 5.24 on the meta device
+    # (tests/test_llava_next.py rebuilds them): LLaVA's parts plus image_newline (the text width)
+    "llava-v1.6-mistral-7b-hf": 7_566_747_648,
+    "llava-v1.6-vicuna-7b-hf": 7_063_431_168,
+    "llava-v1.6-vicuna-13b-hf": 13_351_499_776,
+    "llava-v1.6-34b-hf": 34_752_083_968,
     # Qwen2-VL / Qwen2.5-VL: sum(p.numel()) of Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration,
     # transformers 5.24 on the meta device (tests/test_qwen_vl.py rebuilds them)
     "qwen2-vl-2b-instruct": 2_208_985_600,
@@ -153,6 +159,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "mamba",
         "mamba2",
         "llava",
+        "llava_next",
         "gpt_oss",
         "qwen2_vl",
         "qwen2_5_vl",

@@ -342,7 +342,14 @@ def count_params(m: ModelSpec) -> int:
     total = sum(t.numel for t in inventory(m))
     if m.vision is not None:  # a vision-language model: the tower and the projector besides the text model
         total += vision_tower_params(m.vision) + projector_params(m.vision, m.hidden_size or 0)
+        total += image_newline_params(m.vision, m.hidden_size or 0)
     return total
+
+
+def image_newline_params(v: VisionSpec, text_hidden: int) -> int:
+    """LLaVA-NeXT's image_newline (models/llava_next/modeling_llava_next.py LlavaNextModel: nn.Parameter of the
+    text width, appended after each row of an image's unpadded tile features); 0 for the other towers."""
+    return text_hidden if v.kind == "llava_next" else 0
 
 
 def vision_tower_params(v: VisionSpec) -> int:
@@ -429,6 +436,8 @@ def params_by_name(m: ModelSpec) -> dict[str, int]:
     if m.vision is not None:
         out["vision_tower"] = vision_tower_params(m.vision)
         out["multi_modal_projector"] = projector_params(m.vision, m.hidden_size or 0)
+        if m.vision.kind == "llava_next":
+            out["image_newline"] = image_newline_params(m.vision, m.hidden_size or 0)
     return out
 
 

@@ -142,6 +142,22 @@ FRACTION: tuple[Bound, ...] = (("ge", 0), ("lt", 1))
 COUNT_CAP: Bound = ("le", 2**40)
 
 
+def _check_pinpoints(v: VisionSpec) -> None:
+    """LLaVA-NeXT's image_grid_pinpoints: (height, width) pairs of positive multiples of the tile (image_size)."""
+    if v.kind != "llava_next":
+        raise SpecError("vision", "grid_pinpoints is LLaVA-NeXT's (kind llava_next)")
+    if not v.image_size:
+        raise SpecError("vision", "a llava_next CLIP tower needs its image_size (the tile's side)")
+    if not v.grid_pinpoints or len(v.grid_pinpoints) > 64:
+        raise SpecError("vision", "a llava_next tower needs image_grid_pinpoints: 1 to 64 (height, width) pairs")
+    for p in v.grid_pinpoints:
+        if (not isinstance(p, tuple) or len(p) != 2
+                or any(isinstance(x, bool) or not isinstance(x, int) or x <= 0 or x > 65_536 or x % v.image_size
+                       for x in p)):
+            raise SpecError("vision", f"image_grid_pinpoints entry {p!r}: give [height, width], positive multiples "
+                            f"of the tower's image_size {v.image_size}")
+
+
 @dataclass(frozen=True)
 class VisionSpec:
     """A vision-language model's image side (memory/vision.py): the vision tower and the projector into the text
@@ -184,8 +200,14 @@ class VisionSpec:
     out_hidden_size: int = 0  # the merger's output width (the text model's hidden size); 0 for CLIP
     window_size: int = 0  # Qwen2.5-VL's attention window in pixels (112); 0: full attention everywhere
     fullatt_block_indexes: tuple[int, ...] = ()
+    # LLaVA-NeXT (kind llava_next; transformers models/llava_next/modeling_llava_next.py LlavaNextModel): LLaVA's
+    # CLIP tower and projector, plus image_newline (a parameter of the text width), and "anyres": each image is
+    # resized to the best of image_grid_pinpoints ((height, width) pairs, multiples of image_size), cut into tiles
+    # of image_size plus a base image, every tile through the tower (memory/llava_next.py). () for the others.
+    grid_pinpoints: tuple[tuple[int, int], ...] = ()
 
-    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl")}
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl",
+                                                              "llava_next")}
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size",
                          "temporal_patch_size", "spatial_merge_size"), (*POSITIVE, COUNT_CAP)),
@@ -203,7 +225,13 @@ class VisionSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fullatt_block_indexes", tuple(self.fullatt_block_indexes))  # a list from JSON
+        if not isinstance(self.grid_pinpoints, (list, tuple)):
+            raise SpecError("grid_pinpoints", "Input should be a list of [height, width] pairs")
+        object.__setattr__(self, "grid_pinpoints", tuple(tuple(p) if isinstance(p, (list, tuple)) else p
+                                                         for p in self.grid_pinpoints))
         _check(self)
+        if self.kind == "llava_next" or self.grid_pinpoints:
+            _check_pinpoints(self)
         if self.is_qwen:
             if self.image_size or not self.out_hidden_size:
                 raise SpecError("vision", f"a {self.kind} tower has no fixed image_size (give 0: dynamic "

@@ -952,6 +952,67 @@ def _llava(d: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 FAMILIES["llava"] = _llava
 
+# MistralConfig's defaults (transformers models/mistral/configuration_mistral.py): llava-hf/llava-v1.6-mistral-7b-hf's
+# text_config leaves out hidden_size, num_hidden_layers and num_attention_heads, which these fill.
+MISTRAL_TEXT_DEFAULTS: dict[str, Any] = {
+    "model_type": "mistral",
+    "vocab_size": 32_000,
+    "hidden_size": 4096,
+    "intermediate_size": 14_336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "hidden_act": "silu",
+    "max_position_embeddings": 4096 * 32,
+    "sliding_window": 4096,
+    "tie_word_embeddings": False,
+}
+# LlavaNextConfig.__post_init__ (models/llava_next/configuration_llava_next.py): the pinpoints when the config
+# names none
+LLAVA_NEXT_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
+
+
+def _llava_next(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """LLaVA-NeXT (models/llava_next/configuration_llava_next.py LlavaNextConfig): LLaVA-1.5's layout (a CLIP
+    tower, LlavaNextMultiModalProjector) with image_grid_pinpoints and image_newline; the text model is a llama
+    (LlamaConfig's defaults for what text_config leaves out: LlavaNextConfig's default sub-config) or a mistral
+    (llava-v1.6-mistral-7b; MistralConfig's defaults)."""
+    from vramcalc.core.specs import VisionSpec
+
+    raw_text = d.get("text_config") or {}
+    if not isinstance(raw_text, Mapping):
+        raise PresetFileError(source, ["llava_next: text_config must be a JSON object"])
+    kind = raw_text.get("model_type", "llama")
+    if kind not in ("llama", "mistral"):
+        raise PresetFileError(source, [f"llava_next: text_config model_type {kind!r} is not modelled; vramcalc "
+                                       "reads LLaVA-NeXT with a llama or mistral text model"])
+    if d.get("use_image_newline_parameter", True) is not True:  # the original LLaVA repository's flag
+        raise PresetFileError(source, ["llava_next: use_image_newline_parameter false is not modelled "
+                                       "(transformers' LlavaNextModel always has image_newline)"])
+    layer = d.get("vision_feature_layer", -2)
+    if not isinstance(layer, int) or isinstance(layer, bool):
+        raise PresetFileError(source, ["llava_next: a list vision_feature_layer (several layers concatenated) is "
+                                       "not modelled: give one integer"])
+    raw_points = d.get("image_grid_pinpoints")
+    points = LLAVA_NEXT_PINPOINTS if raw_points is None else raw_points
+    if not isinstance(points, list | tuple) or not all(isinstance(p, list | tuple) for p in points):
+        raise PresetFileError(source, ["llava_next: image_grid_pinpoints must be a list of [height, width] pairs"])
+    text = {**(MISTRAL_TEXT_DEFAULTS if kind == "mistral" else LLAMA_TEXT_DEFAULTS), **raw_text}
+    out = _llava({**d, "text_config": {**text, "model_type": "llama"}}, source)
+    if kind == "mistral":  # the text model's own reader (sliding window); the vision part is _llava's
+        out.update(_mistral(text, source))
+    try:
+        out["vision"] = VisionSpec(**{**{f: getattr(out["vision"], f) for f in (
+            "num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size", "image_size",
+            "feature_layer", "drop_cls", "projector_act", "projector_bias")}, "kind": "llava_next",
+            "grid_pinpoints": tuple(tuple(p) for p in points)})
+    except SpecError as e:
+        raise PresetFileError(source, [e.message]) from None
+    return out
+
+
+FAMILIES["llava_next"] = _llava_next
+
 # SiglipVisionConfig's defaults (models/siglip/configuration_siglip.py), which Gemma3Config's vision_config fills
 # what it leaves out from (sub_configs_defaults: siglip_vision_model). google/gemma-3-*-it name SigLIP so400m's
 # shape (1152 wide, MLP 4304, 27 layers, 16 heads, 896 px, 14 px patches) and vision_use_head false.
@@ -1142,6 +1203,8 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
         family = "llama"
     if model_type in ("qwen2_vl", "qwen2_5_vl"):  # a Qwen2 language model; the vision side is ModelSpec.vision
         family = "qwen2"
+    if model_type == "llava_next":  # the text model's family (llama or mistral, _llava_next checked it)
+        family = str((d.get("text_config") or {}).get("model_type", "llama"))
     from vramcalc.io import validate  # pydantic: only when a config.json is read
 
     spec, problems = validate.check(

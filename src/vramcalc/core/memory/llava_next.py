@@ -1,0 +1,228 @@
+"""LLaVA-NeXT (LLaVA-1.6): "anyres" image tokens and the image side of a training step.
+
+transformers models/llava_next/modeling_llava_next.py LlavaNextModel and image_processing_llava_next.py /
+processing_llava_next.py LlavaNextProcessor. The processor resizes each image to the best of
+image_grid_pinpoints (image_processing_utils.py select_best_resolution), pads it there and cuts it into tiles of
+the tower's image size, plus a base image resized to one tile: pixel_values (images, tiles, 3, 336, 336).
+get_image_features runs the CLIP tower on every tile, the projector on every tile's 576 features, and
+pack_image_features lays each image's tile features out as one grid, unpads it to the image's aspect ratio
+(unpad_image), appends image_newline after each row and puts the base tile's 576 first. The language model then
+runs on the text plus every image's tokens (LlavaNextProcessor._get_number_of_features, the same count).
+
+This module gives the image arithmetic (the processor's own steps, float rounding included) and the estimate: the
+text model's Breakdown on text + image tokens, plus the tower on all tiles, the projector, the packing's copies,
+and what the model's output holds (memory/vision.py does the same for LLaVA-1.5, whose layout this follows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from vramcalc.core.errors import SpecError, UnsupportedCombination
+from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.params import image_newline_params, projector_params, vision_tower_params
+from vramcalc.core.units import dtype_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vramcalc.core.memory import Breakdown
+    from vramcalc.core.specs import ModelSpec, TrainingSpec, VisionSpec
+
+# TrainingSpec.image_size's default (memory/vision.py DEFAULT_IMAGE_SIZE): for LLaVA-NeXT it is taken as the
+# image's size, as for Qwen-VL: a 224 x 224 image
+_SAVED = ("image side (projector saved, tower kept, image features held, pixel_values)", "activations")
+
+
+def best_resolution(v: VisionSpec, height: int, width: int) -> tuple[int, int]:
+    """image_processing_utils.py select_best_resolution: the pinpoint (height, width) whose downscaled image keeps
+    the most pixels (the image's own count at most), ties to the least padding; the library's float steps."""
+    best, most, least = v.grid_pinpoints[0], 0, float("inf")
+    for h, w in v.grid_pinpoints:
+        scale = min(w / width, h / height)
+        kept = min(int(width * scale) * int(height * scale), width * height)
+        wasted = w * h - kept
+        if kept > most or (kept == most and wasted < least):
+            best, most, least = (h, w), kept, wasted
+    return best
+
+
+def tiles(v: VisionSpec, height: int, width: int) -> int:
+    """Tiles the tower runs per image: the best resolution cut into image_size squares, plus the base image
+    (modeling_llava_next.py image_size_to_num_patches)."""
+    h, w = best_resolution(v, height, width)
+    return (h // v.image_size) * (w // v.image_size) + 1
+
+
+def unpadded_grid(v: VisionSpec, height: int, width: int) -> tuple[int, int]:
+    """The tile features' grid (rows, columns of 24 x 24-feature tiles) after unpad_image: the padding the
+    processor added around the resized image removed, as processing_llava_next.py _get_unpadded_features
+    computes it (int(round(x, 7)) included)."""
+    side = v.image_size // v.patch_size
+    bh, bw = best_resolution(v, height, width)
+    rows, cols = side * (bh // v.image_size), side * (bw // v.image_size)
+    if width / height > cols / rows:
+        new_height = int(round(height * (cols / width), 7))
+        rows -= (rows - new_height) // 2 * 2
+    else:
+        new_width = int(round(width * (rows / height), 7))
+        cols -= (cols - new_width) // 2 * 2
+    return rows, cols
+
+
+def image_tokens(v: VisionSpec, height: int, width: int) -> int:
+    """One image's tokens (LlavaNextProcessor._get_number_of_features less the class token of the "default"
+    strategy): the unpadded grid, one image_newline per row, and the base tile's (image_size / patch)^2."""
+    rows, cols = unpadded_grid(v, height, width)
+    return rows * cols + rows + (v.image_size // v.patch_size) ** 2
+
+
+def check(model: ModelSpec, training: TrainingSpec) -> None:
+    """What the LLaVA-NeXT arithmetic does not cover, refused in one line (the common VLM refusals are
+    memory/vision.py check's)."""
+    v = model.vision
+    assert v is not None
+    if not v.drop_cls:
+        raise UnsupportedCombination(f"{model.name}: vision_feature_select_strategy 'full' is not modelled for "
+                                     "LLaVA-NeXT (pack_image_features expects 576 features a tile)")
+    if training.train_vision:
+        raise UnsupportedCombination(f"--train-vision is not modelled for {model.name} (LLaVA-NeXT: the trained "
+                                     "tower's saved activations over every tile are not counted): drop it")
+    if training.attention == "eager":
+        raise UnsupportedCombination(f"--attention eager is not modelled for {model.name} (LLaVA-NeXT: the tower's "
+                                     "eager softmax over every tile is not counted): use --attention sdpa")
+    if max(training.image_size, 1) > 100 * v.image_size:
+        raise SpecError("image_size", f"a {training.image_size} px image: give a side up to {100 * v.image_size} "
+                        "px (the processor resizes it to the best image_grid_pinpoints resolution anyway)")
+
+
+def estimate(model: ModelSpec, training: TrainingSpec,
+             text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
+    """The text model's Breakdown on text + image tokens (memory/vision.py text_run), with the image side."""
+    from vramcalc.core.memory import vision as _vision
+
+    check(model, training)
+    _vision.check(model, training)
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    text_model, text_training = _vision.text_run(model, training)
+    b = text_estimate(text_model, text_training)
+    recipe = recipe_of(training)
+    w_bytes, a_bytes = dtype_bytes(recipe.weight), dtype_bytes(recipe.compute)
+    th, vh, vi = model.hidden_size, v.hidden_size, v.intermediate_size
+    tower, projector = vision_tower_params(v), projector_params(v, th)
+    newline = image_newline_params(v, th)
+    side = training.image_size
+    n_img = _vision.images_per_sample(training) * training.batch_size
+    per_tile = (v.image_size // v.patch_size) ** 2  # the class token dropped
+    rows = per_tile + 1  # the tower's sequence: patches + the class token
+    n_tiles = n_img * tiles(v, side, side)
+    img_tokens = n_img * image_tokens(v, side, side)
+    tokens = training.batch_size * _vision.total_tokens(model, training)
+    trained_projector = training.method == "full"
+    gc = training.grad_checkpointing
+    # pixel_values (images, tiles, 3, H, W) in the model's dtype, an input of the step; get_image_features
+    # concatenates each image's tiles (torch.cat of pix_val[:num_patch]: a copy) before the tower
+    pixel = n_tiles * 3 * v.image_size * v.image_size * w_bytes
+    # the model output's image_outputs (BaseModelOutputWithPooling) holds the tower's last_hidden_state and the
+    # captured vision_feature_layer hidden state (select_hidden_states asks for that one only) of every tile, and
+    # pooler_output, the packed features (image tokens x text width), until the loss
+    held = n_tiles * rows * vh * a_bytes * (1 if trained_projector else 2) + img_tokens * th * a_bytes
+    # LlavaNextModel.forward's torch.cat of the packed features (a copy) lives through the language model, beside
+    # the placeholder mask
+    in_forward = img_tokens * th * a_bytes + tokens
+    saved = 0
+    if trained_projector:
+        # LlavaNextMultiModalProjector's graph: linear_1 saves its input, a view of the whole captured hidden state
+        # (rows x tower width a tile); nn.GELU saves linear_1's output; linear_2 saves GELU's output. The packing
+        # (permute + contiguous, unpad slices, the newline torch.cat) saves no tensor.
+        saved += n_tiles * (rows * vh + 2 * per_tile * th) * a_bytes
+    if trained_projector or gc:
+        saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
+    tower_kept = 0
+    if gc:
+        # Checkpointing: activation_checkpointing_enable (transformers modeling_utils.py) calls
+        # enable_input_require_grads whatever the method, which hooks the CLIP patch Conv2d too, so the frozen tower
+        # runs with grad: its checkpointed CLIPEncoderLayers keep their inputs and pre_layrnorm its input
+        # ((layers + 1) x rows x width a tile); a frozen projector's GELU saves its input; with adapters the text
+        # embeddings' output, a leaf that requires grad, outlives masked_scatter's new inputs_embeds
+        tower_kept = n_tiles * (v.num_layers + 1) * rows * vh * a_bytes
+        if not trained_projector:
+            tower_kept += (n_tiles * per_tile * th + tokens * th) * a_bytes
+    # The tower's forward, layer by layer (modeling_clip.py CLIPEncoderLayer) over every tile, while the text
+    # embeddings exist: pixel_values and its concatenated copy, and one layer's transients (the hidden state in
+    # and out, the captured feature layer, LayerNorm out, q, k, v, the attention output, fc1's output and
+    # quick_gelu's sigmoid and product)
+    layer_t = n_tiles * rows * (7 * vh + 3 * vi) * a_bytes
+    tower_moment = tokens * th * a_bytes + 2 * pixel + layer_t
+    if gc:  # the checkpointed layers' kept inputs pile up as the tower runs
+        tower_moment += n_tiles * v.num_layers * rows * vh * a_bytes
+    # the projector and the packing, after the tower: the held hidden states, linear_1's or GELU's output and
+    # the next (2 x tiles x 576 x text width), then one image's permuted copy, its newline'd grid and its packed
+    # features beside every image packed so far
+    proj_moment = (tokens * th * a_bytes + pixel + n_tiles * rows * vh * a_bytes * 2
+                   + 2 * n_tiles * per_tile * th * a_bytes + saved + tower_kept)
+    trainable_text = b.trainable_parameters
+    extra_trainable = projector + newline if trained_projector else 0
+
+    raw: list[_m.RawMoment] = []
+    accum = b.gradients if training.grad_accum > 1 else 0
+    grad_all = _vision._scaled(b.gradients, trainable_text, extra_trainable)
+    raw.append(("forward.vision", _m.FWD_VISION,
+                (_vision._scaled(accum, trainable_text, extra_trainable), max(tower_moment, proj_moment))))
+    for key, layout, values in b.moments:
+        values = _vision._grown(layout, values, trainable_text, extra_trainable)
+        if key.startswith("forward."):
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + held + in_forward)))
+        elif key == "backward.bottom":
+            # the projector's backward runs after the text model's bottom layer and before the embedding's (its
+            # nodes are newer): its saved tensors are gone at the bottom moment
+            raw.append((key, (*layout, _SAVED), (*values, tower_kept)))
+        elif key.startswith("backward.") and key != "backward.end":
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
+        else:
+            raw.append((key, layout, values))
+    weights = b.weights + (tower + projector + newline) * w_bytes
+    states = _vision._scaled(b.optimizer_state, trainable_text, extra_trainable)
+    base = weights + states + b.communication
+    phases = _m.phase_peaks(base, tuple(raw))
+    phases = {p: phases[p] for p in b.phases if p in phases}
+    details = dict(b.details)
+    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": (projector + newline) * w_bytes,
+                    "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
+                    "activations.image_outputs_held": held + in_forward,
+                    "temporaries.vision_tower_forward": max(tower_moment, proj_moment)})
+    bh, bw = best_resolution(v, side, side)
+    grid_rows, grid_cols = unpadded_grid(v, side, side)
+    mode = "full fine-tuning trains the projector and image_newline" if trained_projector else \
+        f"--method {training.method} adapts the language model only (projector frozen)"
+    notes = (
+        f"vision-language model (LLaVA-NeXT anyres): {_vision.images_per_sample(training)} image(s) per sample of "
+        f"{side} x {side} px, resized to the best image_grid_pinpoints resolution {bh} x {bw}: "
+        f"{tiles(v, side, side)} tiles of {v.image_size} px through the tower (the base image included) and "
+        f"{image_tokens(v, side, side):,} image tokens each ({grid_rows} x {grid_cols} unpadded features + "
+        f"{grid_rows} image_newline + {per_tile} base), added to the {training.seq_len:,} text tokens: the language "
+        f"model runs on {_vision.total_tokens(model, training):,} tokens per sample (modeling_llava_next.py "
+        "pack_image_features; processing_llava_next.py _get_number_of_features).",
+        f"vision tower ({tower:,} parameters, CLIP ViT, modeling_clip.py) frozen, "
+        + ("run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
+           "enable_input_require_grads)" if gc else "run without grad")
+        + f"; {mode} ({projector + newline:,} parameters); QLoRA keeps the tower and projector 16-bit (an "
+        "assumption: LLaVA recipes skip them from quantization); LoRA targets resolve in the language model only.",
+        "image side: every tile's tower forward counted at one layer's transients (approximate); the model output "
+        "holds the tower's last and feature-layer hidden states and the packed image features until the loss.",
+    )
+    out = replace(b, model=model.name, parameters=b.parameters + tower + projector + newline,
+                  trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
+                  optimizer_state=states,
+                  activations=b.activations + saved + tower_kept + pixel + held + in_forward,
+                  temporaries=max(b.temporaries, tower_moment, proj_moment), phases=phases,
+                  details=details, notes=b.notes + notes, moments=tuple(raw),
+                  active_parameters=b.active_parameters + tower + projector + newline)
+    from vramcalc.core.memory import distributed as _distributed
+    from vramcalc.core.memory.overhead import runtime_overhead
+
+    runtime = runtime_overhead(max(out.phases.values()), _distributed.world_size(training))
+    return replace(out, overhead=runtime.total, details={**out.details, **runtime.details()})
