@@ -327,6 +327,10 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             from vramcalc.trace._qwen_vl import qwen_emulation
 
             vision = qwen_emulation(model, training)
+        elif model.vision is not None and model.vision.kind == "llava_next":  # trace/_llava_next.py
+            from vramcalc.trace._llava_next import emulation as llava_next_emulation
+
+            vision = llava_next_emulation(model, training)
         elif model.vision is not None:
             from vramcalc.trace._vision import llava_emulation
 

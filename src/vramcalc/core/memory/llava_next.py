@@ -129,9 +129,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # the model output's image_outputs (BaseModelOutputWithPooling) holds the tower's last_hidden_state and the
     # captured vision_feature_layer hidden state (select_hidden_states asks for that one only) of every tile, and
     # pooler_output, the packed features (image tokens x text width), until the loss
-    held = n_tiles * rows * vh * a_bytes * (1 if trained_projector else 2) + img_tokens * th * a_bytes
+    # (measured with the tracer: both hidden states whatever the method; a trained linear_1's saved input comes on
+    # top, one more rows x width a tile)
+    held = 2 * n_tiles * rows * vh * a_bytes + img_tokens * th * a_bytes
     # LlavaNextModel.forward's torch.cat of the packed features (a copy) lives through the language model, beside
-    # the placeholder mask
+    # the placeholder mask, and is gone once it returns (before the logits and the loss)
     in_forward = img_tokens * th * a_bytes + tokens
     saved = 0
     if trained_projector:
@@ -152,10 +154,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         if not trained_projector:
             tower_kept += (n_tiles * per_tile * th + tokens * th) * a_bytes
     # The tower's forward, layer by layer (modeling_clip.py CLIPEncoderLayer) over every tile, while the text
-    # embeddings exist: pixel_values and its concatenated copy, and one layer's transients (the hidden state in
-    # and out, the captured feature layer, LayerNorm out, q, k, v, the attention output, fc1's output and
-    # quick_gelu's sigmoid and product)
-    layer_t = n_tiles * rows * (7 * vh + 3 * vi) * a_bytes
+    # embeddings exist: pixel_values and its concatenated copy, and one layer's transients at its MLP (measured
+    # with the tracer, the peak at quick_gelu's sigmoid: the layer's input, the post-attention residual,
+    # layer_norm2's output and one more width-wide tensor; fc1's output, 1.702 x and the sigmoid, intermediate
+    # wide) or its attention (the fused sdpa CUDA picks for a frozen tower: the input, layer_norm1's output, q, k,
+    # v, the output and out_proj's)
+    layer_t = n_tiles * rows * max(4 * vh + 3 * vi, 7 * vh) * a_bytes
     tower_moment = tokens * th * a_bytes + 2 * pixel + layer_t
     if gc:  # the checkpointed layers' kept inputs pile up as the tower runs
         tower_moment += n_tiles * v.num_layers * rows * vh * a_bytes
@@ -175,7 +179,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     for key, layout, values in b.moments:
         values = _vision._grown(layout, values, trainable_text, extra_trainable)
         if key.startswith("forward."):
-            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + held + in_forward)))
+            lm = in_forward if key != "forward.loss" else 0
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + held + lm)))
         elif key == "backward.bottom":
             # the projector's backward runs after the text model's bottom layer and before the embedding's (its
             # nodes are newer): its saved tensors are gone at the bottom moment
@@ -184,6 +189,18 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
         else:
             raw.append((key, layout, values))
+    if gc:
+        # The hooked tower's backward runs after the language model's (its nodes are the oldest but the text
+        # embedding's), one checkpointed layer at a time: the layer recomputed with grad saves layer_norm1's output,
+        # q, k, v and sdpa's output with its fp32 logsumexp per head, layer_norm2's input and its fp32 stats, fc1's
+        # output and quick_gelu's sigmoid (the frozen Linears save no input); at quick_gelu's backward mul, the
+        # gradient flowing in (width) and three intermediate-wide ones (measured with the tracer), beside every
+        # layer's kept input
+        heads = v.num_attention_heads
+        recomputed = n_tiles * rows * ((5 * vh + 2 * vi) * a_bytes + 4 * heads + 2 * 2 * 4)
+        at_mul = n_tiles * rows * (vh + 3 * vi) * a_bytes
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
+                                  (grad_all, tower_kept + recomputed, at_mul)))
     weights = b.weights + (tower + projector + newline) * w_bytes
     states = _vision._scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
