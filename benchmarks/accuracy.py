@@ -555,6 +555,51 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The LLaVA-NeXT grid (`--grid vlm3`, issue 15): LlavaNextForConditionalGeneration (core/memory/llava_next.py,
+# trace/_llava_next.py) from the published llava-v1.6 config.json files (tests/data/hf), the CLIP tower frozen; square
+# images resized to the best image_grid_pinpoints resolution and cut into 336 px tiles plus a base image. (1)
+# llava-v1.6-mistral-7b cut to 2 text layers and a 2-layer tower x full pure-bf16 (the projector and image_newline
+# trained) / LoRA / QLoRA NF4 (kbit_prep off) x checkpointing off / on x b1 s256 one 672 px image (5 tiles, 2,928
+# image tokens) / b2 s128 two 336 px images (3 tiles and 1,176 tokens each); full pure-bf16 with checkpointing runs
+# the whole 32-layer text model (a 2-layer cut is the text estimate's known embedding-backward over-estimate, not
+# the image side). (2) The image side as the peak: the published 24-layer tower under a toy language model (2
+# layers of width 256, a 1,000-token vocabulary) x the three methods x checkpointing x b1 s64 one 672 px image /
+# b1 s32 two 1000 px images (each to the 672 x 672 pinpoint: 5 tiles, 2,928 tokens). (3) llava-v1.6-34b and
+# vicuna-13b cut to 2 text layers (LoRA, checkpointing on and off, one 672 px image). Written to
+# accuracy_vlm3.{json,md}.
+LLAVA_NEXT_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 672},
+                     {"batch_size": 2, "seq_len": 128, "images": 2, "image_size": 336})
+LLAVA_NEXT_TOY_SHAPES = ({"batch_size": 1, "seq_len": 64, "images": 1, "image_size": 672},
+                         {"batch_size": 1, "seq_len": 32, "images": 2, "image_size": 1000})
+
+
+def llava_next_grid() -> list[dict[str, Any]]:
+    cases = []
+    for label, kw in VLM_RUNS:
+        for shape in LLAVA_NEXT_SHAPES:
+            tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} {shape['image_size']}px"
+            for gc in (False, True):
+                whole = kw["method"] == "full" and gc
+                model = "llavanext:llava-v1.6-mistral-7b-hf:32:2" if whole else "llavanext:llava-v1.6-mistral-7b-hf:2:2"
+                cut = "32 text layers, 2-layer tower" if whole else "2 text layers, 2-layer tower"
+                cases.append({"id": f"llava-v1.6-mistral-7b ({cut}) | {label} | {tag} | {'gc' if gc else 'no-gc'}",
+                              "model": model, "method": kw["method"],
+                              "training": dict(kw, **shape, grad_checkpointing=gc)})
+    for label, kw in VLM_RUNS:
+        for shape in LLAVA_NEXT_TOY_SHAPES:
+            tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} {shape['image_size']}px"
+            for gc in (False, True):
+                cases.append({"id": f"llava-v1.6-vicuna-7b (24-layer tower, toy text model) | {label} | {tag} | "
+                                    f"{'gc' if gc else 'no-gc'}", "model": "llavanext-toy:llava-v1.6-vicuna-7b-hf",
+                              "method": kw["method"], "training": dict(kw, **shape, grad_checkpointing=gc)})
+    for config in ("llava-v1.6-34b-hf", "llava-v1.6-vicuna-13b-hf"):
+        for gc in (False, True):
+            cases.append({"id": f"{config[:-3]} (2 text layers, 2-layer tower) | lora | b1 s256 i1 672px | "
+                                f"{'gc' if gc else 'no-gc'}", "model": f"llavanext:{config}:2:2", "method": "lora",
+                          "training": dict(VLM_RUNS[1][1], **LLAVA_NEXT_SHAPES[0], grad_checkpointing=gc)})
+    return cases
+
+
 # The gpt-oss grid (`--grid gptoss`, issue 15; 16 cases): GptOssForCausalLM (memory/activations.py
 # _gpt_oss_moe_terms; eager attention with sinks, as transformers runs it: no SDPA path) at two tiny configs built on
 # the published gpt-oss-20b config.json (alternating sliding/full layers, attention and expert biases, sinks): 2
@@ -770,6 +815,19 @@ def _model(name: str) -> Any:
                                           fullatt_block_indexes=(3,) if spec.vision.fullatt_block_indexes else ()))
         depth, full = QWEN_VL_CUTS[config]
         return replace(spec, num_layers=2, vision=replace(spec.vision, num_layers=depth, fullatt_block_indexes=full))
+    if name.startswith(("llavanext:", "llavanext-toy:")):  # a LLaVA-NeXT config.json, text and tower layers cut
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        parts = name.split(":")
+        path = HF_DIR / f"{parts[1]}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), parts[1], str(path))
+        assert spec.vision is not None
+        if parts[0] == "llavanext-toy":  # the published tower under a toy language model
+            return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                           num_kv_heads=2, vocab_size=1000, head_dim=None)
+        return replace(spec, num_layers=int(parts[2]), vision=replace(spec.vision, num_layers=int(parts[3])))
     if name.startswith("seq2seq:"):  # an encoder-decoder's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1324,7 +1382,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
          "ssm2": ssm2_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid,
-         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid}
+         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "vlm3": llava_next_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1346,7 +1404,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)",
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
           "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
-          "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)"}
+          "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)",
+          "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -1468,7 +1527,7 @@ def main() -> None:
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
-                    "frozen)")
+                    "frozen); vlm3: issue 15's 28 LLaVA-NeXT cases (anyres tiles, the tower frozen)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1477,7 +1536,8 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "ssm2", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl") \
+                         "ssm", "ssm2", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl",
+                         "vlm3") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

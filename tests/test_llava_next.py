@@ -124,3 +124,46 @@ def test_pinpoints_are_checked() -> None:
         replace(v, grid_pinpoints=())
     with pytest.raises(SpecError):
         VisionSpec(grid_pinpoints=((336, 672),))  # a CLIP (LLaVA-1.5) tower has none
+
+
+def test_explain_shows_the_anyres_arithmetic() -> None:
+    from vramcalc.core.explain import explain
+
+    m = presets.find_model("llava-v1.6-mistral-7b")
+    ex = explain(m, TrainingSpec(method="lora", seq_len=512, image_size=672))
+    lines = {ln.key: ln.value for s in ex.sections for ln in s.lines}
+    # 672 x 672: the 672 x 672 pinpoint, 2 x 2 tiles + base, 48 x 48 + 48 + 576 tokens, + 512 text
+    assert (lines["vision.tiles"], lines["vision.image_tokens"], lines["vision.tokens"]) == (5, 2928, 3440)
+
+
+def test_cli_refuses_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli_helpers import invoke
+
+    code, out, err = invoke(["estimate", "llava-v1.6-vicuna-7b", "--train-vision"], capsys)
+    assert code == 2 and "--train-vision" in err and len(err.strip().splitlines()) == 1
+
+
+# A LLaVA-NeXT small enough to trace in seconds: the published vicuna-7b config's 24-layer tower cut to 2 layers,
+# under a toy language model (2 layers of width 256, 1,000-token vocabulary) where the image side is the peak.
+def tiny() -> ModelSpec:
+    m = fixture(NAMES[1])
+    assert m.vision is not None
+    return replace(m, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4, num_kv_heads=2,
+                   vocab_size=1000, vision=replace(m.vision, num_layers=2))
+
+
+@pytest.mark.parametrize("kw", [{"method": "lora", "grad_checkpointing": True},
+                                {"method": "full", "precision": "pure-bf16"}], ids=["lora-gc", "full"])
+def test_traced_step(kw: dict[str, object]) -> None:
+    # LlavaNextForConditionalGeneration on fake tensors (trace/_llava_next.py), one 672 px image (5 tiles, 2,928
+    # tokens) and 64 text tokens; measured: LoRA + checkpointing -0.02 % (its peak the tower's recomputed backward),
+    # full -0.06 % (the loss, beside the held image outputs)
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    t = TrainingSpec(seq_len=64, image_size=672, **kw)  # type: ignore[arg-type]
+    r, b = trace(tiny(), t), estimate(tiny(), t)
+    assert r.trainable_parameters == b.trainable_parameters
+    err = (b.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
+    assert -0.01 <= err <= 0.01

@@ -340,6 +340,8 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     assert v is not None and model.hidden_size is not None
     if v.kind == "siglip":
         return _explain_gemma3(model, training, b, inner)
+    if v.kind == "llava_next":  # anyres tiles (memory/llava_next.py)
+        return _explain_llava_next(model, training, b, inner)
     d = b.details
     src = "transformers models/llava/modeling_llava.py LlavaModel.forward; memory/vision.py"
     per_image = vision.image_tokens(v)
@@ -440,6 +442,75 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
             "its own, on that many tokens, with the bidirectional image-block masks",
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
             + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
+    return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
+
+
+def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, inner: Explanation) -> Explanation:
+    """LLaVA-NeXT (memory/llava_next.py): the language model's explanation on text + image tokens, the anyres
+    arithmetic (pinpoint, tiles, unpadded grid, newlines) and the image side's lines."""
+    from vramcalc.core.memory import llava_next, vision
+    from vramcalc.core.params import image_newline_params, projector_params, vision_tower_params
+
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    src = "transformers models/llava_next/modeling_llava_next.py LlavaNextModel; memory/llava_next.py"
+    proc = "transformers models/llava_next/processing_llava_next.py _get_number_of_features"
+    side = training.image_size
+    images = vision.images_per_sample(training)
+    bh, bw = llava_next.best_resolution(v, side, side)
+    n_tiles = llava_next.tiles(v, side, side)
+    rows, cols = llava_next.unpadded_grid(v, side, side)
+    per_image = llava_next.image_tokens(v, side, side)
+    base = (v.image_size // v.patch_size) ** 2
+    tower = vision_tower_params(v)
+    projector = projector_params(v, model.hidden_size) + image_newline_params(v, model.hidden_size)
+    trained = training.method == "full"
+    extra = {
+        "weights": (
+            Line("weights.vision_tower", "vision tower weights (frozen)", f"{tower:,} params (CLIP ViT)",
+                 d["weights.vision_tower"], source="transformers models/clip/modeling_clip.py CLIPVisionTransformer"),
+            Line("weights.projector", "projector and image_newline weights" + (" (trained)" if trained
+                                                                                else " (frozen)"),
+                 f"{projector:,} params", d["weights.projector"],
+                 source="transformers models/llava_next/modeling_llava_next.py LlavaNextMultiModalProjector, "
+                 "LlavaNextModel.image_newline"),
+        ),
+        "gradients": (Line("gradients.projector", "projector and image_newline gradients (full fine-tuning)",
+                           f"{projector if trained else 0:,} params at the language model's bytes per parameter",
+                           b.gradients - inner.breakdown.gradients, source=src),),
+        "optimizer_state": (Line("optimizer_state.projector", "projector and image_newline optimizer state",
+                                 f"{projector if trained else 0:,} params at the language model's bytes per "
+                                 "parameter", b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        "activations": (Line("activations.image_side", "image side: pixel_values, the held image outputs and what "
+                             "the projector saves",
+                             "every tile's last and feature-layer hidden states and the packed features (held by "
+                             "the model output), the projector's saved inputs, the mask; with checkpointing the "
+                             "tower's kept layer inputs", b.activations - inner.breakdown.activations,
+                             source=src),),
+        "temporaries": (Line("temporaries.vision_tower", "vision tower and projector forward (approximate)",
+                             "text embeddings, pixel_values and its tile copy, one CLIP layer's transients over "
+                             "every tile", d["temporaries.vision_tower_forward"],
+                             source="transformers models/clip/modeling_clip.py CLIPEncoderLayer"),),
+    }
+    lines = [
+        Line("vision.best_resolution", f"pixels of the best image_grid_pinpoints resolution, {bh} x {bw}",
+             f"select_best_resolution({side}, {side})", bh * bw, source="transformers image_processing_utils.py "
+             "select_best_resolution", kind="count"),
+        Line("vision.tiles", "tiles through the tower per image = (height / tile) x (width / tile) + base",
+             f"({bh} / {v.image_size}) x ({bw} / {v.image_size}) + 1", n_tiles,
+             source="transformers models/llava_next/modeling_llava_next.py image_size_to_num_patches",
+             kind="count"),
+        Line("vision.image_tokens", "image tokens per image = unpadded grid + one newline a row + base tile",
+             f"{rows} x {cols} + {rows} + {base}", per_image, source=proc, kind="count"),
+        Line("vision.tokens", "tokens the language model runs on = text + images x image tokens",
+             f"{training.seq_len:,} + {images} x {per_image:,}", vision.total_tokens(model, training), source=src,
+             kind="count"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens and {images * per_image:,} image tokens "
+            "per sample (--seq-len counts the text only); the sections above are its own, on that many tokens",
+            "the vision tower is frozen" + (" and the projector and image_newline trained" if trained else
+                                            "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 
