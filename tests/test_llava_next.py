@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vramcalc.core.errors import SpecError, UnsupportedCombination
-from vramcalc.core.memory import estimate, llava_next, vision
+from vramcalc.core.memory import anyres, estimate, vision
 from vramcalc.core.params import count_params, image_newline_params, projector_params, vision_tower_params
 from vramcalc.core.specs import ModelSpec, TrainingSpec, VisionSpec
 from vramcalc.io import presets
@@ -82,9 +82,9 @@ def test_image_tokens_match_the_processor() -> None:
     sizes = [(672, 672), (224, 224), (1000, 500)] + [(rnd.randint(16, 3000), rnd.randint(16, 3000))
                                                      for _ in range(2000)]
     for h, w in sizes:
-        assert llava_next.image_tokens(v, h, w) == LlavaNextProcessor._get_number_of_features(proc, h, w, 336,
+        assert anyres.image_tokens(v, h, w) == LlavaNextProcessor._get_number_of_features(proc, h, w, 336,
                                                                                               336) - 1
-        assert llava_next.tiles(v, h, w) == modeling_llava_next.image_size_to_num_patches((h, w), pins, 336)
+        assert anyres.tiles(v, h, w) == modeling_llava_next.image_size_to_num_patches((h, w), pins, 336)
 
 
 def test_672_square_is_2928_tokens() -> None:
@@ -92,8 +92,8 @@ def test_672_square_is_2928_tokens() -> None:
     # 48 newlines, 576 base: 2304 + 48 + 576
     v = presets.find_model("llava-v1.6-mistral-7b").vision
     assert v is not None
-    assert llava_next.best_resolution(v, 672, 672) == (672, 672)
-    assert (llava_next.tiles(v, 672, 672), llava_next.image_tokens(v, 672, 672)) == (5, 2928)
+    assert anyres.best_resolution(v, 672, 672) == (672, 672)
+    assert (anyres.tiles(v, 672, 672), anyres.image_tokens(v, 672, 672)) == (5, 2928)
     m = presets.find_model("llava-v1.6-mistral-7b")
     t = TrainingSpec(seq_len=100, image_size=672, images=2)
     assert vision.total_tokens(m, t) == 100 + 2 * 2928
@@ -157,7 +157,7 @@ def tiny() -> ModelSpec:
 def test_traced_step(kw: dict[str, object]) -> None:
     # LlavaNextForConditionalGeneration on fake tensors (trace/_llava_next.py), one 672 px image (5 tiles, 2,928
     # tokens) and 64 text tokens; measured: LoRA + checkpointing -0.02 % (its peak the tower's recomputed backward),
-    # full -0.06 % (the loss, beside the held image outputs)
+    # full -0.05 % (the loss, beside the held image outputs)
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from vramcalc.trace import trace

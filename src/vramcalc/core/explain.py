@@ -448,7 +448,7 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
 def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, inner: Explanation) -> Explanation:
     """LLaVA-NeXT (memory/llava_next.py): the language model's explanation on text + image tokens, the anyres
     arithmetic (pinpoint, tiles, unpadded grid, newlines) and the image side's lines."""
-    from vramcalc.core.memory import llava_next, vision
+    from vramcalc.core.memory import anyres, vision
     from vramcalc.core.params import image_newline_params, projector_params, vision_tower_params
 
     v = model.vision
@@ -458,10 +458,10 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
     proc = "transformers models/llava_next/processing_llava_next.py _get_number_of_features"
     side = training.image_size
     images = vision.images_per_sample(training)
-    bh, bw = llava_next.best_resolution(v, side, side)
-    n_tiles = llava_next.tiles(v, side, side)
-    rows, cols = llava_next.unpadded_grid(v, side, side)
-    per_image = llava_next.image_tokens(v, side, side)
+    bh, bw = anyres.best_resolution(v, side, side)
+    n_tiles = anyres.tiles(v, side, side)
+    rows, cols = anyres.unpadded_grid(v, side, side)
+    per_image = anyres.image_tokens(v, side, side)
     base = (v.image_size // v.patch_size) ** 2
     tower = vision_tower_params(v)
     projector = projector_params(v, model.hidden_size) + image_newline_params(v, model.hidden_size)

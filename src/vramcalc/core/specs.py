@@ -203,7 +203,8 @@ class VisionSpec:
     # LLaVA-NeXT (kind llava_next; transformers models/llava_next/modeling_llava_next.py LlavaNextModel): LLaVA's
     # CLIP tower and projector, plus image_newline (a parameter of the text width), and "anyres": each image is
     # resized to the best of image_grid_pinpoints ((height, width) pairs, multiples of image_size), cut into tiles
-    # of image_size plus a base image, every tile through the tower (memory/llava_next.py). () for the others.
+    # of image_size plus a base image, every tile through the tower (memory/anyres.py, memory/llava_next.py); ()
+    # for the others.
     grid_pinpoints: tuple[tuple[int, int], ...] = ()
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl",

@@ -22,6 +22,11 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         from vramcalc.trace._vision import text_model
 
         return qwen_config_dict(model, hf_config_dict(text_model(model)))
+    if model.vision is not None and model.vision.kind == "llava_next":  # LLaVA-NeXT (trace/_llava_next.py)
+        from vramcalc.trace._llava_next import config_dict as llava_next_config_dict
+        from vramcalc.trace._vision import text_model
+
+        return llava_next_config_dict(model, hf_config_dict(text_model(model)))
     if model.vision is not None:  # LLaVA / Gemma 3 (trace/_vision.py): the text model's config inside theirs
         from vramcalc.trace._vision import config_dict, text_model
 

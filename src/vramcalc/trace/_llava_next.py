@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vramcalc.core.memory.llava_next import best_resolution, image_tokens, tiles
+from vramcalc.core.memory.anyres import best_resolution, image_tokens, tiles
 from vramcalc.core.memory.vision import images_per_sample, total_tokens
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 

@@ -60,10 +60,6 @@ def gemma3_config_dict(model: ModelSpec, text: dict[str, Any]) -> dict[str, Any]
 def config_dict(model: ModelSpec, text: dict[str, Any]) -> dict[str, Any]:
     """The vision-language model's config kwargs, by the tower's kind."""
     assert model.vision is not None
-    if model.vision.kind == "llava_next":  # LlavaNextConfig (trace/_llava_next.py)
-        from vramcalc.trace._llava_next import config_dict as llava_next_config_dict
-
-        return llava_next_config_dict(model, text)
     return gemma3_config_dict(model, text) if model.vision.kind == "siglip" else llava_config_dict(model, text)
 
 
@@ -76,10 +72,6 @@ def make_inputs(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     (images, 3, H, W) in the model's dtype, as LlavaProcessor gives them."""
     v = model.vision
     assert v is not None and model.vocab_size is not None
-    if v.kind == "llava_next":  # pixel_values of tiles and image_sizes (trace/_llava_next.py)
-        from vramcalc.trace._llava_next import make_inputs as llava_next_inputs
-
-        return llava_next_inputs(model, training, dtype)
     b, s = training.batch_size, total_tokens(model, training)
     n_img = images_per_sample(training)
     k = n_img * image_tokens(v)

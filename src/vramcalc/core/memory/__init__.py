@@ -156,6 +156,10 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
+    if model.vision is not None and model.vision.kind == "llava_next":  # LLaVA-NeXT's anyres image side
+        from vramcalc.core.memory import llava_next as _llava_next
+
+        return _llava_next.estimate(model, training, estimate)
     if model.vision is not None:  # vision-language models: the text model on text + image tokens (memory/vision.py)
         from vramcalc.core.memory import vision as _vision
 

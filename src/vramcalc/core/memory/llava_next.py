@@ -9,9 +9,10 @@ pack_image_features lays each image's tile features out as one grid, unpads it t
 (unpad_image), appends image_newline after each row and puts the base tile's 576 first. The language model then
 runs on the text plus every image's tokens (LlavaNextProcessor._get_number_of_features, the same count).
 
-This module gives the image arithmetic (the processor's own steps, float rounding included) and the estimate: the
-text model's Breakdown on text + image tokens, plus the tower on all tiles, the projector, the packing's copies,
-and what the model's output holds (memory/vision.py does the same for LLaVA-1.5, whose layout this follows).
+The image arithmetic (the processor's own steps, float rounding included) is memory/anyres.py's; this module is the
+estimate (memory/__init__.py routes a llava_next VisionSpec here): the text model's Breakdown on text + image
+tokens, plus the tower on all tiles, the projector, the packing's copies, and what the model's output holds
+(memory/vision.py does the same for LLaVA-1.5, whose layout this follows).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from vramcalc.core.errors import SpecError, UnsupportedCombination
 from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory import vision as _vision
+from vramcalc.core.memory.anyres import best_resolution, image_tokens, tiles, unpadded_grid
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import image_newline_params, projector_params, vision_tower_params
 from vramcalc.core.units import dtype_bytes
@@ -29,82 +31,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from vramcalc.core.memory import Breakdown
-    from vramcalc.core.specs import ModelSpec, TrainingSpec, VisionSpec
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
 
 # TrainingSpec.image_size's default (memory/vision.py DEFAULT_IMAGE_SIZE): for LLaVA-NeXT it is taken as the
 # image's size, as for Qwen-VL: a 224 x 224 image
 _SAVED = ("image side (projector saved, tower kept, image features held, pixel_values)", "activations")
 
 
-def best_resolution(v: VisionSpec, height: int, width: int) -> tuple[int, int]:
-    """image_processing_utils.py select_best_resolution: the pinpoint (height, width) whose downscaled image keeps
-    the most pixels (the image's own count at most), ties to the least padding; the library's float steps."""
-    best, most, least = v.grid_pinpoints[0], 0, float("inf")
-    for h, w in v.grid_pinpoints:
-        scale = min(w / width, h / height)
-        kept = min(int(width * scale) * int(height * scale), width * height)
-        wasted = w * h - kept
-        if kept > most or (kept == most and wasted < least):
-            best, most, least = (h, w), kept, wasted
-    return best
-
-
-def tiles(v: VisionSpec, height: int, width: int) -> int:
-    """Tiles the tower runs per image: the best resolution cut into image_size squares, plus the base image
-    (modeling_llava_next.py image_size_to_num_patches)."""
-    h, w = best_resolution(v, height, width)
-    return (h // v.image_size) * (w // v.image_size) + 1
-
-
-def unpadded_grid(v: VisionSpec, height: int, width: int) -> tuple[int, int]:
-    """The tile features' grid (rows, columns of 24 x 24-feature tiles) after unpad_image: the padding the
-    processor added around the resized image removed, as processing_llava_next.py _get_unpadded_features
-    computes it (int(round(x, 7)) included)."""
-    side = v.image_size // v.patch_size
-    bh, bw = best_resolution(v, height, width)
-    rows, cols = side * (bh // v.image_size), side * (bw // v.image_size)
-    if width / height > cols / rows:
-        new_height = int(round(height * (cols / width), 7))
-        rows -= (rows - new_height) // 2 * 2
-    else:
-        new_width = int(round(width * (rows / height), 7))
-        cols -= (cols - new_width) // 2 * 2
-    return rows, cols
-
-
-def image_tokens(v: VisionSpec, height: int, width: int) -> int:
-    """One image's tokens (LlavaNextProcessor._get_number_of_features less the class token of the "default"
-    strategy): the unpadded grid, one image_newline per row, and the base tile's (image_size / patch)^2."""
-    rows, cols = unpadded_grid(v, height, width)
-    return rows * cols + rows + (v.image_size // v.patch_size) ** 2
-
-
-def check(model: ModelSpec, training: TrainingSpec) -> None:
-    """What the LLaVA-NeXT arithmetic does not cover, refused in one line (the common VLM refusals are
-    memory/vision.py check's)."""
-    v = model.vision
-    assert v is not None
-    if not v.drop_cls:
-        raise UnsupportedCombination(f"{model.name}: vision_feature_select_strategy 'full' is not modelled for "
-                                     "LLaVA-NeXT (pack_image_features expects 576 features a tile)")
-    if training.train_vision:
-        raise UnsupportedCombination(f"--train-vision is not modelled for {model.name} (LLaVA-NeXT: the trained "
-                                     "tower's saved activations over every tile are not counted): drop it")
-    if training.attention == "eager":
-        raise UnsupportedCombination(f"--attention eager is not modelled for {model.name} (LLaVA-NeXT: the tower's "
-                                     "eager softmax over every tile is not counted): use --attention sdpa")
-    if max(training.image_size, 1) > 100 * v.image_size:
-        raise SpecError("image_size", f"a {training.image_size} px image: give a side up to {100 * v.image_size} "
-                        "px (the processor resizes it to the best image_grid_pinpoints resolution anyway)")
-
-
 def estimate(model: ModelSpec, training: TrainingSpec,
              text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
     """The text model's Breakdown on text + image tokens (memory/vision.py text_run), with the image side."""
-    from vramcalc.core.memory import vision as _vision
-
-    check(model, training)
-    _vision.check(model, training)
+    _vision.check(model, training)  # the VLM refusals, this module's check among them
     v = model.vision
     assert v is not None and model.hidden_size is not None
     text_model, text_training = _vision.text_run(model, training)

@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import SpecError, UnsupportedCombination
+from vramcalc.core.memory import anyres
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import projector_params, vision_tower_params
@@ -139,10 +140,8 @@ def total_tokens(model: ModelSpec, training: TrainingSpec) -> int:
     if v.is_qwen:  # dynamic resolution: a square image of --image-size pixels a side, smart_resize'd
         return training.seq_len + images_per_sample(training) * qwen_image_tokens(v, training.image_size,
                                                                                   training.image_size)
-    if v.kind == "llava_next":  # anyres: a square image of --image-size pixels a side (memory/llava_next.py)
-        from vramcalc.core.memory import llava_next as _llava_next
-
-        return training.seq_len + images_per_sample(training) * _llava_next.image_tokens(
+    if v.kind == "llava_next":  # anyres: a square image of --image-size pixels a side (memory/anyres.py)
+        return training.seq_len + images_per_sample(training) * anyres.image_tokens(
             v, training.image_size, training.image_size)
     return training.seq_len + images_per_sample(training) * (image_tokens(v) + wrap_tokens(v))
 
@@ -158,8 +157,8 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
         return
     if v.is_qwen:
         _check_qwen(model, training)
-    elif v.kind == "llava_next":  # any size: the processor picks a pinpoint (memory/llava_next.py check)
-        pass
+    elif v.kind == "llava_next":  # any size: the processor picks a pinpoint; LLaVA-NeXT's own refusals
+        anyres.check(model, training)
     elif training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
@@ -448,10 +447,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     """The text model's Breakdown on text + image tokens, with the image side's terms added."""
     if model.vision is not None and model.vision.kind == "siglip":
         return _siglip_estimate(model, training, text_estimate)
-    if model.vision is not None and model.vision.kind == "llava_next":  # LLaVA-NeXT's anyres image side
-        from vramcalc.core.memory import llava_next as _llava_next
-
-        return _llava_next.estimate(model, training, text_estimate)
+    if model.vision is not None and model.vision.kind == "llava_next":  # memory/__init__.py routes it
+        raise UnsupportedCombination(f"{model.name}: LLaVA-NeXT is estimated by memory/llava_next.py")
     check(model, training)
     if model.vision is not None and model.vision.is_qwen:
         return _qwen_estimate(model, training, text_estimate)
