@@ -565,8 +565,9 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
 # the image side). (2) The image side as the peak: the published 24-layer tower under a toy language model (2
 # layers of width 256, a 1,000-token vocabulary) x the three methods x checkpointing x b1 s64 one 672 px image /
 # b1 s32 two 1000 px images (each to the 672 x 672 pinpoint: 5 tiles, 2,928 tokens). (3) llava-v1.6-34b and
-# vicuna-13b cut to 2 text layers (LoRA, checkpointing on and off, one 672 px image). Written to
-# accuracy_vlm3.{json,md}.
+# vicuna-13b cut to 2 text layers (LoRA, checkpointing on and off, one 672 px image). (4) Non-square images
+# (--image-width): 1000 x 500 under the toy language model and 500 x 1000 on the mistral cut, full / LoRA x
+# checkpointing. 36 cases, written to accuracy_vlm3.{json,md}.
 LLAVA_NEXT_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 672},
                      {"batch_size": 2, "seq_len": 128, "images": 2, "image_size": 336})
 LLAVA_NEXT_TOY_SHAPES = ({"batch_size": 1, "seq_len": 64, "images": 1, "image_size": 672},
@@ -592,6 +593,21 @@ def llava_next_grid() -> list[dict[str, Any]]:
                 cases.append({"id": f"llava-v1.6-vicuna-7b (24-layer tower, toy text model) | {label} | {tag} | "
                                     f"{'gc' if gc else 'no-gc'}", "model": "llavanext-toy:llava-v1.6-vicuna-7b-hf",
                               "method": kw["method"], "training": dict(kw, **shape, grad_checkpointing=gc)})
+    for label, kw in VLM_RUNS[:2]:  # non-square images (--image-width): the unpadded grid and its newlines
+        for gc in (False, True):
+            cases.append({"id": f"llava-v1.6-vicuna-7b (24-layer tower, toy text model) | {label} | b1 s64 i1 "
+                                f"1000x500px | {'gc' if gc else 'no-gc'}",
+                          "model": "llavanext-toy:llava-v1.6-vicuna-7b-hf",
+                          "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=64, images=1,
+                                                                   image_size=1000, image_width=500,
+                                                                   grad_checkpointing=gc)})
+            depth = 32 if kw["method"] == "full" and gc else 2  # as above: the whole text model for full + gc
+            cases.append({"id": f"llava-v1.6-mistral-7b ({depth} text layers, 2-layer tower) | {label} | b2 s128 i1 "
+                                f"500x1000px | {'gc' if gc else 'no-gc'}",
+                          "model": f"llavanext:llava-v1.6-mistral-7b-hf:{depth}:2",
+                          "method": kw["method"], "training": dict(kw, batch_size=2, seq_len=128, images=1,
+                                                                   image_size=500, image_width=1000,
+                                                                   grad_checkpointing=gc)})
     for config in ("llava-v1.6-34b-hf", "llava-v1.6-vicuna-13b-hf"):
         for gc in (False, True):
             cases.append({"id": f"{config[:-3]} (2 text layers, 2-layer tower) | lora | b1 s256 i1 672px | "
@@ -1527,7 +1543,7 @@ def main() -> None:
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
-                    "frozen); vlm3: issue 15's 28 LLaVA-NeXT cases (anyres tiles, the tower frozen)")
+                    "frozen); vlm3: issue 15's 36 LLaVA-NeXT cases (anyres tiles, the tower frozen)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()

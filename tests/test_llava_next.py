@@ -167,3 +167,21 @@ def test_traced_step(kw: dict[str, object]) -> None:
     assert r.trainable_parameters == b.trainable_parameters
     err = (b.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
     assert -0.01 <= err <= 0.01
+
+
+def test_non_square_images() -> None:
+    # --image-width: a 500 x 1000 (height x width) image picks the 336 x 672 pinpoint (every pinpoint keeps
+    # 672 x 336 pixels; it wastes the least): 2 + 1 tiles, a 24 x 48 grid with no padding, 24 newlines, 576 base
+    m = presets.find_model("llava-v1.6-mistral-7b")
+    t = TrainingSpec(seq_len=100, image_size=500, image_width=1000)
+    assert anyres.image_shape(t) == (500, 1000)
+    assert vision.total_tokens(m, t) == 100 + 24 * 48 + 24 + 576
+    wide = estimate(m, replace(t, method="lora"))
+    square = estimate(m, TrainingSpec(method="lora", seq_len=100, image_size=1000))
+    assert wide.tensor_peak_bytes < square.tensor_peak_bytes  # 3 tiles and 1,752 tokens against 5 and 2,928
+
+
+@pytest.mark.parametrize("preset", ["llava-1.5-7b", "qwen2-vl-2b-instruct", "mistral-7b"])
+def test_image_width_is_refused_elsewhere(preset: str) -> None:
+    with pytest.raises(UnsupportedCombination, match="--image-width"):
+        estimate(presets.find_model(preset), TrainingSpec(seq_len=64, image_width=500))

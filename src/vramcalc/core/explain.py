@@ -456,12 +456,12 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
     d = b.details
     src = "transformers models/llava_next/modeling_llava_next.py LlavaNextModel; memory/llava_next.py"
     proc = "transformers models/llava_next/processing_llava_next.py _get_number_of_features"
-    side = training.image_size
+    height, width = anyres.image_shape(training)
     images = vision.images_per_sample(training)
-    bh, bw = anyres.best_resolution(v, side, side)
-    n_tiles = anyres.tiles(v, side, side)
-    rows, cols = anyres.unpadded_grid(v, side, side)
-    per_image = anyres.image_tokens(v, side, side)
+    bh, bw = anyres.best_resolution(v, height, width)
+    n_tiles = anyres.tiles(v, height, width)
+    rows, cols = anyres.unpadded_grid(v, height, width)
+    per_image = anyres.image_tokens(v, height, width)
     base = (v.image_size // v.patch_size) ** 2
     tower = vision_tower_params(v)
     projector = projector_params(v, model.hidden_size) + image_newline_params(v, model.hidden_size)
@@ -495,7 +495,7 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
     }
     lines = [
         Line("vision.best_resolution", f"pixels of the best image_grid_pinpoints resolution, {bh} x {bw}",
-             f"select_best_resolution({side}, {side})", bh * bw, source="transformers image_processing_utils.py "
+             f"select_best_resolution({height}, {width})", bh * bw, source="transformers image_processing_utils.py "
              "select_best_resolution", kind="count"),
         Line("vision.tiles", "tiles through the tower per image = (height / tile) x (width / tile) + base",
              f"({bh} / {v.image_size}) x ({bw} / {v.image_size}) + 1", n_tiles,

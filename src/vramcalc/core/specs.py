@@ -675,6 +675,9 @@ class TrainingSpec:
     # default standing for the model's own.
     images: int = 0
     train_vision: bool = False
+    # LLaVA-NeXT (memory/anyres.py): each image's width in pixels when it differs from image_size, then its height;
+    # 0: square images
+    image_width: int = 0
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mode": MODES, "method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS,
@@ -698,6 +701,7 @@ class TrainingSpec:
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
         "steps_per_generation": (*NON_NEGATIVE, COUNT_CAP),
+        "image_width": (*NON_NEGATIVE, COUNT_CAP),
         "lora_trainable_tokens": (*NON_NEGATIVE, COUNT_CAP),
         "beta": NON_NEGATIVE,
         "target_len": (*NON_NEGATIVE, COUNT_CAP),

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vramcalc.core.memory.anyres import best_resolution, image_tokens, tiles
+from vramcalc.core.memory.anyres import best_resolution, image_shape, image_tokens, tiles
 from vramcalc.core.memory.vision import images_per_sample, total_tokens
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 
@@ -39,29 +39,29 @@ def config_dict(model: ModelSpec, text: dict[str, Any]) -> dict[str, Any]:
 def make_inputs(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) -> Any:
     """input_ids with every image's placeholder tokens after a first text token, labels, pixel_values (images,
     tiles, 3, H, W) in the model's dtype and image_sizes (images, 2) int64, as LlavaNextProcessor gives them for
-    square images of --image-size pixels."""
+    images of --image-size x --image-width pixels."""
     v = model.vision
     assert v is not None and model.vocab_size is not None
     b, s = training.batch_size, total_tokens(model, training)
     n_img = images_per_sample(training)
-    side = training.image_size
-    k = n_img * image_tokens(v, side, side)
+    height, width = image_shape(training)
+    k = n_img * image_tokens(v, height, width)
     vocab = model.vocab_size
 
     def make() -> dict[str, torch.Tensor]:
         ids = torch.randint(0, vocab, (b, s), dtype=torch.long)
         ids[:, 1:1 + k] = IMAGE_TOKEN
         return {"input_ids": ids, "labels": torch.randint(0, vocab, (b, s), dtype=torch.long),
-                "pixel_values": torch.empty((b * n_img, tiles(v, side, side), 3, v.image_size, v.image_size),
+                "pixel_values": torch.empty((b * n_img, tiles(v, height, width), 3, v.image_size, v.image_size),
                                             dtype=dtype),
-                "image_sizes": torch.full((b * n_img, 2), side, dtype=torch.long)}
+                "image_sizes": torch.tensor([[height, width]] * (b * n_img), dtype=torch.long)}
 
     return make
 
 
 @contextlib.contextmanager
 def emulation(model: ModelSpec, training: TrainingSpec) -> Iterator[None]:
-    """The anyres helpers given the known image size (every image of the run is square, --image-size a side), and
+    """The anyres helpers given the known image size (every image of the run is --image-size x --image-width), and
     LlavaNextModel.get_placeholder_mask without its data-dependent count check (the inputs hold exactly the right
     number of placeholders); masked_scatter as trace/_vision.py emulates it (llava_emulation)."""
     from transformers.models.llava_next import modeling_llava_next as mod
@@ -70,11 +70,11 @@ def emulation(model: ModelSpec, training: TrainingSpec) -> Iterator[None]:
 
     v = model.vision
     assert v is not None
-    side = training.image_size
-    bh, bw = best_resolution(v, side, side)
+    height, width = image_shape(training)
+    bh, bw = best_resolution(v, height, width)
 
     def num_patches(image_size: Any, grid_pinpoints: Any, patch_size: int) -> int:
-        return tiles(v, side, side)
+        return tiles(v, height, width)
 
     def grid_shape(image_size: Any, grid_pinpoints: Any, patch_size: int) -> tuple[int, int]:
         return bh // patch_size, bw // patch_size
@@ -82,11 +82,11 @@ def emulation(model: ModelSpec, training: TrainingSpec) -> Iterator[None]:
     def unpad(tensor: torch.Tensor, original_size: Any) -> torch.Tensor:
         # unpad_image's own arithmetic on the known (height, width): the same slice of the same tensor
         current_height, current_width = tensor.shape[1:]
-        if side / side > current_width / current_height:
-            new_height = int(round(side * (current_width / side), 7))
+        if width / height > current_width / current_height:
+            new_height = int(round(height * (current_width / width), 7))
             padding = (current_height - new_height) // 2
             return tensor[:, padding:current_height - padding, :]
-        new_width = int(round(side * (current_height / side), 7))
+        new_width = int(round(width * (current_height / height), 7))
         padding = (current_width - new_width) // 2
         return tensor[:, :, padding:current_width - padding]
 

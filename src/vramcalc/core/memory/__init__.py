@@ -165,7 +165,7 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
 
         return _vision.estimate(model, training, estimate)
     _classic.check_not_classic(training)
-    if training.images or training.train_vision:  # the image options on a text model: refused (memory/vision.py)
+    if training.images or training.train_vision or training.image_width:  # image options on a text model: refused
         from vramcalc.core.memory import vision as _vision
 
         _vision.check(model, training)

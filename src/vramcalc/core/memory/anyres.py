@@ -71,6 +71,12 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     if training.attention == "eager":
         raise UnsupportedCombination(f"--attention eager is not modelled for {model.name} (LLaVA-NeXT: the tower's "
                                      "eager softmax over every tile is not counted): use --attention sdpa")
-    if max(training.image_size, 1) > 100 * v.image_size:
-        raise SpecError("image_size", f"a {training.image_size} px image: give a side up to {100 * v.image_size} "
-                        "px (the processor resizes it to the best image_grid_pinpoints resolution anyway)")
+    if max(image_shape(training)) > 100 * v.image_size:
+        raise SpecError("image_size", f"a {' x '.join(map(str, image_shape(training)))} px image: give sides up to "
+                        f"{100 * v.image_size} px (the processor resizes it to the best image_grid_pinpoints "
+                        "resolution anyway)")
+
+
+def image_shape(training: TrainingSpec) -> tuple[int, int]:
+    """(height, width) of each image: --image-size, and --image-width when given (0: square)."""
+    return training.image_size, training.image_width or training.image_size

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import vision as _vision
-from vramcalc.core.memory.anyres import best_resolution, image_tokens, tiles, unpadded_grid
+from vramcalc.core.memory.anyres import best_resolution, image_shape, image_tokens, tiles, unpadded_grid
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import image_newline_params, projector_params, vision_tower_params
 from vramcalc.core.units import dtype_bytes
@@ -51,12 +51,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     th, vh, vi = model.hidden_size, v.hidden_size, v.intermediate_size
     tower, projector = vision_tower_params(v), projector_params(v, th)
     newline = image_newline_params(v, th)
-    side = training.image_size
+    height, width = image_shape(training)
     n_img = _vision.images_per_sample(training) * training.batch_size
     per_tile = (v.image_size // v.patch_size) ** 2  # the class token dropped
     rows = per_tile + 1  # the tower's sequence: patches + the class token
-    n_tiles = n_img * tiles(v, side, side)
-    img_tokens = n_img * image_tokens(v, side, side)
+    n_tiles = n_img * tiles(v, height, width)
+    img_tokens = n_img * image_tokens(v, height, width)
     tokens = training.batch_size * _vision.total_tokens(model, training)
     trained_projector = training.method == "full"
     gc = training.grad_checkpointing
@@ -148,15 +148,15 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "activations.image_outputs_held": held + in_forward,
                     "temporaries.vision_tower_forward": max(tower_moment, proj_moment)})
-    bh, bw = best_resolution(v, side, side)
-    grid_rows, grid_cols = unpadded_grid(v, side, side)
+    bh, bw = best_resolution(v, height, width)
+    grid_rows, grid_cols = unpadded_grid(v, height, width)
     mode = "full fine-tuning trains the projector and image_newline" if trained_projector else \
         f"--method {training.method} adapts the language model only (projector frozen)"
     notes = (
         f"vision-language model (LLaVA-NeXT anyres): {_vision.images_per_sample(training)} image(s) per sample of "
-        f"{side} x {side} px, resized to the best image_grid_pinpoints resolution {bh} x {bw}: "
-        f"{tiles(v, side, side)} tiles of {v.image_size} px through the tower (the base image included) and "
-        f"{image_tokens(v, side, side):,} image tokens each ({grid_rows} x {grid_cols} unpadded features + "
+        f"{height} x {width} px (height x width), resized to the best image_grid_pinpoints resolution {bh} x {bw}: "
+        f"{tiles(v, height, width)} tiles of {v.image_size} px through the tower (the base image included) and "
+        f"{image_tokens(v, height, width):,} image tokens each ({grid_rows} x {grid_cols} unpadded features + "
         f"{grid_rows} image_newline + {per_tile} base), added to the {training.seq_len:,} text tokens: the language "
         f"model runs on {_vision.total_tokens(model, training):,} tokens per sample (modeling_llava_next.py "
         "pack_image_features; processing_llava_next.py _get_number_of_features).",

@@ -141,8 +141,7 @@ def total_tokens(model: ModelSpec, training: TrainingSpec) -> int:
         return training.seq_len + images_per_sample(training) * qwen_image_tokens(v, training.image_size,
                                                                                   training.image_size)
     if v.kind == "llava_next":  # anyres: a square image of --image-size pixels a side (memory/anyres.py)
-        return training.seq_len + images_per_sample(training) * anyres.image_tokens(
-            v, training.image_size, training.image_size)
+        return training.seq_len + images_per_sample(training) * anyres.image_tokens(v, *anyres.image_shape(training))
     return training.seq_len + images_per_sample(training) * (image_tokens(v) + wrap_tokens(v))
 
 
@@ -151,10 +150,13 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     image options."""
     v = model.vision
     if v is None:
-        if training.images or training.train_vision:
-            raise UnsupportedCombination(f"--images and --train-vision size a vision-language model's images; "
-                                         f"{model.name} reads text only: drop them")
+        if training.images or training.train_vision or training.image_width:
+            raise UnsupportedCombination(f"--images, --image-width and --train-vision size a vision-language "
+                                         f"model's images; {model.name} reads text only: drop them")
         return
+    if training.image_width and v.kind != "llava_next":
+        raise UnsupportedCombination(f"--image-width (non-square images) is modelled for LLaVA-NeXT only; "
+                                     f"{model.name}'s images are square: drop it")
     if v.is_qwen:
         _check_qwen(model, training)
     elif v.kind == "llava_next":  # any size: the processor picks a pinpoint; LLaVA-NeXT's own refusals
@@ -200,7 +202,7 @@ def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, Train
     (memory/activations.py masked_sdpa), so its run is counted as one."""
     assert model.vision is not None
     out = replace(training, seq_len=total_tokens(model, training), images=0, image_size=DEFAULT_IMAGE_SIZE,
-                  train_vision=False)
+                  train_vision=False, image_width=0)
     if model.vision.kind == "siglip" and training.attention == "sdpa":
         out = replace(out, packing="packed")
     return _text_model(model), out
