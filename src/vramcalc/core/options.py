@@ -267,8 +267,10 @@ OPTIONS: tuple[Opt, ...] = (
     # Vision-language models (memory/vision.py).
     Opt("images", int, 0, "Vision-language models (LLaVA, Qwen-VL): images per sample; their image tokens are added to "
         "--seq-len (the text tokens). 0: one for a vision-language model."),
-    Opt("image_width", int, 0, "LLaVA-NeXT: each image's width in pixels when it differs from --image-size, "
-        "then its height (anyres unpads the tile features to the image's aspect ratio). 0: square images."),
+    Opt("image_width", int, 0, "Idefics3 / SmolVLM: each image's width in pixels, --image-size its height (0: "
+        "square). The processor resizes the longest edge to its target and cuts tiles, so the aspect ratio sets "
+        "the tiles: a square image is 4 x 4 tiles and a global one. LLaVA-NeXT: the same (height --image-size, "
+        "width --image-width); anyres unpads the tile features to the image's aspect ratio."),
     Opt("train_vision", bool, False, "Vision-language models: train the vision tower too, with --method full and "
         "sdpa (frozen by default, as most recipes do)."),
 )
