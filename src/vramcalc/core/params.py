@@ -63,7 +63,13 @@ class Linear:
 # gate_up_proj (E, 2i, h), down_proj (E, h, i), run by integrations/moe.py grouped_mm_experts_forward) and the
 # router as a custom module holding a weight Parameter (MixtralTopKRouter): neither is an nn.Linear, so peft's
 # all-linear, bitsandbytes' Linear4bit replacement and the other PEFT methods do not see them.
-FUSED_EXPERT_FAMILIES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss"})
+FUSED_EXPERT_FAMILIES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss",
+                                   "llama4"})
+# Llama 4 (modeling_llama4.py Llama4TextExperts): gate_up_proj (E, hidden, 2i) and down_proj (E, i, hidden) are 3-D
+# Parameters too, but run by torch.bmm over every token (Llama4TextMoe: each expert takes all tokens, scaled by its
+# sigmoid router score, 0 for the unrouted), not grouped_mm; Llama4Router subclasses nn.Linear, so it is a Linear
+# module (all-linear, bitsandbytes' Linear4bit). llama4 is no key of peft's conversion table, so LoRA's
+# gate/up/down_proj names adapt the shared expert's and the dense layers' nn.Linear modules only.
 # peft 0.21 utils/transformers_weight_conversion.py _convert_peft_config_moe rewrites a LoRA config for the model
 # types of transformers' conversion_mapping._MODEL_TO_CONVERSION_PATTERN (mixtral; qwen3_moe, deepseek_v2/v3 on the
 # qwen2_moe pattern; qwen2_moe itself and gpt_oss are not keys there): gate_proj + up_proj (Mixtral w1 + w3) become
@@ -101,6 +107,8 @@ def kv_heads(m: ModelSpec) -> int:
 def dense_layers(m: ModelSpec) -> int:
     """Layers with a dense MLP (all of them for a dense model; DeepSeek's first_k_dense for MoE)."""
     assert m.num_layers is not None
+    if m.num_experts and m.moe_layer_interval > 1:  # Llama 4: MoE in every interleave_moe_layer_step-th layer
+        return m.num_layers - m.num_layers // m.moe_layer_interval
     return m.num_layers if m.num_experts == 0 else min(m.first_dense_layers, m.num_layers)
 
 
@@ -140,6 +148,8 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
         if m.num_shared_experts:
             s_i = m.shared_expert_intermediate_size or e_i * m.num_shared_experts
             out += _mlp_linears(m, h, s_i, n_moe, "shared_expert.")
+        if m.family == "llama4":  # Llama4Router(nn.Linear): Linear(hidden, num_local_experts, bias=False)
+            out.append(Linear("router", h, m.num_experts, n_moe))
     return tuple(out)
 
 
@@ -237,7 +247,8 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
             out.append(ParamTensor("mla_q_norms", "norm", (m.q_lora_rank,), n_layers, "norm"))
     if m.num_experts and n_layers > dense_layers(m):
         n_moe = n_layers - dense_layers(m)
-        out.append(ParamTensor("router", "router", (m.num_experts, h), n_moe, "router"))
+        if m.family != "llama4":  # Llama 4's router is a block Linear (block_linears)
+            out.append(ParamTensor("router", "router", (m.num_experts, h), n_moe, "router"))
         # DeepseekV3TopkRouter.e_score_correction_bias (a buffer, stored in the checkpoint); gpt-oss's
         # GptOssTopKRouter.bias (a Parameter: F.linear(hidden, weight, bias), modeling_gpt_oss.py)
         if m.router_bias:
