@@ -488,6 +488,14 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
             raise UnsupportedCombination(
                 f"LoRA on {', '.join(sorted(named))} of {m.name}: gpt-oss's experts are Parameters, not Linear "
                 "modules (peft target_parameters is not modelled); use q_proj,k_proj,v_proj,o_proj or all-linear")
+    if m.family == "llama4" and {t.strip().lower() for t in targets} & {ALL_LINEAR, "router"}:
+        # peft 0.21 wraps Llama4Router (an nn.Linear subclass) in a lora.Linear, whose forward reads `.dtype` of the
+        # base layer's result, which is the router's (scores, logits) tuple: AttributeError on the first forward
+        # (tuners/lora/layer.py Linear.forward; found by the tracer)
+        raise UnsupportedCombination(
+            f"LoRA on the router of {m.name} (all-linear takes it): peft wraps Llama4Router, whose forward returns a "
+            "tuple, and the step fails; list the modules instead: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,"
+            "down_proj")
     moe_rows: tuple[Linear, ...] = ()
     if fused_experts(m):
         linears = tuple(lin for lin in linears if not lin.module.startswith("experts."))
