@@ -67,9 +67,10 @@ FUSED_EXPERT_FAMILIES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "deepsee
                                    "llama4"})
 # Llama 4 (modeling_llama4.py Llama4TextExperts): gate_up_proj (E, hidden, 2i) and down_proj (E, i, hidden) are 3-D
 # Parameters too, but run by torch.bmm over every token (Llama4TextMoe: each expert takes all tokens, scaled by its
-# sigmoid router score, 0 for the unrouted), not grouped_mm; Llama4Router subclasses nn.Linear, so it is a Linear
-# module (all-linear, bitsandbytes' Linear4bit). llama4 is no key of peft's conversion table, so LoRA's
-# gate/up/down_proj names adapt the shared expert's and the dense layers' nn.Linear modules only.
+# sigmoid router score, 0 for the unrouted), not grouped_mm; Llama4Router subclasses nn.Linear, so peft's all-linear
+# takes it (and fails: resolve_targets refuses it) but bitsandbytes does not (it replaces exact nn.Linear modules).
+# llama4 is no key of peft's conversion table, so LoRA's gate/up/down_proj names adapt the shared expert's and the
+# dense layers' nn.Linear modules only.
 # peft 0.21 utils/transformers_weight_conversion.py _convert_peft_config_moe rewrites a LoRA config for the model
 # types of transformers' conversion_mapping._MODEL_TO_CONVERSION_PATTERN (mixtral; qwen3_moe, deepseek_v2/v3 on the
 # qwen2_moe pattern; qwen2_moe itself and gpt_oss are not keys there): gate_proj + up_proj (Mixtral w1 + w3) become
@@ -148,8 +149,6 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
         if m.num_shared_experts:
             s_i = m.shared_expert_intermediate_size or e_i * m.num_shared_experts
             out += _mlp_linears(m, h, s_i, n_moe, "shared_expert.")
-        if m.family == "llama4":  # Llama4Router(nn.Linear): Linear(hidden, num_local_experts, bias=False)
-            out.append(Linear("router", h, m.num_experts, n_moe))
     return tuple(out)
 
 
@@ -247,8 +246,9 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
             out.append(ParamTensor("mla_q_norms", "norm", (m.q_lora_rank,), n_layers, "norm"))
     if m.num_experts and n_layers > dense_layers(m):
         n_moe = n_layers - dense_layers(m)
-        if m.family != "llama4":  # Llama 4's router is a block Linear (block_linears)
-            out.append(ParamTensor("router", "router", (m.num_experts, h), n_moe, "router"))
+        # (Llama4Router subclasses nn.Linear: transformers' bitsandbytes replacement takes `type(module) is nn.Linear`
+        # only, integrations/bitsandbytes.py, so it stays unquantized like the other routers)
+        out.append(ParamTensor("router", "router", (m.num_experts, h), n_moe, "router"))
         # DeepseekV3TopkRouter.e_score_correction_bias (a buffer, stored in the checkpoint); gpt-oss's
         # GptOssTopKRouter.bias (a Parameter: F.linear(hidden, weight, bias), modeling_gpt_oss.py)
         if m.router_bias:

@@ -918,6 +918,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append(f"{m.name}: expert weights counted in the run's dtype, as transformers loads them to train "
                      "(Mxfp4Config(dequantize=True): the MXFP4 checkpoint, 4.25 bits per expert weight, is not what "
                      "is in memory); experts run transformers' default grouped_mm path (integrations/moe.py).")
+    if m.family == "llama4":
+        chunk = (f"its RoPE layers attend within {m.attention_chunk_size:,}-token chunks (a 4-D mask from that "
+                 "length on under sdpa), " if m.attention_chunk_size else "")
+        notes.append(f"{m.name}: Llama4TextMoe runs every token through all {m.num_experts} experts (torch.bmm, "
+                     "scaled by the top-1 sigmoid router score, 0 for the others), so the MoE layers' activations grow "
+                     f"with the expert count; {chunk}the language model only (Llama4ForCausalLM): the vision tower and "
+                     "projector are not modelled (transformers modeling_llama4.py).")
     if eager_only(m) and t.attention == "sdpa":
         notes.append(f"{m.name}: transformers has no SDPA attention for this model (BLOOM's ALiBi, Gemma 2's "
                      "softcapping, gpt-oss's attention sinks): counted as eager attention, with its per-key scores.")

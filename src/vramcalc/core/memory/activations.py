@@ -357,7 +357,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # Llama 4's chunked layers with their mask (measured with the tracer, --grid llama4: each such layer
             # holds q, k, v unrepeated and the mask's 16-bit copy, c per row position per key, and nothing more)
             terms.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads))
-            terms.append(packed_mask_term(c))
+            terms.append(Term("sdpa chunked-attention mask (16-bit, saved by the efficient kernel)", 0, c))
         elif masked_sdpa(t):
             # Packed sequences under sdpa (memory/activations.py packing_terms): a 4-D mask, so no flash
             # kernel and no enable_gqa; transformers repeats k and v to every head (sdpa_attention.py
