@@ -622,7 +622,8 @@ MOE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 # chunk shorter than the sequence, so the chunked mask is built), with their own MoE layouts (Scout: every layer, L2
 # q/k norm; Maverick: every other layer beside a dense MLP twice the expert width, no q/k norm) x full / LoRA on
 # every Linear but the router ("all-linear" in the ids) / LoRA q,k,v,o / QLoRA on those Linears x checkpointing
-# off / on at b2 s256 sdpa, and full and LoRA again at b1 s512 sdpa and b2 s256 eager (32 cases).
+# off / on at b2 s256 sdpa, and full and LoRA again at b1 s512 sdpa and b2 s256 eager (32 cases); with
+# LLAMA4_PUBLISHED below, 40.
 LLAMA4_SHAPES = {
     "llama4:scout": ("llama-4-scout-17b-16e-instruct",
                      {"hidden_size": 256, "intermediate_size": 192, "intermediate_size_mlp": 384,
@@ -646,8 +647,26 @@ LLAMA4_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (  # all-linear takes the 
 )
 
 
+# The published configs at their own widths (hidden 5120, 16 / 128 experts of 8192), cut to 4 layers as the families
+# grid cuts every model_type (3 RoPE layers and a NoPE one; Maverick's two dense and two MoE): full pure-bf16 b1 s512
+# sdpa (below the 8,192-token chunk: no mask) and LoRA on every Linear but the router b1 s1024 eager, each without
+# and with checkpointing (8 cases).
+LLAMA4_PUBLISHED = {"llama4:scout (4 layers)": "llama-4-scout-17b-16e-instruct",
+                    "llama4:maverick (4 layers)": "llama-4-maverick-17b-128e-instruct"}
+LLAMA4_PUBLISHED_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16 | b1 s512 | sdpa", {"method": "full", "precision": "pure-bf16", "batch_size": 1, "seq_len": 512}),
+    ("lora all-linear | b1 s1024 | eager", {"method": "lora", "precision": "bf16", "lora_targets": _L4_ALL,
+                                           "batch_size": 1, "seq_len": 1024, "attention": "eager"}),
+)
+
+
 def llama4_grid() -> list[dict[str, Any]]:
     cases = []
+    for model in LLAMA4_PUBLISHED:
+        for label, kw in LLAMA4_PUBLISHED_RUNS:
+            for gc in (False, True):
+                cases.append({"id": f"{model} | {label} | {'gc' if gc else 'no-gc'}", "model": model,
+                              "method": kw["method"], "training": dict(kw, grad_checkpointing=gc)})
     for model in LLAMA4_SHAPES:
         for label, kw in LLAMA4_RUNS:
             shapes = [(2, 256, "sdpa")] + ([(1, 512, "sdpa"), (2, 256, "eager")] if label in (
@@ -852,10 +871,11 @@ def _model(name: str) -> Any:
     if name.startswith("llama4:"):  # a published Llama 4 config.json's text_config cut to a tiny shape
         from vramcalc.io.hf_config import spec_from_hf_config
 
-        config, shape = LLAMA4_SHAPES[name]
+        config, shape = LLAMA4_SHAPES[name] if name in LLAMA4_SHAPES \
+            else (LLAMA4_PUBLISHED[name], {"num_hidden_layers": FAMILY_LAYERS})
         d = json.loads((HF_DIR / f"{config}.json").read_text())
         d["text_config"] = {**d["text_config"], **shape}
-        return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
+        return spec_from_hf_config(d, name[7:].split(" ")[0], "benchmarks/accuracy.py")
     if name.startswith("hf:"):
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1522,7 +1542,7 @@ def main() -> None:
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
-                    "frozen); llama4: issue 15's 32 Llama 4 text cases (Scout / Maverick layouts, bmm experts, "
+                    "frozen); llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, "
                     "chunked and NoPE attention)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part

@@ -833,21 +833,22 @@ def _llama4_moe_terms(m: ModelSpec, c: int, live: bool, scores_live: bool, train
     # (E, tokens, hidden) output beside, when the experts are frozen and so save neither, the scaled copies (still
     # referenced by Llama4TextExperts.forward's hidden_states) and the gated product
     fwd = e * c * (h + (0 if trainable else h + i))
-    # backward, beyond the saved set (measured with the tracer, --grid llama4 with checkpointing, the live tensors at
-    # the MoE block's backward peak): the routed output's gradient materialised from the sum's expand (E x hidden),
-    # the routed input's gradient from the gate_up bmm (E x hidden) and, for frozen experts, the score mul's
-    # gradient of the repeated copies (E x hidden: with trained experts the scaled copy is saved instead, so it is
-    # in the saved set); a quarter of the expert width per expert (fitted at two widths: the saved gate_up / act
-    # being released) and the per-token gradients beside them (residual, normed input, router and shared expert
-    # outputs: ~4 hidden, 2 with trained experts whose saved set holds them)
-    bwd = e * c * ((2 if trainable else 3) * h + i // 4) + (2 if trainable else 4) * c * h
+    # backward, beyond the saved set: the larger of two moments (measured with the tracer, --grid llama4, the live
+    # tensors at the backward's peak). At `up * act`'s backward: the product's gradient from the down bmm and the
+    # gradients of up and act (3 x E x i; a trained down_proj has released the saved product by then). At the gate_up
+    # bmm's backward (fitted at two expert counts and widths of the tiny configs): the routed output's gradient
+    # materialised from the sum's expand, the routed input's gradient and, for frozen experts, the score mul's
+    # gradient of the repeated copies (with trained experts the scaled copy is saved instead): 3 (2) x E x hidden,
+    # and a quarter of the expert width per expert. Without checkpointing autograd has freed the saved gate_up and act
+    # (E x 3i) by the second moment; a checkpointed layer's rerun keeps its saved set to the layer's end
+    # (torch.utils.checkpoint). Beside either, ~4 (2 when trained) hidden-wide gradients per token (residual, normed
+    # input, router and shared expert outputs).
+    freed = 0 if checkpointed else 3 * i
+    at_glu = 3 * i - (0 if checkpointed or not trainable else i)
+    at_input = (2 if trainable else 3) * h + i // 4 - freed - (i + h if trainable and not checkpointed else 0)
+    bwd = e * c * max(at_glu, at_input, 0) + (2 if trainable else 4) * c * h
     if adapter_bytes:  # LoRA on the shared expert's gate / up: lora_A's input gradient in the adapter dtype, cast back
         bwd += (adapter_bytes + c) * h
-    if not checkpointed:
-        # without checkpointing autograd frees each node's saved tensors when its backward has run: by the routed
-        # input's gradient the saved gate_up and act (E x 3i) are gone, which the checkpointed rerun keeps to the
-        # layer's end (torch.utils.checkpoint's recomputed set; measured with the tracer, Maverick LoRA: +3 % over)
-        bwd = max(bwd - e * c * 3 * i, 0)
     return terms, fwd, bwd
 
 
