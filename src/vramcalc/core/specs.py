@@ -338,7 +338,7 @@ class ModelSpec:
     # the RoPE layers attending within chunks of attention_chunk_size positions (0: none), the weightless
     # Llama4TextL2Norm on q and k in the RoPE layers (use_qk_norm), and the NoPE layers' query temperature
     # (attn_temperature_tuning).
-    moe_layer_interval: int = 1
+    moe_layer_interval: int = 0  # 0 or 1: every layer
     nope_layer_interval: int = 0
     attention_chunk_size: int = 0
     qk_l2_norm: bool = False
@@ -399,14 +399,14 @@ class ModelSpec:
                          "num_attention_heads", "num_kv_heads", "head_dim", "max_position_embeddings",
                          "sliding_window", "moe_intermediate_size", "shared_expert_intermediate_size",
                          "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
-                         "published_parameters", "moe_layer_interval"), POSITIVE),
+                         "published_parameters"), POSITIVE),
         "num_labels": (*NON_NEGATIVE, COUNT_CAP),
         "type_vocab_size": (*NON_NEGATIVE, COUNT_CAP),
         **dict.fromkeys(("decoder_layers", "relative_attention_buckets", "rel_embedding_rows"),
                         (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers", "nope_layer_interval",
-                         "attention_chunk_size"), NON_NEGATIVE),
+                         "attention_chunk_size", "moe_layer_interval"), NON_NEGATIVE),
         **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel", "ssm_head_dim", "ssm_n_groups",
                          "ssm_chunk_size"), (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("num_classes", "rnn_input_size"), (*NON_NEGATIVE, COUNT_CAP)),

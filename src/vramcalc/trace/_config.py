@@ -84,7 +84,7 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                 "num_key_value_heads": model.num_kv_heads or model.num_attention_heads,
                 "head_dim": model.head_dim or (model.hidden_size or 0) // (model.num_attention_heads or 1),
                 "num_local_experts": model.num_experts, "num_experts_per_tok": model.experts_per_token,
-                "interleave_moe_layer_step": model.moe_layer_interval,
+                "interleave_moe_layer_step": max(model.moe_layer_interval, 1),
                 "no_rope_layer_interval": model.nope_layer_interval or n + 1,
                 "attention_chunk_size": model.attention_chunk_size or None, "use_qk_norm": model.qk_l2_norm,
                 "attn_temperature_tuning": model.attn_temperature_tuning, "attention_bias": model.qkv_bias,

@@ -787,7 +787,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         nope = layer_activations(replace(m, qk_l2_norm=False, attention_chunk_size=0), t, recipe,
                                  trainable_weights=full_like)
         n_nope = sum(1 for i in range(n_layers) if (i + 1) % m.nope_layer_interval == 0
-                     and (i + 1) % m.moe_layer_interval == 0)
+                     and (i + 1) % max(m.moe_layer_interval, 1) == 0)
         layers_less_t += n_nope * (per_layer_t - sum(x.per_token for x in nope.terms if not x.batch1_only))
         layers_less_ts += n_nope * (per_layer_ts - sum(x.per_token_seq for x in nope.terms))
     outer = outer_targets(t.lora_targets) if t.method in ("lora", "qlora") else ()
