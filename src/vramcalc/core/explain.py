@@ -1053,6 +1053,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"{c} B × {rows} rows × {_n(seq)} × {_n(keys)}"
                           + (f" (+ {t.virtual_tokens} prefix keys)" if keys != seq else ""), mask,
                           "rows × queries × keys × bytes", "transformers masking_utils.eager_mask"))
+        if m.family == "llama4" and m.attention_chunk_size and m.nope_layer_interval:  # memory/__init__.py once_ts
+            lines.append(Line("activations.shared.chunked_mask", "4-D chunked-attention mask (eager, RoPE layers)",
+                              f"{c} B × {rows} rows × {_n(seq)} × {_n(seq)}", c * rows * seq * seq,
+                              "rows × queries × keys × bytes",
+                              "transformers masking_utils.create_chunked_causal_mask (modeling_llama4.py)"))
     elif masked_sdpa(t) and not mamba:  # packed rows under sdpa: a block-diagonal bool mask (memory/activations.py)
         packed = t.packing != "none"
         lines.append(Line("activations.shared.mask", "4-D bool mask of the " + ("packed rows" if packed else
