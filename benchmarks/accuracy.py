@@ -1268,6 +1268,12 @@ RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("online-dpo qlora", {**_QLORA, **_ODPO, "batch_size": 4}),
     ("online-dpo full gc uncached generation", {**_FULL, **_ODPO, **GC, "batch_size": 2}),
     ("online-dpo lora gc uncached generation", {**_LORA, **_ODPO, **GC, "batch_size": 4}),
+    # Online DPO with vLLM (memory/rl.py vllm_view / sync_bytes): no generate() on the policy; colocated, the
+    # engine's share is overhead (the tensor peak is the step's); server mode syncs one parameter at a time
+    ("online-dpo full vllm colocate", {**_FULL, **_ODPO, "batch_size": 2, "use_vllm": "colocate"}),
+    ("online-dpo lora vllm colocate sleep gc", {**_LORA, **_ODPO, **GC, "batch_size": 4, "use_vllm": "colocate",
+                                                "vllm_sleep": True}),
+    ("online-dpo full vllm server", {**_FULL, **_ODPO, "batch_size": 2, "use_vllm": "server"}),
     # Online DPO with a reward model (memory/reward_scoring.py): AutoModelForSequenceClassification(num_labels=1)
     # scoring the 2B rows under inference_mode after the reference; its weights beside the step's
     ("online-dpo full reward qwen2.5-0.5b", {**_FULL, **_ODPO, "batch_size": 2, "reward_model": "qwen2.5-0.5b"}),

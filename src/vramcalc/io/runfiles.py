@@ -868,14 +868,19 @@ def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "", objective: s
 
 def _online_dpo(d: dict[str, Any], run: Run) -> None:
     """OnlineDPOConfig (TRL 1.16 trl/experimental/online_dpo/online_dpo_config.py) onto --objective online-dpo
-    (memory/online_dpo.py): generate() on the policy; reward_model_path onto --reward-model."""
+    (memory/online_dpo.py): generate() on the policy or vLLM (use_vllm); reward_model_path onto --reward-model."""
     if d.get("reward_model_path") is not None:  # loaded as a sequence classifier (memory/reward_scoring.py)
         path = d["reward_model_path"]
         if not isinstance(path, str) or not path.strip():
             raise _KeyProblem("reward_model_path", "give the reward model as a preset name or a config.json path")
         run.options["reward_model"] = path.strip()
-    if d.get("use_vllm") is True:
-        raise _KeyProblem("use_vllm", "Online DPO's generation in vLLM is not modelled; set use_vllm: false")
+    if d.get("vllm_max_model_length") is not None:  # not an OnlineDPOConfig field
+        raise _KeyProblem("vllm_max_model_length", "OnlineDPOTrainer sets vLLM's max_model_len itself (max_length + "
+                          "max_new_tokens); remove it")
+    # use_vllm / vllm_mode (OnlineDPOConfig's default colocate) / vllm_gpu_memory_utilization (default 0.55, applied
+    # by core/options.py) / vllm_enable_sleep_mode: read as GRPOConfig's (online_dpo_trainer.py __init__ builds the
+    # same engine, memory/rl.py vllm_view)
+    _vllm_engine(HF, d, run)
     # online_dpo_config.py: gradient_checkpointing defaults to True (online_dpo_trainer.py then generates with
     # use_cache=False: memory/online_dpo.py uncached_generation_bytes)
     if "gradient_checkpointing" not in d:
@@ -911,7 +916,9 @@ def _online_dpo(d: dict[str, Any], run: Run) -> None:
                      "override).")
     _seen(d, run, *(k for k in ("max_new_tokens", "missing_eos_penalty", "reward_model_path", "loss_type", "beta",
                                 "use_vllm", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                                "cache_implementation", "generation_kwargs") if k in d))
+                                "cache_implementation", "generation_kwargs", "vllm_structured_outputs_regex",
+                                "vllm_server_base_url", "vllm_server_host", "vllm_server_port", "vllm_server_timeout",
+                                "vllm_group_port") if k in d))
 
 
 def _preference_axolotl(d: dict[str, Any], run: Run) -> None:

@@ -135,10 +135,16 @@ def notes(t: TrainingSpec, reference_bytes: int) -> tuple[str, ...]:
             "adapters-off": "the policy with its adapters disabled (no extra weights)"}[ref]
     b = t.batch_size // 2
     c = t.seq_len - t.prompt_len
-    cache = ("without a KV cache: use_cache=False under gradient checkpointing, the whole sequence re-run per token"
-             if t.grad_checkpointing else "with a DynamicCache")
+    cache = ("generate() without a KV cache: use_cache=False under gradient checkpointing, the whole sequence re-run "
+             "per token" if t.grad_checkpointing else "generate() with a DynamicCache")
+    if t.use_vllm == "colocate":
+        cache = ("in a colocated vLLM engine, not on the policy (use_vllm, vllm_mode colocate: its share of the GPU "
+                 "in overhead.vllm_*)")
+    elif t.use_vllm == "server":
+        cache = ("on a vLLM server (use_vllm, vllm_mode server): on this GPU only the weight sync, one parameter at a "
+                 "time (update_named_param), its packed copy of the largest tensor (forward.weight_sync; approximate)")
     return (f"online-dpo: TRL OnlineDPOTrainer: every micro-batch generates 2 completions per prompt ({t.batch_size} "
-            f"rows = 2 x --batch-size {b}, generate() {cache}, prompt {t.prompt_len} + {c} new tokens = "
+            f"rows = 2 x --batch-size {b}, {cache}, prompt {t.prompt_len} + {c} new tokens = "
             f"--seq-len), then the policy's forward on them with the full logits [rows, seq, vocab] and a "
             f"log-softmax over the {c} completion positions kept for backward (no fused head); reference: {what}, "
             "its no-grad forward on top of the policy's saved tensors (forward.reference).",
