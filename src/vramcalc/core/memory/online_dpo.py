@@ -52,7 +52,7 @@ def is_online_dpo(t: TrainingSpec) -> bool:
 
 def uncached_generation_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     """generate(use_cache=False)'s last step on the policy view's 2B rows: the larger of one no-grad layer over
-    P + C - 1 tokens per row (memory/preference.py nograd_layer_bytes, the residual stream included) and the head:
+    P + C - 1 tokens per row (memory/preference.py nograd_layer, the residual stream included) and the head:
     the last hidden states, the last position's logits (compute dtype), their fp32 copy and sampling's fp32 softmax
     (transformers generation/utils.py _sample)."""
     assert m.vocab_size is not None and m.hidden_size is not None
@@ -62,9 +62,9 @@ def uncached_generation_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> 
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
     rows = t.batch_size
     tokens = rows * (t.seq_len - 1)
-    per_token, fixed = _preference.nograd_layer_bytes(m, recipe, t.method)
-    layer = per_token * tokens + fixed
-    head = r * m.hidden_size * tokens + rows * m.vocab_size * (c + 4 + 4) + fixed
+    nograd = _preference.nograd_layer(m, recipe, t.method)
+    layer = nograd.peak(tokens)
+    head = r * m.hidden_size * tokens + rows * m.vocab_size * (c + 4 + 4) + nograd.cast
     return max(layer, head)
 
 
@@ -105,13 +105,14 @@ class ReferencePlan:
     vocab: int
     compute: int
     logits: int
+    cast_per_token: int = 0  # memory/preference.py NogradLayer: the layer beside its weight copy (`fixed`)
 
     def peak(self, tokens: int, labelled: int) -> int:
         """`tokens`: 2B × (P + C); `labelled`: 2B × C completion positions."""
         full = tokens * self.vocab * self.logits
         conversion = tokens * self.vocab * self.compute if self.logits != self.compute else 0
         scored = labelled * self.vocab * self.logits
-        layer = self.per_token * tokens + self.fixed
+        layer = max(self.per_token * tokens, self.cast_per_token * tokens + self.fixed)
         # the ref's log-probs [2B, C] fp32 (ref_logprobs) and its gathered int64 index
         head = self.residual * tokens + max(full + conversion, full + scored) + labelled * (8 + self.logits)
         return max(layer, head)
@@ -123,8 +124,9 @@ def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePl
 
     c = dtype_bytes(recipe.compute)
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
-    per_token, fixed = _preference.nograd_layer_bytes(m, recipe, t.method)
-    return ReferencePlan(per_token, fixed, r * m.hidden_size, m.vocab_size, c, _preference.logits_bytes(recipe))
+    layer = _preference.nograd_layer(m, recipe, t.method)
+    return ReferencePlan(layer.per_token, layer.cast, r * m.hidden_size, m.vocab_size, c,
+                         _preference.logits_bytes(recipe), layer.cast_per_token)
 
 
 def notes(t: TrainingSpec, reference_bytes: int) -> tuple[str, ...]:

@@ -189,6 +189,37 @@ def nograd_layer_bytes(m: ModelSpec, recipe: Recipe, method: str) -> tuple[int, 
 
 
 @dataclass(frozen=True, slots=True)
+class NogradLayer:
+    """One no-grad layer inside a whole no-grad forward (the reference's, a log-prob pass, generate(use_cache=False)),
+    as coefficients of its tokens: what memory/reward_scoring.py ScoringPlan found for the reward model."""
+
+    per_token: int  # the layer's peak (nograd_layer_bytes) and the two residual-stream tensors the model holds
+    cast_per_token: int  # while a matmul's 16-bit weight copy exists: the stream and that matmul's operands
+    cast: int  # the copy (autocast over weights stored in another dtype, QLoRA's dequantized weight), or 0
+
+    def peak(self, tokens: int) -> int:
+        return max(self.per_token * tokens, self.cast_per_token * tokens + self.cast)
+
+
+def nograd_layer(m: ModelSpec, recipe: Recipe, method: str) -> NogradLayer:
+    """nograd_layer_bytes inside the model's loop: two more residual-stream tensors (the layer's input, still held
+    by the loop variable while the layer runs, `hidden_states = decoder_layer(hidden_states, ...)`, and the embedding
+    output held as `inputs_embeds`: transformers modeling_llama.py LlamaModel.forward), and the weight copy alive
+    only with one matmul's operands (without grad autocast does not cache it, autocast_mode.cpp cached_cast; QLoRA
+    dequantizes per matmul), not beside the layer's peak: up_proj's, with act(gate) alive, or down_proj's (input and
+    output); the fp32 stream's autocast input copy too."""
+    assert m.hidden_size is not None and m.intermediate_size is not None
+    per_token, cast = nograd_layer_bytes(m, recipe, method)
+    c = dtype_bytes(recipe.compute)
+    r = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    h, i = m.hidden_size, m.intermediate_size
+    held = 2 * r * h
+    stream = 4 * r * h  # the two held, the layer's residual and its normed input
+    operands = max(2 * c * i if m.mlp == "gated" else 0, c * i + c * h) + (c * h if r != c else 0)
+    return NogradLayer(per_token + held, stream + operands, cast)
+
+
+@dataclass(frozen=True, slots=True)
 class ReferencePlan:
     """The reference forward's peak, as coefficients: bytes per position, per scored token, and fixed."""
 
@@ -199,11 +230,12 @@ class ReferencePlan:
     head_per_labelled: int
     compute: int
     outputs: int = POLICY_OUTPUT_BYTES["dpo"]  # the policy's per-position outputs, alive meanwhile
+    cast_per_token: int = 0  # NogradLayer.cast_per_token: the layer's moment beside its weight copy (`fixed`)
 
     def peak(self, tokens: int, labelled: int) -> int:
         """Bytes of the reference forward at its peak, beyond everything the policy keeps."""
         mm = min(labelled, TOKEN_CHUNK) * VOCAB_CHUNK * self.compute
-        layer = self.per_token * tokens + self.fixed
+        layer = max(self.per_token * tokens, self.cast_per_token * tokens + self.fixed)
         head = self.head_per_token * tokens + self.head_per_labelled * labelled + mm + self.fixed
         return max(layer, head) + self.outputs * tokens
 
@@ -221,14 +253,15 @@ def nograd_forward_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, outputs: 
     assert m.hidden_size is not None
     c = dtype_bytes(recipe.compute)
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
-    per_token, fixed = nograd_layer_bytes(m, recipe, t.method)
+    layer = nograd_layer(m, recipe, t.method)
+    per_token, fixed = layer.per_token, layer.cast
     # The head under no_grad: last hidden states (r × H per position), the gathered copy (r × H per scored
     # token), its targets (int64), the seven statistics and the outputs (~13 fp32 vectors), the label mask.
     # KTO runs the reference twice (the KL rows, then the completions: trl/trainer/kto_trainer.py _compute_loss),
     # one after the other, on rows of the same shape: the same peak.
     return ReferencePlan(per_token=per_token, per_labelled=0, fixed=fixed, head_per_token=r * m.hidden_size + 1 + 4,
                          head_per_labelled=r * m.hidden_size + 8 + 52, compute=c,
-                         outputs=outputs)
+                         outputs=outputs, cast_per_token=layer.cast_per_token)
 
 
 def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
