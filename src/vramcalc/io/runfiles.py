@@ -776,7 +776,19 @@ def _vllm_engine(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> No
             return bool(value)
         raise _KeyProblem(prefix + key, f"{value!r:.40} is not a boolean; write true or false")
 
+    if tool == AX:
+        # axolotl's TRLConfig (src/axolotl/utils/schemas/trl.py, a pydantic model that drops unknown keys) has none
+        # of these: its GRPO builder takes the colocated engine's from the `vllm:` section (_vllm_axolotl)
+        for key, where in (("vllm_gpu_memory_utilization", "vllm.gpu_memory_utilization"),
+                           ("vllm_tensor_parallel_size", "vllm.tensor_parallel_size"),
+                           ("vllm_max_model_length", "nothing: TRL's engine reads config.json's"),
+                           ("vllm_model_impl", "nothing")):
+            if key in d:
+                raise _KeyProblem(prefix + key, f"not an axolotl trl: key (axolotl drops it); set {where}")
     sleep = flag("vllm_enable_sleep_mode")  # read as TRL reads it even where it has no effect
+    if tool == AX and d.get("vllm_mode") != "colocate":
+        # axolotl core/trainers/grpo/__init__.py passes vllm_enable_sleep_mode only with vllm_mode: colocate
+        sleep = False
     if not flag("use_vllm"):
         return
     mode = d.get("vllm_mode", "colocate")
@@ -921,6 +933,50 @@ def _online_dpo(d: dict[str, Any], run: Run) -> None:
                                 "vllm_group_port") if k in d))
 
 
+# axolotl's `vllm:` section (src/axolotl/utils/schemas/vllm.py VllmConfig): gpu_memory_utilization's default, and the
+# keys only `axolotl vllm-serve` reads (src/axolotl/cli/vllm_serve.py: the server's GPUs, not the training one's).
+AX_VLLM_UTILIZATION = 0.9
+_AX_VLLM_SERVE_KEYS = ("device", "data_parallel_size", "dtype", "max_model_len", "enable_prefix_caching", "host",
+                       "port", "enable_reasoning", "reasoning_parser", "enforce_eager", "serve_module",
+                       "worker_extension_cls")
+
+
+def _vllm_axolotl(d: dict[str, Any], section: dict[str, Any], run: Run) -> None:
+    """axolotl's `vllm:` section for rl: grpo (axolotl main 067b021, core/trainers/grpo/__init__.py
+    set_training_args_kwargs): with trl.vllm_mode colocate, GRPOConfig's vllm_gpu_memory_utilization is
+    vllm.gpu_memory_utilization (VllmConfig's default 0.9) and vllm_tensor_parallel_size vllm.tensor_parallel_size;
+    without vllm_mode, nothing is passed (TRL's colocate at 0.3). Every other key configures `axolotl vllm-serve`:
+    server mode's GPUs, nothing on the training GPU (its weight sync is memory/rl.py's either way)."""
+    v = d.get("vllm")
+    if v is None:
+        return
+    if not isinstance(v, dict):
+        raise _KeyProblem("vllm", f"{v!r:.40} is not a mapping of vLLM settings")
+    run.mapped.append("vllm")
+    unknown = sorted(str(k) for k in v if k not in _AX_VLLM_SERVE_KEYS + ("gpu_memory_utilization",
+                                                                           "tensor_parallel_size"))
+    if unknown:
+        raise _KeyProblem("vllm." + unknown[0], "not a key of axolotl's vllm: section (schemas/vllm.py); remove it")
+    colocate = run.options.get("use_vllm") == "colocate" and section.get("vllm_mode") == "colocate"
+    if colocate:
+        tp = v.get("tensor_parallel_size")
+        if tp not in (None, 1):
+            raise _KeyProblem("vllm.tensor_parallel_size", f"{tp!r:.40}: a colocated engine sharded over several "
+                              "GPUs is not modelled (GRPO is modelled on one GPU); set it to 1")
+        util = v.get("gpu_memory_utilization")
+        run.options["vllm_utilization"] = _strict("vllm.gpu_memory_utilization", "vllm_utilization",
+                                                  AX_VLLM_UTILIZATION if util is None else util)
+        if util is None:
+            run.notes.append(f"grpo: axolotl passes vllm.gpu_memory_utilization to the colocated engine; unset, "
+                             f"VllmConfig's default {AX_VLLM_UTILIZATION} (--vllm-utilization overrides).")
+        run.mapped += ["vllm." + k for k in ("gpu_memory_utilization", "tensor_parallel_size") if k in v]
+    served = [k for k in v if k in _AX_VLLM_SERVE_KEYS or not colocate]
+    if served:
+        run.mapped += ["vllm." + str(k) for k in served]
+        run.notes.append(f"vllm: {', '.join(map(str, served))} configure `axolotl vllm-serve` (the server's GPUs, "
+                         "server mode); no memory on the training GPU.")
+
+
 def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl `rl:` (src/axolotl/utils/schemas/enums.py RLType) trains with TRL's trainers: dpo and ipo through
     # DPOTrainer (ipo as its loss_type), kto through KTOTrainer, orpo through ORPOTrainer, simpo through
@@ -937,6 +993,7 @@ def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
         _grpo(AX, section, run, "trl.")
         if "trl" in d:
             run.mapped.append("trl")
+        _vllm_axolotl(d, section, run)
         return
     if str(rl) not in ("dpo", "ipo", "kto", "orpo", "simpo"):
         raise _KeyProblem("rl", f"{rl!r:.40} is not modelled; vramcalc models rl: dpo, ipo (TRL DPOTrainer), "
