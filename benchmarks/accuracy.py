@@ -54,7 +54,8 @@ with and without checkpointing, one run where generate() is the peak. With vLLM 
 (no generate() on the policy; a server's weight sync through packed buffers); the colocated engine's share of the
 GPU is overhead, not a tensor of the step. And 13 TRL OnlineDPOTrainer steps (trace/_online_dpo.py: generate() of 2
 completions per prompt, with a cache or, under checkpointing, without, or vLLM colocated / asleep / as a server
-syncing one parameter at a time; the policy's and the reference's full logits). Prompt 256 + completion 16. Written to accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
+syncing one parameter at a time; the policy's and the reference's full logits). Prompt 256 + completion 16.
+Written to accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.

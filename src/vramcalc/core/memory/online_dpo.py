@@ -62,8 +62,8 @@ def uncached_generation_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> 
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
     rows = t.batch_size
     tokens = rows * (t.seq_len - 1)
-    nograd = _preference.nograd_layer(m, recipe, t.method)
-    layer = nograd.peak(tokens)
+    nograd = _preference.nograd_layer(m, recipe, t.method, _preference.uses_eager(m, t))
+    layer = nograd.peak(tokens, t.seq_len - 1)
     head = r * m.hidden_size * tokens + rows * m.vocab_size * (c + 4 + 4) + nograd.cast
     return max(layer, head)
 
@@ -106,13 +106,16 @@ class ReferencePlan:
     compute: int
     logits: int
     cast_per_token: int = 0  # memory/preference.py NogradLayer: the layer beside its weight copy (`fixed`)
+    eager_per_token: int = 0  # NogradLayer's eager attention terms (0: sdpa)
+    per_key: int = 0
 
-    def peak(self, tokens: int, labelled: int) -> int:
-        """`tokens`: 2B × (P + C); `labelled`: 2B × C completion positions."""
+    def peak(self, tokens: int, labelled: int, seq: int = 0) -> int:
+        """`tokens`: 2B × (P + C); `labelled`: 2B × C completion positions; `seq`: P + C."""
         full = tokens * self.vocab * self.logits
         conversion = tokens * self.vocab * self.compute if self.logits != self.compute else 0
         scored = labelled * self.vocab * self.logits
-        layer = max(self.per_token * tokens, self.cast_per_token * tokens + self.fixed)
+        layer = _preference.NogradLayer(self.per_token, self.cast_per_token, self.fixed, self.eager_per_token,
+                                        self.per_key).peak(tokens, seq)
         # the ref's log-probs [2B, C] fp32 (ref_logprobs) and its gathered int64 index
         head = self.residual * tokens + max(full + conversion, full + scored) + labelled * (8 + self.logits)
         return max(layer, head)
@@ -124,9 +127,9 @@ def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePl
 
     c = dtype_bytes(recipe.compute)
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
-    layer = _preference.nograd_layer(m, recipe, t.method)
+    layer = _preference.nograd_layer(m, recipe, t.method, _preference.uses_eager(m, t))
     return ReferencePlan(layer.per_token, layer.cast, r * m.hidden_size, m.vocab_size, c,
-                         _preference.logits_bytes(recipe), layer.cast_per_token)
+                         _preference.logits_bytes(recipe), layer.cast_per_token, layer.eager_per_token, layer.per_key)
 
 
 def notes(t: TrainingSpec, reference_bytes: int) -> tuple[str, ...]:

@@ -187,7 +187,7 @@ def logprob_pass_bytes(plan: _preference.ReferencePlan, t: TrainingSpec) -> int:
     rows = t.batch_size
     # the passes' fp32 results so far, and with vLLM its sampling log-probs of every row (padded to C)
     results = generation_rows(t) * completion_len(t) * 4 * (2 if importance_sampling(t) else 1)
-    return plan.peak(rows * t.seq_len, rows * min(completion_len(t), t.seq_len - 1)) + results
+    return plan.peak(rows * t.seq_len, rows * min(completion_len(t), t.seq_len - 1), t.seq_len) + results
 
 
 def loss_bytes(t: TrainingSpec) -> int:
