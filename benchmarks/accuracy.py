@@ -52,9 +52,10 @@ sampling on the generation batch (trace/_generate.py decode), the no-grad log-pr
 then _compute_loss on the completions through TRL's fused head (trace/_rl.py); full pure-bf16, LoRA and QLoRA NF4,
 with and without checkpointing, one run where generate() is the peak. With vLLM the step runs on vLLM's outputs
 (no generate() on the policy; a server's weight sync through packed buffers); the colocated engine's share of the
-GPU is overhead, not a tensor of the step. And 10 TRL OnlineDPOTrainer steps (trace/_online_dpo.py: generate() of 2
-completions per prompt, with a cache or, under checkpointing, without; the policy's and the reference's full
-logits). Prompt 256 + completion 16. Written to accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
+GPU is overhead, not a tensor of the step. And 13 TRL OnlineDPOTrainer steps (trace/_online_dpo.py: generate() of 2
+completions per prompt, with a cache or, under checkpointing, without, or vLLM colocated / asleep / as a server
+syncing one parameter at a time; the policy's and the reference's full logits). Prompt 256 + completion 16.
+Written to accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
@@ -1547,6 +1548,12 @@ RL_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("online-dpo qlora", {**_QLORA, **_ODPO, "batch_size": 4}),
     ("online-dpo full gc uncached generation", {**_FULL, **_ODPO, **GC, "batch_size": 2}),
     ("online-dpo lora gc uncached generation", {**_LORA, **_ODPO, **GC, "batch_size": 4}),
+    # Online DPO with vLLM (memory/rl.py vllm_view / sync_bytes): no generate() on the policy; colocated, the
+    # engine's share is overhead (the tensor peak is the step's); server mode syncs one parameter at a time
+    ("online-dpo full vllm colocate", {**_FULL, **_ODPO, "batch_size": 2, "use_vllm": "colocate"}),
+    ("online-dpo lora vllm colocate sleep gc", {**_LORA, **_ODPO, **GC, "batch_size": 4, "use_vllm": "colocate",
+                                                "vllm_sleep": True}),
+    ("online-dpo full vllm server", {**_FULL, **_ODPO, "batch_size": 2, "use_vllm": "server"}),
     # Online DPO with a reward model (memory/reward_scoring.py): AutoModelForSequenceClassification(num_labels=1)
     # scoring the 2B rows under inference_mode after the reference; its weights beside the step's
     ("online-dpo full reward qwen2.5-0.5b", {**_FULL, **_ODPO, "batch_size": 2, "reward_model": "qwen2.5-0.5b"}),

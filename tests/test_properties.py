@@ -238,9 +238,9 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     rows = kw["batch_size"]
     kw["num_generations"] = draw(st.sampled_from([g for g in (1, 2, 8, rows) if rows % g == 0])) if grpo else 8
     kw["beta"] = draw(st.sampled_from([0.0, 0.04])) if grpo else 0.0
-    # vLLM generation (core/specs.py _rl_consistent): online RL only; sleep mode with a colocated engine; TRL
-    # refuses a colocated engine with 8-bit bitsandbytes weights
-    if not grpo:
+    # vLLM generation (core/specs.py _rl_consistent): online RL and Online DPO only; sleep mode with a colocated
+    # engine; TRL refuses a colocated engine with 8-bit bitsandbytes weights
+    if not (grpo or online):
         kw["use_vllm"] = "off"
     if kw["use_vllm"] == "colocate" and kw["method"] == "qlora" and kw["quant_bits"] == 8:
         kw["use_vllm"] = "server"

@@ -1355,14 +1355,25 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                      if t.objective == "online-dpo" else
                      f"{gen_rows} rows (--batch-size {t.batch_size} × {rl.steps_per_generation(t)} steps per "
                      "generation)")
-        tl.append(Line("temporaries.generation", "generate(): logits, sampling probabilities and layer workspace",
-                       f"{rows_text}, prompt {t.prompt_len} + {rl.completion_len(t)} new tokens",
-                       d["temporaries.generation"],
-                       "no KV cache (use_cache=False under checkpointing): the last step's no-grad forward over the "
-                       "whole sequence (memory/online_dpo.py uncached_generation_bytes)"
-                       if t.objective == "online-dpo" and t.grad_checkpointing else
-                       "the larger of the prefill and the last decode step, beside the KV cache (memory/inference.py "
-                       "generate_terms)", SRC_ONLINE if t.objective == "online-dpo" else SRC_RL))
+        if t.use_vllm == "server":  # memory/rl.py sync_bytes: no generate() here, the weights stream to the server
+            per_param = t.objective == "online-dpo"
+            tl.append(Line("temporaries.generation", "weight sync to the vLLM server (packed broadcast)",
+                           "one parameter at a time (update_named_param)" if per_param else
+                           "every parameter (update_named_params)", d["temporaries.generation"],
+                           "a torch.cat copy of the largest tensor (the embedding)" if per_param else
+                           "2 buffers of ~1 GiB in flight and one being packed, each at most 1 GiB + the largest "
+                           "tensor, never more than the weights (memory/rl.py sync_bytes; approximate)",
+                           SRC_ONLINE if per_param else SRC_RL))
+        elif t.use_vllm == "off":
+            tl.append(Line("temporaries.generation", "generate(): logits, sampling probabilities and layer workspace",
+                           f"{rows_text}, prompt {t.prompt_len} + {rl.completion_len(t)} new tokens",
+                           d["temporaries.generation"],
+                           "no KV cache (use_cache=False under checkpointing): the last step's no-grad forward over "
+                           "the whole sequence (memory/online_dpo.py uncached_generation_bytes)"
+                           if t.objective == "online-dpo" and t.grad_checkpointing else
+                           "the larger of the prefill and the last decode step, beside the KV cache "
+                           "(memory/inference.py generate_terms)",
+                           SRC_ONLINE if t.objective == "online-dpo" else SRC_RL))
         if d.get("temporaries.logprob_pass"):
             tl.append(Line("temporaries.logprob_pass", "no-grad log-prob pass (old policy / reference)",
                            f"{t.batch_size} rows of {_n(seq)} per sub-batch, {_n(gen_rows)} rows' results kept",
@@ -1479,7 +1490,9 @@ def _rows_text(t: TrainingSpec) -> str:
                 f"{rl.completion_len(t)} in one forward; generate() ran on {rl.generation_rows(t)} rows before it")
     if t.objective == "online-dpo":
         return (f"online-dpo: 2 completions for each of {b // 2} prompts → {b} rows of prompt {t.prompt_len} + "
-                f"completion {rl.completion_len(t)} in one forward; generate() ran on the same rows before it")
+                f"completion {rl.completion_len(t)} in one forward; "
+                + ("generate() ran on the same rows before it" if t.use_vllm == "off" else
+                   "vLLM generated them before it (not on the policy)"))
     if t.objective == "kto":
         return (f"kto: {b} unpaired completions in one forward; the KL rows (same shape) run under no_grad before it "
                 "and again through the reference")

@@ -32,6 +32,7 @@ from vramcalc.core.vocab import (
     NOT_MODELLED,
     OBJECTIVES,
     OFFLOADS,
+    ONLINE_DPO_VLLM_UTILIZATION,
     OPTIM_TARGETS,
     OPTIMIZER_IMPLS,
     OPTIMIZERS,
@@ -236,14 +237,15 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("num_iterations", int, 1,
         "GRPO: optimisation passes per generation batch (GRPOConfig num_iterations, mu in the paper)."),
     Opt("use_vllm", VLLM_MODES, "off",
-        "GRPO: generation with vLLM (GRPOConfig use_vllm + vllm_mode): off (generate()), colocate (a vLLM engine on "
-        "the training GPU, taking --vllm-utilization of it), server (vLLM on other GPUs: nothing on this one)."),
+        "GRPO, RLOO, online-dpo: generation with vLLM (use_vllm + vllm_mode): off (generate()), colocate (a vLLM "
+        "engine on the training GPU, taking --vllm-utilization of it), server (vLLM on other GPUs: nothing on this "
+        "one but the weight sync)."),
     Opt("vllm_utilization", float, 0.3,
-        "GRPO --use-vllm colocate: the fraction of the GPU the colocated vLLM engine takes (GRPOConfig "
-        "vllm_gpu_memory_utilization)."),
+        "--use-vllm colocate: the fraction of the GPU the colocated vLLM engine takes (vllm_gpu_memory_utilization; "
+        "online-dpo: 0.55, OnlineDPOConfig's default, unless given)."),
     Opt("vllm_sleep", bool, False,
-        "GRPO --use-vllm colocate: vLLM sleep mode (GRPOConfig vllm_enable_sleep_mode): vLLM's weights and KV cache "
-        "are released (level 2) during the training step."),
+        "--use-vllm colocate: vLLM sleep mode (vllm_enable_sleep_mode): vLLM's weights and KV cache are released "
+        "(level 2) during the training step."),
     Opt("chosen_nll", bool, True,
         "CPO/SimPO: the NLL term on the chosen half (CPOConfig cpo_alpha > 0, TRL's default); --no-chosen-nll for "
         "cpo_alpha 0 (AlphaPO, SimPO as published). ORPO always computes it."),
@@ -388,6 +390,9 @@ class OptionValues:
             for k, v in RLOO_DEFAULTS.items():
                 if k not in explicit:
                     run[k] = v
+        if (run.get("objective") == "online-dpo" and run.get("use_vllm") == "colocate"
+                and "vllm_utilization" not in explicit):  # OnlineDPOConfig's own default (core/vocab.py)
+            run["vllm_utilization"] = ONLINE_DPO_VLLM_UTILIZATION
         return run
 
     def sweep(self, base: Mapping[str, Any] | None = None, times: int = 1) -> tuple[list[str], list[dict[str, Any]]]:

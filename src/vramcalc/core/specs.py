@@ -926,9 +926,10 @@ class TrainingSpec:
 
     def _online_dpo_consistent(self) -> None:
         """TRL OnlineDPOTrainer (memory/online_dpo.py): what is modelled of it, the rest refused in one line."""
-        if self.use_vllm != "off":
-            raise SpecError("", "Online DPO's generation in vLLM (OnlineDPOConfig use_vllm) is not modelled: drop "
-                            "--use-vllm (generate() on the policy is)")
+        if self.max_model_len is not None:
+            # online_dpo_trainer.py __init__: LLM(max_model_len=args.max_length + args.max_new_tokens), not settable
+            raise SpecError("", "OnlineDPOTrainer sets vLLM's max_model_len itself (max_length + max_new_tokens = "
+                            "--seq-len + the completion): drop --max-model-len")
         if self.loss != "hf":
             raise SpecError("", "TRL's OnlineDPOTrainer computes the full logits itself (online_dpo_trainer.py "
                             f"_forward), so --loss {self.loss} does not apply to --objective online-dpo: drop --loss")
@@ -969,17 +970,14 @@ class TrainingSpec:
                     or self.num_iterations != 1):
                 raise SpecError("", "--num-generations, --beta, --steps-per-generation and --num-iterations are "
                                 "GRPO's (--beta also online-dpo's): add --objective grpo, or drop them")
-            if self.use_vllm != "off" or self.vllm_utilization != 0.3 or self.vllm_sleep:
-                raise SpecError("", "--use-vllm, --vllm-utilization and --vllm-sleep set GRPO's generation engine: "
-                                "add --objective grpo, or drop them")
+            if self.objective != "online-dpo":  # OnlineDPOConfig has use_vllm too (memory/rl.py, online_dpo.py)
+                if self.use_vllm != "off" or self.vllm_utilization != 0.3 or self.vllm_sleep:
+                    raise SpecError("", "--use-vllm, --vllm-utilization and --vllm-sleep set the generation engine "
+                                    "of GRPO, RLOO and Online DPO: add --objective grpo or online-dpo, or drop them")
+                return
+        self._vllm_consistent()
+        if not grpo:
             return
-        if self.use_vllm != "colocate" and (self.vllm_utilization != 0.3 or self.vllm_sleep):
-            raise SpecError("", "--vllm-utilization and --vllm-sleep configure a colocated vLLM engine (TRL "
-                            "vllm_mode='colocate'): add --use-vllm colocate, or drop them")
-        if self.use_vllm == "colocate" and self.method == "qlora" and self.quant_bits == 8:
-            # trl/generation/vllm_generation.py _init_vllm: bnb.nn.Linear8bitLt raises
-            raise SpecError("", "TRL refuses colocated vLLM with 8-bit bitsandbytes weights (vLLM has no in-flight "
-                            "8-bit quantization): use --quant-bits 4, or --use-vllm server")
         if self.prompt_len < 1:
             raise SpecError("", "GRPO generates completions from prompts: give --prompt-len (the longest prompt, in "
                             "tokens) and --seq-len = prompt + max_completion_length")
@@ -994,6 +992,17 @@ class TrainingSpec:
         if self.ref_model == "precomputed":
             raise SpecError("", "GRPO scores fresh completions each step, so reference log-probs cannot be "
                             "precomputed: drop --ref-model precomputed")
+
+    def _vllm_consistent(self) -> None:
+        """The generation engine's options (memory/rl.py), shared by GRPO/RLOO and Online DPO."""
+        if self.use_vllm != "colocate" and (self.vllm_utilization != 0.3 or self.vllm_sleep):
+            raise SpecError("", "--vllm-utilization and --vllm-sleep configure a colocated vLLM engine (TRL "
+                            "vllm_mode='colocate'): add --use-vllm colocate, or drop them")
+        if self.use_vllm == "colocate" and self.method == "qlora" and self.quant_bits == 8:
+            # trl/generation/vllm_generation.py _init_vllm (online_dpo_trainer.py __init__ alike):
+            # bnb.nn.Linear8bitLt raises
+            raise SpecError("", "TRL refuses colocated vLLM with 8-bit bitsandbytes weights (vLLM has no in-flight "
+                            "8-bit quantization): use --quant-bits 4, or --use-vllm server")
 
     def _savers_consistent(self) -> None:
         if self.loss == "cut" and self.mode == "train" and self.precision in ("amp-bf16", "amp-fp16", "fp32"):

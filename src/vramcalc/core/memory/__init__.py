@@ -1229,7 +1229,7 @@ def _transformer_phases(
     reference = 0
     forward_moments = 2
     if p.reference is not None:  # DPO: the reference's no-grad forward after the policy's (memory/preference.py)
-        reference = p.reference.peak(tokens, t.batch_size * min(seq - p.prompt_len, seq - 1))
+        reference = p.reference.peak(tokens, t.batch_size * min(seq - p.prompt_len, seq - 1), seq)
         layout = _m.FWD_REFERENCE_CK if p.checkpointing or p.offload else _m.FWD_REFERENCE
         moments.insert(2, ("forward.reference", layout,
                            (acc, layers_detail, once, autocast_copies, head_saved, reference)))
