@@ -63,7 +63,9 @@ def test_the_head_keeps_the_completion_log_softmax_and_not_the_logits() -> None:
 
 
 @pytest.mark.parametrize(("kw", "message"), [
-    ({"use_vllm": "colocate"}, "generation in vLLM"),
+    ({"use_vllm": "colocate", "max_model_len": 4096}, "sets vLLM's max_model_len itself"),
+    ({"use_vllm": "server", "vllm_sleep": True}, "add --use-vllm colocate"),
+    ({"use_vllm": "colocate", "method": "qlora", "quant_bits": 8}, "8-bit"),
     ({"loss": "trl"}, "computes the full logits"),
     ({"prompt_len": 0}, "give --prompt-len"),
     ({"ref_model": "precomputed"}, "cannot be precomputed"),
@@ -87,8 +89,13 @@ def test_cli_and_explain(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = invoke(["explain", "qwen2.5-0.5b", *args], capsys)
     assert code == 0, err
     assert "online_dpo_trainer.py" in out.replace("\n      ", "") and "Online DPO" in out
-    code, out, err = invoke(["estimate", "qwen2.5-0.5b", *args, "--use-vllm", "colocate"], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "vLLM" in err
+    code, out, err = invoke(["estimate", "qwen2.5-0.5b", *args, "--use-vllm", "colocate", "--max-model-len",
+                             "4096"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "max_model_len" in err
+    for mode in ("colocate", "server"):
+        code, out, err = invoke(["explain", "qwen2.5-0.5b", *args, "--use-vllm", mode], capsys)
+        assert code == 0, err
+        assert "vLLM" in out
 
 
 def test_checkpointing_generates_without_a_kv_cache() -> None:
@@ -102,13 +109,79 @@ def test_checkpointing_generates_without_a_kv_cache() -> None:
     assert gc.details["temporaries.generation"] >= 4 * 575 * (2 * 2 * 896 + 3 * 2 * 4_864)
 
 
+# --- generation in vLLM (memory/rl.py vllm_view / sync_bytes, online_dpo_trainer.py _generate_vllm) ----------------
+def test_vllm_replaces_generate_on_the_policy() -> None:
+    off = estimate(QWEN, ODPO)
+    for mode in ("colocate", "server"):
+        b = estimate(QWEN, TrainingSpec(**{**_kw(ODPO), "use_vllm": mode}))
+        keys = {m.key for m in b.named_moments()}
+        assert "forward.generate" not in keys and b.details["kv_cache.generation"] == 0
+        # no old-policy pass (Online DPO has no importance sampling): the step's moments are vLLM-off's
+        assert "forward.logprobs" not in keys
+        assert _moment(b, "forward.reference").total == _moment(off, "forward.reference").total
+        assert _moment(b, "backward.head").total == _moment(off, "backward.head").total
+    # under checkpointing generate(use_cache=False) no longer runs either
+    gc = estimate(QWEN, TrainingSpec(**{**_kw(ODPO), "grad_checkpointing": True, "use_vllm": "colocate"}))
+    assert gc.details["temporaries.generation"] == 0
+
+
+def test_colocated_engine_is_the_one_online_dpo_builds() -> None:
+    from vramcalc.core.memory import rl, vllm
+    from vramcalc.core.memory.preference import policy_view
+
+    col = TrainingSpec(**{**_kw(ODPO), "use_vllm": "colocate", "vllm_utilization": 0.55})
+    view = rl.vllm_view(QWEN, policy_view(col))
+    # online_dpo_trainer.py __init__: LLM(max_num_seqs=per_device_train_batch_size (2), max_model_len=max_length
+    # (576) + max_new_tokens (64), max_num_batched_tokens=4096, gpu_memory_utilization=0.55)
+    s = vllm.settings(QWEN, view)
+    assert (s.max_num_seqs, s.max_model_len, s.gpu_memory_utilization) == (2, 576 + 64, 0.55)
+    # config/scheduler.py caps the batched tokens at max_num_seqs × max_model_len
+    assert s.max_num_batched_tokens == min(4096, 2 * 640)
+    b = estimate(QWEN, col)
+    # GRPO's colocated arithmetic (memory/rl.py colocated): the peak is the smallest GPU with the step beside 0.55 of
+    # it and the CUDA graphs
+    step = b.details["vllm.training_step"]
+    assert b.details["vllm.budget"] == b.peak_bytes * 55 // 100
+    assert step + vllm.colocated_bytes(QWEN, view, b.peak_bytes, 0.55) <= b.peak_bytes
+    assert step + vllm.colocated_bytes(QWEN, view, b.peak_bytes - 10**6, 0.55) > b.peak_bytes - 10**6
+    assert b.details["vllm.start_budget"] == vllm.demand_bytes(QWEN, view, 1)[1]
+
+
+def test_online_dpo_vllm_utilization_default_is_its_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    args = ["--objective", "online-dpo", "--batch-size", "2", "--seq-len", "576", "--prompt-len", "512",
+            "--use-vllm", "colocate", "--format", "json"]
+    code, out, err = invoke(["estimate", "qwen2.5-0.5b", *args], capsys)
+    assert code == 0, err
+    # OnlineDPOConfig vllm_gpu_memory_utilization 0.55 (GRPOConfig's 0.3)
+    assert any("--vllm-utilization 0.55" in n for n in json.loads(out)["notes"])
+    code, out, err = invoke(["estimate", "qwen2.5-0.5b", *args, "--vllm-utilization", "0.4"], capsys)
+    assert code == 0, err
+    assert any("--vllm-utilization 0.4 " in n for n in json.loads(out)["notes"])
+
+
+def test_server_mode_syncs_one_parameter_at_a_time() -> None:
+    b = estimate(QWEN, TrainingSpec(**{**_kw(ODPO), "use_vllm": "server"}))
+    sync = _moment(b, "forward.weight_sync")
+    # _move_model_to_vllm_inner: update_named_param per parameter, each its own packed buffer (a torch.cat copy of
+    # that tensor): the largest, qwen2.5-0.5b's embedding 151,936 × 896 × 2 B; after zero_grad, no gradients
+    assert b.details["temporaries.generation"] == 151_936 * 896 * 2
+    assert sync.total == b.weights + b.optimizer_state + 151_936 * 896 * 2
+    acc = estimate(QWEN, TrainingSpec(**{**_kw(ODPO), "use_vllm": "server", "grad_accum": 4}))
+    assert _moment(acc, "forward.weight_sync").total == acc.weights + acc.optimizer_state + 151_936 * 896 * 2
+
+
 # --- the tracer --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kw", [
     {"method": "full", "precision": "bf16"},
     {"method": "lora", "precision": "amp-bf16"},
     {"method": "full", "precision": "bf16", "grad_accum": 2},
     {"method": "lora", "precision": "amp-bf16", "grad_checkpointing": True},
-], ids=["full-copy", "lora-amp-adapters-off", "full-accum", "lora-amp-gc-uncached"])
+    {"method": "full", "precision": "bf16", "use_vllm": "server"},
+    {"method": "lora", "precision": "bf16", "use_vllm": "colocate", "vllm_sleep": True, "grad_accum": 2},
+], ids=["full-copy", "lora-amp-adapters-off", "full-accum", "lora-amp-gc-uncached", "full-vllm-server",
+        "lora-vllm-colocate-sleep-accum"])
 def test_online_dpo_matches_the_trace(kw: dict[str, object]) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -142,7 +215,18 @@ def test_online_dpo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
         "qwen2.5-0.5b"
     for text, message in (
             ("gradient_checkpointing: false\nreward_model_path: ''\n", "reward_model_path: give the reward model"),
-            ("gradient_checkpointing: false\nmax_new_tokens: 64\nuse_vllm: true\n", "use_vllm: Online DPO's"),
             ("gradient_checkpointing: false\nmax_new_tokens: 64\nloss_type: hinge\n", "loss_type: 'hinge'")):
+        with pytest.raises(runfiles.RunFileError, match=message):
+            _load(tmp_path, "output_dir: out\n" + text)
+    # use_vllm with OnlineDPOConfig's vllm_mode default colocate; vllm_gpu_memory_utilization / sleep mode as GRPO's
+    o = _load(tmp_path, "output_dir: out\nmax_new_tokens: 64\nuse_vllm: true\nvllm_enable_sleep_mode: true\n"
+                        "vllm_gpu_memory_utilization: 0.4\n").options
+    assert (o["use_vllm"], o["vllm_sleep"], o["vllm_utilization"]) == ("colocate", True, 0.4)
+    o = _load(tmp_path, "output_dir: out\nmax_new_tokens: 64\nuse_vllm: true\nvllm_mode: server\n").options
+    assert o["use_vllm"] == "server" and "vllm_utilization" not in o
+    for text, message in (
+            ("max_new_tokens: 64\nuse_vllm: true\nvllm_max_model_length: 4096\n", "sets vLLM's max_model_len"),
+            ("max_new_tokens: 64\nuse_vllm: true\nvllm_tensor_parallel_size: 2\n", "vllm_tensor_parallel_size"),
+            ("max_new_tokens: 64\nuse_vllm: true\nvllm_mode: remote\n", "not a TRL vllm_mode")):
         with pytest.raises(runfiles.RunFileError, match=message):
             _load(tmp_path, "output_dir: out\n" + text)

@@ -197,9 +197,28 @@ def test_axolotl_rl_grpo(tmp_path) -> None:  # type: ignore[no-untyped-def]
     o = run.options
     assert (o["objective"], o["method"], o["beta"], o["seq_len"], o["prompt_len"]) == ("grpo", "lora", 0.001,
                                                                                         384, 128)
-    run = _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\ntrl:\n  use_vllm: true\n"
-                          "  vllm_gpu_memory_utilization: 0.25\n")  # TRL's vllm_mode default: colocate
-    assert (run.options["use_vllm"], run.options["vllm_utilization"]) == ("colocate", 0.25)
+    # axolotl (main 067b021, core/trainers/grpo/__init__.py): trl.vllm_gpu_memory_utilization is no TRLConfig key
+    # (dropped); with trl.vllm_mode colocate, vllm.gpu_memory_utilization (VllmConfig default 0.9) and sleep mode are
+    # passed; without vllm_mode, neither: TRL's colocate at 0.3
+    with pytest.raises(runfiles.RunFileError, match="trl.vllm_gpu_memory_utilization: not an axolotl trl: key"):
+        _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\ntrl:\n  use_vllm: true\n"
+                        "  vllm_gpu_memory_utilization: 0.25\n")
+    grpo_vllm = "base_model: qwen2.5-0.5b\nrl: grpo\ntrl:\n  use_vllm: true\n  vllm_enable_sleep_mode: true\n"
+    o = _load(tmp_path, grpo_vllm + "vllm:\n  gpu_memory_utilization: 0.25\n").options
+    assert (o["use_vllm"], o.get("vllm_utilization"), o.get("vllm_sleep")) == ("colocate", None, None)
+    run = _load(tmp_path, grpo_vllm.replace("true\n  vllm_enable", "true\n  vllm_mode: colocate\n  vllm_enable")
+                + "vllm:\n  gpu_memory_utilization: 0.25\n  max_model_len: 4096\n  dtype: bfloat16\n")
+    assert (run.options["vllm_utilization"], run.options["vllm_sleep"]) == (0.25, True)
+    assert {"vllm.gpu_memory_utilization", "vllm.max_model_len", "vllm.dtype"} <= set(run.mapped)
+    assert any("axolotl vllm-serve" in n for n in run.notes)  # max_model_len, dtype: the server's, not this GPU's
+    o = _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\ntrl:\n  use_vllm: true\n  vllm_mode: colocate\n"
+                        "vllm:\n  max_model_len: 4096\n").options
+    assert o["vllm_utilization"] == 0.9  # VllmConfig's default, passed in colocate mode
+    for text, message in (("  vllm_mode: colocate\nvllm:\n  tensor_parallel_size: 2\n", "vllm.tensor_parallel_size"),
+                          ("vllm:\n  swap_space: 4\n", "vllm.swap_space: not a key"),
+                          ("  vllm_max_model_length: 4096\n", "trl.vllm_max_model_length: not an axolotl")):
+        with pytest.raises(runfiles.RunFileError, match=message):
+            _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\ntrl:\n  use_vllm: true\n" + text)
     with pytest.raises(runfiles.RunFileError, match="trl.use_vllm: 'yes' is not a boolean"):
         _load(tmp_path, "base_model: qwen2.5-0.5b\nrl: grpo\ntrl:\n  use_vllm: 'yes'\n")
 

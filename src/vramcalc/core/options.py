@@ -32,6 +32,7 @@ from vramcalc.core.vocab import (
     NOT_MODELLED,
     OBJECTIVES,
     OFFLOADS,
+    ONLINE_DPO_VLLM_UTILIZATION,
     OPTIM_TARGETS,
     OPTIMIZER_IMPLS,
     OPTIMIZERS,
@@ -236,14 +237,15 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("num_iterations", int, 1,
         "GRPO: optimisation passes per generation batch (GRPOConfig num_iterations, mu in the paper)."),
     Opt("use_vllm", VLLM_MODES, "off",
-        "GRPO: generation with vLLM (GRPOConfig use_vllm + vllm_mode): off (generate()), colocate (a vLLM engine on "
-        "the training GPU, taking --vllm-utilization of it), server (vLLM on other GPUs: nothing on this one)."),
+        "GRPO, RLOO, online-dpo: generation with vLLM (use_vllm + vllm_mode): off (generate()), colocate (a vLLM "
+        "engine on the training GPU, taking --vllm-utilization of it), server (vLLM on other GPUs: nothing on this "
+        "one but the weight sync)."),
     Opt("vllm_utilization", float, 0.3,
-        "GRPO --use-vllm colocate: the fraction of the GPU the colocated vLLM engine takes (GRPOConfig "
-        "vllm_gpu_memory_utilization)."),
+        "--use-vllm colocate: the fraction of the GPU the colocated vLLM engine takes (vllm_gpu_memory_utilization; "
+        "online-dpo: 0.55, OnlineDPOConfig's default, unless given)."),
     Opt("vllm_sleep", bool, False,
-        "GRPO --use-vllm colocate: vLLM sleep mode (GRPOConfig vllm_enable_sleep_mode): vLLM's weights and KV cache "
-        "are released (level 2) during the training step."),
+        "--use-vllm colocate: vLLM sleep mode (vllm_enable_sleep_mode): vLLM's weights and KV cache are released "
+        "(level 2) during the training step."),
     Opt("chosen_nll", bool, True,
         "CPO/SimPO: the NLL term on the chosen half (CPOConfig cpo_alpha > 0, TRL's default); --no-chosen-nll for "
         "cpo_alpha 0 (AlphaPO, SimPO as published). ORPO always computes it."),
@@ -260,14 +262,17 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("image_size", int, 224, "ResNet: input images are image-size x image-size RGB (torchvision's 224). "
         "Vision-language models: the image side, where 224 (the default) stands for the model's own (LLaVA-1.5's "
         "tower takes only its 336); Qwen2-VL / Qwen2.5-VL: each image's side in pixels, resized as the processor's "
-        "smart_resize does (224: 64 image tokens, 448: 256)."),
+        "smart_resize does (224: 64 image tokens, 448: 256); LLaVA-NeXT: each image's side (with --image-width: its "
+        "height) in pixels, resized to the best image_grid_pinpoints resolution and cut into 336 px tiles (672: 5 "
+        "tiles, 2,928 image tokens)."),
     Opt("num_classes", int, 1000, "ResNet: outputs of the final fc layer (torchvision's 1000, ImageNet)."),
     # Vision-language models (memory/vision.py).
     Opt("images", int, 0, "Vision-language models (LLaVA, Qwen-VL): images per sample; their image tokens are added to "
         "--seq-len (the text tokens). 0: one for a vision-language model."),
     Opt("image_width", int, 0, "Idefics3 / SmolVLM: each image's width in pixels, --image-size its height (0: "
         "square). The processor resizes the longest edge to its target and cuts tiles, so the aspect ratio sets "
-        "the tiles: a square image is 4 x 4 tiles and a global one."),
+        "the tiles: a square image is 4 x 4 tiles and a global one. LLaVA-NeXT: the same (height --image-size, "
+        "width --image-width); anyres unpads the tile features to the image's aspect ratio."),
     Opt("train_vision", bool, False, "Vision-language models: train the vision tower too, with --method full and "
         "sdpa (frozen by default, as most recipes do)."),
 )
@@ -385,6 +390,9 @@ class OptionValues:
             for k, v in RLOO_DEFAULTS.items():
                 if k not in explicit:
                     run[k] = v
+        if (run.get("objective") == "online-dpo" and run.get("use_vllm") == "colocate"
+                and "vllm_utilization" not in explicit):  # OnlineDPOConfig's own default (core/vocab.py)
+            run["vllm_utilization"] = ONLINE_DPO_VLLM_UTILIZATION
         return run
 
     def sweep(self, base: Mapping[str, Any] | None = None, times: int = 1) -> tuple[list[str], list[dict[str, Any]]]:

@@ -134,6 +134,9 @@ RL_OBJECTIVES: tuple[Objective, ...] = ("grpo", "rloo")  # generation, then a po
 # reference is loaded), num_generations 2; the options apply them under --objective rloo when not given
 # (core/options.py).
 RLOO_DEFAULTS: dict[str, float | int] = {"beta": 0.05, "num_generations": 2}
+# TRL OnlineDPOConfig vllm_gpu_memory_utilization default (trl/experimental/online_dpo/online_dpo_config.py: 0.55,
+# GRPOConfig's is 0.3): applied under --objective online-dpo --use-vllm colocate when not given (core/options.py).
+ONLINE_DPO_VLLM_UTILIZATION = 0.55
 REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
 VLLM_MODES: tuple[VllmMode, ...] = get_args(VllmMode)
 REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)

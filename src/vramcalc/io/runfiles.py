@@ -776,7 +776,19 @@ def _vllm_engine(tool: str, d: dict[str, Any], run: Run, prefix: str = "") -> No
             return bool(value)
         raise _KeyProblem(prefix + key, f"{value!r:.40} is not a boolean; write true or false")
 
+    if tool == AX:
+        # axolotl's TRLConfig (src/axolotl/utils/schemas/trl.py, a pydantic model that drops unknown keys) has none
+        # of these: its GRPO builder takes the colocated engine's from the `vllm:` section (_vllm_axolotl)
+        for key, where in (("vllm_gpu_memory_utilization", "vllm.gpu_memory_utilization"),
+                           ("vllm_tensor_parallel_size", "vllm.tensor_parallel_size"),
+                           ("vllm_max_model_length", "nothing: TRL's engine reads config.json's"),
+                           ("vllm_model_impl", "nothing")):
+            if key in d:
+                raise _KeyProblem(prefix + key, f"not an axolotl trl: key (axolotl drops it); set {where}")
     sleep = flag("vllm_enable_sleep_mode")  # read as TRL reads it even where it has no effect
+    if tool == AX and d.get("vllm_mode") != "colocate":
+        # axolotl core/trainers/grpo/__init__.py passes vllm_enable_sleep_mode only with vllm_mode: colocate
+        sleep = False
     if not flag("use_vllm"):
         return
     mode = d.get("vllm_mode", "colocate")
@@ -868,14 +880,19 @@ def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "", objective: s
 
 def _online_dpo(d: dict[str, Any], run: Run) -> None:
     """OnlineDPOConfig (TRL 1.16 trl/experimental/online_dpo/online_dpo_config.py) onto --objective online-dpo
-    (memory/online_dpo.py): generate() on the policy; reward_model_path onto --reward-model."""
+    (memory/online_dpo.py): generate() on the policy or vLLM (use_vllm); reward_model_path onto --reward-model."""
     if d.get("reward_model_path") is not None:  # loaded as a sequence classifier (memory/reward_scoring.py)
         path = d["reward_model_path"]
         if not isinstance(path, str) or not path.strip():
             raise _KeyProblem("reward_model_path", "give the reward model as a preset name or a config.json path")
         run.options["reward_model"] = path.strip()
-    if d.get("use_vllm") is True:
-        raise _KeyProblem("use_vllm", "Online DPO's generation in vLLM is not modelled; set use_vllm: false")
+    if d.get("vllm_max_model_length") is not None:  # not an OnlineDPOConfig field
+        raise _KeyProblem("vllm_max_model_length", "OnlineDPOTrainer sets vLLM's max_model_len itself (max_length + "
+                          "max_new_tokens); remove it")
+    # use_vllm / vllm_mode (OnlineDPOConfig's default colocate) / vllm_gpu_memory_utilization (default 0.55, applied
+    # by core/options.py) / vllm_enable_sleep_mode: read as GRPOConfig's (online_dpo_trainer.py __init__ builds the
+    # same engine, memory/rl.py vllm_view)
+    _vllm_engine(HF, d, run)
     # online_dpo_config.py: gradient_checkpointing defaults to True (online_dpo_trainer.py then generates with
     # use_cache=False: memory/online_dpo.py uncached_generation_bytes)
     if "gradient_checkpointing" not in d:
@@ -911,7 +928,53 @@ def _online_dpo(d: dict[str, Any], run: Run) -> None:
                      "override).")
     _seen(d, run, *(k for k in ("max_new_tokens", "missing_eos_penalty", "reward_model_path", "loss_type", "beta",
                                 "use_vllm", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                                "cache_implementation", "generation_kwargs") if k in d))
+                                "cache_implementation", "generation_kwargs", "vllm_structured_outputs_regex",
+                                "vllm_server_base_url", "vllm_server_host", "vllm_server_port", "vllm_server_timeout",
+                                "vllm_group_port") if k in d))
+
+
+# axolotl's `vllm:` section (src/axolotl/utils/schemas/vllm.py VllmConfig): gpu_memory_utilization's default, and the
+# keys only `axolotl vllm-serve` reads (src/axolotl/cli/vllm_serve.py: the server's GPUs, not the training one's).
+AX_VLLM_UTILIZATION = 0.9
+_AX_VLLM_SERVE_KEYS = ("device", "data_parallel_size", "dtype", "max_model_len", "enable_prefix_caching", "host",
+                       "port", "enable_reasoning", "reasoning_parser", "enforce_eager", "serve_module",
+                       "worker_extension_cls")
+
+
+def _vllm_axolotl(d: dict[str, Any], section: dict[str, Any], run: Run) -> None:
+    """axolotl's `vllm:` section for rl: grpo (axolotl main 067b021, core/trainers/grpo/__init__.py
+    set_training_args_kwargs): with trl.vllm_mode colocate, GRPOConfig's vllm_gpu_memory_utilization is
+    vllm.gpu_memory_utilization (VllmConfig's default 0.9) and vllm_tensor_parallel_size vllm.tensor_parallel_size;
+    without vllm_mode, nothing is passed (TRL's colocate at 0.3). Every other key configures `axolotl vllm-serve`:
+    server mode's GPUs, nothing on the training GPU (its weight sync is memory/rl.py's either way)."""
+    v = d.get("vllm")
+    if v is None:
+        return
+    if not isinstance(v, dict):
+        raise _KeyProblem("vllm", f"{v!r:.40} is not a mapping of vLLM settings")
+    run.mapped.append("vllm")
+    unknown = sorted(str(k) for k in v if k not in _AX_VLLM_SERVE_KEYS + ("gpu_memory_utilization",
+                                                                           "tensor_parallel_size"))
+    if unknown:
+        raise _KeyProblem("vllm." + unknown[0], "not a key of axolotl's vllm: section (schemas/vllm.py); remove it")
+    colocate = run.options.get("use_vllm") == "colocate" and section.get("vllm_mode") == "colocate"
+    if colocate:
+        tp = v.get("tensor_parallel_size")
+        if tp not in (None, 1):
+            raise _KeyProblem("vllm.tensor_parallel_size", f"{tp!r:.40}: a colocated engine sharded over several "
+                              "GPUs is not modelled (GRPO is modelled on one GPU); set it to 1")
+        util = v.get("gpu_memory_utilization")
+        run.options["vllm_utilization"] = _strict("vllm.gpu_memory_utilization", "vllm_utilization",
+                                                  AX_VLLM_UTILIZATION if util is None else util)
+        if util is None:
+            run.notes.append(f"grpo: axolotl passes vllm.gpu_memory_utilization to the colocated engine; unset, "
+                             f"VllmConfig's default {AX_VLLM_UTILIZATION} (--vllm-utilization overrides).")
+        run.mapped += ["vllm." + k for k in ("gpu_memory_utilization", "tensor_parallel_size") if k in v]
+    served = [k for k in v if k in _AX_VLLM_SERVE_KEYS or not colocate]
+    if served:
+        run.mapped += ["vllm." + str(k) for k in served]
+        run.notes.append(f"vllm: {', '.join(map(str, served))} configure `axolotl vllm-serve` (the server's GPUs, "
+                         "server mode); no memory on the training GPU.")
 
 
 def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
@@ -930,6 +993,7 @@ def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
         _grpo(AX, section, run, "trl.")
         if "trl" in d:
             run.mapped.append("trl")
+        _vllm_axolotl(d, section, run)
         return
     if str(rl) not in ("dpo", "ipo", "kto", "orpo", "simpo"):
         raise _KeyProblem("rl", f"{rl!r:.40} is not modelled; vramcalc models rl: dpo, ipo (TRL DPOTrainer), "

@@ -1,11 +1,13 @@
 """TRL OnlineDPOTrainer's micro-batch on the traced model (memory/online_dpo.py models the same).
 
-TRL 1.16 trl/experimental/online_dpo/online_dpo_trainer.py, vLLM off, reward functions as Python callables:
+TRL 1.16 trl/experimental/online_dpo/online_dpo_trainer.py, reward functions as Python callables (or a reward model):
 * `training_step` -> `_generate`: the B prompts tokenized left-padded and repeated twice (`repeat(2, 1)`: 2B rows),
   `unwrap_model_for_generation` (gradient checkpointing off for it), `torch.no_grad()`, `generate(max_new_tokens=C,
   do_sample=True)` with a DynamicCache (trace/_generate.py `decode` with sampling), or without a cache under gradient
   checkpointing (`use_cache=False`: `_uncached_decode`), the completions cut from its ids (`truncate_right` makes
-  new ids and a mask). It runs in `make_inputs`, inside the tracer's forward phase, in every micro-batch.
+  new ids and a mask). It runs in `make_inputs`, inside the tracer's forward phase, in every micro-batch. With
+  `use_vllm` (`_generate_vllm`) vLLM generates instead: nothing of it on the traced tensors but the completions and,
+  in server mode, the weight sync's one-tensor packed copies (`_packed_one`).
 * `_forward` as TRL writes it (`_forward` below), with the model wrapped as accelerate prepares it: autocast around
   the model, then `convert_outputs_to_fp32` (the logits come back as an fp32 copy under mixed precision; the
   log-softmax runs outside autocast). The policy's, then the reference's under `torch.no_grad()` (the frozen copy,
@@ -63,6 +65,14 @@ def _uncached_decode(hf: Any, ids: torch.Tensor, n_new: int, ctx: Callable[[], A
     return ids
 
 
+def _packed_one(param: torch.Tensor) -> None:
+    """vllm/distributed/weight_transfer/packed_tensor.py packed_broadcast_producer on a one-tensor iterator
+    (trl/generation/vllm_client.py update_named_param): the pending list flushed at the end, torch.cat of the one
+    flattened tensor (a copy), broadcast and released (the NCCL broadcast itself is not emulated)."""
+    buffer = torch.cat([param.data.reshape(-1).view(torch.uint8)])
+    del buffer
+
+
 def online_dpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.Module], adapters_off: bool,
                     autocast: Callable[[], Any] | None) -> tuple[Callable[[], dict[str, Any]],
                                                                  Callable[[nn.Module, dict[str, Any]], torch.Tensor]]:
@@ -70,6 +80,7 @@ def online_dpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.
     b, s, p = training.batch_size, training.seq_len, training.prompt_len
     c = s - p
     ac = autocast if autocast is not None else contextlib.nullcontext
+    state = {"i": 0}  # micro-batches so far (server mode syncs once per optimizer step)
 
     def make_inputs() -> dict[str, Any]:
         from transformers.cache_utils import DynamicCache
@@ -81,6 +92,17 @@ def online_dpo_step(training: TrainingSpec, vocab: int, module: Callable[[], nn.
         prompt_mask = torch.ones((b, p), dtype=torch.long)
         prompt_ids, prompt_mask = prompts.repeat(2, 1), prompt_mask.repeat(2, 1)  # _generate: 2 per prompt
         del prompts
+        if training.use_vllm != "off":
+            # _generate_vllm: vLLM samples (a colocated engine or a server: not the policy), the token lists come
+            # back padded into new [2B, P] / [2B, C] tensors; server mode first streams the weights one parameter at
+            # a time (_move_model_to_vllm_inner: update_named_param, each its own packed broadcast)
+            if training.use_vllm == "server" and state["i"] % training.grad_accum == 0:  # global_step moved
+                for _, param in policy.named_parameters():
+                    _packed_one(param)
+            state["i"] += 1
+            completion_ids = torch.randint(0, vocab, (2 * b, c), dtype=torch.long)
+            return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+                    "completion_mask": torch.ones((2 * b, c), dtype=torch.long)}
         with _no_checkpointing(policy), torch.no_grad():
             if training.grad_checkpointing:  # generation_kwargs use_cache=False: no cache, the whole sequence per step
                 ids = _uncached_decode(policy, prompt_ids, c, ac)

@@ -102,7 +102,7 @@ LABELS = {
     "forward.reference": "the reference model's forward (DPO/KTO, no grad)",
     "forward.reward": "the reward model's forward on the completions (Online DPO / GRPO, no grad)",
     "forward.generate": "generate(): completions of the generation batch (GRPO, no grad)",
-    "forward.weight_sync": "weights streamed to the vLLM server before generation (GRPO, no grad)",
+    "forward.weight_sync": "weights streamed to the vLLM server before generation (GRPO / Online DPO, no grad)",
     "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",
     "forward.vision": "forward: the vision tower (no grad)",
     "forward.cross": "forward at the top cross-attention layer (Llama-3.2-Vision)",

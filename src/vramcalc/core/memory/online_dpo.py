@@ -52,7 +52,7 @@ def is_online_dpo(t: TrainingSpec) -> bool:
 
 def uncached_generation_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     """generate(use_cache=False)'s last step on the policy view's 2B rows: the larger of one no-grad layer over
-    P + C - 1 tokens per row (memory/preference.py nograd_layer_bytes, the residual stream included) and the head:
+    P + C - 1 tokens per row (memory/preference.py nograd_layer, the residual stream included) and the head:
     the last hidden states, the last position's logits (compute dtype), their fp32 copy and sampling's fp32 softmax
     (transformers generation/utils.py _sample)."""
     assert m.vocab_size is not None and m.hidden_size is not None
@@ -62,9 +62,9 @@ def uncached_generation_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> 
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
     rows = t.batch_size
     tokens = rows * (t.seq_len - 1)
-    per_token, fixed = _preference.nograd_layer_bytes(m, recipe, t.method)
-    layer = per_token * tokens + fixed
-    head = r * m.hidden_size * tokens + rows * m.vocab_size * (c + 4 + 4) + fixed
+    nograd = _preference.nograd_layer(m, recipe, t.method, _preference.uses_eager(m, t))
+    layer = nograd.peak(tokens, t.seq_len - 1)
+    head = r * m.hidden_size * tokens + rows * m.vocab_size * (c + 4 + 4) + nograd.cast
     return max(layer, head)
 
 
@@ -105,13 +105,17 @@ class ReferencePlan:
     vocab: int
     compute: int
     logits: int
+    cast_per_token: int = 0  # memory/preference.py NogradLayer: the layer beside its weight copy (`fixed`)
+    eager_per_token: int = 0  # NogradLayer's eager attention terms (0: sdpa)
+    per_key: int = 0
 
-    def peak(self, tokens: int, labelled: int) -> int:
-        """`tokens`: 2B × (P + C); `labelled`: 2B × C completion positions."""
+    def peak(self, tokens: int, labelled: int, seq: int = 0) -> int:
+        """`tokens`: 2B × (P + C); `labelled`: 2B × C completion positions; `seq`: P + C."""
         full = tokens * self.vocab * self.logits
         conversion = tokens * self.vocab * self.compute if self.logits != self.compute else 0
         scored = labelled * self.vocab * self.logits
-        layer = self.per_token * tokens + self.fixed
+        layer = _preference.NogradLayer(self.per_token, self.cast_per_token, self.fixed, self.eager_per_token,
+                                        self.per_key).peak(tokens, seq)
         # the ref's log-probs [2B, C] fp32 (ref_logprobs) and its gathered int64 index
         head = self.residual * tokens + max(full + conversion, full + scored) + labelled * (8 + self.logits)
         return max(layer, head)
@@ -123,8 +127,9 @@ def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePl
 
     c = dtype_bytes(recipe.compute)
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
-    per_token, fixed = _preference.nograd_layer_bytes(m, recipe, t.method)
-    return ReferencePlan(per_token, fixed, r * m.hidden_size, m.vocab_size, c, _preference.logits_bytes(recipe))
+    layer = _preference.nograd_layer(m, recipe, t.method, _preference.uses_eager(m, t))
+    return ReferencePlan(layer.per_token, layer.cast, r * m.hidden_size, m.vocab_size, c,
+                         _preference.logits_bytes(recipe), layer.cast_per_token, layer.eager_per_token, layer.per_key)
 
 
 def notes(t: TrainingSpec, reference_bytes: int) -> tuple[str, ...]:
@@ -135,10 +140,16 @@ def notes(t: TrainingSpec, reference_bytes: int) -> tuple[str, ...]:
             "adapters-off": "the policy with its adapters disabled (no extra weights)"}[ref]
     b = t.batch_size // 2
     c = t.seq_len - t.prompt_len
-    cache = ("without a KV cache: use_cache=False under gradient checkpointing, the whole sequence re-run per token"
-             if t.grad_checkpointing else "with a DynamicCache")
+    cache = ("generate() without a KV cache: use_cache=False under gradient checkpointing, the whole sequence re-run "
+             "per token" if t.grad_checkpointing else "generate() with a DynamicCache")
+    if t.use_vllm == "colocate":
+        cache = ("in a colocated vLLM engine, not on the policy (use_vllm, vllm_mode colocate: its share of the GPU "
+                 "in overhead.vllm_*)")
+    elif t.use_vllm == "server":
+        cache = ("on a vLLM server (use_vllm, vllm_mode server): on this GPU only the weight sync, one parameter at a "
+                 "time (update_named_param), its packed copy of the largest tensor (forward.weight_sync; approximate)")
     return (f"online-dpo: TRL OnlineDPOTrainer: every micro-batch generates 2 completions per prompt ({t.batch_size} "
-            f"rows = 2 x --batch-size {b}, generate() {cache}, prompt {t.prompt_len} + {c} new tokens = "
+            f"rows = 2 x --batch-size {b}, {cache}, prompt {t.prompt_len} + {c} new tokens = "
             f"--seq-len), then the policy's forward on them with the full logits [rows, seq, vocab] and a "
             f"log-softmax over the {c} completion positions kept for backward (no fused head); reference: {what}, "
             "its no-grad forward on top of the policy's saved tensors (forward.reference).",

@@ -189,6 +189,63 @@ def nograd_layer_bytes(m: ModelSpec, recipe: Recipe, method: str) -> tuple[int, 
 
 
 @dataclass(frozen=True, slots=True)
+class NogradLayer:
+    """One no-grad layer inside a whole no-grad forward (the reference's, a log-prob pass, generate(use_cache=False)),
+    as coefficients of its tokens: what memory/reward_scoring.py ScoringPlan found for the reward model."""
+
+    per_token: int  # the layer's peak (nograd_layer_bytes) and the two residual-stream tensors the model holds
+    cast_per_token: int  # while a matmul's 16-bit weight copy exists: the stream and that matmul's operands
+    cast: int  # the copy (autocast over weights stored in another dtype, QLoRA's dequantized weight), or 0
+    eager_per_token: int = 0  # eager attention's moment: the stream, q, k, v and repeat_kv's copies
+    per_key: int = 0  # eager attention: bytes per token per key position (the scores, the model's 4-D mask)
+
+    def peak(self, tokens: int, seq: int = 0) -> int:
+        """`tokens`: rows × `seq` positions."""
+        eager = self.eager_per_token * tokens + self.per_key * tokens * seq if self.per_key else 0
+        return max(self.per_token * tokens, self.cast_per_token * tokens + self.cast, eager)
+
+
+def uses_eager(m: ModelSpec, t: TrainingSpec) -> bool:
+    """--attention eager, or a model transformers runs eagerly whatever is asked (memory/activations.py)."""
+    from vramcalc.core.memory.activations import eager_only
+
+    return t.attention == "eager" or eager_only(m)
+
+
+def nograd_layer(m: ModelSpec, recipe: Recipe, method: str, eager: bool = False) -> NogradLayer:
+    """nograd_layer_bytes inside the model's loop: two more residual-stream tensors (the layer's input, still held
+    by the loop variable while the layer runs, `hidden_states = decoder_layer(hidden_states, ...)`, and the embedding
+    output held as `inputs_embeds`: transformers modeling_llama.py LlamaModel.forward), and the weight copy alive
+    only with one matmul's operands (without grad autocast does not cache it, autocast_mode.cpp cached_cast; QLoRA
+    dequantizes per matmul), not beside the layer's peak: up_proj's, with act(gate) alive, or down_proj's (input and
+    output); the fp32 stream's autocast input copy too."""
+    assert m.hidden_size is not None and m.intermediate_size is not None
+    per_token, cast = nograd_layer_bytes(m, recipe, method)
+    c = dtype_bytes(recipe.compute)
+    r = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    h, i = m.hidden_size, m.intermediate_size
+    held = 2 * r * h
+    stream = 4 * r * h  # the two held, the layer's residual and its normed input
+    operands = max(2 * c * i if m.mlp == "gated" else 0, c * i + c * h) + (c * h if r != c else 0)
+    if not eager:
+        return NogradLayer(per_token + held, stream + operands, cast)
+    # Eager attention (transformers modeling_llama.py eager_attention_forward, no grad): q, k, v after rotary,
+    # repeat_kv's copies of k and v to every head (GQA), then per key position and head the scores (matmul, scaled:
+    # a second copy for a moment; + the mask: a third) and softmax(dtype=float32) beside them: at::softmax converts
+    # its input to fp32 first, so the scores, their fp32 copy and the fp32 result are alive at once (c + 4 + 4 B;
+    # measured, the tracer's peak op _softmax); GPT-2's softmax stays in the scores' dtype (2 c); dropout p=0 returns
+    # its input. The model's 4-D float mask [rows, 1, S, S] (masking_utils.py eager_mask, the embeddings' dtype) is
+    # alive through the whole forward.
+    assert m.num_attention_heads is not None
+    q = m.num_attention_heads * head_dim(m)
+    kv = kv_heads(m) * head_dim(m)
+    repeated = 2 * c * q if kv != q else 0
+    scores = (2 * c if m.family == "gpt2" else c + 4 + (4 if c != 4 else 0)) * m.num_attention_heads
+    return NogradLayer(per_token + held, stream + operands, cast,
+                       stream + c * (q + 2 * kv) + repeated, scores + r)
+
+
+@dataclass(frozen=True, slots=True)
 class ReferencePlan:
     """The reference forward's peak, as coefficients: bytes per position, per scored token, and fixed."""
 
@@ -199,11 +256,16 @@ class ReferencePlan:
     head_per_labelled: int
     compute: int
     outputs: int = POLICY_OUTPUT_BYTES["dpo"]  # the policy's per-position outputs, alive meanwhile
+    cast_per_token: int = 0  # NogradLayer.cast_per_token: the layer's moment beside its weight copy (`fixed`)
+    eager_per_token: int = 0  # NogradLayer's eager attention terms (0: sdpa)
+    per_key: int = 0
 
-    def peak(self, tokens: int, labelled: int) -> int:
-        """Bytes of the reference forward at its peak, beyond everything the policy keeps."""
+    def peak(self, tokens: int, labelled: int, seq: int = 0) -> int:
+        """Bytes of the reference forward at its peak, beyond everything the policy keeps (`seq`: positions per row,
+        for eager attention's per-key terms)."""
         mm = min(labelled, TOKEN_CHUNK) * VOCAB_CHUNK * self.compute
-        layer = self.per_token * tokens + self.fixed
+        layer = NogradLayer(self.per_token, self.cast_per_token, self.fixed, self.eager_per_token,
+                            self.per_key).peak(tokens, seq)
         head = self.head_per_token * tokens + self.head_per_labelled * labelled + mm + self.fixed
         return max(layer, head) + self.outputs * tokens
 
@@ -221,14 +283,16 @@ def nograd_forward_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, outputs: 
     assert m.hidden_size is not None
     c = dtype_bytes(recipe.compute)
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
-    per_token, fixed = nograd_layer_bytes(m, recipe, t.method)
+    layer = nograd_layer(m, recipe, t.method, uses_eager(m, t))
+    per_token, fixed = layer.per_token, layer.cast
     # The head under no_grad: last hidden states (r × H per position), the gathered copy (r × H per scored
     # token), its targets (int64), the seven statistics and the outputs (~13 fp32 vectors), the label mask.
     # KTO runs the reference twice (the KL rows, then the completions: trl/trainer/kto_trainer.py _compute_loss),
     # one after the other, on rows of the same shape: the same peak.
     return ReferencePlan(per_token=per_token, per_labelled=0, fixed=fixed, head_per_token=r * m.hidden_size + 1 + 4,
                          head_per_labelled=r * m.hidden_size + 8 + 52, compute=c,
-                         outputs=outputs)
+                         outputs=outputs, cast_per_token=layer.cast_per_token,
+                         eager_per_token=layer.eager_per_token, per_key=layer.per_key)
 
 
 def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:

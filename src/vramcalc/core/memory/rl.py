@@ -187,7 +187,7 @@ def logprob_pass_bytes(plan: _preference.ReferencePlan, t: TrainingSpec) -> int:
     rows = t.batch_size
     # the passes' fp32 results so far, and with vLLM its sampling log-probs of every row (padded to C)
     results = generation_rows(t) * completion_len(t) * 4 * (2 if importance_sampling(t) else 1)
-    return plan.peak(rows * t.seq_len, rows * min(completion_len(t), t.seq_len - 1)) + results
+    return plan.peak(rows * t.seq_len, rows * min(completion_len(t), t.seq_len - 1), t.seq_len) + results
 
 
 def loss_bytes(t: TrainingSpec) -> int:
@@ -263,11 +263,16 @@ def vllm_view(m: ModelSpec, t: TrainingSpec) -> TrainingSpec:
 
     view = generation_view(t)
     compute = recipe_of(t).compute
+    seqs, max_len = generation_rows(t), t.max_model_len
+    if t.objective == "online-dpo":
+        # online_dpo_trainer.py __init__: LLM(max_num_seqs=per_device_train_batch_size × vllm_tensor_parallel_size,
+        # max_model_len=max_length + max_new_tokens); SamplingParams(n=2) samples 2 completions per prompt
+        seqs, max_len = generation_rows(t) // 2, t.seq_len + completion_len(t)
     return replace(view, mode="serve", new_tokens=1, seq_len=t.seq_len, batch_size=generation_rows(t),
                    precision=compute if compute in ("bf16", "fp16") else "fp32",
                    weight_dtype="nf4" if t.method == "qlora" else "auto",
-                   gpu_memory_utilization=t.vllm_utilization, max_model_len=t.max_model_len,
-                   max_num_seqs=generation_rows(t), max_num_batched_tokens=VLLM_BATCHED_TOKENS)
+                   gpu_memory_utilization=t.vllm_utilization, max_model_len=max_len,
+                   max_num_seqs=seqs, max_num_batched_tokens=VLLM_BATCHED_TOKENS)
 
 
 def sync_bytes(m: ModelSpec, t: TrainingSpec, weight_bytes: int) -> int:
@@ -279,6 +284,10 @@ def sync_bytes(m: ModelSpec, t: TrainingSpec, weight_bytes: int) -> int:
     from vramcalc.core.memory.precision import recipe_of
 
     largest = (m.vocab_size or 0) * (m.hidden_size or 0) * dtype_bytes(recipe_of(t).weight)
+    if t.objective == "online-dpo":
+        # online_dpo_trainer.py _move_model_to_vllm_inner: update_named_param(name, param.data) per parameter, each
+        # its own packed broadcast: one buffer, the torch.cat copy of that one tensor, done before the next
+        return min(weight_bytes, largest)
     return min(weight_bytes, (PACKED_BUFFERS + 1) * (PACKED_BUFFER_BYTES + largest))
 
 
@@ -346,12 +355,15 @@ def colocate_notes(m: ModelSpec, t: TrainingSpec, c: Colocated) -> tuple[str, ..
              "step runs beside its CUDA graphs and non-torch memory only; at generation they come back beside the "
              "trainer's weights and optimizer state" if t.vllm_sleep else
              "no sleep mode: vLLM keeps its whole budget (weights, KV pool) through the training step")
-    return (f"grpo + colocated vLLM (TRL vllm_mode='colocate'): vLLM takes --vllm-utilization {t.vllm_utilization:g} "
+    seqs = ("per_device_train_batch_size; 2 completions per prompt" if t.objective == "online-dpo" else
+            "the generation batch")
+    return (f"{t.objective} + colocated vLLM (TRL vllm_mode='colocate'): vLLM takes --vllm-utilization "
+            f"{t.vllm_utilization:g} "
             f"of the GPU (vllm_gpu_memory_utilization), so the peak is the smallest GPU holding the step and the "
             f"engine: {c.gpu_bytes / 1e9:.2f} GB, set by the {c.bound}; vLLM's budget there "
             f"{c.budget / 1e9:.2f} GB (it needs {c.start_budget / 1e9:.2f} GB to start: weights, profile run, one "
             f"max_model_len {s.max_model_len:,} request); give --gpu for the pool it allocates on a real GPU.",
-            f"vLLM engine: max_num_seqs {s.max_num_seqs} (the generation batch), max_num_batched_tokens "
+            f"vLLM engine: max_num_seqs {s.max_num_seqs} ({seqs}), max_num_batched_tokens "
             f"{s.max_num_batched_tokens:,}, {sleep}; generate() does not run on the policy (no forward.generate).",
             "approximate: vLLM's CUDA graphs, non-torch memory and profile peak (memory/vllm.py); the budget counts "
             "vLLM's whole share of the GPU, its profile reserve included (training may reuse part of it).")
@@ -408,7 +420,9 @@ class RlPlan:
         grads = gradients if gradients_at_generation(t) else 0
         passes = (grads, logprob_pass_bytes(self.logprobs, t)) if self.logprobs is not None else None
         if t.use_vllm == "server":
-            return (grads, sync_bytes(self.model, t, weight_bytes)), passes
+            # Online DPO syncs only when global_step moved (online_dpo_trainer.py _generate_vllm_server): the first
+            # micro-batch after zero_grad, no gradients then
+            return (0 if t.objective == "online-dpo" else grads, sync_bytes(self.model, t, weight_bytes)), passes
         if t.use_vllm == "colocate":
             return None, passes
         if self.uncached >= 0:  # no KV cache: the last step's no-grad forward over the whole sequence
