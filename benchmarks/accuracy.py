@@ -1828,8 +1828,8 @@ def main() -> None:
                     "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
                     "frozen); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle); llama4: "
                     "issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
-                    "attention); vlm3: issue 15's 36 LLaVA-NeXT cases (anyres tiles, the tower frozen); mllama: issue 15's 26 "
-                    "Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers)")
+                    "attention); vlm3: issue 15's 36 LLaVA-NeXT cases (anyres tiles, the tower frozen); mllama: "
+                    "issue 15's 26 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
