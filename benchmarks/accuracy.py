@@ -552,6 +552,14 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
                                     f"{'gc' if gc else 'no-gc'}", "model": f"qwenvl-toy:{name}",
                               "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=16, images=1,
                                                                        image_size=896, grad_checkpointing=gc)})
+        for model, shape in ((f"qwenvl:{name}", QWEN_VL_SHAPES[0]),  # --train-vision: the whole tower trained
+                             (f"qwenvl-toy:{name}", {"batch_size": 1, "seq_len": 16, "images": 1, "image_size": 896})):
+            cut = "(cut)" if model.startswith("qwenvl:") else "(4-block tower, toy text model)"
+            for gc in (False, True):
+                cases.append({"id": f"{name} {cut} | full pure-bf16 train-vision | b{shape['batch_size']} "
+                                    f"s{shape['seq_len']} i{shape['images']} {shape['image_size']}px | "
+                                    f"{'gc' if gc else 'no-gc'}", "model": model, "method": "full",
+                              "training": dict(VLM_RUNS[0][1], **shape, train_vision=True, grad_checkpointing=gc)})
     return cases
 
 
