@@ -297,8 +297,9 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     of the batch packed into one sequence of `rows` patches; attention per image through cu_seqlens, Qwen2.5-VL
     per 112 px window in most blocks); the merger joins 2 x 2 patches into one token of the text width; the
     features are concatenated and masked_scatter'd over the <|image_pad|> tokens; get_rope_index gives the text
-    model its M-RoPE position_ids (3, batch, sequence) int64. The tower is frozen; full fine-tuning trains the
-    merger (as LLaVA's projector), LoRA / QLoRA adapt the language model only.
+    model its M-RoPE position_ids (3, batch, sequence) int64. The tower is frozen unless --train-vision (full
+    fine-tuning only: its gradients, optimizer state and saved sets); full fine-tuning trains the merger (as
+    LLaVA's projector), LoRA / QLoRA adapt the language model only.
     """
     v = model.vision
     assert v is not None and model.hidden_size is not None
@@ -480,7 +481,10 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         f"{per_image} image tokens each, added to the {training.seq_len:,} text tokens: the language model runs on "
         f"{total_tokens(model, training):,} tokens per sample (Qwen2VLModel.forward, masked_scatter of the image "
         "features, M-RoPE position_ids from get_rope_index).",
-        f"vision tower ({tower:,} parameters) frozen; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
+        f"vision tower ({tower:,} parameters) "
+        + ("trained (--train-vision: its gradients, optimizer state and every block's saved set, or with "
+           "checkpointing its kept block inputs and one recomputed block)" if trained_tower else "frozen")
+        + f"; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
         "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization); LoRA targets "
         "resolve in the language model only.",
         "vision tower forward: one block's transients at its rotary or MLP peak, counted before the language model "
