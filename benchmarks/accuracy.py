@@ -561,6 +561,10 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
                                     f"s{shape['seq_len']} i{shape['images']} {shape['image_size']}px | "
                                     f"{'gc' if gc else 'no-gc'}", "model": model, "method": "full",
                               "training": dict(VLM_RUNS[0][1], **shape, train_vision=True, grad_checkpointing=gc)})
+            for label, kw in VLM_RUNS[:2]:  # eager attention (no checkpointing: the tower frozen, without grad)
+                cases.append({"id": f"{name} {cut} | {label} eager | b{shape['batch_size']} s{shape['seq_len']} "
+                                    f"i{shape['images']} {shape['image_size']}px | no-gc", "model": model,
+                              "method": kw["method"], "training": dict(kw, **shape, attention="eager")})
     return cases
 
 

@@ -247,9 +247,10 @@ def _check_qwen(model: ModelSpec, training: TrainingSpec) -> None:
     v = model.vision
     assert v is not None
     name = QWEN_NAMES[v.kind]
-    if training.attention == "eager":
-        raise UnsupportedCombination(f"--attention eager is not modelled for {model.name} ({name}: the tower's "
-                                     "per-image eager softmax is not counted): use --attention sdpa")
+    if training.attention == "eager" and training.grad_checkpointing:
+        raise UnsupportedCombination(f"--attention eager with --grad-checkpointing is not modelled for {model.name} "
+                                     f"({name}: the tower then runs with grad, and the eager softmax its recomputed "
+                                     "blocks save is not counted): use --attention sdpa")
     qwen_resized(v, training.image_size, training.image_size)  # smart_resize's aspect-ratio refusal
 
 
@@ -378,6 +379,21 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     mlp_t = rows * (3 * d + 3 * i) * a_bytes
     attn_t = rows * (5 * d * a_bytes + 6 * d * 4)
     layer_t = max(mlp_t, attn_t)
+    if training.attention == "eager":
+        # eager_attention_forward per cu_seqlens segment (VisionAttention.forward splits q, k, v per image, or per
+        # window in Qwen2.5-VL's windowed blocks), its peak at the softmax (measured with the tracer): the scaled
+        # scores (heads x n x n, 16-bit), their fp32 copy (softmax(dtype=float32) casts a bfloat16 input first:
+        # aten/src/ATen/native/SoftMax.cpp takes the half_to_float kernel for float16 only) and the fp32 softmax,
+        # beside the block's input, norm1's output, qkv's output, the rotated q and k, and the earlier segments'
+        # outputs (the largest segment counted last: the whole image, or the largest window when no block attends
+        # fully)
+        _, gh, gw = qwen_grid(v, training.image_size, training.image_size)
+        n = gh * gw
+        if qwen25 and not v.fullatt_block_indexes:
+            side, m = v.window_size // v.spatial_merge_size // v.patch_size, v.spatial_merge_size
+            n = min(side, gh // m) * min(side, gw // m) * m * m
+        layer_t = max(layer_t, rows * 7 * d * a_bytes + v.num_attention_heads * n * n * (2 + 4 + 4)
+                      + (rows - n) * d * a_bytes)
     tower_moment = tokens * th * a_bytes + pixel + rotary + layer_t
     if tower_graph:  # the blocks' kept inputs (or saved sets) pile up as the tower runs: all but the last block's
         tower_moment += (v.num_layers - 1) * block_kept + (rows * d * a_bytes if qwen25 and not trained_tower else 0)
