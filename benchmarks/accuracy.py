@@ -513,7 +513,7 @@ def vlm_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Qwen vision-language grid (`--grid qwen-vl`, issue 15; 52 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
+# The Qwen vision-language grid (`--grid qwen-vl`, issue 15; 60 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
 # _qwen_estimate, trace/_qwen_vl.py) from the published Qwen2-VL-2B-Instruct and Qwen2.5-VL-3B-Instruct config.json
 # files (tests/data/hf), cut to 2 text layers and a 2-block tower (Qwen2.5-VL: 4 blocks, the last with full
 # attention, the others 112 px windows), the widths, heads and vocabularies as published; the tower frozen x full
@@ -524,7 +524,8 @@ def vlm_grid() -> list[dict[str, Any]]:
 # tokens), where the tower's kept inputs and its recomputed backward weigh; and, to make the image side the peak,
 # the published tower cut to 4 blocks under a toy language model (2 layers of width 256, a 1,000-token vocabulary)
 # x full / LoRA x checkpointing at one 896 px image (4,096 patches) and 16 text tokens; and --train-vision (full
-# pure-bf16, the whole tower trained) on the first cut shape and the toy x checkpointing. Written to
+# pure-bf16, the whole tower trained) on the first cut shape and the toy x checkpointing, and eager attention (full /
+# LoRA, no checkpointing) on the same two. Written to
 # accuracy_qwen-vl.{json,md}.
 QWEN_VL_CUTS = {"qwen2-vl-2b-instruct": (2, ()), "qwen2.5-vl-3b-instruct": (4, (3,))}
 QWEN_VL_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 448},
@@ -1480,7 +1481,7 @@ def main() -> None:
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
-                    "Cut CE); qwen-vl: issue 15's 52 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
+                    "Cut CE); qwen-vl: issue 15's 60 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
                     "frozen or trained)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part

@@ -503,9 +503,10 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         + f"; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
         "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization); LoRA targets "
         "resolve in the language model only.",
-        "vision tower forward: one block's transients at its rotary or MLP peak, counted before the language model "
-        "runs; images resized with the published preprocessor_config.json's min_pixels 3,136 and max_pixels "
-        "12,845,056 (a square side of at most 3,584 px).",
+        "vision tower forward: one block's transients at its rotary or MLP peak"
+        + (" or, under --attention eager, its per-image (or per-window) fp32 softmax" if training.attention == "eager"
+           else "") + ", counted before the language model runs; images resized with the published "
+        "preprocessor_config.json's min_pixels 3,136 and max_pixels 12,845,056 (a square side of at most 3,584 px).",
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + merger,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
