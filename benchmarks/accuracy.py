@@ -685,6 +685,69 @@ MOE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+# The Llama 4 grid (`--grid llama4`, issue 15): the published Scout and Maverick text_configs cut to tiny shapes
+# of Scout's proportions (GQA 4:1, head_dim 64, a NoPE layer every 4th, chunked attention in the RoPE layers with a
+# chunk shorter than the sequence, so the chunked mask is built), with their own MoE layouts (Scout: every layer, L2
+# q/k norm; Maverick: every other layer beside a dense MLP twice the expert width, no q/k norm) x full / LoRA on
+# every Linear but the router ("all-linear" in the ids) / LoRA q,k,v,o / QLoRA on those Linears x checkpointing
+# off / on at b2 s256 sdpa, and full and LoRA again at b1 s512 sdpa and b2 s256 eager (32 cases); with
+# LLAMA4_PUBLISHED below, 40.
+LLAMA4_SHAPES = {
+    "llama4:scout": ("llama-4-scout-17b-16e-instruct",
+                     {"hidden_size": 256, "intermediate_size": 192, "intermediate_size_mlp": 384,
+                      "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 64,
+                      "num_local_experts": 4, "attention_chunk_size": 128, "vocab_size": 1024,
+                      "max_position_embeddings": 4096}),
+    "llama4:maverick": ("llama-4-maverick-17b-128e-instruct",
+                        {"hidden_size": 256, "intermediate_size": 192, "intermediate_size_mlp": 384,
+                         "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 64,
+                         "num_local_experts": 8, "attention_chunk_size": 128, "vocab_size": 1024,
+                         "max_position_embeddings": 4096}),
+}
+
+
+_L4_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LLAMA4_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (  # all-linear takes the router, which peft cannot wrap
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora all-linear", {"method": "lora", "precision": "bf16", "lora_targets": _L4_ALL}),
+    ("lora q,k,v,o", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")}),
+    ("qlora all-linear", {"method": "qlora", "precision": "bf16", "lora_targets": _L4_ALL, "kbit_prep": False}),
+)
+
+
+# The published configs at their own widths (hidden 5120, 16 / 128 experts of 8192), cut to 4 layers as the families
+# grid cuts every model_type (3 RoPE layers and a NoPE one; Maverick's two dense and two MoE): full pure-bf16 b1 s512
+# sdpa (below the 8,192-token chunk: no mask) and LoRA on every Linear but the router b1 s1024 eager, each without
+# and with checkpointing (8 cases).
+LLAMA4_PUBLISHED = {"llama4:scout (4 layers)": "llama-4-scout-17b-16e-instruct",
+                    "llama4:maverick (4 layers)": "llama-4-maverick-17b-128e-instruct"}
+LLAMA4_PUBLISHED_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16 | b1 s512 | sdpa", {"method": "full", "precision": "pure-bf16", "batch_size": 1, "seq_len": 512}),
+    ("lora all-linear | b1 s1024 | eager", {"method": "lora", "precision": "bf16", "lora_targets": _L4_ALL,
+                                           "batch_size": 1, "seq_len": 1024, "attention": "eager"}),
+)
+
+
+def llama4_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in LLAMA4_PUBLISHED:
+        for label, kw in LLAMA4_PUBLISHED_RUNS:
+            for gc in (False, True):
+                cases.append({"id": f"{model} | {label} | {'gc' if gc else 'no-gc'}", "model": model,
+                              "method": kw["method"], "training": dict(kw, grad_checkpointing=gc)})
+    for model in LLAMA4_SHAPES:
+        for label, kw in LLAMA4_RUNS:
+            shapes = [(2, 256, "sdpa")] + ([(1, 512, "sdpa"), (2, 256, "eager")] if label in (
+                "full pure-bf16", "lora all-linear") else [])
+            for b, seq, attention in shapes:
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b{b} s{seq} | {attention} | {'gc' if gc else 'no-gc'}",
+                                  "model": model, "method": kw["method"],
+                                  "training": dict(kw, batch_size=b, seq_len=seq, attention=attention,
+                                                   grad_checkpointing=gc)})
+    return cases
+
+
 def moe_grid() -> list[dict[str, Any]]:
     """3 families x 4 runs x checkpointing off / on at b2 s256, and the full and all-linear LoRA runs again at
     b1 s1024 and with eager attention at b2 s512 (48 cases)."""
@@ -953,6 +1016,14 @@ def _model(name: str) -> Any:
         config, shape = MOE_SHAPES[name]
         d = {**json.loads((HF_DIR / f"{config}.json").read_text()), **shape}
         return spec_from_hf_config(d, name[4:], "benchmarks/accuracy.py")
+    if name.startswith("llama4:"):  # a published Llama 4 config.json's text_config cut to a tiny shape
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config, shape = LLAMA4_SHAPES[name] if name in LLAMA4_SHAPES \
+            else (LLAMA4_PUBLISHED[name], {"num_hidden_layers": FAMILY_LAYERS})
+        d = json.loads((HF_DIR / f"{config}.json").read_text())
+        d["text_config"] = {**d["text_config"], **shape}
+        return spec_from_hf_config(d, name[7:].split(" ")[0], "benchmarks/accuracy.py")
     if name.startswith("hf:"):
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1471,7 +1542,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
          "ssm2": ssm2_grid, "hybrid": hybrid_grid,
-         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid,
+         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
+         "llama4": llama4_grid, "vlm2": vlm2_grid,
          "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -1493,6 +1565,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
           "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)",
+          "llama4": " (Llama 4 text: Scout and Maverick layouts, bmm experts over every token, chunked / NoPE "
+                    "attention; issue 15)",
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
           "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
           "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)",
@@ -1618,7 +1692,9 @@ def main() -> None:
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); qwen-vl: issue 15's 60 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
-                    "frozen or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle)")
+                    "frozen or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle); "
+                    "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
+                    "attention)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1627,8 +1703,8 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "ssm2", "hybrid", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl",
-                         "idefics") \
+                         "ssm", "ssm2", "hybrid", "gptoss", "classics", "vlm", "moe", "llama4", "vlm2", "unsloth",
+                         "qwen-vl", "idefics") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

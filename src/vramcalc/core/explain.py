@@ -92,6 +92,15 @@ SRC_LORA = "Hu et al. 2021 (LoRA) §4.1: r × (d_in + d_out) per adapted Linear;
 SRC_QLORA = ("QLoRA paper (arXiv:2305.14314) §3; bitsandbytes quantize_4bit: two NF4 values per byte, "
              f"absmax per {NF4_BLOCK}-element block, double quant: uint8 absmax + fp32 per {DQ_BLOCK} blocks")
 SRC_INT8 = "LLM.int8 (Dettmers et al. 2022); bitsandbytes Linear8bitLt: int8 weight + fp32 scale per row"
+# Llama 4's layers that save less than the MoE RoPE layer counted per layer (memory/__init__.py _activation_plan):
+# the NoPE layers (no chunked mask, no L2 q/k norm; modeling_llama4.py Llama4TextAttention), Maverick's dense layers
+# and the bottom layer under LoRA.
+LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4.py"
+
+
+def _less_label(m: ModelSpec) -> str:
+    return LLAMA4_LESS if m.family == "llama4" else "what the bottom layers save less"
+
 SRC_ACTS = ("transformers modeling files and torch derivatives.yaml (what each op saves for backward); "
             "Korthikanti et al. 2022 (arXiv:2205.05198) §4; memory/activations.py")
 SRC_CKPT = "torch.utils.checkpoint via HF gradient_checkpointing_enable: each layer keeps only its input"
@@ -1076,7 +1085,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         less, more = d.get("activations.bottom_layer_less", 0), d.get("activations.bottom_layers_more", 0)
         lines.append(Line("activations.layers", "all layers' saved tensors",
                           f"{saving} layers × {_n(per_layer)} B"
-                          + (f" − {_n(less)} B (what the bottom layers save less)" if less else "")
+                          + (f" − {_n(less)} B ({_less_label(m)})" if less else "")
                           + (f" + {_n(more)} B (what the dense bottom layers save more)" if more else ""),
                           kept, "layers × one layer's saved tensors", SRC_ACTS))
     if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)
@@ -1132,6 +1141,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"{c} B × {rows} rows × {_n(seq)} × {_n(keys)}"
                           + (f" (+ {t.virtual_tokens} prefix keys)" if keys != seq else ""), mask,
                           "rows × queries × keys × bytes", "transformers masking_utils.eager_mask"))
+        if m.family == "llama4" and m.attention_chunk_size and m.nope_layer_interval:  # memory/__init__.py once_ts
+            lines.append(Line("activations.shared.chunked_mask", "4-D chunked-attention mask (eager, RoPE layers)",
+                              f"{c} B × {rows} rows × {_n(seq)} × {_n(seq)}", c * rows * seq * seq,
+                              "rows × queries × keys × bytes",
+                              "transformers masking_utils.create_chunked_causal_mask (modeling_llama4.py)"))
     elif masked_sdpa(t) and not mamba:  # packed rows under sdpa: a block-diagonal bool mask (memory/activations.py)
         packed = t.packing != "none"
         lines.append(Line("activations.shared.mask", "4-D bool mask of the " + ("packed rows" if packed else

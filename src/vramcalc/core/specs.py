@@ -360,6 +360,17 @@ class ModelSpec:
     # Tokens each expert may take, as a multiple of its even share (Switch Transformer, arXiv:2101.03961
     # §2.1); None: dropless routing (Mixtral, Qwen-MoE and DeepSeek in transformers).
     moe_capacity_factor: float | None = None
+    # Llama 4 (transformers models/llama4/modeling_llama4.py, configuration_llama4.py Llama4TextConfig): MoE in
+    # layers step-1, 2 x step-1, ... (interleave_moe_layer_step: Scout 1, Maverick 2; the others a dense MLP of
+    # intermediate_size), a NoPE global-attention layer every nope_layer_interval layers (no_rope_layer_interval 4),
+    # the RoPE layers attending within chunks of attention_chunk_size positions (0: none), the weightless
+    # Llama4TextL2Norm on q and k in the RoPE layers (use_qk_norm), and the NoPE layers' query temperature
+    # (attn_temperature_tuning).
+    moe_layer_interval: int = 0  # 0 or 1: every layer
+    nope_layer_interval: int = 0
+    attention_chunk_size: int = 0
+    qk_l2_norm: bool = False
+    attn_temperature_tuning: bool = False
 
     # Multi-head latent attention (DeepSeek-V2, arXiv:2405.04434 §2.1; modeling_deepseek_v3.py).
     attention_kind: AttentionKind = "standard"
@@ -432,7 +443,8 @@ class ModelSpec:
         **dict.fromkeys(("decoder_layers", "relative_attention_buckets", "rel_embedding_rows"),
                         (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
-                         "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
+                         "num_shared_experts", "first_dense_layers", "sliding_window_layers", "nope_layer_interval",
+                         "attention_chunk_size", "moe_layer_interval"), NON_NEGATIVE),
         **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel", "ssm_head_dim", "ssm_n_groups",
                          "ssm_chunk_size", "mixer_intermediate_size", "mixer_state_size", "mixer_head_dim"),
                         (*NON_NEGATIVE, COUNT_CAP)),
