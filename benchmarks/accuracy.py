@@ -568,7 +568,7 @@ def vlm_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Qwen vision-language grid (`--grid qwen-vl`, issue 15; 44 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
+# The Qwen vision-language grid (`--grid qwen-vl`, issue 15; 60 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
 # _qwen_estimate, trace/_qwen_vl.py) from the published Qwen2-VL-2B-Instruct and Qwen2.5-VL-3B-Instruct config.json
 # files (tests/data/hf), cut to 2 text layers and a 2-block tower (Qwen2.5-VL: 4 blocks, the last with full
 # attention, the others 112 px windows), the widths, heads and vocabularies as published; the tower frozen x full
@@ -578,7 +578,9 @@ def vlm_grid() -> list[dict[str, Any]]:
 # x the three methods x checkpointing at batch 1 x 64 text tokens x two 644 px images (4,232 patches, 1,058 image
 # tokens), where the tower's kept inputs and its recomputed backward weigh; and, to make the image side the peak,
 # the published tower cut to 4 blocks under a toy language model (2 layers of width 256, a 1,000-token vocabulary)
-# x full / LoRA x checkpointing at one 896 px image (4,096 patches) and 16 text tokens. Written to
+# x full / LoRA x checkpointing at one 896 px image (4,096 patches) and 16 text tokens; and --train-vision (full
+# pure-bf16, the whole tower trained) on the first cut shape and the toy x checkpointing, and eager attention (full /
+# LoRA, no checkpointing) on the same two. Written to
 # accuracy_qwen-vl.{json,md}.
 QWEN_VL_CUTS = {"qwen2-vl-2b-instruct": (2, ()), "qwen2.5-vl-3b-instruct": (4, (3,))}
 QWEN_VL_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 448},
@@ -607,6 +609,18 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
                                     f"{'gc' if gc else 'no-gc'}", "model": f"qwenvl-toy:{name}",
                               "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=16, images=1,
                                                                        image_size=896, grad_checkpointing=gc)})
+        for model, shape in ((f"qwenvl:{name}", QWEN_VL_SHAPES[0]),  # --train-vision: the whole tower trained
+                             (f"qwenvl-toy:{name}", {"batch_size": 1, "seq_len": 16, "images": 1, "image_size": 896})):
+            cut = "(cut)" if model.startswith("qwenvl:") else "(4-block tower, toy text model)"
+            for gc in (False, True):
+                cases.append({"id": f"{name} {cut} | full pure-bf16 train-vision | b{shape['batch_size']} "
+                                    f"s{shape['seq_len']} i{shape['images']} {shape['image_size']}px | "
+                                    f"{'gc' if gc else 'no-gc'}", "model": model, "method": "full",
+                              "training": dict(VLM_RUNS[0][1], **shape, train_vision=True, grad_checkpointing=gc)})
+            for label, kw in VLM_RUNS[:2]:  # eager attention (no checkpointing: the tower frozen, without grad)
+                cases.append({"id": f"{name} {cut} | {label} eager | b{shape['batch_size']} s{shape['seq_len']} "
+                                    f"i{shape['images']} {shape['image_size']}px | no-gc", "model": model,
+                              "method": kw["method"], "training": dict(kw, **shape, attention="eager")})
     return cases
 
 
@@ -1759,9 +1773,9 @@ def main() -> None:
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
-                    "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
-                    "frozen); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle); llama4: "
-                    "issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
+                    "Cut CE); qwen-vl: issue 15's 60 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
+                    "frozen or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle); "
+                    "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
                     "attention); vlm3: issue 15's 36 LLaVA-NeXT cases (anyres tiles, the tower frozen)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part

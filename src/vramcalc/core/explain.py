@@ -309,22 +309,28 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
     images = vision.images_per_sample(training)
     tower, merger = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
+    trained_params = (merger if trained else 0) + (tower if training.train_vision else 0)
+    what = "merger" + (" and tower" if training.train_vision else "")
     extra = {
         "weights": (
-            Line("weights.vision_tower", "vision tower weights (frozen)", f"{tower:,} params",
-                 d["weights.vision_tower"], source=f"transformers models/{mod} vision blocks and patch embedding"),
+            Line("weights.vision_tower", "vision tower weights" + (" (trained)" if training.train_vision
+                                                                   else " (frozen)"),
+                 f"{tower:,} params", d["weights.vision_tower"],
+                 source=f"transformers models/{mod} vision blocks and patch embedding"),
             Line("weights.projector", "merger weights" + (" (trained)" if trained else " (frozen)"),
                  f"{merger:,} params", d["weights.projector"], source=src + " (PatchMerger)"),
         ),
-        "gradients": (Line("gradients.projector", "merger gradients (full fine-tuning trains it)",
-                           f"{merger if trained else 0:,} params at the language model's bytes per parameter",
+        "gradients": (Line("gradients.projector", f"{what} gradients (full fine-tuning trains them)",
+                           f"{trained_params:,} params at the language model's bytes per parameter",
                            b.gradients - inner.breakdown.gradients, source=src),),
-        "optimizer_state": (Line("optimizer_state.projector", "merger optimizer state",
-                                 f"{merger if trained else 0:,} params at the language model's bytes per parameter",
+        "optimizer_state": (Line("optimizer_state.projector", f"{what} optimizer state",
+                                 f"{trained_params:,} params at the language model's bytes per parameter",
                                  b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
         "activations": (Line("activations.image_side", "image side: pixel_values, M-RoPE position_ids, what the "
-                             "merger and (with checkpointing) the tower keep", "pixel_values (patches x 1,176), "
-                             "position_ids (3 x batch x tokens int64), saved tensors",
+                             "merger and (with checkpointing or --train-vision) the tower keep",
+                             "pixel_values (patches x 1,176), position_ids (3 x batch x tokens int64), saved "
+                             "tensors (--train-vision without checkpointing: every block's saved set, "
+                             "memory/vision.py _qwen_block_saved)",
                              b.activations - inner.breakdown.activations, source=src),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward (one block's transients)",
                              "pixel_values, rotary tables and one block's rotary or MLP peak",
@@ -342,8 +348,8 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
     text = (f"the language model runs on {training.seq_len:,} text tokens and {images * per_image:,} image tokens "
             "per sample (--seq-len counts the text only; --image-size is each image's side in pixels); the "
             "sections above are its own, on that many tokens",
-            "the vision tower is frozen" + (" and the merger trained" if trained else
-                                           "; LoRA adapts the language model only"))
+            ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
+            + (" and the merger trained" if trained else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "merger", tuple(lines), text)
 
 
