@@ -66,6 +66,9 @@ def check(m: ModelSpec, t: TrainingSpec) -> None:
     if t.method not in ("full", "lora", "qlora"):
         raise UnsupportedCombination(f"--objective ppo with --method {t.method} is not modelled: use full, lora or "
                                      "qlora")
+    if t.method == "qlora" and t.kbit_prep:
+        raise UnsupportedCombination("PPOTrainer applies peft with get_peft_model alone (TRL 0.19.1 ppo_trainer.py "
+                                     "__init__), never prepare_model_for_kbit_training: add --no-kbit-prep")
     if t.optimizer_in_bwd or t.activation_offload or t.kernels != "hf" or t.zero or t.fsdp != "none":
         raise UnsupportedCombination("--objective ppo is modelled for PPOTrainer's own loop on one GPU: drop "
                                      "--optimizer-in-bwd / --activation-offload / --kernels / --zero / --fsdp")
@@ -156,9 +159,16 @@ def value_run(t: TrainingSpec, batch: int) -> TrainingSpec:
 def _value_step(r: ModelSpec, t: TrainingSpec, estimate: Callable[[ModelSpec, TrainingSpec], Any]) -> dict[str, int]:
     """The value model's step on --batch-size rows: the reward objective stacks 2 rows per pair, so an even batch is
     read at batch / 2 and an odd one from batches 1 and 2 (2 and 4 rows: every term is affine in the rows)."""
+    assert r.hidden_size is not None
+
     def parts(b: Any) -> dict[str, int]:
         base = b.weights + b.optimizer_state
-        return {"weights": b.weights, "gradients": b.gradients, "optimizer_state": b.optimizer_state,
+
+        def score(x: int) -> int:  # the score head's H parameters, which memory/reward.py leaves out: trained here
+            return x + x * r.hidden_size // b.parameters
+
+        return {"weights": score(b.weights), "gradients": score(b.gradients),
+                "optimizer_state": score(b.optimizer_state),
                 "activations": b.activations, "forward": b.phases["forward"] - base,
                 "backward": b.phases["backward"] - base, "step": b.phases["optimizer_step"] - base,
                 "step_temporaries": b.details.get("temporaries.optimizer_step", 0)}
@@ -173,11 +183,12 @@ def _value_step(r: ModelSpec, t: TrainingSpec, estimate: Callable[[ModelSpec, Tr
 _PREV = ("previous update's rollout logits", "activations")
 _LOGITS = ("rollout logits [rows, C, V] fp32", "activations")
 _ROLLOUT: dict[str, Any] = {
-    "forward.generate": (_PREV, ("earlier chunks' logits", "activations"), ("KV cache of the chunk", "kv_cache"),
-                         ("generate() scores kept, stacked, and its step", "temporaries")),
-    "forward.pad": (_PREV, ("the chunks' logits and their padded copy", "activations")),
-    "forward.reference": (_LOGITS, ("reference's no-grad forward (hidden states, logits)", "temporaries")),
-    "forward.value_reward": (_LOGITS, ("value / reward model's no-grad forward (hidden states)", "temporaries")),
+    "forward.rollout_generate": (_PREV, ("earlier chunks' logits", "activations"),
+                                 ("KV cache of the chunk", "kv_cache"),
+                                 ("generate() scores kept, stacked, and its step", "temporaries")),
+    "forward.rollout_pad": (_PREV, ("the chunks' logits and their padded copy", "activations")),
+    "forward.rollout_reference": (_LOGITS, ("reference's no-grad forward (hidden states, logits)", "temporaries")),
+    "forward.rollout_scores": (_LOGITS, ("value / reward model's no-grad forward (hidden states)", "temporaries")),
 }
 
 
@@ -223,10 +234,10 @@ def estimate(model: ModelSpec, training: TrainingSpec, estimate_fn: Callable[[Mo
     body_r = replace(r, name=r.name)
     val_fwd = nograd_forward_bytes(body_r, training, recipe, chunk, lm_head=False)
     rollout = {
-        "forward.generate": (logits_all, earlier, gen.kv_cache, gen_t),
-        "forward.pad": (logits_all, 2 * logits_all),
-        "forward.reference": (logits_all, ref_fwd),
-        "forward.value_reward": (logits_all, val_fwd),
+        "forward.rollout_generate": (logits_all, earlier, gen.kv_cache, gen_t),
+        "forward.rollout_pad": (logits_all, 2 * logits_all),
+        "forward.rollout_reference": (logits_all, ref_fwd),
+        "forward.rollout_scores": (logits_all, val_fwd),
     }
     # The micro-batch: PolicyAndValueWrapper.forward runs the critic's backbone first, then the policy; both are
     # saved for one backward; the policy's output (full logits, hidden states) stays bound until the mini-batch's del.
@@ -300,8 +311,7 @@ def notes(t: TrainingSpec, ref_weights: int, value_weights: int, reward_weights:
     comp = t.seq_len - t.prompt_len
     ref = (f"a frozen copy ({ref_weights / 1e9:.2f} GB)" if ref_weights else
            "the policy with its adapters disabled (no weights)")
-    where = "the rollout" if peak.startswith("forward.") and peak not in ("forward.value", "forward.policy") \
-        else "the policy + value micro-batch"
+    where = "the rollout" if peak.startswith("forward.rollout") else "the policy + value micro-batch"
     return (
         "ppo: follows TRL 0.19.1's PPOTrainer (trl/trainer/ppo_trainer.py; TRL 1.x dropped it): policy, reference "
         f"({ref}), value model ({value_weights / 1e9:.2f} GB, AutoModelForSequenceClassification from the reward "
