@@ -165,3 +165,18 @@ def test_ppo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
             ("num_ppo_epochs: 4\nreward_model_path: ''\n", "reward_model_path: give the reward model")):
         with pytest.raises(runfiles.RunFileError, match=message):
             _load(tmp_path, "output_dir: out\n" + text)
+
+
+def test_explain_lines_add_up_to_the_components() -> None:
+    from vramcalc.core.explain import explain
+
+    t = _ppo(reward_model="gpt2", reward_spec=GPT2)
+    x = explain(GPT2, t)
+    b = x.breakdown
+    for key in ("weights", "gradients", "optimizer_state"):
+        sec = next(s for s in x.sections if s.key == key)
+        assert sec.total == b.component(key)
+        assert sum(line.value for line in sec.lines if line.kind == "bytes") == b.component(key), key
+    assert any(s.key == "ppo" for s in x.sections)
+    peak = b.peak_moment()
+    assert peak is not None and peak.key == "backward.policy" and peak.total == b.tensor_peak_bytes

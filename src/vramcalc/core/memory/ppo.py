@@ -293,8 +293,8 @@ def estimate(model: ModelSpec, training: TrainingSpec, estimate_fn: Callable[[Mo
                     "optimizer_state.value_model": value["optimizer_state"],
                     "activations.value_model": value["activations"], "activations.rollout_logits": logits_all,
                     "activations.policy_output_kept": kept_logits + kept_hidden,
-                    "kv_cache.generation": gen.kv_cache, "temporaries.generation": gen_t,
-                    "temporaries.reference_forward": ref_fwd, "temporaries.value_reward_forward": val_fwd,
+                    "kv_cache.generation": gen.kv_cache, "temporaries.rollout_generate": gen_t,
+                    "temporaries.rollout_reference": ref_fwd, "temporaries.rollout_scores": val_fwd,
                     "temporaries.entropy": entropy})
     temporaries = max(gen_t, ref_fwd, val_fwd, entropy, step_t, pol.temporaries)
     activations = logits_all + value["activations"] + pol.activations + kept_logits
