@@ -123,10 +123,6 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         from vramcalc.trace._generate import trace_generate
 
         return trace_generate(model, training)
-    if training.objective == "ppo":  # TRL 0.19.1 PPOTrainer's own update loop (trace/_ppo.py)
-        from vramcalc.trace._ppo import trace_ppo
-
-        return trace_ppo(model, training)
     if not model.has_architecture or model.vocab_size is None:
         raise UnsupportedCombination(f"{model.name} has no architecture; trace needs one")
     notes: list[str] = []
