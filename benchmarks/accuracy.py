@@ -68,7 +68,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|gptoss|classics|vlm|vlm2|ppo]
+                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|gptoss|classics|vlm|vlm2|ppo]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -466,6 +466,60 @@ def ssm2_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The hybrid grid (`--grid hybrid`, issue 15; 30 cases): Falcon-H1 (memory/hybrid.py: the decoder's attention and MLP
+# beside a Mamba-2 mixer on transformers' PyTorch path) at two tiny shapes cut from tiiuae/Falcon-H1-0.5B-Instruct's
+# config.json (tests/data/hf/falcon-h1-0.5b-instruct.json: its multipliers, GQA, head_dim 64 != hidden / heads, no
+# gated norm) - the second with mamba_rms_norm on, 2 groups and chunk 48 (seq 64 and 128 pad to 96 and 144) - x full
+# pure-bf16 / LoRA (q_proj, v_proj, in_proj: fp32 adapters, bf16 base) / QLoRA NF4 (kbit_prep off) x checkpointing
+# off / on x seq 64 / 128, batch 2 under sdpa; then LoRA under eager attention and full fp32 on the first shape; then
+# the published shape cut to 2 layers (full with checkpointing, LoRA without; b1 s256: two chunks of 128). 30 cases.
+# Written to accuracy_hybrid.{json,md}.
+HYBRID_SHAPES = {"hybrid:h256-l2-a4-m384-s32-q64": {"hidden_size": 256, "num_hidden_layers": 2,
+                                                    "num_attention_heads": 4, "num_key_value_heads": 2,
+                                                    "head_dim": 64, "intermediate_size": 512, "mamba_d_ssm": 384,
+                                                    "mamba_n_heads": 6, "mamba_d_head": 64, "mamba_d_state": 32,
+                                                    "mamba_chunk_size": 64, "vocab_size": 2048},
+                 "hybrid:h256-l3-a4-m512-s64-g2-q48-norm": {"hidden_size": 256, "num_hidden_layers": 3,
+                                                            "num_attention_heads": 4, "num_key_value_heads": 1,
+                                                            "head_dim": 64, "intermediate_size": 768,
+                                                            "mamba_d_ssm": 512, "mamba_n_heads": 16,
+                                                            "mamba_d_head": 32, "mamba_d_state": 64,
+                                                            "mamba_n_groups": 2, "mamba_chunk_size": 48,
+                                                            "mamba_rms_norm": True, "vocab_size": 4096}}
+HYBRID_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora q,v,in_proj", {"method": "lora", "precision": "bf16"}),
+    ("qlora q,v,in_proj", {"method": "qlora", "precision": "bf16", "kbit_prep": False}),
+)
+
+
+def hybrid_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in HYBRID_SHAPES:
+        for label, kw in HYBRID_RUNS:
+            for seq in (64, 128):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
+    model = next(iter(HYBRID_SHAPES))
+    label, kw = HYBRID_RUNS[1]
+    for gc in (False, True):
+        cases.append({"id": f"{model} | {label} eager | b2 s64 | {'gc' if gc else 'no-gc'}", "model": model,
+                      "method": kw["method"],
+                      "training": dict(kw, attention="eager", batch_size=2, seq_len=64, grad_checkpointing=gc)})
+    for gc in (False, True):  # fp32 compute: the scan's .float() calls return their input (memory/ssm.py `wide`)
+        cases.append({"id": f"{model} | full fp32 | b2 s64 | {'gc' if gc else 'no-gc'}", "model": model,
+                      "method": "full", "training": {"method": "full", "precision": "fp32", "batch_size": 2,
+                                                     "seq_len": 64, "grad_checkpointing": gc}})
+    # the published shape itself (hidden 1024, 8 heads of 64, mixer 1536, chunk 128, vocab 32,784), 2 of its 36 layers
+    for (label, kw), gc in zip(HYBRID_RUNS[:2], (True, False), strict=True):
+        cases.append({"id": f"hybrid:falcon-h1-0.5b-2-layers | {label} | b1 s256 | {'gc' if gc else 'no-gc'}",
+                      "model": "hybrid:falcon-h1-0.5b-2-layers", "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=256, grad_checkpointing=gc)})
+    return cases
+
+
 # The vision-language grid (`--grid vlm`, issue 15; 42 cases): LLaVA-1.5 (memory/vision.py) as published, the
 # tower frozen: llava-1.5-7b from its config.json (tests/data/hf) x full pure-bf16 (the projector trained) / LoRA
 # (peft's q_proj, v_proj in the language model) / QLoRA NF4 (without prepare_model_for_kbit_training's fp32 casts,
@@ -737,7 +791,81 @@ def vlm2_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The Idefics3 / SmolVLM grid (`--grid idefics`, issue 15; 27 cases): Idefics3ForConditionalGeneration
+# (memory/idefics3.py, trace/_idefics3.py) from the published config.json files (tests/data/hf), both stacks cut to 2
+# layers (every layer of the tower and of the language model saves the same set):
+# - SmolVLM-256M-Instruct (SigLIP base at 512 px tiles, 1,024 patches, pixel shuffle 4: 64 tokens a tile; SmolLM2
+#   135M's widths and 49,280-token vocabulary): full pure-bf16 (the connector trained) / LoRA / QLoRA NF4 (without
+#   prepare_model_for_kbit_training) x checkpointing off / on, at batch 1 x 128 text tokens x one square image
+#   (4 x 4 tiles and the global one: 17 tiles, 1,255 tokens) and at batch 2 x 64 text tokens x one 300 x 900 px
+#   image (2 x 4 tiles + 1: 9 tiles, 661 tokens); LoRA eager with and without checkpointing;
+# - the same tower and connector on a toy language model (2 layers, width 256, 1,000-token vocabulary), where the
+#   image side is the peak: full / LoRA x checkpointing, --train-vision with and without checkpointing, amp-bf16
+#   LoRA, eager LoRA with checkpointing;
+# - SmolVLM-Instruct (so400m at 384 px over 14 px patches: 27 a side, pixel shuffle 3) and Idefics3-8B-Llama3
+#   (so400m at 364 px, scale 2; Llama 3.1 8B's widths and 128k vocabulary): LoRA with and without checkpointing,
+#   and full fine-tuning of SmolVLM-Instruct. Written to accuracy_idefics.{json,md}.
+IDEFICS_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1},
+                  {"batch_size": 2, "seq_len": 64, "images": 1, "image_size": 300, "image_width": 900})
+
+
+def idefics_grid() -> list[dict[str, Any]]:
+    cases = []
+
+    def tag(shape: dict[str, Any]) -> str:
+        size = f" {shape['image_size']}x{shape['image_width']}" if "image_width" in shape else ""
+        return f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}{size}"
+
+    small = "idefics:smolvlm-256m-instruct"
+    for shape in IDEFICS_SHAPES:
+        for label, kw in VLM_RUNS:
+            for gc in (False, True):
+                cases.append({"id": f"smolvlm-256m | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
+                              "model": small, "method": kw["method"],
+                              "training": dict(kw, **shape, grad_checkpointing=gc)})
+    for gc in (False, True):
+        cases.append({"id": f"smolvlm-256m | lora | {tag(IDEFICS_SHAPES[0])} | eager | {'gc' if gc else 'no-gc'}",
+                      "model": small, "method": "lora",
+                      "training": dict(VLM_RUNS[1][1], **IDEFICS_SHAPES[0], attention="eager",
+                                       grad_checkpointing=gc)})
+    toy = "idefics-toy:smolvlm-256m-instruct"
+    shape = IDEFICS_SHAPES[0]
+    for label, kw, extra in (
+            ("full pure-bf16", VLM_RUNS[0][1], {}), ("full pure-bf16", VLM_RUNS[0][1], {"grad_checkpointing": True}),
+            ("lora", VLM_RUNS[1][1], {}), ("lora", VLM_RUNS[1][1], {"grad_checkpointing": True}),
+            ("full pure-bf16 train-vision", VLM_RUNS[0][1], {"train_vision": True}),
+            ("full pure-bf16 train-vision", VLM_RUNS[0][1], {"train_vision": True, "grad_checkpointing": True}),
+            ("lora amp-bf16", {"method": "lora", "precision": "amp-bf16"}, {}),
+            ("lora", VLM_RUNS[1][1], {"attention": "eager", "grad_checkpointing": True})):
+        attention = extra.get("attention", "sdpa")
+        cases.append({"id": f"smolvlm-256m toy-lm | {label} | {tag(shape)} | {attention} | "
+                            f"{'gc' if extra.get('grad_checkpointing') else 'no-gc'}",
+                      "model": toy, "method": kw["method"], "training": dict(kw, **shape, **extra)})
+    for config, name, runs in (("smolvlm-instruct", "smolvlm-2.2b", (VLM_RUNS[0], VLM_RUNS[1])),
+                               ("idefics3-8b-llama3", "idefics3-8b", (VLM_RUNS[1],))):
+        for label, kw in runs:
+            for gc in (False, True) if kw["method"] == "lora" else (False,):
+                cases.append({"id": f"{name} | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
+                              "model": f"idefics:{config}", "method": kw["method"],
+                              "training": dict(kw, **shape, grad_checkpointing=gc)})
+    return cases
+
+
 def _model(name: str) -> Any:
+    if name.startswith(("idefics:", "idefics-toy:")):  # an Idefics3 / SmolVLM config.json, both stacks cut to 2
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config = name.split(":", 1)[1]
+        path = HF_DIR / f"{config}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
+        assert spec.vision is not None
+        tower = replace(spec.vision, num_layers=2)
+        if name.startswith("idefics-toy:"):
+            return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                           num_kv_heads=2, vocab_size=1000, head_dim=None, vision=tower)
+        return replace(spec, num_layers=2, vision=tower)
     if name.startswith("gemma3vlm:"):  # a Gemma 3 multimodal config.json as published, both stacks cut
         from dataclasses import replace
 
@@ -786,6 +914,12 @@ def _model(name: str) -> Any:
         from vramcalc.io.hf_config import spec_from_hf_config
 
         return spec_from_hf_config({"model_type": "mamba2", **SSM2_SHAPES[name]}, name[5:], "benchmarks/accuracy.py")
+    if name.startswith("hybrid:"):  # Falcon-H1-0.5B-Instruct's config.json cut to a tiny shape (HYBRID_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        d = {**json.loads((HF_DIR / "falcon-h1-0.5b-instruct.json").read_text()),
+             **HYBRID_SHAPES.get(name, {"num_hidden_layers": 2})}
+        return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
     if name.startswith("deberta:"):  # a published DeBERTa-v3 config.json cut to a few layers (DEBERTA_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1344,9 +1478,9 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "encoders2": token_cls_grid, "deberta": deberta_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "ssm2": ssm2_grid,
+         "ssm2": ssm2_grid, "hybrid": hybrid_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid,
-         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "ppo": ppo_grid}
+         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "ppo": ppo_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1362,6 +1496,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "encdec": " (encoder-decoders: T5, Flan-T5, BART; issue 15)",
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
           "ssm2": " (Mamba-2: the chunked SSD scan's PyTorch path, issue 15)",
+          "hybrid": " (Falcon-H1: attention and a Mamba-2 mixer in every layer, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
@@ -1369,6 +1504,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
           "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
           "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)",
+          "idefics": " (vision-language models: Idefics3 and SmolVLM, image splitting and pixel shuffle; issue 15)",
           "ppo": " (PPO: TRL 0.19.1's PPOTrainer, rollout and policy + value step; issue 14)"}
 
 
@@ -1485,13 +1621,13 @@ def main() -> None:
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 66 GRPO / RLOO / Online DPO "
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
-                    "ssm2: issue 15's 36 Mamba-2 cases; gptoss: issue 15's 16 "
+                    "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
-                    "frozen)")
+                    "frozen); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1500,7 +1636,8 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "ssm2", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl", "ppo") \
+                         "ssm", "ssm2", "hybrid", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl",
+                         "idefics", "ppo") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -197,6 +197,8 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
         if m.ssm_state_size and t.method in ("lora", "qlora"):
             # Mamba: peft refuses out_proj, which all-linear takes (tests/test_ssm.py); its own default targets
             run = replace(run, lora_targets=("auto",))
+        if m.mixer_head_dim and t.method in ("lora", "qlora"):  # Falcon-H1 too (tests/test_falcon_h1.py)
+            run = replace(run, lora_targets=("auto",))
         try:
             e = explain(m, run)
         except UnsupportedCombination:
@@ -211,7 +213,8 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
                 or (m.ssm_head_dim and recipe_of(t).autocast) \
                 or (t.lora_trainable_tokens
                     and (m.ssm_state_size or m.decoder_layers or m.family in ENCODER_FAMILIES)) \
-                or (m.family == "gpt_oss" and t.method == "qlora") or _vision_refuses(m, run), (m.name, config)
+                or (m.family == "gpt_oss" and t.method == "qlora") or _vision_refuses(m, run) \
+                or _hybrid_refuses(m, run), (m.name, config)
             with pytest.raises(UnsupportedCombination):  # explain and estimate refuse the same runs
                 estimate(m, run)
             continue
@@ -245,6 +248,20 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
     # 80 presets; the families peft has defaults for are most of them (IA3 and LN tuning: no phi3, gemma,
     # MoE or MLA defaults); adaption prompt runs on peft's llama and mistral only (19 presets today)
     assert explained >= (15 if t.method == "adaption-prompt" else 40), (config, explained)
+
+
+def _hybrid_refuses(m: ModelSpec, t: TrainingSpec) -> bool:
+    """Falcon-H1 refuses what memory/hybrid.py check_run does not model (freeze, autocast, the other PEFT methods and
+    objectives, loss savers, packing, offload)."""
+    from vramcalc.core.memory import hybrid
+
+    if not hybrid.is_hybrid(m):
+        return False
+    try:
+        hybrid.check_run(m, t)
+    except UnsupportedCombination:
+        return True
+    return False
 
 
 def _vision_refuses(m: ModelSpec, t: TrainingSpec) -> bool:

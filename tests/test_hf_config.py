@@ -78,6 +78,10 @@ TOTALS = {
     # Mamba-2: sum(p.numel()) of Mamba2ForCausalLM from mistralai/Mamba-Codestral-7B-v0.1's config.json,
     # transformers 5.24 on the meta device (tests/test_mamba2.py rebuilds it when transformers is installed).
     "mamba-codestral-7b": 7_285_403_648,
+    # Falcon-H1 (attention + Mamba-2 hybrid): sum(p.numel()) of FalconH1ForCausalLM from
+    # tiiuae/Falcon-H1-0.5B-Instruct's config.json, transformers 5.24 on the meta device (tests/test_falcon_h1.py
+    # rebuilds it).
+    "falcon-h1-0.5b-instruct": 521_411_104,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
@@ -88,6 +92,13 @@ TOTALS = {
     "qwen2-vl-7b-instruct": 8_291_375_616,
     "qwen2.5-vl-3b-instruct": 3_754_622_976,
     "qwen2.5-vl-7b-instruct": 8_292_166_656,
+    # Idefics3 / SmolVLM: sum(p.numel()) of Idefics3ForConditionalGeneration / SmolVLMForConditionalGeneration,
+    # transformers 5.24 on the meta device (tests/test_idefics3.py rebuilds them)
+    "idefics3-8b-llama3": 8_462_086_384,
+    "smolvlm-instruct": 2_246_272_880,
+    "smolvlm-256m-instruct": 256_484_928,
+    "smolvlm-500m-instruct": 507_482_304,
+    "smolvlm2-256m-video-instruct": 256_484_928,
     # ModernBERT with count_params' default head (2 labels): sum(p.numel()) of AutoModelForSequenceClassification,
     # transformers 5.24 on the meta device (test_modernbert_count_matches_the_library rebuilds it).
     "modernbert-base": 149_606_402,
@@ -156,6 +167,9 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "gpt_oss",
         "qwen2_vl",
         "qwen2_5_vl",
+        "falcon_h1",
+        "idefics3",
+        "smolvlm",
     }
     assert issue <= set(FAMILIES)
     # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config)

@@ -16,7 +16,18 @@ from typing import Any, Literal
 from vramcalc.core import peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
-from vramcalc.core.memory import Breakdown, deberta, encoder, estimate, reward_scoring, rl, seq2seq, ssm, unsloth
+from vramcalc.core.memory import (
+    Breakdown,
+    deberta,
+    encoder,
+    estimate,
+    hybrid,
+    reward_scoring,
+    rl,
+    seq2seq,
+    ssm,
+    unsloth,
+)
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import (
@@ -433,6 +444,8 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     from vramcalc.core.params import projector_params, vision_tower_params
 
     b = estimate(model, training)  # the refusals first (memory/vision.py check)
+    if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM: memory/idefics3.py
+        return _explain_idefics3(model, training, b)
     text_model, text_training = vision.text_run(model, training)
     inner = explain(text_model, text_training)
     v = model.vision
@@ -540,6 +553,74 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
             + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
+
+
+def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Explanation:
+    """Idefics3 / SmolVLM (memory/idefics3.py): the language model's explanation on text + image tokens, the
+    processor's tiles, the SigLIP-shaped tower on every tile and Idefics3Connector's lines."""
+    from vramcalc.core.memory import idefics3
+    from vramcalc.core.memory.vision import images_per_sample
+    from vramcalc.core.params import projector_params, vision_tower_params
+
+    text_model, text_training = idefics3.text_run(model, training)
+    inner = explain(text_model, text_training)
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    src = "transformers models/idefics3/modeling_idefics3.py Idefics3Model.forward; memory/idefics3.py"
+    proc = "transformers models/idefics3/image_processing_idefics3.py split_images"
+    tiles, per_tile = idefics3.tiles_per_image(v, training), idefics3.tokens_per_tile(v)
+    wrap, images = idefics3.wrap_tokens_per_image(v, training), images_per_sample(training)
+    rows, cols = idefics3.grid(v, training)
+    h, w = idefics3.image_hw(v, training)
+    rh, rw = idefics3.resized(v, h, w)
+    tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
+    trained = training.method == "full"
+    trained_params = (projector if trained else 0) + (tower if training.train_vision else 0)
+    what = "connector" + (" and tower" if training.train_vision else "")
+    extra = {
+        "weights": (
+            Line("weights.vision_tower", "vision tower weights" + (" (trained)" if training.train_vision
+                                                                   else " (frozen)"),
+                 f"{tower:,} params (Idefics3VisionTransformer)", d["weights.vision_tower"],
+                 source="transformers models/idefics3/modeling_idefics3.py Idefics3VisionTransformer"),
+            Line("weights.projector", "connector weights" + (" (trained)" if trained else " (frozen)"),
+                 f"{projector:,} params", d["weights.projector"], source=src + " Idefics3Connector"),
+        ),
+        "gradients": (Line("gradients.image_side", f"{what} gradients (full fine-tuning trains them)",
+                           f"{trained_params:,} params at the language model's bytes per parameter",
+                           b.gradients - inner.breakdown.gradients, source=src),),
+        "optimizer_state": (Line("optimizer_state.image_side", f"{what} optimizer state",
+                                 f"{trained_params:,} params at the language model's bytes per parameter",
+                                 b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        "activations": (Line("activations.image_side", "image side: pixel_values and pixel_attention_mask, the "
+                             "tower's output and the connector's kept in the model output, what they save for "
+                             "backward", "the connector's input (full fine-tuning), the mask; with checkpointing "
+                             "the tower's kept layer inputs; with --train-vision its saved set",
+                             b.activations - inner.breakdown.activations, source=src),),
+        "temporaries": (Line("temporaries.vision_tower", "vision tower and connector forward",
+                             "text embeddings, the inputs and get_image_features' gathered copies, the hidden states "
+                             "and one layer's transients, or pixel_shuffle's two copies",
+                             d["temporaries.vision_tower_forward"], source=src),),
+    }
+    lines = [
+        Line("vision.tiles", "tiles per image = rows x cols + the global image (one tile when not split)",
+             f"{h} x {w} px -> {rh} x {rw} px: {rows} x {cols} + 1" if rows else f"{h} x {w} px: one tile",
+             tiles, source=proc, kind="count"),
+        Line("vision.image_tokens", "image tokens per tile = (image_size // patch_size)^2 / scale_factor^2",
+             f"({v.image_size} // {v.patch_size})^2 / {v.scale_factor}^2", per_tile,
+             source=src + " (image_seq_len)", kind="count"),
+        Line("vision.tokens", "tokens the language model runs on = text + images x (tiles x image tokens + "
+             "wrapping)", f"{training.seq_len:,} + {images} x ({tiles} x {per_tile} + {wrap})",
+             idefics3.total_tokens(model, training),
+             source="transformers models/idefics3/processing_idefics3.py _get_num_multimodal_tokens", kind="count"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens and {images * (tiles * per_tile + wrap):,} "
+            "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
+            "its own, on that many tokens",
+            ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
+            + (" and the connector trained" if trained else "; LoRA adapts the language model only"))
+    return _vision_explanation(model, training, b, inner, extra, "connector", tuple(lines), text)
 
 
 def _seq2seq(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section]:
@@ -1023,7 +1104,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         saving = n_layers
     mamba = ssm.is_ssm(m)  # Mamba's mixer and fp32 residual stream (memory/ssm.py)
     residual = 4 if mamba and m.ssm_residual_fp32 else residual_bytes(recipe)
-    layer = (ssm.layer_activations if mamba else unsloth.layer_activations if unsloth.active(m, t)
+    layer = (ssm.layer_activations if mamba else hybrid.layer_activations if hybrid.is_hybrid(m)
+             else unsloth.layer_activations if unsloth.active(m, t)
              else layer_activations)(m, t, recipe, trainable_weights=full_like)
     tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
     d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them

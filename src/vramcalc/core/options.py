@@ -265,6 +265,9 @@ OPTIONS: tuple[Opt, ...] = (
     # Vision-language models (memory/vision.py).
     Opt("images", int, 0, "Vision-language models (LLaVA, Qwen-VL): images per sample; their image tokens are added to "
         "--seq-len (the text tokens). 0: one for a vision-language model."),
+    Opt("image_width", int, 0, "Idefics3 / SmolVLM: each image's width in pixels, --image-size its height (0: "
+        "square). The processor resizes the longest edge to its target and cuts tiles, so the aspect ratio sets "
+        "the tiles: a square image is 4 x 4 tiles and a global one."),
     Opt("train_vision", bool, False, "Vision-language models: train the vision tower too, with --method full and "
         "sdpa (frozen by default, as most recipes do)."),
 )

@@ -83,7 +83,9 @@ def linear_has_bias(m: ModelSpec, module: str) -> bool:
     base = module.rsplit(".", 1)[-1]
     return bool((m.qkv_bias and base in ("q_proj", "k_proj", "v_proj", "qkv_proj"))
                 or (m.o_bias and base == "o_proj")
-                or (m.mlp_bias and base in ("gate_proj", "up_proj", "down_proj", "gate_up_proj")))
+                or (m.mlp_bias and base in ("gate_proj", "up_proj", "down_proj", "gate_up_proj"))
+                or (bool(m.mixer_intermediate_size) and ((m.ssm_proj_bias and base == "in_proj")
+                                                         or (m.mixer_out_bias and base == "out_proj"))))
 
 
 def head_dim(m: ModelSpec) -> int:
@@ -140,6 +142,8 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
         if m.num_shared_experts:
             s_i = m.shared_expert_intermediate_size or e_i * m.num_shared_experts
             out += _mlp_linears(m, h, s_i, n_moe, "shared_expert.")
+    if m.mixer_intermediate_size:  # Falcon-H1: every layer's Mamba-2 mixer beside its attention
+        out += ssm_linears(hybrid_mixer(m))
     return tuple(out)
 
 
@@ -244,6 +248,8 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
             out.append(ParamTensor("router_bias", "router", (m.num_experts,), n_moe, "router"))
         if m.shared_expert_gate:  # Qwen2MoeSparseMoeBlock.shared_expert_gate = Linear(hidden, 1, bias=False)
             out.append(ParamTensor("shared_expert_gate", "router", (1, h), n_moe, "router"))
+    if m.mixer_intermediate_size:  # Falcon-H1's mixer: conv1d, dt_bias, A_log, D (and the gated norm)
+        out += hybrid_mixer_tensors(m)
     if m.final_norm:
         out.append(ParamTensor("final_norm", "norm", (h,), norm_vectors, "norm", False))
     if m.family in ENCODER_FAMILIES:
@@ -354,7 +360,10 @@ def vision_tower_params(v: VisionSpec) -> int:
         return qwen_tower_params(v)
     h, i = v.hidden_size, v.intermediate_size
     layer = 4 * (h * h + h) + 2 * 2 * h + (h * i + i) + (i * h + h)
-    if v.kind == "siglip":
+    if v.kind in ("siglip", "idefics3"):
+        # Idefics3VisionTransformer (models/idefics3/modeling_idefics3.py) has SigLIP's tensors: its embeddings'
+        # patch Conv2d with bias and (image_size / patch_size)^2 positions, Idefics3EncoderLayer = SiglipEncoderLayer,
+        # post_layernorm.
         # SiglipVisionModel (models/siglip/modeling_siglip.py, vision_use_head false as Gemma 3 publishes it):
         # SiglipVisionEmbeddings' patch_embedding Conv2d(3, h, patch) with bias and position_embedding (one row per
         # patch, no class token); SiglipEncoderLayer's layer_norm1/2, biased q/k/v/out_proj and SiglipMLP fc1/fc2
@@ -376,6 +385,10 @@ def projector_params(v: VisionSpec, text_hidden: int) -> int:
         return v.hidden_size * text_hidden + v.hidden_size
     if v.is_qwen:
         return qwen_merger_params(v)
+    if v.kind == "idefics3":
+        # Idefics3Connector (modeling_idefics3.py): modality_projection = Idefics3SimpleMLP, one
+        # Linear(tower width x scale_factor^2 -> text width, bias=False); pixel_shuffle has no parameters
+        return v.hidden_size * v.scale_factor ** 2 * text_hidden
     bias = 2 * text_hidden if v.projector_bias else 0
     return v.hidden_size * text_hidden + text_hidden * text_hidden + bias
 
@@ -459,6 +472,8 @@ def default_targets(m: ModelSpec) -> tuple[str, ...]:
         return ("q_b_proj" if m.q_lora_rank else "q_proj", "kv_b_proj")
     if m.ssm_state_size:  # Mamba: peft has no default (memory/ssm.py default_targets)
         return ssm_default_targets(m)
+    if m.mixer_intermediate_size:  # Falcon-H1: peft has no default either; both mixers' input projections
+        return ("q_proj", "v_proj", "in_proj")
     return ("q_proj", "v_proj")
 
 
@@ -489,6 +504,8 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     if ALL_LINEAR in wanted:
         if m.ssm_state_size:  # peft's all-linear takes out_proj, which it refuses for Mamba (memory/ssm.py)
             check_ssm_targets(m, linears)
+        if m.mixer_intermediate_size:  # and for Falcon-H1 (the mixer's out_proj)
+            check_hybrid_targets(m, linears)
         if m.family in PEFT_MOE_CONVERTED:  # the MLP names went to the experts: shared / dense MLPs keep none
             linears = tuple(lin for lin in linears if lin.module.rsplit(".", 1)[-1] not in _MOE_MAPPED)
         elif m.shared_expert_gate and fused_experts(m):  # Qwen2-MoE's shared_expert_gate is an nn.Linear(h, 1)
@@ -517,6 +534,8 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     out = tuple(lin for lin in linears if lin.module.rsplit(".", 1)[-1] in chosen)
     if m.ssm_state_size:
         check_ssm_targets(m, out)
+    if m.mixer_intermediate_size:
+        check_hybrid_targets(m, out)
     return out + moe_rows
 
 
@@ -692,6 +711,45 @@ def mamba2_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=64)
+def hybrid_mixer(m: ModelSpec) -> ModelSpec:
+    """A Falcon-H1 layer's mixer as a Mamba-2 ModelSpec (FalconH1Mixer is Mamba2Mixer with its own width,
+    mamba_d_ssm, and an optional gated norm: modeling_falcon_h1.py), so that Mamba-2's parameter and activation
+    functions read it. Its block norm is the layer's input_layernorm, counted by the decoder side."""
+    from dataclasses import replace
+
+    assert m.mixer_intermediate_size
+    return replace(m, family="mamba2", intermediate_size=m.mixer_intermediate_size,
+                   ssm_state_size=m.mixer_state_size, ssm_head_dim=m.mixer_head_dim, ssm_residual_fp32=False,
+                   num_attention_heads=None, num_kv_heads=None, head_dim=None, mixer_intermediate_size=0,
+                   mixer_state_size=0, mixer_head_dim=0, mixer_gated_norm=False, mixer_out_bias=False,
+                   norms_per_layer=1, qkv_bias=False, o_bias=False, mlp_bias=False)
+
+
+def is_hybrid(m: ModelSpec) -> bool:
+    """Whether `m` runs a Mamba-2 mixer beside attention in every layer (Falcon-H1)."""
+    return bool(m.mixer_intermediate_size)
+
+
+def hybrid_mixer_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """FalconH1Mixer's parameters beside in_proj and out_proj (block_linears): conv1d (conv_dim, 1, kernel) with
+    its bias (mamba_conv_bias), dt_bias, A_log and D per head, FalconH1RMSNormGated's weight when mamba_rms_norm
+    (else nn.Identity), and out_proj's bias (projectors_bias) / in_proj's (mamba_proj_bias) via linear_has_bias.
+    The mup_vector is a non-persistent buffer, not a parameter."""
+    assert m.num_layers is not None
+    x = hybrid_mixer(m)
+    heads, conv, _ = mamba2_dims(x)
+    n, k = m.num_layers, m.ssm_conv_kernel
+    out = [ParamTensor("conv1d", "norm", (conv, 1, k), n, "conv1d")]
+    if m.ssm_conv_bias:
+        out.append(ParamTensor("conv1d.bias", "norm", (conv,), n, "conv1d"))
+    for name in ("dt_bias", "A_log", "D"):
+        out.append(ParamTensor(name, "norm", (heads,), n, name))
+    if m.mixer_gated_norm:
+        out.append(ParamTensor("gated_norm", "norm", (m.mixer_intermediate_size,), n, "norm"))
+    return tuple(out)
+
+
 def ssm_default_targets(m: ModelSpec) -> tuple[str, ...]:
     """peft has no default LoRA targets for mamba (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no entry):
     the mixer's in_proj and x_proj, the Linears peft accepts and MambaMixer calls as modules. Mamba-2's mixer has
@@ -712,6 +770,15 @@ def check_ssm_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
         use = "in_proj" if is_mamba2(m) else "in_proj,x_proj"  # Mamba-2's mixer has no x_proj
         raise UnsupportedCombination(f"LoRA on {', '.join(bad)} of {m.name}: {'; '.join(why[b] for b in bad)}; use "
                                      f"--lora-targets {use}")
+
+
+def check_hybrid_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
+    """peft 0.21 refuses LoRA on out_proj and conv1d for falcon_h1 (tuners_utils.py _check_lora_target_modules_mamba),
+    so all-linear (which takes the mixer's out_proj) fails there too."""
+    if any(lin.module == "out_proj" for lin in chosen):
+        raise UnsupportedCombination(f"LoRA on out_proj of {m.name}: peft refuses the Mamba mixer's out_proj for "
+                                     "falcon_h1 (all-linear takes it too); use --lora-targets q_proj,k_proj,v_proj,"
+                                     "o_proj,in_proj,gate_proj,up_proj,down_proj")
 
 
 # --- The classics (issue 15; activations in memory/convnet.py and memory/rnn.py) --------------------------------

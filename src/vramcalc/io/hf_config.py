@@ -36,7 +36,6 @@ class UnsupportedModelType(VramcalcError):
 # in memory/ssm.py.
 HYBRIDS: dict[str, str] = {
     "bamba": "Bamba (Mamba-2 mixers with attention layers at attn_layer_indices and an MLP in every layer)",
-    "falcon_h1": "Falcon-H1 (attention and a Mamba-2 mixer side by side in every layer, with muP multipliers)",
     "jamba": "Jamba (Mamba mixers with an attention layer every attn_layer_period layers and MoE MLPs every "
              "expert_layer_period layers)",
     "zamba2": "Zamba2 (Mamba-2 layers with shared attention blocks and their LoRA projectors)",
@@ -59,6 +58,9 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              "decoder_attention_heads",
              # state-space models (_mamba)
              "state_size", "d_state", "conv_kernel", "d_conv", "expand", "n_groups", "chunk_size",
+             # Falcon-H1's mixer (_falcon_h1)
+             "mamba_d_ssm", "mamba_n_heads", "mamba_d_state", "mamba_d_conv", "mamba_n_groups", "mamba_chunk_size",
+             "mamba_expand",
              # ModernBERT (_modernbert)
              "local_attention", "global_attn_every_n_layers",
              # DeBERTa-v2/v3 (_deberta_v2)
@@ -71,7 +73,7 @@ _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_
           "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias",
           "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds", "use_conv_bias", "conv_bias",
           "residual_in_fp32", "norm_bias", "classifier_bias", "decoder_bias", "relative_attention", "share_att_key",
-          "position_biased_input")
+          "position_biased_input", "mamba_conv_bias", "mamba_proj_bias", "mamba_rms_norm", "projectors_bias")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
@@ -799,6 +801,47 @@ def _mamba2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     }
 
 
+def _falcon_h1(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # configuration_falcon_h1.py FalconH1Config: defaults hidden 4096, intermediate 14336, 32 layers, 32 heads, 8 KV
+    # heads, vocab 128000, untied; mamba_d_ssm 1024 (None: mamba_expand (2) x hidden_size), mamba_n_heads 128,
+    # mamba_d_head "auto" (= mamba_d_ssm / mamba_n_heads), mamba_n_groups 1, mamba_d_state 256, mamba_d_conv 4,
+    # mamba_chunk_size 256, mamba_conv_bias true, mamba_proj_bias false, mamba_rms_norm false, projectors_bias
+    # false, attention_bias and mlp_bias false. FalconH1Attention's head_dim is config.head_dim when the file has
+    # one (getattr), else hidden / heads. The muP multipliers scale tensors without adding weights.
+    out = _common(d, source, tie_default=False)
+    for key, default in (("hidden_size", 4096), ("intermediate_size", 14336), ("num_layers", 32),
+                         ("num_attention_heads", 32), ("vocab_size", 128000)):
+        out.setdefault(key, default)
+    if "num_key_value_heads" not in d and out["num_attention_heads"] != 8:
+        out["num_kv_heads"] = 8  # FalconH1Config num_key_value_heads 8
+    out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
+    out["mlp_bias"] = bool(d.get("mlp_bias", False))
+    hidden = int(out["hidden_size"])
+    d_ssm = d.get("mamba_d_ssm", 1024)
+    inter = int(d_ssm) if d_ssm is not None else int(_get(d, source, "mamba_expand", default=2)) * hidden
+    heads = int(_get(d, source, "mamba_n_heads", default=128))
+    head_dim = d.get("mamba_d_head", "auto")
+    head_dim = inter // heads if head_dim in (None, "auto") else head_dim
+    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or heads * head_dim != inter:
+        raise PresetFileError(source, [f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal the mixer's "
+                                       f"width {inter} (mamba_d_ssm), as FalconH1Config requires"])
+    limit = d.get("time_step_limit")
+    if limit is not None and (not isinstance(limit, list) or limit != [0.0, float("inf")]):
+        raise PresetFileError(source, [f"time_step_limit {list(limit)}: the scan's clamp is counted for the default "
+                                       "(0, inf) only; drop the key"])
+    out.update(
+        mixer_intermediate_size=inter, mixer_state_size=int(_get(d, source, "mamba_d_state", default=256)),
+        mixer_head_dim=head_dim, ssm_conv_kernel=int(_get(d, source, "mamba_d_conv", default=4)),
+        ssm_n_groups=int(_get(d, source, "mamba_n_groups", default=1)),
+        ssm_chunk_size=int(_get(d, source, "mamba_chunk_size", default=256)),
+        ssm_conv_bias=bool(_get(d, source, "mamba_conv_bias", default=True)),
+        ssm_proj_bias=bool(_get(d, source, "mamba_proj_bias", default=False)),
+        mixer_gated_norm=bool(_get(d, source, "mamba_rms_norm", default=False)),
+        mixer_out_bias=bool(_get(d, source, "projectors_bias", default=False)),
+    )
+    return out
+
+
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 FAMILIES: dict[str, Mapper] = {
@@ -839,6 +882,7 @@ FAMILIES: dict[str, Mapper] = {
     "mbart": _bart,
     "mamba": _mamba,
     "mamba2": _mamba2,
+    "falcon_h1": _falcon_h1,
 }
 
 
@@ -1002,14 +1046,86 @@ def _gemma3_vision(d: Mapping[str, Any], source: str) -> Any:
         raise PresetFileError(source, [e.message]) from None
 
 
-# Vision-language model_types not read yet, with what their image side needs that vramcalc does not model.
-# Idefics3 / SmolVLM (models/idefics3/modeling_idefics3.py, image_processing_idefics3.py): the processor splits each
-# image into tiles of max_image_size plus a global image, so the image tokens depend on each image's size, and
-# Idefics3Connector's pixel shuffle (scale_factor) folds the SigLIP patches before its projection.
-_IDEFICS3 = ("the processor's image splitting (tiles of max_image_size plus a global image: image tokens per image "
-             "depend on its size) and Idefics3Connector's pixel shuffle (scale_factor) are not counted; vramcalc "
-             "reads LLaVA-1.5 (llava) and Gemma 3 (gemma3) vision-language models")
-VLM_NOT_READ: dict[str, str] = {"idefics3": _IDEFICS3, "smolvlm": _IDEFICS3}
+# Vision-language model_types not read yet, with what their image side needs that vramcalc does not model (none
+# today: Idefics3 / SmolVLM are read by _idefics3).
+VLM_NOT_READ: dict[str, str] = {}
+
+# Idefics3VisionConfig / SmolVLMVisionConfig defaults (models/idefics3/configuration_idefics3.py,
+# models/smolvlm/configuration_smolvlm.py: the same values), which the published vision_config fills what it
+# leaves out from. The published files name the vision model_type "idefics3" (SmolVLM's too); transformers builds
+# the sub-config class whatever it says.
+IDEFICS3_VISION_DEFAULTS: dict[str, Any] = {
+    "hidden_size": 1152,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 16,
+    "num_channels": 3,
+    "image_size": 224,
+    "patch_size": 32,
+    "hidden_act": "gelu_pytorch_tanh",
+}
+IDEFICS3_VISION_TYPES = ("idefics3", "idefics3_vision", "smolvlm", "smolvlm_vision")
+
+
+def _idefics3(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Idefics3 and SmolVLM (configuration_idefics3.py Idefics3Config, configuration_smolvlm.py SmolVLMConfig): a
+    Llama language model (text_config; sub_configs_defaults builds a llama config from it, LlamaConfig's defaults for
+    what it leaves out), the SigLIP-shaped tower (vision_config) and Idefics3Connector (scale_factor, default 2).
+    The top level's tie_word_embeddings (default false) decides whether lm_head shares the embeddings
+    (modeling_utils.py tie_weights reads the model's own config)."""
+    from vramcalc.core.specs import VisionSpec
+    from vramcalc.io import validate
+
+    kind = str(d.get("model_type"))
+    raw_text = d.get("text_config") or {}
+    raw_vision = d.get("vision_config") or {}
+    if not isinstance(raw_text, Mapping) or not isinstance(raw_vision, Mapping):
+        raise PresetFileError(source, [f"{kind}: text_config and vision_config must be JSON objects"])
+    text = {**LLAMA_TEXT_DEFAULTS, **raw_text}
+    if text.get("model_type") != "llama":
+        raise PresetFileError(source, [f"{kind}: text_config model_type {text.get('model_type')!r} is not modelled; "
+                                       "vramcalc reads Idefics3 / SmolVLM's llama text model"])
+    _check_types(text, source, "text_config.")
+    vision = {k: v for k, v in {**IDEFICS3_VISION_DEFAULTS, **raw_vision}.items()
+              if k in VISION_KEYS or k in ("max_image_size", "size")}
+    problems = validate.check_keys(VISION_KEYS, vision)
+    if problems:
+        raise PresetFileError(source, ["vision_config." + validate.problem_text(*p) for p in problems])
+    if vision.get("model_type", "idefics3") not in IDEFICS3_VISION_TYPES:
+        raise PresetFileError(source, [f"{kind}: vision_config model_type {vision['model_type']!r} is not modelled; "
+                                       "vramcalc reads the Idefics3 / SmolVLM SigLIP tower"])
+    if vision["hidden_act"] != "gelu_pytorch_tanh" or vision.get("num_channels", 3) != 3:
+        raise PresetFileError(source, [f"{kind}: a tower with gelu_pytorch_tanh on 3 channels is modelled; "
+                                       "vision_config's hidden_act / num_channels differ"])
+    scale = d.get("scale_factor", 2)  # Idefics3Config / SmolVLMConfig default
+    tie = d.get("tie_word_embeddings", False)
+    if not isinstance(scale, int) or isinstance(scale, bool) or not isinstance(tie, bool):
+        raise PresetFileError(source, [f"{kind}: scale_factor must be an integer and tie_word_embeddings true or "
+                                       "false"])
+    # the processor's tiles (Idefics3ImageProcessor max_image_size) are the tower's image_size in every published
+    # model; SmolVLM's vision_config repeats it, with the processor's resize target (size.longest_edge)
+    tile = vision.get("max_image_size") or {"longest_edge": vision["image_size"]}
+    size = vision.get("size") or {"longest_edge": 4 * vision["image_size"]}  # Idefics3ImageProcessor: 4 x 364, 364
+    if not isinstance(tile, Mapping) or tile.get("longest_edge") != vision["image_size"] \
+            or not isinstance(size, Mapping) or not isinstance(size.get("longest_edge"), int) \
+            or isinstance(size.get("longest_edge"), bool):
+        raise PresetFileError(source, [f"{kind}: vision_config max_image_size must be the tower's image_size "
+                                       f"{vision['image_size']} and size a {{'longest_edge': pixels}} object"])
+    out = _llama(text, source)
+    out["tie_word_embeddings"] = tie
+    try:
+        out["vision"] = VisionSpec(
+            kind="idefics3", num_layers=vision["num_hidden_layers"], hidden_size=vision["hidden_size"],
+            intermediate_size=vision["intermediate_size"], num_attention_heads=vision["num_attention_heads"],
+            patch_size=vision["patch_size"], image_size=vision["image_size"], feature_layer=-1, drop_cls=False,
+            projector_act="none", projector_bias=False, scale_factor=scale, longest_edge=size["longest_edge"])
+    except SpecError as e:
+        raise PresetFileError(source, [e.message]) from None
+    return out
+
+
+FAMILIES["idefics3"] = _idefics3
+FAMILIES["smolvlm"] = _idefics3
 
 
 # Qwen2VLTextConfig / Qwen2_5_VLTextConfig defaults (transformers models/qwen2_vl/configuration_qwen2_vl.py,
@@ -1139,6 +1255,8 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
     )
     family = "gemma3" if model_type == "gemma3_text" else model_type
     if model_type == "llava":  # the text model's family; the vision side is ModelSpec.vision
+        family = "llama"
+    if model_type in ("idefics3", "smolvlm"):  # a Llama language model; the vision side is ModelSpec.vision
         family = "llama"
     if model_type in ("qwen2_vl", "qwen2_5_vl"):  # a Qwen2 language model; the vision side is ModelSpec.vision
         family = "qwen2"

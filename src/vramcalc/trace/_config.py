@@ -12,7 +12,7 @@ SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
                       "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2", "t5", "mt5", "bart",
                       "mbart", "mamba", "mamba2", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
-                      "deepseek_v3")
+                      "deepseek_v3", "falcon_h1")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -22,6 +22,11 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         from vramcalc.trace._vision import text_model
 
         return qwen_config_dict(model, hf_config_dict(text_model(model)))
+    if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM (trace/_idefics3.py)
+        from vramcalc.trace._idefics3 import idefics3_config_dict
+        from vramcalc.trace._vision import text_model
+
+        return idefics3_config_dict(model, hf_config_dict(text_model(model)))
     if model.vision is not None:  # LLaVA / Gemma 3 (trace/_vision.py): the text model's config inside theirs
         from vramcalc.trace._vision import config_dict, text_model
 
@@ -187,6 +192,16 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         elif local is not None:  # the local layers first in each group of the pattern, as Gemma 3 lays them out
             period = n // max(n - local, 1) if n > local else n + 1
             d["layer_types"] = ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(n)]
+    if family == "falcon_h1":  # configuration_falcon_h1.py names (memory/hybrid.py); multipliers left at 1.0
+        assert model.mixer_head_dim
+        d.update(attention_bias=model.qkv_bias, mlp_bias=model.mlp_bias, hidden_act=model.hidden_act,
+                 head_dim=model.head_dim or (model.hidden_size or 0) // (model.num_attention_heads or 1),
+                 mamba_d_ssm=model.mixer_intermediate_size, mamba_d_state=model.mixer_state_size,
+                 mamba_n_heads=model.mixer_intermediate_size // model.mixer_head_dim,
+                 mamba_d_head=model.mixer_head_dim, mamba_n_groups=model.ssm_n_groups,
+                 mamba_d_conv=model.ssm_conv_kernel, mamba_chunk_size=model.ssm_chunk_size,
+                 mamba_conv_bias=model.ssm_conv_bias, mamba_proj_bias=model.ssm_proj_bias,
+                 mamba_rms_norm=model.mixer_gated_norm, projectors_bias=model.mixer_out_bias)
     if family in ("olmo", "olmo2"):
         d["attention_bias"] = model.qkv_bias
     if family == "starcoder2":

@@ -28,6 +28,8 @@ def find_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     text = getattr(getattr(model, "model", None), "language_model", None)
+    if text is None:  # Idefics3 / SmolVLM name theirs text_model
+        text = getattr(getattr(model, "model", None), "text_model", None)
     if isinstance(text, nn.Module):  # LLaVA: the language model's blocks, not the vision tower's
         model = text
 
@@ -213,6 +215,12 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
                     p.requires_grad_(False)
             notes.append(f"{model.vision.kind}: vision tower frozen (the merger as LLaVA's projector); LoRA "
                          "targets the language model only")
+    elif model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM (memory/idefics3.py)
+        if not training.train_vision:  # the tower frozen, the connector trained with full fine-tuning
+            for p in hf.model.vision_model.parameters():
+                p.requires_grad_(False)
+        notes.append("idefics3: vision tower " + ("trained" if training.train_vision else "frozen")
+                     + "; LoRA targets the language model only")
     elif model.vision is not None and not training.train_vision:  # the tower frozen, as LLaVA-1.5's recipe
         for p in hf.model.vision_tower.parameters():
             p.requires_grad_(False)

@@ -186,7 +186,15 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         notes.append(f"encoder-decoder: AutoModelForSeq2SeqLM, {s} source and {tgt} target tokens per sequence "
                      "(decoder_input_ids: the labels shifted right)")
 
-    if model.vision is not None and model.vision.is_qwen:  # trace/_qwen_vl.py: the Qwen2-VL processor's inputs
+    if model.vision is not None and model.vision.kind == "idefics3":  # trace/_idefics3.py: Idefics3Processor's
+        from vramcalc.trace._idefics3 import make_inputs as idefics3_inputs
+
+        make_inputs = idefics3_inputs(model, training, model_dtype(precision))  # noqa: F811
+        notes.append("idefics3: input_ids with every tile's image tokens, pixel_values of every tile, "
+                     "pixel_attention_mask; get_image_features' boolean gathers and split, the patch mask's skip and "
+                     "the merger's check emulated (trace/_idefics3.py); Idefics3ForConditionalGeneration built "
+                     "for SmolVLM too (the same modules and forward)")
+    elif model.vision is not None and model.vision.is_qwen:  # trace/_qwen_vl.py: the Qwen2-VL processor's inputs
         from vramcalc.trace._qwen_vl import make_inputs as qwen_inputs
 
         make_inputs = qwen_inputs(model, training, model_dtype(precision))  # noqa: F811
@@ -323,7 +331,11 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             install(_parts(module)[0])
             notes.append("activation offload: torchtune OffloadActivations emulated (trace/_offload.py)")
         vision: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if model.vision is not None and model.vision.is_qwen:
+        if model.vision is not None and model.vision.kind == "idefics3":
+            from vramcalc.trace._idefics3 import idefics3_emulation
+
+            vision = idefics3_emulation(model, training)
+        elif model.vision is not None and model.vision.is_qwen:
             from vramcalc.trace._qwen_vl import qwen_emulation
 
             vision = qwen_emulation(model, training)

@@ -24,6 +24,7 @@ from vramcalc.core.memory import classic as _classic
 from vramcalc.core.memory import deberta as _deberta
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
+from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import online_dpo as _online_dpo
@@ -162,14 +163,20 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
 
 def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
+    _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
+    if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM: memory/idefics3.py
+        from vramcalc.core.memory import idefics3 as _idefics3
+
+        return _idefics3.estimate(model, training, estimate)
     if model.vision is not None:  # vision-language models: the text model on text + image tokens (memory/vision.py)
         from vramcalc.core.memory import vision as _vision
 
         return _vision.estimate(model, training, estimate)
     _classic.check_not_classic(training)
-    if training.images or training.train_vision:  # the image options on a text model: refused (memory/vision.py)
+    # the image options on a text model: refused (memory/vision.py)
+    if training.images or training.train_vision or training.image_width:
         from vramcalc.core.memory import vision as _vision
 
         _vision.check(model, training)
@@ -453,10 +460,10 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     key = _settings_key(training)
     if key is None:
         return _build_plan(model, training)
-    if model.ssm_head_dim:
-        # Mamba-2's layer terms hold the row padded to chunk_size and a batch-1 single-chunk case (memory/ssm.py
-        # padded_length): its plan depends on the token fields too (found by the explain test after test_docs had
-        # cached codestral's plan at another --seq-len).
+    if model.ssm_head_dim or model.mixer_head_dim:
+        # Mamba-2's (and Falcon-H1's mixer's) layer terms hold the row padded to chunk_size and a batch-1
+        # single-chunk case (memory/ssm.py padded_length): its plan depends on the token fields too (found by the
+        # explain test after test_docs had cached codestral's plan at another --seq-len).
         key = (*key, training.batch_size, training.seq_len)
     entry = _plans.get(id(model))
     if entry is None or entry[0] is not model:
@@ -476,6 +483,7 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
 def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     checked = check_settings(model, training)  # first: SpecError before any arithmetic on an impossible run
     _ssm.check_run(model, training)  # what a Mamba run is not modelled for, refused in one line
+    _hybrid.check_run(model, training)  # Falcon-H1's (memory/hybrid.py)
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     encoder_notes = _encoder.notes(model, training)
     if (_preference.is_preference(training) or _preference.is_reference_free(training)
@@ -708,6 +716,8 @@ class _ActivationPlan:
     once_c: int = 0  # whatever the batch: Unsloth's QLoRA dequantization buffers (memory/unsloth.py)
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
     layer_mlp_saved_t: int = 0  # the MLP block's saved bytes per token, freed before the attention's backward
+    layer_mlp_saved_c: int = 0  # ... and whatever the batch (peft's merged expert stacks)
+    layer_attn_bwd_c: int = 0  # the attention's backward temporaries whatever the batch (activations.py)
     layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
     layer_mlp_fwd_t: int = 0  # the MLP's forward temporaries per token from its up-projection on (activations.py)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
@@ -744,6 +754,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     trained_layers = n_layers - frozen
     ssm = _ssm.is_ssm(m)  # Mamba: the mixer's saved set and an fp32 residual stream (memory/ssm.py)
     layer_fn = _ssm.layer_activations if ssm else layer_activations
+    if _hybrid.is_hybrid(m):  # Falcon-H1: the decoder's attention and MLP beside a Mamba-2 mixer (memory/hybrid.py)
+        layer_fn = _hybrid.layer_activations
     unsloth = _unsloth.active(m, t)
     if unsloth:  # Unsloth's kernels (memory/unsloth.py): its own saved set per layer
         layer_fn = _unsloth.layer_activations
@@ -901,7 +913,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
-    notes: list[str] = list(_ssm.notes(m, t))
+    notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t))
     if m.family == "gpt_oss":
         notes.append(f"{m.name}: expert weights counted in the run's dtype, as transformers loads them to train "
                      "(Mxfp4Config(dequantize=True): the MXFP4 checkpoint, 4.25 bits per expert weight, is not what "
@@ -995,6 +1007,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         once_c=_unsloth.weight_buffer_bytes(m, t, recipe),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
         layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
+        layer_mlp_saved_c=layer.mlp_saved_const, layer_attn_bwd_c=layer.attn_backward_const,
         layer_mlp_fwd_t=layer.mlp_forward_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
@@ -1005,6 +1018,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
+                    + _hybrid.late_gradient_bytes(m, t, recipe)
                     if full_like else 0)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
@@ -1045,8 +1059,12 @@ def _transformer_phases(
     # transient also holds the layer's whole saved set, so the attention's moment is the larger only by what it
     # exceeds those freed bytes (measured with the tracer, --grid families: tinyllama LoRA eager with checkpointing
     # +7.7 % when both transients were summed).
-    layer_bwd_t = max(p.layer_bwd_t * tokens, p.layer_bwd_ts * token_seq - p.layer_mlp_saved_t * tokens) \
-        + p.layer_bwd_c
+    # The MLP's saved bytes whatever the batch (a MoE block's merged expert stacks under LoRA) and its backward's
+    # constant (the expert stacks' gradients) are gone by the attention's backward too (measured with the tracer,
+    # --grid moe: tiny Mixtral LoRA all-linear eager with checkpointing, +8.8 % when they were kept).
+    layer_bwd_t = max(p.layer_bwd_t * tokens + p.layer_bwd_c,
+                      p.layer_bwd_ts * token_seq - p.layer_mlp_saved_t * tokens - p.layer_mlp_saved_c
+                      + p.layer_attn_bwd_c)
     loss_fwd_t = p.loss_fwd_t * tokens
     loss_bwd_t = p.loss_bwd_t * tokens
     accum = t.grad_accum > 1

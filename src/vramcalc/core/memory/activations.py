@@ -74,6 +74,11 @@ class LayerActivations:
     # Bytes per token of the saved terms from o_proj's output on: not yet saved while a layer's attention runs
     # forward (DeBERTa's unsaved score tensors peak there; memory/deberta.py forward_scores)
     after_attention_per_token: int = 0
+    # The MLP block's saved bytes whatever the batch (peft's merged expert stacks): freed with its per-token set
+    mlp_saved_const: int = 0
+    # The backward temporaries whatever the batch that the attention's backward still holds (its adapters' delta
+    # weights); the MLP's (a MoE block's) are gone by then
+    attn_backward_const: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
@@ -436,6 +441,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
     n_attention_terms = len(terms)
+    attn_bwd_const = backward_const
     n_mlp_inputs = n_attention_terms  # a MoE block: its whole MLP set comes after the router's input
     up_mods: tuple[str, ...] = ()
     live = attn_in_live if m.parallel_residual else live or attn_live
@@ -476,6 +482,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # The shared expert (Qwen2MoeMLP / DeepseekV3MLP): a dense gated MLP over every token, nn.Linear
             # modules (adapted by name or all-linear unless peft mapped the names to the experts: params.py).
             s_i = m.shared_expert_intermediate_size or width * m.num_shared_experts
+            n_routed_terms = len(terms)
             s_in = linear_input("shared expert input", ("gate_proj", "up_proj"), h, input_live=live) or live
             terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
             linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
@@ -485,6 +492,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 linear_input("shared expert gate", ("shared_expert_gate",), h, input_live=live)
                 terms.append(Term("shared expert gate (sigmoid output, gated output)", c * (1 + h)))
             width = max(width, s_i)
+            # The shared expert runs after the routed experts (Qwen2MoeSparseMoeBlock, DeepseekV3MoE.forward), so
+            # its backward runs first: by the routed experts' backward its saved set is freed (measured with the
+            # tracer, --grid moe: tiny Qwen1.5-MoE full with checkpointing, the peak at the routed gather's
+            # index_put backward, +6.0 % with the shared expert's set counted beside it).
+            if trainable_weights:
+                moe_bwd_t = max(0, moe_bwd_t - sum(x.per_token for x in terms[n_routed_terms:]))
         if t.grad_checkpointing:
             # Under checkpointing nothing is saved: the block holds, at once, the gathered hidden states, the up
             # projection's output, the activation's and the product (at the product), or the down output beside
@@ -568,7 +581,33 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # ~mask are freed, which outweighs them: the MLP's gradients stay the layer's backward peak.
         eager_bwd = 0
     fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd)
-    mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + [lora_fwd.get(x, 0) for x in up_mods])
+    up_fwd = [lora_fwd.get(x, 0) for x in up_mods]
+    if len(up_mods) == 2 and up_fwd[1] and up_live:
+        # LlamaMLP's down(act(gate(x)) * up(x)) runs gate_proj and its activation first: while up_proj's adapter path
+        # is in flight, the gate's output and act(gate) (both saved) are alive beside it.
+        up_fwd[1] += _act_saved_bytes(m.hidden_act, c, recipe.autocast) * i + c * i
+    mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + up_fwd)
+    rerun_extra = 0
+    if any(up_fwd) and not m.parallel_residual and not m.num_experts:
+        # A checkpointed layer's forward rerun (backward.recompute) starts when its backward first needs a saved
+        # tensor: the residual stream's gradient is alive (it also flows past the MLP), and when down_proj has an
+        # adapter, peft's `result + lora_B(lora_A(x)) * scaling` has been passed already: the scaled gradient
+        # (lora_B's dtype) and, when the sum was promoted to it, the base output's cast-back gradient. The rerun
+        # holds, unsaved, the post-attention residual and the MLP's normed input (which only the adapters' own
+        # casts save) until the MLP is done (measured with the tracer, --grid families: phi-3-mini and Mistral 4
+        # layers LoRA all-linear eager b2 s1024 with checkpointing, the peak at an up-projection adapter's scaling
+        # mul in the rerun: 12 B x hidden per token beside the saved set for phi-3's fused gate_up, and the gate's
+        # output and activation too for Mistral's separate gate_proj / up_proj; -2.46 % and -0.67 % without).
+        # A post-LN encoder (BERT, DistilBERT, DeBERTa: LayerNorm(dense(x) + residual) ends the layer) reruns at
+        # once: the output LayerNorm's backward needs its saved input; the attention output is both the MLP's input
+        # and its residual (measured: --grid encoders / encoders2 / deberta LoRA with checkpointing).
+        post_ln = m.family in ENCODER_FAMILIES and m.family != "modernbert"
+        lora_b = c if recipe.autocast else a
+        adapted_down = "down_proj" in lora_fwd and not post_ln
+        incoming = c * h + ((lora_b * h + (c * h if lora_b != c else 0)) if adapted_down else 0)
+        held = c * h + (c * h if fresh_copy and not tw and not post_ln else 0)
+        rerun_extra = incoming + held
+        mlp_fwd += rerun_extra
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
     # the tracer, tinyllama LoRA + cut loss, aten.mul.Tensor in LlamaRMSNorm's backward), which is more than
@@ -597,6 +636,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     mlp_saved = sum(x.per_token for x in mlp_terms) - sum(a * t.lora_rank for x in mlp_terms
                                                           if x.name.startswith("lora ") and x.name.endswith(" input"))
     mlp_tail = sum(x.per_token for x in terms[n_mlp_inputs:] if not x.batch1_only)
+    if rerun_extra and "down_proj" in lora_fwd and m.family in ENCODER_FAMILIES and m.family != "modernbert":
+        # A post-LN encoder's rerun at down_proj's adapter path: the MLP's whole saved set made, its input (the
+        # activation's output) alive unsaved beside the adapter's temporaries (measured with the tracer: BERT base
+        # LoRA all-linear with checkpointing b8 s512, the peak at output.dense's scaling mul in the rerun, -1.67 %
+        # without; DistilBERT and DeBERTa-v3 likewise). Not for the pre-norm decoders: there the up-projection's
+        # moment above is the peak, and this sum over-counted their traces (Mistral +0.7 %, GPT-2 up to +5.6 %).
+        mlp_fwd = max(mlp_fwd, mlp_tail + c * i + lora_fwd["down_proj"] + rerun_extra)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
@@ -604,7 +650,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                           per_sample=per_sample))
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const
                                   or x.per_seq_sq),
-                            fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention)
+                            fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention,
+                            sum(x.const for x in mlp_terms), attn_bwd_const)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:

@@ -147,13 +147,16 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     image options."""
     v = model.vision
     if v is None:
-        if training.images or training.train_vision:
-            raise UnsupportedCombination(f"--images and --train-vision size a vision-language model's images; "
-                                         f"{model.name} reads text only: drop them")
+        if training.images or training.train_vision or training.image_width:
+            raise UnsupportedCombination(f"--images, --image-width and --train-vision size a vision-language "
+                                         f"model's images; {model.name} reads text only: drop them")
         return
+    if training.image_width and v.kind != "idefics3":
+        raise UnsupportedCombination(f"--image-width sizes Idefics3 / SmolVLM images (tiles from the aspect ratio); "
+                                     f"{model.name}'s images are square: drop it")
     if v.is_qwen:
         _check_qwen(model, training)
-    elif training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
+    elif v.kind != "idefics3" and training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):  # Idefics3: tiles
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
     if training.train_vision and training.method != "full":
