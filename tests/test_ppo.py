@@ -140,8 +140,8 @@ def test_ppo_matches_the_trace(kw: dict[str, object]) -> None:
     # common.md's bounds: never under the trace by more than 2 %, over by at most 5 %
     err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
     assert -0.02 <= err <= 0.05, (err, e.phases, r.phase_peaks, r.peak_op)
-    # the four models' weights and the two trained models' optimizer states, as traced
-    assert r.by_category_at_peak["optimizer_state"] == e.optimizer_state
+    # the two trained models' optimizer states, as traced (the trace rounds every tensor up to CUDA's 512 B blocks)
+    assert abs(r.by_category_at_peak["optimizer_state"] - e.optimizer_state) <= e.optimizer_state // 1000
 
 
 # --- run files ----------------------------------------------------------------------------------------------
