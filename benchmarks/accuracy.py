@@ -612,6 +612,67 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The LLaVA-NeXT grid (`--grid vlm3`, issue 15): LlavaNextForConditionalGeneration (core/memory/llava_next.py,
+# trace/_llava_next.py) from the published llava-v1.6 config.json files (tests/data/hf), the CLIP tower frozen; square
+# images resized to the best image_grid_pinpoints resolution and cut into 336 px tiles plus a base image. (1)
+# llava-v1.6-mistral-7b cut to 2 text layers and a 2-layer tower x full pure-bf16 (the projector and image_newline
+# trained) / LoRA / QLoRA NF4 (kbit_prep off) x checkpointing off / on x b1 s256 one 672 px image (5 tiles, 2,928
+# image tokens) / b2 s128 two 336 px images (3 tiles and 1,176 tokens each); full pure-bf16 with checkpointing runs
+# the whole 32-layer text model (a 2-layer cut is the text estimate's known embedding-backward over-estimate, not
+# the image side). (2) The image side as the peak: the published 24-layer tower under a toy language model (2
+# layers of width 256, a 1,000-token vocabulary) x the three methods x checkpointing x b1 s64 one 672 px image /
+# b1 s32 two 1000 px images (each to the 672 x 672 pinpoint: 5 tiles, 2,928 tokens). (3) llava-v1.6-34b and
+# vicuna-13b cut to 2 text layers (LoRA, checkpointing on and off, one 672 px image). (4) Non-square images
+# (--image-width): 1000 x 500 under the toy language model and 500 x 1000 on the mistral cut, full / LoRA x
+# checkpointing. 36 cases, written to accuracy_vlm3.{json,md}.
+LLAVA_NEXT_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 672},
+                     {"batch_size": 2, "seq_len": 128, "images": 2, "image_size": 336})
+LLAVA_NEXT_TOY_SHAPES = ({"batch_size": 1, "seq_len": 64, "images": 1, "image_size": 672},
+                         {"batch_size": 1, "seq_len": 32, "images": 2, "image_size": 1000})
+
+
+def llava_next_grid() -> list[dict[str, Any]]:
+    cases = []
+    for label, kw in VLM_RUNS:
+        for shape in LLAVA_NEXT_SHAPES:
+            tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} {shape['image_size']}px"
+            for gc in (False, True):
+                whole = kw["method"] == "full" and gc
+                model = "llavanext:llava-v1.6-mistral-7b-hf:32:2" if whole else "llavanext:llava-v1.6-mistral-7b-hf:2:2"
+                cut = "32 text layers, 2-layer tower" if whole else "2 text layers, 2-layer tower"
+                cases.append({"id": f"llava-v1.6-mistral-7b ({cut}) | {label} | {tag} | {'gc' if gc else 'no-gc'}",
+                              "model": model, "method": kw["method"],
+                              "training": dict(kw, **shape, grad_checkpointing=gc)})
+    for label, kw in VLM_RUNS:
+        for shape in LLAVA_NEXT_TOY_SHAPES:
+            tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} {shape['image_size']}px"
+            for gc in (False, True):
+                cases.append({"id": f"llava-v1.6-vicuna-7b (24-layer tower, toy text model) | {label} | {tag} | "
+                                    f"{'gc' if gc else 'no-gc'}", "model": "llavanext-toy:llava-v1.6-vicuna-7b-hf",
+                              "method": kw["method"], "training": dict(kw, **shape, grad_checkpointing=gc)})
+    for label, kw in VLM_RUNS[:2]:  # non-square images (--image-width): the unpadded grid and its newlines
+        for gc in (False, True):
+            cases.append({"id": f"llava-v1.6-vicuna-7b (24-layer tower, toy text model) | {label} | b1 s64 i1 "
+                                f"1000x500px | {'gc' if gc else 'no-gc'}",
+                          "model": "llavanext-toy:llava-v1.6-vicuna-7b-hf",
+                          "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=64, images=1,
+                                                                   image_size=1000, image_width=500,
+                                                                   grad_checkpointing=gc)})
+            depth = 32 if kw["method"] == "full" and gc else 2  # as above: the whole text model for full + gc
+            cases.append({"id": f"llava-v1.6-mistral-7b ({depth} text layers, 2-layer tower) | {label} | b2 s128 i1 "
+                                f"500x1000px | {'gc' if gc else 'no-gc'}",
+                          "model": f"llavanext:llava-v1.6-mistral-7b-hf:{depth}:2",
+                          "method": kw["method"], "training": dict(kw, batch_size=2, seq_len=128, images=1,
+                                                                   image_size=500, image_width=1000,
+                                                                   grad_checkpointing=gc)})
+    for config in ("llava-v1.6-34b-hf", "llava-v1.6-vicuna-13b-hf"):
+        for gc in (False, True):
+            cases.append({"id": f"{config[:-3]} (2 text layers, 2-layer tower) | lora | b1 s256 i1 672px | "
+                                f"{'gc' if gc else 'no-gc'}", "model": f"llavanext:{config}:2:2", "method": "lora",
+                          "training": dict(VLM_RUNS[1][1], **LLAVA_NEXT_SHAPES[0], grad_checkpointing=gc)})
+    return cases
+
+
 # The gpt-oss grid (`--grid gptoss`, issue 15; 16 cases): GptOssForCausalLM (memory/activations.py
 # _gpt_oss_moe_terms; eager attention with sinks, as transformers runs it: no SDPA path) at two tiny configs built on
 # the published gpt-oss-20b config.json (alternating sliding/full layers, attention and expert biases, sinks): 2
@@ -672,6 +733,69 @@ MOE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("lora q,k,v,o", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")}),
     ("qlora all-linear", {"method": "qlora", "precision": "bf16", "lora_targets": ("all-linear",), "kbit_prep": False}),
 )
+
+
+# The Llama 4 grid (`--grid llama4`, issue 15): the published Scout and Maverick text_configs cut to tiny shapes
+# of Scout's proportions (GQA 4:1, head_dim 64, a NoPE layer every 4th, chunked attention in the RoPE layers with a
+# chunk shorter than the sequence, so the chunked mask is built), with their own MoE layouts (Scout: every layer, L2
+# q/k norm; Maverick: every other layer beside a dense MLP twice the expert width, no q/k norm) x full / LoRA on
+# every Linear but the router ("all-linear" in the ids) / LoRA q,k,v,o / QLoRA on those Linears x checkpointing
+# off / on at b2 s256 sdpa, and full and LoRA again at b1 s512 sdpa and b2 s256 eager (32 cases); with
+# LLAMA4_PUBLISHED below, 40.
+LLAMA4_SHAPES = {
+    "llama4:scout": ("llama-4-scout-17b-16e-instruct",
+                     {"hidden_size": 256, "intermediate_size": 192, "intermediate_size_mlp": 384,
+                      "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 64,
+                      "num_local_experts": 4, "attention_chunk_size": 128, "vocab_size": 1024,
+                      "max_position_embeddings": 4096}),
+    "llama4:maverick": ("llama-4-maverick-17b-128e-instruct",
+                        {"hidden_size": 256, "intermediate_size": 192, "intermediate_size_mlp": 384,
+                         "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 64,
+                         "num_local_experts": 8, "attention_chunk_size": 128, "vocab_size": 1024,
+                         "max_position_embeddings": 4096}),
+}
+
+
+_L4_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LLAMA4_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (  # all-linear takes the router, which peft cannot wrap
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora all-linear", {"method": "lora", "precision": "bf16", "lora_targets": _L4_ALL}),
+    ("lora q,k,v,o", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")}),
+    ("qlora all-linear", {"method": "qlora", "precision": "bf16", "lora_targets": _L4_ALL, "kbit_prep": False}),
+)
+
+
+# The published configs at their own widths (hidden 5120, 16 / 128 experts of 8192), cut to 4 layers as the families
+# grid cuts every model_type (3 RoPE layers and a NoPE one; Maverick's two dense and two MoE): full pure-bf16 b1 s512
+# sdpa (below the 8,192-token chunk: no mask) and LoRA on every Linear but the router b1 s1024 eager, each without
+# and with checkpointing (8 cases).
+LLAMA4_PUBLISHED = {"llama4:scout (4 layers)": "llama-4-scout-17b-16e-instruct",
+                    "llama4:maverick (4 layers)": "llama-4-maverick-17b-128e-instruct"}
+LLAMA4_PUBLISHED_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16 | b1 s512 | sdpa", {"method": "full", "precision": "pure-bf16", "batch_size": 1, "seq_len": 512}),
+    ("lora all-linear | b1 s1024 | eager", {"method": "lora", "precision": "bf16", "lora_targets": _L4_ALL,
+                                           "batch_size": 1, "seq_len": 1024, "attention": "eager"}),
+)
+
+
+def llama4_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in LLAMA4_PUBLISHED:
+        for label, kw in LLAMA4_PUBLISHED_RUNS:
+            for gc in (False, True):
+                cases.append({"id": f"{model} | {label} | {'gc' if gc else 'no-gc'}", "model": model,
+                              "method": kw["method"], "training": dict(kw, grad_checkpointing=gc)})
+    for model in LLAMA4_SHAPES:
+        for label, kw in LLAMA4_RUNS:
+            shapes = [(2, 256, "sdpa")] + ([(1, 512, "sdpa"), (2, 256, "eager")] if label in (
+                "full pure-bf16", "lora all-linear") else [])
+            for b, seq, attention in shapes:
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b{b} s{seq} | {attention} | {'gc' if gc else 'no-gc'}",
+                                  "model": model, "method": kw["method"],
+                                  "training": dict(kw, batch_size=b, seq_len=seq, attention=attention,
+                                                   grad_checkpointing=gc)})
+    return cases
 
 
 def moe_grid() -> list[dict[str, Any]]:
@@ -901,6 +1025,19 @@ def _model(name: str) -> Any:
                                           fullatt_block_indexes=(3,) if spec.vision.fullatt_block_indexes else ()))
         depth, full = QWEN_VL_CUTS[config]
         return replace(spec, num_layers=2, vision=replace(spec.vision, num_layers=depth, fullatt_block_indexes=full))
+    if name.startswith(("llavanext:", "llavanext-toy:")):  # a LLaVA-NeXT config.json, text and tower layers cut
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        parts = name.split(":")
+        path = HF_DIR / f"{parts[1]}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), parts[1], str(path))
+        assert spec.vision is not None
+        if parts[0] == "llavanext-toy":  # the published tower under a toy language model
+            return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                           num_kv_heads=2, vocab_size=1000, head_dim=None)
+        return replace(spec, num_layers=int(parts[2]), vision=replace(spec.vision, num_layers=int(parts[3])))
     if name.startswith("seq2seq:"):  # an encoder-decoder's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -942,6 +1079,14 @@ def _model(name: str) -> Any:
         config, shape = MOE_SHAPES[name]
         d = {**json.loads((HF_DIR / f"{config}.json").read_text()), **shape}
         return spec_from_hf_config(d, name[4:], "benchmarks/accuracy.py")
+    if name.startswith("llama4:"):  # a published Llama 4 config.json's text_config cut to a tiny shape
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config, shape = LLAMA4_SHAPES[name] if name in LLAMA4_SHAPES \
+            else (LLAMA4_PUBLISHED[name], {"num_hidden_layers": FAMILY_LAYERS})
+        d = json.loads((HF_DIR / f"{config}.json").read_text())
+        d["text_config"] = {**d["text_config"], **shape}
+        return spec_from_hf_config(d, name[7:].split(" ")[0], "benchmarks/accuracy.py")
     if name.startswith("hf:"):
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1479,8 +1624,10 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
          "ssm2": ssm2_grid, "hybrid": hybrid_grid,
-         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid, "vlm2": vlm2_grid,
-         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "ppo": ppo_grid}
+         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
+         "llama4": llama4_grid, "vlm2": vlm2_grid,
+         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "vlm3": llava_next_grid,
+         "ppo": ppo_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1501,10 +1648,13 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
           "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)",
+          "llama4": " (Llama 4 text: Scout and Maverick layouts, bmm experts over every token, chunked / NoPE "
+                    "attention; issue 15)",
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
           "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
           "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)",
           "idefics": " (vision-language models: Idefics3 and SmolVLM, image splitting and pixel shuffle; issue 15)",
+          "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)",
           "ppo": " (PPO: TRL 0.19.1's PPOTrainer, rollout and policy + value step; issue 14)"}
 
 
@@ -1627,7 +1777,9 @@ def main() -> None:
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
-                    "frozen); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle)")
+                    "frozen); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle); llama4: "
+                    "issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
+                    "attention); vlm3: issue 15's 36 LLaVA-NeXT cases (anyres tiles, the tower frozen)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1636,8 +1788,8 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "ssm2", "hybrid", "gptoss", "classics", "vlm", "moe", "vlm2", "unsloth", "qwen-vl",
-                         "idefics", "ppo") \
+                         "ssm", "ssm2", "hybrid", "gptoss", "classics", "vlm", "moe", "llama4", "vlm2", "unsloth",
+                         "qwen-vl", "idefics", "vlm3", "ppo") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

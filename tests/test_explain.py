@@ -12,12 +12,13 @@ from typer.testing import CliRunner
 
 from test_properties import PROPERTY, models, trainings
 from vramcalc.cli.app import app
-from vramcalc.core.checks import check_encoder, check_seq2seq
+from vramcalc.core.checks import check_encoder, check_llama4, check_seq2seq
 from vramcalc.core.errors import UnsupportedCombination, VramcalcError
 from vramcalc.core.explain import Explanation, change, diff, explain, to_json, to_markdown, to_text
 from vramcalc.core.memory import classic, encoder, estimate, seq2seq
 from vramcalc.core.memory.activations import head_activations, head_terms
 from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.params import resolve_targets
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.vocab import ENCODER_FAMILIES
@@ -160,6 +161,19 @@ OBJECTIVE_CONFIGS = {
 ALL_CONFIGS = {**CONFIGS, **PEFT_CONFIGS, **OBJECTIVE_CONFIGS}
 
 
+def _llama4_refuses(m: ModelSpec, t: TrainingSpec) -> bool:
+    """Llama 4 refuses, in one line, what core/checks.py check_llama4 lists and LoRA on its router (all-linear)."""
+    if m.family != "llama4":
+        return False
+    try:
+        check_llama4(m, t)
+        if t.method in ("lora", "qlora") or t.method in PEFT_TABLE:
+            resolve_targets(m, t.lora_targets)
+    except UnsupportedCombination:
+        return True
+    return False
+
+
 def _models() -> list[ModelSpec]:
     return [s for s in presets.models().specs if isinstance(s, ModelSpec)]
 
@@ -214,7 +228,7 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
                 or (t.lora_trainable_tokens
                     and (m.ssm_state_size or m.decoder_layers or m.family in ENCODER_FAMILIES)) \
                 or (m.family == "gpt_oss" and t.method == "qlora") or _vision_refuses(m, run) \
-                or _hybrid_refuses(m, run), (m.name, config)
+                or _hybrid_refuses(m, run) or _llama4_refuses(m, run), (m.name, config)
             with pytest.raises(UnsupportedCombination):  # explain and estimate refuse the same runs
                 estimate(m, run)
             continue

@@ -86,6 +86,12 @@ TOTALS = {
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
     "llava-1.5-7b-hf": 7_063_427_072,
+    # LLaVA-NeXT: sum(p.numel()) of LlavaNextForConditionalGeneration, transformers 5.24 on the meta device
+    # (tests/test_llava_next.py rebuilds them): LLaVA's parts plus image_newline (the text width)
+    "llava-v1.6-mistral-7b-hf": 7_566_747_648,
+    "llava-v1.6-vicuna-7b-hf": 7_063_431_168,
+    "llava-v1.6-vicuna-13b-hf": 13_351_499_776,
+    "llava-v1.6-34b-hf": 34_752_083_968,
     # Qwen2-VL / Qwen2.5-VL: sum(p.numel()) of Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration,
     # transformers 5.24 on the meta device (tests/test_qwen_vl.py rebuilds them)
     "qwen2-vl-2b-instruct": 2_208_985_600,
@@ -111,6 +117,11 @@ TOTALS = {
     # (test_gpt_oss_count_matches_the_library rebuilds them); the OpenAI model card's 20.91B and 116.83B.
     "gpt-oss-20b": 20_914_757_184,
     "gpt-oss-120b": 116_829_156_672,
+    # Llama 4 (issue 15): sum(p.numel()) of Llama4ForCausalLM (the text model AutoModelForCausalLM builds for
+    # model_type llama4), transformers 5.24 on the meta device (tests/test_llama4.py rebuilds them); the whole
+    # Llama4ForConditionalGeneration adds the vision tower and projector (108,641,793,536 and 401,583,781,376).
+    "llama-4-scout-17b-16e-instruct": 107_769_861_120,
+    "llama-4-maverick-17b-128e-instruct": 400_711_848_960,
 }
 
 
@@ -164,16 +175,20 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "mamba",
         "mamba2",
         "llava",
+        "llava_next",
         "gpt_oss",
         "qwen2_vl",
         "qwen2_5_vl",
         "falcon_h1",
         "idefics3",
         "smolvlm",
+        "llama4",
+        "llama4_text",
     }
     assert issue <= set(FAMILIES)
-    # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config)
-    assert issue | {"gemma3"} == {load(n)["model_type"] for n in TOTALS}
+    # one real config.json per family (gemma3: the multimodal gemma-3-4b-it, read through its text_config;
+    # llama4_text: the llama4 files' text_config, which tests/test_llama4.py reads on its own)
+    assert (issue | {"gemma3"}) - {"llama4_text"} == {load(n)["model_type"] for n in TOTALS}
 
 
 @pytest.mark.parametrize(("name", "total"), TOTALS.items(), ids=list(TOTALS))

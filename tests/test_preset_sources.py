@@ -75,8 +75,9 @@ def test_most_families_have_a_source() -> None:
     # gpt-oss-120b; the vision-language llava-1.5-7b (llava-hf/llava-1.5-7b-hf); deberta-v3-base / deberta-v3-large;
     # Gemma 3 4B / 12B / 27B multimodal: each the text preset and the -vision preset (gemma-3-4b's was counted
     # before); the four Qwen2-VL / Qwen2.5-VL Instruct models; mamba-codestral-7b (Mamba-2); falcon-h1-0.5b-instruct;
-    # Idefics3-8B and the four SmolVLM / SmolVLM2 models
-    assert len(SOURCED) == 53
+    # Idefics3-8B and the four SmolVLM / SmolVLM2 models; llama-4-scout and llama-4-maverick; the four LLaVA-NeXT
+    # (v1.6) models
+    assert len(SOURCED) == 59
     families = {presets.find_model(n).family for n in presets.models().names()}
     assert families - set(FAMILY_SOURCE) == {"resnet", "lstm"}
 

@@ -427,11 +427,23 @@ def test_memory_never_decreases_when_batch_grows(m: ModelSpec, t: TrainingSpec, 
     assert_no_component_shrinks(run(m, t), run(m, with_(t, batch_size=t.batch_size + more)))
 
 
+# Found by hypothesis (the Llama 4 branch's draws): GRPO's generate() moment switches from the prefill to the last
+# decode step as the completion grows (starcoder2-3b LoRA b1, seq 693 -> 713, prompt 212: generation temporaries
+# 46.9 MB -> 2.6 MB while the KV cache and the peak grow), as with more layers below.
+@example(presets.find_model("starcoder2-3b"), TrainingSpec(method="lora", objective="grpo", batch_size=1, seq_len=693,
+                                                           prompt_len=212, grad_accum=3, lora_rank=1,
+                                                           num_generations=3), 20)
 @PROPERTY
 @given(models, trainings(modes=MODES), st.integers(1, 8192))
 def test_memory_never_decreases_when_sequence_or_context_grows(m: ModelSpec, t: TrainingSpec, more: int) -> None:
     # seq_len is the training sequence, and the context (prompt + generated tokens) under --mode inference
-    assert_no_component_shrinks(run(m, t), run(m, with_(t, seq_len=t.seq_len + more)))
+    longer = with_(t, seq_len=t.seq_len + more)
+    if t.objective in ("grpo", "rloo", "online-dpo") and t.use_vllm == "off":
+        # generate()'s moment is the larger of its prefill and its last decode step (memory/rl.py generation_bytes):
+        # the temporaries component follows that moment and may fall while the peak grows
+        assert_no_component_shrinks(run(m, t), run(m, longer), ("temporaries",))
+    else:
+        assert_no_component_shrinks(run(m, t), run(m, longer))
 
 
 @PROPERTY

@@ -88,6 +88,7 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
         raise UnsupportedCombination(f"--lora-trainable-tokens is modelled for causal LMs; {model.name} is not one: "
                                      "drop it, or train the embedding with --modules-to-save embed_tokens")
     check_gpt_oss(model, training)
+    check_llama4(model, training)
     check_encoder(model, training)  # encoders: the head options and the runs they cover
     check_seq2seq(model, training)  # encoder-decoders: the target length and the runs they cover
     if model.has_architecture:
@@ -138,6 +139,24 @@ def check_gpt_oss(m: ModelSpec, t: TrainingSpec) -> None:
     if t.method == "qlora":
         raise UnsupportedCombination(f"{m.name}: QLoRA is not modelled for gpt-oss (bitsandbytes quantizes nn.Linear "
                                      "only and the experts are Parameters); use --method lora")
+
+
+def check_llama4(m: ModelSpec, t: TrainingSpec) -> None:
+    """Llama 4 runs that vramcalc does not model (modeling_llama4.py, transformers 5.24; traced: --grid llama4)."""
+    if m.family != "llama4":
+        return
+    if t.attention == "flash":
+        raise UnsupportedCombination(f"{m.name}: transformers has no flash_attention_2 path for Llama 4 "
+                                     "(modeling_llama4.py _supports_flash_attn = False); use --attention sdpa or eager")
+    if t.mode == "inference" or t.objective in ("grpo", "rloo", "online-dpo"):
+        raise UnsupportedCombination(f"{m.name}: generate() with Llama 4's chunked-attention KV cache is not modelled; "
+                                     "estimate a training step (--mode train, an objective that does not generate)")
+    if t.packing != "none":
+        raise UnsupportedCombination(f"{m.name}: packed rows with Llama 4's chunked-attention mask are not modelled; "
+                                     "use --packing none")
+    if t.kernels == "unsloth":
+        raise UnsupportedCombination(f"{m.name}: Unsloth's kernels are not modelled for Llama 4's MoE layers; "
+                                     "drop --kernels unsloth")
 
 
 def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:

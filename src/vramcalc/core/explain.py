@@ -92,6 +92,15 @@ SRC_LORA = "Hu et al. 2021 (LoRA) §4.1: r × (d_in + d_out) per adapted Linear;
 SRC_QLORA = ("QLoRA paper (arXiv:2305.14314) §3; bitsandbytes quantize_4bit: two NF4 values per byte, "
              f"absmax per {NF4_BLOCK}-element block, double quant: uint8 absmax + fp32 per {DQ_BLOCK} blocks")
 SRC_INT8 = "LLM.int8 (Dettmers et al. 2022); bitsandbytes Linear8bitLt: int8 weight + fp32 scale per row"
+# Llama 4's layers that save less than the MoE RoPE layer counted per layer (memory/__init__.py _activation_plan):
+# the NoPE layers (no chunked mask, no L2 q/k norm; modeling_llama4.py Llama4TextAttention), Maverick's dense layers
+# and the bottom layer under LoRA.
+LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4.py"
+
+
+def _less_label(m: ModelSpec) -> str:
+    return LLAMA4_LESS if m.family == "llama4" else "what the bottom layers save less"
+
 SRC_ACTS = ("transformers modeling files and torch derivatives.yaml (what each op saves for backward); "
             "Korthikanti et al. 2022 (arXiv:2205.05198) §4; memory/activations.py")
 SRC_CKPT = "torch.utils.checkpoint via HF gradient_checkpointing_enable: each layer keeps only its input"
@@ -452,6 +461,8 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     assert v is not None and model.hidden_size is not None
     if v.kind == "siglip":
         return _explain_gemma3(model, training, b, inner)
+    if v.kind == "llava_next":  # anyres tiles (memory/llava_next.py)
+        return _explain_llava_next(model, training, b, inner)
     d = b.details
     src = "transformers models/llava/modeling_llava.py LlavaModel.forward; memory/vision.py"
     per_image = vision.image_tokens(v)
@@ -552,6 +563,75 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
             "its own, on that many tokens, with the bidirectional image-block masks",
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
             + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
+    return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
+
+
+def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, inner: Explanation) -> Explanation:
+    """LLaVA-NeXT (memory/llava_next.py): the language model's explanation on text + image tokens, the anyres
+    arithmetic (pinpoint, tiles, unpadded grid, newlines) and the image side's lines."""
+    from vramcalc.core.memory import anyres, vision
+    from vramcalc.core.params import image_newline_params, projector_params, vision_tower_params
+
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    src = "transformers models/llava_next/modeling_llava_next.py LlavaNextModel; memory/llava_next.py"
+    proc = "transformers models/llava_next/processing_llava_next.py _get_number_of_features"
+    height, width = anyres.image_shape(training)
+    images = vision.images_per_sample(training)
+    bh, bw = anyres.best_resolution(v, height, width)
+    n_tiles = anyres.tiles(v, height, width)
+    rows, cols = anyres.unpadded_grid(v, height, width)
+    per_image = anyres.image_tokens(v, height, width)
+    base = (v.image_size // v.patch_size) ** 2
+    tower = vision_tower_params(v)
+    projector = projector_params(v, model.hidden_size) + image_newline_params(v, model.hidden_size)
+    trained = training.method == "full"
+    extra = {
+        "weights": (
+            Line("weights.vision_tower", "vision tower weights (frozen)", f"{tower:,} params (CLIP ViT)",
+                 d["weights.vision_tower"], source="transformers models/clip/modeling_clip.py CLIPVisionTransformer"),
+            Line("weights.projector", "projector and image_newline weights" + (" (trained)" if trained
+                                                                                else " (frozen)"),
+                 f"{projector:,} params", d["weights.projector"],
+                 source="transformers models/llava_next/modeling_llava_next.py LlavaNextMultiModalProjector, "
+                 "LlavaNextModel.image_newline"),
+        ),
+        "gradients": (Line("gradients.projector", "projector and image_newline gradients (full fine-tuning)",
+                           f"{projector if trained else 0:,} params at the language model's bytes per parameter",
+                           b.gradients - inner.breakdown.gradients, source=src),),
+        "optimizer_state": (Line("optimizer_state.projector", "projector and image_newline optimizer state",
+                                 f"{projector if trained else 0:,} params at the language model's bytes per "
+                                 "parameter", b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        "activations": (Line("activations.image_side", "image side: pixel_values, the held image outputs and what "
+                             "the projector saves",
+                             "every tile's last and feature-layer hidden states and the packed features (held by "
+                             "the model output), the projector's saved inputs, the mask; with checkpointing the "
+                             "tower's kept layer inputs", b.activations - inner.breakdown.activations,
+                             source=src),),
+        "temporaries": (Line("temporaries.vision_tower", "vision tower and projector forward (approximate)",
+                             "text embeddings, pixel_values and its tile copy, one CLIP layer's transients over "
+                             "every tile", d["temporaries.vision_tower_forward"],
+                             source="transformers models/clip/modeling_clip.py CLIPEncoderLayer"),),
+    }
+    lines = [
+        Line("vision.best_resolution", f"pixels of the best image_grid_pinpoints resolution, {bh} x {bw}",
+             f"select_best_resolution({height}, {width})", bh * bw, source="transformers image_processing_utils.py "
+             "select_best_resolution", kind="count"),
+        Line("vision.tiles", "tiles through the tower per image = (height / tile) x (width / tile) + base",
+             f"({bh} / {v.image_size}) x ({bw} / {v.image_size}) + 1", n_tiles,
+             source="transformers models/llava_next/modeling_llava_next.py image_size_to_num_patches",
+             kind="count"),
+        Line("vision.image_tokens", "image tokens per image = unpadded grid + one newline a row + base tile",
+             f"{rows} x {cols} + {rows} + {base}", per_image, source=proc, kind="count"),
+        Line("vision.tokens", "tokens the language model runs on = text + images x image tokens",
+             f"{training.seq_len:,} + {images} x {per_image:,}", vision.total_tokens(model, training), source=src,
+             kind="count"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens and {images * per_image:,} image tokens "
+            "per sample (--seq-len counts the text only); the sections above are its own, on that many tokens",
+            "the vision tower is frozen" + (" and the projector and image_newline trained" if trained else
+                                            "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 
@@ -1169,7 +1249,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         less, more = d.get("activations.bottom_layer_less", 0), d.get("activations.bottom_layers_more", 0)
         lines.append(Line("activations.layers", "all layers' saved tensors",
                           f"{saving} layers × {_n(per_layer)} B"
-                          + (f" − {_n(less)} B (what the bottom layers save less)" if less else "")
+                          + (f" − {_n(less)} B ({_less_label(m)})" if less else "")
                           + (f" + {_n(more)} B (what the dense bottom layers save more)" if more else ""),
                           kept, "layers × one layer's saved tensors", SRC_ACTS))
     if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)
@@ -1225,6 +1305,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"{c} B × {rows} rows × {_n(seq)} × {_n(keys)}"
                           + (f" (+ {t.virtual_tokens} prefix keys)" if keys != seq else ""), mask,
                           "rows × queries × keys × bytes", "transformers masking_utils.eager_mask"))
+        if m.family == "llama4" and m.attention_chunk_size and m.nope_layer_interval:  # memory/__init__.py once_ts
+            lines.append(Line("activations.shared.chunked_mask", "4-D chunked-attention mask (eager, RoPE layers)",
+                              f"{c} B × {rows} rows × {_n(seq)} × {_n(seq)}", c * rows * seq * seq,
+                              "rows × queries × keys × bytes",
+                              "transformers masking_utils.create_chunked_causal_mask (modeling_llama4.py)"))
     elif masked_sdpa(t) and not mamba:  # packed rows under sdpa: a block-diagonal bool mask (memory/activations.py)
         packed = t.packing != "none"
         lines.append(Line("activations.shared.mask", "4-D bool mask of the " + ("packed rows" if packed else

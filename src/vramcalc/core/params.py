@@ -63,7 +63,14 @@ class Linear:
 # gate_up_proj (E, 2i, h), down_proj (E, h, i), run by integrations/moe.py grouped_mm_experts_forward) and the
 # router as a custom module holding a weight Parameter (MixtralTopKRouter): neither is an nn.Linear, so peft's
 # all-linear, bitsandbytes' Linear4bit replacement and the other PEFT methods do not see them.
-FUSED_EXPERT_FAMILIES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss"})
+FUSED_EXPERT_FAMILIES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss",
+                                   "llama4"})
+# Llama 4 (modeling_llama4.py Llama4TextExperts): gate_up_proj (E, hidden, 2i) and down_proj (E, i, hidden) are 3-D
+# Parameters too, but run by torch.bmm over every token (Llama4TextMoe: each expert takes all tokens, scaled by its
+# sigmoid router score, 0 for the unrouted), not grouped_mm; Llama4Router subclasses nn.Linear, so peft's all-linear
+# takes it (and fails: resolve_targets refuses it) but bitsandbytes does not (it replaces exact nn.Linear modules).
+# llama4 is no key of peft's conversion table, so LoRA's gate/up/down_proj names adapt the shared expert's and the
+# dense layers' nn.Linear modules only.
 # peft 0.21 utils/transformers_weight_conversion.py _convert_peft_config_moe rewrites a LoRA config for the model
 # types of transformers' conversion_mapping._MODEL_TO_CONVERSION_PATTERN (mixtral; qwen3_moe, deepseek_v2/v3 on the
 # qwen2_moe pattern; qwen2_moe itself and gpt_oss are not keys there): gate_proj + up_proj (Mixtral w1 + w3) become
@@ -103,6 +110,8 @@ def kv_heads(m: ModelSpec) -> int:
 def dense_layers(m: ModelSpec) -> int:
     """Layers with a dense MLP (all of them for a dense model; DeepSeek's first_k_dense for MoE)."""
     assert m.num_layers is not None
+    if m.num_experts and m.moe_layer_interval > 1:  # Llama 4: MoE in every interleave_moe_layer_step-th layer
+        return m.num_layers - m.num_layers // m.moe_layer_interval
     return m.num_layers if m.num_experts == 0 else min(m.first_dense_layers, m.num_layers)
 
 
@@ -241,6 +250,8 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
             out.append(ParamTensor("mla_q_norms", "norm", (m.q_lora_rank,), n_layers, "norm"))
     if m.num_experts and n_layers > dense_layers(m):
         n_moe = n_layers - dense_layers(m)
+        # (Llama4Router subclasses nn.Linear: transformers' bitsandbytes replacement takes `type(module) is nn.Linear`
+        # only, integrations/bitsandbytes.py, so it stays unquantized like the other routers)
         out.append(ParamTensor("router", "router", (m.num_experts, h), n_moe, "router"))
         # DeepseekV3TopkRouter.e_score_correction_bias (a buffer, stored in the checkpoint); gpt-oss's
         # GptOssTopKRouter.bias (a Parameter: F.linear(hidden, weight, bias), modeling_gpt_oss.py)
@@ -348,7 +359,14 @@ def count_params(m: ModelSpec) -> int:
     total = sum(t.numel for t in inventory(m))
     if m.vision is not None:  # a vision-language model: the tower and the projector besides the text model
         total += vision_tower_params(m.vision) + projector_params(m.vision, m.hidden_size or 0)
+        total += image_newline_params(m.vision, m.hidden_size or 0)
     return total
+
+
+def image_newline_params(v: VisionSpec, text_hidden: int) -> int:
+    """LLaVA-NeXT's image_newline (models/llava_next/modeling_llava_next.py LlavaNextModel: nn.Parameter of the
+    text width, appended after each row of an image's unpadded tile features); 0 for the other towers."""
+    return text_hidden if v.kind == "llava_next" else 0
 
 
 def vision_tower_params(v: VisionSpec) -> int:
@@ -442,6 +460,8 @@ def params_by_name(m: ModelSpec) -> dict[str, int]:
     if m.vision is not None:
         out["vision_tower"] = vision_tower_params(m.vision)
         out["multi_modal_projector"] = projector_params(m.vision, m.hidden_size or 0)
+        if m.vision.kind == "llava_next":
+            out["image_newline"] = image_newline_params(m.vision, m.hidden_size or 0)
     return out
 
 
@@ -492,6 +512,14 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
             raise UnsupportedCombination(
                 f"LoRA on {', '.join(sorted(named))} of {m.name}: gpt-oss's experts are Parameters, not Linear "
                 "modules (peft target_parameters is not modelled); use q_proj,k_proj,v_proj,o_proj or all-linear")
+    if m.family == "llama4" and {t.strip().lower() for t in targets} & {ALL_LINEAR, "router"}:
+        # peft 0.21 wraps Llama4Router (an nn.Linear subclass) in a lora.Linear, whose forward reads `.dtype` of the
+        # base layer's result, which is the router's (scores, logits) tuple: AttributeError on the first forward
+        # (tuners/lora/layer.py Linear.forward; found by the tracer)
+        raise UnsupportedCombination(
+            f"LoRA on the router of {m.name} (all-linear takes it): peft wraps Llama4Router, whose forward returns a "
+            "tuple, and the step fails; list the modules instead: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,"
+            "down_proj")
     moe_rows: tuple[Linear, ...] = ()
     if fused_experts(m):
         linears = tuple(lin for lin in linears if not lin.module.startswith("experts."))

@@ -142,6 +142,22 @@ FRACTION: tuple[Bound, ...] = (("ge", 0), ("lt", 1))
 COUNT_CAP: Bound = ("le", 2**40)
 
 
+def _check_pinpoints(v: VisionSpec) -> None:
+    """LLaVA-NeXT's image_grid_pinpoints: (height, width) pairs of positive multiples of the tile (image_size)."""
+    if v.kind != "llava_next":
+        raise SpecError("vision", "grid_pinpoints is LLaVA-NeXT's (kind llava_next)")
+    if not v.image_size:
+        raise SpecError("vision", "a llava_next CLIP tower needs its image_size (the tile's side)")
+    if not v.grid_pinpoints or len(v.grid_pinpoints) > 64:
+        raise SpecError("vision", "a llava_next tower needs image_grid_pinpoints: 1 to 64 (height, width) pairs")
+    for p in v.grid_pinpoints:
+        if (not isinstance(p, tuple) or len(p) != 2
+                or any(isinstance(x, bool) or not isinstance(x, int) or x <= 0 or x > 65_536 or x % v.image_size
+                       for x in p)):
+            raise SpecError("vision", f"image_grid_pinpoints entry {p!r}: give [height, width], positive multiples "
+                            f"of the tower's image_size {v.image_size}")
+
+
 @dataclass(frozen=True)
 class VisionSpec:
     """A vision-language model's image side (memory/vision.py): the vision tower and the projector into the text
@@ -184,6 +200,12 @@ class VisionSpec:
     out_hidden_size: int = 0  # the merger's output width (the text model's hidden size); 0 for CLIP
     window_size: int = 0  # Qwen2.5-VL's attention window in pixels (112); 0: full attention everywhere
     fullatt_block_indexes: tuple[int, ...] = ()
+    # LLaVA-NeXT (kind llava_next; transformers models/llava_next/modeling_llava_next.py LlavaNextModel): LLaVA's
+    # CLIP tower and projector, plus image_newline (a parameter of the text width), and "anyres": each image is
+    # resized to the best of image_grid_pinpoints ((height, width) pairs, multiples of image_size), cut into tiles
+    # of image_size plus a base image, every tile through the tower (memory/anyres.py, memory/llava_next.py); ()
+    # for the others.
+    grid_pinpoints: tuple[tuple[int, int], ...] = ()
     # Idefics3 / SmolVLM (kind idefics3; transformers models/idefics3/modeling_idefics3.py, models/smolvlm/
     # modeling_smolvlm.py): a SigLIP tower (Idefics3VisionTransformer: SiglipVisionEmbeddings' shape, learned
     # positions for image_size / patch_size squared patches, no class token, post_layernorm) run on every tile of
@@ -195,7 +217,7 @@ class VisionSpec:
     longest_edge: int = 0
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl",
-                                                              "idefics3")}
+                                                              "idefics3", "llava_next")}
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size",
                          "temporal_patch_size", "spatial_merge_size"), (*POSITIVE, COUNT_CAP)),
@@ -214,7 +236,13 @@ class VisionSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fullatt_block_indexes", tuple(self.fullatt_block_indexes))  # a list from JSON
+        if not isinstance(self.grid_pinpoints, (list, tuple)):
+            raise SpecError("grid_pinpoints", "Input should be a list of [height, width] pairs")
+        object.__setattr__(self, "grid_pinpoints", tuple(tuple(p) if isinstance(p, (list, tuple)) else p
+                                                         for p in self.grid_pinpoints))
         _check(self)
+        if self.kind == "llava_next" or self.grid_pinpoints:
+            _check_pinpoints(self)
         if self.is_qwen:
             if self.image_size or not self.out_hidden_size:
                 raise SpecError("vision", f"a {self.kind} tower has no fixed image_size (give 0: dynamic "
@@ -360,6 +388,17 @@ class ModelSpec:
     # Tokens each expert may take, as a multiple of its even share (Switch Transformer, arXiv:2101.03961
     # §2.1); None: dropless routing (Mixtral, Qwen-MoE and DeepSeek in transformers).
     moe_capacity_factor: float | None = None
+    # Llama 4 (transformers models/llama4/modeling_llama4.py, configuration_llama4.py Llama4TextConfig): MoE in
+    # layers step-1, 2 x step-1, ... (interleave_moe_layer_step: Scout 1, Maverick 2; the others a dense MLP of
+    # intermediate_size), a NoPE global-attention layer every nope_layer_interval layers (no_rope_layer_interval 4),
+    # the RoPE layers attending within chunks of attention_chunk_size positions (0: none), the weightless
+    # Llama4TextL2Norm on q and k in the RoPE layers (use_qk_norm), and the NoPE layers' query temperature
+    # (attn_temperature_tuning).
+    moe_layer_interval: int = 0  # 0 or 1: every layer
+    nope_layer_interval: int = 0
+    attention_chunk_size: int = 0
+    qk_l2_norm: bool = False
+    attn_temperature_tuning: bool = False
 
     # Multi-head latent attention (DeepSeek-V2, arXiv:2405.04434 §2.1; modeling_deepseek_v3.py).
     attention_kind: AttentionKind = "standard"
@@ -432,7 +471,8 @@ class ModelSpec:
         **dict.fromkeys(("decoder_layers", "relative_attention_buckets", "rel_embedding_rows"),
                         (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
-                         "num_shared_experts", "first_dense_layers", "sliding_window_layers"), NON_NEGATIVE),
+                         "num_shared_experts", "first_dense_layers", "sliding_window_layers", "nope_layer_interval",
+                         "attention_chunk_size", "moe_layer_interval"), NON_NEGATIVE),
         **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel", "ssm_head_dim", "ssm_n_groups",
                          "ssm_chunk_size", "mixer_intermediate_size", "mixer_state_size", "mixer_head_dim"),
                         (*NON_NEGATIVE, COUNT_CAP)),
@@ -707,7 +747,8 @@ class TrainingSpec:
     # default standing for the model's own.
     images: int = 0
     train_vision: bool = False
-    # Idefics3 / SmolVLM (memory/idefics3.py): each image's width in pixels beside image_size, its height; 0: square
+    # Idefics3 / SmolVLM (memory/idefics3.py) and LLaVA-NeXT (memory/anyres.py): each image's width in pixels beside
+    # image_size, its height; 0: square
     image_width: int = 0
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
@@ -730,9 +771,9 @@ class TrainingSpec:
                         (*POSITIVE, COUNT_CAP)),
         **dict.fromkeys(("boft_block_size", "boft_block_num"), (*NON_NEGATIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
-        "image_width": (*NON_NEGATIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
         "steps_per_generation": (*NON_NEGATIVE, COUNT_CAP),
+        "image_width": (*NON_NEGATIVE, COUNT_CAP),
         "lora_trainable_tokens": (*NON_NEGATIVE, COUNT_CAP),
         "beta": NON_NEGATIVE,
         "target_len": (*NON_NEGATIVE, COUNT_CAP),

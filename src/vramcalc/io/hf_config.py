@@ -64,16 +64,20 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              # ModernBERT (_modernbert)
              "local_attention", "global_attn_every_n_layers",
              # DeBERTa-v2/v3 (_deberta_v2)
-             "pooler_hidden_size", "embedding_size", "attention_head_size")
+             "pooler_hidden_size", "embedding_size", "attention_head_size",
+             # Llama 4 (_llama4)
+             "intermediate_size_mlp", "interleave_moe_layer_step", "no_rope_layer_interval")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
-                 "first_k_dense_replace", "num_nextn_predict_layers", "rotary_dim", "type_vocab_size")
+                 "first_k_dense_replace", "num_nextn_predict_layers", "rotary_dim", "type_vocab_size",
+                 "attention_chunk_size")
 _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_sliding_window", "qk_layernorm",
           "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias",
           "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds", "use_conv_bias", "conv_bias",
           "residual_in_fp32", "norm_bias", "classifier_bias", "decoder_bias", "relative_attention", "share_att_key",
-          "position_biased_input", "mamba_conv_bias", "mamba_proj_bias", "mamba_rms_norm", "projectors_bias")
+          "position_biased_input", "mamba_conv_bias", "mamba_proj_bias", "mamba_rms_norm", "projectors_bias",
+          "use_qk_norm")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
@@ -86,6 +90,8 @@ CONFIG_KEYS: dict[str, str] = {
                      "torch_dtype", "feed_forward_proj", "classifier_pooling", "classifier_activation",
                      "norm_rel_ebd", "pooler_hidden_act"), "str"),
     "mlp_only_layers": "int_list",
+    "moe_layers": "int_list",
+    "no_rope_layers": "int_list",
     "layer_types": "str_list",
 }
 
@@ -271,6 +277,55 @@ def _gpt_oss(d: Mapping[str, Any], source: str) -> dict[str, Any]:
         router_bias=True,
         attention_sinks=True,
         norm_fp32_weight_mul=True,
+    )
+    return out
+
+
+# Llama4TextConfig's defaults (transformers models/llama4/configuration_llama4.py): Llama4Config builds its
+# text_config from these for the keys the published file leaves out.
+LLAMA4_TEXT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 202_048, "hidden_size": 5120, "intermediate_size": 8192, "intermediate_size_mlp": 16_384,
+    "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128,
+    "hidden_act": "silu", "max_position_embeddings": 4096 * 32, "tie_word_embeddings": False,
+    "num_experts_per_tok": 1, "num_local_experts": 16, "interleave_moe_layer_step": 1, "use_qk_norm": True,
+    "no_rope_layer_interval": 4, "attention_chunk_size": 8192, "attn_temperature_tuning": True,
+    "attention_bias": False, "attention_dropout": 0.0,
+}
+
+
+def _llama4(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Llama 4's text model (modeling_llama4.py Llama4ForCausalLM, which AutoModelForCausalLM builds for model_type
+    llama4 and llama4_text): Llama4TextAttention q/k/v/o (bias = attention_bias), two RMSNorms per layer, an untied
+    lm_head; Llama4TextMoe in the layers of moe_layers (default every interleave_moe_layer_step-th from step - 1):
+    Llama4Router Linear(hidden, E), Llama4TextExperts (E of intermediate_size, 3-D Parameters) and a shared
+    Llama4TextMLP of intermediate_size; the other layers a Llama4TextMLP of intermediate_size_mlp."""
+    d = {**LLAMA4_TEXT_DEFAULTS, **{k: v for k, v in d.items() if v is not None or k == "attention_chunk_size"}}
+    out = _common({**d, "intermediate_size": d["intermediate_size_mlp"]}, source, tie_default=False)
+    out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
+    n = out["num_layers"]
+    step = int(d["interleave_moe_layer_step"])
+    moe = d.get("moe_layers")
+    if moe is not None and sorted(int(i) for i in moe) != list(range(step - 1, n, step)):
+        raise PresetFileError(source, [f"llama4: moe_layers {moe} are not every interleave_moe_layer_step ({step}) "
+                                       "-th layer; only that layout is modelled: write a preset"])
+    nope = int(d["no_rope_layer_interval"])
+    rope_flags = d.get("no_rope_layers") or [int((i + 1) % nope != 0) for i in range(n)]
+    if [int(x) for x in rope_flags[:n]] != [int((i + 1) % nope != 0) for i in range(n)]:
+        raise PresetFileError(source, ["llama4: no_rope_layers is not a NoPE layer every no_rope_layer_interval "
+                                       f"({nope}) layers; only that layout is modelled: write a preset"])
+    if float(d.get("attention_dropout") or 0.0) > 0:
+        raise PresetFileError(source, ["llama4: attention_dropout > 0 is not modelled; set it to 0.0"])
+    out.update(
+        num_experts=_get(d, source, "num_local_experts"),
+        experts_per_token=_get(d, source, "num_experts_per_tok"),
+        moe_intermediate_size=_get(d, source, "intermediate_size"),
+        num_shared_experts=1,
+        shared_expert_intermediate_size=_get(d, source, "intermediate_size"),
+        moe_layer_interval=step,
+        nope_layer_interval=nope if n >= nope else 0,
+        attention_chunk_size=int(d.get("attention_chunk_size") or 0),
+        qk_l2_norm=bool(d.get("use_qk_norm")),
+        attn_temperature_tuning=bool(d.get("attn_temperature_tuning")),
     )
     return out
 
@@ -853,6 +908,8 @@ FAMILIES: dict[str, Mapper] = {
     "qwen3": _qwen3,
     "qwen3_moe": _qwen3_moe,
     "gpt_oss": _gpt_oss,
+    "llama4": _llama4,
+    "llama4_text": _llama4,
     "gemma": _gemma,
     "gemma2": _gemma2,
     "gemma3_text": _gemma3_text,
@@ -995,6 +1052,67 @@ def _llava(d: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 FAMILIES["llava"] = _llava
+
+# MistralConfig's defaults (transformers models/mistral/configuration_mistral.py): llava-hf/llava-v1.6-mistral-7b-hf's
+# text_config leaves out hidden_size, num_hidden_layers and num_attention_heads, which these fill.
+MISTRAL_TEXT_DEFAULTS: dict[str, Any] = {
+    "model_type": "mistral",
+    "vocab_size": 32_000,
+    "hidden_size": 4096,
+    "intermediate_size": 14_336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "hidden_act": "silu",
+    "max_position_embeddings": 4096 * 32,
+    "sliding_window": 4096,
+    "tie_word_embeddings": False,
+}
+# LlavaNextConfig.__post_init__ (models/llava_next/configuration_llava_next.py): the pinpoints when the config
+# names none
+LLAVA_NEXT_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
+
+
+def _llava_next(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """LLaVA-NeXT (models/llava_next/configuration_llava_next.py LlavaNextConfig): LLaVA-1.5's layout (a CLIP
+    tower, LlavaNextMultiModalProjector) with image_grid_pinpoints and image_newline; the text model is a llama
+    (LlamaConfig's defaults for what text_config leaves out: LlavaNextConfig's default sub-config) or a mistral
+    (llava-v1.6-mistral-7b; MistralConfig's defaults)."""
+    from vramcalc.core.specs import VisionSpec
+
+    raw_text = d.get("text_config") or {}
+    if not isinstance(raw_text, Mapping):
+        raise PresetFileError(source, ["llava_next: text_config must be a JSON object"])
+    kind = raw_text.get("model_type", "llama")
+    if kind not in ("llama", "mistral"):
+        raise PresetFileError(source, [f"llava_next: text_config model_type {kind!r} is not modelled; vramcalc "
+                                       "reads LLaVA-NeXT with a llama or mistral text model"])
+    if d.get("use_image_newline_parameter", True) is not True:  # the original LLaVA repository's flag
+        raise PresetFileError(source, ["llava_next: use_image_newline_parameter false is not modelled "
+                                       "(transformers' LlavaNextModel always has image_newline)"])
+    layer = d.get("vision_feature_layer", -2)
+    if not isinstance(layer, int) or isinstance(layer, bool):
+        raise PresetFileError(source, ["llava_next: a list vision_feature_layer (several layers concatenated) is "
+                                       "not modelled: give one integer"])
+    raw_points = d.get("image_grid_pinpoints")
+    points = LLAVA_NEXT_PINPOINTS if raw_points is None else raw_points
+    if not isinstance(points, list | tuple) or not all(isinstance(p, list | tuple) for p in points):
+        raise PresetFileError(source, ["llava_next: image_grid_pinpoints must be a list of [height, width] pairs"])
+    text = {**(MISTRAL_TEXT_DEFAULTS if kind == "mistral" else LLAMA_TEXT_DEFAULTS), **raw_text}
+    out = _llava({**d, "text_config": {**text, "model_type": "llama"}}, source)
+    if kind == "mistral":  # the text model's own reader (sliding window); the vision part is _llava's
+        out.update(_mistral(text, source))
+    try:
+        out["vision"] = VisionSpec(**{**{f: getattr(out["vision"], f) for f in (
+            "num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size", "image_size",
+            "feature_layer", "drop_cls", "projector_act", "projector_bias")}, "kind": "llava_next",
+            "grid_pinpoints": tuple(tuple(p) for p in points)})
+    except SpecError as e:
+        raise PresetFileError(source, [e.message]) from None
+    return out
+
+
+FAMILIES["llava_next"] = _llava_next
 
 # SiglipVisionConfig's defaults (models/siglip/configuration_siglip.py), which Gemma3Config's vision_config fills
 # what it leaves out from (sub_configs_defaults: siglip_vision_model). google/gemma-3-*-it name SigLIP so400m's
@@ -1225,6 +1343,8 @@ def _text_part(d: Mapping[str, Any]) -> Mapping[str, Any]:
     text = d.get("text_config")
     if d.get("model_type") == "gemma3" and isinstance(text, Mapping):
         return {**GEMMA3_TEXT_DEFAULTS, **text}
+    if d.get("model_type") == "llama4":  # Llama4Config: the text model under text_config (_llama4 fills defaults)
+        return text if isinstance(text, Mapping) else {}
     return d
 
 
@@ -1253,13 +1373,15 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
         if isinstance(hf_id, str) and hf_id.count("/") == 1 and not hf_id.startswith((".", "/"))
         else ()
     )
-    family = "gemma3" if model_type == "gemma3_text" else model_type
+    family = "gemma3" if model_type == "gemma3_text" else "llama4" if model_type == "llama4_text" else model_type
     if model_type == "llava":  # the text model's family; the vision side is ModelSpec.vision
         family = "llama"
     if model_type in ("idefics3", "smolvlm"):  # a Llama language model; the vision side is ModelSpec.vision
         family = "llama"
     if model_type in ("qwen2_vl", "qwen2_5_vl"):  # a Qwen2 language model; the vision side is ModelSpec.vision
         family = "qwen2"
+    if model_type == "llava_next":  # the text model's family (llama or mistral, _llava_next checked it)
+        family = str((d.get("text_config") or {}).get("model_type", "llama"))
     from vramcalc.io import validate  # pydantic: only when a config.json is read
 
     spec, problems = validate.check(
@@ -1279,6 +1401,11 @@ def hf_config_notes(d: Mapping[str, Any]) -> list[str]:
         notes.append(
             "gemma3: the config.json names no vision_config: only the language model (text_config) is counted; "
             "a vision tower and projector are not."
+        )
+    if d.get("model_type") == "llama4":
+        notes.append(
+            "llama4: the text model is counted (Llama4ForCausalLM, what AutoModelForCausalLM builds from this config); "
+            "the vision tower and projector of Llama4ForConditionalGeneration are not modelled, and images are not."
         )
     mtp = d.get("num_nextn_predict_layers")
     if isinstance(mtp, int) and mtp > 0:

@@ -12,7 +12,7 @@ SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
                       "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2", "t5", "mt5", "bart",
                       "mbart", "mamba", "mamba2", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
-                      "deepseek_v3", "falcon_h1")
+                      "deepseek_v3", "falcon_h1", "llama4")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -22,6 +22,11 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         from vramcalc.trace._vision import text_model
 
         return qwen_config_dict(model, hf_config_dict(text_model(model)))
+    if model.vision is not None and model.vision.kind == "llava_next":  # LLaVA-NeXT (trace/_llava_next.py)
+        from vramcalc.trace._llava_next import config_dict as llava_next_config_dict
+        from vramcalc.trace._vision import text_model
+
+        return llava_next_config_dict(model, hf_config_dict(text_model(model)))
     if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM (trace/_idefics3.py)
         from vramcalc.trace._idefics3 import idefics3_config_dict
         from vramcalc.trace._vision import text_model
@@ -79,6 +84,21 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                 "layer_types": ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(n)]
                 if model.sliding_window else ["full_attention"] * n,
                 "max_position_embeddings": model.max_position_embeddings or 131072,
+                "tie_word_embeddings": model.tie_word_embeddings, "bos_token_id": 0, "eos_token_id": 0,
+                "pad_token_id": None}
+    if family == "llama4":  # configuration_llama4.py Llama4TextConfig names (io/hf_config.py _llama4)
+        n = model.num_layers or 0
+        return {"model_type": "llama4_text", "vocab_size": model.vocab_size, "hidden_size": model.hidden_size,
+                "intermediate_size": model.moe_intermediate_size, "intermediate_size_mlp": model.intermediate_size,
+                "num_hidden_layers": n, "num_attention_heads": model.num_attention_heads,
+                "num_key_value_heads": model.num_kv_heads or model.num_attention_heads,
+                "head_dim": model.head_dim or (model.hidden_size or 0) // (model.num_attention_heads or 1),
+                "num_local_experts": model.num_experts, "num_experts_per_tok": model.experts_per_token,
+                "interleave_moe_layer_step": max(model.moe_layer_interval, 1),
+                "no_rope_layer_interval": model.nope_layer_interval or n + 1,
+                "attention_chunk_size": model.attention_chunk_size or None, "use_qk_norm": model.qk_l2_norm,
+                "attn_temperature_tuning": model.attn_temperature_tuning, "attention_bias": model.qkv_bias,
+                "max_position_embeddings": model.max_position_embeddings or 4096, "router_jitter_noise": 0.0,
                 "tie_word_embeddings": model.tie_word_embeddings, "bos_token_id": 0, "eos_token_id": 0,
                 "pad_token_id": None}
     if family == "distilbert":  # configuration_distilbert.py names

@@ -201,6 +201,13 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         notes.append(f"{model.vision.kind}: input_ids with the image pads, pixel_values (a row per patch), "
                      "image_grid_thw, mm_token_type_ids; cu_seqlens, window index, rope index and the placeholder "
                      "check emulated with the library's shapes (trace/_qwen_vl.py)")
+    elif model.vision is not None and model.vision.kind == "llava_next":  # tiles and image_sizes
+        from vramcalc.trace._llava_next import make_inputs as llava_next_inputs
+
+        make_inputs = llava_next_inputs(model, training, model_dtype(precision))  # noqa: F811
+        notes.append("LLaVA-NeXT: input_ids with the image placeholders, pixel_values (images, tiles, 3, 336, 336), "
+                     "image_sizes; the anyres helpers given the known size, get_placeholder_mask's count check "
+                     "skipped and masked_scatter emulated (trace/_llava_next.py)")
     elif model.vision is not None:  # LLaVA: placeholder tokens and pixel_values (trace/_vision.py)
         from vramcalc.trace._vision import make_inputs as vision_inputs
 
@@ -339,6 +346,10 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             from vramcalc.trace._qwen_vl import qwen_emulation
 
             vision = qwen_emulation(model, training)
+        elif model.vision is not None and model.vision.kind == "llava_next":  # trace/_llava_next.py
+            from vramcalc.trace._llava_next import emulation as llava_next_emulation
+
+            vision = llava_next_emulation(model, training)
         elif model.vision is not None:
             from vramcalc.trace._vision import llava_emulation
 

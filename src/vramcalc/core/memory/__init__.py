@@ -67,7 +67,7 @@ from vramcalc.core.memory.weights import (
     unquantized_bytes,
     weight_bytes,
 )
-from vramcalc.core.params import active_params, block_linears, count_params, head_dim, outer_targets
+from vramcalc.core.params import active_params, block_linears, count_params, dense_layers, head_dim, outer_targets
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS
 from vramcalc.core.units import dtype_bytes
 
@@ -166,6 +166,10 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
+    if model.vision is not None and model.vision.kind == "llava_next":  # LLaVA-NeXT's anyres image side
+        from vramcalc.core.memory import llava_next as _llava_next
+
+        return _llava_next.estimate(model, training, estimate)
     if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM: memory/idefics3.py
         from vramcalc.core.memory import idefics3 as _idefics3
 
@@ -460,10 +464,11 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     key = _settings_key(training)
     if key is None:
         return _build_plan(model, training)
-    if model.ssm_head_dim or model.mixer_head_dim:
+    if model.ssm_head_dim or model.mixer_head_dim or model.attention_chunk_size:
         # Mamba-2's (and Falcon-H1's mixer's) layer terms hold the row padded to chunk_size and a batch-1
         # single-chunk case (memory/ssm.py padded_length): its plan depends on the token fields too (found by the
-        # explain test after test_docs had cached codestral's plan at another --seq-len).
+        # explain test after test_docs had cached codestral's plan at another --seq-len); Llama 4's chunked mask
+        # exists from seq_len = attention_chunk_size on.
         key = (*key, training.batch_size, training.seq_len)
     entry = _plans.get(id(model))
     if entry is None or entry[0] is not model:
@@ -778,7 +783,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # which makes every layer's input need one. Measured with the tracer (tinyllama, LoRA q,v: layer 0
     # saves its attention norm's fp32 input + rsqrt fewer than layer 1).
     bottom_less_t = bottom_less_ts = layers_less_t = layers_less_ts = layers_less_c = bottom_less_c = 0
-    n_dense = min(m.first_dense_layers, n_layers) if m.num_experts else 0
+    n_dense = (min(m.first_dense_layers, n_layers) if m.family != "llama4" else dense_layers(m)) \
+        if m.num_experts else 0
     dense_m = m
     if n_dense and trained_layers == n_layers:
         # MoE with dense bottom layers (DeepSeek first_k_dense_replace, Qwen-MoE mlp_only_layers): those layers
@@ -792,7 +798,23 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_ts = n_dense * (per_layer_ts - sum(x.per_token_seq for x in dense.terms))
         bottom_less_t, bottom_less_ts = layers_less_t // n_dense, layers_less_ts // n_dense
         bottom_less_c = sum(x.const for x in layer.terms) - sum(x.const for x in dense.terms)
+        if m.family == "llama4":
+            # Llama 4 interleaves them (Maverick: layer 0 dense, layer 1 MoE): the backward's peak is at the lowest MoE
+            # layer with nearly every gradient written, so the bottom moment keeps a MoE layer's set (over by layer
+            # 0's gradients; measured with the tracer, --grid llama4 Maverick full with checkpointing: -6 % without)
+            bottom_less_t = bottom_less_ts = bottom_less_c = 0
         layers_less_c = n_dense * bottom_less_c
+    if m.family == "llama4" and m.nope_layer_interval and trained_layers == n_layers:
+        # Llama 4's NoPE layers (every no_rope_layer_interval-th; MoE layers in the published layouts): global
+        # attention without the chunked mask and without the L2 q/k norm (modeling_llama4.py Llama4TextAttention)
+        from dataclasses import replace
+
+        nope = layer_activations(replace(m, qk_l2_norm=False, attention_chunk_size=0), t, recipe,
+                                 trainable_weights=full_like)
+        n_nope = sum(1 for i in range(n_layers) if (i + 1) % m.nope_layer_interval == 0
+                     and (i + 1) % max(m.moe_layer_interval, 1) == 0)
+        layers_less_t += n_nope * (per_layer_t - sum(x.per_token for x in nope.terms if not x.batch1_only))
+        layers_less_ts += n_nope * (per_layer_ts - sum(x.per_token_seq for x in nope.terms))
     outer = outer_targets(t.lora_targets) if t.method in ("lora", "qlora") else ()
     if "lm_head" in outer and (t.loss not in ("hf", "chunked") or t.objective != "sft"):
         # Liger / Cut CE / TRL's fused head multiply by lm_head.weight themselves (torchtune's chunks call the module)
@@ -854,6 +876,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         once_ts = c if t.attention == "eager" else 1
     elif (t.attention == "eager" or eager_only(m)) and not _encoder.is_encoder(m):  # encoders: no mask (encoder.py)
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * rows * row * row
+        if m.attention_chunk_size and m.nope_layer_interval:  # Llama 4: the chunked layers' mask beside it
+            once_ts = 2 * c
+
     elif masked_sdpa(t):
         once_ts = 1  # the packed 4-D bool mask (masking_utils.sdpa_mask): rows * row * row
     if m.dropout > 0:
@@ -918,6 +943,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append(f"{m.name}: expert weights counted in the run's dtype, as transformers loads them to train "
                      "(Mxfp4Config(dequantize=True): the MXFP4 checkpoint, 4.25 bits per expert weight, is not what "
                      "is in memory); experts run transformers' default grouped_mm path (integrations/moe.py).")
+    if m.family == "llama4":
+        chunk = (f"its RoPE layers attend within {m.attention_chunk_size:,}-token chunks (a 4-D mask from that "
+                 "length on under sdpa), " if m.attention_chunk_size else "")
+        notes.append(f"{m.name}: Llama4TextMoe runs every token through all {m.num_experts} experts (torch.bmm, "
+                     "scaled by the top-1 sigmoid router score, 0 for the others), so the MoE layers' activations grow "
+                     f"with the expert count; {chunk}the language model only (Llama4ForCausalLM): the vision tower and "
+                     "projector are not modelled (transformers modeling_llama4.py).")
     if eager_only(m) and t.attention == "sdpa":
         notes.append(f"{m.name}: transformers has no SDPA attention for this model (BLOOM's ALiBi, Gemma 2's "
                      "softcapping, gpt-oss's attention sinks): counted as eager attention, with its per-key scores.")
@@ -965,7 +997,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     elif peft_methods.token_rows(t):  # LoRA's trainable_token_indices
         notes.append(peft_methods.tokens_note(m, t))
     moe_grads = _moe_late_gradient_bytes(m, t, recipe)
-    eager_attn = t.attention == "eager" or eager_only(m)
+    # (Llama 4's MoE block, whose bmm experts run every token, keeps its backward the layer's peak under eager
+    # attention too: measured with the tracer, --grid llama4 eager with checkpointing)
+    eager_attn = (t.attention == "eager" or eager_only(m)) and m.family != "llama4"
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,

@@ -123,6 +123,14 @@ def local_mask(m: ModelSpec, t: TrainingSpec) -> bool:
     return m.family == "modernbert" and bool(m.sliding_window_layers)
 
 
+def chunked_mask(m: ModelSpec, t: TrainingSpec) -> bool:
+    """Whether Llama 4's chunked-attention (RoPE) layers get a 4-D mask under sdpa: masking_utils
+    create_chunked_causal_mask passes local_size=attention_chunk_size, and _ignore_causal_mask_sdpa keeps the mask
+    once the key length reaches it (below, is_causal does). The mask then makes transformers repeat k and v
+    (sdpa_attention.py use_gqa_in_sdpa) and CUDA run the memory-efficient kernel, as a packed row does."""
+    return bool(m.attention_chunk_size) and batch_rows(t)[1] >= m.attention_chunk_size
+
+
 def packed_mask_term(c: int) -> Term:
     """Each layer's 16-bit copy of the packed mask, saved by the memory-efficient kernel.
 
@@ -314,6 +322,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # b4 s2048, 3 x 2 B x hidden per layer with the MLP's below, the base grid's -3.42 % case).
             terms.append(Term("key, value inputs: their own 16-bit casts (autocast)", 2 * c * h))
         attn_live = live or own
+        if m.qk_l2_norm and attn_live:
+            # Llama 4's RoPE layers (modeling_llama4.py Llama4TextL2Norm, no weight): x.float() * rsqrt(mean(x^2)):
+            # the fp32 copy of the rotated q and k and an fp32 rsqrt per head, saved by the mul and pow.
+            terms.append(Term("llama4 q/k L2 norm (fp32 input, rsqrt)",
+                              4 * (q_dim + kv_dim) + 4 * (n_heads + kv_heads(m))))
         if m.qk_norm:
             # Per-head norms on q and k, the same rule as any norm: the fp32 input when it needs a gradient
             # (q or k from an adapter or from a live input), the normalized copy when the weight does.
@@ -346,6 +359,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         elif math_sdpa:
             terms.append(Term("sdpa math backend q, k, v (fp32, expanded)", 4 * 3 * q_dim))
             terms.append(Term("sdpa math backend softmax (fp32)", 0, 4 * n_heads))
+        elif chunked_mask(m, t) and not eager and not masked_sdpa(t):
+            # Llama 4's chunked layers with their mask (measured with the tracer, --grid llama4: each such layer
+            # holds q, k, v unrepeated and the mask's 16-bit copy, c per row position per key, and nothing more)
+            terms.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads))
+            terms.append(Term("sdpa chunked-attention mask (16-bit, saved by the efficient kernel)", 0, c))
         elif masked_sdpa(t):
             # Packed sequences under sdpa (memory/activations.py packing_terms): a 4-D mask, so no flash
             # kernel and no enable_gqa; transformers repeats k and v to every head (sdpa_attention.py
@@ -381,8 +399,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # autocast, where softmax is on the fp32 list. attn @ v saves the 16-bit probabilities; with
             # attention dropout (GPT-2 attn_pdrop) it saves the dropped copy plus the 1-byte mask instead.
             # Falcon's eager softmax runs in the hidden states' dtype (modeling_falcon.py, dtype=hidden_states.dtype).
+            # Llama 4's eager_attention_forward (modeling_llama4.py): softmax(attn_weights, dim=-1), the scores' dtype.
             # ModernBERT's eager_attention_forward (modeling_modernbert.py) upcasts: softmax(dtype=float32).
-            softmax_bytes = c if m.family in ("gpt2", "falcon", "gpt_oss", *ENCODER_FAMILIES) \
+            softmax_bytes = c if m.family in ("gpt2", "falcon", "gpt_oss", "llama4", *ENCODER_FAMILIES) \
                 and m.family != "modernbert" and not recipe.autocast else 4
             if m.attention_sinks:
                 # gpt-oss (modeling_gpt_oss.py eager_attention_forward): the per-head sink is concatenated to the
@@ -468,6 +487,21 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         moe_bwd_t = moe_fwd_t + m.experts_per_token * c * h + c * h if t.grad_checkpointing and not trainable_weights \
             else 0
         if t.grad_checkpointing:
+            moe_fwd_t += sum(x.per_token for x in moe)
+    elif m.num_experts and m.family == "llama4":
+        router_own = linear_input("router input", ("router",), h, input_live=live)
+        shared_lora = a if adapted & {"gate_proj", "up_proj"} else 0
+        moe, moe_fwd_t, moe_bwd_t = _llama4_moe_terms(m, c, live, live or router_own, trainable_weights, shared_lora,
+                                                      t.grad_checkpointing)
+        terms += moe
+        width = m.moe_intermediate_size or i
+        # the shared expert (Llama4TextMLP of intermediate_size, nn.Linear modules: adapted by name)
+        s_i = m.shared_expert_intermediate_size or width
+        s_in = linear_input("shared expert input", ("gate_proj", "up_proj"), h, input_live=live) or live
+        terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
+        linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
+        live = live or trainable_weights or router_own
+        if t.grad_checkpointing:  # nothing is saved in the first forward: the block's set is its working set
             moe_fwd_t += sum(x.per_token for x in moe)
     elif m.num_experts and fused_experts(m) and m.moe_capacity_factor is None:
         eb = _expert_bytes(t, recipe)
@@ -817,6 +851,53 @@ def _gpt_oss_moe_terms(m: ModelSpec, c: int, h: int, live: bool, trainable: bool
     if trainable:
         out.append(Term("experts grouped_mm inputs (gathered hidden, gated output)", k * c * (h + i)))
     return out
+
+
+def _llama4_moe_terms(m: ModelSpec, c: int, live: bool, scores_live: bool, trainable: bool,
+                      adapter_bytes: int = 0, checkpointed: bool = False) -> tuple[list[Term], int, int]:
+    """Llama4TextMoe's saved tensors per token (transformers modeling_llama4.py), with its forward and backward
+    temporaries beyond them. Every expert runs every token (Llama4TextExperts: torch.bmm over (E, tokens, hidden)):
+    Llama4Router's topk indices (int64, saved by topk and scatter_) and the fp32 sigmoid output; routed_in =
+    hidden.repeat(E, 1) * scores (mul saves the repeated copy when the scores need a gradient and the transposed
+    scores' copy when the input does); bmm with gate_up_proj (E, hidden, 2i) saves its input only for a trained
+    weight; silu saves gate, a view that keeps the whole (E, tokens, 2i) gate_up alive, `up * act` saves up (the
+    same storage) and act (E x i); the down bmm saves the product only for a trained weight. `live`: the MoE
+    input needs a gradient; `scores_live`: the router's scores do (a live input, or a trained router);
+    `adapter_bytes`: the adapter dtype's bytes when LoRA adapts the shared expert's gate or up projection, else 0;
+    `checkpointed`: the layer is rerun in backward (gradient checkpointing)."""
+    e, k, h = m.num_experts, m.experts_per_token, m.hidden_size or 0
+    i = m.moe_intermediate_size or m.intermediate_size or 0
+    terms: list[Term] = []
+    if scores_live:
+        terms.append(Term("llama4 router (topk int64 indices, fp32 sigmoid scores)", 8 * k + 4 * e))
+        terms.append(Term("llama4 routed copies (hidden repeated to every expert, saved by the score mul)", e * c * h))
+    if live:
+        terms.append(Term("llama4 scores transposed (saved by the score mul)", e * c))
+    if live or trainable:
+        terms.append(Term("llama4 experts gate_up (E x 2i) and act (E x i)", e * c * 3 * i))
+    if trainable:
+        terms.append(Term("llama4 experts bmm inputs (scaled copies, gated products)", e * c * (h + i)))
+    # forward, at the down bmm (measured with the tracer, --grid llama4: the live tensors at the forward's peak): its
+    # (E, tokens, hidden) output beside, when the experts are frozen and so save neither, the scaled copies (still
+    # referenced by Llama4TextExperts.forward's hidden_states) and the gated product
+    fwd = e * c * (h + (0 if trainable else h + i))
+    # backward, beyond the saved set: the larger of two moments (measured with the tracer, --grid llama4, the live
+    # tensors at the backward's peak). At `up * act`'s backward: the product's gradient from the down bmm and the
+    # gradients of up and act (3 x E x i; a trained down_proj has released the saved product by then). At the gate_up
+    # bmm's backward (fitted at two expert counts and widths of the tiny configs): the routed output's gradient
+    # materialised from the sum's expand, the routed input's gradient and, for frozen experts, the score mul's
+    # gradient of the repeated copies (with trained experts the scaled copy is saved instead): 3 (2) x E x hidden,
+    # and a quarter of the expert width per expert. Without checkpointing autograd has freed the saved gate_up and act
+    # (E x 3i) by the second moment; a checkpointed layer's rerun keeps its saved set to the layer's end
+    # (torch.utils.checkpoint). Beside either, ~4 (2 when trained) hidden-wide gradients per token (residual, normed
+    # input, router and shared expert outputs).
+    freed = 0 if checkpointed else 3 * i
+    at_glu = 3 * i - (0 if checkpointed or not trainable else i)
+    at_input = (2 if trainable else 3) * h + i // 4 - freed - (i + h if trainable and not checkpointed else 0)
+    bwd = e * c * max(at_glu, at_input, 0) + (2 if trainable else 4) * c * h
+    if adapter_bytes:  # LoRA on the shared expert's gate / up: lora_A's input gradient in the adapter dtype, cast back
+        bwd += (adapter_bytes + c) * h
+    return terms, fwd, bwd
 
 
 def _expert_bytes(t: TrainingSpec, recipe: Recipe) -> int:

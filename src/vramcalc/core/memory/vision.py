@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import SpecError, UnsupportedCombination
+from vramcalc.core.memory import anyres
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import projector_params, vision_tower_params
@@ -139,6 +140,8 @@ def total_tokens(model: ModelSpec, training: TrainingSpec) -> int:
     if v.is_qwen:  # dynamic resolution: a square image of --image-size pixels a side, smart_resize'd
         return training.seq_len + images_per_sample(training) * qwen_image_tokens(v, training.image_size,
                                                                                   training.image_size)
+    if v.kind == "llava_next":  # anyres: a square image of --image-size pixels a side (memory/anyres.py)
+        return training.seq_len + images_per_sample(training) * anyres.image_tokens(v, *anyres.image_shape(training))
     return training.seq_len + images_per_sample(training) * (image_tokens(v) + wrap_tokens(v))
 
 
@@ -151,11 +154,13 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
             raise UnsupportedCombination(f"--images, --image-width and --train-vision size a vision-language "
                                          f"model's images; {model.name} reads text only: drop them")
         return
-    if training.image_width and v.kind != "idefics3":
-        raise UnsupportedCombination(f"--image-width sizes Idefics3 / SmolVLM images (tiles from the aspect ratio); "
-                                     f"{model.name}'s images are square: drop it")
+    if training.image_width and v.kind not in ("idefics3", "llava_next"):
+        raise UnsupportedCombination(f"--image-width sizes Idefics3 / SmolVLM and LLaVA-NeXT images (tiles from the "
+                                     f"aspect ratio); {model.name}'s images are square: drop it")
     if v.is_qwen:
         _check_qwen(model, training)
+    elif v.kind == "llava_next":  # any size: the processor picks a pinpoint; LLaVA-NeXT's own refusals
+        anyres.check(model, training)
     elif v.kind != "idefics3" and training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):  # Idefics3: tiles
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
@@ -197,7 +202,7 @@ def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, Train
     (memory/activations.py masked_sdpa), so its run is counted as one."""
     assert model.vision is not None
     out = replace(training, seq_len=total_tokens(model, training), images=0, image_size=DEFAULT_IMAGE_SIZE,
-                  train_vision=False)
+                  train_vision=False, image_width=0)
     if model.vision.kind == "siglip" and training.attention == "sdpa":
         out = replace(out, packing="packed")
     return _text_model(model), out
@@ -444,6 +449,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     """The text model's Breakdown on text + image tokens, with the image side's terms added."""
     if model.vision is not None and model.vision.kind == "siglip":
         return _siglip_estimate(model, training, text_estimate)
+    if model.vision is not None and model.vision.kind == "llava_next":  # memory/__init__.py routes it
+        raise UnsupportedCombination(f"{model.name}: LLaVA-NeXT is estimated by memory/llava_next.py")
     check(model, training)
     if model.vision is not None and model.vision.is_qwen:
         return _qwen_estimate(model, training, text_estimate)
