@@ -56,6 +56,9 @@ GPU is overhead, not a tensor of the step. And 13 TRL OnlineDPOTrainer steps (tr
 completions per prompt, with a cache or, under checkpointing, without, or vLLM colocated / asleep / as a server
 syncing one parameter at a time; the policy's and the reference's full logits). Prompt 256 + completion 16.
 Written to accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
+The PPO grid (`--grid ppo`, issue 14; 9 cases): the same 3 architectures × full (a reference copy), LoRA and QLoRA
+(adapters off) updates of TRL 0.19.1's PPOTrainer (trace/_ppo.py), the value and reward models the policy's preset.
+Written to accuracy_ppo.{json,md}, its traces to trace_cache_ppo.json.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
@@ -66,7 +69,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|gptoss|classics|vlm|vlm2]
+                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|gptoss|classics|vlm|vlm2|ppo]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -1585,6 +1588,25 @@ def rl_grid() -> list[dict[str, Any]]:
              "method": label, "training": dict(kw)} for model in PREFERENCE_MODELS for label, kw in RL_RUNS]
 
 
+# PPO (`--grid ppo`, issue 14): TRL 0.19.1's PPOTrainer update (trace/_ppo.py rewrites its loop from source:
+# batch_generation with every step's fp32 scores kept, the reference / value / reward models' no-grad forwards with
+# output_hidden_states, then PolicyAndValueWrapper's micro-batch, backward, the step and the entropy), the value and
+# reward models the policy's own preset (TRL's examples train the reward model from the same base), query 256 +
+# response 16 (a short response keeps the traced decode loop short). Written to accuracy_ppo.{json,md}.
+_PPO = {"objective": "ppo", "seq_len": 272, "prompt_len": 256}
+PPO_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("ppo full copy", {**_FULL, **_PPO, "batch_size": 2}),
+    ("ppo lora adapters-off", {**_LORA, **_PPO, "batch_size": 4}),
+    ("ppo qlora adapters-off", {**_QLORA, **_PPO, "batch_size": 2}),
+)
+
+
+def ppo_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | b{kw['batch_size']} s{kw['seq_len']} p{kw['prompt_len']}", "model": model,
+             "method": label, "training": {**kw, "reward_model": model}}
+            for model in PREFERENCE_MODELS for label, kw in PPO_RUNS]
+
+
 # The Unsloth grid (`--grid unsloth`, issue 13; 39 cases): Unsloth's kernels (--kernels unsloth, memory/unsloth.py;
 # trace/_unsloth.py emulates Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE and QLoRA's global
 # dequantization buffer) on tinyllama-1.1b (llama, 32k untied), llama-3.2-1b (llama, 128k tied), mistral-7b
@@ -1625,7 +1647,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "ssm2": ssm2_grid, "hybrid": hybrid_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
          "llama4": llama4_grid, "vlm2": vlm2_grid,
-         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "vlm3": llava_next_grid}
+         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "vlm3": llava_next_grid,
+         "ppo": ppo_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1652,7 +1675,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
           "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)",
           "idefics": " (vision-language models: Idefics3 and SmolVLM, image splitting and pixel shuffle; issue 15)",
-          "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)"}
+          "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)",
+          "ppo": " (PPO: TRL 0.19.1's PPOTrainer, rollout and policy + value step; issue 14)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -1786,7 +1810,7 @@ def main() -> None:
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
                          "ssm", "ssm2", "hybrid", "gptoss", "classics", "vlm", "moe", "llama4", "vlm2", "unsloth",
-                         "qwen-vl", "idefics", "vlm3") \
+                         "qwen-vl", "idefics", "vlm3", "ppo") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

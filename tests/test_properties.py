@@ -221,6 +221,8 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     # preference and reward objectives (core/specs.py _objective_consistent)
     if kw["objective"] != "sft" and (kw["gpus_per_node"] * kw["nodes"] > 1 or kw["tp"] > 1 or kw["pp"] > 1):
         kw["objective"] = "sft"
+    if kw["objective"] == "ppo":  # a reward model and PPO's own refusals (memory/ppo.py check): tests/test_ppo.py
+        kw["objective"] = "sft"
     if kw["objective"] in ("grpo", "rloo") and (kw["mode"] != "train" or kw["seq_len"] < 2):
         kw["objective"] = "sft"  # GRPO generates from a prompt: at least one prompt and one completion token
     if kw["objective"] == "online-dpo" and (kw["mode"] != "train" or kw["seq_len"] < 2):
