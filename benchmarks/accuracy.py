@@ -56,6 +56,9 @@ GPU is overhead, not a tensor of the step. And 13 TRL OnlineDPOTrainer steps (tr
 completions per prompt, with a cache or, under checkpointing, without, or vLLM colocated / asleep / as a server
 syncing one parameter at a time; the policy's and the reference's full logits). Prompt 256 + completion 16.
 Written to accuracy_rl.{json,md}, its traces to trace_cache_rl.json.
+The PPO grid (`--grid ppo`, issue 14; 9 cases): the same 3 architectures × full (a reference copy), LoRA and QLoRA
+(adapters off) updates of TRL 0.19.1's PPOTrainer (trace/_ppo.py), the value and reward models the policy's preset.
+Written to accuracy_ppo.{json,md}, its traces to trace_cache_ppo.json.
 
 Traces do not depend on the estimator, so they are cached in benchmarks/results/trace_cache.json
 (keyed by case and torch/transformers versions); `--retrace` ignores the cache.
@@ -66,7 +69,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|gptoss|classics|vlm|vlm2]
+                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|gptoss|classics|vlm|vlm2|ppo]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -568,7 +571,7 @@ def vlm_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Qwen vision-language grid (`--grid qwen-vl`, issue 15; 44 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
+# The Qwen vision-language grid (`--grid qwen-vl`, issue 15; 60 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
 # _qwen_estimate, trace/_qwen_vl.py) from the published Qwen2-VL-2B-Instruct and Qwen2.5-VL-3B-Instruct config.json
 # files (tests/data/hf), cut to 2 text layers and a 2-block tower (Qwen2.5-VL: 4 blocks, the last with full
 # attention, the others 112 px windows), the widths, heads and vocabularies as published; the tower frozen x full
@@ -578,7 +581,9 @@ def vlm_grid() -> list[dict[str, Any]]:
 # x the three methods x checkpointing at batch 1 x 64 text tokens x two 644 px images (4,232 patches, 1,058 image
 # tokens), where the tower's kept inputs and its recomputed backward weigh; and, to make the image side the peak,
 # the published tower cut to 4 blocks under a toy language model (2 layers of width 256, a 1,000-token vocabulary)
-# x full / LoRA x checkpointing at one 896 px image (4,096 patches) and 16 text tokens. Written to
+# x full / LoRA x checkpointing at one 896 px image (4,096 patches) and 16 text tokens; and --train-vision (full
+# pure-bf16, the whole tower trained) on the first cut shape and the toy x checkpointing, and eager attention (full /
+# LoRA, no checkpointing) on the same two. Written to
 # accuracy_qwen-vl.{json,md}.
 QWEN_VL_CUTS = {"qwen2-vl-2b-instruct": (2, ()), "qwen2.5-vl-3b-instruct": (4, (3,))}
 QWEN_VL_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 448},
@@ -607,6 +612,18 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
                                     f"{'gc' if gc else 'no-gc'}", "model": f"qwenvl-toy:{name}",
                               "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=16, images=1,
                                                                        image_size=896, grad_checkpointing=gc)})
+        for model, shape in ((f"qwenvl:{name}", QWEN_VL_SHAPES[0]),  # --train-vision: the whole tower trained
+                             (f"qwenvl-toy:{name}", {"batch_size": 1, "seq_len": 16, "images": 1, "image_size": 896})):
+            cut = "(cut)" if model.startswith("qwenvl:") else "(4-block tower, toy text model)"
+            for gc in (False, True):
+                cases.append({"id": f"{name} {cut} | full pure-bf16 train-vision | b{shape['batch_size']} "
+                                    f"s{shape['seq_len']} i{shape['images']} {shape['image_size']}px | "
+                                    f"{'gc' if gc else 'no-gc'}", "model": model, "method": "full",
+                              "training": dict(VLM_RUNS[0][1], **shape, train_vision=True, grad_checkpointing=gc)})
+            for label, kw in VLM_RUNS[:2]:  # eager attention (no checkpointing: the tower frozen, without grad)
+                cases.append({"id": f"{name} {cut} | {label} eager | b{shape['batch_size']} s{shape['seq_len']} "
+                                    f"i{shape['images']} {shape['image_size']}px | no-gc", "model": model,
+                              "method": kw["method"], "training": dict(kw, **shape, attention="eager")})
     return cases
 
 
@@ -1635,6 +1652,25 @@ def rl_grid() -> list[dict[str, Any]]:
              "method": label, "training": dict(kw)} for model in PREFERENCE_MODELS for label, kw in RL_RUNS]
 
 
+# PPO (`--grid ppo`, issue 14): TRL 0.19.1's PPOTrainer update (trace/_ppo.py rewrites its loop from source:
+# batch_generation with every step's fp32 scores kept, the reference / value / reward models' no-grad forwards with
+# output_hidden_states, then PolicyAndValueWrapper's micro-batch, backward, the step and the entropy), the value and
+# reward models the policy's own preset (TRL's examples train the reward model from the same base), query 256 +
+# response 16 (a short response keeps the traced decode loop short). Written to accuracy_ppo.{json,md}.
+_PPO = {"objective": "ppo", "seq_len": 272, "prompt_len": 256}
+PPO_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("ppo full copy", {**_FULL, **_PPO, "batch_size": 2}),
+    ("ppo lora adapters-off", {**_LORA, **_PPO, "batch_size": 4}),
+    ("ppo qlora adapters-off", {**_QLORA, **_PPO, "batch_size": 2}),
+)
+
+
+def ppo_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | b{kw['batch_size']} s{kw['seq_len']} p{kw['prompt_len']}", "model": model,
+             "method": label, "training": {**kw, "reward_model": model}}
+            for model in PREFERENCE_MODELS for label, kw in PPO_RUNS]
+
+
 # The Unsloth grid (`--grid unsloth`, issue 13; 39 cases): Unsloth's kernels (--kernels unsloth, memory/unsloth.py;
 # trace/_unsloth.py emulates Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE and QLoRA's global
 # dequantization buffer) on tinyllama-1.1b (llama, 32k untied), llama-3.2-1b (llama, 128k tied), mistral-7b
@@ -1676,6 +1712,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
          "llama4": llama4_grid, "vlm2": vlm2_grid,
          "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "vlm3": llava_next_grid,
+         "ppo": ppo_grid,
          "mllama": mllama_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -1704,6 +1741,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)",
           "idefics": " (vision-language models: Idefics3 and SmolVLM, image splitting and pixel shuffle; issue 15)",
           "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)",
+          "ppo": " (PPO: TRL 0.19.1's PPOTrainer, rollout and policy + value step; issue 14)",
           "mllama": " (vision-language models: Llama-3.2-Vision, cross-attention layers; issue 15)"}
 
 
@@ -1825,9 +1863,9 @@ def main() -> None:
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
-                    "Cut CE); qwen-vl: issue 15's 44 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
-                    "frozen); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle); llama4: "
-                    "issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
+                    "Cut CE); qwen-vl: issue 15's 60 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
+                    "frozen or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle); "
+                    "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
                     "attention); vlm3: issue 15's 36 LLaVA-NeXT cases (anyres tiles, the tower frozen); mllama: "
                     "issue 15's 26 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers)")
     args = ap.parse_args()
@@ -1839,7 +1877,7 @@ def main() -> None:
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
                          "ssm", "ssm2", "hybrid", "gptoss", "classics", "vlm", "moe", "llama4", "vlm2", "unsloth",
-                         "qwen-vl", "idefics", "vlm3", "mllama") \
+                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -28,7 +28,7 @@ from vramcalc.core.memory import COMPONENTS, Breakdown, estimate, preference
 from vramcalc.core.memory.distributed import gpu_counts
 from vramcalc.core.memory.optimizer import BNB_MIN_8BIT_SIZE, LIBRARY_OPTIMIZERS, PROJECTED_OPTIMIZERS
 from vramcalc.core.memory.precision import recipe_of
-from vramcalc.core.params import count_params, resolve_targets
+from vramcalc.core.params import count_params, fused_experts, fused_moe_targets, resolve_targets
 from vramcalc.core.searches import (
     MAX_BATCH_SIZE,
     Estimator,
@@ -220,6 +220,8 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
         kw["enforce_eager"] = False
     # preference and reward objectives (core/specs.py _objective_consistent)
     if kw["objective"] != "sft" and (kw["gpus_per_node"] * kw["nodes"] > 1 or kw["tp"] > 1 or kw["pp"] > 1):
+        kw["objective"] = "sft"
+    if kw["objective"] == "ppo":  # a reward model and PPO's own refusals (memory/ppo.py check): tests/test_ppo.py
         kw["objective"] = "sft"
     if kw["objective"] in ("grpo", "rloo") and (kw["mode"] != "train" or kw["seq_len"] < 2):
         kw["objective"] = "sft"  # GRPO generates from a prompt: at least one prompt and one completion token
@@ -563,6 +565,12 @@ def test_lora_needs_no_more_than_full_fine_tuning(m: ModelSpec, t: TrainingSpec)
     groups = t.num_generations if batch % t.num_generations == 0 or t.objective not in ("grpo", "rloo") else 1
     t = with_(t, adapter_dtype=recipe_of(t).compute, lora_dropout=0.0, lora_rank=min(t.lora_rank, 64), dora=False,
               batch_size=batch, seq_len=min(t.seq_len, 16_384 // batch), optimizer="adamw", num_generations=groups)
+    # peft 0.21's ParamWrapper on transformers 5's 3-D expert stacks (memory/activations.py _fused_moe_terms) builds
+    # W + B·A, a full-size copy of each MoE layer's experts, every forward and keeps it for backward: a real cost
+    # that full fine-tuning has not (deepseek-v2-lite, LoRA all-linear under FSDP with offloaded parameters, b1 s1:
+    # 36.2 GB against 5.3 GB, found by hypothesis on the PPO branch; the moe grid traces it), so a run that adapts
+    # the experts is outside the invariant.
+    assume(not (fused_experts(m) and fused_moe_targets(m, t.lora_targets)[0]))
     lora = run(m, t)
     full = run(m, with_(t, method="full"))
     assert lora.peak_bytes <= full.peak_bytes

@@ -137,22 +137,3 @@ def test_reward_forward_matches_the_trace(kw: dict[str, object]) -> None:
     # common.md's bounds: never under the trace by more than 2 %, over by at most 5 %
     err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
     assert -0.02 <= err <= 0.05, (err, e.phases, r.phase_peaks, r.peak_op)
-
-
-# --- PPO: refused in one line (TRL 1.16 has no PPOTrainer) -------------------------------------------------------
-@pytest.mark.parametrize("argv", [["--objective", "ppo"], ["--objective=ppo"]])
-def test_ppo_is_refused_in_one_line(argv: list[str], capsys) -> None:  # type: ignore[no-untyped-def]
-    code, out, err = invoke(["estimate", "qwen2.5-0.5b", *argv], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert "--objective ppo is not modelled: TRL 1.16 has no PPOTrainer" in err
-    code, out, err = invoke(["compare", "qwen2.5-0.5b", "--objective", "sft,ppo"], capsys)
-    assert code == 2 and "--objective ppo is not modelled" in err, err
-
-
-def test_ppo_config_file_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from test_preference import _load
-    from vramcalc.io import runfiles
-
-    # TRL 0.19.1's PPOConfig (examples/scripts/ppo/ppo.py): reward_model_path as OnlineDPOConfig has, and its own keys
-    with pytest.raises(runfiles.RunFileError, match="num_ppo_epochs: a PPOConfig"):
-        _load(tmp_path, "output_dir: out\nreward_model_path: some/rm\nnum_ppo_epochs: 4\nresponse_length: 53\n")

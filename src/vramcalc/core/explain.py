@@ -138,6 +138,15 @@ _ONLINE_HEAD_LABELS = ("the completion positions' log-softmax output (and lm_hea
                        "the head's backward")
 SRC_ONLINE = ("memory/online_dpo.py (TRL 1.16 trl/experimental/online_dpo/online_dpo_trainer.py training_step, "
               "_generate, _forward)")
+# PPO (memory/ppo.py head_bytes, TRL 0.19.1 PPOTrainer): the policy's full logits kept through the micro-batch, a
+# log-softmax per row over the completion positions.
+_PPO_HEAD_LABELS = ("the rows' log-softmax outputs (16-bit logits) and lm_head's input",
+                    "the full logits (kept until the mini-batch ends) and one row's log-softmax",
+                    "the rows' gradients, then the slice's and CopySlices' full-logits gradients and the division",
+                    "the head's backward")
+SRC_PPO = ("memory/ppo.py (trl==0.19.1 trl/trainer/ppo_trainer.py PPOTrainer.train, PolicyAndValueWrapper; "
+           "trl/trainer/utils.py batch_generation, generate, forward, get_reward, selective_log_softmax; TRL 1.x has "
+           "no PPOTrainer)")
 SRC_LOGITS = ("memory/preference.py logits_head_bytes (TRL 1.16 trl/experimental/orpo/orpo_trainer.py, "
               "trl/experimental/cpo/cpo_trainer.py concatenated_forward; trl/kernels/logprob_entropy.py)")
 _OBJECTIVE_HEAD_LABELS = ("the head's saved tensors", "the head's forward transients", "its backward transients",
@@ -232,7 +241,13 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """Build the explanation of `estimate(model, training)`."""
     if model.vision is not None:  # vision-language models: the text model's run, then the image side
         return _explain_vision(model, training)
-    b = estimate(model, training)
+    if training.objective == "ppo":  # TRL 0.19.1 PPOTrainer (memory/ppo.py): the policy's step, then the rest
+        return _explain_ppo(model, training)
+    return _explain_run(model, training, estimate(model, training))
+
+
+def _explain_run(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Explanation:
+    """The explanation of the training or inference run `training` whose estimate is `b`."""
     if model.family in CLASSIC_FAMILIES:  # ResNet / LSTM (memory/classic.py): its own units
         return _explain_classic(model, training, b)
     if training.mode == "inference":
@@ -269,6 +284,90 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     sections.append(phase_sec)
     sections.append(_overhead(b))
     return Explanation(model, training, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
+
+
+def _explain_ppo(model: ModelSpec, training: TrainingSpec) -> Explanation:
+    """PPO (memory/ppo.py): the policy's own step explained as any run's (its head: memory/ppo.py head_bytes), the
+    reference, value and reward models' lines in each component's section, the rollout's section, and the update's
+    phases (memory/ppo.py estimate's moments)."""
+    from vramcalc.core.memory import _estimate, ppo
+
+    b = estimate(model, training)  # refuses what is not modelled (memory/ppo.py check) before anything else
+    view = replace(training, reward_model="none", reward_spec=None, reward_dtype="auto")
+    policy_model = pref.without_dropout(model)
+    inner = _explain_run(policy_model, view, _estimate(policy_model, view))
+    d = b.details
+    r = training.reward_spec
+    assert r is not None
+    recipe = recipe_of(training)
+    rows, chunk = ppo.rollout_rows(training), ppo.chunk_rows(training)
+    comp = training.seq_len - training.prompt_len
+    value_params = reward_scoring.parameters(r)
+    extra = {
+        "weights": (
+            Line("weights.reference", "reference: create_reference_model(policy), frozen" if d["weights.reference"]
+                 else "reference: the policy with its adapters disabled (null_ref_context)",
+                 "a copy of the policy's weights" if d["weights.reference"] else "no weights",
+                 d["weights.reference"], source=SRC_PPO),
+            Line("weights.value_model", "value model: AutoModelForSequenceClassification(num_labels=1) from the "
+                 "reward model's path, trained", f"{value_params:,} params × {dtype_bytes(ppo.value_dtype(training))}"
+                 f" B ({ppo.value_dtype(training)}, the policy's load dtype)", d["weights.value_model"],
+                 source=SRC_PPO),
+            Line("weights.reward_model", f"reward model {training.reward_model}: frozen sequence classifier",
+                 f"{value_params:,} params × {dtype_bytes(reward_scoring.weight_dtype(training, recipe))} B",
+                 d["weights.reward_model"], source=SRC_PPO),
+        ),
+        "gradients": (Line("gradients.value_model", "value model's gradients (trained in full even under peft: "
+                           "PolicyAndValueWrapper under one optimizer)", "the value model's step (memory/reward.py "
+                           "on --batch-size rows)", d["gradients.value_model"], source=SRC_PPO),),
+        "optimizer_state": (Line("optimizer_state.value_model", "value model's optimizer state",
+                                 "the value model's step", d["optimizer_state.value_model"], source=SRC_PPO),),
+        "activations": (
+            Line("activations.value_model", "value model's saved activations (its backbone runs first, saved for "
+                 "the one backward)", f"{training.batch_size} rows × {training.seq_len} tokens (memory/reward.py "
+                 "on the attention-masked rows)", d["activations.value_model"], source=SRC_PPO),
+            Line("activations.rollout_logits", "rollout logits (batch_generation's padded output.scores, fp32, "
+                 "alive all update)", f"{rows} rows × {comp} response tokens × {model.vocab_size:,} vocab × 4 B",
+                 d["activations.rollout_logits"], source=SRC_PPO),
+            Line("activations.policy_output_kept", "the policy's output kept until the mini-batch's del (full "
+                 "logits, output_hidden_states)", f"{training.batch_size * training.seq_len:,} tokens × (vocab + "
+                 "(layers + 1) × hidden) × compute bytes", d["activations.policy_output_kept"], source=SRC_PPO),
+        ),
+        "temporaries": (
+            Line("temporaries.rollout_generate", "rollout generate() of a chunk: scores kept and stacked, its step",
+                 f"{chunk} rows, query {training.prompt_len} + {comp} new tokens (memory/rl.py generation_bytes + "
+                 "the scores)", d["temporaries.rollout_generate"], source=SRC_PPO),
+            Line("temporaries.rollout_reference", "rollout: the reference's no-grad forward (hidden states, full "
+                 "logits, a row's log-softmax)", f"{chunk} rows × {training.seq_len} tokens",
+                 d["temporaries.rollout_reference"], source=SRC_PPO),
+            Line("temporaries.rollout_scores", "rollout: the value / reward model's get_reward (hidden states, "
+                 "a layer)", f"{chunk} rows × {training.seq_len} tokens", d["temporaries.rollout_scores"],
+                 source=SRC_PPO),
+            Line("temporaries.entropy", "after the step: the entropy's softmax and product of the completion logits",
+                 f"2 × {training.batch_size} rows × {comp} × {model.vocab_size:,} × compute bytes",
+                 d["temporaries.entropy"], source=SRC_PPO),
+        ),
+    }
+    sections = []
+    for sec in inner.sections:
+        if sec.key in ("phases", "overhead"):
+            continue
+        if sec.key in extra:
+            added = tuple(x for x in extra[sec.key] if x.value or sec.key == "weights")
+            total = b.temporaries if sec.key == "temporaries" else b.component(sec.key)
+            sec = replace(sec, lines=sec.lines + added, total=total)
+        sections.append(sec)
+    text = (f"ppo follows TRL 0.19.1's PPOTrainer (TRL 1.x dropped it): each update generates {rows} responses "
+            f"(per_device_train_batch_size × gradient_accumulation_steps) in chunks of {chunk} "
+            "(local_rollout_forward_batch_size), keeps every step's fp32 scores, runs the reference, value and reward "
+            "models on each chunk without gradients, then trains the policy and the value model together on each "
+            "micro-batch for num_ppo_epochs (neither those epochs nor num_mini_batches 1 change the peak)",
+            "the sections above are the policy's own step (its head: memory/ppo.py head_bytes) with the other "
+            "models' lines added; the phases below are the whole update's moments")
+    sections.append(Section("ppo", "PPO update (TRL 0.19.1 PPOTrainer)", None, (), text))
+    phase_sec, peak_moment = _phases(b)
+    sections += [phase_sec, _overhead(b)]
+    return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
 
 
 def _vision_explanation(model: ModelSpec, training: TrainingSpec, b: Any, inner: Explanation,
@@ -309,22 +408,28 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
     images = vision.images_per_sample(training)
     tower, merger = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
+    trained_params = (merger if trained else 0) + (tower if training.train_vision else 0)
+    what = "merger" + (" and tower" if training.train_vision else "")
     extra = {
         "weights": (
-            Line("weights.vision_tower", "vision tower weights (frozen)", f"{tower:,} params",
-                 d["weights.vision_tower"], source=f"transformers models/{mod} vision blocks and patch embedding"),
+            Line("weights.vision_tower", "vision tower weights" + (" (trained)" if training.train_vision
+                                                                   else " (frozen)"),
+                 f"{tower:,} params", d["weights.vision_tower"],
+                 source=f"transformers models/{mod} vision blocks and patch embedding"),
             Line("weights.projector", "merger weights" + (" (trained)" if trained else " (frozen)"),
                  f"{merger:,} params", d["weights.projector"], source=src + " (PatchMerger)"),
         ),
-        "gradients": (Line("gradients.projector", "merger gradients (full fine-tuning trains it)",
-                           f"{merger if trained else 0:,} params at the language model's bytes per parameter",
+        "gradients": (Line("gradients.projector", f"{what} gradients (full fine-tuning trains them)",
+                           f"{trained_params:,} params at the language model's bytes per parameter",
                            b.gradients - inner.breakdown.gradients, source=src),),
-        "optimizer_state": (Line("optimizer_state.projector", "merger optimizer state",
-                                 f"{merger if trained else 0:,} params at the language model's bytes per parameter",
+        "optimizer_state": (Line("optimizer_state.projector", f"{what} optimizer state",
+                                 f"{trained_params:,} params at the language model's bytes per parameter",
                                  b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
         "activations": (Line("activations.image_side", "image side: pixel_values, M-RoPE position_ids, what the "
-                             "merger and (with checkpointing) the tower keep", "pixel_values (patches x 1,176), "
-                             "position_ids (3 x batch x tokens int64), saved tensors",
+                             "merger and (with checkpointing or --train-vision) the tower keep",
+                             "pixel_values (patches x 1,176), position_ids (3 x batch x tokens int64), saved "
+                             "tensors (--train-vision without checkpointing: every block's saved set, "
+                             "memory/vision.py _qwen_block_saved)",
                              b.activations - inner.breakdown.activations, source=src),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward (one block's transients)",
                              "pixel_values, rotary tables and one block's rotary or MLP peak",
@@ -342,8 +447,8 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
     text = (f"the language model runs on {training.seq_len:,} text tokens and {images * per_image:,} image tokens "
             "per sample (--seq-len counts the text only; --image-size is each image's side in pixels); the "
             "sections above are its own, on that many tokens",
-            "the vision tower is frozen" + (" and the merger trained" if trained else
-                                           "; LoRA adapts the language model only"))
+            ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
+            + (" and the merger trained" if trained else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "merger", tuple(lines), text)
 
 
@@ -1502,6 +1607,8 @@ def _loss_of(t: TrainingSpec, d: dict[str, int]) -> str:
         return "logits"  # ORPO / CPO / SimPO: the full logits of the 2B rows (memory/preference.py)
     if t.objective == "online-dpo":
         return "online"  # the full logits and a log-softmax (memory/online_dpo.py)
+    if t.objective == "ppo":
+        return "ppo"  # the full logits kept, a log-softmax per row (memory/ppo.py)
     return t.loss if t.loss != "hf" else t.objective
 
 
@@ -1512,6 +1619,8 @@ def _loss_labels(loss: str) -> tuple[str, str, str, str]:
         return _LOGITS_HEAD_LABELS
     if loss == "online":
         return _ONLINE_HEAD_LABELS
+    if loss == "ppo":
+        return _PPO_HEAD_LABELS
     return LOSS_LABELS.get(loss, _OBJECTIVE_HEAD_LABELS)
 
 
@@ -1520,12 +1629,16 @@ def _loss_source(loss: str) -> str:
         return SRC_LOGITS
     if loss == "online":
         return SRC_ONLINE
+    if loss == "ppo":
+        return SRC_PPO
     return SRC_REWARD if loss == "reward" else LOSS_SOURCES.get(loss, SRC_PREFERENCE)
 
 
 def _loss_formula(loss: str) -> str:
     if loss == "online":
         return "memory/online_dpo.py head_bytes"
+    if loss == "ppo":
+        return "memory/ppo.py head_bytes"
     return "memory/preference.py logits_head_bytes" if loss == "logits" else "memory/loss.py loss_bytes"
 
 
@@ -1536,6 +1649,8 @@ def _loss_name(loss: str) -> str:
         return "logits head"
     if loss == "online":
         return "Online DPO logits head"
+    if loss == "ppo":
+        return "PPO policy logits head"
     return "score head" if loss == "reward" else f"{loss} head"
 
 
@@ -1562,6 +1677,9 @@ def _rows_text(t: TrainingSpec) -> str:
                 f"completion {rl.completion_len(t)} in one forward; "
                 + ("generate() ran on the same rows before it" if t.use_vllm == "off" else
                    "vLLM generated them before it (not on the policy)"))
+    if t.objective == "ppo":
+        return (f"ppo: {b} query + response rows (per_device_train_batch_size; query {t.prompt_len} + response "
+                f"{rl.completion_len(t)}) through the value model, then the policy, in one micro-batch")
     if t.objective == "kto":
         return (f"kto: {b} unpaired completions in one forward; the KL rows (same shape) run under no_grad before it "
                 "and again through the reference")

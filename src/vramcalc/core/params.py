@@ -466,11 +466,15 @@ def qwen_tower_params(v: VisionSpec) -> int:
     Qwen2-VL VisionMlp fc1 (width -> intermediate) and fc2, biased; Qwen2.5-VL Qwen2_5_VLMLP(bias=True)
     gate_proj and up_proj (width -> intermediate) and down_proj, biased.
     """
+    patch = 3 * v.temporal_patch_size * v.patch_size * v.patch_size * v.hidden_size
+    return patch + v.num_layers * qwen_block_params(v)
+
+
+def qwen_block_params(v: VisionSpec) -> int:
+    """One Qwen2-VL / Qwen2.5-VL vision block's parameters (qwen_tower_params)."""
     h, i = v.hidden_size, v.intermediate_size
-    patch = 3 * v.temporal_patch_size * v.patch_size * v.patch_size * h
     mlp = 2 * (h * i + i) + (i * h + h) if v.kind == "qwen2_5_vl" else (h * i + i) + (i * h + h)
-    block = 2 * _qwen_norm_params(v) + (3 * h * h + 3 * h) + (h * h + h) + mlp
-    return patch + v.num_layers * block
+    return 2 * _qwen_norm_params(v) + (3 * h * h + 3 * h) + (h * h + h) + mlp
 
 
 def qwen_merger_params(v: VisionSpec) -> int:

@@ -935,6 +935,8 @@ class TrainingSpec:
         online = self.objective == "online-dpo"  # TRL OnlineDPOTrainer (memory/online_dpo.py)
         if online:
             self._online_dpo_consistent()
+        if self.objective == "ppo":
+            self._ppo_consistent()
         self._reward_model_consistent(online)
         self._rl_consistent(grpo)
         if self.objective != "sft" and self.mode != "train":
@@ -953,7 +955,7 @@ class TrainingSpec:
                                                                  or self.ref_dtype != "auto"):
             raise SpecError("", "--ref-model and --ref-dtype apply to --objective dpo, ipo or kto, or to grpo with "
                             "--beta > 0 (GRPOTrainer loads no reference with beta 0)")
-        if self.prompt_len and not (pref or grpo or online or self.loss == "trl"):
+        if self.prompt_len and not (pref or grpo or online or self.objective == "ppo" or self.loss == "trl"):
             raise SpecError("", "--prompt-len changes memory only through TRL's log-prob head: use it with "
                             "--objective dpo/ipo/kto/grpo/rloo/online-dpo or --loss trl")
         if self.prompt_len >= self.seq_len and self.mode == "train":
@@ -994,15 +996,27 @@ class TrainingSpec:
         if self.packing != "none":
             raise SpecError("", "OnlineDPOTrainer pads prompts and completions itself: drop --packing")
 
+    def _ppo_consistent(self) -> None:
+        """TRL 0.19.1 PPOTrainer (memory/ppo.py): what its options read; the rest of what is not modelled is refused
+        by memory/ppo.py check."""
+        if self.loss != "hf":
+            raise SpecError("", "TRL 0.19.1's PPOTrainer takes the policy's full logits (ppo_trainer.py forward), so "
+                            f"--loss {self.loss} does not apply to --objective ppo: drop --loss")
+        if self.prompt_len < 1:
+            raise SpecError("", "PPO generates responses from queries: give --prompt-len (the query length, in tokens) "
+                            "and --seq-len = query + response_length")
+        if self.packing != "none":
+            raise SpecError("", "PPOTrainer pads queries and responses itself: drop --packing")
+
     def _reward_model_consistent(self, online: bool) -> None:
         """--reward-model (memory/reward_scoring.py): Online DPO's / GRPO's scoring model, a dense decoder."""
         if self.reward_model == "none":
             if self.reward_dtype != "auto" or self.reward_spec is not None:
                 raise SpecError("", "--reward-dtype sets the dtype of a reward model: add --reward-model, or drop it")
             return
-        if not online and self.objective not in ("grpo", "rloo"):
+        if not online and self.objective not in ("grpo", "rloo", "ppo"):
             raise SpecError("", "--reward-model scores generated completions: use it with --objective online-dpo, "
-                            "grpo or rloo")
+                            "grpo, rloo or ppo")
         r = self.reward_spec
         if r is None:
             raise SpecError("", f"--reward-model {self.reward_model}: not resolved to a model (give a preset name "

@@ -79,15 +79,12 @@ StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtu
 # same generation and step, the old policy's pass always, a sequence-level loss; RLOOConfig beta 0.05, 2 generations).
 # online-dpo (TRL OnlineDPOTrainer, memory/online_dpo.py): generate() of 2 completions per prompt every micro-batch,
 # the full logits of the policy and a reference on them.
-Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo", "grpo", "rloo", "online-dpo"]
+# ppo (TRL 0.19.1 PPOTrainer, memory/ppo.py; TRL 1.x dropped it): a rollout (generate() with every step's fp32
+# scores kept, the reference, value and reward models' no-grad forwards), then the policy and a value model trained
+# together under one optimizer.
+Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo", "grpo", "rloo", "online-dpo", "ppo"]
 # Values people ask for that are not modelled, each refused in one line with why (core/options.py coerce).
-NOT_MODELLED: dict[str, dict[str, str]] = {
-    "objective": {
-        "ppo": "TRL 1.16 has no PPOTrainer (TRL 0.x releases such as 0.19 had one; it is not in trl.experimental "
-               "either), and vramcalc does not model that older trainer's policy + value + reference + reward step; "
-               "use --objective grpo or rloo (TRL's online RL today), or online-dpo with --reward-model",
-    },
-}
+NOT_MODELLED: dict[str, dict[str, str]] = {}
 RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
 # GRPO's generation engine (memory/rl.py): off (generate()), colocate (TRL vllm_mode="colocate": a vLLM engine in
 # the training process, on the same GPU) or server (vllm_mode="server": vLLM on other GPUs).

@@ -977,6 +977,54 @@ def _vllm_axolotl(d: dict[str, Any], section: dict[str, Any], run: Run) -> None:
                          "server mode); no memory on the training GPU.")
 
 
+# PPOConfig / OnPolicyConfig defaults (trl==0.19.1 trl/trainer/ppo_config.py, trl/trainer/utils.py OnPolicyConfig)
+PPO_REWARD_MODEL = "EleutherAI/pythia-160m"  # reward_model_path
+PPO_RESPONSE = 53  # response_length
+PPO_CHUNK = 64  # local_rollout_forward_batch_size
+# PPOConfig / OnPolicyConfig keys that change no memory: advantage and loss arithmetic on [rows, C] vectors, the stop
+# token's truncation (elementwise), logging, and ds3_gather_for_generation (ZeRO-3 only, refused elsewhere).
+_PPO_HARMLESS = ("num_ppo_epochs", "whiten_rewards", "kl_coef", "kl_estimator", "cliprange", "vf_coef",
+                 "cliprange_value", "gamma", "lam", "temperature", "missing_eos_penalty", "stop_token", "stop_token_id",
+                 "exp_name", "sft_model_path", "total_episodes", "num_sample_generations", "ds3_gather_for_generation",
+                 "dataset_num_proc", "world_size", "num_total_batches", "micro_batch_size", "local_batch_size",
+                 "batch_size", "local_mini_batch_size", "mini_batch_size")
+
+
+def _ppo(d: dict[str, Any], run: Run) -> None:
+    """PPOConfig (trl==0.19.1 trl/trainer/ppo_config.py; TRL 1.x has none) onto --objective ppo (memory/ppo.py):
+    reward_model_path onto --reward-model (its path loads the value model too), response_length onto the sequence."""
+    path = d.get("reward_model_path", PPO_REWARD_MODEL)
+    if not isinstance(path, str) or not path.strip():
+        raise _KeyProblem("reward_model_path", "give the reward model as a preset name or a config.json path")
+    run.options["reward_model"] = path.strip()
+    if "reward_model_path" not in d:
+        run.notes.append(f"ppo: reward_model_path not given: PPOConfig's default {PPO_REWARD_MODEL} (also the value "
+                         "model); --reward-model overrides.")
+    for key, why in (("value_model_path", "a value model from its own path"),
+                     ("model_adapter_name", "several adapters on the policy"),
+                     ("ref_adapter_name", "a reference adapter")):
+        if d.get(key) is not None:
+            raise _KeyProblem(key, f"{why} is not modelled (the value model is loaded from reward_model_path, as "
+                              "TRL's ppo.py example does); remove it")
+    if d.get("local_rollout_forward_batch_size", PPO_CHUNK) != PPO_CHUNK:
+        raise _KeyProblem("local_rollout_forward_batch_size", f"{d['local_rollout_forward_batch_size']!r:.40} is not "
+                          f"modelled: the rollout's chunk is OnPolicyConfig's default {PPO_CHUNK}; remove it")
+    if d.get("num_mini_batches", 1) != 1:
+        raise _KeyProblem("num_mini_batches", f"{d['num_mini_batches']!r:.40} is not modelled (a mini-batch smaller "
+                          "than per_device_train_batch_size shrinks the micro-batch); use 1")
+    if d.get("gradient_checkpointing") is True:  # PPOTrainer.train() never calls gradient_checkpointing_enable
+        run.options.pop("grad_checkpointing", None)
+        run.notes.append("ppo: gradient_checkpointing has no effect: PPOTrainer.train() is its own loop and never "
+                         "enables it (TRL 0.19.1 ppo_trainer.py).")
+    run.options["objective"] = "ppo"
+    response = _strict("response_length", "seq_len", d.get("response_length", PPO_RESPONSE))
+    run.options.update(prompt_len=GRPO_PROMPT, seq_len=GRPO_PROMPT + response)
+    run.notes.append(f"ppo: the file bounds no query length: queries of {GRPO_PROMPT} tokens assumed; the sequence "
+                     f"is query + response_length {response} (--prompt-len and --seq-len override).")
+    _seen(d, run, *(k for k in ("reward_model_path", "response_length", "local_rollout_forward_batch_size",
+                                "num_mini_batches", *_PPO_HARMLESS) if k in d))
+
+
 def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl `rl:` (src/axolotl/utils/schemas/enums.py RLType) trains with TRL's trainers: dpo and ipo through
     # DPOTrainer (ipo as its loss_type), kto through KTOTrainer, orpo through ORPOTrainer, simpo through
@@ -1293,12 +1341,9 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)
-    ppo = [k for k in _PPO_KEYS if k in d]
-    if ppo:  # a PPOConfig of TRL 0.x (trl/trainer/ppo_config.py, 0.19.1): checked first, it has reward_model_path too
-        raise _KeyProblem(ppo[0], "a PPOConfig (TRL 0.x PPOTrainer: policy, value model, reference and reward "
-                          "model) is not modelled, and TRL 1.16 has no PPOTrainer; use a GRPOConfig, RLOOConfig or "
-                          "OnlineDPOConfig")
-    if any(k in d for k in _ONLINE_DPO_KEYS):  # an OnlineDPOConfig (trl/experimental/online_dpo)
+    if any(k in d for k in _PPO_KEYS):  # a PPOConfig of TRL 0.19.1: checked first, it has reward_model_path too
+        _ppo(d, run)
+    elif any(k in d for k in _ONLINE_DPO_KEYS):  # an OnlineDPOConfig (trl/experimental/online_dpo)
         _online_dpo(d, run)
     elif any(k in d for k in _RLOO_KEYS):  # an RLOOConfig: GRPOConfig's generation keys and its own
         _grpo(HF, d, run, objective="rloo")

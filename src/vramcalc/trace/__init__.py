@@ -77,6 +77,10 @@ def trace_module_step(*args: Any, **kwargs: Any) -> Any:
 def trace(model: ModelSpec, training: TrainingSpec) -> Any:
     """Run one steady-state training step of `model` under FakeTensorMode; return a TraceResult."""
     _require("torch", "transformers")
+    if training.objective == "ppo":  # TRL 0.19.1 PPOTrainer's own update loop (trace/_ppo.py)
+        from vramcalc.trace._ppo import trace_ppo
+
+        return trace_ppo(model, training)
     from vramcalc.trace._run import trace as impl
 
     return impl(model, training)

@@ -210,6 +210,9 @@ def run_cuda(model: ModelSpec, training: TrainingSpec, *, variable_lengths: bool
     if training.activation_offload:
         raise UnsupportedCombination("--activation-offload is emulated by the fake-tensor trace only; drop it "
                                      "with --device cuda")
+    if training.objective == "ppo":  # trace/_ppo.py: TRL 0.19.1's update loop on fake tensors
+        raise UnsupportedCombination("--objective ppo is traced on fake tensors only (trace/_ppo.py): drop "
+                                     "--device cuda")
     notes: list[str] = ["random weights from the config (normal, std 0.02); nothing downloaded"]
     precision = resolve_precision(training)
     torch.manual_seed(seed)

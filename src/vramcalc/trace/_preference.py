@@ -41,7 +41,12 @@ class _FusedLogProb(torch.autograd.Function):
         dev = hidden.device
         n = hidden.shape[0]
         vocab = weight.shape[0]
-        cd = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else hidden.dtype
+        # chunked_logprob.py: the autocast dtype when autocast is on (accelerate wraps the patched forward in it), else
+        # the hidden states' dtype; the tracer's CUDA autocast runs as CPU autocast (_cuda.cuda_autocast), so read that
+        # (the CUDA query alone gave an fp32 [4096, 32768] buffer under amp: a DPO LoRA amp-bf16 toy 39 % over its
+        # estimate, which counts the bf16 buffer TRL allocates)
+        amp = torch.is_autocast_enabled("cpu")
+        cd = torch.get_autocast_dtype("cpu") if amp else hidden.dtype
         stats = [torch.zeros(n, device=dev, dtype=torch.float32) for _ in range(N_STATS)]
         mm_buf = torch.empty((min(n, TOKEN_CHUNK_SIZE), VOCAB_CHUNK_SIZE), device=dev, dtype=cd)
         for t0 in range(0, n, TOKEN_CHUNK_SIZE):

@@ -154,6 +154,14 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    if training.objective == "ppo":
+        from vramcalc.core.memory import ppo as _ppo  # TRL 0.19.1 PPOTrainer: the rollout, the policy + value step
+
+        return _ppo.estimate(model, training, _estimate)  # type: ignore[no-any-return]
+    return _estimate(model, training)
+
+
+def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
@@ -1005,7 +1013,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes=tuple(notes),
         loss="trl" if _preference.is_preference(t) or _rl.is_rl(t) else "reward" if reward
         else "logits" if _preference.is_reference_free(t) else "online" if _online_dpo.is_online_dpo(t)
-        else t.loss, loss_chunks=t.loss_chunks,
+        else "ppo" if t.objective == "ppo" else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
@@ -1113,6 +1121,11 @@ def _transformer_phases(
                                         hidden=p.hidden, compute=p.compute, logits=p.logits_bytes,
                                         head_trainable=p.head_trainable, head_grad=g_head,
                                         head_copy=p.head_copy if p.checkpointing or p.offload else 0)
+        elif p.loss == "ppo":  # PPO's policy: the full logits kept, a log-softmax per row (memory/ppo.py)
+            from vramcalc.core.memory import ppo as _ppo
+
+            lb = _ppo.head_bytes(rows=rows, seq=seq, completion=seq - p.prompt_len, vocab=p.vocab, hidden=p.hidden,
+                                 compute=p.compute, head_trainable=p.head_trainable, head_grad=g_head)
         else:
             lb = loss_bytes(p.loss, tokens=tokens, batch=rows, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
                             hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable,

@@ -111,7 +111,8 @@ def masked_sdpa(t: TrainingSpec) -> bool:
     and chosen and rejected of one pair rarely have the same length. Online DPO (memory/online_dpo.py) passes
     the left-padded prompts' mask with the completions' (online_dpo_trainer.py _forward).
     """
-    return t.attention == "sdpa" and (t.packing != "none" or t.objective in ("orpo", "cpo", "simpo", "online-dpo"))
+    return t.attention == "sdpa" and (t.packing != "none"
+                                      or t.objective in ("orpo", "cpo", "simpo", "online-dpo", "ppo"))
 
 
 def local_mask(m: ModelSpec, t: TrainingSpec) -> bool:

@@ -122,6 +122,16 @@ LABELS = {
     "backward.all": "backward",
     "optimizer_step.step": "optimizer step",
     "optimizer_step.done": "optimizer step (already done in backward)",
+    # PPO (memory/ppo.py, TRL 0.19.1 PPOTrainer): the rollout (no grad), then PolicyAndValueWrapper's micro-batch
+    "forward.rollout_generate": "rollout: generate() of a chunk, every step's fp32 scores kept (PPO, no grad)",
+    "forward.rollout_pad": "rollout: the chunks' logits padded into one tensor (PPO, no grad)",
+    "forward.rollout_reference": "rollout: the reference's forward on a chunk (PPO, no grad)",
+    "forward.rollout_scores": "rollout: the value and reward models' forwards on a chunk (PPO, no grad)",
+    "forward.value": "forward: the value model's backbone and score (PPO)",
+    "forward.policy": "forward: the policy, beside the value model's saved set (PPO)",
+    "backward.policy": "backward through the policy (PPO)",
+    "backward.value": "backward through the value model (PPO)",
+    "optimizer_step.entropy": "after the step: the entropy of the kept logits (PPO, no grad)",
 }
 
 

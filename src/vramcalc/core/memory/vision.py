@@ -31,7 +31,7 @@ from vramcalc.core.errors import SpecError, UnsupportedCombination
 from vramcalc.core.memory import anyres
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.precision import recipe_of
-from vramcalc.core.params import projector_params, vision_tower_params
+from vramcalc.core.params import projector_params, qwen_block_params, vision_tower_params
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -260,12 +260,10 @@ def _check_qwen(model: ModelSpec, training: TrainingSpec) -> None:
     v = model.vision
     assert v is not None
     name = QWEN_NAMES[v.kind]
-    if training.train_vision:
-        raise UnsupportedCombination(f"--train-vision is not modelled for {model.name} ({name}: a trained tower's "
-                                     "saved activations are not counted): drop it (the tower stays frozen)")
-    if training.attention == "eager":
-        raise UnsupportedCombination(f"--attention eager is not modelled for {model.name} ({name}: the tower's "
-                                     "per-image eager softmax is not counted): use --attention sdpa")
+    if training.attention == "eager" and training.grad_checkpointing:
+        raise UnsupportedCombination(f"--attention eager with --grad-checkpointing is not modelled for {model.name} "
+                                     f"({name}: the tower then runs with grad, and the eager softmax its recomputed "
+                                     "blocks save is not counted): use --attention sdpa")
     qwen_resized(v, training.image_size, training.image_size)  # smart_resize's aspect-ratio refusal
 
 
@@ -275,6 +273,32 @@ def qwen_rows(model: ModelSpec, training: TrainingSpec) -> int:
     assert v is not None
     t, h, w = qwen_grid(v, training.image_size, training.image_size)
     return images_per_sample(training) * training.batch_size * t * h * w
+
+
+def _qwen_block_saved(v: VisionSpec, rows: int, a_bytes: int, trained: bool) -> int:
+    """One Qwen-VL tower block's saved tensors for `rows` patches, sdpa (modeling_qwen2_vl.py Qwen2VLVisionBlock,
+    modeling_qwen2_5_vl.py Qwen2_5_VLVisionBlock). Norms: LayerNorm (Qwen2-VL) saves its input and fp32 mean and
+    rstd per row; Qwen2_5_VLRMSNorm its fp32 copy (pow and mul) and the fp32 rsqrt per row, and with a trained weight
+    the 16-bit normalised input the weight multiplies. VisionAttention: qkv's output (v is a view of it, kept whole
+    by sdpa), q and k back in 16 bits after apply_rotary_pos_emb_vision's fp32 steps (the fp32 products save only
+    the shared cos / sin), sdpa's output and fp32 logsumexp per head and row (the split per cu_seqlens segment is
+    views; the per-segment outputs are concatenated). The MLP: quick_gelu (x * sigmoid(1.702 x)) saves fc1's
+    output and the sigmoid; SwiGLU saves gate's output, its silu and up's output. A trained block's Linears also
+    save their inputs: qkv's (norm1's output), proj's (the concatenated attention output), fc1's / gate's and up's
+    (norm2's output) and fc2's / down's (the MLP's product, intermediate wide). LayerNorm's input of norm1 is the
+    block's input, which a frozen (recomputed) block's checkpoint keeps: not counted here when frozen."""
+    d, i = v.hidden_size, v.intermediate_size
+    qwen25 = v.kind == "qwen2_5_vl"
+    if qwen25:
+        norms = 2 * (rows * d * 4 + 4 * rows + (rows * d * a_bytes if trained else 0))
+    else:
+        norms = (2 if trained else 1) * rows * d * a_bytes + 2 * 2 * 4 * rows
+    attention = 6 * rows * d * a_bytes + v.num_attention_heads * rows * 4
+    mlp = (3 if qwen25 else 2) * rows * i * a_bytes
+    if trained:  # the Linears' inputs: qkv, proj, fc1 / gate+up (one shared input), fc2 / down
+        attention += 2 * rows * d * a_bytes
+        mlp += rows * d * a_bytes + rows * i * a_bytes
+    return norms + attention + mlp
 
 
 def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
@@ -287,8 +311,9 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     of the batch packed into one sequence of `rows` patches; attention per image through cu_seqlens, Qwen2.5-VL
     per 112 px window in most blocks); the merger joins 2 x 2 patches into one token of the text width; the
     features are concatenated and masked_scatter'd over the <|image_pad|> tokens; get_rope_index gives the text
-    model its M-RoPE position_ids (3, batch, sequence) int64. The tower is frozen; full fine-tuning trains the
-    merger (as LLaVA's projector), LoRA / QLoRA adapt the language model only.
+    model its M-RoPE position_ids (3, batch, sequence) int64. The tower is frozen unless --train-vision (full
+    fine-tuning only: its gradients, optimizer state and saved sets); full fine-tuning trains the merger (as
+    LLaVA's projector), LoRA / QLoRA adapt the language model only.
     """
     v = model.vision
     assert v is not None and model.hidden_size is not None
@@ -315,7 +340,8 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     # With checkpointing, activation_checkpointing_enable (modeling_utils.py) calls enable_input_require_grads
     # whatever the method: it hooks the input embeddings of every PreTrainedModel inside, the tower's patch_embed
     # too (Qwen2VisionTransformerPretrainedModel._input_embed_layer), so the frozen tower runs with grad
-    tower_graph = training.grad_checkpointing
+    gc, trained_tower = training.grad_checkpointing, training.train_vision
+    tower_graph = gc or trained_tower
     merged = rows // v.spatial_merge_size ** 2
     # the merger (PatchMerger / Qwen2_5_VLPatchMerger) on the tower's last hidden state x. LayerNorm saves x and
     # fp32 mean and rstd when its weight trains or x needs grad; Qwen2.5-VL's RMSNorm upcasts x (the fp32 copy
@@ -323,7 +349,7 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     # A trained mlp[0] saves its input (rows / 4 x 4 width = rows x width), GELU its input (either way when
     # there is a graph), a trained mlp[2] GELU's output; Qwen2.5-VL's merged_hidden_states[reverse_indices]
     # saves the int64 indices.
-    saved_merger = 0
+    saved_merger = rms_fp32 = 0
     if trained_merger or tower_graph:
         rms_fp32 = rows * d * 4 + 4 * rows if qwen25 and tower_graph else 0
         norm = (rms_fp32 + (rows * d * a_bytes if trained_merger else 0)) if qwen25 else \
@@ -331,18 +357,24 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         saved_merger = norm + rows * d * a_bytes * (3 if trained_merger else 1) + (merged * 8 if qwen25 else 0)
     # masked_scatter saves its bool mask when inputs_embeds requires grad
     saved = saved_merger + (tokens if trained_merger or tower_graph else 0)
-    tower_kept = 0
+    tower_kept = block_kept = 0
     if tower_graph:
         # each checkpointed block (Qwen2VLVisionBlock is a GradientCheckpointingLayer) keeps its input, and the
         # rotary cos / sin as its argument; the hooked patch embeddings are a leaf its AccumulateGrad node holds
         # (Qwen2-VL: the first block's input; Qwen2.5-VL permutes them into windows first, index keeping the
         # window index); with adapters the text embeddings' output is such a leaf too and outlives
         # masked_scatter's result
-        tower_kept = v.num_layers * rows * d * a_bytes + rotary
+        # --train-vision (a trained tower, full fine-tuning: check refuses adapters on it): the patch embeddings
+        # are no leaf (the trained Conv3d made them), so nothing more is kept for them; without checkpointing each
+        # block keeps its whole saved set (_qwen_block_saved) and the shared cos / sin its rotary products save
+        block_kept = _qwen_block_saved(v, rows, a_bytes, True) if trained_tower and not gc else rows * d * a_bytes
+        tower_kept = v.num_layers * block_kept + rotary
         if qwen25:
-            tower_kept += rows * d * a_bytes + merged * 8
+            tower_kept += (0 if trained_tower else rows * d * a_bytes) + merged * 8
         if not trained_merger:
             tower_kept += tokens * th * a_bytes
+    # a trained patch_embed Conv3d saves its input, pixel_values (a view), until the tower's backward
+    tower_pixel = pixel if trained_tower else 0
     # The model's output holds image_outputs (MultimodalBaseModelOutputWithPast) until the loss is taken: the
     # tower's last_hidden_state (rows x width; already saved by the merger's LayerNorm when it has a graph) and the
     # merger's output (image tokens x text width, split into per-image views)
@@ -360,9 +392,24 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     mlp_t = rows * (3 * d + 3 * i) * a_bytes
     attn_t = rows * (5 * d * a_bytes + 6 * d * 4)
     layer_t = max(mlp_t, attn_t)
+    if training.attention == "eager":
+        # eager_attention_forward per cu_seqlens segment (VisionAttention.forward splits q, k, v per image, or per
+        # window in Qwen2.5-VL's windowed blocks), its peak at the softmax (measured with the tracer): the scaled
+        # scores (heads x n x n, 16-bit), their fp32 copy (softmax(dtype=float32) casts a bfloat16 input first:
+        # aten/src/ATen/native/SoftMax.cpp takes the half_to_float kernel for float16 only) and the fp32 softmax,
+        # beside the block's input, norm1's output, qkv's output, the rotated q and k, and the earlier segments'
+        # outputs (the largest segment counted last: the whole image, or the largest window when no block attends
+        # fully)
+        _, gh, gw = qwen_grid(v, training.image_size, training.image_size)
+        n = gh * gw
+        if qwen25 and not v.fullatt_block_indexes:
+            side, m = v.window_size // v.spatial_merge_size // v.patch_size, v.spatial_merge_size
+            n = min(side, gh // m) * min(side, gw // m) * m * m
+        layer_t = max(layer_t, rows * 7 * d * a_bytes + v.num_attention_heads * n * n * (2 + 4 + 4)
+                      + (rows - n) * d * a_bytes)
     tower_moment = tokens * th * a_bytes + pixel + rotary + layer_t
-    if tower_graph:  # the checkpointed blocks' kept inputs pile up as the tower runs: all but the last block's
-        tower_moment += (v.num_layers - 1 + (1 if qwen25 else 0)) * rows * d * a_bytes
+    if tower_graph:  # the blocks' kept inputs (or saved sets) pile up as the tower runs: all but the last block's
+        tower_moment += (v.num_layers - 1) * block_kept + (rows * d * a_bytes if qwen25 and not trained_tower else 0)
     tower_bwd: tuple[int, int] | None = None
     if tower_kept:
         # the tower's backward, block by block from the top: its checkpoint recomputes the block with grad, which
@@ -372,19 +419,45 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         # output and the sigmoid; SwiGLU: gate, its silu and up); then the block's backward: the incoming
         # gradient (rows x width) and three intermediate-wide ones in the MLP's (measured with the tracer: the
         # live tensors at the peak, quick_gelu's backward mul)
-        norms = 2 * (rows * d * 4 + 4 * rows) if qwen25 else rows * d * a_bytes + 2 * 2 * 4 * rows
-        block = (norms + 6 * rows * d * a_bytes + v.num_attention_heads * rows * 4
-                 + (3 if qwen25 else 2) * rows * i * a_bytes)
+        block = _qwen_block_saved(v, rows, a_bytes, False)
         tower_bwd = (tower_kept + block, 3 * rows * i * a_bytes + rows * d * a_bytes)
     trainable_text = b.trainable_parameters
-    extra_trainable = merger if trained_merger else 0
+    extra_trainable = (merger if trained_merger else 0) + (tower if trained_tower else 0)
+    tower_train: tuple[int, int, int] | None = None
+    accumulating = training.grad_accum > 1
+    # the language model's and the merger's backward run before the tower's: no tower gradient yet (unless
+    # accumulated from the previous micro-batches)
+    before_tower = extra_trainable - (tower if trained_tower and not accumulating else 0)
+    if trained_tower:
+        # --train-vision: the tower's backward, block by block from the top, after the merger's and before the
+        # text embedding's, its peak at a block's MLP backward (quick_gelu's or SwiGLU's mul, measured with the
+        # tracer): fc2's / down_proj's backward has run, so its weight's gradient exists and its saved input
+        # (rows x intermediate) is freed; the incoming gradient and the MLP's intermediate-wide gradients are live,
+        # as for the frozen block. At its top block the saved sets are whole (with checkpointing: the kept inputs
+        # and the top block recomputed, a trained block's saved set) and no tower gradient but that fc2's exists;
+        # at its bottom block one block's saved set is left, with pixel_values (the Conv3d's input) and the
+        # cos / sin, and every tower gradient but the bottom block's other weights' and the patch embedding's
+        out_params = i * d + d  # fc2 / down_proj, biased
+        lower = tower - v.num_layers * qwen_block_params(v) + qwen_block_params(v) - out_params
+        untied = 0 if model.tie_word_embeddings else (model.vocab_size or 0) * th
+        # (a recomputed Qwen2-VL block's norm1 saves its input, the block input its checkpoint keeps: counted once)
+        recomputed = _qwen_block_saved(v, rows, a_bytes, True) - (0 if qwen25 else rows * d * a_bytes) if gc else 0
+        at_mlp = 3 * rows * i * a_bytes + rows * d * a_bytes - rows * i * a_bytes
+        # (with gradient accumulation every tower gradient exists from the previous micro-batches)
+        top = (_scaled(b.gradients, trainable_text, (extra_trainable if accumulating else merger + out_params)
+                       - untied),
+               tower_kept + recomputed + tower_pixel, at_mlp)
+        bottom = (_scaled(b.gradients, trainable_text, extra_trainable - (0 if accumulating else lower) - untied),
+                  tower_kept - (v.num_layers - 1) * block_kept + recomputed + tower_pixel, at_mlp)
+        tower_train = max(top, bottom, key=sum)
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _scaled(b.gradients, trainable_text, extra_trainable)
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
     for key, layout, values in b.moments:
-        values = _grown(layout, values, trainable_text, extra_trainable)
+        in_backward = key.startswith("backward.") and key != "backward.end"
+        values = _grown(layout, values, trainable_text, before_tower if in_backward else extra_trainable)
         if key.startswith("forward."):
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + positions + held)))
         elif key == "backward.bottom" and trained_merger:
@@ -396,14 +469,24 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
             # the merger's backward first, its peak at mlp[0]'s (measured with the tracer): GELU's and mlp[2]'s
             # saved inputs are gone, two rows x width gradients beside its weight's; then the tower's, both
             # before the embedding's gradient exists
-            raw.append(("backward.merger", BWD_QWEN_MERGER,
-                        (grad_all - untied, saved_merger - 2 * rows * d * a_bytes + tower_kept,
-                         2 * rows * d * a_bytes)))
-            if tower_bwd is not None:
+            merger_grads = _scaled(b.gradients, trainable_text, before_tower) - untied
+            at_mlp0 = (merger_grads, saved_merger - 2 * rows * d * a_bytes + tower_kept + tower_pixel,
+                       2 * rows * d * a_bytes)
+            if qwen25 and tower_graph:
+                # Qwen2.5-VL's ln_q (Qwen2_5_VLRMSNorm) backward when the tower's output needs a gradient: only its
+                # fp32 copy and rsqrt are left of the merger's saved set, and its fp32 backward holds five rows x
+                # width fp32 tensors (the cast incoming gradient, the gradient through rsqrt, pow's two steps and
+                # their sum: measured with the tracer, its peak at aten.mul)
+                at_norm = (merger_grads, rms_fp32 + tower_kept + tower_pixel, 5 * rows * d * 4)
+                at_mlp0 = max(at_mlp0, at_norm, key=sum)
+            raw.append(("backward.merger", BWD_QWEN_MERGER, at_mlp0))
+            if tower_train is not None:
+                raw.append(("backward.tower", _m.BWD_VISION_TOWER, tower_train))
+            elif tower_bwd is not None:
                 raw.append(("backward.tower", BWD_QWEN_TOWER, (grad_all - untied, *tower_bwd)))
             raw.append((key, (*layout, _SAVED), (*values, 0)))
-        elif key.startswith("backward.") and key != "backward.end":
-            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
+        elif in_backward:
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + tower_pixel)))
         else:
             raw.append((key, layout, values))
     if tower_bwd is not None and not trained_merger:  # adapters: after the language model's whole backward
@@ -427,12 +510,16 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         f"{per_image} image tokens each, added to the {training.seq_len:,} text tokens: the language model runs on "
         f"{total_tokens(model, training):,} tokens per sample (Qwen2VLModel.forward, masked_scatter of the image "
         "features, M-RoPE position_ids from get_rope_index).",
-        f"vision tower ({tower:,} parameters) frozen; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
+        f"vision tower ({tower:,} parameters) "
+        + ("trained (--train-vision: its gradients, optimizer state and every block's saved set, or with "
+           "checkpointing its kept block inputs and one recomputed block)" if trained_tower else "frozen")
+        + f"; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
         "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization); LoRA targets "
         "resolve in the language model only.",
-        "vision tower forward: one block's transients at its rotary or MLP peak, counted before the language model "
-        "runs; images resized with the published preprocessor_config.json's min_pixels 3,136 and max_pixels "
-        "12,845,056 (a square side of at most 3,584 px).",
+        "vision tower forward: one block's transients at its rotary or MLP peak"
+        + (" or, under --attention eager, its per-image (or per-window) fp32 softmax" if training.attention == "eager"
+           else "") + ", counted before the language model runs; images resized with the published "
+        "preprocessor_config.json's min_pixels 3,136 and max_pixels 12,845,056 (a square side of at most 3,584 px).",
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + merger,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
