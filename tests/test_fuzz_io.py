@@ -75,8 +75,10 @@ def test_fuzz_config_json(fixture: str, data: st.DataObject) -> None:
     except VramcalcError as e:
         clean(e)
         return
-    # a multimodal config's text model is its text_config (Gemma 3, LLaVA: io/hf_config.py reads the widths there)
-    part = config["text_config"] if config.get("model_type") in ("gemma3", "llava") \
+    # a multimodal config's text model is its text_config (Gemma 3, LLaVA, LLaVA-NeXT, Idefics3 / SmolVLM,
+    # Llama-3.2-Vision, Llama 4: io/hf_config.py reads the widths there)
+    part = config["text_config"] if config.get("model_type") in (
+        "gemma3", "llava", "llava_next", "idefics3", "smolvlm", "mllama", "llama4") \
         and isinstance(config.get("text_config"), dict) else config
     # DistilBERT's width is `dim` (its attribute_map reads hidden_size as dim; n_embd is no key of it); T5's and
     # BART's is `d_model` (T5Config / BartConfig attribute_map: hidden_size -> d_model; n_embd is no key of theirs)

@@ -260,19 +260,15 @@ OPTIONS: tuple[Opt, ...] = (
         "source. 0: as long as the source."),
     # The classics (core/memory/classic.py): torchvision's ResNet family.
     Opt("image_size", int, 224, "ResNet: input images are image-size x image-size RGB (torchvision's 224). "
-        "Vision-language models: the image side, where 224 (the default) stands for the model's own (LLaVA-1.5's "
-        "tower takes only its 336); Qwen2-VL / Qwen2.5-VL: each image's side in pixels, resized as the processor's "
-        "smart_resize does (224: 64 image tokens, 448: 256); LLaVA-NeXT: each image's side (with --image-width: its "
-        "height) in pixels, resized to the best image_grid_pinpoints resolution and cut into 336 px tiles (672: 5 "
-        "tiles, 2,928 image tokens)."),
+        "Vision-language models: each image's height (and width, unless --image-width) in pixels, resized and "
+        "tiled as the model's processor does (224, the default: the model's own size; LLaVA-1.5 takes only 336; "
+        "explain shows the image tokens)."),
     Opt("num_classes", int, 1000, "ResNet: outputs of the final fc layer (torchvision's 1000, ImageNet)."),
     # Vision-language models (memory/vision.py).
     Opt("images", int, 0, "Vision-language models (LLaVA, Qwen-VL): images per sample; their image tokens are added to "
         "--seq-len (the text tokens). 0: one for a vision-language model."),
-    Opt("image_width", int, 0, "Idefics3 / SmolVLM: each image's width in pixels, --image-size its height (0: "
-        "square). The processor resizes the longest edge to its target and cuts tiles, so the aspect ratio sets "
-        "the tiles: a square image is 4 x 4 tiles and a global one. LLaVA-NeXT: the same (height --image-size, "
-        "width --image-width); anyres unpads the tile features to the image's aspect ratio."),
+    Opt("image_width", int, 0, "LLaVA-NeXT, Idefics3 / SmolVLM: each image's width in pixels (0: square); with "
+        "--image-size it sets the tiles and image tokens."),
     Opt("train_vision", bool, False, "Vision-language models: train the vision tower too, with --method full and "
         "sdpa (frozen by default, as most recipes do)."),
 )
