@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import invoke
 from vramcalc.core.errors import UnknownPresetError, VramcalcError
 from vramcalc.core.options import OptionValues, training_spec
 from vramcalc.io import runfiles
@@ -370,3 +371,25 @@ def test_axolotl_and_llama_factory_saver_keys(tmp_path: Path) -> None:
     assert (lf.options["packing"], lf.options["attention"], lf.options["stack"]) == ("packed", "flash",
                                                                                      "llama-factory")
     assert {"neat_packing", "flash_attn"} <= set(lf.mapped)
+
+
+TORCHTUNE_DPO = Path(__file__).resolve().parent / "data" / "torchtune-lora-dpo.yaml"
+
+
+def test_torchtune_dpo_is_refused_not_read_as_sft(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # torchtune's DPO recipes keep the full fp32 logits and their log_softmax for the policy and the reference
+    # (recipes/lora_dpo_single_device.py concatenated_forward): read as SFT, or as TRL's logit-free DPOTrainer, the
+    # file would be under-counted, so it is refused in one line (exit 2) until that step is modelled.
+    with pytest.raises(runfiles.RunFileError, match=r"loss\._component_: DPOLoss is not modelled.*reference"):
+        runfiles.load(TORCHTUNE_DPO)
+    code, out, err = invoke(["estimate", "--config", str(TORCHTUNE_DPO)], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--objective dpo" in err
+    # torchtune < 0.4 kept the losses under torchtune.modules.rlhf.loss; SimPO runs the same recipe, no reference
+    old = TORCHTUNE_DPO.read_text().replace("torchtune.rlhf.loss.DPOLoss", "torchtune.modules.rlhf.loss.SimPOLoss")
+    with pytest.raises(runfiles.RunFileError, match=r"SimPOLoss is not modelled.*\(no reference\)"):
+        runfiles.load(_json(tmp_path, "simpo.yaml", old))
+    # the SFT losses of the same recipes' configs are still read
+    sft = TORCHTUNE_DPO.read_text().replace("torchtune.rlhf.loss.DPOLoss",
+                                            "torchtune.modules.loss.CEWithChunkedOutputLoss")
+    assert runfiles.load(_json(tmp_path, "sft.yaml", sft))[0].options["loss"] == "chunked"

@@ -1828,10 +1828,27 @@ TORCHTUNE_LOSS = {
 }
 
 
+# torchtune's preference recipes (recipes/lora_dpo_single_device.py, full_dpo_distributed.py concatenated_forward) keep
+# the full fp32 logits [2B, S, vocab] (modules/transformer.py TransformerDecoder.unembed: `self.output(h).float()`) and
+# rlhf/sequence_processing.py get_batch_log_probs saves log_softmax over them, for the policy and again for the
+# reference (the adapters disabled, or a separate frozen model): no objective here counts that step, and reading the
+# file as SFT (or as TRL's DPOTrainer, which has no logits) would under-count it.
+# (PPOLoss stays an unmodelled key, noted below.)
+_TT_DPO_WHY = ("{} is not modelled: torchtune's DPO recipes keep the full fp32 logits [2B, S, vocab] and their "
+               "log_softmax for the policy{}, which vramcalc's dpo (TRL DPOTrainer's fused head: no logits) does not "
+               "count; estimate a TRL DPOTrainer run instead (--objective dpo, no --config)")
+TORCHTUNE_PREFERENCE_LOSSES = {cls: _TT_DPO_WHY.format(cls, ref) for cls, ref in (
+    ("DPOLoss", " and again for the reference"), ("RSOLoss", " and again for the reference"),
+    ("IPOLoss", " and again for the reference"), ("SimPOLoss", " (no reference)"))}
+
+
 def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
     """torchtune recipe keys of the memory savers (memory/loss.py, memory/savers.py)."""
     loss = d.get("loss")
     if isinstance(loss, dict) and "_component_" in loss:
+        cls = str(loss["_component_"]).rsplit(".", 1)[-1]
+        if cls in TORCHTUNE_PREFERENCE_LOSSES:
+            raise _KeyProblem("loss._component_", TORCHTUNE_PREFERENCE_LOSSES[cls])
         name = TORCHTUNE_LOSS.get(str(loss["_component_"]))
         if name is None:
             _unmodelled(run, "loss", f"{str(loss['_component_']).rsplit('.', 1)[-1]} is not modeled (counted as the "
