@@ -138,6 +138,9 @@ _ONLINE_HEAD_LABELS = ("the completion positions' log-softmax output (and lm_hea
                        "the head's backward")
 SRC_ONLINE = ("memory/online_dpo.py (TRL 1.16 trl/experimental/online_dpo/online_dpo_trainer.py training_step, "
               "_generate, _forward)")
+SRC_TORCHTUNE_DPO = ("memory/online_dpo.py head_bytes, ReferencePlan with scale_copy (torchtune "
+                     "recipes/lora_dpo_single_device.py, full_dpo_distributed.py concatenated_forward; "
+                     "torchtune/rlhf/sequence_processing.py get_batch_log_probs)")
 # PPO (memory/ppo.py head_bytes, TRL 0.19.1 PPOTrainer): the policy's full logits kept through the micro-batch, a
 # log-softmax per row over the completion positions.
 _PPO_HEAD_LABELS = ("the rows' log-softmax outputs (16-bit logits) and lm_head's input",
@@ -1552,12 +1555,15 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
             tl.append(Line("temporaries.logprob_pass", "no-grad log-prob pass (old policy / reference)",
                            f"{t.batch_size} rows of {_n(seq)} per sub-batch, {_n(gen_rows)} rows' results kept",
                            d["temporaries.logprob_pass"], "one no-grad forward through TRL's fused head", SRC_RL))
-    if "temporaries.reference_forward" in d and t.objective == "online-dpo":  # memory/online_dpo.py ReferencePlan
+    if "temporaries.reference_forward" in d and (t.objective == "online-dpo" or pref.torchtune_head(t)):
+        # memory/online_dpo.py ReferencePlan
         tl.append(Line("temporaries.reference_forward", f"reference model's no-grad _forward ({pref.resolve_ref(t)})",
                        f"the larger of one no-grad layer over {tok} and the full logits over {tok} with the "
-                       f"log-softmax over {_n(_labelled(t, seq))} completion positions",
+                       f"log-softmax over {_n(_labelled(t, seq))} {'shifted' if pref.torchtune_head(t) else 'completion'}"
+                       " positions" + (" (and its input's copy)" if pref.torchtune_head(t) else ""),
                        d["temporaries.reference_forward"],
-                       "after the policy's forward, on top of its saved activations", SRC_ONLINE))
+                       "after the policy's forward, on top of its saved activations",
+                       SRC_TORCHTUNE_DPO if pref.torchtune_head(t) else SRC_ONLINE))
     elif "temporaries.reference_forward" in d:  # memory/preference.py ReferencePlan.peak, a moment of its own
         tl.append(Line("temporaries.reference_forward", f"reference model's no-grad forward ({pref.resolve_ref(t)})",
                        f"the larger of one no-grad layer over {tok} and its fused head over "
@@ -1599,6 +1605,8 @@ def _loss_of(t: TrainingSpec, d: dict[str, int]) -> str:
     preference objectives, the reward model's score head, --loss, or another objective's own head."""
     if "activations.loss_saved" not in d:
         return "hf"
+    if pref.torchtune_head(t):
+        return "logits-dpo"  # torchtune's DPO recipes: the full fp32 logits and a log-softmax (memory/online_dpo.py)
     if pref.is_preference(t) or rl.is_rl(t):
         return "trl"
     if t.objective == "reward":
@@ -1617,7 +1625,7 @@ def _loss_labels(loss: str) -> tuple[str, str, str, str]:
         return _REWARD_LABELS
     if loss == "logits":
         return _LOGITS_HEAD_LABELS
-    if loss == "online":
+    if loss in ("online", "logits-dpo"):
         return _ONLINE_HEAD_LABELS
     if loss == "ppo":
         return _PPO_HEAD_LABELS
@@ -1629,13 +1637,15 @@ def _loss_source(loss: str) -> str:
         return SRC_LOGITS
     if loss == "online":
         return SRC_ONLINE
+    if loss == "logits-dpo":
+        return SRC_TORCHTUNE_DPO
     if loss == "ppo":
         return SRC_PPO
     return SRC_REWARD if loss == "reward" else LOSS_SOURCES.get(loss, SRC_PREFERENCE)
 
 
 def _loss_formula(loss: str) -> str:
-    if loss == "online":
+    if loss in ("online", "logits-dpo"):
         return "memory/online_dpo.py head_bytes"
     if loss == "ppo":
         return "memory/ppo.py head_bytes"
@@ -1649,6 +1659,8 @@ def _loss_name(loss: str) -> str:
         return "logits head"
     if loss == "online":
         return "Online DPO logits head"
+    if loss == "logits-dpo":
+        return "torchtune DPO logits head"
     if loss == "ppo":
         return "PPO policy logits head"
     return "score head" if loss == "reward" else f"{loss} head"

@@ -19,6 +19,7 @@ from vramcalc.core.errors import VramcalcError
 from vramcalc.core.vocab import (
     ADAPTER_DTYPES,
     ATTENTIONS,
+    DPO_HEADS,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
@@ -218,6 +219,9 @@ OPTIONS: tuple[Opt, ...] = (
         "Prompt tokens per sequence (of --seq-len); only completions go through TRL's head. 0: every token."),
     Opt("ref_model", REF_MODELS, "auto",
         "DPO/KTO/GRPO reference: auto (a copy; LoRA: the base with adapters off), copy, adapters-off, precomputed."),
+    Opt("dpo_head", DPO_HEADS, "trl",
+        "DPO's log-prob head: trl (TRL DPOTrainer's fused head, no logits) or logits (torchtune's DPO recipes: the "
+        "full fp32 logits and log_softmax over the vocabulary, for the policy and then the reference)."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
     Opt("reward_model", str, "none",
         "Online DPO, GRPO, RLOO: the reward model scoring the completions (reward_funcs as a model id; "

@@ -75,6 +75,7 @@ from vramcalc.core.vocab import (
     QuantBits,
     RefDtype,
     RefModel,
+    DpoHead,
     StackName,
     Vendor,
     VllmMode,
@@ -764,6 +765,7 @@ class TrainingSpec:
     objective: Objective = "sft"
     prompt_len: int = 0  # prompt tokens per sequence (seq_len = prompt + the longer completion); 0: all completion
     ref_model: RefModel = "auto"  # DPO reference: a frozen copy, the base with adapters off, or precomputed
+    dpo_head: DpoHead = "trl"  # dpo: TRL's fused head, or torchtune's full fp32 logits (memory/online_dpo.py head)
     ref_dtype: RefDtype = "auto"  # a copied reference's weight dtype (auto: the policy's)
     # Online DPO's reward model (memory/reward_scoring.py): the option's name ("none": reward functions are Python
     # callables), its weight dtype, and the resolved spec (io/resolve.py resolve_model, by the CLI: the core reads
@@ -967,6 +969,8 @@ class TrainingSpec:
         if self.ref_dtype != "auto" and self.ref_model not in ("copy", "auto"):
             raise SpecError("", f"--ref-dtype sets a copied reference's dtype; --ref-model {self.ref_model} keeps "
                             "no copy: drop --ref-dtype")
+        if self.dpo_head == "logits":
+            self._check_logits_dpo_head()
         if not self.chosen_nll and self.objective not in ("cpo", "simpo"):
             # trl/experimental/cpo/cpo_trainer.py concatenated_forward skips the NLL when cpo_alpha == 0; ORPOTrainer
             # always computes it (orpo_trainer.py concatenated_forward).
@@ -977,6 +981,22 @@ class TrainingSpec:
             raise SpecError("", f"TRL's {'ORPO' if self.objective == 'orpo' else 'CPO'}Trainer computes the full "
                             f"logits itself, so --loss {self.loss} does not apply to --objective {self.objective}: "
                             "drop --loss")
+
+    def _check_logits_dpo_head(self) -> None:
+        """--dpo-head logits: torchtune's DPO recipes (recipes/lora_dpo_single_device.py, full_dpo_distributed.py
+        concatenated_forward; torchtune/rlhf/sequence_processing.py get_batch_log_probs)."""
+        if self.objective != "dpo":
+            raise SpecError("", f"--dpo-head logits models torchtune's DPO recipes (DPOLoss): use it with --objective "
+                            f"dpo, not {self.objective}")
+        if self.loss != "hf":
+            raise SpecError("", f"torchtune's DPO recipes take log_softmax over the full logits, so --loss {self.loss} "
+                            "does not apply with --dpo-head logits: drop --loss")
+        if self.prompt_len:
+            raise SpecError("", "torchtune's get_batch_log_probs takes log_softmax at every position (the prompt's "
+                            "labels are only masked), so --prompt-len does not apply with --dpo-head logits: drop it")
+        if self.ref_model == "precomputed":
+            raise SpecError("", "torchtune's DPO recipes run the reference in every step: --ref-model precomputed "
+                            "does not apply with --dpo-head logits")
 
     def _online_dpo_consistent(self) -> None:
         """TRL OnlineDPOTrainer (memory/online_dpo.py): what is modelled of it, the rest refused in one line."""

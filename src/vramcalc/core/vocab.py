@@ -86,6 +86,8 @@ Objective = Literal["sft", "dpo", "ipo", "kto", "reward", "orpo", "cpo", "simpo"
 # Values people ask for that are not modelled, each refused in one line with why (core/options.py coerce).
 NOT_MODELLED: dict[str, dict[str, str]] = {}
 RefModel = Literal["auto", "copy", "adapters-off", "precomputed"]
+# DPO's log-prob head: TRL DPOTrainer's fused head (no logits) or the full fp32 logits of torchtune's DPO recipes
+DpoHead = Literal["trl", "logits"]
 # GRPO's generation engine (memory/rl.py): off (generate()), colocate (TRL vllm_mode="colocate": a vLLM engine in
 # the training process, on the same GPU) or server (vllm_mode="server": vLLM on other GPUs).
 VllmMode = Literal["off", "colocate", "server"]
@@ -135,6 +137,7 @@ RLOO_DEFAULTS: dict[str, float | int] = {"beta": 0.05, "num_generations": 2}
 # GRPOConfig's is 0.3): applied under --objective online-dpo --use-vllm colocate when not given (core/options.py).
 ONLINE_DPO_VLLM_UTILIZATION = 0.55
 REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
+DPO_HEADS: tuple[DpoHead, ...] = get_args(DpoHead)
 VLLM_MODES: tuple[VllmMode, ...] = get_args(VllmMode)
 REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)
 HEADS: tuple[Head, ...] = get_args(Head)

@@ -410,3 +410,62 @@ def reference_free_loss(objective: str, chosen_nll: bool) -> Callable[[nn.Module
         return loss
 
     return loss_fn
+
+
+# --- torchtune's DPO recipes (recipes/lora_dpo_single_device.py, full_dpo_distributed.py): the full fp32 logits ----
+def make_torchtune_dpo_inputs(batch: int, seq: int, vocab: int) -> Callable[[], dict[str, Any]]:
+    """torchtune's padded_collate_dpo batch: (concatenated_input_ids, concatenated_labels), each [2·batch, seq]
+    int64 (chosen rows then rejected rows, padded to the longest)."""
+
+    def make() -> dict[str, Any]:
+        return {"input_ids": torch.randint(0, vocab, (2 * batch, seq), dtype=torch.long),
+                "labels": torch.randint(0, vocab, (2 * batch, seq), dtype=torch.long)}
+
+    return make
+
+
+def _torchtune_batch_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """torchtune/rlhf/sequence_processing.py get_batch_log_probs (return_average_logprobs False): the shifted labels
+    cloned, log_softmax(logits / temperature) over the vocabulary (logits_to_logprobs, temperature 1.0: the division
+    still makes a copy), gather, then the masked sum per row."""
+    labels = labels[:, 1:].clone()
+    logits = logits[:, :-1, :]
+    loss_mask = labels != -100  # CROSS_ENTROPY_IGNORE_IDX
+    labels[labels == -100] = 0
+    per_token = torch.gather(nn.functional.log_softmax(logits / 1.0, dim=-1), 2, labels.unsqueeze(-1)).squeeze(-1)
+    return (per_token * loss_mask).sum(-1)
+
+
+def _torchtune_forward(m: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recipe's concatenated_forward: `all_logits = model(input_ids)`, which torchtune's TransformerDecoder
+    returns in fp32 (torchtune/modules/transformer.py unembed: `self.output(h).float()`), then the log-probs."""
+    logits = m(input_ids=input_ids, use_cache=False).logits.float()
+    return logits, _torchtune_batch_log_probs(logits, labels)
+
+
+def torchtune_dpo_loss(adapters_off: bool) -> Callable[[nn.Module, dict[str, Any]], torch.Tensor]:
+    """The recipes' train() step with DPOLoss (torchtune/rlhf/loss/dpo.py, beta 0.1, label_smoothing 0): the policy's
+    concatenated_forward, its logits' means for the metrics and then `del` of the logits; the reference's
+    concatenated_forward under no_grad (`disable_adapter(self._model)` in the LoRA recipe, the separate frozen
+    `self._ref_model` in the full one), its logits dropped on return; the loss on the per-row log-probs."""
+
+    def loss_fn(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        policy: Any = m.policy if isinstance(m, PolicyAndReference) else m
+        ids, labels = inputs["input_ids"], inputs["labels"]
+        logits, logps = _torchtune_forward(policy, ids, labels)
+        half = ids.shape[0] // 2
+        chosen, rejected = logps[:half], logps[half:]
+        _ = logits[:half].detach().mean(), logits[half:].detach().mean()
+        del logits
+        ctx = policy.disable_adapter() if adapters_off else contextlib.nullcontext()
+        with torch.no_grad(), ctx:
+            _ref_logits, ref_logps = _torchtune_forward(policy if adapters_off else m.ref, ids, labels)  # type: ignore[union-attr]
+            del _ref_logits
+        ref_chosen, ref_rejected = ref_logps[:half], ref_logps[half:]
+        logits_diff = (chosen - rejected) - (ref_chosen - ref_rejected)
+        losses = -nn.functional.logsigmoid(0.1 * logits_diff)
+        _ = (0.1 * (chosen - ref_chosen).detach() > 0.1 * (rejected - ref_rejected).detach()).float()
+        return losses.mean()
+
+    return loss_fn

@@ -226,7 +226,14 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
 
     pref = is_preference(training)
     ref_kind = resolve_ref(training)
-    if pref:  # TRL DPOTrainer's step (trace/_preference.py): 2B rows, the fused head, the reference
+    if pref and training.dpo_head == "logits":  # torchtune's DPO recipes: the full fp32 logits (trace/_preference.py)
+        from vramcalc.trace._preference import make_torchtune_dpo_inputs, torchtune_dpo_loss
+
+        make_inputs = make_torchtune_dpo_inputs(b, s, vocab)  # type: ignore[assignment]  # noqa: F811
+        loss_fn = torchtune_dpo_loss(ref_kind == "adapters-off")  # type: ignore[assignment]  # noqa: F811
+        notes.append(f"dpo: torchtune's DPO recipe step emulated on the transformers model (logits .float(), "
+                     f"get_batch_log_probs; trace/_preference.py); reference {ref_kind}")
+    elif pref:  # TRL DPOTrainer's step (trace/_preference.py): 2B rows, the fused head, the reference
         from vramcalc.trace._preference import dpo_loss, make_dpo_inputs
 
         kto = training.objective == "kto"

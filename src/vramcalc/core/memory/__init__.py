@@ -1011,7 +1011,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         end_t=end_t,
         end_tied=(m.tie_word_embeddings and not no_vocab) or peft_methods.token_rows(t) > 0,
         notes=tuple(notes),
-        loss="trl" if _preference.is_preference(t) or _rl.is_rl(t) else "reward" if reward
+        loss="logits-dpo" if _preference.torchtune_head(t) else "trl" if _preference.is_preference(t)
+        or _rl.is_rl(t) else "reward" if reward
         else "logits" if _preference.is_reference_free(t) else "online" if _online_dpo.is_online_dpo(t)
         else "ppo" if t.objective == "ppo" else t.loss, loss_chunks=t.loss_chunks,
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
@@ -1024,7 +1025,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         if unsloth and t.grad_checkpointing else 0,
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
         reference=None if _rl.is_rl(t) else _online_dpo.reference_plan(m, t, recipe)
-        if _online_dpo.is_online_dpo(t) else _preference.reference_plan(m, t, recipe),
+        if _online_dpo.is_online_dpo(t) or _preference.torchtune_head(t) else _preference.reference_plan(m, t, recipe),
         rl=_rl.plan(m, t, recipe, autocast_copies),
         reward=_reward_scoring.scoring_plan(t, recipe),
         logits_bytes=_preference.logits_bytes(recipe), chosen_nll=_preference.computes_nll(t),
@@ -1121,6 +1122,11 @@ def _transformer_phases(
                                         hidden=p.hidden, compute=p.compute, logits=p.logits_bytes,
                                         head_trainable=p.head_trainable, head_grad=g_head,
                                         head_copy=p.head_copy if p.checkpointing or p.offload else 0)
+        elif p.loss == "logits-dpo":  # torchtune's DPO recipes: fp32 logits, log_softmax over S - 1 positions
+            lb = _online_dpo.head_bytes(rows=rows, seq=seq, completion=seq - 1, vocab=p.vocab, hidden=p.hidden,
+                                        compute=p.compute, logits=4, head_trainable=p.head_trainable,
+                                        head_grad=g_head, head_copy=p.head_copy if p.checkpointing or p.offload else 0,
+                                        scale_copy=True)
         elif p.loss == "ppo":  # PPO's policy: the full logits kept, a log-softmax per row (memory/ppo.py)
             from vramcalc.core.memory import ppo as _ppo
 

@@ -69,9 +69,13 @@ def uncached_generation_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> 
 
 
 def head_bytes(*, rows: int, seq: int, completion: int, vocab: int, hidden: int, compute: int, logits: int,
-               head_trainable: bool, head_grad: int, head_copy: int = 0) -> LossBytes:
+               head_trainable: bool, head_grad: int, head_copy: int = 0, scale_copy: bool = False) -> LossBytes:
     """The policy's `_forward` after the final norm (module docstring). `logits`: bytes per element of the logits
-    the trainer sees (memory/preference.py logits_bytes); `compute`: the lm_head output's."""
+    the trainer sees (memory/preference.py logits_bytes); `compute`: the lm_head output's. `scale_copy`: the
+    log-softmax's input is a copy of the scored logits (torchtune's DPO recipes, `--dpo-head logits`:
+    torchtune/rlhf/sequence_processing.py logits_to_logprobs `log_softmax(logits / temperature)`, a division that
+    allocates even at temperature 1.0, freed when log_softmax returns); its backward is a copy too, made after the
+    log-softmax's saved output is released, so below the backward peak counted here."""
     c, v, lb = compute, vocab, logits
     tokens = rows * seq
     full = tokens * v * lb  # output.logits as the trainer sees them
@@ -83,7 +87,7 @@ def head_bytes(*, rows: int, seq: int, completion: int, vocab: int, hidden: int,
     saved = scored + small + (c * hidden * tokens if head_trainable else 0)
     # Forward, beyond `saved`: the conversion (both logits, the log-softmax output not made yet), or the logits
     # next to the log-softmax output.
-    forward = max(full + conversion - scored - small, full)
+    forward = max(full + conversion - scored - small, full + (scored if scale_copy else 0))
     # Backward start, beyond `saved`: the gather's zero-filled gradient and log-softmax's input gradient beside its
     # saved output; then the slice's zero-filled [2B, S, V] gradient (the log-softmax output freed); then its cast
     # to the compute dtype under mixed precision.
@@ -108,6 +112,7 @@ class ReferencePlan:
     cast_per_token: int = 0  # memory/preference.py NogradLayer: the layer beside its weight copy (`fixed`)
     eager_per_token: int = 0  # NogradLayer's eager attention terms (0: sdpa)
     per_key: int = 0
+    scale_copy: bool = False  # head_bytes `scale_copy`: the log-softmax's input copy (torchtune's DPO recipes)
 
     def peak(self, tokens: int, labelled: int, seq: int = 0) -> int:
         """`tokens`: 2B × (P + C); `labelled`: 2B × C completion positions; `seq`: P + C."""
@@ -117,19 +122,26 @@ class ReferencePlan:
         layer = _preference.NogradLayer(self.per_token, self.cast_per_token, self.fixed, self.eager_per_token,
                                         self.per_key).peak(tokens, seq)
         # the ref's log-probs [2B, C] fp32 (ref_logprobs) and its gathered int64 index
-        head = self.residual * tokens + max(full + conversion, full + scored) + labelled * (8 + self.logits)
+        head = (self.residual * tokens + max(full + conversion, full + scored * (2 if self.scale_copy else 1))
+                + labelled * (8 + self.logits))
         return max(layer, head)
 
 
 def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePlan:
+    """OnlineDPOTrainer's reference `_forward`; with `--dpo-head logits` (objective dpo), torchtune's DPO recipes'
+    reference concatenated_forward under no_grad (the adapters disabled, or the frozen `_ref_model`): fp32 logits
+    whatever the precision (TransformerDecoder.unembed `.float()`), the log-softmax over every shifted position."""
     assert m.vocab_size is not None and m.hidden_size is not None
     from vramcalc.core.units import dtype_bytes
+
+    tt = t.dpo_head == "logits" and t.objective == "dpo"
 
     c = dtype_bytes(recipe.compute)
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
     layer = _preference.nograd_layer(m, recipe, t.method, _preference.uses_eager(m, t))
     return ReferencePlan(layer.per_token, layer.cast, r * m.hidden_size, m.vocab_size, c,
-                         _preference.logits_bytes(recipe), layer.cast_per_token, layer.eager_per_token, layer.per_key)
+                         4 if tt else _preference.logits_bytes(recipe), layer.cast_per_token, layer.eager_per_token,
+                         layer.per_key, scale_copy=tt)
 
 
 def notes(t: TrainingSpec, reference_bytes: int) -> tuple[str, ...]:

@@ -69,6 +69,12 @@ def is_preference(t: TrainingSpec) -> bool:
     return t.objective in PREFERENCE
 
 
+def torchtune_head(t: TrainingSpec) -> bool:
+    """--dpo-head logits: torchtune's DPO recipes, the full fp32 logits and log_softmax over them, for the policy
+    and the reference (memory/online_dpo.py head_bytes and ReferencePlan with `scale_copy`)."""
+    return t.objective == "dpo" and t.dpo_head == "logits"
+
+
 def is_reference_free(t: TrainingSpec) -> bool:
     return t.objective in REFERENCE_FREE
 
