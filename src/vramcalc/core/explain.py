@@ -1559,8 +1559,9 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         # memory/online_dpo.py ReferencePlan
         tl.append(Line("temporaries.reference_forward", f"reference model's no-grad _forward ({pref.resolve_ref(t)})",
                        f"the larger of one no-grad layer over {tok} and the full logits over {tok} with the "
-                       f"log-softmax over {_n(_labelled(t, seq))} {'shifted' if pref.torchtune_head(t) else 'completion'}"
-                       " positions" + (" (and its input's copy)" if pref.torchtune_head(t) else ""),
+                       f"log-softmax over {_n(_labelled(t, seq))} "
+                       + ("shifted positions (and its input's copy)" if pref.torchtune_head(t)
+                          else "completion positions"),
                        d["temporaries.reference_forward"],
                        "after the policy's forward, on top of its saved activations",
                        SRC_TORCHTUNE_DPO if pref.torchtune_head(t) else SRC_ONLINE))
