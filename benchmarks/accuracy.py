@@ -25,13 +25,14 @@ corrected against their config.json (gemma-2b: RMSNorm (1 + w) in fp32; gemma-2-
 local/global layers), full pure-bf16 and LoRA all-linear, batch 2 × seq 512, checkpointing off and on.
 Gemma 2 runs eager only: transformers refuses sdpa for Gemma2ForCausalLM. Written to
 accuracy_presets.{json,md}, its traces to trace_cache_presets.json.
-The preference grid (`--grid preference`, issue 14; 54 cases): 3 architectures (qwen2.5-0.5b: qwen2, 152k
+The preference grid (`--grid preference`, issue 14; 63 cases): 3 architectures (qwen2.5-0.5b: qwen2, 152k
 vocabulary, tied; tinyllama-1.1b: llama, 32k, untied; gpt2: learned positions, plain MLP, dropout that
-DPOConfig disables) × 18 runs (PREFERENCE_RUNS): TRL DPOTrainer steps (dpo and ipo) with a reference copy,
+DPOConfig disables) × 21 runs (PREFERENCE_RUNS): TRL DPOTrainer steps (dpo and ipo) with a reference copy,
 adapters off or precomputed log-probs, full (pure-bf16, amp-bf16), LoRA and QLoRA NF4, with checkpointing,
 selective checkpointing, activation offload, an 8-bit optimizer, optimizer in backward and gradient
 accumulation, two KTOTrainer steps, two SFT steps through TRL's fused head (`--loss trl`, full and LoRA),
-and two reward-model steps (TRL RewardTrainer); prompt lengths from 0 to three quarters of the sequence.
+two reward-model steps (TRL RewardTrainer), and three steps of torchtune's DPO recipes (`--dpo-head logits`: LoRA
+adapters off with and without checkpointing, full with a frozen copy); prompt lengths from 0 to three quarters of the sequence.
 Written to accuracy_preference.{json,md}.
 The reference-free grid (`--grid preference-free`, issue 14; 24 cases): the same 3 architectures × 8 runs
 (PREFERENCE_FREE_RUNS): TRL ORPOTrainer and CPOTrainer (loss_type sigmoid, simpo) steps through the trainers'
@@ -1253,6 +1254,14 @@ PREFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
                                   "prompt_len": 512}),
     ("reward full", {**_FULL, "objective": "reward", "batch_size": 2, "seq_len": 1024}),
     ("reward lora gc", {**_LORA, "objective": "reward", **GC, "batch_size": 4, "seq_len": 1024}),
+    # torchtune's DPO recipes (--dpo-head logits): lora_dpo_single_device (adapters off) and full_dpo_distributed (a
+    # frozen copy) on one GPU; the full fp32 logits of the 2B rows and their log_softmax, then the reference's.
+    ("dpo logits lora adapters-off", {**_LORA, "objective": "dpo", "dpo_head": "logits", "batch_size": 1,
+                                      "seq_len": 1024}),
+    ("dpo logits lora q,v adapters-off gc", {**_LORA, "lora_targets": ("q_proj", "v_proj"), "objective": "dpo",
+                                             "dpo_head": "logits", **GC, "batch_size": 2, "seq_len": 512}),
+    ("dpo logits full copy gc", {**_FULL, "objective": "dpo", "dpo_head": "logits", **GC, "batch_size": 1,
+                                 "seq_len": 1024}),
 )
 
 
@@ -1845,7 +1854,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
-                    "packing cases; presets: issue 12's 8 cases; preference: issue 14's 54 DPO/IPO/KTO/SFT-trl/"
+                    "packing cases; presets: issue 12's 8 cases; preference: issue 14's 63 DPO/IPO/KTO/SFT-trl/torchtune-DPO/"
                     "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 61 PEFT cases; "
                     "families: issue 15's model_types at two shapes, without and with checkpointing; "
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
