@@ -32,7 +32,8 @@ adapters off or precomputed log-probs, full (pure-bf16, amp-bf16), LoRA and QLoR
 selective checkpointing, activation offload, an 8-bit optimizer, optimizer in backward and gradient
 accumulation, two KTOTrainer steps, two SFT steps through TRL's fused head (`--loss trl`, full and LoRA),
 two reward-model steps (TRL RewardTrainer), and three steps of torchtune's DPO recipes (`--dpo-head logits`: LoRA
-adapters off with and without checkpointing, full with a frozen copy); prompt lengths from 0 to three quarters of the sequence.
+adapters off with and without checkpointing, full with a frozen copy); prompt lengths from 0 to three quarters of
+the sequence.
 Written to accuracy_preference.{json,md}.
 The reference-free grid (`--grid preference-free`, issue 14; 24 cases): the same 3 architectures × 8 runs
 (PREFERENCE_FREE_RUNS): TRL ORPOTrainer and CPOTrainer (loss_type sigmoid, simpo) steps through the trainers'
@@ -1854,8 +1855,9 @@ def main() -> None:
     ap.add_argument("--only", default="", help="run only cases whose id contains this")
     ap.add_argument("--grid", choices=tuple(GRIDS), default="base",
                     help="base: issue 3's 64 cases; savers: issue 13's 48 saver cases; packing: issue 13's 16 "
-                    "packing cases; presets: issue 12's 8 cases; preference: issue 14's 63 DPO/IPO/KTO/SFT-trl/torchtune-DPO/"
-                    "reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 61 PEFT cases; "
+                    "packing cases; presets: issue 12's 8 cases; preference: issue 14's 63 DPO/IPO/KTO/SFT-trl/"
+                    "torchtune-DPO/reward cases; inference: issue 18's 54 generate() cases; peft: issue 18's 61 PEFT "
+                    "cases; "
                     "families: issue 15's model_types at two shapes, without and with checkpointing; "
                     "preference-free: issue 14's 24 ORPO/CPO/SimPO cases; "
                     "encoders: issue 15's 32 BERT / RoBERTa / DistilBERT / XLM-R cases (seq-cls and mlm heads);"

@@ -314,3 +314,52 @@ def test_cli_reference_free(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and out == "" and "Traceback" not in err
     assert err.strip().splitlines() == [
         "error: --no-chosen-nll (CPOConfig cpo_alpha 0) applies to --objective cpo or simpo: drop it"]
+
+
+# --- torchtune's DPO recipes (--dpo-head logits): the full fp32 logits, through memory/online_dpo.py's head -------
+def test_torchtune_dpo_head_by_hand() -> None:
+    # qwen2.5-0.5b LoRA, pure bf16, batch 1 -> 2 rows x 512 positions, vocab 151,936; head frozen (no lm_head input)
+    rows, s, v = 2, 512, 151_936
+    full = rows * s * v * 4  # the logits after TransformerDecoder.unembed's .float(): fp32 whatever the precision
+    scored = rows * (s - 1) * v * 4  # log_softmax over logits[:, :-1] (and, in forward, the `/ 1.0` copy before it)
+    small = rows * (s - 1) * (8 + 4)  # the cloned int64 labels and the gathered fp32 log-probs
+    t = TrainingSpec(objective="dpo", dpo_head="logits", method="lora", precision="pure-bf16", batch_size=1,
+                     seq_len=s)
+    b = estimate(QWEN, t)
+    assert b.details["activations.loss_saved"] == scored + small
+    # forward beyond the saved set: the fp32 logits beside the division's copy (the bf16 logits before .float() are
+    # the smaller moment: full + rows*s*v*2 - scored - small)
+    assert b.details["temporaries.loss_forward"] == full + scored
+    # the reference, on top: the same forward under no_grad, after the last hidden states (2 B x H per position)
+    layer_hidden = rows * s * 2 * 896
+    assert b.details["temporaries.reference_forward"] >= layer_hidden + full + 2 * scored
+    # the same run through TRL's fused head has no logits at all: torchtune's step needs more
+    trl = estimate(QWEN, replace(t, dpo_head="trl"))
+    assert b.tensor_peak_bytes > trl.tensor_peak_bytes + full
+
+
+@pytest.mark.parametrize("kw", [
+    {"method": "lora", "precision": "pure-bf16", "lora_targets": ("all-linear",)},
+    {"method": "full", "precision": "pure-bf16", "grad_checkpointing": True},
+], ids=["lora-adapters-off", "full-copy-gc"])
+def test_torchtune_dpo_matches_the_trace(kw: dict[str, object]) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    t = TrainingSpec(**{"objective": "dpo", "dpo_head": "logits", "batch_size": 2, "seq_len": 256, **kw})  # type: ignore[arg-type]
+    e = estimate(WIDE_VOCAB, t)
+    r = trace(WIDE_VOCAB, t)
+    err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
+    assert -0.02 <= err <= 0.05, (err, e.phases, r.phase_peaks, r.peak_op)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"objective": "ipo", "dpo_head": "logits"}, "--dpo-head logits models torchtune's DPO recipes"),
+    ({"objective": "dpo", "dpo_head": "logits", "loss": "trl"}, "--loss trl does not apply with --dpo-head logits"),
+    ({"objective": "dpo", "dpo_head": "logits", "prompt_len": 8}, "--prompt-len does not apply"),
+    ({"objective": "dpo", "dpo_head": "logits", "ref_model": "precomputed"}, "precomputed does not apply"),
+])
+def test_torchtune_dpo_refusals(kw: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        TrainingSpec(**kw)  # type: ignore[arg-type]

@@ -376,19 +376,26 @@ def test_axolotl_and_llama_factory_saver_keys(tmp_path: Path) -> None:
 TORCHTUNE_DPO = Path(__file__).resolve().parent / "data" / "torchtune-lora-dpo.yaml"
 
 
-def test_torchtune_dpo_is_refused_not_read_as_sft(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_torchtune_dpo_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # torchtune's DPO recipes keep the full fp32 logits and their log_softmax for the policy and the reference
-    # (recipes/lora_dpo_single_device.py concatenated_forward): read as SFT, or as TRL's logit-free DPOTrainer, the
-    # file would be under-counted, so it is refused in one line (exit 2) until that step is modelled.
-    with pytest.raises(runfiles.RunFileError, match=r"loss\._component_: DPOLoss is not modelled.*reference"):
-        runfiles.load(TORCHTUNE_DPO)
-    code, out, err = invoke(["estimate", "--config", str(TORCHTUNE_DPO)], capsys)
-    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert "--objective dpo" in err
-    # torchtune < 0.4 kept the losses under torchtune.modules.rlhf.loss; SimPO runs the same recipe, no reference
+    # (recipes/lora_dpo_single_device.py concatenated_forward): DPOLoss reads as --objective dpo --dpo-head logits,
+    # not as SFT with the loss noted (the step's head and reference would be missing)
+    run = runfiles.load(TORCHTUNE_DPO)[0]
+    assert (run.options["objective"], run.options["dpo_head"], run.options["method"]) == ("dpo", "logits", "lora")
+    assert run.unmodelled == [] and "loss" in run.mapped
+    code, out, err = invoke(["estimate", "--config", str(TORCHTUNE_DPO), "--format", "json"], capsys)
+    assert code == 0, err
+    assert "torchtune's DPO recipes (--dpo-head logits)" in out
+    # RSOLoss (torchtune/rlhf/loss/dpo.py) is arithmetic on the same per-row log-probs: the same step
+    rso = TORCHTUNE_DPO.read_text().replace("DPOLoss", "RSOLoss")
+    assert runfiles.load(_json(tmp_path, "rso.yaml", rso))[0].options["dpo_head"] == "logits"
+    # SimPO runs the recipe without the reference (and averages the log-probs): not modelled, one line, exit 2;
+    # torchtune < 0.4 kept the losses under torchtune.modules.rlhf.loss
     old = TORCHTUNE_DPO.read_text().replace("torchtune.rlhf.loss.DPOLoss", "torchtune.modules.rlhf.loss.SimPOLoss")
-    with pytest.raises(runfiles.RunFileError, match=r"SimPOLoss is not modelled.*\(no reference\)"):
+    with pytest.raises(runfiles.RunFileError, match=r"SimPOLoss is not modelled.*without the reference"):
         runfiles.load(_json(tmp_path, "simpo.yaml", old))
+    code, out, err = invoke(["estimate", "--config", _json(tmp_path, "simpo2.yaml", old)], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     # the SFT losses of the same recipes' configs are still read
     sft = TORCHTUNE_DPO.read_text().replace("torchtune.rlhf.loss.DPOLoss",
                                             "torchtune.modules.loss.CEWithChunkedOutputLoss")

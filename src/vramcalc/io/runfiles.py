@@ -1828,18 +1828,13 @@ TORCHTUNE_LOSS = {
 }
 
 
-# torchtune's preference recipes (recipes/lora_dpo_single_device.py, full_dpo_distributed.py concatenated_forward) keep
-# the full fp32 logits [2B, S, vocab] (modules/transformer.py TransformerDecoder.unembed: `self.output(h).float()`) and
-# rlhf/sequence_processing.py get_batch_log_probs saves log_softmax over them, for the policy and again for the
-# reference (the adapters disabled, or a separate frozen model): no objective here counts that step, and reading the
-# file as SFT (or as TRL's DPOTrainer, which has no logits) would under-count it.
-# (PPOLoss stays an unmodelled key, noted below.)
-_TT_DPO_WHY = ("{} is not modelled: torchtune's DPO recipes keep the full fp32 logits [2B, S, vocab] and their "
-               "log_softmax for the policy{}, which vramcalc's dpo (TRL DPOTrainer's fused head: no logits) does not "
-               "count; estimate a TRL DPOTrainer run instead (--objective dpo, no --config)")
-TORCHTUNE_PREFERENCE_LOSSES = {cls: _TT_DPO_WHY.format(cls, ref) for cls, ref in (
-    ("DPOLoss", " and again for the reference"), ("RSOLoss", " and again for the reference"),
-    ("IPOLoss", " and again for the reference"), ("SimPOLoss", " (no reference)"))}
+# torchtune's preference recipes (recipes/lora_dpo_single_device.py, full_dpo_distributed.py): DPOLoss and RSOLoss
+# (torchtune/rlhf/loss/dpo.py; IPOLoss in torchtune < 0.4) are arithmetic on the 2B per-row log-probs of the same
+# step, the policy's full fp32 logits and log_softmax and then the reference's: --objective dpo --dpo-head logits.
+# SimPOLoss skips the reference and averages the log-probs (return_average_logprobs): not modelled, refused.
+TORCHTUNE_DPO_LOSSES = ("DPOLoss", "RSOLoss", "IPOLoss")
+TORCHTUNE_SIMPO_WHY = ("SimPOLoss is not modelled: torchtune's DPO recipes run it without the reference "
+                       "(--dpo-head logits counts one); use DPOLoss, or TRL's CPOTrainer (--objective simpo)")
 
 
 def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
@@ -1847,10 +1842,13 @@ def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
     loss = d.get("loss")
     if isinstance(loss, dict) and "_component_" in loss:
         cls = str(loss["_component_"]).rsplit(".", 1)[-1]
-        if cls in TORCHTUNE_PREFERENCE_LOSSES:
-            raise _KeyProblem("loss._component_", TORCHTUNE_PREFERENCE_LOSSES[cls])
+        if cls == "SimPOLoss":
+            raise _KeyProblem("loss._component_", TORCHTUNE_SIMPO_WHY)
         name = TORCHTUNE_LOSS.get(str(loss["_component_"]))
-        if name is None:
+        if cls in TORCHTUNE_DPO_LOSSES:  # the step of recipes/*_dpo_*.py (memory/online_dpo.py, scale_copy)
+            run.options.update(objective="dpo", dpo_head="logits", loss="hf")
+            run.mapped.append("loss")
+        elif name is None:
             _unmodelled(run, "loss", f"{str(loss['_component_']).rsplit('.', 1)[-1]} is not modeled (counted as the "
                         "full-logits loss)")
         else:

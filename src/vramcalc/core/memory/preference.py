@@ -333,6 +333,12 @@ def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
             "adapters-off": "the policy with its adapters disabled (no extra weights)",
             "precomputed": "log-probs precomputed before training (precompute_ref_log_probs: no reference in the "
                            "step)"}[ref]
+    if torchtune_head(t):
+        return (f"dpo: torchtune's DPO recipes (--dpo-head logits): chosen and rejected stacked in one forward "
+                "(2 × --batch-size sequences of --seq-len) whose logits come back in fp32 (TransformerDecoder "
+                "unembed `.float()`), then log_softmax(logits / 1.0) over every shifted position (get_batch_log_probs:"
+                f" a copy and the saved output, each 2B × (S - 1) × vocab × 4 B); reference: {what}, the same forward "
+                "under no_grad after the policy's, on top of its saved activations.",)
     if t.objective == "kto":
         out = ["kto: TRL KTOTrainer: --batch-size unpaired completions in one forward, log-probs through TRL's fused "
                "LM head (no logits), the KL rows under no_grad before it; reference (completions and KL rows, one "
