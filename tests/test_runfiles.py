@@ -373,7 +373,7 @@ def test_axolotl_and_llama_factory_saver_keys(tmp_path: Path) -> None:
     assert {"neat_packing", "flash_attn"} <= set(lf.mapped)
 
 
-TORCHTUNE_DPO = Path(__file__).resolve().parent / "data" / "torchtune-lora-dpo.yaml"
+TORCHTUNE_DPO = EXAMPLES / "configs" / "torchtune-lora-dpo.yaml"
 
 
 def test_torchtune_dpo_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
