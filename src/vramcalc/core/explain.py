@@ -136,6 +136,10 @@ _ONLINE_HEAD_LABELS = ("the completion positions' log-softmax output (and lm_hea
                        "the full logits (and their fp32 copy under amp) beside the log-softmax",
                        "the gather's and log-softmax's gradients, then the slice's full-logits gradient",
                        "the head's backward")
+_TT_DPO_HEAD_LABELS = ("the shifted positions' log-softmax output (and lm_head's input)",
+                       "the fp32 logits beside the log-softmax's input copy (logits / 1.0) and output",
+                       "the gather's and log-softmax's gradients, then the slice's full-logits gradient",
+                       "the head's backward")
 SRC_ONLINE = ("memory/online_dpo.py (TRL 1.16 trl/experimental/online_dpo/online_dpo_trainer.py training_step, "
               "_generate, _forward)")
 SRC_TORCHTUNE_DPO = ("memory/online_dpo.py head_bytes, ReferencePlan with scale_copy (torchtune "
@@ -1460,7 +1464,10 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     act_text = ["gradient checkpointing trades recomputation for memory: only each layer's input is kept"
                 if t.grad_checkpointing else
                 "alive from the end of forward until backward reaches each layer"]
-    if pref.is_preference(t) or rl.is_rl(t):
+    if pref.torchtune_head(t):
+        act_text.append("torchtune's DPO recipes (--dpo-head logits): the fp32 logits of every position, then "
+                        "log_softmax(logits / 1.0) over the shifted positions, its output alive until backward")
+    elif pref.is_preference(t) or rl.is_rl(t):
         act_text.append("TRL's fused log-prob head (add_fused_lm_head, ChunkedLogProbFunction): no vocabulary-wide "
                         "logits are kept, only the completion positions' hidden states and per-token statistics")
     elif t.objective == "reward":
@@ -1626,8 +1633,10 @@ def _loss_labels(loss: str) -> tuple[str, str, str, str]:
         return _REWARD_LABELS
     if loss == "logits":
         return _LOGITS_HEAD_LABELS
-    if loss in ("online", "logits-dpo"):
+    if loss == "online":
         return _ONLINE_HEAD_LABELS
+    if loss == "logits-dpo":
+        return _TT_DPO_HEAD_LABELS
     if loss == "ppo":
         return _PPO_HEAD_LABELS
     return LOSS_LABELS.get(loss, _OBJECTIVE_HEAD_LABELS)
