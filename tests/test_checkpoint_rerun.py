@@ -66,3 +66,38 @@ def test_the_attention_backward_after_a_moe_block_has_no_merged_expert_stacks() 
     e, r = estimate(m, t), trace(m, t)
     err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
     assert -0.02 <= err <= 0.05, (err, r.peak_op)
+
+
+# benchmarks/accuracy.py MOE_SHAPES: Qwen1.5-MoE's and Qwen3-MoE's routers return 16-bit top-k weights, so the routed
+# experts' weighted outputs and their gradients are 16-bit (Qwen1.5-MoE LoRA all-linear b1 s1024 was +5.03 % counted
+# as fp32, past issue 15's 5 %), and a
+# checkpointed MoE layer's rerun holds the residual stream's gradient and the block's inputs (Qwen3-MoE LoRA q,k,v,o
+# was -1.7 % without them once the weights were 16-bit).
+QWEN_MOE = {
+    "qwen2_moe lora all-linear": ("qwen1.5-moe-a2.7b", {"hidden_size": 256, "moe_intermediate_size": 192,
+                                           "shared_expert_intermediate_size": 768, "intermediate_size": 768,
+                                           "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 8,
+                                           "num_experts": 16, "num_experts_per_tok": 4, "vocab_size": 1024},
+                       TrainingSpec(method="lora", precision="bf16", lora_targets=("all-linear",), batch_size=1,
+                                    seq_len=1024, grad_checkpointing=True)),
+    "qwen3_moe lora q,k,v,o": ("qwen3-30b-a3b", {"hidden_size": 256, "moe_intermediate_size": 128,
+                                                "intermediate_size": 768, "num_hidden_layers": 2,
+                                                "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64,
+                                                "num_experts": 16, "num_experts_per_tok": 4, "vocab_size": 1024},
+                               TrainingSpec(method="lora", precision="bf16", batch_size=2, seq_len=256,
+                                            lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+                                            grad_checkpointing=True)),
+}
+
+
+@pytest.mark.parametrize("name", list(QWEN_MOE))
+def test_qwen_moe_with_checkpointing_matches_the_trace(name: str) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    config, shape, t = QWEN_MOE[name]
+    m = _cut(config, **shape)
+    e, r = estimate(m, t), trace(m, t)
+    err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
+    assert -0.02 <= err <= 0.05, (name, err, r.peak_op)

@@ -18,11 +18,10 @@ Status = Literal["FITS", "TIGHT", "DOES NOT FIT"]
 
 # Default margin: the estimator's measured error band. On every traced grid of benchmarks/accuracy.py the tensor
 # peak is never more than 2.00 % under the tracer's (the savers grid's TinyLlama QLoRA with Cut CE and offloaded
-# checkpointing; the largest |error| is 5.03 %, an over-estimate: --grid moe with checkpointing; the 64-case base
-# grid: max 1.37 %, median 0.01 %, benchmarks/results/accuracy*.md), so 7 % of the peak covers the dangerous
-# direction. The tracer
-# reproduces CUDA's allocations on fake tensors; no real-GPU runs are checked in, so the runtime overhead row stays
-# an approximation.
+# checkpointing; the largest |error| is 4.89 %, an over-estimate: --grid hybrid, Falcon-H1 full with
+# checkpointing; the 64-case base grid: max 1.37 %, median 0.01 %, benchmarks/results/accuracy*.md), so 7 % of the
+# peak covers the dangerous direction. The tracer reproduces CUDA's allocations on fake tensors; no real-GPU runs
+# are checked in, so the runtime overhead row stays an approximation.
 # `--margin` overrides the default and the JSON says which one was used.
 DEFAULT_MARGIN_FRACTION = 0.07
 MARGIN_SOURCE_DEFAULT = "default: the estimator's error band measured against the tracer, at most 2.00 % under"

@@ -516,7 +516,6 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # The shared expert (Qwen2MoeMLP / DeepseekV3MLP): a dense gated MLP over every token, nn.Linear
             # modules (adapted by name or all-linear unless peft mapped the names to the experts: params.py).
             s_i = m.shared_expert_intermediate_size or width * m.num_shared_experts
-            n_routed_terms = len(terms)
             s_in = linear_input("shared expert input", ("gate_proj", "up_proj"), h, input_live=live) or live
             terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
             linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
@@ -526,12 +525,6 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 linear_input("shared expert gate", ("shared_expert_gate",), h, input_live=live)
                 terms.append(Term("shared expert gate (sigmoid output, gated output)", c * (1 + h)))
             width = max(width, s_i)
-            # The shared expert runs after the routed experts (Qwen2MoeSparseMoeBlock, DeepseekV3MoE.forward), so
-            # its backward runs first: by the routed experts' backward its saved set is freed (measured with the
-            # tracer, --grid moe: tiny Qwen1.5-MoE full with checkpointing, the peak at the routed gather's
-            # index_put backward, +6.0 % with the shared expert's set counted beside it).
-            if trainable_weights:
-                moe_bwd_t = max(0, moe_bwd_t - sum(x.per_token for x in terms[n_routed_terms:]))
         if t.grad_checkpointing:
             # Under checkpointing nothing is saved: the block holds, at once, the gathered hidden states, the up
             # projection's output, the activation's and the product (at the product), or the down output beside
@@ -622,7 +615,14 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         up_fwd[1] += _act_saved_bytes(m.hidden_act, c, recipe.autocast) * i + c * i
     mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + up_fwd)
     rerun_extra = 0
-    if any(up_fwd) and not m.parallel_residual and not m.num_experts:
+    if m.num_experts and fused_experts(m) and t.grad_checkpointing and not m.parallel_residual:
+        # A routed MoE layer's rerun (as the dense one's below): the residual stream's incoming gradient, the
+        # post-attention residual and the block's normed input, held beside the MoE forward (measured with the
+        # tracer, --grid moe: tiny Qwen3-MoE LoRA q,k,v,o with checkpointing, the peak in the rerun at the routed
+        # output's un-permute; -1.7 % without once the Qwen routers' 16-bit weights were counted).
+        rerun_extra = 3 * c * h
+        mlp_fwd += rerun_extra
+    elif any(up_fwd) and not m.parallel_residual and not m.num_experts:
         # A checkpointed layer's forward rerun (backward.recompute) starts when its backward first needs a saved
         # tensor: the residual stream's gradient is alive (it also flows past the MLP), and when down_proj has an
         # adapter, peft's `result + lora_B(lora_A(x)) * scaling` has been passed already: the scaled gradient
@@ -908,6 +908,14 @@ def _expert_bytes(t: TrainingSpec, recipe: Recipe) -> int:
     return 4 if t.method == "qlora" and t.kbit_prep and w < 4 else w
 
 
+def _routing_weight_bytes(m: ModelSpec, c: int, eb: int) -> int:
+    """The bytes of grouped_mm_experts_forward's `proj_out * sample_weights` (integrations/moe.py): Mixtral's and
+    DeepSeek's routers return fp32 top-k weights (softmax(logits.float()), sigmoid scores), which promote the
+    weighted copy to fp32; Qwen2-MoE's and Qwen3-MoE's cast them back to the router logits' dtype
+    (`router_top_value.to(router_logits.dtype)`, modeling_qwen2_moe.py / modeling_qwen3_moe.py), so it stays 16-bit."""
+    return max(eb, c) if m.family in ("qwen2_moe", "qwen3_moe") else 4
+
+
 def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool, trainable: bool,
                      adapted: set[str]) -> tuple[list[Term], int, int, int]:
     # `adapted`: the module names of params.fused_moe_targets' rows in this run (experts.gate_up_proj, ...)
@@ -941,8 +949,9 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     if not (live or experts_grad or lora_router):
         return [], 0, 0, 0
     renorm = m.family in ("mixtral", "qwen3_moe")
+    rw = _routing_weight_bytes(m, c, eb)
     out = [Term("router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0)),
-           Term("expert routing indices (int64 x 3), gathered routing weights (fp32)", 3 * 8 * k + 4 * k),
+           Term("expert routing indices (int64 x 3), gathered routing weights", 3 * 8 * k + rw * k),
            Term("experts gate_up output, activation output, down output", k * eb * (3 * i + h))]
     if experts_grad:
         out.append(Term("experts grouped_mm inputs (gathered hidden, gated product)", k * eb * (h + i)))
@@ -955,14 +964,14 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
                         const=merged + (eb * casts if a != eb else 0)))
     if lora_router:
         out.append(Term("LoRA router merged weight", 0, const=eb * e * h))
-    # Forward beside the saved set: after the down projection, `proj_out * routing weight` promotes to fp32, its
-    # un-permuted copy and the per-token sum (fp32), beside the gathered hidden states (alive in
-    # grouped_mm_experts_forward until it returns; saved only with expert gradients).
+    # Forward beside the saved set: after the down projection, `proj_out * routing weight` (fp32 for Mixtral
+    # and DeepSeek: _routing_weight_bytes), its un-permuted copy and the per-token sum, beside the gathered hidden
+    # states (alive in grouped_mm_experts_forward until it returns; saved only with expert gradients).
     gathered = 0 if experts_grad else k * eb * h
-    fwd = max(k * eb * i + gathered, 8 * k * h + 4 * h + gathered)
+    fwd = max(k * eb * i + gathered, 2 * rw * k * h + rw * h + gathered)
     # Backward: the incoming gradient's fp32 routed copies, then grouped_mm's input gradients (k x h, k x 2i)
     # beside them; with expert weight gradients, a full-size gradient of the merged stack per projection.
-    bwd = k * (4 * h + eb * (h + 2 * i))
+    bwd = k * (rw * h + eb * (h + 2 * i))
     # The merged stack's gradients: the down projection's comes first (the trace's peak at its grouped_mm, both
     # merged stacks still alive); by the gate_up gradient the down stack and its gradient are freed.
     wgrad = eb * e * h * i if lora_down else eb * e * 2 * i * h if lora_up else 0
