@@ -239,3 +239,15 @@ def test_committed_optimizer_grid_is_within_the_issue_bounds() -> None:
         training = TrainingSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in case["training"].items()})
         assert estimate(presets.find_model(case["model"]), training).tensor_peak_bytes == \
             case["estimate"]["peak_bytes"], case["id"]
+
+
+@pytest.mark.parametrize("opt", ["galore-adamw", "apollo-mini"])
+def test_projected_optimizers_on_plain_data_parallel(opt: str) -> None:
+    """GaLore / APOLLO are allowed on plain data parallel (core/specs.py): each rank holds the whole state, so two
+    GPUs add what they add to AdamW (DDP's buckets and communication), nothing to the optimizer (this raised
+    'needs the architecture' from memory/distributed.py before)."""
+    m = presets.find_model("llama-3.2-1b")
+    one, two = (estimate(m, TrainingSpec(method="full", optimizer=opt, gpus_per_node=g)) for g in (1, 2))
+    a1, a2 = (estimate(m, TrainingSpec(method="full", gpus_per_node=g)) for g in (1, 2))
+    assert two.optimizer_state == one.optimizer_state
+    assert abs((two.peak_bytes - one.peak_bytes) - (a2.peak_bytes - a1.peak_bytes)) <= 8  # rounding of the overhead

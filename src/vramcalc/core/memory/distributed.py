@@ -14,11 +14,11 @@ arXiv:1909.08053) and Korthikanti et al. 2022 (arXiv:2205.05198) for tensor/sequ
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from vramcalc.core.memory.optimizer import optimizer_bytes
+from vramcalc.core.memory.optimizer import PROJECTED_OPTIMIZERS, optimizer_bytes
 from vramcalc.core.memory.weights import StoredTensor, TensorGroups, tensor_groups
 from vramcalc.core.params import inventory
 from vramcalc.core.units import ceil_div
@@ -100,7 +100,11 @@ def state_bytes(tensors: Iterable[tuple[StoredTensor, int]], recipe: Recipe, tra
             trainable += k * x.numel_each(tp)
         elif x.kind not in ("adapter", "buffer"):
             frozen += k * x.numel_each(tp)
-    opt = optimizer_bytes(tuple(shards), recipe, training)
+    # GaLore / APOLLO step whole matrices of the model (optimizer.py needs its inventory); the spec allows them only
+    # unsharded (one GPU or plain data parallel), where every rank holds the whole state, counted by memory.estimate,
+    # and a unit's share here is never read: each tensor is counted at Adam's two moments (an upper bound).
+    opt = optimizer_bytes(tuple(shards), recipe, replace(training, optimizer="adamw")
+                          if training.optimizer in PROJECTED_OPTIMIZERS else training)
     # memory/__init__.py _shard: the fp32 gradients a master-weight optimizer is handed, part of its temporaries
     fp32 = min(4 * trainable, opt.step_temporaries) if recipe.master_weights else 0
     return StateBytes(weights, trainable * grad_elem_bytes, opt.moments, opt.master_weights, opt.step_temporaries,
