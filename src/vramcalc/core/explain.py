@@ -377,6 +377,17 @@ def _explain_ppo(model: ModelSpec, training: TrainingSpec) -> Explanation:
     return Explanation(model, training, b, tuple(sections), peak_moment, b.notes)
 
 
+def _image_side_states(key: str, grads: str, opt: str, params: int, b: Breakdown, inner: Explanation,
+                       src: str) -> dict[str, tuple[Line, ...]]:
+    """A vision-language explanation's gradients and optimizer-state lines: what the image side's trained
+    parameters (projector, tower) add to the language model's, at its bytes per parameter."""
+    how = f"{params:,} params at the language model's bytes per parameter"
+    return {"gradients": (Line(f"gradients.{key}", grads, how, b.gradients - inner.breakdown.gradients,
+                               source=src),),
+            "optimizer_state": (Line(f"optimizer_state.{key}", opt, how,
+                                     b.optimizer_state - inner.breakdown.optimizer_state, source=src),)}
+
+
 def _vision_explanation(model: ModelSpec, training: TrainingSpec, b: Any, inner: Explanation,
                         extra: dict[str, Any], projector: str, lines: tuple[Line, ...],
                         text: tuple[str, ...]) -> Explanation:
@@ -426,12 +437,9 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
             Line("weights.projector", "merger weights" + (" (trained)" if trained else " (frozen)"),
                  f"{merger:,} params", d["weights.projector"], source=src + " (PatchMerger)"),
         ),
-        "gradients": (Line("gradients.projector", f"{what} gradients (full fine-tuning trains them)",
-                           f"{trained_params:,} params at the language model's bytes per parameter",
-                           b.gradients - inner.breakdown.gradients, source=src),),
-        "optimizer_state": (Line("optimizer_state.projector", f"{what} optimizer state",
-                                 f"{trained_params:,} params at the language model's bytes per parameter",
-                                 b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        **_image_side_states("projector", f"{what} gradients (full fine-tuning trains them)",
+                             f"{what} optimizer state",
+                             trained_params, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, M-RoPE position_ids, what the "
                              "merger and (with checkpointing or --train-vision) the tower keep",
                              "pixel_values (patches x 1,176), position_ids (3 x batch x tokens int64), saved "
@@ -494,12 +502,9 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
             Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} params", d["weights.projector"], source=src + " LlavaMultiModalProjector"),
         ),
-        "gradients": (Line("gradients.projector", "projector gradients (full fine-tuning trains it)",
-                           f"{projector if trained else 0:,} params at the language model's bytes per parameter",
-                           b.gradients - inner.breakdown.gradients, source=src),),
-        "optimizer_state": (Line("optimizer_state.projector", "projector optimizer state",
-                                 f"{projector if trained else 0:,} params at the language model's bytes per "
-                                 "parameter", b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        **_image_side_states("projector", "projector gradients (full fine-tuning trains it)",
+                             "projector optimizer state",
+                             projector if trained else 0, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values and what it saves for backward",
                              "projector inputs, mask; with checkpointing and adapters the tower's kept layer "
                              "inputs", b.activations - inner.breakdown.activations, source=src),),
@@ -552,12 +557,9 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
                  f"{projector:,} + {extras:,} params (8 embedding rows, q_norm / k_norm, gates)",
                  b.weights - inner.breakdown.weights - d["weights.vision_tower"], source=src),
         ),
-        "gradients": (Line("gradients.projector", "projector and extras' gradients (full fine-tuning trains them)",
-                           f"{projector + extras if trained else 0:,} params at the language model's bytes per "
-                           "parameter", b.gradients - inner.breakdown.gradients, source=src),),
-        "optimizer_state": (Line("optimizer_state.projector", "projector and extras' optimizer state",
-                                 f"{projector + extras if trained else 0:,} params at the language model's bytes per "
-                                 "parameter", b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        **_image_side_states("projector", "projector and extras' gradients (full fine-tuning trains them)",
+                             "projector and extras' optimizer state",
+                             projector + extras if trained else 0, b, inner, src),
         "activations": (Line("activations.image_side", "image side: the cross-attention layers' difference "
                              "(k / v over the vision rows repeated to every head, q_norm / k_norm, the mask's "
                              "padded copy), the vision output, cross_attention_states, the masks, pixel_values; "
@@ -615,12 +617,9 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
             Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} params", d["weights.projector"], source=src + " Gemma3MultiModalProjector"),
         ),
-        "gradients": (Line("gradients.image_side", f"{what} gradients (full fine-tuning trains them)",
-                           f"{trained_params:,} params at the language model's bytes per parameter",
-                           b.gradients - inner.breakdown.gradients, source=src),),
-        "optimizer_state": (Line("optimizer_state.image_side", f"{what} optimizer state",
-                                 f"{trained_params:,} params at the language model's bytes per parameter",
-                                 b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        **_image_side_states("image_side", f"{what} gradients (full fine-tuning trains them)",
+                             f"{what} optimizer state",
+                             trained_params, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the tower's output and what it "
                              "saves for backward",
                              "the tower's last hidden state (kept by the model output), the projector's RMSNorm "
@@ -679,12 +678,9 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
                  source="transformers models/llava_next/modeling_llava_next.py LlavaNextMultiModalProjector, "
                  "LlavaNextModel.image_newline"),
         ),
-        "gradients": (Line("gradients.projector", "projector and image_newline gradients (full fine-tuning)",
-                           f"{projector if trained else 0:,} params at the language model's bytes per parameter",
-                           b.gradients - inner.breakdown.gradients, source=src),),
-        "optimizer_state": (Line("optimizer_state.projector", "projector and image_newline optimizer state",
-                                 f"{projector if trained else 0:,} params at the language model's bytes per "
-                                 "parameter", b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        **_image_side_states("projector", "projector and image_newline gradients (full fine-tuning)",
+                             "projector and image_newline optimizer state",
+                             projector if trained else 0, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the held image outputs and what "
                              "the projector saves",
                              "every tile's last and feature-layer hidden states and the packed features (held by "
@@ -749,12 +745,9 @@ def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
             Line("weights.projector", "connector weights" + (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} params", d["weights.projector"], source=src + " Idefics3Connector"),
         ),
-        "gradients": (Line("gradients.image_side", f"{what} gradients (full fine-tuning trains them)",
-                           f"{trained_params:,} params at the language model's bytes per parameter",
-                           b.gradients - inner.breakdown.gradients, source=src),),
-        "optimizer_state": (Line("optimizer_state.image_side", f"{what} optimizer state",
-                                 f"{trained_params:,} params at the language model's bytes per parameter",
-                                 b.optimizer_state - inner.breakdown.optimizer_state, source=src),),
+        **_image_side_states("image_side", f"{what} gradients (full fine-tuning trains them)",
+                             f"{what} optimizer state",
+                             trained_params, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values and pixel_attention_mask, the "
                              "tower's output and the connector's kept in the model output, what they save for "
                              "backward", "the connector's input (full fine-tuning), the mask; with checkpointing "
