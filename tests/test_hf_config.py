@@ -552,8 +552,12 @@ def test_moe_activations_count_top_k_routed_tokens() -> None:
     terms = _terms("mixtral-8x7b-v0.1", method="full")
     # fp32 softmax (4 x 8), int64 top-k indices (8 x 2), the renormalized top-k values and their sum (4 x 2 + 4)
     assert terms["router softmax (fp32), top-k indices"] == 32 + 16 + 12
-    # three int64 permutations of the 2 routed copies, their fp32 routing weights
-    assert terms["expert routing indices (int64 x 3), gathered routing weights (fp32)"] == 3 * 8 * 2 + 4 * 2
+    # three int64 permutations of the 2 routed copies, their routing weights (fp32: Mixtral's router returns its
+    # softmax's fp32 top-k values; Qwen-MoE's cast them to 16 bits, memory/activations.py _routing_weight_bytes)
+    assert terms["expert routing indices (int64 x 3), gathered routing weights"] == 3 * 8 * 2 + 4 * 2
+    # Qwen3-30B-A3B (top 8): modeling_qwen3_moe.py `router_top_value.to(router_logits.dtype)`, bf16 weights
+    qwen = _terms("qwen3-30b-a3b", method="full")
+    assert qwen["expert routing indices (int64 x 3), gathered routing weights"] == 3 * 8 * 8 + 2 * 8
     # per routed copy: gate_up output (2 x 14336), activation output (14336), down output (4096), 2 bytes each
     assert terms["experts gate_up output, activation output, down output"] == 2 * 2 * (3 * 14336 + 4096)
     # trainable experts: grouped_mm keeps its inputs (gathered hidden 4096, gated product 14336); the router's

@@ -317,7 +317,8 @@ def notes(t: TrainingSpec, ref_weights: int, value_weights: int, reward_weights:
         f"({ref}), value model ({value_weights / 1e9:.2f} GB, AutoModelForSequenceClassification from the reward "
         "model's path, trained in full beside the policy under one optimizer: PolicyAndValueWrapper) and reward model "
         f"{t.reward_model} ({reward_weights / 1e9:.2f} GB, frozen).",
-        f"ppo: the rollout generates {rollout_rows(t)} responses of {comp} tokens (response_length) from "
+        f"ppo: the rollout generates {rollout_rows(t)} response{'' if rollout_rows(t) == 1 else 's'} of {comp} "
+        "tokens (response_length) from "
         f"{t.prompt_len}-token queries in chunks of {chunk_rows(t)} (local_rollout_forward_batch_size 64) and keeps "
         "every step's fp32 "
         "scores as one [rows, C, V] tensor for the whole update (the previous update's too, while the next one "
