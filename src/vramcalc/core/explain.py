@@ -1287,7 +1287,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                                                            or term.per_seq_sq)
                                 else "per token × tokens + per sequence × batch + fixed",
                                 source=f"{method_src}; memory/activations.py" if peft_term
-                                else f"{unsloth.SOURCE}; memory/unsloth.py" if unsloth.active(m, t) else SRC_ACTS))
+                                else f"{unsloth.SOURCE}; memory/unsloth.py" if unsloth.active(m, t)
+                                and unsloth.own_term(t, term.name) else SRC_ACTS))
     per_layer = d["activations.per_layer"]
     per_token_total = sum(x.per_token for x in terms)
     layer_text = [f"{_n(per_token_total)} B per token per layer"
@@ -1422,7 +1423,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     for term in heads(m, t, recipe, head_trainable):
         if loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
-        if unsloth.active(m, t) and term.name.startswith("final norm"):  # Fast_RMS_Layernorm (memory/unsloth.py)
+        if unsloth.norm_active(m, t) and term.name.startswith("final norm"):  # Fast_RMS_Layernorm (memory/unsloth.py)
             per_tok = unsloth.final_norm_saved(m, recipe)
             if term.name.endswith("(fp32 input + rsqrt)"):
                 lines.append(Line("activations.head.final norm (Unsloth)", "final norm: 16-bit input + fp32 rstd",

@@ -23,7 +23,6 @@ from vramcalc.core.vocab import (
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
-    KERNELS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -198,10 +197,11 @@ OPTIONS: tuple[Opt, ...] = (
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
-    Opt("kernels", KERNELS, "hf",
+    Opt("kernels", str, "hf",
         "Layer kernels: hf (transformers' modules), unsloth (Unsloth's Triton RMSNorm and RoPE and its LoRA "
         "MLP/QKV/O autograd functions: fewer saved tensors; Llama, Mistral, Qwen2 with LoRA on all seven "
-        "projections, dropout 0)."),
+        "projections, dropout 0), or unsloth:GROUPS, some of qkv,o,mlp,norm,rope (axolotl's unsloth_lora_qkv, "
+        "unsloth_lora_o, unsloth_lora_mlp, unsloth_rms_norm, unsloth_rope; Llama).", sep=";"),
     Opt("packing", PACKINGS, "none",
         "Batch layout: none (padded rows), packed (several sequences per row), padding-free (one flat row)."),
     # The stack is applied by OptionValues (its defaults under the run file and the command line).

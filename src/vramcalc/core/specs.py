@@ -23,7 +23,7 @@ from vramcalc.core.vocab import (
     GRAD_SYNCS,
     HEADS,
     HIDDEN_ACTS,
-    KERNELS,
+    KERNEL_GROUPS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -81,6 +81,8 @@ from vramcalc.core.vocab import (
     VllmMode,
     WeightDtype,
     ZeroStage,
+    kernels_value,
+    parse_kernels,
 )
 
 # Bounds as pydantic words them, so that a file and a flag get the same message:
@@ -755,7 +757,7 @@ class TrainingSpec:
     ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
-    kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py)
+    kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py): hf, unsloth or unsloth:GROUPS
     packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
     # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
     # its own, printed in the assumptions line.
@@ -812,7 +814,7 @@ class TrainingSpec:
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
-        "packing": PACKINGS, "kernels": KERNELS, "stack": STACKS, "objective": OBJECTIVES,
+        "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES, "reward_dtype": REF_DTYPES,
         "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS, "use_vllm": VLLM_MODES,
     }
@@ -851,6 +853,11 @@ class TrainingSpec:
 
     def __post_init__(self) -> None:
         _check(self)
+        groups = parse_kernels(self.kernels) if isinstance(self.kernels, str) else None
+        if groups is None:
+            raise SpecError("kernels", f"Input should be 'hf', 'unsloth' or 'unsloth:' with some of "
+                            f"{','.join(KERNEL_GROUPS)} (e.g. unsloth:qkv,o,mlp)")
+        object.__setattr__(self, "kernels", kernels_value(groups))  # one spelling per selection
         gpus = self.gpus_per_node * self.nodes
         if gpus % (self.tp * self.pp):
             raise SpecError("", f"{gpus} GPUs cannot be split into tp {self.tp} × pp {self.pp}: "

@@ -771,7 +771,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
     head = (_encoder.head_activations if _encoder.is_encoder(m) else _ssm.head_activations if ssm
             else head_activations)(m, t, recipe, head_trainable)
-    if unsloth:  # the final norm through Fast_RMS_Layernorm (LlamaModel_fast_forward): its 16-bit input + rstd
+    if _unsloth.norm_active(m, t):  # the final norm through Fast_RMS_Layernorm (LlamaModel_fast_forward; axolotl's
+        # LlamaRMSNorm class): its 16-bit input + rstd
         from dataclasses import replace as _replace
 
         hf_norm = sum(x.per_token for x in _activations._norm_terms(
