@@ -1681,7 +1681,7 @@ def ppo_grid() -> list[dict[str, Any]]:
             for model in PREFERENCE_MODELS for label, kw in PPO_RUNS]
 
 
-# The Unsloth grid (`--grid unsloth`, issue 13; 39 cases): Unsloth's kernels (--kernels unsloth, memory/unsloth.py;
+# The Unsloth grid (`--grid unsloth`, issue 13; 55 cases): Unsloth's kernels (--kernels unsloth, memory/unsloth.py;
 # trace/_unsloth.py emulates Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE and QLoRA's global
 # dequantization buffer) on tinyllama-1.1b (llama, 32k untied), llama-3.2-1b (llama, 128k tied), mistral-7b
 # (mistral, 14,336-wide MLP) and qwen2.5-0.5b (152k tied; its biased q/k/v keep peft's layers), the presets at full
@@ -1690,6 +1690,7 @@ def ppo_grid() -> list[dict[str, Any]]:
 # no kbit prep, as the stack) x no checkpointing (hf loss) / Unsloth's offloaded checkpointing with Cut CE (the
 # stack) x b2 s512 / b1 s2048; then checkpointing without offload + Cut CE (the peak in a layer's backward, without
 # the offload stash) at b2 s1024 on each model and method but mistral QLoRA.
+# Then 16 cases of the groups one by one (UNSLOTH_PARTIAL).
 # Written to accuracy_unsloth.{json,md}.
 UNSLOTH_MODELS = ("tinyllama-1.1b", "llama-3.2-1b", "mistral-7b", "qwen2.5-0.5b")
 UNSLOTH_METHODS = (("lora", {"method": "lora"}), ("qlora", {"method": "qlora", "kbit_prep": False}))
@@ -1709,7 +1710,28 @@ def unsloth_grid() -> list[dict[str, Any]]:
             if (model, label) != ("mistral-7b", "qlora"):
                 cases.append({"id": f"{model} | {label} | gc+cut | b2 s1024", "model": model, "method": label,
                               "training": dict(base, **mkw, **GC, loss="cut", batch_size=2, seq_len=1024)})
+    # Unsloth's kernels group by group (--kernels unsloth:GROUPS, as axolotl's unsloth_lora_qkv / unsloth_lora_o /
+    # unsloth_lora_mlp / unsloth_rms_norm / unsloth_rope keys patch them; Llama, flash attention as axolotl's
+    # LlamaFlashAttention2 patch needs; unsloth_lora_mlp on Mistral too).
+    part = {"precision": "bf16", "lora_targets": ("all-linear",), "attention": "flash"}
+    for model, label, saver, shape, sets in UNSLOTH_PARTIAL:
+        mkw = dict(UNSLOTH_METHODS)[label]
+        skw = {"no-gc": {}, "gc+cut": {**GC, "loss": "cut"}}[saver]
+        for chosen in sets:
+            cases.append({"id": f"{model} | {label} | unsloth:{chosen} | {saver} | b{shape[0]} s{shape[1]}",
+                          "model": model, "method": label,
+                          "training": dict(part, **mkw, **skw, kernels=f"unsloth:{chosen}", batch_size=shape[0],
+                                           seq_len=shape[1])})
     return cases
+
+
+UNSLOTH_PARTIAL = (
+    ("tinyllama-1.1b", "lora", "no-gc", (2, 512), ("qkv", "o", "mlp", "norm", "rope", "qkv,o", "qkv,o,mlp",
+                                                   "norm,rope", "mlp,norm", "qkv,o,mlp,norm")),
+    ("tinyllama-1.1b", "lora", "gc+cut", (2, 1024), ("qkv,o,mlp", "norm", "mlp,norm")),
+    ("llama-3.2-1b", "qlora", "no-gc", (1, 2048), ("qkv,o,mlp", "norm,rope")),
+    ("mistral-7b", "lora", "no-gc", (2, 512), ("mlp",)),
+)
 
 
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,

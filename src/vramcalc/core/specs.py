@@ -857,7 +857,8 @@ class TrainingSpec:
         if groups is None:
             raise SpecError("kernels", f"Input should be 'hf', 'unsloth' or 'unsloth:' with some of "
                             f"{','.join(KERNEL_GROUPS)} (e.g. unsloth:qkv,o,mlp)")
-        object.__setattr__(self, "kernels", kernels_value(groups))  # one spelling per selection
+        if self.kernels.startswith("unsloth:"):
+            object.__setattr__(self, "kernels", kernels_value(groups))  # one spelling per selection
         gpus = self.gpus_per_node * self.nodes
         if gpus % (self.tp * self.pp):
             raise SpecError("", f"{gpus} GPUs cannot be split into tp {self.tp} × pp {self.pp}: "

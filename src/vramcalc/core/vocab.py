@@ -130,8 +130,9 @@ KERNEL_GROUPS: tuple[str, ...] = ("qkv", "o", "mlp", "norm", "rope")  # Unsloth'
 
 
 def parse_kernels(value: str) -> tuple[str, ...] | None:
-    """The Unsloth kernel groups a --kernels value selects, in KERNEL_GROUPS order: () for hf, all five for unsloth,
-    the listed ones for unsloth:GROUP,GROUP..; None when the value is none of these."""
+    """The Unsloth kernel groups a --kernels value selects, in KERNEL_GROUPS order: () for hf, all five for unsloth
+    (Unsloth's own forward), the listed ones for unsloth:GROUP,GROUP.. (patched one by one, as axolotl's unsloth_*
+    keys do); None when the value is none of these."""
     if value == "hf":
         return ()
     if value == "unsloth":
@@ -143,10 +144,11 @@ def parse_kernels(value: str) -> tuple[str, ...] | None:
     return tuple(g for g in KERNEL_GROUPS if g in names)
 
 
-def kernels_value(groups: tuple[str, ...] | frozenset[str] | set[str]) -> str:
-    """The canonical --kernels value of a set of groups: hf, unsloth (all five) or unsloth:GROUPS in order."""
+def kernels_value(groups: tuple[str, ...] | frozenset[str] | set[str] | list[str]) -> str:
+    """The canonical --kernels value of some groups patched one by one: hf (none) or unsloth:GROUPS in
+    KERNEL_GROUPS order. (`unsloth` alone is Unsloth's own model loader, its whole forward: not this.)"""
     chosen = [g for g in KERNEL_GROUPS if g in groups]
-    return "hf" if not chosen else "unsloth" if len(chosen) == len(KERNEL_GROUPS) else "unsloth:" + ",".join(chosen)
+    return "unsloth:" + ",".join(chosen) if chosen else "hf"
 STACKS: tuple[StackName, ...] = get_args(StackName)
 OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo", "kto")  # a policy and a reference
