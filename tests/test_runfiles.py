@@ -266,6 +266,22 @@ def test_llama_factory_double_quantization(tmp_path: Path) -> None:
     assert run.options["double_quant"] is False and "double_quantization" in run.mapped
 
 
+def test_llama_factory_quantization_keys(tmp_path: Path) -> None:
+    head = "model_name_or_path: mistral-7b\nstage: sft\nfinetuning_type: lora\nquantization_bit: 4\n"
+    # "bnb" is LLaMA-Factory's default QuantizationMethod (extras/constants.py): bitsandbytes, what QLoRA counts
+    bnb = runfiles.load(_json(tmp_path, "bnb.yaml", head + "quantization_method: bnb\nquantization_type: fp4\n"))[0]
+    assert bnb.unmodelled == [] and {"quantization_method", "quantization_type"} <= set(bnb.mapped)
+    assert any("quantization_type fp4" in n and "no memory change" in n for n in bnb.notes)
+    hqq = runfiles.load(_json(tmp_path, "hqq.yaml", head + "quantization_method: hqq\n"))[0]
+    assert hqq.unmodelled == ["quantization_method"]  # HQQ's own storage: named, the run TIGHT at best
+    with pytest.raises(VramcalcError, match="quantization_type"):
+        runfiles.load(_json(tmp_path, "bad.yaml", head + "quantization_type: int3\n"))
+    # model_args.py keys that change memory with no vramcalc option: named, never "ignored"
+    keys = ("upcast_lmhead_output", "upcast_layernorm", "fp8", "mixture_of_depths", "use_v1_kernels")
+    up = runfiles.load(_json(tmp_path, "up.yaml", head + "".join(f"{k}: true\n" for k in keys)))[0]
+    assert set(up.unmodelled) == set(keys) and not set(keys) & set(up.ignored)
+
+
 DS_ZERO3 = """{
   "bf16": {"enabled": true},
   "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"},

@@ -485,7 +485,18 @@ UNMODELLED_KEYS: dict[str, str] = {
     # their sizes (peft tuners/lora/layer.py pissa_init); the SVD runs once before training.)
     "shift_attn": "shift short attention",
     "quantization_method": "a non-bitsandbytes quantization",
+    # LLaMA-Factory model_args.py keys that change what a step allocates (hiyouga/LLaMA-Factory
+    # src/llamafactory/hparams/model_args.py @ 00577a8); none has a vramcalc option yet
+    "upcast_lmhead_output": "lm_head's output cast to fp32 by a forward hook (fp32 logits held instead of 16-bit)",
+    "upcast_layernorm": "the norm weights upcast to fp32 (fp32 norm outputs under autocast)",
+    "fp8": "FP8 mixed precision through accelerate (fp8 casts of weights and saved inputs)",
+    "mixture_of_depths": "mixture-of-depths routing (tokens skip layers)",
+    "use_v1_kernels": "LLaMA-Factory's own fused kernels",
 }
+
+# LLaMA-Factory's on-the-fly quantization methods (extras/constants.py QuantizationMethod): "bnb" is
+# bitsandbytes, what --method qlora models; the others quantize with their own storage and kernels.
+LF_BNB_METHODS = ("bnb", "bitsandbytes")
 
 
 # LoRA variants with no memory of their own: rsLoRA scales the adapter by alpha / sqrt(r) (peft LoraLayer
@@ -1136,6 +1147,18 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _low_rank(d, run)  # optim galore_adamw / apollo_adamw: TrainingArguments' optim_target_modules and optim_args
     _llama_factory_optimizers(d, run)
     _take_flag(LF, d, run, "double_quantization", "double_quant")  # model_args.py, default True
+    if str(d.get("quantization_method", "bnb")).lower() in LF_BNB_METHODS:
+        _seen(d, run, "quantization_method")  # bitsandbytes: --method qlora's own storage
+    if "quantization_type" in d:  # model_args.py Literal["fp4", "nf4"], bitsandbytes' two 4-bit code books
+        qtype = str(d["quantization_type"]).lower()
+        if qtype not in ("fp4", "nf4"):
+            raise _KeyProblem("quantization_type", f"{d['quantization_type']!r:.40} is not one of LLaMA-Factory's "
+                              "fp4 / nf4; use one of them, or remove it")
+        run.mapped.append("quantization_type")
+        if qtype == "fp4" and run.options.get("method") == "qlora":
+            # bitsandbytes Params4bit stores 4-bit codes and the same absmax constants for both code books
+            run.notes.append("quantization_type fp4: the same 4-bit storage as NF4 (bitsandbytes Params4bit): "
+                             "no memory change.")
     # LLaMA-Factory upcasts trainable parameters to fp32 unless pure_bf16 (model/adapter.py
     # _setup_full_tuning / cast_trainable_params_to_fp32): full tuning with bf16 is fp32 weights + bf16
     # autocast, i.e. amp-bf16; LoRA keeps a bf16 base with fp32 adapters.
