@@ -282,6 +282,27 @@ def test_llama_factory_quantization_keys(tmp_path: Path) -> None:
     assert set(up.unmodelled) == set(keys) and not set(keys) & set(up.ignored)
 
 
+def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
+    # axolotl and LLaMA-Factory keys that change memory (runfiles.py UNMODELLED_KEYS): named, never "ignored"
+    ax_keys = ("unfrozen_parameters", "lisa_n_layers", "peft_layers_to_transform", "sequence_parallel_degree",
+               "embeddings_skip_upcast")
+    ax = runfiles.load(_json(tmp_path, "ax.yaml", "base_model: mistral-7b\nadapter: lora\nliger_rms_norm: true\n"
+                             + "".join(f"{k}: 2\n" for k in ax_keys)))[0]
+    assert set(ax.unmodelled) == set(ax_keys) and not set(ax_keys) & set(ax.ignored)
+    # Liger's layer kernels: mapped, with the over-estimate note (they save no more than transformers' modules)
+    assert "liger_rms_norm" in ax.mapped and runfiles.LIGER_LAYER_NOTE in ax.notes
+    off = runfiles.load(_json(tmp_path, "off.yaml", "base_model: mistral-7b\nliger_rms_norm: false\n"))[0]
+    assert runfiles.LIGER_LAYER_NOTE not in off.notes
+    head = "model_name_or_path: mistral-7b\nstage: sft\nfinetuning_type: lora\n"
+    # finetuning_args.py defaults: tower and projector frozen; only a trained one is unmodelled
+    frozen = runfiles.load(_json(tmp_path, "f.yaml", head + "freeze_vision_tower: true\n"))[0]
+    assert frozen.unmodelled == [] and "freeze_vision_tower" in frozen.mapped
+    lf = runfiles.load(_json(tmp_path, "lf.yaml", head + "freeze_vision_tower: false\nresize_vocab: true\n"
+                             "image_max_pixels: 262144\nenable_liger_kernel: true\n"))[0]
+    assert set(lf.unmodelled) == {"freeze_vision_tower", "resize_vocab", "image_max_pixels"}
+    assert runfiles.LIGER_LAYER_NOTE in lf.notes and lf.options["loss"] == "fused-linear"
+
+
 DS_ZERO3 = """{
   "bf16": {"enabled": true},
   "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"},
