@@ -1453,7 +1453,15 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
             _unmodelled(run, "model_init_kwargs", f"attn_implementation {init['attn_implementation']!r:.40}")
         else:
             run.options["attention"] = impl
-            run.mapped.append("model_init_kwargs")
+            if "model_init_kwargs" not in run.mapped:
+                run.mapped.append("model_init_kwargs")
+    if isinstance(init, dict):
+        # from_pretrained keywords that size nothing in a training step (revision, trust_remote_code, the load
+        # path); any other (quantization_config, device_map, max_memory, ...) is named, not dropped
+        harmless = {"dtype", "torch_dtype", "attn_implementation", "revision", "trust_remote_code",
+                    "low_cpu_mem_usage", "use_cache", "cache_dir", "token"}
+        for key in sorted(set(map(str, init)) - harmless):
+            _unmodelled(run, f"model_init_kwargs.{key}", "a from_pretrained keyword vramcalc does not read")
     half = "bf16" if _flag(HF, d.get("bf16"), "bf16") else "fp16" if _flag(HF, d.get("fp16"), "fp16") else None
     run.mapped += [k for k in ("bf16", "fp16") if k in d]
     run.options["method"] = "full"
