@@ -147,6 +147,10 @@ SAVER_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("fused-linear+gc+offload+opt-in-bwd", {"loss": "fused-linear", **GC, "activation_offload": True,
                                            "optimizer_in_bwd": True}),
     ("chunked+gc every 2+opt-in-bwd", {"loss": "chunked", **GC, "ac_every": 2, "optimizer_in_bwd": True}),
+    ("linear-chunked", {"loss": "linear-chunked"}),
+    ("linear-chunked+gc", {"loss": "linear-chunked", **GC}),
+    ("linear-chunked+gc+offload+opt-in-bwd", {"loss": "linear-chunked", **GC, "activation_offload": True,
+                                              "optimizer_in_bwd": True}),
 )
 
 
