@@ -629,7 +629,7 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 26 cases): MllamaForConditionalGeneration
+# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 36 cases): MllamaForConditionalGeneration
 # (core/memory/mllama.py, trace/_mllama.py) from the published Llama-3.2-11B-Vision-Instruct and 90B config.json files
 # (tests/data/hf), cut: the 11B text model to its first 9 layers (cross-attention at 3 and 8, as published) under a
 # tower of 8 local and 2 global layers (intermediate outputs 3 and 7: vision_output_dim 3,840) x full pure-bf16 /
@@ -640,7 +640,9 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
 # first 4 layers (width 8,192, cross-attention at 3) under the 4 + 1 layer tower x LoRA / QLoRA x checkpointing at
 # batch 1 x 512 x one image; and, to make the image side the peak, the 4 + 1 layer tower under a toy language model
 # (4 layers of width 256, cross-attention at 1 and 3, a 1,000-token vocabulary) x full / LoRA x checkpointing at 16
-# text tokens and two images. Every image is 4 tiles of 560 px (the processor pads each image to max_num_tiles).
+# text tokens and two images; and --train-vision (full pure-bf16, the tower trained) on the toy (two shapes), the
+# 9-layer cut (both shapes) and the whole tower, checkpointing off / on. Every image is 4 tiles of 560 px (the
+# processor pads each image to max_num_tiles).
 # Written to accuracy_mllama.{json,md}.
 MLLAMA_CUTS: dict[str, tuple[str, int, int, int, tuple[int, ...]]] = {
     # name: (fixture, text layers, local tower layers, global tower layers, intermediate_layers_indices)
@@ -673,6 +675,15 @@ def mllama_grid() -> list[dict[str, Any]]:
     for label, kw in VLM_RUNS[:2]:
         for gc in (False, True):
             add("mllama:toy", label, kw, {"batch_size": 1, "seq_len": 16, "images": 2}, gc)
+    # --train-vision (full pure-bf16, the tower trained): the toy at two shapes, the 9-layer cut at both shapes and
+    # the whole published tower, checkpointing off / on
+    tv = dict(VLM_RUNS[0][1], train_vision=True)
+    for gc in (False, True):
+        for shape in ({"batch_size": 1, "seq_len": 16, "images": 2}, {"batch_size": 2, "seq_len": 32, "images": 1}):
+            add("mllama:toy", "full pure-bf16 train-vision", tv, shape, gc)
+        for shape in MLLAMA_SHAPES:
+            add("mllama:11b-9", "full pure-bf16 train-vision", tv, shape, gc)
+        add("mllama:11b-4-tower", "full pure-bf16 train-vision", tv, {"batch_size": 1, "seq_len": 256, "images": 1}, gc)
     return cases
 
 
@@ -1902,7 +1913,8 @@ def main() -> None:
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
                     "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
                     "mllama: "
-                    "issue 15's 26 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers)")
+                    "issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, the tower frozen or "
+                    "trained)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
