@@ -1912,9 +1912,8 @@ def main() -> None:
                     "frozen or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle); "
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
                     "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
-                    "mllama: "
-                    "issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, the tower frozen or "
-                    "trained)")
+                    "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
+                    "the tower frozen or trained)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
