@@ -633,7 +633,7 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 26 cases): MllamaForConditionalGeneration
+# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 36 cases): MllamaForConditionalGeneration
 # (core/memory/mllama.py, trace/_mllama.py) from the published Llama-3.2-11B-Vision-Instruct and 90B config.json files
 # (tests/data/hf), cut: the 11B text model to its first 9 layers (cross-attention at 3 and 8, as published) under a
 # tower of 8 local and 2 global layers (intermediate outputs 3 and 7: vision_output_dim 3,840) x full pure-bf16 /
@@ -644,7 +644,9 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
 # first 4 layers (width 8,192, cross-attention at 3) under the 4 + 1 layer tower x LoRA / QLoRA x checkpointing at
 # batch 1 x 512 x one image; and, to make the image side the peak, the 4 + 1 layer tower under a toy language model
 # (4 layers of width 256, cross-attention at 1 and 3, a 1,000-token vocabulary) x full / LoRA x checkpointing at 16
-# text tokens and two images. Every image is 4 tiles of 560 px (the processor pads each image to max_num_tiles).
+# text tokens and two images; and --train-vision (full pure-bf16, the tower trained) on the toy (two shapes), the
+# 9-layer cut (both shapes) and the whole tower, checkpointing off / on. Every image is 4 tiles of 560 px (the
+# processor pads each image to max_num_tiles).
 # Written to accuracy_mllama.{json,md}.
 MLLAMA_CUTS: dict[str, tuple[str, int, int, int, tuple[int, ...]]] = {
     # name: (fixture, text layers, local tower layers, global tower layers, intermediate_layers_indices)
@@ -677,6 +679,15 @@ def mllama_grid() -> list[dict[str, Any]]:
     for label, kw in VLM_RUNS[:2]:
         for gc in (False, True):
             add("mllama:toy", label, kw, {"batch_size": 1, "seq_len": 16, "images": 2}, gc)
+    # --train-vision (full pure-bf16, the tower trained): the toy at two shapes, the 9-layer cut at both shapes and
+    # the whole published tower, checkpointing off / on
+    tv = dict(VLM_RUNS[0][1], train_vision=True)
+    for gc in (False, True):
+        for shape in ({"batch_size": 1, "seq_len": 16, "images": 2}, {"batch_size": 2, "seq_len": 32, "images": 1}):
+            add("mllama:toy", "full pure-bf16 train-vision", tv, shape, gc)
+        for shape in MLLAMA_SHAPES:
+            add("mllama:11b-9", "full pure-bf16 train-vision", tv, shape, gc)
+        add("mllama:11b-4-tower", "full pure-bf16 train-vision", tv, {"batch_size": 1, "seq_len": 256, "images": 1}, gc)
     return cases
 
 
@@ -692,7 +703,9 @@ def mllama_grid() -> list[dict[str, Any]]:
 # b1 s32 two 1000 px images (each to the 672 x 672 pinpoint: 5 tiles, 2,928 tokens). (3) llava-v1.6-34b and
 # vicuna-13b cut to 2 text layers (LoRA, checkpointing on and off, one 672 px image). (4) Non-square images
 # (--image-width): 1000 x 500 under the toy language model and 500 x 1000 on the mistral cut, full / LoRA x
-# checkpointing. 36 cases, written to accuracy_vlm3.{json,md}.
+# checkpointing. (5) --train-vision (full pure-bf16, the tower trained over every tile): the toy language model at both
+# toy shapes and 1000 x 500, the mistral cut (32 text layers with checkpointing) at both shapes, checkpointing off /
+# on. 46 cases, written to accuracy_vlm3.{json,md}.
 LLAVA_NEXT_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 672},
                      {"batch_size": 2, "seq_len": 128, "images": 2, "image_size": 336})
 LLAVA_NEXT_TOY_SHAPES = ({"batch_size": 1, "seq_len": 64, "images": 1, "image_size": 672},
@@ -738,6 +751,27 @@ def llava_next_grid() -> list[dict[str, Any]]:
             cases.append({"id": f"{config[:-3]} (2 text layers, 2-layer tower) | lora | b1 s256 i1 672px | "
                                 f"{'gc' if gc else 'no-gc'}", "model": f"llavanext:{config}:2:2", "method": "lora",
                           "training": dict(VLM_RUNS[1][1], **LLAVA_NEXT_SHAPES[0], grad_checkpointing=gc)})
+    # --train-vision (full pure-bf16, the CLIP tower trained over every tile): the published 24-layer tower under the
+    # toy language model (the image side the peak) at both toy shapes and 1000 x 500, and the mistral cut (the whole
+    # 32-layer text model with checkpointing, as above) at both shapes; checkpointing off / on
+    full = VLM_RUNS[0][1]
+    for gc in (False, True):
+        tag = "gc" if gc else "no-gc"
+        for shape in (*LLAVA_NEXT_TOY_SHAPES, {"batch_size": 1, "seq_len": 64, "images": 1, "image_size": 1000,
+                                               "image_width": 500}):
+            px = f"{shape['image_size']}x{shape['image_width']}px" if "image_width" in shape \
+                else f"{shape['image_size']}px"
+            cases.append({"id": f"llava-v1.6-vicuna-7b (24-layer tower, toy text model) | full pure-bf16 train-vision"
+                                f" | b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} {px} | {tag}",
+                          "model": "llavanext-toy:llava-v1.6-vicuna-7b-hf", "method": "full",
+                          "training": dict(full, **shape, train_vision=True, grad_checkpointing=gc)})
+        for shape in LLAVA_NEXT_SHAPES:
+            depth = 32 if gc else 2
+            cases.append({"id": f"llava-v1.6-mistral-7b ({depth} text layers, 2-layer tower) | full pure-bf16 "
+                                f"train-vision | b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} "
+                                f"{shape['image_size']}px | {tag}",
+                          "model": f"llavanext:llava-v1.6-mistral-7b-hf:{depth}:2", "method": "full",
+                          "training": dict(full, **shape, train_vision=True, grad_checkpointing=gc)})
     return cases
 
 
@@ -1881,8 +1915,9 @@ def main() -> None:
                     "Cut CE); qwen-vl: issue 15's 60 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
                     "frozen or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle); "
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
-                    "attention); vlm3: issue 15's 36 LLaVA-NeXT cases (anyres tiles, the tower frozen); mllama: "
-                    "issue 15's 26 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers)")
+                    "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
+                    "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
+                    "the tower frozen or trained)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
