@@ -864,7 +864,10 @@ def check_ssm_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
 
 def check_hybrid_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
     """peft 0.21 refuses LoRA on out_proj and conv1d for falcon_h1 (tuners_utils.py _check_lora_target_modules_mamba),
-    so all-linear (which takes the mixer's out_proj) fails there too."""
+    so all-linear (which takes the mixer's out_proj) fails there too. Bamba is not on peft's list: its out_proj is
+    adapted (BambaMixer's PyTorch path calls it as a module)."""
+    if is_layered_hybrid(m):
+        return
     if any(lin.module == "out_proj" for lin in chosen):
         raise UnsupportedCombination(f"LoRA on out_proj of {m.name}: peft refuses the Mamba mixer's out_proj for "
                                      "falcon_h1 (all-linear takes it too); use --lora-targets q_proj,k_proj,v_proj,"
