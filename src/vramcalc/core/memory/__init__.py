@@ -677,6 +677,10 @@ class _ActivationPlan:
     loss_chunks: int = 8
     norm_saved_t: int = 0  # the final norm's saved bytes per token (the rest of the head is the loss's)
     recompute_bottom: bool = False  # Mamba-2: the bottom layer's recompute moment (memory/ssm.py)
+    # Bamba, full fine-tuning with checkpointing: the gradient bytes not yet made at the lowest mixer layer's rerun
+    # (its own layer, those below and the embedding's; memory/hybrid.py), and its index; -1: no such moment
+    rerun_mixer_below: int = -1
+    rerun_mixer_layer: int = 0
     head_trainable: bool = False
     vocab: int = 0
     hidden: int = 0
@@ -1062,6 +1066,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
         recompute_bottom=_ssm.is_mamba2(m),
+        **(_hybrid.lowest_mixer_rerun(m, t, recipe) if full_like and t.grad_checkpointing
+           and not _distributed.is_parallel(t) else {}),
         # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
@@ -1217,6 +1223,11 @@ def _transformer_phases(
                 recompute_t = max(recompute_t, p.attn_div_ts * token_seq - p.attn_fwd_less_t * tokens + mlp_tail)
             moments.append(("backward.recompute", _m.BWD_RECOMPUTE_CK,
                             (g_top, kept_bwd, once, recomputed - mlp_tail, copies, recompute_t)))
+            if p.rerun_mixer_below >= 0:  # Bamba: the lowest mixer layer's rerun, every gradient above it made
+                moments.append(("backward.recompute_mixer", _m.BWD_RECOMPUTE_MIXER_CK,
+                                (max(gradients - p.rerun_mixer_below, 0),
+                                 min(p.layer_input_t * tokens * (p.rerun_mixer_layer + 1), kept_bwd), once,
+                                 recomputed - mlp_tail, copies, recompute_t)))
             if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
                                 (gradients - late_g, once, recomputed - bottom_less - mlp_tail, copies, recompute_t)))

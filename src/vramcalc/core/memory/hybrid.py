@@ -209,6 +209,28 @@ def layered_less(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weight
     return (total[0], total[1], total[2], total[3]), (bottom[0], bottom[1], bottom[2], bottom[3])
 
 
+def lowest_mixer_rerun(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> dict[str, int]:
+    """Bamba, full fine-tuning with checkpointing: the lowest mixer layer's rerun comes after every layer above it has
+    written its gradients (an attention layer on top does not hold the largest rerun: measured with the tracer,
+    --grid bamba full with checkpointing, attn_layer_indices [0, 3]: the peak at layer 1's rerun, -6.4 % when only
+    the head's gradients were counted there). The plan's fields: the gradient bytes not made yet (that layer's,
+    those below it and the embedding's: sum(p.numel()) of the stack cut after it, less the final norm and the head)
+    and its index."""
+    from dataclasses import replace
+
+    from vramcalc.core.params import count_params
+
+    if not is_layered_hybrid(m) or m.num_layers is None or m.hidden_size is None or m.vocab_size is None:
+        return {}
+    attn = set(m.attention_layers)
+    low = next((i for i in range(m.num_layers) if i not in attn), None)
+    if low is None:
+        return {}
+    cut = replace(m, num_layers=low + 1, attention_layers=tuple(i for i in m.attention_layers if i < low))
+    below = count_params(cut) - m.hidden_size - m.vocab_size * m.hidden_size
+    return {"rerun_mixer_below": below * dtype_bytes(recipe.grad), "rerun_mixer_layer": low}
+
+
 def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     """Full fine-tuning: the gradients that appear only after the bottom layer's mixer backward, as for Mamba-2
     (memory/ssm.py late_gradient_bytes on the mixer's view: an untied embedding's, the bottom mixer's in_proj and
