@@ -484,8 +484,8 @@ def test_unknown_model_type_lists_supported() -> None:
         spec_from_hf_config({"model_type": "rwkv"}, "m", "m.json")
     msg = str(e.value)
     assert msg.startswith(
-        "m.json: unsupported model_type 'rwkv'; supported: bart, bert, bloom, deberta-v2, deepseek_v2, deepseek_v3, "
-        "distilbert, falcon,"
+        "m.json: unsupported model_type 'rwkv'; supported: bamba, bart, bert, bloom, deberta-v2, deepseek_v2, "
+        "deepseek_v3, distilbert, falcon,"
     )
     assert "docs/any-model.md" in msg and "--presets DIR" in msg
 

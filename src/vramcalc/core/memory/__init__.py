@@ -869,7 +869,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # computes a pair per layer type (ModernBertModel.forward: global and local thetas).
     # (DeBERTa has no rotary tables either: its relative positions are shared_terms below, memory/deberta.py)
     once_t = 0 if m.learned_position_embeddings or m.alibi or ssm or _deberta.is_deberta(m) else 2 * c * head_dim(m)
-    if _hybrid.is_layered_hybrid(m):  # Bamba: partial_rotary_factor 0.5 (BambaRotaryEmbedding: cos, sin of head_dim / 2)
+    if _hybrid.is_layered_hybrid(m):  # Bamba: partial_rotary_factor 0.5 (BambaRotaryEmbedding: cos, sin of head_dim/2)
         once_t = c * head_dim(m) if m.attention_layers else 0
     if m.family == "modernbert" and m.sliding_window_layers:
         once_t *= 2
