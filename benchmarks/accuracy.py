@@ -529,8 +529,9 @@ def hybrid_grid() -> list[dict[str, Any]]:
 # the bottom and the top ([0, 3] of 4), 2 groups, chunk 48 (seq 64 and 128 pad to 96 and 144), one KV head - x full
 # pure-bf16 / LoRA (q_proj, v_proj, in_proj: fp32 adapters, bf16 base) / QLoRA NF4 (kbit_prep off) x checkpointing
 # off / on x seq 64 / 128, batch 2 under sdpa; then LoRA all-linear (out_proj included: peft does not refuse it for
-# bamba) and LoRA under eager attention on the first shape, each with checkpointing off / on. Written to
-# accuracy_bamba.{json,md}.
+# bamba) and LoRA under eager attention on the first shape, each with checkpointing off / on; then the published shape
+# cut to 2 layers (a mixer, then attention; full with checkpointing, LoRA without; b1 s256: one chunk). 30 cases.
+# Written to accuracy_bamba.{json,md}.
 BAMBA_SHAPES = {"bamba:h256-l3-a1-m512-s32-q64": {"hidden_size": 256, "num_hidden_layers": 3, "attn_layer_indices": [1],
                                                   "num_attention_heads": 4, "num_key_value_heads": 2,
                                                   "intermediate_size": 512, "mamba_n_heads": 8, "mamba_d_head": 64,
@@ -559,6 +560,12 @@ def bamba_grid() -> list[dict[str, Any]]:
             cases.append({"id": f"{model} | {label} | b2 s64 | {'gc' if gc else 'no-gc'}", "model": model,
                           "method": "lora", "training": dict(HYBRID_RUNS[1][1], **extra, batch_size=2, seq_len=64,
                                                              grad_checkpointing=gc)})
+    # the published shape itself (hidden 4096, 32 heads / 8 KV, mixer 8192 in 128 heads, state 128, chunk 256, vocab
+    # 128,256), cut to 2 layers: a mixer and an attention layer
+    for (label, kw), gc in zip(HYBRID_RUNS[:2], (True, False), strict=True):
+        cases.append({"id": f"bamba:bamba-9b-2-layers | {label} | b1 s256 | {'gc' if gc else 'no-gc'}",
+                      "model": "bamba:bamba-9b-2-layers", "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=256, grad_checkpointing=gc)})
     return cases
 
 
@@ -1180,7 +1187,8 @@ def _model(name: str) -> Any:
     if name.startswith("bamba:"):  # tests/data/hf/bamba-9b.json cut to a tiny shape (BAMBA_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
-        d = {**json.loads((HF_DIR / "bamba-9b.json").read_text()), **BAMBA_SHAPES[name]}
+        d = {**json.loads((HF_DIR / "bamba-9b.json").read_text()),
+             **BAMBA_SHAPES.get(name, {"num_hidden_layers": 2, "attn_layer_indices": [1]})}
         return spec_from_hf_config(d, name[6:], "benchmarks/accuracy.py")
     if name.startswith("deberta:"):  # a published DeBERTa-v3 config.json cut to a few layers (DEBERTA_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
@@ -1914,7 +1922,7 @@ def main() -> None:
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 66 GRPO / RLOO / Online DPO "
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
-                    "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 28 "
+                    "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 30 "
                     "Bamba cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
