@@ -99,6 +99,8 @@ LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4
 
 
 def _less_label(m: ModelSpec) -> str:
+    if m.family == "bamba":  # memory/hybrid.py layered_less: one layer is the envelope of the two kinds
+        return "what each layer saves less than the larger kind (mixer or attention) and the bottom layer's less"
     return LLAMA4_LESS if m.family == "llama4" else "what the bottom layers save less"
 
 SRC_ACTS = ("transformers modeling files and torch derivatives.yaml (what each op saves for backward); "
@@ -1356,12 +1358,17 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                  "one layer's saved tensors", SRC_CKPT))
     # ALiBi models have no rotary tables, nor DeBERTa (relative positions: memory/deberta.py)
     if not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m)):
-        if m.family == "gpt_oss":  # GptOssRotaryEmbedding: cos and sin of head_dim / 2 (memory/__init__.py)
+        if m.family == "bamba" and not m.attention_layers:
+            pass  # no attention layer: BambaModel still builds the tables, but from a leaf no layer saves
+        elif m.family in ("gpt_oss", "bamba"):
+            # GptOssRotaryEmbedding: cos and sin of head_dim / 2; BambaRotaryEmbedding: partial_rotary_factor 0.5
+            # (memory/__init__.py)
             rope = c * head_dim(m) * tokens
             lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
                               f"2 × {c} B × {head_dim(m) // 2} (head_dim / 2) × {tok}", rope,
                               "2 × head_dim / 2 × tokens × bytes", "transformers modeling_gpt_oss.py "
-                              "GptOssRotaryEmbedding"))
+                              "GptOssRotaryEmbedding" if m.family == "gpt_oss" else
+                              "transformers modeling_bamba.py BambaRotaryEmbedding (partial_rotary_factor 0.5)"))
         else:
             rope = 2 * c * head_dim(m) * tokens
             lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
