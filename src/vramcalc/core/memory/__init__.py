@@ -37,7 +37,9 @@ from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory.activations import (
+    DequantBytes,
     batch_rows,
+    dequant_bytes,
     dora_forward_transient,
     eager_only,
     head_activations,
@@ -726,6 +728,9 @@ class _ActivationPlan:
     layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
     layer_mlp_fwd_t: int = 0  # the MLP's forward temporaries per token from its up-projection on (activations.py)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
+    # QLoRA's dequantized weight while a block Linear runs forward / backward (activations.py)
+    dequant_fwd: DequantBytes = DequantBytes()
+    dequant_bwd: DequantBytes = DequantBytes()
     # LoRA on lm_head: what its adapter saves per token, also under the chunked loss (whose per-chunk adapter
     # temporaries stay under the loss's own peak: measured with the tracer, tinyllama-1.1b and qwen2.5-0.5b)
     lora_head_t: int = 0
@@ -1045,6 +1050,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_mlp_saved_c=layer.mlp_saved_const, layer_attn_bwd_c=layer.attn_backward_const,
         layer_mlp_fwd_t=layer.mlp_forward_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
+        **({} if unsloth else dict(zip(("dequant_fwd", "dequant_bwd"), dequant_bytes(m, t, recipe, block_linears(m)),
+                                       strict=True))),
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c,
@@ -1088,7 +1095,8 @@ def _transformer_phases(
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
     fwd_layer_copies = autocast_copies - p.autocast_head_copy
     attn_less = 0 if p.checkpointing or p.offload else p.attn_fwd_less_t * tokens  # checkpointed: nothing saved
-    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq - attn_less, p.layer_fwd_c)
+    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq - attn_less, p.layer_fwd_c,
+                      p.dequant_fwd.forward(tokens, p.checkpointing or p.offload))
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
     # per-key scores gradient), after autograd has freed the MLP's saved tensors: every moment that holds this
     # transient also holds the layer's whole saved set, so the attention's moment is the larger only by what it
@@ -1099,7 +1107,7 @@ def _transformer_phases(
     # --grid moe: tiny Mixtral LoRA all-linear eager with checkpointing, +8.8 % when they were kept).
     layer_bwd_t = max(p.layer_bwd_t * tokens + p.layer_bwd_c,
                       p.layer_bwd_ts * token_seq - p.layer_mlp_saved_t * tokens - p.layer_mlp_saved_c
-                      + p.layer_attn_bwd_c)
+                      + p.layer_attn_bwd_c, p.dequant_bwd.backward(tokens))
     loss_fwd_t = p.loss_fwd_t * tokens
     loss_bwd_t = p.loss_bwd_t * tokens
     accum = t.grad_accum > 1

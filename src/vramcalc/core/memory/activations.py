@@ -749,6 +749,65 @@ def dora_forward_transient(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int
                 for lin in resolve_targets(m, t.lora_targets)), default=0)
 
 
+@dataclass(frozen=True, slots=True)
+class DequantBytes:
+    """QLoRA's dequantized weight while a quantized block Linear runs (0 for the other methods).
+
+    Forward (4-bit): bitsandbytes 0.50 autograd/_functions.py MatMul4Bit.forward calls the gemm_4bit op, whose CUDA
+    fallback (backends/cuda/ops.py _dequant_linear_fallback; always past 1,536 rows) dequantizes the nested absmax to
+    fp32 (`absmax_dq`, then `absmax_dq + offset`: two fp32 tensors of one value per 64-element block), the whole
+    weight into an out x in tensor in the compute dtype, then F.linear: all three alive beside the output. Its fused
+    kernel (fewer rows on some GPUs) needs none of them: counted as the fallback, the larger. 8-bit forward runs
+    int8 matmuls (no dequantized weight). Backward (both): MatMul4Bit.backward `grad_output @ dequantize_4bit(B)`
+    (functional.py: the nested absmax to fp32 first, freed when it returns) and MatMul8bitLt's `CB * SCB / 127`
+    in the compute dtype: the weight, then grad_A (rows x in) beside it and the incoming gradient (rows x out).
+    The largest quantized Linear of a block sets each moment."""
+
+    weight_c: int = 0  # the largest quantized Linear's weight dequantized to the compute dtype, whatever the batch
+    forward_absmax_c: int = 0  # the forward's two fp32 absmax tensors (4-bit, double quantization); 8-bit: no moment
+    backward_absmax_c: int = 0  # the backward's one, freed by the time grad_A is allocated
+    compute: int = 2  # bytes of the compute dtype
+    # (in, out, held) of each Linear of that largest size; held: what else the rerun holds per token beside it (a gated
+    # MLP runs act(gate_proj(x)) first, so at up_proj the activation's output, out wide, is alive: measured with the
+    # tracer, Qwen2.5-7B cut to 4 layers, QLoRA b2 s256 with checkpointing, the forward's peak at up_proj's mm)
+    shapes: tuple[tuple[int, int, int], ...] = ()
+
+    def forward(self, tokens: int, checkpointed: bool) -> int:
+        """The weight, the absmax, the output and (checkpointed: not in the layer's saved set) the input."""
+        if not self.forward_absmax_c and not self.weight_c:
+            return 0
+        return max(self.weight_c + self.forward_absmax_c
+                   + self.compute * tokens * (d_out + (d_in + held if checkpointed else 0))
+                   for d_in, d_out, held in self.shapes)
+
+    def backward(self, tokens: int) -> int:
+        """The weight, then grad_A beside it (the absmax freed), and the incoming gradient."""
+        return max((self.weight_c + max(self.backward_absmax_c, self.compute * tokens * d_in)
+                    + self.compute * tokens * d_out for d_in, d_out, _ in self.shapes), default=0)
+
+
+def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[Linear, ...]) -> tuple[
+        DequantBytes, DequantBytes]:
+    """(forward, backward) dequantization moments of the largest quantized Linear (DequantBytes), for QLoRA; `linears`
+    are the blocks' (params.block_linears): bitsandbytes replaces nn.Linear modules only, not 3-D expert Parameters.
+    8-bit has no forward moment (int8 matmuls)."""
+    if t.method != "qlora":
+        return DequantBytes(), DequantBytes()
+    c = dtype_bytes(recipe.compute)
+    quantized = [lin for lin in linears if not (lin.module.startswith("experts.") and fused_experts(m))]
+    if not quantized:
+        return DequantBytes(), DequantBytes()
+    numel = max(lin.in_features * lin.out_features for lin in quantized)
+    gated_up = m.mlp == "gated" and not m.fused_gate_up
+    shapes = tuple(sorted({(lin.in_features, lin.out_features, lin.out_features if gated_up and lin.module == "up_proj"
+                            else 0) for lin in quantized if lin.in_features * lin.out_features == numel}))
+    nested = 4 * ceil_div(numel, 64) if t.quant_bits == 4 and t.double_quant else 0  # quantize_4bit: blocksize 64
+    backward = DequantBytes(c * numel, 0, nested, c, shapes)
+    if t.quant_bits != 4:
+        return DequantBytes(), backward
+    return DequantBytes(c * numel, 2 * nested, 0, c, shapes), backward
+
+
 def _prefix_terms(m: ModelSpec, t: TrainingSpec, c: int, d: int, n_heads: int, kv_dim: int,
                   gqa: bool, scores_per_key: int) -> list[Term]:
     """Prefix tuning (peft_model.py get_prompt): each layer's cache starts with `virtual_tokens` keys and values,
