@@ -79,6 +79,9 @@ class LayerActivations:
     # The backward temporaries whatever the batch that the attention's backward still holds (its adapters' delta
     # weights); the MLP's (a MoE block's) are gone by then
     attn_backward_const: int = 0
+    # DeepSeek's MoE backward before the expert projections' (routed_backward_bytes), per token: a moment of its own,
+    # without the merged expert stacks' gradients (backward_transient.const), which come later
+    routed_backward_per_token: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
@@ -220,6 +223,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     peft_adapted = ({lin.module.rsplit(".", 1)[-1]: (lin, ff) for lin, ff in peft_methods.adapted_linears(m, t)}
                     if rule is not None else {})
     backward_const = 0  # the largest per-module backward temporary of those adapters
+    routed_bwd = 0  # DeepSeek's routed multiply's backward (routed_backward_bytes)
     adapter_fwd_t = adapter_bwd_t = 0  # their largest per-token forward / backward temporaries (C3A's FFTs)
     terms: list[Term] = []
     tw = trainable_weights
@@ -510,6 +514,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         moe, moe_fwd_t, moe_bwd_t, const_fwd = _fused_moe_terms(m, t, c, eb, live, trainable_weights, moe_adapted)
         terms += moe
         backward_const = max(backward_const, const_fwd)
+        routed_bwd = routed_backward_bytes(m, t, recipe) if moe else 0
         width = m.moe_intermediate_size or i
         live = live or trainable_weights or bool(moe_adapted)
         if m.num_shared_experts:
@@ -685,7 +690,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const
                                   or x.per_seq_sq),
                             fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention,
-                            sum(x.const for x in mlp_terms), attn_bwd_const)
+                            sum(x.const for x in mlp_terms), attn_bwd_const,
+                            routed_bwd)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
@@ -975,6 +981,38 @@ def _routing_weight_bytes(m: ModelSpec, c: int, eb: int) -> int:
     return max(eb, c) if m.family in ("qwen2_moe", "qwen3_moe") else 4
 
 
+def routed_backward_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """DeepSeek's MoE backward at the routed multiply (integrations/moe.py `proj_out * sample_weights`), per token: the
+    un-permute's gradient (index_put into zeros) and mul's two gradients in the routing weights' fp32, and the cast to
+    the experts' dtype, four (k x tokens, hidden) tensors (measured with the tracer's live tensors, --grid moe
+    deepseek_v3 full b2 s256: at the peak's _to_copy; -4 to -7 % under on the DeepSeek toys' LoRA runs without it)."""
+    if not (deepseek_router(m) and m.num_experts and fused_experts(m)) or m.hidden_size is None:
+        return 0
+    eb = _expert_bytes(t, recipe)
+    return m.experts_per_token * m.hidden_size * (3 * _routing_weight_bytes(m, dtype_bytes(recipe.compute), eb) + eb)
+
+
+def deepseek_router(m: ModelSpec) -> bool:
+    return m.family in ("deepseek_v2", "deepseek_v3")
+
+
+def router_forward_bytes(m: ModelSpec) -> int:
+    """DeepSeek's router temporaries per token beside the saved set, at their largest (masked_fill's output), all
+    (tokens, E) unless named (modeling_deepseek_v3.py DeepseekV3TopkRouter.forward): the fp32 router_logits (returned,
+    alive until DeepseekV3MoE.forward drops them), the sigmoid scores (saved), `scores + e_score_correction_bias`, the
+    group mask expanded and reshaped to (tokens, E) in fp32, its bool copy, the inverted copy and the masked scores
+    (the per-group top-2 and group top-k tensors are (tokens, n_group) wide: freed by then). V2's
+    group_limited_greedy (modeling_deepseek_v2.py) takes softmax scores and each group's max, without the bias
+    (one tensor fewer); its greedy top-k only the logits and the scores. The group selection's graph is freed with
+    the discarded top-k values: nothing of it is saved (only the indices are used)."""
+    if not deepseek_router(m):
+        return 0
+    e = m.num_experts
+    if m.family == "deepseek_v3":
+        return (4 * 5 + 2) * e
+    return (4 * 4 + 2) * e if m.expert_groups > 1 else 4 * 2 * e
+
+
 def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool, trainable: bool,
                      adapted: set[str]) -> tuple[list[Term], int, int, int]:
     # `adapted`: the module names of params.fused_moe_targets' rows in this run (experts.gate_up_proj, ...)
@@ -1007,7 +1045,9 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     experts_grad = trainable or lora_up or lora_down
     if not (live or experts_grad or lora_router):
         return [], 0, 0, 0
-    renorm = m.family in ("mixtral", "qwen3_moe")
+    # DeepseekV3TopkRouter's `topk_weights /= denominator` (norm_topk_prob) keeps them too (measured with the tracer's
+    # live tensors, --grid moe deepseek_v3 full: a (tokens, k) fp32 clone and the (tokens, 1) sum)
+    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3")
     rw = _routing_weight_bytes(m, c, eb)
     out = [Term("router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0)),
            Term("expert routing indices (int64 x 3), gathered routing weights", 3 * 8 * k + rw * k),
@@ -1015,7 +1055,9 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     if experts_grad:
         out.append(Term("experts grouped_mm inputs (gathered hidden, gated product)", k * eb * (h + i)))
     if trainable or lora_router:
-        out.append(Term("router input (its weight's gradient)", c * h))
+        # DeepSeek's routers run `F.linear(hidden_states.type(torch.float32), self.weight.type(torch.float32))`
+        # (modeling_deepseek_v3.py DeepseekV3TopkRouter, _v2.py DeepseekV2TopkRouter): the saved input is fp32
+        out.append(Term("router input (its weight's gradient)", (4 if deepseek_router(m) else c) * h))
     merged = (eb * e * 2 * i * h if lora_up else 0) + (eb * e * h * i if lora_down else 0)
     if merged:
         casts = (e * 2 * r * (2 * i + h) if lora_up else 0) + (e * r * (i + h) if lora_down else 0)
@@ -1027,7 +1069,7 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     # and DeepSeek: _routing_weight_bytes), its un-permuted copy and the per-token sum, beside the gathered hidden
     # states (alive in grouped_mm_experts_forward until it returns; saved only with expert gradients).
     gathered = 0 if experts_grad else k * eb * h
-    fwd = max(k * eb * i + gathered, 2 * rw * k * h + rw * h + gathered)
+    fwd = max(k * eb * i + gathered, 2 * rw * k * h + rw * h + gathered, router_forward_bytes(m))
     # Backward: the incoming gradient's fp32 routed copies, then grouped_mm's input gradients (k x h, k x 2i)
     # beside them; with expert weight gradients, a full-size gradient of the merged stack per projection.
     bwd = k * (rw * h + eb * (h + 2 * i))
