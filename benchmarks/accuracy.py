@@ -872,6 +872,22 @@ MOE_SHAPES = {
                                        "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
                                        "head_dim": 64, "num_experts": 16, "num_experts_per_tok": 4,
                                        "vocab_size": 1024}),
+    # DeepSeek's grouped routers (n_group > 1): V3's noaux_tc (sigmoid scores, each group's top-2 sum, 4 of 8 groups
+    # kept) and V2's group_limited_greedy (softmax, each group's max, 2 of 4 kept), one dense layer under two MoE
+    "moe:deepseek_v3": ("deepseek-v3", {"hidden_size": 256, "intermediate_size": 768, "moe_intermediate_size": 128,
+                                       "num_hidden_layers": 3, "first_k_dense_replace": 1, "num_attention_heads": 8,
+                                       "num_key_value_heads": 8, "q_lora_rank": 96, "kv_lora_rank": 64,
+                                       "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32,
+                                       "n_routed_experts": 64, "num_experts_per_tok": 6, "n_shared_experts": 1,
+                                       "n_group": 8, "topk_group": 4, "vocab_size": 1024}),
+    "moe:deepseek_v2": ("deepseek-v2-lite", {"hidden_size": 256, "intermediate_size": 768,
+                                            "moe_intermediate_size": 128, "num_hidden_layers": 3,
+                                            "first_k_dense_replace": 1, "num_attention_heads": 8,
+                                            "num_key_value_heads": 8, "kv_lora_rank": 64, "qk_nope_head_dim": 32,
+                                            "qk_rope_head_dim": 16, "v_head_dim": 32, "n_routed_experts": 32,
+                                            "num_experts_per_tok": 4, "n_shared_experts": 2, "n_group": 4,
+                                            "topk_group": 2, "topk_method": "group_limited_greedy",
+                                            "vocab_size": 1024}),
 }
 
 
@@ -948,18 +964,48 @@ def llama4_grid() -> list[dict[str, Any]]:
 
 def moe_grid() -> list[dict[str, Any]]:
     """3 families x 4 runs x checkpointing off / on at b2 s256, and the full and all-linear LoRA runs again at
-    b1 s1024 and with eager attention at b2 s512 (48 cases)."""
+    b1 s1024 and with eager attention at b2 s512 (48 cases); DeepSeek-V3 and V2 with expert groups: 4 runs x
+    checkpointing off / on at b2 s256 (LoRA on MLA's projections for q,k,v,o), and all-linear LoRA again with eager
+    attention (20 cases)."""
     cases = []
     for model in MOE_SHAPES:
         for label, kw in MOE_RUNS:
-            shapes = [(2, 256, "sdpa")] + ([(1, 1024, "sdpa"), (2, 512, "eager")] if label in (
-                "full pure-bf16", "lora all-linear") else [])
+            if model.startswith("moe:deepseek") and label == "lora q,k,v,o":  # MLA: its own attention projections
+                q = ("q_a_proj", "q_b_proj") if model == "moe:deepseek_v3" else ("q_proj",)
+                label, kw = "lora MLA attention", dict(kw, lora_targets=(*q, "kv_a_proj_with_mqa", "kv_b_proj",
+                                                                         "o_proj"))
+            more = [(2, 256, "eager")] if label == "lora all-linear" else []
+            if not model.startswith("moe:deepseek"):
+                more = [(1, 1024, "sdpa"), (2, 512, "eager")] if label in ("full pure-bf16", "lora all-linear") else []
+            shapes = [(2, 256, "sdpa")] + more
             for b, seq, attention in shapes:
                 for gc in (False, True):
                     cases.append({"id": f"{model} | {label} | b{b} s{seq} | {attention} | {'gc' if gc else 'no-gc'}",
                                   "model": model, "method": kw["method"],
                                   "training": dict(kw, batch_size=b, seq_len=seq, attention=attention,
                                                    grad_checkpointing=gc)})
+    return cases
+
+
+# The QLoRA dequantization grid (`--grid dequant`, issue 15; 24 cases): published dense models whose hidden size
+# makes the dequantized 16-bit weight of a block Linear (bitsandbytes MatMul4Bit, forward and backward) the largest
+# temporary, cut to 4 layers with a 2,048-token vocabulary so that the head does not hide it: Llama-3.1-8B, Mistral-7B
+# and Qwen2.5-7B x QLoRA all-linear NF4 (kbit_prep off) x checkpointing off / on x sdpa / eager, at b1 s128 and
+# b2 s256. Written to accuracy_dequant.{json,md}.
+DEQUANT_MODELS = ("llama-3.1-8b", "mistral-7b", "qwen2.5-7b")
+DEQUANT_SHAPES = ({"batch_size": 1, "seq_len": 128}, {"batch_size": 2, "seq_len": 256})
+
+
+def dequant_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in DEQUANT_MODELS:
+        for shape in DEQUANT_SHAPES:
+            for gc in (False, True):
+                for attention in ("sdpa", "eager"):
+                    cases.append({"id": f"{model} (4 layers, vocab 2048) | qlora nf4 | b{shape['batch_size']} "
+                                        f"s{shape['seq_len']} | {'gc' if gc else 'no-gc'} | {attention}",
+                                  "model": f"dequant:{model}", "method": "qlora",
+                                  "training": dict(METHODS[4][1], **shape, grad_checkpointing=gc, attention=attention)})
     return cases
 
 
@@ -1258,6 +1304,10 @@ def _model(name: str) -> Any:
         d = json.loads((HF_DIR / f"{config}.json").read_text())
         d["text_config"] = {**d["text_config"], **shape}
         return spec_from_hf_config(d, name[7:].split(" ")[0], "benchmarks/accuracy.py")
+    if name.startswith("dequant:"):  # a dense preset cut to 4 layers and a 2,048-token vocabulary (dequant_grid)
+        from dataclasses import replace
+
+        return replace(presets.find_model(name[8:]), num_layers=FAMILY_LAYERS, vocab_size=2048)
     if name.startswith("hf:"):
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1832,7 +1882,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
          "ssm2": ssm2_grid, "hybrid": hybrid_grid, "bamba": bamba_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
-         "llama4": llama4_grid, "vlm2": vlm2_grid,
+         "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
          "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "vlm3": llava_next_grid,
          "ppo": ppo_grid,
          "mllama": mllama_grid}
@@ -1856,7 +1906,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
-          "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)",
+          "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE, "
+                 "DeepSeek-V3 / V2 with expert groups; issue 15)",
           "llama4": " (Llama 4 text: Scout and Maverick layouts, bmm experts over every token, chunked / NoPE "
                     "attention; issue 15)",
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
@@ -1865,7 +1916,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "idefics": " (vision-language models: Idefics3 and SmolVLM, image splitting and pixel shuffle; issue 15)",
           "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)",
           "ppo": " (PPO: TRL 0.19.1's PPOTrainer, rollout and policy + value step; issue 14)",
-          "mllama": " (vision-language models: Llama-3.2-Vision, cross-attention layers; issue 15)"}
+          "mllama": " (vision-language models: Llama-3.2-Vision, cross-attention layers; issue 15)",
+          "dequant": " (QLoRA's dequantized weight: wide dense models, 4 layers, small vocabulary; issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -1950,8 +2002,8 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, gr
               "| case | estimate GB | trace GB | error % | phase (est / trace) | trace peak op |",
               "| --- | ---: | ---: | ---: | --- | --- |"]
     if grid_name == "families":
-        lines[4:4] = ["Every model_type io/hf_config.py reads for a causal LM is traced; DeepSeek's router with one "
-                      "expert group (n_group 1), the rest as published.", ""]
+        lines[4:4] = ["Every model_type io/hf_config.py reads for a causal LM is traced as published (DeepSeek-V3's "
+                      "router with its 8 expert groups, 4 kept).", ""]
     for r in rows:
         e, t = r["estimate"], r["trace"]
         mark = "" if r["phase_ok"] else " ✗"
@@ -1993,7 +2045,8 @@ def main() -> None:
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
                     "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
                     "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
-                    "the tower frozen or trained)")
+                    "the tower frozen or trained); dequant: issue 15's 24 QLoRA cases on wide dense models cut to 4 "
+                    "layers (the dequantized weight)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -2004,7 +2057,7 @@ def main() -> None:
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
                          "ssm", "ssm2", "hybrid", "bamba", "gptoss", "classics", "vlm", "moe", "llama4", "vlm2",
                          "unsloth",
-                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama") \
+                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -32,6 +32,7 @@ from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import (
     batch_rows,
+    dequant_bytes,
     eager_only,
     head_terms,
     layer_activations,
@@ -85,6 +86,8 @@ SRC_OPT_IN_BWD = ("torchtune optimizer_in_bwd (register_optim_in_bwd_hooks); tor
 SRC_DISTRIBUTED = ("memory/distributed.py: ZeRO §5 partitions; torch fsdp _runtime_utils.py _post_backward_hook, "
                    "no_sync; _flat_param.py")
 SRC_MASTER = "ZeRO paper (Rajbhandari et al. 2020) §3.1: fp32 master copy of trainable weights"
+SRC_DEQUANT = ("bitsandbytes 0.50 autograd/_functions.py MatMul4Bit (gemm_4bit's dequantize-and-linear fallback, "
+               "backward dequantize_4bit)")
 SRC_DORA = "Liu et al. 2024 (DoRA, arXiv:2402.09353); peft tuners/lora/dora.py DoraLinearLayer"
 SRC_SAVED = "peft utils/other.py ModulesToSaveWrapper: a deep copy of the module, trained; the original frozen"
 SRC_TOKENS = "peft tuners/trainable_tokens/layer.py TrainableTokensLayer (get_merged_weights: index_copy)"
@@ -1493,6 +1496,10 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
 
     # Temporaries: short-lived peaks; the component is the largest of them.
     layer_fwd_t, layer_bwd_t = d["temporaries.layer_forward"], d["temporaries.layer_backward"]
+    # QLoRA's dequantized weight, when it is the layer's temporary (memory/activations.py DequantBytes)
+    dequant = None if unsloth.active(m, t) else dequant_bytes(m, t, recipe, block_linears(m))
+    dq_fwd = dequant[0].forward(tokens, t.grad_checkpointing or t.activation_offload) if dequant else 0
+    dq_bwd = dequant[1].backward(tokens) if dequant else 0
     v = m.vocab_size
     loss_fwd, loss_bwd = d["temporaries.loss_forward"], d["temporaries.loss_backward"]
     gb = dtype_bytes(recipe.grad)
@@ -1510,7 +1517,12 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              f"{_n(layer.forward_transient.per_token)} B/token × {tok}"
              + (f", or {_n(layer.forward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys of unsaved scores"
                 if layer.forward_transient.per_token_seq else ""), layer_fwd_t,
-             "the larger of the MLP intermediates and eager attention's unsaved scores", SRC_ACTS),
+             "the larger of the MLP intermediates and eager attention's unsaved scores", SRC_ACTS)
+        if not dq_fwd or layer_fwd_t != dq_fwd else
+        Line("temporaries.layer_forward", "QLoRA's dequantized weight (largest block Linear)",
+             f"{_n(dequant[0].weight_c)} B 16-bit weight + {_n(dequant[0].forward_absmax_c)} B fp32 absmax + "
+             f"its output over {tok}", layer_fwd_t,
+             "bitsandbytes dequantizes the whole weight for each matmul", SRC_DEQUANT),
         Line("temporaries.layer_backward", layer.backward_transient.name,
              (f"the larger of {_n(layer.backward_transient.per_token)} B/token × {tok} (the MLP's gradients) and "
               f"{_n(layer.backward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys − "
@@ -1518,7 +1530,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
               "freed)" if layer.backward_transient.per_token_seq else
               f"{_n(layer.backward_transient.per_token)} B/token × {tok}")
              + (f" + {_n(layer.backward_transient.const)} B (the largest adapted module's delta-weight gradient)"
-                if layer.backward_transient.const else ""), layer_bwd_t, "bytes per token × tokens", SRC_ACTS),
+                if layer.backward_transient.const else ""), layer_bwd_t, "bytes per token × tokens", SRC_ACTS)
+        if not dq_bwd or layer_bwd_t != dq_bwd else
+        Line("temporaries.layer_backward", "QLoRA's dequantized weight again (largest block Linear)",
+             f"{_n(dequant[1].weight_c)} B 16-bit weight + the input's gradient and the incoming one over {tok}",
+             layer_bwd_t, "MatMul4Bit.backward dequantizes for grad_A", SRC_DEQUANT),
     ]
     if "temporaries.layer_recompute" in d and deberta.is_deberta(m):  # memory/__init__.py backward.recompute
         tl.append(Line("temporaries.layer_recompute", "a checkpointed layer's recomputed scores (p2c's division)",

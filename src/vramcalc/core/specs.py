@@ -433,6 +433,11 @@ class ModelSpec:
     first_dense_layers: int = 0
     shared_expert_gate: bool = False  # Qwen2-MoE: a Linear(hidden, 1) gate on the shared expert
     router_bias: bool = False  # DeepSeek-V3 noaux_tc: e_score_correction_bias (num_experts) per MoE layer
+    # DeepSeek's grouped router (configuration_deepseek_v3.py n_group / topk_group; V2's with topk_method
+    # "group_limited_greedy"): the experts split into expert_groups groups, each token routed within its
+    # topk_expert_groups best groups (1 / 1: one group, a plain top-k)
+    expert_groups: int = 1
+    topk_expert_groups: int = 1
     # gpt-oss (modeling_gpt_oss.py GptOssAttention.sinks): one learned logit per attention head, per layer,
     # concatenated to the attention scores before the softmax (eager_attention_forward).
     attention_sinks: bool = False
@@ -520,7 +525,7 @@ class ModelSpec:
                          "num_attention_heads", "num_kv_heads", "head_dim", "max_position_embeddings",
                          "sliding_window", "moe_intermediate_size", "shared_expert_intermediate_size",
                          "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
-                         "published_parameters"), POSITIVE),
+                         "published_parameters", "expert_groups", "topk_expert_groups"), POSITIVE),
         "num_labels": (*NON_NEGATIVE, COUNT_CAP),
         "type_vocab_size": (*NON_NEGATIVE, COUNT_CAP),
         **dict.fromkeys(("decoder_layers", "relative_attention_buckets", "rel_embedding_rows"),
@@ -582,6 +587,7 @@ class ModelSpec:
                 raise SpecError("", "a mixture-of-experts model needs experts_per_token")
             if self.experts_per_token > self.num_experts:
                 raise SpecError("", "experts_per_token exceeds num_experts")
+            _check_expert_groups(self)
             if self.attention_kind == "mla":
                 mla = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
                 missing = [f for f in mla if getattr(self, f) is None]
@@ -598,6 +604,26 @@ class ModelSpec:
     def has_architecture(self) -> bool:
         """A transformer's (or Mamba's) architecture; the classics (ResNet, LSTM) have their own (memory/classic.py)."""
         return self.hidden_size is not None and self.family not in CLASSIC_FAMILIES
+
+
+def _check_expert_groups(m: ModelSpec) -> None:
+    """DeepSeek's grouped router: whole groups of experts (DeepseekV3TopkRouter views the scores as (tokens,
+    n_group, experts // n_group) and takes each group's top 2), no more groups kept than there are."""
+    if m.expert_groups == 1 and m.topk_expert_groups == 1 or not m.num_experts:  # (a dense model has no router)
+        return
+    if m.family not in ("deepseek_v2", "deepseek_v3"):
+        raise SpecError("expert_groups", f"grouped routing is modelled for DeepSeek-V2/V3 only, not {m.family}: "
+                        "give expert_groups 1 and topk_expert_groups 1")
+    if m.topk_expert_groups > m.expert_groups:
+        raise SpecError("topk_expert_groups", f"{m.topk_expert_groups} exceeds expert_groups {m.expert_groups}")
+    per_group = m.num_experts // m.expert_groups if m.expert_groups else 0
+    if m.num_experts % m.expert_groups or (m.family == "deepseek_v3" and per_group < 2):
+        raise SpecError("expert_groups", f"num_experts {m.num_experts} does not split into {m.expert_groups} "
+                        "groups" + (" of 2 or more (DeepSeek-V3 sums each group's top 2)"
+                                    if m.family == "deepseek_v3" else ""))
+    if m.topk_expert_groups * per_group < m.experts_per_token:
+        raise SpecError("topk_expert_groups", f"{m.topk_expert_groups} groups of {per_group} experts hold fewer than "
+                        f"experts_per_token {m.experts_per_token}")
 
 
 def _check_attention_layers(m: ModelSpec) -> None:

@@ -501,6 +501,13 @@ def _deepseek(d: Mapping[str, Any], source: str) -> dict[str, Any]:
             # DeepseekV3TopkRouter keeps e_score_correction_bias (checkpoint tensor) for noaux_tc.
             router_bias=d.get("topk_method") == "noaux_tc",
         )
+        # The grouped router: DeepseekV3TopkRouter always groups (configuration_deepseek_v3.py: n_group 8,
+        # topk_group 4 when the file leaves them out); DeepseekV2TopkRouter only with topk_method
+        # "group_limited_greedy" (configuration_deepseek_v2.py: "greedy" by default, which ignores n_group)
+        if d.get("model_type") == "deepseek_v3":
+            out.update(expert_groups=int(d.get("n_group") or 8), topk_expert_groups=int(d.get("topk_group") or 4))
+        elif d.get("topk_method") == "group_limited_greedy":
+            out.update(expert_groups=_get(d, source, "n_group"), topk_expert_groups=_get(d, source, "topk_group"))
     return out
 
 

@@ -47,7 +47,8 @@ def find_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
 class _Dequant4bit(torch.autograd.Function):
     """bitsandbytes/autograd/_functions.py MatMul4Bit, memory only.
 
-    forward: dequantize_4bit(B) -> (out, in) in the compute dtype (a temporary), then linear.
+    forward: dequantize_4bit(B) -> (out, in) in the compute dtype (a temporary), then linear (the gemm_4bit op's
+    dequantize-and-linear fallback; its fused kernel, chosen per GPU below 1,537 rows, is not emulated).
     It saves `ctx.tensors = (None, B)`: only the quantized weight, never the input (bitsandbytes
     never computes a gradient for B). backward dequantizes again for grad_A = grad_out @ W.
     """
@@ -55,8 +56,16 @@ class _Dequant4bit(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, layer: QuantLinear) -> torch.Tensor:  # type: ignore[override]
         ctx.layer = layer
-        w = layer.dequantize(x.dtype)
-        return torch.nn.functional.linear(x, w, layer.bias)
+        if layer.double_quant:
+            # bitsandbytes 0.50 backends/cuda/ops.py _dequant_linear_fallback (gemm_4bit past 1,536 rows): the nested
+            # absmax dequantized to fp32 (absmax_dq) and `absmax_dq + offset`, both locals alive through F.linear
+            absmax_dq = torch.empty(layer.absmax.shape, dtype=torch.float32, device=x.device)
+            absmax = torch.empty(layer.absmax.shape, dtype=torch.float32, device=x.device)
+        w = torch.empty((layer.out_features, layer.in_features), dtype=x.dtype, device=x.device)
+        out = torch.nn.functional.linear(x, w, layer.bias)
+        if layer.double_quant:
+            del absmax_dq, absmax
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
