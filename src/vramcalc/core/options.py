@@ -187,10 +187,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("enforce_eager", bool, False, "Serve: vLLM enforce_eager (no CUDA graphs)."),
     # Memory savers (memory/loss.py).
     Opt("loss", LOSSES, "hf",
-        "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), linear-chunked "
-        "(torchtune LinearCrossEntropyLoss), fused-linear "
-        "(Liger LigerFusedLinearCrossEntropy), cut (Apple Cut Cross-Entropy), trl (TRL's fused LM head: "
-        "chunked log-probs of the completion tokens, no logits)."),
+        "Loss kernel: hf (full fp32 logits), chunked / linear-chunked (torchtune CEWithChunkedOutputLoss / "
+        "LinearCrossEntropyLoss), fused-linear (Liger), cut (Apple CCE), trl (TRL's fused LM head)."),
     Opt("loss_chunks", int, 8, "For --loss chunked / linear-chunked: chunks (torchtune num_output_chunks)."),
     Opt("ac_every", int, 1, "With --grad-checkpointing: checkpoint every k-th layer (torchtune ac_mode "
         "selective, ac_option k); the others keep their activations."),
@@ -199,10 +197,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
     Opt("kernels", str, "hf",
-        "Layer kernels: hf (transformers' modules), unsloth (Unsloth's Triton RMSNorm and RoPE and its LoRA "
-        "MLP/QKV/O autograd functions: fewer saved tensors; Llama, Mistral, Qwen2 with LoRA on all seven "
-        "projections, dropout 0), or unsloth:GROUPS, some of qkv,o,mlp,norm,rope (axolotl's unsloth_lora_qkv, "
-        "unsloth_lora_o, unsloth_lora_mlp, unsloth_rms_norm, unsloth_rope; Llama).", sep=";"),
+        "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
+        "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "
+        "unsloth_* keys; Llama).", sep=";"),
     Opt("packing", PACKINGS, "none",
         "Batch layout: none (padded rows), packed (several sequences per row), padding-free (one flat row)."),
     # The stack is applied by OptionValues (its defaults under the run file and the command line).
