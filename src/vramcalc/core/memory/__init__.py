@@ -170,6 +170,10 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         from vramcalc.core.memory import llava_next as _llava_next
 
         return _llava_next.estimate(model, training, estimate)
+    if model.vision is not None and model.vision.kind == "llama4":  # Llama 4 multimodal: memory/llama4v.py
+        from vramcalc.core.memory import llama4v as _llama4v
+
+        return _llama4v.estimate(model, training, estimate)
     if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM: memory/idefics3.py
         from vramcalc.core.memory import idefics3 as _idefics3
 
