@@ -1804,7 +1804,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)",
           "ppo": " (PPO: TRL 0.19.1's PPOTrainer, rollout and policy + value step; issue 14)",
           "mllama": " (vision-language models: Llama-3.2-Vision, cross-attention layers; issue 15)",
-          "llama4v": " (vision-language models: Llama 4 Scout / Maverick multimodal, tiles and pixel shuffle; issue 15)"}
+          "llama4v": " (vision-language models: Llama 4 Scout / Maverick multimodal, tiles and pixel shuffle; "
+                     "issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:

@@ -144,8 +144,8 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
                                      "flash is refused by Llama 4): use --attention sdpa")
     if recipe_of(training).autocast:
         raise UnsupportedCombination(f"--precision {training.precision} (autocast) is not modelled for {model.name}'s "
-                                     "images (Llama 4 multimodal: the tower's fp32 LayerNorm outputs under autocast are "
-                                     "not counted): use bf16 or pure-bf16")
+                                     "images (Llama 4 multimodal: the tower's fp32 LayerNorm outputs under autocast "
+                                     "are not counted): use bf16 or pure-bf16")
     vision_check(model, training)
 
 
