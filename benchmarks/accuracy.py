@@ -979,7 +979,7 @@ def vlm2_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 24 cases): Llama4ForConditionalGeneration
+# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 22 cases): Llama4ForConditionalGeneration
 # (memory/llama4v.py, trace/_llama4v.py) from the published Scout / Maverick config.json files (tests/data/hf) with the
 # Llama 4 tower at its own widths (1408 wide, 16 heads, MLP 5632, 336 px tiles of 14 px patches: 577 rows a tile, the
 # pixel-shuffle adapter to 144 features of 4096) cut to 2 layers, and the text model cut to the llama4 grid's tiny

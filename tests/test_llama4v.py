@@ -161,9 +161,11 @@ def test_traced_image_side_peak(kw: dict[str, Any]) -> None:
 
 def test_estimate_notes_and_terms() -> None:
     m = presets.find_model("llama-4-scout-vision")
-    b = estimate(m, TrainingSpec(method="qlora", seq_len=2048, images=1, image_size=1000, grad_checkpointing=True))
+    b = estimate(m, TrainingSpec(method="qlora", kbit_prep=False, seq_len=2048, images=1, image_size=1000,
+                                 grad_checkpointing=True))
     text = " ".join(b.notes)
     assert "3 x 3 tiles and a global tile" in text and "10 tile(s) x 144" in text
+    assert "not counted here" not in text  # the text model's note, rewritten: the image side is counted
     # weights: the tower and projector 16-bit beside the quantized text model, and freqs_ci (577 rows x 44 complex64
     # values for head_dim 88; the tracer measured the buffer at 203,104 bytes, 204,288 rounded to 512)
     assert b.details["weights.vision_tower"] == TOWER * 2 and b.details["weights.projector"] == PROJECTOR * 2
@@ -176,6 +178,7 @@ def test_estimate_notes_and_terms() -> None:
     ({"attention": "eager"}, "--attention eager"),
     ({"precision": "amp-bf16"}, "autocast"),
     ({"image_size": 40_000}, "image"),
+    ({"method": "qlora"}, "no-kbit-prep"),
 ])
 def test_refusals(kw: dict[str, Any], what: str) -> None:
     m = presets.find_model("llama-4-scout-vision")
@@ -206,7 +209,7 @@ def test_reader_refuses_other_vision_configs() -> None:
 
 
 def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = invoke(["estimate", "llama-4-scout-vision", "--method", "qlora", "--images", "2",
+    code, out, err = invoke(["estimate", "llama-4-scout-vision", "--method", "qlora", "--no-kbit-prep", "--images", "2",
                              "--image-size", "1000", "--format", "json"], capsys)
     assert code == 0, err
     assert "3 x 3 tiles" in out

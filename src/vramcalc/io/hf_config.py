@@ -1536,7 +1536,8 @@ def hf_config_notes(d: Mapping[str, Any]) -> list[str]:
     if d.get("model_type") == "llama4":
         notes.append(
             "llama4: the text model is counted (Llama4ForCausalLM, what AutoModelForCausalLM builds from this config); "
-            "the vision tower and projector of Llama4ForConditionalGeneration are not modelled, and images are not."
+            "the vision tower and projector of Llama4ForConditionalGeneration and images are modelled by the presets "
+            "llama-4-scout-vision / llama-4-maverick-vision (memory/llama4v.py), not from a config.json."
         )
     mtp = d.get("num_nextn_predict_layers")
     if isinstance(mtp, int) and mtp > 0:

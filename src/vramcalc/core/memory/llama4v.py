@@ -142,6 +142,10 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
         raise UnsupportedCombination(f"--attention {training.attention} is not modelled for {model.name}'s images "
                                      "(Llama 4 multimodal: the tower's eager softmax over every tile is not counted; "
                                      "flash is refused by Llama 4): use --attention sdpa")
+    if training.method == "qlora" and training.kbit_prep:
+        raise UnsupportedCombination(f"QLoRA with prepare_model_for_kbit_training is not modelled for {model.name}'s "
+                                     "images (it casts the 16-bit tower and projector to fp32, whose activations are "
+                                     "not counted): add --no-kbit-prep")
     if recipe_of(training).autocast:
         raise UnsupportedCombination(f"--precision {training.precision} (autocast) is not modelled for {model.name}'s "
                                      "images (Llama 4 multimodal: the tower's fp32 LayerNorm outputs under autocast "
@@ -192,6 +196,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # patch_embedding, whose output becomes a leaf that requires grad) for every method
     hooked = gc
     saved = tokens if (trained_projector or gc) else 0  # Tensor.masked_scatter saves its bool mask
+    # multi_modal_projector.linear_1 saves its input (vision_flat: a view of the adapter's output) when its weight is
+    # trained; through the forward it is kept_output's first part, in the backward it outlives the forward's locals
+    saved_projector = n * per_tile * out_dim * a_bytes if trained_projector else 0
     tower_kept = 0
     if hooked:
         # the hooked patch embedding output (a leaf held by its AccumulateGrad node), layernorm_pre's input and
@@ -218,10 +225,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         in_backward = key.startswith("backward.") and key != "backward.end"
         values = _grown(lay, values, trainable_text, extra_trainable)
         if key.startswith("forward."):
-            inside = kept_output if key != "forward.loss" else 0  # freed when the forward returns
+            # kept_output is freed when the forward returns, but for the projector's saved input
+            inside = kept_output if key != "forward.loss" else saved_projector
             raw.append((key, (*lay, _SAVED), (*values, saved + tower_kept + pixel + inside)))
         elif in_backward:
-            raw.append((key, (*lay, _SAVED), (*values, saved + tower_kept)))
+            raw.append((key, (*lay, _SAVED), (*values, saved + saved_projector + tower_kept)))
         else:
             raw.append((key, lay, values))
     if hooked:
@@ -248,7 +256,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     details = dict(b.details)
     details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
                     "weights.vision_rope_buffer": freqs,
-                    "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
+                    "activations.pixel_values": pixel,
+                    "activations.image_side_saved": saved + saved_projector + tower_kept,
                     "activations.tower_output_kept": kept_output,
                     "temporaries.vision_tower_forward": vision_moment})
     rows_cols = layout(v, *image_hw(v, training))
@@ -273,12 +282,15 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         "projector 16-bit (an assumption: the common recipes skip them from quantization); LoRA targets resolve in "
         "the language model only.",
     )
+    # the text model's own note says the image side is counted elsewhere: it is counted here
+    text_notes = tuple(x.replace(" the vision tower and projector are not counted here (the -vision presets count "
+                                 "them; memory/llama4v.py)", " the image side follows") for x in b.notes)
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights,
                   gradients=_scaled(b.gradients, trainable_text, extra_trainable), optimizer_state=states,
                   activations=b.activations + saved + tower_kept + pixel + kept_output,
                   temporaries=max(b.temporaries, vision_moment), phases=phases, details=details,
-                  notes=b.notes + notes, moments=tuple(raw),
+                  notes=text_notes + notes, moments=tuple(raw),
                   active_parameters=b.active_parameters + tower + projector)
     from vramcalc.core.memory import distributed as _distributed
     from vramcalc.core.memory.overhead import runtime_overhead
