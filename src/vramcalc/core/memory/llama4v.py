@@ -125,10 +125,15 @@ def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, Train
 
 
 def check(model: ModelSpec, training: TrainingSpec) -> None:
-    """What the Llama 4 image arithmetic does not cover, refused in one line (the common VLM refusals are
-    memory/vision.py check's)."""
+    """Every refusal of a Llama 4 multimodal run: memory/vision.py check's, which runs own_check first."""
     from vramcalc.core.memory.vision import check as vision_check
 
+    vision_check(model, training)
+
+
+def own_check(model: ModelSpec, training: TrainingSpec) -> None:
+    """What the Llama 4 image arithmetic does not cover, refused in one line (memory/vision.py check calls it before
+    the common vision-language refusals)."""
     v = model.vision
     assert v is not None
     h, w = image_hw(v, training)
@@ -150,7 +155,6 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
         raise UnsupportedCombination(f"--precision {training.precision} (autocast) is not modelled for {model.name}'s "
                                      "images (Llama 4 multimodal: the tower's fp32 LayerNorm outputs under autocast "
                                      "are not counted): use bf16 or pure-bf16")
-    vision_check(model, training)
 
 
 def _rope_moment(v: VisionSpec, rows: int, a_bytes: int) -> int:
@@ -299,5 +303,5 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     return replace(out, overhead=runtime.total, details={**out.details, **runtime.details()})
 
 
-__all__ = ["check", "estimate", "image_hw", "image_tokens_per_image", "layout", "supported_layouts", "text_run",
-           "tiles_per_image", "tokens_per_tile", "total_tokens", "wrap_tokens_per_image"]
+__all__ = ["check", "estimate", "image_hw", "image_tokens_per_image", "layout", "own_check", "supported_layouts",
+           "text_run", "tiles_per_image", "tokens_per_tile", "total_tokens", "wrap_tokens_per_image"]

@@ -159,6 +159,10 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
             raise UnsupportedCombination(f"--images, --image-width and --train-vision size a vision-language "
                                          f"model's images; {model.name} reads text only: drop them")
         return
+    if v.kind == "llama4":  # Llama 4 multimodal: memory/llama4v.py's own refusals first
+        from vramcalc.core.memory import llama4v as _llama4v
+
+        _llama4v.own_check(model, training)
     if training.image_width and v.kind not in ("idefics3", "llava_next", "llama4"):
         raise UnsupportedCombination(f"--image-width sizes Idefics3 / SmolVLM, LLaVA-NeXT and Llama 4 images (tiles "
                                      f"from the aspect ratio); {model.name}'s images are square: drop it")
