@@ -160,9 +160,9 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
                                          f"model's images; {model.name} reads text only: drop them")
         return
     if v.kind == "llama4":  # Llama 4 multimodal: memory/llama4v.py's own refusals first
-        from vramcalc.core.memory import llama4v as _llama4v
+        from vramcalc.core.memory import llama4_tiles
 
-        _llama4v.own_check(model, training)
+        llama4_tiles.own_check(model, training)
     if training.image_width and v.kind not in ("idefics3", "llava_next", "llama4"):
         raise UnsupportedCombination(f"--image-width sizes Idefics3 / SmolVLM, LLaVA-NeXT and Llama 4 images (tiles "
                                      f"from the aspect ratio); {model.name}'s images are square: drop it")
