@@ -223,10 +223,11 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
                 p.requires_grad_(False)
             notes.append("mllama: vision tower frozen; LoRA targets the language model only")
     elif model.vision is not None and model.vision.kind == "llama4":  # Llama 4 (memory/llama4v.py): the tower
-        for p in hf.vision_model.parameters():  # (its pixel-shuffle adapter included) frozen; the projector trained
-            p.requires_grad_(False)  # with full fine-tuning (Llama4ForConditionalGeneration.multi_modal_projector)
-        notes.append("llama4: vision tower (Llama4VisionModel, the adapter included) frozen; LoRA targets the "
-                     "language model only")
+        if not training.train_vision:  # (its pixel-shuffle adapter included) frozen; the projector trained with
+            for p in hf.vision_model.parameters():  # full fine-tuning (Llama4ForConditionalGeneration
+                p.requires_grad_(False)  # .multi_modal_projector)
+        notes.append("llama4: vision tower (Llama4VisionModel, the adapter included) "
+                     + ("trained" if training.train_vision else "frozen") + "; LoRA targets the language model only")
     elif model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM (memory/idefics3.py)
         if not training.train_vision:  # the tower frozen, the connector trained with full fine-tuning
             for p in hf.model.vision_model.parameters():
