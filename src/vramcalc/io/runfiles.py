@@ -277,7 +277,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
                                         "use_bnb_nested_quant", "use_vllm", "vllm_enable_sleep_mode"), ()),
     "torchtune": dict.fromkeys(("enable_activation_checkpointing", "optimizer_in_bwd", "enable_activation_offloading",
                                 "model.apply_lora_to_mlp", "model.apply_lora_to_output", "optimizer.fused",
-                                "dataset.packed", "model.use_dora"), ()),
+                                "dataset.packed", "model.use_dora", "tp_enabled", "mask_ignored_tokens"), ()),
     "deepspeed": dict.fromkeys(("bf16.enabled", "fp16.enabled"), ()),
 }
 # Keys whose values are names the tool compares exactly (a Literal, an Enum, `==`): another case or spelling is
@@ -1915,6 +1915,9 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
 TORCHTUNE_LOSS = {
     "torchtune.modules.loss.CEWithChunkedOutputLoss": "chunked",
     "torchtune.modules.loss.cross_entropy_loss.CEWithChunkedOutputLoss": "chunked",
+    # torchtune >= 0.6 (modules/loss/cross_entropy_loss.py): its recipes' configs now name this one
+    "torchtune.modules.loss.LinearCrossEntropyLoss": "linear-chunked",
+    "torchtune.modules.loss.cross_entropy_loss.LinearCrossEntropyLoss": "linear-chunked",
     "torch.nn.CrossEntropyLoss": "hf",
 }
 
@@ -1944,8 +1947,15 @@ def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
                         "full-logits loss)")
         else:
             run.options["loss"] = name
-            if name == "chunked" and "num_output_chunks" in loss:
+            if name in ("chunked", "linear-chunked") and "num_output_chunks" in loss:
                 run.options["loss_chunks"] = _strict("loss.num_output_chunks", "loss_chunks", loss["num_output_chunks"])
+            if name == "linear-chunked" and _flag(TT, loss.get("tp_enabled"), "tp_enabled"):
+                _unmodelled(run, "loss.tp_enabled", "the loss over tensor-parallel (sharded) logits")
+            if name == "linear-chunked" and "mask_ignored_tokens" in loss \
+                    and not _flag(TT, loss["mask_ignored_tokens"], "mask_ignored_tokens"):
+                run.notes.append("loss.mask_ignored_tokens false: each chunk is projected whole (no index copy); "
+                                 "counted with the masked gather, over by up to 24 B per token (and one hidden "
+                                 "state per token when the head trains).")
             run.mapped.append("loss")
     _take_flag(TT, d, run, "optimizer_in_bwd", "optimizer_in_bwd")
     _take_flag(TT, d, run, "enable_activation_offloading", "activation_offload")
