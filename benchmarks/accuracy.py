@@ -1109,6 +1109,46 @@ def vlm2_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 22 cases): Llama4ForConditionalGeneration
+# (memory/llama4v.py, trace/_llama4v.py) from the published Scout / Maverick config.json files (tests/data/hf) with the
+# Llama 4 tower at its own widths (1408 wide, 16 heads, MLP 5632, 336 px tiles of 14 px patches: 577 rows a tile, the
+# pixel-shuffle adapter to 144 features of 4096) cut to 2 layers, and the text model cut to the llama4 grid's tiny
+# shapes (LLAMA4_SHAPES: Scout's every-layer MoE with L2 q/k norm, Maverick's interleaved dense layers), where the
+# image side is most of the step:
+# - Scout: full pure-bf16 (the projector trained) / LoRA q,k,v,o / QLoRA NF4 (without prepare_model_for_kbit_training)
+#   x checkpointing off / on, at batch 1 x 128 text tokens x one image of one tile (the default size) and at batch
+#   2 x 64 text tokens x one 300 x 800 px image (1 x 3 tiles and the global one: 4 tiles, 582 tokens);
+# - Maverick: the same three methods x checkpointing at the first shape;
+# - Scout with two images per sample (LoRA, checkpointing off / on), and the published text widths (hidden 5120, 16
+#   experts of 8192) cut to 4 layers, LoRA with checkpointing off / on at the first shape.
+# Written to accuracy_llama4v.{json,md}.
+LLAMA4V_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1},
+                  {"batch_size": 2, "seq_len": 64, "images": 1, "image_size": 300, "image_width": 800})
+
+
+def llama4v_grid() -> list[dict[str, Any]]:
+    cases = []
+
+    def tag(shape: dict[str, Any]) -> str:
+        size = f" {shape['image_size']}x{shape['image_width']}" if "image_width" in shape else ""
+        return f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}{size}"
+
+    def add(model: str, name: str, label: str, kw: dict[str, Any], shape: dict[str, Any]) -> None:
+        for gc in (False, True):
+            cases.append({"id": f"{name} | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
+                          "model": model, "method": kw["method"],
+                          "training": dict(kw, **shape, grad_checkpointing=gc)})
+
+    for shape in LLAMA4V_SHAPES:
+        for label, kw in VLM_RUNS:
+            add("llama4v:scout", "scout tiny-lm", label, kw, shape)
+    for label, kw in VLM_RUNS:
+        add("llama4v:maverick", "maverick tiny-lm", label, kw, LLAMA4V_SHAPES[0])
+    add("llama4v:scout", "scout tiny-lm", "lora", VLM_RUNS[1][1], dict(LLAMA4V_SHAPES[0], images=2))
+    add("llama4v:scout (4 layers)", "scout 4 layers", "lora", VLM_RUNS[1][1], LLAMA4V_SHAPES[0])
+    return cases
+
+
 # The Idefics3 / SmolVLM grid (`--grid idefics`, issue 15; 27 cases): Idefics3ForConditionalGeneration
 # (memory/idefics3.py, trace/_idefics3.py) from the published config.json files (tests/data/hf), both stacks cut to 2
 # layers (every layer of the tower and of the language model saves the same set):
@@ -1296,6 +1336,17 @@ def _model(name: str) -> Any:
         config, shape = MOE_SHAPES[name]
         d = {**json.loads((HF_DIR / f"{config}.json").read_text()), **shape}
         return spec_from_hf_config(d, name[4:], "benchmarks/accuracy.py")
+    if name.startswith("llama4v:"):  # Llama 4 multimodal: the published tower cut to 2 layers (LLAMA4V_SHAPES)
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import llama4_vision
+
+        text = _model(name.replace("llama4v:", "llama4:"))
+        config = LLAMA4_SHAPES[name.replace("llama4v:", "llama4:")][0] if "(" not in name \
+            else LLAMA4_PUBLISHED[name.replace("llama4v:", "llama4:")]
+        d = json.loads((HF_DIR / f"{config}.json").read_text())
+        return replace(text, name=name[8:].split(" ")[0] + "-vision",
+                       vision=replace(llama4_vision(d, "benchmarks/accuracy.py"), num_layers=2))
     if name.startswith("llama4:"):  # a published Llama 4 config.json's text_config cut to a tiny shape
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1885,7 +1936,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
          "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "vlm3": llava_next_grid,
          "ppo": ppo_grid,
-         "mllama": mllama_grid}
+         "mllama": mllama_grid, "llama4v": llama4v_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1917,7 +1968,9 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)",
           "ppo": " (PPO: TRL 0.19.1's PPOTrainer, rollout and policy + value step; issue 14)",
           "mllama": " (vision-language models: Llama-3.2-Vision, cross-attention layers; issue 15)",
-          "dequant": " (QLoRA's dequantized weight: wide dense models, 4 layers, small vocabulary; issue 15)"}
+          "dequant": " (QLoRA's dequantized weight: wide dense models, 4 layers, small vocabulary; issue 15)",
+          "llama4v": " (vision-language models: Llama 4 Scout / Maverick multimodal, tiles and pixel shuffle; "
+                     "issue 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -2046,7 +2099,8 @@ def main() -> None:
                     "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
                     "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
                     "the tower frozen or trained); dequant: issue 15's 24 QLoRA cases on wide dense models cut to 4 "
-                    "layers (the dequantized weight)")
+                    "layers (the dequantized weight); llama4v: issue 15's 22 Llama 4 multimodal cases (tiles, pixel "
+                    "shuffle, the tower frozen)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -2057,7 +2111,7 @@ def main() -> None:
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
                          "ssm", "ssm2", "hybrid", "bamba", "gptoss", "classics", "vlm", "moe", "llama4", "vlm2",
                          "unsloth",
-                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant") \
+                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -483,6 +483,8 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     b = estimate(model, training)  # the refusals first (memory/vision.py check)
     if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM: memory/idefics3.py
         return _explain_idefics3(model, training, b)
+    if model.vision is not None and model.vision.kind == "llama4":  # Llama 4 multimodal: memory/llama4v.py
+        return _explain_llama4v(model, training, b)
     text_model, text_training = vision.text_run(model, training)
     inner = explain(text_model, text_training)
     v = model.vision
@@ -794,6 +796,68 @@ def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
             + (" and the connector trained" if trained else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "connector", tuple(lines), text)
+
+
+def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Explanation:
+    """Llama 4 multimodal (memory/llama4v.py): the language model's explanation on text + image tokens, the
+    processor's tiles, the tower on every tile and the projector's lines."""
+    from vramcalc.core.memory import llama4v
+    from vramcalc.core.memory.vision import images_per_sample
+    from vramcalc.core.params import projector_params, vision_tower_params
+
+    text_model, text_training = llama4v.text_run(model, training)
+    inner = explain(text_model, text_training)
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    src = "transformers models/llama4/modeling_llama4.py Llama4ForConditionalGeneration.forward; memory/llama4v.py"
+    proc = "transformers models/llama4/image_processing_llama4.py get_best_fit"
+    tiles, per_tile = llama4v.tiles_per_image(v, training), llama4v.tokens_per_tile(v)
+    wrap, images = llama4v.wrap_tokens_per_image(v, training), images_per_sample(training)
+    h, w = llama4v.image_hw(v, training)
+    rows, cols = llama4v.layout(v, h, w)
+    tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
+    trained = training.method == "full"
+    extra = {
+        "weights": (
+            Line("weights.vision_tower", "vision tower weights (frozen; the pixel-shuffle adapter included)",
+                 f"{tower:,} params (Llama4VisionModel)", d["weights.vision_tower"],
+                 source="transformers models/llama4/modeling_llama4.py Llama4VisionModel"),
+            Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
+                 f"{projector:,} params", d["weights.projector"], source=src + " Llama4MultiModalProjector"),
+            Line("weights.vision_rope_buffer", "the vision RoPE's freqs_ci buffer (complex64)",
+                 f"{(v.image_size // v.patch_size) ** 2 + 1} rows", d["weights.vision_rope_buffer"],
+                 source="transformers models/llama4/modeling_llama4.py Llama4VisionRotaryEmbedding"),
+        ),
+        **_image_side_states("image_side", "projector gradients (full fine-tuning trains it)",
+                             "projector optimizer state", projector if trained else 0, b, inner, src),
+        "activations": (Line("activations.image_side", "image side: pixel_values, the adapter's output and the "
+                             "projected features kept to the forward's end, what they save for backward",
+                             "masked_scatter's mask (full fine-tuning or checkpointing); with checkpointing the "
+                             "tower's hooked patch output and kept layer inputs, the GELUs' inputs",
+                             b.activations - inner.breakdown.activations, source=src),),
+        "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
+                             "text embeddings, pixel_values, the kept hidden states and one layer's RoPE moment "
+                             "(q, k, v, their fp32 copies and complex products)",
+                             d["temporaries.vision_tower_forward"], source=src + " vision_apply_rotary_emb"),),
+    }
+    lines = [
+        Line("vision.tiles", "tiles per image = rows x cols + the global tile (one tile when not split)",
+             f"{h} x {w} px: {rows} x {cols}" + (" + 1" if tiles > 1 else ""), tiles, source=proc, kind="count"),
+        Line("vision.image_tokens", "<|patch|> tokens per tile = (image_size // patch_size)^2 / scale^2",
+             f"({v.image_size} // {v.patch_size})^2 / {v.scale_factor}^2", per_tile,
+             source="transformers models/llama4/modeling_llama4.py pixel_shuffle", kind="count"),
+        Line("vision.tokens", "tokens the language model runs on = text + images x (tiles x <|patch|> tokens + "
+             "wrapping)", f"{training.seq_len:,} + {images} x ({tiles} x {per_tile} + {wrap})",
+             llama4v.total_tokens(model, training),
+             source="transformers models/llama4/processing_llama4.py _prompt_split_image", kind="count"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens and {images * (tiles * per_tile + wrap):,} "
+            "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
+            "its own, on that many tokens",
+            "the vision tower is frozen" + (" and the projector trained" if trained
+                                            else "; LoRA adapts the language model only"))
+    return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 
 def _seq2seq(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section]:

@@ -269,8 +269,8 @@ OPTIONS: tuple[Opt, ...] = (
     # Vision-language models (memory/vision.py).
     Opt("images", int, 0, "Vision-language models (LLaVA, Qwen-VL): images per sample; their image tokens are added to "
         "--seq-len (the text tokens). 0: one for a vision-language model."),
-    Opt("image_width", int, 0, "LLaVA-NeXT, Idefics3 / SmolVLM: each image's width in pixels (0: square); with "
-        "--image-size it sets the tiles and image tokens."),
+    Opt("image_width", int, 0, "LLaVA-NeXT, Idefics3 / SmolVLM, Llama 4: each image's width in pixels (0: square); "
+        "with --image-size it sets the tiles and image tokens."),
     Opt("train_vision", bool, False, "Vision-language models: train the vision tower too, with --method full and "
         "sdpa (frozen by default, as most recipes do)."),
 )

@@ -234,10 +234,19 @@ class VisionSpec:
     # size["longest_edge"], 4 x image_size by default); 0 for the other kinds.
     scale_factor: int = 0
     longest_edge: int = 0
+    # Llama 4 (kind llama4; transformers models/llama4/modeling_llama4.py Llama4VisionModel,
+    # Llama4MultiModalProjector; core/memory/llama4v.py): tiles of image_size px (the processor cuts each image into
+    # up to max_num_tiles of them, plus a global tile when more than one), each through an unfold patch embedding
+    # (Linear(3 x patch^2 -> width), no bias), a class token appended last, learned positions, layernorm_pre, blocks
+    # of biased q/k/v/o with the 2-D vision RoPE and a biased fc1/fc2 GELU MLP, layernorm_post; the class row
+    # dropped, Llama4VisionPixelShuffleMLP (pixel shuffle by scale_factor = 1 / pixel_shuffle_ratio, then
+    # Llama4VisionMLP2: fc1 intermediate_size -> vision_output_dim, GELU, fc2 vision_output_dim ->
+    # vision_output_dim, GELU, no biases) inside the tower; multi_modal_projector Linear(vision_output_dim, text
+    # width, no bias) is the projector.
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl",
                                                               "idefics3", "llava_next",
-                                                              "mllama")}
+                                                              "mllama", "llama4")}
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size",
                          "temporal_patch_size", "spatial_merge_size"), (*POSITIVE, COUNT_CAP)),
@@ -274,6 +283,8 @@ class VisionSpec:
             _check_pinpoints(self)
         if self.is_mllama:
             self._check_mllama()
+        elif self.kind == "llama4":
+            self._check_llama4()
         elif (self.num_global_layers or self.max_num_tiles or self.aspect_ratios or self.vision_output_dim
               or self.intermediate_layers_indices or self.cross_attention_layers):
             raise SpecError("vision", "num_global_layers, max_num_tiles, aspect_ratios, intermediate_layers_indices, "
@@ -315,6 +326,10 @@ class VisionSpec:
         elif self.mm_tokens_per_image:
             raise SpecError("vision", "mm_tokens_per_image is Gemma 3's (kind siglip); a CLIP tower's image tokens "
                             "are its patches")
+        if (self.scale_factor and self.kind not in ("idefics3", "llama4")) \
+                or (self.longest_edge and self.kind != "idefics3"):
+            raise SpecError("vision", "scale_factor and longest_edge are Idefics3's (kind idefics3); scale_factor "
+                            "is Llama 4's too (kind llama4)")
         if self.kind == "idefics3":
             # Idefics3Connector.pixel_shuffle reshapes the side x side patch grid into side / scale_factor rows of
             # width x scale_factor^2 (its int() would drop a remainder; the model's image_seq_len assumes none)
@@ -328,8 +343,25 @@ class VisionSpec:
             if self.feature_layer != -1 or self.drop_cls:
                 raise SpecError("vision", "an Idefics3 tower feeds its last hidden state to the connector: "
                                 "feature_layer -1, drop_cls false")
-        elif self.scale_factor or self.longest_edge:
-            raise SpecError("vision", "scale_factor and longest_edge are Idefics3's (kind idefics3)")
+
+    def _check_llama4(self) -> None:
+        """Llama 4's cross-field checks (configuration_llama4.py Llama4VisionConfig; modeling_llama4.py)."""
+        side = self.image_size // self.patch_size
+        if not self.scale_factor or side % self.scale_factor:
+            # pixel_shuffle (modeling_llama4.py) reshapes the side x side patch grid by pixel_shuffle_ratio
+            raise SpecError("vision", f"scale_factor {self.scale_factor} (1 / pixel_shuffle_ratio) must divide the "
+                            f"{side} x {side} patch grid (Llama4VisionPixelShuffleMLP)")
+        if self.hidden_size * self.scale_factor ** 2 != self.intermediate_size:
+            # Llama4VisionMLP2.fc1 is Linear(intermediate_size, projector_input_dim) on the shuffled rows
+            raise SpecError("vision", f"the pixel-shuffled width {self.hidden_size} x {self.scale_factor}^2 must be "
+                            f"the tower's intermediate_size {self.intermediate_size} (Llama4VisionMLP2.fc1's input)")
+        if not self.vision_output_dim or not self.max_num_tiles or self.feature_layer != -1 or not self.drop_cls:
+            raise SpecError("vision", "a Llama 4 tower needs vision_output_dim (the adapter's and projector's "
+                            "width), max_num_tiles (the processor's max_patches) and feature_layer -1, drop_cls true")
+        if (self.num_global_layers or self.aspect_ratios or self.intermediate_layers_indices
+                or self.cross_attention_layers):
+            raise SpecError("vision", "num_global_layers, aspect_ratios, intermediate_layers_indices and "
+                            "cross_attention_layers are Llama-3.2-Vision's (kind mllama)")
 
     def _check_mllama(self) -> None:
         """Llama-3.2-Vision's cross-field checks (configuration_mllama.py MllamaVisionConfig / MllamaTextConfig)."""

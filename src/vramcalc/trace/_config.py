@@ -32,6 +32,11 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         from vramcalc.trace._vision import text_model
 
         return mllama_config_dict(model, hf_config_dict(text_model(model)))
+    if model.vision is not None and model.vision.kind == "llama4":  # Llama 4 multimodal (trace/_llama4v.py)
+        from vramcalc.trace._llama4v import llama4_config_dict
+        from vramcalc.trace._vision import text_model
+
+        return llama4_config_dict(model, hf_config_dict(text_model(model)))
     if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM (trace/_idefics3.py)
         from vramcalc.trace._idefics3 import idefics3_config_dict
         from vramcalc.trace._vision import text_model

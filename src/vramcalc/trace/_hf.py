@@ -30,6 +30,8 @@ def find_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
     text = getattr(getattr(model, "model", None), "language_model", None)
     if text is None:  # Idefics3 / SmolVLM name theirs text_model
         text = getattr(getattr(model, "model", None), "text_model", None)
+    if text is None and type(model).__name__ == "Llama4ForConditionalGeneration":  # no .model: language_model
+        text = model.language_model
     if isinstance(text, nn.Module):  # LLaVA: the language model's blocks, not the vision tower's
         model = text
 
@@ -229,6 +231,12 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
             for p in hf.model.vision_model.parameters():
                 p.requires_grad_(False)
             notes.append("mllama: vision tower frozen; LoRA targets the language model only")
+    elif model.vision is not None and model.vision.kind == "llama4":  # Llama 4 (memory/llama4v.py): the tower
+        if not training.train_vision:  # (its pixel-shuffle adapter included) frozen; the projector trained with
+            for p in hf.vision_model.parameters():  # full fine-tuning (Llama4ForConditionalGeneration
+                p.requires_grad_(False)  # .multi_modal_projector)
+        notes.append("llama4: vision tower (Llama4VisionModel, the adapter included) "
+                     + ("trained" if training.train_vision else "frozen") + "; LoRA targets the language model only")
     elif model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM (memory/idefics3.py)
         if not training.train_vision:  # the tower frozen, the connector trained with full fine-tuning
             for p in hf.model.vision_model.parameters():

@@ -172,6 +172,10 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         from vramcalc.core.memory import llava_next as _llava_next
 
         return _llava_next.estimate(model, training, estimate)
+    if model.vision is not None and model.vision.kind == "llama4":  # Llama 4 multimodal: memory/llama4v.py
+        from vramcalc.core.memory import llama4v as _llama4v
+
+        return _llama4v.estimate(model, training, estimate)
     if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM: memory/idefics3.py
         from vramcalc.core.memory import idefics3 as _idefics3
 
@@ -988,7 +992,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append(f"{m.name}: Llama4TextMoe runs every token through all {m.num_experts} experts (torch.bmm, "
                      "scaled by the top-1 sigmoid router score, 0 for the others), so the MoE layers' activations grow "
                      f"with the expert count; {chunk}the language model only (Llama4ForCausalLM): the vision tower and "
-                     "projector are not modelled (transformers modeling_llama4.py).")
+                     "projector are not counted here (the -vision presets count them; memory/llama4v.py) "
+                     "(transformers modeling_llama4.py).")
     if eager_only(m) and t.attention == "sdpa":
         notes.append(f"{m.name}: transformers has no SDPA attention for this model (BLOOM's ALiBi, Gemma 2's "
                      "softcapping, gpt-oss's attention sinks): counted as eager attention, with its per-key scores.")
