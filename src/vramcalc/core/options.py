@@ -158,6 +158,9 @@ OPTIONS: tuple[Opt, ...] = (
         "Lightning); every-micro-batch reduce-scatters each (torchtune)."),
     Opt("fsdp_frozen_grads", bool, False,
         "LoRA under FSDP1 use_orig_params (litgpt): a unit's frozen weights get gradients too."),
+    Opt("fsdp_units", str, "none",
+        "FSDP full sharding: modules wrapped as their own units beside the decoder layers (torchtune "
+        "custom_sharded_layers): embed_tokens, lm_head; none: they stay in the root unit.", sep=";"),
     Opt("context", int, None,
         "Inference context in tokens, or one request's tokens with --mode serve (sets --seq-len)."),
     Opt("weight_dtype", WEIGHT_DTYPES, "auto",
@@ -448,6 +451,10 @@ def training_spec(values: Mapping[str, Any], reward_spec: Any = None) -> Any:
     if isinstance(saved, str):
         saved = saved.split(",")
     kw["modules_to_save"] = tuple(x.strip() for x in saved if str(x).strip() and str(x).strip().lower() != "none")
+    units = kw.get("fsdp_units", "none")
+    if isinstance(units, str):
+        units = units.split(",")
+    kw["fsdp_units"] = tuple(x.strip() for x in units if str(x).strip() and str(x).strip().lower() != "none")
     return TrainingSpec(**kw)
 
 

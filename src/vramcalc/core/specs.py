@@ -159,6 +159,10 @@ def _check_pinpoints(v: VisionSpec) -> None:
                             f"of the tower's image_size {v.image_size}")
 
 
+# The modules --fsdp-units can wrap as their own FSDP units (torchtune tok_embeddings, output).
+FSDP_UNIT_NAMES: tuple[str, ...] = ("embed_tokens", "lm_head")
+
+
 @dataclass(frozen=True)
 class VisionSpec:
     """A vision-language model's image side (memory/vision.py): the vision tower and the projector into the text
@@ -733,6 +737,8 @@ class TrainingSpec:
     sequence_parallel: bool = False  # Megatron sequence parallelism (needs tp > 1)
     grad_sync: GradSync = "deferred"  # FSDP + accumulation: no_sync until the last micro-batch, or reduce each
     fsdp_frozen_grads: bool = False  # FSDP1 use_orig_params: a unit mixing adapters and frozen weights grads all
+    # FSDP units beside the decoder layers (torchtune custom_sharded_layers): embed_tokens, lm_head (memory/distributed.py)
+    fsdp_units: tuple[str, ...] = ()
     # Inference (memory/inference.py): seq_len is the context (prompt + generated tokens).
     weight_dtype: WeightDtype = "auto"  # auto: the precision's weight dtype
     kv_dtype: KvDtype = "auto"  # auto: the compute dtype
@@ -866,6 +872,13 @@ class TrainingSpec:
         if self.fsdp_frozen_grads and (self.fsdp == "none" or self.method != "lora"):
             raise SpecError("", "--fsdp-frozen-grads is about LoRA adapters sharing FSDP units with frozen weights: "
                             "use it with --method lora and --fsdp, or drop it")
+        bad_units = [u for u in self.fsdp_units if u not in FSDP_UNIT_NAMES]
+        if bad_units:
+            raise SpecError("fsdp_units", f"{bad_units[0]!r:.40} is not modelled as an FSDP unit: use "
+                            f"{' or '.join(FSDP_UNIT_NAMES)} (the decoder layers are units already)")
+        if self.fsdp_units and self.fsdp not in ("full-shard", "hybrid-shard"):
+            raise SpecError("fsdp_units", "extra FSDP units change what full sharding gathers: add --fsdp full-shard "
+                            "(or hybrid-shard), or drop --fsdp-units")
         if self.sequence_parallel and self.tp == 1:
             raise SpecError("", "sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
         if self.mode == "serve" and (self.zero or self.fsdp != "none" or self.offload != "none"):

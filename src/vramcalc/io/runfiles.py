@@ -278,6 +278,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
                                 "dataset.packed", "model.use_dora"), ()),
     "deepspeed": dict.fromkeys(("bf16.enabled", "fp16.enabled"), ()),
 }
+BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' CPUOffloadPolicy (_torchtune_fsdp)
 # Keys whose values are names the tool compares exactly (a Literal, an Enum, `==`): another case or spelling is
 # refused, naming the key and the values (the fuzz suite draws each value in other cases).
 ENUM_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -465,8 +466,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     "optimizer_in_bwd": "torchtune optimizer in backward (each gradient freed after its step)",
     "enable_activation_offloading": "activations offloaded to the CPU",
     "compile": "torch.compile",
-    "fsdp_cpu_offload": "FSDP CPU offload of parameters, gradients and optimizer states",
-    "custom_sharded_layers": "FSDP sharding of extra layers",
     # axolotl
     "liger_fused_linear_cross_entropy": "Liger fused linear cross-entropy (no full logits)",
     "liger_cross_entropy": "Liger cross-entropy",
@@ -475,7 +474,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     "unsloth_lora_qkv": "Unsloth's LoRA QKV autograd function saves fewer tensors than peft's layers",
     "unsloth_lora_o": "Unsloth's LoRA O autograd function saves fewer tensors than peft's layers",
     "relora_steps": "ReLoRA (merges and restarts the adapters; its optimizer reset is not modelled)",
-    "fsdp_version": "FSDP version",
     # LLaMA-Factory
     "enable_liger_kernel": "Liger kernels",
     "use_galore": "GaLore projected optimizer states",
@@ -1438,6 +1436,9 @@ def _hf_multi_gpu(d: dict[str, Any], path: Path, run: Run) -> bool:
     fsdp = d.get("fsdp")
     raw = d.get("fsdp_config")
     cfg: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if "fsdp_version" in d:  # axolotl's top-level spelling of fsdp_config.fsdp_version
+        cfg = {**cfg, "fsdp_version": _fsdp_version(d["fsdp_version"])}
+        run.mapped.append("fsdp_version")
     if _is_set(fsdp) or cfg:
         words = fsdp.split() if isinstance(fsdp, str) else [str(w) for w in fsdp] if isinstance(fsdp, list) else []
         plain = {str(k).removeprefix("fsdp_"): v for k, v in cfg.items()}
@@ -1464,6 +1465,18 @@ def _hf_multi_gpu(d: dict[str, Any], path: Path, run: Run) -> bool:
             if key not in _FSDP_HARMLESS and _is_set(plain[key]):  # a setting left off changes nothing
                 _unmodelled(run, f"fsdp_config.{key}", "an FSDP setting vramcalc does not model")
     return sharded
+
+
+def _fsdp_version(value: Any) -> int:
+    """axolotl fsdp_version: 1 (FSDP1 FlatParameter units) or 2 (FSDP2 fully_shard, per-parameter DTensor shards).
+    --fsdp models either the same way: one unit per decoder layer beside the root, each GPU holding its shard of
+    every parameter, the root and the current and next layer gathered. FSDP1's flat units pad to a multiple of the
+    world size (a few elements), and HF Trainer wraps LoRA's trainable leaves as their own FSDP1 units
+    (transformers distributed/fsdp.py update_fsdp_plugin_peft, peft utils/other.py fsdp_auto_wrap_policy), so no
+    frozen weight shares a flat parameter with an adapter (--fsdp-frozen-grads stays off)."""
+    if str(value) not in ("1", "2"):
+        raise _KeyProblem("fsdp_version", f"{value!r:.20} is not an FSDP version; use 1 or 2")
+    return int(value)
 
 
 # DeepSpeed zero_optimization keys that size buffers, with their defaults (deepspeed/runtime/zero/config.py).
@@ -1812,6 +1825,7 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
         run.options["seq_len"] = _strict("tokenizer.max_seq_len", "seq_len", tok["max_seq_len"])
         run.mapped.append("tokenizer")
     _torchtune_savers(d, run)
+    _torchtune_fsdp(d, run)
     run.options["stack"] = "torchtune"
     ds = d.get("dataset")
     if isinstance(ds, dict) and _flag(TT, ds.get("packed"), "dataset.packed"):
@@ -1862,6 +1876,32 @@ def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
     if _choice(TT, d, "ac_mode", None) == "selective" and d.get("ac_option") is not None:
         run.options.update(grad_checkpointing=True, ac_every=_strict("ac_option", "ac_every", d["ac_option"]))
     _seen(d, run, "ac_mode", "ac_option")
+
+
+# torchtune module names of custom_sharded_layers and vramcalc's (HF's) names for them (--fsdp-units).
+TORCHTUNE_FSDP_UNITS = {"tok_embeddings": "embed_tokens", "output": "lm_head"}
+
+
+def _torchtune_fsdp(d: dict[str, Any], run: Run) -> None:
+    """The distributed recipes' FSDP keys (torchtune training/_distributed.py shard_model): fsdp_cpu_offload passes
+    fully_shard a CPUOffloadPolicy (parameters, gradients and optimizer states in host RAM, the step on the CPU;
+    the GPU keeps the unsharded parameters of the units in flight): --fsdp full-shard --offload params.
+    custom_sharded_layers adds a shard condition per name, each module its own unit: --fsdp-units."""
+    offload = _flag(TT, d.get("fsdp_cpu_offload"), "fsdp_cpu_offload") if "fsdp_cpu_offload" in d else False
+    _seen(d, run, "fsdp_cpu_offload")
+    layers = d.get("custom_sharded_layers")
+    names = [str(x) for x in (layers if isinstance(layers, list) else [layers] if layers else [])]
+    unknown = [n for n in names if n not in TORCHTUNE_FSDP_UNITS]
+    if unknown:
+        raise _KeyProblem("custom_sharded_layers", f"{unknown[0]!r:.40} is not modelled as its own FSDP unit; "
+                          "use tok_embeddings and/or output (the decoder layers are units already)")
+    _seen(d, run, "custom_sharded_layers")
+    if offload or names:  # keys of the distributed recipes: fully_shard, reshard after forward by default
+        run.options.setdefault("fsdp", "full-shard")
+    if offload:
+        run.options["offload"] = "params"
+    if names:
+        run.options["fsdp_units"] = ",".join(TORCHTUNE_FSDP_UNITS[n] for n in names)
 
 
 _READERS = {
