@@ -737,7 +737,7 @@ class TrainingSpec:
     sequence_parallel: bool = False  # Megatron sequence parallelism (needs tp > 1)
     grad_sync: GradSync = "deferred"  # FSDP + accumulation: no_sync until the last micro-batch, or reduce each
     fsdp_frozen_grads: bool = False  # FSDP1 use_orig_params: a unit mixing adapters and frozen weights grads all
-    # FSDP units beside the decoder layers (torchtune custom_sharded_layers): embed_tokens, lm_head (memory/distributed.py)
+    # FSDP units beside the decoder layers (torchtune custom_sharded_layers): embed_tokens, lm_head
     fsdp_units: tuple[str, ...] = ()
     # Inference (memory/inference.py): seq_len is the context (prompt + generated tokens).
     weight_dtype: WeightDtype = "auto"  # auto: the precision's weight dtype
