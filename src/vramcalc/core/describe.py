@@ -144,6 +144,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["activation_offload"] = True
     if t.optimizer_in_bwd:
         out["optimizer_in_bwd"] = True
+    if getattr(t, "badam", False):
+        out["badam"] = True
     if t.packing != "none":
         out["packing"] = t.packing
     if t.kernels != "hf":

@@ -201,6 +201,8 @@ OPTIONS: tuple[Opt, ...] = (
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
+    Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time "
+        "with an fp32 copy and fp32 AdamW states; the peak is the bottom layer's. With --method full."),
     Opt("kernels", KERNELS, "hf",
         "Layer kernels: hf (transformers' modules), unsloth (Unsloth's Triton RMSNorm and RoPE and its LoRA "
         "MLP/QKV/O autograd functions: fewer saved tensors; Llama, Mistral, Qwen2 with LoRA on all seven "

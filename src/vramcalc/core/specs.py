@@ -761,6 +761,7 @@ class TrainingSpec:
     ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
+    badam: bool = False  # BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time
     kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py)
     packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
     # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
@@ -1103,6 +1104,26 @@ class TrainingSpec:
             raise SpecError("", "TRL refuses colocated vLLM with 8-bit bitsandbytes weights (vLLM has no in-flight "
                             "8-bit quantization): use --quant-bits 4, or --use-vllm server")
 
+    def _badam_consistent(self) -> None:
+        """BAdam's layer mode as LLaMA-Factory runs it (memory/badam.py): what the model covers."""
+        if self.mode != "train":
+            raise SpecError("", f"--badam is a training optimizer: drop it for --mode {self.mode}")
+        if self.method != "full" and not (self.method == "freeze" and not self.train_head):  # (memory/badam.py view)
+            raise SpecError("", "--badam trains the model's own layers block by block (LLaMA-Factory use_badam with "
+                            "finetuning_type full): use --method full")
+        if self.precision not in ("auto", "mixed-bf16", "mixed-fp16"):
+            raise SpecError("", "BAdam keeps the model in 16 bits and steps an fp32 copy of the active block with fp32 "
+                            f"moments (mixed-bf16 / mixed-fp16), not --precision {self.precision}: drop --precision")
+        if self.optimizer != "adamw":
+            raise SpecError("", "BAdam is modelled over torch AdamW (LLaMA-Factory's default optim): use --optimizer "
+                            "adamw")
+        if self.gpus_per_node * self.nodes > 1 or self.zero or self.fsdp != "none" or self.offload != "none":
+            raise SpecError("", "--badam is modelled on one GPU (LLaMA-Factory runs layer-wise BAdam on several only "
+                            "under DeepSpeed ZeRO-3): drop --gpus / --zero / --fsdp / --offload")
+        if self.optimizer_in_bwd or self.objective != "sft":
+            raise SpecError("", "--badam is modelled for a supervised step with its own optimizer: drop "
+                            "--optimizer-in-bwd / --objective")
+
     def _savers_consistent(self) -> None:
         if self.loss == "cut" and self.mode == "train" and self.precision in ("amp-bf16", "amp-fp16", "fp32"):
             # cut_cross_entropy/cce_backward.py asserts bf16/fp16 embeddings and classifier (amp keeps fp32 weights).
@@ -1117,6 +1138,8 @@ class TrainingSpec:
                 # torchtune steps in backward on one GPU or plain data parallel, never with tensor/pipeline stages
                 raise SpecError("", "--optimizer-in-bwd is modelled on one GPU or plain data parallel: drop "
                                 "--zero / --fsdp / --tp / --pp")
+        if self.badam:
+            self._badam_consistent()
         if self.packing != "none" and self.mode != "train":
             raise SpecError("", f"--packing {self.packing} lays out training batches; drop it for --mode {self.mode}")
         if self.head == "mlm" and self.num_labels != 2:
