@@ -55,7 +55,7 @@ def resolve_precision(t: TrainingSpec) -> PrecisionName:
     if t.precision != "auto":
         return t.precision
     if t.mode == "train" and (t.zero or t.fsdp != "none" or getattr(t, "badam", False)):
-        return "mixed-bf16"  # BAdam: a 16-bit model, an fp32 copy and fp32 moments of the active block (memory/badam.py)
+        return "mixed-bf16"  # BAdam: a 16-bit model, an fp32 copy and moments of the active block (memory/badam.py)
     return "bf16"
 
 
