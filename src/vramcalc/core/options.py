@@ -201,6 +201,8 @@ OPTIONS: tuple[Opt, ...] = (
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
+    Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: the estimate stays the configured "
+        "batch's; with --gpu a note gives the batch the Trainer ends at (x0.9 per OOM from --batch-size)."),
     Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time "
         "with an fp32 copy and fp32 AdamW states; the peak is the bottom layer's. With --method full."),
     Opt("kernels", KERNELS, "hf",

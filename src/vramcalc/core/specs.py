@@ -762,6 +762,9 @@ class TrainingSpec:
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
     badam: bool = False  # BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time
+    # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
+    # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
+    auto_find_batch_size: bool = False
     kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py)
     packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
     # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
@@ -1140,6 +1143,13 @@ class TrainingSpec:
                                 "--zero / --fsdp / --tp / --pp")
         if self.badam:
             self._badam_consistent()
+        if self.auto_find_batch_size and self.mode != "train":
+            raise SpecError("", f"--auto-find-batch-size is the Trainer's retry of a training step: drop it for --mode "
+                            f"{self.mode}")
+        if self.auto_find_batch_size and self.zero == 3:
+            # transformers trainer.py: "`auto_find_batch_size` isn't supported yet with DeepSpeed Zero-3"
+            raise SpecError("", "transformers refuses auto_find_batch_size under DeepSpeed ZeRO-3: drop "
+                            "--auto-find-batch-size or use --zero 1 or 2")
         if self.packing != "none" and self.mode != "train":
             raise SpecError("", f"--packing {self.packing} lays out training batches; drop it for --mode {self.mode}")
         if self.head == "mlm" and self.num_labels != 2:

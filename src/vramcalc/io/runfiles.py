@@ -279,6 +279,8 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     "deepspeed": dict.fromkeys(("bf16.enabled", "fp16.enabled"), ()),
 }
 BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' CPUOffloadPolicy (_torchtune_fsdp)
+BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
+BOOLEAN_KEYS["hf-training-args"]["auto_find_batch_size"] = ()  # TrainingArguments' (read by _finish for every reader)
 # Keys whose values are names the tool compares exactly (a Literal, an Enum, `==`): another case or spelling is
 # refused, naming the key and the values (the fuzz suite draws each value in other cases).
 ENUM_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -290,6 +292,9 @@ ENUM_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     # full or selective (training.apply_selective_activation_checkpointing raises otherwise)
     "torchtune": {"dtype": ("bf16", "fp32"), "ac_mode": ("full", "selective")},
 }
+# LLaMA-Factory BAdamArgument Literals (hparams/finetuning_args.py): badam_mode, badam_switch_mode
+ENUM_KEYS["llama-factory"].update(badam_mode=("layer", "ratio"),
+                                  badam_switch_mode=("ascending", "descending", "random", "fixed"))
 
 
 def _choice(tool: str, data: dict[str, Any], key: str, default: str | None) -> str | None:
@@ -459,7 +464,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     # TRL / transformers
     "use_liger_kernel": "Liger kernels (fused linear cross-entropy: no full logits)",
     "torch_compile": "torch.compile (fused kernels change what is saved)",
-    "auto_find_batch_size": "the Trainer lowers the batch size until it fits",
     "ref_model_init_kwargs": "a DPO reference model loaded with other settings",
     "gradient_checkpointing_kwargs": "checkpointing variant",
     # torchtune
@@ -478,7 +482,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     "enable_liger_kernel": "Liger kernels",
     "use_galore": "GaLore projected optimizer states",
     "use_apollo": "APOLLO projected optimizer states",
-    "use_badam": "BAdam block-wise updates",
     # (pissa_init is not here: PiSSA changes the initial values of the adapters and the base weights, not
     # their sizes (peft tuners/lora/layer.py pissa_init); the SVD runs once before training.)
     "shift_attn": "shift short attention",
@@ -530,6 +533,10 @@ def _unmodelled(run: Run, key: str, why: str) -> None:
 
 
 def _finish(data: dict[str, Any], run: Run) -> Run:
+    if "auto_find_batch_size" in data and "auto_find_batch_size" not in run.mapped:
+        # TrainingArguments.auto_find_batch_size (axolotl and LLaMA-Factory pass it on): the step's memory is the
+        # configured batch's; with a GPU the CLI gives the batch the Trainer's retries end at (core/searches.py)
+        _take_flag(HF, data, run, "auto_find_batch_size", "auto_find_batch_size")
     for key, why in UNMODELLED_KEYS.items():
         if key in data and key not in run.mapped and _is_set(data[key]):
             _unmodelled(run, key, why)
@@ -1133,6 +1140,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
         run.mapped.remove("optim")
     _low_rank(d, run)  # optim galore_adamw / apollo_adamw: TrainingArguments' optim_target_modules and optim_args
     _llama_factory_optimizers(d, run)
+    _llama_factory_badam(d, run)
     _take_flag(LF, d, run, "double_quantization", "double_quant")  # model_args.py, default True
     # LLaMA-Factory upcasts trainable parameters to fp32 unless pure_bf16 (model/adapter.py
     # _setup_full_tuning / cast_trainable_params_to_fp32): full tuning with bf16 is fp32 weights + bf16
@@ -1151,6 +1159,11 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             run.options["adapter_dtype"] = "bf16"
     else:
         run.options["precision"] = f"pure-{half}" if pure else f"amp-{half}"
+    if run.options.get("badam"):  # model/adapter.py: no fp32 upcast under use_badam; BAdam keeps fp32 block copies
+        if half is None:
+            raise _KeyProblem("use_badam", "BAdam over an fp32 model is not modelled (it warns and copies the block "
+                              "again); set bf16: true")
+        run.options["precision"] = f"mixed-{half}"
     flash_attn = _choice(LF, d, "flash_attn", "auto")
     if flash_attn == "disabled":
         run.options["attention"] = "eager"
@@ -1290,6 +1303,32 @@ def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
         run.options["optimizer_in_bwd"] = True
     _seen(d, run, f"{kind}_rank", f"{kind}_target", f"{kind}_proj_type", f"{kind}_layerwise", f"{kind}_scale",
           f"{kind}_update_interval", "apollo_proj", "apollo_scale_type", "apollo_scale_front")
+
+
+def _llama_factory_badam(d: dict[str, Any], run: Run) -> None:
+    """LLaMA-Factory's BAdamArgument (hparams/finetuning_args.py: use_badam, badam_mode layer|ratio, badam_start_block,
+    badam_switch_mode ascending, badam_switch_interval 50, badam_update_ratio 0.05, badam_mask_mode adjacent,
+    badam_verbose) and train/trainer_utils.py _create_badam_optimizer: layer mode is --badam (core/memory/badam.py);
+    the start block, the switch mode and interval only change when the worst block (the bottom one) comes."""
+    if not _flag(LF, d.get("use_badam"), "use_badam"):
+        _seen(d, run, "use_badam")
+        return
+    mode = _choice(LF, d, "badam_mode", "layer")
+    if mode != "layer":  # BlockOptimizerRatio: sparse masked gradients of every layer, sparse Adam states
+        raise _KeyProblem("badam_mode", "ratio mode (BlockOptimizerRatio: every layer's gradient masked to a sparse "
+                          "share) is not modelled; use badam_mode layer")
+    if run.options.get("method") != "full":
+        raise _KeyProblem("use_badam", f"BAdam over finetuning_type {d.get('finetuning_type', 'lora')} is not "
+                          "modelled (its blocks are the model's own layers); use finetuning_type full")
+    if run.options.get("optimizer", "adamw") != "adamw":
+        raise _KeyProblem("use_badam", f"BAdam over optim {d.get('optim')!r:.30} is not modelled; use adamw_torch")
+    run.options["badam"] = True
+    if _choice(LF, d, "badam_switch_mode", "ascending") == "fixed":
+        run.notes.append("badam_switch_mode fixed: only block badam_start_block trains, and the layers below it record "
+                         "no graph; estimated as the bottom block (an upper bound).")
+    _seen(d, run, "use_badam", "badam_mode", "badam_start_block", "badam_switch_mode", "badam_switch_interval",
+          "badam_verbose")
+    _seen(d, run, "badam_update_ratio", "badam_mask_mode")  # ratio mode's: unused in layer mode
 # TRL ModelConfig's peft keys (trl/trainer/model_config.py; trl/trainer/utils.py get_peft_config and
 # get_quantization_config), read when use_peft is true, with TRL's defaults where they differ from vramcalc's.
 _TRL_PEFT_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_modules_to_save", "use_dora",
