@@ -67,6 +67,17 @@ def check(m: ModelSpec) -> None:
                                      "BAdam is modelled for uniform decoder layers: drop --badam")
 
 
+def converting(m: ModelSpec, largest: int) -> int:
+    """Elements of the 16-bit gradient alive beside the fp32 ones at the step's peak. _grad_to_hp walks the block in
+    named_parameters order, making each fp32 gradient before freeing the 16-bit one, so the peak is 4 B x block +
+    max over parameters of (2 B x its size - 2 B x the parameters after it): in transformers' decoder layers the
+    MLP's output projection (down_proj) is the last matrix, followed only by the norms, so its size (less the
+    norms, a few KB, left in) is the peak; never more than the largest tensor (measured with the tracer, --grid badam:
+    phi-3's fused gate_up_proj, twice down_proj, comes before it: +1.24 % at the step when counted)."""
+    down = (m.intermediate_size or 0) * (m.hidden_size or 0)
+    return min(down, largest) if down else largest
+
+
 def note(m: ModelSpec) -> str:
     return (f"BAdam (layer mode): one of the {m.num_layers} decoder layers trained at a time, with its 16-bit "
             "gradients, an fp32 copy and fp32 Adam moments; embeddings, final norm and head frozen. The peak is "
