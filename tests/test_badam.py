@@ -114,11 +114,14 @@ def test_llama_factory_badam_keys(tmp_path: Path) -> None:
                       ("use_badam: true\nbadam_mode: Layer\n", "badam_mode")):
         with pytest.raises(runfiles.RunFileError, match=key):
             runfiles.load(_file(tmp_path, text))
-    lora = tmp_path / "lora.yaml"
-    lora.write_text("model_name_or_path: m\nstage: sft\nfinetuning_type: lora\nbf16: true\nuse_badam: true\n")
-    with pytest.raises(runfiles.RunFileError, match="finetuning_type full"):
-        runfiles.load(lora)
-    fp32 = tmp_path / "fp32.yaml"
-    fp32.write_text("model_name_or_path: m\nstage: sft\nfinetuning_type: full\nuse_badam: true\n")
-    with pytest.raises(runfiles.RunFileError, match="bf16: true"):
-        runfiles.load(fp32)
+    # BAdam over LoRA or an fp32 model: read, then refused by the spec in one line (as the CLI reports it)
+    from vramcalc.core.options import OptionValues, training_spec
+
+    for text, match in (("finetuning_type: lora\nbf16: true\n", "use --method full"),
+                        ("finetuning_type: full\n", "not --precision fp32")):
+        p = tmp_path / "other.yaml"
+        p.write_text("model_name_or_path: m\nstage: sft\nuse_badam: true\n" + text)
+        run = runfiles.load(p)[0]
+        assert run.options["badam"] is True
+        with pytest.raises(SpecError, match=match):
+            training_spec(OptionValues({}).run(run.options))

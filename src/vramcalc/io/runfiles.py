@@ -1159,10 +1159,9 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             run.options["adapter_dtype"] = "bf16"
     else:
         run.options["precision"] = f"pure-{half}" if pure else f"amp-{half}"
-    if run.options.get("badam"):  # model/adapter.py: no fp32 upcast under use_badam; BAdam keeps fp32 block copies
-        if half is None:
-            raise _KeyProblem("use_badam", "BAdam over an fp32 model is not modelled (it warns and copies the block "
-                              "again); set bf16: true")
+    if run.options.get("badam") and method == "full" and half is not None:
+        # model/adapter.py: no fp32 upcast under use_badam; BAdam keeps fp32 copies of the active block (an fp32 model
+        # stays fp32, which --badam refuses: BAdam warns and copies the block again)
         run.options["precision"] = f"mixed-{half}"
     flash_attn = _choice(LF, d, "flash_attn", "auto")
     if flash_attn == "disabled":
@@ -1309,26 +1308,23 @@ def _llama_factory_badam(d: dict[str, Any], run: Run) -> None:
     """LLaMA-Factory's BAdamArgument (hparams/finetuning_args.py: use_badam, badam_mode layer|ratio, badam_start_block,
     badam_switch_mode ascending, badam_switch_interval 50, badam_update_ratio 0.05, badam_mask_mode adjacent,
     badam_verbose) and train/trainer_utils.py _create_badam_optimizer: layer mode is --badam (core/memory/badam.py);
-    the start block, the switch mode and interval only change when the worst block (the bottom one) comes."""
+    the start block, the switch mode and interval only change when the worst block (the bottom one) comes. What
+    BAdam is not modelled over (LoRA, an fp32 model, another optimizer) the spec refuses, naming --badam."""
+    mode = _choice(LF, d, "badam_mode", "layer")  # Literals, checked as LLaMA-Factory's parser does, used or not
+    switch = _choice(LF, d, "badam_switch_mode", "ascending")
+    _seen(d, run, "use_badam", "badam_mode", "badam_start_block", "badam_switch_mode", "badam_switch_interval",
+          "badam_verbose", "badam_update_ratio", "badam_mask_mode")  # (the last two: ratio mode's)
     if not _flag(LF, d.get("use_badam"), "use_badam"):
-        _seen(d, run, "use_badam")
         return
-    mode = _choice(LF, d, "badam_mode", "layer")
     if mode != "layer":  # BlockOptimizerRatio: sparse masked gradients of every layer, sparse Adam states
         raise _KeyProblem("badam_mode", "ratio mode (BlockOptimizerRatio: every layer's gradient masked to a sparse "
                           "share) is not modelled; use badam_mode layer")
-    if run.options.get("method") != "full":
-        raise _KeyProblem("use_badam", f"BAdam over finetuning_type {d.get('finetuning_type', 'lora')} is not "
-                          "modelled (its blocks are the model's own layers); use finetuning_type full")
-    if run.options.get("optimizer", "adamw") != "adamw":
-        raise _KeyProblem("use_badam", f"BAdam over optim {d.get('optim')!r:.30} is not modelled; use adamw_torch")
     run.options["badam"] = True
-    if _choice(LF, d, "badam_switch_mode", "ascending") == "fixed":
+    if switch == "fixed":
         run.notes.append("badam_switch_mode fixed: only block badam_start_block trains, and the layers below it record "
                          "no graph; estimated as the bottom block (an upper bound).")
-    _seen(d, run, "use_badam", "badam_mode", "badam_start_block", "badam_switch_mode", "badam_switch_interval",
-          "badam_verbose")
-    _seen(d, run, "badam_update_ratio", "badam_mask_mode")  # ratio mode's: unused in layer mode
+
+
 # TRL ModelConfig's peft keys (trl/trainer/model_config.py; trl/trainer/utils.py get_peft_config and
 # get_quantization_config), read when use_peft is true, with TRL's defaults where they differ from vramcalc's.
 _TRL_PEFT_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_modules_to_save", "use_dora",
