@@ -23,7 +23,6 @@ from vramcalc.core.vocab import (
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
-    KERNELS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -191,10 +190,11 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("enforce_eager", bool, False, "Serve: vLLM enforce_eager (no CUDA graphs)."),
     # Memory savers (memory/loss.py).
     Opt("loss", LOSSES, "hf",
-        "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), fused-linear "
+        "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), linear-chunked "
+        "(torchtune LinearCrossEntropyLoss), fused-linear "
         "(Liger LigerFusedLinearCrossEntropy), cut (Apple Cut Cross-Entropy), trl (TRL's fused LM head: "
         "chunked log-probs of the completion tokens, no logits)."),
-    Opt("loss_chunks", int, 8, "For --loss chunked: output chunks (torchtune num_output_chunks)."),
+    Opt("loss_chunks", int, 8, "For --loss chunked / linear-chunked: chunks (torchtune num_output_chunks)."),
     Opt("ac_every", int, 1, "With --grad-checkpointing: checkpoint every k-th layer (torchtune ac_mode "
         "selective, ac_option k); the others keep their activations."),
     Opt("activation_offload", bool, False, "Offload saved activations to host RAM (torchtune "
@@ -205,10 +205,11 @@ OPTIONS: tuple[Opt, ...] = (
         "batch's; with --gpu a note gives the batch the Trainer ends at (x0.9 per OOM from --batch-size)."),
     Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time "
         "with an fp32 copy and fp32 AdamW states; the peak is the bottom layer's. With --method full."),
-    Opt("kernels", KERNELS, "hf",
+    Opt("kernels", str, "hf",
         "Layer kernels: hf (transformers' modules), unsloth (Unsloth's Triton RMSNorm and RoPE and its LoRA "
         "MLP/QKV/O autograd functions: fewer saved tensors; Llama, Mistral, Qwen2 with LoRA on all seven "
-        "projections, dropout 0)."),
+        "projections, dropout 0), or unsloth:GROUPS, some of qkv,o,mlp,norm,rope (axolotl's unsloth_lora_qkv, "
+        "unsloth_lora_o, unsloth_lora_mlp, unsloth_rms_norm, unsloth_rope; Llama).", sep=";"),
     Opt("packing", PACKINGS, "none",
         "Batch layout: none (padded rows), packed (several sequences per row), padding-free (one flat row)."),
     # The stack is applied by OptionValues (its defaults under the run file and the command line).

@@ -23,7 +23,7 @@ from vramcalc.core.vocab import (
     GRAD_SYNCS,
     HEADS,
     HIDDEN_ACTS,
-    KERNELS,
+    KERNEL_GROUPS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -81,6 +81,8 @@ from vramcalc.core.vocab import (
     VllmMode,
     WeightDtype,
     ZeroStage,
+    kernels_value,
+    parse_kernels,
 )
 
 # Bounds as pydantic words them, so that a file and a flag get the same message:
@@ -490,6 +492,10 @@ class ModelSpec:
     mixer_head_dim: int = 0  # config mamba_d_head (mamba_n_heads = mixer_intermediate_size / mixer_head_dim)
     mixer_gated_norm: bool = False  # config mamba_rms_norm: FalconH1RMSNormGated after the scan, else y x silu(z)
     mixer_out_bias: bool = False  # config projectors_bias: the mixer's out_proj has a bias
+    # Bamba (family "bamba"; transformers modeling_bamba.py BambaDecoderLayer): each layer is EITHER a Mamba-2 mixer
+    # (the mixer_* fields) OR attention, then an MLP; these are the attention layers' indexes (attn_layer_indices),
+    # every other layer is a mixer layer.
+    attention_layers: tuple[int, ...] = ()
 
     # Vision-language models (memory/vision.py): the vision tower and projector; None for a text model. The text
     # fields above are the language model's (LLaVA's text_config).
@@ -589,11 +595,26 @@ class ModelSpec:
                 raise SpecError("", "sliding_window_layers exceeds num_layers")
         if self.mixer_intermediate_size or self.mixer_state_size or self.mixer_head_dim:
             _check_hybrid_mixer(self)
+        if self.attention_layers or self.family == "bamba":
+            _check_attention_layers(self)
 
     @property
     def has_architecture(self) -> bool:
         """A transformer's (or Mamba's) architecture; the classics (ResNet, LSTM) have their own (memory/classic.py)."""
         return self.hidden_size is not None and self.family not in CLASSIC_FAMILIES
+
+
+def _check_attention_layers(m: ModelSpec) -> None:
+    """Bamba's attn_layer_indices (configuration_bamba.py layers_block_type: the other layers are Mamba-2 mixers)."""
+    if m.family != "bamba":
+        raise SpecError("attention_layers", "attention_layers is read for family bamba only")
+    if not m.mixer_intermediate_size:
+        raise SpecError("mixer_intermediate_size", "a Bamba model needs its Mamba-2 mixer's shape (mixer_* fields)")
+    n = m.num_layers or 0
+    if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n for i in m.attention_layers) \
+            or len(set(m.attention_layers)) != len(m.attention_layers):
+        raise SpecError("attention_layers", f"attention_layers must be distinct layer indexes below num_layers {n} "
+                        "(Bamba-9B: [9, 18, 27])")
 
 
 def _check_hybrid_mixer(m: ModelSpec) -> None:
@@ -765,7 +786,7 @@ class TrainingSpec:
     # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
     # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
     auto_find_batch_size: bool = False
-    kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py)
+    kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py): hf, unsloth or unsloth:GROUPS
     packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
     # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
     # its own, printed in the assumptions line.
@@ -822,7 +843,7 @@ class TrainingSpec:
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
-        "packing": PACKINGS, "kernels": KERNELS, "stack": STACKS, "objective": OBJECTIVES,
+        "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES, "reward_dtype": REF_DTYPES,
         "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS, "use_vllm": VLLM_MODES,
     }
@@ -861,6 +882,12 @@ class TrainingSpec:
 
     def __post_init__(self) -> None:
         _check(self)
+        groups = parse_kernels(self.kernels) if isinstance(self.kernels, str) else None
+        if groups is None:
+            raise SpecError("kernels", f"Input should be 'hf', 'unsloth' or 'unsloth:' with some of "
+                            f"{','.join(KERNEL_GROUPS)} (e.g. unsloth:qkv,o,mlp)")
+        if self.kernels.startswith("unsloth:"):
+            object.__setattr__(self, "kernels", kernels_value(groups))  # one spelling per selection
         gpus = self.gpus_per_node * self.nodes
         if gpus % (self.tp * self.pp):
             raise SpecError("", f"{gpus} GPUs cannot be split into tp {self.tp} × pp {self.pp}: "

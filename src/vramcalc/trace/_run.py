@@ -83,9 +83,9 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
     if _unsloth_core.active(model, training):  # Unsloth's kernels emulated (trace/_unsloth.py)
         from vramcalc.trace._unsloth import install
 
-        install(hf, layers)
-        notes.append("kernels unsloth: Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE and QLoRA's "
-                     "global dequantization buffer emulated (trace/_unsloth.py)")
+        install(hf, layers, _unsloth_core.groups(training))
+        notes.append(f"kernels {training.kernels}: Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE "
+                     "and QLoRA's global dequantization buffer emulated, the selected groups (trace/_unsloth.py)")
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         target.gradient_checkpointing_enable()  # transformers' defaults (use_reentrant=False)
