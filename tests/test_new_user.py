@@ -796,3 +796,15 @@ def test_compare_boolean_errors_name_the_right_token(argv: list[str], error: str
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = invoke(argv, capsys)
     assert code == 2 and err.strip() == error
+
+
+def test_context_and_seq_len_that_disagree_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    # --context sets the sequence (core/options.py training_spec): a different --seq-len was dropped unseen
+    # (found by tests/test_cli_hostile.py's generated command lines: --context=1 --seq-len=2 showed seq_len 1)
+    code, out, err = invoke(["estimate", "llama-3.1-8b", "--context", "1", "--seq-len", "2"], capsys)
+    assert code == 2 and out == ""
+    assert err.strip() == "error: --context 1 and --seq-len 2 both set the sequence length: give one of them"
+    code, _, _ = invoke(["estimate", "llama-3.1-8b", "--mode", "inference", "--context", "64", "--seq-len", "64"],
+                        capsys)
+    assert code == 0  # the same value twice says one thing
+

@@ -685,6 +685,13 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
     # more there, as measured with the tracer (benchmarks/results/accuracy_mllama.md, the 11B text cut under the whole
     # tower, LoRA: 6.59 GB without, 12.89 GB with checkpointing; core/memory/mllama.py)
     assume(m.vision is None or not m.vision.is_mllama)
+    # The other vision-language models under full fine-tuning: checkpointing makes the same hook turn the frozen tower's
+    # graph on, so its checkpointed layers keep their inputs until the tower's backward, which runs last; the peak of
+    # full fine-tuning is the end of backward (every gradient made), where those inputs are still alive, and with a
+    # short text they outweigh what checkpointing the text layers saves (measured by the estimate, b1 s1: LLaVA-NeXT
+    # Mistral-7B +88.6 MB, SmolVLM +136.9 MB, Llama 4 Scout with its vision side +87.8 MB; found by hypothesis on
+    # llava-v1.6-mistral-7b). Adapter runs peak earlier and keep the property.
+    assume(m.vision is None or t.method != "full" or t.train_vision)
     on = run(m, with_(t, grad_checkpointing=True))
     off = run(m, with_(t, grad_checkpointing=False, ac_every=1))
     if t.activation_offload:

@@ -158,8 +158,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("fsdp_frozen_grads", bool, False,
         "LoRA under FSDP1 use_orig_params (litgpt): a unit's frozen weights get gradients too."),
     Opt("fsdp_units", str, "none",
-        "FSDP full sharding: modules wrapped as their own units beside the decoder layers (torchtune "
-        "custom_sharded_layers): embed_tokens, lm_head; none: they stay in the root unit.", sep=";"),
+        "FSDP: embed_tokens, lm_head as their own units (torchtune custom_sharded_layers); none: in the root.",
+        sep=";"),
     Opt("context", int, None,
         "Inference context in tokens, or one request's tokens with --mode serve (sets --seq-len)."),
     Opt("weight_dtype", WEIGHT_DTYPES, "auto",
@@ -199,10 +199,10 @@ OPTIONS: tuple[Opt, ...] = (
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
-    Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: the estimate stays the configured "
-        "batch's; with --gpu a note gives the batch the Trainer ends at (x0.9 per OOM from --batch-size)."),
-    Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time "
-        "with an fp32 copy and fp32 AdamW states; the peak is the bottom layer's. With --method full."),
+    Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: with --gpu, a note gives the batch it "
+        "ends at (x0.9 per OOM)."),
+    Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam, --method full): one decoder layer "
+        "trained at a time, fp32 copy and states."),
     Opt("kernels", str, "hf",
         "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
         "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "
@@ -214,12 +214,8 @@ OPTIONS: tuple[Opt, ...] = (
         "Training stack whose defaults to use (presets/stacks/); options given explicitly win."),
     # Preference and reward training (memory/preference.py).
     Opt("objective", OBJECTIVES, "sft",
-        "Training objective: sft, dpo/ipo (TRL DPOTrainer: chosen and rejected as 2x the batch, plus a reference), "
-        "kto (unpaired, a reference), reward (a scoring head), orpo/cpo/simpo (TRL ORPOTrainer/CPOTrainer: no "
-        "reference, chosen and rejected as 2x the batch, full logits), grpo (TRL GRPOTrainer: generate() then a "
-        "step on --batch-size completions of --seq-len = prompt + completion), rloo (TRL RLOOTrainer), online-dpo "
-        "(TRL OnlineDPOTrainer: 2 completions per prompt generated every micro-batch, the full logits of policy "
-        "and reference)."),
+        "Training objective (TRL's trainers; docs/preference.md): dpo/ipo/kto with a reference, reward (a scoring "
+        "head), orpo/cpo/simpo without, grpo/rloo (generate(), then a step on the completions), online-dpo, ppo."),
     Opt("prompt_len", int, 0,
         "Prompt tokens per sequence (of --seq-len); only completions go through TRL's head. 0: every token."),
     Opt("ref_model", REF_MODELS, "auto",
@@ -385,6 +381,10 @@ class OptionValues:
 
     def _with_stack(self, run: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
         """`run` with its stack's defaults under every option set explicitly; `stack_set` names what it set."""
+        if {"context", "seq_len"} <= explicit and run["context"] is not None and run["context"] != run["seq_len"]:
+            # training_spec takes --context as the sequence: a different --seq-len would be dropped unseen
+            raise OptionError(f"--context {run['context']} and --seq-len {run['seq_len']} both set the sequence "
+                              "length: give one of them")
         stack = run.get("stack", "hf")
         preset = self.stacks(stack) if self.stacks is not None and stack != "hf" else {}
         taken = [k for k in preset if k not in explicit]
