@@ -626,12 +626,23 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
                 cases.append({"id": f"{name} {cut} | {label} eager | b{shape['batch_size']} s{shape['seq_len']} "
                                     f"i{shape['images']} {shape['image_size']}px | no-gc", "model": model,
                               "method": kw["method"], "training": dict(kw, **shape, attention="eager")})
+            for label, kw in VLM_RUNS[:2]:  # eager with checkpointing: the recomputed tower's eager softmax
+                cases.append({"id": f"{name} {cut} | {label} eager | b{shape['batch_size']} s{shape['seq_len']} "
+                                    f"i{shape['images']} {shape['image_size']}px | gc", "model": model,
+                              "method": kw["method"],
+                              "training": dict(kw, **shape, attention="eager", grad_checkpointing=True)})
             for label, kw in VLM_RUNS[1:]:  # LoRA / QLoRA all-linear: peft adapts the tower and merger too
                 for gc in (False, True):
                     cases.append({"id": f"{name} {cut} | {label} all-linear (tower adapted) | b{shape['batch_size']} "
                                         f"s{shape['seq_len']} i{shape['images']} {shape['image_size']}px | "
                                         f"{'gc' if gc else 'no-gc'}", "model": model, "method": kw["method"],
                                   "training": dict(kw, **shape, lora_targets=("all-linear",), grad_checkpointing=gc)})
+        for label, kw in VLM_RUNS[:2]:  # eager with checkpointing, four images a step (Qwen2.5-VL: 644 px windows)
+            shape = QWEN_VL_SHAPES[1]
+            cases.append({"id": f"{name} (cut) | {label} eager | b{shape['batch_size']} s{shape['seq_len']} "
+                                f"i{shape['images']} {shape['image_size']}px | gc", "model": f"qwenvl:{name}",
+                          "method": kw["method"], "training": dict(kw, **shape, attention="eager",
+                                                                   grad_checkpointing=True)})
     return cases
 
 

@@ -423,6 +423,18 @@ def _qwen_lora_params(v: VisionSpec, modules: tuple[str, ...], rank: int, text_w
     return sum(rank * sum(_qwen_lora_in_out(v, mod, text_width)) for mod in modules)
 
 
+def qwen_image_adapters(model: ModelSpec, training: TrainingSpec) -> int:
+    """LoRA / QLoRA parameters on a Qwen-VL model's image side: every tower block's adapted Linears and the merger's
+    (qwen_lora_targets; 0 for other methods)."""
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    if training.method not in ("lora", "qlora"):
+        return 0
+    tower, merger, _ = qwen_lora_targets(model, training.lora_targets)
+    return (_qwen_lora_params(v, tower, training.lora_rank, model.hidden_size) * v.num_layers
+            + _qwen_lora_params(v, merger, training.lora_rank, model.hidden_size))
+
+
 def _qwen_block0_free(v: VisionSpec, rows: int, a_bytes: int, modules: tuple[str, ...]) -> int:
     """Without checkpointing the patch embeddings need no gradient (no enable_input_require_grads hook), so the
     bottom block saves nothing before its first adapted Linear (no input of an op there needs a gradient): the
@@ -452,7 +464,8 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     features are concatenated and masked_scatter'd over the <|image_pad|> tokens; get_rope_index gives the text
     model its M-RoPE position_ids (3, batch, sequence) int64. The tower is frozen unless --train-vision (full
     fine-tuning only: its gradients, optimizer state and saved sets); full fine-tuning trains the merger (as
-    LLaVA's projector), LoRA / QLoRA adapt the language model only.
+    LLaVA's projector); LoRA / QLoRA adapt what peft's target matching finds (qwen_lora_targets): the language
+    model, and with all-linear (or the tower's own module names) the tower's and the merger's Linears too.
     """
     v = model.vision
     assert v is not None and model.hidden_size is not None
@@ -484,8 +497,7 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     # adapters' parameters in --adapter-dtype train, and every op above the first adapted Linear needs a gradient
     lora_tower, lora_merger = qwen_lora_targets(model, training.lora_targets)[:2] \
         if training.method in ("lora", "qlora") else ((), ())
-    adapters = _qwen_lora_params(v, lora_tower, training.lora_rank, th) * v.num_layers \
-        + _qwen_lora_params(v, lora_merger, training.lora_rank, th)
+    adapters = qwen_image_adapters(model, training)
     tower_graph = gc or trained_tower or bool(lora_tower)
     merged = rows // v.spatial_merge_size ** 2
     # the merger (PatchMerger / Qwen2_5_VLPatchMerger) on the tower's last hidden state x. LayerNorm saves x and
@@ -706,7 +718,9 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
                     "temporaries.vision_tower_forward": tower_moment})
     t, gh, gw = qwen_grid(v, training.image_size, training.image_size)
     mode = "full fine-tuning trains the merger" if trained_merger else \
-        f"--method {training.method} adapts the language model only (merger frozen)"
+        f"--method {training.method} adapts " + (f"the language model and the merger's {' and '.join(lora_merger)} "
+                                                 "(the merger's weights frozen)" if lora_merger
+                                                 else "the language model only (merger frozen)")
     notes = (
         f"vision-language model ({QWEN_NAMES[v.kind]}): {images_per_sample(training)} image(s) per sample of "
         f"{training.image_size} x {training.image_size} px, resized by the processor's smart_resize to "
@@ -717,12 +731,17 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         f"vision tower ({tower:,} parameters) "
         + ("trained (--train-vision: its gradients, optimizer state and every block's saved set, or with "
            "checkpointing its kept block inputs and one recomputed block)" if trained_tower else "frozen")
+        + (f", LoRA on each block's {', '.join(lora_tower)} (peft's target matching: all-linear takes the tower's "
+           f"Linears; {adapters:,} adapter parameters on the image side, and the blocks' saved sets for their "
+           "backward)" if lora_tower else "")
         + f"; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
-        "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization); LoRA targets "
-        "resolve in the language model only.",
+        "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization).",
         "vision tower forward: one block's transients at its rotary or MLP peak"
         + (" or, under --attention eager, its per-image (or per-window) fp32 softmax" if training.attention == "eager"
-           else "") + ", counted before the language model runs; images resized with the published "
+           else "")
+        + (" (with checkpointing the recomputed block's backward at a segment's softmax backward)"
+           if training.attention == "eager" and gc else "")
+        + ", counted before the language model runs; images resized with the published "
         "preprocessor_config.json's min_pixels 3,136 and max_pixels 12,845,056 (a square side of at most 3,584 px).",
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + merger,
