@@ -612,10 +612,11 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         if training.attention == "eager":  # (with checkpointing: check refuses eager with adapters on the tower)
             # the recomputed block's eager attention saves each segment's fp32 softmax and 16-bit probabilities
             # (_qwen_eager_saved) for the MLP's backward; then at the last segment's softmax backward (measured with
-            # the tracer, aten._softmax_backward_data): the MLP's and norm2's saved sets, qkv's output and this
-            # segment's probabilities are freed; the rotated q and k (and Qwen2.5-VL norm1's fp32 copy), the other
-            # segments' saved pairs and this one's fp32 softmax are left, beside the probabilities' gradient cast to
-            # fp32 and the scores' fp32 gradient, with the incoming gradient and the attention output's
+            # the tracer, aten._softmax_backward_data): the MLP's and norm2's saved sets, qkv's output (one
+            # segment) and this segment's probabilities are freed; the rotated q and k (and Qwen2.5-VL norm1's fp32
+            # copy), the other segments' saved pairs and this one's fp32 softmax are left, beside the probabilities'
+            # gradient cast to fp32 and the scores' fp32 gradient, with the incoming gradient and the attention
+            # output's
             block += _qwen_eager_saved(v, training, rows, a_bytes)
             windowed = qwen25 and not v.fullatt_block_indexes
             segments = qwen_segments(v, training, windowed)
@@ -623,7 +624,12 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
             norm1 = rows * d * 4 + 4 * rows if qwen25 else 2 * 4 * rows
             left = 2 * rows * d * a_bytes + norm1 + heads * ((4 + a_bytes) * sum(x * x for x in segments)
                                                              - a_bytes * n * n)
-            eager_at = (tower_kept + left, 8 * heads * n * n + 2 * rows * d * a_bytes)
+            others = rows - n
+            if others:
+                # more segments: qkv's output stays (their v are views of it), and the earlier segments' output
+                # gradients from cat's backward are live (measured with the tracer on a 2-image toy)
+                left += 3 * rows * d * a_bytes
+            eager_at = (tower_kept + left, 8 * heads * n * n + 2 * rows * d * a_bytes + others * d * a_bytes)
         out_mod = next((m for m in lora_tower if m in ("fc2", "down_proj")), None)
         if out_mod is not None:
             # an adapted fc2 / down_proj's backward first (measured with the tracer, at lora_A's mm): the gradient
