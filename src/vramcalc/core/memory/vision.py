@@ -423,6 +423,27 @@ def _qwen_lora_params(v: VisionSpec, modules: tuple[str, ...], rank: int, text_w
     return sum(rank * sum(_qwen_lora_in_out(v, mod, text_width)) for mod in modules)
 
 
+_QWEN_LINEAR_ORDER = ("qkv", "proj", "fc1", "gate_proj", "up_proj", "fc2", "down_proj")
+
+
+def _qwen_saved_before(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int, modules: tuple[str, ...],
+                       upto: str, text_width: int) -> int:
+    """LoRA on the tower without checkpointing: what the running block has saved when its adapted Linear `upto`
+    runs (the sections of _qwen_block_saved before it, and the adapters' saved inputs before it), beyond the live
+    tensors the forward moment counts as its context (the block input, the hidden state after attention: Qwen2-VL's
+    LayerNorms save those, only their fp32 statistics are added here)."""
+    d, i = v.hidden_size, v.intermediate_size
+    qwen25 = v.kind == "qwen2_5_vl"
+    norm = rows * d * 4 + 4 * rows if qwen25 else 2 * 4 * rows
+    attention = 6 * rows * d * a_bytes + v.num_attention_heads * rows * 4
+    act = (3 if qwen25 else 2) * rows * i * a_bytes
+    sections = {"qkv": norm, "proj": norm + attention, "fc1": 2 * norm + attention, "gate_proj": 2 * norm + attention,
+                "up_proj": 2 * norm + attention + rows * i * a_bytes, "fc2": 2 * norm + attention + act,
+                "down_proj": 2 * norm + attention + act}[upto]
+    earlier = tuple(m for m in modules if _QWEN_LINEAR_ORDER.index(m) < _QWEN_LINEAR_ORDER.index(upto))
+    return sections + _qwen_lora_saved(earlier, v, training, rows, text_width, a_bytes)
+
+
 def qwen_image_adapters(model: ModelSpec, training: TrainingSpec) -> int:
     """LoRA / QLoRA parameters on a Qwen-VL model's image side: every tower block's adapted Linears and the merger's
     (qwen_lora_targets; 0 for other methods)."""
@@ -574,9 +595,12 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         # product (fc2 / down_proj)
         width, out = _qwen_lora_in_out(v, mod, th)
         ad = dtype_bytes(training.adapter_dtype)
+        # (without checkpointing the running block's saved set so far is live too: _qwen_saved_before)
         context = {"qkv": 2 * d, "proj": 2 * d, "fc1": 3 * d, "gate_proj": 3 * d, "up_proj": 3 * d + i,
                    "fc2": 3 * d + i, "down_proj": 3 * d + i}[mod] * a_bytes
-        layer_t = max(layer_t, rows * (context + (ad * width if ad != a_bytes else 0) + out * (a_bytes + 2 * ad)))
+        before = 0 if gc else _qwen_saved_before(v, training, rows, a_bytes, lora_tower, mod, th)
+        layer_t = max(layer_t, rows * (context + (ad * width if ad != a_bytes else 0) + out * (a_bytes + 2 * ad))
+                      + before)
     if training.attention == "eager":
         # eager_attention_forward per cu_seqlens segment (VisionAttention.forward splits q, k, v per image, or per
         # window in Qwen2.5-VL's windowed blocks), its peak at the softmax (measured with the tracer): the scaled
@@ -594,7 +618,10 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
                       + (rows - n) * d * a_bytes)
     tower_moment = tokens * th * a_bytes + pixel + rotary + layer_t
     if tower_graph:  # the blocks' kept inputs (or saved sets) pile up as the tower runs: all but the last block's
-        tower_moment += (v.num_layers - 1) * block_kept + (rows * d * a_bytes if qwen25 and not trained_tower else 0)
+        tower_moment += (v.num_layers - 1) * block_kept + (rows * d * a_bytes if qwen25 and gc and not trained_tower
+                                                           else 0)
+        if lora_tower and not gc:  # the bottom block saved nothing below its first adapter
+            tower_moment -= _qwen_block0_free(v, rows, a_bytes, lora_tower)
     tower_bwd: tuple[int, int] | None = None
     if tower_kept:
         # the tower's backward, block by block from the top: its checkpoint recomputes the block with grad, which
