@@ -623,7 +623,7 @@ def vlm_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Qwen vision-language grid (`--grid qwen-vl`, issue 15; 60 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
+# The Qwen vision-language grid (`--grid qwen-vl`, issue 15; 94 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
 # _qwen_estimate, trace/_qwen_vl.py) from the published Qwen2-VL-2B-Instruct and Qwen2.5-VL-3B-Instruct config.json
 # files (tests/data/hf), cut to 2 text layers and a 2-block tower (Qwen2.5-VL: 4 blocks, the last with full
 # attention, the others 112 px windows), the widths, heads and vocabularies as published; the tower frozen x full
@@ -634,9 +634,11 @@ def vlm_grid() -> list[dict[str, Any]]:
 # tokens), where the tower's kept inputs and its recomputed backward weigh; and, to make the image side the peak,
 # the published tower cut to 4 blocks under a toy language model (2 layers of width 256, a 1,000-token vocabulary)
 # x full / LoRA x checkpointing at one 896 px image (4,096 patches) and 16 text tokens; and --train-vision (full
-# pure-bf16, the whole tower trained) on the first cut shape and the toy x checkpointing, and eager attention (full /
-# LoRA, no checkpointing) on the same two. Written to
-# accuracy_qwen-vl.{json,md}.
+# pure-bf16, the whole tower trained) on the first cut shape and the toy x checkpointing, eager attention (full /
+# LoRA) on the same two without checkpointing and with it (and with it on the second cut shape: four images,
+# Qwen2.5-VL's windows, and on the toy with two 644 px images), and LoRA / QLoRA all-linear (peft adapts the
+# tower's and merger's Linears too) x checkpointing on the same two, and LoRA on named tower Linears (the
+# toy). Written to accuracy_qwen-vl.{json,md}.
 QWEN_VL_CUTS = {"qwen2-vl-2b-instruct": (2, ()), "qwen2.5-vl-3b-instruct": (4, (3,))}
 QWEN_VL_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 448},
                   {"batch_size": 2, "seq_len": 128, "images": 2, "image_size": 644})
@@ -676,6 +678,38 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
                 cases.append({"id": f"{name} {cut} | {label} eager | b{shape['batch_size']} s{shape['seq_len']} "
                                     f"i{shape['images']} {shape['image_size']}px | no-gc", "model": model,
                               "method": kw["method"], "training": dict(kw, **shape, attention="eager")})
+            for label, kw in VLM_RUNS[:2]:  # eager with checkpointing: the recomputed tower's eager softmax
+                cases.append({"id": f"{name} {cut} | {label} eager | b{shape['batch_size']} s{shape['seq_len']} "
+                                    f"i{shape['images']} {shape['image_size']}px | gc", "model": model,
+                              "method": kw["method"],
+                              "training": dict(kw, **shape, attention="eager", grad_checkpointing=True)})
+            for label, kw in VLM_RUNS[1:]:  # LoRA / QLoRA all-linear: peft adapts the tower and merger too
+                for gc in (False, True):
+                    cases.append({"id": f"{name} {cut} | {label} all-linear (tower adapted) | b{shape['batch_size']} "
+                                        f"s{shape['seq_len']} i{shape['images']} {shape['image_size']}px | "
+                                        f"{'gc' if gc else 'no-gc'}", "model": model, "method": kw["method"],
+                                  "training": dict(kw, **shape, lora_targets=("all-linear",), grad_checkpointing=gc)})
+        for label, kw in VLM_RUNS[:2]:  # eager with checkpointing, four images a step (Qwen2.5-VL: 644 px windows)
+            shape = QWEN_VL_SHAPES[1]
+            cases.append({"id": f"{name} (cut) | {label} eager | b{shape['batch_size']} s{shape['seq_len']} "
+                                f"i{shape['images']} {shape['image_size']}px | gc", "model": f"qwenvl:{name}",
+                          "method": kw["method"], "training": dict(kw, **shape, attention="eager",
+                                                                   grad_checkpointing=True)})
+        # LoRA on named tower Linears under the toy (Qwen2-VL: attn.proj and fc2, so the bottom block's attention
+        # runs without grad; Qwen2.5-VL: gate_proj / up_proj / down_proj, which reach its tower MLP too)
+        named = ("q_proj", "v_proj", "attn.proj", "fc2") if name.startswith("qwen2-vl") else \
+            ("q_proj", "v_proj", "gate_proj", "up_proj", "down_proj")
+        for gc in (False, True):
+            cases.append({"id": f"{name} (4-block tower, toy text model) | lora {','.join(named)} | b1 s16 i1 896px | "
+                                f"{'gc' if gc else 'no-gc'}", "model": f"qwenvl-toy:{name}", "method": "lora",
+                          "training": dict(VLM_RUNS[1][1], batch_size=1, seq_len=16, images=1, image_size=896,
+                                           lora_targets=named, grad_checkpointing=gc)})
+        # eager with checkpointing, two images under the toy language model: the last segment's softmax backward
+        # beside the other's saved pair as the peak
+        cases.append({"id": f"{name} (4-block tower, toy text model) | lora eager | b1 s16 i2 644px | gc",
+                      "model": f"qwenvl-toy:{name}", "method": "lora",
+                      "training": dict(VLM_RUNS[1][1], batch_size=1, seq_len=16, images=2, image_size=644,
+                                       attention="eager", grad_checkpointing=True)})
     return cases
 
 
@@ -2122,8 +2156,9 @@ def main() -> None:
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
-                    "Cut CE); qwen-vl: issue 15's 60 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
-                    "frozen or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle); "
+                    "Cut CE); qwen-vl: issue 15's 94 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
+                    "frozen, adapted or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel "
+                    "shuffle); "
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
                     "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
                     "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "

@@ -129,8 +129,8 @@ def test_refusals_name_the_fix() -> None:
     m = presets.find_model("qwen2-vl-2b-instruct")
     with pytest.raises(UnsupportedCombination, match="--method full"):  # adapters on the tower: not modelled
         estimate(m, TrainingSpec(train_vision=True, method="lora"))
-    with pytest.raises(UnsupportedCombination, match="--attention sdpa"):  # the recomputed tower's eager softmax
-        estimate(m, TrainingSpec(attention="eager", grad_checkpointing=True))
+    with pytest.raises(UnsupportedCombination, match="--attention sdpa"):  # an adapted tower's eager softmax
+        estimate(m, TrainingSpec(attention="eager", method="lora", lora_targets=("all-linear",)))
     with pytest.raises(UnsupportedCombination, match="--attention sdpa"):  # a trained tower's eager softmax
         estimate(m, TrainingSpec(attention="eager", train_vision=True))
 
@@ -139,11 +139,10 @@ def test_cli_estimates_and_refuses_in_one_line(capsys: pytest.CaptureFixture[str
     code, out, err = invoke(["estimate", "qwen2-vl-2b-instruct", "--method", "lora", "--image-size", "448"], capsys)
     assert code == 0, err
     assert "256 image tokens" in out
-    code, _, err = invoke(["estimate", "qwen2-vl-2b-instruct", "--attention", "eager", "--grad-checkpointing"],
-                          capsys)
+    code, _, err = invoke(["estimate", "qwen2-vl-2b-instruct", "--attention", "eager", "--train-vision"], capsys)
     lines = err.strip().splitlines()
     assert code == 2
-    assert len(lines) == 1 and "Qwen2-VL" in lines[0] and "--attention sdpa" in lines[0]
+    assert len(lines) == 1 and "qwen2-vl-2b-instruct" in lines[0] and "--attention sdpa" in lines[0]
     code, out, _ = invoke(["show", "Qwen/Qwen2-VL-2B-Instruct"], capsys)
     assert code == 0 and "2,208,985,600" in out
 

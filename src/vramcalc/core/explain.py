@@ -434,8 +434,9 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
     images = vision.images_per_sample(training)
     tower, merger = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
-    trained_params = (merger if trained else 0) + (tower if training.train_vision else 0)
-    what = "merger" + (" and tower" if training.train_vision else "")
+    adapters = vision.qwen_image_adapters(model, training)
+    trained_params = (merger if trained else 0) + (tower if training.train_vision else 0) + adapters
+    what = "tower / merger LoRA adapter" if adapters else "merger" + (" and tower" if training.train_vision else "")
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights" + (" (trained)" if training.train_vision
@@ -444,8 +445,13 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
                  source=f"transformers models/{mod} vision blocks and patch embedding"),
             Line("weights.projector", "merger weights" + (" (trained)" if trained else " (frozen)"),
                  f"{merger:,} params", d["weights.projector"], source=src + " (PatchMerger)"),
+            *((Line("weights.image_adapters", "LoRA adapters on the tower / merger (peft's target matching)",
+                    f"{adapters:,} params x {dtype_bytes(training.adapter_dtype)} B ({training.adapter_dtype})",
+                    adapters * dtype_bytes(training.adapter_dtype),
+                    source="peft tuners_utils.py _maybe_include_all_linear_layers; memory/vision.py "
+                    "qwen_lora_targets"),) if adapters else ()),
         ),
-        **_image_side_states("projector", f"{what} gradients (full fine-tuning trains them)",
+        **_image_side_states("projector", f"{what} gradients" + ("" if adapters else " (full fine-tuning trains them)"),
                              f"{what} optimizer state",
                              trained_params, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, M-RoPE position_ids, what the "
@@ -471,7 +477,9 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
             "per sample (--seq-len counts the text only; --image-size is each image's side in pixels); the "
             "sections above are its own, on that many tokens",
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
-            + (" and the merger trained" if trained else "; LoRA adapts the language model only"))
+            + (" and the merger trained" if trained else
+               "; LoRA adapts what peft's target matching finds: the language model, and with all-linear (or the "
+               "tower's module names) the tower's and merger's Linears"))
     return _vision_explanation(model, training, b, inner, extra, "merger", tuple(lines), text)
 
 

@@ -225,7 +225,7 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
                 if not name.startswith("merger."):
                     p.requires_grad_(False)
             notes.append(f"{model.vision.kind}: vision tower frozen (the merger as LLaVA's projector); LoRA "
-                         "targets the language model only")
+                         "targets matched by peft over the whole model (all-linear: the tower's and merger's too)")
     elif model.vision is not None and model.vision.is_mllama:  # Llama-3.2-Vision: the tower frozen
         if not training.train_vision:
             for p in hf.model.vision_model.parameters():

@@ -134,6 +134,19 @@ def _fused_forward() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _no_graph_fused() -> Iterator[None]:
+    """sdpa on inputs that need no grad, with grad enabled: the fused forward (trace/_cuda.py _NO_GRAPH_FUSED)."""
+    from vramcalc.trace import _cuda
+
+    saved = _cuda._NO_GRAPH_FUSED[0]
+    _cuda._NO_GRAPH_FUSED[0] = True
+    try:
+        yield
+    finally:
+        _cuda._NO_GRAPH_FUSED[0] = saved
+
+
+@contextlib.contextmanager
 def _answering(values: list[int]) -> Iterator[None]:
     """Within the block, Tensor.tolist() of a fake tensor of len(values) elements returns `values`."""
     saved = getattr(_answer, "values", None)
@@ -182,7 +195,13 @@ def qwen_emulation(model: ModelSpec, training: TrainingSpec) -> Iterator[None]:
                     **kwargs: Any) -> Any:
             no_graph = torch.is_grad_enabled() and not hidden_states.requires_grad and not any(
                 p.requires_grad for p in self.parameters())
-            with _answering(lengths[id(cu_seqlens)]), (_fused_forward() if no_graph else contextlib.nullcontext()):
+            # an adapted proj over inputs without grad (LoRA on the tower, its bottom block without checkpointing):
+            # q, k and v need no grad, so CUDA's sdpa runs its fused forward, no graph (trace/_cuda.py
+            # _NO_GRAPH_FUSED); the math path would materialise heads x n^2 scores
+            inputs_free = torch.is_grad_enabled() and not hidden_states.requires_grad and not any(
+                p.requires_grad for p in self.qkv.parameters())
+            with _answering(lengths[id(cu_seqlens)]), (_fused_forward() if no_graph else
+                                                       _no_graph_fused() if inputs_free else contextlib.nullcontext()):
                 return original(self, hidden_states, cu_seqlens, *args, **kwargs)
         return forward
 

@@ -215,6 +215,8 @@ def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, Train
                   train_vision=False, image_width=0)
     if model.vision.kind == "siglip" and training.attention == "sdpa":
         out = replace(out, packing="packed")
+    if model.vision.is_qwen and training.method in ("lora", "qlora"):  # the image side's targets taken out
+        out = replace(out, lora_targets=qwen_lora_targets(model, training.lora_targets)[2])
     return _text_model(model), out
 
 
@@ -278,11 +280,69 @@ def _check_qwen(model: ModelSpec, training: TrainingSpec) -> None:
     v = model.vision
     assert v is not None
     name = QWEN_NAMES[v.kind]
-    if training.attention == "eager" and training.grad_checkpointing:
-        raise UnsupportedCombination(f"--attention eager with --grad-checkpointing is not modelled for {model.name} "
-                                     f"({name}: the tower then runs with grad, and the eager softmax its recomputed "
-                                     "blocks save is not counted): use --attention sdpa")
     qwen_resized(v, training.image_size, training.image_size)  # smart_resize's aspect-ratio refusal
+    if training.method in ("lora", "qlora"):
+        tower, merger, text = qwen_lora_targets(model, training.lora_targets)
+        if not text:
+            raise UnsupportedCombination(f"--lora-targets {','.join(training.lora_targets)} adapts only the image "
+                                         f"side of {model.name}; a run without adapters in the language model is "
+                                         "not modelled: add a language-model target (e.g. q_proj,v_proj)")
+        if (tower or merger) and recipe_of(training).autocast:
+            raise UnsupportedCombination(f"LoRA on {name}'s vision tower or merger under autocast (--precision "
+                                         f"{training.precision}) is not modelled: use --precision bf16, or keep "
+                                         "the targets in the language model (e.g. q_proj,v_proj)")
+        if (tower or merger) and training.attention == "eager":
+            raise UnsupportedCombination(f"LoRA on {name}'s vision tower or merger with --attention eager is not "
+                                         "modelled (the tower's eager softmax saved for backward is not counted): "
+                                         "use --attention sdpa, or keep the targets in the language model")
+
+
+# The Linears of a Qwen-VL tower block and of its merger, by the names peft matches (tuners_utils.py
+# check_target_module_exists: a target is the module's name or its dotted suffix): Qwen2VLVisionBlock's
+# VisionAttention qkv / proj and VisionMlp fc1 / fc2 (modeling_qwen2_vl.py), Qwen2_5_VLVisionBlock's qkv / proj and
+# Qwen2_5_VLMLP gate_proj / up_proj / down_proj, biased (modeling_qwen2_5_vl.py); PatchMerger.mlp = Sequential(Linear,
+# GELU, Linear): mlp.0 and mlp.2. peft's all-linear (tuners_utils.py _maybe_include_all_linear_layers) takes every
+# nn.Linear but the output embedding (lm_head): the tower's and the merger's too.
+QWEN_TOWER_LINEARS = {"qwen2_vl": ("qkv", "proj", "fc1", "fc2"),
+                      "qwen2_5_vl": ("qkv", "proj", "gate_proj", "up_proj", "down_proj")}
+QWEN_MERGER_LINEARS = ("mlp.0", "mlp.2")
+_QWEN_TOWER_ALIASES = {"qkv": "qkv", "attn.qkv": "qkv", "attn.proj": "proj", "fc1": "fc1", "mlp.fc1": "fc1",
+                       "fc2": "fc2", "mlp.fc2": "fc2"}
+_QWEN_MERGER_ALIASES = {"mlp.0": "mlp.0", "merger.mlp.0": "mlp.0", "mlp.2": "mlp.2", "merger.mlp.2": "mlp.2"}
+
+
+def qwen_lora_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...],
+                                                                           tuple[str, ...]]:
+    """What peft's target matching adapts on a Qwen-VL model: (tower block Linears, merger Linears, the targets
+    left for the language model). all-linear takes every tower and merger Linear; gate_proj / up_proj /
+    down_proj name Qwen2.5-VL's tower MLP as well as the language model's; qkv, attn.proj, fc1, fc2, mlp.0 and
+    mlp.2 are the image side's only. A bare `proj` also matches patch_embed.proj, a Conv3d: refused."""
+    v = model.vision
+    assert v is not None
+    names = QWEN_TOWER_LINEARS[v.kind]
+    tower: set[str] = set()
+    merger: set[str] = set()
+    text: list[str] = []
+    for raw in targets:
+        t = raw.strip().lower()
+        if t == "all-linear":
+            tower |= set(names)
+            merger |= set(QWEN_MERGER_LINEARS)
+            text.append(raw.strip())
+        elif t == "proj":
+            raise UnsupportedCombination(f"LoRA target 'proj' on {model.name} also matches the tower's "
+                                         "patch_embed.proj (a Conv3d; LoRA on it is not modelled): write attn.proj "
+                                         "for the tower attention's output projection")
+        elif _QWEN_TOWER_ALIASES.get(t) in names:
+            tower.add(_QWEN_TOWER_ALIASES[t])
+        elif t in _QWEN_MERGER_ALIASES:
+            merger.add(_QWEN_MERGER_ALIASES[t])
+        else:
+            if t in names:  # Qwen2.5-VL's gate_proj / up_proj / down_proj: the tower MLP's and the text model's
+                tower.add(t)
+            text.append(raw.strip())
+    return (tuple(n for n in names if n in tower), tuple(n for n in QWEN_MERGER_LINEARS if n in merger),
+            tuple(text))
 
 
 def qwen_rows(model: ModelSpec, training: TrainingSpec) -> int:
@@ -319,6 +379,118 @@ def _qwen_block_saved(v: VisionSpec, rows: int, a_bytes: int, trained: bool) -> 
     return norms + attention + mlp
 
 
+def qwen_segments(v: VisionSpec, training: TrainingSpec, windowed: bool) -> list[int]:
+    """The cu_seqlens segments, in patches, of one tower block over the whole batch: one per image in a block that
+    attends fully (every Qwen2-VL block; Qwen2.5-VL's fullatt_block_indexes), else get_vision_window_index's
+    windows (vision_utils.py): the merged grid cut into windows of window_size / merge / patch merged tokens a side
+    from the top left, the last row and column of windows partial (padded; the empty ones dropped by
+    unique_consecutive), each merged token merge^2 patches."""
+    t, h, w = qwen_grid(v, training.image_size, training.image_size)
+    n_img = images_per_sample(training) * training.batch_size
+    if not windowed:
+        return [h * w] * (t * n_img)
+    side, m = v.window_size // v.spatial_merge_size // v.patch_size, v.spatial_merge_size
+    gh, gw = h // m, w // m
+    tiles = [min(side, gh - r) * min(side, gw - c) * m * m for r in range(0, gh, side) for c in range(0, gw, side)]
+    return tiles * (t * n_img)
+
+
+def _qwen_eager_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int) -> int:
+    """What eager attention saves in a tower block run with grad, instead of sdpa's output and fp32 logsumexp
+    (modeling_qwen2_vl.py eager_attention_forward, per cu_seqlens segment: softmax(dtype=float32) saves its fp32
+    output, matmul(probabilities, v) the 16-bit probabilities; q and k are the rotated ones sdpa saves too): the
+    larger over the blocks (Qwen2.5-VL: a block that attends fully, if any, else a windowed one)."""
+    heads = v.num_attention_heads
+    windowed = v.kind == "qwen2_5_vl" and not v.fullatt_block_indexes
+    scores = heads * (4 + a_bytes) * sum(n * n for n in qwen_segments(v, training, windowed))
+    return scores - rows * v.hidden_size * a_bytes - heads * rows * 4
+
+
+def _qwen_lora_in_out(v: VisionSpec, module: str, text_width: int) -> tuple[int, int]:
+    """(in, out) features of a tower or merger Linear peft adapts (QWEN_TOWER_LINEARS, QWEN_MERGER_LINEARS): the
+    merger's mlp.0 and mlp.2 read the 2 x 2 merged patches (width x merge^2, PatchMerger.hidden_size)."""
+    d, i, merged = v.hidden_size, v.intermediate_size, v.hidden_size * v.spatial_merge_size ** 2
+    return {"qkv": (d, 3 * d), "proj": (d, d), "fc1": (d, i), "fc2": (i, d), "gate_proj": (d, i),
+            "up_proj": (d, i), "down_proj": (i, d), "mlp.0": (merged, merged), "mlp.2": (merged, text_width)}[module]
+
+
+def _qwen_lora_saved(modules: tuple[str, ...], v: VisionSpec, training: TrainingSpec, n_rows: int, text_width: int,
+                     c: int) -> int:
+    """What peft's LoRA layers on the image side save for `n_rows` rows of their input (tuners/lora/layer.py
+    Linear.forward: `result + lora_B(lora_A(dropout(x))) * scaling`, x first cast to the adapter dtype by
+    _cast_input_dtype): lora_A saves its input, a fresh copy when the adapter dtype is not the compute dtype or
+    dropout runs (+ its 1-byte mask), else the module's own input, which the frozen base Linear does not save
+    (Qwen2.5-VL's gate_proj and up_proj share one); lora_B saves lora_A's output (rows x rank). The frozen base
+    Linear saves nothing for its input's gradient (derivatives.yaml: mm needs the weight only)."""
+    ad, rank = dtype_bytes(training.adapter_dtype), training.lora_rank
+    fresh = ad != c or training.lora_dropout > 0
+    total, shared = 0, False
+    for mod in modules:
+        width = _qwen_lora_in_out(v, mod, text_width)[0]
+        total += n_rows * ad * rank
+        if fresh:
+            total += n_rows * (ad * width + (width if training.lora_dropout > 0 else 0))
+        elif not (shared and mod in ("gate_proj", "up_proj")):
+            total += n_rows * c * width
+            shared = shared or mod in ("gate_proj", "up_proj")
+    return total
+
+
+def _qwen_lora_params(v: VisionSpec, modules: tuple[str, ...], rank: int, text_width: int) -> int:
+    """LoRA parameters of the given image-side Linears: rank x (in + out) each (lora_A and lora_B, no bias)."""
+    return sum(rank * sum(_qwen_lora_in_out(v, mod, text_width)) for mod in modules)
+
+
+_QWEN_LINEAR_ORDER = ("qkv", "proj", "fc1", "gate_proj", "up_proj", "fc2", "down_proj")
+
+
+def _qwen_saved_before(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int, modules: tuple[str, ...],
+                       upto: str, text_width: int) -> int:
+    """LoRA on the tower without checkpointing: what the running block has saved when its adapted Linear `upto`
+    runs (the sections of _qwen_block_saved before it, and the adapters' saved inputs before it), beyond the live
+    tensors the forward moment counts as its context (the block input, the hidden state after attention: Qwen2-VL's
+    LayerNorms save those, only their fp32 statistics are added here)."""
+    d, i = v.hidden_size, v.intermediate_size
+    qwen25 = v.kind == "qwen2_5_vl"
+    norm = rows * d * 4 + 4 * rows if qwen25 else 2 * 4 * rows
+    attention = 6 * rows * d * a_bytes + v.num_attention_heads * rows * 4
+    act = (3 if qwen25 else 2) * rows * i * a_bytes
+    sections = {"qkv": norm, "proj": norm + attention, "fc1": 2 * norm + attention, "gate_proj": 2 * norm + attention,
+                "up_proj": 2 * norm + attention + rows * i * a_bytes, "fc2": 2 * norm + attention + act,
+                "down_proj": 2 * norm + attention + act}[upto]
+    earlier = tuple(m for m in modules if _QWEN_LINEAR_ORDER.index(m) < _QWEN_LINEAR_ORDER.index(upto))
+    return sections + _qwen_lora_saved(earlier, v, training, rows, text_width, a_bytes)
+
+
+def qwen_image_adapters(model: ModelSpec, training: TrainingSpec) -> int:
+    """LoRA / QLoRA parameters on a Qwen-VL model's image side: every tower block's adapted Linears and the merger's
+    (qwen_lora_targets; 0 for other methods)."""
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    if training.method not in ("lora", "qlora"):
+        return 0
+    tower, merger, _ = qwen_lora_targets(model, training.lora_targets)
+    return (_qwen_lora_params(v, tower, training.lora_rank, model.hidden_size) * v.num_layers
+            + _qwen_lora_params(v, merger, training.lora_rank, model.hidden_size))
+
+
+def _qwen_block0_free(v: VisionSpec, rows: int, a_bytes: int, modules: tuple[str, ...]) -> int:
+    """Without checkpointing the patch embeddings need no gradient (no enable_input_require_grads hook), so the
+    bottom block saves nothing before its first adapted Linear (no input of an op there needs a gradient): the
+    sections of _qwen_block_saved (plus Qwen2-VL norm1's input) below it are left out."""
+    d, i = v.hidden_size, v.intermediate_size
+    qwen25 = v.kind == "qwen2_5_vl"
+    norm = rows * d * 4 + 4 * rows if qwen25 else rows * d * a_bytes + 2 * 4 * rows
+    attention = 6 * rows * d * a_bytes + v.num_attention_heads * rows * 4
+    act = (3 if qwen25 else 2) * rows * i * a_bytes
+    free = norm  # norm1's input: the patch embeddings (block 0) need no gradient
+    for names, size in ((("qkv",), attention), (("proj",), norm), (("fc1", "gate_proj", "up_proj"), act)):
+        if any(m in modules for m in names):
+            break
+        free += size
+    return free
+
+
 def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
                    text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
     """Qwen2-VL / Qwen2.5-VL (transformers models/qwen2_vl/modeling_qwen2_vl.py Qwen2VLModel.forward,
@@ -331,7 +503,8 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     features are concatenated and masked_scatter'd over the <|image_pad|> tokens; get_rope_index gives the text
     model its M-RoPE position_ids (3, batch, sequence) int64. The tower is frozen unless --train-vision (full
     fine-tuning only: its gradients, optimizer state and saved sets); full fine-tuning trains the merger (as
-    LLaVA's projector), LoRA / QLoRA adapt the language model only.
+    LLaVA's projector); LoRA / QLoRA adapt what peft's target matching finds (qwen_lora_targets): the language
+    model, and with all-linear (or the tower's own module names) the tower's and the merger's Linears too.
     """
     v = model.vision
     assert v is not None and model.hidden_size is not None
@@ -359,7 +532,12 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     # whatever the method: it hooks the input embeddings of every PreTrainedModel inside, the tower's patch_embed
     # too (Qwen2VisionTransformerPretrainedModel._input_embed_layer), so the frozen tower runs with grad
     gc, trained_tower = training.grad_checkpointing, training.train_vision
-    tower_graph = gc or trained_tower
+    # LoRA / QLoRA targets peft finds on the image side (qwen_lora_targets: all-linear takes them all): the
+    # adapters' parameters in --adapter-dtype train, and every op above the first adapted Linear needs a gradient
+    lora_tower, lora_merger = qwen_lora_targets(model, training.lora_targets)[:2] \
+        if training.method in ("lora", "qlora") else ((), ())
+    adapters = qwen_image_adapters(model, training)
+    tower_graph = gc or trained_tower or bool(lora_tower)
     merged = rows // v.spatial_merge_size ** 2
     # the merger (PatchMerger / Qwen2_5_VLPatchMerger) on the tower's last hidden state x. LayerNorm saves x and
     # fp32 mean and rstd when its weight trains or x needs grad; Qwen2.5-VL's RMSNorm upcasts x (the fp32 copy
@@ -367,14 +545,18 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     # A trained mlp[0] saves its input (rows / 4 x 4 width = rows x width), GELU its input (either way when
     # there is a graph), a trained mlp[2] GELU's output; Qwen2.5-VL's merged_hidden_states[reverse_indices]
     # saves the int64 indices.
+    # Adapted mlp.0 / mlp.2 save what _qwen_lora_saved says (merged rows of width x 4); with adapters in the
+    # merger only, ln_q's input needs no gradient and saves nothing.
     saved_merger = rms_fp32 = 0
-    if trained_merger or tower_graph:
+    merger_graph = trained_merger or tower_graph or bool(lora_merger)
+    if merger_graph:
         rms_fp32 = rows * d * 4 + 4 * rows if qwen25 and tower_graph else 0
         norm = (rms_fp32 + (rows * d * a_bytes if trained_merger else 0)) if qwen25 else \
-            rows * d * a_bytes + 2 * 4 * rows
-        saved_merger = norm + rows * d * a_bytes * (3 if trained_merger else 1) + (merged * 8 if qwen25 else 0)
+            (rows * d * a_bytes + 2 * 4 * rows if trained_merger or tower_graph else 0)
+        saved_merger = norm + rows * d * a_bytes * (3 if trained_merger else 1) + (merged * 8 if qwen25 else 0) \
+            + _qwen_lora_saved(lora_merger, v, training, merged, th, a_bytes)
     # masked_scatter saves its bool mask when inputs_embeds requires grad
-    saved = saved_merger + (tokens if trained_merger or tower_graph else 0)
+    saved = saved_merger + (tokens if merger_graph else 0)
     tower_kept = block_kept = 0
     if tower_graph:
         # each checkpointed block (Qwen2VLVisionBlock is a GradientCheckpointingLayer) keeps its input, and the
@@ -385,11 +567,23 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         # --train-vision (a trained tower, full fine-tuning: check refuses adapters on it): the patch embeddings
         # are no leaf (the trained Conv3d made them), so nothing more is kept for them; without checkpointing each
         # block keeps its whole saved set (_qwen_block_saved) and the shared cos / sin its rotary products save
-        block_kept = _qwen_block_saved(v, rows, a_bytes, True) if trained_tower and not gc else rows * d * a_bytes
+        # LoRA on the tower without checkpointing: each block's frozen saved set (with Qwen2-VL norm1's input,
+        # the block's input) and its adapters' (_qwen_lora_saved), less what the bottom block saves below its
+        # first adapted Linear (_qwen_block0_free: the patch embeddings need no gradient then)
+        lora_block = _qwen_lora_saved(lora_tower, v, training, rows, th, a_bytes)
+        if trained_tower and not gc:
+            block_kept = _qwen_block_saved(v, rows, a_bytes, True)
+        elif lora_tower and not gc:
+            block_kept = _qwen_block_saved(v, rows, a_bytes, False) + (0 if qwen25 else rows * d * a_bytes) \
+                + lora_block
+        else:
+            block_kept = rows * d * a_bytes
         tower_kept = v.num_layers * block_kept + rotary
-        if qwen25:
+        if lora_tower and not gc:
+            tower_kept -= _qwen_block0_free(v, rows, a_bytes, lora_tower)
+        if qwen25 and (gc or trained_tower):
             tower_kept += (0 if trained_tower else rows * d * a_bytes) + merged * 8
-        if not trained_merger:
+        if gc and not trained_merger:
             tower_kept += tokens * th * a_bytes
     # a trained patch_embed Conv3d saves its input, pixel_values (a view), until the tower's backward
     tower_pixel = pixel if trained_tower else 0
@@ -410,6 +604,21 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     mlp_t = rows * (3 * d + 3 * i) * a_bytes
     attn_t = rows * (5 * d * a_bytes + 6 * d * 4)
     layer_t = max(mlp_t, attn_t)
+    for mod in lora_tower:
+        # an adapted Linear's forward (peft Linear.forward), its peak at `lora_B(...) * scaling` (measured with the
+        # tracer): the input cast to the adapter dtype (kept by the forward's local), the base output (16-bit),
+        # lora_B's output and its scaled copy (adapter dtype), beside the block's live tensors: the block input and
+        # norm1's output (qkv); the block input and the attention output (proj); the block input, the hidden state
+        # after attention and norm2's output (fc1 / gate_proj), and SwiGLU's silu(gate) (up_proj), or the MLP's
+        # product (fc2 / down_proj)
+        width, out = _qwen_lora_in_out(v, mod, th)
+        ad = dtype_bytes(training.adapter_dtype)
+        # (without checkpointing the running block's saved set so far is live too: _qwen_saved_before)
+        context = {"qkv": 2 * d, "proj": 2 * d, "fc1": 3 * d, "gate_proj": 3 * d, "up_proj": 3 * d + i,
+                   "fc2": 3 * d + i, "down_proj": 3 * d + i}[mod] * a_bytes
+        before = 0 if gc else _qwen_saved_before(v, training, rows, a_bytes, lora_tower, mod, th)
+        layer_t = max(layer_t, rows * (context + (ad * width if ad != a_bytes else 0) + out * (a_bytes + 2 * ad))
+                      + before)
     if training.attention == "eager":
         # eager_attention_forward per cu_seqlens segment (VisionAttention.forward splits q, k, v per image, or per
         # window in Qwen2.5-VL's windowed blocks), its peak at the softmax (measured with the tracer): the scaled
@@ -427,7 +636,10 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
                       + (rows - n) * d * a_bytes)
     tower_moment = tokens * th * a_bytes + pixel + rotary + layer_t
     if tower_graph:  # the blocks' kept inputs (or saved sets) pile up as the tower runs: all but the last block's
-        tower_moment += (v.num_layers - 1) * block_kept + (rows * d * a_bytes if qwen25 and not trained_tower else 0)
+        tower_moment += (v.num_layers - 1) * block_kept + (rows * d * a_bytes if qwen25 and gc and not trained_tower
+                                                           else 0)
+        if lora_tower and not gc:  # the bottom block saved nothing below its first adapter
+            tower_moment -= _qwen_block0_free(v, rows, a_bytes, lora_tower)
     tower_bwd: tuple[int, int] | None = None
     if tower_kept:
         # the tower's backward, block by block from the top: its checkpoint recomputes the block with grad, which
@@ -437,10 +649,47 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         # output and the sigmoid; SwiGLU: gate, its silu and up); then the block's backward: the incoming
         # gradient (rows x width) and three intermediate-wide ones in the MLP's (measured with the tracer: the
         # live tensors at the peak, quick_gelu's backward mul)
-        block = _qwen_block_saved(v, rows, a_bytes, False)
-        tower_bwd = (tower_kept + block, 3 * rows * i * a_bytes + rows * d * a_bytes)
+        # (LoRA on the tower: without checkpointing nothing is recomputed, the saved sets are already there; with
+        # it the recomputed block saves its adapters' inputs too)
+        block = 0 if lora_tower and not gc else _qwen_block_saved(v, rows, a_bytes, False) + lora_block
+        block_t = 3 * rows * i * a_bytes + rows * d * a_bytes
+        eager_at: tuple[int, int] | None = None
+        if training.attention == "eager":  # (with checkpointing: check refuses eager with adapters on the tower)
+            # the recomputed block's eager attention saves each segment's fp32 softmax and 16-bit probabilities
+            # (_qwen_eager_saved) for the MLP's backward; then at the last segment's softmax backward (measured with
+            # the tracer, aten._softmax_backward_data): the MLP's and norm2's saved sets, qkv's output (one
+            # segment) and this segment's probabilities are freed; the rotated q and k (and Qwen2.5-VL norm1's fp32
+            # copy), the other segments' saved pairs and this one's fp32 softmax are left, beside the probabilities'
+            # gradient cast to fp32 and the scores' fp32 gradient, with the incoming gradient and the attention
+            # output's
+            block += _qwen_eager_saved(v, training, rows, a_bytes)
+            windowed = qwen25 and not v.fullatt_block_indexes
+            segments = qwen_segments(v, training, windowed)
+            heads, n = v.num_attention_heads, max(segments)
+            norm1 = rows * d * 4 + 4 * rows if qwen25 else 2 * 4 * rows
+            left = 2 * rows * d * a_bytes + norm1 + heads * ((4 + a_bytes) * sum(x * x for x in segments)
+                                                             - a_bytes * n * n)
+            others = rows - n
+            if others:
+                # more segments: qkv's output stays (their v are views of it), and the earlier segments' output
+                # gradients from cat's backward are live (measured with the tracer on a 2-image toy)
+                left += 3 * rows * d * a_bytes
+            eager_at = (tower_kept + left, 8 * heads * n * n + 2 * rows * d * a_bytes + others * d * a_bytes)
+        out_mod = next((m for m in lora_tower if m in ("fc2", "down_proj")), None)
+        if out_mod is not None:
+            # an adapted fc2 / down_proj's backward first (measured with the tracer, at lora_A's mm): the gradient
+            # of its input's adapter-dtype copy, beside the incoming gradient and its copy through the adapter; the
+            # MLP's backward after it, the copy lora_A saved freed by then. Qwen2.5-VL's (biased down_proj, SwiGLU)
+            # peak holds two rows x width tensors more in the adapter dtype (measured with the tracer, at aten.mul;
+            # fitted: 0.7 % over on the 4-block toy)
+            ad = dtype_bytes(training.adapter_dtype)
+            block_t = max(block_t - _qwen_lora_saved((out_mod,), v, training, rows, th, a_bytes),
+                          rows * i * ad + 2 * rows * d * a_bytes + (2 * rows * d * ad if qwen25 else 0))
+        tower_bwd = (tower_kept + block, block_t)
+        if eager_at is not None:
+            tower_bwd = max(tower_bwd, eager_at, key=sum)
     trainable_text = b.trainable_parameters
-    extra_trainable = (merger if trained_merger else 0) + (tower if trained_tower else 0)
+    extra_trainable = (merger if trained_merger else 0) + (tower if trained_tower else 0) + adapters
     tower_train: tuple[int, int, int] | None = None
     accumulating = training.grad_accum > 1
     # the language model's and the merger's backward run before the tower's: no tower gradient yet (unless
@@ -509,7 +758,7 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
             raw.append((key, layout, values))
     if tower_bwd is not None and not trained_merger:  # adapters: after the language model's whole backward
         raw.insert(len(raw) - 2, ("backward.tower", BWD_QWEN_TOWER, (grad_all, *tower_bwd)))
-    weights = b.weights + (tower + merger) * w_bytes
+    weights = b.weights + (tower + merger) * w_bytes + adapters * dtype_bytes(training.adapter_dtype)
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
@@ -520,7 +769,9 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
                     "temporaries.vision_tower_forward": tower_moment})
     t, gh, gw = qwen_grid(v, training.image_size, training.image_size)
     mode = "full fine-tuning trains the merger" if trained_merger else \
-        f"--method {training.method} adapts the language model only (merger frozen)"
+        f"--method {training.method} adapts " + (f"the language model and the merger's {' and '.join(lora_merger)} "
+                                                 "(the merger's weights frozen)" if lora_merger
+                                                 else "the language model only (merger frozen)")
     notes = (
         f"vision-language model ({QWEN_NAMES[v.kind]}): {images_per_sample(training)} image(s) per sample of "
         f"{training.image_size} x {training.image_size} px, resized by the processor's smart_resize to "
@@ -531,12 +782,17 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         f"vision tower ({tower:,} parameters) "
         + ("trained (--train-vision: its gradients, optimizer state and every block's saved set, or with "
            "checkpointing its kept block inputs and one recomputed block)" if trained_tower else "frozen")
+        + (f", LoRA on each block's {', '.join(lora_tower)} (peft's target matching: all-linear takes the tower's "
+           f"Linears; {adapters:,} adapter parameters on the image side, and the blocks' saved sets for their "
+           "backward)" if lora_tower else "")
         + f"; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
-        "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization); LoRA targets "
-        "resolve in the language model only.",
+        "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization).",
         "vision tower forward: one block's transients at its rotary or MLP peak"
         + (" or, under --attention eager, its per-image (or per-window) fp32 softmax" if training.attention == "eager"
-           else "") + ", counted before the language model runs; images resized with the published "
+           else "")
+        + (" (with checkpointing the recomputed block's backward at a segment's softmax backward)"
+           if training.attention == "eager" and gc else "")
+        + ", counted before the language model runs; images resized with the published "
         "preprocessor_config.json's min_pixels 3,136 and max_pixels 12,845,056 (a square side of at most 3,584 px).",
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + merger,
