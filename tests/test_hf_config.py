@@ -82,6 +82,10 @@ TOTALS = {
     # tiiuae/Falcon-H1-0.5B-Instruct's config.json, transformers 5.24 on the meta device (tests/test_falcon_h1.py
     # rebuilds it).
     "falcon-h1-0.5b-instruct": 521_411_104,
+    # Jamba (attention + Mamba-1 + MoE): sum(p.numel()) of JambaForCausalLM, transformers 5.24 on the meta device
+    # (tests/test_jamba.py rebuilds it); the model cards' "52B total"
+    "ai21-jamba-1.5-mini": 51_570_323_328,
+    "jamba-v0.1": 51_570_323_328,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
@@ -185,6 +189,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "qwen2_vl",
         "qwen2_5_vl",
         "falcon_h1",
+        "jamba",
         "idefics3",
         "smolvlm",
         "llama4",

@@ -79,6 +79,9 @@ class LayerActivations:
     # The backward temporaries whatever the batch that the attention's backward still holds (its adapters' delta
     # weights); the MLP's (a MoE block's) are gone by then
     attn_backward_const: int = 0
+    # How many of `terms` (the first ones) are the attention block's; the rest are the MLP block's (Jamba's Mamba
+    # layers keep the MLP's and put the mixer's in place of the attention's: memory/jamba.py)
+    attention_terms: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
@@ -682,10 +685,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
         terms.append(Term("adaption prompt: queries, prompt scores, gated scores, prompt keys and values", per_token,
                           per_sample=per_sample))
-    return LayerActivations(tuple(x for x in terms if x.per_token or x.per_token_seq or x.per_sample or x.const
-                                  or x.per_seq_sq),
+    def nonzero(x: Term) -> bool:
+        return bool(x.per_token or x.per_token_seq or x.per_sample or x.const or x.per_seq_sq)
+
+    return LayerActivations(tuple(x for x in terms if nonzero(x)),
                             fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention,
-                            sum(x.const for x in mlp_terms), attn_bwd_const)
+                            sum(x.const for x in mlp_terms), attn_bwd_const,
+                            sum(1 for x in terms[:n_attention_terms] if nonzero(x)))
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
@@ -913,7 +919,8 @@ def _routing_weight_bytes(m: ModelSpec, c: int, eb: int) -> int:
     DeepSeek's routers return fp32 top-k weights (softmax(logits.float()), sigmoid scores), which promote the
     weighted copy to fp32; Qwen2-MoE's and Qwen3-MoE's cast them back to the router logits' dtype
     (`router_top_value.to(router_logits.dtype)`, modeling_qwen2_moe.py / modeling_qwen3_moe.py), so it stays 16-bit."""
-    return max(eb, c) if m.family in ("qwen2_moe", "qwen3_moe") else 4
+    # (Jamba's JambaTopKRouter too: `top_k_weights.to(hidden_states.dtype)`, modeling_jamba.py)
+    return max(eb, c) if m.family in ("qwen2_moe", "qwen3_moe", "jamba") else 4
 
 
 def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool, trainable: bool,
