@@ -900,6 +900,21 @@ def jamba_linears(m: ModelSpec) -> tuple[Linear, ...]:
     return tuple(out)
 
 
+def jamba_layer_params(m: ModelSpec, attention: bool, moe: bool) -> int:
+    """One Jamba layer's parameters by its kind (the per-layer tensors of jamba_tensors)."""
+    assert m.hidden_size is not None and m.num_attention_heads is not None and m.intermediate_size is not None
+    h, i, r, s, k = m.hidden_size, m.jamba_mixer_size, m.ssm_dt_rank, m.jamba_state_size, m.ssm_conv_kernel
+    if attention:
+        q_dim, kv_dim = m.num_attention_heads * head_dim(m), kv_heads(m) * head_dim(m)
+        mixer = 2 * h * q_dim + 2 * h * kv_dim
+    else:
+        mixer = (h * 2 * i + i * (r + 2 * s) + r * i + i * h + i  # in_proj, x_proj, dt_proj (+ bias), out_proj
+                 + (2 * i + h if m.ssm_proj_bias else 0) + i * k + (i if m.ssm_conv_bias else 0)
+                 + i * s + i + r + 2 * s)  # A_log, D, the dt / B / C norms
+    ff = m.num_experts * (3 * h * m.intermediate_size + h) if moe else 3 * h * m.intermediate_size
+    return mixer + ff + 2 * h  # input_layernorm, pre_ff_layernorm
+
+
 def jamba_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     """Every parameter tensor of JambaForCausalLM (sum of numel = sum(p.numel() for p in model.parameters())):
     embed_tokens; the Linears (jamba_linears); per Mamba layer in_proj / out_proj biases (mamba_proj_bias), dt_proj's

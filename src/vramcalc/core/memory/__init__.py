@@ -466,11 +466,12 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     key = _settings_key(training)
     if key is None:
         return _build_plan(model, training)
-    if model.ssm_head_dim or model.mixer_head_dim or model.attention_chunk_size:
+    if model.ssm_head_dim or model.mixer_head_dim or model.attention_chunk_size or model.jamba_mixer_size:
         # Mamba-2's (and Falcon-H1's mixer's) layer terms hold the row padded to chunk_size and a batch-1
         # single-chunk case (memory/ssm.py padded_length): its plan depends on the token fields too (found by the
         # explain test after test_docs had cached codestral's plan at another --seq-len); Llama 4's chunked mask
-        # exists from seq_len = attention_chunk_size on.
+        # exists from seq_len = attention_chunk_size on; Jamba's bottom moment picks its layer by the tokens
+        # (memory/jamba.py peak_layer).
         key = (*key, training.batch_size, training.seq_len)
     entry = _plans.get(id(model))
     if entry is None or entry[0] is not model:
@@ -824,6 +825,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         jl = _jamba.layer_differences(m, t, recipe, full_like, layer)
         layers_less_t, layers_less_ts, layers_less_c = jl[0], jl[1], jl[2]
         bottom_less_t, bottom_less_ts, bottom_less_c = jl[3], jl[4], jl[5]
+        # (full fine-tuning with checkpointing: the bottom moment is the layer whose own set beside the gradients
+        # written above it is the largest, memory/jamba.py peak_layer, and the gradients below it are late: an
+        # attention layer at the bottom, --grid jamba shape B full with checkpointing, was -5.9 % under without)
     outer = outer_targets(t.lora_targets) if t.method in ("lora", "qlora") else ()
     if "lm_head" in outer and (t.loss not in ("hf", "chunked") or t.objective != "sft"):
         # Liger / Cut CE / TRL's fused head multiply by lm_head.weight themselves (torchtune's chunks call the module)
@@ -1064,7 +1068,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
-                    + _hybrid.late_gradient_bytes(m, t, recipe)
+                    + _hybrid.late_gradient_bytes(m, t, recipe) + _jamba.late_gradient_bytes(m, t, recipe)
                     if full_like else 0)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
