@@ -147,6 +147,10 @@ SAVER_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("fused-linear+gc+offload+opt-in-bwd", {"loss": "fused-linear", **GC, "activation_offload": True,
                                            "optimizer_in_bwd": True}),
     ("chunked+gc every 2+opt-in-bwd", {"loss": "chunked", **GC, "ac_every": 2, "optimizer_in_bwd": True}),
+    ("linear-chunked", {"loss": "linear-chunked"}),
+    ("linear-chunked+gc", {"loss": "linear-chunked", **GC}),
+    ("linear-chunked+gc+offload+opt-in-bwd", {"loss": "linear-chunked", **GC, "activation_offload": True,
+                                              "optimizer_in_bwd": True}),
 )
 
 
@@ -523,6 +527,52 @@ def hybrid_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The Bamba grid (`--grid bamba`, issue 15): Bamba (memory/hybrid.py: each layer a Mamba-2 mixer on transformers'
+# PyTorch path or the decoder's attention, then an MLP) at two tiny shapes cut from tests/data/hf/bamba-9b.json - the
+# first with one attention layer in the middle (attn_layer_indices [1] of 3), chunk 64; the second with attention at
+# the bottom and the top ([0, 3] of 4), 2 groups, chunk 48 (seq 64 and 128 pad to 96 and 144), one KV head - x full
+# pure-bf16 / LoRA (q_proj, v_proj, in_proj: fp32 adapters, bf16 base) / QLoRA NF4 (kbit_prep off) x checkpointing
+# off / on x seq 64 / 128, batch 2 under sdpa; then LoRA all-linear (out_proj included: peft does not refuse it for
+# bamba) and LoRA under eager attention on the first shape, each with checkpointing off / on; then the published shape
+# cut to 2 layers (a mixer, then attention; full with checkpointing, LoRA without; b1 s256: one chunk). 30 cases.
+# Written to accuracy_bamba.{json,md}.
+BAMBA_SHAPES = {"bamba:h256-l3-a1-m512-s32-q64": {"hidden_size": 256, "num_hidden_layers": 3, "attn_layer_indices": [1],
+                                                  "num_attention_heads": 4, "num_key_value_heads": 2,
+                                                  "intermediate_size": 512, "mamba_n_heads": 8, "mamba_d_head": 64,
+                                                  "mamba_d_state": 32, "mamba_chunk_size": 64, "vocab_size": 2048},
+                "bamba:h256-l4-a03-m512-s64-g2-q48": {"hidden_size": 256, "num_hidden_layers": 4,
+                                                      "attn_layer_indices": [0, 3], "num_attention_heads": 4,
+                                                      "num_key_value_heads": 1, "intermediate_size": 768,
+                                                      "mamba_n_heads": 16, "mamba_d_head": 32, "mamba_d_state": 64,
+                                                      "mamba_n_groups": 2, "mamba_chunk_size": 48,
+                                                      "vocab_size": 4096}}
+
+
+def bamba_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in BAMBA_SHAPES:
+        for label, kw in HYBRID_RUNS:
+            for seq in (64, 128):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
+    model = next(iter(BAMBA_SHAPES))
+    for label, extra in (("lora all-linear", {"lora_targets": ("all-linear",)}),
+                         ("lora q,v,in_proj eager", {"attention": "eager"})):
+        for gc in (False, True):
+            cases.append({"id": f"{model} | {label} | b2 s64 | {'gc' if gc else 'no-gc'}", "model": model,
+                          "method": "lora", "training": dict(HYBRID_RUNS[1][1], **extra, batch_size=2, seq_len=64,
+                                                             grad_checkpointing=gc)})
+    # the published shape itself (hidden 4096, 32 heads / 8 KV, mixer 8192 in 128 heads, state 128, chunk 256, vocab
+    # 128,256), cut to 2 layers: a mixer and an attention layer
+    for (label, kw), gc in zip(HYBRID_RUNS[:2], (True, False), strict=True):
+        cases.append({"id": f"bamba:bamba-9b-2-layers | {label} | b1 s256 | {'gc' if gc else 'no-gc'}",
+                      "model": "bamba:bamba-9b-2-layers", "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=256, grad_checkpointing=gc)})
+    return cases
+
+
 # The Jamba grid (`--grid jamba`, issue 15; 28 cases): Jamba (memory/jamba.py: attention and Mamba-1 layers on
 # transformers' PyTorch scan, dense and MoE feed-forwards) at two tiny shapes cut from ai21labs/AI21-Jamba-1.5-Mini's
 # config.json (tests/data/hf/ai21-jamba-1.5-mini.json) - A: 4 layers, attention at layer 2, MoE (4 experts, top 2) at
@@ -680,7 +730,7 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 26 cases): MllamaForConditionalGeneration
+# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 36 cases): MllamaForConditionalGeneration
 # (core/memory/mllama.py, trace/_mllama.py) from the published Llama-3.2-11B-Vision-Instruct and 90B config.json files
 # (tests/data/hf), cut: the 11B text model to its first 9 layers (cross-attention at 3 and 8, as published) under a
 # tower of 8 local and 2 global layers (intermediate outputs 3 and 7: vision_output_dim 3,840) x full pure-bf16 /
@@ -691,7 +741,9 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
 # first 4 layers (width 8,192, cross-attention at 3) under the 4 + 1 layer tower x LoRA / QLoRA x checkpointing at
 # batch 1 x 512 x one image; and, to make the image side the peak, the 4 + 1 layer tower under a toy language model
 # (4 layers of width 256, cross-attention at 1 and 3, a 1,000-token vocabulary) x full / LoRA x checkpointing at 16
-# text tokens and two images. Every image is 4 tiles of 560 px (the processor pads each image to max_num_tiles).
+# text tokens and two images; and --train-vision (full pure-bf16, the tower trained) on the toy (two shapes), the
+# 9-layer cut (both shapes) and the whole tower, checkpointing off / on. Every image is 4 tiles of 560 px (the
+# processor pads each image to max_num_tiles).
 # Written to accuracy_mllama.{json,md}.
 MLLAMA_CUTS: dict[str, tuple[str, int, int, int, tuple[int, ...]]] = {
     # name: (fixture, text layers, local tower layers, global tower layers, intermediate_layers_indices)
@@ -724,6 +776,15 @@ def mllama_grid() -> list[dict[str, Any]]:
     for label, kw in VLM_RUNS[:2]:
         for gc in (False, True):
             add("mllama:toy", label, kw, {"batch_size": 1, "seq_len": 16, "images": 2}, gc)
+    # --train-vision (full pure-bf16, the tower trained): the toy at two shapes, the 9-layer cut at both shapes and
+    # the whole published tower, checkpointing off / on
+    tv = dict(VLM_RUNS[0][1], train_vision=True)
+    for gc in (False, True):
+        for shape in ({"batch_size": 1, "seq_len": 16, "images": 2}, {"batch_size": 2, "seq_len": 32, "images": 1}):
+            add("mllama:toy", "full pure-bf16 train-vision", tv, shape, gc)
+        for shape in MLLAMA_SHAPES:
+            add("mllama:11b-9", "full pure-bf16 train-vision", tv, shape, gc)
+        add("mllama:11b-4-tower", "full pure-bf16 train-vision", tv, {"batch_size": 1, "seq_len": 256, "images": 1}, gc)
     return cases
 
 
@@ -739,7 +800,9 @@ def mllama_grid() -> list[dict[str, Any]]:
 # b1 s32 two 1000 px images (each to the 672 x 672 pinpoint: 5 tiles, 2,928 tokens). (3) llava-v1.6-34b and
 # vicuna-13b cut to 2 text layers (LoRA, checkpointing on and off, one 672 px image). (4) Non-square images
 # (--image-width): 1000 x 500 under the toy language model and 500 x 1000 on the mistral cut, full / LoRA x
-# checkpointing. 36 cases, written to accuracy_vlm3.{json,md}.
+# checkpointing. (5) --train-vision (full pure-bf16, the tower trained over every tile): the toy language model at both
+# toy shapes and 1000 x 500, the mistral cut (32 text layers with checkpointing) at both shapes, checkpointing off /
+# on. 46 cases, written to accuracy_vlm3.{json,md}.
 LLAVA_NEXT_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 672},
                      {"batch_size": 2, "seq_len": 128, "images": 2, "image_size": 336})
 LLAVA_NEXT_TOY_SHAPES = ({"batch_size": 1, "seq_len": 64, "images": 1, "image_size": 672},
@@ -785,6 +848,27 @@ def llava_next_grid() -> list[dict[str, Any]]:
             cases.append({"id": f"{config[:-3]} (2 text layers, 2-layer tower) | lora | b1 s256 i1 672px | "
                                 f"{'gc' if gc else 'no-gc'}", "model": f"llavanext:{config}:2:2", "method": "lora",
                           "training": dict(VLM_RUNS[1][1], **LLAVA_NEXT_SHAPES[0], grad_checkpointing=gc)})
+    # --train-vision (full pure-bf16, the CLIP tower trained over every tile): the published 24-layer tower under the
+    # toy language model (the image side the peak) at both toy shapes and 1000 x 500, and the mistral cut (the whole
+    # 32-layer text model with checkpointing, as above) at both shapes; checkpointing off / on
+    full = VLM_RUNS[0][1]
+    for gc in (False, True):
+        tag = "gc" if gc else "no-gc"
+        for shape in (*LLAVA_NEXT_TOY_SHAPES, {"batch_size": 1, "seq_len": 64, "images": 1, "image_size": 1000,
+                                               "image_width": 500}):
+            px = f"{shape['image_size']}x{shape['image_width']}px" if "image_width" in shape \
+                else f"{shape['image_size']}px"
+            cases.append({"id": f"llava-v1.6-vicuna-7b (24-layer tower, toy text model) | full pure-bf16 train-vision"
+                                f" | b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} {px} | {tag}",
+                          "model": "llavanext-toy:llava-v1.6-vicuna-7b-hf", "method": "full",
+                          "training": dict(full, **shape, train_vision=True, grad_checkpointing=gc)})
+        for shape in LLAVA_NEXT_SHAPES:
+            depth = 32 if gc else 2
+            cases.append({"id": f"llava-v1.6-mistral-7b ({depth} text layers, 2-layer tower) | full pure-bf16 "
+                                f"train-vision | b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} "
+                                f"{shape['image_size']}px | {tag}",
+                          "model": f"llavanext:llava-v1.6-mistral-7b-hf:{depth}:2", "method": "full",
+                          "training": dict(full, **shape, train_vision=True, grad_checkpointing=gc)})
     return cases
 
 
@@ -1189,6 +1273,12 @@ def _model(name: str) -> Any:
         d = {**json.loads((HF_DIR / "falcon-h1-0.5b-instruct.json").read_text()),
              **HYBRID_SHAPES.get(name, {"num_hidden_layers": 2})}
         return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
+    if name.startswith("bamba:"):  # tests/data/hf/bamba-9b.json cut to a tiny shape (BAMBA_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        d = {**json.loads((HF_DIR / "bamba-9b.json").read_text()),
+             **BAMBA_SHAPES.get(name, {"num_hidden_layers": 2, "attn_layer_indices": [1]})}
+        return spec_from_hf_config(d, name[6:], "benchmarks/accuracy.py")
     if name.startswith("jamba:"):  # AI21-Jamba-1.5-Mini's config.json cut to a tiny shape (JAMBA_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1774,7 +1864,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "encoders2": token_cls_grid, "deberta": deberta_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "ssm2": ssm2_grid, "hybrid": hybrid_grid, "jamba": jamba_grid,
+         "ssm2": ssm2_grid, "hybrid": hybrid_grid, "bamba": bamba_grid, "jamba": jamba_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
          "llama4": llama4_grid, "vlm2": vlm2_grid,
          "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "vlm3": llava_next_grid,
@@ -1796,6 +1886,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "ssm": " (state-space models: Mamba's slow path, issue 15)",
           "ssm2": " (Mamba-2: the chunked SSD scan's PyTorch path, issue 15)",
           "hybrid": " (Falcon-H1: attention and a Mamba-2 mixer in every layer, issue 15)",
+          "bamba": " (Bamba: Mamba-2 mixer layers and attention layers, each with an MLP; issue 15)",
           "jamba": " (Jamba: attention and Mamba-1 layers, dense and MoE feed-forwards, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
@@ -1926,8 +2017,8 @@ def main() -> None:
                     "modules_to_save / lm_head and embed_tokens LoRA cases; rl: issue 14's 66 GRPO / RLOO / Online DPO "
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
-                    "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; jamba: issue 15's 28 "
-                    "Jamba cases (attention / Mamba layers, dense / MoE feed-forwards); gptoss: issue 15's 16 "
+                    "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 30 "
+                    "Bamba cases; jamba: issue 15's 28 Jamba cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
@@ -1935,8 +2026,9 @@ def main() -> None:
                     "Cut CE); qwen-vl: issue 15's 60 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
                     "frozen or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel shuffle); "
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
-                    "attention); vlm3: issue 15's 36 LLaVA-NeXT cases (anyres tiles, the tower frozen); mllama: "
-                    "issue 15's 26 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers)")
+                    "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
+                    "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
+                    "the tower frozen or trained)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -1945,7 +2037,8 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "ssm2", "hybrid", "gptoss", "classics", "vlm", "moe", "llama4", "vlm2", "unsloth",
+                         "ssm", "ssm2", "hybrid", "bamba", "gptoss", "classics", "vlm", "moe", "llama4", "vlm2",
+                         "unsloth",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "jamba") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -86,6 +86,10 @@ TOTALS = {
     # (tests/test_jamba.py rebuilds it); the model cards' "52B total"
     "ai21-jamba-1.5-mini": 51_570_323_328,
     "jamba-v0.1": 51_570_323_328,
+    # Bamba (Mamba-2 layers with attention at attn_layer_indices): sum(p.numel()) of BambaForCausalLM from
+    # tests/data/hf/bamba-9b.json (typed from foundation-model-stack's _bamba_9_8b_config, the README says so),
+    # transformers 5.24 on the meta device (tests/test_bamba.py rebuilds it).
+    "bamba-9b": 9_780_235_392,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
@@ -190,6 +194,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "qwen2_5_vl",
         "falcon_h1",
         "jamba",
+        "bamba",
         "idefics3",
         "smolvlm",
         "llama4",
@@ -484,8 +489,8 @@ def test_unknown_model_type_lists_supported() -> None:
         spec_from_hf_config({"model_type": "rwkv"}, "m", "m.json")
     msg = str(e.value)
     assert msg.startswith(
-        "m.json: unsupported model_type 'rwkv'; supported: bart, bert, bloom, deberta-v2, deepseek_v2, deepseek_v3, "
-        "distilbert, falcon,"
+        "m.json: unsupported model_type 'rwkv'; supported: bamba, bart, bert, bloom, deberta-v2, deepseek_v2, "
+        "deepseek_v3, distilbert, falcon,"
     )
     assert "docs/any-model.md" in msg and "--presets DIR" in msg
 

@@ -210,7 +210,8 @@ def test_unknown_mamba2_method_message_is_not_generic() -> None:
 
 
 @pytest.mark.parametrize(("model_type", "words"), [
-    ("bamba", "Bamba (Mamba-2 mixers with attention layers"), ("nemotron_h", "Nemotron-H"), ("jamba", "MoE MLPs")])
+    ("granitemoehybrid", "GraniteMoeHybrid (Mamba-2 and attention"), ("nemotron_h", "Nemotron-H"),
+    ("jamba", "MoE MLPs")])
 def test_hybrids_are_refused_naming_what_they_mix(model_type: str, words: str, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     # transformers 5.24 ships these hybrids; their attention layers and MLPs beside the Mamba mixers are not modelled

@@ -266,6 +266,52 @@ def test_llama_factory_double_quantization(tmp_path: Path) -> None:
     assert run.options["double_quant"] is False and "double_quantization" in run.mapped
 
 
+def test_llama_factory_quantization_keys(tmp_path: Path) -> None:
+    head = "model_name_or_path: mistral-7b\nstage: sft\nfinetuning_type: lora\nquantization_bit: 4\n"
+    # "bnb" is LLaMA-Factory's default QuantizationMethod (extras/constants.py): bitsandbytes, what QLoRA counts
+    bnb = runfiles.load(_json(tmp_path, "bnb.yaml", head + "quantization_method: bnb\nquantization_type: fp4\n"))[0]
+    assert bnb.unmodelled == [] and {"quantization_method", "quantization_type"} <= set(bnb.mapped)
+    assert any("quantization_type fp4" in n and "no memory change" in n for n in bnb.notes)
+    hqq = runfiles.load(_json(tmp_path, "hqq.yaml", head + "quantization_method: hqq\n"))[0]
+    assert hqq.unmodelled == ["quantization_method"]  # HQQ's own storage: named, the run TIGHT at best
+    with pytest.raises(VramcalcError, match="quantization_type"):
+        runfiles.load(_json(tmp_path, "bad.yaml", head + "quantization_type: int3\n"))
+    # model_args.py keys that change memory with no vramcalc option: named, never "ignored"
+    keys = ("upcast_lmhead_output", "upcast_layernorm", "fp8", "mixture_of_depths", "use_v1_kernels")
+    up = runfiles.load(_json(tmp_path, "up.yaml", head + "".join(f"{k}: true\n" for k in keys)))[0]
+    assert set(up.unmodelled) == set(keys) and not set(keys) & set(up.ignored)
+
+
+def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
+    # axolotl and LLaMA-Factory keys that change memory (runfiles.py UNMODELLED_KEYS): named, never "ignored"
+    ax_keys = ("unfrozen_parameters", "lisa_n_layers", "peft_layers_to_transform", "sequence_parallel_degree",
+               "embeddings_skip_upcast")
+    ax = runfiles.load(_json(tmp_path, "ax.yaml", "base_model: mistral-7b\nadapter: lora\nliger_rms_norm: true\n"
+                             + "".join(f"{k}: 2\n" for k in ax_keys)))[0]
+    assert set(ax.unmodelled) == set(ax_keys) and not set(ax_keys) & set(ax.ignored)
+    # Liger's layer kernels: mapped, with the over-estimate note (they save no more than transformers' modules)
+    assert "liger_rms_norm" in ax.mapped and runfiles.LIGER_LAYER_NOTE in ax.notes
+    off = runfiles.load(_json(tmp_path, "off.yaml", "base_model: mistral-7b\nliger_rms_norm: false\n"))[0]
+    assert runfiles.LIGER_LAYER_NOTE not in off.notes
+    head = "model_name_or_path: mistral-7b\nstage: sft\nfinetuning_type: lora\n"
+    # finetuning_args.py defaults: tower and projector frozen; only a trained one is unmodelled
+    frozen = runfiles.load(_json(tmp_path, "f.yaml", head + "freeze_vision_tower: true\n"))[0]
+    assert frozen.unmodelled == [] and "freeze_vision_tower" in frozen.mapped
+    lf = runfiles.load(_json(tmp_path, "lf.yaml", head + "freeze_vision_tower: false\nresize_vocab: true\n"
+                             "image_max_pixels: 262144\nenable_liger_kernel: true\n"))[0]
+    assert set(lf.unmodelled) == {"freeze_vision_tower", "resize_vocab", "image_max_pixels"}
+    assert runfiles.LIGER_LAYER_NOTE in lf.notes and lf.options["loss"] == "fused-linear"
+
+
+def test_trl_model_init_kwargs_read_key_by_key(tmp_path: Path) -> None:
+    cfg = ("output_dir: o\nmodel_init_kwargs:\n  torch_dtype: bfloat16\n  attn_implementation: sdpa\n"
+           "  trust_remote_code: true\n  device_map: auto\n")
+    run = runfiles.load(_json(tmp_path, "trl.yaml", cfg))[0]
+    assert run.mapped.count("model_init_kwargs") == 1  # listed once (it was listed per modelled keyword)
+    # device_map places the model (across GPUs, or on the CPU): named; trust_remote_code sizes nothing
+    assert run.unmodelled == ["model_init_kwargs.device_map"]
+
+
 DS_ZERO3 = """{
   "bf16": {"enabled": true},
   "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"},

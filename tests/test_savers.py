@@ -31,6 +31,26 @@ def test_chunked_loss_bytes_by_hand() -> None:
     assert not b.head_grad_in_forward
 
 
+def test_linear_chunked_loss_bytes_by_hand() -> None:
+    # torchtune LinearCrossEntropyLoss, 1 × 4096 tokens, 8 chunks of 512, bf16, head trainable.
+    g = V * H * 2
+    b = loss_bytes("linear-chunked", tokens=4096, batch=1, seq=4096, chunks=8, vocab=V, hidden=H, compute=2,
+                   head_grad=g, head_trainable=True)
+    # every chunk's fp32 log_softmax, nonzero()'s int64 pairs (16 B), int64 targets (8 B), the projected copy (bf16)
+    per_token = 4 * V + 16 + 8 + 2 * H
+    assert b.saved == per_token * 4096
+    assert b.forward == 2 * H * 4096 + (2 + 4) * V * 512  # the final hidden states + one chunk's logits and upcast
+    assert b.backward_start == 8 * V * 512
+    # the first chunk's projection backward: 7 chunks' saved sets and its weight gradient, or the second's: 6 and
+    # two weight gradients with their out-of-place sum; each with the chunk's input gradient and index zeros
+    first, second = per_token * (4096 - 512) + g, per_token * (4096 - 1024) + 3 * g
+    assert b.head_backward == max(first, second) + 2 * 2 * H * 512
+    frozen = loss_bytes("linear-chunked", tokens=4096, batch=1, seq=4096, chunks=8, vocab=V, hidden=H, compute=2,
+                        head_grad=0, head_trainable=False)
+    assert frozen.saved == (4 * V + 24) * 4096  # no copy saved: the frozen head's projection needs only its weight
+    assert frozen.forward == 2 * H * 4096 + 2 * H * 512 + 6 * V * 512  # the chunk's index copy is a transient
+
+
 def test_fused_linear_loss_bytes_by_hand() -> None:
     # Liger: inc_factor = ceil(128256 / 4096) = 32; chunk = next_pow2(ceil(4096 / 32)) = 128 tokens.
     b = loss_bytes("fused-linear", tokens=4096, batch=1, seq=4096, chunks=8, vocab=V, hidden=H, compute=2,
@@ -53,8 +73,9 @@ def test_cut_loss_bytes_by_hand() -> None:
 def test_savers_lower_the_peak_at_long_sequences() -> None:
     m = presets.find_model("llama-3.1-8b")
     peaks = {loss: estimate(m, TrainingSpec(method="full", seq_len=8192, loss=loss)).tensor_peak_bytes
-             for loss in ("hf", "chunked", "fused-linear", "cut")}
-    assert peaks["hf"] > peaks["chunked"] > peaks["fused-linear"]
+             for loss in ("hf", "chunked", "linear-chunked", "fused-linear", "cut")}
+    # linear-chunked: no chunk's 16-bit logits outlive its cross-entropy (chunked keeps all of them)
+    assert peaks["hf"] > peaks["chunked"] > peaks["linear-chunked"] > peaks["fused-linear"]
     assert peaks["cut"] <= peaks["fused-linear"]
     # The loss does not touch weights or optimizer states.
     a = estimate(m, TrainingSpec(method="full", loss="hf"))
@@ -82,7 +103,7 @@ WIDE_VOCAB = ModelSpec(name="wide-vocab-llama", source="test", family="llama", v
                        intermediate_size=512, num_layers=2, num_attention_heads=4, num_kv_heads=2)
 
 
-@pytest.mark.parametrize("loss", ["hf", "chunked", "fused-linear", "cut"])
+@pytest.mark.parametrize("loss", ["hf", "chunked", "linear-chunked", "fused-linear", "cut"])
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_loss_savers_match_the_trace(loss: str, method: str) -> None:
     pytest.importorskip("torch")
@@ -125,7 +146,7 @@ def test_bad_loss_value_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("loss", ["chunked", "fused-linear", "cut"])
+@pytest.mark.parametrize("loss", ["chunked", "linear-chunked", "fused-linear", "cut"])
 def test_explain_itemizes_each_loss_saver(loss: str) -> None:
     from vramcalc.core.explain import explain
     from vramcalc.core.memory.loss import SOURCES
@@ -268,6 +289,23 @@ def test_torchtune_saver_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
         "loss": "chunked", "loss_chunks": 16, "optimizer_in_bwd": True, "activation_offload": True,
         "grad_checkpointing": True, "ac_every": 2}
     assert run.ignored == []
+
+
+def test_torchtune_linear_cross_entropy_loss(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from vramcalc.io import runfiles
+
+    head = "model:\n  _component_: torchtune.models.llama3_2.lora_llama3_2_1b\n"
+    f = tmp_path / "tt.yaml"
+    # torchtune >= 0.6 recipe configs name LinearCrossEntropyLoss (modules/loss/cross_entropy_loss.py)
+    f.write_text(head + "loss:\n  _component_: torchtune.modules.loss.LinearCrossEntropyLoss\n"
+                 "  num_output_chunks: 16\n")
+    run = runfiles.load(str(f))[0]
+    assert (run.options["loss"], run.options["loss_chunks"], run.unmodelled) == ("linear-chunked", 16, [])
+    f.write_text(head + "loss:\n  _component_: torchtune.modules.loss.LinearCrossEntropyLoss\n  tp_enabled: true\n"
+                 "  mask_ignored_tokens: false\n")
+    run = runfiles.load(str(f))[0]
+    assert run.unmodelled == ["loss.tp_enabled"]  # sharded logits: named, the run TIGHT at best
+    assert any("mask_ignored_tokens false" in n for n in run.notes)
 
 
 def test_axolotl_llama_factory_and_trainer_saver_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]

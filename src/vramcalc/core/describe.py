@@ -134,7 +134,7 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if t.loss != "hf":
         out["loss"] = t.loss
-        if t.loss == "chunked":
+        if t.loss in ("chunked", "linear-chunked"):
             out["loss_chunks"] = t.loss_chunks
     if t.ac_every > 1:
         out["ac_every"] = t.ac_every

@@ -102,6 +102,8 @@ LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4
 def _less_label(m: ModelSpec) -> str:
     if jamba.is_jamba(m):  # memory/jamba.py layer_differences: each layer's own kind below the largest kind's set
         return "what the attention and dense-MLP layers save less than the largest kind"
+    if m.family == "bamba":  # memory/hybrid.py layered_less: one layer is the envelope of the two kinds
+        return "what each layer saves less than the larger kind (mixer or attention) and the bottom layer's less"
     return LLAMA4_LESS if m.family == "llama4" else "what the bottom layers save less"
 
 SRC_ACTS = ("transformers modeling files and torch derivatives.yaml (what each op saves for backward); "
@@ -539,7 +541,7 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
     from vramcalc.core.params import mllama_text_extra_params, projector_params, vision_tower_params
 
     b = estimate(model, training)  # the refusals first (memory/mllama.py check)
-    inner = explain(replace(model, vision=None), replace(training, images=0, image_width=0))
+    inner = explain(replace(model, vision=None), replace(training, images=0, image_width=0, train_vision=False))
     v = model.vision
     assert v is not None and model.hidden_size is not None
     d = b.details
@@ -550,9 +552,11 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
     tile, rows = mllama.tower_rows(v)
     keys = mllama.vision_rows(model, training)
     images = training.images or 1
+    tv = training.train_vision
     extra = {
         "weights": (
-            Line("weights.vision_tower", "vision tower weights (frozen)", f"{tower:,} params (local + global "
+            Line("weights.vision_tower", "vision tower weights" + (" (trained)" if tv else " (frozen)"),
+                 f"{tower:,} params (local + global "
                  "encoders, tile and position embeddings)", d["weights.vision_tower"],
                  source="transformers models/mllama/modeling_mllama.py MllamaVisionModel"),
             Line("weights.projector", "projector and the cross-attention layers' extras" +
@@ -560,15 +564,18 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
                  f"{projector:,} + {extras:,} params (8 embedding rows, q_norm / k_norm, gates)",
                  b.weights - inner.breakdown.weights - d["weights.vision_tower"], source=src),
         ),
-        **_image_side_states("projector", "projector and extras' gradients (full fine-tuning trains them)",
-                             "projector and extras' optimizer state",
-                             projector + extras if trained else 0, b, inner, src),
+        **_image_side_states("projector", "projector and extras'" + (" and tower" if tv else "") + " gradients "
+                             "(full fine-tuning trains them)",
+                             "projector and extras'" + (" and tower" if tv else "") + " optimizer state",
+                             (projector + extras if trained else 0) + (tower if tv else 0), b, inner, src),
         "activations": (Line("activations.image_side", "image side: the cross-attention layers' difference "
                              "(k / v over the vision rows repeated to every head, q_norm / k_norm, the mask's "
                              "padded copy), the vision output, cross_attention_states, the masks, pixel_values; "
-                             "with checkpointing the hooked tower's graph",
+                             + ("the trained tower's whole graph (its Linears' inputs, the gates' operands)" if tv
+                                else "with checkpointing the hooked tower's graph"),
                              f"{keys:,} vision rows per sample", b.activations - inner.breakdown.activations,
-                             source=src + " cross_layer_delta, tower_graph_saved"),),
+                             source=src + " cross_layer_delta, " + ("tower_trained_saved" if tv
+                                                                    else "tower_graph_saved")),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
                              "every encoder layer's output, the aspect-ratio mask, the stacked intermediate outputs "
                              "and the vision output", d["temporaries.vision_tower_forward"],
@@ -576,8 +583,9 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
                         Line("temporaries.cross_attention_layer", "a cross-attention layer's forward or backward",
                              "k / v over the vision rows (the adapters' copies of the states, the kernel's dk / dv, "
                              "k_norm's fp32 backward)", d["temporaries.cross_attention_layer"], source=src),
-                        Line("temporaries.vision_tower_backward", "vision tower backward (checkpointing: the hooked "
-                             "tower, run last)", "the stacked outputs' gradients, one global layer's MLP backward",
+                        Line("temporaries.vision_tower_backward", "vision tower backward (" + (
+                             "trained" if tv else "checkpointing: the hooked tower") + ", run last)",
+                             "the stacked outputs' gradients, one global layer's MLP backward",
                              d["temporaries.vision_tower_backward"], source=src + " tower_backward")),
     }
     lines = [
@@ -590,8 +598,8 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
     text = (f"the language model runs on {training.seq_len:,} text tokens; {len(v.cross_attention_layers)} of its "
             f"layers ({', '.join(map(str, v.cross_attention_layers))}) attend over the images' {keys:,} vision rows "
             "(the sections above count every layer as self-attention; the image side's line adds the difference)",
-            "the vision tower is frozen" + (" and the projector trained" if trained else
-                                           "; LoRA adapts the language model only"))
+            ("the vision tower is trained (--train-vision)" if tv else "the vision tower is frozen")
+            + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 
@@ -671,9 +679,11 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
     tower = vision_tower_params(v)
     projector = projector_params(v, model.hidden_size) + image_newline_params(v, model.hidden_size)
     trained = training.method == "full"
+    tv = training.train_vision
     extra = {
         "weights": (
-            Line("weights.vision_tower", "vision tower weights (frozen)", f"{tower:,} params (CLIP ViT)",
+            Line("weights.vision_tower", "vision tower weights" + (" (trained)" if tv else " (frozen)"),
+                 f"{tower:,} params (CLIP ViT)",
                  d["weights.vision_tower"], source="transformers models/clip/modeling_clip.py CLIPVisionTransformer"),
             Line("weights.projector", "projector and image_newline weights" + (" (trained)" if trained
                                                                                 else " (frozen)"),
@@ -681,14 +691,18 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
                  source="transformers models/llava_next/modeling_llava_next.py LlavaNextMultiModalProjector, "
                  "LlavaNextModel.image_newline"),
         ),
-        **_image_side_states("projector", "projector and image_newline gradients (full fine-tuning)",
-                             "projector and image_newline optimizer state",
-                             projector if trained else 0, b, inner, src),
+        **_image_side_states("projector", "projector and image_newline" + (" and tower" if tv else "")
+                             + " gradients (full fine-tuning)",
+                             "projector and image_newline" + (" and tower" if tv else "") + " optimizer state",
+                             (projector if trained else 0) + (tower - vision.unreached_params(v) if tv else 0), b,
+                             inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the held image outputs and what "
                              "the projector saves",
                              "every tile's last and feature-layer hidden states and the packed features (held by "
                              "the model output), the projector's saved inputs, the mask; with checkpointing the "
-                             "tower's kept layer inputs", b.activations - inner.breakdown.activations,
+                             "tower's kept layer inputs" + ("; --train-vision: the tower's saved set over every "
+                                                            "tile" if tv else ""),
+                             b.activations - inner.breakdown.activations,
                              source=src),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower and projector forward (approximate)",
                              "text embeddings, pixel_values and its tile copy, one CLIP layer's transients over "
@@ -711,8 +725,9 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
     ]
     text = (f"the language model runs on {training.seq_len:,} text tokens and {images * per_image:,} image tokens "
             "per sample (--seq-len counts the text only); the sections above are its own, on that many tokens",
-            "the vision tower is frozen" + (" and the projector and image_newline trained" if trained else
-                                            "; LoRA adapts the language model only"))
+            ("the vision tower is trained over every tile (--train-vision; the layers above vision_feature_layer "
+             "get no gradient)" if tv else "the vision tower is frozen")
+            + (" and the projector and image_newline trained" if trained else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 
@@ -1347,12 +1362,17 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                  "one layer's saved tensors", SRC_CKPT))
     # ALiBi models have no rotary tables, nor DeBERTa (relative positions: memory/deberta.py)
     if not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m) or jamba.is_jamba(m)):
-        if m.family == "gpt_oss":  # GptOssRotaryEmbedding: cos and sin of head_dim / 2 (memory/__init__.py)
+        if m.family == "bamba" and not m.attention_layers:
+            pass  # no attention layer: BambaModel still builds the tables, but from a leaf no layer saves
+        elif m.family in ("gpt_oss", "bamba"):
+            # GptOssRotaryEmbedding: cos and sin of head_dim / 2; BambaRotaryEmbedding: partial_rotary_factor 0.5
+            # (memory/__init__.py)
             rope = c * head_dim(m) * tokens
             lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
                               f"2 × {c} B × {head_dim(m) // 2} (head_dim / 2) × {tok}", rope,
                               "2 × head_dim / 2 × tokens × bytes", "transformers modeling_gpt_oss.py "
-                              "GptOssRotaryEmbedding"))
+                              "GptOssRotaryEmbedding" if m.family == "gpt_oss" else
+                              "transformers modeling_bamba.py BambaRotaryEmbedding (partial_rotary_factor 0.5)"))
         else:
             rope = 2 * c * head_dim(m) * tokens
             lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",

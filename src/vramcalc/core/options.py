@@ -188,10 +188,11 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("enforce_eager", bool, False, "Serve: vLLM enforce_eager (no CUDA graphs)."),
     # Memory savers (memory/loss.py).
     Opt("loss", LOSSES, "hf",
-        "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), fused-linear "
+        "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), linear-chunked "
+        "(torchtune LinearCrossEntropyLoss), fused-linear "
         "(Liger LigerFusedLinearCrossEntropy), cut (Apple Cut Cross-Entropy), trl (TRL's fused LM head: "
         "chunked log-probs of the completion tokens, no logits)."),
-    Opt("loss_chunks", int, 8, "For --loss chunked: output chunks (torchtune num_output_chunks)."),
+    Opt("loss_chunks", int, 8, "For --loss chunked / linear-chunked: chunks (torchtune num_output_chunks)."),
     Opt("ac_every", int, 1, "With --grad-checkpointing: checkpoint every k-th layer (torchtune ac_mode "
         "selective, ac_option k); the others keep their activations."),
     Opt("activation_offload", bool, False, "Offload saved activations to host RAM (torchtune "

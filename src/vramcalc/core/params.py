@@ -137,6 +137,8 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
     # same shapes (modeling_t5.py T5LayerCrossAttention, modeling_bart.py encoder_attn: k and v read the encoder
     # output, of d_model) and one MLP; num_layers counts the encoder's blocks.
     n_attn = n_layers + 2 * m.decoder_layers
+    if m.family == "bamba":  # BambaDecoderLayer: attention only at attn_layer_indices (the others run the mixer)
+        n_attn = len(m.attention_layers)
     # Attention projections (modeling_llama.py LlamaAttention; GPT-2's c_attn is the fused form).
     if m.attention_kind == "mla":
         out += mla_linears(m)
@@ -159,9 +161,9 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
         if m.num_shared_experts:
             s_i = m.shared_expert_intermediate_size or e_i * m.num_shared_experts
             out += _mlp_linears(m, h, s_i, n_moe, "shared_expert.")
-    if m.mixer_intermediate_size:  # Falcon-H1: every layer's Mamba-2 mixer beside its attention
+    if m.mixer_intermediate_size:  # Falcon-H1: every layer's Mamba-2 mixer beside its attention (Bamba: the others)
         out += ssm_linears(hybrid_mixer(m))
-    return tuple(out)
+    return tuple(x for x in out if x.count)
 
 
 def mla_linears(m: ModelSpec) -> list[Linear]:
@@ -805,12 +807,25 @@ def hybrid_mixer(m: ModelSpec) -> ModelSpec:
     functions read it. Its block norm is the layer's input_layernorm, counted by the decoder side."""
     from dataclasses import replace
 
-    assert m.mixer_intermediate_size
-    return replace(m, family="mamba2", intermediate_size=m.mixer_intermediate_size,
+    assert m.mixer_intermediate_size and m.num_layers is not None
+    n_mixers = mixer_layers(m)
+    return replace(m, family="mamba2", intermediate_size=m.mixer_intermediate_size, num_layers=n_mixers,
+                   attention_layers=(),
                    ssm_state_size=m.mixer_state_size, ssm_head_dim=m.mixer_head_dim, ssm_residual_fp32=False,
                    num_attention_heads=None, num_kv_heads=None, head_dim=None, mixer_intermediate_size=0,
                    mixer_state_size=0, mixer_head_dim=0, mixer_gated_norm=False, mixer_out_bias=False,
                    norms_per_layer=1, qkv_bias=False, o_bias=False, mlp_bias=False)
+
+
+def mixer_layers(m: ModelSpec) -> int:
+    """How many layers run a Mamba-2 mixer: all of Falcon-H1's; Bamba's that are not at attn_layer_indices."""
+    assert m.num_layers is not None
+    return m.num_layers - len(m.attention_layers) if m.family == "bamba" else m.num_layers
+
+
+def is_layered_hybrid(m: ModelSpec) -> bool:
+    """Whether `m`'s layers are either a Mamba-2 mixer or attention, each with an MLP (Bamba), not both (Falcon-H1)."""
+    return m.family == "bamba"
 
 
 def is_hybrid(m: ModelSpec) -> bool:
@@ -826,7 +841,7 @@ def hybrid_mixer_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     assert m.num_layers is not None
     x = hybrid_mixer(m)
     heads, conv, _ = mamba2_dims(x)
-    n, k = m.num_layers, m.ssm_conv_kernel
+    n, k = mixer_layers(m), m.ssm_conv_kernel
     out = [ParamTensor("conv1d", "norm", (conv, 1, k), n, "conv1d")]
     if m.ssm_conv_bias:
         out.append(ParamTensor("conv1d.bias", "norm", (conv,), n, "conv1d"))
@@ -972,7 +987,10 @@ def check_ssm_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
 
 def check_hybrid_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
     """peft 0.21 refuses LoRA on out_proj and conv1d for falcon_h1 (tuners_utils.py _check_lora_target_modules_mamba),
-    so all-linear (which takes the mixer's out_proj) fails there too."""
+    so all-linear (which takes the mixer's out_proj) fails there too. Bamba is not on peft's list: its out_proj is
+    adapted (BambaMixer's PyTorch path calls it as a module)."""
+    if is_layered_hybrid(m):
+        return
     if any(lin.module == "out_proj" for lin in chosen):
         raise UnsupportedCombination(f"LoRA on out_proj of {m.name}: peft refuses the Mamba mixer's out_proj for "
                                      "falcon_h1 (all-linear takes it too); use --lora-targets q_proj,k_proj,v_proj,"

@@ -21,6 +21,7 @@ CANDIDATES: tuple[dict[str, Any], ...] = (
     {"loss": "cut"},
     {"loss": "fused-linear"},
     {"loss": "chunked"},
+    {"loss": "linear-chunked"},
     {"grad_checkpointing": True},
     {"grad_checkpointing": True, "activation_offload": True},
     {"optimizer_in_bwd": True},

@@ -499,6 +499,10 @@ class ModelSpec:
     expert_layer_offset: int = 0
     jamba_mixer_size: int = 0
     jamba_state_size: int = 0
+    # Bamba (family "bamba"; transformers modeling_bamba.py BambaDecoderLayer): each layer is EITHER a Mamba-2 mixer
+    # (the mixer_* fields) OR attention, then an MLP; these are the attention layers' indexes (attn_layer_indices),
+    # every other layer is a mixer layer.
+    attention_layers: tuple[int, ...] = ()
 
     # Vision-language models (memory/vision.py): the vision tower and projector; None for a text model. The text
     # fields above are the language model's (LLaVA's text_config).
@@ -603,11 +607,26 @@ class ModelSpec:
             _check_hybrid_mixer(self)
         if self.attn_layer_period or self.jamba_mixer_size or self.expert_layer_period:
             _check_jamba(self)
+        if self.attention_layers or self.family == "bamba":
+            _check_attention_layers(self)
 
     @property
     def has_architecture(self) -> bool:
         """A transformer's (or Mamba's) architecture; the classics (ResNet, LSTM) have their own (memory/classic.py)."""
         return self.hidden_size is not None and self.family not in CLASSIC_FAMILIES
+
+
+def _check_attention_layers(m: ModelSpec) -> None:
+    """Bamba's attn_layer_indices (configuration_bamba.py layers_block_type: the other layers are Mamba-2 mixers)."""
+    if m.family != "bamba":
+        raise SpecError("attention_layers", "attention_layers is read for family bamba only")
+    if not m.mixer_intermediate_size:
+        raise SpecError("mixer_intermediate_size", "a Bamba model needs its Mamba-2 mixer's shape (mixer_* fields)")
+    n = m.num_layers or 0
+    if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n for i in m.attention_layers) \
+            or len(set(m.attention_layers)) != len(m.attention_layers):
+        raise SpecError("attention_layers", f"attention_layers must be distinct layer indexes below num_layers {n} "
+                        "(Bamba-9B: [9, 18, 27])")
 
 
 def _check_hybrid_mixer(m: ModelSpec) -> None:

@@ -35,7 +35,6 @@ class UnsupportedModelType(VramcalcError):
 # by name (issue 15), because their attention layers' KV cache and per-layer MLPs beside the Mamba mixers are not
 # in memory/ssm.py.
 HYBRIDS: dict[str, str] = {
-    "bamba": "Bamba (Mamba-2 mixers with attention layers at attn_layer_indices and an MLP in every layer)",
     "zamba2": "Zamba2 (Mamba-2 layers with shared attention blocks and their LoRA projectors)",
     "nemotron_h": "Nemotron-H (Mamba-2, attention and MLP layers in hybrid_override_pattern)",
     "granitemoehybrid": "GraniteMoeHybrid (Mamba-2 and attention layers with MoE MLPs)",
@@ -93,6 +92,7 @@ CONFIG_KEYS: dict[str, str] = {
     "moe_layers": "int_list",
     "no_rope_layers": "int_list",
     "layer_types": "str_list",
+    "attn_layer_indices": "int_list",
 }
 
 
@@ -936,6 +936,59 @@ def _jamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def _bamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # configuration_bamba.py BambaConfig: defaults hidden 4096, intermediate 14336, 32 layers, 32 heads, 8 KV heads,
+    # vocab 128000, untied; attn_layer_indices None (every layer a mixer); mamba_n_heads 128, mamba_d_head "auto"
+    # (= mamba_expand x hidden / mamba_n_heads), mamba_n_groups 1, mamba_d_state 256, mamba_d_conv 4, mamba_expand 2,
+    # mamba_chunk_size 256, mamba_conv_bias true, mamba_proj_bias false, attention_bias and mlp_bias false,
+    # z_loss_coefficient 0. BambaMixer's width is mamba_expand x hidden (no mamba_d_ssm); its gated norm
+    # (BambaRMSNormGated) is always there; out_proj's bias is mamba_proj_bias (modeling_bamba.py BambaMixer).
+    out = _common(d, source, tie_default=False)
+    for key, default in (("hidden_size", 4096), ("intermediate_size", 14336), ("num_layers", 32),
+                         ("num_attention_heads", 32), ("vocab_size", 128000)):
+        out.setdefault(key, default)
+    if "num_key_value_heads" not in d and out["num_attention_heads"] != 8:
+        out["num_kv_heads"] = 8  # BambaConfig num_key_value_heads 8
+    if "head_dim" in d:  # BambaAttention: getattr(config, "head_dim", hidden // heads); BambaConfig has no such field
+        raise PresetFileError(source, ["head_dim: BambaConfig has no head_dim field (attention uses hidden_size / "
+                                       "num_attention_heads); drop the key"])
+    out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
+    out["mlp_bias"] = bool(d.get("mlp_bias", False))
+    hidden, n_layers = int(out["hidden_size"]), int(out["num_layers"])
+    inter = int(_get(d, source, "mamba_expand", default=2)) * hidden
+    heads = int(_get(d, source, "mamba_n_heads", default=128))
+    head_dim = d.get("mamba_d_head", "auto")
+    head_dim = inter // heads if head_dim in (None, "auto") else head_dim
+    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or heads * head_dim != inter:
+        raise PresetFileError(source, [f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal mamba_expand x "
+                                       f"hidden_size ({inter}), as BambaConfig requires"])
+    limit = d.get("time_step_limit")
+    if limit is not None and (not isinstance(limit, list) or limit != [0.0, float("inf")]):
+        raise PresetFileError(source, [f"time_step_limit {limit}: the scan's clamp is counted for the default "
+                                       "(0, inf) only; drop the key"])
+    z_loss = d.get("z_loss_coefficient")
+    if z_loss not in (None, 0, 0.0):
+        raise PresetFileError(source, [f"z_loss_coefficient {z_loss}: BambaForCausalLM's z-loss (a logsumexp over the "
+                                       "logits) is not modelled; set it to 0"])
+    attn = d.get("attn_layer_indices") or []
+    if any(not 0 <= i < n_layers for i in attn):
+        raise PresetFileError(source, [f"attn_layer_indices {list(attn)}: every index must be below num_hidden_layers "
+                                       f"{n_layers}"])
+    out.update(
+        norms_per_layer=2,  # input_layernorm, pre_ff_layernorm
+        attention_layers=tuple(sorted(set(attn))),
+        mixer_intermediate_size=inter, mixer_state_size=int(_get(d, source, "mamba_d_state", default=256)),
+        mixer_head_dim=head_dim, ssm_conv_kernel=int(_get(d, source, "mamba_d_conv", default=4)),
+        ssm_n_groups=int(_get(d, source, "mamba_n_groups", default=1)),
+        ssm_chunk_size=int(_get(d, source, "mamba_chunk_size", default=256)),
+        ssm_conv_bias=bool(_get(d, source, "mamba_conv_bias", default=True)),
+        ssm_proj_bias=bool(_get(d, source, "mamba_proj_bias", default=False)),
+        mixer_gated_norm=True,
+        mixer_out_bias=bool(_get(d, source, "mamba_proj_bias", default=False)),
+    )
+    return out
+
+
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 FAMILIES: dict[str, Mapper] = {
@@ -980,6 +1033,7 @@ FAMILIES: dict[str, Mapper] = {
     "mamba2": _mamba2,
     "falcon_h1": _falcon_h1,
     "jamba": _jamba,
+    "bamba": _bamba,
 }
 
 

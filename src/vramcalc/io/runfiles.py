@@ -261,6 +261,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "cut_cross_entropy": (), "liger_fused_linear_cross_entropy": (), "chunked_cross_entropy": (),
         "gradient_checkpointing_offload": (), "flash_attention": (), "sdp_attention": (), "sample_packing": (),
         "precompute_ref_log_probs": (), "peft_use_dora": (), "peft_use_rslora": (),
+        "liger_rope": (), "liger_rms_norm": (), "liger_glu_activation": (), "liger_layer_norm": (),
         "bf16": ("auto",),  # bf16 where the GPU has it
         # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
         "gradient_checkpointing": ("offload", "offload_disk", "unsloth"),
@@ -268,14 +269,15 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "enable_liger_kernel", "use_unsloth_gc",
                                     "use_unsloth", "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
                                     "use_galore", "use_apollo", "use_adam_mini", "galore_layerwise",
-                                    "apollo_layerwise", "use_dora", "use_rslora"), ()),
+                                    "apollo_layerwise", "use_dora", "use_rslora", "freeze_vision_tower",
+                                    "freeze_multi_modal_projector"), ()),
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
                                         "padding_free", "activation_offloading", "precompute_ref_log_probs",
                                         "use_peft", "use_dora", "use_rslora", "load_in_4bit", "load_in_8bit",
                                         "use_bnb_nested_quant", "use_vllm", "vllm_enable_sleep_mode"), ()),
     "torchtune": dict.fromkeys(("enable_activation_checkpointing", "optimizer_in_bwd", "enable_activation_offloading",
                                 "model.apply_lora_to_mlp", "model.apply_lora_to_output", "optimizer.fused",
-                                "dataset.packed", "model.use_dora"), ()),
+                                "dataset.packed", "model.use_dora", "tp_enabled", "mask_ignored_tokens"), ()),
     "deepspeed": dict.fromkeys(("bf16.enabled", "fp16.enabled"), ()),
 }
 # Keys whose values are names the tool compares exactly (a Literal, an Enum, `==`): another case or spelling is
@@ -485,7 +487,62 @@ UNMODELLED_KEYS: dict[str, str] = {
     # their sizes (peft tuners/lora/layer.py pissa_init); the SVD runs once before training.)
     "shift_attn": "shift short attention",
     "quantization_method": "a non-bitsandbytes quantization",
+    # LLaMA-Factory model_args.py keys that change what a step allocates (hiyouga/LLaMA-Factory
+    # src/llamafactory/hparams/model_args.py @ 00577a8); none has a vramcalc option yet
+    "upcast_lmhead_output": "lm_head's output cast to fp32 by a forward hook (fp32 logits held instead of 16-bit)",
+    "upcast_layernorm": "the norm weights upcast to fp32 (fp32 norm outputs under autocast)",
+    "fp8": "FP8 mixed precision through accelerate (fp8 casts of weights and saved inputs)",
+    "mixture_of_depths": "mixture-of-depths routing (tokens skip layers)",
+    "use_v1_kernels": "LLaMA-Factory's own fused kernels",
 }
+
+# axolotl keys that change what a step allocates, with no vramcalc option yet (axolotl-ai-cloud/axolotl
+# src/axolotl/utils/schemas/*.py); they were listed as "ignored" before.
+UNMODELLED_KEYS.update({
+    "unfrozen_parameters": "only the parameters matching its patterns train (their gradients and states)",
+    "lisa_n_layers": "LISA: a sampled subset of layers trains at a time",
+    "resize_token_embeddings_to_32x": "the vocabulary padded to a multiple of 32 (up to 31 more embedding rows)",
+    "tokens": "new tokens resize the embeddings (and axolotl trains them)",
+    "added_tokens_overrides": "tokens replaced in the vocabulary (embeddings trained)",
+    "peft_layers_to_transform": "LoRA on the listed layers only",
+    "sequence_parallel_degree": "sequence parallelism across GPUs (ring attention)",
+    "context_parallel_size": "context parallelism across GPUs",
+    "tensor_parallel_size": "tensor parallelism across GPUs",
+    "gpu_memory_limit": "a per-GPU max_memory for placing the model (the rest on the CPU)",
+    "embeddings_skip_upcast": "QLoRA's embeddings kept 16-bit (prepare_model_for_kbit_training upcasts them)",
+    "s2_attention": "LongLoRA shifted sparse attention",
+    # LLaMA-Factory (finetuning_args.py, model_args.py)
+    "use_llama_pro": "LLaMA Pro block expansion (new trainable layers)",
+    "use_muon": "the Muon optimizer (one momentum state for matrices, AdamW for the rest)",
+    "moe_aux_loss_coef": "router logits of every layer kept for the auxiliary loss",
+    "resize_vocab": "the embeddings resized (and trained as modules_to_save under LoRA)",
+    "add_tokens": "new tokens resize the embeddings",
+    "add_special_tokens": "new special tokens resize the embeddings",
+    "new_special_tokens_config": "new special tokens resize the embeddings",
+    "train_mm_proj_only": "only the multimodal projector trains",
+})
+
+# Liger's layer kernels: applied with the fused linear cross-entropy by TRL's use_liger_kernel and LLaMA-Factory's
+# enable_liger_kernel (liger_kernel/transformers/monkey_patch.py _apply_liger_kernel_to_instance: rope, swiglu,
+# rms_norm on by default), one by one by axolotl's liger_* keys (integrations/liger/args.py).
+LIGER_LAYER_KEYS = ("liger_rope", "liger_rms_norm", "liger_glu_activation", "liger_layer_norm")
+# Each saves no more than the module it replaces (liger_kernel/ops/rms_norm.py saves X, W and an fp32 rstd per row
+# where LlamaRMSNorm keeps an fp32 copy of its input; ops/swiglu.py saves gate and up and recomputes silu in
+# backward where act_fn(gate) * up also keeps silu's output; ops/rope.py rotates q and k in place).
+LIGER_LAYER_NOTE = ("Liger's RoPE / RMSNorm / SwiGLU / LayerNorm kernels are counted as transformers' modules: they "
+                    "save no more (fewer for RMSNorm and SwiGLU), so activations are over-estimated (the safe "
+                    "direction); only Liger's fused linear cross-entropy is modelled (--loss fused-linear).")
+
+
+def _liger_layers(tool: str, d: dict[str, Any], run: Run, *keys: str) -> None:
+    """Liger's layer kernels turned on by `keys`: mapped, with the over-estimate note."""
+    if any(_flag(tool, d.get(k), k) for k in keys if k in d) and LIGER_LAYER_NOTE not in run.notes:
+        run.notes.append(LIGER_LAYER_NOTE)
+
+
+# LLaMA-Factory's on-the-fly quantization methods (extras/constants.py QuantizationMethod): "bnb" is
+# bitsandbytes, what --method qlora models; the others quantize with their own storage and kernels.
+LF_BNB_METHODS = ("bnb", "bitsandbytes")
 
 
 # LoRA variants with no memory of their own: rsLoRA scales the adapter by alpha / sqrt(r) (peft LoraLayer
@@ -635,6 +692,8 @@ def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
         run.options["loss"] = "chunked"
         _take(d, run, "chunked_cross_entropy_num_chunks", "loss_chunks", int)
     _seen(d, run, "cut_cross_entropy", "liger_fused_linear_cross_entropy", "chunked_cross_entropy")
+    _liger_layers(AX, d, run, *LIGER_LAYER_KEYS)
+    _seen(d, run, *LIGER_LAYER_KEYS)
     if _flag(AX, d.get("gradient_checkpointing_offload"), "gradient_checkpointing_offload"):
         run.options.update(grad_checkpointing=True, activation_offload=True)
         run.mapped.append("gradient_checkpointing_offload")
@@ -1109,6 +1168,17 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # use_unsloth_gc (Unsloth's offloaded checkpointing); memory/loss.py, memory/savers.py.
     if _flag(LF, d.get("enable_liger_kernel"), "enable_liger_kernel"):
         run.options["loss"] = "fused-linear"
+        _liger_layers(LF, d, run, "enable_liger_kernel")
+    # finetuning_args.py: the vision tower and the projector are frozen by default (freeze_vision_tower,
+    # freeze_multi_modal_projector True); trained, they are not modelled from this file. image_max_pixels sizes
+    # a vision-language model's images (processor_args, default 768 * 768).
+    for key in ("freeze_vision_tower", "freeze_multi_modal_projector"):
+        if key in d and d[key] is not None and not _flag(LF, d[key], key):
+            _unmodelled(run, key, f"{key.removeprefix('freeze_').replace('_', ' ')} trained")
+        elif key in d:
+            run.mapped.append(key)
+    if "image_max_pixels" in d and d["image_max_pixels"] != 768 * 768:
+        _unmodelled(run, "image_max_pixels", "the images' size (a vision-language model's image tokens)")
     if _flag(LF, d.get("use_unsloth_gc"), "use_unsloth_gc") and run.options["grad_checkpointing"]:
         run.options["activation_offload"] = True
     _seen(d, run, "enable_liger_kernel", "use_unsloth_gc")
@@ -1136,6 +1206,18 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _low_rank(d, run)  # optim galore_adamw / apollo_adamw: TrainingArguments' optim_target_modules and optim_args
     _llama_factory_optimizers(d, run)
     _take_flag(LF, d, run, "double_quantization", "double_quant")  # model_args.py, default True
+    if str(d.get("quantization_method", "bnb")).lower() in LF_BNB_METHODS:
+        _seen(d, run, "quantization_method")  # bitsandbytes: --method qlora's own storage
+    if "quantization_type" in d:  # model_args.py Literal["fp4", "nf4"], bitsandbytes' two 4-bit code books
+        qtype = str(d["quantization_type"]).lower()
+        if qtype not in ("fp4", "nf4"):
+            raise _KeyProblem("quantization_type", f"{d['quantization_type']!r:.40} is not one of LLaMA-Factory's "
+                              "fp4 / nf4; use one of them, or remove it")
+        run.mapped.append("quantization_type")
+        if qtype == "fp4" and run.options.get("method") == "qlora":
+            # bitsandbytes Params4bit stores 4-bit codes and the same absmax constants for both code books
+            run.notes.append("quantization_type fp4: the same 4-bit storage as NF4 (bitsandbytes Params4bit): "
+                             "no memory change.")
     # LLaMA-Factory upcasts trainable parameters to fp32 unless pure_bf16 (model/adapter.py
     # _setup_full_tuning / cast_trainable_params_to_fp32): full tuning with bf16 is fp32 weights + bf16
     # autocast, i.e. amp-bf16; LoRA keeps a bf16 base with fp32 adapters.
@@ -1338,6 +1420,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     # TrainingArguments.use_liger_kernel: Trainer applies Liger's patch, fused linear cross-entropy included.
     if _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel"):
         run.options["loss"] = "fused-linear"
+        _liger_layers(HF, d, run, "use_liger_kernel")
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)
@@ -1370,7 +1453,15 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
             _unmodelled(run, "model_init_kwargs", f"attn_implementation {init['attn_implementation']!r:.40}")
         else:
             run.options["attention"] = impl
-            run.mapped.append("model_init_kwargs")
+            if "model_init_kwargs" not in run.mapped:
+                run.mapped.append("model_init_kwargs")
+    if isinstance(init, dict):
+        # from_pretrained keywords that size nothing in a training step (revision, trust_remote_code, the load
+        # path); any other (quantization_config, device_map, max_memory, ...) is named, not dropped
+        harmless = {"dtype", "torch_dtype", "attn_implementation", "revision", "trust_remote_code",
+                    "low_cpu_mem_usage", "use_cache", "cache_dir", "token"}
+        for key in sorted(set(map(str, init)) - harmless):
+            _unmodelled(run, f"model_init_kwargs.{key}", "a from_pretrained keyword vramcalc does not read")
     half = "bf16" if _flag(HF, d.get("bf16"), "bf16") else "fp16" if _flag(HF, d.get("fp16"), "fp16") else None
     run.mapped += [k for k in ("bf16", "fp16") if k in d]
     run.options["method"] = "full"
@@ -1824,6 +1915,9 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
 TORCHTUNE_LOSS = {
     "torchtune.modules.loss.CEWithChunkedOutputLoss": "chunked",
     "torchtune.modules.loss.cross_entropy_loss.CEWithChunkedOutputLoss": "chunked",
+    # torchtune >= 0.6 (modules/loss/cross_entropy_loss.py): its recipes' configs now name this one
+    "torchtune.modules.loss.LinearCrossEntropyLoss": "linear-chunked",
+    "torchtune.modules.loss.cross_entropy_loss.LinearCrossEntropyLoss": "linear-chunked",
     "torch.nn.CrossEntropyLoss": "hf",
 }
 
@@ -1853,8 +1947,15 @@ def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
                         "full-logits loss)")
         else:
             run.options["loss"] = name
-            if name == "chunked" and "num_output_chunks" in loss:
+            if name in ("chunked", "linear-chunked") and "num_output_chunks" in loss:
                 run.options["loss_chunks"] = _strict("loss.num_output_chunks", "loss_chunks", loss["num_output_chunks"])
+            if name == "linear-chunked" and _flag(TT, loss.get("tp_enabled"), "tp_enabled"):
+                _unmodelled(run, "loss.tp_enabled", "the loss over tensor-parallel (sharded) logits")
+            if name == "linear-chunked" and "mask_ignored_tokens" in loss \
+                    and not _flag(TT, loss["mask_ignored_tokens"], "mask_ignored_tokens"):
+                run.notes.append("loss.mask_ignored_tokens false: each chunk is projected whole (no index copy); "
+                                 "counted with the masked gather, over by up to 24 B per token (and one hidden "
+                                 "state per token when the head trains).")
             run.mapped.append("loss")
     _take_flag(TT, d, run, "optimizer_in_bwd", "optimizer_in_bwd")
     _take_flag(TT, d, run, "enable_activation_offloading", "activation_offload")

@@ -12,7 +12,7 @@ SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
                       "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2", "t5", "mt5", "bart",
                       "mbart", "mamba", "mamba2", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
-                      "deepseek_v3", "falcon_h1", "llama4", "jamba")
+                      "deepseek_v3", "falcon_h1", "llama4", "bamba", "jamba")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -237,6 +237,16 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                  mamba_expand=model.jamba_mixer_size // model.hidden_size, mamba_dt_rank=model.ssm_dt_rank,
                  mamba_conv_bias=model.ssm_conv_bias, mamba_proj_bias=model.ssm_proj_bias,
                  use_associative_scan=False)
+    if family == "bamba":  # configuration_bamba.py names (memory/hybrid.py); no head_dim field (hidden / heads)
+        assert model.mixer_head_dim and model.hidden_size
+        d.pop("head_dim", None)
+        d.update(attention_bias=model.qkv_bias, mlp_bias=model.mlp_bias, hidden_act=model.hidden_act,
+                 attn_layer_indices=list(model.attention_layers),
+                 mamba_expand=model.mixer_intermediate_size // model.hidden_size, mamba_d_state=model.mixer_state_size,
+                 mamba_n_heads=model.mixer_intermediate_size // model.mixer_head_dim,
+                 mamba_d_head=model.mixer_head_dim, mamba_n_groups=model.ssm_n_groups,
+                 mamba_d_conv=model.ssm_conv_kernel, mamba_chunk_size=model.ssm_chunk_size,
+                 mamba_conv_bias=model.ssm_conv_bias, mamba_proj_bias=model.ssm_proj_bias)
     if family in ("olmo", "olmo2"):
         d["attention_bias"] = model.qkv_bias
     if family == "starcoder2":

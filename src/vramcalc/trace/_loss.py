@@ -5,6 +5,11 @@
   (torchtune/modules/transformer.py TransformerDecoder.chunked_output), and the loss upcasts each
   piece to fp32 before cross-entropy (torchtune/modules/loss/ce_chunked_output_loss.py
   CEWithChunkedOutputLoss, reduction "sum" per chunk, divided by the token count).
+* `linear-chunked`: torchtune's LinearCrossEntropyLoss in plain PyTorch, run as is but for the boolean-mask
+  indexing (its nonzero() pairs are allocated at the size the all-labelled trace batch gives): the model returns
+  the final hidden states (skip_output_layer), the loss splits them into `loss_chunks` pieces, keeps the labelled
+  positions of each, projects them and upcasts the piece's logits to fp32 for cross-entropy
+  (torchtune/modules/loss/cross_entropy_loss.py LinearCrossEntropyLoss, num_output_chunks=8).
 * `fused-linear`: Liger's LigerFusedLinearCrossEntropyFunction is Triton; `_FusedLinearCE` allocates
   what liger_kernel/ops/fused_linear_cross_entropy.py fused_linear_cross_entropy_forward allocates
   (grad_input and grad_weight zeros, the fp32 loss_1d, one logits chunk of
@@ -130,6 +135,34 @@ def loss_function(loss: str, chunks: int) -> Callable[[nn.Module, dict[str, Any]
         assert isinstance(out, torch.Tensor)
         return out / total
 
+    def linear_chunked(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        # torchtune LinearCrossEntropyLoss.forward / compute_cross_entropy, as written, but for the boolean-mask
+        # indexing: `x[mask]` runs mask.nonzero() (an int64 [n, 2] whose columns index x, saved by the index's
+        # backward), whose size depends on the data fake tensors do not have; every position but the last of a
+        # row is labelled here (the labels are the inputs, shifted), so n is known and the pairs are allocated.
+        h, head = hidden(m, inputs)
+        labels = shifted(inputs["labels"])
+        total = (labels != IGNORE_INDEX).sum()
+        out: torch.Tensor | float = 0.0
+        pieces = h.tensor_split(chunks, dim=1)
+        targets = labels.tensor_split(chunks, dim=1)
+        for i, (piece, target) in enumerate(zip(pieces, targets, strict=True)):
+            rows, width = target.shape
+            n = rows * (width - 1 if i == len(pieces) - 1 else width)
+            keep = target != IGNORE_INDEX  # mask_chunk
+            pairs = torch.empty((n, 2), dtype=torch.int64, device=h.device)  # keep.nonzero()
+            del keep
+            picked = piece[pairs[:, 0], pairs[:, 1]]  # hidden_chunk[mask_chunk]: [n, H]
+            goal = target[pairs[:, 0], pairs[:, 1]]  # target_chunk[mask_chunk]: [n]
+            del pairs
+            logits = head(picked)  # self.linear_projection(hidden_chunk)
+            del picked
+            out = out + nn.functional.cross_entropy(logits.float(), goal, reduction="sum", ignore_index=IGNORE_INDEX)
+            del logits, goal
+        del pieces, h
+        assert isinstance(out, torch.Tensor)
+        return out / total
+
     def fused_linear(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         h, head = hidden(m, inputs)
         labels = shifted(inputs["labels"]).view(-1)
@@ -140,4 +173,4 @@ def loss_function(loss: str, chunks: int) -> Callable[[nn.Module, dict[str, Any]
         b, s = inputs["labels"].shape
         return _CutCE.apply(h.contiguous().flatten(0, -2), head.weight, b * (s - 1))  # type: ignore[no-any-return,no-untyped-call]
 
-    return {"chunked": chunked, "fused-linear": fused_linear, "cut": cut}[loss]
+    return {"chunked": chunked, "linear-chunked": linear_chunked, "fused-linear": fused_linear, "cut": cut}[loss]

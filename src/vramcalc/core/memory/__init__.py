@@ -681,6 +681,10 @@ class _ActivationPlan:
     loss_chunks: int = 8
     norm_saved_t: int = 0  # the final norm's saved bytes per token (the rest of the head is the loss's)
     recompute_bottom: bool = False  # Mamba-2: the bottom layer's recompute moment (memory/ssm.py)
+    # Bamba, full fine-tuning with checkpointing: the gradient bytes not yet made at the lowest mixer layer's rerun
+    # (its own layer, those below and the embedding's; memory/hybrid.py), and its index; -1: no such moment
+    rerun_mixer_below: int = -1
+    rerun_mixer_layer: int = 0
     head_trainable: bool = False
     vocab: int = 0
     hidden: int = 0
@@ -743,6 +747,8 @@ class _ActivationPlan:
     layers_less_ts: int = 0
     layers_less_c: int = 0  # the dense bottom layers' per-layer constant below a MoE layer's (LoRA merged experts)
     bottom_less_c: int = 0
+    layers_less_b: int = 0  # ... per sequence (Bamba's attention layers hold no padded mixer rows)
+    bottom_less_b: int = 0
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
     top_layer_grads: int = 0  # a trained MoE layer's expert gradients, there by its attention's backward
@@ -834,8 +840,17 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         raise UnsupportedCombination(f"LoRA on lm_head with --loss {t.loss} --objective {t.objective}: that head "
                                      "reads lm_head.weight and skips the adapter; use --loss hf or chunked, or drop "
                                      "lm_head from --lora-targets")
-    if t.method in ("lora", "qlora", "adaption-prompt") and not t.grad_checkpointing and not t.activation_offload \
-            and not saved_embedding(m, t) and "embed_tokens" not in outer and not peft_methods.token_rows(t):
+    layers_less_b = bottom_less_b = 0
+    lora_bottom = t.method in ("lora", "qlora", "adaption-prompt") and not t.grad_checkpointing \
+        and not t.activation_offload and not saved_embedding(m, t) and "embed_tokens" not in outer \
+        and not peft_methods.token_rows(t)
+    if _hybrid.is_layered_hybrid(m):
+        # Bamba: mixer and attention layers (memory/hybrid.py): per_layer is their envelope; each layer's kind and
+        # the bottom layer's (without an input gradient under LoRA) are subtracted here, exactly.
+        (lt, lts, lb, lc), (bt, bts, bb, bc) = _hybrid.layered_less(m, t, recipe, full_like, not lora_bottom)
+        layers_less_t, layers_less_ts, layers_less_b, layers_less_c = lt, lts, lb, lc
+        bottom_less_t, bottom_less_ts, bottom_less_b, bottom_less_c = bt, bts, bb, bc
+    elif lora_bottom:
         # (a trained embedding copy, LoRA on the embedding or trained token rows give layer 0's input a gradient;
         # adaption prompt:
         # the lowest adapted layer's input, below which nothing is trained)
@@ -866,9 +881,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding); ModernBERT
     # computes a pair per layer type (ModernBertModel.forward: global and local thetas).
     # (DeBERTa has no rotary tables either: its relative positions are shared_terms below, memory/deberta.py)
-    # (Jamba's attention has no rotary embedding: JambaAttention, modeling_jamba.py)
-    once_t = 0 if m.learned_position_embeddings or m.alibi or ssm or _deberta.is_deberta(m) or _jamba.is_jamba(m) \
-        else 2 * c * head_dim(m)
+    once_t = 0 if m.learned_position_embeddings or m.alibi or ssm or _deberta.is_deberta(m) \
+        or _jamba.is_jamba(m) else 2 * c * head_dim(m)
+    if _hybrid.is_layered_hybrid(m):  # Bamba: partial_rotary_factor 0.5 (BambaRotaryEmbedding: cos, sin of head_dim/2)
+        once_t = c * head_dim(m) if m.attention_layers else 0
     if m.family == "modernbert" and m.sliding_window_layers:
         once_t *= 2
     if m.family == "gpt_oss":  # GptOssRotaryEmbedding returns cos, sin of head_dim / 2 (_apply_rotary_emb chunks)
@@ -1062,8 +1078,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
-        bottom_less_c=bottom_less_c,
+        bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
         recompute_bottom=_ssm.is_mamba2(m),
+        **(_hybrid.lowest_mixer_rerun(m, t, recipe) if full_like and t.grad_checkpointing
+           and not _distributed.is_parallel(t) else {}),
         # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
@@ -1193,7 +1211,8 @@ def _transformer_phases(
         activations = kept + once + head_saved + autocast_copies + recomputed
         # The bottom layer recomputed: a MoE model's dense bottom layer saves a dense MLP's set (bottom_less_t;
         # checkpointing gives every layer's input a gradient, so LoRA's bottom-layer saving does not apply).
-        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c if saving_layers else 0
+        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c \
+            + p.bottom_less_b * t.batch_size if saving_layers else 0
         layers_detail = kept
         moments = [
             ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, fwd_layer_copies, layer_fwd_t)),
@@ -1218,6 +1237,11 @@ def _transformer_phases(
                 recompute_t = max(recompute_t, p.attn_div_ts * token_seq - p.attn_fwd_less_t * tokens + mlp_tail)
             moments.append(("backward.recompute", _m.BWD_RECOMPUTE_CK,
                             (g_top, kept_bwd, once, recomputed - mlp_tail, copies, recompute_t)))
+            if p.rerun_mixer_below >= 0:  # Bamba: the lowest mixer layer's rerun, every gradient above it made
+                moments.append(("backward.recompute_mixer", _m.BWD_RECOMPUTE_MIXER_CK,
+                                (max(gradients - p.rerun_mixer_below, 0),
+                                 min(p.layer_input_t * tokens * (p.rerun_mixer_layer + 1), kept_bwd), once,
+                                 recomputed - mlp_tail, copies, recompute_t)))
             if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
                                 (gradients - late_g, once, recomputed - bottom_less - mlp_tail, copies, recompute_t)))
@@ -1234,9 +1258,11 @@ def _transformer_phases(
         bwd_acts = max(kept_bwd + once + recomputed + copies,
                        once + recomputed - bottom_less + p.bottom_input_t * tokens + copies)
     else:
-        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c if saving_layers else 0
+        bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c \
+            + p.bottom_less_b * t.batch_size if saving_layers else 0
         acts_layers = saving_layers * per_layer - (p.layers_less_t * tokens + p.layers_less_ts * token_seq
-                                                   + p.layers_less_c if saving_layers else 0)
+                                                   + p.layers_less_c + p.layers_less_b * t.batch_size
+                                                   if saving_layers else 0)
         recomputed = 0
         activations = acts_layers + once + head_saved + autocast_copies
         layers_detail = acts_layers
@@ -1326,7 +1352,7 @@ def _transformer_phases(
     details["activations.bottom_layer"] = max(per_layer - bottom_less, 0) if saving_layers else 0  # its saved set
     # What all the layers save less than saving_layers x per_layer without checkpointing (LoRA's bottom layer,
     # activations.py input_grad; a MoE model's dense bottom layers, which save more when their MLP is adapted).
-    less = p.layers_less_t * tokens + p.layers_less_ts * token_seq + p.layers_less_c \
+    less = p.layers_less_t * tokens + p.layers_less_ts * token_seq + p.layers_less_c + p.layers_less_b * t.batch_size \
         if saving_layers and not p.checkpointing else 0
     details["activations.bottom_layer_less"] = max(less, 0)
     details["activations.bottom_layers_more"] = max(-less, 0)

@@ -79,8 +79,8 @@ class LayerActivations:
     # The backward temporaries whatever the batch that the attention's backward still holds (its adapters' delta
     # weights); the MLP's (a MoE block's) are gone by then
     attn_backward_const: int = 0
-    # How many of `terms` (the first ones) are the attention block's; the rest are the MLP block's (Jamba's Mamba
-    # layers keep the MLP's and put the mixer's in place of the attention's: memory/jamba.py)
+    # How many of `terms` (from the first) are the attention block's, its norm included: the rest are the MLP
+    # block's and after (memory/hybrid.py takes a Bamba mixer layer's MLP block from here)
     attention_terms: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
@@ -685,13 +685,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
         terms.append(Term("adaption prompt: queries, prompt scores, gated scores, prompt keys and values", per_token,
                           per_sample=per_sample))
-    def nonzero(x: Term) -> bool:
+    def kept(x: Term) -> bool:
         return bool(x.per_token or x.per_token_seq or x.per_sample or x.const or x.per_seq_sq)
 
-    return LayerActivations(tuple(x for x in terms if nonzero(x)),
+    return LayerActivations(tuple(x for x in terms if kept(x)),
                             fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention,
                             sum(x.const for x in mlp_terms), attn_bwd_const,
-                            sum(1 for x in terms[:n_attention_terms] if nonzero(x)))
+                            attention_terms=sum(1 for x in terms[:n_attention_terms] if kept(x)))
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:

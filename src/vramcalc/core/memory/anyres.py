@@ -65,9 +65,6 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     if not v.drop_cls:
         raise UnsupportedCombination(f"{model.name}: vision_feature_select_strategy 'full' is not modelled for "
                                      "LLaVA-NeXT (pack_image_features expects 576 features a tile)")
-    if training.train_vision:
-        raise UnsupportedCombination(f"--train-vision is not modelled for {model.name} (LLaVA-NeXT: the trained "
-                                     "tower's saved activations over every tile are not counted): drop it")
     if training.attention == "eager":
         raise UnsupportedCombination(f"--attention eager is not modelled for {model.name} (LLaVA-NeXT: the tower's "
                                      "eager softmax over every tile is not counted): use --attention sdpa")

@@ -18,6 +18,15 @@ The mixer runs transformers' PyTorch path (mamba2_chunk_scan; the mamba_ssm kern
 tracer or a GPU without them runs): its saved set is memory/ssm.py mamba2_layer_activations on the mixer's Mamba-2
 view (params.hybrid_mixer), less its block norm (Falcon-H1's is the layer's input_layernorm) and, without
 mamba_rms_norm, its gated norm. The attention and MLP are the decoder's (memory/activations.py layer_activations).
+Bamba (models/bamba/modeling_bamba.py BambaDecoderLayer) runs EITHER a mixer OR attention in a layer, then an MLP:
+residual; input_layernorm; BambaMixer (Mamba2Mixer's PyTorch path: in_proj, causal_conv1d_fn, mamba2_chunk_scan,
+BambaRMSNormGated(scan, gate), out_proj) or BambaAttention (Llama's, RoPE on half of each head:
+partial_rotary_factor 0.5); residual add; pre_ff_layernorm; BambaMLP (SwiGLU); residual add. No multipliers. A mixer
+layer is therefore a Mamba2Block (memory/ssm.py mamba2_layer_activations on the mixer view, its block norm being
+input_layernorm) followed by the decoder's MLP block (memory/activations.py, the terms after its attention block); an
+attention layer is the decoder's layer as is. layer_activations gives an envelope of the two kinds (the mixer
+layer's terms plus what an attention layer saves beyond them, per component); layered_less says what all the layers
+and the bottom one save less than the envelope, so that the sum over layers is exact.
 Standard library only.
 """
 
@@ -25,7 +34,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vramcalc.core.params import hybrid_mixer, is_hybrid, mamba2_dims
+from vramcalc.core.params import hybrid_mixer, is_hybrid, is_layered_hybrid, mamba2_dims
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -33,12 +42,15 @@ if TYPE_CHECKING:
     from vramcalc.core.memory.precision import Recipe
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
-__all__ = ["is_hybrid", "layer_activations", "check_run", "notes"]
+__all__ = ["is_hybrid", "is_layered_hybrid", "layer_activations", "layered_less", "check_run", "notes"]
 
 
 def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
                       input_grad: bool = True) -> LayerActivations:
-    """Saved tensors of one FalconH1DecoderLayer: the decoder's attention and MLP, and the Mamba-2 mixer's."""
+    """Saved tensors of one FalconH1DecoderLayer: the decoder's attention and MLP, and the Mamba-2 mixer's (Bamba:
+    the envelope of its mixer and attention layers, _bamba_envelope)."""
+    if is_layered_hybrid(m):
+        return _bamba_envelope(m, t, recipe, trainable_weights, input_grad)
     from vramcalc.core.memory import ssm
     from vramcalc.core.memory.activations import LayerActivations, Term
     from vramcalc.core.memory.activations import layer_activations as decoder_layer
@@ -83,11 +95,154 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             after_attention_per_token=dec.after_attention_per_token)
 
 
+def _mixer_adapted(m: ModelSpec, t: TrainingSpec) -> frozenset[str]:
+    """The mixer Linears LoRA adapts (peft 0.21 refuses out_proj for falcon_h1 and mamba, not for bamba)."""
+    if t.method not in ("lora", "qlora"):
+        return frozenset()
+    from vramcalc.core.params import resolve_targets
+
+    return frozenset(lin.module for lin in resolve_targets(m, t.lora_targets) if lin.module in ("in_proj", "out_proj"))
+
+
+def bamba_mixer_layer(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
+                      input_grad: bool = True) -> LayerActivations:
+    """One Bamba mixer layer: input_layernorm + BambaMixer as a Mamba2Block (memory/ssm.py; BambaMixer is Mamba2Mixer
+    with its gated norm, mamba2_chunk_scan the same function), then pre_ff_layernorm + BambaMLP, the decoder's MLP
+    block (memory/activations.py: its terms after the attention block's)."""
+    from vramcalc.core.memory import ssm
+    from vramcalc.core.memory.activations import LayerActivations, Term
+    from vramcalc.core.memory.activations import layer_activations as decoder_layer
+
+    adapted = _mixer_adapted(m, t)
+    mix = ssm.mamba2_layer_activations(hybrid_mixer(m), t, recipe, trainable_weights, input_grad, adapted=adapted)
+    # The MLP's input needs a gradient when the mixer's output does (the layer's input, trained weights or an
+    # adapter in the mixer). Otherwise the decoder's rule (its attention adapters make it live) may count the MLP
+    # norm's input once more than autograd keeps: an over-estimate of one bottom layer.
+    dec = decoder_layer(m, t, recipe, trainable_weights, input_grad or trainable_weights or bool(adapted))
+    mlp = dec.terms[dec.attention_terms:]
+    mlp_t = sum(x.per_token for x in mlp if not x.batch1_only)
+    terms = tuple(Term("mixer " + x.name, x.per_token, x.per_token_seq, x.per_sample, x.const) for x in mix.terms)
+    mix_fwd = mix.forward_transient
+    if not (t.grad_checkpointing or t.activation_offload):
+        # memory/ssm.py nets the scan's locals of the gated norm's and out_proj's saved terms (not made yet at the
+        # scan); that net falls per token as the row grows past its padding (a per-row figure spread over more
+        # tokens), so the temporaries component could shrink when seq_len grows (tests/test_properties.py drew
+        # bamba-9b at seq 1 -> 2). Kept whole here: over by those terms at the forward moment only.
+        mix_fwd = Term(mix_fwd.name + " (not netted of the gated norm's and out_proj's saved terms)",
+                       mix_fwd.per_token + mix.mlp_tail_per_token)
+    fwd = dec.forward_transient if dec.forward_transient.per_token >= mix_fwd.per_token else mix_fwd
+    fwd = Term(fwd.name, fwd.per_token)  # no scores in a mixer layer
+    # Backward: the MLP's first, then the mixer's, after the MLP's saved set is freed.
+    mix_bwd = mix.backward_transient.per_token - mlp_t
+    bwd = Term(dec.backward_transient.name, dec.backward_transient.per_token,
+               const=dec.backward_transient.const) if dec.backward_transient.per_token >= mix_bwd \
+        else Term(mix.backward_transient.name + ", after the MLP's saved set is freed", mix_bwd)
+    # A checkpointed layer's rerun: the mixer's scan close (before the MLP saves anything) or the MLP's up-projection.
+    mix_tail, mix_rerun = mix.mlp_tail_per_token + mlp_t, mix.mlp_forward_per_token
+    tail, rerun = (dec.mlp_tail_per_token, dec.mlp_forward_per_token) \
+        if dec.mlp_forward_per_token - dec.mlp_tail_per_token >= mix_rerun - mix_tail else (mix_tail, mix_rerun)
+    return LayerActivations(terms + mlp, fwd, bwd, mlp_saved_per_token=dec.mlp_saved_per_token,
+                            mlp_tail_per_token=tail, mlp_forward_per_token=rerun,
+                            mlp_saved_const=dec.mlp_saved_const, attention_terms=len(terms))
+
+
+def _components(layer: LayerActivations) -> tuple[int, int, int, int]:
+    """(per token, per token x seq, per sample, whatever the batch) of a layer's saved set (the plan's split)."""
+    x = layer.terms
+    return (sum(a.per_token for a in x if not a.batch1_only), sum(a.per_token_seq for a in x),
+            sum(a.per_sample for a in x), sum(a.const for a in x))
+
+
+def _bamba_envelope(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
+                    input_grad: bool) -> LayerActivations:
+    """A layer no smaller than either Bamba kind in any component: the mixer layer's terms plus what an attention
+    layer saves beyond them; its transients the larger of the two. What the layers save less than this is
+    layered_less's (the estimate's layers_less / bottom_less), so the whole stack's saved set is exact; a
+    checkpointed layer's rerun counts the larger kind."""
+    from vramcalc.core.memory.activations import LayerActivations, Term
+    from vramcalc.core.memory.activations import layer_activations as decoder_layer
+
+    mix = bamba_mixer_layer(m, t, recipe, trainable_weights, input_grad)
+    if not m.attention_layers:
+        return mix
+    att = decoder_layer(m, t, recipe, trainable_weights, input_grad)
+    if len(m.attention_layers) == m.num_layers:
+        return att
+    a, b = _components(mix), _components(att)
+    extra = [max(0, y - x) for x, y in zip(a, b, strict=True)]
+    terms = mix.terms
+    if any(extra):
+        terms += (Term("attention layers' saved set beyond a mixer layer's (subtracted where a layer has none)",
+                       extra[0], extra[1], extra[2], extra[3]),)
+
+    def larger(x: Term, y: Term) -> Term:
+        return Term(x.name if x.per_token >= y.per_token else y.name, max(x.per_token, y.per_token),
+                    max(x.per_token_seq, y.per_token_seq), const=max(x.const, y.const))
+
+    tail, rerun = (mix.mlp_tail_per_token, mix.mlp_forward_per_token) \
+        if mix.mlp_forward_per_token - mix.mlp_tail_per_token >= att.mlp_forward_per_token - att.mlp_tail_per_token \
+        else (att.mlp_tail_per_token, att.mlp_forward_per_token)
+    return LayerActivations(terms, larger(mix.forward_transient, att.forward_transient),
+                            larger(mix.backward_transient, att.backward_transient),
+                            mlp_saved_per_token=min(mix.mlp_saved_per_token, att.mlp_saved_per_token),
+                            mlp_tail_per_token=tail, mlp_forward_per_token=rerun,
+                            mlp_saved_const=min(mix.mlp_saved_const, att.mlp_saved_const),
+                            attn_backward_const=att.attn_backward_const)
+
+
+def layered_less(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
+                 bottom_input_grad: bool) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """What Bamba's layers together, and its bottom layer, save less than the envelope (per token, per token x seq,
+    per sample, whatever the batch): each layer's kind from attn_layer_indices; the bottom layer without an input
+    gradient when `bottom_input_grad` is False (LoRA without checkpointing: the frozen embedding's output)."""
+    from vramcalc.core.memory.activations import layer_activations as decoder_layer
+
+    assert m.num_layers is not None
+    env = _components(_bamba_envelope(m, t, recipe, trainable_weights, True))
+    kinds = {False: _components(bamba_mixer_layer(m, t, recipe, trainable_weights, True))}
+    if m.attention_layers:
+        kinds[True] = _components(decoder_layer(m, t, recipe, trainable_weights, True))
+    attn = set(m.attention_layers)
+    total = [0, 0, 0, 0]
+    for i in range(m.num_layers):
+        k = kinds[i in attn]
+        total = [x + e - y for x, e, y in zip(total, env, k, strict=True)]
+    at0 = 0 in attn
+    bottom_kind = (decoder_layer(m, t, recipe, trainable_weights, bottom_input_grad) if at0 else
+                   bamba_mixer_layer(m, t, recipe, trainable_weights, bottom_input_grad))
+    bottom = [e - y for e, y in zip(env, _components(bottom_kind), strict=True)]
+    if not bottom_input_grad:  # the bottom layer's own drop joins the stack's
+        total = [x + b - (e - y) for x, b, e, y in zip(total, bottom, env, kinds[at0], strict=True)]
+    return (total[0], total[1], total[2], total[3]), (bottom[0], bottom[1], bottom[2], bottom[3])
+
+
+def lowest_mixer_rerun(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> dict[str, int]:
+    """Bamba, full fine-tuning with checkpointing: the lowest mixer layer's rerun comes after every layer above it has
+    written its gradients (an attention layer on top does not hold the largest rerun: measured with the tracer,
+    --grid bamba full with checkpointing, attn_layer_indices [0, 3]: the peak at layer 1's rerun, -6.4 % when only
+    the head's gradients were counted there). The plan's fields: the gradient bytes not made yet (that layer's,
+    those below it and the embedding's: sum(p.numel()) of the stack cut after it, less the final norm and the head)
+    and its index."""
+    from dataclasses import replace
+
+    from vramcalc.core.params import count_params
+
+    if not is_layered_hybrid(m) or m.num_layers is None or m.hidden_size is None or m.vocab_size is None:
+        return {}
+    attn = set(m.attention_layers)
+    low = next((i for i in range(m.num_layers) if i not in attn), None)
+    if low is None:
+        return {}
+    cut = replace(m, num_layers=low + 1, attention_layers=tuple(i for i in m.attention_layers if i < low))
+    below = count_params(cut) - m.hidden_size - m.vocab_size * m.hidden_size
+    return {"rerun_mixer_below": below * dtype_bytes(recipe.grad), "rerun_mixer_layer": low}
+
+
 def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     """Full fine-tuning: the gradients that appear only after the bottom layer's mixer backward, as for Mamba-2
     (memory/ssm.py late_gradient_bytes on the mixer's view: an untied embedding's, the bottom mixer's in_proj and
     conv1d; its block norm is input_layernorm here). The mixer runs first in the layer, so its backward is last."""
-    if not is_hybrid(m) or t.method != "full":
+    if not is_hybrid(m) or t.method != "full" or 0 in m.attention_layers:  # (Bamba: an attention bottom layer)
         return 0
     from vramcalc.core.memory import ssm
 
@@ -95,20 +250,21 @@ def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
 
 
 def check_run(m: ModelSpec, t: TrainingSpec) -> None:
-    """Refuse what the Falcon-H1 arithmetic does not cover, in one line."""
+    """Refuse what the Falcon-H1 / Bamba arithmetic does not cover, in one line."""
     if not is_hybrid(m):
         return
+    kind = "Bamba" if is_layered_hybrid(m) else "Falcon-H1"
     from vramcalc.core.errors import UnsupportedCombination
     from vramcalc.core.memory.precision import recipe_of
 
     if t.mode != "train":
-        raise UnsupportedCombination(f"--mode {t.mode} on {m.name}: generate() for Falcon-H1 (the KV cache beside "
+        raise UnsupportedCombination(f"--mode {t.mode} on {m.name}: generate() for {kind} (the KV cache beside "
                                      "each layer's Mamba-2 state) is not modelled; use --mode train")
     if t.method not in ("full", "lora", "qlora"):
         raise UnsupportedCombination(f"--method {t.method} on {m.name}: only full, lora and qlora are modelled for "
-                                     "Falcon-H1; use one of those")
+                                     f"{kind}; use one of those")
     if t.objective != "sft":
-        raise UnsupportedCombination(f"--objective {t.objective} on {m.name}: only sft is modelled for Falcon-H1; use "
+        raise UnsupportedCombination(f"--objective {t.objective} on {m.name}: only sft is modelled for {kind}; use "
                                      "--objective sft")
     if recipe_of(t).autocast:
         raise UnsupportedCombination(f"--precision {t.precision} on {m.name}: autocast over the Mamba-2 mixer's "
@@ -118,13 +274,20 @@ def check_run(m: ModelSpec, t: TrainingSpec) -> None:
                                      "those")
     if t.packing != "none" or t.loss != "hf" or t.activation_offload or t.ac_every > 1:
         raise UnsupportedCombination(f"{m.name}: packing, other losses, activation offload and selective "
-                                     "checkpointing are not modelled for Falcon-H1; drop them")
+                                     f"checkpointing are not modelled for {kind}; drop them")
 
 
 def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     """What a Falcon-H1 estimate assumes (shown in every format)."""
     if not is_hybrid(m):
         return ()
+    if is_layered_hybrid(m):
+        n_attn = len(m.attention_layers)
+        return (f"{m.name}: {(m.num_layers or 0) - n_attn} Mamba-2 mixer layers and {n_attn} attention layers "
+                f"(attn_layer_indices {list(m.attention_layers)}), each with an MLP; the mixers counted as "
+                "transformers' PyTorch path (mamba2_chunk_scan, the row padded to a multiple of chunk_size "
+                f"{m.ssm_chunk_size}), what runs without the mamba_ssm / causal_conv1d kernels; the attention as "
+                "the decoder's (RoPE on half of each head).",)
     return (f"{m.name}: each layer's Mamba-2 mixer counted as transformers' PyTorch path (mamba2_chunk_scan, the row "
             f"padded to a multiple of chunk_size {m.ssm_chunk_size}), what runs without the mamba_ssm / causal_conv1d "
             "kernels; its attention as the decoder's; the muP multipliers' products as the temporaries they are "

@@ -60,6 +60,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     tokens = training.batch_size * _vision.total_tokens(model, training)
     trained_projector = training.method == "full"
     gc = training.grad_checkpointing
+    trained_tower = training.train_vision  # vision.py check: --method full and sdpa only
     # pixel_values (images, tiles, 3, H, W) in the model's dtype, an input of the step; get_image_features
     # concatenates each image's tiles (torch.cat of pix_val[:num_patch]: a copy) before the tower
     pixel = n_tiles * 3 * v.image_size * v.image_size * w_bytes
@@ -80,8 +81,24 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         saved += n_tiles * (rows * vh + 2 * per_tile * th) * a_bytes
     if trained_projector or gc:
         saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
-    tower_kept = 0
-    if gc:
+    tower_kept = tower_train = forward_only = 0
+    if trained_tower:
+        # --train-vision: the CLIP tower trained over every tile, as LLaVA-1.5's (memory/vision.py _tower_saved, per
+        # tile here): the layers up to vision_feature_layer save their sets (with checkpointing their inputs); the
+        # layers above it run and their graph lives as long as the output's last_hidden_state, which the model
+        # output holds until the loss (forward_only); the patch Conv2d saves its input, the tiles' torch.cat copy
+        # (measured with the tracer: less one rows x width a layer without checkpointing, as the flash kernel's
+        # output is a transposed view of a (rows, heads, head_dim) tensor, so sdpa_attention_forward's
+        # transpose(1, 2).contiguous() and out_proj's input are that same storage)
+        used = _vision.used_layers(v)
+        shared = 0 if gc else n_tiles * rows * vh * a_bytes
+        tower_train = _vision._tower_saved(v, training, rows, a_bytes, tiles=n_tiles) + pixel - used * shared
+        forward_only = _vision._tower_saved(v, training, rows, a_bytes, unreached=True, tiles=n_tiles) \
+            - (v.num_layers - used) * shared
+        if v.num_layers > used:  # the first layer above saves (or keeps) the feature hidden state `held` counts
+            forward_only -= n_tiles * rows * vh * a_bytes
+        saved += tower_train
+    elif gc:
         # Checkpointing: activation_checkpointing_enable (transformers modeling_utils.py) calls
         # enable_input_require_grads whatever the method, which hooks the CLIP patch Conv2d too, so the frozen tower
         # runs with grad: its checkpointed CLIPEncoderLayers keep their inputs and pre_layrnorm its input
@@ -98,48 +115,84 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # v, the output and out_proj's)
     layer_t = n_tiles * rows * max(4 * vh + 3 * vi, 7 * vh) * a_bytes
     tower_moment = tokens * th * a_bytes + 2 * pixel + layer_t
-    if gc:  # the checkpointed layers' kept inputs pile up as the tower runs
+    if trained_tower:
+        # the trained layers' saved sets (or kept inputs) pile up as the tower runs; at its end, beside them, the
+        # last layer's output and residual (its other transients are in its saved set)
+        tower_moment += tower_train - pixel + forward_only
+        if not gc:
+            tower_moment += 2 * n_tiles * rows * vh * a_bytes - layer_t
+    elif gc:  # the checkpointed layers' kept inputs pile up as the tower runs
         tower_moment += n_tiles * v.num_layers * rows * vh * a_bytes
     # the projector and the packing, after the tower: the held hidden states, linear_1's or GELU's output and
     # the next (2 x tiles x 576 x text width), then one image's permuted copy, its newline'd grid and its packed
     # features beside every image packed so far
     proj_moment = (tokens * th * a_bytes + pixel + n_tiles * rows * vh * a_bytes * 2
-                   + 2 * n_tiles * per_tile * th * a_bytes + saved + tower_kept)
+                   + 2 * n_tiles * per_tile * th * a_bytes + saved + tower_kept + forward_only)
     trainable_text = b.trainable_parameters
     extra_trainable = projector + newline if trained_projector else 0
+    # a trained tower's parameters: the layers above the feature layer and post_layernorm get no gradient
+    # (memory/vision.py unreached_params), so neither gradients nor AdamW states for them
+    tower_trainable = tower if trained_tower else 0
+    with_grad = extra_trainable + (tower - _vision.unreached_params(v) if trained_tower else 0)
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
-    grad_all = _vision._scaled(b.gradients, trainable_text, extra_trainable)
+    grad_all = _vision._scaled(b.gradients, trainable_text, with_grad)
     raw.append(("forward.vision", _m.FWD_VISION,
-                (_vision._scaled(accum, trainable_text, extra_trainable), max(tower_moment, proj_moment))))
+                (_vision._scaled(accum, trainable_text, with_grad), max(tower_moment, proj_moment))))
     for key, layout, values in b.moments:
-        values = _vision._grown(layout, values, trainable_text, extra_trainable)
+        # a trained tower's gradients come last (its backward runs after the language model's): before it, and
+        # unless earlier micro-batches accumulated them, only the projector's are added
+        grown = extra_trainable if (trained_tower and key.startswith("backward.") and key != "backward.end"
+                                    and training.grad_accum == 1) else with_grad
+        values = _vision._grown(layout, values, trainable_text, grown)
         if key.startswith("forward."):
             lm = in_forward if key != "forward.loss" else 0
-            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + held + lm)))
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + held + lm + forward_only)))
         elif key == "backward.bottom":
             # the projector's backward runs after the text model's bottom layer and before the embedding's (its
-            # nodes are newer): its saved tensors are gone at the bottom moment
-            raw.append((key, (*layout, _SAVED), (*values, tower_kept)))
+            # nodes are newer): its saved tensors are gone at the bottom moment (a trained tower's are not)
+            raw.append((key, (*layout, _SAVED), (*values, tower_kept + tower_train)))
         elif key.startswith("backward.") and key != "backward.end":
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
         else:
             raw.append((key, layout, values))
-    if gc:
-        # The hooked tower's backward runs after the language model's (its nodes are the oldest but the text
-        # embedding's), one checkpointed layer at a time: the layer recomputed with grad saves layer_norm1's output,
-        # q, k, v and sdpa's output with its fp32 logsumexp per head, layer_norm2's input and its fp32 stats, fc1's
-        # output and quick_gelu's sigmoid (the frozen Linears save no input); at quick_gelu's backward mul, the
-        # gradient flowing in (width) and three intermediate-wide ones (measured with the tracer), beside every
-        # layer's kept input
+    if gc or trained_tower:
+        # The tower's backward runs after the language model's (its nodes are the oldest but the text embedding's),
+        # one layer at a time. Frozen and hooked (checkpointing): the layer recomputed with grad saves
+        # layer_norm1's output, q, k, v and sdpa's output with its fp32 logsumexp per head, layer_norm2's input and
+        # its fp32 stats, fc1's output and quick_gelu's sigmoid (the frozen Linears save no input); at quick_gelu's
+        # backward mul, the gradient flowing in (width) and three intermediate-wide ones (measured with the
+        # tracer), beside every layer's kept input. Trained (--train-vision): every gradient but the tower's
+        # exists and AccumulateGrad fills the tower's as its layers go down, while their saved sets are freed: the
+        # larger of its start (no tower gradient, the saved set whole) and its bottom layer (every gradient, that
+        # layer's saved set and the Conv2d's saved input); recomputed with checkpointing, the trained fc1 and fc2
+        # save their inputs too (layer_norm2's output, quick_gelu's output)
         heads = v.num_attention_heads
         recomputed = n_tiles * rows * ((5 * vh + 2 * vi) * a_bytes + 4 * heads + 2 * 2 * 4)
         at_mul = n_tiles * rows * (vh + 3 * vi) * a_bytes
-        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
-                                  (grad_all, tower_kept + recomputed, at_mul)))
+        values = (grad_all, tower_kept + recomputed, at_mul)
+        if trained_tower:
+            own = recomputed + n_tiles * rows * (vh + vi) * a_bytes if gc else \
+                _vision._tower_saved(v, training, rows, a_bytes, tiles=n_tiles, one_layer=True) - shared
+            # (at quick_gelu's backward mul, fc2's backward has freed its saved input and added its gradients)
+            fc2_in = n_tiles * rows * vi * a_bytes
+            fc2_grad = _vision._scaled(b.gradients, trainable_text, vh * vi + vh) - b.gradients
+            # (recomputed with checkpointing, one more rows x width there: measured with the tracer, 5.9 MB a
+            # 5-tile image at 1024 wide)
+            own -= fc2_in - (n_tiles * rows * vh * a_bytes if gc else 0)
+            start = (_vision._scaled(b.gradients, trainable_text, extra_trainable) + fc2_grad,
+                     tower_train - (0 if gc else fc2_in) + (own if gc else 0), at_mul)
+            # (at the bottom layer's backward its own weights' gradients are not there yet: one CLIPEncoderLayer's
+            # parameters, as memory/vision.py unreached_params counts a layer)
+            layer_grads = _vision._scaled(b.gradients, trainable_text, _vision.unreached_params(
+                replace(v, num_layers=2, feature_layer=-2)) - 2 * vh)
+            bottom = (grad_all - layer_grads + b.gradients + fc2_grad,
+                      pixel + own + (n_tiles * rows * vh * a_bytes if gc else 0), at_mul)
+            values = max(start, bottom, key=sum)
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, values))
     weights = b.weights + (tower + projector + newline) * w_bytes
-    states = _vision._scaled(b.optimizer_state, trainable_text, extra_trainable)
+    states = _vision._scaled(b.optimizer_state, trainable_text, with_grad)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
@@ -160,18 +213,22 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"{grid_rows} image_newline + {per_tile} base), added to the {training.seq_len:,} text tokens: the language "
         f"model runs on {_vision.total_tokens(model, training):,} tokens per sample (modeling_llava_next.py "
         "pack_image_features; processing_llava_next.py _get_number_of_features).",
-        f"vision tower ({tower:,} parameters, CLIP ViT, modeling_clip.py) frozen, "
-        + ("run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
-           "enable_input_require_grads)" if gc else "run without grad")
+        f"vision tower ({tower:,} parameters, CLIP ViT, modeling_clip.py) "
+        + ("trained over every tile (--train-vision: its gradients, optimizer state and saved activations, or with "
+           "checkpointing its kept layer inputs and one recomputed layer; the layers above vision_feature_layer run "
+           "but get no gradient)" if trained_tower else
+           "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
+           "enable_input_require_grads)" if gc else "frozen, run without grad")
         + f"; {mode} ({projector + newline:,} parameters); QLoRA keeps the tower and projector 16-bit (an "
         "assumption: LLaVA recipes skip them from quantization); LoRA targets resolve in the language model only.",
         "image side: every tile's tower forward counted at one layer's transients (approximate); the model output "
         "holds the tower's last and feature-layer hidden states and the packed image features until the loss.",
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector + newline,
-                  trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
+                  trainable_parameters=trainable_text + extra_trainable + tower_trainable, weights=weights,
+                  gradients=grad_all,
                   optimizer_state=states,
-                  activations=b.activations + saved + tower_kept + pixel + held + in_forward,
+                  activations=b.activations + saved + tower_kept + pixel + held + in_forward + forward_only,
                   temporaries=max(b.temporaries, tower_moment, proj_moment), phases=phases,
                   details=details, notes=b.notes + notes, moments=tuple(raw),
                   active_parameters=b.active_parameters + tower + projector + newline)

@@ -12,6 +12,14 @@ others replace the LM head and the loss, from the final norm's output on:
   engine runs every chunk's loss backward before the first chunk's projection backward (higher
   sequence numbers first), so the 16-bit logit gradients of the chunks pile up; the per-chunk head
   weight gradients are summed out of place in the engine's InputBuffer (three head-sized tensors).
+* `linear-chunked`: torchtune LinearCrossEntropyLoss (torchtune/modules/loss/cross_entropy_loss.py, torchtune >= 0.6,
+  the loss of its current recipes' configs; num_output_chunks=8): the model returns the final hidden states
+  (skip_output_layer) and the loss splits them along the sequence, keeps each chunk's labelled positions
+  (`hidden_chunk[mask_chunk]`: an index copy, and mask.nonzero()'s int64 [n, 2] pairs, saved by the index's
+  backward), projects them and upcasts the chunk's logits to fp32. Every chunk's fp32 log_softmax output and int64
+  targets are saved, as `chunked`; no chunk's 16-bit logits outlive its own cross-entropy, and each chunk's
+  projection backward runs right after its loss backward (its node is newer than the previous chunk's loss), so no
+  logit gradients pile up. Counted with every position labelled (an upper bound when prompts are masked).
 * `fused-linear`: Liger LigerFusedLinearCrossEntropyFunction
   (liger_kernel/ops/fused_linear_cross_entropy.py fused_linear_cross_entropy_forward, accum_dtype
   None) never materializes the logits: per chunk of next_pow2(ceil(BT / ceil(V / H))) tokens it
@@ -36,6 +44,7 @@ SOURCES: dict[str, str] = {
     "hf": "transformers loss_utils.py ForCausalLMLoss: logits.float(), log_softmax (saved), nll_loss",
     "chunked": "torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss + "
                "modules/transformer.py chunked_output",
+    "linear-chunked": "torchtune modules/loss/cross_entropy_loss.py LinearCrossEntropyLoss (skip_output_layer)",
     "fused-linear": "liger_kernel/ops/fused_linear_cross_entropy.py fused_linear_cross_entropy_forward",
     "cut": "cut_cross_entropy/cce.py LinearCrossEntropyFunction + cce_backward.py cce_backward_kernel",
     "trl": "trl/trainer/utils.py add_fused_lm_head + trl/kernels/chunked_logprob.py ChunkedLogProbFunction",
@@ -48,6 +57,12 @@ LABELS: dict[str, tuple[str, str, str, str]] = {
                 "all chunks' 16-bit logits + one chunk's fp32 upcast",
                 "one chunk's nll_loss and log_softmax fp32 gradients",
                 "head backward: waiting 16-bit logit gradients, 3 head-sized weight gradients, chunk input grads"),
+    "linear-chunked": ("every chunk's fp32 log_softmax output + int64 targets and nonzero() pairs (+ the "
+                       "projected hidden states when the head trains)",
+                       "the final hidden states + one chunk's 16-bit logits and fp32 upcast",
+                       "one chunk's nll_loss and log_softmax fp32 gradients",
+                       "head backward: the chunks' remaining saved sets, head-sized weight gradients, chunk input "
+                       "grads waiting for tensor_split"),
     "fused-linear": ("grad_input (BT × H), computed in forward",
                      "one logits chunk + its grad_input product + fp32 loss_1d + target mask",
                      "none (backward hands back grad_input and grad_weight)", ""),
@@ -105,6 +120,24 @@ def loss_bytes(loss: str, *, tokens: int, batch: int, seq: int, chunks: int, voc
         else:
             head_bwd = head_input + c * v * tokens + head_grad + c * h * tokens
         return LossBytes(saved, c * v * tokens + upcast, 8 * v * chunk_tokens, head_bwd, False)
+    if loss == "linear-chunked":
+        n = min(chunks, seq)
+        chunk_tokens = batch * ceil_div(seq, n)
+        copy = c * h if head_trainable else 0  # the projection saves its input only to give the head a gradient
+        per_token = 4 * v + 16 + 8 + copy  # fp32 log_softmax output, nonzero() pairs, int64 targets
+        saved = per_token * tokens
+        # Forward, at the last chunk: the final hidden states (the model's output, alive through the loss), the
+        # chunk's index copy (saved when the head trains), its 16-bit logits and their fp32 upcast.
+        fwd = c * h * tokens + (0 if head_trainable else c * h * chunk_tokens) + (c + 4) * v * chunk_tokens
+        # Backward, head: the first chunk's projection backward runs with the other chunks' saved sets still alive
+        # and one head-sized weight gradient; the second's with one chunk fewer and two gradients plus their
+        # out-of-place sum; each with the chunk's input gradient and the index backward's zeros; at the end, every
+        # chunk's input gradient waits for tensor_split's backward, then their cat.
+        g = head_grad if head_trainable else 0
+        first = per_token * (tokens - chunk_tokens) + g
+        second = per_token * max(tokens - 2 * chunk_tokens, 0) + 3 * g if n >= 2 else 0
+        head_bwd = max(max(first, second) + 2 * c * h * chunk_tokens, 2 * c * h * tokens + head_grad)
+        return LossBytes(saved, fwd, 8 * v * chunk_tokens, head_bwd, False)
     if loss == "fused-linear":
         chunk = min(_next_pow2(ceil_div(tokens, ceil_div(v, h))), tokens)
         # grad_input (input dtype) is saved whether or not the head trains; loss_1d fp32 and the target

@@ -69,9 +69,10 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     if training.method not in METHODS:
         raise UnsupportedCombination(f"--method {training.method} is not modelled for {name}: use "
                                      f"{', '.join(METHODS)}")
-    if training.train_vision:
-        raise UnsupportedCombination(f"--train-vision is not modelled for {name} (a trained tower's saved "
-                                     "activations and gradients are not counted): drop it (the tower stays frozen)")
+    if training.train_vision and training.method != "full":
+        raise UnsupportedCombination(f"--train-vision trains {name}'s whole tower, which --method {training.method} "
+                                     "does not (LoRA on the tower is not modelled): use --method full, or drop "
+                                     "--train-vision")
     if training.attention != "sdpa":
         raise UnsupportedCombination(f"--attention {training.attention} is not modelled for {name} (transformers "
                                      "sets _supports_flash_attn false; eager's per-head scores over the vision rows "
@@ -181,6 +182,24 @@ def tower_graph_saved(v: VisionSpec, images: int) -> int:
     return images * (layers * per_layer - rows * h * c + before + between + rows * rows * c)
 
 
+def tower_trained_saved(v: VisionSpec, images: int) -> int:
+    """What a trained tower saves (--train-vision, full fine-tuning), for `images` images: the frozen hooked graph
+    (tower_graph_saved) with, per encoder layer, the trained Linears' inputs (modeling_mllama.py MllamaVisionAttention,
+    MllamaVisionMLP): input_layernorm's output (q/k/v_proj's shared input), post_attention_layernorm's output (fc1's)
+    and GELU's output (fc2's); per gated global layer, the two gate muls' other operands (o_proj's and fc2's outputs,
+    MllamaVisionEncoderLayer gate_attn / gate_ffn); before the layers, MllamaPrecomputedPositionEmbedding's gated
+    tile_position_embedding (tiles x 1601 rows x width, the mul with the trained gate saves it) in place of the
+    hooked Conv2d's leaf output (no longer a leaf: nothing saves it). (The Conv2d also saves its input,
+    pixel_values, for its weight's gradient: estimate counts it beside the step's inputs.)"""
+    tile, rows = tower_rows(v)
+    h, i, c = v.hidden_size, v.intermediate_size, 2
+    layers = v.num_layers + v.num_global_layers
+    tiles = v.max_num_tiles
+    own = layers * rows * (2 * h + i) * c + v.num_global_layers * rows * 2 * h * c + tiles * tile * h * c \
+        - tiles * (tile - 1) * h * c
+    return tower_graph_saved(v, images) + images * own
+
+
 def tower_graph_forward(v: VisionSpec, images: int, vrows: int, c: int) -> int:
     """The tower's forward with its graph (checkpointing): at the final concatenation its saved set, the global
     encoder's last output, the stacked intermediate outputs and the concatenated vision output."""
@@ -190,12 +209,16 @@ def tower_graph_forward(v: VisionSpec, images: int, vrows: int, c: int) -> int:
         + vrows * v.vision_output_dim * c
 
 
-def tower_backward(v: VisionSpec, images: int, vrows: int, c: int) -> int:
+def tower_backward(v: VisionSpec, images: int, vrows: int, c: int, trained: bool = False) -> int:
     """The tower's backward at its top global layer's GELU: the gradients of the stacked intermediate outputs
     (rows x width each, sliced back to the padded rows), the gradient flowing in (width), fc2's input gradient and
-    GELU's (intermediate each)."""
+    GELU's (intermediate each). Trained (--train-vision), its peak comes earlier, at fc2's bias gradient (the sum
+    over the rows, once fc2's weight gradient exists): the stacked outputs' gradients, the gradient flowing in and
+    gate_ffn's product's (width each) and fc2's input gradient (intermediate; measured with the tracer)."""
     _, rows = tower_rows(v)
     k = len(v.intermediate_layers_indices)
+    if trained:
+        return images * rows * ((k + 2) * v.hidden_size + v.intermediate_size) * c
     return images * rows * (k * v.hidden_size + v.hidden_size + 2 * v.intermediate_size) * c
 
 
@@ -208,7 +231,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     assert v is not None and model.hidden_size is not None
     text_model = replace(model, vision=None)
     # (the image options dropped; --image-size sizes nothing in a text model's run but a ResNet's)
-    b = text_estimate(text_model, replace(training, images=0, image_width=0))
+    b = text_estimate(text_model, replace(training, images=0, image_width=0, train_vision=False))
     c = dtype_bytes(recipe_of(training).compute)
     w_bytes = dtype_bytes(recipe_of(training).weight)
     d, h, i = model.hidden_size, v.hidden_size, v.intermediate_size
@@ -227,6 +250,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     extras = mllama_text_extra_params(model)
     trainable_text = b.trainable_parameters
     extra_trainable = projector + extras if full else 0
+    # a trained tower's gradients come last (its backward runs after the language model's, backward.end included):
+    # the text model's backward moments grow by the projector and extras only, the optimizer step and accumulated
+    # micro-batches by the tower too
+    grow_all = extra_trainable + (tower if training.train_vision else 0)
 
     # --- inputs: pixel_values (batch, images, tiles, 3, tile, tile) in the model's dtype; aspect_ratio_ids,
     # aspect_ratio_mask and cross_attention_mask (batch, text, images, tiles) int64 (processing_mllama.py)
@@ -255,11 +282,17 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # hooks every PreTrainedModel's input embeddings, MllamaVisionModel's patch_embedding too (its
     # get_input_embeddings), so the frozen tower runs with grad; MllamaVisionEncoderLayer is no
     # GradientCheckpointingLayer, so it saves its whole graph until the tower's backward, which runs last
-    graph = gc
+    # --train-vision (full fine-tuning): the tower trains, and with or without checkpointing its layers (no
+    # GradientCheckpointingLayer) save their whole graph (tower_trained_saved), freed by its backward, run last
+    trained_tower = training.train_vision
+    graph = gc or trained_tower
     states_grad = full or graph  # cross_attention_states need a gradient
     delta, _ = cross_layer_delta(model, training, states_grad=states_grad)
     saved_cross = 0 if gc else n_cross * delta  # checkpointed cross layers keep only their inputs
-    tower_saved = tower_graph_saved(v, images) if graph else 0
+    tower_saved = tower_trained_saved(v, images) if trained_tower else tower_graph_saved(v, images) if graph else 0
+    # the trained patch Conv2d saves pixel_values (the step's input, counted in `pixel` through the forward), which
+    # so outlives the forward
+    conv_in = tiles * 3 * v.image_size ** 2 * w_bytes if trained_tower else 0
     # what the image side holds while the text model runs its layers: the inputs, the vision output (until the
     # loss), the states and the masks (while MllamaModel.forward runs; kept to the backward when k_proj / v_proj
     # save the states (trained) or the checkpointed cross layers keep them as inputs)
@@ -269,26 +302,28 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     kept_vision = vision_out if full else 0  # the trained projector saves its input
     after_forward = pixel + vision_out + kept_states + kept_masks + tower_saved
     # the step's inputs are dropped after the forward (as the tracer's step does: only the loss is kept)
-    in_backward = kept_states + kept_masks + kept_vision + tower_saved
+    in_backward = kept_states + kept_masks + kept_vision + tower_saved + conv_in
     # the cross_attention_mask's expansion (int64 repeat_interleave, 1.0 - it in fp32, its 16-bit cast)
     mask_moment = pixel + vision_out + states + tower_saved + bs * s * keys * (8 + 4 + c)
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
-    acc = _scaled(accum, trainable_text, extra_trainable)
+    acc = _scaled(accum, trainable_text, grow_all)
     raw.append(("forward.vision", _m.FWD_VISION, (acc, tower_fwd if not graph else
-                                                  tower_graph_forward(v, images, vrows, c) + pixel)))
+                                                  tower_graph_forward(v, images, vrows, c) + pixel
+                                                  + tower_saved - tower_graph_saved(v, images))))
     raw.append(("forward.cross_mask", FWD_CROSS_MASK, (acc, mask_moment, 0)))
     for key, layout, values in b.moments:
-        values = _grown(layout, values, trainable_text, extra_trainable)
+        values = _grown(layout, values, trainable_text, extra_trainable if key.startswith("backward.")
+                        and training.grad_accum == 1 else grow_all)
         if key == "forward.layer":
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + during_layers)))
         elif key.startswith("forward."):
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + after_forward)))
         elif key == "backward.bottom":
-            raw.append((key, (*layout, _IMAGE), (*values, kept_vision + tower_saved)))
+            raw.append((key, (*layout, _IMAGE), (*values, kept_vision + tower_saved + conv_in)))
         elif key == "backward.end":  # the gradient being summed stays the last term (memory/timeline.py)
-            raw.append((key, (*layout[:-1], _IMAGE, layout[-1]), (*values[:-1], kept_vision + tower_saved,
+            raw.append((key, (*layout[:-1], _IMAGE, layout[-1]), (*values[:-1], kept_vision + tower_saved + conv_in,
                                                                   values[-1])))
         elif key.startswith("backward."):
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + in_backward)))
@@ -387,9 +422,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # the tower's backward, last: every gradient exists, the tower's saved graph, and at its top global layer's
         # MLP backward the gradients of the intermediate layers' outputs (the stack's) and the flowing ones
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
-                                  (g_all, tower_saved, tower_backward(v, images, vrows, c))))
+                                  (g_all, tower_saved + conv_in, tower_backward(v, images, vrows, c, trained_tower))))
     weights = b.weights + (tower + projector + extras) * w_bytes
-    states_opt = _scaled(b.optimizer_state, trainable_text, extra_trainable)
+    states_opt = _scaled(b.optimizer_state, trainable_text, grow_all)
     base = weights + states_opt + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
@@ -405,7 +440,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"{v.image_size} x {v.image_size} px (the processor pads every image to max_num_tiles, whatever its size): "
         f"{keys:,} vision rows per sample, which the {n_cross} cross-attention layers attend over; --seq-len counts "
         "the text tokens (the <|image|> tokens included).",
-        f"vision tower ({tower:,} parameters) frozen; {mode}; QLoRA keeps the tower and projector 16-bit.",
+        f"vision tower ({tower:,} parameters) "
+        + ("trained (--train-vision: its gradients, optimizer state and whole saved graph, checkpointing or not: "
+           "MllamaVisionEncoderLayer is no GradientCheckpointingLayer)" if trained_tower else "frozen")
+        + f"; {mode}; QLoRA keeps the tower and projector 16-bit.",
     )
     def temporaries_of(entries: list[_m.RawMoment], keys: tuple[str, ...]) -> int:
         return max((sum(x for (_, comp), x in zip(layout, values, strict=True) if comp == "temporaries")
@@ -417,8 +455,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     details.update({"temporaries.vision_tower_forward": tower_fwd_t, "temporaries.cross_attention_layer": cross_t,
                     "temporaries.vision_tower_backward": tower_bwd_t})
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector + extras,
-                  trainable_parameters=trainable_text + extra_trainable, weights=weights,
-                  gradients=_scaled(b.gradients, trainable_text, extra_trainable), optimizer_state=states_opt,
+                  trainable_parameters=trainable_text + grow_all, weights=weights,
+                  gradients=_scaled(b.gradients, trainable_text, grow_all), optimizer_state=states_opt,
                   activations=b.activations + saved_cross + during_layers,
                   temporaries=max(b.temporaries, tower_fwd_t, cross_t, tower_bwd_t), phases=phases, details=details,
                   notes=b.notes + notes,

@@ -75,6 +75,9 @@ BWD_HEAD_STEP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, 
 BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 # Mamba-2 (memory/ssm.py): the bottom layer's recomputed forward at the scan's close, every upper gradient made.
 BWD_RECOMPUTE_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
+# Bamba (memory/hybrid.py): the lowest mixer layer's recomputed forward, every gradient above it made.
+BWD_RECOMPUTE_MIXER_CK = _layout(("gradients of the layers above", _G), _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES,
+                                 _LAYER_FWD)
 # GRPO (memory/rl.py): generate() on the generation batch and the no-grad log-prob passes, before the step.
 FWD_GENERATE = _layout(_ACC, _COPIES, _GEN_KV, _GEN_T)
 FWD_LOGPROBS = _layout(_ACC, _LOGPROBS)
@@ -116,6 +119,8 @@ LABELS = {
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",
     "backward.recompute": "backward: the top layer's forward recomputed (checkpointing)",
     "backward.recompute_bottom": "backward: the bottom layer's forward recomputed, every upper gradient made (Mamba-2)",
+    "backward.recompute_mixer": "backward: the lowest mixer layer's forward recomputed, the gradients above it made "
+                                "(Bamba)",
     "backward.top": "backward at the top layer",
     "backward.bottom": "backward at the bottom layer: all gradients exist",
     "backward.end": "end of backward",

@@ -151,7 +151,7 @@ def padded_length(m: ModelSpec, t: TrainingSpec) -> tuple[int, int]:
 
 
 def mamba2_layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
-                             input_grad: bool = True) -> LayerActivations:
+                             input_grad: bool = True, adapted: frozenset[str] | None = None) -> LayerActivations:
     """Saved tensors of one Mamba2Block under transformers' PyTorch path (modeling_mamba2.py Mamba2Block.forward,
     Mamba2Mixer.forward without a cache, causal_conv1d_fn, mamba2_chunk_scan, MambaRMSNormGated), as autograd saves
     them (derivatives.yaml; an operand is saved only for the other operand's gradient). Listed with
@@ -170,7 +170,8 @@ def mamba2_layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trai
     row, padded = padded_length(m, t)
     nc = padded // q
     tw = trainable_weights
-    adapted = _adapted(m, t)
+    if adapted is None:  # (a hybrid passes its mixer's own: peft lets Bamba adapt out_proj)
+        adapted = _adapted(m, t)
     rank = t.lora_rank
     terms: list[Term] = []
 

@@ -219,8 +219,11 @@ def used_layers(v: VisionSpec) -> int:
     return v.num_layers + v.feature_layer + 1 if v.feature_layer < 0 else v.feature_layer
 
 
-def _tower_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int, unreached: bool = False) -> int:
-    """A trained CLIP tower's saved tensors per image (--train-vision; models/clip/modeling_clip.py).
+def _tower_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int, unreached: bool = False,
+                 tiles: int = 1, one_layer: bool = False) -> int:
+    """A trained CLIP tower's saved tensors per image (--train-vision; models/clip/modeling_clip.py), times `tiles`
+    when the tower runs on several 336 px tiles an image (LLaVA-NeXT's anyres, memory/llava_next.py); `one_layer`:
+    one CLIPEncoderLayer's share only (what its backward frees).
 
     pre_layrnorm saves its input (and fp32 mean and rstd per row). Each CLIPEncoderLayer the projector's input
     depends on: layer_norm1's input and output (q/k/v_proj's shared input), q, k, v, the attention output (sdpa's
@@ -234,14 +237,24 @@ def _tower_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int,
     pre = rows * h * a_bytes + 2 * 4 * rows
     if unreached:  # the layers above the feature layer: their graph lives until the forward returns
         n, pre = v.num_layers - n, 0
+    if one_layer:
+        n, pre = 1, 0
     if training.grad_checkpointing:
-        return pre + n * rows * h * a_bytes
+        return tiles * (pre + n * rows * h * a_bytes)
     if training.attention == "eager":
         attention = 4 * rows * h * a_bytes + heads * rows * rows * (4 + a_bytes)
     else:
         attention = 5 * rows * h * a_bytes + heads * rows * 4
     layer = 4 * rows * h * a_bytes + attention + 3 * rows * i * a_bytes + 2 * 2 * 4 * rows
-    return pre + n * layer
+    return tiles * (pre + n * layer)
+
+
+def unreached_params(v: VisionSpec) -> int:
+    """A trained CLIP tower's parameters that get no gradient: the layers above the feature layer (q/k/v/out_proj
+    with biases, two LayerNorms, fc1 and fc2 with biases) and post_layernorm, whose outputs never reach the loss
+    (modeling_clip.py CLIPEncoderLayer, CLIPVisionTransformer), so AdamW keeps no state for them either."""
+    vh, vi = v.hidden_size, v.intermediate_size
+    return (v.num_layers - used_layers(v)) * (4 * (vh * vh + vh) + 4 * vh + 2 * vh * vi + vi + vh) + 2 * vh
 
 
 def _scaled(value: int, trainable: int, extra: int) -> int:
@@ -600,10 +613,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
     # a trained tower's layers above the feature layer and its post_layernorm get no gradient (their output never
     # reaches the loss), so AdamW keeps no state for them
-    unreached = 0
-    if training.train_vision:
-        vi = v.intermediate_size
-        unreached = (v.num_layers - used_layers(v)) * (4 * (vh * vh + vh) + 4 * vh + 2 * vh * vi + vi + vh) + 2 * vh
+    unreached = unreached_params(v) if training.train_vision else 0
     with_grad = extra_trainable - unreached
 
     raw: list[_m.RawMoment] = []
