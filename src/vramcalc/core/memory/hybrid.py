@@ -122,14 +122,9 @@ def bamba_mixer_layer(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     mlp = dec.terms[dec.attention_terms:]
     mlp_t = sum(x.per_token for x in mlp if not x.batch1_only)
     terms = tuple(Term("mixer " + x.name, x.per_token, x.per_token_seq, x.per_sample, x.const) for x in mix.terms)
+    # (memory/ssm.py's forward transient is not netted of the gated norm's and out_proj's saved terms: the
+    # temporaries never shrink as seq_len grows; tests/test_properties.py drew bamba-9b at seq 1 -> 2 when it was)
     mix_fwd = mix.forward_transient
-    if not (t.grad_checkpointing or t.activation_offload):
-        # memory/ssm.py nets the scan's locals of the gated norm's and out_proj's saved terms (not made yet at the
-        # scan); that net falls per token as the row grows past its padding (a per-row figure spread over more
-        # tokens), so the temporaries component could shrink when seq_len grows (tests/test_properties.py drew
-        # bamba-9b at seq 1 -> 2). Kept whole here: over by those terms at the forward moment only.
-        mix_fwd = Term(mix_fwd.name + " (not netted of the gated norm's and out_proj's saved terms)",
-                       mix_fwd.per_token + mix.mlp_tail_per_token)
     fwd = dec.forward_transient if dec.forward_transient.per_token >= mix_fwd.per_token else mix_fwd
     fwd = Term(fwd.name, fwd.per_token)  # no scores in a mixer layer
     # Backward: the MLP's first, then the mixer's, after the MLP's saved set is freed.
