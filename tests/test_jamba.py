@@ -85,6 +85,9 @@ def test_lora_targets() -> None:
     assert mods == {"q_proj": 4, "k_proj": 4, "v_proj": 4, "o_proj": 4, "in_proj": 28, "x_proj": 28,
                     "dt_proj": 28, "out_proj": 28, "gate_proj": 16, "up_proj": 16, "down_proj": 16}
     assert {lin.module for lin in resolve_targets(m, ("auto",))} == {"q_proj", "v_proj", "in_proj", "x_proj"}
+    # cut to 2 layers the published layout has no attention layer (period 8, offset 4): the mixer's targets only
+    two = tiny({"num_hidden_layers": 2})
+    assert {lin.module for lin in resolve_targets(two, ("auto",))} == {"in_proj", "x_proj"}
 
 
 def test_reader_refusals() -> None:

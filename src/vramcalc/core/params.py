@@ -554,7 +554,7 @@ def default_targets(m: ModelSpec) -> tuple[str, ...]:
     if m.mixer_intermediate_size:  # Falcon-H1: peft has no default either; both mixers' input projections
         return ("q_proj", "v_proj", "in_proj")
     if is_jamba(m):  # Jamba: peft has no default; Llama's q, v and Mamba's in_proj, x_proj (ssm_default_targets)
-        return ("q_proj", "v_proj", "in_proj", "x_proj")
+        return (("q_proj", "v_proj") if jamba_counts(m)[0] else ()) + ("in_proj", "x_proj")
     return ("q_proj", "v_proj")
 
 
