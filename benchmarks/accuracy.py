@@ -71,7 +71,8 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|gptoss|classics|vlm|vlm2|ppo|badam]
+                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|jamba|gptoss|classics|vlm|vlm2|ppo|
+                badam]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -570,6 +571,57 @@ def bamba_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"bamba:bamba-9b-2-layers | {label} | b1 s256 | {'gc' if gc else 'no-gc'}",
                       "model": "bamba:bamba-9b-2-layers", "method": kw["method"],
                       "training": dict(kw, batch_size=1, seq_len=256, grad_checkpointing=gc)})
+    return cases
+
+
+# The Jamba grid (`--grid jamba`, issue 15; 28 cases): Jamba (memory/jamba.py: attention and Mamba-1 layers on
+# transformers' PyTorch scan, dense and MoE feed-forwards) at two tiny shapes cut from ai21labs/AI21-Jamba-1.5-Mini's
+# config.json (tests/data/hf/ai21-jamba-1.5-mini.json) - A: 4 layers, attention at layer 2, MoE (4 experts, top 2) at
+# the odd layers, state 16, dt rank 8; B: 3 layers, attention at the bottom, MoE (3 experts, top 1) at layer 1, mixer
+# 3 x hidden, state 8, dt rank auto, in_proj / out_proj biases - x full pure-bf16 / LoRA all-linear (fp32 adapters,
+# bf16 base: peft takes every nn.Linear, the expert stacks are Parameters) / QLoRA NF4 (auto targets q, v, in_proj,
+# x_proj; kbit_prep off) x checkpointing off / on x seq 32 / 64, batch 2 under sdpa; then LoRA under eager attention
+# and on the default targets at batch 1 on shape A (fp32 compute is not traced: grouped_mm's CPU meta kernel takes
+# bf16 only). Written to accuracy_jamba.{json,md}.
+JAMBA_SHAPES = {"jamba:h128-l4-a2of4-e4k2-s16": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
+                                                 "num_attention_heads": 4, "num_key_value_heads": 2,
+                                                 "mamba_dt_rank": 8, "mamba_d_state": 16, "num_experts": 4,
+                                                 "num_experts_per_tok": 2, "attn_layer_period": 4,
+                                                 "attn_layer_offset": 2, "vocab_size": 2048},
+                "jamba:h192-l3-a0of3-e3k1-s8-x3-bias": {"hidden_size": 192, "intermediate_size": 256,
+                                                        "num_hidden_layers": 3, "num_attention_heads": 6,
+                                                        "num_key_value_heads": 6, "mamba_dt_rank": "auto",
+                                                        "mamba_d_state": 8, "mamba_expand": 3,
+                                                        "mamba_proj_bias": True, "num_experts": 3,
+                                                        "num_experts_per_tok": 1, "attn_layer_period": 3,
+                                                        "attn_layer_offset": 0, "expert_layer_period": 3,
+                                                        "expert_layer_offset": 1, "vocab_size": 4096}}
+JAMBA_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora all-linear", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
+    ("qlora auto", {"method": "qlora", "precision": "bf16", "kbit_prep": False}),
+)
+
+
+def jamba_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in JAMBA_SHAPES:
+        for label, kw in JAMBA_RUNS:
+            for seq in (32, 64):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
+    model = next(iter(JAMBA_SHAPES))
+    label, kw = JAMBA_RUNS[1]
+    for gc in (False, True):
+        cases.append({"id": f"{model} | {label} eager | b2 s32 | {'gc' if gc else 'no-gc'}", "model": model,
+                      "method": kw["method"],
+                      "training": dict(kw, attention="eager", batch_size=2, seq_len=32, grad_checkpointing=gc)})
+    for gc in (False, True):  # LoRA on the default targets (q_proj, v_proj, in_proj, x_proj), batch 1
+        cases.append({"id": f"{model} | lora auto | b1 s64 | {'gc' if gc else 'no-gc'}", "model": model,
+                      "method": "lora", "training": {"method": "lora", "precision": "bf16", "batch_size": 1,
+                                                     "seq_len": 64, "grad_checkpointing": gc}})
     return cases
 
 
@@ -1348,6 +1400,11 @@ def _model(name: str) -> Any:
         d = {**json.loads((HF_DIR / "bamba-9b.json").read_text()),
              **BAMBA_SHAPES.get(name, {"num_hidden_layers": 2, "attn_layer_indices": [1]})}
         return spec_from_hf_config(d, name[6:], "benchmarks/accuracy.py")
+    if name.startswith("jamba:"):  # AI21-Jamba-1.5-Mini's config.json cut to a tiny shape (JAMBA_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        d = {**json.loads((HF_DIR / "ai21-jamba-1.5-mini.json").read_text()), **JAMBA_SHAPES[name]}
+        return spec_from_hf_config(d, name[6:], "benchmarks/accuracy.py")
     if name.startswith("deberta:"):  # a published DeBERTa-v3 config.json cut to a few layers (DEBERTA_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1993,7 +2050,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "encoders2": token_cls_grid, "deberta": deberta_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "ssm2": ssm2_grid, "hybrid": hybrid_grid, "bamba": bamba_grid,
+         "ssm2": ssm2_grid, "hybrid": hybrid_grid, "bamba": bamba_grid, "jamba": jamba_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
          "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
          "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "vlm3": llava_next_grid,
@@ -2016,6 +2073,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "ssm2": " (Mamba-2: the chunked SSD scan's PyTorch path, issue 15)",
           "hybrid": " (Falcon-H1: attention and a Mamba-2 mixer in every layer, issue 15)",
           "bamba": " (Bamba: Mamba-2 mixer layers and attention layers, each with an MLP; issue 15)",
+          "jamba": " (Jamba: attention and Mamba-1 layers, dense and MoE feed-forwards, issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
@@ -2151,7 +2209,7 @@ def main() -> None:
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
                     "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 30 "
-                    "Bamba cases; gptoss: issue 15's 16 "
+                    "Bamba cases; jamba: issue 15's 28 Jamba cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
@@ -2175,7 +2233,7 @@ def main() -> None:
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
                          "ssm", "ssm2", "hybrid", "bamba", "gptoss", "classics", "vlm", "moe", "llama4", "vlm2",
                          "unsloth",
-                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam") \
+                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -267,12 +267,13 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
 def _hybrid_refuses(m: ModelSpec, t: TrainingSpec) -> bool:
     """Falcon-H1 refuses what memory/hybrid.py check_run does not model (freeze, autocast, the other PEFT methods and
     objectives, loss savers, packing, offload)."""
-    from vramcalc.core.memory import hybrid
+    from vramcalc.core.memory import hybrid, jamba
 
-    if not hybrid.is_hybrid(m):
+    if not (hybrid.is_hybrid(m) or jamba.is_jamba(m)):  # Jamba: memory/jamba.py check_run, the same kind of list
         return False
     try:
         hybrid.check_run(m, t)
+        jamba.check_run(m, t)
     except UnsupportedCombination:
         return True
     return False

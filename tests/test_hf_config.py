@@ -82,6 +82,10 @@ TOTALS = {
     # tiiuae/Falcon-H1-0.5B-Instruct's config.json, transformers 5.24 on the meta device (tests/test_falcon_h1.py
     # rebuilds it).
     "falcon-h1-0.5b-instruct": 521_411_104,
+    # Jamba (attention + Mamba-1 + MoE): sum(p.numel()) of JambaForCausalLM, transformers 5.24 on the meta device
+    # (tests/test_jamba.py rebuilds it); the model cards' "52B total"
+    "ai21-jamba-1.5-mini": 51_570_323_328,
+    "jamba-v0.1": 51_570_323_328,
     # Bamba (Mamba-2 layers with attention at attn_layer_indices): sum(p.numel()) of BambaForCausalLM from
     # tests/data/hf/bamba-9b.json (typed from foundation-model-stack's _bamba_9_8b_config, the README says so),
     # transformers 5.24 on the meta device (tests/test_bamba.py rebuilds it).
@@ -189,6 +193,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "qwen2_vl",
         "qwen2_5_vl",
         "falcon_h1",
+        "jamba",
         "bamba",
         "idefics3",
         "smolvlm",

@@ -23,6 +23,7 @@ from vramcalc.core.memory import (
     encoder,
     estimate,
     hybrid,
+    jamba,
     reward_scoring,
     rl,
     seq2seq,
@@ -103,6 +104,8 @@ LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4
 
 
 def _less_label(m: ModelSpec) -> str:
+    if jamba.is_jamba(m):  # memory/jamba.py layer_differences: each layer's own kind below the largest kind's set
+        return "what the attention and dense-MLP layers save less than the largest kind"
     if m.family == "bamba":  # memory/hybrid.py layered_less: one layer is the envelope of the two kinds
         return "what each layer saves less than the larger kind (mixer or attention) and the bottom layer's less"
     return LLAMA4_LESS if m.family == "llama4" else "what the bottom layers save less"
@@ -1358,6 +1361,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     mamba = ssm.is_ssm(m)  # Mamba's mixer and fp32 residual stream (memory/ssm.py)
     residual = 4 if mamba and m.ssm_residual_fp32 else residual_bytes(recipe)
     layer = (ssm.layer_activations if mamba else hybrid.layer_activations if hybrid.is_hybrid(m)
+             else jamba.layer_activations if jamba.is_jamba(m)
              else unsloth.layer_activations if unsloth.active(m, t)
              else layer_activations)(m, t, recipe, trainable_weights=full_like)
     tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
@@ -1441,7 +1445,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                  f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
                                  "one layer's saved tensors", SRC_CKPT))
     # ALiBi models have no rotary tables, nor DeBERTa (relative positions: memory/deberta.py)
-    if not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m)):
+    if not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m) or jamba.is_jamba(m)):
         if m.family == "bamba" and not m.attention_layers:
             pass  # no attention layer: BambaModel still builds the tables, but from a leaf no layer saves
         elif m.family in ("gpt_oss", "bamba"):

@@ -64,7 +64,9 @@ class Linear:
 # router as a custom module holding a weight Parameter (MixtralTopKRouter): neither is an nn.Linear, so peft's
 # all-linear, bitsandbytes' Linear4bit replacement and the other PEFT methods do not see them.
 FUSED_EXPERT_FAMILIES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss",
-                                   "llama4"})
+                                   "llama4", "jamba"})
+# (Jamba, modeling_jamba.py JambaExperts: gate_up_proj (E, 2i, h) and down_proj (E, h, i) as Mixtral's; jamba is no
+# key of peft's conversion table, so LoRA's gate/up/down_proj names adapt the dense layers' JambaMLP only.)
 # Llama 4 (modeling_llama4.py Llama4TextExperts): gate_up_proj (E, hidden, 2i) and down_proj (E, i, hidden) are 3-D
 # Parameters too, but run by torch.bmm over every token (Llama4TextMoe: each expert takes all tokens, scaled by its
 # sigmoid router score, 0 for the unrouted), not grouped_mm; Llama4Router subclasses nn.Linear, so peft's all-linear
@@ -92,7 +94,9 @@ def linear_has_bias(m: ModelSpec, module: str) -> bool:
                 or (m.o_bias and base == "o_proj")
                 or (m.mlp_bias and base in ("gate_proj", "up_proj", "down_proj", "gate_up_proj"))
                 or (bool(m.mixer_intermediate_size) and ((m.ssm_proj_bias and base == "in_proj")
-                                                         or (m.mixer_out_bias and base == "out_proj"))))
+                                                         or (m.mixer_out_bias and base == "out_proj")))
+                or (bool(m.jamba_mixer_size) and (base == "dt_proj" or (m.ssm_proj_bias and base in ("in_proj",
+                                                                                                   "out_proj")))))
 
 
 def head_dim(m: ModelSpec) -> int:
@@ -110,6 +114,8 @@ def kv_heads(m: ModelSpec) -> int:
 def dense_layers(m: ModelSpec) -> int:
     """Layers with a dense MLP (all of them for a dense model; DeepSeek's first_k_dense for MoE)."""
     assert m.num_layers is not None
+    if is_jamba(m):  # JambaConfig.layers_num_experts: MoE where i % expert_layer_period == expert_layer_offset
+        return sum(1 for _, moe in jamba_layer_kinds(m) if not moe)
     if m.num_experts and m.moe_layer_interval > 1:  # Llama 4: MoE in every interleave_moe_layer_step-th layer
         return m.num_layers - m.num_layers // m.moe_layer_interval
     return m.num_layers if m.num_experts == 0 else min(m.first_dense_layers, m.num_layers)
@@ -121,6 +127,8 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
     assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
     if m.ssm_state_size:  # a state-space model's mixer (memory/ssm.py)
         return ssm_linears(m)
+    if is_jamba(m):  # attention or Mamba layers, dense or MoE feed-forwards (jamba_linears)
+        return jamba_linears(m)
     h, n_layers = m.hidden_size, m.num_layers
     q_dim = m.num_attention_heads * head_dim(m) if m.num_attention_heads else h
     kv_dim = kv_heads(m) * head_dim(m)
@@ -202,6 +210,8 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         return seq2seq_inventory(m)
     if m.ssm_state_size:  # Mamba (memory/ssm.py)
         return ssm_tensors(m)
+    if is_jamba(m):  # Jamba (memory/jamba.py)
+        return jamba_tensors(m)
     h, v, n_layers = m.hidden_size, m.vocab_size, m.num_layers
     out: list[ParamTensor] = [ParamTensor("embed_tokens", "embedding", (v, h), 1, "embed_tokens", False)]
     if m.learned_position_embeddings:
@@ -557,6 +567,8 @@ def default_targets(m: ModelSpec) -> tuple[str, ...]:
         return ssm_default_targets(m)
     if m.mixer_intermediate_size:  # Falcon-H1: peft has no default either; both mixers' input projections
         return ("q_proj", "v_proj", "in_proj")
+    if is_jamba(m):  # Jamba: peft has no default; Llama's q, v and Mamba's in_proj, x_proj (ssm_default_targets)
+        return (("q_proj", "v_proj") if jamba_counts(m)[0] else ()) + ("in_proj", "x_proj")
     return ("q_proj", "v_proj")
 
 
@@ -851,6 +863,117 @@ def hybrid_mixer_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
         out.append(ParamTensor(name, "norm", (heads,), n, name))
     if m.mixer_gated_norm:
         out.append(ParamTensor("gated_norm", "norm", (m.mixer_intermediate_size,), n, "norm"))
+    return tuple(out)
+
+
+# --- Jamba (activations in memory/jamba.py) ----------------------------------------------------------------------
+def is_jamba(m: ModelSpec) -> bool:
+    """Whether `m` is a Jamba model: attention and Mamba-1 layers, dense and MoE feed-forwards (modeling_jamba.py)."""
+    return bool(m.jamba_mixer_size)
+
+
+@lru_cache(maxsize=64)
+def jamba_layer_kinds(m: ModelSpec) -> tuple[tuple[bool, bool], ...]:
+    """(attention, MoE) per layer, bottom first: JambaConfig.layers_block_type ("attention" where i %
+    attn_layer_period == attn_layer_offset, else "mamba") and layers_num_experts (num_experts where i %
+    expert_layer_period == expert_layer_offset, else 1: a dense JambaMLP; num_experts 1 makes every one dense)."""
+    assert m.num_layers is not None
+    return tuple((i % m.attn_layer_period == m.attn_layer_offset,
+                  bool(m.num_experts) and i % m.expert_layer_period == m.expert_layer_offset)
+                 for i in range(m.num_layers))
+
+
+def jamba_counts(m: ModelSpec) -> tuple[int, int, int, int]:
+    """(attention layers, Mamba layers, MoE feed-forwards, dense feed-forwards)."""
+    kinds = jamba_layer_kinds(m)
+    n_attn = sum(1 for a, _ in kinds if a)
+    n_moe = sum(1 for _, e in kinds if e)
+    return n_attn, len(kinds) - n_attn, n_moe, len(kinds) - n_moe
+
+
+@lru_cache(maxsize=64)
+def jamba_mixer(m: ModelSpec) -> ModelSpec:
+    """A Jamba layer's JambaMambaMixer as a Mamba-1 ModelSpec (MambaMixer's shapes: in_proj, conv1d, x_proj, dt_proj,
+    A_log, D, out_proj; modeling_jamba.py adds dt/B/C RMSNorms and has no fp32 residual), so that memory/ssm.py's
+    Mamba-1 functions read it. Its block norm is the layer's input_layernorm."""
+    from dataclasses import replace
+
+    return replace(m, family="mamba", intermediate_size=m.jamba_mixer_size, ssm_state_size=m.jamba_state_size,
+                   ssm_residual_fp32=False, num_attention_heads=None, num_kv_heads=None, head_dim=None,
+                   num_experts=0, experts_per_token=0, attn_layer_period=0, attn_layer_offset=0,
+                   expert_layer_period=0, expert_layer_offset=0, jamba_mixer_size=0, jamba_state_size=0,
+                   norms_per_layer=1)
+
+
+def jamba_linears(m: ModelSpec) -> tuple[Linear, ...]:
+    """Jamba's nn.Linear modules and expert stacks (modeling_jamba.py): JambaAttention's q/k/v/o_proj (no bias) in
+    the attention layers, JambaMambaMixer's in_proj (hidden -> 2 x mixer), x_proj (mixer -> dt_rank + 2 x state),
+    dt_proj (dt_rank -> mixer) and out_proj (mixer -> hidden) in the Mamba layers, JambaMLP's gate/up/down_proj in
+    the dense layers and JambaExperts' gate_up_proj / down_proj stacks (num_experts each) in the MoE layers."""
+    assert m.hidden_size is not None and m.num_attention_heads is not None and m.intermediate_size is not None
+    h, i, r, s = m.hidden_size, m.jamba_mixer_size, m.ssm_dt_rank, m.jamba_state_size
+    n_attn, n_mamba, n_moe, n_dense = jamba_counts(m)
+    q_dim = m.num_attention_heads * head_dim(m)
+    kv_dim = kv_heads(m) * head_dim(m)
+    out: list[Linear] = []
+    if n_attn:
+        out += [Linear("q_proj", h, q_dim, n_attn), Linear("k_proj", h, kv_dim, n_attn),
+                Linear("v_proj", h, kv_dim, n_attn), Linear("o_proj", q_dim, h, n_attn)]
+    if n_mamba:
+        out += [Linear("in_proj", h, 2 * i, n_mamba), Linear("x_proj", i, r + 2 * s, n_mamba),
+                Linear("dt_proj", r, i, n_mamba), Linear("out_proj", i, h, n_mamba)]
+    if n_dense:
+        out += _mlp_linears(m, h, m.intermediate_size, n_dense, "")
+    if n_moe:
+        out += _mlp_linears(m, h, m.intermediate_size, n_moe * m.num_experts, "experts.")
+    return tuple(out)
+
+
+def jamba_layer_params(m: ModelSpec, attention: bool, moe: bool) -> int:
+    """One Jamba layer's parameters by its kind (the per-layer tensors of jamba_tensors)."""
+    assert m.hidden_size is not None and m.num_attention_heads is not None and m.intermediate_size is not None
+    h, i, r, s, k = m.hidden_size, m.jamba_mixer_size, m.ssm_dt_rank, m.jamba_state_size, m.ssm_conv_kernel
+    if attention:
+        q_dim, kv_dim = m.num_attention_heads * head_dim(m), kv_heads(m) * head_dim(m)
+        mixer = 2 * h * q_dim + 2 * h * kv_dim
+    else:
+        mixer = (h * 2 * i + i * (r + 2 * s) + r * i + i * h + i  # in_proj, x_proj, dt_proj (+ bias), out_proj
+                 + (2 * i + h if m.ssm_proj_bias else 0) + i * k + (i if m.ssm_conv_bias else 0)
+                 + i * s + i + r + 2 * s)  # A_log, D, the dt / B / C norms
+    ff = m.num_experts * (3 * h * m.intermediate_size + h) if moe else 3 * h * m.intermediate_size
+    return mixer + ff + 2 * h  # input_layernorm, pre_ff_layernorm
+
+
+def jamba_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """Every parameter tensor of JambaForCausalLM (sum of numel = sum(p.numel() for p in model.parameters())):
+    embed_tokens; the Linears (jamba_linears); per Mamba layer in_proj / out_proj biases (mamba_proj_bias), dt_proj's
+    bias, conv1d (mixer, 1, d_conv) and its bias (mamba_conv_bias), A_log (mixer x state), D (mixer), dt_layernorm
+    (dt_rank), b_layernorm and c_layernorm (state); per MoE layer JambaTopKRouter.weight (num_experts x hidden); per
+    layer input_layernorm and pre_ff_layernorm; final_layernorm; lm_head unless tied."""
+    assert m.hidden_size is not None and m.vocab_size is not None and m.num_layers is not None
+    h, i, r, s, k = m.hidden_size, m.jamba_mixer_size, m.ssm_dt_rank, m.jamba_state_size, m.ssm_conv_kernel
+    _, n, n_moe, _ = jamba_counts(m)
+    out = [ParamTensor("embed_tokens", "embedding", (m.vocab_size, h), 1, "embed_tokens", False)]
+    for lin in jamba_linears(m):
+        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
+    if n:
+        if m.ssm_proj_bias:
+            out.append(ParamTensor("in_proj.bias", "bias", (2 * i,), n, "in_proj"))
+            out.append(ParamTensor("out_proj.bias", "bias", (h,), n, "out_proj"))
+        out.append(ParamTensor("dt_proj.bias", "bias", (i,), n, "dt_proj"))
+        out.append(ParamTensor("conv1d", "norm", (i, 1, k), n, "conv1d"))
+        if m.ssm_conv_bias:
+            out.append(ParamTensor("conv1d.bias", "norm", (i,), n, "conv1d"))
+        out.append(ParamTensor("A_log", "norm", (i, s), n, "A_log"))
+        out.append(ParamTensor("D", "norm", (i,), n, "D"))
+        out.append(ParamTensor("dt_layernorm", "norm", (r,), n, "norm"))
+        out.append(ParamTensor("bc_layernorms", "norm", (s,), 2 * n, "norm"))
+    if n_moe:
+        out.append(ParamTensor("router", "router", (m.num_experts, h), n_moe, "router"))
+    out.append(ParamTensor("layer_norms", "norm", (h,), 2 * m.num_layers, "norm"))
+    out.append(ParamTensor("final_norm", "norm", (h,), 1, "norm", False))
+    if not m.tie_word_embeddings:
+        out.append(ParamTensor("lm_head", "head", (m.vocab_size, h), 1, "lm_head", False))
     return tuple(out)
 
 

@@ -529,6 +529,19 @@ class ModelSpec:
     mixer_head_dim: int = 0  # config mamba_d_head (mamba_n_heads = mixer_intermediate_size / mixer_head_dim)
     mixer_gated_norm: bool = False  # config mamba_rms_norm: FalconH1RMSNormGated after the scan, else y x silu(z)
     mixer_out_bias: bool = False  # config projectors_bias: the mixer's out_proj has a bias
+    # Jamba (transformers modeling_jamba.py JambaModel: layers_block_type / layers_num_experts). Layer i is an
+    # attention layer (JambaAttentionDecoderLayer) when i % attn_layer_period == attn_layer_offset, else a Mamba
+    # layer (JambaMambaDecoderLayer: a Mamba-1 JambaMambaMixer with RMSNorms on dt, B and C); its feed-forward is a
+    # JambaSparseMoeBlock when i % expert_layer_period == expert_layer_offset, else a dense JambaMLP. The mixer's
+    # width is jamba_mixer_size (mamba_expand x hidden_size), its state jamba_state_size (mamba_d_state); its conv
+    # width, dt rank and biases are ssm_conv_kernel, ssm_dt_rank, ssm_conv_bias and ssm_proj_bias (in_proj and
+    # out_proj). 0 periods: not a Jamba model.
+    attn_layer_period: int = 0
+    attn_layer_offset: int = 0
+    expert_layer_period: int = 0
+    expert_layer_offset: int = 0
+    jamba_mixer_size: int = 0
+    jamba_state_size: int = 0
     # Bamba (family "bamba"; transformers modeling_bamba.py BambaDecoderLayer): each layer is EITHER a Mamba-2 mixer
     # (the mixer_* fields) OR attention, then an MLP; these are the attention layers' indexes (attn_layer_indices),
     # every other layer is a mixer layer.
@@ -568,7 +581,10 @@ class ModelSpec:
                         (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers", "nope_layer_interval",
-                         "attention_chunk_size", "moe_layer_interval"), NON_NEGATIVE),
+                         "attention_chunk_size", "moe_layer_interval", "attn_layer_offset",
+                         "expert_layer_offset"), NON_NEGATIVE),
+        **dict.fromkeys(("attn_layer_period", "expert_layer_period", "jamba_mixer_size", "jamba_state_size"),
+                        (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel", "ssm_head_dim", "ssm_n_groups",
                          "ssm_chunk_size", "mixer_intermediate_size", "mixer_state_size", "mixer_head_dim"),
                         (*NON_NEGATIVE, COUNT_CAP)),
@@ -633,6 +649,8 @@ class ModelSpec:
                 raise SpecError("", "sliding_window_layers exceeds num_layers")
         if self.mixer_intermediate_size or self.mixer_state_size or self.mixer_head_dim:
             _check_hybrid_mixer(self)
+        if self.attn_layer_period or self.jamba_mixer_size or self.expert_layer_period:
+            _check_jamba(self)
         if self.attention_layers or self.family == "bamba":
             _check_attention_layers(self)
 
@@ -693,6 +711,24 @@ def _check_hybrid_mixer(m: ModelSpec) -> None:
     if (m.mixer_intermediate_size // m.mixer_head_dim) % m.ssm_n_groups:
         raise SpecError("ssm_n_groups", f"the mixer's heads ({m.mixer_intermediate_size // m.mixer_head_dim}) are "
                         f"not a multiple of ssm_n_groups {m.ssm_n_groups}")
+
+
+def _check_jamba(m: ModelSpec) -> None:
+    """Jamba's layout (configuration_jamba.py validate_architecture: each offset below its period) and its mixer."""
+    for f in ("attn_layer_period", "expert_layer_period", "jamba_mixer_size", "jamba_state_size", "ssm_conv_kernel",
+              "ssm_dt_rank"):
+        if not getattr(m, f):
+            raise SpecError(f, "a Jamba model needs attn_layer_period, expert_layer_period, jamba_mixer_size, "
+                            "jamba_state_size, ssm_conv_kernel and ssm_dt_rank (Jamba-v0.1: 8, 2, 8192, 16, 4, 256)")
+    if m.attn_layer_offset >= m.attn_layer_period:
+        raise SpecError("attn_layer_offset", f"attn_layer_offset {m.attn_layer_offset} must be below "
+                        f"attn_layer_period {m.attn_layer_period}")
+    if m.expert_layer_offset >= m.expert_layer_period:
+        raise SpecError("expert_layer_offset", f"expert_layer_offset {m.expert_layer_offset} must be below "
+                        f"expert_layer_period {m.expert_layer_period}")
+    if m.ssm_state_size or m.mixer_intermediate_size:
+        raise SpecError("jamba_mixer_size", "a Jamba model's mixer is jamba_mixer_size / jamba_state_size; drop "
+                        "ssm_state_size and mixer_intermediate_size")
 
 
 def _check_mamba2(m: ModelSpec) -> None:

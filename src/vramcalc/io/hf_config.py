@@ -35,8 +35,6 @@ class UnsupportedModelType(VramcalcError):
 # by name (issue 15), because their attention layers' KV cache and per-layer MLPs beside the Mamba mixers are not
 # in memory/ssm.py.
 HYBRIDS: dict[str, str] = {
-    "jamba": "Jamba (Mamba mixers with an attention layer every attn_layer_period layers and MoE MLPs every "
-             "expert_layer_period layers)",
     "zamba2": "Zamba2 (Mamba-2 layers with shared attention blocks and their LoRA projectors)",
     "nemotron_h": "Nemotron-H (Mamba-2, attention and MLP layers in hybrid_override_pattern)",
     "granitemoehybrid": "GraniteMoeHybrid (Mamba-2 and attention layers with MoE MLPs)",
@@ -60,6 +58,8 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              # Falcon-H1's mixer (_falcon_h1)
              "mamba_d_ssm", "mamba_n_heads", "mamba_d_state", "mamba_d_conv", "mamba_n_groups", "mamba_chunk_size",
              "mamba_expand",
+             # Jamba (_jamba)
+             "attn_layer_period", "expert_layer_period",
              # ModernBERT (_modernbert)
              "local_attention", "global_attn_every_n_layers",
              # DeBERTa-v2/v3 (_deberta_v2)
@@ -70,13 +70,13 @@ _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_win
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
                  "first_k_dense_replace", "num_nextn_predict_layers", "rotary_dim", "type_vocab_size",
-                 "attention_chunk_size")
+                 "attention_chunk_size", "attn_layer_offset", "expert_layer_offset")
 _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_sliding_window", "qk_layernorm",
           "use_parallel_residual", "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "use_bias",
           "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds", "use_conv_bias", "conv_bias",
           "residual_in_fp32", "norm_bias", "classifier_bias", "decoder_bias", "relative_attention", "share_att_key",
           "position_biased_input", "mamba_conv_bias", "mamba_proj_bias", "mamba_rms_norm", "projectors_bias",
-          "use_qk_norm")
+          "use_qk_norm", "use_mambapy")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
@@ -954,6 +954,45 @@ def _falcon_h1(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def _jamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # configuration_jamba.py JambaConfig: defaults vocab 65536, hidden 4096, intermediate 14336, 32 layers, 32 heads,
+    # 8 KV heads (None: the heads), untied, num_experts 16, num_experts_per_tok 2, expert_layer_period 2 / offset 1,
+    # attn_layer_period 8 / offset 4, mamba_d_state 16, mamba_d_conv 4, mamba_expand 2, mamba_dt_rank "auto" (=
+    # ceil(hidden_size / 16)), mamba_conv_bias true, mamba_proj_bias false. JambaAttention has no bias and no rotary
+    # embedding; its head_dim is config.head_dim when present (getattr), else hidden / heads. use_mamba_kernels is
+    # deprecated and has no effect (JambaMambaMixer.__init__).
+    out = _common(d, source, tie_default=False)
+    out["intermediate_size"] = int(_get(d, source, "intermediate_size", default=14336))
+    if "num_key_value_heads" not in d and out["num_attention_heads"] != 8:
+        out["num_kv_heads"] = 8  # JambaConfig num_key_value_heads 8
+    hidden = int(out["hidden_size"])
+    rank = d.get("mamba_dt_rank", "auto")
+    if rank == "auto" or rank is None:
+        rank = -(-hidden // 16)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise PresetFileError(source, ["mamba_dt_rank: Input should be 'auto' or a positive integer, got "
+                                       f"{rank!r:.40}"])
+    experts = int(_get(d, source, "num_experts", "num_local_experts", default=16))
+    if d.get("use_mambapy"):
+        raise PresetFileError(source, ["use_mambapy true: mamba.py's parallel scan (pscan) is not modelled; drop the "
+                                       "key (the default, false, runs the sequential scan)"])
+    out.update(
+        attn_layer_period=int(_get(d, source, "attn_layer_period", default=8)),
+        attn_layer_offset=int(_get(d, source, "attn_layer_offset", default=4)),
+        expert_layer_period=int(_get(d, source, "expert_layer_period", default=2)),
+        expert_layer_offset=int(_get(d, source, "expert_layer_offset", default=1)),
+        num_experts=experts if experts > 1 else 0,  # layers_num_experts: 1 builds JambaMLP everywhere
+        experts_per_token=int(_get(d, source, "num_experts_per_tok", default=2)) if experts > 1 else 0,
+        jamba_mixer_size=int(_get(d, source, "mamba_expand", default=2)) * hidden,
+        jamba_state_size=int(_get(d, source, "mamba_d_state", default=16)),
+        ssm_conv_kernel=int(_get(d, source, "mamba_d_conv", default=4)), ssm_dt_rank=rank,
+        ssm_conv_bias=bool(_get(d, source, "mamba_conv_bias", default=True)),
+        ssm_proj_bias=bool(_get(d, source, "mamba_proj_bias", default=False)),
+        qkv_bias=False, o_bias=False, mlp_bias=False,
+    )
+    return out
+
+
 def _bamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # configuration_bamba.py BambaConfig: defaults hidden 4096, intermediate 14336, 32 layers, 32 heads, 8 KV heads,
     # vocab 128000, untied; attn_layer_indices None (every layer a mixer); mamba_n_heads 128, mamba_d_head "auto"
@@ -1050,6 +1089,7 @@ FAMILIES: dict[str, Mapper] = {
     "mamba": _mamba,
     "mamba2": _mamba2,
     "falcon_h1": _falcon_h1,
+    "jamba": _jamba,
     "bamba": _bamba,
 }
 

@@ -12,7 +12,7 @@ SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
                       "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2", "t5", "mt5", "bart",
                       "mbart", "mamba", "mamba2", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
-                      "deepseek_v3", "falcon_h1", "llama4", "bamba")
+                      "deepseek_v3", "falcon_h1", "llama4", "bamba", "jamba")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -232,6 +232,16 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                  mamba_d_conv=model.ssm_conv_kernel, mamba_chunk_size=model.ssm_chunk_size,
                  mamba_conv_bias=model.ssm_conv_bias, mamba_proj_bias=model.ssm_proj_bias,
                  mamba_rms_norm=model.mixer_gated_norm, projectors_bias=model.mixer_out_bias)
+    if family == "jamba":  # configuration_jamba.py names (memory/jamba.py)
+        assert model.hidden_size
+        d.update(hidden_act=model.hidden_act, num_experts=model.num_experts or 1,
+                 num_experts_per_tok=model.experts_per_token or 1,
+                 attn_layer_period=model.attn_layer_period, attn_layer_offset=model.attn_layer_offset,
+                 expert_layer_period=model.expert_layer_period, expert_layer_offset=model.expert_layer_offset,
+                 mamba_d_state=model.jamba_state_size, mamba_d_conv=model.ssm_conv_kernel,
+                 mamba_expand=model.jamba_mixer_size // model.hidden_size, mamba_dt_rank=model.ssm_dt_rank,
+                 mamba_conv_bias=model.ssm_conv_bias, mamba_proj_bias=model.ssm_proj_bias,
+                 use_associative_scan=False)
     if family == "bamba":  # configuration_bamba.py names (memory/hybrid.py); no head_dim field (hidden / heads)
         assert model.mixer_head_dim and model.hidden_size
         d.pop("head_dim", None)

@@ -45,6 +45,10 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         n = quantize_blocks(hf, layers, training.quant_bits, training.double_quant, dtype)
         notes.append(f"qlora: {n} block Linear layers replaced by an emulated bitsandbytes "
                      f"{training.quant_bits}-bit storage (embeddings, norms, lm_head stay 16-bit)")
+        # from_pretrained with a quantization_config marks every module's config (quantizers/base.py
+        # _assign_is_quantized): JambaMambaMixer then calls dt_proj as a module instead of reading its weight
+        if model.family == "jamba":
+            hf.config._is_quantized = True
     if method in ("lora", "qlora"):
         from vramcalc.trace._peft import wrap_lora
 

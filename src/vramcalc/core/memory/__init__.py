@@ -27,6 +27,7 @@ from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import inference as _inference
+from vramcalc.core.memory import jamba as _jamba
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
@@ -169,6 +170,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         training = _badam.view(model, training)
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
+    _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
     if model.vision is not None and model.vision.kind == "llava_next":  # LLaVA-NeXT's anyres image side
@@ -473,11 +475,12 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     key = _settings_key(training)
     if key is None:
         return _build_plan(model, training)
-    if model.ssm_head_dim or model.mixer_head_dim or model.attention_chunk_size:
+    if model.ssm_head_dim or model.mixer_head_dim or model.attention_chunk_size or model.jamba_mixer_size:
         # Mamba-2's (and Falcon-H1's mixer's) layer terms hold the row padded to chunk_size and a batch-1
         # single-chunk case (memory/ssm.py padded_length): its plan depends on the token fields too (found by the
         # explain test after test_docs had cached codestral's plan at another --seq-len); Llama 4's chunked mask
-        # exists from seq_len = attention_chunk_size on.
+        # exists from seq_len = attention_chunk_size on; Jamba's bottom moment picks its layer by the tokens
+        # (memory/jamba.py peak_layer).
         key = (*key, training.batch_size, training.seq_len)
     entry = _plans.get(id(model))
     if entry is None or entry[0] is not model:
@@ -498,6 +501,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     checked = check_settings(model, training)  # first: SpecError before any arithmetic on an impossible run
     _ssm.check_run(model, training)  # what a Mamba run is not modelled for, refused in one line
     _hybrid.check_run(model, training)  # Falcon-H1's (memory/hybrid.py)
+    _jamba.check_run(model, training)  # Jamba's (memory/jamba.py)
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     encoder_notes = _encoder.notes(model, training)
     if (_preference.is_preference(training) or _preference.is_reference_free(training)
@@ -787,6 +791,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     layer_fn = _ssm.layer_activations if ssm else layer_activations
     if _hybrid.is_hybrid(m):  # Falcon-H1: the decoder's attention and MLP beside a Mamba-2 mixer (memory/hybrid.py)
         layer_fn = _hybrid.layer_activations
+    if _jamba.is_jamba(m):  # Jamba: attention and Mamba layers, dense and MoE feed-forwards (memory/jamba.py)
+        layer_fn = _jamba.layer_activations
     unsloth = _unsloth.active(m, t)
     if unsloth:  # Unsloth's kernels (memory/unsloth.py): its own saved set per layer
         layer_fn = _unsloth.layer_activations
@@ -857,6 +863,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                      and (i + 1) % max(m.moe_layer_interval, 1) == 0)
         layers_less_t += n_nope * (per_layer_t - sum(x.per_token for x in nope.terms if not x.batch1_only))
         layers_less_ts += n_nope * (per_layer_ts - sum(x.per_token_seq for x in nope.terms))
+    if _jamba.is_jamba(m):  # each layer's own kind below the largest kind's set (memory/jamba.py)
+        jl = _jamba.layer_differences(m, t, recipe, full_like, layer)
+        layers_less_t, layers_less_ts, layers_less_c = jl[0], jl[1], jl[2]
+        bottom_less_t, bottom_less_ts, bottom_less_c = jl[3], jl[4], jl[5]
+        # (full fine-tuning with checkpointing: the bottom moment is the layer whose own set beside the gradients
+        # written above it is the largest, memory/jamba.py peak_layer, and the gradients below it are late: an
+        # attention layer at the bottom, --grid jamba shape B full with checkpointing, was -5.9 % under without)
     outer = outer_targets(t.lora_targets) if t.method in ("lora", "qlora") else ()
     if "lm_head" in outer and (t.loss not in ("hf", "chunked") or t.objective != "sft"):
         # Liger / Cut CE / TRL's fused head multiply by lm_head.weight themselves (torchtune's chunks call the module)
@@ -920,7 +933,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding); ModernBERT
     # computes a pair per layer type (ModernBertModel.forward: global and local thetas).
     # (DeBERTa has no rotary tables either: its relative positions are shared_terms below, memory/deberta.py)
-    once_t = 0 if m.learned_position_embeddings or m.alibi or ssm or _deberta.is_deberta(m) else 2 * c * head_dim(m)
+    once_t = 0 if m.learned_position_embeddings or m.alibi or ssm or _deberta.is_deberta(m) \
+        or _jamba.is_jamba(m) else 2 * c * head_dim(m)
     if _hybrid.is_layered_hybrid(m):  # Bamba: partial_rotary_factor 0.5 (BambaRotaryEmbedding: cos, sin of head_dim/2)
         once_t = c * head_dim(m) if m.attention_layers else 0
     if m.family == "modernbert" and m.sliding_window_layers:
@@ -1009,7 +1023,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if full_like and trainable and (t.method == "full" or head_trainable):  # when tied or accumulating
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
-    notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t))
+    notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t))
     if m.family == "gpt_oss":
         notes.append(f"{m.name}: expert weights counted in the run's dtype, as transformers loads them to train "
                      "(Mxfp4Config(dequantize=True): the MXFP4 checkpoint, 4.25 bits per expert weight, is not what "
@@ -1130,7 +1144,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
-                    + _hybrid.late_gradient_bytes(m, t, recipe)
+                    + _hybrid.late_gradient_bytes(m, t, recipe) + _jamba.late_gradient_bytes(m, t, recipe)
                     if full_like else 0)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )

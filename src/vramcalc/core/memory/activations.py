@@ -984,7 +984,8 @@ def _routing_weight_bytes(m: ModelSpec, c: int, eb: int) -> int:
     DeepSeek's routers return fp32 top-k weights (softmax(logits.float()), sigmoid scores), which promote the
     weighted copy to fp32; Qwen2-MoE's and Qwen3-MoE's cast them back to the router logits' dtype
     (`router_top_value.to(router_logits.dtype)`, modeling_qwen2_moe.py / modeling_qwen3_moe.py), so it stays 16-bit."""
-    return max(eb, c) if m.family in ("qwen2_moe", "qwen3_moe") else 4
+    # (Jamba's JambaTopKRouter too: `top_k_weights.to(hidden_states.dtype)`, modeling_jamba.py)
+    return max(eb, c) if m.family in ("qwen2_moe", "qwen3_moe", "jamba") else 4
 
 
 def routed_backward_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:

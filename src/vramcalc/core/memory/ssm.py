@@ -40,11 +40,14 @@ def _adapted(m: ModelSpec, t: TrainingSpec) -> frozenset[str]:
 
 
 def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
-                      input_grad: bool = True) -> LayerActivations:
+                      input_grad: bool = True, adapted: frozenset[str] | None = None,
+                      bc_norms: bool = False) -> LayerActivations:
     """Saved tensors of one MambaBlock under the slow path (modeling_mamba.py MambaBlock.forward, MambaMixer.forward,
     causal_conv1d_fn and mamba_selective_scan's fallbacks), per token; autograd's rules from derivatives.yaml (an op
     saves an operand only for the other operand's gradient). `input_grad`: the block's input needs a gradient (false
-    for the bottom layer of an adapter run without checkpointing)."""
+    for the bottom layer of an adapter run without checkpointing). `adapted`: the mixer Linears LoRA adapts, when the
+    caller resolved them on a bigger model (Jamba's layers); `bc_norms`: Jamba's RMSNorms on dt, B and C
+    (modeling_jamba.py JambaMambaMixer.forward) between x_proj and the scan."""
     from vramcalc.core.memory.activations import LayerActivations, Term
 
     if is_mamba2(m):
@@ -54,7 +57,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     a = dtype_bytes(t.adapter_dtype)
     h, i, s, r = m.hidden_size, m.intermediate_size, m.ssm_state_size, ssm_dt_rank(m)
     tw = trainable_weights
-    adapted = _adapted(m, t)
+    adapted = _adapted(m, t) if adapted is None else adapted
     rank = t.lora_rank
     terms: list[Term] = []
 
@@ -87,8 +90,19 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if tw:
         terms.append(Term("conv activation output u (saved by u * D)", c * i))
     linear("x_proj", i, layout_copy=True)
-    # x_proj's output (dt, B, C): C's per-step slices are saved by the scan's matmuls (they keep it alive).
-    terms.append(Term("x_proj output (dt, B, C)", c * (r + 2 * s)))
+    if bc_norms:
+        # Jamba: dt_layernorm, b_layernorm and c_layernorm (JambaRMSNorm: weight x (x.float() x rsqrt(mean(x^2) + eps))
+        # .to(dtype)) read x_proj's output through their fp32 copies, which pow and mul save with rsqrt; the
+        # normalized 16-bit tensors when their weights train. dt_proj.weight @ dt saves the normed dt for its weight's
+        # gradient; the scan's matmuls save the normed C's per-step slices (B's fp32 copy is counted below).
+        terms.append(Term("dt, B, C RMSNorms (fp32 inputs + rsqrt)", 4 * (r + 2 * s) + 12))
+        if tw:
+            terms.append(Term("dt, B, C RMSNorms (normalized) and the normed dt (dt_proj's weight gradient)",
+                              c * (2 * r + 2 * s)))
+        terms.append(Term("normed C (saved by the scan's matmuls)", c * s))
+    else:
+        # x_proj's output (dt, B, C): C's per-step slices are saved by the scan's matmuls (they keep it alive).
+        terms.append(Term("x_proj output (dt, B, C)", c * (r + 2 * s)))
     # dt_proj.weight @ dt^T: saves dt^T (a view of x_proj's output) for the weight's gradient.
     if "dt_proj" in adapted:  # peft wraps dt_proj, but MambaMixer reads dt_proj.weight directly: no adapter
         pass
