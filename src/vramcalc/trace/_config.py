@@ -294,6 +294,9 @@ LORA_NAME_MAP = {
                     "o_proj": "attn.c_proj", "up_proj": "c_fc", "down_proj": "mlp.c_proj"},
     "starcoder2": {"up_proj": "c_fc", "down_proj": "c_proj"},
     "phi": {"o_proj": "dense", "up_proj": "fc1", "down_proj": "fc2"},
+    # modeling_granitemoehybrid.py GraniteMoeHybridMLP: shared_mlp.input_linear (gate and up fused), output_linear
+    "granitemoehybrid": {"gate_proj": "input_linear", "up_proj": "input_linear", "gate_up_proj": "input_linear",
+                         "down_proj": "output_linear"},
     "gptj": {"o_proj": "out_proj", "up_proj": "fc_in", "down_proj": "fc_out"},
     # modeling_bert.py / modeling_roberta.py: attention.self.query/key/value, attention.output.dense,
     # intermediate.dense, output.dense (peft's default for bert: query, value).
