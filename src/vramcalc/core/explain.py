@@ -99,7 +99,7 @@ LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4
 
 
 def _less_label(m: ModelSpec) -> str:
-    if m.family in ("bamba", "granitemoehybrid"):  # memory/hybrid.py layered_less: one layer is the envelope of the two kinds
+    if m.family in ("bamba", "granitemoehybrid"):  # memory/hybrid.py layered_less: the envelope of the two kinds
         return "what each layer saves less than the larger kind (mixer or attention) and the bottom layer's less"
     return LLAMA4_LESS if m.family == "llama4" else "what the bottom layers save less"
 
