@@ -154,9 +154,9 @@ def check_llama4(m: ModelSpec, t: TrainingSpec) -> None:
     if t.packing != "none":
         raise UnsupportedCombination(f"{m.name}: packed rows with Llama 4's chunked-attention mask are not modelled; "
                                      "use --packing none")
-    if t.kernels == "unsloth":
+    if t.kernels != "hf":
         raise UnsupportedCombination(f"{m.name}: Unsloth's kernels are not modelled for Llama 4's MoE layers; "
-                                     "drop --kernels unsloth")
+                                     f"drop --kernels {t.kernels}")
 
 
 def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:

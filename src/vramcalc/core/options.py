@@ -23,7 +23,6 @@ from vramcalc.core.vocab import (
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
-    KERNELS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -188,10 +187,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("enforce_eager", bool, False, "Serve: vLLM enforce_eager (no CUDA graphs)."),
     # Memory savers (memory/loss.py).
     Opt("loss", LOSSES, "hf",
-        "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), linear-chunked "
-        "(torchtune LinearCrossEntropyLoss), fused-linear "
-        "(Liger LigerFusedLinearCrossEntropy), cut (Apple Cut Cross-Entropy), trl (TRL's fused LM head: "
-        "chunked log-probs of the completion tokens, no logits)."),
+        "Loss kernel: hf (full fp32 logits), chunked / linear-chunked (torchtune CEWithChunkedOutputLoss / "
+        "LinearCrossEntropyLoss), fused-linear (Liger), cut (Apple CCE), trl (TRL's fused LM head)."),
     Opt("loss_chunks", int, 8, "For --loss chunked / linear-chunked: chunks (torchtune num_output_chunks)."),
     Opt("ac_every", int, 1, "With --grad-checkpointing: checkpoint every k-th layer (torchtune ac_mode "
         "selective, ac_option k); the others keep their activations."),
@@ -199,10 +196,10 @@ OPTIONS: tuple[Opt, ...] = (
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
-    Opt("kernels", KERNELS, "hf",
-        "Layer kernels: hf (transformers' modules), unsloth (Unsloth's Triton RMSNorm and RoPE and its LoRA "
-        "MLP/QKV/O autograd functions: fewer saved tensors; Llama, Mistral, Qwen2 with LoRA on all seven "
-        "projections, dropout 0)."),
+    Opt("kernels", str, "hf",
+        "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
+        "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "
+        "unsloth_* keys; Llama).", sep=";"),
     Opt("packing", PACKINGS, "none",
         "Batch layout: none (padded rows), packed (several sequences per row), padding-free (one flat row)."),
     # The stack is applied by OptionValues (its defaults under the run file and the command line).
@@ -272,8 +269,8 @@ OPTIONS: tuple[Opt, ...] = (
     # Vision-language models (memory/vision.py).
     Opt("images", int, 0, "Vision-language models (LLaVA, Qwen-VL): images per sample; their image tokens are added to "
         "--seq-len (the text tokens). 0: one for a vision-language model."),
-    Opt("image_width", int, 0, "LLaVA-NeXT, Idefics3 / SmolVLM: each image's width in pixels (0: square); with "
-        "--image-size it sets the tiles and image tokens."),
+    Opt("image_width", int, 0, "LLaVA-NeXT, Idefics3 / SmolVLM, Llama 4: each image's width in pixels (0: square); "
+        "with --image-size it sets the tiles and image tokens."),
     Opt("train_vision", bool, False, "Vision-language models: train the vision tower too, with --method full and "
         "sdpa (frozen by default, as most recipes do)."),
 )

@@ -23,7 +23,7 @@ from vramcalc.core.vocab import (
     GRAD_SYNCS,
     HEADS,
     HIDDEN_ACTS,
-    KERNELS,
+    KERNEL_GROUPS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -81,6 +81,8 @@ from vramcalc.core.vocab import (
     VllmMode,
     WeightDtype,
     ZeroStage,
+    kernels_value,
+    parse_kernels,
 )
 
 # Bounds as pydantic words them, so that a file and a flag get the same message:
@@ -232,10 +234,19 @@ class VisionSpec:
     # size["longest_edge"], 4 x image_size by default); 0 for the other kinds.
     scale_factor: int = 0
     longest_edge: int = 0
+    # Llama 4 (kind llama4; transformers models/llama4/modeling_llama4.py Llama4VisionModel,
+    # Llama4MultiModalProjector; core/memory/llama4v.py): tiles of image_size px (the processor cuts each image into
+    # up to max_num_tiles of them, plus a global tile when more than one), each through an unfold patch embedding
+    # (Linear(3 x patch^2 -> width), no bias), a class token appended last, learned positions, layernorm_pre, blocks
+    # of biased q/k/v/o with the 2-D vision RoPE and a biased fc1/fc2 GELU MLP, layernorm_post; the class row
+    # dropped, Llama4VisionPixelShuffleMLP (pixel shuffle by scale_factor = 1 / pixel_shuffle_ratio, then
+    # Llama4VisionMLP2: fc1 intermediate_size -> vision_output_dim, GELU, fc2 vision_output_dim ->
+    # vision_output_dim, GELU, no biases) inside the tower; multi_modal_projector Linear(vision_output_dim, text
+    # width, no bias) is the projector.
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl",
                                                               "idefics3", "llava_next",
-                                                              "mllama")}
+                                                              "mllama", "llama4")}
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size",
                          "temporal_patch_size", "spatial_merge_size"), (*POSITIVE, COUNT_CAP)),
@@ -272,6 +283,8 @@ class VisionSpec:
             _check_pinpoints(self)
         if self.is_mllama:
             self._check_mllama()
+        elif self.kind == "llama4":
+            self._check_llama4()
         elif (self.num_global_layers or self.max_num_tiles or self.aspect_ratios or self.vision_output_dim
               or self.intermediate_layers_indices or self.cross_attention_layers):
             raise SpecError("vision", "num_global_layers, max_num_tiles, aspect_ratios, intermediate_layers_indices, "
@@ -313,6 +326,10 @@ class VisionSpec:
         elif self.mm_tokens_per_image:
             raise SpecError("vision", "mm_tokens_per_image is Gemma 3's (kind siglip); a CLIP tower's image tokens "
                             "are its patches")
+        if (self.scale_factor and self.kind not in ("idefics3", "llama4")) \
+                or (self.longest_edge and self.kind != "idefics3"):
+            raise SpecError("vision", "scale_factor and longest_edge are Idefics3's (kind idefics3); scale_factor "
+                            "is Llama 4's too (kind llama4)")
         if self.kind == "idefics3":
             # Idefics3Connector.pixel_shuffle reshapes the side x side patch grid into side / scale_factor rows of
             # width x scale_factor^2 (its int() would drop a remainder; the model's image_seq_len assumes none)
@@ -326,8 +343,25 @@ class VisionSpec:
             if self.feature_layer != -1 or self.drop_cls:
                 raise SpecError("vision", "an Idefics3 tower feeds its last hidden state to the connector: "
                                 "feature_layer -1, drop_cls false")
-        elif self.scale_factor or self.longest_edge:
-            raise SpecError("vision", "scale_factor and longest_edge are Idefics3's (kind idefics3)")
+
+    def _check_llama4(self) -> None:
+        """Llama 4's cross-field checks (configuration_llama4.py Llama4VisionConfig; modeling_llama4.py)."""
+        side = self.image_size // self.patch_size
+        if not self.scale_factor or side % self.scale_factor:
+            # pixel_shuffle (modeling_llama4.py) reshapes the side x side patch grid by pixel_shuffle_ratio
+            raise SpecError("vision", f"scale_factor {self.scale_factor} (1 / pixel_shuffle_ratio) must divide the "
+                            f"{side} x {side} patch grid (Llama4VisionPixelShuffleMLP)")
+        if self.hidden_size * self.scale_factor ** 2 != self.intermediate_size:
+            # Llama4VisionMLP2.fc1 is Linear(intermediate_size, projector_input_dim) on the shuffled rows
+            raise SpecError("vision", f"the pixel-shuffled width {self.hidden_size} x {self.scale_factor}^2 must be "
+                            f"the tower's intermediate_size {self.intermediate_size} (Llama4VisionMLP2.fc1's input)")
+        if not self.vision_output_dim or not self.max_num_tiles or self.feature_layer != -1 or not self.drop_cls:
+            raise SpecError("vision", "a Llama 4 tower needs vision_output_dim (the adapter's and projector's "
+                            "width), max_num_tiles (the processor's max_patches) and feature_layer -1, drop_cls true")
+        if (self.num_global_layers or self.aspect_ratios or self.intermediate_layers_indices
+                or self.cross_attention_layers):
+            raise SpecError("vision", "num_global_layers, aspect_ratios, intermediate_layers_indices and "
+                            "cross_attention_layers are Llama-3.2-Vision's (kind mllama)")
 
     def _check_mllama(self) -> None:
         """Llama-3.2-Vision's cross-field checks (configuration_mllama.py MllamaVisionConfig / MllamaTextConfig)."""
@@ -431,6 +465,11 @@ class ModelSpec:
     first_dense_layers: int = 0
     shared_expert_gate: bool = False  # Qwen2-MoE: a Linear(hidden, 1) gate on the shared expert
     router_bias: bool = False  # DeepSeek-V3 noaux_tc: e_score_correction_bias (num_experts) per MoE layer
+    # DeepSeek's grouped router (configuration_deepseek_v3.py n_group / topk_group; V2's with topk_method
+    # "group_limited_greedy"): the experts split into expert_groups groups, each token routed within its
+    # topk_expert_groups best groups (1 / 1: one group, a plain top-k)
+    expert_groups: int = 1
+    topk_expert_groups: int = 1
     # gpt-oss (modeling_gpt_oss.py GptOssAttention.sinks): one learned logit per attention head, per layer,
     # concatenated to the attention scores before the softmax (eager_attention_forward).
     attention_sinks: bool = False
@@ -518,7 +557,7 @@ class ModelSpec:
                          "num_attention_heads", "num_kv_heads", "head_dim", "max_position_embeddings",
                          "sliding_window", "moe_intermediate_size", "shared_expert_intermediate_size",
                          "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
-                         "published_parameters"), POSITIVE),
+                         "published_parameters", "expert_groups", "topk_expert_groups"), POSITIVE),
         "num_labels": (*NON_NEGATIVE, COUNT_CAP),
         "type_vocab_size": (*NON_NEGATIVE, COUNT_CAP),
         **dict.fromkeys(("decoder_layers", "relative_attention_buckets", "rel_embedding_rows"),
@@ -580,6 +619,7 @@ class ModelSpec:
                 raise SpecError("", "a mixture-of-experts model needs experts_per_token")
             if self.experts_per_token > self.num_experts:
                 raise SpecError("", "experts_per_token exceeds num_experts")
+            _check_expert_groups(self)
             if self.attention_kind == "mla":
                 mla = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
                 missing = [f for f in mla if getattr(self, f) is None]
@@ -596,6 +636,26 @@ class ModelSpec:
     def has_architecture(self) -> bool:
         """A transformer's (or Mamba's) architecture; the classics (ResNet, LSTM) have their own (memory/classic.py)."""
         return self.hidden_size is not None and self.family not in CLASSIC_FAMILIES
+
+
+def _check_expert_groups(m: ModelSpec) -> None:
+    """DeepSeek's grouped router: whole groups of experts (DeepseekV3TopkRouter views the scores as (tokens,
+    n_group, experts // n_group) and takes each group's top 2), no more groups kept than there are."""
+    if m.expert_groups == 1 and m.topk_expert_groups == 1 or not m.num_experts:  # (a dense model has no router)
+        return
+    if m.family not in ("deepseek_v2", "deepseek_v3"):
+        raise SpecError("expert_groups", f"grouped routing is modelled for DeepSeek-V2/V3 only, not {m.family}: "
+                        "give expert_groups 1 and topk_expert_groups 1")
+    if m.topk_expert_groups > m.expert_groups:
+        raise SpecError("topk_expert_groups", f"{m.topk_expert_groups} exceeds expert_groups {m.expert_groups}")
+    per_group = m.num_experts // m.expert_groups if m.expert_groups else 0
+    if m.num_experts % m.expert_groups or (m.family == "deepseek_v3" and per_group < 2):
+        raise SpecError("expert_groups", f"num_experts {m.num_experts} does not split into {m.expert_groups} "
+                        "groups" + (" of 2 or more (DeepSeek-V3 sums each group's top 2)"
+                                    if m.family == "deepseek_v3" else ""))
+    if m.topk_expert_groups * per_group < m.experts_per_token:
+        raise SpecError("topk_expert_groups", f"{m.topk_expert_groups} groups of {per_group} experts hold fewer than "
+                        f"experts_per_token {m.experts_per_token}")
 
 
 def _check_attention_layers(m: ModelSpec) -> None:
@@ -774,7 +834,7 @@ class TrainingSpec:
     ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
-    kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py)
+    kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py): hf, unsloth or unsloth:GROUPS
     packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
     # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
     # its own, printed in the assumptions line.
@@ -831,7 +891,7 @@ class TrainingSpec:
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
-        "packing": PACKINGS, "kernels": KERNELS, "stack": STACKS, "objective": OBJECTIVES,
+        "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES, "reward_dtype": REF_DTYPES,
         "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS, "use_vllm": VLLM_MODES,
     }
@@ -870,6 +930,12 @@ class TrainingSpec:
 
     def __post_init__(self) -> None:
         _check(self)
+        groups = parse_kernels(self.kernels) if isinstance(self.kernels, str) else None
+        if groups is None:
+            raise SpecError("kernels", f"Input should be 'hf', 'unsloth' or 'unsloth:' with some of "
+                            f"{','.join(KERNEL_GROUPS)} (e.g. unsloth:qkv,o,mlp)")
+        if self.kernels.startswith("unsloth:"):
+            object.__setattr__(self, "kernels", kernels_value(groups))  # one spelling per selection
         gpus = self.gpus_per_node * self.nodes
         if gpus % (self.tp * self.pp):
             raise SpecError("", f"{gpus} GPUs cannot be split into tp {self.tp} × pp {self.pp}: "

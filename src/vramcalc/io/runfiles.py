@@ -16,6 +16,7 @@ from typing import Any
 from vramcalc.core.errors import UnknownPresetError, VramcalcError
 from vramcalc.core.memory import online_dpo as _online
 from vramcalc.core.options import BY_NAME, OptionError, coerce
+from vramcalc.core.vocab import kernels_value
 from vramcalc.io import presets
 from vramcalc.io.files import path_kind
 from vramcalc.io.resolve import resolve_model
@@ -261,6 +262,8 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "cut_cross_entropy": (), "liger_fused_linear_cross_entropy": (), "chunked_cross_entropy": (),
         "gradient_checkpointing_offload": (), "flash_attention": (), "sdp_attention": (), "sample_packing": (),
         "precompute_ref_log_probs": (), "peft_use_dora": (), "peft_use_rslora": (),
+        "unsloth_lora_qkv": (), "unsloth_lora_o": (), "unsloth_lora_mlp": (), "unsloth_rms_norm": (),
+        "unsloth_rope": (),
         "liger_rope": (), "liger_rms_norm": (), "liger_glu_activation": (), "liger_layer_norm": (),
         "bf16": ("auto",),  # bf16 where the GPU has it
         # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
@@ -473,9 +476,15 @@ UNMODELLED_KEYS: dict[str, str] = {
     "liger_fused_linear_cross_entropy": "Liger fused linear cross-entropy (no full logits)",
     "liger_cross_entropy": "Liger cross-entropy",
     "cut_cross_entropy": "Cut Cross-Entropy (no full logits)",
-    "unsloth_lora_mlp": "Unsloth's LoRA MLP autograd function saves fewer tensors than peft's layers",
-    "unsloth_lora_qkv": "Unsloth's LoRA QKV autograd function saves fewer tensors than peft's layers",
-    "unsloth_lora_o": "Unsloth's LoRA O autograd function saves fewer tensors than peft's layers",
+    # (unsloth_lora_qkv / _o / _mlp, unsloth_rms_norm, unsloth_rope: mapped, --kernels unsloth:GROUPS)
+    "unsloth_cross_entropy_loss": "Unsloth's fast_cross_entropy_loss on an fp32 upcast and a contiguous shifted "
+                                  "copy of the logits (monkeypatch/unsloth_.py integrate_cross_entropy_loss_patch)",
+    # axolotl's own LoRA kernels (kernels/lora.py, derived from Unsloth's): LoRA_MLP / LoRA_QKV / LoRA_O save what
+    # Unsloth's save, but matmul_lora adds `s * X @ A @ B` out of place (two output-sized temporaries per
+    # projection), and they support dropout (a saved dropped input), biases and DoRA: not Unsloth's allocation
+    "lora_mlp_kernel": "axolotl's LoRA_MLP autograd function (kernels/lora.py): its own saved set and temporaries",
+    "lora_qkv_kernel": "axolotl's LoRA_QKV autograd function (kernels/lora.py): its own saved set and temporaries",
+    "lora_o_kernel": "axolotl's LoRA_O autograd function (kernels/lora.py): its own saved set and temporaries",
     "relora_steps": "ReLoRA (merges and restarts the adapters; its optimizer reset is not modelled)",
     "fsdp_version": "FSDP version",
     # LLaMA-Factory
@@ -668,6 +677,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.options["attention"] = "eager"
         run.mapped.append("eager_attention")
     _attention_axolotl(d, run)
+    _kernels_axolotl(d, run)
     if _flag(AX, d.get("sample_packing"), "sample_packing"):
         # axolotl multipack (utils/collators/batching.py V2BatchSamplerDataCollatorForSeq2Seq): rows of
         # sequence_len filled with several sequences, position_ids restarting per sequence.
@@ -697,6 +707,21 @@ def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
     if _flag(AX, d.get("gradient_checkpointing_offload"), "gradient_checkpointing_offload"):
         run.options.update(grad_checkpointing=True, activation_offload=True)
         run.mapped.append("gradient_checkpointing_offload")
+
+
+# axolotl's Unsloth kernel keys (utils/schemas/config.py: booleans), each one group of Unsloth's kernels patched on
+# its own (monkeypatch/unsloth_.py at 1291d22d, loaders/patch_manager.py at b27e49f2): memory/unsloth.py, where the
+# core refuses them on models axolotl does not patch (Llama only; unsloth_lora_mlp Llama and Mistral) and
+# unsloth_lora_qkv / _o without flash attention (they rewrite LlamaFlashAttention2's forward).
+AXOLOTL_KERNEL_KEYS = {"unsloth_lora_qkv": "qkv", "unsloth_lora_o": "o", "unsloth_lora_mlp": "mlp",
+                       "unsloth_rms_norm": "norm", "unsloth_rope": "rope"}
+
+
+def _kernels_axolotl(d: dict[str, Any], run: Run) -> None:
+    chosen = [g for k, g in AXOLOTL_KERNEL_KEYS.items() if _flag(AX, d.get(k), k)]
+    _seen(d, run, *AXOLOTL_KERNEL_KEYS)
+    if chosen:
+        run.options["kernels"] = kernels_value(chosen)
 
 
 def _attention_axolotl(d: dict[str, Any], run: Run) -> None:

@@ -103,7 +103,9 @@ def state_bytes(tensors: Iterable[tuple[StoredTensor, int]], recipe: Recipe, tra
     # GaLore / APOLLO step whole matrices of the model (optimizer.py needs its inventory); the spec allows them only
     # unsharded (one GPU or plain data parallel), where every rank holds the whole state, counted by memory.estimate,
     # and a unit's share here is never read: each tensor is counted at Adam's two moments (an upper bound).
-    opt = optimizer_bytes(tuple(shards), recipe, replace(training, optimizer="adamw")
+    # (the projection's own options go with it: the spec refuses a rank or targets without a projected optimizer)
+    opt = optimizer_bytes(tuple(shards), recipe, replace(training, optimizer="adamw", optimizer_rank=None,
+                                                         optimizer_targets="attn-mlp")
                           if training.optimizer in PROJECTED_OPTIMIZERS else training)
     # memory/__init__.py _shard: the fp32 gradients a master-weight optimizer is handed, part of its temporaries
     fp32 = min(4 * trainable, opt.step_temporaries) if recipe.master_weights else 0
