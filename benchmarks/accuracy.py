@@ -71,7 +71,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|gptoss|classics|vlm|vlm2|ppo]
+                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|gptoss|classics|vlm|vlm2|ppo|badam]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -1412,6 +1412,11 @@ def _model(name: str) -> Any:
         from dataclasses import replace
 
         return replace(presets.find_model(name[8:]), num_layers=FAMILY_LAYERS, vocab_size=2048)
+    if name.startswith("cut:"):  # a preset with its decoder stack cut to N layers: "cut:<preset>:<N>"
+        from dataclasses import replace
+
+        _, preset, n = name.split(":")
+        return replace(presets.find_model(preset), num_layers=int(n))
     if name.startswith("hf:"):
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1969,6 +1974,29 @@ def unsloth_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The BAdam grid (`--grid badam`, issue 13; 24 cases): LLaMA-Factory's use_badam layer mode (memory/badam.py; the
+# tracer trains the bottom decoder layer, BAdam's worst block, with every other parameter frozen, and steps fp32 copies
+# with torch AdamW, freeing each 16-bit gradient as its copy is made: trace/_optim.py MasterWeightOptimizer) on
+# tinyllama-1.1b (llama, 32k untied, 22 layers), qwen2.5-0.5b (152k tied, q/k/v biases, 24 layers), llama-3.2-1b (128k
+# tied, 16 layers) and phi-3-mini cut to 8 layers (fused qkv and gate_up, 32k untied) x 6 runs: no checkpointing,
+# checkpointing, eager attention, checkpointing with torchtune's chunked loss, a short step whose peak is the
+# optimizer step, gradient accumulation. Written to accuracy_badam.{json,md}, its traces to trace_cache_badam.json.
+BADAM_MODELS = ("tinyllama-1.1b", "qwen2.5-0.5b", "llama-3.2-1b", "cut:phi-3-mini:8")
+BADAM_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("badam", {"batch_size": 2, "seq_len": 512}),
+    ("badam gc", {**GC, "batch_size": 2, "seq_len": 512}),
+    ("badam eager", {"attention": "eager", "batch_size": 1, "seq_len": 512}),
+    ("badam gc chunked", {**GC, "loss": "chunked", "batch_size": 2, "seq_len": 1024}),
+    ("badam step peak", {"batch_size": 1, "seq_len": 64}),
+    ("badam accum 2", {"grad_accum": 2, "batch_size": 2, "seq_len": 256}),
+)
+
+
+def badam_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | b{kw['batch_size']} s{kw['seq_len']}", "model": model, "method": label,
+             "training": {"method": "full", "badam": True, **kw}} for model in BADAM_MODELS for label, kw in BADAM_RUNS]
+
+
 UNSLOTH_PARTIAL = (
     ("tinyllama-1.1b", "lora", "no-gc", (2, 512), ("qkv", "o", "mlp", "norm", "rope", "qkv,o", "qkv,o,mlp",
                                                    "norm,rope", "mlp,norm", "qkv,o,mlp,norm")),
@@ -1989,7 +2017,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
          "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "vlm3": llava_next_grid,
          "ppo": ppo_grid,
-         "mllama": mllama_grid, "llama4v": llama4v_grid}
+         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -2024,7 +2052,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "mllama": " (vision-language models: Llama-3.2-Vision, cross-attention layers; issue 15)",
           "dequant": " (QLoRA's dequantized weight: wide dense models, 4 layers, small vocabulary; issue 15)",
           "llama4v": " (vision-language models: Llama 4 Scout / Maverick multimodal, tiles and pixel shuffle; "
-                     "issue 15)"}
+                     "issue 15)",
+          "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -2154,7 +2183,7 @@ def main() -> None:
                     "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
                     "the tower frozen or trained); dequant: issue 15's 24 QLoRA cases on wide dense models cut to 4 "
                     "layers (the dequantized weight); llama4v: issue 15's 22 Llama 4 multimodal cases (tiles, pixel "
-                    "shuffle, the tower frozen)")
+                    "shuffle, the tower frozen); badam: issue 13's 24 BAdam layer-mode cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -2166,7 +2195,7 @@ def main() -> None:
                          "ssm", "ssm2", "hybrid", "bamba", "granite", "gptoss", "classics", "vlm", "moe", "llama4",
                          "vlm2",
                          "unsloth",
-                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v") \
+                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -18,6 +18,7 @@ from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
 from vramcalc.core.memory import (
     Breakdown,
+    badam,
     deberta,
     encoder,
     estimate,
@@ -267,6 +268,8 @@ def _explain_run(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Expl
     if training.mode == "serve":
         return _explain_serve(model, training, b)
     model = encoder.for_run(model, training)  # an encoder with the run's task head (memory/encoder.py)
+    asked = training
+    training = badam.view(model, training)  # BAdam: as the estimate sees it, one layer trained (memory/badam.py)
     recipe = recipe_of(training)
     # The model and run as the core's plan sees them (memory/__init__.py estimate): a reward model's weights are
     # the body under a score head; a preference step stacks chosen and rejected rows (2B) with dropout off.
@@ -295,7 +298,7 @@ def _explain_run(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Expl
     phase_sec, peak_moment = _phases(b)
     sections.append(phase_sec)
     sections.append(_overhead(b))
-    return Explanation(model, training, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
+    return Explanation(model, asked, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
 
 
 def _explain_ppo(model: ModelSpec, training: TrainingSpec) -> Explanation:
@@ -919,6 +922,11 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
     elif t.method == "full":
         lines.append(Line("parameters.trainable", "trainable", "every parameter (full fine-tuning)",
                           trainable, "all parameters", SRC_SEED_GRADS, "count"))
+    elif t.method == "freeze" and getattr(t, "badam", False):
+        lines.append(Line("parameters.trainable", "trainable",
+                          f"one of {m.num_layers} decoder layers at a time (BAdam's active block; embeddings, final "
+                          "norm and LM head frozen)", trainable, "parameters of one decoder layer", badam.SOURCE,
+                          "count"))
     elif t.method == "freeze":
         frozen, n_layers = freeze_fraction(m, t)
         head = "with" if t.train_head else "without"

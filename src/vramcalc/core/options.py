@@ -157,6 +157,9 @@ OPTIONS: tuple[Opt, ...] = (
         "Lightning); every-micro-batch reduce-scatters each (torchtune)."),
     Opt("fsdp_frozen_grads", bool, False,
         "LoRA under FSDP1 use_orig_params (litgpt): a unit's frozen weights get gradients too."),
+    Opt("fsdp_units", str, "none",
+        "FSDP full sharding: modules wrapped as their own units beside the decoder layers (torchtune "
+        "custom_sharded_layers): embed_tokens, lm_head; none: they stay in the root unit.", sep=";"),
     Opt("context", int, None,
         "Inference context in tokens, or one request's tokens with --mode serve (sets --seq-len)."),
     Opt("weight_dtype", WEIGHT_DTYPES, "auto",
@@ -196,6 +199,10 @@ OPTIONS: tuple[Opt, ...] = (
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
+    Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: the estimate stays the configured "
+        "batch's; with --gpu a note gives the batch the Trainer ends at (x0.9 per OOM from --batch-size)."),
+    Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time "
+        "with an fp32 copy and fp32 AdamW states; the peak is the bottom layer's. With --method full."),
     Opt("kernels", str, "hf",
         "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
         "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "
@@ -446,6 +453,10 @@ def training_spec(values: Mapping[str, Any], reward_spec: Any = None) -> Any:
     if isinstance(saved, str):
         saved = saved.split(",")
     kw["modules_to_save"] = tuple(x.strip() for x in saved if str(x).strip() and str(x).strip().lower() != "none")
+    units = kw.get("fsdp_units", "none")
+    if isinstance(units, str):
+        units = units.split(",")
+    kw["fsdp_units"] = tuple(x.strip() for x in units if str(x).strip() and str(x).strip().lower() != "none")
     return TrainingSpec(**kw)
 
 

@@ -161,6 +161,10 @@ def _check_pinpoints(v: VisionSpec) -> None:
                             f"of the tower's image_size {v.image_size}")
 
 
+# The modules --fsdp-units can wrap as their own FSDP units (torchtune tok_embeddings, output).
+FSDP_UNIT_NAMES: tuple[str, ...] = ("embed_tokens", "lm_head")
+
+
 @dataclass(frozen=True)
 class VisionSpec:
     """A vision-language model's image side (memory/vision.py): the vision tower and the projector into the text
@@ -812,6 +816,8 @@ class TrainingSpec:
     sequence_parallel: bool = False  # Megatron sequence parallelism (needs tp > 1)
     grad_sync: GradSync = "deferred"  # FSDP + accumulation: no_sync until the last micro-batch, or reduce each
     fsdp_frozen_grads: bool = False  # FSDP1 use_orig_params: a unit mixing adapters and frozen weights grads all
+    # FSDP units beside the decoder layers (torchtune custom_sharded_layers): embed_tokens, lm_head
+    fsdp_units: tuple[str, ...] = ()
     # Inference (memory/inference.py): seq_len is the context (prompt + generated tokens).
     weight_dtype: WeightDtype = "auto"  # auto: the precision's weight dtype
     kv_dtype: KvDtype = "auto"  # auto: the compute dtype
@@ -834,6 +840,10 @@ class TrainingSpec:
     ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
+    badam: bool = False  # BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time
+    # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
+    # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
+    auto_find_batch_size: bool = False
     kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py): hf, unsloth or unsloth:GROUPS
     packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
     # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
@@ -951,6 +961,13 @@ class TrainingSpec:
         if self.fsdp_frozen_grads and (self.fsdp == "none" or self.method != "lora"):
             raise SpecError("", "--fsdp-frozen-grads is about LoRA adapters sharing FSDP units with frozen weights: "
                             "use it with --method lora and --fsdp, or drop it")
+        bad_units = [u for u in self.fsdp_units if u not in FSDP_UNIT_NAMES]
+        if bad_units:
+            raise SpecError("fsdp_units", f"{bad_units[0]!r:.40} is not modelled as an FSDP unit: use "
+                            f"{' or '.join(FSDP_UNIT_NAMES)} (the decoder layers are units already)")
+        if self.fsdp_units and self.fsdp not in ("full-shard", "hybrid-shard"):
+            raise SpecError("fsdp_units", "extra FSDP units change what full sharding gathers: add --fsdp full-shard "
+                            "(or hybrid-shard), or drop --fsdp-units")
         if self.sequence_parallel and self.tp == 1:
             raise SpecError("", "sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
         if self.mode == "serve" and (self.zero or self.fsdp != "none" or self.offload != "none"):
@@ -1175,6 +1192,26 @@ class TrainingSpec:
             raise SpecError("", "TRL refuses colocated vLLM with 8-bit bitsandbytes weights (vLLM has no in-flight "
                             "8-bit quantization): use --quant-bits 4, or --use-vllm server")
 
+    def _badam_consistent(self) -> None:
+        """BAdam's layer mode as LLaMA-Factory runs it (memory/badam.py): what the model covers."""
+        if self.mode != "train":
+            raise SpecError("", f"--badam is a training optimizer: drop it for --mode {self.mode}")
+        if self.method != "full" and not (self.method == "freeze" and not self.train_head):  # (memory/badam.py view)
+            raise SpecError("", "--badam trains the model's own layers block by block (LLaMA-Factory use_badam with "
+                            "finetuning_type full): use --method full")
+        if self.precision not in ("auto", "mixed-bf16", "mixed-fp16"):
+            raise SpecError("", "BAdam keeps the model in 16 bits and steps an fp32 copy of the active block with fp32 "
+                            f"moments (mixed-bf16 / mixed-fp16), not --precision {self.precision}: drop --precision")
+        if self.optimizer != "adamw":
+            raise SpecError("", "BAdam is modelled over torch AdamW (LLaMA-Factory's default optim): use --optimizer "
+                            "adamw")
+        if self.gpus_per_node * self.nodes > 1 or self.zero or self.fsdp != "none" or self.offload != "none":
+            raise SpecError("", "--badam is modelled on one GPU (LLaMA-Factory runs layer-wise BAdam on several only "
+                            "under DeepSpeed ZeRO-3): drop --gpus / --zero / --fsdp / --offload")
+        if self.optimizer_in_bwd or self.objective != "sft":
+            raise SpecError("", "--badam is modelled for a supervised step with its own optimizer: drop "
+                            "--optimizer-in-bwd / --objective")
+
     def _savers_consistent(self) -> None:
         if self.loss == "cut" and self.mode == "train" and self.precision in ("amp-bf16", "amp-fp16", "fp32"):
             # cut_cross_entropy/cce_backward.py asserts bf16/fp16 embeddings and classifier (amp keeps fp32 weights).
@@ -1189,6 +1226,15 @@ class TrainingSpec:
                 # torchtune steps in backward on one GPU or plain data parallel, never with tensor/pipeline stages
                 raise SpecError("", "--optimizer-in-bwd is modelled on one GPU or plain data parallel: drop "
                                 "--zero / --fsdp / --tp / --pp")
+        if self.badam:
+            self._badam_consistent()
+        if self.auto_find_batch_size and self.mode != "train":
+            raise SpecError("", f"--auto-find-batch-size is the Trainer's retry of a training step: drop it for --mode "
+                            f"{self.mode}")
+        if self.auto_find_batch_size and self.zero == 3:
+            # transformers trainer.py: "`auto_find_batch_size` isn't supported yet with DeepSpeed Zero-3"
+            raise SpecError("", "transformers refuses auto_find_batch_size under DeepSpeed ZeRO-3: drop "
+                            "--auto-find-batch-size or use --zero 1 or 2")
         if self.packing != "none" and self.mode != "train":
             raise SpecError("", f"--packing {self.packing} lays out training batches; drop it for --mode {self.mode}")
         if self.head == "mlm" and self.num_labels != 2:

@@ -54,6 +54,14 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
 
         hf = wrap(hf, model, training)
         notes.append(f"{method}: peft {TABLE[method].peft_type} via get_peft_model")
+    elif getattr(training, "badam", False):
+        # BAdam's bottom block (badam block_optim.py switch_trainable_params, the worst block: memory/badam.py): only
+        # layers.0 requires grad; embeddings, the other layers, the final norm and the head are frozen.
+        for p in hf.parameters():
+            p.requires_grad_(False)
+        for p in list(layers)[0].parameters():
+            p.requires_grad_(True)
+        notes.append("badam: the bottom decoder layer trained, everything else frozen (BlockOptimizer's block 0)")
     elif method == "freeze":
         assert training.freeze_layers is not None
         base = hf
@@ -85,7 +93,8 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
             for i, block in enumerate(layers, start=1):
                 if i % training.ac_every:
                     block.gradient_checkpointing = False  # type: ignore[assignment]
-        if method != "full":
+        if method != "full" or getattr(training, "badam", False):
+            # (BAdam: LLaMA-Factory's checkpointing function marks a trainable layer's input as needing a gradient)
             # transformers/peft do this for adapters and frozen embeddings so checkpointed blocks get grads
             target.enable_input_require_grads()
     return hf

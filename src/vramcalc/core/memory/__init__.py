@@ -20,6 +20,7 @@ from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import activations as _activations
+from vramcalc.core.memory import badam as _badam
 from vramcalc.core.memory import classic as _classic
 from vramcalc.core.memory import deberta as _deberta
 from vramcalc.core.memory import distributed as _distributed
@@ -164,6 +165,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
 
 
 def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
+    if _badam.active(training):  # BAdam: one decoder layer trained at a time, the bottom one's peak (memory/badam.py)
+        training = _badam.view(model, training)
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
@@ -521,6 +524,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                      "QLoRA without prepare_model_for_kbit_training: norms, embeddings and lm_head stay in "
                      f"{recipe.weight}.")
     notes += _fused_moe_notes(model, training, recipe)
+    if _badam.active(training):
+        notes.append(_badam.note(model))
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
     body = _reward.body(model) if training.objective == "reward" else model
     w = weight_bytes(body, training, recipe)
@@ -574,6 +579,11 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         details["temporaries.optimizer_step"] = step_temporaries
         notes.append("optimizer in backward: each parameter is stepped and its gradient freed as it lands "
                      "(torchtune optimizer_in_bwd): gradients and step temporaries are the largest tensor's.")
+    if _badam.active(training):
+        # BAdam's _grad_to_hp (memory/badam.py): each 16-bit gradient lives until its fp32 copy is made, so the step
+        # holds every fp32 gradient (in the mixed recipe's step temporaries) and one 16-bit one (_badam.converting)
+        step_temporaries += _badam.converting(body, largest_tensor(w.trainable_tensors)) * dtype_bytes(recipe.grad)
+        details["temporaries.optimizer_step"] = step_temporaries
     if opt.paged:
         notes.append("paged optimizer: its states live in CUDA unified memory and may be evicted to CPU RAM "
                      "under pressure; they are counted on the GPU here (the worst case).")
@@ -882,6 +892,22 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         saving_layers = peft_methods.adaption_layers(m, t)
     if t.method == "freeze" and trained_layers == 0:
         saving_layers = 0
+    if _badam.active(t):
+        # BAdam's worst block is the bottom layer (memory/badam.py): every layer above it records a graph, frozen,
+        # saving what its input's gradient needs; without checkpointing the bottom layer's own input (the frozen
+        # embedding's output) needs none. (The layer trained is counted at the top; the layers are alike.)
+        frozen_layer = layer_fn(m, t, recipe, trainable_weights=False)
+        saving_layers = n_layers
+        layers_less_t += frozen * (per_layer_t - sum(x.per_token for x in frozen_layer.terms if not x.batch1_only))
+        layers_less_ts += frozen * (per_layer_ts - sum(x.per_token_seq for x in frozen_layer.terms))
+        if not t.grad_checkpointing and not t.activation_offload:
+            bottom = layer_fn(m, t, recipe, trainable_weights=True, input_grad=False)
+            drop_t = per_layer_t - sum(x.per_token for x in bottom.terms if not x.batch1_only)
+            drop_ts = per_layer_ts - sum(x.per_token_seq for x in bottom.terms)
+            bottom_less_t += drop_t
+            bottom_less_ts += drop_ts
+            layers_less_t += drop_t
+            layers_less_ts += drop_ts
     if t.method == "freeze" and m.tie_word_embeddings and t.train_head and frozen and not t.grad_checkpointing:
         # A head tied to the embedding: training the head trains the embedding, so every frozen layer's input needs
         # a gradient and the frozen layers save their input-gradient set (measured with the tracer: a tiny Mamba
@@ -980,7 +1006,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # place (torch/csrc/autograd/input_buffer.cpp accumulate; observed as aten.add.Tensor on CPU and under
     # the tracer): the head's gradient, the embedding's and their sum coexist (2 beyond `gradients`).
     end_t = 0
-    if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
+    # (partial fine-tuning without the head, BAdam's included, trains neither the head nor the embedding: no such
+    # gradient; measured with the tracer, --grid badam: qwen2.5-0.5b b1 s64 was +29 % with it)
+    if full_like and trainable and (t.method == "full" or head_trainable):  # when tied or accumulating
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t))
@@ -1352,6 +1380,9 @@ def _transformer_phases(
         # memory/savers.py: the first (head's) step runs in backward with every layer's activations alive;
         # the optimizer-step phase then has nothing left to do.
         step_moment: _m.RawMoment = ("optimizer_step.done", _m.STEP_DONE, ())
+    elif _badam.active(t):
+        # BAdam's _grad_to_hp frees each 16-bit gradient as its fp32 copy (in opt_temp) is made (memory/badam.py)
+        step_moment = ("optimizer_step.step", _m.STEP, (0, opt_temp))
     else:
         step_moment = ("optimizer_step.step", _m.STEP, (gradients, opt_temp))
     # The temporaries component: the most of them alive at one moment (Liger's head gradient, allocated in forward,

@@ -1078,7 +1078,12 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     fwd = max(k * eb * i + gathered, 2 * rw * k * h + rw * h + gathered, router_forward_bytes(m))
     # Backward: the incoming gradient's fp32 routed copies, then grouped_mm's input gradients (k x h, k x 2i)
     # beside them; with expert weight gradients, a full-size gradient of the merged stack per projection.
-    bwd = k * (rw * h + eb * (h + 2 * i))
+    # Before them, the un-permute's backward (`weighted_out[inv_perm]`: zeros of (k x tokens, hidden) and index_put's
+    # out-of-place result) runs beside the sum's expanded gradient made contiguous for the view: three routed
+    # copies in the routing weight's dtype (measured with the tracer, --grid moe DeepSeek-V3 toys LoRA all-linear
+    # with checkpointing, the peak at aten.index_put: -3.9 % without; it outweighs the grouped_mm gradients when
+    # the expert is narrow against the hidden size, as DeepSeek-V3's 2,048 against 7,168).
+    bwd = k * max(3 * rw * h, rw * h + eb * (h + 2 * i))
     # The merged stack's gradients: the down projection's comes first (the trace's peak at its grouped_mm, both
     # merged stacks still alive); by the gate_up gradient the down stack and its gradient are freed.
     wgrad = eb * e * h * i if lora_down else eb * e * 2 * i * h if lora_up else 0
