@@ -625,6 +625,52 @@ def jamba_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The GraniteMoeHybrid grid (`--grid granite`, issue 15; 30 cases): the dense Granite 4.0 H models
+# (num_local_experts 0, memory/hybrid.py as Bamba's layers) from tests/data/hf/granite-4.0-h-micro.json cut to two
+# tiny shapes (one attention layer in the middle; attention at the bottom and the top, 2 groups, chunk 48 padding) x
+# full pure-bf16 / LoRA / QLoRA (default targets q_proj, v_proj, in_proj) x s64 / s128 x checkpointing off / on, b2;
+# LoRA all-linear (input_linear, output_linear, in_proj, out_proj, q/k/v/o) and eager; the published shape cut to 2
+# layers (a mixer and an attention layer, vocab 100,352). The tracer keeps the published multipliers (embedding 12,
+# residual 0.22, attention 1/64, logits / 8). Written to accuracy_granite.{json,md}.
+GRANITE_SHAPES = {"granite:h256-l3-a1-m512-s32-q64": {"hidden_size": 256, "num_hidden_layers": 3,
+                                                    "layer_types": ["mamba", "attention", "mamba"],
+                                                    "num_attention_heads": 4, "num_key_value_heads": 2,
+                                                    "shared_intermediate_size": 512, "mamba_n_heads": 8,
+                                                    "mamba_d_head": 64, "mamba_d_state": 32, "mamba_chunk_size": 64,
+                                                    "vocab_size": 2048},
+                  "granite:h256-l4-a03-m768-s64-g2-q48": {"hidden_size": 256, "num_hidden_layers": 4,
+                                                          "layer_types": ["attention", "mamba", "mamba", "attention"],
+                                                          "num_attention_heads": 4, "num_key_value_heads": 1,
+                                                          "shared_intermediate_size": 768, "mamba_n_heads": 16,
+                                                          "mamba_d_head": 32, "mamba_d_state": 64,
+                                                          "mamba_n_groups": 2, "mamba_chunk_size": 48,
+                                                          "vocab_size": 4096}}
+
+
+def granite_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in GRANITE_SHAPES:
+        for label, kw in HYBRID_RUNS:
+            for seq in (64, 128):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
+    model = next(iter(GRANITE_SHAPES))
+    for label, extra in (("lora all-linear", {"lora_targets": ("all-linear",)}),
+                         ("lora q,v,in_proj eager", {"attention": "eager"})):
+        for gc in (False, True):
+            cases.append({"id": f"{model} | {label} | b2 s64 | {'gc' if gc else 'no-gc'}", "model": model,
+                          "method": "lora", "training": dict(HYBRID_RUNS[1][1], **extra, batch_size=2, seq_len=64,
+                                                             grad_checkpointing=gc)})
+    # the published shape (hidden 2048, 32 heads / 8 KV, mixer 4096 in 64 heads, state 128, chunk 256, shared_mlp
+    # 8192, vocab 100,352, tied), cut to 2 layers: a mixer and an attention layer
+    for (label, kw), gc in zip(HYBRID_RUNS[:2], (True, False), strict=True):
+        cases.append({"id": f"granite:granite-4.0-h-micro-2-layers | {label} | b1 s256 | {'gc' if gc else 'no-gc'}",
+                      "model": "granite:granite-4.0-h-micro-2-layers", "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=256, grad_checkpointing=gc)})
+
+
 # The vision-language grid (`--grid vlm`, issue 15; 42 cases): LLaVA-1.5 (memory/vision.py) as published, the
 # tower frozen: llava-1.5-7b from its config.json (tests/data/hf) x full pure-bf16 (the projector trained) / LoRA
 # (peft's q_proj, v_proj in the language model) / QLoRA NF4 (without prepare_model_for_kbit_training's fp32 casts,
@@ -1405,6 +1451,12 @@ def _model(name: str) -> Any:
 
         d = {**json.loads((HF_DIR / "ai21-jamba-1.5-mini.json").read_text()), **JAMBA_SHAPES[name]}
         return spec_from_hf_config(d, name[6:], "benchmarks/accuracy.py")
+    if name.startswith("granite:"):  # tests/data/hf/granite-4.0-h-micro.json cut to a tiny shape (GRANITE_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        d = {**json.loads((HF_DIR / "granite-4.0-h-micro.json").read_text()),
+             **GRANITE_SHAPES.get(name, {"num_hidden_layers": 2, "layer_types": ["mamba", "attention"]})}
+        return spec_from_hf_config(d, name[8:], "benchmarks/accuracy.py")
     if name.startswith("deberta:"):  # a published DeBERTa-v3 config.json cut to a few layers (DEBERTA_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -2050,7 +2102,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "encoders2": token_cls_grid, "deberta": deberta_grid,
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
-         "ssm2": ssm2_grid, "hybrid": hybrid_grid, "bamba": bamba_grid, "jamba": jamba_grid,
+         "ssm2": ssm2_grid, "hybrid": hybrid_grid, "bamba": bamba_grid, "jamba": jamba_grid, "granite": granite_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
          "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
          "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "vlm3": llava_next_grid,
@@ -2074,6 +2126,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "hybrid": " (Falcon-H1: attention and a Mamba-2 mixer in every layer, issue 15)",
           "bamba": " (Bamba: Mamba-2 mixer layers and attention layers, each with an MLP; issue 15)",
           "jamba": " (Jamba: attention and Mamba-1 layers, dense and MoE feed-forwards, issue 15)",
+          "granite": " (GraniteMoeHybrid's dense Granite 4.0 H: Mamba-2 and attention layers, shared_mlp; issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
@@ -2209,7 +2262,8 @@ def main() -> None:
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
                     "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 30 "
-                    "Bamba cases; jamba: issue 15's 28 Jamba cases; gptoss: issue 15's 16 "
+                    "Bamba cases; jamba: issue 15's 28 Jamba cases; granite: issue 15's 30 dense Granite 4.0 H "
+                    "cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
@@ -2231,7 +2285,8 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "ssm2", "hybrid", "bamba", "gptoss", "classics", "vlm", "moe", "llama4", "vlm2",
+                         "ssm", "ssm2", "hybrid", "bamba", "granite", "gptoss", "classics", "vlm", "moe", "llama4",
+                         "vlm2",
                          "unsloth",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba") \
         else CACHE

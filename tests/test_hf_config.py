@@ -90,6 +90,10 @@ TOTALS = {
     # tests/data/hf/bamba-9b.json (typed from foundation-model-stack's _bamba_9_8b_config, the README says so),
     # transformers 5.24 on the meta device (tests/test_bamba.py rebuilds it).
     "bamba-9b": 9_780_235_392,
+    # GraniteMoeHybrid's dense Granite 4.0 H (Mamba-2 layers, attention at layer_types' "attention", shared_mlp):
+    # sum(p.numel()) of GraniteMoeHybridForCausalLM from tests/data/hf/granite-4.0-h-micro.json (typed, the README
+    # says from what), transformers 5.24 on the meta device (tests/test_granitemoehybrid.py rebuilds it).
+    "granite-4.0-h-micro": 3_191_396_096,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
@@ -195,6 +199,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "falcon_h1",
         "jamba",
         "bamba",
+        "granitemoehybrid",
         "idefics3",
         "smolvlm",
         "llama4",

@@ -210,7 +210,7 @@ def test_unknown_mamba2_method_message_is_not_generic() -> None:
 
 
 @pytest.mark.parametrize(("model_type", "words"), [
-    ("granitemoehybrid", "GraniteMoeHybrid (Mamba-2 and attention"), ("nemotron_h", "Nemotron-H"),
+    ("zamba2", "Zamba2 (Mamba-2 layers with shared attention"), ("nemotron_h", "Nemotron-H"),
     ("jamba", "MoE MLPs")])
 def test_hybrids_are_refused_naming_what_they_mix(model_type: str, words: str, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:

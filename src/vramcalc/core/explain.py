@@ -106,7 +106,7 @@ LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4
 def _less_label(m: ModelSpec) -> str:
     if jamba.is_jamba(m):  # memory/jamba.py layer_differences: each layer's own kind below the largest kind's set
         return "what the attention and dense-MLP layers save less than the largest kind"
-    if m.family == "bamba":  # memory/hybrid.py layered_less: one layer is the envelope of the two kinds
+    if m.family in ("bamba", "granitemoehybrid"):  # memory/hybrid.py layered_less: the envelope of the two kinds
         return "what each layer saves less than the larger kind (mixer or attention) and the bottom layer's less"
     return LLAMA4_LESS if m.family == "llama4" else "what the bottom layers save less"
 
@@ -1448,6 +1448,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     if not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m) or jamba.is_jamba(m)):
         if m.family == "bamba" and not m.attention_layers:
             pass  # no attention layer: BambaModel still builds the tables, but from a leaf no layer saves
+        elif m.family == "granitemoehybrid":
+            pass  # position_embedding_type "nope": GraniteMoeHybridModel.rotary_emb is None, no tables
         elif m.family in ("gpt_oss", "bamba"):
             # GptOssRotaryEmbedding: cos and sin of head_dim / 2; BambaRotaryEmbedding: partial_rotary_factor 0.5
             # (memory/__init__.py)

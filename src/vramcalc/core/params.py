@@ -137,7 +137,8 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
     # same shapes (modeling_t5.py T5LayerCrossAttention, modeling_bart.py encoder_attn: k and v read the encoder
     # output, of d_model) and one MLP; num_layers counts the encoder's blocks.
     n_attn = n_layers + 2 * m.decoder_layers
-    if m.family == "bamba":  # BambaDecoderLayer: attention only at attn_layer_indices (the others run the mixer)
+    if is_layered_hybrid(m):  # BambaDecoderLayer: attention only at attn_layer_indices (the others run the mixer;
+        # GraniteMoeHybridDecoderLayer: at layer_types' "attention" entries)
         n_attn = len(m.attention_layers)
     # Attention projections (modeling_llama.py LlamaAttention; GPT-2's c_attn is the fused form).
     if m.attention_kind == "mla":
@@ -550,6 +551,9 @@ MODULE_ALIASES: dict[str, tuple[str, ...]] = {
     # T5 / mT5 (modeling_t5.py T5Attention q, k, v, o; T5DenseGatedActDense wi_0, wi_1, wo; T5DenseActDense wi, wo)
     "q": ("q_proj",), "k": ("k_proj",), "v": ("v_proj",), "o": ("o_proj",), "wi_0": ("gate_proj",),
     "wi_1": ("up_proj",), "wi": ("up_proj",),
+    # GraniteMoeHybrid's shared_mlp (modeling_granitemoehybrid.py GraniteMoeHybridMLP): input_linear is the fused
+    # gate and up projection, output_linear the down projection
+    "input_linear": ("gate_up_proj",), "output_linear": ("down_proj",),
 }
 ALL_LINEAR = "all-linear"
 AUTO_TARGETS = "auto"
@@ -834,12 +838,14 @@ def hybrid_mixer(m: ModelSpec) -> ModelSpec:
 def mixer_layers(m: ModelSpec) -> int:
     """How many layers run a Mamba-2 mixer: all of Falcon-H1's; Bamba's that are not at attn_layer_indices."""
     assert m.num_layers is not None
-    return m.num_layers - len(m.attention_layers) if m.family == "bamba" else m.num_layers
+    return m.num_layers - len(m.attention_layers) if is_layered_hybrid(m) else m.num_layers
 
 
 def is_layered_hybrid(m: ModelSpec) -> bool:
-    """Whether `m`'s layers are either a Mamba-2 mixer or attention, each with an MLP (Bamba), not both (Falcon-H1)."""
-    return m.family == "bamba"
+    """Whether `m`'s layers are either a Mamba-2 mixer or attention, each with an MLP (Bamba; GraniteMoeHybrid's dense
+    models, modeling_granitemoehybrid.py GraniteMoeHybridDecoderLayer: self.mamba or self.self_attn, then shared_mlp),
+    not both (Falcon-H1)."""
+    return m.family in ("bamba", "granitemoehybrid")
 
 
 def is_hybrid(m: ModelSpec) -> bool:

@@ -651,7 +651,7 @@ class ModelSpec:
             _check_hybrid_mixer(self)
         if self.attn_layer_period or self.jamba_mixer_size or self.expert_layer_period:
             _check_jamba(self)
-        if self.attention_layers or self.family == "bamba":
+        if self.attention_layers or self.family in ("bamba", "granitemoehybrid"):
             _check_attention_layers(self)
 
     @property
@@ -682,8 +682,8 @@ def _check_expert_groups(m: ModelSpec) -> None:
 
 def _check_attention_layers(m: ModelSpec) -> None:
     """Bamba's attn_layer_indices (configuration_bamba.py layers_block_type: the other layers are Mamba-2 mixers)."""
-    if m.family != "bamba":
-        raise SpecError("attention_layers", "attention_layers is read for family bamba only")
+    if m.family not in ("bamba", "granitemoehybrid"):  # GraniteMoeHybrid: layer_types' "attention" entries
+        raise SpecError("attention_layers", "attention_layers is read for families bamba and granitemoehybrid only")
     if not m.mixer_intermediate_size:
         raise SpecError("mixer_intermediate_size", "a Bamba model needs its Mamba-2 mixer's shape (mixer_* fields)")
     n = m.num_layers or 0

@@ -37,7 +37,6 @@ class UnsupportedModelType(VramcalcError):
 HYBRIDS: dict[str, str] = {
     "zamba2": "Zamba2 (Mamba-2 layers with shared attention blocks and their LoRA projectors)",
     "nemotron_h": "Nemotron-H (Mamba-2, attention and MLP layers in hybrid_override_pattern)",
-    "granitemoehybrid": "GraniteMoeHybrid (Mamba-2 and attention layers with MoE MLPs)",
 }
 
 
@@ -65,7 +64,9 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              # DeBERTa-v2/v3 (_deberta_v2)
              "pooler_hidden_size", "embedding_size", "attention_head_size",
              # Llama 4 (_llama4)
-             "intermediate_size_mlp", "interleave_moe_layer_step", "no_rope_layer_interval")
+             "intermediate_size_mlp", "interleave_moe_layer_step", "no_rope_layer_interval",
+             # GraniteMoeHybrid (_granitemoehybrid)
+             "shared_intermediate_size")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
@@ -87,7 +88,9 @@ CONFIG_KEYS: dict[str, str] = {
                      "classifier_dropout", "pooler_dropout", "cls_dropout"), "number"),
     **dict.fromkeys(("model_type", "hidden_act", "hidden_activation", "activation_function", "topk_method",
                      "torch_dtype", "feed_forward_proj", "classifier_pooling", "classifier_activation",
-                     "norm_rel_ebd", "pooler_hidden_act"), "str"),
+                     "norm_rel_ebd", "pooler_hidden_act", "position_embedding_type"), "str"),
+    **dict.fromkeys(("embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling",
+                     "router_aux_loss_coef"), "number"),
     "mlp_only_layers": "int_list",
     "moe_layers": "int_list",
     "no_rope_layers": "int_list",
@@ -99,7 +102,10 @@ CONFIG_KEYS: dict[str, str] = {
 def _check_types(d: Mapping[str, Any], source: str, prefix: str = "") -> None:
     from vramcalc.io import validate  # pydantic: only when a config.json is read
 
-    problems = validate.check_keys(CONFIG_KEYS, d)
+    keys = CONFIG_KEYS
+    if d.get("model_type") == "granitemoehybrid":  # num_local_experts 0: the dense Granite 4.0 H models (h-micro)
+        keys = {**CONFIG_KEYS, "num_local_experts": "int", "num_experts_per_tok": "int"}
+    problems = validate.check_keys(keys, d)
     if problems:
         raise PresetFileError(source, [prefix + validate.problem_text(*p) for p in problems])
 
@@ -1046,6 +1052,71 @@ def _bamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def _granitemoehybrid(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # configuration_granitemoehybrid.py GraniteMoeHybridConfig: defaults hidden 4096, 32 layers, 32 heads (KV heads
+    # = heads), vocab 32000, untied, shared_intermediate_size 1024, num_local_experts 8, position_embedding_type None
+    # (no RoPE), layer_types None (every layer "linear_attention", i.e. a mixer), mamba_n_heads 128, mamba_d_head
+    # "auto" (= mamba_expand x hidden / mamba_n_heads), mamba_n_groups 1, mamba_d_state 256, mamba_d_conv 4,
+    # mamba_expand 2, mamba_chunk_size 256, mamba_conv_bias true, mamba_proj_bias false, attention_bias false.
+    # modeling_granitemoehybrid.py GraniteMoeHybridDecoderLayer: a layer runs GraniteMoeHybridMambaLayer (BambaMixer)
+    # where layer_types[i] is "mamba" / "linear_attention", else GraniteMoeHybridAttention; then shared_mlp
+    # (GraniteMoeHybridMLP: input_linear hidden -> 2 x shared_intermediate_size, chunk, silu(gate) x up,
+    # output_linear; no biases) and, with num_local_experts > 0, block_sparse_moe beside it.
+    experts = int(d.get("num_local_experts", 8) or 0)
+    if experts:
+        raise PresetFileError(source, [f"num_local_experts {experts}: GraniteMoeHybrid's MoE block (the fp32 top-k "
+                                       "router and its experts beside shared_mlp; granite-4.0-h-tiny / -h-small) is "
+                                       "not modelled; the dense models (num_local_experts 0, granite-4.0-h-micro) are"])
+    pos = d.get("position_embedding_type")
+    if pos not in (None, "nope"):
+        raise PresetFileError(source, [f"position_embedding_type {pos!r}: GraniteMoeHybrid's RoPE tables are not "
+                                       "modelled; the published H models use \"nope\" (no positions)"])
+    out = _common(d, source, tie_default=False)
+    for key, default in (("hidden_size", 4096), ("num_layers", 32), ("num_attention_heads", 32),
+                         ("vocab_size", 32000)):
+        out.setdefault(key, default)
+    if "head_dim" in d:  # GraniteMoeHybridAttention: getattr(config, "head_dim", hidden // heads); no such field
+        raise PresetFileError(source, ["head_dim: GraniteMoeHybridConfig has no head_dim field (attention uses "
+                                       "hidden_size / num_attention_heads); drop the key"])
+    if d.get("mlp_bias"):
+        raise PresetFileError(source, ["mlp_bias: GraniteMoeHybridMLP's input_linear / output_linear have no bias "
+                                       "(GraniteMoeHybridConfig has no mlp_bias); drop the key"])
+    # shared_mlp is the dense MLP: the fused input_linear is gate_up_proj, output_linear down_proj (params.py names)
+    out["intermediate_size"] = int(_get(d, source, "shared_intermediate_size", default=1024))
+    out["fused_gate_up"] = True
+    out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
+    hidden, n_layers = int(out["hidden_size"]), int(out["num_layers"])
+    inter = int(_get(d, source, "mamba_expand", default=2)) * hidden
+    heads = int(_get(d, source, "mamba_n_heads", default=128))
+    head_dim = d.get("mamba_d_head", "auto")
+    head_dim = inter // heads if head_dim in (None, "auto") else head_dim
+    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or heads * head_dim != inter:
+        raise PresetFileError(source, [f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal mamba_expand x "
+                                       f"hidden_size ({inter}), as GraniteMoeHybridConfig requires"])
+    limit = d.get("time_step_limit")
+    if limit is not None and (not isinstance(limit, list) or limit != [0.0, float("inf")]):
+        raise PresetFileError(source, [f"time_step_limit {limit}: the scan's clamp is counted for the default "
+                                       "(0, inf) only; drop the key"])
+    kinds = d.get("layer_types") or d.get("layers_block_type") or ["linear_attention"] * n_layers
+    bad = sorted({k for k in kinds if k not in ("mamba", "linear_attention", "attention", "full_attention")})
+    if len(kinds) != n_layers or bad:
+        raise PresetFileError(source, [f"layer_types: {n_layers} entries of \"mamba\" or \"attention\" are needed "
+                                       f"(got {len(kinds)}{', unknown ' + ', '.join(map(repr, bad)) if bad else ''})"])
+    out.update(
+        norms_per_layer=2,  # input_layernorm, post_attention_layernorm
+        attention_layers=tuple(i for i, k in enumerate(kinds) if k in ("attention", "full_attention")),
+        mixer_intermediate_size=inter, mixer_state_size=int(_get(d, source, "mamba_d_state", default=256)),
+        mixer_head_dim=head_dim, ssm_conv_kernel=int(_get(d, source, "mamba_d_conv", default=4)),
+        ssm_n_groups=int(_get(d, source, "mamba_n_groups", default=1)),
+        ssm_chunk_size=int(_get(d, source, "mamba_chunk_size", default=256)),
+        ssm_conv_bias=bool(_get(d, source, "mamba_conv_bias", default=True)),
+        ssm_proj_bias=bool(_get(d, source, "mamba_proj_bias", default=False)),
+        mixer_gated_norm=True,  # GraniteMoeHybridRMSNormGated (BambaRMSNormGated) always
+        mixer_out_bias=bool(_get(d, source, "mamba_proj_bias", default=False)),
+    )
+    return out
+
+
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 FAMILIES: dict[str, Mapper] = {
@@ -1091,6 +1162,7 @@ FAMILIES: dict[str, Mapper] = {
     "falcon_h1": _falcon_h1,
     "jamba": _jamba,
     "bamba": _bamba,
+    "granitemoehybrid": _granitemoehybrid,
 }
 
 

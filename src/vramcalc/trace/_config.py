@@ -12,7 +12,7 @@ SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
                       "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2", "t5", "mt5", "bart",
                       "mbart", "mamba", "mamba2", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
-                      "deepseek_v3", "falcon_h1", "llama4", "bamba", "jamba")
+                      "deepseek_v3", "falcon_h1", "llama4", "bamba", "jamba", "granitemoehybrid")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -252,6 +252,21 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                  mamba_d_head=model.mixer_head_dim, mamba_n_groups=model.ssm_n_groups,
                  mamba_d_conv=model.ssm_conv_kernel, mamba_chunk_size=model.ssm_chunk_size,
                  mamba_conv_bias=model.ssm_conv_bias, mamba_proj_bias=model.ssm_proj_bias)
+    if family == "granitemoehybrid":  # configuration_granitemoehybrid.py names (memory/hybrid.py), the dense models
+        assert model.mixer_head_dim and model.hidden_size
+        d.pop("head_dim", None)
+        # the published H models' multipliers (granite-4.0-h-micro): each product is a temporary whatever its value
+        d.update(attention_bias=model.qkv_bias, hidden_act=model.hidden_act, num_local_experts=0,
+                 num_experts_per_tok=0, shared_intermediate_size=model.intermediate_size,
+                 layer_types=["attention" if i in model.attention_layers else "mamba"
+                              for i in range(model.num_layers or 0)],
+                 position_embedding_type="nope", embedding_multiplier=12.0, residual_multiplier=0.22,
+                 attention_multiplier=0.015625, logits_scaling=8.0,
+                 mamba_expand=model.mixer_intermediate_size // model.hidden_size, mamba_d_state=model.mixer_state_size,
+                 mamba_n_heads=model.mixer_intermediate_size // model.mixer_head_dim,
+                 mamba_d_head=model.mixer_head_dim, mamba_n_groups=model.ssm_n_groups,
+                 mamba_d_conv=model.ssm_conv_kernel, mamba_chunk_size=model.ssm_chunk_size,
+                 mamba_conv_bias=model.ssm_conv_bias, mamba_proj_bias=model.ssm_proj_bias)
     if family in ("olmo", "olmo2"):
         d["attention_bias"] = model.qkv_bias
     if family == "starcoder2":
@@ -311,6 +326,9 @@ LORA_NAME_MAP = {
                     "o_proj": "attn.c_proj", "up_proj": "c_fc", "down_proj": "mlp.c_proj"},
     "starcoder2": {"up_proj": "c_fc", "down_proj": "c_proj"},
     "phi": {"o_proj": "dense", "up_proj": "fc1", "down_proj": "fc2"},
+    # modeling_granitemoehybrid.py GraniteMoeHybridMLP: shared_mlp.input_linear (gate and up fused), output_linear
+    "granitemoehybrid": {"gate_proj": "input_linear", "up_proj": "input_linear", "gate_up_proj": "input_linear",
+                         "down_proj": "output_linear"},
     "gptj": {"o_proj": "out_proj", "up_proj": "fc_in", "down_proj": "fc_out"},
     # modeling_bert.py / modeling_roberta.py: attention.self.query/key/value, attention.output.dense,
     # intermediate.dense, output.dense (peft's default for bert: query, value).

@@ -937,6 +937,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         or _jamba.is_jamba(m) else 2 * c * head_dim(m)
     if _hybrid.is_layered_hybrid(m):  # Bamba: partial_rotary_factor 0.5 (BambaRotaryEmbedding: cos, sin of head_dim/2)
         once_t = c * head_dim(m) if m.attention_layers else 0
+        if m.family == "granitemoehybrid":  # position_embedding_type "nope": rotary_emb None (the reader refuses rope)
+            once_t = 0
     if m.family == "modernbert" and m.sliding_window_layers:
         once_t *= 2
     if m.family == "gpt_oss":  # GptOssRotaryEmbedding returns cos, sin of head_dim / 2 (_apply_rotary_emb chunks)
