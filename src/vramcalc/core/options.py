@@ -202,7 +202,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("kernels", KERNELS, "hf",
         "Layer kernels: hf (transformers' modules), unsloth (Unsloth's Triton RMSNorm and RoPE and its LoRA "
         "MLP/QKV/O autograd functions: fewer saved tensors; Llama, Mistral, Qwen2 with LoRA on all seven "
-        "projections, dropout 0)."),
+        "projections, dropout 0); liger (Liger's RMSNorm, SwiGLU and RoPE: Llama, Mistral, Qwen2, Qwen3; full, "
+        "LoRA, QLoRA in bf16 / fp16)."),
     Opt("packing", PACKINGS, "none",
         "Batch layout: none (padded rows), packed (several sequences per row), padding-free (one flat row)."),
     # The stack is applied by OptionValues (its defaults under the run file and the command line).

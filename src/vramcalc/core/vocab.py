@@ -65,8 +65,8 @@ TraceDevice = Literal["fake", "cuda"]
 # longest, rows packed full with position_ids restarting per sequence, or one flattened row (padding-free).
 Packing = Literal["none", "packed", "padding-free"]
 # Layer kernels (memory/unsloth.py): transformers' modules, or Unsloth's Triton RMSNorm, RoPE and LoRA autograd
-# functions, which save fewer tensors per layer.
-Kernels = Literal["hf", "unsloth"]
+# functions, which save fewer tensors per layer; or Liger's RMSNorm, SwiGLU and RoPE (memory/liger.py).
+Kernels = Literal["hf", "unsloth", "liger"]
 # Training stacks: named sets of option defaults, one YAML preset each under presets/stacks/ (io/stacks.py).
 StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtune", "litgpt"]
 # Preference and reward training (memory/preference.py): TRL's DPOTrainer (loss_type sigmoid, ipo), KTOTrainer
