@@ -531,7 +531,8 @@ LIGER_LAYER_KEYS = ("liger_rope", "liger_rms_norm", "liger_glu_activation", "lig
 # backward where act_fn(gate) * up also keeps silu's output; ops/rope.py rotates q and k in place).
 LIGER_LAYER_NOTE = ("Liger's RoPE / RMSNorm / SwiGLU / LayerNorm kernels are counted as transformers' modules: they "
                     "save no more (fewer for RMSNorm and SwiGLU), so activations are over-estimated (the safe "
-                    "direction); only Liger's fused linear cross-entropy is modelled (--loss fused-linear).")
+                    "direction); Liger's fused linear cross-entropy is mapped (--loss fused-linear); pass --kernels "
+                    "liger to count its RMSNorm, SwiGLU and RoPE (Llama, Mistral, Qwen2, Qwen3).")
 
 
 def _liger_layers(tool: str, d: dict[str, Any], run: Run, *keys: str) -> None:
