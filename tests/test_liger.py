@@ -137,3 +137,38 @@ def test_estimate_and_explain(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert "LigerSiLUMulFunction a, b" in text and "liger_kernel ops/rms_norm.py" in text
     assert "final norm: 16-bit input + fp32 rstd" in text
+
+
+# --- run files -----------------------------------------------------------------------------------------------
+def test_run_files_map_the_kernels(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from vramcalc.io import runfiles
+
+    # axolotl: liger_rope + liger_rms_norm + liger_glu_activation on a Llama with LoRA in bf16: --kernels liger.
+    ax = "base_model: meta-llama/Llama-3.2-1B\nadapter: lora\nbf16: true\nliger_fused_linear_cross_entropy: true\n"
+    full = tmp_path / "ax.yaml"
+    full.write_text(ax + "liger_rope: true\nliger_rms_norm: true\nliger_glu_activation: true\n")
+    run = runfiles.load(str(full))[0]
+    assert run.options["kernels"] == "liger" and runfiles.LIGER_LAYER_NOTE not in run.notes
+    assert run.options["loss"] == "fused-linear"
+    # A partial set (RMSNorm alone): transformers' modules counted, with the note.
+    part = tmp_path / "part.yaml"
+    part.write_text(ax + "liger_rms_norm: true\n")
+    run = runfiles.load(str(part))[0]
+    assert "kernels" not in run.options and runfiles.LIGER_LAYER_NOTE in run.notes
+    # A family Liger's kernels are not modelled for (Gemma): the note stays.
+    gemma = tmp_path / "gemma.yaml"
+    gemma.write_text(ax.replace("meta-llama/Llama-3.2-1B", "gemma-2b")
+                     + "liger_rope: true\nliger_rms_norm: true\nliger_glu_activation: true\n")
+    run = runfiles.load(str(gemma))[0]
+    assert "kernels" not in run.options and runfiles.LIGER_LAYER_NOTE in run.notes
+    # LLaMA-Factory enable_liger_kernel (all three kernels) on Qwen3, LoRA, bf16.
+    lf = tmp_path / "lf.yaml"
+    lf.write_text("model_name_or_path: Qwen/Qwen3-0.6B\nstage: sft\nfinetuning_type: lora\nbf16: true\n"
+                  "enable_liger_kernel: true\n")
+    run = runfiles.load(str(lf))[0]
+    assert run.options["kernels"] == "liger" and run.options["loss"] == "fused-linear"
+    # transformers' TrainingArguments JSON names no model: the note stays (the model comes from the command line).
+    hf = tmp_path / "args.json"
+    hf.write_text('{"output_dir": "out", "use_liger_kernel": true, "bf16": true}')
+    run = runfiles.load(str(hf))[0]
+    assert "kernels" not in run.options and runfiles.LIGER_LAYER_NOTE in run.notes
