@@ -71,7 +71,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|gptoss|classics|vlm|vlm2|ppo]
+                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|gptoss|classics|vlm|vlm2|ppo|badam]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -872,6 +872,22 @@ MOE_SHAPES = {
                                        "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
                                        "head_dim": 64, "num_experts": 16, "num_experts_per_tok": 4,
                                        "vocab_size": 1024}),
+    # DeepSeek's grouped routers (n_group > 1): V3's noaux_tc (sigmoid scores, each group's top-2 sum, 4 of 8 groups
+    # kept) and V2's group_limited_greedy (softmax, each group's max, 2 of 4 kept), one dense layer under two MoE
+    "moe:deepseek_v3": ("deepseek-v3", {"hidden_size": 256, "intermediate_size": 768, "moe_intermediate_size": 128,
+                                       "num_hidden_layers": 3, "first_k_dense_replace": 1, "num_attention_heads": 8,
+                                       "num_key_value_heads": 8, "q_lora_rank": 96, "kv_lora_rank": 64,
+                                       "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32,
+                                       "n_routed_experts": 64, "num_experts_per_tok": 6, "n_shared_experts": 1,
+                                       "n_group": 8, "topk_group": 4, "vocab_size": 1024}),
+    "moe:deepseek_v2": ("deepseek-v2-lite", {"hidden_size": 256, "intermediate_size": 768,
+                                            "moe_intermediate_size": 128, "num_hidden_layers": 3,
+                                            "first_k_dense_replace": 1, "num_attention_heads": 8,
+                                            "num_key_value_heads": 8, "kv_lora_rank": 64, "qk_nope_head_dim": 32,
+                                            "qk_rope_head_dim": 16, "v_head_dim": 32, "n_routed_experts": 32,
+                                            "num_experts_per_tok": 4, "n_shared_experts": 2, "n_group": 4,
+                                            "topk_group": 2, "topk_method": "group_limited_greedy",
+                                            "vocab_size": 1024}),
 }
 
 
@@ -948,18 +964,48 @@ def llama4_grid() -> list[dict[str, Any]]:
 
 def moe_grid() -> list[dict[str, Any]]:
     """3 families x 4 runs x checkpointing off / on at b2 s256, and the full and all-linear LoRA runs again at
-    b1 s1024 and with eager attention at b2 s512 (48 cases)."""
+    b1 s1024 and with eager attention at b2 s512 (48 cases); DeepSeek-V3 and V2 with expert groups: 4 runs x
+    checkpointing off / on at b2 s256 (LoRA on MLA's projections for q,k,v,o), and all-linear LoRA again with eager
+    attention (20 cases)."""
     cases = []
     for model in MOE_SHAPES:
         for label, kw in MOE_RUNS:
-            shapes = [(2, 256, "sdpa")] + ([(1, 1024, "sdpa"), (2, 512, "eager")] if label in (
-                "full pure-bf16", "lora all-linear") else [])
+            if model.startswith("moe:deepseek") and label == "lora q,k,v,o":  # MLA: its own attention projections
+                q = ("q_a_proj", "q_b_proj") if model == "moe:deepseek_v3" else ("q_proj",)
+                label, kw = "lora MLA attention", dict(kw, lora_targets=(*q, "kv_a_proj_with_mqa", "kv_b_proj",
+                                                                         "o_proj"))
+            more = [(2, 256, "eager")] if label == "lora all-linear" else []
+            if not model.startswith("moe:deepseek"):
+                more = [(1, 1024, "sdpa"), (2, 512, "eager")] if label in ("full pure-bf16", "lora all-linear") else []
+            shapes = [(2, 256, "sdpa")] + more
             for b, seq, attention in shapes:
                 for gc in (False, True):
                     cases.append({"id": f"{model} | {label} | b{b} s{seq} | {attention} | {'gc' if gc else 'no-gc'}",
                                   "model": model, "method": kw["method"],
                                   "training": dict(kw, batch_size=b, seq_len=seq, attention=attention,
                                                    grad_checkpointing=gc)})
+    return cases
+
+
+# The QLoRA dequantization grid (`--grid dequant`, issue 15; 24 cases): published dense models whose hidden size
+# makes the dequantized 16-bit weight of a block Linear (bitsandbytes MatMul4Bit, forward and backward) the largest
+# temporary, cut to 4 layers with a 2,048-token vocabulary so that the head does not hide it: Llama-3.1-8B, Mistral-7B
+# and Qwen2.5-7B x QLoRA all-linear NF4 (kbit_prep off) x checkpointing off / on x sdpa / eager, at b1 s128 and
+# b2 s256. Written to accuracy_dequant.{json,md}.
+DEQUANT_MODELS = ("llama-3.1-8b", "mistral-7b", "qwen2.5-7b")
+DEQUANT_SHAPES = ({"batch_size": 1, "seq_len": 128}, {"batch_size": 2, "seq_len": 256})
+
+
+def dequant_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in DEQUANT_MODELS:
+        for shape in DEQUANT_SHAPES:
+            for gc in (False, True):
+                for attention in ("sdpa", "eager"):
+                    cases.append({"id": f"{model} (4 layers, vocab 2048) | qlora nf4 | b{shape['batch_size']} "
+                                        f"s{shape['seq_len']} | {'gc' if gc else 'no-gc'} | {attention}",
+                                  "model": f"dequant:{model}", "method": "qlora",
+                                  "training": dict(METHODS[4][1], **shape, grad_checkpointing=gc, attention=attention)})
     return cases
 
 
@@ -1060,6 +1106,46 @@ def vlm2_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"gemma-3-12b-it | lora | b1 s512 i1 | sdpa | {'gc' if gc else 'no-gc'}",
                       "model": f"gemma3vlm:gemma-3-12b-it:{VLM2_LAYERS}", "method": "lora",
                       "training": dict(VLM_RUNS[1][1], **VLM2_SHAPES[0], grad_checkpointing=gc)})
+    return cases
+
+
+# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 22 cases): Llama4ForConditionalGeneration
+# (memory/llama4v.py, trace/_llama4v.py) from the published Scout / Maverick config.json files (tests/data/hf) with the
+# Llama 4 tower at its own widths (1408 wide, 16 heads, MLP 5632, 336 px tiles of 14 px patches: 577 rows a tile, the
+# pixel-shuffle adapter to 144 features of 4096) cut to 2 layers, and the text model cut to the llama4 grid's tiny
+# shapes (LLAMA4_SHAPES: Scout's every-layer MoE with L2 q/k norm, Maverick's interleaved dense layers), where the
+# image side is most of the step:
+# - Scout: full pure-bf16 (the projector trained) / LoRA q,k,v,o / QLoRA NF4 (without prepare_model_for_kbit_training)
+#   x checkpointing off / on, at batch 1 x 128 text tokens x one image of one tile (the default size) and at batch
+#   2 x 64 text tokens x one 300 x 800 px image (1 x 3 tiles and the global one: 4 tiles, 582 tokens);
+# - Maverick: the same three methods x checkpointing at the first shape;
+# - Scout with two images per sample (LoRA, checkpointing off / on), and the published text widths (hidden 5120, 16
+#   experts of 8192) cut to 4 layers, LoRA with checkpointing off / on at the first shape.
+# Written to accuracy_llama4v.{json,md}.
+LLAMA4V_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1},
+                  {"batch_size": 2, "seq_len": 64, "images": 1, "image_size": 300, "image_width": 800})
+
+
+def llama4v_grid() -> list[dict[str, Any]]:
+    cases = []
+
+    def tag(shape: dict[str, Any]) -> str:
+        size = f" {shape['image_size']}x{shape['image_width']}" if "image_width" in shape else ""
+        return f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}{size}"
+
+    def add(model: str, name: str, label: str, kw: dict[str, Any], shape: dict[str, Any]) -> None:
+        for gc in (False, True):
+            cases.append({"id": f"{name} | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
+                          "model": model, "method": kw["method"],
+                          "training": dict(kw, **shape, grad_checkpointing=gc)})
+
+    for shape in LLAMA4V_SHAPES:
+        for label, kw in VLM_RUNS:
+            add("llama4v:scout", "scout tiny-lm", label, kw, shape)
+    for label, kw in VLM_RUNS:
+        add("llama4v:maverick", "maverick tiny-lm", label, kw, LLAMA4V_SHAPES[0])
+    add("llama4v:scout", "scout tiny-lm", "lora", VLM_RUNS[1][1], dict(LLAMA4V_SHAPES[0], images=2))
+    add("llama4v:scout (4 layers)", "scout 4 layers", "lora", VLM_RUNS[1][1], LLAMA4V_SHAPES[0])
     return cases
 
 
@@ -1250,6 +1336,17 @@ def _model(name: str) -> Any:
         config, shape = MOE_SHAPES[name]
         d = {**json.loads((HF_DIR / f"{config}.json").read_text()), **shape}
         return spec_from_hf_config(d, name[4:], "benchmarks/accuracy.py")
+    if name.startswith("llama4v:"):  # Llama 4 multimodal: the published tower cut to 2 layers (LLAMA4V_SHAPES)
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import llama4_vision
+
+        text = _model(name.replace("llama4v:", "llama4:"))
+        config = LLAMA4_SHAPES[name.replace("llama4v:", "llama4:")][0] if "(" not in name \
+            else LLAMA4_PUBLISHED[name.replace("llama4v:", "llama4:")]
+        d = json.loads((HF_DIR / f"{config}.json").read_text())
+        return replace(text, name=name[8:].split(" ")[0] + "-vision",
+                       vision=replace(llama4_vision(d, "benchmarks/accuracy.py"), num_layers=2))
     if name.startswith("llama4:"):  # a published Llama 4 config.json's text_config cut to a tiny shape
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1258,6 +1355,15 @@ def _model(name: str) -> Any:
         d = json.loads((HF_DIR / f"{config}.json").read_text())
         d["text_config"] = {**d["text_config"], **shape}
         return spec_from_hf_config(d, name[7:].split(" ")[0], "benchmarks/accuracy.py")
+    if name.startswith("dequant:"):  # a dense preset cut to 4 layers and a 2,048-token vocabulary (dequant_grid)
+        from dataclasses import replace
+
+        return replace(presets.find_model(name[8:]), num_layers=FAMILY_LAYERS, vocab_size=2048)
+    if name.startswith("cut:"):  # a preset with its decoder stack cut to N layers: "cut:<preset>:<N>"
+        from dataclasses import replace
+
+        _, preset, n = name.split(":")
+        return replace(presets.find_model(preset), num_layers=int(n))
     if name.startswith("hf:"):
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -1771,7 +1877,7 @@ def ppo_grid() -> list[dict[str, Any]]:
             for model in PREFERENCE_MODELS for label, kw in PPO_RUNS]
 
 
-# The Unsloth grid (`--grid unsloth`, issue 13; 39 cases): Unsloth's kernels (--kernels unsloth, memory/unsloth.py;
+# The Unsloth grid (`--grid unsloth`, issue 13; 55 cases): Unsloth's kernels (--kernels unsloth, memory/unsloth.py;
 # trace/_unsloth.py emulates Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE and QLoRA's global
 # dequantization buffer) on tinyllama-1.1b (llama, 32k untied), llama-3.2-1b (llama, 128k tied), mistral-7b
 # (mistral, 14,336-wide MLP) and qwen2.5-0.5b (152k tied; its biased q/k/v keep peft's layers), the presets at full
@@ -1780,6 +1886,7 @@ def ppo_grid() -> list[dict[str, Any]]:
 # no kbit prep, as the stack) x no checkpointing (hf loss) / Unsloth's offloaded checkpointing with Cut CE (the
 # stack) x b2 s512 / b1 s2048; then checkpointing without offload + Cut CE (the peak in a layer's backward, without
 # the offload stash) at b2 s1024 on each model and method but mistral QLoRA.
+# Then 16 cases of the groups one by one (UNSLOTH_PARTIAL).
 # Written to accuracy_unsloth.{json,md}.
 UNSLOTH_MODELS = ("tinyllama-1.1b", "llama-3.2-1b", "mistral-7b", "qwen2.5-0.5b")
 UNSLOTH_METHODS = (("lora", {"method": "lora"}), ("qlora", {"method": "qlora", "kbit_prep": False}))
@@ -1799,6 +1906,18 @@ def unsloth_grid() -> list[dict[str, Any]]:
             if (model, label) != ("mistral-7b", "qlora"):
                 cases.append({"id": f"{model} | {label} | gc+cut | b2 s1024", "model": model, "method": label,
                               "training": dict(base, **mkw, **GC, loss="cut", batch_size=2, seq_len=1024)})
+    # Unsloth's kernels group by group (--kernels unsloth:GROUPS, as axolotl's unsloth_lora_qkv / unsloth_lora_o /
+    # unsloth_lora_mlp / unsloth_rms_norm / unsloth_rope keys patch them; Llama, flash attention as axolotl's
+    # LlamaFlashAttention2 patch needs; unsloth_lora_mlp on Mistral too).
+    part = {"precision": "bf16", "lora_targets": ("all-linear",), "attention": "flash"}
+    for model, label, saver, shape, sets in UNSLOTH_PARTIAL:
+        mkw = dict(UNSLOTH_METHODS)[label]
+        skw = {"no-gc": {}, "gc+cut": {**GC, "loss": "cut"}}[saver]
+        for chosen in sets:
+            cases.append({"id": f"{model} | {label} | unsloth:{chosen} | {saver} | b{shape[0]} s{shape[1]}",
+                          "model": model, "method": label,
+                          "training": dict(part, **mkw, **skw, kernels=f"unsloth:{chosen}", batch_size=shape[0],
+                                           seq_len=shape[1])})
     return cases
 
 
@@ -1846,6 +1965,38 @@ def liger_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The BAdam grid (`--grid badam`, issue 13; 24 cases): LLaMA-Factory's use_badam layer mode (memory/badam.py; the
+# tracer trains the bottom decoder layer, BAdam's worst block, with every other parameter frozen, and steps fp32 copies
+# with torch AdamW, freeing each 16-bit gradient as its copy is made: trace/_optim.py MasterWeightOptimizer) on
+# tinyllama-1.1b (llama, 32k untied, 22 layers), qwen2.5-0.5b (152k tied, q/k/v biases, 24 layers), llama-3.2-1b (128k
+# tied, 16 layers) and phi-3-mini cut to 8 layers (fused qkv and gate_up, 32k untied) x 6 runs: no checkpointing,
+# checkpointing, eager attention, checkpointing with torchtune's chunked loss, a short step whose peak is the
+# optimizer step, gradient accumulation. Written to accuracy_badam.{json,md}, its traces to trace_cache_badam.json.
+BADAM_MODELS = ("tinyllama-1.1b", "qwen2.5-0.5b", "llama-3.2-1b", "cut:phi-3-mini:8")
+BADAM_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("badam", {"batch_size": 2, "seq_len": 512}),
+    ("badam gc", {**GC, "batch_size": 2, "seq_len": 512}),
+    ("badam eager", {"attention": "eager", "batch_size": 1, "seq_len": 512}),
+    ("badam gc chunked", {**GC, "loss": "chunked", "batch_size": 2, "seq_len": 1024}),
+    ("badam step peak", {"batch_size": 1, "seq_len": 64}),
+    ("badam accum 2", {"grad_accum": 2, "batch_size": 2, "seq_len": 256}),
+)
+
+
+def badam_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | b{kw['batch_size']} s{kw['seq_len']}", "model": model, "method": label,
+             "training": {"method": "full", "badam": True, **kw}} for model in BADAM_MODELS for label, kw in BADAM_RUNS]
+
+
+UNSLOTH_PARTIAL = (
+    ("tinyllama-1.1b", "lora", "no-gc", (2, 512), ("qkv", "o", "mlp", "norm", "rope", "qkv,o", "qkv,o,mlp",
+                                                   "norm,rope", "mlp,norm", "qkv,o,mlp,norm")),
+    ("tinyllama-1.1b", "lora", "gc+cut", (2, 1024), ("qkv,o,mlp", "norm", "mlp,norm")),
+    ("llama-3.2-1b", "qlora", "no-gc", (1, 2048), ("qkv,o,mlp", "norm,rope")),
+    ("mistral-7b", "lora", "no-gc", (2, 512), ("mlp",)),
+)
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -1854,11 +2005,11 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
          "ssm2": ssm2_grid, "hybrid": hybrid_grid, "bamba": bamba_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
-         "llama4": llama4_grid, "vlm2": vlm2_grid,
+         "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
          "unsloth": unsloth_grid, "liger": liger_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
          "vlm3": llava_next_grid,
          "ppo": ppo_grid,
-         "mllama": mllama_grid}
+         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -1879,7 +2030,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
-          "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE; issue 15)",
+          "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE, "
+                 "DeepSeek-V3 / V2 with expert groups; issue 15)",
           "llama4": " (Llama 4 text: Scout and Maverick layouts, bmm experts over every token, chunked / NoPE "
                     "attention; issue 15)",
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
@@ -1889,7 +2041,11 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "idefics": " (vision-language models: Idefics3 and SmolVLM, image splitting and pixel shuffle; issue 15)",
           "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)",
           "ppo": " (PPO: TRL 0.19.1's PPOTrainer, rollout and policy + value step; issue 14)",
-          "mllama": " (vision-language models: Llama-3.2-Vision, cross-attention layers; issue 15)"}
+          "mllama": " (vision-language models: Llama-3.2-Vision, cross-attention layers; issue 15)",
+          "dequant": " (QLoRA's dequantized weight: wide dense models, 4 layers, small vocabulary; issue 15)",
+          "llama4v": " (vision-language models: Llama 4 Scout / Maverick multimodal, tiles and pixel shuffle; "
+                     "issue 15)",
+          "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -1974,8 +2130,8 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], versions: str, gr
               "| case | estimate GB | trace GB | error % | phase (est / trace) | trace peak op |",
               "| --- | ---: | ---: | ---: | --- | --- |"]
     if grid_name == "families":
-        lines[4:4] = ["Every model_type io/hf_config.py reads for a causal LM is traced; DeepSeek's router with one "
-                      "expert group (n_group 1), the rest as published.", ""]
+        lines[4:4] = ["Every model_type io/hf_config.py reads for a causal LM is traced as published (DeepSeek-V3's "
+                      "router with its 8 expert groups, 4 kept).", ""]
     for r in rows:
         e, t = r["estimate"], r["trace"]
         mark = "" if r["phase_ok"] else " ✗"
@@ -2019,7 +2175,9 @@ def main() -> None:
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
                     "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
                     "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
-                    "the tower frozen or trained)")
+                    "the tower frozen or trained); dequant: issue 15's 24 QLoRA cases on wide dense models cut to 4 "
+                    "layers (the dequantized weight); llama4v: issue 15's 22 Llama 4 multimodal cases (tiles, pixel "
+                    "shuffle, the tower frozen); badam: issue 13's 24 BAdam layer-mode cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -2030,7 +2188,7 @@ def main() -> None:
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
                          "ssm", "ssm2", "hybrid", "bamba", "gptoss", "classics", "vlm", "moe", "llama4", "vlm2",
                          "unsloth", "liger",
-                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama") \
+                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -57,7 +57,10 @@ TARGETS = [("auto",), ("q_proj", "v_proj"), ("all-linear",), ("o_proj",), ("q_pr
 # Every boolean field of the specs (from their dataclass fields), drawn at random; the numbers are drawn
 # below with the structure each family needs (a head count that divides, experts_per_token <= experts...).
 MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool")
-TRAINING_BOOLS = tuple(f.name for f in fields(TrainingSpec) if f.type == "bool")
+# (--badam and --auto-find-batch-size are drawn last in trainings(), after every older field: a derandomized draw
+# stream then gives the older fields the values it gave before they existed)
+LATE_BOOLS = ("badam", "auto_find_batch_size")
+TRAINING_BOOLS = tuple(f.name for f in fields(TrainingSpec) if f.type == "bool" and f.name not in LATE_BOOLS)
 
 
 def _maybe(draw: st.DrawFn, strategy: st.SearchStrategy[Any]) -> Any:
@@ -200,7 +203,10 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
             kw["optimizer_in_bwd"] = False
     if kw["method"] == "prefix-tuning":
         kw["grad_checkpointing"] = False  # peft refuses that pair
-    if kw["kernels"] == "unsloth":  # as --stack unsloth sets it: counted where modelled, a note elsewhere
+    # --kernels is a string (hf, unsloth, or unsloth:GROUPS: core/vocab.py parse_kernels), not a CHOICES entry
+    kw["kernels"] = draw(st.sampled_from(["hf", "unsloth", "unsloth:mlp", "unsloth:qkv,o", "unsloth:norm,rope",
+                                          "unsloth:qkv,o,mlp,norm,rope"]))
+    if kw["kernels"] != "hf":  # as --stack unsloth sets it: counted where modelled, a note elsewhere
         kw["stack_set"] = ("kernels",)  # (given explicitly it is refused off Llama/Mistral/Qwen2 LoRA runs)
     if kw["fsdp"] == "none" or kw["method"] != "lora":
         kw["fsdp_frozen_grads"] = False
@@ -286,7 +292,26 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
         "galore-adamw", "apollo-adamw") else None
     if not projected:
         kw["optimizer_targets"] = "attn-mlp"
+    kw.update({name: draw(st.booleans()) for name in LATE_BOOLS})
+    kw.update(_badam_repairs(kw))
     return TrainingSpec(**kw)
+
+
+def _badam_repairs(kw: dict[str, Any]) -> dict[str, Any]:
+    """--badam and --auto-find-batch-size off where core/specs.py refuses them (_badam_consistent: full fine-tuning
+    of a supervised step on one GPU with AdamW, in mixed precision; transformers refuses auto_find_batch_size under
+    ZeRO-3)."""
+    out: dict[str, Any] = {}
+    one_gpu = (kw.get("gpus_per_node", 1) * kw.get("nodes", 1) == 1 and not kw.get("zero") and kw.get("fsdp", "none")
+               == "none" and kw.get("offload", "none") == "none")
+    if kw.get("badam") and not (kw.get("mode", "train") == "train" and kw.get("method") == "full" and one_gpu
+                                and kw.get("precision", "auto") in ("auto", "mixed-bf16", "mixed-fp16")
+                                and kw.get("optimizer", "adamw") == "adamw" and not kw.get("optimizer_in_bwd")
+                                and kw.get("objective", "sft") == "sft"):
+        out["badam"] = False
+    if kw.get("auto_find_batch_size") and (kw.get("mode", "train") != "train" or kw.get("zero") == 3):
+        out["auto_find_batch_size"] = False
+    return out
 
 
 def run(m: ModelSpec, t: TrainingSpec) -> Breakdown:
@@ -332,6 +357,9 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
         update.setdefault("optimizer", "adamw")
         update.setdefault("optimizer_rank", None)
         update.setdefault("optimizer_targets", "attn-mlp")
+    if t.badam or t.auto_find_batch_size:  # core/specs.py: off where the change makes the spec refuse them
+        for key, value in _badam_repairs({**{f.name: getattr(t, f.name) for f in fields(t)}, **update}).items():
+            update.setdefault(key, value)
     if t.objective in ("grpo", "rloo") and "batch_size" in update:
         # GRPO's generation batch holds whole groups of num_generations (core/specs.py): a larger batch is rounded
         # up to the next one that does, so "more" stays more

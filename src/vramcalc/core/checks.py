@@ -118,9 +118,12 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
         if unused:
             notes.append(f"{', '.join(map(_flag, unused))}: training options, ignored by --mode inference")
     else:
-        unused = [n for n in _changed(training, tuple(_APPLIES)) if training.method not in _APPLIES[n]]
+        badam = getattr(training, "badam", False)  # estimated as freeze (memory/badam.py view), asked as full
+        method = "full" if badam else training.method
+        unused = [n for n in _changed(training, tuple(_APPLIES))
+                  if method not in _APPLIES[n] and not (badam and n in _FREEZE)]
         if unused:
-            notes.append(f"{', '.join(map(_flag, unused))}: changes nothing with --method {training.method}")
+            notes.append(f"{', '.join(map(_flag, unused))}: changes nothing with --method {method}")
     return tuple(notes)
 
 
@@ -154,9 +157,9 @@ def check_llama4(m: ModelSpec, t: TrainingSpec) -> None:
     if t.packing != "none":
         raise UnsupportedCombination(f"{m.name}: packed rows with Llama 4's chunked-attention mask are not modelled; "
                                      "use --packing none")
-    if t.kernels == "unsloth":
+    if t.kernels != "hf":
         raise UnsupportedCombination(f"{m.name}: Unsloth's kernels are not modelled for Llama 4's MoE layers; "
-                                     "drop --kernels unsloth")
+                                     f"drop --kernels {t.kernels}")
 
 
 def check_encoder(m: ModelSpec, t: TrainingSpec) -> None:

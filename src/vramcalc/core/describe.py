@@ -48,6 +48,8 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
             out["grad_sync"] = t.grad_sync
         if t.fsdp_frozen_grads:
             out["fsdp_frozen_grads"] = True
+        if t.fsdp_units:
+            out["fsdp_units"] = ",".join(t.fsdp_units)
     if t.mode == "inference":
         out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
                    tp=t.tp, pp=t.pp, new_tokens=t.new_tokens, cache_impl=t.cache_impl, logits=t.logits)
@@ -142,6 +144,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["activation_offload"] = True
     if t.optimizer_in_bwd:
         out["optimizer_in_bwd"] = True
+    if getattr(t, "badam", False):
+        out["badam"] = True
     if t.packing != "none":
         out["packing"] = t.packing
     if t.kernels != "hf":

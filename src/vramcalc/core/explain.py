@@ -18,6 +18,7 @@ from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
 from vramcalc.core.memory import (
     Breakdown,
+    badam,
     deberta,
     encoder,
     estimate,
@@ -33,6 +34,7 @@ from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory.activations import (
     batch_rows,
+    dequant_bytes,
     eager_only,
     head_terms,
     layer_activations,
@@ -86,6 +88,8 @@ SRC_OPT_IN_BWD = ("torchtune optimizer_in_bwd (register_optim_in_bwd_hooks); tor
 SRC_DISTRIBUTED = ("memory/distributed.py: ZeRO §5 partitions; torch fsdp _runtime_utils.py _post_backward_hook, "
                    "no_sync; _flat_param.py")
 SRC_MASTER = "ZeRO paper (Rajbhandari et al. 2020) §3.1: fp32 master copy of trainable weights"
+SRC_DEQUANT = ("bitsandbytes 0.50 autograd/_functions.py MatMul4Bit (gemm_4bit's dequantize-and-linear fallback, "
+               "backward dequantize_4bit)")
 SRC_DORA = "Liu et al. 2024 (DoRA, arXiv:2402.09353); peft tuners/lora/dora.py DoraLinearLayer"
 SRC_SAVED = "peft utils/other.py ModulesToSaveWrapper: a deep copy of the module, trained; the original frozen"
 SRC_TOKENS = "peft tuners/trainable_tokens/layer.py TrainableTokensLayer (get_merged_weights: index_copy)"
@@ -265,6 +269,8 @@ def _explain_run(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Expl
     if training.mode == "serve":
         return _explain_serve(model, training, b)
     model = encoder.for_run(model, training)  # an encoder with the run's task head (memory/encoder.py)
+    asked = training
+    training = badam.view(model, training)  # BAdam: as the estimate sees it, one layer trained (memory/badam.py)
     recipe = recipe_of(training)
     # The model and run as the core's plan sees them (memory/__init__.py estimate): a reward model's weights are
     # the body under a score head; a preference step stacks chosen and rejected rows (2B) with dropout off.
@@ -293,7 +299,7 @@ def _explain_run(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Expl
     phase_sec, peak_moment = _phases(b)
     sections.append(phase_sec)
     sections.append(_overhead(b))
-    return Explanation(model, training, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
+    return Explanation(model, asked, b, tuple(sections), peak_moment, tuple(notes) + b.notes)
 
 
 def _explain_ppo(model: ModelSpec, training: TrainingSpec) -> Explanation:
@@ -481,6 +487,8 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     b = estimate(model, training)  # the refusals first (memory/vision.py check)
     if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM: memory/idefics3.py
         return _explain_idefics3(model, training, b)
+    if model.vision is not None and model.vision.kind == "llama4":  # Llama 4 multimodal: memory/llama4v.py
+        return _explain_llama4v(model, training, b)
     text_model, text_training = vision.text_run(model, training)
     inner = explain(text_model, text_training)
     v = model.vision
@@ -794,6 +802,68 @@ def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
     return _vision_explanation(model, training, b, inner, extra, "connector", tuple(lines), text)
 
 
+def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Explanation:
+    """Llama 4 multimodal (memory/llama4v.py): the language model's explanation on text + image tokens, the
+    processor's tiles, the tower on every tile and the projector's lines."""
+    from vramcalc.core.memory import llama4v
+    from vramcalc.core.memory.vision import images_per_sample
+    from vramcalc.core.params import projector_params, vision_tower_params
+
+    text_model, text_training = llama4v.text_run(model, training)
+    inner = explain(text_model, text_training)
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    d = b.details
+    src = "transformers models/llama4/modeling_llama4.py Llama4ForConditionalGeneration.forward; memory/llama4v.py"
+    proc = "transformers models/llama4/image_processing_llama4.py get_best_fit"
+    tiles, per_tile = llama4v.tiles_per_image(v, training), llama4v.tokens_per_tile(v)
+    wrap, images = llama4v.wrap_tokens_per_image(v, training), images_per_sample(training)
+    h, w = llama4v.image_hw(v, training)
+    rows, cols = llama4v.layout(v, h, w)
+    tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
+    trained = training.method == "full"
+    extra = {
+        "weights": (
+            Line("weights.vision_tower", "vision tower weights (frozen; the pixel-shuffle adapter included)",
+                 f"{tower:,} params (Llama4VisionModel)", d["weights.vision_tower"],
+                 source="transformers models/llama4/modeling_llama4.py Llama4VisionModel"),
+            Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
+                 f"{projector:,} params", d["weights.projector"], source=src + " Llama4MultiModalProjector"),
+            Line("weights.vision_rope_buffer", "the vision RoPE's freqs_ci buffer (complex64)",
+                 f"{(v.image_size // v.patch_size) ** 2 + 1} rows", d["weights.vision_rope_buffer"],
+                 source="transformers models/llama4/modeling_llama4.py Llama4VisionRotaryEmbedding"),
+        ),
+        **_image_side_states("image_side", "projector gradients (full fine-tuning trains it)",
+                             "projector optimizer state", projector if trained else 0, b, inner, src),
+        "activations": (Line("activations.image_side", "image side: pixel_values, the adapter's output and the "
+                             "projected features kept to the forward's end, what they save for backward",
+                             "masked_scatter's mask (full fine-tuning or checkpointing); with checkpointing the "
+                             "tower's hooked patch output and kept layer inputs, the GELUs' inputs",
+                             b.activations - inner.breakdown.activations, source=src),),
+        "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
+                             "text embeddings, pixel_values, the kept hidden states and one layer's RoPE moment "
+                             "(q, k, v, their fp32 copies and complex products)",
+                             d["temporaries.vision_tower_forward"], source=src + " vision_apply_rotary_emb"),),
+    }
+    lines = [
+        Line("vision.tiles", "tiles per image = rows x cols + the global tile (one tile when not split)",
+             f"{h} x {w} px: {rows} x {cols}" + (" + 1" if tiles > 1 else ""), tiles, source=proc, kind="count"),
+        Line("vision.image_tokens", "<|patch|> tokens per tile = (image_size // patch_size)^2 / scale^2",
+             f"({v.image_size} // {v.patch_size})^2 / {v.scale_factor}^2", per_tile,
+             source="transformers models/llama4/modeling_llama4.py pixel_shuffle", kind="count"),
+        Line("vision.tokens", "tokens the language model runs on = text + images x (tiles x <|patch|> tokens + "
+             "wrapping)", f"{training.seq_len:,} + {images} x ({tiles} x {per_tile} + {wrap})",
+             llama4v.total_tokens(model, training),
+             source="transformers models/llama4/processing_llama4.py _prompt_split_image", kind="count"),
+    ]
+    text = (f"the language model runs on {training.seq_len:,} text tokens and {images * (tiles * per_tile + wrap):,} "
+            "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
+            "its own, on that many tokens",
+            "the vision tower is frozen" + (" and the projector trained" if trained
+                                            else "; LoRA adapts the language model only"))
+    return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
+
+
 def _seq2seq(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, Section, Section]:
     """An encoder-decoder's activations and temporaries from memory/seq2seq.py's named terms and moments."""
     p = seq2seq.build_plan(m, t, recipe_of(t))
@@ -853,6 +923,11 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
     elif t.method == "full":
         lines.append(Line("parameters.trainable", "trainable", "every parameter (full fine-tuning)",
                           trainable, "all parameters", SRC_SEED_GRADS, "count"))
+    elif t.method == "freeze" and getattr(t, "badam", False):
+        lines.append(Line("parameters.trainable", "trainable",
+                          f"one of {m.num_layers} decoder layers at a time (BAdam's active block; embeddings, final "
+                          "norm and LM head frozen)", trainable, "parameters of one decoder layer", badam.SOURCE,
+                          "count"))
     elif t.method == "freeze":
         frozen, n_layers = freeze_fraction(m, t)
         head = "with" if t.train_head else "without"
@@ -1305,6 +1380,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                 else "per token × tokens + per sequence × batch + fixed",
                                 source=f"{method_src}; memory/activations.py" if peft_term
                                 else f"{unsloth.SOURCE}; memory/unsloth.py" if unsloth.active(m, t)
+                                and unsloth.own_term(t, term.name)
                                 else f"{liger.SOURCE}; memory/liger.py" if liger.active(m, t)
                                 and ("Liger" in term.name or term.name.startswith("mlp gate and up")) else SRC_ACTS))
     per_layer = d["activations.per_layer"]
@@ -1446,7 +1522,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     for term in heads(m, t, recipe, head_trainable):
         if loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
-        if unsloth.active(m, t) and term.name.startswith("final norm"):  # Fast_RMS_Layernorm (memory/unsloth.py)
+        if unsloth.norm_active(m, t) and term.name.startswith("final norm"):  # Fast_RMS_Layernorm (memory/unsloth.py)
             per_tok = unsloth.final_norm_saved(m, recipe)
             if term.name.endswith("(fp32 input + rsqrt)"):
                 lines.append(Line("activations.head.final norm (Unsloth)", "final norm: 16-bit input + fp32 rstd",
@@ -1504,6 +1580,10 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
 
     # Temporaries: short-lived peaks; the component is the largest of them.
     layer_fwd_t, layer_bwd_t = d["temporaries.layer_forward"], d["temporaries.layer_backward"]
+    # QLoRA's dequantized weight, when it is the layer's temporary (memory/activations.py DequantBytes)
+    dequant = None if unsloth.active(m, t) else dequant_bytes(m, t, recipe, block_linears(m))
+    dq_fwd = dequant[0].forward(tokens, t.grad_checkpointing or t.activation_offload) if dequant else 0
+    dq_bwd = dequant[1].backward(tokens) if dequant else 0
     v = m.vocab_size
     loss_fwd, loss_bwd = d["temporaries.loss_forward"], d["temporaries.loss_backward"]
     gb = dtype_bytes(recipe.grad)
@@ -1521,7 +1601,12 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              f"{_n(layer.forward_transient.per_token)} B/token × {tok}"
              + (f", or {_n(layer.forward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys of unsaved scores"
                 if layer.forward_transient.per_token_seq else ""), layer_fwd_t,
-             "the larger of the MLP intermediates and eager attention's unsaved scores", SRC_ACTS),
+             "the larger of the MLP intermediates and eager attention's unsaved scores", SRC_ACTS)
+        if not dq_fwd or layer_fwd_t != dq_fwd else
+        Line("temporaries.layer_forward", "QLoRA's dequantized weight (largest block Linear)",
+             f"{_n(dequant[0].weight_c)} B 16-bit weight + {_n(dequant[0].forward_absmax_c)} B fp32 absmax + "
+             f"its output over {tok}", layer_fwd_t,
+             "bitsandbytes dequantizes the whole weight for each matmul", SRC_DEQUANT),
         Line("temporaries.layer_backward", layer.backward_transient.name,
              (f"the larger of {_n(layer.backward_transient.per_token)} B/token × {tok} (the MLP's gradients) and "
               f"{_n(layer.backward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys − "
@@ -1529,7 +1614,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
               "freed)" if layer.backward_transient.per_token_seq else
               f"{_n(layer.backward_transient.per_token)} B/token × {tok}")
              + (f" + {_n(layer.backward_transient.const)} B (the largest adapted module's delta-weight gradient)"
-                if layer.backward_transient.const else ""), layer_bwd_t, "bytes per token × tokens", SRC_ACTS),
+                if layer.backward_transient.const else ""), layer_bwd_t, "bytes per token × tokens", SRC_ACTS)
+        if not dq_bwd or layer_bwd_t != dq_bwd else
+        Line("temporaries.layer_backward", "QLoRA's dequantized weight again (largest block Linear)",
+             f"{_n(dequant[1].weight_c)} B 16-bit weight + the input's gradient and the incoming one over {tok}",
+             layer_bwd_t, "MatMul4Bit.backward dequantizes for grad_A", SRC_DEQUANT),
     ]
     if "temporaries.layer_recompute" in d and deberta.is_deberta(m):  # memory/__init__.py backward.recompute
         tl.append(Line("temporaries.layer_recompute", "a checkpointed layer's recomputed scores (p2c's division)",

@@ -23,7 +23,6 @@ from vramcalc.core.vocab import (
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
-    KERNELS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -158,6 +157,9 @@ OPTIONS: tuple[Opt, ...] = (
         "Lightning); every-micro-batch reduce-scatters each (torchtune)."),
     Opt("fsdp_frozen_grads", bool, False,
         "LoRA under FSDP1 use_orig_params (litgpt): a unit's frozen weights get gradients too."),
+    Opt("fsdp_units", str, "none",
+        "FSDP full sharding: modules wrapped as their own units beside the decoder layers (torchtune "
+        "custom_sharded_layers): embed_tokens, lm_head; none: they stay in the root unit.", sep=";"),
     Opt("context", int, None,
         "Inference context in tokens, or one request's tokens with --mode serve (sets --seq-len)."),
     Opt("weight_dtype", WEIGHT_DTYPES, "auto",
@@ -188,10 +190,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("enforce_eager", bool, False, "Serve: vLLM enforce_eager (no CUDA graphs)."),
     # Memory savers (memory/loss.py).
     Opt("loss", LOSSES, "hf",
-        "Loss kernel: hf (full fp32 logits), chunked (torchtune CEWithChunkedOutputLoss), linear-chunked "
-        "(torchtune LinearCrossEntropyLoss), fused-linear "
-        "(Liger LigerFusedLinearCrossEntropy), cut (Apple Cut Cross-Entropy), trl (TRL's fused LM head: "
-        "chunked log-probs of the completion tokens, no logits)."),
+        "Loss kernel: hf (full fp32 logits), chunked / linear-chunked (torchtune CEWithChunkedOutputLoss / "
+        "LinearCrossEntropyLoss), fused-linear (Liger), cut (Apple CCE), trl (TRL's fused LM head)."),
     Opt("loss_chunks", int, 8, "For --loss chunked / linear-chunked: chunks (torchtune num_output_chunks)."),
     Opt("ac_every", int, 1, "With --grad-checkpointing: checkpoint every k-th layer (torchtune ac_mode "
         "selective, ac_option k); the others keep their activations."),
@@ -199,11 +199,15 @@ OPTIONS: tuple[Opt, ...] = (
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
-    Opt("kernels", KERNELS, "hf",
-        "Layer kernels: hf (transformers' modules), unsloth (Unsloth's Triton RMSNorm and RoPE and its LoRA "
-        "MLP/QKV/O autograd functions: fewer saved tensors; Llama, Mistral, Qwen2 with LoRA on all seven "
-        "projections, dropout 0); liger (Liger's RMSNorm, SwiGLU and RoPE: Llama, Mistral, Qwen2, Qwen3; full, "
-        "LoRA, QLoRA in bf16 / fp16)."),
+    Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: the estimate stays the configured "
+        "batch's; with --gpu a note gives the batch the Trainer ends at (x0.9 per OOM from --batch-size)."),
+    Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time "
+        "with an fp32 copy and fp32 AdamW states; the peak is the bottom layer's. With --method full."),
+    Opt("kernels", str, "hf",
+        "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
+        "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "
+        "unsloth_* keys; Llama); liger (Liger's RMSNorm, SwiGLU and RoPE: Llama, Mistral, Qwen2, Qwen3; full, "
+        "LoRA, QLoRA in bf16 / fp16).", sep=";"),
     Opt("packing", PACKINGS, "none",
         "Batch layout: none (padded rows), packed (several sequences per row), padding-free (one flat row)."),
     # The stack is applied by OptionValues (its defaults under the run file and the command line).
@@ -273,8 +277,8 @@ OPTIONS: tuple[Opt, ...] = (
     # Vision-language models (memory/vision.py).
     Opt("images", int, 0, "Vision-language models (LLaVA, Qwen-VL): images per sample; their image tokens are added to "
         "--seq-len (the text tokens). 0: one for a vision-language model."),
-    Opt("image_width", int, 0, "LLaVA-NeXT, Idefics3 / SmolVLM: each image's width in pixels (0: square); with "
-        "--image-size it sets the tiles and image tokens."),
+    Opt("image_width", int, 0, "LLaVA-NeXT, Idefics3 / SmolVLM, Llama 4: each image's width in pixels (0: square); "
+        "with --image-size it sets the tiles and image tokens."),
     Opt("train_vision", bool, False, "Vision-language models: train the vision tower too, with --method full and "
         "sdpa (frozen by default, as most recipes do)."),
 )
@@ -450,6 +454,10 @@ def training_spec(values: Mapping[str, Any], reward_spec: Any = None) -> Any:
     if isinstance(saved, str):
         saved = saved.split(",")
     kw["modules_to_save"] = tuple(x.strip() for x in saved if str(x).strip() and str(x).strip().lower() != "none")
+    units = kw.get("fsdp_units", "none")
+    if isinstance(units, str):
+        units = units.split(",")
+    kw["fsdp_units"] = tuple(x.strip() for x in units if str(x).strip() and str(x).strip().lower() != "none")
     return TrainingSpec(**kw)
 
 

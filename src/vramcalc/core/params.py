@@ -419,6 +419,18 @@ def vision_tower_params(v: VisionSpec) -> int:
         return mllama_tower_params(v)
     h, i = v.hidden_size, v.intermediate_size
     layer = 4 * (h * h + h) + 2 * 2 * h + (h * i + i) + (i * h + h)
+    if v.kind == "llama4":
+        # Llama4VisionModel (models/llama4/modeling_llama4.py): Llama4UnfoldConvolution's linear (3 x patch^2 ->
+        # width, no bias), class_embedding (width), positional_embedding_vlm ((image / patch)^2 + 1 rows),
+        # layernorm_pre and layernorm_post; per Llama4VisionEncoderLayer CLIP's tensors (biased q/k/v/o_proj,
+        # input / post_attention LayerNorms, biased fc1 / fc2); vision_adapter (Llama4VisionPixelShuffleMLP's
+        # Llama4VisionMLP2: fc1 Linear(intermediate_size, projector_input_dim) and fc2 Linear(projector_output_dim,
+        # projector_output_dim), no biases; both dims are vision_output_dim in the published configs). The
+        # rotary embedding's freqs_ci is a buffer.
+        positions = (v.image_size // v.patch_size) ** 2 + 1
+        embeddings = 3 * v.patch_size * v.patch_size * h + h + positions * h
+        adapter = i * v.vision_output_dim + v.vision_output_dim ** 2
+        return embeddings + 2 * 2 * h + v.num_layers * layer + adapter
     if v.kind in ("siglip", "idefics3"):
         # Idefics3VisionTransformer (models/idefics3/modeling_idefics3.py) has SigLIP's tensors: its embeddings'
         # patch Conv2d with bias and (image_size / patch_size)^2 positions, Idefics3EncoderLayer = SiglipEncoderLayer,
@@ -444,6 +456,8 @@ def projector_params(v: VisionSpec, text_hidden: int) -> int:
         return v.hidden_size * text_hidden + v.hidden_size
     if v.is_qwen:
         return qwen_merger_params(v)
+    if v.kind == "llama4":  # Llama4MultiModalProjector.linear_1: Linear(vision_output_dim, text hidden, bias=False)
+        return v.vision_output_dim * text_hidden
     if v.is_mllama:  # MllamaModel.multi_modal_projector: Linear(vision_output_dim, text hidden, bias=True)
         return v.vision_output_dim * text_hidden + text_hidden
     if v.kind == "idefics3":

@@ -135,6 +135,21 @@ def max_batch_size(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | 
     return None if k is None else k * unit
 
 
+def auto_batch_size(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
+    """The per-device batch HF Trainer's auto_find_batch_size ends at under this estimate: transformers trainer.py
+    train wraps _inner_training_loop in accelerate's find_executable_batch_size (utils/memory.py), which starts at
+    the configured batch and, on each out-of-memory error, retries with `int(batch_size * 0.9)` until a step runs;
+    at 0 it raises "No executable batch size found". The first batch of that sequence whose peak fits the budget;
+    None when none does. Only the batch changes (Trainer._update_auto_batch_size): gradient_accumulation_steps
+    stays, so the effective batch shrinks with it."""
+    batch = t.batch_size
+    while batch > 0:
+        if est.peak(with_changes(t, {"batch_size": batch})) <= budget_bytes:
+            return batch
+        batch = int(batch * 0.9)
+    return None
+
+
 def max_generation_rows(est: Estimator, t: TrainingSpec, budget_bytes: int) -> int | None:
     """GRPO: the largest generation batch (per_device_train_batch_size × steps_per_generation completions per
     generate() call, whole groups of num_generations) that fits with the run's micro-batch; None if none does."""

@@ -23,7 +23,7 @@ from vramcalc.core.vocab import (
     GRAD_SYNCS,
     HEADS,
     HIDDEN_ACTS,
-    KERNELS,
+    KERNEL_GROUPS,
     KV_CACHES,
     KV_DTYPES,
     LOGITS_KEPT,
@@ -81,6 +81,8 @@ from vramcalc.core.vocab import (
     VllmMode,
     WeightDtype,
     ZeroStage,
+    kernels_value,
+    parse_kernels,
 )
 
 # Bounds as pydantic words them, so that a file and a flag get the same message:
@@ -159,6 +161,10 @@ def _check_pinpoints(v: VisionSpec) -> None:
                             f"of the tower's image_size {v.image_size}")
 
 
+# The modules --fsdp-units can wrap as their own FSDP units (torchtune tok_embeddings, output).
+FSDP_UNIT_NAMES: tuple[str, ...] = ("embed_tokens", "lm_head")
+
+
 @dataclass(frozen=True)
 class VisionSpec:
     """A vision-language model's image side (memory/vision.py): the vision tower and the projector into the text
@@ -232,10 +238,19 @@ class VisionSpec:
     # size["longest_edge"], 4 x image_size by default); 0 for the other kinds.
     scale_factor: int = 0
     longest_edge: int = 0
+    # Llama 4 (kind llama4; transformers models/llama4/modeling_llama4.py Llama4VisionModel,
+    # Llama4MultiModalProjector; core/memory/llama4v.py): tiles of image_size px (the processor cuts each image into
+    # up to max_num_tiles of them, plus a global tile when more than one), each through an unfold patch embedding
+    # (Linear(3 x patch^2 -> width), no bias), a class token appended last, learned positions, layernorm_pre, blocks
+    # of biased q/k/v/o with the 2-D vision RoPE and a biased fc1/fc2 GELU MLP, layernorm_post; the class row
+    # dropped, Llama4VisionPixelShuffleMLP (pixel shuffle by scale_factor = 1 / pixel_shuffle_ratio, then
+    # Llama4VisionMLP2: fc1 intermediate_size -> vision_output_dim, GELU, fc2 vision_output_dim ->
+    # vision_output_dim, GELU, no biases) inside the tower; multi_modal_projector Linear(vision_output_dim, text
+    # width, no bias) is the projector.
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"kind": ("clip", "siglip", "qwen2_vl", "qwen2_5_vl",
                                                               "idefics3", "llava_next",
-                                                              "mllama")}
+                                                              "mllama", "llama4")}
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "patch_size",
                          "temporal_patch_size", "spatial_merge_size"), (*POSITIVE, COUNT_CAP)),
@@ -272,6 +287,8 @@ class VisionSpec:
             _check_pinpoints(self)
         if self.is_mllama:
             self._check_mllama()
+        elif self.kind == "llama4":
+            self._check_llama4()
         elif (self.num_global_layers or self.max_num_tiles or self.aspect_ratios or self.vision_output_dim
               or self.intermediate_layers_indices or self.cross_attention_layers):
             raise SpecError("vision", "num_global_layers, max_num_tiles, aspect_ratios, intermediate_layers_indices, "
@@ -313,6 +330,10 @@ class VisionSpec:
         elif self.mm_tokens_per_image:
             raise SpecError("vision", "mm_tokens_per_image is Gemma 3's (kind siglip); a CLIP tower's image tokens "
                             "are its patches")
+        if (self.scale_factor and self.kind not in ("idefics3", "llama4")) \
+                or (self.longest_edge and self.kind != "idefics3"):
+            raise SpecError("vision", "scale_factor and longest_edge are Idefics3's (kind idefics3); scale_factor "
+                            "is Llama 4's too (kind llama4)")
         if self.kind == "idefics3":
             # Idefics3Connector.pixel_shuffle reshapes the side x side patch grid into side / scale_factor rows of
             # width x scale_factor^2 (its int() would drop a remainder; the model's image_seq_len assumes none)
@@ -326,8 +347,25 @@ class VisionSpec:
             if self.feature_layer != -1 or self.drop_cls:
                 raise SpecError("vision", "an Idefics3 tower feeds its last hidden state to the connector: "
                                 "feature_layer -1, drop_cls false")
-        elif self.scale_factor or self.longest_edge:
-            raise SpecError("vision", "scale_factor and longest_edge are Idefics3's (kind idefics3)")
+
+    def _check_llama4(self) -> None:
+        """Llama 4's cross-field checks (configuration_llama4.py Llama4VisionConfig; modeling_llama4.py)."""
+        side = self.image_size // self.patch_size
+        if not self.scale_factor or side % self.scale_factor:
+            # pixel_shuffle (modeling_llama4.py) reshapes the side x side patch grid by pixel_shuffle_ratio
+            raise SpecError("vision", f"scale_factor {self.scale_factor} (1 / pixel_shuffle_ratio) must divide the "
+                            f"{side} x {side} patch grid (Llama4VisionPixelShuffleMLP)")
+        if self.hidden_size * self.scale_factor ** 2 != self.intermediate_size:
+            # Llama4VisionMLP2.fc1 is Linear(intermediate_size, projector_input_dim) on the shuffled rows
+            raise SpecError("vision", f"the pixel-shuffled width {self.hidden_size} x {self.scale_factor}^2 must be "
+                            f"the tower's intermediate_size {self.intermediate_size} (Llama4VisionMLP2.fc1's input)")
+        if not self.vision_output_dim or not self.max_num_tiles or self.feature_layer != -1 or not self.drop_cls:
+            raise SpecError("vision", "a Llama 4 tower needs vision_output_dim (the adapter's and projector's "
+                            "width), max_num_tiles (the processor's max_patches) and feature_layer -1, drop_cls true")
+        if (self.num_global_layers or self.aspect_ratios or self.intermediate_layers_indices
+                or self.cross_attention_layers):
+            raise SpecError("vision", "num_global_layers, aspect_ratios, intermediate_layers_indices and "
+                            "cross_attention_layers are Llama-3.2-Vision's (kind mllama)")
 
     def _check_mllama(self) -> None:
         """Llama-3.2-Vision's cross-field checks (configuration_mllama.py MllamaVisionConfig / MllamaTextConfig)."""
@@ -431,6 +469,11 @@ class ModelSpec:
     first_dense_layers: int = 0
     shared_expert_gate: bool = False  # Qwen2-MoE: a Linear(hidden, 1) gate on the shared expert
     router_bias: bool = False  # DeepSeek-V3 noaux_tc: e_score_correction_bias (num_experts) per MoE layer
+    # DeepSeek's grouped router (configuration_deepseek_v3.py n_group / topk_group; V2's with topk_method
+    # "group_limited_greedy"): the experts split into expert_groups groups, each token routed within its
+    # topk_expert_groups best groups (1 / 1: one group, a plain top-k)
+    expert_groups: int = 1
+    topk_expert_groups: int = 1
     # gpt-oss (modeling_gpt_oss.py GptOssAttention.sinks): one learned logit per attention head, per layer,
     # concatenated to the attention scores before the softmax (eager_attention_forward).
     attention_sinks: bool = False
@@ -518,7 +561,7 @@ class ModelSpec:
                          "num_attention_heads", "num_kv_heads", "head_dim", "max_position_embeddings",
                          "sliding_window", "moe_intermediate_size", "shared_expert_intermediate_size",
                          "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
-                         "published_parameters"), POSITIVE),
+                         "published_parameters", "expert_groups", "topk_expert_groups"), POSITIVE),
         "num_labels": (*NON_NEGATIVE, COUNT_CAP),
         "type_vocab_size": (*NON_NEGATIVE, COUNT_CAP),
         **dict.fromkeys(("decoder_layers", "relative_attention_buckets", "rel_embedding_rows"),
@@ -580,6 +623,7 @@ class ModelSpec:
                 raise SpecError("", "a mixture-of-experts model needs experts_per_token")
             if self.experts_per_token > self.num_experts:
                 raise SpecError("", "experts_per_token exceeds num_experts")
+            _check_expert_groups(self)
             if self.attention_kind == "mla":
                 mla = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
                 missing = [f for f in mla if getattr(self, f) is None]
@@ -596,6 +640,26 @@ class ModelSpec:
     def has_architecture(self) -> bool:
         """A transformer's (or Mamba's) architecture; the classics (ResNet, LSTM) have their own (memory/classic.py)."""
         return self.hidden_size is not None and self.family not in CLASSIC_FAMILIES
+
+
+def _check_expert_groups(m: ModelSpec) -> None:
+    """DeepSeek's grouped router: whole groups of experts (DeepseekV3TopkRouter views the scores as (tokens,
+    n_group, experts // n_group) and takes each group's top 2), no more groups kept than there are."""
+    if m.expert_groups == 1 and m.topk_expert_groups == 1 or not m.num_experts:  # (a dense model has no router)
+        return
+    if m.family not in ("deepseek_v2", "deepseek_v3"):
+        raise SpecError("expert_groups", f"grouped routing is modelled for DeepSeek-V2/V3 only, not {m.family}: "
+                        "give expert_groups 1 and topk_expert_groups 1")
+    if m.topk_expert_groups > m.expert_groups:
+        raise SpecError("topk_expert_groups", f"{m.topk_expert_groups} exceeds expert_groups {m.expert_groups}")
+    per_group = m.num_experts // m.expert_groups if m.expert_groups else 0
+    if m.num_experts % m.expert_groups or (m.family == "deepseek_v3" and per_group < 2):
+        raise SpecError("expert_groups", f"num_experts {m.num_experts} does not split into {m.expert_groups} "
+                        "groups" + (" of 2 or more (DeepSeek-V3 sums each group's top 2)"
+                                    if m.family == "deepseek_v3" else ""))
+    if m.topk_expert_groups * per_group < m.experts_per_token:
+        raise SpecError("topk_expert_groups", f"{m.topk_expert_groups} groups of {per_group} experts hold fewer than "
+                        f"experts_per_token {m.experts_per_token}")
 
 
 def _check_attention_layers(m: ModelSpec) -> None:
@@ -752,6 +816,8 @@ class TrainingSpec:
     sequence_parallel: bool = False  # Megatron sequence parallelism (needs tp > 1)
     grad_sync: GradSync = "deferred"  # FSDP + accumulation: no_sync until the last micro-batch, or reduce each
     fsdp_frozen_grads: bool = False  # FSDP1 use_orig_params: a unit mixing adapters and frozen weights grads all
+    # FSDP units beside the decoder layers (torchtune custom_sharded_layers): embed_tokens, lm_head
+    fsdp_units: tuple[str, ...] = ()
     # Inference (memory/inference.py): seq_len is the context (prompt + generated tokens).
     weight_dtype: WeightDtype = "auto"  # auto: the precision's weight dtype
     kv_dtype: KvDtype = "auto"  # auto: the compute dtype
@@ -774,7 +840,11 @@ class TrainingSpec:
     ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
-    kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py)
+    badam: bool = False  # BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time
+    # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
+    # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
+    auto_find_batch_size: bool = False
+    kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py): hf, unsloth or unsloth:GROUPS
     packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
     # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
     # its own, printed in the assumptions line.
@@ -831,7 +901,7 @@ class TrainingSpec:
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "grad_sync": GRAD_SYNCS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
-        "packing": PACKINGS, "kernels": KERNELS, "stack": STACKS, "objective": OBJECTIVES,
+        "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES, "reward_dtype": REF_DTYPES,
         "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS, "use_vllm": VLLM_MODES,
     }
@@ -870,6 +940,12 @@ class TrainingSpec:
 
     def __post_init__(self) -> None:
         _check(self)
+        groups = parse_kernels(self.kernels) if isinstance(self.kernels, str) else None
+        if groups is None:
+            raise SpecError("kernels", f"Input should be 'hf', 'unsloth', 'liger' or 'unsloth:' with some of "
+                            f"{','.join(KERNEL_GROUPS)} (e.g. unsloth:qkv,o,mlp)")
+        if self.kernels.startswith("unsloth:"):
+            object.__setattr__(self, "kernels", kernels_value(groups))  # one spelling per selection
         gpus = self.gpus_per_node * self.nodes
         if gpus % (self.tp * self.pp):
             raise SpecError("", f"{gpus} GPUs cannot be split into tp {self.tp} × pp {self.pp}: "
@@ -885,6 +961,13 @@ class TrainingSpec:
         if self.fsdp_frozen_grads and (self.fsdp == "none" or self.method != "lora"):
             raise SpecError("", "--fsdp-frozen-grads is about LoRA adapters sharing FSDP units with frozen weights: "
                             "use it with --method lora and --fsdp, or drop it")
+        bad_units = [u for u in self.fsdp_units if u not in FSDP_UNIT_NAMES]
+        if bad_units:
+            raise SpecError("fsdp_units", f"{bad_units[0]!r:.40} is not modelled as an FSDP unit: use "
+                            f"{' or '.join(FSDP_UNIT_NAMES)} (the decoder layers are units already)")
+        if self.fsdp_units and self.fsdp not in ("full-shard", "hybrid-shard"):
+            raise SpecError("fsdp_units", "extra FSDP units change what full sharding gathers: add --fsdp full-shard "
+                            "(or hybrid-shard), or drop --fsdp-units")
         if self.sequence_parallel and self.tp == 1:
             raise SpecError("", "sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
         if self.mode == "serve" and (self.zero or self.fsdp != "none" or self.offload != "none"):
@@ -1109,6 +1192,26 @@ class TrainingSpec:
             raise SpecError("", "TRL refuses colocated vLLM with 8-bit bitsandbytes weights (vLLM has no in-flight "
                             "8-bit quantization): use --quant-bits 4, or --use-vllm server")
 
+    def _badam_consistent(self) -> None:
+        """BAdam's layer mode as LLaMA-Factory runs it (memory/badam.py): what the model covers."""
+        if self.mode != "train":
+            raise SpecError("", f"--badam is a training optimizer: drop it for --mode {self.mode}")
+        if self.method != "full" and not (self.method == "freeze" and not self.train_head):  # (memory/badam.py view)
+            raise SpecError("", "--badam trains the model's own layers block by block (LLaMA-Factory use_badam with "
+                            "finetuning_type full): use --method full")
+        if self.precision not in ("auto", "mixed-bf16", "mixed-fp16"):
+            raise SpecError("", "BAdam keeps the model in 16 bits and steps an fp32 copy of the active block with fp32 "
+                            f"moments (mixed-bf16 / mixed-fp16), not --precision {self.precision}: drop --precision")
+        if self.optimizer != "adamw":
+            raise SpecError("", "BAdam is modelled over torch AdamW (LLaMA-Factory's default optim): use --optimizer "
+                            "adamw")
+        if self.gpus_per_node * self.nodes > 1 or self.zero or self.fsdp != "none" or self.offload != "none":
+            raise SpecError("", "--badam is modelled on one GPU (LLaMA-Factory runs layer-wise BAdam on several only "
+                            "under DeepSpeed ZeRO-3): drop --gpus / --zero / --fsdp / --offload")
+        if self.optimizer_in_bwd or self.objective != "sft":
+            raise SpecError("", "--badam is modelled for a supervised step with its own optimizer: drop "
+                            "--optimizer-in-bwd / --objective")
+
     def _savers_consistent(self) -> None:
         if self.loss == "cut" and self.mode == "train" and self.precision in ("amp-bf16", "amp-fp16", "fp32"):
             # cut_cross_entropy/cce_backward.py asserts bf16/fp16 embeddings and classifier (amp keeps fp32 weights).
@@ -1123,6 +1226,15 @@ class TrainingSpec:
                 # torchtune steps in backward on one GPU or plain data parallel, never with tensor/pipeline stages
                 raise SpecError("", "--optimizer-in-bwd is modelled on one GPU or plain data parallel: drop "
                                 "--zero / --fsdp / --tp / --pp")
+        if self.badam:
+            self._badam_consistent()
+        if self.auto_find_batch_size and self.mode != "train":
+            raise SpecError("", f"--auto-find-batch-size is the Trainer's retry of a training step: drop it for --mode "
+                            f"{self.mode}")
+        if self.auto_find_batch_size and self.zero == 3:
+            # transformers trainer.py: "`auto_find_batch_size` isn't supported yet with DeepSpeed Zero-3"
+            raise SpecError("", "transformers refuses auto_find_batch_size under DeepSpeed ZeRO-3: drop "
+                            "--auto-find-batch-size or use --zero 1 or 2")
         if self.packing != "none" and self.mode != "train":
             raise SpecError("", f"--packing {self.packing} lays out training batches; drop it for --mode {self.mode}")
         if self.head == "mlm" and self.num_labels != 2:

@@ -64,9 +64,11 @@ TraceDevice = Literal["fake", "cuda"]
 # How a micro-batch's sequences are laid out (memory/activations.py packing terms): padded rows of the
 # longest, rows packed full with position_ids restarting per sequence, or one flattened row (padding-free).
 Packing = Literal["none", "packed", "padding-free"]
-# Layer kernels (memory/unsloth.py): transformers' modules, or Unsloth's Triton RMSNorm, RoPE and LoRA autograd
-# functions, which save fewer tensors per layer; or Liger's RMSNorm, SwiGLU and RoPE (memory/liger.py).
-Kernels = Literal["hf", "unsloth", "liger"]
+# Layer kernels (memory/unsloth.py): transformers' modules (hf), or Unsloth's Triton RMSNorm, RoPE and LoRA autograd
+# functions, which save fewer tensors per layer: all of them (unsloth), or some groups (unsloth:qkv,o,mlp,norm,rope),
+# as axolotl's unsloth_lora_qkv / unsloth_lora_o / unsloth_lora_mlp / unsloth_rms_norm / unsloth_rope keys patch
+# them one by one (parse_kernels); or Liger's RMSNorm, SwiGLU and RoPE (liger, memory/liger.py).
+Kernels = str
 # Training stacks: named sets of option defaults, one YAML preset each under presets/stacks/ (io/stacks.py).
 StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtune", "litgpt"]
 # Preference and reward training (memory/preference.py): TRL's DPOTrainer (loss_type sigmoid, ipo), KTOTrainer
@@ -123,7 +125,30 @@ PRECISIONS: tuple[PrecisionName, ...] = get_args(PrecisionName)
 OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
 LOSSES: tuple[LossName, ...] = get_args(LossName)
 PACKINGS: tuple[Packing, ...] = get_args(Packing)
-KERNELS: tuple[Kernels, ...] = get_args(Kernels)
+KERNELS: tuple[str, ...] = ("hf", "unsloth", "liger")  # the named choices; unsloth:GROUPS selects some groups
+KERNEL_GROUPS: tuple[str, ...] = ("qkv", "o", "mlp", "norm", "rope")  # Unsloth's kernels, group by group
+
+
+def parse_kernels(value: str) -> tuple[str, ...] | None:
+    """The Unsloth kernel groups a --kernels value selects, in KERNEL_GROUPS order: () for hf, all five for unsloth
+    (Unsloth's own forward), the listed ones for unsloth:GROUP,GROUP.. (patched one by one, as axolotl's unsloth_*
+    keys do), () for liger (Liger's kernels: memory/liger.py); None when the value is none of these."""
+    if value in ("hf", "liger"):
+        return ()
+    if value == "unsloth":
+        return KERNEL_GROUPS
+    head, sep, tail = value.partition(":")
+    names = [x.strip() for x in tail.split(",")] if sep else []
+    if head != "unsloth" or not names or any(x not in KERNEL_GROUPS for x in names):
+        return None
+    return tuple(g for g in KERNEL_GROUPS if g in names)
+
+
+def kernels_value(groups: tuple[str, ...] | frozenset[str] | set[str] | list[str]) -> str:
+    """The canonical --kernels value of some groups patched one by one: hf (none) or unsloth:GROUPS in
+    KERNEL_GROUPS order. (`unsloth` alone is Unsloth's own model loader, its whole forward: not this.)"""
+    chosen = [g for g in KERNEL_GROUPS if g in groups]
+    return "unsloth:" + ",".join(chosen) if chosen else "hf"
 STACKS: tuple[StackName, ...] = get_args(StackName)
 OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 PREFERENCE_OBJECTIVES: tuple[Objective, ...] = ("dpo", "ipo", "kto")  # a policy and a reference

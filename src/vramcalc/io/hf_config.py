@@ -330,6 +330,56 @@ def _llama4(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+# Llama4VisionConfig's defaults (models/llama4/configuration_llama4.py), which the published vision_config fills
+# what it leaves out from; Llama4ImageProcessor's max_patches (image_processing_llama4.py, 16: the published
+# preprocessor_config.json says the same) is the processor's tile limit.
+LLAMA4_VISION_DEFAULTS: dict[str, Any] = {
+    "model_type": "llama4_vision_model", "hidden_size": 768, "hidden_act": "gelu", "num_hidden_layers": 34,
+    "num_attention_heads": 16, "num_channels": 3, "intermediate_size": 5632, "vision_output_dim": 7680,
+    "image_size": 448, "patch_size": 14, "pixel_shuffle_ratio": 0.5, "projector_input_dim": 4096,
+    "projector_output_dim": 4096, "multi_modal_projector_bias": False, "projector_dropout": 0.0,
+    "attention_dropout": 0.0, "vision_feature_layer": -1,
+}
+LLAMA4_MAX_PATCHES = 16
+
+
+def llama4_vision(d: Mapping[str, Any], source: str) -> Any:
+    """Llama4ForConditionalGeneration's image side (modeling_llama4.py Llama4VisionModel and
+    Llama4MultiModalProjector) from a llama4 config.json's vision_config, as a VisionSpec (kind llama4). The
+    config.json itself is read as the text model (Llama4ForCausalLM, what AutoModelForCausalLM builds); the presets
+    llama-4-scout-vision / llama-4-maverick-vision carry this VisionSpec for the whole model."""
+    from vramcalc.core.specs import VisionSpec
+    from vramcalc.io import validate
+
+    raw = d.get("vision_config")
+    if not isinstance(raw, Mapping):
+        raise PresetFileError(source, ["llama4: vision_config must be a JSON object"])
+    vision = {**LLAMA4_VISION_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+    problems = validate.check_keys(VISION_KEYS, {k: vision[k] for k in VISION_KEYS if k in vision})
+    if problems:
+        raise PresetFileError(source, ["vision_config." + validate.problem_text(*p) for p in problems])
+    ratio = vision["pixel_shuffle_ratio"]
+    out_dim = vision["vision_output_dim"]
+    if (vision["model_type"] != "llama4_vision_model" or vision["hidden_act"] != "gelu"
+            or vision["num_channels"] != 3 or vision["multi_modal_projector_bias"] is not False
+            or not isinstance(ratio, (int, float)) or ratio <= 0 or (1 / ratio) != int(1 / ratio)
+            or vision["projector_input_dim"] != out_dim or vision["projector_output_dim"] != out_dim
+            or vision["vision_feature_layer"] != -1 or vision["projector_dropout"] or vision["attention_dropout"]):
+        raise PresetFileError(source, ["llama4: the vision_config Llama 4 publishes is modelled (llama4_vision_model, "
+                                       "gelu on 3 channels, no projector bias, pixel_shuffle_ratio 1/n, "
+                                       "projector_input_dim = projector_output_dim = vision_output_dim, feature layer "
+                                       "-1, no dropout); this one differs"])
+    try:
+        return VisionSpec(
+            kind="llama4", num_layers=vision["num_hidden_layers"], hidden_size=vision["hidden_size"],
+            intermediate_size=vision["intermediate_size"], num_attention_heads=vision["num_attention_heads"],
+            patch_size=vision["patch_size"], image_size=vision["image_size"], feature_layer=-1, drop_cls=True,
+            projector_act="none", projector_bias=False, scale_factor=int(1 / ratio), vision_output_dim=out_dim,
+            max_num_tiles=LLAMA4_MAX_PATCHES)
+    except SpecError as e:
+        raise PresetFileError(source, [e.message]) from None
+
+
 def _gemma(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # modeling_gemma.py: GeGLU (hidden_activation), RMSNorm (1 + w) in fp32, tied embeddings by default.
     out = _common(d, source, tie_default=True)
@@ -501,6 +551,13 @@ def _deepseek(d: Mapping[str, Any], source: str) -> dict[str, Any]:
             # DeepseekV3TopkRouter keeps e_score_correction_bias (checkpoint tensor) for noaux_tc.
             router_bias=d.get("topk_method") == "noaux_tc",
         )
+        # The grouped router: DeepseekV3TopkRouter always groups (configuration_deepseek_v3.py: n_group 8,
+        # topk_group 4 when the file leaves them out); DeepseekV2TopkRouter only with topk_method
+        # "group_limited_greedy" (configuration_deepseek_v2.py: "greedy" by default, which ignores n_group)
+        if d.get("model_type") == "deepseek_v3":
+            out.update(expert_groups=int(d.get("n_group") or 8), topk_expert_groups=int(d.get("topk_group") or 4))
+        elif d.get("topk_method") == "group_limited_greedy":
+            out.update(expert_groups=_get(d, source, "n_group"), topk_expert_groups=_get(d, source, "topk_group"))
     return out
 
 
@@ -1540,7 +1597,8 @@ def hf_config_notes(d: Mapping[str, Any]) -> list[str]:
     if d.get("model_type") == "llama4":
         notes.append(
             "llama4: the text model is counted (Llama4ForCausalLM, what AutoModelForCausalLM builds from this config); "
-            "the vision tower and projector of Llama4ForConditionalGeneration are not modelled, and images are not."
+            "the vision tower and projector of Llama4ForConditionalGeneration and images are modelled by the presets "
+            "llama-4-scout-vision / llama-4-maverick-vision (memory/llama4v.py), not from a config.json."
         )
     mtp = d.get("num_nextn_predict_layers")
     if isinstance(mtp, int) and mtp > 0:

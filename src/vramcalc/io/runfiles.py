@@ -16,6 +16,7 @@ from typing import Any
 from vramcalc.core.errors import UnknownPresetError, VramcalcError
 from vramcalc.core.memory import online_dpo as _online
 from vramcalc.core.options import BY_NAME, OptionError, coerce
+from vramcalc.core.vocab import kernels_value
 from vramcalc.io import presets
 from vramcalc.io.files import path_kind
 from vramcalc.io.resolve import resolve_model
@@ -263,6 +264,8 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "cut_cross_entropy": (), "liger_fused_linear_cross_entropy": (), "chunked_cross_entropy": (),
         "gradient_checkpointing_offload": (), "flash_attention": (), "sdp_attention": (), "sample_packing": (),
         "precompute_ref_log_probs": (), "peft_use_dora": (), "peft_use_rslora": (),
+        "unsloth_lora_qkv": (), "unsloth_lora_o": (), "unsloth_lora_mlp": (), "unsloth_rms_norm": (),
+        "unsloth_rope": (),
         "liger_rope": (), "liger_rms_norm": (), "liger_glu_activation": (), "liger_layer_norm": (),
         "bf16": ("auto",),  # bf16 where the GPU has it
         # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
@@ -282,6 +285,9 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
                                 "dataset.packed", "model.use_dora", "tp_enabled", "mask_ignored_tokens"), ()),
     "deepspeed": dict.fromkeys(("bf16.enabled", "fp16.enabled"), ()),
 }
+BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' CPUOffloadPolicy (_torchtune_fsdp)
+BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
+BOOLEAN_KEYS["hf-training-args"]["auto_find_batch_size"] = ()  # TrainingArguments' (read by _finish for every reader)
 # Keys whose values are names the tool compares exactly (a Literal, an Enum, `==`): another case or spelling is
 # refused, naming the key and the values (the fuzz suite draws each value in other cases).
 ENUM_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -293,6 +299,9 @@ ENUM_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     # full or selective (training.apply_selective_activation_checkpointing raises otherwise)
     "torchtune": {"dtype": ("bf16", "fp32"), "ac_mode": ("full", "selective")},
 }
+# LLaMA-Factory BAdamArgument Literals (hparams/finetuning_args.py): badam_mode, badam_switch_mode
+ENUM_KEYS["llama-factory"].update(badam_mode=("layer", "ratio"),
+                                  badam_switch_mode=("ascending", "descending", "random", "fixed"))
 
 
 def _choice(tool: str, data: dict[str, Any], key: str, default: str | None) -> str | None:
@@ -462,29 +471,30 @@ UNMODELLED_KEYS: dict[str, str] = {
     # TRL / transformers
     "use_liger_kernel": "Liger kernels (fused linear cross-entropy: no full logits)",
     "torch_compile": "torch.compile (fused kernels change what is saved)",
-    "auto_find_batch_size": "the Trainer lowers the batch size until it fits",
     "ref_model_init_kwargs": "a DPO reference model loaded with other settings",
     "gradient_checkpointing_kwargs": "checkpointing variant",
     # torchtune
     "optimizer_in_bwd": "torchtune optimizer in backward (each gradient freed after its step)",
     "enable_activation_offloading": "activations offloaded to the CPU",
     "compile": "torch.compile",
-    "fsdp_cpu_offload": "FSDP CPU offload of parameters, gradients and optimizer states",
-    "custom_sharded_layers": "FSDP sharding of extra layers",
     # axolotl
     "liger_fused_linear_cross_entropy": "Liger fused linear cross-entropy (no full logits)",
     "liger_cross_entropy": "Liger cross-entropy",
     "cut_cross_entropy": "Cut Cross-Entropy (no full logits)",
-    "unsloth_lora_mlp": "Unsloth's LoRA MLP autograd function saves fewer tensors than peft's layers",
-    "unsloth_lora_qkv": "Unsloth's LoRA QKV autograd function saves fewer tensors than peft's layers",
-    "unsloth_lora_o": "Unsloth's LoRA O autograd function saves fewer tensors than peft's layers",
+    # (unsloth_lora_qkv / _o / _mlp, unsloth_rms_norm, unsloth_rope: mapped, --kernels unsloth:GROUPS)
+    "unsloth_cross_entropy_loss": "Unsloth's fast_cross_entropy_loss on an fp32 upcast and a contiguous shifted "
+                                  "copy of the logits (monkeypatch/unsloth_.py integrate_cross_entropy_loss_patch)",
+    # axolotl's own LoRA kernels (kernels/lora.py, derived from Unsloth's): LoRA_MLP / LoRA_QKV / LoRA_O save what
+    # Unsloth's save, but matmul_lora adds `s * X @ A @ B` out of place (two output-sized temporaries per
+    # projection), and they support dropout (a saved dropped input), biases and DoRA: not Unsloth's allocation
+    "lora_mlp_kernel": "axolotl's LoRA_MLP autograd function (kernels/lora.py): its own saved set and temporaries",
+    "lora_qkv_kernel": "axolotl's LoRA_QKV autograd function (kernels/lora.py): its own saved set and temporaries",
+    "lora_o_kernel": "axolotl's LoRA_O autograd function (kernels/lora.py): its own saved set and temporaries",
     "relora_steps": "ReLoRA (merges and restarts the adapters; its optimizer reset is not modelled)",
-    "fsdp_version": "FSDP version",
     # LLaMA-Factory
     "enable_liger_kernel": "Liger kernels",
     "use_galore": "GaLore projected optimizer states",
     "use_apollo": "APOLLO projected optimizer states",
-    "use_badam": "BAdam block-wise updates",
     # (pissa_init is not here: PiSSA changes the initial values of the adapters and the base weights, not
     # their sizes (peft tuners/lora/layer.py pissa_init); the SVD runs once before training.)
     "shift_attn": "shift short attention",
@@ -618,6 +628,10 @@ def _unmodelled(run: Run, key: str, why: str) -> None:
 
 
 def _finish(data: dict[str, Any], run: Run) -> Run:
+    if "auto_find_batch_size" in data and "auto_find_batch_size" not in run.mapped:
+        # TrainingArguments.auto_find_batch_size (axolotl and LLaMA-Factory pass it on): the step's memory is the
+        # configured batch's; with a GPU the CLI gives the batch the Trainer's retries end at (core/searches.py)
+        _take_flag(HF, data, run, "auto_find_batch_size", "auto_find_batch_size")
     for key, why in UNMODELLED_KEYS.items():
         if key in data and key not in run.mapped and _is_set(data[key]):
             _unmodelled(run, key, why)
@@ -697,6 +711,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.options["attention"] = "eager"
         run.mapped.append("eager_attention")
     _attention_axolotl(d, run)
+    _kernels_axolotl(d, run)
     if _flag(AX, d.get("sample_packing"), "sample_packing"):
         # axolotl multipack (utils/collators/batching.py V2BatchSamplerDataCollatorForSeq2Seq): rows of
         # sequence_len filled with several sequences, position_ids restarting per sequence.
@@ -726,6 +741,21 @@ def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
     if _flag(AX, d.get("gradient_checkpointing_offload"), "gradient_checkpointing_offload"):
         run.options.update(grad_checkpointing=True, activation_offload=True)
         run.mapped.append("gradient_checkpointing_offload")
+
+
+# axolotl's Unsloth kernel keys (utils/schemas/config.py: booleans), each one group of Unsloth's kernels patched on
+# its own (monkeypatch/unsloth_.py at 1291d22d, loaders/patch_manager.py at b27e49f2): memory/unsloth.py, where the
+# core refuses them on models axolotl does not patch (Llama only; unsloth_lora_mlp Llama and Mistral) and
+# unsloth_lora_qkv / _o without flash attention (they rewrite LlamaFlashAttention2's forward).
+AXOLOTL_KERNEL_KEYS = {"unsloth_lora_qkv": "qkv", "unsloth_lora_o": "o", "unsloth_lora_mlp": "mlp",
+                       "unsloth_rms_norm": "norm", "unsloth_rope": "rope"}
+
+
+def _kernels_axolotl(d: dict[str, Any], run: Run) -> None:
+    chosen = [g for k, g in AXOLOTL_KERNEL_KEYS.items() if _flag(AX, d.get(k), k)]
+    _seen(d, run, *AXOLOTL_KERNEL_KEYS)
+    if chosen:
+        run.options["kernels"] = kernels_value(chosen)
 
 
 def _attention_axolotl(d: dict[str, Any], run: Run) -> None:
@@ -1234,6 +1264,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
         run.mapped.remove("optim")
     _low_rank(d, run)  # optim galore_adamw / apollo_adamw: TrainingArguments' optim_target_modules and optim_args
     _llama_factory_optimizers(d, run)
+    _llama_factory_badam(d, run)
     _take_flag(LF, d, run, "double_quantization", "double_quant")  # model_args.py, default True
     if str(d.get("quantization_method", "bnb")).lower() in LF_BNB_METHODS:
         _seen(d, run, "quantization_method")  # bitsandbytes: --method qlora's own storage
@@ -1264,6 +1295,10 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             run.options["adapter_dtype"] = "bf16"
     else:
         run.options["precision"] = f"pure-{half}" if pure else f"amp-{half}"
+    if run.options.get("badam") and method == "full" and half is not None:
+        # model/adapter.py: no fp32 upcast under use_badam; BAdam keeps fp32 copies of the active block (an fp32 model
+        # stays fp32, which --badam refuses: BAdam warns and copies the block again)
+        run.options["precision"] = f"mixed-{half}"
     flash_attn = _choice(LF, d, "flash_attn", "auto")
     if flash_attn == "disabled":
         run.options["attention"] = "eager"
@@ -1403,6 +1438,29 @@ def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
         run.options["optimizer_in_bwd"] = True
     _seen(d, run, f"{kind}_rank", f"{kind}_target", f"{kind}_proj_type", f"{kind}_layerwise", f"{kind}_scale",
           f"{kind}_update_interval", "apollo_proj", "apollo_scale_type", "apollo_scale_front")
+
+
+def _llama_factory_badam(d: dict[str, Any], run: Run) -> None:
+    """LLaMA-Factory's BAdamArgument (hparams/finetuning_args.py: use_badam, badam_mode layer|ratio, badam_start_block,
+    badam_switch_mode ascending, badam_switch_interval 50, badam_update_ratio 0.05, badam_mask_mode adjacent,
+    badam_verbose) and train/trainer_utils.py _create_badam_optimizer: layer mode is --badam (core/memory/badam.py);
+    the start block, the switch mode and interval only change when the worst block (the bottom one) comes. What
+    BAdam is not modelled over (LoRA, an fp32 model, another optimizer) the spec refuses, naming --badam."""
+    mode = _choice(LF, d, "badam_mode", "layer")  # Literals, checked as LLaMA-Factory's parser does, used or not
+    switch = _choice(LF, d, "badam_switch_mode", "ascending")
+    _seen(d, run, "use_badam", "badam_mode", "badam_start_block", "badam_switch_mode", "badam_switch_interval",
+          "badam_verbose", "badam_update_ratio", "badam_mask_mode")  # (the last two: ratio mode's)
+    if not _flag(LF, d.get("use_badam"), "use_badam"):
+        return
+    if mode != "layer":  # BlockOptimizerRatio: sparse masked gradients of every layer, sparse Adam states
+        raise _KeyProblem("badam_mode", "ratio mode (BlockOptimizerRatio: every layer's gradient masked to a sparse "
+                          "share) is not modelled; use badam_mode layer")
+    run.options["badam"] = True
+    if switch == "fixed":
+        run.notes.append("badam_switch_mode fixed: only block badam_start_block trains, and the layers below it record "
+                         "no graph; estimated as the bottom block (an upper bound).")
+
+
 # TRL ModelConfig's peft keys (trl/trainer/model_config.py; trl/trainer/utils.py get_peft_config and
 # get_quantization_config), read when use_peft is true, with TRL's defaults where they differ from vramcalc's.
 _TRL_PEFT_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_modules_to_save", "use_dora",
@@ -1558,6 +1616,9 @@ def _hf_multi_gpu(d: dict[str, Any], path: Path, run: Run) -> bool:
     fsdp = d.get("fsdp")
     raw = d.get("fsdp_config")
     cfg: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if "fsdp_version" in d:  # axolotl's top-level spelling of fsdp_config.fsdp_version
+        cfg = {**cfg, "fsdp_version": _fsdp_version(d["fsdp_version"])}
+        run.mapped.append("fsdp_version")
     if _is_set(fsdp) or cfg:
         words = fsdp.split() if isinstance(fsdp, str) else [str(w) for w in fsdp] if isinstance(fsdp, list) else []
         plain = {str(k).removeprefix("fsdp_"): v for k, v in cfg.items()}
@@ -1584,6 +1645,18 @@ def _hf_multi_gpu(d: dict[str, Any], path: Path, run: Run) -> bool:
             if key not in _FSDP_HARMLESS and _is_set(plain[key]):  # a setting left off changes nothing
                 _unmodelled(run, f"fsdp_config.{key}", "an FSDP setting vramcalc does not model")
     return sharded
+
+
+def _fsdp_version(value: Any) -> int:
+    """axolotl fsdp_version: 1 (FSDP1 FlatParameter units) or 2 (FSDP2 fully_shard, per-parameter DTensor shards).
+    --fsdp models either the same way: one unit per decoder layer beside the root, each GPU holding its shard of
+    every parameter, the root and the current and next layer gathered. FSDP1's flat units pad to a multiple of the
+    world size (a few elements), and HF Trainer wraps LoRA's trainable leaves as their own FSDP1 units
+    (transformers distributed/fsdp.py update_fsdp_plugin_peft, peft utils/other.py fsdp_auto_wrap_policy), so no
+    frozen weight shares a flat parameter with an adapter (--fsdp-frozen-grads stays off)."""
+    if str(value) not in ("1", "2"):
+        raise _KeyProblem("fsdp_version", f"{value!r:.20} is not an FSDP version; use 1 or 2")
+    return int(value)
 
 
 # DeepSpeed zero_optimization keys that size buffers, with their defaults (deepspeed/runtime/zero/config.py).
@@ -1932,6 +2005,7 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
         run.options["seq_len"] = _strict("tokenizer.max_seq_len", "seq_len", tok["max_seq_len"])
         run.mapped.append("tokenizer")
     _torchtune_savers(d, run)
+    _torchtune_fsdp(d, run)
     run.options["stack"] = "torchtune"
     ds = d.get("dataset")
     if isinstance(ds, dict) and _flag(TT, ds.get("packed"), "dataset.packed"):
@@ -1992,6 +2066,32 @@ def _torchtune_savers(d: dict[str, Any], run: Run) -> None:
     if _choice(TT, d, "ac_mode", None) == "selective" and d.get("ac_option") is not None:
         run.options.update(grad_checkpointing=True, ac_every=_strict("ac_option", "ac_every", d["ac_option"]))
     _seen(d, run, "ac_mode", "ac_option")
+
+
+# torchtune module names of custom_sharded_layers and vramcalc's (HF's) names for them (--fsdp-units).
+TORCHTUNE_FSDP_UNITS = {"tok_embeddings": "embed_tokens", "output": "lm_head"}
+
+
+def _torchtune_fsdp(d: dict[str, Any], run: Run) -> None:
+    """The distributed recipes' FSDP keys (torchtune training/_distributed.py shard_model): fsdp_cpu_offload passes
+    fully_shard a CPUOffloadPolicy (parameters, gradients and optimizer states in host RAM, the step on the CPU;
+    the GPU keeps the unsharded parameters of the units in flight): --fsdp full-shard --offload params.
+    custom_sharded_layers adds a shard condition per name, each module its own unit: --fsdp-units."""
+    offload = _flag(TT, d.get("fsdp_cpu_offload"), "fsdp_cpu_offload") if "fsdp_cpu_offload" in d else False
+    _seen(d, run, "fsdp_cpu_offload")
+    layers = d.get("custom_sharded_layers")
+    names = [str(x) for x in (layers if isinstance(layers, list) else [layers] if layers else [])]
+    unknown = [n for n in names if n not in TORCHTUNE_FSDP_UNITS]
+    if unknown:
+        raise _KeyProblem("custom_sharded_layers", f"{unknown[0]!r:.40} is not modelled as its own FSDP unit; "
+                          "use tok_embeddings and/or output (the decoder layers are units already)")
+    _seen(d, run, "custom_sharded_layers")
+    if offload or names:  # keys of the distributed recipes: fully_shard, reshard after forward by default
+        run.options.setdefault("fsdp", "full-shard")
+    if offload:
+        run.options["offload"] = "params"
+    if names:
+        run.options["fsdp_units"] = ",".join(TORCHTUNE_FSDP_UNITS[n] for n in names)
 
 
 _READERS = {

@@ -32,6 +32,11 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         from vramcalc.trace._vision import text_model
 
         return mllama_config_dict(model, hf_config_dict(text_model(model)))
+    if model.vision is not None and model.vision.kind == "llama4":  # Llama 4 multimodal (trace/_llama4v.py)
+        from vramcalc.trace._llama4v import llama4_config_dict
+        from vramcalc.trace._vision import text_model
+
+        return llama4_config_dict(model, hf_config_dict(text_model(model)))
     if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM (trace/_idefics3.py)
         from vramcalc.trace._idefics3 import idefics3_config_dict
         from vramcalc.trace._vision import text_model
@@ -271,15 +276,17 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         else:
             d["attention_bias"] = model.qkv_bias
     if family in ("deepseek_v2", "deepseek_v3"):  # configuration_deepseek_v3.py / _v2.py names (io/hf_config.py)
-        # one expert group (n_group / topk_group change only the router's small temporaries, which the spec
-        # does not carry); V3's noaux_tc router with the correction bias, V2's greedy softmax top-k
+        # the spec's expert groups (n_group / topk_group); V3's noaux_tc router with the correction bias, V2's
+        # softmax top-k: greedy with one group, group_limited_greedy with more
         d.update(num_key_value_heads=model.num_attention_heads, q_lora_rank=model.q_lora_rank,
                  kv_lora_rank=model.kv_lora_rank, qk_nope_head_dim=model.qk_nope_head_dim,
                  qk_rope_head_dim=model.qk_rope_head_dim, v_head_dim=model.v_head_dim,
                  n_routed_experts=model.num_experts, num_experts_per_tok=model.experts_per_token,
                  moe_intermediate_size=model.moe_intermediate_size, n_shared_experts=model.num_shared_experts,
-                 first_k_dense_replace=model.first_dense_layers, n_group=1, topk_group=1,
-                 topk_method="noaux_tc" if family == "deepseek_v3" else "greedy", norm_topk_prob=True,
+                 first_k_dense_replace=model.first_dense_layers, n_group=model.expert_groups,
+                 topk_group=model.topk_expert_groups,
+                 topk_method="noaux_tc" if family == "deepseek_v3"
+                 else "group_limited_greedy" if model.expert_groups > 1 else "greedy", norm_topk_prob=True,
                  rope_scaling=None, attention_bias=model.qkv_bias)
         d.pop("head_dim", None)
     return d

@@ -30,6 +30,8 @@ def find_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
     text = getattr(getattr(model, "model", None), "language_model", None)
     if text is None:  # Idefics3 / SmolVLM name theirs text_model
         text = getattr(getattr(model, "model", None), "text_model", None)
+    if text is None and type(model).__name__ == "Llama4ForConditionalGeneration":  # no .model: language_model
+        text = model.language_model
     if isinstance(text, nn.Module):  # LLaVA: the language model's blocks, not the vision tower's
         model = text
 
@@ -47,7 +49,8 @@ def find_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
 class _Dequant4bit(torch.autograd.Function):
     """bitsandbytes/autograd/_functions.py MatMul4Bit, memory only.
 
-    forward: dequantize_4bit(B) -> (out, in) in the compute dtype (a temporary), then linear.
+    forward: dequantize_4bit(B) -> (out, in) in the compute dtype (a temporary), then linear (the gemm_4bit op's
+    dequantize-and-linear fallback; its fused kernel, chosen per GPU below 1,537 rows, is not emulated).
     It saves `ctx.tensors = (None, B)`: only the quantized weight, never the input (bitsandbytes
     never computes a gradient for B). backward dequantizes again for grad_A = grad_out @ W.
     """
@@ -55,8 +58,16 @@ class _Dequant4bit(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, layer: QuantLinear) -> torch.Tensor:  # type: ignore[override]
         ctx.layer = layer
-        w = layer.dequantize(x.dtype)
-        return torch.nn.functional.linear(x, w, layer.bias)
+        if layer.double_quant:
+            # bitsandbytes 0.50 backends/cuda/ops.py _dequant_linear_fallback (gemm_4bit past 1,536 rows): the nested
+            # absmax dequantized to fp32 (absmax_dq) and `absmax_dq + offset`, both locals alive through F.linear
+            absmax_dq = torch.empty(layer.absmax.shape, dtype=torch.float32, device=x.device)
+            absmax = torch.empty(layer.absmax.shape, dtype=torch.float32, device=x.device)
+        w = torch.empty((layer.out_features, layer.in_features), dtype=x.dtype, device=x.device)
+        out = torch.nn.functional.linear(x, w, layer.bias)
+        if layer.double_quant:
+            del absmax_dq, absmax
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
@@ -220,6 +231,12 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
             for p in hf.model.vision_model.parameters():
                 p.requires_grad_(False)
             notes.append("mllama: vision tower frozen; LoRA targets the language model only")
+    elif model.vision is not None and model.vision.kind == "llama4":  # Llama 4 (memory/llama4v.py): the tower
+        if not training.train_vision:  # (its pixel-shuffle adapter included) frozen; the projector trained with
+            for p in hf.vision_model.parameters():  # full fine-tuning (Llama4ForConditionalGeneration
+                p.requires_grad_(False)  # .multi_modal_projector)
+        notes.append("llama4: vision tower (Llama4VisionModel, the adapter included) "
+                     + ("trained" if training.train_vision else "frozen") + "; LoRA targets the language model only")
     elif model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM (memory/idefics3.py)
         if not training.train_vision:  # the tower frozen, the connector trained with full fine-tuning
             for p in hf.model.vision_model.parameters():

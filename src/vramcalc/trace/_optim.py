@@ -75,7 +75,9 @@ class MasterWeightOptimizer(torch.optim.Optimizer):
     the masters are copied back into the 16-bit weights. Master weights count as optimizer_state.
     """
 
-    def __init__(self, params: Iterable[nn.Parameter], make_inner: Any) -> None:
+    def __init__(self, params: Iterable[nn.Parameter], make_inner: Any, free_model_grads: bool = False) -> None:
+        # free_model_grads: BAdam's _grad_to_hp (badam block_optim.py) frees each 16-bit grad once its fp32 copy exists
+        self.free_model_grads = free_model_grads
         self.model_params = [p for p in params if p.requires_grad]
         self.masters = [p.detach().float().requires_grad_(True) for p in self.model_params]
         self.inner: torch.optim.Optimizer = make_inner(self.masters)
@@ -96,6 +98,8 @@ class MasterWeightOptimizer(torch.optim.Optimizer):
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         for p, m in zip(self.model_params, self.masters, strict=True):
             m.grad = None if p.grad is None else p.grad.float()
+            if self.free_model_grads:
+                p.grad = None
         self.inner.step()
         for p, m in zip(self.model_params, self.masters, strict=True):
             m.grad = None
@@ -255,6 +259,10 @@ def make_optimizer(training: TrainingSpec, params: list[nn.Parameter],
         return Fused32bitEmulation(params, lr=lr), notes
     if name in ("adafactor", "adafactor-momentum") and impl != "for-loop":
         notes.append("adafactor: transformers.optimization.Adafactor (no foreach/fused implementation)")
+    if precision in ("mixed-bf16", "mixed-fp16") and getattr(training, "badam", False):
+        notes.append("BAdam: the active block's fp32 copies stepped by torch AdamW; each 16-bit grad freed as its fp32 "
+                     "copy is made (badam block_optim.py step_single_gpu)")
+        return MasterWeightOptimizer(params, torch_opt, free_model_grads=True), notes
     if precision in ("mixed-bf16", "mixed-fp16"):
         notes.append("mixed precision: fp32 master weights (counted as optimizer_state) stepped by the "
                      "torch optimizer; fp32 copies of the grads are temporaries during the step")

@@ -162,7 +162,9 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
             targets = sorted({names.get(b, b) for b in (lin.module.rsplit(".", 1)[-1]
                                                        for lin in resolve_targets(model, inner))})
         inner_lm = "text_model" if model.vision.kind == "idefics3" else "language_model"  # Idefics3Model.text_model
-        targets = rf"model\.{inner_lm}\..*\.(" + "|".join(map(re.escape, targets)) + ")"  # type: ignore[assignment]
+        # Llama4ForConditionalGeneration holds language_model itself (no inner .model)
+        outer_lm = "" if model.vision.kind == "llama4" else r"model\."
+        targets = rf"{outer_lm}{inner_lm}\..*\.(" + "|".join(map(re.escape, targets)) + ")"  # type: ignore[assignment]
     cfg = LoraConfig(r=training.lora_rank, lora_alpha=training.lora_alpha, lora_dropout=training.lora_dropout,
                      target_modules=targets, use_dora=training.dora,
                      modules_to_save=saved,

@@ -54,6 +54,14 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
 
         hf = wrap(hf, model, training)
         notes.append(f"{method}: peft {TABLE[method].peft_type} via get_peft_model")
+    elif getattr(training, "badam", False):
+        # BAdam's bottom block (badam block_optim.py switch_trainable_params, the worst block: memory/badam.py): only
+        # layers.0 requires grad; embeddings, the other layers, the final norm and the head are frozen.
+        for p in hf.parameters():
+            p.requires_grad_(False)
+        for p in list(layers)[0].parameters():
+            p.requires_grad_(True)
+        notes.append("badam: the bottom decoder layer trained, everything else frozen (BlockOptimizer's block 0)")
     elif method == "freeze":
         assert training.freeze_layers is not None
         base = hf
@@ -75,9 +83,9 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
     if _unsloth_core.active(model, training):  # Unsloth's kernels emulated (trace/_unsloth.py)
         from vramcalc.trace._unsloth import install
 
-        install(hf, layers)
-        notes.append("kernels unsloth: Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE and QLoRA's "
-                     "global dequantization buffer emulated (trace/_unsloth.py)")
+        install(hf, layers, _unsloth_core.groups(training))
+        notes.append(f"kernels {training.kernels}: Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE "
+                     "and QLoRA's global dequantization buffer emulated, the selected groups (trace/_unsloth.py)")
     from vramcalc.core.memory import liger as _liger_core
 
     _liger_core.check(model, training)
@@ -94,7 +102,8 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
             for i, block in enumerate(layers, start=1):
                 if i % training.ac_every:
                     block.gradient_checkpointing = False  # type: ignore[assignment]
-        if method != "full":
+        if method != "full" or getattr(training, "badam", False):
+            # (BAdam: LLaMA-Factory's checkpointing function marks a trainable layer's input as needing a gradient)
             # transformers/peft do this for adapters and frozen embeddings so checkpointed blocks get grads
             target.enable_input_require_grads()
     return hf
@@ -195,7 +204,14 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         notes.append(f"encoder-decoder: AutoModelForSeq2SeqLM, {s} source and {tgt} target tokens per sequence "
                      "(decoder_input_ids: the labels shifted right)")
 
-    if model.vision is not None and model.vision.kind == "idefics3":  # trace/_idefics3.py: Idefics3Processor's
+    if model.vision is not None and model.vision.kind == "llama4":  # trace/_llama4v.py: Llama4Processor's inputs
+        from vramcalc.trace._llama4v import make_inputs as llama4_inputs
+
+        make_inputs = llama4_inputs(model, training, model_dtype(precision))  # noqa: F811
+        notes.append("llama4: input_ids with every tile's <|patch|> tokens and the wrapping tokens, pixel_values of "
+                     "every tile; get_placeholder_mask's count check skipped and masked_scatter emulated "
+                     "(trace/_llama4v.py)")
+    elif model.vision is not None and model.vision.kind == "idefics3":  # trace/_idefics3.py: Idefics3Processor's
         from vramcalc.trace._idefics3 import make_inputs as idefics3_inputs
 
         make_inputs = idefics3_inputs(model, training, model_dtype(precision))  # noqa: F811
@@ -360,7 +376,11 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             install(_parts(module)[0])
             notes.append("activation offload: torchtune OffloadActivations emulated (trace/_offload.py)")
         vision: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if model.vision is not None and model.vision.kind == "idefics3":
+        if model.vision is not None and model.vision.kind == "llama4":
+            from vramcalc.trace._llama4v import llama4_emulation
+
+            vision = llama4_emulation()
+        elif model.vision is not None and model.vision.kind == "idefics3":
             from vramcalc.trace._idefics3 import idefics3_emulation
 
             vision = idefics3_emulation(model, training)

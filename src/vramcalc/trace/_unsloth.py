@@ -24,6 +24,7 @@ unslothai/unsloth (kernels/ at 0050c73e05ca9bb74e42d0649be410f177160c08, models/
 
 from __future__ import annotations
 
+import sys
 import types
 from typing import Any
 
@@ -238,7 +239,9 @@ def _attention_forward(self: nn.Module, hidden_states: torch.Tensor,
     kwargs.pop("use_cache", None)
     bsz, q_len, _ = hidden_states.shape
     mods = (self.q_proj, self.k_proj, self.v_proj)
-    if any(p.base_layer.bias is not None for p in mods):  # Qwen2: original_apply_qkv, peft's layers
+    chosen = self._unsloth_groups
+    # Qwen2: original_apply_qkv, peft's layers; or the qkv group not selected (axolotl without unsloth_lora_qkv)
+    if "qkv" not in chosen or any(p.base_layer.bias is not None for p in mods):
         q, k, v = (p(hidden_states) for p in mods)
     else:
         adapters = [t for p in mods for t in _adapter(p)[:2]]
@@ -248,25 +251,37 @@ def _attention_forward(self: nn.Module, hidden_states: torch.Tensor,
     v = v.view(bsz, q_len, -1, self.head_dim).transpose(1, 2)
     assert position_embeddings is not None
     cos, sin = position_embeddings
-    q, k = _RoPE.apply(q, k, cos, sin)
+    if "rope" in chosen:
+        q, k = _RoPE.apply(q, k, cos, sin)
+    else:  # transformers' apply_rotary_pos_emb of the model's own module
+        q, k = sys.modules[type(self).__module__].apply_rotary_pos_emb(q, k, cos, sin)
     attention = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
     out, _ = attention(self, q, k, v, attention_mask, dropout=0.0, scaling=self.scaling, **kwargs)
     out = out.reshape(bsz, q_len, -1)
+    if "o" not in chosen:
+        return self.o_proj(out), None
     a, b, _ = _adapter(self.o_proj)
     return _LoRAW.apply(out, self.o_proj, self._unsloth_buffers, a, b), None
 
 
-def install(model: nn.Module, layers: nn.ModuleList) -> None:
+def install(model: nn.Module, layers: nn.ModuleList, groups: tuple[str, ...]) -> None:
     """Patch the peft-wrapped model's decoder layers and final norm with the emulated kernels (models/llama.py
-    FastLlamaModel.pre_patch / patch_peft_model)."""
+    FastLlamaModel.pre_patch / patch_peft_model), the selected groups only (axolotl monkeypatch/unsloth_.py patches
+    them one by one: LlamaRMSNorm, apply_rotary_pos_emb, apply_qkv / apply_o, the MLP's forward)."""
     buffers = _Buffers()
     for layer in layers:
-        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
-            norm.forward = types.MethodType(_norm_forward, norm)
-        layer.self_attn._unsloth_buffers = buffers
-        layer.self_attn.forward = types.MethodType(_attention_forward, layer.self_attn)
-        layer.mlp._unsloth_buffers = buffers
-        layer.mlp.forward = types.MethodType(_mlp_forward, layer.mlp)
+        if "norm" in groups:
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                norm.forward = types.MethodType(_norm_forward, norm)
+        if {"qkv", "o", "rope"} & set(groups):
+            layer.self_attn._unsloth_buffers = buffers
+            layer.self_attn._unsloth_groups = groups
+            layer.self_attn.forward = types.MethodType(_attention_forward, layer.self_attn)
+        if "mlp" in groups:
+            layer.mlp._unsloth_buffers = buffers
+            layer.mlp.forward = types.MethodType(_mlp_forward, layer.mlp)
+    if "norm" not in groups:
+        return
     body = layers[0]
     for mod in model.modules():  # the final norm: LlamaModel.norm (LlamaModel_fast_forward: fast_rms_layernorm)
         if hasattr(mod, "layers") and mod.layers is layers and hasattr(mod, "norm"):

@@ -31,6 +31,7 @@ class EstimateRow:
     verdict: Any
     status: str | None
     source: Any  # runfiles.Run or None
+    auto_batch: dict[str, Any] | None = None  # --auto-find-batch-size: where the Trainer's retries end (with a GPU)
 
 
 def estimate_rows(
@@ -103,8 +104,34 @@ def estimate_rows(
         status = classify(v.needed_bytes, v.gpu.memory_bytes, margin) if v is not None else None
         if status == "FITS" and run.unmodelled:
             status = "TIGHT"  # keys that change memory and are not modelled (named in the run's first note)
-        rows.append(EstimateRow(run.name, spec, training, b, v, status, run if config else None))
+        auto = None
+        if training.auto_find_batch_size:
+            auto, line = _auto_batch(spec, training, v)
+            b = replace(b, notes=(line, *b.notes))
+        rows.append(EstimateRow(run.name, spec, training, b, v, status, run if config else None, auto))
     return rows
+
+
+def _auto_batch(spec: Any, training: Any, verdict: Any) -> tuple[dict[str, Any] | None, str]:
+    """HF Trainer auto_find_batch_size: the batch its out-of-memory retries end at on the verdict's GPU (the search
+    of core/searches.py, on the budget the verdict uses), and the note saying so."""
+    start = (f"auto_find_batch_size: the Trainer starts at batch {training.batch_size} and retries at "
+             "int(batch x 0.9) after each out-of-memory error (accelerate find_executable_batch_size)")
+    accum = (f"gradient accumulation stays {training.grad_accum} (only the batch changes: Trainer."
+             "_update_auto_batch_size), so the effective batch shrinks with it")
+    if verdict is None:
+        return None, f"{start}; the estimate is for batch {training.batch_size}: pass --gpu to see where it ends."
+    from vramcalc.core.searches import Estimator, auto_batch_size
+
+    end = auto_batch_size(Estimator(spec), training, verdict.gpu.memory_bytes)
+    doc = {"start_batch_size": training.batch_size, "end_batch_size": end, "grad_accum": training.grad_accum}
+    if end is None:
+        return doc, (f"{start}; on {verdict.gpu.name} no batch fits, down to 1: it raises 'No executable batch size "
+                     "found, reached zero'.")
+    if end == training.batch_size:
+        return doc, f"{start}; on {verdict.gpu.name} batch {end} fits, so it runs as configured."
+    return doc, (f"{start}; on {verdict.gpu.name} it ends at batch {end} (estimated at batch "
+                 f"{training.batch_size} here); {accum}.")
 
 
 def _stack_notes(training: Any) -> list[str]:
@@ -124,6 +151,8 @@ def estimate_doc(row: EstimateRow, margin: Any, units: str) -> dict[str, Any]:
     if row.source is not None:
         doc["name"] = row.name
         doc["config_source"] = row.source.source_doc()
+    if row.auto_batch is not None:
+        doc["auto_find_batch_size"] = row.auto_batch
     return doc
 
 

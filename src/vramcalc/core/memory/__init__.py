@@ -20,6 +20,7 @@ from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import activations as _activations
+from vramcalc.core.memory import badam as _badam
 from vramcalc.core.memory import classic as _classic
 from vramcalc.core.memory import deberta as _deberta
 from vramcalc.core.memory import distributed as _distributed
@@ -38,7 +39,9 @@ from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory.activations import (
+    DequantBytes,
     batch_rows,
+    dequant_bytes,
     dora_forward_transient,
     eager_only,
     head_activations,
@@ -163,6 +166,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
 
 
 def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
+    if _badam.active(training):  # BAdam: one decoder layer trained at a time, the bottom one's peak (memory/badam.py)
+        training = _badam.view(model, training)
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
@@ -172,6 +177,10 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         from vramcalc.core.memory import llava_next as _llava_next
 
         return _llava_next.estimate(model, training, estimate)
+    if model.vision is not None and model.vision.kind == "llama4":  # Llama 4 multimodal: memory/llama4v.py
+        from vramcalc.core.memory import llama4v as _llama4v
+
+        return _llama4v.estimate(model, training, estimate)
     if model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM: memory/idefics3.py
         from vramcalc.core.memory import idefics3 as _idefics3
 
@@ -517,6 +526,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                      "QLoRA without prepare_model_for_kbit_training: norms, embeddings and lm_head stay in "
                      f"{recipe.weight}.")
     notes += _fused_moe_notes(model, training, recipe)
+    if _badam.active(training):
+        notes.append(_badam.note(model))
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
     body = _reward.body(model) if training.objective == "reward" else model
     w = weight_bytes(body, training, recipe)
@@ -570,6 +581,11 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         details["temporaries.optimizer_step"] = step_temporaries
         notes.append("optimizer in backward: each parameter is stepped and its gradient freed as it lands "
                      "(torchtune optimizer_in_bwd): gradients and step temporaries are the largest tensor's.")
+    if _badam.active(training):
+        # BAdam's _grad_to_hp (memory/badam.py): each 16-bit gradient lives until its fp32 copy is made, so the step
+        # holds every fp32 gradient (in the mixed recipe's step temporaries) and one 16-bit one (_badam.converting)
+        step_temporaries += _badam.converting(body, largest_tensor(w.trainable_tensors)) * dtype_bytes(recipe.grad)
+        details["temporaries.optimizer_step"] = step_temporaries
     if opt.paged:
         notes.append("paged optimizer: its states live in CUDA unified memory and may be evicted to CPU RAM "
                      "under pressure; they are counted on the GPU here (the worst case).")
@@ -729,9 +745,13 @@ class _ActivationPlan:
     layer_mlp_saved_t: int = 0  # the MLP block's saved bytes per token, freed before the attention's backward
     layer_mlp_saved_c: int = 0  # ... and whatever the batch (peft's merged expert stacks)
     layer_attn_bwd_c: int = 0  # the attention's backward temporaries whatever the batch (activations.py)
+    layer_routed_bwd_t: int = 0  # DeepSeek's MoE backward at the routed multiply, per token (activations.py)
     layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
     layer_mlp_fwd_t: int = 0  # the MLP's forward temporaries per token from its up-projection on (activations.py)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
+    # QLoRA's dequantized weight while a block Linear runs forward / backward (activations.py)
+    dequant_fwd: DequantBytes = DequantBytes()
+    dequant_bwd: DequantBytes = DequantBytes()
     # LoRA on lm_head: what its adapter saves per token, also under the chunked loss (whose per-chunk adapter
     # temporaries stay under the loss's own peak: measured with the tracer, tinyllama-1.1b and qwen2.5-0.5b)
     lora_head_t: int = 0
@@ -782,7 +802,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
     head = (_encoder.head_activations if _encoder.is_encoder(m) else _ssm.head_activations if ssm
             else head_activations)(m, t, recipe, head_trainable)
-    if unsloth:  # the final norm through Fast_RMS_Layernorm (LlamaModel_fast_forward): its 16-bit input + rstd
+    if _unsloth.norm_active(m, t):  # the final norm through Fast_RMS_Layernorm (LlamaModel_fast_forward; axolotl's
+        # LlamaRMSNorm class): its 16-bit input + rstd
         from dataclasses import replace as _replace
 
         hf_norm = sum(x.per_token for x in _activations._norm_terms(
@@ -821,7 +842,22 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             # layer with nearly every gradient written, so the bottom moment keeps a MoE layer's set (over by layer
             # 0's gradients; measured with the tracer, --grid llama4 Maverick full with checkpointing: -6 % without)
             bottom_less_t = bottom_less_ts = bottom_less_c = 0
-        layers_less_c = n_dense * bottom_less_c
+        elif full_like and m.family in ("deepseek_v2", "deepseek_v3") and n_layers - n_dense > 1 \
+                and (t.grad_checkpointing or t.activation_offload):
+            # ... with checkpointing the dense layers below keep only their inputs: the bottom moment holds the
+            # recomputed MoE layer's set (measured with the tracer, --grid moe deepseek_v3 full b2 s256 with
+            # checkpointing: -2.2 % with the dense layer's set, +7.2 % with both)
+            bottom_less_t = bottom_less_ts = bottom_less_c = 0
+        elif full_like and m.family in ("deepseek_v2", "deepseek_v3") and n_layers - n_dense > 1:
+            # DeepSeek's dense bottom layers under full fine-tuning: the lowest MoE layer's backward, the expert
+            # gradients above written, outweighs the dense layers': the bottom moment holds that MoE layer's set and
+            # the dense layers' below it (over by the dense layers' gradients, not written yet; measured with the
+            # tracer, --grid moe deepseek_v3 full b2 s256, 1 dense layer under 2 MoE layers: the peak at the lowest
+            # MoE layer's routed-copy gradients, -4.8 % with the dense layer's set alone)
+            bottom_less_t = -n_dense * sum(x.per_token for x in dense.terms if not x.batch1_only)
+            bottom_less_ts = -n_dense * sum(x.per_token_seq for x in dense.terms)
+            bottom_less_c = -n_dense * sum(x.const for x in dense.terms)
+        layers_less_c = n_dense * (sum(x.const for x in layer.terms) - sum(x.const for x in dense.terms))
     if m.family == "llama4" and m.nope_layer_interval and trained_layers == n_layers:
         # Llama 4's NoPE layers (every no_rope_layer_interval-th; MoE layers in the published layouts): global
         # attention without the chunked mask and without the L2 q/k norm (modeling_llama4.py Llama4TextAttention)
@@ -868,6 +904,22 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         saving_layers = peft_methods.adaption_layers(m, t)
     if t.method == "freeze" and trained_layers == 0:
         saving_layers = 0
+    if _badam.active(t):
+        # BAdam's worst block is the bottom layer (memory/badam.py): every layer above it records a graph, frozen,
+        # saving what its input's gradient needs; without checkpointing the bottom layer's own input (the frozen
+        # embedding's output) needs none. (The layer trained is counted at the top; the layers are alike.)
+        frozen_layer = layer_fn(m, t, recipe, trainable_weights=False)
+        saving_layers = n_layers
+        layers_less_t += frozen * (per_layer_t - sum(x.per_token for x in frozen_layer.terms if not x.batch1_only))
+        layers_less_ts += frozen * (per_layer_ts - sum(x.per_token_seq for x in frozen_layer.terms))
+        if not t.grad_checkpointing and not t.activation_offload:
+            bottom = layer_fn(m, t, recipe, trainable_weights=True, input_grad=False)
+            drop_t = per_layer_t - sum(x.per_token for x in bottom.terms if not x.batch1_only)
+            drop_ts = per_layer_ts - sum(x.per_token_seq for x in bottom.terms)
+            bottom_less_t += drop_t
+            bottom_less_ts += drop_ts
+            layers_less_t += drop_t
+            layers_less_ts += drop_ts
     if t.method == "freeze" and m.tie_word_embeddings and t.train_head and frozen and not t.grad_checkpointing:
         # A head tied to the embedding: training the head trains the embedding, so every frozen layer's input needs
         # a gradient and the frozen layers save their input-gradient set (measured with the tracer: a tiny Mamba
@@ -964,7 +1016,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # place (torch/csrc/autograd/input_buffer.cpp accumulate; observed as aten.add.Tensor on CPU and under
     # the tracer): the head's gradient, the embedding's and their sum coexist (2 beyond `gradients`).
     end_t = 0
-    if full_like and trainable:  # applies when tied or accumulating (see _transformer_phases)
+    # (partial fine-tuning without the head, BAdam's included, trains neither the head nor the embedding: no such
+    # gradient; measured with the tracer, --grid badam: qwen2.5-0.5b b1 s64 was +29 % with it)
+    if full_like and trainable and (t.method == "full" or head_trainable):  # when tied or accumulating
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t))
@@ -978,7 +1032,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append(f"{m.name}: Llama4TextMoe runs every token through all {m.num_experts} experts (torch.bmm, "
                      "scaled by the top-1 sigmoid router score, 0 for the others), so the MoE layers' activations grow "
                      f"with the expert count; {chunk}the language model only (Llama4ForCausalLM): the vision tower and "
-                     "projector are not modelled (transformers modeling_llama4.py).")
+                     "projector are not counted here (the -vision presets count them; memory/llama4v.py) "
+                     "(transformers modeling_llama4.py).")
     if eager_only(m) and t.attention == "sdpa":
         notes.append(f"{m.name}: transformers has no SDPA attention for this model (BLOOM's ALiBi, Gemma 2's "
                      "softcapping, gpt-oss's attention sinks): counted as eager attention, with its per-key scores.")
@@ -1073,8 +1128,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
         layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
         layer_mlp_saved_c=layer.mlp_saved_const, layer_attn_bwd_c=layer.attn_backward_const,
+        layer_routed_bwd_t=layer.routed_backward_per_token,
         layer_mlp_fwd_t=layer.mlp_forward_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
+        **({} if unsloth else dict(zip(("dequant_fwd", "dequant_bwd"), dequant_bytes(m, t, recipe, block_linears(m)),
+                                       strict=True))),
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
@@ -1120,7 +1178,8 @@ def _transformer_phases(
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
     fwd_layer_copies = autocast_copies - p.autocast_head_copy
     attn_less = 0 if p.checkpointing or p.offload else p.attn_fwd_less_t * tokens  # checkpointed: nothing saved
-    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq - attn_less, p.layer_fwd_c)
+    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq - attn_less, p.layer_fwd_c,
+                      p.dequant_fwd.forward(tokens, p.checkpointing or p.offload))
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
     # per-key scores gradient), after autograd has freed the MLP's saved tensors: every moment that holds this
     # transient also holds the layer's whole saved set, so the attention's moment is the larger only by what it
@@ -1131,7 +1190,7 @@ def _transformer_phases(
     # --grid moe: tiny Mixtral LoRA all-linear eager with checkpointing, +8.8 % when they were kept).
     layer_bwd_t = max(p.layer_bwd_t * tokens + p.layer_bwd_c,
                       p.layer_bwd_ts * token_seq - p.layer_mlp_saved_t * tokens - p.layer_mlp_saved_c
-                      + p.layer_attn_bwd_c)
+                      + p.layer_attn_bwd_c, p.dequant_bwd.backward(tokens), p.layer_routed_bwd_t * tokens)
     loss_fwd_t = p.loss_fwd_t * tokens
     loss_bwd_t = p.loss_bwd_t * tokens
     accum = t.grad_accum > 1
@@ -1332,6 +1391,9 @@ def _transformer_phases(
         # memory/savers.py: the first (head's) step runs in backward with every layer's activations alive;
         # the optimizer-step phase then has nothing left to do.
         step_moment: _m.RawMoment = ("optimizer_step.done", _m.STEP_DONE, ())
+    elif _badam.active(t):
+        # BAdam's _grad_to_hp frees each 16-bit gradient as its fp32 copy (in opt_temp) is made (memory/badam.py)
+        step_moment = ("optimizer_step.step", _m.STEP, (0, opt_temp))
     else:
         step_moment = ("optimizer_step.step", _m.STEP, (gradients, opt_temp))
     # The temporaries component: the most of them alive at one moment (Liger's head gradient, allocated in forward,

@@ -82,6 +82,9 @@ class LayerActivations:
     # How many of `terms` (from the first) are the attention block's, its norm included: the rest are the MLP
     # block's and after (memory/hybrid.py takes a Bamba mixer layer's MLP block from here)
     attention_terms: int = 0
+    # DeepSeek's MoE backward before the expert projections' (routed_backward_bytes), per token: a moment of its own,
+    # without the merged expert stacks' gradients (backward_transient.const), which come later
+    routed_backward_per_token: int = 0
 
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
@@ -223,6 +226,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     peft_adapted = ({lin.module.rsplit(".", 1)[-1]: (lin, ff) for lin, ff in peft_methods.adapted_linears(m, t)}
                     if rule is not None else {})
     backward_const = 0  # the largest per-module backward temporary of those adapters
+    routed_bwd = 0  # DeepSeek's routed multiply's backward (routed_backward_bytes)
     adapter_fwd_t = adapter_bwd_t = 0  # their largest per-token forward / backward temporaries (C3A's FFTs)
     terms: list[Term] = []
     tw = trainable_weights
@@ -513,6 +517,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         moe, moe_fwd_t, moe_bwd_t, const_fwd = _fused_moe_terms(m, t, c, eb, live, trainable_weights, moe_adapted)
         terms += moe
         backward_const = max(backward_const, const_fwd)
+        routed_bwd = routed_backward_bytes(m, t, recipe) if moe else 0
         width = m.moe_intermediate_size or i
         live = live or trainable_weights or bool(moe_adapted)
         if m.num_shared_experts:
@@ -691,7 +696,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     return LayerActivations(tuple(x for x in terms if kept(x)),
                             fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention,
                             sum(x.const for x in mlp_terms), attn_bwd_const,
-                            attention_terms=sum(1 for x in terms[:n_attention_terms] if kept(x)))
+                            attention_terms=sum(1 for x in terms[:n_attention_terms] if kept(x)),
+                            routed_backward_per_token=routed_bwd)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
@@ -753,6 +759,65 @@ def dora_forward_transient(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int
         return max((amp(lin) for lin in resolve_targets(m, t.lora_targets)), default=0)
     return max((a * lin.in_features * (lin.in_features + t.lora_rank + (4 if copy else 3) * lin.out_features)
                 for lin in resolve_targets(m, t.lora_targets)), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class DequantBytes:
+    """QLoRA's dequantized weight while a quantized block Linear runs (0 for the other methods).
+
+    Forward (4-bit): bitsandbytes 0.50 autograd/_functions.py MatMul4Bit.forward calls the gemm_4bit op, whose CUDA
+    fallback (backends/cuda/ops.py _dequant_linear_fallback; always past 1,536 rows) dequantizes the nested absmax to
+    fp32 (`absmax_dq`, then `absmax_dq + offset`: two fp32 tensors of one value per 64-element block), the whole
+    weight into an out x in tensor in the compute dtype, then F.linear: all three alive beside the output. Its fused
+    kernel (fewer rows on some GPUs) needs none of them: counted as the fallback, the larger. 8-bit forward runs
+    int8 matmuls (no dequantized weight). Backward (both): MatMul4Bit.backward `grad_output @ dequantize_4bit(B)`
+    (functional.py: the nested absmax to fp32 first, freed when it returns) and MatMul8bitLt's `CB * SCB / 127`
+    in the compute dtype: the weight, then grad_A (rows x in) beside it and the incoming gradient (rows x out).
+    The largest quantized Linear of a block sets each moment."""
+
+    weight_c: int = 0  # the largest quantized Linear's weight dequantized to the compute dtype, whatever the batch
+    forward_absmax_c: int = 0  # the forward's two fp32 absmax tensors (4-bit, double quantization); 8-bit: no moment
+    backward_absmax_c: int = 0  # the backward's one, freed by the time grad_A is allocated
+    compute: int = 2  # bytes of the compute dtype
+    # (in, out, held) of each Linear of that largest size; held: what else the rerun holds per token beside it (a gated
+    # MLP runs act(gate_proj(x)) first, so at up_proj the activation's output, out wide, is alive: measured with the
+    # tracer, Qwen2.5-7B cut to 4 layers, QLoRA b2 s256 with checkpointing, the forward's peak at up_proj's mm)
+    shapes: tuple[tuple[int, int, int], ...] = ()
+
+    def forward(self, tokens: int, checkpointed: bool) -> int:
+        """The weight, the absmax, the output and (checkpointed: not in the layer's saved set) the input."""
+        if not self.forward_absmax_c and not self.weight_c:
+            return 0
+        return max(self.weight_c + self.forward_absmax_c
+                   + self.compute * tokens * (d_out + (d_in + held if checkpointed else 0))
+                   for d_in, d_out, held in self.shapes)
+
+    def backward(self, tokens: int) -> int:
+        """The weight, then grad_A beside it (the absmax freed), and the incoming gradient."""
+        return max((self.weight_c + max(self.backward_absmax_c, self.compute * tokens * d_in)
+                    + self.compute * tokens * d_out for d_in, d_out, _ in self.shapes), default=0)
+
+
+def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[Linear, ...]) -> tuple[
+        DequantBytes, DequantBytes]:
+    """(forward, backward) dequantization moments of the largest quantized Linear (DequantBytes), for QLoRA; `linears`
+    are the blocks' (params.block_linears): bitsandbytes replaces nn.Linear modules only, not 3-D expert Parameters.
+    8-bit has no forward moment (int8 matmuls)."""
+    if t.method != "qlora":
+        return DequantBytes(), DequantBytes()
+    c = dtype_bytes(recipe.compute)
+    quantized = [lin for lin in linears if not (lin.module.startswith("experts.") and fused_experts(m))]
+    if not quantized:
+        return DequantBytes(), DequantBytes()
+    numel = max(lin.in_features * lin.out_features for lin in quantized)
+    gated_up = m.mlp == "gated" and not m.fused_gate_up
+    shapes = tuple(sorted({(lin.in_features, lin.out_features, lin.out_features if gated_up and lin.module == "up_proj"
+                            else 0) for lin in quantized if lin.in_features * lin.out_features == numel}))
+    nested = 4 * ceil_div(numel, 64) if t.quant_bits == 4 and t.double_quant else 0  # quantize_4bit: blocksize 64
+    backward = DequantBytes(c * numel, 0, nested, c, shapes)
+    if t.quant_bits != 4:
+        return DequantBytes(), backward
+    return DequantBytes(c * numel, 2 * nested, 0, c, shapes), backward
 
 
 def _prefix_terms(m: ModelSpec, t: TrainingSpec, c: int, d: int, n_heads: int, kv_dim: int,
@@ -922,6 +987,38 @@ def _routing_weight_bytes(m: ModelSpec, c: int, eb: int) -> int:
     return max(eb, c) if m.family in ("qwen2_moe", "qwen3_moe") else 4
 
 
+def routed_backward_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """DeepSeek's MoE backward at the routed multiply (integrations/moe.py `proj_out * sample_weights`), per token: the
+    un-permute's gradient (index_put into zeros) and mul's two gradients in the routing weights' fp32, and the cast to
+    the experts' dtype, four (k x tokens, hidden) tensors (measured with the tracer's live tensors, --grid moe
+    deepseek_v3 full b2 s256: at the peak's _to_copy; -4 to -7 % under on the DeepSeek toys' LoRA runs without it)."""
+    if not (deepseek_router(m) and m.num_experts and fused_experts(m)) or m.hidden_size is None:
+        return 0
+    eb = _expert_bytes(t, recipe)
+    return m.experts_per_token * m.hidden_size * (3 * _routing_weight_bytes(m, dtype_bytes(recipe.compute), eb) + eb)
+
+
+def deepseek_router(m: ModelSpec) -> bool:
+    return m.family in ("deepseek_v2", "deepseek_v3")
+
+
+def router_forward_bytes(m: ModelSpec) -> int:
+    """DeepSeek's router temporaries per token beside the saved set, at their largest (masked_fill's output), all
+    (tokens, E) unless named (modeling_deepseek_v3.py DeepseekV3TopkRouter.forward): the fp32 router_logits (returned,
+    alive until DeepseekV3MoE.forward drops them), the sigmoid scores (saved), `scores + e_score_correction_bias`, the
+    group mask expanded and reshaped to (tokens, E) in fp32, its bool copy, the inverted copy and the masked scores
+    (the per-group top-2 and group top-k tensors are (tokens, n_group) wide: freed by then). V2's
+    group_limited_greedy (modeling_deepseek_v2.py) takes softmax scores and each group's max, without the bias
+    (one tensor fewer); its greedy top-k only the logits and the scores. The group selection's graph is freed with
+    the discarded top-k values: nothing of it is saved (only the indices are used)."""
+    if not deepseek_router(m):
+        return 0
+    e = m.num_experts
+    if m.family == "deepseek_v3":
+        return (4 * 5 + 2) * e
+    return (4 * 4 + 2) * e if m.expert_groups > 1 else 4 * 2 * e
+
+
 def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool, trainable: bool,
                      adapted: set[str]) -> tuple[list[Term], int, int, int]:
     # `adapted`: the module names of params.fused_moe_targets' rows in this run (experts.gate_up_proj, ...)
@@ -954,7 +1051,9 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     experts_grad = trainable or lora_up or lora_down
     if not (live or experts_grad or lora_router):
         return [], 0, 0, 0
-    renorm = m.family in ("mixtral", "qwen3_moe")
+    # DeepseekV3TopkRouter's `topk_weights /= denominator` (norm_topk_prob) keeps them too (measured with the tracer's
+    # live tensors, --grid moe deepseek_v3 full: a (tokens, k) fp32 clone and the (tokens, 1) sum)
+    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3")
     rw = _routing_weight_bytes(m, c, eb)
     out = [Term("router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0)),
            Term("expert routing indices (int64 x 3), gathered routing weights", 3 * 8 * k + rw * k),
@@ -962,7 +1061,9 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     if experts_grad:
         out.append(Term("experts grouped_mm inputs (gathered hidden, gated product)", k * eb * (h + i)))
     if trainable or lora_router:
-        out.append(Term("router input (its weight's gradient)", c * h))
+        # DeepSeek's routers run `F.linear(hidden_states.type(torch.float32), self.weight.type(torch.float32))`
+        # (modeling_deepseek_v3.py DeepseekV3TopkRouter, _v2.py DeepseekV2TopkRouter): the saved input is fp32
+        out.append(Term("router input (its weight's gradient)", (4 if deepseek_router(m) else c) * h))
     merged = (eb * e * 2 * i * h if lora_up else 0) + (eb * e * h * i if lora_down else 0)
     if merged:
         casts = (e * 2 * r * (2 * i + h) if lora_up else 0) + (e * r * (i + h) if lora_down else 0)
@@ -974,10 +1075,15 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     # and DeepSeek: _routing_weight_bytes), its un-permuted copy and the per-token sum, beside the gathered hidden
     # states (alive in grouped_mm_experts_forward until it returns; saved only with expert gradients).
     gathered = 0 if experts_grad else k * eb * h
-    fwd = max(k * eb * i + gathered, 2 * rw * k * h + rw * h + gathered)
+    fwd = max(k * eb * i + gathered, 2 * rw * k * h + rw * h + gathered, router_forward_bytes(m))
     # Backward: the incoming gradient's fp32 routed copies, then grouped_mm's input gradients (k x h, k x 2i)
     # beside them; with expert weight gradients, a full-size gradient of the merged stack per projection.
-    bwd = k * (rw * h + eb * (h + 2 * i))
+    # Before them, the un-permute's backward (`weighted_out[inv_perm]`: zeros of (k x tokens, hidden) and index_put's
+    # out-of-place result) runs beside the sum's expanded gradient made contiguous for the view: three routed
+    # copies in the routing weight's dtype (measured with the tracer, --grid moe DeepSeek-V3 toys LoRA all-linear
+    # with checkpointing, the peak at aten.index_put: -3.9 % without; it outweighs the grouped_mm gradients when
+    # the expert is narrow against the hidden size, as DeepSeek-V3's 2,048 against 7,168).
+    bwd = k * max(3 * rw * h, rw * h + eb * (h + 2 * i))
     # The merged stack's gradients: the down projection's comes first (the trace's peak at its grouped_mm, both
     # merged stacks still alive); by the gate_up gradient the down stack and its gradient are freed.
     wgrad = eb * e * h * i if lora_down else eb * e * 2 * i * h if lora_up else 0

@@ -103,7 +103,9 @@ def state_bytes(tensors: Iterable[tuple[StoredTensor, int]], recipe: Recipe, tra
     # GaLore / APOLLO step whole matrices of the model (optimizer.py needs its inventory); the spec allows them only
     # unsharded (one GPU or plain data parallel), where every rank holds the whole state, counted by memory.estimate,
     # and a unit's share here is never read: each tensor is counted at Adam's two moments (an upper bound).
-    opt = optimizer_bytes(tuple(shards), recipe, replace(training, optimizer="adamw")
+    # (the projection's own options go with it: the spec refuses a rank or targets without a projected optimizer)
+    opt = optimizer_bytes(tuple(shards), recipe, replace(training, optimizer="adamw", optimizer_rank=None,
+                                                         optimizer_targets="attn-mlp")
                           if training.optimizer in PROJECTED_OPTIMIZERS else training)
     # memory/__init__.py _shard: the fp32 gradients a master-weight optimizer is handed, part of its temporaries
     fp32 = min(4 * trainable, opt.step_temporaries) if recipe.master_weights else 0
@@ -155,8 +157,22 @@ def units(model: ModelSpec, t: TrainingSpec, recipe: Recipe, grad_elem_bytes: in
     # FSDP wrapped per decoder layer (transformer_auto_wrap_policy): the root unit stays gathered through forward
     # and backward, plus the current and the prefetched layer (the heaviest kind of layer: dense bottom layers and
     # MoE layers differ); one layer's unsharded gradient waits for its reduce-scatter.
-    fsdp_unit = root.weights + min(2, n_layers) * max((s.weights for _, s, _ in layers), default=0)
+    layer_w = max((s.weights for _, s, _ in layers), default=0)
+    fsdp_unit = root.weights + min(2, n_layers) * layer_w
     fsdp_grad = max((s.gradients for _, s, _ in layers), default=0) if layers else root.gradients
+    own = _own_units(model, g, t)
+    if own:
+        # torchtune shard_model (training/_distributed.py): fully_shard on every module a shard condition names
+        # (custom_sharded_layers) before the root. Under FSDP2 a non-root unit is resharded after its forward and
+        # gathered again for its backward, so the root keeps only what no unit took (the final norm); at any moment
+        # the unit in flight and the next one are gathered: a layer beside the largest neighbour, a layer or an
+        # own unit (the embedding first, the head last). Its unsharded gradient waits for its reduce-scatter.
+        own_s = [state_bytes(((x, 1) for x in part), recipe, t, grad_elem_bytes) for part in own]
+        taken = {id(x) for part in own for x in part}
+        rest = state_bytes(((x, 1) for x in g.root if id(x) not in taken), recipe, t, grad_elem_bytes)
+        neighbour = max([layer_w if n_layers >= 2 else 0, *(s.weights for s in own_s)])
+        fsdp_unit = rest.weights + (layer_w if n_layers else 0) + neighbour
+        fsdp_grad = max([fsdp_grad, *(s.gradients for s in own_s)])
     # DeepSpeed gathers module by module: the largest single module with its gradient before the reduce-scatter
     # (stage3.py estimate_zero3_model_states_mem_needs: 4 x largest_layer_params in 16 bits).
     mods = [m for part in (g.embed, g.head, *(one for _, _, one in layers)) for m in _modules(part, grad_elem_bytes)]
@@ -173,6 +189,20 @@ def units(model: ModelSpec, t: TrainingSpec, recipe: Recipe, grad_elem_bytes: in
                               (state_bytes(((x, 1) for x in one), recipe, t, grad_elem_bytes, t.tp)
                                for _, one in g.layers)), default=0),
     )
+
+
+def _own_units(model: ModelSpec, g: TensorGroups, t: TrainingSpec) -> list[tuple[StoredTensor, ...]]:
+    """The root's tensors that --fsdp-units wraps as their own units: the input embedding (embed_tokens), the
+    LM head (lm_head). A head tied to the embedding is the embedding's weight, read again by the head at the end of
+    the forward: that unit is counted gathered with the root (an upper bound), as without --fsdp-units."""
+    if model.tie_word_embeddings:
+        return []
+    parts: list[tuple[StoredTensor, ...]] = []
+    if "embed_tokens" in t.fsdp_units:
+        parts.append(tuple(x for x in g.embed if x.kind == "embedding"))
+    if "lm_head" in t.fsdp_units:
+        parts.append(tuple(x for x in g.head if x.kind == "head"))
+    return [p for p in parts if p]
 
 
 def _width(tensors: Iterable[StoredTensor]) -> Fraction | None:
@@ -410,6 +440,11 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
         details["weights.partition"] = w_part
         details["weights.gathered_unit"] = gathered_w
         details["gradients.unsharded_unit"] = gathered_g
+        if t.fsdp_units and not deepspeed:
+            notes.append(f"FSDP units {', '.join(t.fsdp_units)} (torchtune custom_sharded_layers): "
+                         + ("the head is tied to the embedding, so that unit is counted gathered with the root "
+                            "(an upper bound)." if model.tie_word_embeddings else
+                            "gathered only around their own forward and backward, beside one decoder layer."))
     elif t.fsdp == "shard-grad-op":
         # SHARD_GRAD_OP keeps the local shard and, between forward and backward, the unsharded parameters.
         w = w + ceil_div(w, d)

@@ -383,9 +383,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         if training.method == "qlora":
             # QLoRA: the layer's MLP backward first, with its whole saved set, beside the incoming gradients and the
             # dequantized 16-bit weight of the largest projection (trace/_hf.py _Dequant4bit: dequantize_4bit again
-            # for the input's gradient)
+            # for the input's gradient), which the decoder path's layer backward temporaries hold
+            # (activations.py DequantBytes)
             text_bwd = term("backward.top", "layer backward temporaries")
-            at_mlp = mlp_part + text_bwd + d * (model.intermediate_size or 0) * c
+            at_mlp = mlp_part + text_bwd
             transient = max(cross_bwd, at_mlp)
         raw.insert(len(raw) - 3, ("backward.cross", BWD_CROSS,
                                   (grads_at, saved_at, in_backward + states_grad_bytes, transient)))
@@ -412,11 +413,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     cross_fwd = max(at_adapter, at_sdpa)
     if training.method == "qlora":
         # QLoRA: the layer's MLP forward, its attention side saved (unless checkpointing drops it), beside the
-        # dequantized 16-bit weight of the largest projection (trace/_hf.py _Dequant4bit.forward) and the MLP's
-        # forward temporaries
+        # decoder path's layer forward temporaries, which hold the dequantized 16-bit weight of the largest projection
+        # (trace/_hf.py _Dequant4bit.forward; activations.py DequantBytes)
         own = 0 if gc else delta
-        cross_fwd = max(cross_fwd, own + term("forward.layer", "layer forward temporaries")
-                        + d * (model.intermediate_size or 0) * c)
+        cross_fwd = max(cross_fwd, own + term("forward.layer", "layer forward temporaries"))
     raw.insert(2, ("forward.cross", FWD_CROSS, (acc, saved_fwd, during_layers, cross_fwd)))
     if graph:
         # the tower's backward, last: every gradient exists, the tower's saved graph, and at its top global layer's

@@ -54,8 +54,8 @@ def resolve_precision(t: TrainingSpec) -> PrecisionName:
     """
     if t.precision != "auto":
         return t.precision
-    if t.mode == "train" and (t.zero or t.fsdp != "none"):
-        return "mixed-bf16"
+    if t.mode == "train" and (t.zero or t.fsdp != "none" or getattr(t, "badam", False)):
+        return "mixed-bf16"  # BAdam: a 16-bit model, an fp32 copy and moments of the active block (memory/badam.py)
     return "bf16"
 
 
@@ -68,6 +68,9 @@ def auto_precision_note(t: TrainingSpec) -> str | None:
     """What `--precision auto` chose when it is not the plain bf16 default."""
     if t.precision != "auto" or resolve_precision(t) == "bf16":
         return None
+    if getattr(t, "badam", False):
+        return ("precision auto → mixed-bf16: BAdam steps an fp32 copy of the active block's 16-bit weights, with "
+                "fp32 moments (badam block_optim.py).")
     engine = f"DeepSpeed ZeRO-{t.zero}" if t.zero else f"FSDP {t.fsdp}"
     return (f"precision auto → mixed-bf16: {engine} mixed precision keeps fp32 master weights (16 B/param with "
             "AdamW before sharding); pass --precision bf16 for 16-bit weights without them.")

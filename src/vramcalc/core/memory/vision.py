@@ -159,14 +159,19 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
             raise UnsupportedCombination(f"--images, --image-width and --train-vision size a vision-language "
                                          f"model's images; {model.name} reads text only: drop them")
         return
-    if training.image_width and v.kind not in ("idefics3", "llava_next"):
-        raise UnsupportedCombination(f"--image-width sizes Idefics3 / SmolVLM and LLaVA-NeXT images (tiles from the "
-                                     f"aspect ratio); {model.name}'s images are square: drop it")
+    if v.kind == "llama4":  # Llama 4 multimodal: memory/llama4v.py's own refusals first
+        from vramcalc.core.memory import llama4_tiles
+
+        llama4_tiles.own_check(model, training)
+    if training.image_width and v.kind not in ("idefics3", "llava_next", "llama4"):
+        raise UnsupportedCombination(f"--image-width sizes Idefics3 / SmolVLM, LLaVA-NeXT and Llama 4 images (tiles "
+                                     f"from the aspect ratio); {model.name}'s images are square: drop it")
     if v.is_qwen:
         _check_qwen(model, training)
     elif v.kind == "llava_next":  # any size: the processor picks a pinpoint; LLaVA-NeXT's own refusals
         anyres.check(model, training)
-    elif v.kind != "idefics3" and training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):  # Idefics3: tiles
+    elif v.kind not in ("idefics3", "llama4") and training.image_size not in (DEFAULT_IMAGE_SIZE, v.image_size):
+        # Idefics3 and Llama 4: the processor cuts any size into tiles
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
     if training.train_vision and training.method != "full":

@@ -1,0 +1,220 @@
+"""Llama 4 multimodal (issue 15): the vision side read from the published configs and counted as transformers builds
+Llama4ForConditionalGeneration, the processor's tiles and image tokens against image_processing_llama4.py /
+processing_llama4.py's own code, the image side of a step (memory/llama4v.py) against the tracer
+(trace/_llama4v.py), and the refusals."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from collections import defaultdict
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli_helpers import invoke
+from vramcalc.core.errors import SpecError, UnsupportedCombination
+from vramcalc.core.memory import estimate, llama4v
+from vramcalc.core.params import count_params, projector_params, vision_tower_params
+from vramcalc.core.specs import ModelSpec, TrainingSpec, VisionSpec
+from vramcalc.io import presets
+from vramcalc.io.hf_config import llama4_vision, spec_from_hf_config
+
+HF = Path(__file__).parent / "data" / "hf"
+# sum(p.numel()) of transformers 5.24's Llama4ForConditionalGeneration built from each config.json on the meta device
+# (test_count_matches_the_library rebuilds them); the tower and projector are the same in both: 850,960,896 and
+# 20,971,520 (Llama4VisionModel, Llama4MultiModalProjector)
+FIXTURES = {"llama-4-scout-17b-16e-instruct": ("llama-4-scout", 108_641_793_536),
+            "llama-4-maverick-17b-128e-instruct": ("llama-4-maverick", 401_583_781_376)}
+TOWER, PROJECTOR = 850_960_896, 20_971_520
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((HF / f"{name}.json").read_text())
+
+
+def whole(name: str) -> ModelSpec:
+    """The text model the config.json reads as, with the image side its vision_config describes."""
+    d = load(name)
+    return replace(spec_from_hf_config(d, name, str(HF / f"{name}.json")), vision=llama4_vision(d, name))
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_count_matches_the_library(name: str) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    d = load(name)
+    skip = ("architectures", "transformers_version", "torch_dtype", "model_type")
+    config = transformers.Llama4Config(**{k: v for k, v in d.items() if k not in skip})
+    with torch.device("meta"):
+        model = transformers.Llama4ForConditionalGeneration(config)
+    m = whole(name)
+    assert m.vision is not None and m.hidden_size is not None
+    assert count_params(m) == sum(p.numel() for p in model.parameters()) == FIXTURES[name][1]
+    assert vision_tower_params(m.vision) == sum(p.numel() for p in model.vision_model.parameters()) == TOWER
+    assert projector_params(m.vision, m.hidden_size) == sum(
+        p.numel() for p in model.multi_modal_projector.parameters()) == PROJECTOR
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_presets(name: str) -> None:
+    # llama-4-scout keeps meaning the text model (Llama4ForCausalLM); llama-4-scout-vision is the whole model
+    text_name, total = FIXTURES[name]
+    text, vision = presets.find_model(text_name), presets.find_model(f"{text_name}-vision")
+    assert text.vision is None and vision.vision == whole(name).vision
+    assert replace(vision, vision=None, name=text.name, display_name=text.display_name, aliases=text.aliases,
+                   published_parameters=text.published_parameters,
+                   published_parameters_source=text.published_parameters_source) == text
+    assert count_params(vision) == vision.published_parameters == total
+    assert total - count_params(text) == TOWER + PROJECTOR
+
+
+def test_fields() -> None:
+    # the published vision_config: 34 layers of width 1408 (16 heads, MLP 5632), 336 px tiles of 14 px patches,
+    # pixel_shuffle_ratio 0.5 (scale 2: 24 x 24 patches -> 144 features a tile of 4 x 1408 = 5632), output 4096
+    v = whole("llama-4-scout-17b-16e-instruct").vision
+    assert v is not None
+    assert (v.kind, v.num_layers, v.hidden_size, v.image_size, v.scale_factor, v.vision_output_dim,
+            v.max_num_tiles, llama4v.tokens_per_tile(v)) == ("llama4", 34, 1408, 336, 2, 4096, 16, 144)
+
+
+def _library_tiling() -> dict[str, Any]:
+    """get_factors, find_supported_resolutions and get_best_fit from image_processing_llama4.py, run as the library
+    wrote them (the module imports torchvision, which this venv lacks: the three functions are pure torch)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from transformers.image_utils import SizeDict
+
+    src = Path(transformers.__file__).parent / "models" / "llama4" / "image_processing_llama4.py"
+    tree = ast.parse(src.read_text())
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)
+             and n.name in ("get_factors", "find_supported_resolutions", "get_best_fit")]
+    assert len(funcs) == 3
+    ns: dict[str, Any] = {"torch": torch, "math": math, "defaultdict": defaultdict, "lru_cache": lru_cache,
+                          "SizeDict": SizeDict}
+    exec(compile(ast.Module(body=funcs, type_ignores=[]), str(src), "exec"), ns)  # noqa: S102
+    return ns
+
+
+SIZES = [(336, 336), (500, 500), (1000, 1000), (300, 800), (1024, 768), (2000, 3000), (100, 1500), (4000, 300),
+         (672, 336), (1344, 1344), (5000, 5000), (337, 1000), (1, 33_600), (700, 701)]
+
+
+@pytest.mark.parametrize(("height", "width"), SIZES)
+def test_tiles_and_tokens_match_the_processor(height: int, width: int) -> None:
+    # the tile layout get_best_fit picks over find_supported_resolutions(max_patches 16, 336 px), and the prompt
+    # Llama4Processor._prompt_split_image writes for it: <|patch|> tokens (the image features' count) and every
+    # special token (<|...|>: the sequence the language model runs on)
+    torch = pytest.importorskip("torch")
+    from transformers.image_utils import SizeDict
+    from transformers.models.llama4.processing_llama4 import Llama4Processor
+
+    ns = _library_tiling()
+    v = presets.find_model("llama-4-scout-vision").vision
+    assert v is not None
+    res = torch.tensor(ns["find_supported_resolutions"](16, SizeDict(height=336, width=336)))
+    assert llama4v.supported_layouts(16) == [(h // 336, w // 336) for h, w in res.tolist()]
+    th, tw = (int(x) for x in ns["get_best_fit"]((height, width), res))
+    assert llama4v.layout(v, height, width) == (th // 336, tw // 336)
+    prompt = Llama4Processor._prompt_split_image(None, (th // 336, tw // 336), llama4v.tokens_per_tile(v))
+    t = TrainingSpec(image_size=height, image_width=width if width != height else 0)
+    assert llama4v.tiles_per_image(v, t) * llama4v.tokens_per_tile(v) == prompt.count("<|patch|>")
+    assert llama4v.image_tokens_per_image(v, t) == prompt.count("<|")
+
+
+def test_default_size_is_one_tile() -> None:
+    # --image-size's default (224) stands for one tile: 144 <|patch|> tokens and <|image_start|>, <|image|>,
+    # <|image_end|>; two images per sample add twice that to --seq-len
+    m = presets.find_model("llama-4-scout-vision")
+    t = TrainingSpec(seq_len=1000, images=2)
+    assert llama4v.total_tokens(m, t) == 1000 + 2 * 147
+
+
+def _toy(name: str = "llama-4-scout-vision") -> ModelSpec:
+    """The published tower cut to 2 layers (its widths kept) on a toy Llama 4 text model, where the image side is
+    the peak (as benchmarks/accuracy.py --grid llama4v's tiny-lm cases)."""
+    m = presets.find_model(name)
+    assert m.vision is not None
+    return replace(m, num_layers=4, hidden_size=256, intermediate_size=384, moe_intermediate_size=192,
+                   shared_expert_intermediate_size=192, num_experts=4, num_attention_heads=4, num_kv_heads=1,
+                   head_dim=64, vocab_size=1024, attention_chunk_size=128, max_position_embeddings=4096,
+                   vision=replace(m.vision, num_layers=2))
+
+
+@pytest.mark.parametrize("kw", [{"method": "lora", "precision": "bf16"},
+                                {"method": "full", "precision": "pure-bf16", "grad_checkpointing": True}])
+def test_traced_image_side_peak(kw: dict[str, Any]) -> None:
+    # one tile through the tower: the forward's RoPE moment (LoRA) and the recomputed top layer's GELU backward
+    # (checkpointing); measured -0.01 % and +0.13 % when written
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    m, t = _toy(), TrainingSpec(seq_len=128, **kw)  # type: ignore[arg-type]
+    r, b = trace(m, t), estimate(m, t)
+    assert abs(b.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes < 0.01
+    assert b.peak_phase == r.peak_phase
+
+
+def test_estimate_notes_and_terms() -> None:
+    m = presets.find_model("llama-4-scout-vision")
+    b = estimate(m, TrainingSpec(method="qlora", kbit_prep=False, seq_len=2048, images=1, image_size=1000,
+                                 grad_checkpointing=True))
+    text = " ".join(b.notes)
+    assert "3 x 3 tiles and a global tile" in text and "10 tile(s) x 144" in text
+    assert "not counted here" not in text  # the text model's note, rewritten: the image side is counted
+    # weights: the tower and projector 16-bit beside the quantized text model, and freqs_ci (577 rows x 44 complex64
+    # values for head_dim 88; the tracer measured the buffer at 203,104 bytes, 204,288 rounded to 512)
+    assert b.details["weights.vision_tower"] == TOWER * 2 and b.details["weights.projector"] == PROJECTOR * 2
+    assert b.details["weights.vision_rope_buffer"] == 577 * 44 * 8 == 203_104
+    assert b.parameters == 108_641_793_536
+
+
+@pytest.mark.parametrize(("kw", "what"), [
+    ({"train_vision": True, "method": "full"}, "--train-vision"),
+    ({"attention": "eager"}, "--attention eager"),
+    ({"precision": "amp-bf16"}, "autocast"),
+    ({"image_size": 40_000}, "image"),
+    ({"method": "qlora"}, "no-kbit-prep"),
+])
+def test_refusals(kw: dict[str, Any], what: str) -> None:
+    m = presets.find_model("llama-4-scout-vision")
+    with pytest.raises((UnsupportedCombination, SpecError), match=what):
+        estimate(m, TrainingSpec(**{"method": "lora", **kw}))  # type: ignore[arg-type]
+
+
+def test_spec_checks() -> None:
+    v = presets.find_model("llama-4-scout-vision").vision
+    assert v is not None
+    with pytest.raises(SpecError, match="scale_factor"):
+        replace(v, scale_factor=5)
+    with pytest.raises(SpecError, match="intermediate_size"):
+        replace(v, intermediate_size=4096)
+    with pytest.raises(SpecError, match="max_num_tiles"):
+        replace(v, max_num_tiles=0)
+    with pytest.raises(SpecError, match="scale_factor"):
+        VisionSpec(kind="clip", scale_factor=2)
+
+
+def test_reader_refuses_other_vision_configs() -> None:
+    from vramcalc.core.errors import PresetFileError
+
+    d = load("llama-4-scout-17b-16e-instruct")
+    bad = {**d, "vision_config": {**d["vision_config"], "projector_input_dim": 2048}}
+    with pytest.raises(PresetFileError, match="projector_input_dim"):
+        llama4_vision(bad, "x.json")
+
+
+def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "llama-4-scout-vision", "--method", "qlora", "--no-kbit-prep", "--images", "2",
+                             "--image-size", "1000", "--format", "json"], capsys)
+    assert code == 0, err
+    assert "3 x 3 tiles" in out
+    code, _, err = invoke(["estimate", "llama-4-scout-vision", "--method", "lora", "--train-vision"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    # the text preset reads text only: the image options are refused
+    code, _, err = invoke(["estimate", "llama-4-scout", "--method", "lora", "--images", "1"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
