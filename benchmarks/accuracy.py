@@ -2064,6 +2064,50 @@ def unsloth_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The Liger grid (`--grid liger`, issue 13; 44 cases): Liger's layer kernels (--kernels liger, memory/liger.py;
+# trace/_liger.py emulates LigerRMSNormFunction, LigerSiLUMulFunction and LigerRopeFunction as
+# _apply_liger_kernel_to_instance installs them) on Llama (tinyllama-1.1b) and Qwen3 (qwen3-0.6b: its q/k norms stay
+# transformers'), each config.json cut to FAMILY_LAYERS layers, x full fine-tuning / LoRA all-linear / QLoRA NF4
+# (pure 16-bit bf16: Liger's casting mode llama keeps the input in the compute dtype) x checkpointing off / on x
+# b2 s512 / b1 s2048 (transformers' loss: the peak at log_softmax's backward); the same models and methods with Liger's
+# fused linear cross-entropy (TRL / LLaMA-Factory's Liger runs: no logits, so the peak moves into the layers) at
+# b2 s1024; then Mistral (mistral-7b-v0.1) and Qwen2 (qwen2.5-0.5b, biased q/k/v) LoRA at b2 s512, both losses, with
+# checkpointing off and on. Written to accuracy_liger.{json,md}.
+LIGER_MODELS = ("tinyllama-1.1b", "qwen3-0.6b")
+LIGER_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full", {"method": "full", "precision": "pure-bf16"}),
+    ("lora", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
+    ("qlora", {"method": "qlora", "precision": "bf16", "lora_targets": ("all-linear",), "kbit_prep": False}),
+)
+LIGER_SHAPES = ({"batch_size": 2, "seq_len": 512}, {"batch_size": 1, "seq_len": 2048})
+
+
+def liger_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in LIGER_MODELS:
+        for label, kw in LIGER_METHODS:
+            for shape in LIGER_SHAPES:
+                for gc in (False, True):
+                    cases.append({"id": f"{model} ({FAMILY_LAYERS} layers) | {label} | b{shape['batch_size']} "
+                                  f"s{shape['seq_len']} | {'gc' if gc else 'no-gc'}", "model": f"hf:{model}",
+                                  "method": label, "training": dict(kw, **shape, grad_checkpointing=gc,
+                                                                    kernels="liger")})
+        for label, kw in LIGER_METHODS:  # with Liger's fused linear cross-entropy: the peak moves into the layers
+            for gc in (False, True):
+                cases.append({"id": f"{model} ({FAMILY_LAYERS} layers) | {label} | fused-linear | b2 s1024 | "
+                              f"{'gc' if gc else 'no-gc'}", "model": f"hf:{model}", "method": label,
+                              "training": dict(kw, batch_size=2, seq_len=1024, grad_checkpointing=gc,
+                                               loss="fused-linear", kernels="liger")})
+    for model in ("mistral-7b-v0.1", "qwen2.5-0.5b"):
+        for loss in ("hf", "fused-linear"):
+            for gc in (False, True):
+                cases.append({"id": f"{model} ({FAMILY_LAYERS} layers) | lora | {loss} | b2 s512 | "
+                              f"{'gc' if gc else 'no-gc'}", "model": f"hf:{model}", "method": "lora",
+                              "training": dict(LIGER_METHODS[1][1], batch_size=2, seq_len=512, grad_checkpointing=gc,
+                                               loss=loss, kernels="liger")})
+    return cases
+
+
 # The BAdam grid (`--grid badam`, issue 13; 24 cases): LLaMA-Factory's use_badam layer mode (memory/badam.py; the
 # tracer trains the bottom decoder layer, BAdam's worst block, with every other parameter frozen, and steps fp32 copies
 # with torch AdamW, freeing each 16-bit gradient as its copy is made: trace/_optim.py MasterWeightOptimizer) on
@@ -2105,7 +2149,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "ssm2": ssm2_grid, "hybrid": hybrid_grid, "bamba": bamba_grid, "jamba": jamba_grid, "granite": granite_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
          "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
-         "unsloth": unsloth_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid, "vlm3": llava_next_grid,
+         "unsloth": unsloth_grid, "liger": liger_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
+         "vlm3": llava_next_grid,
          "ppo": ppo_grid,
          "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
@@ -2136,6 +2181,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                     "attention; issue 15)",
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
           "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
+          "liger": " (Liger's layer kernels: LigerRMSNorm, LigerSiLUMul, in-place RoPE; issue 13)",
           "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)",
           "idefics": " (vision-language models: Idefics3 and SmolVLM, image splitting and pixel shuffle; issue 15)",
           "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)",
@@ -2268,7 +2314,9 @@ def main() -> None:
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
-                    "Cut CE); qwen-vl: issue 15's 94 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
+                    "Cut CE); liger: issue 13's 44 Liger-kernel cases (RMSNorm, SwiGLU, RoPE; full / LoRA / QLoRA, "
+                    "checkpointing off / on, hf and fused-linear loss); "
+                    "qwen-vl: issue 15's 94 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
                     "frozen, adapted or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel "
                     "shuffle); "
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
@@ -2287,7 +2335,7 @@ def main() -> None:
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
                          "ssm", "ssm2", "hybrid", "bamba", "granite", "gptoss", "classics", "vlm", "moe", "llama4",
                          "vlm2",
-                         "unsloth",
+                         "unsloth", "liger",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -24,6 +24,7 @@ from vramcalc.core.memory import (
     estimate,
     hybrid,
     jamba,
+    liger,
     reward_scoring,
     rl,
     seq2seq,
@@ -1363,6 +1364,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     layer = (ssm.layer_activations if mamba else hybrid.layer_activations if hybrid.is_hybrid(m)
              else jamba.layer_activations if jamba.is_jamba(m)
              else unsloth.layer_activations if unsloth.active(m, t)
+             else liger.layer_activations if liger.active(m, t)
              else layer_activations)(m, t, recipe, trainable_weights=full_like)
     tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
     d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them
@@ -1390,7 +1392,9 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                 else "per token × tokens + per sequence × batch + fixed",
                                 source=f"{method_src}; memory/activations.py" if peft_term
                                 else f"{unsloth.SOURCE}; memory/unsloth.py" if unsloth.active(m, t)
-                                and unsloth.own_term(t, term.name) else SRC_ACTS))
+                                and unsloth.own_term(t, term.name)
+                                else f"{liger.SOURCE}; memory/liger.py" if liger.active(m, t)
+                                and ("Liger" in term.name or term.name.startswith("mlp gate and up")) else SRC_ACTS))
     per_layer = d["activations.per_layer"]
     per_token_total = sum(x.per_token for x in terms)
     layer_text = [f"{_n(per_token_total)} B per token per layer"
@@ -1539,6 +1543,14 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                   f"{_n(per_tok)} B/token × {tok}", per_tok * tokens, "bytes per token × tokens",
                                   "unsloth kernels/rms_layernorm.py Fast_RMS_Layernorm (models/llama.py "
                                   "LlamaModel_fast_forward)"))
+            continue
+        if liger.active(m, t) and term.name.startswith("final norm"):  # LigerRMSNormFunction (memory/liger.py)
+            per_tok = liger.final_norm_saved(m, recipe)
+            if term.name.endswith("(fp32 input + rsqrt)"):
+                lines.append(Line("activations.head.final norm (Liger)", "final norm: 16-bit input + fp32 rstd",
+                                  f"{_n(per_tok)} B/token × {tok}", per_tok * tokens, "bytes per token × tokens",
+                                  "liger_kernel ops/rms_norm.py LigerRMSNormFunction (monkey_patch.py "
+                                  "_patch_rms_norm_module on the final norm)"))
             continue
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
                           term.per_token * tokens, "bytes per token × tokens",

@@ -29,6 +29,7 @@ CANDIDATES: tuple[dict[str, Any], ...] = (
     {"optimizer": "torchao-adamw-4bit"},
     {"attention": "flash"},
     {"kernels": "unsloth"},
+    {"kernels": "liger"},
 )
 _ADAMW = ("adamw", "paged-adamw")  # the 8-/4-bit states replace AdamW's 32-bit ones only
 

@@ -978,7 +978,7 @@ class TrainingSpec:
         _check(self)
         groups = parse_kernels(self.kernels) if isinstance(self.kernels, str) else None
         if groups is None:
-            raise SpecError("kernels", f"Input should be 'hf', 'unsloth' or 'unsloth:' with some of "
+            raise SpecError("kernels", f"Input should be 'hf', 'unsloth', 'liger' or 'unsloth:' with some of "
                             f"{','.join(KERNEL_GROUPS)} (e.g. unsloth:qkv,o,mlp)")
         if self.kernels.startswith("unsloth:"):
             object.__setattr__(self, "kernels", kernels_value(groups))  # one spelling per selection

@@ -67,7 +67,7 @@ Packing = Literal["none", "packed", "padding-free"]
 # Layer kernels (memory/unsloth.py): transformers' modules (hf), or Unsloth's Triton RMSNorm, RoPE and LoRA autograd
 # functions, which save fewer tensors per layer: all of them (unsloth), or some groups (unsloth:qkv,o,mlp,norm,rope),
 # as axolotl's unsloth_lora_qkv / unsloth_lora_o / unsloth_lora_mlp / unsloth_rms_norm / unsloth_rope keys patch
-# them one by one (parse_kernels).
+# them one by one (parse_kernels); or Liger's RMSNorm, SwiGLU and RoPE (liger, memory/liger.py).
 Kernels = str
 # Training stacks: named sets of option defaults, one YAML preset each under presets/stacks/ (io/stacks.py).
 StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtune", "litgpt"]
@@ -125,15 +125,15 @@ PRECISIONS: tuple[PrecisionName, ...] = get_args(PrecisionName)
 OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
 LOSSES: tuple[LossName, ...] = get_args(LossName)
 PACKINGS: tuple[Packing, ...] = get_args(Packing)
-KERNELS: tuple[str, ...] = ("hf", "unsloth")  # the named choices; unsloth:GROUPS selects some groups
+KERNELS: tuple[str, ...] = ("hf", "unsloth", "liger")  # the named choices; unsloth:GROUPS selects some groups
 KERNEL_GROUPS: tuple[str, ...] = ("qkv", "o", "mlp", "norm", "rope")  # Unsloth's kernels, group by group
 
 
 def parse_kernels(value: str) -> tuple[str, ...] | None:
     """The Unsloth kernel groups a --kernels value selects, in KERNEL_GROUPS order: () for hf, all five for unsloth
     (Unsloth's own forward), the listed ones for unsloth:GROUP,GROUP.. (patched one by one, as axolotl's unsloth_*
-    keys do); None when the value is none of these."""
-    if value == "hf":
+    keys do), () for liger (Liger's kernels: memory/liger.py); None when the value is none of these."""
+    if value in ("hf", "liger"):
         return ()
     if value == "unsloth":
         return KERNEL_GROUPS

@@ -63,6 +63,7 @@ class Run:
     unmodelled: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     why_unmodelled: dict[str, str] = field(default_factory=dict)  # key -> what it does to memory
+    liger_layers: bool = False  # Liger's RoPE, RMSNorm and SwiGLU all on (_liger_kernels maps --kernels liger)
 
     def source_doc(self) -> dict[str, Any]:
         """JSON `config_source`: which file, read as what, what was used and what was ignored."""
@@ -116,6 +117,7 @@ def load(path_text: str) -> list[Run]:
         else:
             run = _READERS[kind](data, path)
             run.kind, run.path = kind, str(path)
+            _liger_kernels(run, path)
             runs = [run]
     except _KeyProblem as e:
         raise RunFileError(f"{path}: {e.key}: {e.problem}") from None
@@ -541,13 +543,40 @@ LIGER_LAYER_KEYS = ("liger_rope", "liger_rms_norm", "liger_glu_activation", "lig
 # backward where act_fn(gate) * up also keeps silu's output; ops/rope.py rotates q and k in place).
 LIGER_LAYER_NOTE = ("Liger's RoPE / RMSNorm / SwiGLU / LayerNorm kernels are counted as transformers' modules: they "
                     "save no more (fewer for RMSNorm and SwiGLU), so activations are over-estimated (the safe "
-                    "direction); only Liger's fused linear cross-entropy is modelled (--loss fused-linear).")
+                    "direction); Liger's fused linear cross-entropy is mapped (--loss fused-linear); pass --kernels "
+                    "liger to count its RMSNorm, SwiGLU and RoPE (Llama, Mistral, Qwen2, Qwen3).")
 
 
 def _liger_layers(tool: str, d: dict[str, Any], run: Run, *keys: str) -> None:
-    """Liger's layer kernels turned on by `keys`: mapped, with the over-estimate note."""
-    if any(_flag(tool, d.get(k), k) for k in keys if k in d) and LIGER_LAYER_NOTE not in run.notes:
+    """Liger's layer kernels turned on by `keys`: mapped, with the over-estimate note (_liger_kernels replaces it
+    with --kernels liger where memory/liger.py models the run)."""
+    on = {k for k in keys if k in d and _flag(tool, d.get(k), k)}
+    if on and LIGER_LAYER_NOTE not in run.notes:
         run.notes.append(LIGER_LAYER_NOTE)
+    # TRL / transformers use_liger_kernel and LLaMA-Factory enable_liger_kernel apply rope, rms_norm and swiglu
+    # together (monkey_patch.py _apply_liger_kernel_to_instance defaults); axolotl's keys one by one: all three.
+    run.liger_layers = bool(on) and (len(keys) == 1 or {"liger_rope", "liger_rms_norm", "liger_glu_activation"} <= on)
+
+
+def _liger_kernels(run: Run, path: Path) -> None:
+    """`--kernels liger` for a run file that turns Liger's layer kernels on, where memory/liger.py models the run (a
+    known Llama / Mistral / Qwen2 / Qwen3 model, full / LoRA / QLoRA in 16 bits, ...); otherwise the note stays."""
+    if not run.liger_layers or run.model is None or "kernels" in run.options:
+        return
+    from dataclasses import fields
+
+    from vramcalc.core.memory import liger
+    from vramcalc.core.specs import TrainingSpec
+
+    known = {f.name for f in fields(TrainingSpec)}
+    try:
+        spec, _ = resolve_model(run.model, path.parent)
+        training = TrainingSpec(**{k: v for k, v in run.options.items() if k in known})
+    except (VramcalcError, TypeError, ValueError):
+        return  # the model or the options are checked (and refused) where the run is estimated
+    if liger.why_not(spec, training) is None:
+        run.options["kernels"] = "liger"
+        run.notes.remove(LIGER_LAYER_NOTE)
 
 
 # LLaMA-Factory's on-the-fly quantization methods (extras/constants.py QuantizationMethod): "bnb" is

@@ -90,6 +90,15 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         install(hf, layers, _unsloth_core.groups(training))
         notes.append(f"kernels {training.kernels}: Fast_RMS_Layernorm, LoRA_QKV / LoRA_W / LoRA_MLP, in-place RoPE "
                      "and QLoRA's global dequantization buffer emulated, the selected groups (trace/_unsloth.py)")
+    from vramcalc.core.memory import liger as _liger_core
+
+    _liger_core.check(model, training)
+    if _liger_core.active(model, training):  # Liger's layer kernels emulated (trace/_liger.py)
+        from vramcalc.trace._liger import install as install_liger
+
+        install_liger(hf, layers)
+        notes.append("kernels liger: LigerRMSNormFunction, LigerSiLUMulFunction and LigerRopeFunction emulated "
+                     "(trace/_liger.py)")
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         target.gradient_checkpointing_enable()  # transformers' defaults (use_reentrant=False)

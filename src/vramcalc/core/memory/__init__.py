@@ -28,6 +28,7 @@ from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import jamba as _jamba
+from vramcalc.core.memory import liger as _liger
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
@@ -169,6 +170,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     if _badam.active(training):  # BAdam: one decoder layer trained at a time, the bottom one's peak (memory/badam.py)
         training = _badam.view(model, training)
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
+    _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
@@ -796,6 +798,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     unsloth = _unsloth.active(m, t)
     if unsloth:  # Unsloth's kernels (memory/unsloth.py): its own saved set per layer
         layer_fn = _unsloth.layer_activations
+    liger = _liger.active(m, t)
+    if liger:  # Liger's RMSNorm and SwiGLU in transformers' layer (memory/liger.py)
+        layer_fn = _liger.layer_activations
     layer = layer_fn(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
@@ -810,6 +815,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         hf_norm = sum(x.per_token for x in _activations._norm_terms(
             "final norm", m, c, 4 if recipe.autocast or recipe.compute == "fp32" else c, m.hidden_size, True, False))
         head = _replace(head, saved=head.saved - hf_norm + _unsloth.final_norm_saved(m, recipe))
+    if liger:  # the final norm through LigerRMSNormFunction: its 16-bit input + fp32 rstd, no normalized copy
+        from dataclasses import replace as _replace
+
+        trained_norm = _activations._norm_weight_trained(m, t, "final", head_trainable)
+        hf_norm = sum(x.per_token for x in _activations._norm_terms("final norm", m, c, c, m.hidden_size, True,
+                                                                    trained_norm))
+        head = _replace(head, saved=head.saved - hf_norm + _liger.final_norm_saved(m, recipe))
     # LoRA/QLoRA without checkpointing: the frozen embedding's output needs no gradient, so layer 0 saves
     # nothing before its first adapter (the attention norm's input, and more when the first adapter is
     # later in the block). Checkpointing calls enable_input_require_grads (transformers modeling_utils),
@@ -1055,6 +1067,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                      "keeps one layer's in backward (torchtune OffloadActivations).")
     notes += packing_notes(t)
     notes += _unsloth.notes(m, t)
+    notes += _liger.notes(m, t)
     once_t += _peft_once_t(m, t, c)
     lora_head_t = lora_head_fwd_t = 0
     if t.dora and t.method in ("lora", "qlora"):
