@@ -326,6 +326,13 @@ def test_axolotl_llama_factory_and_trainer_saver_keys(tmp_path) -> None:  # type
     hf.write_text('{"output_dir": "out", "use_liger_kernel": true}')
     run = runfiles.load(str(hf))[0]
     assert run.options["loss"] == "fused-linear" and "use_liger_kernel" not in run.ignored
+    # an SFTConfig (TRL 1.16 trainer/sft_trainer.py): use_liger_kernel forces Liger's fused_linear_cross_entropy off
+    # and TRL patches its own fused LM head: the loss stays the trl stack's, Liger's layer kernels are what remains
+    trl = tmp_path / "sft.json"
+    trl.write_text('{"output_dir": "out", "use_liger_kernel": true, "max_length": 1024, "packing": false}')
+    sft = runfiles.load(str(trl))[0]
+    assert sft.options["stack"] == "trl" and "loss" not in sft.options
+    assert any("Liger's layer kernels only" in n for n in sft.notes)
 
 
 # --- torchao low-bit AdamW --------------------------------------------------------------------------------
