@@ -1403,11 +1403,12 @@ def _trl(d: dict[str, Any], run: Run) -> None:
         run.mapped.append("loss_type")
     elif _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel"):
         # TRL 1.16's SFTTrainer (trainer/sft_trainer.py __init__) applies Liger's layer kernels only: it forces
-        # liger_kernel_config["fused_linear_cross_entropy"] = False and patches its own fused LM head (add_fused_lm_head),
-        # so the loss is the stack's, not Liger's fused linear cross-entropy (which TrainingArguments alone would run)
+        # liger_kernel_config["fused_linear_cross_entropy"] = False and patches its own fused LM head
+        # (add_fused_lm_head), so the loss is the stack's, not Liger's (which TrainingArguments alone would run)
         run.options.pop("loss", None)
-        run.notes.append("use_liger_kernel under TRL's SFTTrainer: Liger's layer kernels only (sft_trainer.py turns "
-                         "its fused linear cross-entropy off for TRL's own fused LM head); the loss is the trl stack's.")
+        run.notes.append("use_liger_kernel under TRL's SFTTrainer: Liger's layer kernels only (sft_trainer.py "
+                         "turns its fused linear cross-entropy off for TRL's own fused LM head); the loss is the trl "
+                         "stack's.")
     _take_flag(HF, d, run, "activation_offloading", "activation_offload")
 
 
