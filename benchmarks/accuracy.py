@@ -669,6 +669,7 @@ def granite_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"granite:granite-4.0-h-micro-2-layers | {label} | b1 s256 | {'gc' if gc else 'no-gc'}",
                       "model": "granite:granite-4.0-h-micro-2-layers", "method": kw["method"],
                       "training": dict(kw, batch_size=1, seq_len=256, grad_checkpointing=gc)})
+    return cases
 
 
 # The vision-language grid (`--grid vlm`, issue 15; 42 cases): LLaVA-1.5 (memory/vision.py) as published, the
