@@ -35,6 +35,7 @@ from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.memory.vision import (
     _SAVED,
     DEFAULT_IMAGE_SIZE,
+    LM_ONLY_LORA,
     _grown,
     _scaled,
     _siglip_layer_saved,
@@ -311,7 +312,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
            "enable_input_require_grads)" if gc else "frozen and run without grad")
         + f"; {mode} ({projector:,} parameters, Idefics3Connector: pixel shuffle by {v.scale_factor}, one Linear); "
         "QLoRA keeps the tower and connector 16-bit (an assumption: the common recipes skip them from quantization); "
-        "LoRA targets resolve in the language model only.",
+        + LM_ONLY_LORA,
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights,

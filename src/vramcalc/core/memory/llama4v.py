@@ -39,7 +39,15 @@ from vramcalc.core.memory.llama4_tiles import (
     wrap_tokens_per_image,
 )
 from vramcalc.core.memory.precision import recipe_of
-from vramcalc.core.memory.vision import _SAVED, DEFAULT_IMAGE_SIZE, _grown, _scaled, _text_model, images_per_sample
+from vramcalc.core.memory.vision import (
+    _SAVED,
+    DEFAULT_IMAGE_SIZE,
+    LM_ONLY_LORA,
+    _grown,
+    _scaled,
+    _text_model,
+    images_per_sample,
+)
 from vramcalc.core.params import projector_params, vision_tower_params
 from vramcalc.core.units import dtype_bytes
 
@@ -200,8 +208,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         + ("frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen; nothing in it requires grad, so it saves nothing")
         + f"; {mode} ({projector:,} parameters, Llama4MultiModalProjector: one Linear); QLoRA keeps the tower and "
-        "projector 16-bit (an assumption: the common recipes skip them from quantization); LoRA targets resolve in "
-        "the language model only.",
+        "projector 16-bit (an assumption: the common recipes skip them from quantization); " + LM_ONLY_LORA,
     )
     # the text model's own note says the image side is counted elsewhere: it is counted here
     text_notes = tuple(x.replace(" the vision tower and projector are not counted here (the -vision presets count "

@@ -220,7 +220,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen, run without grad")
         + f"; {mode} ({projector + newline:,} parameters); QLoRA keeps the tower and projector 16-bit (an "
-        "assumption: LLaVA recipes skip them from quantization); LoRA targets resolve in the language model only.",
+        "assumption: LLaVA recipes skip them from quantization); " + _vision.LM_ONLY_LORA,
         "image side: every tile's tower forward counted at one layer's transients (approximate); the model output "
         "holds the tower's last and feature-layer hidden states and the packed image features until the loss.",
     )

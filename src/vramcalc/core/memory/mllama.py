@@ -433,6 +433,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                     "activations.pixel_values": pixel, "activations.cross_attention_layers": saved_cross,
                     "activations.image_side_saved": vision_out + states + masks,
                     "temporaries.vision_tower_forward": tower_fwd})
+    from vramcalc.core.memory.vision import LM_ONLY_LORA  # (vision.py imports this module)
+
     mode = "full fine-tuning trains the projector and the cross-attention layers' norms and gates" if full else \
         f"--method {training.method} adapts the language model only"
     notes = (
@@ -443,7 +445,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"vision tower ({tower:,} parameters) "
         + ("trained (--train-vision: its gradients, optimizer state and whole saved graph, checkpointing or not: "
            "MllamaVisionEncoderLayer is no GradientCheckpointingLayer)" if trained_tower else "frozen")
-        + f"; {mode}; QLoRA keeps the tower and projector 16-bit.",
+        + f"; {mode}; QLoRA keeps the tower and projector 16-bit; " + LM_ONLY_LORA,
     )
     def temporaries_of(entries: list[_m.RawMoment], keys: tuple[str, ...]) -> int:
         return max((sum(x for (_, comp), x in zip(layout, values, strict=True) if comp == "temporaries")

@@ -56,6 +56,16 @@ QWEN_NAMES = {"qwen2_vl": "a Qwen2-VL model", "qwen2_5_vl": "a Qwen2.5-VL model"
 _SAVED = ("image features (projector saved, pixel_values)", "activations")
 
 
+
+# peft matches target names anywhere in the model (tuners_utils check_target_module_exists: a name suffix or
+# all-linear's every nn.Linear but the output layer): q_proj / v_proj / all-linear also adapt a CLIP / SigLIP /
+# Mllama / Llama 4 tower's Linears (checked on a LlavaForConditionalGeneration toy with peft 0.21: the tower's
+# self_attn.q_proj and v_proj get adapters). These models' estimates count the language model's adapters only.
+LM_ONLY_LORA = ("LoRA targets resolve in the language model only (as a target regex such as "
+                "'.*language_model.*\\.(q_proj|v_proj)' makes them); peft's plain names (q_proj, all-linear) also "
+                "adapt the vision tower's Linears, whose adapters and saved activations are not counted: an "
+                "under-estimate for such a run.")
+
 def is_vision(model: ModelSpec) -> bool:
     return model.vision is not None
 
@@ -920,7 +930,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         + ("trained (--train-vision: its saved activations through the step; the layers above the feature layer "
            "get no gradient)" if training.train_vision else "frozen and run without grad") + f"; {mode} "
         f"({projector:,} parameters, LlavaMultiModalProjector); QLoRA keeps the tower and projector 16-bit "
-        "(LLaVA's llm_int8_skip_modules); LoRA targets resolve in the language model only.",
+        "(LLaVA's llm_int8_skip_modules); " + LM_ONLY_LORA,
         "vision tower forward: one layer's transients counted at its start (approximate; it runs before the "
         "language model and is not the peak of a text sequence of any length).",
     )
@@ -1129,7 +1139,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
            "enable_input_require_grads)" if gc else "frozen and run without grad")
         + f"; {mode} ({projector:,} parameters, Gemma3MultiModalProjector: avg-pool to {per_image} tokens, RMSNorm, "
         "mm_input_projection_weight); QLoRA keeps the tower and projector 16-bit (an assumption: the common "
-        "recipes skip them from quantization); LoRA targets resolve in the language model only.",
+        "recipes skip them from quantization); " + LM_ONLY_LORA,
         "token_type_ids make the image tokens attend to each other both ways: "
         + ("transformers builds 4-D masks (full and sliding layers), so sdpa runs the memory-efficient kernel and "
            "every layer keeps a 16-bit copy of the mask (counted as for a packed batch)."
