@@ -35,7 +35,6 @@ from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.memory.vision import (
     _SAVED,
     DEFAULT_IMAGE_SIZE,
-    LM_ONLY_LORA,
     _grown,
     _scaled,
     _siglip_layer_saved,
@@ -44,6 +43,7 @@ from vramcalc.core.memory.vision import (
     images_per_sample,
 )
 from vramcalc.core.params import projector_params, vision_tower_params
+from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:

@@ -25,6 +25,7 @@ from vramcalc.core.memory import vision as _vision
 from vramcalc.core.memory.anyres import best_resolution, image_shape, image_tokens, tiles, unpadded_grid
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import image_newline_params, projector_params, vision_tower_params
+from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -220,7 +221,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen, run without grad")
         + f"; {mode} ({projector + newline:,} parameters); QLoRA keeps the tower and projector 16-bit (an "
-        "assumption: LLaVA recipes skip them from quantization); " + _vision.LM_ONLY_LORA,
+        "assumption: LLaVA recipes skip them from quantization); " + LM_ONLY_LORA,
         "image side: every tile's tower forward counted at one layer's transients (approximate); the model output "
         "holds the tower's last and feature-layer hidden states and the packed image features until the loss.",
     )

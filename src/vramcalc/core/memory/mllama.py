@@ -36,6 +36,7 @@ from vramcalc.core.params import (
     resolve_targets,
     vision_tower_params,
 )
+from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -433,8 +434,6 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                     "activations.pixel_values": pixel, "activations.cross_attention_layers": saved_cross,
                     "activations.image_side_saved": vision_out + states + masks,
                     "temporaries.vision_tower_forward": tower_fwd})
-    from vramcalc.core.memory.vision import LM_ONLY_LORA  # (vision.py imports this module)
-
     mode = "full fine-tuning trains the projector and the cross-attention layers' norms and gates" if full else \
         f"--method {training.method} adapts the language model only"
     notes = (

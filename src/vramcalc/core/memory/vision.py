@@ -32,6 +32,7 @@ from vramcalc.core.memory import anyres
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import projector_params, qwen_block_params, vision_tower_params
+from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -56,15 +57,6 @@ QWEN_NAMES = {"qwen2_vl": "a Qwen2-VL model", "qwen2_5_vl": "a Qwen2.5-VL model"
 _SAVED = ("image features (projector saved, pixel_values)", "activations")
 
 
-
-# peft matches target names anywhere in the model (tuners_utils check_target_module_exists: a name suffix or
-# all-linear's every nn.Linear but the output layer): q_proj / v_proj / all-linear also adapt a CLIP / SigLIP /
-# Mllama / Llama 4 tower's Linears (checked on a LlavaForConditionalGeneration toy with peft 0.21: the tower's
-# self_attn.q_proj and v_proj get adapters). These models' estimates count the language model's adapters only.
-LM_ONLY_LORA = ("LoRA targets resolve in the language model only (as a target regex such as "
-                "'.*language_model.*\\.(q_proj|v_proj)' makes them); peft's plain names (q_proj, all-linear) also "
-                "adapt the vision tower's Linears, whose adapters and saved activations are not counted: an "
-                "under-estimate for such a run.")
 
 def is_vision(model: ModelSpec) -> bool:
     return model.vision is not None
