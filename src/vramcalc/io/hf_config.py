@@ -919,6 +919,16 @@ def _mamba2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     }
 
 
+def _mamba2_hybrid_shape(d: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """FalconH1Config's and BambaConfig's shared shape defaults (the same in both files): hidden 4096, intermediate
+    14336, 32 layers, 32 heads, 8 KV heads, vocabulary 128000."""
+    for key, default in (("hidden_size", 4096), ("intermediate_size", 14336), ("num_layers", 32),
+                         ("num_attention_heads", 32), ("vocab_size", 128000)):
+        out.setdefault(key, default)
+    if "num_key_value_heads" not in d and out["num_attention_heads"] != 8:
+        out["num_kv_heads"] = 8  # num_key_value_heads 8 in both configs
+
+
 def _falcon_h1(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # configuration_falcon_h1.py FalconH1Config: defaults hidden 4096, intermediate 14336, 32 layers, 32 heads, 8 KV
     # heads, vocab 128000, untied; mamba_d_ssm 1024 (None: mamba_expand (2) x hidden_size), mamba_n_heads 128,
@@ -927,11 +937,7 @@ def _falcon_h1(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # false, attention_bias and mlp_bias false. FalconH1Attention's head_dim is config.head_dim when the file has
     # one (getattr), else hidden / heads. The muP multipliers scale tensors without adding weights.
     out = _common(d, source, tie_default=False)
-    for key, default in (("hidden_size", 4096), ("intermediate_size", 14336), ("num_layers", 32),
-                         ("num_attention_heads", 32), ("vocab_size", 128000)):
-        out.setdefault(key, default)
-    if "num_key_value_heads" not in d and out["num_attention_heads"] != 8:
-        out["num_kv_heads"] = 8  # FalconH1Config num_key_value_heads 8
+    _mamba2_hybrid_shape(d, out)
     out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
     out["mlp_bias"] = bool(d.get("mlp_bias", False))
     hidden = int(out["hidden_size"])
@@ -1007,11 +1013,7 @@ def _bamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # z_loss_coefficient 0. BambaMixer's width is mamba_expand x hidden (no mamba_d_ssm); its gated norm
     # (BambaRMSNormGated) is always there; out_proj's bias is mamba_proj_bias (modeling_bamba.py BambaMixer).
     out = _common(d, source, tie_default=False)
-    for key, default in (("hidden_size", 4096), ("intermediate_size", 14336), ("num_layers", 32),
-                         ("num_attention_heads", 32), ("vocab_size", 128000)):
-        out.setdefault(key, default)
-    if "num_key_value_heads" not in d and out["num_attention_heads"] != 8:
-        out["num_kv_heads"] = 8  # BambaConfig num_key_value_heads 8
+    _mamba2_hybrid_shape(d, out)
     if "head_dim" in d:  # BambaAttention: getattr(config, "head_dim", hidden // heads); BambaConfig has no such field
         raise PresetFileError(source, ["head_dim: BambaConfig has no head_dim field (attention uses hidden_size / "
                                        "num_attention_heads); drop the key"])
