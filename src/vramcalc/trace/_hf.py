@@ -246,5 +246,6 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
     elif model.vision is not None and not training.train_vision:  # the tower frozen, as LLaVA-1.5's recipe
         for p in hf.model.vision_tower.parameters():
             p.requires_grad_(False)
-        notes.append(f"{model_type}: vision tower frozen; LoRA targets the language model only")
+        notes.append(f"{model_type}: vision tower frozen; LoRA targets matched by peft over the whole model "
+                     "(q_proj, v_proj, all-linear: the CLIP tower's and the projector's Linears too)")
     return hf, notes

@@ -403,7 +403,7 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         elif model.vision is not None:
             from vramcalc.trace._vision import llava_emulation
 
-            vision = llava_emulation(fused_no_graph=model.vision.kind == "siglip")
+            vision = llava_emulation(fused_no_graph=True)  # the frozen tower's sdpa as CUDA runs it (trace/_cuda.py)
         with vision:
             result = trace_module_step(module, make_inputs, loss_fn, optimizer_factory,
                                        grad_accum=training.grad_accum, autocast=autocast, fake_mode=fake_mode,

@@ -176,6 +176,8 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
         # Idefics3 and Llama 4: the processor cuts any size into tiles
         raise SpecError("image_size", f"{model.name}'s CLIP tower takes {v.image_size} px images only (its learned "
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
+    if is_clip_lora(model) and training.method in ("lora", "qlora"):
+        _check_clip_lora(model, training)
     if training.train_vision and training.method != "full":
         raise UnsupportedCombination(f"--train-vision trains {model.name}'s whole tower, which --method "
                                      f"{training.method} does not (LoRA on the tower is not modelled): use --method "
@@ -219,6 +221,8 @@ def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, Train
         out = replace(out, packing="packed")
     if model.vision.is_qwen and training.method in ("lora", "qlora"):  # the image side's targets taken out
         out = replace(out, lora_targets=qwen_lora_targets(model, training.lora_targets)[2])
+    if is_clip_lora(model) and training.method in ("lora", "qlora"):  # LLaVA: the same (clip_lora_targets)
+        out = replace(out, lora_targets=clip_lora_targets(model, training.lora_targets)[2])
     return _text_model(model), out
 
 
@@ -241,7 +245,7 @@ def _tower_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int,
     logsumexp per head and row, eager its fp32 softmax and the 16-bit probabilities instead of the output. With
     checkpointing each of those layers keeps only its input (CLIPEncoderLayer is a GradientCheckpointingLayer).
     """
-    h, i, heads = v.hidden_size, v.intermediate_size, v.num_attention_heads
+    h = v.hidden_size
     n = used_layers(v)
     pre = rows * h * a_bytes + 2 * 4 * rows
     if unreached:  # the layers above the feature layer: their graph lives until the forward returns
@@ -250,12 +254,26 @@ def _tower_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int,
         n, pre = 1, 0
     if training.grad_checkpointing:
         return tiles * (pre + n * rows * h * a_bytes)
+    return tiles * (pre + n * sum(_clip_layer_sections(v, training, rows, a_bytes).values()))
+
+
+def _clip_layer_sections(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int) -> dict[str, int]:
+    """One CLIPEncoderLayer's saved tensors when its input needs a gradient, in the order they are saved
+    (models/clip/modeling_clip.py CLIPEncoderLayer, CLIPAttention, CLIPMLP): layer_norm1's input and fp32 mean and
+    rstd per row ("ln1"); q/k/v_proj's shared input, layer_norm1's output ("qkv"), saved only by trained (or
+    adapted) Linears, a frozen Linear's input gradient needing its weight only; the attention ("attn": sdpa's q, k,
+    v, output and fp32 logsumexp per head and row; eager's q, k, v, its fp32 softmax and the 16-bit probabilities
+    per head); out_proj's input, the attention output made contiguous ("out_proj"); layer_norm2's input and stats
+    ("ln2"); fc1's input, layer_norm2's output ("fc1"); quick_gelu (x * sigmoid(1.702 x)) its input and the sigmoid,
+    intermediate wide ("gelu"); fc2's input, quick_gelu's output ("fc2")."""
+    h, i, heads = v.hidden_size, v.intermediate_size, v.num_attention_heads
     if training.attention == "eager":
-        attention = 4 * rows * h * a_bytes + heads * rows * rows * (4 + a_bytes)
+        attention = 3 * rows * h * a_bytes + heads * rows * rows * (4 + a_bytes)
     else:
-        attention = 5 * rows * h * a_bytes + heads * rows * 4
-    layer = 4 * rows * h * a_bytes + attention + 3 * rows * i * a_bytes + 2 * 2 * 4 * rows
-    return tiles * (pre + n * layer)
+        attention = 4 * rows * h * a_bytes + heads * rows * 4
+    width = rows * h * a_bytes
+    return {"ln1": width + 2 * 4 * rows, "qkv": width, "attn": attention, "out_proj": width,
+            "ln2": width + 2 * 4 * rows, "fc1": width, "gelu": 2 * rows * i * a_bytes, "fc2": rows * i * a_bytes}
 
 
 def unreached_params(v: VisionSpec) -> int:
@@ -264,6 +282,203 @@ def unreached_params(v: VisionSpec) -> int:
     (modeling_clip.py CLIPEncoderLayer, CLIPVisionTransformer), so AdamW keeps no state for them either."""
     vh, vi = v.hidden_size, v.intermediate_size
     return (v.num_layers - used_layers(v)) * (4 * (vh * vh + vh) + 4 * vh + 2 * vh * vi + vi + vh) + 2 * vh
+
+
+# LoRA on LLaVA-1.5 / LLaVA-NeXT (issue 15): peft matches target names over the whole model (tuners_utils.py
+# check_target_module_exists: the module's name or a dotted suffix of it; all-linear, _maybe_include_all_linear_layers:
+# every nn.Linear but the output embedding), so q_proj / k_proj / v_proj adapt the CLIP tower's self_attn Linears
+# as well as the language model's (checked with peft 0.21 on the meta model: tests/test_clip_lora.py), out_proj,
+# fc1 and fc2 name the tower's only, linear_1 and linear_2 LlavaMultiModalProjector's; the patch Conv2d is no
+# Linear (all-linear skips it).
+CLIP_TOWER_LINEARS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+CLIP_PROJECTOR_LINEARS = ("linear_1", "linear_2")
+_CLIP_TOWER_ONLY = {"out_proj": "out_proj", "self_attn.out_proj": "out_proj", "fc1": "fc1", "mlp.fc1": "fc1",
+                    "fc2": "fc2", "mlp.fc2": "fc2"}
+_CLIP_PROJECTOR = {"linear_1": "linear_1", "multi_modal_projector.linear_1": "linear_1", "linear_2": "linear_2",
+                   "multi_modal_projector.linear_2": "linear_2"}
+_CLIP_SHARED = ("q_proj", "k_proj", "v_proj")  # CLIPAttention's and LlamaAttention's / MistralAttention's names
+
+
+def is_clip_lora(model: ModelSpec) -> bool:
+    """A LLaVA-1.5 or LLaVA-NeXT model: its CLIP tower and projector take LoRA targets (clip_lora_targets)."""
+    return model.vision is not None and model.vision.kind in ("clip", "llava_next")
+
+
+def clip_lora_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...],
+                                                                           tuple[str, ...]]:
+    """What peft's target matching adapts on a LLaVA-1.5 / LLaVA-NeXT model: (the tower layers' Linears, the
+    projector's, the targets left for the language model). `auto` is the language model's default (q_proj, v_proj:
+    params.py default_targets), which names the tower's q_proj and v_proj too."""
+    from vramcalc.core.params import default_targets
+
+    tower: set[str] = set()
+    projector: set[str] = set()
+    text: list[str] = []
+    for raw in targets:
+        t = raw.strip().lower()
+        if t == "all-linear":
+            tower |= set(CLIP_TOWER_LINEARS)
+            projector |= set(CLIP_PROJECTOR_LINEARS)
+            text.append(raw.strip())
+        elif t in _CLIP_TOWER_ONLY:
+            tower.add(_CLIP_TOWER_ONLY[t])
+        elif t in _CLIP_PROJECTOR:
+            projector.add(_CLIP_PROJECTOR[t])
+        else:
+            names = default_targets(_text_model(model)) if t == "auto" else (t,)
+            tower |= {n for n in names if n in _CLIP_SHARED}
+            text.append(raw.strip())
+    return (tuple(n for n in CLIP_TOWER_LINEARS if n in tower),
+            tuple(n for n in CLIP_PROJECTOR_LINEARS if n in projector), tuple(text))
+
+
+def _clip_lora_in_out(v: VisionSpec, module: str, text_width: int) -> tuple[int, int]:
+    """(in, out) features of a CLIP layer's or LlavaMultiModalProjector's Linear (linear_1: tower width -> text
+    width, linear_2: text -> text)."""
+    h, i = v.hidden_size, v.intermediate_size
+    return {"q_proj": (h, h), "k_proj": (h, h), "v_proj": (h, h), "out_proj": (h, h), "fc1": (h, i), "fc2": (i, h),
+            "linear_1": (h, text_width), "linear_2": (text_width, text_width)}[module]
+
+
+def clip_image_adapters(model: ModelSpec, training: TrainingSpec) -> tuple[int, int, int]:
+    """LoRA / QLoRA parameters on a LLaVA model's image side, rank x (in + out) each (lora_A and lora_B, no
+    bias): (all of them, those that get a gradient, one tower layer's). Every tower layer is adapted, but the
+    layers above vision_feature_layer feed no loss (used_layers), so their adapters get no gradient and AdamW no
+    state."""
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    if training.method not in ("lora", "qlora"):
+        return 0, 0, 0
+    tower, projector, _ = clip_lora_targets(model, training.lora_targets)
+    r, th = training.lora_rank, model.hidden_size
+    layer = sum(r * sum(_clip_lora_in_out(v, m, th)) for m in tower)
+    proj = sum(r * sum(_clip_lora_in_out(v, m, th)) for m in projector)
+    return v.num_layers * layer + proj, used_layers(v) * layer + proj, layer
+
+
+def clip_lora_forward_peak(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int,
+                           modules: tuple[str, ...], text_width: int, recomputed: bool = False) -> int:
+    """An adapted CLIP Linear's forward at its peak, the largest over `modules` (peft tuners/lora/layer.py
+    Linear.forward, measured with the tracer at `result + lora_B(...) * scaling`): the input's copy in the
+    adapter dtype (when it differs), the base output (compute dtype), lora_B's scaled output and the sum (adapter
+    dtype), beside the layer's live tensors: its input and layer_norm1's output (q/k/v_proj, and the
+    projections made before), its input and the attention output (out_proj), its input, the post-attention
+    residual and layer_norm2's output (fc1), or those and quick_gelu's output (fc2). `recomputed`: in a
+    checkpointed layer's recomputation, the largest over `modules` of what the layer has saved before the adapted
+    Linear (clip_lora_layer_saved `upto`; its input is the kept one) and the live tensors it has not saved:
+    layer_norm1's output and the projections made before (q/k/v_proj), layer_norm2's output (fc1), quick_gelu's
+    output (fc2) (measured with the tracer: a recomputed fc1's adapter was the step's peak)."""
+    h, i = v.hidden_size, v.intermediate_size
+    ad = dtype_bytes(training.adapter_dtype)
+    context = {"q_proj": 2 * h, "k_proj": 3 * h, "v_proj": 4 * h, "out_proj": 2 * h, "fc1": 3 * h,
+               "fc2": 3 * h + i}
+    if recomputed:
+        context = {"q_proj": h, "k_proj": 2 * h, "v_proj": 3 * h, "out_proj": 0, "fc1": h, "fc2": i}
+    peak = 0
+    for mod in modules:
+        width, out = _clip_lora_in_out(v, mod, text_width)
+        before = clip_lora_layer_saved(v, training, rows, a_bytes, modules, text_width, upto=mod) \
+            - rows * h * a_bytes if recomputed else 0
+        peak = max(peak, before + rows * (context[mod] * a_bytes + (ad * width if ad != a_bytes else 0)
+                                          + out * (a_bytes + 2 * ad)))
+    return peak
+
+
+def clip_lora_backward_peak(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int,
+                            modules: tuple[str, ...]) -> int:
+    """A CLIP layer's backward at its peak beyond its saved set: quick_gelu's backward mul (the gradient flowing
+    in, width, and three intermediate-wide ones; memory/llava_next.py), by which an adapted fc2's backward has
+    freed what its adapter saved (_clip_lora_saved), or that fc2's backward first (measured with the tracer at
+    lora_A's input-gradient mm: that gradient, intermediate wide in the adapter dtype, beside the incoming
+    gradient and its copy through the adapter, width)."""
+    h, i = v.hidden_size, v.intermediate_size
+    at_mul = rows * (h + 3 * i) * a_bytes
+    if "fc2" in modules:
+        fc2_saved = _clip_lora_saved(("fc2",), v, training, rows, 0, a_bytes)["fc2"]
+        fresh = dtype_bytes(training.adapter_dtype) != a_bytes or training.lora_dropout > 0
+        fc2_saved += 0 if fresh else rows * i * a_bytes
+        return max(at_mul - fc2_saved, rows * (i * dtype_bytes(training.adapter_dtype) + 2 * h * a_bytes))
+    return at_mul
+
+
+def _clip_lora_saved(modules: tuple[str, ...], v: VisionSpec, training: TrainingSpec, rows: int, text_width: int,
+                     c: int) -> dict[str, int]:
+    """What peft's LoRA layers save per adapted Linear, by the section of _clip_layer_sections their input is
+    (tuners/lora/layer.py Linear.forward: `result + lora_B(lora_A(dropout(x))) * scaling`, x cast to the adapter
+    dtype first by _cast_input_dtype): lora_B saves lora_A's output (rows x rank, adapter dtype); lora_A its input:
+    a fresh copy per adapter when the adapter dtype is not the compute dtype or dropout runs (+ its 1-byte mask),
+    else the module's own input, once for q/k/v_proj's shared one (the section's own bytes, counted by the
+    caller)."""
+    ad, rank = dtype_bytes(training.adapter_dtype), training.lora_rank
+    fresh = ad != c or training.lora_dropout > 0
+    out: dict[str, int] = {}
+    for mod in modules:
+        width = _clip_lora_in_out(v, mod, text_width)[0]
+        key = "qkv" if mod in _CLIP_SHARED else mod
+        extra = rows * ad * rank
+        if fresh:
+            extra += rows * (ad * width + (width if training.lora_dropout > 0 else 0))
+        out[key] = out.get(key, 0) + extra
+    return out
+
+
+def clip_lora_layer_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int, modules: tuple[str, ...],
+                          text_width: int, bottom: bool = False, upto: str | None = None) -> int:
+    """A frozen CLIPEncoderLayer's saved tensors with LoRA on `modules` (its input needing a gradient): the
+    sections of _clip_layer_sections, a frozen Linear's input left out, and the adapters' (_clip_lora_saved).
+    `bottom`: the tower's first layer without checkpointing, whose input (the embeddings) needs no gradient, so
+    nothing before its first adapted Linear is saved: layer_norm1's input always, the attention without a q/k/v
+    adapter, layer_norm2's input without one up to out_proj, quick_gelu's without one up to fc1. `upto`: what the
+    layer has saved when that adapted Linear runs (the sections before its input's)."""
+    sections = _clip_layer_sections(v, training, rows, a_bytes)
+    lora = _clip_lora_saved(modules, v, training, rows, text_width, a_bytes)
+    fresh = dtype_bytes(training.adapter_dtype) != a_bytes or training.lora_dropout > 0
+    total = 0
+    graph = not bottom
+    for name, size in sections.items():
+        if upto is not None and name == ("qkv" if upto in _CLIP_SHARED else upto):
+            break
+        if name in ("qkv", "out_proj", "fc1", "fc2"):  # a Linear's input: saved by its adapter only
+            if name in lora:
+                graph = True
+                # (sdpa's flash output is a transposed view, so out_proj's input is the output sdpa saved:
+                # memory/llava_next.py; eager's transpose makes a copy)
+                shared = name == "out_proj" and training.attention != "eager"
+                total += lora[name] + (0 if fresh or shared else size)
+        elif graph:
+            total += size
+    return total
+
+
+def clip_lora_phrase(lora_tower: tuple[str, ...], lora_projector: tuple[str, ...], adapters: int) -> str:
+    """The notes' words for what LoRA adapts on a LLaVA model's image side."""
+    if not adapters:
+        return " only (projector frozen; no target reaches the tower or the projector)"
+    where = ([f"every tower layer's {', '.join(lora_tower)}"] if lora_tower else []) \
+        + ([f"the projector's {' and '.join(lora_projector)}"] if lora_projector else [])
+    return (f" and, as peft's target matching finds them (q_proj / v_proj and all-linear reach the tower), "
+            f"{' and '.join(where)} ({adapters:,} adapter parameters, the frozen weights kept; the layers above "
+            "vision_feature_layer get no gradient)")
+
+
+def lm_input_grad_saved(text_model: ModelSpec, text_training: TrainingSpec) -> int:
+    """What the language model's bottom layer saves beyond the text estimate when its input needs a gradient that
+    the text run's does not: LoRA without checkpointing counts layer 0 as the frozen embedding's (nothing saved
+    below its first adapter: memory/__init__.py lora_bottom, activations.py input_grad), but image features with
+    a graph behind them (adapters in the tower or the projector) make masked_scatter's inputs_embeds need one, so
+    layer 0 saves as every layer does (measured with the tracer: its RMSNorm's fp32 copy of the input and the
+    input itself, a LoRA toy)."""
+    from vramcalc.core.memory.activations import layer_activations
+
+    if text_training.grad_checkpointing or text_training.method not in ("lora", "qlora"):
+        return 0
+    recipe = recipe_of(text_training)
+    top = layer_activations(text_model, text_training, recipe, trainable_weights=False)
+    bottom = layer_activations(text_model, text_training, recipe, trainable_weights=False, input_grad=False)
+    tokens = text_training.batch_size * text_training.seq_len
+    per_token = sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms)
+    per_token_seq = sum(x.per_token_seq for x in top.terms) - sum(x.per_token_seq for x in bottom.terms)
+    return tokens * per_token + tokens * text_training.seq_len * per_token_seq
 
 
 def _scaled(value: int, trainable: int, extra: int) -> int:
@@ -275,6 +490,22 @@ def _grown(layout: _m.Layout, values: tuple[int, ...], trainable: int, extra: in
     """A text-model moment's values with its gradients grown by `extra` trainable parameters (_scaled)."""
     return tuple(_scaled(x, trainable, extra) if comp == "gradients" else x
                  for (_, comp), x in zip(layout, values, strict=True))
+
+
+def _check_clip_lora(model: ModelSpec, training: TrainingSpec) -> None:
+    """LoRA targets on a LLaVA-1.5 / LLaVA-NeXT model the arithmetic does not cover, refused in one line."""
+    tower, projector, text = clip_lora_targets(model, training.lora_targets)
+    if not text:
+        raise UnsupportedCombination(f"--lora-targets {','.join(training.lora_targets)} adapts only the image "
+                                     f"side of {model.name}; a run without adapters in the language model is not "
+                                     "modelled: add a language-model target (e.g. q_proj,v_proj)")
+    if (tower or projector) and recipe_of(training).autocast:
+        # (traced: a LoRA toy under amp-bf16 with q_proj, v_proj in the tower was 22 % over this arithmetic's
+        # bf16 sets: fp32 weights cast per op, fp32 residual stream)
+        raise UnsupportedCombination(f"LoRA on {model.name}'s CLIP tower or projector under autocast (--precision "
+                                     f"{training.precision}) is not modelled: use --precision bf16, or keep the "
+                                     "targets in the language model (o_proj, gate_proj, up_proj, down_proj name "
+                                     "its modules only; q_proj, v_proj and all-linear reach the tower)")
 
 
 def _check_qwen(model: ModelSpec, training: TrainingSpec) -> None:
@@ -848,11 +1079,40 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         saved_projector = n_img * (rows * vh + 2 * per_image * th) * a_bytes
         saved += saved_projector
     tokens = training.batch_size * total_tokens(model, training)
-    if trained_projector or training.grad_checkpointing:
+    gc = training.grad_checkpointing
+    # LoRA / QLoRA: the tower's and projector's Linears peft adapts (clip_lora_targets: q_proj, v_proj and
+    # all-linear reach the tower), their parameters in --adapter-dtype
+    lora_tower, lora_projector = clip_lora_targets(model, training.lora_targets)[:2] \
+        if training.method in ("lora", "qlora") else ((), ())
+    adapters, adapters_grad, layer_adapters = clip_image_adapters(model, training)
+    image_graph = bool(lora_tower or lora_projector)
+    if trained_projector or gc or image_graph:
         saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
     if training.train_vision:
         saved += n_img * _tower_saved(v, training, rows, a_bytes) + pixel  # the patch Conv2d keeps pixel_values
     forward_only = n_img * _tower_saved(v, training, rows, a_bytes, unreached=True) if training.train_vision else 0
+    lora_layer = clip_lora_layer_saved(v, training, rows, a_bytes, lora_tower, th) if lora_tower else 0
+    lora_free = lora_layer - clip_lora_layer_saved(v, training, rows, a_bytes, lora_tower, th, bottom=True)
+    tower_lora = 0
+    if lora_tower and not gc:
+        # LoRA on the tower without checkpointing: every layer the projector reads saves its set (the frozen
+        # Linears' inputs left out, the adapters' in: clip_lora_layer_saved), the bottom layer nothing below its
+        # first adapter (its input, the embeddings, needs no gradient); the layers above the feature layer run and
+        # their graph lives as long as the forward (forward_only, as a trained tower's)
+        tower_lora = n_img * (used_layers(v) * lora_layer - lora_free)
+        saved += tower_lora
+        forward_only += n_img * (v.num_layers - used_layers(v)) * lora_layer
+    if image_graph and not gc:
+        # the projector run with grad (a graph in the tower, or adapters of its own): GELU saves its input (image
+        # tokens x text width) when linear_1's output needs a gradient; an adapted linear_1 / linear_2 saves what
+        # _clip_lora_saved says (linear_1 not in a fresh copy: its input, a view of the whole hidden state, as a
+        # trained linear_1's)
+        lora_p = _clip_lora_saved(lora_projector, v, training, per_image, th, a_bytes)
+        fresh = dtype_bytes(training.adapter_dtype) != a_bytes or training.lora_dropout > 0
+        gelu_in = per_image * th * a_bytes if (lora_tower or "linear_1" in lora_projector) else 0
+        inputs = {"linear_1": rows * vh * a_bytes, "linear_2": per_image * th * a_bytes}
+        saved += n_img * (gelu_in + sum(lora_p.values())
+                          + (0 if fresh else sum(inputs[m] for m in lora_projector)))
     if not trained_projector and training.grad_checkpointing:
         # LoRA / QLoRA with checkpointing: enable_input_require_grads (modeling_utils.py) hooks the input
         # embeddings of every PreTrainedModel inside, the CLIP tower's patch Conv2d too, so the tower runs with
@@ -872,11 +1132,31 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     scores = heads * rows * rows * (a_bytes + 4) if training.attention == "eager" else 0
     layer_t = n_img * (rows * (7 * vh + 3 * v.intermediate_size) * a_bytes + scores)
     tower_moment = tokens * th * a_bytes + pixel + layer_t
+    if lora_tower:
+        # the tower's forward with a graph: the saved sets (with checkpointing the kept inputs: tower_kept) of
+        # the layers run so far pile up, all but the last layer's, beside its transients or an adapted Linear's
+        tower_moment += n_img * ((v.num_layers - 1) * lora_layer - lora_free) if not gc else \
+            n_img * (v.num_layers + 1) * rows * vh * a_bytes
+        tower_moment = max(tower_moment, tower_moment - layer_t + n_img * clip_lora_forward_peak(
+            v, training, rows, a_bytes, lora_tower, th))
+        if training.attention == "eager":
+            # the eager attention with a graph: q, k, v and the output's contiguous copy beside the scores (measured
+            # with the tracer: four width-wide tensors over the frozen layer's moment)
+            tower_moment += n_img * 4 * rows * vh * a_bytes
+    # LoRA / QLoRA: the model output's image_outputs (LlavaModel.forward returns them) hold until the loss the
+    # tower's last_hidden_state, the feature-layer hidden state (with adapters in the tower also the input the
+    # first layer above saves: counted there) and pooler_output, the projected image features (measured with
+    # the tracer at nll_loss_forward)
+    held = 0
+    if training.method in ("lora", "qlora") and not gc:
+        above = v.num_layers > used_layers(v)
+        held = n_img * ((1 if tower_lora and above else 2 if above else 1) * rows * vh + per_image * th) * a_bytes
+    lm_input = lm_input_grad_saved(text_model, text_training) if image_graph else 0
     trainable_text = b.trainable_parameters
-    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
+    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0) + adapters
     # a trained tower's layers above the feature layer and its post_layernorm get no gradient (their output never
-    # reaches the loss), so AdamW keeps no state for them
-    unreached = unreached_params(v) if training.train_vision else 0
+    # reaches the loss), so AdamW keeps no state for them; nor do those layers' adapters (clip_image_adapters)
+    unreached = (unreached_params(v) if training.train_vision else 0) + adapters - adapters_grad
     with_grad = extra_trainable - unreached
 
     raw: list[_m.RawMoment] = []
@@ -886,23 +1166,56 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     for key, layout, values in b.moments:
         values = _grown(layout, values, trainable_text, with_grad)
         if key.startswith("forward."):
-            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + forward_only)))
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + forward_only + held
+                                                 + lm_input)))
         elif key == "backward.bottom":
             # a trained projector's backward runs after the text model's bottom layer and before the embedding's
             # (its nodes are newer than the embedding's): its saved tensors are gone at the bottom moment, which
             # the embedding's backward makes the peak; the tower's run last
-            raw.append((key, (*layout, _SAVED), (*values, tower_kept)))
+            raw.append((key, (*layout, _SAVED), (*values, tower_kept + tower_lora + lm_input)))
         elif key.startswith("backward.") and key != "backward.end":
-            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + lm_input)))
         else:
             raw.append((key, layout, values))
+    if lora_tower:
+        # LoRA on the tower: its backward runs after the language model's and the projector's (its nodes are the
+        # oldest but the text embedding's), one layer at a time from the feature layer down
+        # (clip_lora_backward_peak). At its top the saved sets are whole (with checkpointing every layer's kept
+        # input and the top layer recomputed with its adapters, layer_norm1's input being the kept one) and no
+        # tower adapter has its gradient yet; at its bottom every gradient exists, beside the bottom layer's set
+        # (with checkpointing: its kept input, the hooked leaves and the recomputed layer)
+        recomputed = n_img * (lora_layer - rows * vh * a_bytes) if gc else 0
+        transient = n_img * clip_lora_backward_peak(v, training, rows, a_bytes, lora_tower)
+        tower_grads = used_layers(v) * layer_adapters
+        top = (_scaled(b.gradients, trainable_text, with_grad - tower_grads), tower_kept + tower_lora + recomputed,
+               transient)
+        above = n_img * (used_layers(v) - 1) * rows * vh * a_bytes if gc else tower_lora - n_img * (lora_layer
+                                                                                                    - lora_free)
+        bottom = (_scaled(b.gradients, trainable_text, with_grad), tower_kept + tower_lora + recomputed - above,
+                  transient)
+        worst = max(top, bottom, key=sum)
+        if gc:  # the top layer's recomputation, at an adapted Linear's forward (clip_lora_forward_peak)
+            # (beside the gradient flowing into the layer, width)
+            worst = max(worst, (top[0], tower_kept, n_img * (clip_lora_forward_peak(
+                v, training, rows, a_bytes, lora_tower, th, recomputed=True) + rows * vh * a_bytes)), key=sum)
+            if training.attention == "eager":
+                # the recomputed layer's eager softmax backward (clip eager_attention_forward; measured with the
+                # tracer at _softmax_backward_data): its saved set up to the attention, the 16-bit probabilities
+                # freed by matmul's backward, beside the probabilities' fp32 gradient and the fp32 result per head,
+                # and two width-wide gradients (as memory/vision.py's Qwen-VL eager backward)
+                heads = v.num_attention_heads
+                attn = clip_lora_layer_saved(v, training, rows, a_bytes, lora_tower, th, upto="out_proj") \
+                    - rows * vh * a_bytes - heads * rows * rows * a_bytes
+                worst = max(worst, (top[0], tower_kept, n_img * (attn + heads * rows * rows * 8
+                                                                 + 2 * rows * vh * a_bytes)), key=sum)
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, worst))
     if training.train_vision:
         # a trained tower's backward runs after the projector's and before the text embedding's (the oldest
         # nodes): every gradient but the tower's exists, and the tower's saved set is whole
         tower_train = saved - saved_projector
         text_grads = _scaled(b.gradients, trainable_text, projector)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION, (text_grads, tower_train)))
-    weights = b.weights + (tower + projector) * w_bytes
+    weights = b.weights + (tower + projector) * w_bytes + adapters * dtype_bytes(training.adapter_dtype)
     states = _scaled(b.optimizer_state, trainable_text, with_grad)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
@@ -911,8 +1224,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "temporaries.vision_tower_forward": tower_moment})
+    if adapters:
+        details["weights.image_adapters"] = adapters * dtype_bytes(training.adapter_dtype)
     mode = "full fine-tuning trains the projector" if trained_projector else \
-        f"--method {training.method} adapts the language model only (projector frozen)"
+        f"--method {training.method} adapts the language model" + clip_lora_phrase(lora_tower, lora_projector,
+                                                                                  adapters)
     notes = (
         f"vision-language model: {images_per_sample(training)} image(s) per sample x {per_image} image tokens "
         f"(({v.image_size} / {v.patch_size})^2 patches, class token dropped) are added to the {training.seq_len:,} "
@@ -922,13 +1238,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         + ("trained (--train-vision: its saved activations through the step; the layers above the feature layer "
            "get no gradient)" if training.train_vision else "frozen and run without grad") + f"; {mode} "
         f"({projector:,} parameters, LlavaMultiModalProjector); QLoRA keeps the tower and projector 16-bit "
-        "(LLaVA's llm_int8_skip_modules); " + LM_ONLY_LORA,
+        "(LLaVA's llm_int8_skip_modules).",
         "vision tower forward: one layer's transients counted at its start (approximate; it runs before the "
         "language model and is not the peak of a text sequence of any length).",
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights, gradients=grad_all,
-                  optimizer_state=states, activations=b.activations + saved + tower_kept + pixel,
+                  optimizer_state=states, activations=b.activations + saved + tower_kept + pixel + held + lm_input,
                   temporaries=max(b.temporaries, tower_moment), phases=phases,
                   details=details, notes=b.notes + notes, moments=tuple(raw),
                   active_parameters=b.active_parameters + tower + projector)
