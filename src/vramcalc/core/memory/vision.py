@@ -461,6 +461,67 @@ def clip_lora_phrase(lora_tower: tuple[str, ...], lora_projector: tuple[str, ...
             "vision_feature_layer get no gradient)")
 
 
+def clip_lora_forward_moment(v: VisionSpec, training: TrainingSpec, rows: int, units: int, a_bytes: int,
+                             text_width: int, modules: tuple[str, ...], frozen_moment: int, layer_t: int) -> int:
+    """The tower's forward moment with a graph in it (LoRA on `modules`, or a frozen tower hooked by checkpointing),
+    over `units` images (LLaVA-NeXT: tiles) of `rows` rows: the frozen tower's moment (`frozen_moment`, `layer_t`
+    its layer's transients) with the saved sets of the layers run so far piled up (with checkpointing their kept
+    inputs, the hooked leaves too), all but the last layer's, beside its transients or an adapted Linear's
+    (clip_lora_forward_peak)."""
+    gc = training.grad_checkpointing
+    h = v.hidden_size
+    if gc:
+        piled = units * (v.num_layers + 1) * rows * h * a_bytes
+    else:
+        layer = clip_lora_layer_saved(v, training, rows, a_bytes, modules, text_width)
+        free = layer - clip_lora_layer_saved(v, training, rows, a_bytes, modules, text_width, bottom=True)
+        piled = units * ((v.num_layers - 1) * layer - free)
+    moment = frozen_moment + piled
+    moment = max(moment, moment - layer_t + units * clip_lora_forward_peak(v, training, rows, a_bytes, modules,
+                                                                           text_width))
+    if training.attention == "eager":
+        # the eager attention with a graph: q, k, v and the output's contiguous copy beside the scores (measured
+        # with the tracer: four width-wide tensors over the frozen layer's moment)
+        moment += units * 4 * rows * h * a_bytes
+    return moment
+
+
+def clip_lora_backward_moment(v: VisionSpec, training: TrainingSpec, rows: int, units: int, a_bytes: int,
+                              text_width: int, modules: tuple[str, ...], tower_kept: int, tower_saved: int,
+                              grads: tuple[int, int]) -> tuple[int, int, int]:
+    """The tower's backward with LoRA on `modules` (or a frozen tower hooked by checkpointing), as
+    (gradients, kept / saved, temporaries) at its worst point: it runs after the language model's and the
+    projector's (its nodes are the oldest but the text embedding's), one layer at a time from the feature layer
+    down (clip_lora_backward_peak). At its top the saved sets are whole (`tower_saved` without checkpointing;
+    with it every layer's kept input, `tower_kept`, and the top layer recomputed with its adapters, layer_norm1's
+    input being the kept one) and no tower adapter has its gradient yet (`grads[0]`); at its bottom every
+    gradient exists (`grads[1]`) beside the bottom layer's set. With checkpointing the top layer's recomputation
+    at an adapted Linear's forward, and under eager its softmax backward, can be the worst."""
+    gc, h = training.grad_checkpointing, v.hidden_size
+    layer = clip_lora_layer_saved(v, training, rows, a_bytes, modules, text_width)
+    free = layer - clip_lora_layer_saved(v, training, rows, a_bytes, modules, text_width, bottom=True)
+    recomputed = units * (layer - rows * h * a_bytes) if gc else 0
+    transient = units * clip_lora_backward_peak(v, training, rows, a_bytes, modules)
+    top = (grads[0], tower_kept + tower_saved + recomputed, transient)
+    above = units * (used_layers(v) - 1) * rows * h * a_bytes if gc else tower_saved - units * (layer - free)
+    bottom = (grads[1], tower_kept + tower_saved + recomputed - above, transient)
+    worst = max(top, bottom, key=sum)
+    if gc:  # (beside the gradient flowing into the layer, width)
+        worst = max(worst, (grads[0], tower_kept, units * (clip_lora_forward_peak(
+            v, training, rows, a_bytes, modules, text_width, recomputed=True) + rows * h * a_bytes)), key=sum)
+        if training.attention == "eager":
+            # the recomputed layer's eager softmax backward (clip eager_attention_forward; measured with the tracer
+            # at _softmax_backward_data): its saved set up to the attention, the 16-bit probabilities freed by
+            # matmul's backward, beside the probabilities' fp32 gradient and the fp32 result per head, and two
+            # width-wide gradients (as the Qwen-VL eager backward below)
+            heads = v.num_attention_heads
+            attn = clip_lora_layer_saved(v, training, rows, a_bytes, modules, text_width, upto="out_proj") \
+                - rows * h * a_bytes - heads * rows * rows * a_bytes
+            worst = max(worst, (grads[0], tower_kept, units * (attn + heads * rows * rows * 8
+                                                               + 2 * rows * h * a_bytes)), key=sum)
+    return worst
+
+
 def lm_input_grad_saved(text_model: ModelSpec, text_training: TrainingSpec) -> int:
     """What the language model's bottom layer saves beyond the text estimate when its input needs a gradient that
     the text run's does not: LoRA without checkpointing counts layer 0 as the frozen embedding's (nothing saved
@@ -1091,7 +1152,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     if training.train_vision:
         saved += n_img * _tower_saved(v, training, rows, a_bytes) + pixel  # the patch Conv2d keeps pixel_values
     forward_only = n_img * _tower_saved(v, training, rows, a_bytes, unreached=True) if training.train_vision else 0
-    lora_layer = clip_lora_layer_saved(v, training, rows, a_bytes, lora_tower, th) if lora_tower else 0
+    # LoRA / QLoRA with checkpointing hooks the frozen tower (tower_kept below): it is recomputed with grad in
+    # the backward, adapters or not
+    hooked = gc and training.method in ("lora", "qlora")
+    lora_layer = clip_lora_layer_saved(v, training, rows, a_bytes, lora_tower, th) if lora_tower or hooked else 0
     lora_free = lora_layer - clip_lora_layer_saved(v, training, rows, a_bytes, lora_tower, th, bottom=True)
     tower_lora = 0
     if lora_tower and not gc:
@@ -1132,17 +1196,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     scores = heads * rows * rows * (a_bytes + 4) if training.attention == "eager" else 0
     layer_t = n_img * (rows * (7 * vh + 3 * v.intermediate_size) * a_bytes + scores)
     tower_moment = tokens * th * a_bytes + pixel + layer_t
-    if lora_tower:
-        # the tower's forward with a graph: the saved sets (with checkpointing the kept inputs: tower_kept) of
-        # the layers run so far pile up, all but the last layer's, beside its transients or an adapted Linear's
-        tower_moment += n_img * ((v.num_layers - 1) * lora_layer - lora_free) if not gc else \
-            n_img * (v.num_layers + 1) * rows * vh * a_bytes
-        tower_moment = max(tower_moment, tower_moment - layer_t + n_img * clip_lora_forward_peak(
-            v, training, rows, a_bytes, lora_tower, th))
-        if training.attention == "eager":
-            # the eager attention with a graph: q, k, v and the output's contiguous copy beside the scores (measured
-            # with the tracer: four width-wide tensors over the frozen layer's moment)
-            tower_moment += n_img * 4 * rows * vh * a_bytes
+    if lora_tower or hooked:
+        tower_moment = clip_lora_forward_moment(v, training, rows, n_img, a_bytes, th, lora_tower, tower_moment,
+                                                layer_t)
     # LoRA / QLoRA: the model output's image_outputs (LlavaModel.forward returns them) hold until the loss the
     # tower's last_hidden_state, the feature-layer hidden state (with adapters in the tower also the input the
     # first layer above saves: counted there) and pooler_output, the projected image features (measured with
@@ -1177,38 +1233,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + lm_input)))
         else:
             raw.append((key, layout, values))
-    if lora_tower:
-        # LoRA on the tower: its backward runs after the language model's and the projector's (its nodes are the
-        # oldest but the text embedding's), one layer at a time from the feature layer down
-        # (clip_lora_backward_peak). At its top the saved sets are whole (with checkpointing every layer's kept
-        # input and the top layer recomputed with its adapters, layer_norm1's input being the kept one) and no
-        # tower adapter has its gradient yet; at its bottom every gradient exists, beside the bottom layer's set
-        # (with checkpointing: its kept input, the hooked leaves and the recomputed layer)
-        recomputed = n_img * (lora_layer - rows * vh * a_bytes) if gc else 0
-        transient = n_img * clip_lora_backward_peak(v, training, rows, a_bytes, lora_tower)
+    if lora_tower or hooked:
         tower_grads = used_layers(v) * layer_adapters
-        top = (_scaled(b.gradients, trainable_text, with_grad - tower_grads), tower_kept + tower_lora + recomputed,
-               transient)
-        above = n_img * (used_layers(v) - 1) * rows * vh * a_bytes if gc else tower_lora - n_img * (lora_layer
-                                                                                                    - lora_free)
-        bottom = (_scaled(b.gradients, trainable_text, with_grad), tower_kept + tower_lora + recomputed - above,
-                  transient)
-        worst = max(top, bottom, key=sum)
-        if gc:  # the top layer's recomputation, at an adapted Linear's forward (clip_lora_forward_peak)
-            # (beside the gradient flowing into the layer, width)
-            worst = max(worst, (top[0], tower_kept, n_img * (clip_lora_forward_peak(
-                v, training, rows, a_bytes, lora_tower, th, recomputed=True) + rows * vh * a_bytes)), key=sum)
-            if training.attention == "eager":
-                # the recomputed layer's eager softmax backward (clip eager_attention_forward; measured with the
-                # tracer at _softmax_backward_data): its saved set up to the attention, the 16-bit probabilities
-                # freed by matmul's backward, beside the probabilities' fp32 gradient and the fp32 result per head,
-                # and two width-wide gradients (as memory/vision.py's Qwen-VL eager backward)
-                heads = v.num_attention_heads
-                attn = clip_lora_layer_saved(v, training, rows, a_bytes, lora_tower, th, upto="out_proj") \
-                    - rows * vh * a_bytes - heads * rows * rows * a_bytes
-                worst = max(worst, (top[0], tower_kept, n_img * (attn + heads * rows * rows * 8
-                                                                 + 2 * rows * vh * a_bytes)), key=sum)
-        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, worst))
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, clip_lora_backward_moment(
+            v, training, rows, n_img, a_bytes, th, lora_tower, tower_kept, tower_lora,
+            (_scaled(b.gradients, trainable_text, with_grad - tower_grads), _scaled(b.gradients, trainable_text,
+                                                                                    with_grad)))))
     if training.train_vision:
         # a trained tower's backward runs after the projector's and before the text embedding's (the oldest
         # nodes): every gradient but the tower's exists, and the tower's saved set is whole
