@@ -25,7 +25,6 @@ from vramcalc.core.memory import vision as _vision
 from vramcalc.core.memory.anyres import best_resolution, image_shape, image_tokens, tiles, unpadded_grid
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.params import image_newline_params, projector_params, vision_tower_params
-from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -80,9 +79,38 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # (rows x tower width a tile); nn.GELU saves linear_1's output; linear_2 saves GELU's output. The packing
         # (permute + contiguous, unpad slices, the newline torch.cat) saves no tensor.
         saved += n_tiles * (rows * vh + 2 * per_tile * th) * a_bytes
-    if trained_projector or gc:
+    # LoRA / QLoRA: the tower's and projector's Linears peft adapts (memory/vision.py clip_lora_targets: q_proj,
+    # v_proj and all-linear reach the tower), as LLaVA-1.5's, over every tile
+    lora_tower, lora_projector = _vision.clip_lora_targets(model, training.lora_targets)[:2] \
+        if training.method in ("lora", "qlora") else ((), ())
+    adapters, adapters_grad, layer_adapters = _vision.clip_image_adapters(model, training)
+    image_graph = bool(lora_tower or lora_projector)
+    hooked = gc and training.method in ("lora", "qlora")
+    if trained_projector or gc or image_graph:
         saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
-    tower_kept = tower_train = forward_only = 0
+    tower_kept = tower_train = forward_only = tower_lora = 0
+    if lora_tower and not gc:
+        # LoRA on the tower without checkpointing: every tile's layers save their sets up to the feature layer, the
+        # bottom layer nothing below its first adapter (memory/vision.py clip_lora_layer_saved); the layers above it
+        # run and their graph lives as long as the forward, less the feature hidden state `held` counts
+        layer = _vision.clip_lora_layer_saved(v, training, rows, a_bytes, lora_tower, th)
+        free = layer - _vision.clip_lora_layer_saved(v, training, rows, a_bytes, lora_tower, th, bottom=True)
+        used = _vision.used_layers(v)
+        tower_lora = n_tiles * (used * layer - free)
+        saved += tower_lora
+        forward_only += n_tiles * (v.num_layers - used) * layer
+        if v.num_layers > used:
+            forward_only -= n_tiles * rows * vh * a_bytes
+    if image_graph and not gc:
+        # the projector run with grad: GELU saves its input (576 x text width a tile) when linear_1's output needs a
+        # gradient; adapted linear_1 / linear_2 save what memory/vision.py _clip_lora_saved says (linear_1 not in a
+        # fresh copy: its input, a view of the whole captured hidden state, as a trained linear_1's)
+        lora_p = _vision._clip_lora_saved(lora_projector, v, training, per_tile, th, a_bytes)
+        fresh = dtype_bytes(training.adapter_dtype) != a_bytes or training.lora_dropout > 0
+        gelu_in = per_tile * th * a_bytes if (lora_tower or "linear_1" in lora_projector) else 0
+        inputs = {"linear_1": rows * vh * a_bytes, "linear_2": per_tile * th * a_bytes}
+        saved += n_tiles * (gelu_in + sum(lora_p.values())
+                            + (0 if fresh else sum(inputs[m] for m in lora_projector)))
     if trained_tower:
         # --train-vision: the CLIP tower trained over every tile, as LLaVA-1.5's (memory/vision.py _tower_saved, per
         # tile here): the layers up to vision_feature_layer save their sets (with checkpointing their inputs); the
@@ -122,6 +150,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         tower_moment += tower_train - pixel + forward_only
         if not gc:
             tower_moment += 2 * n_tiles * rows * vh * a_bytes - layer_t
+    elif lora_tower or hooked:  # the saved sets or kept inputs pile up (memory/vision.py clip_lora_forward_moment)
+        tower_moment = _vision.clip_lora_forward_moment(v, training, rows, n_tiles, a_bytes, th, lora_tower,
+                                                        tower_moment, layer_t)
     elif gc:  # the checkpointed layers' kept inputs pile up as the tower runs
         tower_moment += n_tiles * v.num_layers * rows * vh * a_bytes
     # the projector and the packing, after the tower: the held hidden states, linear_1's or GELU's output and
@@ -129,12 +160,17 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # features beside every image packed so far
     proj_moment = (tokens * th * a_bytes + pixel + n_tiles * rows * vh * a_bytes * 2
                    + 2 * n_tiles * per_tile * th * a_bytes + saved + tower_kept + forward_only)
+    # image features with a graph behind them make the language model's bottom layer save from its input on
+    # (memory/vision.py lm_input_grad_saved)
+    lm_input = _vision.lm_input_grad_saved(text_model, text_training) if image_graph else 0
     trainable_text = b.trainable_parameters
-    extra_trainable = projector + newline if trained_projector else 0
+    extra_trainable = (projector + newline if trained_projector else 0) + adapters
     # a trained tower's parameters: the layers above the feature layer and post_layernorm get no gradient
-    # (memory/vision.py unreached_params), so neither gradients nor AdamW states for them
+    # (memory/vision.py unreached_params), so neither gradients nor AdamW states for them; nor for those layers'
+    # adapters (clip_image_adapters)
     tower_trainable = tower if trained_tower else 0
-    with_grad = extra_trainable + (tower - _vision.unreached_params(v) if trained_tower else 0)
+    with_grad = extra_trainable - adapters + adapters_grad \
+        + (tower - _vision.unreached_params(v) if trained_tower else 0)
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
@@ -149,16 +185,24 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         values = _vision._grown(layout, values, trainable_text, grown)
         if key.startswith("forward."):
             lm = in_forward if key != "forward.loss" else 0
-            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + held + lm + forward_only)))
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + held + lm + forward_only
+                                                 + lm_input)))
         elif key == "backward.bottom":
             # the projector's backward runs after the text model's bottom layer and before the embedding's (its
             # nodes are newer): its saved tensors are gone at the bottom moment (a trained tower's are not)
-            raw.append((key, (*layout, _SAVED), (*values, tower_kept + tower_train)))
+            raw.append((key, (*layout, _SAVED), (*values, tower_kept + tower_train + tower_lora + lm_input)))
         elif key.startswith("backward.") and key != "backward.end":
-            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept)))
+            raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + lm_input)))
         else:
             raw.append((key, layout, values))
-    if gc or trained_tower:
+    if (lora_tower or hooked) and not trained_tower:
+        # LoRA on the tower, or the frozen tower hooked by checkpointing: memory/vision.py
+        # clip_lora_backward_moment over every tile
+        tower_grads = _vision.used_layers(v) * layer_adapters
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, _vision.clip_lora_backward_moment(
+            v, training, rows, n_tiles, a_bytes, th, lora_tower, tower_kept, tower_lora,
+            (_vision._scaled(b.gradients, trainable_text, with_grad - tower_grads), grad_all))))
+    elif gc or trained_tower:
         # The tower's backward runs after the language model's (its nodes are the oldest but the text embedding's),
         # one layer at a time. Frozen and hooked (checkpointing): the layer recomputed with grad saves
         # layer_norm1's output, q, k, v and sdpa's output with its fp32 logsumexp per head, layer_norm2's input and
@@ -192,7 +236,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                       pixel + own + (n_tiles * rows * vh * a_bytes if gc else 0), at_mul)
             values = max(start, bottom, key=sum)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, values))
-    weights = b.weights + (tower + projector + newline) * w_bytes
+    weights = b.weights + (tower + projector + newline) * w_bytes + adapters * dtype_bytes(training.adapter_dtype)
     states = _vision._scaled(b.optimizer_state, trainable_text, with_grad)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
@@ -205,7 +249,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     bh, bw = best_resolution(v, height, width)
     grid_rows, grid_cols = unpadded_grid(v, height, width)
     mode = "full fine-tuning trains the projector and image_newline" if trained_projector else \
-        f"--method {training.method} adapts the language model only (projector frozen)"
+        f"--method {training.method} adapts the language model" + _vision.clip_lora_phrase(lora_tower,
+                                                                                          lora_projector, adapters)
     notes = (
         f"vision-language model (LLaVA-NeXT anyres): {_vision.images_per_sample(training)} image(s) per sample of "
         f"{height} x {width} px (height x width), resized to the best image_grid_pinpoints resolution {bh} x {bw}: "
@@ -221,7 +266,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen, run without grad")
         + f"; {mode} ({projector + newline:,} parameters); QLoRA keeps the tower and projector 16-bit (an "
-        "assumption: LLaVA recipes skip them from quantization); " + LM_ONLY_LORA,
+        "assumption: LLaVA recipes skip them from quantization).",
         "image side: every tile's tower forward counted at one layer's transients (approximate); the model output "
         "holds the tower's last and feature-layer hidden states and the packed image features until the loss.",
     )
@@ -229,7 +274,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                   trainable_parameters=trainable_text + extra_trainable + tower_trainable, weights=weights,
                   gradients=grad_all,
                   optimizer_state=states,
-                  activations=b.activations + saved + tower_kept + pixel + held + in_forward + forward_only,
+                  activations=b.activations + saved + tower_kept + pixel + held + in_forward + forward_only
+                  + lm_input,
                   temporaries=max(b.temporaries, tower_moment, proj_moment), phases=phases,
                   details=details, notes=b.notes + notes, moments=tuple(raw),
                   active_parameters=b.active_parameters + tower + projector + newline)
