@@ -707,8 +707,12 @@ def vlm_grid() -> list[dict[str, Any]]:
                 cases.append({"id": f"llava-1.5-13b | {label} | {tag} | sdpa | {'gc' if gc else 'no-gc'}",
                               "model": "llava-1.5-13b", "method": kw["method"],
                               "training": dict(kw, **shape, grad_checkpointing=gc)})
-        cases.append({"id": f"llava-1.5-7b | lora amp-bf16 | {tag} | sdpa | no-gc", "model": "vlm:llava-1.5-7b-hf",
-                      "method": "lora", "training": dict(shape, method="lora", precision="amp-bf16")})
+        # (targets in the language model only: LoRA on the tower under autocast is refused, and q_proj, v_proj
+        # reach the tower)
+        cases.append({"id": f"llava-1.5-7b | lora gate/up/down_proj amp-bf16 | {tag} | sdpa | no-gc",
+                      "model": "vlm:llava-1.5-7b-hf", "method": "lora",
+                      "training": dict(shape, method="lora", precision="amp-bf16",
+                                       lora_targets=("gate_proj", "up_proj", "down_proj"))})
     for gc in (False, True):  # --train-vision: the CLIP tower trained too (full fine-tuning, sdpa)
         tag = "gc" if gc else "no-gc"
         cases.append({"id": f"llava-1.5-7b | full pure-bf16 train-vision | b1 s512 i1 | sdpa | {tag}",
@@ -719,7 +723,29 @@ def vlm_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"llava-1.5-7b | {label} | b1 s256 i3 | sdpa | {'gc' if gc else 'no-gc'}",
                       "model": "vlm:llava-1.5-7b-hf", "method": kw["method"],
                       "training": dict(kw, batch_size=1, seq_len=256, images=3, grad_checkpointing=gc)})
+    # LoRA / QLoRA on the CLIP tower and projector (memory/vision.py clip_lora_targets): the published 24-layer tower
+    # under a toy language model (the image side the peak) x all-linear / named targets (q/k/v_proj reach the tower
+    # and the language model, fc1 and fc2 the tower only, o_proj the language model only) x LoRA / QLoRA x
+    # checkpointing x b1 s64 one image / b1 s32 two images; and the default q_proj, v_proj under eager attention
+    for targets, tname in ((("all-linear",), "all-linear"), (CLIP_NAMED, "q/k/v/o_proj,fc1,fc2")):
+        for label, kw in VLM_RUNS[1:]:
+            for shape in VLM_TOY_SHAPES:
+                tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}"
+                for gc in (False, True):
+                    cases.append({"id": f"llava-1.5-7b (24-layer tower, toy text model) | {label} {tname} | {tag} | "
+                                        f"sdpa | {'gc' if gc else 'no-gc'}", "model": "llava-toy:llava-1.5-7b-hf",
+                                  "method": kw["method"], "training": dict(kw, **shape, lora_targets=targets,
+                                                                           grad_checkpointing=gc)})
+    for gc in (False, True):
+        cases.append({"id": f"llava-1.5-7b (24-layer tower, toy text model) | lora q_proj,v_proj | b1 s64 i1 | "
+                            f"eager | {'gc' if gc else 'no-gc'}", "model": "llava-toy:llava-1.5-7b-hf",
+                      "method": "lora", "training": dict(VLM_RUNS[1][1], **VLM_TOY_SHAPES[0], attention="eager",
+                                                         grad_checkpointing=gc)})
     return cases
+
+
+VLM_TOY_SHAPES = ({"batch_size": 1, "seq_len": 64, "images": 1}, {"batch_size": 1, "seq_len": 32, "images": 2})
+CLIP_NAMED = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
 
 
 # The Qwen vision-language grid (`--grid qwen-vl`, issue 15; 94 cases): Qwen2-VL and Qwen2.5-VL (memory/vision.py
@@ -951,6 +977,17 @@ def llava_next_grid() -> list[dict[str, Any]]:
                                 f"{shape['image_size']}px | {tag}",
                           "model": f"llavanext:llava-v1.6-mistral-7b-hf:{depth}:2", "method": "full",
                           "training": dict(full, **shape, train_vision=True, grad_checkpointing=gc)})
+    # LoRA / QLoRA on the CLIP tower and projector over every tile (memory/vision.py clip_lora_targets; the default
+    # q_proj, v_proj of the cases above reach the tower too): all-linear and named targets x LoRA / QLoRA x
+    # checkpointing, the published tower under the toy language model, one 672 px image
+    for targets, tname in ((("all-linear",), "all-linear"), (CLIP_NAMED, "q/k/v/o_proj,fc1,fc2")):
+        for label, kw in VLM_RUNS[1:]:
+            for gc in (False, True):
+                cases.append({"id": f"llava-v1.6-vicuna-7b (24-layer tower, toy text model) | {label} {tname} | b1 s64 "
+                                    f"i1 672px | {'gc' if gc else 'no-gc'}",
+                              "model": "llavanext-toy:llava-v1.6-vicuna-7b-hf", "method": kw["method"],
+                              "training": dict(kw, **LLAVA_NEXT_TOY_SHAPES[0], lora_targets=targets,
+                                               grad_checkpointing=gc)})
     return cases
 
 
@@ -1369,6 +1406,16 @@ def _model(name: str) -> Any:
         local = round(spec.sliding_window_layers * layers / spec.num_layers)
         return replace(spec, num_layers=layers, sliding_window_layers=local,
                        vision=replace(spec.vision, num_layers=layers))
+    if name.startswith("llava-toy:"):  # a LLaVA-1.5 config.json: its published tower under a toy language model
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config = name.split(":", 1)[1]
+        path = HF_DIR / f"{config}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
+        return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                       num_kv_heads=2, vocab_size=1000, head_dim=None)
     if name.startswith("vlm:"):  # a vision-language model's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
 

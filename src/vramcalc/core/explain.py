@@ -516,6 +516,7 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     images = vision.images_per_sample(training)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
+    adapters, adapters_grad, _ = vision.clip_image_adapters(model, training)
     # each component's section: the language model's lines and the image side's, adding up to the whole step's
     extra = {
         "weights": (
@@ -523,13 +524,17 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
                  d["weights.vision_tower"], source="transformers models/clip/modeling_clip.py CLIPVisionTransformer"),
             Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} params", d["weights.projector"], source=src + " LlavaMultiModalProjector"),
+            *_clip_adapter_lines(training, adapters),
         ),
-        **_image_side_states("projector", "projector gradients (full fine-tuning trains it)",
+        **_image_side_states("projector", "tower / projector LoRA adapter gradients (the layers above the feature "
+                             "layer get none)" if adapters else "projector gradients (full fine-tuning trains it)",
+                             "tower / projector LoRA adapter optimizer state" if adapters else
                              "projector optimizer state",
-                             projector if trained else 0, b, inner, src),
+                             (projector if trained else 0) + adapters_grad, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values and what it saves for backward",
                              "projector inputs, mask; with checkpointing and adapters the tower's kept layer "
-                             "inputs", b.activations - inner.breakdown.activations, source=src),),
+                             "inputs; with LoRA on the tower (no checkpointing) its layers' saved sets and the held "
+                             "image outputs", b.activations - inner.breakdown.activations, source=src),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward (no grad; approximate)",
                              "text embeddings, pixel_values and one CLIP layer's transients",
                              d["temporaries.vision_tower_forward"],
@@ -545,9 +550,24 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     text = (f"the language model runs on {training.seq_len:,} text tokens and {images * per_image:,} image tokens "
             "per sample (--seq-len counts the text only); the sections above are its own, on that many tokens",
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
-            + (" and the projector trained" if training.method == "full" else
-               "; LoRA adapts the language model only"))
+            + (" and the projector trained" if training.method == "full" else _CLIP_LORA_TEXT))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
+
+
+# LLaVA-1.5 / LLaVA-NeXT under LoRA (memory/vision.py clip_lora_targets)
+_CLIP_LORA_TEXT = ("; LoRA adapts what peft's target matching finds: the language model, and the CLIP tower's "
+                   "Linears its names reach (q_proj, k_proj, v_proj, out_proj, fc1, fc2; all-linear takes them all "
+                   "and the projector's linear_1 / linear_2)")
+
+
+def _clip_adapter_lines(training: TrainingSpec, adapters: int) -> tuple[Line, ...]:
+    """The weights line of LoRA adapters on a LLaVA model's CLIP tower / projector, if any."""
+    if not adapters:
+        return ()
+    return (Line("weights.image_adapters", "LoRA adapters on the tower / projector (peft's target matching)",
+                 f"{adapters:,} params x {dtype_bytes(training.adapter_dtype)} B ({training.adapter_dtype})",
+                 adapters * dtype_bytes(training.adapter_dtype),
+                 source="peft tuners_utils.py check_target_module_exists; memory/vision.py clip_lora_targets"),)
 
 
 def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
@@ -697,6 +717,7 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
     projector = projector_params(v, model.hidden_size) + image_newline_params(v, model.hidden_size)
     trained = training.method == "full"
     tv = training.train_vision
+    adapters, adapters_grad, _ = vision.clip_image_adapters(model, training)
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights" + (" (trained)" if tv else " (frozen)"),
@@ -707,12 +728,15 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
                  f"{projector:,} params", d["weights.projector"],
                  source="transformers models/llava_next/modeling_llava_next.py LlavaNextMultiModalProjector, "
                  "LlavaNextModel.image_newline"),
+            *_clip_adapter_lines(training, adapters),
         ),
-        **_image_side_states("projector", "projector and image_newline" + (" and tower" if tv else "")
-                             + " gradients (full fine-tuning)",
+        **_image_side_states("projector", "tower / projector LoRA adapter gradients (the layers above the feature "
+                             "layer get none)" if adapters else "projector and image_newline"
+                             + (" and tower" if tv else "") + " gradients (full fine-tuning)",
+                             "tower / projector LoRA adapter optimizer state" if adapters else
                              "projector and image_newline" + (" and tower" if tv else "") + " optimizer state",
-                             (projector if trained else 0) + (tower - vision.unreached_params(v) if tv else 0), b,
-                             inner, src),
+                             (projector if trained else 0) + (tower - vision.unreached_params(v) if tv else 0)
+                             + adapters_grad, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the held image outputs and what "
                              "the projector saves",
                              "every tile's last and feature-layer hidden states and the packed features (held by "
@@ -744,7 +768,7 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
             "per sample (--seq-len counts the text only); the sections above are its own, on that many tokens",
             ("the vision tower is trained over every tile (--train-vision; the layers above vision_feature_layer "
              "get no gradient)" if tv else "the vision tower is frozen")
-            + (" and the projector and image_newline trained" if trained else "; LoRA adapts the language model only"))
+            + (" and the projector and image_newline trained" if trained else _CLIP_LORA_TEXT))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 

@@ -264,7 +264,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
            "checkpointing its kept layer inputs and one recomputed layer; the layers above vision_feature_layer run "
            "but get no gradient)" if trained_tower else
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
-           "enable_input_require_grads)" if gc else "frozen, run without grad")
+           "enable_input_require_grads)" if gc else
+           "frozen, run with grad from its first adapted Linear (its layers' saved sets kept for the adapters' "
+           "backward)" if lora_tower else "frozen, run without grad")
         + f"; {mode} ({projector + newline:,} parameters); QLoRA keeps the tower and projector 16-bit (an "
         "assumption: LLaVA recipes skip them from quantization).",
         "image side: every tile's tower forward counted at one layer's transients (approximate); the model output "

@@ -1266,7 +1266,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         "(models/llava/modeling_llava.py LlavaModel.forward, masked_scatter of the image features).",
         f"vision tower ({tower:,} parameters, CLIP ViT, modeling_clip.py) "
         + ("trained (--train-vision: its saved activations through the step; the layers above the feature layer "
-           "get no gradient)" if training.train_vision else "frozen and run without grad") + f"; {mode} "
+           "get no gradient)" if training.train_vision else
+           "frozen, recomputed with grad in the backward (checkpointing hooks its patch embedding: "
+           "enable_input_require_grads)" if gc and training.method in ("lora", "qlora") else
+           "frozen, run with grad from its first adapted Linear (its layers' saved sets kept for the adapters' "
+           "backward)" if lora_tower else "frozen and run without grad") + f"; {mode} "
         f"({projector:,} parameters, LlavaMultiModalProjector); QLoRA keeps the tower and projector 16-bit "
         "(LLaVA's llm_int8_skip_modules).",
         "vision tower forward: one layer's transients counted at its start (approximate; it runs before the "
