@@ -680,8 +680,10 @@ def granite_grid() -> list[dict[str, Any]]:
 # then llava-1.5-13b (the preset) full / LoRA / QLoRA x checkpointing at both shapes, 7B LoRA under amp-bf16
 # without checkpointing at both shapes (with it, the language model's own estimate counts autocast weight copies
 # in the forward that the tracer does not see: a text-model issue, left to its owner), and three images per
-# sample (LoRA with checkpointing, QLoRA without); --train-vision (full, sdpa) with and without checkpointing.
-# Written to accuracy_vlm.{json,md}.
+# sample (LoRA with checkpointing, QLoRA without); --train-vision (full, sdpa) with and without checkpointing; the
+# default q_proj, v_proj reach the CLIP tower too (memory/vision.py clip_lora_targets), so every LoRA / QLoRA case
+# adapts it, but the amp-bf16 ones (language-model targets: tower adapters under autocast are refused); 18 tower-LoRA
+# cases on the published tower under a toy language model (below). 60 cases, written to accuracy_vlm.{json,md}.
 VLM_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2})
 VLM_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
@@ -910,7 +912,9 @@ def mllama_grid() -> list[dict[str, Any]]:
 # (--image-width): 1000 x 500 under the toy language model and 500 x 1000 on the mistral cut, full / LoRA x
 # checkpointing. (5) --train-vision (full pure-bf16, the tower trained over every tile): the toy language model at both
 # toy shapes and 1000 x 500, the mistral cut (32 text layers with checkpointing) at both shapes, checkpointing off /
-# on. 46 cases, written to accuracy_vlm3.{json,md}.
+# on. (6) LoRA / QLoRA on the tower (all-linear, named targets) under the toy language model, checkpointing off / on.
+# The default q_proj, v_proj of (1)-(4) reach the tower too (memory/vision.py clip_lora_targets). 54 cases, written to
+# accuracy_vlm3.{json,md}.
 LLAVA_NEXT_SHAPES = ({"batch_size": 1, "seq_len": 256, "images": 1, "image_size": 672},
                      {"batch_size": 2, "seq_len": 128, "images": 2, "image_size": 336})
 LLAVA_NEXT_TOY_SHAPES = ({"batch_size": 1, "seq_len": 64, "images": 1, "image_size": 672},
@@ -2359,7 +2363,7 @@ def main() -> None:
                     "Bamba cases; jamba: issue 15's 28 Jamba cases; granite: issue 15's 30 dense Granite 4.0 H "
                     "cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
-                    "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
+                    "cases; vlm: issue 15's 60 LLaVA-1.5 cases (image tokens, tower frozen, adapted or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); liger: issue 13's 44 Liger-kernel cases (RMSNorm, SwiGLU, RoPE; full / LoRA / QLoRA, "
@@ -2368,7 +2372,8 @@ def main() -> None:
                     "frozen, adapted or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel "
                     "shuffle); "
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
-                    "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
+                    "attention); vlm3: issue 15's 54 LLaVA-NeXT cases (anyres tiles, the tower frozen, adapted or "
+                    "trained); "
                     "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
                     "the tower frozen or trained); dequant: issue 15's 24 QLoRA cases on wide dense models cut to 4 "
                     "layers (the dequantized weight); llama4v: issue 15's 22 Llama 4 multimodal cases (tiles, pixel "

@@ -75,12 +75,13 @@ def test_image_tokens_are_added_to_the_text() -> None:
     assert b.details["activations.pixel_values"] == 2 * 3 * 336 * 336 * 2
 
 
-def test_lora_adapts_the_language_model_only() -> None:
+def test_lora_targets_reach_the_tower() -> None:
     m = llava()
-    t = TrainingSpec(method="lora", seq_len=256)
+    # the language model's own names (o_proj, down_proj): nothing of the image side is adapted or saved
+    t = TrainingSpec(method="lora", seq_len=256, lora_targets=("o_proj", "down_proj"))
     text_model, text_run = vision.text_run(m, t)
     b, text = estimate(m, t), estimate(text_model, text_run)
-    assert b.trainable_parameters == text.trainable_parameters == 32 * 2 * 16 * (4096 + 4096)  # q_proj, v_proj
+    assert b.trainable_parameters == text.trainable_parameters == 32 * 16 * (2 * 4096 + 11008 + 4096)
     assert b.gradients == text.gradients
     # without checkpointing nothing of the image side is saved (the tower and projector run without grad)
     assert b.details["activations.image_side_saved"] == 0
@@ -88,6 +89,14 @@ def test_lora_adapts_the_language_model_only() -> None:
     # 577 x 1024, the projector's GELU input (576 x 4096), the text embeddings' leaf (832 x 4096) and the mask
     ck = estimate(m, replace(t, grad_checkpointing=True))
     assert ck.details["activations.image_side_saved"] == (25 * 577 * 1024 + 576 * 4096 + 832 * 4096) * 2 + 832
+    # the default q_proj, v_proj also name every CLIP layer's (peft matches a name's suffix anywhere:
+    # tests/test_clip_lora.py): 24 layers x 2 x r 16 x (1024 + 1024) more, in fp32; the top layer, above the
+    # feature layer (-2), gets no gradient
+    d = estimate(m, TrainingSpec(method="lora", seq_len=256))
+    tower = 2 * 16 * (1024 + 1024)
+    assert d.trainable_parameters == 32 * 2 * 16 * (4096 + 4096) + 24 * tower
+    assert d.gradients == 4 * (32 * 2 * 16 * (4096 + 4096) + 23 * tower)
+    assert d.details["activations.image_side_saved"] > 0  # the tower's saved sets for the adapters' backward
 
 
 def test_one_image_by_default_and_more_cost_more() -> None:
