@@ -561,7 +561,7 @@ def _check_clip_lora(model: ModelSpec, training: TrainingSpec) -> None:
                                      f"side of {model.name}; a run without adapters in the language model is not "
                                      "modelled: add a language-model target (e.g. q_proj,v_proj)")
     if (tower or projector) and recipe_of(training).autocast:
-        # (traced: a LoRA toy under amp-bf16 with q_proj, v_proj in the tower was 22 % over this arithmetic's
+        # (traced: a LoRA toy under amp-bf16 with q_proj, v_proj in the tower took 22 % more than this arithmetic's
         # bf16 sets: fp32 weights cast per op, fp32 residual stream)
         raise UnsupportedCombination(f"LoRA on {model.name}'s CLIP tower or projector under autocast (--precision "
                                      f"{training.precision}) is not modelled: use --precision bf16, or keep the "
