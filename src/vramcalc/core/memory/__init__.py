@@ -66,6 +66,7 @@ from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note,
 from vramcalc.core.memory.savers import largest_tensor, layer_residency
 from vramcalc.core.memory.weights import (
     WeightBytes,
+    fp32_router_tensors,
     freeze_fraction,
     saved_embedding,
     saved_head,
@@ -546,10 +547,27 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     notes.extend(_reward_scoring.notes(training, recipe))
     opt = optimizer_bytes(w.trainable_tensors, recipe, training, body)
     notes.extend(library_optimizer_notes(body, training, recipe))
+    routers = fp32_router_tensors(body, recipe)
+    if routers:
+        notes.append(f"{model.family} keeps its routers in fp32 under a {recipe.weight} load "
+                     f"(_keep_in_fp32_modules_strict: {sum(t.numel for t in routers):,} parameters)"
+                     + (", with fp32 gradients" + (" and optimizer states" if recipe.pure else "")
+                        if w.fp32_trainable else "") + ".")
     if training.method in ADAPTER_DTYPE_METHODS:  # adapters of every PEFT method but LN tuning
         gradients = w.trainable * dtype_bytes(training.adapter_dtype)
     else:
         gradients = w.trainable * dtype_bytes(recipe.grad)
+        # DeepSeek's fp32 routers (weights.py fp32_router_tensors): autograd's gradient takes the parameter's dtype
+        gradients += w.fp32_trainable * (4 - dtype_bytes(recipe.grad))
+        if w.fp32_trainable and recipe.pure and training.optimizer not in LIBRARY_OPTIMIZERS:
+            # pure-*: torch.optim's states are zeros_like(param), fp32 for these: the states of those tensors as
+            # an fp32 model's, less what the 16-bit count gave them
+            from dataclasses import replace
+
+            fp32 = replace(recipe, weight="fp32", grad="fp32", state="fp32")
+            more = (optimizer_bytes(w.fp32_trainable_tensors, fp32, training, body).moments
+                    - optimizer_bytes(w.fp32_trainable_tensors, recipe, training, body).moments)
+            opt = OptimizerBytes(opt.moments + more, opt.master_weights, opt.step_temporaries, opt.paged)
     if w.copies:  # modules_to_save copies (memory/weights.py): their dtype, and a full fine-tuning's states
         from dataclasses import replace
 

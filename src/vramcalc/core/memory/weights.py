@@ -60,6 +60,10 @@ class WeightBytes:
     copies: int = 0
     copy_elem_bytes: int = 0
     copy_tensors: tuple[tuple[tuple[int, ...], int], ...] = ()
+    # trainable parameters the library holds in fp32 under a 16-bit load (fp32_router_elements): their gradients
+    # are fp32 (autograd's grad takes the parameter's dtype), and so are zeros_like states of a pure-* recipe
+    fp32_trainable: int = 0
+    fp32_trainable_tensors: tuple[tuple[tuple[int, ...], int], ...] = ()
 
     @property
     def total(self) -> int:
@@ -119,9 +123,33 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+FP32_ROUTER_FAMILIES = ("deepseek_v2", "deepseek_v3")
+
+
+def fp32_router_tensors(model: ModelSpec, recipe: Recipe) -> tuple[ParamTensor, ...]:
+    """The router tensors the library keeps in fp32 under a bf16 / fp16 load: DeepSeek-V2's `gate.weight` and V3's
+    `gate.weight` and `e_score_correction_bias` (modeling_deepseek_v2.py / modeling_deepseek_v3.py
+    `_keep_in_fp32_modules_strict`, applied for both 16-bit dtypes by modeling_utils.py
+    PreTrainedModel._get_dtype_plan, from_pretrained and from_config alike; the TopkRouter builds its weight
+    fp32 and runs F.linear on an fp32 copy of the input). Empty for other families or an fp32 load."""
+    if model.family not in FP32_ROUTER_FAMILIES or dtype_bytes(recipe.weight) >= 4 or not model.has_architecture:
+        return ()
+    return tuple(t for t in inventory(model) if t.kind == "router")
+
+
 def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> WeightBytes:
     """Bytes of every weight tensor the run keeps on the GPU, and the trainable count."""
     wb = _weight_bytes(model, training, recipe)
+    routers = fp32_router_tensors(model, recipe)
+    if routers:
+        # counted above in the load dtype (or, for QLoRA, its non-quantized dtype: fp32 already after
+        # prepare_model_for_kbit_training); the library holds them fp32
+        elem = unquantized_bytes(training, recipe) if training.method == "qlora" else dtype_bytes(recipe.weight)
+        more = sum(t.numel for t in routers) * (4 - elem)
+        trained = tuple((t.shape, c) for t in routers
+                        if training.method in ("full", "freeze") and (c := _trainable_count(t, model, training)))
+        wb = replace(wb, base=wb.base + more, unquantized=wb.unquantized + more if wb.unquantized else 0,
+                     fp32_trainable=sum(_numel(shape) * c for shape, c in trained), fp32_trainable_tensors=trained)
     extra = buffer_bytes(model)
     if model.final_logits_bias and model.vocab_size and model.decoder_layers:  # an encoder-decoder's flag only
         # BartForConditionalGeneration's final_logits_bias: a (1, vocab) buffer made in the model's dtype
@@ -389,13 +417,14 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
     # per-layer tensors by the layers holding them, each with whether a trained (not frozen) layer trains it
     in_layers: dict[str, list[tuple[StoredTensor, bool]]] = {"all": [], "dense": [], "moe": []}
     full_like = method in ("full", "freeze")
+    fp32_routers = {t.name for t in fp32_router_tensors(model, recipe)}
     for t in inventory(model):
         key = t.module if t.kind in ("linear", "bias") else "lm_head" if t.kind == "head" else t.name
         cast = t.kind in ("linear", "head") and not t.name.endswith(".bias") or (
             t.kind == "embedding" and model.tie_word_embeddings)
         quant = training.quant_bits if qlora and t.kind == "linear" and not (
             t.module.startswith("experts.") and fused_experts(model)) else 0
-        elem = 0 if quant else unq if qlora else w
+        elem = 0 if quant else 4 if t.name in fp32_routers else unq if qlora else w
         if t.per_layer:
             where = _layer_kind(t.module, t.kind, moe)
             each = t.count // per_kind_layers[where]
