@@ -245,6 +245,48 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
                         model, training, unquantized_bytes(training, recipe))
 
 
+@dataclass(frozen=True, slots=True)
+class ImageSideBytes:
+    """A vision-language model's tower and projector as the run stores them: the load dtype, or under QLoRA their
+    nn.Linear modules 4-/8-bit (params.image_linears) and the rest in QLoRA's non-quantized dtype."""
+
+    tower: int
+    projector: int
+    quantized_params: int = 0  # parameters in quantized Linears (QLoRA)
+
+    @property
+    def total(self) -> int:
+        return self.tower + self.projector
+
+
+def image_side_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe, tower: int,
+                     projector: int) -> ImageSideBytes:
+    """Bytes of the image side's `tower` and `projector` parameters (counts from params.py, a family's extras
+    included). QLoRA: transformers' bitsandbytes quantizer replaces the image side's Linears as the text model's
+    (quantizers/quantizer_bnb_4bit.py _process_model_before_weight_loading, get_keys_to_not_convert skips lm_head
+    only): packed data + block constants per Linear (nf4_bytes; 8-bit: int8 + one fp32 scale per row); their biases,
+    the convolutions, embeddings and norms in unquantized_bytes (fp32 after prepare_model_for_kbit_training)."""
+    w = dtype_bytes(recipe.weight)
+    v = model.vision
+    if training.method != "qlora" or v is None:
+        return ImageSideBytes(tower * w, projector * w)
+    from vramcalc.core.params import image_linears
+
+    unq = unquantized_bytes(training, recipe)
+    parts = []
+    quantized = 0
+    for total, linears in zip((tower, projector), image_linears(v, model.hidden_size or 0), strict=True):
+        stored = numel = 0
+        for lin in linears:
+            each = lin.in_features * lin.out_features
+            d, c = nf4_bytes(each, training.double_quant) if training.quant_bits == 4 else (each, 4 * lin.out_features)
+            stored += (d + c) * lin.count
+            numel += each * lin.count
+        parts.append(stored + (total - numel) * unq)
+        quantized += numel
+    return ImageSideBytes(parts[0], parts[1], quantized)
+
+
 def _token_buffer_bytes(model: ModelSpec, training: TrainingSpec) -> int:
     """LoRA's trainable_token_indices: the trainable_tokens_original buffer (a copy of the trained rows)."""
     return training.lora_trainable_tokens * (model.hidden_size or 0) * dtype_bytes(training.adapter_dtype)
