@@ -47,6 +47,7 @@ from vramcalc.core.memory.vision import (
     _text_model,
     images_per_sample,
 )
+from vramcalc.core.memory.weights import image_side_bytes
 from vramcalc.core.params import projector_params, vision_tower_params
 from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
@@ -149,6 +150,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
+    side = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
+    vision_moment += side.dequant_forward
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), vision_moment)))
     for key, lay, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
@@ -177,13 +180,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # _compute_freqs_ci's rope_freq of head_dim // 4, repeat_interleave(2), x and y concatenated, every other kept),
     # moved to the GPU with the model
     freqs = rows * 2 * (vh // heads // 4) * 8
-    weights = b.weights + (tower + projector) * w_bytes + freqs
+    weights = b.weights + side.total + freqs
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
+    details.update({"weights.vision_tower": side.tower, "weights.projector": side.projector,
                     "weights.vision_rope_buffer": freqs,
                     "activations.pixel_values": pixel,
                     "activations.image_side_saved": saved + saved_projector + tower_kept,

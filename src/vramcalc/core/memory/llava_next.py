@@ -24,6 +24,7 @@ from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import vision as _vision
 from vramcalc.core.memory.anyres import best_resolution, image_shape, image_tokens, tiles, unpadded_grid
 from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.memory.weights import image_side_bytes
 from vramcalc.core.params import image_newline_params, projector_params, vision_tower_params
 from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
@@ -139,6 +140,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _vision._scaled(b.gradients, trainable_text, with_grad)
+    side = image_side_bytes(model, training, recipe, tower, projector + newline)  # QLoRA: 4-bit Linears (weights.py)
+    tower_moment += side.dequant_forward
     raw.append(("forward.vision", _m.FWD_VISION,
                 (_vision._scaled(accum, trainable_text, with_grad), max(tower_moment, proj_moment))))
     for key, layout, values in b.moments:
@@ -192,13 +195,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                       pixel + own + (n_tiles * rows * vh * a_bytes if gc else 0), at_mul)
             values = max(start, bottom, key=sum)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, values))
-    weights = b.weights + (tower + projector + newline) * w_bytes
+    weights = b.weights + side.total
     states = _vision._scaled(b.optimizer_state, trainable_text, with_grad)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": (projector + newline) * w_bytes,
+    details.update({"weights.vision_tower": side.tower, "weights.projector": side.projector,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "activations.image_outputs_held": held + in_forward,
                     "temporaries.vision_tower_forward": max(tower_moment, proj_moment)})

@@ -253,6 +253,10 @@ class ImageSideBytes:
     tower: int
     projector: int
     quantized_params: int = 0  # parameters in quantized Linears (QLoRA)
+    # QLoRA: while a quantized image-side Linear runs, its weight dequantized to the compute dtype and (double
+    # quantization) the two fp32 absmax copies (activations.py DequantBytes, bitsandbytes MatMul4Bit.forward), the
+    # largest Linear's; beside the tower's forward transients
+    dequant_forward: int = 0
 
     @property
     def total(self) -> int:
@@ -284,7 +288,11 @@ def image_side_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe, t
             numel += each * lin.count
         parts.append(stored + (total - numel) * unq)
         quantized += numel
-    return ImageSideBytes(parts[0], parts[1], quantized)
+    from vramcalc.core.memory.activations import dequant_bytes
+
+    fwd = dequant_bytes(model, training, recipe, tuple(lin for part in image_linears(v, model.hidden_size or 0)
+                                                       for lin in part))[0]
+    return ImageSideBytes(parts[0], parts[1], quantized, fwd.weight_c + fwd.forward_absmax_c)
 
 
 def _token_buffer_bytes(model: ModelSpec, training: TrainingSpec) -> int:
