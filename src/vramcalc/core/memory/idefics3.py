@@ -243,8 +243,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
-    side = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
-    vision_moment += side.dequant_forward
+    img_w = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
+    vision_moment += img_w.dequant_forward
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), vision_moment)))
     before_tower = projector if trained_projector else 0
     for key, layout, values in b.moments:
@@ -285,13 +285,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         kept = n * rows * vh * layers * r_bytes + (2 * tokens * th * r_bytes if not trained_projector else 0)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
                                   (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
-    weights = b.weights + side.total
+    weights = b.weights + img_w.total
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": side.tower, "weights.projector": side.projector,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel + pmask, "activations.image_side_saved": saved + tower_kept,
                     "activations.tower_output_kept": kept_output,
                     "temporaries.vision_tower_forward": vision_moment})

@@ -150,8 +150,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
-    side = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
-    vision_moment += side.dequant_forward
+    img_w = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
+    vision_moment += img_w.dequant_forward
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), vision_moment)))
     for key, lay, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
@@ -180,13 +180,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # _compute_freqs_ci's rope_freq of head_dim // 4, repeat_interleave(2), x and y concatenated, every other kept),
     # moved to the GPU with the model
     freqs = rows * 2 * (vh // heads // 4) * 8
-    weights = b.weights + side.total + freqs
+    weights = b.weights + img_w.total + freqs
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": side.tower, "weights.projector": side.projector,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "weights.vision_rope_buffer": freqs,
                     "activations.pixel_values": pixel,
                     "activations.image_side_saved": saved + saved_projector + tower_kept,

@@ -140,8 +140,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _vision._scaled(b.gradients, trainable_text, with_grad)
-    side = image_side_bytes(model, training, recipe, tower, projector + newline)  # QLoRA: 4-bit Linears (weights.py)
-    tower_moment += side.dequant_forward
+    img_w = image_side_bytes(model, training, recipe, tower, projector + newline)  # QLoRA: 4-bit Linears (weights.py)
+    tower_moment += img_w.dequant_forward
     raw.append(("forward.vision", _m.FWD_VISION,
                 (_vision._scaled(accum, trainable_text, with_grad), max(tower_moment, proj_moment))))
     for key, layout, values in b.moments:
@@ -195,13 +195,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                       pixel + own + (n_tiles * rows * vh * a_bytes if gc else 0), at_mul)
             values = max(start, bottom, key=sum)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, values))
-    weights = b.weights + side.total
+    weights = b.weights + img_w.total
     states = _vision._scaled(b.optimizer_state, trainable_text, with_grad)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": side.tower, "weights.projector": side.projector,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "activations.image_outputs_held": held + in_forward,
                     "temporaries.vision_tower_forward": max(tower_moment, proj_moment)})

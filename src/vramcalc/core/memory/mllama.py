@@ -311,9 +311,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     acc = _scaled(accum, trainable_text, grow_all)
-    side = image_side_bytes(model, training, recipe_of(training), tower, projector)  # QLoRA: 4-bit Linears
-    tower_fwd += side.dequant_forward
-    raw.append(("forward.vision", _m.FWD_VISION, (acc, tower_fwd if not graph else side.dequant_forward +
+    img_w = image_side_bytes(model, training, recipe_of(training), tower, projector)  # QLoRA: 4-bit Linears
+    tower_fwd += img_w.dequant_forward
+    raw.append(("forward.vision", _m.FWD_VISION, (acc, tower_fwd if not graph else img_w.dequant_forward +
                                                   tower_graph_forward(v, images, vrows, c) + pixel
                                                   + tower_saved - tower_graph_saved(v, images))))
     raw.append(("forward.cross_mask", FWD_CROSS_MASK, (acc, mask_moment, 0)))
@@ -427,13 +427,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # MLP backward the gradients of the intermediate layers' outputs (the stack's) and the flowing ones
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
                                   (g_all, tower_saved + conv_in, tower_backward(v, images, vrows, c, trained_tower))))
-    weights = b.weights + side.total + extras * w_bytes
+    weights = b.weights + img_w.total + extras * w_bytes
     states_opt = _scaled(b.optimizer_state, trainable_text, grow_all)
     base = weights + states_opt + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": side.tower, "weights.projector": side.projector,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel, "activations.cross_attention_layers": saved_cross,
                     "activations.image_side_saved": vision_out + states + masks,
                     "temporaries.vision_tower_forward": tower_fwd})

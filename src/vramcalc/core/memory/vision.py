@@ -724,8 +724,8 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _scaled(b.gradients, trainable_text, extra_trainable)
-    side = image_side_bytes(model, training, recipe, tower, merger)  # QLoRA: the Linears 4-bit (weights.py)
-    tower_moment += side.dequant_forward
+    img_w = image_side_bytes(model, training, recipe, tower, merger)  # QLoRA: the Linears 4-bit (weights.py)
+    tower_moment += img_w.dequant_forward
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
     for key, layout, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
@@ -763,13 +763,13 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
             raw.append((key, layout, values))
     if tower_bwd is not None and not trained_merger:  # adapters: after the language model's whole backward
         raw.insert(len(raw) - 2, ("backward.tower", BWD_QWEN_TOWER, (grad_all, *tower_bwd)))
-    weights = b.weights + side.total + adapters * dtype_bytes(training.adapter_dtype)
+    weights = b.weights + img_w.total + adapters * dtype_bytes(training.adapter_dtype)
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": side.tower, "weights.projector": side.projector,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel + positions, "activations.image_side_saved": saved + tower_kept,
                     "temporaries.vision_tower_forward": tower_moment})
     t, gh, gw = qwen_grid(v, training.image_size, training.image_size)
@@ -885,8 +885,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _scaled(b.gradients, trainable_text, with_grad)
-    side = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
-    tower_moment += side.dequant_forward
+    img_w = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
+    tower_moment += img_w.dequant_forward
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, with_grad), tower_moment)))
     for key, layout, values in b.moments:
         values = _grown(layout, values, trainable_text, with_grad)
@@ -907,13 +907,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         tower_train = saved - saved_projector
         text_grads = _scaled(b.gradients, trainable_text, projector)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION, (text_grads, tower_train)))
-    weights = b.weights + side.total
+    weights = b.weights + img_w.total
     states = _scaled(b.optimizer_state, trainable_text, with_grad)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": side.tower, "weights.projector": side.projector,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "temporaries.vision_tower_forward": tower_moment})
     mode = "full fine-tuning trains the projector" if trained_projector else \
@@ -1063,8 +1063,8 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     second_mask = tokens * total_tokens(model, training) if training.attention == "sdpa" else 0
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
-    side = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
-    tower_moment += side.dequant_forward
+    img_w = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
+    tower_moment += img_w.dequant_forward
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
     # the text model's backward moments run before the tower's: no tower gradient yet (the projector's, with full
     # fine-tuning, is counted from the bottom layer on, a little early)
@@ -1114,13 +1114,13 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
         kept = n_img * rows * vh * (layers * r_bytes + a_bytes)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
                                   (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
-    weights = b.weights + side.total
+    weights = b.weights + img_w.total
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": side.tower, "weights.projector": side.projector,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "activations.tower_output_kept": kept_output,
                     "temporaries.vision_tower_forward": tower_moment})
