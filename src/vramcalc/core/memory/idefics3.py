@@ -42,7 +42,7 @@ from vramcalc.core.memory.vision import (
     check,
     images_per_sample,
 )
-from vramcalc.core.memory.weights import image_side_bytes
+from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, image_side_bytes
 from vramcalc.core.params import projector_params, vision_tower_params
 from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
@@ -314,8 +314,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its embeddings: "
            "enable_input_require_grads)" if gc else "frozen and run without grad")
         + f"; {mode} ({projector:,} parameters, Idefics3Connector: pixel shuffle by {v.scale_factor}, one Linear); "
-        "QLoRA keeps the tower and connector 16-bit (an assumption: the common recipes skip them from quantization); "
-        + LM_ONLY_LORA,
+        + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights,

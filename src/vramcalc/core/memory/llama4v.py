@@ -47,7 +47,7 @@ from vramcalc.core.memory.vision import (
     _text_model,
     images_per_sample,
 )
-from vramcalc.core.memory.weights import image_side_bytes
+from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, image_side_bytes
 from vramcalc.core.params import projector_params, vision_tower_params
 from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
@@ -210,8 +210,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"tile, {n:,} tiles per step) "
         + ("frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen; nothing in it requires grad, so it saves nothing")
-        + f"; {mode} ({projector:,} parameters, Llama4MultiModalProjector: one Linear); QLoRA keeps the tower and "
-        "projector 16-bit (an assumption: the common recipes skip them from quantization); " + LM_ONLY_LORA,
+        + f"; {mode} ({projector:,} parameters, Llama4MultiModalProjector: one Linear); "
+        + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
     )
     # the text model's own note says the image side is counted elsewhere: it is counted here
     text_notes = tuple(x.replace(" the vision tower and projector are not counted here (the -vision presets count "

@@ -24,7 +24,7 @@ from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import vision as _vision
 from vramcalc.core.memory.anyres import best_resolution, image_shape, image_tokens, tiles, unpadded_grid
 from vramcalc.core.memory.precision import recipe_of
-from vramcalc.core.memory.weights import image_side_bytes
+from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, image_side_bytes
 from vramcalc.core.params import image_newline_params, projector_params, vision_tower_params
 from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
@@ -223,8 +223,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
            "but get no gradient)" if trained_tower else
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen, run without grad")
-        + f"; {mode} ({projector + newline:,} parameters); QLoRA keeps the tower and projector 16-bit (an "
-        "assumption: LLaVA recipes skip them from quantization); " + LM_ONLY_LORA,
+        + f"; {mode} ({projector + newline:,} parameters); " + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
         "image side: every tile's tower forward counted at one layer's transients (approximate); the model output "
         "holds the tower's last and feature-layer hidden states and the packed image features until the loss.",
     )

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.precision import recipe_of
-from vramcalc.core.memory.weights import image_side_bytes
+from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, image_side_bytes
 from vramcalc.core.params import (
     head_dim,
     kv_heads,
@@ -447,7 +447,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"vision tower ({tower:,} parameters) "
         + ("trained (--train-vision: its gradients, optimizer state and whole saved graph, checkpointing or not: "
            "MllamaVisionEncoderLayer is no GradientCheckpointingLayer)" if trained_tower else "frozen")
-        + f"; {mode}; QLoRA keeps the tower and projector 16-bit; " + LM_ONLY_LORA,
+        + f"; {mode}; " + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
     )
     def temporaries_of(entries: list[_m.RawMoment], keys: tuple[str, ...]) -> int:
         return max((sum(x for (_, comp), x in zip(layout, values, strict=True) if comp == "temporaries")

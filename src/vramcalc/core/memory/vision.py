@@ -8,8 +8,8 @@ on the whole sequence: `--seq-len` text tokens + `images` x `image_tokens` place
 memory is the decoder estimate of a sequence that long (logits and loss included: the labels of the image
 positions are -100 but their logits are computed), and this module adds:
 
-- weights: the tower and the projector in the model's dtype (frozen tower; QLoRA keeps both 16-bit, as
-  LLaVA's recipe skips them from quantization: llm_int8_skip_modules);
+- weights: the tower and the projector in the model's dtype (frozen tower; QLoRA quantizes their Linears as the
+  text model's, memory/weights.py image_side_bytes: transformers' bitsandbytes quantizer skips only lm_head);
 - full fine-tuning trains the projector (the tower frozen, as LLaVA-1.5's recipe): its gradients and optimizer
   state at the text model's per-parameter rate; LoRA / QLoRA adapt only the language model (LLaVA's
   find_all_linear_names skips the tower and projector) and freeze the projector;
@@ -31,7 +31,7 @@ from vramcalc.core.errors import SpecError, UnsupportedCombination
 from vramcalc.core.memory import anyres
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.precision import recipe_of
-from vramcalc.core.memory.weights import image_side_bytes
+from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, image_side_bytes
 from vramcalc.core.params import projector_params, qwen_block_params, vision_tower_params
 from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
@@ -790,8 +790,7 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         + (f", LoRA on each block's {', '.join(lora_tower)} (peft's target matching: all-linear takes the tower's "
            f"Linears; {adapters:,} adapter parameters on the image side, and the blocks' saved sets for their "
            "backward)" if lora_tower else "")
-        + f"; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
-        "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization).",
+        + f"; {mode} ({merger:,} parameters); " + QLORA_IMAGE_NOTE + ".",
         "vision tower forward: one block's transients at its rotary or MLP peak"
         + (" or, under --attention eager, its per-image (or per-window) fp32 softmax" if training.attention == "eager"
            else "")
@@ -926,8 +925,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"vision tower ({tower:,} parameters, CLIP ViT, modeling_clip.py) "
         + ("trained (--train-vision: its saved activations through the step; the layers above the feature layer "
            "get no gradient)" if training.train_vision else "frozen and run without grad") + f"; {mode} "
-        f"({projector:,} parameters, LlavaMultiModalProjector); QLoRA keeps the tower and projector 16-bit "
-        "(LLaVA's llm_int8_skip_modules); " + LM_ONLY_LORA,
+        f"({projector:,} parameters, LlavaMultiModalProjector); " + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
         "vision tower forward: one layer's transients counted at its start (approximate; it runs before the "
         "language model and is not the peak of a text sequence of any length).",
     )
@@ -1137,8 +1135,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen and run without grad")
         + f"; {mode} ({projector:,} parameters, Gemma3MultiModalProjector: avg-pool to {per_image} tokens, RMSNorm, "
-        "mm_input_projection_weight); QLoRA keeps the tower and projector 16-bit (an assumption: the common "
-        "recipes skip them from quantization); " + LM_ONLY_LORA,
+        "mm_input_projection_weight); " + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
         "token_type_ids make the image tokens attend to each other both ways: "
         + ("transformers builds 4-D masks (full and sliding layers), so sdpa runs the memory-efficient kernel and "
            "every layer keeps a 16-bit copy of the mask (counted as for a packed batch)."

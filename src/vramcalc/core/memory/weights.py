@@ -245,6 +245,12 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
                         model, training, unquantized_bytes(training, recipe))
 
 
+# the families' notes (memory/vision.py, llava_next.py, idefics3.py, mllama.py, llama4v.py)
+QLORA_IMAGE_NOTE = ("QLoRA quantizes the tower's and projector's Linears too (transformers' bitsandbytes "
+                    "quantizer skips only lm_head unless llm_int8_skip_modules names more; a tower kept 16-bit "
+                    "that way is not modelled)")
+
+
 @dataclass(frozen=True, slots=True)
 class ImageSideBytes:
     """A vision-language model's tower and projector as the run stores them: the load dtype, or under QLoRA their
