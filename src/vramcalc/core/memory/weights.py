@@ -269,6 +269,30 @@ class ImageSideBytes:
         return self.tower + self.projector
 
 
+def dequant_forward_bytes(training: TrainingSpec, recipe: Recipe, in_features: int, out_features: int) -> int:
+    """While one 4-bit Linear runs (QLoRA): its weight dequantized to the compute dtype and, with double quantization,
+    the two fp32 absmax copies (bitsandbytes MatMul4Bit.forward, activations.py DequantBytes); 0 otherwise (8-bit:
+    int8 matmuls)."""
+    if training.method != "qlora" or training.quant_bits != 4:
+        return 0
+    numel = in_features * out_features
+    nested = 2 * 4 * ceil_div(numel, NF4_BLOCK) if training.double_quant else 0
+    return dtype_bytes(recipe.compute) * numel + nested
+
+
+def dequant_backward_bytes(training: TrainingSpec, recipe: Recipe, in_features: int, out_features: int,
+                           rows: int) -> int:
+    """A quantized Linear's backward on `rows` rows (QLoRA, 4- and 8-bit): the weight dequantized again in the compute
+    dtype (MatMul4Bit.backward `grad_output @ dequantize_4bit(B)`, MatMul8bitLt's `CB * SCB / 127`), then grad_A
+    beside it (the nested absmax freed by then) and the incoming gradient (activations.py DequantBytes.backward)."""
+    if training.method != "qlora":
+        return 0
+    c = dtype_bytes(recipe.compute)
+    numel = in_features * out_features
+    nested = 4 * ceil_div(numel, NF4_BLOCK) if training.quant_bits == 4 and training.double_quant else 0
+    return c * numel + max(nested, c * rows * in_features) + c * rows * out_features
+
+
 def image_side_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe, tower: int,
                      projector: int) -> ImageSideBytes:
     """Bytes of the image side's `tower` and `projector` parameters (counts from params.py, a family's extras
