@@ -141,7 +141,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _vision._scaled(b.gradients, trainable_text, with_grad)
     img_w = image_side_bytes(model, training, recipe, tower, projector + newline)  # QLoRA: 4-bit Linears (weights.py)
-    tower_moment += img_w.dequant_forward
+    # QLoRA: a layer's quantized Linear holds its dequantized weight beside the layer's transients (their peak is at
+    # the activation, one intermediate-wide tensor past fc1's call), the projector's beside the projector moment
+    tower_moment += max(0, img_w.dequant_tower - n_tiles * rows * vi * a_bytes)
+    proj_moment += img_w.dequant_projector
     raw.append(("forward.vision", _m.FWD_VISION,
                 (_vision._scaled(accum, trainable_text, with_grad), max(tower_moment, proj_moment))))
     for key, layout, values in b.moments:

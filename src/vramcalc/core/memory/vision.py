@@ -725,7 +725,12 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _scaled(b.gradients, trainable_text, extra_trainable)
     img_w = image_side_bytes(model, training, recipe, tower, merger)  # QLoRA: the Linears 4-bit (weights.py)
-    tower_moment += img_w.dequant_forward
+    # QLoRA: a block's quantized Linear holds its dequantized weight beside the block's transients; the merger's run
+    # after the blocks, beside the tower's output, ln_q's and mlp.0's (merged rows x 4 x width each)
+    # (the block's MLP peak is at its activation, one intermediate-wide tensor past fc1's / gate_proj's call)
+    tower_moment = max(tower_moment + max(0, img_w.dequant_tower - rows * i * a_bytes),
+                       tower_moment - layer_t + img_w.dequant_projector
+                       + 3 * rows * d * a_bytes if img_w.dequant_projector else 0)
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
     for key, layout, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
@@ -885,7 +890,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _scaled(b.gradients, trainable_text, with_grad)
     img_w = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
-    tower_moment += img_w.dequant_forward
+    # QLoRA: a layer's quantized Linear holds its dequantized weight beside the layer's transients; the projector's
+    # runs after the layers, beside the tower's output, its input and its output (text width)
+    # (the layer's peak is at its activation, one intermediate-wide tensor past fc1's call, which holds the weight)
+    tower_moment = max(tower_moment + max(0, img_w.dequant_tower - n_img * rows * v.intermediate_size * a_bytes),
+                       tower_moment - layer_t + img_w.dequant_projector
+                       + n_img * (rows * vh + 2 * per_image * th) * a_bytes if img_w.dequant_projector else 0)
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, with_grad), tower_moment)))
     for key, layout, values in b.moments:
         values = _grown(layout, values, trainable_text, with_grad)

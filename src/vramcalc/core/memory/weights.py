@@ -261,8 +261,11 @@ class ImageSideBytes:
     quantized_params: int = 0  # parameters in quantized Linears (QLoRA)
     # QLoRA: while a quantized image-side Linear runs, its weight dequantized to the compute dtype and (double
     # quantization) the two fp32 absmax copies (activations.py DequantBytes, bitsandbytes MatMul4Bit.forward), the
-    # largest Linear's; beside the tower's forward transients
+    # largest Linear's; beside the tower's forward transients. Split: the tower's largest (its layers' transients
+    # beside it) and the projector's (it runs after the tower's layers)
     dequant_forward: int = 0
+    dequant_tower: int = 0
+    dequant_projector: int = 0
 
     @property
     def total(self) -> int:
@@ -318,11 +321,10 @@ def image_side_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe, t
             numel += each * lin.count
         parts.append(stored + (total - numel) * unq)
         quantized += numel
-    from vramcalc.core.memory.activations import dequant_bytes
-
-    fwd = dequant_bytes(model, training, recipe, tuple(lin for part in image_linears(v, model.hidden_size or 0)
-                                                       for lin in part))[0]
-    return ImageSideBytes(parts[0], parts[1], quantized, fwd.weight_c + fwd.forward_absmax_c)
+    tower_lin, projector_lin = image_linears(v, model.hidden_size or 0)
+    dq_tower, dq_projector = (max((dequant_forward_bytes(training, recipe, lin.in_features, lin.out_features)
+                                   for lin in linears), default=0) for linears in (tower_lin, projector_lin))
+    return ImageSideBytes(parts[0], parts[1], quantized, max(dq_tower, dq_projector), dq_tower, dq_projector)
 
 
 def _token_buffer_bytes(model: ModelSpec, training: TrainingSpec) -> int:
