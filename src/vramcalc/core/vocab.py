@@ -40,7 +40,10 @@ MlpKind = Literal["gated", "plain"]
 # config.json hidden_act names whose saved tensors memory/activations.py models: ATen kernels that save
 # one tensor (silu = swish, gelu, gelu_pytorch_tanh, relu) and transformers' Python formulas
 # (gelu_new, gelu_fast, quick_gelu: ACT_SAVED_TENSORS). Any other name is refused, not guessed.
-HiddenAct = Literal["silu", "swish", "gelu", "gelu_pytorch_tanh", "relu", "gelu_new", "gelu_fast", "quick_gelu"]
+# relu2 (Nemotron-H's mlp_hidden_act; activations.py ReLUSquaredActivation: square(relu(x))): relu saves its output
+# and square saves the same tensor as its input, so one tensor of the MLP width, as relu.
+HiddenAct = Literal["silu", "swish", "gelu", "gelu_pytorch_tanh", "relu", "gelu_new", "gelu_fast", "quick_gelu",
+                    "relu2"]
 AttentionKind = Literal["standard", "mla"]  # mla: DeepSeek-V2/V3 multi-head latent attention
 Vendor = Literal["nvidia", "amd", "intel", "apple", "other"]
 # Multi-GPU and inference settings (memory/distributed.py, memory/inference.py).
