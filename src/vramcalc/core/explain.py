@@ -25,6 +25,7 @@ from vramcalc.core.memory import (
     hybrid,
     jamba,
     liger,
+    nemotron_h,
     reward_scoring,
     rl,
     seq2seq,
@@ -107,6 +108,8 @@ LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4
 def _less_label(m: ModelSpec) -> str:
     if jamba.is_jamba(m):  # memory/jamba.py layer_differences: each layer's own kind below the largest kind's set
         return "what the attention and dense-MLP layers save less than the largest kind"
+    if nemotron_h.is_nemotron_h(m):  # memory/nemotron_h.py layered_less: the envelope of the three kinds
+        return "what each layer saves less than the envelope of the kinds (mixer, attention, MLP) and the bottom's less"
     if m.family in ("bamba", "granitemoehybrid"):  # memory/hybrid.py layered_less: the envelope of the two kinds
         return "what each layer saves less than the larger kind (mixer or attention) and the bottom layer's less"
     return LLAMA4_LESS if m.family == "llama4" else "what the bottom layers save less"
@@ -1363,6 +1366,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     residual = 4 if mamba and m.ssm_residual_fp32 else residual_bytes(recipe)
     layer = (ssm.layer_activations if mamba else hybrid.layer_activations if hybrid.is_hybrid(m)
              else jamba.layer_activations if jamba.is_jamba(m)
+             else nemotron_h.layer_activations if nemotron_h.is_nemotron_h(m)
              else unsloth.layer_activations if unsloth.active(m, t)
              else liger.layer_activations if liger.active(m, t)
              else layer_activations)(m, t, recipe, trainable_weights=full_like)
@@ -1449,7 +1453,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                  f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
                                  "one layer's saved tensors", SRC_CKPT))
     # ALiBi models have no rotary tables, nor DeBERTa (relative positions: memory/deberta.py)
-    if not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m) or jamba.is_jamba(m)):
+    if not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m) or jamba.is_jamba(m)
+            or nemotron_h.is_nemotron_h(m)):  # (NemotronHAttention: JambaAttention, no rotary embedding)
         if m.family == "bamba" and not m.attention_layers:
             pass  # no attention layer: BambaModel still builds the tables, but from a leaf no layer saves
         elif m.family == "granitemoehybrid":

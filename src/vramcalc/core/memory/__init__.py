@@ -30,6 +30,7 @@ from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import jamba as _jamba
 from vramcalc.core.memory import liger as _liger
 from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory import nemotron_h as _nemotron_h
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
@@ -173,6 +174,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
+    _nemotron_h.check_run(model, training)  # Nemotron-H: train only (memory/nemotron_h.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
     if model.vision is not None and model.vision.kind == "llava_next":  # LLaVA-NeXT's anyres image side
@@ -477,7 +479,8 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     key = _settings_key(training)
     if key is None:
         return _build_plan(model, training)
-    if model.ssm_head_dim or model.mixer_head_dim or model.attention_chunk_size or model.jamba_mixer_size:
+    if model.ssm_head_dim or model.mixer_head_dim or model.attention_chunk_size or model.jamba_mixer_size \
+            or model.hybrid_pattern:
         # Mamba-2's (and Falcon-H1's mixer's) layer terms hold the row padded to chunk_size and a batch-1
         # single-chunk case (memory/ssm.py padded_length): its plan depends on the token fields too (found by the
         # explain test after test_docs had cached codestral's plan at another --seq-len); Llama 4's chunked mask
@@ -504,6 +507,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     _ssm.check_run(model, training)  # what a Mamba run is not modelled for, refused in one line
     _hybrid.check_run(model, training)  # Falcon-H1's (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba's (memory/jamba.py)
+    _nemotron_h.check_run(model, training)  # Nemotron-H's (memory/nemotron_h.py)
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     encoder_notes = _encoder.notes(model, training)
     if (_preference.is_preference(training) or _preference.is_reference_free(training)
@@ -795,6 +799,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_fn = _hybrid.layer_activations
     if _jamba.is_jamba(m):  # Jamba: attention and Mamba layers, dense and MoE feed-forwards (memory/jamba.py)
         layer_fn = _jamba.layer_activations
+    if _nemotron_h.is_nemotron_h(m):  # Nemotron-H: Mamba-2, attention and MLP layers, one block each
+        layer_fn = _nemotron_h.layer_activations
     unsloth = _unsloth.active(m, t)
     if unsloth:  # Unsloth's kernels (memory/unsloth.py): its own saved set per layer
         layer_fn = _unsloth.layer_activations
@@ -898,6 +904,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         (lt, lts, lb, lc), (bt, bts, bb, bc) = _hybrid.layered_less(m, t, recipe, full_like, not lora_bottom)
         layers_less_t, layers_less_ts, layers_less_b, layers_less_c = lt, lts, lb, lc
         bottom_less_t, bottom_less_ts, bottom_less_b, bottom_less_c = bt, bts, bb, bc
+    elif _nemotron_h.is_nemotron_h(m):
+        # Nemotron-H (memory/nemotron_h.py): per_layer is the envelope of its kinds; each layer's kind and the bottom
+        # layer's (without an input gradient under LoRA) are subtracted here, exactly.
+        (lt, lts, lb, lc), (bt, bts, bb, bc) = _nemotron_h.layered_less(m, t, recipe, full_like, not lora_bottom)
+        layers_less_t, layers_less_ts, layers_less_b, layers_less_c = lt, lts, lb, lc
+        bottom_less_t, bottom_less_ts, bottom_less_b, bottom_less_c = bt, bts, bb, bc
     elif lora_bottom:
         # (a trained embedding copy, LoRA on the embedding or trained token rows give layer 0's input a gradient;
         # adaption prompt:
@@ -946,7 +958,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # computes a pair per layer type (ModernBertModel.forward: global and local thetas).
     # (DeBERTa has no rotary tables either: its relative positions are shared_terms below, memory/deberta.py)
     once_t = 0 if m.learned_position_embeddings or m.alibi or ssm or _deberta.is_deberta(m) \
-        or _jamba.is_jamba(m) else 2 * c * head_dim(m)
+        or _jamba.is_jamba(m) or _nemotron_h.is_nemotron_h(m) else 2 * c * head_dim(m)
     if _hybrid.is_layered_hybrid(m):  # Bamba: partial_rotary_factor 0.5 (BambaRotaryEmbedding: cos, sin of head_dim/2)
         once_t = c * head_dim(m) if m.attention_layers else 0
         if m.family == "granitemoehybrid":  # position_embedding_type "nope": rotary_emb None (the reader refuses rope)
@@ -1037,7 +1049,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if full_like and trainable and (t.method == "full" or head_trainable):  # when tied or accumulating
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
-    notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t))
+    notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t)) \
+        + list(_nemotron_h.notes(m, t))
     if m.family == "gpt_oss":
         notes.append(f"{m.name}: expert weights counted in the run's dtype, as transformers loads them to train "
                      "(Mxfp4Config(dequantize=True): the MXFP4 checkpoint, 4.25 bits per expert weight, is not what "
@@ -1160,6 +1173,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
                     + _hybrid.late_gradient_bytes(m, t, recipe) + _jamba.late_gradient_bytes(m, t, recipe)
+                    + _nemotron_h.late_gradient_bytes(m, t, recipe)
                     if full_like else 0)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
