@@ -141,6 +141,28 @@ def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     return ssm.late_gradient_bytes(hybrid_mixer(m), t, recipe)
 
 
+def lowest_mixer_rerun(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> dict[str, int]:
+    """Full fine-tuning with checkpointing and a bottom layer that is not a mixer: the lowest mixer layer's rerun comes
+    after every layer above it has written its gradients, as Bamba's (memory/hybrid.py lowest_mixer_rerun; measured
+    with the tracer, --grid nemotronh shape B full with checkpointing, attention at the bottom: -5.5 % with the bottom
+    layer's moment alone). The plan's fields: the gradient bytes not made yet (that layer's, those below it and the
+    embedding's: sum(p.numel()) of the stack cut after it, less the final norm and the head) and its index."""
+    from vramcalc.core.params import count_params
+
+    p = m.hybrid_pattern
+    if not is_nemotron_h(m) or "M" not in p or p[0] == "M" or m.hidden_size is None or m.vocab_size is None:
+        return {}
+    low = p.index("M")
+    cut = replace(m, num_layers=low + 1, hybrid_pattern=p[:low + 1])
+    below = count_params(cut) - m.hidden_size - m.vocab_size * m.hidden_size
+    return {"rerun_mixer_below": below * dtype_bytes(recipe.grad), "rerun_mixer_layer": low}
+
+
+def recompute_bottom(m: ModelSpec) -> bool:
+    """A Mamba-2 bottom layer: the scan's locals at its rerun, every upper gradient made (memory/ssm.py's moment)."""
+    return is_nemotron_h(m) and m.hybrid_pattern[0] == "M"
+
+
 def check_run(m: ModelSpec, t: TrainingSpec) -> None:
     """Refuse what the Nemotron-H arithmetic does not cover, in one line."""
     if not is_nemotron_h(m):
