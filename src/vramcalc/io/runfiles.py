@@ -479,11 +479,9 @@ UNMODELLED_KEYS: dict[str, str] = {
     "compile": "torch.compile",
     # axolotl
     "liger_fused_linear_cross_entropy": "Liger fused linear cross-entropy (no full logits)",
-    "liger_cross_entropy": "Liger cross-entropy",
     "cut_cross_entropy": "Cut Cross-Entropy (no full logits)",
-    # (unsloth_lora_qkv / _o / _mlp, unsloth_rms_norm, unsloth_rope: mapped, --kernels unsloth:GROUPS)
-    "unsloth_cross_entropy_loss": "Unsloth's fast_cross_entropy_loss on an fp32 upcast and a contiguous shifted "
-                                  "copy of the logits (monkeypatch/unsloth_.py integrate_cross_entropy_loss_patch)",
+    # (unsloth_lora_qkv / _o / _mlp, unsloth_rms_norm, unsloth_rope: mapped, --kernels unsloth:GROUPS;
+    # liger_cross_entropy: --loss liger-cross-entropy; unsloth_cross_entropy_loss: --loss hf, UNSLOTH_CE_NOTE)
     # axolotl's own LoRA kernels (kernels/lora.py, derived from Unsloth's): LoRA_MLP / LoRA_QKV / LoRA_O save what
     # Unsloth's save, but matmul_lora adds `s * X @ A @ B` out of place (two output-sized temporaries per
     # projection), and they support dropout (a saved dropped input), biases and DoRA: not Unsloth's allocation
@@ -507,6 +505,18 @@ UNMODELLED_KEYS: dict[str, str] = {
     "mixture_of_depths": "mixture-of-depths routing (tokens skip layers)",
     "use_v1_kernels": "LLaMA-Factory's own fused kernels",
 }
+
+# axolotl's unsloth_cross_entropy_loss (loaders/patch_manager.py _patch_loss_llama -> monkeypatch/unsloth_.py
+# integrate_cross_entropy_loss_patch, @323da791, the last axolotl with it; 9de5b763 removed it and its validator now
+# refuses the key) rebinds transformers.loss.loss_utils.ForCausalLMLoss to an UnslothForCausalLMLoss (logits.float(),
+# a contiguous shifted copy, fast_cross_entropy_loss). The model's loss_function returns LOSS_MAPPING["ForCausalLM"]
+# (transformers modeling_utils.py PreTrainedModel.loss_function), the function object bound when loss_utils.py built
+# the dict, so the rebinding never reaches a model: transformers' ForCausalLMLoss runs, which is --loss hf (checked
+# in tests/test_savers.py against the installed transformers). From transformers 4.48 the module's import of
+# LlamaFlashAttention2 fails before any patch.
+UNSLOTH_CE_NOTE = ("unsloth_cross_entropy_loss: counted as transformers' own loss (--loss hf): axolotl's patch rebinds "
+                   "loss_utils.ForCausalLMLoss, which the models' loss_function (LOSS_MAPPING) never reads; axolotl "
+                   "removed the key after 323da791, and its import needs transformers < 4.48.")
 
 # axolotl keys that change what a step allocates, with no vramcalc option yet (axolotl-ai-cloud/axolotl
 # src/axolotl/utils/schemas/*.py); they were listed as "ignored" before.
@@ -730,12 +740,23 @@ def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
     if _flag(AX, d.get("cut_cross_entropy"), "cut_cross_entropy"):
         run.options["loss"] = "cut"
     elif _flag(AX, d.get("liger_fused_linear_cross_entropy"), "liger_fused_linear_cross_entropy"):
+        if _flag(AX, d.get("liger_cross_entropy"), "liger_cross_entropy"):  # integrations/liger/plugin.py raises
+            raise _KeyProblem("liger_cross_entropy", "axolotl refuses it beside liger_fused_linear_cross_entropy "
+                              "(\"Cannot have both\"); keep one")
         run.options["loss"] = "fused-linear"
+    elif _flag(AX, d.get("liger_cross_entropy"), "liger_cross_entropy"):
+        # integrations/liger/plugin.py @067b021c: cross_entropy=cfg.liger_cross_entropy, i.e. transformers'
+        # loss_utils nn.functional.cross_entropy replaced by Liger's (memory/activations.py head_activations)
+        run.options["loss"] = "liger-cross-entropy"
     elif _flag(AX, d.get("chunked_cross_entropy"), "chunked_cross_entropy"):
         # axolotl chunked_cross_entropy (monkeypatch/loss/chunked.py): the loss in num_chunks sequence chunks
         run.options["loss"] = "chunked"
         _take(d, run, "chunked_cross_entropy_num_chunks", "loss_chunks", int)
-    _seen(d, run, "cut_cross_entropy", "liger_fused_linear_cross_entropy", "chunked_cross_entropy")
+    _seen(d, run, "cut_cross_entropy", "liger_fused_linear_cross_entropy", "liger_cross_entropy",
+          "chunked_cross_entropy")
+    if _flag(AX, d.get("unsloth_cross_entropy_loss"), "unsloth_cross_entropy_loss"):
+        run.notes.append(UNSLOTH_CE_NOTE)
+    _seen(d, run, "unsloth_cross_entropy_loss")
     _liger_layers(AX, d, run, *LIGER_LAYER_KEYS)
     _seen(d, run, *LIGER_LAYER_KEYS)
     if _flag(AX, d.get("gradient_checkpointing_offload"), "gradient_checkpointing_offload"):
