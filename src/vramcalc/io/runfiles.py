@@ -265,7 +265,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "gradient_checkpointing_offload": (), "flash_attention": (), "sdp_attention": (), "sample_packing": (),
         "precompute_ref_log_probs": (), "peft_use_dora": (), "peft_use_rslora": (),
         "unsloth_lora_qkv": (), "unsloth_lora_o": (), "unsloth_lora_mlp": (), "unsloth_rms_norm": (),
-        "unsloth_rope": (),
+        "unsloth_rope": (), "unsloth_cross_entropy_loss": (), "liger_cross_entropy": (),
         "liger_rope": (), "liger_rms_norm": (), "liger_glu_activation": (), "liger_layer_norm": (),
         "bf16": ("auto",),  # bf16 where the GPU has it
         # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
