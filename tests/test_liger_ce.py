@@ -165,3 +165,19 @@ def test_cli_refusals(capsys: pytest.CaptureFixture[str]) -> None:
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and word in err, err
     code, _, err = invoke(["estimate", "llama-3.2-1b", "--objective", "dpo", "--loss", LIGER], capsys)
     assert code == 2 and "drop --loss" in err
+
+
+def test_trainer_liger_kernel_config(tmp_path: Path) -> None:
+    # TrainingArguments.liger_kernel_config: apply_liger_kernel_to_*'s arguments (Liger's defaults: the fused linear
+    # cross-entropy on, the plain one off)
+    def load(body: str) -> runfiles.Run:
+        f = tmp_path / "args.json"
+        f.write_text('{"output_dir": "out", "use_liger_kernel": true' + body + "}")
+        return runfiles.load(str(f))[0]
+
+    run = load(', "liger_kernel_config": {"cross_entropy": true, "fused_linear_cross_entropy": false}')
+    assert run.options["loss"] == LIGER and "liger_kernel_config" in run.mapped and run.unmodelled == []
+    assert load(', "liger_kernel_config": {"fused_linear_cross_entropy": false}').options["loss"] == "hf"
+    assert load(', "liger_kernel_config": {"rope": false}').options["loss"] == "fused-linear"
+    with pytest.raises(VramcalcError, match="liger_kernel_config"):
+        load(', "liger_kernel_config": {"cross_entropy": true}')  # Liger asserts the two are exclusive

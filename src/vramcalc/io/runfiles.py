@@ -287,6 +287,8 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' CPUOffloadPolicy (_torchtune_fsdp)
 BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
+# liger_kernel_config's two loss keys (_liger_kernel_config)
+BOOLEAN_KEYS["hf-training-args"].update(dict.fromkeys(("cross_entropy", "fused_linear_cross_entropy"), ()))
 BOOLEAN_KEYS["hf-training-args"]["auto_find_batch_size"] = ()  # TrainingArguments' (read by _finish for every reader)
 # Keys whose values are names the tool compares exactly (a Literal, an Enum, `==`): another case or spelling is
 # refused, naming the key and the values (the fuzz suite draws each value in other cases).
@@ -1433,6 +1435,26 @@ def _trl(d: dict[str, Any], run: Run) -> None:
     _take_flag(HF, d, run, "activation_offloading", "activation_offload")
 
 
+def _liger_kernel_config(d: dict[str, Any], run: Run) -> None:
+    """TrainingArguments.liger_kernel_config: keyword arguments of Liger's apply_liger_kernel_to_* (transformers
+    integrations/liger.py apply_liger_kernel; liger_kernel monkey_patch.py @ead96b61: fused_linear_cross_entropy on
+    and cross_entropy off by default, the two exclusive). The loss keys are mapped; the layer kernels' keep the note."""
+    cfg = d.get("liger_kernel_config")
+    if cfg is None:
+        return
+    if not isinstance(cfg, dict):
+        raise _KeyProblem("liger_kernel_config", "a mapping of Liger's apply_liger_kernel_to_* arguments is expected, "
+                          "e.g. {cross_entropy: true, fused_linear_cross_entropy: false}")
+    fused = _flag(HF, cfg.get("fused_linear_cross_entropy", True), "liger_kernel_config.fused_linear_cross_entropy")
+    plain = _flag(HF, cfg.get("cross_entropy", False), "liger_kernel_config.cross_entropy")
+    if fused and plain:  # monkey_patch.py asserts "cross_entropy and fused_linear_cross_entropy cannot both be True"
+        raise _KeyProblem("liger_kernel_config", "Liger refuses cross_entropy and fused_linear_cross_entropy both "
+                          "true; keep one")
+    if not fused:
+        run.options["loss"] = "liger-cross-entropy" if plain else "hf"
+    run.mapped.append("liger_kernel_config")
+
+
 def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
     """LLaMA-Factory's finetuning_args.py GaloreArguments / ApolloArguments / use_adam_mini (trainer_utils.py
     _create_galore_optimizer, _create_apollo_optimizer, _create_adam_mini_optimizer): defaults rank 16, target all
@@ -1535,6 +1557,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     if _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel"):
         run.options["loss"] = "fused-linear"
         _liger_layers(HF, d, run, "use_liger_kernel")
+        _liger_kernel_config(d, run)
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)
