@@ -181,3 +181,14 @@ def test_trainer_liger_kernel_config(tmp_path: Path) -> None:
     assert load(', "liger_kernel_config": {"rope": false}').options["loss"] == "fused-linear"
     with pytest.raises(VramcalcError, match="liger_kernel_config"):
         load(', "liger_kernel_config": {"cross_entropy": true}')  # Liger asserts the two are exclusive
+
+
+def test_axolotl_liger_cross_entropy_where_liger_applies(tmp_path: Path) -> None:
+    # GPT-2 is not a model type Liger's plugin patches (monkey_patch.py MODEL_TYPE_TO_APPLY_LIGER_FN): axolotl logs
+    # "Liger not applied" and transformers' loss runs
+    path = tmp_path / "ax.yaml"
+    path.write_text("base_model: gpt2\nliger_cross_entropy: true\n")
+    run = runfiles.load(str(path))[0]
+    assert "loss" not in run.options and any("does not patch gpt2" in n for n in run.notes)
+    path.write_text("base_model: Qwen/Qwen2.5-0.5B\nliger_cross_entropy: true\n")
+    assert runfiles.load(str(path))[0].options["loss"] == LIGER

@@ -118,6 +118,7 @@ def load(path_text: str) -> list[Run]:
             run = _READERS[kind](data, path)
             run.kind, run.path = kind, str(path)
             _liger_kernels(run, path)
+            _liger_cross_entropy_applies(run, path)
             runs = [run]
     except _KeyProblem as e:
         raise RunFileError(f"{path}: {e.key}: {e.problem}") from None
@@ -485,8 +486,10 @@ UNMODELLED_KEYS: dict[str, str] = {
     # (unsloth_lora_qkv / _o / _mlp, unsloth_rms_norm, unsloth_rope: mapped, --kernels unsloth:GROUPS;
     # liger_cross_entropy: --loss liger-cross-entropy; unsloth_cross_entropy_loss: --loss hf, UNSLOTH_CE_NOTE)
     # axolotl's own LoRA kernels (kernels/lora.py, derived from Unsloth's): LoRA_MLP / LoRA_QKV / LoRA_O save what
-    # Unsloth's save, but matmul_lora adds `s * X @ A @ B` out of place (two output-sized temporaries per
-    # projection), and they support dropout (a saved dropped input), biases and DoRA: not Unsloth's allocation
+    # Unsloth's save, plus the dropped input under lora_dropout (X_drop), the LoRA biases, and under DoRA the combined
+    # outputs and magnitude scales; matmul_lora added `s * X @ A @ B` out of place (an output-sized temporary per
+    # projection) until 69f6d8ba (2026-06-05), and uses out.addmm_ in place since (at 067b021c): version-dependent and
+    # not Unsloth's allocation, so not modelled yet
     "lora_mlp_kernel": "axolotl's LoRA_MLP autograd function (kernels/lora.py): its own saved set and temporaries",
     "lora_qkv_kernel": "axolotl's LoRA_QKV autograd function (kernels/lora.py): its own saved set and temporaries",
     "lora_o_kernel": "axolotl's LoRA_O autograd function (kernels/lora.py): its own saved set and temporaries",
@@ -589,6 +592,33 @@ def _liger_kernels(run: Run, path: Path) -> None:
     if liger.why_not(spec, training) is None:
         run.options["kernels"] = "liger"
         run.notes.remove(LIGER_LAYER_NOTE)
+
+
+# The model types whose Liger patch takes cross_entropy: liger_kernel/transformers/monkey_patch.py @ead96b61
+# MODEL_TYPE_TO_APPLY_LIGER_FN, and axolotl's own branches (integrations/liger/plugin.py @067b021c: jamba, deepseek_v2,
+# granitemoe, gemma4_unified); for any other type axolotl logs "Liger not applied".
+LIGER_CE_MODEL_TYPES = frozenset((
+    "deepseek_v4", "gemma", "gemma2", "gemma3_text", "gemma3", "gemma4_text", "gemma4", "glm4", "glm4v", "glm4v_moe",
+    "gpt_oss", "internvl", "llama", "llama4_text", "llama4", "llava", "granite", "mllama", "mllama_text_model",
+    "ministral", "mistral", "mixtral", "nemotron", "olmo2", "pixtral", "olmo3", "qwen2", "qwen3", "qwen3_moe",
+    "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text", "qwen3_next", "qwen3_5", "qwen3_5_text",
+    "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_vl", "qwen3_vl_text", "qwen3_vl_moe", "qwen3_vl_moe_text", "smollm3",
+    "phi3", "paligemma", "falcon_h1", "smolvlm", "hunyuan_v1_dense", "hunyuan_v1_moe", "exaone4",
+    "jamba", "deepseek_v2", "granitemoe", "gemma4_unified", "gemma4_unified_text"))
+
+
+def _liger_cross_entropy_applies(run: Run, path: Path) -> None:
+    """axolotl's liger_cross_entropy on a model type Liger's plugin does not patch: transformers' own loss runs."""
+    if run.options.get("loss") != "liger-cross-entropy" or run.kind != AX or run.model is None:
+        return
+    try:
+        spec, _ = resolve_model(run.model, path.parent)
+    except VramcalcError:
+        return  # the model is resolved (or refused) where the run is estimated
+    if spec.family not in LIGER_CE_MODEL_TYPES:
+        run.options.pop("loss")
+        run.notes.append(f"liger_cross_entropy: axolotl's Liger plugin does not patch {spec.family} models "
+                         "(integrations/liger/plugin.py: \"Liger not applied\"): counted as transformers' own loss.")
 
 
 # LLaMA-Factory's on-the-fly quantization methods (extras/constants.py QuantizationMethod): "bnb" is
