@@ -152,6 +152,12 @@ SAVER_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("linear-chunked+gc", {"loss": "linear-chunked", **GC}),
     ("linear-chunked+gc+offload+opt-in-bwd", {"loss": "linear-chunked", **GC, "activation_offload": True,
                                               "optimizer_in_bwd": True}),
+    # Liger's cross-entropy on the full logits (axolotl liger_cross_entropy), appended so the ids above keep their
+    # methods
+    ("liger-ce", {"loss": "liger-cross-entropy"}),
+    ("liger-ce+gc", {"loss": "liger-cross-entropy", **GC}),
+    ("liger-ce+gc+offload", {"loss": "liger-cross-entropy", **GC, "activation_offload": True}),
+    ("liger-ce+gc every 2+opt-in-bwd", {"loss": "liger-cross-entropy", **GC, "ac_every": 2, "optimizer_in_bwd": True}),
 )
 
 

@@ -61,7 +61,7 @@ KvCache = Literal["dynamic", "static", "legacy"]
 # Logits of the prefill: the last position (generate's logits_to_keep=1, transformers >= 4.45) or all of them.
 LogitsKept = Literal["last", "all"]
 # Memory savers (memory/loss.py): how the loss is computed from the last hidden states.
-LossName = Literal["hf", "chunked", "linear-chunked", "fused-linear", "cut", "trl"]
+LossName = Literal["hf", "chunked", "linear-chunked", "fused-linear", "cut", "trl", "liger-cross-entropy"]
 # Where `vramcalc trace` runs the step: fake tensors on the CPU, or the real CUDA device.
 TraceDevice = Literal["fake", "cuda"]
 # How a micro-batch's sequences are laid out (memory/activations.py packing terms): padded rows of the
