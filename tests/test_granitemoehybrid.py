@@ -1,5 +1,6 @@
 """GraniteMoeHybrid's dense Granite 4.0 H models (issue 15): Bamba's layered path (memory/hybrid.py) with
-layer_types, a fused shared_mlp, no positions and the Granite multipliers; the MoE variants refused by name."""
+layer_types, a fused shared_mlp, no positions and the Granite multipliers; the MoE models (granite-4.0-h-tiny,
+-h-small): block_sparse_moe beside shared_mlp, the fused-expert MoE terms (memory/activations.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from vramcalc.io.hf_config import spec_from_hf_config
 
 HF = Path(__file__).parent / "data" / "hf"
 FIXTURE = json.loads((HF / "granite-4.0-h-micro.json").read_text())
+TINY_FIXTURE = json.loads((HF / "granite-4.0-h-tiny.json").read_text())
+SMALL_FIXTURE = json.loads((HF / "granite-4.0-h-small.json").read_text())
 # The two shapes benchmarks/accuracy.py --grid granite traces, cut from the fixture (GRANITE_SHAPES there)
 SHAPE_A = {"hidden_size": 256, "num_hidden_layers": 3, "layer_types": ["mamba", "attention", "mamba"],
            "num_attention_heads": 4, "num_key_value_heads": 2, "shared_intermediate_size": 512, "mamba_n_heads": 8,
@@ -27,6 +30,11 @@ SHAPE_A = {"hidden_size": 256, "num_hidden_layers": 3, "layer_types": ["mamba", 
 SHAPE_B = {"hidden_size": 256, "num_hidden_layers": 4, "layer_types": ["attention", "mamba", "mamba", "attention"],
            "num_attention_heads": 4, "num_key_value_heads": 1, "shared_intermediate_size": 768, "mamba_n_heads": 16,
            "mamba_d_head": 32, "mamba_d_state": 64, "mamba_n_groups": 2, "mamba_chunk_size": 48, "vocab_size": 4096}
+
+
+# The MoE cut of the two shapes (benchmarks/accuracy.py --grid granite's MoE cases, GRANITE_MOE_SHAPES there)
+MOE_A = {"num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 128}
+MOE_B = {"num_local_experts": 6, "num_experts_per_tok": 3, "intermediate_size": 96, "shared_intermediate_size": 384}
 
 
 def tiny(shape: dict[str, object]):
@@ -69,6 +77,42 @@ def test_count_matches_the_library(shape: dict[str, object]) -> None:
     assert count_params(spec_from_hf_config(d, "m", "f")) == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize(("fixture", "total"), [("tiny", 6_939_037_248), ("small", 32_207_337_984)])
+def test_moe_fixture_count(fixture: str, total: int) -> None:
+    # sum(p.numel()) of GraniteMoeHybridForCausalLM from tests/data/hf/granite-4.0-h-tiny.json / -h-small.json,
+    # transformers 5.24 on the meta device (test_moe_count_matches_the_library rebuilds them)
+    d = TINY_FIXTURE if fixture == "tiny" else SMALL_FIXTURE
+    assert count_params(spec_from_hf_config(d, "m", "f")) == total
+    assert count_params(presets.find_model(f"granite-4.0-h-{fixture}")) == total
+
+
+@pytest.mark.parametrize("shape", [TINY_FIXTURE, SMALL_FIXTURE, {**TINY_FIXTURE, **SHAPE_A, **MOE_A},
+                                   {**TINY_FIXTURE, **SHAPE_B, **MOE_B, "attention_bias": True,
+                                    "tie_word_embeddings": False}],
+                         ids=["h-tiny", "h-small", "moe-a", "moe-b-biases-untied"])
+def test_moe_count_matches_the_library(shape: dict[str, object]) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GraniteMoeHybridConfig(**{k: v for k, v in shape.items()
+                                                    if k not in ("model_type", "architectures")})
+    with torch.device("meta"):
+        model = transformers.GraniteMoeHybridForCausalLM(config)
+    assert count_params(spec_from_hf_config(shape, "m", "f")) == sum(p.numel() for p in model.parameters())
+
+
+def test_moe_reads_as_published() -> None:
+    # granite-4.0-h-tiny: 64 experts of 512, 6 per token, beside shared_mlp 1024 (the shared expert, input_linear
+    # fused); the block Linears: the experts' 3-D stacks (E per layer), shared_mlp's two, the mixer's and attention's
+    m = spec_from_hf_config(TINY_FIXTURE, "m", "f")
+    assert (m.num_experts, m.experts_per_token, m.moe_intermediate_size, m.num_shared_experts,
+            m.shared_expert_intermediate_size, m.shared_expert_gate) == (64, 6, 512, 1, 1024, False)
+    assert {lin.module: (lin.count, lin.in_features, lin.out_features) for lin in block_linears(m)} == {
+        "q_proj": (4, 1536, 1536), "k_proj": (4, 1536, 512), "v_proj": (4, 1536, 512), "o_proj": (4, 1536, 1536),
+        "experts.gate_up_proj": (40 * 64, 1536, 1024), "experts.down_proj": (40 * 64, 512, 1536),
+        "shared_expert.gate_up_proj": (40, 1536, 2048), "shared_expert.down_proj": (40, 1024, 1536),
+        "in_proj": (36, 1536, 3072 + 3072 + 2 * 128 + 48), "out_proj": (36, 3072, 1536)}
+
+
 def test_preset_count_is_its_published_total() -> None:
     m = presets.find_model("granite-4.0-h-micro")
     assert count_params(m) == m.published_parameters == 3_191_396_096
@@ -90,7 +134,7 @@ def test_count_is_the_layers_by_kind() -> None:
 
 
 @pytest.mark.parametrize(("key", "value", "words"), [
-    ("num_local_experts", 62, "MoE block"), ("position_embedding_type", "rope", "RoPE tables"),
+    ("position_embedding_type", "rope", "RoPE tables"),
     ("mamba_d_head", 32, "mamba_n_heads x mamba_d_head"), ("time_step_limit", [0.001, 0.1], "time_step_limit"),
     ("layer_types", ["mamba", "attention"], "layer_types: 3 entries"),
     ("layer_types", ["mamba", "moe", "mamba"], "unknown 'moe'"), ("head_dim", 32, "head_dim"),
@@ -100,12 +144,12 @@ def test_reader_refuses_what_it_does_not_count(key: str, value: object, words: s
         tiny({**SHAPE_A, key: value})
 
 
-def test_moe_config_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # granite-4.0-h-tiny / -h-small: num_local_experts 62 / 72 (GraniteMoeHybridMoE beside shared_mlp)
+def test_router_aux_loss_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # output_router_logits true adds GraniteMoeHybridForCausalLM's load_balancing_loss_func over every layer's logits
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({**FIXTURE, "num_local_experts": 72, "num_experts_per_tok": 10}))
+    path.write_text(json.dumps({**TINY_FIXTURE, "output_router_logits": True}))
     code, _, err = invoke(["estimate", str(path)], capsys)
-    assert code == 2 and "num_local_experts 72" in err and "not modelled" in err and err.count("\n") == 1
+    assert code == 2 and "output_router_logits" in err and "not modelled" in err and err.count("\n") == 1
 
 
 def test_lora_targets() -> None:

@@ -94,6 +94,11 @@ TOTALS = {
     # sum(p.numel()) of GraniteMoeHybridForCausalLM from tests/data/hf/granite-4.0-h-micro.json (typed, the README
     # says from what), transformers 5.24 on the meta device (tests/test_granitemoehybrid.py rebuilds it).
     "granite-4.0-h-micro": 3_191_396_096,
+    # The MoE Granite 4.0 H models (block_sparse_moe beside shared_mlp): sum(p.numel()) of GraniteMoeHybridForCausalLM
+    # from tests/data/hf/granite-4.0-h-tiny.json / -h-small.json (typed, the README says from what), transformers 5.24
+    # on the meta device (tests/test_granitemoehybrid.py rebuilds them).
+    "granite-4.0-h-tiny": 6_939_037_248,
+    "granite-4.0-h-small": 32_207_337_984,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
