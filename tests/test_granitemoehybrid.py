@@ -164,6 +164,31 @@ def test_lora_targets() -> None:
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj", "in_proj", "out_proj"}
 
 
+def test_moe_lora_targets() -> None:
+    # peft 0.21 has no MoE conversion for granitemoehybrid (utils/transformers_weight_conversion.py
+    # _MOE_TARGET_MODULE_MAPPING: mixtral, qwen2_moe patterns only; granitemoehybrid maps to "granitemoe"): its names
+    # match nn.Linear modules only, so input_linear / output_linear are shared_mlp's and all-linear takes neither the
+    # 3-D experts nor the router (GraniteMoeHybridTopKRouter holds a bare weight Parameter)
+    m = tiny({**SHAPE_A, **MOE_A})
+    assert [lin.module for lin in resolve_targets(m, ("input_linear", "output_linear"))] == \
+        ["shared_expert.gate_up_proj", "shared_expert.down_proj"]
+    assert {lin.module for lin in resolve_targets(m, ("all-linear",))} == {
+        "q_proj", "k_proj", "v_proj", "o_proj", "shared_expert.gate_up_proj", "shared_expert.down_proj", "in_proj",
+        "out_proj"}
+
+
+def test_moe_trace_config() -> None:
+    # the tracer builds GraniteMoeHybridForCausalLM with the experts intermediate_size wide and shared_mlp as the
+    # shared expert's width (configuration_granitemoehybrid.py names)
+    from vramcalc.trace._config import hf_config_dict
+
+    d = hf_config_dict(tiny({**SHAPE_B, **MOE_B}))
+    assert (d["num_local_experts"], d["num_experts_per_tok"], d["intermediate_size"], d["shared_intermediate_size"],
+            d["output_router_logits"]) == (6, 3, 96, 384, False)
+    dense = hf_config_dict(tiny(SHAPE_B))
+    assert (dense["num_local_experts"], dense["shared_intermediate_size"]) == (0, 768)
+
+
 @pytest.mark.parametrize(("options", "words"), [
     (["--mode", "inference"], "generate() for GraniteMoeHybrid"),
     (["--precision", "amp-bf16"], "autocast over the Mamba-2 mixer"),
@@ -240,3 +265,27 @@ def test_trace_matches_the_estimate(method: str, gc: bool) -> None:
     m = tiny(SHAPE_A)
     est, traced = estimate(m, t).tensor_peak_bytes, trace(m, t).peak_bytes
     assert est == pytest.approx(traced, rel=0.02) and est >= traced * 0.98
+
+
+@pytest.mark.parametrize(("shape", "kind", "trained", "measured", "over"), [
+    ({**SHAPE_A, **MOE_A}, "mamba", True, 6_504_552, 131_040),
+    ({**SHAPE_A, **MOE_A}, "mamba", False, 5_255_240, 131_040),
+    ({**SHAPE_A, **MOE_A}, "attention", True, 1_782_304, -32),
+    ({**SHAPE_A, **MOE_A}, "attention", False, 1_192_480, -32),
+    ({**SHAPE_B, **MOE_B}, "mamba", True, 12_635_178, -24), ({**SHAPE_B, **MOE_B}, "mamba", False, 11_209_706, -24),
+    ({**SHAPE_B, **MOE_B}, "attention", True, 1_787_160, -24),
+    ({**SHAPE_B, **MOE_B}, "attention", False, 1_156_376, -24)])
+def test_moe_layer_saved_set_is_measured(shape: dict[str, object], kind: str, trained: bool, measured: int,
+                                         over: int) -> None:
+    # Measured: the bytes of every storage torch.autograd.graph.saved_tensors_hooks packs while one
+    # GraniteMoeHybridDecoderLayer with block_sparse_moe (transformers 5.24, bf16, sdpa, the default experts
+    # implementation grouped_mm, input bf16 with requires_grad) runs forward on CPU at batch 2 x 64 tokens, parameters
+    # and buffers excluded; `trained` False: its parameters frozen. Shape A from granite-4.0-h-tiny.json (8 experts of
+    # 128, top 2), B from -h-small.json (6 of 96, top 3). Shape A's mixer is over by the one-chunk fp32 tensor
+    # (test_mixer_layer_saved_set_is_measured); the few bytes under are grouped_mm's int32 per-expert offsets (4 B x E,
+    # whatever the batch), not counted. The router's input is the storage shared_mlp's input_linear saves.
+    m = spec_from_hf_config({**TINY_FIXTURE, **shape}, "granite-moe", "tests/test_granitemoehybrid.py")
+    t = TrainingSpec(method="full", precision="pure-bf16", batch_size=2, seq_len=64)
+    r = recipe_of(t)
+    est = hybrid.bamba_mixer_layer(m, t, r, trained) if kind == "mamba" else layer_activations(m, t, r, trained)
+    assert est.saved(128, 64) - measured == over

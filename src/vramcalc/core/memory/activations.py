@@ -1069,7 +1069,9 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
            Term("experts gate_up output, activation output, down output", k * eb * (3 * i + h))]
     if experts_grad:
         out.append(Term("experts grouped_mm inputs (gathered hidden, gated product)", k * eb * (h + i)))
-    if trainable or lora_router:
+    # GraniteMoeHybridMoE's router reads a view of the normed input that shared_mlp's input_linear saves for its own
+    # weight gradient (one storage: measured with saved_tensors_hooks over one layer, tests/test_granitemoehybrid.py)
+    if (trainable or lora_router) and not (m.family == "granitemoehybrid" and trainable):
         # DeepSeek's routers run `F.linear(hidden_states.type(torch.float32), self.weight.type(torch.float32))`
         # (modeling_deepseek_v3.py DeepseekV3TopkRouter, _v2.py DeepseekV2TopkRouter): the saved input is fp32
         out.append(Term("router input (its weight's gradient)", (4 if deepseek_router(m) else c) * h))
