@@ -289,3 +289,24 @@ def test_moe_layer_saved_set_is_measured(shape: dict[str, object], kind: str, tr
     r = recipe_of(t)
     est = hybrid.bamba_mixer_layer(m, t, r, trained) if kind == "mamba" else layer_activations(m, t, r, trained)
     assert est.saved(128, 64) - measured == over
+
+
+def test_moe_explain_names_the_router_and_experts(capsys: pytest.CaptureFixture[str]) -> None:
+    # explain lists the MoE block's terms (memory/activations.py _fused_moe_terms with Granite's router) and the note
+    # says which experts implementation is counted
+    code, out, _ = invoke(["explain", "granite-4.0-h-tiny", "--method", "lora", "--seq-len", "512"], capsys)
+    flat = " ".join(out.split())
+    assert code == 0 and "router top-k indices, softmax over the top k (fp32) = 72 B/token" in flat
+    # 72 B: 6 int64 indices + 6 fp32 top-k softmax weights per token
+    assert "experts gate_up output, activation output, down output" in flat and "grouped_mm" in flat
+
+
+def test_lora_checkpointing_counts_the_lowest_mixer_rerun() -> None:
+    # --grid granite MoE shape B LoRA all-linear with checkpointing: layers [attention, mamba, mamba, attention]; the
+    # peak is layer 1's rerun with layers 2 and 3's adapter gradients made: 467,968 B, as the tracer's gradients at
+    # its peak (half of the 935,936 B of fp32 adapter gradients)
+    m = tiny({**SHAPE_B, **MOE_B})
+    t = TrainingSpec(method="lora", precision="bf16", batch_size=2, seq_len=64, grad_checkpointing=True,
+                     lora_targets=("all-linear",))
+    moment = next(x for x in estimate(m, t).named_moments() if x.key == "backward.recompute_mixer")
+    assert moment.component("gradients") == 467_968
