@@ -99,6 +99,12 @@ TOTALS = {
     # on the meta device (tests/test_granitemoehybrid.py rebuilds them).
     "granite-4.0-h-tiny": 6_939_037_248,
     "granite-4.0-h-small": 32_207_337_984,
+    # Nemotron-H (Mamba-2, attention and relu2 MLP layers, one block each, as hybrid_override_pattern says):
+    # sum(p.numel()) of NemotronHForCausalLM from tests/data/hf/nemotron-h-8b-base-8k.json (quoted) and
+    # nvidia-nemotron-nano-9b-v2.json (typed, the README says from what), transformers 5.24 on the meta device
+    # (tests/test_nemotron_h.py rebuilds them).
+    "nemotron-h-8b-base-8k": 8_100_852_736,
+    "nvidia-nemotron-nano-9b-v2": 8_888_227_328,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
@@ -205,6 +211,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "jamba",
         "bamba",
         "granitemoehybrid",
+        "nemotron_h",
         "idefics3",
         "smolvlm",
         "llama4",
