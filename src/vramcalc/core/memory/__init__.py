@@ -1202,7 +1202,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
         recompute_bottom=_ssm.is_mamba2(m) or _nemotron_h.recompute_bottom(m),
         **(_hybrid.lowest_mixer_rerun(m, t, recipe) | _nemotron_h.lowest_mixer_rerun(m, t, recipe)
-           if full_like and t.grad_checkpointing and not _distributed.is_parallel(t) else {}),
+           if (full_like or (m.family == "granitemoehybrid" and t.method in ("lora", "qlora"))) and t.grad_checkpointing
+           and not _distributed.is_parallel(t) else {}),
         # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
