@@ -1357,7 +1357,8 @@ def _model(name: str) -> Any:
             return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
                            num_kv_heads=2, vocab_size=1000, head_dim=None, vision=tower)
         return replace(spec, num_layers=2, vision=tower)
-    if name.startswith("gemma3vlm:"):  # a Gemma 3 multimodal config.json as published, both stacks cut
+    if name.startswith(("gemma3vlm:", "gemma3vlm-toy:")):  # a Gemma 3 multimodal config.json as published, both
+        # stacks cut; -toy: the language model a toy (2 layers, width 256, 1,000-token vocabulary), the tower kept
         from dataclasses import replace
 
         from vramcalc.io.hf_config import spec_from_hf_config
@@ -1367,6 +1368,10 @@ def _model(name: str) -> Any:
         spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
         layers = int(n)
         local = round(spec.sliding_window_layers * layers / spec.num_layers)
+        if name.startswith("gemma3vlm-toy:"):
+            return replace(spec, num_layers=2, sliding_window_layers=1, hidden_size=256, intermediate_size=512,
+                           num_attention_heads=4, num_kv_heads=2, head_dim=64, vocab_size=1000,
+                           vision=replace(spec.vision, num_layers=layers))
         return replace(spec, num_layers=layers, sliding_window_layers=local,
                        vision=replace(spec.vision, num_layers=layers))
     if name.startswith("vlm:"):  # a vision-language model's config.json as published (no layer cut)
