@@ -179,15 +179,15 @@ def connector_saved(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: i
 
 def forward_transient(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int,
                       modules: tuple[str, ...]) -> int:
-    """An adapted Linear's forward beyond the frozen layer's transients (peft Linear.forward: `result +
-    lora_B(lora_A(x)) * scaling`): the input's adapter-dtype copy, lora_B's output and its scaled copy (adapter
-    dtype), the largest over the adapted Linears."""
+    """An adapted Linear's forward (peft Linear.forward: `result + lora_B(lora_A(x)) * scaling`): the input's
+    adapter-dtype copy, the base output (16-bit), lora_B's output and its scaled copy (adapter dtype), the largest
+    over the adapted Linears."""
     ad = dtype_bytes(training.adapter_dtype)
     h, i = v.hidden_size, v.intermediate_size
     worst = 0
     for m in modules:
         d_in, d_out = {"fc1": (h, i), "fc2": (i, h)}.get(m, (h, h))
-        worst = max(worst, rows * ((d_in * ad if ad != a_bytes else 0) + 2 * d_out * ad))
+        worst = max(worst, rows * ((d_in * ad if ad != a_bytes else 0) + d_out * (a_bytes + 2 * ad)))
     return worst
 
 
