@@ -1239,6 +1239,39 @@ def vlm2_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"gemma-3-12b-it | lora | b1 s512 i1 | sdpa | {'gc' if gc else 'no-gc'}",
                       "model": f"gemma3vlm:gemma-3-12b-it:{VLM2_LAYERS}", "method": "lora",
                       "training": dict(VLM_RUNS[1][1], **VLM2_SHAPES[0], grad_checkpointing=gc)})
+    cases += tower_lora_cases("gemma3vlm-toy:gemma-3-4b-it:2", "gemma-3-4b-it toy-lm", TOWER_LORA_SHAPES,
+                              ("q_proj", "out_proj", "fc1", "fc2"))
+    return cases
+
+
+# Tower LoRA (memory/siglip_lora.py, issue 15): peft matches target names over the whole model, so the default
+# q_proj, v_proj and all-linear adapt the SigLIP tower of Gemma 3 / Idefics3 too (and all-linear Idefics3's
+# connector). On a toy language model (2 layers, width 256, 1,000-token vocabulary) where the image side is the
+# peak, the tower cut to 2 layers: LoRA with the default targets and all-linear x checkpointing off / on at two
+# shapes; QLoRA all-linear x checkpointing; named tower targets with 16-bit adapters (lora_A saves the module's own
+# input, not an fp32 copy) x checkpointing; eager LoRA x checkpointing at the first shape.
+TOWER_LORA_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1}, {"batch_size": 2, "seq_len": 64, "images": 1})
+
+
+def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
+                     named: tuple[str, ...]) -> list[dict[str, Any]]:
+    cases = []
+
+    def add(label: str, kw: dict[str, Any], shape: dict[str, Any], attention: str = "sdpa") -> None:
+        tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}" + (
+            f" {shape['image_size']}x{shape['image_width']}" if "image_width" in shape else "")
+        for gc in (False, True):
+            cases.append({"id": f"{name} | {label} | {tag} | {attention} | {'gc' if gc else 'no-gc'}",
+                          "model": model, "method": kw["method"],
+                          "training": dict(kw, **shape, attention=attention, grad_checkpointing=gc)})
+
+    for shape in shapes:
+        add("lora q_proj,v_proj (tower too)", VLM_RUNS[1][1], shape)
+        add("lora all-linear", dict(VLM_RUNS[1][1], lora_targets=("all-linear",)), shape)
+    add("qlora all-linear", dict(VLM_RUNS[2][1], lora_targets=("all-linear",)), shapes[0])
+    add(f"lora {','.join(named)} bf16 adapters", dict(VLM_RUNS[1][1], lora_targets=named, adapter_dtype="bf16"),
+        shapes[0])
+    add("lora q_proj,v_proj (tower too)", VLM_RUNS[1][1], shapes[0], attention="eager")
     return cases
 
 
@@ -1339,6 +1372,7 @@ def idefics_grid() -> list[dict[str, Any]]:
                 cases.append({"id": f"{name} | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
                               "model": f"idefics:{config}", "method": kw["method"],
                               "training": dict(kw, **shape, grad_checkpointing=gc)})
+    cases += tower_lora_cases(toy, "smolvlm-256m toy-lm", IDEFICS_SHAPES, ("q_proj", "out_proj", "fc1", "fc2", "proj"))
     return cases
 
 
