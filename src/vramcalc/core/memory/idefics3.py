@@ -215,6 +215,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                           + (layers - 1) * _sl.layer_saved(v, training, rows, a_bytes, lora_tower, True)
                           + rows * vh * a_bytes + 8 * rows)
         saved += lora_saved
+    if (lora_tower or lora_connector) and not gc:  # the text model's bottom layer then saves its input's set too
+        saved += _sl.text_bottom_saved(text_model, text_training, seq)
     tower_saved = 0
     if training.train_vision:
         # the patch Conv2d keeps its input (the gathered pixel_values), the position embedding its int64 ids; each
@@ -260,13 +262,16 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             below = lora_saved - n * (rows * vh * a_bytes + 8 * rows
                                       + _sl.layer_saved(v, training, rows, a_bytes, lora_tower, True))
             tower_moment = before + below + n * _sl.top_moment(v, training, rows, a_bytes, lora_tower)
-            connector_moment += lora_saved
+            # (post_layernorm's saved input is one of the connector moment's hidden states already)
+            connector_moment += lora_saved - hidden
         elif lora_tower:  # with checkpointing an adapted Linear's forward saves nothing: its transients
             tower_moment = max(tower_moment, before + kept_mlp - hidden
                                + n * (_sl.forward_transient(v, training, rows, a_bytes, lora_tower)
                                       + 2 * rows * vh * a_bytes))
-        if lora_connector:  # its input's adapter-dtype copy and lora_B's output, beside the copies
-            connector_moment += n * _sl.connector_saved(v, training, rows, a_bytes, th)
+        if lora_connector:  # its input's adapter-dtype copy (a 16-bit input is pixel_shuffle's copy, counted) and
+            # lora_B's output, beside the copies
+            connector_moment += n * _sl.connector_saved(v, training, rows, a_bytes, th) \
+                - (hidden if dtype_bytes(training.adapter_dtype) == a_bytes else 0)
         vision_moment = max(tower_moment, connector_moment)
     trainable_text = b.trainable_parameters
     extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0) + adapters

@@ -211,9 +211,7 @@ def top_moment(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int, m
 
     sections = {"q_proj": ln1, "k_proj": ln1, "v_proj": ln1, "out_proj": ln1 + attn, "fc1": ln1 + attn + ln2,
                 "fc2": ln1 + attn + ln2 + gelu_in}
-    # (the layer input and the post-attention residual are layer_norm1's and layer_norm2's saved inputs; beside
-    # them the tracer sees inputs_embeds and one more width-wide tensor live in the top layer: measured on the
-    # 2-layer so400m tower, the constant 2 x width below)
+    # (the layer input and the post-attention residual are layer_norm1's and layer_norm2's saved inputs)
     context = {"q_proj": h if fresh else 0, "k_proj": h if fresh else 0, "v_proj": h if fresh else 0,
                "out_proj": 0, "fc1": h if fresh else 0, "fc2": i if fresh else 0}
     upto_fc1 = tuple(m for m in modules if m != "fc2")
@@ -227,7 +225,9 @@ def top_moment(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int, m
         # cast and the fp32 softmax per head, beside layer_norm1's output
         qkv = tuple(m for m in modules if m in ("q_proj", "k_proj", "v_proj"))
         best = max(best, ln1 + adapters(qkv) + rows * (h + 3 * h) * a_bytes + heads * rows * rows * (a_bytes + 8))
-    return best + 2 * rows * h * a_bytes
+    # inputs_embeds, and one more width-wide tensor with fp32 adapters (measured with the tracer on the Gemma 3 and
+    # SmolVLM towers: 16-bit adapters leave one fewer)
+    return best + (2 if fresh else 1) * rows * h * a_bytes
 
 
 def top_backward(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int,
@@ -257,13 +257,13 @@ def top_backward(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int,
     if training.attention == "eager":
         # the softmax backward (aten._softmax_backward_data, as memory/vision.py's frozen recomputed layer): the
         # MLP's, layer_norm2's and out_proj's saved sets and the 16-bit probabilities are freed; layer_norm1's, q,
-        # k, v, the fp32 softmax and the q/k/v adapters' are left; the incoming gradient and the attention output's,
-        # the probabilities' 16-bit gradient, its fp32 cast and the fp32 result per head
+        # k, v, the fp32 softmax and the q/k/v adapters' are left; the probabilities' 16-bit gradient, its fp32
+        # cast and the fp32 result per head (the width-wide gradients are freed by then: measured with the tracer)
         heads = v.num_attention_heads
         qkv = tuple(m for m in modules if m in ("q_proj", "k_proj", "v_proj"))
         kept = 4 * rows * h * a_bytes + 8 * rows + heads * rows * rows * 4 + extra(qkv)
         candidates.append((layer_saved(v, training, rows, a_bytes, modules, True) - kept,
-                           2 * rows * h * a_bytes + heads * rows * rows * (2 * a_bytes + 4)))
+                           heads * rows * rows * (2 * a_bytes + 4)))
     return max(candidates, key=lambda c: c[1] - c[0])
 
 
@@ -281,3 +281,19 @@ def recomputed_fc2(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: in
     if ad != a_bytes:
         return saved + rows * (2 * h * a_bytes + h * ad + i * ad)
     return 0
+
+
+def text_bottom_saved(text_model: ModelSpec, text_training: TrainingSpec, seq: int) -> int:
+    """The language model's bottom layer when the image side carries adapters and no checkpointing runs: the image
+    features need a gradient, so masked_scatter's inputs_embeds does and the bottom layer saves its whole
+    input-gradient set, which the text model's LoRA estimate leaves out (memory/activations.py layer_activations
+    input_grad: its frozen embedding's output needs none). Bytes for batch x seq tokens."""
+    from vramcalc.core.memory.activations import layer_activations
+    from vramcalc.core.memory.precision import recipe_of
+
+    recipe = recipe_of(text_training)
+    top = layer_activations(text_model, text_training, recipe, trainable_weights=False)
+    bottom = layer_activations(text_model, text_training, recipe, trainable_weights=False, input_grad=False)
+    tokens = text_training.batch_size * seq
+    return (tokens * (sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms))
+            + tokens * seq * (sum(x.per_token_seq for x in top.terms) - sum(x.per_token_seq for x in bottom.terms)))

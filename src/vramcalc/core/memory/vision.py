@@ -1050,6 +1050,8 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
                               + (layers - 1) * _sl.layer_saved(v, training, rows, a_bytes, lora_tower, True)
                               + rows * vh * a_bytes + 8 * rows)
         saved += lora_saved
+        # the text model's bottom layer then saves its input's set too (inputs_embeds needs a gradient)
+        saved += _sl.text_bottom_saved(text_model, text_training, total_tokens(model, training))
     tower_saved = 0
     if training.train_vision:
         # SiglipVisionEmbeddings' patch Conv2d keeps pixel_values; each layer its saved set (with checkpointing
