@@ -18,6 +18,7 @@ that input, lora_B lora_A's output). Standard library only.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import UnsupportedCombination
@@ -43,9 +44,7 @@ def tower_lora_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[tupl
     text layers have o_proj and gate/up/down_proj); proj is Idefics3's connector."""
     v = model.vision
     assert v is not None
-    from vramcalc.core.memory.vision import _text_model
-
-    text_model = _text_model(model)
+    text_model = replace(model, vision=None)  # the language model alone (memory/vision.py _text_model)
     text_names = {lin.module.rsplit(".", 1)[-1] for lin in block_linears(text_model)}
     tower: set[str] = set()
     connector: set[str] = set()
