@@ -1277,6 +1277,9 @@ def classics_grid() -> list[dict[str, Any]]:
 # checkpointing at both shapes; four images under 128
 # text tokens (LoRA with checkpointing, QLoRA eager, --train-vision with checkpointing); gemma-3-12b-it cut the
 # same way, LoRA with and without checkpointing. Written to accuracy_vlm2.{json,md}.
+# Names only the language model has (Gemma 3's and Llama's o_proj / MLP; the SigLIP tower has out_proj, fc1, fc2):
+# LoRA that leaves the tower frozen (memory/siglip_lora.py)
+TEXT_ONLY_TARGETS = ("o_proj", "gate_proj", "up_proj", "down_proj")
 VLM2_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2})
 VLM2_LAYERS = 4
 
@@ -1309,8 +1312,10 @@ def vlm2_grid() -> list[dict[str, Any]]:
     for shape in VLM2_SHAPES:  # amp-bf16 LoRA (fp32 residual streams); with checkpointing the language model's own
         # estimate counts autocast weight copies in the forward that the tracer does not see (as in the vlm grid)
         tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}"
-        cases.append({"id": f"gemma-3-4b-it | lora amp-bf16 | {tag} | sdpa | no-gc", "model": model,
-                      "method": "lora", "training": dict(shape, method="lora", precision="amp-bf16")})
+        # (targets the tower lacks: tower adapters under autocast are refused, memory/siglip_lora.py check)
+        cases.append({"id": f"gemma-3-4b-it | lora o,gate,up,down amp-bf16 | {tag} | sdpa | no-gc", "model": model,
+                      "method": "lora", "training": dict(shape, method="lora", precision="amp-bf16",
+                                                         lora_targets=TEXT_ONLY_TARGETS)})
     # image-heavy: four images per sample under 128 text tokens (1,168 tokens, 16,384 patches per sample)
     for label, kw, extra in (("lora", VLM_RUNS[1][1], {"grad_checkpointing": True}),
                              ("qlora", VLM_RUNS[2][1], {"attention": "eager"}),
@@ -1325,6 +1330,39 @@ def vlm2_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"gemma-3-12b-it | lora | b1 s512 i1 | sdpa | {'gc' if gc else 'no-gc'}",
                       "model": f"gemma3vlm:gemma-3-12b-it:{VLM2_LAYERS}", "method": "lora",
                       "training": dict(VLM_RUNS[1][1], **VLM2_SHAPES[0], grad_checkpointing=gc)})
+    cases += tower_lora_cases("gemma3vlm-toy:gemma-3-4b-it:2", "gemma-3-4b-it toy-lm", TOWER_LORA_SHAPES,
+                              ("q_proj", "out_proj", "fc1", "fc2"))
+    return cases
+
+
+# Tower LoRA (memory/siglip_lora.py, issue 15): peft matches target names over the whole model, so the default
+# q_proj, v_proj and all-linear adapt the SigLIP tower of Gemma 3 / Idefics3 too (and all-linear Idefics3's
+# connector). On a toy language model (2 layers, width 256, 1,000-token vocabulary) where the image side is the
+# peak, the tower cut to 2 layers: LoRA with the default targets and all-linear x checkpointing off / on at two
+# shapes; QLoRA all-linear x checkpointing; named tower targets with 16-bit adapters (lora_A saves the module's own
+# input, not an fp32 copy) x checkpointing; eager LoRA x checkpointing at the first shape.
+TOWER_LORA_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1}, {"batch_size": 2, "seq_len": 64, "images": 1})
+
+
+def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
+                     named: tuple[str, ...]) -> list[dict[str, Any]]:
+    cases = []
+
+    def add(label: str, kw: dict[str, Any], shape: dict[str, Any], attention: str = "sdpa") -> None:
+        tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}" + (
+            f" {shape['image_size']}x{shape['image_width']}" if "image_width" in shape else "")
+        for gc in (False, True):
+            cases.append({"id": f"{name} | {label} | {tag} | {attention} | {'gc' if gc else 'no-gc'}",
+                          "model": model, "method": kw["method"],
+                          "training": dict(kw, **shape, attention=attention, grad_checkpointing=gc)})
+
+    for shape in shapes:
+        add("lora q_proj,v_proj (tower too)", VLM_RUNS[1][1], shape)
+        add("lora all-linear", dict(VLM_RUNS[1][1], lora_targets=("all-linear",)), shape)
+    add("qlora all-linear", dict(VLM_RUNS[2][1], lora_targets=("all-linear",)), shapes[0])
+    add(f"lora {','.join(named)} bf16 adapters", dict(VLM_RUNS[1][1], lora_targets=named, adapter_dtype="bf16"),
+        shapes[0])
+    add("lora q_proj,v_proj (tower too)", VLM_RUNS[1][1], shapes[0], attention="eager")
     return cases
 
 
@@ -1412,7 +1450,8 @@ def idefics_grid() -> list[dict[str, Any]]:
             ("lora", VLM_RUNS[1][1], {}), ("lora", VLM_RUNS[1][1], {"grad_checkpointing": True}),
             ("full pure-bf16 train-vision", VLM_RUNS[0][1], {"train_vision": True}),
             ("full pure-bf16 train-vision", VLM_RUNS[0][1], {"train_vision": True, "grad_checkpointing": True}),
-            ("lora amp-bf16", {"method": "lora", "precision": "amp-bf16"}, {}),
+            ("lora o,gate,up,down amp-bf16", {"method": "lora", "precision": "amp-bf16",
+                                              "lora_targets": TEXT_ONLY_TARGETS}, {}),
             ("lora", VLM_RUNS[1][1], {"attention": "eager", "grad_checkpointing": True})):
         attention = extra.get("attention", "sdpa")
         cases.append({"id": f"smolvlm-256m toy-lm | {label} | {tag(shape)} | {attention} | "
@@ -1425,6 +1464,11 @@ def idefics_grid() -> list[dict[str, Any]]:
                 cases.append({"id": f"{name} | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
                               "model": f"idefics:{config}", "method": kw["method"],
                               "training": dict(kw, **shape, grad_checkpointing=gc)})
+    # (the default-target LoRA toy cases above already adapt the tower: the same runs are not added twice)
+    seen = [(c["model"], TrainingSpec(**c["training"])) for c in cases]
+    cases += [c for c in tower_lora_cases(toy, "smolvlm-256m toy-lm", IDEFICS_SHAPES,
+                                          ("q_proj", "out_proj", "fc1", "fc2", "proj"))
+              if (c["model"], TrainingSpec(**c["training"])) not in seen]
     return cases
 
 
@@ -1443,7 +1487,8 @@ def _model(name: str) -> Any:
             return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
                            num_kv_heads=2, vocab_size=1000, head_dim=None, vision=tower)
         return replace(spec, num_layers=2, vision=tower)
-    if name.startswith("gemma3vlm:"):  # a Gemma 3 multimodal config.json as published, both stacks cut
+    if name.startswith(("gemma3vlm:", "gemma3vlm-toy:")):  # a Gemma 3 multimodal config.json as published, both
+        # stacks cut; -toy: the language model a toy (2 layers, width 256, 1,000-token vocabulary), the tower kept
         from dataclasses import replace
 
         from vramcalc.io.hf_config import spec_from_hf_config
@@ -1453,6 +1498,10 @@ def _model(name: str) -> Any:
         spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
         layers = int(n)
         local = round(spec.sliding_window_layers * layers / spec.num_layers)
+        if name.startswith("gemma3vlm-toy:"):
+            return replace(spec, num_layers=2, sliding_window_layers=1, hidden_size=256, intermediate_size=512,
+                           num_attention_heads=4, num_kv_heads=2, head_dim=64, vocab_size=1000,
+                           vision=replace(spec.vision, num_layers=layers))
         return replace(spec, num_layers=layers, sliding_window_layers=local,
                        vision=replace(spec.vision, num_layers=layers))
     if name.startswith("vlm:"):  # a vision-language model's config.json as published (no layer cut)

@@ -29,6 +29,7 @@ from vramcalc.core.memory import (
     reward_scoring,
     rl,
     seq2seq,
+    siglip_lora,
     ssm,
     unsloth,
 )
@@ -640,8 +641,9 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
     images = vision.images_per_sample(training)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
-    trained_params = (projector if trained else 0) + (tower if training.train_vision else 0)
-    what = "projector" + (" and tower" if training.train_vision else "")
+    adapters = siglip_lora.adapter_params(model, training)
+    trained_params = (projector if trained else 0) + (tower if training.train_vision else 0) + adapters
+    what = "tower LoRA adapter" if adapters else "projector" + (" and tower" if training.train_vision else "")
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights" + (" (trained)" if training.train_vision
@@ -649,8 +651,10 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
                  f"{tower:,} params (SigLIP)", d["weights.vision_tower"], source=siglip),
             Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} params", d["weights.projector"], source=src + " Gemma3MultiModalProjector"),
+            *_image_adapter_lines(model, training),
         ),
-        **_image_side_states("image_side", f"{what} gradients (full fine-tuning trains them)",
+        **_image_side_states("image_side", f"{what} gradients"
+                             + ("" if adapters else " (full fine-tuning trains them)"),
                              f"{what} optimizer state",
                              trained_params, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the tower's output and what it "
@@ -676,8 +680,27 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
             "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
             "its own, on that many tokens, with the bidirectional image-block masks",
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
-            + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
+            + (" and the projector trained" if trained else _SIGLIP_LORA_TEXT))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
+
+
+# (Gemma 3, Idefics3: memory/siglip_lora.py)
+_SIGLIP_LORA_TEXT = ("; LoRA adapts what peft's target matching finds: the language model, and with q_proj / v_proj "
+                     "(the default), all-linear or the tower's module names the tower's Linears (its saved sets "
+                     "counted)")
+
+
+def _image_adapter_lines(model: ModelSpec, training: TrainingSpec) -> tuple[Line, ...]:
+    """The LoRA adapters peft puts on a SigLIP tower / Idefics3's connector (memory/siglip_lora.py), if any."""
+    adapters = siglip_lora.adapter_params(model, training)
+    if not adapters:
+        return ()
+    tower, connector = siglip_lora.adapted(model, training)
+    return (Line("weights.image_adapters", "LoRA adapters on the image side (peft's target matching: "
+                 + ", ".join(tower + connector) + ")",
+                 f"{adapters:,} params x {dtype_bytes(training.adapter_dtype)} B ({training.adapter_dtype})",
+                 adapters * dtype_bytes(training.adapter_dtype),
+                 source="peft tuners_utils.py check_target_module_exists; memory/siglip_lora.py"),)
 
 
 def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, inner: Explanation) -> Explanation:
@@ -774,8 +797,9 @@ def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
     rh, rw = idefics3.resized(v, h, w)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
-    trained_params = (projector if trained else 0) + (tower if training.train_vision else 0)
-    what = "connector" + (" and tower" if training.train_vision else "")
+    adapters = siglip_lora.adapter_params(model, training)
+    trained_params = (projector if trained else 0) + (tower if training.train_vision else 0) + adapters
+    what = "image-side LoRA adapter" if adapters else "connector" + (" and tower" if training.train_vision else "")
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights" + (" (trained)" if training.train_vision
@@ -784,8 +808,10 @@ def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
                  source="transformers models/idefics3/modeling_idefics3.py Idefics3VisionTransformer"),
             Line("weights.projector", "connector weights" + (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} params", d["weights.projector"], source=src + " Idefics3Connector"),
+            *_image_adapter_lines(model, training),
         ),
-        **_image_side_states("image_side", f"{what} gradients (full fine-tuning trains them)",
+        **_image_side_states("image_side", f"{what} gradients"
+                             + ("" if adapters else " (full fine-tuning trains them)"),
                              f"{what} optimizer state",
                              trained_params, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values and pixel_attention_mask, the "
@@ -814,7 +840,7 @@ def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
             "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
             "its own, on that many tokens",
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
-            + (" and the connector trained" if trained else "; LoRA adapts the language model only"))
+            + (" and the connector trained" if trained else _SIGLIP_LORA_TEXT))
     return _vision_explanation(model, training, b, inner, extra, "connector", tuple(lines), text)
 
 

@@ -154,9 +154,10 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
             targets = sorted({names.get(b, b) for b in (lin.module.rsplit(".", 1)[-1]
                                                        for lin in resolve_targets(model, inner))})
         targets = [*targets, *_saved_module_names(hf, outer)]
-    if model.vision is not None and model.vision.is_qwen:
-        # Qwen2-VL / Qwen2.5-VL: peft's own matching over the whole model (memory/vision.py qwen_tower_targets):
-        # all-linear takes the tower's and the merger's Linears too, a name its suffix wherever it is
+    if model.vision is not None and (model.vision.is_qwen or model.vision.kind in ("siglip", "idefics3")):
+        # Qwen2-VL / Qwen2.5-VL (memory/vision.py qwen_tower_targets), Gemma 3 and Idefics3 / SmolVLM
+        # (memory/siglip_lora.py): peft's own matching over the whole model: all-linear takes the tower's (and the
+        # merger's / connector's) Linears too, a name its suffix wherever it is
         pass
     elif model.vision is not None:  # LLaVA: the language model's Linear layers only (memory/vision.py)
         import re
