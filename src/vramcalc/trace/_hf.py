@@ -230,7 +230,8 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
         if not training.train_vision:
             for p in hf.model.vision_model.parameters():
                 p.requires_grad_(False)
-            notes.append("mllama: vision tower frozen; LoRA targets the language model only")
+            notes.append("mllama: vision tower frozen; LoRA targets matched by peft over the whole model "
+                         "(all-linear: the tower's Linears and the projector too)")
     elif model.vision is not None and model.vision.kind == "llama4":  # Llama 4 (memory/llama4v.py): the tower
         if not training.train_vision:  # (its pixel-shuffle adapter included) frozen; the projector trained with
             for p in hf.vision_model.parameters():  # full fine-tuning (Llama4ForConditionalGeneration

@@ -201,6 +201,120 @@ def tower_trained_saved(v: VisionSpec, images: int) -> int:
     return tower_graph_saved(v, images) + images * own
 
 
+# MllamaVisionEncoderLayer's Linears in forward order (MllamaVisionAttention q/k/v/o_proj, MllamaVisionMLP fc1 / fc2)
+TOWER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
+
+
+def lora_targets(model: ModelSpec, training: TrainingSpec) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
+    """What peft 0.21's target matching adapts on MllamaForConditionalGeneration (tuners_utils.py
+    check_target_module_exists: a name's suffix anywhere in the model; _maybe_include_all_linear_layers: every
+    nn.Linear but lm_head): (the tower Linears adapted in every local and global encoder layer, whether the
+    multi_modal_projector (an nn.Linear) is, the targets left for the language model). all-linear takes all six
+    tower Linears and the projector; q/k/v/o_proj (auto: q_proj, v_proj) name the tower attention's as well as the
+    text model's (its cross-attention layers' included); fc1 / fc2 are the tower MLP's only. Checked against
+    get_peft_model on the meta model (tests/test_mllama_lora.py). Empty for the other methods."""
+    if training.method not in ("lora", "qlora"):
+        return (), False, training.lora_targets
+    from vramcalc.core.params import default_targets
+
+    tower: set[str] = set()
+    projector = False
+    text: list[str] = []
+    for raw in training.lora_targets:
+        t = raw.strip().lower()
+        if t == "all-linear":
+            tower |= set(TOWER_LINEARS)
+            projector = True
+            text.append(raw.strip())
+        elif t == "auto":
+            tower |= set(default_targets(model)) & set(TOWER_LINEARS)
+            text.append(raw.strip())
+        elif t in ("fc1", "fc2"):
+            tower.add(t)
+        elif t == "multi_modal_projector":
+            raise UnsupportedCombination(f"LoRA target 'multi_modal_projector' alone is not modelled for {model.name}: "
+                                         "all-linear adapts it with the tower's Linears")
+        else:
+            if t in TOWER_LINEARS:
+                tower.add(t)
+            text.append(raw.strip())
+    if not text:
+        raise UnsupportedCombination(f"LoRA targets {','.join(training.lora_targets)} adapt no module of "
+                                     f"{model.name}'s language model (fc1 / fc2 are the vision tower's only), which "
+                                     "is not modelled: add a language-model target such as q_proj,v_proj")
+    return tuple(m for m in TOWER_LINEARS if m in tower), projector, tuple(text)
+
+
+def _tower_in_out(v: VisionSpec, module: str) -> tuple[int, int]:
+    h, i = v.hidden_size, v.intermediate_size
+    return {"fc1": (h, i), "fc2": (i, h)}.get(module, (h, h))
+
+
+def tower_adapter_params(model: ModelSpec, training: TrainingSpec) -> tuple[int, int]:
+    """(LoRA parameters on the tower's encoder layers, on the projector): rank x (in + out) per adapted Linear
+    (lora_A and lora_B, no bias; peft tuners/lora/layer.py update_layer)."""
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    tower, projector, _ = lora_targets(model, training)
+    r = training.lora_rank
+    layers = v.num_layers + v.num_global_layers
+    return (layers * sum(r * sum(_tower_in_out(v, m)) for m in tower),
+            r * (v.vision_output_dim + model.hidden_size) if projector else 0)
+
+
+def _adapters_saved(v: VisionSpec, modules: tuple[str, ...], rows: int, c: int, a: int, r: int) -> int:
+    """What peft's LoRA layers of one tower encoder layer save for `rows` rows (tuners/lora/layer.py Linear.forward:
+    `result + lora_B(lora_A(dropout(x))) * scaling`, x cast to the adapter dtype by _cast_input_dtype): lora_A its
+    input, a fresh copy per adapter when the adapter dtype is not the compute dtype, else the module's input itself
+    (q/k/v_proj share input_layernorm's output; o_proj's input is the attention output's contiguous copy, fc1's
+    post_attention_layernorm's output, fc2's GELU output: none of them saved by the frozen graph); lora_B lora_A's
+    output (rows x rank). The frozen base Linear saves nothing (its weight needs no gradient)."""
+    total, qkv_shared = 0, False
+    for mod in modules:
+        width = _tower_in_out(v, mod)[0]
+        total += rows * a * r
+        if a != c:
+            total += rows * a * width
+        elif not (qkv_shared and mod in ("q_proj", "k_proj", "v_proj")):
+            total += rows * c * width
+            qkv_shared = qkv_shared or mod in ("q_proj", "k_proj", "v_proj")
+    return total
+
+
+def tower_lora_saved(model: ModelSpec, training: TrainingSpec, images: int) -> int:
+    """What the frozen tower with LoRA adapters saves for `images` images: with checkpointing, the hooked graph
+    (tower_graph_saved; MllamaVisionEncoderLayer is no GradientCheckpointingLayer) plus every layer's adapters'
+    saved inputs; without, no op below the bottom layer's first adapted Linear has an input that needs a gradient
+    (pixel_values and the frozen embeddings need none), so the hooked graph less what it saves before the layers
+    (the Conv2d's leaf output, layernorm_pre's input and statistics, F.pad's output) and the bottom layer's sections
+    below its first adapter: input_layernorm's input and statistics, then (no q/k/v adapter) the attention's q, k, v,
+    output and logsumexp, then (no o_proj adapter) post_attention_layernorm's input and statistics, then (no fc1
+    adapter) GELU's input."""
+    v = model.vision
+    assert v is not None
+    tower, _, _ = lora_targets(model, training)
+    if not tower:
+        return 0
+    c = dtype_bytes(recipe_of(training).compute)
+    a = dtype_bytes(training.adapter_dtype)
+    tile, rows = tower_rows(v)
+    h, i = v.hidden_size, v.intermediate_size
+    layers = v.num_layers + v.num_global_layers
+    adapters = images * layers * _adapters_saved(v, tower, rows, c, a, training.lora_rank)
+    if training.grad_checkpointing:
+        return tower_graph_saved(v, images) + adapters
+    tiles = v.max_num_tiles
+    before = tiles * (tile - 1) * h * c + tiles * tile * (h * c + 8) + rows * h * c
+    free = before + rows * (h * c + 8)
+    for names, size in ((("q_proj", "k_proj", "v_proj"), rows * 4 * h * c + 4 * v.num_attention_heads
+                         * _round(rows, 32)),
+                        (("o_proj",), rows * (h * c + 8)), (("fc1",), rows * i * c)):
+        if any(m in tower for m in names):
+            break
+        free += size
+    return tower_graph_saved(v, images) - images * free + adapters
+
+
 def tower_graph_forward(v: VisionSpec, images: int, vrows: int, c: int) -> int:
     """The tower's forward with its graph (checkpointing): at the final concatenation its saved set, the global
     encoder's last output, the stacked intermediate outputs and the concatenated vision output."""
@@ -232,7 +346,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     assert v is not None and model.hidden_size is not None
     text_model = replace(model, vision=None)
     # (the image options dropped; --image-size sizes nothing in a text model's run but a ResNet's)
-    b = text_estimate(text_model, replace(training, images=0, image_width=0, train_vision=False))
+    # LoRA: peft matches the targets over the whole model (lora_targets): the tower's and projector's adapters
+    # are added here, the language model's are the text estimate's
+    tower_mods, _, text_targets = lora_targets(model, training)
+    b = text_estimate(text_model, replace(training, images=0, image_width=0, train_vision=False,
+                                          lora_targets=text_targets))
     c = dtype_bytes(recipe_of(training).compute)
     w_bytes = dtype_bytes(recipe_of(training).weight)
     d, h, i = model.hidden_size, v.hidden_size, v.intermediate_size
@@ -255,6 +373,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # the text model's backward moments grow by the projector and extras only, the optimizer step and accumulated
     # micro-batches by the tower too
     grow_all = extra_trainable + (tower if training.train_vision else 0)
+    # LoRA on the image side (lora_targets): the adapters' gradients come last too (the projector's after the
+    # language model's backward, the tower's in its own backward, run last)
+    tower_adapters, projector_adapters = tower_adapter_params(model, training)
+    grow_all += tower_adapters + projector_adapters
+    a = dtype_bytes(training.adapter_dtype)
 
     # --- inputs: pixel_values (batch, images, tiles, 3, tile, tile) in the model's dtype; aspect_ratio_ids,
     # aspect_ratio_mask and cross_attention_mask (batch, text, images, tiles) int64 (processing_mllama.py)
@@ -286,24 +409,30 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # --train-vision (full fine-tuning): the tower trains, and with or without checkpointing its layers (no
     # GradientCheckpointingLayer) save their whole graph (tower_trained_saved), freed by its backward, run last
     trained_tower = training.train_vision
-    graph = gc or trained_tower
+    graph = gc or trained_tower or bool(tower_mods)  # a tower adapter's output needs a gradient
     states_grad = full or graph  # cross_attention_states need a gradient
     delta, _ = cross_layer_delta(model, training, states_grad=states_grad)
     saved_cross = 0 if gc else n_cross * delta  # checkpointed cross layers keep only their inputs
-    tower_saved = tower_trained_saved(v, images) if trained_tower else tower_graph_saved(v, images) if graph else 0
+    tower_saved = tower_trained_saved(v, images) if trained_tower else tower_lora_saved(model, training, images) \
+        if tower_mods else tower_graph_saved(v, images) if graph else 0
+    # an adapted multi_modal_projector (all-linear): lora_A saves the vision output cast to the adapter dtype (the
+    # vision output itself when no cast is needed, held to the loss anyway during the forward) and lora_B lora_A's
+    # output, until the projector's backward (after the language model's, before the tower's)
+    proj_saved = vrows * (v.vision_output_dim + training.lora_rank) * a if projector_adapters else 0
+    proj_fwd = proj_saved - (vrows * v.vision_output_dim * c if projector_adapters and a == c else 0)
     # the trained patch Conv2d saves pixel_values (the step's input, counted in `pixel` through the forward), which
     # so outlives the forward
     conv_in = tiles * 3 * v.image_size ** 2 * w_bytes if trained_tower else 0
     # what the image side holds while the text model runs its layers: the inputs, the vision output (until the
     # loss), the states and the masks (while MllamaModel.forward runs; kept to the backward when k_proj / v_proj
     # save the states (trained) or the checkpointed cross layers keep them as inputs)
-    during_layers = pixel + vision_out + states + masks + tower_saved
+    during_layers = pixel + vision_out + states + masks + tower_saved + proj_fwd
     kept_states = states if full or gc else 0
     kept_masks = masks if gc else 0
     kept_vision = vision_out if full else 0  # the trained projector saves its input
-    after_forward = pixel + vision_out + kept_states + kept_masks + tower_saved
+    after_forward = pixel + vision_out + kept_states + kept_masks + tower_saved + proj_fwd
     # the step's inputs are dropped after the forward (as the tracer's step does: only the loss is kept)
-    in_backward = kept_states + kept_masks + kept_vision + tower_saved + conv_in
+    in_backward = kept_states + kept_masks + kept_vision + tower_saved + conv_in + proj_saved
     # the cross_attention_mask's expansion (int64 repeat_interleave, 1.0 - it in fp32, its 16-bit cast)
     mask_moment = pixel + vision_out + states + tower_saved + bs * s * keys * (8 + 4 + c)
 
@@ -322,10 +451,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         elif key.startswith("forward."):
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + after_forward)))
         elif key == "backward.bottom":
-            raw.append((key, (*layout, _IMAGE), (*values, kept_vision + tower_saved + conv_in)))
+            raw.append((key, (*layout, _IMAGE), (*values, kept_vision + tower_saved + conv_in + proj_saved)))
         elif key == "backward.end":  # the gradient being summed stays the last term (memory/timeline.py)
-            raw.append((key, (*layout[:-1], _IMAGE, layout[-1]), (*values[:-1], kept_vision + tower_saved + conv_in,
-                                                                  values[-1])))
+            raw.append((key, (*layout[:-1], _IMAGE, layout[-1]), (*values[:-1], kept_vision + tower_saved + conv_in
+                                                                  + proj_saved, values[-1])))
         elif key.startswith("backward."):
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + in_backward)))
         else:
@@ -423,8 +552,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # the tower's backward, last: every gradient exists, the tower's saved graph, and at its top global layer's
         # MLP backward the gradients of the intermediate layers' outputs (the stack's) and the flowing ones
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
-                                  (g_all, tower_saved + conv_in, tower_backward(v, images, vrows, c, trained_tower))))
-    weights = b.weights + (tower + projector + extras) * w_bytes
+                                  (_scaled(b.gradients, trainable_text, grow_all), tower_saved + conv_in,
+                                   tower_backward(v, images, vrows, c, trained_tower))))
+    weights = b.weights + (tower + projector + extras) * w_bytes + (tower_adapters + projector_adapters) * a
     states_opt = _scaled(b.optimizer_state, trainable_text, grow_all)
     base = weights + states_opt + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
