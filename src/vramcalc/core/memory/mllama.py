@@ -266,8 +266,9 @@ def _adapters_saved(v: VisionSpec, modules: tuple[str, ...], rows: int, c: int, 
     """What peft's LoRA layers of one tower encoder layer save for `rows` rows (tuners/lora/layer.py Linear.forward:
     `result + lora_B(lora_A(dropout(x))) * scaling`, x cast to the adapter dtype by _cast_input_dtype): lora_A its
     input, a fresh copy per adapter when the adapter dtype is not the compute dtype, else the module's input itself
-    (q/k/v_proj share input_layernorm's output; o_proj's input is the attention output's contiguous copy, fc1's
-    post_attention_layernorm's output, fc2's GELU output: none of them saved by the frozen graph); lora_B lora_A's
+    (q/k/v_proj share input_layernorm's output; o_proj's input is the attention output sdpa saves: the kernel's
+    output is laid out (batch, rows, heads, head_dim), so transpose and .contiguous() copy nothing (measured with the
+    tracer); fc1's is post_attention_layernorm's output, fc2's GELU's output); lora_B lora_A's
     output (rows x rank). The frozen base Linear saves nothing (its weight needs no gradient)."""
     total, qkv_shared = 0, False
     for mod in modules:
@@ -275,7 +276,7 @@ def _adapters_saved(v: VisionSpec, modules: tuple[str, ...], rows: int, c: int, 
         total += rows * a * r
         if a != c:
             total += rows * a * width
-        elif not (qkv_shared and mod in ("q_proj", "k_proj", "v_proj")):
+        elif mod != "o_proj" and not (qkv_shared and mod in ("q_proj", "k_proj", "v_proj")):
             total += rows * c * width
             qkv_shared = qkv_shared or mod in ("q_proj", "k_proj", "v_proj")
     return total
@@ -340,7 +341,7 @@ def tower_lora_forward(model: ModelSpec, training: TrainingSpec, images: int) ->
     for k, mod in enumerate(tower):
         width, out = _tower_in_out(v, mod)
         after = sum(_adapters_saved(v, (m,), rows, c, a, r) for m in tower[k + 1:])
-        held = rows * width * c if a != c else 0
+        held = rows * width * c if a != c and mod != "o_proj" else 0  # o_proj's input: sdpa's saved output
         projected = rows * h * c * ("q_proj", "k_proj", "v_proj").index(mod) if mod in ("k_proj", "v_proj") else 0
         best = max(best, held + projected + rows * out * (c + 2 * a) - after - later[mod])
     return images * best
@@ -372,16 +373,19 @@ def tower_lora_backward(model: ModelSpec, training: TrainingSpec, images: int) -
     """The tower's backward at its top global layer's adapted fc2 (tuners/lora/layer.py Linear.forward run
     backwards): lora_A's gradient for its input, in the adapter dtype (rows x intermediate), beside the stacked
     intermediate outputs' gradients, the gradient flowing in (16-bit) and its copy in the adapter dtype (result's
-    cast back); 0 when fc2 is not adapted (tower_backward's GELU moment then holds)."""
+    cast back); an adapted fc1's below it; 0 when neither is (tower_backward's GELU moment then holds)."""
     v = model.vision
     assert v is not None
     tower, _, _ = lora_targets(model, training)
-    if "fc2" not in tower:
-        return 0
     c, a = dtype_bytes(recipe_of(training).compute), dtype_bytes(training.adapter_dtype)
     _, rows = tower_rows(v)
-    h, k = v.hidden_size, len(v.intermediate_layers_indices)
-    return images * rows * (k * h * c + h * c + h * a + v.intermediate_size * a)
+    h, i, k = v.hidden_size, v.intermediate_size, len(v.intermediate_layers_indices)
+    at_fc2 = rows * (k * h * c + h * c + h * a + i * a) if "fc2" in tower else 0
+    # an adapted fc1: its scaled output's gradient and the product's (adapter dtype) beside GELU's input and output
+    # gradients, once fc2's adapter has freed its saved input (measured with the tracer on mllama:toy)
+    fc2_saved = rows * (i + training.lora_rank) * a if "fc2" in tower else 0
+    at_fc1 = rows * (k * h * c + h * c + 2 * i * c + i * a) - fc2_saved if "fc1" in tower else 0
+    return images * max(at_fc2, at_fc1)
 
 
 def estimate(model: ModelSpec, training: TrainingSpec,
