@@ -812,7 +812,7 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 36 cases): MllamaForConditionalGeneration
+# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 54 cases): MllamaForConditionalGeneration
 # (core/memory/mllama.py, trace/_mllama.py) from the published Llama-3.2-11B-Vision-Instruct and 90B config.json files
 # (tests/data/hf), cut: the 11B text model to its first 9 layers (cross-attention at 3 and 8, as published) under a
 # tower of 8 local and 2 global layers (intermediate outputs 3 and 7: vision_output_dim 3,840) x full pure-bf16 /
@@ -867,6 +867,18 @@ def mllama_grid() -> list[dict[str, Any]]:
         for shape in MLLAMA_SHAPES:
             add("mllama:11b-9", "full pure-bf16 train-vision", tv, shape, gc)
         add("mllama:11b-4-tower", "full pure-bf16 train-vision", tv, {"batch_size": 1, "seq_len": 256, "images": 1}, gc)
+    # LoRA / QLoRA whose targets reach the tower (peft matches them over the whole model: memory/mllama.py
+    # lora_targets): all-linear (every tower Linear and the projector) and named q_proj,v_proj,fc1,fc2 on the toy at
+    # two shapes, checkpointing off / on; all-linear on the 9-layer cut (8 + 2 layer tower) at batch 1 x 512 x 1 image
+    for targets in (("all-linear",), ("q_proj", "v_proj", "fc1", "fc2")):
+        for label, kw in VLM_RUNS[1:]:
+            run = dict(kw, lora_targets=targets)
+            for gc in (False, True):
+                for shape in ({"batch_size": 1, "seq_len": 16, "images": 2},
+                              {"batch_size": 2, "seq_len": 32, "images": 1}):
+                    add("mllama:toy", f"{label} {','.join(targets)}", run, shape, gc)
+    for gc in (False, True):
+        add("mllama:11b-9", "lora all-linear", dict(VLM_RUNS[1][1], lora_targets=("all-linear",)), MLLAMA_SHAPES[0], gc)
     return cases
 
 
@@ -2322,9 +2334,9 @@ def main() -> None:
                     "shuffle); "
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
                     "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
-                    "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
-                    "the tower frozen or trained); dequant: issue 15's 24 QLoRA cases on wide dense models cut to 4 "
-                    "layers (the dequantized weight); llama4v: issue 15's 22 Llama 4 multimodal cases (tiles, pixel "
+                    "mllama: issue 15's 54 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
+                    "the tower frozen, adapted or trained); dequant: issue 15's 24 QLoRA cases on wide dense models "
+                    "cut to 4 layers (the dequantized weight); llama4v: issue 15's 22 Llama 4 multimodal cases (tiles, pixel "
                     "shuffle, the tower frozen); badam: issue 13's 24 BAdam layer-mode cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part

@@ -558,11 +558,16 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
     from vramcalc.core.params import mllama_text_extra_params, projector_params, vision_tower_params
 
     b = estimate(model, training)  # the refusals first (memory/mllama.py check)
-    inner = explain(replace(model, vision=None), replace(training, images=0, image_width=0, train_vision=False))
+    tower_mods, proj_adapted, text_targets = mllama.lora_targets(model, training)  # peft's matching, whole model
+    inner = explain(replace(model, vision=None), replace(training, images=0, image_width=0, train_vision=False,
+                                                         lora_targets=text_targets))
     v = model.vision
     assert v is not None and model.hidden_size is not None
     d = b.details
     src = "transformers models/mllama/modeling_mllama.py MllamaModel.forward; memory/mllama.py"
+    tower_adapters, projector_adapters = mllama.tower_adapter_params(model, training)
+    adapters = tower_adapters + projector_adapters
+    adapted = ", ".join(tower_mods) + (" + multi_modal_projector" if proj_adapted else "")
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     extras = mllama_text_extra_params(model)
     trained = training.method == "full"
@@ -579,19 +584,31 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
             Line("weights.projector", "projector and the cross-attention layers' extras" +
                  (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} + {extras:,} params (8 embedding rows, q_norm / k_norm, gates)",
-                 b.weights - inner.breakdown.weights - d["weights.vision_tower"], source=src),
+                 b.weights - inner.breakdown.weights - d["weights.vision_tower"]
+                 - adapters * dtype_bytes(training.adapter_dtype), source=src),
+            *((Line("weights.image_adapters", "LoRA adapters on the tower / projector (peft's target matching)",
+                    f"{adapters:,} params x {dtype_bytes(training.adapter_dtype)} B ({training.adapter_dtype}): "
+                    f"{adapted} in each of the {v.num_layers + v.num_global_layers} encoder layers",
+                    adapters * dtype_bytes(training.adapter_dtype),
+                    source="peft tuners_utils.py check_target_module_exists, _maybe_include_all_linear_layers; "
+                    "memory/mllama.py lora_targets"),) if adapters else ()),
         ),
-        **_image_side_states("projector", "projector and extras'" + (" and tower" if tv else "") + " gradients "
-                             "(full fine-tuning trains them)",
-                             "projector and extras'" + (" and tower" if tv else "") + " optimizer state",
-                             (projector + extras if trained else 0) + (tower if tv else 0), b, inner, src),
+        **_image_side_states("projector", ("tower / projector LoRA adapter gradients" if adapters else
+                                           "projector and extras'" + (" and tower" if tv else "") + " gradients "
+                                           "(full fine-tuning trains them)"),
+                             ("tower / projector LoRA adapter optimizer state" if adapters else
+                              "projector and extras'" + (" and tower" if tv else "") + " optimizer state"),
+                             (projector + extras if trained else 0) + (tower if tv else 0) + adapters, b, inner, src),
         "activations": (Line("activations.image_side", "image side: the cross-attention layers' difference "
                              "(k / v over the vision rows repeated to every head, q_norm / k_norm, the mask's "
                              "padded copy), the vision output, cross_attention_states, the masks, pixel_values; "
                              + ("the trained tower's whole graph (its Linears' inputs, the gates' operands)" if tv
+                                else "the tower's graph from its lowest adapter up and the adapters' saved inputs "
+                                "(with checkpointing the whole hooked graph)" if tower_mods
                                 else "with checkpointing the hooked tower's graph"),
                              f"{keys:,} vision rows per sample", b.activations - inner.breakdown.activations,
                              source=src + " cross_layer_delta, " + ("tower_trained_saved" if tv
+                                                                    else "tower_lora_saved" if tower_mods
                                                                     else "tower_graph_saved")),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
                              "every encoder layer's output, the aspect-ratio mask, the stacked intermediate outputs "
@@ -601,8 +618,10 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
                              "k / v over the vision rows (the adapters' copies of the states, the kernel's dk / dv, "
                              "k_norm's fp32 backward)", d["temporaries.cross_attention_layer"], source=src),
                         Line("temporaries.vision_tower_backward", "vision tower backward (" + (
-                             "trained" if tv else "checkpointing: the hooked tower") + ", run last)",
-                             "the stacked outputs' gradients, one global layer's MLP backward",
+                             "trained" if tv else "LoRA adapters on it" if tower_mods
+                             else "checkpointing: the hooked tower") + ", run last)",
+                             "the stacked outputs' gradients, one global layer's MLP backward (an adapted fc1 / "
+                             "fc2's fp32 gradients)",
                              d["temporaries.vision_tower_backward"], source=src + " tower_backward")),
     }
     lines = [
@@ -616,7 +635,9 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
             f"layers ({', '.join(map(str, v.cross_attention_layers))}) attend over the images' {keys:,} vision rows "
             "(the sections above count every layer as self-attention; the image side's line adds the difference)",
             ("the vision tower is trained (--train-vision)" if tv else "the vision tower is frozen")
-            + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
+            + (" and the projector trained" if trained else f"; LoRA adapts {adapted} in the tower too (peft "
+               "matches the target names over the whole model)" if adapters
+               else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 

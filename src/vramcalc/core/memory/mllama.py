@@ -36,7 +36,6 @@ from vramcalc.core.params import (
     resolve_targets,
     vision_tower_params,
 )
-from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -621,8 +620,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                     "activations.pixel_values": pixel, "activations.cross_attention_layers": saved_cross,
                     "activations.image_side_saved": vision_out + states + masks,
                     "temporaries.vision_tower_forward": tower_fwd})
+    adapted_side = ", ".join(tower_mods) + (" and multi_modal_projector" if projector_adapters else "")
     mode = "full fine-tuning trains the projector and the cross-attention layers' norms and gates" if full else \
-        f"--method {training.method} adapts the language model only"
+        (f"--method {training.method} also adapts the tower's {adapted_side} in every encoder layer ("
+         f"{tower_adapters + projector_adapters:,} adapter parameters: peft matches the target names over the whole "
+         "model; a regex such as '.*language_model.*\\.(q_proj|v_proj)' keeps them off the tower), whose graph from "
+         "the lowest adapter up is saved until the tower's backward, run last" if tower_mods else
+         f"--method {training.method} adapts the language model only")
     notes = (
         f"vision-language model (Llama-3.2-Vision): {n} image(s) per sample, each as {v.max_num_tiles} tiles of "
         f"{v.image_size} x {v.image_size} px (the processor pads every image to max_num_tiles, whatever its size): "
@@ -631,7 +635,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"vision tower ({tower:,} parameters) "
         + ("trained (--train-vision: its gradients, optimizer state and whole saved graph, checkpointing or not: "
            "MllamaVisionEncoderLayer is no GradientCheckpointingLayer)" if trained_tower else "frozen")
-        + f"; {mode}; QLoRA keeps the tower and projector 16-bit; " + LM_ONLY_LORA,
+        + f"; {mode}; QLoRA keeps the tower and projector 16-bit (an assumption).",
     )
     def temporaries_of(entries: list[_m.RawMoment], keys: tuple[str, ...]) -> int:
         return max((sum(x for (_, comp), x in zip(layout, values, strict=True) if comp == "temporaries")
