@@ -2336,8 +2336,8 @@ def main() -> None:
                     "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
                     "mllama: issue 15's 54 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
                     "the tower frozen, adapted or trained); dequant: issue 15's 24 QLoRA cases on wide dense models "
-                    "cut to 4 layers (the dequantized weight); llama4v: issue 15's 22 Llama 4 multimodal cases (tiles, pixel "
-                    "shuffle, the tower frozen); badam: issue 13's 24 BAdam layer-mode cases")
+                    "cut to 4 layers (the dequantized weight); llama4v: issue 15's 22 Llama 4 multimodal cases "
+                    "(tiles, pixel shuffle, the tower frozen); badam: issue 13's 24 BAdam layer-mode cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
