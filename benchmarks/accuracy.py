@@ -869,13 +869,13 @@ def mllama_grid() -> list[dict[str, Any]]:
         add("mllama:11b-4-tower", "full pure-bf16 train-vision", tv, {"batch_size": 1, "seq_len": 256, "images": 1}, gc)
     # LoRA / QLoRA whose targets reach the tower (peft matches them over the whole model: memory/mllama.py
     # lora_targets): all-linear (every tower Linear and the projector) and named q_proj,v_proj,fc1,fc2 on the toy at
-    # two shapes, checkpointing off / on; all-linear on the 9-layer cut (8 + 2 layer tower) at batch 1 x 512 x 1 image
+    # two shapes (two images and one), checkpointing off / on; all-linear on the 9-layer cut (8 + 2 layer tower) at batch 1 x 512 x 1 image
     for targets in (("all-linear",), ("q_proj", "v_proj", "fc1", "fc2")):
         for label, kw in VLM_RUNS[1:]:
             run = dict(kw, lora_targets=targets)
             for gc in (False, True):
                 for shape in ({"batch_size": 1, "seq_len": 16, "images": 2},
-                              {"batch_size": 2, "seq_len": 32, "images": 1}):
+                              {"batch_size": 1, "seq_len": 32, "images": 1}):
                     add("mllama:toy", f"{label} {','.join(targets)}", run, shape, gc)
     for gc in (False, True):
         add("mllama:11b-9", "lora all-linear", dict(VLM_RUNS[1][1], lora_targets=("all-linear",)), MLLAMA_SHAPES[0], gc)

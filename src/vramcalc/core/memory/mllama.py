@@ -607,7 +607,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # the tower's backward, last: every gradient exists, the tower's saved graph, and at its top global layer's
         # MLP backward the gradients of the intermediate layers' outputs (the stack's) and the flowing ones
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
-                                  (_scaled(b.gradients, trainable_text, grow_all), tower_saved + conv_in,
+                                  # (a trained tower's gradients come during its backward; LoRA adapters' are
+                                  # counted whole: a few MB)
+                                  (_scaled(b.gradients, trainable_text,
+                                           extra_trainable + tower_adapters + projector_adapters),
+                                   tower_saved + conv_in,
                                    max(tower_backward(v, images, vrows, c, trained_tower),
                                        tower_lora_backward(model, training, images)))))
     weights = b.weights + (tower + projector + extras) * w_bytes + (tower_adapters + projector_adapters) * a
