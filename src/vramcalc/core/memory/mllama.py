@@ -341,6 +341,8 @@ def tower_lora_forward(model: ModelSpec, training: TrainingSpec, images: int) ->
         width, out = _tower_in_out(v, mod)
         after = sum(_adapters_saved(v, (m,), rows, c, a, r) for m in tower[k + 1:])
         held = rows * width * c if a != c and mod != "o_proj" else 0  # o_proj's input: sdpa's saved output
+        if mod == "fc2" and not (a == c and "fc1" in tower):
+            held += rows * h * c  # post_attention_layernorm's output, held by MllamaVisionEncoderLayer through the MLP
         projected = rows * h * c * ("q_proj", "k_proj", "v_proj").index(mod) if mod in ("k_proj", "v_proj") else 0
         best = max(best, held + projected + rows * out * (c + 2 * a) - after - later[mod])
     return images * best
@@ -371,7 +373,7 @@ def tower_backward(v: VisionSpec, images: int, vrows: int, c: int, trained: bool
 def tower_lora_backward(model: ModelSpec, training: TrainingSpec, images: int) -> int:
     """The tower's backward at its top global layer's adapted fc2 (tuners/lora/layer.py Linear.forward run
     backwards): lora_A's gradient for its input, in the adapter dtype (rows x intermediate), beside the stacked
-    intermediate outputs' gradients, the gradient flowing in (16-bit) and its copy in the adapter dtype (result's
+    intermediate outputs' gradients, the incoming gradient's copy in the adapter dtype (result's
     cast back); an adapted fc1's below it; 0 when neither is (tower_backward's GELU moment then holds)."""
     v = model.vision
     assert v is not None
@@ -379,7 +381,7 @@ def tower_lora_backward(model: ModelSpec, training: TrainingSpec, images: int) -
     c, a = dtype_bytes(recipe_of(training).compute), dtype_bytes(training.adapter_dtype)
     _, rows = tower_rows(v)
     h, i, k = v.hidden_size, v.intermediate_size, len(v.intermediate_layers_indices)
-    at_fc2 = rows * (k * h * c + h * c + h * a + i * a) if "fc2" in tower else 0
+    at_fc2 = rows * (k * h * c + h * a + i * a) if "fc2" in tower else 0  # (the 16-bit incoming one gone: measured)
     # an adapted fc1: its scaled output's gradient and the product's (adapter dtype) beside GELU's input and output
     # gradients, once fc2's adapter has freed its saved input (measured with the tracer on mllama:toy)
     fc2_saved = rows * (i + training.lora_rank) * a if "fc2" in tower else 0
