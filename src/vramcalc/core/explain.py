@@ -854,6 +854,8 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     rows, cols = llama4v.layout(v, h, w)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
+    tower_mods, _ = llama4v.lora_targets(model, training)  # peft's matching over the whole model
+    adapters = llama4v.tower_adapter_params(model, training)
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights (frozen; the pixel-shuffle adapter included)",
@@ -864,13 +866,24 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
             Line("weights.vision_rope_buffer", "the vision RoPE's freqs_ci buffer (complex64)",
                  f"{(v.image_size // v.patch_size) ** 2 + 1} rows", d["weights.vision_rope_buffer"],
                  source="transformers models/llama4/modeling_llama4.py Llama4VisionRotaryEmbedding"),
+            *((Line("weights.image_adapters", "LoRA adapters on the tower (peft's target matching)",
+                    f"{adapters:,} params x {dtype_bytes(training.adapter_dtype)} B ({training.adapter_dtype}): "
+                    f"{', '.join(tower_mods)} in each of the {v.num_layers} encoder layers"
+                    + (" and the pixel-shuffle adapter's MLP" if {"fc1", "fc2"} & set(tower_mods) else ""),
+                    adapters * dtype_bytes(training.adapter_dtype),
+                    source="peft tuners_utils.py check_target_module_exists; memory/llama4v.py lora_targets"),)
+              if adapters else ()),
         ),
-        **_image_side_states("image_side", "projector gradients (full fine-tuning trains it)",
-                             "projector optimizer state", projector if trained else 0, b, inner, src),
+        **_image_side_states("image_side", "tower LoRA adapter gradients" if adapters else
+                             "projector gradients (full fine-tuning trains it)",
+                             "tower LoRA adapter optimizer state" if adapters else "projector optimizer state",
+                             (projector if trained else 0) + adapters, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the adapter's output and the "
                              "projected features kept to the forward's end, what they save for backward",
-                             "masked_scatter's mask (full fine-tuning or checkpointing); with checkpointing the "
-                             "tower's hooked patch output and kept layer inputs, the GELUs' inputs",
+                             "masked_scatter's mask (full fine-tuning, checkpointing or tower adapters); with "
+                             "checkpointing the tower's hooked patch output and kept layer inputs, the GELUs' inputs; "
+                             "with tower adapters and no checkpointing its graph from the lowest adapter up and the "
+                             "adapters' inputs",
                              b.activations - inner.breakdown.activations, source=src),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
                              "text embeddings, pixel_values, the kept hidden states and one layer's RoPE moment "
@@ -892,6 +905,8 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
             "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
             "its own, on that many tokens",
             "the vision tower is frozen" + (" and the projector trained" if trained
+                                            else f"; LoRA adapts its {', '.join(tower_mods)} too (peft matches the "
+                                            "target names over the whole model)" if adapters
                                             else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 

@@ -49,7 +49,6 @@ from vramcalc.core.memory.vision import (
     images_per_sample,
 )
 from vramcalc.core.params import projector_params, vision_tower_params
-from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -331,6 +330,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         at_fc2 = layer_set + n * rows * (vh * ad_bytes + vi * ad_bytes) if "fc2" in tower_mods else 0
         at_fc1 = layer_set + n * rows * (vh * a_bytes + 2 * vi * a_bytes + vi * ad_bytes) - fc2_saved \
             if "fc1" in tower_mods else 0
+        # with checkpointing and adapters, the top layer's recomputation (its forward again, saving) at an adapted
+        # Linear's scaled output, beside its input's saved copy and the gradient of its output (measured with the
+        # tracer: the peak of an adapted fc1 on 4 tiles)
+        at_recompute = n * (_adapter_moment(v, tower_mods, rows, a_bytes, ad_bytes, r, saving=True)
+                            + rows * (2 * vh * a_bytes + 8)) if hooked and tower_mods else 0
+        at_gelu = max(at_gelu, at_recompute)
         if hooked:
             kept = n * (layers * rows * vh * a_bytes + patches * vh * a_bytes + rows * vh * a_bytes + 8 * rows) \
                 + (2 * tokens * th * a_bytes if not trained_projector else 0)
@@ -359,7 +364,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     h, w = image_hw(v, training)
     split = (f"{rows_cols[0]} x {rows_cols[1]} tiles and a global tile" if tiles > 1 else "one tile")
     mode = "full fine-tuning trains the projector" if trained_projector else \
-        f"--method {training.method} adapts the language model only (projector frozen)"
+        (f"--method {training.method} also adapts the tower's {', '.join(tower_mods)} in every encoder layer"
+         + (" and the pixel-shuffle adapter's" if mlp2 else "") + f" ({adapters:,} adapter parameters: peft matches "
+         "the target names over the whole model), whose graph is saved "
+         + ("layer by layer when recomputed" if gc else "from the lowest adapter up") + " until the tower's backward, "
+         "run last; projector frozen" if tower_mods else
+         f"--method {training.method} adapts the language model only (projector frozen)")
     notes = (
         f"vision-language model (Llama 4): each {h} x {w} px image"
         + (" (the default: one tile)" if training.image_size == DEFAULT_IMAGE_SIZE and not training.image_width
@@ -374,7 +384,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         + ("frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen; nothing in it requires grad, so it saves nothing")
         + f"; {mode} ({projector:,} parameters, Llama4MultiModalProjector: one Linear); QLoRA keeps the tower and "
-        "projector 16-bit (an assumption: the common recipes skip them from quantization); " + LM_ONLY_LORA,
+        "projector 16-bit (an assumption: the common recipes skip them from quantization).",
     )
     # the text model's own note says the image side is counted elsewhere: it is counted here
     text_notes = tuple(x.replace(" the vision tower and projector are not counted here (the -vision presets count "
