@@ -267,13 +267,15 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
 def _hybrid_refuses(m: ModelSpec, t: TrainingSpec) -> bool:
     """Falcon-H1 refuses what memory/hybrid.py check_run does not model (freeze, autocast, the other PEFT methods and
     objectives, loss savers, packing, offload)."""
-    from vramcalc.core.memory import hybrid, jamba
+    from vramcalc.core.memory import hybrid, jamba, nemotron_h
 
-    if not (hybrid.is_hybrid(m) or jamba.is_jamba(m)):  # Jamba: memory/jamba.py check_run, the same kind of list
+    # Jamba and Nemotron-H: memory/jamba.py and memory/nemotron_h.py check_run, the same kind of list
+    if not (hybrid.is_hybrid(m) or jamba.is_jamba(m) or nemotron_h.is_nemotron_h(m)):
         return False
     try:
         hybrid.check_run(m, t)
         jamba.check_run(m, t)
+        nemotron_h.check_run(m, t)
     except UnsupportedCombination:
         return True
     return False

@@ -94,6 +94,12 @@ TOTALS = {
     # sum(p.numel()) of GraniteMoeHybridForCausalLM from tests/data/hf/granite-4.0-h-micro.json (typed, the README
     # says from what), transformers 5.24 on the meta device (tests/test_granitemoehybrid.py rebuilds it).
     "granite-4.0-h-micro": 3_191_396_096,
+    # Nemotron-H (Mamba-2, attention and relu2 MLP layers, one block each, as hybrid_override_pattern says):
+    # sum(p.numel()) of NemotronHForCausalLM from tests/data/hf/nemotron-h-8b-base-8k.json (quoted) and
+    # nvidia-nemotron-nano-9b-v2.json (typed, the README says from what), transformers 5.24 on the meta device
+    # (tests/test_nemotron_h.py rebuilds them).
+    "nemotron-h-8b-base-8k": 8_100_852_736,
+    "nvidia-nemotron-nano-9b-v2": 8_888_227_328,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
@@ -200,6 +206,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "jamba",
         "bamba",
         "granitemoehybrid",
+        "nemotron_h",
         "idefics3",
         "smolvlm",
         "llama4",

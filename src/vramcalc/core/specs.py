@@ -546,6 +546,10 @@ class ModelSpec:
     # (the mixer_* fields) OR attention, then an MLP; these are the attention layers' indexes (attn_layer_indices),
     # every other layer is a mixer layer.
     attention_layers: tuple[int, ...] = ()
+    # Nemotron-H (family "nemotron_h"; transformers modeling_nemotron_h.py NemotronHBlock): every layer is ONE block,
+    # its norm and one mixer: "M" a Mamba-2 mixer (the mixer_* fields), "*" attention (no rotary embedding), "-" an
+    # MLP (up_proj, relu2, down_proj), in config hybrid_override_pattern's order, bottom first.
+    hybrid_pattern: str = ""
 
     # Vision-language models (memory/vision.py): the vision tower and projector; None for a text model. The text
     # fields above are the language model's (LLaVA's text_config).
@@ -653,6 +657,8 @@ class ModelSpec:
             _check_jamba(self)
         if self.attention_layers or self.family in ("bamba", "granitemoehybrid"):
             _check_attention_layers(self)
+        if self.hybrid_pattern or self.family == "nemotron_h":
+            _check_nemotron_h(self)
 
     @property
     def has_architecture(self) -> bool:
@@ -691,6 +697,19 @@ def _check_attention_layers(m: ModelSpec) -> None:
             or len(set(m.attention_layers)) != len(m.attention_layers):
         raise SpecError("attention_layers", f"attention_layers must be distinct layer indexes below num_layers {n} "
                         "(Bamba-9B: [9, 18, 27])")
+
+
+def _check_nemotron_h(m: ModelSpec) -> None:
+    """Nemotron-H's layer pattern (configuration_nemotron_h.py _pattern_to_list: M, *, -; E is MoE, not modelled)."""
+    if m.family != "nemotron_h":
+        raise SpecError("hybrid_pattern", "hybrid_pattern is read for family nemotron_h only")
+    if not isinstance(m.hybrid_pattern, str) or len(m.hybrid_pattern) != (m.num_layers or 0) \
+            or set(m.hybrid_pattern) - set("M*-"):
+        raise SpecError("hybrid_pattern", f"hybrid_pattern must be num_layers ({m.num_layers}) characters of M "
+                        "(Mamba-2), * (attention) and - (MLP) (Nemotron-H-8B: M-M-M-M*-M-...)")
+    if "M" in m.hybrid_pattern and not m.mixer_intermediate_size:
+        raise SpecError("mixer_intermediate_size", "a Nemotron-H model with M layers needs its Mamba-2 mixer's shape "
+                        "(mixer_* fields)")
 
 
 def _check_hybrid_mixer(m: ModelSpec) -> None:
