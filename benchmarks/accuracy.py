@@ -898,7 +898,7 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 36 cases): MllamaForConditionalGeneration
+# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 54 cases): MllamaForConditionalGeneration
 # (core/memory/mllama.py, trace/_mllama.py) from the published Llama-3.2-11B-Vision-Instruct and 90B config.json files
 # (tests/data/hf), cut: the 11B text model to its first 9 layers (cross-attention at 3 and 8, as published) under a
 # tower of 8 local and 2 global layers (intermediate outputs 3 and 7: vision_output_dim 3,840) x full pure-bf16 /
@@ -953,6 +953,19 @@ def mllama_grid() -> list[dict[str, Any]]:
         for shape in MLLAMA_SHAPES:
             add("mllama:11b-9", "full pure-bf16 train-vision", tv, shape, gc)
         add("mllama:11b-4-tower", "full pure-bf16 train-vision", tv, {"batch_size": 1, "seq_len": 256, "images": 1}, gc)
+    # LoRA / QLoRA whose targets reach the tower (peft matches them over the whole model: memory/mllama.py
+    # lora_targets): all-linear (every tower Linear and the projector) and named q_proj,v_proj,fc1,fc2 on the toy at
+    # two shapes (two images and one), checkpointing off / on; all-linear on the 9-layer cut (8 + 2 layer tower) at
+    # batch 1 x 512 x 1 image
+    for targets in (("all-linear",), ("q_proj", "v_proj", "fc1", "fc2")):
+        for label, kw in VLM_RUNS[1:]:
+            run = dict(kw, lora_targets=targets)
+            for gc in (False, True):
+                for shape in ({"batch_size": 1, "seq_len": 16, "images": 2},
+                              {"batch_size": 1, "seq_len": 32, "images": 1}):
+                    add("mllama:toy", f"{label} {','.join(targets)}", run, shape, gc)
+    for gc in (False, True):
+        add("mllama:11b-9", "lora all-linear", dict(VLM_RUNS[1][1], lora_targets=("all-linear",)), MLLAMA_SHAPES[0], gc)
     return cases
 
 
@@ -1366,7 +1379,7 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
     return cases
 
 
-# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 22 cases): Llama4ForConditionalGeneration
+# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 30 cases): Llama4ForConditionalGeneration
 # (memory/llama4v.py, trace/_llama4v.py) from the published Scout / Maverick config.json files (tests/data/hf) with the
 # Llama 4 tower at its own widths (1408 wide, 16 heads, MLP 5632, 336 px tiles of 14 px patches: 577 rows a tile, the
 # pixel-shuffle adapter to 144 features of 4096) cut to 2 layers, and the text model cut to the llama4 grid's tiny
@@ -1377,7 +1390,10 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
 #   2 x 64 text tokens x one 300 x 800 px image (1 x 3 tiles and the global one: 4 tiles, 582 tokens);
 # - Maverick: the same three methods x checkpointing at the first shape;
 # - Scout with two images per sample (LoRA, checkpointing off / on), and the published text widths (hidden 5120, 16
-#   experts of 8192) cut to 4 layers, LoRA with checkpointing off / on at the first shape.
+#   experts of 8192) cut to 4 layers, LoRA with checkpointing off / on at the first shape;
+# - Scout: LoRA / QLoRA q_proj,v_proj,fc1,fc2 (the tower's attention and MLP and the pixel-shuffle adapter's MLP
+#   adapted too) x checkpointing off / on at both shapes. Every LoRA case's targets reach the tower (peft matches
+#   them over the whole model).
 # Written to accuracy_llama4v.{json,md}.
 LLAMA4V_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1},
                   {"batch_size": 2, "seq_len": 64, "images": 1, "image_size": 300, "image_width": 800})
@@ -1403,6 +1419,13 @@ def llama4v_grid() -> list[dict[str, Any]]:
         add("llama4v:maverick", "maverick tiny-lm", label, kw, LLAMA4V_SHAPES[0])
     add("llama4v:scout", "scout tiny-lm", "lora", VLM_RUNS[1][1], dict(LLAMA4V_SHAPES[0], images=2))
     add("llama4v:scout (4 layers)", "scout 4 layers", "lora", VLM_RUNS[1][1], LLAMA4V_SHAPES[0])
+    # LoRA / QLoRA whose named targets reach the tower's MLP and the pixel-shuffle adapter's too (q_proj, v_proj, fc1,
+    # fc2: peft matches them over the whole model, memory/llama4v.py lora_targets; the default q_proj,v_proj cases above
+    # reach the tower's attention), both shapes, checkpointing off / on
+    for shape in LLAMA4V_SHAPES:
+        for label, kw in VLM_RUNS[1:]:
+            add("llama4v:scout", "scout tiny-lm", f"{label} q_proj,v_proj,fc1,fc2",
+                dict(kw, lora_targets=("q_proj", "v_proj", "fc1", "fc2")), shape)
     return cases
 
 
@@ -2470,10 +2493,10 @@ def main() -> None:
                     "shuffle); "
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
                     "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
-                    "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
-                    "the tower frozen or trained); dequant: issue 15's 24 QLoRA cases on wide dense models cut to 4 "
-                    "layers (the dequantized weight); llama4v: issue 15's 22 Llama 4 multimodal cases (tiles, pixel "
-                    "shuffle, the tower frozen); badam: issue 13's 24 BAdam layer-mode cases")
+                    "mllama: issue 15's 54 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
+                    "the tower frozen, adapted or trained); dequant: issue 15's 24 QLoRA cases on wide dense models "
+                    "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
+                    "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()

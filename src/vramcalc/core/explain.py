@@ -564,11 +564,16 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
     from vramcalc.core.params import mllama_text_extra_params, projector_params, vision_tower_params
 
     b = estimate(model, training)  # the refusals first (memory/mllama.py check)
-    inner = explain(replace(model, vision=None), replace(training, images=0, image_width=0, train_vision=False))
+    tower_mods, proj_adapted, text_targets = mllama.lora_targets(model, training)  # peft's matching, whole model
+    inner = explain(replace(model, vision=None), replace(training, images=0, image_width=0, train_vision=False,
+                                                         lora_targets=text_targets))
     v = model.vision
     assert v is not None and model.hidden_size is not None
     d = b.details
     src = "transformers models/mllama/modeling_mllama.py MllamaModel.forward; memory/mllama.py"
+    tower_adapters, projector_adapters = mllama.tower_adapter_params(model, training)
+    adapters = tower_adapters + projector_adapters
+    adapted = ", ".join(tower_mods) + (" + multi_modal_projector" if proj_adapted else "")
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     extras = mllama_text_extra_params(model)
     trained = training.method == "full"
@@ -585,19 +590,31 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
             Line("weights.projector", "projector and the cross-attention layers' extras" +
                  (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} + {extras:,} params (8 embedding rows, q_norm / k_norm, gates)",
-                 b.weights - inner.breakdown.weights - d["weights.vision_tower"], source=src),
+                 b.weights - inner.breakdown.weights - d["weights.vision_tower"]
+                 - adapters * dtype_bytes(training.adapter_dtype), source=src),
+            *((Line("weights.image_adapters", "LoRA adapters on the tower / projector (peft's target matching)",
+                    f"{adapters:,} params x {dtype_bytes(training.adapter_dtype)} B ({training.adapter_dtype}): "
+                    f"{adapted} in each of the {v.num_layers + v.num_global_layers} encoder layers",
+                    adapters * dtype_bytes(training.adapter_dtype),
+                    source="peft tuners_utils.py check_target_module_exists, _maybe_include_all_linear_layers; "
+                    "memory/mllama.py lora_targets"),) if adapters else ()),
         ),
-        **_image_side_states("projector", "projector and extras'" + (" and tower" if tv else "") + " gradients "
-                             "(full fine-tuning trains them)",
-                             "projector and extras'" + (" and tower" if tv else "") + " optimizer state",
-                             (projector + extras if trained else 0) + (tower if tv else 0), b, inner, src),
+        **_image_side_states("projector", ("tower / projector LoRA adapter gradients" if adapters else
+                                           "projector and extras'" + (" and tower" if tv else "") + " gradients "
+                                           "(full fine-tuning trains them)"),
+                             ("tower / projector LoRA adapter optimizer state" if adapters else
+                              "projector and extras'" + (" and tower" if tv else "") + " optimizer state"),
+                             (projector + extras if trained else 0) + (tower if tv else 0) + adapters, b, inner, src),
         "activations": (Line("activations.image_side", "image side: the cross-attention layers' difference "
                              "(k / v over the vision rows repeated to every head, q_norm / k_norm, the mask's "
                              "padded copy), the vision output, cross_attention_states, the masks, pixel_values; "
                              + ("the trained tower's whole graph (its Linears' inputs, the gates' operands)" if tv
+                                else "the tower's graph from its lowest adapter up and the adapters' saved inputs "
+                                "(with checkpointing the whole hooked graph)" if tower_mods
                                 else "with checkpointing the hooked tower's graph"),
                              f"{keys:,} vision rows per sample", b.activations - inner.breakdown.activations,
                              source=src + " cross_layer_delta, " + ("tower_trained_saved" if tv
+                                                                    else "tower_lora_saved" if tower_mods
                                                                     else "tower_graph_saved")),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
                              "every encoder layer's output, the aspect-ratio mask, the stacked intermediate outputs "
@@ -607,8 +624,10 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
                              "k / v over the vision rows (the adapters' copies of the states, the kernel's dk / dv, "
                              "k_norm's fp32 backward)", d["temporaries.cross_attention_layer"], source=src),
                         Line("temporaries.vision_tower_backward", "vision tower backward (" + (
-                             "trained" if tv else "checkpointing: the hooked tower") + ", run last)",
-                             "the stacked outputs' gradients, one global layer's MLP backward",
+                             "trained" if tv else "LoRA adapters on it" if tower_mods
+                             else "checkpointing: the hooked tower") + ", run last)",
+                             "the stacked outputs' gradients, one global layer's MLP backward (an adapted fc1 / "
+                             "fc2's fp32 gradients)",
                              d["temporaries.vision_tower_backward"], source=src + " tower_backward")),
     }
     lines = [
@@ -622,7 +641,9 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
             f"layers ({', '.join(map(str, v.cross_attention_layers))}) attend over the images' {keys:,} vision rows "
             "(the sections above count every layer as self-attention; the image side's line adds the difference)",
             ("the vision tower is trained (--train-vision)" if tv else "the vision tower is frozen")
-            + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
+            + (" and the projector trained" if trained else f"; LoRA adapts {adapted} in the tower too (peft "
+               "matches the target names over the whole model)" if adapters
+               else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 
@@ -864,6 +885,8 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     rows, cols = llama4v.layout(v, h, w)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
+    tower_mods, _ = llama4v.lora_targets(model, training)  # peft's matching over the whole model
+    adapters = llama4v.tower_adapter_params(model, training)
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights (frozen; the pixel-shuffle adapter included)",
@@ -874,13 +897,24 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
             Line("weights.vision_rope_buffer", "the vision RoPE's freqs_ci buffer (complex64)",
                  f"{(v.image_size // v.patch_size) ** 2 + 1} rows", d["weights.vision_rope_buffer"],
                  source="transformers models/llama4/modeling_llama4.py Llama4VisionRotaryEmbedding"),
+            *((Line("weights.image_adapters", "LoRA adapters on the tower (peft's target matching)",
+                    f"{adapters:,} params x {dtype_bytes(training.adapter_dtype)} B ({training.adapter_dtype}): "
+                    f"{', '.join(tower_mods)} in each of the {v.num_layers} encoder layers"
+                    + (" and the pixel-shuffle adapter's MLP" if {"fc1", "fc2"} & set(tower_mods) else ""),
+                    adapters * dtype_bytes(training.adapter_dtype),
+                    source="peft tuners_utils.py check_target_module_exists; memory/llama4v.py lora_targets"),)
+              if adapters else ()),
         ),
-        **_image_side_states("image_side", "projector gradients (full fine-tuning trains it)",
-                             "projector optimizer state", projector if trained else 0, b, inner, src),
+        **_image_side_states("image_side", "tower LoRA adapter gradients" if adapters else
+                             "projector gradients (full fine-tuning trains it)",
+                             "tower LoRA adapter optimizer state" if adapters else "projector optimizer state",
+                             (projector if trained else 0) + adapters, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the adapter's output and the "
                              "projected features kept to the forward's end, what they save for backward",
-                             "masked_scatter's mask (full fine-tuning or checkpointing); with checkpointing the "
-                             "tower's hooked patch output and kept layer inputs, the GELUs' inputs",
+                             "masked_scatter's mask (full fine-tuning, checkpointing or tower adapters); with "
+                             "checkpointing the tower's hooked patch output and kept layer inputs, the GELUs' inputs; "
+                             "with tower adapters and no checkpointing its graph from the lowest adapter up and the "
+                             "adapters' inputs",
                              b.activations - inner.breakdown.activations, source=src),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
                              "text embeddings, pixel_values, the kept hidden states and one layer's RoPE moment "
@@ -902,6 +936,8 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
             "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
             "its own, on that many tokens",
             "the vision tower is frozen" + (" and the projector trained" if trained
+                                            else f"; LoRA adapts its {', '.join(tower_mods)} too (peft matches the "
+                                            "target names over the whole model)" if adapters
                                             else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
