@@ -64,6 +64,7 @@ from vramcalc.core.memory.weights import (
     DQ_BLOCK,
     NF4_BLOCK,
     WeightBytes,
+    fp32_router_tensors,
     freeze_fraction,
     saved_copies,
     saved_head,
@@ -1097,6 +1098,12 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                           else f"frozen base weights ({recipe.weight})",
                           f"{_n(p)} params × {wb} B ({recipe.weight})", p * wb,
                           "parameters × bytes per stored weight", SRC_SEED_WEIGHTS))
+        routers = sum(x.numel for x in fp32_router_tensors(m, recipe))
+        if routers:  # memory/weights.py weight_bytes: the routers the library keeps fp32 under a 16-bit load
+            lines.append(Line("weights.fp32_routers", "routers kept in fp32 (the rest of their 4 bytes)",
+                              f"{_n(routers)} params × {4 - wb} B", routers * (4 - wb),
+                              "router parameters × (4 − bytes per stored weight)",
+                              "transformers modeling_deepseek_v3.py / _v2.py _keep_in_fp32_modules_strict"))
     else:
         # The values are the core's (WeightBytes); the block, tensor and row counts only describe them.
         quantized, data, constants = w.quantized_params, w.quantized_data, w.quant_constants
@@ -1271,6 +1278,13 @@ def _gradients(t: TrainingSpec, b: Breakdown, w: WeightBytes, grad_dtype: str) -
         own = w.trainable - w.copies
         line = Line("gradients.trainable", "gradients", f"{_n(own)} {what} × {g} B ({dtype})",
                     own * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
+        if w.fp32_trainable and not adapters and not b.parallelism:
+            # memory/__init__.py: autograd gives DeepSeek's fp32 routers fp32 gradients
+            return Section("gradients", "gradients", b.gradients, (line, Line(
+                "gradients.fp32_routers", "the fp32 routers' gradients (the rest of their 4 bytes)",
+                f"{_n(w.fp32_trainable)} params × {4 - g} B", w.fp32_trainable * (4 - g),
+                "router parameters × (4 − bytes per gradient)",
+                "transformers modeling_deepseek_v3.py / _v2.py _keep_in_fp32_modules_strict")), text)
         if w.copies and not b.parallelism:
             return Section("gradients", "gradients", b.gradients, (line, Line(
                 "gradients.saved_copies", "gradients of the modules_to_save copies",
@@ -1381,6 +1395,11 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
         lines.append(Line("optimizer_state.master_weights", "fp32 master weights",
                           f"{_n(trainable)} params × 4 B (fp32)", opt.master_weights,
                           "trainable parameters × 4 B", SRC_MASTER))
+    if b.details.get("optimizer_state.fp32_routers"):  # memory/__init__.py: pure-* states of the fp32 routers
+        lines.append(Line("optimizer_state.fp32_routers", "the fp32 routers' states (beyond the 16-bit count)",
+                          f"{t.optimizer} states of {_n(w.fp32_trainable if w else 0)} fp32 params",
+                          b.details["optimizer_state.fp32_routers"], "torch.optim zeros_like(param): fp32",
+                          "transformers modeling_deepseek_v3.py / _v2.py _keep_in_fp32_modules_strict"))
     lines += copy_lines
     trainable += sum(_numel(sh) * c for sh, c in (w.copy_tensors if w is not None else ()))
     text: tuple[str, ...] = ()

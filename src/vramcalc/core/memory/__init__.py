@@ -555,6 +555,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     opt = optimizer_bytes(w.trainable_tensors, recipe, training, body)
     notes.extend(library_optimizer_notes(body, training, recipe))
     routers = fp32_router_tensors(body, recipe)
+    router_states = 0  # the fp32 routers' optimizer states beyond the 16-bit count (pure-* recipes)
     if routers:
         notes.append(f"{model.family} keeps its routers in fp32 under a {recipe.weight} load "
                      f"(_keep_in_fp32_modules_strict: {sum(t.numel for t in routers):,} parameters)"
@@ -575,6 +576,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
             more = (optimizer_bytes(w.fp32_trainable_tensors, fp32, training, body).moments
                     - optimizer_bytes(w.fp32_trainable_tensors, recipe, training, body).moments)
             opt = OptimizerBytes(opt.moments + more, opt.master_weights, opt.step_temporaries, opt.paged)
+            router_states = more
     if w.copies:  # modules_to_save copies (memory/weights.py): their dtype, and a full fine-tuning's states
         from dataclasses import replace
 
@@ -596,6 +598,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         "optimizer_state.master_weights": opt.master_weights,
         "temporaries.optimizer_step": opt.step_temporaries,
     }
+    if router_states:
+        details["optimizer_state.fp32_routers"] = router_states
     if _preference.is_preference(training) or _rl.is_rl(training) or _online_dpo.is_online_dpo(training):
         details["weights.reference"] = ref_weights
     if reward_weights:
