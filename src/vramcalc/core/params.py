@@ -64,7 +64,11 @@ class Linear:
 # router as a custom module holding a weight Parameter (MixtralTopKRouter): neither is an nn.Linear, so peft's
 # all-linear, bitsandbytes' Linear4bit replacement and the other PEFT methods do not see them.
 FUSED_EXPERT_FAMILIES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss",
-                                   "llama4", "jamba"})
+                                   "llama4", "jamba", "granitemoehybrid"})
+# (GraniteMoeHybrid, modeling_granitemoehybrid.py GraniteMoeHybridExperts: gate_up_proj (E, 2i, h) and down_proj
+# (E, h, i) as Mixtral's, under block_sparse_moe with GraniteMoeHybridTopKRouter's weight (E, h); shared_mlp, two
+# nn.Linear modules, is the shared expert. granitemoehybrid is a key of transformers' conversion table (on the
+# granitemoe pattern) but not of peft 0.21's _convert_peft_config_moe: see PEFT_MOE_CONVERTED.)
 # (Jamba, modeling_jamba.py JambaExperts: gate_up_proj (E, 2i, h) and down_proj (E, h, i) as Mixtral's; jamba is no
 # key of peft's conversion table, so LoRA's gate/up/down_proj names adapt the dense layers' JambaMLP only.)
 # Llama 4 (modeling_llama4.py Llama4TextExperts): gate_up_proj (E, hidden, 2i) and down_proj (E, i, hidden) are 3-D
