@@ -39,6 +39,7 @@ from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import vllm as _vllm
+from vramcalc.core.memory import zamba2 as _zamba2
 from vramcalc.core.memory.activations import (
     DequantBytes,
     batch_rows,
@@ -173,6 +174,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
+    _zamba2.check_run(model, training)  # Zamba2: count only, every estimate refused (memory/zamba2.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
     if model.vision is not None and model.vision.kind == "llava_next":  # LLaVA-NeXT's anyres image side
@@ -504,6 +506,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     _ssm.check_run(model, training)  # what a Mamba run is not modelled for, refused in one line
     _hybrid.check_run(model, training)  # Falcon-H1's (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba's (memory/jamba.py)
+    _zamba2.check_run(model, training)  # Zamba2's (memory/zamba2.py)
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     encoder_notes = _encoder.notes(model, training)
     if (_preference.is_preference(training) or _preference.is_reference_free(training)
