@@ -10,8 +10,8 @@ import pytest
 
 from cli_helpers import invoke
 from vramcalc.core.errors import PresetFileError, SpecError, UnsupportedCombination
-from vramcalc.core.memory import estimate
-from vramcalc.core.params import count_params, is_hybrid, zamba2_blocks
+from vramcalc.core.memory import estimate, zamba2
+from vramcalc.core.params import count_params, is_hybrid, lora_params, zamba2_blocks
 from vramcalc.core.specs import TrainingSpec
 from vramcalc.io import presets
 from vramcalc.io.hf_config import spec_from_hf_config
@@ -111,14 +111,76 @@ def test_spec_checks_the_layout() -> None:
         replace(m, family="mamba2")
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
-def test_estimates_are_refused_in_one_line(method: str) -> None:
-    with pytest.raises(UnsupportedCombination, match="Zamba2's step memory .* is not modelled"):
-        estimate(presets.find_model("zamba2-2.7b"), TrainingSpec(method=method))
+@pytest.mark.parametrize(("run", "words"), [
+    ({"method": "qlora"}, "QLoRA: bitsandbytes' replacement of the shared blocks' tied Linears"),
+    ({"mode": "inference"}, "generate\\(\\) for Zamba2"),
+    ({"precision": "amp-bf16"}, "autocast"),
+    ({"gpus_per_node": 2}, "several GPUs"),
+])
+def test_what_is_not_modelled_is_refused_in_one_line(run: dict[str, object], words: str) -> None:
+    with pytest.raises(UnsupportedCombination, match=words):
+        estimate(presets.find_model("zamba2-2.7b"), TrainingSpec(**run))
 
 
-def test_cli_shows_the_count_and_refuses_the_estimate(capsys: pytest.CaptureFixture[str]) -> None:
+def tiny(shape: dict[str, object]):
+    return spec_from_hf_config({**FIXTURES["zamba2-2.7b"], **shape}, "zamba2-tiny", "tests/test_zamba2.py")
+
+
+@pytest.mark.parametrize("run", [{"method": "full"}, {"method": "lora"}, {"method": "lora", "grad_checkpointing": True},
+                                 {"method": "full", "grad_checkpointing": True}])
+def test_layers_by_kind_sum_exactly(run: dict[str, object]) -> None:
+    # the plan counts num_layers x a hybrid layer's set less layered_less: that is the sum of each layer's own kind
+    # (the bottom moment's layer aside), whatever the layout
+    from vramcalc.core.memory.precision import recipe_of
+
+    m = tiny({**TINY, "layers_block_type": ["hybrid", "mamba", "mamba", "hybrid", "mamba", "mamba"],
+              "hybrid_layer_ids": [0, 3]})
+    t = TrainingSpec(**run, batch_size=2, seq_len=64)
+    recipe = recipe_of(t)
+    tw = t.method == "full"
+    top = zamba2._components(zamba2.layer_activations(m, t, recipe, tw))
+    kinds = [zamba2._components(zamba2.kind_activations(m, t, recipe, tw, i in (0, 3))) for i in range(6)]
+    (lt, lts, lb, lc), _ = zamba2.layered_less(m, t, recipe, tw, True)
+    assert (6 * top[0] - lt, 6 * top[1] - lts, 6 * top[2] - lb, 6 * top[3] - lc) == \
+        tuple(sum(k[j] for k in kinds) for j in range(4))
+    assert all(x >= y for x, y in zip(top, kinds[1], strict=True))  # a hybrid layer saves no less than a Mamba one
+
+
+def test_projector_adapters_of_other_invocations_get_no_state() -> None:
+    # all-linear: each hybrid layer's copy of a block holds c_b projectors (2.7B: blocks of 5 and 4 invocations, 41
+    # copies of each projector Linear) and runs one; AdamW keeps state for the 9 that run (measured with the tracer,
+    # --grid zamba2 lora all-linear: optimizer state exact with them left out, +11.2 % with them in)
+    m = presets.find_model("zamba2-2.7b")
+    t = TrainingSpec(method="lora", lora_targets=("all-linear",), lora_rank=8)
+    idle = zamba2.idle_lora_tensors(m, t)
+    assert sorted(n for _, n in idle) == [32, 32, 32, 32]  # lora_A and lora_B of adapter_in and adapter_out
+    assert {s for s, _ in idle} == {(8, 2560), (128, 8), (8, 128), (20480, 8)}
+    b = estimate(m, t)
+    idle_params = sum(a * c * n for (a, c), n in idle)
+    # AdamW: two fp32 moments per trained adapter parameter (memory/optimizer.py), the idle ones left out
+    assert b.optimizer_state == 8 * (lora_params(m, t.lora_targets, 8) - idle_params)
+    assert b.trainable_parameters == lora_params(m, t.lora_targets, 8) - idle_params
+    assert any("never run" in n for n in b.notes)
+
+
+def test_checkpointing_keeps_the_clone_and_rope_once() -> None:
+    # memory/zamba2.py once_per_token: 2 x 2 B x head_dim (2 x 2048 / 32 = 128) with use_mem_rope, and the embeddings'
+    # clone (2 B x 2048) when each layer's checkpoint keeps it
+    from vramcalc.core.memory.precision import recipe_of
+
+    m = presets.find_model("zamba2-1.2b")
+    off, on = TrainingSpec(), TrainingSpec(grad_checkpointing=True)
+    assert zamba2.once_per_token(m, off, recipe_of(off)) == 2 * 2 * 128
+    assert zamba2.once_per_token(m, on, recipe_of(on)) == 2 * 2 * 128 + 2 * 2048
+    assert zamba2.once_per_token(presets.find_model("zamba2-2.7b"), off, recipe_of(off)) == 0  # no mem RoPE
+
+
+def test_cli_estimates_and_explains(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = invoke(["show", "zamba2-1.2b", "--format", "json"], capsys)
     assert code == 0 and "1215064704" in out.replace(",", "").replace("_", "")
-    code, _, err = invoke(["estimate", str(HF / "zamba2-7b.json")], capsys)
+    code, out, _ = invoke(["estimate", str(HF / "zamba2-7b.json"), "--method", "lora", "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)["parameters"] == 7_356_749_648
+    code, out, _ = invoke(["explain", "zamba2-2.7b", "--grad-checkpointing"], capsys)
+    assert code == 0 and "inner checkpoint's input" in out and "embeddings' clone" in out
+    code, _, err = invoke(["estimate", "zamba2-2.7b", "--method", "qlora"], capsys)
     assert code == 2 and "Zamba2" in err and err.count("\n") == 1

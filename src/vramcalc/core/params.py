@@ -587,6 +587,8 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     as that is the only module peft could attach to. Unknown names raise UnsupportedCombination with the valid names.
     """
     linears = block_linears(m)
+    if is_zamba2(m):  # peft wraps modules: one adapter per hybrid layer's copy of a shared Linear (zamba2_modules)
+        linears = zamba2_modules(m)
     if m.family == "gpt_oss":
         # GptOssExperts holds gate_up_proj / down_proj as 3-D Parameters, not nn.Linear modules: peft's
         # target_modules (and all-linear) find only q/k/v/o_proj (the router is a Parameter pair too).
@@ -932,6 +934,19 @@ def zamba2_linears(m: ModelSpec) -> tuple[Linear, ...]:
     return tuple(out)
 
 
+def zamba2_modules(m: ModelSpec) -> tuple[Linear, ...]:
+    """Zamba2's nn.Linear modules as peft finds them (LoRA targets): get_layers builds a Zamba2AttentionDecoderLayer
+    per hybrid layer, so each shared Linear is a module per invocation (its weight tied), and each of those modules'
+    adapter lists holds its block's projectors (c_b of them; zamba2_projectors with nothing tied)."""
+    from dataclasses import replace
+
+    g = len(m.zamba_hybrid_layers)
+    per_copy = sum(len(range(b, g, m.zamba_mem_blocks)) ** 2 for b in range(min(m.zamba_mem_blocks, g)))
+    shared = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"}
+    return tuple(replace(lin, count=g) if lin.module in shared
+                 else replace(lin, count=per_copy) if "adapter" in lin.module else lin for lin in zamba2_linears(m))
+
+
 def zamba2_mixer_dims(m: ModelSpec) -> tuple[int, int, int]:
     """(heads, conv_dim, in_proj's out_features) of Zamba2MambaMixer.__init__: heads = n_mamba_heads, conv_dim =
     mixer + 2 x n_groups x d_state, projection_size = mixer + conv_dim + heads."""
@@ -1108,7 +1123,7 @@ def check_hybrid_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
     """peft 0.21 refuses LoRA on out_proj and conv1d for falcon_h1 (tuners_utils.py _check_lora_target_modules_mamba),
     so all-linear (which takes the mixer's out_proj) fails there too. Bamba is not on peft's list: its out_proj is
     adapted (BambaMixer's PyTorch path calls it as a module)."""
-    if is_layered_hybrid(m):
+    if is_layered_hybrid(m) or is_zamba2(m):  # (zamba2 is not on peft's list either)
         return
     if any(lin.module == "out_proj" for lin in chosen):
         raise UnsupportedCombination(f"LoRA on out_proj of {m.name}: peft refuses the Mamba mixer's out_proj for "

@@ -538,6 +538,20 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
     body = _reward.body(model) if training.objective == "reward" else model
     w = weight_bytes(body, training, recipe)
+    idle = _zamba2.idle_lora_tensors(body, training)  # Zamba2: stored LoRA adapters no forward runs (memory/zamba2.py)
+    if idle:
+        from dataclasses import replace as _replace
+
+        left: dict[tuple[int, ...], int] = {}
+        for shape, n in w.trainable_tensors:
+            left[shape] = left.get(shape, 0) + n
+        for shape, n in idle:
+            left[shape] -= n
+        w = _replace(w, trainable=w.trainable - sum(_numel(s) * n for s, n in idle),
+                     trainable_tensors=tuple((s, n) for s, n in left.items() if n > 0))
+        notes.append(f"{model.name}: {sum(n for _, n in idle) // 2:,} LoRA adapters on the projectors of other "
+                     "invocations held in each shared-block copy never run: stored, without gradients or optimizer "
+                     "state.")
     ref_weights = _preference.reference_weight_bytes(w.parameters, training, recipe)  # 0 unless a frozen copy
     notes.extend(_preference.notes(training, ref_weights))
     if _rl.is_rl(training):
@@ -780,6 +794,13 @@ class _ActivationPlan:
     rl: _rl.RlPlan | None = None  # GRPO: generate() and the no-grad log-prob passes before the step (memory/rl.py)
 
 
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
     assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
     n_layers = m.num_layers
@@ -798,6 +819,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_fn = _hybrid.layer_activations
     if _jamba.is_jamba(m):  # Jamba: attention and Mamba layers, dense and MoE feed-forwards (memory/jamba.py)
         layer_fn = _jamba.layer_activations
+    if _zamba2.is_zamba2(m):  # Zamba2: Mamba-2 layers, shared attention blocks at the hybrid ones (memory/zamba2.py)
+        layer_fn = _zamba2.layer_activations
     unsloth = _unsloth.active(m, t)
     if unsloth:  # Unsloth's kernels (memory/unsloth.py): its own saved set per layer
         layer_fn = _unsloth.layer_activations
@@ -901,6 +924,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         (lt, lts, lb, lc), (bt, bts, bb, bc) = _hybrid.layered_less(m, t, recipe, full_like, not lora_bottom)
         layers_less_t, layers_less_ts, layers_less_b, layers_less_c = lt, lts, lb, lc
         bottom_less_t, bottom_less_ts, bottom_less_b, bottom_less_c = bt, bts, bb, bc
+    elif _zamba2.is_zamba2(m):  # Zamba2: hybrid and Mamba layers, each by its kind (memory/zamba2.py), as Bamba's
+        (lt, lts, lb, lc), (bt, bts, bb, bc) = _zamba2.layered_less(m, t, recipe, full_like, not lora_bottom)
+        layers_less_t, layers_less_ts, layers_less_b, layers_less_c = lt, lts, lb, lc
+        bottom_less_t, bottom_less_ts, bottom_less_b, bottom_less_c = bt, bts, bb, bc
     elif lora_bottom:
         # (a trained embedding copy, LoRA on the embedding or trained token rows give layer 0's input a gradient;
         # adaption prompt:
@@ -954,6 +981,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         once_t = c * head_dim(m) if m.attention_layers else 0
         if m.family == "granitemoehybrid":  # position_embedding_type "nope": rotary_emb None (the reader refuses rope)
             once_t = 0
+    if _zamba2.is_zamba2(m):  # Zamba2: RoPE only with use_mem_rope; the embeddings' clone under checkpointing
+        once_t = _zamba2.once_per_token(m, t, recipe)
     if m.family == "modernbert" and m.sliding_window_layers:
         once_t *= 2
     if m.family == "gpt_oss":  # GptOssRotaryEmbedding returns cos, sin of head_dim / 2 (_apply_rotary_emb chunks)
@@ -1040,7 +1069,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if full_like and trainable and (t.method == "full" or head_trainable):  # when tied or accumulating
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
-    notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t))
+    notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t)) \
+        + list(_zamba2.notes(m, t))
     if m.family == "gpt_oss":
         notes.append(f"{m.name}: expert weights counted in the run's dtype, as transformers loads them to train "
                      "(Mxfp4Config(dequantize=True): the MXFP4 checkpoint, 4.25 bits per expert weight, is not what "
@@ -1155,7 +1185,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
-        recompute_bottom=_ssm.is_mamba2(m),
+        recompute_bottom=_ssm.is_mamba2(m) or _zamba2.is_zamba2(m),
         **(_hybrid.lowest_mixer_rerun(m, t, recipe) if full_like and t.grad_checkpointing
            and not _distributed.is_parallel(t) else {}),
         # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
@@ -1163,7 +1193,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
                     + _hybrid.late_gradient_bytes(m, t, recipe) + _jamba.late_gradient_bytes(m, t, recipe)
-                    if full_like else 0)
+                    if full_like else 0) + _zamba2.late_gradient_bytes(m, t, recipe)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
 
