@@ -625,11 +625,12 @@ def jamba_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Zamba2 grid (`--grid zamba2`, issue 15; 26 cases): tests/data/hf/zamba2-2.7b.json cut to two tiny shapes (A: a
+# The Zamba2 grid (`--grid zamba2`, issue 15; 28 cases): tests/data/hf/zamba2-2.7b.json cut to two tiny shapes (A: a
 # shared block at layers 1 and 3, one weight set, projectors on the MLP only, no RoPE, one chunk of 64; B: shared
 # blocks at 1, 2 and 4 from two weight sets, projectors on q, k, v too, RoPE, 2 groups, chunk 48 padding) x full
 # pure-bf16 / LoRA auto (q_proj, v_proj, in_proj) / LoRA all-linear (the projectors' Linears and the hybrid layers'
-# Linear too) x s64 / s128 x checkpointing off / on, b2; LoRA eager on shape B. QLoRA is refused (memory/zamba2.py).
+# Linear too) x s64 / s128 x checkpointing off / on, b2; LoRA eager on shape B; the published 1.2B shape cut to 2
+# layers, LoRA b1 s256. QLoRA is refused (memory/zamba2.py).
 # Written to accuracy_zamba2.{json,md}.
 ZAMBA2_SHAPES = {"zamba2:h128-l4-g13-b1-f256-q64": {"hidden_size": 128, "intermediate_size": 256,
                                                    "num_hidden_layers": 4, "num_attention_heads": 4,
@@ -669,6 +670,12 @@ def zamba2_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"{model} | lora auto eager | b2 s64 | {'gc' if gc else 'no-gc'}", "model": model,
                       "method": "lora", "training": dict(ZAMBA2_RUNS[1][1], attention="eager", batch_size=2,
                                                          seq_len=64, grad_checkpointing=gc)})
+    # the published Zamba2-1.2B shape (hidden 2048, the shared block with q/k/v projectors and RoPE, mixer 4096 in
+    # 64 heads, state 128, chunk 256) cut to a Mamba layer and a hybrid layer
+    for gc in (False, True):
+        cases.append({"id": f"zamba2:zamba2-1.2b-2-layers | lora auto | b1 s256 | {'gc' if gc else 'no-gc'}",
+                      "model": "zamba2:zamba2-1.2b-2-layers", "method": "lora",
+                      "training": dict(ZAMBA2_RUNS[1][1], batch_size=1, seq_len=256, grad_checkpointing=gc)})
     return cases
 
 
@@ -1502,7 +1509,10 @@ def _model(name: str) -> Any:
     if name.startswith("zamba2:"):  # tests/data/hf/zamba2-2.7b.json cut to a tiny shape (ZAMBA2_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
-        d = {**json.loads((HF_DIR / "zamba2-2.7b.json").read_text()), **ZAMBA2_SHAPES[name]}
+        d = {**json.loads((HF_DIR / "zamba2-2.7b.json").read_text()), **ZAMBA2_SHAPES[name]} \
+            if name in ZAMBA2_SHAPES else {**json.loads((HF_DIR / "zamba2-1.2b.json").read_text()),
+                                           "num_hidden_layers": 2, "layers_block_type": ["mamba", "hybrid"],
+                                           "hybrid_layer_ids": [1]}
         return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
     if name.startswith("granite:"):  # tests/data/hf/granite-4.0-h-micro.json cut to a tiny shape (GRANITE_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
@@ -2364,7 +2374,7 @@ def main() -> None:
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
                     "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 30 "
                     "Bamba cases; jamba: issue 15's 28 Jamba cases; granite: issue 15's 30 dense Granite 4.0 H "
-                    "cases; zamba2: issue 15's 26 Zamba2 cases; gptoss: issue 15's 16 "
+                    "cases; zamba2: issue 15's 28 Zamba2 cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
