@@ -175,6 +175,20 @@ def test_fit_json() -> None:
     assert doc["suggestions"] == []
 
 
+def test_fit_limits_keep_an_explicit_margin() -> None:
+    # Without --margin the limits fill the GPU; with it they keep it (searches.fit_report), and the table says so.
+    args = ("fit", "mistral-7b", "--gpu", "rtx4090", "--method", "qlora")
+    plain = run_json(*args)
+    kept = run_json(*args, "--margin", "25%")
+    assert plain["limits_budget_bytes"] == RTX4090_BYTES
+    # the largest peak p with p + ceil(p / 4) <= the 4090's bytes (core/margin.py Margin.largest_peak)
+    assert kept["limits_budget_bytes"] == 20_605_776_691
+    assert kept["max_seq_len"] < plain["max_seq_len"]
+    table = runner.invoke(app, [*args, "--margin", "25%"]).stdout
+    assert "limits keep the --margin of 25 %" in table
+    assert "limits keep" not in runner.invoke(app, list(args)).stdout
+
+
 def test_fit_suggestions_when_nothing_fits() -> None:
     doc = run_json(
         "fit", "mistral-7b", "--gpu", "rtx4090", "--batch-size", "4", "--seq-len", "2048", "--check", code=1

@@ -173,3 +173,38 @@ def test_parse_size_rejects(text: str, why: str) -> None:
 def test_parse_size_takes_a_bare_byte_count_of_a_megabyte_or_more() -> None:
     assert parse_size("80000000000") == 80_000_000_000  # docs/compare-and-ci.md uses this form
     assert parse_size("24GiB") == 24 * 2**30
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.07, 0.25, 0.333333])
+@pytest.mark.parametrize("capacity", [1, 100, 107, RTX4090_BYTES])
+def test_largest_peak_is_the_fits_boundary(fraction: float, capacity: int) -> None:
+    # the largest peak classify() calls FITS: one byte more is TIGHT (or the capacity itself is exceeded)
+    m = Margin(fraction, "--margin test")
+    top = m.largest_peak(capacity)
+    assert classify(top, capacity, m) == "FITS"
+    assert classify(top + 1, capacity, m) != "FITS"
+
+
+def test_largest_peak_by_hand() -> None:
+    # 5 %: 95 + ceil(4.75) = 100 fits 100 bytes, 96 + ceil(4.8) = 101 does not (the table of test_classify above)
+    assert Margin(0.05).largest_peak(100) == 95
+    assert Margin(0.0).largest_peak(100) == 100
+
+
+def test_fit_limits_keep_an_explicit_margin(mistral) -> None:  # type: ignore[no-untyped-def]
+    # QLoRA on a 4090 fits with room to spare; with --margin 25 % each limit is the largest value whose peak leaves
+    # 25 % of it free, which is below the GPU-filling limit and FITS, where the next value up would not.
+    t = TrainingSpec(method="qlora")
+    m = Margin(0.25, "--margin 25%")
+    filled = fit_report(mistral, t, RTX4090_BYTES, m)
+    kept = fit_report(mistral, t, RTX4090_BYTES, m, limits_keep_margin=True)
+    assert filled.limits_budget_bytes == RTX4090_BYTES
+    assert kept.limits_budget_bytes == m.largest_peak(RTX4090_BYTES) < RTX4090_BYTES
+    assert kept.max_batch_size is not None and filled.max_batch_size is not None
+    assert kept.max_batch_size < filled.max_batch_size
+    assert kept.max_seq_len is not None and filled.max_seq_len is not None
+    assert kept.max_seq_len < filled.max_seq_len
+    est = Estimator(mistral)
+    for field, value in (("batch_size", kept.max_batch_size), ("seq_len", kept.max_seq_len)):
+        assert classify(est.peak(with_changes(t, {field: value})), RTX4090_BYTES, m) == "FITS"
+        assert classify(est.peak(with_changes(t, {field: value + 1})), RTX4090_BYTES, m) == "TIGHT"

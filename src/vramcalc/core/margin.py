@@ -39,6 +39,16 @@ class Margin:
         # Fractions are given to at most 6 decimals; work in millionths to stay in integers.
         return ceil_div(needed_bytes * round(self.fraction * 1_000_000), 1_000_000)
 
+    def largest_peak(self, capacity_bytes: int) -> int:
+        """The largest peak that still leaves this margin on `capacity_bytes`: classify() says FITS at it, TIGHT one
+        byte above. fit's limits use it when --margin is given (a user asking for headroom gets limits that keep it)."""
+        n = capacity_bytes * 1_000_000 // (1_000_000 + round(self.fraction * 1_000_000))
+        while n + 1 + self.bytes_for(n + 1) <= capacity_bytes:  # the division's rounding against bytes_for's ceiling
+            n += 1
+        while n > 0 and n + self.bytes_for(n) > capacity_bytes:
+            n -= 1
+        return n
+
     def describe(self) -> str:
         """`7 % of the peak; default: ...`, for the verdict line and table footers.
 

@@ -107,6 +107,7 @@ class FitReport:
     suggestions: tuple[Suggestion, ...]
     notes: tuple[str, ...]
     min_gpus: int | None = None  # fewest GPUs of this size with ZeRO-3 (or the run's own sharding)
+    limits_budget_bytes: int | None = None  # the peak the limits may reach: the capacity, or less to keep a margin
 
 
 def seq_cap(model: ModelSpec) -> int:
@@ -326,9 +327,15 @@ def suggestions(
     return ranked[:limit]
 
 
-def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: Margin) -> FitReport:
-    """Limits of `t` on `capacity_bytes` and, when `t` does not fit, what would make it fit."""
+def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: Margin,
+               limits_keep_margin: bool = False) -> FitReport:
+    """Limits of `t` on `capacity_bytes` and, when `t` does not fit, what would make it fit.
+
+    The limits fill the GPU unless `limits_keep_margin` (the user gave --margin): then each limit is the largest
+    value whose peak still leaves the margin, i.e. the largest that `estimate` calls FITS rather than TIGHT.
+    """
     est = Estimator(model)
+    budget = margin.largest_peak(capacity_bytes) if limits_keep_margin else capacity_bytes
     peak = est.peak(t)
     status = classify(peak, capacity_bytes, margin)
     caps = {"max_batch_size": MAX_BATCH_SIZE, "max_seq_len": seq_cap(model)}
@@ -363,7 +370,7 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
                 "no combination of QLoRA, checkpointing, an 8-bit optimizer, a smaller micro-batch or up to "
                 "4,096 GPUs with ZeRO-3 fits: use a larger GPU or a shorter sequence (see max_seq_len)."
             )
-    rows = max_generation_rows(est, t, capacity_bytes)
+    rows = max_generation_rows(est, t, budget)
     if t.objective in ("grpo", "rloo") and t.mode == "train":
         notes.append(f"{t.objective}: the largest generation batch that fits with --batch-size {t.batch_size}: "
                      + (f"{rows:,} completions per generate() call (--steps-per-generation "
@@ -383,13 +390,14 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
         peak,
         capacity_bytes,
         status,
-        max_batch_size(est, t, capacity_bytes),
-        max_seq_len(est, t, capacity_bytes),
-        max_lora_rank(est, t, capacity_bytes),
+        max_batch_size(est, t, budget),
+        max_seq_len(est, t, budget),
+        max_lora_rank(est, t, budget),
         caps,
         tuple(sugg),
         tuple(notes),
         gpus_needed,
+        budget,
     )
 
 

@@ -72,7 +72,7 @@ def fit_command(
         if check and doc["status"] == "DOES NOT FIT":
             raise typer.Exit(code=1)
         return
-    rep = fit_report(spec, training, target.memory_bytes, m)
+    rep = fit_report(spec, training, target.memory_bytes, m, limits_keep_margin=margin is not None)
     from vramcalc.core.saver_ranking import rank_savers
     from vramcalc.io.stacks import offering, stack_notes
 
@@ -100,6 +100,7 @@ def fit_command(
         "max_batch_size": rep.max_batch_size,
         "max_seq_len": rep.max_seq_len,
         "max_lora_rank": rep.max_lora_rank,
+        "limits_budget_bytes": rep.limits_budget_bytes,
         "caps": rep.caps,
         "suggestions": [s.as_dict() for s in rep.suggestions],
         "savers": [g.as_dict() for g in savers],
@@ -153,6 +154,17 @@ def _limit_text(doc: dict[str, Any], key: str) -> str:
     return f"{value:,}{capped}"
 
 
+def _limits_margin_text(doc: dict[str, Any], units: str) -> str:
+    """With --margin the limits keep it (searches.fit_report): say so, or the reader takes them as filling the GPU."""
+    from vramcalc.cli.render import format_bytes
+
+    budget = doc.get("limits_budget_bytes")  # absent from --mode serve's document (its own limits)
+    if budget is None or budget == doc["gpu"]["memory_bytes"]:
+        return ""
+    return (f"limits keep the --margin of {doc['margin']['fraction'] * 100:g} %: each is the largest whose peak "
+            f"stays within {format_bytes(budget, units)}")
+
+
 def _print_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
     from vramcalc.cli.render import format_bytes
 
@@ -195,8 +207,9 @@ def _print_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
         ("longest context" if inference else "longest sequence", "max_seq_len"),
         ("largest LoRA rank", "max_lora_rank"),
     ]
+    keep = _limits_margin_text(doc, units)
     if fmt == "markdown":
-        lines = [f"### {head}", "", "| limit | value |", "| --- | ---: |"]
+        lines = [f"### {head}", "", *([keep, ""] if keep else []), "| limit | value |", "| --- | ---: |"]
         lines += [f"| {label} | {_limit_text(doc, key)} |" for label, key in limits]
         lines += _md_table(["change", "peak", "status"], [
             [f"`{_changes_text(s['changes'])}`", format_bytes(s["peak_bytes"], units), s["status"]]
@@ -210,6 +223,8 @@ def _print_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
         return
     con = console()
     con.print(head, style=STATUS_STYLE[doc["status"]], soft_wrap=True)
+    if keep:
+        con.print(f"  {keep}", soft_wrap=True)
     for label, key in limits:
         con.print(f"  {label}: {_limit_text(doc, key)}", soft_wrap=True)
     if doc["suggestions"]:
@@ -315,8 +330,9 @@ def _print_serve_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
         ("smallest GPU preset", f"{small['display_name']} ({format_bytes(small['memory_bytes'], units)})"
          if small else "none of the presets"),
     ]
+    keep = _limits_margin_text(doc, units)
     if fmt == "markdown":
-        lines = [f"### {head}", "", "| limit | value |", "| --- | ---: |"]
+        lines = [f"### {head}", "", *([keep, ""] if keep else []), "| limit | value |", "| --- | ---: |"]
         lines += [f"| {a} | {b} |" for a, b in limits]
         lines += [""] + [f"- {n}" for n in doc["notes"]]
         typer.echo("\n".join(lines) + "\n", nl=False)
