@@ -184,3 +184,26 @@ def test_cli_estimates_and_explains(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "inner checkpoint's input" in out and "embeddings' clone" in out
     code, _, err = invoke(["estimate", "zamba2-2.7b", "--method", "qlora"], capsys)
     assert code == 2 and "Zamba2" in err and err.count("\n") == 1
+
+
+# --grid zamba2's shape B (benchmarks/accuracy.py ZAMBA2_SHAPES): hidden 128, 4 heads of 64 over 2 x hidden, MLP 384,
+# mixer 256 in 8 heads, state 16, 2 groups, chunk 48 (two chunks at 64 tokens), projectors on q, k, v (rank 8), RoPE
+SHAPE_B = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 5, "num_attention_heads": 4,
+           "num_key_value_heads": 4, "n_mamba_heads": 8, "mamba_headdim": 32, "mamba_d_state": 16, "mamba_ngroups": 2,
+           "chunk_size": 48, "adapter_rank": 8, "num_mem_blocks": 2, "use_shared_attention_adapter": True,
+           "use_mem_rope": True, "vocab_size": 2048,
+           "layers_block_type": ["mamba", "hybrid", "hybrid", "mamba", "hybrid"], "hybrid_layer_ids": [1, 2, 4]}
+
+
+@pytest.mark.parametrize(("hybrid", "trained", "measured"), [
+    (True, True, 4_734_354), (True, False, 3_935_602), (False, True, 3_641_746), (False, False, 3_178_866)])
+def test_one_layer_saved_set_is_measured(hybrid: bool, trained: bool, measured: int) -> None:
+    # Measured: the bytes of every storage torch.autograd.graph.saved_tensors_hooks packs while one layer of shape B
+    # (layer 1, a Zamba2HybridLayer; layer 0, a Zamba2MambaDecoderLayer; transformers 5.24, bf16, sdpa) runs forward
+    # on CPU at batch 2 x 64 tokens, its input and the embeddings' clone bf16 with requires_grad, parameters, buffers
+    # and the RoPE tables excluded; `trained` False: the layer's parameters frozen
+    from vramcalc.core.memory.precision import recipe_of
+
+    m = tiny(SHAPE_B)
+    t = TrainingSpec(method="full", precision="pure-bf16", batch_size=2, seq_len=64)
+    assert zamba2.kind_activations(m, t, recipe_of(t), trained, hybrid).saved(128, 64) == measured
