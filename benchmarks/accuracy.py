@@ -71,7 +71,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
-                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|jamba|gptoss|classics|vlm|vlm2|ppo|
+                deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|jamba|nemotronh|gptoss|classics|vlm|vlm2|ppo|
                 badam]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
@@ -152,6 +152,12 @@ SAVER_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("linear-chunked+gc", {"loss": "linear-chunked", **GC}),
     ("linear-chunked+gc+offload+opt-in-bwd", {"loss": "linear-chunked", **GC, "activation_offload": True,
                                               "optimizer_in_bwd": True}),
+    # Liger's cross-entropy on the full logits (axolotl liger_cross_entropy), appended so the ids above keep their
+    # methods
+    ("liger-ce", {"loss": "liger-cross-entropy"}),
+    ("liger-ce+gc", {"loss": "liger-cross-entropy", **GC}),
+    ("liger-ce+gc+offload", {"loss": "liger-cross-entropy", **GC, "activation_offload": True}),
+    ("liger-ce+gc every 2+opt-in-bwd", {"loss": "liger-cross-entropy", **GC, "ac_every": 2, "optimizer_in_bwd": True}),
 )
 
 
@@ -722,6 +728,50 @@ def granite_grid() -> list[dict[str, Any]]:
     for (label, kw), gc in zip(HYBRID_RUNS[:2], (True, False), strict=True):
         cases.append({"id": f"granite:granite-4.0-h-micro-2-layers | {label} | b1 s256 | {'gc' if gc else 'no-gc'}",
                       "model": "granite:granite-4.0-h-micro-2-layers", "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=256, grad_checkpointing=gc)})
+    return cases
+
+
+# The Nemotron-H grid (`--grid nemotronh`, issue 15; 30 cases): the dense Nemotron-H models (memory/nemotron_h.py:
+# Mamba-2, attention and relu2 MLP layers, one block each) from tests/data/hf/nemotron-h-8b-base-8k.json cut to two
+# tiny shapes (A: M-M*- , 2 groups, one chunk of 64 at s64; B: *M-M-M bottom attention, 4 groups, chunk 48 padding)
+# x full pure-bf16 / LoRA / QLoRA (default targets q_proj, v_proj, in_proj) x s64 / s128 x checkpointing off / on,
+# b2; LoRA on every Linear peft accepts (all-linear takes out_proj, which peft refuses for nemotron_h) and eager; the
+# published shape cut to 3 layers (M-*: hidden 4096, vocab 131,072). Written to accuracy_nemotronh.{json,md}.
+NEMOTRONH_SHAPES = {"nemotronh:h256-M-M*--s32-q64": {"hidden_size": 256, "hybrid_override_pattern": "M-M*-",
+                                                     "num_hidden_layers": 5, "num_attention_heads": 4,
+                                                     "num_key_value_heads": 2, "head_dim": 64,
+                                                     "attention_head_dim": 64, "intermediate_size": 512,
+                                                     "mamba_num_heads": 8, "mamba_head_dim": 32, "n_groups": 2,
+                                                     "ssm_state_size": 32, "chunk_size": 64, "vocab_size": 2048},
+                    "nemotronh:h192-*M-M-M-s16-g4-q48": {"hidden_size": 192, "hybrid_override_pattern": "*M-M-M",
+                                                         "num_hidden_layers": 6, "num_attention_heads": 3,
+                                                         "num_key_value_heads": 1, "head_dim": 64,
+                                                         "attention_head_dim": 64, "intermediate_size": 384,
+                                                         "mamba_num_heads": 12, "mamba_head_dim": 32, "n_groups": 4,
+                                                         "ssm_state_size": 16, "chunk_size": 48, "vocab_size": 4096}}
+
+
+def nemotronh_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in NEMOTRONH_SHAPES:
+        for label, kw in HYBRID_RUNS:
+            for seq in (64, 128):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
+    model = next(iter(NEMOTRONH_SHAPES))
+    every = ("q_proj", "k_proj", "v_proj", "o_proj", "in_proj", "up_proj", "down_proj")
+    for label, extra in (("lora q,k,v,o,in_proj,up,down", {"lora_targets": every}),
+                         ("lora q,v,in_proj eager", {"attention": "eager"})):
+        for gc in (False, True):
+            cases.append({"id": f"{model} | {label} | b2 s64 | {'gc' if gc else 'no-gc'}", "model": model,
+                          "method": "lora", "training": dict(HYBRID_RUNS[1][1], **extra, batch_size=2, seq_len=64,
+                                                             grad_checkpointing=gc)})
+    for (label, kw), gc in zip(HYBRID_RUNS[:2], (True, False), strict=True):
+        cases.append({"id": f"nemotronh:nemotron-h-8b-3-layers | {label} | b1 s256 | {'gc' if gc else 'no-gc'}",
+                      "model": "nemotronh:nemotron-h-8b-3-layers", "method": kw["method"],
                       "training": dict(kw, batch_size=1, seq_len=256, grad_checkpointing=gc)})
     return cases
 
@@ -1520,6 +1570,12 @@ def _model(name: str) -> Any:
         d = {**json.loads((HF_DIR / "granite-4.0-h-micro.json").read_text()),
              **GRANITE_SHAPES.get(name, {"num_hidden_layers": 2, "layer_types": ["mamba", "attention"]})}
         return spec_from_hf_config(d, name[8:], "benchmarks/accuracy.py")
+    if name.startswith("nemotronh:"):  # tests/data/hf/nemotron-h-8b-base-8k.json cut to a tiny shape
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        d = {**json.loads((HF_DIR / "nemotron-h-8b-base-8k.json").read_text()),
+             **NEMOTRONH_SHAPES.get(name, {"hybrid_override_pattern": "M-*", "num_hidden_layers": 3})}
+        return spec_from_hf_config(d, name[10:], "benchmarks/accuracy.py")
     if name.startswith("deberta:"):  # a published DeBERTa-v3 config.json cut to a few layers (DEBERTA_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -2211,6 +2267,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
          "ssm2": ssm2_grid, "hybrid": hybrid_grid, "bamba": bamba_grid, "jamba": jamba_grid, "granite": granite_grid,
          "zamba2": zamba2_grid,
+         "nemotronh": nemotronh_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
          "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
          "unsloth": unsloth_grid, "liger": liger_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
@@ -2237,6 +2294,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "jamba": " (Jamba: attention and Mamba-1 layers, dense and MoE feed-forwards, issue 15)",
           "granite": " (GraniteMoeHybrid's dense Granite 4.0 H: Mamba-2 and attention layers, shared_mlp; issue 15)",
           "zamba2": " (Zamba2: Mamba-2 layers, shared attention blocks with per-invocation projectors; issue 15)",
+          "nemotronh": " (Nemotron-H: Mamba-2, attention and relu2 MLP layers, one block each; issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
@@ -2375,6 +2433,7 @@ def main() -> None:
                     "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 30 "
                     "Bamba cases; jamba: issue 15's 28 Jamba cases; granite: issue 15's 30 dense Granite 4.0 H "
                     "cases; zamba2: issue 15's 28 Zamba2 cases; gptoss: issue 15's 16 "
+                    "cases; nemotronh: issue 15's 30 dense Nemotron-H cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
@@ -2402,7 +2461,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "zamba2") \
+                         "zamba2", "nemotronh") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

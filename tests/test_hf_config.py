@@ -100,6 +100,12 @@ TOTALS = {
     "zamba2-1.2b": 1_215_064_704,
     "zamba2-2.7b": 2_662_214_560,
     "zamba2-7b": 7_356_749_648,
+    # Nemotron-H (Mamba-2, attention and relu2 MLP layers, one block each, as hybrid_override_pattern says):
+    # sum(p.numel()) of NemotronHForCausalLM from tests/data/hf/nemotron-h-8b-base-8k.json (quoted) and
+    # nvidia-nemotron-nano-9b-v2.json (typed, the README says from what), transformers 5.24 on the meta device
+    # (tests/test_nemotron_h.py rebuilds them).
+    "nemotron-h-8b-base-8k": 8_100_852_736,
+    "nvidia-nemotron-nano-9b-v2": 8_888_227_328,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.
@@ -207,6 +213,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "bamba",
         "granitemoehybrid",
         "zamba2",
+        "nemotron_h",
         "idefics3",
         "smolvlm",
         "llama4",

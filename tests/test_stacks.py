@@ -39,7 +39,7 @@ def test_a_bad_stack_file_lists_every_problem() -> None:
         parse_stack(data, "bad.yaml", "unsloth")
     assert e.value.problems == [
         "source: give the https URL of the library file the defaults were read from",
-        "options.loss: 'nope' is not one of hf, chunked, linear-chunked, fused-linear, cut, trl",
+        "options.loss: 'nope' is not one of hf, chunked, linear-chunked, fused-linear, cut, trl, liger-cross-entropy",
         "options.batch_size: not an option a stack sets",
     ]
     with pytest.raises(PresetFileError, match="notes: Field required"):

@@ -25,6 +25,7 @@ from vramcalc.core.memory import (
     hybrid,
     jamba,
     liger,
+    nemotron_h,
     reward_scoring,
     rl,
     seq2seq,
@@ -110,6 +111,8 @@ def _less_label(m: ModelSpec) -> str:
         return "what the attention and dense-MLP layers save less than the largest kind"
     if zamba2.is_zamba2(m):  # memory/zamba2.py layered_less: the hybrid layer's set, each Mamba layer's less
         return "what the Mamba layers save less than a hybrid layer (its shared block) and the bottom moment's less"
+    if nemotron_h.is_nemotron_h(m):  # memory/nemotron_h.py layered_less: the envelope of the three kinds
+        return "what each layer saves less than the envelope of the kinds (mixer, attention, MLP) and the bottom's less"
     if m.family in ("bamba", "granitemoehybrid"):  # memory/hybrid.py layered_less: the envelope of the two kinds
         return "what each layer saves less than the larger kind (mixer or attention) and the bottom layer's less"
     return LLAMA4_LESS if m.family == "llama4" else "what the bottom layers save less"
@@ -118,6 +121,8 @@ SRC_ACTS = ("transformers modeling files and torch derivatives.yaml (what each o
             "Korthikanti et al. 2022 (arXiv:2205.05198) §4; memory/activations.py")
 SRC_CKPT = "torch.utils.checkpoint via HF gradient_checkpointing_enable: each layer keeps only its input"
 SRC_LOSS = "transformers ForCausalLMLoss: logits.float(), log_softmax (saved), nll_loss"
+SRC_LIGER_CE = ("liger_kernel ops/cross_entropy.py LigerCrossEntropyFunction (nn.functional.cross_entropy patched; "
+                "transformers ForCausalLMLoss's logits.float() is its input)")
 SRC_ENCODER_HEAD = ("memory/encoder.py (modeling_bert.py BertForSequenceClassification / BertForTokenClassification "
                     "/ BertForMaskedLM: the head, then CrossEntropyLoss on the compute-dtype logits)")
 SRC_OVERHEAD = ("memory/overhead.py: CUDA context measured ~500 MiB; CublasHandlePool.cpp; NCCL docs; "
@@ -1367,6 +1372,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     layer = (ssm.layer_activations if mamba else hybrid.layer_activations if hybrid.is_hybrid(m)
              else jamba.layer_activations if jamba.is_jamba(m)
              else zamba2.layer_activations if zamba2.is_zamba2(m)
+             else nemotron_h.layer_activations if nemotron_h.is_nemotron_h(m)
              else unsloth.layer_activations if unsloth.active(m, t)
              else liger.layer_activations if liger.active(m, t)
              else layer_activations)(m, t, recipe, trainable_weights=full_like)
@@ -1463,7 +1469,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                               f"{c} B × {_n(m.hidden_size or 0)} hidden × {tok}", c * (m.hidden_size or 0) * tokens,
                               "hidden × tokens × bytes", "transformers modeling_zamba2.py Zamba2Model.forward "
                               "(original_hidden_states, kept by each layer's checkpoint)"))
-    elif not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m) or jamba.is_jamba(m)):
+    elif not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m) or jamba.is_jamba(m)
+              or nemotron_h.is_nemotron_h(m)):  # (NemotronHAttention: JambaAttention, no rotary embedding)
         if m.family == "bamba" and not m.attention_layers:
             pass  # no attention layer: BambaModel still builds the tables, but from a leaf no layer saves
         elif m.family == "granitemoehybrid":
@@ -1568,7 +1575,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
             continue
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
                           term.per_token * tokens, "bytes per token × tokens",
-                          SRC_ENCODER_HEAD if encoder.is_encoder(m) else SRC_LOSS))
+                          SRC_ENCODER_HEAD if encoder.is_encoder(m) else SRC_LIGER_CE
+                          if term.name.startswith("Liger") else SRC_LOSS))
     token_head_t, token_head_c = peft_methods.tied_token_head_bytes(m, t, c)
     if loss == "hf" and (token_head_t or token_head_c):  # trainable tokens on a tied model (peft_methods.py)
         lines.append(Line("activations.head.trainable_tokens", "tied lm_head: its input and the merged weight",
@@ -1620,9 +1628,17 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     tl = [
         Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp,
              "kernel temporaries (fused: none)", "torch/optim/adamw.py _multi_tensor / _single_tensor; ZeRO"),
+        Line("temporaries.loss_forward", "16-bit logits + Liger's per-row loss and target mask",
+             (f"({c} B × {_n(v)} vocab + 13 B) × {tok}" if c != 4 else f"13 B × {tok}"), loss_fwd,
+             "(vocab × compute bytes + fp32 loss_1d + bool mask + int64 target × mask) × tokens", SRC_LIGER_CE)
+        if t.loss == "liger-cross-entropy" else
         Line("temporaries.loss_forward", "logits + fp32 copy while the loss runs",
              (f"({c} B + 4 B) × {_n(v)} vocab × {tok}" if c != 4 else f"4 B × {_n(v)} vocab × {tok}"), loss_fwd,
              "vocab × tokens × bytes", SRC_LOSS),
+        Line("temporaries.loss_backward", "the 16-bit logits' gradient cast from Liger's in-place fp32 one",
+             f"{c if c != 4 else 0} B × {_n(v)} vocab × {tok}", loss_bwd,
+             "vocab × tokens × compute bytes (none in fp32)", SRC_LIGER_CE)
+        if t.loss == "liger-cross-entropy" else
         Line("temporaries.loss_backward", "log_softmax / nll_loss gradients", f"8 B × {_n(v)} vocab × {tok}",
              loss_bwd, "two fp32 vocab-wide gradients", SRC_LOSS),
         Line("temporaries.layer_forward", layer.forward_transient.name,
@@ -1675,6 +1691,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         if d.get("temporaries.head_backward"):
             tl.append(Line("temporaries.head_backward", labels[3], tok, d["temporaries.head_backward"],
                            _loss_formula(loss), src))
+    if t.loss == "liger-cross-entropy" and d.get("temporaries.head_backward"):  # memory/__init__.py liger_ce
+        tl.append(Line("temporaries.head_backward", "lm_head's backward: the logits' gradient, the head's input and "
+                       "its gradient, the head's weight gradient", tok, d["temporaries.head_backward"],
+                       "(compute bytes × vocab + hidden-wide input and gradient) × tokens + the head's gradient",
+                       "torch Linear backward after " + SRC_LIGER_CE))
     if "temporaries.generation" in d:  # memory/rl.py: GRPO's generate() and no-grad log-prob passes (own moments)
         gen_rows = rl.generation_rows(t)
         rows_text = (f"{gen_rows} rows (2 completions × {t.batch_size // 2} prompts, every micro-batch)"

@@ -191,7 +191,8 @@ OPTIONS: tuple[Opt, ...] = (
     # Memory savers (memory/loss.py).
     Opt("loss", LOSSES, "hf",
         "Loss kernel: hf (full fp32 logits), chunked / linear-chunked (torchtune CEWithChunkedOutputLoss / "
-        "LinearCrossEntropyLoss), fused-linear (Liger), cut (Apple CCE), trl (TRL's fused LM head)."),
+        "LinearCrossEntropyLoss), fused-linear (Liger), cut (Apple CCE), trl (TRL's fused LM head), "
+        "liger-cross-entropy (Liger's LigerCrossEntropyLoss on the full logits, gradient in place)."),
     Opt("loss_chunks", int, 8, "For --loss chunked / linear-chunked: chunks (torchtune num_output_chunks)."),
     Opt("ac_every", int, 1, "With --grad-checkpointing: checkpoint every k-th layer (torchtune ac_mode "
         "selective, ac_option k); the others keep their activations."),

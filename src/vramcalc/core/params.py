@@ -116,6 +116,8 @@ def dense_layers(m: ModelSpec) -> int:
     assert m.num_layers is not None
     if is_jamba(m):  # JambaConfig.layers_num_experts: MoE where i % expert_layer_period == expert_layer_offset
         return sum(1 for _, moe in jamba_layer_kinds(m) if not moe)
+    if is_nemotron_h(m):  # NemotronHBlock: an MLP only in hybrid_pattern's "-" layers
+        return m.hybrid_pattern.count("-")
     if m.num_experts and m.moe_layer_interval > 1:  # Llama 4: MoE in every interleave_moe_layer_step-th layer
         return m.num_layers - m.num_layers // m.moe_layer_interval
     return m.num_layers if m.num_experts == 0 else min(m.first_dense_layers, m.num_layers)
@@ -131,6 +133,8 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
         return jamba_linears(m)
     if is_zamba2(m):  # Mamba-2 layers and the shared attention blocks (zamba2_linears)
         return zamba2_linears(m)
+    if is_nemotron_h(m):  # Mamba-2, attention or MLP layers (nemotron_h_linears)
+        return nemotron_h_linears(m)
     h, n_layers = m.hidden_size, m.num_layers
     q_dim = m.num_attention_heads * head_dim(m) if m.num_attention_heads else h
     kv_dim = kv_heads(m) * head_dim(m)
@@ -217,6 +221,8 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         return jamba_tensors(m)
     if is_zamba2(m):  # Zamba2: the shared blocks' weights once (zamba2_tensors)
         return zamba2_tensors(m)
+    if is_nemotron_h(m):  # Nemotron-H (memory/nemotron_h.py)
+        return nemotron_h_tensors(m)
     h, v, n_layers = m.hidden_size, m.vocab_size, m.num_layers
     out: list[ParamTensor] = [ParamTensor("embed_tokens", "embedding", (v, h), 1, "embed_tokens", False)]
     if m.learned_position_embeddings:
@@ -573,6 +579,9 @@ def default_targets(m: ModelSpec) -> tuple[str, ...]:
         return ("q_b_proj" if m.q_lora_rank else "q_proj", "kv_b_proj")
     if m.ssm_state_size:  # Mamba: peft has no default (memory/ssm.py default_targets)
         return ssm_default_targets(m)
+    if is_nemotron_h(m):  # Nemotron-H: peft has no default; q, v where there is attention, and the mixers' in_proj
+        return (("q_proj", "v_proj") if "*" in m.hybrid_pattern else ()) \
+            + (("in_proj",) if "M" in m.hybrid_pattern else ())
     if m.mixer_intermediate_size:  # Falcon-H1: peft has no default either; both mixers' input projections
         return ("q_proj", "v_proj", "in_proj")
     if is_jamba(m):  # Jamba: peft has no default; Llama's q, v and Mamba's in_proj, x_proj (ssm_default_targets)
@@ -834,7 +843,7 @@ def hybrid_mixer(m: ModelSpec) -> ModelSpec:
     assert m.mixer_intermediate_size and m.num_layers is not None
     n_mixers = mixer_layers(m)
     return replace(m, family="mamba2", intermediate_size=m.mixer_intermediate_size, num_layers=n_mixers,
-                   attention_layers=(),
+                   attention_layers=(), hybrid_pattern="",
                    ssm_state_size=m.mixer_state_size, ssm_head_dim=m.mixer_head_dim, ssm_residual_fp32=False,
                    num_attention_heads=None, num_kv_heads=None, head_dim=None, mixer_intermediate_size=0,
                    mixer_state_size=0, mixer_head_dim=0, mixer_gated_norm=False, mixer_out_bias=False,
@@ -844,6 +853,8 @@ def hybrid_mixer(m: ModelSpec) -> ModelSpec:
 def mixer_layers(m: ModelSpec) -> int:
     """How many layers run a Mamba-2 mixer: all of Falcon-H1's; Bamba's that are not at attn_layer_indices."""
     assert m.num_layers is not None
+    if is_nemotron_h(m):  # Nemotron-H: hybrid_pattern's "M" layers
+        return m.hybrid_pattern.count("M")
     return m.num_layers - len(m.attention_layers) if is_layered_hybrid(m) else m.num_layers
 
 
@@ -855,9 +866,10 @@ def is_layered_hybrid(m: ModelSpec) -> bool:
 
 
 def is_hybrid(m: ModelSpec) -> bool:
-    """Whether `m` runs a Mamba-2 mixer beside attention in every layer (Falcon-H1; Bamba's and Granite's layered
-    kinds). Zamba2 has the mixer fields too, but its own layout (is_zamba2)."""
-    return bool(m.mixer_intermediate_size) and m.family != "zamba2"
+    """Whether `m` runs a Mamba-2 mixer beside attention in every layer (Falcon-H1), or in some layers (Bamba);
+    not Nemotron-H, whose layers are each one block (is_nemotron_h), nor Zamba2, which has the mixer fields too but
+    its own layout (is_zamba2)."""
+    return bool(m.mixer_intermediate_size) and not m.hybrid_pattern and m.family != "zamba2"
 
 
 def hybrid_mixer_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
@@ -1097,6 +1109,83 @@ def jamba_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     return tuple(out)
 
 
+# --- Nemotron-H (activations in memory/nemotron_h.py) ----------------------------------------------------------------
+def is_nemotron_h(m: ModelSpec) -> bool:
+    """Whether `m` is a Nemotron-H model: each layer one block, a Mamba-2 mixer, attention or an MLP
+    (modeling_nemotron_h.py NemotronHBlock; hybrid_override_pattern)."""
+    return bool(m.hybrid_pattern)
+
+
+def nemotron_h_linears(m: ModelSpec) -> tuple[Linear, ...]:
+    """Nemotron-H's nn.Linear modules (modeling_nemotron_h.py): NemotronHAttention's (JambaAttention's) q/k/v/o_proj
+    in the "*" layers; NemotronHMamba2Mixer's in_proj (hidden -> mixer + conv_dim + heads) and out_proj
+    (mixer -> hidden) in the "M" layers; NemotronHMLP's up_proj (hidden -> intermediate) and down_proj in the "-"
+    layers."""
+    assert m.hidden_size is not None and m.intermediate_size is not None
+    h, pat = m.hidden_size, m.hybrid_pattern
+    n_mamba, n_attn, n_mlp = pat.count("M"), pat.count("*"), pat.count("-")
+    out: list[Linear] = []
+    if n_attn:
+        assert m.num_attention_heads is not None
+        q_dim, kv_dim = m.num_attention_heads * head_dim(m), kv_heads(m) * head_dim(m)
+        out += [Linear("q_proj", h, q_dim, n_attn), Linear("k_proj", h, kv_dim, n_attn),
+                Linear("v_proj", h, kv_dim, n_attn), Linear("o_proj", q_dim, h, n_attn)]
+    if n_mamba:
+        out += ssm_linears(hybrid_mixer(m))  # in_proj, out_proj x the "M" layers (hybrid_mixer's num_layers)
+    if n_mlp:
+        out += [Linear("up_proj", h, m.intermediate_size, n_mlp), Linear("down_proj", m.intermediate_size, h, n_mlp)]
+    return tuple(out)
+
+
+def nemotron_h_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """Every parameter tensor of NemotronHForCausalLM (sum of numel = sum(p.numel() for p in model.parameters())):
+    embeddings; the Linears (nemotron_h_linears) and their biases (attention_bias on q/k/v/o, use_bias on in_proj
+    and out_proj, mlp_bias on up/down_proj); per "M" layer conv1d (conv_dim, 1, kernel) and its bias
+    (use_conv_bias), dt_bias, A_log and D per head, NemotronHRMSNormGated's weight (mixer width); per layer
+    NemotronHBlock.norm; norm_f; lm_head unless tied."""
+    assert m.hidden_size is not None and m.vocab_size is not None and m.num_layers is not None
+    h = m.hidden_size
+    out = [ParamTensor("embed_tokens", "embedding", (m.vocab_size, h), 1, "embed_tokens", False)]
+    for lin in nemotron_h_linears(m):
+        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
+    for lin in nemotron_h_linears(m):
+        if linear_has_bias(m, lin.module):
+            out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
+    n = m.hybrid_pattern.count("M")
+    if n:
+        heads, conv, _ = mamba2_dims(hybrid_mixer(m))
+        out.append(ParamTensor("conv1d", "norm", (conv, 1, m.ssm_conv_kernel), n, "conv1d"))
+        if m.ssm_conv_bias:
+            out.append(ParamTensor("conv1d.bias", "norm", (conv,), n, "conv1d"))
+        for name in ("dt_bias", "A_log", "D"):
+            out.append(ParamTensor(name, "norm", (heads,), n, name))
+        out.append(ParamTensor("gated_norm", "norm", (m.mixer_intermediate_size,), n, "norm"))
+    out.append(ParamTensor("layer_norms", "norm", (h,), m.num_layers, "norm"))
+    out.append(ParamTensor("final_norm", "norm", (h,), 1, "norm", False))
+    if not m.tie_word_embeddings:
+        out.append(ParamTensor("lm_head", "head", (m.vocab_size, h), 1, "lm_head", False))
+    return tuple(out)
+
+
+def nemotron_h_layer_params(m: ModelSpec, kind: str) -> int:
+    """One Nemotron-H layer's parameters by its kind ("M", "*" or "-"): nemotron_h_tensors' per-layer tensors,
+    NemotronHBlock.norm included."""
+    assert m.hidden_size is not None and m.intermediate_size is not None
+    h, i = m.hidden_size, m.intermediate_size
+    if kind == "*":
+        assert m.num_attention_heads is not None
+        q_dim, kv_dim = m.num_attention_heads * head_dim(m), kv_heads(m) * head_dim(m)
+        mixer = 2 * h * q_dim + 2 * h * kv_dim + (q_dim + 2 * kv_dim if m.qkv_bias else 0) + (h if m.o_bias else 0)
+    elif kind == "-":
+        mixer = 2 * h * i + (i + h if m.mlp_bias else 0)
+    else:
+        heads, conv, proj = mamba2_dims(hybrid_mixer(m))
+        w = m.mixer_intermediate_size
+        mixer = (h * proj + w * h + (proj if m.ssm_proj_bias else 0) + (h if m.mixer_out_bias else 0)
+                 + conv * m.ssm_conv_kernel + (conv if m.ssm_conv_bias else 0) + 3 * heads + w)
+    return mixer + h
+
+
 def ssm_default_targets(m: ModelSpec) -> tuple[str, ...]:
     """peft has no default LoRA targets for mamba (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no entry):
     the mixer's in_proj and x_proj, the Linears peft accepts and MambaMixer calls as modules. Mamba-2's mixer has
@@ -1126,9 +1215,11 @@ def check_hybrid_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
     if is_layered_hybrid(m) or is_zamba2(m):  # (zamba2 is not on peft's list either)
         return
     if any(lin.module == "out_proj" for lin in chosen):
+        # (nemotron_h is on peft's list too: its MLP layers have no gate_proj)
+        rest = "up_proj,down_proj" if is_nemotron_h(m) else "gate_proj,up_proj,down_proj"
         raise UnsupportedCombination(f"LoRA on out_proj of {m.name}: peft refuses the Mamba mixer's out_proj for "
-                                     "falcon_h1 (all-linear takes it too); use --lora-targets q_proj,k_proj,v_proj,"
-                                     "o_proj,in_proj,gate_proj,up_proj,down_proj")
+                                     f"{m.family} (all-linear takes it too); use --lora-targets q_proj,k_proj,"
+                                     f"v_proj,o_proj,in_proj,{rest}")
 
 
 # --- The classics (issue 15; activations in memory/convnet.py and memory/rnn.py) --------------------------------

@@ -22,6 +22,7 @@ CANDIDATES: tuple[dict[str, Any], ...] = (
     {"loss": "fused-linear"},
     {"loss": "chunked"},
     {"loss": "linear-chunked"},
+    {"loss": "liger-cross-entropy"},
     {"grad_checkpointing": True},
     {"grad_checkpointing": True, "activation_offload": True},
     {"optimizer_in_bwd": True},

@@ -558,6 +558,10 @@ class ModelSpec:
     zamba_adapter_rank: int = 0
     zamba_attention_adapters: bool = False
     zamba_mem_rope: bool = False
+    # Nemotron-H (family "nemotron_h"; transformers modeling_nemotron_h.py NemotronHBlock): every layer is ONE block,
+    # its norm and one mixer: "M" a Mamba-2 mixer (the mixer_* fields), "*" attention (no rotary embedding), "-" an
+    # MLP (up_proj, relu2, down_proj), in config hybrid_override_pattern's order, bottom first.
+    hybrid_pattern: str = ""
 
     # Vision-language models (memory/vision.py): the vision tower and projector; None for a text model. The text
     # fields above are the language model's (LLaVA's text_config).
@@ -668,6 +672,8 @@ class ModelSpec:
             _check_attention_layers(self)
         if self.family == "zamba2" or self.zamba_hybrid_layers or self.zamba_mem_blocks:
             _check_zamba2(self)
+        if self.hybrid_pattern or self.family == "nemotron_h":
+            _check_nemotron_h(self)
 
     @property
     def has_architecture(self) -> bool:
@@ -730,6 +736,19 @@ def _check_zamba2(m: ModelSpec) -> None:
     if m.zamba_attention_adapters and m.num_kv_heads not in (None, heads):
         raise SpecError("num_kv_heads", "Zamba2's shared attention adapters add a 2 x hidden_size wide output to "
                         "k_proj's and v_proj's: num_kv_heads must equal num_attention_heads")
+
+
+def _check_nemotron_h(m: ModelSpec) -> None:
+    """Nemotron-H's layer pattern (configuration_nemotron_h.py _pattern_to_list: M, *, -; E is MoE, not modelled)."""
+    if m.family != "nemotron_h":
+        raise SpecError("hybrid_pattern", "hybrid_pattern is read for family nemotron_h only")
+    if not isinstance(m.hybrid_pattern, str) or len(m.hybrid_pattern) != (m.num_layers or 0) \
+            or set(m.hybrid_pattern) - set("M*-"):
+        raise SpecError("hybrid_pattern", f"hybrid_pattern must be num_layers ({m.num_layers}) characters of M "
+                        "(Mamba-2), * (attention) and - (MLP) (Nemotron-H-8B: M-M-M-M*-M-...)")
+    if "M" in m.hybrid_pattern and not m.mixer_intermediate_size:
+        raise SpecError("mixer_intermediate_size", "a Nemotron-H model with M layers needs its Mamba-2 mixer's shape "
+                        "(mixer_* fields)")
 
 
 def _check_hybrid_mixer(m: ModelSpec) -> None:

@@ -40,7 +40,10 @@ MlpKind = Literal["gated", "plain"]
 # config.json hidden_act names whose saved tensors memory/activations.py models: ATen kernels that save
 # one tensor (silu = swish, gelu, gelu_pytorch_tanh, relu) and transformers' Python formulas
 # (gelu_new, gelu_fast, quick_gelu: ACT_SAVED_TENSORS). Any other name is refused, not guessed.
-HiddenAct = Literal["silu", "swish", "gelu", "gelu_pytorch_tanh", "relu", "gelu_new", "gelu_fast", "quick_gelu"]
+# relu2 (Nemotron-H's mlp_hidden_act; activations.py ReLUSquaredActivation: square(relu(x))): relu saves its output
+# and square saves the same tensor as its input, so one tensor of the MLP width, as relu.
+HiddenAct = Literal["silu", "swish", "gelu", "gelu_pytorch_tanh", "relu", "gelu_new", "gelu_fast", "quick_gelu",
+                    "relu2"]
 AttentionKind = Literal["standard", "mla"]  # mla: DeepSeek-V2/V3 multi-head latent attention
 Vendor = Literal["nvidia", "amd", "intel", "apple", "other"]
 # Multi-GPU and inference settings (memory/distributed.py, memory/inference.py).
@@ -58,7 +61,7 @@ KvCache = Literal["dynamic", "static", "legacy"]
 # Logits of the prefill: the last position (generate's logits_to_keep=1, transformers >= 4.45) or all of them.
 LogitsKept = Literal["last", "all"]
 # Memory savers (memory/loss.py): how the loss is computed from the last hidden states.
-LossName = Literal["hf", "chunked", "linear-chunked", "fused-linear", "cut", "trl"]
+LossName = Literal["hf", "chunked", "linear-chunked", "fused-linear", "cut", "trl", "liger-cross-entropy"]
 # Where `vramcalc trace` runs the step: fake tensors on the CPU, or the real CUDA device.
 TraceDevice = Literal["fake", "cuda"]
 # How a micro-batch's sequences are laid out (memory/activations.py packing terms): padded rows of the

@@ -32,11 +32,9 @@ class UnsupportedModelType(VramcalcError):
 
 
 # State-space hybrids transformers 5.24 ships (models/<type>/modeling_<type>.py) and what their layers mix: refused
-# by name (issue 15), because their attention layers' KV cache and per-layer MLPs beside the Mamba mixers are not
-# in memory/ssm.py.
-HYBRIDS: dict[str, str] = {
-    "nemotron_h": "Nemotron-H (Mamba-2, attention and MLP layers in hybrid_override_pattern)",
-}
+# by name (issue 15) while their layers are not modelled. None is left: Falcon-H1, Bamba, Jamba, GraniteMoeHybrid's
+# dense models, Zamba2 and Nemotron-H are read (their readers below).
+HYBRIDS: dict[str, str] = {}
 
 
 # Every config.json key a mapper below reads, with its JSON type (io/validate.py KEY_KINDS). The file
@@ -68,7 +66,9 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              "shared_intermediate_size",
              # Zamba2 (_zamba2)
              "n_mamba_heads", "mamba_headdim", "num_mem_blocks", "adapter_rank", "attention_hidden_size",
-             "attention_head_dim")
+             "attention_head_dim",
+             # Nemotron-H (_nemotron_h)
+             "mamba_num_heads", "mamba_head_dim", "ssm_state_size")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
@@ -92,15 +92,16 @@ CONFIG_KEYS: dict[str, str] = {
                      "classifier_dropout", "pooler_dropout", "cls_dropout"), "number"),
     **dict.fromkeys(("model_type", "hidden_act", "hidden_activation", "activation_function", "topk_method",
                      "torch_dtype", "feed_forward_proj", "classifier_pooling", "classifier_activation",
-                     "norm_rel_ebd", "pooler_hidden_act", "position_embedding_type"), "str"),
+                     "norm_rel_ebd", "pooler_hidden_act", "position_embedding_type", "hybrid_override_pattern",
+                     "mlp_hidden_act", "mamba_hidden_act"), "str"),
     **dict.fromkeys(("embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling",
                      "router_aux_loss_coef"), "number"),
     "mlp_only_layers": "int_list",
     "moe_layers": "int_list",
     "no_rope_layers": "int_list",
     "layer_types": "str_list",
-    "attn_layer_indices": "int_list",
     "layers_block_type": "str_list",
+    "attn_layer_indices": "int_list",
     "hybrid_layer_ids": "int_list",
 }
 
@@ -1190,6 +1191,96 @@ def _granitemoehybrid(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+_NEMOTRON_H_KINDS = {"mamba": "M", "linear_attention": "M", "attention": "*", "full_attention": "*", "mlp": "-",
+                     "moe": "E"}
+
+
+def _nemotron_h(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # configuration_nemotron_h.py NemotronHConfig (transformers 5.24): defaults vocab 131072, hidden 4096, untied,
+    # 32 heads, 8 KV heads, head_dim 128, intermediate 21504, mlp_hidden_act relu2, mlp_bias /
+    # use_bias false, ssm_state_size 128, mamba_num_heads 128, mamba_head_dim 64, n_groups 8, conv_kernel 4,
+    # use_conv_bias true, chunk_size 128; the legacy names mamba_n_groups, mamba_d_conv, mamba_chunk_size and
+    # mamba_conv_bias are read as those. hybrid_override_pattern (M mamba, * attention, - mlp, E moe) becomes
+    # layers_block_type; with neither, ["linear_attention", "moe", "full_attention", "mlp"]; num_hidden_layers is
+    # the pattern's length. modeling_nemotron_h.py NemotronHBlock: norm (NemotronHRMSNorm: the weight multiplies in
+    # fp32), one mixer (NemotronHMamba2Mixer: width mamba_num_heads x mamba_head_dim, in_proj / out_proj bias
+    # use_bias, NemotronHRMSNormGated always; NemotronHAttention: JambaAttention, q/k/v/o without bias, no
+    # rotary embedding; NemotronHMLP: up_proj, relu2, down_proj with mlp_bias; NemotronHMoE), residual add.
+    pattern = d.get("hybrid_override_pattern")
+    kinds = d.get("layers_block_type") or d.get("layer_types")
+    if pattern is None and kinds is None:
+        kinds = ["linear_attention", "moe", "full_attention", "mlp"]
+    if pattern is None:
+        bad = sorted({k for k in kinds if k not in _NEMOTRON_H_KINDS})
+        if bad:
+            raise PresetFileError(source, [f"layers_block_type: unknown kinds {', '.join(map(repr, bad))}; "
+                                           "Nemotron-H's are mamba, attention, mlp and moe"])
+        pattern = "".join(_NEMOTRON_H_KINDS[k] for k in kinds)
+    if not pattern or set(pattern) - set("M*-E"):
+        raise PresetFileError(source, [f"hybrid_override_pattern {pattern!r}: characters M (Mamba-2), * (attention), "
+                                       "- (MLP) and E (MoE) only"])
+    if "E" in pattern:
+        raise PresetFileError(source, ["hybrid_override_pattern has E (MoE) layers: Nemotron-H's NemotronHMoE (the "
+                                       "grouped top-k router, the 3-D relu2 experts, the shared expert, the latent "
+                                       "projections; Nemotron 3 Nano / Super) is not modelled; the dense models "
+                                       "(Nemotron-H-8B/47B/56B, Nemotron-Nano-9B/12B-v2) are"])
+    if int(d.get("num_nextn_predict_layers") or 0):
+        raise PresetFileError(source, ["num_nextn_predict_layers: the multi-token-prediction layers are not loaded by "
+                                       "NemotronHForCausalLM (mtp.* is ignored) and not modelled; set it to 0"])
+    # (time_step_limit is not read: NemotronHMamba2Mixer clamps dt to (time_step_min, inf) whatever the config says,
+    # and clamp saves its input whatever the bounds: derivatives.yaml clamp)
+    out: dict[str, Any] = {
+        "vocab_size": int(_get(d, source, "vocab_size", default=131072)),
+        "hidden_size": int(_get(d, source, "hidden_size", default=4096)),
+        "num_layers": len(pattern),
+        "num_attention_heads": int(_get(d, source, "num_attention_heads", default=32)),
+        "intermediate_size": int(_get(d, source, "intermediate_size", default=21504)),
+        # NemotronHForCausalLM._tied_weights_keys is {}: lm_head is its own matrix even with tie_word_embeddings true
+        # (sum(p.numel()) on the meta device counts both)
+        "tie_word_embeddings": False,
+        "hidden_act": str(_get(d, source, "mlp_hidden_act", default="relu2")),
+    }
+    kv = int(_get(d, source, "num_key_value_heads", default=8))
+    if kv != out["num_attention_heads"]:
+        out["num_kv_heads"] = kv
+    head_dim = int(_get(d, source, "head_dim", default=128))
+    old = d.get("attention_head_dim")
+    if old is not None and old != head_dim:  # NemotronHAttention reads config.head_dim (5.24 has no other name)
+        raise PresetFileError(source, [f"attention_head_dim {old} differs from head_dim {head_dim}: transformers 5.24 "
+                                       "builds the attention with head_dim; give head_dim"])
+    if head_dim != out["hidden_size"] // out["num_attention_heads"] \
+            or out["hidden_size"] % out["num_attention_heads"]:
+        out["head_dim"] = head_dim
+    pos = d.get("max_position_embeddings")
+    if pos is not None:
+        out["max_position_embeddings"] = int(pos)
+    act = d.get("mamba_hidden_act", "silu")
+    if act != "silu":
+        raise PresetFileError(source, [f"mamba_hidden_act {act!r}: the mixer's conv activation is counted as silu "
+                                       "only; drop the key"])
+    if d.get("sliding_window"):
+        raise PresetFileError(source, ["sliding_window: Nemotron-H's attention window is not modelled; set it to "
+                                       "null"])
+    heads = int(_get(d, source, "mamba_num_heads", default=128))
+    mhd = int(_get(d, source, "mamba_head_dim", default=64))
+    use_bias = bool(d.get("use_bias", False))
+    out.update(
+        norms_per_layer=1,  # NemotronHBlock.norm
+        norm_fp32_weight_mul=True,  # NemotronHRMSNorm: (weight.to(fp32) x normalized).to(input dtype)
+        hybrid_pattern=pattern,
+        mlp="plain",
+        # JambaAttention's q/k/v/o_proj are nn.Linear(bias=False) whatever attention_bias says
+        qkv_bias=False, o_bias=False, mlp_bias=bool(d.get("mlp_bias", False)),
+        mixer_intermediate_size=heads * mhd, mixer_state_size=int(_get(d, source, "ssm_state_size", default=128)),
+        mixer_head_dim=mhd, ssm_conv_kernel=int(_get(d, source, "conv_kernel", "mamba_d_conv", default=4)),
+        ssm_n_groups=int(_get(d, source, "n_groups", "mamba_n_groups", default=8)),
+        ssm_chunk_size=int(_get(d, source, "chunk_size", "mamba_chunk_size", default=128)),
+        ssm_conv_bias=bool(_get(d, source, "use_conv_bias", "mamba_conv_bias", default=True)),
+        ssm_proj_bias=use_bias, mixer_gated_norm=True, mixer_out_bias=use_bias,
+    )
+    return out
+
+
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 FAMILIES: dict[str, Mapper] = {
@@ -1237,6 +1328,7 @@ FAMILIES: dict[str, Mapper] = {
     "bamba": _bamba,
     "zamba2": _zamba2,
     "granitemoehybrid": _granitemoehybrid,
+    "nemotron_h": _nemotron_h,
 }
 
 

@@ -118,6 +118,7 @@ def load(path_text: str) -> list[Run]:
             run = _READERS[kind](data, path)
             run.kind, run.path = kind, str(path)
             _liger_kernels(run, path)
+            _liger_cross_entropy_applies(run, path)
             runs = [run]
     except _KeyProblem as e:
         raise RunFileError(f"{path}: {e.key}: {e.problem}") from None
@@ -265,7 +266,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "gradient_checkpointing_offload": (), "flash_attention": (), "sdp_attention": (), "sample_packing": (),
         "precompute_ref_log_probs": (), "peft_use_dora": (), "peft_use_rslora": (),
         "unsloth_lora_qkv": (), "unsloth_lora_o": (), "unsloth_lora_mlp": (), "unsloth_rms_norm": (),
-        "unsloth_rope": (),
+        "unsloth_rope": (), "unsloth_cross_entropy_loss": (), "liger_cross_entropy": (),
         "liger_rope": (), "liger_rms_norm": (), "liger_glu_activation": (), "liger_layer_norm": (),
         "bf16": ("auto",),  # bf16 where the GPU has it
         # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
@@ -287,6 +288,8 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' CPUOffloadPolicy (_torchtune_fsdp)
 BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
+# liger_kernel_config's two loss keys (_liger_kernel_config)
+BOOLEAN_KEYS["hf-training-args"].update(dict.fromkeys(("cross_entropy", "fused_linear_cross_entropy"), ()))
 BOOLEAN_KEYS["hf-training-args"]["auto_find_batch_size"] = ()  # TrainingArguments' (read by _finish for every reader)
 # Keys whose values are names the tool compares exactly (a Literal, an Enum, `==`): another case or spelling is
 # refused, naming the key and the values (the fuzz suite draws each value in other cases).
@@ -479,14 +482,14 @@ UNMODELLED_KEYS: dict[str, str] = {
     "compile": "torch.compile",
     # axolotl
     "liger_fused_linear_cross_entropy": "Liger fused linear cross-entropy (no full logits)",
-    "liger_cross_entropy": "Liger cross-entropy",
     "cut_cross_entropy": "Cut Cross-Entropy (no full logits)",
-    # (unsloth_lora_qkv / _o / _mlp, unsloth_rms_norm, unsloth_rope: mapped, --kernels unsloth:GROUPS)
-    "unsloth_cross_entropy_loss": "Unsloth's fast_cross_entropy_loss on an fp32 upcast and a contiguous shifted "
-                                  "copy of the logits (monkeypatch/unsloth_.py integrate_cross_entropy_loss_patch)",
+    # (unsloth_lora_qkv / _o / _mlp, unsloth_rms_norm, unsloth_rope: mapped, --kernels unsloth:GROUPS;
+    # liger_cross_entropy: --loss liger-cross-entropy; unsloth_cross_entropy_loss: --loss hf, UNSLOTH_CE_NOTE)
     # axolotl's own LoRA kernels (kernels/lora.py, derived from Unsloth's): LoRA_MLP / LoRA_QKV / LoRA_O save what
-    # Unsloth's save, but matmul_lora adds `s * X @ A @ B` out of place (two output-sized temporaries per
-    # projection), and they support dropout (a saved dropped input), biases and DoRA: not Unsloth's allocation
+    # Unsloth's save, plus the dropped input under lora_dropout (X_drop), the LoRA biases, and under DoRA the combined
+    # outputs and magnitude scales; matmul_lora added `s * X @ A @ B` out of place (an output-sized temporary per
+    # projection) until 69f6d8ba (2026-06-05), and uses out.addmm_ in place since (at 067b021c): version-dependent and
+    # not Unsloth's allocation, so not modelled yet
     "lora_mlp_kernel": "axolotl's LoRA_MLP autograd function (kernels/lora.py): its own saved set and temporaries",
     "lora_qkv_kernel": "axolotl's LoRA_QKV autograd function (kernels/lora.py): its own saved set and temporaries",
     "lora_o_kernel": "axolotl's LoRA_O autograd function (kernels/lora.py): its own saved set and temporaries",
@@ -507,6 +510,18 @@ UNMODELLED_KEYS: dict[str, str] = {
     "mixture_of_depths": "mixture-of-depths routing (tokens skip layers)",
     "use_v1_kernels": "LLaMA-Factory's own fused kernels",
 }
+
+# axolotl's unsloth_cross_entropy_loss (loaders/patch_manager.py _patch_loss_llama -> monkeypatch/unsloth_.py
+# integrate_cross_entropy_loss_patch, @323da791, the last axolotl with it; 9de5b763 removed it and its validator now
+# refuses the key) rebinds transformers.loss.loss_utils.ForCausalLMLoss to an UnslothForCausalLMLoss (logits.float(),
+# a contiguous shifted copy, fast_cross_entropy_loss). The model's loss_function returns LOSS_MAPPING["ForCausalLM"]
+# (transformers modeling_utils.py PreTrainedModel.loss_function), the function object bound when loss_utils.py built
+# the dict, so the rebinding never reaches a model: transformers' ForCausalLMLoss runs, which is --loss hf (checked
+# in tests/test_savers.py against the installed transformers). From transformers 4.48 the module's import of
+# LlamaFlashAttention2 fails before any patch.
+UNSLOTH_CE_NOTE = ("unsloth_cross_entropy_loss: counted as transformers' own loss (--loss hf): axolotl's patch rebinds "
+                   "loss_utils.ForCausalLMLoss, which the models' loss_function (LOSS_MAPPING) never reads; axolotl "
+                   "removed the key after 323da791, and its import needs transformers < 4.48.")
 
 # axolotl keys that change what a step allocates, with no vramcalc option yet (axolotl-ai-cloud/axolotl
 # src/axolotl/utils/schemas/*.py); they were listed as "ignored" before.
@@ -577,6 +592,33 @@ def _liger_kernels(run: Run, path: Path) -> None:
     if liger.why_not(spec, training) is None:
         run.options["kernels"] = "liger"
         run.notes.remove(LIGER_LAYER_NOTE)
+
+
+# The model types whose Liger patch takes cross_entropy: liger_kernel/transformers/monkey_patch.py @ead96b61
+# MODEL_TYPE_TO_APPLY_LIGER_FN, and axolotl's own branches (integrations/liger/plugin.py @067b021c: jamba, deepseek_v2,
+# granitemoe, gemma4_unified); for any other type axolotl logs "Liger not applied".
+LIGER_CE_MODEL_TYPES = frozenset((
+    "deepseek_v4", "gemma", "gemma2", "gemma3_text", "gemma3", "gemma4_text", "gemma4", "glm4", "glm4v", "glm4v_moe",
+    "gpt_oss", "internvl", "llama", "llama4_text", "llama4", "llava", "granite", "mllama", "mllama_text_model",
+    "ministral", "mistral", "mixtral", "nemotron", "olmo2", "pixtral", "olmo3", "qwen2", "qwen3", "qwen3_moe",
+    "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text", "qwen3_next", "qwen3_5", "qwen3_5_text",
+    "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_vl", "qwen3_vl_text", "qwen3_vl_moe", "qwen3_vl_moe_text", "smollm3",
+    "phi3", "paligemma", "falcon_h1", "smolvlm", "hunyuan_v1_dense", "hunyuan_v1_moe", "exaone4",
+    "jamba", "deepseek_v2", "granitemoe", "gemma4_unified", "gemma4_unified_text"))
+
+
+def _liger_cross_entropy_applies(run: Run, path: Path) -> None:
+    """axolotl's liger_cross_entropy on a model type Liger's plugin does not patch: transformers' own loss runs."""
+    if run.options.get("loss") != "liger-cross-entropy" or run.kind != AX or run.model is None:
+        return
+    try:
+        spec, _ = resolve_model(run.model, path.parent)
+    except VramcalcError:
+        return  # the model is resolved (or refused) where the run is estimated
+    if spec.family not in LIGER_CE_MODEL_TYPES:
+        run.options.pop("loss")
+        run.notes.append(f"liger_cross_entropy: axolotl's Liger plugin does not patch {spec.family} models "
+                         "(integrations/liger/plugin.py: \"Liger not applied\"): counted as transformers' own loss.")
 
 
 # LLaMA-Factory's on-the-fly quantization methods (extras/constants.py QuantizationMethod): "bnb" is
@@ -730,12 +772,23 @@ def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
     if _flag(AX, d.get("cut_cross_entropy"), "cut_cross_entropy"):
         run.options["loss"] = "cut"
     elif _flag(AX, d.get("liger_fused_linear_cross_entropy"), "liger_fused_linear_cross_entropy"):
+        if _flag(AX, d.get("liger_cross_entropy"), "liger_cross_entropy"):  # integrations/liger/plugin.py raises
+            raise _KeyProblem("liger_cross_entropy", "axolotl refuses it beside liger_fused_linear_cross_entropy "
+                              "(\"Cannot have both\"); keep one")
         run.options["loss"] = "fused-linear"
+    elif _flag(AX, d.get("liger_cross_entropy"), "liger_cross_entropy"):
+        # integrations/liger/plugin.py @067b021c: cross_entropy=cfg.liger_cross_entropy, i.e. transformers'
+        # loss_utils nn.functional.cross_entropy replaced by Liger's (memory/activations.py head_activations)
+        run.options["loss"] = "liger-cross-entropy"
     elif _flag(AX, d.get("chunked_cross_entropy"), "chunked_cross_entropy"):
         # axolotl chunked_cross_entropy (monkeypatch/loss/chunked.py): the loss in num_chunks sequence chunks
         run.options["loss"] = "chunked"
         _take(d, run, "chunked_cross_entropy_num_chunks", "loss_chunks", int)
-    _seen(d, run, "cut_cross_entropy", "liger_fused_linear_cross_entropy", "chunked_cross_entropy")
+    _seen(d, run, "cut_cross_entropy", "liger_fused_linear_cross_entropy", "liger_cross_entropy",
+          "chunked_cross_entropy")
+    if _flag(AX, d.get("unsloth_cross_entropy_loss"), "unsloth_cross_entropy_loss"):
+        run.notes.append(UNSLOTH_CE_NOTE)
+    _seen(d, run, "unsloth_cross_entropy_loss")
     _liger_layers(AX, d, run, *LIGER_LAYER_KEYS)
     _seen(d, run, *LIGER_LAYER_KEYS)
     if _flag(AX, d.get("gradient_checkpointing_offload"), "gradient_checkpointing_offload"):
@@ -1412,6 +1465,26 @@ def _trl(d: dict[str, Any], run: Run) -> None:
     _take_flag(HF, d, run, "activation_offloading", "activation_offload")
 
 
+def _liger_kernel_config(d: dict[str, Any], run: Run) -> None:
+    """TrainingArguments.liger_kernel_config: keyword arguments of Liger's apply_liger_kernel_to_* (transformers
+    integrations/liger.py apply_liger_kernel; liger_kernel monkey_patch.py @ead96b61: fused_linear_cross_entropy on
+    and cross_entropy off by default, the two exclusive). The loss keys are mapped; the layer kernels' keep the note."""
+    cfg = d.get("liger_kernel_config")
+    if cfg is None:
+        return
+    if not isinstance(cfg, dict):
+        raise _KeyProblem("liger_kernel_config", "a mapping of Liger's apply_liger_kernel_to_* arguments is expected, "
+                          "e.g. {cross_entropy: true, fused_linear_cross_entropy: false}")
+    fused = _flag(HF, cfg.get("fused_linear_cross_entropy", True), "liger_kernel_config.fused_linear_cross_entropy")
+    plain = _flag(HF, cfg.get("cross_entropy", False), "liger_kernel_config.cross_entropy")
+    if fused and plain:  # monkey_patch.py asserts "cross_entropy and fused_linear_cross_entropy cannot both be True"
+        raise _KeyProblem("liger_kernel_config", "Liger refuses cross_entropy and fused_linear_cross_entropy both "
+                          "true; keep one")
+    if not fused:
+        run.options["loss"] = "liger-cross-entropy" if plain else "hf"
+    run.mapped.append("liger_kernel_config")
+
+
 def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
     """LLaMA-Factory's finetuning_args.py GaloreArguments / ApolloArguments / use_adam_mini (trainer_utils.py
     _create_galore_optimizer, _create_apollo_optimizer, _create_adam_mini_optimizer): defaults rank 16, target all
@@ -1514,6 +1587,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     if _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel"):
         run.options["loss"] = "fused-linear"
         _liger_layers(HF, d, run, "use_liger_kernel")
+        _liger_kernel_config(d, run)
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)

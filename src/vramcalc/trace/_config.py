@@ -12,7 +12,8 @@ SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
                       "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2", "t5", "mt5", "bart",
                       "mbart", "mamba", "mamba2", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
-                      "deepseek_v3", "falcon_h1", "llama4", "bamba", "jamba", "granitemoehybrid", "zamba2")
+                      "deepseek_v3", "falcon_h1", "llama4", "bamba", "jamba", "granitemoehybrid", "zamba2",
+                      "nemotron_h")
 
 
 def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
@@ -278,6 +279,17 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                  mamba_expand=model.mixer_intermediate_size // model.hidden_size, mamba_d_state=model.mixer_state_size,
                  n_mamba_heads=model.mixer_intermediate_size // model.mixer_head_dim,
                  mamba_ngroups=model.ssm_n_groups, mamba_d_conv=model.ssm_conv_kernel, chunk_size=model.ssm_chunk_size)
+    if family == "nemotron_h":  # configuration_nemotron_h.py names (memory/nemotron_h.py); the dense models
+        assert model.num_attention_heads and model.hidden_size
+        d.update(hybrid_override_pattern=model.hybrid_pattern, mlp_hidden_act=model.hidden_act,
+                 mlp_bias=model.mlp_bias, use_bias=model.ssm_proj_bias, tie_word_embeddings=False,
+                 head_dim=model.head_dim or model.hidden_size // model.num_attention_heads,
+                 ssm_state_size=model.mixer_state_size or 128,
+                 mamba_num_heads=model.mixer_intermediate_size // (model.mixer_head_dim or 1) or 8,
+                 mamba_head_dim=model.mixer_head_dim or 64, n_groups=model.ssm_n_groups or 1,
+                 conv_kernel=model.ssm_conv_kernel or 4, chunk_size=model.ssm_chunk_size or 128,
+                 use_conv_bias=model.ssm_conv_bias, num_nextn_predict_layers=0)
+        d.pop("num_hidden_layers")  # the pattern's length (NemotronHConfig.num_hidden_layers is a property)
     if family in ("olmo", "olmo2"):
         d["attention_bias"] = model.qkv_bias
     if family == "starcoder2":

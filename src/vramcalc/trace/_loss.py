@@ -18,6 +18,11 @@
 * `cut`: Apple's LinearCrossEntropyFunction is Triton; `_CutCE` allocates what
   cut_cross_entropy/cce.py and cce_backward.py allocate (fp32 lse and logit_avg, the int64 valid
   indices, the fp32 neg_dot; in backward the argsort of logit_avg, the de and dc zeros and their locks).
+* `liger-cross-entropy`: Liger's LigerCrossEntropyFunction is Triton; the model runs as is (its lm_head and
+  transformers' ForCausalLMLoss, logits.float() included) with nn.functional.cross_entropy replaced, as
+  liger_kernel/transformers/monkey_patch.py (and axolotl's liger_cross_entropy) replace it, by `_LigerCE`, which
+  allocates what liger_kernel/ops/cross_entropy.py cross_entropy_forward allocates (the fp32 loss_1d, the target
+  mask and target * mask) and saves its input, into which the kernel writes the gradient: backward hands it back.
 """
 
 from __future__ import annotations
@@ -102,6 +107,36 @@ class _CutCE(torch.autograd.Function):
         return de, dc, None
 
 
+class _LigerCE(torch.autograd.Function):
+    """Liger cross-entropy (ops/cross_entropy.py @ead96b61), memory only: the gradient is written into the input."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+        loss_1d = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)  # unreduced loss, the input's dtype
+        target_mask = target != ignore_index  # n_non_ignore = target_mask.sum().item()
+        bounds = target * target_mask  # the bound asserts' (target * target_mask).max() / .min()
+        del bounds, target_mask
+        # liger_cross_entropy_kernel: the loss per row into loss_1d, the logits' gradient in place into x
+        loss = torch.sum(loss_1d)
+        del loss_1d
+        ctx.save_for_backward(x.detach())  # the input, now holding its own gradient
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
+        (x,) = ctx.saved_tensors
+        one = torch.ones((), dtype=grad_out.dtype, device=grad_out.device)  # torch.equal(grad_output, 1.0)
+        del one
+        return x, None, None  # element_mul_kernel scales it in place when grad_out != 1
+
+
+def _liger_cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Any = None, size_average: Any = None,  # noqa: A002
+                         ignore_index: int = IGNORE_INDEX, reduce: Any = None, reduction: str = "mean",
+                         label_smoothing: float = 0.0) -> torch.Tensor:
+    """liger_kernel/transformers/functional.py liger_cross_entropy, with torch's cross_entropy signature."""
+    return _LigerCE.apply(input, target, ignore_index)  # type: ignore[no-any-return,no-untyped-call]
+
+
 def _parts(m: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The decoder body (ending with the final norm) and the output projection of an HF causal LM."""
     hf: Any = m
@@ -173,4 +208,14 @@ def loss_function(loss: str, chunks: int) -> Callable[[nn.Module, dict[str, Any]
         b, s = inputs["labels"].shape
         return _CutCE.apply(h.contiguous().flatten(0, -2), head.weight, b * (s - 1))  # type: ignore[no-any-return,no-untyped-call]
 
-    return {"chunked": chunked, "linear-chunked": linear_chunked, "fused-linear": fused_linear, "cut": cut}[loss]
+    def liger_cross_entropy(m: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        # the whole model with its loss (HF Trainer's compute_loss keeps only the loss), Liger's function patched in
+        original = nn.functional.cross_entropy
+        nn.functional.cross_entropy = _liger_cross_entropy  # type: ignore[assignment]
+        try:
+            return m(**inputs, use_cache=False).loss  # type: ignore[no-any-return]
+        finally:
+            nn.functional.cross_entropy = original
+
+    return {"chunked": chunked, "linear-chunked": linear_chunked, "fused-linear": fused_linear, "cut": cut,
+            "liger-cross-entropy": liger_cross_entropy}[loss]

@@ -318,7 +318,8 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         from vramcalc.trace._loss import loss_function
 
         loss_fn = loss_function(training.loss, training.loss_chunks)  # type: ignore[assignment]  # noqa: F811
-        notes.append(f"loss {training.loss}: trace/_loss.py (emulated kernels for fused-linear and cut)")
+        notes.append(f"loss {training.loss}: trace/_loss.py (emulated kernels for fused-linear, cut and "
+                     "liger-cross-entropy)")
 
     def optimizer_factory(m: torch.nn.Module) -> torch.optim.Optimizer:
         params = [p for p in m.parameters() if p.requires_grad]

@@ -60,7 +60,7 @@ def show(
                    f"{spec.experts_per_token} of {spec.num_experts} routed experts)")
     for note in model_notes:
         echo(f"note: {note}")
-    arch = {k: v for k, v in asdict(spec).items() if v not in (None, (), False, 0) and k != "aliases"}
+    arch = {k: v for k, v in asdict(spec).items() if v not in (None, (), False, 0, "") and k != "aliases"}
     rich_console().print(", ".join(f"{k}={v}" for k, v in arch.items()), highlight=False, soft_wrap=True)
 
 

@@ -30,6 +30,7 @@ from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import jamba as _jamba
 from vramcalc.core.memory import liger as _liger
 from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory import nemotron_h as _nemotron_h
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
@@ -174,7 +175,8 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
-    _zamba2.check_run(model, training)  # Zamba2: count only, every estimate refused (memory/zamba2.py)
+    _zamba2.check_run(model, training)  # Zamba2: train, full and LoRA only (memory/zamba2.py)
+    _nemotron_h.check_run(model, training)  # Nemotron-H: train only (memory/nemotron_h.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
     if model.vision is not None and model.vision.kind == "llava_next":  # LLaVA-NeXT's anyres image side
@@ -479,7 +481,8 @@ def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     key = _settings_key(training)
     if key is None:
         return _build_plan(model, training)
-    if model.ssm_head_dim or model.mixer_head_dim or model.attention_chunk_size or model.jamba_mixer_size:
+    if model.ssm_head_dim or model.mixer_head_dim or model.attention_chunk_size or model.jamba_mixer_size \
+            or model.hybrid_pattern:
         # Mamba-2's (and Falcon-H1's mixer's) layer terms hold the row padded to chunk_size and a batch-1
         # single-chunk case (memory/ssm.py padded_length): its plan depends on the token fields too (found by the
         # explain test after test_docs had cached codestral's plan at another --seq-len); Llama 4's chunked mask
@@ -507,6 +510,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     _hybrid.check_run(model, training)  # Falcon-H1's (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba's (memory/jamba.py)
     _zamba2.check_run(model, training)  # Zamba2's (memory/zamba2.py)
+    _nemotron_h.check_run(model, training)  # Nemotron-H's (memory/nemotron_h.py)
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     encoder_notes = _encoder.notes(model, training)
     if (_preference.is_preference(training) or _preference.is_reference_free(training)
@@ -714,6 +718,7 @@ class _ActivationPlan:
     # Loss saver (memory/loss.py); "hf" uses head_saved_t / loss_fwd_t / loss_bwd_t above.
     loss: str = "hf"
     loss_chunks: int = 8
+    liger_ce: bool = False  # --loss liger-cross-entropy: hf's head and moments, and the head's own backward moment
     norm_saved_t: int = 0  # the final norm's saved bytes per token (the rest of the head is the loss's)
     recompute_bottom: bool = False  # Mamba-2: the bottom layer's recompute moment (memory/ssm.py)
     # Bamba, full fine-tuning with checkpointing: the gradient bytes not yet made at the lowest mixer layer's rerun
@@ -821,6 +826,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_fn = _jamba.layer_activations
     if _zamba2.is_zamba2(m):  # Zamba2: Mamba-2 layers, shared attention blocks at the hybrid ones (memory/zamba2.py)
         layer_fn = _zamba2.layer_activations
+    if _nemotron_h.is_nemotron_h(m):  # Nemotron-H: Mamba-2, attention and MLP layers, one block each
+        layer_fn = _nemotron_h.layer_activations
     unsloth = _unsloth.active(m, t)
     if unsloth:  # Unsloth's kernels (memory/unsloth.py): its own saved set per layer
         layer_fn = _unsloth.layer_activations
@@ -832,6 +839,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
     batch1_t = sum(x.per_token for x in layer.terms if x.batch1_only)  # only at batch size 1
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
+    if (ssm or m.family == "gemma2") and t.loss == "liger-cross-entropy":
+        # (Gemma 2's final logit softcapping puts vocab-wide tanh gradients beside Liger's buffer: not traced)
+        raise UnsupportedCombination(f"--loss liger-cross-entropy is modelled on transformers' decoder head "
+                                     f"(memory/activations.py head_activations) without logit softcapping, not "
+                                     f"{m.name}'s: use --loss hf")
     head = (_encoder.head_activations if _encoder.is_encoder(m) else _ssm.head_activations if ssm
             else head_activations)(m, t, recipe, head_trainable)
     if _unsloth.norm_active(m, t):  # the final norm through Fast_RMS_Layernorm (LlamaModel_fast_forward; axolotl's
@@ -909,6 +921,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # written above it is the largest, memory/jamba.py peak_layer, and the gradients below it are late: an
         # attention layer at the bottom, --grid jamba shape B full with checkpointing, was -5.9 % under without)
     outer = outer_targets(t.lora_targets) if t.method in ("lora", "qlora") else ()
+    if "lm_head" in outer and t.loss == "liger-cross-entropy":
+        # the adapter's `result + lora_B(..) * scaling` logits beside Liger's in-place fp32 buffer: not traced
+        raise UnsupportedCombination("LoRA on lm_head with --loss liger-cross-entropy is not modelled (the adapter's "
+                                     "logits sum beside Liger's in-place fp32 logits is not traced); use --loss hf or "
+                                     "drop lm_head from --lora-targets")
     if "lm_head" in outer and (t.loss not in ("hf", "chunked") or t.objective != "sft"):
         # Liger / Cut CE / TRL's fused head multiply by lm_head.weight themselves (torchtune's chunks call the module)
         raise UnsupportedCombination(f"LoRA on lm_head with --loss {t.loss} --objective {t.objective}: that head "
@@ -926,6 +943,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         bottom_less_t, bottom_less_ts, bottom_less_b, bottom_less_c = bt, bts, bb, bc
     elif _zamba2.is_zamba2(m):  # Zamba2: hybrid and Mamba layers, each by its kind (memory/zamba2.py), as Bamba's
         (lt, lts, lb, lc), (bt, bts, bb, bc) = _zamba2.layered_less(m, t, recipe, full_like, not lora_bottom)
+        layers_less_t, layers_less_ts, layers_less_b, layers_less_c = lt, lts, lb, lc
+        bottom_less_t, bottom_less_ts, bottom_less_b, bottom_less_c = bt, bts, bb, bc
+    elif _nemotron_h.is_nemotron_h(m):
+        # Nemotron-H (memory/nemotron_h.py): per_layer is the envelope of its kinds; each layer's kind and the bottom
+        # layer's (without an input gradient under LoRA) are subtracted here, exactly.
+        (lt, lts, lb, lc), (bt, bts, bb, bc) = _nemotron_h.layered_less(m, t, recipe, full_like, not lora_bottom)
         layers_less_t, layers_less_ts, layers_less_b, layers_less_c = lt, lts, lb, lc
         bottom_less_t, bottom_less_ts, bottom_less_b, bottom_less_c = bt, bts, bb, bc
     elif lora_bottom:
@@ -976,7 +999,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # computes a pair per layer type (ModernBertModel.forward: global and local thetas).
     # (DeBERTa has no rotary tables either: its relative positions are shared_terms below, memory/deberta.py)
     once_t = 0 if m.learned_position_embeddings or m.alibi or ssm or _deberta.is_deberta(m) \
-        or _jamba.is_jamba(m) else 2 * c * head_dim(m)
+        or _jamba.is_jamba(m) or _nemotron_h.is_nemotron_h(m) else 2 * c * head_dim(m)
     if _hybrid.is_layered_hybrid(m):  # Bamba: partial_rotary_factor 0.5 (BambaRotaryEmbedding: cos, sin of head_dim/2)
         once_t = c * head_dim(m) if m.attention_layers else 0
         if m.family == "granitemoehybrid":  # position_embedding_type "nope": rotary_emb None (the reader refuses rope)
@@ -1070,7 +1093,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t)) \
-        + list(_zamba2.notes(m, t))
+        + list(_zamba2.notes(m, t)) + list(_nemotron_h.notes(m, t))
     if m.family == "gpt_oss":
         notes.append(f"{m.name}: expert weights counted in the run's dtype, as transformers loads them to train "
                      "(Mxfp4Config(dequantize=True): the MXFP4 checkpoint, 4.25 bits per expert weight, is not what "
@@ -1148,7 +1171,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         loss="logits-dpo" if _preference.torchtune_head(t) else "trl" if _preference.is_preference(t)
         or _rl.is_rl(t) else "reward" if reward
         else "logits" if _preference.is_reference_free(t) else "online" if _online_dpo.is_online_dpo(t)
-        else "ppo" if t.objective == "ppo" else t.loss, loss_chunks=t.loss_chunks,
+        else "ppo" if t.objective == "ppo"
+        # Liger's cross-entropy keeps transformers' head and logits: head_activations' own transients (hf's moments)
+        else "hf" if t.loss == "liger-cross-entropy" else t.loss, loss_chunks=t.loss_chunks,
+        liger_ce=t.loss == "liger-cross-entropy",
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
@@ -1185,14 +1211,15 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
-        recompute_bottom=_ssm.is_mamba2(m) or _zamba2.is_zamba2(m),
-        **(_hybrid.lowest_mixer_rerun(m, t, recipe) if full_like and t.grad_checkpointing
-           and not _distributed.is_parallel(t) else {}),
+        recompute_bottom=_ssm.is_mamba2(m) or _nemotron_h.recompute_bottom(m) or _zamba2.is_zamba2(m),
+        **(_hybrid.lowest_mixer_rerun(m, t, recipe) | _nemotron_h.lowest_mixer_rerun(m, t, recipe)
+           if full_like and t.grad_checkpointing and not _distributed.is_parallel(t) else {}),
         # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
                     + _hybrid.late_gradient_bytes(m, t, recipe) + _jamba.late_gradient_bytes(m, t, recipe)
+                    + _nemotron_h.late_gradient_bytes(m, t, recipe)
                     if full_like else 0) + _zamba2.late_gradient_bytes(m, t, recipe)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
@@ -1282,6 +1309,19 @@ def _transformer_phases(
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
         grad_fwd = g_head if lb.head_grad_in_forward else 0
         head_bwd_t = lb.head_backward if lb.head_backward else -1
+    if p.liger_ce:
+        # lm_head's backward after Liger's cross-entropy (its gradient handed back in the saved fp32 buffer, freed
+        # once ToCopyBackward has cast it; in fp32 it is the logits' gradient itself): the logits' gradient, the
+        # head's saved input, its input gradient (and its fp32 cast under autocast) and the head's weight gradient
+        # (with its 16-bit matmul output when the weight is kept in another dtype). Over hf's backward start when the
+        # head's gradient outweighs the vocab-wide fp32 tensors (measured with the tracer: a 4-layer llama, vocab
+        # 32,000, full fp32 b2 s256 without checkpointing: -10.7 % without this moment, -2.5 % with it, the rest
+        # being the fp32 layers' gap that --loss hf has there too, -2.1 %).
+        c, h = p.compute, p.hidden
+        head_bwd_t = c * p.vocab * tokens + (c * h * tokens if p.head_trainable else 0) \
+            + (c + (p.residual if p.residual != c else 0)) * h * tokens + g_head \
+            + (c * p.vocab * h if p.head_trainable and p.head_weight != c else 0) \
+            + (p.autocast_head_copy if p.checkpointing or p.offload else 0)  # (the no-checkpointing moment has it)
     host_t = 0
     # (a trained MoE layer's expert gradients are written before its attention's backward, whose eager scores'
     # gradients then set the layer's peak: measured with the tracer, --grid moe full eager, the peak at the top
@@ -1490,6 +1530,8 @@ def _transformer_phases(
         details["activations.loss_saved"] = head_saved - p.norm_saved_t * tokens
         details["temporaries.head_gradient_in_forward"] = grad_fwd
         details["temporaries.head_backward"] = max(head_bwd_t, 0)
+    if p.liger_ce:  # the head's backward after Liger's cross-entropy, for explain
+        details["temporaries.head_backward"] = head_bwd_t
     # moments[:forward_moments] are the forward's, the rest the backward's: each phase is `base` + its largest moment.
     b0 = sum(base)
     fwd, bwd = moments[:forward_moments], moments[forward_moments:]

@@ -1140,6 +1140,17 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
         # final_logit_softcapping (Gemma2ForCausalLM.forward: logits / cap, tanh, * cap; 30.0 in every published
         # config): tanh saves its 16-bit vocab-wide output.
         saved += c * v
+    if t.loss == "liger-cross-entropy":
+        # Liger's cross-entropy (liger_kernel/ops/cross_entropy.py @ead96b61 LigerCrossEntropyFunction, patched in as
+        # nn.functional.cross_entropy by monkey_patch.py / axolotl's liger_cross_entropy) runs on ForCausalLMLoss's
+        # logits.float(): the kernel writes the logits' gradient into that fp32 buffer in forward and saves it
+        # (save_for_backward(_input.detach())), so the saved 4 B x vocab per token is the upcast itself, and no
+        # log_softmax output exists. Forward: the 16-bit logits beside it (none in fp32: .float() is a no-op), plus
+        # per row the loss_1d (fp32, the input's dtype), the target != ignore mask (1 B) and target * mask (int64).
+        # Backward: the saved buffer is handed back as the gradient (element_mul_kernel scales it in place);
+        # ToCopyBackward casts it to the 16-bit logits' gradient while it is still alive.
+        low = c if c != 4 else 0
+        return HeadActivations(saved, low * v + 4 + 1 + 8, low * v)
     # Forward: the 16-bit logits and their fp32 upcast coexist while log_softmax runs; in fp32 the
     # upcast is the same tensor.
     fwd = (c if c != 4 else 0) * v + 4 * v
@@ -1159,7 +1170,8 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
         terms.append(Term("final norm (weightless: fp32 input, mean, rstd)", 4 * m.hidden_size + 8))
     if head_trainable:
         terms.append(Term("lm_head input", c * m.hidden_size))
-    terms.append(Term("log_softmax output (fp32)", 4 * m.vocab_size))
+    terms.append(Term("Liger's fp32 logits, their gradient written in place" if t.loss == "liger-cross-entropy"
+                      else "log_softmax output (fp32)", 4 * m.vocab_size))
     if m.family == "gemma2":
         terms.append(Term("final logit softcapping tanh output", c * m.vocab_size))
     return tuple(terms)

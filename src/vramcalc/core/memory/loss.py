@@ -30,6 +30,10 @@ others replace the LM head and the loss, from the final norm's output on:
   an fp32 per-vocab logit average; backward allocates the hidden-state gradient (BT × H) and the head's
   gradient (cce_backward.py cce_backward_kernel, 16-bit accumulation by default).
 
+`liger-cross-entropy` (Liger's LigerCrossEntropyFunction on the full logits, patched in as nn.functional.cross_entropy)
+keeps transformers' head and ForCausalLMLoss's fp32 upcast, so it is not here: memory/activations.py
+head_activations gives its transients, memory/__init__.py its head-backward moment.
+
 Verified against `vramcalc trace --loss ...` (trace/_loss.py runs torchtune's algorithm and emulates the
 Liger and CCE kernels' allocations).
 """

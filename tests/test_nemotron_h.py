@@ -1,0 +1,193 @@
+"""Nemotron-H (issue 15): Mamba-2, attention and relu2 MLP layers, one block each (memory/nemotron_h.py); the MoE
+models refused by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import invoke
+from vramcalc.core.errors import PresetFileError, UnsupportedCombination
+from vramcalc.core.memory import estimate, nemotron_h
+from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.params import count_params, nemotron_h_layer_params, resolve_targets
+from vramcalc.core.specs import TrainingSpec
+from vramcalc.io import presets
+from vramcalc.io.hf_config import spec_from_hf_config
+
+HF = Path(__file__).parent / "data" / "hf"
+FIXTURE = json.loads((HF / "nemotron-h-8b-base-8k.json").read_text())
+NANO = json.loads((HF / "nvidia-nemotron-nano-9b-v2.json").read_text())
+# The two shapes benchmarks/accuracy.py --grid nemotronh traces, cut from the fixture (NEMOTRONH_SHAPES there)
+SHAPE_A = {"hidden_size": 256, "hybrid_override_pattern": "M-M*-", "num_hidden_layers": 5, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "head_dim": 64, "attention_head_dim": 64, "intermediate_size": 512,
+           "mamba_num_heads": 8, "mamba_head_dim": 32, "n_groups": 2, "ssm_state_size": 32, "chunk_size": 64,
+           "vocab_size": 2048}
+SHAPE_B = {"hidden_size": 192, "hybrid_override_pattern": "*M-M-M", "num_hidden_layers": 6, "num_attention_heads": 3,
+           "num_key_value_heads": 1, "head_dim": 64, "attention_head_dim": 64, "intermediate_size": 384,
+           "mamba_num_heads": 12, "mamba_head_dim": 32, "n_groups": 4, "ssm_state_size": 16, "chunk_size": 48,
+           "vocab_size": 4096}
+
+
+def tiny(shape: dict[str, object]):
+    return spec_from_hf_config({**FIXTURE, **shape}, "nemotron-h-tiny", "tests/test_nemotron_h.py")
+
+
+def test_fixture_reads_as_published() -> None:
+    # Nemotron-H-8B-Base-8K: 52 layers (24 M, 4 *, 24 -) of hidden 4096, attention 32 heads / 8 KV of 128, relu2 MLP
+    # 21504; the mixer 128 heads x 64 = 8192 wide, state 128, 8 groups, chunk 128; lm_head untied
+    m = spec_from_hf_config(FIXTURE, "m", "f")
+    assert (m.family, m.hidden_size, m.num_layers, m.num_attention_heads, m.num_kv_heads) == \
+        ("nemotron_h", 4096, 52, 32, 8)
+    p = m.hybrid_pattern
+    assert (p.count("M"), p.count("*"), p.count("-")) == (24, 4, 24) and m.norms_per_layer == 1
+    assert (m.intermediate_size, m.mlp, m.hidden_act, m.norm_fp32_weight_mul) == (21504, "plain", "relu2", True)
+    assert (m.mixer_intermediate_size, m.mixer_head_dim, m.mixer_state_size, m.ssm_n_groups, m.ssm_chunk_size) == \
+        (8192, 64, 128, 8, 128)
+    assert m.ssm_state_size == 0 and not m.tie_word_embeddings
+
+
+@pytest.mark.parametrize(("fixture", "total"), [(FIXTURE, 8_100_852_736), (NANO, 8_888_227_328)], ids=["8b", "nano-9b"])
+def test_fixture_count(fixture: dict[str, object], total: int) -> None:
+    # sum(p.numel()) of NemotronHForCausalLM from the fixture, transformers 5.24 on the meta device
+    assert count_params(spec_from_hf_config(fixture, "m", "f")) == total
+
+
+@pytest.mark.parametrize("shape", [{}, SHAPE_A, SHAPE_B,
+                                   {**SHAPE_B, "use_bias": True, "mlp_bias": True, "use_conv_bias": False,
+                                    "attention_bias": True, "tie_word_embeddings": True},
+                                   {**SHAPE_A, "hybrid_override_pattern": None,
+                                    "layers_block_type": ["mamba", "mlp", "attention", "mamba"]}],
+                         ids=["published", "shape-a", "shape-b", "biases-tie-flag", "layers-block-type"])
+def test_count_matches_the_library(shape: dict[str, object]) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    d = {k: v for k, v in {**FIXTURE, **shape}.items() if v is not None}
+    config = transformers.NemotronHConfig(**{k: v for k, v in d.items()
+                                             if k not in ("model_type", "architectures", "auto_map")})
+    with torch.device("meta"):
+        model = transformers.NemotronHForCausalLM(config)
+    # (attention_bias and tie_word_embeddings change nothing there: JambaAttention's Linears have no bias and
+    # NemotronHForCausalLM._tied_weights_keys is {})
+    assert count_params(spec_from_hf_config(d, "m", "f")) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["nemotron-h-8b-base-8k", "nemotron-nano-9b-v2"])
+def test_preset_count_is_its_published_total(name: str) -> None:
+    m = presets.find_model(name)
+    assert count_params(m) == m.published_parameters
+
+
+def test_count_is_the_layers_by_kind() -> None:
+    # Shape A (M-M*-): mixer layer: in_proj 256 -> 256 + 384 + 8 (gate, conv_dim 256 + 2 x 2 x 32, dt heads), conv1d
+    # 384 x 4 + 384, dt_bias, A_log, D (8 each), the gated norm (256), out_proj 256 -> 256; attention layer: q (256 ->
+    # 4 x 64), k and v (256 -> 2 x 64), o (256 -> 256); MLP layer: up 256 -> 512, down 512 -> 256; each its norm (256)
+    m = tiny(SHAPE_A)
+    mixer = 256 * 648 + 384 * 5 + 3 * 8 + 256 + 256 * 256 + 256
+    attn = 256 * 256 + 2 * 256 * 128 + 256 * 256 + 256
+    mlp = 2 * 256 * 512 + 256
+    assert [nemotron_h_layer_params(m, k) for k in "M*-"] == [mixer, attn, mlp]
+    # + embeddings and lm_head (2048 x 256 each, untied) and norm_f
+    assert count_params(m) == 2 * mixer + attn + 2 * mlp + 2 * 2048 * 256 + 256
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("hybrid_override_pattern", "M-E*", "E \\(MoE\\)"), ("hybrid_override_pattern", "M-X", "characters M"),
+    ("num_nextn_predict_layers", 1, "multi-token"), ("attention_head_dim", 96, "attention_head_dim 96"),
+    ("mamba_hidden_act", "gelu", "mamba_hidden_act"), ("sliding_window", 1024, "sliding_window")])
+def test_reader_refuses_what_it_does_not_count(key: str, value: object, words: str) -> None:
+    with pytest.raises(PresetFileError, match=words):
+        tiny({**SHAPE_A, key: value})
+
+
+def test_moe_config_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Nemotron 3 Nano / Super: E layers (NemotronHMoE) in the pattern
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**FIXTURE, "hybrid_override_pattern": "MEMEM*EMEM", "num_hidden_layers": 10}))
+    code, _, err = invoke(["estimate", str(path)], capsys)
+    assert code == 2 and "E (MoE)" in err and "not modelled" in err and err.count("\n") == 1
+
+
+def test_lora_targets() -> None:
+    # peft 0.21 has no default for nemotron_h and refuses its out_proj (tuners_utils.py
+    # _check_lora_target_modules_mamba lists nemotron_h), so all-linear, which takes out_proj, fails there too
+    m = tiny(SHAPE_A)
+    assert [lin.module for lin in resolve_targets(m, ("auto",))] == ["q_proj", "v_proj", "in_proj"]
+    assert [lin.module for lin in resolve_targets(m, ("up_proj", "down_proj"))] == ["up_proj", "down_proj"]
+    with pytest.raises(UnsupportedCombination, match="peft refuses the Mamba mixer's out_proj for nemotron_h"):
+        resolve_targets(m, ("all-linear",))
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    (["--mode", "inference"], "generate() for Nemotron-H"),
+    (["--precision", "amp-bf16"], "autocast over the Mamba-2 mixer"),
+    (["--method", "ia3"], "only full, lora and qlora"),
+    (["--method", "lora", "--lora-targets", "all-linear"], "out_proj"),
+])
+def test_runs_not_modelled_are_refused_in_one_line(options: list[str], words: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = invoke(["estimate", "nemotron-h-8b-base-8k", *options], capsys)
+    assert code == 2 and words in err and err.count("\n") == 1
+
+
+def test_config_json_is_read_by_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(FIXTURE))
+    code, out, _ = invoke(["estimate", str(path), "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)["parameters"] == 8_100_852_736
+    assert any("24 Mamba-2 mixer layers, 4 attention layers" in n for n in json.loads(out)["notes"])
+
+
+@pytest.mark.parametrize(("shape", "kind", "trained", "measured", "over"), [
+    (SHAPE_A, "M", True, 3_577_160, 65_536), (SHAPE_A, "M", False, 3_048_744, 65_536),
+    (SHAPE_A, "*", True, 527_872, 0), (SHAPE_A, "*", False, 331_264, 0),
+    (SHAPE_A, "-", True, 591_360, 0), (SHAPE_A, "-", False, 263_680, 0),
+    (SHAPE_B, "M", True, 5_527_250, 0), (SHAPE_B, "M", False, 4_783_778, 0),
+    (SHAPE_B, "*", True, 379_648, 0), (SHAPE_B, "*", False, 232_192, 0),
+    (SHAPE_B, "-", True, 443_648, 0), (SHAPE_B, "-", False, 197_888, 0)])
+def test_layer_saved_set_is_measured(shape: dict[str, object], kind: str, trained: bool, measured: int,
+                                     over: int) -> None:
+    # Measured: the bytes of every storage torch.autograd.graph.saved_tensors_hooks packs while one NemotronHBlock of
+    # the kind (transformers 5.24, bf16, sdpa, input bf16 with requires_grad) runs forward on CPU at batch 2 x 64
+    # tokens, parameters, buffers and the input excluded; `trained` False: its parameters frozen. The MLP layer: the
+    # norm's fp32 input + rsqrt, its fp32 normalized tensor (trained), the weight's fp32 copy, up_proj's input,
+    # relu's output (square's input too) and square's (down_proj's input). Shape A's one chunk of 64 is over by one
+    # padded fp32 chunk-wise tensor, the one-chunk case memory/ssm.py notes for Mamba-2.
+    m = tiny(shape)
+    t = TrainingSpec(method="full", precision="pure-bf16", batch_size=2, seq_len=64)
+    assert nemotron_h.kind_activations(m, t, recipe_of(t), trained, kind).saved(128, 64) - measured == over
+
+
+def test_layers_sum_to_their_kinds() -> None:
+    # the envelope x layers less layered_less is each layer's own kind, summed (LoRA with checkpointing: every
+    # layer's input needs a gradient)
+    m = tiny(SHAPE_B)
+    t = TrainingSpec(method="lora", precision="bf16", batch_size=2, seq_len=64, grad_checkpointing=True)
+    r = recipe_of(t)
+    env = nemotron_h.layer_activations(m, t, r, False)
+    (lt, lts, lb, lc), _ = nemotron_h.layered_less(m, t, r, False, True)
+    stack = 6 * env.saved(128, 64) - (lt * 128 + lts * 128 * 64 + lb * 2 + lc)
+    assert stack == sum(nemotron_h.kind_activations(m, t, r, False, k).saved(128, 64) for k in "*M-M-M")
+
+
+def test_no_rope_tables() -> None:
+    # NemotronHAttention is JambaAttention: no rotary embedding, so nothing is shared by the layers
+    m = tiny(SHAPE_B)
+    t = TrainingSpec(method="lora", precision="bf16", batch_size=2, seq_len=64)
+    assert estimate(m, t).details["activations.shared"] == 0
+
+
+@pytest.mark.parametrize(("shape", "method", "gc"), [(SHAPE_A, "full", False), (SHAPE_B, "full", True)],
+                         ids=["a-full", "b-full-gc"])
+def test_trace_matches_the_estimate(shape: dict[str, object], method: str, gc: bool) -> None:
+    # --grid nemotronh "h256-M-M*--s32-q64 | full pure-bf16 | b2 s64 | no-gc" (+0.37 % there) and
+    # "h192-*M-M-M-s16-g4-q48 | full pure-bf16 | b2 s64 | gc" (-0.18 %; -5.47 % without the lowest mixer's rerun)
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    t = TrainingSpec(method=method, precision="pure-bf16", batch_size=2, seq_len=64, grad_checkpointing=gc)
+    m = tiny(shape)
+    est, traced = estimate(m, t).tensor_peak_bytes, trace(m, t).peak_bytes
+    assert est == pytest.approx(traced, rel=0.02) and est >= traced * 0.98
