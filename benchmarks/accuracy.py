@@ -685,13 +685,14 @@ def zamba2_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The GraniteMoeHybrid grid (`--grid granite`, issue 15; 30 cases): the dense Granite 4.0 H models
+# The GraniteMoeHybrid grid (`--grid granite`, issue 15; 60 cases): the dense Granite 4.0 H models
 # (num_local_experts 0, memory/hybrid.py as Bamba's layers) from tests/data/hf/granite-4.0-h-micro.json cut to two
 # tiny shapes (one attention layer in the middle; attention at the bottom and the top, 2 groups, chunk 48 padding) x
 # full pure-bf16 / LoRA / QLoRA (default targets q_proj, v_proj, in_proj) x s64 / s128 x checkpointing off / on, b2;
 # LoRA all-linear (input_linear, output_linear, in_proj, out_proj, q/k/v/o) and eager; the published shape cut to 2
 # layers (a mixer and an attention layer, vocab 100,352). The tracer keeps the published multipliers (embedding 12,
-# residual 0.22, attention 1/64, logits / 8). Written to accuracy_granite.{json,md}.
+# residual 0.22, attention 1/64, logits / 8); and 30 MoE cases (GRANITE_MOE_SHAPES, below). Written to
+# accuracy_granite.{json,md}.
 GRANITE_SHAPES = {"granite:h256-l3-a1-m512-s32-q64": {"hidden_size": 256, "num_hidden_layers": 3,
                                                     "layer_types": ["mamba", "attention", "mamba"],
                                                     "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -705,6 +706,23 @@ GRANITE_SHAPES = {"granite:h256-l3-a1-m512-s32-q64": {"hidden_size": 256, "num_h
                                                           "mamba_d_head": 32, "mamba_d_state": 64,
                                                           "mamba_n_groups": 2, "mamba_chunk_size": 48,
                                                           "vocab_size": 4096}}
+
+
+# The MoE Granite 4.0 H models (granite-4.0-h-tiny / -h-small: block_sparse_moe beside shared_mlp in every layer), the
+# two shapes above with experts (tests/test_granitemoehybrid.py MOE_A / MOE_B), from
+# tests/data/hf/granite-4.0-h-tiny.json (A: 8 experts of 128, top 2, shared_mlp 512) and -h-small.json (B: 6 experts
+# of 96, top 3, shared_mlp 384); and the published h-tiny shape cut to 2 layers (a mixer and an attention layer, 64
+# experts of 512, top 6, vocab 100,352).
+GRANITE_MOE_SHAPES = {
+    "granite:moe-h256-l3-a1-e8k2-i128-m512": ("granite-4.0-h-tiny", {
+        **GRANITE_SHAPES["granite:h256-l3-a1-m512-s32-q64"], "num_local_experts": 8, "num_experts_per_tok": 2,
+        "intermediate_size": 128}),
+    "granite:moe-h256-l4-a03-e6k3-i96-m384-g2": ("granite-4.0-h-small", {
+        **GRANITE_SHAPES["granite:h256-l4-a03-m768-s64-g2-q48"], "num_local_experts": 6, "num_experts_per_tok": 3,
+        "intermediate_size": 96, "shared_intermediate_size": 384}),
+    "granite:granite-4.0-h-tiny-2-layers": ("granite-4.0-h-tiny", {"num_hidden_layers": 2,
+                                                                   "layer_types": ["mamba", "attention"]}),
+}
 
 
 def granite_grid() -> list[dict[str, Any]]:
@@ -729,6 +747,24 @@ def granite_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"granite:granite-4.0-h-micro-2-layers | {label} | b1 s256 | {'gc' if gc else 'no-gc'}",
                       "model": "granite:granite-4.0-h-micro-2-layers", "method": kw["method"],
                       "training": dict(kw, batch_size=1, seq_len=256, grad_checkpointing=gc)})
+    # the MoE models: both shapes x full pure-bf16 / LoRA / QLoRA x s64 / s128 x checkpointing off / on, b2; LoRA
+    # all-linear (shared_mlp's input_linear / output_linear, the mixer's and attention's Linears: peft takes no expert
+    # or router, which are Parameters) at both shapes; the published h-tiny shape cut to 2 layers
+    moe_a, moe_b, moe_pub = GRANITE_MOE_SHAPES
+    for model in (moe_a, moe_b):
+        for label, kw in HYBRID_RUNS:
+            for seq in (64, 128):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
+        for gc in (False, True):
+            cases.append({"id": f"{model} | lora all-linear | b2 s64 | {'gc' if gc else 'no-gc'}", "model": model,
+                          "method": "lora", "training": dict(HYBRID_RUNS[1][1], lora_targets=("all-linear",),
+                                                             batch_size=2, seq_len=64, grad_checkpointing=gc)})
+    for (label, kw), gc in zip(HYBRID_RUNS[:2], (True, False), strict=True):
+        cases.append({"id": f"{moe_pub} | {label} | b1 s256 | {'gc' if gc else 'no-gc'}", "model": moe_pub,
+                      "method": kw["method"], "training": dict(kw, batch_size=1, seq_len=256, grad_checkpointing=gc)})
     return cases
 
 
@@ -1567,6 +1603,10 @@ def _model(name: str) -> Any:
     if name.startswith("granite:"):  # tests/data/hf/granite-4.0-h-micro.json cut to a tiny shape (GRANITE_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
+        if name in GRANITE_MOE_SHAPES:  # granite-4.0-h-tiny.json / -h-small.json cut (GRANITE_MOE_SHAPES)
+            fixture, shape = GRANITE_MOE_SHAPES[name]
+            d = {**json.loads((HF_DIR / f"{fixture}.json").read_text()), **shape}
+            return spec_from_hf_config(d, name[8:], "benchmarks/accuracy.py")
         d = {**json.loads((HF_DIR / "granite-4.0-h-micro.json").read_text()),
              **GRANITE_SHAPES.get(name, {"num_hidden_layers": 2, "layer_types": ["mamba", "attention"]})}
         return spec_from_hf_config(d, name[8:], "benchmarks/accuracy.py")
@@ -2292,7 +2332,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "hybrid": " (Falcon-H1: attention and a Mamba-2 mixer in every layer, issue 15)",
           "bamba": " (Bamba: Mamba-2 mixer layers and attention layers, each with an MLP; issue 15)",
           "jamba": " (Jamba: attention and Mamba-1 layers, dense and MoE feed-forwards, issue 15)",
-          "granite": " (GraniteMoeHybrid's dense Granite 4.0 H: Mamba-2 and attention layers, shared_mlp; issue 15)",
+          "granite": " (GraniteMoeHybrid's Granite 4.0 H, dense and MoE: Mamba-2 and attention layers, shared_mlp, "
+                     "block_sparse_moe; issue 15)",
           "zamba2": " (Zamba2: Mamba-2 layers, shared attention blocks with per-invocation projectors; issue 15)",
           "nemotronh": " (Nemotron-H: Mamba-2, attention and relu2 MLP layers, one block each; issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
@@ -2431,9 +2472,9 @@ def main() -> None:
                     "cases (generate() and the step on completions); encdec: issue 15's 22 T5 / Flan-T5 / "
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
                     "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 30 "
-                    "Bamba cases; jamba: issue 15's 28 Jamba cases; granite: issue 15's 30 dense Granite 4.0 H "
-                    "cases; zamba2: issue 15's 28 Zamba2 cases; gptoss: issue 15's 16 "
-                    "cases; nemotronh: issue 15's 30 dense Nemotron-H cases; gptoss: issue 15's 16 "
+                    "Bamba cases; jamba: issue 15's 28 Jamba cases; granite: issue 15's 60 Granite 4.0 H "
+                    "cases (30 dense, 30 MoE); zamba2: issue 15's 28 Zamba2 cases; nemotronh: issue 15's 30 dense "
+                    "Nemotron-H cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 42 LLaVA-1.5 cases (image tokens, tower frozen or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "

@@ -1,5 +1,6 @@
 """GraniteMoeHybrid's dense Granite 4.0 H models (issue 15): Bamba's layered path (memory/hybrid.py) with
-layer_types, a fused shared_mlp, no positions and the Granite multipliers; the MoE variants refused by name."""
+layer_types, a fused shared_mlp, no positions and the Granite multipliers; the MoE models (granite-4.0-h-tiny,
+-h-small): block_sparse_moe beside shared_mlp, the fused-expert MoE terms (memory/activations.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from vramcalc.io.hf_config import spec_from_hf_config
 
 HF = Path(__file__).parent / "data" / "hf"
 FIXTURE = json.loads((HF / "granite-4.0-h-micro.json").read_text())
+TINY_FIXTURE = json.loads((HF / "granite-4.0-h-tiny.json").read_text())
+SMALL_FIXTURE = json.loads((HF / "granite-4.0-h-small.json").read_text())
 # The two shapes benchmarks/accuracy.py --grid granite traces, cut from the fixture (GRANITE_SHAPES there)
 SHAPE_A = {"hidden_size": 256, "num_hidden_layers": 3, "layer_types": ["mamba", "attention", "mamba"],
            "num_attention_heads": 4, "num_key_value_heads": 2, "shared_intermediate_size": 512, "mamba_n_heads": 8,
@@ -27,6 +30,11 @@ SHAPE_A = {"hidden_size": 256, "num_hidden_layers": 3, "layer_types": ["mamba", 
 SHAPE_B = {"hidden_size": 256, "num_hidden_layers": 4, "layer_types": ["attention", "mamba", "mamba", "attention"],
            "num_attention_heads": 4, "num_key_value_heads": 1, "shared_intermediate_size": 768, "mamba_n_heads": 16,
            "mamba_d_head": 32, "mamba_d_state": 64, "mamba_n_groups": 2, "mamba_chunk_size": 48, "vocab_size": 4096}
+
+
+# The MoE cut of the two shapes (benchmarks/accuracy.py --grid granite's MoE cases, GRANITE_MOE_SHAPES there)
+MOE_A = {"num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 128}
+MOE_B = {"num_local_experts": 6, "num_experts_per_tok": 3, "intermediate_size": 96, "shared_intermediate_size": 384}
 
 
 def tiny(shape: dict[str, object]):
@@ -69,6 +77,42 @@ def test_count_matches_the_library(shape: dict[str, object]) -> None:
     assert count_params(spec_from_hf_config(d, "m", "f")) == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize(("fixture", "total"), [("tiny", 6_939_037_248), ("small", 32_207_337_984)])
+def test_moe_fixture_count(fixture: str, total: int) -> None:
+    # sum(p.numel()) of GraniteMoeHybridForCausalLM from tests/data/hf/granite-4.0-h-tiny.json / -h-small.json,
+    # transformers 5.24 on the meta device (test_moe_count_matches_the_library rebuilds them)
+    d = TINY_FIXTURE if fixture == "tiny" else SMALL_FIXTURE
+    assert count_params(spec_from_hf_config(d, "m", "f")) == total
+    assert count_params(presets.find_model(f"granite-4.0-h-{fixture}")) == total
+
+
+@pytest.mark.parametrize("shape", [TINY_FIXTURE, SMALL_FIXTURE, {**TINY_FIXTURE, **SHAPE_A, **MOE_A},
+                                   {**TINY_FIXTURE, **SHAPE_B, **MOE_B, "attention_bias": True,
+                                    "tie_word_embeddings": False}],
+                         ids=["h-tiny", "h-small", "moe-a", "moe-b-biases-untied"])
+def test_moe_count_matches_the_library(shape: dict[str, object]) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GraniteMoeHybridConfig(**{k: v for k, v in shape.items()
+                                                    if k not in ("model_type", "architectures")})
+    with torch.device("meta"):
+        model = transformers.GraniteMoeHybridForCausalLM(config)
+    assert count_params(spec_from_hf_config(shape, "m", "f")) == sum(p.numel() for p in model.parameters())
+
+
+def test_moe_reads_as_published() -> None:
+    # granite-4.0-h-tiny: 64 experts of 512, 6 per token, beside shared_mlp 1024 (the shared expert, input_linear
+    # fused); the block Linears: the experts' 3-D stacks (E per layer), shared_mlp's two, the mixer's and attention's
+    m = spec_from_hf_config(TINY_FIXTURE, "m", "f")
+    assert (m.num_experts, m.experts_per_token, m.moe_intermediate_size, m.num_shared_experts,
+            m.shared_expert_intermediate_size, m.shared_expert_gate) == (64, 6, 512, 1, 1024, False)
+    assert {lin.module: (lin.count, lin.in_features, lin.out_features) for lin in block_linears(m)} == {
+        "q_proj": (4, 1536, 1536), "k_proj": (4, 1536, 512), "v_proj": (4, 1536, 512), "o_proj": (4, 1536, 1536),
+        "experts.gate_up_proj": (40 * 64, 1536, 1024), "experts.down_proj": (40 * 64, 512, 1536),
+        "shared_expert.gate_up_proj": (40, 1536, 2048), "shared_expert.down_proj": (40, 1024, 1536),
+        "in_proj": (36, 1536, 3072 + 3072 + 2 * 128 + 48), "out_proj": (36, 3072, 1536)}
+
+
 def test_preset_count_is_its_published_total() -> None:
     m = presets.find_model("granite-4.0-h-micro")
     assert count_params(m) == m.published_parameters == 3_191_396_096
@@ -90,7 +134,7 @@ def test_count_is_the_layers_by_kind() -> None:
 
 
 @pytest.mark.parametrize(("key", "value", "words"), [
-    ("num_local_experts", 62, "MoE block"), ("position_embedding_type", "rope", "RoPE tables"),
+    ("position_embedding_type", "rope", "RoPE tables"),
     ("mamba_d_head", 32, "mamba_n_heads x mamba_d_head"), ("time_step_limit", [0.001, 0.1], "time_step_limit"),
     ("layer_types", ["mamba", "attention"], "layer_types: 3 entries"),
     ("layer_types", ["mamba", "moe", "mamba"], "unknown 'moe'"), ("head_dim", 32, "head_dim"),
@@ -100,12 +144,12 @@ def test_reader_refuses_what_it_does_not_count(key: str, value: object, words: s
         tiny({**SHAPE_A, key: value})
 
 
-def test_moe_config_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # granite-4.0-h-tiny / -h-small: num_local_experts 62 / 72 (GraniteMoeHybridMoE beside shared_mlp)
+def test_router_aux_loss_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # output_router_logits true adds GraniteMoeHybridForCausalLM's load_balancing_loss_func over every layer's logits
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({**FIXTURE, "num_local_experts": 72, "num_experts_per_tok": 10}))
+    path.write_text(json.dumps({**TINY_FIXTURE, "output_router_logits": True}))
     code, _, err = invoke(["estimate", str(path)], capsys)
-    assert code == 2 and "num_local_experts 72" in err and "not modelled" in err and err.count("\n") == 1
+    assert code == 2 and "output_router_logits" in err and "not modelled" in err and err.count("\n") == 1
 
 
 def test_lora_targets() -> None:
@@ -118,6 +162,31 @@ def test_lora_targets() -> None:
         ["gate_up_proj", "down_proj"]
     assert {lin.module for lin in resolve_targets(m, ("all-linear",))} == {
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj", "in_proj", "out_proj"}
+
+
+def test_moe_lora_targets() -> None:
+    # peft 0.21 has no MoE conversion for granitemoehybrid (utils/transformers_weight_conversion.py
+    # _MOE_TARGET_MODULE_MAPPING: mixtral, qwen2_moe patterns only; granitemoehybrid maps to "granitemoe"): its names
+    # match nn.Linear modules only, so input_linear / output_linear are shared_mlp's and all-linear takes neither the
+    # 3-D experts nor the router (GraniteMoeHybridTopKRouter holds a bare weight Parameter)
+    m = tiny({**SHAPE_A, **MOE_A})
+    assert [lin.module for lin in resolve_targets(m, ("input_linear", "output_linear"))] == \
+        ["shared_expert.gate_up_proj", "shared_expert.down_proj"]
+    assert {lin.module for lin in resolve_targets(m, ("all-linear",))} == {
+        "q_proj", "k_proj", "v_proj", "o_proj", "shared_expert.gate_up_proj", "shared_expert.down_proj", "in_proj",
+        "out_proj"}
+
+
+def test_moe_trace_config() -> None:
+    # the tracer builds GraniteMoeHybridForCausalLM with the experts intermediate_size wide and shared_mlp as the
+    # shared expert's width (configuration_granitemoehybrid.py names)
+    from vramcalc.trace._config import hf_config_dict
+
+    d = hf_config_dict(tiny({**SHAPE_B, **MOE_B}))
+    assert (d["num_local_experts"], d["num_experts_per_tok"], d["intermediate_size"], d["shared_intermediate_size"],
+            d["output_router_logits"]) == (6, 3, 96, 384, False)
+    dense = hf_config_dict(tiny(SHAPE_B))
+    assert (dense["num_local_experts"], dense["shared_intermediate_size"]) == (0, 768)
 
 
 @pytest.mark.parametrize(("options", "words"), [
@@ -196,3 +265,48 @@ def test_trace_matches_the_estimate(method: str, gc: bool) -> None:
     m = tiny(SHAPE_A)
     est, traced = estimate(m, t).tensor_peak_bytes, trace(m, t).peak_bytes
     assert est == pytest.approx(traced, rel=0.02) and est >= traced * 0.98
+
+
+@pytest.mark.parametrize(("shape", "kind", "trained", "measured", "over"), [
+    ({**SHAPE_A, **MOE_A}, "mamba", True, 6_504_552, 131_040),
+    ({**SHAPE_A, **MOE_A}, "mamba", False, 5_255_240, 131_040),
+    ({**SHAPE_A, **MOE_A}, "attention", True, 1_782_304, -32),
+    ({**SHAPE_A, **MOE_A}, "attention", False, 1_192_480, -32),
+    ({**SHAPE_B, **MOE_B}, "mamba", True, 12_635_178, -24), ({**SHAPE_B, **MOE_B}, "mamba", False, 11_209_706, -24),
+    ({**SHAPE_B, **MOE_B}, "attention", True, 1_787_160, -24),
+    ({**SHAPE_B, **MOE_B}, "attention", False, 1_156_376, -24)])
+def test_moe_layer_saved_set_is_measured(shape: dict[str, object], kind: str, trained: bool, measured: int,
+                                         over: int) -> None:
+    # Measured: the bytes of every storage torch.autograd.graph.saved_tensors_hooks packs while one
+    # GraniteMoeHybridDecoderLayer with block_sparse_moe (transformers 5.24, bf16, sdpa, the default experts
+    # implementation grouped_mm, input bf16 with requires_grad) runs forward on CPU at batch 2 x 64 tokens, parameters
+    # and buffers excluded; `trained` False: its parameters frozen. Shape A from granite-4.0-h-tiny.json (8 experts of
+    # 128, top 2), B from -h-small.json (6 of 96, top 3). Shape A's mixer is over by the one-chunk fp32 tensor
+    # (test_mixer_layer_saved_set_is_measured); the few bytes under are grouped_mm's int32 per-expert offsets (4 B x E,
+    # whatever the batch), not counted. The router's input is the storage shared_mlp's input_linear saves.
+    m = spec_from_hf_config({**TINY_FIXTURE, **shape}, "granite-moe", "tests/test_granitemoehybrid.py")
+    t = TrainingSpec(method="full", precision="pure-bf16", batch_size=2, seq_len=64)
+    r = recipe_of(t)
+    est = hybrid.bamba_mixer_layer(m, t, r, trained) if kind == "mamba" else layer_activations(m, t, r, trained)
+    assert est.saved(128, 64) - measured == over
+
+
+def test_moe_explain_names_the_router_and_experts(capsys: pytest.CaptureFixture[str]) -> None:
+    # explain lists the MoE block's terms (memory/activations.py _fused_moe_terms with Granite's router) and the note
+    # says which experts implementation is counted
+    code, out, _ = invoke(["explain", "granite-4.0-h-tiny", "--method", "lora", "--seq-len", "512"], capsys)
+    flat = " ".join(out.split())
+    assert code == 0 and "router top-k indices, softmax over the top k (fp32) = 72 B/token" in flat
+    # 72 B: 6 int64 indices + 6 fp32 top-k softmax weights per token
+    assert "experts gate_up output, activation output, down output" in flat and "grouped_mm" in flat
+
+
+def test_lora_checkpointing_counts_the_lowest_mixer_rerun() -> None:
+    # --grid granite MoE shape B LoRA all-linear with checkpointing: layers [attention, mamba, mamba, attention]; the
+    # peak is layer 1's rerun with layers 2 and 3's adapter gradients made: 467,968 B, as the tracer's gradients at
+    # its peak (half of the 935,936 B of fp32 adapter gradients)
+    m = tiny({**SHAPE_B, **MOE_B})
+    t = TrainingSpec(method="lora", precision="bf16", batch_size=2, seq_len=64, grad_checkpointing=True,
+                     lora_targets=("all-linear",))
+    moment = next(x for x in estimate(m, t).named_moments() if x.key == "backward.recompute_mixer")
+    assert moment.component("gradients") == 467_968

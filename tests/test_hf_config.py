@@ -100,6 +100,11 @@ TOTALS = {
     "zamba2-1.2b": 1_215_064_704,
     "zamba2-2.7b": 2_662_214_560,
     "zamba2-7b": 7_356_749_648,
+    # The MoE Granite 4.0 H models (block_sparse_moe beside shared_mlp): sum(p.numel()) of GraniteMoeHybridForCausalLM
+    # from tests/data/hf/granite-4.0-h-tiny.json / -h-small.json (typed, the README says from what), transformers 5.24
+    # on the meta device (tests/test_granitemoehybrid.py rebuilds them).
+    "granite-4.0-h-tiny": 6_939_037_248,
+    "granite-4.0-h-small": 32_207_337_984,
     # Nemotron-H (Mamba-2, attention and relu2 MLP layers, one block each, as hybrid_override_pattern says):
     # sum(p.numel()) of NemotronHForCausalLM from tests/data/hf/nemotron-h-8b-base-8k.json (quoted) and
     # nvidia-nemotron-nano-9b-v2.json (typed, the README says from what), transformers 5.24 on the meta device

@@ -166,9 +166,16 @@ def test_estimate_notes_and_terms() -> None:
     text = " ".join(b.notes)
     assert "3 x 3 tiles and a global tile" in text and "10 tile(s) x 144" in text
     assert "not counted here" not in text  # the text model's note, rewritten: the image side is counted
-    # weights: the tower and projector 16-bit beside the quantized text model, and freqs_ci (577 rows x 44 complex64
-    # values for head_dim 88; the tracer measured the buffer at 203,104 bytes, 204,288 rounded to 512)
-    assert b.details["weights.vision_tower"] == TOWER * 2 and b.details["weights.projector"] == PROJECTOR * 2
+    # weights: the tower's and projector's Linears quantized like the text model's (transformers' bitsandbytes
+    # quantizer skips lm_head only: weights.py image_side_bytes, tests/test_vision_qlora.py checks it against the
+    # library), the rest 16-bit, and freqs_ci (577 rows x 44 complex64 values for head_dim 88; the tracer measured the
+    # buffer at 203,104 bytes, 204,288 rounded to 512)
+    from vramcalc.core.memory.precision import RECIPES
+    from vramcalc.core.memory.weights import image_side_bytes
+
+    side = image_side_bytes(m, TrainingSpec(method="qlora", kbit_prep=False), RECIPES["bf16"], TOWER, PROJECTOR)
+    assert b.details["weights.vision_tower"] == side.tower < TOWER
+    assert b.details["weights.projector"] == side.projector < PROJECTOR
     assert b.details["weights.vision_rope_buffer"] == 577 * 44 * 8 == 203_104
     assert b.parameters == 108_641_793_536
 

@@ -64,7 +64,11 @@ class Linear:
 # router as a custom module holding a weight Parameter (MixtralTopKRouter): neither is an nn.Linear, so peft's
 # all-linear, bitsandbytes' Linear4bit replacement and the other PEFT methods do not see them.
 FUSED_EXPERT_FAMILIES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss",
-                                   "llama4", "jamba"})
+                                   "llama4", "jamba", "granitemoehybrid"})
+# (GraniteMoeHybrid, modeling_granitemoehybrid.py GraniteMoeHybridExperts: gate_up_proj (E, 2i, h) and down_proj
+# (E, h, i) as Mixtral's, under block_sparse_moe with GraniteMoeHybridTopKRouter's weight (E, h); shared_mlp, two
+# nn.Linear modules, is the shared expert. granitemoehybrid is a key of transformers' conversion table (on the
+# granitemoe pattern) but not of peft 0.21's _convert_peft_config_moe: see PEFT_MOE_CONVERTED.)
 # (Jamba, modeling_jamba.py JambaExperts: gate_up_proj (E, 2i, h) and down_proj (E, h, i) as Mixtral's; jamba is no
 # key of peft's conversion table, so LoRA's gate/up/down_proj names adapt the dense layers' JambaMLP only.)
 # Llama 4 (modeling_llama4.py Llama4TextExperts): gate_up_proj (E, hidden, 2i) and down_proj (E, i, hidden) are 3-D
@@ -385,6 +389,44 @@ def count_params(m: ModelSpec) -> int:
         total += mllama_text_extra_params(m)
         total += image_newline_params(m.vision, m.hidden_size or 0)
     return total
+
+
+def image_linears(v: VisionSpec, text_hidden: int) -> tuple[tuple[Linear, ...], tuple[Linear, ...]]:
+    """(the tower's, the projector's) nn.Linear modules, as (in, out, count): what transformers' bitsandbytes
+    replacement quantizes on the image side under QLoRA (integrations/bitsandbytes.py replace_with_bnb_linear takes
+    every `type(module) is nn.Linear` whose name quantizers/base.py get_modules_to_not_convert does not skip: only
+    the tied, the last-parameter and the output-embedding modules (lm_head) and llm_int8_skip_modules /
+    _keep_in_fp32_modules, none of them on the image side of the families read here). Not Linears, so kept in the
+    load dtype: the patch Conv2d / Conv3d, position and class embeddings, norms, Gemma 3's
+    mm_input_projection_weight (a Parameter), LLaVA-NeXT's image_newline."""
+    h, i = v.hidden_size, v.intermediate_size
+    n = v.num_layers
+    if v.is_qwen:  # VisionAttention qkv / proj, VisionMlp fc1 / fc2 or Qwen2_5_VLMLP gate / up / down; PatchMerger
+        mlp = ([Linear("gate_proj", h, i, n), Linear("up_proj", h, i, n), Linear("down_proj", i, h, n)]
+               if v.kind == "qwen2_5_vl" else [Linear("fc1", h, i, n), Linear("fc2", i, h, n)])
+        wide = h * v.spatial_merge_size ** 2
+        return ((Linear("qkv", h, 3 * h, n), Linear("proj", h, h, n), *mlp),
+                (Linear("merger.mlp.0", wide, wide, 1), Linear("merger.mlp.2", wide, v.out_hidden_size, 1)))
+    if v.is_mllama:  # MllamaVisionEncoderLayer q/k/v/o_proj, MllamaVisionMLP fc1 / fc2, local and global encoders
+        n += v.num_global_layers
+    layer = (Linear("q_proj", h, h, n), Linear("k_proj", h, h, n), Linear("v_proj", h, h, n),
+             Linear("o_proj" if v.is_mllama or v.kind == "llama4" else "out_proj", h, h, n),
+             Linear("fc1", h, i, n), Linear("fc2", i, h, n))
+    if v.is_mllama:  # MllamaModel.multi_modal_projector
+        return layer, (Linear("multi_modal_projector", v.vision_output_dim, text_hidden, 1),)
+    if v.kind == "llama4":
+        # Llama4UnfoldConvolution.linear (3 x patch^2 -> width), Llama4VisionMLP2 fc1 / fc2 in the
+        # vision_adapter; Llama4MultiModalProjector.linear_1
+        vod = v.vision_output_dim
+        tower = (Linear("patch_embedding.linear", 3 * v.patch_size ** 2, h, 1), *layer,
+                 Linear("vision_adapter.mlp.fc1", i, vod, 1), Linear("vision_adapter.mlp.fc2", vod, vod, 1))
+        return tower, (Linear("linear_1", vod, text_hidden, 1),)
+    if v.kind == "siglip":  # Gemma3MultiModalProjector holds a Parameter, no Linear
+        return layer, ()
+    if v.kind == "idefics3":  # Idefics3Connector.modality_projection.proj
+        return layer, (Linear("modality_projection.proj", h * v.scale_factor ** 2, text_hidden, 1),)
+    # LlavaMultiModalProjector (LLaVA-1.5 and LLaVA-NeXT)
+    return layer, (Linear("linear_1", h, text_hidden, 1), Linear("linear_2", text_hidden, text_hidden, 1))
 
 
 def image_newline_params(v: VisionSpec, text_hidden: int) -> int:

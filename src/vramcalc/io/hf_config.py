@@ -1131,16 +1131,17 @@ def _granitemoehybrid(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # = heads), vocab 32000, untied, shared_intermediate_size 1024, num_local_experts 8, position_embedding_type None
     # (no RoPE), layer_types None (every layer "linear_attention", i.e. a mixer), mamba_n_heads 128, mamba_d_head
     # "auto" (= mamba_expand x hidden / mamba_n_heads), mamba_n_groups 1, mamba_d_state 256, mamba_d_conv 4,
-    # mamba_expand 2, mamba_chunk_size 256, mamba_conv_bias true, mamba_proj_bias false, attention_bias false.
+    # mamba_expand 2, mamba_chunk_size 256, mamba_conv_bias true, mamba_proj_bias false, attention_bias false,
+    # intermediate_size 11008 (the experts), num_experts_per_tok 2, output_router_logits false.
     # modeling_granitemoehybrid.py GraniteMoeHybridDecoderLayer: a layer runs GraniteMoeHybridMambaLayer (BambaMixer)
     # where layer_types[i] is "mamba" / "linear_attention", else GraniteMoeHybridAttention; then shared_mlp
     # (GraniteMoeHybridMLP: input_linear hidden -> 2 x shared_intermediate_size, chunk, silu(gate) x up,
     # output_linear; no biases) and, with num_local_experts > 0, block_sparse_moe beside it.
     experts = int(d.get("num_local_experts", 8) or 0)
-    if experts:
-        raise PresetFileError(source, [f"num_local_experts {experts}: GraniteMoeHybrid's MoE block (the fp32 top-k "
-                                       "router and its experts beside shared_mlp; granite-4.0-h-tiny / -h-small) is "
-                                       "not modelled; the dense models (num_local_experts 0, granite-4.0-h-micro) are"])
+    if experts and d.get("output_router_logits"):
+        raise PresetFileError(source, ["output_router_logits true: GraniteMoeHybridForCausalLM's router aux loss "
+                                       "(load_balancing_loss_func over every layer's fp32 router logits) is not "
+                                       "modelled; set it to false (the published configs do)"])
     pos = d.get("position_embedding_type")
     if pos not in (None, "nope"):
         raise PresetFileError(source, [f"position_embedding_type {pos!r}: GraniteMoeHybrid's RoPE tables are not "
@@ -1156,8 +1157,18 @@ def _granitemoehybrid(d: Mapping[str, Any], source: str) -> dict[str, Any]:
         raise PresetFileError(source, ["mlp_bias: GraniteMoeHybridMLP's input_linear / output_linear have no bias "
                                        "(GraniteMoeHybridConfig has no mlp_bias); drop the key"])
     # shared_mlp is the dense MLP: the fused input_linear is gate_up_proj, output_linear down_proj (params.py names)
-    out["intermediate_size"] = int(_get(d, source, "shared_intermediate_size", default=1024))
+    shared = int(_get(d, source, "shared_intermediate_size", default=1024))
+    out["intermediate_size"] = shared
     out["fused_gate_up"] = True
+    if experts:
+        # granite-4.0-h-tiny / -h-small: block_sparse_moe (GraniteMoeHybridMoE) beside shared_mlp in every layer:
+        # GraniteMoeHybridTopKRouter (weight (E, hidden), no bias) and GraniteMoeHybridExperts, 3-D gate_up_proj
+        # (E, 2 x intermediate_size, hidden) and down_proj (E, hidden, intermediate_size), as Mixtral's. shared_mlp
+        # becomes the "shared expert" (params.py shared_expert.*, no gate), the experts intermediate_size wide.
+        out.update(intermediate_size=int(_get(d, source, "intermediate_size", default=11008)),
+                   num_experts=experts, experts_per_token=int(_get(d, source, "num_experts_per_tok", default=2)),
+                   moe_intermediate_size=int(_get(d, source, "intermediate_size", default=11008)),
+                   num_shared_experts=1, shared_expert_intermediate_size=shared)
     out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
     hidden, n_layers = int(out["hidden_size"]), int(out["num_layers"])
     inter = int(_get(d, source, "mamba_expand", default=2)) * hidden

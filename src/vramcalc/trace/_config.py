@@ -253,12 +253,19 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                  mamba_d_head=model.mixer_head_dim, mamba_n_groups=model.ssm_n_groups,
                  mamba_d_conv=model.ssm_conv_kernel, mamba_chunk_size=model.ssm_chunk_size,
                  mamba_conv_bias=model.ssm_conv_bias, mamba_proj_bias=model.ssm_proj_bias)
-    if family == "granitemoehybrid":  # configuration_granitemoehybrid.py names (memory/hybrid.py), the dense models
+    if family == "granitemoehybrid":  # configuration_granitemoehybrid.py names (memory/hybrid.py)
         assert model.mixer_head_dim and model.hidden_size
         d.pop("head_dim", None)
+        # the MoE models (h-tiny, h-small): block_sparse_moe of num_local_experts experts intermediate_size wide,
+        # shared_mlp the shared expert; the dense ones (h-micro): num_local_experts 0, shared_mlp the MLP
+        moe = bool(model.num_experts)
         # the published H models' multipliers (granite-4.0-h-micro): each product is a temporary whatever its value
-        d.update(attention_bias=model.qkv_bias, hidden_act=model.hidden_act, num_local_experts=0,
-                 num_experts_per_tok=0, shared_intermediate_size=model.intermediate_size,
+        d.update(attention_bias=model.qkv_bias, hidden_act=model.hidden_act, num_local_experts=model.num_experts,
+                 num_experts_per_tok=model.experts_per_token if moe else 0,
+                 intermediate_size=(model.moe_intermediate_size or model.intermediate_size) if moe
+                 else model.intermediate_size,
+                 shared_intermediate_size=(model.shared_expert_intermediate_size if moe else model.intermediate_size),
+                 output_router_logits=False,
                  layer_types=["attention" if i in model.attention_layers else "mamba"
                               for i in range(model.num_layers or 0)],
                  position_embedding_type="nope", embedding_multiplier=12.0, residual_multiplier=0.22,

@@ -168,6 +168,27 @@ def quantize_blocks(model: nn.Module, layers: nn.ModuleList, bits: int, double_q
     return count
 
 
+def quantize_image_side(model: nn.Module, layers: nn.ModuleList, bits: int, double_quant: bool,
+                        compute_dtype: torch.dtype) -> int:
+    """A vision-language model's other Linears (the tower's, the projector's) as transformers' bitsandbytes quantizer
+    replaces them (integrations/bitsandbytes.py replace_with_bnb_linear: `type(module) is nn.Linear` whose name
+    quantizers_utils.py should_convert_module keeps, against quantizers/base.py get_modules_to_not_convert with the
+    model's _keep_in_fp32_modules, as quantizer_bnb_4bit.py _process_model_before_weight_loading calls it); the text
+    blocks (`layers`) are quantize_blocks'. Call before quantize_blocks: the skip list reads the model as built."""
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    skip = HfQuantizer.get_modules_to_not_convert(model, None, getattr(model, "_keep_in_fp32_modules", None))
+    inside = {id(m) for block in layers for m in block.modules()}
+    count = 0
+    for name, mod in list(model.named_modules()):
+        if type(mod) is nn.Linear and id(mod) not in inside and should_convert_module(name, skip):
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            setattr(parent, name.rsplit(".", 1)[-1], QuantLinear(mod, bits, double_quant, compute_dtype))
+            count += 1
+    return count
+
+
 def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) -> tuple[nn.Module, list[str]]:
     """A transformers causal LM (a 1-label sequence classifier for --objective reward) with meta-device
     weights (fakeified by the caller)."""

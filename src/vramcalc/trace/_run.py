@@ -13,7 +13,7 @@ from vramcalc.core.memory.precision import resolve_precision
 from vramcalc.core.peft_methods import TABLE
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace import _cuda
-from vramcalc.trace._hf import DTYPES, build_model, find_layers, model_dtype, quantize_blocks
+from vramcalc.trace._hf import DTYPES, build_model, find_layers, model_dtype, quantize_blocks, quantize_image_side
 from vramcalc.trace._optim import make_optimizer
 from vramcalc.trace._step import TraceResult, _fakeify, trace_module_step
 
@@ -42,9 +42,13 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
     if method == "qlora":
         if dtype == torch.float32:
             raise UnsupportedCombination("qlora needs a 16-bit compute dtype: use --precision bf16")
+        image = quantize_image_side(hf, layers, training.quant_bits, training.double_quant, dtype) \
+            if model.vision is not None else 0
         n = quantize_blocks(hf, layers, training.quant_bits, training.double_quant, dtype)
         notes.append(f"qlora: {n} block Linear layers replaced by an emulated bitsandbytes "
-                     f"{training.quant_bits}-bit storage (embeddings, norms, lm_head stay 16-bit)")
+                     f"{training.quant_bits}-bit storage (embeddings, norms, lm_head stay 16-bit)"
+                     + (f", and {image} of the vision tower and projector (transformers' quantizer skips lm_head "
+                        "only)" if image else ""))
         # from_pretrained with a quantization_config marks every module's config (quantizers/base.py
         # _assign_is_quantized): JambaMambaMixer then calls dt_proj as a module instead of reading its weight
         if model.family == "jamba":

@@ -68,6 +68,7 @@ from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note,
 from vramcalc.core.memory.savers import largest_tensor, layer_residency
 from vramcalc.core.memory.weights import (
     WeightBytes,
+    fp32_router_tensors,
     freeze_fraction,
     saved_embedding,
     saved_head,
@@ -477,6 +478,9 @@ def _settings_key(training: TrainingSpec) -> tuple[object, ...] | None:
     return getter(fields)
 
 
+_CHUNKED_HEADS = ("chunked", "linear-chunked")  # the losses calling the head once per chunk (memory/loss.py)
+
+
 def _plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     key = _settings_key(training)
     if key is None:
@@ -567,10 +571,27 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     notes.extend(_reward_scoring.notes(training, recipe))
     opt = optimizer_bytes(w.trainable_tensors, recipe, training, body)
     notes.extend(library_optimizer_notes(body, training, recipe))
+    routers = fp32_router_tensors(body, recipe)
+    if routers:
+        notes.append(f"{model.family} keeps its routers in fp32 under a {recipe.weight} load "
+                     f"(_keep_in_fp32_modules_strict: {sum(t.numel for t in routers):,} parameters)"
+                     + (", with fp32 gradients" + (" and optimizer states" if recipe.pure else "")
+                        if w.fp32_trainable else "") + ".")
     if training.method in ADAPTER_DTYPE_METHODS:  # adapters of every PEFT method but LN tuning
         gradients = w.trainable * dtype_bytes(training.adapter_dtype)
     else:
         gradients = w.trainable * dtype_bytes(recipe.grad)
+        # DeepSeek's fp32 routers (weights.py fp32_router_tensors): autograd's gradient takes the parameter's dtype
+        gradients += w.fp32_trainable * (4 - dtype_bytes(recipe.grad))
+        if w.fp32_trainable and recipe.pure and training.optimizer not in LIBRARY_OPTIMIZERS:
+            # pure-*: torch.optim's states are zeros_like(param), fp32 for these: the states of those tensors as
+            # an fp32 model's, less what the 16-bit count gave them
+            from dataclasses import replace
+
+            fp32 = replace(recipe, weight="fp32", grad="fp32", state="fp32")
+            more = (optimizer_bytes(w.fp32_trainable_tensors, fp32, training, body).moments
+                    - optimizer_bytes(w.fp32_trainable_tensors, recipe, training, body).moments)
+            opt = OptimizerBytes(opt.moments + more, opt.master_weights, opt.step_temporaries, opt.paged)
     if w.copies:  # modules_to_save copies (memory/weights.py): their dtype, and a full fine-tuning's states
         from dataclasses import replace
 
@@ -1213,7 +1234,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
         recompute_bottom=_ssm.is_mamba2(m) or _nemotron_h.recompute_bottom(m) or _zamba2.is_zamba2(m),
         **(_hybrid.lowest_mixer_rerun(m, t, recipe) | _nemotron_h.lowest_mixer_rerun(m, t, recipe)
-           if full_like and t.grad_checkpointing and not _distributed.is_parallel(t) else {}),
+           if (full_like or (m.family == "granitemoehybrid" and t.method in ("lora", "qlora"))) and t.grad_checkpointing
+           and not _distributed.is_parallel(t) else {}),
         # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
@@ -1304,6 +1326,12 @@ def _transformer_phases(
                             hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable,
                             labelled=labelled, residual=p.residual, weight=p.head_weight)
         head_saved = p.norm_saved_t * tokens + lb.saved + p.lora_head_t * tokens
+        if p.loss in _CHUNKED_HEADS and not p.head_trainable:
+            # autocast caches a weight's 16-bit cast only for a leaf that requires grad (torch autocast_mode.cpp
+            # cached_cast): a frozen head is cast again by every chunk's projection, and each chunk's matmul saves its
+            # own cast for the input gradient; autocast_copies holds one of them (measured with the tracer:
+            # tinyllama cut to 2 layers, LoRA amp-bf16 with checkpointing b1 s256, 8 chunks: -37 % without them)
+            head_saved += (min(p.loss_chunks, seq) - 1) * p.autocast_head_copy
         if p.rl is not None and p.loss == "trl":  # GRPO's loss: fp32 vectors per completion token (memory/rl.py)
             head_saved += _rl.loss_bytes(t)
         loss_fwd_t, loss_bwd_t = lb.forward, lb.backward_start
@@ -1354,6 +1382,8 @@ def _transformer_phases(
             kept += p.offload_leaf_t * tokens
             kept_bwd += p.offload_leaf_t * tokens
         recomputed = per_layer if saving_layers else 0
+        # (the losses that project with the head module: the others count its weight in their own terms)
+        head_cast_kept = p.autocast_head_copy if p.loss == "hf" or p.loss in _CHUNKED_HEADS else 0
         copies = p.layer_copies
         activations = kept + once + head_saved + autocast_copies + recomputed
         # The bottom layer recomputed: a MoE model's dense bottom layer saves a dense MLP's set (bottom_less_t;
@@ -1365,7 +1395,10 @@ def _transformer_phases(
             ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, fwd_layer_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS_CK,
              (acc, kept, once, autocast_copies, head_saved, loss_fwd_t, grad_fwd)),
-            ("backward.start", _m.BWD_START_CK, (acc, kept, once, head_saved, loss_bwd_t, grad_fwd)),
+            # the head's autocast cast outlives the forward (its matmul saved it for the input gradient; the head is
+            # not checkpointed), unlike the layers' (measured with the tracer: a 4-layer llama, vocab 32,000, amp-bf16
+            # with checkpointing b2 s256: -3.6 % full, -5.5 % LoRA without it, one V x H 16-bit weight short)
+            ("backward.start", _m.BWD_START_CK, (acc, kept, once, head_saved + head_cast_kept, loss_bwd_t, grad_fwd)),
         ]
         if head_bwd_t >= 0:
             moments.append(("backward.head", _m.BWD_HEAD_CK,

@@ -524,7 +524,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # The shared expert (Qwen2MoeMLP / DeepseekV3MLP): a dense gated MLP over every token, nn.Linear
             # modules (adapted by name or all-linear unless peft mapped the names to the experts: params.py).
             s_i = m.shared_expert_intermediate_size or width * m.num_shared_experts
-            s_in = linear_input("shared expert input", ("gate_proj", "up_proj"), h, input_live=live) or live
+            # (GraniteMoeHybrid's shared_mlp: input_linear, the fused gate_up_proj; chunk(2) views keep its whole
+            # output, what silu and the product save: the same bytes as the separate gate and up)
+            s_up = ("gate_up_proj",) if m.fused_gate_up else ("gate_proj", "up_proj")
+            s_in = linear_input("shared expert input", s_up, h, input_live=live) or live
             terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
             linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
             if m.shared_expert_gate:
@@ -984,8 +987,9 @@ def _routing_weight_bytes(m: ModelSpec, c: int, eb: int) -> int:
     DeepSeek's routers return fp32 top-k weights (softmax(logits.float()), sigmoid scores), which promote the
     weighted copy to fp32; Qwen2-MoE's and Qwen3-MoE's cast them back to the router logits' dtype
     (`router_top_value.to(router_logits.dtype)`, modeling_qwen2_moe.py / modeling_qwen3_moe.py), so it stays 16-bit."""
-    # (Jamba's JambaTopKRouter too: `top_k_weights.to(hidden_states.dtype)`, modeling_jamba.py)
-    return max(eb, c) if m.family in ("qwen2_moe", "qwen3_moe", "jamba") else 4
+    # (Jamba's JambaTopKRouter too: `top_k_weights.to(hidden_states.dtype)`, modeling_jamba.py; GraniteMoeHybrid's
+    # GraniteMoeHybridTopKRouter: `softmax(top_k_logits).type_as(hidden_states)`, modeling_granitemoehybrid.py)
+    return max(eb, c) if m.family in ("qwen2_moe", "qwen3_moe", "jamba", "granitemoehybrid") else 4
 
 
 def routed_backward_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
@@ -1056,12 +1060,18 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     # live tensors, --grid moe deepseek_v3 full: a (tokens, k) fp32 clone and the (tokens, 1) sum)
     renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3")
     rw = _routing_weight_bytes(m, c, eb)
-    out = [Term("router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0)),
+    out = [Term("router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0))
+           if m.family != "granitemoehybrid" else
+           # GraniteMoeHybridTopKRouter (modeling_granitemoehybrid.py): `F.linear(h, weight).float()`, topk of the fp32
+           # logits (saves its int64 indices), then softmax over the k chosen only (saves its fp32 output, k wide)
+           Term("router top-k indices, softmax over the top k (fp32)", 8 * k + 4 * k),
            Term("expert routing indices (int64 x 3), gathered routing weights", 3 * 8 * k + rw * k),
            Term("experts gate_up output, activation output, down output", k * eb * (3 * i + h))]
     if experts_grad:
         out.append(Term("experts grouped_mm inputs (gathered hidden, gated product)", k * eb * (h + i)))
-    if trainable or lora_router:
+    # GraniteMoeHybridMoE's router reads a view of the normed input that shared_mlp's input_linear saves for its own
+    # weight gradient (one storage: measured with saved_tensors_hooks over one layer, tests/test_granitemoehybrid.py)
+    if (trainable or lora_router) and not (m.family == "granitemoehybrid" and trainable):
         # DeepSeek's routers run `F.linear(hidden_states.type(torch.float32), self.weight.type(torch.float32))`
         # (modeling_deepseek_v3.py DeepseekV3TopkRouter, _v2.py DeepseekV2TopkRouter): the saved input is fp32
         out.append(Term("router input (its weight's gradient)", (4 if deepseek_router(m) else c) * h))

@@ -231,15 +231,15 @@ def layered_less(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weight
 
 
 def lowest_mixer_rerun(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> dict[str, int]:
-    """Bamba, full fine-tuning with checkpointing: the lowest mixer layer's rerun comes after every layer above it has
-    written its gradients (an attention layer on top does not hold the largest rerun: measured with the tracer,
-    --grid bamba full with checkpointing, attn_layer_indices [0, 3]: the peak at layer 1's rerun, -6.4 % when only
-    the head's gradients were counted there). The plan's fields: the gradient bytes not made yet (that layer's,
-    those below it and the embedding's: sum(p.numel()) of the stack cut after it, less the final norm and the head)
-    and its index."""
+    """Bamba, full fine-tuning with checkpointing (GraniteMoeHybrid: LoRA too): the lowest mixer layer's rerun comes
+    after every layer above it has written its gradients (an attention layer on top does not hold the largest rerun:
+    measured with the tracer, --grid bamba full with checkpointing, attn_layer_indices [0, 3]: the peak at layer 1's
+    rerun, -6.4 % when only the head's gradients were counted there). The plan's fields: the gradient bytes not made
+    yet (that layer's, those below it and the embedding's: sum(p.numel()) of the stack cut after it, less the final
+    norm and the head) and its index."""
     from dataclasses import replace
 
-    from vramcalc.core.params import count_params
+    from vramcalc.core.params import count_params, outer_targets
 
     if not is_layered_hybrid(m) or m.num_layers is None or m.hidden_size is None or m.vocab_size is None:
         return {}
@@ -247,6 +247,26 @@ def lowest_mixer_rerun(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> dict[st
     low = next((i for i in range(m.num_layers) if i not in attn), None)
     if low is None:
         return {}
+    if t.method in ("lora", "qlora"):
+        # GraniteMoeHybrid LoRA with checkpointing: the same moment, with the adapters' gradients of the layers above
+        # made (measured with the tracer, --grid granite MoE shape B LoRA all-linear with checkpointing: the peak at
+        # layer 1's rerun with half the adapters' gradients alive, -2.32 % when only the top layer's rerun was counted).
+        # Not made yet: each adapted Linear's share in the layers up to `low`, by kind (attention, mixer, every
+        # layer's MLP), and the embedding's adapter (the last; the head's exists from the start of backward).
+        from vramcalc.core.params import resolve_targets
+
+        n_attn = len(m.attention_layers)
+        attn_cut = sum(1 for i in m.attention_layers if i <= low)
+        kinds = {"in_proj": (low + 1 - attn_cut, m.num_layers - n_attn), "out_proj": (low + 1 - attn_cut,
+                                                                                      m.num_layers - n_attn)}
+        kinds |= dict.fromkeys(("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"), (attn_cut, max(n_attn, 1)))
+        below = 0
+        for lin in resolve_targets(m, t.lora_targets):
+            cut_n, n = kinds.get(lin.module.rsplit(".", 1)[-1], (low + 1, m.num_layers))
+            below += t.lora_rank * lin.rank_mult * (lin.in_features + lin.out_features) * lin.count * cut_n // n
+        if "embed_tokens" in outer_targets(t.lora_targets):
+            below += t.lora_rank * (m.vocab_size + m.hidden_size)
+        return {"rerun_mixer_below": below * dtype_bytes(t.adapter_dtype), "rerun_mixer_layer": low}
     cut = replace(m, num_layers=low + 1, attention_layers=tuple(i for i in m.attention_layers if i < low))
     below = count_params(cut) - m.hidden_size - m.vocab_size * m.hidden_size
     return {"rerun_mixer_below": below * dtype_bytes(recipe.grad), "rerun_mixer_layer": low}
@@ -298,9 +318,12 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
         return ()
     if m.family == "granitemoehybrid":
         n_attn = len(m.attention_layers)
+        ffn = (f"block_sparse_moe ({m.num_experts} experts, top {m.experts_per_token}: the fp32 router's top-k, then "
+               "the 3-D experts through transformers' default grouped_mm, as Mixtral's) beside shared_mlp"
+               if m.num_experts else "the dense shared_mlp")
         return (f"{m.name}: {(m.num_layers or 0) - n_attn} Mamba-2 mixer layers and {n_attn} attention layers "
-                f"(layer_types' attention at {list(m.attention_layers)}, no positions: \"nope\"), each with the "
-                "dense shared_mlp; the mixers counted as transformers' PyTorch path (mamba2_chunk_scan, the row padded "
+                f"(layer_types' attention at {list(m.attention_layers)}, no positions: \"nope\"), each with "
+                f"{ffn}; the mixers counted as transformers' PyTorch path (mamba2_chunk_scan, the row padded "
                 f"to a multiple of chunk_size {m.ssm_chunk_size}), what runs without the mamba_ssm / causal_conv1d "
                 "kernels; the embedding, residual and logits multipliers' products as the temporaries they are.",)
     if is_layered_hybrid(m):

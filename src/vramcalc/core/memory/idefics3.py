@@ -42,6 +42,7 @@ from vramcalc.core.memory.vision import (
     check,
     images_per_sample,
 )
+from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, image_side_bytes
 from vramcalc.core.params import projector_params, vision_tower_params
 from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
@@ -242,6 +243,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
+    img_w = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
+    vision_moment += img_w.dequant_forward
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), vision_moment)))
     before_tower = projector if trained_projector else 0
     for key, layout, values in b.moments:
@@ -282,13 +285,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         kept = n * rows * vh * layers * r_bytes + (2 * tokens * th * r_bytes if not trained_projector else 0)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
                                   (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
-    weights = b.weights + (tower + projector) * w_bytes
+    weights = b.weights + img_w.total
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel + pmask, "activations.image_side_saved": saved + tower_kept,
                     "activations.tower_output_kept": kept_output,
                     "temporaries.vision_tower_forward": vision_moment})
@@ -311,8 +314,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its embeddings: "
            "enable_input_require_grads)" if gc else "frozen and run without grad")
         + f"; {mode} ({projector:,} parameters, Idefics3Connector: pixel shuffle by {v.scale_factor}, one Linear); "
-        "QLoRA keeps the tower and connector 16-bit (an assumption: the common recipes skip them from quantization); "
-        + LM_ONLY_LORA,
+        + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights,

@@ -104,8 +104,8 @@ def own_check(model: ModelSpec, training: TrainingSpec) -> None:
                                      "flash is refused by Llama 4): use --attention sdpa")
     if training.method == "qlora" and training.kbit_prep:
         raise UnsupportedCombination(f"QLoRA with prepare_model_for_kbit_training is not modelled for {model.name}'s "
-                                     "images (it casts the 16-bit tower and projector to fp32, whose activations are "
-                                     "not counted): add --no-kbit-prep")
+                                     "images (it casts the tower's and projector's norms and embeddings to fp32, whose "
+                                     "activations are not counted): add --no-kbit-prep")
     if recipe_of(training).autocast:
         raise UnsupportedCombination(f"--precision {training.precision} (autocast) is not modelled for {model.name}'s "
                                      "images (Llama 4 multimodal: the tower's fp32 LayerNorm outputs under autocast "

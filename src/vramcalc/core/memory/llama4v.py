@@ -47,7 +47,13 @@ from vramcalc.core.memory.vision import (
     _text_model,
     images_per_sample,
 )
-from vramcalc.core.params import projector_params, vision_tower_params
+from vramcalc.core.memory.weights import (
+    QLORA_IMAGE_NOTE,
+    dequant_backward_bytes,
+    dequant_forward_bytes,
+    image_side_bytes,
+)
+from vramcalc.core.params import image_linears, projector_params, vision_tower_params
 from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
 
@@ -149,6 +155,18 @@ def estimate(model: ModelSpec, training: TrainingSpec,
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
+    img_w = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
+    if img_w.dequant_forward:
+        # QLoRA: a quantized Linear's moment, its dequantized weight (dequant_forward_bytes) beside its input and
+        # output, over the kept layer inputs: the tower's Linears on every tile's rows, the adapter's fc1 / fc2
+        # (Llama4VisionMLP2) and the projector on the pixel-shuffled rows; at its RoPE moment no Linear runs
+        tower_lin, projector_lin = image_linears(v, th)
+        at_linear = max(dequant_forward_bytes(training, recipe, lin.in_features, lin.out_features)
+                        + n * (per_tile if lin.module.startswith("vision_adapter") or lin in projector_lin else rows)
+                        * (lin.in_features + lin.out_features) * a_bytes for lin in (*tower_lin, *projector_lin))
+        # with checkpointing the adapter runs with grad: layernorm_post's input and each GELU's input are kept
+        shuffled_kept = (hidden + 2 * n * per_tile * out_dim * a_bytes) if gc else 0
+        vision_moment = max(vision_moment, before + kept_layers + shuffled_kept + at_linear)
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), vision_moment)))
     for key, lay, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
@@ -171,19 +189,30 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         at_gelu = n * rows * ((4 * vh + vh + vi) * a_bytes + 4 * heads + 8 + (vh + 2 * vi) * a_bytes)
         kept = n * (layers * rows * vh * a_bytes + patches * vh * a_bytes + rows * vh * a_bytes + 8 * rows) \
             + (2 * tokens * th * a_bytes if not trained_projector else 0)
+        if training.method == "qlora":
+            # QLoRA: every quantized Linear's backward dequantizes its weight again (dequant_backward_bytes): the
+            # projector's and the adapter's on the pixel-shuffled rows, before the layers'; in a recomputed layer the
+            # largest one's weight beside the GELU moment (an upper bound: fc2's runs just before it)
+            tower_lin, projector_lin = image_linears(v, th)
+            shuffled = [lin for lin in tower_lin if lin.module.startswith("vision_adapter")] + list(projector_lin)
+            in_layer = [lin for lin in tower_lin if lin.count == layers]
+            at_gelu = max(at_gelu + max(dequant_backward_bytes(training, recipe, lin.in_features, lin.out_features, 0)
+                                        for lin in in_layer),
+                          max(dequant_backward_bytes(training, recipe, lin.in_features, lin.out_features,
+                                                     n * per_tile) for lin in shuffled))
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
                                   (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
     # Llama4VisionRotaryEmbedding's freqs_ci buffer (complex64, one row per tile row, 2 x (head_dim // 4) values:
     # _compute_freqs_ci's rope_freq of head_dim // 4, repeat_interleave(2), x and y concatenated, every other kept),
     # moved to the GPU with the model
     freqs = rows * 2 * (vh // heads // 4) * 8
-    weights = b.weights + (tower + projector) * w_bytes + freqs
+    weights = b.weights + img_w.total + freqs
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "weights.vision_rope_buffer": freqs,
                     "activations.pixel_values": pixel,
                     "activations.image_side_saved": saved + saved_projector + tower_kept,
@@ -207,8 +236,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"tile, {n:,} tiles per step) "
         + ("frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen; nothing in it requires grad, so it saves nothing")
-        + f"; {mode} ({projector:,} parameters, Llama4MultiModalProjector: one Linear); QLoRA keeps the tower and "
-        "projector 16-bit (an assumption: the common recipes skip them from quantization); " + LM_ONLY_LORA,
+        + f"; {mode} ({projector:,} parameters, Llama4MultiModalProjector: one Linear); "
+        + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
     )
     # the text model's own note says the image side is counted elsewhere: it is counted here
     text_notes = tuple(x.replace(" the vision tower and projector are not counted here (the -vision presets count "

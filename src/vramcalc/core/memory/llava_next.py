@@ -24,6 +24,7 @@ from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import vision as _vision
 from vramcalc.core.memory.anyres import best_resolution, image_shape, image_tokens, tiles, unpadded_grid
 from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, image_side_bytes
 from vramcalc.core.params import image_newline_params, projector_params, vision_tower_params
 from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
@@ -139,6 +140,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _vision._scaled(b.gradients, trainable_text, with_grad)
+    img_w = image_side_bytes(model, training, recipe, tower, projector + newline)  # QLoRA: 4-bit Linears (weights.py)
+    # QLoRA: a layer's quantized Linear holds its dequantized weight beside the layer's transients (their peak is at
+    # the activation, one intermediate-wide tensor past fc1's call), the projector's beside the projector moment
+    tower_moment += max(0, img_w.dequant_tower - n_tiles * rows * vi * a_bytes)
+    proj_moment += img_w.dequant_projector
     raw.append(("forward.vision", _m.FWD_VISION,
                 (_vision._scaled(accum, trainable_text, with_grad), max(tower_moment, proj_moment))))
     for key, layout, values in b.moments:
@@ -192,13 +198,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                       pixel + own + (n_tiles * rows * vh * a_bytes if gc else 0), at_mul)
             values = max(start, bottom, key=sum)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, values))
-    weights = b.weights + (tower + projector + newline) * w_bytes
+    weights = b.weights + img_w.total
     states = _vision._scaled(b.optimizer_state, trainable_text, with_grad)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": (projector + newline) * w_bytes,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "activations.image_outputs_held": held + in_forward,
                     "temporaries.vision_tower_forward": max(tower_moment, proj_moment)})
@@ -220,8 +226,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
            "but get no gradient)" if trained_tower else
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen, run without grad")
-        + f"; {mode} ({projector + newline:,} parameters); QLoRA keeps the tower and projector 16-bit (an "
-        "assumption: LLaVA recipes skip them from quantization); " + LM_ONLY_LORA,
+        + f"; {mode} ({projector + newline:,} parameters); " + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
         "image side: every tile's tower forward counted at one layer's transients (approximate); the model output "
         "holds the tower's last and feature-layer hidden states and the packed image features until the loss.",
     )

@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, dequant_backward_bytes, image_side_bytes
 from vramcalc.core.params import (
     head_dim,
+    image_linears,
     kv_heads,
     mllama_text_extra_params,
     projector_params,
@@ -310,7 +312,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     acc = _scaled(accum, trainable_text, grow_all)
-    raw.append(("forward.vision", _m.FWD_VISION, (acc, tower_fwd if not graph else
+    img_w = image_side_bytes(model, training, recipe_of(training), tower, projector)  # QLoRA: 4-bit Linears
+    # QLoRA: a layer's quantized Linear holds its dequantized weight beside the layer's moment past GELU's extra
+    # tensor (intermediate wide); the projector's runs after the tower returns, beside its output and the states
+    tower_fwd = max(tower_fwd + max(0, img_w.dequant_tower - images * rows * i * c),
+                    pixel + vision_out + states + img_w.dequant_projector if img_w.dequant_projector else 0)
+    raw.append(("forward.vision", _m.FWD_VISION, (acc, tower_fwd if not graph else img_w.dequant_forward +
                                                   tower_graph_forward(v, images, vrows, c) + pixel
                                                   + tower_saved - tower_graph_saved(v, images))))
     raw.append(("forward.cross_mask", FWD_CROSS_MASK, (acc, mask_moment, 0)))
@@ -422,15 +429,24 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     if graph:
         # the tower's backward, last: every gradient exists, the tower's saved graph, and at its top global layer's
         # MLP backward the gradients of the intermediate layers' outputs (the stack's) and the flowing ones
-        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
-                                  (g_all, tower_saved + conv_in, tower_backward(v, images, vrows, c, trained_tower))))
-    weights = b.weights + (tower + projector + extras) * w_bytes
+        bwd = tower_backward(v, images, vrows, c, trained_tower)
+        if training.method == "qlora":
+            # QLoRA: the projector's backward (its input needs a gradient once the tower is hooked) dequantizes its
+            # weight again beside grad_A and the incoming gradient (weights.py dequant_backward_bytes), before the
+            # layers'; a layer's largest Linear does beside the layer's backward moment (an upper bound)
+            tower_lin, projector_lin = image_linears(v, d)
+            bwd = max(bwd + max(dequant_backward_bytes(training, recipe_of(training), lin.in_features,
+                                                       lin.out_features, 0) for lin in tower_lin),
+                      *(dequant_backward_bytes(training, recipe_of(training), lin.in_features, lin.out_features, vrows)
+                        for lin in projector_lin))
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, (g_all, tower_saved + conv_in, bwd)))
+    weights = b.weights + img_w.total + extras * w_bytes
     states_opt = _scaled(b.optimizer_state, trainable_text, grow_all)
     base = weights + states_opt + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel, "activations.cross_attention_layers": saved_cross,
                     "activations.image_side_saved": vision_out + states + masks,
                     "temporaries.vision_tower_forward": tower_fwd})
@@ -444,7 +460,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"vision tower ({tower:,} parameters) "
         + ("trained (--train-vision: its gradients, optimizer state and whole saved graph, checkpointing or not: "
            "MllamaVisionEncoderLayer is no GradientCheckpointingLayer)" if trained_tower else "frozen")
-        + f"; {mode}; QLoRA keeps the tower and projector 16-bit; " + LM_ONLY_LORA,
+        + f"; {mode}; " + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
     )
     def temporaries_of(entries: list[_m.RawMoment], keys: tuple[str, ...]) -> int:
         return max((sum(x for (_, comp), x in zip(layout, values, strict=True) if comp == "temporaries")

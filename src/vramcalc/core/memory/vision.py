@@ -8,8 +8,8 @@ on the whole sequence: `--seq-len` text tokens + `images` x `image_tokens` place
 memory is the decoder estimate of a sequence that long (logits and loss included: the labels of the image
 positions are -100 but their logits are computed), and this module adds:
 
-- weights: the tower and the projector in the model's dtype (frozen tower; QLoRA keeps both 16-bit, as
-  LLaVA's recipe skips them from quantization: llm_int8_skip_modules);
+- weights: the tower and the projector in the model's dtype (frozen tower; QLoRA quantizes their Linears as the
+  text model's, memory/weights.py image_side_bytes: transformers' bitsandbytes quantizer skips only lm_head);
 - full fine-tuning trains the projector (the tower frozen, as LLaVA-1.5's recipe): its gradients and optimizer
   state at the text model's per-parameter rate; LoRA / QLoRA adapt only the language model (LLaVA's
   find_all_linear_names skips the tower and projector) and freeze the projector;
@@ -31,6 +31,7 @@ from vramcalc.core.errors import SpecError, UnsupportedCombination
 from vramcalc.core.memory import anyres
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, image_side_bytes
 from vramcalc.core.params import projector_params, qwen_block_params, vision_tower_params
 from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
@@ -723,6 +724,13 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _scaled(b.gradients, trainable_text, extra_trainable)
+    img_w = image_side_bytes(model, training, recipe, tower, merger)  # QLoRA: the Linears 4-bit (weights.py)
+    # QLoRA: a block's quantized Linear holds its dequantized weight beside the block's transients; the merger's run
+    # after the blocks, beside the tower's output, ln_q's and mlp.0's (merged rows x 4 x width each)
+    # (the block's MLP peak is at its activation, one intermediate-wide tensor past fc1's / gate_proj's call)
+    tower_moment = max(tower_moment + max(0, img_w.dequant_tower - rows * i * a_bytes),
+                       tower_moment - layer_t + img_w.dequant_projector
+                       + 3 * rows * d * a_bytes if img_w.dequant_projector else 0)
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
     for key, layout, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
@@ -760,13 +768,13 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
             raw.append((key, layout, values))
     if tower_bwd is not None and not trained_merger:  # adapters: after the language model's whole backward
         raw.insert(len(raw) - 2, ("backward.tower", BWD_QWEN_TOWER, (grad_all, *tower_bwd)))
-    weights = b.weights + (tower + merger) * w_bytes + adapters * dtype_bytes(training.adapter_dtype)
+    weights = b.weights + img_w.total + adapters * dtype_bytes(training.adapter_dtype)
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": merger * w_bytes,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel + positions, "activations.image_side_saved": saved + tower_kept,
                     "temporaries.vision_tower_forward": tower_moment})
     t, gh, gw = qwen_grid(v, training.image_size, training.image_size)
@@ -787,8 +795,7 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         + (f", LoRA on each block's {', '.join(lora_tower)} (peft's target matching: all-linear takes the tower's "
            f"Linears; {adapters:,} adapter parameters on the image side, and the blocks' saved sets for their "
            "backward)" if lora_tower else "")
-        + f"; {mode} ({merger:,} parameters); QLoRA keeps the tower and "
-        "merger 16-bit (an assumption: Qwen-VL recipes skip the visual modules from quantization).",
+        + f"; {mode} ({merger:,} parameters); " + QLORA_IMAGE_NOTE + ".",
         "vision tower forward: one block's transients at its rotary or MLP peak"
         + (" or, under --attention eager, its per-image (or per-window) fp32 softmax" if training.attention == "eager"
            else "")
@@ -882,6 +889,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _scaled(b.gradients, trainable_text, with_grad)
+    img_w = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
+    # QLoRA: a layer's quantized Linear holds its dequantized weight beside the layer's transients; the projector's
+    # runs after the layers, beside the tower's output, its input and its output (text width)
+    # (the layer's peak is at its activation, one intermediate-wide tensor past fc1's call, which holds the weight)
+    tower_moment = max(tower_moment + max(0, img_w.dequant_tower - n_img * rows * v.intermediate_size * a_bytes),
+                       tower_moment - layer_t + img_w.dequant_projector
+                       + n_img * (rows * vh + 2 * per_image * th) * a_bytes if img_w.dequant_projector else 0)
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, with_grad), tower_moment)))
     for key, layout, values in b.moments:
         values = _grown(layout, values, trainable_text, with_grad)
@@ -902,13 +916,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         tower_train = saved - saved_projector
         text_grads = _scaled(b.gradients, trainable_text, projector)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION, (text_grads, tower_train)))
-    weights = b.weights + (tower + projector) * w_bytes
+    weights = b.weights + img_w.total
     states = _scaled(b.optimizer_state, trainable_text, with_grad)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "temporaries.vision_tower_forward": tower_moment})
     mode = "full fine-tuning trains the projector" if trained_projector else \
@@ -921,8 +935,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"vision tower ({tower:,} parameters, CLIP ViT, modeling_clip.py) "
         + ("trained (--train-vision: its saved activations through the step; the layers above the feature layer "
            "get no gradient)" if training.train_vision else "frozen and run without grad") + f"; {mode} "
-        f"({projector:,} parameters, LlavaMultiModalProjector); QLoRA keeps the tower and projector 16-bit "
-        "(LLaVA's llm_int8_skip_modules); " + LM_ONLY_LORA,
+        f"({projector:,} parameters, LlavaMultiModalProjector); " + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
         "vision tower forward: one layer's transients counted at its start (approximate; it runs before the "
         "language model and is not the peak of a text sequence of any length).",
     )
@@ -1058,6 +1071,8 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     second_mask = tokens * total_tokens(model, training) if training.attention == "sdpa" else 0
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
+    img_w = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
+    tower_moment += img_w.dequant_forward
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
     # the text model's backward moments run before the tower's: no tower gradient yet (the projector's, with full
     # fine-tuning, is counted from the bottom layer on, a little early)
@@ -1107,13 +1122,13 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
         kept = n_img * rows * vh * (layers * r_bytes + a_bytes)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
                                   (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
-    weights = b.weights + (tower + projector) * w_bytes
+    weights = b.weights + img_w.total
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
-    details.update({"weights.vision_tower": tower * w_bytes, "weights.projector": projector * w_bytes,
+    details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "activations.tower_output_kept": kept_output,
                     "temporaries.vision_tower_forward": tower_moment})
@@ -1130,8 +1145,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen and run without grad")
         + f"; {mode} ({projector:,} parameters, Gemma3MultiModalProjector: avg-pool to {per_image} tokens, RMSNorm, "
-        "mm_input_projection_weight); QLoRA keeps the tower and projector 16-bit (an assumption: the common "
-        "recipes skip them from quantization); " + LM_ONLY_LORA,
+        "mm_input_projection_weight); " + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
         "token_type_ids make the image tokens attend to each other both ways: "
         + ("transformers builds 4-D masks (full and sliding layers), so sdpa runs the memory-efficient kernel and "
            "every layer keeps a 16-bit copy of the mask (counted as for a packed batch)."

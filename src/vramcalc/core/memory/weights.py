@@ -60,6 +60,10 @@ class WeightBytes:
     copies: int = 0
     copy_elem_bytes: int = 0
     copy_tensors: tuple[tuple[tuple[int, ...], int], ...] = ()
+    # trainable parameters the library holds in fp32 under a 16-bit load (fp32_router_elements): their gradients
+    # are fp32 (autograd's grad takes the parameter's dtype), and so are zeros_like states of a pure-* recipe
+    fp32_trainable: int = 0
+    fp32_trainable_tensors: tuple[tuple[tuple[int, ...], int], ...] = ()
 
     @property
     def total(self) -> int:
@@ -119,9 +123,33 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+FP32_ROUTER_FAMILIES = ("deepseek_v2", "deepseek_v3")
+
+
+def fp32_router_tensors(model: ModelSpec, recipe: Recipe) -> tuple[ParamTensor, ...]:
+    """The router tensors the library keeps in fp32 under a bf16 / fp16 load: DeepSeek-V2's `gate.weight` and V3's
+    `gate.weight` and `e_score_correction_bias` (modeling_deepseek_v2.py / modeling_deepseek_v3.py
+    `_keep_in_fp32_modules_strict`, applied for both 16-bit dtypes by modeling_utils.py
+    PreTrainedModel._get_dtype_plan, from_pretrained and from_config alike; the TopkRouter builds its weight
+    fp32 and runs F.linear on an fp32 copy of the input). Empty for other families or an fp32 load."""
+    if model.family not in FP32_ROUTER_FAMILIES or dtype_bytes(recipe.weight) >= 4 or not model.has_architecture:
+        return ()
+    return tuple(t for t in inventory(model) if t.kind == "router")
+
+
 def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> WeightBytes:
     """Bytes of every weight tensor the run keeps on the GPU, and the trainable count."""
     wb = _weight_bytes(model, training, recipe)
+    routers = fp32_router_tensors(model, recipe)
+    if routers:
+        # counted above in the load dtype (or, for QLoRA, its non-quantized dtype: fp32 already after
+        # prepare_model_for_kbit_training); the library holds them fp32
+        elem = unquantized_bytes(training, recipe) if training.method == "qlora" else dtype_bytes(recipe.weight)
+        more = sum(t.numel for t in routers) * (4 - elem)
+        trained = tuple((t.shape, c) for t in routers
+                        if training.method in ("full", "freeze") and (c := _trainable_count(t, model, training)))
+        wb = replace(wb, base=wb.base + more, unquantized=wb.unquantized + more if wb.unquantized else 0,
+                     fp32_trainable=sum(_numel(shape) * c for shape, c in trained), fp32_trainable_tensors=trained)
     extra = buffer_bytes(model)
     if model.final_logits_bias and model.vocab_size and model.decoder_layers:  # an encoder-decoder's flag only
         # BartForConditionalGeneration's final_logits_bias: a (1, vocab) buffer made in the model's dtype
@@ -215,6 +243,88 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
     return _with_copies(WeightBytes(data + rest, constants, adapter_bytes, total_params, adapter,
                                     tuple(lora_shapes), quantized, data, rest, _token_buffer_bytes(model, training)),
                         model, training, unquantized_bytes(training, recipe))
+
+
+# the families' notes (memory/vision.py, llava_next.py, idefics3.py, mllama.py, llama4v.py)
+QLORA_IMAGE_NOTE = ("QLoRA quantizes the tower's and projector's Linears too (transformers' bitsandbytes "
+                    "quantizer skips only lm_head unless llm_int8_skip_modules names more; a tower kept 16-bit "
+                    "that way is not modelled)")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSideBytes:
+    """A vision-language model's tower and projector as the run stores them: the load dtype, or under QLoRA their
+    nn.Linear modules 4-/8-bit (params.image_linears) and the rest in QLoRA's non-quantized dtype."""
+
+    tower: int
+    projector: int
+    quantized_params: int = 0  # parameters in quantized Linears (QLoRA)
+    # QLoRA: while a quantized image-side Linear runs, its weight dequantized to the compute dtype and (double
+    # quantization) the two fp32 absmax copies (activations.py DequantBytes, bitsandbytes MatMul4Bit.forward), the
+    # largest Linear's; beside the tower's forward transients. Split: the tower's largest (its layers' transients
+    # beside it) and the projector's (it runs after the tower's layers)
+    dequant_forward: int = 0
+    dequant_tower: int = 0
+    dequant_projector: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.tower + self.projector
+
+
+def dequant_forward_bytes(training: TrainingSpec, recipe: Recipe, in_features: int, out_features: int) -> int:
+    """While one 4-bit Linear runs (QLoRA): its weight dequantized to the compute dtype and, with double quantization,
+    the two fp32 absmax copies (bitsandbytes MatMul4Bit.forward, activations.py DequantBytes); 0 otherwise (8-bit:
+    int8 matmuls)."""
+    if training.method != "qlora" or training.quant_bits != 4:
+        return 0
+    numel = in_features * out_features
+    nested = 2 * 4 * ceil_div(numel, NF4_BLOCK) if training.double_quant else 0
+    return dtype_bytes(recipe.compute) * numel + nested
+
+
+def dequant_backward_bytes(training: TrainingSpec, recipe: Recipe, in_features: int, out_features: int,
+                           rows: int) -> int:
+    """A quantized Linear's backward on `rows` rows (QLoRA, 4- and 8-bit): the weight dequantized again in the compute
+    dtype (MatMul4Bit.backward `grad_output @ dequantize_4bit(B)`, MatMul8bitLt's `CB * SCB / 127`), then grad_A
+    beside it (the nested absmax freed by then) and the incoming gradient (activations.py DequantBytes.backward)."""
+    if training.method != "qlora":
+        return 0
+    c = dtype_bytes(recipe.compute)
+    numel = in_features * out_features
+    nested = 4 * ceil_div(numel, NF4_BLOCK) if training.quant_bits == 4 and training.double_quant else 0
+    return c * numel + max(nested, c * rows * in_features) + c * rows * out_features
+
+
+def image_side_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe, tower: int,
+                     projector: int) -> ImageSideBytes:
+    """Bytes of the image side's `tower` and `projector` parameters (counts from params.py, a family's extras
+    included). QLoRA: transformers' bitsandbytes quantizer replaces the image side's Linears as the text model's
+    (quantizers/quantizer_bnb_4bit.py _process_model_before_weight_loading, get_keys_to_not_convert skips lm_head
+    only): packed data + block constants per Linear (nf4_bytes; 8-bit: int8 + one fp32 scale per row); their biases,
+    the convolutions, embeddings and norms in unquantized_bytes (fp32 after prepare_model_for_kbit_training)."""
+    w = dtype_bytes(recipe.weight)
+    v = model.vision
+    if training.method != "qlora" or v is None:
+        return ImageSideBytes(tower * w, projector * w)
+    from vramcalc.core.params import image_linears
+
+    unq = unquantized_bytes(training, recipe)
+    parts = []
+    quantized = 0
+    for total, linears in zip((tower, projector), image_linears(v, model.hidden_size or 0), strict=True):
+        stored = numel = 0
+        for lin in linears:
+            each = lin.in_features * lin.out_features
+            d, c = nf4_bytes(each, training.double_quant) if training.quant_bits == 4 else (each, 4 * lin.out_features)
+            stored += (d + c) * lin.count
+            numel += each * lin.count
+        parts.append(stored + (total - numel) * unq)
+        quantized += numel
+    tower_lin, projector_lin = image_linears(v, model.hidden_size or 0)
+    dq_tower, dq_projector = (max((dequant_forward_bytes(training, recipe, lin.in_features, lin.out_features)
+                                   for lin in linears), default=0) for linears in (tower_lin, projector_lin))
+    return ImageSideBytes(parts[0], parts[1], quantized, max(dq_tower, dq_projector), dq_tower, dq_projector)
 
 
 def _token_buffer_bytes(model: ModelSpec, training: TrainingSpec) -> int:
@@ -389,13 +499,14 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
     # per-layer tensors by the layers holding them, each with whether a trained (not frozen) layer trains it
     in_layers: dict[str, list[tuple[StoredTensor, bool]]] = {"all": [], "dense": [], "moe": []}
     full_like = method in ("full", "freeze")
+    fp32_routers = {t.name for t in fp32_router_tensors(model, recipe)}
     for t in inventory(model):
         key = t.module if t.kind in ("linear", "bias") else "lm_head" if t.kind == "head" else t.name
         cast = t.kind in ("linear", "head") and not t.name.endswith(".bias") or (
             t.kind == "embedding" and model.tie_word_embeddings)
         quant = training.quant_bits if qlora and t.kind == "linear" and not (
             t.module.startswith("experts.") and fused_experts(model)) else 0
-        elem = 0 if quant else unq if qlora else w
+        elem = 0 if quant else 4 if t.name in fp32_routers else unq if qlora else w
         if t.per_layer:
             where = _layer_kind(t.module, t.kind, moe)
             each = t.count // per_kind_layers[where]
