@@ -952,7 +952,7 @@ def qwen_vl_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 36 cases): MllamaForConditionalGeneration
+# The Llama-3.2-Vision grid (`--grid mllama`, issue 15; 54 cases): MllamaForConditionalGeneration
 # (core/memory/mllama.py, trace/_mllama.py) from the published Llama-3.2-11B-Vision-Instruct and 90B config.json files
 # (tests/data/hf), cut: the 11B text model to its first 9 layers (cross-attention at 3 and 8, as published) under a
 # tower of 8 local and 2 global layers (intermediate outputs 3 and 7: vision_output_dim 3,840) x full pure-bf16 /
@@ -1007,6 +1007,19 @@ def mllama_grid() -> list[dict[str, Any]]:
         for shape in MLLAMA_SHAPES:
             add("mllama:11b-9", "full pure-bf16 train-vision", tv, shape, gc)
         add("mllama:11b-4-tower", "full pure-bf16 train-vision", tv, {"batch_size": 1, "seq_len": 256, "images": 1}, gc)
+    # LoRA / QLoRA whose targets reach the tower (peft matches them over the whole model: memory/mllama.py
+    # lora_targets): all-linear (every tower Linear and the projector) and named q_proj,v_proj,fc1,fc2 on the toy at
+    # two shapes (two images and one), checkpointing off / on; all-linear on the 9-layer cut (8 + 2 layer tower) at
+    # batch 1 x 512 x 1 image
+    for targets in (("all-linear",), ("q_proj", "v_proj", "fc1", "fc2")):
+        for label, kw in VLM_RUNS[1:]:
+            run = dict(kw, lora_targets=targets)
+            for gc in (False, True):
+                for shape in ({"batch_size": 1, "seq_len": 16, "images": 2},
+                              {"batch_size": 1, "seq_len": 32, "images": 1}):
+                    add("mllama:toy", f"{label} {','.join(targets)}", run, shape, gc)
+    for gc in (False, True):
+        add("mllama:11b-9", "lora all-linear", dict(VLM_RUNS[1][1], lora_targets=("all-linear",)), MLLAMA_SHAPES[0], gc)
     return cases
 
 
@@ -1331,6 +1344,9 @@ def classics_grid() -> list[dict[str, Any]]:
 # checkpointing at both shapes; four images under 128
 # text tokens (LoRA with checkpointing, QLoRA eager, --train-vision with checkpointing); gemma-3-12b-it cut the
 # same way, LoRA with and without checkpointing. Written to accuracy_vlm2.{json,md}.
+# Names only the language model has (Gemma 3's and Llama's o_proj / MLP; the SigLIP tower has out_proj, fc1, fc2):
+# LoRA that leaves the tower frozen (memory/siglip_lora.py)
+TEXT_ONLY_TARGETS = ("o_proj", "gate_proj", "up_proj", "down_proj")
 VLM2_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2})
 VLM2_LAYERS = 4
 
@@ -1363,8 +1379,10 @@ def vlm2_grid() -> list[dict[str, Any]]:
     for shape in VLM2_SHAPES:  # amp-bf16 LoRA (fp32 residual streams); with checkpointing the language model's own
         # estimate counts autocast weight copies in the forward that the tracer does not see (as in the vlm grid)
         tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}"
-        cases.append({"id": f"gemma-3-4b-it | lora amp-bf16 | {tag} | sdpa | no-gc", "model": model,
-                      "method": "lora", "training": dict(shape, method="lora", precision="amp-bf16")})
+        # (targets the tower lacks: tower adapters under autocast are refused, memory/siglip_lora.py check)
+        cases.append({"id": f"gemma-3-4b-it | lora o,gate,up,down amp-bf16 | {tag} | sdpa | no-gc", "model": model,
+                      "method": "lora", "training": dict(shape, method="lora", precision="amp-bf16",
+                                                         lora_targets=TEXT_ONLY_TARGETS)})
     # image-heavy: four images per sample under 128 text tokens (1,168 tokens, 16,384 patches per sample)
     for label, kw, extra in (("lora", VLM_RUNS[1][1], {"grad_checkpointing": True}),
                              ("qlora", VLM_RUNS[2][1], {"attention": "eager"}),
@@ -1379,10 +1397,43 @@ def vlm2_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"gemma-3-12b-it | lora | b1 s512 i1 | sdpa | {'gc' if gc else 'no-gc'}",
                       "model": f"gemma3vlm:gemma-3-12b-it:{VLM2_LAYERS}", "method": "lora",
                       "training": dict(VLM_RUNS[1][1], **VLM2_SHAPES[0], grad_checkpointing=gc)})
+    cases += tower_lora_cases("gemma3vlm-toy:gemma-3-4b-it:2", "gemma-3-4b-it toy-lm", TOWER_LORA_SHAPES,
+                              ("q_proj", "out_proj", "fc1", "fc2"))
     return cases
 
 
-# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 22 cases): Llama4ForConditionalGeneration
+# Tower LoRA (memory/siglip_lora.py, issue 15): peft matches target names over the whole model, so the default
+# q_proj, v_proj and all-linear adapt the SigLIP tower of Gemma 3 / Idefics3 too (and all-linear Idefics3's
+# connector). On a toy language model (2 layers, width 256, 1,000-token vocabulary) where the image side is the
+# peak, the tower cut to 2 layers: LoRA with the default targets and all-linear x checkpointing off / on at two
+# shapes; QLoRA all-linear x checkpointing; named tower targets with 16-bit adapters (lora_A saves the module's own
+# input, not an fp32 copy) x checkpointing; eager LoRA x checkpointing at the first shape.
+TOWER_LORA_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1}, {"batch_size": 2, "seq_len": 64, "images": 1})
+
+
+def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
+                     named: tuple[str, ...]) -> list[dict[str, Any]]:
+    cases = []
+
+    def add(label: str, kw: dict[str, Any], shape: dict[str, Any], attention: str = "sdpa") -> None:
+        tag = f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}" + (
+            f" {shape['image_size']}x{shape['image_width']}" if "image_width" in shape else "")
+        for gc in (False, True):
+            cases.append({"id": f"{name} | {label} | {tag} | {attention} | {'gc' if gc else 'no-gc'}",
+                          "model": model, "method": kw["method"],
+                          "training": dict(kw, **shape, attention=attention, grad_checkpointing=gc)})
+
+    for shape in shapes:
+        add("lora q_proj,v_proj (tower too)", VLM_RUNS[1][1], shape)
+        add("lora all-linear", dict(VLM_RUNS[1][1], lora_targets=("all-linear",)), shape)
+    add("qlora all-linear", dict(VLM_RUNS[2][1], lora_targets=("all-linear",)), shapes[0])
+    add(f"lora {','.join(named)} bf16 adapters", dict(VLM_RUNS[1][1], lora_targets=named, adapter_dtype="bf16"),
+        shapes[0])
+    add("lora q_proj,v_proj (tower too)", VLM_RUNS[1][1], shapes[0], attention="eager")
+    return cases
+
+
+# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 30 cases): Llama4ForConditionalGeneration
 # (memory/llama4v.py, trace/_llama4v.py) from the published Scout / Maverick config.json files (tests/data/hf) with the
 # Llama 4 tower at its own widths (1408 wide, 16 heads, MLP 5632, 336 px tiles of 14 px patches: 577 rows a tile, the
 # pixel-shuffle adapter to 144 features of 4096) cut to 2 layers, and the text model cut to the llama4 grid's tiny
@@ -1393,7 +1444,10 @@ def vlm2_grid() -> list[dict[str, Any]]:
 #   2 x 64 text tokens x one 300 x 800 px image (1 x 3 tiles and the global one: 4 tiles, 582 tokens);
 # - Maverick: the same three methods x checkpointing at the first shape;
 # - Scout with two images per sample (LoRA, checkpointing off / on), and the published text widths (hidden 5120, 16
-#   experts of 8192) cut to 4 layers, LoRA with checkpointing off / on at the first shape.
+#   experts of 8192) cut to 4 layers, LoRA with checkpointing off / on at the first shape;
+# - Scout: LoRA / QLoRA q_proj,v_proj,fc1,fc2 (the tower's attention and MLP and the pixel-shuffle adapter's MLP
+#   adapted too) x checkpointing off / on at both shapes. Every LoRA case's targets reach the tower (peft matches
+#   them over the whole model).
 # Written to accuracy_llama4v.{json,md}.
 LLAMA4V_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1},
                   {"batch_size": 2, "seq_len": 64, "images": 1, "image_size": 300, "image_width": 800})
@@ -1419,6 +1473,13 @@ def llama4v_grid() -> list[dict[str, Any]]:
         add("llama4v:maverick", "maverick tiny-lm", label, kw, LLAMA4V_SHAPES[0])
     add("llama4v:scout", "scout tiny-lm", "lora", VLM_RUNS[1][1], dict(LLAMA4V_SHAPES[0], images=2))
     add("llama4v:scout (4 layers)", "scout 4 layers", "lora", VLM_RUNS[1][1], LLAMA4V_SHAPES[0])
+    # LoRA / QLoRA whose named targets reach the tower's MLP and the pixel-shuffle adapter's too (q_proj, v_proj, fc1,
+    # fc2: peft matches them over the whole model, memory/llama4v.py lora_targets; the default q_proj,v_proj cases above
+    # reach the tower's attention), both shapes, checkpointing off / on
+    for shape in LLAMA4V_SHAPES:
+        for label, kw in VLM_RUNS[1:]:
+            add("llama4v:scout", "scout tiny-lm", f"{label} q_proj,v_proj,fc1,fc2",
+                dict(kw, lora_targets=("q_proj", "v_proj", "fc1", "fc2")), shape)
     return cases
 
 
@@ -1466,7 +1527,8 @@ def idefics_grid() -> list[dict[str, Any]]:
             ("lora", VLM_RUNS[1][1], {}), ("lora", VLM_RUNS[1][1], {"grad_checkpointing": True}),
             ("full pure-bf16 train-vision", VLM_RUNS[0][1], {"train_vision": True}),
             ("full pure-bf16 train-vision", VLM_RUNS[0][1], {"train_vision": True, "grad_checkpointing": True}),
-            ("lora amp-bf16", {"method": "lora", "precision": "amp-bf16"}, {}),
+            ("lora o,gate,up,down amp-bf16", {"method": "lora", "precision": "amp-bf16",
+                                              "lora_targets": TEXT_ONLY_TARGETS}, {}),
             ("lora", VLM_RUNS[1][1], {"attention": "eager", "grad_checkpointing": True})):
         attention = extra.get("attention", "sdpa")
         cases.append({"id": f"smolvlm-256m toy-lm | {label} | {tag(shape)} | {attention} | "
@@ -1479,6 +1541,11 @@ def idefics_grid() -> list[dict[str, Any]]:
                 cases.append({"id": f"{name} | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
                               "model": f"idefics:{config}", "method": kw["method"],
                               "training": dict(kw, **shape, grad_checkpointing=gc)})
+    # (the default-target LoRA toy cases above already adapt the tower: the same runs are not added twice)
+    seen = [(c["model"], TrainingSpec(**c["training"])) for c in cases]
+    cases += [c for c in tower_lora_cases(toy, "smolvlm-256m toy-lm", IDEFICS_SHAPES,
+                                          ("q_proj", "out_proj", "fc1", "fc2", "proj"))
+              if (c["model"], TrainingSpec(**c["training"])) not in seen]
     return cases
 
 
@@ -1497,7 +1564,8 @@ def _model(name: str) -> Any:
             return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
                            num_kv_heads=2, vocab_size=1000, head_dim=None, vision=tower)
         return replace(spec, num_layers=2, vision=tower)
-    if name.startswith("gemma3vlm:"):  # a Gemma 3 multimodal config.json as published, both stacks cut
+    if name.startswith(("gemma3vlm:", "gemma3vlm-toy:")):  # a Gemma 3 multimodal config.json as published, both
+        # stacks cut; -toy: the language model a toy (2 layers, width 256, 1,000-token vocabulary), the tower kept
         from dataclasses import replace
 
         from vramcalc.io.hf_config import spec_from_hf_config
@@ -1507,6 +1575,10 @@ def _model(name: str) -> Any:
         spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
         layers = int(n)
         local = round(spec.sliding_window_layers * layers / spec.num_layers)
+        if name.startswith("gemma3vlm-toy:"):
+            return replace(spec, num_layers=2, sliding_window_layers=1, hidden_size=256, intermediate_size=512,
+                           num_attention_heads=4, num_kv_heads=2, head_dim=64, vocab_size=1000,
+                           vision=replace(spec.vision, num_layers=layers))
         return replace(spec, num_layers=layers, sliding_window_layers=local,
                        vision=replace(spec.vision, num_layers=layers))
     if name.startswith("vlm:"):  # a vision-language model's config.json as published (no layer cut)
@@ -2486,10 +2558,10 @@ def main() -> None:
                     "shuffle); "
                     "llama4: issue 15's 40 Llama 4 text cases (Scout / Maverick layouts, bmm experts, chunked and NoPE "
                     "attention); vlm3: issue 15's 46 LLaVA-NeXT cases (anyres tiles, the tower frozen or trained); "
-                    "mllama: issue 15's 36 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
-                    "the tower frozen or trained); dequant: issue 15's 24 QLoRA cases on wide dense models cut to 4 "
-                    "layers (the dequantized weight); llama4v: issue 15's 22 Llama 4 multimodal cases (tiles, pixel "
-                    "shuffle, the tower frozen); badam: issue 13's 24 BAdam layer-mode cases")
+                    "mllama: issue 15's 54 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
+                    "the tower frozen, adapted or trained); dequant: issue 15's 24 QLoRA cases on wide dense models "
+                    "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
+                    "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()

@@ -92,3 +92,22 @@ def test_v3_published_config_router_bytes() -> None:
     m = spec_from_hf_config(json.loads((HF / "deepseek-v3.json").read_text()), "v3", "v3.json")
     routers = fp32_router_tensors(m, RECIPES["bf16"])
     assert 2 * sum(x.numel for x in routers) == 2 * 58 * (256 * 7168 + 256) == 212_890_624
+
+
+@pytest.mark.parametrize("precision", ["pure-bf16", "mixed-bf16", "bf16"])
+def test_explain_names_the_fp32_routers_and_adds_up(precision: str) -> None:
+    # explain's weights / gradients / optimizer-state lines sum to the core's components, the fp32 routers' share
+    # on its own line (it was missing from all three: the full-fine-tuning sums fell short by exactly that share)
+    from vramcalc.core.explain import explain
+    from vramcalc.core.memory import estimate
+    from vramcalc.io import presets
+
+    m = presets.find_model("deepseek-v2-lite")
+    t = TrainingSpec(method="full", precision=precision)
+    b = estimate(m, t)
+    sections = {s.key: s for s in explain(m, t).sections}
+    for key in ("weights", "gradients", "optimizer_state"):
+        assert sum(x.value for x in sections[key].lines) == b.component(key), key
+    keys = {x.key for s in sections.values() for x in s.lines}
+    assert "weights.fp32_routers" in keys and "gradients.fp32_routers" in keys
+    assert ("optimizer_state.fp32_routers" in keys) == (precision == "pure-bf16")

@@ -75,9 +75,11 @@ def test_image_tokens_and_the_processor_wrapping() -> None:
     assert any("runs on 1,032 tokens per sample" in n for n in b.notes)
 
 
-def test_lora_adapts_the_language_model_only() -> None:
+def test_lora_on_names_the_tower_lacks_adapts_the_language_model_only() -> None:
+    # o_proj / down_proj: Gemma 3's text layers only (SigLIP has out_proj / fc2: peft leaves the tower alone;
+    # q_proj / v_proj, the default, adapt the tower too: tests/test_siglip_lora.py)
     m = gemma3()
-    t = TrainingSpec(method="lora", seq_len=256)
+    t = TrainingSpec(method="lora", seq_len=256, lora_targets=("o_proj", "down_proj"))
     text_model, text_run = vision.text_run(m, t)
     b, text = estimate(m, t), estimate(text_model, text_run)
     assert b.trainable_parameters == text.trainable_parameters and b.gradients == text.gradients
@@ -110,10 +112,11 @@ def test_eager_counts_the_towers_scores() -> None:
     # siglip eager_attention_forward on 4,096 patches: the scaled scores (bf16), their fp32 cast and the fp32
     # softmax per head, 16 x 4,096^2 x 10 B per image, beside layer_norm1's output and q, k, v (4 x 1152 bf16 per
     # patch), replace sdpa's largest layer moment, the MLP's (layer_norm2's output 1152 + fc1's and the gelu's
-    # 2 x 4304, bf16, per patch)
+    # 2 x 4304, bf16, per patch), for the frozen tower (o_proj: a name the tower lacks; test_siglip_lora.py has
+    # the adapted one)
     m = gemma3()
-    eager = estimate(m, TrainingSpec(method="lora", attention="eager"))
-    sdpa = estimate(m, TrainingSpec(method="lora"))
+    eager = estimate(m, TrainingSpec(method="lora", attention="eager", lora_targets=("o_proj",)))
+    sdpa = estimate(m, TrainingSpec(method="lora", lora_targets=("o_proj",)))
     diff = eager.details["temporaries.vision_tower_forward"] - sdpa.details["temporaries.vision_tower_forward"]
     assert diff == 16 * 4096 * 4096 * 10 + 4096 * 4 * 1152 * 2 - 4096 * (1152 + 2 * 4304) * 2
 

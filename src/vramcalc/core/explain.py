@@ -29,6 +29,7 @@ from vramcalc.core.memory import (
     reward_scoring,
     rl,
     seq2seq,
+    siglip_lora,
     ssm,
     unsloth,
     zamba2,
@@ -64,6 +65,7 @@ from vramcalc.core.memory.weights import (
     DQ_BLOCK,
     NF4_BLOCK,
     WeightBytes,
+    fp32_router_tensors,
     freeze_fraction,
     saved_copies,
     saved_head,
@@ -566,11 +568,16 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
     from vramcalc.core.params import mllama_text_extra_params, projector_params, vision_tower_params
 
     b = estimate(model, training)  # the refusals first (memory/mllama.py check)
-    inner = explain(replace(model, vision=None), replace(training, images=0, image_width=0, train_vision=False))
+    tower_mods, proj_adapted, text_targets = mllama.lora_targets(model, training)  # peft's matching, whole model
+    inner = explain(replace(model, vision=None), replace(training, images=0, image_width=0, train_vision=False,
+                                                         lora_targets=text_targets))
     v = model.vision
     assert v is not None and model.hidden_size is not None
     d = b.details
     src = "transformers models/mllama/modeling_mllama.py MllamaModel.forward; memory/mllama.py"
+    tower_adapters, projector_adapters = mllama.tower_adapter_params(model, training)
+    adapters = tower_adapters + projector_adapters
+    adapted = ", ".join(tower_mods) + (" + multi_modal_projector" if proj_adapted else "")
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     extras = mllama_text_extra_params(model)
     trained = training.method == "full"
@@ -587,19 +594,31 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
             Line("weights.projector", "projector and the cross-attention layers' extras" +
                  (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} + {extras:,} params (8 embedding rows, q_norm / k_norm, gates)",
-                 b.weights - inner.breakdown.weights - d["weights.vision_tower"], source=src),
+                 b.weights - inner.breakdown.weights - d["weights.vision_tower"]
+                 - adapters * dtype_bytes(training.adapter_dtype), source=src),
+            *((Line("weights.image_adapters", "LoRA adapters on the tower / projector (peft's target matching)",
+                    f"{adapters:,} params x {dtype_bytes(training.adapter_dtype)} B ({training.adapter_dtype}): "
+                    f"{adapted} in each of the {v.num_layers + v.num_global_layers} encoder layers",
+                    adapters * dtype_bytes(training.adapter_dtype),
+                    source="peft tuners_utils.py check_target_module_exists, _maybe_include_all_linear_layers; "
+                    "memory/mllama.py lora_targets"),) if adapters else ()),
         ),
-        **_image_side_states("projector", "projector and extras'" + (" and tower" if tv else "") + " gradients "
-                             "(full fine-tuning trains them)",
-                             "projector and extras'" + (" and tower" if tv else "") + " optimizer state",
-                             (projector + extras if trained else 0) + (tower if tv else 0), b, inner, src),
+        **_image_side_states("projector", ("tower / projector LoRA adapter gradients" if adapters else
+                                           "projector and extras'" + (" and tower" if tv else "") + " gradients "
+                                           "(full fine-tuning trains them)"),
+                             ("tower / projector LoRA adapter optimizer state" if adapters else
+                              "projector and extras'" + (" and tower" if tv else "") + " optimizer state"),
+                             (projector + extras if trained else 0) + (tower if tv else 0) + adapters, b, inner, src),
         "activations": (Line("activations.image_side", "image side: the cross-attention layers' difference "
                              "(k / v over the vision rows repeated to every head, q_norm / k_norm, the mask's "
                              "padded copy), the vision output, cross_attention_states, the masks, pixel_values; "
                              + ("the trained tower's whole graph (its Linears' inputs, the gates' operands)" if tv
+                                else "the tower's graph from its lowest adapter up and the adapters' saved inputs "
+                                "(with checkpointing the whole hooked graph)" if tower_mods
                                 else "with checkpointing the hooked tower's graph"),
                              f"{keys:,} vision rows per sample", b.activations - inner.breakdown.activations,
                              source=src + " cross_layer_delta, " + ("tower_trained_saved" if tv
+                                                                    else "tower_lora_saved" if tower_mods
                                                                     else "tower_graph_saved")),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
                              "every encoder layer's output, the aspect-ratio mask, the stacked intermediate outputs "
@@ -609,8 +628,10 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
                              "k / v over the vision rows (the adapters' copies of the states, the kernel's dk / dv, "
                              "k_norm's fp32 backward)", d["temporaries.cross_attention_layer"], source=src),
                         Line("temporaries.vision_tower_backward", "vision tower backward (" + (
-                             "trained" if tv else "checkpointing: the hooked tower") + ", run last)",
-                             "the stacked outputs' gradients, one global layer's MLP backward",
+                             "trained" if tv else "LoRA adapters on it" if tower_mods
+                             else "checkpointing: the hooked tower") + ", run last)",
+                             "the stacked outputs' gradients, one global layer's MLP backward (an adapted fc1 / "
+                             "fc2's fp32 gradients)",
                              d["temporaries.vision_tower_backward"], source=src + " tower_backward")),
     }
     lines = [
@@ -624,7 +645,9 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
             f"layers ({', '.join(map(str, v.cross_attention_layers))}) attend over the images' {keys:,} vision rows "
             "(the sections above count every layer as self-attention; the image side's line adds the difference)",
             ("the vision tower is trained (--train-vision)" if tv else "the vision tower is frozen")
-            + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
+            + (" and the projector trained" if trained else f"; LoRA adapts {adapted} in the tower too (peft "
+               "matches the target names over the whole model)" if adapters
+               else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
 
@@ -643,8 +666,9 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
     images = vision.images_per_sample(training)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
-    trained_params = (projector if trained else 0) + (tower if training.train_vision else 0)
-    what = "projector" + (" and tower" if training.train_vision else "")
+    adapters = siglip_lora.adapter_params(model, training)
+    trained_params = (projector if trained else 0) + (tower if training.train_vision else 0) + adapters
+    what = "tower LoRA adapter" if adapters else "projector" + (" and tower" if training.train_vision else "")
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights" + (" (trained)" if training.train_vision
@@ -652,8 +676,10 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
                  f"{tower:,} params (SigLIP)", d["weights.vision_tower"], source=siglip),
             Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} params", d["weights.projector"], source=src + " Gemma3MultiModalProjector"),
+            *_image_adapter_lines(model, training),
         ),
-        **_image_side_states("image_side", f"{what} gradients (full fine-tuning trains them)",
+        **_image_side_states("image_side", f"{what} gradients"
+                             + ("" if adapters else " (full fine-tuning trains them)"),
                              f"{what} optimizer state",
                              trained_params, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the tower's output and what it "
@@ -679,8 +705,27 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
             "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
             "its own, on that many tokens, with the bidirectional image-block masks",
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
-            + (" and the projector trained" if trained else "; LoRA adapts the language model only"))
+            + (" and the projector trained" if trained else _SIGLIP_LORA_TEXT))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
+
+
+# (Gemma 3, Idefics3: memory/siglip_lora.py)
+_SIGLIP_LORA_TEXT = ("; LoRA adapts what peft's target matching finds: the language model, and with q_proj / v_proj "
+                     "(the default), all-linear or the tower's module names the tower's Linears (its saved sets "
+                     "counted)")
+
+
+def _image_adapter_lines(model: ModelSpec, training: TrainingSpec) -> tuple[Line, ...]:
+    """The LoRA adapters peft puts on a SigLIP tower / Idefics3's connector (memory/siglip_lora.py), if any."""
+    adapters = siglip_lora.adapter_params(model, training)
+    if not adapters:
+        return ()
+    tower, connector = siglip_lora.adapted(model, training)
+    return (Line("weights.image_adapters", "LoRA adapters on the image side (peft's target matching: "
+                 + ", ".join(tower + connector) + ")",
+                 f"{adapters:,} params x {dtype_bytes(training.adapter_dtype)} B ({training.adapter_dtype})",
+                 adapters * dtype_bytes(training.adapter_dtype),
+                 source="peft tuners_utils.py check_target_module_exists; memory/siglip_lora.py"),)
 
 
 def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, inner: Explanation) -> Explanation:
@@ -777,8 +822,9 @@ def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
     rh, rw = idefics3.resized(v, h, w)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
-    trained_params = (projector if trained else 0) + (tower if training.train_vision else 0)
-    what = "connector" + (" and tower" if training.train_vision else "")
+    adapters = siglip_lora.adapter_params(model, training)
+    trained_params = (projector if trained else 0) + (tower if training.train_vision else 0) + adapters
+    what = "image-side LoRA adapter" if adapters else "connector" + (" and tower" if training.train_vision else "")
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights" + (" (trained)" if training.train_vision
@@ -787,8 +833,10 @@ def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
                  source="transformers models/idefics3/modeling_idefics3.py Idefics3VisionTransformer"),
             Line("weights.projector", "connector weights" + (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} params", d["weights.projector"], source=src + " Idefics3Connector"),
+            *_image_adapter_lines(model, training),
         ),
-        **_image_side_states("image_side", f"{what} gradients (full fine-tuning trains them)",
+        **_image_side_states("image_side", f"{what} gradients"
+                             + ("" if adapters else " (full fine-tuning trains them)"),
                              f"{what} optimizer state",
                              trained_params, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values and pixel_attention_mask, the "
@@ -817,7 +865,7 @@ def _explain_idefics3(model: ModelSpec, training: TrainingSpec, b: Breakdown) ->
             "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
             "its own, on that many tokens",
             ("the vision tower is trained (--train-vision)" if training.train_vision else "the vision tower is frozen")
-            + (" and the connector trained" if trained else "; LoRA adapts the language model only"))
+            + (" and the connector trained" if trained else _SIGLIP_LORA_TEXT))
     return _vision_explanation(model, training, b, inner, extra, "connector", tuple(lines), text)
 
 
@@ -841,6 +889,8 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     rows, cols = llama4v.layout(v, h, w)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
     trained = training.method == "full"
+    tower_mods, _ = llama4v.lora_targets(model, training)  # peft's matching over the whole model
+    adapters = llama4v.tower_adapter_params(model, training)
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights (frozen; the pixel-shuffle adapter included)",
@@ -851,13 +901,24 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
             Line("weights.vision_rope_buffer", "the vision RoPE's freqs_ci buffer (complex64)",
                  f"{(v.image_size // v.patch_size) ** 2 + 1} rows", d["weights.vision_rope_buffer"],
                  source="transformers models/llama4/modeling_llama4.py Llama4VisionRotaryEmbedding"),
+            *((Line("weights.image_adapters", "LoRA adapters on the tower (peft's target matching)",
+                    f"{adapters:,} params x {dtype_bytes(training.adapter_dtype)} B ({training.adapter_dtype}): "
+                    f"{', '.join(tower_mods)} in each of the {v.num_layers} encoder layers"
+                    + (" and the pixel-shuffle adapter's MLP" if {"fc1", "fc2"} & set(tower_mods) else ""),
+                    adapters * dtype_bytes(training.adapter_dtype),
+                    source="peft tuners_utils.py check_target_module_exists; memory/llama4v.py lora_targets"),)
+              if adapters else ()),
         ),
-        **_image_side_states("image_side", "projector gradients (full fine-tuning trains it)",
-                             "projector optimizer state", projector if trained else 0, b, inner, src),
+        **_image_side_states("image_side", "tower LoRA adapter gradients" if adapters else
+                             "projector gradients (full fine-tuning trains it)",
+                             "tower LoRA adapter optimizer state" if adapters else "projector optimizer state",
+                             (projector if trained else 0) + adapters, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the adapter's output and the "
                              "projected features kept to the forward's end, what they save for backward",
-                             "masked_scatter's mask (full fine-tuning or checkpointing); with checkpointing the "
-                             "tower's hooked patch output and kept layer inputs, the GELUs' inputs",
+                             "masked_scatter's mask (full fine-tuning, checkpointing or tower adapters); with "
+                             "checkpointing the tower's hooked patch output and kept layer inputs, the GELUs' inputs; "
+                             "with tower adapters and no checkpointing its graph from the lowest adapter up and the "
+                             "adapters' inputs",
                              b.activations - inner.breakdown.activations, source=src),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
                              "text embeddings, pixel_values, the kept hidden states and one layer's RoPE moment "
@@ -879,6 +940,8 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
             "image and image-marker tokens per sample (--seq-len counts the text only); the sections above are "
             "its own, on that many tokens",
             "the vision tower is frozen" + (" and the projector trained" if trained
+                                            else f"; LoRA adapts its {', '.join(tower_mods)} too (peft matches the "
+                                            "target names over the whole model)" if adapters
                                             else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
 
@@ -1038,6 +1101,12 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                           else f"frozen base weights ({recipe.weight})",
                           f"{_n(p)} params × {wb} B ({recipe.weight})", p * wb,
                           "parameters × bytes per stored weight", SRC_SEED_WEIGHTS))
+        routers = sum(x.numel for x in fp32_router_tensors(m, recipe))
+        if routers:  # memory/weights.py weight_bytes: the routers the library keeps fp32 under a 16-bit load
+            lines.append(Line("weights.fp32_routers", "routers kept in fp32 (the rest of their 4 bytes)",
+                              f"{_n(routers)} params × {4 - wb} B", routers * (4 - wb),
+                              "router parameters × (4 − bytes per stored weight)",
+                              "transformers modeling_deepseek_v3.py / _v2.py _keep_in_fp32_modules_strict"))
     else:
         # The values are the core's (WeightBytes); the block, tensor and row counts only describe them.
         quantized, data, constants = w.quantized_params, w.quantized_data, w.quant_constants
@@ -1212,6 +1281,13 @@ def _gradients(t: TrainingSpec, b: Breakdown, w: WeightBytes, grad_dtype: str) -
         own = w.trainable - w.copies
         line = Line("gradients.trainable", "gradients", f"{_n(own)} {what} × {g} B ({dtype})",
                     own * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
+        if w.fp32_trainable and not adapters and not b.parallelism:
+            # memory/__init__.py: autograd gives DeepSeek's fp32 routers fp32 gradients
+            return Section("gradients", "gradients", b.gradients, (line, Line(
+                "gradients.fp32_routers", "the fp32 routers' gradients (the rest of their 4 bytes)",
+                f"{_n(w.fp32_trainable)} params × {4 - g} B", w.fp32_trainable * (4 - g),
+                "router parameters × (4 − bytes per gradient)",
+                "transformers modeling_deepseek_v3.py / _v2.py _keep_in_fp32_modules_strict")), text)
         if w.copies and not b.parallelism:
             return Section("gradients", "gradients", b.gradients, (line, Line(
                 "gradients.saved_copies", "gradients of the modules_to_save copies",
@@ -1322,6 +1398,11 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
         lines.append(Line("optimizer_state.master_weights", "fp32 master weights",
                           f"{_n(trainable)} params × 4 B (fp32)", opt.master_weights,
                           "trainable parameters × 4 B", SRC_MASTER))
+    if b.details.get("optimizer_state.fp32_routers"):  # memory/__init__.py: pure-* states of the fp32 routers
+        lines.append(Line("optimizer_state.fp32_routers", "the fp32 routers' states (beyond the 16-bit count)",
+                          f"{t.optimizer} states of {_n(w.fp32_trainable if w else 0)} fp32 params",
+                          b.details["optimizer_state.fp32_routers"], "torch.optim zeros_like(param): fp32",
+                          "transformers modeling_deepseek_v3.py / _v2.py _keep_in_fp32_modules_strict"))
     lines += copy_lines
     trainable += sum(_numel(sh) * c for sh, c in (w.copy_tensors if w is not None else ()))
     text: tuple[str, ...] = ()

@@ -251,13 +251,15 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
         if not training.train_vision:
             for p in hf.model.vision_model.parameters():
                 p.requires_grad_(False)
-            notes.append("mllama: vision tower frozen; LoRA targets the language model only")
+            notes.append("mllama: vision tower frozen; LoRA targets matched by peft over the whole model "
+                         "(all-linear: the tower's Linears and the projector too)")
     elif model.vision is not None and model.vision.kind == "llama4":  # Llama 4 (memory/llama4v.py): the tower
         if not training.train_vision:  # (its pixel-shuffle adapter included) frozen; the projector trained with
             for p in hf.vision_model.parameters():  # full fine-tuning (Llama4ForConditionalGeneration
                 p.requires_grad_(False)  # .multi_modal_projector)
         notes.append("llama4: vision tower (Llama4VisionModel, the adapter included) "
-                     + ("trained" if training.train_vision else "frozen") + "; LoRA targets the language model only")
+                     + ("trained" if training.train_vision else "frozen") + "; LoRA targets matched by peft over "
+                     "the whole model (q/k/v/o_proj and fc1/fc2 reach the tower and the adapter's MLP)")
     elif model.vision is not None and model.vision.kind == "idefics3":  # Idefics3 / SmolVLM (memory/idefics3.py)
         if not training.train_vision:  # the tower frozen, the connector trained with full fine-tuning
             for p in hf.model.vision_model.parameters():

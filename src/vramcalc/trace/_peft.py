@@ -154,9 +154,13 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
             targets = sorted({names.get(b, b) for b in (lin.module.rsplit(".", 1)[-1]
                                                        for lin in resolve_targets(model, inner))})
         targets = [*targets, *_saved_module_names(hf, outer)]
-    if model.vision is not None and model.vision.is_qwen:
-        # Qwen2-VL / Qwen2.5-VL: peft's own matching over the whole model (memory/vision.py qwen_tower_targets):
-        # all-linear takes the tower's and the merger's Linears too, a name its suffix wherever it is
+    if model.vision is not None and (model.vision.is_qwen or model.vision.kind in ("siglip", "idefics3", "llama4")
+                                     or model.vision.is_mllama):
+        # peft's own matching over the whole model, a name its suffix wherever it is: Qwen2-VL / Qwen2.5-VL
+        # (memory/vision.py qwen_tower_targets: all-linear takes the tower's and the merger's Linears too), Gemma 3
+        # and Idefics3 / SmolVLM (memory/siglip_lora.py: the tower's and the connector's), Llama-3.2-Vision
+        # (memory/mllama.py lora_targets): the tower's q/k/v/o_proj and fc1/fc2 and the multi_modal_projector; Llama 4
+        # (memory/llama4v.py lora_targets): the tower's q/k/v/o_proj, fc1/fc2 and the pixel-shuffle adapter's fc1/fc2
         pass
     elif model.vision is not None:  # LLaVA: the language model's Linear layers only (memory/vision.py)
         import re

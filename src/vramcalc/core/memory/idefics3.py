@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import SpecError
 from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory import siglip_lora as _sl
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.memory.vision import (
     _SAVED,
@@ -44,7 +45,6 @@ from vramcalc.core.memory.vision import (
 )
 from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, image_side_bytes
 from vramcalc.core.params import projector_params, vision_tower_params
-from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -143,6 +143,8 @@ def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, Train
     model: causal, no mask; the image tokens attend causally like the text)."""
     out = replace(training, seq_len=total_tokens(model, training), images=0, image_size=DEFAULT_IMAGE_SIZE,
                   image_width=0, train_vision=False)
+    if training.method in ("lora", "qlora"):  # the image side's targets taken out (memory/siglip_lora.py)
+        out = replace(out, lora_targets=_sl.tower_lora_targets(model, training.lora_targets)[2])
     return _text_model(model), out
 
 
@@ -155,6 +157,7 @@ def _check(model: ModelSpec, training: TrainingSpec) -> None:
             raise SpecError("image_size", f"a {h} x {w} image: an aspect ratio above 200 is not modelled for "
                             f"{model.name}; give a less elongated --image-size / --image-width")
     check(model, training)
+    _sl.check(model, training)
 
 
 def estimate(model: ModelSpec, training: TrainingSpec,
@@ -193,11 +196,28 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # checkpointing hooks the tower (enable_input_require_grads: Idefics3VisionTransformer.get_input_embeddings is
     # its embeddings module, whose output becomes a leaf that requires grad) for every method
     hooked = gc and not training.train_vision
-    # modality_projection.proj saves its input (pixel_shuffle's second copy) when its weight is trained
+    # LoRA / QLoRA adapters peft puts on the tower and the connector (memory/siglip_lora.py: q_proj / v_proj, the
+    # default, name the tower's too; all-linear adds modality_projection.proj)
+    lora_tower, lora_connector = _sl.adapted(model, training)
+    adapters = _sl.adapter_params(model, training)
+    # modality_projection.proj saves its input (pixel_shuffle's second copy) when its weight is trained; adapted,
+    # its lora_A saves that input (or its adapter-dtype copy) and lora_B lora_A's output
     saved_projector = n * rows * vh * a_bytes if trained_projector else 0
+    if lora_connector:
+        saved_projector = n * _sl.connector_saved(v, training, rows, a_bytes, th)
     saved = saved_projector
-    if trained_projector or gc:
+    if trained_projector or gc or lora_tower or lora_connector:
         saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
+    # Tower adapters without checkpointing: each layer's saved set (siglip_lora.layer_saved; the bottom layer's
+    # input, the embeddings' output, needs no gradient), post_layernorm its input and stats
+    lora_saved = 0
+    if lora_tower and not gc:
+        lora_saved = n * (_sl.layer_saved(v, training, rows, a_bytes, lora_tower, False)
+                          + (layers - 1) * _sl.layer_saved(v, training, rows, a_bytes, lora_tower, True)
+                          + rows * vh * a_bytes + 8 * rows)
+        saved += lora_saved
+    if (lora_tower or lora_connector) and not gc:  # the text model's bottom layer then saves its input's set too
+        saved += _sl.text_bottom_saved(text_model, text_training, seq)
     tower_saved = 0
     if training.train_vision:
         # the patch Conv2d keeps its input (the gathered pixel_values), the position embedding its int64 ids; each
@@ -237,9 +257,25 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             attn = n * rows * (vh * r_bytes + 3 * vh * a_bytes + v.num_attention_heads * rows * (a_bytes + 4 + 4))
         tower_moment = before + max(kept_mlp + mlp, kept_mlp - hidden + attn)
         connector_moment = before + kept_mlp - hidden + 3 * hidden  # the output kept, the two copies
+        if lora_tower and not gc:
+            # the adapted layers' saved sets pile up; the peak in the top layer (siglip_lora.top_moment); at the
+            # connector all of them are there
+            below = lora_saved - n * (rows * vh * a_bytes + 8 * rows
+                                      + _sl.layer_saved(v, training, rows, a_bytes, lora_tower, True))
+            tower_moment = before + below + n * _sl.top_moment(v, training, rows, a_bytes, lora_tower)
+            # (post_layernorm's saved input is one of the connector moment's hidden states already)
+            connector_moment += lora_saved - hidden
+        elif lora_tower:  # with checkpointing an adapted Linear's forward saves nothing: its transients
+            tower_moment = max(tower_moment, before + kept_mlp - hidden
+                               + n * (_sl.forward_transient(v, training, rows, a_bytes, lora_tower)
+                                      + 2 * rows * vh * a_bytes))
+        if lora_connector:  # its input's adapter-dtype copy (a 16-bit input is pixel_shuffle's copy, counted) and
+            # lora_B's output, beside the copies
+            connector_moment += n * _sl.connector_saved(v, training, rows, a_bytes, th) \
+                - (hidden if dtype_bytes(training.adapter_dtype) == a_bytes else 0)
         vision_moment = max(tower_moment, connector_moment)
     trainable_text = b.trainable_parameters
-    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
+    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0) + adapters
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
@@ -280,17 +316,32 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                                   + (vh + 2 * vi) * a_bytes)
             at_softmax = n * rows * (4 * vh * a_bytes + heads * rows * (4 + a_bytes + 4 + a_bytes))
             at_gelu = max(at_gelu, at_softmax)
+        if lora_tower:  # the recomputed layer saves its adapters' inputs and lora_A outputs too
+            at_gelu += n * (_sl.layer_saved(v, training, rows, a_bytes, lora_tower, True)
+                            - _sl.layer_saved(v, training, rows, a_bytes, (), True))
+            at_gelu = max(at_gelu, n * _sl.recomputed_fc2(v, training, rows, a_bytes, lora_tower))
         # kept: every layer's input, and with a frozen text embedding its hooked output and that leaf's .grad
         # (AccumulateGrad stores it once the text model's backward reaches the embeddings)
         kept = n * rows * vh * layers * r_bytes + (2 * tokens * th * r_bytes if not trained_projector else 0)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
                                   (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
-    weights = b.weights + img_w.total
+    elif lora_tower:
+        # tower adapters without checkpointing: nothing is recomputed, the layers' saved sets are there (but
+        # post_layernorm's, run first); the top layer's backward (siglip_lora.top_backward)
+        left, bwd = _sl.top_backward(v, training, rows, a_bytes, lora_tower)
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
+                                  (_scaled(b.gradients, trainable_text, extra_trainable),
+                                   lora_saved - n * (rows * vh * a_bytes + 8 * rows + left), n * bwd)))
+    # the image-side adapters' weights in --adapter-dtype (peft autocast_adapter_dtype)
+    image_adapters = adapters * dtype_bytes(training.adapter_dtype)
+    weights = b.weights + img_w.total + image_adapters
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
+    if image_adapters:
+        details["weights.image_adapters"] = image_adapters
     details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel + pmask, "activations.image_side_saved": saved + tower_kept,
                     "activations.tower_output_kept": kept_output,
@@ -298,8 +349,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     rows_cols = grid(v, training)
     h, w = image_hw(v, training)
     split = (f"{rows_cols[0]} x {rows_cols[1]} tiles and a global image" if rows_cols[0] else "one tile")
+    adapted = ", ".join(lora_tower + lora_connector)
     mode = "full fine-tuning trains the connector" if trained_projector else \
-        f"--method {training.method} adapts the language model only (connector frozen)"
+        f"--method {training.method} adapts the language model only (connector frozen)" if not adapted else \
+        (f"--method {training.method} also adapts the image side's {adapted} ({adapters:,} adapter parameters: "
+         "peft matches the names over the whole model)")
     notes = (
         f"vision-language model (Idefics3 / SmolVLM): each {h} x {w} px image"
         + (" (the default: square)" if training.image_size == DEFAULT_IMAGE_SIZE and not training.image_width else "")
@@ -314,7 +368,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its embeddings: "
            "enable_input_require_grads)" if gc else "frozen and run without grad")
         + f"; {mode} ({projector:,} parameters, Idefics3Connector: pixel shuffle by {v.scale_factor}, one Linear); "
-        + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
+        + QLORA_IMAGE_NOTE + ".",
     )
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
                   trainable_parameters=trainable_text + extra_trainable, weights=weights,

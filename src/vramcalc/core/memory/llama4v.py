@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.llama4_tiles import (
     image_hw,
@@ -54,7 +55,6 @@ from vramcalc.core.memory.weights import (
     image_side_bytes,
 )
 from vramcalc.core.params import image_linears, projector_params, vision_tower_params
-from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -75,7 +75,8 @@ def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, Train
     """The language model and its run: the sequence lengthened by the image tokens, the image options gone (the
     image tokens attend like the text: Llama4TextModel builds its causal / chunked masks from the positions)."""
     out = replace(training, seq_len=total_tokens(model, training), images=0, image_size=DEFAULT_IMAGE_SIZE,
-                  image_width=0, train_vision=False)
+                  image_width=0, train_vision=False,
+                  lora_targets=lora_targets(model, training)[1])  # the tower's adapters are counted here
     return _text_model(model), out
 
 
@@ -96,6 +97,108 @@ def _rope_moment(v: VisionSpec, rows: int, a_bytes: int) -> int:
     MLP's (layer_norm2's output, fc1's and GELU's outputs) and the attention's."""
     h = v.hidden_size
     return rows * h * (4 * a_bytes + 4 + 4 + 4 + 4 + 2 * a_bytes)
+
+
+# Llama4VisionEncoderLayer's Linears in forward order (Llama4VisionAttention q/k/v/o_proj, Llama4VisionMLP fc1 / fc2)
+TOWER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
+
+
+def lora_targets(model: ModelSpec, training: TrainingSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What peft 0.21's target matching adapts on Llama4ForConditionalGeneration's image side (tuners_utils.py
+    check_target_module_exists: a name's suffix anywhere in the model): (the Linears adapted in every tower encoder
+    layer, the targets left for the language model). q/k/v/o_proj (auto: q_proj, v_proj) name the tower attention's
+    as well as the text model's; fc1 / fc2 the tower MLP's and the pixel-shuffle adapter's (vision_adapter.mlp
+    Llama4VisionMLP2) only. all-linear is refused for Llama 4 (params.py resolve_targets: the router). Checked
+    against get_peft_model on the meta model (tests/test_llama4v_lora.py). Empty for the other methods."""
+    if training.method not in ("lora", "qlora"):
+        return (), training.lora_targets
+    from vramcalc.core.params import default_targets
+
+    tower: set[str] = set()
+    text: list[str] = []
+    for raw in training.lora_targets:
+        t = raw.strip().lower()
+        if t == "auto":
+            tower |= set(default_targets(model)) & set(TOWER_LINEARS)
+            text.append(raw.strip())
+        elif t in ("fc1", "fc2"):
+            tower.add(t)
+        else:
+            if t in TOWER_LINEARS:
+                tower.add(t)
+            text.append(raw.strip())
+    if not text:
+        raise UnsupportedCombination(f"LoRA targets {','.join(training.lora_targets)} adapt no module of "
+                                     f"{model.name}'s language model (fc1 / fc2 are the vision tower's only), which "
+                                     "is not modelled: add a language-model target such as q_proj,v_proj")
+    return tuple(m for m in TOWER_LINEARS if m in tower), tuple(text)
+
+
+def _in_out(v: VisionSpec, module: str) -> tuple[int, int]:
+    """(in, out) features of a tower encoder layer's Linear, or of the adapter's ("adapter.fc1" / "adapter.fc2":
+    Llama4VisionMLP2 reads the pixel-shuffled features, intermediate_size wide, and maps them to
+    projector_input_dim, then projector_output_dim; both vision_output_dim here)."""
+    h, i, out = v.hidden_size, v.intermediate_size, v.vision_output_dim
+    return {"fc1": (h, i), "fc2": (i, h), "adapter.fc1": (i, out), "adapter.fc2": (out, out)}.get(module, (h, h))
+
+
+def tower_adapter_params(model: ModelSpec, training: TrainingSpec) -> int:
+    """LoRA parameters on the image side: rank x (in + out) per adapted Linear (lora_A and lora_B, no bias; peft
+    tuners/lora/layer.py update_layer), in every encoder layer and the adapter's MLP."""
+    v = model.vision
+    assert v is not None
+    tower, _ = lora_targets(model, training)
+    r = training.lora_rank
+    return v.num_layers * sum(r * sum(_in_out(v, m)) for m in tower) \
+        + sum(r * sum(_in_out(v, "adapter." + m)) for m in tower if m in ("fc1", "fc2"))
+
+
+def _adapters_saved(v: VisionSpec, modules: tuple[str, ...], rows: int, c: int, a: int, r: int) -> int:
+    """What peft's LoRA layers save for `rows` rows (tuners/lora/layer.py Linear.forward: lora_A its input cast to
+    the adapter dtype, a fresh copy per adapter unless it is the compute dtype: then the module's input, which q/k/v
+    share and o_proj's is sdpa's saved output; lora_B lora_A's output, rows x rank)."""
+    total, shared = 0, False
+    for mod in modules:
+        width = _in_out(v, mod)[0]
+        total += rows * a * r
+        if a != c:
+            total += rows * a * width
+        elif mod != "o_proj" and not (shared and mod in ("q_proj", "k_proj", "v_proj")):
+            total += rows * c * width
+            shared = shared or mod in ("q_proj", "k_proj", "v_proj")
+    return total
+
+
+def _adapter_moment(v: VisionSpec, mods: tuple[str, ...], rows: int, c: int, a: int, r: int, saving: bool) -> int:
+    """The top encoder layer's forward at each adapted Linear's scaled output (tuners/lora/layer.py Linear.forward:
+    `result + lora_B(lora_A(x)) * scaling`), per tile, beyond the layer's input: the input held by the caller and its
+    copy in the adapter dtype, lora_A's output, the base output, lora_B's and the scaled outputs (adapter dtype); for
+    k_proj / v_proj the q / k already projected, for fc2 post_attention_layernorm's output (the layer's local); with
+    checkpointing (the layer saves nothing: `saving` False) the
+    residual after the attention for fc1 / fc2, and o_proj's input (sdpa's output); without, the layer's saved sections
+    and adapters' inputs before the Linear (sdpa's output and the residual are among them). The largest."""
+    h, i = v.hidden_size, v.intermediate_size
+    best = 0
+    for k, mod in enumerate(mods):
+        width, out = _in_out(v, mod)
+        own = (width * a if a != c else 0) + r * a + out * (c + 2 * a)
+        held = width * c
+        if mod in ("k_proj", "v_proj"):
+            held += h * c * ("q_proj", "k_proj", "v_proj").index(mod)
+        if mod == "fc2" and not (saving and a == c and "fc1" in mods):
+            held += h * c  # post_attention_layernorm's output, held by the layer through its MLP
+        if saving:
+            before = _adapters_saved(v, mods[:k], 1, c, a, r)
+            sections = {"q_proj": 0, "k_proj": 0, "v_proj": 0, "o_proj": 4 * h * c + 4 * v.num_attention_heads,
+                        "fc1": 5 * h * c + 4 * v.num_attention_heads + 8,
+                        "fc2": 5 * h * c + 4 * v.num_attention_heads + 8 + i * c}[mod]
+            if mod == "o_proj":
+                held = 0  # sdpa's output, saved
+            moment = sections + before + held + own
+        else:
+            moment = held + own + (h * c if mod in ("fc1", "fc2") else 0)
+        best = max(best, rows * moment)
+    return best
 
 
 def estimate(model: ModelSpec, training: TrainingSpec,
@@ -130,7 +233,16 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # checkpointing hooks the tower (enable_input_require_grads: Llama4VisionModel.get_input_embeddings is its
     # patch_embedding, whose output becomes a leaf that requires grad) for every method
     hooked = gc
-    saved = tokens if (trained_projector or gc) else 0  # Tensor.masked_scatter saves its bool mask
+    # LoRA: peft adapts the tower's Linears its target names match (lora_targets); an adapted Linear's output needs a
+    # gradient, so the frozen tower records its graph from the bottom layer's first adapter up
+    tower_mods, _ = lora_targets(model, training)
+    adapters = tower_adapter_params(model, training)
+    ad_bytes = dtype_bytes(training.adapter_dtype)
+    saved = tokens if (trained_projector or gc or tower_mods) else 0  # Tensor.masked_scatter saves its bool mask
+    if tower_mods and not gc:
+        # the image features need a gradient, so masked_scatter's inputs_embeds does: the language model's bottom layer
+        # saves what the text estimate leaves out for a LoRA run's bottom layer (activations.py input_grad)
+        saved += b.details.get("activations.bottom_layer_less", 0)
     # multi_modal_projector.linear_1 saves its input (vision_flat: a view of the adapter's output) when its weight is
     # trained; through the forward it is kept_output's first part, in the backward it outlives the forward's locals
     saved_projector = n * per_tile * out_dim * a_bytes if trained_projector else 0
@@ -152,6 +264,41 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     vision_moment = before + kept_layers + n * _rope_moment(v, rows, a_bytes)
     trainable_text = b.trainable_parameters
     extra_trainable = projector if trained_projector else 0
+    # the adapters' gradients: the tower's backward runs last
+    grow_all = extra_trainable + adapters
+    r = training.lora_rank
+    layer_adapters = _adapters_saved(v, tower_mods, rows, a_bytes, ad_bytes, r)  # per tile, one encoder layer
+    mlp2 = tuple("adapter." + m for m in tower_mods if m in ("fc1", "fc2"))
+    mlp2_adapters = n * _adapters_saved(v, mlp2, per_tile, a_bytes, ad_bytes, r)
+    if tower_mods and not gc:
+        # per tile and encoder layer, what its graph saves (modeling_llama4.py Llama4VisionEncoderLayer): the
+        # LayerNorms' inputs and fp32 mean / rstd, sdpa's q and k (after the RoPE's type_as), v, output and fp32
+        # logsumexp per head, GELU's input (fc1's output); the frozen Linears save nothing; the RoPE's complex
+        # products save freqs_ci (a buffer). The bottom layer saves nothing below its first adapter (its input
+        # needs no gradient): input_layernorm's, then the attention's, then post_attention_layernorm's, then GELU's.
+        per_layer = rows * ((6 * vh + vi) * a_bytes + 16 + 4 * heads)
+        free = rows * (vh * a_bytes + 8)
+        for names, size in ((("q_proj", "k_proj", "v_proj"), rows * (4 * vh * a_bytes + 4 * heads)),
+                            (("o_proj",), rows * (vh * a_bytes + 8)), (("fc1",), rows * vi * a_bytes)):
+            if any(m_ in tower_mods for m_ in names):
+                break
+            free += size
+        # then layernorm_post's input and stats, the adapter MLP's two GELUs' inputs, and the adapters' inputs
+        tower_kept = n * (layers * (per_layer + layer_adapters) - free + rows * (vh * a_bytes + 8)
+                          + 2 * per_tile * out_dim * a_bytes) + mlp2_adapters
+        # the forward at the top layer's RoPE: the layers below saved, the top one's input and its q / k / v
+        # adapters' inputs, layernorm_pre's output (held through the encoder), the RoPE moment
+        qkv = tuple(m_ for m_ in tower_mods if m_ in ("q_proj", "k_proj", "v_proj"))
+        below = (layers - 1) * (per_layer + layer_adapters) - free if layers > 1 else 0
+        top_in = rows * (vh * a_bytes + 8) if layers > 1 else 0
+        vision_moment = before + hidden + n * (below + top_in + max(
+            _adapters_saved(v, qkv, rows, a_bytes, ad_bytes, r) + _rope_moment(v, rows, a_bytes),
+            _adapter_moment(v, tower_mods, rows, a_bytes, ad_bytes, r, saving=True)))
+    elif tower_mods:
+        # checkpointing: the hooked layers keep their inputs (tower_kept above); the adapter MLP's adapters save theirs
+        tower_kept += mlp2_adapters
+        vision_moment = before + kept_layers + n * max(
+            _rope_moment(v, rows, a_bytes), _adapter_moment(v, tower_mods, rows, a_bytes, ad_bytes, r, saving=False))
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
@@ -170,7 +317,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), vision_moment)))
     for key, lay, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
-        values = _grown(lay, values, trainable_text, extra_trainable)
+        # the tower adapters' gradients exist from its backward (run last) on
+        values = _grown(lay, values, trainable_text, extra_trainable if in_backward or key.startswith("forward.")
+                        else grow_all)
         if key.startswith("forward."):
             # kept_output is freed when the forward returns, but for the projector's saved input
             inside = kept_output if key != "forward.loss" else saved_projector
@@ -179,16 +328,32 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             raw.append((key, (*lay, _SAVED), (*values, saved + saved_projector + tower_kept)))
         else:
             raw.append((key, lay, values))
-    if hooked:
+    if hooked or tower_mods:
         # The tower's backward runs last, one recomputed layer at a time; its peak is the top layer's MLP backward
         # at the GELU: the recomputed layer's saved set (q, k, v, sdpa's output and fp32 logsumexp per head,
         # layer_norm2's input and fp32 stats, fc1's output), the residual's gradient, the gradient into the GELU's
         # output (fc2's input gradient) and the GELU's result (intermediate wide). Kept: every layer's input, the
         # hooked leaf and layernorm_pre's saved input, the text embeddings' leaf and its .grad (AccumulateGrad stores
         # it once the text model's backward reaches it).
-        at_gelu = n * rows * ((4 * vh + vh + vi) * a_bytes + 4 * heads + 8 + (vh + 2 * vi) * a_bytes)
-        kept = n * (layers * rows * vh * a_bytes + patches * vh * a_bytes + rows * vh * a_bytes + 8 * rows) \
-            + (2 * tokens * th * a_bytes if not trained_projector else 0)
+        # With LoRA on the tower, the recomputed layer's adapters save their inputs too; without checkpointing every
+        # layer's saved set is kept instead (tower_kept less what the adapter MLP and layernorm_post's backward have
+        # freed), and the top layer's transients are the gradients alone. An adapted fc2 peaks at lora_A's input
+        # gradient in the adapter dtype (intermediate wide) beside the incoming gradient's copy (16-bit one gone) in the
+        # adapter dtype; an adapted fc1 at its scaled output's gradient and the product's beside GELU's input and
+        # output gradients, once fc2's adapter has freed its saved input (tuners/lora/layer.py Linear.forward run
+        # backwards; as memory/mllama.py tower_lora_backward).
+        layer_set = n * rows * ((4 * vh + vh + vi) * a_bytes + 4 * heads + 8) + n * layer_adapters if hooked else 0
+        at_gelu = layer_set + n * rows * (vh + 2 * vi) * a_bytes
+        fc2_saved = n * rows * (vi + r) * ad_bytes if "fc2" in tower_mods else 0
+        at_fc2 = layer_set + n * rows * (vh * ad_bytes + vi * ad_bytes) if "fc2" in tower_mods else 0
+        at_fc1 = layer_set + n * rows * (vh * a_bytes + 2 * vi * a_bytes + vi * ad_bytes) - fc2_saved \
+            if "fc1" in tower_mods else 0
+        # with checkpointing and adapters, the top layer's recomputation (its forward again, saving) at an adapted
+        # Linear's scaled output, beside its input's saved copy and the gradient of its output (measured with the
+        # tracer: the peak of an adapted fc1 on 4 tiles)
+        at_recompute = n * (_adapter_moment(v, tower_mods, rows, a_bytes, ad_bytes, r, saving=True)
+                            + rows * (2 * vh * a_bytes + 8)) if hooked and tower_mods else 0
+        at_gelu = max(at_gelu, at_recompute)
         if training.method == "qlora":
             # QLoRA: every quantized Linear's backward dequantizes its weight again (dequant_backward_bytes): the
             # projector's and the adapter's on the pixel-shuffled rows, before the layers'; in a recomputed layer the
@@ -200,14 +365,20 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                                         for lin in in_layer),
                           max(dequant_backward_bytes(training, recipe, lin.in_features, lin.out_features,
                                                      n * per_tile) for lin in shuffled))
+        if hooked:
+            kept = n * (layers * rows * vh * a_bytes + patches * vh * a_bytes + rows * vh * a_bytes + 8 * rows) \
+                + (2 * tokens * th * a_bytes if not trained_projector else 0)
+        else:
+            kept = tower_kept - mlp2_adapters - n * (rows * (vh * a_bytes + 8) + 2 * per_tile * out_dim * a_bytes)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
-                                  (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
+                                  (_scaled(b.gradients, trainable_text, grow_all), kept,
+                                   max(at_gelu, at_fc2, at_fc1))))
     # Llama4VisionRotaryEmbedding's freqs_ci buffer (complex64, one row per tile row, 2 x (head_dim // 4) values:
     # _compute_freqs_ci's rope_freq of head_dim // 4, repeat_interleave(2), x and y concatenated, every other kept),
     # moved to the GPU with the model
     freqs = rows * 2 * (vh // heads // 4) * 8
-    weights = b.weights + img_w.total + freqs
-    states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
+    weights = b.weights + img_w.total + freqs + adapters * ad_bytes
+    states = _scaled(b.optimizer_state, trainable_text, grow_all)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
@@ -222,7 +393,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     h, w = image_hw(v, training)
     split = (f"{rows_cols[0]} x {rows_cols[1]} tiles and a global tile" if tiles > 1 else "one tile")
     mode = "full fine-tuning trains the projector" if trained_projector else \
-        f"--method {training.method} adapts the language model only (projector frozen)"
+        (f"--method {training.method} also adapts the tower's {', '.join(tower_mods)} in every encoder layer"
+         + (" and the pixel-shuffle adapter's" if mlp2 else "") + f" ({adapters:,} adapter parameters: peft matches "
+         "the target names over the whole model), whose graph is saved "
+         + ("layer by layer when recomputed" if gc else "from the lowest adapter up") + " until the tower's backward, "
+         "run last; projector frozen" if tower_mods else
+         f"--method {training.method} adapts the language model only (projector frozen)")
     notes = (
         f"vision-language model (Llama 4): each {h} x {w} px image"
         + (" (the default: one tile)" if training.image_size == DEFAULT_IMAGE_SIZE and not training.image_width
@@ -237,14 +413,14 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         + ("frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen; nothing in it requires grad, so it saves nothing")
         + f"; {mode} ({projector:,} parameters, Llama4MultiModalProjector: one Linear); "
-        + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
+        + QLORA_IMAGE_NOTE + ".",
     )
     # the text model's own note says the image side is counted elsewhere: it is counted here
     text_notes = tuple(x.replace(" the vision tower and projector are not counted here (the -vision presets count "
                                  "them; memory/llama4v.py)", " the image side follows") for x in b.notes)
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
-                  trainable_parameters=trainable_text + extra_trainable, weights=weights,
-                  gradients=_scaled(b.gradients, trainable_text, extra_trainable), optimizer_state=states,
+                  trainable_parameters=trainable_text + grow_all, weights=weights,
+                  gradients=_scaled(b.gradients, trainable_text, grow_all), optimizer_state=states,
                   activations=b.activations + saved + tower_kept + pixel + kept_output,
                   temporaries=max(b.temporaries, vision_moment), phases=phases, details=details,
                   notes=text_notes + notes, moments=tuple(raw),

@@ -38,7 +38,6 @@ from vramcalc.core.params import (
     resolve_targets,
     vision_tower_params,
 )
-from vramcalc.core.peft_methods import LM_ONLY_LORA
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -203,6 +202,154 @@ def tower_trained_saved(v: VisionSpec, images: int) -> int:
     return tower_graph_saved(v, images) + images * own
 
 
+# MllamaVisionEncoderLayer's Linears in forward order (MllamaVisionAttention q/k/v/o_proj, MllamaVisionMLP fc1 / fc2)
+TOWER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
+
+
+def lora_targets(model: ModelSpec, training: TrainingSpec) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
+    """What peft 0.21's target matching adapts on MllamaForConditionalGeneration (tuners_utils.py
+    check_target_module_exists: a name's suffix anywhere in the model; _maybe_include_all_linear_layers: every
+    nn.Linear but lm_head): (the tower Linears adapted in every local and global encoder layer, whether the
+    multi_modal_projector (an nn.Linear) is, the targets left for the language model). all-linear takes all six
+    tower Linears and the projector; q/k/v/o_proj (auto: q_proj, v_proj) name the tower attention's as well as the
+    text model's (its cross-attention layers' included); fc1 / fc2 are the tower MLP's only. Checked against
+    get_peft_model on the meta model (tests/test_mllama_lora.py). Empty for the other methods."""
+    if training.method not in ("lora", "qlora"):
+        return (), False, training.lora_targets
+    from vramcalc.core.params import default_targets
+
+    tower: set[str] = set()
+    projector = False
+    text: list[str] = []
+    for raw in training.lora_targets:
+        t = raw.strip().lower()
+        if t == "all-linear":
+            tower |= set(TOWER_LINEARS)
+            projector = True
+            text.append(raw.strip())
+        elif t == "auto":
+            tower |= set(default_targets(model)) & set(TOWER_LINEARS)
+            text.append(raw.strip())
+        elif t in ("fc1", "fc2"):
+            tower.add(t)
+        elif t == "multi_modal_projector":
+            raise UnsupportedCombination(f"LoRA target 'multi_modal_projector' alone is not modelled for {model.name}: "
+                                         "all-linear adapts it with the tower's Linears")
+        else:
+            if t in TOWER_LINEARS:
+                tower.add(t)
+            text.append(raw.strip())
+    if not text:
+        raise UnsupportedCombination(f"LoRA targets {','.join(training.lora_targets)} adapt no module of "
+                                     f"{model.name}'s language model (fc1 / fc2 are the vision tower's only), which "
+                                     "is not modelled: add a language-model target such as q_proj,v_proj")
+    return tuple(m for m in TOWER_LINEARS if m in tower), projector, tuple(text)
+
+
+def _tower_in_out(v: VisionSpec, module: str) -> tuple[int, int]:
+    h, i = v.hidden_size, v.intermediate_size
+    return {"fc1": (h, i), "fc2": (i, h)}.get(module, (h, h))
+
+
+def tower_adapter_params(model: ModelSpec, training: TrainingSpec) -> tuple[int, int]:
+    """(LoRA parameters on the tower's encoder layers, on the projector): rank x (in + out) per adapted Linear
+    (lora_A and lora_B, no bias; peft tuners/lora/layer.py update_layer)."""
+    v = model.vision
+    assert v is not None and model.hidden_size is not None
+    tower, projector, _ = lora_targets(model, training)
+    r = training.lora_rank
+    layers = v.num_layers + v.num_global_layers
+    return (layers * sum(r * sum(_tower_in_out(v, m)) for m in tower),
+            r * (v.vision_output_dim + model.hidden_size) if projector else 0)
+
+
+def _adapters_saved(v: VisionSpec, modules: tuple[str, ...], rows: int, c: int, a: int, r: int) -> int:
+    """What peft's LoRA layers of one tower encoder layer save for `rows` rows (tuners/lora/layer.py Linear.forward:
+    `result + lora_B(lora_A(dropout(x))) * scaling`, x cast to the adapter dtype by _cast_input_dtype): lora_A its
+    input, a fresh copy per adapter when the adapter dtype is not the compute dtype, else the module's input itself
+    (q/k/v_proj share input_layernorm's output; o_proj's input is the attention output sdpa saves: the kernel's
+    output is laid out (batch, rows, heads, head_dim), so transpose and .contiguous() copy nothing (measured with the
+    tracer); fc1's is post_attention_layernorm's output, fc2's GELU's output); lora_B lora_A's
+    output (rows x rank). The frozen base Linear saves nothing (its weight needs no gradient)."""
+    total, qkv_shared = 0, False
+    for mod in modules:
+        width = _tower_in_out(v, mod)[0]
+        total += rows * a * r
+        if a != c:
+            total += rows * a * width
+        elif mod != "o_proj" and not (qkv_shared and mod in ("q_proj", "k_proj", "v_proj")):
+            total += rows * c * width
+            qkv_shared = qkv_shared or mod in ("q_proj", "k_proj", "v_proj")
+    return total
+
+
+def tower_lora_saved(model: ModelSpec, training: TrainingSpec, images: int) -> int:
+    """What the frozen tower with LoRA adapters saves for `images` images: with checkpointing, the hooked graph
+    (tower_graph_saved; MllamaVisionEncoderLayer is no GradientCheckpointingLayer) plus every layer's adapters'
+    saved inputs; without, no op below the bottom layer's first adapted Linear has an input that needs a gradient
+    (pixel_values and the frozen embeddings need none), so the hooked graph less what it saves before the layers
+    (the Conv2d's leaf output, layernorm_pre's input and statistics, F.pad's output) and the bottom layer's sections
+    below its first adapter: input_layernorm's input and statistics, then (no q/k/v adapter) the attention's q, k, v,
+    output and logsumexp, then (no o_proj adapter) post_attention_layernorm's input and statistics, then (no fc1
+    adapter) GELU's input."""
+    v = model.vision
+    assert v is not None
+    tower, _, _ = lora_targets(model, training)
+    if not tower:
+        return 0
+    c = dtype_bytes(recipe_of(training).compute)
+    a = dtype_bytes(training.adapter_dtype)
+    tile, rows = tower_rows(v)
+    h, i = v.hidden_size, v.intermediate_size
+    layers = v.num_layers + v.num_global_layers
+    adapters = images * layers * _adapters_saved(v, tower, rows, c, a, training.lora_rank)
+    if training.grad_checkpointing:
+        return tower_graph_saved(v, images) + adapters
+    tiles = v.max_num_tiles
+    # (tower_graph_saved's third width-wide term before the layers stays saved: measured with the tracer on the
+    # mllama:toy cut, LoRA q_proj,v_proj without checkpointing, -0.9 % when it is freed)
+    before = tiles * (tile - 1) * h * c + tiles * tile * (h * c + 8)
+    free = before + rows * (h * c + 8)
+    for names, size in ((("q_proj", "k_proj", "v_proj"), rows * 4 * h * c + 4 * v.num_attention_heads
+                         * _round(rows, 32)),
+                        (("o_proj",), rows * (h * c + 8)), (("fc1",), rows * i * c)):
+        if any(m in tower for m in names):
+            break
+        free += size
+    return tower_graph_saved(v, images) - images * free + adapters
+
+
+def tower_lora_forward(model: ModelSpec, training: TrainingSpec, images: int) -> int:
+    """The tower's forward with LoRA adapters at the top global layer's adapted Linears (tuners/lora/layer.py
+    Linear.forward), beyond the tower's whole saved set: for each adapted Linear, its own temporaries (the base
+    projection's 16-bit output, lora_B's output and the scaled one in the adapter dtype), its input when not
+    saved (held by the caller while the adapter casts it), the query and key already projected (for k_proj /
+    v_proj), less the sections of the saved set the layer has not reached yet (tower_lora_saved's order); the
+    largest over the adapted Linears."""
+    v = model.vision
+    assert v is not None
+    tower, _, _ = lora_targets(model, training)
+    c, a, r = dtype_bytes(recipe_of(training).compute), dtype_bytes(training.adapter_dtype), training.lora_rank
+    _, rows = tower_rows(v)
+    h, i = v.hidden_size, v.intermediate_size
+    # the top layer's saved sections after each Linear: the attention's (q, k, v, output, logsumexp),
+    # post_attention_layernorm's input and statistics, GELU's input (fc1's output)
+    attention = rows * 4 * h * c + 4 * v.num_attention_heads * _round(rows, 32)
+    later = {"q_proj": attention + rows * (h * c + 8) + rows * i * c, "o_proj": rows * (h * c + 8) + rows * i * c,
+             "fc1": rows * i * c, "fc2": 0}
+    later["k_proj"] = later["v_proj"] = later["q_proj"]
+    best = 0
+    for k, mod in enumerate(tower):
+        width, out = _tower_in_out(v, mod)
+        after = sum(_adapters_saved(v, (m,), rows, c, a, r) for m in tower[k + 1:])
+        held = rows * width * c if a != c and mod != "o_proj" else 0  # o_proj's input: sdpa's saved output
+        if mod == "fc2" and not (a == c and "fc1" in tower):
+            held += rows * h * c  # post_attention_layernorm's output, held by MllamaVisionEncoderLayer through the MLP
+        projected = rows * h * c * ("q_proj", "k_proj", "v_proj").index(mod) if mod in ("k_proj", "v_proj") else 0
+        best = max(best, held + projected + rows * out * (c + 2 * a) - after - later[mod])
+    return images * best
+
+
 def tower_graph_forward(v: VisionSpec, images: int, vrows: int, c: int) -> int:
     """The tower's forward with its graph (checkpointing): at the final concatenation its saved set, the global
     encoder's last output, the stacked intermediate outputs and the concatenated vision output."""
@@ -225,6 +372,25 @@ def tower_backward(v: VisionSpec, images: int, vrows: int, c: int, trained: bool
     return images * rows * (k * v.hidden_size + v.hidden_size + 2 * v.intermediate_size) * c
 
 
+def tower_lora_backward(model: ModelSpec, training: TrainingSpec, images: int) -> int:
+    """The tower's backward at its top global layer's adapted fc2 (tuners/lora/layer.py Linear.forward run
+    backwards): lora_A's gradient for its input, in the adapter dtype (rows x intermediate), beside the stacked
+    intermediate outputs' gradients, the incoming gradient's copy in the adapter dtype (result's
+    cast back); an adapted fc1's below it; 0 when neither is (tower_backward's GELU moment then holds)."""
+    v = model.vision
+    assert v is not None
+    tower, _, _ = lora_targets(model, training)
+    c, a = dtype_bytes(recipe_of(training).compute), dtype_bytes(training.adapter_dtype)
+    _, rows = tower_rows(v)
+    h, i, k = v.hidden_size, v.intermediate_size, len(v.intermediate_layers_indices)
+    at_fc2 = rows * (k * h * c + h * a + i * a) if "fc2" in tower else 0  # (the 16-bit incoming one gone: measured)
+    # an adapted fc1: its scaled output's gradient and the product's (adapter dtype) beside GELU's input and output
+    # gradients, once fc2's adapter has freed its saved input (measured with the tracer on mllama:toy)
+    fc2_saved = rows * (i + training.lora_rank) * a if "fc2" in tower else 0
+    at_fc1 = rows * (k * h * c + h * c + 2 * i * c + i * a) - fc2_saved if "fc1" in tower else 0
+    return images * max(at_fc2, at_fc1)
+
+
 def estimate(model: ModelSpec, training: TrainingSpec,
              text_estimate: Callable[[ModelSpec, TrainingSpec], Breakdown]) -> Breakdown:
     """The text model's Breakdown on --seq-len tokens with the cross-attention layers' and the image side's
@@ -234,7 +400,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     assert v is not None and model.hidden_size is not None
     text_model = replace(model, vision=None)
     # (the image options dropped; --image-size sizes nothing in a text model's run but a ResNet's)
-    b = text_estimate(text_model, replace(training, images=0, image_width=0, train_vision=False))
+    # LoRA: peft matches the targets over the whole model (lora_targets): the tower's and projector's adapters
+    # are added here, the language model's are the text estimate's
+    tower_mods, _, text_targets = lora_targets(model, training)
+    b = text_estimate(text_model, replace(training, images=0, image_width=0, train_vision=False,
+                                          lora_targets=text_targets))
     c = dtype_bytes(recipe_of(training).compute)
     w_bytes = dtype_bytes(recipe_of(training).weight)
     d, h, i = model.hidden_size, v.hidden_size, v.intermediate_size
@@ -257,6 +427,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # the text model's backward moments grow by the projector and extras only, the optimizer step and accumulated
     # micro-batches by the tower too
     grow_all = extra_trainable + (tower if training.train_vision else 0)
+    # LoRA on the image side (lora_targets): the adapters' gradients come last too (the projector's after the
+    # language model's backward, the tower's in its own backward, run last)
+    tower_adapters, projector_adapters = tower_adapter_params(model, training)
+    grow_all += tower_adapters + projector_adapters
+    a = dtype_bytes(training.adapter_dtype)
 
     # --- inputs: pixel_values (batch, images, tiles, 3, tile, tile) in the model's dtype; aspect_ratio_ids,
     # aspect_ratio_mask and cross_attention_mask (batch, text, images, tiles) int64 (processing_mllama.py)
@@ -288,24 +463,30 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # --train-vision (full fine-tuning): the tower trains, and with or without checkpointing its layers (no
     # GradientCheckpointingLayer) save their whole graph (tower_trained_saved), freed by its backward, run last
     trained_tower = training.train_vision
-    graph = gc or trained_tower
+    graph = gc or trained_tower or bool(tower_mods)  # a tower adapter's output needs a gradient
     states_grad = full or graph  # cross_attention_states need a gradient
     delta, _ = cross_layer_delta(model, training, states_grad=states_grad)
     saved_cross = 0 if gc else n_cross * delta  # checkpointed cross layers keep only their inputs
-    tower_saved = tower_trained_saved(v, images) if trained_tower else tower_graph_saved(v, images) if graph else 0
+    tower_saved = tower_trained_saved(v, images) if trained_tower else tower_lora_saved(model, training, images) \
+        if tower_mods else tower_graph_saved(v, images) if graph else 0
+    # an adapted multi_modal_projector (all-linear): lora_A saves the vision output cast to the adapter dtype (the
+    # vision output itself when no cast is needed, held to the loss anyway during the forward) and lora_B lora_A's
+    # output, until the projector's backward (after the language model's, before the tower's)
+    proj_saved = vrows * (v.vision_output_dim + training.lora_rank) * a if projector_adapters else 0
+    proj_fwd = proj_saved - (vrows * v.vision_output_dim * c if projector_adapters and a == c else 0)
     # the trained patch Conv2d saves pixel_values (the step's input, counted in `pixel` through the forward), which
     # so outlives the forward
     conv_in = tiles * 3 * v.image_size ** 2 * w_bytes if trained_tower else 0
     # what the image side holds while the text model runs its layers: the inputs, the vision output (until the
     # loss), the states and the masks (while MllamaModel.forward runs; kept to the backward when k_proj / v_proj
     # save the states (trained) or the checkpointed cross layers keep them as inputs)
-    during_layers = pixel + vision_out + states + masks + tower_saved
+    during_layers = pixel + vision_out + states + masks + tower_saved + proj_fwd
     kept_states = states if full or gc else 0
     kept_masks = masks if gc else 0
     kept_vision = vision_out if full else 0  # the trained projector saves its input
-    after_forward = pixel + vision_out + kept_states + kept_masks + tower_saved
+    after_forward = pixel + vision_out + kept_states + kept_masks + tower_saved + proj_fwd
     # the step's inputs are dropped after the forward (as the tracer's step does: only the loss is kept)
-    in_backward = kept_states + kept_masks + kept_vision + tower_saved + conv_in
+    in_backward = kept_states + kept_masks + kept_vision + tower_saved + conv_in + proj_saved
     # the cross_attention_mask's expansion (int64 repeat_interleave, 1.0 - it in fp32, its 16-bit cast)
     mask_moment = pixel + vision_out + states + tower_saved + bs * s * keys * (8 + 4 + c)
 
@@ -319,7 +500,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                     pixel + vision_out + states + img_w.dequant_projector if img_w.dequant_projector else 0)
     raw.append(("forward.vision", _m.FWD_VISION, (acc, tower_fwd if not graph else img_w.dequant_forward +
                                                   tower_graph_forward(v, images, vrows, c) + pixel
-                                                  + tower_saved - tower_graph_saved(v, images))))
+                                                  + tower_saved - tower_graph_saved(v, images)
+                                                  # LoRA without checkpointing: the Conv2d's output, no saved leaf
+                                                  # now, still held by the local patch_embeds
+                                                  + (conv if tower_mods and not gc else 0)
+                                                  + max(0, tower_lora_forward(model, training, images)
+                                                        - images * rows * (1 + n_mid) * h * c - vision_out))))
     raw.append(("forward.cross_mask", FWD_CROSS_MASK, (acc, mask_moment, 0)))
     for key, layout, values in b.moments:
         values = _grown(layout, values, trainable_text, extra_trainable if key.startswith("backward.")
@@ -329,10 +515,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         elif key.startswith("forward."):
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + after_forward)))
         elif key == "backward.bottom":
-            raw.append((key, (*layout, _IMAGE), (*values, kept_vision + tower_saved + conv_in)))
+            raw.append((key, (*layout, _IMAGE), (*values, kept_vision + tower_saved + conv_in + proj_saved)))
         elif key == "backward.end":  # the gradient being summed stays the last term (memory/timeline.py)
-            raw.append((key, (*layout[:-1], _IMAGE, layout[-1]), (*values[:-1], kept_vision + tower_saved + conv_in,
-                                                                  values[-1])))
+            raw.append((key, (*layout[:-1], _IMAGE, layout[-1]), (*values[:-1], kept_vision + tower_saved + conv_in
+                                                                  + proj_saved, values[-1])))
         elif key.startswith("backward."):
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + in_backward)))
         else:
@@ -429,7 +615,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     if graph:
         # the tower's backward, last: every gradient exists, the tower's saved graph, and at its top global layer's
         # MLP backward the gradients of the intermediate layers' outputs (the stack's) and the flowing ones
-        bwd = tower_backward(v, images, vrows, c, trained_tower)
+        bwd = max(tower_backward(v, images, vrows, c, trained_tower), tower_lora_backward(model, training, images))
         if training.method == "qlora":
             # QLoRA: the projector's backward (its input needs a gradient once the tower is hooked) dequantizes its
             # weight again beside grad_A and the incoming gradient (weights.py dequant_backward_bytes), before the
@@ -439,8 +625,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                                                        lin.out_features, 0) for lin in tower_lin),
                       *(dequant_backward_bytes(training, recipe_of(training), lin.in_features, lin.out_features, vrows)
                         for lin in projector_lin))
-        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, (g_all, tower_saved + conv_in, bwd)))
-    weights = b.weights + img_w.total + extras * w_bytes
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
+                                  # (a trained tower's gradients come during its backward; LoRA adapters' are
+                                  # counted whole: a few MB)
+                                  (_scaled(b.gradients, trainable_text,
+                                           extra_trainable + tower_adapters + projector_adapters),
+                                   tower_saved + conv_in, bwd)))
+    weights = b.weights + img_w.total + extras * w_bytes + (tower_adapters + projector_adapters) * a
     states_opt = _scaled(b.optimizer_state, trainable_text, grow_all)
     base = weights + states_opt + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
@@ -450,8 +641,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                     "activations.pixel_values": pixel, "activations.cross_attention_layers": saved_cross,
                     "activations.image_side_saved": vision_out + states + masks,
                     "temporaries.vision_tower_forward": tower_fwd})
+    adapted_side = ", ".join(tower_mods) + (" and multi_modal_projector" if projector_adapters else "")
     mode = "full fine-tuning trains the projector and the cross-attention layers' norms and gates" if full else \
-        f"--method {training.method} adapts the language model only"
+        (f"--method {training.method} also adapts the tower's {adapted_side} in every encoder layer ("
+         f"{tower_adapters + projector_adapters:,} adapter parameters: peft matches the target names over the whole "
+         "model; a regex such as '.*language_model.*\\.(q_proj|v_proj)' keeps them off the tower), whose graph from "
+         "the lowest adapter up is saved until the tower's backward, run last" if tower_mods else
+         f"--method {training.method} adapts the language model only")
     notes = (
         f"vision-language model (Llama-3.2-Vision): {n} image(s) per sample, each as {v.max_num_tiles} tiles of "
         f"{v.image_size} x {v.image_size} px (the processor pads every image to max_num_tiles, whatever its size): "
@@ -460,7 +656,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         f"vision tower ({tower:,} parameters) "
         + ("trained (--train-vision: its gradients, optimizer state and whole saved graph, checkpointing or not: "
            "MllamaVisionEncoderLayer is no GradientCheckpointingLayer)" if trained_tower else "frozen")
-        + f"; {mode}; " + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
+        + f"; {mode}; " + QLORA_IMAGE_NOTE + ".",
     )
     def temporaries_of(entries: list[_m.RawMoment], keys: tuple[str, ...]) -> int:
         return max((sum(x for (_, comp), x in zip(layout, values, strict=True) if comp == "temporaries")

@@ -220,6 +220,10 @@ def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, Train
         out = replace(out, packing="packed")
     if model.vision.is_qwen and training.method in ("lora", "qlora"):  # the image side's targets taken out
         out = replace(out, lora_targets=qwen_lora_targets(model, training.lora_targets)[2])
+    if model.vision.kind == "siglip" and training.method in ("lora", "qlora"):  # memory/siglip_lora.py
+        from vramcalc.core.memory.siglip_lora import tower_lora_targets
+
+        out = replace(out, lora_targets=tower_lora_targets(model, training.lora_targets)[2])
     return _text_model(model), out
 
 
@@ -1002,6 +1006,9 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     language model runs on text + image tokens with the bidirectional image-block masks (text_run)."""
     _siglip_check(model, training)
     check(model, training)
+    from vramcalc.core.memory import siglip_lora as _sl
+
+    _sl.check(model, training)
     v = model.vision
     assert v is not None and model.hidden_size is not None
     text_model, text_training = text_run(model, training)
@@ -1034,7 +1041,11 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     # Conv2d's output (rows x width per image) and, when the embedding is frozen, the text embeddings' (outliving
     # masked_scatter's new inputs_embeds).
     hooked = gc and not training.train_vision
-    needs_grad = hooked or training.train_vision  # the tower's output requires grad
+    # LoRA / QLoRA adapters peft puts on the tower (memory/siglip_lora.py: q_proj / v_proj, the default, name the
+    # tower's too): their weights train, and every op above the first adapted Linear needs a gradient
+    lora_tower = _sl.adapted(model, training)[0]
+    adapters = _sl.adapter_params(model, training)
+    needs_grad = hooked or training.train_vision or bool(lora_tower)  # the tower's output requires grad
     # Gemma3MultiModalProjector: AvgPool2d saves its input (the contiguous copy) when it needs a gradient;
     # Gemma3RMSNorm (modeling_gemma3.py) saves x.float() (fp32, for pow and mul) when x needs a gradient, the fp32
     # normalized x when its weight is trained, and mm_input_projection_weight's matmul the 16-bit normalized x
@@ -1042,8 +1053,18 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     rms_saved = n_img * per_image * vh * ((4 if needs_grad else 0) + ((4 + a_bytes) if trained_projector else 0))
     saved_projector = rms_saved + (n_img * rows * vh * r_bytes if needs_grad else 0)
     saved = saved_projector
-    if trained_projector or gc:
+    if trained_projector or gc or lora_tower:
         saved += tokens  # Tensor.masked_scatter saves its bool mask (inputs_embeds requires grad)
+    # Tower adapters without checkpointing: each layer's saved set (siglip_lora.layer_saved; the bottom layer's
+    # input, the patch embeddings, needs no gradient), post_layernorm its input and stats
+    lora_saved = 0
+    if lora_tower and not gc:
+        lora_saved = n_img * (_sl.layer_saved(v, training, rows, a_bytes, lora_tower, False)
+                              + (layers - 1) * _sl.layer_saved(v, training, rows, a_bytes, lora_tower, True)
+                              + rows * vh * a_bytes + 8 * rows)
+        saved += lora_saved
+        # the text model's bottom layer then saves its input's set too (inputs_embeds needs a gradient)
+        saved += _sl.text_bottom_saved(text_model, text_training, total_tokens(model, training))
     tower_saved = 0
     if training.train_vision:
         # SiglipVisionEmbeddings' patch Conv2d keeps pixel_values; each layer its saved set (with checkpointing
@@ -1061,10 +1082,23 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     kept_inputs = n_img * rows * vh * ((layers + 1) * r_bytes + a_bytes) if gc else n_img * rows * vh * r_bytes
     if training.train_vision and not gc:
         kept_inputs = pixel + n_img * layers * _siglip_layer_saved(v, training, rows, a_bytes)
+    elif not gc and layers > 1:
+        # SiglipEncoder.forward holds inputs_embeds (the embeddings' output) through its loop and the loop's
+        # hidden_states the running layer's input; the layer's post-attention residual lives through its MLP
+        kept_inputs = 3 * n_img * rows * vh * r_bytes
+    # (with checkpointing an adapted Linear's forward saves nothing: its transients beside the layer's context)
     tower_moment = (tokens * th * r_bytes + pixel + kept_inputs
-                    + n_img * _siglip_layer_transient(v, training, rows, a_bytes))
+                    + n_img * max(_siglip_layer_transient(v, training, rows, a_bytes),
+                                  _sl.forward_transient(v, training, rows, a_bytes, lora_tower)
+                                  + 2 * rows * vh * a_bytes))
+    if lora_tower and not gc:
+        # the adapted layers' saved sets pile up; the peak in the top layer (siglip_lora.top_moment)
+        below = lora_saved - n_img * (rows * vh * a_bytes + 8 * rows
+                                      + _sl.layer_saved(v, training, rows, a_bytes, lora_tower, True))
+        tower_moment = tokens * th * r_bytes + pixel + below \
+            + n_img * _sl.top_moment(v, training, rows, a_bytes, lora_tower)
     trainable_text = b.trainable_parameters
-    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0)
+    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0) + adapters
 
     # the sliding layers' mask: a second 4-D bool mask beside the full layers' (create_masks_for_vision_model),
     # which the packed text run counts once; it lives through the forward, and with checkpointing to the backward
@@ -1119,21 +1153,39 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
                                       + (vh + 2 * vi) * a_bytes)
             at_softmax = n_img * rows * (5 * vh * a_bytes + heads * rows * (4 + a_bytes + 4 + a_bytes))
             at_gelu = max(at_gelu, at_softmax)
+        if lora_tower:  # the recomputed layer saves its adapters' inputs and lora_A outputs too
+            at_gelu += n_img * (_sl.layer_saved(v, training, rows, a_bytes, lora_tower, True)
+                                - _sl.layer_saved(v, training, rows, a_bytes, (), True))
+            at_gelu = max(at_gelu, n_img * _sl.recomputed_fc2(v, training, rows, a_bytes, lora_tower))
         kept = n_img * rows * vh * (layers * r_bytes + a_bytes)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
                                   (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
-    weights = b.weights + img_w.total
+    elif lora_tower:
+        # tower adapters without checkpointing: nothing is recomputed, the layers' saved sets are there (but
+        # post_layernorm's, run first); the top layer's backward (siglip_lora.top_backward)
+        left, bwd = _sl.top_backward(v, training, rows, a_bytes, lora_tower)
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
+                                  (_scaled(b.gradients, trainable_text, extra_trainable),
+                                   lora_saved - n_img * (rows * vh * a_bytes + 8 * rows + left), n_img * bwd)))
+    # the tower adapters' weights in --adapter-dtype (peft autocast_adapter_dtype)
+    image_adapters = adapters * dtype_bytes(training.adapter_dtype)
+    weights = b.weights + img_w.total + image_adapters
     states = _scaled(b.optimizer_state, trainable_text, extra_trainable)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
     details = dict(b.details)
+    if image_adapters:
+        details["weights.image_adapters"] = image_adapters
     details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "activations.tower_output_kept": kept_output,
                     "temporaries.vision_tower_forward": tower_moment})
     mode = "full fine-tuning trains the projector" if trained_projector else \
-        f"--method {training.method} adapts the language model only (projector frozen)"
+        f"--method {training.method} adapts the language model only (projector frozen)" if not lora_tower else \
+        (f"--method {training.method} also adapts the tower's {', '.join(lora_tower)} in each layer ({adapters:,} "
+         "adapter parameters: peft matches the names over the whole model; projector frozen, its "
+         "mm_input_projection_weight a Parameter, never adapted)")
     notes = (
         f"vision-language model (Gemma 3): {images_per_sample(training)} image(s) per sample x ({per_image} image "
         f"tokens + 4 the processor wraps them in: \"\\n\\n\" <start_of_image> ... <end_of_image> \"\\n\\n\") are "
@@ -1145,7 +1197,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
            "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen and run without grad")
         + f"; {mode} ({projector:,} parameters, Gemma3MultiModalProjector: avg-pool to {per_image} tokens, RMSNorm, "
-        "mm_input_projection_weight); " + QLORA_IMAGE_NOTE + "; " + LM_ONLY_LORA,
+        "mm_input_projection_weight); " + QLORA_IMAGE_NOTE + ".",
         "token_type_ids make the image tokens attend to each other both ways: "
         + ("transformers builds 4-D masks (full and sliding layers), so sdpa runs the memory-efficient kernel and "
            "every layer keeps a 16-bit copy of the mask (counted as for a packed batch)."
