@@ -631,6 +631,60 @@ def jamba_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The Zamba2 grid (`--grid zamba2`, issue 15; 28 cases): tests/data/hf/zamba2-2.7b.json cut to two tiny shapes (A: a
+# shared block at layers 1 and 3, one weight set, projectors on the MLP only, no RoPE, one chunk of 64; B: shared
+# blocks at 1, 2 and 4 from two weight sets, projectors on q, k, v too, RoPE, 2 groups, chunk 48 padding) x full
+# pure-bf16 / LoRA auto (q_proj, v_proj, in_proj) / LoRA all-linear (the projectors' Linears and the hybrid layers'
+# Linear too) x s64 / s128 x checkpointing off / on, b2; LoRA eager on shape B; the published 1.2B shape cut to 2
+# layers, LoRA b1 s256. QLoRA is refused (memory/zamba2.py).
+# Written to accuracy_zamba2.{json,md}.
+ZAMBA2_SHAPES = {"zamba2:h128-l4-g13-b1-f256-q64": {"hidden_size": 128, "intermediate_size": 256,
+                                                   "num_hidden_layers": 4, "num_attention_heads": 4,
+                                                   "num_key_value_heads": 4, "n_mamba_heads": 8, "mamba_headdim": 32,
+                                                   "mamba_d_state": 16, "mamba_ngroups": 1, "chunk_size": 64,
+                                                   "adapter_rank": 16, "num_mem_blocks": 1, "vocab_size": 1024,
+                                                   "layers_block_type": ["mamba", "hybrid", "mamba", "hybrid"],
+                                                   "hybrid_layer_ids": [1, 3]},
+                 "zamba2:h128-l5-g124-b2-qkv-rope-g2-q48": {"hidden_size": 128, "intermediate_size": 384,
+                                                            "num_hidden_layers": 5, "num_attention_heads": 4,
+                                                            "num_key_value_heads": 4, "n_mamba_heads": 8,
+                                                            "mamba_headdim": 32, "mamba_d_state": 16,
+                                                            "mamba_ngroups": 2, "chunk_size": 48, "adapter_rank": 8,
+                                                            "num_mem_blocks": 2, "use_shared_attention_adapter": True,
+                                                            "use_mem_rope": True, "vocab_size": 2048,
+                                                            "layers_block_type": ["mamba", "hybrid", "hybrid", "mamba",
+                                                                                  "hybrid"],
+                                                            "hybrid_layer_ids": [1, 2, 4]}}
+ZAMBA2_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora auto", {"method": "lora", "precision": "bf16"}),
+    ("lora all-linear", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
+)
+
+
+def zamba2_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in ZAMBA2_SHAPES:
+        for label, kw in ZAMBA2_RUNS:
+            for seq in (64, 128):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
+    model = list(ZAMBA2_SHAPES)[1]
+    for gc in (False, True):
+        cases.append({"id": f"{model} | lora auto eager | b2 s64 | {'gc' if gc else 'no-gc'}", "model": model,
+                      "method": "lora", "training": dict(ZAMBA2_RUNS[1][1], attention="eager", batch_size=2,
+                                                         seq_len=64, grad_checkpointing=gc)})
+    # the published Zamba2-1.2B shape (hidden 2048, the shared block with q/k/v projectors and RoPE, mixer 4096 in
+    # 64 heads, state 128, chunk 256) cut to a Mamba layer and a hybrid layer
+    for gc in (False, True):
+        cases.append({"id": f"zamba2:zamba2-1.2b-2-layers | lora auto | b1 s256 | {'gc' if gc else 'no-gc'}",
+                      "model": "zamba2:zamba2-1.2b-2-layers", "method": "lora",
+                      "training": dict(ZAMBA2_RUNS[1][1], batch_size=1, seq_len=256, grad_checkpointing=gc)})
+    return cases
+
+
 # The GraniteMoeHybrid grid (`--grid granite`, issue 15; 60 cases): the dense Granite 4.0 H models
 # (num_local_experts 0, memory/hybrid.py as Bamba's layers) from tests/data/hf/granite-4.0-h-micro.json cut to two
 # tiny shapes (one attention layer in the middle; attention at the bottom and the top, 2 groups, chunk 48 padding) x
@@ -1661,6 +1715,14 @@ def _model(name: str) -> Any:
 
         d = {**json.loads((HF_DIR / "ai21-jamba-1.5-mini.json").read_text()), **JAMBA_SHAPES[name]}
         return spec_from_hf_config(d, name[6:], "benchmarks/accuracy.py")
+    if name.startswith("zamba2:"):  # tests/data/hf/zamba2-2.7b.json cut to a tiny shape (ZAMBA2_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        d = {**json.loads((HF_DIR / "zamba2-2.7b.json").read_text()), **ZAMBA2_SHAPES[name]} \
+            if name in ZAMBA2_SHAPES else {**json.loads((HF_DIR / "zamba2-1.2b.json").read_text()),
+                                           "num_hidden_layers": 2, "layers_block_type": ["mamba", "hybrid"],
+                                           "hybrid_layer_ids": [1]}
+        return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
     if name.startswith("granite:"):  # tests/data/hf/granite-4.0-h-micro.json cut to a tiny shape (GRANITE_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -2367,6 +2429,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "sharded": sharded_grid, "optimizers": optimizer_grid,
          "lora-variants": lora_variant_grid, "rl": rl_grid, "encdec": encdec_grid, "ssm": ssm_grid,
          "ssm2": ssm2_grid, "hybrid": hybrid_grid, "bamba": bamba_grid, "jamba": jamba_grid, "granite": granite_grid,
+         "zamba2": zamba2_grid,
          "nemotronh": nemotronh_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
          "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
@@ -2394,6 +2457,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "jamba": " (Jamba: attention and Mamba-1 layers, dense and MoE feed-forwards, issue 15)",
           "granite": " (GraniteMoeHybrid's Granite 4.0 H, dense and MoE: Mamba-2 and attention layers, shared_mlp, "
                      "block_sparse_moe; issue 15)",
+          "zamba2": " (Zamba2: Mamba-2 layers, shared attention blocks with per-invocation projectors; issue 15)",
           "nemotronh": " (Nemotron-H: Mamba-2, attention and relu2 MLP layers, one block each; issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
@@ -2532,7 +2596,8 @@ def main() -> None:
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
                     "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 30 "
                     "Bamba cases; jamba: issue 15's 28 Jamba cases; granite: issue 15's 60 Granite 4.0 H "
-                    "cases (30 dense, 30 MoE); nemotronh: issue 15's 30 dense Nemotron-H cases; gptoss: issue 15's 16 "
+                    "cases (30 dense, 30 MoE); zamba2: issue 15's 28 Zamba2 cases; nemotronh: issue 15's 30 dense "
+                    "Nemotron-H cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 60 LLaVA-1.5 cases (image tokens, tower frozen, adapted or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
@@ -2561,7 +2626,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "nemotronh") \
+                         "zamba2", "nemotronh") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -267,14 +267,16 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
 def _hybrid_refuses(m: ModelSpec, t: TrainingSpec) -> bool:
     """Falcon-H1 refuses what memory/hybrid.py check_run does not model (freeze, autocast, the other PEFT methods and
     objectives, loss savers, packing, offload)."""
-    from vramcalc.core.memory import hybrid, jamba, nemotron_h
+    from vramcalc.core.memory import hybrid, jamba, nemotron_h, zamba2
 
-    # Jamba and Nemotron-H: memory/jamba.py and memory/nemotron_h.py check_run, the same kind of list
-    if not (hybrid.is_hybrid(m) or jamba.is_jamba(m) or nemotron_h.is_nemotron_h(m)):
+    # Jamba, Nemotron-H and Zamba2: memory/jamba.py, memory/nemotron_h.py and memory/zamba2.py check_run, the same kind
+    # of list
+    if not (hybrid.is_hybrid(m) or jamba.is_jamba(m) or nemotron_h.is_nemotron_h(m) or zamba2.is_zamba2(m)):
         return False
     try:
         hybrid.check_run(m, t)
         jamba.check_run(m, t)
+        zamba2.check_run(m, t)
         nemotron_h.check_run(m, t)
     except UnsupportedCombination:
         return True

@@ -94,6 +94,12 @@ TOTALS = {
     # sum(p.numel()) of GraniteMoeHybridForCausalLM from tests/data/hf/granite-4.0-h-micro.json (typed, the README
     # says from what), transformers 5.24 on the meta device (tests/test_granitemoehybrid.py rebuilds it).
     "granite-4.0-h-micro": 3_191_396_096,
+    # Zamba2 (Mamba-2 layers, shared attention blocks with per-invocation projectors): sum(p.numel()) of
+    # Zamba2ForCausalLM from the typed tests/data/hf/zamba2-*.json (the README says from what), transformers 5.24 on
+    # the meta device, the shared blocks' tied weights once (tests/test_zamba2.py rebuilds them).
+    "zamba2-1.2b": 1_215_064_704,
+    "zamba2-2.7b": 2_662_214_560,
+    "zamba2-7b": 7_356_749_648,
     # The MoE Granite 4.0 H models (block_sparse_moe beside shared_mlp): sum(p.numel()) of GraniteMoeHybridForCausalLM
     # from tests/data/hf/granite-4.0-h-tiny.json / -h-small.json (typed, the README says from what), transformers 5.24
     # on the meta device (tests/test_granitemoehybrid.py rebuilds them).
@@ -211,6 +217,7 @@ def test_every_family_of_the_issue_is_mapped() -> None:
         "jamba",
         "bamba",
         "granitemoehybrid",
+        "zamba2",
         "nemotron_h",
         "idefics3",
         "smolvlm",

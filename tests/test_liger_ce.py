@@ -181,6 +181,15 @@ def test_trainer_liger_kernel_config(tmp_path: Path) -> None:
     assert load(', "liger_kernel_config": {"rope": false}').options["loss"] == "fused-linear"
     with pytest.raises(VramcalcError, match="liger_kernel_config"):
         load(', "liger_kernel_config": {"cross_entropy": true}')  # Liger asserts the two are exclusive
+    # without use_liger_kernel Trainer never reads the mapping: no loss changes, a note says so, but a quoted
+    # boolean in it is still refused as TrainingArguments' parser would read it differently (test_fuzz_io)
+    f = tmp_path / "plain.json"
+    f.write_text('{"output_dir": "out", "liger_kernel_config": {"cross_entropy": true}}')
+    plain = runfiles.load(str(f))[0]
+    assert "loss" not in plain.options and any("without use_liger_kernel" in n for n in plain.notes)
+    f.write_text('{"output_dir": "out", "liger_kernel_config": {"cross_entropy": "false"}}')
+    with pytest.raises(VramcalcError, match="cross_entropy"):
+        runfiles.load(str(f))
 
 
 def test_axolotl_liger_cross_entropy_where_liger_applies(tmp_path: Path) -> None:

@@ -209,13 +209,15 @@ def test_unknown_mamba2_method_message_is_not_generic() -> None:
         estimate(tiny(SHAPE_1), TrainingSpec(method="ia3"))
 
 
-@pytest.mark.parametrize(("model_type", "words"), [
-    ("zamba2", "Zamba2 (Mamba-2 layers with shared attention")])
-# (jamba, bamba, falcon_h1, granitemoehybrid's dense models and nemotron_h are read now: tests/test_jamba.py and the
-# others)
-def test_hybrids_are_refused_naming_what_they_mix(model_type: str, words: str, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    # transformers 5.24 ships these hybrids; their attention layers and MLPs beside the Mamba mixers are not modelled
+# (jamba, bamba, falcon_h1, granitemoehybrid's and nemotron_h's dense models and zamba2 are read now:
+# tests/test_jamba.py and the others; io/hf_config.py HYBRIDS is empty, so a stand-in entry checks the refusal's words)
+def test_hybrids_are_refused_naming_what_they_mix(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # a hybrid transformers ships whose layers are not modelled is refused by name, saying what its layers mix
+    from vramcalc.io import hf_config
+
+    model_type, words = "hybrid_stand_in", "Stand-in (Mamba-2 and attention layers)"
+    monkeypatch.setitem(hf_config.HYBRIDS, model_type, words)
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"model_type": model_type, "hidden_size": 64, "num_hidden_layers": 2}))
     code, _, err = invoke(["estimate", str(path)], capsys)

@@ -32,6 +32,7 @@ from vramcalc.core.memory import (
     siglip_lora,
     ssm,
     unsloth,
+    zamba2,
 )
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
@@ -110,6 +111,8 @@ LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4
 def _less_label(m: ModelSpec) -> str:
     if jamba.is_jamba(m):  # memory/jamba.py layer_differences: each layer's own kind below the largest kind's set
         return "what the attention and dense-MLP layers save less than the largest kind"
+    if zamba2.is_zamba2(m):  # memory/zamba2.py layered_less: the hybrid layer's set, each Mamba layer's less
+        return "what the Mamba layers save less than a hybrid layer (its shared block) and the bottom moment's less"
     if nemotron_h.is_nemotron_h(m):  # memory/nemotron_h.py layered_less: the envelope of the three kinds
         return "what each layer saves less than the envelope of the kinds (mixer, attention, MLP) and the bottom's less"
     if m.family in ("bamba", "granitemoehybrid"):  # memory/hybrid.py layered_less: the envelope of the two kinds
@@ -1473,6 +1476,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     residual = 4 if mamba and m.ssm_residual_fp32 else residual_bytes(recipe)
     layer = (ssm.layer_activations if mamba else hybrid.layer_activations if hybrid.is_hybrid(m)
              else jamba.layer_activations if jamba.is_jamba(m)
+             else zamba2.layer_activations if zamba2.is_zamba2(m)
              else nemotron_h.layer_activations if nemotron_h.is_nemotron_h(m)
              else unsloth.layer_activations if unsloth.active(m, t)
              else liger.layer_activations if liger.active(m, t)
@@ -1560,8 +1564,18 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                  f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
                                  "one layer's saved tensors", SRC_CKPT))
     # ALiBi models have no rotary tables, nor DeBERTa (relative positions: memory/deberta.py)
-    if not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m) or jamba.is_jamba(m)
-            or nemotron_h.is_nemotron_h(m)):  # (NemotronHAttention: JambaAttention, no rotary embedding)
+    if zamba2.is_zamba2(m):  # memory/zamba2.py once_per_token: RoPE with use_mem_rope, the embeddings' clone
+        if m.zamba_mem_rope and m.zamba_hybrid_layers:
+            lines.append(Line("activations.shared.rope", "RoPE cos and sin (shared by all layers)",
+                              f"2 × {c} B × {head_dim(m)} head_dim × {tok}", 2 * c * head_dim(m) * tokens,
+                              "2 × head_dim × tokens × bytes", "transformers modeling_zamba2.py Zamba2RotaryEmbedding"))
+        if t.grad_checkpointing:
+            lines.append(Line("activations.shared.embeddings_clone", "the embeddings' clone every layer receives",
+                              f"{c} B × {_n(m.hidden_size or 0)} hidden × {tok}", c * (m.hidden_size or 0) * tokens,
+                              "hidden × tokens × bytes", "transformers modeling_zamba2.py Zamba2Model.forward "
+                              "(original_hidden_states, kept by each layer's checkpoint)"))
+    elif not (m.learned_position_embeddings or m.alibi or mamba or deberta.is_deberta(m) or jamba.is_jamba(m)
+              or nemotron_h.is_nemotron_h(m)):  # (NemotronHAttention: JambaAttention, no rotary embedding)
         if m.family == "bamba" and not m.attention_layers:
             pass  # no attention layer: BambaModel still builds the tables, but from a leaf no layer saves
         elif m.family == "granitemoehybrid":

@@ -135,6 +135,8 @@ def block_linears(m: ModelSpec) -> tuple[Linear, ...]:
         return ssm_linears(m)
     if is_jamba(m):  # attention or Mamba layers, dense or MoE feed-forwards (jamba_linears)
         return jamba_linears(m)
+    if is_zamba2(m):  # Mamba-2 layers and the shared attention blocks (zamba2_linears)
+        return zamba2_linears(m)
     if is_nemotron_h(m):  # Mamba-2, attention or MLP layers (nemotron_h_linears)
         return nemotron_h_linears(m)
     h, n_layers = m.hidden_size, m.num_layers
@@ -221,6 +223,8 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
         return ssm_tensors(m)
     if is_jamba(m):  # Jamba (memory/jamba.py)
         return jamba_tensors(m)
+    if is_zamba2(m):  # Zamba2: the shared blocks' weights once (zamba2_tensors)
+        return zamba2_tensors(m)
     if is_nemotron_h(m):  # Nemotron-H (memory/nemotron_h.py)
         return nemotron_h_tensors(m)
     h, v, n_layers = m.hidden_size, m.vocab_size, m.num_layers
@@ -634,6 +638,8 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
     as that is the only module peft could attach to. Unknown names raise UnsupportedCombination with the valid names.
     """
     linears = block_linears(m)
+    if is_zamba2(m):  # peft wraps modules: one adapter per hybrid layer's copy of a shared Linear (zamba2_modules)
+        linears = zamba2_modules(m)
     if m.family == "gpt_oss":
         # GptOssExperts holds gate_up_proj / down_proj as 3-D Parameters, not nn.Linear modules: peft's
         # target_modules (and all-linear) find only q/k/v/o_proj (the router is a Parameter pair too).
@@ -903,8 +909,9 @@ def is_layered_hybrid(m: ModelSpec) -> bool:
 
 def is_hybrid(m: ModelSpec) -> bool:
     """Whether `m` runs a Mamba-2 mixer beside attention in every layer (Falcon-H1), or in some layers (Bamba);
-    not Nemotron-H, whose layers are each one block (is_nemotron_h)."""
-    return bool(m.mixer_intermediate_size) and not m.hybrid_pattern
+    not Nemotron-H, whose layers are each one block (is_nemotron_h), nor Zamba2, which has the mixer fields too but
+    its own layout (is_zamba2)."""
+    return bool(m.mixer_intermediate_size) and not m.hybrid_pattern and m.family != "zamba2"
 
 
 def hybrid_mixer_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
@@ -923,6 +930,113 @@ def hybrid_mixer_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
         out.append(ParamTensor(name, "norm", (heads,), n, name))
     if m.mixer_gated_norm:
         out.append(ParamTensor("gated_norm", "norm", (m.mixer_intermediate_size,), n, "norm"))
+    return tuple(out)
+
+
+# --- Zamba2 (transformers models/zamba2/modeling_zamba2.py) ---------------------------------------------------------
+def is_zamba2(m: ModelSpec) -> bool:
+    """Whether `m` is a Zamba2 model: Mamba-2 layers, shared attention blocks at zamba_hybrid_layers."""
+    return m.family == "zamba2"
+
+
+def zamba2_blocks(m: ModelSpec) -> int:
+    """How many shared Zamba2AttentionDecoderLayer weight sets exist: Zamba2Model.get_layers builds one per hybrid
+    layer but ties every one after the first num_mem_blocks to them in turn (_tied_weights_keys: layer k's
+    shared_transformer -> the (k mod num_mem_blocks)-th), so sum(p.numel()) counts min(num_mem_blocks, hybrid layers).
+    With tie_word_embeddings false transformers ties nothing (modeling_utils.py get_expanded_tied_weights_keys returns
+    {}): every hybrid layer keeps its own copy."""
+    n = len(m.zamba_hybrid_layers)
+    return min(m.zamba_mem_blocks, n) if m.tie_word_embeddings else n
+
+
+def zamba2_projectors(m: ModelSpec) -> int:
+    """How many per-invocation projector sets exist: a block's adapter lists hold one nn.Sequential for each
+    invocation i with i mod num_mem_blocks = its block_id (Zamba2MLP / Zamba2Attention __init__), so the tied blocks
+    hold one per invocation; untied, each hybrid layer's copy holds its block's c_b of them (sum of c_b squared)."""
+    n, k = len(m.zamba_hybrid_layers), m.zamba_mem_blocks
+    if m.tie_word_embeddings:
+        return n
+    return sum(len(range(b, n, k)) ** 2 for b in range(min(k, n)))
+
+
+def zamba2_linears(m: ModelSpec) -> tuple[Linear, ...]:
+    """Zamba2's nn.Linear weights, each weight once (modeling_zamba2.py): per layer Zamba2MambaMixer's in_proj
+    (hidden -> mixer + conv_dim + heads) and out_proj (mixer -> hidden); per hybrid layer Zamba2HybridLayer.linear
+    (hidden -> hidden, no bias); per shared block Zamba2Attention's q_proj (2 x hidden -> heads x head_dim), k_proj
+    and v_proj (2 x hidden -> kv heads x head_dim), o_proj (heads x head_dim -> hidden), none with a bias, and
+    Zamba2MLP's gate_up_proj (hidden -> 2 x intermediate) and down_proj; per invocation (the adapter lists hold one
+    nn.Sequential(Linear(in, rank), Linear(rank, out)) per hybrid layer, the others nn.Identity) the gate_up_proj
+    projector (hidden -> rank -> 2 x intermediate) and, with use_shared_attention_adapter, the q, k and v projectors
+    (2 x hidden -> rank -> 2 x hidden)."""
+    assert m.hidden_size is not None and m.num_layers is not None and m.intermediate_size is not None
+    assert m.num_attention_heads is not None
+    h, f, r, n = m.hidden_size, m.intermediate_size, m.zamba_adapter_rank, m.num_layers
+    i = m.mixer_intermediate_size
+    _, _, proj = zamba2_mixer_dims(m)
+    g, b, p = len(m.zamba_hybrid_layers), zamba2_blocks(m), zamba2_projectors(m)
+    q_dim, kv_dim = m.num_attention_heads * head_dim(m), kv_heads(m) * head_dim(m)
+    out = [Linear("in_proj", h, proj, n), Linear("out_proj", i, h, n)]
+    if g:
+        out += [Linear("linear", h, h, g),
+                Linear("q_proj", 2 * h, q_dim, b), Linear("k_proj", 2 * h, kv_dim, b),
+                Linear("v_proj", 2 * h, kv_dim, b), Linear("o_proj", q_dim, h, b),
+                Linear("gate_up_proj", h, 2 * f, b), Linear("down_proj", f, h, b),
+                Linear("gate_up_proj_adapter_in", h, r, p), Linear("gate_up_proj_adapter_out", r, 2 * f, p)]
+        if m.zamba_attention_adapters:
+            for x in ("q", "k", "v"):
+                out += [Linear(f"linear_{x}_adapter_in", 2 * h, r, p), Linear(f"linear_{x}_adapter_out", r, 2 * h, p)]
+    return tuple(out)
+
+
+def zamba2_modules(m: ModelSpec) -> tuple[Linear, ...]:
+    """Zamba2's nn.Linear modules as peft finds them (LoRA targets): get_layers builds a Zamba2AttentionDecoderLayer
+    per hybrid layer, so each shared Linear is a module per invocation (its weight tied), and each of those modules'
+    adapter lists holds its block's projectors (c_b of them; zamba2_projectors with nothing tied)."""
+    from dataclasses import replace
+
+    g = len(m.zamba_hybrid_layers)
+    per_copy = sum(len(range(b, g, m.zamba_mem_blocks)) ** 2 for b in range(min(m.zamba_mem_blocks, g)))
+    shared = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"}
+    return tuple(replace(lin, count=g) if lin.module in shared
+                 else replace(lin, count=per_copy) if "adapter" in lin.module else lin for lin in zamba2_linears(m))
+
+
+def zamba2_mixer_dims(m: ModelSpec) -> tuple[int, int, int]:
+    """(heads, conv_dim, in_proj's out_features) of Zamba2MambaMixer.__init__: heads = n_mamba_heads, conv_dim =
+    mixer + 2 x n_groups x d_state, projection_size = mixer + conv_dim + heads."""
+    i = m.mixer_intermediate_size
+    heads = i // m.mixer_head_dim
+    conv = i + 2 * m.ssm_n_groups * m.mixer_state_size
+    return heads, conv, i + conv + heads
+
+
+def zamba2_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
+    """Every parameter of Zamba2ForCausalLM as sum(p.numel()) counts it (tied weights once): embed_tokens; the
+    Linears (zamba2_linears) and, with add_bias_linear, the biases of in_proj, out_proj, gate_up_proj and down_proj;
+    per layer conv1d (conv_dim, 1, d_conv) and its bias (nn.Conv1d(bias=True) whatever use_conv_bias says), dt_bias,
+    A_log and D (heads), the gated norm (Zamba2RMSNormGated, mixer wide) and input_layernorm; per shared block
+    input_layernorm (2 x hidden) and pre_ff_layernorm; final_layernorm; lm_head unless tied."""
+    assert m.hidden_size is not None and m.vocab_size is not None and m.num_layers is not None
+    h, n, b = m.hidden_size, m.num_layers, zamba2_blocks(m)
+    heads, conv, _ = zamba2_mixer_dims(m)
+    out = [ParamTensor("embed_tokens", "embedding", (m.vocab_size, h), 1, "embed_tokens", False)]
+    for lin in zamba2_linears(m):
+        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
+    for lin in zamba2_linears(m):
+        if linear_has_bias(m, lin.module):
+            out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
+    out += [ParamTensor("conv1d", "norm", (conv, 1, m.ssm_conv_kernel), n, "conv1d"),
+            ParamTensor("conv1d.bias", "norm", (conv,), n, "conv1d")]
+    for name in ("dt_bias", "A_log", "D"):
+        out.append(ParamTensor(name, "norm", (heads,), n, name))
+    out.append(ParamTensor("gated_norm", "norm", (m.mixer_intermediate_size,), n, "norm"))
+    out.append(ParamTensor("layer_norms", "norm", (h,), n, "norm"))
+    if b:
+        out.append(ParamTensor("shared_input_layernorm", "norm", (2 * h,), b, "norm"))
+        out.append(ParamTensor("shared_pre_ff_layernorm", "norm", (h,), b, "norm"))
+    out.append(ParamTensor("final_norm", "norm", (h,), 1, "norm", False))
+    if not m.tie_word_embeddings:
+        out.append(ParamTensor("lm_head", "head", (m.vocab_size, h), 1, "lm_head", False))
     return tuple(out)
 
 
@@ -1140,7 +1254,7 @@ def check_hybrid_targets(m: ModelSpec, chosen: tuple[Linear, ...]) -> None:
     """peft 0.21 refuses LoRA on out_proj and conv1d for falcon_h1 (tuners_utils.py _check_lora_target_modules_mamba),
     so all-linear (which takes the mixer's out_proj) fails there too. Bamba is not on peft's list: its out_proj is
     adapted (BambaMixer's PyTorch path calls it as a module)."""
-    if is_layered_hybrid(m):
+    if is_layered_hybrid(m) or is_zamba2(m):  # (zamba2 is not on peft's list either)
         return
     if any(lin.module == "out_proj" for lin in chosen):
         # (nemotron_h is on peft's list too: its MLP layers have no gate_proj)

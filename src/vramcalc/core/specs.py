@@ -546,6 +546,18 @@ class ModelSpec:
     # (the mixer_* fields) OR attention, then an MLP; these are the attention layers' indexes (attn_layer_indices),
     # every other layer is a mixer layer.
     attention_layers: tuple[int, ...] = ()
+    # Zamba2 (family "zamba2"; transformers modeling_zamba2.py Zamba2Model): every layer runs a Mamba-2 mixer (the
+    # mixer_* fields; Zamba2MambaDecoderLayer); at zamba_hybrid_layers (hybrid_layer_ids) a Zamba2HybridLayer first
+    # runs a shared Zamba2AttentionDecoderLayer (attention over concat(hidden, embeddings): 2 x hidden_size wide,
+    # head_dim 2 x hidden / heads, then a gated MLP of intermediate_size) and its own Linear(hidden, hidden). The
+    # shared blocks are zamba_mem_blocks (num_mem_blocks) weight sets taken in turn; each invocation has its own
+    # rank-zamba_adapter_rank projector on the MLP's gate_up_proj and, with zamba_attention_adapters
+    # (use_shared_attention_adapter), on q, k and v. zamba_mem_rope (use_mem_rope): RoPE in the shared attention.
+    zamba_hybrid_layers: tuple[int, ...] = ()
+    zamba_mem_blocks: int = 0
+    zamba_adapter_rank: int = 0
+    zamba_attention_adapters: bool = False
+    zamba_mem_rope: bool = False
     # Nemotron-H (family "nemotron_h"; transformers modeling_nemotron_h.py NemotronHBlock): every layer is ONE block,
     # its norm and one mixer: "M" a Mamba-2 mixer (the mixer_* fields), "*" attention (no rotary embedding), "-" an
     # MLP (up_proj, relu2, down_proj), in config hybrid_override_pattern's order, bottom first.
@@ -593,6 +605,7 @@ class ModelSpec:
                          "ssm_chunk_size", "mixer_intermediate_size", "mixer_state_size", "mixer_head_dim"),
                         (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("num_classes", "rnn_input_size"), (*NON_NEGATIVE, COUNT_CAP)),
+        **dict.fromkeys(("zamba_mem_blocks", "zamba_adapter_rank"), (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("conv_groups", "conv_width_per_group"), (*NON_NEGATIVE, COUNT_CAP)),
         "dropout": FRACTION,
         **dict.fromkeys(("attention_dropout", "activation_dropout"), FRACTION),
@@ -657,6 +670,8 @@ class ModelSpec:
             _check_jamba(self)
         if self.attention_layers or self.family in ("bamba", "granitemoehybrid"):
             _check_attention_layers(self)
+        if self.family == "zamba2" or self.zamba_hybrid_layers or self.zamba_mem_blocks:
+            _check_zamba2(self)
         if self.hybrid_pattern or self.family == "nemotron_h":
             _check_nemotron_h(self)
 
@@ -697,6 +712,30 @@ def _check_attention_layers(m: ModelSpec) -> None:
             or len(set(m.attention_layers)) != len(m.attention_layers):
         raise SpecError("attention_layers", f"attention_layers must be distinct layer indexes below num_layers {n} "
                         "(Bamba-9B: [9, 18, 27])")
+
+
+def _check_zamba2(m: ModelSpec) -> None:
+    """Zamba2's layout (configuration_zamba2.py: hybrid_layer_ids from layers_block_type; modeling_zamba2.py
+    Zamba2Attention: q, k, v and o are head_dim = 2 x hidden_size / heads wide per head, and with
+    use_shared_attention_adapter each k / v projector adds a 2 x hidden_size wide output to k_proj's, so the KV heads
+    must be the heads)."""
+    if m.family != "zamba2":
+        raise SpecError("zamba_mem_blocks", "the zamba_* fields are read for family zamba2 only")
+    if not m.mixer_intermediate_size or not m.zamba_mem_blocks or not m.zamba_adapter_rank:
+        raise SpecError("zamba_mem_blocks", "a Zamba2 model needs its Mamba-2 mixer (mixer_* fields), "
+                        "zamba_mem_blocks and zamba_adapter_rank (Zamba2-2.7B: 2 and 128)")
+    n = m.num_layers or 0
+    if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n for i in m.zamba_hybrid_layers) \
+            or list(m.zamba_hybrid_layers) != sorted(set(m.zamba_hybrid_layers)):
+        raise SpecError("zamba_hybrid_layers", f"zamba_hybrid_layers must be increasing layer indexes below num_layers "
+                        f"{n} (Zamba2-2.7B: [6, 12, 18, 24, 30, 36, 42, 47, 51])")
+    heads, hidden = m.num_attention_heads or 0, m.hidden_size or 0
+    if heads and (2 * hidden % heads or m.head_dim != 2 * hidden // heads):
+        raise SpecError("head_dim", f"Zamba2's attention head_dim is 2 x hidden_size / num_attention_heads "
+                        f"({2 * hidden} / {heads}); give head_dim {2 * hidden // heads if heads else 0}")
+    if m.zamba_attention_adapters and m.num_kv_heads not in (None, heads):
+        raise SpecError("num_kv_heads", "Zamba2's shared attention adapters add a 2 x hidden_size wide output to "
+                        "k_proj's and v_proj's: num_kv_heads must equal num_attention_heads")
 
 
 def _check_nemotron_h(m: ModelSpec) -> None:

@@ -32,11 +32,9 @@ class UnsupportedModelType(VramcalcError):
 
 
 # State-space hybrids transformers 5.24 ships (models/<type>/modeling_<type>.py) and what their layers mix: refused
-# by name (issue 15), because their attention layers' KV cache and per-layer MLPs beside the Mamba mixers are not
-# in memory/ssm.py.
-HYBRIDS: dict[str, str] = {
-    "zamba2": "Zamba2 (Mamba-2 layers with shared attention blocks and their LoRA projectors)",
-}
+# by name (issue 15) while their layers are not modelled. None is left: Falcon-H1, Bamba, Jamba, GraniteMoeHybrid's
+# dense models, Zamba2 and Nemotron-H are read (their readers below).
+HYBRIDS: dict[str, str] = {}
 
 
 # Every config.json key a mapper below reads, with its JSON type (io/validate.py KEY_KINDS). The file
@@ -66,8 +64,11 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              "intermediate_size_mlp", "interleave_moe_layer_step", "no_rope_layer_interval",
              # GraniteMoeHybrid (_granitemoehybrid)
              "shared_intermediate_size",
+             # Zamba2 (_zamba2)
+             "n_mamba_heads", "mamba_headdim", "num_mem_blocks", "adapter_rank", "attention_hidden_size",
+             "attention_head_dim",
              # Nemotron-H (_nemotron_h)
-             "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "attention_head_dim")
+             "mamba_num_heads", "mamba_head_dim", "ssm_state_size")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
@@ -78,7 +79,9 @@ _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_
           "apply_residual_connection_post_layernorm", "sinusoidal_pos_embds", "use_conv_bias", "conv_bias",
           "residual_in_fp32", "norm_bias", "classifier_bias", "decoder_bias", "relative_attention", "share_att_key",
           "position_biased_input", "mamba_conv_bias", "mamba_proj_bias", "mamba_rms_norm", "projectors_bias",
-          "use_qk_norm", "use_mambapy")
+          "use_qk_norm", "use_mambapy",
+          # Zamba2 (_zamba2)
+          "add_bias_linear", "use_shared_attention_adapter", "use_mem_rope", "use_long_context")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
@@ -99,6 +102,7 @@ CONFIG_KEYS: dict[str, str] = {
     "layer_types": "str_list",
     "layers_block_type": "str_list",
     "attn_layer_indices": "int_list",
+    "hybrid_layer_ids": "int_list",
 }
 
 
@@ -1057,6 +1061,71 @@ def _bamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def _zamba2(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # configuration_zamba2.py Zamba2Config: defaults vocab 32000, hidden 2560, 54 layers, 32 heads (KV heads = heads),
+    # intermediate_size None (= 4 x hidden), hidden_act "gelu", tied, mamba_d_state 64, mamba_d_conv 4, mamba_expand 2,
+    # mamba_ngroups 1, n_mamba_heads 8, chunk_size 256, add_bias_linear false, num_mem_blocks 1, adapter_rank 128,
+    # use_shared_attention_adapter false, use_mem_rope false, layers_block_type None (the 2.7B's 54-layer pattern).
+    # __post_init__ derives attention_hidden_size = 2 x hidden, attention_head_dim = 2 x hidden / heads, mamba_headdim
+    # = mamba_expand x hidden / n_mamba_heads and hybrid_layer_ids (the "hybrid" entries); a config.json repeats them,
+    # so a value that disagrees is refused. Zamba2MambaMixer: conv1d always has a bias (use_conv_bias is not read),
+    # in_proj and out_proj have one with add_bias_linear, as do Zamba2MLP's gate_up_proj and down_proj.
+    out = _common(d, source, tie_default=True)
+    for key, default in (("hidden_size", 2560), ("num_layers", 54), ("num_attention_heads", 32),
+                         ("vocab_size", 32000)):
+        out.setdefault(key, default)
+    hidden, heads = int(out["hidden_size"]), int(out["num_attention_heads"])
+    out["intermediate_size"] = int(_get(d, source, "intermediate_size", default=4 * hidden))
+    kinds = d.get("layers_block_type") or d.get("layer_types")
+    if kinds is None:  # Zamba2Config's default layout (Zamba2-2.7B)
+        kinds = (["mamba"] + (["mamba"] * 5 + ["hybrid"]) * 7 + ["mamba"] * 4 + ["hybrid"] + ["mamba"] * 3
+                 + ["hybrid"] + ["mamba"] * 2)
+    n_layers = len(kinds)  # Zamba2Model.get_layers builds one layer per entry
+    bad = sorted({k for k in kinds if k not in ("mamba", "linear_attention", "hybrid")})
+    if bad or ("num_hidden_layers" in d and d["num_hidden_layers"] != n_layers):
+        unknown = ", unknown " + ", ".join(map(repr, bad)) if bad else ""
+        raise PresetFileError(source, [f"layers_block_type: {out['num_layers']} entries of \"mamba\" or \"hybrid\" "
+                                       f"are needed (got {n_layers}{unknown})"])
+    hybrid = tuple(i for i, k in enumerate(kinds) if k == "hybrid")
+    inter = int(_get(d, source, "mamba_expand", default=2)) * hidden
+    mamba_heads = int(_get(d, source, "n_mamba_heads", default=8))
+    derived = {"attention_hidden_size": 2 * hidden, "attention_head_dim": 2 * hidden // heads,
+               "mamba_headdim": inter // mamba_heads, "hybrid_layer_ids": list(hybrid)}
+    wrong = [f"{k} {d[k]!r:.60} (Zamba2Config derives {v!r:.60})" for k, v in derived.items()
+             if d.get(k) is not None and d[k] != v]
+    if inter % mamba_heads or 2 * hidden % heads or wrong:
+        raise PresetFileError(source, ["Zamba2's shapes are derived from hidden_size, mamba_expand, n_mamba_heads and "
+                                       "num_attention_heads (mamba_expand x hidden_size must be a multiple of "
+                                       "n_mamba_heads, 2 x hidden_size of the heads); "
+                                       + ("; ".join(wrong) + ": drop the key" if wrong else "they are not")])
+    if "head_dim" in d and d["head_dim"] != 2 * hidden // heads:
+        raise PresetFileError(source, [f"head_dim {d['head_dim']}: Zamba2's attention head_dim is 2 x hidden_size / "
+                                       f"num_attention_heads = {2 * hidden // heads}; drop the key"])
+    attention_adapters = bool(d.get("use_shared_attention_adapter", False))
+    kv = d.get("num_key_value_heads")
+    if attention_adapters and kv not in (None, heads):
+        raise PresetFileError(source, [f"num_key_value_heads {kv} with use_shared_attention_adapter: Zamba2Attention "
+                                       "adds a 2 x hidden_size wide adapter output to k_proj's and v_proj's, which "
+                                       "fails unless the KV heads are the heads"])
+    bias = bool(d.get("add_bias_linear", False))
+    out.update(
+        num_layers=n_layers, head_dim=2 * hidden // heads, norms_per_layer=1,
+        hidden_act=str(d.get("hidden_act") or "gelu"), mlp="gated", fused_gate_up=True,
+        qkv_bias=False, o_bias=False, mlp_bias=bias,
+        mixer_intermediate_size=inter, mixer_state_size=int(_get(d, source, "mamba_d_state", default=64)),
+        mixer_head_dim=inter // mamba_heads, ssm_conv_kernel=int(_get(d, source, "mamba_d_conv", default=4)),
+        ssm_n_groups=int(_get(d, source, "mamba_ngroups", default=1)),
+        ssm_chunk_size=int(_get(d, source, "chunk_size", default=256)),
+        ssm_conv_bias=True, ssm_proj_bias=bias, mixer_gated_norm=True, mixer_out_bias=bias,
+        zamba_hybrid_layers=hybrid, zamba_mem_blocks=int(_get(d, source, "num_mem_blocks", default=1)),
+        zamba_adapter_rank=int(_get(d, source, "adapter_rank", default=128)),
+        zamba_attention_adapters=attention_adapters, zamba_mem_rope=bool(d.get("use_mem_rope", False)),
+    )
+    if d.get("use_long_context"):  # Zamba2Config: max_position_embeddings 16384 (the context-extended RoPE)
+        out["max_position_embeddings"] = 16384
+    return out
+
+
 def _granitemoehybrid(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # configuration_granitemoehybrid.py GraniteMoeHybridConfig: defaults hidden 4096, 32 layers, 32 heads (KV heads
     # = heads), vocab 32000, untied, shared_intermediate_size 1024, num_local_experts 8, position_embedding_type None
@@ -1268,6 +1337,7 @@ FAMILIES: dict[str, Mapper] = {
     "falcon_h1": _falcon_h1,
     "jamba": _jamba,
     "bamba": _bamba,
+    "zamba2": _zamba2,
     "granitemoehybrid": _granitemoehybrid,
     "nemotron_h": _nemotron_h,
 }

@@ -289,7 +289,8 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
 BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' CPUOffloadPolicy (_torchtune_fsdp)
 BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
 # liger_kernel_config's two loss keys (_liger_kernel_config)
-BOOLEAN_KEYS["hf-training-args"].update(dict.fromkeys(("cross_entropy", "fused_linear_cross_entropy"), ()))
+BOOLEAN_KEYS["hf-training-args"].update(dict.fromkeys(("liger_kernel_config.cross_entropy",
+                                                       "liger_kernel_config.fused_linear_cross_entropy"), ()))
 BOOLEAN_KEYS["hf-training-args"]["auto_find_batch_size"] = ()  # TrainingArguments' (read by _finish for every reader)
 # Keys whose values are names the tool compares exactly (a Literal, an Enum, `==`): another case or spelling is
 # refused, naming the key and the values (the fuzz suite draws each value in other cases).
@@ -1465,10 +1466,11 @@ def _trl(d: dict[str, Any], run: Run) -> None:
     _take_flag(HF, d, run, "activation_offloading", "activation_offload")
 
 
-def _liger_kernel_config(d: dict[str, Any], run: Run) -> None:
+def _liger_kernel_config(d: dict[str, Any], run: Run, applied: bool) -> None:
     """TrainingArguments.liger_kernel_config: keyword arguments of Liger's apply_liger_kernel_to_* (transformers
     integrations/liger.py apply_liger_kernel; liger_kernel monkey_patch.py @ead96b61: fused_linear_cross_entropy on
-    and cross_entropy off by default, the two exclusive). The loss keys are mapped; the layer kernels' keep the note."""
+    and cross_entropy off by default, the two exclusive). The loss keys are mapped; the layer kernels' keep the note.
+    Without use_liger_kernel (`applied` false) Trainer never reads it: checked as the tool would read it, then noted."""
     cfg = d.get("liger_kernel_config")
     if cfg is None:
         return
@@ -1477,12 +1479,16 @@ def _liger_kernel_config(d: dict[str, Any], run: Run) -> None:
                           "e.g. {cross_entropy: true, fused_linear_cross_entropy: false}")
     fused = _flag(HF, cfg.get("fused_linear_cross_entropy", True), "liger_kernel_config.fused_linear_cross_entropy")
     plain = _flag(HF, cfg.get("cross_entropy", False), "liger_kernel_config.cross_entropy")
+    run.mapped.append("liger_kernel_config")
+    if not applied:
+        run.notes.append("liger_kernel_config without use_liger_kernel: Trainer applies no Liger kernel; no memory "
+                         "change.")
+        return
     if fused and plain:  # monkey_patch.py asserts "cross_entropy and fused_linear_cross_entropy cannot both be True"
         raise _KeyProblem("liger_kernel_config", "Liger refuses cross_entropy and fused_linear_cross_entropy both "
                           "true; keep one")
     if not fused:
         run.options["loss"] = "liger-cross-entropy" if plain else "hf"
-    run.mapped.append("liger_kernel_config")
 
 
 def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
@@ -1584,10 +1590,11 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     if isinstance(gkw, dict) and set(gkw) <= {"use_reentrant"} and gkw.get("use_reentrant") is False:
         run.mapped.append("gradient_checkpointing_kwargs")  # non-reentrant: transformers 5's default, modelled
     # TrainingArguments.use_liger_kernel: Trainer applies Liger's patch, fused linear cross-entropy included.
-    if _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel"):
+    liger = _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel")
+    if liger:
         run.options["loss"] = "fused-linear"
         _liger_layers(HF, d, run, "use_liger_kernel")
-        _liger_kernel_config(d, run)
+    _liger_kernel_config(d, run, applied=bool(liger))
     _seen(d, run, "use_liger_kernel")
     # TRL SFTConfig: max_length (TRL >= 0.16), max_seq_length before it.
     _take(d, run, "max_length", "seq_len", int)

@@ -12,7 +12,7 @@ SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "
                       "olmo2", "starcoder2", "phi", "gpt_neox", "gptj", "gpt_bigcode", "bloom", "falcon",
                       "bert", "roberta", "xlm-roberta", "distilbert", "modernbert", "deberta-v2", "t5", "mt5", "bart",
                       "mbart", "mamba", "mamba2", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
-                      "deepseek_v3", "falcon_h1", "llama4", "bamba", "jamba", "granitemoehybrid",
+                      "deepseek_v3", "falcon_h1", "llama4", "bamba", "jamba", "granitemoehybrid", "zamba2",
                       "nemotron_h")
 
 
@@ -275,6 +275,17 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                  mamba_d_head=model.mixer_head_dim, mamba_n_groups=model.ssm_n_groups,
                  mamba_d_conv=model.ssm_conv_kernel, mamba_chunk_size=model.ssm_chunk_size,
                  mamba_conv_bias=model.ssm_conv_bias, mamba_proj_bias=model.ssm_proj_bias)
+    if family == "zamba2":  # configuration_zamba2.py names (memory/zamba2.py); head_dim is derived (2 x hidden / heads)
+        assert model.mixer_head_dim and model.hidden_size
+        d.pop("head_dim", None)
+        d.update(hidden_act=model.hidden_act, add_bias_linear=model.mlp_bias,
+                 layers_block_type=["hybrid" if i in model.zamba_hybrid_layers else "mamba"
+                                    for i in range(model.num_layers or 0)],
+                 num_mem_blocks=model.zamba_mem_blocks, adapter_rank=model.zamba_adapter_rank,
+                 use_shared_attention_adapter=model.zamba_attention_adapters, use_mem_rope=model.zamba_mem_rope,
+                 mamba_expand=model.mixer_intermediate_size // model.hidden_size, mamba_d_state=model.mixer_state_size,
+                 n_mamba_heads=model.mixer_intermediate_size // model.mixer_head_dim,
+                 mamba_ngroups=model.ssm_n_groups, mamba_d_conv=model.ssm_conv_kernel, chunk_size=model.ssm_chunk_size)
     if family == "nemotron_h":  # configuration_nemotron_h.py names (memory/nemotron_h.py); the dense models
         assert model.num_attention_heads and model.hidden_size
         d.update(hybrid_override_pattern=model.hybrid_pattern, mlp_hidden_act=model.hidden_act,

@@ -40,6 +40,7 @@ from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import vllm as _vllm
+from vramcalc.core.memory import zamba2 as _zamba2
 from vramcalc.core.memory.activations import (
     DequantBytes,
     batch_rows,
@@ -175,6 +176,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
+    _zamba2.check_run(model, training)  # Zamba2: train, full and LoRA only (memory/zamba2.py)
     _nemotron_h.check_run(model, training)  # Nemotron-H: train only (memory/nemotron_h.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
@@ -511,6 +513,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     _ssm.check_run(model, training)  # what a Mamba run is not modelled for, refused in one line
     _hybrid.check_run(model, training)  # Falcon-H1's (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba's (memory/jamba.py)
+    _zamba2.check_run(model, training)  # Zamba2's (memory/zamba2.py)
     _nemotron_h.check_run(model, training)  # Nemotron-H's (memory/nemotron_h.py)
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     encoder_notes = _encoder.notes(model, training)
@@ -543,6 +546,20 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
     body = _reward.body(model) if training.objective == "reward" else model
     w = weight_bytes(body, training, recipe)
+    idle = _zamba2.idle_lora_tensors(body, training)  # Zamba2: stored LoRA adapters no forward runs (memory/zamba2.py)
+    if idle:
+        from dataclasses import replace as _replace
+
+        left: dict[tuple[int, ...], int] = {}
+        for shape, n in w.trainable_tensors:
+            left[shape] = left.get(shape, 0) + n
+        for shape, n in idle:
+            left[shape] -= n
+        w = _replace(w, trainable=w.trainable - sum(_numel(s) * n for s, n in idle),
+                     trainable_tensors=tuple((s, n) for s, n in left.items() if n > 0))
+        notes.append(f"{model.name}: {sum(n for _, n in idle) // 2:,} LoRA adapters on the projectors of other "
+                     "invocations held in each shared-block copy never run: stored, without gradients or optimizer "
+                     "state.")
     ref_weights = _preference.reference_weight_bytes(w.parameters, training, recipe)  # 0 unless a frozen copy
     notes.extend(_preference.notes(training, ref_weights))
     if _rl.is_rl(training):
@@ -808,6 +825,13 @@ class _ActivationPlan:
     rl: _rl.RlPlan | None = None  # GRPO: generate() and the no-grad log-prob passes before the step (memory/rl.py)
 
 
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: int) -> _ActivationPlan:
     assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
     n_layers = m.num_layers
@@ -826,6 +850,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_fn = _hybrid.layer_activations
     if _jamba.is_jamba(m):  # Jamba: attention and Mamba layers, dense and MoE feed-forwards (memory/jamba.py)
         layer_fn = _jamba.layer_activations
+    if _zamba2.is_zamba2(m):  # Zamba2: Mamba-2 layers, shared attention blocks at the hybrid ones (memory/zamba2.py)
+        layer_fn = _zamba2.layer_activations
     if _nemotron_h.is_nemotron_h(m):  # Nemotron-H: Mamba-2, attention and MLP layers, one block each
         layer_fn = _nemotron_h.layer_activations
     unsloth = _unsloth.active(m, t)
@@ -941,6 +967,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         (lt, lts, lb, lc), (bt, bts, bb, bc) = _hybrid.layered_less(m, t, recipe, full_like, not lora_bottom)
         layers_less_t, layers_less_ts, layers_less_b, layers_less_c = lt, lts, lb, lc
         bottom_less_t, bottom_less_ts, bottom_less_b, bottom_less_c = bt, bts, bb, bc
+    elif _zamba2.is_zamba2(m):  # Zamba2: hybrid and Mamba layers, each by its kind (memory/zamba2.py), as Bamba's
+        (lt, lts, lb, lc), (bt, bts, bb, bc) = _zamba2.layered_less(m, t, recipe, full_like, not lora_bottom)
+        layers_less_t, layers_less_ts, layers_less_b, layers_less_c = lt, lts, lb, lc
+        bottom_less_t, bottom_less_ts, bottom_less_b, bottom_less_c = bt, bts, bb, bc
     elif _nemotron_h.is_nemotron_h(m):
         # Nemotron-H (memory/nemotron_h.py): per_layer is the envelope of its kinds; each layer's kind and the bottom
         # layer's (without an input gradient under LoRA) are subtracted here, exactly.
@@ -1000,6 +1030,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         once_t = c * head_dim(m) if m.attention_layers else 0
         if m.family == "granitemoehybrid":  # position_embedding_type "nope": rotary_emb None (the reader refuses rope)
             once_t = 0
+    if _zamba2.is_zamba2(m):  # Zamba2: RoPE only with use_mem_rope; the embeddings' clone under checkpointing
+        once_t = _zamba2.once_per_token(m, t, recipe)
     if m.family == "modernbert" and m.sliding_window_layers:
         once_t *= 2
     if m.family == "gpt_oss":  # GptOssRotaryEmbedding returns cos, sin of head_dim / 2 (_apply_rotary_emb chunks)
@@ -1087,7 +1119,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t)) \
-        + list(_nemotron_h.notes(m, t))
+        + list(_zamba2.notes(m, t)) + list(_nemotron_h.notes(m, t))
     if m.family == "gpt_oss":
         notes.append(f"{m.name}: expert weights counted in the run's dtype, as transformers loads them to train "
                      "(Mxfp4Config(dequantize=True): the MXFP4 checkpoint, 4.25 bits per expert weight, is not what "
@@ -1206,7 +1238,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
-        recompute_bottom=_ssm.is_mamba2(m) or _nemotron_h.recompute_bottom(m),
+        recompute_bottom=_ssm.is_mamba2(m) or _nemotron_h.recompute_bottom(m) or _zamba2.is_zamba2(m),
         **(_hybrid.lowest_mixer_rerun(m, t, recipe) | _nemotron_h.lowest_mixer_rerun(m, t, recipe)
            if (full_like or (m.family == "granitemoehybrid" and t.method in ("lora", "qlora"))) and t.grad_checkpointing
            and not _distributed.is_parallel(t) else {}),
@@ -1216,7 +1248,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
                     + _hybrid.late_gradient_bytes(m, t, recipe) + _jamba.late_gradient_bytes(m, t, recipe)
                     + _nemotron_h.late_gradient_bytes(m, t, recipe)
-                    if full_like else 0)
+                    if full_like else 0) + _zamba2.late_gradient_bytes(m, t, recipe)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
 
