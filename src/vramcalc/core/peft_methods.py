@@ -26,17 +26,6 @@ from typing import TYPE_CHECKING, Literal
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.params import AUTO_TARGETS, Linear, head_dim, kv_heads, resolve_targets
 
-# peft matches target names anywhere in the model (tuners_utils check_target_module_exists: a name suffix or
-# all-linear's every nn.Linear but the output layer): q_proj / v_proj / all-linear also adapt a CLIP / SigLIP /
-# Mllama / Llama 4 tower's Linears (checked on a LlavaForConditionalGeneration toy with peft 0.21: the tower's
-# self_attn.q_proj and v_proj get adapters). The estimates of the models whose notes carry this line count the
-# language model's adapters only (Qwen-VL's, Gemma 3's, Idefics3's, LLaVA-1.5's and LLaVA-NeXT's count the tower's:
-# memory/vision.py qwen_lora_targets and clip_lora_targets, memory/siglip_lora.py).
-LM_ONLY_LORA = ("LoRA targets resolve in the language model only (as a target regex such as "
-                "'.*language_model.*\\.(q_proj|v_proj)' makes them); peft's plain names (q_proj, all-linear) also "
-                "adapt the vision tower's Linears, whose adapters and saved activations are not counted: an "
-                "under-estimate for such a run.")
-
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
