@@ -170,19 +170,23 @@ def _adapters_saved(v: VisionSpec, modules: tuple[str, ...], rows: int, c: int, 
     return total
 
 
-def _adapter_moment(v: VisionSpec, mods: tuple[str, ...], rows: int, c: int, a: int, r: int, saving: bool) -> int:
+def _adapter_moment(v: VisionSpec, mods: tuple[str, ...], rows: int, c: int, a: int, r: int, saving: bool,
+                    early_stop: bool = False) -> int:
     """The top encoder layer's forward at each adapted Linear's scaled output (tuners/lora/layer.py Linear.forward:
     `result + lora_B(lora_A(x)) * scaling`), per tile, beyond the layer's input: the input held by the caller and its
     copy in the adapter dtype, lora_A's output, the base output, lora_B's and the scaled outputs (adapter dtype); for
     k_proj / v_proj the q / k already projected, for fc2 post_attention_layernorm's output (the layer's local); with
     checkpointing (the layer saves nothing: `saving` False) the
     residual after the attention for fc1 / fc2, and o_proj's input (sdpa's output); without, the layer's saved sections
-    and adapters' inputs before the Linear (sdpa's output and the residual are among them). The largest."""
+    and adapters' inputs before the Linear (sdpa's output and the residual are among them). `early_stop`: a
+    checkpointed layer's recomputation stops once its last saved tensor is repacked (torch/utils/checkpoint.py
+    _checkpoint_hook, early stop on by default): the last adapter runs only to lora_A's output (lora_B's saved input),
+    so its lora_B and scaled outputs are never made (measured with the tracer). The largest."""
     h, i = v.hidden_size, v.intermediate_size
     best = 0
     for k, mod in enumerate(mods):
         width, out = _in_out(v, mod)
-        own = (width * a if a != c else 0) + r * a + out * (c + 2 * a)
+        own = (width * a if a != c else 0) + r * a + out * (c + (0 if early_stop and k == len(mods) - 1 else 2 * a))
         held = width * c
         if mod in ("k_proj", "v_proj"):
             held += h * c * ("q_proj", "k_proj", "v_proj").index(mod)
@@ -407,8 +411,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # with checkpointing and adapters, the top layer's recomputation (its forward again, saving) at an adapted
         # Linear's scaled output, beside its input's saved copy and the gradient of its output (measured with the
         # tracer: the peak of an adapted fc1 on 4 tiles)
-        at_recompute = n * (_adapter_moment(v, tower_mods, rows, a_bytes, ad_bytes, r, saving=True)
-                            + rows * (2 * vh * a_bytes + 8)) if hooked and tower_mods else 0
+        # (and, with fc2 adapted, its adapter's backward triggers the recomputation: its scaled output's gradient in
+        # the adapter dtype is live beside it, measured with the tracer on Scout q_proj,v_proj,fc1,fc2, gc)
+        at_recompute = n * (_adapter_moment(v, tower_mods, rows, a_bytes, ad_bytes, r, saving=True, early_stop=True)
+                            + rows * (2 * vh * a_bytes + 8 + (vh * ad_bytes if "fc2" in tower_mods else 0))) \
+            if hooked and tower_mods else 0
         if training.method == "qlora":
             # QLoRA: every quantized Linear's backward dequantizes its weight again (dequant_backward_bytes): the
             # projector's and the adapter's on the pixel-shuffled rows, before the layers'; in a recomputed layer the
