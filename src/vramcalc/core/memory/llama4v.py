@@ -464,9 +464,19 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                 + (2 * tokens * th * a_bytes if not trained_projector else 0)
         else:
             kept = tower_kept - mlp2_adapters - n * (rows * (vh * a_bytes + 8) + 2 * per_tile * out_dim * a_bytes)
+        # the encoder's backward runs top layer first: at the top layer's moment the adapters of the layers below
+        # have no gradient yet (measured with the tracer: Scout QLoRA q_proj,v_proj,fc1,fc2 one tile, gc, 2.5 MB of
+        # the lower layer's fp32 adapter gradients absent at the recomputed fc1's peak); at a lower layer's same
+        # moment they exist, but the inputs of the layers above (at least one hidden state a tile each) are freed.
+        # The larger of the two.
+        grads = _scaled(b.gradients, trainable_text, grow_all)
+        if tower_mods and layers > 1:
+            below_grads = grads - _scaled(b.gradients, trainable_text, grow_all - (layers - 1) * sum(
+                r * sum(_in_out(v, m_)) for m_ in tower_mods))
+            freed_above = (layers - 1) * n * rows * vh * a_bytes
+            grads, kept = max((grads - below_grads, kept), (grads, kept - freed_above), key=sum)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
-                                  (_scaled(b.gradients, trainable_text, grow_all), kept,
-                                   max(at_gelu, at_fc2, at_fc1))))
+                                  (grads, kept, max(at_gelu, at_fc2, at_fc1))))
     # Llama4VisionRotaryEmbedding's freqs_ci buffer (complex64, one row per tile row, 2 x (head_dim // 4) values:
     # _compute_freqs_ci's rope_freq of head_dim // 4, repeat_interleave(2), x and y concatenated, every other kept),
     # moved to the GPU with the model
