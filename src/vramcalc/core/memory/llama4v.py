@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from vramcalc.core.memory import Breakdown
+    from vramcalc.core.params import Linear
     from vramcalc.core.specs import ModelSpec, TrainingSpec, VisionSpec
 
 
@@ -169,19 +170,23 @@ def _adapters_saved(v: VisionSpec, modules: tuple[str, ...], rows: int, c: int, 
     return total
 
 
-def _adapter_moment(v: VisionSpec, mods: tuple[str, ...], rows: int, c: int, a: int, r: int, saving: bool) -> int:
+def _adapter_moment(v: VisionSpec, mods: tuple[str, ...], rows: int, c: int, a: int, r: int, saving: bool,
+                    early_stop: bool = False) -> int:
     """The top encoder layer's forward at each adapted Linear's scaled output (tuners/lora/layer.py Linear.forward:
     `result + lora_B(lora_A(x)) * scaling`), per tile, beyond the layer's input: the input held by the caller and its
     copy in the adapter dtype, lora_A's output, the base output, lora_B's and the scaled outputs (adapter dtype); for
     k_proj / v_proj the q / k already projected, for fc2 post_attention_layernorm's output (the layer's local); with
     checkpointing (the layer saves nothing: `saving` False) the
     residual after the attention for fc1 / fc2, and o_proj's input (sdpa's output); without, the layer's saved sections
-    and adapters' inputs before the Linear (sdpa's output and the residual are among them). The largest."""
+    and adapters' inputs before the Linear (sdpa's output and the residual are among them). `early_stop`: a
+    checkpointed layer's recomputation stops once its last saved tensor is repacked (torch/utils/checkpoint.py
+    _checkpoint_hook, early stop on by default): the last adapter runs only to lora_A's output (lora_B's saved input),
+    so its lora_B and scaled outputs are never made (measured with the tracer). The largest."""
     h, i = v.hidden_size, v.intermediate_size
     best = 0
     for k, mod in enumerate(mods):
         width, out = _in_out(v, mod)
-        own = (width * a if a != c else 0) + r * a + out * (c + 2 * a)
+        own = (width * a if a != c else 0) + r * a + out * (c + (0 if early_stop and k == len(mods) - 1 else 2 * a))
         held = width * c
         if mod in ("k_proj", "v_proj"):
             held += h * c * ("q_proj", "k_proj", "v_proj").index(mod)
@@ -198,6 +203,32 @@ def _adapter_moment(v: VisionSpec, mods: tuple[str, ...], rows: int, c: int, a: 
         else:
             moment = held + own + (h * c if mod in ("fc1", "fc2") else 0)
         best = max(best, rows * moment)
+    return best
+
+
+def _dequant_moment(v: VisionSpec, mods: tuple[str, ...], rows: int, c: int, a: int, r: int, tiles: int,
+                    dequant: Callable[[str], int]) -> int:
+    """QLoRA: the top encoder layer's forward, saving, at each quantized Linear's base matmul (peft
+    tuners/lora/bnb.py Linear4bit.forward runs `self.base_layer(x)` before its adapters, so the dequantized weight,
+    `dequant(module)` bytes from weights.py dequant_forward_bytes, lives beside the layer's sections saved so far, the
+    adapters' inputs saved by the earlier adapted Linears, the held input (as _adapter_moment) and the base output; not
+    beside the adapter's own transients, which come after it): for `tiles` tiles, beyond the layer's input. The
+    largest."""
+    h = v.hidden_size
+    sections = {"q_proj": 0, "k_proj": 0, "v_proj": 0, "o_proj": 4 * h * c + 4 * v.num_attention_heads,
+                "fc1": 5 * h * c + 4 * v.num_attention_heads + 8,
+                "fc2": 5 * h * c + 4 * v.num_attention_heads + 8 + v.intermediate_size * c}
+    best = 0
+    for mod in TOWER_LINEARS:
+        width, out = _in_out(v, mod)
+        held = width * c if mod != "o_proj" else 0  # o_proj's input is sdpa's output, saved
+        if mod in ("k_proj", "v_proj"):
+            held += h * c * TOWER_LINEARS.index(mod)
+        if mod == "fc2" and not (a == c and "fc1" in mods):
+            held += h * c  # post_attention_layernorm's output
+        earlier = tuple(m for m in TOWER_LINEARS[:TOWER_LINEARS.index(mod)] if m in mods)
+        per_tile = sections[mod] + _adapters_saved(v, earlier, 1, c, a, r) + held + out * c
+        best = max(best, tiles * rows * per_tile + dequant(mod))
     return best
 
 
@@ -313,7 +344,36 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                         * (lin.in_features + lin.out_features) * a_bytes for lin in (*tower_lin, *projector_lin))
         # with checkpointing the adapter runs with grad: layernorm_post's input and each GELU's input are kept
         shuffled_kept = (hidden + 2 * n * per_tile * out_dim * a_bytes) if gc else 0
-        vision_moment = max(vision_moment, before + kept_layers + shuffled_kept + at_linear)
+        if tower_mods and not gc:
+            # with tower adapters and no checkpointing the encoder's graph is saved (tower_kept's layer part), so a
+            # quantized Linear's moment is on top of it, not a max against the adapters' moment: in the top layer
+            # (_dequant_moment, beside the layers below, their input and layernorm_pre's output), then in the
+            # pixel-shuffle adapter on the encoder's whole saved set and layernorm_post's saved input and stats and
+            # its output (held by Llama4VisionModel.forward through vision_adapter): fc1 beside its input (the
+            # pixel-shuffled clone, held by Llama4VisionPixelShuffleMLP.forward) and output; fc2 also beside fc1's
+            # output (GELU's saved input) and fc1's adapter's saved input; the projector beside the adapter's
+            # two GELU inputs and every adapter MLP2 adapter's input (measured with the tracer: the peak of Scout
+            # QLoRA q_proj,v_proj one tile is fc1's dequantized weight there)
+            lin_of = {lin.module: lin for lin in tower_lin}
+            deq = {m_: dequant_forward_bytes(training, recipe, lin_of[m_].in_features, lin_of[m_].out_features)
+                   for m_ in TOWER_LINEARS}
+            in_layer = before + hidden + n * (below + top_in) + _dequant_moment(
+                v, tower_mods, rows, a_bytes, ad_bytes, r, n, deq.__getitem__)
+            graph = before + n * (layers * (per_layer + layer_adapters) - free + rows * (vh * a_bytes + 8)) + hidden
+            fc1, fc2 = lin_of["vision_adapter.mlp.fc1"], lin_of["vision_adapter.mlp.fc2"]
+            fc1_saved = n * _adapters_saved(v, ("adapter.fc1",), per_tile, a_bytes, ad_bytes, r) \
+                if "fc1" in tower_mods else 0
+            shuffled = max(
+                dequant_forward_bytes(training, recipe, fc1.in_features, fc1.out_features)
+                + n * per_tile * (fc1.in_features + fc1.out_features) * a_bytes,
+                dequant_forward_bytes(training, recipe, fc2.in_features, fc2.out_features) + fc1_saved
+                + n * per_tile * (fc1.in_features + fc1.out_features + fc2.in_features + fc2.out_features) * a_bytes,
+                *(dequant_forward_bytes(training, recipe, lin.in_features, lin.out_features) + mlp2_adapters
+                  + n * per_tile * (2 * out_dim + lin.in_features + lin.out_features) * a_bytes
+                  for lin in projector_lin))
+            vision_moment = max(vision_moment, in_layer, graph + shuffled)
+        else:
+            vision_moment = max(vision_moment, before + kept_layers + shuffled_kept + at_linear)
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), vision_moment)))
     for key, lay, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
@@ -351,9 +411,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # with checkpointing and adapters, the top layer's recomputation (its forward again, saving) at an adapted
         # Linear's scaled output, beside its input's saved copy and the gradient of its output (measured with the
         # tracer: the peak of an adapted fc1 on 4 tiles)
-        at_recompute = n * (_adapter_moment(v, tower_mods, rows, a_bytes, ad_bytes, r, saving=True)
-                            + rows * (2 * vh * a_bytes + 8)) if hooked and tower_mods else 0
-        at_gelu = max(at_gelu, at_recompute)
+        # (and, with fc2 adapted, its adapter's backward triggers the recomputation: its scaled output's gradient in
+        # the adapter dtype is live beside it, measured with the tracer on Scout q_proj,v_proj,fc1,fc2, gc)
+        at_recompute = n * (_adapter_moment(v, tower_mods, rows, a_bytes, ad_bytes, r, saving=True, early_stop=True)
+                            + rows * (2 * vh * a_bytes + 8 + (vh * ad_bytes if "fc2" in tower_mods else 0))) \
+            if hooked and tower_mods else 0
         if training.method == "qlora":
             # QLoRA: every quantized Linear's backward dequantizes its weight again (dequant_backward_bytes): the
             # projector's and the adapter's on the pixel-shuffled rows, before the layers'; in a recomputed layer the
@@ -361,18 +423,60 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             tower_lin, projector_lin = image_linears(v, th)
             shuffled = [lin for lin in tower_lin if lin.module.startswith("vision_adapter")] + list(projector_lin)
             in_layer = [lin for lin in tower_lin if lin.count == layers]
-            at_gelu = max(at_gelu + max(dequant_backward_bytes(training, recipe, lin.in_features, lin.out_features, 0)
-                                        for lin in in_layer),
-                          max(dequant_backward_bytes(training, recipe, lin.in_features, lin.out_features,
-                                                     n * per_tile) for lin in shuffled))
+            # In a layer, a Linear's base backward (MatMul4Bit.backward) runs after its adapter's branch (created
+            # later, so first in the autograd engine's order): the adapter's saved input is freed by then and its
+            # input gradient, cast to the compute dtype, waits to be summed with the base's grad_A, beside the
+            # dequantized weight, grad_A and the incoming gradient (dequant_backward_bytes) and the residual's
+            # gradient; not beside the GELU's moment (measured with the tracer: Scout QLoRA q_proj,v_proj,fc1,fc2
+            # one tile, checkpointed, fc2's base backward is 1.6 MB under the recomputed fc1 adapter's moment)
+            def base_backward(lin: Linear) -> int:
+                mod = lin.module
+                adapted = n * (rows * lin.in_features * a_bytes
+                               - _adapters_saved(v, (mod,), rows, a_bytes, ad_bytes, r)) if mod in tower_mods else 0
+                if mod == "fc1":  # fc2's adapter's saved input and the GELU's input are freed by then
+                    adapted -= fc2_saved + n * rows * vi * a_bytes
+                return layer_set + n * rows * vh * a_bytes + adapted + dequant_backward_bytes(
+                    training, recipe, lin.in_features, lin.out_features, n * rows)
+            if hooked and "fc2" not in tower_mods:
+                # an unadapted fc2's MatMul4Bit keeps its input on ctx.tensors, outside the checkpoint's saved-tensor
+                # hooks, so its backward runs whole before the GELU's unpacks the layer's saved set: the layer is
+                # recomputed beside fc2's grad_A and the residual's gradient, its largest moment at the RoPE with
+                # the q / v adapters' saved inputs (measured with the tracer: the peak of Scout QLoRA q_proj,v_proj
+                # at 4 tiles, checkpointed)
+                qkv = tuple(m_ for m_ in tower_mods if m_ in ("q_proj", "k_proj", "v_proj"))
+                at_recompute = max(at_recompute, n * (rows * (vi + vh) * a_bytes + _rope_moment(v, rows, a_bytes)
+                                                      + _adapters_saved(v, qkv, rows, a_bytes, ad_bytes, r)))
+            at_gelu = max(at_gelu, *(base_backward(lin) for lin in in_layer),
+                          *(dequant_backward_bytes(training, recipe, lin.in_features, lin.out_features,
+                                                   n * per_tile) for lin in shuffled))
+            if hooked and tower_mods:
+                # the recomputed layer's quantized Linears dequantize their weights before their adapters run
+                # (_dequant_moment): that moment, not the adapter's one plus a weight (no adapter transient is
+                # live at the base matmul; measured with the tracer on Scout QLoRA q_proj,v_proj,fc1,fc2 one tile)
+                lin_of = {lin.module: lin for lin in in_layer}
+                at_recompute = max(at_recompute, n * rows * (2 * vh * a_bytes + 8) + _dequant_moment(
+                    v, tower_mods, rows, a_bytes, ad_bytes, r, n,
+                    lambda m_: dequant_forward_bytes(training, recipe, lin_of[m_].in_features,
+                                                     lin_of[m_].out_features)))
+        at_gelu = max(at_gelu, at_recompute)
         if hooked:
             kept = n * (layers * rows * vh * a_bytes + patches * vh * a_bytes + rows * vh * a_bytes + 8 * rows) \
                 + (2 * tokens * th * a_bytes if not trained_projector else 0)
         else:
             kept = tower_kept - mlp2_adapters - n * (rows * (vh * a_bytes + 8) + 2 * per_tile * out_dim * a_bytes)
+        # the encoder's backward runs top layer first: at the top layer's moment the adapters of the layers below
+        # have no gradient yet (measured with the tracer: Scout QLoRA q_proj,v_proj,fc1,fc2 one tile, gc, 2.5 MB of
+        # the lower layer's fp32 adapter gradients absent at the recomputed fc1's peak); at a lower layer's same
+        # moment they exist, but the inputs of the layers above (at least one hidden state a tile each) are freed.
+        # The larger of the two.
+        grads = _scaled(b.gradients, trainable_text, grow_all)
+        if tower_mods and layers > 1:
+            below_grads = grads - _scaled(b.gradients, trainable_text, grow_all - (layers - 1) * sum(
+                r * sum(_in_out(v, m_)) for m_ in tower_mods))
+            freed_above = (layers - 1) * n * rows * vh * a_bytes
+            grads, kept = max((grads - below_grads, kept), (grads, kept - freed_above), key=sum)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
-                                  (_scaled(b.gradients, trainable_text, grow_all), kept,
-                                   max(at_gelu, at_fc2, at_fc1))))
+                                  (grads, kept, max(at_gelu, at_fc2, at_fc1))))
     # Llama4VisionRotaryEmbedding's freqs_ci buffer (complex64, one row per tile row, 2 x (head_dim // 4) values:
     # _compute_freqs_ci's rope_freq of head_dim // 4, repeat_interleave(2), x and y concatenated, every other kept),
     # moved to the GPU with the model
