@@ -289,21 +289,31 @@ def check_run(m: ModelSpec, t: TrainingSpec) -> None:
         return
     kind = ("GraniteMoeHybrid" if m.family == "granitemoehybrid" else "Bamba") if is_layered_hybrid(m) \
         else "Falcon-H1"
+    refuse_unmodelled(m, t, kind, "the KV cache beside each layer's Mamba-2 state")
+
+
+def refuse_unmodelled(m: ModelSpec, t: TrainingSpec, kind: str, cache: str,
+                      methods: tuple[str, ...] = ("full", "lora", "qlora"), why_methods: str = "",
+                      mixer: str = "the Mamba-2 mixer's PyTorch path") -> None:
+    """The refusals every state-space hybrid's arithmetic shares (Falcon-H1, Bamba, GraniteMoeHybrid, Nemotron-H,
+    Zamba2, Jamba), each in one line naming `kind`: `cache` says what generate() would hold, `methods` what is
+    modelled, `mixer` what autocast would run over."""
     from vramcalc.core.errors import UnsupportedCombination
     from vramcalc.core.memory.precision import recipe_of
 
     if t.mode != "train":
-        raise UnsupportedCombination(f"--mode {t.mode} on {m.name}: generate() for {kind} (the KV cache beside "
-                                     "each layer's Mamba-2 state) is not modelled; use --mode train")
-    if t.method not in ("full", "lora", "qlora"):
-        raise UnsupportedCombination(f"--method {t.method} on {m.name}: only full, lora and qlora are modelled for "
-                                     f"{kind}; use one of those")
+        raise UnsupportedCombination(f"--mode {t.mode} on {m.name}: generate() for {kind} ({cache}) is not "
+                                     "modelled; use --mode train")
+    if t.method not in methods:
+        listed = ", ".join(methods[:-1]) + " and " + methods[-1]
+        raise UnsupportedCombination(f"--method {t.method} on {m.name}: only {listed} are modelled for {kind}"
+                                     f"{why_methods}; use one of those")
     if t.objective != "sft":
         raise UnsupportedCombination(f"--objective {t.objective} on {m.name}: only sft is modelled for {kind}; use "
                                      "--objective sft")
     if recipe_of(t).autocast:
-        raise UnsupportedCombination(f"--precision {t.precision} on {m.name}: autocast over the Mamba-2 mixer's "
-                                     "PyTorch path is not modelled; use --precision bf16, pure-bf16 or fp32")
+        raise UnsupportedCombination(f"--precision {t.precision} on {m.name}: autocast over {mixer} is not "
+                                     "modelled; use --precision bf16, pure-bf16 or fp32")
     if t.attention == "flash":
         raise UnsupportedCombination(f"--attention flash on {m.name}: traced with sdpa and eager only; use one of "
                                      "those")

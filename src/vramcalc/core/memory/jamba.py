@@ -178,26 +178,10 @@ def check_run(m: ModelSpec, t: TrainingSpec) -> None:
     if not is_jamba(m):
         return
     from vramcalc.core.errors import UnsupportedCombination
-    from vramcalc.core.memory.precision import recipe_of
+    from vramcalc.core.memory.hybrid import refuse_unmodelled
 
-    if t.mode != "train":
-        raise UnsupportedCombination(f"--mode {t.mode} on {m.name}: generate() for Jamba (the attention layers' KV "
-                                     "cache beside the Mamba layers' states) is not modelled; use --mode train")
-    if t.method not in ("full", "lora", "qlora"):
-        raise UnsupportedCombination(f"--method {t.method} on {m.name}: only full, lora and qlora are modelled for "
-                                     "Jamba; use one of those")
-    if t.objective != "sft":
-        raise UnsupportedCombination(f"--objective {t.objective} on {m.name}: only sft is modelled for Jamba; use "
-                                     "--objective sft")
-    if recipe_of(t).autocast:
-        raise UnsupportedCombination(f"--precision {t.precision} on {m.name}: autocast over the Mamba mixer's "
-                                     "PyTorch scan is not modelled; use --precision bf16, pure-bf16 or fp32")
-    if t.attention == "flash":
-        raise UnsupportedCombination(f"--attention flash on {m.name}: traced with sdpa and eager only; use one of "
-                                     "those")
-    if t.packing != "none" or t.loss != "hf" or t.activation_offload or t.ac_every > 1:
-        raise UnsupportedCombination(f"{m.name}: packing, other losses, activation offload and selective "
-                                     "checkpointing are not modelled for Jamba; drop them")
+    refuse_unmodelled(m, t, "Jamba", "the attention layers' KV cache beside the Mamba layers' states",
+                      mixer="the Mamba mixer's PyTorch scan")
     if t.dora or t.tp > 1 or t.pp > 1:
         raise UnsupportedCombination(f"{m.name}: DoRA and tensor / pipeline parallelism are not modelled for Jamba; "
                                      "drop them")
