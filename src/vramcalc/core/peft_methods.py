@@ -29,6 +29,27 @@ from vramcalc.core.params import AUTO_TARGETS, Linear, head_dim, kv_heads, resol
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
+def lora_inputs_saved(in_width: Callable[[str], int], modules: tuple[str, ...], rows: int, c: int, a: int,
+                      r: int) -> int:
+    """What peft's LoRA layers of one attention + MLP block save for `rows` rows (tuners/lora/layer.py Linear.forward:
+    `result + lora_B(lora_A(dropout(x))) * scaling`, x cast to the adapter dtype by _cast_input_dtype): lora_A its
+    input, a fresh copy per adapter when the adapter dtype `a` is not the compute dtype `c`, else the module's input
+    itself (q/k/v_proj share one normalized input; o_proj's is the attention output sdpa saves anyway: the kernel's
+    output is laid out (batch, rows, heads, head_dim), so transpose and .contiguous() copy nothing, measured with the
+    tracer on Llama-3.2-Vision's tower); lora_B
+    lora_A's output (rows x rank). `in_width(module)` is the module's input features. The frozen base Linear saves
+    nothing (its weight needs no gradient)."""
+    total, qkv_shared = 0, False
+    for mod in modules:
+        total += rows * a * r
+        if a != c:
+            total += rows * a * in_width(mod)
+        elif mod != "o_proj" and not (qkv_shared and mod in ("q_proj", "k_proj", "v_proj")):
+            total += rows * c * in_width(mod)
+            qkv_shared = qkv_shared or mod in ("q_proj", "k_proj", "v_proj")
+    return total
+
+
 Kind = Literal["linear", "norm", "prompt", "embedding", "attention"]
 Shapes = tuple[tuple[int, ...], ...]
 

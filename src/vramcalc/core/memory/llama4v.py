@@ -55,6 +55,7 @@ from vramcalc.core.memory.weights import (
     image_side_bytes,
 )
 from vramcalc.core.params import image_linears, projector_params, vision_tower_params
+from vramcalc.core.peft_methods import lora_inputs_saved
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -155,19 +156,8 @@ def tower_adapter_params(model: ModelSpec, training: TrainingSpec) -> int:
 
 
 def _adapters_saved(v: VisionSpec, modules: tuple[str, ...], rows: int, c: int, a: int, r: int) -> int:
-    """What peft's LoRA layers save for `rows` rows (tuners/lora/layer.py Linear.forward: lora_A its input cast to
-    the adapter dtype, a fresh copy per adapter unless it is the compute dtype: then the module's input, which q/k/v
-    share and o_proj's is sdpa's saved output; lora_B lora_A's output, rows x rank)."""
-    total, shared = 0, False
-    for mod in modules:
-        width = _in_out(v, mod)[0]
-        total += rows * a * r
-        if a != c:
-            total += rows * a * width
-        elif mod != "o_proj" and not (shared and mod in ("q_proj", "k_proj", "v_proj")):
-            total += rows * c * width
-            shared = shared or mod in ("q_proj", "k_proj", "v_proj")
-    return total
+    """peft_methods.lora_inputs_saved over this tower's Linear widths."""
+    return lora_inputs_saved(lambda mod: _in_out(v, mod)[0], modules, rows, c, a, r)
 
 
 def _adapter_moment(v: VisionSpec, mods: tuple[str, ...], rows: int, c: int, a: int, r: int, saving: bool,

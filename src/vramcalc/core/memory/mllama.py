@@ -38,6 +38,7 @@ from vramcalc.core.params import (
     resolve_targets,
     vision_tower_params,
 )
+from vramcalc.core.peft_methods import lora_inputs_saved
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -264,23 +265,8 @@ def tower_adapter_params(model: ModelSpec, training: TrainingSpec) -> tuple[int,
 
 
 def _adapters_saved(v: VisionSpec, modules: tuple[str, ...], rows: int, c: int, a: int, r: int) -> int:
-    """What peft's LoRA layers of one tower encoder layer save for `rows` rows (tuners/lora/layer.py Linear.forward:
-    `result + lora_B(lora_A(dropout(x))) * scaling`, x cast to the adapter dtype by _cast_input_dtype): lora_A its
-    input, a fresh copy per adapter when the adapter dtype is not the compute dtype, else the module's input itself
-    (q/k/v_proj share input_layernorm's output; o_proj's input is the attention output sdpa saves: the kernel's
-    output is laid out (batch, rows, heads, head_dim), so transpose and .contiguous() copy nothing (measured with the
-    tracer); fc1's is post_attention_layernorm's output, fc2's GELU's output); lora_B lora_A's
-    output (rows x rank). The frozen base Linear saves nothing (its weight needs no gradient)."""
-    total, qkv_shared = 0, False
-    for mod in modules:
-        width = _tower_in_out(v, mod)[0]
-        total += rows * a * r
-        if a != c:
-            total += rows * a * width
-        elif mod != "o_proj" and not (qkv_shared and mod in ("q_proj", "k_proj", "v_proj")):
-            total += rows * c * width
-            qkv_shared = qkv_shared or mod in ("q_proj", "k_proj", "v_proj")
-    return total
+    """peft_methods.lora_inputs_saved over this tower's Linear widths."""
+    return lora_inputs_saved(lambda mod: _tower_in_out(v, mod)[0], modules, rows, c, a, r)
 
 
 def tower_lora_saved(model: ModelSpec, training: TrainingSpec, images: int) -> int:
