@@ -229,6 +229,15 @@ def top_moment(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int, m
     return best + (2 if fresh else 1) * rows * h * a_bytes
 
 
+def backward_without_checkpointing(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int,
+                                   modules: tuple[str, ...], images: int, saved: int) -> tuple[int, int]:
+    """The tower's backward with adapters and no checkpointing, for `images` images (or tiles) whose layers saved
+    `saved` bytes: (what is still kept there, the top layer's transients). Nothing is recomputed; post_layernorm's
+    input and fp32 stats are already freed (it runs first), and what top_backward says the top layer has freed."""
+    left, bwd = top_backward(v, training, rows, a_bytes, modules)
+    return saved - images * (rows * v.hidden_size * a_bytes + 8 * rows + left), images * bwd
+
+
 def top_backward(v: VisionSpec, training: TrainingSpec, rows: int, a_bytes: int,
                  modules: tuple[str, ...]) -> tuple[int, int]:
     """The top adapted layer's backward peak (no checkpointing): (saved bytes of the layer already freed there,

@@ -1509,13 +1509,10 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
         kept = n_img * rows * vh * (layers * r_bytes + a_bytes)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
                                   (_scaled(b.gradients, trainable_text, extra_trainable), kept, at_gelu)))
-    elif lora_tower:
-        # tower adapters without checkpointing: nothing is recomputed, the layers' saved sets are there (but
-        # post_layernorm's, run first); the top layer's backward (siglip_lora.top_backward)
-        left, bwd = _sl.top_backward(v, training, rows, a_bytes, lora_tower)
+    elif lora_tower:  # tower adapters without checkpointing (siglip_lora.backward_without_checkpointing)
+        kept, bwd = _sl.backward_without_checkpointing(v, training, rows, a_bytes, lora_tower, n_img, lora_saved)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER,
-                                  (_scaled(b.gradients, trainable_text, extra_trainable),
-                                   lora_saved - n_img * (rows * vh * a_bytes + 8 * rows + left), n_img * bwd)))
+                                  (_scaled(b.gradients, trainable_text, extra_trainable), kept, bwd)))
     # the tower adapters' weights in --adapter-dtype (peft autocast_adapter_dtype)
     image_adapters = adapters * dtype_bytes(training.adapter_dtype)
     weights = b.weights + img_w.total + image_adapters
