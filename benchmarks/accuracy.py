@@ -631,13 +631,14 @@ def jamba_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Zamba2 grid (`--grid zamba2`, issue 15; 28 cases): tests/data/hf/zamba2-2.7b.json cut to two tiny shapes (A: a
+# The Zamba2 grid (`--grid zamba2`, issue 15; 36 cases): tests/data/hf/zamba2-2.7b.json cut to two tiny shapes (A: a
 # shared block at layers 1 and 3, one weight set, projectors on the MLP only, no RoPE, one chunk of 64; B: shared
 # blocks at 1, 2 and 4 from two weight sets, projectors on q, k, v too, RoPE, 2 groups, chunk 48 padding) x full
 # pure-bf16 / LoRA auto (q_proj, v_proj, in_proj) / LoRA all-linear (the projectors' Linears and the hybrid layers'
 # Linear too) x s64 / s128 x checkpointing off / on, b2; LoRA eager on shape B; the published 1.2B shape cut to 2
-# layers, LoRA b1 s256. QLoRA is refused (memory/zamba2.py).
-# Written to accuracy_zamba2.{json,md}.
+# layers, LoRA b1 s256. QLoRA (auto targets, nf4, no kbit preparation as in the other hybrid grids) on shape A and
+# on shape B with one weight set (ZAMBA2_QLORA_SHAPES: every shared block tied, the only QLoRA case modelled,
+# memory/zamba2.py) x s64 / s128 x checkpointing off / on, b2. Written to accuracy_zamba2.{json,md}.
 ZAMBA2_SHAPES = {"zamba2:h128-l4-g13-b1-f256-q64": {"hidden_size": 128, "intermediate_size": 256,
                                                    "num_hidden_layers": 4, "num_attention_heads": 4,
                                                    "num_key_value_heads": 4, "n_mamba_heads": 8, "mamba_headdim": 32,
@@ -655,6 +656,9 @@ ZAMBA2_SHAPES = {"zamba2:h128-l4-g13-b1-f256-q64": {"hidden_size": 128, "interme
                                                             "layers_block_type": ["mamba", "hybrid", "hybrid", "mamba",
                                                                                   "hybrid"],
                                                             "hybrid_layer_ids": [1, 2, 4]}}
+# shape B with its three hybrid layers on one weight set, so that each is tied (bitsandbytes leaves tied keys 16-bit)
+ZAMBA2_QLORA_SHAPES = {"zamba2:h128-l5-g124-b1-qkv-rope-g2-q48": {
+    **ZAMBA2_SHAPES["zamba2:h128-l5-g124-b2-qkv-rope-g2-q48"], "num_mem_blocks": 1}}
 ZAMBA2_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
     ("lora auto", {"method": "lora", "precision": "bf16"}),
@@ -682,6 +686,13 @@ def zamba2_grid() -> list[dict[str, Any]]:
         cases.append({"id": f"zamba2:zamba2-1.2b-2-layers | lora auto | b1 s256 | {'gc' if gc else 'no-gc'}",
                       "model": "zamba2:zamba2-1.2b-2-layers", "method": "lora",
                       "training": dict(ZAMBA2_RUNS[1][1], batch_size=1, seq_len=256, grad_checkpointing=gc)})
+    for model in (list(ZAMBA2_SHAPES)[0], *ZAMBA2_QLORA_SHAPES):
+        for seq in (64, 128):
+            for gc in (False, True):
+                cases.append({"id": f"{model} | qlora auto | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                              "method": "qlora", "training": {"method": "qlora", "precision": "bf16",
+                                                              "kbit_prep": False, "batch_size": 2, "seq_len": seq,
+                                                              "grad_checkpointing": gc}})
     return cases
 
 
@@ -1718,8 +1729,9 @@ def _model(name: str) -> Any:
     if name.startswith("zamba2:"):  # tests/data/hf/zamba2-2.7b.json cut to a tiny shape (ZAMBA2_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
-        d = {**json.loads((HF_DIR / "zamba2-2.7b.json").read_text()), **ZAMBA2_SHAPES[name]} \
-            if name in ZAMBA2_SHAPES else {**json.loads((HF_DIR / "zamba2-1.2b.json").read_text()),
+        shapes = {**ZAMBA2_SHAPES, **ZAMBA2_QLORA_SHAPES}
+        d = {**json.loads((HF_DIR / "zamba2-2.7b.json").read_text()), **shapes[name]} \
+            if name in shapes else {**json.loads((HF_DIR / "zamba2-1.2b.json").read_text()),
                                            "num_hidden_layers": 2, "layers_block_type": ["mamba", "hybrid"],
                                            "hybrid_layer_ids": [1]}
         return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
@@ -2596,7 +2608,7 @@ def main() -> None:
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
                     "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 30 "
                     "Bamba cases; jamba: issue 15's 28 Jamba cases; granite: issue 15's 60 Granite 4.0 H "
-                    "cases (30 dense, 30 MoE); zamba2: issue 15's 28 Zamba2 cases; nemotronh: issue 15's 30 dense "
+                    "cases (30 dense, 30 MoE); zamba2: issue 15's 36 Zamba2 cases; nemotronh: issue 15's 30 dense "
                     "Nemotron-H cases; gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 60 LLaVA-1.5 cases (image tokens, tower frozen, adapted or trained); vlm2: "

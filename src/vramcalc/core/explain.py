@@ -72,7 +72,7 @@ from vramcalc.core.memory.weights import (
     unquantized_bytes,
     weight_bytes,
 )
-from vramcalc.core.params import block_linears, dora_params, head_dim, resolve_targets
+from vramcalc.core.params import block_linears, dora_params, head_dim, quantized_linears, resolve_targets
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS, FROZEN_BASE_METHODS
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.units import UNIT_BYTES, ceil_div, dtype_bytes
@@ -1135,7 +1135,7 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
         # The values are the core's (WeightBytes); the block, tensor and row counts only describe them.
         quantized, data, constants = w.quantized_params, w.quantized_data, w.quant_constants
         blocks = dq_blocks = tensors = rows = 0
-        for lin in block_linears(m):
+        for lin in quantized_linears(m):
             tensors += lin.count
             rows += lin.out_features * lin.count
             blocks += ceil_div(lin.in_features * lin.out_features, NF4_BLOCK) * lin.count
@@ -1722,7 +1722,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     # Temporaries: short-lived peaks; the component is the largest of them.
     layer_fwd_t, layer_bwd_t = d["temporaries.layer_forward"], d["temporaries.layer_backward"]
     # QLoRA's dequantized weight, when it is the layer's temporary (memory/activations.py DequantBytes)
-    dequant = None if unsloth.active(m, t) else dequant_bytes(m, t, recipe, block_linears(m))
+    dequant = None if unsloth.active(m, t) else dequant_bytes(m, t, recipe, quantized_linears(m))
     dq_fwd = dequant[0].forward(tokens, t.grad_checkpointing or t.activation_offload) if dequant else 0
     dq_bwd = dequant[1].backward(tokens) if dequant else 0
     v = m.vocab_size

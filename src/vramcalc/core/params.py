@@ -1001,6 +1001,26 @@ def zamba2_modules(m: ModelSpec) -> tuple[Linear, ...]:
                  else replace(lin, count=per_copy) if "adapter" in lin.module else lin for lin in zamba2_linears(m))
 
 
+def zamba2_all_tied(m: ModelSpec) -> bool:
+    """Whether every shared weight set is tied across >= 2 hybrid layers (tied word embeddings, and the block with the
+    fewest invocations, block num_mem_blocks - 1, runs at least twice: hybrid layers >= 2 x num_mem_blocks)."""
+    return m.tie_word_embeddings and len(m.zamba_hybrid_layers) >= 2 * m.zamba_mem_blocks
+
+
+def zamba2_quantized(m: ModelSpec) -> tuple[Linear, ...]:
+    """The Linears transformers' bitsandbytes quantizer replaces in Zamba2ForCausalLM (QLoRA), when every shared weight
+    set is tied (zamba2_all_tied): quantizers/base.py get_keys_to_not_convert skips every key of
+    model.all_tied_weights_keys, targets and tied copies alike, so all the shared blocks' Linears and projectors stay
+    in the load dtype; integrations/bitsandbytes.py replace_with_bnb_linear converts each Mamba layer's in_proj and
+    out_proj and each hybrid layer's own `linear` (measured on meta: tests/test_zamba2.py)."""
+    return tuple(lin for lin in zamba2_linears(m) if lin.module in ("in_proj", "out_proj", "linear"))
+
+
+def quantized_linears(m: ModelSpec) -> tuple[Linear, ...]:
+    """The block Linears QLoRA's bitsandbytes quantizer replaces: block_linears, Zamba2's zamba2_quantized."""
+    return zamba2_quantized(m) if is_zamba2(m) else block_linears(m)
+
+
 def zamba2_mixer_dims(m: ModelSpec) -> tuple[int, int, int]:
     """(heads, conv_dim, in_proj's out_features) of Zamba2MambaMixer.__init__: heads = n_mamba_heads, conv_dim =
     mixer + 2 x n_groups x d_state, projection_size = mixer + conv_dim + heads."""

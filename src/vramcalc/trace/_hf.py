@@ -152,10 +152,21 @@ class QuantLinear(nn.Linear):
 
 def quantize_blocks(model: nn.Module, layers: nn.ModuleList, bits: int, double_quant: bool,
                     compute_dtype: torch.dtype) -> int:
-    """Replace every nn.Linear inside the blocks by a QuantLinear (bitsandbytes' rule: not lm_head)."""
+    """Replace every nn.Linear inside the blocks by a QuantLinear (bitsandbytes' rule: not lm_head). Zamba2: not the
+    Linears transformers' quantizer skips (quantizers/base.py get_keys_to_not_convert: every tied key, which are the
+    shared blocks' weights; quantizers_utils.py should_convert_module)."""
+    keep: set[int] = set()
+    if type(model).__name__.startswith("Zamba2"):
+        from transformers.quantizers.base import HfQuantizer
+        from transformers.quantizers.quantizers_utils import should_convert_module
+
+        skip = HfQuantizer.get_modules_to_not_convert(model, None, getattr(model, "_keep_in_fp32_modules", None))
+        keep = {id(mod) for name, mod in model.named_modules() if not should_convert_module(name, skip)}
     count = 0
     for block in layers:
         for name, mod in list(block.named_modules()):
+            if id(mod) in keep:
+                continue
             if type(mod) is nn.Linear or type(mod).__name__ == "Conv1D":
                 if type(mod).__name__ == "Conv1D":  # GPT-2 stores weight as (in, out)
                     base = nn.Linear(mod.weight.shape[0], mod.weight.shape[1], bias=False, device="meta")

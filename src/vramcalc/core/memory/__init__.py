@@ -75,7 +75,15 @@ from vramcalc.core.memory.weights import (
     unquantized_bytes,
     weight_bytes,
 )
-from vramcalc.core.params import active_params, block_linears, count_params, dense_layers, head_dim, outer_targets
+from vramcalc.core.params import (
+    active_params,
+    block_linears,
+    count_params,
+    dense_layers,
+    head_dim,
+    outer_targets,
+    quantized_linears,
+)
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS
 from vramcalc.core.units import dtype_bytes
 
@@ -1233,8 +1241,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_routed_bwd_t=layer.routed_backward_per_token,
         layer_mlp_fwd_t=layer.mlp_forward_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
-        **({} if unsloth else dict(zip(("dequant_fwd", "dequant_bwd"), dequant_bytes(m, t, recipe, block_linears(m)),
-                                       strict=True))),
+        **({} if unsloth else dict(zip(("dequant_fwd", "dequant_bwd"),
+                                       dequant_bytes(m, t, recipe, quantized_linears(m)), strict=True))),
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,

@@ -12,12 +12,13 @@ from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.params import (
     ParamTensor,
-    block_linears,
     dora_params,
     fused_experts,
     inventory,
+    is_zamba2,
     lora_params,
     outer_targets,
+    quantized_linears,
 )
 from vramcalc.core.units import ceil_div, dtype_bytes
 
@@ -226,7 +227,7 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
     # LM head stay in the load dtype (transformers' bnb integration skips lm_head by default).
     data = constants = 0
     quantized = 0
-    for lin in block_linears(model):
+    for lin in quantized_linears(model):  # Zamba2: not the tied shared blocks (params.zamba2_quantized)
         if lin.module.startswith("experts.") and fused_experts(model):
             continue  # 3-D expert Parameters: bitsandbytes replaces nn.Linear only (bitsandbytes issue #1849)
         numel = lin.in_features * lin.out_features
@@ -500,12 +501,15 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
     in_layers: dict[str, list[tuple[StoredTensor, bool]]] = {"all": [], "dense": [], "moe": []}
     full_like = method in ("full", "freeze")
     fp32_routers = {t.name for t in fp32_router_tensors(model, recipe)}
+    # Zamba2's tied shared blocks stay 16-bit under QLoRA (params.zamba2_quantized)
+    zamba2_quant = {lin.module for lin in quantized_linears(model)} if is_zamba2(model) else set()
     for t in inventory(model):
         key = t.module if t.kind in ("linear", "bias") else "lm_head" if t.kind == "head" else t.name
         cast = t.kind in ("linear", "head") and not t.name.endswith(".bias") or (
             t.kind == "embedding" and model.tie_word_embeddings)
         quant = training.quant_bits if qlora and t.kind == "linear" and not (
-            t.module.startswith("experts.") and fused_experts(model)) else 0
+            t.module.startswith("experts.") and fused_experts(model)) and not (
+            is_zamba2(model) and t.module not in zamba2_quant) else 0
         elem = 0 if quant else 4 if t.name in fp32_routers else unq if qlora else w
         if t.per_layer:
             where = _layer_kind(t.module, t.kind, moe)

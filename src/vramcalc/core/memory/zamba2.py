@@ -215,9 +215,16 @@ def check_run(m: ModelSpec, t: TrainingSpec) -> None:
     from vramcalc.core.errors import UnsupportedCombination
     from vramcalc.core.memory.hybrid import refuse_unmodelled
 
-    refuse_unmodelled(m, t, "Zamba2", "the shared blocks' KV cache beside the Mamba-2 states", ("full", "lora"),
-                      " (QLoRA: bitsandbytes' replacement of the shared blocks' tied Linears, one module per hybrid "
-                      "layer, is not)")
+    refuse_unmodelled(m, t, "Zamba2", "the shared blocks' KV cache beside the Mamba-2 states",
+                      ("full", "lora", "qlora"))
+    from vramcalc.core.params import zamba2_all_tied
+
+    if t.method == "qlora" and not zamba2_all_tied(m):
+        # quantizers/base.py get_keys_to_not_convert skips tied keys only: an untied or once-run shared block's
+        # Linears would be quantized, one module per hybrid layer (params.zamba2_quantized covers the tied case)
+        raise UnsupportedCombination(f"--method qlora on {m.name}: modelled only when every shared block is tied "
+                                     "across >= 2 hybrid layers (tie_word_embeddings, hybrid layers >= 2 x "
+                                     "num_mem_blocks), as bitsandbytes then leaves them 16-bit; use --method lora")
     if t.dora or t.gpus_per_node * t.nodes > 1:
         raise UnsupportedCombination(f"{m.name}: DoRA and several GPUs are not modelled for Zamba2 (the shared "
                                      "blocks' tied weights across layers); drop them")
