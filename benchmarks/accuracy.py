@@ -1521,6 +1521,13 @@ def llama4v_grid() -> list[dict[str, Any]]:
         for label, kw in VLM_RUNS[1:]:
             add("llama4v:scout", "scout tiny-lm", f"{label} q_proj,v_proj,fc1,fc2",
                 dict(kw, lora_targets=("q_proj", "v_proj", "fc1", "fc2")), shape)
+    # --train-vision (full fine-tuning, the tower and its pixel-shuffle adapter trained too), both shapes (1 and 4
+    # tiles), checkpointing off / on, on Scout and on Maverick at the first shape
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "full pure-bf16 train-vision", dict(VLM_RUNS[0][1], train_vision=True),
+            shape)
+    add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16 train-vision",
+        dict(VLM_RUNS[0][1], train_vision=True), LLAMA4V_SHAPES[0])
     return cases
 
 
