@@ -294,9 +294,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         grow_all += tower
         # every encoder layer's saved set without checkpointing (Llama4VisionEncoderLayer): the frozen-graph set
         # (LayerNorms' inputs and fp32 stats, q / k after the RoPE, v, sdpa's output and fp32 logsumexp per head,
-        # GELU's input) and the trained Linears' inputs (input_layernorm's output for q/k/v, the attention's
-        # reshaped output for o_proj, post_attention_layernorm's output for fc1, GELU's output for fc2)
-        per_layer_t = rows * ((9 * vh + 2 * vi) * a_bytes + 16 + 4 * heads)
+        # GELU's input) and the trained Linears' inputs (input_layernorm's output for q/k/v, post_attention_layernorm's
+        # output for fc1, GELU's output for fc2); o_proj's input is sdpa's saved output: the memory-efficient kernel
+        # writes it (batch, rows, heads, head_dim), so the transpose and reshape before o_proj are views (as
+        # trace/_cuda.py's sdpa)
+        per_layer_t = rows * ((8 * vh + 2 * vi) * a_bytes + 16 + 4 * heads)
         # the patch Linear's input (the unfolded, permuted pixels), layernorm_pre's and layernorm_post's inputs and
         # stats, the pixel-shuffle adapter's trained fc1 / fc2 inputs and its GELUs' inputs
         outside = patches * patch_in * a_bytes + 2 * rows * (vh * a_bytes + 8) \
@@ -410,7 +412,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # have freed their saved inputs. Two moments, the larger taken:
         # - the top layer's GELU backward: the layer's saved set (recomputed when checkpointed), the residual's
         #   gradient, the gradient into GELU's output and its result (intermediate wide), fc2's input freed; of the
-        #   tower's weight gradients only the adapter's and the top layer's fc2's exist;
+        #   tower's weight gradients only the adapter's and the top layer's fc2's exist; and the same moment in the
+        #   bottom layer;
         # - the bottom layer's sdpa backward (every weight gradient exists): the patch Linear's input, layernorm_pre's
         #   input and stats, the bottom layer's attention half (input_layernorm's input, output and stats, q, k, v,
         #   sdpa's output and fp32 logsumexp), the residual's gradient, sdpa's output gradient, dq / dk / dv and the
@@ -418,18 +421,26 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         #   to 128 x heads x head_dim rounded to 32) (as trace/_cuda.py's sdpa; measured with the tracer: Scout
         #   tiny-lm b1, one tile, the peak at that backward)
         layer_params = 4 * (vh * vh + vh) + 2 * vh * vi + vi + vh + 4 * vh  # q/k/v/o, fc1, fc2, two LayerNorms
+        # the adapter's and layernorm_post's saved inputs are freed; checkpointed, the recomputed top layer's set
+        # shares its input with the kept one; fc2's input (GELU's output) is freed by fc2's backward
         kept_top = tower_kept - n * (rows * (vh * a_bytes + 8) + per_tile * (vi + 3 * out_dim) * a_bytes)
-        at_gelu = n * rows * (vh + 2 * vi) * a_bytes + (n * per_layer_t if gc else 0)
+        at_gelu = n * rows * (vh + 2 * vi) * a_bytes + (n * (per_layer_t - rows * vh * a_bytes) if gc else 0) \
+            - n * rows * vi * a_bytes
         r128, hd32 = -(-rows // 128) * 128, -(-(vh // heads) // 32) * 32
         kept_bottom = n * (patches * patch_in * a_bytes + rows * (vh * a_bytes + 8)
                            + rows * (6 * vh * a_bytes + 8 + 4 * heads))
         at_sdpa = n * (5 * rows * vh * a_bytes + heads * r128 * 4 + r128 * heads * hd32 * 4)
         fc2_params = vi * vh + vh
         top = (_scaled(b.gradients, trainable_text, grow_all - layers * layer_params + fc2_params),
-               kept_top - n * rows * vi * a_bytes, at_gelu)  # fc2's backward has freed its input (GELU's output)
+               kept_top, at_gelu)
+        # the same GELU moment in the bottom layer: the layers above have their gradients and have freed their
+        # saved sets (checkpointed: their kept inputs) (measured with the tracer: Scout tiny-lm 4 tiles, b2, gc)
+        above = (layers - 1) * n * (rows * vh * a_bytes if gc else per_layer_t)
+        gelu_bottom = (_scaled(b.gradients, trainable_text, grow_all - layer_params + fc2_params),
+                       kept_top - above, at_gelu)
         # the bottom layer's q / k / v and input_layernorm gradients come after its sdpa backward
         bottom = (_scaled(b.gradients, trainable_text, grow_all - 3 * (vh * vh + vh) - 2 * vh), kept_bottom, at_sdpa)
-        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, max(top, bottom, key=sum)))
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, max(top, gelu_bottom, bottom, key=sum)))
     elif hooked or tower_mods:
         # The tower's backward runs last, one recomputed layer at a time; its peak is the top layer's MLP backward
         # at the GELU: the recomputed layer's saved set (q, k, v, sdpa's output and fp32 logsumexp per head,
