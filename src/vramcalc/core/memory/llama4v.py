@@ -549,13 +549,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     rows_cols = layout(v, *image_hw(v, training))
     h, w = image_hw(v, training)
     split = (f"{rows_cols[0]} x {rows_cols[1]} tiles and a global tile" if tiles > 1 else "one tile")
-    mode = "full fine-tuning trains the projector" if trained_projector else \
+    mode = ("full fine-tuning trains the projector" if trained_projector else
         (f"--method {training.method} also adapts the tower's {', '.join(tower_mods)} in every encoder layer"
          + (" and the pixel-shuffle adapter's" if mlp2 else "") + f" ({adapters:,} adapter parameters: peft matches "
          "the target names over the whole model), whose graph is saved "
          + ("layer by layer when recomputed" if gc else "from the lowest adapter up") + " until the tower's backward, "
          "run last; projector frozen" if tower_mods else
-         f"--method {training.method} adapts the language model only (projector frozen)")
+         f"--method {training.method} adapts the language model only (projector frozen)"))
     notes = (
         f"vision-language model (Llama 4): each {h} x {w} px image"
         + (" (the default: one tile)" if training.image_size == DEFAULT_IMAGE_SIZE and not training.image_width
@@ -567,7 +567,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         "sample (processing_llama4.py _prompt_split_image; modeling_llama4.py masked_scatter).",
         f"vision tower ({tower:,} parameters, Llama4VisionModel with its pixel-shuffle adapter; {rows:,} rows per "
         f"tile, {n:,} tiles per step) "
-        + ("frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
+        + (("trained (--train-vision: its gradients, optimizer state and "
+            + ("every layer's kept input and one recomputed layer's saved set, Llama4VisionEncoderLayer being a "
+               "GradientCheckpointingLayer" if gc else "every layer's saved set, its trained Linears' inputs included")
+            + "; its backward runs last)") if trained_tower else
+           "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen; nothing in it requires grad, so it saves nothing")
         + f"; {mode} ({projector:,} parameters, Llama4MultiModalProjector: one Linear); "
         + QLORA_IMAGE_NOTE + ".",
