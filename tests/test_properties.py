@@ -700,7 +700,9 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
     # with checkpointing, but the language model's own estimate does not keep the property on Maverick (the text
     # preset alone, full bf16, b1 x 2,489 tokens: 4,814.7 GB without, 4,819.9 GB with checkpointing, both peaking at
     # its bottom layer's backward); reached once --train-vision stopped being refused. Left to the Llama 4 text owner.
-    assume(not (m.vision is not None and m.vision.kind == "llama4" and m.num_experts and t.method == "full"))
+    # Scout (an MoE layer every layer) keeps it: a scan of batch 1-4 x 1-8,000 tokens x 0-3 images found no case.
+    assume(not (m.vision is not None and m.vision.kind == "llama4" and (m.moe_layer_interval or 1) > 1
+                and t.method == "full"))
     on = run(m, with_(t, grad_checkpointing=True))
     off = run(m, with_(t, grad_checkpointing=False, ac_every=1))
     # Checkpointing keeps every layer's input and reruns one layer: it costs more where the inputs outweigh what all
