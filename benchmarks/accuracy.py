@@ -1485,7 +1485,7 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
     return cases
 
 
-# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 30 cases): Llama4ForConditionalGeneration
+# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 36 cases): Llama4ForConditionalGeneration
 # (memory/llama4v.py, trace/_llama4v.py) from the published Scout / Maverick config.json files (tests/data/hf) with the
 # Llama 4 tower at its own widths (1408 wide, 16 heads, MLP 5632, 336 px tiles of 14 px patches: 577 rows a tile, the
 # pixel-shuffle adapter to 144 features of 4096) cut to 2 layers, and the text model cut to the llama4 grid's tiny
@@ -1499,7 +1499,9 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
 #   experts of 8192) cut to 4 layers, LoRA with checkpointing off / on at the first shape;
 # - Scout: LoRA / QLoRA q_proj,v_proj,fc1,fc2 (the tower's attention and MLP and the pixel-shuffle adapter's MLP
 #   adapted too) x checkpointing off / on at both shapes. Every LoRA case's targets reach the tower (peft matches
-#   them over the whole model).
+#   them over the whole model);
+# - full pure-bf16 --train-vision (the tower trained) x checkpointing off / on: Scout at both shapes, Maverick at
+#   the first.
 # Written to accuracy_llama4v.{json,md}.
 LLAMA4V_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1},
                   {"batch_size": 2, "seq_len": 64, "images": 1, "image_size": 300, "image_width": 800})
@@ -1532,6 +1534,13 @@ def llama4v_grid() -> list[dict[str, Any]]:
         for label, kw in VLM_RUNS[1:]:
             add("llama4v:scout", "scout tiny-lm", f"{label} q_proj,v_proj,fc1,fc2",
                 dict(kw, lora_targets=("q_proj", "v_proj", "fc1", "fc2")), shape)
+    # --train-vision (full fine-tuning, the tower and its pixel-shuffle adapter trained too), both shapes (1 and 4
+    # tiles), checkpointing off / on, on Scout and on Maverick at the first shape
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "full pure-bf16 train-vision", dict(VLM_RUNS[0][1], train_vision=True),
+            shape)
+    add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16 train-vision",
+        dict(VLM_RUNS[0][1], train_vision=True), LLAMA4V_SHAPES[0])
     return cases
 
 

@@ -917,7 +917,8 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     adapters = llama4v.tower_adapter_params(model, training)
     extra = {
         "weights": (
-            Line("weights.vision_tower", "vision tower weights (frozen; the pixel-shuffle adapter included)",
+            Line("weights.vision_tower", "vision tower weights (" + ("trained" if training.train_vision else "frozen")
+                 + "; the pixel-shuffle adapter included)",
                  f"{tower:,} params (Llama4VisionModel)", d["weights.vision_tower"],
                  source="transformers models/llama4/modeling_llama4.py Llama4VisionModel"),
             Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
@@ -934,15 +935,20 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
               if adapters else ()),
         ),
         **_image_side_states("image_side", "tower LoRA adapter gradients" if adapters else
+                             "tower and projector gradients (--train-vision)" if training.train_vision else
                              "projector gradients (full fine-tuning trains it)",
-                             "tower LoRA adapter optimizer state" if adapters else "projector optimizer state",
-                             (projector if trained else 0) + adapters, b, inner, src),
+                             "tower LoRA adapter optimizer state" if adapters else
+                             "tower and projector optimizer state" if training.train_vision else
+                             "projector optimizer state",
+                             (projector if trained else 0) + adapters + (tower if training.train_vision else 0), b,
+                             inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the adapter's output and the "
                              "projected features kept to the forward's end, what they save for backward",
                              "masked_scatter's mask (full fine-tuning, checkpointing or tower adapters); with "
                              "checkpointing the tower's hooked patch output and kept layer inputs, the GELUs' inputs; "
                              "with tower adapters and no checkpointing its graph from the lowest adapter up and the "
-                             "adapters' inputs",
+                             "adapters' inputs; with --train-vision every encoder layer's saved set (checkpointed: its "
+                             "input) and the trained Linears' inputs",
                              b.activations - inner.breakdown.activations, source=src),),
         "temporaries": (Line("temporaries.vision_tower", "vision tower forward",
                              "text embeddings, pixel_values, the kept hidden states and one layer's RoPE moment "

@@ -95,9 +95,6 @@ def own_check(model: ModelSpec, training: TrainingSpec) -> None:
     if max(h, w) > 100 * v.image_size:
         raise SpecError("image_size", f"a {h} x {w} px image: give sides up to {100 * v.image_size} px (the processor "
                         f"resizes it to at most {v.max_num_tiles} tiles of {v.image_size} px anyway)")
-    if training.train_vision:
-        raise UnsupportedCombination(f"--train-vision is not modelled for {model.name} (Llama 4: the trained tower's "
-                                     "saved activations over every tile are not counted): drop it")
     if training.attention != "sdpa":
         raise UnsupportedCombination(f"--attention {training.attention} is not modelled for {model.name}'s images "
                                      "(Llama 4 multimodal: the tower's eager softmax over every tile is not counted; "

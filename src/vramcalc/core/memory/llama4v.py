@@ -268,7 +268,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # trained; through the forward it is kept_output's first part, in the backward it outlives the forward's locals
     saved_projector = n * per_tile * out_dim * a_bytes if trained_projector else 0
     tower_kept = 0
-    if hooked:
+    if hooked and not training.train_vision:
         # the hooked patch embedding output (a leaf held by its AccumulateGrad node), layernorm_pre's input and
         # fp32 mean / rstd, every checkpointed layer's input (the first one's is layernorm_pre's output),
         # layernorm_post's input and stats; the adapter: each GELU saves its input (fc1's and fc2's outputs, the
@@ -287,6 +287,27 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     extra_trainable = projector if trained_projector else 0
     # the adapters' gradients: the tower's backward runs last
     grow_all = extra_trainable + adapters
+    trained_tower = training.train_vision  # vision.py check: --method full only
+    patch_in = v.patch_size * v.patch_size * 3  # Llama4UnfoldConvolution's Unfold width (channels x patch x patch)
+    if trained_tower:
+        # --train-vision: the tower's gradients exist from its backward on, run last (as the adapters')
+        grow_all += tower
+        # every encoder layer's saved set without checkpointing (Llama4VisionEncoderLayer): the frozen-graph set
+        # (LayerNorms' inputs and fp32 stats, q / k after the RoPE, v, sdpa's output and fp32 logsumexp per head,
+        # GELU's input) and the trained Linears' inputs (input_layernorm's output for q/k/v, post_attention_layernorm's
+        # output for fc1, GELU's output for fc2); o_proj's input is sdpa's saved output: the memory-efficient kernel
+        # writes it (batch, rows, heads, head_dim), so the transpose and reshape before o_proj are views (as
+        # trace/_cuda.py's sdpa)
+        per_layer_t = rows * ((8 * vh + 2 * vi) * a_bytes + 16 + 4 * heads)
+        # the patch Linear's input (the unfolded, permuted pixels), layernorm_pre's and layernorm_post's inputs and
+        # stats, the pixel-shuffle adapter's trained fc1 / fc2 inputs and its GELUs' inputs
+        outside = patches * patch_in * a_bytes + 2 * rows * (vh * a_bytes + 8) \
+            + per_tile * (vi + 3 * out_dim) * a_bytes
+        if gc:
+            # Llama4VisionEncoderLayer is a GradientCheckpointingLayer: each layer keeps its input only
+            tower_kept = n * (layers * rows * vh * a_bytes + outside)
+        else:
+            tower_kept = n * (layers * per_layer_t + outside)
     r = training.lora_rank
     layer_adapters = _adapters_saved(v, tower_mods, rows, a_bytes, ad_bytes, r)  # per tile, one encoder layer
     mlp2 = tuple("adapter." + m for m in tower_mods if m in ("fc1", "fc2"))
@@ -320,6 +341,14 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         tower_kept += mlp2_adapters
         vision_moment = before + kept_layers + n * max(
             _rope_moment(v, rows, a_bytes), _adapter_moment(v, tower_mods, rows, a_bytes, ad_bytes, r, saving=False))
+
+    if trained_tower:
+        # the forward at the top layer's RoPE: the layers below saved (or, checkpointed, their inputs), the patch
+        # Linear's input and layernorm_pre's input, layernorm_pre's output (held through the encoder), the top
+        # layer's input and the RoPE moment
+        below_t = (layers - 1) * (rows * vh * a_bytes if gc else per_layer_t)
+        vision_moment = before + hidden + n * (below_t + patches * patch_in * a_bytes + rows * (vh * a_bytes + 8)
+                                               + rows * vh * a_bytes + _rope_moment(v, rows, a_bytes))
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
@@ -378,7 +407,41 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             raw.append((key, (*lay, _SAVED), (*values, saved + saved_projector + tower_kept)))
         else:
             raw.append((key, lay, values))
-    if hooked or tower_mods:
+    if trained_tower:
+        # --train-vision: the tower's backward runs last, top layer first, after the adapter's and layernorm_post's
+        # have freed their saved inputs. Two moments, the larger taken:
+        # - the top layer's GELU backward: the layer's saved set (recomputed when checkpointed), the residual's
+        #   gradient, the gradient into GELU's output and its result (intermediate wide), fc2's input freed; of the
+        #   tower's weight gradients only the adapter's and the top layer's fc2's exist; and the same moment in the
+        #   bottom layer;
+        # - the bottom layer's sdpa backward (every weight gradient exists): the patch Linear's input, layernorm_pre's
+        #   input and stats, the bottom layer's attention half (input_layernorm's input, output and stats, q, k, v,
+        #   sdpa's output and fp32 logsumexp), the residual's gradient, sdpa's output gradient, dq / dk / dv and the
+        #   memory-efficient backward's fp32 softmax_d (heads x rows rounded to 128) and dq accumulator (rows rounded
+        #   to 128 x heads x head_dim rounded to 32) (as trace/_cuda.py's sdpa; measured with the tracer: Scout
+        #   tiny-lm b1, one tile, the peak at that backward)
+        layer_params = 4 * (vh * vh + vh) + 2 * vh * vi + vi + vh + 4 * vh  # q/k/v/o, fc1, fc2, two LayerNorms
+        # the adapter's and layernorm_post's saved inputs are freed; checkpointed, the recomputed top layer's set
+        # shares its input with the kept one; fc2's input (GELU's output) is freed by fc2's backward
+        kept_top = tower_kept - n * (rows * (vh * a_bytes + 8) + per_tile * (vi + 3 * out_dim) * a_bytes)
+        at_gelu = n * rows * (vh + 2 * vi) * a_bytes + (n * (per_layer_t - rows * vh * a_bytes) if gc else 0) \
+            - n * rows * vi * a_bytes
+        r128, hd32 = -(-rows // 128) * 128, -(-(vh // heads) // 32) * 32
+        kept_bottom = n * (patches * patch_in * a_bytes + rows * (vh * a_bytes + 8)
+                           + rows * (6 * vh * a_bytes + 8 + 4 * heads))
+        at_sdpa = n * (5 * rows * vh * a_bytes + heads * r128 * 4 + r128 * heads * hd32 * 4)
+        fc2_params = vi * vh + vh
+        top = (_scaled(b.gradients, trainable_text, grow_all - layers * layer_params + fc2_params),
+               kept_top, at_gelu)
+        # the same GELU moment in the bottom layer: the layers above have their gradients and have freed their
+        # saved sets (checkpointed: their kept inputs) (measured with the tracer: Scout tiny-lm 4 tiles, b2, gc)
+        above = (layers - 1) * n * (rows * vh * a_bytes if gc else per_layer_t)
+        gelu_bottom = (_scaled(b.gradients, trainable_text, grow_all - layer_params + fc2_params),
+                       kept_top - above, at_gelu)
+        # the bottom layer's q / k / v and input_layernorm gradients come after its sdpa backward
+        bottom = (_scaled(b.gradients, trainable_text, grow_all - 3 * (vh * vh + vh) - 2 * vh), kept_bottom, at_sdpa)
+        raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, max(top, gelu_bottom, bottom, key=sum)))
+    elif hooked or tower_mods:
         # The tower's backward runs last, one recomputed layer at a time; its peak is the top layer's MLP backward
         # at the GELU: the recomputed layer's saved set (q, k, v, sdpa's output and fp32 logsumexp per head,
         # layer_norm2's input and fp32 stats, fc1's output), the residual's gradient, the gradient into the GELU's
@@ -486,13 +549,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     rows_cols = layout(v, *image_hw(v, training))
     h, w = image_hw(v, training)
     split = (f"{rows_cols[0]} x {rows_cols[1]} tiles and a global tile" if tiles > 1 else "one tile")
-    mode = "full fine-tuning trains the projector" if trained_projector else \
+    mode = ("full fine-tuning trains the projector" if trained_projector else
         (f"--method {training.method} also adapts the tower's {', '.join(tower_mods)} in every encoder layer"
          + (" and the pixel-shuffle adapter's" if mlp2 else "") + f" ({adapters:,} adapter parameters: peft matches "
          "the target names over the whole model), whose graph is saved "
          + ("layer by layer when recomputed" if gc else "from the lowest adapter up") + " until the tower's backward, "
          "run last; projector frozen" if tower_mods else
-         f"--method {training.method} adapts the language model only (projector frozen)")
+         f"--method {training.method} adapts the language model only (projector frozen)"))
     notes = (
         f"vision-language model (Llama 4): each {h} x {w} px image"
         + (" (the default: one tile)" if training.image_size == DEFAULT_IMAGE_SIZE and not training.image_width
@@ -504,7 +567,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         "sample (processing_llama4.py _prompt_split_image; modeling_llama4.py masked_scatter).",
         f"vision tower ({tower:,} parameters, Llama4VisionModel with its pixel-shuffle adapter; {rows:,} rows per "
         f"tile, {n:,} tiles per step) "
-        + ("frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
+        + (("trained (--train-vision: its gradients, optimizer state and "
+            + ("every layer's kept input and one recomputed layer's saved set, Llama4VisionEncoderLayer being a "
+               "GradientCheckpointingLayer" if gc else "every layer's saved set, its trained Linears' inputs included")
+            + "; its backward runs last)") if trained_tower else
+           "frozen, run with grad and recomputed in the backward (checkpointing hooks its patch embedding: "
            "enable_input_require_grads)" if gc else "frozen; nothing in it requires grad, so it saves nothing")
         + f"; {mode} ({projector:,} parameters, Llama4MultiModalProjector: one Linear); "
         + QLORA_IMAGE_NOTE + ".",
