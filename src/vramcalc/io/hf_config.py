@@ -1012,6 +1012,23 @@ def _jamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def _bamba_mixer(d: Mapping[str, Any], source: str, hidden: int, config: str) -> tuple[int, int, int]:
+    """BambaMixer's width, heads and head size as BambaConfig and GraniteMoeHybridConfig define them (mamba_expand x
+    hidden_size split into mamba_n_heads of mamba_d_head, "auto": the quotient), and the scan's default clamp."""
+    inter = int(_get(d, source, "mamba_expand", default=2)) * hidden
+    heads = int(_get(d, source, "mamba_n_heads", default=128))
+    head_dim = d.get("mamba_d_head", "auto")
+    head_dim = inter // heads if head_dim in (None, "auto") else head_dim
+    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or heads * head_dim != inter:
+        raise PresetFileError(source, [f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal mamba_expand x "
+                                       f"hidden_size ({inter}), as {config} requires"])
+    limit = d.get("time_step_limit")
+    if limit is not None and (not isinstance(limit, list) or limit != [0.0, float("inf")]):
+        raise PresetFileError(source, [f"time_step_limit {limit}: the scan's clamp is counted for the default "
+                                       "(0, inf) only; drop the key"])
+    return inter, heads, head_dim
+
+
 def _bamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     # configuration_bamba.py BambaConfig: defaults hidden 4096, intermediate 14336, 32 layers, 32 heads, 8 KV heads,
     # vocab 128000, untied; attn_layer_indices None (every layer a mixer); mamba_n_heads 128, mamba_d_head "auto"
@@ -1027,17 +1044,7 @@ def _bamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
     out["mlp_bias"] = bool(d.get("mlp_bias", False))
     hidden, n_layers = int(out["hidden_size"]), int(out["num_layers"])
-    inter = int(_get(d, source, "mamba_expand", default=2)) * hidden
-    heads = int(_get(d, source, "mamba_n_heads", default=128))
-    head_dim = d.get("mamba_d_head", "auto")
-    head_dim = inter // heads if head_dim in (None, "auto") else head_dim
-    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or heads * head_dim != inter:
-        raise PresetFileError(source, [f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal mamba_expand x "
-                                       f"hidden_size ({inter}), as BambaConfig requires"])
-    limit = d.get("time_step_limit")
-    if limit is not None and (not isinstance(limit, list) or limit != [0.0, float("inf")]):
-        raise PresetFileError(source, [f"time_step_limit {limit}: the scan's clamp is counted for the default "
-                                       "(0, inf) only; drop the key"])
+    inter, heads, head_dim = _bamba_mixer(d, source, hidden, "BambaConfig")
     z_loss = d.get("z_loss_coefficient")
     if z_loss not in (None, 0, 0.0):
         raise PresetFileError(source, [f"z_loss_coefficient {z_loss}: BambaForCausalLM's z-loss (a logsumexp over the "
@@ -1171,17 +1178,7 @@ def _granitemoehybrid(d: Mapping[str, Any], source: str) -> dict[str, Any]:
                    num_shared_experts=1, shared_expert_intermediate_size=shared)
     out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
     hidden, n_layers = int(out["hidden_size"]), int(out["num_layers"])
-    inter = int(_get(d, source, "mamba_expand", default=2)) * hidden
-    heads = int(_get(d, source, "mamba_n_heads", default=128))
-    head_dim = d.get("mamba_d_head", "auto")
-    head_dim = inter // heads if head_dim in (None, "auto") else head_dim
-    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or heads * head_dim != inter:
-        raise PresetFileError(source, [f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal mamba_expand x "
-                                       f"hidden_size ({inter}), as GraniteMoeHybridConfig requires"])
-    limit = d.get("time_step_limit")
-    if limit is not None and (not isinstance(limit, list) or limit != [0.0, float("inf")]):
-        raise PresetFileError(source, [f"time_step_limit {limit}: the scan's clamp is counted for the default "
-                                       "(0, inf) only; drop the key"])
+    inter, heads, head_dim = _bamba_mixer(d, source, hidden, "GraniteMoeHybridConfig")
     kinds = d.get("layer_types") or d.get("layers_block_type") or ["linear_attention"] * n_layers
     bad = sorted({k for k in kinds if k not in ("mamba", "linear_attention", "attention", "full_attention")})
     if len(kinds) != n_layers or bad:
