@@ -194,8 +194,8 @@ def test_layers_by_kind_sum_exactly(run: dict[str, object]) -> None:
     t = TrainingSpec(**run, batch_size=2, seq_len=64)
     recipe = recipe_of(t)
     tw = t.method == "full"
-    top = zamba2._components(zamba2.layer_activations(m, t, recipe, tw))
-    kinds = [zamba2._components(zamba2.kind_activations(m, t, recipe, tw, i in (0, 3))) for i in range(6)]
+    top = zamba2.layer_activations(m, t, recipe, tw).components()
+    kinds = [zamba2.kind_activations(m, t, recipe, tw, i in (0, 3)).components() for i in range(6)]
     (lt, lts, lb, lc), _ = zamba2.layered_less(m, t, recipe, tw, True)
     assert (6 * top[0] - lt, 6 * top[1] - lts, 6 * top[2] - lb, 6 * top[3] - lc) == \
         tuple(sum(k[j] for k in kinds) for j in range(4))

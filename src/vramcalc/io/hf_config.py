@@ -950,16 +950,7 @@ def _falcon_h1(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     hidden = int(out["hidden_size"])
     d_ssm = d.get("mamba_d_ssm", 1024)
     inter = int(d_ssm) if d_ssm is not None else int(_get(d, source, "mamba_expand", default=2)) * hidden
-    heads = int(_get(d, source, "mamba_n_heads", default=128))
-    head_dim = d.get("mamba_d_head", "auto")
-    head_dim = inter // heads if head_dim in (None, "auto") else head_dim
-    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or heads * head_dim != inter:
-        raise PresetFileError(source, [f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal the mixer's "
-                                       f"width {inter} (mamba_d_ssm), as FalconH1Config requires"])
-    limit = d.get("time_step_limit")
-    if limit is not None and (not isinstance(limit, list) or limit != [0.0, float("inf")]):
-        raise PresetFileError(source, [f"time_step_limit {list(limit)}: the scan's clamp is counted for the default "
-                                       "(0, inf) only; drop the key"])
+    heads, head_dim = _mamba2_heads(d, source, inter, "the mixer's width (mamba_d_ssm)", "FalconH1Config")
     out.update(
         mixer_intermediate_size=inter, mixer_state_size=int(_get(d, source, "mamba_d_state", default=256)),
         mixer_head_dim=head_dim, ssm_conv_kernel=int(_get(d, source, "mamba_d_conv", default=4)),
@@ -1012,21 +1003,21 @@ def _jamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-def _bamba_mixer(d: Mapping[str, Any], source: str, hidden: int, config: str) -> tuple[int, int, int]:
-    """BambaMixer's width, heads and head size as BambaConfig and GraniteMoeHybridConfig define them (mamba_expand x
-    hidden_size split into mamba_n_heads of mamba_d_head, "auto": the quotient), and the scan's default clamp."""
-    inter = int(_get(d, source, "mamba_expand", default=2)) * hidden
+def _mamba2_heads(d: Mapping[str, Any], source: str, inter: int, width: str, config: str) -> tuple[int, int]:
+    """A Mamba-2 mixer's heads and head size as FalconH1Config, BambaConfig and GraniteMoeHybridConfig define them:
+    the mixer's width `inter` (`width` says how the file sets it) split into mamba_n_heads of mamba_d_head ("auto": the
+    quotient); and the scan's clamp, counted for its default only."""
     heads = int(_get(d, source, "mamba_n_heads", default=128))
     head_dim = d.get("mamba_d_head", "auto")
     head_dim = inter // heads if head_dim in (None, "auto") else head_dim
     if not isinstance(head_dim, int) or isinstance(head_dim, bool) or heads * head_dim != inter:
-        raise PresetFileError(source, [f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal mamba_expand x "
-                                       f"hidden_size ({inter}), as {config} requires"])
+        raise PresetFileError(source, [f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal {width} "
+                                       f"({inter}), as {config} requires"])
     limit = d.get("time_step_limit")
     if limit is not None and (not isinstance(limit, list) or limit != [0.0, float("inf")]):
         raise PresetFileError(source, [f"time_step_limit {limit}: the scan's clamp is counted for the default "
                                        "(0, inf) only; drop the key"])
-    return inter, heads, head_dim
+    return heads, head_dim
 
 
 def _bamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -1044,7 +1035,8 @@ def _bamba(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
     out["mlp_bias"] = bool(d.get("mlp_bias", False))
     hidden, n_layers = int(out["hidden_size"]), int(out["num_layers"])
-    inter, heads, head_dim = _bamba_mixer(d, source, hidden, "BambaConfig")
+    inter = int(_get(d, source, "mamba_expand", default=2)) * hidden
+    heads, head_dim = _mamba2_heads(d, source, inter, "mamba_expand x hidden_size", "BambaConfig")
     z_loss = d.get("z_loss_coefficient")
     if z_loss not in (None, 0, 0.0):
         raise PresetFileError(source, [f"z_loss_coefficient {z_loss}: BambaForCausalLM's z-loss (a logsumexp over the "
@@ -1178,7 +1170,8 @@ def _granitemoehybrid(d: Mapping[str, Any], source: str) -> dict[str, Any]:
                    num_shared_experts=1, shared_expert_intermediate_size=shared)
     out["qkv_bias"] = out["o_bias"] = bool(d.get("attention_bias", False))
     hidden, n_layers = int(out["hidden_size"]), int(out["num_layers"])
-    inter, heads, head_dim = _bamba_mixer(d, source, hidden, "GraniteMoeHybridConfig")
+    inter = int(_get(d, source, "mamba_expand", default=2)) * hidden
+    heads, head_dim = _mamba2_heads(d, source, inter, "mamba_expand x hidden_size", "GraniteMoeHybridConfig")
     kinds = d.get("layer_types") or d.get("layers_block_type") or ["linear_attention"] * n_layers
     bad = sorted({k for k in kinds if k not in ("mamba", "linear_attention", "attention", "full_attention")})
     if len(kinds) != n_layers or bad:

@@ -86,6 +86,12 @@ class LayerActivations:
     # without the merged expert stacks' gradients (backward_transient.const), which come later
     routed_backward_per_token: int = 0
 
+    def components(self) -> tuple[int, int, int, int]:
+        """(per token, per token x seq, per sample, whatever the batch) of the saved set (the plan's split)."""
+        x = self.terms
+        return (sum(a.per_token for a in x if not a.batch1_only), sum(a.per_token_seq for a in x),
+                sum(a.per_sample for a in x), sum(a.const for a in x))
+
     def saved(self, tokens: int, seq: int) -> int:
         batch = tokens // seq if seq else 0
         return sum(t.per_token * tokens + t.per_token_seq * tokens * seq + t.per_sample * batch + t.const

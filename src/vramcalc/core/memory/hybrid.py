@@ -160,12 +160,6 @@ def bamba_mixer_layer(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             mlp_saved_const=dec.mlp_saved_const, attention_terms=len(terms))
 
 
-def _components(layer: LayerActivations) -> tuple[int, int, int, int]:
-    """(per token, per token x seq, per sample, whatever the batch) of a layer's saved set (the plan's split)."""
-    x = layer.terms
-    return (sum(a.per_token for a in x if not a.batch1_only), sum(a.per_token_seq for a in x),
-            sum(a.per_sample for a in x), sum(a.const for a in x))
-
 
 def _bamba_envelope(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
                     input_grad: bool) -> LayerActivations:
@@ -182,7 +176,7 @@ def _bamba_envelope(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_wei
     att = decoder_layer(m, t, recipe, trainable_weights, input_grad)
     if len(m.attention_layers) == m.num_layers:
         return att
-    a, b = _components(mix), _components(att)
+    a, b = mix.components(), att.components()
     extra = [max(0, y - x) for x, y in zip(a, b, strict=True)]
     terms = mix.terms
     if any(extra):
@@ -212,10 +206,10 @@ def layered_less(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weight
     from vramcalc.core.memory.activations import layer_activations as decoder_layer
 
     assert m.num_layers is not None
-    env = _components(_bamba_envelope(m, t, recipe, trainable_weights, True))
-    kinds = {False: _components(bamba_mixer_layer(m, t, recipe, trainable_weights, True))}
+    env = _bamba_envelope(m, t, recipe, trainable_weights, True).components()
+    kinds = {False: bamba_mixer_layer(m, t, recipe, trainable_weights, True).components()}
     if m.attention_layers:
-        kinds[True] = _components(decoder_layer(m, t, recipe, trainable_weights, True))
+        kinds[True] = decoder_layer(m, t, recipe, trainable_weights, True).components()
     attn = set(m.attention_layers)
     total = [0, 0, 0, 0]
     for i in range(m.num_layers):
@@ -224,7 +218,7 @@ def layered_less(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weight
     at0 = 0 in attn
     bottom_kind = (decoder_layer(m, t, recipe, trainable_weights, bottom_input_grad) if at0 else
                    bamba_mixer_layer(m, t, recipe, trainable_weights, bottom_input_grad))
-    bottom = [e - y for e, y in zip(env, _components(bottom_kind), strict=True)]
+    bottom = [e - y for e, y in zip(env, bottom_kind.components(), strict=True)]
     if not bottom_input_grad:  # the bottom layer's own drop joins the stack's
         total = [x + b - (e - y) for x, b, e, y in zip(total, bottom, env, kinds[at0], strict=True)]
     return (total[0], total[1], total[2], total[3]), (bottom[0], bottom[1], bottom[2], bottom[3])

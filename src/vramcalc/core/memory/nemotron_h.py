@@ -76,12 +76,6 @@ def kind_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_we
                             mlp_saved_const=dec.mlp_saved_const)
 
 
-def _components(layer: LayerActivations) -> tuple[int, int, int, int]:
-    """(per token, per token x seq, per sample, whatever the batch) of a layer's saved set (the plan's split)."""
-    x = layer.terms
-    return (sum(a.per_token for a in x if not a.batch1_only), sum(a.per_token_seq for a in x),
-            sum(a.per_sample for a in x), sum(a.const for a in x))
-
 
 def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
                       input_grad: bool = True) -> LayerActivations:
@@ -90,9 +84,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     from vramcalc.core.memory.activations import Term
 
     layers = [kind_activations(m, t, recipe, trainable_weights, k, input_grad) for k in _kinds(m)]
-    top = max(layers, key=lambda x: _components(x)[0])
-    comps = [_components(x) for x in layers]
-    base = _components(top)
+    top = max(layers, key=lambda x: x.components()[0])
+    comps = [x.components() for x in layers]
+    base = top.components()
     extra = [max(c[j] for c in comps) - base[j] for j in range(4)]
     terms = top.terms
     if any(extra):
@@ -117,13 +111,13 @@ def layered_less(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weight
     """What the layers together, and the bottom one, save less than the envelope (per token, per token x seq, per
     sample, whatever the batch): each layer by its own kind; the bottom layer without an input gradient when
     `bottom_input_grad` is False (LoRA without checkpointing: the frozen embedding's output)."""
-    env = _components(layer_activations(m, t, recipe, trainable_weights, True))
-    own = {k: _components(kind_activations(m, t, recipe, trainable_weights, k, True)) for k in _kinds(m)}
+    env = layer_activations(m, t, recipe, trainable_weights, True).components()
+    own = {k: kind_activations(m, t, recipe, trainable_weights, k, True).components() for k in _kinds(m)}
     total = [0, 0, 0, 0]
     for k in m.hybrid_pattern:
         total = [x + e - y for x, e, y in zip(total, env, own[k], strict=True)]
     k0 = m.hybrid_pattern[0]
-    bottom_kind = _components(kind_activations(m, t, recipe, trainable_weights, k0, bottom_input_grad))
+    bottom_kind = kind_activations(m, t, recipe, trainable_weights, k0, bottom_input_grad).components()
     bottom = [e - y for e, y in zip(env, bottom_kind, strict=True)]
     if not bottom_input_grad:  # the bottom layer's own drop joins the stack's
         total = [x + b - (e - y) for x, b, e, y in zip(total, bottom, env, own[k0], strict=True)]

@@ -157,11 +157,6 @@ def kind_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_we
                             mlp_tail_per_token=mix.mlp_tail_per_token, mlp_forward_per_token=mix.mlp_forward_per_token)
 
 
-def _components(layer: LayerActivations) -> tuple[int, int, int, int]:
-    x = layer.terms
-    return (sum(a.per_token for a in x if not a.batch1_only), sum(a.per_token_seq for a in x),
-            sum(a.per_sample for a in x), sum(a.const for a in x))
-
 
 def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
                       input_grad: bool = True) -> LayerActivations:
@@ -178,16 +173,16 @@ def layered_less(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weight
     seq, per sample, whatever the batch): each layer by its kind; the bottom layer without an input gradient when
     `bottom_input_grad` is False (LoRA without checkpointing: the frozen embedding's output, and its clone)."""
     assert m.num_layers is not None
-    top = _components(layer_activations(m, t, recipe, trainable_weights))
+    top = layer_activations(m, t, recipe, trainable_weights).components()
     hybrid = set(m.zamba_hybrid_layers)
-    kinds = {k: _components(kind_activations(m, t, recipe, trainable_weights, k)) for k in {i in hybrid for i in
+    kinds = {k: kind_activations(m, t, recipe, trainable_weights, k).components() for k in {i in hybrid for i in
                                                                                             range(m.num_layers)}}
     total = [0, 0, 0, 0]
     for i in range(m.num_layers):
         total = [x + e - y for x, e, y in zip(total, top, kinds[i in hybrid], strict=True)]
     at0 = 0 in hybrid
     low = peak_layer(m, t, recipe) if t.grad_checkpointing else 0  # the bottom moment's layer
-    own = _components(kind_activations(m, t, recipe, trainable_weights, low in hybrid, bottom_input_grad))
+    own = kind_activations(m, t, recipe, trainable_weights, low in hybrid, bottom_input_grad).components()
     bottom = [e - y for e, y in zip(top, own, strict=True)]
     if t.grad_checkpointing:  # the inputs kept for the layers up to the bottom moment's are still there
         bottom[0] -= dtype_bytes(recipe.compute) * (m.hidden_size or 0) * (low + 1)
