@@ -91,6 +91,14 @@ def fused_experts(m: ModelSpec) -> bool:
     return bool(m.num_experts) and m.family in FUSED_EXPERT_FAMILIES
 
 
+def linear_tensors(m: ModelSpec, linears: tuple[Linear, ...]) -> list[ParamTensor]:
+    """Each Linear's weight (out x in), then the biases linear_has_bias gives them: the order of every inventory."""
+    out = [ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module)
+           for lin in linears]
+    return out + [ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module)
+                  for lin in linears if linear_has_bias(m, lin.module)]
+
+
 def linear_has_bias(m: ModelSpec, module: str) -> bool:
     """Whether a block Linear (canonical name) has a bias (GPT-2 and NeoX: every projection; Qwen2: q, k, v)."""
     base = module.rsplit(".", 1)[-1]
@@ -236,12 +244,7 @@ def inventory(m: ModelSpec) -> tuple[ParamTensor, ...]:
     if m.type_vocab_size and m.family in ENCODER_FAMILIES:  # BertEmbeddings.token_type_embeddings
         out.append(ParamTensor("token_type_embeddings", "position", (m.type_vocab_size, h), 1,
                                "token_type_embeddings", False))
-    for lin in block_linears(m):
-        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
-    # Biases (GPT-2 and NeoX: every projection; Qwen2: q, k, v only).
-    for lin in block_linears(m):
-        if linear_has_bias(m, lin.module):
-            out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
+    out += linear_tensors(m, block_linears(m))  # biases: GPT-2 and NeoX every projection, Qwen2 q, k, v only
     # Norms: RMSNorm has a weight (Zhang & Sennrich 2019); LayerNorm a weight and a bias (none with ModernBERT's
     # norm_bias false: nn.LayerNorm(bias=False)).
     norm_vectors = 2 if m.norm == "layernorm" and not m.norm_without_bias else 1
@@ -1040,11 +1043,7 @@ def zamba2_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     h, n, b = m.hidden_size, m.num_layers, zamba2_blocks(m)
     heads, conv, _ = zamba2_mixer_dims(m)
     out = [ParamTensor("embed_tokens", "embedding", (m.vocab_size, h), 1, "embed_tokens", False)]
-    for lin in zamba2_linears(m):
-        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
-    for lin in zamba2_linears(m):
-        if linear_has_bias(m, lin.module):
-            out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
+    out += linear_tensors(m, zamba2_linears(m))
     out += [ParamTensor("conv1d", "norm", (conv, 1, m.ssm_conv_kernel), n, "conv1d"),
             ParamTensor("conv1d.bias", "norm", (conv,), n, "conv1d")]
     for name in ("dt_bias", "A_log", "D"):
@@ -1208,11 +1207,7 @@ def nemotron_h_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     assert m.hidden_size is not None and m.vocab_size is not None and m.num_layers is not None
     h = m.hidden_size
     out = [ParamTensor("embed_tokens", "embedding", (m.vocab_size, h), 1, "embed_tokens", False)]
-    for lin in nemotron_h_linears(m):
-        out.append(ParamTensor(lin.module, "linear", (lin.out_features, lin.in_features), lin.count, lin.module))
-    for lin in nemotron_h_linears(m):
-        if linear_has_bias(m, lin.module):
-            out.append(ParamTensor(lin.module + ".bias", "bias", (lin.out_features,), lin.count, lin.module))
+    out += linear_tensors(m, nemotron_h_linears(m))
     n = m.hybrid_pattern.count("M")
     if n:
         heads, conv, _ = mamba2_dims(hybrid_mixer(m))
