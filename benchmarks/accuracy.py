@@ -2661,8 +2661,8 @@ def main() -> None:
                     "mllama: issue 15's 54 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
                     "the tower frozen, adapted or trained); dequant: issue 15's 24 QLoRA cases on wide dense models "
                     "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
-                    "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; upcast: issue 13's 16 "
-                    "--upcast-logits cases (lm_head's fp32 hook: full, LoRA, QLoRA, amp)")
+                    "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; "
+                    "upcast: issue 13's 16 --upcast-logits cases (lm_head's fp32 hook: full, LoRA, QLoRA, amp)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -2674,7 +2674,8 @@ def main() -> None:
                          "ssm", "ssm2", "hybrid", "bamba", "granite", "gptoss", "classics", "vlm", "moe", "llama4",
                          "vlm2",
                          "unsloth", "liger",
-                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "upcast", "jamba",
+                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "upcast",
+                         "jamba",
                          "zamba2", "nemotronh") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

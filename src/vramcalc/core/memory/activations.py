@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
+from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory.deberta import attention_terms as deberta_attention_terms
 from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
 from vramcalc.core.memory.deberta import is_deberta
-from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.params import Linear, fused_experts, head_dim, kv_heads, linear_has_bias, resolve_targets
 from vramcalc.core.units import ceil_div, dtype_bytes

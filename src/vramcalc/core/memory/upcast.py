@@ -47,14 +47,13 @@ def check(m: ModelSpec, t: TrainingSpec) -> None:
     """The runs the hook is modelled (and traced) for: a causal LM's own head under transformers' loss."""
     if not getattr(t, "upcast_logits", False):
         return
-    from vramcalc.core.memory.classic import is_classic
-    from vramcalc.core.memory.encoder import is_encoder
-    from vramcalc.core.memory.seq2seq import is_seq2seq
-    from vramcalc.core.memory.weights import saved_head
+    # (module attributes, not memory/encoder.py etc.: those import memory/activations.py, which imports this module)
     from vramcalc.core.params import is_hybrid, is_ssm, outer_targets
+    from vramcalc.core.vocab import CLASSIC_FAMILIES, ENCODER_FAMILIES, SEQ2SEQ_FAMILIES
 
+    other = m.family in CLASSIC_FAMILIES or m.family in ENCODER_FAMILIES or m.family in SEQ2SEQ_FAMILIES
     why = ""
-    if is_classic(m) or is_encoder(m) or is_seq2seq(m) or is_ssm(m) or is_hybrid(m) or m.vision is not None:
+    if other or is_ssm(m) or is_hybrid(m) or m.vision is not None:
         why = f"{m.name}'s head (modelled on decoder-only text models)"
     elif m.family == "gemma2":
         why = "Gemma 2's final logit softcapping on the fp32 logits"
@@ -62,8 +61,8 @@ def check(m: ModelSpec, t: TrainingSpec) -> None:
         why = f"--loss {t.loss} --objective {t.objective} (the hook is modelled with transformers' own loss)"
     elif t.kernels != "hf":
         why = f"--kernels {t.kernels}"
-    elif t.method in ("lora", "qlora") and ("lm_head" in outer_targets(t.lora_targets) or saved_head(m, t)):
-        why = "an adapted or modules_to_save lm_head (the adapter's sum on the hooked output)"
+    elif t.method in ("lora", "qlora") and ("lm_head" in outer_targets(t.lora_targets) or t.modules_to_save):
+        why = "LoRA on lm_head or --modules-to-save (an adapter's sum or a trained copy on the hooked head)"
     if why:
         raise UnsupportedCombination(f"--upcast-logits is not modelled with {why}: drop --upcast-logits")
 
