@@ -298,9 +298,9 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
 
 
 def _badam_repairs(kw: dict[str, Any]) -> dict[str, Any]:
-    """--badam, --auto-find-batch-size and --upcast-logits off where core/specs.py refuses them (_badam_consistent: full fine-tuning
-    of a supervised step on one GPU with AdamW, in mixed precision; transformers refuses auto_find_batch_size under
-    ZeRO-3)."""
+    """--badam, --auto-find-batch-size and --upcast-logits off where core/specs.py refuses them (_badam_consistent:
+    full fine-tuning of a supervised step on one GPU with AdamW, in mixed precision; transformers refuses
+    auto_find_batch_size under ZeRO-3)."""
     out: dict[str, Any] = {}
     one_gpu = (kw.get("gpus_per_node", 1) * kw.get("nodes", 1) == 1 and not kw.get("zero") and kw.get("fsdp", "none")
                == "none" and kw.get("offload", "none") == "none")
