@@ -289,6 +289,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
 BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' CPUOffloadPolicy (_torchtune_fsdp)
 BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
 BOOLEAN_KEYS["llama-factory"]["upcast_lmhead_output"] = ()  # --upcast-logits (memory/upcast.py)
+BOOLEAN_KEYS["llama-factory"]["upcast_layernorm"] = ()  # UPCAST_LAYERNORM_NOTE over fp32 weights, else unmodelled
 BOOLEAN_KEYS["axolotl"]["embeddings_skip_upcast"] = ()  # EMBEDDINGS_SKIP_UPCAST_NOTE
 # liger_kernel_config's two loss keys (_liger_kernel_config)
 BOOLEAN_KEYS["hf-training-args"].update(dict.fromkeys(("liger_kernel_config.cross_entropy",
@@ -511,7 +512,9 @@ UNMODELLED_KEYS: dict[str, str] = {
     # model_utils/checkpointing.py prepare_model_for_training: every 1-D parameter named like a norm cast to fp32; a
     # 16-bit model's norms then return fp32 (self.weight * hidden.to(bf16) promotes), which only the Trainer's bf16
     # autocast lets reach the 16-bit Linears (each caller's own cast copy); vramcalc's 16-bit recipes run no autocast
-    "upcast_layernorm": "the norm weights upcast to fp32: fp32 norm outputs and their per-Linear autocast casts",
+    # (over fp32 weights, amp / fp32 precisions, it is mapped with UPCAST_LAYERNORM_NOTE: no change)
+    "upcast_layernorm": "the norm weights upcast to fp32 over a 16-bit model: fp32 norm outputs and their per-Linear "
+                        "autocast casts",
     "fp8": "FP8 mixed precision through accelerate (fp8 casts of weights and saved inputs)",
     "mixture_of_depths": "mixture-of-depths routing (tokens skip layers)",
     "use_v1_kernels": "LLaMA-Factory's own fused kernels",
@@ -1256,6 +1259,15 @@ def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
 # ---- LLaMA-Factory --------------------------------------------------------------------------------------
 
 
+# LLaMA-Factory upcast_layernorm (model_utils/checkpointing.py @ 06d78ff1 prepare_model_for_training: every 1-D
+# parameter whose name holds a LAYERNORM_NAMES entry cast to fp32) where the run's weights are fp32 already: full
+# tuning without pure_bf16 casts every trainable parameter to fp32 (model/adapter.py _setup_full_tuning,
+# cast_trainable_params_to_fp32), and the estimate's amp / fp32 recipes hold every weight in fp32.
+UPCAST_LAYERNORM_NOTE = ("upcast_layernorm: no change here: the norms are fp32 already (LLaMA-Factory casts every "
+                         "trainable parameter to fp32 without pure_bf16; the estimate's amp / fp32 precision holds "
+                         "every weight in fp32).")
+
+
 def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # Keys from LLaMA-Factory's hparams (model_args.py, finetuning_args.py, data_args.py) and its
     # examples/train_*/*.yaml. Defaults that differ from vramcalc's are applied: cutoff_len 2048
@@ -1420,6 +1432,13 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "stage")
     if _hf_multi_gpu(d, path, run) and method not in ("lora", "qlora") and half is not None:
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
+    if "upcast_layernorm" in d and (not _flag(LF, d["upcast_layernorm"], "upcast_layernorm")
+                                    or run.options["precision"] in ("amp-bf16", "amp-fp16", "fp32")):
+        # fp32 weights already (the estimate's amp / fp32 recipes): the cast changes nothing (UPCAST_LAYERNORM_NOTE);
+        # over 16-bit weights it stays in UNMODELLED_KEYS
+        run.mapped.append("upcast_layernorm")
+        if _flag(LF, d["upcast_layernorm"], "upcast_layernorm"):
+            run.notes.append(UPCAST_LAYERNORM_NOTE)
     return _finish(d, run)
 
 
