@@ -72,7 +72,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
                 deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|jamba|nemotronh|gptoss|classics|vlm|vlm2|ppo|
-                badam]
+                badam|lora-layers]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -2434,6 +2434,33 @@ def badam_grid() -> list[dict[str, Any]]:
              "training": {"method": "full", "badam": True, **kw}} for model in BADAM_MODELS for label, kw in BADAM_RUNS]
 
 
+# The LoRA-layers grid (`--grid lora-layers`, issue 13; 26 cases): LoRA on some decoder layers only (peft
+# LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k tied,
+# q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the bottom
+# (0-1), top (6-7) and a sparse (1,4,6) layer set; DoRA on the top layers once per model. Without checkpointing the
+# layers below the lowest adapted one record no graph; with it every layer keeps its input (enable_input_require_grads).
+# Written to accuracy_lora-layers.{json,md}, its traces to trace_cache_lora-layers.json.
+LORA_LAYER_MODELS = ("cut:tinyllama-1.1b:8", "cut:qwen2.5-0.5b:8")
+LORA_LAYER_SETS = (("bottom", (0, 1)), ("top", (6, 7)), ("sparse", (1, 4, 6)))
+
+
+def lora_layers_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in LORA_LAYER_MODELS:
+        for method, kw in (("lora", {"method": "lora", "precision": "bf16"}), ("qlora", _QLORA)):
+            for gc in (False, True):
+                for where, layers in LORA_LAYER_SETS:
+                    cases.append({"id": f"{model} | {method} layers {where} | b2 s256 | {'gc' if gc else 'no-gc'}",
+                                  "model": model, "method": method,
+                                  "training": {**kw, "lora_layers": layers, "batch_size": 2, "seq_len": 256,
+                                               "grad_checkpointing": gc}})
+        cases.append({"id": f"{model} | lora dora all-linear layers top | b1 s256 | no-gc", "model": model,
+                      "method": "lora", "training": {"method": "lora", "precision": "bf16", "dora": True,
+                                                     "lora_targets": ("all-linear",), "lora_layers": (6, 7),
+                                                     "batch_size": 1, "seq_len": 256}})
+    return cases
+
+
 UNSLOTH_PARTIAL = (
     ("tinyllama-1.1b", "lora", "no-gc", (2, 512), ("qkv", "o", "mlp", "norm", "rope", "qkv,o", "qkv,o,mlp",
                                                    "norm,rope", "mlp,norm", "qkv,o,mlp,norm")),
@@ -2457,7 +2484,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "unsloth": unsloth_grid, "liger": liger_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
          "vlm3": llava_next_grid,
          "ppo": ppo_grid,
-         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid}
+         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid, "lora-layers": lora_layers_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -2498,7 +2525,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "dequant": " (QLoRA's dequantized weight: wide dense models, 4 layers, small vocabulary; issue 15)",
           "llama4v": " (vision-language models: Llama 4 Scout / Maverick multimodal, tiles and pixel shuffle; "
                      "issue 15)",
-          "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)"}
+          "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)",
+          "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -2634,7 +2662,9 @@ def main() -> None:
                     "mllama: issue 15's 54 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
                     "the tower frozen, adapted or trained); dequant: issue 15's 24 QLoRA cases on wide dense models "
                     "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
-                    "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases")
+                    "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; "
+                    "lora-layers: issue 13's 26 LoRA / QLoRA / DoRA cases on some decoder layers only "
+                    "(peft layers_to_transform)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -2647,6 +2677,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
+                         "lora-layers",
                          "zamba2", "nemotronh") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from vramcalc.core import peft_methods
+from vramcalc.core import lora_layers, peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
 from vramcalc.core.memory import (
@@ -72,7 +72,14 @@ from vramcalc.core.memory.weights import (
     unquantized_bytes,
     weight_bytes,
 )
-from vramcalc.core.params import block_linears, dora_params, head_dim, quantized_linears, resolve_targets
+from vramcalc.core.params import (
+    block_linears,
+    dora_params,
+    head_dim,
+    layer_linears,
+    quantized_linears,
+    resolve_targets,
+)
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS, FROZEN_BASE_METHODS
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.units import UNIT_BYTES, ceil_div, dtype_bytes
@@ -1047,15 +1054,18 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
                           f"layers {frozen}..{n_layers - 1} of {n_layers} trained, {head} the LM head and final norm",
                           trainable, "parameters of the unfrozen layers (+ head)", "memory/weights.py", "count"))
     else:
-        for lin in resolve_targets(m, t.lora_targets) if m.has_architecture else ():
+        # --lora-layers (peft layers_to_transform): the listed layers' modules only (params.layer_linears)
+        where = f" in layers {lora_layers.text(t.lora_layers)} of {m.num_layers}" if lora_layers.active(t) else ""
+        for lin in layer_linears(m, t.lora_targets, t.lora_layers) if m.has_architecture else ():
             n = t.lora_rank * lin.rank_mult * (lin.in_features + lin.out_features) * lin.count
             lines.append(Line(f"parameters.lora.{lin.module}", f"LoRA {lin.module}",
                               f"r {t.lora_rank * lin.rank_mult} × ({_n(lin.in_features)} in + "
                               f"{_n(lin.out_features)} out) × "
-                              f"{_n(lin.count)} modules", n, "r × (d_in + d_out) × modules", SRC_LORA, "count"))
+                              f"{_n(lin.count)} modules{where}", n, "r × (d_in + d_out) × modules",
+                              f"{SRC_LORA}; {lora_layers.SOURCE}" if where else SRC_LORA, "count"))
         if t.dora and m.has_architecture:
             lines.append(Line("parameters.dora.magnitude", "DoRA magnitude vectors",
-                              "out_features per adapted Linear", dora_params(m, t.lora_targets),
+                              f"out_features per adapted Linear{where}", dora_params(m, t.lora_targets, t.lora_layers),
                               "Σ out_features × modules", SRC_DORA, "count"))
         copies = sum(x.numel for x in saved_copies(m, t)) if t.modules_to_save and m.has_architecture else 0
         if t.lora_trainable_tokens and m.has_architecture:

@@ -181,6 +181,8 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
                      modules_to_save=saved,
                      # the first N token ids: which ids are trained changes no memory, only how many
                      trainable_token_indices=list(range(training.lora_trainable_tokens)) or None,
+                     # --lora-layers: peft's own layer selection (tuners_utils.py check_target_module_exists)
+                     layers_to_transform=list(training.lora_layers) or None,
                      task_type=task_type)  # trace/_run.py _task_type: SEQ_CLS keeps a classifier trainable
     wrapped = get_peft_model(hf, cfg, autocast_adapter_dtype=training.adapter_dtype == "fp32")
     dtype = DTYPES[training.adapter_dtype]

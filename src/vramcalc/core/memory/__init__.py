@@ -16,6 +16,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
+from vramcalc.core import lora_layers as _lora_layers
 from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
@@ -998,8 +999,32 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t += drop_t
         layers_less_ts += drop_ts
     # Layers below the first trainable one save nothing when their inputs need no gradient
-    # (frozen embeddings): autograd records no graph there. LoRA adapts every layer.
+    # (frozen embeddings): autograd records no graph there. LoRA adapts every layer, unless --lora-layers.
     saving_layers = trained_layers if t.method == "freeze" else n_layers
+    if _lora_layers.active(t):
+        # LoRA on some layers (peft layers_to_transform, core/lora_layers.py). Without checkpointing the layers below
+        # the lowest adapted one record no graph (their input and weights need no gradient), the lowest saves LoRA's
+        # bottom set (lora_bottom above), and an unadapted layer above it saves a frozen layer's set, what its
+        # input's gradient needs (derivatives.yaml: the frozen Linears save no input; the norms, attention and
+        # activation save theirs). With checkpointing, enable_input_require_grads gives every layer's input a
+        # gradient: all keep their inputs, and the backward reruns the unadapted bottom layer with a frozen set.
+        from dataclasses import replace as _replace
+
+        frozen_layer = layer_fn(dense_m, _replace(t, method="freeze", freeze_layers=0, lora_layers=(), dora=False),
+                                recipe, trainable_weights=False)
+        idle_t = per_layer_t - sum(x.per_token for x in frozen_layer.terms if not x.batch1_only)
+        idle_ts = per_layer_ts - sum(x.per_token_seq for x in frozen_layer.terms)
+        idle_c = sum(x.const for x in layer.terms) - sum(x.const for x in frozen_layer.terms)
+        if lora_bottom:
+            saving_layers = n_layers - _lora_layers.lowest(t)
+        idle = saving_layers - len(t.lora_layers)  # unadapted layers that record a graph
+        layers_less_t += idle * idle_t
+        layers_less_ts += idle * idle_ts
+        layers_less_c += idle * idle_c
+        if not lora_bottom and _lora_layers.lowest(t) > 0:  # the bottom layer rerun (or kept) is an unadapted one
+            bottom_less_t += idle_t
+            bottom_less_ts += idle_ts
+            bottom_less_c += idle_c
     if t.method == "adaption-prompt" and not t.grad_checkpointing:  # only its top layers record a graph
         saving_layers = peft_methods.adaption_layers(m, t)
     if t.method == "freeze" and trained_layers == 0:
