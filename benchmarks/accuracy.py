@@ -2435,8 +2435,8 @@ def badam_grid() -> list[dict[str, Any]]:
 
 
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 26 cases): LoRA on some decoder layers only (peft
-# LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k tied,
-# q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the bottom
+# LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
+# tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the bottom
 # (0-1), top (6-7) and a sparse (1,4,6) layer set; DoRA on the top layers once per model. Without checkpointing the
 # layers below the lowest adapted one record no graph; with it every layer keeps its input (enable_input_require_grads).
 # Written to accuracy_lora-layers.{json,md}, its traces to trace_cache_lora-layers.json.

@@ -90,7 +90,7 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
                                      "drop it, or train the embedding with --modules-to-save embed_tokens")
     check_gpt_oss(model, training)
     check_llama4(model, training)
-    lora_layers.check(model, training)  # --lora-layers: the index range and the runs it is modelled for
+    notes += lora_layers.check(model, training)  # --lora-layers: the index range and the runs it is modelled for
     check_encoder(model, training)  # encoders: the head options and the runs they cover
     check_seq2seq(model, training)  # encoder-decoders: the target length and the runs they cover
     if model.has_architecture:

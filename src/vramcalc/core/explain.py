@@ -78,7 +78,6 @@ from vramcalc.core.params import (
     head_dim,
     layer_linears,
     quantized_linears,
-    resolve_targets,
 )
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS, FROZEN_BASE_METHODS
 from vramcalc.core.specs import ModelSpec, TrainingSpec

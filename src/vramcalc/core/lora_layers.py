@@ -24,9 +24,10 @@ if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
 
 SOURCE = "peft tuners/tuners_utils.py check_target_module_exists (layers_to_transform)"
-# The module path of the decoder layers, as peft's default layers_pattern matches it (`layers.<idx>.`); axolotl's
-# peft_layers_pattern / LoraConfig layers_pattern naming it is the same selection.
-LAYERS_PATTERNS = ("layers", "model.layers")
+# peft LoraConfig layers_pattern names the ModuleList the indices count in (tuners_utils.py check_target_module_exists
+# matches `.<pattern>.<idx>.`); these name a decoder's layer list (transformers' llama-style model.layers, GPT-2 /
+# Falcon / BLOOM transformer.h), the only list --lora-layers models (axolotl peft_layers_pattern, adapter_config.json).
+LAYERS_PATTERNS = ("layers", "model.layers", "h", "transformer.h")
 
 
 class LayersError(ValueError):
@@ -101,11 +102,12 @@ def lowest(t: TrainingSpec) -> int:
     return min(t.lora_layers) if active(t) else 0
 
 
-def check(m: ModelSpec, t: TrainingSpec) -> None:
+def check(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     """The index range, and the runs --lora-layers is modelled and traced for (dense decoders, one GPU or plain
-    data parallel, no autocast, no fused kernels): UnsupportedCombination / SpecError in one line otherwise."""
+    data parallel, no autocast, no fused kernels): UnsupportedCombination / SpecError in one line otherwise; the
+    run's note."""
     if not t.lora_layers or t.mode != "train":
-        return
+        return ()
     from vramcalc.core.errors import SpecError
 
     n = m.num_layers or 0
@@ -139,6 +141,18 @@ def check(m: ModelSpec, t: TrainingSpec) -> None:
         raise UnsupportedCombination(f"--lora-layers with {','.join(outer)} in --lora-targets: peft's "
                                      "layers_to_transform adapts only modules inside the listed layers, so "
                                      f"{','.join(outer)} would not be adapted; drop it from --lora-targets")
+    k = len(t.lora_layers)
+    note = (f"LoRA on layers {text(t.lora_layers)} only ({k} of {n}; peft layers_to_transform): adapters, their "
+            "gradients and optimizer states there; " + (
+                "with checkpointing every layer keeps its input (enable_input_require_grads)."
+                if t.grad_checkpointing else
+                f"the {min(t.lora_layers)} layer{'s' if min(t.lora_layers) != 1 else ''} below layer "
+                f"{min(t.lora_layers)} record no graph." if min(t.lora_layers) else
+                "layer 0's input needs no gradient."))
+    if any(x.strip().lower() == "all-linear" for x in t.lora_targets):
+        note += (" peft refuses layers_to_transform with target_modules 'all-linear' (a str): counted as the list "
+                 "of every Linear's name, what axolotl's lora_target_linear passes.")
+    return (note,)
 
 
 # Families whose layers are not alike in what vramcalc models per layer (hybrids, MoE stacks, cross-attention).
