@@ -2434,10 +2434,11 @@ def badam_grid() -> list[dict[str, Any]]:
              "training": {"method": "full", "badam": True, **kw}} for model in BADAM_MODELS for label, kw in BADAM_RUNS]
 
 
-# The LoRA-layers grid (`--grid lora-layers`, issue 13; 26 cases): LoRA on some decoder layers only (peft
+# The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
 # tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the bottom
-# (0-1), top (6-7) and a sparse (1,4,6) layer set; DoRA on the top layers once per model. Without checkpointing the
+# (0-1), top (6-7) and a sparse (1,4,6) layer set; DoRA on the top layers, and eager attention at 1,024 tokens (LoRA on
+# the middle layers 3-5 without checkpointing, QLoRA on the middle and the bottom layers with it), per model. Without checkpointing the
 # layers below the lowest adapted one record no graph; with it every layer keeps its input (enable_input_require_grads).
 # Written to accuracy_lora-layers.{json,md}, its traces to trace_cache_lora-layers.json.
 LORA_LAYER_MODELS = ("cut:tinyllama-1.1b:8", "cut:qwen2.5-0.5b:8")
@@ -2458,6 +2459,15 @@ def lora_layers_grid() -> list[dict[str, Any]]:
                       "method": "lora", "training": {"method": "lora", "precision": "bf16", "dora": True,
                                                      "lora_targets": ("all-linear",), "lora_layers": (6, 7),
                                                      "batch_size": 1, "seq_len": 256}})
+        # eager attention at a longer sequence: the layers' saved scores outweigh the logits
+        for method, kw, gc, (where, layers) in (("lora", {"method": "lora", "precision": "bf16"}, False,
+                                                  ("middle", (3, 4, 5))),
+                                                 ("qlora", _QLORA, True, ("middle", (3, 4, 5))),
+                                                 ("qlora", _QLORA, True, LORA_LAYER_SETS[0])):
+            cases.append({"id": f"{model} | {method} layers {where} eager | b1 s1024 | {'gc' if gc else 'no-gc'}",
+                          "model": model, "method": method,
+                          "training": {**kw, "lora_layers": layers, "attention": "eager", "batch_size": 1,
+                                       "seq_len": 1024, "grad_checkpointing": gc}})
     return cases
 
 
@@ -2663,7 +2673,7 @@ def main() -> None:
                     "the tower frozen, adapted or trained); dequant: issue 15's 24 QLoRA cases on wide dense models "
                     "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
                     "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; "
-                    "lora-layers: issue 13's 26 LoRA / QLoRA / DoRA cases on some decoder layers only "
+                    "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
