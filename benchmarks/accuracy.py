@@ -2436,11 +2436,11 @@ def badam_grid() -> list[dict[str, Any]]:
 
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
-# tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the bottom
-# (0-1), top (6-7) and a sparse (1,4,6) layer set; DoRA on the top layers, and eager attention at 1,024 tokens (LoRA on
-# the middle layers 3-5 without checkpointing, QLoRA on the middle and the bottom layers with it), per model. Without checkpointing the
-# layers below the lowest adapted one record no graph; with it every layer keeps its input (enable_input_require_grads).
-# Written to accuracy_lora-layers.{json,md}, its traces to trace_cache_lora-layers.json.
+# tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
+# bottom (0-1), top (6-7) and a sparse (1,4,6) layer set; DoRA on the top layers, and eager attention at 1,024 tokens
+# (LoRA on the middle layers 3-5 without checkpointing, QLoRA on the middle and the bottom layers with it), per model.
+# Without checkpointing the layers below the lowest adapted one record no graph; with it every layer keeps its input
+# (enable_input_require_grads). Written to accuracy_lora-layers.{json,md}, its traces to trace_cache_lora-layers.json.
 LORA_LAYER_MODELS = ("cut:tinyllama-1.1b:8", "cut:qwen2.5-0.5b:8")
 LORA_LAYER_SETS = (("bottom", (0, 1)), ("top", (6, 7)), ("sparse", (1, 4, 6)))
 

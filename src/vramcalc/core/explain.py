@@ -114,6 +114,11 @@ SRC_INT8 = "LLM.int8 (Dettmers et al. 2022); bitsandbytes Linear8bitLt: int8 wei
 LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4.py"
 
 
+# --lora-layers (core/lora_layers.py): what layers_less holds without checkpointing
+LORA_LAYERS_LESS = ("what the lowest adapted layer (no input gradient) and the unadapted layers above it save less "
+                    "than an adapted layer")
+
+
 def _less_label(m: ModelSpec) -> str:
     if jamba.is_jamba(m):  # memory/jamba.py layer_differences: each layer's own kind below the largest kind's set
         return "what the attention and dense-MLP layers save less than the largest kind"
@@ -1487,6 +1492,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     else:
         head_trainable = t.method == "full" or saved_head(m, t)
         saving = n_layers
+        if lora_layers.active(t) and not t.grad_checkpointing:  # below the lowest adapted layer: no graph
+            saving = n_layers - lora_layers.lowest(t)
     mamba = ssm.is_ssm(m)  # Mamba's mixer and fp32 residual stream (memory/ssm.py)
     residual = 4 if mamba and m.ssm_residual_fp32 else residual_bytes(recipe)
     layer = (ssm.layer_activations if mamba else hybrid.layer_activations if hybrid.is_hybrid(m)
@@ -1542,6 +1549,13 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     if not full_like:
         layer_text.append("frozen Linear weights need no gradient, so their inputs are not saved "
                           "(only the adapters' inputs are)")
+    if lora_layers.active(t):
+        layer_text.append(f"one adapted layer's set; LoRA on layers {lora_layers.text(t.lora_layers)} of {n_layers} "
+                          "(peft layers_to_transform): " + (
+                              "every layer keeps its input (enable_input_require_grads), and the rerun in backward is "
+                              "an unadapted layer's set where the layer is not adapted" if t.grad_checkpointing else
+                              f"the {lora_layers.lowest(t)} layers below the lowest adapted one record no graph; an "
+                              "unadapted layer above it saves a frozen layer's set (what its input's gradient needs)"))
     layer_sec = Section("activations_per_layer", "activations saved by one layer", per_layer, tuple(layer_lines),
                         tuple(layer_text))
 
@@ -1561,7 +1575,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         less, more = d.get("activations.bottom_layer_less", 0), d.get("activations.bottom_layers_more", 0)
         lines.append(Line("activations.layers", "all layers' saved tensors",
                           f"{saving} layers × {_n(per_layer)} B"
-                          + (f" − {_n(less)} B ({_less_label(m)})" if less else "")
+                          + (f" − {_n(less)} B ({LORA_LAYERS_LESS if lora_layers.active(t) else _less_label(m)})"
+                             if less else "")
                           + (f" + {_n(more)} B (what the dense bottom layers save more)" if more else ""),
                           kept, "layers × one layer's saved tensors", SRC_ACTS))
     if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)

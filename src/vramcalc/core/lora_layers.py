@@ -74,7 +74,7 @@ def parse(value: object) -> tuple[int, ...]:
 
 
 def text(layers: tuple[int, ...]) -> str:
-    """The indices as ranges: (0, 1, 2, 3, 30, 31) → `0-3,30,31`; () → `all`."""
+    """The indices, runs of three or more as ranges: (0, 1, 2, 3, 30, 31) → `0-3,30,31`; () → `all`."""
     if not layers:
         return "all"
     runs: list[list[int]] = []
@@ -83,7 +83,7 @@ def text(layers: tuple[int, ...]) -> str:
             runs[-1][1] = i
         else:
             runs.append([i, i])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    return ",".join(f"{a}-{b}" if b - a >= 2 else ",".join(map(str, range(a, b + 1))) for a, b in runs)
 
 
 def active(t: TrainingSpec) -> bool:
