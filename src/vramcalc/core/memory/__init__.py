@@ -11,7 +11,7 @@ Phase model (steady state, step ≥ 2, `zero_grad(set_to_none=True)` after each 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING
@@ -31,6 +31,7 @@ from vramcalc.core.memory import jamba as _jamba
 from vramcalc.core.memory import liger as _liger
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import nemotron_h as _nemotron_h
+from vramcalc.core.memory import new_tokens as _new_tokens
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
@@ -170,6 +171,10 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    if _new_tokens.active(training):  # --add-tokens: the run on the resized model (memory/new_tokens.py)
+        resized, inner = _new_tokens.view(model, training)
+        b = estimate(resized, inner)
+        return replace(b, notes=(*b.notes, _new_tokens.note(model, training)))
     if training.objective == "ppo":
         from vramcalc.core.memory import ppo as _ppo  # TRL 0.19.1 PPOTrainer: the rollout, the policy + value step
 
