@@ -1119,7 +1119,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not no_vocab \
         else 0
     if head_trainable and not full_like and not reward:  # modules_to_save lm_head: the copy's gradient, its dtype
-        g_head = m.vocab_size * m.hidden_size * unquantized_bytes(t, recipe)
+        # (the copy keeps the module's dtype: fp32 only after QLoRA's prepare_model_for_kbit_training, as
+        # weights.py _with_copies stores it; plain LoRA's copy and its gradient are in the weights' dtype)
+        g_head = m.vocab_size * m.hidden_size * (unquantized_bytes(t, recipe) if t.method == "qlora"
+                                                 else dtype_bytes(recipe.weight))
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
     # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of
