@@ -288,6 +288,8 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' CPUOffloadPolicy (_torchtune_fsdp)
 BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
+BOOLEAN_KEYS["llama-factory"]["resize_vocab"] = ()  # _vocab_llama_factory
+BOOLEAN_KEYS["axolotl"]["resize_token_embeddings_to_32x"] = ()  # _vocab_axolotl
 # liger_kernel_config's two loss keys (_liger_kernel_config)
 BOOLEAN_KEYS["hf-training-args"].update(dict.fromkeys(("liger_kernel_config.cross_entropy",
                                                        "liger_kernel_config.fused_linear_cross_entropy"), ()))
