@@ -71,6 +71,7 @@ from vramcalc.core.memory.weights import (
     WeightBytes,
     fp32_router_tensors,
     freeze_fraction,
+    saved_copies,
     saved_embedding,
     saved_head,
     unquantized_bytes,
@@ -618,7 +619,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         gradients = (w.trainable - w.copies) * dtype_bytes(training.adapter_dtype) + w.copies * w.copy_elem_bytes
         notes.append(f"modules_to_save {', '.join(training.modules_to_save)}: a full trainable copy "
                      f"({w.copies:,} parameters, with gradients and optimizer states), the original kept frozen "
-                     "(peft ModulesToSaveWrapper)" + (" ; tied embeddings: one copy of the shared matrix"
+                     "(peft ModulesToSaveWrapper)" + (_tied_copies_note(model, training)
                                                       if model.tie_word_embeddings else "") + ".")
     details: dict[str, int] = {
         "weights.base": w.base,
@@ -672,6 +673,14 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     held = w.total + ref_weights + reward_weights
     return _Plan(recipe, w, opt, gradients, held, opt.total, step_temporaries, details, tuple(notes),
                  checked, tail_notes + (_OVERHEAD_NOTE,), parallel, active_params(model), act, units)
+
+
+def _tied_copies_note(model: ModelSpec, training: TrainingSpec) -> str:
+    """modules_to_save on tied embeddings (weights.py saved_copies): one copy of the shared matrix, or two when
+    both modules are named (peft wraps and deep-copies each; the copies are no longer tied)."""
+    if len(saved_copies(model, training)) > 1:
+        return "; tied embeddings, both modules named: two copies of the shared matrix, trained apart"
+    return "; tied embeddings: one copy of the shared matrix"
 
 
 def _grad_elem(training: TrainingSpec, recipe: Recipe) -> int:
