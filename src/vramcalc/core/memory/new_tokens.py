@@ -92,10 +92,19 @@ def note(m: ModelSpec, t: TrainingSpec) -> str:
     assert m.vocab_size is not None
     rows, pad = new_rows(m, t)
     head = "tied to the embedding" if m.tie_word_embeddings else "resized the same"
-    trained = ("trained with the whole model" if t.method == "full"
-               else "trained as modules_to_save copies" if "embed_tokens" in t.modules_to_save
-               else "frozen (LoRA trains them only through --modules-to-save embed_tokens,lm_head)"
-               if t.method in ("lora", "qlora") else f"trained as {t.method} trains the embedding")
+    saved = set(t.modules_to_save)
+    if t.method == "full":
+        trained = "trained with the whole model"
+    elif t.method in ("lora", "qlora") and saved >= {"embed_tokens", "lm_head"}:
+        trained = "trained as modules_to_save copies"
+    elif t.method in ("lora", "qlora"):
+        trained = ("frozen" if not saved else f"trained only in the {', '.join(sorted(saved))} copy") \
+            + " (LoRA trains them through --modules-to-save embed_tokens,lm_head)"
+    elif t.method == "freeze":
+        trained = "frozen in the embedding" + ("; the head's trained with it" if t.train_head
+                                               and not m.tie_word_embeddings else "")
+    else:
+        trained = f"trained only where {t.method} trains the embedding or head"
     return (f"new tokens: vocabulary resized {m.vocab_size:,} -> {m.vocab_size + rows:,} rows (+{t.add_tokens:,} "
             f"tokens" + (f", +{pad:,} padding to a multiple of {t.vocab_multiple}" if pad else "")
             + f"; lm_head {head}; the rows {trained}). The tokens are counted past the config's vocab_size: a "
