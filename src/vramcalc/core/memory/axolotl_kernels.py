@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 # The models whose attention forward patch_self_attn_lora rewrites (QKV_PATCHES) with a SiLU-gated MLP
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 SOURCE = "axolotl kernels/lora.py (LoRA_QKV, LoRA_O, LoRA_MLP), monkeypatch/lora_kernels.py"
-OFF_HINT = "set lora_qkv_kernel / lora_o_kernel / lora_mlp_kernel: false in the axolotl config to turn them off"
 # The LoRA-side names of each group's projections (the same as Unsloth's groups)
 PROJECTIONS = {g: GROUP_PROJECTIONS[g] for g in ("qkv", "o", "mlp")}
 
