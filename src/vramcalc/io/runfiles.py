@@ -881,11 +881,6 @@ def _lora_kernels_axolotl(d: dict[str, Any], run: Run, path: Path) -> None:
             spec = None
             reason = "the model or the options could not be read to check where the kernels apply"
         if spec is not None:
-            if "mlp" in chosen and spec.mlp == "gated" and spec.hidden_act not in ("silu", "swish", "gelu",
-                                                                                   "gelu_pytorch_tanh", "gelu_new"):
-                raise _KeyProblem("lora_mlp_kernel", f"axolotl raises NotImplementedError for the {spec.hidden_act} "
-                                  "activation (monkeypatch/lora_kernels.py, silu and gelu only); "
-                                  "set lora_mlp_kernel: false")
             try:
                 adapted = {lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(spec, training.lora_targets)}
             except VramcalcError:
