@@ -2367,15 +2367,15 @@ def unsloth_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The axolotl-kernels grid (`--grid axolotl-kernels`, issue 13; 32 cases): axolotl's own LoRA kernels
+# The axolotl-kernels grid (`--grid axolotl-kernels`, issue 13; 36 cases): axolotl's own LoRA kernels
 # (--kernels axolotl:GROUPS, memory/axolotl_kernels.py; trace/_axolotl.py emulates LoRA_QKV / LoRA_O / LoRA_MLP of
 # axolotl kernels/lora.py at 067b021c, which axolotl turns on by itself for LoRA / QLoRA) on Llama (tinyllama-1.1b),
 # Qwen2 (qwen2.5-0.5b: biased q/k/v, added in place), Qwen3 (qwen3-0.6b: q/k norms after LoRA_QKV) and Mistral
 # (mistral-7b-v0.1), each config.json cut to FAMILY_LAYERS layers, all seven projections adapted, bf16: all three
 # groups x LoRA / QLoRA NF4 (no kbit prep) x no checkpointing (transformers' loss) / checkpointing + Cut CE (the peak
 # in a layer's backward) at b2 s512; each group alone on Llama and Qwen3 (LoRA / QLoRA, checkpointing + Cut CE, b2
-# s512); all three groups at b1 s2048 with checkpointing + Cut CE (LoRA). Written to
-# accuracy_axolotl-kernels.{json,md}.
+# s512); all three groups at b1 s2048 with checkpointing + Cut CE (LoRA); all three with lora_dropout 0.05 on Llama
+# and Qwen3 (LoRA / QLoRA, checkpointing + Cut CE, b2 s512). Written to accuracy_axolotl-kernels.{json,md}.
 AXOLOTL_KERNEL_MODELS = ("tinyllama-1.1b", "qwen2.5-0.5b", "qwen3-0.6b", "mistral-7b-v0.1")
 AXOLOTL_KERNEL_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("lora", {"method": "lora"}), ("qlora", {"method": "qlora", "kbit_prep": False}))
@@ -2403,6 +2403,11 @@ def axolotl_kernels_grid() -> list[dict[str, Any]]:
                 add(model, label, chosen, "gc+cut", 2, 512)
     for model in AXOLOTL_KERNEL_MODELS:
         add(model, "lora", "qkv,o,mlp", "gc+cut", 1, 2048)
+    for model in ("tinyllama-1.1b", "qwen3-0.6b"):  # lora_dropout 0.05 (axolotl's examples): X_drop and its mask
+        for label, _ in AXOLOTL_KERNEL_METHODS:
+            add(model, label, "qkv,o,mlp", "gc+cut", 2, 512)
+            cases[-1]["id"] += " | dropout 0.05"
+            cases[-1]["training"]["lora_dropout"] = 0.05
     return cases
 
 
@@ -2665,7 +2670,7 @@ def main() -> None:
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); liger: issue 13's 44 Liger-kernel cases (RMSNorm, SwiGLU, RoPE; full / LoRA / QLoRA, "
-                    "checkpointing off / on, hf and fused-linear loss); axolotl-kernels: issue 13's 32 cases of "
+                    "checkpointing off / on, hf and fused-linear loss); axolotl-kernels: issue 13's 36 cases of "
                     "axolotl's own LoRA kernels (Llama, Qwen2, Qwen3, Mistral; LoRA / QLoRA; groups alone and all); "
                     "qwen-vl: issue 15's 94 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
                     "frozen, adapted or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel "

@@ -68,6 +68,20 @@ def test_saved_set_by_hand() -> None:
     assert gc.backward_transient.per_token == 2 * (3 * h + i)
 
 
+def test_dropout_terms_by_hand() -> None:
+    # lora_dropout > 0: _apply_dropout outside each Function, one mask per group; the Function saves X_drop (bf16)
+    # and native_dropout's backward a 1-byte mask; llama-3.2-1b: hidden 2,048, o_proj input 32 x 64
+    m = presets.find_model("llama-3.2-1b")
+    h, q = 2_048, 32 * 64
+    names = {x.name: x.per_token for x in ax.layer_activations(m, _run(lora_dropout=0.05), RECIPES["bf16"]).terms}
+    assert names["q/k/v dropped input + dropout mask (LoRA_QKV X_drop)"] == 2 * h + h
+    assert names["o dropped input + dropout mask (LoRA_O X_drop)"] == 2 * q + q
+    assert names["mlp dropped input + dropout mask (LoRA_MLP X_drop)"] == 2 * h + h
+    # the bottom layer without checkpointing: its q/k/v input needs no gradient, so no mask is kept there
+    bottom = ax.layer_activations(m, _run(lora_dropout=0.05), RECIPES["bf16"], input_grad=False)
+    assert {x.name: x.per_token for x in bottom.terms}["q/k/v dropped input + dropout mask (LoRA_QKV X_drop)"] == 2 * h
+
+
 def test_groups_and_families() -> None:
     m = presets.find_model("tinyllama-1.1b")
     hf = estimate(m, _run("hf")).details["activations.per_layer"]
@@ -88,7 +102,7 @@ def test_refusals(capsys: pytest.CaptureFixture[str]) -> None:
     cases = [
         (["estimate", "gemma-2b", "--method", "lora", "--lora-targets", "all-linear", "--precision", "bf16"],
          "gemma model"),
-        ([*base, "--lora-dropout", "0.05"], "lora_dropout 0"),
+        ([*base, "--dora"], "without DoRA"),
         ([*base[:-1], "q_proj,v_proj"], "q_proj,k_proj,v_proj all carry an adapter"),
         ([*base[:3], "full", *base[4:6]], "need --method lora or qlora"),
         ([*base[:5], "amp-bf16", *base[6:]], "16 bits"),
@@ -110,17 +124,19 @@ def test_cli_note(capsys: pytest.CaptureFixture[str]) -> None:
     assert s["tensor_peak_bytes"] < json.loads(hf)["tensor_peak_bytes"]
 
 
-@pytest.mark.parametrize(("method", "chosen", "gc"), [
-    ("lora", "qkv,o,mlp", False), ("lora", "qkv,o,mlp", True), ("qlora", "qkv,o,mlp", True),
-    ("qlora", "qkv,o,mlp", False), ("lora", "qkv", True), ("lora", "o", True), ("qlora", "mlp", True)])
-def test_matches_the_trace(method: str, chosen: str, gc: bool) -> None:
+@pytest.mark.parametrize(("method", "chosen", "gc", "dropout"), [
+    ("lora", "qkv,o,mlp", False, 0.0), ("lora", "qkv,o,mlp", True, 0.0), ("qlora", "qkv,o,mlp", True, 0.0),
+    ("qlora", "qkv,o,mlp", False, 0.0), ("lora", "qkv", True, 0.0), ("lora", "o", True, 0.0),
+    ("qlora", "mlp", True, 0.0), ("lora", "qkv,o,mlp", True, 0.05), ("qlora", "qkv,o,mlp", True, 0.05),
+    ("lora", "mlp", False, 0.05)])
+def test_matches_the_trace(method: str, chosen: str, gc: bool, dropout: float) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from vramcalc.trace import trace
 
     # checkpointing with Cut CE: the layers' backward is the peak, not the small vocabulary's loss
     t = _run(f"axolotl:{chosen}", method=method, kbit_prep=False, grad_checkpointing=gc,
-             loss="cut" if gc else "hf")
+             loss="cut" if gc else "hf", lora_dropout=dropout)
     e, r = estimate(SMALL, t), trace(SMALL, t)
     err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
     # Issue 13's bounds: never under the trace by more than 2 %, over by at most 5 %.
@@ -155,12 +171,14 @@ def test_axolotl_turns_them_on(tmp_path: Path) -> None:
 
 
 def test_where_they_are_not_modelled(tmp_path: Path) -> None:
-    # lora_dropout > 0: axolotl runs them (saving the dropped input too), vramcalc does not model that: listed
-    run = _axolotl(tmp_path, "lora_dropout: 0.05\n")
+    # DoRA: axolotl runs them (saving DoRA's combined outputs and scales too), vramcalc does not model that: listed
+    run = _axolotl(tmp_path, "peft_use_dora: true\n")
     assert "kernels" not in run.options
     assert set(run.unmodelled) == {"lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel"}
     assert "turned on by axolotl itself" in run.why_unmodelled["lora_mlp_kernel"]
-    assert "lora_dropout 0" in run.why_unmodelled["lora_mlp_kernel"]
+    assert "without DoRA" in run.why_unmodelled["lora_mlp_kernel"]
+    # lora_dropout > 0 is modelled (the dropped input and its mask saved beside X)
+    assert _axolotl(tmp_path, "lora_dropout: 0.05\n").options["kernels"] == "axolotl:qkv,o,mlp"
     # a group whose projections are not all adapted: axolotl keeps peft's layers there (a warning); the rest run
     part = _axolotl(tmp_path, "", "adapter: lora\nlora_target_modules: [q_proj, k_proj, v_proj]\n")
     assert part.options["kernels"] == "axolotl:qkv" and part.unmodelled == []

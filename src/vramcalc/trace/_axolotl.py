@@ -1,8 +1,10 @@
 """axolotl's own LoRA kernels on the fake device (`--kernels axolotl:GROUPS`), memory only.
 
 These autograd Functions allocate and save what axolotl-ai-cloud/axolotl src/axolotl/kernels/lora.py (commit
-067b021c8b87a9e5e380b9173c704cf7340e30f5) allocates and saves on the no-dropout, no-DoRA, no-LoRA-bias path;
-core/memory/axolotl_kernels.py models the same:
+067b021c8b87a9e5e380b9173c704cf7340e30f5) allocates and saves on the no-DoRA, no-LoRA-bias path (with or without
+lora_dropout: `_apply_dropout` runs the adapter's dropout module outside the Function and passes X_drop in, which the
+Function saves and uses for the adapters; backward then returns a new dX_drop); core/memory/axolotl_kernels.py models
+the same:
 
 * `_matmul_lora`: matmul_lora: a QLoRA weight dequantized into a fresh tensor (quantize.py _ctypes_nf4_dequant: the
   weight and an fp32 absmax, the absmax freed on return), `out = torch.matmul(X, W)`, the weight freed, then
@@ -45,13 +47,15 @@ def _dequantize(proj: nn.Module, dtype: torch.dtype) -> torch.Tensor:
     return w
 
 
-def _matmul_lora(x2: torch.Tensor, proj: nn.Module, a16: torch.Tensor, b16: torch.Tensor) -> torch.Tensor:
-    """matmul_lora on (tokens, in): X @ W^T, then s * (X @ A^T) @ B^T added in place (addmm_), bias in place."""
+def _matmul_lora(x2: torch.Tensor, proj: nn.Module, a16: torch.Tensor, b16: torch.Tensor,
+                 x_drop: torch.Tensor | None = None) -> torch.Tensor:
+    """matmul_lora on (tokens, in): X @ W^T, then s * (X_drop @ A^T) @ B^T added in place (addmm_), bias in
+    place."""
     w = _dequantize(proj, x2.dtype)
     out = torch.matmul(x2, w.t())
     del w
     s = float(proj.scaling["default"])
-    out.addmm_(x2 @ a16.t(), b16.t(), alpha=s)
+    out.addmm_((x2 if x_drop is None else x_drop) @ a16.t(), b16.t(), alpha=s)
     bias = proj.base_layer.bias
     if bias is not None:
         out += bias
@@ -77,23 +81,26 @@ def _adapter_grads(x2: torch.Tensor, dy: torch.Tensor, a16: torch.Tensor, b16: t
 
 class _LoRAQKV(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, mods: tuple[nn.Module, ...],  # type: ignore[override]
-                *adapters: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(ctx: Any, x: torch.Tensor, x_drop: torch.Tensor | None,  # type: ignore[override]
+                mods: tuple[nn.Module, ...], *adapters: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x2 = x.view(-1, x.shape[-1])
+        xd = None if x_drop is None else x_drop.view(-1, x.shape[-1])
         casts = [_cast(p, x.dtype) for p in mods]
-        outs = tuple(_matmul_lora(x2, p, a, b).view(*x.shape[:-1], -1) for p, (a, b) in zip(mods, casts, strict=True))
+        outs = tuple(_matmul_lora(x2, p, a, b, xd).view(*x.shape[:-1], -1)
+                     for p, (a, b) in zip(mods, casts, strict=True))
         ctx.mods = mods
-        ctx.save_for_backward(x, x, *[t for ab in casts for t in ab])
+        ctx.has_dropout = x_drop is not None
+        ctx.save_for_backward(x, x if x_drop is None else x_drop, *[t for ab in casts for t in ab])
         return outs
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        x, _, *casts = ctx.saved_tensors
-        x2 = x.view(-1, x.shape[-1])
+        x, x_lora, *casts = ctx.saved_tensors
+        xl = x_lora.view(-1, x.shape[-1])
         dys = [g.reshape(-1, g.shape[-1]) for g in grads]  # q_grad.view, k_grad.reshape, v_grad.view
         grad_bs, adapter_grads = [], []
         for j, (dy, p) in enumerate(zip(dys, ctx.mods, strict=True)):
-            grad_b, d_a, d_b = _adapter_grads(x2, dy, casts[2 * j], casts[2 * j + 1], float(p.scaling["default"]))
+            grad_b, d_a, d_b = _adapter_grads(xl, dy, casts[2 * j], casts[2 * j + 1], float(p.scaling["default"]))
             grad_bs.append(grad_b)
             adapter_grads += [d_a, d_b]
         grad_x = None
@@ -105,57 +112,65 @@ class _LoRAQKV(torch.autograd.Function):
                 grad_x.addmm_(dy, w)
             del w
         assert grad_x is not None
+        grad_lora = torch.zeros_like(xl) if ctx.has_dropout else grad_x  # grad_X_drop: a new tensor
         for j, p in enumerate(ctx.mods):
-            grad_x.addmm_(grad_bs[j], casts[2 * j], alpha=float(p.scaling["default"]))
-        return (grad_x.view(x.shape), None, *adapter_grads)
+            grad_lora.addmm_(grad_bs[j], casts[2 * j], alpha=float(p.scaling["default"]))
+        return (grad_x.view(x.shape), grad_lora.view(x.shape) if ctx.has_dropout else None, None, *adapter_grads)
 
 
 class _LoRAO(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, proj: nn.Module, a: torch.Tensor,  # type: ignore[override]
-                b: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, x_drop: torch.Tensor | None,  # type: ignore[override]
+                proj: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a16, b16 = _cast(proj, x.dtype)
-        out = _matmul_lora(x.reshape(-1, x.shape[-1]), proj, a16, b16).view(*x.shape[:-1], -1)
+        xd = None if x_drop is None else x_drop.reshape(-1, x.shape[-1])
+        out = _matmul_lora(x.reshape(-1, x.shape[-1]), proj, a16, b16, xd).view(*x.shape[:-1], -1)
         ctx.proj = proj
-        ctx.save_for_backward(a16, b16, x, x)
+        ctx.has_dropout = x_drop is not None
+        ctx.save_for_backward(a16, b16, x, x if x_drop is None else x_drop)
         return out
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        a16, b16, x, _ = ctx.saved_tensors
+        a16, b16, x, x_lora = ctx.saved_tensors
         s = float(ctx.proj.scaling["default"])
-        x2 = x.reshape(-1, x.shape[-1])
+        xl = x_lora.reshape(-1, x.shape[-1])
         dy2 = dy.reshape(-1, dy.shape[-1])
-        grad_b, d_a, d_b = _adapter_grads(x2, dy2, a16, b16, s)
+        grad_b, d_a, d_b = _adapter_grads(xl, dy2, a16, b16, s)
         w = _dequantize(ctx.proj, dy.dtype)
         dx = dy2 @ w
         del w
+        if ctx.has_dropout:  # dX_drop = (grad_B @ A * s): new
+            dx_drop = (grad_b @ a16 * s).view(x.shape)
+            return dx.view(x.shape), dx_drop, None, d_a, d_b
         dx.addmm_(grad_b, a16, alpha=s)
-        return dx.view(x.shape), None, d_a, d_b
+        return dx.view(x.shape), None, None, d_a, d_b
 
 
 class _LoRAMLP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, mods: tuple[nn.Module, ...],  # type: ignore[override]
-                *adapters: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, x_drop: torch.Tensor | None,  # type: ignore[override]
+                mods: tuple[nn.Module, ...], *adapters: torch.Tensor) -> torch.Tensor:
         gate_p, up_p, down_p = mods
         x2 = x.view(-1, x.shape[-1])
+        xd = None if x_drop is None else x_drop.view(-1, x.shape[-1])
         casts = [_cast(p, x.dtype) for p in mods]
-        gate = _matmul_lora(x2, gate_p, *casts[0])
-        up = _matmul_lora(x2, up_p, *casts[1])
+        gate = _matmul_lora(x2, gate_p, *casts[0], xd)
+        up = _matmul_lora(x2, up_p, *casts[1], xd)
         hidden = torch.empty_like(gate)  # swiglu_forward: a new `out`
         output = _matmul_lora(hidden, down_p, *casts[2])
         del hidden
         ctx.mods = mods
-        ctx.save_for_backward(x, x, gate, up, *[t for ab in casts for t in ab])
+        ctx.has_dropout = x_drop is not None
+        ctx.save_for_backward(x, x if x_drop is None else x_drop, gate, up, *[t for ab in casts for t in ab])
         return output.view(*x.shape[:-1], -1)
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        x, _, gate, up, ga, gb, ua, ub, da, db = ctx.saved_tensors
+        x, x_lora, gate, up, ga, gb, ua, ub, da, db = ctx.saved_tensors
         gate_p, up_p, down_p = ctx.mods
         sg, su, sd = (float(p.scaling["default"]) for p in ctx.mods)
-        x2 = x.view(-1, x.shape[-1])
+        x2 = x_lora.view(-1, x.shape[-1])  # X_lora: the adapters' input
         dy2 = dy.view(-1, dy.shape[-1])
         # grad_down = matmul_lora(grad_output, down_weight.t(), None, down_quant, down_B_t, down_A_t, down_scale)
         w = _dequantize(down_p, dy.dtype)
@@ -172,25 +187,33 @@ class _LoRAMLP(torch.autograd.Function):
         w = _dequantize(gate_p, dy.dtype)
         dx.addmm_(grad_gate, w)
         del w
-        dx.addmm_(grad_b_up, ua, alpha=su)
-        dx.addmm_(grad_b_gate, ga, alpha=sg)
-        return (dx.view(x.shape), None, d_gate_a, d_gate_b, d_up_a, d_up_b, d_down_a, d_down_b)
+        dx_lora = torch.zeros_like(x2) if ctx.has_dropout else dx  # dX_drop: a new tensor
+        dx_lora.addmm_(grad_b_up, ua, alpha=su)
+        dx_lora.addmm_(grad_b_gate, ga, alpha=sg)
+        return (dx.view(x.shape), dx_lora.view(x.shape) if ctx.has_dropout else None, None, d_gate_a, d_gate_b,
+                d_up_a, d_up_b, d_down_a, d_down_b)
 
 
 def _adapters(mods: tuple[nn.Module, ...]) -> list[torch.Tensor]:
     return [t for p in mods for t in _adapter(p)[:2]]
 
 
+def _dropped(proj: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """_apply_dropout: the adapter's dropout module applied outside the Function (None for nn.Identity)."""
+    drop = proj.lora_dropout["default"]
+    return None if isinstance(drop, nn.Identity) or not proj.training else drop(x)
+
+
 def _mlp_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     mods = (self.gate_proj, self.up_proj, self.down_proj)
-    return _LoRAMLP.apply(x, mods, *_adapters(mods))  # type: ignore[no-any-return]
+    return _LoRAMLP.apply(x, _dropped(self.gate_proj, x), mods, *_adapters(mods))  # type: ignore[no-any-return]
 
 
 def _q_forward(attn: nn.Module) -> Any:
     """q_proj's call: apply_qkv (LoRA_QKV), K and V handed to the k_proj / v_proj calls right after it."""
     def forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         mods = (attn.q_proj, attn.k_proj, attn.v_proj)
-        q, k, v = _LoRAQKV.apply(hidden_states, mods, *_adapters(mods))
+        q, k, v = _LoRAQKV.apply(hidden_states, _dropped(attn.q_proj, hidden_states), mods, *_adapters(mods))
         attn._axolotl_kv = [k, v]
         return q  # type: ignore[no-any-return]
     return forward
@@ -206,7 +229,7 @@ def _kv_forward(attn: nn.Module, index: int) -> Any:
 
 def _o_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     a, b, _ = _adapter(self)
-    return _LoRAO.apply(x, self, a, b)  # type: ignore[no-any-return]
+    return _LoRAO.apply(x, _dropped(self, x), self, a, b)  # type: ignore[no-any-return]
 
 
 def install(layers: nn.ModuleList, groups: tuple[str, ...]) -> None:

@@ -13,6 +13,9 @@ Read from axolotl-ai-cloud/axolotl at commit 067b021c8b87a9e5e380b9173c704cf7340
   ...)`: the normed input once (the same tensor twice without dropout) and each adapter cast to the compute dtype (a
   copy when the adapters are fp32). Backward: `grad_X = torch.mm(q_grad, q_weight_t)`, a new tokens x hidden tensor
   (not written into the saved X as Unsloth does), then addmm_ for k, v and the adapters.
+* lora_dropout > 0: apply_lora_qkv / apply_lora_o / apply_lora_mlp_swiglu call _apply_dropout(dropout, X) outside the
+  Function (one mask per group); the Function saves X_drop in X's place for the adapters, and backward returns a new
+  dX_drop (`torch.zeros_like(X_lora)` then addmm_; LoRA_O: `grad_B @ A * s`).
 * LoRA_O.forward: `save_for_backward(A.to(dtype), B.to(dtype), X, X, lora_bias)`: X is the attention output, the
   same storage the attention saves. Backward: dX = dY @ W (new).
 * LoRA_MLP.forward with swiglu (kernels/swiglu.py swiglu_forward: a new `out`): gate and up through matmul_lora,
@@ -81,9 +84,8 @@ def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
         if not set(PROJECTIONS[g]) <= adapted:
             return (f"axolotl runs the {g} kernel only when {','.join(PROJECTIONS[g])} all carry an adapter (else "
                     "peft's layers, with a warning): add them to --lora-targets, or drop the group")
-    if t.lora_dropout > 0 or t.dora:
-        return ("modelled with lora_dropout 0 and no DoRA (axolotl's kernels also save the dropped input, or DoRA's "
-                "combined outputs and scales)")
+    if t.dora:
+        return "modelled without DoRA (axolotl's kernels then also save DoRA's combined outputs and scales)"
     recipe = RECIPES[resolve_precision(t)]
     if recipe.autocast or recipe.compute == "fp32":
         return "modelled in 16 bits: use --precision bf16 or fp16 (not amp-* or fp32)"
@@ -161,6 +163,16 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         if "mlp" in chosen and (x.name in peft_names["mlp"] or x.name.startswith("mlp act")):
             continue
         terms.append(x)
+    if t.lora_dropout > 0:
+        # _apply_dropout outside the Function (apply_lora_qkv / apply_lora_o / apply_lora_mlp_swiglu: one shared
+        # mask per group): the Function saves X_drop, native_dropout's backward its 1-byte mask (only where the
+        # input needs a gradient: not the bottom layer's q/k/v input without checkpointing)
+        q_in = next(lin.in_features for lin in block_linears(m) if lin.module.rsplit(".", 1)[-1] == "o_proj")
+        mask = 1 if input_grad else 0
+        if "qkv" in chosen:
+            terms.append(Term("q/k/v dropped input + dropout mask (LoRA_QKV X_drop)", c * h + mask * h))
+        if "o" in chosen:
+            terms.append(Term("o dropped input + dropout mask (LoRA_O X_drop)", c * q_in + q_in))
     copies = _adapter_copies(m, t, recipe, chosen)
     if copies:
         terms.append(Term("adapters cast to the compute dtype (LoRA_* save A.to(dtype), B.to(dtype))", 0,
@@ -170,6 +182,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                                 mlp_saved_per_token=hf.mlp_saved_per_token, mlp_tail_per_token=hf.mlp_tail_per_token,
                                 mlp_forward_per_token=hf.mlp_forward_per_token)
     terms.append(Term("mlp input, gate and up outputs (LoRA_MLP X, gate, up)", c * h + 2 * c * i))
+    if t.lora_dropout > 0:
+        terms.append(Term("mlp dropped input + dropout mask (LoRA_MLP X_drop)", c * h + h))
     mlp_start = next(k for k, x in enumerate(terms) if x.name.startswith("mlp norm"))
     mlp_saved = sum(x.per_token for x in terms[mlp_start:])
     # Forward: gate and up, swiglu's new output and the down projection's output (matmul_lora: out, then addmm_ in
@@ -179,6 +193,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     layer_fwd = mlp_fwd if t.grad_checkpointing or t.activation_offload else c * i + c * h
     # Backward: the incoming gradient, grad_down (tokens x intermediate) and the new dX (tokens x hidden)
     bwd = 2 * c * h + c * i
+    if t.lora_dropout > 0:
+        bwd += c * h  # dX_drop = torch.zeros_like(X_lora) beside dX
     if t.grad_checkpointing:
         # the recomputed layer's output stays alive through its backward (as memory/unsloth.py's LoRA_MLP; measured
         # with the tracer: a 4-layer llama, hidden 256, MLP 1,024, axolotl:mlp with checkpointing, -1.3 % without it)
