@@ -68,6 +68,9 @@ def test_axolotl() -> None:
         "attention": "flash",  # flash_attention: true (flash_attention_2)
         "packing": "packed",  # sample_packing: true (multipack rows, position_ids restart)
         "stack": "axolotl",  # an axolotl file: axolotl's stack preset fills what it leaves out
+        # no lora_*_kernel key: axolotl turns its own LoRA kernels on (check_auto_enable_lora_kernels), all seven
+        # projections adapted (lora_target_linear), Mistral, lora_dropout 0.05: modelled (memory/axolotl_kernels.py)
+        "kernels": "axolotl:qkv,o,mlp",
     }
     assert {"datasets", "learning_rate", "output_dir"} <= set(run.ignored)
     assert {"sample_packing", "flash_attention"} <= set(run.mapped)
