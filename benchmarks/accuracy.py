@@ -2393,6 +2393,50 @@ def unsloth_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The axolotl-kernels grid (`--grid axolotl-kernels`, issue 13; 36 cases): axolotl's own LoRA kernels
+# (--kernels axolotl:GROUPS, memory/axolotl_kernels.py; trace/_axolotl.py emulates LoRA_QKV / LoRA_O / LoRA_MLP of
+# axolotl kernels/lora.py at 067b021c, which axolotl turns on by itself for LoRA / QLoRA) on Llama (tinyllama-1.1b),
+# Qwen2 (qwen2.5-0.5b: biased q/k/v, added in place), Qwen3 (qwen3-0.6b: q/k norms after LoRA_QKV) and Mistral
+# (mistral-7b-v0.1), each config.json cut to FAMILY_LAYERS layers, all seven projections adapted, bf16: all three
+# groups x LoRA / QLoRA NF4 (no kbit prep) x no checkpointing (transformers' loss) / checkpointing + Cut CE (the peak
+# in a layer's backward) at b2 s512; each group alone on Llama and Qwen3 (LoRA / QLoRA, checkpointing + Cut CE, b2
+# s512); all three groups at b1 s2048 with checkpointing + Cut CE (LoRA); all three with lora_dropout 0.05 on Llama
+# and Qwen3 (LoRA / QLoRA, checkpointing + Cut CE, b2 s512). Written to accuracy_axolotl-kernels.{json,md}.
+AXOLOTL_KERNEL_MODELS = ("tinyllama-1.1b", "qwen2.5-0.5b", "qwen3-0.6b", "mistral-7b-v0.1")
+AXOLOTL_KERNEL_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("lora", {"method": "lora"}), ("qlora", {"method": "qlora", "kbit_prep": False}))
+AXOLOTL_KERNEL_SAVERS: tuple[tuple[str, dict[str, Any]], ...] = (("no-gc", {}), ("gc+cut", {**GC, "loss": "cut"}))
+
+
+def axolotl_kernels_grid() -> list[dict[str, Any]]:
+    base = {"precision": "bf16", "lora_targets": ("all-linear",)}
+    cases = []
+
+    def add(model: str, label: str, chosen: str, saver: str, b: int, s: int) -> None:
+        cases.append({"id": f"{model} ({FAMILY_LAYERS} layers) | {label} | axolotl:{chosen} | {saver} | b{b} s{s}",
+                      "model": f"hf:{model}", "method": label,
+                      "training": dict(base, **dict(AXOLOTL_KERNEL_METHODS)[label],
+                                       **dict(AXOLOTL_KERNEL_SAVERS)[saver], kernels=f"axolotl:{chosen}",
+                                       batch_size=b, seq_len=s)})
+
+    for model in AXOLOTL_KERNEL_MODELS:
+        for label, _ in AXOLOTL_KERNEL_METHODS:
+            for saver, _ in AXOLOTL_KERNEL_SAVERS:
+                add(model, label, "qkv,o,mlp", saver, 2, 512)
+    for model in ("tinyllama-1.1b", "qwen3-0.6b"):
+        for label, _ in AXOLOTL_KERNEL_METHODS:
+            for chosen in ("qkv", "o", "mlp"):
+                add(model, label, chosen, "gc+cut", 2, 512)
+    for model in AXOLOTL_KERNEL_MODELS:
+        add(model, "lora", "qkv,o,mlp", "gc+cut", 1, 2048)
+    for model in ("tinyllama-1.1b", "qwen3-0.6b"):  # lora_dropout 0.05 (axolotl's examples): X_drop and its mask
+        for label, _ in AXOLOTL_KERNEL_METHODS:
+            add(model, label, "qkv,o,mlp", "gc+cut", 2, 512)
+            cases[-1]["id"] += " | dropout 0.05"
+            cases[-1]["training"]["lora_dropout"] = 0.05
+    return cases
+
+
 # The Liger grid (`--grid liger`, issue 13; 44 cases): Liger's layer kernels (--kernels liger, memory/liger.py;
 # trace/_liger.py emulates LigerRMSNormFunction, LigerSiLUMulFunction and LigerRopeFunction as
 # _apply_liger_kernel_to_instance installs them) on Llama (tinyllama-1.1b) and Qwen3 (qwen3-0.6b: its q/k norms stay
@@ -2541,7 +2585,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "nemotronh": nemotronh_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
          "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
-         "unsloth": unsloth_grid, "liger": liger_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
+         "unsloth": unsloth_grid, "liger": liger_grid, "axolotl-kernels": axolotl_kernels_grid,
+         "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
          "vlm3": llava_next_grid,
          "ppo": ppo_grid,
          "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid,
@@ -2581,6 +2626,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
           "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
           "liger": " (Liger's layer kernels: LigerRMSNorm, LigerSiLUMul, in-place RoPE; issue 13)",
+          "axolotl-kernels": " (axolotl's own LoRA kernels: LoRA_QKV, LoRA_O, LoRA_MLP; issue 13)",
           "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)",
           "idefics": " (vision-language models: Idefics3 and SmolVLM, image splitting and pixel shuffle; issue 15)",
           "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)",
@@ -2719,7 +2765,8 @@ def main() -> None:
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); liger: issue 13's 44 Liger-kernel cases (RMSNorm, SwiGLU, RoPE; full / LoRA / QLoRA, "
-                    "checkpointing off / on, hf and fused-linear loss); "
+                    "checkpointing off / on, hf and fused-linear loss); axolotl-kernels: issue 13's 36 cases of "
+                    "axolotl's own LoRA kernels (Llama, Qwen2, Qwen3, Mistral; LoRA / QLoRA; groups alone and all); "
                     "qwen-vl: issue 15's 94 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
                     "frozen, adapted or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel "
                     "shuffle); "
@@ -2746,7 +2793,7 @@ def main() -> None:
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
                          "ssm", "ssm2", "hybrid", "bamba", "granite", "gptoss", "classics", "vlm", "moe", "llama4",
                          "vlm2",
-                         "unsloth", "liger",
+                         "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
                          "upcast",
                          "lora-layers",

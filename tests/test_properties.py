@@ -203,10 +203,11 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
             kw["optimizer_in_bwd"] = False
     if kw["method"] == "prefix-tuning":
         kw["grad_checkpointing"] = False  # peft refuses that pair
-    # --kernels is a string (hf, unsloth, or unsloth:GROUPS: core/vocab.py parse_kernels), not a CHOICES entry
+    # --kernels is a string (hf, unsloth, unsloth:GROUPS or axolotl:GROUPS: core/vocab.py parse_kernels,
+    # parse_axolotl_kernels), not a CHOICES entry
     kw["kernels"] = draw(st.sampled_from(["hf", "unsloth", "unsloth:mlp", "unsloth:qkv,o", "unsloth:norm,rope",
-                                          "unsloth:qkv,o,mlp,norm,rope"]))
-    if kw["kernels"] != "hf":  # as --stack unsloth sets it: counted where modelled, a note elsewhere
+                                          "unsloth:qkv,o,mlp,norm,rope", "axolotl:qkv,o,mlp", "axolotl:mlp"]))
+    if kw["kernels"] != "hf":  # as a stack / run file sets it: counted where modelled, a note elsewhere
         kw["stack_set"] = ("kernels",)  # (given explicitly it is refused off Llama/Mistral/Qwen2 LoRA runs)
     if kw["fsdp"] == "none" or kw["method"] != "lora":
         kw["fsdp_frozen_grads"] = False

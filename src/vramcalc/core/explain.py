@@ -18,6 +18,7 @@ from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
 from vramcalc.core.memory import (
     Breakdown,
+    axolotl_kernels,
     badam,
     deberta,
     encoder,
@@ -1524,6 +1525,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              else nemotron_h.layer_activations if nemotron_h.is_nemotron_h(m)
              else unsloth.layer_activations if unsloth.active(m, t)
              else liger.layer_activations if liger.active(m, t)
+             else axolotl_kernels.layer_activations if axolotl_kernels.active(m, t)
              else layer_activations)(m, t, recipe, trainable_weights=full_like)
     tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
     d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them
@@ -1552,6 +1554,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                 source=f"{method_src}; memory/activations.py" if peft_term
                                 else f"{unsloth.SOURCE}; memory/unsloth.py" if unsloth.active(m, t)
                                 and unsloth.own_term(t, term.name)
+                                else f"{axolotl_kernels.SOURCE}; memory/axolotl_kernels.py"
+                                if axolotl_kernels.active(m, t) and axolotl_kernels.own_term(term.name)
                                 else f"{liger.SOURCE}; memory/liger.py" if liger.active(m, t)
                                 and ("Liger" in term.name or term.name.startswith("mlp gate and up")) else SRC_ACTS))
     per_layer = d["activations.per_layer"]

@@ -17,6 +17,7 @@ from vramcalc.core.vocab import (
     ADAPTER_DTYPES,
     ATTENTION_KINDS,
     ATTENTIONS,
+    AXOLOTL_KERNEL_GROUPS,
     CLASSIC_FAMILIES,
     ENCODER_FAMILIES,
     FSDP_STRATEGIES,
@@ -82,6 +83,7 @@ from vramcalc.core.vocab import (
     WeightDtype,
     ZeroStage,
     kernels_value,
+    parse_axolotl_kernels,
     parse_kernels,
 )
 
@@ -1047,10 +1049,14 @@ class TrainingSpec:
         _check(self)
         groups = parse_kernels(self.kernels) if isinstance(self.kernels, str) else None
         if groups is None:
-            raise SpecError("kernels", f"Input should be 'hf', 'unsloth', 'liger' or 'unsloth:' with some of "
-                            f"{','.join(KERNEL_GROUPS)} (e.g. unsloth:qkv,o,mlp)")
+            raise SpecError("kernels", f"Input should be 'hf', 'unsloth', 'liger', 'unsloth:' with some of "
+                            f"{','.join(KERNEL_GROUPS)} (e.g. unsloth:qkv,o,mlp) or 'axolotl:' with some of "
+                            f"{','.join(AXOLOTL_KERNEL_GROUPS)}")
         if self.kernels.startswith("unsloth:"):
             object.__setattr__(self, "kernels", kernels_value(groups))  # one spelling per selection
+        ax = parse_axolotl_kernels(self.kernels)
+        if ax is not None:
+            object.__setattr__(self, "kernels", "axolotl:" + ",".join(ax))
         gpus = self.gpus_per_node * self.nodes
         if gpus % (self.tp * self.pp):
             raise SpecError("", f"{gpus} GPUs cannot be split into tp {self.tp} × pp {self.pp}: "

@@ -21,6 +21,7 @@ from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import activations as _activations
+from vramcalc.core.memory import axolotl_kernels as _axolotl_kernels
 from vramcalc.core.memory import badam as _badam
 from vramcalc.core.memory import classic as _classic
 from vramcalc.core.memory import deberta as _deberta
@@ -191,6 +192,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _upcast.check(model, training)  # --upcast-logits where the hook is not modelled (memory/upcast.py)
+    _axolotl_kernels.check(model, training)  # --kernels axolotl:GROUPS likewise (memory/axolotl_kernels.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
     _zamba2.check_run(model, training)  # Zamba2: train, full and LoRA only (memory/zamba2.py)
@@ -894,6 +896,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     liger = _liger.active(m, t)
     if liger:  # Liger's RMSNorm and SwiGLU in transformers' layer (memory/liger.py)
         layer_fn = _liger.layer_activations
+    if _axolotl_kernels.active(m, t):  # axolotl's LoRA autograd functions (memory/axolotl_kernels.py)
+        layer_fn = _axolotl_kernels.layer_activations
     layer = layer_fn(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
@@ -1214,6 +1218,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     notes += packing_notes(t)
     notes += _unsloth.notes(m, t)
     notes += _liger.notes(m, t)
+    notes += _axolotl_kernels.notes(m, t)
     once_t += _peft_once_t(m, t, c)
     lora_head_t = lora_head_fwd_t = 0
     if t.dora and t.method in ("lora", "qlora"):
