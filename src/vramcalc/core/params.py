@@ -9,7 +9,7 @@ factored states, 8-bit optimizer thresholds). Counts follow the transformers mod
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
@@ -133,6 +133,13 @@ def dense_layers(m: ModelSpec) -> int:
     if m.num_experts and m.moe_layer_interval > 1:  # Llama 4: MoE in every interleave_moe_layer_step-th layer
         return m.num_layers - m.num_layers // m.moe_layer_interval
     return m.num_layers if m.num_experts == 0 else min(m.first_dense_layers, m.num_layers)
+
+
+def dense_mlp_spec(m: ModelSpec) -> ModelSpec:
+    """The spec of a MoE model's dense-MLP layers (DeepSeek first_k_dense_replace, Qwen-MoE mlp_only_layers, Llama 4's
+    interleaved layers): no experts, router or shared expert, the dense MLP intermediate_size wide."""
+    return replace(m, num_experts=0, experts_per_token=0, num_shared_experts=0, first_dense_layers=0,
+                   shared_expert_gate=False, router_bias=False)
 
 
 @lru_cache(maxsize=512)

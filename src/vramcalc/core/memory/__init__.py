@@ -85,6 +85,7 @@ from vramcalc.core.params import (
     block_linears,
     count_params,
     dense_layers,
+    dense_mlp_spec,
     head_dim,
     outer_targets,
     quantized_linears,
@@ -936,10 +937,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if n_dense and trained_layers == n_layers:
         # MoE with dense bottom layers (DeepSeek first_k_dense_replace, Qwen-MoE mlp_only_layers): those layers
         # save a dense MLP's tensors (intermediate_size), not the routed experts'; per_layer stays a MoE layer's.
-        from dataclasses import replace
-
-        dense_m = replace(m, num_experts=0, experts_per_token=0, num_shared_experts=0, first_dense_layers=0,
-                          shared_expert_gate=False, router_bias=False)
+        dense_m = dense_mlp_spec(m)
         dense = layer_activations(dense_m, t, recipe, trainable_weights=full_like)
         layers_less_t = n_dense * (per_layer_t - sum(x.per_token for x in dense.terms if not x.batch1_only))
         layers_less_ts = n_dense * (per_layer_ts - sum(x.per_token_seq for x in dense.terms))
@@ -1019,10 +1017,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # (a trained embedding copy, LoRA on the embedding or trained token rows give layer 0's input a gradient;
         # adaption prompt:
         # the lowest adapted layer's input, below which nothing is trained)
-        bottom = layer_fn(dense_m, t, recipe, trainable_weights=False, input_grad=False)
-        top = layer_fn(dense_m, t, recipe, trainable_weights=False)
-        drop_t = sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms)
-        drop_ts = sum(x.per_token_seq for x in top.terms) - sum(x.per_token_seq for x in bottom.terms)
+        drop_t, drop_ts = _activations.input_grad_drop(dense_m, t, recipe, layer_fn)
         bottom_less_t += drop_t
         bottom_less_ts += drop_ts
         layers_less_t += drop_t
