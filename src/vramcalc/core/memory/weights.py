@@ -124,7 +124,7 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-FP32_ROUTER_FAMILIES = ("deepseek_v2", "deepseek_v3")
+FP32_ROUTER_FAMILIES = ("deepseek_v2", "deepseek_v3", "nemotron_h")  # (NemotronHPreTrainedModel: gate.weight)
 
 
 def fp32_router_tensors(model: ModelSpec, recipe: Recipe) -> tuple[ParamTensor, ...]:
