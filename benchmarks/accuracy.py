@@ -800,10 +800,11 @@ NEMOTRONH_SHAPES = {"nemotronh:h256-M-M*--s32-q64": {"hidden_size": 256, "hybrid
 
 
 # The MoE Nemotron-H models (Nemotron 3 Nano: NemotronHMoE "E" layers, memory/nemotron_h.py), from
-# tests/data/hf/nvidia-nemotron-3-nano-30b-a3b-bf16.json cut to two tiny shapes (C: MEM*E, Nano's order, 8 experts top 2;
-# D: *E-ME, attention at the bottom, a dense MLP layer beside the MoE ones, 6 experts top 3, 2 mixer groups) x full
-# pure-bf16 / LoRA / QLoRA (default targets) x checkpointing off / on, b2 s64 and s128 for C, b2 s64 for D; LoRA on
-# the shared experts' up / down_proj; the published shape cut to 2 layers (ME: hidden 2688, 128 experts top 6).
+# tests/data/hf/nvidia-nemotron-3-nano-30b-a3b-bf16.json cut to two tiny shapes (C: MEM*E, Nano's order, 8 experts
+# top 2; D: *E-ME, attention at the bottom, a dense MLP layer beside the MoE ones, 6 experts top 3, 2 mixer groups)
+# x full pure-bf16 / LoRA / QLoRA (default targets) x checkpointing off / on, b2 s64 and s128 for C, b2 s64 for D;
+# LoRA on the shared experts' up / down_proj; the published shape cut to 2 layers (ME: hidden 2688, 128 experts
+# top 6).
 NEMOTRONH_MOE_SHAPES = {"nemotronh:moe-h256-MEM*E-e8k2-i128-s256": {
     "hidden_size": 256, "hybrid_override_pattern": "MEM*E", "num_attention_heads": 4, "num_key_value_heads": 2,
     "head_dim": 64, "intermediate_size": 512, "mamba_num_heads": 8, "mamba_head_dim": 32, "n_groups": 2,

@@ -1298,8 +1298,8 @@ def _nemotron_h_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
         raise PresetFileError(source, ["norm_topk_prob false: NemotronHTopkRouter without the top-k renormalization is "
                                        "not modelled; set it to true"])
     if bool(d.get("output_router_logits", False)):
-        raise PresetFileError(source, ["output_router_logits true: the router logits kept for an auxiliary loss are not "
-                                       "modelled; set it to false"])
+        raise PresetFileError(source, ["output_router_logits true: the router logits kept for an auxiliary loss are "
+                                       "not modelled; set it to false"])
     groups, top_groups = int(d.get("n_group") or 1), int(d.get("topk_group") or 1)
     if (groups, top_groups) != (1, 1):
         raise PresetFileError(source, [f"n_group {groups} / topk_group {top_groups}: NemotronHTopkRouter's grouped "

@@ -77,7 +77,8 @@ def kind_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_we
     bwd = Term(dec.backward_transient.name, dec.backward_transient.per_token, const=dec.backward_transient.const)
     return LayerActivations(mlp, fwd, bwd, mlp_saved_per_token=dec.mlp_saved_per_token,
                             mlp_tail_per_token=dec.mlp_tail_per_token, mlp_forward_per_token=dec.mlp_forward_per_token,
-                            mlp_saved_const=dec.mlp_saved_const, routed_backward_per_token=dec.routed_backward_per_token)
+                            mlp_saved_const=dec.mlp_saved_const,
+                            routed_backward_per_token=dec.routed_backward_per_token)
 
 
 def _dense(m: ModelSpec) -> ModelSpec:
