@@ -188,8 +188,11 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     if not is_nemotron_h(m):
         return ()
     p = m.hybrid_pattern
-    return (f"{m.name}: {p.count('M')} Mamba-2 mixer layers, {p.count('*')} attention layers (no rotary embedding) "
-            f"and {p.count('-')} relu2 MLP layers, each one block with its own norm, each counted by its kind; the "
-            "mixers as transformers' PyTorch path (mamba2_chunk_scan, the row padded to a multiple of chunk_size "
+    moe = (f", {p.count('E')} MoE layers (NemotronHMoE: {m.num_experts} experts, top {m.experts_per_token} by the "
+           "fp32 sigmoid router, DeepSeek-V3's; the ungated relu2 experts through transformers' default grouped_mm; "
+           f"one shared expert {m.shared_expert_intermediate_size} wide)" if "E" in p else "")
+    return (f"{m.name}: {p.count('M')} Mamba-2 mixer layers, {p.count('*')} attention layers (no rotary embedding)"
+            f"{moe} and {p.count('-')} relu2 MLP layers, each one block with its own norm, each counted by its kind; "
+            "the mixers as transformers' PyTorch path (mamba2_chunk_scan, the row padded to a multiple of chunk_size "
             f"{m.ssm_chunk_size}), what runs without the mamba_ssm / causal_conv1d kernels.",)
 
