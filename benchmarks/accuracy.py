@@ -779,7 +779,8 @@ def granite_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Nemotron-H grid (`--grid nemotronh`, issue 15; 30 cases): the dense Nemotron-H models (memory/nemotron_h.py:
+# The Nemotron-H grid (`--grid nemotronh`, issue 15; 52 cases: 22 MoE, above, and 30 dense): the dense models
+# (memory/nemotron_h.py:
 # Mamba-2, attention and relu2 MLP layers, one block each) from tests/data/hf/nemotron-h-8b-base-8k.json cut to two
 # tiny shapes (A: M-M*- , 2 groups, one chunk of 64 at s64; B: *M-M-M bottom attention, 4 groups, chunk 48 padding)
 # x full pure-bf16 / LoRA / QLoRA (default targets q_proj, v_proj, in_proj) x s64 / s128 x checkpointing off / on,
@@ -2525,7 +2526,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "granite": " (GraniteMoeHybrid's Granite 4.0 H, dense and MoE: Mamba-2 and attention layers, shared_mlp, "
                      "block_sparse_moe; issue 15)",
           "zamba2": " (Zamba2: Mamba-2 layers, shared attention blocks with per-invocation projectors; issue 15)",
-          "nemotronh": " (Nemotron-H: Mamba-2, attention and relu2 MLP layers, one block each; issue 15)",
+          "nemotronh": " (Nemotron-H: Mamba-2, attention, relu2 MLP and MoE layers, one block each; issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
@@ -2663,8 +2664,8 @@ def main() -> None:
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
                     "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 30 "
                     "Bamba cases; jamba: issue 15's 28 Jamba cases; granite: issue 15's 60 Granite 4.0 H "
-                    "cases (30 dense, 30 MoE); zamba2: issue 15's 36 Zamba2 cases; nemotronh: issue 15's 30 dense "
-                    "Nemotron-H cases; gptoss: issue 15's 16 "
+                    "cases (30 dense, 30 MoE); zamba2: issue 15's 36 Zamba2 cases; nemotronh: issue 15's 52 "
+                    "Nemotron-H cases (30 dense, 22 MoE); gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 60 LLaVA-1.5 cases (image tokens, tower frozen, adapted or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
