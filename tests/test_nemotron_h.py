@@ -299,3 +299,18 @@ def test_moe_trace_matches_the_estimate(method: str, gc: bool) -> None:
     m = tiny_moe(SHAPE_C)
     est, traced = estimate(m, t).tensor_peak_bytes, trace(m, t).peak_bytes
     assert traced * 0.98 <= est <= traced * 1.05
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_sharded_groups_are_the_layer_kinds(method: str) -> None:
+    # ZeRO-3 / FSDP units and tp/pp ranks read weights.tensor_groups: Nemotron-H's layers are grouped by kind (shape D
+    # *E-ME: 1 "*", 2 "E", 1 "-", 1 "M", each with its block norm), and the groups add up to weight_bytes
+    from vramcalc.core.memory.weights import tensor_groups, weight_bytes
+
+    m = tiny_moe(SHAPE_D)
+    t = TrainingSpec(method=method, precision="pure-bf16" if method == "full" else "bf16", batch_size=1, seq_len=64)
+    g = tensor_groups(m, t, recipe_of(t))
+    assert [n for n, _ in g.layers] == [1, 1, 2, 1]  # sorted kinds: "*", "-", "E", "M"
+    total = sum(x.bytes_each() * x.count for x in g.embed + g.head + g.shared) \
+        + sum(n * sum(x.bytes_each() * x.count for x in one) for n, one in g.layers)
+    assert total == weight_bytes(m, t, recipe_of(t)).total
