@@ -1074,7 +1074,8 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     # relu saves its output, which square saves as its input (one tensor), then down; no gate
     gated = m.mlp == "gated"
     routed = 3 * i + h if gated else i + h
-    out = [Term("router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0))
+    out = [Term("router sigmoid scores (fp32), top-k indices, renormalized weights" if m.family == "nemotron_h" else
+                "router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0))
            if m.family != "granitemoehybrid" else
            # GraniteMoeHybridTopKRouter (modeling_granitemoehybrid.py): `F.linear(h, weight).float()`, topk of the fp32
            # logits (saves its int64 indices), then softmax over the k chosen only (saves its fp32 output, k wide)
