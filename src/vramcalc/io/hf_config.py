@@ -67,8 +67,9 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              # Zamba2 (_zamba2)
              "n_mamba_heads", "mamba_headdim", "num_mem_blocks", "adapter_rank", "attention_hidden_size",
              "attention_head_dim",
-             # Nemotron-H (_nemotron_h)
-             "mamba_num_heads", "mamba_head_dim", "ssm_state_size")
+             # Nemotron-H (_nemotron_h, _nemotron_h_moe)
+             "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "moe_shared_expert_intermediate_size",
+             "n_group", "topk_group")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
@@ -81,7 +82,9 @@ _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_
           "position_biased_input", "mamba_conv_bias", "mamba_proj_bias", "mamba_rms_norm", "projectors_bias",
           "use_qk_norm", "use_mambapy",
           # Zamba2 (_zamba2)
-          "add_bias_linear", "use_shared_attention_adapter", "use_mem_rope", "use_long_context")
+          "add_bias_linear", "use_shared_attention_adapter", "use_mem_rope", "use_long_context",
+          # Nemotron-H MoE (_nemotron_h_moe)
+          "norm_topk_prob", "output_router_logits")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
