@@ -741,13 +741,16 @@ def _check_zamba2(m: ModelSpec) -> None:
 
 
 def _check_nemotron_h(m: ModelSpec) -> None:
-    """Nemotron-H's layer pattern (configuration_nemotron_h.py _pattern_to_list: M, *, -; E is MoE, not modelled)."""
+    """Nemotron-H's layer pattern (configuration_nemotron_h.py _pattern_to_list: M, *, -, E: NemotronHMoE)."""
     if m.family != "nemotron_h":
         raise SpecError("hybrid_pattern", "hybrid_pattern is read for family nemotron_h only")
     if not isinstance(m.hybrid_pattern, str) or len(m.hybrid_pattern) != (m.num_layers or 0) \
-            or set(m.hybrid_pattern) - set("M*-"):
+            or set(m.hybrid_pattern) - set("M*-E"):
         raise SpecError("hybrid_pattern", f"hybrid_pattern must be num_layers ({m.num_layers}) characters of M "
-                        "(Mamba-2), * (attention) and - (MLP) (Nemotron-H-8B: M-M-M-M*-M-...)")
+                        "(Mamba-2), * (attention), - (MLP) and E (MoE) (Nemotron-H-8B: M-M-M-M*-M-...)")
+    if ("E" in m.hybrid_pattern) != bool(m.num_experts):
+        raise SpecError("num_experts", "a Nemotron-H model has routed experts exactly when hybrid_pattern has E "
+                        "layers (Nemotron 3 Nano: num_experts 128, MEMEM*E...)")
     if "M" in m.hybrid_pattern and not m.mixer_intermediate_size:
         raise SpecError("mixer_intermediate_size", "a Nemotron-H model with M layers needs its Mamba-2 mixer's shape "
                         "(mixer_* fields)")
