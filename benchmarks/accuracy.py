@@ -1325,6 +1325,49 @@ def moe_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The router aux loss grid (`--grid aux`, issues 13 and 15): output_router_logits true (the config.json key,
+# --router-aux-loss), so that the ForCausalLM adds load_balancing_loss_func over every MoE layer's router logits
+# (memory/router_aux.py). Published MoE config.json files cut to narrow shapes with many experts, so that the
+# (tokens, experts) logits per layer weigh in the peak: Mixtral (every layer sparse), Qwen3-MoE (normalized top-k) and
+# gpt-oss (a router bias, eager attention with sinks); full fine-tuning and LoRA, checkpointing off / on, at b2 s512
+# and b1 s1024. Written to accuracy_aux.{json,md}. (Qwen1.5-MoE at this narrow shape, hidden 64 and 48 experts, is
+# left out: its LoRA run with checkpointing is -4.6 % under without the aux loss already, a gap of the MoE layer's
+# rerun of its own; the aux loss adds exactly the traced 4 x tokens x 48 x 2 B there, full and LoRA, with or without
+# checkpointing.)
+AUX_SHAPES = {
+    "aux:mixtral": ("mixtral-8x7b-v0.1", {"hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 4,
+                                         "num_attention_heads": 4, "num_key_value_heads": 2, "num_local_experts": 32,
+                                         "num_experts_per_tok": 2, "vocab_size": 512,
+                                         "output_router_logits": True}),
+    "aux:qwen3_moe": ("qwen3-30b-a3b", {"hidden_size": 64, "moe_intermediate_size": 32, "intermediate_size": 128,
+                                       "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+                                       "head_dim": 16, "num_experts": 64, "num_experts_per_tok": 4,
+                                       "vocab_size": 512, "output_router_logits": True}),
+    "aux:gpt_oss": ("gpt-oss-20b", {"hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 4,
+                                   "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                                   "num_local_experts": 32, "num_experts_per_tok": 4, "vocab_size": 512,
+                                   "sliding_window": 64, "output_router_logits": True,
+                                   "layer_types": ["sliding_attention", "full_attention"] * 2}),
+}
+AUX_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora q,k,v,o", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")}),
+)
+
+
+def aux_grid() -> list[dict[str, Any]]:
+    """3 families x 2 runs x 2 shapes x checkpointing off / on (24 cases)."""
+    cases = []
+    for model in AUX_SHAPES:
+        for label, kw in AUX_RUNS:
+            for b, seq in ((2, 512), (1, 1024)):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b{b} s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=b, seq_len=seq, grad_checkpointing=gc)})
+    return cases
+
+
 # The QLoRA dequantization grid (`--grid dequant`, issue 15; 24 cases): published dense models whose hidden size
 # makes the dequantized 16-bit weight of a block Linear (bitsandbytes MatMul4Bit, forward and backward) the largest
 # temporary, cut to 4 layers with a 2,048-token vocabulary so that the head does not hide it: Llama-3.1-8B, Mistral-7B
@@ -1776,6 +1819,13 @@ def _model(name: str) -> Any:
         d.update(shape, layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)])
         d.pop("quantization_config")
         return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
+    if name.startswith("aux:"):  # a published MoE config.json cut, output_router_logits true (AUX_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config, shape = AUX_SHAPES[name]
+        d = {**json.loads((HF_DIR / f"{config}.json").read_text()), **shape}
+        d.pop("quantization_config", None)  # gpt-oss: MXFP4 experts, dequantized to train (as --grid gptoss)
+        return spec_from_hf_config(d, name[4:], "benchmarks/accuracy.py")
     if name.startswith("moe:"):  # a published MoE config.json cut to a tiny shape (MOE_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -2457,7 +2507,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "unsloth": unsloth_grid, "liger": liger_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
          "vlm3": llava_next_grid,
          "ppo": ppo_grid,
-         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid}
+         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid, "aux": aux_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -2498,7 +2548,9 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "dequant": " (QLoRA's dequantized weight: wide dense models, 4 layers, small vocabulary; issue 15)",
           "llama4v": " (vision-language models: Llama 4 Scout / Maverick multimodal, tiles and pixel shuffle; "
                      "issue 15)",
-          "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)"}
+          "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)",
+          "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
+                 "issues 13 and 15)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -2634,7 +2686,9 @@ def main() -> None:
                     "mllama: issue 15's 54 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
                     "the tower frozen, adapted or trained); dequant: issue 15's 24 QLoRA cases on wide dense models "
                     "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
-                    "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases")
+                    "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; "
+                    "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
+                    "gpt-oss; full and LoRA, checkpointing off / on)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -2647,7 +2701,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "zamba2", "nemotronh") \
+                         "zamba2", "nemotronh", "aux") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:
