@@ -134,10 +134,11 @@ def test_llama_factory_moe_aux_loss_coef(tmp_path: Path) -> None:
 
 def test_trl_router_aux_loss_coef(tmp_path: Path) -> None:
     # SFTConfig.router_aux_loss_coef (trl/trainer/sft_config.py): non-zero turns the aux loss on, 0.0 off
-    p = tmp_path / "sft.yaml"
-    p.write_text("model_name_or_path: qwen3-30b-a3b\npacking: false\nrouter_aux_loss_coef: 0.001\n")
-    assert runfiles.load(p)[0].options["router_aux_loss"] is True
-    p.write_text("model_name_or_path: qwen3-30b-a3b\npacking: false\nrouter_aux_loss_coef: 0.0\n")
+    p = tmp_path / "sft.json"
+    p.write_text(json.dumps({"output_dir": "o", "packing": False, "router_aux_loss_coef": 0.001}))
+    on = runfiles.load(p)[0]
+    assert on.options["router_aux_loss"] is True and "router_aux_loss_coef" in on.mapped
+    p.write_text(json.dumps({"output_dir": "o", "packing": False, "router_aux_loss_coef": 0.0}))
     assert runfiles.load(p)[0].options["router_aux_loss"] is False
     # TRL's SFTTrainer turns it on by itself for a MoE config with a non-zero coefficient: said in a note
     b = estimate(presets.find_model("qwen3-30b-a3b"), replace(RUN, stack="trl", loss="trl"))

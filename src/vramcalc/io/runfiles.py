@@ -1464,10 +1464,14 @@ def _trl(d: dict[str, Any], run: Run) -> None:
                          "turns its fused linear cross-entropy off for TRL's own fused LM head); the loss is the trl "
                          "stack's.")
     _take_flag(HF, d, run, "activation_offloading", "activation_offload")
+
+
+def _trl_router_aux(d: dict[str, Any], run: Run) -> None:
+    """TRL's router_aux_loss_coef (sft_config.py, dpo_config.py, grpo_config.py ...; sft_trainer.py __init__:
+    aux_loss_enabled when the model's config has output_router_logits and the coefficient is not 0.0, which then
+    sets output_router_logits): the router aux loss on or off (memory/router_aux.py refuses it beyond SFT)."""
     coef = d.get("router_aux_loss_coef")
     if coef is not None:
-        # SFTConfig.router_aux_loss_coef (sft_trainer.py __init__: aux_loss_enabled when the model's config has
-        # output_router_logits and the coefficient is not 0.0, which then sets output_router_logits)
         run.options["router_aux_loss"] = _aux_coef("router_aux_loss_coef", coef) != 0
         run.mapped.append("router_aux_loss_coef")
 
@@ -1651,6 +1655,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     if "seq_len" not in run.options:
         _take(d, run, "max_seq_length", "seq_len", int)
     _trl(d, run)
+    _trl_router_aux(d, run)
     _optim(run, "optim", d.get("optim", default_optim))
     if "optim" not in d and "optim" in run.mapped:
         run.mapped.remove("optim")
