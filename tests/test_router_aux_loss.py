@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cli_helpers import invoke
 from vramcalc.core.errors import UnsupportedCombination
@@ -160,3 +162,23 @@ def test_aux_loss_matches_the_trace_of_a_tiny_qwen3_moe() -> None:
     assert on.peak_bytes - off.peak_bytes == 2 * 512 * 64 * 2
     got = estimate(m, replace(t, router_aux_loss=True))
     assert abs(got.tensor_peak_bytes - on.peak_bytes) / on.peak_bytes < 0.01
+
+
+@settings(max_examples=200)
+@given(st.sampled_from(["mixtral-8x7b", "qwen3-30b-a3b", "qwen1.5-moe-a2.7b", "gpt-oss-20b"]),
+       st.sampled_from(["full", "lora", "qlora"]), st.integers(1, 8), st.integers(1, 8192), st.booleans(),
+       st.sampled_from(["bf16", "pure-bf16", "amp-bf16", "fp32"]))
+def test_the_term_is_every_moe_layers_logits_and_never_lowers_a_phase(
+        name: str, method: str, batch: int, seq: int, gc: bool, precision: str) -> None:
+    # (the profile in conftest.py is derandomized) the added term is the MoE layers x tokens x experts x the compute
+    # dtype, whatever the run; no phase gets smaller, the optimizer step does not change
+    m = presets.find_model(name)
+    if method == "qlora" and m.family == "gpt_oss":
+        method = "lora"  # gpt-oss refuses QLoRA (its experts are Parameters; tests/test_gpt_oss.py)
+    t = TrainingSpec(method=method, batch_size=batch, seq_len=seq, grad_checkpointing=gc, precision=precision)
+    off, on = estimate(m, t), estimate(m, replace(t, router_aux_loss=True))
+    c = 4 if precision == "fp32" else 2
+    layers = (m.num_layers or 0) - m.first_dense_layers
+    assert on.details["activations.router_logits"] == layers * batch * seq * m.num_experts * c
+    assert all(on.phases[k] >= off.phases[k] for k in off.phases)
+    assert on.phases["optimizer_step"] == off.phases["optimizer_step"]
