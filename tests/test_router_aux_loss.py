@@ -92,11 +92,20 @@ def test_mixtral_amp_softmax_is_fp32() -> None:
     ("qwen3-30b-a3b", {"loss": "chunked"}, "--loss hf"),
     ("qwen3-30b-a3b", {"objective": "dpo"}, "SFT training"),
     ("qwen3-30b-a3b", {"mode": "inference"}, "--mode inference"),
+    ("qwen3-30b-a3b", {"mode": "serve"}, "--mode serve"),
+    ("qwen3-30b-a3b", {"tp": 2, "gpus_per_node": 2}, "--tp 2"),
 ])
 def test_refused_in_one_line(model: str, change: dict[str, object], match: str) -> None:
     with pytest.raises(UnsupportedCombination, match=match) as e:
         estimate(presets.find_model(model), replace(RUN, router_aux_loss=True, **change))
     assert "\n" not in str(e.value)
+
+
+def test_serving_ignores_the_config_key() -> None:
+    # vLLM runs its own model code (memory/vllm.py): a config.json's output_router_logits changes nothing there
+    m = replace(presets.find_model("qwen3-30b-a3b"), output_router_logits=True)
+    t = TrainingSpec(mode="serve", batch_size=4, seq_len=4096)
+    assert estimate(m, t).tensor_peak_bytes == estimate(replace(m, output_router_logits=False), t).tensor_peak_bytes
 
 
 def test_cli_option_and_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

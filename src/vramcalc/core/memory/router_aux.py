@@ -56,8 +56,8 @@ def active(m: ModelSpec, t: TrainingSpec) -> bool:
 
 def check(m: ModelSpec, t: TrainingSpec) -> None:
     """One line for a run the aux loss is not modelled on."""
-    if not active(m, t):
-        return
+    if not active(m, t) or (t.mode == "serve" and not t.router_aux_loss):
+        return  # (vLLM runs its own model code: a config.json's output_router_logits changes nothing there)
     if not m.num_experts:
         raise UnsupportedCombination(f"{FLAG}: {m.name} is not a mixture-of-experts model (no router); drop it")
     if m.family in REFUSED:
@@ -68,6 +68,9 @@ def check(m: ModelSpec, t: TrainingSpec) -> None:
     if t.mode != "train" or t.objective != "sft" or t.loss != "hf":
         raise UnsupportedCombination(f"{FLAG} is modelled for SFT training with --loss hf (the model's own loss), "
                                      f"not --mode {t.mode} --objective {t.objective} --loss {t.loss}; set it false")
+    if t.tp > 1 or t.pp > 1:
+        raise UnsupportedCombination(f"{FLAG} is modelled on data-parallel runs (one GPU, DDP, ZeRO, FSDP), not with "
+                                     f"--tp {t.tp} --pp {t.pp}; set it false")
     if t.kernels != "hf" or t.method not in ("full", "freeze", "lora", "qlora"):
         raise UnsupportedCombination(f"{FLAG} is modelled with --kernels hf and --method full, freeze, lora or "
                                      f"qlora, not --kernels {t.kernels} --method {t.method}; set it false")
