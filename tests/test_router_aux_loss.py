@@ -62,6 +62,9 @@ def test_qwen3_30b_keeps_every_layers_logits() -> None:
     aux = 48 * 128 * 2 + 2 * 4 * 128 + 4 + 8 * (2 + 8 + 4)
     assert on.details["temporaries.router_aux_loss"] == (2 * 151_936 + aux) * 4096
     assert "forward.aux_loss" in after and any("router aux loss" in n for n in on.notes)
+    # --upcast-logits (LLaMA-Factory upcast_lmhead_output, memory/upcast.py): the model returns fp32 logits
+    up = estimate(m, replace(RUN, router_aux_loss=True, upcast_logits=True))
+    assert up.details["temporaries.router_aux_loss"] == (4 * 151_936 + aux) * 4096
 
 
 def test_dense_bottom_layers_have_no_router() -> None:

@@ -150,6 +150,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["optimizer_in_bwd"] = True
     if getattr(t, "badam", False):
         out["badam"] = True
+    if getattr(t, "upcast_logits", False):
+        out["upcast_logits"] = True
     if t.packing != "none":
         out["packing"] = t.packing
     if t.kernels != "hf":

@@ -37,6 +37,7 @@ from vramcalc.core.memory import (
 )
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
+from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory.activations import (
     batch_rows,
     dequant_bytes,
@@ -1751,6 +1752,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              (f"({c} B × {_n(v)} vocab + 13 B) × {tok}" if c != 4 else f"13 B × {tok}"), loss_fwd,
              "(vocab × compute bytes + fp32 loss_1d + bool mask + int64 target × mask) × tokens", SRC_LIGER_CE)
         if t.loss == "liger-cross-entropy" else
+        Line("temporaries.loss_forward", "fp32 logits from the upcast hook (the loss's .float() a no-op)",
+             f"4 B × {_n(v)} vocab × {tok}", loss_fwd,
+             "the larger of the hook's moment (16-bit logits and their fp32 copy, before log_softmax's output) and "
+             "the loss's (fp32 logits)", _upcast.SRC)
+        if _upcast.active(t, recipe) else
         Line("temporaries.loss_forward", "logits + fp32 copy while the loss runs",
              (f"({c} B + 4 B) × {_n(v)} vocab × {tok}" if c != 4 else f"4 B × {_n(v)} vocab × {tok}"), loss_fwd,
              "vocab × tokens × bytes", SRC_LOSS),
@@ -1872,10 +1878,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                        "after generate() and the log-prob passes, over the whole generation batch",
                        SRC_REWARD_MODEL))
     if d.get("temporaries.router_aux_loss"):  # memory/router_aux.py: the aux loss's own forward moment
-        tl.append(Line("temporaries.router_aux_loss", "16-bit logits + the router aux loss (every layer's saved "
+        head_b = router_aux.head_logits_bytes(m, t, recipe) // max(v, 1)
+        tl.append(Line("temporaries.router_aux_loss", "the model's logits + the router aux loss (every layer's saved "
                        "softmax, the last layer's fp32 copies and top-k)",
-                       f"({c} B × {_n(v)} vocab + {_n(router_aux.loss_forward_bytes(m, t, recipe))} B) × {tok}",
-                       d["temporaries.router_aux_loss"], "(vocab × compute bytes + MoE layers × experts × softmax "
+                       f"({head_b} B × {_n(v)} vocab + {_n(router_aux.loss_forward_bytes(m, t, recipe))} B) × {tok}",
+                       d["temporaries.router_aux_loss"], "(vocab × logits bytes + MoE layers × experts × softmax "
                        "bytes + fp32 copies + top-k) × tokens", SRC_ROUTER_AUX))
     if end_t and peft_methods.token_rows(t):
         tl.append(Line("temporaries.gradient_sum", "dense gradient of the merged embedding weight",

@@ -207,6 +207,8 @@ OPTIONS: tuple[Opt, ...] = (
         "(Mixtral, Qwen-MoE, gpt-oss)."),
     Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam, --method full): one decoder layer "
         "trained at a time, fp32 copy and states."),
+    Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's "
+        "output to fp32 (fp32 logits; transformers' loss then makes no second fp32 copy)."),
     Opt("kernels", str, "hf",
         "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
         "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "

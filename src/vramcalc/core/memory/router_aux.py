@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -97,17 +98,24 @@ def loss_forward_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     return moe_layers(m) * e * s + 2 * 4 * e + 4 + k * (s + 8 + 4)
 
 
+def head_logits_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """The model's returned logits per token while the aux loss runs: the compute dtype, or fp32 where
+    --upcast-logits' hook returns the fp32 copy (memory/upcast.py)."""
+    return (4 if _upcast.active(t, recipe) else dtype_bytes(recipe.compute)) * (m.vocab_size or 0)
+
+
 def plan_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> tuple[int, int, int]:
-    """Per token: (every MoE layer's logits, the bottom layer's at its backward, the aux loss's forward bytes
-    beyond the 16-bit logits of the head); zeros when the step has no aux loss."""
+    """Per token: (every MoE layer's logits, the bottom layer's at its backward, the aux loss's forward moment's
+    temporaries: the head's logits and the aux loss's own bytes); zeros when the step has no aux loss."""
     if not active(m, t):
         return 0, 0, 0
     layer = logits_bytes(m, t, recipe)
-    return moe_layers(m) * layer, 0 if m.first_dense_layers else layer, loss_forward_bytes(m, t, recipe)
+    return (moe_layers(m) * layer, 0 if m.first_dense_layers else layer,
+            head_logits_bytes(m, t, recipe) + loss_forward_bytes(m, t, recipe))
 
 
 def add_moments(moments: list[_m.RawMoment], forward_moments: int, tokens: int, plan: tuple[int, int, int],
-                logits_t: int, details: dict[str, int]) -> tuple[int, int, int]:
+                details: dict[str, int]) -> tuple[int, int, int]:
     """Append the aux loss's term to every moment of a transformer step (memory/__init__.py _transformer_phases)
     and insert its own forward moment after the loss's; returns (forward_moments, activations, temporaries)."""
     held_t, bottom_t, aux_fwd_t = plan
@@ -120,8 +128,8 @@ def add_moments(moments: list[_m.RawMoment], forward_moments: int, tokens: int, 
         out.append((key, layout + (_AUX,), values + (by_key.get(key, held),)))
         if key == "forward.loss" and i < forward_moments:
             # the aux loss after the cross-entropy (MixtralForCausalLM.forward): the head's saved set, the model's
-            # 16-bit logits (in the output) and the aux loss's own bytes in place of the loss's temporaries
-            aux_t = (logits_t + aux_fwd_t) * tokens
+            # logits (in the output) and the aux loss's own bytes in place of the loss's temporaries
+            aux_t = aux_fwd_t * tokens
             out.append(("forward.aux_loss", layout[:-2] + (_AUX_FWD, layout[-1], _AUX),
                         values[:-2] + (aux_t, values[-1], held)))
     moments[:] = out
