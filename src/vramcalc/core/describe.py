@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vramcalc.core import lora_layers
 from vramcalc.core.memory.precision import recipe_of, resolve_precision
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
 from vramcalc.core.vocab import CLASSIC_FAMILIES, METHOD_LABELS
@@ -33,6 +34,8 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
             out["modules_to_save"] = ",".join(t.modules_to_save)
         if t.lora_trainable_tokens:
             out["lora_trainable_tokens"] = t.lora_trainable_tokens
+        if t.lora_layers:  # peft layers_to_transform (core/lora_layers.py): shown when set
+            out["lora_layers"] = lora_layers.text(t.lora_layers)
     if t.method == "qlora":
         out.update(quant_bits=t.quant_bits, double_quant=t.double_quant, kbit_prep=t.kbit_prep)
     if t.method == "freeze":
@@ -56,6 +59,8 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
     out.update(_saver_settings(t))
     if t.router_aux_loss:  # the MoE router's aux loss (memory/router_aux.py): shown when set
         out["router_aux_loss"] = True
+    if getattr(t, "add_tokens", 0) or getattr(t, "vocab_multiple", 1) > 1:  # new tokens (memory/new_tokens.py)
+        out.update(add_tokens=t.add_tokens, vocab_multiple=t.vocab_multiple)
     if t.target_len:  # an encoder-decoder's target (memory/seq2seq.py); decoders refuse it
         out["target_len"] = t.target_len
     if t.stack != "hf":
@@ -89,7 +94,11 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
     if t.method in ("lora", "qlora"):
         parts.append(f"{'DoRA' if t.dora else 'LoRA'} r={t.lora_rank} on {','.join(t.lora_targets)} ({t.adapter_dtype})"
                      + (f", full copies of {','.join(t.modules_to_save)}" if t.modules_to_save else "")
-                     + (f", {t.lora_trainable_tokens} trained token rows" if t.lora_trainable_tokens else ""))
+                     + (f", {t.lora_trainable_tokens} trained token rows" if t.lora_trainable_tokens else "")
+                     + (f", layers {lora_layers.text(t.lora_layers)} only" if t.lora_layers else ""))
+    if getattr(t, "add_tokens", 0) or getattr(t, "vocab_multiple", 1) > 1:
+        parts.append(f"{t.add_tokens} new tokens" + (f", vocabulary padded to a multiple of {t.vocab_multiple}"
+                                                     if t.vocab_multiple > 1 else ""))
     if t.method == "qlora":
         parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
                      + (" + double quant" if t.quant_bits == 4 and t.double_quant else "")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vramcalc.core import lora_layers
 from vramcalc.core.errors import VramcalcError
 from vramcalc.core.vocab import (
     ADAPTER_DTYPES,
@@ -107,6 +108,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("lora_trainable_tokens", int, 0,
         "LoRA: token ids whose embeddings are trained beside the adapters (the length of peft's "
         "trainable_token_indices); 0: none."),
+    Opt("lora_layers", str, "all",
+        "The decoder layers LoRA / QLoRA adapt (peft layers_to_transform): indices and ranges from 0, "
+        "e.g. 0-7,30,31; all: every layer.", sep=";"),
     Opt("quant_bits", int, 4, "QLoRA base: 4 (NF4) or 8 (int8)."),
     Opt("double_quant", bool, True, "QLoRA double quantization of the constants."),
     Opt("kbit_prep", bool, True,
@@ -114,6 +118,12 @@ OPTIONS: tuple[Opt, ...] = (
         "parameters (norms, embeddings, lm_head) to fp32; false: they stay 16-bit."),
     Opt("freeze_layers", int, None, "For --method freeze: layers frozen from the bottom."),
     Opt("train_head", bool, True, "For --method freeze: train the LM head."),
+    Opt("add_tokens", int, 0,
+        "New tokens: rows transformers' resize_token_embeddings adds to the input embedding (and an untied "
+        "lm_head), counted past the config's vocab_size; LoRA trains them only through --modules-to-save. 0: none."),
+    Opt("vocab_multiple", int, 1,
+        "New tokens: the resized vocabulary rounded up to this multiple (resize_token_embeddings "
+        "pad_to_multiple_of: axolotl resize_token_embeddings_to_32x 32, LLaMA-Factory 64); 1: no rounding."),
     # The other PEFT methods (core/peft_methods.py; --lora-rank and --lora-targets serve LoHa, LoKr, VeRA, IA3).
     Opt("virtual_tokens", int, 20, "Prompt, p- and prefix tuning: virtual tokens (peft num_virtual_tokens)."),
     Opt("encoder_hidden_size", int, None, "P-tuning's prompt-encoder MLP width, or prefix tuning's projection "
@@ -452,6 +462,10 @@ def training_spec(values: Mapping[str, Any], reward_spec: Any = None) -> Any:
     if isinstance(targets, str):
         targets = targets.split(",")
     kw["lora_targets"] = tuple(x.strip() for x in targets if str(x).strip())
+    try:
+        kw["lora_layers"] = lora_layers.parse(kw.get("lora_layers", "all"))
+    except lora_layers.LayersError as exc:
+        raise OptionError(f"--lora-layers: {exc}") from None
     feedforward = kw.get("ia3_feedforward", "auto")
     if isinstance(feedforward, str):
         feedforward = feedforward.split(",")

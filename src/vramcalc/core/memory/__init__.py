@@ -11,11 +11,12 @@ Phase model (steady state, step ≥ 2, `zero_grad(set_to_none=True)` after each 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
+from vramcalc.core import lora_layers as _lora_layers
 from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
@@ -31,6 +32,7 @@ from vramcalc.core.memory import jamba as _jamba
 from vramcalc.core.memory import liger as _liger
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import nemotron_h as _nemotron_h
+from vramcalc.core.memory import new_tokens as _new_tokens
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
@@ -72,6 +74,7 @@ from vramcalc.core.memory.weights import (
     WeightBytes,
     fp32_router_tensors,
     freeze_fraction,
+    saved_copies,
     saved_embedding,
     saved_head,
     unquantized_bytes,
@@ -172,6 +175,10 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    if _new_tokens.active(training):  # --add-tokens: the run on the resized model (memory/new_tokens.py)
+        resized, inner = _new_tokens.view(model, training)
+        b = estimate(resized, inner)
+        return replace(b, notes=(*b.notes, _new_tokens.note(model, training)))
     if training.objective == "ppo":
         from vramcalc.core.memory import ppo as _ppo  # TRL 0.19.1 PPOTrainer: the rollout, the policy + value step
 
@@ -619,7 +626,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         gradients = (w.trainable - w.copies) * dtype_bytes(training.adapter_dtype) + w.copies * w.copy_elem_bytes
         notes.append(f"modules_to_save {', '.join(training.modules_to_save)}: a full trainable copy "
                      f"({w.copies:,} parameters, with gradients and optimizer states), the original kept frozen "
-                     "(peft ModulesToSaveWrapper)" + (" ; tied embeddings: one copy of the shared matrix"
+                     "(peft ModulesToSaveWrapper)" + (_tied_copies_note(model, training)
                                                       if model.tie_word_embeddings else "") + ".")
     details: dict[str, int] = {
         "weights.base": w.base,
@@ -673,6 +680,14 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     held = w.total + ref_weights + reward_weights
     return _Plan(recipe, w, opt, gradients, held, opt.total, step_temporaries, details, tuple(notes),
                  checked, tail_notes + (_OVERHEAD_NOTE,), parallel, active_params(model), act, units)
+
+
+def _tied_copies_note(model: ModelSpec, training: TrainingSpec) -> str:
+    """modules_to_save on tied embeddings (weights.py saved_copies): one copy of the shared matrix, or two when
+    both modules are named (peft wraps and deep-copies each; the copies are no longer tied)."""
+    if len(saved_copies(model, training)) > 1:
+        return "; tied embeddings, both modules named: two copies of the shared matrix, trained apart"
+    return "; tied embeddings: one copy of the shared matrix"
 
 
 def _grad_elem(training: TrainingSpec, recipe: Recipe) -> int:
@@ -836,6 +851,13 @@ class _ActivationPlan:
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
     top_layer_grads: int = 0  # a trained MoE layer's expert gradients, there by its attention's backward
+    # --lora-layers with checkpointing and the top layer unadapted (core/lora_layers.py): an adapted layer's saved set
+    # less an unadapted one's (per token, per token x seq, constant), and the unadapted layers above the highest
+    # adapted one, whose kept inputs are freed by that layer's backward
+    idle_less_t: int = 0
+    idle_less_ts: int = 0
+    idle_less_c: int = 0
+    top_idle_layers: int = 0
     rl: _rl.RlPlan | None = None  # GRPO: generate() and the no-grad log-prob passes before the step (memory/rl.py)
     # The MoE router's aux loss (memory/router_aux.py plan_bytes): per token, every MoE layer's logits, the bottom
     # layer's, the aux loss's forward bytes; zeros without it
@@ -1007,8 +1029,35 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t += drop_t
         layers_less_ts += drop_ts
     # Layers below the first trainable one save nothing when their inputs need no gradient
-    # (frozen embeddings): autograd records no graph there. LoRA adapts every layer.
+    # (frozen embeddings): autograd records no graph there. LoRA adapts every layer, unless --lora-layers.
     saving_layers = trained_layers if t.method == "freeze" else n_layers
+    lora_idle = (0, 0, 0, 0)
+    if _lora_layers.active(t):
+        # LoRA on some layers (peft layers_to_transform, core/lora_layers.py). Without checkpointing the layers below
+        # the lowest adapted one record no graph (their input and weights need no gradient), the lowest saves LoRA's
+        # bottom set (lora_bottom above), and an unadapted layer above it saves a frozen layer's set, what its
+        # input's gradient needs (derivatives.yaml: the frozen Linears save no input; the norms, attention and
+        # activation save theirs). With checkpointing, enable_input_require_grads gives every layer's input a
+        # gradient: all keep their inputs, and the backward reruns the unadapted bottom layer with a frozen set.
+        from dataclasses import replace as _replace
+
+        frozen_layer = layer_fn(dense_m, _replace(t, method="freeze", freeze_layers=0, lora_layers=(), dora=False),
+                                recipe, trainable_weights=False)
+        idle_t = per_layer_t - sum(x.per_token for x in frozen_layer.terms if not x.batch1_only)
+        idle_ts = per_layer_ts - sum(x.per_token_seq for x in frozen_layer.terms)
+        idle_c = sum(x.const for x in layer.terms) - sum(x.const for x in frozen_layer.terms)
+        if lora_bottom:
+            saving_layers = n_layers - _lora_layers.lowest(t)
+        idle = saving_layers - len(t.lora_layers)  # unadapted layers that record a graph
+        layers_less_t += idle * idle_t
+        layers_less_ts += idle * idle_ts
+        layers_less_c += idle * idle_c
+        if not lora_bottom and _lora_layers.lowest(t) > 0:  # the bottom layer rerun (or kept) is an unadapted one
+            bottom_less_t += idle_t
+            bottom_less_ts += idle_ts
+            bottom_less_c += idle_c
+        if not lora_bottom:  # checkpointing: the top layer's rerun is an unadapted one's unless it is adapted
+            lora_idle = (idle_t, idle_ts, idle_c, n_layers - 1 - max(t.lora_layers))
     if t.method == "adaption-prompt" and not t.grad_checkpointing:  # only its top layers record a graph
         saving_layers = peft_methods.adaption_layers(m, t)
     if t.method == "freeze" and trained_layers == 0:
@@ -1123,7 +1172,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not no_vocab \
         else 0
     if head_trainable and not full_like and not reward:  # modules_to_save lm_head: the copy's gradient, its dtype
-        g_head = m.vocab_size * m.hidden_size * unquantized_bytes(t, recipe)
+        # (the copy keeps the module's dtype: fp32 only after QLoRA's prepare_model_for_kbit_training, as
+        # weights.py _with_copies stores it; plain LoRA's copy and its gradient are in the weights' dtype)
+        g_head = m.vocab_size * m.hidden_size * (unquantized_bytes(t, recipe) if t.method == "qlora"
+                                                 else dtype_bytes(recipe.weight))
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
     # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of
@@ -1258,6 +1310,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         **({} if unsloth else dict(zip(("dequant_fwd", "dequant_bwd"),
                                        dequant_bytes(m, t, recipe, quantized_linears(m)), strict=True))),
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
+        **dict(zip(("idle_less_t", "idle_less_ts", "idle_less_c", "top_idle_layers"), lora_idle, strict=True)),
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
         router_aux=_router_aux.plan_bytes(m, t, recipe),
@@ -1411,6 +1464,13 @@ def _transformer_phases(
             kept += p.offload_leaf_t * tokens
             kept_bwd += p.offload_leaf_t * tokens
         recomputed = per_layer if saving_layers else 0
+        if p.top_idle_layers and recomputed:
+            # --lora-layers, the top layers unadapted: the backward's largest rerun is the top (unadapted) layer's with
+            # every input kept, or the highest adapted layer's once the inputs above it are freed (measured with the
+            # tracer, --grid lora-layers: tinyllama cut to 8 layers, QLoRA on layers 0-1, eager, with checkpointing:
+            # +3.0 % with the adapted set at the top)
+            idle_set = per_layer - (p.idle_less_t * tokens + p.idle_less_ts * token_seq + p.idle_less_c)
+            recomputed = max(idle_set, per_layer - p.top_idle_layers * p.layer_input_t * tokens)
         # (the losses that project with the head module: the others count its weight in their own terms)
         head_cast_kept = p.autocast_head_copy if p.loss == "hf" or p.loss in _CHUNKED_HEADS else 0
         copies = p.layer_copies
