@@ -212,6 +212,9 @@ OPTIONS: tuple[Opt, ...] = (
         "(torchtune optimizer_in_bwd)."),
     Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: with --gpu, a note gives the batch it "
         "ends at (x0.9 per OOM)."),
+    Opt("router_aux_loss", bool, False, "MoE: the router's load-balancing aux loss (transformers "
+        "output_router_logits; a config.json's true sets it): every MoE layer's router logits kept to the loss "
+        "(Mixtral, Qwen-MoE, gpt-oss)."),
     Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam, --method full): one decoder layer "
         "trained at a time, fp32 copy and states."),
     Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's "
