@@ -204,6 +204,8 @@ OPTIONS: tuple[Opt, ...] = (
         "ends at (x0.9 per OOM)."),
     Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam, --method full): one decoder layer "
         "trained at a time, fp32 copy and states."),
+    Opt("lisa_layers", int, None, "LISA (axolotl lisa_n_layers, --method full): N decoder layers trained at a time, "
+        "switched every few steps; the worst step holds every layer's optimizer states."),
     Opt("kernels", str, "hf",
         "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
         "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "

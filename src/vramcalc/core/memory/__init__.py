@@ -29,6 +29,7 @@ from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import jamba as _jamba
 from vramcalc.core.memory import liger as _liger
+from vramcalc.core.memory import lisa as _lisa
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import nemotron_h as _nemotron_h
 from vramcalc.core.memory import online_dpo as _online_dpo
@@ -180,6 +181,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
 def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     if _badam.active(training):  # BAdam: one decoder layer trained at a time, the bottom one's peak (memory/badam.py)
         training = _badam.view(model, training)
+    if _lisa.active(training):  # LISA: the top N layers trained, the embeddings and head too (memory/lisa.py)
+        training = _lisa.view(model, training)
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
@@ -615,6 +618,17 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                      f"({w.copies:,} parameters, with gradients and optimizer states), the original kept frozen "
                      "(peft ModulesToSaveWrapper)" + (" ; tied embeddings: one copy of the shared matrix"
                                                       if model.tie_word_embeddings else "") + ".")
+    first_states = 0
+    if _lisa.active(training):
+        # LISA (memory/lisa.py): the Trainer's optimizer holds every parameter and keeps each state once made, so the
+        # worst step holds full fine-tuning's states; its foreach temporaries cover the parameters with a gradient
+        from dataclasses import replace as _replace
+
+        every = _replace(training, method="full")
+        all_opt = optimizer_bytes(weight_bytes(body, every, recipe).trainable_tensors, recipe, every, body)
+        first_states = opt.moments + opt.master_weights
+        opt = OptimizerBytes(all_opt.moments, all_opt.master_weights, opt.step_temporaries, opt.paged)
+        notes.append(_lisa.note(model, training, first_states, opt.moments + opt.master_weights))
     details: dict[str, int] = {
         "weights.base": w.base,
         "weights.quant_constants": w.quant_constants,
@@ -625,6 +639,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     }
     if router_states:
         details["optimizer_state.fp32_routers"] = router_states
+    if first_states:
+        details["optimizer_state.lisa_first_step"] = first_states
     if _preference.is_preference(training) or _rl.is_rl(training) or _online_dpo.is_online_dpo(training):
         details["weights.reference"] = ref_weights
     if reward_weights:
@@ -1020,15 +1036,25 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             bottom_less_ts += drop_ts
             layers_less_t += drop_t
             layers_less_ts += drop_ts
-    if t.method == "freeze" and m.tie_word_embeddings and t.train_head and frozen and not t.grad_checkpointing:
+    if t.method == "freeze" and (m.tie_word_embeddings or _lisa.active(t)) and t.train_head and frozen \
+            and not t.grad_checkpointing:
         # A head tied to the embedding: training the head trains the embedding, so every frozen layer's input needs
         # a gradient and the frozen layers save their input-gradient set (measured with the tracer: a tiny Mamba
         # config with 2 of 4 layers frozen was -36 % under with only the trained layers saving; qwen2.5-0.5b with
         # 16 of 24 layers frozen, b2 s256 bf16, -7.32 %, now +0.00 %). With checkpointing the frozen layers keep only
-        # their inputs, which the checkpointed count already holds.
+        # their inputs, which the checkpointed count already holds. LISA trains the embeddings (memory/lisa.py): the
+        # same.
         frozen_t = sum(x.per_token for x in layer_fn(m, t, recipe, trainable_weights=False).terms)
         saving_layers = n_layers
         layers_less_t += frozen * (per_layer_t - frozen_t)
+    if _lisa.active(t) and frozen:
+        # LISA (memory/lisa.py): the trained embedding gives every layer's input a gradient, so every layer records
+        # a graph (under checkpointing, keeps its input); the bottom layer is a frozen one, saving (or recomputing)
+        # only what its input's gradient needs
+        frozen_layer = layer_fn(m, t, recipe, trainable_weights=False)
+        saving_layers = n_layers
+        bottom_less_t += per_layer_t - sum(x.per_token for x in frozen_layer.terms if not x.batch1_only)
+        bottom_less_ts += per_layer_ts - sum(x.per_token_seq for x in frozen_layer.terms)
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding); ModernBERT
     # computes a pair per layer type (ModernBertModel.forward: global and local thetas).
     # (DeBERTa has no rotary tables either: its relative positions are shared_terms below, memory/deberta.py)
@@ -1255,7 +1281,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
                     + _hybrid.late_gradient_bytes(m, t, recipe) + _jamba.late_gradient_bytes(m, t, recipe)
-                    + _nemotron_h.late_gradient_bytes(m, t, recipe)
+                    + _nemotron_h.late_gradient_bytes(m, t, recipe) + _lisa.late_gradient_bytes(m, t, recipe)
                     if full_like else 0) + _zamba2.late_gradient_bytes(m, t, recipe)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
