@@ -72,7 +72,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
                 deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|jamba|nemotronh|gptoss|classics|vlm|vlm2|ppo|
-                badam]
+                badam|lisa]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -2443,6 +2443,26 @@ UNSLOTH_PARTIAL = (
 )
 
 
+# The LISA grid (`--grid lisa`, issue 13; 20 cases): axolotl's lisa_n_layers (memory/lisa.py; the tracer builds the
+# optimizer over every parameter, then switches the trained layers before each step as LISACallback does, bottom-up n at
+# a time until every layer has had its optimizer states made, and reports a step with the top n trained:
+# trace/_run.py lisa_schedule) on the BAdam grid's models x 5 runs: 2 layers, 2 with checkpointing, 4 with eager
+# attention, 8 on a short step whose peak is the optimizer step, 2 with gradient accumulation. Written to
+# accuracy_lisa.{json,md}, its traces to trace_cache_lisa.json.
+LISA_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("lisa 2", {"lisa_layers": 2, "batch_size": 2, "seq_len": 512}),
+    ("lisa 2 gc", {**GC, "lisa_layers": 2, "batch_size": 2, "seq_len": 512}),
+    ("lisa 4 eager", {"lisa_layers": 4, "attention": "eager", "batch_size": 1, "seq_len": 512}),
+    ("lisa 8 step peak", {"lisa_layers": 8, "batch_size": 1, "seq_len": 64}),
+    ("lisa 2 accum 2", {"lisa_layers": 2, "grad_accum": 2, "batch_size": 2, "seq_len": 256}),
+)
+
+
+def lisa_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | b{kw['batch_size']} s{kw['seq_len']}", "model": model, "method": label,
+             "training": {"method": "full", **kw}} for model in BADAM_MODELS for label, kw in LISA_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -2457,7 +2477,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "unsloth": unsloth_grid, "liger": liger_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
          "vlm3": llava_next_grid,
          "ppo": ppo_grid,
-         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid}
+         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid, "lisa": lisa_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -2498,7 +2518,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "dequant": " (QLoRA's dequantized weight: wide dense models, 4 layers, small vocabulary; issue 15)",
           "llama4v": " (vision-language models: Llama 4 Scout / Maverick multimodal, tiles and pixel shuffle; "
                      "issue 15)",
-          "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)"}
+          "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)",
+          "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)"}
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -2634,7 +2655,8 @@ def main() -> None:
                     "mllama: issue 15's 54 Llama-3.2-Vision cases (tiled two-encoder tower, cross-attention layers, "
                     "the tower frozen, adapted or trained); dequant: issue 15's 24 QLoRA cases on wide dense models "
                     "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
-                    "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases")
+                    "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; "
+                    "lisa: issue 13's 20 LISA cases (axolotl lisa_n_layers)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -2646,7 +2668,7 @@ def main() -> None:
                          "ssm", "ssm2", "hybrid", "bamba", "granite", "gptoss", "classics", "vlm", "moe", "llama4",
                          "vlm2",
                          "unsloth", "liger",
-                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
+                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "lisa", "jamba",
                          "zamba2", "nemotronh") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
