@@ -285,7 +285,7 @@ def test_llama_factory_quantization_keys(tmp_path: Path) -> None:
 
 def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
     # axolotl and LLaMA-Factory keys that change memory (runfiles.py UNMODELLED_KEYS): named, never "ignored"
-    ax_keys = ("unfrozen_parameters", "lisa_n_layers", "peft_layers_to_transform", "sequence_parallel_degree",
+    ax_keys = ("unfrozen_parameters", "context_parallel_size", "peft_layers_to_transform", "sequence_parallel_degree",
                "embeddings_skip_upcast")
     ax = runfiles.load(_json(tmp_path, "ax.yaml", "base_model: mistral-7b\nadapter: lora\nliger_rms_norm: true\n"
                              + "".join(f"{k}: 2\n" for k in ax_keys)))[0]
