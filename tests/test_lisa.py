@@ -69,9 +69,10 @@ def test_lisa_matches_the_trace_of_a_small_llama() -> None:
 
     # the tracer builds the optimizer over every parameter, then switches layers before each step (bottom-up, 2 at a
     # time, until every layer has states) and reports a step with the top 2 trained (trace/_run.py lisa_schedule).
-    # (checkpointing, band of (estimate - trace) / trace): measured +0.06 % without checkpointing, -0.56 % with it
-    # (the bottom frozen layer's recomputed backward on this toy, a layer's weights as large as its activations)
-    for gc, (lo, hi) in ((False, (0.0, 0.002)), (True, (-0.01, 0.0))):
+    # (checkpointing, band of (estimate - trace) / trace): measured +0.06 % without checkpointing, +2.19 % with it
+    # (the lowest trained layer's moment counts its whole gradient beside its whole recomputed set: on this toy a
+    # layer's weights are as large as its activations; full fine-tuning on the same toy is +3.13 %)
+    for gc, (lo, hi) in ((False, (0.0, 0.002)), (True, (0.0, 0.025))):
         t = replace(LISA, batch_size=2, seq_len=128, grad_checkpointing=gc)
         got, ref = estimate(SMALL, t), trace(SMALL, t)
         # every parameter's AdamW states exist at the reported step (the warm-up steps made them)
