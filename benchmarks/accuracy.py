@@ -2443,11 +2443,11 @@ UNSLOTH_PARTIAL = (
 )
 
 
-# The LISA grid (`--grid lisa`, issue 13; 20 cases): axolotl's lisa_n_layers (memory/lisa.py; the tracer builds the
+# The LISA grid (`--grid lisa`, issue 13; 24 cases): axolotl's lisa_n_layers (memory/lisa.py; the tracer builds the
 # optimizer over every parameter, then switches the trained layers before each step as LISACallback does, bottom-up n at
 # a time until every layer has had its optimizer states made, and reports a step with the top n trained:
 # trace/_run.py lisa_schedule) on the BAdam grid's models x 5 runs: 2 layers, 2 with checkpointing, 4 with eager
-# attention, 8 on a short step whose peak is the optimizer step, 2 with gradient accumulation. Written to
+# attention, 8 on a short step, 2 with gradient accumulation, 2 in pure bf16 (axolotl's bf16: true). Written to
 # accuracy_lisa.{json,md}, its traces to trace_cache_lisa.json.
 LISA_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("lisa 2", {"lisa_layers": 2, "batch_size": 2, "seq_len": 512}),
@@ -2455,6 +2455,7 @@ LISA_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("lisa 4 eager", {"lisa_layers": 4, "attention": "eager", "batch_size": 1, "seq_len": 512}),
     ("lisa 8 step peak", {"lisa_layers": 8, "batch_size": 1, "seq_len": 64}),
     ("lisa 2 accum 2", {"lisa_layers": 2, "grad_accum": 2, "batch_size": 2, "seq_len": 256}),
+    ("lisa 2 pure-bf16", {"lisa_layers": 2, "precision": "pure-bf16", "batch_size": 2, "seq_len": 512}),
 )
 
 
@@ -2656,7 +2657,7 @@ def main() -> None:
                     "the tower frozen, adapted or trained); dequant: issue 15's 24 QLoRA cases on wide dense models "
                     "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
                     "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; "
-                    "lisa: issue 13's 20 LISA cases (axolotl lisa_n_layers)")
+                    "lisa: issue 13's 24 LISA cases (axolotl lisa_n_layers)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
