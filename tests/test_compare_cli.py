@@ -189,6 +189,24 @@ def test_fit_limits_keep_an_explicit_margin() -> None:
     assert "limits keep" not in runner.invoke(app, list(args)).stdout
 
 
+def test_fit_serve_smallest_gpu_keeps_an_explicit_margin() -> None:
+    # llama-3.1-8b served with one 8,192-token request needs a 38.28 GB GPU (docs/serving.md). The A100 40GB
+    # (42,949,672,960 B) holds it with 12 % to spare, so it is the smallest preset without --margin; with --margin 15 %
+    # the smallest preset is the first one with 38.28 GB × 1.15 = 44.0 GB or more (cli/commands/fit.py _serve_doc).
+    args = ("fit", "llama-3.1-8b", "--mode", "serve", "--context", "8192", "--gpu", "l40s")
+    plain = run_json(*args)
+    kept = run_json(*args, "--margin", "15%")
+    assert plain["smallest_gpu"]["name"] == "a100-40gb" and not plain["smallest_gpu_keeps_margin"]
+    assert kept["smallest_gpu_keeps_margin"]
+    smallest = kept["smallest_gpu"]["memory_bytes"]
+    assert smallest >= kept["peak_bytes"] * 1.15 > plain["smallest_gpu"]["memory_bytes"]
+    # vLLM's own pool sets the concurrency: the margin does not change it
+    assert kept["max_concurrent_requests"] == plain["max_concurrent_requests"] == 24
+    table = runner.invoke(app, [*args, "--margin", "15%"]).stdout
+    assert "smallest GPU preset keeps the --margin of 15 %" in table
+    assert "keeps the --margin" not in runner.invoke(app, list(args)).stdout
+
+
 def test_fit_suggestions_when_nothing_fits() -> None:
     doc = run_json(
         "fit", "mistral-7b", "--gpu", "rtx4090", "--batch-size", "4", "--seq-len", "2048", "--check", code=1

@@ -50,6 +50,39 @@ def lora_inputs_saved(in_width: Callable[[str], int], modules: tuple[str, ...], 
     return total
 
 
+def tower_lora_split(model: ModelSpec, training: TrainingSpec,
+                     tower_linears: tuple[str, ...]) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
+    """peft 0.21's plain-name matching on a vision-language model whose tower layers hold `tower_linears`
+    (tuners_utils.py check_target_module_exists: a name's suffix anywhere in the model): (the tower Linears adapted in
+    every encoder layer, in `tower_linears` order; whether all-linear was asked, which also takes the projector's
+    Linears; the targets left for the language model). q/k/v/o_proj (auto: the model's defaults) name the tower
+    attention's as well as the text model's; fc1 / fc2 the tower MLP's only. Refuses targets that reach no
+    language-model module."""
+    from vramcalc.core.params import default_targets
+
+    tower: set[str] = set()
+    all_linear = False
+    text: list[str] = []
+    for raw in training.lora_targets:
+        t = raw.strip().lower()
+        if t == "all-linear":
+            tower |= set(tower_linears)
+            all_linear = True
+        elif t == "auto":
+            tower |= set(default_targets(model)) & set(tower_linears)
+        elif t in ("fc1", "fc2"):
+            tower.add(t)
+            continue
+        elif t in tower_linears:
+            tower.add(t)
+        text.append(raw.strip())
+    if not text:
+        raise UnsupportedCombination(f"LoRA targets {','.join(training.lora_targets)} adapt no module of "
+                                     f"{model.name}'s language model (fc1 / fc2 are the vision tower's only), which "
+                                     "is not modelled: add a language-model target such as q_proj,v_proj")
+    return tuple(m for m in tower_linears if m in tower), all_linear, tuple(text)
+
+
 Kind = Literal["linear", "norm", "prompt", "embedding", "attention"]
 Shapes = tuple[tuple[int, ...], ...]
 

@@ -67,7 +67,7 @@ def fit_command(
     target = found[0]
     training = training_spec(opts.run(run.options))
     if training.mode == "serve":  # vLLM: concurrency, max_model_len, utilization, smallest GPU (memory/vllm.py)
-        doc = _serve_doc(spec, training, target, m, units)
+        doc = _serve_doc(spec, training, target, m, units, keep_margin=margin is not None)
         _print_serve_fit(doc, fmt, units)
         if check and doc["status"] == "DOES NOT FIT":
             raise typer.Exit(code=1)
@@ -158,7 +158,7 @@ def _limits_margin_text(doc: dict[str, Any], units: str) -> str:
     """With --margin the limits keep it (searches.fit_report): say so, or the reader takes them as filling the GPU."""
     from vramcalc.cli.render import format_bytes
 
-    budget = doc.get("limits_budget_bytes")  # absent from --mode serve's document (its own limits)
+    budget = doc.get("limits_budget_bytes")
     if budget is None or budget == doc["gpu"]["memory_bytes"]:
         return ""
     return (f"limits keep the --margin of {doc['margin']['fraction'] * 100:g} %: each is the largest whose peak "
@@ -258,8 +258,12 @@ def margin_text_from_doc(doc: dict[str, Any]) -> str:
 
 
 
-def _serve_doc(spec: Any, training: Any, target: Any, m: Any, units: str) -> dict[str, Any]:
-    """`fit --mode serve`: what a vLLM server of `spec` holds on `target`, and the smallest GPU preset for the run."""
+def _serve_doc(spec: Any, training: Any, target: Any, m: Any, units: str, keep_margin: bool = False) -> dict[str, Any]:
+    """`fit --mode serve`: what a vLLM server of `spec` holds on `target`, and the smallest GPU preset for the run.
+
+    With --margin (`keep_margin`) the smallest GPU preset is the smallest that `estimate` calls FITS (the margin kept,
+    as fit's training limits keep it); the concurrency and max_model_len stay vLLM's own: the pool vLLM allocates
+    from gpu_memory_utilization, which no margin of ours changes."""
     from vramcalc.cli import render
     from vramcalc.core.margin import classify
     from vramcalc.core.memory import vllm
@@ -271,7 +275,8 @@ def _serve_doc(spec: Any, training: Any, target: Any, m: Any, units: str) -> dic
     status = classify(f.min_gpu_bytes, target.memory_bytes, m) if f.serves else "DOES NOT FIT"
     smallest = None
     for g in sorted(presets.gpus().specs, key=lambda g: (g.memory_bytes, g.name)):
-        if vllm.min_gpu_bytes(spec, training, training.batch_size, g.memory_bytes, g.name) <= g.memory_bytes:
+        budget = m.largest_peak(g.memory_bytes) if keep_margin else g.memory_bytes
+        if vllm.min_gpu_bytes(spec, training, training.batch_size, g.memory_bytes, g.name) <= budget:
             smallest = {"name": g.name, "display_name": g.display_name, "memory_bytes": g.memory_bytes}
             break
     return {
@@ -296,6 +301,7 @@ def _serve_doc(spec: Any, training: Any, target: Any, m: Any, units: str) -> dic
         "kv_cache_tokens": f.pool.tokens,
         "num_blocks": f.pool.num_blocks,
         "smallest_gpu": smallest,
+        "smallest_gpu_keeps_margin": keep_margin,
         "units": units,
         "notes": list(report),
     }
@@ -330,7 +336,9 @@ def _print_serve_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
         ("smallest GPU preset", f"{small['display_name']} ({format_bytes(small['memory_bytes'], units)})"
          if small else "none of the presets"),
     ]
-    keep = _limits_margin_text(doc, units)
+    keep = (f"the smallest GPU preset keeps the --margin of {doc['margin']['fraction'] * 100:g} %; the concurrency "
+            "and max_model_len are the pool vLLM allocates from gpu_memory_utilization, which the margin does not "
+            "change" if doc["smallest_gpu_keeps_margin"] else "")
     if fmt == "markdown":
         lines = [f"### {head}", "", *([keep, ""] if keep else []), "| limit | value |", "| --- | ---: |"]
         lines += [f"| {a} | {b} |" for a, b in limits]
@@ -339,6 +347,8 @@ def _print_serve_fit(doc: dict[str, Any], fmt: str, units: str) -> None:
         return
     con = console()
     con.print(head, style=STATUS_STYLE[doc["status"]], soft_wrap=True)
+    if keep:
+        con.print(f"  {keep}", soft_wrap=True)
     for a, b in limits:
         con.print(f"  {a}: {b}", soft_wrap=True)
     for n in doc["notes"]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.llama4_tiles import (
     image_hw,
@@ -55,7 +54,7 @@ from vramcalc.core.memory.weights import (
     image_side_bytes,
 )
 from vramcalc.core.params import image_linears, projector_params, vision_tower_params
-from vramcalc.core.peft_methods import lora_inputs_saved
+from vramcalc.core.peft_methods import lora_inputs_saved, tower_lora_split
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -114,26 +113,8 @@ def lora_targets(model: ModelSpec, training: TrainingSpec) -> tuple[tuple[str, .
     against get_peft_model on the meta model (tests/test_llama4v_lora.py). Empty for the other methods."""
     if training.method not in ("lora", "qlora"):
         return (), training.lora_targets
-    from vramcalc.core.params import default_targets
-
-    tower: set[str] = set()
-    text: list[str] = []
-    for raw in training.lora_targets:
-        t = raw.strip().lower()
-        if t == "auto":
-            tower |= set(default_targets(model)) & set(TOWER_LINEARS)
-            text.append(raw.strip())
-        elif t in ("fc1", "fc2"):
-            tower.add(t)
-        else:
-            if t in TOWER_LINEARS:
-                tower.add(t)
-            text.append(raw.strip())
-    if not text:
-        raise UnsupportedCombination(f"LoRA targets {','.join(training.lora_targets)} adapt no module of "
-                                     f"{model.name}'s language model (fc1 / fc2 are the vision tower's only), which "
-                                     "is not modelled: add a language-model target such as q_proj,v_proj")
-    return tuple(m for m in TOWER_LINEARS if m in tower), tuple(text)
+    tower, _, text = tower_lora_split(model, training, TOWER_LINEARS)  # all-linear: refused before (docstring)
+    return tower, text
 
 
 def _in_out(v: VisionSpec, module: str) -> tuple[int, int]:

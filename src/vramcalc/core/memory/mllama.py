@@ -38,7 +38,7 @@ from vramcalc.core.params import (
     resolve_targets,
     vision_tower_params,
 )
-from vramcalc.core.peft_methods import lora_inputs_saved
+from vramcalc.core.peft_methods import lora_inputs_saved, tower_lora_split
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -217,34 +217,10 @@ def lora_targets(model: ModelSpec, training: TrainingSpec) -> tuple[tuple[str, .
     get_peft_model on the meta model (tests/test_mllama_lora.py). Empty for the other methods."""
     if training.method not in ("lora", "qlora"):
         return (), False, training.lora_targets
-    from vramcalc.core.params import default_targets
-
-    tower: set[str] = set()
-    projector = False
-    text: list[str] = []
-    for raw in training.lora_targets:
-        t = raw.strip().lower()
-        if t == "all-linear":
-            tower |= set(TOWER_LINEARS)
-            projector = True
-            text.append(raw.strip())
-        elif t == "auto":
-            tower |= set(default_targets(model)) & set(TOWER_LINEARS)
-            text.append(raw.strip())
-        elif t in ("fc1", "fc2"):
-            tower.add(t)
-        elif t == "multi_modal_projector":
-            raise UnsupportedCombination(f"LoRA target 'multi_modal_projector' alone is not modelled for {model.name}: "
-                                         "all-linear adapts it with the tower's Linears")
-        else:
-            if t in TOWER_LINEARS:
-                tower.add(t)
-            text.append(raw.strip())
-    if not text:
-        raise UnsupportedCombination(f"LoRA targets {','.join(training.lora_targets)} adapt no module of "
-                                     f"{model.name}'s language model (fc1 / fc2 are the vision tower's only), which "
-                                     "is not modelled: add a language-model target such as q_proj,v_proj")
-    return tuple(m for m in TOWER_LINEARS if m in tower), projector, tuple(text)
+    if any(raw.strip().lower() == "multi_modal_projector" for raw in training.lora_targets):
+        raise UnsupportedCombination(f"LoRA target 'multi_modal_projector' alone is not modelled for {model.name}: "
+                                     "all-linear adapts it with the tower's Linears")
+    return tower_lora_split(model, training, TOWER_LINEARS)
 
 
 def _tower_in_out(v: VisionSpec, module: str) -> tuple[int, int]:
