@@ -2434,6 +2434,32 @@ def badam_grid() -> list[dict[str, Any]]:
              "training": {"method": "full", "badam": True, **kw}} for model in BADAM_MODELS for label, kw in BADAM_RUNS]
 
 
+# The upcast grid (`--grid upcast`, issue 13; 16 cases): LLaMA-Factory's upcast_lmhead_output (--upcast-logits,
+# memory/upcast.py; the tracer registers the same fp32 forward hook on lm_head) on tinyllama-1.1b (llama, 32k untied)
+# and qwen2.5-0.5b (152k tied), cut to 4 layers: full fine-tuning in pure bf16 (a trained 16-bit head), LoRA and QLoRA
+# (kbit_prep off, as in the other grids) on all-linear in bf16 at b2 s1024, and full fine-tuning under amp-bf16, whose
+# fp32 head gets no hook (no change), at b2 s512; each without and with checkpointing. (amp-bf16 with checkpointing at
+# b2 s1024 is +7.1 % on tinyllama, the trace's peak at the loss's forward: the same with or without the flag, as no hook
+# is registered there.) Written to accuracy_upcast.{json,md}, its traces to trace_cache_upcast.json.
+UPCAST_MODELS = ("tinyllama-1.1b", "qwen2.5-0.5b")
+UPCAST_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16", "batch_size": 2, "seq_len": 1024}),
+    ("lora", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",), "batch_size": 2,
+              "seq_len": 1024}),
+    ("qlora", {"method": "qlora", "precision": "bf16", "lora_targets": ("all-linear",), "kbit_prep": False,
+               "batch_size": 2, "seq_len": 1024}),
+    ("full amp-bf16 (fp32 head: no hook)", {"method": "full", "precision": "amp-bf16", "batch_size": 2,
+                                            "seq_len": 512}),
+)
+
+
+def upcast_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} ({FAMILY_LAYERS} layers) | {label} | upcast-logits | b{kw['batch_size']} "
+             f"s{kw['seq_len']} | {'gc' if gc else 'no-gc'}", "model": f"hf:{model}", "method": label,
+             "training": dict(kw, grad_checkpointing=gc, upcast_logits=True)}
+            for model in UPCAST_MODELS for label, kw in UPCAST_METHODS for gc in (False, True)]
+
+
 UNSLOTH_PARTIAL = (
     ("tinyllama-1.1b", "lora", "no-gc", (2, 512), ("qkv", "o", "mlp", "norm", "rope", "qkv,o", "qkv,o,mlp",
                                                    "norm,rope", "mlp,norm", "qkv,o,mlp,norm")),
@@ -2478,7 +2504,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "unsloth": unsloth_grid, "liger": liger_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
          "vlm3": llava_next_grid,
          "ppo": ppo_grid,
-         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid, "lisa": lisa_grid}
+         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid, "upcast": upcast_grid,
+         "lisa": lisa_grid}
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -2520,6 +2547,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "llama4v": " (vision-language models: Llama 4 Scout / Maverick multimodal, tiles and pixel shuffle; "
                      "issue 15)",
           "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)",
+          "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
           "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)"}
 
 
@@ -2657,6 +2685,7 @@ def main() -> None:
                     "the tower frozen, adapted or trained); dequant: issue 15's 24 QLoRA cases on wide dense models "
                     "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
                     "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; "
+                    "upcast: issue 13's 16 --upcast-logits cases (lm_head's fp32 hook: full, LoRA, QLoRA, amp); "
                     "lisa: issue 13's 24 LISA cases (axolotl lisa_n_layers)")
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -2669,7 +2698,8 @@ def main() -> None:
                          "ssm", "ssm2", "hybrid", "bamba", "granite", "gptoss", "classics", "vlm", "moe", "llama4",
                          "vlm2",
                          "unsloth", "liger",
-                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "lisa", "jamba",
+                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "upcast",
+                         "lisa", "jamba",
                          "zamba2", "nemotronh") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

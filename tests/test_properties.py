@@ -57,9 +57,9 @@ TARGETS = [("auto",), ("q_proj", "v_proj"), ("all-linear",), ("o_proj",), ("q_pr
 # Every boolean field of the specs (from their dataclass fields), drawn at random; the numbers are drawn
 # below with the structure each family needs (a head count that divides, experts_per_token <= experts...).
 MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool")
-# (--badam and --auto-find-batch-size are drawn last in trainings(), after every older field: a derandomized draw
-# stream then gives the older fields the values it gave before they existed)
-LATE_BOOLS = ("badam", "auto_find_batch_size")
+# (--badam, --auto-find-batch-size and --upcast-logits are drawn last in trainings(), after every older field: a
+# derandomized draw stream then gives the older fields the values it gave before they existed)
+LATE_BOOLS = ("badam", "auto_find_batch_size", "upcast_logits")
 TRAINING_BOOLS = tuple(f.name for f in fields(TrainingSpec) if f.type == "bool" and f.name not in LATE_BOOLS)
 
 
@@ -298,9 +298,9 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
 
 
 def _badam_repairs(kw: dict[str, Any]) -> dict[str, Any]:
-    """--badam and --auto-find-batch-size off where core/specs.py refuses them (_badam_consistent: full fine-tuning
-    of a supervised step on one GPU with AdamW, in mixed precision; transformers refuses auto_find_batch_size under
-    ZeRO-3)."""
+    """--badam, --auto-find-batch-size and --upcast-logits off where core/specs.py refuses them (_badam_consistent:
+    full fine-tuning of a supervised step on one GPU with AdamW, in mixed precision; transformers refuses
+    auto_find_batch_size under ZeRO-3)."""
     out: dict[str, Any] = {}
     one_gpu = (kw.get("gpus_per_node", 1) * kw.get("nodes", 1) == 1 and not kw.get("zero") and kw.get("fsdp", "none")
                == "none" and kw.get("offload", "none") == "none")
@@ -311,6 +311,12 @@ def _badam_repairs(kw: dict[str, Any]) -> dict[str, Any]:
         out["badam"] = False
     if kw.get("auto_find_batch_size") and (kw.get("mode", "train") != "train" or kw.get("zero") == 3):
         out["auto_find_batch_size"] = False
+    # --upcast-logits: training only (core/specs.py); off where memory/upcast.py check refuses it for any model, so
+    # those draws still estimate (the model-dependent refusals, encoders or Gemma 2, stay honest refusals)
+    if kw.get("upcast_logits") and (kw.get("mode", "train") != "train" or kw.get("loss", "hf") != "hf"
+                                    or kw.get("objective", "sft") != "sft" or kw.get("kernels", "hf") != "hf"
+                                    or kw.get("modules_to_save") or "lm_head" in kw.get("lora_targets", ())):
+        out["upcast_logits"] = False
     return out
 
 

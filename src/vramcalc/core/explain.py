@@ -37,6 +37,7 @@ from vramcalc.core.memory import (
 )
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
+from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory.activations import (
     batch_rows,
     dequant_bytes,
@@ -1762,6 +1763,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              (f"({c} B × {_n(v)} vocab + 13 B) × {tok}" if c != 4 else f"13 B × {tok}"), loss_fwd,
              "(vocab × compute bytes + fp32 loss_1d + bool mask + int64 target × mask) × tokens", SRC_LIGER_CE)
         if t.loss == "liger-cross-entropy" else
+        Line("temporaries.loss_forward", "fp32 logits from the upcast hook (the loss's .float() a no-op)",
+             f"4 B × {_n(v)} vocab × {tok}", loss_fwd,
+             "the larger of the hook's moment (16-bit logits and their fp32 copy, before log_softmax's output) and "
+             "the loss's (fp32 logits)", _upcast.SRC)
+        if _upcast.active(t, recipe) else
         Line("temporaries.loss_forward", "logits + fp32 copy while the loss runs",
              (f"({c} B + 4 B) × {_n(v)} vocab × {tok}" if c != 4 else f"4 B × {_n(v)} vocab × {tok}"), loss_fwd,
              "vocab × tokens × bytes", SRC_LOSS),

@@ -206,6 +206,8 @@ OPTIONS: tuple[Opt, ...] = (
         "trained at a time, fp32 copy and states."),
     Opt("lisa_layers", int, None, "LISA (axolotl lisa_n_layers, --method full): N decoder layers trained at a time, "
         "switched every few steps; the worst step holds every layer's optimizer states."),
+    Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's "
+        "output to fp32 (fp32 logits; transformers' loss then makes no second fp32 copy)."),
     Opt("kernels", str, "hf",
         "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
         "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "

@@ -936,6 +936,8 @@ class TrainingSpec:
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
     badam: bool = False  # BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time
     lisa_layers: int | None = None  # LISA (axolotl lisa_n_layers): decoder layers trained at a time (memory/lisa.py)
+    # LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's output to fp32 (memory/upcast.py)
+    upcast_logits: bool = False
     # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
     # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
     auto_find_batch_size: bool = False
@@ -1351,6 +1353,10 @@ class TrainingSpec:
             self._badam_consistent()
         if self.lisa_layers is not None:
             self._lisa_consistent()
+        if self.upcast_logits and self.mode != "train":
+            # LLaMA-Factory registers the hook in prepare_model_for_training, for a trainable model only
+            raise SpecError("", f"--upcast-logits is LLaMA-Factory's training hook on lm_head: drop it for --mode "
+                            f"{self.mode}")
         if self.auto_find_batch_size and self.mode != "train":
             raise SpecError("", f"--auto-find-batch-size is the Trainer's retry of a training step: drop it for --mode "
                             f"{self.mode}")

@@ -288,6 +288,9 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' CPUOffloadPolicy (_torchtune_fsdp)
 BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
+BOOLEAN_KEYS["llama-factory"]["upcast_lmhead_output"] = ()  # --upcast-logits (memory/upcast.py)
+BOOLEAN_KEYS["llama-factory"]["upcast_layernorm"] = ()  # UPCAST_LAYERNORM_NOTE over fp32 weights, else unmodelled
+BOOLEAN_KEYS["axolotl"]["embeddings_skip_upcast"] = ()  # EMBEDDINGS_SKIP_UPCAST_NOTE
 # liger_kernel_config's two loss keys (_liger_kernel_config)
 BOOLEAN_KEYS["hf-training-args"].update(dict.fromkeys(("liger_kernel_config.cross_entropy",
                                                        "liger_kernel_config.fused_linear_cross_entropy"), ()))
@@ -505,8 +508,13 @@ UNMODELLED_KEYS: dict[str, str] = {
     "quantization_method": "a non-bitsandbytes quantization",
     # LLaMA-Factory model_args.py keys that change what a step allocates (hiyouga/LLaMA-Factory
     # src/llamafactory/hparams/model_args.py @ 00577a8); none has a vramcalc option yet
-    "upcast_lmhead_output": "lm_head's output cast to fp32 by a forward hook (fp32 logits held instead of 16-bit)",
-    "upcast_layernorm": "the norm weights upcast to fp32 (fp32 norm outputs under autocast)",
+    # (upcast_lmhead_output is mapped: --upcast-logits, memory/upcast.py)
+    # model_utils/checkpointing.py prepare_model_for_training: every 1-D parameter named like a norm cast to fp32; a
+    # 16-bit model's norms then return fp32 (self.weight * hidden.to(bf16) promotes), which only the Trainer's bf16
+    # autocast lets reach the 16-bit Linears (each caller's own cast copy); vramcalc's 16-bit recipes run no autocast
+    # (over fp32 weights, amp / fp32 precisions, it is mapped with UPCAST_LAYERNORM_NOTE: no change)
+    "upcast_layernorm": "the norm weights upcast to fp32 over a 16-bit model: fp32 norm outputs and their per-Linear "
+                        "autocast casts",
     "fp8": "FP8 mixed precision through accelerate (fp8 casts of weights and saved inputs)",
     "mixture_of_depths": "mixture-of-depths routing (tokens skip layers)",
     "use_v1_kernels": "LLaMA-Factory's own fused kernels",
@@ -536,7 +544,6 @@ UNMODELLED_KEYS.update({
     "context_parallel_size": "context parallelism across GPUs",
     "tensor_parallel_size": "tensor parallelism across GPUs",
     "gpu_memory_limit": "a per-GPU max_memory for placing the model (the rest on the CPU)",
-    "embeddings_skip_upcast": "QLoRA's embeddings kept 16-bit (prepare_model_for_kbit_training upcasts them)",
     "s2_attention": "LongLoRA shifted sparse attention",
     # LLaMA-Factory (finetuning_args.py, model_args.py)
     "use_llama_pro": "LLaMA Pro block expansion (new trainable layers)",
@@ -697,6 +704,22 @@ AX, LF, HF, TT = "axolotl", "llama-factory", "hf-training-args", "torchtune"
 # ---- axolotl --------------------------------------------------------------------------------------------
 
 
+# axolotl embeddings_skip_upcast (axolotl-ai-cloud/axolotl @ 002a637c src/axolotl/loaders/model.py
+# _configure_embedding_dtypes; @ 0f7f036d monkeypatch/peft/utils.py patch_peft_prep_code). Without it, the norms and
+# get_linear_embedding_layers' modules (embed_tokens, lm_head) go to fp32, then prepare_model_for_kbit_training casts
+# every 16-bit non-Params4bit parameter to fp32; with it (and load_in_4bit), the embeddings are left out of the first
+# cast and peft's loop is patched to skip names containing embed_tokens / lm_head. Then, for any LoRA / QLoRA adapter
+# outside FSDP (needs_fa2_dtype, should_convert), _convert_embedding_modules_dtype casts the norms and the embedding
+# modules back to the training dtype. Either way the step starts with 16-bit norms, embed_tokens and lm_head: the key
+# removes only a load-time fp32 copy of the embeddings. (gpt_neox, falcon and nemotron_h name their embeddings
+# otherwise: there the patched loop casts them to fp32 and, the embedding list emptied, nothing casts them back.)
+EMBEDDINGS_SKIP_UPCAST_NOTE = (
+    "embeddings_skip_upcast: no memory change in the step: for LoRA / QLoRA axolotl casts the norms, embed_tokens and "
+    "lm_head back to the training dtype after prepare_model_for_kbit_training whether it is set or not (loaders/"
+    "model.py _configure_embedding_dtypes); it skips only a load-time fp32 copy of the embeddings. The estimate counts "
+    "them as --kbit-prep does (fp32, over: the safe side); --no-kbit-prep counts them 16-bit.")
+
+
 def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     # Keys from axolotl's config reference (docs/config-reference.qmd): base_model, adapter, load_in_4bit,
     # load_in_8bit, lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_target_linear, sequence_len,
@@ -749,6 +772,9 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     elif _flag(AX, d.get("fp16"), "fp16"):
         run.options["precision"] = "pure-fp16" if run.options["method"] == "full" else "fp16"
         run.mapped.append("fp16")
+    if _flag(AX, d.get("embeddings_skip_upcast"), "embeddings_skip_upcast"):
+        run.notes.append(EMBEDDINGS_SKIP_UPCAST_NOTE)
+    _seen(d, run, "embeddings_skip_upcast")
     if _flag(AX, d.get("eager_attention"), "eager_attention"):
         run.options["attention"] = "eager"
         run.mapped.append("eager_attention")
@@ -1249,6 +1275,15 @@ def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
 # ---- LLaMA-Factory --------------------------------------------------------------------------------------
 
 
+# LLaMA-Factory upcast_layernorm (model_utils/checkpointing.py @ 06d78ff1 prepare_model_for_training: every 1-D
+# parameter whose name holds a LAYERNORM_NAMES entry cast to fp32) where the run's weights are fp32 already: full
+# tuning without pure_bf16 casts every trainable parameter to fp32 (model/adapter.py _setup_full_tuning,
+# cast_trainable_params_to_fp32), and the estimate's amp / fp32 recipes hold every weight in fp32.
+UPCAST_LAYERNORM_NOTE = ("upcast_layernorm: no change here: the norms are fp32 already (LLaMA-Factory casts every "
+                         "trainable parameter to fp32 without pure_bf16; the estimate's amp / fp32 precision holds "
+                         "every weight in fp32).")
+
+
 def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # Keys from LLaMA-Factory's hparams (model_args.py, finetuning_args.py, data_args.py) and its
     # examples/train_*/*.yaml. Defaults that differ from vramcalc's are applied: cutoff_len 2048
@@ -1317,6 +1352,9 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
         run.options["kernels"] = "unsloth"
     _seen(d, run, "use_unsloth")
     run.options["stack"] = "llama-factory"
+    # model_args.py upcast_lmhead_output: model_utils/checkpointing.py prepare_model_for_training registers
+    # _fp32_forward_post_hook on a 16-bit lm_head (memory/upcast.py)
+    _take_flag(LF, d, run, "upcast_lmhead_output", "upcast_logits")
     # data_args.py: packing concatenates sequences into cutoff_len rows attending across them (full rows,
     # as estimated); neat_packing keeps them apart with a block-diagonal 4-D mask (data/collator.py
     # prepare_4d_attention_mask), counted as packed rows.
@@ -1410,6 +1448,13 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "stage")
     if _hf_multi_gpu(d, path, run) and method not in ("lora", "qlora") and half is not None:
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
+    if "upcast_layernorm" in d and (not _flag(LF, d["upcast_layernorm"], "upcast_layernorm")
+                                    or run.options["precision"] in ("amp-bf16", "amp-fp16", "fp32")):
+        # fp32 weights already (the estimate's amp / fp32 recipes): the cast changes nothing (UPCAST_LAYERNORM_NOTE);
+        # over 16-bit weights it stays in UNMODELLED_KEYS
+        run.mapped.append("upcast_layernorm")
+        if _flag(LF, d["upcast_layernorm"], "upcast_layernorm"):
+            run.notes.append(UPCAST_LAYERNORM_NOTE)
     return _finish(d, run)
 
 

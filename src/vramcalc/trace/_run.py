@@ -53,6 +53,18 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         # _assign_is_quantized): JambaMambaMixer then calls dt_proj as a module instead of reading its weight
         if model.family == "jamba":
             hf.config._is_quantized = True
+    from vramcalc.core.memory import upcast as _upcast_core
+    from vramcalc.core.memory.precision import recipe_of
+
+    _upcast_core.check(model, training)
+    if _upcast_core.active(training, recipe_of(training)):
+        # LLaMA-Factory prepare_model_for_training (model_utils/checkpointing.py, upcast_lmhead_output), run in
+        # patch_model before init_adapter: a forward hook on the 16-bit nn.Linear head returning output.to(fp32)
+        head = hf.get_output_embeddings()
+        assert isinstance(head, torch.nn.Linear) and head.weight.dtype != torch.float32
+        head.register_forward_hook(lambda _module, _args, output: output.to(torch.float32))
+        notes.append("upcast logits: lm_head's output cast to fp32 by a forward hook (LLaMA-Factory "
+                     "_fp32_forward_post_hook)")
     if method in ("lora", "qlora"):
         from vramcalc.trace._peft import wrap_lora
 

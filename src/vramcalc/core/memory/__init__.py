@@ -40,6 +40,7 @@ from vramcalc.core.memory import rl as _rl
 from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory import unsloth as _unsloth
+from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory import zamba2 as _zamba2
 from vramcalc.core.memory.activations import (
@@ -185,6 +186,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         training = _lisa.view(model, training)
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
+    _upcast.check(model, training)  # --upcast-logits where the hook is not modelled (memory/upcast.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
     _zamba2.check_run(model, training)  # Zamba2: train, full and LoRA only (memory/zamba2.py)
@@ -554,6 +556,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     notes += _fused_moe_notes(model, training, recipe)
     if _badam.active(training):
         notes.append(_badam.note(model))
+    if training.upcast_logits:
+        notes.append(_upcast.note(training, recipe))
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
     body = _reward.body(model) if training.objective == "reward" else model
     w = weight_bytes(body, training, recipe)

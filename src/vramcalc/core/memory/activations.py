@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
+from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory.deberta import attention_terms as deberta_attention_terms
 from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
 from vramcalc.core.memory.deberta import is_deberta
@@ -1170,6 +1171,11 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     # Forward: the 16-bit logits and their fp32 upcast coexist while log_softmax runs; in fp32 the
     # upcast is the same tensor.
     fwd = (c if c != 4 else 0) * v + 4 * v
+    if _upcast.active(t, recipe):
+        # LLaMA-Factory's fp32 hook on lm_head (memory/upcast.py): the 16-bit logits live only inside the hook, beside
+        # their fp32 copy, before log_softmax's saved output exists; then the fp32 logits beside that output
+        # (`.float()` returns them). Relative to the saved set: the larger of c and 4 B per vocabulary entry.
+        fwd = max(c, 4) * v
     # Backward: nll_loss's fp32 gradient and log_softmax's fp32 input gradient, next to the saved output.
     bwd = 8 * v
     return HeadActivations(saved, fwd, bwd)
