@@ -72,7 +72,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
                 deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|jamba|nemotronh|gptoss|classics|vlm|vlm2|ppo|
-                badam|lisa]
+                badam|lora-layers|lisa]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -2458,6 +2458,41 @@ def upcast_grid() -> list[dict[str, Any]]:
              f"s{kw['seq_len']} | {'gc' if gc else 'no-gc'}", "model": f"hf:{model}", "method": label,
              "training": dict(kw, grad_checkpointing=gc, upcast_logits=True)}
             for model in UPCAST_MODELS for label, kw in UPCAST_METHODS for gc in (False, True)]
+# The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
+# LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
+# tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
+# bottom (0-1), top (6-7) and a sparse (1,4,6) layer set; DoRA on the top layers, and eager attention at 1,024 tokens
+# (LoRA on the middle layers 3-5 without checkpointing, QLoRA on the middle and the bottom layers with it), per model.
+# Without checkpointing the layers below the lowest adapted one record no graph; with it every layer keeps its input
+# (enable_input_require_grads). Written to accuracy_lora-layers.{json,md}, its traces to trace_cache_lora-layers.json.
+LORA_LAYER_MODELS = ("cut:tinyllama-1.1b:8", "cut:qwen2.5-0.5b:8")
+LORA_LAYER_SETS = (("bottom", (0, 1)), ("top", (6, 7)), ("sparse", (1, 4, 6)))
+
+
+def lora_layers_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in LORA_LAYER_MODELS:
+        for method, kw in (("lora", {"method": "lora", "precision": "bf16"}), ("qlora", _QLORA)):
+            for gc in (False, True):
+                for where, layers in LORA_LAYER_SETS:
+                    cases.append({"id": f"{model} | {method} layers {where} | b2 s256 | {'gc' if gc else 'no-gc'}",
+                                  "model": model, "method": method,
+                                  "training": {**kw, "lora_layers": layers, "batch_size": 2, "seq_len": 256,
+                                               "grad_checkpointing": gc}})
+        cases.append({"id": f"{model} | lora dora all-linear layers top | b1 s256 | no-gc", "model": model,
+                      "method": "lora", "training": {"method": "lora", "precision": "bf16", "dora": True,
+                                                     "lora_targets": ("all-linear",), "lora_layers": (6, 7),
+                                                     "batch_size": 1, "seq_len": 256}})
+        # eager attention at a longer sequence: the layers' saved scores outweigh the logits
+        for method, kw, gc, (where, layers) in (("lora", {"method": "lora", "precision": "bf16"}, False,
+                                                  ("middle", (3, 4, 5))),
+                                                 ("qlora", _QLORA, True, ("middle", (3, 4, 5))),
+                                                 ("qlora", _QLORA, True, LORA_LAYER_SETS[0])):
+            cases.append({"id": f"{model} | {method} layers {where} eager | b1 s1024 | {'gc' if gc else 'no-gc'}",
+                          "model": model, "method": method,
+                          "training": {**kw, "lora_layers": layers, "attention": "eager", "batch_size": 1,
+                                       "seq_len": 1024, "grad_checkpointing": gc}})
+    return cases
 
 
 UNSLOTH_PARTIAL = (
@@ -2504,8 +2539,11 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "unsloth": unsloth_grid, "liger": liger_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
          "vlm3": llava_next_grid,
          "ppo": ppo_grid,
-         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid, "upcast": upcast_grid,
-         "lisa": lisa_grid}
+         "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid,
+         "upcast": upcast_grid,
+         "lora-layers": lora_layers_grid,
+         "lisa": lisa_grid,
+         }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
           "preference": " (preference training, issue 14)", "inference": " (inference: generate(), issue 18)",
@@ -2548,7 +2586,9 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                      "issue 15)",
           "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)",
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
-          "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)"}
+          "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
+          "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)",
+          }
 
 
 def _spec(case: dict[str, Any]) -> tuple[Any, TrainingSpec]:
@@ -2686,7 +2726,9 @@ def main() -> None:
                     "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
                     "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; "
                     "upcast: issue 13's 16 --upcast-logits cases (lm_head's fp32 hook: full, LoRA, QLoRA, amp); "
-                    "lisa: issue 13's 24 LISA cases (axolotl lisa_n_layers)")
+                    "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
+                    "(peft layers_to_transform); lisa: issue 13's 24 LISA cases (axolotl lisa_n_layers)"
+                    )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
         sharded_main()
@@ -2698,8 +2740,10 @@ def main() -> None:
                          "ssm", "ssm2", "hybrid", "bamba", "granite", "gptoss", "classics", "vlm", "moe", "llama4",
                          "vlm2",
                          "unsloth", "liger",
-                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "upcast",
-                         "lisa", "jamba",
+                         "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
+                         "upcast",
+                         "lora-layers",
+                         "lisa",
                          "zamba2", "nemotronh") \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -288,10 +288,12 @@ def test_llama_factory_quantization_keys(tmp_path: Path) -> None:
 def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
     # axolotl and LLaMA-Factory keys that change memory (runfiles.py UNMODELLED_KEYS): named, never "ignored"
     # (embeddings_skip_upcast is mapped with a no-change note: tests/test_upcast.py; lisa_n_layers is --lisa-layers)
-    ax_keys = ("unfrozen_parameters", "context_parallel_size", "peft_layers_to_transform", "sequence_parallel_degree")
+    ax_keys = ("unfrozen_parameters", "context_parallel_size", "sequence_parallel_degree")
     ax = runfiles.load(_json(tmp_path, "ax.yaml", "base_model: mistral-7b\nadapter: lora\nliger_rms_norm: true\n"
-                             + "".join(f"{k}: 2\n" for k in ax_keys)))[0]
+                             + "".join(f"{k}: 2\n" for k in (*ax_keys, "peft_layers_to_transform"))))[0]
     assert set(ax.unmodelled) == set(ax_keys) and not set(ax_keys) & set(ax.ignored)
+    # peft_layers_to_transform is --lora-layers now (tests/test_lora_layers.py)
+    assert "peft_layers_to_transform" in ax.mapped and ax.options["lora_layers"] == "2"
     # Liger's layer kernels: mapped, with the over-estimate note (they save no more than transformers' modules)
     assert "liger_rms_norm" in ax.mapped and runfiles.LIGER_LAYER_NOTE in ax.notes
     off = runfiles.load(_json(tmp_path, "off.yaml", "base_model: mistral-7b\nliger_rms_norm: false\n"))[0]

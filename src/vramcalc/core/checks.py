@@ -12,6 +12,7 @@ from dataclasses import fields
 from functools import cache
 from typing import TYPE_CHECKING
 
+from vramcalc.core import lora_layers
 from vramcalc.core.errors import SpecError, UnsupportedCombination
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
 from vramcalc.core.vocab import ENCODER_FAMILIES, SEQ2SEQ_FAMILIES
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 # Options read only by some methods (memory/weights.py, memory/optimizer.py): elsewhere they change nothing.
 _LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype", "dora", "modules_to_save",
-         "lora_trainable_tokens")
+         "lora_trainable_tokens", "lora_layers")
 _QUANT = ("quant_bits", "double_quant", "kbit_prep")
 _FREEZE = ("freeze_layers", "train_head")
 _PEFT = ("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward", "oft_block_size",
@@ -89,6 +90,7 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
                                      "drop it, or train the embedding with --modules-to-save embed_tokens")
     check_gpt_oss(model, training)
     check_llama4(model, training)
+    notes += lora_layers.check(model, training)  # --lora-layers: the index range and the runs it is modelled for
     check_encoder(model, training)  # encoders: the head options and the runs they cover
     check_seq2seq(model, training)  # encoder-decoders: the target length and the runs they cover
     if model.has_architecture:

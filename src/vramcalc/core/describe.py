@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vramcalc.core import lora_layers
 from vramcalc.core.memory.precision import recipe_of, resolve_precision
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
 from vramcalc.core.vocab import CLASSIC_FAMILIES, METHOD_LABELS
@@ -33,6 +34,8 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
             out["modules_to_save"] = ",".join(t.modules_to_save)
         if t.lora_trainable_tokens:
             out["lora_trainable_tokens"] = t.lora_trainable_tokens
+        if t.lora_layers:  # peft layers_to_transform (core/lora_layers.py): shown when set
+            out["lora_layers"] = lora_layers.text(t.lora_layers)
     if t.method == "qlora":
         out.update(quant_bits=t.quant_bits, double_quant=t.double_quant, kbit_prep=t.kbit_prep)
     if t.method == "freeze":
@@ -87,7 +90,8 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
     if t.method in ("lora", "qlora"):
         parts.append(f"{'DoRA' if t.dora else 'LoRA'} r={t.lora_rank} on {','.join(t.lora_targets)} ({t.adapter_dtype})"
                      + (f", full copies of {','.join(t.modules_to_save)}" if t.modules_to_save else "")
-                     + (f", {t.lora_trainable_tokens} trained token rows" if t.lora_trainable_tokens else ""))
+                     + (f", {t.lora_trainable_tokens} trained token rows" if t.lora_trainable_tokens else "")
+                     + (f", layers {lora_layers.text(t.lora_layers)} only" if t.lora_layers else ""))
     if t.method == "qlora":
         parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
                      + (" + double quant" if t.quant_bits == 4 and t.double_quant else "")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from vramcalc.core import peft_methods
+from vramcalc.core import lora_layers, peft_methods
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
 from vramcalc.core.memory import (
@@ -74,7 +74,13 @@ from vramcalc.core.memory.weights import (
     unquantized_bytes,
     weight_bytes,
 )
-from vramcalc.core.params import block_linears, dora_params, head_dim, quantized_linears, resolve_targets
+from vramcalc.core.params import (
+    block_linears,
+    dora_params,
+    head_dim,
+    layer_linears,
+    quantized_linears,
+)
 from vramcalc.core.peft_methods import ADAPTER_DTYPE_METHODS, FROZEN_BASE_METHODS
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.core.units import UNIT_BYTES, ceil_div, dtype_bytes
@@ -108,6 +114,11 @@ SRC_INT8 = "LLM.int8 (Dettmers et al. 2022); bitsandbytes Linear8bitLt: int8 wei
 # the NoPE layers (no chunked mask, no L2 q/k norm; modeling_llama4.py Llama4TextAttention), Maverick's dense layers
 # and the bottom layer under LoRA.
 LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4.py"
+
+
+# --lora-layers (core/lora_layers.py): what layers_less holds without checkpointing
+LORA_LAYERS_LESS = ("what the lowest adapted layer (no input gradient) and the unadapted layers above it save less "
+                    "than an adapted layer")
 
 
 def _less_label(m: ModelSpec) -> str:
@@ -1055,15 +1066,18 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
                           f"layers {frozen}..{n_layers - 1} of {n_layers} trained, {head} the LM head and final norm",
                           trainable, "parameters of the unfrozen layers (+ head)", "memory/weights.py", "count"))
     else:
-        for lin in resolve_targets(m, t.lora_targets) if m.has_architecture else ():
+        # --lora-layers (peft layers_to_transform): the listed layers' modules only (params.layer_linears)
+        where = f" in layers {lora_layers.text(t.lora_layers)} of {m.num_layers}" if lora_layers.active(t) else ""
+        for lin in layer_linears(m, t.lora_targets, t.lora_layers) if m.has_architecture else ():
             n = t.lora_rank * lin.rank_mult * (lin.in_features + lin.out_features) * lin.count
             lines.append(Line(f"parameters.lora.{lin.module}", f"LoRA {lin.module}",
                               f"r {t.lora_rank * lin.rank_mult} × ({_n(lin.in_features)} in + "
                               f"{_n(lin.out_features)} out) × "
-                              f"{_n(lin.count)} modules", n, "r × (d_in + d_out) × modules", SRC_LORA, "count"))
+                              f"{_n(lin.count)} modules{where}", n, "r × (d_in + d_out) × modules",
+                              f"{SRC_LORA}; {lora_layers.SOURCE}" if where else SRC_LORA, "count"))
         if t.dora and m.has_architecture:
             lines.append(Line("parameters.dora.magnitude", "DoRA magnitude vectors",
-                              "out_features per adapted Linear", dora_params(m, t.lora_targets),
+                              f"out_features per adapted Linear{where}", dora_params(m, t.lora_targets, t.lora_layers),
                               "Σ out_features × modules", SRC_DORA, "count"))
         copies = sum(x.numel for x in saved_copies(m, t)) if t.modules_to_save and m.has_architecture else 0
         if t.lora_trainable_tokens and m.has_architecture:
@@ -1498,6 +1512,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     else:
         head_trainable = t.method == "full" or saved_head(m, t)
         saving = n_layers
+        if lora_layers.active(t) and not t.grad_checkpointing:  # below the lowest adapted layer: no graph
+            saving = n_layers - lora_layers.lowest(t)
     mamba = ssm.is_ssm(m)  # Mamba's mixer and fp32 residual stream (memory/ssm.py)
     residual = 4 if mamba and m.ssm_residual_fp32 else residual_bytes(recipe)
     layer = (ssm.layer_activations if mamba else hybrid.layer_activations if hybrid.is_hybrid(m)
@@ -1553,6 +1569,13 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     if not full_like:
         layer_text.append("frozen Linear weights need no gradient, so their inputs are not saved "
                           "(only the adapters' inputs are)")
+    if lora_layers.active(t):
+        layer_text.append(f"one adapted layer's set; LoRA on layers {lora_layers.text(t.lora_layers)} of {n_layers} "
+                          "(peft layers_to_transform): " + (
+                              "every layer keeps its input (enable_input_require_grads), and the rerun in backward is "
+                              "an unadapted layer's set where the layer is not adapted" if t.grad_checkpointing else
+                              f"the {lora_layers.lowest(t)} layers below the lowest adapted one record no graph; an "
+                              "unadapted layer above it saves a frozen layer's set (what its input's gradient needs)"))
     layer_sec = Section("activations_per_layer", "activations saved by one layer", per_layer, tuple(layer_lines),
                         tuple(layer_text))
 
@@ -1572,7 +1595,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         less, more = d.get("activations.bottom_layer_less", 0), d.get("activations.bottom_layers_more", 0)
         lines.append(Line("activations.layers", "all layers' saved tensors",
                           f"{saving} layers × {_n(per_layer)} B"
-                          + (f" − {_n(less)} B ({_less_label(m)})" if less else "")
+                          + (f" − {_n(less)} B ({LORA_LAYERS_LESS if lora_layers.active(t) else _less_label(m)})"
+                             if less else "")
                           + (f" + {_n(more)} B (what the dense bottom layers save more)" if more else ""),
                           kept, "layers × one layer's saved tensors", SRC_ACTS))
     if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vramcalc.core import lora_layers
 from vramcalc.core.errors import VramcalcError
 from vramcalc.core.vocab import (
     ADAPTER_DTYPES,
@@ -107,6 +108,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("lora_trainable_tokens", int, 0,
         "LoRA: token ids whose embeddings are trained beside the adapters (the length of peft's "
         "trainable_token_indices); 0: none."),
+    Opt("lora_layers", str, "all",
+        "The decoder layers LoRA / QLoRA adapt (peft layers_to_transform): indices and ranges from 0, "
+        "e.g. 0-7,30,31; all: every layer.", sep=";"),
     Opt("quant_bits", int, 4, "QLoRA base: 4 (NF4) or 8 (int8)."),
     Opt("double_quant", bool, True, "QLoRA double quantization of the constants."),
     Opt("kbit_prep", bool, True,
@@ -451,6 +455,10 @@ def training_spec(values: Mapping[str, Any], reward_spec: Any = None) -> Any:
     if isinstance(targets, str):
         targets = targets.split(",")
     kw["lora_targets"] = tuple(x.strip() for x in targets if str(x).strip())
+    try:
+        kw["lora_layers"] = lora_layers.parse(kw.get("lora_layers", "all"))
+    except lora_layers.LayersError as exc:
+        raise OptionError(f"--lora-layers: {exc}") from None
     feedforward = kw.get("ia3_feedforward", "auto")
     if isinstance(feedforward, str):
         feedforward = feedforward.split(",")

@@ -751,13 +751,26 @@ def outer_targets(targets: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(x for x in ("embed_tokens", "lm_head") if x in named)
 
 
-def lora_params(m: ModelSpec, targets: tuple[str, ...], rank: int) -> int:
+def lora_params(m: ModelSpec, targets: tuple[str, ...], rank: int, layers: tuple[int, ...] = ()) -> int:
     """Trainable LoRA parameters: r·(d_in + d_out) per adapted Linear (Hu et al. 2021, §4.1); the embedding's
     lora_embedding_A (r x vocab) and lora_embedding_B (hidden x r) (peft tuners/lora/layer.py Embedding
-    update_layer) and the head's lora_A (r x hidden) and lora_B (vocab x r) are r·(vocab + hidden) each."""
+    update_layer) and the head's lora_A (r x hidden) and lora_B (vocab x r) are r·(vocab + hidden) each.
+    `layers`: the adapted decoder layers (peft layers_to_transform, layer_linears); () for all."""
     outer = len(outer_targets(targets)) * rank * ((m.vocab_size or 0) + (m.hidden_size or 0))
     return outer + sum(rank * lin.rank_mult * (lin.in_features + lin.out_features) * lin.count
-                       for lin in resolve_targets(m, targets))
+                       for lin in layer_linears(m, targets, layers))
+
+
+def layer_linears(m: ModelSpec, targets: tuple[str, ...], layers: tuple[int, ...] = ()) -> tuple[Linear, ...]:
+    """The block Linears LoRA adapts (resolve_targets), each count cut to the adapted layers' share when `layers`
+    (peft layers_to_transform, core/lora_layers.py) names some: k of n alike layers hold k/n of each per-layer
+    Linear (core/lora_layers.py check admits only models whose layers are alike)."""
+    linears = resolve_targets(m, targets)
+    n = m.num_layers or 1
+    if not layers or len(layers) >= n:
+        return linears
+    return tuple(Linear(lin.module, lin.in_features, lin.out_features, lin.count * len(layers) // n, lin.rank_mult)
+                 for lin in linears)
 
 
 # peft modules_to_save / LoRA targets outside the blocks: the input embedding and the LM head, by the names the
@@ -779,10 +792,10 @@ def saved_module(name: str) -> str:
     return canon
 
 
-def dora_params(m: ModelSpec, targets: tuple[str, ...]) -> int:
+def dora_params(m: ModelSpec, targets: tuple[str, ...], layers: tuple[int, ...] = ()) -> int:
     """DoRA's magnitude vectors: out_features per adapted Linear (peft tuners/lora/dora.py DoraLinearLayer
-    update_layer: `self.weight = nn.Parameter(weight_norm)`, the column norms of W + BA)."""
-    return sum(lin.out_features * lin.count for lin in resolve_targets(m, targets))
+    update_layer: `self.weight = nn.Parameter(weight_norm)`, the column norms of W + BA); `layers` as lora_params."""
+    return sum(lin.out_features * lin.count for lin in layer_linears(m, targets, layers))
 
 
 # --- State-space models (Mamba; activations in memory/ssm.py) -------------------------------------------------

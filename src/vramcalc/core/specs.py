@@ -879,6 +879,8 @@ class TrainingSpec:
     # LoRA with peft's trainable_token_indices (TrainableTokensWrapper on the input embedding, and on a tied lm_head):
     # how many token ids' embeddings are trained beside the adapters (0: none; core/peft_methods.py token_rows)
     lora_trainable_tokens: int = 0
+    # LoRA on some decoder layers only (peft layers_to_transform; core/lora_layers.py): sorted indices, () for all
+    lora_layers: tuple[int, ...] = ()
     quant_bits: QuantBits = 4
     double_quant: bool = True
     kbit_prep: bool = True  # qlora: peft prepare_model_for_kbit_training casts non-quantized params to fp32
@@ -1094,6 +1096,15 @@ class TrainingSpec:
                             "--method qlora or --precision")
         if self.method == "freeze" and self.freeze_layers is None:
             raise SpecError("", "method 'freeze' needs --freeze-layers N (layers kept frozen from the bottom)")
+        if not isinstance(self.lora_layers, tuple) or any(
+                isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.lora_layers) \
+                or list(self.lora_layers) != sorted(set(self.lora_layers)):
+            raise SpecError("lora_layers", "Input should be distinct layer indices from 0, in ascending order")
+        if self.lora_layers and self.method not in ("lora", "qlora") and self.mode == "train":
+            # peft's other methods take layers_to_transform too, but their arithmetic (core/peft_methods.py) is
+            # per-model, not per-layer: not modelled
+            raise SpecError("", f"--lora-layers picks the layers LoRA adapts (peft layers_to_transform): "
+                            f"use it with --method lora or qlora, not {self.method}, or drop it")
         if self.method in ("lora", "qlora") and not self.lora_targets:
             raise SpecError("", "LoRA needs at least one target module: pass --lora-targets q_proj,v_proj")
         if self.method == "prefix-tuning" and self.grad_checkpointing and self.mode == "train":

@@ -55,7 +55,8 @@ def compare_storage(model: ModelSpec, training: TrainingSpec, adapters: int) -> 
                                      f"{model.name!r} is a parameter count only (see: vramcalc presets new)")
     # One copy: the serving format (weights.py / inference.py rules, quantization constants included).
     one, _, _ = inference_weights(model, replace(training, **{"tp": 1, "pp": 1}))
-    n_adapter = lora_params(model, training.lora_targets, training.lora_rank) if model.has_architecture else 0
+    n_adapter = (lora_params(model, training.lora_targets, training.lora_rank, training.lora_layers)
+                 if model.has_architecture else 0)
     # peft's adapter_model.safetensors holds A (r × in) and B (out × r) per adapted Linear in their dtype.
     adapter = n_adapter * dtype_bytes(training.adapter_dtype)
     return StorageComparison(

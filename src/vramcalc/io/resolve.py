@@ -121,6 +121,23 @@ def _adapter_options(cfg: dict[str, object], where: str) -> dict[str, object]:
             raise PresetFileError(where, [f"{key} {cfg.get(key)!r}: vramcalc models {peft_type} with peft's default "
                                           f"({default!r}) only; pass the base model as MODEL and the options"])
     options: dict[str, object] = {"method": BY_PEFT_TYPE.get(peft_type, "lora")}
+    layers = cfg.get("layers_to_transform")
+    if layers not in (None, []):  # peft tuners_utils.py check_target_module_exists: only the listed layers' modules
+        if peft_type != "LORA":
+            raise PresetFileError(where, [f"layers_to_transform with peft_type {peft_type}: vramcalc models it for "
+                                          "LoRA only; pass the base model as MODEL and the options"])
+        from vramcalc.core import lora_layers
+
+        try:
+            options["lora_layers"] = lora_layers.text(lora_layers.parse(layers))
+        except lora_layers.LayersError as e:
+            raise PresetFileError(where, [f"layers_to_transform: {e}"]) from None
+        pattern = cfg.get("layers_pattern")
+        names = pattern if isinstance(pattern, list) else [] if pattern in (None, "") else [pattern]
+        other = [str(n) for n in names if str(n) not in lora_layers.LAYERS_PATTERNS]
+        if other:
+            raise PresetFileError(where, [f"layers_pattern {other[0]!r:.40} is not modelled: --lora-layers counts "
+                                          f"the decoder layers ({', '.join(lora_layers.LAYERS_PATTERNS)})"])
     for key, option in _ADAPTER_KEYS[peft_type].items():
         value = cfg.get(key)
         if isinstance(value, bool) and option == "prefix_projection":

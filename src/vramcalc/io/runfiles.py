@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vramcalc.core.errors import UnknownPresetError, VramcalcError
+from vramcalc.core.lora_layers import LAYERS_PATTERNS
 from vramcalc.core.memory import online_dpo as _online
 from vramcalc.core.options import BY_NAME, OptionError, coerce
 from vramcalc.core.vocab import kernels_value
@@ -539,7 +540,6 @@ UNMODELLED_KEYS.update({
     "resize_token_embeddings_to_32x": "the vocabulary padded to a multiple of 32 (up to 31 more embedding rows)",
     "tokens": "new tokens resize the embeddings (and axolotl trains them)",
     "added_tokens_overrides": "tokens replaced in the vocabulary (embeddings trained)",
-    "peft_layers_to_transform": "LoRA on the listed layers only",
     "sequence_parallel_degree": "sequence parallelism across GPUs (ring attention)",
     "context_parallel_size": "context parallelism across GPUs",
     "tensor_parallel_size": "tensor parallelism across GPUs",
@@ -663,6 +663,32 @@ def _lora_variants(tool: str, d: dict[str, Any], run: Run, dora_key: str | None,
                 run.notes.append(f"{key}: {what}: no memory change.")
 
 
+def _lora_layers_axolotl(d: dict[str, Any], run: Run) -> None:
+    """axolotl peft_layers_to_transform / peft_layers_pattern (utils/schemas: list[int] / list[str], passed to peft
+    LoraConfig layers_to_transform / layers_pattern by loaders/adapter.py load_lora) as --lora-layers."""
+    layers, pattern = d.get("peft_layers_to_transform"), d.get("peft_layers_pattern")
+    if pattern not in (None, [], "") and layers in (None, []):
+        # axolotl's own validator (check_peft_layers_pattern) refuses the same
+        raise _KeyProblem("peft_layers_pattern", "needs peft_layers_to_transform (axolotl refuses it alone); "
+                          "add the layer indices or remove it")
+    if layers in (None, []):
+        if "peft_layers_to_transform" in d:
+            run.mapped.append("peft_layers_to_transform")
+        return
+    if isinstance(layers, bool) or not isinstance(layers, int | list) \
+            or (isinstance(layers, list) and any(isinstance(i, bool) or not isinstance(i, int) for i in layers)):
+        raise _KeyProblem("peft_layers_to_transform", f"expected a list of layer indices, got {layers!r:.40}")
+    run.options["lora_layers"] = _strict("peft_layers_to_transform", "lora_layers", layers)
+    run.mapped.append("peft_layers_to_transform")
+    if pattern not in (None, [], ""):
+        names = pattern if isinstance(pattern, list) else [pattern]
+        other = [str(n) for n in names if str(n) not in LAYERS_PATTERNS]
+        if other:
+            raise _KeyProblem("peft_layers_pattern", f"{other[0]!r:.40} is not modelled: --lora-layers counts the "
+                              f"decoder layers ({', '.join(LAYERS_PATTERNS)}); remove it or name those")
+        run.mapped.append("peft_layers_pattern")
+
+
 def _is_set(value: Any) -> bool:
     """A config value that turns something on (not None, false, 0, '' or an empty list/mapping)."""
     if value is None or value is False or value == 0 or value == "" or value == [] or value == {}:
@@ -747,6 +773,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     else:
         _take(d, run, "lora_target_modules", "lora_targets", _targets)
     _lora_variants(AX, d, run, "peft_use_dora", "lora_modules_to_save")
+    _lora_layers_axolotl(d, run)
     _take(d, run, "sequence_len", "seq_len", int)
     _take(d, run, "micro_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)

@@ -148,12 +148,15 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
     outer = outer_targets(training.lora_targets)
     inner = tuple(t for t in training.lora_targets if t.strip().lower() not in SAVED_MODULE_ALIASES)
     targets = lora_targets(model, inner) if inner else []
-    if outer:  # the embedding / LM head by the family's own module names; all-linear spelled out beside them
+    # the embedding / LM head by the family's own module names; all-linear spelled out beside them, and under
+    # --lora-layers (peft's LoraConfig refuses layers_to_transform with a str target_modules; axolotl's
+    # lora_target_linear passes the list of names)
+    if outer or training.lora_layers:
         if isinstance(targets, str):
             names = LORA_NAME_MAP.get(model.family.lower(), {})
             targets = sorted({names.get(b, b) for b in (lin.module.rsplit(".", 1)[-1]
                                                        for lin in resolve_targets(model, inner))})
-        targets = [*targets, *_saved_module_names(hf, outer)]
+        targets = [*targets, *(_saved_module_names(hf, outer) if outer else [])]
     if model.vision is not None and (model.vision.is_qwen or model.vision.kind in ("siglip", "idefics3", "llama4",
                                                                                  "clip", "llava_next")
                                      or model.vision.is_mllama):
@@ -181,6 +184,8 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
                      modules_to_save=saved,
                      # the first N token ids: which ids are trained changes no memory, only how many
                      trainable_token_indices=list(range(training.lora_trainable_tokens)) or None,
+                     # --lora-layers: peft's own layer selection (tuners_utils.py check_target_module_exists)
+                     layers_to_transform=list(training.lora_layers) or None,
                      task_type=task_type)  # trace/_run.py _task_type: SEQ_CLS keeps a classifier trainable
     wrapped = get_peft_model(hf, cfg, autocast_adapter_dtype=training.adapter_dtype == "fp32")
     dtype = DTYPES[training.adapter_dtype]

@@ -181,13 +181,15 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
         return _peft_weight_bytes(model, training, total_params, w)
 
     # LoRA / QLoRA: frozen base + adapters (Hu et al. 2021).
-    adapter = lora_params(model, training.lora_targets, training.lora_rank) if model.has_architecture else 0
+    # --lora-layers (peft layers_to_transform): the adapters of the listed layers only (params.layer_linears)
+    layers = training.lora_layers
+    adapter = lora_params(model, training.lora_targets, training.lora_rank, layers) if model.has_architecture else 0
     adapter_bytes = adapter * dtype_bytes(training.adapter_dtype)
     lora_shapes: list[tuple[tuple[int, ...], int]] = []
     if model.has_architecture:
-        from vramcalc.core.params import resolve_targets
+        from vramcalc.core.params import layer_linears
 
-        for lin in resolve_targets(model, training.lora_targets):
+        for lin in layer_linears(model, training.lora_targets, layers):
             lora_shapes.append(((training.lora_rank * lin.rank_mult, lin.in_features), lin.count))
             lora_shapes.append(((lin.out_features, training.lora_rank * lin.rank_mult), lin.count))
             if training.dora:  # DoRA's magnitude vector (params.dora_params), trained in the adapter dtype
@@ -200,7 +202,7 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
             v, h, r = model.vocab_size or 0, model.hidden_size or 0, training.lora_rank
             lora_shapes += [((r, v), 1), ((h, r), 1)] if outer == "embed_tokens" else [((r, h), 1), ((v, r), 1)]
         if training.dora:
-            magnitude = dora_params(model, training.lora_targets)
+            magnitude = dora_params(model, training.lora_targets, layers)
             adapter += magnitude
             adapter_bytes += magnitude * dtype_bytes(training.adapter_dtype)
     # An encoder's classifier trained beside the adapters (memory/encoder.py): a copy in the weights' dtype.
