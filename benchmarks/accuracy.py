@@ -2087,6 +2087,32 @@ def lora_variant_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The new-tokens grid (`--grid vocab`, issue 13): transformers' resize_token_embeddings called by the tracer
+# (trace/_hf.py build_model) on a tied head (qwen2.5-0.5b, 152k rows) and an untied one (tinyllama-1.1b, 32k rows),
+# full fine-tuning (the rows trained with the model) and LoRA with the embedding and head as modules_to_save (what
+# axolotl requires with `tokens` and LLaMA-Factory sets with resize_vocab), or without (the rows frozen).
+VOCAB_MODELS = ("qwen2.5-0.5b", "tinyllama-1.1b")
+_SAVED = ("embed_tokens", "lm_head")
+VOCAB_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full +100 b1 s256", {"method": "full", "add_tokens": 100, "batch_size": 1, "seq_len": 256}),
+    ("full +3 x64 b1 s256 gc", {"method": "full", "add_tokens": 3, "vocab_multiple": 64, "batch_size": 1,
+                                "seq_len": 256, "grad_checkpointing": True}),
+    # the vocabulary padded only (151,936 -> 151,968; 32,000 -> 32,064)
+    ("full x96 b1 s128", {"method": "full", "vocab_multiple": 96, "batch_size": 1, "seq_len": 128}),
+    ("lora +3 x32 save embed,head b1 s256", {"method": "lora", "add_tokens": 3, "vocab_multiple": 32,
+                                             "modules_to_save": _SAVED, "batch_size": 1, "seq_len": 256}),
+    ("lora +64 save embed,head b2 s128 gc", {"method": "lora", "add_tokens": 64, "modules_to_save": _SAVED,
+                                             "batch_size": 2, "seq_len": 128, "grad_checkpointing": True}),
+    ("lora +16 frozen rows b1 s256", {"method": "lora", "add_tokens": 16, "batch_size": 1, "seq_len": 256}),
+)
+
+
+def vocab_grid() -> list[dict[str, Any]]:
+    """Issue 13's new tokens: 6 runs x 2 architectures (tied and untied head), bf16."""
+    return [{"id": f"{model} | {label}", "model": model, "method": label, "training": {"precision": "bf16", **kw}}
+            for model in VOCAB_MODELS for label, kw in VOCAB_RUNS]
+
+
 INFERENCE_MODELS = ("gemma-2b", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3.2-1b", "phi-3-mini", "mistral-7b")
 # (label, options): seq_len is the context = prompt + new_tokens - 1 (what the cache holds at the end).
 INFERENCE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -2542,6 +2568,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid,
          "upcast": upcast_grid,
          "lora-layers": lora_layers_grid,
+         "vocab": vocab_grid,
          "lisa": lisa_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
@@ -2587,6 +2614,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)",
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
+          "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)",
           }
 
@@ -2727,7 +2755,9 @@ def main() -> None:
                     "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; "
                     "upcast: issue 13's 16 --upcast-logits cases (lm_head's fp32 hook: full, LoRA, QLoRA, amp); "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
-                    "(peft layers_to_transform); lisa: issue 13's 24 LISA cases (axolotl lisa_n_layers)"
+                    "(peft layers_to_transform); "
+                    "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
+                    "LoRA with modules_to_save); lisa: issue 13's 24 LISA cases (axolotl lisa_n_layers)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -2743,8 +2773,10 @@ def main() -> None:
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
                          "upcast",
                          "lora-layers",
+                         "zamba2", "nemotronh",
+                         "vocab",
                          "lisa",
-                         "zamba2", "nemotronh") \
+                         ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
     if cache.get("versions") != versions:

@@ -57,6 +57,8 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
         out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
                    tp=t.tp, pp=t.pp, new_tokens=t.new_tokens, cache_impl=t.cache_impl, logits=t.logits)
     out.update(_saver_settings(t))
+    if getattr(t, "add_tokens", 0) or getattr(t, "vocab_multiple", 1) > 1:  # new tokens (memory/new_tokens.py)
+        out.update(add_tokens=t.add_tokens, vocab_multiple=t.vocab_multiple)
     if t.target_len:  # an encoder-decoder's target (memory/seq2seq.py); decoders refuse it
         out["target_len"] = t.target_len
     if t.stack != "hf":
@@ -92,6 +94,9 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
                      + (f", full copies of {','.join(t.modules_to_save)}" if t.modules_to_save else "")
                      + (f", {t.lora_trainable_tokens} trained token rows" if t.lora_trainable_tokens else "")
                      + (f", layers {lora_layers.text(t.lora_layers)} only" if t.lora_layers else ""))
+    if getattr(t, "add_tokens", 0) or getattr(t, "vocab_multiple", 1) > 1:
+        parts.append(f"{t.add_tokens} new tokens" + (f", vocabulary padded to a multiple of {t.vocab_multiple}"
+                                                     if t.vocab_multiple > 1 else ""))
     if t.method == "qlora":
         parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
                      + (" + double quant" if t.quant_bits == 4 and t.double_quant else "")

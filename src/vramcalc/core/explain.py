@@ -27,6 +27,7 @@ from vramcalc.core.memory import (
     liger,
     lisa,
     nemotron_h,
+    new_tokens,
     reward_scoring,
     rl,
     seq2seq,
@@ -279,11 +280,31 @@ def residual_bytes(recipe: Recipe) -> int:
 
 def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """Build the explanation of `estimate(model, training)`."""
+    if new_tokens.active(training):  # --add-tokens: the resized model's run, with its new rows (memory/new_tokens.py)
+        resized, inner = new_tokens.view(model, training)
+        return _with_new_rows(explain(resized, inner), model, training)
     if model.vision is not None:  # vision-language models: the text model's run, then the image side
         return _explain_vision(model, training)
     if training.objective == "ppo":  # TRL 0.19.1 PPOTrainer (memory/ppo.py): the policy's step, then the rest
         return _explain_ppo(model, training)
     return _explain_run(model, training, estimate(model, training))
+
+
+def _with_new_rows(e: Explanation, model: ModelSpec, training: TrainingSpec) -> Explanation:
+    """The resized model's explanation `e`, with the rows resize_token_embeddings added (a parameters line) and
+    the run as asked (its --add-tokens / --vocab-multiple)."""
+    rows, pad = new_tokens.new_rows(model, training)
+    h = model.hidden_size or 0
+    tensors = 1 if model.tie_word_embeddings else 2
+    line = Line("parameters.new_token_rows", "new token rows (embed_tokens" + ("" if tensors == 1 else " + lm_head")
+                + ")", f"({_n(training.add_tokens)} tokens + {_n(pad)} padding) × {_n(h)} hidden"
+                + ("" if tensors == 1 else " × 2 (untied head)"), rows * h * tensors,
+                "new rows × hidden × (1 tied, 2 untied)", new_tokens.SOURCE, "count")
+    sections = tuple(replace(s, lines=(s.lines[0], line, *s.lines[1:])) if s.key == "parameters" and s.lines else s
+                     for s in e.sections)
+    text = new_tokens.note(model, training)
+    return replace(e, training=training, sections=sections, notes=(*e.notes, text),
+                   breakdown=replace(e.breakdown, notes=(*e.breakdown.notes, text)))
 
 
 def _explain_run(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Explanation:

@@ -118,6 +118,12 @@ OPTIONS: tuple[Opt, ...] = (
         "parameters (norms, embeddings, lm_head) to fp32; false: they stay 16-bit."),
     Opt("freeze_layers", int, None, "For --method freeze: layers frozen from the bottom."),
     Opt("train_head", bool, True, "For --method freeze: train the LM head."),
+    Opt("add_tokens", int, 0,
+        "New tokens: rows transformers' resize_token_embeddings adds to the input embedding (and an untied "
+        "lm_head), counted past the config's vocab_size; LoRA trains them only through --modules-to-save. 0: none."),
+    Opt("vocab_multiple", int, 1,
+        "New tokens: the resized vocabulary rounded up to this multiple (resize_token_embeddings "
+        "pad_to_multiple_of: axolotl resize_token_embeddings_to_32x 32, LLaMA-Factory 64); 1: no rounding."),
     # The other PEFT methods (core/peft_methods.py; --lora-rank and --lora-targets serve LoHa, LoKr, VeRA, IA3).
     Opt("virtual_tokens", int, 20, "Prompt, p- and prefix tuning: virtual tokens (peft num_virtual_tokens)."),
     Opt("encoder_hidden_size", int, None, "P-tuning's prompt-encoder MLP width, or prefix tuning's projection "

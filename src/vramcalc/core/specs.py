@@ -881,6 +881,11 @@ class TrainingSpec:
     lora_trainable_tokens: int = 0
     # LoRA on some decoder layers only (peft layers_to_transform; core/lora_layers.py): sorted indices, () for all
     lora_layers: tuple[int, ...] = ()
+    # New tokens (memory/new_tokens.py): transformers' resize_token_embeddings adds `add_tokens` rows to the input
+    # embedding (and to an untied lm_head), the total rounded up to a multiple of `vocab_multiple` (its
+    # pad_to_multiple_of; 1: no rounding). Counted past the config's vocab_size (the tokenizer's length is unknown).
+    add_tokens: int = 0
+    vocab_multiple: int = 1
     quant_bits: QuantBits = 4
     double_quant: bool = True
     kbit_prep: bool = True  # qlora: peft prepare_model_for_kbit_training casts non-quantized params to fp32
@@ -1018,6 +1023,8 @@ class TrainingSpec:
         "steps_per_generation": (*NON_NEGATIVE, COUNT_CAP),
         "image_width": (*NON_NEGATIVE, COUNT_CAP),
         "lora_trainable_tokens": (*NON_NEGATIVE, COUNT_CAP),
+        "add_tokens": (*NON_NEGATIVE, COUNT_CAP),
+        "vocab_multiple": (*POSITIVE, COUNT_CAP),
         "beta": NON_NEGATIVE,
         "target_len": (*NON_NEGATIVE, COUNT_CAP),
         "images": (*NON_NEGATIVE, COUNT_CAP),

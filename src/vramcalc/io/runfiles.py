@@ -292,6 +292,8 @@ BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
 BOOLEAN_KEYS["llama-factory"]["upcast_lmhead_output"] = ()  # --upcast-logits (memory/upcast.py)
 BOOLEAN_KEYS["llama-factory"]["upcast_layernorm"] = ()  # UPCAST_LAYERNORM_NOTE over fp32 weights, else unmodelled
 BOOLEAN_KEYS["axolotl"]["embeddings_skip_upcast"] = ()  # EMBEDDINGS_SKIP_UPCAST_NOTE
+BOOLEAN_KEYS["llama-factory"]["resize_vocab"] = ()  # _vocab_llama_factory
+BOOLEAN_KEYS["axolotl"]["resize_token_embeddings_to_32x"] = ()  # _vocab_axolotl
 # liger_kernel_config's two loss keys (_liger_kernel_config)
 BOOLEAN_KEYS["hf-training-args"].update(dict.fromkeys(("liger_kernel_config.cross_entropy",
                                                        "liger_kernel_config.fused_linear_cross_entropy"), ()))
@@ -537,9 +539,8 @@ UNSLOTH_CE_NOTE = ("unsloth_cross_entropy_loss: counted as transformers' own los
 # src/axolotl/utils/schemas/*.py); they were listed as "ignored" before.
 UNMODELLED_KEYS.update({
     "unfrozen_parameters": "only the parameters matching its patterns train (their gradients and states)",
-    "resize_token_embeddings_to_32x": "the vocabulary padded to a multiple of 32 (up to 31 more embedding rows)",
-    "tokens": "new tokens resize the embeddings (and axolotl trains them)",
-    "added_tokens_overrides": "tokens replaced in the vocabulary (embeddings trained)",
+    # (tokens, added_tokens_overrides, resize_token_embeddings_to_32x: mapped, _vocab_axolotl; LLaMA-Factory's
+    # resize_vocab, add_tokens, add_special_tokens, new_special_tokens_config: _vocab_llama_factory)
     "sequence_parallel_degree": "sequence parallelism across GPUs (ring attention)",
     "context_parallel_size": "context parallelism across GPUs",
     "tensor_parallel_size": "tensor parallelism across GPUs",
@@ -549,10 +550,6 @@ UNMODELLED_KEYS.update({
     "use_llama_pro": "LLaMA Pro block expansion (new trainable layers)",
     "use_muon": "the Muon optimizer (one momentum state for matrices, AdamW for the rest)",
     "moe_aux_loss_coef": "router logits of every layer kept for the auxiliary loss",
-    "resize_vocab": "the embeddings resized (and trained as modules_to_save under LoRA)",
-    "add_tokens": "new tokens resize the embeddings",
-    "add_special_tokens": "new special tokens resize the embeddings",
-    "new_special_tokens_config": "new special tokens resize the embeddings",
     "train_mm_proj_only": "only the multimodal projector trains",
 })
 
@@ -787,6 +784,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         # layer inputs offloaded to host RAM (memory/savers.py).
         run.options.update(grad_checkpointing=True, activation_offload=True)
     _savers_axolotl(d, run)
+    _vocab_axolotl(d, run)
     _preference_axolotl(d, run)
     if "optimizer" in d:
         _optim(run, "optimizer", d["optimizer"])
@@ -1311,6 +1309,66 @@ UPCAST_LAYERNORM_NOTE = ("upcast_layernorm: no change here: the norms are fp32 a
                          "every weight in fp32).")
 
 
+def _token_count(key: str, value: Any) -> int:
+    """How many tokens a tool's token list adds: a YAML list, or a comma-separated string (LLaMA-Factory
+    model_args.py splits add_tokens / add_special_tokens on commas); every one counted as a new row."""
+    if isinstance(value, str):
+        return len([x for x in value.split(",") if x.strip()])
+    if isinstance(value, list | dict):
+        return len(value)
+    raise _KeyProblem(key, f"{value!r:.40} is not a list of tokens; give a list, or --add-tokens N")
+
+
+def _vocab_axolotl(d: dict[str, Any], run: Run) -> None:
+    """axolotl's new tokens (memory/new_tokens.py). loaders/tokenizer.py adds `tokens` to the tokenizer and
+    loaders/model.py _resize_token_embeddings (axolotl-ai-cloud/axolotl @ ae7395e9) resizes to len(tokenizer),
+    rounded up to a multiple of 32 under resize_token_embeddings_to_32x, when that exceeds the embedding's rows;
+    check_model_config (loaders/utils.py @ 002a637c) refuses `tokens` with an adapter unless lora_modules_to_save
+    lists the embedding and the head. added_tokens_overrides renames existing ids: no new rows."""
+    if _is_set(d.get("tokens")):
+        run.options["add_tokens"] = _token_count("tokens", d["tokens"])
+        saved = set(str(run.options.get("modules_to_save", "")).split(","))
+        if run.options.get("method") != "full" and not saved >= {"embed_tokens", "lm_head"}:
+            raise _KeyProblem("tokens", "axolotl refuses new tokens with an adapter unless lora_modules_to_save "
+                              "lists embed_tokens and lm_head (loaders/utils.py check_model_config); add them")
+        run.mapped.append("tokens")
+    if _flag(AX, d.get("resize_token_embeddings_to_32x"), "resize_token_embeddings_to_32x"):
+        run.options["vocab_multiple"] = 32
+    if _is_set(d.get("added_tokens_overrides")):
+        run.notes.append("added_tokens_overrides: existing token ids renamed, no embedding rows added: no memory "
+                         "change.")
+    _seen(d, run, "resize_token_embeddings_to_32x", "added_tokens_overrides")
+
+
+def _vocab_llama_factory(d: dict[str, Any], run: Run, quantized: bool) -> None:
+    """LLaMA-Factory's new tokens (memory/new_tokens.py; hiyouga/LLaMA-Factory @ 12129195): add_tokens /
+    add_special_tokens (and new_special_tokens_config's tokens) set resize_vocab; model_utils/embedding.py
+    resize_embedding_layer then calls resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64) when the
+    tokenizer outgrows the embedding, and raises for a quantized model; under LoRA adapter.py puts the input and
+    output embeddings in additional_target (modules_to_save) when resize_vocab is set and additional_target is
+    not."""
+    added = 0
+    for key in ("add_tokens", "add_special_tokens", "new_special_tokens_config"):
+        if _is_set(d.get(key)):
+            if key == "new_special_tokens_config" and not isinstance(d[key], dict):
+                raise _KeyProblem(key, "a file of token descriptions is not read; give its token count with "
+                                  "--add-tokens N")
+            added += _token_count(key, d[key])
+        _seen(d, run, key)
+    resize = added > 0 or _flag(LF, d.get("resize_vocab"), "resize_vocab")
+    _seen(d, run, "resize_vocab")
+    if not resize:
+        return
+    if quantized:
+        raise _KeyProblem("resize_vocab", "LLaMA-Factory cannot resize a quantized model's embeddings "
+                          "(model_utils/embedding.py); remove quantization_bit or the new tokens")
+    run.options.update(add_tokens=added, vocab_multiple=64)
+    if run.options.get("method") == "lora" and not _is_set(d.get("additional_target")):
+        run.options["modules_to_save"] = "embed_tokens,lm_head"
+        run.notes.append("resize_vocab: LLaMA-Factory trains the resized embedding and head as modules_to_save "
+                         "under LoRA (adapter.py, additional_target unset).")
+
+
 def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # Keys from LLaMA-Factory's hparams (model_args.py, finetuning_args.py, data_args.py) and its
     # examples/train_*/*.yaml. Defaults that differ from vramcalc's are applied: cutoff_len 2048
@@ -1348,6 +1406,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "lora_dropout", "lora_dropout", float)
     _take(d, run, "lora_target", "lora_targets", _targets)
     _lora_variants(LF, d, run, "use_dora", "additional_target")  # finetuning_args.py LoraArguments
+    _vocab_llama_factory(d, run, quant in (4, 8))
     run.options["seq_len"] = _strict("cutoff_len", "seq_len", d.get("cutoff_len", 2048))
     _seen(d, run, "cutoff_len")
     _take(d, run, "per_device_train_batch_size", "batch_size", int)

@@ -282,4 +282,13 @@ def build_model(model: ModelSpec, training: TrainingSpec, dtype: torch.dtype) ->
             p.requires_grad_(False)
         notes.append(f"{model_type}: vision tower frozen; LoRA targets matched by peft over the whole model "
                      "(q_proj, v_proj, all-linear: the CLIP tower's and the projector's Linears too)")
+    if getattr(training, "add_tokens", 0) or getattr(training, "vocab_multiple", 1) > 1:  # memory/new_tokens.py
+        assert model.vocab_size is not None
+        # transformers' own resize (new embedding, untied lm_head resized, tied again); mean_resizing only sets the
+        # new rows' values (its covariance of the old rows is a load-time transient, not in the step)
+        hf.resize_token_embeddings(model.vocab_size + training.add_tokens, mean_resizing=False,
+                                   pad_to_multiple_of=training.vocab_multiple if training.vocab_multiple > 1 else None)
+        notes.append(f"new tokens: resize_token_embeddings({model.vocab_size} + {training.add_tokens}, "
+                     f"pad_to_multiple_of={training.vocab_multiple}) -> "
+                     f"{hf.get_input_embeddings().weight.shape[0]} rows")
     return hf, notes

@@ -11,7 +11,7 @@ Phase model (steady state, step ≥ 2, `zero_grad(set_to_none=True)` after each 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING
@@ -33,6 +33,7 @@ from vramcalc.core.memory import liger as _liger
 from vramcalc.core.memory import lisa as _lisa
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import nemotron_h as _nemotron_h
+from vramcalc.core.memory import new_tokens as _new_tokens
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
@@ -73,6 +74,7 @@ from vramcalc.core.memory.weights import (
     WeightBytes,
     fp32_router_tensors,
     freeze_fraction,
+    saved_copies,
     saved_embedding,
     saved_head,
     unquantized_bytes,
@@ -173,6 +175,10 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    if _new_tokens.active(training):  # --add-tokens: the run on the resized model (memory/new_tokens.py)
+        resized, inner = _new_tokens.view(model, training)
+        b = estimate(resized, inner)
+        return replace(b, notes=(*b.notes, _new_tokens.note(model, training)))
     if training.objective == "ppo":
         from vramcalc.core.memory import ppo as _ppo  # TRL 0.19.1 PPOTrainer: the rollout, the policy + value step
 
@@ -621,7 +627,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         gradients = (w.trainable - w.copies) * dtype_bytes(training.adapter_dtype) + w.copies * w.copy_elem_bytes
         notes.append(f"modules_to_save {', '.join(training.modules_to_save)}: a full trainable copy "
                      f"({w.copies:,} parameters, with gradients and optimizer states), the original kept frozen "
-                     "(peft ModulesToSaveWrapper)" + (" ; tied embeddings: one copy of the shared matrix"
+                     "(peft ModulesToSaveWrapper)" + (_tied_copies_note(model, training)
                                                       if model.tie_word_embeddings else "") + ".")
     first_states = 0
     if _lisa.active(training):
@@ -688,6 +694,14 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     held = w.total + ref_weights + reward_weights
     return _Plan(recipe, w, opt, gradients, held, opt.total, step_temporaries, details, tuple(notes),
                  checked, tail_notes + (_OVERHEAD_NOTE,), parallel, active_params(model), act, units)
+
+
+def _tied_copies_note(model: ModelSpec, training: TrainingSpec) -> str:
+    """modules_to_save on tied embeddings (weights.py saved_copies): one copy of the shared matrix, or two when
+    both modules are named (peft wraps and deep-copies each; the copies are no longer tied)."""
+    if len(saved_copies(model, training)) > 1:
+        return "; tied embeddings, both modules named: two copies of the shared matrix, trained apart"
+    return "; tied embeddings: one copy of the shared matrix"
 
 
 def _grad_elem(training: TrainingSpec, recipe: Recipe) -> int:
@@ -1187,7 +1201,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not no_vocab \
         else 0
     if head_trainable and not full_like and not reward:  # modules_to_save lm_head: the copy's gradient, its dtype
-        g_head = m.vocab_size * m.hidden_size * unquantized_bytes(t, recipe)
+        # (the copy keeps the module's dtype: fp32 only after QLoRA's prepare_model_for_kbit_training, as
+        # weights.py _with_copies stores it; plain LoRA's copy and its gradient are in the weights' dtype)
+        g_head = m.vocab_size * m.hidden_size * (unquantized_bytes(t, recipe) if t.method == "qlora"
+                                                 else dtype_bytes(recipe.weight))
     # Tied embeddings: the embedding's backward yields a second full-size gradient that is then added
     # into the head's (AccumulateGrad); gradient accumulation adds each new gradient the same way.
     # With tied embeddings both contributions meet in the engine's InputBuffer, which sums them out of

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vramcalc.core.memory import Breakdown, _plan, estimate
+from vramcalc.core.memory import Breakdown, _plan, estimate, new_tokens
 from vramcalc.core.memory.inference import generate_terms
 from vramcalc.core.memory.moments import Moment
 from vramcalc.core.params import is_ssm
@@ -108,6 +108,8 @@ def _term(mo: Moment, *names: str) -> int:
 def timeline(model: ModelSpec, training: TrainingSpec) -> Timeline:
     """The step of `model` under `training` as points over time (see the module docstring)."""
     b = estimate(model, training)
+    if new_tokens.active(training):  # --add-tokens: the resized model's step (memory/new_tokens.py)
+        model, training = new_tokens.view(model, training)
     if training.mode == "inference":
         return Timeline(b, tuple(_inference_points(model, training, b)), ())
     moments = b.named_moments()

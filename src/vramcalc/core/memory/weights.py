@@ -344,6 +344,12 @@ def saved_copies(model: ModelSpec, training: TrainingSpec) -> tuple[ParamTensor,
     from vramcalc.core.params import saved_module
 
     wanted = {saved_module(name) for name in training.modules_to_save}
+    if model.tie_word_embeddings and wanted >= {"embed_tokens", "lm_head"}:
+        # both named on a tied model: peft wraps each module and deep-copies each on its own (the embedding, and
+        # the Linear lm_head whose weight is that embedding), two trainable copies no longer tied to each other
+        # (measured with the tracer: qwen2.5-0.5b, --grid vocab; peft warns that ensure_weight_tying is unset)
+        embed = [t for t in inventory(model) if t.module == "embed_tokens" and t.kind == "embedding"]
+        return (*embed, *(replace(t, name="lm_head", kind="head", module="lm_head") for t in embed))
     if model.tie_word_embeddings and "lm_head" in wanted:
         wanted = (wanted - {"lm_head"}) | {"embed_tokens"}
     return tuple(t for t in inventory(model) if t.module in wanted and t.kind in ("embedding", "head"))
