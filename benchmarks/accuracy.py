@@ -779,7 +779,8 @@ def granite_grid() -> list[dict[str, Any]]:
     return cases
 
 
-# The Nemotron-H grid (`--grid nemotronh`, issue 15; 30 cases): the dense Nemotron-H models (memory/nemotron_h.py:
+# The Nemotron-H grid (`--grid nemotronh`, issue 15; 52 cases: 22 MoE, above, and 30 dense): the dense models
+# (memory/nemotron_h.py:
 # Mamba-2, attention and relu2 MLP layers, one block each) from tests/data/hf/nemotron-h-8b-base-8k.json cut to two
 # tiny shapes (A: M-M*- , 2 groups, one chunk of 64 at s64; B: *M-M-M bottom attention, 4 groups, chunk 48 padding)
 # x full pure-bf16 / LoRA / QLoRA (default targets q_proj, v_proj, in_proj) x s64 / s128 x checkpointing off / on,
@@ -799,8 +800,49 @@ NEMOTRONH_SHAPES = {"nemotronh:h256-M-M*--s32-q64": {"hidden_size": 256, "hybrid
                                                          "ssm_state_size": 16, "chunk_size": 48, "vocab_size": 4096}}
 
 
-def nemotronh_grid() -> list[dict[str, Any]]:
+# The MoE Nemotron-H models (Nemotron 3 Nano: NemotronHMoE "E" layers, memory/nemotron_h.py), from
+# tests/data/hf/nvidia-nemotron-3-nano-30b-a3b-bf16.json cut to two tiny shapes (C: MEM*E, Nano's order, 8 experts
+# top 2; D: *E-ME, attention at the bottom, a dense MLP layer beside the MoE ones, 6 experts top 3, 2 mixer groups)
+# x full pure-bf16 / LoRA / QLoRA (default targets) x checkpointing off / on, b2 s64 and s128 for C, b2 s64 for D;
+# LoRA on the shared experts' up / down_proj; the published shape cut to 2 layers (ME: hidden 2688, 128 experts
+# top 6).
+NEMOTRONH_MOE_SHAPES = {"nemotronh:moe-h256-MEM*E-e8k2-i128-s256": {
+    "hidden_size": 256, "hybrid_override_pattern": "MEM*E", "num_attention_heads": 4, "num_key_value_heads": 2,
+    "head_dim": 64, "intermediate_size": 512, "mamba_num_heads": 8, "mamba_head_dim": 32, "n_groups": 2,
+    "ssm_state_size": 32, "chunk_size": 64, "vocab_size": 2048, "n_routed_experts": 8, "num_experts_per_tok": 2,
+    "moe_intermediate_size": 128, "moe_shared_expert_intermediate_size": 256},
+    "nemotronh:moe-h192-*E-ME-e6k3-i96-s160": {
+    "hidden_size": 192, "hybrid_override_pattern": "*E-ME", "num_attention_heads": 3, "num_key_value_heads": 1,
+    "head_dim": 64, "intermediate_size": 384, "mamba_num_heads": 12, "mamba_head_dim": 32, "n_groups": 2,
+    "ssm_state_size": 16, "chunk_size": 48, "vocab_size": 4096, "n_routed_experts": 6, "num_experts_per_tok": 3,
+    "moe_intermediate_size": 96, "moe_shared_expert_intermediate_size": 160}}
+
+
+def nemotronh_moe_cases() -> list[dict[str, Any]]:
     cases = []
+    for model, seqs in zip(NEMOTRONH_MOE_SHAPES, ((64, 128), (64,)), strict=True):
+        for label, kw in HYBRID_RUNS:
+            for seq in seqs:
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
+    model = next(iter(NEMOTRONH_MOE_SHAPES))
+    for gc in (False, True):
+        cases.append({"id": f"{model} | lora q,v,in_proj,up,down | b2 s64 | {'gc' if gc else 'no-gc'}",
+                      "model": model, "method": "lora",
+                      "training": dict(HYBRID_RUNS[1][1], lora_targets=("q_proj", "v_proj", "in_proj", "up_proj",
+                                                                        "down_proj"), batch_size=2, seq_len=64,
+                                       grad_checkpointing=gc)})
+    for (label, kw), gc in zip(HYBRID_RUNS[:2], (False, True), strict=True):
+        cases.append({"id": f"nemotronh:nemotron-3-nano-2-layers | {label} | b1 s128 | {'gc' if gc else 'no-gc'}",
+                      "model": "nemotronh:nemotron-3-nano-2-layers", "method": kw["method"],
+                      "training": dict(kw, batch_size=1, seq_len=128, grad_checkpointing=gc)})
+    return cases
+
+
+def nemotronh_grid() -> list[dict[str, Any]]:
+    cases = nemotronh_moe_cases()
     for model in NEMOTRONH_SHAPES:
         for label, kw in HYBRID_RUNS:
             for seq in (64, 128):
@@ -1757,6 +1799,11 @@ def _model(name: str) -> Any:
     if name.startswith("nemotronh:"):  # tests/data/hf/nemotron-h-8b-base-8k.json cut to a tiny shape
         from vramcalc.io.hf_config import spec_from_hf_config
 
+        if name in NEMOTRONH_MOE_SHAPES or name == "nemotronh:nemotron-3-nano-2-layers":  # the Nano's config
+            d = {**json.loads((HF_DIR / "nvidia-nemotron-3-nano-30b-a3b-bf16.json").read_text()),
+                 **NEMOTRONH_MOE_SHAPES.get(name, {"hybrid_override_pattern": "ME"})}
+            d.pop("num_hidden_layers")  # the pattern's length
+            return spec_from_hf_config(d, name[10:], "benchmarks/accuracy.py")
         d = {**json.loads((HF_DIR / "nemotron-h-8b-base-8k.json").read_text()),
              **NEMOTRONH_SHAPES.get(name, {"hybrid_override_pattern": "M-*", "num_hidden_layers": 3})}
         return spec_from_hf_config(d, name[10:], "benchmarks/accuracy.py")
@@ -2393,6 +2440,50 @@ def unsloth_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The axolotl-kernels grid (`--grid axolotl-kernels`, issue 13; 36 cases): axolotl's own LoRA kernels
+# (--kernels axolotl:GROUPS, memory/axolotl_kernels.py; trace/_axolotl.py emulates LoRA_QKV / LoRA_O / LoRA_MLP of
+# axolotl kernels/lora.py at 067b021c, which axolotl turns on by itself for LoRA / QLoRA) on Llama (tinyllama-1.1b),
+# Qwen2 (qwen2.5-0.5b: biased q/k/v, added in place), Qwen3 (qwen3-0.6b: q/k norms after LoRA_QKV) and Mistral
+# (mistral-7b-v0.1), each config.json cut to FAMILY_LAYERS layers, all seven projections adapted, bf16: all three
+# groups x LoRA / QLoRA NF4 (no kbit prep) x no checkpointing (transformers' loss) / checkpointing + Cut CE (the peak
+# in a layer's backward) at b2 s512; each group alone on Llama and Qwen3 (LoRA / QLoRA, checkpointing + Cut CE, b2
+# s512); all three groups at b1 s2048 with checkpointing + Cut CE (LoRA); all three with lora_dropout 0.05 on Llama
+# and Qwen3 (LoRA / QLoRA, checkpointing + Cut CE, b2 s512). Written to accuracy_axolotl-kernels.{json,md}.
+AXOLOTL_KERNEL_MODELS = ("tinyllama-1.1b", "qwen2.5-0.5b", "qwen3-0.6b", "mistral-7b-v0.1")
+AXOLOTL_KERNEL_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("lora", {"method": "lora"}), ("qlora", {"method": "qlora", "kbit_prep": False}))
+AXOLOTL_KERNEL_SAVERS: tuple[tuple[str, dict[str, Any]], ...] = (("no-gc", {}), ("gc+cut", {**GC, "loss": "cut"}))
+
+
+def axolotl_kernels_grid() -> list[dict[str, Any]]:
+    base = {"precision": "bf16", "lora_targets": ("all-linear",)}
+    cases = []
+
+    def add(model: str, label: str, chosen: str, saver: str, b: int, s: int) -> None:
+        cases.append({"id": f"{model} ({FAMILY_LAYERS} layers) | {label} | axolotl:{chosen} | {saver} | b{b} s{s}",
+                      "model": f"hf:{model}", "method": label,
+                      "training": dict(base, **dict(AXOLOTL_KERNEL_METHODS)[label],
+                                       **dict(AXOLOTL_KERNEL_SAVERS)[saver], kernels=f"axolotl:{chosen}",
+                                       batch_size=b, seq_len=s)})
+
+    for model in AXOLOTL_KERNEL_MODELS:
+        for label, _ in AXOLOTL_KERNEL_METHODS:
+            for saver, _ in AXOLOTL_KERNEL_SAVERS:
+                add(model, label, "qkv,o,mlp", saver, 2, 512)
+    for model in ("tinyllama-1.1b", "qwen3-0.6b"):
+        for label, _ in AXOLOTL_KERNEL_METHODS:
+            for chosen in ("qkv", "o", "mlp"):
+                add(model, label, chosen, "gc+cut", 2, 512)
+    for model in AXOLOTL_KERNEL_MODELS:
+        add(model, "lora", "qkv,o,mlp", "gc+cut", 1, 2048)
+    for model in ("tinyllama-1.1b", "qwen3-0.6b"):  # lora_dropout 0.05 (axolotl's examples): X_drop and its mask
+        for label, _ in AXOLOTL_KERNEL_METHODS:
+            add(model, label, "qkv,o,mlp", "gc+cut", 2, 512)
+            cases[-1]["id"] += " | dropout 0.05"
+            cases[-1]["training"]["lora_dropout"] = 0.05
+    return cases
+
+
 # The Liger grid (`--grid liger`, issue 13; 44 cases): Liger's layer kernels (--kernels liger, memory/liger.py;
 # trace/_liger.py emulates LigerRMSNormFunction, LigerSiLUMulFunction and LigerRopeFunction as
 # _apply_liger_kernel_to_instance installs them) on Llama (tinyllama-1.1b) and Qwen3 (qwen3-0.6b: its q/k norms stay
@@ -2562,7 +2653,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "nemotronh": nemotronh_grid,
          "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
          "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
-         "unsloth": unsloth_grid, "liger": liger_grid, "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
+         "unsloth": unsloth_grid, "liger": liger_grid, "axolotl-kernels": axolotl_kernels_grid,
+         "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
          "vlm3": llava_next_grid,
          "ppo": ppo_grid,
          "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid,
@@ -2592,7 +2684,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "granite": " (GraniteMoeHybrid's Granite 4.0 H, dense and MoE: Mamba-2 and attention layers, shared_mlp, "
                      "block_sparse_moe; issue 15)",
           "zamba2": " (Zamba2: Mamba-2 layers, shared attention blocks with per-invocation projectors; issue 15)",
-          "nemotronh": " (Nemotron-H: Mamba-2, attention and relu2 MLP layers, one block each; issue 15)",
+          "nemotronh": " (Nemotron-H: Mamba-2, attention, relu2 MLP and MoE layers, one block each; issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
@@ -2603,6 +2695,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "vlm2": " (vision-language models: Gemma 3 multimodal, issue 15)",
           "unsloth": " (Unsloth's kernels: Fast_RMS_Layernorm, LoRA_QKV/W/MLP, in-place RoPE; issue 13)",
           "liger": " (Liger's layer kernels: LigerRMSNorm, LigerSiLUMul, in-place RoPE; issue 13)",
+          "axolotl-kernels": " (axolotl's own LoRA kernels: LoRA_QKV, LoRA_O, LoRA_MLP; issue 13)",
           "qwen-vl": " (vision-language models: Qwen2-VL and Qwen2.5-VL, issue 15)",
           "idefics": " (vision-language models: Idefics3 and SmolVLM, image splitting and pixel shuffle; issue 15)",
           "vlm3": " (vision-language models: LLaVA-NeXT anyres tiles, issue 15)",
@@ -2735,14 +2828,15 @@ def main() -> None:
                     "BART cases (source and target lengths); ssm: issue 15's 18 Mamba cases; "
                     "ssm2: issue 15's 36 Mamba-2 cases; hybrid: issue 15's 30 Falcon-H1 cases; bamba: issue 15's 30 "
                     "Bamba cases; jamba: issue 15's 28 Jamba cases; granite: issue 15's 60 Granite 4.0 H "
-                    "cases (30 dense, 30 MoE); zamba2: issue 15's 36 Zamba2 cases; nemotronh: issue 15's 30 dense "
-                    "Nemotron-H cases; gptoss: issue 15's 16 "
+                    "cases (30 dense, 30 MoE); zamba2: issue 15's 36 Zamba2 cases; nemotronh: issue 15's 52 "
+                    "Nemotron-H cases (30 dense, 22 MoE); gptoss: issue 15's 16 "
                     "gpt-oss cases (MoE, attention sinks); classics: issue 15's 36 ResNet / LSTM language model "
                     "cases; vlm: issue 15's 60 LLaVA-1.5 cases (image tokens, tower frozen, adapted or trained); vlm2: "
                     "issue 15's 31 Gemma 3 multimodal cases (SigLIP tower, bidirectional image masks); unsloth: "
                     "issue 13's 39 Unsloth-kernel cases (LoRA / QLoRA, no checkpointing / offloaded checkpointing + "
                     "Cut CE); liger: issue 13's 44 Liger-kernel cases (RMSNorm, SwiGLU, RoPE; full / LoRA / QLoRA, "
-                    "checkpointing off / on, hf and fused-linear loss); "
+                    "checkpointing off / on, hf and fused-linear loss); axolotl-kernels: issue 13's 36 cases of "
+                    "axolotl's own LoRA kernels (Llama, Qwen2, Qwen3, Mistral; LoRA / QLoRA; groups alone and all); "
                     "qwen-vl: issue 15's 94 Qwen2-VL / Qwen2.5-VL cases (dynamic resolution, the tower "
                     "frozen, adapted or trained); idefics: issue 15's 27 Idefics3 / SmolVLM cases (tiles, pixel "
                     "shuffle); "
@@ -2769,7 +2863,7 @@ def main() -> None:
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
                          "ssm", "ssm2", "hybrid", "bamba", "granite", "gptoss", "classics", "vlm", "moe", "llama4",
                          "vlm2",
-                         "unsloth", "liger",
+                         "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
                          "upcast",
                          "lora-layers",

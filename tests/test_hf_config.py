@@ -111,6 +111,10 @@ TOTALS = {
     # (tests/test_nemotron_h.py rebuilds them).
     "nemotron-h-8b-base-8k": 8_100_852_736,
     "nvidia-nemotron-nano-9b-v2": 8_888_227_328,
+    # Nemotron 3 Nano (23 of its 52 layers NemotronHMoE: 128 ungated experts, the fp32 router, a shared expert):
+    # sum(p.numel()) of NemotronHForCausalLM from tests/data/hf/nvidia-nemotron-3-nano-30b-a3b-bf16.json (quoted),
+    # transformers 5.24 on the meta device (tests/test_nemotron_h.py rebuilds it)
+    "nvidia-nemotron-3-nano-30b-a3b-bf16": 31_577_937_344,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.

@@ -188,7 +188,15 @@ def test_axolotl_keys(tmp_path: Path) -> None:
                                                     "peft_layers_to_transform: [0, 1, 2, 21]\n"
                                                     "peft_layers_pattern: [layers]\n"))[0]
     assert run.options["lora_layers"] == "0,1,2,21"
-    assert {"peft_layers_to_transform", "peft_layers_pattern"} <= set(run.mapped) and not run.unmodelled
+    # axolotl auto-enables its LoRA kernels here (tests/test_axolotl_kernels.py); on some layers only they are not
+    # modelled, so they are named; turned off in the file, nothing is left unmodelled
+    assert {"peft_layers_to_transform", "peft_layers_pattern"} <= set(run.mapped)
+    assert set(run.unmodelled) == {"lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel"}
+    off = runfiles.load(_write(tmp_path, "off.yaml", "base_model: tinyllama-1.1b\nadapter: lora\n"
+                                                     "peft_layers_to_transform: [0, 1, 2, 21]\n"
+                                                     + "".join(f"lora_{k}_kernel: false\n" for k in ("qkv", "o", "mlp"))
+                                                     ))[0]
+    assert off.options["lora_layers"] == "0,1,2,21" and not off.unmodelled
     assert training_spec({**DEFAULTS, **run.options}).lora_layers == (0, 1, 2, 21)
     with pytest.raises(VramcalcError, match="peft_layers_pattern"):
         runfiles.load(_write(tmp_path, "ax2.yaml", "base_model: tinyllama-1.1b\nadapter: lora\n"

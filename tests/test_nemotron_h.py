@@ -1,5 +1,5 @@
-"""Nemotron-H (issue 15): Mamba-2, attention and relu2 MLP layers, one block each (memory/nemotron_h.py); the MoE
-models refused by name."""
+"""Nemotron-H (issue 15): Mamba-2, attention, relu2 MLP and MoE layers, one block each (memory/nemotron_h.py); the
+latent MoE projections refused by name."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from cli_helpers import invoke
 from vramcalc.core.errors import PresetFileError, UnsupportedCombination
 from vramcalc.core.memory import estimate, nemotron_h
 from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.memory.weights import fp32_router_tensors
 from vramcalc.core.params import count_params, nemotron_h_layer_params, resolve_targets
 from vramcalc.core.specs import TrainingSpec
 from vramcalc.io import presets
@@ -20,6 +21,7 @@ from vramcalc.io.hf_config import spec_from_hf_config
 HF = Path(__file__).parent / "data" / "hf"
 FIXTURE = json.loads((HF / "nemotron-h-8b-base-8k.json").read_text())
 NANO = json.loads((HF / "nvidia-nemotron-nano-9b-v2.json").read_text())
+NANO3 = json.loads((HF / "nvidia-nemotron-3-nano-30b-a3b-bf16.json").read_text())
 # The two shapes benchmarks/accuracy.py --grid nemotronh traces, cut from the fixture (NEMOTRONH_SHAPES there)
 SHAPE_A = {"hidden_size": 256, "hybrid_override_pattern": "M-M*-", "num_hidden_layers": 5, "num_attention_heads": 4,
            "num_key_value_heads": 2, "head_dim": 64, "attention_head_dim": 64, "intermediate_size": 512,
@@ -31,8 +33,25 @@ SHAPE_B = {"hidden_size": 192, "hybrid_override_pattern": "*M-M-M", "num_hidden_
            "vocab_size": 4096}
 
 
+# The MoE shapes benchmarks/accuracy.py --grid nemotronh traces, cut from the Nemotron 3 Nano fixture
+# (NEMOTRONH_MOE_SHAPES there)
+SHAPE_C = {"hidden_size": 256, "hybrid_override_pattern": "MEM*E", "num_attention_heads": 4, "num_key_value_heads": 2,
+           "head_dim": 64, "intermediate_size": 512, "mamba_num_heads": 8, "mamba_head_dim": 32, "n_groups": 2,
+           "ssm_state_size": 32, "chunk_size": 64, "vocab_size": 2048, "n_routed_experts": 8, "num_experts_per_tok": 2,
+           "moe_intermediate_size": 128, "moe_shared_expert_intermediate_size": 256}
+SHAPE_D = {"hidden_size": 192, "hybrid_override_pattern": "*E-ME", "num_attention_heads": 3, "num_key_value_heads": 1,
+           "head_dim": 64, "intermediate_size": 384, "mamba_num_heads": 12, "mamba_head_dim": 32, "n_groups": 2,
+           "ssm_state_size": 16, "chunk_size": 48, "vocab_size": 4096, "n_routed_experts": 6, "num_experts_per_tok": 3,
+           "moe_intermediate_size": 96, "moe_shared_expert_intermediate_size": 160}
+
+
 def tiny(shape: dict[str, object]):
     return spec_from_hf_config({**FIXTURE, **shape}, "nemotron-h-tiny", "tests/test_nemotron_h.py")
+
+
+def tiny_moe(shape: dict[str, object]):
+    d = {k: v for k, v in {**NANO3, **shape}.items() if k != "num_hidden_layers"}  # the pattern's length
+    return spec_from_hf_config(d, "nemotron-h-moe-tiny", "tests/test_nemotron_h.py")
 
 
 def test_fixture_reads_as_published() -> None:
@@ -49,7 +68,19 @@ def test_fixture_reads_as_published() -> None:
     assert m.ssm_state_size == 0 and not m.tie_word_embeddings
 
 
-@pytest.mark.parametrize(("fixture", "total"), [(FIXTURE, 8_100_852_736), (NANO, 8_888_227_328)], ids=["8b", "nano-9b"])
+def test_moe_fixture_reads_as_published() -> None:
+    # Nemotron 3 Nano 30B-A3B: 52 layers (23 M, 23 E, 6 *) of hidden 2688; 128 routed experts of 1856, top 6, one
+    # shared expert of 3712; the mixer 64 heads x 64 = 4096 wide; attention 32 heads / 2 KV of 128
+    m = spec_from_hf_config(NANO3, "m", "f")
+    p = m.hybrid_pattern
+    assert (p.count("M"), p.count("E"), p.count("*"), p.count("-")) == (23, 23, 6, 0)
+    assert (m.num_experts, m.experts_per_token, m.moe_intermediate_size, m.num_shared_experts,
+            m.shared_expert_intermediate_size) == (128, 6, 1856, 1, 3712)
+    assert (m.hidden_size, m.mixer_intermediate_size, m.num_attention_heads, m.num_kv_heads) == (2688, 4096, 32, 2)
+
+
+@pytest.mark.parametrize(("fixture", "total"), [(FIXTURE, 8_100_852_736), (NANO, 8_888_227_328),
+                                                (NANO3, 31_577_937_344)], ids=["8b", "nano-9b", "nano-3-30b"])
 def test_fixture_count(fixture: dict[str, object], total: int) -> None:
     # sum(p.numel()) of NemotronHForCausalLM from the fixture, transformers 5.24 on the meta device
     assert count_params(spec_from_hf_config(fixture, "m", "f")) == total
@@ -74,7 +105,30 @@ def test_count_matches_the_library(shape: dict[str, object]) -> None:
     assert count_params(spec_from_hf_config(d, "m", "f")) == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", ["nemotron-h-8b-base-8k", "nemotron-nano-9b-v2"])
+@pytest.mark.parametrize("moe_shape", [SHAPE_C, SHAPE_D, {**SHAPE_D, "mlp_bias": True, "use_bias": True}],
+                         ids=["shape-c", "shape-d", "shape-d-biases"])
+def test_moe_count_matches_the_library(moe_shape: dict[str, object]) -> None:
+    # NemotronHExperts' 3-D up / down_proj have no bias whatever mlp_bias says; shared_experts' Linears take it
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    d = {k: v for k, v in {**NANO3, **moe_shape}.items() if k != "num_hidden_layers"}
+    config = transformers.NemotronHConfig(**{k: v for k, v in d.items()
+                                             if k not in ("model_type", "architectures", "transformers_version")})
+    with torch.device("meta"):
+        model = transformers.NemotronHForCausalLM(config)
+    assert count_params(tiny_moe(moe_shape)) == sum(p.numel() for p in model.parameters())
+
+
+def test_moe_layer_count_and_fp32_router() -> None:
+    # Shape C's MoE layer: router 8 x 256, experts' up and down 8 x 2 x 128 x 256, shared expert 2 x 256 x 256, its
+    # norm 256; NemotronHTopkRouter's weight stays fp32 under a bf16 load (_keep_in_fp32_modules_strict): 2 layers
+    m = tiny_moe(SHAPE_C)
+    assert nemotron_h_layer_params(m, "E") == 8 * 256 + 2 * 8 * 128 * 256 + 2 * 256 * 256 + 256
+    t = TrainingSpec(method="full", precision="pure-bf16", batch_size=1, seq_len=64)
+    assert sum(x.numel for x in fp32_router_tensors(m, recipe_of(t))) == 2 * 8 * 256
+
+
+@pytest.mark.parametrize("name", ["nemotron-h-8b-base-8k", "nemotron-nano-9b-v2", "nemotron-3-nano-30b-a3b"])
 def test_preset_count_is_its_published_total(name: str) -> None:
     m = presets.find_model(name)
     assert count_params(m) == m.published_parameters
@@ -94,7 +148,7 @@ def test_count_is_the_layers_by_kind() -> None:
 
 
 @pytest.mark.parametrize(("key", "value", "words"), [
-    ("hybrid_override_pattern", "M-E*", "E \\(MoE\\)"), ("hybrid_override_pattern", "M-X", "characters M"),
+    ("hybrid_override_pattern", "M-X", "characters M"),
     ("num_nextn_predict_layers", 1, "multi-token"), ("attention_head_dim", 96, "attention_head_dim 96"),
     ("mamba_hidden_act", "gelu", "mamba_hidden_act"), ("sliding_window", 1024, "sliding_window")])
 def test_reader_refuses_what_it_does_not_count(key: str, value: object, words: str) -> None:
@@ -102,12 +156,31 @@ def test_reader_refuses_what_it_does_not_count(key: str, value: object, words: s
         tiny({**SHAPE_A, key: value})
 
 
-def test_moe_config_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # Nemotron 3 Nano / Super: E layers (NemotronHMoE) in the pattern
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("moe_latent_size", 1024, "latent projections"), ("norm_topk_prob", False, "norm_topk_prob false"),
+    ("n_group", 2, "n_group 2"), ("output_router_logits", True, "output_router_logits"),
+    ("mlp_hidden_act", "silu", "relu2 only")])
+def test_moe_reader_refuses_what_it_does_not_count(key: str, value: object, words: str) -> None:
+    with pytest.raises(PresetFileError, match=words):
+        tiny_moe({**SHAPE_C, key: value})
+
+
+def test_latent_moe_config_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Nemotron 3 Super: NemotronHMoE's fc1 / fc2_latent_proj (moe_latent_size) are not modelled
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({**FIXTURE, "hybrid_override_pattern": "MEMEM*EMEM", "num_hidden_layers": 10}))
+    path.write_text(json.dumps({**NANO3, "moe_latent_size": 1024}))
     code, _, err = invoke(["estimate", str(path)], capsys)
-    assert code == 2 and "E (MoE)" in err and "not modelled" in err and err.count("\n") == 1
+    assert code == 2 and "moe_latent_size" in err and "not modelled" in err and err.count("\n") == 1
+
+
+def test_moe_lora_targets() -> None:
+    # peft 0.21 maps no nemotron_h expert names (_MOE_TARGET_MODULE_MAPPING: mixtral / qwen2_moe only) and matches
+    # target_modules against modules: up_proj / down_proj adapt shared_experts' nn.Linear modules and the "-" layers'
+    # MLP, never NemotronHExperts' 3-D Parameters
+    m = tiny_moe(SHAPE_D)
+    assert [(lin.module, lin.count) for lin in resolve_targets(m, ("up_proj", "down_proj"))] == \
+        [("up_proj", 1), ("down_proj", 1), ("shared_expert.up_proj", 2), ("shared_expert.down_proj", 2)]
+    assert [lin.module for lin in resolve_targets(m, ("auto",))] == ["q_proj", "v_proj", "in_proj"]
 
 
 def test_lora_targets() -> None:
@@ -160,6 +233,27 @@ def test_layer_saved_set_is_measured(shape: dict[str, object], kind: str, traine
     assert nemotron_h.kind_activations(m, t, recipe_of(t), trained, kind).saved(128, 64) - measured == over
 
 
+@pytest.mark.parametrize(("shape", "kind", "trained", "measured"), [
+    (SHAPE_C, "E", True, 1_003_552), (SHAPE_C, "E", False, 413_728),
+    (SHAPE_D, "E", True, 892_440), (SHAPE_D, "E", False, 384_536),
+    (SHAPE_D, "-", True, 443_648), (SHAPE_D, "-", False, 197_888)])
+def test_moe_layer_saved_set_is_measured(shape: dict[str, object], kind: str, trained: bool, measured: int) -> None:
+    # Measured as test_layer_saved_set_is_measured, the MoE block with config._experts_implementation grouped_mm (the
+    # default the model dispatches to) and NemotronHTopkRouter's weight and bias kept fp32: the norm's; the router's
+    # fp32 input copy (trained), sigmoid output, gather index, the renormalized weights and their sum; the sort
+    # permutation, its // k and the inverse, the gathered routing weights; per routed copy relu's output (square's
+    # input) and the down output, plus (trained) the gathered hidden states and square's output; the shared expert's.
+    # (The packed tensors are held, so that no freed storage is reused and missed.) The hooks also see what is freed
+    # when the block returns, which the estimate leaves out: the group selection's per-group top-2 indices (int64 x
+    # 2), its top-k index (int64) and the bool ~mask (E): its graph dies with the discarded top-k values; and
+    # grouped_mm's int32 per-expert offsets (4 B per expert), as for GraniteMoeHybrid. The "-" layer of a MoE model
+    # saves what a dense model's does (shape B's figures: the same widths).
+    m = tiny_moe(shape)
+    t = TrainingSpec(method="full", precision="pure-bf16", batch_size=2, seq_len=64)
+    freed = (16 + 8 + m.num_experts) * 128 + 4 * m.num_experts if kind == "E" else 0
+    assert nemotron_h.kind_activations(m, t, recipe_of(t), trained, kind).saved(128, 64) == measured - freed
+
+
 def test_layers_sum_to_their_kinds() -> None:
     # the envelope x layers less layered_less is each layer's own kind, summed (LoRA with checkpointing: every
     # layer's input needs a gradient)
@@ -191,3 +285,32 @@ def test_trace_matches_the_estimate(shape: dict[str, object], method: str, gc: b
     m = tiny(shape)
     est, traced = estimate(m, t).tensor_peak_bytes, trace(m, t).peak_bytes
     assert est == pytest.approx(traced, rel=0.02) and est >= traced * 0.98
+
+
+@pytest.mark.parametrize(("method", "gc"), [("full", True), ("lora", True)], ids=["c-full-gc", "c-lora-gc"])
+def test_moe_trace_matches_the_estimate(method: str, gc: bool) -> None:
+    # --grid nemotronh "moe-h256-MEM*E-e8k2-i128-s256 | full pure-bf16 | b2 s64 | gc" (+1.32 %; -2.55 % while the
+    # bottom layer's expert gradients were counted late below a Mamba-2 bottom layer) and its LoRA case (+3.06 %)
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    t = TrainingSpec(method=method, precision="pure-bf16" if method == "full" else "bf16", batch_size=2, seq_len=64,
+                     grad_checkpointing=gc)
+    m = tiny_moe(SHAPE_C)
+    est, traced = estimate(m, t).tensor_peak_bytes, trace(m, t).peak_bytes
+    assert traced * 0.98 <= est <= traced * 1.05
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_sharded_groups_are_the_layer_kinds(method: str) -> None:
+    # ZeRO-3 / FSDP units and tp/pp ranks read weights.tensor_groups: Nemotron-H's layers are grouped by kind (shape D
+    # *E-ME: 1 "*", 2 "E", 1 "-", 1 "M", each with its block norm), and the groups add up to weight_bytes
+    from vramcalc.core.memory.weights import tensor_groups, weight_bytes
+
+    m = tiny_moe(SHAPE_D)
+    t = TrainingSpec(method=method, precision="pure-bf16" if method == "full" else "bf16", batch_size=1, seq_len=64)
+    g = tensor_groups(m, t, recipe_of(t))
+    assert [n for n, _ in g.layers] == [1, 1, 2, 1]  # sorted kinds: "*", "-", "E", "M"
+    total = sum(x.bytes_each() * x.count for x in g.embed + g.head + g.shared) \
+        + sum(n * sum(x.bytes_each() * x.count for x in one) for n, one in g.layers)
+    assert total == weight_bytes(m, t, recipe_of(t)).total

@@ -68,6 +68,9 @@ def test_axolotl() -> None:
         "attention": "flash",  # flash_attention: true (flash_attention_2)
         "packing": "packed",  # sample_packing: true (multipack rows, position_ids restart)
         "stack": "axolotl",  # an axolotl file: axolotl's stack preset fills what it leaves out
+        # no lora_*_kernel key: axolotl turns its own LoRA kernels on (check_auto_enable_lora_kernels), all seven
+        # projections adapted (lora_target_linear), Mistral, lora_dropout 0.05: modelled (memory/axolotl_kernels.py)
+        "kernels": "axolotl:qkv,o,mlp",
     }
     assert {"datasets", "learning_rate", "output_dir"} <= set(run.ignored)
     assert {"sample_packing", "flash_attention"} <= set(run.mapped)
@@ -291,7 +294,10 @@ def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
     ax_keys = ("unfrozen_parameters", "context_parallel_size", "sequence_parallel_degree")
     ax = runfiles.load(_json(tmp_path, "ax.yaml", "base_model: mistral-7b\nadapter: lora\nliger_rms_norm: true\n"
                              + "".join(f"{k}: 2\n" for k in (*ax_keys, "peft_layers_to_transform"))))[0]
-    assert set(ax.unmodelled) == set(ax_keys) and not set(ax_keys) & set(ax.ignored)
+    # axolotl auto-enables its LoRA kernels for this adapter (tests/test_axolotl_kernels.py); with LoRA on some layers
+    # only they are not modelled, so they are named too
+    kernels = {"lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel"}
+    assert set(ax.unmodelled) == set(ax_keys) | kernels and not set(ax_keys) & set(ax.ignored)
     # peft_layers_to_transform is --lora-layers now (tests/test_lora_layers.py)
     assert "peft_layers_to_transform" in ax.mapped and ax.options["lora_layers"] == "2"
     # Liger's layer kernels: mapped, with the over-estimate note (they save no more than transformers' modules)

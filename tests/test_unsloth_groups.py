@@ -32,7 +32,7 @@ def test_values_and_spelling() -> None:
     assert us.groups(_run("unsloth:rope, norm")) == ("norm", "rope")
     assert us.groups(_run("unsloth")) == ("qkv", "o", "mlp", "norm", "rope")  # Unsloth's own forward: all five
     assert us.groups(_run("hf")) == ()
-    for bad in ("unsloth:", "unsloth:ce", "axolotl:mlp", "unsloth:mlp;o"):
+    for bad in ("unsloth:", "unsloth:ce", "axolotl:norm", "unsloth:mlp;o"):
         with pytest.raises(SpecError, match="unsloth:qkv,o,mlp"):
             _run(bad)
 
@@ -137,12 +137,13 @@ def test_axolotl_kernel_keys(tmp_path: Path) -> None:
                              "unsloth_rms_norm: true\nunsloth_rope: false\n")
     assert run.options["kernels"] == "unsloth:qkv,o,mlp,norm"
     assert run.unmodelled == [] and {"unsloth_lora_mlp", "unsloth_rope"} <= set(run.mapped)
-    off = _axolotl(tmp_path, "unsloth_lora_mlp: false\n")
+    # (a lora_*_kernel key given: axolotl turns none of its own LoRA kernels on, check_auto_enable_lora_kernels)
+    off = _axolotl(tmp_path, "unsloth_lora_mlp: false\nlora_mlp_kernel: false\n")
     assert "kernels" not in off.options and off.unmodelled == []
-    # the keys still listed: they change memory and are not modelled (named, never merely ignored)
+    # axolotl's own lora_*_kernel keys: --kernels axolotl:GROUPS (tests/test_axolotl_kernels.py)
     # (unsloth_cross_entropy_loss is mapped to --loss hf: tests/test_liger_ce.py)
     rest = _axolotl(tmp_path, "lora_mlp_kernel: true\nlora_qkv_kernel: true\nlora_o_kernel: true\n")
-    assert set(rest.unmodelled) == {"lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel"}
+    assert rest.options["kernels"] == "axolotl:qkv,o,mlp" and rest.unmodelled == []
     # read as axolotl's pydantic `bool | None` reads them: 'yes' is true, 'maybe' refused naming the key
     assert _axolotl(tmp_path, "unsloth_rope: 'yes'\n").options["kernels"] == "unsloth:rope"
     with pytest.raises(VramcalcError, match="unsloth_rope"):

@@ -18,6 +18,7 @@ from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
 from vramcalc.core.memory import (
     Breakdown,
+    axolotl_kernels,
     badam,
     deberta,
     encoder,
@@ -117,6 +118,13 @@ SRC_INT8 = "LLM.int8 (Dettmers et al. 2022); bitsandbytes Linear8bitLt: int8 wei
 LLAMA4_LESS = "what the NoPE, dense and bottom layers save less: modeling_llama4.py"
 
 
+def _router_src(m: ModelSpec) -> str:
+    """Where the fp32 routers come from (memory/weights.py FP32_ROUTER_FAMILIES)."""
+    if m.family == "nemotron_h":
+        return "transformers modeling_nemotron_h.py NemotronHPreTrainedModel._keep_in_fp32_modules_strict"
+    return "transformers modeling_deepseek_v3.py / _v2.py _keep_in_fp32_modules_strict"
+
+
 # --lora-layers (core/lora_layers.py): what layers_less holds without checkpointing
 LORA_LAYERS_LESS = ("what the lowest adapted layer (no input gradient) and the unadapted layers above it save less "
                     "than an adapted layer")
@@ -128,7 +136,8 @@ def _less_label(m: ModelSpec) -> str:
     if zamba2.is_zamba2(m):  # memory/zamba2.py layered_less: the hybrid layer's set, each Mamba layer's less
         return "what the Mamba layers save less than a hybrid layer (its shared block) and the bottom moment's less"
     if nemotron_h.is_nemotron_h(m):  # memory/nemotron_h.py layered_less: the envelope of the three kinds
-        return "what each layer saves less than the envelope of the kinds (mixer, attention, MLP) and the bottom's less"
+        kinds = "mixer, attention, MLP, MoE" if "E" in m.hybrid_pattern else "mixer, attention, MLP"
+        return f"what each layer saves less than the envelope of the kinds ({kinds}) and the bottom's less"
     if m.family in ("bamba", "granitemoehybrid"):  # memory/hybrid.py layered_less: the envelope of the two kinds
         return "what each layer saves less than the larger kind (mixer or attention) and the bottom layer's less"
     return LLAMA4_LESS if m.family == "llama4" else "what the bottom layers save less"
@@ -1179,7 +1188,7 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
             lines.append(Line("weights.fp32_routers", "routers kept in fp32 (the rest of their 4 bytes)",
                               f"{_n(routers)} params × {4 - wb} B", routers * (4 - wb),
                               "router parameters × (4 − bytes per stored weight)",
-                              "transformers modeling_deepseek_v3.py / _v2.py _keep_in_fp32_modules_strict"))
+                              _router_src(m)))
     else:
         # The values are the core's (WeightBytes); the block, tensor and row counts only describe them.
         quantized, data, constants = w.quantized_params, w.quantized_data, w.quant_constants
@@ -1543,6 +1552,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              else nemotron_h.layer_activations if nemotron_h.is_nemotron_h(m)
              else unsloth.layer_activations if unsloth.active(m, t)
              else liger.layer_activations if liger.active(m, t)
+             else axolotl_kernels.layer_activations if axolotl_kernels.active(m, t)
              else layer_activations)(m, t, recipe, trainable_weights=full_like)
     tok = f"{_n(tokens)} tokens" + ("' worth on this GPU" if t.tp > 1 else "")
     d = b.details  # the core's own figures (memory/__init__.py details): this page cannot drift from them
@@ -1571,6 +1581,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                 source=f"{method_src}; memory/activations.py" if peft_term
                                 else f"{unsloth.SOURCE}; memory/unsloth.py" if unsloth.active(m, t)
                                 and unsloth.own_term(t, term.name)
+                                else f"{axolotl_kernels.SOURCE}; memory/axolotl_kernels.py"
+                                if axolotl_kernels.active(m, t) and axolotl_kernels.own_term(term.name)
                                 else f"{liger.SOURCE}; memory/liger.py" if liger.active(m, t)
                                 and ("Liger" in term.name or term.name.startswith("mlp gate and up")) else SRC_ACTS))
     per_layer = d["activations.per_layer"]

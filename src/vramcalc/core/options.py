@@ -222,7 +222,8 @@ OPTIONS: tuple[Opt, ...] = (
         "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
         "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "
         "unsloth_* keys; Llama); liger (Liger's RMSNorm, SwiGLU and RoPE: Llama, Mistral, Qwen2, Qwen3; full, "
-        "LoRA, QLoRA in bf16 / fp16).", sep=";"),
+        "LoRA, QLoRA in bf16 / fp16); axolotl:GROUPS of qkv,o,mlp (axolotl's own LoRA kernels, on by default "
+        "in axolotl LoRA / QLoRA: Llama, Mistral, Qwen2, Qwen3, no DoRA).", sep=";"),
     Opt("packing", PACKINGS, "none",
         "Batch layout: none (padded rows), packed (several sequences per row), padding-free (one flat row)."),
     # The stack is applied by OptionValues (its defaults under the run file and the command line).

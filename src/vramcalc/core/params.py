@@ -9,7 +9,7 @@ factored states, 8-bit optimizer thresholds). Counts follow the transformers mod
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
@@ -64,7 +64,12 @@ class Linear:
 # router as a custom module holding a weight Parameter (MixtralTopKRouter): neither is an nn.Linear, so peft's
 # all-linear, bitsandbytes' Linear4bit replacement and the other PEFT methods do not see them.
 FUSED_EXPERT_FAMILIES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss",
-                                   "llama4", "jamba", "granitemoehybrid"})
+                                   "llama4", "jamba", "granitemoehybrid", "nemotron_h"})
+# (Nemotron-H's "E" layers, modeling_nemotron_h.py NemotronHExperts: up_proj (E, i, h) and down_proj (E, h, i), no gate
+# (use_experts_implementation(has_gate=False)), beside NemotronHTopkRouter's fp32 weight (E, h); shared_experts, a
+# NemotronHMLP of two nn.Linear modules, is the shared expert. nemotron_h is a key of transformers' conversion table
+# (the per-expert Linears merged) but of neither of peft 0.21's _MOE_TARGET_MODULE_MAPPING patterns: LoRA's up_proj /
+# down_proj names adapt the shared expert's and the "-" layers' nn.Linear modules only.)
 # (GraniteMoeHybrid, modeling_granitemoehybrid.py GraniteMoeHybridExperts: gate_up_proj (E, 2i, h) and down_proj
 # (E, h, i) as Mixtral's, under block_sparse_moe with GraniteMoeHybridTopKRouter's weight (E, h); shared_mlp, two
 # nn.Linear modules, is the shared expert. granitemoehybrid is a key of transformers' conversion table (on the
@@ -133,6 +138,13 @@ def dense_layers(m: ModelSpec) -> int:
     if m.num_experts and m.moe_layer_interval > 1:  # Llama 4: MoE in every interleave_moe_layer_step-th layer
         return m.num_layers - m.num_layers // m.moe_layer_interval
     return m.num_layers if m.num_experts == 0 else min(m.first_dense_layers, m.num_layers)
+
+
+def dense_mlp_spec(m: ModelSpec) -> ModelSpec:
+    """The spec of a MoE model's dense-MLP layers (DeepSeek first_k_dense_replace, Qwen-MoE mlp_only_layers, Llama 4's
+    interleaved layers): no experts, router or shared expert, the dense MLP intermediate_size wide."""
+    return replace(m, num_experts=0, experts_per_token=0, num_shared_experts=0, first_dense_layers=0,
+                   shared_expert_gate=False, router_bias=False)
 
 
 @lru_cache(maxsize=512)
@@ -905,7 +917,10 @@ def hybrid_mixer(m: ModelSpec) -> ModelSpec:
                    ssm_state_size=m.mixer_state_size, ssm_head_dim=m.mixer_head_dim, ssm_residual_fp32=False,
                    num_attention_heads=None, num_kv_heads=None, head_dim=None, mixer_intermediate_size=0,
                    mixer_state_size=0, mixer_head_dim=0, mixer_gated_norm=False, mixer_out_bias=False,
-                   norms_per_layer=1, qkv_bias=False, o_bias=False, mlp_bias=False)
+                   norms_per_layer=1, qkv_bias=False, o_bias=False, mlp_bias=False,
+                   # (a MoE hybrid's experts are beside the mixer, not in it: GraniteMoeHybrid, Nemotron-H's "E" layers)
+                   num_experts=0, experts_per_token=0, num_shared_experts=0, moe_intermediate_size=None,
+                   shared_expert_intermediate_size=None)
 
 
 def mixer_layers(m: ModelSpec) -> int:
@@ -1208,6 +1223,12 @@ def nemotron_h_linears(m: ModelSpec) -> tuple[Linear, ...]:
         out += ssm_linears(hybrid_mixer(m))  # in_proj, out_proj x the "M" layers (hybrid_mixer's num_layers)
     if n_mlp:
         out += [Linear("up_proj", h, m.intermediate_size, n_mlp), Linear("down_proj", m.intermediate_size, h, n_mlp)]
+    n_moe = pat.count("E")
+    if n_moe and m.num_experts:  # NemotronHMoE: the 3-D experts (not nn.Linear: fused_experts) and shared_experts
+        i, s_i = m.moe_intermediate_size or m.intermediate_size, m.shared_expert_intermediate_size or h
+        out += [Linear("experts.up_proj", h, i, n_moe * m.num_experts),
+                Linear("experts.down_proj", i, h, n_moe * m.num_experts),
+                Linear("shared_expert.up_proj", h, s_i, n_moe), Linear("shared_expert.down_proj", s_i, h, n_moe)]
     return tuple(out)
 
 
@@ -1220,7 +1241,11 @@ def nemotron_h_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
     assert m.hidden_size is not None and m.vocab_size is not None and m.num_layers is not None
     h = m.hidden_size
     out = [ParamTensor("embed_tokens", "embedding", (m.vocab_size, h), 1, "embed_tokens", False)]
-    out += linear_tensors(m, nemotron_h_linears(m))
+    # (NemotronHExperts' 3-D up_proj / down_proj have no bias whatever mlp_bias says; shared_experts' Linears do)
+    out += [x for x in linear_tensors(m, nemotron_h_linears(m)) if not (x.kind == "bias" and
+                                                                         x.module.startswith("experts."))]
+    if m.num_experts and "E" in m.hybrid_pattern:  # NemotronHTopkRouter.weight (e_score_correction_bias: a buffer)
+        out.append(ParamTensor("router", "router", (m.num_experts, h), m.hybrid_pattern.count("E"), "router"))
     n = m.hybrid_pattern.count("M")
     if n:
         heads, conv, _ = mamba2_dims(hybrid_mixer(m))
@@ -1238,7 +1263,7 @@ def nemotron_h_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
 
 
 def nemotron_h_layer_params(m: ModelSpec, kind: str) -> int:
-    """One Nemotron-H layer's parameters by its kind ("M", "*" or "-"): nemotron_h_tensors' per-layer tensors,
+    """One Nemotron-H layer's parameters by its kind ("M", "*", "-" or "E"): nemotron_h_tensors' per-layer tensors,
     NemotronHBlock.norm included."""
     assert m.hidden_size is not None and m.intermediate_size is not None
     h, i = m.hidden_size, m.intermediate_size
@@ -1248,6 +1273,9 @@ def nemotron_h_layer_params(m: ModelSpec, kind: str) -> int:
         mixer = 2 * h * q_dim + 2 * h * kv_dim + (q_dim + 2 * kv_dim if m.qkv_bias else 0) + (h if m.o_bias else 0)
     elif kind == "-":
         mixer = 2 * h * i + (i + h if m.mlp_bias else 0)
+    elif kind == "E":  # NemotronHMoE: router (E, h), experts' up / down (E x 2 x i x h), shared_experts (2 x s x h)
+        e, e_i, s_i = m.num_experts, m.moe_intermediate_size or i, m.shared_expert_intermediate_size or h
+        mixer = e * h + 2 * e * e_i * h + 2 * h * s_i + (s_i + h if m.mlp_bias else 0)
     else:
         heads, conv, proj = mamba2_dims(hybrid_mixer(m))
         w = m.mixer_intermediate_size

@@ -31,6 +31,7 @@ CANDIDATES: tuple[dict[str, Any], ...] = (
     {"attention": "flash"},
     {"kernels": "unsloth"},
     {"kernels": "liger"},
+    {"kernels": "axolotl:qkv,o,mlp"},
 )
 _ADAMW = ("adamw", "paged-adamw")  # the 8-/4-bit states replace AdamW's 32-bit ones only
 

@@ -17,6 +17,7 @@ from vramcalc.core.vocab import (
     ADAPTER_DTYPES,
     ATTENTION_KINDS,
     ATTENTIONS,
+    AXOLOTL_KERNEL_GROUPS,
     CLASSIC_FAMILIES,
     ENCODER_FAMILIES,
     FSDP_STRATEGIES,
@@ -82,6 +83,7 @@ from vramcalc.core.vocab import (
     WeightDtype,
     ZeroStage,
     kernels_value,
+    parse_axolotl_kernels,
     parse_kernels,
 )
 
@@ -739,13 +741,16 @@ def _check_zamba2(m: ModelSpec) -> None:
 
 
 def _check_nemotron_h(m: ModelSpec) -> None:
-    """Nemotron-H's layer pattern (configuration_nemotron_h.py _pattern_to_list: M, *, -; E is MoE, not modelled)."""
+    """Nemotron-H's layer pattern (configuration_nemotron_h.py _pattern_to_list: M, *, -, E: NemotronHMoE)."""
     if m.family != "nemotron_h":
         raise SpecError("hybrid_pattern", "hybrid_pattern is read for family nemotron_h only")
     if not isinstance(m.hybrid_pattern, str) or len(m.hybrid_pattern) != (m.num_layers or 0) \
-            or set(m.hybrid_pattern) - set("M*-"):
+            or set(m.hybrid_pattern) - set("M*-E"):
         raise SpecError("hybrid_pattern", f"hybrid_pattern must be num_layers ({m.num_layers}) characters of M "
-                        "(Mamba-2), * (attention) and - (MLP) (Nemotron-H-8B: M-M-M-M*-M-...)")
+                        "(Mamba-2), * (attention), - (MLP) and E (MoE) (Nemotron-H-8B: M-M-M-M*-M-...)")
+    if ("E" in m.hybrid_pattern) != bool(m.num_experts):
+        raise SpecError("num_experts", "a Nemotron-H model has routed experts exactly when hybrid_pattern has E "
+                        "layers (Nemotron 3 Nano: num_experts 128, MEMEM*E...)")
     if "M" in m.hybrid_pattern and not m.mixer_intermediate_size:
         raise SpecError("mixer_intermediate_size", "a Nemotron-H model with M layers needs its Mamba-2 mixer's shape "
                         "(mixer_* fields)")
@@ -1049,10 +1054,14 @@ class TrainingSpec:
         _check(self)
         groups = parse_kernels(self.kernels) if isinstance(self.kernels, str) else None
         if groups is None:
-            raise SpecError("kernels", f"Input should be 'hf', 'unsloth', 'liger' or 'unsloth:' with some of "
-                            f"{','.join(KERNEL_GROUPS)} (e.g. unsloth:qkv,o,mlp)")
+            raise SpecError("kernels", f"Input should be 'hf', 'unsloth', 'liger', 'unsloth:' with some of "
+                            f"{','.join(KERNEL_GROUPS)} (e.g. unsloth:qkv,o,mlp) or 'axolotl:' with some of "
+                            f"{','.join(AXOLOTL_KERNEL_GROUPS)}")
         if self.kernels.startswith("unsloth:"):
             object.__setattr__(self, "kernels", kernels_value(groups))  # one spelling per selection
+        ax = parse_axolotl_kernels(self.kernels)
+        if ax is not None:
+            object.__setattr__(self, "kernels", "axolotl:" + ",".join(ax))
         gpus = self.gpus_per_node * self.nodes
         if gpus % (self.tp * self.pp):
             raise SpecError("", f"{gpus} GPUs cannot be split into tp {self.tp} × pp {self.pp}: "

@@ -70,7 +70,9 @@ Packing = Literal["none", "packed", "padding-free"]
 # Layer kernels (memory/unsloth.py): transformers' modules (hf), or Unsloth's Triton RMSNorm, RoPE and LoRA autograd
 # functions, which save fewer tensors per layer: all of them (unsloth), or some groups (unsloth:qkv,o,mlp,norm,rope),
 # as axolotl's unsloth_lora_qkv / unsloth_lora_o / unsloth_lora_mlp / unsloth_rms_norm / unsloth_rope keys patch
-# them one by one (parse_kernels); or Liger's RMSNorm, SwiGLU and RoPE (liger, memory/liger.py).
+# them one by one (parse_kernels); or Liger's RMSNorm, SwiGLU and RoPE (liger, memory/liger.py); or axolotl's own LoRA
+# autograd functions (axolotl:qkv,o,mlp: kernels/lora.py LoRA_QKV / LoRA_O / LoRA_MLP, axolotl's lora_*_kernel keys,
+# memory/axolotl_kernels.py; parse_axolotl_kernels).
 Kernels = str
 # Training stacks: named sets of option defaults, one YAML preset each under presets/stacks/ (io/stacks.py).
 StackName = Literal["hf", "trl", "axolotl", "llama-factory", "unsloth", "torchtune", "litgpt"]
@@ -130,13 +132,14 @@ LOSSES: tuple[LossName, ...] = get_args(LossName)
 PACKINGS: tuple[Packing, ...] = get_args(Packing)
 KERNELS: tuple[str, ...] = ("hf", "unsloth", "liger")  # the named choices; unsloth:GROUPS selects some groups
 KERNEL_GROUPS: tuple[str, ...] = ("qkv", "o", "mlp", "norm", "rope")  # Unsloth's kernels, group by group
+AXOLOTL_KERNEL_GROUPS: tuple[str, ...] = ("qkv", "o", "mlp")  # axolotl's LoRA kernels (lora_qkv/o/mlp_kernel)
 
 
 def parse_kernels(value: str) -> tuple[str, ...] | None:
     """The Unsloth kernel groups a --kernels value selects, in KERNEL_GROUPS order: () for hf, all five for unsloth
     (Unsloth's own forward), the listed ones for unsloth:GROUP,GROUP.. (patched one by one, as axolotl's unsloth_*
     keys do), () for liger (Liger's kernels: memory/liger.py); None when the value is none of these."""
-    if value in ("hf", "liger"):
+    if value in ("hf", "liger") or parse_axolotl_kernels(value) is not None:
         return ()
     if value == "unsloth":
         return KERNEL_GROUPS
@@ -145,6 +148,16 @@ def parse_kernels(value: str) -> tuple[str, ...] | None:
     if head != "unsloth" or not names or any(x not in KERNEL_GROUPS for x in names):
         return None
     return tuple(g for g in KERNEL_GROUPS if g in names)
+
+
+def parse_axolotl_kernels(value: str) -> tuple[str, ...] | None:
+    """axolotl's LoRA kernel groups an `axolotl:GROUP,GROUP..` value selects, in AXOLOTL_KERNEL_GROUPS order (None for
+    any other value; memory/axolotl_kernels.py)."""
+    head, sep, tail = value.partition(":")
+    names = [x.strip() for x in tail.split(",")] if sep else []
+    if head != "axolotl" or not names or any(x not in AXOLOTL_KERNEL_GROUPS for x in names):
+        return None
+    return tuple(g for g in AXOLOTL_KERNEL_GROUPS if g in names)
 
 
 def kernels_value(groups: tuple[str, ...] | frozenset[str] | set[str] | list[str]) -> str:

@@ -67,8 +67,9 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              # Zamba2 (_zamba2)
              "n_mamba_heads", "mamba_headdim", "num_mem_blocks", "adapter_rank", "attention_hidden_size",
              "attention_head_dim",
-             # Nemotron-H (_nemotron_h)
-             "mamba_num_heads", "mamba_head_dim", "ssm_state_size")
+             # Nemotron-H (_nemotron_h, _nemotron_h_moe)
+             "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "moe_shared_expert_intermediate_size",
+             "n_group", "topk_group")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
@@ -81,7 +82,9 @@ _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_
           "position_biased_input", "mamba_conv_bias", "mamba_proj_bias", "mamba_rms_norm", "projectors_bias",
           "use_qk_norm", "use_mambapy",
           # Zamba2 (_zamba2)
-          "add_bias_linear", "use_shared_attention_adapter", "use_mem_rope", "use_long_context")
+          "add_bias_linear", "use_shared_attention_adapter", "use_mem_rope", "use_long_context",
+          # Nemotron-H MoE (_nemotron_h_moe)
+          "norm_topk_prob", "output_router_logits")
 CONFIG_KEYS: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "positive"),
     **dict.fromkeys(_NON_NEGATIVE, "int"),
@@ -1220,11 +1223,7 @@ def _nemotron_h(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     if not pattern or set(pattern) - set("M*-E"):
         raise PresetFileError(source, [f"hybrid_override_pattern {pattern!r}: characters M (Mamba-2), * (attention), "
                                        "- (MLP) and E (MoE) only"])
-    if "E" in pattern:
-        raise PresetFileError(source, ["hybrid_override_pattern has E (MoE) layers: Nemotron-H's NemotronHMoE (the "
-                                       "grouped top-k router, the 3-D relu2 experts, the shared expert, the latent "
-                                       "projections; Nemotron 3 Nano / Super) is not modelled; the dense models "
-                                       "(Nemotron-H-8B/47B/56B, Nemotron-Nano-9B/12B-v2) are"])
+    moe = _nemotron_h_moe(d, source) if "E" in pattern else {}
     if int(d.get("num_nextn_predict_layers") or 0):
         raise PresetFileError(source, ["num_nextn_predict_layers: the multi-token-prediction layers are not loaded by "
                                        "NemotronHForCausalLM (mtp.* is ignored) and not modelled; set it to 0"])
@@ -1279,7 +1278,41 @@ def _nemotron_h(d: Mapping[str, Any], source: str) -> dict[str, Any]:
         ssm_conv_bias=bool(_get(d, source, "use_conv_bias", "mamba_conv_bias", default=True)),
         ssm_proj_bias=use_bias, mixer_gated_norm=True, mixer_out_bias=use_bias,
     )
+    out.update(moe)
     return out
+
+
+def _nemotron_h_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    # The "E" layers (modeling_nemotron_h.py NemotronHMoE, Nemotron 3 Nano): NemotronHTopkRouter (weight (E, hidden),
+    # kept fp32: _keep_in_fp32_modules_strict; sigmoid scores, e_score_correction_bias (a buffer), n_group /
+    # topk_group group selection, top num_experts_per_tok, renormalized when norm_topk_prob, x routed_scaling_factor),
+    # NemotronHExperts (up_proj (E, moe_intermediate_size, hidden), down_proj (E, hidden, moe_intermediate_size): 3-D
+    # Parameters, no bias, relu2 through use_experts_implementation(has_gate=False)), one shared expert (NemotronHMLP of
+    # moe_shared_expert_intermediate_size: n_shared_experts is not read), and fc1/fc2_latent_proj when moe_latent_size
+    # is set. Defaults from configuration_nemotron_h.py NemotronHConfig.
+    if d.get("moe_latent_size") is not None:
+        raise PresetFileError(source, ["moe_latent_size: NemotronHMoE's latent projections (fc1_latent_proj / "
+                                       "fc2_latent_proj, Nemotron 3 Super) are not modelled; only moe_latent_size "
+                                       "null is"])
+    if str(d.get("mlp_hidden_act", "relu2")) != "relu2":
+        raise PresetFileError(source, [f"mlp_hidden_act {d.get('mlp_hidden_act')!r} with E (MoE) layers: the experts "
+                                       "are counted with relu2 only; use relu2"])
+    if not bool(d.get("norm_topk_prob", True)):
+        raise PresetFileError(source, ["norm_topk_prob false: NemotronHTopkRouter without the top-k renormalization is "
+                                       "not modelled; set it to true"])
+    if bool(d.get("output_router_logits", False)):
+        raise PresetFileError(source, ["output_router_logits true: the router logits kept for an auxiliary loss are "
+                                       "not modelled; set it to false"])
+    groups, top_groups = int(d.get("n_group") or 1), int(d.get("topk_group") or 1)
+    if (groups, top_groups) != (1, 1):
+        raise PresetFileError(source, [f"n_group {groups} / topk_group {top_groups}: NemotronHTopkRouter's grouped "
+                                       "selection is modelled with one group only (Nemotron 3 Nano's); set both to 1"])
+    experts = int(_get(d, source, "n_routed_experts", "num_local_experts", default=8))
+    width = int(_get(d, source, "moe_intermediate_size", default=7688))
+    return {"num_experts": experts, "experts_per_token": int(_get(d, source, "num_experts_per_tok", default=2)),
+            "moe_intermediate_size": width, "num_shared_experts": 1,
+            "shared_expert_intermediate_size": int(_get(d, source, "moe_shared_expert_intermediate_size",
+                                                        default=7688))}
 
 
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]

@@ -268,6 +268,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "precompute_ref_log_probs": (), "peft_use_dora": (), "peft_use_rslora": (),
         "unsloth_lora_qkv": (), "unsloth_lora_o": (), "unsloth_lora_mlp": (), "unsloth_rms_norm": (),
         "unsloth_rope": (), "unsloth_cross_entropy_loss": (), "liger_cross_entropy": (),
+        "lora_mlp_kernel": (), "lora_qkv_kernel": (), "lora_o_kernel": (), "lora_embedding_kernel": (),
         "liger_rope": (), "liger_rms_norm": (), "liger_glu_activation": (), "liger_layer_norm": (),
         "bf16": ("auto",),  # bf16 where the GPU has it
         # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
@@ -492,14 +493,8 @@ UNMODELLED_KEYS: dict[str, str] = {
     "cut_cross_entropy": "Cut Cross-Entropy (no full logits)",
     # (unsloth_lora_qkv / _o / _mlp, unsloth_rms_norm, unsloth_rope: mapped, --kernels unsloth:GROUPS;
     # liger_cross_entropy: --loss liger-cross-entropy; unsloth_cross_entropy_loss: --loss hf, UNSLOTH_CE_NOTE)
-    # axolotl's own LoRA kernels (kernels/lora.py, derived from Unsloth's): LoRA_MLP / LoRA_QKV / LoRA_O save what
-    # Unsloth's save, plus the dropped input under lora_dropout (X_drop), the LoRA biases, and under DoRA the combined
-    # outputs and magnitude scales; matmul_lora added `s * X @ A @ B` out of place (an output-sized temporary per
-    # projection) until 69f6d8ba (2026-06-05), and uses out.addmm_ in place since (at 067b021c): version-dependent and
-    # not Unsloth's allocation, so not modelled yet
-    "lora_mlp_kernel": "axolotl's LoRA_MLP autograd function (kernels/lora.py): its own saved set and temporaries",
-    "lora_qkv_kernel": "axolotl's LoRA_QKV autograd function (kernels/lora.py): its own saved set and temporaries",
-    "lora_o_kernel": "axolotl's LoRA_O autograd function (kernels/lora.py): its own saved set and temporaries",
+    # (lora_qkv_kernel / lora_o_kernel / lora_mlp_kernel / lora_embedding_kernel: mapped, --kernels axolotl:GROUPS,
+    # and turned on as axolotl turns them on: _lora_kernels_axolotl)
     "relora_steps": "ReLoRA (merges and restarts the adapters; its optimizer reset is not modelled)",
     # LLaMA-Factory
     "enable_liger_kernel": "Liger kernels",
@@ -814,6 +809,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     half = run.options.get("precision", "").removeprefix("pure-")
     if _hf_multi_gpu(d, _path, run) and half in ("bf16", "fp16") and run.options["method"] == "full":
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
+    _lora_kernels_axolotl(d, run, _path)
     return _finish(d, run)
 
 
@@ -877,6 +873,103 @@ def _kernels_axolotl(d: dict[str, Any], run: Run) -> None:
     _seen(d, run, *AXOLOTL_KERNEL_KEYS)
     if chosen:
         run.options["kernels"] = kernels_value(chosen)
+
+
+# axolotl's own LoRA kernels (kernels/lora.py LoRA_QKV / LoRA_O / LoRA_MLP; memory/axolotl_kernels.py), key -> group
+AXOLOTL_LORA_KERNEL_KEYS = {"lora_qkv_kernel": "qkv", "lora_o_kernel": "o", "lora_mlp_kernel": "mlp"}
+AXOLOTL_LORA_KERNEL_FIELDS = (*AXOLOTL_LORA_KERNEL_KEYS, "lora_embedding_kernel")
+AXOLOTL_LORA_KERNEL_WHY = "axolotl's LoRA_QKV / LoRA_O / LoRA_MLP autograd functions (kernels/lora.py)"
+
+
+def _axolotl_auto_kernels(d: dict[str, Any]) -> bool:
+    """axolotl turns its LoRA kernels on by itself (utils/schemas/config.py check_auto_enable_lora_kernels at
+    067b021c): adapter lora / qlora, not rl, not nvfp4_merge_aware, none of the four lora_*_kernel keys set, not LoRA
+    with load_in_8bit, not trust_remote_code, and not FSDP1 (FSDP with fsdp_version other than 2; its multi-GPU test
+    reads the machine: a file with fsdp_config is taken as multi-GPU). (Its MoE skip applies to torch < 2.9 only.) A
+    file with the unsloth_* kernel keys is an older axolotl's (below)."""
+    if _is_set(d.get("rl")) or _is_set(d.get("nvfp4_merge_aware")) or d.get("adapter") not in ("lora", "qlora"):
+        return False
+    if any(d.get(k) is not None for k in AXOLOTL_LORA_KERNEL_FIELDS):
+        return False
+    if any(_is_set(d.get(k)) for k in (*AXOLOTL_KERNEL_KEYS, "unsloth_cross_entropy_loss")):
+        # an older axolotl's config: the current one refuses the unsloth_* keys (utils/schemas/validation.py
+        # check_deprecated_unsloth_fields), so it is read as that version, the unsloth_* patches only
+        return False
+    if d.get("adapter") == "lora" and _flag(AX, d.get("load_in_8bit"), "load_in_8bit"):
+        return False
+    if _is_set(d.get("trust_remote_code")):
+        return False
+    cfg = d.get("fsdp_config")
+    version = d.get("fsdp_version", cfg.get("fsdp_version") if isinstance(cfg, dict) else None)
+    return cfg is None or str(version) == "2"
+
+
+def _lora_kernels_axolotl(d: dict[str, Any], run: Run, path: Path) -> None:
+    """axolotl's lora_*_kernel keys, or the kernels axolotl turns on by itself: `--kernels axolotl:GROUPS` where
+    memory/axolotl_kernels.py models the run; a group whose projections are not all adapted is skipped as axolotl
+    skips it (monkeypatch/lora_kernels.py: peft's layers, a warning); otherwise listed as not modelled."""
+    auto = _axolotl_auto_kernels(d)
+    chosen = [g for k, g in AXOLOTL_LORA_KERNEL_KEYS.items() if auto or _flag(AX, d.get(k), k)]
+    embedding = auto or bool(_flag(AX, d.get("lora_embedding_kernel"), "lora_embedding_kernel"))
+    _seen(d, run, *AXOLOTL_LORA_KERNEL_FIELDS)
+    if not chosen and not embedding:
+        return
+    how = ("turned on by axolotl itself (utils/schemas/config.py check_auto_enable_lora_kernels: LoRA / QLoRA with "
+           "no lora_*_kernel key)" if auto else "set by the lora_*_kernel keys")
+    off = "set lora_qkv_kernel / lora_o_kernel / lora_mlp_kernel / lora_embedding_kernel: false to turn them off"
+    targets = str(run.options.get("lora_targets", ""))
+    if embedding and "embed_tokens" in targets:
+        # _patch_embedding_layers: only an embed_tokens carrying a LoRA adapter runs LoRA_Embedding
+        _unmodelled(run, "lora_embedding_kernel", "axolotl's LoRA_Embedding on the adapted embed_tokens "
+                    "(kernels/lora.py)")
+    if not chosen:
+        return
+    from dataclasses import fields
+
+    from vramcalc.core.memory import axolotl_kernels
+    from vramcalc.core.params import resolve_targets
+    from vramcalc.core.specs import TrainingSpec
+
+    known = {f.name for f in fields(TrainingSpec)}
+    try:
+        given = {k: coerce(BY_NAME[k], v) if k in BY_NAME else v for k, v in run.options.items() if k in known}
+    except OptionError:
+        given = {}
+    if isinstance(given.get("lora_targets"), str):  # the option's comma-separated text (cli/options.py)
+        given["lora_targets"] = tuple(x.strip() for x in given["lora_targets"].split(","))
+    reason = None
+    if "kernels" in run.options:
+        reason = f"beside --kernels {run.options['kernels']} (one layer-kernel set per estimate)"
+    else:
+        try:
+            spec, _ = resolve_model(run.model or "", path.parent)
+            training = TrainingSpec(**given)
+        except (VramcalcError, TypeError, ValueError):
+            spec = None
+            reason = "the model or the options could not be read to check where the kernels apply"
+        if spec is not None:
+            try:
+                adapted = {lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(spec, training.lora_targets)}
+            except VramcalcError:
+                adapted = set()
+            skipped = [g for g in chosen if not set(axolotl_kernels.PROJECTIONS[g]) <= adapted]
+            kept = [g for g in chosen if g not in skipped]
+            if skipped:
+                run.notes.append(f"axolotl LoRA kernels {','.join(skipped)}: not all of their projections carry an "
+                                 "adapter, so axolotl keeps peft's layers there (monkeypatch/lora_kernels.py, a "
+                                 "warning); counted as peft's.")
+            if kept:
+                trial = TrainingSpec(**{**given, "kernels": "axolotl:" + ",".join(kept)})
+                reason = axolotl_kernels.why_not(spec, trial)
+                if reason is None:
+                    run.options["kernels"] = trial.kernels
+                    run.notes.append(f"kernels {trial.kernels}: axolotl's LoRA kernels, {how}; {off}.")
+                    return
+            else:
+                return
+    for k, g in AXOLOTL_LORA_KERNEL_KEYS.items():
+        if g in chosen:
+            _unmodelled(run, k, f"{AXOLOTL_LORA_KERNEL_WHY}, {how}; not modelled here: {reason}; {off}")
 
 
 def _attention_axolotl(d: dict[str, Any], run: Run) -> None:

@@ -296,6 +296,11 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                  mamba_head_dim=model.mixer_head_dim or 64, n_groups=model.ssm_n_groups or 1,
                  conv_kernel=model.ssm_conv_kernel or 4, chunk_size=model.ssm_chunk_size or 128,
                  use_conv_bias=model.ssm_conv_bias, num_nextn_predict_layers=0)
+        if model.num_experts:  # the "E" layers' NemotronHMoE (io/hf_config.py _nemotron_h_moe)
+            d.update(n_routed_experts=model.num_experts, num_experts_per_tok=model.experts_per_token,
+                     moe_intermediate_size=model.moe_intermediate_size,
+                     moe_shared_expert_intermediate_size=model.shared_expert_intermediate_size,
+                     moe_latent_size=None, n_group=1, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5)
         d.pop("num_hidden_layers")  # the pattern's length (NemotronHConfig.num_hidden_layers is a property)
     if family in ("olmo", "olmo2"):
         d["attention_bias"] = model.qkv_bias

@@ -120,6 +120,15 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         install_liger(hf, layers)
         notes.append("kernels liger: LigerRMSNormFunction, LigerSiLUMulFunction and LigerRopeFunction emulated "
                      "(trace/_liger.py)")
+    from vramcalc.core.memory import axolotl_kernels as _axolotl_core
+
+    _axolotl_core.check(model, training)
+    if _axolotl_core.active(model, training):  # axolotl's LoRA kernels emulated (trace/_axolotl.py)
+        from vramcalc.trace._axolotl import install as install_axolotl
+
+        install_axolotl(layers, _axolotl_core.groups(training))
+        notes.append(f"kernels {training.kernels}: axolotl's LoRA_QKV / LoRA_O / LoRA_MLP emulated, the selected "
+                     "groups (trace/_axolotl.py)")
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         target.gradient_checkpointing_enable()  # transformers' defaults (use_reentrant=False)

@@ -21,6 +21,7 @@ from vramcalc.core import peft_methods
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import activations as _activations
+from vramcalc.core.memory import axolotl_kernels as _axolotl_kernels
 from vramcalc.core.memory import badam as _badam
 from vramcalc.core.memory import classic as _classic
 from vramcalc.core.memory import deberta as _deberta
@@ -85,6 +86,7 @@ from vramcalc.core.params import (
     block_linears,
     count_params,
     dense_layers,
+    dense_mlp_spec,
     head_dim,
     outer_targets,
     quantized_linears,
@@ -194,6 +196,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _upcast.check(model, training)  # --upcast-logits where the hook is not modelled (memory/upcast.py)
+    _axolotl_kernels.check(model, training)  # --kernels axolotl:GROUPS likewise (memory/axolotl_kernels.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
     _zamba2.check_run(model, training)  # Zamba2: train, full and LoRA only (memory/zamba2.py)
@@ -343,10 +346,13 @@ def _moe_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> i
 
     if not fused_experts(m) or m.family == "gpt_oss":  # (accumulating: every gradient exists, see late_g)
         return 0
+    if m.hybrid_pattern and m.hybrid_pattern[0] != "E":  # Nemotron-H: a bottom layer without experts has none late
+        return 0  # (measured with the tracer, --grid nemotronh MEM*E full with checkpointing: -2.6 % with them)
     assert m.hidden_size is not None and m.intermediate_size is not None and m.num_layers is not None
     if t.method == "full":
         i = m.moe_intermediate_size or m.intermediate_size
-        return dtype_bytes(recipe.grad) * m.num_experts * 3 * i * m.hidden_size
+        # (gate_up and down: 3 x i x h per expert; Nemotron-H's ungated up and down: 2 x i x h)
+        return dtype_bytes(recipe.grad) * m.num_experts * (3 if m.mlp == "gated" else 2) * i * m.hidden_size
     if t.method not in ("lora", "qlora"):
         return 0
     # LoRA on the experts (peft ParamWrapper): the bottom layer's expert adapters' gradients, in the adapter dtype
@@ -915,6 +921,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     liger = _liger.active(m, t)
     if liger:  # Liger's RMSNorm and SwiGLU in transformers' layer (memory/liger.py)
         layer_fn = _liger.layer_activations
+    if _axolotl_kernels.active(m, t):  # axolotl's LoRA autograd functions (memory/axolotl_kernels.py)
+        layer_fn = _axolotl_kernels.layer_activations
     layer = layer_fn(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
@@ -953,10 +961,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if n_dense and trained_layers == n_layers:
         # MoE with dense bottom layers (DeepSeek first_k_dense_replace, Qwen-MoE mlp_only_layers): those layers
         # save a dense MLP's tensors (intermediate_size), not the routed experts'; per_layer stays a MoE layer's.
-        from dataclasses import replace
-
-        dense_m = replace(m, num_experts=0, experts_per_token=0, num_shared_experts=0, first_dense_layers=0,
-                          shared_expert_gate=False, router_bias=False)
+        dense_m = dense_mlp_spec(m)
         dense = layer_activations(dense_m, t, recipe, trainable_weights=full_like)
         layers_less_t = n_dense * (per_layer_t - sum(x.per_token for x in dense.terms if not x.batch1_only))
         layers_less_ts = n_dense * (per_layer_ts - sum(x.per_token_seq for x in dense.terms))
@@ -1036,10 +1041,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # (a trained embedding copy, LoRA on the embedding or trained token rows give layer 0's input a gradient;
         # adaption prompt:
         # the lowest adapted layer's input, below which nothing is trained)
-        bottom = layer_fn(dense_m, t, recipe, trainable_weights=False, input_grad=False)
-        top = layer_fn(dense_m, t, recipe, trainable_weights=False)
-        drop_t = sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms)
-        drop_ts = sum(x.per_token_seq for x in top.terms) - sum(x.per_token_seq for x in bottom.terms)
+        drop_t, drop_ts = _activations.input_grad_drop(dense_m, t, recipe, layer_fn)
         bottom_less_t += drop_t
         bottom_less_ts += drop_ts
         layers_less_t += drop_t
@@ -1248,6 +1250,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     notes += packing_notes(t)
     notes += _unsloth.notes(m, t)
     notes += _liger.notes(m, t)
+    notes += _axolotl_kernels.notes(m, t)
     once_t += _peft_once_t(m, t, c)
     lora_head_t = lora_head_fwd_t = 0
     if t.dora and t.method in ("lora", "qlora"):

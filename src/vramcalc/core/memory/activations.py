@@ -548,8 +548,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # projection's output, the activation's and the product (at the product), or the down output beside
             # its fp32 weighted copy and the un-permuted one (measured with the tracer, --grid moe with
             # checkpointing: the saved set plus the transient over-counted the forward by 8-20 %).
+            # (Nemotron-H's ungated relu2 experts: the up output, relu's and square's, 3 x i)
             k_, eb_, w_ = m.experts_per_token, _expert_bytes(t, recipe), m.moe_intermediate_size or i
-            moe_fwd_t = max(k_ * eb_ * (h + 4 * w_), k_ * (2 * eb_ * h + 8 * h) + 4 * h)
+            moe_fwd_t = max(k_ * eb_ * (h + (4 if m.mlp == "gated" else 3) * w_), k_ * (2 * eb_ * h + 8 * h) + 4 * h)
     elif m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
         k = m.experts_per_token
@@ -934,6 +935,16 @@ def _gpt_oss_moe_terms(m: ModelSpec, c: int, h: int, live: bool, trainable: bool
     return out
 
 
+def input_grad_drop(m: ModelSpec, t: TrainingSpec, recipe: Recipe,
+                    layer_fn: Callable[..., LayerActivations] = layer_activations) -> tuple[int, int]:
+    """What a frozen layer saves less, per token and per token x sequence, when its input needs no gradient: the
+    bottom layer of a LoRA run without checkpointing, below its first adapter (layer_activations input_grad)."""
+    top = layer_fn(m, t, recipe, trainable_weights=False)
+    bottom = layer_fn(m, t, recipe, trainable_weights=False, input_grad=False)
+    return (sum(x.per_token for x in top.terms) - sum(x.per_token for x in bottom.terms),
+            sum(x.per_token_seq for x in top.terms) - sum(x.per_token_seq for x in bottom.terms))
+
+
 def _llama4_moe_terms(m: ModelSpec, c: int, live: bool, scores_live: bool, trainable: bool,
                       adapter_bytes: int = 0, checkpointed: bool = False) -> tuple[list[Term], int, int]:
     """Llama4TextMoe's saved tensors per token (transformers modeling_llama4.py), with its forward and backward
@@ -969,12 +980,18 @@ def _llama4_moe_terms(m: ModelSpec, c: int, live: bool, scores_live: bool, train
     # materialised from the sum's expand, the routed input's gradient and, for frozen experts, the score mul's
     # gradient of the repeated copies (with trained experts the scaled copy is saved instead): 3 (2) x E x hidden,
     # and a quarter of the expert width per expert. Without checkpointing autograd has freed the saved gate_up and act
-    # (E x 3i) by the second moment; a checkpointed layer's rerun keeps its saved set to the layer's end
-    # (torch.utils.checkpoint). Beside either, ~4 (2 when trained) hidden-wide gradients per token (residual, normed
-    # input, router and shared expert outputs).
-    freed = 0 if checkpointed else 3 * i
-    at_glu = 3 * i - (0 if checkpointed or not trainable else i)
-    at_input = (2 if trainable else 3) * h + i // 4 - freed - (i + h if trainable and not checkpointed else 0)
+    # (E x 3i) by the second moment. A checkpointed layer's rerun of frozen experts keeps them to the layer's end
+    # (torch.utils.checkpoint; fitted on the LoRA cases with checkpointing). Trained experts free their saved tensors
+    # as each node's backward unpacks them (checkpoint.py unpack_hook drops the recomputed entry's handle), with and
+    # without checkpointing alike: measured with the tracer, --grid llama4 tiny Maverick full with checkpointing b2
+    # s256, the saved product gone at `up * act`'s backward and gate_up / act gone at the gate_up bmm's; counting them
+    # kept made the checkpointed estimate +3.8 % and put it above the uncheckpointed one at Maverick's own widths
+    # (llama-4-maverick full bf16 b1 s2489: 4,819.9 GB with, 4,814.7 GB without). Beside either, ~4 (2 when trained)
+    # hidden-wide gradients per token (residual, normed input, router and shared expert outputs).
+    kept = checkpointed and not trainable
+    freed = 0 if kept else 3 * i
+    at_glu = 3 * i - (i if trainable else 0)
+    at_input = (2 if trainable else 3) * h + i // 4 - freed - (i + h if trainable else 0)
     bwd = e * c * max(at_glu, at_input, 0) + (2 if trainable else 4) * c * h
     if adapter_bytes:  # LoRA on the shared expert's gate / up: lora_A's input gradient in the adapter dtype, cast back
         bwd += (adapter_bytes + c) * h
@@ -1011,7 +1028,10 @@ def routed_backward_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
 
 
 def deepseek_router(m: ModelSpec) -> bool:
-    return m.family in ("deepseek_v2", "deepseek_v3")
+    """DeepSeek's TopkRouter: fp32 F.linear on an fp32 copy of the input, sigmoid (V3) scores; Nemotron-H's
+    NemotronHTopkRouter is V3's line for line (modeling_nemotron_h.py: the bias-corrected group top-k, the gather, the
+    norm_topk_prob renormalization, the routed_scaling_factor)."""
+    return m.family in ("deepseek_v2", "deepseek_v3") or (m.family == "nemotron_h" and bool(m.num_experts))
 
 
 def router_forward_bytes(m: ModelSpec) -> int:
@@ -1026,7 +1046,7 @@ def router_forward_bytes(m: ModelSpec) -> int:
     if not deepseek_router(m):
         return 0
     e = m.num_experts
-    if m.family == "deepseek_v3":
+    if m.family in ("deepseek_v3", "nemotron_h"):
         return (4 * 5 + 2) * e
     return (4 * 4 + 2) * e if m.expert_groups > 1 else 4 * 2 * e
 
@@ -1065,15 +1085,21 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
         return [], 0, 0, 0
     # DeepseekV3TopkRouter's `topk_weights /= denominator` (norm_topk_prob) keeps them too (measured with the tracer's
     # live tensors, --grid moe deepseek_v3 full: a (tokens, k) fp32 clone and the (tokens, 1) sum)
-    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3")
+    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3", "nemotron_h")  # (Nemotron-H: norm_topk_prob true)
     rw = _routing_weight_bytes(m, c, eb)
-    out = [Term("router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0))
+    # Nemotron-H's NemotronHExperts (use_experts_implementation(has_gate=False)): up (i wide), relu2 = square(relu(x)):
+    # relu saves its output, which square saves as its input (one tensor), then down; no gate
+    gated = m.mlp == "gated"
+    routed = 3 * i + h if gated else i + h
+    out = [Term("router sigmoid scores (fp32), top-k indices, renormalized weights" if m.family == "nemotron_h" else
+                "router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0))
            if m.family != "granitemoehybrid" else
            # GraniteMoeHybridTopKRouter (modeling_granitemoehybrid.py): `F.linear(h, weight).float()`, topk of the fp32
            # logits (saves its int64 indices), then softmax over the k chosen only (saves its fp32 output, k wide)
            Term("router top-k indices, softmax over the top k (fp32)", 8 * k + 4 * k),
            Term("expert routing indices (int64 x 3), gathered routing weights", 3 * 8 * k + rw * k),
-           Term("experts gate_up output, activation output, down output", k * eb * (3 * i + h))]
+           Term("experts gate_up output, activation output, down output" if gated
+                else "experts relu output (relu2's one saved tensor), down output", k * eb * routed)]
     if experts_grad:
         out.append(Term("experts grouped_mm inputs (gathered hidden, gated product)", k * eb * (h + i)))
     # GraniteMoeHybridMoE's router reads a view of the normed input that shared_mlp's input_linear saves for its own
@@ -1093,7 +1119,8 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     # and DeepSeek: _routing_weight_bytes), its un-permuted copy and the per-token sum, beside the gathered hidden
     # states (alive in grouped_mm_experts_forward until it returns; saved only with expert gradients).
     gathered = 0 if experts_grad else k * eb * h
-    fwd = max(k * eb * i + gathered, 2 * rw * k * h + rw * h + gathered, router_forward_bytes(m))
+    # (ungated relu2: at square, the up output and square's output beside relu's saved one)
+    fwd = max((1 if gated else 2) * k * eb * i + gathered, 2 * rw * k * h + rw * h + gathered, router_forward_bytes(m))
     # Backward: the incoming gradient's fp32 routed copies, then grouped_mm's input gradients (k x h, k x 2i)
     # beside them; with expert weight gradients, a full-size gradient of the merged stack per projection.
     # Before them, the un-permute's backward (`weighted_out[inv_perm]`: zeros of (k x tokens, hidden) and index_put's
@@ -1101,7 +1128,7 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     # copies in the routing weight's dtype (measured with the tracer, --grid moe DeepSeek-V3 toys LoRA all-linear
     # with checkpointing, the peak at aten.index_put: -3.9 % without; it outweighs the grouped_mm gradients when
     # the expert is narrow against the hidden size, as DeepSeek-V3's 2,048 against 7,168).
-    bwd = k * max(3 * rw * h, rw * h + eb * (h + 2 * i))
+    bwd = k * max(3 * rw * h, rw * h + eb * (h + (2 if gated else 1) * i))
     # The merged stack's gradients: the down projection's comes first (the trace's peak at its grouped_mm, both
     # merged stacks still alive); by the gate_up gradient the down stack and its gradient are freed.
     wgrad = eb * e * h * i if lora_down else eb * e * 2 * i * h if lora_up else 0

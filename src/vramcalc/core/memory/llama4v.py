@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory.activations import input_grad_drop
 from vramcalc.core.memory.llama4_tiles import (
     image_hw,
     image_tokens_per_image,
@@ -53,7 +54,7 @@ from vramcalc.core.memory.weights import (
     dequant_forward_bytes,
     image_side_bytes,
 )
-from vramcalc.core.params import image_linears, projector_params, vision_tower_params
+from vramcalc.core.params import dense_layers, dense_mlp_spec, image_linears, projector_params, vision_tower_params
 from vramcalc.core.peft_methods import lora_inputs_saved, tower_lora_split
 from vramcalc.core.units import dtype_bytes
 
@@ -243,8 +244,14 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     saved = tokens if (trained_projector or gc or tower_mods) else 0  # Tensor.masked_scatter saves its bool mask
     if tower_mods and not gc:
         # the image features need a gradient, so masked_scatter's inputs_embeds does: the language model's bottom layer
-        # saves what the text estimate leaves out for a LoRA run's bottom layer (activations.py input_grad)
-        saved += b.details.get("activations.bottom_layer_less", 0)
+        # saves what the text estimate leaves out for a LoRA run's bottom layer (activations.py input_grad), that
+        # layer's own kind: Maverick's layer 0 is dense (interleave_moe_layer_step 2). Only that: the text estimate's
+        # activations.bottom_layer_less also holds what its dense and NoPE layers save less than a MoE RoPE layer,
+        # which they still save less here (measured with the tracer, --grid llama4v Maverick tiny-lm LoRA b1 s128 i1
+        # without checkpointing: +2.43 % with the whole of it, the image side 7.1 MB over)
+        bottom_m = dense_mlp_spec(text_model) if dense_layers(text_model) else text_model
+        drop_t, drop_ts = input_grad_drop(bottom_m, text_training, recipe)
+        saved += min(drop_t * tokens + drop_ts * tokens * seq, b.details.get("activations.bottom_layer_less", 0))
     # multi_modal_projector.linear_1 saves its input (vision_flat: a view of the adapter's output) when its weight is
     # trained; through the forward it is kept_output's first part, in the backward it outlives the forward's locals
     saved_projector = n * per_tile * out_dim * a_bytes if trained_projector else 0
@@ -381,8 +388,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         values = _grown(lay, values, trainable_text, extra_trainable if in_backward or key.startswith("forward.")
                         else grow_all)
         if key.startswith("forward."):
-            # kept_output is freed when the forward returns, but for the projector's saved input
-            inside = kept_output if key != "forward.loss" else saved_projector
+            # kept_output is freed when the forward returns (the projector's saved input excepted), after the loss:
+            # given labels, Llama4ForConditionalGeneration.forward computes it itself (self.loss_function), so the
+            # loss moment holds it too (measured with the tracer, --grid llama4v Scout tiny-lm LoRA without
+            # checkpointing: the adapter's GELU output and the projected features alive at nll_loss_forward; -0.5 to
+            # -1.1 % without them)
+            inside = kept_output
             raw.append((key, (*lay, _SAVED), (*values, saved + tower_kept + pixel + inside)))
         elif in_backward:
             raw.append((key, (*lay, _SAVED), (*values, saved + saved_projector + tower_kept)))

@@ -59,13 +59,17 @@ def kind_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_we
         terms = tuple(Term("norm (normalized, fp32)", 4 * h) if x.name == "norm (normalized)" else x
                       for x in mix.terms)
         return replace(mix, terms=tuple(copy) + terms)
-    dec = decoder_layer(m, t, recipe, trainable_weights, input_grad)
+    # The "-" (and "*") layers through the decoder without the routed experts; the "E" layers with them
+    dec = decoder_layer(m if kind == "E" else _dense(m), t, recipe, trainable_weights, input_grad)
     if kind == "*":
         att = tuple(copy) + dec.terms[:dec.attention_terms]
         return LayerActivations(att, dec.forward_transient, dec.backward_transient, attention_terms=len(att),
                                 after_attention_per_token=dec.after_attention_per_token,
                                 attn_backward_const=dec.attn_backward_const)
-    # norms_per_layer 1: the decoder counts one norm, before its attention; an MLP layer's own norm is that one
+    # norms_per_layer 1: the decoder counts one norm, before its attention; an MLP or MoE layer's own norm is that
+    # one. "E": NemotronHMoE as the decoder's fused MoE block (activations.py _fused_moe_terms: NemotronHTopkRouter as
+    # DeepSeek-V3's, fp32; the ungated relu2 experts through grouped_mm; shared_experts, a NemotronHMLP over every
+    # token, as the shared expert)
     norm = tuple(Term(x.name.replace("attn norm", "norm"), x.per_token, x.per_token_seq, x.per_sample, x.const)
                  for x in dec.terms[:dec.attention_terms] if x.name.startswith("attn norm"))
     mlp = tuple(copy) + norm + dec.terms[dec.attention_terms:]
@@ -73,8 +77,16 @@ def kind_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_we
     bwd = Term(dec.backward_transient.name, dec.backward_transient.per_token, const=dec.backward_transient.const)
     return LayerActivations(mlp, fwd, bwd, mlp_saved_per_token=dec.mlp_saved_per_token,
                             mlp_tail_per_token=dec.mlp_tail_per_token, mlp_forward_per_token=dec.mlp_forward_per_token,
-                            mlp_saved_const=dec.mlp_saved_const)
+                            mlp_saved_const=dec.mlp_saved_const,
+                            routed_backward_per_token=dec.routed_backward_per_token)
 
+
+def _dense(m: ModelSpec) -> ModelSpec:
+    """`m` without its routed experts (a dense Nemotron-H is itself), for the layers that have none."""
+    if not m.num_experts:
+        return m
+    return replace(m, num_experts=0, experts_per_token=0, num_shared_experts=0, moe_intermediate_size=None,
+                   shared_expert_intermediate_size=None, hybrid_pattern=m.hybrid_pattern.replace("E", "-"))
 
 
 def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
@@ -103,7 +115,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                    mlp_saved_per_token=min(x.mlp_saved_per_token for x in layers),
                    mlp_saved_const=min(x.mlp_saved_const for x in layers),
                    mlp_tail_per_token=rerun.mlp_tail_per_token, mlp_forward_per_token=rerun.mlp_forward_per_token,
-                   attn_backward_const=max(x.attn_backward_const for x in layers), attention_terms=0)
+                   attn_backward_const=max(x.attn_backward_const for x in layers), attention_terms=0,
+                   routed_backward_per_token=max(x.routed_backward_per_token for x in layers))
 
 
 def layered_less(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
@@ -147,7 +160,7 @@ def lowest_mixer_rerun(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> dict[st
     if not is_nemotron_h(m) or "M" not in p or p[0] == "M" or m.hidden_size is None or m.vocab_size is None:
         return {}
     low = p.index("M")
-    cut = replace(m, num_layers=low + 1, hybrid_pattern=p[:low + 1])
+    cut = replace(m if "E" in p[:low + 1] else _dense(m), num_layers=low + 1, hybrid_pattern=p[:low + 1])
     below = count_params(cut) - m.hidden_size - m.vocab_size * m.hidden_size
     return {"rerun_mixer_below": below * dtype_bytes(recipe.grad), "rerun_mixer_layer": low}
 
@@ -175,8 +188,11 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     if not is_nemotron_h(m):
         return ()
     p = m.hybrid_pattern
-    return (f"{m.name}: {p.count('M')} Mamba-2 mixer layers, {p.count('*')} attention layers (no rotary embedding) "
-            f"and {p.count('-')} relu2 MLP layers, each one block with its own norm, each counted by its kind; the "
-            "mixers as transformers' PyTorch path (mamba2_chunk_scan, the row padded to a multiple of chunk_size "
+    moe = (f", {p.count('E')} MoE layers (NemotronHMoE: {m.num_experts} experts, top {m.experts_per_token} by the "
+           "fp32 sigmoid router, DeepSeek-V3's; the ungated relu2 experts through transformers' default grouped_mm; "
+           f"one shared expert {m.shared_expert_intermediate_size} wide)" if "E" in p else "")
+    return (f"{m.name}: {p.count('M')} Mamba-2 mixer layers, {p.count('*')} attention layers (no rotary embedding)"
+            f"{moe} and {p.count('-')} relu2 MLP layers, each one block with its own norm, each counted by its kind; "
+            "the mixers as transformers' PyTorch path (mamba2_chunk_scan, the row padded to a multiple of chunk_size "
             f"{m.ssm_chunk_size}), what runs without the mamba_ssm / causal_conv1d kernels.",)
 

@@ -126,7 +126,7 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-FP32_ROUTER_FAMILIES = ("deepseek_v2", "deepseek_v3")
+FP32_ROUTER_FAMILIES = ("deepseek_v2", "deepseek_v3", "nemotron_h")  # (NemotronHPreTrainedModel: gate.weight)
 
 
 def fp32_router_tensors(model: ModelSpec, recipe: Recipe) -> tuple[ParamTensor, ...]:
@@ -476,8 +476,20 @@ class TensorGroups:
 _MLP = ("gate_proj", "up_proj", "down_proj", "gate_up_proj")
 
 
-def _layer_kind(module: str, kind: str, moe: bool) -> str:
-    """Which layers hold a per-layer tensor: every layer, the dense (bottom) ones, or the MoE ones."""
+# Nemotron-H's per-layer tensors by the layer kind holding them (params.nemotron_h_tensors; hybrid_pattern's letters)
+_NEMOTRON_H_KIND = {"q_proj": "*", "k_proj": "*", "v_proj": "*", "o_proj": "*", "in_proj": "M", "out_proj": "M",
+                    "conv1d": "M", "conv1d.bias": "M", "dt_bias": "M", "A_log": "M", "D": "M", "gated_norm": "M",
+                    "up_proj": "-", "down_proj": "-", "router": "E"}
+
+
+def _layer_kind(module: str, kind: str, moe: bool, pattern: str = "") -> str:
+    """Which layers hold a per-layer tensor: every layer, the dense (bottom) ones, or the MoE ones; a Nemotron-H
+    model's (`pattern`, its hybrid_pattern; `module` the Linear's name, else the tensor's): the layers of one kind
+    ("M", "*", "-", "E"), or every layer (the block norm)."""
+    if pattern:
+        if module.startswith(("experts.", "shared_expert")):
+            return "E"
+        return _NEMOTRON_H_KIND.get(module.removesuffix(".bias") if kind == "bias" else module, "all")
     if kind == "router" or module == "router" or module.startswith(("experts.", "shared_expert")):
         return "moe"
     if moe and module.rsplit(".", 1)[-1] in _MLP and kind in ("linear", "bias"):
@@ -505,10 +517,13 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
     moe = n_dense < n
     frozen = freeze_fraction(model, training)[0] if method == "freeze" else 0
     per_kind_layers = {"all": n, "dense": n_dense, "moe": n - n_dense}
+    pattern = model.hybrid_pattern  # Nemotron-H: its layers grouped by kind (_layer_kind)
+    per_kind_layers |= {k: pattern.count(k) for k in set(pattern)}
     embed: list[StoredTensor] = []
     head: list[StoredTensor] = []
     # per-layer tensors by the layers holding them, each with whether a trained (not frozen) layer trains it
-    in_layers: dict[str, list[tuple[StoredTensor, bool]]] = {"all": [], "dense": [], "moe": []}
+    in_layers: dict[str, list[tuple[StoredTensor, bool]]] = {"all": [], "dense": [], "moe": []} | {
+        k: [] for k in set(pattern)}
     full_like = method in ("full", "freeze")
     fp32_routers = {t.name for t in fp32_router_tensors(model, recipe)}
     # Zamba2's tied shared blocks stay 16-bit under QLoRA (params.zamba2_quantized)
@@ -522,7 +537,8 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
             is_zamba2(model) and t.module not in zamba2_quant) else 0
         elem = 0 if quant else 4 if t.name in fp32_routers else unq if qlora else w
         if t.per_layer:
-            where = _layer_kind(t.module, t.kind, moe)
+            where = _layer_kind(t.module if t.kind in ("linear", "bias") or not pattern else t.name, t.kind, moe,
+                                pattern)
             each = t.count // per_kind_layers[where]
             in_layers[where].append((StoredTensor(key, t.kind, t.shape, each, elem, False, quant,
                                                   training.double_quant, cast), full_like))
@@ -539,7 +555,7 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
     if method in ("lora", "qlora"):
         r = training.lora_rank
         for lin in resolve_targets(model, training.lora_targets):
-            where = _layer_kind(lin.module, "linear", moe)
+            where = _layer_kind(lin.module, "linear", moe, model.hybrid_pattern)
             each = lin.count // per_kind_layers[where]
             rr = r * lin.rank_mult
             for i, shape in enumerate(((rr, lin.in_features), (lin.out_features, rr))):  # lora_A, lora_B
@@ -569,9 +585,14 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
         if method == "vera":  # vera_A, vera_B: shared fp32 projections (torch.randn), buffers every layer reads
             shared += (StoredTensor("", "buffer", (peft_methods.vera_projection_elements(model, training),), 1, 4,
                                     False),)
+    layers: list[tuple[int, tuple[StoredTensor, ...]]] = []
+    if pattern:  # Nemotron-H: one group per layer kind, each with the block norm ("all"); freeze is refused there
+        for k in sorted(set(pattern)):
+            layers.append((pattern.count(k), tuple(replace(x, trainable=trains) for where in ("all", k)
+                                                   for x, trains in in_layers[where])))
+        return TensorGroups(tuple(embed), tuple(head), shared, tuple(layers))
     # The layers from the bottom up: dense ones first (DeepSeek first_k_dense_replace), frozen ones first (freeze).
     bounds = sorted({0, n, min(n_dense, n), frozen})
-    layers: list[tuple[int, tuple[StoredTensor, ...]]] = []
     for lo, hi in zip(bounds, bounds[1:], strict=False):
         if hi <= lo:
             continue
@@ -592,7 +613,7 @@ def _peft_groups(model: ModelSpec, training: TrainingSpec, w: int, adapter_elem:
     assert entry is not None
     if entry.linear is not None:
         for lin, ff in peft_methods.adapted_linears(model, training):
-            where = _layer_kind(lin.module, "linear", moe)
+            where = _layer_kind(lin.module, "linear", moe, model.hybrid_pattern)
             each = lin.count // per_kind_layers[where]
             for i, shape in enumerate(entry.linear.shapes(lin.in_features, lin.out_features, training.lora_rank, ff)):
                 in_layers[where].append((adapter(lin.module, i, shape, each), True))
