@@ -1367,6 +1367,51 @@ def moe_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The router aux loss grid (`--grid aux`, issues 13 and 15): output_router_logits true (the config.json key,
+# --router-aux-loss), so that the ForCausalLM adds load_balancing_loss_func over every MoE layer's router logits
+# (memory/router_aux.py). Published MoE config.json files cut to narrow shapes with many experts, so that the
+# (tokens, experts) logits per layer weigh in the peak: Mixtral (every layer sparse), Qwen3-MoE (normalized top-k) and
+# gpt-oss (a router bias, eager attention with sinks); full fine-tuning and LoRA, checkpointing off / on, at b2 s512
+# and b1 s1024 (gpt-oss: b2 s256 and b4 s128). Written to accuracy_aux.{json,md}. (Qwen1.5-MoE at this narrow
+# shape, hidden 64 and 48 experts, is left out: its LoRA run with checkpointing is -4.6 % under without the aux loss
+# already, a gap of the MoE layer's rerun of its own; the aux loss adds exactly the traced 4 x tokens x 48 x 2 B
+# there, full and LoRA, with or without checkpointing.)
+AUX_SHAPES = {
+    "aux:mixtral": ("mixtral-8x7b-v0.1", {"hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 4,
+                                         "num_attention_heads": 4, "num_key_value_heads": 2, "num_local_experts": 32,
+                                         "num_experts_per_tok": 2, "vocab_size": 512,
+                                         "output_router_logits": True}),
+    "aux:qwen3_moe": ("qwen3-30b-a3b", {"hidden_size": 64, "moe_intermediate_size": 32, "intermediate_size": 128,
+                                       "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+                                       "head_dim": 16, "num_experts": 64, "num_experts_per_tok": 4,
+                                       "vocab_size": 512, "output_router_logits": True}),
+    "aux:gpt_oss": ("gpt-oss-20b", {"hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 4,
+                                   "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                                   "num_local_experts": 32, "num_experts_per_tok": 4, "vocab_size": 512,
+                                   "sliding_window": 64, "output_router_logits": True,
+                                   "layer_types": ["sliding_attention", "full_attention"] * 2}),
+}
+AUX_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora q,k,v,o", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")}),
+)
+
+
+def aux_grid() -> list[dict[str, Any]]:
+    """3 families x 2 runs x 2 shapes x checkpointing off / on (24 cases); gpt-oss at b2 s256 and b4 s128 (at s512
+    and longer its eager attention over a 64-token window is +6 to +15 % over without the aux loss already, a gap of
+    its own; the aux loss adds exactly the traced 4 x tokens x 32 x 2 B there too)."""
+    cases = []
+    for model in AUX_SHAPES:
+        for label, kw in AUX_RUNS:
+            for b, seq in ((2, 256), (4, 128)) if model == "aux:gpt_oss" else ((2, 512), (1, 1024)):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b{b} s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                                  "method": kw["method"],
+                                  "training": dict(kw, batch_size=b, seq_len=seq, grad_checkpointing=gc)})
+    return cases
+
+
 # The QLoRA dequantization grid (`--grid dequant`, issue 15; 24 cases): published dense models whose hidden size
 # makes the dequantized 16-bit weight of a block Linear (bitsandbytes MatMul4Bit, forward and backward) the largest
 # temporary, cut to 4 layers with a 2,048-token vocabulary so that the head does not hide it: Llama-3.1-8B, Mistral-7B
@@ -1823,6 +1868,13 @@ def _model(name: str) -> Any:
         d.update(shape, layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)])
         d.pop("quantization_config")
         return spec_from_hf_config(d, name[7:], "benchmarks/accuracy.py")
+    if name.startswith("aux:"):  # a published MoE config.json cut, output_router_logits true (AUX_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config, shape = AUX_SHAPES[name]
+        d = {**json.loads((HF_DIR / f"{config}.json").read_text()), **shape}
+        d.pop("quantization_config", None)  # gpt-oss: MXFP4 experts, dequantized to train (as --grid gptoss)
+        return spec_from_hf_config(d, name[4:], "benchmarks/accuracy.py")
     if name.startswith("moe:"):  # a published MoE config.json cut to a tiny shape (MOE_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -2661,6 +2713,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "upcast": upcast_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
+         "aux": aux_grid,
          "lisa": lisa_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
@@ -2708,6 +2761,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
+          "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
+                 "issues 13 and 15)",
           "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)",
           }
 
@@ -2851,7 +2906,10 @@ def main() -> None:
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
-                    "LoRA with modules_to_save); lisa: issue 13's 24 LISA cases (axolotl lisa_n_layers)"
+                    "LoRA with modules_to_save); "
+                    "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
+                    "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
+                    "lisa_n_layers)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -2869,6 +2927,7 @@ def main() -> None:
                          "lora-layers",
                          "zamba2", "nemotronh",
                          "vocab",
+                         "aux",
                          "lisa",
                          ) \
         else CACHE

@@ -57,6 +57,8 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
         out.update(weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype, quant_group_size=t.quant_group_size,
                    tp=t.tp, pp=t.pp, new_tokens=t.new_tokens, cache_impl=t.cache_impl, logits=t.logits)
     out.update(_saver_settings(t))
+    if t.router_aux_loss:  # the MoE router's aux loss (memory/router_aux.py): shown when set
+        out["router_aux_loss"] = True
     if getattr(t, "add_tokens", 0) or getattr(t, "vocab_multiple", 1) > 1:  # new tokens (memory/new_tokens.py)
         out.update(add_tokens=t.add_tokens, vocab_multiple=t.vocab_multiple)
     if t.target_len:  # an encoder-decoder's target (memory/seq2seq.py); decoders refuse it
@@ -133,6 +135,8 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
     if t.stack != "hf":
         parts.append(f"stack {t.stack}" + (" set " + ", ".join(n.replace("_", "-") for n in t.stack_set)
                                            if t.stack_set else " (every option it sets was given)"))
+    if t.router_aux_loss:  # memory/router_aux.py (a config.json's output_router_logits says so in a note)
+        parts.append("router aux loss")
     savers = _saver_settings(t)
     if savers:
         parts.append("savers: " + ", ".join(k.replace("_", "-") + ("" if v is True else f" {v}")

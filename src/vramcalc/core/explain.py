@@ -31,6 +31,7 @@ from vramcalc.core.memory import (
     new_tokens,
     reward_scoring,
     rl,
+    router_aux,
     seq2seq,
     siglip_lora,
     ssm,
@@ -98,6 +99,8 @@ SRC_ADAMW = ("seed 000 'Optimizer States'; Loshchilov & Hutter 2019; torch/optim
              "exp_avg + exp_avg_sq")
 SRC_BNB8 = ("Dettmers et al. 2022 (arXiv:2110.02861); bitsandbytes optim: uint8 states, one fp32 absmax "
             f"per {BNB_BLOCK} elements, tensors under {BNB_MIN_8BIT_SIZE:,} elements keep 32-bit states")
+SRC_ROUTER_AUX = ("transformers models/{mixtral,qwen2_moe,qwen3_moe,gpt_oss}/modeling_*.py "
+                  "load_balancing_loss_func, OutputRecorder(<Family>TopKRouter); memory/router_aux.py")
 SRC_OPT_IN_BWD = ("torchtune optimizer_in_bwd (register_optim_in_bwd_hooks); torch.optim._apply_optimizer_in_backward; "
                   "memory/savers.py")
 SRC_DISTRIBUTED = ("memory/distributed.py: ZeRO §5 partitions; torch fsdp _runtime_utils.py _post_backward_hook, "
@@ -1782,6 +1785,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           f"{_n(linear_params)} Linear params × {c} B ({recipe.compute})",
                           d["activations.autocast_weight_copies"],
                           "Linear parameters × compute bytes", "torch autocast_mode.cpp cached_cast"))
+    if d.get("activations.router_logits"):  # memory/router_aux.py: the MoE router's aux loss
+        lines.append(Line("activations.router_logits", "every MoE layer's router logits (aux loss), then their "
+                          "gradients", f"{router_aux.moe_layers(m)} MoE layers × {m.num_experts} experts × {c} B × "
+                          f"{tok}", d["activations.router_logits"], "MoE layers × experts × tokens × compute bytes",
+                          SRC_ROUTER_AUX))
     if d.get("activations.backward_excess"):  # memory/__init__.py: the backward moment holds more than forward kept
         lines.append(Line("activations.backward_excess", "offloaded set brought back beside the recomputed layer",
                           "backward's activations above forward's", d["activations.backward_excess"],
@@ -1945,6 +1953,13 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                        if t.objective == "online-dpo" else
                        "after generate() and the log-prob passes, over the whole generation batch",
                        SRC_REWARD_MODEL))
+    if d.get("temporaries.router_aux_loss"):  # memory/router_aux.py: the aux loss's own forward moment
+        head_b = router_aux.head_logits_bytes(m, t, recipe) // max(v, 1)
+        tl.append(Line("temporaries.router_aux_loss", "the model's logits + the router aux loss (every layer's saved "
+                       "softmax, the last layer's fp32 copies and top-k)",
+                       f"({head_b} B × {_n(v)} vocab + {_n(router_aux.loss_forward_bytes(m, t, recipe))} B) × {tok}",
+                       d["temporaries.router_aux_loss"], "(vocab × logits bytes + MoE layers × experts × softmax "
+                       "bytes + fp32 copies + top-k) × tokens", SRC_ROUTER_AUX))
     if end_t and peft_methods.token_rows(t):
         tl.append(Line("temporaries.gradient_sum", "dense gradient of the merged embedding weight",
                        f"{_n(v)} × {_n(m.hidden_size)} × {c} B", end_t, "vocab × hidden × compute bytes",

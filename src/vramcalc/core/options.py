@@ -212,6 +212,9 @@ OPTIONS: tuple[Opt, ...] = (
         "(torchtune optimizer_in_bwd)."),
     Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: with --gpu, a note gives the batch it "
         "ends at (x0.9 per OOM)."),
+    Opt("router_aux_loss", bool, False, "MoE: the router's load-balancing aux loss (transformers "
+        "output_router_logits; a config.json's true sets it): every MoE layer's router logits kept to the loss "
+        "(Mixtral, Qwen-MoE, gpt-oss)."),
     Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam, --method full): one decoder layer "
         "trained at a time, fp32 copy and states."),
     Opt("lisa_layers", int, None, "LISA (axolotl lisa_n_layers, --method full): N decoder layers trained at a time, "

@@ -471,6 +471,9 @@ class ModelSpec:
     first_dense_layers: int = 0
     shared_expert_gate: bool = False  # Qwen2-MoE: a Linear(hidden, 1) gate on the shared expert
     router_bias: bool = False  # DeepSeek-V3 noaux_tc: e_score_correction_bias (num_experts) per MoE layer
+    # config.json output_router_logits: the ForCausalLM's forward returns every MoE layer's router logits and adds
+    # the load-balancing aux loss (memory/router_aux.py); TrainingSpec.router_aux_loss sets the same
+    output_router_logits: bool = False
     # DeepSeek's grouped router (configuration_deepseek_v3.py n_group / topk_group; V2's with topk_method
     # "group_limited_greedy"): the experts split into expert_groups groups, each token routed within its
     # topk_expert_groups best groups (1 / 1: one group, a plain top-k)
@@ -948,6 +951,8 @@ class TrainingSpec:
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
     badam: bool = False  # BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time
     lisa_layers: int | None = None  # LISA (axolotl lisa_n_layers): decoder layers trained at a time (memory/lisa.py)
+    # MoE: transformers' router load-balancing aux loss (output_router_logits, memory/router_aux.py)
+    router_aux_loss: bool = False
     # LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's output to fp32 (memory/upcast.py)
     upcast_logits: bool = False
     # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI

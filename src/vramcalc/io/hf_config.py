@@ -81,6 +81,8 @@ _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_
           "residual_in_fp32", "norm_bias", "classifier_bias", "decoder_bias", "relative_attention", "share_att_key",
           "position_biased_input", "mamba_conv_bias", "mamba_proj_bias", "mamba_rms_norm", "projectors_bias",
           "use_qk_norm", "use_mambapy",
+          # the MoE router's aux loss (memory/router_aux.py)
+          "output_router_logits",
           # Zamba2 (_zamba2)
           "add_bias_linear", "use_shared_attention_adapter", "use_mem_rope", "use_long_context",
           # Nemotron-H MoE (_nemotron_h_moe)
@@ -1867,6 +1869,10 @@ def spec_from_hf_config(d: Mapping[str, Any], name: str, source: str) -> ModelSp
     if text is not d:
         _check_types(text, source, "text_config.")
     fields = mapper(text, source)
+    if fields.get("num_experts") and text.get("output_router_logits"):
+        # <Family>ForCausalLM.forward: `output_router_logits` defaults to the config's, and with it the router aux
+        # loss is added in training (memory/router_aux.py; refused there for the families it is not modelled on)
+        fields["output_router_logits"] = True
     if model_type == "gemma3" and text is not d and d.get("vision_config") is not None:
         fields["vision"] = _gemma3_vision(d, source)  # Gemma3ForConditionalGeneration: the image side
     hf_id = d.get("_name_or_path")

@@ -544,7 +544,6 @@ UNMODELLED_KEYS.update({
     # LLaMA-Factory (finetuning_args.py, model_args.py)
     "use_llama_pro": "LLaMA Pro block expansion (new trainable layers)",
     "use_muon": "the Muon optimizer (one momentum state for matrices, AdamW for the rest)",
-    "moe_aux_loss_coef": "router logits of every layer kept for the auxiliary loss",
     "train_mm_proj_only": "only the multimodal projector trains",
 })
 
@@ -1499,6 +1498,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "lora_dropout", "lora_dropout", float)
     _take(d, run, "lora_target", "lora_targets", _targets)
     _lora_variants(LF, d, run, "use_dora", "additional_target")  # finetuning_args.py LoraArguments
+    _llama_factory_moe(d, run, path)
     _vocab_llama_factory(d, run, quant in (4, 8))
     run.options["seq_len"] = _strict("cutoff_len", "seq_len", d.get("cutoff_len", 2048))
     _seen(d, run, "cutoff_len")
@@ -1706,6 +1706,49 @@ def _trl(d: dict[str, Any], run: Run) -> None:
     _take_flag(HF, d, run, "activation_offloading", "activation_offload")
 
 
+def _trl_router_aux(d: dict[str, Any], run: Run) -> None:
+    """TRL's router_aux_loss_coef (sft_config.py, dpo_config.py, grpo_config.py ...; sft_trainer.py __init__:
+    aux_loss_enabled when the model's config has output_router_logits and the coefficient is not 0.0, which then
+    sets output_router_logits): the router aux loss on or off (memory/router_aux.py refuses it beyond SFT)."""
+    coef = d.get("router_aux_loss_coef")
+    if coef is not None:
+        run.options["router_aux_loss"] = _aux_coef("router_aux_loss_coef", coef) != 0
+        run.mapped.append("router_aux_loss_coef")
+
+
+def _aux_coef(key: str, value: Any) -> float:
+    """A router aux loss coefficient: a number (memory/router_aux.py)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _KeyProblem(key, f"{value!r:.40} is not a number; write the coefficient (0 turns the aux loss off)")
+    return float(value)
+
+
+# LLaMA-Factory's configure_moe (src/llamafactory/model/model_utils/moe.py, hiyouga/LLaMA-Factory at 0e0d75dd):
+# with moe_aux_loss_coef set, training sets output_router_logits on these model types' configs only.
+LF_AUX_LOSS_TYPES = ("dbrx", "granitemoe", "jamba", "jetmoe", "llama4", "mixtral", "olmoe", "phimoe", "qwen2_moe",
+                     "qwen3_moe")
+
+
+def _llama_factory_moe(d: dict[str, Any], run: Run, path: Path) -> None:
+    """LLaMA-Factory's moe_aux_loss_coef (model_args.py): the router aux loss on the model types configure_moe lists
+    (memory/router_aux.py); on the others it sets nothing."""
+    coef = d.get("moe_aux_loss_coef")
+    if coef is None:
+        return
+    run.mapped.append("moe_aux_loss_coef")
+    if not _aux_coef("moe_aux_loss_coef", coef):
+        return
+    try:
+        family = resolve_model(run.model or "", path.parent)[0].family
+    except VramcalcError:  # a model vramcalc cannot read: the estimate's own error says so later
+        family = ""
+    if family in LF_AUX_LOSS_TYPES or not family:
+        run.options["router_aux_loss"] = True
+    else:
+        run.notes.append(f"moe_aux_loss_coef: LLaMA-Factory's configure_moe sets output_router_logits for "
+                         f"{', '.join(LF_AUX_LOSS_TYPES)} only, not {family}: no router aux loss counted.")
+
+
 def _liger_kernel_config(d: dict[str, Any], run: Run, applied: bool) -> None:
     """TrainingArguments.liger_kernel_config: keyword arguments of Liger's apply_liger_kernel_to_* (transformers
     integrations/liger.py apply_liger_kernel; liger_kernel monkey_patch.py @ead96b61: fused_linear_cross_entropy on
@@ -1852,6 +1895,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     if "seq_len" not in run.options:
         _take(d, run, "max_seq_length", "seq_len", int)
     _trl(d, run)
+    _trl_router_aux(d, run)
     _optim(run, "optim", d.get("optim", default_optim))
     if "optim" not in d and "optim" in run.mapped:
         run.mapped.remove("optim")

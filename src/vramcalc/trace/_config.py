@@ -96,7 +96,7 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                 if model.sliding_window else ["full_attention"] * n,
                 "max_position_embeddings": model.max_position_embeddings or 131072,
                 "tie_word_embeddings": model.tie_word_embeddings, "bos_token_id": 0, "eos_token_id": 0,
-                "pad_token_id": None}
+                "pad_token_id": None, "output_router_logits": model.output_router_logits}
     if family == "llama4":  # configuration_llama4.py Llama4TextConfig names (io/hf_config.py _llama4)
         n = model.num_layers or 0
         return {"model_type": "llama4_text", "vocab_size": model.vocab_size, "hidden_size": model.hidden_size,
@@ -265,7 +265,7 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                  intermediate_size=(model.moe_intermediate_size or model.intermediate_size) if moe
                  else model.intermediate_size,
                  shared_intermediate_size=(model.shared_expert_intermediate_size if moe else model.intermediate_size),
-                 output_router_logits=False,
+                 output_router_logits=model.output_router_logits,
                  layer_types=["attention" if i in model.attention_layers else "mamba"
                               for i in range(model.num_layers or 0)],
                  position_embedding_type="nope", embedding_multiplier=12.0, residual_multiplier=0.22,
@@ -321,6 +321,10 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
         d["sliding_window"] = model.sliding_window
     if family in ("qwen2", "qwen3"):
         d["use_sliding_window"] = model.sliding_window is not None
+    if family in ("mixtral", "qwen2_moe", "qwen3_moe"):
+        # the router aux loss (memory/router_aux.py): the run's option or the config.json's key, which trace() folds
+        # into the spec; transformers' default (False) otherwise
+        d["output_router_logits"] = model.output_router_logits
     if family == "mixtral":  # configuration_mixtral.py: every layer sparse, experts intermediate_size wide
         d.update(num_local_experts=model.num_experts, num_experts_per_tok=model.experts_per_token,
                  intermediate_size=model.moe_intermediate_size or model.intermediate_size,

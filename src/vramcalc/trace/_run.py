@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
 
 import torch
@@ -201,6 +202,11 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         return trace_generate(model, training)
     if not model.has_architecture or model.vocab_size is None:
         raise UnsupportedCombination(f"{model.name} has no architecture; trace needs one")
+    from vramcalc.core.memory import router_aux
+
+    router_aux.check(model, training)  # the MoE router's aux loss: refused where the estimate refuses it
+    if router_aux.active(model, training):  # --router-aux-loss: the config's output_router_logits (trace/_config.py)
+        model = dataclasses.replace(model, output_router_logits=True)
     notes: list[str] = []
     precision = resolve_precision(training)
     autocast = None

@@ -40,6 +40,7 @@ from vramcalc.core.memory import preference as _preference
 from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory import reward_scoring as _reward_scoring
 from vramcalc.core.memory import rl as _rl
+from vramcalc.core.memory import router_aux as _router_aux
 from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory import unsloth as _unsloth
@@ -201,6 +202,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
     _zamba2.check_run(model, training)  # Zamba2: train, full and LoRA only (memory/zamba2.py)
     _nemotron_h.check_run(model, training)  # Nemotron-H: train only (memory/nemotron_h.py)
+    _router_aux.check(model, training)  # the MoE router's aux loss where it is not modelled (memory/router_aux.py)
     if _classic.is_classic(model):  # ResNet, LSTM language model: their own walk of the step (memory/classic.py)
         return _classic.estimate(model, training)
     if model.vision is not None and model.vision.kind == "llava_next":  # LLaVA-NeXT's anyres image side
@@ -884,6 +886,9 @@ class _ActivationPlan:
     idle_less_c: int = 0
     top_idle_layers: int = 0
     rl: _rl.RlPlan | None = None  # GRPO: generate() and the no-grad log-prob passes before the step (memory/rl.py)
+    # The MoE router's aux loss (memory/router_aux.py plan_bytes): per token, every MoE layer's logits, the bottom
+    # layer's, the aux loss's forward bytes; zeros without it
+    router_aux: tuple[int, int, int] = (0, 0, 0)
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -1251,6 +1256,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     notes += _unsloth.notes(m, t)
     notes += _liger.notes(m, t)
     notes += _axolotl_kernels.notes(m, t)
+    if _router_aux.active(m, t):
+        notes.append(_router_aux.note(m, t))
+    trl_aux = _router_aux.trl_note(m, t)
+    if trl_aux:
+        notes.append(trl_aux)
     once_t += _peft_once_t(m, t, c)
     lora_head_t = lora_head_fwd_t = 0
     if t.dora and t.method in ("lora", "qlora"):
@@ -1340,6 +1350,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         **dict(zip(("idle_less_t", "idle_less_ts", "idle_less_c", "top_idle_layers"), lora_idle, strict=True)),
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
+        router_aux=_router_aux.plan_bytes(m, t, recipe),
         recompute_bottom=_ssm.is_mamba2(m) or _nemotron_h.recompute_bottom(m) or _zamba2.is_zamba2(m),
         **(_hybrid.lowest_mixer_rerun(m, t, recipe) | _nemotron_h.lowest_mixer_rerun(m, t, recipe)
            if (full_like or (m.family == "granitemoehybrid" and t.method in ("lora", "qlora"))) and t.grad_checkpointing
@@ -1703,6 +1714,11 @@ def _transformer_phases(
         details["temporaries.head_backward"] = max(head_bwd_t, 0)
     if p.liger_ce:  # the head's backward after Liger's cross-entropy, for explain
         details["temporaries.head_backward"] = head_bwd_t
+    if p.router_aux[0]:  # the MoE router's aux loss: one added term per moment, and its own forward moment
+        forward_moments, aux_acts, aux_t = _router_aux.add_moments(moments, forward_moments, tokens, p.router_aux,
+                                                                   details)
+        activations += aux_acts
+        temporaries = max(temporaries, aux_t)
     # moments[:forward_moments] are the forward's, the rest the backward's: each phase is `base` + its largest moment.
     b0 = sum(base)
     fwd, bwd = moments[:forward_moments], moments[forward_moments:]

@@ -108,6 +108,7 @@ BWD_ALL = _layout(_ALL_G, ("activations (from the preset)", _A))
 LABELS = {
     "forward.layer": "forward at the last layer",
     "forward.loss": "end of forward: loss computed",
+    "forward.aux_loss": "end of forward: the router aux loss after the loss (MoE, output_router_logits)",
     "forward.all": "forward",
     "forward.reference": "the reference model's forward (DPO/KTO, no grad)",
     "forward.reward": "the reward model's forward on the completions (Online DPO / GRPO, no grad)",
