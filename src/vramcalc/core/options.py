@@ -217,6 +217,8 @@ OPTIONS: tuple[Opt, ...] = (
         "(Mixtral, Qwen-MoE, gpt-oss)."),
     Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam, --method full): one decoder layer "
         "trained at a time, fp32 copy and states."),
+    Opt("lisa_layers", int, None, "LISA (axolotl lisa_n_layers, --method full): N decoder layers trained at a time, "
+        "switched every few steps; the worst step holds every layer's optimizer states."),
     Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's "
         "output to fp32 (fp32 logits; transformers' loss then makes no second fp32 copy)."),
     Opt("kernels", str, "hf",

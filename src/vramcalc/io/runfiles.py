@@ -534,7 +534,6 @@ UNSLOTH_CE_NOTE = ("unsloth_cross_entropy_loss: counted as transformers' own los
 # src/axolotl/utils/schemas/*.py); they were listed as "ignored" before.
 UNMODELLED_KEYS.update({
     "unfrozen_parameters": "only the parameters matching its patterns train (their gradients and states)",
-    "lisa_n_layers": "LISA: a sampled subset of layers trains at a time",
     # (tokens, added_tokens_overrides, resize_token_embeddings_to_32x: mapped, _vocab_axolotl; LLaMA-Factory's
     # resize_vocab, add_tokens, add_special_tokens, new_special_tokens_config: _vocab_llama_factory)
     "sequence_parallel_degree": "sequence parallelism across GPUs (ring attention)",
@@ -839,6 +838,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.mapped.append("eager_attention")
     _attention_axolotl(d, run)
     _kernels_axolotl(d, run)
+    _lisa_axolotl(d, run)
     if _flag(AX, d.get("sample_packing"), "sample_packing"):
         # axolotl multipack (utils/collators/batching.py V2BatchSamplerDataCollatorForSeq2Seq): rows of
         # sequence_len filled with several sequences, position_ids restarting per sequence.
@@ -849,6 +849,22 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
     _lora_kernels_axolotl(d, run, _path)
     return _finish(d, run)
+
+
+def _lisa_axolotl(d: dict[str, Any], run: Run) -> None:
+    """axolotl's LISAConfig (utils/schemas/integrations.py: lisa_n_layers, lisa_step_interval, lisa_layers_attribute
+    default model.layers) -> --lisa-layers (memory/lisa.py). The interval only says when layers switch, not what a
+    step holds; the attribute must name the decoder layers (model.layers, or transformer.h on GPT-2-style models),
+    the only ModuleList the core models LISA over."""
+    _seen(d, run, "lisa_step_interval", "lisa_layers_attribute")
+    if not _is_set(d.get("lisa_n_layers")):
+        _seen(d, run, "lisa_n_layers")
+        return
+    _take(d, run, "lisa_n_layers", "lisa_layers", int)
+    where = d.get("lisa_layers_attribute")
+    if where is not None and str(where).rsplit(".", 1)[-1] not in ("layers", "h"):
+        raise _KeyProblem("lisa_layers_attribute", f"{str(where)!r:.60} is not a decoder-layer list (model.layers, "
+                          "transformer.h); LISA is modelled over the decoder layers: use model.layers")
 
 
 def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
