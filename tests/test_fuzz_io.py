@@ -278,6 +278,10 @@ def _with(tool: str, key: str, value: Any) -> dict[str, Any]:
     if last in ("optim", "optimizer") and str(value).startswith(("galore_", "apollo_")):
         # transformers refuses GaLore/APOLLO without optim_target_modules, and so does io/runfiles.py _low_rank
         config["optim_target_modules"] = ["attn", "mlp"]
+    if tool == "llama-factory" and last == "resize_vocab":
+        # LLaMA-Factory refuses to resize a quantized model's embeddings (model_utils/embedding.py), and so does
+        # io/runfiles.py _vocab_llama_factory: the base's quantization_bit would make every true a refusal
+        config.pop("quantization_bit")
     return config
 
 
