@@ -1252,6 +1252,20 @@ MOE_SHAPES = {
                                        "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
                                        "head_dim": 64, "num_experts": 16, "num_experts_per_tok": 4,
                                        "vocab_size": 1024}),
+    # Qwen1.5-MoE cut narrow with many experts (hidden 64, 48 experts of 32, shared expert 128), so that the router's
+    # (tokens, experts) tensors and the shared expert weigh in the peak; and again with a dense bottom layer
+    # (mlp_only_layers [0]: a Qwen2MoeMLP of intermediate_size in layer 0)
+    "moe:qwen2_moe-narrow": ("qwen1.5-moe-a2.7b", {"hidden_size": 64, "moe_intermediate_size": 32,
+                                                  "shared_expert_intermediate_size": 128, "intermediate_size": 128,
+                                                  "num_hidden_layers": 4, "num_attention_heads": 4,
+                                                  "num_key_value_heads": 4, "num_experts": 48,
+                                                  "num_experts_per_tok": 4, "vocab_size": 512}),
+    "moe:qwen2_moe-narrow-dense0": ("qwen1.5-moe-a2.7b", {"hidden_size": 64, "moe_intermediate_size": 32,
+                                                         "shared_expert_intermediate_size": 128,
+                                                         "intermediate_size": 128, "num_hidden_layers": 4,
+                                                         "num_attention_heads": 4, "num_key_value_heads": 4,
+                                                         "num_experts": 48, "num_experts_per_tok": 4,
+                                                         "vocab_size": 512, "mlp_only_layers": [0]}),
     # DeepSeek's grouped routers (n_group > 1): V3's noaux_tc (sigmoid scores, each group's top-2 sum, 4 of 8 groups
     # kept) and V2's group_limited_greedy (softmax, each group's max, 2 of 4 kept), one dense layer under two MoE
     "moe:deepseek_v3": ("deepseek-v3", {"hidden_size": 256, "intermediate_size": 768, "moe_intermediate_size": 128,
