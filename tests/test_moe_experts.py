@@ -128,6 +128,10 @@ def test_a_checkpointed_moe_rerun_holds_its_saved_set_beside_the_unpermute() -> 
     # gradient, post-attention residual and normed input (3 x hidden)
     temporaries = 2 * c * k * h + c * k * h + 8 * k + c * e + c * h + 3 * c * h
     assert la.mlp_forward_per_token == saved + temporaries == 4812
+    # the first (checkpointed) forward saves nothing: at the per-token sum the gathered hidden states, the down
+    # output, the weighted and un-permuted copies (k each) and the sum, the last three in the Qwen router's 16-bit
+    # routing-weight dtype (`router_top_value.to(router_logits.dtype)`), not fp32 as Mixtral's
+    assert la.forward_transient.per_token == k * (2 * c * h + 2 * c * h) + c * h == 2176
 
 
 @pytest.mark.parametrize(("extra", "method", "traced"), [

@@ -558,8 +558,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # its fp32 weighted copy and the un-permuted one (measured with the tracer, --grid moe with
             # checkpointing: the saved set plus the transient over-counted the forward by 8-20 %).
             # (Nemotron-H's ungated relu2 experts: the up output, relu's and square's, 3 x i)
+            # (the weighted and un-permuted copies and the sum in the routing weights' dtype, _routing_weight_bytes:
+            # fp32 for Mixtral and DeepSeek, 16-bit for the Qwen routers)
             k_, eb_, w_ = m.experts_per_token, _expert_bytes(t, recipe), m.moe_intermediate_size or i
-            moe_fwd_t = max(k_ * eb_ * (h + (4 if m.mlp == "gated" else 3) * w_), k_ * (2 * eb_ * h + 8 * h) + 4 * h)
+            rw_ = _routing_weight_bytes(m, c, eb_)
+            moe_fwd_t = max(k_ * eb_ * (h + (4 if m.mlp == "gated" else 3) * w_),
+                            k_ * (2 * eb_ * h + 2 * rw_ * h) + rw_ * h)
     elif m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
         k = m.experts_per_token
