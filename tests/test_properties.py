@@ -711,6 +711,14 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
     # Mistral-7B +88.6 MB, SmolVLM +136.9 MB, Llama 4 Scout with its vision side +87.8 MB; found by hypothesis on
     # llava-v1.6-mistral-7b). Adapter runs peak earlier and keep the property.
     assume(m.vision is None or t.method != "full" or t.train_vision)
+    # DoRA with activation offload (known, not fixed here; the same on main): the checkpointed rerun holds DoRA's
+    # adapter forward temporaries (its weight-norm path, memory/activations.py dora_forward_transient) on the GPU beside
+    # the attention's recomputed saved set, more than the offloaded uncheckpointed layer's backward temporaries
+    # (phi-3-mini LoRA all-linear DoRA r1 fp32 adapters, offload, 1 token: +51,196 B against a 24,576 B allowance,
+    # 38.9 KB per token; drawn by hypothesis once the qwen3_moe + offload assume was removed). The tracer shows
+    # offload alone holding less still (one autograd node's tensors at a time: a Qwen3-MoE toy LoRA offload b1 s1024,
+    # 23.3 MB without checkpointing, 37.4 MB with), so under offload this bound is the estimator's, not a law.
+    assume(not (t.activation_offload and t.dora))
     on = run(m, with_(t, grad_checkpointing=True))
     off = run(m, with_(t, grad_checkpointing=False, ac_every=1))
     # Checkpointing keeps every layer's input and reruns one layer: it costs more where the inputs outweigh what all
