@@ -72,7 +72,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
                 deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|jamba|nemotronh|gptoss|classics|vlm|vlm2|ppo|
-                badam|lora-layers]
+                badam|lora-layers|lisa]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -2700,6 +2700,27 @@ UNSLOTH_PARTIAL = (
 )
 
 
+# The LISA grid (`--grid lisa`, issue 13; 24 cases): axolotl's lisa_n_layers (memory/lisa.py; the tracer builds the
+# optimizer over every parameter, then switches the trained layers before each step as LISACallback does, bottom-up n at
+# a time until every layer has had its optimizer states made, and reports a step with the top n trained:
+# trace/_run.py lisa_schedule) on the BAdam grid's models x 5 runs: 2 layers, 2 with checkpointing, 4 with eager
+# attention, 8 on a short step, 2 with gradient accumulation, 2 in pure bf16 (axolotl's bf16: true). Written to
+# accuracy_lisa.{json,md}, its traces to trace_cache_lisa.json.
+LISA_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("lisa 2", {"lisa_layers": 2, "batch_size": 2, "seq_len": 512}),
+    ("lisa 2 gc", {**GC, "lisa_layers": 2, "batch_size": 2, "seq_len": 512}),
+    ("lisa 4 eager", {"lisa_layers": 4, "attention": "eager", "batch_size": 1, "seq_len": 512}),
+    ("lisa 8 step peak", {"lisa_layers": 8, "batch_size": 1, "seq_len": 64}),
+    ("lisa 2 accum 2", {"lisa_layers": 2, "grad_accum": 2, "batch_size": 2, "seq_len": 256}),
+    ("lisa 2 pure-bf16", {"lisa_layers": 2, "precision": "pure-bf16", "batch_size": 2, "seq_len": 512}),
+)
+
+
+def lisa_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | b{kw['batch_size']} s{kw['seq_len']}", "model": model, "method": label,
+             "training": {"method": "full", **kw}} for model in BADAM_MODELS for label, kw in LISA_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -2720,6 +2741,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
+         "lisa": lisa_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -2768,6 +2790,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
                  "issues 13 and 15)",
+          "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)",
           }
 
 
@@ -2912,7 +2935,8 @@ def main() -> None:
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
                     "LoRA with modules_to_save); "
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
-                    "gpt-oss; full and LoRA, checkpointing off / on)"
+                    "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
+                    "lisa_n_layers)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -2931,6 +2955,7 @@ def main() -> None:
                          "zamba2", "nemotronh",
                          "vocab",
                          "aux",
+                         "lisa",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

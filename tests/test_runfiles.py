@@ -55,6 +55,8 @@ def test_axolotl() -> None:
     assert run.options == {
         "method": "qlora",
         "quant_bits": 4,  # adapter: qlora, load_in_4bit: true
+        # axolotl casts the norms, embed_tokens and lm_head back to bf16 after kbit preparation (AXOLOTL_KBIT_NOTE)
+        "kbit_prep": False,
         "lora_rank": 32,
         "lora_alpha": 16.0,
         "lora_dropout": 0.05,
@@ -74,6 +76,7 @@ def test_axolotl() -> None:
     }
     assert {"datasets", "learning_rate", "output_dir"} <= set(run.ignored)
     assert {"sample_packing", "flash_attention"} <= set(run.mapped)
+    assert runfiles.AXOLOTL_KBIT_NOTE in run.notes
     assert resolve_model(run.model or "")[0].name == "mistral-7b"  # the hub id is a preset alias
 
 
@@ -290,8 +293,8 @@ def test_llama_factory_quantization_keys(tmp_path: Path) -> None:
 
 def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
     # axolotl and LLaMA-Factory keys that change memory (runfiles.py UNMODELLED_KEYS): named, never "ignored"
-    # (embeddings_skip_upcast is mapped with a no-change note: tests/test_upcast.py)
-    ax_keys = ("unfrozen_parameters", "lisa_n_layers", "sequence_parallel_degree")
+    # (embeddings_skip_upcast is mapped with a no-change note: tests/test_upcast.py; lisa_n_layers is --lisa-layers)
+    ax_keys = ("unfrozen_parameters", "context_parallel_size", "sequence_parallel_degree")
     ax = runfiles.load(_json(tmp_path, "ax.yaml", "base_model: mistral-7b\nadapter: lora\nliger_rms_norm: true\n"
                              + "".join(f"{k}: 2\n" for k in (*ax_keys, "peft_layers_to_transform"))))[0]
     # axolotl auto-enables its LoRA kernels for this adapter (tests/test_axolotl_kernels.py); with LoRA on some layers
@@ -458,3 +461,33 @@ def test_torchtune_dpo_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     sft = TORCHTUNE_DPO.read_text().replace("torchtune.rlhf.loss.DPOLoss",
                                             "torchtune.modules.loss.CEWithChunkedOutputLoss")
     assert runfiles.load(_json(tmp_path, "sft.yaml", sft))[0].options["loss"] == "chunked"
+
+
+def test_axolotl_qlora_holds_16_bit_norms_and_embeddings(tmp_path: Path) -> None:
+    # axolotl loaders/model.py _configure_embedding_dtypes: after prepare_model_for_kbit_training the norms and the
+    # modules get_linear_embedding_layers names (embed_tokens / lm_head; embed_in / embed_out for gpt_neox,
+    # word_embeddings for falcon, embeddings for nemotron_h) go back to bf16, so the file reads as --no-kbit-prep;
+    # GPT-J's untied wte is not named (it stays fp32), and embeddings_skip_upcast empties the list, which leaves
+    # Falcon's word_embeddings fp32: those keep --kbit-prep (runfiles.py _kbit_axolotl).
+    def read(model: str, extra: str = "") -> runfiles.Run:
+        text = (f"base_model: {model}\nadapter: qlora\nload_in_4bit: true\nbf16: true\nlora_qkv_kernel: false\n"
+                f"lora_o_kernel: false\nlora_mlp_kernel: false\n{extra}")
+        return runfiles.load(_json(tmp_path, "ax.yaml", text))[0]
+
+    mistral = read("mistral-7b")
+    assert mistral.options["kbit_prep"] is False and runfiles.AXOLOTL_KBIT_NOTE in mistral.notes
+    assert read("falcon-7b").options["kbit_prep"] is False  # word_embeddings is named for falcon
+    for model, extra in (("gpt-j-6b", ""), ("falcon-7b", "embeddings_skip_upcast: true\n")):
+        run = read(model, extra)
+        assert "kbit_prep" not in run.options and runfiles.AXOLOTL_KBIT_NOTE not in run.notes  # the default: True
+        assert any("stays fp32" in n for n in run.notes)
+    # the estimate follows: Mistral-7B's embed_tokens + lm_head (2 x 32,000 x 4,096) and norms (65 x 4,096) at 2 B
+    # instead of 4 B
+    from vramcalc.core.memory import estimate
+    from vramcalc.core.specs import TrainingSpec
+    from vramcalc.io import presets
+
+    spec = presets.find_model("mistral-7b")
+    prep = estimate(spec, TrainingSpec(method="qlora", precision="bf16"))
+    axolotl = estimate(spec, TrainingSpec(method="qlora", precision="bf16", kbit_prep=False))
+    assert prep.weights - axolotl.weights == 2 * (2 * 32_000 * 4_096 + 65 * 4_096)

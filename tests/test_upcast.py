@@ -114,7 +114,7 @@ def test_llama_factory_keys(tmp_path: Path) -> None:
 
 
 def test_axolotl_embeddings_skip_upcast_changes_nothing(tmp_path: Path) -> None:
-    head = ("base_model: TinyLlama/TinyLlama-1.1B\nadapter: qlora\nload_in_4bit: true\nsequence_len: 512\n"
+    head = ("base_model: TinyLlama/TinyLlama-1.1B-Chat-v1.0\nadapter: qlora\nload_in_4bit: true\nsequence_len: 512\n"
             "micro_batch_size: 2\nbf16: true\n")
     run = runfiles.load(_write(tmp_path, "ax.yaml", head + "embeddings_skip_upcast: true\n"))[0]
     plain = runfiles.load(_write(tmp_path, "plain.yaml", head))[0]

@@ -159,6 +159,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["optimizer_in_bwd"] = True
     if getattr(t, "badam", False):
         out["badam"] = True
+    if getattr(t, "lisa_layers", None) is not None:
+        out["lisa_layers"] = t.lisa_layers
     if getattr(t, "upcast_logits", False):
         out["upcast_logits"] = True
     if t.packing != "none":

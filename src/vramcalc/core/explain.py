@@ -26,6 +26,7 @@ from vramcalc.core.memory import (
     hybrid,
     jamba,
     liger,
+    lisa,
     nemotron_h,
     new_tokens,
     reward_scoring,
@@ -329,6 +330,7 @@ def _explain_run(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Expl
     model = encoder.for_run(model, training)  # an encoder with the run's task head (memory/encoder.py)
     asked = training
     training = badam.view(model, training)  # BAdam: as the estimate sees it, one layer trained (memory/badam.py)
+    training = lisa.view(model, training)  # LISA: the top N layers, the embeddings and head trained (memory/lisa.py)
     recipe = recipe_of(training)
     # The model and run as the core's plan sees them (memory/__init__.py estimate): a reward model's weights are
     # the body under a score head; a preference step stacks chosen and rejected rows (2B) with dropout off.
@@ -344,7 +346,7 @@ def _explain_run(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Expl
         _parameters(model, training, w.parameters, w.trainable),
         _weights(model, training, b, w),
         _gradients(training, b, w, recipe.grad),
-        _optimizer(training, b, w.trainable_tensors, w.trainable, model, w),
+        _optimizer(training, b, *_optimized(weighed, training, recipe, w), model, w),
     ]
     if seq2seq.is_seq2seq(model):  # encoder-decoders: two stacks, source and target (memory/seq2seq.py)
         sections += list(_seq2seq(model, training, b))
@@ -1080,6 +1082,11 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
     elif t.method == "full":
         lines.append(Line("parameters.trainable", "trainable", "every parameter (full fine-tuning)",
                           trainable, "all parameters", SRC_SEED_GRADS, "count"))
+    elif t.method == "freeze" and lisa.active(t):
+        lines.append(Line("parameters.trainable", "trainable",
+                          f"{t.lisa_layers} of {m.num_layers} decoder layers at a time (LISA's active layers, counted "
+                          "at the top) + the embeddings, final norm and LM head", trainable,
+                          "parameters of the active layers and the non-layer parameters", lisa.SOURCE, "count"))
     elif t.method == "freeze" and getattr(t, "badam", False):
         lines.append(Line("parameters.trainable", "trainable",
                           f"one of {m.num_layers} decoder layers at a time (BAdam's active block; embeddings, final "
@@ -1390,6 +1397,18 @@ def _numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def _optimized(m: ModelSpec, t: TrainingSpec, recipe: Recipe, w: WeightBytes
+               ) -> tuple[tuple[tuple[tuple[int, ...], int], ...], int]:
+    """The tensors the optimizer holds states for: the trainable ones, or under LISA every parameter (the worst step,
+    every layer drawn once: memory/lisa.py)."""
+    if not lisa.active(t):
+        return w.trainable_tensors, w.trainable
+    from dataclasses import replace
+
+    every = weight_bytes(m, replace(t, method="full"), recipe)
+    return every.trainable_tensors, every.trainable
 
 
 def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ...], int], ...],

@@ -119,11 +119,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("freeze_layers", int, None, "For --method freeze: layers frozen from the bottom."),
     Opt("train_head", bool, True, "For --method freeze: train the LM head."),
     Opt("add_tokens", int, 0,
-        "New tokens: rows transformers' resize_token_embeddings adds to the input embedding (and an untied "
-        "lm_head), counted past the config's vocab_size; LoRA trains them only through --modules-to-save. 0: none."),
+        "New tokens: embedding (and untied lm_head) rows added past vocab_size (resize_token_embeddings)."),
     Opt("vocab_multiple", int, 1,
-        "New tokens: the resized vocabulary rounded up to this multiple (resize_token_embeddings "
-        "pad_to_multiple_of: axolotl resize_token_embeddings_to_32x 32, LLaMA-Factory 64); 1: no rounding."),
+        "New tokens: the resized vocabulary rounded up to this multiple (pad_to_multiple_of)."),
     # The other PEFT methods (core/peft_methods.py; --lora-rank and --lora-targets serve LoHa, LoKr, VeRA, IA3).
     Opt("virtual_tokens", int, 20, "Prompt, p- and prefix tuning: virtual tokens (peft num_virtual_tokens)."),
     Opt("encoder_hidden_size", int, None, "P-tuning's prompt-encoder MLP width, or prefix tuning's projection "
@@ -212,13 +210,13 @@ OPTIONS: tuple[Opt, ...] = (
         "(torchtune optimizer_in_bwd)."),
     Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: with --gpu, a note gives the batch it "
         "ends at (x0.9 per OOM)."),
-    Opt("router_aux_loss", bool, False, "MoE: the router's load-balancing aux loss (transformers "
-        "output_router_logits; a config.json's true sets it): every MoE layer's router logits kept to the loss "
-        "(Mixtral, Qwen-MoE, gpt-oss)."),
+    Opt("router_aux_loss", bool, False, "MoE: the router's aux loss (output_router_logits): every MoE layer's "
+        "router logits kept to the loss."),
     Opt("badam", bool, False, "BAdam layer mode (LLaMA-Factory use_badam, --method full): one decoder layer "
         "trained at a time, fp32 copy and states."),
-    Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's "
-        "output to fp32 (fp32 logits; transformers' loss then makes no second fp32 copy)."),
+    Opt("lisa_layers", int, None, "LISA (axolotl lisa_n_layers, --method full): N decoder layers trained at a "
+        "time."),
+    Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: fp32 logits from lm_head."),
     Opt("kernels", str, "hf",
         "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
         "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "

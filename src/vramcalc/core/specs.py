@@ -950,6 +950,7 @@ class TrainingSpec:
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
     badam: bool = False  # BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time
+    lisa_layers: int | None = None  # LISA (axolotl lisa_n_layers): decoder layers trained at a time (memory/lisa.py)
     # MoE: transformers' router load-balancing aux loss (output_router_logits, memory/router_aux.py)
     router_aux_loss: bool = False
     # LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's output to fp32 (memory/upcast.py)
@@ -1027,6 +1028,7 @@ class TrainingSpec:
                         (*POSITIVE, COUNT_CAP)),
         **dict.fromkeys(("boft_block_size", "boft_block_num"), (*NON_NEGATIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
+        "lisa_layers": (*POSITIVE, COUNT_CAP),
         "prompt_len": (*NON_NEGATIVE, COUNT_CAP),
         "steps_per_generation": (*NON_NEGATIVE, COUNT_CAP),
         "image_width": (*NON_NEGATIVE, COUNT_CAP),
@@ -1050,7 +1052,7 @@ class TrainingSpec:
                                                               "beta", "vllm_utilization"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(("freeze_layers", "encoder_hidden_size", "optimizer_rank",
                                                     "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-                                                    "adapter_layers"))
+                                                    "adapter_layers", "lisa_layers"))
     LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {}
 
     def __post_init__(self) -> None:
@@ -1340,6 +1342,31 @@ class TrainingSpec:
             raise SpecError("", "--badam is modelled for a supervised step with its own optimizer: drop "
                             "--optimizer-in-bwd / --objective")
 
+    def _lisa_consistent(self) -> None:
+        """LISA as axolotl runs it (memory/lisa.py): a callback over the HF Trainer's own optimizer, on one GPU."""
+        if self.mode != "train":
+            raise SpecError("", f"--lisa-layers switches the trained layers of a training run: drop it for --mode "
+                            f"{self.mode}")
+        if self.method != "full" and not (self.method == "freeze" and self.train_head):  # (memory/lisa.py view)
+            raise SpecError("", "--lisa-layers freezes and unfreezes the model's own decoder layers (axolotl "
+                            "lisa_n_layers over full fine-tuning): use --method full")
+        if self.badam:
+            raise SpecError("", "--lisa-layers and --badam are two layer-wise schemes: keep one")
+        if self.gpus_per_node * self.nodes > 1 or self.zero or self.fsdp != "none" or self.offload != "none" \
+                or self.tp > 1 or self.pp > 1:
+            raise SpecError("", "--lisa-layers is modelled on one GPU (under DeepSpeed or FSDP the optimizer's flat "
+                            "buffers are built before the callback freezes layers): drop --gpus / --zero / --fsdp / "
+                            "--offload")
+        if self.optimizer in ("galore-adamw", "galore-adamw-8bit", "apollo-adamw", "apollo-mini", "adam-mini") \
+                or self.optimizer_in_bwd:
+            raise SpecError("", f"--lisa-layers is modelled with a per-parameter torch or bitsandbytes optimizer "
+                            f"(states made lazily for parameters with a gradient), not "
+                            f"{'--optimizer-in-bwd' if self.optimizer_in_bwd else self.optimizer}: use --optimizer "
+                            "adamw")
+        if self.objective != "sft":
+            raise SpecError("", "--lisa-layers is modelled for a supervised step (axolotl's causal trainer): drop "
+                            "--objective")
+
     def _savers_consistent(self) -> None:
         if self.loss == "cut" and self.mode == "train" and self.precision in ("amp-bf16", "amp-fp16", "fp32"):
             # cut_cross_entropy/cce_backward.py asserts bf16/fp16 embeddings and classifier (amp keeps fp32 weights).
@@ -1356,6 +1383,8 @@ class TrainingSpec:
                                 "--zero / --fsdp / --tp / --pp")
         if self.badam:
             self._badam_consistent()
+        if self.lisa_layers is not None:
+            self._lisa_consistent()
         if self.upcast_logits and self.mode != "train":
             # LLaMA-Factory registers the hook in prepare_model_for_training, for a trainable model only
             raise SpecError("", f"--upcast-logits is LLaMA-Factory's training hook on lm_head: drop it for --mode "

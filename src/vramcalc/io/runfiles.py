@@ -534,7 +534,6 @@ UNSLOTH_CE_NOTE = ("unsloth_cross_entropy_loss: counted as transformers' own los
 # src/axolotl/utils/schemas/*.py); they were listed as "ignored" before.
 UNMODELLED_KEYS.update({
     "unfrozen_parameters": "only the parameters matching its patterns train (their gradients and states)",
-    "lisa_n_layers": "LISA: a sampled subset of layers trains at a time",
     # (tokens, added_tokens_overrides, resize_token_embeddings_to_32x: mapped, _vocab_axolotl; LLaMA-Factory's
     # resize_vocab, add_tokens, add_special_tokens, new_special_tokens_config: _vocab_llama_factory)
     "sequence_parallel_degree": "sequence parallelism across GPUs (ring attention)",
@@ -734,8 +733,45 @@ AX, LF, HF, TT = "axolotl", "llama-factory", "hf-training-args", "torchtune"
 EMBEDDINGS_SKIP_UPCAST_NOTE = (
     "embeddings_skip_upcast: no memory change in the step: for LoRA / QLoRA axolotl casts the norms, embed_tokens and "
     "lm_head back to the training dtype after prepare_model_for_kbit_training whether it is set or not (loaders/"
-    "model.py _configure_embedding_dtypes); it skips only a load-time fp32 copy of the embeddings. The estimate counts "
-    "them as --kbit-prep does (fp32, over: the safe side); --no-kbit-prep counts them 16-bit.")
+    "model.py _configure_embedding_dtypes); it skips only a load-time fp32 copy of the embeddings.")
+
+# axolotl QLoRA (loaders/model.py ModelLoader._configure_embedding_dtypes, _prepare_model_for_quantization,
+# _convert_embedding_modules_dtype): after peft's prepare_model_for_kbit_training has cast every non-quantized
+# parameter to fp32, every module whose name holds "norm" and the embedding modules (embed_tokens, lm_head) go back to
+# the training dtype for LoRA / QLoRA (needs_fa2_dtype); with FSDP or ZeRO-3 the preparation is skipped. So the step
+# holds them 16-bit: --no-kbit-prep. What the preparation upcast and axolotl leaves fp32 (the quantized Linears'
+# biases, MoE routers) is counted 16-bit, 2 B short per parameter: 258 KB on Qwen2.5-7B (28 layers x 4,608 q/k/v
+# bias values), 2.1 MB on Mixtral-8x7B (32 routers of 4,096 x 8).
+# Untied models whose input embedding get_linear_embedding_layers (utils/lora_embeddings.py: embed_in / embed_out for
+# gpt_neox, word_embeddings for falcon, embeddings for nemotron_h, else embed_tokens / lm_head) does not name: it keeps
+# the fp32 of the preparation. (GPT-2, GPT-BigCode, BLOOM and Mamba name theirs otherwise too, but tie it to lm_head,
+# which is cast back, and the cast reaches the shared weight.)
+AXOLOTL_FP32_EMBEDDING_FAMILIES = ("gptj",)
+AXOLOTL_OTHER_EMBEDDING_NAMES = ("gpt_neox", "falcon", "nemotron_h")
+AXOLOTL_KBIT_NOTE = (
+    "axolotl QLoRA: the norms, embed_tokens and lm_head are cast back to the training dtype after "
+    "prepare_model_for_kbit_training (loaders/model.py _configure_embedding_dtypes), so they are counted 16-bit "
+    "(--no-kbit-prep); the quantized Linears' biases, MoE routers and norms not named *norm* (GPT-2's ln_*) that "
+    "axolotl leaves in fp32 are counted 16-bit too (approximate: at most a few MB under).")
+
+
+def _kbit_axolotl(run: Run, path: Path, skip_upcast: bool) -> None:
+    """axolotl QLoRA's 16-bit norms, embeddings and head (AXOLOTL_KBIT_NOTE): --no-kbit-prep, except where an input
+    embedding stays fp32 after the preparation, where --kbit-prep's fp32 count is kept (the safe side) with a note:
+    GPT-J's untied wte, which get_linear_embedding_layers does not name; and, with embeddings_skip_upcast, the
+    embeddings not named embed_tokens (GPT-NeoX, Falcon, Nemotron-H: the patched preparation upcasts them and the
+    emptied module list casts nothing back)."""
+    try:
+        family = resolve_model(run.model or "", path.parent)[0].family
+    except VramcalcError:
+        family = None  # refused where the run is estimated
+    if family in AXOLOTL_FP32_EMBEDDING_FAMILIES or (skip_upcast and family in AXOLOTL_OTHER_EMBEDDING_NAMES):
+        run.notes.append(f"axolotl QLoRA on {family}: its input embedding is not among the modules axolotl casts back "
+                         "after prepare_model_for_kbit_training, so it stays fp32; the norms, embedding and head are "
+                         "counted fp32 (--kbit-prep: over by 2 B a parameter where they are 16-bit, the safe side).")
+        return
+    run.options["kbit_prep"] = False
+    run.notes.append(AXOLOTL_KBIT_NOTE)
 
 
 def _axolotl(d: dict[str, Any], _path: Path) -> Run:
@@ -753,6 +789,8 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
             run.options.update(method="qlora", quant_bits=8)  # 8-bit base with LoRA adapters
         else:
             run.options["method"] = "lora"
+        if run.options["method"] == "qlora":
+            _kbit_axolotl(run, _path, bool(_flag(AX, d.get("embeddings_skip_upcast"), "embeddings_skip_upcast")))
         run.mapped += [k for k in ("load_in_4bit", "load_in_8bit") if k in d]
     else:
         run.options["method"] = "full"
@@ -800,6 +838,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.mapped.append("eager_attention")
     _attention_axolotl(d, run)
     _kernels_axolotl(d, run)
+    _lisa_axolotl(d, run)
     if _flag(AX, d.get("sample_packing"), "sample_packing"):
         # axolotl multipack (utils/collators/batching.py V2BatchSamplerDataCollatorForSeq2Seq): rows of
         # sequence_len filled with several sequences, position_ids restarting per sequence.
@@ -810,6 +849,22 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
     _lora_kernels_axolotl(d, run, _path)
     return _finish(d, run)
+
+
+def _lisa_axolotl(d: dict[str, Any], run: Run) -> None:
+    """axolotl's LISAConfig (utils/schemas/integrations.py: lisa_n_layers, lisa_step_interval, lisa_layers_attribute
+    default model.layers) -> --lisa-layers (memory/lisa.py). The interval only says when layers switch, not what a
+    step holds; the attribute must name the decoder layers (model.layers, or transformer.h on GPT-2-style models),
+    the only ModuleList the core models LISA over."""
+    _seen(d, run, "lisa_step_interval", "lisa_layers_attribute")
+    if not _is_set(d.get("lisa_n_layers")):
+        _seen(d, run, "lisa_n_layers")
+        return
+    _take(d, run, "lisa_n_layers", "lisa_layers", int)
+    where = d.get("lisa_layers_attribute")
+    if where is not None and str(where).rsplit(".", 1)[-1] not in ("layers", "h"):
+        raise _KeyProblem("lisa_layers_attribute", f"{str(where)!r:.60} is not a decoder-layer list (model.layers, "
+                          "transformer.h); LISA is modelled over the decoder layers: use model.layers")
 
 
 def _savers_axolotl(d: dict[str, Any], run: Run) -> None:

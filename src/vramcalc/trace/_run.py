@@ -83,6 +83,11 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         for p in list(layers)[0].parameters():
             p.requires_grad_(True)
         notes.append("badam: the bottom decoder layer trained, everything else frozen (BlockOptimizer's block 0)")
+    elif getattr(training, "lisa_layers", None) is not None:
+        # LISA (axolotl utils/callbacks/lisa.py): every parameter trainable when the Trainer builds its optimizer; the
+        # callback freezes layers before each step (lisa_schedule, trace_module_step's switch)
+        notes.append(f"lisa: the optimizer built over every parameter, then {training.lisa_layers} decoder layers "
+                     "unfrozen per step (LISACallback), the embeddings, final norm and head trained throughout")
     elif method == "freeze":
         assert training.freeze_layers is not None
         base = hf
@@ -157,6 +162,30 @@ def _packed_inputs(training: TrainingSpec, vocab: int) -> Any:
                 "position_ids": pos.unsqueeze(0).expand(rows, length).contiguous()}
 
     return make
+
+
+def lisa_schedule(layers: Any, n: int, notes: list[str]) -> tuple[Any, int]:
+    """LISACallback.switch_active_layers made deterministic: the warm-up steps activate the layers from the bottom, n
+    at a time, until every layer has been active (its optimizer states made, never freed: the worst step of
+    memory/lisa.py); the reported step trains the top n. Each switch freezes every layer's parameters and
+    unfreezes the chosen ones, as the callback does; the other parameters are not touched."""
+    blocks = list(layers)
+    total = len(blocks)
+    n = min(n, total)
+    top = list(range(total - n, total))
+    sets = [list(range(i, i + n)) if i + n <= total else top for i in range(0, total, n)]
+    sets.append(top)
+
+    def switch(i: int) -> None:
+        for block in blocks:
+            for p in block.parameters():
+                p.requires_grad_(False)
+        for k in sets[i]:
+            for p in blocks[k].parameters():
+                p.requires_grad_(True)
+
+    notes.append(f"lisa: {len(sets) - 1} warm-up step(s) over layers {sets[:-1]}, then layers {sets[-1]} reported")
+    return switch, len(sets) - 1
 
 
 def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
@@ -436,10 +465,13 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             from vramcalc.trace._vision import llava_emulation
 
             vision = llava_emulation(fused_no_graph=True)  # the frozen tower's sdpa as CUDA runs it (trace/_cuda.py)
+        switch, warmup = None, 1
+        if getattr(training, "lisa_layers", None) is not None:
+            switch, warmup = lisa_schedule(find_layers(module, model.num_layers), training.lisa_layers, notes)
         with vision:
             result = trace_module_step(module, make_inputs, loss_fn, optimizer_factory,
                                        grad_accum=training.grad_accum, autocast=autocast, fake_mode=fake_mode,
-                                       notes=notes)
+                                       notes=notes, switch=switch, warmup_steps=warmup)
         backends = sorted(set(_cuda.SDPA_BACKENDS))
     extra = list(cuda_notes)
     if training.attention != "eager":

@@ -80,6 +80,8 @@ def trace_module_step(
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     fake_mode: FakeTensorMode | None = None,
     notes: Iterable[str] = (),
+    switch: Callable[[int], None] | None = None,
+    warmup_steps: int = 1,
 ) -> TraceResult:
     """Run two training steps under FakeTensorMode and report the second (steady state).
 
@@ -87,6 +89,8 @@ def trace_module_step(
     mode. `make_inputs()` is called inside the fake mode for each micro-batch, so the inputs count
     as activations; `loss_fn(module, inputs)` returns the scalar loss and must not keep the model
     outputs alive (HF Trainer keeps only the loss). `optimizer_factory(module)` builds the optimizer.
+    `switch(i)`, when given, runs before step i (a callback's on_step_begin, e.g. LISA's layer switch), and
+    `warmup_steps` steps run before the reported one.
     """
     mode = fake_mode or FakeTensorMode(allow_non_fake_inputs=True)
     tracker = MemoryTracker()
@@ -109,7 +113,9 @@ def trace_module_step(
             p.register_post_accumulate_grad_hook(lambda q: tracker.recategorize(q.grad, "gradients"))
     extra_states = getattr(optimizer, "extra_state_tensors", None)
 
-    def one_step() -> None:
+    def one_step(i: int) -> None:
+        if switch is not None:
+            switch(i)
         for _ in range(grad_accum):
             with tracker.in_phase("forward"):
                 inputs = make_inputs()
@@ -132,14 +138,17 @@ def trace_module_step(
             optimizer.zero_grad(set_to_none=True)
 
     with mode, tracker:
-        one_step()  # step 1 creates the optimizer states lazily
+        for i in range(warmup_steps):
+            one_step(i)  # step 1 creates the optimizer states lazily
         tracker.recording = True
         tracker.reset_peaks()
-        one_step()  # step 2 is the steady state we report
+        one_step(warmup_steps)  # the steady state we report
 
     peak = tracker.peak
     by_cat = {c: peak.by_category.get(c, 0) for c in CATEGORIES}
-    all_notes.append("steady state: two steps run, the second reported (optimizer states exist before it)")
+    all_notes.append("steady state: two steps run, the second reported (optimizer states exist before it)"
+                     if warmup_steps == 1 else
+                     f"{warmup_steps + 1} steps run, the last reported (optimizer states of the earlier ones exist)")
     return TraceResult(
         peak_bytes=peak.total_bytes,
         peak_phase=peak.phase,

@@ -31,6 +31,7 @@ from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import jamba as _jamba
 from vramcalc.core.memory import liger as _liger
+from vramcalc.core.memory import lisa as _lisa
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory import nemotron_h as _nemotron_h
 from vramcalc.core.memory import new_tokens as _new_tokens
@@ -191,6 +192,8 @@ def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
 def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     if _badam.active(training):  # BAdam: one decoder layer trained at a time, the bottom one's peak (memory/badam.py)
         training = _badam.view(model, training)
+    if _lisa.active(training):  # LISA: the top N layers trained, the embeddings and head too (memory/lisa.py)
+        training = _lisa.view(model, training)
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _upcast.check(model, training)  # --upcast-logits where the hook is not modelled (memory/upcast.py)
@@ -634,6 +637,17 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
                      f"({w.copies:,} parameters, with gradients and optimizer states), the original kept frozen "
                      "(peft ModulesToSaveWrapper)" + (_tied_copies_note(model, training)
                                                       if model.tie_word_embeddings else "") + ".")
+    first_states = 0
+    if _lisa.active(training):
+        # LISA (memory/lisa.py): the Trainer's optimizer holds every parameter and keeps each state once made, so the
+        # worst step holds full fine-tuning's states; its foreach temporaries cover the parameters with a gradient
+        from dataclasses import replace as _replace
+
+        every = _replace(training, method="full")
+        all_opt = optimizer_bytes(weight_bytes(body, every, recipe).trainable_tensors, recipe, every, body)
+        first_states = opt.moments + opt.master_weights
+        opt = OptimizerBytes(all_opt.moments, all_opt.master_weights, opt.step_temporaries, opt.paged)
+        notes.append(_lisa.note(model, training, first_states, opt.moments + opt.master_weights))
     details: dict[str, int] = {
         "weights.base": w.base,
         "weights.quant_constants": w.quant_constants,
@@ -644,6 +658,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     }
     if router_states:
         details["optimizer_state.fp32_routers"] = router_states
+    if first_states:
+        details["optimizer_state.lisa_first_step"] = first_states
     if _preference.is_preference(training) or _rl.is_rl(training) or _online_dpo.is_online_dpo(training):
         details["weights.reference"] = ref_weights
     if reward_weights:
@@ -856,6 +872,11 @@ class _ActivationPlan:
     bottom_less_b: int = 0
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
+    # LISA (memory/lisa.py): the frozen layers below the trained ones, and one frozen layer's saved set (per token,
+    # per token x seq): the backward.lowest_trained moment
+    lisa_below: int = 0
+    lisa_frozen_t: int = 0
+    lisa_frozen_ts: int = 0
     top_layer_grads: int = 0  # a trained MoE layer's expert gradients, there by its attention's backward
     # --lora-layers with checkpointing and the top layer unadapted (core/lora_layers.py): an adapted layer's saved set
     # less an unadapted one's (per token, per token x seq, constant), and the unadapted layers above the highest
@@ -1082,15 +1103,28 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             bottom_less_ts += drop_ts
             layers_less_t += drop_t
             layers_less_ts += drop_ts
-    if t.method == "freeze" and m.tie_word_embeddings and t.train_head and frozen and not t.grad_checkpointing:
+    lisa_frozen_t = lisa_frozen_ts = 0
+    if t.method == "freeze" and (m.tie_word_embeddings or _lisa.active(t)) and t.train_head and frozen \
+            and not t.grad_checkpointing:
         # A head tied to the embedding: training the head trains the embedding, so every frozen layer's input needs
         # a gradient and the frozen layers save their input-gradient set (measured with the tracer: a tiny Mamba
         # config with 2 of 4 layers frozen was -36 % under with only the trained layers saving; qwen2.5-0.5b with
         # 16 of 24 layers frozen, b2 s256 bf16, -7.32 %, now +0.00 %). With checkpointing the frozen layers keep only
-        # their inputs, which the checkpointed count already holds.
+        # their inputs, which the checkpointed count already holds. LISA trains the embeddings (memory/lisa.py): the
+        # same.
         frozen_t = sum(x.per_token for x in layer_fn(m, t, recipe, trainable_weights=False).terms)
         saving_layers = n_layers
         layers_less_t += frozen * (per_layer_t - frozen_t)
+    if _lisa.active(t) and frozen:
+        # LISA (memory/lisa.py): the trained embedding gives every layer's input a gradient, so every layer records
+        # a graph (under checkpointing, keeps its input); the bottom layer is a frozen one, saving (or recomputing)
+        # only what its input's gradient needs
+        frozen_layer = layer_fn(m, t, recipe, trainable_weights=False)
+        saving_layers = n_layers
+        lisa_frozen_t = sum(x.per_token for x in frozen_layer.terms if not x.batch1_only)
+        lisa_frozen_ts = sum(x.per_token_seq for x in frozen_layer.terms)
+        bottom_less_t += per_layer_t - lisa_frozen_t
+        bottom_less_ts += per_layer_ts - lisa_frozen_ts
     # RoPE cos/sin are computed once per forward and shared by all layers (LlamaRotaryEmbedding); ModernBERT
     # computes a pair per layer type (ModernBertModel.forward: global and local thetas).
     # (DeBERTa has no rotary tables either: its relative positions are shared_terms below, memory/deberta.py)
@@ -1326,9 +1360,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
+        lisa_below=frozen if _lisa.active(t) else 0, lisa_frozen_t=lisa_frozen_t, lisa_frozen_ts=lisa_frozen_ts,
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
                     + _hybrid.late_gradient_bytes(m, t, recipe) + _jamba.late_gradient_bytes(m, t, recipe)
-                    + _nemotron_h.late_gradient_bytes(m, t, recipe)
+                    + _nemotron_h.late_gradient_bytes(m, t, recipe) + _lisa.late_gradient_bytes(m, t, recipe)
                     if full_like else 0) + _zamba2.late_gradient_bytes(m, t, recipe)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
@@ -1530,6 +1565,12 @@ def _transformer_phases(
                                 (gradients - late_g, once, recomputed - bottom_less - mlp_tail, copies, recompute_t)))
         moments.append(("backward.top", _m.BWD_TOP_CK,
                         (g_top, kept_bwd, once, recomputed, copies, layer_bwd_t)))
+        if p.lisa_below and recomputed:
+            # LISA (memory/lisa.py): the lowest trained layer's backward, every trained layer's gradient made (its own
+            # attention's counted too), the frozen layers below it keeping their inputs
+            moments.append(("backward.lowest_trained", _m.BWD_LOWEST_TRAINED_CK,
+                            (gradients - late_g, p.lisa_below * p.layer_input_t * tokens, once, recomputed, copies,
+                             layer_bwd_t)))
         if t.optimizer_in_bwd:
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
                             (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
@@ -1563,6 +1604,13 @@ def _transformer_phases(
             moments.append(("backward.head", _m.BWD_HEAD, (acc, acts_layers, once_bwd, autocast_copies,
                                                                   p.norm_saved_t * tokens, head_bwd_t)))
         moments.append(("backward.top", _m.BWD_TOP, (g_top, acts_layers, once_bwd, autocast_copies, layer_bwd_t)))
+        if p.lisa_below and saving_layers:
+            # LISA (memory/lisa.py): the lowest trained layer's backward, every trained layer's gradient made (its own
+            # attention's counted too), the frozen layers below it still holding their saved sets (measured with the
+            # tracer, --grid lisa: phi-3-mini cut to 8 layers, 4 trained, eager b1 s512, -2.28 % without this moment)
+            below = p.lisa_below * (p.lisa_frozen_t * tokens + p.lisa_frozen_ts * token_seq)
+            moments.append(("backward.lowest_trained", _m.BWD_LOWEST_TRAINED,
+                            (gradients - late_g, below, once_bwd, per_layer, p.layer_copies, layer_bwd_t)))
         if t.optimizer_in_bwd:
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP,
                             (g_top, acts_layers, once_bwd, autocast_copies, opt_temp)))

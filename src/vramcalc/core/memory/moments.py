@@ -73,6 +73,13 @@ BWD_RECOMPUTE_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES,
 BWD_TOP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_HEAD_STEP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _STEP_T)
 BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
+# LISA (memory/lisa.py): the lowest trained layer's backward, the trained layers' gradients made, every frozen layer
+# below still holding its saved set (checkpointing: its input).
+_TRAINED_G = ("gradients (the trained layers', head's and norm's)", _G)
+BWD_LOWEST_TRAINED = _layout(_TRAINED_G, ("saved sets of the frozen layers below", _A), _SHARED,
+                             ("the lowest trained layer's activations", _A), _LAYER_COPIES, _LAYER_BWD)
+BWD_LOWEST_TRAINED_CK = _layout(_TRAINED_G, ("kept inputs of the frozen layers below", _A), _SHARED, _RECOMPUTED,
+                                _LAYER_COPIES, _LAYER_BWD)
 # Mamba-2 (memory/ssm.py): the bottom layer's recomputed forward at the scan's close, every upper gradient made.
 BWD_RECOMPUTE_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
 # Bamba (memory/hybrid.py): the lowest mixer layer's recomputed forward, every gradient above it made.
@@ -122,6 +129,7 @@ LABELS = {
     "backward.recompute_bottom": "backward: the bottom layer's forward recomputed, every upper gradient made (Mamba-2)",
     "backward.recompute_mixer": "backward: the lowest mixer layer's forward recomputed, the gradients above it made "
                                 "(Bamba)",
+    "backward.lowest_trained": "backward at the lowest trained layer, the frozen layers below still saved (LISA)",
     "backward.top": "backward at the top layer",
     "backward.bottom": "backward at the bottom layer: all gradients exist",
     "backward.end": "end of backward",

@@ -90,6 +90,7 @@ _POINT_LABELS = {
     "backward.recompute": "top layer's forward rerun (checkpointing)",
     "backward.recompute_bottom": "bottom layer's forward rerun (checkpointing, Mamba-2)",
     "backward.recompute_mixer": "lowest mixer layer's forward rerun (checkpointing, Bamba)",
+    "backward.lowest_trained": "lowest trained layer's backward (LISA)",
     "backward.head": "LM head backward (loss chunks)", "backward.head_step": "head's optimizer step (in backward)",
     "backward.end": "backward end (embedding gradient)", "optimizer_step.step": "optimizer step",
     "optimizer_step.done": "optimizer step (done in backward)",

@@ -102,6 +102,8 @@ def _trainable_count(t: ParamTensor, model: ModelSpec, training: TrainingSpec) -
         return t.count if training.train_head else 0
     if t.kind == "embedding" and model.tie_word_embeddings and training.train_head:
         return t.count  # a tied head is the embedding matrix
+    if t.kind == "embedding" and getattr(training, "lisa_layers", None) is not None:
+        return t.count  # LISA freezes only the decoder layers: the embeddings train (memory/lisa.py)
     return 0
 
 
