@@ -1252,6 +1252,20 @@ MOE_SHAPES = {
                                        "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
                                        "head_dim": 64, "num_experts": 16, "num_experts_per_tok": 4,
                                        "vocab_size": 1024}),
+    # Qwen1.5-MoE cut narrow with many experts (hidden 64, 48 experts of 32, shared expert 128), so that the router's
+    # (tokens, experts) tensors and the shared expert weigh in the peak; and again with a dense bottom layer
+    # (mlp_only_layers [0]: a Qwen2MoeMLP of intermediate_size in layer 0)
+    "moe:qwen2_moe-narrow": ("qwen1.5-moe-a2.7b", {"hidden_size": 64, "moe_intermediate_size": 32,
+                                                  "shared_expert_intermediate_size": 128, "intermediate_size": 128,
+                                                  "num_hidden_layers": 4, "num_attention_heads": 4,
+                                                  "num_key_value_heads": 4, "num_experts": 48,
+                                                  "num_experts_per_tok": 4, "vocab_size": 512}),
+    "moe:qwen2_moe-narrow-dense0": ("qwen1.5-moe-a2.7b", {"hidden_size": 64, "moe_intermediate_size": 32,
+                                                         "shared_expert_intermediate_size": 128,
+                                                         "intermediate_size": 128, "num_hidden_layers": 4,
+                                                         "num_attention_heads": 4, "num_key_value_heads": 4,
+                                                         "num_experts": 48, "num_experts_per_tok": 4,
+                                                         "vocab_size": 512, "mlp_only_layers": [0]}),
     # DeepSeek's grouped routers (n_group > 1): V3's noaux_tc (sigmoid scores, each group's top-2 sum, 4 of 8 groups
     # kept) and V2's group_limited_greedy (softmax, each group's max, 2 of 4 kept), one dense layer under two MoE
     "moe:deepseek_v3": ("deepseek-v3", {"hidden_size": 256, "intermediate_size": 768, "moe_intermediate_size": 128,
@@ -1271,6 +1285,7 @@ MOE_SHAPES = {
 }
 
 
+MOE_NARROW = ("moe:qwen2_moe-narrow", "moe:qwen2_moe-narrow-dense0")  # their own runs (moe_grid)
 MOE_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
     ("lora all-linear", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
@@ -1346,9 +1361,12 @@ def moe_grid() -> list[dict[str, Any]]:
     """3 families x 4 runs x checkpointing off / on at b2 s256, and the full and all-linear LoRA runs again at
     b1 s1024 and with eager attention at b2 s512 (48 cases); DeepSeek-V3 and V2 with expert groups: 4 runs x
     checkpointing off / on at b2 s256 (LoRA on MLA's projections for q,k,v,o), and all-linear LoRA again with eager
-    attention (20 cases)."""
+    attention (20 cases); the narrow Qwen1.5-MoE toys, without and with a dense bottom layer: full and LoRA q,k,v,o
+    x b2 s512 / b1 s1024 x checkpointing off / on (16 cases)."""
     cases = []
     for model in MOE_SHAPES:
+        if model in MOE_NARROW:
+            continue
         for label, kw in MOE_RUNS:
             if model.startswith("moe:deepseek") and label == "lora q,k,v,o":  # MLA: its own attention projections
                 q = ("q_a_proj", "q_b_proj") if model == "moe:deepseek_v3" else ("q_proj",)
@@ -1364,6 +1382,15 @@ def moe_grid() -> list[dict[str, Any]]:
                                   "model": model, "method": kw["method"],
                                   "training": dict(kw, batch_size=b, seq_len=seq, attention=attention,
                                                    grad_checkpointing=gc)})
+    for model in MOE_NARROW:
+        for label, kw in MOE_RUNS:
+            if label not in ("full pure-bf16", "lora q,k,v,o"):
+                continue
+            for b, seq in ((2, 512), (1, 1024)):
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b{b} s{seq} | sdpa | {'gc' if gc else 'no-gc'}",
+                                  "model": model, "method": kw["method"],
+                                  "training": dict(kw, batch_size=b, seq_len=seq, grad_checkpointing=gc)})
     return cases
 
 

@@ -95,3 +95,55 @@ def test_lora_on_the_experts_keeps_a_merged_copy_per_layer() -> None:
     # the merged stack W + B·A: 4 experts x (2 x 128 x 64 + 64 x 128) bf16 elements, whatever the batch
     assert experts.activations - attn.activations >= 2 * 4 * 3 * 128 * 64
     assert any("full-size copy of the adapted expert stack" in n for n in experts.notes)
+
+
+# Qwen1.5-MoE cut narrow with many experts (benchmarks/accuracy.py MOE_SHAPES "moe:qwen2_moe-narrow"): hidden 64,
+# 4 layers of 4 heads (head_dim 16), 48 experts of 32 top 4, a shared expert of 128, vocabulary 512
+NARROW = {"hidden_size": 64, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 128,
+          "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
+          "num_experts": 48, "num_experts_per_tok": 4, "vocab_size": 512}
+QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def narrow(**extra: object):
+    d = {**json.loads((HF / "qwen1.5-moe-a2.7b.json").read_text()), **NARROW, **extra}
+    return spec_from_hf_config(d, "qwen2_moe", "tests/test_moe_experts.py")
+
+
+def test_a_checkpointed_moe_rerun_holds_its_saved_set_beside_the_unpermute() -> None:
+    from vramcalc.core.memory.activations import layer_activations
+
+    m = narrow()
+    t = TrainingSpec(method="lora", precision="bf16", lora_targets=QKVO, batch_size=2, seq_len=512,
+                     grad_checkpointing=True)
+    la = layer_activations(m, t, RECIPES["bf16"], trainable_weights=False)
+    h, e, k, i, s_i, c = 64, 48, 4, 32, 128, 2
+    # the block's saved set by the routed output's un-permute (Qwen2MoeSparseMoeBlock runs its shared expert first):
+    # the MLP norm's fp32 input and rsqrt, the router's fp32 softmax and int64 top-k, the three int64 permutations and
+    # the 16-bit gathered routing weights, per routed copy gate_up (2i), act (i) and down (h) outputs, and the shared
+    # expert's act input, act output and up (3 x s_i)
+    saved = (4 * h + 4) + (4 * e + 8 * k) + (3 * 8 * k + c * k) + k * c * (3 * i + h) + 3 * c * s_i
+    # beside it: the weighted and the un-permuted copies (16-bit), the gathered hidden states (the experts are frozen),
+    # the sorted expert ids, the router logits bound to `_`, the shared expert's output; and the rerun's incoming
+    # gradient, post-attention residual and normed input (3 x hidden)
+    temporaries = 2 * c * k * h + c * k * h + 8 * k + c * e + c * h + 3 * c * h
+    assert la.mlp_forward_per_token == saved + temporaries == 4812
+    # the first (checkpointed) forward saves nothing: at the per-token sum the gathered hidden states, the down
+    # output, the weighted and un-permuted copies (k each) and the sum, the last three in the Qwen router's 16-bit
+    # routing-weight dtype (`router_top_value.to(router_logits.dtype)`), not fp32 as Mixtral's
+    assert la.forward_transient.per_token == k * (2 * c * h + 2 * c * h) + c * h == 2176
+
+
+@pytest.mark.parametrize(("extra", "method", "traced"), [
+    # tensor peaks the tracer measured (benchmarks/results/accuracy_moe.json, b2 s512 with checkpointing): the LoRA
+    # case's at the rerun's un-permute (aten.index), the dense-bottom full case's at the lowest MoE layer's
+    # un-permute backward (aten.index_put), every expert gradient above written; -4.56 % and -7.32 % before
+    ({}, "lora", 10_882_560),
+    ({"mlp_only_layers": [0]}, "full", 15_592_448),
+])
+def test_narrow_qwen2_moe_with_checkpointing_is_not_under_the_trace(extra, method, traced) -> None:
+    m = narrow(**extra)
+    kw = {"method": "full", "precision": "pure-bf16"} if method == "full" else \
+        {"method": "lora", "precision": "bf16", "lora_targets": QKVO}
+    e = estimate(m, TrainingSpec(**kw, batch_size=2, seq_len=512, grad_checkpointing=True))
+    assert -0.02 <= (e.tensor_peak_bytes - traced) / traced <= 0.05

@@ -977,11 +977,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             # layer with nearly every gradient written, so the bottom moment keeps a MoE layer's set (over by layer
             # 0's gradients; measured with the tracer, --grid llama4 Maverick full with checkpointing: -6 % without)
             bottom_less_t = bottom_less_ts = bottom_less_c = 0
-        elif full_like and m.family in ("deepseek_v2", "deepseek_v3") and n_layers - n_dense > 1 \
-                and (t.grad_checkpointing or t.activation_offload):
+        elif full_like and m.family in ("deepseek_v2", "deepseek_v3", "qwen2_moe", "qwen3_moe") \
+                and n_layers - n_dense > 1 and (t.grad_checkpointing or t.activation_offload):
             # ... with checkpointing the dense layers below keep only their inputs: the bottom moment holds the
             # recomputed MoE layer's set (measured with the tracer, --grid moe deepseek_v3 full b2 s256 with
-            # checkpointing: -2.2 % with the dense layer's set, +7.2 % with both)
+            # checkpointing: -2.2 % with the dense layer's set, +7.2 % with both; Qwen-MoE's mlp_only_layers [0]
+            # likewise, --grid moe qwen2_moe-narrow-dense0 full b2 s512 with checkpointing: -7.3 % with the dense
+            # layer's set, the peak at the lowest MoE layer's un-permute backward, every expert gradient above made)
             bottom_less_t = bottom_less_ts = bottom_less_c = 0
         elif full_like and m.family in ("deepseek_v2", "deepseek_v3") and n_layers - n_dense > 1:
             # DeepSeek's dense bottom layers under full fine-tuning: the lowest MoE layer's backward, the expert

@@ -485,6 +485,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         live = live or tw
     i = m.intermediate_size
     moe_fwd_t = moe_bwd_t = 0
+    moe_rerun_t = -1  # a fused MoE block's forward temporaries while its checkpointed rerun saves (below)
+    n_moe_rerun = 0  # ... and the end of its terms saved by the routed output's un-permute
     if m.num_experts and m.family == "gpt_oss":
         moe = _gpt_oss_moe_terms(m, c, h, live, trainable_weights)
         terms += moe
@@ -521,12 +523,16 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         eb = _expert_bytes(t, recipe)
         moe_adapted = {lin.module for lin in resolve_targets(m, t.lora_targets)
                        if lin.module.startswith("experts.") or lin.module == "router"} if adapted else set()
-        moe, moe_fwd_t, moe_bwd_t, const_fwd = _fused_moe_terms(m, t, c, eb, live, trainable_weights, moe_adapted)
+        moe, moe_fwd_t, moe_bwd_t, const_fwd, moe_rerun_t = _fused_moe_terms(m, t, c, eb, live, trainable_weights,
+                                                                             moe_adapted)
         terms += moe
         backward_const = max(backward_const, const_fwd)
         routed_bwd = routed_backward_bytes(m, t, recipe) if moe else 0
         width = m.moe_intermediate_size or i
         live = live or trainable_weights or bool(moe_adapted)
+        # (the routed output's un-permute comes before the shared expert runs: DeepseekV3MoE, GraniteMoeHybrid's
+        # shared_mlp in its decoder layer; Qwen2MoeSparseMoeBlock runs its shared expert first, below)
+        n_moe_rerun = len(terms)
         if m.num_shared_experts:
             # The shared expert (Qwen2MoeMLP / DeepseekV3MLP): a dense gated MLP over every token, nn.Linear
             # modules (adapted by name or all-linear unless peft mapped the names to the experts: params.py).
@@ -538,19 +544,26 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
             linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
             if m.shared_expert_gate:
+                n_moe_rerun = len(terms)
                 # Qwen2MoeSparseMoeBlock: sigmoid(shared_expert_gate(x)) * shared_expert_output saves the sigmoid's
                 # output and the shared expert's output.
                 linear_input("shared expert gate", ("shared_expert_gate",), h, input_live=live)
                 terms.append(Term("shared expert gate (sigmoid output, gated output)", c * (1 + h)))
             width = max(width, s_i)
+        # (Qwen2-MoE: the shared expert's output, alive beside the experts until the sigmoid gate multiplies it)
+        moe_rerun_t += c * h if m.shared_expert_gate and m.num_shared_experts and moe else 0
         if t.grad_checkpointing:
             # Under checkpointing nothing is saved: the block holds, at once, the gathered hidden states, the up
             # projection's output, the activation's and the product (at the product), or the down output beside
             # its fp32 weighted copy and the un-permuted one (measured with the tracer, --grid moe with
             # checkpointing: the saved set plus the transient over-counted the forward by 8-20 %).
             # (Nemotron-H's ungated relu2 experts: the up output, relu's and square's, 3 x i)
+            # (the weighted and un-permuted copies and the sum in the routing weights' dtype, _routing_weight_bytes:
+            # fp32 for Mixtral and DeepSeek, 16-bit for the Qwen routers)
             k_, eb_, w_ = m.experts_per_token, _expert_bytes(t, recipe), m.moe_intermediate_size or i
-            moe_fwd_t = max(k_ * eb_ * (h + (4 if m.mlp == "gated" else 3) * w_), k_ * (2 * eb_ * h + 8 * h) + 4 * h)
+            rw_ = _routing_weight_bytes(m, c, eb_)
+            moe_fwd_t = max(k_ * eb_ * (h + (4 if m.mlp == "gated" else 3) * w_),
+                            k_ * (2 * eb_ * h + 2 * rw_ * h) + rw_ * h)
     elif m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
         k = m.experts_per_token
@@ -640,6 +653,16 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # tracer, --grid moe: tiny Qwen3-MoE LoRA q,k,v,o with checkpointing, the peak in the rerun at the routed
         # output's un-permute; -1.7 % without once the Qwen routers' 16-bit weights were counted).
         rerun_extra = 3 * c * h
+        if moe_rerun_t >= 0:
+            # The rerun saves as the first forward without checkpointing does (checkpoint.py's recompute packs every
+            # saved tensor): at the routed output's un-permute the block's saved set so far (its norm, the router's,
+            # the routed copies', and Qwen2-MoE's shared expert, which runs first, and its output) is alive beside
+            # the un-checkpointed forward's temporaries, not the first forward's working set (measured with the
+            # tracer's live tensors, --grid moe qwen2_moe-narrow LoRA q,k,v,o with checkpointing b2 s512: the peak
+            # at aten.index in the rerun, -4.56 % under with the working set). Qwen2-MoE's shared_expert_gate runs
+            # after the experts: its saved tensors (and its adapter's input) are not made yet.
+            mlp_fwd = max(mlp_fwd, sum(x.per_token for x in terms[n_attention_terms:n_moe_rerun]
+                                       if not x.batch1_only) + moe_rerun_t)
         mlp_fwd += rerun_extra
     elif any(up_fwd) and not m.parallel_residual and not m.num_experts:
         # A checkpointed layer's forward rerun (backward.recompute) starts when its backward first needs a saved
@@ -1052,12 +1075,13 @@ def router_forward_bytes(m: ModelSpec) -> int:
 
 
 def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool, trainable: bool,
-                     adapted: set[str]) -> tuple[list[Term], int, int, int]:
+                     adapted: set[str]) -> tuple[list[Term], int, int, int, int]:
     # `adapted`: the module names of params.fused_moe_targets' rows in this run (experts.gate_up_proj, ...)
     """A routed MoE block as transformers 5.24 trains it (modeling_mixtral.py MixtralSparseMoeBlock, Qwen2/3-MoE,
     DeepSeek-V2/V3): the router, then the 3-D expert Parameters through the default experts implementation,
     grouped_mm (integrations/moe.py grouped_mm_experts_forward) on the k x tokens (token, expert) pairs sorted by
-    expert. Returns (saved terms, forward and backward temporaries per token, the backward's per-layer bytes).
+    expert. Returns (saved terms, forward and backward temporaries per token, the backward's per-layer bytes, and the
+    forward temporaries per token of a checkpointed rerun at the routed output's un-permute).
 
     Saved per token (measured with the tracer's live tensors at the loss, tiny Mixtral / Qwen-MoE configs):
     - router: softmax's fp32 output (E) and topk's int64 indices (k); Mixtral's and Qwen3-MoE's (norm_topk_prob)
@@ -1082,7 +1106,7 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     lora_router = "router" in adapted
     experts_grad = trainable or lora_up or lora_down
     if not (live or experts_grad or lora_router):
-        return [], 0, 0, 0
+        return [], 0, 0, 0, 0
     # DeepseekV3TopkRouter's `topk_weights /= denominator` (norm_topk_prob) keeps them too (measured with the tracer's
     # live tensors, --grid moe deepseek_v3 full: a (tokens, k) fp32 clone and the (tokens, 1) sum)
     renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3", "nemotron_h")  # (Nemotron-H: norm_topk_prob true)
@@ -1132,7 +1156,19 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     # The merged stack's gradients: the down projection's comes first (the trace's peak at its grouped_mm, both
     # merged stacks still alive); by the gate_up gradient the down stack and its gradient are freed.
     wgrad = eb * e * h * i if lora_down else eb * e * 2 * i * h if lora_up else 0
-    return out, fwd, bwd, wgrad
+    # A checkpointed layer's rerun, at `weighted_out[inv_perm]` (integrations/moe.py): the weighted copy and its
+    # un-permuted one, beside the gathered hidden states; the per-token sum comes after the weighted copy is rebound
+    # (freed). Without a saved tensor after it the rerun stops there (checkpoint.py's early stop), and the backward
+    # that started it holds the sum's expanded gradient (made contiguous, the routing weights' dtype) in place of
+    # the un-permuted copy (measured with the tracer's live tensors: Mixtral LoRA q,k,v,o with checkpointing b2 s256,
+    # the peak at the rerun's arange; Qwen1.5-MoE narrow, the peak at the un-permute's aten.index). Beside them, the
+    # sorted expert ids (int64, k) and the router logits the block binds to `_` (`_, routing_weights, selected_experts
+    # = self.gate(...)`: MixtralSparseMoeBlock, Qwen2MoeSparseMoeBlock, Qwen3MoeSparseMoeBlock), alive until it
+    # returns, in the compute dtype (-1.3 to -1.7 % on the narrow Qwen1.5-MoE toys, 48 experts, without them).
+    logits = c * e if m.family in ("mixtral", "qwen2_moe", "qwen3_moe") else 0
+    rerun = max((1 if gated else 2) * k * eb * i + gathered, 2 * rw * k * h + gathered, router_forward_bytes(m)) \
+        + 8 * k + logits
+    return out, fwd, bwd, wgrad, rerun
 
 
 def _mlp_terms(m: ModelSpec, c: int, h: int, i: int, trainable: bool, tokens_per_token: int,
