@@ -39,11 +39,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import activations as _activations
 from vramcalc.core.memory.activations import LayerActivations, Term
 from vramcalc.core.memory.precision import RECIPES, Recipe, resolve_precision
-from vramcalc.core.memory.unsloth import GROUP_PROJECTIONS
+from vramcalc.core.memory.unsloth import GROUP_PROJECTIONS, refuse_explicit_kernels
 from vramcalc.core.params import block_linears, resolve_targets
 from vramcalc.core.units import dtype_bytes
 from vramcalc.core.vocab import parse_axolotl_kernels
@@ -97,11 +96,7 @@ def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
 def check(m: ModelSpec, t: TrainingSpec) -> None:
     """Refuse `--kernels axolotl:GROUPS` given explicitly where it is not modelled (a run file's auto-enabled
     kernels fall back with a note)."""
-    if not groups(t) or "kernels" in t.stack_set:
-        return
-    reason = why_not(m, t)
-    if reason is not None:
-        raise UnsupportedCombination(f"--kernels {t.kernels}: {reason}; or drop --kernels")
+    refuse_explicit_kernels(m, t, bool(groups(t)), why_not)
 
 
 def active(m: ModelSpec, t: TrainingSpec) -> bool:

@@ -29,10 +29,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import activations as _activations
 from vramcalc.core.memory.activations import LayerActivations, Term
 from vramcalc.core.memory.precision import RECIPES, Recipe, resolve_precision
+from vramcalc.core.memory.unsloth import refuse_explicit_kernels
 from vramcalc.core.params import resolve_targets
 from vramcalc.core.units import dtype_bytes
 
@@ -75,11 +75,7 @@ def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
 def check(m: ModelSpec, t: TrainingSpec) -> None:
     """Refuse `--kernels liger` given explicitly where it is not modelled (a stack's or run file's default falls
     back with a note)."""
-    if t.kernels != "liger" or "kernels" in t.stack_set:
-        return
-    reason = why_not(m, t)
-    if reason is not None:
-        raise UnsupportedCombination(f"--kernels liger: {reason}; or drop --kernels")
+    refuse_explicit_kernels(m, t, t.kernels == "liger", why_not)
 
 
 def active(m: ModelSpec, t: TrainingSpec) -> bool:

@@ -30,6 +30,7 @@ Read from unslothai/unsloth at commit 0050c73e05ca9bb74e42d0649be410f177160c08 (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import UnsupportedCombination
@@ -122,14 +123,21 @@ def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
     return None
 
 
+def refuse_explicit_kernels(m: ModelSpec, t: TrainingSpec, selected: bool,
+                            why_not_of: Callable[[ModelSpec, TrainingSpec], str | None]) -> None:
+    """Refuse a layer-kernel set (`selected` by --kernels) given explicitly where `why_not_of` says it is not
+    modelled; a stack's default falls back with a note instead (each kernel module's notes)."""
+    if not selected or "kernels" in t.stack_set:
+        return
+    reason = why_not_of(m, t)
+    if reason is not None:
+        raise UnsupportedCombination(f"--kernels {t.kernels}: {reason}; or drop --kernels")
+
+
 def check(m: ModelSpec, t: TrainingSpec) -> None:
     """Refuse `--kernels unsloth[:GROUPS]` given explicitly where it is not modelled (the stack's default falls
     back)."""
-    if not groups(t) or "kernels" in t.stack_set:
-        return
-    reason = why_not(m, t)
-    if reason is not None:
-        raise UnsupportedCombination(f"--kernels {t.kernels}: {reason}; or drop --kernels")
+    refuse_explicit_kernels(m, t, bool(groups(t)), why_not)
 
 
 def active(m: ModelSpec, t: TrainingSpec) -> bool:
