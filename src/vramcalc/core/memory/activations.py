@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
 from vramcalc.core.memory import upcast as _upcast
+from vramcalc.core.memory import upcast_norms as _norms
 from vramcalc.core.memory.deberta import attention_terms as deberta_attention_terms
 from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
 from vramcalc.core.memory.deberta import is_deberta
@@ -217,6 +218,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     assert m.hidden_size is not None and m.num_attention_heads is not None and m.intermediate_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # residual stream dtype
+    # --upcast-norms (memory/upcast_norms.py): the Trainer's autocast over 16-bit weights with fp32 norms; the
+    # residual stream stays 16-bit, the autocast branches below apply, and the norms' saved input is theirs
+    amp = recipe.autocast or _norms.active(t, recipe)
+    norm_cast = recipe.autocast or _norms.casts_per_linear(m, t, recipe)  # an fp32 normed input, cast per Linear
+    norm_in = _norms.norm_input_bytes(m, t, recipe, residual)
     h = m.hidden_size
     d = head_dim(m)
     n_heads = m.num_attention_heads
@@ -289,7 +295,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # the adapter-dtype copy (the copy itself, and dropout's output, are then referenced by nothing), and
             # lora_B saves lora_A's output, in the compute dtype (torch autocast_mode.cpp: linear is a lower-
             # precision op; a non-leaf input's cast is not cached).
-            kept = c if recipe.autocast and a != c else a
+            kept = c if amp and a != c else a
             extra = kept * t.lora_rank
             if fresh:
                 extra += kept * width + (width if t.lora_dropout > 0 else 0)  # copy (+ 1-byte dropout mask)
@@ -300,7 +306,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # peft Linear.forward: `result = result + lora_B(lora_A(x)) * scaling`: the base output (c), lora_B's
             # output and its scaled copy (the adapter dtype; c under autocast) alive at once, per output feature
             # (measured with the tracer: phi-3-mini's fused gate_up_proj, 10 B x 16,384 per token at the mul).
-            lora_b = c if recipe.autocast else a
+            lora_b = c if amp else a
             lora_fwd[mod] = (c + 2 * lora_b) * lora_out.get(mod, 0)
             if t.lora_dropout > 0 and a != c:
                 # With dropout, Linear.forward's local `x = self._cast_input_dtype(x, ...)` keeps the adapter-dtype
@@ -327,7 +333,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if weightless and live:
         terms.append(Term("attn norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
     if n_norms and not m.post_norms:
-        terms += _norm_terms("attn norm", m, c, residual, h, live, _norm_weight_trained(m, t, "attn", tw))
+        terms += _norm_terms("attn norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "attn", tw))
         live = live or tw
     attn_in_live = live
     if m.attention_kind == "mla":
@@ -336,7 +342,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
         own = linear_input("qkv_proj", qkv_mods, h, input_live=live)
-        if recipe.autocast and tw and not m.fused_qkv and m.attention_kind != "mla":
+        if norm_cast and tw and not m.fused_qkv and m.attention_kind != "mla":
             # Under CUDA autocast the normed input is fp32, and query, key and value each cast it to 16 bits on
             # their own (autocast caches casts of leaf weights only): three saved copies, not one (measured with
             # the tracer: bert-base-uncased amp-bf16, 2 x 2 B x hidden more per layer; llama-3.2-1b full amp-bf16
@@ -423,7 +429,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # Llama 4's eager_attention_forward (modeling_llama4.py): softmax(attn_weights, dim=-1), the scores' dtype.
             # ModernBERT's eager_attention_forward (modeling_modernbert.py) upcasts: softmax(dtype=float32).
             softmax_bytes = c if m.family in ("gpt2", "falcon", "gpt_oss", "llama4", *ENCODER_FAMILIES) \
-                and m.family != "modernbert" and not recipe.autocast else 4
+                and m.family != "modernbert" and not amp else 4
             if m.attention_sinks:
                 # gpt-oss (modeling_gpt_oss.py eager_attention_forward): the per-head sink is concatenated to the
                 # scores as one more key column, then `combined - combined.max(-1, keepdim=True).values` (max saves
@@ -467,14 +473,14 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if t.method == "adaption-prompt":  # the gated prompt attention adds a trainable path to the attention's output
         attn_live = True
     if m.post_norms and n_norms:  # OLMo 2: post_attention_layernorm on the attention's output
-        terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live, tw)
+        terms += _norm_terms("attn post-norm", m, c, norm_in, h, attn_live, tw)
         attn_live = attn_live or tw
     elif sandwich:
         # Gemma 2 / 3 (modeling_gemma2.py Gemma2DecoderLayer): post_attention_layernorm normalizes the
         # attention's output before the residual add, beside the pre-norm: it saves as any RMSNorm does
         # (measured with the tracer, gemma-2-2b LoRA eager: 2 x (4 B x hidden + 4 B) per token per layer
         # were missing, -3.95 % on the 26-layer preset).
-        terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live,
+        terms += _norm_terms("attn post-norm", m, c, norm_in, h, attn_live,
                              _norm_weight_trained(m, t, "attn", tw))
         attn_live = attn_live or _norm_weight_trained(m, t, "attn", tw)
     if m.dropout > 0 and attn_live:
@@ -488,7 +494,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if weightless and live:
         terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
     if n_norms >= 2 and not m.parallel_residual and not m.post_norms:
-        terms += _norm_terms("mlp norm", m, c, residual, h, live, _norm_weight_trained(m, t, "mlp", tw))
+        terms += _norm_terms("mlp norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "mlp", tw))
         live = live or tw
     i = m.intermediate_size
     moe_fwd_t = moe_bwd_t = 0
@@ -521,7 +527,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # the shared expert (Llama4TextMLP of intermediate_size, nn.Linear modules: adapted by name)
         s_i = m.shared_expert_intermediate_size or width
         s_in = linear_input("shared expert input", ("gate_proj", "up_proj"), h, input_live=live) or live
-        terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
+        terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", amp) if s_in else []
         linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
         live = live or trainable_weights or router_own
         if t.grad_checkpointing:  # nothing is saved in the first forward: the block's set is its working set
@@ -548,7 +554,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # output, what silu and the product save: the same bytes as the separate gate and up)
             s_up = ("gate_up_proj",) if m.fused_gate_up else ("gate_proj", "up_proj")
             s_in = linear_input("shared expert input", s_up, h, input_live=live) or live
-            terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
+            terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", amp) if s_in else []
             linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
             if m.shared_expert_gate:
                 n_moe_rerun = len(terms)
@@ -598,17 +604,17 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             bool(adapted & set(qkv_mods if m.attention_kind != "mla" else ())) and not fresh_copy))
         up_live = linear_input("mlp input", up_mods, h, already_saved=shared_in, input_live=live) or live
         n_mlp_inputs = len(terms)
-        if recipe.autocast and trainable_weights and len(up_mods) == 2 and not shared_in:
+        if norm_cast and trainable_weights and len(up_mods) == 2 and not shared_in:
             # gate_proj and up_proj each cast the fp32 normed input to 16 bits under autocast: a second saved copy
             terms.append(Term("up_proj input: its own 16-bit cast (autocast)", c * h))
         if up_live:  # the activation and the product save their inputs only for a gradient they owe
-            terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
+            terms += _mlp_terms(m, c, h, i, False, 1, "", amp)
         live = linear_input("down_proj", ("down_proj",), i, input_live=up_live) or up_live
         width = i
         if m.post_norms and n_norms >= 2:  # OLMo 2: post_feedforward_layernorm on the MLP's output
-            terms += _norm_terms("mlp post-norm", m, c, residual, h, live, tw)
+            terms += _norm_terms("mlp post-norm", m, c, norm_in, h, live, tw)
         elif sandwich:  # Gemma 2 / 3: post_feedforward_layernorm on the MLP's output, beside the pre-norm
-            terms += _norm_terms("mlp post-norm", m, c, residual, h, live, _norm_weight_trained(m, t, "mlp", tw))
+            terms += _norm_terms("mlp post-norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "mlp", tw))
     if m.dropout > 0 and live:
         terms.append(Term("mlp dropout mask", h))
     # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
@@ -631,12 +637,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if eager and m.attention_sinks:
         # gpt-oss: the masked scores and the sink-concatenated logits are both still referenced while the softmax
         # runs on their max-subtracted copy (eager_attention_forward rebinds only attn_weights after it).
-        eager_fwd = 2 * (c if not recipe.autocast else 4) * n_heads
+        eager_fwd = 2 * (c if not amp else 4) * n_heads
     if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
     elif not eager:
         eager_bwd = 0
-    elif m.family == "gpt2" and not recipe.autocast:
+    elif m.family == "gpt2" and not amp:
         eager_bwd = (4 + 2 * c) * n_heads
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
@@ -651,7 +657,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if len(up_mods) == 2 and up_fwd[1] and up_live:
         # LlamaMLP's down(act(gate(x)) * up(x)) runs gate_proj and its activation first: while up_proj's adapter path
         # is in flight, the gate's output and act(gate) (both saved) are alive beside it.
-        up_fwd[1] += _act_saved_bytes(m.hidden_act, c, recipe.autocast) * i + c * i
+        up_fwd[1] += _act_saved_bytes(m.hidden_act, c, amp) * i + c * i
     mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + up_fwd)
     rerun_extra = 0
     if m.num_experts and fused_experts(m) and t.grad_checkpointing and not m.parallel_residual:
@@ -685,7 +691,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # once: the output LayerNorm's backward needs its saved input; the attention output is both the MLP's input
         # and its residual (measured: --grid encoders / encoders2 / deberta LoRA with checkpointing).
         post_ln = m.family in ENCODER_FAMILIES and m.family != "modernbert"
-        lora_b = c if recipe.autocast else a
+        lora_b = c if amp else a
         adapted_down = "down_proj" in lora_fwd and not post_ln
         incoming = c * h + ((lora_b * h + (c * h if lora_b != c else 0)) if adapted_down else 0)
         held = c * h + (c * h if fresh_copy and not tw and not post_ln else 0)
@@ -1216,7 +1222,7 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     """Loss path of transformers' ForCausalLMLoss: logits.float(), log_softmax (saved), nll_loss."""
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    residual = _norms.norm_input_bytes(m, t, recipe, 4 if recipe.autocast or recipe.compute == "fp32" else c)
     h, v = m.hidden_size, m.vocab_size
     # The final norm's weight is frozen under LoRA/QLoRA: no normalized copy is saved (see _norm_terms).
     norm_trained = _norm_weight_trained(m, t, "final", head_trainable)
@@ -1259,7 +1265,7 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     """The named parts of `head_activations(...).saved` (bytes per token), for `vramcalc explain`."""
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    residual = _norms.norm_input_bytes(m, t, recipe, 4 if recipe.autocast or recipe.compute == "fp32" else c)
     trained = _norm_weight_trained(m, t, "final", head_trainable)
     terms = _norm_terms("final norm", m, c, residual, m.hidden_size, True, trained) if m.final_norm else []
     if m.family == "olmo" and not m.final_norm:
