@@ -660,8 +660,9 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         "optimizer_state.master_weights": opt.master_weights,
         "temporaries.optimizer_step": opt.step_temporaries,
     }
-    if router_states:
-        details["optimizer_state.fp32_routers"] = router_states
+    if router_states:  # DeepSeek's routers, or --upcast-norms' norms (memory/upcast_norms.py: never both)
+        details["optimizer_state.fp32_norms" if training.upcast_norms else "optimizer_state.fp32_routers"] = \
+            router_states
     if first_states:
         details["optimizer_state.lisa_first_step"] = first_states
     if _preference.is_preference(training) or _rl.is_rl(training) or _online_dpo.is_online_dpo(training):
