@@ -85,11 +85,11 @@ def norm_tensors(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> tuple[ParamTe
     return tuple(x for x in inventory(m) if x.kind == "norm")
 
 
-def check(m: ModelSpec, t: TrainingSpec) -> None:
-    """The runs the flag is modelled (and traced) for; the rest refused in one line."""
+def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
+    """The runs the flag is modelled (and traced) for; the rest refused in one line. `library_optimizer`: the run's
+    optimizer keeps its own state layout (memory/optimizer.py LIBRARY_OPTIMIZERS), not zeros_like(param)."""
     if not getattr(t, "upcast_norms", False):
         return
-    from vramcalc.core.memory.optimizer import LIBRARY_OPTIMIZERS
     from vramcalc.core.memory.precision import recipe_of
 
     recipe = recipe_of(t)
@@ -106,7 +106,7 @@ def check(m: ModelSpec, t: TrainingSpec) -> None:
         why = f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss)"
     elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits:
         why = "--kernels, --dora, --activation-offload or --upcast-logits (not traced with it)"
-    elif t.method in ("full", "freeze") and t.optimizer in LIBRARY_OPTIMIZERS:
+    elif t.method in ("full", "freeze") and library_optimizer:
         why = f"--optimizer {t.optimizer} (its states of fp32 norms)"
     if why:
         raise UnsupportedCombination(f"--upcast-norms is not modelled with {why}: drop --upcast-norms")
