@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from test_upcast import _write
 from vramcalc.core.errors import SpecError, UnsupportedCombination
 from vramcalc.core.memory import estimate
 from vramcalc.core.memory.activations import layer_activations
@@ -98,12 +99,6 @@ def test_refused_where_not_modelled(model: ModelSpec, change: dict[str, object],
 def test_training_only() -> None:
     with pytest.raises(SpecError, match="--upcast-norms"):
         TrainingSpec(mode="inference", upcast_norms=True)
-
-
-def _write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def test_llama_factory_key_is_mapped(tmp_path: Path) -> None:
