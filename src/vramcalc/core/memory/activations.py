@@ -220,7 +220,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # residual stream dtype
     # --upcast-norms (memory/upcast_norms.py): the Trainer's autocast over 16-bit weights with fp32 norms; the
     # residual stream stays 16-bit, the autocast branches below apply, and the norms' saved input is theirs
-    amp = recipe.autocast or _norms.active(t, recipe)
+    up_norms = _norms.active(t, recipe)
+    amp = recipe.autocast or up_norms
     norm_cast = recipe.autocast or _norms.casts_per_linear(m, t, recipe)  # an fp32 normed input, cast per Linear
     norm_in = _norms.norm_input_bytes(m, t, recipe, residual)
     h = m.hidden_size
@@ -315,6 +316,19 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 # hidden 256, MLP 1,024, LoRA on all seven projections, p 0.05, checkpointing, b2 s512: the peak at
                 # down_proj's adapter in the rerun holds its fp32 cast and its dropout output, -6.04 % without).
                 lora_fwd[mod] += a * width
+            elif up_norms and a != c and not (norm_cast and group in ("qkv_proj", "mlp input")):
+                # --upcast-norms' autocast: Linear.forward's `x = self._cast_input_dtype(x, ...)` makes an adapter-dtype
+                # copy of a 16-bit input (o_proj's, down_proj's; every input after Gemma's 16-bit norm) that lora_A
+                # no longer saves (it saves its own 16-bit cast), alive until the module returns; an fp32 normed input
+                # needs no copy. The 16-bit input itself is saved by nobody (the frozen base saves nothing, lora_A its
+                # cast) and is alive beside it (measured with the tracer's live tensors: a 4-layer llama, hidden 256,
+                # MLP 1,024, LoRA all-linear, b2 s512: the forward's peak at down_proj's adapter holds the 16-bit
+                # product act(gate) * up and its fp32 copy)
+                lora_fwd[mod] += (a + c) * width
+                if group == "down_proj":
+                    # ... beside the MLP's normed input (fp32 after a Llama norm or a LayerNorm) and the post-attention
+                    # residual, both held by the decoder layer while its MLP runs (the same measurement)
+                    lora_fwd[mod] += (4 if norm_cast else c) * h + c * h
             adapter_fwd_t = max(adapter_fwd_t, lora_fwd[mod])
             if mod in dora_out:
                 terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live, linear_has_bias(m, mod)))
@@ -659,7 +673,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # is in flight, the gate's output and act(gate) (both saved) are alive beside it.
         up_fwd[1] += _act_saved_bytes(m.hidden_act, c, amp) * i + c * i
     mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + up_fwd)
-    rerun_extra = 0
+    rerun_extra = rerun_held = 0
     if m.num_experts and fused_experts(m) and t.grad_checkpointing and not m.parallel_residual:
         # A routed MoE layer's rerun (as the dense one's below): the residual stream's incoming gradient, the
         # post-attention residual and the block's normed input, held beside the MoE forward (measured with the
@@ -695,7 +709,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         adapted_down = "down_proj" in lora_fwd and not post_ln
         incoming = c * h + ((lora_b * h + (c * h if lora_b != c else 0)) if adapted_down else 0)
         held = c * h + (c * h if fresh_copy and not tw and not post_ln else 0)
-        rerun_extra = incoming + held
+        rerun_extra, rerun_held = incoming + held, held
         mlp_fwd += rerun_extra
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
@@ -736,6 +750,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # without; DistilBERT and DeBERTa-v3 likewise). Not for the pre-norm decoders: there the up-projection's
         # moment above is the peak, and this sum over-counted their traces (Mistral +0.7 %, GPT-2 up to +5.6 %).
         mlp_fwd = max(mlp_fwd, mlp_tail + c * i + lora_fwd["down_proj"] + rerun_extra)
+    elif rerun_extra and "down_proj" in lora_fwd and up_norms and a != c:
+        # --upcast-norms: the pre-norm decoder's rerun peaks at down_proj's adapter too, where its fp32 copy of the
+        # 16-bit product is alive (lora_fwd above holds the product, the copy and the held normed input and residual;
+        # the rerun's incoming gradients beside them, its held pair being lora_fwd's). Measured with the tracer's live
+        # tensors: a 4-layer llama, hidden 256, MLP 1,024, LoRA all-linear with checkpointing, b2 s512: the
+        # backward's peak at that copy in the rerun, -6.69 % without this moment.
+        mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + rerun_extra - rerun_held)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)

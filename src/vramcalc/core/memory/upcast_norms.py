@@ -104,8 +104,8 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
         why = "DeepSpeed / FSDP / BAdam mixed precision (flat 16-bit buffers with fp32 masters)"
     elif t.objective != "sft" or t.loss != "hf":
         why = f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss)"
-    elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits:
-        why = "--kernels, --dora, --activation-offload or --upcast-logits (not traced with it)"
+    elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits or t.lora_dropout > 0:
+        why = "--kernels, --dora, --activation-offload, --upcast-logits or --lora-dropout (not traced with it)"
     elif t.method in ("full", "freeze") and library_optimizer:
         why = f"--optimizer {t.optimizer} (its states of fp32 norms)"
     if why:
