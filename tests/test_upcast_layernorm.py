@@ -49,7 +49,7 @@ def test_full_pure_bf16_bytes() -> None:
 def test_lora_adapters_run_as_autocast_matmuls() -> None:
     # frozen base, fp32 adapters: without autocast each lora_A saves an fp32 copy of its input and lora_B an fp32
     # lora_A output; under the Trainer's autocast both are 16-bit: 2 B less per input feature and per rank, for the
-    # seven projections (q, k, v, o, gate, up: in 256; down: in 688), rank 8 (TrainingSpec's default)
+    # seven projections (q, k, v, o, gate, up: in 256; down: in 688), rank 16 (TrainingSpec's default)
     t = LORA
     r = t.lora_rank
     base = layer_activations(LLAMA, t, recipe_of(t), trainable_weights=False)
@@ -117,15 +117,20 @@ def test_llama_factory_key_is_mapped(tmp_path: Path) -> None:
     assert amp.options["precision"] == "amp-bf16" and amp.options["upcast_norms"] is True and amp.unmodelled == []
 
 
+# A layer-dominated llama (4 layers, hidden 256, MLP 1,024, a 512-token vocabulary): the peak in the layers, where
+# LoRA's adapters run as autocast matmuls (the loss-dominated grid cases peak at the loss)
+LAYERS = replace(LLAMA, name="toy-llama-layers", vocab_size=512, intermediate_size=1_024, num_layers=4)
+
+
 @pytest.mark.parametrize("gc", [False, True])
 def test_matches_the_trace(gc: bool) -> None:
-    # the toy LoRA run traced with the norms cast to fp32 and the step under autocast (trace/_run.py); measured
-    # -0.64 % (no checkpointing) and +0.30 % (checkpointing) when written
+    # traced with the norms cast to fp32 and the step under autocast (trace/_run.py); measured -1.96 % (no
+    # checkpointing: the forward at down_proj's adapter) and +2.48 % (checkpointing: the rerun there) when written
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from vramcalc.trace import trace
 
-    t = _up(replace(LORA, grad_checkpointing=gc))
-    e, r = estimate(LLAMA, t), trace(LLAMA, t)
+    t = _up(replace(LORA, seq_len=512, grad_checkpointing=gc))
+    e, r = estimate(LAYERS, t), trace(LAYERS, t)
     err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
     assert -0.02 <= err <= 0.05, (err, r.peak_op)

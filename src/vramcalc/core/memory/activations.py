@@ -327,8 +327,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 lora_fwd[mod] += (a + c) * width
                 if group == "down_proj":
                     # ... beside the MLP's normed input (fp32 after a Llama norm or a LayerNorm) and the post-attention
-                    # residual, both held by the decoder layer while its MLP runs (the same measurement)
-                    lora_fwd[mod] += (4 if norm_cast else c) * h + c * h
+                    # residual, both held by the decoder layer while its MLP runs, and the embeddings' output, held by
+                    # LlamaModel.forward's inputs_embeds through the whole forward (the same measurement; gone by the
+                    # checkpointed rerun, which takes it off below)
+                    lora_fwd[mod] += (4 if norm_cast else c) * h + 2 * c * h
             adapter_fwd_t = max(adapter_fwd_t, lora_fwd[mod])
             if mod in dora_out:
                 terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live, linear_has_bias(m, mod)))
@@ -753,10 +755,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     elif rerun_extra and "down_proj" in lora_fwd and up_norms and a != c:
         # --upcast-norms: the pre-norm decoder's rerun peaks at down_proj's adapter too, where its fp32 copy of the
         # 16-bit product is alive (lora_fwd above holds the product, the copy and the held normed input and residual;
-        # the rerun's incoming gradients beside them, its held pair being lora_fwd's). Measured with the tracer's live
-        # tensors: a 4-layer llama, hidden 256, MLP 1,024, LoRA all-linear with checkpointing, b2 s512: the
-        # backward's peak at that copy in the rerun, -6.69 % without this moment.
-        mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + rerun_extra - rerun_held)
+        # the rerun's incoming gradients beside them, its held pair being lora_fwd's; no inputs_embeds by then).
+        # Measured with the tracer's live tensors: a 4-layer llama, hidden 256, MLP 1,024, LoRA all-linear with
+        # checkpointing, b2 s512: the backward's peak at that copy in the rerun, -6.69 % without this moment.
+        mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + rerun_extra - rerun_held - c * h)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
