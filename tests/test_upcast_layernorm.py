@@ -124,7 +124,7 @@ LAYERS = replace(LLAMA, name="toy-llama-layers", vocab_size=512, intermediate_si
 
 @pytest.mark.parametrize("gc", [False, True])
 def test_matches_the_trace(gc: bool) -> None:
-    # traced with the norms cast to fp32 and the step under autocast (trace/_run.py); measured -1.96 % (no
+    # traced with the norms cast to fp32 and the step under autocast (trace/_run.py); measured -1.34 % (no
     # checkpointing: the forward at down_proj's adapter) and +2.48 % (checkpointing: the rerun there) when written
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
