@@ -601,6 +601,8 @@ MM_PROJ_ONLY_REFUSAL = ("removed by LLaMA-Factory in 71a1c132 (that version need
                         "not modelled")
 BOOLEAN_KEYS["llama-factory"].update(dict.fromkeys(("shift_attn", "use_v1_kernels", "train_mm_proj_only"), ()))
 BOOLEAN_KEYS["axolotl"]["s2_attention"] = ()
+# The boolean keys whose true is refused (the feature cannot run), not only a loose spelling of it
+REFUSED_WHEN_TRUE = {"llama-factory": ("shift_attn", "train_mm_proj_only"), "axolotl": ("s2_attention",)}
 
 
 def _family(run: Run, path: Path) -> str | None:
