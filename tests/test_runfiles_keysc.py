@@ -49,6 +49,9 @@ def _refused(tmp_path: Path, text: str, key: str, capsys: pytest.CaptureFixture[
     (LF_HEAD.format(model="mistral-7b") + "mixture_of_depths: load\n", "mixture_of_depths", "transformers 4"),
     ("model_name_or_path: llava-1.5-7b\nstage: sft\nfinetuning_type: full\ntrain_mm_proj_only: true\n",
      "train_mm_proj_only", "freeze_language_model: true"),
+    # axolotl's own validators (utils/schemas/validation.py check_tensor_parallel_optimizer, check_mem_mismatch)
+    (AX_HEAD + "tensor_parallel_size: 2\noptimizer: adamw_8bit\n", "tensor_parallel_size", "8-bit AdamW"),
+    (AX_HEAD + "gpu_memory_limit: 20\nmax_memory:\n  0: 20GiB\n", "gpu_memory_limit", "mutually exclusive"),
 ])
 def test_keys_that_cannot_run_under_transformers_5_are_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str, why: str) -> None:
@@ -84,9 +87,10 @@ def test_off_values_are_read_without_a_note(tmp_path: Path) -> None:
     assert {"shift_attn", "use_v1_kernels", "train_mm_proj_only", "mixture_of_depths"} <= set(lf.mapped)
     assert lf.unmodelled == [] and not {runfiles.SHIFT_ATTN_NOTE, runfiles.V1_KERNELS_NOTE} & set(lf.notes)
     # tensor_parallel_size 1 is axolotl's default (validation.py check_tensor_parallel_size): no sharding
-    ax = _load(tmp_path, AX_HEAD + "s2_attention: false\ntensor_parallel_size: 1\n")
-    assert {"s2_attention", "tensor_parallel_size"} <= set(ax.mapped)
-    assert not {"s2_attention", "tensor_parallel_size"} & set(ax.unmodelled)
+    for tp in (0, 1):  # 0 is read as 1 (check_tensor_parallel_size: a falsy size becomes 1)
+        ax = _load(tmp_path, AX_HEAD + f"s2_attention: false\ntensor_parallel_size: {tp}\n")
+        assert {"s2_attention", "tensor_parallel_size"} <= set(ax.mapped)
+        assert not {"s2_attention", "tensor_parallel_size"} & (set(ax.unmodelled) | set(ax.ignored))
     # a quoted boolean is read as each tool reads it (LLaMA-Factory: any non-empty string is true): refused
     with pytest.raises(VramcalcError, match="shift_attn"):
         _load(tmp_path, LF_HEAD.format(model="mistral-7b") + "shift_attn: 'false'\n")
@@ -97,6 +101,7 @@ def test_off_values_are_read_without_a_note(tmp_path: Path) -> None:
     (AX_HEAD + "relora: true\njagged_restart_steps: 150\n", "relora"),
     (AX_HEAD + "tensor_parallel_size: 2\n", "tensor_parallel_size"),
     (AX_HEAD + "gpu_memory_limit: 20GiB\n", "gpu_memory_limit"),
+    (AX_HEAD + "max_memory:\n  0: 20GiB\n  cpu: 100GiB\n", "max_memory"),
     (AX_HEAD + "fp8: true\n", "fp8"),
     (LF_HEAD.format(model="mistral-7b") + "fp8: true\n", "fp8"),
     ("model_name_or_path: llava-1.5-7b\nstage: sft\nfinetuning_type: full\nfreeze_language_model: true\n",

@@ -561,6 +561,9 @@ UNMODELLED_KEYS.update({
     # copy them in per forward
     "gpu_memory_limit": "a per-GPU max_memory: accelerate's infer_auto_device_map puts the modules past it on the "
                         "CPU (axolotl loaders/model.py); that placement is not modelled",
+    # (max_memory: the same placement, written per device; axolotl refuses both keys together)
+    "max_memory": "a max_memory placement: accelerate's infer_auto_device_map puts the modules past it on the CPU "
+                  "(axolotl loaders/model.py); that placement is not modelled",
     # (s2_attention: refused, _axolotl_retired)
     # LLaMA-Factory (finetuning_args.py, model_args.py)
     "use_llama_pro": "LLaMA Pro block expansion (new trainable layers)",
@@ -631,13 +634,22 @@ def _llama_factory_retired(d: dict[str, Any], run: Run, path: Path) -> None:
 
 
 def _axolotl_retired(d: dict[str, Any], run: Run) -> None:
-    """axolotl's s2_attention (refused: axolotl refuses it) and tensor_parallel_size 1 (no sharding: mapped)."""
+    """axolotl's s2_attention (refused: axolotl refuses it), tensor_parallel_size 0 / 1 (no sharding: mapped) and
+    the combinations axolotl's validators refuse (utils/schemas/validation.py @ 067b021c)."""
     if _flag(AX, d.get("s2_attention"), "s2_attention"):
         raise _KeyProblem("s2_attention", S2_ATTENTION_REFUSAL)
     _seen(d, run, "s2_attention")
     tp = d.get("tensor_parallel_size")
-    if tp is None or (not isinstance(tp, bool) and tp == 1):
+    if tp is None or (not isinstance(tp, bool) and tp in (0, 1)):  # check_tensor_parallel_size: unset -> 1
         _seen(d, run, "tensor_parallel_size")
+    elif str(d.get("optimizer")) in ("paged_adamw_8bit", "adamw_8bit", "adamw_bnb_8bit"):
+        # check_tensor_parallel_optimizer
+        raise _KeyProblem("tensor_parallel_size", "axolotl refuses tensor parallelism with bitsandbytes' 8-bit "
+                          "AdamW (paged_adamw_8bit, adamw_8bit, adamw_bnb_8bit); use 1 or another optimizer")
+    if d.get("gpu_memory_limit") is not None and d.get("max_memory") is not None:
+        # check_mem_mismatch
+        raise _KeyProblem("gpu_memory_limit", "axolotl refuses it beside max_memory (they are mutually exclusive); "
+                          "keep one")
 
 
 # Liger's layer kernels: applied with the fused linear cross-entropy by TRL's use_liger_kernel and LLaMA-Factory's
