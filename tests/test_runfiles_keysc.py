@@ -116,3 +116,19 @@ def test_unmodelled_keys_are_named_with_their_reason(tmp_path: Path, text: str, 
 def test_refused_and_mapped_keys_left_the_unmodelled_list() -> None:
     gone = {"shift_attn", "s2_attention", "train_mm_proj_only", "use_v1_kernels", "mixture_of_depths"}
     assert not gone & set(runfiles.UNMODELLED_KEYS)
+
+
+def test_shift_attn_reads_the_model_type_of_a_config_folder(tmp_path: Path) -> None:
+    # LLaMA-Factory tests config.model_type (SUPPORTED_CLASS_FOR_S2ATTN = {"llama"}); TinyLlama's config.json says
+    # "llama" (tests/data/hf/tinyllama-1.1b.json), Mistral's "mistral" (tests/data/hf/mistral-7b-v0.1.json)
+    data = Path(__file__).parent / "data" / "hf"
+    for name, refused in (("tinyllama-1.1b", True), ("mistral-7b-v0.1", False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text((data / f"{name}.json").read_text(encoding="utf-8"), encoding="utf-8")
+        text = LF_HEAD.format(model=folder) + "shift_attn: true\n"
+        if refused:
+            with pytest.raises(VramcalcError, match="shift_attn: LLaMA-Factory's LongLoRA patch needs"):
+                _load(tmp_path, text)
+        else:
+            assert runfiles.SHIFT_ATTN_NOTE in _load(tmp_path, text).notes
