@@ -52,6 +52,9 @@ def _refused(tmp_path: Path, text: str, key: str, capsys: pytest.CaptureFixture[
     # axolotl's own validators (utils/schemas/validation.py check_tensor_parallel_optimizer, check_mem_mismatch)
     (AX_HEAD + "tensor_parallel_size: 2\noptimizer: adamw_8bit\n", "tensor_parallel_size", "8-bit AdamW"),
     (AX_HEAD + "gpu_memory_limit: 20\nmax_memory:\n  0: 20GiB\n", "gpu_memory_limit", "mutually exclusive"),
+    # check_relora: restarts need jagged_restart_steps, and a LoRA / QLoRA adapter
+    (AX_HEAD + "relora: true\n", "relora", "jagged_restart_steps"),
+    ("base_model: mistral-7b\nrelora: true\njagged_restart_steps: 100\n", "relora", "lora or qlora"),
 ])
 def test_keys_that_cannot_run_under_transformers_5_are_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str, why: str) -> None:

@@ -646,6 +646,14 @@ def _axolotl_retired(d: dict[str, Any], run: Run) -> None:
         # check_tensor_parallel_optimizer
         raise _KeyProblem("tensor_parallel_size", "axolotl refuses tensor parallelism with bitsandbytes' 8-bit "
                           "AdamW (paged_adamw_8bit, adamw_8bit, adamw_bnb_8bit); use 1 or another optimizer")
+    if _is_set(d.get("relora")):  # check_relora (ReLoRA itself stays in UNMODELLED_KEYS)
+        if not _is_set(d.get("jagged_restart_steps")):
+            raise _KeyProblem("relora", "axolotl needs jagged_restart_steps with it (how often ReLoRA restarts); "
+                              "add it or remove relora")
+        if d.get("adapter") not in ("lora", "qlora"):
+            raise _KeyProblem("relora", "axolotl runs ReLoRA on a lora or qlora adapter only; set adapter or remove "
+                              "relora")
+    _seen(d, run, "jagged_restart_steps")
     if d.get("gpu_memory_limit") is not None and d.get("max_memory") is not None:
         # check_mem_mismatch
         raise _KeyProblem("gpu_memory_limit", "axolotl refuses it beside max_memory (they are mutually exclusive); "
