@@ -99,7 +99,8 @@ def test_super_fixture_reads_as_published() -> None:
     p = m.hybrid_pattern
     assert (p.count("M"), p.count("E"), p.count("*"), p.count("-")) == (40, 40, 8, 0)
     assert (m.num_experts, m.experts_per_token, m.moe_intermediate_size, m.moe_latent_size,
-            m.shared_expert_intermediate_size, m.expert_groups, m.topk_expert_groups) == (512, 22, 2688, 1024, 5376, 1, 1)
+            m.shared_expert_intermediate_size, m.expert_groups, m.topk_expert_groups) == \
+        (512, 22, 2688, 1024, 5376, 1, 1)
     assert (m.hidden_size, m.mixer_intermediate_size, m.num_kv_heads, m.checkpoint_mtp_layers) == (4096, 8192, 2, 1)
 
 
