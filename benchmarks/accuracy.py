@@ -818,27 +818,35 @@ NEMOTRONH_MOE_SHAPES = {"nemotronh:moe-h256-MEM*E-e8k2-i128-s256": {
     "moe_intermediate_size": 96, "moe_shared_expert_intermediate_size": 160}}
 
 
-def nemotronh_moe_cases() -> list[dict[str, Any]]:
+def _nemotronh_moe_family(shapes: dict[str, dict[str, Any]], label: str, targets: tuple[str, ...],
+                          published: str) -> list[dict[str, Any]]:
+    """A MoE shape pair's cases: HYBRID_RUNS x checkpointing off / on, b2 s64 and s128 for the first shape, b2 s64
+    for the second; LoRA on `targets` (labelled `label`) on the first; the published shape cut to 2 layers."""
     cases = []
-    for model, seqs in zip(NEMOTRONH_MOE_SHAPES, ((64, 128), (64,)), strict=True):
-        for label, kw in HYBRID_RUNS:
+    for model, seqs in zip(shapes, ((64, 128), (64,)), strict=True):
+        for run, kw in HYBRID_RUNS:
             for seq in seqs:
                 for gc in (False, True):
-                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                    cases.append({"id": f"{model} | {run} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
                                   "method": kw["method"],
                                   "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
-    model = next(iter(NEMOTRONH_MOE_SHAPES))
+    model = next(iter(shapes))
     for gc in (False, True):
-        cases.append({"id": f"{model} | lora q,v,in_proj,up,down | b2 s64 | {'gc' if gc else 'no-gc'}",
+        cases.append({"id": f"{model} | {label} | b2 s64 | {'gc' if gc else 'no-gc'}",
                       "model": model, "method": "lora",
-                      "training": dict(HYBRID_RUNS[1][1], lora_targets=("q_proj", "v_proj", "in_proj", "up_proj",
-                                                                        "down_proj"), batch_size=2, seq_len=64,
+                      "training": dict(HYBRID_RUNS[1][1], lora_targets=targets, batch_size=2, seq_len=64,
                                        grad_checkpointing=gc)})
-    for (label, kw), gc in zip(HYBRID_RUNS[:2], (False, True), strict=True):
-        cases.append({"id": f"nemotronh:nemotron-3-nano-2-layers | {label} | b1 s128 | {'gc' if gc else 'no-gc'}",
-                      "model": "nemotronh:nemotron-3-nano-2-layers", "method": kw["method"],
+    for (run, kw), gc in zip(HYBRID_RUNS[:2], (False, True), strict=True):
+        cases.append({"id": f"{published} | {run} | b1 s128 | {'gc' if gc else 'no-gc'}",
+                      "model": published, "method": kw["method"],
                       "training": dict(kw, batch_size=1, seq_len=128, grad_checkpointing=gc)})
     return cases
+
+
+def nemotronh_moe_cases() -> list[dict[str, Any]]:
+    return _nemotronh_moe_family(NEMOTRONH_MOE_SHAPES, "lora q,v,in_proj,up,down",
+                                 ("q_proj", "v_proj", "in_proj", "up_proj", "down_proj"),
+                                 "nemotronh:nemotron-3-nano-2-layers")
 
 
 # Nemotron 3 Super's latent MoE and grouped routing (NemotronHMoE's fc1 / fc2_latent_proj around experts at the
@@ -858,26 +866,9 @@ NEMOTRONH_LATENT_SHAPES = {
 
 
 def nemotronh_latent_cases() -> list[dict[str, Any]]:
-    cases = []
-    for model, seqs in zip(NEMOTRONH_LATENT_SHAPES, ((64, 128), (64,)), strict=True):
-        for label, kw in HYBRID_RUNS:
-            for seq in seqs:
-                for gc in (False, True):
-                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
-                                  "method": kw["method"],
-                                  "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
-    model = next(iter(NEMOTRONH_LATENT_SHAPES))
-    every = ("q_proj", "v_proj", "in_proj", "up_proj", "down_proj", "fc1_latent_proj", "fc2_latent_proj")
-    for gc in (False, True):
-        cases.append({"id": f"{model} | lora q,v,in_proj,up,down,fc1,fc2_latent | b2 s64 | {'gc' if gc else 'no-gc'}",
-                      "model": model, "method": "lora",
-                      "training": dict(HYBRID_RUNS[1][1], lora_targets=every, batch_size=2, seq_len=64,
-                                       grad_checkpointing=gc)})
-    for (label, kw), gc in zip(HYBRID_RUNS[:2], (False, True), strict=True):
-        cases.append({"id": f"nemotronh:nemotron-3-super-2-layers | {label} | b1 s128 | {'gc' if gc else 'no-gc'}",
-                      "model": "nemotronh:nemotron-3-super-2-layers", "method": kw["method"],
-                      "training": dict(kw, batch_size=1, seq_len=128, grad_checkpointing=gc)})
-    return cases
+    return _nemotronh_moe_family(NEMOTRONH_LATENT_SHAPES, "lora q,v,in_proj,up,down,fc1,fc2_latent",
+                                 ("q_proj", "v_proj", "in_proj", "up_proj", "down_proj", "fc1_latent_proj",
+                                  "fc2_latent_proj"), "nemotronh:nemotron-3-super-2-layers")
 
 
 def nemotronh_grid() -> list[dict[str, Any]]:

@@ -131,18 +131,23 @@ def test_count_matches_the_library(shape: dict[str, object]) -> None:
     assert count_params(spec_from_hf_config(d, "m", "f")) == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("moe_shape", [SHAPE_C, SHAPE_D, {**SHAPE_D, "mlp_bias": True, "use_bias": True}],
-                         ids=["shape-c", "shape-d", "shape-d-biases"])
-def test_moe_count_matches_the_library(moe_shape: dict[str, object]) -> None:
-    # NemotronHExperts' 3-D up / down_proj have no bias whatever mlp_bias says; shared_experts' Linears take it
+@pytest.mark.parametrize(("base", "moe_shape"), [
+    (NANO3, SHAPE_C), (NANO3, SHAPE_D), (NANO3, {**SHAPE_D, "mlp_bias": True, "use_bias": True}),
+    (SUPER, SHAPE_L1), (SUPER, SHAPE_L2), (SUPER, {**SHAPE_L2, "mlp_bias": True, "use_bias": True})],
+    ids=["shape-c", "shape-d", "shape-d-biases", "shape-l1", "shape-l2", "shape-l2-biases"])
+def test_moe_count_matches_the_library(base: dict[str, object], moe_shape: dict[str, object]) -> None:
+    # NemotronHExperts' 3-D up / down_proj have no bias whatever mlp_bias says; shared_experts' Linears take it. The
+    # Super's latent shapes: the experts at the latent width (up_proj (E, i, latent), down_proj (E, latent, i)),
+    # fc1 / fc2_latent_proj with mlp_bias; the router and the shared expert at hidden_size
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    d = {k: v for k, v in {**NANO3, **moe_shape}.items() if k != "num_hidden_layers"}
+    d = {k: v for k, v in {**base, **moe_shape}.items() if k != "num_hidden_layers"}
     config = transformers.NemotronHConfig(**{k: v for k, v in d.items()
-                                             if k not in ("model_type", "architectures", "transformers_version")})
+                                             if k not in ("model_type", "architectures", "transformers_version",
+                                                          "auto_map")})
     with torch.device("meta"):
         model = transformers.NemotronHForCausalLM(config)
-    assert count_params(tiny_moe(moe_shape)) == sum(p.numel() for p in model.parameters())
+    assert count_params(spec_from_hf_config(d, "m", "f")) == sum(p.numel() for p in model.parameters())
 
 
 def test_moe_layer_count_and_fp32_router() -> None:
@@ -340,22 +345,6 @@ def test_moe_trace_matches_the_estimate(method: str, gc: bool) -> None:
     m = tiny_moe(SHAPE_C)
     est, traced = estimate(m, t).tensor_peak_bytes, trace(m, t).peak_bytes
     assert traced * 0.98 <= est <= traced * 1.05
-
-
-@pytest.mark.parametrize("latent_shape", [SHAPE_L1, SHAPE_L2, {**SHAPE_L2, "mlp_bias": True, "use_bias": True}],
-                         ids=["shape-l1", "shape-l2", "shape-l2-biases"])
-def test_latent_count_matches_the_library(latent_shape: dict[str, object]) -> None:
-    # NemotronHExperts at the latent width (up_proj (E, i, latent), down_proj (E, latent, i)), fc1 / fc2_latent_proj
-    # with mlp_bias; the router and the shared expert at hidden_size
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    d = {k: v for k, v in {**SUPER, **latent_shape}.items() if k != "num_hidden_layers"}
-    config = transformers.NemotronHConfig(**{k: v for k, v in d.items()
-                                             if k not in ("model_type", "architectures", "auto_map",
-                                                          "transformers_version")})
-    with torch.device("meta"):
-        model = transformers.NemotronHForCausalLM(config)
-    assert count_params(tiny_super(latent_shape)) == sum(p.numel() for p in model.parameters())
 
 
 def test_latent_layer_count() -> None:
