@@ -49,7 +49,8 @@ SHAPE_D = {"hidden_size": 192, "hybrid_override_pattern": "*E-ME", "num_attentio
 # The latent shapes benchmarks/accuracy.py --grid nemotronh traces, cut from the Nemotron 3 Super fixture
 # (NEMOTRONH_LATENT_SHAPES there): C and D with a latent width and grouped routing
 SHAPE_L1 = {**SHAPE_C, "moe_latent_size": 64, "n_group": 4, "topk_group": 2}
-SHAPE_L2 = {**SHAPE_D, "n_routed_experts": 8, "moe_latent_size": 48, "n_group": 2, "topk_group": 1}
+SHAPE_L2 = {**SHAPE_D, "n_routed_experts": 8, "moe_latent_size": 48, "n_group": 2, "topk_group": 1,
+            "norm_topk_prob": False}
 
 
 def tiny(shape: dict[str, object]):
@@ -189,7 +190,7 @@ def test_reader_refuses_what_it_does_not_count(key: str, value: object, words: s
 
 
 @pytest.mark.parametrize(("key", "value", "words"), [
-    ("norm_topk_prob", False, "norm_topk_prob false"), ("output_router_logits", True, "output_router_logits"),
+    ("output_router_logits", True, "output_router_logits"),
     ("mlp_hidden_act", "silu", "relu2 only"),
     # NemotronHTopkRouter views the scores as (tokens, n_group, E // n_group) and sums each group's top 2
     ("n_group", 3, "does not split into 3 groups"), ("n_group", 8, "of 2 or more"),
@@ -355,13 +356,16 @@ def test_latent_layer_count() -> None:
 
 
 @pytest.mark.parametrize(("shape", "trained", "measured"), [
-    (SHAPE_L1, True, 830_496), (SHAPE_L1, False, 322_592), (SHAPE_L2, True, 686_880), (SHAPE_L2, False, 277_280)])
+    (SHAPE_L1, True, 830_496), (SHAPE_L1, False, 322_592), (SHAPE_L2, True, 684_832), (SHAPE_L2, False, 275_232),
+    ({**SHAPE_L1, "norm_topk_prob": False}, True, 828_960), ({**SHAPE_L1, "norm_topk_prob": False}, False, 321_056)])
 def test_latent_layer_saved_set_is_measured(shape: dict[str, object], trained: bool, measured: int) -> None:
     # Measured as test_moe_layer_saved_set_is_measured (one latent NemotronHMoE block, bf16, grouped_mm, the router
     # fp32, b2 x 64 on CPU, saved_tensors_hooks): the E block's saved set with the experts' tensors at the latent
     # width, fc2_latent_proj's input (latent, trained) and fc1_latent_proj's (the normed hidden states shared_experts'
     # up_proj saves: one storage). The freed group selection is (tokens, n_group, 2) and (tokens, topk_group) int64
-    # wide with grouped routing, plus the bool ~mask (E) and grouped_mm's offsets (4 B per expert).
+    # wide with grouped routing, plus the bool ~mask (E) and grouped_mm's offsets (4 B per expert). norm_topk_prob
+    # false (L2, and L1 with it): no renormalization, whose division keeps the top-k weights and their sum
+    # (4 x k + 4 B per token: 1,536 B at L1's 128 tokens, top 2)
     m = tiny_super(shape)
     t = TrainingSpec(method="full", precision="pure-bf16", batch_size=2, seq_len=64)
     freed = (16 * m.expert_groups + 8 * m.topk_expert_groups + m.num_experts) * 128 + 4 * m.num_experts
@@ -393,7 +397,7 @@ def test_latent_lora_alone_needs_a_mamba_layer() -> None:
 @pytest.mark.parametrize(("method", "gc"), [("lora", True), ("qlora", True)], ids=["l1-lora-gc", "l2-qlora-gc"])
 def test_latent_trace_matches_the_estimate(method: str, gc: bool) -> None:
     # --grid nemotronh "latent-h256-MEM*E-e8k2-l64-g4t2 | lora q,v,in_proj | b2 s64 | gc" (+1.87 %) and
-    # "latent-h192-*E-ME-e8k3-l48-g2t1 | qlora q,v,in_proj | b2 s64 | gc" (-1.09 %), the grid's worst two
+    # "latent-h192-*E-ME-e8k3-l48-g2t1-nonorm | qlora q,v,in_proj | b2 s64 | gc" (-1.09 %), the grid's worst two
     pytest.importorskip("transformers")
     from vramcalc.trace import trace
 

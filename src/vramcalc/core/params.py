@@ -922,7 +922,8 @@ def hybrid_mixer(m: ModelSpec) -> ModelSpec:
                    norms_per_layer=1, qkv_bias=False, o_bias=False, mlp_bias=False,
                    # (a MoE hybrid's experts are beside the mixer, not in it: GraniteMoeHybrid, Nemotron-H's "E" layers)
                    num_experts=0, experts_per_token=0, num_shared_experts=0, moe_intermediate_size=None,
-                   shared_expert_intermediate_size=None, moe_latent_size=None, checkpoint_mtp_layers=0)
+                   shared_expert_intermediate_size=None, moe_latent_size=None, checkpoint_mtp_layers=0,
+                   topk_renorm=True)
 
 
 def mixer_layers(m: ModelSpec) -> int:

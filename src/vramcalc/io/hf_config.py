@@ -1301,9 +1301,6 @@ def _nemotron_h_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
     if str(d.get("mlp_hidden_act", "relu2")) != "relu2":
         raise PresetFileError(source, [f"mlp_hidden_act {d.get('mlp_hidden_act')!r} with E (MoE) layers: the experts "
                                        "are counted with relu2 only; use relu2"])
-    if not bool(d.get("norm_topk_prob", True)):
-        raise PresetFileError(source, ["norm_topk_prob false: NemotronHTopkRouter without the top-k renormalization "
-                                       "(its saved top-k weights and their sum) is not modelled; set it to true"])
     if bool(d.get("output_router_logits", False)):
         raise PresetFileError(source, ["output_router_logits true: the router logits kept for an auxiliary loss are "
                                        "not modelled; set it to false"])
@@ -1315,6 +1312,8 @@ def _nemotron_h_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
                                                        default=7688)),
            # NemotronHTopkRouter groups as DeepseekV3TopkRouter (ModelSpec.expert_groups; 1 / 1: one group)
            "expert_groups": int(d.get("n_group") or 1), "topk_expert_groups": int(d.get("topk_group") or 1)}
+    if not bool(d.get("norm_topk_prob", True)):  # (ModelSpec.topk_renorm)
+        out["topk_renorm"] = False
     latent = d.get("moe_latent_size")
     if latent is not None:
         out["moe_latent_size"] = int(latent)

@@ -1148,13 +1148,16 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
         return [], 0, 0, 0, 0
     # DeepseekV3TopkRouter's `topk_weights /= denominator` (norm_topk_prob) keeps them too (measured with the tracer's
     # live tensors, --grid moe deepseek_v3 full: a (tokens, k) fp32 clone and the (tokens, 1) sum)
-    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3", "nemotron_h")  # (Nemotron-H: norm_topk_prob true)
+    # (Nemotron-H: as its norm_topk_prob says, ModelSpec.topk_renorm; without it `topk_weights *
+    # routed_scaling_factor` saves nothing: a Python scalar)
+    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3") or (m.family == "nemotron_h" and m.topk_renorm)
     rw = _routing_weight_bytes(m, c, eb)
     # Nemotron-H's NemotronHExperts (use_experts_implementation(has_gate=False)): up (i wide), relu2 = square(relu(x)):
     # relu saves its output, which square saves as its input (one tensor), then down; no gate
     gated = m.mlp == "gated"
     routed = 3 * i + h if gated else i + h
-    out = [Term("router sigmoid scores (fp32), top-k indices, renormalized weights" if m.family == "nemotron_h" else
+    out = [Term("router sigmoid scores (fp32), top-k indices" + (", renormalized weights" if renorm else "")
+                if m.family == "nemotron_h" else
                 "router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0))
            if m.family != "granitemoehybrid" else
            # GraniteMoeHybridTopKRouter (modeling_granitemoehybrid.py): `F.linear(h, weight).float()`, topk of the fp32
