@@ -853,9 +853,9 @@ def nemotronh_moe_cases() -> list[dict[str, Any]]:
 # latent width; NemotronHTopkRouter's n_group / topk_group), from
 # tests/data/hf/nvidia-nemotron-3-super-120b-a12b-bf16.json cut to two tiny shapes (L1: C's MEM*E, latent 64 of
 # hidden 256, 8 experts in 4 groups, the best 2 kept, top 2; L2: D's *E-ME, latent 48 of 192, 8 experts in 2
-# groups, the best 1 kept, top 3, norm_topk_prob false) x full pure-bf16 / LoRA / QLoRA (default targets) x checkpointing off / on, b2
-# s64 and s128 for L1, b2 s64 for L2; LoRA on the shared experts and both latent projections; the published shape
-# cut to 2 layers (ME: hidden 4096, 512 experts top 22, latent 1024).
+# groups, the best 1 kept, top 3, norm_topk_prob false) x full pure-bf16 / LoRA / QLoRA (default targets) x
+# checkpointing off / on, b2 s64 and s128 for L1, b2 s64 for L2; LoRA on the shared experts and both latent
+# projections; the published shape cut to 2 layers (ME: hidden 4096, 512 experts top 22, latent 1024).
 NEMOTRONH_LATENT_SHAPES = {
     "nemotronh:latent-h256-MEM*E-e8k2-l64-g4t2": {
         **NEMOTRONH_MOE_SHAPES["nemotronh:moe-h256-MEM*E-e8k2-i128-s256"], "moe_latent_size": 64, "n_group": 4,
