@@ -923,7 +923,7 @@ def hybrid_mixer(m: ModelSpec) -> ModelSpec:
                    # (a MoE hybrid's experts are beside the mixer, not in it: GraniteMoeHybrid, Nemotron-H's "E" layers)
                    num_experts=0, experts_per_token=0, num_shared_experts=0, moe_intermediate_size=None,
                    shared_expert_intermediate_size=None, moe_latent_size=None, checkpoint_mtp_layers=0,
-                   topk_renorm=True)
+                   topk_unnormalized=False)
 
 
 def mixer_layers(m: ModelSpec) -> int:

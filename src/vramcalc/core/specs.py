@@ -574,9 +574,9 @@ class ModelSpec:
     # The checkpoint's multi-token-prediction layers (config num_nextn_predict_layers): NemotronHForCausalLM builds
     # none and drops their mtp.* weights on load (_keys_to_ignore_on_load_unexpected): never counted, only noted
     checkpoint_mtp_layers: int = 0
-    # NemotronHTopkRouter's norm_topk_prob: the top-k weights divided by their sum (`topk_weights /= denominator`,
-    # which keeps both for backward); False: only scaled by routed_scaling_factor
-    topk_renorm: bool = True
+    # NemotronHTopkRouter with norm_topk_prob false: the top-k weights only scaled by routed_scaling_factor, not
+    # divided by their sum (`topk_weights /= denominator`, which keeps both for backward)
+    topk_unnormalized: bool = False
 
     # Vision-language models (memory/vision.py): the vision tower and projector; None for a text model. The text
     # fields above are the language model's (LLaVA's text_config).
@@ -688,7 +688,7 @@ class ModelSpec:
         if self.family == "zamba2" or self.zamba_hybrid_layers or self.zamba_mem_blocks:
             _check_zamba2(self)
         if self.hybrid_pattern or self.family == "nemotron_h" or self.moe_latent_size is not None \
-                or self.checkpoint_mtp_layers or not self.topk_renorm:
+                or self.checkpoint_mtp_layers or self.topk_unnormalized:
             _check_nemotron_h(self)
 
     @property
@@ -766,8 +766,8 @@ def _check_nemotron_h(m: ModelSpec) -> None:
     if ("E" in m.hybrid_pattern) != bool(m.num_experts):
         raise SpecError("num_experts", "a Nemotron-H model has routed experts exactly when hybrid_pattern has E "
                         "layers (Nemotron 3 Nano: num_experts 128, MEMEM*E...)")
-    if not m.topk_renorm and m.family != "nemotron_h":
-        raise SpecError("topk_renorm", "topk_renorm false is read for family nemotron_h only")
+    if m.topk_unnormalized and m.family != "nemotron_h":
+        raise SpecError("topk_unnormalized", "topk_unnormalized is read for family nemotron_h only")
     if m.checkpoint_mtp_layers and m.family != "nemotron_h":
         raise SpecError("checkpoint_mtp_layers", "checkpoint_mtp_layers is read for family nemotron_h only")
     if m.moe_latent_size is not None and "E" not in m.hybrid_pattern:

@@ -1312,8 +1312,8 @@ def _nemotron_h_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
                                                        default=7688)),
            # NemotronHTopkRouter groups as DeepseekV3TopkRouter (ModelSpec.expert_groups; 1 / 1: one group)
            "expert_groups": int(d.get("n_group") or 1), "topk_expert_groups": int(d.get("topk_group") or 1)}
-    if not bool(d.get("norm_topk_prob", True)):  # (ModelSpec.topk_renorm)
-        out["topk_renorm"] = False
+    if not bool(d.get("norm_topk_prob", True)):  # (ModelSpec.topk_unnormalized)
+        out["topk_unnormalized"] = True
     latent = d.get("moe_latent_size")
     if latent is not None:
         out["moe_latent_size"] = int(latent)

@@ -301,7 +301,7 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
                      moe_intermediate_size=model.moe_intermediate_size,
                      moe_shared_expert_intermediate_size=model.shared_expert_intermediate_size,
                      moe_latent_size=model.moe_latent_size, n_group=model.expert_groups,
-                     topk_group=model.topk_expert_groups, norm_topk_prob=model.topk_renorm,
+                     topk_group=model.topk_expert_groups, norm_topk_prob=not model.topk_unnormalized,
                      routed_scaling_factor=2.5)
         d.pop("num_hidden_layers")  # the pattern's length (NemotronHConfig.num_hidden_layers is a property)
     if family in ("olmo", "olmo2"):

@@ -1148,9 +1148,10 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
         return [], 0, 0, 0, 0
     # DeepseekV3TopkRouter's `topk_weights /= denominator` (norm_topk_prob) keeps them too (measured with the tracer's
     # live tensors, --grid moe deepseek_v3 full: a (tokens, k) fp32 clone and the (tokens, 1) sum)
-    # (Nemotron-H: as its norm_topk_prob says, ModelSpec.topk_renorm; without it `topk_weights *
+    # (Nemotron-H: as its norm_topk_prob says, ModelSpec.topk_unnormalized; without it `topk_weights *
     # routed_scaling_factor` saves nothing: a Python scalar)
-    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3") or (m.family == "nemotron_h" and m.topk_renorm)
+    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3") \
+        or (m.family == "nemotron_h" and not m.topk_unnormalized)
     rw = _routing_weight_bytes(m, c, eb)
     # Nemotron-H's NemotronHExperts (use_experts_implementation(has_gate=False)): up (i wide), relu2 = square(relu(x)):
     # relu saves its output, which square saves as its input (one tensor), then down; no gate
