@@ -1617,6 +1617,9 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
 # - full pure-bf16 --train-vision (the tower trained) x checkpointing off / on: Scout at both shapes, Maverick at
 #   the first.
 # Written to accuracy_llama4v.{json,md}.
+# Names only Llama 4's language model has (its shared experts' Llama4TextMLP; the tower's Linears are q/k/v/o_proj and
+# fc1 / fc2): LoRA that leaves the tower frozen (memory/llama4v.py lora_targets)
+LLAMA4_TEXT_ONLY = ("gate_proj", "up_proj", "down_proj")
 LLAMA4V_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1},
                   {"batch_size": 2, "seq_len": 64, "images": 1, "image_size": 300, "image_width": 800})
 
@@ -1628,9 +1631,10 @@ def llama4v_grid() -> list[dict[str, Any]]:
         size = f" {shape['image_size']}x{shape['image_width']}" if "image_width" in shape else ""
         return f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}{size}"
 
-    def add(model: str, name: str, label: str, kw: dict[str, Any], shape: dict[str, Any]) -> None:
+    def add(model: str, name: str, label: str, kw: dict[str, Any], shape: dict[str, Any],
+            attention: str = "sdpa") -> None:
         for gc in (False, True):
-            cases.append({"id": f"{name} | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
+            cases.append({"id": f"{name} | {label} | {tag(shape)} | {attention} | {'gc' if gc else 'no-gc'}",
                           "model": model, "method": kw["method"],
                           "training": dict(kw, **shape, grad_checkpointing=gc)})
 
@@ -1655,6 +1659,18 @@ def llama4v_grid() -> list[dict[str, Any]]:
             shape)
     add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16 train-vision",
         dict(VLM_RUNS[0][1], train_vision=True), LLAMA4V_SHAPES[0])
+    # eager attention in the frozen tower (Llama4VisionAttention's vision_eager_attention_forward; the language model's
+    # eager attention as the llama4 grid's): full fine-tuning and LoRA / QLoRA on targets only the language model has
+    # (gate_proj, up_proj, down_proj: its shared experts), both shapes for full and LoRA, checkpointing off / on
+    for shape in LLAMA4V_SHAPES:
+        for label, kw in VLM_RUNS[:2]:
+            kw = dict(kw, attention="eager", **({"lora_targets": LLAMA4_TEXT_ONLY} if kw["method"] != "full" else {}))
+            add("llama4v:scout", "scout tiny-lm", label + (" gate,up,down" if kw["method"] != "full" else ""), kw,
+                shape, attention="eager")
+    add("llama4v:scout", "scout tiny-lm", "qlora gate,up,down",
+        dict(VLM_RUNS[2][1], attention="eager", lora_targets=LLAMA4_TEXT_ONLY), LLAMA4V_SHAPES[0], attention="eager")
+    add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16", dict(VLM_RUNS[0][1], attention="eager"),
+        LLAMA4V_SHAPES[0], attention="eager")
     return cases
 
 

@@ -86,6 +86,20 @@ def image_tokens_per_image(v: VisionSpec, training: TrainingSpec) -> int:
     return tiles_per_image(v, training) * tokens_per_tile(v) + wrap_tokens_per_image(v, training)
 
 
+# Llama4VisionEncoderLayer's Linears in forward order (Llama4VisionAttention q/k/v/o_proj, Llama4VisionMLP fc1 / fc2)
+TOWER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
+
+
+def tower_adapted(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
+    """The tower Linears peft adapts in every encoder layer (memory/llama4v.py lora_targets), empty for the methods
+    other than LoRA / QLoRA."""
+    from vramcalc.core.peft_methods import tower_lora_split
+
+    if training.method not in ("lora", "qlora"):
+        return ()
+    return tower_lora_split(model, training, TOWER_LINEARS)[0]
+
+
 def own_check(model: ModelSpec, training: TrainingSpec) -> None:
     """What the Llama 4 image arithmetic does not cover, refused in one line (memory/vision.py check calls it before
     the common vision-language refusals)."""
@@ -95,10 +109,19 @@ def own_check(model: ModelSpec, training: TrainingSpec) -> None:
     if max(h, w) > 100 * v.image_size:
         raise SpecError("image_size", f"a {h} x {w} px image: give sides up to {100 * v.image_size} px (the processor "
                         f"resizes it to at most {v.max_num_tiles} tiles of {v.image_size} px anyway)")
-    if training.attention != "sdpa":
+    if training.attention == "eager" and (training.train_vision or tower_adapted(model, training)):
+        # memory/llama4v.py counts eager attention in a frozen tower that saves nothing of it (or, checkpointed,
+        # recomputes it one layer at a time); a tower trained or adapted keeps every layer's scores
+        raise UnsupportedCombination("--attention eager with "
+                                     + ("--train-vision" if training.train_vision else
+                                        f"LoRA targets {','.join(training.lora_targets)} that reach the tower")
+                                     + f" is not modelled for {model.name} (every tower layer's saved heads x rows x "
+                                     "rows scores are not counted): use --attention sdpa"
+                                     + ("" if training.train_vision else ", or targets only the language model has "
+                                        "(gate_proj,up_proj,down_proj)"))
+    if training.attention not in ("sdpa", "eager"):
         raise UnsupportedCombination(f"--attention {training.attention} is not modelled for {model.name}'s images "
-                                     "(Llama 4 multimodal: the tower's eager softmax over every tile is not counted; "
-                                     "flash is refused by Llama 4): use --attention sdpa")
+                                     "(Llama 4 refuses flash attention): use --attention sdpa or eager")
     if training.method == "qlora" and training.kbit_prep:
         raise UnsupportedCombination(f"QLoRA with prepare_model_for_kbit_training is not modelled for {model.name}'s "
                                      "images (it casts the tower's and projector's norms and embeddings to fp32, whose "

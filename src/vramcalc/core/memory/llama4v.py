@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.activations import input_grad_drop
 from vramcalc.core.memory.llama4_tiles import (
+    TOWER_LINEARS,
     image_hw,
     image_tokens_per_image,
     layout,
@@ -101,8 +102,26 @@ def _rope_moment(v: VisionSpec, rows: int, a_bytes: int) -> int:
     return rows * h * (4 * a_bytes + 4 + 4 + 4 + 4 + 2 * a_bytes)
 
 
-# Llama4VisionEncoderLayer's Linears in forward order (Llama4VisionAttention q/k/v/o_proj, Llama4VisionMLP fc1 / fc2)
-TOWER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
+def _scores(v: VisionSpec, rows: int, a_bytes: int) -> int:
+    """One eager score tensor per tile: heads x rows x rows in the model's dtype (modeling_llama4.py
+    vision_eager_attention_forward: `torch.matmul(query, key_states.transpose(2, 3)) * module.head_dim**-0.5` and the
+    softmax without an fp32 cast, "llama4 doesn't cast attn weights to fp32")."""
+    return v.num_attention_heads * rows * rows * a_bytes
+
+
+def _attn_moment(v: VisionSpec, rows: int, a_bytes: int, eager: bool) -> int:
+    """A frozen tower layer's largest forward moment per tile beside its input: the RoPE's (_rope_moment), and with
+    --attention eager (vision_eager_attention_forward) the larger of: the scaled scores beside the matmul's (the
+    scale is a new tensor) with input_layernorm's output, q, k and v; and the MLP's GELU (the residual after the
+    attention, post_attention_layernorm's output, fc1's and GELU's outputs) beside the softmax output, which
+    Llama4VisionEncoderLayer.forward holds as its local attn_weights until it returns (dropout at p 0 returns its
+    input). Measured with the tracer: Scout's tower, one tile, the peak at the scale's mul."""
+    rope = _rope_moment(v, rows, a_bytes)
+    if not eager:
+        return rope
+    h, i = v.hidden_size, v.intermediate_size
+    return max(rope, rows * 4 * h * a_bytes + 2 * _scores(v, rows, a_bytes),
+               rows * (2 * h + 2 * i) * a_bytes + _scores(v, rows, a_bytes))
 
 
 def lora_targets(model: ModelSpec, training: TrainingSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -270,7 +289,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # hidden_states; with checkpointing every layer's kept input) and the RoPE moment
     before = tokens * th * a_bytes + pixel
     kept_layers = (layers + 1) * hidden + n * patches * vh * a_bytes if gc else 2 * hidden
-    vision_moment = before + kept_layers + n * _rope_moment(v, rows, a_bytes)
+    eager = training.attention == "eager"  # llama4_tiles.own_check: a frozen tower without adapters only
+    vision_moment = before + kept_layers + n * _attn_moment(v, rows, a_bytes, eager)
     trainable_text = b.trainable_parameters
     extra_trainable = projector if trained_projector else 0
     # the adapters' gradients: the tower's backward runs last
@@ -448,7 +468,17 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # output gradients, once fc2's adapter has freed its saved input (tuners/lora/layer.py Linear.forward run
         # backwards; as memory/mllama.py tower_lora_backward).
         layer_set = n * rows * ((4 * vh + vh + vi) * a_bytes + 4 * heads + 8) + n * layer_adapters if hooked else 0
-        at_gelu = layer_set + n * rows * (vh + 2 * vi) * a_bytes
+        at_eager = 0
+        if eager and hooked:
+            # --attention eager (a frozen tower without adapters: own_check): the recomputed layer saves q and k (the
+            # scores' matmul), the softmax output (the softmax's and the second matmul's) and v instead of sdpa's
+            # q / k / v, output and logsumexp (the frozen o_proj saves no input); its attention backward peaks at
+            # _softmax_backward_data: q, k, the softmax output, its gradient (the matmul's grad_a) and the softmax's
+            # input gradient, v's gradient (v freed with its matmul's backward), the residual's gradient and
+            # input_layernorm's stats (measured with the tracer: Scout's tower, one tile, checkpointed)
+            layer_set = n * (rows * ((4 * vh + vi) * a_bytes + 8) + _scores(v, rows, a_bytes))
+            at_eager = n * (rows * (4 * vh * a_bytes + 8) + 3 * _scores(v, rows, a_bytes))
+        at_gelu = max(layer_set + n * rows * (vh + 2 * vi) * a_bytes, at_eager)
         fc2_saved = n * rows * (vi + r) * ad_bytes if "fc2" in tower_mods else 0
         at_fc2 = layer_set + n * rows * (vh * ad_bytes + vi * ad_bytes) if "fc2" in tower_mods else 0
         at_fc1 = layer_set + n * rows * (vh * a_bytes + 2 * vi * a_bytes + vi * ad_bytes) - fc2_saved \
