@@ -1659,6 +1659,14 @@ def llama4v_grid() -> list[dict[str, Any]]:
             shape)
     add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16 train-vision",
         dict(VLM_RUNS[0][1], train_vision=True), LLAMA4V_SHAPES[0])
+    # --train-vision under LoRA (the tower's own weights unfrozen beside the language model's adapters, on targets only
+    # the language model has; pure-bf16: torch.optim's states in the weights' dtype, as the tracer runs it), both
+    # shapes on Scout, the first on Maverick, checkpointing off / on
+    tv_lora = {"method": "lora", "precision": "pure-bf16", "lora_targets": LLAMA4_TEXT_ONLY, "train_vision": True}
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "lora pure-bf16 gate,up,down train-vision", tv_lora, shape)
+    add("llama4v:maverick", "maverick tiny-lm", "lora pure-bf16 gate,up,down train-vision", tv_lora,
+        LLAMA4V_SHAPES[0])
     # eager attention in the frozen tower (Llama4VisionAttention's vision_eager_attention_forward; the language model's
     # eager attention as the llama4 grid's): full fine-tuning and LoRA / QLoRA on targets only the language model has
     # (gate_proj, up_proj, down_proj: its shared experts), both shapes for full and LoRA, checkpointing off / on

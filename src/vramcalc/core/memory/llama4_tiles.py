@@ -90,6 +90,11 @@ def image_tokens_per_image(v: VisionSpec, training: TrainingSpec) -> int:
 TOWER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
 
 
+# optimizers whose state is a count of parameters times its dtype (memory/optimizer.py optimizer_bytes): the tower's
+# own weights trained under LoRA are counted for these (memory/llama4v.py tower_states)
+COUNT_STATE_OPTIMIZERS = ("adamw", "paged-adamw", "sgd", "sgd-momentum", "lion")
+
+
 def tower_adapted(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
     """The tower Linears peft adapts in every encoder layer (memory/llama4v.py lora_targets), empty for the methods
     other than LoRA / QLoRA."""
@@ -126,6 +131,23 @@ def own_check(model: ModelSpec, training: TrainingSpec) -> None:
         raise UnsupportedCombination(f"QLoRA with prepare_model_for_kbit_training is not modelled for {model.name}'s "
                                      "images (it casts the tower's and projector's norms and embeddings to fp32, whose "
                                      "activations are not counted): add --no-kbit-prep")
+    if training.train_vision and training.method == "qlora":
+        # quantizers/base.py get_keys_to_not_convert keeps only the tied, last and output-embedding modules in 16 bits:
+        # the tower's Linears are bitsandbytes 4-bit (Params4bit, uint8), which take no gradient
+        raise UnsupportedCombination(f"--train-vision with --method qlora cannot train {model.name}'s tower: "
+                                     "bitsandbytes quantizes its Linear layers to 4 bits, which take no gradient: use "
+                                     "--method lora or full, or drop --train-vision")
+    if training.train_vision and training.method == "lora":
+        adapted = tower_adapted(model, training)
+        if adapted:
+            raise UnsupportedCombination(f"--train-vision with LoRA targets {','.join(adapted)} in {model.name}'s "
+                                         "tower is not modelled (the tower trained whole under adapters): give targets "
+                                         "only the language model has (gate_proj,up_proj,down_proj), or drop "
+                                         "--train-vision")
+        if training.optimizer not in COUNT_STATE_OPTIMIZERS:
+            raise UnsupportedCombination(f"--train-vision with LoRA and --optimizer {training.optimizer} is not "
+                                         f"modelled for {model.name} (the tower's optimizer state beside the adapters' "
+                                         f"is counted for {', '.join(COUNT_STATE_OPTIMIZERS)}): use one of them")
     if recipe_of(training).autocast:
         raise UnsupportedCombination(f"--precision {training.precision} (autocast) is not modelled for {model.name}'s "
                                      "images (Llama 4 multimodal: the tower's fp32 LayerNorm outputs under autocast "

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from vramcalc.core.memory import Breakdown
+    from vramcalc.core.memory.precision import Recipe
     from vramcalc.core.params import Linear
     from vramcalc.core.specs import ModelSpec, TrainingSpec, VisionSpec
 
@@ -100,6 +101,17 @@ def _rope_moment(v: VisionSpec, rows: int, a_bytes: int) -> int:
     MLP's (layer_norm2's output, fc1's and GELU's outputs) and the attention's."""
     h = v.hidden_size
     return rows * h * (4 * a_bytes + 4 + 4 + 4 + 4 + 2 * a_bytes)
+
+
+def tower_states(training: TrainingSpec, recipe: Recipe, tower: int) -> int:
+    """Optimizer state of the tower's own weights trained under LoRA (--train-vision): what the optimizer keeps for
+    `tower` parameters of full fine-tuning's kind (optimizer.py optimizer_bytes: the states in the weights' dtype for
+    a pure-* precision, torch.optim's zeros_like; else fp32). own_check admits the optimizers whose state is a count
+    of parameters only."""
+    from vramcalc.core.memory.optimizer import optimizer_bytes
+
+    out = optimizer_bytes((((tower,), 1),), recipe, replace(training, method="full"))
+    return out.total
 
 
 def _scores(v: VisionSpec, rows: int, a_bytes: int) -> int:
@@ -260,8 +272,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     tower_mods, _ = lora_targets(model, training)
     adapters = tower_adapter_params(model, training)
     ad_bytes = dtype_bytes(training.adapter_dtype)
-    saved = tokens if (trained_projector or gc or tower_mods) else 0  # Tensor.masked_scatter saves its bool mask
-    if tower_mods and not gc:
+    trained_tower = training.train_vision  # own_check: --method full, or lora with the tower unadapted
+    # --train-vision under LoRA: the tower's own weights unfrozen beside the language model's adapters (its gradients
+    # and optimizer state in the weights' dtype, not the adapters')
+    lora_tower = trained_tower and training.method != "full"
+    saved = tokens if (trained_projector or gc or tower_mods or trained_tower) else 0  # masked_scatter's bool mask
+    if (tower_mods or lora_tower) and not gc:
         # the image features need a gradient, so masked_scatter's inputs_embeds does: the language model's bottom layer
         # saves what the text estimate leaves out for a LoRA run's bottom layer (activations.py input_grad), that
         # layer's own kind: Maverick's layer 0 is dense (interleave_moe_layer_step 2). Only that: the text estimate's
@@ -295,7 +311,16 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     extra_trainable = projector if trained_projector else 0
     # the adapters' gradients: the tower's backward runs last
     grow_all = extra_trainable + adapters
-    trained_tower = training.train_vision  # vision.py check: --method full only
+    g_other = grow_all  # the trainable parameters outside the tower's own weights
+
+    def grad_bytes(less: int = 0) -> int:
+        """Gradients once the tower's backward is done, less `less` of the tower's own parameters: the text
+        estimate's scaled by the projector's and adapters' count, and the trained tower's, in its weights' dtype
+        under LoRA (torch: a parameter's .grad has its dtype)."""
+        own = tower - less if trained_tower else 0
+        if lora_tower:
+            return _scaled(b.gradients, trainable_text, g_other) + own * w_bytes
+        return _scaled(b.gradients, trainable_text, g_other + own)
     patch_in = v.patch_size * v.patch_size * 3  # Llama4UnfoldConvolution's Unfold width (channels x patch x patch)
     if trained_tower:
         # --train-vision: the tower's gradients exist from its backward on, run last (as the adapters')
@@ -405,8 +430,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     for key, lay, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
         # the tower adapters' gradients exist from its backward (run last) on
-        values = _grown(lay, values, trainable_text, extra_trainable if in_backward or key.startswith("forward.")
-                        else grow_all)
+        if in_backward or key.startswith("forward.") or not lora_tower:
+            values = _grown(lay, values, trainable_text, extra_trainable if in_backward or key.startswith("forward.")
+                            else grow_all)
+        else:  # the trained tower's gradients in its weights' dtype (grad_bytes)
+            grads_at = grad_bytes()
+            values = tuple(grads_at if comp == "gradients" else x for (_, comp), x in zip(lay, values, strict=True))
         if key.startswith("forward."):
             # kept_output is freed when the forward returns (the projector's saved input excepted), after the loss:
             # given labels, Llama4ForConditionalGeneration.forward computes it itself (self.loss_function), so the
@@ -443,15 +472,15 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                            + rows * (6 * vh * a_bytes + 8 + 4 * heads))
         at_sdpa = n * (5 * rows * vh * a_bytes + heads * r128 * 4 + r128 * heads * hd32 * 4)
         fc2_params = vi * vh + vh
-        top = (_scaled(b.gradients, trainable_text, grow_all - layers * layer_params + fc2_params),
+        top = (grad_bytes(layers * layer_params - fc2_params),
                kept_top, at_gelu)
         # the same GELU moment in the bottom layer: the layers above have their gradients and have freed their
         # saved sets (checkpointed: their kept inputs) (measured with the tracer: Scout tiny-lm 4 tiles, b2, gc)
         above = (layers - 1) * n * (rows * vh * a_bytes if gc else per_layer_t)
-        gelu_bottom = (_scaled(b.gradients, trainable_text, grow_all - layer_params + fc2_params),
+        gelu_bottom = (grad_bytes(layer_params - fc2_params),
                        kept_top - above, at_gelu)
         # the bottom layer's q / k / v and input_layernorm gradients come after its sdpa backward
-        bottom = (_scaled(b.gradients, trainable_text, grow_all - 3 * (vh * vh + vh) - 2 * vh), kept_bottom, at_sdpa)
+        bottom = (grad_bytes(3 * (vh * vh + vh) + 2 * vh), kept_bottom, at_sdpa)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, max(top, gelu_bottom, bottom, key=sum)))
     elif hooked or tower_mods:
         # The tower's backward runs last, one recomputed layer at a time; its peak is the top layer's MLP backward
@@ -557,7 +586,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # moved to the GPU with the model
     freqs = rows * 2 * (vh // heads // 4) * 8
     weights = b.weights + img_w.total + freqs + adapters * ad_bytes
-    states = _scaled(b.optimizer_state, trainable_text, grow_all)
+    states = _scaled(b.optimizer_state, trainable_text, g_other) + (tower_states(training, recipe, tower) if lora_tower
+                                                                      else 0)
+    if trained_tower and not lora_tower:
+        states = _scaled(b.optimizer_state, trainable_text, grow_all)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
@@ -603,7 +635,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                                  "them; memory/llama4v.py)", " the image side follows") for x in b.notes)
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
                   trainable_parameters=trainable_text + grow_all, weights=weights,
-                  gradients=_scaled(b.gradients, trainable_text, grow_all), optimizer_state=states,
+                  gradients=grad_bytes(), optimizer_state=states,
                   activations=b.activations + saved + tower_kept + pixel + kept_output,
                   temporaries=max(b.temporaries, vision_moment), phases=phases, details=details,
                   notes=text_notes + notes, moments=tuple(raw),
