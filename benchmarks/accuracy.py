@@ -1679,6 +1679,13 @@ def llama4v_grid() -> list[dict[str, Any]]:
         dict(VLM_RUNS[2][1], attention="eager", lora_targets=LLAMA4_TEXT_ONLY), LLAMA4V_SHAPES[0], attention="eager")
     add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16", dict(VLM_RUNS[0][1], attention="eager"),
         LLAMA4V_SHAPES[0], attention="eager")
+    # eager attention in a trained tower (--train-vision: every layer saves its softmax output), full on both shapes,
+    # LoRA (the tower's own weights unfrozen) on the first
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "full pure-bf16 train-vision",
+            dict(VLM_RUNS[0][1], train_vision=True, attention="eager"), shape, attention="eager")
+    add("llama4v:scout", "scout tiny-lm", "lora pure-bf16 gate,up,down train-vision", dict(tv_lora, attention="eager"),
+        LLAMA4V_SHAPES[0], attention="eager")
     return cases
 
 

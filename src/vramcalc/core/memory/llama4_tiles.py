@@ -114,16 +114,13 @@ def own_check(model: ModelSpec, training: TrainingSpec) -> None:
     if max(h, w) > 100 * v.image_size:
         raise SpecError("image_size", f"a {h} x {w} px image: give sides up to {100 * v.image_size} px (the processor "
                         f"resizes it to at most {v.max_num_tiles} tiles of {v.image_size} px anyway)")
-    if training.attention == "eager" and (training.train_vision or tower_adapted(model, training)):
-        # memory/llama4v.py counts eager attention in a frozen tower that saves nothing of it (or, checkpointed,
-        # recomputes it one layer at a time); a tower trained or adapted keeps every layer's scores
-        raise UnsupportedCombination("--attention eager with "
-                                     + ("--train-vision" if training.train_vision else
-                                        f"LoRA targets {','.join(training.lora_targets)} that reach the tower")
-                                     + f" is not modelled for {model.name} (every tower layer's saved heads x rows x "
-                                     "rows scores are not counted): use --attention sdpa"
-                                     + ("" if training.train_vision else ", or targets only the language model has "
-                                        "(gate_proj,up_proj,down_proj)"))
+    if training.attention == "eager" and tower_adapted(model, training):
+        # memory/llama4v.py counts eager attention in a frozen tower (nothing saved, or recomputed one layer at a time
+        # when checkpointed) and in a trained one (--train-vision); not beside the tower's adapters' saved inputs
+        raise UnsupportedCombination(f"--attention eager with LoRA targets {','.join(training.lora_targets)} that "
+                                     f"reach {model.name}'s tower is not modelled (its adapted layers' saved heads x "
+                                     "rows x rows scores): use --attention sdpa, or targets only the language model "
+                                     "has (gate_proj,up_proj,down_proj)")
     if training.attention not in ("sdpa", "eager"):
         raise UnsupportedCombination(f"--attention {training.attention} is not modelled for {model.name}'s images "
                                      "(Llama 4 refuses flash attention): use --attention sdpa or eager")

@@ -332,6 +332,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # writes it (batch, rows, heads, head_dim), so the transpose and reshape before o_proj are views (as
         # trace/_cuda.py's sdpa)
         per_layer_t = rows * ((8 * vh + 2 * vi) * a_bytes + 16 + 4 * heads)
+        if eager:
+            # vision_eager_attention_forward: the softmax output (saved by the softmax and by the matmul with v) for
+            # sdpa's logsumexp; o_proj's input is the transpose's contiguous copy for sdpa's output (the matmul's own
+            # output is freed with it); q / k / v as before (measured with the tracer: Scout's tower, one tile)
+            per_layer_t += _scores(v, rows, a_bytes) - rows * 4 * heads
         # the patch Linear's input (the unfolded, permuted pixels), layernorm_pre's and layernorm_post's inputs and
         # stats, the pixel-shuffle adapter's trained fc1 / fc2 inputs and its GELUs' inputs
         outside = patches * patch_in * a_bytes + 2 * rows * (vh * a_bytes + 8) \
@@ -381,7 +386,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # layer's input and the RoPE moment
         below_t = (layers - 1) * (rows * vh * a_bytes if gc else per_layer_t)
         vision_moment = before + hidden + n * (below_t + patches * patch_in * a_bytes + rows * (vh * a_bytes + 8)
-                                               + rows * vh * a_bytes + _rope_moment(v, rows, a_bytes))
+                                               + rows * vh * a_bytes + _attn_moment(v, rows, a_bytes, eager))
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
@@ -471,6 +476,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         kept_bottom = n * (patches * patch_in * a_bytes + rows * (vh * a_bytes + 8)
                            + rows * (6 * vh * a_bytes + 8 + 4 * heads))
         at_sdpa = n * (5 * rows * vh * a_bytes + heads * r128 * 4 + r128 * heads * hd32 * 4)
+        if eager:
+            # the bottom layer's attention backward at _softmax_backward_data: its saved q, k and softmax output (v and
+            # o_proj's input freed by their backward), the residual's gradient, v's gradient, the softmax output's
+            # gradient and the softmax's input gradient (measured with the tracer: Scout's tower, one tile)
+            kept_bottom = n * (patches * patch_in * a_bytes + rows * (vh * a_bytes + 8)
+                               + rows * (4 * vh * a_bytes + 8) + _scores(v, rows, a_bytes))
+            at_sdpa = n * (2 * rows * vh * a_bytes + 2 * _scores(v, rows, a_bytes))
         fc2_params = vi * vh + vh
         top = (grad_bytes(layers * layer_params - fc2_params),
                kept_top, at_gelu)

@@ -183,7 +183,7 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
         raise UnsupportedCombination(f"--train-vision trains {model.name}'s whole tower, which --method "
                                      f"{training.method} does not (LoRA on the tower is not modelled): use --method "
                                      "full, or drop --train-vision")
-    if training.train_vision and training.attention == "eager":
+    if training.train_vision and training.attention == "eager" and v.kind != "llama4":  # Llama 4: memory/llama4v.py
         raise UnsupportedCombination(f"--train-vision with --attention eager is not modelled for {model.name} (the "
                                      "tower's eager softmax backward is not counted): use --attention sdpa")
     if training.mode != "train":
