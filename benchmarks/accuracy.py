@@ -1637,8 +1637,8 @@ def llama4v_grid() -> list[dict[str, Any]]:
         return f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}{size}"
 
     def add(model: str, name: str, label: str, kw: dict[str, Any], shape: dict[str, Any],
-            attention: str = "sdpa") -> None:
-        for gc in (False, True):
+            attention: str = "sdpa", gcs: tuple[bool, ...] = (False, True)) -> None:
+        for gc in gcs:
             cases.append({"id": f"{name} | {label} | {tag(shape)} | {attention} | {'gc' if gc else 'no-gc'}",
                           "model": model, "method": kw["method"],
                           "training": dict(kw, **shape, grad_checkpointing=gc)})
@@ -1691,6 +1691,15 @@ def llama4v_grid() -> list[dict[str, Any]]:
             dict(VLM_RUNS[0][1], train_vision=True, attention="eager"), shape, attention="eager")
     add("llama4v:scout", "scout tiny-lm", "lora pure-bf16 gate,up,down train-vision", dict(tv_lora, attention="eager"),
         LLAMA4V_SHAPES[0], attention="eager")
+    # autocast (amp-bf16: fp32 weights, bf16 compute) with the tower frozen and no checkpointing (with it, refused):
+    # full fine-tuning on both shapes and Maverick's first, LoRA on targets only the language model has on both
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "full amp-bf16", {"method": "full", "precision": "amp-bf16"}, shape,
+            gcs=(False,))
+        add("llama4v:scout", "scout tiny-lm", "lora amp-bf16 gate,up,down",
+            {"method": "lora", "precision": "amp-bf16", "lora_targets": LLAMA4_TEXT_ONLY}, shape, gcs=(False,))
+    add("llama4v:maverick", "maverick tiny-lm", "full amp-bf16", {"method": "full", "precision": "amp-bf16"},
+        LLAMA4V_SHAPES[0], gcs=(False,))
     return cases
 
 

@@ -145,7 +145,16 @@ def own_check(model: ModelSpec, training: TrainingSpec) -> None:
             raise UnsupportedCombination(f"--train-vision with LoRA and --optimizer {training.optimizer} is not "
                                          f"modelled for {model.name} (the tower's optimizer state beside the adapters' "
                                          f"is counted for {', '.join(COUNT_STATE_OPTIMIZERS)}): use one of them")
-    if recipe_of(training).autocast:
-        raise UnsupportedCombination(f"--precision {training.precision} (autocast) is not modelled for {model.name}'s "
-                                     "images (Llama 4 multimodal: the tower's fp32 LayerNorm outputs under autocast "
-                                     "are not counted): use bf16 or pure-bf16")
+    if recipe_of(training).autocast and (training.grad_checkpointing or training.train_vision
+                                         or training.method == "qlora" or training.attention == "eager"
+                                         or tower_adapted(model, training)):
+        # memory/llama4v.py _amp_forward: a frozen tower run once without grad; not its recomputation, its saved set
+        # when trained or adapted (fp32 LayerNorm outputs and residuals, Linear input casts)
+        why = ("--grad-checkpointing" if training.grad_checkpointing else
+               "--train-vision" if training.train_vision else "--method qlora" if training.method == "qlora" else
+               "--attention eager" if training.attention == "eager" else "LoRA targets that reach the tower")
+        raise UnsupportedCombination(f"--precision {training.precision} (autocast) with {why} is not modelled for "
+                                     f"{model.name}'s images (the tower's fp32 saved set under autocast): use bf16 or "
+                                     "pure-bf16" + ("" if why[:2] == "--" else
+                                                    ", or targets only the language model has "
+                                                    "(gate_proj,up_proj,down_proj)"))

@@ -136,6 +136,45 @@ def _attn_moment(v: VisionSpec, rows: int, a_bytes: int, eager: bool) -> int:
                rows * (2 * h + 2 * i) * a_bytes + _scores(v, rows, a_bytes))
 
 
+def _amp_forward(v: VisionSpec, n: int, rows: int, th: int, c: int, f: int) -> int:
+    """The frozen tower's forward under autocast (torch.autocast over an fp32 model; own_check: no checkpointing,
+    no tower adapters, the tower frozen), beyond the text embeddings and pixel_values: the largest moment for `n`
+    tiles. The residual stream, the LayerNorms' outputs (autocast's fp32 ops), the class-token cat (promoted) and
+    pixel_shuffle's copies are fp32 (`f` bytes); every Linear casts its fp32 weight and bias to the compute dtype
+    (`c` bytes) for the call (not cached: the weights need no grad), and its fp32 input too, its output in the
+    compute dtype (torch/csrc/autograd/autocast_mode.cpp; modeling_llama4.py Llama4VisionModel.forward). In a layer,
+    beside its fp32 input and layernorm_pre's output (held through the encoder): q/k/v_proj beside input_layernorm's
+    output, the RoPE (_rope_moment with that output fp32), o_proj beside q, k, v and sdpa's output (the attention's
+    locals), fc1 / GELU / fc2 beside the residual and post_attention_layernorm's output; then the encoder's output and
+    layernorm_post's beside pixel_shuffle's two copies and the adapter's fc1 (its weight the largest cast:
+    intermediate x vision_output_dim), GELU, fc2; the projector beside the adapter's output, its output cast to the
+    text embeddings' fp32 (`.to(inputs_embeds.dtype)`)."""
+    h, i, out = v.hidden_size, v.intermediate_size, v.vision_output_dim
+    patches = (v.image_size // v.patch_size) ** 2
+    per_tile = patches // v.scale_factor ** 2
+    patch_in = 3 * v.patch_size ** 2
+
+    def cast(fan_in: int, fan_out: int, bias: bool = True) -> int:
+        return (fan_in * fan_out + (fan_out if bias else 0)) * c
+
+    held = 2 * n * rows * h * f  # the layer's input and layernorm_pre's output
+    layer = max(
+        n * rows * h * (f + 2 * c) + cast(h, h),  # q_proj: input_layernorm's output, its cast, q
+        n * rows * h * (f + 4 * c) + cast(h, h),  # v_proj beside q and k
+        n * rows * h * (f + 3 * c + 16 + 2 * c),  # the RoPE (_rope_moment)
+        n * rows * h * (f + 5 * c) + cast(h, h),  # o_proj beside q, k, v and sdpa's output
+        n * rows * (2 * h * f + h * c + i * c) + cast(h, i),  # fc1
+        n * rows * (2 * h * f + 2 * i * c),  # GELU
+        n * rows * (2 * h * f + i * c + h * c) + cast(i, h))  # fc2
+    shuffled = n * patches * h * f  # one pixel_shuffle copy: per_tile x intermediate values
+    adapter = max(2 * shuffled,
+                  shuffled + n * per_tile * (i + out) * c + cast(i, out, bias=False),  # fc1 (no bias)
+                  shuffled + n * per_tile * 2 * out * c + cast(out, out, bias=False))  # fc2
+    projector = n * per_tile * (out * c + th * c + th * f) + cast(out, th, bias=False)
+    patch = n * patches * (patch_in * (f + c) + h * c) + cast(patch_in, h, bias=False)
+    return max(held + layer, 2 * n * rows * h * f + adapter, projector, patch)
+
+
 def lora_targets(model: ModelSpec, training: TrainingSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """What peft 0.21's target matching adapts on Llama4ForConditionalGeneration's image side (tuners_utils.py
     check_target_module_exists: a name's suffix anywhere in the model): (the Linears adapted in every tower encoder
@@ -307,6 +346,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     kept_layers = (layers + 1) * hidden + n * patches * vh * a_bytes if gc else 2 * hidden
     eager = training.attention == "eager"  # llama4_tiles.own_check: a frozen tower without adapters only
     vision_moment = before + kept_layers + n * _attn_moment(v, rows, a_bytes, eager)
+    if recipe.autocast:
+        # autocast (own_check: a frozen tower without adapters or checkpointing): the text embeddings fp32, the
+        # projected features cast to their dtype
+        before = tokens * th * w_bytes + pixel
+        kept_output = n * per_tile * (out_dim * a_bytes + th * w_bytes)
+        vision_moment = before + _amp_forward(v, n, rows, th, a_bytes, w_bytes)
     trainable_text = b.trainable_parameters
     extra_trainable = projector if trained_projector else 0
     # the adapters' gradients: the tower's backward runs last
