@@ -1599,7 +1599,7 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
     return cases
 
 
-# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 60 cases): Llama4ForConditionalGeneration
+# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 65 cases): Llama4ForConditionalGeneration
 # (memory/llama4v.py, trace/_llama4v.py) from the published Scout / Maverick config.json files (tests/data/hf) with the
 # Llama 4 tower at its own widths (1408 wide, 16 heads, MLP 5632, 336 px tiles of 14 px patches: 577 rows a tile, the
 # pixel-shuffle adapter to 144 features of 4096) cut to 2 layers, and the text model cut to the llama4 grid's tiny
@@ -1620,7 +1620,9 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
 #   unfrozen beside the adapters) x checkpointing off / on: Scout at both shapes, Maverick at the first;
 # - --attention eager: the frozen tower (full pure-bf16 and LoRA gate,up,down at both shapes, QLoRA gate,up,down and
 #   Maverick full at the first) and the trained one (full --train-vision at both shapes, LoRA --train-vision at the
-#   first), checkpointing off / on.
+#   first), checkpointing off / on;
+# - amp-bf16 (autocast over fp32 weights) with the tower frozen, without checkpointing: Scout full and LoRA
+#   gate,up,down at both shapes, Maverick full at the first.
 # Written to accuracy_llama4v.{json,md}.
 # Names only Llama 4's language model has (its shared experts' Llama4TextMLP; the tower's Linears are q/k/v/o_proj and
 # fc1 / fc2): LoRA that leaves the tower frozen (memory/llama4v.py lora_targets)
