@@ -273,7 +273,7 @@ def test_autocast_adapter_fc1_moment() -> None:
                                  "image_width": 800}])
 def test_traced_lora_train_vision(kw: dict[str, Any]) -> None:
     # --train-vision under LoRA: the tower's own weights unfrozen beside the language model's adapters (the tracer
-    # unfreezes Llama4VisionModel after get_peft_model); measured +0.44 % and +0.40 % when written (benchmarks/
+    # unfreezes Llama4VisionModel after get_peft_model); measured +0.44 % and +0.20 % when written (benchmarks/
     # accuracy.py --grid llama4v)
     pytest.importorskip("transformers")
     from vramcalc.trace import trace
