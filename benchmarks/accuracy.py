@@ -1629,7 +1629,7 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
     return cases
 
 
-# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 36 cases): Llama4ForConditionalGeneration
+# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 65 cases): Llama4ForConditionalGeneration
 # (memory/llama4v.py, trace/_llama4v.py) from the published Scout / Maverick config.json files (tests/data/hf) with the
 # Llama 4 tower at its own widths (1408 wide, 16 heads, MLP 5632, 336 px tiles of 14 px patches: 577 rows a tile, the
 # pixel-shuffle adapter to 144 features of 4096) cut to 2 layers, and the text model cut to the llama4 grid's tiny
@@ -1645,8 +1645,18 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
 #   adapted too) x checkpointing off / on at both shapes. Every LoRA case's targets reach the tower (peft matches
 #   them over the whole model);
 # - full pure-bf16 --train-vision (the tower trained) x checkpointing off / on: Scout at both shapes, Maverick at
-#   the first.
+#   the first;
+# - LoRA pure-bf16 on gate_proj,up_proj,down_proj (the language model's only) --train-vision (the tower's own weights
+#   unfrozen beside the adapters) x checkpointing off / on: Scout at both shapes, Maverick at the first;
+# - --attention eager: the frozen tower (full pure-bf16 and LoRA gate,up,down at both shapes, QLoRA gate,up,down and
+#   Maverick full at the first) and the trained one (full --train-vision at both shapes, LoRA --train-vision at the
+#   first), checkpointing off / on;
+# - amp-bf16 (autocast over fp32 weights) with the tower frozen, without checkpointing: Scout full and LoRA
+#   gate,up,down at both shapes, Maverick full at the first.
 # Written to accuracy_llama4v.{json,md}.
+# Names only Llama 4's language model has (its shared experts' Llama4TextMLP; the tower's Linears are q/k/v/o_proj and
+# fc1 / fc2): LoRA that leaves the tower frozen (memory/llama4v.py lora_targets)
+LLAMA4_TEXT_ONLY = ("gate_proj", "up_proj", "down_proj")
 LLAMA4V_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1},
                   {"batch_size": 2, "seq_len": 64, "images": 1, "image_size": 300, "image_width": 800})
 
@@ -1658,9 +1668,10 @@ def llama4v_grid() -> list[dict[str, Any]]:
         size = f" {shape['image_size']}x{shape['image_width']}" if "image_width" in shape else ""
         return f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}{size}"
 
-    def add(model: str, name: str, label: str, kw: dict[str, Any], shape: dict[str, Any]) -> None:
-        for gc in (False, True):
-            cases.append({"id": f"{name} | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
+    def add(model: str, name: str, label: str, kw: dict[str, Any], shape: dict[str, Any],
+            attention: str = "sdpa", gcs: tuple[bool, ...] = (False, True)) -> None:
+        for gc in gcs:
+            cases.append({"id": f"{name} | {label} | {tag(shape)} | {attention} | {'gc' if gc else 'no-gc'}",
                           "model": model, "method": kw["method"],
                           "training": dict(kw, **shape, grad_checkpointing=gc)})
 
@@ -1685,6 +1696,42 @@ def llama4v_grid() -> list[dict[str, Any]]:
             shape)
     add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16 train-vision",
         dict(VLM_RUNS[0][1], train_vision=True), LLAMA4V_SHAPES[0])
+    # --train-vision under LoRA (the tower's own weights unfrozen beside the language model's adapters, on targets only
+    # the language model has; pure-bf16: torch.optim's states in the weights' dtype, as the tracer runs it), both
+    # shapes on Scout, the first on Maverick, checkpointing off / on
+    tv_lora = {"method": "lora", "precision": "pure-bf16", "lora_targets": LLAMA4_TEXT_ONLY, "train_vision": True}
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "lora pure-bf16 gate,up,down train-vision", tv_lora, shape)
+    add("llama4v:maverick", "maverick tiny-lm", "lora pure-bf16 gate,up,down train-vision", tv_lora,
+        LLAMA4V_SHAPES[0])
+    # eager attention in the frozen tower (Llama4VisionAttention's vision_eager_attention_forward; the language model's
+    # eager attention as the llama4 grid's): full fine-tuning and LoRA / QLoRA on targets only the language model has
+    # (gate_proj, up_proj, down_proj: its shared experts), both shapes for full and LoRA, checkpointing off / on
+    for shape in LLAMA4V_SHAPES:
+        for label, kw in VLM_RUNS[:2]:
+            kw = dict(kw, attention="eager", **({"lora_targets": LLAMA4_TEXT_ONLY} if kw["method"] != "full" else {}))
+            add("llama4v:scout", "scout tiny-lm", label + (" gate,up,down" if kw["method"] != "full" else ""), kw,
+                shape, attention="eager")
+    add("llama4v:scout", "scout tiny-lm", "qlora gate,up,down",
+        dict(VLM_RUNS[2][1], attention="eager", lora_targets=LLAMA4_TEXT_ONLY), LLAMA4V_SHAPES[0], attention="eager")
+    add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16", dict(VLM_RUNS[0][1], attention="eager"),
+        LLAMA4V_SHAPES[0], attention="eager")
+    # eager attention in a trained tower (--train-vision: every layer saves its softmax output), full on both shapes,
+    # LoRA (the tower's own weights unfrozen) on the first
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "full pure-bf16 train-vision",
+            dict(VLM_RUNS[0][1], train_vision=True, attention="eager"), shape, attention="eager")
+    add("llama4v:scout", "scout tiny-lm", "lora pure-bf16 gate,up,down train-vision", dict(tv_lora, attention="eager"),
+        LLAMA4V_SHAPES[0], attention="eager")
+    # autocast (amp-bf16: fp32 weights, bf16 compute) with the tower frozen and no checkpointing (with it, refused):
+    # full fine-tuning on both shapes and Maverick's first, LoRA on targets only the language model has on both
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "full amp-bf16", {"method": "full", "precision": "amp-bf16"}, shape,
+            gcs=(False,))
+        add("llama4v:scout", "scout tiny-lm", "lora amp-bf16 gate,up,down",
+            {"method": "lora", "precision": "amp-bf16", "lora_targets": LLAMA4_TEXT_ONLY}, shape, gcs=(False,))
+    add("llama4v:maverick", "maverick tiny-lm", "full amp-bf16", {"method": "full", "precision": "amp-bf16"},
+        LLAMA4V_SHAPES[0], gcs=(False,))
     return cases
 
 

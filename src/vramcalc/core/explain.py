@@ -447,10 +447,10 @@ def _explain_ppo(model: ModelSpec, training: TrainingSpec) -> Explanation:
 
 
 def _image_side_states(key: str, grads: str, opt: str, params: int, b: Breakdown, inner: Explanation,
-                       src: str) -> dict[str, tuple[Line, ...]]:
+                       src: str, at: str = "the language model's bytes per parameter") -> dict[str, tuple[Line, ...]]:
     """A vision-language explanation's gradients and optimizer-state lines: what the image side's trained
-    parameters (projector, tower) add to the language model's, at its bytes per parameter."""
-    how = f"{params:,} params at the language model's bytes per parameter"
+    parameters (projector, tower) add to the language model's, at its bytes per parameter (or `at`)."""
+    how = f"{params:,} params at {at}"
     return {"gradients": (Line(f"gradients.{key}", grads, how, b.gradients - inner.breakdown.gradients,
                                source=src),),
             "optimizer_state": (Line(f"optimizer_state.{key}", opt, how,
@@ -962,6 +962,7 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     trained = training.method == "full"
     tower_mods, _ = llama4v.lora_targets(model, training)  # peft's matching over the whole model
     adapters = llama4v.tower_adapter_params(model, training)
+    lora_tower = training.train_vision and not trained  # the tower's own weights beside the text's adapters
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights (" + ("trained" if training.train_vision else "frozen")
@@ -982,13 +983,16 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
               if adapters else ()),
         ),
         **_image_side_states("image_side", "tower LoRA adapter gradients" if adapters else
+                             "tower gradients (--train-vision)" if lora_tower else
                              "tower and projector gradients (--train-vision)" if training.train_vision else
                              "projector gradients (full fine-tuning trains it)",
                              "tower LoRA adapter optimizer state" if adapters else
+                             "tower optimizer state (--train-vision)" if lora_tower else
                              "tower and projector optimizer state" if training.train_vision else
                              "projector optimizer state",
                              (projector if trained else 0) + adapters + (tower if training.train_vision else 0), b,
-                             inner, src),
+                             inner, src, *(("the tower weights' dtype (memory/llama4v.py grad_bytes, tower_states: "
+                                            "under LoRA not the adapters')",) if lora_tower else ())),
         "activations": (Line("activations.image_side", "image side: pixel_values, the adapter's output and the "
                              "projected features kept to the forward's end, what they save for backward",
                              "masked_scatter's mask (full fine-tuning, checkpointing or tower adapters); with "
