@@ -276,7 +276,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "enable_liger_kernel", "use_unsloth_gc",
                                     "use_unsloth", "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
-                                    "use_galore", "use_apollo", "use_adam_mini", "galore_layerwise",
+                                    "use_galore", "use_apollo", "use_adam_mini", "use_muon", "galore_layerwise",
                                     "apollo_layerwise", "use_dora", "use_rslora", "freeze_vision_tower",
                                     "freeze_multi_modal_projector"), ()),
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
@@ -543,7 +543,6 @@ UNMODELLED_KEYS.update({
     "s2_attention": "LongLoRA shifted sparse attention",
     # LLaMA-Factory (finetuning_args.py, model_args.py)
     "use_llama_pro": "LLaMA Pro block expansion (new trainable layers)",
-    "use_muon": "the Muon optimizer (one momentum state for matrices, AdamW for the rest)",
     "train_mm_proj_only": "only the multimodal projector trains",
 })
 
@@ -1814,18 +1813,22 @@ def _liger_kernel_config(d: dict[str, Any], run: Run, applied: bool) -> None:
 
 
 def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
-    """LLaMA-Factory's finetuning_args.py GaloreArguments / ApolloArguments / use_adam_mini (trainer_utils.py
-    _create_galore_optimizer, _create_apollo_optimizer, _create_adam_mini_optimizer): defaults rank 16, target all
-    (every Linear but the output layer), std / random projection, channel scaling."""
-    chosen = [k for k in ("use_galore", "use_apollo", "use_adam_mini") if _flag(LF, d.get(k), k)]
+    """LLaMA-Factory's finetuning_args.py GaloreArguments / ApolloArguments / use_adam_mini / use_muon (trainer_utils.py
+    _create_galore_optimizer, _create_apollo_optimizer, _create_adam_mini_optimizer, _create_muon_optimizer):
+    defaults rank 16, target all (every Linear but the output layer), std / random projection, channel scaling."""
+    chosen = [k for k in ("use_galore", "use_apollo", "use_adam_mini", "use_muon") if _flag(LF, d.get(k), k)]
     layerwise = {k: _flag(LF, d.get(f"{k}_layerwise"), f"{k}_layerwise") for k in ("galore", "apollo")}
-    _seen(d, run, "use_galore", "use_apollo", "use_adam_mini")
+    _seen(d, run, "use_galore", "use_apollo", "use_adam_mini", "use_muon")
     if not chosen:
         return
     if len(chosen) > 1:
         raise _KeyProblem(chosen[1], f"LLaMA-Factory takes one of {', '.join(chosen)}; keep one")
     if chosen[0] == "use_adam_mini":
         run.options["optimizer"] = "adam-mini"
+        return
+    if chosen[0] == "use_muon":
+        # _create_muon_optimizer: third_party/muon/muon.py Muon over every trainable parameter, whatever `optim` says
+        run.options["optimizer"] = "muon"
         return
     kind = "galore" if chosen[0] == "use_galore" else "apollo"
     optim = run.options.get("optimizer")

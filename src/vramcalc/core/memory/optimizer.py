@@ -506,6 +506,8 @@ def library_optimizer_notes(model: ModelSpec, training: TrainingSpec, recipe: Re
     sd = library_state_dtype(recipe)
     kept = ("bitsandbytes 8-bit (uint8 + an fp32 absmax per 256; fp32 under 4,096 elements)"
             if opt == "galore-adamw-8bit" else f"zeros_like of the (projected) gradient, so {sd} here")
+    if opt == "muon":
+        kept = f"zeros_like of the gradient, so {recipe.grad} here"
     notes = [f"{LIBRARY_NAMES[opt]}: states are {kept}; its step "
              "is a per-parameter Python loop (no foreach or fused kernel: --optimizer-impl does not apply)."]
     if opt in PROJECTED_OPTIMIZERS and model.has_architecture:
@@ -520,7 +522,7 @@ def library_optimizer_notes(model: ModelSpec, training: TrainingSpec, recipe: Re
     if opt == "muon" and model.has_architecture:
         items = _trainable_inventory(model, training)
         n_muon = sum(c for t, c in items if muon_takes(t, model))
-        notes.append(f"muon: LLaMA-Factory's use_muon ({MUON_SOURCE}): {n_muon:,} 2-D matrices keep one momentum "
+        notes.append(f"muon: LLaMA-Factory's use_muon, {MUON_SOURCE}: {n_muon:,} 2-D matrices keep one momentum "
                      f"buffer each; embeddings, lm_head and tensors that are not 2-D keep AdamW's two moments; the "
                      "step counted is the largest matrix's Newton-Schulz iteration in bf16 (4 m n + 2 min(m, n)² "
                      "elements alive) beside its Nesterov update and the previous matrix's update. "
