@@ -372,6 +372,12 @@ def _seen(data: dict[str, Any], run: Run, *keys: str) -> None:
 
 
 def _optim(run: Run, key: str, name: Any) -> None:
+    if str(name).strip().lower() == "muon":
+        # transformers 5.24 OptimizerNames has no muon; axolotl's `optimizer: muon` (core/builders/base.py at
+        # axolotl-ai-cloud/axolotl@ceda25b) builds axolotl-contribs-mit's MuonOptimizerFactory, a dion-derived Muon
+        # (batched Newton-Schulz, Triton kernels, DistMuon on a device mesh): not LLaMA-Factory's Muon
+        raise _KeyProblem(key, "muon is axolotl's Muon here (axolotl-contribs-mit, not LLaMA-Factory's), not "
+                          "modelled, and transformers has no muon optim; LLaMA-Factory's use_muon is --optimizer muon")
     if str(name) in HF_OPTIM_REFUSED:
         raise _KeyProblem(key, f"{name} ({HF_OPTIM_REFUSED[str(name)]}) is not modeled; use galore_adamw or "
                           "apollo_adamw, or give --optimizer")
