@@ -168,3 +168,20 @@ def test_committed_muon_grid_is_within_the_issue_bounds() -> None:
 def test_other_tools_muon_is_refused(tmp_path: Path, data: dict[str, object], key: str) -> None:
     with pytest.raises(VramcalcError, match=f"{key}: muon is axolotl's Muon here .* use_muon is --optimizer muon"):
         _file(tmp_path, data)
+
+
+def test_fit_ranks_muon_where_it_lowers_the_peak() -> None:
+    from vramcalc.core.saver_ranking import rank_savers
+    from vramcalc.io.stacks import offering
+
+    full = TrainingSpec(method="full", precision="amp-bf16", batch_size=1, seq_len=256)
+    llama = presets.find_model("tinyllama-1.1b")
+    peak = estimate(llama, full).peak_bytes
+    gains = {tuple(g.changes.items()): g for g in rank_savers(llama, full, peak, offering)}
+    muon = gains[(("optimizer", "muon"),)]
+    # the saving is the two estimates' difference, and LLaMA-Factory (use_muon) is the stack offering it
+    assert muon.saved_bytes == peak - estimate(llama, replace(full, optimizer="muon")).peak_bytes > 0
+    assert muon.stacks == ("llama-factory",)
+    lora = replace(full, method="lora")  # refused with adapters: never offered there
+    ranked = rank_savers(llama, lora, estimate(llama, lora).peak_bytes, offering)
+    assert all(g.changes.get("optimizer") != "muon" for g in ranked)
