@@ -2803,6 +2803,30 @@ def lisa_grid() -> list[dict[str, Any]]:
              "training": {"method": "full", **kw}} for model in BADAM_MODELS for label, kw in LISA_RUNS]
 
 
+# The Muon grid (`--grid muon`, issue 13; 15 cases): LLaMA-Factory's use_muon (llamafactory 0.9.5
+# third_party/muon/muon.py Muon, trainer_utils.py _create_muon_optimizer's split; the tracer imports that module, so
+# the wheel must be importable: pip install llamafactory==0.9.5 --no-deps) on three architectures cut to 2 layers:
+# qwen2.5-0.5b (qwen2, a 151,936-token tied embedding: AdamW), tinyllama-1.1b (llama, untied lm_head: AdamW) and gpt2
+# (wte and wpe are 2-D and not named "embed": Muon), × full and freeze, bf16 / amp-bf16 / fp32 weights, checkpointing
+# off and on. Traces in trace_cache_muon.json; written to accuracy_muon.{json,md}.
+MUON_MODELS = ("cut:qwen2.5-0.5b:2", "cut:tinyllama-1.1b:2", "cut:gpt2:2")
+MUON_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("muon bf16 b1 s256", {"precision": "bf16", "batch_size": 1, "seq_len": 256}),
+    ("muon amp-bf16 gc b2 s512", {**GC, "precision": "amp-bf16", "batch_size": 2, "seq_len": 512}),
+    ("muon fp32 b1 s256", {"precision": "fp32", "batch_size": 1, "seq_len": 256}),
+    ("muon freeze 1 bf16 b2 s256", {"method": "freeze", "freeze_layers": 1, "precision": "bf16", "batch_size": 2,
+                                    "seq_len": 256}),
+    ("muon bf16 gc b4 s1024", {**GC, "precision": "bf16", "batch_size": 4, "seq_len": 1024}),
+)
+
+
+def muon_grid() -> list[dict[str, Any]]:
+    """Issue 13's Muon: 5 runs x 3 architectures."""
+    return [{"id": f"{model} | {label}", "model": model, "method": label,
+             "training": {"method": "full", "optimizer": "muon", **kw}}
+            for model in MUON_MODELS for label, kw in MUON_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -2824,6 +2848,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "vocab": vocab_grid,
          "aux": aux_grid,
          "lisa": lisa_grid,
+         "muon": muon_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -2873,6 +2898,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
                  "issues 13 and 15)",
           "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)",
+          "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
           }
 
 
@@ -3018,7 +3044,7 @@ def main() -> None:
                     "LoRA with modules_to_save); "
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
-                    "lisa_n_layers)"
+                    "lisa_n_layers); muon: issue 13's 15 LLaMA-Factory use_muon cases"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3038,6 +3064,7 @@ def main() -> None:
                          "vocab",
                          "aux",
                          "lisa",
+                         "muon",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -58,6 +58,7 @@ from vramcalc.core.memory.optimizer import (
     BNB_MIN_8BIT_SIZE,
     LIBRARY_NAMES,
     LIBRARY_OPTIMIZERS,
+    MUON_SOURCE,
     TORCHAO_STATES,
     library_state_dtype,
     optimizer_bytes,
@@ -1482,6 +1483,10 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
             inputs = (f"first moment: {_n(trainable)} params × {dtype_bytes(sd)} B ({sd}); second moment: one value "
                       "per head (q, k), per row (embeddings, head, v, o, MLP), per norm")
             src = "adam_mini 1.1.1 adam_mini.py Adam_mini.step"
+        elif name == "muon":
+            inputs = (f"1 momentum buffer per 2-D matrix not named embed/lm_head + 2 AdamW moments per other tensor, "
+                      f"zeros_like(grad): {dtype_bytes(recipe.grad)} B ({recipe.grad})")
+            src = MUON_SOURCE
         else:
             inputs = (f"rank {projection_rank(t)}: 2 moments of each projected gradient (r × the larger dim) + P "
                       f"(r × the smaller dim), {sd}; full Adam moments for the other tensors")
@@ -1827,7 +1832,10 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     opt_temp = d.get("temporaries.optimizer_step", 0)
     tl = [
         Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp,
-             "kernel temporaries (fused: none)", "torch/optim/adamw.py _multi_tensor / _single_tensor; ZeRO"),
+             "kernel temporaries (fused: none)", "torch/optim/adamw.py _multi_tensor / _single_tensor; ZeRO")
+        if t.optimizer != "muon" else
+        Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp,
+             "max over tensors, named_parameters order", MUON_SOURCE),
         Line("temporaries.loss_forward", "16-bit logits + Liger's per-row loss and target mask",
              (f"({c} B × {_n(v)} vocab + 13 B) × {tok}" if c != 4 else f"13 B × {tok}"), loss_fwd,
              "(vocab × compute bytes + fp32 loss_1d + bool mask + int64 target × mask) × tokens", SRC_LIGER_CE)
@@ -2095,6 +2103,9 @@ def _opt_temp_inputs(t: TrainingSpec, value: int) -> str:
         parts.append("2 temporaries of the largest tensor")
     elif t.optimizer in ("lion", "adafactor"):
         parts.append("per-tensor update temporaries of the largest tensor")
+    elif t.optimizer == "muon":
+        parts.append("the larger of: a 2-D matrix's Nesterov update + its bf16 Newton-Schulz (4 m n + 2 min(m, n)²) "
+                     "+ the previous matrix's bf16 update; AdamW's 2 temporaries of the largest other tensor")
     if recipe_of(t).master_weights:
         parts.append("fp32 gradients handed to the master copy")
     return " + ".join(parts) or "kernel temporaries"
