@@ -58,7 +58,10 @@ TARGETS = [("auto",), ("q_proj", "v_proj"), ("all-linear",), ("o_proj",), ("q_pr
 # below with the structure each family needs (a head count that divides, experts_per_token <= experts...).
 # (the router aux loss, a config.json's output_router_logits and --router-aux-loss, is modelled on a few MoE families
 # and refused elsewhere: tests/test_router_aux_loss.py draws its own runs; left out here, it keeps the draw streams)
-MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool" and f.name != "output_router_logits")
+# (topk_unnormalized: Nemotron-H's router flag, refused on the other families; drawing it would also shift the
+# derandomized stream)
+MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool"
+                    and f.name not in ("output_router_logits", "topk_unnormalized"))
 # (--badam, --auto-find-batch-size, --upcast-logits and --upcast-norms are drawn last in trainings(), after every
 # older field: a derandomized draw stream then gives the older fields the values it gave before they existed)
 LATE_BOOLS = ("badam", "auto_find_batch_size", "upcast_logits", "upcast_norms")
@@ -292,6 +295,8 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     projected = kw["optimizer"] in PROJECTED_OPTIMIZERS
     if projected and (kw["zero"] or kw["fsdp"] != "none" or kw["tp"] > 1 or kw["pp"] > 1):
         kw["optimizer"], projected = "adamw", False
+    if kw["optimizer"] == "muon" and _muon_refused(kw):
+        kw["optimizer"] = "adamw"
     kw["optimizer_rank"] = draw(st.sampled_from([None, 1, 64, 512])) if kw["optimizer"] in (
         "galore-adamw", "apollo-adamw") else None
     if not projected:
@@ -299,6 +304,12 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     kw.update({name: draw(st.booleans()) for name in LATE_BOOLS})
     kw.update(_badam_repairs(kw))
     return TrainingSpec(**kw)
+
+
+def _muon_refused(kw: dict[str, Any]) -> bool:
+    """core/specs.py _muon_consistent: Muon on one GPU or plain DDP, no fp32 master weights, not in backward."""
+    sharded = kw.get("zero", 0) or kw.get("fsdp", "none") != "none" or kw.get("tp", 1) > 1 or kw.get("pp", 1) > 1
+    return bool(sharded or kw.get("precision") in ("mixed-bf16", "mixed-fp16") or kw.get("optimizer_in_bwd"))
 
 
 def _badam_repairs(kw: dict[str, Any]) -> dict[str, Any]:
@@ -368,7 +379,8 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
     sharded = (update.get("zero", t.zero) or update.get("fsdp", t.fsdp) != "none" or update.get("tp", t.tp) > 1
                or update.get("pp", t.pp) > 1)
     if (optimizer in LIBRARY_OPTIMIZERS and method not in ("full", "freeze")) or (
-            optimizer in PROJECTED_OPTIMIZERS and sharded):  # core/specs.py _optimizer_consistent
+            optimizer in PROJECTED_OPTIMIZERS and sharded) or (  # core/specs.py _optimizer_consistent
+            optimizer == "muon" and _muon_refused({**{f.name: getattr(t, f.name) for f in fields(t)}, **update})):
         update.setdefault("optimizer", "adamw")
         update.setdefault("optimizer_rank", None)
         update.setdefault("optimizer_targets", "attn-mlp")
