@@ -2736,6 +2736,39 @@ def upcast_grid() -> list[dict[str, Any]]:
              f"s{kw['seq_len']} | {'gc' if gc else 'no-gc'}", "model": f"hf:{model}", "method": label,
              "training": dict(kw, grad_checkpointing=gc, upcast_logits=True)}
             for model in UPCAST_MODELS for label, kw in UPCAST_METHODS for gc in (False, True)]
+# The upcastln grid (`--grid upcastln`, issue 13; 32 cases): LLaMA-Factory's upcast_layernorm over 16-bit weights
+# (--upcast-norms, memory/upcast_norms.py; the tracer casts every 1-D parameter named like a norm to fp32 and runs the
+# step under autocast, as the Trainer's bf16 flag does through accelerate) on tinyllama-1.1b (Llama RMSNorm: an fp32
+# output each Linear casts), gemma-2b (Gemma's (1 + w) RMSNorm: a 16-bit output) and starcoder2-3b (LayerNorm with
+# bias: autocast's fp32 layer_norm), cut to 4 layers: full fine-tuning in pure bf16 (fp32 norm gradients and
+# states), LoRA and QLoRA (kbit_prep off, as in the other grids: the norms 16-bit before the cast) on all-linear in bf16
+# (fp32 adapters, autocast matmuls), and freeze (2 of 4 layers frozen) in pure bf16 on tinyllama; b2 s1024, each
+# without and with checkpointing. Those peak at the loss; twelve more cases put the peak in the layers: LoRA and QLoRA
+# on the same three cut to a 2,048-token vocabulary (dequant_grid's "dequant:" models), without and with
+# checkpointing. Written to
+# accuracy_upcastln.{json,md}, its traces to trace_cache_upcastln.json.
+UPCASTLN_MODELS = ("tinyllama-1.1b", "gemma-2b", "starcoder2-3b")
+UPCASTLN_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
+    ("qlora", {"method": "qlora", "precision": "bf16", "lora_targets": ("all-linear",), "kbit_prep": False}),
+)
+
+
+def upcastln_grid() -> list[dict[str, Any]]:
+    runs = [(model, label, kw) for model in UPCASTLN_MODELS for label, kw in UPCASTLN_METHODS]
+    runs.append(("tinyllama-1.1b", "freeze 2 pure-bf16", {"method": "freeze", "precision": "pure-bf16",
+                                                          "freeze_layers": 2}))
+    cases = [{"id": f"{model} ({FAMILY_LAYERS} layers) | {label} | upcast-norms | b2 s1024 | {'gc' if gc else 'no-gc'}",
+              "model": f"hf:{model}", "method": label,
+              "training": dict(kw, batch_size=2, seq_len=1024, grad_checkpointing=gc, upcast_norms=True)}
+             for model, label, kw in runs for gc in (False, True)]
+    return cases + [{"id": f"{model} ({FAMILY_LAYERS} layers, vocab 2,048) | {label} | upcast-norms | b2 s1024 | "
+                     f"{'gc' if gc else 'no-gc'}", "model": f"dequant:{model}", "method": label,
+                     "training": dict(kw, batch_size=2, seq_len=1024, grad_checkpointing=gc, upcast_norms=True)}
+                    for model in UPCASTLN_MODELS for label, kw in UPCASTLN_METHODS[1:] for gc in (False, True)]
+
+
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
 # tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
@@ -2844,6 +2877,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "ppo": ppo_grid,
          "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid,
          "upcast": upcast_grid,
+         "upcastln": upcastln_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -2893,6 +2927,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                      "issue 15)",
           "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)",
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
+          "upcastln": " (LLaMA-Factory upcast_layernorm: fp32 norms over 16-bit weights, autocast; issue 13)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -3038,6 +3073,8 @@ def main() -> None:
                     "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
                     "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; "
                     "upcast: issue 13's 16 --upcast-logits cases (lm_head's fp32 hook: full, LoRA, QLoRA, amp); "
+                    "upcastln: issue 13's 32 --upcast-norms cases (fp32 norms under autocast: Llama, Gemma, "
+                    "StarCoder2; full, LoRA, QLoRA, freeze); "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
@@ -3058,7 +3095,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "upcast",
+                         "upcast", "upcastln",
                          "lora-layers",
                          "zamba2", "nemotronh",
                          "vocab",

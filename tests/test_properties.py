@@ -62,9 +62,9 @@ TARGETS = [("auto",), ("q_proj", "v_proj"), ("all-linear",), ("o_proj",), ("q_pr
 # derandomized stream)
 MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool"
                     and f.name not in ("output_router_logits", "topk_unnormalized"))
-# (--badam, --auto-find-batch-size and --upcast-logits are drawn last in trainings(), after every older field: a
-# derandomized draw stream then gives the older fields the values it gave before they existed)
-LATE_BOOLS = ("badam", "auto_find_batch_size", "upcast_logits")
+# (--badam, --auto-find-batch-size, --upcast-logits and --upcast-norms are drawn last in trainings(), after every
+# older field: a derandomized draw stream then gives the older fields the values it gave before they existed)
+LATE_BOOLS = ("badam", "auto_find_batch_size", "upcast_logits", "upcast_norms")
 TRAINING_BOOLS = tuple(f.name for f in fields(TrainingSpec) if f.type == "bool"
                        and f.name not in (*LATE_BOOLS, "router_aux_loss"))
 
@@ -332,6 +332,11 @@ def _badam_repairs(kw: dict[str, Any]) -> dict[str, Any]:
                                     or kw.get("objective", "sft") != "sft" or kw.get("kernels", "hf") != "hf"
                                     or kw.get("modules_to_save") or "lm_head" in kw.get("lora_targets", ())):
         out["upcast_logits"] = False
+    # --upcast-norms: training only (core/specs.py); the run-level refusals of memory/upcast_norms.py check left on
+    # where they are per model (an honest refusal), off for the loss / objective / kernels it never models
+    if kw.get("upcast_norms") and (kw.get("mode", "train") != "train" or kw.get("loss", "hf") != "hf"
+                                   or kw.get("objective", "sft") != "sft" or kw.get("kernels", "hf") != "hf"):
+        out["upcast_norms"] = False
     return out
 
 

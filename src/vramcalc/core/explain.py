@@ -41,6 +41,7 @@ from vramcalc.core.memory import (
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory import upcast as _upcast
+from vramcalc.core.memory import upcast_norms as _upcast_norms
 from vramcalc.core.memory.activations import (
     batch_rows,
     dequant_bytes,
@@ -1180,6 +1181,14 @@ def _peft_parameters(m: ModelSpec, t: TrainingSpec) -> list[Line]:
 
 # --- weights -----------------------------------------------------------------------------------------
 
+def _norm_weight_lines(m: ModelSpec, t: TrainingSpec, recipe: Recipe, wb: int) -> list[Line]:
+    """--upcast-norms (memory/upcast_norms.py): the norm parameters' fp32 storage beyond the count's wb bytes."""
+    norms = sum(x.numel for x in _upcast_norms.norm_tensors(m, t, recipe))
+    return [Line("weights.fp32_norms", "norms cast to fp32 (the rest of their 4 bytes)",
+                 f"{_n(norms)} params × {4 - wb} B", norms * (4 - wb),
+                 "norm parameters × (4 − bytes per stored weight)", _upcast_norms.SRC)] if norms else []
+
+
 def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Section:
     recipe = recipe_of(t)
     wb = dtype_bytes(recipe.weight)
@@ -1197,6 +1206,7 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                               f"{_n(routers)} params × {4 - wb} B", routers * (4 - wb),
                               "router parameters × (4 − bytes per stored weight)",
                               _router_src(m)))
+        lines += _norm_weight_lines(m, t, recipe, wb)
     else:
         # The values are the core's (WeightBytes); the block, tensor and row counts only describe them.
         quantized, data, constants = w.quantized_params, w.quantized_data, w.quant_constants
@@ -1227,11 +1237,13 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                               SRC_INT8))
         ub = unquantized_bytes(t, recipe)
         ud = "fp32, prepare_model_for_kbit_training" if ub != wb else recipe.weight
+        norms = _norm_weight_lines(m, t, recipe, ub)
         lines.append(Line("weights.unquantized", "embeddings, norms, lm_head (not quantized)",
-                          f"{_n(rest)} params × {ub} B ({ud})", w.unquantized,
+                          f"{_n(rest)} params × {ub} B ({ud})", w.unquantized - sum(x.value for x in norms),
                           "parameters × bytes per stored weight",
                           SRC_QLORA + ("; peft utils/other.py prepare_model_for_kbit_training: fp16/bf16 "
                                        "parameters cast to fp32" if ub != wb else "")))
+        lines += norms
         text.append(f"the 4-/8-bit base is {(w.base + w.quant_constants) / (p * wb):.0%} of the same "
                     f"model in {recipe.weight}" if p * wb else "")
     if m.final_logits_bias and m.vocab_size and m.decoder_layers:  # BART's (1, vocab) buffer (memory/weights.py)
@@ -1372,11 +1384,15 @@ def _gradients(t: TrainingSpec, b: Breakdown, w: WeightBytes, grad_dtype: str) -
         line = Line("gradients.trainable", "gradients", f"{_n(own)} {what} × {g} B ({dtype})",
                     own * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
         if w.fp32_trainable and not adapters and not b.parallelism:
-            # memory/__init__.py: autograd gives DeepSeek's fp32 routers fp32 gradients
+            # memory/__init__.py: autograd gives DeepSeek's fp32 routers, and --upcast-norms' fp32 norms (no family has
+            # both: memory/upcast_norms.py FAMILIES), fp32 gradients
+            norms = t.upcast_norms
             return Section("gradients", "gradients", b.gradients, (line, Line(
-                "gradients.fp32_routers", "the fp32 routers' gradients (the rest of their 4 bytes)",
+                "gradients.fp32_norms" if norms else "gradients.fp32_routers",
+                f"the fp32 {'norms' if norms else 'routers'}' gradients (the rest of their 4 bytes)",
                 f"{_n(w.fp32_trainable)} params × {4 - g} B", w.fp32_trainable * (4 - g),
-                "router parameters × (4 − bytes per gradient)",
+                f"{'norm' if norms else 'router'} parameters × (4 − bytes per gradient)",
+                _upcast_norms.SRC if norms else
                 "transformers modeling_deepseek_v3.py / _v2.py _keep_in_fp32_modules_strict")), text)
         if w.copies and not b.parallelism:
             return Section("gradients", "gradients", b.gradients, (line, Line(
@@ -1504,6 +1520,11 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
         lines.append(Line("optimizer_state.master_weights", "fp32 master weights",
                           f"{_n(trainable)} params × 4 B (fp32)", opt.master_weights,
                           "trainable parameters × 4 B", SRC_MASTER))
+    if b.details.get("optimizer_state.fp32_norms"):  # memory/__init__.py: pure-* states of --upcast-norms' norms
+        lines.append(Line("optimizer_state.fp32_norms", "the fp32 norms' states (beyond the 16-bit count)",
+                          f"{t.optimizer} states of {_n(w.fp32_trainable if w else 0)} fp32 params",
+                          b.details["optimizer_state.fp32_norms"], "torch.optim zeros_like(param): fp32",
+                          _upcast_norms.SRC))
     if b.details.get("optimizer_state.fp32_routers"):  # memory/__init__.py: pure-* states of the fp32 routers
         lines.append(Line("optimizer_state.fp32_routers", "the fp32 routers' states (beyond the 16-bit count)",
                           f"{t.optimizer} states of {_n(w.fp32_trainable if w else 0)} fp32 params",

@@ -974,6 +974,9 @@ class TrainingSpec:
     router_aux_loss: bool = False
     # LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's output to fp32 (memory/upcast.py)
     upcast_logits: bool = False
+    # LLaMA-Factory upcast_layernorm: every 1-D norm parameter cast to fp32 over a 16-bit model, the step under the
+    # Trainer's autocast (memory/upcast_norms.py)
+    upcast_norms: bool = False
     # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
     # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
     auto_find_batch_size: bool = False
@@ -1424,6 +1427,10 @@ class TrainingSpec:
             # LLaMA-Factory registers the hook in prepare_model_for_training, for a trainable model only
             raise SpecError("", f"--upcast-logits is LLaMA-Factory's training hook on lm_head: drop it for --mode "
                             f"{self.mode}")
+        if self.upcast_norms and self.mode != "train":
+            # LLaMA-Factory casts the norms in prepare_model_for_training, for a trainable model only
+            raise SpecError("", f"--upcast-norms is LLaMA-Factory's training-time cast of the norms: drop it for "
+                            f"--mode {self.mode}")
         if self.auto_find_batch_size and self.mode != "train":
             raise SpecError("", f"--auto-find-batch-size is the Trainer's retry of a training step: drop it for --mode "
                             f"{self.mode}")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
 from vramcalc.core.memory import upcast as _upcast
+from vramcalc.core.memory import upcast_norms as _norms
 from vramcalc.core.memory.deberta import attention_terms as deberta_attention_terms
 from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
 from vramcalc.core.memory.deberta import is_deberta
@@ -225,6 +226,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     assert m.hidden_size is not None and m.num_attention_heads is not None and m.intermediate_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # residual stream dtype
+    # --upcast-norms (memory/upcast_norms.py): the Trainer's autocast over 16-bit weights with fp32 norms; the
+    # residual stream stays 16-bit, the autocast branches below apply, and the norms' saved input is theirs
+    up_norms = _norms.active(t, recipe)
+    amp = recipe.autocast or up_norms
+    norm_cast = recipe.autocast or _norms.casts_per_linear(m, t, recipe)  # an fp32 normed input, cast per Linear
+    norm_in = _norms.norm_input_bytes(m, t, recipe, residual)
     h = m.hidden_size
     d = head_dim(m)
     n_heads = m.num_attention_heads
@@ -297,7 +304,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # the adapter-dtype copy (the copy itself, and dropout's output, are then referenced by nothing), and
             # lora_B saves lora_A's output, in the compute dtype (torch autocast_mode.cpp: linear is a lower-
             # precision op; a non-leaf input's cast is not cached).
-            kept = c if recipe.autocast and a != c else a
+            kept = c if amp and a != c else a
             extra = kept * t.lora_rank
             if fresh:
                 extra += kept * width + (width if t.lora_dropout > 0 else 0)  # copy (+ 1-byte dropout mask)
@@ -308,7 +315,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # peft Linear.forward: `result = result + lora_B(lora_A(x)) * scaling`: the base output (c), lora_B's
             # output and its scaled copy (the adapter dtype; c under autocast) alive at once, per output feature
             # (measured with the tracer: phi-3-mini's fused gate_up_proj, 10 B x 16,384 per token at the mul).
-            lora_b = c if recipe.autocast else a
+            lora_b = c if amp else a
             lora_fwd[mod] = (c + 2 * lora_b) * lora_out.get(mod, 0)
             if t.lora_dropout > 0 and a != c:
                 # With dropout, Linear.forward's local `x = self._cast_input_dtype(x, ...)` keeps the adapter-dtype
@@ -317,6 +324,21 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 # hidden 256, MLP 1,024, LoRA on all seven projections, p 0.05, checkpointing, b2 s512: the peak at
                 # down_proj's adapter in the rerun holds its fp32 cast and its dropout output, -6.04 % without).
                 lora_fwd[mod] += a * width
+            elif up_norms and a != c and not (norm_cast and group in ("qkv_proj", "mlp input")):
+                # --upcast-norms' autocast: Linear.forward's `x = self._cast_input_dtype(x, ...)` makes an adapter-dtype
+                # copy of a 16-bit input (o_proj's, down_proj's; every input after Gemma's 16-bit norm) that lora_A
+                # no longer saves (it saves its own 16-bit cast), alive until the module returns; an fp32 normed input
+                # needs no copy. The 16-bit input itself is saved by nobody (the frozen base saves nothing, lora_A its
+                # cast) and is alive beside it (measured with the tracer's live tensors: a 4-layer llama, hidden 256,
+                # MLP 1,024, LoRA all-linear, b2 s512: the forward's peak at down_proj's adapter holds the 16-bit
+                # product act(gate) * up and its fp32 copy)
+                lora_fwd[mod] += (a + c) * width
+                if group == "down_proj":
+                    # ... beside the MLP's normed input (fp32 after a Llama norm or a LayerNorm) and the post-attention
+                    # residual, both held by the decoder layer while its MLP runs, and the embeddings' output, held by
+                    # LlamaModel.forward's inputs_embeds through the whole forward (the same measurement; gone by the
+                    # checkpointed rerun, which takes it off below)
+                    lora_fwd[mod] += (4 if norm_cast else c) * h + 2 * c * h
             adapter_fwd_t = max(adapter_fwd_t, lora_fwd[mod])
             if mod in dora_out:
                 terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live, linear_has_bias(m, mod)))
@@ -335,7 +357,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if weightless and live:
         terms.append(Term("attn norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
     if n_norms and not m.post_norms:
-        terms += _norm_terms("attn norm", m, c, residual, h, live, _norm_weight_trained(m, t, "attn", tw))
+        terms += _norm_terms("attn norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "attn", tw))
         live = live or tw
     attn_in_live = live
     if m.attention_kind == "mla":
@@ -344,7 +366,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
         own = linear_input("qkv_proj", qkv_mods, h, input_live=live)
-        if recipe.autocast and tw and not m.fused_qkv and m.attention_kind != "mla":
+        if norm_cast and tw and not m.fused_qkv and m.attention_kind != "mla":
             # Under CUDA autocast the normed input is fp32, and query, key and value each cast it to 16 bits on
             # their own (autocast caches casts of leaf weights only): three saved copies, not one (measured with
             # the tracer: bert-base-uncased amp-bf16, 2 x 2 B x hidden more per layer; llama-3.2-1b full amp-bf16
@@ -431,7 +453,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # Llama 4's eager_attention_forward (modeling_llama4.py): softmax(attn_weights, dim=-1), the scores' dtype.
             # ModernBERT's eager_attention_forward (modeling_modernbert.py) upcasts: softmax(dtype=float32).
             softmax_bytes = c if m.family in ("gpt2", "falcon", "gpt_oss", "llama4", *ENCODER_FAMILIES) \
-                and m.family != "modernbert" and not recipe.autocast else 4
+                and m.family != "modernbert" and not amp else 4
             if m.attention_sinks:
                 # gpt-oss (modeling_gpt_oss.py eager_attention_forward): the per-head sink is concatenated to the
                 # scores as one more key column, then `combined - combined.max(-1, keepdim=True).values` (max saves
@@ -475,14 +497,14 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if t.method == "adaption-prompt":  # the gated prompt attention adds a trainable path to the attention's output
         attn_live = True
     if m.post_norms and n_norms:  # OLMo 2: post_attention_layernorm on the attention's output
-        terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live, tw)
+        terms += _norm_terms("attn post-norm", m, c, norm_in, h, attn_live, tw)
         attn_live = attn_live or tw
     elif sandwich:
         # Gemma 2 / 3 (modeling_gemma2.py Gemma2DecoderLayer): post_attention_layernorm normalizes the
         # attention's output before the residual add, beside the pre-norm: it saves as any RMSNorm does
         # (measured with the tracer, gemma-2-2b LoRA eager: 2 x (4 B x hidden + 4 B) per token per layer
         # were missing, -3.95 % on the 26-layer preset).
-        terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live,
+        terms += _norm_terms("attn post-norm", m, c, norm_in, h, attn_live,
                              _norm_weight_trained(m, t, "attn", tw))
         attn_live = attn_live or _norm_weight_trained(m, t, "attn", tw)
     if m.dropout > 0 and attn_live:
@@ -496,7 +518,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if weightless and live:
         terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
     if n_norms >= 2 and not m.parallel_residual and not m.post_norms:
-        terms += _norm_terms("mlp norm", m, c, residual, h, live, _norm_weight_trained(m, t, "mlp", tw))
+        terms += _norm_terms("mlp norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "mlp", tw))
         live = live or tw
     i = m.intermediate_size
     moe_fwd_t = moe_bwd_t = 0
@@ -529,7 +551,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # the shared expert (Llama4TextMLP of intermediate_size, nn.Linear modules: adapted by name)
         s_i = m.shared_expert_intermediate_size or width
         s_in = linear_input("shared expert input", ("gate_proj", "up_proj"), h, input_live=live) or live
-        terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
+        terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", amp) if s_in else []
         linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
         live = live or trainable_weights or router_own
         if t.grad_checkpointing:  # nothing is saved in the first forward: the block's set is its working set
@@ -565,7 +587,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # output, what silu and the product save: the same bytes as the separate gate and up)
             s_up = ("gate_up_proj",) if m.fused_gate_up else ("gate_proj", "up_proj")
             s_in = linear_input("shared expert input", s_up, h, input_live=live) or live
-            terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
+            terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", amp) if s_in else []
             linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
             if m.shared_expert_gate:
                 n_moe_rerun = len(terms)
@@ -616,17 +638,17 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             bool(adapted & set(qkv_mods if m.attention_kind != "mla" else ())) and not fresh_copy))
         up_live = linear_input("mlp input", up_mods, h, already_saved=shared_in, input_live=live) or live
         n_mlp_inputs = len(terms)
-        if recipe.autocast and trainable_weights and len(up_mods) == 2 and not shared_in:
+        if norm_cast and trainable_weights and len(up_mods) == 2 and not shared_in:
             # gate_proj and up_proj each cast the fp32 normed input to 16 bits under autocast: a second saved copy
             terms.append(Term("up_proj input: its own 16-bit cast (autocast)", c * h))
         if up_live:  # the activation and the product save their inputs only for a gradient they owe
-            terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
+            terms += _mlp_terms(m, c, h, i, False, 1, "", amp)
         live = linear_input("down_proj", ("down_proj",), i, input_live=up_live) or up_live
         width = i
         if m.post_norms and n_norms >= 2:  # OLMo 2: post_feedforward_layernorm on the MLP's output
-            terms += _norm_terms("mlp post-norm", m, c, residual, h, live, tw)
+            terms += _norm_terms("mlp post-norm", m, c, norm_in, h, live, tw)
         elif sandwich:  # Gemma 2 / 3: post_feedforward_layernorm on the MLP's output, beside the pre-norm
-            terms += _norm_terms("mlp post-norm", m, c, residual, h, live, _norm_weight_trained(m, t, "mlp", tw))
+            terms += _norm_terms("mlp post-norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "mlp", tw))
     if m.dropout > 0 and live:
         terms.append(Term("mlp dropout mask", h))
     # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
@@ -649,12 +671,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if eager and m.attention_sinks:
         # gpt-oss: the masked scores and the sink-concatenated logits are both still referenced while the softmax
         # runs on their max-subtracted copy (eager_attention_forward rebinds only attn_weights after it).
-        eager_fwd = 2 * (c if not recipe.autocast else 4) * n_heads
+        eager_fwd = 2 * (c if not amp else 4) * n_heads
     if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
     elif not eager:
         eager_bwd = 0
-    elif m.family == "gpt2" and not recipe.autocast:
+    elif m.family == "gpt2" and not amp:
         eager_bwd = (4 + 2 * c) * n_heads
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
@@ -669,9 +691,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if len(up_mods) == 2 and up_fwd[1] and up_live:
         # LlamaMLP's down(act(gate(x)) * up(x)) runs gate_proj and its activation first: while up_proj's adapter path
         # is in flight, the gate's output and act(gate) (both saved) are alive beside it.
-        up_fwd[1] += _act_saved_bytes(m.hidden_act, c, recipe.autocast) * i + c * i
+        up_fwd[1] += _act_saved_bytes(m.hidden_act, c, amp) * i + c * i
     mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + up_fwd)
-    rerun_extra = 0
+    rerun_extra = rerun_held = 0
     if m.num_experts and fused_experts(m) and t.grad_checkpointing and not m.parallel_residual:
         # A routed MoE layer's rerun (as the dense one's below): the residual stream's incoming gradient, the
         # post-attention residual and the block's normed input, held beside the MoE forward (measured with the
@@ -703,11 +725,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # once: the output LayerNorm's backward needs its saved input; the attention output is both the MLP's input
         # and its residual (measured: --grid encoders / encoders2 / deberta LoRA with checkpointing).
         post_ln = m.family in ENCODER_FAMILIES and m.family != "modernbert"
-        lora_b = c if recipe.autocast else a
+        lora_b = c if amp else a
         adapted_down = "down_proj" in lora_fwd and not post_ln
         incoming = c * h + ((lora_b * h + (c * h if lora_b != c else 0)) if adapted_down else 0)
         held = c * h + (c * h if fresh_copy and not tw and not post_ln else 0)
-        rerun_extra = incoming + held
+        rerun_extra, rerun_held = incoming + held, held
         mlp_fwd += rerun_extra
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
@@ -748,6 +770,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # without; DistilBERT and DeBERTa-v3 likewise). Not for the pre-norm decoders: there the up-projection's
         # moment above is the peak, and this sum over-counted their traces (Mistral +0.7 %, GPT-2 up to +5.6 %).
         mlp_fwd = max(mlp_fwd, mlp_tail + c * i + lora_fwd["down_proj"] + rerun_extra)
+    elif rerun_extra and "down_proj" in lora_fwd and up_norms and a != c:
+        # --upcast-norms: the pre-norm decoder's rerun peaks at down_proj's adapter too, where its fp32 copy of the
+        # 16-bit product is alive (lora_fwd above holds the product, the copy and the held normed input and residual;
+        # the rerun's incoming gradients beside them, its held pair being lora_fwd's; no inputs_embeds by then).
+        # Measured with the tracer's live tensors: a 4-layer llama, hidden 256, MLP 1,024, LoRA all-linear with
+        # checkpointing, b2 s512: the backward's peak at that copy in the rerun, -6.69 % without this moment.
+        mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + rerun_extra - rerun_held - c * h)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
@@ -1249,7 +1278,7 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     """Loss path of transformers' ForCausalLMLoss: logits.float(), log_softmax (saved), nll_loss."""
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    residual = _norms.norm_input_bytes(m, t, recipe, 4 if recipe.autocast or recipe.compute == "fp32" else c)
     h, v = m.hidden_size, m.vocab_size
     # The final norm's weight is frozen under LoRA/QLoRA: no normalized copy is saved (see _norm_terms).
     norm_trained = _norm_weight_trained(m, t, "final", head_trainable)
@@ -1292,7 +1321,7 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     """The named parts of `head_activations(...).saved` (bytes per token), for `vramcalc explain`."""
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    residual = _norms.norm_input_bytes(m, t, recipe, 4 if recipe.autocast or recipe.compute == "fp32" else c)
     trained = _norm_weight_trained(m, t, "final", head_trainable)
     terms = _norm_terms("final norm", m, c, residual, m.hidden_size, True, trained) if m.final_norm else []
     if m.family == "olmo" and not m.final_norm:
