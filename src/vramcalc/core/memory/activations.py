@@ -11,10 +11,11 @@ overall structure. Bytes are per token (multiply by batch × sequence) unless th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
+from vramcalc.core.memory import context_parallel
 from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory.deberta import attention_terms as deberta_attention_terms
 from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
@@ -735,6 +736,20 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
         terms.append(Term("adaption prompt: queries, prompt scores, gated scores, prompt keys and values", per_token,
                           per_sample=per_sample))
+    if attn_live and getattr(t, "context_parallel", 1) > 1 and not eager:
+        # Ring attention (memory/context_parallel.py): its forward runs before o_proj's saved terms exist and before
+        # its own output (c x q_dim) and log-sum-exp are made; its backward after the MLP's saved set is freed, beside
+        # the attention output's incoming gradient and the residual stream's.
+        ring_fwd, ring_bwd = context_parallel.ring_bytes(t, c, q_dim, kv_dim, n_heads)
+        later = sum(x.per_token for x in terms[n_attention_terms:] if not x.batch1_only) + c * q_dim + 4 * n_heads
+        if ring_fwd - later > fwd.per_token:
+            fwd = replace(fwd, name="ring attention forward: K/V blocks, fp32 running output and its merge "
+                          "(memory/context_parallel.py)", per_token=ring_fwd - later)
+        if ring_bwd + c * (q_dim + h) - mlp_saved > bwd.per_token:
+            bwd = replace(bwd, name="ring attention backward: K/V blocks, dq/dk/dv buffers and fp32 accumulators, "
+                          "after the MLP's saved set is freed (memory/context_parallel.py)",
+                          per_token=ring_bwd + c * (q_dim + h) - mlp_saved)
+
     def kept(x: Term) -> bool:
         return bool(x.per_token or x.per_token_seq or x.per_sample or x.const or x.per_seq_sq)
 
