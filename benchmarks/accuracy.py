@@ -2721,14 +2721,15 @@ def lisa_grid() -> list[dict[str, Any]]:
              "training": {"method": "full", **kw}} for model in BADAM_MODELS for label, kw in LISA_RUNS]
 
 
-# The context-parallel grid (`--grid cp`, issue 13): axolotl context_parallel_size with its batch ring
+# The context-parallel grid (`--grid cp`, issue 13; 48 cases): axolotl context_parallel_size with its batch ring
 # (--context-parallel, memory/context_parallel.py): one rank traced on seq_len / cp tokens with the ring's
 # allocations emulated in the attention (trace/_ring.py), on Llama (tinyllama-1.1b, GQA 32/4, 32k vocabulary),
-# Qwen2 (qwen2.5-0.5b, GQA 14/2, biased q/k/v, 152k vocabulary) and a 128k-vocabulary Llama 3 (llama-3.2-1b), each
-# cut to FAMILY_LAYERS layers, x full (pure-bf16) / LoRA all-linear (bf16) x cp 2 / 4 x checkpointing off / on, at
-# b1 s4096 (flash attention, GPUs = cp, plain data parallel). The estimate's DDP gradient buckets
+# Qwen3 (qwen3-0.6b, GQA 16/8, attention wider than the hidden size, q/k norms) and a 128k-vocabulary Llama 3
+# (llama-3.2-1b), each cut to FAMILY_LAYERS layers, x full (pure-bf16) / LoRA all-linear (bf16) x cp 2 / 4 x
+# checkpointing off / on x transformers' loss / cut cross-entropy (no logits: the peak in the layers, where the ring
+# runs), at b1 s8192 (flash attention, GPUs = cp, plain data parallel). The estimate's DDP gradient buckets
 # (communication) are left out of the comparison: the tracer runs one process. Written to accuracy_cp.{json,md}.
-CP_MODELS = ("hf:tinyllama-1.1b", "hf:qwen2.5-0.5b", "cut:llama-3.2-1b:4")
+CP_MODELS = ("hf:tinyllama-1.1b", "hf:qwen3-0.6b", "cut:llama-3.2-1b:4")
 CP_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("full", {"method": "full", "precision": "pure-bf16"}),
     ("lora", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
@@ -2736,10 +2737,11 @@ CP_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 
 def cp_grid() -> list[dict[str, Any]]:
-    return [{"id": f"{model} | {label} | cp{cp} | b1 s4096 | {'gc' if gc else 'no-gc'}", "model": model,
-             "method": label, "training": dict(kw, batch_size=1, seq_len=4096, attention="flash", gpus_per_node=cp,
-                                               context_parallel=cp, grad_checkpointing=gc)}
-            for model in CP_MODELS for label, kw in CP_METHODS for cp in (2, 4) for gc in (False, True)]
+    return [{"id": f"{model} | {label} | cp{cp} | b1 s8192 | {'gc' if gc else 'no-gc'} | loss {loss}", "model": model,
+             "method": label, "training": dict(kw, batch_size=1, seq_len=8192, attention="flash", gpus_per_node=cp,
+                                               context_parallel=cp, grad_checkpointing=gc, loss=loss)}
+            for model in CP_MODELS for label, kw in CP_METHODS for cp in (2, 4) for gc in (False, True)
+            for loss in ("hf", "cut")]
 
 
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
@@ -2963,7 +2965,7 @@ def main() -> None:
                     "LoRA with modules_to_save); "
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
-                    "lisa_n_layers); cp: issue 13's 24 context-parallel cases (axolotl's batch ring)"
+                    "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
