@@ -29,11 +29,13 @@ def test_ring_working_set_is_derived_per_token() -> None:
     # (5 x 4 B x q), the block output itself (c q) and five fp32 per-head vectors; from cp 3 on the next K/V block too
     fwd2 = 2 * c * kv + 5 * 4 * q + c * q + 5 * 4 * heads
     assert fwd2 == 6224
-    # backward (ring_flash_attn_backward inside a step's flash backward): dq/dk/dv block buffers (c (q + 2 kv)), the
-    # fp32 dq/dk/dv accumulators (4 (q + 2 kv)), the fp32 dk/dv in flight (8 kv), the K/V block in use (2 c kv), the
-    # kernel's fp32 dq accumulator (4 q) and softmax_d (4 B per head), GQA's expanded dk/dv (2 c q)
-    bwd2 = c * (q + 2 * kv) + 4 * (q + 2 * kv) + 8 * kv + 2 * c * kv + 4 * q + 4 * heads + 2 * c * q
-    assert bwd2 == 6672
+    # backward (ring_flash_attn_backward), the larger of two moments: inside a step's flash backward, the dq/dk/dv
+    # block buffers (c (q + 2 kv)), the fp32 dq/dk/dv (4 (q + 2 kv)), the K/V block in use (2 c kv), the fp32 dk/dv in
+    # flight (8 kv), the kernel's fp32 dq accumulator (4 q) and softmax_d (4 B per head), GQA's expanded dk/dv (2 c q);
+    # at the step's end both fp32 dk/dv pairs in flight (16 kv) instead of the kernel's temporaries
+    held = c * (q + 2 * kv) + 4 * (q + 2 * kv) + 2 * c * kv
+    bwd2 = held + 8 * kv + 4 * q + 4 * heads + 2 * c * q
+    assert bwd2 == 6672 and held + 16 * kv == 5632  # the kernel's moment is the larger on this GQA model
     assert context_parallel.ring_bytes(CP2, c, q, kv, heads) == (fwd2, bwd2)
     cp4 = replace(CP2, gpus_per_node=4, context_parallel=4)  # the K/V block being received: 2 c kv more each
     assert context_parallel.ring_bytes(cp4, c, q, kv, heads) == (fwd2 + 512, bwd2 + 512)
@@ -43,8 +45,11 @@ def test_one_rank_holds_its_slice_and_the_model_states_of_its_gpus() -> None:
     # the same two GPUs without context parallelism, each on half the sequence: the same saved set per token
     half = replace(CP2, context_parallel=1, seq_len=512)
     got, ref = estimate(SMALL, CP2), estimate(SMALL, half)
-    for part in ("weights", "gradients", "optimizer_state", "communication", "activations"):
+    for part in ("weights", "gradients", "optimizer_state", "communication"):
         assert getattr(got, part) == getattr(ref, part), part
+    # the saved set: the same, plus o_proj's own input (the ring's 16-bit output is not contiguous and transformers'
+    # reshape copies it): 2 B x q_dim 256 x 4 layers x 512 tokens
+    assert got.activations - ref.activations == 2 * 256 * 4 * 512
     # the ring's working set only adds: every phase at least the plain half-sequence run's
     assert all(got.phases[p] >= ref.phases[p] for p in ref.phases)
     assert got.parallelism is not None and got.parallelism["cp"] == 2
@@ -59,7 +64,9 @@ def test_layer_backward_moment_is_the_ring_after_the_mlp_is_freed() -> None:
     # beside it: the attention output's incoming gradient (c q) and the residual stream's (c h)
     expected = bwd + 2 * (256 + 256) - plain.mlp_saved_per_token
     assert ring.backward_transient.per_token == max(plain.backward_transient.per_token, expected)
-    assert ring.terms == plain.terms  # the ring saves what flash attention saves (q, k, v, out, lse)
+    # the ring saves what flash attention saves (q, k, v, out, lse); o_proj keeps its own copy of the output
+    extra = [x for x in ring.terms if x not in plain.terms]
+    assert [(x.name, x.per_token) for x in extra] == [("o_proj input", 2 * 256)]
 
 
 def test_matches_the_trace_of_one_rank_on_a_small_llama() -> None:
@@ -67,14 +74,21 @@ def test_matches_the_trace_of_one_rank_on_a_small_llama() -> None:
     pytest.importorskip("transformers")
     from vramcalc.trace import trace
 
-    # (cp, checkpointing): (estimate - trace) / trace measured with DDP's buckets left out (the tracer runs one
-    # process, as benchmarks/accuracy.py --grid cp compares); bands around the measured values
-    for cp, gc in ((2, False), (4, True)):
-        t = replace(CP2, gpus_per_node=cp, context_parallel=cp, grad_checkpointing=gc)
-        got, ref = estimate(SMALL, t), trace(SMALL, t)
-        peak = got.tensor_peak_bytes - got.communication
-        err = (peak - ref.peak_bytes) / ref.peak_bytes
-        assert -0.02 <= err <= 0.05, f"cp {cp} gc {gc}: estimate {peak:,} vs trace {ref.peak_bytes:,}"
+    # (estimate - trace) / trace with DDP's buckets left out (the tracer runs one process, as benchmarks/accuracy.py
+    # --grid cp compares): cp 2 without checkpointing measured -0.05 % (the peak at the loss's backward)
+    t = CP2
+    got, ref = estimate(SMALL, t), trace(SMALL, t)
+    peak = got.tensor_peak_bytes - got.communication
+    assert -0.005 <= (peak - ref.peak_bytes) / ref.peak_bytes <= 0.005, f"{peak:,} vs {ref.peak_bytes:,}"
+    # cp 4 with checkpointing: the peak in the ring's backward (aten.empty: send_recv_kv's next dk/dv). This toy has
+    # a +6.1 % gap of its own with checkpointing on 256 tokens without context parallelism (the layer-dominated toy,
+    # as tests/test_lisa.py notes), so the ring is checked by what it adds over that run: measured +131,072 B
+    # estimated against +134,656 B traced
+    t = replace(CP2, gpus_per_node=4, context_parallel=4, grad_checkpointing=True)
+    base = replace(t, context_parallel=1, seq_len=256)
+    added = (estimate(SMALL, t).tensor_peak_bytes - estimate(SMALL, base).tensor_peak_bytes)
+    traced = trace(SMALL, t).peak_bytes - trace(SMALL, base).peak_bytes
+    assert abs(added - traced) <= 0.05 * traced, f"ring adds {added:,} estimated vs {traced:,} traced"
 
 
 @pytest.mark.parametrize(("change", "match"), [
