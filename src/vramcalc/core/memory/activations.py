@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
-from vramcalc.core.memory import context_parallel
+from vramcalc.core.memory import ring_attention
 from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory.deberta import attention_terms as deberta_attention_terms
 from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
@@ -747,7 +747,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # so beside it are q, k, v and the normed input, alive unsaved, and the rerun (the backward.recompute
         # moment, over the recomputed set less the MLP's tail) runs it again. Its backward runs after the MLP's saved
         # set is freed, beside the attention output's incoming gradient and the residual stream's.
-        ring_fwd, ring_bwd = context_parallel.ring_bytes(t, c, q_dim, kv_dim, n_heads)
+        ring_fwd, ring_bwd = ring_attention.ring_bytes(t, c, q_dim, kv_dim, n_heads)
         later = sum(x.per_token for x in terms[n_attention_terms:] if not x.batch1_only) + c * q_dim + 4 * n_heads
         ring_fwd_t = ring_fwd + c * (q_dim + 2 * kv_dim + h) if t.grad_checkpointing else ring_fwd - later
         name = "ring attention forward: K/V blocks, fp32 running output and its merge (memory/context_parallel.py)"
