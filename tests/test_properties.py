@@ -528,6 +528,11 @@ def test_memory_never_decreases_when_lora_rank_grows(m: ModelSpec, t: TrainingSp
     # states (28,800, not a multiple of 256: fp32) into 8-bit ones, so optimizer_state may fall there too.
     if t.optimizer.startswith("torchao-") or _crosses_8bit_threshold(m, t, bigger):
         assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)), ("optimizer_state", "overhead"))
+    elif m.attention_kind == "mla" and t.attention == "eager":
+        # A known gap, the same on main (found when the --context-parallel option shifted the draws): deepseek-v3
+        # QLoRA all-linear eager b1 s10199, rank 1 -> 2: temporaries 26,631,891,848 -> 26,629,017,856 B (the eager
+        # attention moment less the MLP's saved set, which grows with the rank on the MoE layers); the peak grows.
+        assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)), ("temporaries",))
     else:
         assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)))
 
@@ -613,6 +618,12 @@ def test_lora_needs_no_more_than_full_fine_tuning(m: ModelSpec, t: TrainingSpec)
     # 36.2 GB against 5.3 GB, found by hypothesis on the PPO branch; the moe grid traces it), so a run that adapts
     # the experts is outside the invariant.
     assume(not (fused_experts(m) and fused_moe_targets(m, t.lora_targets)[0]))
+    # Under autocast a chunked loss casts a frozen head again for every chunk and each chunk's matmul keeps its cast
+    # (memory/__init__.py, measured with the tracer), a trained one is cast once: a real cost full fine-tuning has not
+    # (gemma-3-4b, its 262k x 2560 head, amp-bf16, --loss chunked 4 chunks, ZeRO-2 pp 4 on 64 GPUs, b1 s4: 4 GB more
+    # activations, LoRA 20.36 GB against full 20.23 GB; found when the --context-parallel field shifted the draws,
+    # the same on main), so such a run is outside the invariant.
+    assume(not (recipe_of(t).autocast and t.loss in ("chunked", "linear-chunked")))
     lora = run(m, t)
     full = run(m, with_(t, method="full"))
     assert lora.peak_bytes <= full.peak_bytes
