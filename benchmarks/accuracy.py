@@ -818,31 +818,61 @@ NEMOTRONH_MOE_SHAPES = {"nemotronh:moe-h256-MEM*E-e8k2-i128-s256": {
     "moe_intermediate_size": 96, "moe_shared_expert_intermediate_size": 160}}
 
 
-def nemotronh_moe_cases() -> list[dict[str, Any]]:
+def _nemotronh_moe_family(shapes: dict[str, dict[str, Any]], label: str, targets: tuple[str, ...],
+                          published: str) -> list[dict[str, Any]]:
+    """A MoE shape pair's cases: HYBRID_RUNS x checkpointing off / on, b2 s64 and s128 for the first shape, b2 s64
+    for the second; LoRA on `targets` (labelled `label`) on the first; the published shape cut to 2 layers."""
     cases = []
-    for model, seqs in zip(NEMOTRONH_MOE_SHAPES, ((64, 128), (64,)), strict=True):
-        for label, kw in HYBRID_RUNS:
+    for model, seqs in zip(shapes, ((64, 128), (64,)), strict=True):
+        for run, kw in HYBRID_RUNS:
             for seq in seqs:
                 for gc in (False, True):
-                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                    cases.append({"id": f"{model} | {run} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
                                   "method": kw["method"],
                                   "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
-    model = next(iter(NEMOTRONH_MOE_SHAPES))
+    model = next(iter(shapes))
     for gc in (False, True):
-        cases.append({"id": f"{model} | lora q,v,in_proj,up,down | b2 s64 | {'gc' if gc else 'no-gc'}",
+        cases.append({"id": f"{model} | {label} | b2 s64 | {'gc' if gc else 'no-gc'}",
                       "model": model, "method": "lora",
-                      "training": dict(HYBRID_RUNS[1][1], lora_targets=("q_proj", "v_proj", "in_proj", "up_proj",
-                                                                        "down_proj"), batch_size=2, seq_len=64,
+                      "training": dict(HYBRID_RUNS[1][1], lora_targets=targets, batch_size=2, seq_len=64,
                                        grad_checkpointing=gc)})
-    for (label, kw), gc in zip(HYBRID_RUNS[:2], (False, True), strict=True):
-        cases.append({"id": f"nemotronh:nemotron-3-nano-2-layers | {label} | b1 s128 | {'gc' if gc else 'no-gc'}",
-                      "model": "nemotronh:nemotron-3-nano-2-layers", "method": kw["method"],
+    for (run, kw), gc in zip(HYBRID_RUNS[:2], (False, True), strict=True):
+        cases.append({"id": f"{published} | {run} | b1 s128 | {'gc' if gc else 'no-gc'}",
+                      "model": published, "method": kw["method"],
                       "training": dict(kw, batch_size=1, seq_len=128, grad_checkpointing=gc)})
     return cases
 
 
+def nemotronh_moe_cases() -> list[dict[str, Any]]:
+    return _nemotronh_moe_family(NEMOTRONH_MOE_SHAPES, "lora q,v,in_proj,up,down",
+                                 ("q_proj", "v_proj", "in_proj", "up_proj", "down_proj"),
+                                 "nemotronh:nemotron-3-nano-2-layers")
+
+
+# Nemotron 3 Super's latent MoE and grouped routing (NemotronHMoE's fc1 / fc2_latent_proj around experts at the
+# latent width; NemotronHTopkRouter's n_group / topk_group), from
+# tests/data/hf/nvidia-nemotron-3-super-120b-a12b-bf16.json cut to two tiny shapes (L1: C's MEM*E, latent 64 of
+# hidden 256, 8 experts in 4 groups, the best 2 kept, top 2; L2: D's *E-ME, latent 48 of 192, 8 experts in 2
+# groups, the best 1 kept, top 3, norm_topk_prob false) x full pure-bf16 / LoRA / QLoRA (default targets) x
+# checkpointing off / on, b2 s64 and s128 for L1, b2 s64 for L2; LoRA on the shared experts and both latent
+# projections; the published shape cut to 2 layers (ME: hidden 4096, 512 experts top 22, latent 1024).
+NEMOTRONH_LATENT_SHAPES = {
+    "nemotronh:latent-h256-MEM*E-e8k2-l64-g4t2": {
+        **NEMOTRONH_MOE_SHAPES["nemotronh:moe-h256-MEM*E-e8k2-i128-s256"], "moe_latent_size": 64, "n_group": 4,
+        "topk_group": 2},
+    "nemotronh:latent-h192-*E-ME-e8k3-l48-g2t1-nonorm": {
+        **NEMOTRONH_MOE_SHAPES["nemotronh:moe-h192-*E-ME-e6k3-i96-s160"], "n_routed_experts": 8,
+        "moe_latent_size": 48, "n_group": 2, "topk_group": 1, "norm_topk_prob": False}}
+
+
+def nemotronh_latent_cases() -> list[dict[str, Any]]:
+    return _nemotronh_moe_family(NEMOTRONH_LATENT_SHAPES, "lora q,v,in_proj,up,down,fc1,fc2_latent",
+                                 ("q_proj", "v_proj", "in_proj", "up_proj", "down_proj", "fc1_latent_proj",
+                                  "fc2_latent_proj"), "nemotronh:nemotron-3-super-2-layers")
+
+
 def nemotronh_grid() -> list[dict[str, Any]]:
-    cases = nemotronh_moe_cases()
+    cases = nemotronh_moe_cases() + nemotronh_latent_cases()
     for model in NEMOTRONH_SHAPES:
         for label, kw in HYBRID_RUNS:
             for seq in (64, 128):
@@ -1871,6 +1901,11 @@ def _model(name: str) -> Any:
     if name.startswith("nemotronh:"):  # tests/data/hf/nemotron-h-8b-base-8k.json cut to a tiny shape
         from vramcalc.io.hf_config import spec_from_hf_config
 
+        if name in NEMOTRONH_LATENT_SHAPES or name == "nemotronh:nemotron-3-super-2-layers":  # the Super's config
+            d = {**json.loads((HF_DIR / "nvidia-nemotron-3-super-120b-a12b-bf16.json").read_text()),
+                 **NEMOTRONH_LATENT_SHAPES.get(name, {"hybrid_override_pattern": "ME"})}
+            d.pop("num_hidden_layers")  # the pattern's length
+            return spec_from_hf_config(d, name[10:], "benchmarks/accuracy.py")
         if name in NEMOTRONH_MOE_SHAPES or name == "nemotronh:nemotron-3-nano-2-layers":  # the Nano's config
             d = {**json.loads((HF_DIR / "nvidia-nemotron-3-nano-30b-a3b-bf16.json").read_text()),
                  **NEMOTRONH_MOE_SHAPES.get(name, {"hybrid_override_pattern": "ME"})}

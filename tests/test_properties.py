@@ -58,7 +58,10 @@ TARGETS = [("auto",), ("q_proj", "v_proj"), ("all-linear",), ("o_proj",), ("q_pr
 # below with the structure each family needs (a head count that divides, experts_per_token <= experts...).
 # (the router aux loss, a config.json's output_router_logits and --router-aux-loss, is modelled on a few MoE families
 # and refused elsewhere: tests/test_router_aux_loss.py draws its own runs; left out here, it keeps the draw streams)
-MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool" and f.name != "output_router_logits")
+# (topk_unnormalized: Nemotron-H's router flag, refused on the other families; drawing it would also shift the
+# derandomized stream)
+MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool"
+                    and f.name not in ("output_router_logits", "topk_unnormalized"))
 # (--badam, --auto-find-batch-size and --upcast-logits are drawn last in trainings(), after every older field: a
 # derandomized draw stream then gives the older fields the values it gave before they existed)
 LATE_BOOLS = ("badam", "auto_find_batch_size", "upcast_logits")
