@@ -130,6 +130,10 @@ def test_cli_refuses_sdpa_in_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     code, out, _ = invoke(["estimate", "tinyllama-1.1b", "--gpus", "2", "--context-parallel", "2", "--seq-len",
                            "4096", "--attention", "flash", "--format", "json"], capsys)
     assert code == 0 and '"cp": 2' in out
+    # fit's searches step seq_len and the GPU count, which the ring cannot split: refused, not searched
+    code, _, err = invoke(["fit", "tinyllama-1.1b", "--gpu", "a100-80gb", "--gpus", "2", "--context-parallel", "2",
+                           "--attention", "flash"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "vramcalc estimate" in err
 
 
 def _file(tmp_path: Path, text: str) -> Path:
