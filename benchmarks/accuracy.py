@@ -1629,7 +1629,7 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
     return cases
 
 
-# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 36 cases): Llama4ForConditionalGeneration
+# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 65 cases): Llama4ForConditionalGeneration
 # (memory/llama4v.py, trace/_llama4v.py) from the published Scout / Maverick config.json files (tests/data/hf) with the
 # Llama 4 tower at its own widths (1408 wide, 16 heads, MLP 5632, 336 px tiles of 14 px patches: 577 rows a tile, the
 # pixel-shuffle adapter to 144 features of 4096) cut to 2 layers, and the text model cut to the llama4 grid's tiny
@@ -1645,8 +1645,18 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
 #   adapted too) x checkpointing off / on at both shapes. Every LoRA case's targets reach the tower (peft matches
 #   them over the whole model);
 # - full pure-bf16 --train-vision (the tower trained) x checkpointing off / on: Scout at both shapes, Maverick at
-#   the first.
+#   the first;
+# - LoRA pure-bf16 on gate_proj,up_proj,down_proj (the language model's only) --train-vision (the tower's own weights
+#   unfrozen beside the adapters) x checkpointing off / on: Scout at both shapes, Maverick at the first;
+# - --attention eager: the frozen tower (full pure-bf16 and LoRA gate,up,down at both shapes, QLoRA gate,up,down and
+#   Maverick full at the first) and the trained one (full --train-vision at both shapes, LoRA --train-vision at the
+#   first), checkpointing off / on;
+# - amp-bf16 (autocast over fp32 weights) with the tower frozen, without checkpointing: Scout full and LoRA
+#   gate,up,down at both shapes, Maverick full at the first.
 # Written to accuracy_llama4v.{json,md}.
+# Names only Llama 4's language model has (its shared experts' Llama4TextMLP; the tower's Linears are q/k/v/o_proj and
+# fc1 / fc2): LoRA that leaves the tower frozen (memory/llama4v.py lora_targets)
+LLAMA4_TEXT_ONLY = ("gate_proj", "up_proj", "down_proj")
 LLAMA4V_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1},
                   {"batch_size": 2, "seq_len": 64, "images": 1, "image_size": 300, "image_width": 800})
 
@@ -1658,9 +1668,10 @@ def llama4v_grid() -> list[dict[str, Any]]:
         size = f" {shape['image_size']}x{shape['image_width']}" if "image_width" in shape else ""
         return f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}{size}"
 
-    def add(model: str, name: str, label: str, kw: dict[str, Any], shape: dict[str, Any]) -> None:
-        for gc in (False, True):
-            cases.append({"id": f"{name} | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
+    def add(model: str, name: str, label: str, kw: dict[str, Any], shape: dict[str, Any],
+            attention: str = "sdpa", gcs: tuple[bool, ...] = (False, True)) -> None:
+        for gc in gcs:
+            cases.append({"id": f"{name} | {label} | {tag(shape)} | {attention} | {'gc' if gc else 'no-gc'}",
                           "model": model, "method": kw["method"],
                           "training": dict(kw, **shape, grad_checkpointing=gc)})
 
@@ -1685,6 +1696,42 @@ def llama4v_grid() -> list[dict[str, Any]]:
             shape)
     add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16 train-vision",
         dict(VLM_RUNS[0][1], train_vision=True), LLAMA4V_SHAPES[0])
+    # --train-vision under LoRA (the tower's own weights unfrozen beside the language model's adapters, on targets only
+    # the language model has; pure-bf16: torch.optim's states in the weights' dtype, as the tracer runs it), both
+    # shapes on Scout, the first on Maverick, checkpointing off / on
+    tv_lora = {"method": "lora", "precision": "pure-bf16", "lora_targets": LLAMA4_TEXT_ONLY, "train_vision": True}
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "lora pure-bf16 gate,up,down train-vision", tv_lora, shape)
+    add("llama4v:maverick", "maverick tiny-lm", "lora pure-bf16 gate,up,down train-vision", tv_lora,
+        LLAMA4V_SHAPES[0])
+    # eager attention in the frozen tower (Llama4VisionAttention's vision_eager_attention_forward; the language model's
+    # eager attention as the llama4 grid's): full fine-tuning and LoRA / QLoRA on targets only the language model has
+    # (gate_proj, up_proj, down_proj: its shared experts), both shapes for full and LoRA, checkpointing off / on
+    for shape in LLAMA4V_SHAPES:
+        for label, kw in VLM_RUNS[:2]:
+            kw = dict(kw, attention="eager", **({"lora_targets": LLAMA4_TEXT_ONLY} if kw["method"] != "full" else {}))
+            add("llama4v:scout", "scout tiny-lm", label + (" gate,up,down" if kw["method"] != "full" else ""), kw,
+                shape, attention="eager")
+    add("llama4v:scout", "scout tiny-lm", "qlora gate,up,down",
+        dict(VLM_RUNS[2][1], attention="eager", lora_targets=LLAMA4_TEXT_ONLY), LLAMA4V_SHAPES[0], attention="eager")
+    add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16", dict(VLM_RUNS[0][1], attention="eager"),
+        LLAMA4V_SHAPES[0], attention="eager")
+    # eager attention in a trained tower (--train-vision: every layer saves its softmax output), full on both shapes,
+    # LoRA (the tower's own weights unfrozen) on the first
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "full pure-bf16 train-vision",
+            dict(VLM_RUNS[0][1], train_vision=True, attention="eager"), shape, attention="eager")
+    add("llama4v:scout", "scout tiny-lm", "lora pure-bf16 gate,up,down train-vision", dict(tv_lora, attention="eager"),
+        LLAMA4V_SHAPES[0], attention="eager")
+    # autocast (amp-bf16: fp32 weights, bf16 compute) with the tower frozen and no checkpointing (with it, refused):
+    # full fine-tuning on both shapes and Maverick's first, LoRA on targets only the language model has on both
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "full amp-bf16", {"method": "full", "precision": "amp-bf16"}, shape,
+            gcs=(False,))
+        add("llama4v:scout", "scout tiny-lm", "lora amp-bf16 gate,up,down",
+            {"method": "lora", "precision": "amp-bf16", "lora_targets": LLAMA4_TEXT_ONLY}, shape, gcs=(False,))
+    add("llama4v:maverick", "maverick tiny-lm", "full amp-bf16", {"method": "full", "precision": "amp-bf16"},
+        LLAMA4V_SHAPES[0], gcs=(False,))
     return cases
 
 
@@ -2777,6 +2824,28 @@ def cp_grid() -> list[dict[str, Any]]:
                                                context_parallel=cp, grad_checkpointing=gc, loss=loss)}
             for model in CP_MODELS for label, kw in CP_METHODS for cp in (2, 4) for gc in (False, True)
             for loss in ("hf", "cut")]
+# The Muon grid (`--grid muon`, issue 13; 15 cases): LLaMA-Factory's use_muon (llamafactory 0.9.5
+# third_party/muon/muon.py Muon, trainer_utils.py _create_muon_optimizer's split; the tracer imports that module, so
+# the wheel must be importable: pip install llamafactory==0.9.5 --no-deps) on three architectures cut to 2 layers:
+# qwen2.5-0.5b (qwen2, a 151,936-token tied embedding: AdamW), tinyllama-1.1b (llama, untied lm_head: AdamW) and gpt2
+# (wte and wpe are 2-D and not named "embed": Muon), × full and freeze, bf16 / amp-bf16 / fp32 weights, checkpointing
+# off and on. Traces in trace_cache_muon.json; written to accuracy_muon.{json,md}.
+MUON_MODELS = ("cut:qwen2.5-0.5b:2", "cut:tinyllama-1.1b:2", "cut:gpt2:2")
+MUON_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("muon bf16 b1 s256", {"precision": "bf16", "batch_size": 1, "seq_len": 256}),
+    ("muon amp-bf16 gc b2 s512", {**GC, "precision": "amp-bf16", "batch_size": 2, "seq_len": 512}),
+    ("muon fp32 b1 s256", {"precision": "fp32", "batch_size": 1, "seq_len": 256}),
+    ("muon freeze 1 bf16 b2 s256", {"method": "freeze", "freeze_layers": 1, "precision": "bf16", "batch_size": 2,
+                                    "seq_len": 256}),
+    ("muon bf16 gc b4 s1024", {**GC, "precision": "bf16", "batch_size": 4, "seq_len": 1024}),
+)
+
+
+def muon_grid() -> list[dict[str, Any]]:
+    """Issue 13's Muon: 5 runs x 3 architectures."""
+    return [{"id": f"{model} | {label}", "model": model, "method": label,
+             "training": {"method": "full", "optimizer": "muon", **kw}}
+            for model in MUON_MODELS for label, kw in MUON_RUNS]
 
 
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
@@ -2801,6 +2870,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "aux": aux_grid,
          "lisa": lisa_grid,
          "cp": cp_grid,
+         "muon": muon_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -2851,6 +2921,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                  "issues 13 and 15)",
           "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)",
           "cp": " (context parallelism: axolotl's batch ring attention, one rank on seq_len / cp tokens; issue 13)",
+          "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
           }
 
 
@@ -3001,6 +3072,7 @@ def main() -> None:
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
                     "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring)"
+                    "lisa_n_layers); muon: issue 13's 15 LLaMA-Factory use_muon cases"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3021,6 +3093,7 @@ def main() -> None:
                          "aux",
                          "lisa",
                          "cp",
+                         "muon",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

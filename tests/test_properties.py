@@ -295,6 +295,8 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     projected = kw["optimizer"] in PROJECTED_OPTIMIZERS
     if projected and (kw["zero"] or kw["fsdp"] != "none" or kw["tp"] > 1 or kw["pp"] > 1):
         kw["optimizer"], projected = "adamw", False
+    if kw["optimizer"] == "muon" and _muon_refused(kw):
+        kw["optimizer"] = "adamw"
     kw["optimizer_rank"] = draw(st.sampled_from([None, 1, 64, 512])) if kw["optimizer"] in (
         "galore-adamw", "apollo-adamw") else None
     if not projected:
@@ -302,6 +304,12 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     kw.update({name: draw(st.booleans()) for name in LATE_BOOLS})
     kw.update(_badam_repairs(kw))
     return TrainingSpec(**kw)
+
+
+def _muon_refused(kw: dict[str, Any]) -> bool:
+    """core/specs.py _muon_consistent: Muon on one GPU or plain DDP, no fp32 master weights, not in backward."""
+    sharded = kw.get("zero", 0) or kw.get("fsdp", "none") != "none" or kw.get("tp", 1) > 1 or kw.get("pp", 1) > 1
+    return bool(sharded or kw.get("precision") in ("mixed-bf16", "mixed-fp16") or kw.get("optimizer_in_bwd"))
 
 
 def _badam_repairs(kw: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +374,8 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
     sharded = (update.get("zero", t.zero) or update.get("fsdp", t.fsdp) != "none" or update.get("tp", t.tp) > 1
                or update.get("pp", t.pp) > 1)
     if (optimizer in LIBRARY_OPTIMIZERS and method not in ("full", "freeze")) or (
-            optimizer in PROJECTED_OPTIMIZERS and sharded):  # core/specs.py _optimizer_consistent
+            optimizer in PROJECTED_OPTIMIZERS and sharded) or (  # core/specs.py _optimizer_consistent
+            optimizer == "muon" and _muon_refused({**{f.name: getattr(t, f.name) for f in fields(t)}, **update})):
         update.setdefault("optimizer", "adamw")
         update.setdefault("optimizer_rank", None)
         update.setdefault("optimizer_targets", "attn-mlp")

@@ -1174,15 +1174,31 @@ class TrainingSpec:
         if self.optimizer == "apollo-mini" and self.optimizer_rank not in (None, 1):
             raise SpecError("", "APOLLO-Mini is rank 1 with tensor-wise scaling: drop --optimizer-rank, or use "
                             f"--optimizer apollo-adamw --optimizer-rank {self.optimizer_rank}")
-        if (projected or self.optimizer == "adam-mini") and self.method not in ("full", "freeze"):
-            name = "Adam-mini" if self.optimizer == "adam-mini" else "GaLore/APOLLO"
+        if (projected or self.optimizer in ("adam-mini", "muon")) and self.method not in ("full", "freeze"):
+            name = {"adam-mini": "Adam-mini", "muon": "Muon"}.get(self.optimizer, "GaLore/APOLLO")
             raise SpecError("", f"{name} is modelled for full or partial (freeze) fine-tuning, where it sees the "
                             f"model's own weight matrices: use --method full or freeze, or another --optimizer")
+        if self.optimizer == "muon":
+            self._muon_consistent()
         if projected and (self.zero or self.fsdp != "none" or self.tp > 1 or self.pp > 1):
             # galore_torch/apollo_torch step whole matrices (an SVD or projection of the full gradient): no
             # sharded-state support; plain data parallel only.
             raise SpecError("", "GaLore/APOLLO project whole weight matrices and are modelled on one GPU or plain "
                             "data parallel: drop --zero / --fsdp / --tp / --pp")
+
+    def _muon_consistent(self) -> None:
+        """LLaMA-Factory's Muon (memory/optimizer.py muon_bytes): the model's own parameters on one GPU or plain DDP."""
+        if self.zero or self.fsdp != "none" or self.tp > 1 or self.pp > 1:
+            # DeepSpeed/FSDP hand the optimizer flattened shards (muon.py asserts p.ndim == 2 per Muon tensor)
+            raise SpecError("", "--optimizer muon (LLaMA-Factory's Muon) steps whole 2-D matrices and is modelled on "
+                            "one GPU or plain data parallel: drop --zero / --fsdp / --tp / --pp")
+        if self.precision in ("mixed-bf16", "mixed-fp16"):
+            # no fp32 master copy without DeepSpeed: the Trainer steps the model's own parameters
+            raise SpecError("", f"--optimizer muon steps the model's own parameters (fp32 master weights exist only "
+                            f"under DeepSpeed, not modelled with Muon): use --precision bf16, amp-bf16 or fp32, not "
+                            f"{self.precision}")
+        if self.optimizer_in_bwd:
+            raise SpecError("", "LLaMA-Factory has no layer-wise Muon: drop --optimizer-in-bwd with --optimizer muon")
 
     def _objective_consistent(self) -> None:
         """Preference and reward options (memory/preference.py): what each objective reads."""
@@ -1379,8 +1395,8 @@ class TrainingSpec:
             raise SpecError("", "--lisa-layers is modelled on one GPU (under DeepSpeed or FSDP the optimizer's flat "
                             "buffers are built before the callback freezes layers): drop --gpus / --zero / --fsdp / "
                             "--offload")
-        if self.optimizer in ("galore-adamw", "galore-adamw-8bit", "apollo-adamw", "apollo-mini", "adam-mini") \
-                or self.optimizer_in_bwd:
+        if self.optimizer in ("galore-adamw", "galore-adamw-8bit", "apollo-adamw", "apollo-mini", "adam-mini",
+                              "muon") or self.optimizer_in_bwd:
             raise SpecError("", f"--lisa-layers is modelled with a per-parameter torch or bitsandbytes optimizer "
                             f"(states made lazily for parameters with a gradient), not "
                             f"{'--optimizer-in-bwd' if self.optimizer_in_bwd else self.optimizer}: use --optimizer "

@@ -276,7 +276,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "enable_liger_kernel", "use_unsloth_gc",
                                     "use_unsloth", "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
-                                    "use_galore", "use_apollo", "use_adam_mini", "galore_layerwise",
+                                    "use_galore", "use_apollo", "use_adam_mini", "use_muon", "galore_layerwise",
                                     "apollo_layerwise", "use_dora", "use_rslora", "freeze_vision_tower",
                                     "freeze_multi_modal_projector"), ()),
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
@@ -372,6 +372,12 @@ def _seen(data: dict[str, Any], run: Run, *keys: str) -> None:
 
 
 def _optim(run: Run, key: str, name: Any) -> None:
+    if str(name).strip().lower() == "muon":
+        # transformers 5.24 OptimizerNames has no muon; axolotl's `optimizer: muon` (core/builders/base.py at
+        # axolotl-ai-cloud/axolotl@ceda25b) builds axolotl-contribs-mit's MuonOptimizerFactory, a dion-derived Muon
+        # (batched Newton-Schulz, Triton kernels, DistMuon on a device mesh): not LLaMA-Factory's Muon
+        raise _KeyProblem(key, "muon is axolotl's Muon here (axolotl-contribs-mit, not LLaMA-Factory's), not "
+                          "modelled, and transformers has no muon optim; LLaMA-Factory's use_muon is --optimizer muon")
     if str(name) in HF_OPTIM_REFUSED:
         raise _KeyProblem(key, f"{name} ({HF_OPTIM_REFUSED[str(name)]}) is not modeled; use galore_adamw or "
                           "apollo_adamw, or give --optimizer")
@@ -566,7 +572,6 @@ UNMODELLED_KEYS.update({
     # (s2_attention: refused, _axolotl_retired)
     # LLaMA-Factory (finetuning_args.py, model_args.py)
     "use_llama_pro": "LLaMA Pro block expansion (new trainable layers)",
-    "use_muon": "the Muon optimizer (one momentum state for matrices, AdamW for the rest)",
 })
 
 # Keys whose feature cannot run under the transformers vramcalc models (5.24): refused in one line; where the tool
@@ -1947,18 +1952,22 @@ def _liger_kernel_config(d: dict[str, Any], run: Run, applied: bool) -> None:
 
 
 def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
-    """LLaMA-Factory's finetuning_args.py GaloreArguments / ApolloArguments / use_adam_mini (trainer_utils.py
-    _create_galore_optimizer, _create_apollo_optimizer, _create_adam_mini_optimizer): defaults rank 16, target all
-    (every Linear but the output layer), std / random projection, channel scaling."""
-    chosen = [k for k in ("use_galore", "use_apollo", "use_adam_mini") if _flag(LF, d.get(k), k)]
+    """LLaMA-Factory's finetuning_args.py GaloreArguments / ApolloArguments / use_adam_mini / use_muon (trainer_utils.py
+    _create_galore_optimizer, _create_apollo_optimizer, _create_adam_mini_optimizer, _create_muon_optimizer):
+    defaults rank 16, target all (every Linear but the output layer), std / random projection, channel scaling."""
+    chosen = [k for k in ("use_galore", "use_apollo", "use_adam_mini", "use_muon") if _flag(LF, d.get(k), k)]
     layerwise = {k: _flag(LF, d.get(f"{k}_layerwise"), f"{k}_layerwise") for k in ("galore", "apollo")}
-    _seen(d, run, "use_galore", "use_apollo", "use_adam_mini")
+    _seen(d, run, "use_galore", "use_apollo", "use_adam_mini", "use_muon")
     if not chosen:
         return
     if len(chosen) > 1:
         raise _KeyProblem(chosen[1], f"LLaMA-Factory takes one of {', '.join(chosen)}; keep one")
     if chosen[0] == "use_adam_mini":
         run.options["optimizer"] = "adam-mini"
+        return
+    if chosen[0] == "use_muon":
+        # _create_muon_optimizer: third_party/muon/muon.py Muon over every trainable parameter, whatever `optim` says
+        run.options["optimizer"] = "muon"
         return
     kind = "galore" if chosen[0] == "use_galore" else "apollo"
     optim = run.options.get("optimizer")
