@@ -391,10 +391,12 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
     return replace(t, **update)
 
 
-def assert_no_component_shrinks(small: Breakdown, big: Breakdown, except_: tuple[str, ...] = ()) -> None:
+def assert_no_component_shrinks(small: Breakdown, big: Breakdown, except_: tuple[str, ...] = (),
+                                together: tuple[str, ...] = ()) -> None:
     """The peak, the sum and every component (stricter than the issue's "memory never decreases").
 
-    An exempt component is taken out of the peak and the sum too before they are compared.
+    An exempt component is taken out of the peak and the sum too before they are compared; the components in
+    `together` are compared as one sum (a moment's bytes that move from one of them to the other).
     """
     def less(b: Breakdown) -> int:
         return sum(b.component(c) for c in except_)
@@ -414,9 +416,10 @@ def assert_no_component_shrinks(small: Breakdown, big: Breakdown, except_: tuple
     assert peak(big) >= peak(small)
     assert big.sum_bytes - less(big) - slack(big) >= small.sum_bytes - less(small) - slack(small)
     for c in COMPONENTS:
-        if c not in except_:
+        if c not in except_ and c not in together:
             extra = (slack(big), slack(small)) if c == "overhead" else (0, 0)
             assert big.component(c) - extra[0] >= small.component(c) - extra[1], c
+    assert sum(big.component(c) for c in together) >= sum(small.component(c) for c in together), together
 
 
 # --- well-formedness ---------------------------------------------------------------------------
@@ -538,15 +541,17 @@ def test_memory_never_decreases_when_lora_rank_grows(m: ModelSpec, t: TrainingSp
     # torchao's low-bit AdamW (torchao/optim/adam.py _new_buffer) quantizes a tensor only when its size is at
     # least 4,096 and a multiple of the block (256 / 128): rank 18 -> 20 on gpt2-xl turns 18x1600 lora_A
     # states (28,800, not a multiple of 256: fp32) into 8-bit ones, so optimizer_state may fall there too.
+    # A layer's attention backward (eager scores' gradient) runs after autograd freed the MLP's saved tensors
+    # (memory/__init__.py layer_bwd_t: the transient less the MLP's saved bytes), and a LoRA MLP saves more at a
+    # higher rank: that moment's temporaries fall by what its activations grow (deepseek-v3 QLoRA all-linear, eager,
+    # b1 s10199, rank 1 -> 2: layer_backward 26,631,891,848 -> 26,599,385,992 B, found by the full profile), so
+    # the two are compared as one sum.
+    together = ("activations", "temporaries")
     if t.optimizer.startswith("torchao-") or _crosses_8bit_threshold(m, t, bigger):
-        assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)), ("optimizer_state", "overhead"))
-    elif m.attention_kind == "mla" and t.attention == "eager":
-        # A known gap, the same on main (found when the --context-parallel option shifted the draws): deepseek-v3
-        # QLoRA all-linear eager b1 s10199, rank 1 -> 2: temporaries 26,631,891,848 -> 26,629,017,856 B (the eager
-        # attention moment less the MLP's saved set, which grows with the rank on the MoE layers); the peak grows.
-        assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)), ("temporaries",))
+        assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)), ("optimizer_state", "overhead"),
+                                    together)
     else:
-        assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)))
+        assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)), together=together)
 
 
 @PROPERTY
