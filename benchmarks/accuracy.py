@@ -2836,6 +2836,27 @@ def lisa_grid() -> list[dict[str, Any]]:
              "training": {"method": "full", **kw}} for model in BADAM_MODELS for label, kw in LISA_RUNS]
 
 
+# The context-parallel grid (`--grid cp`, issue 13; 48 cases): axolotl context_parallel_size with its batch ring
+# (--context-parallel, memory/context_parallel.py): one rank traced on seq_len / cp tokens with the ring's
+# allocations emulated in the attention (trace/_ring.py), on Llama (tinyllama-1.1b, GQA 32/4, 32k vocabulary),
+# Qwen3 (qwen3-0.6b, GQA 16/8, attention wider than the hidden size, q/k norms) and a 128k-vocabulary Llama 3
+# (llama-3.2-1b), each cut to FAMILY_LAYERS layers, x full (pure-bf16) / LoRA all-linear (bf16) x cp 2 / 4 x
+# checkpointing off / on x transformers' loss / cut cross-entropy (no logits: the peak in the layers, where the ring
+# runs), at b1 s8192 (flash attention, GPUs = cp, plain data parallel). The estimate's DDP gradient buckets
+# (communication) are left out of the comparison: the tracer runs one process. Written to accuracy_cp.{json,md}.
+CP_MODELS = ("hf:tinyllama-1.1b", "hf:qwen3-0.6b", "cut:llama-3.2-1b:4")
+CP_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full", {"method": "full", "precision": "pure-bf16"}),
+    ("lora", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
+)
+
+
+def cp_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | cp{cp} | b1 s8192 | {'gc' if gc else 'no-gc'} | loss {loss}", "model": model,
+             "method": label, "training": dict(kw, batch_size=1, seq_len=8192, attention="flash", gpus_per_node=cp,
+                                               context_parallel=cp, grad_checkpointing=gc, loss=loss)}
+            for model in CP_MODELS for label, kw in CP_METHODS for cp in (2, 4) for gc in (False, True)
+            for loss in ("hf", "cut")]
 # The Muon grid (`--grid muon`, issue 13; 15 cases): LLaMA-Factory's use_muon (llamafactory 0.9.5
 # third_party/muon/muon.py Muon, trainer_utils.py _create_muon_optimizer's split; the tracer imports that module, so
 # the wheel must be importable: pip install llamafactory==0.9.5 --no-deps) on three architectures cut to 2 layers:
@@ -2882,6 +2903,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "vocab": vocab_grid,
          "aux": aux_grid,
          "lisa": lisa_grid,
+         "cp": cp_grid,
          "muon": muon_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
@@ -2933,6 +2955,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
                  "issues 13 and 15)",
           "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)",
+          "cp": " (context parallelism: axolotl's batch ring attention, one rank on seq_len / cp tokens; issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
           }
 
@@ -2972,6 +2995,10 @@ def _err(est: int, ref: int) -> float:
 def compare(case: dict[str, Any], tr: dict[str, Any]) -> dict[str, Any]:
     model, training = _spec(case)
     e = estimate(model, training)
+    if training.context_parallel > 1:  # --grid cp: one traced process, without DDP's gradient buckets (cp_grid)
+        from dataclasses import replace
+
+        e = replace(e, phases={k: v - e.communication for k, v in e.phases.items()}, communication=0)
     phases = tuple(tr["phase_peaks"])  # training: forward, backward, optimizer_step; inference: prefill, decode
     cat = tr["by_category_at_peak"]
     t_weights = cat["parameters"] + cat["buffers"]
@@ -3081,7 +3108,8 @@ def main() -> None:
                     "LoRA with modules_to_save); "
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
-                    "lisa_n_layers); muon: issue 13's 15 LLaMA-Factory use_muon cases"
+                    "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); muon: issue "
+                    "13's 15 LLaMA-Factory use_muon cases"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3101,6 +3129,7 @@ def main() -> None:
                          "vocab",
                          "aux",
                          "lisa",
+                         "cp",
                          "muon",
                          ) \
         else CACHE

@@ -640,6 +640,12 @@ def test_lora_needs_no_more_than_full_fine_tuning(m: ModelSpec, t: TrainingSpec)
     # 36.2 GB against 5.3 GB, found by hypothesis on the PPO branch; the moe grid traces it), so a run that adapts
     # the experts is outside the invariant.
     assume(not (fused_experts(m) and fused_moe_targets(m, t.lora_targets)[0]))
+    # Under autocast a chunked loss casts a frozen head again for every chunk and each chunk's matmul keeps its cast
+    # (memory/__init__.py, measured with the tracer), a trained one is cast once: a real cost full fine-tuning has not
+    # (gemma-3-4b, its 262k x 2560 head, amp-bf16, --loss chunked 4 chunks, ZeRO-2 pp 4 on 64 GPUs, b1 s4: 4 GB more
+    # activations, LoRA 20.36 GB against full 20.23 GB; found when the --context-parallel field shifted the draws,
+    # the same on main), so such a run is outside the invariant.
+    assume(not (recipe_of(t).autocast and t.loss in ("chunked", "linear-chunked")))
     lora = run(m, t)
     full = run(m, with_(t, method="full"))
     assert lora.peak_bytes <= full.peak_bytes

@@ -47,6 +47,8 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
     if t.gpus_per_node * t.nodes > 1 or t.zero or t.fsdp != "none" or t.offload != "none":
         out.update(gpus_per_node=t.gpus_per_node, nodes=t.nodes, zero=t.zero, fsdp=t.fsdp, offload=t.offload,
                    tp=t.tp, pp=t.pp, sequence_parallel=t.sequence_parallel)
+        if t.context_parallel > 1:  # memory/context_parallel.py: shown when set
+            out["context_parallel"] = t.context_parallel
         if t.fsdp != "none" and t.grad_accum > 1:
             out["grad_sync"] = t.grad_sync
         if t.fsdp_frozen_grads:
@@ -129,6 +131,7 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
         strategy = f"ZeRO-{t.zero}" if t.zero else f"FSDP {t.fsdp}" if t.fsdp != "none" else "DDP"
         parts.append(f"{gpus} GPU{'s' if gpus > 1 else ''} ({t.gpus_per_node}/node × {t.nodes}), {strategy}"
                      + (f", tp {t.tp}" if t.tp > 1 else "") + (f", pp {t.pp}" if t.pp > 1 else "")
+                     + (f", context parallel {t.context_parallel}" if t.context_parallel > 1 else "")
                      + (f", offload {t.offload}" if t.offload != "none" else "")
                      + (f", gradients reduced {t.grad_sync}" if t.fsdp != "none" and t.grad_accum > 1 else "")
                      + (", frozen weights' gradients (FSDP1 flat units)" if t.fsdp_frozen_grads else ""))

@@ -20,6 +20,7 @@ from vramcalc.core.memory import (
     Breakdown,
     axolotl_kernels,
     badam,
+    context_parallel,
     deberta,
     encoder,
     estimate,
@@ -333,6 +334,7 @@ def _explain_run(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Expl
     asked = training
     training = badam.view(model, training)  # BAdam: as the estimate sees it, one layer trained (memory/badam.py)
     training = lisa.view(model, training)  # LISA: the top N layers, the embeddings and head trained (memory/lisa.py)
+    training = context_parallel.view(model, training)  # one rank: seq_len / cp tokens (memory/context_parallel.py)
     recipe = recipe_of(training)
     # The model and run as the core's plan sees them (memory/__init__.py estimate): a reward model's weights are
     # the body under a score head; a preference step stacks chosen and rejected rows (2B) with dropout off.

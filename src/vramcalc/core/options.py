@@ -160,6 +160,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("tp", int, 1, "Tensor-parallel degree."),
     Opt("pp", int, 1, "Pipeline-parallel degree."),
     Opt("sequence_parallel", bool, False, "Megatron sequence parallelism (with --tp)."),
+    Opt("context_parallel", int, 1, "Split each sequence over N GPUs (axolotl ring attention; with "
+        "--attention flash)."),
     Opt("grad_sync", GRAD_SYNCS, "deferred",
         "FSDP with --grad-accum > 1: deferred keeps gradients unsharded until the last micro-batch (no_sync: HF, "
         "Lightning); every-micro-batch reduce-scatters each (torchtune)."),

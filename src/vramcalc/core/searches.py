@@ -334,6 +334,11 @@ def fit_report(model: ModelSpec, t: TrainingSpec, capacity_bytes: int, margin: M
     The limits fill the GPU unless `limits_keep_margin` (the user gave --margin): then each limit is the largest
     value whose peak still leaves the margin, i.e. the largest that `estimate` calls FITS rather than TIGHT.
     """
+    if t.context_parallel > 1:  # its searches would probe sequence lengths and GPU counts the ring cannot split
+        from vramcalc.core.errors import UnsupportedCombination
+
+        raise UnsupportedCombination("fit does not search with --context-parallel (its limits and suggestions step "
+                                     "seq_len and the GPUs): use vramcalc estimate with --gpu")
     est = Estimator(model)
     budget = margin.largest_peak(capacity_bytes) if limits_keep_margin else capacity_bytes
     peak = est.peak(t)

@@ -942,6 +942,7 @@ class TrainingSpec:
     tp: int = 1  # tensor parallel degree (Megatron)
     pp: int = 1  # pipeline parallel degree
     sequence_parallel: bool = False  # Megatron sequence parallelism (needs tp > 1)
+    context_parallel: int = 1  # axolotl context_parallel_size: each sequence split over this many GPUs (ring)
     grad_sync: GradSync = "deferred"  # FSDP + accumulation: no_sync until the last micro-batch, or reduce each
     fsdp_frozen_grads: bool = False  # FSDP1 use_orig_params: a unit mixing adapters and frozen weights grads all
     # FSDP units beside the decoder layers (torchtune custom_sharded_layers): embed_tokens, lm_head
@@ -1113,6 +1114,8 @@ class TrainingSpec:
                             "(or hybrid-shard), or drop --fsdp-units")
         if self.sequence_parallel and self.tp == 1:
             raise SpecError("", "sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
+        if self.context_parallel < 1:
+            raise SpecError("context_parallel", "must be at least 1 (1: no context parallelism)")
         if self.mode == "serve" and (self.zero or self.fsdp != "none" or self.offload != "none"):
             raise SpecError("", "vLLM shards with --tp/--pp only: drop --zero, --fsdp and --offload")
         colocate_len = self.use_vllm == "colocate" and self.mode == "train"  # GRPOConfig vllm_max_model_length

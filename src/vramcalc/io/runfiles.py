@@ -550,8 +550,7 @@ UNMODELLED_KEYS.update({
     "unfrozen_parameters": "only the parameters matching its patterns train (their gradients and states)",
     # (tokens, added_tokens_overrides, resize_token_embeddings_to_32x: mapped, _vocab_axolotl; LLaMA-Factory's
     # resize_vocab, add_tokens, add_special_tokens, new_special_tokens_config: _vocab_llama_factory)
-    "sequence_parallel_degree": "sequence parallelism across GPUs (ring attention)",
-    "context_parallel_size": "context parallelism across GPUs",
+    # (context_parallel_size, sequence_parallel_degree: mapped, _context_parallel_axolotl)
     # loaders/model.py @ 067b021c _build_model: from_pretrained(tp_plan="auto", tp_size=N) shards the model's
     # base_model_tp_plan as DTensors; --tp counts Megatron's layout, not checked against transformers' plan (the
     # tracer runs one GPU); tensor_parallel_size 1 (validation.py check_tensor_parallel_size's default) is mapped
@@ -958,11 +957,30 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         # sequence_len filled with several sequences, position_ids restarting per sequence.
         run.options["packing"] = "packed"
         run.mapped.append("sample_packing")
+    _context_parallel_axolotl(d, run)
     half = run.options.get("precision", "").removeprefix("pure-")
     if _hf_multi_gpu(d, _path, run) and half in ("bf16", "fp16") and run.options["method"] == "full":
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
     _lora_kernels_axolotl(d, run, _path)
     return _finish(d, run)
+
+
+def _context_parallel_axolotl(d: dict[str, Any], run: Run) -> None:
+    """axolotl context_parallel_size (sequence_parallel_degree: its old name, utils/schemas/config.py) ->
+    --context-parallel (memory/context_parallel.py). ring_attn_func: batch_ring (the default without sample
+    packing) is modelled; varlen_llama3 (the packing default), batch_zigzag and batch_stripe are not. heads_k_stride is
+    passed only to varlen_llama3 (monkeypatch/ring_attn/patch.py, commit 0763f1a): nothing under batch_ring."""
+    new, old = d.get("context_parallel_size"), d.get("sequence_parallel_degree")
+    if _is_set(new) and _is_set(old) and new != old:
+        raise _KeyProblem("sequence_parallel_degree", f"{old!r:.20} differs from context_parallel_size {new!r:.20} "
+                          "(its new name); keep context_parallel_size")
+    for key in ("context_parallel_size", "sequence_parallel_degree"):
+        _take(d, run, key, "context_parallel", int)
+    func = d.get("ring_attn_func")
+    if _is_set(func) and str(func) != "batch_ring":
+        raise _KeyProblem("ring_attn_func", f"{func!r:.30} is not modelled: batch_ring is (varlen_llama3 comes with "
+                          "sample_packing); use batch_ring with sample_packing: false")
+    _seen(d, run, "ring_attn_func", "heads_k_stride")
 
 
 def _lisa_axolotl(d: dict[str, Any], run: Run) -> None:

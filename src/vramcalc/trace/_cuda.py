@@ -322,6 +322,10 @@ def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask
     if backend == "math" or (no_graph and torch.is_grad_enabled()):
         return torch.ops.aten._scaled_dot_product_attention_math(
             query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
+    from vramcalc.trace import _ring
+
+    if _ring.RING[0] > 1 and backend == "flash":  # context parallelism: axolotl's batch ring (trace/_ring.py)
+        return _ring.ring_sdpa(query, key, value)
     bias = _attn_bias(attn_mask, query) if isinstance(attn_mask, torch.Tensor) else None
     return _FusedAttention.apply(query, key, value, backend, bias)
 

@@ -215,6 +215,19 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     from vramcalc.core.memory import router_aux
 
     router_aux.check(model, training)  # the MoE router's aux loss: refused where the estimate refuses it
+    if training.context_parallel > 1:  # one rank of the ring: seq_len / cp tokens, the ring (trace/_ring.py)
+        from vramcalc.core.memory import context_parallel
+        from vramcalc.trace import _ring
+
+        local = context_parallel.view(model, training)
+        _ring.RING[0] = training.context_parallel
+        try:
+            result = trace(model, dataclasses.replace(local, context_parallel=1))
+        finally:
+            _ring.RING[0] = 1
+        return dataclasses.replace(result, notes=(*result.notes, f"context parallelism {training.context_parallel}: "
+                                                  "one rank (the ring's last) on seq_len / cp tokens, axolotl's "
+                                                  "batch_ring emulated in the attention (trace/_ring.py)"))
     if router_aux.active(model, training):  # --router-aux-loss: the config's output_router_logits (trace/_config.py)
         model = dataclasses.replace(model, output_router_logits=True)
     notes: list[str] = []

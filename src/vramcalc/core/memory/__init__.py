@@ -24,6 +24,7 @@ from vramcalc.core.memory import activations as _activations
 from vramcalc.core.memory import axolotl_kernels as _axolotl_kernels
 from vramcalc.core.memory import badam as _badam
 from vramcalc.core.memory import classic as _classic
+from vramcalc.core.memory import context_parallel as _cp
 from vramcalc.core.memory import deberta as _deberta
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
@@ -195,6 +196,8 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         training = _badam.view(model, training)
     if _lisa.active(training):  # LISA: the top N layers trained, the embeddings and head too (memory/lisa.py)
         training = _lisa.view(model, training)
+    # context parallelism: one rank's step on seq_len / cp tokens (memory/context_parallel.py)
+    training = _cp.view(model, training)
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _upcast.check(model, training)  # --upcast-logits where the hook is not modelled (memory/upcast.py)
@@ -310,6 +313,8 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     notes += plan.tail_notes  # activation notes, then overhead's
     if accum:
         notes += (_accum_note(training.grad_accum),)
+    if _cp.active(training):
+        notes += _cp.notes(training)
     # Breakdown(...) with every field, in field order, without the frozen dataclass's per-field
     # object.__setattr__ (a quarter of the call; tests/test_memory.py checks it equals the constructor).
     b = _new_breakdown(Breakdown)

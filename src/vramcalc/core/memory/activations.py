@@ -11,10 +11,11 @@ overall structure. Bytes are per token (multiply by batch × sequence) unless th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
+from vramcalc.core.memory import ring_attention
 from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory import upcast_norms as _norms
 from vramcalc.core.memory.deberta import attention_terms as deberta_attention_terms
@@ -491,8 +492,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                       for x in deberta_attention_terms(m, t, recipe, tw, adapted)]
         n_before_o = len(terms)
         # o_proj's input: the SDPA output (already saved, when attention was recorded) or eager's copy.
-        o_own = linear_input("o_proj", ("o_proj",), q_dim, already_saved=not eager and not math_sdpa and attn_live,
-                             input_live=attn_live)
+        # Ring attention (memory/context_parallel.py): its output is the fp32 merge cast to 16 bits, and the merge's
+        # products follow the layout of the (batch, heads, seq) log-sum-exp, so the (batch, seq, heads, dim) output
+        # is not contiguous and transformers' reshape for o_proj copies it: o_proj's input is a tensor of its own
+        # (measured with the tracer: qwen3-0.6b, one layer, +c x q_dim per token retained by the attention).
+        ring = getattr(t, "context_parallel", 1) > 1
+        o_own = linear_input("o_proj", ("o_proj",), q_dim,
+                             already_saved=not eager and not math_sdpa and attn_live and not ring, input_live=attn_live)
         attn_live = attn_live or o_own
     if t.method == "adaption-prompt":  # the gated prompt attention adds a trainable path to the attention's output
         attn_live = True
@@ -782,6 +788,25 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
         terms.append(Term("adaption prompt: queries, prompt scores, gated scores, prompt keys and values", per_token,
                           per_sample=per_sample))
+    if attn_live and getattr(t, "context_parallel", 1) > 1 and not eager:
+        # Ring attention (memory/context_parallel.py). Its forward runs before o_proj's saved terms exist and before
+        # its own output (c x q_dim) and log-sum-exp are made; under checkpointing the first forward saves nothing,
+        # so beside it are q, k, v and the normed input, alive unsaved, and the rerun (the backward.recompute
+        # moment, over the recomputed set less the MLP's tail) runs it again. Its backward runs after the MLP's saved
+        # set is freed, beside the attention output's incoming gradient and the residual stream's.
+        ring_fwd, ring_bwd = ring_attention.ring_bytes(t, c, q_dim, kv_dim, n_heads)
+        later = sum(x.per_token for x in terms[n_attention_terms:] if not x.batch1_only) + c * q_dim + 4 * n_heads
+        ring_fwd_t = ring_fwd + c * (q_dim + 2 * kv_dim + h) if t.grad_checkpointing else ring_fwd - later
+        name = "ring attention forward: K/V blocks, fp32 running output and its merge (memory/context_parallel.py)"
+        if ring_fwd_t > fwd.per_token:
+            fwd = replace(fwd, name=name, per_token=ring_fwd_t)
+        if t.grad_checkpointing:
+            mlp_fwd = max(mlp_fwd, ring_fwd - later + mlp_tail)
+        ring_bwd_t = ring_bwd + c * (q_dim + h) - mlp_saved
+        if ring_bwd_t > bwd.per_token:
+            bwd = replace(bwd, name="ring attention backward: K/V blocks, dq/dk/dv buffers and fp32 accumulators, "
+                          "after the MLP's saved set is freed (memory/context_parallel.py)", per_token=ring_bwd_t)
+
     def kept(x: Term) -> bool:
         return bool(x.per_token or x.per_token_seq or x.per_sample or x.const or x.per_seq_sq)
 

@@ -544,6 +544,8 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
                      else "ddp" if dp > 1 else "single"),
         "offload": t.offload,
     }
+    if t.context_parallel > 1:  # memory/context_parallel.py: the ring's group inside the data-parallel ranks
+        layout["cp"] = t.context_parallel
     if t.tp > 1 or t.pp > 1:
         notes.append(f"tensor/pipeline parallel: model states of the busiest GPU's own tensors ({mp_params:,} of "
                      f"{total:,} parameters; norms, biases and adapters whole on every tp rank; where layers differ, "
