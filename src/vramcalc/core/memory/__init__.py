@@ -1260,8 +1260,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append(f"selective checkpointing: {n_layers // t.ac_every} of {n_layers} layers checkpointed "
                      f"(every {t.ac_every}th, torchtune ac_mode selective); the others keep their activations.")
     if t.activation_offload:
-        notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); the GPU "
-                     "keeps one layer's in backward (torchtune OffloadActivations).")
+        notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); in backward "
+                     + ("the GPU holds the recomputed layer's input brought back and its rebuilt saved set "
+                        if t.grad_checkpointing else
+                        "the GPU holds one autograd node's tensors brought back beside the previous node's ")
+                     + "(torchtune OffloadActivations).")
     notes += packing_notes(t)
     notes += _unsloth.notes(m, t)
     notes += _liger.notes(m, t)

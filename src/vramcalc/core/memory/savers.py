@@ -57,9 +57,10 @@ def offload_node_bytes(terms: Sequence[Any], *, norm_width: int, residual: int, 
     forward runs before it in backward, so at the node of the largest term the GPU holds it and the term after it
     (measured with the tracer, --grid offload-nogc: a Llama MLP's product node, its operands back beside down_proj's
     input; the largest two terms anywhere, or any two neighbours, were up to +14 % over); in forward the same pair
-    bounds the newest packed tensors still in the stash beside the layer's forward
-temporaries. Only `nn.Parameter`s stay: a Linear's matmul saves `weight.t()`, a view, which is packed and
-    comes back as a full copy (`weight_copy`: the largest such weight, whatever the batch).
+    bounds the newest packed tensors still in the stash beside the layer's forward temporaries.
+    Only `nn.Parameter`s stay: a Linear's matmul saves `weight.t()`, a view, which is packed and
+    comes back as a full copy (`weight_copy`: the largest such weight, whatever the batch). Terms whatever the
+    batch (LoRA's merged expert stacks) are left out: with them the Qwen3-MoE toy LoRA all-linear was +17 %.
     An RMSNorm's backward (LlamaRMSNorm: pow and mul each saved the fp32 input, packed and brought back apart)
     peaks in PowBackward0 with six fp32 tensors of the normalized width (its input brought back, the upcast
     gradient, the mean's expanded gradient, pow, 2 * pow and their product) beside two residual-stream
@@ -68,7 +69,6 @@ temporaries. Only `nn.Parameter`s stay: a Linear's matmul saves `weight.t()`, a 
     per_token = [x.per_token for x in terms if not x.batch1_only]
     top = max(range(len(per_token)), key=per_token.__getitem__, default=-1)
     pair = sum(per_token[top:top + 2]) if top >= 0 else 0
-    consts = sorted((x.const for x in terms), reverse=True)
     # forward: the pair in the stash, and two residual-stream tensors the layer's forward temporaries leave out (its
     # input and the attention's output, alive beside the MLP's; measured with the tracer, --grid offload-nogc: a tiny
     # Llama LoRA q,k,v,o b2 s1024, the peak at down_proj's matmul with 4 intermediate- and 5 hidden-wide tensors,
