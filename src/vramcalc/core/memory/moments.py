@@ -80,6 +80,7 @@ _BACK = ("brought back from host (this node's and the previous one's)", _A)
 FWD_LAYER_OFF = _layout(_ACC, _STASH, _SHARED, _COPIES, _LAYER_FWD)
 BWD_TOP_OFF = _layout(_HEAD_G, _SHARED, _BACK, _LAYER_COPIES, _LAYER_BWD)
 BWD_BOTTOM_OFF = _layout(_ALL_G, _SHARED, _BACK, _LAYER_COPIES, _LAYER_BWD)
+BWD_RECOMPUTE_BOTTOM_OFF = _layout(_ALL_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
 BWD_NORM_OFF = _layout(_ALL_G, _SHARED, ("RMSNorm backward in fp32, its input brought back", _T))
 # LISA (memory/lisa.py): the lowest trained layer's backward, the trained layers' gradients made, every frozen layer
 # below still holding its saved set (checkpointing: its input).
