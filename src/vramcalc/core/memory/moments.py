@@ -135,7 +135,9 @@ LABELS = {
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",
     "backward.recompute": "backward: the top layer's forward recomputed (checkpointing)",
-    "backward.recompute_bottom": "backward: the bottom layer's forward recomputed, every upper gradient made (Mamba-2)",
+    "backward.recompute_bottom": "backward: the bottom layer's forward recomputed, every upper gradient made (Mamba-2, "
+                                 "offloaded checkpointing)",
+    "backward.offload_norm": "backward: an RMSNorm's fp32 backward, its input brought back from host RAM (offload)",
     "backward.recompute_mixer": "backward: the lowest mixer layer's forward recomputed, the gradients above it made "
                                 "(Bamba)",
     "backward.lowest_trained": "backward at the lowest trained layer, the frozen layers below still saved (LISA)",
