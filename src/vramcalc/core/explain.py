@@ -58,6 +58,7 @@ from vramcalc.core.memory.optimizer import (
     BNB_MIN_8BIT_SIZE,
     LIBRARY_NAMES,
     LIBRARY_OPTIMIZERS,
+    MUON_SOURCE,
     TORCHAO_STATES,
     library_state_dtype,
     optimizer_bytes,
@@ -447,10 +448,10 @@ def _explain_ppo(model: ModelSpec, training: TrainingSpec) -> Explanation:
 
 
 def _image_side_states(key: str, grads: str, opt: str, params: int, b: Breakdown, inner: Explanation,
-                       src: str) -> dict[str, tuple[Line, ...]]:
+                       src: str, at: str = "the language model's bytes per parameter") -> dict[str, tuple[Line, ...]]:
     """A vision-language explanation's gradients and optimizer-state lines: what the image side's trained
-    parameters (projector, tower) add to the language model's, at its bytes per parameter."""
-    how = f"{params:,} params at the language model's bytes per parameter"
+    parameters (projector, tower) add to the language model's, at its bytes per parameter (or `at`)."""
+    how = f"{params:,} params at {at}"
     return {"gradients": (Line(f"gradients.{key}", grads, how, b.gradients - inner.breakdown.gradients,
                                source=src),),
             "optimizer_state": (Line(f"optimizer_state.{key}", opt, how,
@@ -962,6 +963,7 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     trained = training.method == "full"
     tower_mods, _ = llama4v.lora_targets(model, training)  # peft's matching over the whole model
     adapters = llama4v.tower_adapter_params(model, training)
+    lora_tower = training.train_vision and not trained  # the tower's own weights beside the text's adapters
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights (" + ("trained" if training.train_vision else "frozen")
@@ -982,13 +984,16 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
               if adapters else ()),
         ),
         **_image_side_states("image_side", "tower LoRA adapter gradients" if adapters else
+                             "tower gradients (--train-vision)" if lora_tower else
                              "tower and projector gradients (--train-vision)" if training.train_vision else
                              "projector gradients (full fine-tuning trains it)",
                              "tower LoRA adapter optimizer state" if adapters else
+                             "tower optimizer state (--train-vision)" if lora_tower else
                              "tower and projector optimizer state" if training.train_vision else
                              "projector optimizer state",
                              (projector if trained else 0) + adapters + (tower if training.train_vision else 0), b,
-                             inner, src),
+                             inner, src, *(("the tower weights' dtype (memory/llama4v.py grad_bytes, tower_states: "
+                                            "under LoRA not the adapters')",) if lora_tower else ())),
         "activations": (Line("activations.image_side", "image side: pixel_values, the adapter's output and the "
                              "projected features kept to the forward's end, what they save for backward",
                              "masked_scatter's mask (full fine-tuning, checkpointing or tower adapters); with "
@@ -1478,6 +1483,10 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
             inputs = (f"first moment: {_n(trainable)} params × {dtype_bytes(sd)} B ({sd}); second moment: one value "
                       "per head (q, k), per row (embeddings, head, v, o, MLP), per norm")
             src = "adam_mini 1.1.1 adam_mini.py Adam_mini.step"
+        elif name == "muon":
+            inputs = (f"1 momentum buffer per 2-D matrix not named embed/lm_head + 2 AdamW moments per other tensor, "
+                      f"zeros_like(grad): {dtype_bytes(recipe.grad)} B ({recipe.grad})")
+            src = MUON_SOURCE
         else:
             inputs = (f"rank {projection_rank(t)}: 2 moments of each projected gradient (r × the larger dim) + P "
                       f"(r × the smaller dim), {sd}; full Adam moments for the other tensors")
@@ -1829,7 +1838,10 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     opt_temp = d.get("temporaries.optimizer_step", 0)
     tl = [
         Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp,
-             "kernel temporaries (fused: none)", "torch/optim/adamw.py _multi_tensor / _single_tensor; ZeRO"),
+             "kernel temporaries (fused: none)", "torch/optim/adamw.py _multi_tensor / _single_tensor; ZeRO")
+        if t.optimizer != "muon" else
+        Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp,
+             "max over tensors, named_parameters order", MUON_SOURCE),
         Line("temporaries.loss_forward", "16-bit logits + Liger's per-row loss and target mask",
              (f"({c} B × {_n(v)} vocab + 13 B) × {tok}" if c != 4 else f"13 B × {tok}"), loss_fwd,
              "(vocab × compute bytes + fp32 loss_1d + bool mask + int64 target × mask) × tokens", SRC_LIGER_CE)
@@ -2097,6 +2109,9 @@ def _opt_temp_inputs(t: TrainingSpec, value: int) -> str:
         parts.append("2 temporaries of the largest tensor")
     elif t.optimizer in ("lion", "adafactor"):
         parts.append("per-tensor update temporaries of the largest tensor")
+    elif t.optimizer == "muon":
+        parts.append("the larger of: a 2-D matrix's Nesterov update + its bf16 Newton-Schulz (4 m n + 2 min(m, n)²) "
+                     "+ the previous matrix's bf16 update; AdamW's 2 temporaries of the largest other tensor")
     if recipe_of(t).master_weights:
         parts.append("fp32 gradients handed to the master copy")
     return " + ".join(parts) or "kernel temporaries"

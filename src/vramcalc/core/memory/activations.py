@@ -20,7 +20,15 @@ from vramcalc.core.memory.deberta import attention_terms as deberta_attention_te
 from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
 from vramcalc.core.memory.deberta import is_deberta
 from vramcalc.core.memory.precision import Recipe
-from vramcalc.core.params import Linear, fused_experts, head_dim, kv_heads, linear_has_bias, resolve_targets
+from vramcalc.core.params import (
+    Linear,
+    expert_width,
+    fused_experts,
+    head_dim,
+    kv_heads,
+    linear_has_bias,
+    resolve_targets,
+)
 from vramcalc.core.units import ceil_div, dtype_bytes
 from vramcalc.core.vocab import ENCODER_FAMILIES
 
@@ -536,6 +544,15 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         moe, moe_fwd_t, moe_bwd_t, const_fwd, moe_rerun_t = _fused_moe_terms(m, t, c, eb, live, trainable_weights,
                                                                              moe_adapted)
         terms += moe
+        if m.moe_latent_size and moe:
+            # Nemotron 3 Super (modeling_nemotron_h.py NemotronHMoE.forward): fc1_latent_proj (hidden -> latent)
+            # reads the normed hidden states, the tensor shared_experts' up_proj reads too (saved once: by it when
+            # its weight trains or it is adapted); fc2_latent_proj (latent -> hidden) reads the experts' output
+            # cast back to the compute dtype (grouped_mm_experts_forward's `.to(hidden_states.dtype)`)
+            x = m.moe_latent_size
+            linear_input("latent fc1_latent_proj", ("fc1_latent_proj",), h, input_live=live,
+                         already_saved=tw or bool(adapted & {"up_proj"}))
+            linear_input("latent fc2_latent_proj", ("fc2_latent_proj",), x, input_live=live)
         backward_const = max(backward_const, const_fwd)
         routed_bwd = routed_backward_bytes(m, t, recipe) if moe else 0
         width = m.moe_intermediate_size or i
@@ -572,8 +589,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # fp32 for Mixtral and DeepSeek, 16-bit for the Qwen routers)
             k_, eb_, w_ = m.experts_per_token, _expert_bytes(t, recipe), m.moe_intermediate_size or i
             rw_ = _routing_weight_bytes(m, c, eb_)
-            moe_fwd_t = max(k_ * eb_ * (h + (4 if m.mlp == "gated" else 3) * w_),
-                            k_ * (2 * eb_ * h + 2 * rw_ * h) + rw_ * h)
+            x_ = expert_width(m)  # (the latent width: fc1_latent_proj's output beside, latent_forward_bytes)
+            moe_fwd_t = max(k_ * eb_ * (x_ + (4 if m.mlp == "gated" else 3) * w_),
+                            k_ * (2 * eb_ * x_ + 2 * rw_ * x_) + rw_ * x_) + latent_forward_bytes(m, c)
     elif m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
         k = m.experts_per_token
@@ -1068,7 +1086,15 @@ def routed_backward_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     if not (deepseek_router(m) and m.num_experts and fused_experts(m)) or m.hidden_size is None:
         return 0
     eb = _expert_bytes(t, recipe)
-    return m.experts_per_token * m.hidden_size * (3 * _routing_weight_bytes(m, dtype_bytes(recipe.compute), eb) + eb)
+    # (the routed copies are expert_width wide: Nemotron 3 Super's latent width)
+    return m.experts_per_token * expert_width(m) * (3 * _routing_weight_bytes(m, dtype_bytes(recipe.compute), eb) + eb)
+
+
+def latent_forward_bytes(m: ModelSpec, c: int) -> int:
+    """Nemotron 3 Super's latent MoE, per token, while the routed experts run: fc1_latent_proj's output (the
+    experts' input, moe_latent_size wide, the compute dtype), alive until NemotronHMoE.forward rebinds
+    hidden_states to the experts' output (modeling_nemotron_h.py); 0 without a latent width."""
+    return c * m.moe_latent_size if m.moe_latent_size else 0
 
 
 def deepseek_router(m: ModelSpec) -> bool:
@@ -1090,7 +1116,7 @@ def router_forward_bytes(m: ModelSpec) -> int:
     if not deepseek_router(m):
         return 0
     e = m.num_experts
-    if m.family in ("deepseek_v3", "nemotron_h"):
+    if m.family in ("deepseek_v3", "nemotron_h"):  # (NemotronHTopkRouter: V3's lines, grouped or not)
         return (4 * 5 + 2) * e
     return (4 * 4 + 2) * e if m.expert_groups > 1 else 4 * 2 * e
 
@@ -1120,7 +1146,9 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
       weights' dtype; the router's ParamWrapper adds its delta to the (E, h) weight and F.linear keeps its input.
     """
     assert m.hidden_size is not None and m.intermediate_size is not None
-    h, e, k = m.hidden_size, m.num_experts, m.experts_per_token
+    # h: the width the routed experts read and write (params.expert_width: Nemotron 3 Super's moe_latent_size, the
+    # output of fc1_latent_proj; else hidden_size); the router reads the hidden states, hidden_size wide
+    hid, h, e, k = m.hidden_size, expert_width(m), m.num_experts, m.experts_per_token
     i = m.moe_intermediate_size or m.intermediate_size
     r, a = t.lora_rank, dtype_bytes(t.adapter_dtype)
     lora_up, lora_down = "experts.gate_up_proj" in adapted, "experts.down_proj" in adapted
@@ -1130,13 +1158,17 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
         return [], 0, 0, 0, 0
     # DeepseekV3TopkRouter's `topk_weights /= denominator` (norm_topk_prob) keeps them too (measured with the tracer's
     # live tensors, --grid moe deepseek_v3 full: a (tokens, k) fp32 clone and the (tokens, 1) sum)
-    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3", "nemotron_h")  # (Nemotron-H: norm_topk_prob true)
+    # (Nemotron-H: as its norm_topk_prob says, ModelSpec.topk_unnormalized; without it `topk_weights *
+    # routed_scaling_factor` saves nothing: a Python scalar)
+    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3") \
+        or (m.family == "nemotron_h" and not m.topk_unnormalized)
     rw = _routing_weight_bytes(m, c, eb)
     # Nemotron-H's NemotronHExperts (use_experts_implementation(has_gate=False)): up (i wide), relu2 = square(relu(x)):
     # relu saves its output, which square saves as its input (one tensor), then down; no gate
     gated = m.mlp == "gated"
     routed = 3 * i + h if gated else i + h
-    out = [Term("router sigmoid scores (fp32), top-k indices, renormalized weights" if m.family == "nemotron_h" else
+    out = [Term("router sigmoid scores (fp32), top-k indices" + (", renormalized weights" if renorm else "")
+                if m.family == "nemotron_h" else
                 "router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0))
            if m.family != "granitemoehybrid" else
            # GraniteMoeHybridTopKRouter (modeling_granitemoehybrid.py): `F.linear(h, weight).float()`, topk of the fp32
@@ -1152,7 +1184,7 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     if (trainable or lora_router) and not (m.family == "granitemoehybrid" and trainable):
         # DeepSeek's routers run `F.linear(hidden_states.type(torch.float32), self.weight.type(torch.float32))`
         # (modeling_deepseek_v3.py DeepseekV3TopkRouter, _v2.py DeepseekV2TopkRouter): the saved input is fp32
-        out.append(Term("router input (its weight's gradient)", (4 if deepseek_router(m) else c) * h))
+        out.append(Term("router input (its weight's gradient)", (4 if deepseek_router(m) else c) * hid))
     merged = (eb * e * 2 * i * h if lora_up else 0) + (eb * e * h * i if lora_down else 0)
     if merged:
         casts = (e * 2 * r * (2 * i + h) if lora_up else 0) + (e * r * (i + h) if lora_down else 0)
@@ -1163,7 +1195,8 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     # Forward beside the saved set: after the down projection, `proj_out * routing weight` (fp32 for Mixtral
     # and DeepSeek: _routing_weight_bytes), its un-permuted copy and the per-token sum, beside the gathered hidden
     # states (alive in grouped_mm_experts_forward until it returns; saved only with expert gradients).
-    gathered = 0 if experts_grad else k * eb * h
+    # (Nemotron 3 Super: fc1_latent_proj's output, the experts' input, alive beside them: latent_forward_bytes)
+    gathered = (0 if experts_grad else k * eb * h) + latent_forward_bytes(m, c)
     # (ungated relu2: at square, the up output and square's output beside relu's saved one)
     fwd = max((1 if gated else 2) * k * eb * i + gathered, 2 * rw * k * h + rw * h + gathered, router_forward_bytes(m))
     # Backward: the incoming gradient's fp32 routed copies, then grouped_mm's input gradients (k x h, k x 2i)

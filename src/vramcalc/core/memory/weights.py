@@ -479,7 +479,7 @@ _MLP = ("gate_proj", "up_proj", "down_proj", "gate_up_proj")
 # Nemotron-H's per-layer tensors by the layer kind holding them (params.nemotron_h_tensors; hybrid_pattern's letters)
 _NEMOTRON_H_KIND = {"q_proj": "*", "k_proj": "*", "v_proj": "*", "o_proj": "*", "in_proj": "M", "out_proj": "M",
                     "conv1d": "M", "conv1d.bias": "M", "dt_bias": "M", "A_log": "M", "D": "M", "gated_norm": "M",
-                    "up_proj": "-", "down_proj": "-", "router": "E"}
+                    "up_proj": "-", "down_proj": "-", "router": "E", "fc1_latent_proj": "E", "fc2_latent_proj": "E"}
 
 
 def _layer_kind(module: str, kind: str, moe: bool, pattern: str = "") -> str:
