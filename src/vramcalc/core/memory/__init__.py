@@ -1624,7 +1624,8 @@ def _transformer_phases(
         # the backward moments' activations (backward.top holds the most: offloaded sets come back beside the
         # recomputed layer; backward.bottom for completeness)
         bwd_acts = max(kept_bwd + once + recomputed + copies,
-                       once + recomputed - bottom_less + p.bottom_input_t * tokens + copies)
+                       once + recomputed - bottom_less + p.bottom_input_t * tokens + copies,
+                       stash + once + fwd_copies)  # (offloaded without checkpointing: the forward stash)
     else:
         bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c \
             + p.bottom_less_b * t.batch_size if saving_layers else 0
