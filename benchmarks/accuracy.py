@@ -1801,6 +1801,40 @@ def idefics_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# The offload grid (`--grid offload-nogc`, issue 13): torchtune's activation offloading without checkpointing
+# (enable_activation_offloading, trace/_offload.py), where the backward brings the saved tensors back node by node:
+# a dense Llama cut to a tiny shape, the same with Llama 3's 128k vocabulary (the loss is the peak there), a dense
+# Qwen3 (fp32 q/k norms over the heads) and the tiny Qwen3-MoE of --grid moe x full / LoRA q,k,v,o / LoRA all-linear
+# x b1 s1024 / b2 s1024, checkpointing off (24 cases). DoRA offloaded without checkpointing is refused
+# (core/checks.py): its fp32 magnitude path per node is not modelled.
+OFFLOAD_SHAPES = {
+    "off:llama": ("tinyllama-1.1b", {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 2,
+                                     "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 512}),
+    "off:llama-128k": ("tinyllama-1.1b", {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 2,
+                                          "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 128256}),
+    "off:qwen3": ("qwen3-0.6b", {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 2,
+                                 "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 64,
+                                 "vocab_size": 512}),
+}
+OFFLOAD_MODELS = (*OFFLOAD_SHAPES, "moe:qwen3_moe")
+OFFLOAD_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora q,k,v,o", {"method": "lora", "precision": "bf16", "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")}),
+    ("lora all-linear", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
+)
+
+
+def offload_nogc_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model in OFFLOAD_MODELS:
+        for label, kw in OFFLOAD_RUNS:
+            for b, seq in ((1, 1024), (2, 1024)):
+                cases.append({"id": f"{model} | {label} | b{b} s{seq} | offload no-gc", "model": model,
+                              "method": kw["method"],
+                              "training": dict(kw, batch_size=b, seq_len=seq, activation_offload=True)})
+    return cases
+
+
 def _model(name: str) -> Any:
     if name.startswith(("idefics:", "idefics-toy:")):  # an Idefics3 / SmolVLM config.json, both stacks cut to 2
         from dataclasses import replace
@@ -1983,6 +2017,12 @@ def _model(name: str) -> Any:
         config, shape = AUX_SHAPES[name]
         d = {**json.loads((HF_DIR / f"{config}.json").read_text()), **shape}
         d.pop("quantization_config", None)  # gpt-oss: MXFP4 experts, dequantized to train (as --grid gptoss)
+        return spec_from_hf_config(d, name[4:], "benchmarks/accuracy.py")
+    if name.startswith("off:"):  # a published config.json cut to a tiny shape (OFFLOAD_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config, shape = OFFLOAD_SHAPES[name]
+        d = {**json.loads((HF_DIR / f"{config}.json").read_text()), **shape}
         return spec_from_hf_config(d, name[4:], "benchmarks/accuracy.py")
     if name.startswith("moe:"):  # a published MoE config.json cut to a tiny shape (MOE_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
@@ -2904,6 +2944,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "aux": aux_grid,
          "lisa": lisa_grid,
          "cp": cp_grid,
+         "offload-nogc": offload_nogc_grid,
          "muon": muon_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
@@ -2956,6 +2997,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                  "issues 13 and 15)",
           "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)",
           "cp": " (context parallelism: axolotl's batch ring attention, one rank on seq_len / cp tokens; issue 13)",
+          "offload-nogc": " (torchtune activation offloading without checkpointing: node-by-node backward; "
+                          "issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
           }
 
@@ -3130,6 +3173,7 @@ def main() -> None:
                          "aux",
                          "lisa",
                          "cp",
+                         "offload-nogc",
                          "muon",
                          ) \
         else CACHE

@@ -171,10 +171,14 @@ def test_layer_residency_by_hand() -> None:
     r = layer_residency(n_layers=16, saving_layers=16, checkpointing=True, every=4, offload=False,
                         per_layer=100, layer_input=10)
     assert (r.forward, r.backward, r.host) == (4 * 10 + 12 * 100, 4 * 10 + 12 * 100, 0)
-    # Offloaded: everything goes to host RAM; backward brings back the input of the recomputed layer.
+    # Offloaded: everything goes to host RAM; backward brings back the input of the recomputed layer, beside the
+    # layer above's copy, which torchtune frees once the recomputing node has run (OffloadActivations prev_node_ids)
     r = layer_residency(n_layers=16, saving_layers=16, checkpointing=True, every=1, offload=True,
                         per_layer=100, layer_input=10)
-    assert (r.forward, r.backward, r.host) == (0, 10, 16 * 10)
+    assert (r.forward, r.backward, r.host) == (0, 2 * 10, 16 * 10)
+    r = layer_residency(n_layers=1, saving_layers=1, checkpointing=True, every=1, offload=True,
+                        per_layer=100, layer_input=10)
+    assert (r.forward, r.backward, r.host) == (0, 10, 10)  # one layer: no layer above
     # Offloaded without checkpointing: host holds every layer's saved set.
     r = layer_residency(n_layers=16, saving_layers=16, checkpointing=False, every=1, offload=True,
                         per_layer=100, layer_input=10)

@@ -88,6 +88,14 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
         # peft wraps get_input_embeddings() alone; traced on causal LMs only (memory/weights.py _with_tokens)
         raise UnsupportedCombination(f"--lora-trainable-tokens is modelled for causal LMs; {model.name} is not one: "
                                      "drop it, or train the embedding with --modules-to-save embed_tokens")
+    if (training.dora and training.method in ("lora", "qlora") and training.activation_offload
+            and not training.grad_checkpointing and training.mode == "train"):
+        # Offloaded without checkpointing, a DoRA layer's fp32 magnitude path (peft tuners/lora/dora.py) comes back node
+        # by node beside its own fp32 temporaries: measured with the tracer (--grid offload-nogc's toys, -31 % in
+        # forward and -6 % in backward with the generic node window of memory/savers.py offload_node_bytes), not
+        # modelled yet; with checkpointing the recomputed layer holds it (memory/__init__.py, traced).
+        raise UnsupportedCombination("--dora with --activation-offload is modelled with --grad-checkpointing only: "
+                                     "add --grad-checkpointing, or drop --activation-offload")
     check_gpt_oss(model, training)
     check_llama4(model, training)
     notes += lora_layers.check(model, training)  # --lora-layers: the index range and the runs it is modelled for

@@ -1677,7 +1677,13 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         lines.insert(0, Line("activations.layers", "layer activations kept on the GPU", "; ".join(what), kept,
                              "memory/savers.py layer_residency",
                              "torchtune training/activations.py; training/_activation_offloading.py"))
-        if recomputed:
+        if recomputed and t.activation_offload and not t.grad_checkpointing:
+            lines.insert(1, Line("activations.recomputed_layer", "brought back from host RAM during backward",
+                                 "one autograd node's saved tensors and the previous node's (of one layer's "
+                                 f"{fmt_value(per_layer, 'bytes')})", recomputed,
+                                 "memory/savers.py offload_node_bytes",
+                                 "torchtune training/_activation_offloading.py OffloadActivations"))
+        elif recomputed:
             lines.insert(1, Line("activations.recomputed_layer", "one layer in flight during backward",
                                  f"1 layer × {fmt_value(per_layer, 'bytes')}", recomputed,
                                  "one layer's saved tensors", SRC_CKPT))

@@ -4,9 +4,14 @@ torchtune/training/_activation_offloading.py OffloadActivations (use_streams=Tru
 min_offload_size=1024) is a saved_tensors_hooks pair: in forward every saved tensor of at least 1024
 bytes that is not a parameter is copied to pinned host memory, and the GPU tensor is kept in a stash
 until 5 newer tensors have been packed (so the copy stream can finish); in backward each offloaded
-tensor is copied back to a new GPU tensor when its node unpacks it, kept until the engine moves to
-the next node, and the forward stash is dropped. It needs CUDA streams, so this class reproduces the
-allocations: the host copies are not counted (they live in host RAM), the stash and the copies back are.
+tensor is copied back to a new GPU tensor when its node unpacks it. The copies of a node are dropped
+by a post hook of the *next* node that unpacks an offloaded tensor (unpack_tensor_with_streams: the first
+unpack on a new node lists the stash as prev_node_ids, and `hook`, registered with node.register_hook,
+deletes them after that node has run), so while a node runs its own copies and the previous node's are
+on the GPU; the forward stash goes in the same hook. (pytorch/torchtune torchtune/training/
+_activation_offloading.py at 05cda5e9dd03be9460f624ebbdbaacc15983e6a3.) It needs CUDA streams, so this class
+reproduces the allocations: the host copies are not counted (they live in host RAM), the stash and the
+copies back are.
 torchtune applies it around the decoder (the output projection runs under NoOpManager), so the caller
 enters it for the model body only.
 """
@@ -55,10 +60,16 @@ class OffloadEmulation(torch.autograd.graph.saved_tensors_hooks):
             if self.node is None:  # first unpack of this backward: clean up when the engine finishes
                 torch.autograd.Variable._execution_engine.queue_callback(self.end_of_backward)
             node = torch._C._current_autograd_node()
-            if node is not self.node:  # a new node: the previous node's copies can go
+            if node is not self.node:  # a new node: the previous node's copies go once this node has run
                 self.node = node
-                self.bwd_stash.clear()
-                self.fwd_stash.clear()
+                prev = list(self.bwd_stash)
+
+                def drop(*_: Any) -> None:
+                    for k in prev:
+                        self.bwd_stash.pop(k, None)
+                    self.fwd_stash.clear()
+
+                node.register_hook(drop)
             if value in self.fwd_stash:
                 return self.fwd_stash[value]
             shape, stride, dtype = self.offloaded.pop(value)

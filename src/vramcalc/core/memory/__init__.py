@@ -73,7 +73,7 @@ from vramcalc.core.memory.overhead import CUDA_CONTEXT_BYTES as CUDA_CONTEXT_BYT
 from vramcalc.core.memory.overhead import NOTE as _OVERHEAD_NOTE
 from vramcalc.core.memory.overhead import runtime_overhead
 from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note, recipe_of
-from vramcalc.core.memory.savers import largest_tensor, layer_residency
+from vramcalc.core.memory.savers import largest_tensor, layer_residency, offload_node_bytes
 from vramcalc.core.memory.weights import (
     WeightBytes,
     fp32_router_tensors,
@@ -823,6 +823,14 @@ class _ActivationPlan:
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
     # Offloaded checkpointing of adapters (not full fine-tuning): the embedding output stays on the GPU (below).
     offload_leaf_t: int = 0
+    # Offloaded without checkpointing (memory/savers.py offload_node_bytes): the forward stash, what one backward node
+    # brings back beside the previous node's copies (per token, and whatever the batch), and the fp32 RMSNorm
+    # backward with its input brought back (per token)
+    offload_stash_t: int = 0
+    offload_back_t: int = 0
+    offload_back_c: int = 0
+    offload_norm_t: int = 0
+    offload_bwd_t: int = 0  # the layer's backward transient without the RMSNorm's (that node has its own moment)
     # Unsloth's kernels under checkpointing (memory/unsloth.py): the bottom layer's own input (and the embedding
     # leaf beside its offloaded copy) alive through its backward, which its saved set does not count.
     bottom_input_t: int = 0
@@ -1263,8 +1271,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append(f"selective checkpointing: {n_layers // t.ac_every} of {n_layers} layers checkpointed "
                      f"(every {t.ac_every}th, torchtune ac_mode selective); the others keep their activations.")
     if t.activation_offload:
-        notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); the GPU "
-                     "keeps one layer's in backward (torchtune OffloadActivations).")
+        notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); in backward "
+                     + ("the GPU holds the recomputed layer's input brought back and its rebuilt saved set "
+                        if t.grad_checkpointing else
+                        "the GPU holds one autograd node's tensors brought back beside the previous node's ")
+                     + "(torchtune OffloadActivations).")
     notes += packing_notes(t)
     notes += _unsloth.notes(m, t)
     notes += _liger.notes(m, t)
@@ -1332,6 +1343,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
         offload_leaf_t=residual * m.hidden_size if t.activation_offload and t.grad_checkpointing
         and t.method != "full" else 0,
+        offload_bwd_t=layer.backward_no_norm_per_token,
+        **(offload_node_bytes(layer.terms, norm_width=max(m.hidden_size, m.num_attention_heads * head_dim(m))
+                              if m.qk_norm else m.hidden_size, residual=residual,
+                              hidden=m.hidden_size, rmsnorm=m.norm == "rmsnorm",
+                              weight_copy=0 if t.method == "qlora" else dtype_bytes(recipe.compute)
+                              * max((lin.in_features * lin.out_features for lin in block_linears(m)), default=0))
+           if t.activation_offload and not t.grad_checkpointing else {}),
         bottom_input_t=residual * m.hidden_size * (2 if t.activation_offload else 1)
         if unsloth and t.grad_checkpointing else 0,
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
@@ -1515,6 +1533,17 @@ def _transformer_phases(
             kept += p.offload_leaf_t * tokens
             kept_bwd += p.offload_leaf_t * tokens
         recomputed = per_layer if saving_layers else 0
+        offload_only = p.offload and not p.checkpointing
+        stash = 0
+        if offload_only and saving_layers:
+            # nothing is recomputed: a backward node brings its own saved tensors back beside the previous node's,
+            # and forward keeps torchtune's stash of the last packed tensors (memory/savers.py offload_node_bytes);
+            # the RMSNorm's fp32 backward is a node of its own (the backward.offload_norm moment)
+            recomputed = min(per_layer, p.offload_back_t * tokens + p.offload_back_c)
+            stash = min(per_layer, p.offload_stash_t * tokens)
+            layer_bwd_t = max(p.offload_bwd_t * tokens + p.layer_bwd_c,
+                              p.layer_bwd_ts * token_seq - p.layer_mlp_saved_t * tokens - p.layer_mlp_saved_c
+                              + p.layer_attn_bwd_c, p.dequant_bwd.backward(tokens), p.layer_routed_bwd_t * tokens)
         if p.top_idle_layers and recomputed:
             # --lora-layers, the top layers unadapted: the backward's largest rerun is the top (unadapted) layer's with
             # every input kept, or the highest adapted layer's once the inputs above it are freed (measured with the
@@ -1541,6 +1570,7 @@ def _transformer_phases(
             fwd_copies = min(fwd_layer_copies, p.layer_copies)
             loss_copies = min(autocast_copies, p.autocast_head_copy)
         moments = [
+            ("forward.layer", _m.FWD_LAYER_OFF, (acc, stash, once, fwd_copies, layer_fwd_t)) if offload_only else
             ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, fwd_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS_CK,
              (acc, kept, once, loss_copies, head_saved, loss_fwd_t, grad_fwd)),
@@ -1571,11 +1601,25 @@ def _transformer_phases(
                                 (max(gradients - p.rerun_mixer_below, 0),
                                  min(p.layer_input_t * tokens * (p.rerun_mixer_layer + 1), kept_bwd), once,
                                  recomputed - mlp_tail, copies, recompute_t)))
+            if p.offload and saving_layers > 1:
+                # Offloaded checkpointing keeps no layer inputs on the GPU, so the bottom layer's rerun holds as much
+                # as the top one's beside every gradient made above it (measured with the tracer, --grid savers:
+                # tinyllama QLoRA cut + checkpointing + offload b2 s1024, the peak in the bottom layer's rerun with
+                # the adapters' gradients made, -2.61 % without this moment)
+                moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_OFF,
+                                (gradients - late_g, kept_bwd, once, recomputed - bottom_less - mlp_tail, copies,
+                                 recompute_t)))
             if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
                                 (gradients - late_g, once, recomputed - bottom_less - mlp_tail, copies, recompute_t)))
-        moments.append(("backward.top", _m.BWD_TOP_CK,
-                        (g_top, kept_bwd, once, recomputed, copies, layer_bwd_t)))
+        if offload_only:
+            moments.append(("backward.top", _m.BWD_TOP_OFF, (g_top, once, recomputed, copies, layer_bwd_t)))
+            if p.offload_norm_t and saving_layers:
+                moments.append(("backward.offload_norm", _m.BWD_NORM_OFF,
+                                (gradients - late_g, once, p.offload_norm_t * tokens)))
+        else:
+            moments.append(("backward.top", _m.BWD_TOP_CK,
+                            (g_top, kept_bwd, once, recomputed, copies, layer_bwd_t)))
         if p.lisa_below and recomputed:
             # LISA (memory/lisa.py): the lowest trained layer's backward, every trained layer's gradient made (its own
             # attention's counted too), the frozen layers below it keeping their inputs
@@ -1585,13 +1629,14 @@ def _transformer_phases(
         if t.optimizer_in_bwd:
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
                             (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
-        moments.append(("backward.bottom", _m.BWD_BOTTOM_CK,
-                        (gradients - late_g, once, recomputed - bottom_less + p.bottom_input_t * tokens, copies,
-                         layer_bwd_t)))
+        moments.append(("backward.bottom", _m.BWD_BOTTOM_OFF if offload_only else _m.BWD_BOTTOM_CK,
+                        (gradients - late_g, once,
+                         max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens, copies, layer_bwd_t)))
         # the backward moments' activations (backward.top holds the most: offloaded sets come back beside the
         # recomputed layer; backward.bottom for completeness)
         bwd_acts = max(kept_bwd + once + recomputed + copies,
-                       once + recomputed - bottom_less + p.bottom_input_t * tokens + copies)
+                       once + recomputed - bottom_less + p.bottom_input_t * tokens + copies,
+                       stash + once + fwd_copies)  # (offloaded without checkpointing: the forward stash)
     else:
         bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c \
             + p.bottom_less_b * t.batch_size if saving_layers else 0
@@ -1685,7 +1730,8 @@ def _transformer_phases(
     # Written out per moment (the temporaries terms of each layout in memory/moments.py; a generic sum over the
     # moments cost half of estimate's time); tests/test_explain.py checks it is the largest moment's.
     temporaries = max(opt_temp, layer_fwd_t, recompute_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t,
-                      layer_bwd_t, end_t, reference, rewarded, rl_temp)
+                      layer_bwd_t, end_t, reference, rewarded, rl_temp,
+                      p.offload_norm_t * tokens if p.offload and not p.checkpointing and saving_layers else 0)
     # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
     # model whose head saves little (a 1-layer toy) that moment can hold more activations than forward kept.
     if bwd_acts > activations:

@@ -96,6 +96,9 @@ class LayerActivations:
     # DeepSeek's MoE backward before the expert projections' (routed_backward_bytes), per token: a moment of its own,
     # without the merged expert stacks' gradients (backward_transient.const), which come later
     routed_backward_per_token: int = 0
+    # backward_transient.per_token without the RMSNorm's fp32 backward (offloaded without checkpointing that node has
+    # its own moment, memory/savers.py offload_node_bytes): the MLP's and adapters' gradients
+    backward_no_norm_per_token: int = 0
 
     def components(self) -> tuple[int, int, int, int]:
         """(per token, per token x seq, per sample, whatever the batch) of the saved set (the plan's split)."""
@@ -756,6 +759,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # gradient and the gathered input's gradient (k x hidden) (measured with the tracer, --grid gptoss full
         # with checkpointing: +7.3 % over with the gated MLP's 3 x width).
         mlp_bwd = c * h * (m.experts_per_token + 1)
+    # Offloaded without checkpointing (memory/savers.py offload_node_bytes), the MLP's product node also holds
+    # down_proj's adapter path gradients in the adapter dtype (lora_A's input gradient and its scaled product, one
+    # cast back): beyond the gated MLP's three, 2 a - c bytes per intermediate unit (measured with the tracer, --grid
+    # offload-nogc: a tiny Llama LoRA all-linear fp32 adapters, the peak at MulBackward0 with 16 B x intermediate
+    # per token, -12 % without)
+    down_adapter_bwd = (2 * a - c) * i if "down_proj" in lora_fwd and gated and not m.num_experts else 0
     bwd = Term("mlp backward gradients" if mlp_bwd >= norm_bwd
                else "rmsnorm backward (fp32)", max(mlp_bwd, norm_bwd, adapter_bwd_t, moe_bwd_t),
                eager_bwd, const=backward_const)
@@ -814,7 +823,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention,
                             sum(x.const for x in mlp_terms), attn_bwd_const,
                             attention_terms=sum(1 for x in terms[:n_attention_terms] if kept(x)),
-                            routed_backward_per_token=routed_bwd)
+                            routed_backward_per_token=routed_bwd,
+                            backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t))
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:

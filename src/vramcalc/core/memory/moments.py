@@ -73,6 +73,15 @@ BWD_RECOMPUTE_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES,
 BWD_TOP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_HEAD_STEP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _STEP_T)
 BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
+# Offloaded without checkpointing (memory/savers.py): forward keeps torchtune's stash of the last packed tensors, and
+# backward brings back one node's saved tensors at a time (and the previous node's, until this node has run).
+_STASH = ("offload stash (last packed tensors)", _A)
+_BACK = ("brought back from host (this node's and the previous one's)", _A)
+FWD_LAYER_OFF = _layout(_ACC, _STASH, _SHARED, _COPIES, _LAYER_FWD)
+BWD_TOP_OFF = _layout(_HEAD_G, _SHARED, _BACK, _LAYER_COPIES, _LAYER_BWD)
+BWD_BOTTOM_OFF = _layout(_ALL_G, _SHARED, _BACK, _LAYER_COPIES, _LAYER_BWD)
+BWD_RECOMPUTE_BOTTOM_OFF = _layout(_ALL_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
+BWD_NORM_OFF = _layout(_ALL_G, _SHARED, ("RMSNorm backward in fp32, its input brought back", _T))
 # LISA (memory/lisa.py): the lowest trained layer's backward, the trained layers' gradients made, every frozen layer
 # below still holding its saved set (checkpointing: its input).
 _TRAINED_G = ("gradients (the trained layers', head's and norm's)", _G)
@@ -126,7 +135,9 @@ LABELS = {
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",
     "backward.recompute": "backward: the top layer's forward recomputed (checkpointing)",
-    "backward.recompute_bottom": "backward: the bottom layer's forward recomputed, every upper gradient made (Mamba-2)",
+    "backward.recompute_bottom": "backward: the bottom layer's forward recomputed, every upper gradient made (Mamba-2, "
+                                 "offloaded checkpointing)",
+    "backward.offload_norm": "backward: an RMSNorm's fp32 backward, its input brought back from host RAM (offload)",
     "backward.recompute_mixer": "backward: the lowest mixer layer's forward recomputed, the gradients above it made "
                                 "(Bamba)",
     "backward.lowest_trained": "backward at the lowest trained layer, the frozen layers below still saved (LISA)",

@@ -9,13 +9,16 @@
   Unsloth's "unsloth" checkpointing and axolotl `gradient_checkpointing: offload` offload the checkpointed
   inputs the same way): saved tensors of at least 1 KiB are copied to pinned host memory in forward;
   the GPU keeps them only in a 5-tensor stash (the final norm's, at the loss) and, in backward, brings
-  back one node's tensors at a time: with checkpointing, the input of the layer being recomputed, and
-  without it, the saved set of the layer running backward.
+  back one node's tensors at a time, the previous node's freed once this node has run: with checkpointing, the
+  input of the layer being recomputed (beside the layer above's), and without it, one node's saved tensors
+  beside the previous node's (offload_node_bytes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +40,47 @@ def layer_residency(*, n_layers: int, saving_layers: int, checkpointing: bool, e
         resident = saving_layers * per_layer
     if not offload:
         return Residency(resident, resident, 0)
-    back = layer_input if checkpointing and saving_layers else 0
+    # With checkpointing the recomputed layer's input comes back at its first backward node, which reruns the layer
+    # inside that unpack; the layer above's input copy is deleted by that node's post hook (torchtune
+    # OffloadActivations prev_node_ids), so it is on the GPU through the rerun too (measured with the tracer once it
+    # freed copies as torchtune does: tinyllama QLoRA cut + checkpointing + offload b2 s1024, one 2 B x hidden per
+    # token more, -2.61 % without it)
+    back = layer_input * min(saving_layers, 2) if checkpointing else 0
     return Residency(0, back, resident)
+
+
+def offload_node_bytes(terms: Sequence[Any], *, norm_width: int, residual: int, hidden: int, rmsnorm: bool,
+                       weight_copy: int) -> dict[str, int]:
+    """Offloaded without checkpointing: what one layer holds on the GPU at its forward and backward nodes.
+
+    torchtune OffloadActivations (pytorch/torchtune torchtune/training/_activation_offloading.py at
+    05cda5e9dd03be9460f624ebbdbaacc15983e6a3): `pack_tensor` copies each saved tensor of >= 1 KiB to the host and
+    keeps the GPU tensor in `fwd_stash` until 5 newer ones are packed; `unpack_tensor_with_streams` copies a
+    tensor back when its node unpacks it, and the node's post `hook` deletes the *previous* node's copies
+    (`prev_node_ids`) once this node has run. So beside a node's gradient temporaries (the layer's backward
+    transient) the GPU holds this node's saved tensors and the previous node's, never the layer's whole set.
+    `terms` are a layer's saved tensors in forward order, one module (node) each: the node after a term in
+    forward runs before it in backward, so at the node of the largest term the GPU holds it and the term after it
+    (measured with the tracer, --grid offload-nogc: a Llama MLP's product node, its operands back beside down_proj's
+    input; the largest two terms anywhere, or any two neighbours, were up to +14 % over); in forward the same pair
+    bounds the newest packed tensors still in the stash beside the layer's forward temporaries.
+    Only `nn.Parameter`s stay: a Linear's matmul saves `weight.t()`, a view, which is packed and
+    comes back as a full copy (`weight_copy`: the largest such weight, whatever the batch). Terms whatever the
+    batch (LoRA's merged expert stacks) are left out: with them the Qwen3-MoE toy LoRA all-linear was +17 %.
+    An RMSNorm's backward (LlamaRMSNorm: pow and mul each saved the fp32 input, packed and brought back apart)
+    peaks in PowBackward0 with six fp32 tensors of the normalized width (its input brought back, the upcast
+    gradient, the mean's expanded gradient, pow, 2 * pow and their product) beside two residual-stream
+    gradients; with q/k norms (Qwen3) the width is the query projection's.
+    """
+    per_token = [x.per_token for x in terms if not x.batch1_only]
+    top = max(range(len(per_token)), key=per_token.__getitem__, default=-1)
+    pair = sum(per_token[top:top + 2]) if top >= 0 else 0
+    # forward: the pair in the stash, and two residual-stream tensors the layer's forward temporaries leave out (its
+    # input and the attention's output, alive beside the MLP's; measured with the tracer, --grid offload-nogc: a tiny
+    # Llama LoRA q,k,v,o b2 s1024, the peak at down_proj's matmul with 4 intermediate- and 5 hidden-wide tensors,
+    # -3.0 % without them)
+    return {"offload_stash_t": pair + 2 * residual * hidden, "offload_back_t": pair, "offload_back_c": weight_copy,
+            "offload_norm_t": 6 * 4 * norm_width + 2 * residual * hidden if rmsnorm else 0}
 
 
 def _numel(shape: tuple[int, ...]) -> int:

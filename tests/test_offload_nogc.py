@@ -1,0 +1,102 @@
+"""Activation offloading without checkpointing (torchtune OffloadActivations; memory/savers.py offload_node_bytes).
+
+Backward brings one autograd node's saved tensors back from the host beside the previous node's (freed by the next
+unpacking node's post hook), never a layer's whole saved set; an RMSNorm's fp32 backward is a node of its own.
+The toy below is benchmarks/accuracy.py's `off:llama` (tests/data/hf/tinyllama-1.1b.json cut to hidden 256,
+intermediate 704, 2 layers, 8 heads / 4 kv heads, vocab 512); its traced peaks are from `--grid offload-nogc`
+(benchmarks/results/accuracy_offload-nogc.md, the tracer's trace/_offload.py on torch 2.13 / transformers 5.24).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import invoke
+from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory import estimate
+from vramcalc.core.specs import TrainingSpec
+from vramcalc.io.hf_config import spec_from_hf_config
+
+HF = Path(__file__).parent / "data" / "hf"
+LLAMA = {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 2, "num_attention_heads": 8,
+         "num_key_value_heads": 4, "vocab_size": 512}
+QWEN3_MOE = {"hidden_size": 256, "moe_intermediate_size": 128, "intermediate_size": 768, "num_hidden_layers": 2,
+             "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64, "num_experts": 16,
+             "num_experts_per_tok": 4, "vocab_size": 1024}
+QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def toy(config: str, shape: dict[str, object]):
+    d = {**json.loads((HF / f"{config}.json").read_text()), **shape}
+    return spec_from_hf_config(d, config, "tests/test_offload_nogc.py")
+
+
+def _moment(e, key: str) -> tuple[int, ...]:
+    return next(values for k, _, values in e.moments if k == key)
+
+
+def test_full_finetuning_node_terms_derived_by_hand() -> None:
+    m = toy("tinyllama-1.1b", LLAMA)
+    tokens = 1024
+    e = estimate(m, TrainingSpec(method="full", precision="pure-bf16", batch_size=1, seq_len=tokens,
+                                 activation_offload=True))
+    # LlamaRMSNorm's backward in fp32 (PowBackward0): six 4 B x hidden tensors and two 2 B residual gradients
+    norm = (6 * 4 * 256 + 2 * 2 * 256) * tokens
+    gradients, shared, held = _moment(e, "backward.offload_norm")
+    assert held == norm == 7_340_032
+    # The MLP product node: its operands (act(gate), up: 2 x 2 B x 704) back beside down_proj's input (2 B x 704),
+    # which the node after it in forward saved, and down_proj's weight.t() view, packed and brought back whole
+    # (704 x 256 x 2 B = 360,448 B)
+    back = (2 * 2 * 704 + 2 * 704) * tokens + 704 * 256 * 2
+    _, _, brought_back, _, _ = _moment(e, "backward.top")
+    assert brought_back == back == 4_685_824
+    assert brought_back < e.details["activations.per_layer"]  # never the layer's whole saved set
+    # forward: the same pair in the stash, beside two 2 B residual-stream tensors
+    _, stash, _, _, _ = _moment(e, "forward.layer")
+    assert stash == (2 * 2 * 704 + 2 * 704 + 2 * 2 * 256) * tokens
+
+
+@pytest.mark.parametrize(("config", "shape", "kw", "traced"), [
+    # traced peaks, --grid offload-nogc (tracer with torchtune's prev_node_ids freeing)
+    ("tinyllama-1.1b", LLAMA, {"method": "full", "precision": "pure-bf16"}, 22_074_880),
+    ("tinyllama-1.1b", LLAMA, {"method": "lora", "precision": "bf16", "lora_targets": QKVO}, 12_709_376),
+    ("tinyllama-1.1b", LLAMA, {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}, 17_691_136),
+    # the moegap note's case: a Qwen3-MoE toy LoRA q,k,v,o offload b1 s1024 was +49.25 % (34.76 MB) before
+    ("qwen3-30b-a3b", QWEN3_MOE, {"method": "lora", "precision": "bf16", "lora_targets": QKVO}, 23_321_600),
+])
+def test_offload_without_checkpointing_within_the_trace(config, shape, kw, traced) -> None:
+    e = estimate(toy(config, shape), TrainingSpec(batch_size=1, seq_len=1024, activation_offload=True, **kw))
+    err = (e.tensor_peak_bytes - traced) / traced
+    assert -0.02 <= err <= 0.07, err
+
+
+def test_checkpointing_under_offload_costs_at_most_the_recomputed_layer() -> None:
+    # The tracer (moegap note, this toy, LoRA q,k,v,o b1 s1024): 23.3 MB offloaded alone, 37.4 MB with
+    # checkpointing, whose rerun rebuilds a layer's whole saved set where offload alone holds one node's tensors
+    m = toy("qwen3-30b-a3b", QWEN3_MOE)
+    t = TrainingSpec(method="lora", precision="bf16", lora_targets=QKVO, batch_size=1, seq_len=1024,
+                     activation_offload=True)
+    off = estimate(m, t)
+    on = estimate(m, replace(t, grad_checkpointing=True))
+    assert off.tensor_peak_bytes < on.tensor_peak_bytes
+    assert on.tensor_peak_bytes <= off.tensor_peak_bytes + off.details["activations.per_layer"]
+
+
+def test_dora_offload_without_checkpointing_is_refused() -> None:
+    m = toy("tinyllama-1.1b", LLAMA)
+    with pytest.raises(UnsupportedCombination, match="add --grad-checkpointing"):
+        estimate(m, TrainingSpec(method="lora", dora=True, activation_offload=True))
+    # with checkpointing it is modelled (the recomputed layer holds DoRA's path)
+    estimate(m, TrainingSpec(method="lora", dora=True, activation_offload=True, grad_checkpointing=True))
+
+
+def test_dora_offload_refusal_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(["estimate", "tinyllama-1.1b", "--method", "lora", "--dora", "--activation-offload"],
+                            capsys)
+    assert code == 2
+    assert "--dora with --activation-offload" in err and "Traceback" not in out + err
+    assert len(err.strip().splitlines()) == 1
