@@ -72,7 +72,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
                 deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|jamba|nemotronh|gptoss|classics|vlm|vlm2|ppo|
-                badam|lora-layers|lisa]
+                badam|lora-layers|lisa|unfrozen]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -2721,6 +2721,32 @@ def lisa_grid() -> list[dict[str, Any]]:
              "training": {"method": "full", **kw}} for model in BADAM_MODELS for label, kw in LISA_RUNS]
 
 
+# The unfrozen grid (`--grid unfrozen`, issue 13; 18 cases): partial fine-tuning by name (core/unfrozen.py: axolotl
+# unfrozen_parameters, LLaMA-Factory freeze_trainable_layers / freeze_extra_modules / use_llama_pro), the tracer setting
+# requires_grad by name (trace/_run.py), on three architectures cut to 8 layers (llama, qwen2 with a tied head, gemma
+# with a tied 256k head) x 6 runs: a sparse set without and with checkpointing (bf16), the bottom layers with the
+# embedding (amp-bf16), the top layers with the head frozen (amp-bf16, checkpointing), LLaMA Pro's stride-4 layers
+# (3, 7) and a sparse set with the embedding under eager attention with checkpointing. Written to
+# accuracy_unfrozen.{json,md}, its traces to trace_cache_unfrozen.json.
+UNFROZEN_MODELS = ("cut:tinyllama-1.1b:8", "cut:qwen2.5-0.5b:8", "cut:gemma-2b:8")
+UNFROZEN_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("layers 2,5", {"train_layers": (2, 5), "precision": "bf16", "batch_size": 2, "seq_len": 256}),
+    ("layers 2,5 gc", {**GC, "train_layers": (2, 5), "precision": "bf16", "batch_size": 2, "seq_len": 256}),
+    ("layers 0-1 embed amp", {"train_layers": (0, 1), "train_modules": ("embed_tokens",), "precision": "amp-bf16",
+                              "batch_size": 2, "seq_len": 256}),
+    ("layers 6-7 no head amp gc", {**GC, "train_layers": (6, 7), "train_modules": (), "precision": "amp-bf16",
+                                   "batch_size": 2, "seq_len": 256}),
+    ("llama-pro 3,7", {"train_layers": (3, 7), "precision": "bf16", "batch_size": 1, "seq_len": 512}),
+    ("layers 1,4,6 embed eager gc", {**GC, "train_layers": (1, 4, 6), "train_modules": ("embed_tokens", "norm"),
+                                     "attention": "eager", "precision": "bf16", "batch_size": 1, "seq_len": 512}),
+)
+
+
+def unfrozen_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | b{kw['batch_size']} s{kw['seq_len']}", "model": model, "method": "freeze",
+             "training": {"method": "freeze", **kw}} for model in UNFROZEN_MODELS for label, kw in UNFROZEN_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -2742,6 +2768,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "vocab": vocab_grid,
          "aux": aux_grid,
          "lisa": lisa_grid,
+         "unfrozen": unfrozen_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -2791,6 +2818,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
                  "issues 13 and 15)",
           "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)",
+          "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           }
 
 
@@ -2936,7 +2964,7 @@ def main() -> None:
                     "LoRA with modules_to_save); "
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
-                    "lisa_n_layers)"
+                    "lisa_n_layers); unfrozen: issue 13's 18 cases trained by name (--train-layers, --train-modules)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -2956,6 +2984,7 @@ def main() -> None:
                          "vocab",
                          "aux",
                          "lisa",
+                         "unfrozen",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
