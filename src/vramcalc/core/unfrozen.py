@@ -201,8 +201,8 @@ def expand_patterns(m: ModelSpec, patterns: list[str]) -> tuple[tuple[int, ...],
             raise ValueError(f"{raw!r:.60} is not a regular expression ({e})") from None
         matched = {name for _, _, name in names if regex.match(name)}
         if not matched:
-            raise ValueError(f"{raw!r:.60} matches none of {m.name}'s parameter names (e.g. "
-                             f"model.layers.0.mlp.up_proj.weight): fix the pattern")
+            tied = " (its tied head is model.embed_tokens.weight)" if m.tie_word_embeddings else ""
+            raise ValueError(f"{raw!r:.60} matches none of {m.name}'s parameter names{tied}: fix the pattern")
         picked |= matched
     layers: list[int] = []
     outer: list[str] = []

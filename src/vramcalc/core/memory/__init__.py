@@ -1236,6 +1236,14 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             autocast_copies = min(autocast_copies, dtype_bytes(recipe.compute) * unit_cast)
             layer_copies = min(layer_copies, dtype_bytes(recipe.compute) * layer_cast, autocast_copies)
             autocast_head_copy = 0  # the gathered units' copies are not split by where the forward is
+        if unfrozen:
+            # A named layer set (core/unfrozen.py): autocast caches the cast of a leaf that requires grad only (torch
+            # autocast_mode.cpp cached_cast), so the trained layers' casts live through the forward; a frozen layer's
+            # cast lives only while autograd saves it for its input's gradient (mm saves the other operand), i.e. in a
+            # layer that records a graph without checkpointing, and the head's while its input needs a gradient
+            live_casts = len(trained) if t.grad_checkpointing else saving_layers
+            autocast_head_copy = autocast_head_copy if head_trainable or t.grad_checkpointing or saving_layers else 0
+            autocast_copies = layer_copies * live_casts + autocast_head_copy
     # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
     # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
     # scores softmax writes (the saved set's per-key terms) are transient too.
@@ -1407,9 +1415,18 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
                     + _hybrid.late_gradient_bytes(m, t, recipe) + _jamba.late_gradient_bytes(m, t, recipe)
                     + _nemotron_h.late_gradient_bytes(m, t, recipe) + _lisa.late_gradient_bytes(m, t, recipe)
+                    + _unfrozen_late_gradient_bytes(m, t, recipe)
                     if full_like else 0) + _zamba2.late_gradient_bytes(m, t, recipe)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
+
+
+def _unfrozen_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """--train-modules embed_tokens (core/unfrozen.py), untied: the embedding's gradient is written last
+    (aten.embedding_dense_backward, after the bottom layer's backward), as LISA's (memory/lisa.py)."""
+    if not _unfrozen.active(t) or m.tie_word_embeddings or "embed_tokens" not in _unfrozen.outer_modules(m, t):
+        return 0
+    return (m.vocab_size or 0) * (m.hidden_size or 0) * dtype_bytes(recipe.grad)
 
 
 def _peft_once_t(m: ModelSpec, t: TrainingSpec, c: int) -> int:
