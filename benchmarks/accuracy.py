@@ -2721,12 +2721,13 @@ def lisa_grid() -> list[dict[str, Any]]:
              "training": {"method": "full", **kw}} for model in BADAM_MODELS for label, kw in LISA_RUNS]
 
 
-# The unfrozen grid (`--grid unfrozen`, issue 13; 18 cases): partial fine-tuning by name (core/unfrozen.py: axolotl
+# The unfrozen grid (`--grid unfrozen`, issue 13; 24 cases): partial fine-tuning by name (core/unfrozen.py: axolotl
 # unfrozen_parameters, LLaMA-Factory freeze_trainable_layers / freeze_extra_modules / use_llama_pro), the tracer setting
 # requires_grad by name (trace/_run.py), on three architectures cut to 8 layers (llama, qwen2 with a tied head, gemma
-# with a tied 256k head) x 6 runs: a sparse set without and with checkpointing (bf16), the bottom layers with the
+# with a tied 256k head) x 8 runs: a sparse set without and with checkpointing (bf16), the bottom layers with the
 # embedding (amp-bf16), the top layers with the head frozen (amp-bf16, checkpointing), LLaMA Pro's stride-4 layers
-# (3, 7) and a sparse set with the embedding under eager attention with checkpointing. Written to
+# (3, 7), a sparse set with the embedding under eager attention with checkpointing, a sparse set with the embedding
+# (bf16), and the norm and head alone. Written to
 # accuracy_unfrozen.{json,md}, its traces to trace_cache_unfrozen.json.
 UNFROZEN_MODELS = ("cut:tinyllama-1.1b:8", "cut:qwen2.5-0.5b:8", "cut:gemma-2b:8")
 UNFROZEN_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -2739,6 +2740,10 @@ UNFROZEN_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("llama-pro 3,7", {"train_layers": (3, 7), "precision": "bf16", "batch_size": 1, "seq_len": 512}),
     ("layers 1,4,6 embed eager gc", {**GC, "train_layers": (1, 4, 6), "train_modules": ("embed_tokens", "norm"),
                                      "attention": "eager", "precision": "bf16", "batch_size": 1, "seq_len": 512}),
+    ("layers 2,5 embed", {"train_layers": (2, 5), "train_modules": ("embed_tokens",), "precision": "bf16",
+                          "batch_size": 2, "seq_len": 256}),
+    ("head only", {"train_layers": (), "train_modules": ("norm", "lm_head"), "precision": "bf16", "batch_size": 2,
+                   "seq_len": 256}),
 )
 
 
@@ -2964,7 +2969,7 @@ def main() -> None:
                     "LoRA with modules_to_save); "
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
-                    "lisa_n_layers); unfrozen: issue 13's 18 cases trained by name (--train-layers, --train-modules)"
+                    "lisa_n_layers); unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
