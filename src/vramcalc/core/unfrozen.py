@@ -30,8 +30,8 @@ import re
 from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import SpecError, UnsupportedCombination
+from vramcalc.core.lora_layers import not_alike
 from vramcalc.core.lora_layers import text as layers_text
-from vramcalc.core.vocab import ENCODER_FAMILIES
 
 if TYPE_CHECKING:  # annotations only
     from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -107,14 +107,9 @@ def check(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     if layers and max(layers) >= n:
         raise SpecError("train_layers", f"layer {max(layers)} is beyond {m.name}'s {n} layers: give indices 0 to "
                         f"{n - 1}")
-    from vramcalc.core.lora_layers import _NOT_UNIFORM
-
-    why = ""
-    if not m.has_architecture:
-        why = f"{m.name} is a parameter count only (no layers to choose from)"
-    elif m.num_experts or m.ssm_state_size or m.mixer_intermediate_size or m.attention_layers \
-            or m.decoder_layers or m.vision is not None or m.family in _NOT_UNIFORM or m.family in ENCODER_FAMILIES:
-        why = f"{m.name} ({m.family}) is not a dense decoder of alike layers"
+    why = not_alike(m)
+    if why:
+        pass
     elif t.objective != "sft":
         why = f"--objective {t.objective} is not traced with it"
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.offload != "none" or t.gpus_per_node * t.nodes > 1:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vramcalc.core import lora_layers as _lora_layers
 from vramcalc.core import peft_methods
@@ -1109,9 +1109,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_ts += idle * idle_ts
         layers_less_c += idle * idle_c
         if trained and not live_input:  # the lowest trained layer: its input needs no gradient
-            bottom = layer_fn(dense_m, t, recipe, trainable_weights=True, input_grad=False)
-            drop_t = per_layer_t - sum(x.per_token for x in bottom.terms if not x.batch1_only)
-            drop_ts = per_layer_ts - sum(x.per_token_seq for x in bottom.terms)
+            drop_t, drop_ts = _trained_bottom_drop(layer_fn, dense_m, t, recipe, per_layer_t, per_layer_ts)
             bottom_less_t += drop_t
             bottom_less_ts += drop_ts
             layers_less_t += drop_t
@@ -1137,9 +1135,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t += frozen * (per_layer_t - sum(x.per_token for x in frozen_layer.terms if not x.batch1_only))
         layers_less_ts += frozen * (per_layer_ts - sum(x.per_token_seq for x in frozen_layer.terms))
         if not t.grad_checkpointing and not t.activation_offload:
-            bottom = layer_fn(m, t, recipe, trainable_weights=True, input_grad=False)
-            drop_t = per_layer_t - sum(x.per_token for x in bottom.terms if not x.batch1_only)
-            drop_ts = per_layer_ts - sum(x.per_token_seq for x in bottom.terms)
+            drop_t, drop_ts = _trained_bottom_drop(layer_fn, m, t, recipe, per_layer_t, per_layer_ts)
             bottom_less_t += drop_t
             bottom_less_ts += drop_ts
             layers_less_t += drop_t
@@ -1419,6 +1415,15 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                     if full_like else 0) + _zamba2.late_gradient_bytes(m, t, recipe)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
+
+
+def _trained_bottom_drop(layer_fn: Any, m: ModelSpec, t: TrainingSpec, recipe: Recipe, per_layer_t: int,
+                         per_layer_ts: int) -> tuple[int, int]:
+    """What a trained layer whose input needs no gradient (the bottom one with a frozen embedding, no checkpointing)
+    saves less than a trained layer, per token and per token x seq (layer_activations input_grad=False)."""
+    bottom = layer_fn(m, t, recipe, trainable_weights=True, input_grad=False)
+    return (per_layer_t - sum(x.per_token for x in bottom.terms if not x.batch1_only),
+            per_layer_ts - sum(x.per_token_seq for x in bottom.terms))
 
 
 def _unfrozen_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
