@@ -496,14 +496,22 @@ UNMODELLED_KEYS: dict[str, str] = {
     # liger_cross_entropy: --loss liger-cross-entropy; unsloth_cross_entropy_loss: --loss hf, UNSLOTH_CE_NOTE)
     # (lora_qkv_kernel / lora_o_kernel / lora_mlp_kernel / lora_embedding_kernel: mapped, --kernels axolotl:GROUPS,
     # and turned on as axolotl turns them on: _lora_kernels_axolotl)
-    "relora_steps": "ReLoRA (merges and restarts the adapters; its optimizer reset is not modelled)",
+    # ReLoRA (axolotl-ai-cloud/axolotl @ 067b021c src/axolotl/monkeypatch/relora.py ReLoRACallback, merge_and_save):
+    # at each restart, between steps, every adapted Linear gets its full-size delta lora_B @ lora_A added in place
+    # (QLoRA: the original shard re-read, merged and requantized layer by layer), then the adapters are re-initialized
+    # and the optimizer states pruned in place; relora_steps was renamed relora + jagged_restart_steps in 7b68dfaf.
+    "relora_steps": "ReLoRA restarts: a full-size lora_B @ lora_A delta per adapted Linear at each merge between "
+                    "steps (QLoRA: a dequantized shard, requantized), not modelled (axolotl monkeypatch/relora.py)",
+    "relora": "ReLoRA restarts: a full-size lora_B @ lora_A delta per adapted Linear at each merge between steps "
+              "(QLoRA: a dequantized shard, requantized), not modelled (axolotl monkeypatch/relora.py)",
     # LLaMA-Factory
     "enable_liger_kernel": "Liger kernels",
     "use_galore": "GaLore projected optimizer states",
     "use_apollo": "APOLLO projected optimizer states",
     # (pissa_init is not here: PiSSA changes the initial values of the adapters and the base weights, not
     # their sizes (peft tuners/lora/layer.py pissa_init); the SVD runs once before training.)
-    "shift_attn": "shift short attention",
+    # (shift_attn, mixture_of_depths, use_v1_kernels, train_mm_proj_only: refused where they cannot run under
+    # transformers 5, mapped with a note where they change nothing: _llama_factory_retired)
     "quantization_method": "a non-bitsandbytes quantization",
     # LLaMA-Factory model_args.py keys that change what a step allocates (hiyouga/LLaMA-Factory
     # src/llamafactory/hparams/model_args.py @ 00577a8); none has a vramcalc option yet
@@ -514,9 +522,14 @@ UNMODELLED_KEYS: dict[str, str] = {
     # (over fp32 weights, amp / fp32 precisions, it is mapped with UPCAST_LAYERNORM_NOTE: no change)
     "upcast_layernorm": "the norm weights upcast to fp32 over a 16-bit model: fp32 norm outputs and their per-Linear "
                         "autocast casts",
-    "fp8": "FP8 mixed precision through accelerate (fp8 casts of weights and saved inputs)",
-    "mixture_of_depths": "mixture-of-depths routing (tokens skip layers)",
-    "use_v1_kernels": "LLaMA-Factory's own fused kernels",
+    # LLaMA-Factory (@ ff6d4d12 src/llamafactory/train/fp8_utils.py create_fp8_kwargs) and axolotl (core/trainers/
+    # base.py) hand fp8 to accelerate: torchao Float8Linear (rowwise recipe) swaps every Linear but embeddings and
+    # lm_head, or Transformer Engine; torchao is not in vramcalc's tracer, so its saved fp8 casts are not measured
+    "fp8": "FP8 training through accelerate (torchao Float8Linear on every Linear but embed / lm_head: fp8 casts of "
+           "inputs and weights saved for backward, amax scales), not modelled",
+    # finetuning_args.py @ ff6d4d12: the language model frozen (model_utils/visual.py get_forbidden_modules), with
+    # freeze_multi_modal_projector: false the projector-only recipe that replaced train_mm_proj_only
+    "freeze_language_model": "the language model frozen (no gradients or optimizer states for it)",
 }
 
 # axolotl's unsloth_cross_entropy_loss (loaders/patch_manager.py _patch_loss_llama -> monkeypatch/unsloth_.py
@@ -540,13 +553,113 @@ UNMODELLED_KEYS.update({
     # resize_vocab, add_tokens, add_special_tokens, new_special_tokens_config: _vocab_llama_factory)
     "sequence_parallel_degree": "sequence parallelism across GPUs (ring attention)",
     "context_parallel_size": "context parallelism across GPUs",
-    "tensor_parallel_size": "tensor parallelism across GPUs",
-    "gpu_memory_limit": "a per-GPU max_memory for placing the model (the rest on the CPU)",
-    "s2_attention": "LongLoRA shifted sparse attention",
+    # loaders/model.py @ 067b021c _build_model: from_pretrained(tp_plan="auto", tp_size=N) shards the model's
+    # base_model_tp_plan as DTensors; --tp counts Megatron's layout, not checked against transformers' plan (the
+    # tracer runs one GPU); tensor_parallel_size 1 (validation.py check_tensor_parallel_size's default) is mapped
+    "tensor_parallel_size": "transformers' tensor parallelism (tp_plan auto: DTensor shards of base_model_tp_plan), "
+                            "not modelled; --tp counts Megatron's layout",
+    # loaders/model.py @ 067b021c _set_device_map_config: max_memory {each GPU: limit, cpu: 256GiB} and accelerate's
+    # infer_auto_device_map place whole modules past the limit on the CPU (less the largest layer's reserve); hooks
+    # copy them in per forward
+    "gpu_memory_limit": "a per-GPU max_memory: accelerate's infer_auto_device_map puts the modules past it on the "
+                        "CPU (axolotl loaders/model.py); that placement is not modelled",
+    # (max_memory: the same placement, written per device; axolotl refuses both keys together)
+    "max_memory": "a max_memory placement: accelerate's infer_auto_device_map puts the modules past it on the CPU "
+                  "(axolotl loaders/model.py); that placement is not modelled",
+    # (s2_attention: refused, _axolotl_retired)
     # LLaMA-Factory (finetuning_args.py, model_args.py)
     "use_muon": "the Muon optimizer (one momentum state for matrices, AdamW for the rest)",
-    "train_mm_proj_only": "only the multimodal projector trains",
 })
+
+# Keys whose feature cannot run under the transformers vramcalc models (5.24): refused in one line; where the tool
+# applies nothing, mapped with a note (issue 13).
+# LLaMA-Factory shift_attn (hiyouga/LLaMA-Factory @ ff6d4d12 src/llamafactory/model/model_utils/longlora.py
+# configure_longlora): on a model_type in SUPPORTED_CLASS_FOR_S2ATTN ({"llama"}, extras/constants.py) it sets
+# group_size_ratio 1/4 and runs _apply_llama_patch, whose check_version("transformers>=4.45.0,<4.48.0",
+# mandatory=True) fails under what LLaMA-Factory itself needs (extras/misc.py check_dependencies: >=4.55.0); any
+# other model only logs "Current model does not support shift short attention".
+S2ATTN_MODEL_TYPES = ("llama",)
+SHIFT_ATTN_REFUSAL = ("LLaMA-Factory's LongLoRA patch needs transformers >=4.45,<4.48 (model_utils/longlora.py) and "
+                      "LLaMA-Factory itself >=4.55, so it cannot run; remove it")
+SHIFT_ATTN_NOTE = ("shift_attn: no memory change: LLaMA-Factory applies LongLoRA's shifted attention to llama models "
+                   "only (model_utils/longlora.py) and logs that this model does not support it.")
+# axolotl s2_attention: its validator raises "no longer supported" (utils/schemas/deprecated.py @ 067b021c); the
+# patch was removed in afd74aed (2026-05-20) as broken on transformers 5.x.
+S2_ATTENTION_REFUSAL = ("axolotl removed LongLoRA's shifted sparse attention (afd74aed: broken on transformers 5) and "
+                        "refuses the key; remove it")
+# mixture_of_depths (model/model_utils/mod.py): the mixture-of-depth package's MoD block (astramind-ai/
+# Mixture-of-depths @ f9ae1f4f MoD/MoD.py) takes past_key_value and output_attentions as required arguments, which
+# transformers 5's decoder loop does not pass (models/llama/modeling_llama.py LlamaModel.forward), and its "load"
+# classes import transformers.modeling_attn_mask_utils, gone in transformers 5.
+MOD_REFUSAL = ("mixture-of-depth's MoD blocks (MoD/MoD.py) are written for transformers 4 (their forward takes "
+               "past_key_value and output_attentions, which transformers 5 no longer passes); remove it")
+# use_v1_kernels (model/loader.py -> v1/plugins/model_plugins/kernels/interface.py apply_v1_kernels @ ff6d4d12): the
+# "auto" kernels of _AUTO_KERNELS, which lists Ascend NPU kernels only; on a CUDA GPU nothing is replaced.
+V1_KERNELS_NOTE = ("use_v1_kernels: no memory change on an NVIDIA GPU: LLaMA-Factory's automatic v1 kernels are Ascend "
+                   "NPU kernels only (v1/plugins/model_plugins/kernels/interface.py _AUTO_KERNELS).")
+# train_mm_proj_only: removed from finetuning_args.py in 71a1c132 (2025-03-10; then LLaMA-Factory needed transformers
+# <=4.49); today's HfArgumentParser refuses the unknown key. Its successor: freeze_multi_modal_projector: false with
+# freeze_language_model: true.
+MM_PROJ_ONLY_REFUSAL = ("removed by LLaMA-Factory in 71a1c132 (that version needs transformers <=4.49); its "
+                        "successor, freeze_multi_modal_projector: false with freeze_language_model: true, is read but "
+                        "not modelled")
+BOOLEAN_KEYS["llama-factory"].update(dict.fromkeys(("shift_attn", "use_v1_kernels", "train_mm_proj_only"), ()))
+BOOLEAN_KEYS["axolotl"]["s2_attention"] = ()
+# The boolean keys whose true is refused (the feature cannot run), not only a loose spelling of it
+REFUSED_WHEN_TRUE = {"llama-factory": ("shift_attn", "train_mm_proj_only"), "axolotl": ("s2_attention",)}
+
+
+def _family(run: Run, path: Path) -> str | None:
+    """The run's model type (ModelSpec.family, config.json model_type), or None where the model does not resolve
+    (it is refused where the run is estimated)."""
+    try:
+        return resolve_model(run.model or "", path.parent)[0].family
+    except VramcalcError:
+        return None
+
+
+def _llama_factory_retired(d: dict[str, Any], run: Run, path: Path) -> None:
+    """LLaMA-Factory's shift_attn, mixture_of_depths, train_mm_proj_only and use_v1_kernels: refused where they
+    cannot run under transformers 5, mapped with a note where LLaMA-Factory applies nothing."""
+    if _flag(LF, d.get("shift_attn"), "shift_attn"):
+        if _family(run, path) in S2ATTN_MODEL_TYPES:
+            raise _KeyProblem("shift_attn", SHIFT_ATTN_REFUSAL)
+        run.notes.append(SHIFT_ATTN_NOTE)
+    if _is_set(d.get("mixture_of_depths")):  # model_args.py: "convert" or "load"
+        raise _KeyProblem("mixture_of_depths", MOD_REFUSAL)
+    if _flag(LF, d.get("train_mm_proj_only"), "train_mm_proj_only"):
+        raise _KeyProblem("train_mm_proj_only", MM_PROJ_ONLY_REFUSAL)
+    if _flag(LF, d.get("use_v1_kernels"), "use_v1_kernels"):
+        run.notes.append(V1_KERNELS_NOTE)
+    _seen(d, run, "shift_attn", "mixture_of_depths", "train_mm_proj_only", "use_v1_kernels")
+
+
+def _axolotl_retired(d: dict[str, Any], run: Run) -> None:
+    """axolotl's s2_attention (refused: axolotl refuses it), tensor_parallel_size 0 / 1 (no sharding: mapped) and
+    the combinations axolotl's validators refuse (utils/schemas/validation.py @ 067b021c)."""
+    if _flag(AX, d.get("s2_attention"), "s2_attention"):
+        raise _KeyProblem("s2_attention", S2_ATTENTION_REFUSAL)
+    _seen(d, run, "s2_attention")
+    tp = d.get("tensor_parallel_size")
+    if tp is None or (not isinstance(tp, bool) and tp in (0, 1)):  # check_tensor_parallel_size: unset -> 1
+        _seen(d, run, "tensor_parallel_size")
+    elif str(d.get("optimizer")) in ("paged_adamw_8bit", "adamw_8bit", "adamw_bnb_8bit"):
+        # check_tensor_parallel_optimizer
+        raise _KeyProblem("tensor_parallel_size", "axolotl refuses tensor parallelism with bitsandbytes' 8-bit "
+                          "AdamW (paged_adamw_8bit, adamw_8bit, adamw_bnb_8bit); use 1 or another optimizer")
+    if _is_set(d.get("relora")):  # check_relora (ReLoRA itself stays in UNMODELLED_KEYS)
+        if not _is_set(d.get("jagged_restart_steps")):
+            raise _KeyProblem("relora", "axolotl needs jagged_restart_steps with it (how often ReLoRA restarts); "
+                              "add it or remove relora")
+        if d.get("adapter") not in ("lora", "qlora"):
+            raise _KeyProblem("relora", "axolotl runs ReLoRA on a lora or qlora adapter only; set adapter or remove "
+                              "relora")
+    _seen(d, run, "jagged_restart_steps")
+    if d.get("gpu_memory_limit") is not None and d.get("max_memory") is not None:
+        # check_mem_mismatch
+        raise _KeyProblem("gpu_memory_limit", "axolotl refuses it beside max_memory (they are mutually exclusive); "
+                          "keep one")
+
 
 # Liger's layer kernels: applied with the fused linear cross-entropy by TRL's use_liger_kernel and LLaMA-Factory's
 # enable_liger_kernel (liger_kernel/transformers/monkey_patch.py _apply_liger_kernel_to_instance: rope, swiglu,
@@ -795,6 +908,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.mapped += [k for k in ("load_in_4bit", "load_in_8bit") if k in d]
     else:
         run.options["method"] = "full"
+    _axolotl_retired(d, run)
     _take(d, run, "lora_r", "lora_rank", int)
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
@@ -1631,6 +1745,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     if ftype == "lora":
         _llama_pro_lora(d, run, path)
     _llama_factory_moe(d, run, path)
+    _llama_factory_retired(d, run, path)
     _vocab_llama_factory(d, run, quant in (4, 8))
     run.options["seq_len"] = _strict("cutoff_len", "seq_len", d.get("cutoff_len", 2048))
     _seen(d, run, "cutoff_len")
