@@ -818,31 +818,61 @@ NEMOTRONH_MOE_SHAPES = {"nemotronh:moe-h256-MEM*E-e8k2-i128-s256": {
     "moe_intermediate_size": 96, "moe_shared_expert_intermediate_size": 160}}
 
 
-def nemotronh_moe_cases() -> list[dict[str, Any]]:
+def _nemotronh_moe_family(shapes: dict[str, dict[str, Any]], label: str, targets: tuple[str, ...],
+                          published: str) -> list[dict[str, Any]]:
+    """A MoE shape pair's cases: HYBRID_RUNS x checkpointing off / on, b2 s64 and s128 for the first shape, b2 s64
+    for the second; LoRA on `targets` (labelled `label`) on the first; the published shape cut to 2 layers."""
     cases = []
-    for model, seqs in zip(NEMOTRONH_MOE_SHAPES, ((64, 128), (64,)), strict=True):
-        for label, kw in HYBRID_RUNS:
+    for model, seqs in zip(shapes, ((64, 128), (64,)), strict=True):
+        for run, kw in HYBRID_RUNS:
             for seq in seqs:
                 for gc in (False, True):
-                    cases.append({"id": f"{model} | {label} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
+                    cases.append({"id": f"{model} | {run} | b2 s{seq} | {'gc' if gc else 'no-gc'}", "model": model,
                                   "method": kw["method"],
                                   "training": dict(kw, batch_size=2, seq_len=seq, grad_checkpointing=gc)})
-    model = next(iter(NEMOTRONH_MOE_SHAPES))
+    model = next(iter(shapes))
     for gc in (False, True):
-        cases.append({"id": f"{model} | lora q,v,in_proj,up,down | b2 s64 | {'gc' if gc else 'no-gc'}",
+        cases.append({"id": f"{model} | {label} | b2 s64 | {'gc' if gc else 'no-gc'}",
                       "model": model, "method": "lora",
-                      "training": dict(HYBRID_RUNS[1][1], lora_targets=("q_proj", "v_proj", "in_proj", "up_proj",
-                                                                        "down_proj"), batch_size=2, seq_len=64,
+                      "training": dict(HYBRID_RUNS[1][1], lora_targets=targets, batch_size=2, seq_len=64,
                                        grad_checkpointing=gc)})
-    for (label, kw), gc in zip(HYBRID_RUNS[:2], (False, True), strict=True):
-        cases.append({"id": f"nemotronh:nemotron-3-nano-2-layers | {label} | b1 s128 | {'gc' if gc else 'no-gc'}",
-                      "model": "nemotronh:nemotron-3-nano-2-layers", "method": kw["method"],
+    for (run, kw), gc in zip(HYBRID_RUNS[:2], (False, True), strict=True):
+        cases.append({"id": f"{published} | {run} | b1 s128 | {'gc' if gc else 'no-gc'}",
+                      "model": published, "method": kw["method"],
                       "training": dict(kw, batch_size=1, seq_len=128, grad_checkpointing=gc)})
     return cases
 
 
+def nemotronh_moe_cases() -> list[dict[str, Any]]:
+    return _nemotronh_moe_family(NEMOTRONH_MOE_SHAPES, "lora q,v,in_proj,up,down",
+                                 ("q_proj", "v_proj", "in_proj", "up_proj", "down_proj"),
+                                 "nemotronh:nemotron-3-nano-2-layers")
+
+
+# Nemotron 3 Super's latent MoE and grouped routing (NemotronHMoE's fc1 / fc2_latent_proj around experts at the
+# latent width; NemotronHTopkRouter's n_group / topk_group), from
+# tests/data/hf/nvidia-nemotron-3-super-120b-a12b-bf16.json cut to two tiny shapes (L1: C's MEM*E, latent 64 of
+# hidden 256, 8 experts in 4 groups, the best 2 kept, top 2; L2: D's *E-ME, latent 48 of 192, 8 experts in 2
+# groups, the best 1 kept, top 3, norm_topk_prob false) x full pure-bf16 / LoRA / QLoRA (default targets) x
+# checkpointing off / on, b2 s64 and s128 for L1, b2 s64 for L2; LoRA on the shared experts and both latent
+# projections; the published shape cut to 2 layers (ME: hidden 4096, 512 experts top 22, latent 1024).
+NEMOTRONH_LATENT_SHAPES = {
+    "nemotronh:latent-h256-MEM*E-e8k2-l64-g4t2": {
+        **NEMOTRONH_MOE_SHAPES["nemotronh:moe-h256-MEM*E-e8k2-i128-s256"], "moe_latent_size": 64, "n_group": 4,
+        "topk_group": 2},
+    "nemotronh:latent-h192-*E-ME-e8k3-l48-g2t1-nonorm": {
+        **NEMOTRONH_MOE_SHAPES["nemotronh:moe-h192-*E-ME-e6k3-i96-s160"], "n_routed_experts": 8,
+        "moe_latent_size": 48, "n_group": 2, "topk_group": 1, "norm_topk_prob": False}}
+
+
+def nemotronh_latent_cases() -> list[dict[str, Any]]:
+    return _nemotronh_moe_family(NEMOTRONH_LATENT_SHAPES, "lora q,v,in_proj,up,down,fc1,fc2_latent",
+                                 ("q_proj", "v_proj", "in_proj", "up_proj", "down_proj", "fc1_latent_proj",
+                                  "fc2_latent_proj"), "nemotronh:nemotron-3-super-2-layers")
+
+
 def nemotronh_grid() -> list[dict[str, Any]]:
-    cases = nemotronh_moe_cases()
+    cases = nemotronh_moe_cases() + nemotronh_latent_cases()
     for model in NEMOTRONH_SHAPES:
         for label, kw in HYBRID_RUNS:
             for seq in (64, 128):
@@ -1599,7 +1629,7 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
     return cases
 
 
-# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 36 cases): Llama4ForConditionalGeneration
+# The Llama 4 multimodal grid (`--grid llama4v`, issue 15; 65 cases): Llama4ForConditionalGeneration
 # (memory/llama4v.py, trace/_llama4v.py) from the published Scout / Maverick config.json files (tests/data/hf) with the
 # Llama 4 tower at its own widths (1408 wide, 16 heads, MLP 5632, 336 px tiles of 14 px patches: 577 rows a tile, the
 # pixel-shuffle adapter to 144 features of 4096) cut to 2 layers, and the text model cut to the llama4 grid's tiny
@@ -1615,8 +1645,18 @@ def tower_lora_cases(model: str, name: str, shapes: tuple[dict[str, Any], ...],
 #   adapted too) x checkpointing off / on at both shapes. Every LoRA case's targets reach the tower (peft matches
 #   them over the whole model);
 # - full pure-bf16 --train-vision (the tower trained) x checkpointing off / on: Scout at both shapes, Maverick at
-#   the first.
+#   the first;
+# - LoRA pure-bf16 on gate_proj,up_proj,down_proj (the language model's only) --train-vision (the tower's own weights
+#   unfrozen beside the adapters) x checkpointing off / on: Scout at both shapes, Maverick at the first;
+# - --attention eager: the frozen tower (full pure-bf16 and LoRA gate,up,down at both shapes, QLoRA gate,up,down and
+#   Maverick full at the first) and the trained one (full --train-vision at both shapes, LoRA --train-vision at the
+#   first), checkpointing off / on;
+# - amp-bf16 (autocast over fp32 weights) with the tower frozen, without checkpointing: Scout full and LoRA
+#   gate,up,down at both shapes, Maverick full at the first.
 # Written to accuracy_llama4v.{json,md}.
+# Names only Llama 4's language model has (its shared experts' Llama4TextMLP; the tower's Linears are q/k/v/o_proj and
+# fc1 / fc2): LoRA that leaves the tower frozen (memory/llama4v.py lora_targets)
+LLAMA4_TEXT_ONLY = ("gate_proj", "up_proj", "down_proj")
 LLAMA4V_SHAPES = ({"batch_size": 1, "seq_len": 128, "images": 1},
                   {"batch_size": 2, "seq_len": 64, "images": 1, "image_size": 300, "image_width": 800})
 
@@ -1628,9 +1668,10 @@ def llama4v_grid() -> list[dict[str, Any]]:
         size = f" {shape['image_size']}x{shape['image_width']}" if "image_width" in shape else ""
         return f"b{shape['batch_size']} s{shape['seq_len']} i{shape['images']}{size}"
 
-    def add(model: str, name: str, label: str, kw: dict[str, Any], shape: dict[str, Any]) -> None:
-        for gc in (False, True):
-            cases.append({"id": f"{name} | {label} | {tag(shape)} | sdpa | {'gc' if gc else 'no-gc'}",
+    def add(model: str, name: str, label: str, kw: dict[str, Any], shape: dict[str, Any],
+            attention: str = "sdpa", gcs: tuple[bool, ...] = (False, True)) -> None:
+        for gc in gcs:
+            cases.append({"id": f"{name} | {label} | {tag(shape)} | {attention} | {'gc' if gc else 'no-gc'}",
                           "model": model, "method": kw["method"],
                           "training": dict(kw, **shape, grad_checkpointing=gc)})
 
@@ -1655,6 +1696,42 @@ def llama4v_grid() -> list[dict[str, Any]]:
             shape)
     add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16 train-vision",
         dict(VLM_RUNS[0][1], train_vision=True), LLAMA4V_SHAPES[0])
+    # --train-vision under LoRA (the tower's own weights unfrozen beside the language model's adapters, on targets only
+    # the language model has; pure-bf16: torch.optim's states in the weights' dtype, as the tracer runs it), both
+    # shapes on Scout, the first on Maverick, checkpointing off / on
+    tv_lora = {"method": "lora", "precision": "pure-bf16", "lora_targets": LLAMA4_TEXT_ONLY, "train_vision": True}
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "lora pure-bf16 gate,up,down train-vision", tv_lora, shape)
+    add("llama4v:maverick", "maverick tiny-lm", "lora pure-bf16 gate,up,down train-vision", tv_lora,
+        LLAMA4V_SHAPES[0])
+    # eager attention in the frozen tower (Llama4VisionAttention's vision_eager_attention_forward; the language model's
+    # eager attention as the llama4 grid's): full fine-tuning and LoRA / QLoRA on targets only the language model has
+    # (gate_proj, up_proj, down_proj: its shared experts), both shapes for full and LoRA, checkpointing off / on
+    for shape in LLAMA4V_SHAPES:
+        for label, kw in VLM_RUNS[:2]:
+            kw = dict(kw, attention="eager", **({"lora_targets": LLAMA4_TEXT_ONLY} if kw["method"] != "full" else {}))
+            add("llama4v:scout", "scout tiny-lm", label + (" gate,up,down" if kw["method"] != "full" else ""), kw,
+                shape, attention="eager")
+    add("llama4v:scout", "scout tiny-lm", "qlora gate,up,down",
+        dict(VLM_RUNS[2][1], attention="eager", lora_targets=LLAMA4_TEXT_ONLY), LLAMA4V_SHAPES[0], attention="eager")
+    add("llama4v:maverick", "maverick tiny-lm", "full pure-bf16", dict(VLM_RUNS[0][1], attention="eager"),
+        LLAMA4V_SHAPES[0], attention="eager")
+    # eager attention in a trained tower (--train-vision: every layer saves its softmax output), full on both shapes,
+    # LoRA (the tower's own weights unfrozen) on the first
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "full pure-bf16 train-vision",
+            dict(VLM_RUNS[0][1], train_vision=True, attention="eager"), shape, attention="eager")
+    add("llama4v:scout", "scout tiny-lm", "lora pure-bf16 gate,up,down train-vision", dict(tv_lora, attention="eager"),
+        LLAMA4V_SHAPES[0], attention="eager")
+    # autocast (amp-bf16: fp32 weights, bf16 compute) with the tower frozen and no checkpointing (with it, refused):
+    # full fine-tuning on both shapes and Maverick's first, LoRA on targets only the language model has on both
+    for shape in LLAMA4V_SHAPES:
+        add("llama4v:scout", "scout tiny-lm", "full amp-bf16", {"method": "full", "precision": "amp-bf16"}, shape,
+            gcs=(False,))
+        add("llama4v:scout", "scout tiny-lm", "lora amp-bf16 gate,up,down",
+            {"method": "lora", "precision": "amp-bf16", "lora_targets": LLAMA4_TEXT_ONLY}, shape, gcs=(False,))
+    add("llama4v:maverick", "maverick tiny-lm", "full amp-bf16", {"method": "full", "precision": "amp-bf16"},
+        LLAMA4V_SHAPES[0], gcs=(False,))
     return cases
 
 
@@ -1871,6 +1948,11 @@ def _model(name: str) -> Any:
     if name.startswith("nemotronh:"):  # tests/data/hf/nemotron-h-8b-base-8k.json cut to a tiny shape
         from vramcalc.io.hf_config import spec_from_hf_config
 
+        if name in NEMOTRONH_LATENT_SHAPES or name == "nemotronh:nemotron-3-super-2-layers":  # the Super's config
+            d = {**json.loads((HF_DIR / "nvidia-nemotron-3-super-120b-a12b-bf16.json").read_text()),
+                 **NEMOTRONH_LATENT_SHAPES.get(name, {"hybrid_override_pattern": "ME"})}
+            d.pop("num_hidden_layers")  # the pattern's length
+            return spec_from_hf_config(d, name[10:], "benchmarks/accuracy.py")
         if name in NEMOTRONH_MOE_SHAPES or name == "nemotronh:nemotron-3-nano-2-layers":  # the Nano's config
             d = {**json.loads((HF_DIR / "nvidia-nemotron-3-nano-30b-a3b-bf16.json").read_text()),
                  **NEMOTRONH_MOE_SHAPES.get(name, {"hybrid_override_pattern": "ME"})}
@@ -2654,6 +2736,39 @@ def upcast_grid() -> list[dict[str, Any]]:
              f"s{kw['seq_len']} | {'gc' if gc else 'no-gc'}", "model": f"hf:{model}", "method": label,
              "training": dict(kw, grad_checkpointing=gc, upcast_logits=True)}
             for model in UPCAST_MODELS for label, kw in UPCAST_METHODS for gc in (False, True)]
+# The upcastln grid (`--grid upcastln`, issue 13; 32 cases): LLaMA-Factory's upcast_layernorm over 16-bit weights
+# (--upcast-norms, memory/upcast_norms.py; the tracer casts every 1-D parameter named like a norm to fp32 and runs the
+# step under autocast, as the Trainer's bf16 flag does through accelerate) on tinyllama-1.1b (Llama RMSNorm: an fp32
+# output each Linear casts), gemma-2b (Gemma's (1 + w) RMSNorm: a 16-bit output) and starcoder2-3b (LayerNorm with
+# bias: autocast's fp32 layer_norm), cut to 4 layers: full fine-tuning in pure bf16 (fp32 norm gradients and
+# states), LoRA and QLoRA (kbit_prep off, as in the other grids: the norms 16-bit before the cast) on all-linear in bf16
+# (fp32 adapters, autocast matmuls), and freeze (2 of 4 layers frozen) in pure bf16 on tinyllama; b2 s1024, each
+# without and with checkpointing. Those peak at the loss; twelve more cases put the peak in the layers: LoRA and QLoRA
+# on the same three cut to a 2,048-token vocabulary (dequant_grid's "dequant:" models), without and with
+# checkpointing. Written to
+# accuracy_upcastln.{json,md}, its traces to trace_cache_upcastln.json.
+UPCASTLN_MODELS = ("tinyllama-1.1b", "gemma-2b", "starcoder2-3b")
+UPCASTLN_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}),
+    ("lora", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}),
+    ("qlora", {"method": "qlora", "precision": "bf16", "lora_targets": ("all-linear",), "kbit_prep": False}),
+)
+
+
+def upcastln_grid() -> list[dict[str, Any]]:
+    runs = [(model, label, kw) for model in UPCASTLN_MODELS for label, kw in UPCASTLN_METHODS]
+    runs.append(("tinyllama-1.1b", "freeze 2 pure-bf16", {"method": "freeze", "precision": "pure-bf16",
+                                                          "freeze_layers": 2}))
+    cases = [{"id": f"{model} ({FAMILY_LAYERS} layers) | {label} | upcast-norms | b2 s1024 | {'gc' if gc else 'no-gc'}",
+              "model": f"hf:{model}", "method": label,
+              "training": dict(kw, batch_size=2, seq_len=1024, grad_checkpointing=gc, upcast_norms=True)}
+             for model, label, kw in runs for gc in (False, True)]
+    return cases + [{"id": f"{model} ({FAMILY_LAYERS} layers, vocab 2,048) | {label} | upcast-norms | b2 s1024 | "
+                     f"{'gc' if gc else 'no-gc'}", "model": f"dequant:{model}", "method": label,
+                     "training": dict(kw, batch_size=2, seq_len=1024, grad_checkpointing=gc, upcast_norms=True)}
+                    for model in UPCASTLN_MODELS for label, kw in UPCASTLN_METHODS[1:] for gc in (False, True)]
+
+
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
 # tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
@@ -2752,6 +2867,30 @@ def unfrozen_grid() -> list[dict[str, Any]]:
              "training": {"method": "freeze", **kw}} for model in UNFROZEN_MODELS for label, kw in UNFROZEN_RUNS]
 
 
+# The Muon grid (`--grid muon`, issue 13; 15 cases): LLaMA-Factory's use_muon (llamafactory 0.9.5
+# third_party/muon/muon.py Muon, trainer_utils.py _create_muon_optimizer's split; the tracer imports that module, so
+# the wheel must be importable: pip install llamafactory==0.9.5 --no-deps) on three architectures cut to 2 layers:
+# qwen2.5-0.5b (qwen2, a 151,936-token tied embedding: AdamW), tinyllama-1.1b (llama, untied lm_head: AdamW) and gpt2
+# (wte and wpe are 2-D and not named "embed": Muon), × full and freeze, bf16 / amp-bf16 / fp32 weights, checkpointing
+# off and on. Traces in trace_cache_muon.json; written to accuracy_muon.{json,md}.
+MUON_MODELS = ("cut:qwen2.5-0.5b:2", "cut:tinyllama-1.1b:2", "cut:gpt2:2")
+MUON_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("muon bf16 b1 s256", {"precision": "bf16", "batch_size": 1, "seq_len": 256}),
+    ("muon amp-bf16 gc b2 s512", {**GC, "precision": "amp-bf16", "batch_size": 2, "seq_len": 512}),
+    ("muon fp32 b1 s256", {"precision": "fp32", "batch_size": 1, "seq_len": 256}),
+    ("muon freeze 1 bf16 b2 s256", {"method": "freeze", "freeze_layers": 1, "precision": "bf16", "batch_size": 2,
+                                    "seq_len": 256}),
+    ("muon bf16 gc b4 s1024", {**GC, "precision": "bf16", "batch_size": 4, "seq_len": 1024}),
+)
+
+
+def muon_grid() -> list[dict[str, Any]]:
+    """Issue 13's Muon: 5 runs x 3 architectures."""
+    return [{"id": f"{model} | {label}", "model": model, "method": label,
+             "training": {"method": "full", "optimizer": "muon", **kw}}
+            for model in MUON_MODELS for label, kw in MUON_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -2769,11 +2908,13 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "ppo": ppo_grid,
          "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid,
          "upcast": upcast_grid,
+         "upcastln": upcastln_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
          "lisa": lisa_grid,
          "unfrozen": unfrozen_grid,
+         "muon": muon_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -2818,12 +2959,14 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                      "issue 15)",
           "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)",
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
+          "upcastln": " (LLaMA-Factory upcast_layernorm: fp32 norms over 16-bit weights, autocast; issue 13)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
                  "issues 13 and 15)",
           "lisa": " (LISA: N decoder layers trained at a time, every layer's optimizer states; issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
+          "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
           }
 
 
@@ -2963,13 +3106,16 @@ def main() -> None:
                     "cut to 4 layers (the dequantized weight); llama4v: issue 15's 30 Llama 4 multimodal cases "
                     "(tiles, pixel shuffle, the tower frozen or adapted); badam: issue 13's 24 BAdam layer-mode cases; "
                     "upcast: issue 13's 16 --upcast-logits cases (lm_head's fp32 hook: full, LoRA, QLoRA, amp); "
+                    "upcastln: issue 13's 32 --upcast-norms cases (fp32 norms under autocast: Llama, Gemma, "
+                    "StarCoder2; full, LoRA, QLoRA, freeze); "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
                     "LoRA with modules_to_save); "
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
-                    "lisa_n_layers); unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules)"
+                    "lisa_n_layers); unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
+                    "muon: issue 13's 15 LLaMA-Factory use_muon cases"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -2983,13 +3129,14 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "upcast",
+                         "upcast", "upcastln",
                          "lora-layers",
                          "zamba2", "nemotronh",
                          "vocab",
                          "aux",
                          "lisa",
                          "unfrozen",
+                         "muon",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

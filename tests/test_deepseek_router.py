@@ -59,7 +59,8 @@ def test_bad_groups_refused(change: dict, message: str) -> None:
 
 
 def test_groups_refused_outside_deepseek() -> None:
-    with pytest.raises(SpecError, match="DeepSeek-V2/V3 only"):
+    # (and Nemotron-H, whose NemotronHTopkRouter is V3's: tests/test_nemotron_h.py)
+    with pytest.raises(SpecError, match="DeepSeek-V2/V3 and Nemotron-H only"):
         replace(presets.find_model("mixtral-8x7b"), expert_groups=2)
 
 

@@ -115,6 +115,9 @@ TOTALS = {
     # sum(p.numel()) of NemotronHForCausalLM from tests/data/hf/nvidia-nemotron-3-nano-30b-a3b-bf16.json (quoted),
     # transformers 5.24 on the meta device (tests/test_nemotron_h.py rebuilds it)
     "nvidia-nemotron-3-nano-30b-a3b-bf16": 31_577_937_344,
+    # sum(p.numel()) of NemotronHForCausalLM from tests/data/hf/nvidia-nemotron-3-super-120b-a12b-bf16.json (quoted;
+    # the latent MoE, its MTP layer not built), transformers 5.24 on the meta device (tests/test_nemotron_h.py)
+    "nvidia-nemotron-3-super-120b-a12b-bf16": 120_668_687_360,
     # Issue 15's vision-language models: sum(p.numel()) of LlavaForConditionalGeneration, transformers 5.24 on the
     # meta device (tests/test_vision.py rebuilds it): the language model 6,607,605,760 + lm_head 131,334,144 +
     # the CLIP tower 303,507,456 + the projector 20,979,712.

@@ -198,6 +198,110 @@ def test_traced_train_vision(kw: dict[str, Any]) -> None:
     assert "trained (--train-vision" in " ".join(b.notes)
 
 
+# targets only Llama 4's language model has (its shared experts' Llama4TextMLP): the tower stays unadapted
+TEXT_ONLY = ("gate_proj", "up_proj", "down_proj")
+
+
+@pytest.mark.parametrize("kw", [{"method": "full", "precision": "pure-bf16"},
+                                {"method": "full", "precision": "pure-bf16", "grad_checkpointing": True},
+                                {"method": "lora", "precision": "bf16", "lora_targets": TEXT_ONLY,
+                                 "grad_checkpointing": True, "batch_size": 2, "seq_len": 64, "image_size": 300,
+                                 "image_width": 800},
+                                {"method": "full", "precision": "pure-bf16", "train_vision": True},
+                                {"method": "full", "precision": "pure-bf16", "train_vision": True,
+                                 "grad_checkpointing": True, "batch_size": 2, "seq_len": 64, "image_size": 300,
+                                 "image_width": 800}])
+def test_traced_eager_tower(kw: dict[str, Any]) -> None:
+    # --attention eager in the tower (vision_eager_attention_forward). Frozen: without checkpointing the peak is the
+    # top layer's scale mul beside the scores (forward); checkpointed, the recomputed layer's _softmax_backward_data
+    # (backward); measured -0.02 %, +0.13 % and +0.00 % when written (benchmarks/accuracy.py --grid llama4v).
+    # Trained (--train-vision): every layer saves its softmax output; one tile peaks at the bottom layer's
+    # _softmax_backward_data (+0.46 %), 4 tiles checkpointed at the recomputed layer's GELU backward (+0.28 %)
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    m = _toy()
+    t = TrainingSpec(**{"seq_len": 128, "attention": "eager", **kw})  # type: ignore[arg-type]
+    r, b = trace(m, t), estimate(m, t)
+    assert -0.02 < (b.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes < 0.01
+    assert b.peak_phase == r.peak_phase
+
+
+def test_eager_tower_forward_moment() -> None:
+    # Scout's tower at one tile (577 rows, width 1408, 16 heads, intermediate 5632), bf16: the eager forward moment
+    # beyond the layer input is LN output, q, k, v (4 x 577 x 1408 x 2 B = 6,499,328) and two 16 x 577 x 577 bf16
+    # score tensors (2 x 10,653,728); the sdpa one the RoPE's 577 x 1408 x (6 x 2 + 4 x 4) B = 22,747,648; the eager
+    # MLP moment (577 x (2 x 1408 + 2 x 5632) x 2 + 10,653,728 = 26,902,048) is below the attention's
+    m = presets.find_model("llama-4-scout-vision")
+    sdpa, eager = (estimate(m, TrainingSpec(method="full", seq_len=256, attention=a)) for a in ("sdpa", "eager"))
+    delta = eager.details["temporaries.vision_tower_forward"] - sdpa.details["temporaries.vision_tower_forward"]
+    assert delta == 6_499_328 + 2 * 10_653_728 - 22_747_648 == 5_059_136
+
+
+@pytest.mark.parametrize("kw", [{"method": "full", "batch_size": 2, "seq_len": 64, "image_size": 300,
+                                 "image_width": 800},
+                                {"method": "lora", "lora_targets": TEXT_ONLY}])
+def test_traced_autocast_tower(kw: dict[str, Any]) -> None:
+    # amp-bf16 (fp32 weights, bf16 autocast) with the tower frozen, no checkpointing: 4 tiles at batch 2 peak at a
+    # layer's RoPE (fp32 residual stream and LayerNorm outputs), one tile at the pixel-shuffle adapter's fc1 (its
+    # weight's bf16 cast); measured -0.01 % and -0.00 % when written (benchmarks/accuracy.py --grid llama4v)
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    m = _toy()
+    t = TrainingSpec(**{"precision": "amp-bf16", "seq_len": 128, **kw})  # type: ignore[arg-type]
+    r, b = trace(m, t), estimate(m, t)
+    assert -0.02 < (b.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes < 0.01
+    assert b.peak_phase == r.peak_phase == "forward"
+
+
+def test_autocast_adapter_fc1_moment() -> None:
+    # Scout under amp-bf16, one tile, 256 text tokens + 147 image tokens (144 <|patch|> and 3 wrapping): the tower's
+    # forward peaks at the pixel-shuffle adapter's fc1: the encoder's output and layernorm_post's, fp32 (2 x 577 x
+    # 1408 x 4 B), pixel_shuffle's fp32 copy (576 x 1408 x 4 B), fc1's input cast and output in bf16 (144 x (5632 +
+    # 4096) x 2 B) and its weight's bf16 cast (5632 x 4096 x 2 B, no bias), beside the fp32 text embeddings (403 x
+    # 5120 x 4 B) and pixel_values (3 x 336 x 336 x 4 B)
+    m = presets.find_model("llama-4-scout-vision")
+    b = estimate(m, TrainingSpec(method="full", precision="amp-bf16", seq_len=256))
+    assert b.details["temporaries.vision_tower_forward"] == (
+        403 * 5120 * 4 + 3 * 336 * 336 * 4 + 2 * 577 * 1408 * 4 + 576 * 1408 * 4 + 144 * (5632 + 4096) * 2
+        + 5632 * 4096 * 2)
+
+
+@pytest.mark.parametrize("kw", [{"grad_checkpointing": False},
+                                {"grad_checkpointing": True, "batch_size": 2, "seq_len": 64, "image_size": 300,
+                                 "image_width": 800}])
+def test_traced_lora_train_vision(kw: dict[str, Any]) -> None:
+    # --train-vision under LoRA: the tower's own weights unfrozen beside the language model's adapters (the tracer
+    # unfreezes Llama4VisionModel after get_peft_model); measured +0.44 % and +0.20 % when written (benchmarks/
+    # accuracy.py --grid llama4v)
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    m = _toy()
+    t = TrainingSpec(**{"method": "lora", "precision": "pure-bf16", "lora_targets": TEXT_ONLY, "train_vision": True,
+                        "seq_len": 128, **kw})  # type: ignore[arg-type]
+    r, b = trace(m, t), estimate(m, t)
+    assert -0.02 < (b.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes < 0.01
+    assert b.peak_phase == r.peak_phase == "backward"
+    # the tower trains in the trace too: its parameters among the library's trainable ones
+    assert b.trainable_parameters == r.trainable_parameters
+
+
+@pytest.mark.parametrize(("precision", "state_bytes"), [("pure-bf16", 4), ("bf16", 8)])
+def test_lora_train_vision_states(precision: str, state_bytes: int) -> None:
+    # the tower's 850,960,896 parameters (TOWER, counted against the library above) add their gradients in the
+    # weights' dtype (bf16: 2 B, torch autograd) and AdamW's two moments: bf16 under pure-bf16 (zeros_like), fp32
+    # under bf16 (the seed texts' accounting, optimizer.py state_dtype), not at the fp32 adapters' 4 B / 8 B
+    m = presets.find_model("llama-4-scout-vision")
+    kw: dict[str, Any] = {"method": "lora", "precision": precision, "lora_targets": TEXT_ONLY, "seq_len": 256}
+    base, tv = estimate(m, TrainingSpec(**kw)), estimate(m, TrainingSpec(**kw, train_vision=True))
+    assert tv.gradients - base.gradients == 2 * TOWER
+    assert tv.optimizer_state - base.optimizer_state == state_bytes * TOWER
+    assert tv.trainable_parameters - base.trainable_parameters == TOWER
+    assert "trained (--train-vision" in " ".join(tv.notes)
+
+
 def test_estimate_notes_and_terms() -> None:
     m = presets.find_model("llama-4-scout-vision")
     b = estimate(m, TrainingSpec(method="qlora", kbit_prep=False, seq_len=2048, images=1, image_size=1000,
@@ -220,9 +324,15 @@ def test_estimate_notes_and_terms() -> None:
 
 
 @pytest.mark.parametrize(("kw", "what"), [
-    ({"train_vision": True}, "--train-vision"),  # with adapters (--method lora): the whole tower trains full only
-    ({"attention": "eager"}, "--attention eager"),
-    ({"precision": "amp-bf16"}, "autocast"),
+    # with LoRA targets that reach the tower (the default q_proj, v_proj): a tower trained whole under adapters
+    ({"train_vision": True}, "--train-vision"),
+    ({"train_vision": True, "method": "qlora", "kbit_prep": False}, "4 bits"),  # 4-bit tower Linears
+    ({"train_vision": True, "lora_targets": TEXT_ONLY, "optimizer": "adamw-8bit"}, "adamw-8bit"),
+    ({"attention": "eager"}, "--attention eager"),  # the default targets reach the tower: its saved scores
+    ({"attention": "flash"}, "--attention flash"),
+    ({"precision": "amp-bf16", "grad_checkpointing": True}, "autocast"),  # the recomputed tower under autocast
+    ({"precision": "amp-bf16", "method": "full", "train_vision": True}, "autocast"),
+    ({"precision": "amp-bf16"}, "autocast"),  # the default targets reach the tower
     ({"image_size": 40_000}, "image"),
     ({"method": "qlora"}, "no-kbit-prep"),
 ])
@@ -261,6 +371,10 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert "3 x 3 tiles" in out
     code, _, err = invoke(["estimate", "llama-4-scout-vision", "--method", "lora", "--train-vision"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
+    for args in (["--method", "lora", "--train-vision", "--lora-targets", "gate_proj,up_proj,down_proj"],
+                 ["--method", "full", "--attention", "eager", "--grad-checkpointing"]):
+        code, out, err = invoke(["estimate", "llama-4-scout-vision", *args], capsys)
+        assert code == 0, err
     # the text preset reads text only: the image options are refused
     code, _, err = invoke(["estimate", "llama-4-scout", "--method", "lora", "--images", "1"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1

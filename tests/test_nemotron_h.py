@@ -1,5 +1,5 @@
-"""Nemotron-H (issue 15): Mamba-2, attention, relu2 MLP and MoE layers, one block each (memory/nemotron_h.py); the
-latent MoE projections refused by name."""
+"""Nemotron-H (issue 15): Mamba-2, attention, relu2 MLP and MoE layers, one block each (memory/nemotron_h.py);
+Nemotron 3 Super's latent MoE, grouped routing and its checkpoint's MTP layer (not built by transformers)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ HF = Path(__file__).parent / "data" / "hf"
 FIXTURE = json.loads((HF / "nemotron-h-8b-base-8k.json").read_text())
 NANO = json.loads((HF / "nvidia-nemotron-nano-9b-v2.json").read_text())
 NANO3 = json.loads((HF / "nvidia-nemotron-3-nano-30b-a3b-bf16.json").read_text())
+SUPER = json.loads((HF / "nvidia-nemotron-3-super-120b-a12b-bf16.json").read_text())
 # The two shapes benchmarks/accuracy.py --grid nemotronh traces, cut from the fixture (NEMOTRONH_SHAPES there)
 SHAPE_A = {"hidden_size": 256, "hybrid_override_pattern": "M-M*-", "num_hidden_layers": 5, "num_attention_heads": 4,
            "num_key_value_heads": 2, "head_dim": 64, "attention_head_dim": 64, "intermediate_size": 512,
@@ -45,6 +46,13 @@ SHAPE_D = {"hidden_size": 192, "hybrid_override_pattern": "*E-ME", "num_attentio
            "moe_intermediate_size": 96, "moe_shared_expert_intermediate_size": 160}
 
 
+# The latent shapes benchmarks/accuracy.py --grid nemotronh traces, cut from the Nemotron 3 Super fixture
+# (NEMOTRONH_LATENT_SHAPES there): C and D with a latent width and grouped routing
+SHAPE_L1 = {**SHAPE_C, "moe_latent_size": 64, "n_group": 4, "topk_group": 2}
+SHAPE_L2 = {**SHAPE_D, "n_routed_experts": 8, "moe_latent_size": 48, "n_group": 2, "topk_group": 1,
+            "norm_topk_prob": False}
+
+
 def tiny(shape: dict[str, object]):
     return spec_from_hf_config({**FIXTURE, **shape}, "nemotron-h-tiny", "tests/test_nemotron_h.py")
 
@@ -52,6 +60,11 @@ def tiny(shape: dict[str, object]):
 def tiny_moe(shape: dict[str, object]):
     d = {k: v for k, v in {**NANO3, **shape}.items() if k != "num_hidden_layers"}  # the pattern's length
     return spec_from_hf_config(d, "nemotron-h-moe-tiny", "tests/test_nemotron_h.py")
+
+
+def tiny_super(shape: dict[str, object]):
+    d = {k: v for k, v in {**SUPER, **shape}.items() if k != "num_hidden_layers"}  # the pattern's length
+    return spec_from_hf_config(d, "nemotron-h-latent-tiny", "tests/test_nemotron_h.py")
 
 
 def test_fixture_reads_as_published() -> None:
@@ -79,8 +92,22 @@ def test_moe_fixture_reads_as_published() -> None:
     assert (m.hidden_size, m.mixer_intermediate_size, m.num_attention_heads, m.num_kv_heads) == (2688, 4096, 32, 2)
 
 
+def test_super_fixture_reads_as_published() -> None:
+    # Nemotron 3 Super 120B-A12B: 88 layers (40 M, 40 E, 8 *) of hidden 4096; 512 routed experts of 2688 at the latent
+    # width 1024, top 22, one group; one shared expert of 5376; the mixer 128 heads x 64 = 8192 wide; attention 32
+    # heads / 2 KV of 128; the checkpoint's one MTP layer kept as a note only
+    m = spec_from_hf_config(SUPER, "m", "f")
+    p = m.hybrid_pattern
+    assert (p.count("M"), p.count("E"), p.count("*"), p.count("-")) == (40, 40, 8, 0)
+    assert (m.num_experts, m.experts_per_token, m.moe_intermediate_size, m.moe_latent_size,
+            m.shared_expert_intermediate_size, m.expert_groups, m.topk_expert_groups) == \
+        (512, 22, 2688, 1024, 5376, 1, 1)
+    assert (m.hidden_size, m.mixer_intermediate_size, m.num_kv_heads, m.checkpoint_mtp_layers) == (4096, 8192, 2, 1)
+
+
 @pytest.mark.parametrize(("fixture", "total"), [(FIXTURE, 8_100_852_736), (NANO, 8_888_227_328),
-                                                (NANO3, 31_577_937_344)], ids=["8b", "nano-9b", "nano-3-30b"])
+                                                (NANO3, 31_577_937_344), (SUPER, 120_668_687_360)],
+                         ids=["8b", "nano-9b", "nano-3-30b", "super-3-120b"])
 def test_fixture_count(fixture: dict[str, object], total: int) -> None:
     # sum(p.numel()) of NemotronHForCausalLM from the fixture, transformers 5.24 on the meta device
     assert count_params(spec_from_hf_config(fixture, "m", "f")) == total
@@ -105,18 +132,23 @@ def test_count_matches_the_library(shape: dict[str, object]) -> None:
     assert count_params(spec_from_hf_config(d, "m", "f")) == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("moe_shape", [SHAPE_C, SHAPE_D, {**SHAPE_D, "mlp_bias": True, "use_bias": True}],
-                         ids=["shape-c", "shape-d", "shape-d-biases"])
-def test_moe_count_matches_the_library(moe_shape: dict[str, object]) -> None:
-    # NemotronHExperts' 3-D up / down_proj have no bias whatever mlp_bias says; shared_experts' Linears take it
+@pytest.mark.parametrize(("base", "moe_shape"), [
+    (NANO3, SHAPE_C), (NANO3, SHAPE_D), (NANO3, {**SHAPE_D, "mlp_bias": True, "use_bias": True}),
+    (SUPER, SHAPE_L1), (SUPER, SHAPE_L2), (SUPER, {**SHAPE_L2, "mlp_bias": True, "use_bias": True})],
+    ids=["shape-c", "shape-d", "shape-d-biases", "shape-l1", "shape-l2", "shape-l2-biases"])
+def test_moe_count_matches_the_library(base: dict[str, object], moe_shape: dict[str, object]) -> None:
+    # NemotronHExperts' 3-D up / down_proj have no bias whatever mlp_bias says; shared_experts' Linears take it. The
+    # Super's latent shapes: the experts at the latent width (up_proj (E, i, latent), down_proj (E, latent, i)),
+    # fc1 / fc2_latent_proj with mlp_bias; the router and the shared expert at hidden_size
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    d = {k: v for k, v in {**NANO3, **moe_shape}.items() if k != "num_hidden_layers"}
+    d = {k: v for k, v in {**base, **moe_shape}.items() if k != "num_hidden_layers"}
     config = transformers.NemotronHConfig(**{k: v for k, v in d.items()
-                                             if k not in ("model_type", "architectures", "transformers_version")})
+                                             if k not in ("model_type", "architectures", "transformers_version",
+                                                          "auto_map")})
     with torch.device("meta"):
         model = transformers.NemotronHForCausalLM(config)
-    assert count_params(tiny_moe(moe_shape)) == sum(p.numel() for p in model.parameters())
+    assert count_params(spec_from_hf_config(d, "m", "f")) == sum(p.numel() for p in model.parameters())
 
 
 def test_moe_layer_count_and_fp32_router() -> None:
@@ -128,7 +160,8 @@ def test_moe_layer_count_and_fp32_router() -> None:
     assert sum(x.numel for x in fp32_router_tensors(m, recipe_of(t))) == 2 * 8 * 256
 
 
-@pytest.mark.parametrize("name", ["nemotron-h-8b-base-8k", "nemotron-nano-9b-v2", "nemotron-3-nano-30b-a3b"])
+@pytest.mark.parametrize("name", ["nemotron-h-8b-base-8k", "nemotron-nano-9b-v2", "nemotron-3-nano-30b-a3b",
+                                  "nemotron-3-super-120b-a12b"])
 def test_preset_count_is_its_published_total(name: str) -> None:
     m = presets.find_model(name)
     assert count_params(m) == m.published_parameters
@@ -149,7 +182,7 @@ def test_count_is_the_layers_by_kind() -> None:
 
 @pytest.mark.parametrize(("key", "value", "words"), [
     ("hybrid_override_pattern", "M-X", "characters M"),
-    ("num_nextn_predict_layers", 1, "multi-token"), ("attention_head_dim", 96, "attention_head_dim 96"),
+    ("attention_head_dim", 96, "attention_head_dim 96"),
     ("mamba_hidden_act", "gelu", "mamba_hidden_act"), ("sliding_window", 1024, "sliding_window")])
 def test_reader_refuses_what_it_does_not_count(key: str, value: object, words: str) -> None:
     with pytest.raises(PresetFileError, match=words):
@@ -157,20 +190,34 @@ def test_reader_refuses_what_it_does_not_count(key: str, value: object, words: s
 
 
 @pytest.mark.parametrize(("key", "value", "words"), [
-    ("moe_latent_size", 1024, "latent projections"), ("norm_topk_prob", False, "norm_topk_prob false"),
-    ("n_group", 2, "n_group 2"), ("output_router_logits", True, "output_router_logits"),
-    ("mlp_hidden_act", "silu", "relu2 only")])
+    ("output_router_logits", True, "output_router_logits"),
+    ("mlp_hidden_act", "silu", "relu2 only"),
+    # NemotronHTopkRouter views the scores as (tokens, n_group, E // n_group) and sums each group's top 2
+    ("n_group", 3, "does not split into 3 groups"), ("n_group", 8, "of 2 or more"),
+    ("topk_group", 2, "exceeds expert_groups 1")])
 def test_moe_reader_refuses_what_it_does_not_count(key: str, value: object, words: str) -> None:
     with pytest.raises(PresetFileError, match=words):
         tiny_moe({**SHAPE_C, key: value})
 
 
-def test_latent_moe_config_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # Nemotron 3 Super: NemotronHMoE's fc1 / fc2_latent_proj (moe_latent_size) are not modelled
+def test_super_config_json_is_read_by_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Nemotron 3 Super's published config.json: the latent MoE counted, its MTP layer (num_nextn_predict_layers 1,
+    # mtp_hybrid_override_pattern "*E") not built by NemotronHForCausalLM and said so in one note
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({**NANO3, "moe_latent_size": 1024}))
-    code, _, err = invoke(["estimate", str(path)], capsys)
-    assert code == 2 and "moe_latent_size" in err and "not modelled" in err and err.count("\n") == 1
+    path.write_text(json.dumps(SUPER))
+    code, out, _ = invoke(["estimate", str(path), "--format", "json", "--method", "lora", "--seq-len", "256"], capsys)
+    notes = json.loads(out)["notes"]
+    assert code == 0 and json.loads(out)["parameters"] == 120_668_687_360
+    assert any("latent width 1024, between fc1_latent_proj and fc2_latent_proj" in n for n in notes)
+    assert sum("multi-token-prediction" in n for n in notes) == 1
+    assert any("1 multi-token-prediction layer(s) (mtp.*) are dropped on load" in n for n in notes)
+
+
+def test_mtp_layers_change_no_count() -> None:
+    # NemotronHModel builds no MTP layer whatever num_nextn_predict_layers says (sum(p.numel()) of the Super fixture
+    # with 0 and with 1: 120,668,687,360 both, transformers 5.24 on the meta device)
+    assert count_params(tiny_super({"num_nextn_predict_layers": 0})) == \
+        count_params(tiny_super({"num_nextn_predict_layers": 1})) == 120_668_687_360
 
 
 def test_moe_lora_targets() -> None:
@@ -297,6 +344,66 @@ def test_moe_trace_matches_the_estimate(method: str, gc: bool) -> None:
     t = TrainingSpec(method=method, precision="pure-bf16" if method == "full" else "bf16", batch_size=2, seq_len=64,
                      grad_checkpointing=gc)
     m = tiny_moe(SHAPE_C)
+    est, traced = estimate(m, t).tensor_peak_bytes, trace(m, t).peak_bytes
+    assert traced * 0.98 <= est <= traced * 1.05
+
+
+def test_latent_layer_count() -> None:
+    # Shape L1's MoE layer: router 8 x 256, experts' up and down 8 x 2 x 128 x 64 (latent 64), shared expert
+    # 2 x 256 x 256, fc1 / fc2_latent_proj 2 x 256 x 64, its norm 256
+    m = tiny_super(SHAPE_L1)
+    assert nemotron_h_layer_params(m, "E") == 8 * 256 + 2 * 8 * 128 * 64 + 2 * 256 * 256 + 2 * 256 * 64 + 256
+
+
+@pytest.mark.parametrize(("shape", "trained", "measured"), [
+    (SHAPE_L1, True, 830_496), (SHAPE_L1, False, 322_592), (SHAPE_L2, True, 684_832), (SHAPE_L2, False, 275_232),
+    ({**SHAPE_L1, "norm_topk_prob": False}, True, 828_960), ({**SHAPE_L1, "norm_topk_prob": False}, False, 321_056)])
+def test_latent_layer_saved_set_is_measured(shape: dict[str, object], trained: bool, measured: int) -> None:
+    # Measured as test_moe_layer_saved_set_is_measured (one latent NemotronHMoE block, bf16, grouped_mm, the router
+    # fp32, b2 x 64 on CPU, saved_tensors_hooks): the E block's saved set with the experts' tensors at the latent
+    # width, fc2_latent_proj's input (latent, trained) and fc1_latent_proj's (the normed hidden states shared_experts'
+    # up_proj saves: one storage). The freed group selection is (tokens, n_group, 2) and (tokens, topk_group) int64
+    # wide with grouped routing, plus the bool ~mask (E) and grouped_mm's offsets (4 B per expert). norm_topk_prob
+    # false (L2, and L1 with it): no renormalization, whose division keeps the top-k weights and their sum
+    # (4 x k + 4 B per token: 1,536 B at L1's 128 tokens, top 2)
+    m = tiny_super(shape)
+    t = TrainingSpec(method="full", precision="pure-bf16", batch_size=2, seq_len=64)
+    freed = (16 * m.expert_groups + 8 * m.topk_expert_groups + m.num_experts) * 128 + 4 * m.num_experts
+    assert nemotron_h.kind_activations(m, t, recipe_of(t), trained, "E").saved(128, 64) == measured - freed
+
+
+def test_latent_lora_targets_and_qlora() -> None:
+    # peft matches target_modules against module names: fc1_latent_proj / fc2_latent_proj are nn.Linear modules of the
+    # E layers (adapted by name); transformers' bitsandbytes integration (integrations/bitsandbytes.py
+    # replace_with_bnb_linear) replaces them as any nn.Linear, not the 3-D expert Parameters
+    from vramcalc.core.params import quantized_linears
+
+    m = tiny_super(SHAPE_L2)  # *E-ME: 2 E layers
+    assert [(lin.module, lin.count, lin.in_features, lin.out_features)
+            for lin in resolve_targets(m, ("fc1_latent_proj", "fc2_latent_proj"))] == \
+        [("fc1_latent_proj", 2, 192, 48), ("fc2_latent_proj", 2, 48, 192)]
+    assert [lin.module for lin in resolve_targets(m, ("auto",))] == ["q_proj", "v_proj", "in_proj"]
+    assert {"fc1_latent_proj", "fc2_latent_proj"} <= {lin.module for lin in quantized_linears(m)}
+
+
+def test_latent_lora_alone_needs_a_mamba_layer() -> None:
+    # the dense copy of a model without M layers would have no target left: refused in one line
+    m = tiny_super({**SHAPE_L2, "hybrid_override_pattern": "*E-E"})
+    t = TrainingSpec(method="lora", precision="bf16", batch_size=1, seq_len=64, lora_targets=("fc1_latent_proj",))
+    with pytest.raises(UnsupportedCombination, match="latent projections alone"):
+        estimate(m, t)
+
+
+@pytest.mark.parametrize(("method", "gc"), [("lora", True), ("qlora", True)], ids=["l1-lora-gc", "l2-qlora-gc"])
+def test_latent_trace_matches_the_estimate(method: str, gc: bool) -> None:
+    # --grid nemotronh "latent-h256-MEM*E-e8k2-l64-g4t2 | lora q,v,in_proj | b2 s64 | gc" (+1.87 %) and
+    # "latent-h192-*E-ME-e8k3-l48-g2t1-nonorm | qlora q,v,in_proj | b2 s64 | gc" (-1.09 %), the grid's worst two
+    pytest.importorskip("transformers")
+    from vramcalc.trace import trace
+
+    t = TrainingSpec(method=method, precision="bf16", batch_size=2, seq_len=64, grad_checkpointing=gc,
+                     **({"kbit_prep": False} if method == "qlora" else {}))
+    m = tiny_super(SHAPE_L1 if method == "lora" else SHAPE_L2)
     est, traced = estimate(m, t).tensor_peak_bytes, trace(m, t).peak_bytes
     assert traced * 0.98 <= est <= traced * 1.05
 

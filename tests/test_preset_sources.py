@@ -79,8 +79,8 @@ def test_most_families_have_a_source() -> None:
     # (v1.6) models; Llama-3.2-Vision 11B and 90B Instruct; bamba-9b; jamba-1.5-mini and jamba-v0.1;
     # granite-4.0-h-micro; granite-4.0-h-tiny and granite-4.0-h-small;
     # nemotron-h-8b-base-8k and nvidia-nemotron-nano-9b-v2; zamba2-1.2b, zamba2-2.7b and zamba2-7b;
-    # nemotron-3-nano-30b-a3b (Nemotron-H MoE)
-    assert len(SOURCED) == 73
+    # nemotron-3-nano-30b-a3b (Nemotron-H MoE); nemotron-3-super-120b-a12b (latent MoE)
+    assert len(SOURCED) == 74
     families = {presets.find_model(n).family for n in presets.models().names()}
     assert families - set(FAMILY_SOURCE) == {"resnet", "lstm"}
 

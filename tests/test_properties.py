@@ -58,10 +58,13 @@ TARGETS = [("auto",), ("q_proj", "v_proj"), ("all-linear",), ("o_proj",), ("q_pr
 # below with the structure each family needs (a head count that divides, experts_per_token <= experts...).
 # (the router aux loss, a config.json's output_router_logits and --router-aux-loss, is modelled on a few MoE families
 # and refused elsewhere: tests/test_router_aux_loss.py draws its own runs; left out here, it keeps the draw streams)
-MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool" and f.name != "output_router_logits")
-# (--badam, --auto-find-batch-size and --upcast-logits are drawn last in trainings(), after every older field: a
-# derandomized draw stream then gives the older fields the values it gave before they existed)
-LATE_BOOLS = ("badam", "auto_find_batch_size", "upcast_logits")
+# (topk_unnormalized: Nemotron-H's router flag, refused on the other families; drawing it would also shift the
+# derandomized stream)
+MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool"
+                    and f.name not in ("output_router_logits", "topk_unnormalized"))
+# (--badam, --auto-find-batch-size, --upcast-logits and --upcast-norms are drawn last in trainings(), after every
+# older field: a derandomized draw stream then gives the older fields the values it gave before they existed)
+LATE_BOOLS = ("badam", "auto_find_batch_size", "upcast_logits", "upcast_norms")
 TRAINING_BOOLS = tuple(f.name for f in fields(TrainingSpec) if f.type == "bool"
                        and f.name not in (*LATE_BOOLS, "router_aux_loss"))
 
@@ -292,6 +295,8 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     projected = kw["optimizer"] in PROJECTED_OPTIMIZERS
     if projected and (kw["zero"] or kw["fsdp"] != "none" or kw["tp"] > 1 or kw["pp"] > 1):
         kw["optimizer"], projected = "adamw", False
+    if kw["optimizer"] == "muon" and _muon_refused(kw):
+        kw["optimizer"] = "adamw"
     kw["optimizer_rank"] = draw(st.sampled_from([None, 1, 64, 512])) if kw["optimizer"] in (
         "galore-adamw", "apollo-adamw") else None
     if not projected:
@@ -299,6 +304,12 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     kw.update({name: draw(st.booleans()) for name in LATE_BOOLS})
     kw.update(_badam_repairs(kw))
     return TrainingSpec(**kw)
+
+
+def _muon_refused(kw: dict[str, Any]) -> bool:
+    """core/specs.py _muon_consistent: Muon on one GPU or plain DDP, no fp32 master weights, not in backward."""
+    sharded = kw.get("zero", 0) or kw.get("fsdp", "none") != "none" or kw.get("tp", 1) > 1 or kw.get("pp", 1) > 1
+    return bool(sharded or kw.get("precision") in ("mixed-bf16", "mixed-fp16") or kw.get("optimizer_in_bwd"))
 
 
 def _badam_repairs(kw: dict[str, Any]) -> dict[str, Any]:
@@ -321,6 +332,11 @@ def _badam_repairs(kw: dict[str, Any]) -> dict[str, Any]:
                                     or kw.get("objective", "sft") != "sft" or kw.get("kernels", "hf") != "hf"
                                     or kw.get("modules_to_save") or "lm_head" in kw.get("lora_targets", ())):
         out["upcast_logits"] = False
+    # --upcast-norms: training only (core/specs.py); the run-level refusals of memory/upcast_norms.py check left on
+    # where they are per model (an honest refusal), off for the loss / objective / kernels it never models
+    if kw.get("upcast_norms") and (kw.get("mode", "train") != "train" or kw.get("loss", "hf") != "hf"
+                                   or kw.get("objective", "sft") != "sft" or kw.get("kernels", "hf") != "hf"):
+        out["upcast_norms"] = False
     return out
 
 
@@ -363,7 +379,8 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
     sharded = (update.get("zero", t.zero) or update.get("fsdp", t.fsdp) != "none" or update.get("tp", t.tp) > 1
                or update.get("pp", t.pp) > 1)
     if (optimizer in LIBRARY_OPTIMIZERS and method not in ("full", "freeze")) or (
-            optimizer in PROJECTED_OPTIMIZERS and sharded):  # core/specs.py _optimizer_consistent
+            optimizer in PROJECTED_OPTIMIZERS and sharded) or (  # core/specs.py _optimizer_consistent
+            optimizer == "muon" and _muon_refused({**{f.name: getattr(t, f.name) for f in fields(t)}, **update})):
         update.setdefault("optimizer", "adamw")
         update.setdefault("optimizer_rank", None)
         update.setdefault("optimizer_targets", "attn-mlp")
@@ -379,10 +396,12 @@ def with_(t: TrainingSpec, **update: Any) -> TrainingSpec:
     return replace(t, **update)
 
 
-def assert_no_component_shrinks(small: Breakdown, big: Breakdown, except_: tuple[str, ...] = ()) -> None:
+def assert_no_component_shrinks(small: Breakdown, big: Breakdown, except_: tuple[str, ...] = (),
+                                together: tuple[str, ...] = ()) -> None:
     """The peak, the sum and every component (stricter than the issue's "memory never decreases").
 
-    An exempt component is taken out of the peak and the sum too before they are compared.
+    An exempt component is taken out of the peak and the sum too before they are compared; the components in
+    `together` are compared as one sum (a moment's bytes that move from one of them to the other).
     """
     def less(b: Breakdown) -> int:
         return sum(b.component(c) for c in except_)
@@ -402,9 +421,10 @@ def assert_no_component_shrinks(small: Breakdown, big: Breakdown, except_: tuple
     assert peak(big) >= peak(small)
     assert big.sum_bytes - less(big) - slack(big) >= small.sum_bytes - less(small) - slack(small)
     for c in COMPONENTS:
-        if c not in except_:
+        if c not in except_ and c not in together:
             extra = (slack(big), slack(small)) if c == "overhead" else (0, 0)
             assert big.component(c) - extra[0] >= small.component(c) - extra[1], c
+    assert sum(big.component(c) for c in together) >= sum(small.component(c) for c in together), together
 
 
 # --- well-formedness ---------------------------------------------------------------------------
@@ -526,10 +546,17 @@ def test_memory_never_decreases_when_lora_rank_grows(m: ModelSpec, t: TrainingSp
     # torchao's low-bit AdamW (torchao/optim/adam.py _new_buffer) quantizes a tensor only when its size is at
     # least 4,096 and a multiple of the block (256 / 128): rank 18 -> 20 on gpt2-xl turns 18x1600 lora_A
     # states (28,800, not a multiple of 256: fp32) into 8-bit ones, so optimizer_state may fall there too.
+    # A layer's attention backward (eager scores' gradient) runs after autograd freed the MLP's saved tensors
+    # (memory/__init__.py layer_bwd_t: the transient less the MLP's saved bytes), and a LoRA MLP saves more at a
+    # higher rank: that moment's temporaries fall by what its activations grow (deepseek-v3 QLoRA all-linear, eager,
+    # b1 s10199, rank 1 -> 2: layer_backward 26,631,891,848 -> 26,599,385,992 B, found by the full profile), so
+    # the two are compared as one sum.
+    together = ("activations", "temporaries")
     if t.optimizer.startswith("torchao-") or _crosses_8bit_threshold(m, t, bigger):
-        assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)), ("optimizer_state", "overhead"))
+        assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)), ("optimizer_state", "overhead"),
+                                    together)
     else:
-        assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)))
+        assert_no_component_shrinks(run(m, t), run(m, with_(t, lora_rank=bigger)), together=together)
 
 
 @PROPERTY

@@ -284,8 +284,8 @@ def test_llama_factory_quantization_keys(tmp_path: Path) -> None:
     with pytest.raises(VramcalcError, match="quantization_type"):
         runfiles.load(_json(tmp_path, "bad.yaml", head + "quantization_type: int3\n"))
     # model_args.py keys that change memory with no vramcalc option: named, never "ignored"
-    # (upcast_lmhead_output is mapped: --upcast-logits; upcast_layernorm too in this fp32 run, whose norms are fp32
-    # already, and unmodelled over 16-bit weights: tests/test_upcast.py)
+    # (upcast_lmhead_output is mapped: --upcast-logits; upcast_layernorm: --upcast-norms,
+    # tests/test_upcast_layernorm.py)
     # (mixture_of_depths is refused and use_v1_kernels mapped with a no-change note: tests/test_runfiles_keysc.py)
     keys = ("fp8",)
     up = runfiles.load(_json(tmp_path, "up.yaml", head + "".join(f"{k}: true\n" for k in keys)))[0]

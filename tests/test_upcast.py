@@ -1,6 +1,6 @@
 """Upcast keys (issue 13): LLaMA-Factory upcast_lmhead_output (--upcast-logits, core/memory/upcast.py), axolotl
-embeddings_skip_upcast (mapped with a no-change note), LLaMA-Factory upcast_layernorm (a no-change note over fp32
-weights, unmodelled over 16-bit ones).
+embeddings_skip_upcast (mapped with a no-change note); LLaMA-Factory upcast_layernorm is --upcast-norms
+(tests/test_upcast_layernorm.py).
 
 hiyouga/LLaMA-Factory model_utils/checkpointing.py @ 06d78ff1 prepare_model_for_training registers
 `output.to(torch.float32)` as a forward hook on a 16-bit nn.Linear lm_head; transformers' ForCausalLMLoss then finds
@@ -98,19 +98,7 @@ def test_llama_factory_keys(tmp_path: Path) -> None:
     assert run.options["upcast_logits"] is True and run.unmodelled == [] and "upcast_lmhead_output" in run.mapped
     off = runfiles.load(_write(tmp_path, "off.yaml", head + "upcast_lmhead_output: false\n"))[0]
     assert off.options.get("upcast_logits") is False and off.unmodelled == []
-    # upcast_layernorm over 16-bit weights changes memory (fp32 norm outputs cast per Linear under the Trainer's
-    # autocast): named unmodelled, for LoRA and for pure_bf16 full tuning
-    norm = runfiles.load(_write(tmp_path, "norm.yaml", head + "upcast_layernorm: true\n"))[0]
-    assert "upcast_layernorm" in norm.unmodelled
-    full = head.replace("finetuning_type: lora", "finetuning_type: full")
-    pure = runfiles.load(_write(tmp_path, "pure.yaml", full + "pure_bf16: true\nupcast_layernorm: true\n"))[0]
-    assert pure.options["precision"] == "pure-bf16" and "upcast_layernorm" in pure.unmodelled
-    # full tuning without pure_bf16 casts every trainable parameter to fp32 (model/adapter.py _setup_full_tuning):
-    # amp-bf16, the norms fp32 already, so the key changes nothing
-    amp = runfiles.load(_write(tmp_path, "amp.yaml", full + "upcast_layernorm: true\n"))[0]
-    plain = runfiles.load(_write(tmp_path, "plain.yaml", full))[0]
-    assert amp.options == plain.options and amp.options["precision"] == "amp-bf16"
-    assert amp.unmodelled == [] and runfiles.UPCAST_LAYERNORM_NOTE in amp.notes
+    # (upcast_layernorm: --upcast-norms, tests/test_upcast_layernorm.py)
 
 
 def test_axolotl_embeddings_skip_upcast_changes_nothing(tmp_path: Path) -> None:

@@ -173,6 +173,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["lisa_layers"] = t.lisa_layers
     if getattr(t, "upcast_logits", False):
         out["upcast_logits"] = True
+    if getattr(t, "upcast_norms", False):
+        out["upcast_norms"] = True
     if t.packing != "none":
         out["packing"] = t.packing
     if t.kernels != "hf":

@@ -41,6 +41,7 @@ from vramcalc.core.memory import (
 from vramcalc.core.memory import preference as pref
 from vramcalc.core.memory import reward as reward_model
 from vramcalc.core.memory import upcast as _upcast
+from vramcalc.core.memory import upcast_norms as _upcast_norms
 from vramcalc.core.memory.activations import (
     batch_rows,
     dequant_bytes,
@@ -58,6 +59,7 @@ from vramcalc.core.memory.optimizer import (
     BNB_MIN_8BIT_SIZE,
     LIBRARY_NAMES,
     LIBRARY_OPTIMIZERS,
+    MUON_SOURCE,
     TORCHAO_STATES,
     library_state_dtype,
     optimizer_bytes,
@@ -451,10 +453,10 @@ def _explain_ppo(model: ModelSpec, training: TrainingSpec) -> Explanation:
 
 
 def _image_side_states(key: str, grads: str, opt: str, params: int, b: Breakdown, inner: Explanation,
-                       src: str) -> dict[str, tuple[Line, ...]]:
+                       src: str, at: str = "the language model's bytes per parameter") -> dict[str, tuple[Line, ...]]:
     """A vision-language explanation's gradients and optimizer-state lines: what the image side's trained
-    parameters (projector, tower) add to the language model's, at its bytes per parameter."""
-    how = f"{params:,} params at the language model's bytes per parameter"
+    parameters (projector, tower) add to the language model's, at its bytes per parameter (or `at`)."""
+    how = f"{params:,} params at {at}"
     return {"gradients": (Line(f"gradients.{key}", grads, how, b.gradients - inner.breakdown.gradients,
                                source=src),),
             "optimizer_state": (Line(f"optimizer_state.{key}", opt, how,
@@ -966,6 +968,7 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     trained = training.method == "full"
     tower_mods, _ = llama4v.lora_targets(model, training)  # peft's matching over the whole model
     adapters = llama4v.tower_adapter_params(model, training)
+    lora_tower = training.train_vision and not trained  # the tower's own weights beside the text's adapters
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights (" + ("trained" if training.train_vision else "frozen")
@@ -986,13 +989,16 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
               if adapters else ()),
         ),
         **_image_side_states("image_side", "tower LoRA adapter gradients" if adapters else
+                             "tower gradients (--train-vision)" if lora_tower else
                              "tower and projector gradients (--train-vision)" if training.train_vision else
                              "projector gradients (full fine-tuning trains it)",
                              "tower LoRA adapter optimizer state" if adapters else
+                             "tower optimizer state (--train-vision)" if lora_tower else
                              "tower and projector optimizer state" if training.train_vision else
                              "projector optimizer state",
                              (projector if trained else 0) + adapters + (tower if training.train_vision else 0), b,
-                             inner, src),
+                             inner, src, *(("the tower weights' dtype (memory/llama4v.py grad_bytes, tower_states: "
+                                            "under LoRA not the adapters')",) if lora_tower else ())),
         "activations": (Line("activations.image_side", "image side: pixel_values, the adapter's output and the "
                              "projected features kept to the forward's end, what they save for backward",
                              "masked_scatter's mask (full fine-tuning, checkpointing or tower adapters); with "
@@ -1185,6 +1191,14 @@ def _peft_parameters(m: ModelSpec, t: TrainingSpec) -> list[Line]:
 
 # --- weights -----------------------------------------------------------------------------------------
 
+def _norm_weight_lines(m: ModelSpec, t: TrainingSpec, recipe: Recipe, wb: int) -> list[Line]:
+    """--upcast-norms (memory/upcast_norms.py): the norm parameters' fp32 storage beyond the count's wb bytes."""
+    norms = sum(x.numel for x in _upcast_norms.norm_tensors(m, t, recipe))
+    return [Line("weights.fp32_norms", "norms cast to fp32 (the rest of their 4 bytes)",
+                 f"{_n(norms)} params × {4 - wb} B", norms * (4 - wb),
+                 "norm parameters × (4 − bytes per stored weight)", _upcast_norms.SRC)] if norms else []
+
+
 def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Section:
     recipe = recipe_of(t)
     wb = dtype_bytes(recipe.weight)
@@ -1202,6 +1216,7 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                               f"{_n(routers)} params × {4 - wb} B", routers * (4 - wb),
                               "router parameters × (4 − bytes per stored weight)",
                               _router_src(m)))
+        lines += _norm_weight_lines(m, t, recipe, wb)
     else:
         # The values are the core's (WeightBytes); the block, tensor and row counts only describe them.
         quantized, data, constants = w.quantized_params, w.quantized_data, w.quant_constants
@@ -1232,11 +1247,13 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                               SRC_INT8))
         ub = unquantized_bytes(t, recipe)
         ud = "fp32, prepare_model_for_kbit_training" if ub != wb else recipe.weight
+        norms = _norm_weight_lines(m, t, recipe, ub)
         lines.append(Line("weights.unquantized", "embeddings, norms, lm_head (not quantized)",
-                          f"{_n(rest)} params × {ub} B ({ud})", w.unquantized,
+                          f"{_n(rest)} params × {ub} B ({ud})", w.unquantized - sum(x.value for x in norms),
                           "parameters × bytes per stored weight",
                           SRC_QLORA + ("; peft utils/other.py prepare_model_for_kbit_training: fp16/bf16 "
                                        "parameters cast to fp32" if ub != wb else "")))
+        lines += norms
         text.append(f"the 4-/8-bit base is {(w.base + w.quant_constants) / (p * wb):.0%} of the same "
                     f"model in {recipe.weight}" if p * wb else "")
     if m.final_logits_bias and m.vocab_size and m.decoder_layers:  # BART's (1, vocab) buffer (memory/weights.py)
@@ -1377,11 +1394,15 @@ def _gradients(t: TrainingSpec, b: Breakdown, w: WeightBytes, grad_dtype: str) -
         line = Line("gradients.trainable", "gradients", f"{_n(own)} {what} × {g} B ({dtype})",
                     own * g, "trainable parameters × bytes per gradient", SRC_SEED_GRADS)
         if w.fp32_trainable and not adapters and not b.parallelism:
-            # memory/__init__.py: autograd gives DeepSeek's fp32 routers fp32 gradients
+            # memory/__init__.py: autograd gives DeepSeek's fp32 routers, and --upcast-norms' fp32 norms (no family has
+            # both: memory/upcast_norms.py FAMILIES), fp32 gradients
+            norms = t.upcast_norms
             return Section("gradients", "gradients", b.gradients, (line, Line(
-                "gradients.fp32_routers", "the fp32 routers' gradients (the rest of their 4 bytes)",
+                "gradients.fp32_norms" if norms else "gradients.fp32_routers",
+                f"the fp32 {'norms' if norms else 'routers'}' gradients (the rest of their 4 bytes)",
                 f"{_n(w.fp32_trainable)} params × {4 - g} B", w.fp32_trainable * (4 - g),
-                "router parameters × (4 − bytes per gradient)",
+                f"{'norm' if norms else 'router'} parameters × (4 − bytes per gradient)",
+                _upcast_norms.SRC if norms else
                 "transformers modeling_deepseek_v3.py / _v2.py _keep_in_fp32_modules_strict")), text)
         if w.copies and not b.parallelism:
             return Section("gradients", "gradients", b.gradients, (line, Line(
@@ -1488,6 +1509,10 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
             inputs = (f"first moment: {_n(trainable)} params × {dtype_bytes(sd)} B ({sd}); second moment: one value "
                       "per head (q, k), per row (embeddings, head, v, o, MLP), per norm")
             src = "adam_mini 1.1.1 adam_mini.py Adam_mini.step"
+        elif name == "muon":
+            inputs = (f"1 momentum buffer per 2-D matrix not named embed/lm_head + 2 AdamW moments per other tensor, "
+                      f"zeros_like(grad): {dtype_bytes(recipe.grad)} B ({recipe.grad})")
+            src = MUON_SOURCE
         else:
             inputs = (f"rank {projection_rank(t)}: 2 moments of each projected gradient (r × the larger dim) + P "
                       f"(r × the smaller dim), {sd}; full Adam moments for the other tensors")
@@ -1505,6 +1530,11 @@ def _optimizer(t: TrainingSpec, b: Breakdown, tensors: tuple[tuple[tuple[int, ..
         lines.append(Line("optimizer_state.master_weights", "fp32 master weights",
                           f"{_n(trainable)} params × 4 B (fp32)", opt.master_weights,
                           "trainable parameters × 4 B", SRC_MASTER))
+    if b.details.get("optimizer_state.fp32_norms"):  # memory/__init__.py: pure-* states of --upcast-norms' norms
+        lines.append(Line("optimizer_state.fp32_norms", "the fp32 norms' states (beyond the 16-bit count)",
+                          f"{t.optimizer} states of {_n(w.fp32_trainable if w else 0)} fp32 params",
+                          b.details["optimizer_state.fp32_norms"], "torch.optim zeros_like(param): fp32",
+                          _upcast_norms.SRC))
     if b.details.get("optimizer_state.fp32_routers"):  # memory/__init__.py: pure-* states of the fp32 routers
         lines.append(Line("optimizer_state.fp32_routers", "the fp32 routers' states (beyond the 16-bit count)",
                           f"{t.optimizer} states of {_n(w.fp32_trainable if w else 0)} fp32 params",
@@ -1846,7 +1876,10 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     opt_temp = d.get("temporaries.optimizer_step", 0)
     tl = [
         Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp,
-             "kernel temporaries (fused: none)", "torch/optim/adamw.py _multi_tensor / _single_tensor; ZeRO"),
+             "kernel temporaries (fused: none)", "torch/optim/adamw.py _multi_tensor / _single_tensor; ZeRO")
+        if t.optimizer != "muon" else
+        Line("temporaries.optimizer_step", "optimizer step", _opt_temp_inputs(t, opt_temp), opt_temp,
+             "max over tensors, named_parameters order", MUON_SOURCE),
         Line("temporaries.loss_forward", "16-bit logits + Liger's per-row loss and target mask",
              (f"({c} B × {_n(v)} vocab + 13 B) × {tok}" if c != 4 else f"13 B × {tok}"), loss_fwd,
              "(vocab × compute bytes + fp32 loss_1d + bool mask + int64 target × mask) × tokens", SRC_LIGER_CE)
@@ -2114,6 +2147,9 @@ def _opt_temp_inputs(t: TrainingSpec, value: int) -> str:
         parts.append("2 temporaries of the largest tensor")
     elif t.optimizer in ("lion", "adafactor"):
         parts.append("per-tensor update temporaries of the largest tensor")
+    elif t.optimizer == "muon":
+        parts.append("the larger of: a 2-D matrix's Nesterov update + its bf16 Newton-Schulz (4 m n + 2 min(m, n)²) "
+                     "+ the previous matrix's bf16 update; AdamW's 2 temporaries of the largest other tensor")
     if recipe_of(t).master_weights:
         parts.append("fp32 gradients handed to the master copy")
     return " + ".join(parts) or "kernel temporaries"

@@ -223,6 +223,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("lisa_layers", int, None, "LISA (axolotl lisa_n_layers, --method full): N decoder layers trained at a "
         "time."),
     Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: fp32 logits from lm_head."),
+    Opt("upcast_norms", bool, False, "LLaMA-Factory upcast_layernorm: fp32 norm weights over a 16-bit model, the "
+        "step under the Trainer's autocast."),
     Opt("kernels", str, "hf",
         "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
         "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "

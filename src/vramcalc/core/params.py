@@ -110,6 +110,8 @@ def linear_has_bias(m: ModelSpec, module: str) -> bool:
     return bool((m.qkv_bias and base in ("q_proj", "k_proj", "v_proj", "qkv_proj"))
                 or (m.o_bias and base == "o_proj")
                 or (m.mlp_bias and base in ("gate_proj", "up_proj", "down_proj", "gate_up_proj"))
+                # (NemotronHMoE's latent projections: nn.Linear(bias=config.mlp_bias))
+                or (m.mlp_bias and base in ("fc1_latent_proj", "fc2_latent_proj"))
                 or (bool(m.mixer_intermediate_size) and ((m.ssm_proj_bias and base == "in_proj")
                                                          or (m.mixer_out_bias and base == "out_proj")))
                 or (bool(m.jamba_mixer_size) and (base == "dt_proj" or (m.ssm_proj_bias and base in ("in_proj",
@@ -920,7 +922,8 @@ def hybrid_mixer(m: ModelSpec) -> ModelSpec:
                    norms_per_layer=1, qkv_bias=False, o_bias=False, mlp_bias=False,
                    # (a MoE hybrid's experts are beside the mixer, not in it: GraniteMoeHybrid, Nemotron-H's "E" layers)
                    num_experts=0, experts_per_token=0, num_shared_experts=0, moe_intermediate_size=None,
-                   shared_expert_intermediate_size=None)
+                   shared_expert_intermediate_size=None, moe_latent_size=None, checkpoint_mtp_layers=0,
+                   topk_unnormalized=False)
 
 
 def mixer_layers(m: ModelSpec) -> int:
@@ -1226,10 +1229,20 @@ def nemotron_h_linears(m: ModelSpec) -> tuple[Linear, ...]:
     n_moe = pat.count("E")
     if n_moe and m.num_experts:  # NemotronHMoE: the 3-D experts (not nn.Linear: fused_experts) and shared_experts
         i, s_i = m.moe_intermediate_size or m.intermediate_size, m.shared_expert_intermediate_size or h
-        out += [Linear("experts.up_proj", h, i, n_moe * m.num_experts),
-                Linear("experts.down_proj", i, h, n_moe * m.num_experts),
+        x = expert_width(m)  # NemotronHExperts' input_dim: moe_latent_size when set, else hidden_size
+        out += [Linear("experts.up_proj", x, i, n_moe * m.num_experts),
+                Linear("experts.down_proj", i, x, n_moe * m.num_experts),
                 Linear("shared_expert.up_proj", h, s_i, n_moe), Linear("shared_expert.down_proj", s_i, h, n_moe)]
+        if m.moe_latent_size:  # NemotronHMoE.fc1_latent_proj / fc2_latent_proj: nn.Linear(bias=config.mlp_bias)
+            out += [Linear("fc1_latent_proj", h, x, n_moe), Linear("fc2_latent_proj", x, h, n_moe)]
     return tuple(out)
+
+
+def expert_width(m: ModelSpec) -> int:
+    """The width the routed experts read and write: Nemotron 3 Super's moe_latent_size (modeling_nemotron_h.py
+    NemotronHExperts: `input_dim = config.moe_latent_size if ... else config.hidden_size`), else hidden_size."""
+    assert m.hidden_size is not None
+    return m.moe_latent_size or m.hidden_size
 
 
 def nemotron_h_tensors(m: ModelSpec) -> tuple[ParamTensor, ...]:
@@ -1273,9 +1286,12 @@ def nemotron_h_layer_params(m: ModelSpec, kind: str) -> int:
         mixer = 2 * h * q_dim + 2 * h * kv_dim + (q_dim + 2 * kv_dim if m.qkv_bias else 0) + (h if m.o_bias else 0)
     elif kind == "-":
         mixer = 2 * h * i + (i + h if m.mlp_bias else 0)
-    elif kind == "E":  # NemotronHMoE: router (E, h), experts' up / down (E x 2 x i x h), shared_experts (2 x s x h)
+    elif kind == "E":  # NemotronHMoE: router (E, h), experts' up / down (E x 2 x i x x, x the expert width),
+        # shared_experts (2 x s x h), with moe_latent_size fc1 / fc2_latent_proj (2 x h x latent, mlp_bias: latent + h)
         e, e_i, s_i = m.num_experts, m.moe_intermediate_size or i, m.shared_expert_intermediate_size or h
-        mixer = e * h + 2 * e * e_i * h + 2 * h * s_i + (s_i + h if m.mlp_bias else 0)
+        x = expert_width(m)
+        latent = 2 * h * x + (x + h if m.mlp_bias else 0) if m.moe_latent_size else 0
+        mixer = e * h + 2 * e * e_i * x + 2 * h * s_i + (s_i + h if m.mlp_bias else 0) + latent
     else:
         heads, conv, proj = mamba2_dims(hybrid_mixer(m))
         w = m.mixer_intermediate_size

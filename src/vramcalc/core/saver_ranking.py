@@ -28,6 +28,9 @@ CANDIDATES: tuple[dict[str, Any], ...] = (
     {"optimizer_in_bwd": True},
     {"optimizer": "adamw-8bit"},
     {"optimizer": "torchao-adamw-4bit"},
+    # LLaMA-Factory use_muon (memory/optimizer.py muon_bytes): one state instead of AdamW's two on the 2-D matrices,
+    # for a bf16 Newton-Schulz step of the largest one; kept only where that lowers the peak (full or freeze)
+    {"optimizer": "muon"},
     {"attention": "flash"},
     {"kernels": "unsloth"},
     {"kernels": "liger"},

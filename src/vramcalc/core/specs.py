@@ -567,6 +567,16 @@ class ModelSpec:
     # its norm and one mixer: "M" a Mamba-2 mixer (the mixer_* fields), "*" attention (no rotary embedding), "-" an
     # MLP (up_proj, relu2, down_proj), in config hybrid_override_pattern's order, bottom first.
     hybrid_pattern: str = ""
+    # Nemotron 3 Super's latent MoE (modeling_nemotron_h.py NemotronHMoE, config moe_latent_size): fc1_latent_proj
+    # (hidden -> latent) before the routed experts, which run at the latent width (NemotronHExperts' input_dim), and
+    # fc2_latent_proj (latent -> hidden) after them; None: the experts run at hidden_size (Nemotron 3 Nano)
+    moe_latent_size: int | None = None
+    # The checkpoint's multi-token-prediction layers (config num_nextn_predict_layers): NemotronHForCausalLM builds
+    # none and drops their mtp.* weights on load (_keys_to_ignore_on_load_unexpected): never counted, only noted
+    checkpoint_mtp_layers: int = 0
+    # NemotronHTopkRouter with norm_topk_prob false: the top-k weights only scaled by routed_scaling_factor, not
+    # divided by their sum (`topk_weights /= denominator`, which keeps both for backward)
+    topk_unnormalized: bool = False
 
     # Vision-language models (memory/vision.py): the vision tower and projector; None for a text model. The text
     # fields above are the language model's (LLaVA's text_config).
@@ -595,7 +605,7 @@ class ModelSpec:
                          "num_attention_heads", "num_kv_heads", "head_dim", "max_position_embeddings",
                          "sliding_window", "moe_intermediate_size", "shared_expert_intermediate_size",
                          "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
-                         "published_parameters", "expert_groups", "topk_expert_groups"), POSITIVE),
+                         "published_parameters", "expert_groups", "topk_expert_groups", "moe_latent_size"), POSITIVE),
         "num_labels": (*NON_NEGATIVE, COUNT_CAP),
         "type_vocab_size": (*NON_NEGATIVE, COUNT_CAP),
         **dict.fromkeys(("decoder_layers", "relative_attention_buckets", "rel_embedding_rows"),
@@ -603,7 +613,7 @@ class ModelSpec:
         **dict.fromkeys(("activation_bytes_per_sample", "norms_per_layer", "num_experts", "experts_per_token",
                          "num_shared_experts", "first_dense_layers", "sliding_window_layers", "nope_layer_interval",
                          "attention_chunk_size", "moe_layer_interval", "attn_layer_offset",
-                         "expert_layer_offset"), NON_NEGATIVE),
+                         "expert_layer_offset", "checkpoint_mtp_layers"), NON_NEGATIVE),
         **dict.fromkeys(("attn_layer_period", "expert_layer_period", "jamba_mixer_size", "jamba_state_size"),
                         (*NON_NEGATIVE, COUNT_CAP)),
         **dict.fromkeys(("ssm_state_size", "ssm_dt_rank", "ssm_conv_kernel", "ssm_head_dim", "ssm_n_groups",
@@ -623,7 +633,7 @@ class ModelSpec:
          "num_layers", "num_attention_heads", "num_kv_heads", "head_dim", "max_position_embeddings",
          "sliding_window", "moe_intermediate_size", "shared_expert_intermediate_size", "moe_capacity_factor",
          "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
-         "sliding_window_layers", "published_parameters"))
+         "sliding_window_layers", "published_parameters", "moe_latent_size"))
     LENGTHS: ClassVar[dict[str, tuple[int, int]]] = {"name": (1, 100), "source": (1, 10_000)}
 
     def __post_init__(self) -> None:
@@ -677,7 +687,8 @@ class ModelSpec:
             _check_attention_layers(self)
         if self.family == "zamba2" or self.zamba_hybrid_layers or self.zamba_mem_blocks:
             _check_zamba2(self)
-        if self.hybrid_pattern or self.family == "nemotron_h":
+        if self.hybrid_pattern or self.family == "nemotron_h" or self.moe_latent_size is not None \
+                or self.checkpoint_mtp_layers or self.topk_unnormalized:
             _check_nemotron_h(self)
 
     @property
@@ -691,16 +702,17 @@ def _check_expert_groups(m: ModelSpec) -> None:
     n_group, experts // n_group) and takes each group's top 2), no more groups kept than there are."""
     if m.expert_groups == 1 and m.topk_expert_groups == 1 or not m.num_experts:  # (a dense model has no router)
         return
-    if m.family not in ("deepseek_v2", "deepseek_v3"):
-        raise SpecError("expert_groups", f"grouped routing is modelled for DeepSeek-V2/V3 only, not {m.family}: "
-                        "give expert_groups 1 and topk_expert_groups 1")
+    # (Nemotron-H's NemotronHTopkRouter is DeepseekV3TopkRouter line for line: modeling_nemotron_h.py)
+    v3 = m.family in ("deepseek_v3", "nemotron_h")
+    if m.family not in ("deepseek_v2", "deepseek_v3", "nemotron_h"):
+        raise SpecError("expert_groups", "grouped routing is modelled for DeepSeek-V2/V3 and Nemotron-H only, not "
+                        f"{m.family}: give expert_groups 1 and topk_expert_groups 1")
     if m.topk_expert_groups > m.expert_groups:
         raise SpecError("topk_expert_groups", f"{m.topk_expert_groups} exceeds expert_groups {m.expert_groups}")
     per_group = m.num_experts // m.expert_groups if m.expert_groups else 0
-    if m.num_experts % m.expert_groups or (m.family == "deepseek_v3" and per_group < 2):
+    if m.num_experts % m.expert_groups or (v3 and per_group < 2):
         raise SpecError("expert_groups", f"num_experts {m.num_experts} does not split into {m.expert_groups} "
-                        "groups" + (" of 2 or more (DeepSeek-V3 sums each group's top 2)"
-                                    if m.family == "deepseek_v3" else ""))
+                        "groups" + (" of 2 or more (DeepSeek-V3's router sums each group's top 2)" if v3 else ""))
     if m.topk_expert_groups * per_group < m.experts_per_token:
         raise SpecError("topk_expert_groups", f"{m.topk_expert_groups} groups of {per_group} experts hold fewer than "
                         f"experts_per_token {m.experts_per_token}")
@@ -754,6 +766,13 @@ def _check_nemotron_h(m: ModelSpec) -> None:
     if ("E" in m.hybrid_pattern) != bool(m.num_experts):
         raise SpecError("num_experts", "a Nemotron-H model has routed experts exactly when hybrid_pattern has E "
                         "layers (Nemotron 3 Nano: num_experts 128, MEMEM*E...)")
+    if m.topk_unnormalized and m.family != "nemotron_h":
+        raise SpecError("topk_unnormalized", "topk_unnormalized is read for family nemotron_h only")
+    if m.checkpoint_mtp_layers and m.family != "nemotron_h":
+        raise SpecError("checkpoint_mtp_layers", "checkpoint_mtp_layers is read for family nemotron_h only")
+    if m.moe_latent_size is not None and "E" not in m.hybrid_pattern:
+        raise SpecError("moe_latent_size", "moe_latent_size is the latent width of Nemotron-H's E (MoE) layers; "
+                        "drop it for a model without them")
     if "M" in m.hybrid_pattern and not m.mixer_intermediate_size:
         raise SpecError("mixer_intermediate_size", "a Nemotron-H model with M layers needs its Mamba-2 mixer's shape "
                         "(mixer_* fields)")
@@ -959,6 +978,9 @@ class TrainingSpec:
     router_aux_loss: bool = False
     # LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's output to fp32 (memory/upcast.py)
     upcast_logits: bool = False
+    # LLaMA-Factory upcast_layernorm: every 1-D norm parameter cast to fp32 over a 16-bit model, the step under the
+    # Trainer's autocast (memory/upcast_norms.py)
+    upcast_norms: bool = False
     # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
     # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
     auto_find_batch_size: bool = False
@@ -1155,15 +1177,31 @@ class TrainingSpec:
         if self.optimizer == "apollo-mini" and self.optimizer_rank not in (None, 1):
             raise SpecError("", "APOLLO-Mini is rank 1 with tensor-wise scaling: drop --optimizer-rank, or use "
                             f"--optimizer apollo-adamw --optimizer-rank {self.optimizer_rank}")
-        if (projected or self.optimizer == "adam-mini") and self.method not in ("full", "freeze"):
-            name = "Adam-mini" if self.optimizer == "adam-mini" else "GaLore/APOLLO"
+        if (projected or self.optimizer in ("adam-mini", "muon")) and self.method not in ("full", "freeze"):
+            name = {"adam-mini": "Adam-mini", "muon": "Muon"}.get(self.optimizer, "GaLore/APOLLO")
             raise SpecError("", f"{name} is modelled for full or partial (freeze) fine-tuning, where it sees the "
                             f"model's own weight matrices: use --method full or freeze, or another --optimizer")
+        if self.optimizer == "muon":
+            self._muon_consistent()
         if projected and (self.zero or self.fsdp != "none" or self.tp > 1 or self.pp > 1):
             # galore_torch/apollo_torch step whole matrices (an SVD or projection of the full gradient): no
             # sharded-state support; plain data parallel only.
             raise SpecError("", "GaLore/APOLLO project whole weight matrices and are modelled on one GPU or plain "
                             "data parallel: drop --zero / --fsdp / --tp / --pp")
+
+    def _muon_consistent(self) -> None:
+        """LLaMA-Factory's Muon (memory/optimizer.py muon_bytes): the model's own parameters on one GPU or plain DDP."""
+        if self.zero or self.fsdp != "none" or self.tp > 1 or self.pp > 1:
+            # DeepSpeed/FSDP hand the optimizer flattened shards (muon.py asserts p.ndim == 2 per Muon tensor)
+            raise SpecError("", "--optimizer muon (LLaMA-Factory's Muon) steps whole 2-D matrices and is modelled on "
+                            "one GPU or plain data parallel: drop --zero / --fsdp / --tp / --pp")
+        if self.precision in ("mixed-bf16", "mixed-fp16"):
+            # no fp32 master copy without DeepSpeed: the Trainer steps the model's own parameters
+            raise SpecError("", f"--optimizer muon steps the model's own parameters (fp32 master weights exist only "
+                            f"under DeepSpeed, not modelled with Muon): use --precision bf16, amp-bf16 or fp32, not "
+                            f"{self.precision}")
+        if self.optimizer_in_bwd:
+            raise SpecError("", "LLaMA-Factory has no layer-wise Muon: drop --optimizer-in-bwd with --optimizer muon")
 
     def _objective_consistent(self) -> None:
         """Preference and reward options (memory/preference.py): what each objective reads."""
@@ -1382,8 +1420,8 @@ class TrainingSpec:
             raise SpecError("", "--lisa-layers is modelled on one GPU (under DeepSpeed or FSDP the optimizer's flat "
                             "buffers are built before the callback freezes layers): drop --gpus / --zero / --fsdp / "
                             "--offload")
-        if self.optimizer in ("galore-adamw", "galore-adamw-8bit", "apollo-adamw", "apollo-mini", "adam-mini") \
-                or self.optimizer_in_bwd:
+        if self.optimizer in ("galore-adamw", "galore-adamw-8bit", "apollo-adamw", "apollo-mini", "adam-mini",
+                              "muon") or self.optimizer_in_bwd:
             raise SpecError("", f"--lisa-layers is modelled with a per-parameter torch or bitsandbytes optimizer "
                             f"(states made lazily for parameters with a gradient), not "
                             f"{'--optimizer-in-bwd' if self.optimizer_in_bwd else self.optimizer}: use --optimizer "
@@ -1414,6 +1452,10 @@ class TrainingSpec:
             # LLaMA-Factory registers the hook in prepare_model_for_training, for a trainable model only
             raise SpecError("", f"--upcast-logits is LLaMA-Factory's training hook on lm_head: drop it for --mode "
                             f"{self.mode}")
+        if self.upcast_norms and self.mode != "train":
+            # LLaMA-Factory casts the norms in prepare_model_for_training, for a trainable model only
+            raise SpecError("", f"--upcast-norms is LLaMA-Factory's training-time cast of the norms: drop it for "
+                            f"--mode {self.mode}")
         if self.auto_find_batch_size and self.mode != "train":
             raise SpecError("", f"--auto-find-batch-size is the Trainer's retry of a training step: drop it for --mode "
                             f"{self.mode}")

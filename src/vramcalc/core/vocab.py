@@ -27,6 +27,8 @@ OptimizerName = Literal[
     "adafactor-momentum", "galore-adamw", "apollo-adamw", "apollo-mini", "adam-mini",
     # galore_torch GaLoreAdamW8bit (HF optim galore_adamw_8bit): bitsandbytes 8-bit states of the projected moments.
     "galore-adamw-8bit",
+    # LLaMA-Factory's use_muon (third_party/muon/muon.py): Muon's momentum for 2-D matrices, AdamW for the rest.
+    "muon",
 ]
 # Which weights GaLore/APOLLO project (HF optim_target_modules): every nn.Linear of the blocks (["attn", "mlp"], as
 # GaLore's and APOLLO's own scripts), those of attention or of the MLP only, or HF's all-linear (+ lm_head).

@@ -69,7 +69,7 @@ _POSITIVE = ("vocab_size", "hidden_size", "n_embd", "n_embed", "d_model", "num_a
              "attention_head_dim",
              # Nemotron-H (_nemotron_h, _nemotron_h_moe)
              "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "moe_shared_expert_intermediate_size",
-             "n_group", "topk_group")
+             "n_group", "topk_group", "moe_latent_size")
 _NON_NEGATIVE = ("max_position_embeddings", "n_positions", "n_ctx", "sliding_window", "num_experts",
                  "shared_expert_intermediate_size", "num_ln_in_parallel_attn", "q_lora_rank", "kv_lora_rank",
                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "n_shared_experts",
@@ -1226,9 +1226,10 @@ def _nemotron_h(d: Mapping[str, Any], source: str) -> dict[str, Any]:
         raise PresetFileError(source, [f"hybrid_override_pattern {pattern!r}: characters M (Mamba-2), * (attention), "
                                        "- (MLP) and E (MoE) only"])
     moe = _nemotron_h_moe(d, source) if "E" in pattern else {}
-    if int(d.get("num_nextn_predict_layers") or 0):
-        raise PresetFileError(source, ["num_nextn_predict_layers: the multi-token-prediction layers are not loaded by "
-                                       "NemotronHForCausalLM (mtp.* is ignored) and not modelled; set it to 0"])
+    # num_nextn_predict_layers / mtp_layers_block_type / mtp_hybrid_override_pattern (Nemotron 3 Super's MTP layers)
+    # are read by configuration_nemotron_h.py only to validate them: NemotronHModel builds no MTP layer and
+    # NemotronHPreTrainedModel._keys_to_ignore_on_load_unexpected = [r"mtp.*"] drops the checkpoint's, so a
+    # transformers training step has none (spec_from_hf_config's notes say so)
     # (time_step_limit is not read: NemotronHMamba2Mixer clamps dt to (time_step_min, inf) whatever the config says,
     # and clamp saves its input whatever the bounds: derivatives.yaml clamp)
     out: dict[str, Any] = {
@@ -1281,40 +1282,42 @@ def _nemotron_h(d: Mapping[str, Any], source: str) -> dict[str, Any]:
         ssm_proj_bias=use_bias, mixer_gated_norm=True, mixer_out_bias=use_bias,
     )
     out.update(moe)
+    mtp = int(d.get("num_nextn_predict_layers") or 0)
+    if mtp:
+        out["checkpoint_mtp_layers"] = mtp
     return out
 
 
 def _nemotron_h_moe(d: Mapping[str, Any], source: str) -> dict[str, Any]:
-    # The "E" layers (modeling_nemotron_h.py NemotronHMoE, Nemotron 3 Nano): NemotronHTopkRouter (weight (E, hidden),
-    # kept fp32: _keep_in_fp32_modules_strict; sigmoid scores, e_score_correction_bias (a buffer), n_group /
-    # topk_group group selection, top num_experts_per_tok, renormalized when norm_topk_prob, x routed_scaling_factor),
-    # NemotronHExperts (up_proj (E, moe_intermediate_size, hidden), down_proj (E, hidden, moe_intermediate_size): 3-D
-    # Parameters, no bias, relu2 through use_experts_implementation(has_gate=False)), one shared expert (NemotronHMLP of
-    # moe_shared_expert_intermediate_size: n_shared_experts is not read), and fc1/fc2_latent_proj when moe_latent_size
-    # is set. Defaults from configuration_nemotron_h.py NemotronHConfig.
-    if d.get("moe_latent_size") is not None:
-        raise PresetFileError(source, ["moe_latent_size: NemotronHMoE's latent projections (fc1_latent_proj / "
-                                       "fc2_latent_proj, Nemotron 3 Super) are not modelled; only moe_latent_size "
-                                       "null is"])
+    # The "E" layers (modeling_nemotron_h.py NemotronHMoE, Nemotron 3 Nano / Super): NemotronHTopkRouter (weight (E,
+    # hidden), kept fp32: _keep_in_fp32_modules_strict; sigmoid scores, e_score_correction_bias (a buffer), n_group /
+    # topk_group group selection, top num_experts_per_tok, renormalized when norm_topk_prob, x routed_scaling_factor:
+    # DeepseekV3TopkRouter's lines), NemotronHExperts (up_proj (E, moe_intermediate_size, input_dim), down_proj (E,
+    # input_dim, moe_intermediate_size), input_dim = moe_latent_size or hidden: 3-D Parameters, no bias, relu2 through
+    # use_experts_implementation(has_gate=False)), one shared expert (NemotronHMLP of
+    # moe_shared_expert_intermediate_size over the hidden states: n_shared_experts is not read), and with
+    # moe_latent_size fc1_latent_proj (hidden -> latent) / fc2_latent_proj (latent -> hidden) around the experts.
+    # Defaults from configuration_nemotron_h.py NemotronHConfig (n_group 1, topk_group 1, norm_topk_prob true).
     if str(d.get("mlp_hidden_act", "relu2")) != "relu2":
         raise PresetFileError(source, [f"mlp_hidden_act {d.get('mlp_hidden_act')!r} with E (MoE) layers: the experts "
                                        "are counted with relu2 only; use relu2"])
-    if not bool(d.get("norm_topk_prob", True)):
-        raise PresetFileError(source, ["norm_topk_prob false: NemotronHTopkRouter without the top-k renormalization is "
-                                       "not modelled; set it to true"])
     if bool(d.get("output_router_logits", False)):
         raise PresetFileError(source, ["output_router_logits true: the router logits kept for an auxiliary loss are "
                                        "not modelled; set it to false"])
-    groups, top_groups = int(d.get("n_group") or 1), int(d.get("topk_group") or 1)
-    if (groups, top_groups) != (1, 1):
-        raise PresetFileError(source, [f"n_group {groups} / topk_group {top_groups}: NemotronHTopkRouter's grouped "
-                                       "selection is modelled with one group only (Nemotron 3 Nano's); set both to 1"])
     experts = int(_get(d, source, "n_routed_experts", "num_local_experts", default=8))
     width = int(_get(d, source, "moe_intermediate_size", default=7688))
-    return {"num_experts": experts, "experts_per_token": int(_get(d, source, "num_experts_per_tok", default=2)),
-            "moe_intermediate_size": width, "num_shared_experts": 1,
-            "shared_expert_intermediate_size": int(_get(d, source, "moe_shared_expert_intermediate_size",
-                                                        default=7688))}
+    out = {"num_experts": experts, "experts_per_token": int(_get(d, source, "num_experts_per_tok", default=2)),
+           "moe_intermediate_size": width, "num_shared_experts": 1,
+           "shared_expert_intermediate_size": int(_get(d, source, "moe_shared_expert_intermediate_size",
+                                                       default=7688)),
+           # NemotronHTopkRouter groups as DeepseekV3TopkRouter (ModelSpec.expert_groups; 1 / 1: one group)
+           "expert_groups": int(d.get("n_group") or 1), "topk_expert_groups": int(d.get("topk_group") or 1)}
+    if not bool(d.get("norm_topk_prob", True)):  # (ModelSpec.topk_unnormalized)
+        out["topk_unnormalized"] = True
+    latent = d.get("moe_latent_size")
+    if latent is not None:
+        out["moe_latent_size"] = int(latent)
+    return out
 
 
 Mapper = Callable[[Mapping[str, Any], str], dict[str, Any]]
@@ -1919,7 +1922,7 @@ def hf_config_notes(d: Mapping[str, Any]) -> list[str]:
             "llama-4-scout-vision / llama-4-maverick-vision (memory/llama4v.py), not from a config.json."
         )
     mtp = d.get("num_nextn_predict_layers")
-    if isinstance(mtp, int) and mtp > 0:
+    if isinstance(mtp, int) and mtp > 0 and d.get("model_type") != "nemotron_h":  # (Nemotron-H: its notes say so)
         notes.append(
             f"{mtp} multi-token-prediction layer(s) in the checkpoint are not counted: transformers "
             "does not load them for fine-tuning."

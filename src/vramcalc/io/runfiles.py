@@ -276,7 +276,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "enable_liger_kernel", "use_unsloth_gc",
                                     "use_unsloth", "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
-                                    "use_galore", "use_apollo", "use_adam_mini", "galore_layerwise",
+                                    "use_galore", "use_apollo", "use_adam_mini", "use_muon", "galore_layerwise",
                                     "apollo_layerwise", "use_dora", "use_rslora", "freeze_vision_tower",
                                     "freeze_multi_modal_projector"), ()),
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
@@ -292,7 +292,7 @@ BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' C
 BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
 BOOLEAN_KEYS["llama-factory"]["use_llama_pro"] = ()  # _freeze_llama_factory, _llama_pro_lora
 BOOLEAN_KEYS["llama-factory"]["upcast_lmhead_output"] = ()  # --upcast-logits (memory/upcast.py)
-BOOLEAN_KEYS["llama-factory"]["upcast_layernorm"] = ()  # UPCAST_LAYERNORM_NOTE over fp32 weights, else unmodelled
+BOOLEAN_KEYS["llama-factory"]["upcast_layernorm"] = ()  # --upcast-norms (memory/upcast_norms.py)
 BOOLEAN_KEYS["axolotl"]["embeddings_skip_upcast"] = ()  # EMBEDDINGS_SKIP_UPCAST_NOTE
 BOOLEAN_KEYS["llama-factory"]["resize_vocab"] = ()  # _vocab_llama_factory
 BOOLEAN_KEYS["axolotl"]["resize_token_embeddings_to_32x"] = ()  # _vocab_axolotl
@@ -373,6 +373,12 @@ def _seen(data: dict[str, Any], run: Run, *keys: str) -> None:
 
 
 def _optim(run: Run, key: str, name: Any) -> None:
+    if str(name).strip().lower() == "muon":
+        # transformers 5.24 OptimizerNames has no muon; axolotl's `optimizer: muon` (core/builders/base.py at
+        # axolotl-ai-cloud/axolotl@ceda25b) builds axolotl-contribs-mit's MuonOptimizerFactory, a dion-derived Muon
+        # (batched Newton-Schulz, Triton kernels, DistMuon on a device mesh): not LLaMA-Factory's Muon
+        raise _KeyProblem(key, "muon is axolotl's Muon here (axolotl-contribs-mit, not LLaMA-Factory's), not "
+                          "modelled, and transformers has no muon optim; LLaMA-Factory's use_muon is --optimizer muon")
     if str(name) in HF_OPTIM_REFUSED:
         raise _KeyProblem(key, f"{name} ({HF_OPTIM_REFUSED[str(name)]}) is not modeled; use galore_adamw or "
                           "apollo_adamw, or give --optimizer")
@@ -516,12 +522,7 @@ UNMODELLED_KEYS: dict[str, str] = {
     # LLaMA-Factory model_args.py keys that change what a step allocates (hiyouga/LLaMA-Factory
     # src/llamafactory/hparams/model_args.py @ 00577a8); none has a vramcalc option yet
     # (upcast_lmhead_output is mapped: --upcast-logits, memory/upcast.py)
-    # model_utils/checkpointing.py prepare_model_for_training: every 1-D parameter named like a norm cast to fp32; a
-    # 16-bit model's norms then return fp32 (self.weight * hidden.to(bf16) promotes), which only the Trainer's bf16
-    # autocast lets reach the 16-bit Linears (each caller's own cast copy); vramcalc's 16-bit recipes run no autocast
-    # (over fp32 weights, amp / fp32 precisions, it is mapped with UPCAST_LAYERNORM_NOTE: no change)
-    "upcast_layernorm": "the norm weights upcast to fp32 over a 16-bit model: fp32 norm outputs and their per-Linear "
-                        "autocast casts",
+    # (upcast_layernorm is mapped: --upcast-norms, memory/upcast_norms.py)
     # LLaMA-Factory (@ ff6d4d12 src/llamafactory/train/fp8_utils.py create_fp8_kwargs) and axolotl (core/trainers/
     # base.py) hand fp8 to accelerate: torchao Float8Linear (rowwise recipe) swaps every Linear but embeddings and
     # lm_head, or Transformer Engine; torchao is not in vramcalc's tracer, so its saved fp8 casts are not measured
@@ -568,7 +569,6 @@ UNMODELLED_KEYS.update({
                   "(axolotl loaders/model.py); that placement is not modelled",
     # (s2_attention: refused, _axolotl_retired)
     # LLaMA-Factory (finetuning_args.py, model_args.py)
-    "use_muon": "the Muon optimizer (one momentum state for matrices, AdamW for the rest)",
 })
 
 # Keys whose feature cannot run under the transformers vramcalc models (5.24): refused in one line; where the tool
@@ -1577,15 +1577,6 @@ def _preference_axolotl(d: dict[str, Any], run: Run) -> None:
 # ---- LLaMA-Factory --------------------------------------------------------------------------------------
 
 
-# LLaMA-Factory upcast_layernorm (model_utils/checkpointing.py @ 06d78ff1 prepare_model_for_training: every 1-D
-# parameter whose name holds a LAYERNORM_NAMES entry cast to fp32) where the run's weights are fp32 already: full
-# tuning without pure_bf16 casts every trainable parameter to fp32 (model/adapter.py _setup_full_tuning,
-# cast_trainable_params_to_fp32), and the estimate's amp / fp32 recipes hold every weight in fp32.
-UPCAST_LAYERNORM_NOTE = ("upcast_layernorm: no change here: the norms are fp32 already (LLaMA-Factory casts every "
-                         "trainable parameter to fp32 without pure_bf16; the estimate's amp / fp32 precision holds "
-                         "every weight in fp32).")
-
-
 def _token_count(key: str, value: Any) -> int:
     """How many tokens a tool's token list adds: a YAML list, or a comma-separated string (LLaMA-Factory
     model_args.py splits add_tokens / add_special_tokens on commas); every one counted as a new row."""
@@ -1874,13 +1865,9 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, "stage")
     if _hf_multi_gpu(d, path, run) and method not in ("lora", "qlora") and half is not None:
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
-    if "upcast_layernorm" in d and (not _flag(LF, d["upcast_layernorm"], "upcast_layernorm")
-                                    or run.options["precision"] in ("amp-bf16", "amp-fp16", "fp32")):
-        # fp32 weights already (the estimate's amp / fp32 recipes): the cast changes nothing (UPCAST_LAYERNORM_NOTE);
-        # over 16-bit weights it stays in UNMODELLED_KEYS
-        run.mapped.append("upcast_layernorm")
-        if _flag(LF, d["upcast_layernorm"], "upcast_layernorm"):
-            run.notes.append(UPCAST_LAYERNORM_NOTE)
+    # model_args.py upcast_layernorm: model_utils/checkpointing.py prepare_model_for_training casts every 1-D norm
+    # parameter to fp32 (memory/upcast_norms.py; over fp32 / amp weights its note says: no change)
+    _take_flag(LF, d, run, "upcast_layernorm", "upcast_norms")
     return _finish(d, run)
 
 
@@ -2022,18 +2009,22 @@ def _liger_kernel_config(d: dict[str, Any], run: Run, applied: bool) -> None:
 
 
 def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
-    """LLaMA-Factory's finetuning_args.py GaloreArguments / ApolloArguments / use_adam_mini (trainer_utils.py
-    _create_galore_optimizer, _create_apollo_optimizer, _create_adam_mini_optimizer): defaults rank 16, target all
-    (every Linear but the output layer), std / random projection, channel scaling."""
-    chosen = [k for k in ("use_galore", "use_apollo", "use_adam_mini") if _flag(LF, d.get(k), k)]
+    """LLaMA-Factory's finetuning_args.py GaloreArguments / ApolloArguments / use_adam_mini / use_muon (trainer_utils.py
+    _create_galore_optimizer, _create_apollo_optimizer, _create_adam_mini_optimizer, _create_muon_optimizer):
+    defaults rank 16, target all (every Linear but the output layer), std / random projection, channel scaling."""
+    chosen = [k for k in ("use_galore", "use_apollo", "use_adam_mini", "use_muon") if _flag(LF, d.get(k), k)]
     layerwise = {k: _flag(LF, d.get(f"{k}_layerwise"), f"{k}_layerwise") for k in ("galore", "apollo")}
-    _seen(d, run, "use_galore", "use_apollo", "use_adam_mini")
+    _seen(d, run, "use_galore", "use_apollo", "use_adam_mini", "use_muon")
     if not chosen:
         return
     if len(chosen) > 1:
         raise _KeyProblem(chosen[1], f"LLaMA-Factory takes one of {', '.join(chosen)}; keep one")
     if chosen[0] == "use_adam_mini":
         run.options["optimizer"] = "adam-mini"
+        return
+    if chosen[0] == "use_muon":
+        # _create_muon_optimizer: third_party/muon/muon.py Muon over every trainable parameter, whatever `optim` says
+        run.options["optimizer"] = "muon"
         return
     kind = "galore" if chosen[0] == "use_galore" else "apollo"
     optim = run.options.get("optimizer")

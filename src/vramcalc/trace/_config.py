@@ -300,7 +300,9 @@ def hf_config_dict(model: ModelSpec) -> dict[str, Any]:
             d.update(n_routed_experts=model.num_experts, num_experts_per_tok=model.experts_per_token,
                      moe_intermediate_size=model.moe_intermediate_size,
                      moe_shared_expert_intermediate_size=model.shared_expert_intermediate_size,
-                     moe_latent_size=None, n_group=1, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5)
+                     moe_latent_size=model.moe_latent_size, n_group=model.expert_groups,
+                     topk_group=model.topk_expert_groups, norm_topk_prob=not model.topk_unnormalized,
+                     routed_scaling_factor=2.5)
         d.pop("num_hidden_layers")  # the pattern's length (NemotronHConfig.num_hidden_layers is a property)
     if family in ("olmo", "olmo2"):
         d["attention_bias"] = model.qkv_bias

@@ -405,6 +405,25 @@ def _galore_8bit() -> Any:
     return TracedGaLoreAdamW8bit
 
 
+def _llamafactory_muon(params: list[Any], names: list[str], notes: list[str]) -> torch.optim.Optimizer:
+    """LLaMA-Factory's use_muon: its own third_party Muon, with the split of train/trainer_utils.py
+    _create_muon_optimizer (2-D, no "embed" and no "lm_head" in the name: Muon; the rest: its AdamW branch) and its
+    defaults (momentum 0.95, nesterov, 5 Newton-Schulz steps). Only the module is imported (llamafactory's package
+    __init__ reads its version and nothing else), so the wheel installed without its dependencies will do."""
+    try:
+        from llamafactory.third_party.muon import Muon  # type: ignore[import-not-found]
+    except ImportError:
+        raise UnsupportedCombination("muon: pip install llamafactory==0.9.5 --no-deps to trace it (its "
+                                     "third_party/muon/muon.py is run)") from None
+    muon_params = [p for p, n in zip(params, names, strict=True)
+                   if p.ndim == 2 and "embed" not in n and "lm_head" not in n]
+    chosen = {id(p) for p in muon_params}
+    adamw_params = [p for p in params if id(p) not in chosen]
+    notes.append(f"muon: llamafactory 0.9.5 third_party/muon/muon.py Muon, {len(muon_params)} Muon tensors and "
+                 f"{len(adamw_params)} AdamW tensors (trainer_utils.py _create_muon_optimizer's split)")
+    return Muon(lr=1e-4, wd=0.0, muon_params=muon_params, adamw_params=adamw_params)  # type: ignore[no-any-return]
+
+
 def library_optimizer(training: TrainingSpec, params: list[Any], model_params: list[nn.Parameter], names: list[str],
                       model: nn.Module | None, notes: list[str]) -> torch.optim.Optimizer:
     """galore_torch.GaLoreAdamW, apollo_torch.APOLLOAdamW or adam_mini.Adam_mini as HF Trainer / their READMEs
@@ -412,6 +431,8 @@ def library_optimizer(training: TrainingSpec, params: list[Any], model_params: l
     peak: step 0 and every update_proj_gap steps). `params` are what is stepped (the model's trainable
     `model_params`, or their fp32 masters in the same order)."""
     name = training.optimizer
+    if name == "muon":
+        return _llamafactory_muon(params, names, notes)
     if name == "adam-mini":
         try:
             import adam_mini.adam_mini as am  # type: ignore[import-untyped]

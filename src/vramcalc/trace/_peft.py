@@ -188,6 +188,12 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
                      layers_to_transform=list(training.lora_layers) or None,
                      task_type=task_type)  # trace/_run.py _task_type: SEQ_CLS keeps a classifier trainable
     wrapped = get_peft_model(hf, cfg, autocast_adapter_dtype=training.adapter_dtype == "fp32")
+    if model.vision is not None and model.vision.kind == "llama4" and training.train_vision:
+        # --train-vision under LoRA (memory/llama4v.py): the tower's own weights unfrozen after get_peft_model froze
+        # every base weight (Llama4VisionModel, its pixel-shuffle adapter included)
+        for p in hf.vision_model.parameters():
+            p.requires_grad_(True)
+        notes.append("llama4: --train-vision under LoRA: the vision tower's weights unfrozen after get_peft_model")
     dtype = DTYPES[training.adapter_dtype]
     for name, p in wrapped.named_parameters():
         if "lora_" in name and p.dtype != dtype:

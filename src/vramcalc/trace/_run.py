@@ -67,6 +67,16 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         head.register_forward_hook(lambda _module, _args, output: output.to(torch.float32))
         notes.append("upcast logits: lm_head's output cast to fp32 by a forward hook (LLaMA-Factory "
                      "_fp32_forward_post_hook)")
+    from vramcalc.core.memory import upcast_norms as _norms_core
+
+    if _norms_core.active(training, recipe_of(training)):
+        # LLaMA-Factory prepare_model_for_training (model_utils/checkpointing.py, upcast_layernorm), in patch_model
+        # before init_adapter: every 1-D parameter whose name holds "norm" or "ln" (extras/constants.py
+        # LAYERNORM_NAMES) cast to fp32
+        for name, p in hf.named_parameters():
+            if p.ndim == 1 and any(n in name for n in _norms_core.LAYERNORM_NAMES):
+                p.data = p.data.to(torch.float32)
+        notes.append("upcast norms: every 1-D norm parameter cast to fp32 (LLaMA-Factory upcast_layernorm)")
     if method in ("lora", "qlora"):
         from vramcalc.trace._peft import wrap_lora
 
@@ -230,7 +240,17 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     notes: list[str] = []
     precision = resolve_precision(training)
     autocast = None
-    if precision.startswith("amp-"):
+    from vramcalc.core.memory import upcast_norms as _norms_core
+    from vramcalc.core.memory.precision import RECIPES
+
+    if _norms_core.active(training, RECIPES[precision]):
+        # the Trainer's bf16 / fp16 flag: accelerate's prepare_model wraps forward in autocast (accelerator.py
+        # convert_outputs_to_fp32(autocast_context(model_forward_func))), which lets the fp32 norm outputs reach
+        # the 16-bit Linears
+        ac16 = torch.bfloat16 if RECIPES[precision].compute == "bf16" else torch.float16
+        autocast = lambda: _cuda.cuda_autocast(ac16)  # noqa: E731
+        notes.append(f"upcast norms: {precision} weights, forward under autocast with CUDA's op lists")
+    elif precision.startswith("amp-"):
         ac_dtype = torch.bfloat16 if precision == "amp-bf16" else torch.float16
         autocast = lambda: _cuda.cuda_autocast(ac_dtype)  # noqa: E731
         notes.append(f"{precision}: fp32 weights, forward under autocast with CUDA's op lists "

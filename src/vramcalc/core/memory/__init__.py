@@ -46,6 +46,7 @@ from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import upcast as _upcast
+from vramcalc.core.memory import upcast_norms as _upcast_norms
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory import zamba2 as _zamba2
 from vramcalc.core.memory.activations import (
@@ -198,6 +199,8 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _upcast.check(model, training)  # --upcast-logits where the hook is not modelled (memory/upcast.py)
+    # --upcast-norms likewise (memory/upcast_norms.py)
+    _upcast_norms.check(model, training, training.optimizer in LIBRARY_OPTIMIZERS)
     _axolotl_kernels.check(model, training)  # --kernels axolotl:GROUPS likewise (memory/axolotl_kernels.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
@@ -574,6 +577,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         notes.append(_badam.note(model))
     if training.upcast_logits:
         notes.append(_upcast.note(training, recipe))
+    if training.upcast_norms:
+        notes.append(_upcast_norms.note(training, recipe))
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
     body = _reward.body(model) if training.objective == "reward" else model
     w = weight_bytes(body, training, recipe)
@@ -657,8 +662,9 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         "optimizer_state.master_weights": opt.master_weights,
         "temporaries.optimizer_step": opt.step_temporaries,
     }
-    if router_states:
-        details["optimizer_state.fp32_routers"] = router_states
+    if router_states:  # DeepSeek's routers, or --upcast-norms' norms (memory/upcast_norms.py: never both)
+        details["optimizer_state.fp32_norms" if training.upcast_norms else "optimizer_state.fp32_routers"] = \
+            router_states
     if first_states:
         details["optimizer_state.lisa_first_step"] = first_states
     if _preference.is_preference(training) or _rl.is_rl(training) or _online_dpo.is_online_dpo(training):

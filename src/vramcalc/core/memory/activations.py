@@ -17,11 +17,20 @@ from typing import TYPE_CHECKING
 from vramcalc.core import peft_methods
 from vramcalc.core import unfrozen as _unfrozen
 from vramcalc.core.memory import upcast as _upcast
+from vramcalc.core.memory import upcast_norms as _norms
 from vramcalc.core.memory.deberta import attention_terms as deberta_attention_terms
 from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
 from vramcalc.core.memory.deberta import is_deberta
 from vramcalc.core.memory.precision import Recipe
-from vramcalc.core.params import Linear, fused_experts, head_dim, kv_heads, linear_has_bias, resolve_targets
+from vramcalc.core.params import (
+    Linear,
+    expert_width,
+    fused_experts,
+    head_dim,
+    kv_heads,
+    linear_has_bias,
+    resolve_targets,
+)
 from vramcalc.core.units import ceil_div, dtype_bytes
 from vramcalc.core.vocab import ENCODER_FAMILIES
 
@@ -220,6 +229,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     assert m.hidden_size is not None and m.num_attention_heads is not None and m.intermediate_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # residual stream dtype
+    # --upcast-norms (memory/upcast_norms.py): the Trainer's autocast over 16-bit weights with fp32 norms; the
+    # residual stream stays 16-bit, the autocast branches below apply, and the norms' saved input is theirs
+    up_norms = _norms.active(t, recipe)
+    amp = recipe.autocast or up_norms
+    norm_cast = recipe.autocast or _norms.casts_per_linear(m, t, recipe)  # an fp32 normed input, cast per Linear
+    norm_in = _norms.norm_input_bytes(m, t, recipe, residual)
     h = m.hidden_size
     d = head_dim(m)
     n_heads = m.num_attention_heads
@@ -292,7 +307,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # the adapter-dtype copy (the copy itself, and dropout's output, are then referenced by nothing), and
             # lora_B saves lora_A's output, in the compute dtype (torch autocast_mode.cpp: linear is a lower-
             # precision op; a non-leaf input's cast is not cached).
-            kept = c if recipe.autocast and a != c else a
+            kept = c if amp and a != c else a
             extra = kept * t.lora_rank
             if fresh:
                 extra += kept * width + (width if t.lora_dropout > 0 else 0)  # copy (+ 1-byte dropout mask)
@@ -303,7 +318,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # peft Linear.forward: `result = result + lora_B(lora_A(x)) * scaling`: the base output (c), lora_B's
             # output and its scaled copy (the adapter dtype; c under autocast) alive at once, per output feature
             # (measured with the tracer: phi-3-mini's fused gate_up_proj, 10 B x 16,384 per token at the mul).
-            lora_b = c if recipe.autocast else a
+            lora_b = c if amp else a
             lora_fwd[mod] = (c + 2 * lora_b) * lora_out.get(mod, 0)
             if t.lora_dropout > 0 and a != c:
                 # With dropout, Linear.forward's local `x = self._cast_input_dtype(x, ...)` keeps the adapter-dtype
@@ -312,6 +327,21 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 # hidden 256, MLP 1,024, LoRA on all seven projections, p 0.05, checkpointing, b2 s512: the peak at
                 # down_proj's adapter in the rerun holds its fp32 cast and its dropout output, -6.04 % without).
                 lora_fwd[mod] += a * width
+            elif up_norms and a != c and not (norm_cast and group in ("qkv_proj", "mlp input")):
+                # --upcast-norms' autocast: Linear.forward's `x = self._cast_input_dtype(x, ...)` makes an adapter-dtype
+                # copy of a 16-bit input (o_proj's, down_proj's; every input after Gemma's 16-bit norm) that lora_A
+                # no longer saves (it saves its own 16-bit cast), alive until the module returns; an fp32 normed input
+                # needs no copy. The 16-bit input itself is saved by nobody (the frozen base saves nothing, lora_A its
+                # cast) and is alive beside it (measured with the tracer's live tensors: a 4-layer llama, hidden 256,
+                # MLP 1,024, LoRA all-linear, b2 s512: the forward's peak at down_proj's adapter holds the 16-bit
+                # product act(gate) * up and its fp32 copy)
+                lora_fwd[mod] += (a + c) * width
+                if group == "down_proj":
+                    # ... beside the MLP's normed input (fp32 after a Llama norm or a LayerNorm) and the post-attention
+                    # residual, both held by the decoder layer while its MLP runs, and the embeddings' output, held by
+                    # LlamaModel.forward's inputs_embeds through the whole forward (the same measurement; gone by the
+                    # checkpointed rerun, which takes it off below)
+                    lora_fwd[mod] += (4 if norm_cast else c) * h + 2 * c * h
             adapter_fwd_t = max(adapter_fwd_t, lora_fwd[mod])
             if mod in dora_out:
                 terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live, linear_has_bias(m, mod)))
@@ -330,7 +360,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if weightless and live:
         terms.append(Term("attn norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
     if n_norms and not m.post_norms:
-        terms += _norm_terms("attn norm", m, c, residual, h, live, _norm_weight_trained(m, t, "attn", tw))
+        terms += _norm_terms("attn norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "attn", tw))
         live = live or tw
     attn_in_live = live
     if m.attention_kind == "mla":
@@ -339,7 +369,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     else:
         qkv_mods = ("qkv_proj",) if m.fused_qkv else ("q_proj", "k_proj", "v_proj")
         own = linear_input("qkv_proj", qkv_mods, h, input_live=live)
-        if recipe.autocast and tw and not m.fused_qkv and m.attention_kind != "mla":
+        if norm_cast and tw and not m.fused_qkv and m.attention_kind != "mla":
             # Under CUDA autocast the normed input is fp32, and query, key and value each cast it to 16 bits on
             # their own (autocast caches casts of leaf weights only): three saved copies, not one (measured with
             # the tracer: bert-base-uncased amp-bf16, 2 x 2 B x hidden more per layer; llama-3.2-1b full amp-bf16
@@ -426,7 +456,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # Llama 4's eager_attention_forward (modeling_llama4.py): softmax(attn_weights, dim=-1), the scores' dtype.
             # ModernBERT's eager_attention_forward (modeling_modernbert.py) upcasts: softmax(dtype=float32).
             softmax_bytes = c if m.family in ("gpt2", "falcon", "gpt_oss", "llama4", *ENCODER_FAMILIES) \
-                and m.family != "modernbert" and not recipe.autocast else 4
+                and m.family != "modernbert" and not amp else 4
             if m.attention_sinks:
                 # gpt-oss (modeling_gpt_oss.py eager_attention_forward): the per-head sink is concatenated to the
                 # scores as one more key column, then `combined - combined.max(-1, keepdim=True).values` (max saves
@@ -470,14 +500,14 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if t.method == "adaption-prompt":  # the gated prompt attention adds a trainable path to the attention's output
         attn_live = True
     if m.post_norms and n_norms:  # OLMo 2: post_attention_layernorm on the attention's output
-        terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live, tw)
+        terms += _norm_terms("attn post-norm", m, c, norm_in, h, attn_live, tw)
         attn_live = attn_live or tw
     elif sandwich:
         # Gemma 2 / 3 (modeling_gemma2.py Gemma2DecoderLayer): post_attention_layernorm normalizes the
         # attention's output before the residual add, beside the pre-norm: it saves as any RMSNorm does
         # (measured with the tracer, gemma-2-2b LoRA eager: 2 x (4 B x hidden + 4 B) per token per layer
         # were missing, -3.95 % on the 26-layer preset).
-        terms += _norm_terms("attn post-norm", m, c, residual, h, attn_live,
+        terms += _norm_terms("attn post-norm", m, c, norm_in, h, attn_live,
                              _norm_weight_trained(m, t, "attn", tw))
         attn_live = attn_live or _norm_weight_trained(m, t, "attn", tw)
     if m.dropout > 0 and attn_live:
@@ -491,7 +521,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if weightless and live:
         terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
     if n_norms >= 2 and not m.parallel_residual and not m.post_norms:
-        terms += _norm_terms("mlp norm", m, c, residual, h, live, _norm_weight_trained(m, t, "mlp", tw))
+        terms += _norm_terms("mlp norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "mlp", tw))
         live = live or tw
     i = m.intermediate_size
     moe_fwd_t = moe_bwd_t = 0
@@ -524,7 +554,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # the shared expert (Llama4TextMLP of intermediate_size, nn.Linear modules: adapted by name)
         s_i = m.shared_expert_intermediate_size or width
         s_in = linear_input("shared expert input", ("gate_proj", "up_proj"), h, input_live=live) or live
-        terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
+        terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", amp) if s_in else []
         linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
         live = live or trainable_weights or router_own
         if t.grad_checkpointing:  # nothing is saved in the first forward: the block's set is its working set
@@ -536,6 +566,15 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         moe, moe_fwd_t, moe_bwd_t, const_fwd, moe_rerun_t = _fused_moe_terms(m, t, c, eb, live, trainable_weights,
                                                                              moe_adapted)
         terms += moe
+        if m.moe_latent_size and moe:
+            # Nemotron 3 Super (modeling_nemotron_h.py NemotronHMoE.forward): fc1_latent_proj (hidden -> latent)
+            # reads the normed hidden states, the tensor shared_experts' up_proj reads too (saved once: by it when
+            # its weight trains or it is adapted); fc2_latent_proj (latent -> hidden) reads the experts' output
+            # cast back to the compute dtype (grouped_mm_experts_forward's `.to(hidden_states.dtype)`)
+            x = m.moe_latent_size
+            linear_input("latent fc1_latent_proj", ("fc1_latent_proj",), h, input_live=live,
+                         already_saved=tw or bool(adapted & {"up_proj"}))
+            linear_input("latent fc2_latent_proj", ("fc2_latent_proj",), x, input_live=live)
         backward_const = max(backward_const, const_fwd)
         routed_bwd = routed_backward_bytes(m, t, recipe) if moe else 0
         width = m.moe_intermediate_size or i
@@ -551,7 +590,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # output, what silu and the product save: the same bytes as the separate gate and up)
             s_up = ("gate_up_proj",) if m.fused_gate_up else ("gate_proj", "up_proj")
             s_in = linear_input("shared expert input", s_up, h, input_live=live) or live
-            terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", recipe.autocast) if s_in else []
+            terms += _mlp_terms(m, c, h, s_i, False, 1, "shared_expert.", amp) if s_in else []
             linear_input("shared expert down_proj", ("down_proj",), s_i, input_live=s_in)
             if m.shared_expert_gate:
                 n_moe_rerun = len(terms)
@@ -572,8 +611,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # fp32 for Mixtral and DeepSeek, 16-bit for the Qwen routers)
             k_, eb_, w_ = m.experts_per_token, _expert_bytes(t, recipe), m.moe_intermediate_size or i
             rw_ = _routing_weight_bytes(m, c, eb_)
-            moe_fwd_t = max(k_ * eb_ * (h + (4 if m.mlp == "gated" else 3) * w_),
-                            k_ * (2 * eb_ * h + 2 * rw_ * h) + rw_ * h)
+            x_ = expert_width(m)  # (the latent width: fc1_latent_proj's output beside, latent_forward_bytes)
+            moe_fwd_t = max(k_ * eb_ * (x_ + (4 if m.mlp == "gated" else 3) * w_),
+                            k_ * (2 * eb_ * x_ + 2 * rw_ * x_) + rw_ * x_) + latent_forward_bytes(m, c)
     elif m.num_experts:
         i_mlp = m.moe_intermediate_size or i  # Mixtral's experts are intermediate_size wide
         k = m.experts_per_token
@@ -601,17 +641,17 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             bool(adapted & set(qkv_mods if m.attention_kind != "mla" else ())) and not fresh_copy))
         up_live = linear_input("mlp input", up_mods, h, already_saved=shared_in, input_live=live) or live
         n_mlp_inputs = len(terms)
-        if recipe.autocast and trainable_weights and len(up_mods) == 2 and not shared_in:
+        if norm_cast and trainable_weights and len(up_mods) == 2 and not shared_in:
             # gate_proj and up_proj each cast the fp32 normed input to 16 bits under autocast: a second saved copy
             terms.append(Term("up_proj input: its own 16-bit cast (autocast)", c * h))
         if up_live:  # the activation and the product save their inputs only for a gradient they owe
-            terms += _mlp_terms(m, c, h, i, False, 1, "", recipe.autocast)
+            terms += _mlp_terms(m, c, h, i, False, 1, "", amp)
         live = linear_input("down_proj", ("down_proj",), i, input_live=up_live) or up_live
         width = i
         if m.post_norms and n_norms >= 2:  # OLMo 2: post_feedforward_layernorm on the MLP's output
-            terms += _norm_terms("mlp post-norm", m, c, residual, h, live, tw)
+            terms += _norm_terms("mlp post-norm", m, c, norm_in, h, live, tw)
         elif sandwich:  # Gemma 2 / 3: post_feedforward_layernorm on the MLP's output, beside the pre-norm
-            terms += _norm_terms("mlp post-norm", m, c, residual, h, live, _norm_weight_trained(m, t, "mlp", tw))
+            terms += _norm_terms("mlp post-norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "mlp", tw))
     if m.dropout > 0 and live:
         terms.append(Term("mlp dropout mask", h))
     # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
@@ -634,12 +674,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if eager and m.attention_sinks:
         # gpt-oss: the masked scores and the sink-concatenated logits are both still referenced while the softmax
         # runs on their max-subtracted copy (eager_attention_forward rebinds only attn_weights after it).
-        eager_fwd = 2 * (c if not recipe.autocast else 4) * n_heads
+        eager_fwd = 2 * (c if not amp else 4) * n_heads
     if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
     elif not eager:
         eager_bwd = 0
-    elif m.family == "gpt2" and not recipe.autocast:
+    elif m.family == "gpt2" and not amp:
         eager_bwd = (4 + 2 * c) * n_heads
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
@@ -654,9 +694,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if len(up_mods) == 2 and up_fwd[1] and up_live:
         # LlamaMLP's down(act(gate(x)) * up(x)) runs gate_proj and its activation first: while up_proj's adapter path
         # is in flight, the gate's output and act(gate) (both saved) are alive beside it.
-        up_fwd[1] += _act_saved_bytes(m.hidden_act, c, recipe.autocast) * i + c * i
+        up_fwd[1] += _act_saved_bytes(m.hidden_act, c, amp) * i + c * i
     mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + up_fwd)
-    rerun_extra = 0
+    rerun_extra = rerun_held = 0
     if m.num_experts and fused_experts(m) and t.grad_checkpointing and not m.parallel_residual:
         # A routed MoE layer's rerun (as the dense one's below): the residual stream's incoming gradient, the
         # post-attention residual and the block's normed input, held beside the MoE forward (measured with the
@@ -688,11 +728,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # once: the output LayerNorm's backward needs its saved input; the attention output is both the MLP's input
         # and its residual (measured: --grid encoders / encoders2 / deberta LoRA with checkpointing).
         post_ln = m.family in ENCODER_FAMILIES and m.family != "modernbert"
-        lora_b = c if recipe.autocast else a
+        lora_b = c if amp else a
         adapted_down = "down_proj" in lora_fwd and not post_ln
         incoming = c * h + ((lora_b * h + (c * h if lora_b != c else 0)) if adapted_down else 0)
         held = c * h + (c * h if fresh_copy and not tw and not post_ln else 0)
-        rerun_extra = incoming + held
+        rerun_extra, rerun_held = incoming + held, held
         mlp_fwd += rerun_extra
     # An RMSNorm's backward runs in fp32: at its peak five fp32 hidden-wide tensors are alive (the upcast
     # gradient, mul's and pow's gradients, the mean's expanded gradient and their product; measured with
@@ -733,6 +773,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # without; DistilBERT and DeBERTa-v3 likewise). Not for the pre-norm decoders: there the up-projection's
         # moment above is the peak, and this sum over-counted their traces (Mistral +0.7 %, GPT-2 up to +5.6 %).
         mlp_fwd = max(mlp_fwd, mlp_tail + c * i + lora_fwd["down_proj"] + rerun_extra)
+    elif rerun_extra and "down_proj" in lora_fwd and up_norms and a != c:
+        # --upcast-norms: the pre-norm decoder's rerun peaks at down_proj's adapter too, where its fp32 copy of the
+        # 16-bit product is alive (lora_fwd above holds the product, the copy and the held normed input and residual;
+        # the rerun's incoming gradients beside them, its held pair being lora_fwd's; no inputs_embeds by then).
+        # Measured with the tracer's live tensors: a 4-layer llama, hidden 256, MLP 1,024, LoRA all-linear with
+        # checkpointing, b2 s512: the backward's peak at that copy in the rerun, -6.69 % without this moment.
+        mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + rerun_extra - rerun_held - c * h)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
@@ -1061,7 +1108,15 @@ def routed_backward_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     if not (deepseek_router(m) and m.num_experts and fused_experts(m)) or m.hidden_size is None:
         return 0
     eb = _expert_bytes(t, recipe)
-    return m.experts_per_token * m.hidden_size * (3 * _routing_weight_bytes(m, dtype_bytes(recipe.compute), eb) + eb)
+    # (the routed copies are expert_width wide: Nemotron 3 Super's latent width)
+    return m.experts_per_token * expert_width(m) * (3 * _routing_weight_bytes(m, dtype_bytes(recipe.compute), eb) + eb)
+
+
+def latent_forward_bytes(m: ModelSpec, c: int) -> int:
+    """Nemotron 3 Super's latent MoE, per token, while the routed experts run: fc1_latent_proj's output (the
+    experts' input, moe_latent_size wide, the compute dtype), alive until NemotronHMoE.forward rebinds
+    hidden_states to the experts' output (modeling_nemotron_h.py); 0 without a latent width."""
+    return c * m.moe_latent_size if m.moe_latent_size else 0
 
 
 def deepseek_router(m: ModelSpec) -> bool:
@@ -1083,7 +1138,7 @@ def router_forward_bytes(m: ModelSpec) -> int:
     if not deepseek_router(m):
         return 0
     e = m.num_experts
-    if m.family in ("deepseek_v3", "nemotron_h"):
+    if m.family in ("deepseek_v3", "nemotron_h"):  # (NemotronHTopkRouter: V3's lines, grouped or not)
         return (4 * 5 + 2) * e
     return (4 * 4 + 2) * e if m.expert_groups > 1 else 4 * 2 * e
 
@@ -1113,7 +1168,9 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
       weights' dtype; the router's ParamWrapper adds its delta to the (E, h) weight and F.linear keeps its input.
     """
     assert m.hidden_size is not None and m.intermediate_size is not None
-    h, e, k = m.hidden_size, m.num_experts, m.experts_per_token
+    # h: the width the routed experts read and write (params.expert_width: Nemotron 3 Super's moe_latent_size, the
+    # output of fc1_latent_proj; else hidden_size); the router reads the hidden states, hidden_size wide
+    hid, h, e, k = m.hidden_size, expert_width(m), m.num_experts, m.experts_per_token
     i = m.moe_intermediate_size or m.intermediate_size
     r, a = t.lora_rank, dtype_bytes(t.adapter_dtype)
     lora_up, lora_down = "experts.gate_up_proj" in adapted, "experts.down_proj" in adapted
@@ -1123,13 +1180,17 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
         return [], 0, 0, 0, 0
     # DeepseekV3TopkRouter's `topk_weights /= denominator` (norm_topk_prob) keeps them too (measured with the tracer's
     # live tensors, --grid moe deepseek_v3 full: a (tokens, k) fp32 clone and the (tokens, 1) sum)
-    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3", "nemotron_h")  # (Nemotron-H: norm_topk_prob true)
+    # (Nemotron-H: as its norm_topk_prob says, ModelSpec.topk_unnormalized; without it `topk_weights *
+    # routed_scaling_factor` saves nothing: a Python scalar)
+    renorm = m.family in ("mixtral", "qwen3_moe", "deepseek_v3") \
+        or (m.family == "nemotron_h" and not m.topk_unnormalized)
     rw = _routing_weight_bytes(m, c, eb)
     # Nemotron-H's NemotronHExperts (use_experts_implementation(has_gate=False)): up (i wide), relu2 = square(relu(x)):
     # relu saves its output, which square saves as its input (one tensor), then down; no gate
     gated = m.mlp == "gated"
     routed = 3 * i + h if gated else i + h
-    out = [Term("router sigmoid scores (fp32), top-k indices, renormalized weights" if m.family == "nemotron_h" else
+    out = [Term("router sigmoid scores (fp32), top-k indices" + (", renormalized weights" if renorm else "")
+                if m.family == "nemotron_h" else
                 "router softmax (fp32), top-k indices", 4 * e + 8 * k + (4 * k + 4 if renorm else 0))
            if m.family != "granitemoehybrid" else
            # GraniteMoeHybridTopKRouter (modeling_granitemoehybrid.py): `F.linear(h, weight).float()`, topk of the fp32
@@ -1145,7 +1206,7 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     if (trainable or lora_router) and not (m.family == "granitemoehybrid" and trainable):
         # DeepSeek's routers run `F.linear(hidden_states.type(torch.float32), self.weight.type(torch.float32))`
         # (modeling_deepseek_v3.py DeepseekV3TopkRouter, _v2.py DeepseekV2TopkRouter): the saved input is fp32
-        out.append(Term("router input (its weight's gradient)", (4 if deepseek_router(m) else c) * h))
+        out.append(Term("router input (its weight's gradient)", (4 if deepseek_router(m) else c) * hid))
     merged = (eb * e * 2 * i * h if lora_up else 0) + (eb * e * h * i if lora_down else 0)
     if merged:
         casts = (e * 2 * r * (2 * i + h) if lora_up else 0) + (e * r * (i + h) if lora_down else 0)
@@ -1156,7 +1217,8 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
     # Forward beside the saved set: after the down projection, `proj_out * routing weight` (fp32 for Mixtral
     # and DeepSeek: _routing_weight_bytes), its un-permuted copy and the per-token sum, beside the gathered hidden
     # states (alive in grouped_mm_experts_forward until it returns; saved only with expert gradients).
-    gathered = 0 if experts_grad else k * eb * h
+    # (Nemotron 3 Super: fc1_latent_proj's output, the experts' input, alive beside them: latent_forward_bytes)
+    gathered = (0 if experts_grad else k * eb * h) + latent_forward_bytes(m, c)
     # (ungated relu2: at square, the up output and square's output beside relu's saved one)
     fwd = max((1 if gated else 2) * k * eb * i + gathered, 2 * rw * k * h + rw * h + gathered, router_forward_bytes(m))
     # Backward: the incoming gradient's fp32 routed copies, then grouped_mm's input gradients (k x h, k x 2i)
@@ -1219,7 +1281,7 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     """Loss path of transformers' ForCausalLMLoss: logits.float(), log_softmax (saved), nll_loss."""
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    residual = _norms.norm_input_bytes(m, t, recipe, 4 if recipe.autocast or recipe.compute == "fp32" else c)
     h, v = m.hidden_size, m.vocab_size
     # The final norm's weight is frozen under LoRA/QLoRA: no normalized copy is saved (see _norm_terms).
     norm_trained = _norm_weight_trained(m, t, "final", head_trainable)
@@ -1262,7 +1324,7 @@ def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bo
     """The named parts of `head_activations(...).saved` (bytes per token), for `vramcalc explain`."""
     assert m.hidden_size is not None and m.vocab_size is not None
     c = dtype_bytes(recipe.compute)
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" else c
+    residual = _norms.norm_input_bytes(m, t, recipe, 4 if recipe.autocast or recipe.compute == "fp32" else c)
     trained = _norm_weight_trained(m, t, "final", head_trainable)
     terms = _norm_terms("final norm", m, c, residual, m.hidden_size, True, trained) if m.final_norm else []
     if m.family == "olmo" and not m.final_norm:

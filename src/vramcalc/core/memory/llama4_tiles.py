@@ -86,6 +86,25 @@ def image_tokens_per_image(v: VisionSpec, training: TrainingSpec) -> int:
     return tiles_per_image(v, training) * tokens_per_tile(v) + wrap_tokens_per_image(v, training)
 
 
+# Llama4VisionEncoderLayer's Linears in forward order (Llama4VisionAttention q/k/v/o_proj, Llama4VisionMLP fc1 / fc2)
+TOWER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
+
+
+# optimizers whose state is a count of parameters times its dtype (memory/optimizer.py optimizer_bytes): the tower's
+# own weights trained under LoRA are counted for these (memory/llama4v.py tower_states)
+COUNT_STATE_OPTIMIZERS = ("adamw", "paged-adamw", "sgd", "sgd-momentum", "lion")
+
+
+def tower_adapted(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
+    """The tower Linears peft adapts in every encoder layer (memory/llama4v.py lora_targets), empty for the methods
+    other than LoRA / QLoRA."""
+    from vramcalc.core.peft_methods import tower_lora_split
+
+    if training.method not in ("lora", "qlora"):
+        return ()
+    return tower_lora_split(model, training, TOWER_LINEARS)[0]
+
+
 def own_check(model: ModelSpec, training: TrainingSpec) -> None:
     """What the Llama 4 image arithmetic does not cover, refused in one line (memory/vision.py check calls it before
     the common vision-language refusals)."""
@@ -95,15 +114,47 @@ def own_check(model: ModelSpec, training: TrainingSpec) -> None:
     if max(h, w) > 100 * v.image_size:
         raise SpecError("image_size", f"a {h} x {w} px image: give sides up to {100 * v.image_size} px (the processor "
                         f"resizes it to at most {v.max_num_tiles} tiles of {v.image_size} px anyway)")
-    if training.attention != "sdpa":
+    if training.attention == "eager" and tower_adapted(model, training):
+        # memory/llama4v.py counts eager attention in a frozen tower (nothing saved, or recomputed one layer at a time
+        # when checkpointed) and in a trained one (--train-vision); not beside the tower's adapters' saved inputs
+        raise UnsupportedCombination(f"--attention eager with LoRA targets {','.join(training.lora_targets)} that "
+                                     f"reach {model.name}'s tower is not modelled (its adapted layers' saved heads x "
+                                     "rows x rows scores): use --attention sdpa, or targets only the language model "
+                                     "has (gate_proj,up_proj,down_proj)")
+    if training.attention not in ("sdpa", "eager"):
         raise UnsupportedCombination(f"--attention {training.attention} is not modelled for {model.name}'s images "
-                                     "(Llama 4 multimodal: the tower's eager softmax over every tile is not counted; "
-                                     "flash is refused by Llama 4): use --attention sdpa")
+                                     "(Llama 4 refuses flash attention): use --attention sdpa or eager")
     if training.method == "qlora" and training.kbit_prep:
         raise UnsupportedCombination(f"QLoRA with prepare_model_for_kbit_training is not modelled for {model.name}'s "
                                      "images (it casts the tower's and projector's norms and embeddings to fp32, whose "
                                      "activations are not counted): add --no-kbit-prep")
-    if recipe_of(training).autocast:
-        raise UnsupportedCombination(f"--precision {training.precision} (autocast) is not modelled for {model.name}'s "
-                                     "images (Llama 4 multimodal: the tower's fp32 LayerNorm outputs under autocast "
-                                     "are not counted): use bf16 or pure-bf16")
+    if training.train_vision and training.method == "qlora":
+        # quantizers/base.py get_keys_to_not_convert keeps only the tied, last and output-embedding modules in 16 bits:
+        # the tower's Linears are bitsandbytes 4-bit (Params4bit, uint8), which take no gradient
+        raise UnsupportedCombination(f"--train-vision with --method qlora cannot train {model.name}'s tower: "
+                                     "bitsandbytes quantizes its Linear layers to 4 bits, which take no gradient: use "
+                                     "--method lora or full, or drop --train-vision")
+    if training.train_vision and training.method == "lora":
+        adapted = tower_adapted(model, training)
+        if adapted:
+            raise UnsupportedCombination(f"--train-vision with LoRA targets {','.join(adapted)} in {model.name}'s "
+                                         "tower is not modelled (the tower trained whole under adapters): give targets "
+                                         "only the language model has (gate_proj,up_proj,down_proj), or drop "
+                                         "--train-vision")
+        if training.optimizer not in COUNT_STATE_OPTIMIZERS:
+            raise UnsupportedCombination(f"--train-vision with LoRA and --optimizer {training.optimizer} is not "
+                                         f"modelled for {model.name} (the tower's optimizer state beside the adapters' "
+                                         f"is counted for {', '.join(COUNT_STATE_OPTIMIZERS)}): use one of them")
+    if recipe_of(training).autocast and (training.grad_checkpointing or training.train_vision
+                                         or training.method == "qlora" or training.attention == "eager"
+                                         or tower_adapted(model, training)):
+        # memory/llama4v.py _amp_forward: a frozen tower run once without grad; not its recomputation, its saved set
+        # when trained or adapted (fp32 LayerNorm outputs and residuals, Linear input casts)
+        why = ("--grad-checkpointing" if training.grad_checkpointing else
+               "--train-vision" if training.train_vision else "--method qlora" if training.method == "qlora" else
+               "--attention eager" if training.attention == "eager" else "LoRA targets that reach the tower")
+        raise UnsupportedCombination(f"--precision {training.precision} (autocast) with {why} is not modelled for "
+                                     f"{model.name}'s images (the tower's fp32 saved set under autocast): use bf16 or "
+                                     "pure-bf16" + ("" if why[:2] == "--" else
+                                                    ", or targets only the language model has "
+                                                    "(gate_proj,up_proj,down_proj)"))

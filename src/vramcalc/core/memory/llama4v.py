@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.activations import input_grad_drop
 from vramcalc.core.memory.llama4_tiles import (
+    TOWER_LINEARS,
     image_hw,
     image_tokens_per_image,
     layout,
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from vramcalc.core.memory import Breakdown
+    from vramcalc.core.memory.precision import Recipe
     from vramcalc.core.params import Linear
     from vramcalc.core.specs import ModelSpec, TrainingSpec, VisionSpec
 
@@ -101,8 +103,76 @@ def _rope_moment(v: VisionSpec, rows: int, a_bytes: int) -> int:
     return rows * h * (4 * a_bytes + 4 + 4 + 4 + 4 + 2 * a_bytes)
 
 
-# Llama4VisionEncoderLayer's Linears in forward order (Llama4VisionAttention q/k/v/o_proj, Llama4VisionMLP fc1 / fc2)
-TOWER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
+def tower_states(training: TrainingSpec, recipe: Recipe, tower: int) -> int:
+    """Optimizer state of the tower's own weights trained under LoRA (--train-vision): what the optimizer keeps for
+    `tower` parameters of full fine-tuning's kind (optimizer.py optimizer_bytes: the states in the weights' dtype for
+    a pure-* precision, torch.optim's zeros_like; else fp32). own_check admits the optimizers whose state is a count
+    of parameters only."""
+    from vramcalc.core.memory.optimizer import optimizer_bytes
+
+    out = optimizer_bytes((((tower,), 1),), recipe, replace(training, method="full"))
+    return out.total
+
+
+def _scores(v: VisionSpec, rows: int, a_bytes: int) -> int:
+    """One eager score tensor per tile: heads x rows x rows in the model's dtype (modeling_llama4.py
+    vision_eager_attention_forward: `torch.matmul(query, key_states.transpose(2, 3)) * module.head_dim**-0.5` and the
+    softmax without an fp32 cast, "llama4 doesn't cast attn weights to fp32")."""
+    return v.num_attention_heads * rows * rows * a_bytes
+
+
+def _attn_moment(v: VisionSpec, rows: int, a_bytes: int, eager: bool) -> int:
+    """A frozen tower layer's largest forward moment per tile beside its input: the RoPE's (_rope_moment), and with
+    --attention eager (vision_eager_attention_forward) the larger of: the scaled scores beside the matmul's (the
+    scale is a new tensor) with input_layernorm's output, q, k and v; and the MLP's GELU (the residual after the
+    attention, post_attention_layernorm's output, fc1's and GELU's outputs) beside the softmax output, which
+    Llama4VisionEncoderLayer.forward holds as its local attn_weights until it returns (dropout at p 0 returns its
+    input). Measured with the tracer: Scout's tower, one tile, the peak at the scale's mul."""
+    rope = _rope_moment(v, rows, a_bytes)
+    if not eager:
+        return rope
+    h, i = v.hidden_size, v.intermediate_size
+    return max(rope, rows * 4 * h * a_bytes + 2 * _scores(v, rows, a_bytes),
+               rows * (2 * h + 2 * i) * a_bytes + _scores(v, rows, a_bytes))
+
+
+def _amp_forward(v: VisionSpec, n: int, rows: int, th: int, c: int, f: int) -> int:
+    """The frozen tower's forward under autocast (torch.autocast over an fp32 model; own_check: no checkpointing,
+    no tower adapters, the tower frozen), beyond the text embeddings and pixel_values: the largest moment for `n`
+    tiles. The residual stream, the LayerNorms' outputs (autocast's fp32 ops), the class-token cat (promoted) and
+    pixel_shuffle's copies are fp32 (`f` bytes); every Linear casts its fp32 weight and bias to the compute dtype
+    (`c` bytes) for the call (not cached: the weights need no grad), and its fp32 input too, its output in the
+    compute dtype (torch/csrc/autograd/autocast_mode.cpp; modeling_llama4.py Llama4VisionModel.forward). In a layer,
+    beside its fp32 input and layernorm_pre's output (held through the encoder): q/k/v_proj beside input_layernorm's
+    output, the RoPE (_rope_moment with that output fp32), o_proj beside q, k, v and sdpa's output (the attention's
+    locals), fc1 / GELU / fc2 beside the residual and post_attention_layernorm's output; then the encoder's output and
+    layernorm_post's beside pixel_shuffle's two copies and the adapter's fc1 (its weight the largest cast:
+    intermediate x vision_output_dim), GELU, fc2; the projector beside the adapter's output, its output cast to the
+    text embeddings' fp32 (`.to(inputs_embeds.dtype)`)."""
+    h, i, out = v.hidden_size, v.intermediate_size, v.vision_output_dim
+    patches = (v.image_size // v.patch_size) ** 2
+    per_tile = patches // v.scale_factor ** 2
+    patch_in = 3 * v.patch_size ** 2
+
+    def cast(fan_in: int, fan_out: int, bias: bool = True) -> int:
+        return (fan_in * fan_out + (fan_out if bias else 0)) * c
+
+    held = 2 * n * rows * h * f  # the layer's input and layernorm_pre's output
+    layer = max(
+        n * rows * h * (f + 2 * c) + cast(h, h),  # q_proj: input_layernorm's output, its cast, q
+        n * rows * h * (f + 4 * c) + cast(h, h),  # v_proj beside q and k
+        n * rows * h * (f + 3 * c + 16 + 2 * c),  # the RoPE (_rope_moment)
+        n * rows * h * (f + 5 * c) + cast(h, h),  # o_proj beside q, k, v and sdpa's output
+        n * rows * (2 * h * f + h * c + i * c) + cast(h, i),  # fc1
+        n * rows * (2 * h * f + 2 * i * c),  # GELU
+        n * rows * (2 * h * f + i * c + h * c) + cast(i, h))  # fc2
+    shuffled = n * patches * h * f  # one pixel_shuffle copy: per_tile x intermediate values
+    adapter = max(2 * shuffled,
+                  shuffled + n * per_tile * (i + out) * c + cast(i, out, bias=False),  # fc1 (no bias)
+                  shuffled + n * per_tile * 2 * out * c + cast(out, out, bias=False))  # fc2
+    projector = n * per_tile * (out * c + th * c + th * f) + cast(out, th, bias=False)
+    patch = n * patches * (patch_in * (f + c) + h * c) + cast(patch_in, h, bias=False)
+    return max(held + layer, 2 * n * rows * h * f + adapter, projector, patch)
 
 
 def lora_targets(model: ModelSpec, training: TrainingSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -241,8 +311,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     tower_mods, _ = lora_targets(model, training)
     adapters = tower_adapter_params(model, training)
     ad_bytes = dtype_bytes(training.adapter_dtype)
-    saved = tokens if (trained_projector or gc or tower_mods) else 0  # Tensor.masked_scatter saves its bool mask
-    if tower_mods and not gc:
+    trained_tower = training.train_vision  # own_check: --method full, or lora with the tower unadapted
+    # --train-vision under LoRA: the tower's own weights unfrozen beside the language model's adapters (its gradients
+    # and optimizer state in the weights' dtype, not the adapters')
+    lora_tower = trained_tower and training.method != "full"
+    saved = tokens if (trained_projector or gc or tower_mods or trained_tower) else 0  # masked_scatter's bool mask
+    if (tower_mods or lora_tower) and not gc:
         # the image features need a gradient, so masked_scatter's inputs_embeds does: the language model's bottom layer
         # saves what the text estimate leaves out for a LoRA run's bottom layer (activations.py input_grad), that
         # layer's own kind: Maverick's layer 0 is dense (interleave_moe_layer_step 2). Only that: the text estimate's
@@ -270,12 +344,28 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # hidden_states; with checkpointing every layer's kept input) and the RoPE moment
     before = tokens * th * a_bytes + pixel
     kept_layers = (layers + 1) * hidden + n * patches * vh * a_bytes if gc else 2 * hidden
-    vision_moment = before + kept_layers + n * _rope_moment(v, rows, a_bytes)
+    eager = training.attention == "eager"  # llama4_tiles.own_check: a frozen tower without adapters only
+    vision_moment = before + kept_layers + n * _attn_moment(v, rows, a_bytes, eager)
+    if recipe.autocast:
+        # autocast (own_check: a frozen tower without adapters or checkpointing): the text embeddings fp32, the
+        # projected features cast to their dtype
+        before = tokens * th * w_bytes + pixel
+        kept_output = n * per_tile * (out_dim * a_bytes + th * w_bytes)
+        vision_moment = before + _amp_forward(v, n, rows, th, a_bytes, w_bytes)
     trainable_text = b.trainable_parameters
     extra_trainable = projector if trained_projector else 0
     # the adapters' gradients: the tower's backward runs last
     grow_all = extra_trainable + adapters
-    trained_tower = training.train_vision  # vision.py check: --method full only
+    g_other = grow_all  # the trainable parameters outside the tower's own weights
+
+    def grad_bytes(less: int = 0) -> int:
+        """Gradients once the tower's backward is done, less `less` of the tower's own parameters: the text
+        estimate's scaled by the projector's and adapters' count, and the trained tower's, in its weights' dtype
+        under LoRA (torch: a parameter's .grad has its dtype)."""
+        own = tower - less if trained_tower else 0
+        if lora_tower:
+            return _scaled(b.gradients, trainable_text, g_other) + own * w_bytes
+        return _scaled(b.gradients, trainable_text, g_other + own)
     patch_in = v.patch_size * v.patch_size * 3  # Llama4UnfoldConvolution's Unfold width (channels x patch x patch)
     if trained_tower:
         # --train-vision: the tower's gradients exist from its backward on, run last (as the adapters')
@@ -287,6 +377,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # writes it (batch, rows, heads, head_dim), so the transpose and reshape before o_proj are views (as
         # trace/_cuda.py's sdpa)
         per_layer_t = rows * ((8 * vh + 2 * vi) * a_bytes + 16 + 4 * heads)
+        if eager:
+            # vision_eager_attention_forward: the softmax output (saved by the softmax and by the matmul with v) for
+            # sdpa's logsumexp; o_proj's input is the transpose's contiguous copy for sdpa's output (the matmul's own
+            # output is freed with it); q / k / v as before (measured with the tracer: Scout's tower, one tile)
+            per_layer_t += _scores(v, rows, a_bytes) - rows * 4 * heads
         # the patch Linear's input (the unfolded, permuted pixels), layernorm_pre's and layernorm_post's inputs and
         # stats, the pixel-shuffle adapter's trained fc1 / fc2 inputs and its GELUs' inputs
         outside = patches * patch_in * a_bytes + 2 * rows * (vh * a_bytes + 8) \
@@ -336,7 +431,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # layer's input and the RoPE moment
         below_t = (layers - 1) * (rows * vh * a_bytes if gc else per_layer_t)
         vision_moment = before + hidden + n * (below_t + patches * patch_in * a_bytes + rows * (vh * a_bytes + 8)
-                                               + rows * vh * a_bytes + _rope_moment(v, rows, a_bytes))
+                                               + rows * vh * a_bytes + _attn_moment(v, rows, a_bytes, eager))
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
@@ -385,8 +480,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     for key, lay, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
         # the tower adapters' gradients exist from its backward (run last) on
-        values = _grown(lay, values, trainable_text, extra_trainable if in_backward or key.startswith("forward.")
-                        else grow_all)
+        if in_backward or key.startswith("forward.") or not lora_tower:
+            values = _grown(lay, values, trainable_text, extra_trainable if in_backward or key.startswith("forward.")
+                            else grow_all)
+        else:  # the trained tower's gradients in its weights' dtype (grad_bytes)
+            grads_at = grad_bytes()
+            values = tuple(grads_at if comp == "gradients" else x for (_, comp), x in zip(lay, values, strict=True))
         if key.startswith("forward."):
             # kept_output is freed when the forward returns (the projector's saved input excepted), after the loss:
             # given labels, Llama4ForConditionalGeneration.forward computes it itself (self.loss_function), so the
@@ -422,16 +521,23 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         kept_bottom = n * (patches * patch_in * a_bytes + rows * (vh * a_bytes + 8)
                            + rows * (6 * vh * a_bytes + 8 + 4 * heads))
         at_sdpa = n * (5 * rows * vh * a_bytes + heads * r128 * 4 + r128 * heads * hd32 * 4)
+        if eager:
+            # the bottom layer's attention backward at _softmax_backward_data: its saved q, k and softmax output (v and
+            # o_proj's input freed by their backward), the residual's gradient, v's gradient, the softmax output's
+            # gradient and the softmax's input gradient (measured with the tracer: Scout's tower, one tile)
+            kept_bottom = n * (patches * patch_in * a_bytes + rows * (vh * a_bytes + 8)
+                               + rows * (4 * vh * a_bytes + 8) + _scores(v, rows, a_bytes))
+            at_sdpa = n * (2 * rows * vh * a_bytes + 2 * _scores(v, rows, a_bytes))
         fc2_params = vi * vh + vh
-        top = (_scaled(b.gradients, trainable_text, grow_all - layers * layer_params + fc2_params),
+        top = (grad_bytes(layers * layer_params - fc2_params),
                kept_top, at_gelu)
         # the same GELU moment in the bottom layer: the layers above have their gradients and have freed their
         # saved sets (checkpointed: their kept inputs) (measured with the tracer: Scout tiny-lm 4 tiles, b2, gc)
         above = (layers - 1) * n * (rows * vh * a_bytes if gc else per_layer_t)
-        gelu_bottom = (_scaled(b.gradients, trainable_text, grow_all - layer_params + fc2_params),
+        gelu_bottom = (grad_bytes(layer_params - fc2_params),
                        kept_top - above, at_gelu)
         # the bottom layer's q / k / v and input_layernorm gradients come after its sdpa backward
-        bottom = (_scaled(b.gradients, trainable_text, grow_all - 3 * (vh * vh + vh) - 2 * vh), kept_bottom, at_sdpa)
+        bottom = (grad_bytes(3 * (vh * vh + vh) + 2 * vh), kept_bottom, at_sdpa)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION_TOWER, max(top, gelu_bottom, bottom, key=sum)))
     elif hooked or tower_mods:
         # The tower's backward runs last, one recomputed layer at a time; its peak is the top layer's MLP backward
@@ -448,7 +554,17 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # output gradients, once fc2's adapter has freed its saved input (tuners/lora/layer.py Linear.forward run
         # backwards; as memory/mllama.py tower_lora_backward).
         layer_set = n * rows * ((4 * vh + vh + vi) * a_bytes + 4 * heads + 8) + n * layer_adapters if hooked else 0
-        at_gelu = layer_set + n * rows * (vh + 2 * vi) * a_bytes
+        at_eager = 0
+        if eager and hooked:
+            # --attention eager (a frozen tower without adapters: own_check): the recomputed layer saves q and k (the
+            # scores' matmul), the softmax output (the softmax's and the second matmul's) and v instead of sdpa's
+            # q / k / v, output and logsumexp (the frozen o_proj saves no input); its attention backward peaks at
+            # _softmax_backward_data: q, k, the softmax output, its gradient (the matmul's grad_a) and the softmax's
+            # input gradient, v's gradient (v freed with its matmul's backward), the residual's gradient and
+            # input_layernorm's stats (measured with the tracer: Scout's tower, one tile, checkpointed)
+            layer_set = n * (rows * ((4 * vh + vi) * a_bytes + 8) + _scores(v, rows, a_bytes))
+            at_eager = n * (rows * (4 * vh * a_bytes + 8) + 3 * _scores(v, rows, a_bytes))
+        at_gelu = max(layer_set + n * rows * (vh + 2 * vi) * a_bytes, at_eager)
         fc2_saved = n * rows * (vi + r) * ad_bytes if "fc2" in tower_mods else 0
         at_fc2 = layer_set + n * rows * (vh * ad_bytes + vi * ad_bytes) if "fc2" in tower_mods else 0
         at_fc1 = layer_set + n * rows * (vh * a_bytes + 2 * vi * a_bytes + vi * ad_bytes) - fc2_saved \
@@ -527,7 +643,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # moved to the GPU with the model
     freqs = rows * 2 * (vh // heads // 4) * 8
     weights = b.weights + img_w.total + freqs + adapters * ad_bytes
-    states = _scaled(b.optimizer_state, trainable_text, grow_all)
+    states = _scaled(b.optimizer_state, trainable_text, g_other) + (tower_states(training, recipe, tower) if lora_tower
+                                                                      else 0)
+    if trained_tower and not lora_tower:
+        states = _scaled(b.optimizer_state, trainable_text, grow_all)
     base = weights + states + b.communication
     phases = _m.phase_peaks(base, tuple(raw))
     phases = {p: phases[p] for p in b.phases if p in phases}
@@ -573,7 +692,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                                  "them; memory/llama4v.py)", " the image side follows") for x in b.notes)
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector,
                   trainable_parameters=trainable_text + grow_all, weights=weights,
-                  gradients=_scaled(b.gradients, trainable_text, grow_all), optimizer_state=states,
+                  gradients=grad_bytes(), optimizer_state=states,
                   activations=b.activations + saved + tower_kept + pixel + kept_output,
                   temporaries=max(b.temporaries, vision_moment), phases=phases, details=details,
                   notes=text_notes + notes, moments=tuple(raw),

@@ -59,8 +59,12 @@ def kind_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_we
         terms = tuple(Term("norm (normalized, fp32)", 4 * h) if x.name == "norm (normalized)" else x
                       for x in mix.terms)
         return replace(mix, terms=tuple(copy) + terms)
-    # The "-" (and "*") layers through the decoder without the routed experts; the "E" layers with them
-    dec = decoder_layer(m if kind == "E" else _dense(m), t, recipe, trainable_weights, input_grad)
+    # The "-" (and "*") layers through the decoder without the routed experts; the "E" layers with them (a LoRA
+    # target only the E layers have, Nemotron 3 Super's latent projections, adapts nothing in the others)
+    dense_t = replace(t, lora_targets=_dense_targets(m, t.lora_targets)) \
+        if kind != "E" and set(t.lora_targets) & _LATENT else t
+    dec = decoder_layer(m, t, recipe, trainable_weights, input_grad) if kind == "E" else \
+        decoder_layer(_dense(m), dense_t, recipe, trainable_weights, input_grad)
     if kind == "*":
         att = tuple(copy) + dec.terms[:dec.attention_terms]
         return LayerActivations(att, dec.forward_transient, dec.backward_transient, attention_terms=len(att),
@@ -81,12 +85,28 @@ def kind_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_we
                             routed_backward_per_token=dec.routed_backward_per_token)
 
 
+_LATENT = frozenset(("fc1_latent_proj", "fc2_latent_proj"))  # NemotronHMoE's latent projections (E layers only)
+
+
+def _dense_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """The LoRA targets of the layers without experts: the list less the latent projections; when nothing is left,
+    in_proj, the "M" layers' module, which the decoder arithmetic of a "*" or "-" layer never reads (no adapter)."""
+    rest = tuple(x for x in targets if x not in _LATENT)
+    if rest or "M" in m.hybrid_pattern:
+        return rest or ("in_proj",)
+    from vramcalc.core.errors import UnsupportedCombination
+
+    raise UnsupportedCombination(f"{m.name}: LoRA on the latent projections alone of a Nemotron-H model without "
+                                 "Mamba-2 layers is not modelled; add another target (q_proj)")
+
+
 def _dense(m: ModelSpec) -> ModelSpec:
     """`m` without its routed experts (a dense Nemotron-H is itself), for the layers that have none."""
     if not m.num_experts:
         return m
     return replace(m, num_experts=0, experts_per_token=0, num_shared_experts=0, moe_intermediate_size=None,
-                   shared_expert_intermediate_size=None, hybrid_pattern=m.hybrid_pattern.replace("E", "-"))
+                   shared_expert_intermediate_size=None, moe_latent_size=None, expert_groups=1, topk_expert_groups=1,
+                   hybrid_pattern=m.hybrid_pattern.replace("E", "-"))
 
 
 def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool,
@@ -188,11 +208,22 @@ def notes(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     if not is_nemotron_h(m):
         return ()
     p = m.hybrid_pattern
-    moe = (f", {p.count('E')} MoE layers (NemotronHMoE: {m.num_experts} experts, top {m.experts_per_token} by the "
-           "fp32 sigmoid router, DeepSeek-V3's; the ungated relu2 experts through transformers' default grouped_mm; "
-           f"one shared expert {m.shared_expert_intermediate_size} wide)" if "E" in p else "")
-    return (f"{m.name}: {p.count('M')} Mamba-2 mixer layers, {p.count('*')} attention layers (no rotary embedding)"
-            f"{moe} and {p.count('-')} relu2 MLP layers, each one block with its own norm, each counted by its kind; "
-            "the mixers as transformers' PyTorch path (mamba2_chunk_scan, the row padded to a multiple of chunk_size "
-            f"{m.ssm_chunk_size}), what runs without the mamba_ssm / causal_conv1d kernels.",)
+    groups = (f" within the best {m.topk_expert_groups} of {m.expert_groups} expert groups"
+              if m.expert_groups > 1 else "")
+    latent = (f"; the routed experts at the latent width {m.moe_latent_size}, between fc1_latent_proj and "
+              "fc2_latent_proj" if m.moe_latent_size else "")
+    moe = (f", {p.count('E')} MoE layers (NemotronHMoE: {m.num_experts} experts, top {m.experts_per_token}{groups} by "
+           "the fp32 sigmoid router, DeepSeek-V3's; the ungated relu2 experts through transformers' default grouped_mm"
+           f"{latent}; one shared expert {m.shared_expert_intermediate_size} wide)" if "E" in p else "")
+    out = (f"{m.name}: {p.count('M')} Mamba-2 mixer layers, {p.count('*')} attention layers (no rotary embedding)"
+           f"{moe} and {p.count('-')} relu2 MLP layers, each one block with its own norm, each counted by its kind; "
+           "the mixers as transformers' PyTorch path (mamba2_chunk_scan, the row padded to a multiple of chunk_size "
+           f"{m.ssm_chunk_size}), what runs without the mamba_ssm / causal_conv1d kernels.",)
+    if m.checkpoint_mtp_layers:
+        # modeling_nemotron_h.py: NemotronHModel builds no MTP layer; NemotronHPreTrainedModel's
+        # _keys_to_ignore_on_load_unexpected = [r"mtp.*"]
+        out += (f"{m.name}: the checkpoint's {m.checkpoint_mtp_layers} multi-token-prediction layer(s) (mtp.*) are "
+                "dropped on load by NemotronHForCausalLM, which builds none: not counted; a framework that trains "
+                "them (Megatron's MTP loss) is not modelled.",)
+    return out
 

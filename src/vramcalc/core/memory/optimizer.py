@@ -163,14 +163,15 @@ def _step_temporaries(opt: str, training: TrainingSpec, s: int, trainable: int, 
 # gradient, i.e. the dtype of the parameters the optimizer holds: the model's dtype, or fp32 master weights.
 PROJECTED_OPTIMIZERS = ("galore-adamw", "galore-adamw-8bit", "apollo-adamw", "apollo-mini")
 GALORE_OPTIMIZERS = ("galore-adamw", "galore-adamw-8bit")  # GaLoreProjector: SVD, r capped at min(m, n)
-LIBRARY_OPTIMIZERS = (*PROJECTED_OPTIMIZERS, "adam-mini")
+LIBRARY_OPTIMIZERS = (*PROJECTED_OPTIMIZERS, "adam-mini", "muon")
 # transformers trainer_optimizer.py _get_galore_optimizer / _get_apollo_optimizer: optim_args rank default 128.
 HF_DEFAULT_RANK = 128
 LIBRARY_NAMES = {"galore-adamw": "GaLore AdamW (galore_torch.GaLoreAdamW)",
                  "galore-adamw-8bit": "GaLore AdamW 8-bit (galore_torch.GaLoreAdamW8bit, bitsandbytes states)",
                  "apollo-adamw": "APOLLO AdamW (apollo_torch.APOLLOAdamW, channel-wise scaling)",
                  "apollo-mini": "APOLLO-Mini (apollo_torch.APOLLOAdamW, rank 1, tensor-wise scaling)",
-                 "adam-mini": "Adam-mini (adam_mini.Adam_mini)"}
+                 "adam-mini": "Adam-mini (adam_mini.Adam_mini)",
+                 "muon": "Muon (LLaMA-Factory's third_party Muon, use_muon: AdamW for the rest)"}
 # Block Linears by where they sit (params.py canonical names): the attention's, the rest are the MLP's.
 _ATTENTION_MODULES = frozenset(("q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj", "q_a_proj", "q_b_proj",
                                 "kv_a_proj_with_mqa", "kv_b_proj"))
@@ -297,6 +298,12 @@ def _library_optimizer_bytes(trainable_tensors: tuple[tuple[tuple[int, ...], int
     trainable = sum(_numel(shape) * count for shape, count in trainable_tensors)
     master = 4 * trainable if recipe.master_weights else 0
     fp32_grads = 4 * trainable if recipe.master_weights else 0  # the master copy's fp32 grads, as above
+    if opt == "muon":
+        if model is None or not model.has_architecture:
+            raise UnsupportedCombination("muon splits the model's tensors by shape and name (2-D matrices to Muon, "
+                                         "the rest to AdamW): it needs the architecture, not only a parameter count")
+        moments, temp = muon_bytes(model, training, recipe)
+        return OptimizerBytes(moments, master, temp + fp32_grads, False)
     if model is None or not model.has_architecture:
         if opt != "adam-mini":
             raise UnsupportedCombination(f"{opt} projects the model's weight matrices: it needs the architecture, "
@@ -427,6 +434,66 @@ def adam_mini_bytes(model: ModelSpec, training: TrainingSpec, s: int) -> tuple[i
     return moments, 2 * s * largest
 
 
+# ---- LLaMA-Factory use_muon (issue 13): llamafactory 0.9.5 = hiyouga/LLaMA-Factory@85b0f312 --------------------------
+# train/trainer_utils.py _create_muon_optimizer: every trainable parameter with `param.ndim == 2 and "embed" not in
+# name and "lm_head" not in name` goes to Muon, the rest (norms, biases, embeddings, the head, 3-D expert tensors) to
+# the same optimizer's AdamW branch. third_party/muon/muon.py Muon.step, one param group, per tensor in
+# named_parameters order (the Muon loop first, then the AdamW loop):
+#   Muon: state["momentum_buffer"] = zeros_like(g) (the gradient's dtype); `g = g.add(buf, alpha=momentum)` (nesterov,
+#   the default: a full-size tensor); u = zeropower_via_newtonschulz5(g): X = G.bfloat16() (G itself when bf16),
+#   oriented wide (s × l, s = min(m, n)), X = X / (X.norm() + eps) (new), then 5 times A = X @ X.T (s × s),
+#   B = b * A + c * A @ A (s × s), X = a * X + B @ X: at that line X, A, B, a * X, B @ X and the new X are alive,
+#   4 m n + 2 s² bf16 elements (the B line holds at most m n + 5 s², never more). `u` stays bound until the next
+#   tensor's u is returned, so the previous tensor's bf16 u is alive through the next one's iteration.
+#   AdamW: state["moment1"], state["moment2"] = zeros_like(g); `g = buf1 / (eps + buf2.sqrt())`: two full-size
+#   temporaries alive, with the last Muon tensor's u still bound.
+MUON_SOURCE = "LLaMA-Factory third_party/muon/muon.py Muon.step (hiyouga/LLaMA-Factory@85b0f31, llamafactory 0.9.5)"
+# Families whose token / position embeddings are not named "...embed..." in transformers (modeling_gpt2.py wte and
+# wpe, modeling_gpt_bigcode.py wte and wpe, modeling_gptj.py wte, modeling_t5.py shared): their 2-D embeddings pass
+# the name test and go to Muon.
+_MUON_UNNAMED_EMBEDDINGS = frozenset(("gpt2", "gpt_bigcode", "gptj", "t5", "mt5"))
+
+
+def muon_takes(t: ParamTensor, model: ModelSpec) -> bool:
+    """Whether _create_muon_optimizer puts this tensor in Muon's group (2-D, not an embedding, not lm_head)."""
+    if len(t.shape) != 2:
+        return False
+    if t.kind in ("embedding", "position"):
+        return model.family in _MUON_UNNAMED_EMBEDDINGS or t.module == "relative_attention_bias"
+    return not (t.kind == "head" and t.module == "lm_head")  # gpt_neox's embed_out is named "embed" too
+
+
+def _muon_ns_elements(shape: tuple[int, ...]) -> int:
+    """bf16 elements alive in zeropower_via_newtonschulz5's `X = a * X + B @ X` line: 4 m n + 2 s²."""
+    m, n = shape
+    s = min(m, n)
+    return 4 * m * n + 2 * s * s
+
+
+def muon_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> tuple[int, int]:
+    """(state bytes, the step's peak temporaries) of LLaMA-Factory's Muon: one momentum buffer per Muon matrix, two
+    AdamW moments per other tensor, all zeros_like(grad); the step as in the block comment above."""
+    g = dtype_bytes(recipe.grad)
+    items = _trainable_inventory(model, training)
+    muon = [(t, c) for t, c in items if muon_takes(t, model)]
+    adam = [(t, c) for t, c in items if not muon_takes(t, model)]
+    moments = g * sum(t.numel_each * c for t, c in muon) + 2 * g * sum(t.numel_each * c for t, c in adam)
+    # named_parameters order: the embeddings, each layer's matrices in module order (layer after layer), the heads.
+    before = [t for t, _ in muon if not t.per_layer and t.kind in ("embedding", "position")]
+    layer = [t for t, _ in muon if t.per_layer]
+    after = [t for t, _ in muon if not t.per_layer and t.kind not in ("embedding", "position")]
+    layers = max((c for t, c in muon if t.per_layer), default=0)
+    order = before + layer * min(layers, 2) + after  # two layers give every neighbour pair
+    temp = 0
+    prev = 0  # the previous Muon tensor's bf16 u, numel
+    for t in order:
+        temp = max(temp, g * t.numel_each + 2 * _muon_ns_elements(t.shape) + 2 * prev)
+        prev = t.numel_each
+    largest_adam = max((t.numel_each for t, _ in adam), default=0)
+    temp = max(temp, 2 * g * largest_adam + 2 * prev)  # the AdamW loop, the last Muon tensor's u still bound
+    return moments, temp
+
+
 def library_optimizer_notes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> tuple[str, ...]:
     """What the estimate assumes about GaLore, APOLLO and Adam-mini."""
     opt = training.optimizer
@@ -439,6 +506,8 @@ def library_optimizer_notes(model: ModelSpec, training: TrainingSpec, recipe: Re
     sd = library_state_dtype(recipe)
     kept = ("bitsandbytes 8-bit (uint8 + an fp32 absmax per 256; fp32 under 4,096 elements)"
             if opt == "galore-adamw-8bit" else f"zeros_like of the (projected) gradient, so {sd} here")
+    if opt == "muon":
+        kept = f"zeros_like of the gradient, so {recipe.grad} here"
     notes = [f"{LIBRARY_NAMES[opt]}: states are {kept}; its step "
              "is a per-parameter Python loop (no foreach or fused kernel: --optimizer-impl does not apply)."]
     if opt in PROJECTED_OPTIMIZERS and model.has_architecture:
@@ -450,6 +519,14 @@ def library_optimizer_notes(model: ModelSpec, training: TrainingSpec, recipe: Re
                      f"(--optimizer-targets {training.optimizer_targets}); the rest keep full Adam moments. The step "
                      f"counted is a projection update (step 0 and every update_proj_gap steps): {what}. "
                      "update_proj_gap and scale change no memory.")
+    if opt == "muon" and model.has_architecture:
+        items = _trainable_inventory(model, training)
+        n_muon = sum(c for t, c in items if muon_takes(t, model))
+        notes.append(f"muon: LLaMA-Factory's use_muon, {MUON_SOURCE}: {n_muon:,} 2-D matrices keep one momentum "
+                     f"buffer each; embeddings, lm_head and tensors that are not 2-D keep AdamW's two moments; the "
+                     "step counted is the largest matrix's Newton-Schulz iteration in bf16 (4 m n + 2 min(m, n)² "
+                     "elements alive) beside its Nesterov update and the previous matrix's update. "
+                     "torch.optim.Muon (2-D only, its NS in place) is not what use_muon runs.")
     if opt == "adam-mini":
         notes.append("adam-mini: one full first moment and one second-moment value per block (per head for q/k, "
                      "per row for embeddings, output, v, o and the MLP; one per norm; full Adam for biases), by "

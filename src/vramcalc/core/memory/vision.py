@@ -178,11 +178,12 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
     if is_clip_lora(model) and training.method in ("lora", "qlora"):
         _check_clip_lora(model, training)
-    if training.train_vision and training.method != "full":
+    if training.train_vision and training.method != "full" and not (v.kind == "llama4" and training.method == "lora"):
+        # (Llama 4: memory/llama4v.py trains the tower's own weights beside the language model's adapters)
         raise UnsupportedCombination(f"--train-vision trains {model.name}'s whole tower, which --method "
                                      f"{training.method} does not (LoRA on the tower is not modelled): use --method "
                                      "full, or drop --train-vision")
-    if training.train_vision and training.attention == "eager":
+    if training.train_vision and training.attention == "eager" and v.kind != "llama4":  # Llama 4: memory/llama4v.py
         raise UnsupportedCombination(f"--train-vision with --attention eager is not modelled for {model.name} (the "
                                      "tower's eager softmax backward is not counted): use --attention sdpa")
     if training.mode != "train":

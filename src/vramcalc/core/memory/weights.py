@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core import peft_methods
 from vramcalc.core import unfrozen as _unfrozen
 from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory import upcast_norms as _upcast_norms
 from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.params import (
     ParamTensor,
@@ -150,7 +151,8 @@ def fp32_router_tensors(model: ModelSpec, recipe: Recipe) -> tuple[ParamTensor, 
 def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> WeightBytes:
     """Bytes of every weight tensor the run keeps on the GPU, and the trainable count."""
     wb = _weight_bytes(model, training, recipe)
-    routers = fp32_router_tensors(model, recipe)
+    # DeepSeek's fp32 routers, and the norms --upcast-norms casts to fp32 (memory/upcast_norms.py): the same path
+    routers = fp32_router_tensors(model, recipe) + _upcast_norms.norm_tensors(model, training, recipe)
     if routers:
         # counted above in the load dtype (or, for QLoRA, its non-quantized dtype: fp32 already after
         # prepare_model_for_kbit_training); the library holds them fp32
@@ -486,7 +488,7 @@ _MLP = ("gate_proj", "up_proj", "down_proj", "gate_up_proj")
 # Nemotron-H's per-layer tensors by the layer kind holding them (params.nemotron_h_tensors; hybrid_pattern's letters)
 _NEMOTRON_H_KIND = {"q_proj": "*", "k_proj": "*", "v_proj": "*", "o_proj": "*", "in_proj": "M", "out_proj": "M",
                     "conv1d": "M", "conv1d.bias": "M", "dt_bias": "M", "A_log": "M", "D": "M", "gated_norm": "M",
-                    "up_proj": "-", "down_proj": "-", "router": "E"}
+                    "up_proj": "-", "down_proj": "-", "router": "E", "fc1_latent_proj": "E", "fc2_latent_proj": "E"}
 
 
 def _layer_kind(module: str, kind: str, moe: bool, pattern: str = "") -> str:
@@ -532,7 +534,8 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
     in_layers: dict[str, list[tuple[StoredTensor, bool]]] = {"all": [], "dense": [], "moe": []} | {
         k: [] for k in set(pattern)}
     full_like = method in ("full", "freeze")
-    fp32_routers = {t.name for t in fp32_router_tensors(model, recipe)}
+    fp32_routers = {t.name for t in fp32_router_tensors(model, recipe)
+                    + _upcast_norms.norm_tensors(model, training, recipe)}  # (memory/upcast_norms.py)
     # Zamba2's tied shared blocks stay 16-bit under QLoRA (params.zamba2_quantized)
     zamba2_quant = {lin.module for lin in quantized_linears(model)} if is_zamba2(model) else set()
     for t in inventory(model):

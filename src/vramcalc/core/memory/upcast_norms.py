@@ -1,0 +1,121 @@
+"""LLaMA-Factory's upcast_layernorm (`--upcast-norms`) over a 16-bit model: fp32 norms, the step under autocast.
+
+hiyouga/LLaMA-Factory src/llamafactory/model/model_utils/checkpointing.py @ 06d78ff1 prepare_model_for_training
+(run in patch_model, before init_adapter): `if model_args.upcast_layernorm`, every parameter with `param.ndim == 1`
+whose name holds an entry of extras/constants.py LAYERNORM_NAMES {"norm", "ln"} gets `param.data =
+param.data.to(torch.float32)`: the norms' weights (and a LayerNorm's biases), nothing else of a Llama, Gemma or
+StarCoder2. The Trainer then runs the forward under autocast: LLaMA-Factory's bf16 / fp16 (or pure_bf16) set
+TrainingArguments' flag, accelerate's prepare_model wraps forward in it (accelerate accelerator.py
+`model.forward = convert_outputs_to_fp32(autocast_context(model_forward_func))`; transformers trainer.py
+autocast_smart_context_manager leaves autocast to accelerate). Without autocast a Llama-style norm's fp32 output
+reaches a 16-bit F.linear, which raises a dtype mismatch; vramcalc's 16-bit recipes run no autocast, so with the
+flag they mean the Trainer's: the same 16-bit weights, forward under autocast.
+
+What that changes (transformers 5.24 modeling_llama.py LlamaRMSNorm, modeling_gemma.py GemmaRMSNorm, torch
+nn.LayerNorm; torch aten/src/ATen/autocast_mode.cpp):
+  * weights: the norm parameters in fp32 (4 − w bytes each more); trained (full, freeze's trained layers): their
+    gradients are fp32 (autograd's gradient takes the parameter's dtype) and, in pure-* recipes, their torch.optim
+    states too (zeros_like(param)): the path DeepSeek's fp32 routers take (memory/weights.py, memory/__init__.py);
+  * LlamaRMSNorm: `self.weight * hidden_states.to(input_dtype)` promotes to an fp32 output. The mul saves the 16-bit
+    normalized tensor (for the weight's gradient), as before; the fp32 output itself is saved by nobody: each Linear
+    reading it casts its own 16-bit copy (linear is on autocast's lower-precision list; only leaf weights' casts are
+    cached), and a trained Linear's mm saves that copy: q, k, v three copies and gate, up two, where one shared
+    16-bit output was saved (memory/activations.py, the amp recipes' branches);
+  * GemmaRMSNorm: `output * (1.0 + self.weight.float())` then `output.type_as(x)`: a 16-bit output, no per-Linear
+    casts; only the weights and their states change;
+  * nn.LayerNorm: layer_norm is on autocast's fp32 list: its input cast to fp32 (the saved input), an fp32 output
+    each Linear casts, as the Llama norm's;
+  * the rest of the step as autocast runs it over 16-bit weights: LoRA's fp32 adapters are autocast matmuls (lora_A
+    saves a 16-bit cast of its input, lora_B a 16-bit output), softmax / pow on the fp32 list (memory/activations.py
+    takes its amp branches for these); the residual stream stays 16-bit; no 16-bit weight copies (the weights are
+    16-bit already).
+QLoRA after peft's prepare_model_for_kbit_training (--kbit-prep, vramcalc's default) holds the norms in fp32 already:
+no change. Standard library only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vramcalc.core.errors import UnsupportedCombination
+
+if TYPE_CHECKING:
+    from vramcalc.core.memory.precision import Recipe
+    from vramcalc.core.params import ParamTensor
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
+
+SRC = ("LLaMA-Factory model_utils/checkpointing.py prepare_model_for_training (upcast_layernorm: 1-D params named "
+       "like extras/constants.py LAYERNORM_NAMES cast to fp32); accelerate prepare_model autocast")
+
+# hiyouga/LLaMA-Factory src/llamafactory/extras/constants.py LAYERNORM_NAMES: substrings of a parameter's name
+LAYERNORM_NAMES = ("norm", "ln")
+
+# The families traced with the flag (--grid upcastln): Llama-style RMSNorm (Llama, Mistral, Qwen2), Gemma's (1 + w)
+# RMSNorm and StarCoder2's LayerNorm; none has another 1-D parameter named like a norm. (GPT-2 is refused: with
+# checkpointing its rerun's backward under autocast, gelu_new's fp32 pow and Conv1D, peaks 9.8 % above the estimate
+# on a 2-layer toy LoRA run.)
+FAMILIES = ("llama", "mistral", "qwen2", "gemma", "starcoder2")
+
+
+def active(t: TrainingSpec, recipe: Recipe) -> bool:
+    """`--upcast-norms` where the norms are 16-bit before the cast."""
+    if not getattr(t, "upcast_norms", False) or recipe.weight == "fp32":
+        return False
+    return not (t.method == "qlora" and t.kbit_prep)  # kbit preparation casts them to fp32 (memory/weights.py)
+
+
+def casts_per_linear(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> bool:
+    """Whether the norm's output is fp32 under the flag, so each Linear reading it casts its own 16-bit copy: a
+    Llama-style RMSNorm (the fp32 weight promotes) and LayerNorm (autocast's fp32 list), not Gemma's (type_as(x))."""
+    return active(t, recipe) and not m.norm_fp32_weight_mul
+
+
+def norm_input_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, residual: int) -> int:
+    """Bytes per element of what a norm saves of its input: LayerNorm under the flag's autocast runs layer_norm on
+    an fp32 copy (autocast_mode.cpp fp32 list); otherwise the residual stream's dtype, as before."""
+    return 4 if active(t, recipe) and m.norm == "layernorm" else residual
+
+
+def norm_tensors(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> tuple[ParamTensor, ...]:
+    """The parameters the flag casts to fp32 (every one of kind "norm" for FAMILIES); empty when inactive."""
+    if not active(t, recipe) or not m.has_architecture:
+        return ()
+    from vramcalc.core.params import inventory
+
+    return tuple(x for x in inventory(m) if x.kind == "norm")
+
+
+def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
+    """The runs the flag is modelled (and traced) for; the rest refused in one line. `library_optimizer`: the run's
+    optimizer keeps its own state layout (memory/optimizer.py LIBRARY_OPTIMIZERS), not zeros_like(param)."""
+    if not getattr(t, "upcast_norms", False):
+        return
+    from vramcalc.core.memory.precision import recipe_of
+
+    recipe = recipe_of(t)
+    if recipe.weight == "fp32":
+        return  # fp32 weights: the cast changes nothing (note)
+    why = ""
+    if m.family not in FAMILIES or m.vision is not None or m.num_experts or m.qk_norm or not m.has_architecture:
+        why = f"{m.name} (modelled on Llama, Mistral, Qwen2, Gemma and StarCoder2 text models)"
+    elif t.method not in ("full", "freeze", "lora", "qlora"):
+        why = f"--method {t.method}"
+    elif recipe.master_weights or t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1:
+        why = "DeepSpeed / FSDP / BAdam mixed precision (flat 16-bit buffers with fp32 masters)"
+    elif t.objective != "sft" or t.loss != "hf":
+        why = f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss)"
+    elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits or t.lora_dropout > 0:
+        why = "--kernels, --dora, --activation-offload, --upcast-logits or --lora-dropout (not traced with it)"
+    elif t.method in ("full", "freeze") and library_optimizer:
+        why = f"--optimizer {t.optimizer} (its states of fp32 norms)"
+    if why:
+        raise UnsupportedCombination(f"--upcast-norms is not modelled with {why}: drop --upcast-norms")
+
+
+def note(t: TrainingSpec, recipe: Recipe) -> str:
+    if active(t, recipe):
+        return ("upcast norms (LLaMA-Factory upcast_layernorm): the norm weights in fp32 and the step under the "
+                "Trainer's autocast (each Linear casts an fp32 normed input to 16 bits; LoRA's adapters run as "
+                "autocast matmuls); the norms' backward temporaries are approximated as the 16-bit run's.")
+    return ("upcast norms: the norms are fp32 already here (fp32 / amp weights, or QLoRA's kbit preparation): "
+            "no change.")
