@@ -72,7 +72,7 @@ from (memory/weights.py tensor_groups), against the tracer's model set up for th
 Usage:  PYTHONPATH=src python benchmarks/accuracy.py
         [--grid base|savers|packing|presets|preference|inference|peft|families|preference-free|encoders|encoders2|
                 deberta|encdec|sharded|optimizers|lora-variants|rl|ssm|ssm2|hybrid|jamba|nemotronh|gptoss|classics|vlm|vlm2|ppo|
-                badam|lora-layers|lisa]
+                badam|lora-layers|lisa|unfrozen]
         [--jobs 2] [--retrace] [--only SUBSTRING]
 """
 
@@ -2897,6 +2897,37 @@ def cp_grid() -> list[dict[str, Any]]:
                                                context_parallel=cp, grad_checkpointing=gc, loss=loss)}
             for model in CP_MODELS for label, kw in CP_METHODS for cp in (2, 4) for gc in (False, True)
             for loss in ("hf", "cut")]
+# The unfrozen grid (`--grid unfrozen`, issue 13; 24 cases): partial fine-tuning by name (core/unfrozen.py: axolotl
+# unfrozen_parameters, LLaMA-Factory freeze_trainable_layers / freeze_extra_modules / use_llama_pro), the tracer setting
+# requires_grad by name (trace/_run.py), on three architectures cut to 8 layers (llama, qwen2 with a tied head, gemma
+# with a tied 256k head) x 8 runs: a sparse set without and with checkpointing (bf16), the bottom layers with the
+# embedding (amp-bf16), the top layers with the head frozen (amp-bf16, checkpointing), LLaMA Pro's stride-4 layers
+# (3, 7), a sparse set with the embedding under eager attention with checkpointing, a sparse set with the embedding
+# (bf16), and the norm and head alone. Written to
+# accuracy_unfrozen.{json,md}, its traces to trace_cache_unfrozen.json.
+UNFROZEN_MODELS = ("cut:tinyllama-1.1b:8", "cut:qwen2.5-0.5b:8", "cut:gemma-2b:8")
+UNFROZEN_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("layers 2,5", {"train_layers": (2, 5), "precision": "bf16", "batch_size": 2, "seq_len": 256}),
+    ("layers 2,5 gc", {**GC, "train_layers": (2, 5), "precision": "bf16", "batch_size": 2, "seq_len": 256}),
+    ("layers 0-1 embed amp", {"train_layers": (0, 1), "train_modules": ("embed_tokens",), "precision": "amp-bf16",
+                              "batch_size": 2, "seq_len": 256}),
+    ("layers 6-7 no head amp gc", {**GC, "train_layers": (6, 7), "train_modules": (), "precision": "amp-bf16",
+                                   "batch_size": 2, "seq_len": 256}),
+    ("llama-pro 3,7", {"train_layers": (3, 7), "precision": "bf16", "batch_size": 1, "seq_len": 512}),
+    ("layers 1,4,6 embed eager gc", {**GC, "train_layers": (1, 4, 6), "train_modules": ("embed_tokens", "norm"),
+                                     "attention": "eager", "precision": "bf16", "batch_size": 1, "seq_len": 512}),
+    ("layers 2,5 embed", {"train_layers": (2, 5), "train_modules": ("embed_tokens",), "precision": "bf16",
+                          "batch_size": 2, "seq_len": 256}),
+    ("head only", {"train_layers": (), "train_modules": ("norm", "lm_head"), "precision": "bf16", "batch_size": 2,
+                   "seq_len": 256}),
+)
+
+
+def unfrozen_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | b{kw['batch_size']} s{kw['seq_len']}", "model": model, "method": "freeze",
+             "training": {"method": "freeze", **kw}} for model in UNFROZEN_MODELS for label, kw in UNFROZEN_RUNS]
+
+
 # The Muon grid (`--grid muon`, issue 13; 15 cases): LLaMA-Factory's use_muon (llamafactory 0.9.5
 # third_party/muon/muon.py Muon, trainer_utils.py _create_muon_optimizer's split; the tracer imports that module, so
 # the wheel must be importable: pip install llamafactory==0.9.5 --no-deps) on three architectures cut to 2 layers:
@@ -2945,6 +2976,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lisa": lisa_grid,
          "cp": cp_grid,
          "offload-nogc": offload_nogc_grid,
+         "unfrozen": unfrozen_grid,
          "muon": muon_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
@@ -2999,6 +3031,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "cp": " (context parallelism: axolotl's batch ring attention, one rank on seq_len / cp tokens; issue 13)",
           "offload-nogc": " (torchtune activation offloading without checkpointing: node-by-node backward; "
                           "issue 13)",
+          "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
           }
 
@@ -3153,6 +3186,8 @@ def main() -> None:
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
                     "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); muon: issue "
                     "13's 15 LLaMA-Factory use_muon cases"
+                    "lisa_n_layers); unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
+                    "muon: issue 13's 15 LLaMA-Factory use_muon cases"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3174,6 +3209,7 @@ def main() -> None:
                          "lisa",
                          "cp",
                          "offload-nogc",
+                         "unfrozen",
                          "muon",
                          ) \
         else CACHE

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from test_properties import PROPERTY, models, trainings
 from vramcalc.cli.app import app
+from vramcalc.core import unfrozen
 from vramcalc.core.checks import check_encoder, check_llama4, check_seq2seq
 from vramcalc.core.errors import UnsupportedCombination, VramcalcError
 from vramcalc.core.explain import Explanation, change, diff, explain, to_json, to_markdown, to_text
@@ -101,6 +102,10 @@ CONFIGS = {
     "qlora-8bit-nodq": {"method": "qlora", "quant_bits": 8},
     "qlora-4bit-nodq": {"method": "qlora", "double_quant": False},
     "freeze": {"method": "freeze", "freeze_layers": 2},
+    # training by name (core/unfrozen.py): a sparse layer set, and with the embedding under checkpointing
+    "unfrozen": {"method": "freeze", "train_layers": (1, 3), "train_modules": ("lm_head",)},
+    "unfrozen-embed-ckpt": {"method": "freeze", "train_layers": (1,), "train_modules": ("embed_tokens",),
+                            "grad_checkpointing": True},
     "mixed-foreach-accum": {"precision": "mixed-bf16", "optimizer_impl": "foreach", "grad_accum": 4},
     "amp-eager": {"precision": "amp-bf16", "attention": "eager", "seq_len": 256},
     "fp32-sgd": {"precision": "fp32", "optimizer": "sgd-momentum"},
@@ -228,7 +233,8 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
                 or (t.lora_trainable_tokens
                     and (m.ssm_state_size or m.decoder_layers or m.family in ENCODER_FAMILIES)) \
                 or (m.family == "gpt_oss" and t.method == "qlora") or _vision_refuses(m, run) \
-                or _hybrid_refuses(m, run) or _llama4_refuses(m, run), (m.name, config)
+                or _hybrid_refuses(m, run) or _llama4_refuses(m, run) \
+                or unfrozen.active(run), (m.name, config)  # --train-layers: dense decoders only (core/unfrozen.py)
             with pytest.raises(UnsupportedCombination):  # explain and estimate refuse the same runs
                 estimate(m, run)
             continue

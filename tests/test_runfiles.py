@@ -295,8 +295,10 @@ def test_llama_factory_quantization_keys(tmp_path: Path) -> None:
 def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
     # axolotl and LLaMA-Factory keys that change memory (runfiles.py UNMODELLED_KEYS): named, never "ignored"
     # (embeddings_skip_upcast is mapped with a no-change note: tests/test_upcast.py; lisa_n_layers is --lisa-layers;
-    # context_parallel_size / sequence_parallel_degree are --context-parallel: tests/test_context_parallel.py)
-    ax_keys = ("unfrozen_parameters",)
+    # context_parallel_size / sequence_parallel_degree are --context-parallel: tests/test_context_parallel.py;
+    # unfrozen_parameters is --train-layers / --train-modules: tests/test_unfrozen.py; gpu_memory_limit is still named:
+    # accelerate's placement of the modules past the limit on the CPU, tests/test_runfiles_keysc.py)
+    ax_keys = ("gpu_memory_limit",)
     ax = runfiles.load(_json(tmp_path, "ax.yaml", "base_model: mistral-7b\nadapter: lora\nliger_rms_norm: true\n"
                              + "".join(f"{k}: 2\n" for k in (*ax_keys, "peft_layers_to_transform"))))[0]
     # axolotl auto-enables its LoRA kernels for this adapter (tests/test_axolotl_kernels.py); with LoRA on some layers

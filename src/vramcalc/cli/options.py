@@ -23,7 +23,8 @@ _CTX = "vramcalc_context"
 _PANEL_OF: dict[str, str] = {
     **dict.fromkeys(("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype", "dora",
                      "modules_to_save", "lora_trainable_tokens", "quant_bits",
-                     "double_quant", "kbit_prep", "freeze_layers", "train_head"), "LoRA, QLoRA and freeze"),
+                     "double_quant", "kbit_prep", "freeze_layers", "train_head", "train_layers",
+                     "train_modules"), "LoRA, QLoRA and freeze"),
     **dict.fromkeys(("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward",
                      "oft_block_size", "trainable_tokens", "n_frequency", "boft_block_size", "boft_block_num",
                      "miss_rank", "c3a_block_size", "shira_rank", "adapter_len", "adapter_layers"),

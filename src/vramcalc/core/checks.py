@@ -12,7 +12,7 @@ from dataclasses import fields
 from functools import cache
 from typing import TYPE_CHECKING
 
-from vramcalc.core import lora_layers
+from vramcalc.core import lora_layers, unfrozen
 from vramcalc.core.errors import SpecError, UnsupportedCombination
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
 from vramcalc.core.vocab import ENCODER_FAMILIES, SEQ2SEQ_FAMILIES
@@ -99,6 +99,7 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
     check_gpt_oss(model, training)
     check_llama4(model, training)
     notes += lora_layers.check(model, training)  # --lora-layers: the index range and the runs it is modelled for
+    notes += unfrozen.check(model, training)  # --train-layers / --train-modules (core/unfrozen.py)
     check_encoder(model, training)  # encoders: the head options and the runs they cover
     check_seq2seq(model, training)  # encoder-decoders: the target length and the runs they cover
     if model.has_architecture:

@@ -40,6 +40,10 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
         out.update(quant_bits=t.quant_bits, double_quant=t.double_quant, kbit_prep=t.kbit_prep)
     if t.method == "freeze":
         out.update(freeze_layers=t.freeze_layers, train_head=t.train_head)
+        if t.train_layers is not None:  # core/unfrozen.py: shown when set
+            out["train_layers"] = lora_layers.text(t.train_layers) if t.train_layers else "none"
+        if t.train_modules is not None:
+            out["train_modules"] = ",".join(t.train_modules) or "none"
     if t.method in PEFT_TABLE:
         for name in PEFT_TABLE[t.method].options:
             value = getattr(t, name)
@@ -105,7 +109,13 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
         parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
                      + (" + double quant" if t.quant_bits == 4 and t.double_quant else "")
                      + (", norms/embeddings/lm_head fp32 (kbit prep)" if t.kbit_prep else ""))
-    if t.method == "freeze":
+    if t.method == "freeze" and (t.train_layers is not None or t.train_modules is not None):
+        layers = lora_layers.text(t.train_layers) if t.train_layers else "none" if t.train_layers is not None \
+            else f"above {t.freeze_layers}"
+        outer = ",".join(t.train_modules) if t.train_modules is not None else \
+            "norm,lm_head" if t.train_head else ""
+        parts.append(f"layers {layers} trained" + (f", {outer or 'no module outside them'}"))
+    elif t.method == "freeze":
         parts.append(f"{t.freeze_layers} layers frozen" + ("" if t.train_head else ", head frozen"))
     if t.method in PEFT_TABLE:
         parts.append(f"{METHOD_LABELS[t.method]}: " + ", ".join(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from vramcalc.core import lora_layers, peft_methods
+from vramcalc.core import lora_layers, peft_methods, unfrozen
 from vramcalc.core.describe import assumptions
 from vramcalc.core.describe import settings as run_settings
 from vramcalc.core.memory import (
@@ -134,6 +134,10 @@ def _router_src(m: ModelSpec) -> str:
 # --lora-layers (core/lora_layers.py): what layers_less holds without checkpointing
 LORA_LAYERS_LESS = ("what the lowest adapted layer (no input gradient) and the unadapted layers above it save less "
                     "than an adapted layer")
+
+
+UNFROZEN_LESS = ("what the lowest trained layer (no input gradient) and the frozen layers above it save less than a "
+                 "trained layer")
 
 
 def _less_label(m: ModelSpec) -> str:
@@ -1100,6 +1104,12 @@ def _parameters(m: ModelSpec, t: TrainingSpec, total: int, trainable: int) -> Se
                           f"one of {m.num_layers} decoder layers at a time (BAdam's active block; embeddings, final "
                           "norm and LM head frozen)", trainable, "parameters of one decoder layer", badam.SOURCE,
                           "count"))
+    elif unfrozen.active(t):  # --train-layers / --train-modules (core/unfrozen.py)
+        layers, outer = unfrozen.trained_layers(m, t), unfrozen.outer_modules(m, t)
+        lines.append(Line("parameters.trainable", "trainable",
+                          f"layers {lora_layers.text(layers) if layers else 'none'} of {m.num_layers} trained, "
+                          f"{'with ' + ', '.join(outer) if outer else 'nothing outside them'}", trainable,
+                          "parameters of the named layers and modules", unfrozen.SOURCE, "count"))
     elif t.method == "freeze":
         frozen, n_layers = freeze_fraction(m, t)
         head = "with" if t.train_head else "without"
@@ -1570,7 +1580,12 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     n_layers = m.num_layers
     loss = _loss_of(t, b.details)
     full_like = t.method in ("full", "freeze")
-    if t.method == "freeze":
+    if unfrozen.active(t):  # core/unfrozen.py, as memory/__init__.py _activation_plan counts the layers
+        trained, outer = unfrozen.trained_layers(m, t), unfrozen.outer_modules(m, t)
+        head_trainable = "lm_head" in outer
+        saving = n_layers if t.grad_checkpointing or "embed_tokens" in outer else \
+            n_layers - min(trained) if trained else 0
+    elif t.method == "freeze":
         frozen, _ = freeze_fraction(m, t)
         head_trainable = t.train_head
         saving = n_layers - frozen
@@ -1644,6 +1659,13 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                               "an unadapted layer's set where the layer is not adapted" if t.grad_checkpointing else
                               f"the {lora_layers.lowest(t)} layers below the lowest adapted one record no graph; an "
                               "unadapted layer above it saves a frozen layer's set (what its input's gradient needs)"))
+    if unfrozen.active(t):
+        layer_text.append("one trained layer's set; " + (
+            "every layer keeps its input (enable_input_require_grads), a frozen layer's rerun saves what its input's "
+            "gradient needs" if t.grad_checkpointing else
+            "a trained embedding gives every layer's input a gradient" if "embed_tokens" in unfrozen.outer_modules(m, t)
+            else "the layers below the lowest trained one record no graph; a frozen layer above it saves what its "
+            "input's gradient needs") + f" ({unfrozen.SOURCE})")
     layer_sec = Section("activations_per_layer", "activations saved by one layer", per_layer, tuple(layer_lines),
                         tuple(layer_text))
 
@@ -1661,10 +1683,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         # The core's adjustments (memory/__init__.py details): the bottom layer's smaller set (its input needs no
         # gradient under LoRA), a MoE model's dense bottom layers.
         less, more = d.get("activations.bottom_layer_less", 0), d.get("activations.bottom_layers_more", 0)
+        less_label = LORA_LAYERS_LESS if lora_layers.active(t) else UNFROZEN_LESS if unfrozen.active(t) \
+            else _less_label(m)
         lines.append(Line("activations.layers", "all layers' saved tensors",
                           f"{saving} layers × {_n(per_layer)} B"
-                          + (f" − {_n(less)} B ({LORA_LAYERS_LESS if lora_layers.active(t) else _less_label(m)})"
-                             if less else "")
+                          + (f" − {_n(less)} B ({less_label})" if less else "")
                           + (f" + {_n(more)} B (what the dense bottom layers save more)" if more else ""),
                           kept, "layers × one layer's saved tensors", SRC_ACTS))
     if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)

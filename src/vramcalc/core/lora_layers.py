@@ -114,12 +114,9 @@ def check(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     if max(t.lora_layers) >= n:
         raise SpecError("lora_layers", f"layer {max(t.lora_layers)} is beyond {m.name}'s {n} layers: give indices "
                         f"0 to {n - 1}")
-    why = ""
-    if not m.has_architecture:
-        why = f"{m.name} is a parameter count only (no layers to choose from)"
-    elif m.num_experts or m.ssm_state_size or m.mixer_intermediate_size or m.attention_layers \
-            or m.decoder_layers or m.vision is not None or m.family in _NOT_UNIFORM or m.family in ENCODER_FAMILIES:
-        why = f"{m.name} ({m.family}) is not a dense decoder of alike layers"
+    why = not_alike(m)
+    if why:
+        pass
     elif t.objective != "sft":
         why = f"--objective {t.objective} is not traced with it"
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.offload != "none":
@@ -153,6 +150,17 @@ def check(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
         note += (" peft refuses layers_to_transform with target_modules 'all-linear' (a str): counted as the list "
                  "of every Linear's name, what axolotl's lora_target_linear passes.")
     return (note,)
+
+
+def not_alike(m: ModelSpec) -> str:
+    """Why a layer subset of `m` is not modelled (a count-only preset, or not a dense decoder of alike layers), or ""
+    (also core/unfrozen.py's check)."""
+    if not m.has_architecture:
+        return f"{m.name} is a parameter count only (no layers to choose from)"
+    if m.num_experts or m.ssm_state_size or m.mixer_intermediate_size or m.attention_layers \
+            or m.decoder_layers or m.vision is not None or m.family in _NOT_UNIFORM or m.family in ENCODER_FAMILIES:
+        return f"{m.name} ({m.family}) is not a dense decoder of alike layers"
+    return ""
 
 
 # Families whose layers are not alike in what vramcalc models per layer (hybrids, MoE stacks, cross-attention).

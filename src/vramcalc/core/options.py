@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vramcalc.core import lora_layers
+from vramcalc.core import lora_layers, unfrozen
 from vramcalc.core.errors import VramcalcError
 from vramcalc.core.vocab import (
     ADAPTER_DTYPES,
@@ -118,6 +118,12 @@ OPTIONS: tuple[Opt, ...] = (
         "parameters (norms, embeddings, lm_head) to fp32; false: they stay 16-bit."),
     Opt("freeze_layers", int, None, "For --method freeze: layers frozen from the bottom."),
     Opt("train_head", bool, True, "For --method freeze: train the LM head."),
+    Opt("train_layers", str, "auto",
+        "For --method freeze: the trained decoder layers, e.g. 0-3,30,31 (instead of --freeze-layers); "
+        "none: no layer.", sep=";"),
+    Opt("train_modules", str, "auto",
+        "For --method freeze: the trained modules outside the layers, of embed_tokens, norm, lm_head; "
+        "auto: norm,lm_head per --train-head.", sep=";"),
     Opt("add_tokens", int, 0,
         "New tokens: embedding (and untied lm_head) rows added past vocab_size (resize_token_embeddings)."),
     Opt("vocab_multiple", int, 1,
@@ -469,6 +475,22 @@ def training_spec(values: Mapping[str, Any], reward_spec: Any = None) -> Any:
         kw["lora_layers"] = lora_layers.parse(kw.get("lora_layers", "all"))
     except lora_layers.LayersError as exc:
         raise OptionError(f"--lora-layers: {exc}") from None
+    layers = kw.get("train_layers", "auto")
+    if layers is None or str(layers).strip().lower() == "auto":
+        kw["train_layers"] = None
+    elif isinstance(layers, str) and layers.strip().lower() == "none":
+        kw["train_layers"] = ()
+    elif isinstance(layers, str) and layers.strip().lower() == "all":
+        raise OptionError("--train-layers all: give the indices (e.g. 0-31), or --freeze-layers 0 for every layer")
+    else:
+        try:
+            kw["train_layers"] = lora_layers.parse(layers) or None
+        except lora_layers.LayersError as exc:
+            raise OptionError(f"--train-layers: {exc}") from None
+    try:
+        kw["train_modules"] = unfrozen.parse_modules(kw.get("train_modules", "auto"))
+    except unfrozen.ModulesError as exc:
+        raise OptionError(f"--train-modules: {exc}") from None
     feedforward = kw.get("ia3_feedforward", "auto")
     if isinstance(feedforward, str):
         feedforward = feedforward.split(",")

@@ -918,6 +918,10 @@ class TrainingSpec:
     kbit_prep: bool = True  # qlora: peft prepare_model_for_kbit_training casts non-quantized params to fp32
     freeze_layers: int | None = None  # for `freeze`: layers frozen from the bottom
     train_head: bool = True  # for `freeze`: whether the LM head is trained
+    # for `freeze` (core/unfrozen.py): the trained decoder layers by index (None: the top ones above freeze_layers), and
+    # the trained modules outside them, of embed_tokens / norm / lm_head (None: norm and lm_head with train_head)
+    train_layers: tuple[int, ...] | None = None
+    train_modules: tuple[str, ...] | None = None
     # The other PEFT methods (core/peft_methods.py); LoHa, LoKr, VeRA and IA3 also read lora_rank / lora_targets.
     virtual_tokens: int = 20  # prompt, p- and prefix tuning: peft num_virtual_tokens
     encoder_hidden_size: int | None = None  # p-tuning's MLP / prefix tuning's projection width (None: hidden size)
@@ -1140,8 +1144,7 @@ class TrainingSpec:
         elif self.mode == "train" and (self.weight_dtype != "auto" or self.kv_dtype != "auto"):
             raise SpecError("", "--weight-dtype and --kv-dtype apply to --mode inference; for training use "
                             "--method qlora or --precision")
-        if self.method == "freeze" and self.freeze_layers is None:
-            raise SpecError("", "method 'freeze' needs --freeze-layers N (layers kept frozen from the bottom)")
+        self._train_subset_consistent()
         if not isinstance(self.lora_layers, tuple) or any(
                 isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.lora_layers) \
                 or list(self.lora_layers) != sorted(set(self.lora_layers)):
@@ -1382,6 +1385,28 @@ class TrainingSpec:
         if self.optimizer_in_bwd or self.objective != "sft":
             raise SpecError("", "--badam is modelled for a supervised step with its own optimizer: drop "
                             "--optimizer-in-bwd / --objective")
+
+    def _train_subset_consistent(self) -> None:
+        """--method freeze: --freeze-layers N or --train-layers / --train-modules (core/unfrozen.py), not both ways."""
+        named = self.train_layers is not None or self.train_modules is not None
+        if self.method == "freeze" and self.freeze_layers is None and not named:
+            raise SpecError("", "method 'freeze' needs --freeze-layers N (layers kept frozen from the bottom) or "
+                            "--train-layers")
+        if self.train_layers is not None and (not isinstance(self.train_layers, tuple) or any(
+                isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.train_layers)
+                or list(self.train_layers) != sorted(set(self.train_layers))):
+            raise SpecError("train_layers", "Input should be distinct layer indices from 0, in ascending order")
+        if self.train_modules is not None and (not isinstance(self.train_modules, tuple) or any(
+                x not in ("embed_tokens", "norm", "lm_head") for x in self.train_modules)):
+            raise SpecError("train_modules", "Input should be some of embed_tokens, norm, lm_head")
+        if named and (self.method != "freeze" or self.mode != "train"):
+            raise SpecError("", "--train-layers and --train-modules name what --method freeze trains: add --method "
+                            "freeze, or drop them")
+        if self.train_layers is not None and self.freeze_layers is not None:
+            raise SpecError("", "--train-layers and --freeze-layers both choose the trained layers: keep one")
+        if self.train_modules is not None and not self.train_head:
+            raise SpecError("", "--train-modules and --no-train-head both choose the modules outside the layers: "
+                            "keep --train-modules (without lm_head to freeze the head)")
 
     def _lisa_consistent(self) -> None:
         """LISA as axolotl runs it (memory/lisa.py): a callback over the HF Trainer's own optimizer, on one GPU."""

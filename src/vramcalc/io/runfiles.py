@@ -290,6 +290,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' CPUOffloadPolicy (_torchtune_fsdp)
 BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
+BOOLEAN_KEYS["llama-factory"]["use_llama_pro"] = ()  # _freeze_llama_factory, _llama_pro_lora
 BOOLEAN_KEYS["llama-factory"]["upcast_lmhead_output"] = ()  # --upcast-logits (memory/upcast.py)
 BOOLEAN_KEYS["llama-factory"]["upcast_layernorm"] = ()  # --upcast-norms (memory/upcast_norms.py)
 BOOLEAN_KEYS["axolotl"]["embeddings_skip_upcast"] = ()  # EMBEDDINGS_SKIP_UPCAST_NOTE
@@ -547,7 +548,8 @@ UNSLOTH_CE_NOTE = ("unsloth_cross_entropy_loss: counted as transformers' own los
 # axolotl keys that change what a step allocates, with no vramcalc option yet (axolotl-ai-cloud/axolotl
 # src/axolotl/utils/schemas/*.py); they were listed as "ignored" before.
 UNMODELLED_KEYS.update({
-    "unfrozen_parameters": "only the parameters matching its patterns train (their gradients and states)",
+    # (unfrozen_parameters: mapped, --train-layers / --train-modules, _unfrozen_axolotl; LLaMA-Factory's
+    # use_llama_pro, freeze_trainable_modules, freeze_extra_modules: _freeze_llama_factory)
     # (tokens, added_tokens_overrides, resize_token_embeddings_to_32x: mapped, _vocab_axolotl; LLaMA-Factory's
     # resize_vocab, add_tokens, add_special_tokens, new_special_tokens_config: _vocab_llama_factory)
     # (context_parallel_size, sequence_parallel_degree: mapped, _context_parallel_axolotl)
@@ -566,7 +568,6 @@ UNMODELLED_KEYS.update({
                   "(axolotl loaders/model.py); that placement is not modelled",
     # (s2_attention: refused, _axolotl_retired)
     # LLaMA-Factory (finetuning_args.py, model_args.py)
-    "use_llama_pro": "LLaMA Pro block expansion (new trainable layers)",
 })
 
 # Keys whose feature cannot run under the transformers vramcalc models (5.24): refused in one line; where the tool
@@ -961,6 +962,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     half = run.options.get("precision", "").removeprefix("pure-")
     if _hf_multi_gpu(d, _path, run) and half in ("bf16", "fp16") and run.options["method"] == "full":
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
+    _unfrozen_axolotl(d, run, _path)
     _lora_kernels_axolotl(d, run, _path)
     return _finish(d, run)
 
@@ -981,6 +983,36 @@ def _context_parallel_axolotl(d: dict[str, Any], run: Run) -> None:
         raise _KeyProblem("ring_attn_func", f"{func!r:.30} is not modelled: batch_ring is (varlen_llama3 comes with "
                           "sample_packing); use batch_ring with sample_packing: false")
     _seen(d, run, "ring_attn_func", "heads_k_stride")
+
+
+def _unfrozen_axolotl(d: dict[str, Any], run: Run, path: Path) -> None:
+    """axolotl unfrozen_parameters (src/axolotl/train.py setup_model_and_tokenizer calls utils/freeze.py
+    freeze_layers_except on the loaded model): the patterns expanded against the model's parameter names
+    (core/unfrozen.py expand_patterns) -> --method freeze --train-layers / --train-modules."""
+    from vramcalc.core import unfrozen
+    from vramcalc.core.errors import UnsupportedCombination
+    from vramcalc.core.lora_layers import text
+
+    patterns = d.get("unfrozen_parameters")
+    if not _is_set(patterns):
+        _seen(d, run, "unfrozen_parameters")
+        return
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(patterns, list) or not all(isinstance(x, str) for x in patterns):
+        raise _KeyProblem("unfrozen_parameters", "give a list of regular expressions over parameter names")
+    if run.options.get("method") != "full":
+        raise _KeyProblem("unfrozen_parameters", "with an adapter freeze_layers_except also freezes the adapters "
+                          "(it runs on the PEFT model): not modelled; drop the adapter or unfrozen_parameters")
+    spec, _ = resolve_model(run.model or "", path.parent)
+    try:
+        layers, outer, notes = unfrozen.expand_patterns(spec, patterns)
+    except (ValueError, UnsupportedCombination) as e:
+        raise _KeyProblem("unfrozen_parameters", str(e)) from None
+    run.options.update(method="freeze", train_layers=text(layers) if layers else "none",
+                       train_modules=",".join(outer) or "none")
+    run.notes += notes
+    run.mapped.append("unfrozen_parameters")
 
 
 def _lisa_axolotl(d: dict[str, Any], run: Run) -> None:
@@ -1623,6 +1655,75 @@ def _vocab_llama_factory(d: dict[str, Any], run: Run, quantized: bool) -> None:
                          "under LoRA (adapter.py, additional_target unset).")
 
 
+def _freeze_llama_factory(d: dict[str, Any], run: Run, path: Path) -> None:
+    """LLaMA-Factory freeze tuning (hiyouga/LLaMA-Factory src/llamafactory/model/adapter.py _setup_freeze_tuning, commit
+    01d87b8267b92bc0caacc746fa4f875e390b64e2): a parameter trains when its name contains `.{idx}.{module}` for a
+    trainable layer id and a freeze_trainable_modules entry ("all": the whole layer), or a freeze_extra_modules entry;
+    everything else is frozen, the final norm and lm_head included. Layer ids: the top freeze_trainable_layers
+    (finetuning_args.py default 2), the bottom ones when negative, every stride-th with use_llama_pro
+    (core/unfrozen.py llama_pro_layers; the model was expanded offline by scripts/llama_pro.py, so its config already
+    counts the new layers)."""
+    from vramcalc.core import unfrozen
+    from vramcalc.core.lora_layers import text
+
+    trainable = _strict("freeze_trainable_layers", "freeze_layers", d.get("freeze_trainable_layers", 2))
+    _seen(d, run, "freeze_trainable_layers", "freeze_trainable_modules", "freeze_extra_modules", "use_llama_pro")
+    spec, _ = resolve_model(run.model or "", path.parent)
+    n = spec.num_layers or abs(trainable)
+    modules = _names(d.get("freeze_trainable_modules", "all"))
+    if modules != ["all"] and not set(unfrozen.INNER) <= set(modules):
+        raise _KeyProblem("freeze_trainable_modules", f"{','.join(modules)!r:.60} trains part of each layer, which "
+                          "is not modelled: use all")
+    extra = _names(d.get("freeze_extra_modules"))
+    if "norm" in extra:  # `"norm" in name` also matches every layer's input_layernorm / post_attention_layernorm
+        raise _KeyProblem("freeze_extra_modules", "norm also matches every layer's norms (LLaMA-Factory tests "
+                          "`module in name`), training part of the frozen layers: not modelled; drop norm")
+    bad = [x for x in extra if x not in unfrozen.OUTER]
+    if bad:
+        raise _KeyProblem("freeze_extra_modules", f"{bad[0]!r:.40} is not modelled: give embed_tokens or lm_head")
+    if _flag(LF, d.get("use_llama_pro"), "use_llama_pro"):
+        try:
+            layers = unfrozen.llama_pro_layers(n, trainable)
+        except ValueError as e:
+            raise _KeyProblem("use_llama_pro", str(e)) from None
+    elif trainable >= 0:
+        layers = tuple(range(max(0, n - trainable), n))
+    else:  # negative: the bottom layers
+        layers = tuple(range(min(-trainable, n)))
+    if not extra and layers == tuple(range(layers[0] if layers else n, n)):
+        # the top layers alone: --freeze-layers, the head and final norm frozen (matched by no entry)
+        run.options.update(freeze_layers=n - len(layers), train_head=False)
+        return
+    run.options.update(train_layers=text(layers) if layers else "none", train_modules=",".join(extra) or "none")
+
+
+def _llama_pro_lora(d: dict[str, Any], run: Run, path: Path) -> None:
+    """LLaMA-Factory use_llama_pro under LoRA (adapter.py _setup_lora_tuning -> model_utils/misc.py
+    find_expanded_modules, commit 1e0ceebbf2af9f9d92f3791db61d0a8d5f20369d): the targets inside the expanded layers
+    only, the layers llama_pro_layers picks -> --lora-layers."""
+    if not _flag(LF, d.get("use_llama_pro"), "use_llama_pro"):
+        _seen(d, run, "use_llama_pro")
+        return
+    from vramcalc.core import unfrozen
+    from vramcalc.core.lora_layers import text
+
+    trainable = _strict("freeze_trainable_layers", "freeze_layers", d.get("freeze_trainable_layers", 2))
+    spec, _ = resolve_model(run.model or "", path.parent)
+    try:
+        run.options["lora_layers"] = text(unfrozen.llama_pro_layers(spec.num_layers or 0, trainable))
+    except ValueError as e:
+        raise _KeyProblem("use_llama_pro", str(e)) from None
+    _seen(d, run, "use_llama_pro", "freeze_trainable_layers")
+
+
+def _names(value: Any) -> list[str]:
+    """A LLaMA-Factory comma list (finetuning_args.py split_arg) or a YAML list, as names."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return [str(x).strip() for x in items if str(x).strip()]
+
+
 def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # Keys from LLaMA-Factory's hparams (model_args.py, finetuning_args.py, data_args.py) and its
     # examples/train_*/*.yaml. Defaults that differ from vramcalc's are applied: cutoff_len 2048
@@ -1644,22 +1745,14 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     else:
         raise RunFileError(f"{path}: finetuning_type {ftype!r} is not modeled; use lora, full or freeze")
     if ftype == "freeze":
-        trainable = _strict("freeze_trainable_layers", "freeze_layers", d.get("freeze_trainable_layers", 2))
-        # finetuning_args.py default 2
-        if trainable < 0:
-            raise RunFileError(
-                f"{path}: negative freeze_trainable_layers (train the bottom layers) is not "
-                "modeled; pass --method freeze --freeze-layers N with the layers frozen from the "
-                "bottom"
-            )
-        spec, _ = resolve_model(run.model or "", path.parent)
-        run.options["freeze_layers"] = max(0, (spec.num_layers or trainable) - trainable)
-        _seen(d, run, "freeze_trainable_layers")
+        _freeze_llama_factory(d, run, path)
     _take(d, run, "lora_rank", "lora_rank", int)
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
     _take(d, run, "lora_target", "lora_targets", _targets)
     _lora_variants(LF, d, run, "use_dora", "additional_target")  # finetuning_args.py LoraArguments
+    if ftype == "lora":
+        _llama_pro_lora(d, run, path)
     _llama_factory_moe(d, run, path)
     _llama_factory_retired(d, run, path)
     _vocab_llama_factory(d, run, quant in (4, 8))

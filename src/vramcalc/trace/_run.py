@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from vramcalc.core import unfrozen as _unfrozen_core
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory.precision import resolve_precision
 from vramcalc.core.peft_methods import TABLE
@@ -98,6 +99,25 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         # callback freezes layers before each step (lisa_schedule, trace_module_step's switch)
         notes.append(f"lisa: the optimizer built over every parameter, then {training.lisa_layers} decoder layers "
                      "unfrozen per step (LISACallback), the embeddings, final norm and head trained throughout")
+    elif method == "freeze" and _unfrozen_core.active(training):
+        # --train-layers / --train-modules (core/unfrozen.py): requires_grad by parameter name, as axolotl's
+        # freeze_layers_except and LLaMA-Factory's _setup_freeze_tuning set it (every other parameter frozen)
+        trained = set(_unfrozen_core.trained_layers(model, training))
+        outer = _unfrozen_core.outer_modules(model, training)
+        names = [name for name, _ in hf.named_parameters()]
+        for p in hf.parameters():
+            p.requires_grad_(False)
+        for i, block in enumerate(layers):
+            for p in block.parameters():
+                p.requires_grad_(i in trained)
+        for mod in outer:
+            target = {"embed_tokens": hf.get_input_embeddings(), "lm_head": hf.get_output_embeddings(),
+                      "norm": hf.model.norm}[mod]
+            for p in target.parameters():
+                p.requires_grad_(True)
+        n_trained = sum(1 for _, p in hf.named_parameters() if p.requires_grad)
+        notes.append(f"train by name: layers {sorted(trained)} and {', '.join(outer) or 'no outer module'} require "
+                     f"grad ({n_trained} of {len(names)} parameter tensors)")
     elif method == "freeze":
         assert training.freeze_layers is not None
         base = hf

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vramcalc.core import lora_layers as _lora_layers
 from vramcalc.core import peft_methods
+from vramcalc.core import unfrozen as _unfrozen
 from vramcalc.core.checks import check_run, check_sequence, check_settings
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import activations as _activations
@@ -922,7 +923,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     n_layers = m.num_layers
     c = dtype_bytes(recipe.compute)
     full_like = t.method in ("full", "freeze")
-    if t.method == "freeze":
+    unfrozen = _unfrozen.active(t)  # --train-layers / --train-modules (core/unfrozen.py)
+    trained = _unfrozen.trained_layers(m, t) if unfrozen else ()
+    outer_trained = _unfrozen.outer_modules(m, t) if unfrozen else ()
+    if unfrozen:
+        frozen = n_layers - len(trained)
+        head_trainable = "lm_head" in outer_trained
+    elif t.method == "freeze":
         frozen, _ = freeze_fraction(m, t)
         head_trainable = t.train_head
     else:
@@ -1102,9 +1109,41 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             bottom_less_c += idle_c
         if not lora_bottom:  # checkpointing: the top layer's rerun is an unadapted one's unless it is adapted
             lora_idle = (idle_t, idle_ts, idle_c, n_layers - 1 - max(t.lora_layers))
+    unfrozen_below = 0
+    if unfrozen:
+        # A named layer set (core/unfrozen.py), as --lora-layers' above with trained layers for adapted ones: without
+        # checkpointing and with a frozen embedding the layers below the lowest trained one record no graph and the
+        # lowest saves its set without an input gradient (its weights' gradients still need their inputs:
+        # derivatives.yaml mm); a frozen layer above it saves what its input's gradient needs. A trained embedding
+        # (or a tied head) gives every layer's input a gradient, and with checkpointing enable_input_require_grads
+        # (modeling_utils.py _activation_checkpointing_enable) does: every layer records a graph (keeps its input).
+        live_input = t.grad_checkpointing or "embed_tokens" in outer_trained
+        frozen_layer = layer_fn(dense_m, t, recipe, trainable_weights=False)
+        idle_t = per_layer_t - sum(x.per_token for x in frozen_layer.terms if not x.batch1_only)
+        idle_ts = per_layer_ts - sum(x.per_token_seq for x in frozen_layer.terms)
+        idle_c = sum(x.const for x in layer.terms) - sum(x.const for x in frozen_layer.terms)
+        saving_layers = n_layers if live_input else n_layers - min(trained) if trained else 0
+        idle = saving_layers - len(trained)  # frozen layers that record a graph
+        layers_less_t += idle * idle_t
+        layers_less_ts += idle * idle_ts
+        layers_less_c += idle * idle_c
+        if trained and not live_input:  # the lowest trained layer: its input needs no gradient
+            drop_t, drop_ts = _trained_bottom_drop(layer_fn, dense_m, t, recipe, per_layer_t, per_layer_ts)
+            bottom_less_t += drop_t
+            bottom_less_ts += drop_ts
+            layers_less_t += drop_t
+            layers_less_ts += drop_ts
+        elif saving_layers and 0 not in trained:  # the bottom layer kept (or rerun) is a frozen one
+            bottom_less_t += idle_t
+            bottom_less_ts += idle_ts
+            bottom_less_c += idle_c
+        if live_input and trained:  # the frozen layers below the lowest trained one (LISA's moment, memory/lisa.py)
+            unfrozen_below = min(trained)
+        if t.grad_checkpointing and trained:  # the top layer's rerun is a frozen one's unless it is trained
+            lora_idle = (idle_t, idle_ts, idle_c, n_layers - 1 - max(trained))
     if t.method == "adaption-prompt" and not t.grad_checkpointing:  # only its top layers record a graph
         saving_layers = peft_methods.adaption_layers(m, t)
-    if t.method == "freeze" and trained_layers == 0:
+    if t.method == "freeze" and trained_layers == 0 and not unfrozen:
         saving_layers = 0
     if _badam.active(t):
         # BAdam's worst block is the bottom layer (memory/badam.py): every layer above it records a graph, frozen,
@@ -1115,16 +1154,14 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t += frozen * (per_layer_t - sum(x.per_token for x in frozen_layer.terms if not x.batch1_only))
         layers_less_ts += frozen * (per_layer_ts - sum(x.per_token_seq for x in frozen_layer.terms))
         if not t.grad_checkpointing and not t.activation_offload:
-            bottom = layer_fn(m, t, recipe, trainable_weights=True, input_grad=False)
-            drop_t = per_layer_t - sum(x.per_token for x in bottom.terms if not x.batch1_only)
-            drop_ts = per_layer_ts - sum(x.per_token_seq for x in bottom.terms)
+            drop_t, drop_ts = _trained_bottom_drop(layer_fn, m, t, recipe, per_layer_t, per_layer_ts)
             bottom_less_t += drop_t
             bottom_less_ts += drop_ts
             layers_less_t += drop_t
             layers_less_ts += drop_ts
     lisa_frozen_t = lisa_frozen_ts = 0
     if t.method == "freeze" and (m.tie_word_embeddings or _lisa.active(t)) and t.train_head and frozen \
-            and not t.grad_checkpointing:
+            and not t.grad_checkpointing and not unfrozen:
         # A head tied to the embedding: training the head trains the embedding, so every frozen layer's input needs
         # a gradient and the frozen layers save their input-gradient set (measured with the tracer: a tiny Mamba
         # config with 2 of 4 layers frozen was -36 % under with only the trained layers saving; qwen2.5-0.5b with
@@ -1214,6 +1251,14 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             autocast_copies = min(autocast_copies, dtype_bytes(recipe.compute) * unit_cast)
             layer_copies = min(layer_copies, dtype_bytes(recipe.compute) * layer_cast, autocast_copies)
             autocast_head_copy = 0  # the gathered units' copies are not split by where the forward is
+        if unfrozen:
+            # A named layer set (core/unfrozen.py): autocast caches the cast of a leaf that requires grad only (torch
+            # autocast_mode.cpp cached_cast), so the trained layers' casts live through the forward; a frozen layer's
+            # cast lives only while autograd saves it for its input's gradient (mm saves the other operand), i.e. in a
+            # layer that records a graph without checkpointing, and the head's while its input needs a gradient
+            live_casts = len(trained) if t.grad_checkpointing else saving_layers
+            autocast_head_copy = autocast_head_copy if head_trainable or t.grad_checkpointing or saving_layers else 0
+            autocast_copies = layer_copies * live_casts + autocast_head_copy
     # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
     # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
     # scores softmax writes (the saved set's per-key terms) are transient too.
@@ -1241,7 +1286,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     end_t = 0
     # (partial fine-tuning without the head, BAdam's included, trains neither the head nor the embedding: no such
     # gradient; measured with the tracer, --grid badam: qwen2.5-0.5b b1 s64 was +29 % with it)
-    if full_like and trainable and (t.method == "full" or head_trainable):  # when tied or accumulating
+    if full_like and trainable and (t.method == "full" or head_trainable or "embed_tokens" in outer_trained):
         tied = m.tie_word_embeddings and not no_vocab
         end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t)) \
@@ -1389,13 +1434,33 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
-        lisa_below=frozen if _lisa.active(t) else 0, lisa_frozen_t=lisa_frozen_t, lisa_frozen_ts=lisa_frozen_ts,
+        lisa_below=frozen if _lisa.active(t) else unfrozen_below,
+        lisa_frozen_t=lisa_frozen_t or (per_layer_t - idle_t if unfrozen_below else 0),
+        lisa_frozen_ts=lisa_frozen_ts or (per_layer_ts - idle_ts if unfrozen_below else 0),
         late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
                     + _hybrid.late_gradient_bytes(m, t, recipe) + _jamba.late_gradient_bytes(m, t, recipe)
                     + _nemotron_h.late_gradient_bytes(m, t, recipe) + _lisa.late_gradient_bytes(m, t, recipe)
+                    + _unfrozen_late_gradient_bytes(m, t, recipe)
                     if full_like else 0) + _zamba2.late_gradient_bytes(m, t, recipe)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
     )
+
+
+def _trained_bottom_drop(layer_fn: Any, m: ModelSpec, t: TrainingSpec, recipe: Recipe, per_layer_t: int,
+                         per_layer_ts: int) -> tuple[int, int]:
+    """What a trained layer whose input needs no gradient (the bottom one with a frozen embedding, no checkpointing)
+    saves less than a trained layer, per token and per token x seq (layer_activations input_grad=False)."""
+    bottom = layer_fn(m, t, recipe, trainable_weights=True, input_grad=False)
+    return (per_layer_t - sum(x.per_token for x in bottom.terms if not x.batch1_only),
+            per_layer_ts - sum(x.per_token_seq for x in bottom.terms))
+
+
+def _unfrozen_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """--train-modules embed_tokens (core/unfrozen.py), untied: the embedding's gradient is written last
+    (aten.embedding_dense_backward, after the bottom layer's backward), as LISA's (memory/lisa.py)."""
+    if not _unfrozen.active(t) or m.tie_word_embeddings or "embed_tokens" not in _unfrozen.outer_modules(m, t):
+        return 0
+    return (m.vocab_size or 0) * (m.hidden_size or 0) * dtype_bytes(recipe.grad)
 
 
 def _peft_once_t(m: ModelSpec, t: TrainingSpec, c: int) -> int:

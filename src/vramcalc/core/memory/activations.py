@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
+from vramcalc.core import unfrozen as _unfrozen
 from vramcalc.core.memory import ring_attention
 from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory import upcast_norms as _norms
@@ -198,6 +199,8 @@ def _norm_weight_trained(m: ModelSpec, t: TrainingSpec, which: str, default: boo
     core/peft_methods.py's table, the table's own rule (LN tuning's targets) inside it."""
     if t.method in peft_methods.TABLE:
         return peft_methods.norm_trained(m, t, which)  # type: ignore[arg-type]
+    if which == "final" and _unfrozen.active(t):  # --train-modules names the final norm (core/unfrozen.py)
+        return "norm" in _unfrozen.outer_modules(m, t)
     return default
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
+from vramcalc.core import unfrozen as _unfrozen
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import upcast_norms as _upcast_norms
 from vramcalc.core.memory.precision import Recipe
@@ -94,6 +95,12 @@ def _trainable_count(t: ParamTensor, model: ModelSpec, training: TrainingSpec) -
     """How many of the `t.count` tensors are trained under `full` or `freeze`."""
     if training.method == "full":
         return t.count
+    if _unfrozen.active(training):  # --train-layers / --train-modules (core/unfrozen.py): by layer and module name
+        if t.per_layer:  # alike layers (unfrozen.check): each holds count / n_layers of these tensors
+            return t.count * len(_unfrozen.trained_layers(model, training)) // (model.num_layers or 1)
+        outer = _unfrozen.outer_modules(model, training)
+        which = {"embedding": "embed_tokens", "head": "lm_head", "norm": "norm"}.get(t.kind)
+        return t.count if which in outer else 0
     frozen, n_layers = freeze_fraction(model, training)
     if t.per_layer:
         # Uniform layers: each layer holds count / n_layers of these tensors (exact for dense models;
