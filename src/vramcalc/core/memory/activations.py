@@ -238,7 +238,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     up_norms = _norms.active(t, recipe)
     amp = recipe.autocast or up_norms
     norm_cast = recipe.autocast or _norms.casts_per_linear(m, t, recipe)  # an fp32 normed input, cast per Linear
-    norm_in = _norms.norm_input_bytes(m, t, recipe, residual)
+    norm_elem = _norms.norm_input_bytes(m, t, recipe, residual)
     h = m.hidden_size
     d = head_dim(m)
     n_heads = m.num_attention_heads
@@ -364,7 +364,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if weightless and live:
         terms.append(Term("attn norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
     if n_norms and not m.post_norms:
-        terms += _norm_terms("attn norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "attn", tw))
+        terms += _norm_terms("attn norm", m, c, norm_elem, h, live, _norm_weight_trained(m, t, "attn", tw))
         live = live or tw
     attn_in_live = live
     if m.attention_kind == "mla":
@@ -509,14 +509,14 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if t.method == "adaption-prompt":  # the gated prompt attention adds a trainable path to the attention's output
         attn_live = True
     if m.post_norms and n_norms:  # OLMo 2: post_attention_layernorm on the attention's output
-        terms += _norm_terms("attn post-norm", m, c, norm_in, h, attn_live, tw)
+        terms += _norm_terms("attn post-norm", m, c, norm_elem, h, attn_live, tw)
         attn_live = attn_live or tw
     elif sandwich:
         # Gemma 2 / 3 (modeling_gemma2.py Gemma2DecoderLayer): post_attention_layernorm normalizes the
         # attention's output before the residual add, beside the pre-norm: it saves as any RMSNorm does
         # (measured with the tracer, gemma-2-2b LoRA eager: 2 x (4 B x hidden + 4 B) per token per layer
         # were missing, -3.95 % on the 26-layer preset).
-        terms += _norm_terms("attn post-norm", m, c, norm_in, h, attn_live,
+        terms += _norm_terms("attn post-norm", m, c, norm_elem, h, attn_live,
                              _norm_weight_trained(m, t, "attn", tw))
         attn_live = attn_live or _norm_weight_trained(m, t, "attn", tw)
     if m.dropout > 0 and attn_live:
@@ -530,7 +530,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if weightless and live:
         terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
     if n_norms >= 2 and not m.parallel_residual and not m.post_norms:
-        terms += _norm_terms("mlp norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "mlp", tw))
+        terms += _norm_terms("mlp norm", m, c, norm_elem, h, live, _norm_weight_trained(m, t, "mlp", tw))
         live = live or tw
     i = m.intermediate_size
     moe_fwd_t = moe_bwd_t = 0
@@ -658,9 +658,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         live = linear_input("down_proj", ("down_proj",), i, input_live=up_live) or up_live
         width = i
         if m.post_norms and n_norms >= 2:  # OLMo 2: post_feedforward_layernorm on the MLP's output
-            terms += _norm_terms("mlp post-norm", m, c, norm_in, h, live, tw)
+            terms += _norm_terms("mlp post-norm", m, c, norm_elem, h, live, tw)
         elif sandwich:  # Gemma 2 / 3: post_feedforward_layernorm on the MLP's output, beside the pre-norm
-            terms += _norm_terms("mlp post-norm", m, c, norm_in, h, live, _norm_weight_trained(m, t, "mlp", tw))
+            terms += _norm_terms("mlp post-norm", m, c, norm_elem, h, live, _norm_weight_trained(m, t, "mlp", tw))
     if m.dropout > 0 and live:
         terms.append(Term("mlp dropout mask", h))
     # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
