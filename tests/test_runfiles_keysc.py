@@ -135,3 +135,17 @@ def test_shift_attn_reads_the_model_type_of_a_config_folder(tmp_path: Path) -> N
                 _load(tmp_path, text)
         else:
             assert runfiles.SHIFT_ATTN_NOTE in _load(tmp_path, text).notes
+
+
+def test_llama_factory_freeze_with_bf16_says_the_frozen_weights_are_over(tmp_path: Path) -> None:
+    # LLaMA-Factory model/adapter.py _setup_freeze_tuning casts only the trained parameters to fp32
+    # (cast_trainable_params_to_fp32); the reader counts amp-bf16 (every weight fp32) and says so, not silently
+    path = tmp_path / "lf.yaml"
+    path.write_text("model_name_or_path: mistral-7b\nstage: sft\nfinetuning_type: freeze\nbf16: true\n")
+    run = runfiles.load(path)[0]
+    assert run.options["precision"] == "amp-bf16"
+    assert any("upcasts only the trained parameters" in n and "--precision bf16" in n for n in run.notes)
+    pure = tmp_path / "pure.yaml"
+    pure.write_text("model_name_or_path: mistral-7b\nstage: sft\nfinetuning_type: freeze\nbf16: true\n"
+                    "pure_bf16: true\n")
+    assert not any("upcasts only" in n for n in runfiles.load(pure)[0].notes)

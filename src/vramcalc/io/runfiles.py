@@ -1838,6 +1838,14 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             run.options["adapter_dtype"] = "bf16"
     else:
         run.options["precision"] = f"pure-{half}" if pure else f"amp-{half}"
+        if method == "freeze" and not pure:
+            # model/adapter.py init_adapter -> _setup_freeze_tuning(..., cast_trainable_params_to_fp32): only the
+            # trained parameters are cast to fp32, the frozen ones stay in the load dtype (hiyouga/LLaMA-Factory
+            # @ 018dae85); vramcalc's precisions have no "fp32 trained, 16-bit frozen under autocast" recipe
+            run.notes.append(f"finetuning_type freeze with {half}: LLaMA-Factory upcasts only the trained parameters "
+                             f"to fp32 and keeps the frozen ones {half}; counted as amp-{half} (every weight fp32): "
+                             f"weights over by 2 B per frozen parameter; --precision {half} counts the trained ones "
+                             f"16-bit (an under-estimate): the run lies between the two.")
     if run.options.get("badam") and method == "full" and half is not None:
         # model/adapter.py: no fp32 upcast under use_badam; BAdam keeps fp32 copies of the active block (an fp32 model
         # stays fp32, which --badam refuses: BAdam warns and copies the block again)

@@ -1251,12 +1251,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             autocast_copies = min(autocast_copies, dtype_bytes(recipe.compute) * unit_cast)
             layer_copies = min(layer_copies, dtype_bytes(recipe.compute) * layer_cast, autocast_copies)
             autocast_head_copy = 0  # the gathered units' copies are not split by where the forward is
-        if unfrozen:
-            # A named layer set (core/unfrozen.py): autocast caches the cast of a leaf that requires grad only (torch
-            # autocast_mode.cpp cached_cast), so the trained layers' casts live through the forward; a frozen layer's
-            # cast lives only while autograd saves it for its input's gradient (mm saves the other operand), i.e. in a
-            # layer that records a graph without checkpointing, and the head's while its input needs a gradient
-            live_casts = len(trained) if t.grad_checkpointing else saving_layers
+        if unfrozen or (t.method == "freeze" and not _lisa.active(t) and not _badam.active(t)):
+            # A named layer set (core/unfrozen.py) or the bottom layers frozen: autocast caches the cast of a leaf that
+            # requires grad only (torch autocast_mode.cpp cached_cast), so the trained layers' casts live through the
+            # forward; a frozen layer's cast lives only while autograd saves it for its input's gradient (mm saves the
+            # other operand), i.e. in a layer that records a graph without checkpointing, and the head's while its
+            # input needs a gradient (--grid unfrozen; --freeze-layers N is --train-layers N-top)
+            live_casts = trained_layers if t.grad_checkpointing else saving_layers
             autocast_head_copy = autocast_head_copy if head_trainable or t.grad_checkpointing or saving_layers else 0
             autocast_copies = layer_copies * live_casts + autocast_head_copy
     # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
