@@ -2897,13 +2897,13 @@ def cp_grid() -> list[dict[str, Any]]:
                                                context_parallel=cp, grad_checkpointing=gc, loss=loss)}
             for model in CP_MODELS for label, kw in CP_METHODS for cp in (2, 4) for gc in (False, True)
             for loss in ("hf", "cut")]
-# The unfrozen grid (`--grid unfrozen`, issue 13; 24 cases): partial fine-tuning by name (core/unfrozen.py: axolotl
+# The unfrozen grid (`--grid unfrozen`, issue 13; 30 cases): partial fine-tuning by name (core/unfrozen.py: axolotl
 # unfrozen_parameters, LLaMA-Factory freeze_trainable_layers / freeze_extra_modules / use_llama_pro), the tracer setting
 # requires_grad by name (trace/_run.py), on three architectures cut to 8 layers (llama, qwen2 with a tied head, gemma
-# with a tied 256k head) x 8 runs: a sparse set without and with checkpointing (bf16), the bottom layers with the
+# with a tied 256k head) x 10 runs: a sparse set without and with checkpointing (bf16), the bottom layers with the
 # embedding (amp-bf16), the top layers with the head frozen (amp-bf16, checkpointing), LLaMA Pro's stride-4 layers
 # (3, 7), a sparse set with the embedding under eager attention with checkpointing, a sparse set with the embedding
-# (bf16), and the norm and head alone. Written to
+# (bf16), the norm and head alone, and --freeze-layers 6 under amp-bf16 without and with checkpointing. Written to
 # accuracy_unfrozen.{json,md}, its traces to trace_cache_unfrozen.json.
 UNFROZEN_MODELS = ("cut:tinyllama-1.1b:8", "cut:qwen2.5-0.5b:8", "cut:gemma-2b:8")
 UNFROZEN_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -2920,6 +2920,11 @@ UNFROZEN_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
                           "batch_size": 2, "seq_len": 256}),
     ("head only", {"train_layers": (), "train_modules": ("norm", "lm_head"), "precision": "bf16", "batch_size": 2,
                    "seq_len": 256}),
+    # --freeze-layers (the bottom 6 frozen, the head too) under autocast: only the trained layers' casts cached
+    ("freeze 6 amp", {"freeze_layers": 6, "train_head": False, "precision": "amp-bf16", "batch_size": 2,
+                      "seq_len": 256}),
+    ("freeze 6 amp gc", {**GC, "freeze_layers": 6, "train_head": False, "precision": "amp-bf16", "batch_size": 2,
+                         "seq_len": 256}),
 )
 
 
