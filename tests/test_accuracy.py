@@ -107,16 +107,10 @@ def test_every_grid_lists_its_cases() -> None:
     """Each `benchmarks/accuracy.py --grid NAME` builds a non-empty list of cases with unique ids whose training
     options are TrainingSpec fields (a merge once dropped encdec_grid's `return`, and the grid ran nothing)."""
     import dataclasses
-    import importlib.util
-    import sys
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy.py"
-    spec = importlib.util.spec_from_file_location("accuracy_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("accuracy_bench", module)
-    spec.loader.exec_module(module)
+    from bench_module import load_benchmark
+
+    module = load_benchmark("accuracy", "accuracy_bench")
     fields = {f.name for f in dataclasses.fields(TrainingSpec)}
     for name, grid in module.GRIDS.items():
         cases = grid()

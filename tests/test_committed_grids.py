@@ -9,28 +9,18 @@ layers, full b1 s512: +268 % against the trace) with every unit test green.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from bench_module import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location("accuracy_bench", ROOT / "benchmarks" / "accuracy.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("accuracy_bench", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCH = _bench()
+BENCH = load_benchmark("accuracy", "accuracy_bench")
 # --grid sharded compares the sharded tensors' bytes with torch's own sharding (accuracy.py sharded_main), not the
 # estimate with a trace: its results have no cases of this shape
 GRIDS = sorted(set(BENCH.GRIDS) - {"sharded"})

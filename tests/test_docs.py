@@ -268,15 +268,9 @@ def test_ellipsis_matches_any_run_of_lines() -> None:
 def test_readme_shows_the_published_tables() -> None:
     """Issue 16: the README's accuracy section shows benchmarks/results/published.md's overall and per-group
     tables, copied by `benchmarks/published.py --readme`; a rerun that changes them must update the README."""
-    import importlib.util
+    from bench_module import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("published", ROOT / "benchmarks" / "published.py")
-    assert spec is not None and spec.loader is not None
-    published = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.modules.setdefault("published", published)  # its dataclasses look their module up
-    spec.loader.exec_module(published)
+    published = load_benchmark("published", "published")
     md = (ROOT / "benchmarks" / "results" / "published.md").read_text(encoding="utf-8")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme.split(published.README_START, 1)[1].split(published.README_END, 1)[0]

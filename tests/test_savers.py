@@ -385,17 +385,9 @@ def test_explain_itemizes_checkpointing_variants(args: dict[str, object]) -> Non
 
 
 def _saver_differences():  # type: ignore[no-untyped-def]
-    import importlib.util
-    import sys
-    from pathlib import Path
+    from bench_module import load_benchmark
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "saver_differences.py"
-    spec = importlib.util.spec_from_file_location("saver_differences", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("saver_differences", module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("saver_differences", "saver_differences")
 
 
 # Published real-GPU differences (issue 13), in GiB:

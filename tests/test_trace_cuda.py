@@ -4,7 +4,6 @@ cli/commands/trace.py --device cuda, benchmarks/real_gpu.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from bench_module import load_benchmark
 from vramcalc.cli.app import app
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 
@@ -152,12 +152,7 @@ def test_nvml_from_nvidia_smi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def _real_gpu() -> Any:
-    spec = importlib.util.spec_from_file_location("real_gpu", ROOT / "benchmarks" / "real_gpu.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("real_gpu", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("real_gpu", "real_gpu")
 
 
 def test_real_gpu_grid_covers_the_issue() -> None:

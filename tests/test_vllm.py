@@ -39,13 +39,9 @@ ROUNDING = GIB // 200  # the log prints GiB with two decimals: ± 0.005 GiB
 
 def _benchmark() -> Any:
     """benchmarks/vllm.py, whose run_of turns a published case's settings into the serve run (one place)."""
-    import importlib.util
+    from bench_module import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("vllm_benchmark", ROOT / "benchmarks" / "vllm.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("vllm", "vllm_benchmark")
 
 
 _run = _benchmark().run_of
