@@ -89,9 +89,11 @@ def test_nf4_double_quant_constants() -> None:
     assert nf4_bytes(4096 * 4096, False) == (8_388_608, 1_048_576)
 
 
-# GaLore, APOLLO and Adam-mini are refused with adapter methods (core/specs.py _optimizer_consistent): left out.
+# GaLore, APOLLO, Adam-mini and Muon are refused with adapter methods (core/specs.py _optimizer_consistent), and
+# Muon with the mixed-* precisions (fp32 masters exist only under DeepSpeed: tests/test_muon.py): left out.
 COMBOS = [c for c in itertools.product(METHODS, PRECISIONS, OPTIMIZERS)
-          if c[0] in ("full", "freeze") or c[2] not in LIBRARY_OPTIMIZERS]
+          if (c[0] in ("full", "freeze") or c[2] not in LIBRARY_OPTIMIZERS)
+          and not (c[2] == "muon" and c[1].startswith("mixed-"))]
 
 
 @pytest.mark.parametrize(("method", "precision", "optimizer"), COMBOS,
