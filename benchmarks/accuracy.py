@@ -2957,6 +2957,28 @@ def muon_grid() -> list[dict[str, Any]]:
             for model in MUON_MODELS for label, kw in MUON_RUNS]
 
 
+# The ReLoRA grid (`--grid relora`, issue 13; 16 cases): axolotl's relora restarts (memory/relora.py; the tracer runs
+# axolotl's merge_and_save and reset_optimizer before the reported step: trace/_relora.py) on Llama (tinyllama-1.1b,
+# GQA) and Qwen2 (qwen2.5-0.5b, q/k/v biases, a 4,864-wide MLP), cut to 4 layers, LoRA ranks 16 and 128, x 4 runs: all
+# linears on a short step (the merge of the widest MLP Linear is the peak), q/v only (the merge of q_proj), all linears
+# with checkpointing at b2 s256 and without at b1 s512 (the training step is the peak; the restart must not move it).
+# QLoRA is refused (4-bit: axolotl's merge leaves the weights unquantized and the next forward fails). Written to
+# accuracy_relora.{json,md}, its traces to trace_cache_relora.json.
+RELORA_MODELS = ("cut:tinyllama-1.1b:4", "cut:qwen2.5-0.5b:4")
+RELORA_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("all-linear b1 s16", {"lora_targets": ("all-linear",), "batch_size": 1, "seq_len": 16}),
+    ("q,v b1 s16", {"lora_targets": ("q_proj", "v_proj"), "batch_size": 1, "seq_len": 16}),
+    ("all-linear gc b2 s256", {**GC, "lora_targets": ("all-linear",), "batch_size": 2, "seq_len": 256}),
+    ("all-linear b1 s512", {"lora_targets": ("all-linear",), "batch_size": 1, "seq_len": 512}),
+)
+
+
+def relora_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | relora r{rank} {label}", "model": model, "method": "lora",
+             "training": {"method": "lora", "precision": "bf16", "relora": True, "lora_rank": rank, **kw}}
+            for model in RELORA_MODELS for rank in (16, 128) for label, kw in RELORA_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -2983,6 +3005,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "offload-nogc": offload_nogc_grid,
          "unfrozen": unfrozen_grid,
          "muon": muon_grid,
+         "relora": relora_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3038,6 +3061,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
+          "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
           }
 
 
@@ -3192,7 +3216,8 @@ def main() -> None:
                     "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); muon: issue "
                     "13's 15 LLaMA-Factory use_muon cases"
                     "lisa_n_layers); unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
-                    "muon: issue 13's 15 LLaMA-Factory use_muon cases"
+                    "muon: issue 13's 15 LLaMA-Factory use_muon cases; relora: issue 13's 16 axolotl ReLoRA cases "
+                    "(the restart's merge beside the step)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3216,6 +3241,7 @@ def main() -> None:
                          "offload-nogc",
                          "unfrozen",
                          "muon",
+                         "relora",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

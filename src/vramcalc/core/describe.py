@@ -174,6 +174,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["badam"] = True
     if getattr(t, "lisa_layers", None) is not None:
         out["lisa_layers"] = t.lisa_layers
+    if getattr(t, "relora", False):
+        out["relora"] = True
     if getattr(t, "upcast_logits", False):
         out["upcast_logits"] = True
     if getattr(t, "upcast_norms", False):

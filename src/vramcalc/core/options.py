@@ -224,6 +224,8 @@ OPTIONS: tuple[Opt, ...] = (
         "trained at a time, fp32 copy and states."),
     Opt("lisa_layers", int, None, "LISA (axolotl lisa_n_layers, --method full): N decoder layers trained at a "
         "time."),
+    Opt("relora", bool, False, "axolotl relora: LoRA merged and restarted between steps (the largest layer's "
+        "B @ A pair then)."),
     Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: fp32 logits from lm_head."),
     Opt("upcast_norms", bool, False, "LLaMA-Factory upcast_layernorm: fp32 norm weights over a 16-bit model, the "
         "step under the Trainer's autocast."),

@@ -294,6 +294,7 @@ BOOLEAN_KEYS["llama-factory"]["use_llama_pro"] = ()  # _freeze_llama_factory, _l
 BOOLEAN_KEYS["llama-factory"]["upcast_lmhead_output"] = ()  # --upcast-logits (memory/upcast.py)
 BOOLEAN_KEYS["llama-factory"]["upcast_layernorm"] = ()  # --upcast-norms (memory/upcast_norms.py)
 BOOLEAN_KEYS["axolotl"]["embeddings_skip_upcast"] = ()  # EMBEDDINGS_SKIP_UPCAST_NOTE
+BOOLEAN_KEYS["axolotl"].update(dict.fromkeys(("relora", "relora_cpu_offload"), ()))  # _relora_axolotl
 BOOLEAN_KEYS["llama-factory"]["resize_vocab"] = ()  # _vocab_llama_factory
 BOOLEAN_KEYS["axolotl"]["resize_token_embeddings_to_32x"] = ()  # _vocab_axolotl
 # liger_kernel_config's two loss keys (_liger_kernel_config)
@@ -502,14 +503,8 @@ UNMODELLED_KEYS: dict[str, str] = {
     # liger_cross_entropy: --loss liger-cross-entropy; unsloth_cross_entropy_loss: --loss hf, UNSLOTH_CE_NOTE)
     # (lora_qkv_kernel / lora_o_kernel / lora_mlp_kernel / lora_embedding_kernel: mapped, --kernels axolotl:GROUPS,
     # and turned on as axolotl turns them on: _lora_kernels_axolotl)
-    # ReLoRA (axolotl-ai-cloud/axolotl @ 067b021c src/axolotl/monkeypatch/relora.py ReLoRACallback, merge_and_save):
-    # at each restart, between steps, every adapted Linear gets its full-size delta lora_B @ lora_A added in place
-    # (QLoRA: the original shard re-read, merged and requantized layer by layer), then the adapters are re-initialized
-    # and the optimizer states pruned in place; relora_steps was renamed relora + jagged_restart_steps in 7b68dfaf.
-    "relora_steps": "ReLoRA restarts: a full-size lora_B @ lora_A delta per adapted Linear at each merge between "
-                    "steps (QLoRA: a dequantized shard, requantized), not modelled (axolotl monkeypatch/relora.py)",
-    "relora": "ReLoRA restarts: a full-size lora_B @ lora_A delta per adapted Linear at each merge between steps "
-              "(QLoRA: a dequantized shard, requantized), not modelled (axolotl monkeypatch/relora.py)",
+    # (relora, relora_prune_ratio / _method, relora_cpu_offload: mapped, --relora (memory/relora.py), _relora_axolotl;
+    # relora_steps: dropped by axolotl since 7b68dfaf, RELORA_STEPS_NOTE)
     # LLaMA-Factory
     "enable_liger_kernel": "Liger kernels",
     "use_galore": "GaLore projected optimizer states",
@@ -646,18 +641,46 @@ def _axolotl_retired(d: dict[str, Any], run: Run) -> None:
         # check_tensor_parallel_optimizer
         raise _KeyProblem("tensor_parallel_size", "axolotl refuses tensor parallelism with bitsandbytes' 8-bit "
                           "AdamW (paged_adamw_8bit, adamw_8bit, adamw_bnb_8bit); use 1 or another optimizer")
-    if _is_set(d.get("relora")):  # check_relora (ReLoRA itself stays in UNMODELLED_KEYS)
-        if not _is_set(d.get("jagged_restart_steps")):
-            raise _KeyProblem("relora", "axolotl needs jagged_restart_steps with it (how often ReLoRA restarts); "
-                              "add it or remove relora")
-        if d.get("adapter") not in ("lora", "qlora"):
-            raise _KeyProblem("relora", "axolotl runs ReLoRA on a lora or qlora adapter only; set adapter or remove "
-                              "relora")
-    _seen(d, run, "jagged_restart_steps")
+    _relora_axolotl(d, run)
     if d.get("gpu_memory_limit") is not None and d.get("max_memory") is not None:
         # check_mem_mismatch
         raise _KeyProblem("gpu_memory_limit", "axolotl refuses it beside max_memory (they are mutually exclusive); "
                           "keep one")
+
+
+# axolotl's relora_steps: renamed relora + jagged_restart_steps in 7b68dfaf; AxolotlInputConfig (pydantic, unknown
+# keys dropped) no longer has it @ 067b021c, so it turns nothing on.
+RELORA_STEPS_NOTE = ("relora_steps: axolotl dropped the key in 7b68dfaf (its config ignores it): no ReLoRA restarts "
+                     "run; for them write relora: true with jagged_restart_steps.")
+RELORA_PRUNE_NOTE = ("relora_prune_method {0}: the restart's pruning counted as magnitude pruning's (16 B per Adam "
+                     "state element at torch.quantile's sort; {0} needs 9 B): an over-estimate where pruning is the "
+                     "restart's peak.")
+
+
+def _relora_axolotl(d: dict[str, Any], run: Run) -> None:
+    """axolotl ReLoRA (utils/schemas/peft.py ReLoRAConfig, validation.py check_relora, monkeypatch/relora.py @
+    067b021c) -> --relora (memory/relora.py). jagged_restart_steps (how often) and relora_prune_ratio (how much is
+    zeroed) change no size; relora_cpu_offload is read only by the quantized merge, which --relora refuses."""
+    if "relora_steps" in d and _is_set(d["relora_steps"]):
+        run.notes.append(RELORA_STEPS_NOTE)
+        run.ignored.append("relora_steps")
+    _seen(d, run, "jagged_restart_steps", "relora_prune_ratio", "relora_cpu_offload", "relora_prune_method")
+    if not _flag(AX, d.get("relora"), "relora"):
+        _seen(d, run, "relora")
+        return
+    if not _is_set(d.get("jagged_restart_steps")):  # check_relora
+        raise _KeyProblem("relora", "axolotl needs jagged_restart_steps with it (how often ReLoRA restarts); add it "
+                          "or remove relora")
+    if d.get("adapter") not in ("lora", "qlora"):
+        raise _KeyProblem("relora", "axolotl runs ReLoRA on a lora or qlora adapter only; set adapter or remove relora")
+    method = d.get("relora_prune_method") or "magnitude"
+    if method not in ("magnitude", "random", "reset"):  # ReLoRAConfig: a Literal
+        raise _KeyProblem("relora_prune_method", f"{method!r:.40} is not one of axolotl's magnitude, random, reset")
+    if method != "magnitude":
+        run.notes.append(RELORA_PRUNE_NOTE.format(method))
+    _flag(AX, d.get("relora_cpu_offload"), "relora_cpu_offload")  # read as axolotl reads it (a boolean)
+    run.options["relora"] = True
+    run.mapped.append("relora")
 
 
 # Liger's layer kernels: applied with the fused linear cross-entropy by TRL's use_liger_kernel and LLaMA-Factory's
