@@ -553,14 +553,24 @@ UNMODELLED_KEYS.update({
     # tracer runs one GPU); tensor_parallel_size 1 (validation.py check_tensor_parallel_size's default) is mapped
     "tensor_parallel_size": "transformers' tensor parallelism (tp_plan auto: DTensor shards of base_model_tp_plan), "
                             "not modelled; --tp counts Megatron's layout",
-    # loaders/model.py @ 067b021c _set_device_map_config: max_memory {each GPU: limit, cpu: 256GiB} and accelerate's
-    # infer_auto_device_map place whole modules past the limit on the CPU (less the largest layer's reserve); hooks
-    # copy them in per forward
-    "gpu_memory_limit": "a per-GPU max_memory: accelerate's infer_auto_device_map puts the modules past it on the "
-                        "CPU (axolotl loaders/model.py); that placement is not modelled",
+    # loaders/model.py @ 067b021c _set_device_map_config: max_memory {each GPU: limit (an int: GiB), cpu: 256GiB} and
+    # accelerate's infer_auto_device_map(canvas, max_memory, dtype=torch_dtype) with no no_split_module_classes
+    # (accelerate 1.15 utils/modeling.py): modules split down to single Linears, 16-bit sizes even for a 4-bit load,
+    # GPU 0 keeping room for the largest remaining leaf (current_max_size - max_layer_size); several GPUs get
+    # consecutive slices (naive model parallelism in one process). The CPU share is run through accelerate's
+    # AlignDevicesHook (hooks.py): pre_forward copies a module's weights to the GPU, post_forward sets the module's
+    # back to meta, but what a Linear saves for backward keeps its copy alive until backward: without checkpointing the
+    # step still holds every offloaded weight at the end of forward, with checkpointing the recomputed layer's; a full
+    # fine-tune's offloaded parameters are new tensors each forward (their gradients are dropped); a 4/8-bit load with
+    # CPU modules needs llm_int8_enable_fp32_cpu_offload (quantizer_bnb_4bit.py). Not modelled: the core has no
+    # module tree in from_config order, and the tracer does not emulate the hooks.
+    "gpu_memory_limit": "a per-GPU max_memory: accelerate's infer_auto_device_map splits the model past it to the CPU "
+                        "(or over several GPUs), and the hooks' GPU copies of offloaded weights stay saved for "
+                        "backward; that placement is not modelled (axolotl loaders/model.py)",
     # (max_memory: the same placement, written per device; axolotl refuses both keys together)
-    "max_memory": "a max_memory placement: accelerate's infer_auto_device_map puts the modules past it on the CPU "
-                  "(axolotl loaders/model.py); that placement is not modelled",
+    "max_memory": "a max_memory placement: accelerate's infer_auto_device_map splits the model past it to the CPU (or "
+                  "over several GPUs), and the hooks' GPU copies of offloaded weights stay saved for backward; that "
+                  "placement is not modelled (axolotl loaders/model.py)",
     # (s2_attention: refused, _axolotl_retired)
     # LLaMA-Factory (finetuning_args.py, model_args.py)
 })
