@@ -77,7 +77,8 @@ def test_pruning_a_wide_adapters_states_can_outweigh_the_merge() -> None:
 
 @pytest.mark.parametrize("kw, words", [
     ({"method": "qlora"}, "4-bit"),  # bitsandbytes 0.50 Params4bit.to: the merged weight stays unquantized
-    ({"method": "qlora", "quant_bits": 8}, "plain LoRA"),
+    # Int8Params.to quantizes only from the CPU; the forward keeps the old int8 weights (Linear8bitLt state.CB)
+    ({"method": "qlora", "quant_bits": 8}, "8-bit"),
     ({"method": "full"}, "plain LoRA"),
     ({"dora": True}, "plain LoRA"),
     ({"optimizer": "sgd"}, "--optimizer adamw"),

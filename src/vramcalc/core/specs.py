@@ -1443,6 +1443,13 @@ class TrainingSpec:
             raise SpecError("", "--relora cannot run on a 4-bit model: axolotl's merge leaves each weight "
                             "unquantized (bitsandbytes 0.50 Params4bit.to skips requantizing) and the next forward "
                             "fails; use --method lora")
+        if self.method == "qlora":
+            # relora.py update_weights: Int8Params(merged).to(device) quantizes only from the CPU (bitsandbytes 0.50
+            # Int8Params.to) and only .data is replaced; Linear8bitLt.forward multiplies by state.CB (the int8 weights
+            # of before) and then sets weight.data = state.CB: the merge never reaches the model
+            raise SpecError("", "--relora on an 8-bit model is not modelled: axolotl's merged weight stays unquantized "
+                            "until the layer's next forward puts the old int8 weights back (bitsandbytes 0.50 "
+                            "Int8Params.to, Linear8bitLt state.CB); use --method lora")
         if self.method != "lora" or self.dora:
             raise SpecError("", "--relora is modelled for plain LoRA on 16-bit weights (axolotl merge_and_save's "
                             "unquantized path): use --method lora without --dora")
