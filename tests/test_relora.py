@@ -150,3 +150,20 @@ def test_the_restart_matches_the_trace_of_a_small_llama(targets: tuple[str, ...]
     # step); measured -0.011 % and -0.010 % (the tracer's 512 B blocks of the quantile's and AdamW's scalars)
     err = (got.phases["forward"] - ref.phase_peaks["forward"]) / ref.phase_peaks["forward"]
     assert abs(err) <= 0.0005, f"estimate {got.phases['forward']:,} vs trace {ref.phase_peaks['forward']:,}"
+
+
+def test_timeline_and_explain_name_the_restart(capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import replace
+
+    from vramcalc.core.memory.timeline import timeline
+
+    m = presets.find_model("tinyllama-1.1b")
+    t = replace(RUN, seq_len=16)  # the restart is the peak here (see the short-step test above)
+    line = timeline(m, t)
+    first = line.points[0]
+    assert first.label == "ReLoRA restart (merge, before the step)" and first.phase == "forward"
+    assert first.total_bytes == estimate(m, t).tensor_peak_bytes
+    code, out, err = invoke(["explain", "tinyllama-1.1b", "--method", "lora", "--lora-targets", "all-linear",
+                             "--relora", "--seq-len", "16", "--batch-size", "1"], capsys)
+    assert code == 0, err
+    assert "ReLoRA restarts" in out and "the forward phase wins, at 'ReLoRA restart before the step" in out
