@@ -2957,6 +2957,40 @@ def muon_grid() -> list[dict[str, Any]]:
             for model in MUON_MODELS for label, kw in MUON_RUNS]
 
 
+# LoRA on a vision-language model's language model only (`--grid vlmlf`, issues 13 / 15; --lora-targets ...,lm-only,
+# core/params.py LM_ONLY: LLaMA-Factory's default freeze_vision_tower / freeze_multi_modal_projector, the targets
+# kept out of the tower and projector): LLaVA-1.5 (its 24-layer tower, a toy language model), Qwen2-VL and
+# Qwen2.5-VL (the qwen-vl grid's cuts), Gemma 3 (the vlm2 grid's toy), SmolVLM-256M (the idefics grid's cut) and
+# Llama-3.2-Vision (the mllama grid's toy) x LoRA all-linear,lm-only with checkpointing off / on, QLoRA NF4
+# all-linear,lm-only with it, LoRA q_proj,v_proj,lm-only without it. 24 cases, traces in trace_cache_vlmlf.json,
+# written to accuracy_vlmlf.{json,md}.
+VLMLF_MODELS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("llava-toy:llava-1.5-7b-hf", VLM_TOY_SHAPES[0]),
+    ("qwenvl:qwen2-vl-2b-instruct", QWEN_VL_SHAPES[0]),
+    ("qwenvl:qwen2.5-vl-3b-instruct", QWEN_VL_SHAPES[0]),
+    ("gemma3vlm-toy:gemma-3-4b-it:2", {"batch_size": 1, "seq_len": 128, "images": 1}),
+    ("idefics:smolvlm-256m-instruct", {"batch_size": 1, "seq_len": 128, "images": 1}),
+    ("mllama:toy", {"batch_size": 1, "seq_len": 16, "images": 1}),
+)
+VLMLF_RUNS: tuple[tuple[str, dict[str, Any], bool], ...] = (
+    ("lora all-linear,lm-only", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear", "lm-only")},
+     False),
+    ("lora all-linear,lm-only", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear", "lm-only")},
+     True),
+    ("qlora all-linear,lm-only", {"method": "qlora", "precision": "bf16", "kbit_prep": False,
+                                  "lora_targets": ("all-linear", "lm-only")}, True),
+    ("lora q_proj,v_proj,lm-only", {"method": "lora", "precision": "bf16",
+                                    "lora_targets": ("q_proj", "v_proj", "lm-only")}, False),
+)
+
+
+def vlmlf_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} | "
+                   f"{'gc' if gc else 'no-gc'}", "model": model, "method": kw["method"],
+             "training": dict(kw, **shape, grad_checkpointing=gc)}
+            for model, shape in VLMLF_MODELS for label, kw, gc in VLMLF_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -2983,6 +3017,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "offload-nogc": offload_nogc_grid,
          "unfrozen": unfrozen_grid,
          "muon": muon_grid,
+         "vlmlf": vlmlf_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3038,6 +3073,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
+          "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default; "
+                   "issues 13 / 15)",
           }
 
 
@@ -3192,7 +3229,8 @@ def main() -> None:
                     "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); muon: issue "
                     "13's 15 LLaMA-Factory use_muon cases"
                     "lisa_n_layers); unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
-                    "muon: issue 13's 15 LLaMA-Factory use_muon cases"
+                    "muon: issue 13's 15 LLaMA-Factory use_muon cases; vlmlf: issues 13 / 15's 24 VLM cases with "
+                    "LoRA on the language model only (LLaMA-Factory's frozen tower and projector)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3216,6 +3254,7 @@ def main() -> None:
                          "offload-nogc",
                          "unfrozen",
                          "muon",
+                         "vlmlf",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
