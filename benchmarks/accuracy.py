@@ -2962,7 +2962,8 @@ def muon_grid() -> list[dict[str, Any]]:
 # kept out of the tower and projector): LLaVA-1.5 (its 24-layer tower, a toy language model), Qwen2-VL and
 # Qwen2.5-VL (the qwen-vl grid's cuts), Gemma 3 (the vlm2 grid's toy), SmolVLM-256M (the idefics grid's cut) and
 # Llama-3.2-Vision (the mllama grid's toy) x LoRA all-linear,lm-only with checkpointing off / on, QLoRA NF4
-# all-linear,lm-only with it, LoRA q_proj,v_proj,lm-only without it. 24 cases, traces in trace_cache_vlmlf.json,
+# all-linear,lm-only with it, LoRA q_proj,v_proj,lm-only without it, and LoRA all-linear with the tower adapted
+# (freeze_vision_tower false) with it. 30 cases, traces in trace_cache_vlmlf.json,
 # written to accuracy_vlmlf.{json,md}.
 VLMLF_MODELS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("llava-toy:llava-1.5-7b-hf", VLM_TOY_SHAPES[0]),
@@ -2981,6 +2982,9 @@ VLMLF_RUNS: tuple[tuple[str, dict[str, Any], bool], ...] = (
                                   "lora_targets": ("all-linear", "lm-only")}, True),
     ("lora q_proj,v_proj,lm-only", {"method": "lora", "precision": "bf16",
                                     "lora_targets": ("q_proj", "v_proj", "lm-only")}, False),
+    # freeze_vision_tower false: peft's own matching, the tower's Linears adapted too
+    ("lora all-linear (tower adapted)", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)},
+     True),
 )
 
 
@@ -3229,7 +3233,7 @@ def main() -> None:
                     "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); muon: issue "
                     "13's 15 LLaMA-Factory use_muon cases"
                     "lisa_n_layers); unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
-                    "muon: issue 13's 15 LLaMA-Factory use_muon cases; vlmlf: issues 13 / 15's 24 VLM cases with "
+                    "muon: issue 13's 15 LLaMA-Factory use_muon cases; vlmlf: issues 13 / 15's 30 VLM cases with "
                     "LoRA on the language model only (LLaMA-Factory's frozen tower and projector)"
                     )
     args = ap.parse_args()
