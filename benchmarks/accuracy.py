@@ -2963,7 +2963,8 @@ def muon_grid() -> list[dict[str, Any]]:
 # Qwen2.5-VL (the qwen-vl grid's cuts), Gemma 3 (the vlm2 grid's toy), SmolVLM-256M (the idefics grid's cut) and
 # Llama-3.2-Vision (the mllama grid's toy) x LoRA all-linear,lm-only with checkpointing off / on, QLoRA NF4
 # all-linear,lm-only with it, LoRA q_proj,v_proj,lm-only without it, and LoRA all-linear with the tower adapted
-# (freeze_vision_tower false) with it. 30 cases, traces in trace_cache_vlmlf.json,
+# (freeze_vision_tower false) with it; Llama 4 Scout (the llama4v grid's toy) x the first three with LLaMA-Factory's
+# `all` as its names (LF_LLAMA4_ALL). 33 cases, traces in trace_cache_vlmlf.json,
 # written to accuracy_vlmlf.{json,md}.
 VLMLF_MODELS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("llava-toy:llava-1.5-7b-hf", VLM_TOY_SHAPES[0]),
@@ -2988,11 +2989,19 @@ VLMLF_RUNS: tuple[tuple[str, dict[str, Any], bool], ...] = (
 )
 
 
+# Llama 4 (the llama4v grid's Scout toy): all-linear takes the router (refused), so LLaMA-Factory's `all` (no
+# Llama4Router: its class name holds no "Linear", misc.py find_all_linear_modules) is the list of its names
+LF_LLAMA4_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 def vlmlf_grid() -> list[dict[str, Any]]:
+    runs = [(model, shape, label, kw, gc) for model, shape in VLMLF_MODELS for label, kw, gc in VLMLF_RUNS]
+    for label, kw, gc in VLMLF_RUNS[:3]:
+        runs.append(("llama4v:scout", LLAMA4V_SHAPES[0], label.replace("all-linear", "lf-all"),
+                     dict(kw, lora_targets=(*LF_LLAMA4_ALL, "lm-only")), gc))
     return [{"id": f"{model} | {label} | b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} | "
                    f"{'gc' if gc else 'no-gc'}", "model": model, "method": kw["method"],
-             "training": dict(kw, **shape, grad_checkpointing=gc)}
-            for model, shape in VLMLF_MODELS for label, kw, gc in VLMLF_RUNS]
+             "training": dict(kw, **shape, grad_checkpointing=gc)} for model, shape, label, kw, gc in runs]
 
 
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
@@ -3233,7 +3242,7 @@ def main() -> None:
                     "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); muon: issue "
                     "13's 15 LLaMA-Factory use_muon cases"
                     "lisa_n_layers); unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
-                    "muon: issue 13's 15 LLaMA-Factory use_muon cases; vlmlf: issues 13 / 15's 30 VLM cases with "
+                    "muon: issue 13's 15 LLaMA-Factory use_muon cases; vlmlf: issues 13 / 15's 33 VLM cases with "
                     "LoRA on the language model only (LLaMA-Factory's frozen tower and projector)"
                     )
     args = ap.parse_args()

@@ -110,3 +110,15 @@ def test_llama_factory_image_pixels(tmp_path: Path) -> None:
     assert "image_size" not in run.options and "image_max_pixels" in run.mapped
     run = _load(tmp_path, "llava-v1.6-mistral-7b-hf", "finetuning_type: lora\nimage_min_pixels: 4096\n")
     assert run.unmodelled == ["image_min_pixels"]
+
+
+def test_llama_factory_all_on_llama4_leaves_the_router_out(tmp_path: Path) -> None:
+    # find_all_linear_modules keeps classes whose name holds "Linear": Llama4Router (an nn.Linear subclass) is not
+    # among them, so `all` is the attention's and the MLPs' names (peft's all-linear would take the router: refused)
+    f = tmp_path / "lf.yaml"
+    f.write_text("model_name_or_path: llama-4-scout-vision\nstage: sft\nfinetuning_type: lora\nlora_target: all\n")
+    run = runfiles.load(str(f))[0]
+    assert run.options["lora_targets"] == "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm-only"
+    f.write_text("model_name_or_path: llama-4-scout-vision\nstage: sft\nfinetuning_type: lora\nlora_target: all\n"
+                 "freeze_vision_tower: false\n")
+    assert runfiles.load(str(f))[0].unmodelled == ["freeze_vision_tower"]

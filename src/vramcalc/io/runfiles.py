@@ -1725,6 +1725,10 @@ def _llama_pro_lora(d: dict[str, Any], run: Run, path: Path) -> None:
 LF_COMPOSITE_KINDS = ("clip", "llava_next", "qwen2_vl", "qwen2_5_vl", "siglip", "mllama", "llama4")
 LF_FIXED_SIZE_KINDS = ("clip", "siglip")  # CLIPImageProcessor / Gemma3ImageProcessor resize to the tower's own size
 LF_IMAGE_MAX_PIXELS = 768 * 768  # model_args.py image_max_pixels default
+# Llama 4's language-model Linears: find_all_linear_modules keeps classes whose name holds "Linear", so Llama4Router
+# (an nn.Linear subclass) is not among `all`'s names (transformers models/llama4/modeling_llama4.py: attention
+# q/k/v/o_proj, Llama4TextMLP gate/up/down_proj; the experts are Parameters)
+LF_LLAMA4_ALL = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
 def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> None:
@@ -1754,15 +1758,19 @@ def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> N
     elif flm_key in d:
         run.mapped.append(flm_key)
     if ftype in ("lora", "full") and registered:
+        lf_all = run.options.get("lora_targets") == "all-linear"
         if not tower_frozen:
             if ftype == "full":
                 run.options["train_vision"] = True
+            if ftype == "lora" and lf_all and vision.kind == "llama4":  # the patch embedding's `linear` joins them
+                _unmodelled(run, fvt_key, "LoRA `all` with the Llama 4 tower trained (its patch embedding's Linear)")
             if ftype == "lora" and projector_frozen and vision.kind != "siglip":
                 run.notes.append("freeze_vision_tower false: LLaMA-Factory keeps LoRA off the projector "
                                  "(find_all_linear_modules drops projector_keys); counted with the projector's "
                                  "adapters where the targets reach it (all-linear: an over-estimate by those).")
         elif ftype == "lora":
-            targets = str(run.options.get("lora_targets", BY_NAME["lora_targets"].default))
+            targets = LF_LLAMA4_ALL if lf_all and vision.kind == "llama4" else \
+                str(run.options.get("lora_targets", BY_NAME["lora_targets"].default))
             if not targets.replace(" ", "").lower().endswith(",lm-only"):
                 run.options["lora_targets"] = f"{targets},lm-only"
         if ftype == "full" and projector_frozen:
