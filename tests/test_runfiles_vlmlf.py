@@ -105,6 +105,8 @@ def test_llama_factory_image_pixels(tmp_path: Path) -> None:
     # Qwen2-VL: the budget's largest square (isqrt(262,144) = 512 px) as --image-size
     run = _load(tmp_path, "qwen2-vl-2b-instruct", "finetuning_type: lora\nimage_max_pixels: 262144\n")
     assert run.options["image_size"] == 512 and "image_max_pixels" in run.mapped
+    # without the key, model_args.py's default budget 768 x 768 applies: 768 px
+    assert _load(tmp_path, "qwen2.5-vl-3b-instruct", "finetuning_type: full\n").options["image_size"] == 768
     # CLIP resizes to 336 whatever the image: no change; LLaVA-NeXT's tiles follow the image: not modelled
     run = _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: lora\nimage_max_pixels: 262144\n")
     assert "image_size" not in run.options and "image_max_pixels" in run.mapped

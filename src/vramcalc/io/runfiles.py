@@ -1795,20 +1795,21 @@ def _image_pixels_llama_factory(d: dict[str, Any], run: Run, kind: str) -> None:
     """image_max_pixels / image_min_pixels (data/mm_plugin.py _preprocess_image: an image over the budget is scaled
     down to it, keeping its aspect; one under the floor scaled up). A fixed-size tower's processor then resizes every
     image to its own size (no memory change); Qwen-VL's image tokens follow the pixels: the budget's largest square
-    (isqrt of image_max_pixels) is the worst case, --image-size."""
+    (isqrt of image_max_pixels, 768 px by default) is the worst case, --image-size."""
     import math
 
-    if not any(k in d for k in ("image_max_pixels", "image_min_pixels")):
-        return
-    if kind in LF_FIXED_SIZE_KINDS:
-        run.notes.append("image_max_pixels / image_min_pixels: no memory change: the processor resizes every image "
-                         "to the tower's own size.")
-        _seen(d, run, "image_max_pixels", "image_min_pixels")
-    elif kind in ("qwen2_vl", "qwen2_5_vl"):
+    if kind in ("qwen2_vl", "qwen2_5_vl"):  # the budget applies by default too (768 x 768: 768 px)
         cap = _strict("image_max_pixels", "image_size", d.get("image_max_pixels", LF_IMAGE_MAX_PIXELS))
         run.options["image_size"] = math.isqrt(cap)
-        run.notes.append(f"image_max_pixels {cap}: images counted at the budget's largest square, "
-                         f"{math.isqrt(cap)} px (the worst case; smaller images have fewer image tokens).")
+        run.notes.append(f"image_max_pixels {cap}{'' if 'image_max_pixels' in d else ' (the default)'}: images "
+                         f"counted at the budget's largest square, {math.isqrt(cap)} px (the worst case; smaller "
+                         "images have fewer image tokens).")
+        _seen(d, run, "image_max_pixels", "image_min_pixels")
+    elif not any(k in d for k in ("image_max_pixels", "image_min_pixels")):
+        return
+    elif kind in LF_FIXED_SIZE_KINDS:
+        run.notes.append("image_max_pixels / image_min_pixels: no memory change: the processor resizes every image "
+                         "to the tower's own size.")
         _seen(d, run, "image_max_pixels", "image_min_pixels")
     else:
         for key in ("image_max_pixels", "image_min_pixels"):
