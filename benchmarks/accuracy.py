@@ -3086,8 +3086,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
-          "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default; "
-                   "issues 13 / 15)",
+          "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
+                   "its tower; issues 13 / 15)",
           }
 
 
