@@ -97,7 +97,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("lora_dropout", float, 0.0, "LoRA dropout (p > 0 keeps a copy of each adapted input)."),
     Opt("lora_targets", str, "auto",
         "Comma-separated module names, all-linear, or auto (q_proj,v_proj; DeepSeek MLA: q_b_proj,kv_b_proj; "
-        "IA3: peft's per-family default). Also the targets of LoHa, LoKr, VeRA and IA3.",
+        "IA3: peft's per-family default); add lm-only to keep a vision-language model's targets in its language "
+        "model. Also the targets of LoHa, LoKr, VeRA and IA3.",
         sep=";"),
     Opt("adapter_dtype", ADAPTER_DTYPES, "fp32", "LoRA adapter dtype."),
     Opt("dora", bool, False, "DoRA (peft use_dora): a magnitude vector per adapted Linear, and each forward "

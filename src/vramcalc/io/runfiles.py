@@ -278,7 +278,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
                                     "use_unsloth", "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
                                     "use_galore", "use_apollo", "use_adam_mini", "use_muon", "galore_layerwise",
                                     "apollo_layerwise", "use_dora", "use_rslora", "freeze_vision_tower",
-                                    "freeze_multi_modal_projector"), ()),
+                                    "freeze_multi_modal_projector", "freeze_language_model"), ()),
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
                                         "padding_free", "activation_offloading", "precompute_ref_log_probs",
                                         "use_peft", "use_dora", "use_rslora", "load_in_4bit", "load_in_8bit",
@@ -1749,6 +1749,107 @@ def _llama_pro_lora(d: dict[str, Any], run: Run, path: Path) -> None:
     _seen(d, run, "use_llama_pro", "freeze_trainable_layers")
 
 
+# LLaMA-Factory's vision-language keys (hiyouga/LLaMA-Factory @ ff6d4d12): finetuning_args.py freeze_vision_tower and
+# freeze_multi_modal_projector (default True), freeze_language_model (False); model_args.py image_max_pixels (768 x
+# 768) / image_min_pixels (32 x 32). model_utils/visual.py registers these vramcalc kinds' model types in
+# COMPOSITE_MODELS (llava, llava_next, qwen2_vl, qwen2_5_vl, gemma3, mllama, llama4); Idefics3 / SmolVLM is not
+# registered, so LLaMA-Factory neither freezes its tower nor keeps LoRA off it (get_forbidden_modules, find_all_linear_
+# modules and patch_target_modules leave an unregistered model whole).
+LF_COMPOSITE_KINDS = ("clip", "llava_next", "qwen2_vl", "qwen2_5_vl", "siglip", "mllama", "llama4")
+LF_FIXED_SIZE_KINDS = ("clip", "siglip")  # CLIPImageProcessor / Gemma3ImageProcessor resize to the tower's own size
+LF_IMAGE_MAX_PIXELS = 768 * 768  # model_args.py image_max_pixels default
+# Llama 4's language-model Linears: find_all_linear_modules keeps classes whose name holds "Linear", so Llama4Router
+# (an nn.Linear subclass) is not among `all`'s names (transformers models/llama4/modeling_llama4.py: attention
+# q/k/v/o_proj, Llama4TextMLP gate/up/down_proj; the experts are Parameters)
+LF_LLAMA4_ALL = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+
+def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> None:
+    """LLaMA-Factory's tower / projector / language-model freezing and image pixel budget on a vision-language model.
+
+    LoRA (model/adapter.py _setup_lora_tuning): lora_target all is model_utils/misc.py find_all_linear_modules, every
+    Linear's last name but lm_head's, the projector's (projector_keys, always) and, with freeze_vision_tower, the
+    tower's; patch_target_modules then keeps the full names of the modules holding a target, outside the frozen
+    parts' keys. So with the tower frozen the targets are the language model's only (--lora-targets ...,lm-only), and
+    freeze_multi_modal_projector changes nothing for LoRA (no projector Linear's name holds a language-model
+    target). Full tuning (_setup_full_tuning): every parameter outside the frozen parts' keys is trained."""
+    fvt_key, fmp_key, flm_key = "freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model"
+    keys = (fvt_key, fmp_key, flm_key, "image_max_pixels", "image_min_pixels")
+    try:
+        spec, _ = resolve_model(run.model or "", path.parent)
+    except VramcalcError:
+        spec = None
+    vision = spec.vision if spec is not None else None
+    tower_frozen, projector_frozen, lm_frozen = (bool(_flag(LF, d[k], k)) if d.get(k) is not None else default
+                                                 for k, default in ((fvt_key, True), (fmp_key, True), (flm_key, False)))
+    if vision is None:  # a text model: LLaMA-Factory finds no composite model's parts to freeze
+        _seen(d, run, *keys)
+        return
+    registered = vision.kind in LF_COMPOSITE_KINDS
+    if lm_frozen and registered:
+        _unmodelled(run, flm_key, UNMODELLED_KEYS[flm_key])
+    elif flm_key in d:
+        run.mapped.append(flm_key)
+    if ftype in ("lora", "full") and registered:
+        lf_all = run.options.get("lora_targets") == "all-linear"
+        if not tower_frozen:
+            if ftype == "full":
+                run.options["train_vision"] = True
+            if ftype == "lora" and lf_all and vision.kind == "llama4":  # the patch embedding's `linear` joins them
+                _unmodelled(run, fvt_key, "LoRA `all` with the Llama 4 tower trained (its patch embedding's Linear)")
+            if ftype == "lora" and projector_frozen and vision.kind != "siglip":
+                run.notes.append("freeze_vision_tower false: LLaMA-Factory keeps LoRA off the projector "
+                                 "(find_all_linear_modules drops projector_keys); counted with the projector's "
+                                 "adapters where the targets reach it (all-linear: an over-estimate by those).")
+        elif ftype == "lora":
+            targets = LF_LLAMA4_ALL if lf_all and vision.kind == "llama4" else \
+                str(run.options.get("lora_targets", BY_NAME["lora_targets"].default))
+            if not targets.replace(" ", "").lower().endswith(",lm-only"):
+                run.options["lora_targets"] = f"{targets},lm-only"
+        if ftype == "full" and projector_frozen:
+            run.notes.append("freeze_multi_modal_projector (LLaMA-Factory's default): the projector is frozen in full "
+                             "tuning; counted trained (its gradients and optimizer states: a small over-estimate).")
+        run.mapped += [k for k in (fvt_key, fmp_key) if k in d]
+    elif (not tower_frozen or not projector_frozen) and registered:
+        for key, frozen in ((fvt_key, tower_frozen), (fmp_key, projector_frozen)):
+            if not frozen:
+                _unmodelled(run, key, f"{key.removeprefix('freeze_').replace('_', ' ')} trained under "
+                                      f"finetuning_type {ftype}")
+    else:
+        if ftype == "full" and not registered:  # Idefics3 / SmolVLM: LLaMA-Factory freezes nothing of it
+            run.options["train_vision"] = True
+            run.notes.append(f"LLaMA-Factory does not register {vision.kind} models in COMPOSITE_MODELS "
+                             "(model_utils/visual.py): full tuning trains the vision tower too (--train-vision).")
+        _seen(d, run, fvt_key, fmp_key)
+    _image_pixels_llama_factory(d, run, vision.kind)
+
+
+def _image_pixels_llama_factory(d: dict[str, Any], run: Run, kind: str) -> None:
+    """image_max_pixels / image_min_pixels (data/mm_plugin.py _preprocess_image: an image over the budget is scaled
+    down to it, keeping its aspect; one under the floor scaled up). A fixed-size tower's processor then resizes every
+    image to its own size (no memory change); Qwen-VL's image tokens follow the pixels: the budget's largest square
+    (isqrt of image_max_pixels, 768 px by default) is the worst case, --image-size."""
+    import math
+
+    if kind in ("qwen2_vl", "qwen2_5_vl"):  # the budget applies by default too (768 x 768: 768 px)
+        cap = _strict("image_max_pixels", "image_size", d.get("image_max_pixels", LF_IMAGE_MAX_PIXELS))
+        run.options["image_size"] = math.isqrt(cap)
+        run.notes.append(f"image_max_pixels {cap}{'' if 'image_max_pixels' in d else ' (the default)'}: images "
+                         f"counted at the budget's largest square, {math.isqrt(cap)} px (the worst case; smaller "
+                         "images have fewer image tokens).")
+        _seen(d, run, "image_max_pixels", "image_min_pixels")
+    elif not any(k in d for k in ("image_max_pixels", "image_min_pixels")):
+        return
+    elif kind in LF_FIXED_SIZE_KINDS:
+        run.notes.append("image_max_pixels / image_min_pixels: no memory change: the processor resizes every image "
+                         "to the tower's own size.")
+        _seen(d, run, "image_max_pixels", "image_min_pixels")
+    else:
+        for key in ("image_max_pixels", "image_min_pixels"):
+            if key in d:
+                _unmodelled(run, key, "the images' size (this model's tiles follow each image's width and height)")
+
+
 def _names(value: Any) -> list[str]:
     """A LLaMA-Factory comma list (finetuning_args.py split_arg) or a YAML list, as names."""
     if value is None:
@@ -1801,16 +1902,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     if _flag(LF, d.get("enable_liger_kernel"), "enable_liger_kernel"):
         run.options["loss"] = "fused-linear"
         _liger_layers(LF, d, run, "enable_liger_kernel")
-    # finetuning_args.py: the vision tower and the projector are frozen by default (freeze_vision_tower,
-    # freeze_multi_modal_projector True); trained, they are not modelled from this file. image_max_pixels sizes
-    # a vision-language model's images (processor_args, default 768 * 768).
-    for key in ("freeze_vision_tower", "freeze_multi_modal_projector"):
-        if key in d and d[key] is not None and not _flag(LF, d[key], key):
-            _unmodelled(run, key, f"{key.removeprefix('freeze_').replace('_', ' ')} trained")
-        elif key in d:
-            run.mapped.append(key)
-    if "image_max_pixels" in d and d["image_max_pixels"] != 768 * 768:
-        _unmodelled(run, "image_max_pixels", "the images' size (a vision-language model's image tokens)")
+    _vlm_llama_factory(d, run, path, ftype)
     if _flag(LF, d.get("use_unsloth_gc"), "use_unsloth_gc") and run.options["grad_checkpointing"]:
         run.options["activation_offload"] = True
     _seen(d, run, "enable_liger_kernel", "use_unsloth_gc")
