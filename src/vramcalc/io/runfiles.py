@@ -1758,6 +1758,7 @@ def _llama_pro_lora(d: dict[str, Any], run: Run, path: Path) -> None:
 LF_COMPOSITE_KINDS = ("clip", "llava_next", "qwen2_vl", "qwen2_5_vl", "siglip", "mllama", "llama4")
 LF_FIXED_SIZE_KINDS = ("clip", "siglip")  # CLIPImageProcessor / Gemma3ImageProcessor resize to the tower's own size
 LF_IMAGE_MAX_PIXELS = 768 * 768  # model_args.py image_max_pixels default
+LF_LORA_RANK = 8  # finetuning_args.py LoraArguments.lora_rank default
 # Llama 4's language-model Linears: find_all_linear_modules keeps classes whose name holds "Linear", so Llama4Router
 # (an nn.Linear subclass) is not among `all`'s names (transformers models/llama4/modeling_llama4.py: attention
 # q/k/v/o_proj, Llama4TextMLP gate/up/down_proj; the experts are Parameters)
@@ -1884,6 +1885,12 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
     _take(d, run, "lora_target", "lora_targets", _targets)
+    if ftype == "lora":
+        # LoraArguments' own defaults (hiyouga/LLaMA-Factory @ ff6d4d12 src/llamafactory/hparams/finetuning_args.py):
+        # lora_rank 8, lora_target "all" (every Linear but lm_head: model_utils/misc.py find_all_linear_modules),
+        # not vramcalc's rank 16 on q_proj,v_proj
+        run.options.setdefault("lora_rank", LF_LORA_RANK)
+        run.options.setdefault("lora_targets", "all-linear")
     _lora_variants(LF, d, run, "use_dora", "additional_target")  # finetuning_args.py LoraArguments
     if ftype == "lora":
         _llama_pro_lora(d, run, path)
