@@ -2957,6 +2957,33 @@ def muon_grid() -> list[dict[str, Any]]:
             for model in MUON_MODELS for label, kw in MUON_RUNS]
 
 
+# The FP8 grid (`--grid fp8`, issue 13; 15 cases): accelerate's torchao backend (--fp8, memory/fp8.py; the tracer
+# swaps the Linears with torchao 0.18's own convert_to_float8_training, trace/_fp8.py, so torchao must be importable
+# to re-trace: pip install torchao==0.18.0) on three architectures cut to 2 layers: tinyllama-1.1b (llama, 32k vocab),
+# qwen2.5-0.5b (qwen2: q/k/v biases, a 151,936-token tied embedding) and llama-3.2-1b (a 128,256-token vocabulary),
+# full fine-tuning (LoRA is refused: a frozen Float8Linear saves its input), the tensorwise (axolotl) and rowwise
+# (LLaMA-Factory) filters, bf16 and amp-bf16 weights, checkpointing off and on, two shapes. Traces in
+# trace_cache_fp8.json; written to accuracy_fp8.{json,md}.
+FP8_MODELS = ("cut:tinyllama-1.1b:2", "cut:qwen2.5-0.5b:2", "cut:llama-3.2-1b:2")
+FP8_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("fp8 tensorwise bf16 b1 s512", {"fp8": "tensorwise", "precision": "bf16", "batch_size": 1, "seq_len": 512}),
+    ("fp8 rowwise bf16 gc b2 s1024", {**GC, "fp8": "rowwise", "precision": "bf16", "batch_size": 2, "seq_len": 1024}),
+    ("fp8 tensorwise amp-bf16 b2 s512", {"fp8": "tensorwise", "precision": "amp-bf16", "batch_size": 2,
+                                         "seq_len": 512}),
+    ("fp8 rowwise amp-bf16 gc b2 s1024", {**GC, "fp8": "rowwise", "precision": "amp-bf16", "batch_size": 2,
+                                          "seq_len": 1024}),
+    ("fp8 tensorwise amp-bf16 gc b1 s1024", {**GC, "fp8": "tensorwise", "precision": "amp-bf16", "batch_size": 1,
+                                             "seq_len": 1024}),
+)
+
+
+def fp8_grid() -> list[dict[str, Any]]:
+    """Issue 13's FP8 training: 5 runs x 3 architectures."""
+    return [{"id": f"{model} | {label}", "model": model, "method": label,
+             "training": {"method": "full", **kw}}
+            for model in FP8_MODELS for label, kw in FP8_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -2983,6 +3010,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "offload-nogc": offload_nogc_grid,
          "unfrozen": unfrozen_grid,
          "muon": muon_grid,
+         "fp8": fp8_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3038,6 +3066,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
+          "fp8": " (FP8 training: accelerate's torchao Float8Linear, tensorwise and rowwise; issue 13)",
           }
 
 
@@ -3216,6 +3245,7 @@ def main() -> None:
                          "offload-nogc",
                          "unfrozen",
                          "muon",
+                         "fp8",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -47,6 +47,7 @@ from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import upcast as _upcast
+from vramcalc.core.memory import fp8 as _fp8
 from vramcalc.core.memory import upcast_norms as _upcast_norms
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory import zamba2 as _zamba2
@@ -202,6 +203,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _upcast.check(model, training)  # --upcast-logits where the hook is not modelled (memory/upcast.py)
+    _fp8.check(model, training)  # --fp8 where accelerate's torchao Float8Linear is not modelled (memory/fp8.py)
     # --upcast-norms likewise (memory/upcast_norms.py)
     _upcast_norms.check(model, training, training.optimizer in LIBRARY_OPTIMIZERS)
     _axolotl_kernels.check(model, training)  # --kernels axolotl:GROUPS likewise (memory/axolotl_kernels.py)
@@ -584,6 +586,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         notes.append(_upcast.note(training, recipe))
     if training.upcast_norms:
         notes.append(_upcast_norms.note(training, recipe))
+    if _fp8.active(training):
+        notes.append(_fp8.note(training))
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
     body = _reward.body(model) if training.objective == "reward" else model
     w = weight_bytes(body, training, recipe)
@@ -1251,6 +1255,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             autocast_copies = min(autocast_copies, dtype_bytes(recipe.compute) * unit_cast)
             layer_copies = min(layer_copies, dtype_bytes(recipe.compute) * layer_cast, autocast_copies)
             autocast_head_copy = 0  # the gathered units' copies are not split by where the forward is
+        if _fp8.active(t):
+            # torchao Float8Linear never calls F.linear: no cached 16-bit copy of a swapped weight; the head's and
+            # (tensorwise) the first nn.Linear's remain, that one in layer 0, the last released (memory/fp8.py)
+            layer_copies = dtype_bytes(recipe.compute) * _fp8.kept_cast_params(m, t)
+            autocast_copies = autocast_head_copy + layer_copies
         if unfrozen or (t.method == "freeze" and not _lisa.active(t) and not _badam.active(t)):
             # A named layer set (core/unfrozen.py) or the bottom layers frozen: autocast caches the cast of a leaf that
             # requires grad only (torch autocast_mode.cpp cached_cast), so the trained layers' casts live through the
