@@ -18,16 +18,15 @@ from test_upcast import _write
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import estimate
 from vramcalc.core.params import block_linears
+from vramcalc.core.specs import TrainingSpec
 from vramcalc.io import presets, runfiles
 
 # tinyllama-1.1b cut to 2 decoder layers (presets/models; hidden 2048, 4 KV heads of 64, intermediate 5632)
 TINY = replace(presets.find_model("tinyllama-1.1b"), num_layers=2)
-FULL = dict(method="full", batch_size=2, seq_len=512)
+FULL: dict[str, object] = {"method": "full", "batch_size": 2, "seq_len": 512}
 
 
-def _spec(**kw: object) -> object:
-    from vramcalc.core.specs import TrainingSpec
-
+def _spec(**kw: object) -> TrainingSpec:
     return TrainingSpec(**{**FULL, **kw})  # type: ignore[arg-type]
 
 

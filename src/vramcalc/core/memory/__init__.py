@@ -29,6 +29,7 @@ from vramcalc.core.memory import context_parallel as _cp
 from vramcalc.core.memory import deberta as _deberta
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
+from vramcalc.core.memory import fp8 as _fp8
 from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import jamba as _jamba
@@ -47,7 +48,6 @@ from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
 from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import upcast as _upcast
-from vramcalc.core.memory import fp8 as _fp8
 from vramcalc.core.memory import upcast_norms as _upcast_norms
 from vramcalc.core.memory import vllm as _vllm
 from vramcalc.core.memory import zamba2 as _zamba2
