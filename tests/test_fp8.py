@@ -17,6 +17,7 @@ import pytest
 from test_upcast import _write
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import estimate
+from vramcalc.core.memory import fp8 as _fp8
 from vramcalc.core.params import block_linears
 from vramcalc.core.specs import TrainingSpec
 from vramcalc.io import presets, runfiles
@@ -31,13 +32,26 @@ def _spec(**kw: object) -> TrainingSpec:
 
 
 def test_sixteen_bit_weights_save_what_nn_linear_saves() -> None:
-    # bf16 full fine-tuning: Float8Linear saves input_hp and weight_hp_t, nn.Linear's mm the same two: every phase
-    # as without fp8 (traced: --grid fp8 bf16 cases, peak error 0.00 %)
+    # bf16 full fine-tuning: Float8Linear saves input_hp and weight_hp_t, nn.Linear's mm the same two, so the phases
+    # move only where a swapped Linear's casts top the layer's own temporaries; here the head's moments stay the peak
+    # (traced: --grid fp8 bf16 cases, peak error 0.00 %)
     off = estimate(TINY, _spec(precision="bf16"))
     for recipe in ("tensorwise", "rowwise"):
         on = estimate(TINY, _spec(precision="bf16", fp8=recipe))
-        assert on.phases == off.phases
+        assert on.phases == off.phases and on.tensor_peak_bytes == off.tensor_peak_bytes
         assert any("fp8 " + recipe in n for n in on.notes)
+        # forward: the MLP's down projection (5632 -> 2048) over 2 x 512 tokens: its input's float8 bits beside the
+        # weight's cast, 9 bytes per weight element (memory/fp8.py Fp8Casts.forward; measured on one Float8Linear
+        # under the tracer's MemoryTracker: 108,004,352 B for 2048 x 2048 -> 5632, = 2048 * 2048 + 9 * 2048 * 5632)
+        assert on.details["temporaries.layer_forward"] == 1024 * 5632 + 9 * 5632 * 2048
+    # one Float8Linear, 2048 x 2048 -> 5632 in bf16, measured under the tracer's MemoryTracker: forward 108,004,352 B
+    # beyond its input and weight (the input's bits beside the weight's cast, x + 9 w, and 1,024 B of scales); backward
+    # 135,267,840 B beyond the incoming gradient (y + w + 2 x + 9 y: grad_output's second cast beside the first bits,
+    # the weight's bits and grad_input; 1,536 B of scales)
+    x, w, y = 2048 * 2048, 2048 * 5632, 2048 * 5632
+    one = _fp8.Fp8Casts(((2048, 5632),), 2)
+    assert one.forward(2048) == x + 9 * w == 108_004_352 - 1024
+    assert one.backward(2048) - 2 * y == y + w + 2 * x + 9 * y == 135_267_840 - 1536
 
 
 def test_autocast_caches_no_copy_of_a_swapped_weight() -> None:
@@ -57,6 +71,7 @@ def test_autocast_caches_no_copy_of_a_swapped_weight() -> None:
     ({"fsdp": "full-shard", "gpus_per_node": 2}, "sharded weights"),
     ({"loss": "chunked"}, "--loss chunked"),
     ({"mode": "inference"}, "--mode inference"),
+    ({"activation_offload": True}, "--activation-offload"),
 ])
 def test_unmodelled_runs_are_refused_in_one_line(kw: dict[str, object], what: str) -> None:
     with pytest.raises(UnsupportedCombination, match=what) as e:

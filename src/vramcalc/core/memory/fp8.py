@@ -24,8 +24,12 @@ embed / lm_head / output / classifier skipped). Measured with the tracer (trace/
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.core.units import dtype_bytes
 
 SRC = "torchao float8/float8_linear.py matmul_with_hp_or_float8_args; accelerate utils/ao.py convert_model_to_fp8_ao"
 # Decoder families whose blocks are plain nn.Linear modules, traced (--grid fp8)
@@ -58,6 +62,8 @@ def check(m: ModelSpec, t: TrainingSpec) -> None:
         # accelerate AORecipeKwargs defaults enable_fsdp_float8_all_gather=True under FSDP2: fp8 weight shards
         # gathered (torchao fsdp_utils.py WeightWithDynamicFloat8CastTensor)
         why = "sharded weights (FSDP's float8 all-gather, on by default in accelerate's AORecipeKwargs)"
+    elif t.tp > 1 or t.context_parallel > 1 or t.activation_offload:
+        why = "--tp / --context-parallel / --activation-offload (traced on one GPU, activations kept)"
     elif t.loss != "hf" or t.kernels != "hf" or t.objective != "sft":
         why = f"--loss {t.loss} --kernels {t.kernels} --objective {t.objective} (a layer's fp8 casts, transient, " \
             "would set the peak: traced with transformers' loss only)"
@@ -83,3 +89,64 @@ def note(t: TrainingSpec) -> str:
     return (f"fp8 {t.fp8} (accelerate's torchao Float8Linear): weights, gradients and the saved set as without it "
             "(the high-precision input and weight are saved); under autocast no 16-bit copy of a swapped weight is "
             "cached. Its fp8 casts are transient per Linear.")
+
+
+@dataclass(frozen=True)
+class Fp8Casts:
+    """A swapped Linear's transient bytes while it runs, beyond the layer's saved set (0 without --fp8).
+
+    Casting n elements to float8 (float8_scaling_utils.py hp_tensor_to_float8_dynamic) holds, at its top,
+    `x.to(float32) * scale` (4n), to_fp8_saturated's clamp of it (4n) and the float8 bits (n): 9n bytes, the fp32
+    tensors freed when it returns (tensor_to_amax's abs(x), before, is smaller). With x = rows x in, w = in x out and
+    y = rows x out elements, c the compute dtype's bytes:
+    * forward (matmul_with_hp_or_float8_args.forward): the input's cast (9x), then the weight's beside the input's bits
+      (x + 9w), then the 16-bit output beside both (x + w + c y);
+    * backward, beside the incoming gradient (c y): grad_output's cast (9y); the weight's again for grad_input beside
+      its bits (y + 9w); grad_input (c x) with preprocess_addmm's column-major copy of the weight's bits (y + 2w);
+      grad_output cast again for grad_weight (y + w + c x + 9y: the first bits stay alive, locals of backward); the
+      input's cast (2y + w + c x + 9x); the weight gradient (c w) with both operands' contiguous copies
+      (3y + w + c x + 2x). The largest of each phase over the block's Linears is the moment (traced: --grid fp8).
+    Rowwise adds one fp32 scale per row or column (a few kB): not counted."""
+
+    shapes: tuple[tuple[int, int], ...] = ()  # (in, out) of each swapped block Linear
+    compute: int = 2
+
+    def forward(self, tokens: int) -> int:
+        c = self.compute
+        return max((max(9 * tokens * d_in, tokens * d_in + 9 * d_in * d_out,
+                        tokens * d_in + d_in * d_out + c * tokens * d_out) for d_in, d_out in self.shapes), default=0)
+
+    def backward(self, tokens: int) -> int:
+        c = self.compute
+        out = 0
+        for d_in, d_out in self.shapes:
+            x, w, y = tokens * d_in, d_in * d_out, tokens * d_out
+            out = max(out, c * y + max(9 * y, y + 9 * w, y + 2 * w + c * x, y + w + c * x + 9 * y,
+                                       2 * y + w + c * x + 9 * x, 3 * y + w + c * x + 2 * x + c * w))
+        return out
+
+
+def casts(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> Fp8Casts:
+    """The swapped Linears' shapes (every block Linear: tensorwise's unswapped first one counted as swapped, the
+    larger) and the compute dtype."""
+    if not active(t):
+        return Fp8Casts()
+    from vramcalc.core.params import block_linears
+
+    return Fp8Casts(tuple(sorted({(lin.in_features, lin.out_features) for lin in block_linears(m)})),
+                    dtype_bytes(recipe.compute))
+
+
+def unmade_gradient_params(m: ModelSpec, t: TrainingSpec) -> int:
+    """Parameters whose gradients do not exist yet at any swapped Linear's backward in the bottom layer (full
+    fine-tuning): its q / k / v projections (the layer's last backward; each one's own weight gradient is in
+    Fp8Casts.backward) and an untied embedding (its backward comes last; a tied one got the head's gradient first).
+    The MLP's and o_proj's gradients are counted as made: exact at q / k / v, an over-estimate at the MLP."""
+    if not active(t):
+        return 0
+    from vramcalc.core.params import block_linears
+
+    assert m.num_layers and m.hidden_size is not None
+    qkv = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m)
+              if lin.module in ("q_proj", "k_proj", "v_proj")) // m.num_layers
+    return qkv + (0 if m.tie_word_embeddings else m.vocab_size * m.hidden_size)
