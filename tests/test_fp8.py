@@ -108,3 +108,16 @@ def test_tracer_matches_the_estimate() -> None:
     assert any("Float8Linear" in n for n in traced.notes)
     est = estimate(TINY, t)
     assert abs(est.phases["forward"] - traced.phase_peaks["forward"]) <= 0.01 * traced.phase_peaks["forward"]
+
+
+def test_the_bottom_layers_casts_are_a_moment_of_their_own() -> None:
+    # backward.bottom_fp8: every gradient but the bottom layer's q / k / v (2048 x (2048 + 256 + 256)) and the untied
+    # embedding's (32,000 x 2048), in bf16 (memory/fp8.py unmade_gradient_params); timeline draws it as a point
+    from vramcalc.core.memory.timeline import timeline
+
+    t = _spec(precision="bf16", fp8="rowwise")
+    b = estimate(TINY, t)
+    bottom = next(mo for mo in b.named_moments() if mo.key == "backward.bottom")
+    fp8 = next(mo for mo in b.named_moments() if mo.key == "backward.bottom_fp8")
+    assert bottom.component("gradients") - fp8.component("gradients") == 2 * (2048 * 2560 + 32000 * 2048)
+    assert any(p.label == "bottom layer's float8 casts (--fp8)" for p in timeline(TINY, t).points)
