@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from vramcalc.core.errors import UnsupportedCombination
+
 LF_SKIP = ("embed", "lm_head", "output", "classifier")  # LLaMA-Factory fp8_utils.py module_filter_func
 
 
@@ -28,8 +30,11 @@ def _divisible(module: Any) -> bool:
 
 def install(hf: torch.nn.Module, recipe: str) -> int:
     """Swap the kept nn.Linear layers for torchao Float8Linear; return how many were swapped."""
-    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
-    from torchao.float8.float8_linear import Float8Linear
+    try:
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+        from torchao.float8.float8_linear import Float8Linear
+    except ImportError:
+        raise UnsupportedCombination("--fp8: pip install torchao==0.18.0 to trace it") from None
 
     if recipe == "tensorwise":
         linears = [name for name, mod in hf.named_modules() if isinstance(mod, torch.nn.Linear)]
