@@ -968,9 +968,9 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
 
 def _fp8_keys(tool: str, d: dict[str, Any], run: Run) -> None:
     """fp8 through accelerate's torchao backend (--fp8, memory/fp8.py): axolotl's is torchao's tensorwise recipe
-    under accelerate's default filter (axolotl-ai-cloud/axolotl src/axolotl/core/trainers/base.py
+    under accelerate's default filter (axolotl-ai-cloud/axolotl @ 70be5461 src/axolotl/core/trainers/base.py
     additional_accelerator_args: Float8LinearConfig()); LLaMA-Factory's the rowwise recipe under its own name filter
-    (hiyouga/LLaMA-Factory @ ff6d4d12 src/llamafactory/train/fp8_utils.py create_fp8_kwargs), for fp8_backend auto or
+    (hiyouga/LLaMA-Factory @ 7f564fdb src/llamafactory/train/fp8_utils.py create_fp8_kwargs), for fp8_backend auto or
     torchao; Transformer Engine and MS-AMP are other allocators, and FSDP's float8 all-gather is not modelled."""
     if _flag(tool, d.get("fp8"), "fp8"):
         run.options["fp8"] = "tensorwise" if tool == AX else "rowwise"

@@ -3,9 +3,10 @@
 accelerate 1.15 Accelerator._prepare_ao calls utils/ao.py convert_model_to_fp8_ao on the prepared model (after
 peft's wrap): torchao 0.18 float8/float8_linear_utils.py convert_to_float8_training swaps every nn.Linear the
 filter keeps for a Float8Linear sharing its weight. The filters follow the stacks that turn it on:
-* tensorwise (axolotl core/trainers/base.py additional_accelerator_args: Float8LinearConfig(), accelerate's default
-  filter_linear_layers): in and out features divisible by 16, the model's first and last nn.Linear skipped;
-* rowwise (hiyouga/LLaMA-Factory @ ff6d4d12 src/llamafactory/train/fp8_utils.py create_fp8_kwargs:
+* tensorwise (axolotl-ai-cloud/axolotl @ 70be5461 src/axolotl/core/trainers/base.py additional_accelerator_args:
+  Float8LinearConfig(), accelerate's default filter_linear_layers): in and out features divisible by 16, the model's
+  first and last nn.Linear skipped;
+* rowwise (hiyouga/LLaMA-Factory @ 7f564fdb src/llamafactory/train/fp8_utils.py create_fp8_kwargs:
   Float8LinearConfig.from_recipe_name("rowwise") and its module_filter_func): names holding embed / lm_head /
   output / classifier skipped, a 2-D weight whose dimensions are both divisible by 16.
 torch._scaled_mm's fake kernel (torch/_meta_registrations.py meta_scaled_mm) allocates the output only, as the

@@ -15,9 +15,9 @@ calls F.linear, so autocast caches no 16-bit copy of a swapped Linear's fp32 wei
 runs only for ops on the autocast lists; float8 matmuls run under __torch_dispatch__). The head (lm_head) is never
 swapped, and under tensorwise neither is the model's first nn.Linear: their copies remain.
 
-The filters: tensorwise is axolotl's fp8 (axolotl-ai-cloud/axolotl src/axolotl/core/trainers/base.py
+The filters: tensorwise is axolotl's fp8 (axolotl-ai-cloud/axolotl @ 70be5461 src/axolotl/core/trainers/base.py
 additional_accelerator_args: Float8LinearConfig(), accelerate utils/ao.py filter_linear_layers: dims divisible by 16,
-the first and last nn.Linear skipped); rowwise is LLaMA-Factory's (hiyouga/LLaMA-Factory @ ff6d4d12
+the first and last nn.Linear skipped); rowwise is LLaMA-Factory's (hiyouga/LLaMA-Factory @ 7f564fdb
 src/llamafactory/train/fp8_utils.py create_fp8_kwargs: Float8LinearConfig.from_recipe_name("rowwise"), names holding
 embed / lm_head / output / classifier skipped). Measured with the tracer (trace/_fp8.py): --grid fp8.
 """
