@@ -2957,6 +2957,33 @@ def muon_grid() -> list[dict[str, Any]]:
             for model in MUON_MODELS for label, kw in MUON_RUNS]
 
 
+# The FP8 grid (`--grid fp8`, issue 13; 15 cases): accelerate's torchao backend (--fp8, memory/fp8.py; the tracer
+# swaps the Linears with torchao 0.18's own convert_to_float8_training, trace/_fp8.py, so torchao must be importable
+# to re-trace: pip install torchao==0.18.0) on three architectures cut to 2 layers: tinyllama-1.1b (llama, 32k vocab),
+# qwen2.5-0.5b (qwen2: q/k/v biases, a 151,936-token tied embedding) and llama-3.2-1b (a 128,256-token vocabulary),
+# full fine-tuning (LoRA is refused: a frozen Float8Linear saves its input), the tensorwise (axolotl) and rowwise
+# (LLaMA-Factory) filters, bf16 and amp-bf16 weights, checkpointing off and on, two shapes. Traces in
+# trace_cache_fp8.json; written to accuracy_fp8.{json,md}.
+FP8_MODELS = ("cut:tinyllama-1.1b:2", "cut:qwen2.5-0.5b:2", "cut:llama-3.2-1b:2")
+FP8_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("fp8 tensorwise bf16 b1 s512", {"fp8": "tensorwise", "precision": "bf16", "batch_size": 1, "seq_len": 512}),
+    ("fp8 rowwise bf16 gc b2 s1024", {**GC, "fp8": "rowwise", "precision": "bf16", "batch_size": 2, "seq_len": 1024}),
+    ("fp8 tensorwise amp-bf16 b2 s512", {"fp8": "tensorwise", "precision": "amp-bf16", "batch_size": 2,
+                                         "seq_len": 512}),
+    ("fp8 rowwise amp-bf16 gc b2 s1024", {**GC, "fp8": "rowwise", "precision": "amp-bf16", "batch_size": 2,
+                                          "seq_len": 1024}),
+    ("fp8 tensorwise amp-bf16 gc b1 s1024", {**GC, "fp8": "tensorwise", "precision": "amp-bf16", "batch_size": 1,
+                                             "seq_len": 1024}),
+)
+
+
+def fp8_grid() -> list[dict[str, Any]]:
+    """Issue 13's FP8 training: 5 runs x 3 architectures."""
+    return [{"id": f"{model} | {label}", "model": model, "method": label,
+             "training": {"method": "full", **kw}}
+            for model in FP8_MODELS for label, kw in FP8_RUNS]
+
+
 # The ReLoRA grid (`--grid relora`, issue 13; 16 cases): axolotl's relora restarts (memory/relora.py; the tracer runs
 # axolotl's merge_and_save and reset_optimizer before the reported step: trace/_relora.py) on Llama (tinyllama-1.1b,
 # GQA) and Qwen2 (qwen2.5-0.5b, q/k/v biases, a 4,864-wide MLP), cut to 4 layers, LoRA ranks 16 and 128, x 4 runs: all
@@ -3050,6 +3077,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "offload-nogc": offload_nogc_grid,
          "unfrozen": unfrozen_grid,
          "muon": muon_grid,
+         "fp8": fp8_grid,
          "relora": relora_grid,
          "vlmlf": vlmlf_grid,
          }
@@ -3107,6 +3135,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
+          "fp8": " (FP8 training: accelerate's torchao Float8Linear, tensorwise and rowwise; issue 13)",
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
@@ -3265,7 +3294,8 @@ def main() -> None:
                     "unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
                     "muon: issue 13's 15 LLaMA-Factory use_muon cases; relora: issue 13's 16 axolotl ReLoRA cases "
                     "(the restart's merge beside the step); vlmlf: issues 13 / 15's 33 VLM cases with "
-                    "LoRA on the language model only (LLaMA-Factory's frozen tower and projector)"
+                    "LoRA on the language model only (LLaMA-Factory's frozen tower and projector); fp8: issue 13's "
+                    "15 FP8 training cases (torchao Float8Linear, tensorwise and rowwise)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3289,6 +3319,7 @@ def main() -> None:
                          "offload-nogc",
                          "unfrozen",
                          "muon",
+                         "fp8",
                          "relora",
                          "vlmlf",
                          ) \

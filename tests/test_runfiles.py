@@ -302,9 +302,9 @@ def test_llama_factory_quantization_keys(tmp_path: Path) -> None:
     # (upcast_lmhead_output is mapped: --upcast-logits; upcast_layernorm: --upcast-norms,
     # tests/test_upcast_layernorm.py)
     # (mixture_of_depths is refused and use_v1_kernels mapped with a no-change note: tests/test_runfiles_keysc.py)
-    keys = ("fp8",)
-    up = runfiles.load(_json(tmp_path, "up.yaml", head + "".join(f"{k}: true\n" for k in keys)))[0]
-    assert set(up.unmodelled) == set(keys) and not set(keys) & set(up.ignored)
+    # (fp8 is mapped: --fp8 rowwise, tests/test_fp8.py)
+    up = runfiles.load(_json(tmp_path, "up.yaml", head + "fp8: true\n"))[0]
+    assert up.options["fp8"] == "rowwise" and "fp8" in up.mapped and not up.unmodelled and not up.ignored
 
 
 def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:

@@ -103,8 +103,6 @@ def test_off_values_are_read_without_a_note(tmp_path: Path) -> None:
     (AX_HEAD + "tensor_parallel_size: 2\n", "tensor_parallel_size"),
     (AX_HEAD + "gpu_memory_limit: 20GiB\n", "gpu_memory_limit"),
     (AX_HEAD + "max_memory:\n  0: 20GiB\n  cpu: 100GiB\n", "max_memory"),
-    (AX_HEAD + "fp8: true\n", "fp8"),
-    (LF_HEAD.format(model="mistral-7b") + "fp8: true\n", "fp8"),
     ("model_name_or_path: llava-1.5-7b\nstage: sft\nfinetuning_type: full\nfreeze_language_model: true\n",
      "freeze_language_model"),
 ])
@@ -116,7 +114,7 @@ def test_unmodelled_keys_are_named_with_their_reason(tmp_path: Path, text: str, 
 
 def test_refused_and_mapped_keys_left_the_unmodelled_list() -> None:
     gone = {"shift_attn", "s2_attention", "train_mm_proj_only", "use_v1_kernels", "mixture_of_depths", "relora",
-            "relora_steps"}  # (relora: tests/test_relora.py)
+            "relora_steps", "fp8"}  # (relora: tests/test_relora.py; fp8: tests/test_fp8.py)
     assert not gone & set(runfiles.UNMODELLED_KEYS)
 
 

@@ -182,6 +182,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["upcast_logits"] = True
     if getattr(t, "upcast_norms", False):
         out["upcast_norms"] = True
+    if getattr(t, "fp8", "off") != "off":
+        out["fp8"] = t.fp8
     if t.packing != "none":
         out["packing"] = t.packing
     if t.kernels != "hf":

@@ -57,6 +57,10 @@ Offload = Literal["none", "optimizer", "params"]
 GradSync = Literal["deferred", "every-micro-batch"]
 WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
+# FP8 training through accelerate's torchao backend (memory/fp8.py): torchao Float8Linear with its tensorwise
+# recipe (axolotl: accelerate's filter skips the first and last Linear) or rowwise (LLaMA-Factory: names holding
+# embed / lm_head / output / classifier skipped); off: plain nn.Linear.
+Fp8Recipe = Literal["off", "tensorwise", "rowwise"]
 # generate()'s KV cache (memory/inference.py): transformers' DynamicCache (per-layer torch.cat), StaticCache
 # (preallocated to max_length - 1), or the tuple cache of older stacks (the whole cache concatenated anew).
 KvCache = Literal["dynamic", "static", "legacy"]
@@ -201,6 +205,7 @@ GRAD_SYNCS: tuple[GradSync, ...] = get_args(GradSync)
 TRACE_DEVICES: tuple[TraceDevice, ...] = get_args(TraceDevice)
 WEIGHT_DTYPES: tuple[WeightDtype, ...] = get_args(WeightDtype)
 KV_DTYPES: tuple[KvDtype, ...] = get_args(KvDtype)
+FP8_RECIPES: tuple[Fp8Recipe, ...] = get_args(Fp8Recipe)
 KV_CACHES: tuple[KvCache, ...] = get_args(KvCache)
 LOGITS_KEPT: tuple[LogitsKept, ...] = get_args(LogitsKept)
 UNITS: tuple[Unit, ...] = get_args(Unit)

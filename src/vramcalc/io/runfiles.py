@@ -297,6 +297,8 @@ BOOLEAN_KEYS["axolotl"]["embeddings_skip_upcast"] = ()  # EMBEDDINGS_SKIP_UPCAST
 BOOLEAN_KEYS["axolotl"].update(dict.fromkeys(("relora", "relora_cpu_offload"), ()))  # _relora_axolotl
 BOOLEAN_KEYS["llama-factory"]["resize_vocab"] = ()  # _vocab_llama_factory
 BOOLEAN_KEYS["axolotl"]["resize_token_embeddings_to_32x"] = ()  # _vocab_axolotl
+for _tool in ("llama-factory", "axolotl"):  # _fp8_keys (--fp8, memory/fp8.py)
+    BOOLEAN_KEYS[_tool].update(dict.fromkeys(("fp8", "fp8_enable_fsdp_float8_all_gather"), ()))
 # liger_kernel_config's two loss keys (_liger_kernel_config)
 BOOLEAN_KEYS["hf-training-args"].update(dict.fromkeys(("liger_kernel_config.cross_entropy",
                                                        "liger_kernel_config.fused_linear_cross_entropy"), ()))
@@ -518,11 +520,7 @@ UNMODELLED_KEYS: dict[str, str] = {
     # src/llamafactory/hparams/model_args.py @ 00577a8); none has a vramcalc option yet
     # (upcast_lmhead_output is mapped: --upcast-logits, memory/upcast.py)
     # (upcast_layernorm is mapped: --upcast-norms, memory/upcast_norms.py)
-    # LLaMA-Factory (@ ff6d4d12 src/llamafactory/train/fp8_utils.py create_fp8_kwargs) and axolotl (core/trainers/
-    # base.py) hand fp8 to accelerate: torchao Float8Linear (rowwise recipe) swaps every Linear but embeddings and
-    # lm_head, or Transformer Engine; torchao is not in vramcalc's tracer, so its saved fp8 casts are not measured
-    "fp8": "FP8 training through accelerate (torchao Float8Linear on every Linear but embed / lm_head: fp8 casts of "
-           "inputs and weights saved for backward, amax scales), not modelled",
+    # (fp8, fp8_backend, fp8_enable_fsdp_float8_all_gather: mapped, --fp8 (memory/fp8.py), _fp8_keys)
     # finetuning_args.py @ ff6d4d12: the language model frozen (model_utils/visual.py get_forbidden_modules), with
     # freeze_multi_modal_projector: false the projector-only recipe that replaced train_mm_proj_only
     "freeze_language_model": "the language model frozen (no gradients or optimizer states for it)",
@@ -997,7 +995,26 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
     _unfrozen_axolotl(d, run, _path)
     _lora_kernels_axolotl(d, run, _path)
+    _fp8_keys(AX, d, run)
     return _finish(d, run)
+
+
+def _fp8_keys(tool: str, d: dict[str, Any], run: Run) -> None:
+    """fp8 through accelerate's torchao backend (--fp8, memory/fp8.py): axolotl's is torchao's tensorwise recipe
+    under accelerate's default filter (axolotl-ai-cloud/axolotl @ 70be5461 src/axolotl/core/trainers/base.py
+    additional_accelerator_args: Float8LinearConfig()); LLaMA-Factory's the rowwise recipe under its own name filter
+    (hiyouga/LLaMA-Factory @ 7f564fdb src/llamafactory/train/fp8_utils.py create_fp8_kwargs), for fp8_backend auto or
+    torchao; Transformer Engine and MS-AMP are other allocators, and FSDP's float8 all-gather is not modelled."""
+    if _flag(tool, d.get("fp8"), "fp8"):
+        run.options["fp8"] = "tensorwise" if tool == AX else "rowwise"
+    backend = str(d.get("fp8_backend", "auto")).lower()
+    if tool == LF and backend not in ("auto", "torchao"):
+        _unmodelled(run, "fp8_backend", f"fp8_backend {backend:.20} (Transformer Engine / MS-AMP modules; --fp8 "
+                    "models torchao's Float8Linear)")
+    if _flag(tool, d.get("fp8_enable_fsdp_float8_all_gather"), "fp8_enable_fsdp_float8_all_gather"):
+        _unmodelled(run, "fp8_enable_fsdp_float8_all_gather", "FSDP2's float8 all-gather (torchao fsdp_utils.py "
+                    "WeightWithDynamicFloat8CastTensor: fp8 weight shards gathered), not modelled")
+    _seen(d, run, "fp8", *(("fp8_backend",) if tool == LF else ()), "fp8_enable_fsdp_float8_all_gather")
 
 
 def _context_parallel_axolotl(d: dict[str, Any], run: Run) -> None:
@@ -2026,6 +2043,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # model_args.py upcast_layernorm: model_utils/checkpointing.py prepare_model_for_training casts every 1-D norm
     # parameter to fp32 (memory/upcast_norms.py; over fp32 / amp weights its note says: no change)
     _take_flag(LF, d, run, "upcast_layernorm", "upcast_norms")
+    _fp8_keys(LF, d, run)
     return _finish(d, run)
 
 

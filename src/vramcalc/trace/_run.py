@@ -160,6 +160,12 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         install_axolotl(layers, _axolotl_core.groups(training))
         notes.append(f"kernels {training.kernels}: axolotl's LoRA_QKV / LoRA_O / LoRA_MLP emulated, the selected "
                      "groups (trace/_axolotl.py)")
+    if training.fp8 != "off":  # accelerate's torchao backend, on the prepared (peft-wrapped) model (trace/_fp8.py)
+        from vramcalc.trace._fp8 import install as install_fp8
+
+        n = install_fp8(hf, training.fp8)
+        notes.append(f"fp8 {training.fp8}: {n} nn.Linear layers swapped for torchao Float8Linear (accelerate "
+                     "convert_model_to_fp8_ao; trace/_fp8.py)")
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         target.gradient_checkpointing_enable()  # transformers' defaults (use_reentrant=False)
