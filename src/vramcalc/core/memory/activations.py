@@ -233,9 +233,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     assert m.hidden_size is not None and m.num_attention_heads is not None and m.intermediate_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # residual stream dtype
-    # --upcast-norms (memory/upcast_norms.py): the Trainer's autocast over 16-bit weights with fp32 norms; the
-    # residual stream stays 16-bit, the autocast branches below apply, and the norms' saved input is theirs
-    up_norms = _norms.active(t, recipe)
+    # --upcast-norms and --precision autocast-* (memory/upcast_norms.py): the Trainer's autocast over 16-bit weights
+    # (with fp32 norms under the flag); the residual stream stays 16-bit, the autocast branches below apply, and the
+    # norms' saved input is theirs
+    up_norms = _norms.autocast16(t, recipe)
     amp = recipe.autocast or up_norms
     norm_cast = recipe.autocast or _norms.casts_per_linear(m, t, recipe)  # an fp32 normed input, cast per Linear
     norm_elem = _norms.norm_input_bytes(m, t, recipe, residual)
