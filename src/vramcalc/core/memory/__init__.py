@@ -585,6 +585,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         notes.append(_upcast.note(training, recipe))
     if training.upcast_norms:
         notes.append(_upcast_norms.note(training, recipe))
+    if recipe.autocast16:  # --precision autocast-* (memory/precision.py, memory/upcast_norms.py)
+        notes.append(_upcast_norms.recipe_note(model, training, recipe))
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
     body = _reward.body(model) if training.objective == "reward" else model
     w = weight_bytes(body, training, recipe)

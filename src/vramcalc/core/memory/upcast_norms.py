@@ -47,6 +47,12 @@ if TYPE_CHECKING:
 SRC = ("LLaMA-Factory model_utils/checkpointing.py prepare_model_for_training (upcast_layernorm: 1-D params named "
        "like extras/constants.py LAYERNORM_NAMES cast to fp32); accelerate prepare_model autocast")
 
+SRC_FREEZE = ("LLaMA-Factory model/adapter.py _setup_freeze_tuning cast_trainable_params_to_fp32 (trained parameters "
+              "fp32 unless pure_bf16); accelerate prepare_model autocast")
+SRC_AUTOCAST = ("transformers trainer.py autocast_smart_context_manager (autocast left to accelerate); accelerate "
+                "accelerator.py prepare_model: forward wrapped in autocast_context when native_amp; peft "
+                "tuners/lora/layer.py Linear.forward _cast_input_dtype; torch autocast_mode.cpp")
+
 # hiyouga/LLaMA-Factory src/llamafactory/extras/constants.py LAYERNORM_NAMES: substrings of a parameter's name
 LAYERNORM_NAMES = ("norm", "ln")
 
@@ -68,6 +74,11 @@ def autocast16(t: TrainingSpec, recipe: Recipe) -> bool:
     """The step under torch.autocast over 16-bit stored weights: --precision autocast-* (the Trainer's bf16 / fp16
     flag over a 16-bit load with fp32 adapters or trained layers, memory/precision.py), or the flag's run above."""
     return recipe.autocast16 or active(t, recipe)
+
+
+def fp32_trained(t: TrainingSpec, recipe: Recipe) -> bool:
+    """--precision autocast-* freeze: the trained parameters are stored fp32 (memory/weights.py weight_bytes)."""
+    return recipe.autocast16 and t.method == "freeze"
 
 
 def casts_per_linear(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> bool:
@@ -126,8 +137,9 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
 AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
 
 
-def check_recipe(m: ModelSpec, t: TrainingSpec) -> None:
-    """--precision autocast-*: the runs it is modelled (and traced) for; the rest refused in one line."""
+def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
+    """--precision autocast-*: the runs it is modelled (and traced) for; the rest refused in one line. `m` None: the
+    run's options alone (a run file that names no model)."""
     from vramcalc.core.memory.precision import recipe_of, resolve_precision
 
     if not recipe_of(t).autocast16:
@@ -141,14 +153,15 @@ def check_recipe(m: ModelSpec, t: TrainingSpec) -> None:
                                      f"pass --precision amp-{p.removeprefix('autocast-')} (the same run)")
     elif t.method not in ("lora", "qlora", "freeze"):
         why = f"--method {t.method} (modelled for lora, qlora and freeze)"
-    elif m.family not in AUTOCAST_FAMILIES or m.vision is not None or m.num_experts or m.qk_norm \
-            or not m.has_architecture:
+    elif m is not None and (m.family not in AUTOCAST_FAMILIES or m.vision is not None or m.num_experts or m.qk_norm
+                            or not m.has_architecture):
         why = f"{m.name} (traced on Llama, Mistral, Qwen2 and GPT-2 text models)"
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.context_parallel > 1:
         why = "DeepSpeed / FSDP / tensor, pipeline or context parallelism"
     elif t.method == "qlora" and t.kbit_prep:
-        why = ("--kbit-prep (prepare_model_for_kbit_training's fp32 embeddings, norms and head): pass --no-kbit-prep, "
-               "as LLaMA-Factory and TRL load QLoRA,")
+        raise UnsupportedCombination(f"--precision {p} is not modelled with --kbit-prep (prepare_model_for_kbit_"
+                                     "training's fp32 embeddings, norms and head): pass --no-kbit-prep, as "
+                                     "LLaMA-Factory and TRL load QLoRA")
     elif t.objective != "sft" or t.loss != "hf":
         why = f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss)"
     elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits or t.upcast_norms \
@@ -158,6 +171,17 @@ def check_recipe(m: ModelSpec, t: TrainingSpec) -> None:
         raise UnsupportedCombination(f"--precision {p} is not modelled with {why}: use --precision "
                                      f"{p.removeprefix('autocast-')} (16-bit, no autocast) or amp-"
                                      f"{p.removeprefix('autocast-')}")
+
+
+def recipe_note(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> str:
+    """What --precision autocast-* counts, with its source."""
+    what = ("the trained parameters fp32 (weights, gradients, states; their casts cached for the forward), the frozen "
+            f"ones {recipe.weight}" if t.method == "freeze" else
+            f"{t.adapter_dtype} adapters running as autocast matmuls ({recipe.compute} saved inputs and outputs)")
+    return (f"autocast-{recipe.compute}: {recipe.weight} stored weights, the step under the Trainer's autocast "
+            f"(accelerate prepare_model), {what}"
+            + ("; LayerNorm outputs fp32, each Linear casting its own copy" if m.norm == "layernorm" else "")
+            + f" ({SRC_AUTOCAST}).")
 
 
 def note(t: TrainingSpec, recipe: Recipe) -> str:
