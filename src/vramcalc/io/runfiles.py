@@ -1924,8 +1924,9 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # model_args.py upcast_layernorm: model_utils/checkpointing.py prepare_model_for_training casts every 1-D norm
     # parameter to fp32 (memory/upcast_norms.py; over fp32 / amp weights its note says: no change)
     _take_flag(LF, d, run, "upcast_layernorm", "upcast_norms")
+    # (upcast_layernorm: --upcast-norms models the same autocast with its fp32 norms, memory/upcast_norms.py)
     if autocast and not (run.options.get("zero") or run.options.get("fsdp", "none") != "none"
-                         or run.options.get("badam")):
+                         or run.options.get("badam") or run.options.get("upcast_norms")):
         _autocast16(run, path, autocast, "LLaMA-Factory", {"kbit_prep": False} if method == "qlora" else {})
     return _finish(d, run)
 
