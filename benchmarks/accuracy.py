@@ -2809,15 +2809,16 @@ def upcastln_grid() -> list[dict[str, Any]]:
                     for model in UPCASTLN_MODELS for label, kw in UPCASTLN_METHODS[1:] for gc in (False, True)]
 
 
-# The autocast grid (`--grid autocast`, issue 13; 56 cases): --precision autocast-bf16, the Trainer's bf16 flag over a
+# The autocast grid (`--grid autocast`, issue 13; 60 cases): --precision autocast-bf16, the Trainer's bf16 flag over a
 # 16-bit load with fp32 trainable parameters (memory/precision.py; the tracer loads bf16 weights and runs the forward
 # under CUDA autocast, as accelerate's prepare_model does): LoRA all-linear (peft's fp32 adapters,
 # autocast_adapter_dtype), QLoRA NF4 all-linear (kbit_prep off, as LLaMA-Factory and TRL load it) and freeze (2 of 4
 # layers frozen: the trained ones fp32, LLaMA-Factory's cast_trainable_params_to_fp32) on tinyllama-1.1b (Llama RMSNorm,
 # 32k vocabulary), gpt2 (LayerNorm on autocast's fp32 list, Conv1D, tied 50k head) and llama-3.2-1b (128k tied
 # vocabulary), cut to 4 layers; b1 s512 and b2 s1024, each without and with checkpointing; and LoRA with dropout 0.05
-# on the first two, b1 s512. Those peak at the loss; sixteen more put the peak in the layers: the four on tinyllama and
-# gpt2 cut to a 2,048-token vocabulary, b2 s1024, without and with checkpointing. Written to
+# on the first two, b1 s512. Those peak at the loss; twenty more put the peak in the layers: the four on tinyllama and
+# gpt2 cut to a 2,048-token vocabulary, b2 s1024, without and with checkpointing, and LoRA under eager attention on
+# those two, b1 s1024. Written to
 # accuracy_autocast.{json,md}, its traces to trace_cache_autocast.json.
 AUTOCAST_MODELS = ("cut:tinyllama-1.1b:4", "cut:gpt2:4", "cut:llama-3.2-1b:4")
 AUTOCAST_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -2836,6 +2837,9 @@ def autocast_grid() -> list[dict[str, Any]]:
     # the peak in the layers: the first two with a 2,048-token vocabulary (dequant_grid's "dequant:" models)
     runs += [(f"dequant:{model.split(':')[1]}", label, kw, 2, 1024) for model in AUTOCAST_MODELS[:2]
              for label, kw in (*AUTOCAST_METHODS, dropout)]
+    # eager attention: softmax on autocast's fp32 list (fp32 probabilities saved per key), the peak in the layers
+    runs += [(f"dequant:{model.split(':')[1]}", "lora eager", {**AUTOCAST_METHODS[0][1], "attention": "eager"}, 1, 1024)
+             for model in AUTOCAST_MODELS[:2]]
     return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
              "method": label, "training": dict(kw, precision="autocast-bf16", batch_size=b, seq_len=s,
                                                grad_checkpointing=gc)}
@@ -3218,7 +3222,7 @@ def main() -> None:
                     "upcast: issue 13's 16 --upcast-logits cases (lm_head's fp32 hook: full, LoRA, QLoRA, amp); "
                     "upcastln: issue 13's 32 --upcast-norms cases (fp32 norms under autocast: Llama, Gemma, "
                     "StarCoder2; full, LoRA, QLoRA, freeze); "
-                    "autocast: issue 13's 56 --precision autocast-bf16 cases (16-bit weights, fp32 adapters / trained "
+                    "autocast: issue 13's 60 --precision autocast-bf16 cases (16-bit weights, fp32 adapters / trained "
                     "layers under autocast: Llama, GPT-2, a 128k vocabulary; LoRA, QLoRA, freeze); "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
