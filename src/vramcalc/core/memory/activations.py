@@ -271,6 +271,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 if adapted else {})
     lora_fwd: dict[str, int] = {}  # each adapted module's forward temporaries per token
 
+    def fp32_input(group: str) -> bool:
+        """Under the Trainer's autocast, whether the group's input is fp32 already (peft's cast to the fp32 adapter is
+        then the same tensor): an fp32 norm's output, or gelu_new's, whose pow is on autocast's fp32 list
+        (_act_saved_bytes)."""
+        return norm_cast and group in ("qkv_proj", "mlp input") or group == "down_proj" and m.hidden_act in (
+            "gelu_new", "gelu_fast")
+
     def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False,
                      input_live: bool = True) -> bool:
         """Append the group's saved inputs; True when the group's output needs a gradient through its own
@@ -332,7 +339,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 # hidden 256, MLP 1,024, LoRA on all seven projections, p 0.05, checkpointing, b2 s512: the peak at
                 # down_proj's adapter in the rerun holds its fp32 cast and its dropout output, -6.04 % without).
                 lora_fwd[mod] += a * width
-                if up_norms and not (norm_cast and group in ("qkv_proj", "mlp input")):
+                if up_norms and not fp32_input(group):
                     # under the Trainer's autocast (below) dropout's own fp32 output is alive too at lora_A's cast,
                     # beside the 16-bit input (measured with the tracer, --grid autocast: tinyllama cut to 4 layers
                     # and a 2,048-token vocabulary, LoRA all-linear p 0.05 b2 s1024, the forward's peak at down_proj's
@@ -340,7 +347,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                     lora_fwd[mod] += (a + c) * width
                     if group == "down_proj":
                         lora_fwd[mod] += (4 if norm_cast else c) * h + 2 * c * h
-            elif up_norms and a != c and not (norm_cast and group in ("qkv_proj", "mlp input")):
+            elif up_norms and a != c and not fp32_input(group):
                 # --upcast-norms' autocast: Linear.forward's `x = self._cast_input_dtype(x, ...)` makes an adapter-dtype
                 # copy of a 16-bit input (o_proj's, down_proj's; every input after Gemma's 16-bit norm) that lora_A
                 # no longer saves (it saves its own 16-bit cast), alive until the module returns; an fp32 normed input
