@@ -165,8 +165,9 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
     elif t.objective != "sft" or t.loss != "hf":
         why = f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss)"
     elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits or t.upcast_norms \
-            or t.train_layers is not None or t.train_modules is not None:
-        why = "--kernels, --dora, --activation-offload, --upcast-logits, --upcast-norms or --train-layers/-modules"
+            or t.train_layers is not None or t.train_modules is not None or getattr(t, "relora", False):
+        why = ("--kernels, --dora, --activation-offload, --upcast-logits, --upcast-norms, --train-layers/-modules or "
+               "--relora")
     if why:
         raise UnsupportedCombination(f"--precision {p} is not modelled with {why}: use --precision "
                                      f"{p.removeprefix('autocast-')} (16-bit, no autocast) or amp-"
