@@ -91,7 +91,9 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
     r = recipe_of(t)
     auto = "auto: " if t.precision == "auto" else ""
     parts = [
-        f"precision {auto}{resolve_precision(t)} (weights {r.weight}, grads {r.grad}, compute {r.compute}"
+        f"precision {auto}{resolve_precision(t)} (weights {r.weight}, "
+        + ("trainable fp32, compute under autocast " if r.autocast16 else f"grads {r.grad}, compute ")
+        + r.compute
         + (", fp32 master weights" if r.master_weights else "") + ")",
         f"optimizer {t.optimizer} ({t.optimizer_impl})",
         f"batch {t.batch_size} × seq {t.seq_len}" + (f" → target {t.target_len}" if t.target_len else "")

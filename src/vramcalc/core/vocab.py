@@ -16,7 +16,8 @@ Method = Literal["full", "lora", "qlora", "freeze", "ia3", "ln-tuning", "loha", 
                  "fourierft", "trainable-tokens", "prompt-tuning", "p-tuning", "prefix-tuning", "boft", "miss", "c3a",
                  "shira", "adaption-prompt"]
 PrecisionName = Literal[
-    "auto", "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16", "fp32"
+    "auto", "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16",
+    "autocast-bf16", "autocast-fp16", "fp32"
 ]
 OptimizerName = Literal[
     "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion",

@@ -852,6 +852,28 @@ def _finish(data: dict[str, Any], run: Run) -> Run:
     return run
 
 
+def _autocast16(run: Run, path: Path, half: str, who: str, also: dict[str, Any]) -> None:
+    """The Trainer's bf16 / fp16 flag over a 16-bit load whose trainable parameters are fp32 (peft's adapters, or
+    LLaMA-Factory's trained layers): the step runs under autocast (accelerate accelerator.py prepare_model), i.e.
+    --precision autocast-{half} (memory/precision.py), where vramcalc models that run (memory/upcast_norms.py
+    check_recipe, on the file's options with the defaults); elsewhere the reader's mapping stays, with a note.
+    `also`: options that go with the recipe (QLoRA's --no-kbit-prep where the tool runs no kbit preparation)."""
+    from vramcalc.core.memory.upcast_norms import check_recipe
+    from vramcalc.core.options import OPTIONS, training_spec
+
+    before = run.options.get("precision")
+    values = {o.name: o.default for o in OPTIONS} | run.options | also | {"precision": f"autocast-{half}"}
+    try:
+        # (an hf-training-args file names no model: its family is checked at the estimate)
+        check_recipe(resolve_model(run.model, path.parent)[0] if run.model else None, training_spec(values))
+    except VramcalcError as e:
+        run.notes.append(f"{who} runs this step under the Trainer's autocast over 16-bit weights; --precision "
+                         f"autocast-{half} is not modelled here ({str(e).split(': use --precision')[0]}): counted "
+                         f"as {before}.")
+        return
+    run.options.update(also, precision=f"autocast-{half}")
+
+
 def _targets(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
@@ -996,6 +1018,12 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     _unfrozen_axolotl(d, run, _path)
     _lora_kernels_axolotl(d, run, _path)
     _fp8_keys(AX, d, run)
+    if run.options.get("precision") in ("bf16", "fp16") and run.options["method"] in ("lora", "qlora"):
+        # axolotl-ai-cloud/axolotl @ b78dab1e src/axolotl/loaders/adapter.py load_lora: get_peft_model with peft's
+        # default autocast_adapter_dtype=True unless peft_autocast_adapter_dtype is set: fp32 adapters over the
+        # 16-bit load (loaders/model.py @ ae7395e9 casts the norms and embeddings in _configure_embedding_dtypes,
+        # before _load_adapters), and the Trainer's bf16 / fp16 flag runs the step under autocast
+        _autocast16(run, _path, run.options["precision"], "axolotl", {})
     return _finish(d, run)
 
 
@@ -1987,14 +2015,16 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             run.options["adapter_dtype"] = "bf16"
     else:
         run.options["precision"] = f"pure-{half}" if pure else f"amp-{half}"
-        if method == "freeze" and not pure:
-            # model/adapter.py init_adapter -> _setup_freeze_tuning(..., cast_trainable_params_to_fp32): only the
-            # trained parameters are cast to fp32, the frozen ones stay in the load dtype (hiyouga/LLaMA-Factory
-            # @ 018dae85); vramcalc's precisions have no "fp32 trained, 16-bit frozen under autocast" recipe
-            run.notes.append(f"finetuning_type freeze with {half}: LLaMA-Factory upcasts only the trained parameters "
-                             f"to fp32 and keeps the frozen ones {half}; counted as amp-{half} (every weight fp32): "
-                             f"weights over by 2 B per frozen parameter; --precision {half} counts the trained ones "
-                             f"16-bit (an under-estimate): the run lies between the two.")
+    autocast = None  # the step under the Trainer's autocast, decided once every key is read (below)
+    if half is not None and not pure and method in ("lora", "qlora", "freeze"):
+        # hiyouga/LLaMA-Factory @ 99e0c3e4 model/adapter.py init_adapter: cast_trainable_params_to_fp32 unless
+        # pure_bf16 / BAdam (or ZeRO-3 / FSDP without quantization: their fp32 masters), so the adapters (get_peft_model
+        # then `param.data.to(torch.float32)`) or freeze's trained parameters (_setup_freeze_tuning) are fp32 and the
+        # rest stays in the load dtype; the Trainer's bf16 / fp16 flag then runs the step under autocast (accelerate
+        # prepare_model): --precision autocast-{half}. QLoRA: LLaMA-Factory runs no prepare_model_for_kbit_training
+        # (model_utils/checkpointing.py @ 908cd68e prepare_model_for_training casts only with upcast_layernorm):
+        # --no-kbit-prep, its norms, embeddings and head in the load dtype.
+        autocast = half
     if run.options.get("badam") and method == "full" and half is not None:
         # model/adapter.py: no fp32 upcast under use_badam; BAdam keeps fp32 copies of the active block (an fp32 model
         # stays fp32, which --badam refuses: BAdam warns and copies the block again)
@@ -2044,6 +2074,10 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # parameter to fp32 (memory/upcast_norms.py; over fp32 / amp weights its note says: no change)
     _take_flag(LF, d, run, "upcast_layernorm", "upcast_norms")
     _fp8_keys(LF, d, run)
+    # (upcast_layernorm: --upcast-norms models the same autocast with its fp32 norms, memory/upcast_norms.py)
+    if autocast and not (run.options.get("zero") or run.options.get("fsdp", "none") != "none"
+                         or run.options.get("badam") or run.options.get("upcast_norms")):
+        _autocast16(run, path, autocast, "LLaMA-Factory", {"kbit_prep": False} if method == "qlora" else {})
     return _finish(d, run)
 
 
@@ -2346,6 +2380,11 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     elif loaded16:
         # a 16-bit model trained as loaded: torch AdamW keeps states like the parameters (zeros_like)
         run.options["precision"] = f"pure-{loaded16}"
+        if half and run.options["method"] in ("lora", "qlora"):
+            # use_peft: peft's get_peft_model (autocast_adapter_dtype=True) makes fp32 adapters over the 16-bit load
+            # (TRL QLoRA casts them back to bf16: _trl_peft), and bf16 / fp16 true runs the step under autocast
+            # (accelerate accelerator.py prepare_model): --precision autocast-{half}
+            _autocast16(run, path, half, "TrainingArguments' bf16 / fp16", {})
     else:  # float32 weights, with autocast when bf16/fp16 is set
         run.options["precision"] = f"amp-{half}" if half else "fp32"
     load_text = ("dtype='auto': the checkpoint's dtype, assumed 16-bit (an fp32 checkpoint: pass "

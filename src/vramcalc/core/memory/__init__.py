@@ -207,6 +207,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _fp8.check(model, training)  # --fp8 where accelerate's torchao Float8Linear is not modelled (memory/fp8.py)
     # --upcast-norms likewise (memory/upcast_norms.py)
     _upcast_norms.check(model, training, training.optimizer in LIBRARY_OPTIMIZERS)
+    _upcast_norms.check_recipe(model, training)  # --precision autocast-* (memory/precision.py)
     _axolotl_kernels.check(model, training)  # --kernels axolotl:GROUPS likewise (memory/axolotl_kernels.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
@@ -596,6 +597,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         notes.append(_upcast_norms.note(training, recipe))
     if _fp8.active(training):
         notes.append(_fp8.note(training))
+    if recipe.autocast16:  # --precision autocast-* (memory/precision.py, memory/upcast_norms.py)
+        notes.append(_upcast_norms.recipe_note(model, training, recipe))
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
     body = _reward.body(model) if training.objective == "reward" else model
     w = weight_bytes(body, training, recipe)
@@ -1279,6 +1282,14 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             live_casts = trained_layers if t.grad_checkpointing else saving_layers
             autocast_head_copy = autocast_head_copy if head_trainable or t.grad_checkpointing or saving_layers else 0
             autocast_copies = layer_copies * live_casts + autocast_head_copy
+    elif recipe.autocast16 and t.method == "freeze":
+        # --precision autocast-* freeze (memory/precision.py): only the trained parameters are fp32 leaves, so only
+        # their casts are cached (torch autocast_mode.cpp cached_cast), through the forward; the frozen 16-bit
+        # weights are not cast at all
+        layer_copies = dtype_bytes(recipe.compute) * sum(lin.in_features * lin.out_features * lin.count
+                                                         for lin in block_linears(m)) // n_layers
+        autocast_head_copy = dtype_bytes(recipe.compute) * m.vocab_size * m.hidden_size if head_trainable else 0
+        autocast_copies = layer_copies * trained_layers + autocast_head_copy
     # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
     # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
     # scores softmax writes (the saved set's per-key terms) are transient too.
@@ -1291,8 +1302,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # Gradient of the head (and final norm) appears at the start of backward; the rest layer by layer.
     reward = t.objective == "reward"  # a score head instead of lm_head (memory/reward.py)
     no_vocab = reward or not _encoder.vocab_head(m)  # an encoder's sequence classifier: no vocab-wide head either
-    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not no_vocab \
-        else 0
+    # (--precision autocast-* freeze: the trained parameters are fp32, so are their gradients: weights.py)
+    grad_b = 4 if recipe.autocast16 and t.method == "freeze" else dtype_bytes(recipe.grad)
+    g_head = m.vocab_size * m.hidden_size * grad_b if head_trainable and full_like and not no_vocab else 0
     if head_trainable and not full_like and not reward:  # modules_to_save lm_head: the copy's gradient, its dtype
         # (the copy keeps the module's dtype: fp32 only after QLoRA's prepare_model_for_kbit_training, as
         # weights.py _with_copies stores it; plain LoRA's copy and its gradient are in the weights' dtype)
@@ -1308,7 +1320,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # gradient; measured with the tracer, --grid badam: qwen2.5-0.5b b1 s64 was +29 % with it)
     if full_like and trainable and (t.method == "full" or head_trainable or "embed_tokens" in outer_trained):
         tied = m.tie_word_embeddings and not no_vocab
-        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
+        end_t = m.vocab_size * m.hidden_size * grad_b * (2 if tied else 1)
     notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t)) \
         + list(_zamba2.notes(m, t)) + list(_nemotron_h.notes(m, t))
     if m.family == "gpt_oss":
