@@ -29,6 +29,7 @@ from vramcalc.core.memory import context_parallel as _cp
 from vramcalc.core.memory import deberta as _deberta
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
+from vramcalc.core.memory import hf_tp as _hf_tp
 from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import jamba as _jamba
@@ -552,6 +553,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     _jamba.check_run(model, training)  # Jamba's (memory/jamba.py)
     _zamba2.check_run(model, training)  # Zamba2's (memory/zamba2.py)
     _nemotron_h.check_run(model, training)  # Nemotron-H's (memory/nemotron_h.py)
+    if _hf_tp.active(training):  # transformers' tp_plan: what is not modelled, refused (memory/hf_tp.py)
+        _hf_tp.check(model, training)
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     encoder_notes = _encoder.notes(model, training)
     if (_preference.is_preference(training) or _preference.is_reference_free(training)
@@ -697,6 +700,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     act: _ActivationPlan | _seq2seq.Seq2SeqPlan | None
     if _seq2seq.is_seq2seq(model):  # encoder-decoders: two stacks, source and target (memory/seq2seq.py)
         act = _seq2seq.build_plan(model, training, recipe)
+    elif _hf_tp.active(training):  # transformers' tp_plan: one rank's heads and MLP slice (memory/hf_tp.py)
+        act = _activation_plan(_hf_tp.rank_view(model, training.tp), training, recipe, w.trainable)
     else:
         act = _activation_plan(model, training, recipe, w.trainable) if model.has_architecture else None
     if act is not None:
