@@ -2957,6 +2957,28 @@ def muon_grid() -> list[dict[str, Any]]:
             for model in MUON_MODELS for label, kw in MUON_RUNS]
 
 
+# The tensor-parallel grid (`--grid tp`, issue 13; 28 cases): transformers' tp_plan (--tp N --tp-layout hf,
+# memory/hf_tp.py; axolotl tensor_parallel_size), one rank emulated by the tracer on the plan's shapes with its
+# collectives' buffers (trace/_tp.py), on Llama (tinyllama-1.1b: 32/4 heads, 32k vocabulary), Qwen2 (qwen2.5-7b: q/k/v
+# biases, 28/4 heads, an untied 152k vocabulary) and a 128k-vocabulary Llama 3 (llama-3.1-8b), each cut to 2 layers,
+# x full (pure-bf16) / LoRA all-linear (bf16) x tp 2 / 4 x checkpointing off / on, at b1 s1024 (GPUs = tp); and
+# tinyllama cut to 8 layers at b2 s4096 without checkpointing (full / LoRA x tp 2 / 4), where the layers' activations
+# make the forward phase. Written to accuracy_tp.{json,md}, its traces to trace_cache_tp.json.
+TP_MODELS = ("cut:tinyllama-1.1b:2", "cut:qwen2.5-7b:2", "cut:llama-3.1-8b:2")
+
+
+def tp_grid() -> list[dict[str, Any]]:
+    def case(model: str, label: str, kw: dict[str, Any], tp: int, gc: bool, b: int, s: int) -> dict[str, Any]:
+        return {"id": f"{model} | {label} | tp{tp} | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+                "method": label, "training": dict(kw, batch_size=b, seq_len=s, gpus_per_node=tp, tp=tp,
+                                                  tp_layout="hf", grad_checkpointing=gc)}
+
+    return ([case(model, label, kw, tp, gc, 1, 1024)
+             for model in TP_MODELS for label, kw in CP_METHODS for tp in (2, 4) for gc in (False, True)]
+            + [case("cut:tinyllama-1.1b:8", label, kw, tp, False, 2, 4096) for label, kw in CP_METHODS
+               for tp in (2, 4)])
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -2983,6 +3005,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "offload-nogc": offload_nogc_grid,
          "unfrozen": unfrozen_grid,
          "muon": muon_grid,
+         "tp": tp_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3038,6 +3061,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
+          "tp": " (transformers' tensor parallelism, tp_plan: one rank emulated on its shapes; issue 13)",
           }
 
 
@@ -3216,6 +3240,7 @@ def main() -> None:
                          "offload-nogc",
                          "unfrozen",
                          "muon",
+                         "tp",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -553,11 +553,7 @@ UNMODELLED_KEYS.update({
     # (tokens, added_tokens_overrides, resize_token_embeddings_to_32x: mapped, _vocab_axolotl; LLaMA-Factory's
     # resize_vocab, add_tokens, add_special_tokens, new_special_tokens_config: _vocab_llama_factory)
     # (context_parallel_size, sequence_parallel_degree: mapped, _context_parallel_axolotl)
-    # loaders/model.py @ 067b021c _build_model: from_pretrained(tp_plan="auto", tp_size=N) shards the model's
-    # base_model_tp_plan as DTensors; --tp counts Megatron's layout, not checked against transformers' plan (the
-    # tracer runs one GPU); tensor_parallel_size 1 (validation.py check_tensor_parallel_size's default) is mapped
-    "tensor_parallel_size": "transformers' tensor parallelism (tp_plan auto: DTensor shards of base_model_tp_plan), "
-                            "not modelled; --tp counts Megatron's layout",
+    # (tensor_parallel_size: mapped, _axolotl_retired: --tp N --tp-layout hf, memory/hf_tp.py)
     # loaders/model.py @ 067b021c _set_device_map_config: max_memory {each GPU: limit, cpu: 256GiB} and accelerate's
     # infer_auto_device_map place whole modules past the limit on the CPU (less the largest layer's reserve); hooks
     # copy them in per forward
@@ -634,8 +630,8 @@ def _llama_factory_retired(d: dict[str, Any], run: Run, path: Path) -> None:
 
 
 def _axolotl_retired(d: dict[str, Any], run: Run) -> None:
-    """axolotl's s2_attention (refused: axolotl refuses it), tensor_parallel_size 0 / 1 (no sharding: mapped) and
-    the combinations axolotl's validators refuse (utils/schemas/validation.py @ 067b021c)."""
+    """axolotl's s2_attention (refused: axolotl refuses it), tensor_parallel_size (0 / 1: no sharding; N: --tp N
+    --tp-layout hf) and the combinations axolotl's validators refuse (utils/schemas/validation.py @ 067b021c)."""
     if _flag(AX, d.get("s2_attention"), "s2_attention"):
         raise _KeyProblem("s2_attention", S2_ATTENTION_REFUSAL)
     _seen(d, run, "s2_attention")
@@ -646,6 +642,13 @@ def _axolotl_retired(d: dict[str, Any], run: Run) -> None:
         # check_tensor_parallel_optimizer
         raise _KeyProblem("tensor_parallel_size", "axolotl refuses tensor parallelism with bitsandbytes' 8-bit "
                           "AdamW (paged_adamw_8bit, adamw_8bit, adamw_bnb_8bit); use 1 or another optimizer")
+    else:
+        # loaders/model.py @ 067b021c _build_model: from_pretrained(tp_plan="auto", tp_size=N) shards the model's
+        # base_model_tp_plan as DTensors: --tp N --tp-layout hf (memory/hf_tp.py), on N GPUs unless the run says more
+        run.options["tp"] = _strict("tensor_parallel_size", "tp", tp)
+        run.options["tp_layout"] = "hf"
+        run.options.setdefault("gpus_per_node", run.options["tp"])
+        run.mapped.append("tensor_parallel_size")
     if _is_set(d.get("relora")):  # check_relora (ReLoRA itself stays in UNMODELLED_KEYS)
         if not _is_set(d.get("jagged_restart_steps")):
             raise _KeyProblem("relora", "axolotl needs jagged_restart_steps with it (how often ReLoRA restarts); "
