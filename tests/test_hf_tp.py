@@ -27,13 +27,13 @@ def _hf(tp: int, **kw: object) -> TrainingSpec:
     return TrainingSpec(gpus_per_node=tp, tp=tp, tp_layout="hf", seq_len=1024, **kw)  # type: ignore[arg-type]
 
 
-def test_full_rank_holds_its_linear_shards_the_whole_embedding_and_a_vocabulary_slice() -> None:
+def test_full_rank_holds_its_linear_shards_and_vocabulary_slices() -> None:
     # one layer's Linears: 4096 x (q 4096 + k 1024 + v 1024 + o 4096) + 3 x 4096 x 14336 = 218,103,808; 32 layers
-    # split by tp 2 (colwise / rowwise); embed_tokens 32,000 x 4096 whole (not in the plan); lm_head colwise: 32,000 / 2
-    # rows; norms whole: 2 per layer + the final one, 4096 each
-    per_rank = 32 * 218_103_808 // 2 + 32_000 * 4096 + 16_000 * 4096 + (2 * 32 + 1) * 4096
+    # split by tp 2 (colwise / rowwise); embed_tokens (embedding_rowwise, added by mixin.py init_parallel_plans) and
+    # lm_head (colwise_gather_output): 32,000 / 2 rows each; norms whole: 2 per layer + the final one, 4096 each
+    per_rank = 32 * 218_103_808 // 2 + 2 * 16_000 * 4096 + (2 * 32 + 1) * 4096
     e = estimate(_mistral(), _hf(2, method="full", precision="pure-bf16"))
-    assert e.weights == 2 * per_rank == 7_373_070_336
+    assert e.weights == 2 * per_rank == 7_241_998_336
     assert e.gradients == e.weights  # bf16 gradients of the same DTensor shards
     # AdamW's two moments in the parameters' dtype (pure-bf16: torch.optim zeros_like)
     assert e.optimizer_state == 2 * e.weights
@@ -61,12 +61,14 @@ def test_activations_are_one_rank_model_on_one_gpu() -> None:
     assert (view.num_attention_heads, view.num_kv_heads, view.head_dim, view.intermediate_size) == (8, 2, 128, 3584)
 
 
-def test_the_megatron_layout_is_unchanged_and_differs() -> None:
+def test_the_megatron_layout_holds_the_same_weights_and_other_activations() -> None:
     m = _mistral()
     meg = estimate(m, TrainingSpec(gpus_per_node=2, tp=2, seq_len=1024, method="full", precision="pure-bf16"))
     hf = estimate(m, _hf(2, method="full", precision="pure-bf16"))
-    # Megatron splits the embedding too: 32,000 x 4096 / 2 fewer parameters per rank, at 2 bytes
-    assert hf.weights - meg.weights == 2 * 16_000 * 4096
+    # both split every Linear, the embedding and the head and keep the norms whole (Mistral has no biases)
+    assert hf.weights == meg.weights
+    # Korthikanti's ratio (memory/distributed.py activation_tokens) against one rank's widths
+    assert hf.activations != meg.activations
 
 
 @pytest.mark.parametrize("model, kw, words", [
@@ -105,3 +107,47 @@ def test_axolotl_tensor_parallel_size_maps_to_the_hf_layout(tmp_path: Path) -> N
     run = runfiles.load(str(f))[0]
     assert (run.options["tp"], run.options["tp_layout"], run.options["gpus_per_node"]) == (2, "hf", 2)
     assert "tensor_parallel_size" in run.mapped and "tensor_parallel_size" not in run.unmodelled
+
+
+def test_the_rank_holds_what_transformers_and_peft_shard_under_a_fake_process_group() -> None:
+    # transformers' own apply_tensor_parallelism (the model's tp_plan, embed_tokens added by mixin.py
+    # init_parallel_plans) and peft's DTensor LoRA on a meta-device model, rank 0 of torch's fake process group (no
+    # communication): the local shards' element counts against the estimate's (tests/data/hf/tinyllama-1.1b.json, 2
+    # layers)
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import json
+
+    import torch.distributed as dist
+    from peft import LoraConfig, get_peft_model
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.distributed.tensor_parallel import apply_tensor_parallelism
+
+    from vramcalc.io.hf_config import spec_from_hf_config
+
+    path = Path(__file__).parent / "data" / "hf" / "tinyllama-1.1b.json"
+    d = json.loads(path.read_text())
+    spec = replace(spec_from_hf_config(d, "tinyllama", str(path)), num_layers=2)
+    cfg = AutoConfig.for_model(**{k: v for k, v in d.items() if k != "architectures"})
+    cfg.num_hidden_layers = 2
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=2)
+    try:
+        mesh = init_device_mesh("cpu", (2,))
+        with torch.device("meta"):
+            hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        apply_tensor_parallelism(hf, mesh, hf._expand_parallel_plan(hf.tp_plan))
+
+        def local(p: torch.Tensor) -> torch.Tensor:
+            return p.to_local() if hasattr(p, "to_local") else p
+
+        full = sum(local(p).numel() for p in hf.parameters())
+        hf._device_mesh = mesh  # what from_pretrained(tp_plan=...) sets, read by peft get_tp_plan_and_mesh
+        hf.config.distributed_config = type("Distributed", (), {"tp_size": 2})()
+        lora = get_peft_model(hf, LoraConfig(r=16, target_modules="all-linear"))
+        adapters = sum(local(p).numel() for n, p in lora.named_parameters() if "lora_" in n)
+    finally:
+        dist.destroy_process_group()
+    assert estimate(spec, _hf(2, method="full", precision="pure-bf16")).weights == 2 * full
+    assert estimate(spec, _hf(2, method="lora", lora_targets=("all-linear",))).gradients == 4 * adapters

@@ -927,6 +927,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
     n_layers = m.num_layers
     c = dtype_bytes(recipe.compute)
+    # the head's and the embedding's rows on this GPU: a vocabulary slice under transformers' tp_plan (lm_head
+    # colwise_gather_output, embed_tokens embedding_rowwise: memory/hf_tp.py), whose logits are still full-width
+    head_rows = _hf_tp.vocab_rows(m, t)
     full_like = t.method in ("full", "freeze")
     unfrozen = _unfrozen.active(t)  # --train-layers / --train-modules (core/unfrozen.py)
     trained = _unfrozen.trained_layers(m, t) if unfrozen else ()
@@ -1240,8 +1243,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         if _encoder.vocab_head(m):  # a classifier's encoder multiplies by no vocab-wide matrix
-            linear_params += m.vocab_size * m.hidden_size
-            autocast_head_copy = dtype_bytes(recipe.compute) * m.vocab_size * m.hidden_size
+            linear_params += head_rows * m.hidden_size
+            autocast_head_copy = dtype_bytes(recipe.compute) * head_rows * m.hidden_size
         autocast_copies = dtype_bytes(recipe.compute) * linear_params
         # one layer's own Linears' copies (the head's is made after the last layer and is not recomputed)
         layer_copies = (autocast_copies - autocast_head_copy) // n_layers
@@ -1277,7 +1280,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # Gradient of the head (and final norm) appears at the start of backward; the rest layer by layer.
     reward = t.objective == "reward"  # a score head instead of lm_head (memory/reward.py)
     no_vocab = reward or not _encoder.vocab_head(m)  # an encoder's sequence classifier: no vocab-wide head either
-    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not no_vocab \
+    g_head = head_rows * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not no_vocab \
         else 0
     if head_trainable and not full_like and not reward:  # modules_to_save lm_head: the copy's gradient, its dtype
         # (the copy keeps the module's dtype: fp32 only after QLoRA's prepare_model_for_kbit_training, as
@@ -1294,7 +1297,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # gradient; measured with the tracer, --grid badam: qwen2.5-0.5b b1 s64 was +29 % with it)
     if full_like and trainable and (t.method == "full" or head_trainable or "embed_tokens" in outer_trained):
         tied = m.tie_word_embeddings and not no_vocab
-        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
+        end_t = head_rows * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
     notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t)) \
         + list(_zamba2.notes(m, t)) + list(_nemotron_h.notes(m, t))
     if m.family == "gpt_oss":
@@ -1409,7 +1412,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         rl=_rl.plan(m, t, recipe, autocast_copies),
         reward=_reward_scoring.scoring_plan(t, recipe),
         logits_bytes=_preference.logits_bytes(recipe), chosen_nll=_preference.computes_nll(t),
-        head_copy=c * m.vocab_size * m.hidden_size if recipe.autocast else 0,
+        head_copy=c * head_rows * m.hidden_size if recipe.autocast else 0,
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), per_layer_ss=sum(x.per_seq_sq for x in layer.terms),
         once_ss=once_ss, once_rel_c=once_rel_c,

@@ -7,9 +7,11 @@ Read in transformers 5.24 (transformers/distributed/tensor_parallel.py, distribu
 - Llama, Mistral, Qwen2, Qwen3 plans: q/k/v/gate/up_proj "colwise" (ColwiseParallel: weight and bias Shard(0), the
   output this rank's slice of the features), o/down_proj "rowwise" (RowwiseParallel: weight Shard(-1), bias
   Replicate; the partial output all-reduced to full size, Partial -> Replicate), Qwen3's q_norm / k_norm
-  "replicated_with_grad_allreduce". Nothing names embed_tokens or the norms: they stay whole on every rank.
+  "replicated_with_grad_allreduce". Nothing names the norms: they stay whole on every rank.
 - lm_head "colwise_gather_output": weight Shard(0) (a slice of the vocabulary), output redistributed to Replicate:
   every rank holds the full-vocabulary logits, and the loss runs on them as on one GPU.
+- embed_tokens "embedding_rowwise": mixin.py init_parallel_plans adds it to every plan of a model with an
+  nn.Embedding (EmbeddingParallel(shard_dim=0): a vocabulary slice, the partial lookups all-reduced).
 - Activations: no sequence parallelism in these plans, so the hidden states, norms and residual stream are whole;
   attention runs on num_heads / N query and num_kv_heads / N key/value heads (get_kv_heads_per_rank), the MLP on
   intermediate_size / N. One rank's step is the model with those widths (`rank_view`), the head's weight a slice.
@@ -69,22 +71,30 @@ def check(m: ModelSpec, t: TrainingSpec) -> None:
 
 def rank_view(m: ModelSpec, tp: int) -> ModelSpec:
     """The model one rank runs: its heads and MLP width divided by tp, the head dimension kept (Llama's attention
-    reshapes to (..., -1, head_dim)), the hidden size, embedding and vocabulary whole (the logits are gathered)."""
+    reshapes to (..., -1, head_dim)), the hidden size and vocabulary whole (the logits are gathered; `rank_tensor`
+    slices the embedding's and the head's weights)."""
     heads = m.num_attention_heads or 1
     hd = m.head_dim or (m.hidden_size or 0) // heads
     return replace(m, num_attention_heads=heads // tp, num_kv_heads=(m.num_kv_heads or heads) // tp, head_dim=hd,
                    intermediate_size=(m.intermediate_size or 0) // tp)
 
 
+def vocab_rows(m: ModelSpec, t: TrainingSpec) -> int:
+    """Rows of lm_head and embed_tokens on rank 0: a slice of the vocabulary under the plan (Shard(0): the last rank's
+    is shorter when tp does not divide it, rank 0's the ceiling), the whole vocabulary otherwise."""
+    v = m.vocab_size or 0
+    return ceil_div(v, t.tp) if active(t) else v
+
+
 def rank_tensor(x: StoredTensor, tp: int) -> StoredTensor:
-    """A tensor of `rank_view`'s model as the rank stores it: lm_head a slice of the vocabulary (Shard(0); the last
-    rank's is shorter when tp does not divide it, rank 0's the ceiling), every other tensor as it is."""
-    if x.kind != "head" or len(x.shape) != 2:
+    """A tensor of `rank_view`'s model as the rank stores it: lm_head and embed_tokens a slice of the vocabulary
+    (`vocab_rows`), every other tensor as it is."""
+    if x.kind not in ("head", "embedding") or len(x.shape) != 2:
         return x
     return replace(x, shape=(ceil_div(x.shape[0], tp), *x.shape[1:]))
 
 
 def note(t: TrainingSpec) -> str:
     return (f"tensor parallel (transformers tp_plan, {t.tp} ranks): q/k/v/gate/up colwise, o/down rowwise, lm_head "
-            "a vocabulary slice with its logits gathered whole on every rank; embeddings and norms whole; activations "
+            "and embed_tokens vocabulary slices, the logits gathered whole on every rank; norms whole; activations "
             "of one rank's heads and MLP slice, hidden states whole (no sequence parallelism).")
