@@ -90,7 +90,7 @@ def test_an_mlp_width_the_plan_cannot_split_is_refused() -> None:
 
 @pytest.mark.parametrize("args", [
     ["--method", "qlora"], ["--gpus", "4"], ["--fsdp", "full-shard"], ["--mode", "inference"],
-    ["--sequence-parallel"],
+    ["--sequence-parallel"], ["--method", "lora", "--add-tokens", "8"],  # a resized vocabulary-parallel embedding
 ])
 def test_cli_refuses_what_is_not_modelled_in_one_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["estimate", "mistral-7b", "--tp", "2", "--tp-layout", "hf", *args]

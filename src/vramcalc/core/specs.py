@@ -1121,11 +1121,13 @@ class TrainingSpec:
                             "(or hybrid-shard), or drop --fsdp-units")
         if self.tp > 1 and self.tp_layout == "hf" and (
                 self.mode != "train" or self.objective != "sft" or self.method not in ("full", "lora") or self.dora
-                or self.modules_to_save or self.pp > 1 or self.sequence_parallel or self.zero or self.fsdp != "none"
+                or self.modules_to_save or self.lora_trainable_tokens or self.add_tokens or self.vocab_multiple > 1
+                or self.pp > 1 or self.sequence_parallel or self.zero or self.fsdp != "none"
                 or self.offload != "none" or gpus != self.tp):
             # memory/hf_tp.py: transformers' tp_plan on its own GPUs, full or LoRA (peft's colwise / rowwise adapters)
             raise SpecError("tp_layout", "hf is modelled for an SFT step, --method full or lora, on --gpus = --tp (no "
-                            "--pp, --sequence-parallel, --zero, --fsdp, --offload); use --tp-layout megatron")
+                            "--pp, --sequence-parallel, --zero, --fsdp, --offload, new or trainable tokens); use "
+                            "--tp-layout megatron")
         if self.sequence_parallel and self.tp == 1:
             raise SpecError("", "sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
         if self.context_parallel < 1:
