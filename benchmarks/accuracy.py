@@ -3019,6 +3019,26 @@ def fp8_grid() -> list[dict[str, Any]]:
     return [{"id": f"{model} | {label}", "model": model, "method": label,
              "training": {"method": "full", **kw}}
             for model in FP8_MODELS for label, kw in FP8_RUNS]
+# The tensor-parallel grid (`--grid tp`, issue 13; 28 cases): transformers' tp_plan (--tp N --tp-layout hf,
+# memory/hf_tp.py; axolotl tensor_parallel_size), one rank emulated by the tracer on the plan's shapes with its
+# collectives' buffers (trace/_tp.py), on Llama (tinyllama-1.1b: 32/4 heads, 32k vocabulary), Qwen2 (qwen2.5-7b: q/k/v
+# biases, 28/4 heads, an untied 152k vocabulary) and a 128k-vocabulary Llama 3 (llama-3.1-8b), each cut to 2 layers,
+# x full (pure-bf16) / LoRA all-linear (bf16) x tp 2 / 4 x checkpointing off / on, at b1 s1024 (GPUs = tp); and
+# tinyllama cut to 8 layers at b2 s4096 without checkpointing (full / LoRA x tp 2 / 4), where the layers' activations
+# make the forward phase. Written to accuracy_tp.{json,md}, its traces to trace_cache_tp.json.
+TP_MODELS = ("cut:tinyllama-1.1b:2", "cut:qwen2.5-7b:2", "cut:llama-3.1-8b:2")
+
+
+def tp_grid() -> list[dict[str, Any]]:
+    def case(model: str, label: str, kw: dict[str, Any], tp: int, gc: bool, b: int, s: int) -> dict[str, Any]:
+        return {"id": f"{model} | {label} | tp{tp} | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+                "method": label, "training": dict(kw, batch_size=b, seq_len=s, gpus_per_node=tp, tp=tp,
+                                                  tp_layout="hf", grad_checkpointing=gc)}
+
+    return ([case(model, label, kw, tp, gc, 1, 1024)
+             for model in TP_MODELS for label, kw in CP_METHODS for tp in (2, 4) for gc in (False, True)]
+            + [case("cut:tinyllama-1.1b:8", label, kw, tp, False, 2, 4096) for label, kw in CP_METHODS
+               for tp in (2, 4)])
 
 
 # The ReLoRA grid (`--grid relora`, issue 13; 16 cases): axolotl's relora restarts (memory/relora.py; the tracer runs
@@ -3116,6 +3136,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "unfrozen": unfrozen_grid,
          "muon": muon_grid,
          "fp8": fp8_grid,
+         "tp": tp_grid,
          "relora": relora_grid,
          "vlmlf": vlmlf_grid,
          }
@@ -3175,6 +3196,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
           "fp8": " (FP8 training: accelerate's torchao Float8Linear, tensorwise and rowwise; issue 13)",
+          "tp": " (transformers' tensor parallelism, tp_plan: one rank emulated on its shapes; issue 13)",
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
@@ -3336,7 +3358,8 @@ def main() -> None:
                     "muon: issue 13's 15 LLaMA-Factory use_muon cases; relora: issue 13's 16 axolotl ReLoRA cases "
                     "(the restart's merge beside the step); vlmlf: issues 13 / 15's 33 VLM cases with "
                     "LoRA on the language model only (LLaMA-Factory's frozen tower and projector); fp8: issue 13's "
-                    "15 FP8 training cases (torchao Float8Linear, tensorwise and rowwise)"
+                    "15 FP8 training cases (torchao Float8Linear, tensorwise and rowwise); tp: issue 13's 28 cases of "
+                    "transformers' tensor parallelism (one rank of tp_plan)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3361,6 +3384,7 @@ def main() -> None:
                          "unfrozen",
                          "muon",
                          "fp8",
+                         "tp",
                          "relora",
                          "vlmlf",
                          ) \

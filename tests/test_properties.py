@@ -191,6 +191,8 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     else:
         kw.update(tp=1, pp=1, gpus_per_node=1, nodes=1, sequence_parallel=False, zero=0, fsdp="none",
                   offload="none")
+    # --tp-layout hf is modelled for a few families on --gpus = --tp only (memory/hf_tp.py): tests/test_hf_tp.py
+    kw["tp_layout"] = "megatron"
     # repairs, each as the spec's own error message asks (core/specs.py __post_init__)
     if kw["zero"] and kw["fsdp"] != "none":
         kw["fsdp"] = "none"

@@ -29,7 +29,7 @@ _PANEL_OF: dict[str, str] = {
                      "oft_block_size", "trainable_tokens", "n_frequency", "boft_block_size", "boft_block_num",
                      "miss_rank", "c3a_block_size", "shira_rank", "adapter_len", "adapter_layers"),
                     "Other PEFT methods"),
-    **dict.fromkeys(("gpus_per_node", "nodes", "zero", "fsdp", "offload", "tp", "pp", "sequence_parallel",
+    **dict.fromkeys(("gpus_per_node", "nodes", "zero", "fsdp", "offload", "tp", "tp_layout", "pp", "sequence_parallel",
                      "context_parallel", "grad_sync", "fsdp_frozen_grads"),
                     "Multi-GPU"),
     **dict.fromkeys(("mode", "context", "weight_dtype", "kv_dtype", "quant_group_size"), "Inference"),

@@ -44,6 +44,7 @@ from vramcalc.core.vocab import (
     REF_MODELS,
     RLOO_DEFAULTS,
     STACKS,
+    TP_LAYOUTS,
     VLLM_MODES,
     WEIGHT_DTYPES,
 )
@@ -166,6 +167,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("offload", OFFLOADS, "none",
         "CPU offload (ZeRO-Offload/Infinity, FSDP CPUOffload); params implies optimizer. Host RAM per node."),
     Opt("tp", int, 1, "Tensor-parallel degree."),
+    Opt("tp_layout", TP_LAYOUTS, "megatron",
+        "--tp's layout: Megatron's, or hf: transformers' tp_plan (axolotl tensor_parallel_size)."),
     Opt("pp", int, 1, "Pipeline-parallel degree."),
     Opt("sequence_parallel", bool, False, "Megatron sequence parallelism (with --tp)."),
     Opt("context_parallel", int, 1, "Split each sequence over N GPUs (axolotl ring attention; with "

@@ -46,6 +46,7 @@ from vramcalc.core.vocab import (
     SEQ2SEQ_FAMILIES,
     SSM_FAMILIES,
     STACKS,
+    TP_LAYOUTS,
     VENDORS,
     VLLM_MODES,
     WEIGHT_DTYPES,
@@ -79,6 +80,7 @@ from vramcalc.core.vocab import (
     RefDtype,
     RefModel,
     StackName,
+    TpLayout,
     Vendor,
     VllmMode,
     WeightDtype,
@@ -944,7 +946,8 @@ class TrainingSpec:
     zero: ZeroStage = 0  # DeepSpeed ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters
     fsdp: FsdpStrategy = "none"  # PyTorch FSDP ShardingStrategy
     offload: Offload = "none"  # ZeRO-Offload / ZeRO-Infinity / FSDP CPUOffload
-    tp: int = 1  # tensor parallel degree (Megatron)
+    tp: int = 1  # tensor parallel degree
+    tp_layout: TpLayout = "megatron"  # whose layout: Megatron's, or transformers' tp_plan (memory/distributed.py)
     pp: int = 1  # pipeline parallel degree
     sequence_parallel: bool = False  # Megatron sequence parallelism (needs tp > 1)
     context_parallel: int = 1  # axolotl context_parallel_size: each sequence split over this many GPUs (ring)
@@ -1044,7 +1047,7 @@ class TrainingSpec:
         "optimizer_impl": OPTIMIZER_IMPLS, "optimizer_targets": OPTIM_TARGETS, "attention": ATTENTIONS,
         "adapter_dtype": ADAPTER_DTYPES,
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
-        "grad_sync": GRAD_SYNCS,
+        "grad_sync": GRAD_SYNCS, "tp_layout": TP_LAYOUTS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
         "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES, "reward_dtype": REF_DTYPES,
@@ -1120,6 +1123,15 @@ class TrainingSpec:
         if self.fsdp_units and self.fsdp not in ("full-shard", "hybrid-shard"):
             raise SpecError("fsdp_units", "extra FSDP units change what full sharding gathers: add --fsdp full-shard "
                             "(or hybrid-shard), or drop --fsdp-units")
+        if self.tp > 1 and self.tp_layout == "hf" and (
+                self.mode != "train" or self.objective != "sft" or self.method not in ("full", "lora") or self.dora
+                or self.modules_to_save or self.lora_trainable_tokens or self.add_tokens or self.vocab_multiple > 1
+                or self.pp > 1 or self.sequence_parallel or self.zero or self.fsdp != "none"
+                or self.offload != "none" or gpus != self.tp):
+            # memory/hf_tp.py: transformers' tp_plan on its own GPUs, full or LoRA (peft's colwise / rowwise adapters)
+            raise SpecError("tp_layout", "hf is modelled for an SFT step, --method full or lora, on --gpus = --tp (no "
+                            "--pp, --sequence-parallel, --zero, --fsdp, --offload, new or trainable tokens); use "
+                            "--tp-layout megatron")
         if self.sequence_parallel and self.tp == 1:
             raise SpecError("", "sequence parallelism splits along the tensor-parallel group: add --tp N, N > 1")
         if self.context_parallel < 1:

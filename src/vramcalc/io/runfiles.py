@@ -546,11 +546,7 @@ UNMODELLED_KEYS.update({
     # (tokens, added_tokens_overrides, resize_token_embeddings_to_32x: mapped, _vocab_axolotl; LLaMA-Factory's
     # resize_vocab, add_tokens, add_special_tokens, new_special_tokens_config: _vocab_llama_factory)
     # (context_parallel_size, sequence_parallel_degree: mapped, _context_parallel_axolotl)
-    # loaders/model.py @ 067b021c _build_model: from_pretrained(tp_plan="auto", tp_size=N) shards the model's
-    # base_model_tp_plan as DTensors; --tp counts Megatron's layout, not checked against transformers' plan (the
-    # tracer runs one GPU); tensor_parallel_size 1 (validation.py check_tensor_parallel_size's default) is mapped
-    "tensor_parallel_size": "transformers' tensor parallelism (tp_plan auto: DTensor shards of base_model_tp_plan), "
-                            "not modelled; --tp counts Megatron's layout",
+    # (tensor_parallel_size: mapped, _axolotl_retired: --tp N --tp-layout hf, memory/hf_tp.py)
     # loaders/model.py @ 067b021c _set_device_map_config: max_memory {each GPU: limit (an int: GiB), cpu: 256GiB} and
     # accelerate's infer_auto_device_map(canvas, max_memory, dtype=torch_dtype) with no no_split_module_classes
     # (accelerate 1.15 utils/modeling.py): modules split down to single Linears, 16-bit sizes even for a 4-bit load,
@@ -637,8 +633,8 @@ def _llama_factory_retired(d: dict[str, Any], run: Run, path: Path) -> None:
 
 
 def _axolotl_retired(d: dict[str, Any], run: Run) -> None:
-    """axolotl's s2_attention (refused: axolotl refuses it), tensor_parallel_size 0 / 1 (no sharding: mapped) and
-    the combinations axolotl's validators refuse (utils/schemas/validation.py @ 067b021c)."""
+    """axolotl's s2_attention (refused: axolotl refuses it), tensor_parallel_size (0 / 1: no sharding; N: --tp N
+    --tp-layout hf) and the combinations axolotl's validators refuse (utils/schemas/validation.py @ 067b021c)."""
     if _flag(AX, d.get("s2_attention"), "s2_attention"):
         raise _KeyProblem("s2_attention", S2_ATTENTION_REFUSAL)
     _seen(d, run, "s2_attention")
@@ -649,6 +645,13 @@ def _axolotl_retired(d: dict[str, Any], run: Run) -> None:
         # check_tensor_parallel_optimizer
         raise _KeyProblem("tensor_parallel_size", "axolotl refuses tensor parallelism with bitsandbytes' 8-bit "
                           "AdamW (paged_adamw_8bit, adamw_8bit, adamw_bnb_8bit); use 1 or another optimizer")
+    else:
+        # loaders/model.py @ 067b021c _build_model: from_pretrained(tp_plan="auto", tp_size=N) shards the model's
+        # base_model_tp_plan as DTensors: --tp N --tp-layout hf (memory/hf_tp.py), on N GPUs unless the run says more
+        run.options["tp"] = _strict("tensor_parallel_size", "tp", tp)
+        run.options["tp_layout"] = "hf"
+        run.options.setdefault("gpus_per_node", run.options["tp"])
+        run.mapped.append("tensor_parallel_size")
     _relora_axolotl(d, run)
     if d.get("gpu_memory_limit") is not None and d.get("max_memory") is not None:
         # check_mem_mismatch

@@ -283,6 +283,17 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
         return dataclasses.replace(result, notes=(*result.notes, f"context parallelism {training.context_parallel}: "
                                                   "one rank (the ring's last) on seq_len / cp tokens, axolotl's "
                                                   "batch_ring emulated in the attention (trace/_ring.py)"))
+    if training.tp > 1 and training.tp_layout == "hf":  # one rank of transformers' tp_plan (trace/_tp.py)
+        from vramcalc.core.memory import hf_tp
+        from vramcalc.trace import _tp
+
+        hf_tp.check(model, training)
+        _tp.TP[0] = training.tp
+        try:
+            return trace(hf_tp.rank_view(model, training.tp),
+                         dataclasses.replace(training, tp=1, gpus_per_node=1, tp_layout="megatron"))
+        finally:
+            _tp.TP[0] = 1
     if router_aux.active(model, training):  # --router-aux-loss: the config's output_router_logits (trace/_config.py)
         model = dataclasses.replace(model, output_router_logits=True)
     notes: list[str] = []
@@ -487,6 +498,10 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     with _cuda.cuda_emulation(packed_mask=training.packing != "none" and training.attention != "flash") as cuda_notes:
         hf, build_notes = build_model(model, training, model_dtype(precision))  # on the meta device
         notes.extend(build_notes)
+        from vramcalc.trace import _tp
+
+        if _tp.TP[0] > 1:  # one rank of transformers' tp_plan: its collectives' buffers (trace/_tp.py)
+            notes.extend(_tp.emulate(hf, _tp.TP[0]))
         module = _prepare(hf, model, training, notes)
         if pref or training.objective in ("orpo", "cpo", "simpo", "grpo", "rloo", "online-dpo"):
             if training.objective not in ("grpo", "rloo"):  # GRPO/RLOOConfig disable_dropout defaults to False

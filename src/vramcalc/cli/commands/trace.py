@@ -102,8 +102,9 @@ def trace_command(
     try:
         spec, _ = resolve_model(model)
         training = training_spec(opts.run())
-        if (training.gpus_per_node * training.nodes > 1 or training.tp > 1 or training.pp > 1 or training.zero
-                or training.fsdp != "none" or training.offload != "none"):
+        hf_rank = training.tp > 1 and training.tp_layout == "hf"  # one rank emulated (trace/_tp.py); gpus = tp
+        if ((training.gpus_per_node * training.nodes > 1 and not hf_rank) or (training.tp > 1 and not hf_rank)
+                or training.pp > 1 or training.zero or training.fsdp != "none" or training.offload != "none"):
             # the tracer runs one process on one device: its numbers are not the per-GPU estimate's
             raise BadInput("trace runs on one GPU: drop --gpus/--nodes/--tp/--pp/--zero/--fsdp/--offload "
                            "(the estimate is per GPU of the sharded run)")

@@ -30,6 +30,7 @@ from vramcalc.core.memory import deberta as _deberta
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import fp8 as _fp8
+from vramcalc.core.memory import hf_tp as _hf_tp
 from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import jamba as _jamba
@@ -563,6 +564,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     _jamba.check_run(model, training)  # Jamba's (memory/jamba.py)
     _zamba2.check_run(model, training)  # Zamba2's (memory/zamba2.py)
     _nemotron_h.check_run(model, training)  # Nemotron-H's (memory/nemotron_h.py)
+    if _hf_tp.active(training):  # transformers' tp_plan: what is not modelled, refused (memory/hf_tp.py)
+        _hf_tp.check(model, training)
     model = _encoder.for_run(model, training)  # an encoder with the run's task head (--head, --num-labels)
     encoder_notes = _encoder.notes(model, training)
     if (_preference.is_preference(training) or _preference.is_reference_free(training)
@@ -712,6 +715,8 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     act: _ActivationPlan | _seq2seq.Seq2SeqPlan | None
     if _seq2seq.is_seq2seq(model):  # encoder-decoders: two stacks, source and target (memory/seq2seq.py)
         act = _seq2seq.build_plan(model, training, recipe)
+    elif _hf_tp.active(training):  # transformers' tp_plan: one rank's heads and MLP slice (memory/hf_tp.py)
+        act = _activation_plan(_hf_tp.rank_view(model, training.tp), training, recipe, w.trainable)
     else:
         act = _activation_plan(model, training, recipe, w.trainable) if model.has_architecture else None
     if act is not None:
@@ -939,6 +944,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     assert m.num_layers is not None and m.hidden_size is not None and m.vocab_size is not None
     n_layers = m.num_layers
     c = dtype_bytes(recipe.compute)
+    # the head's and the embedding's rows on this GPU: a vocabulary slice under transformers' tp_plan (lm_head
+    # colwise_gather_output, embed_tokens embedding_rowwise: memory/hf_tp.py), whose logits are still full-width
+    head_rows = _hf_tp.vocab_rows(m, t)
     full_like = t.method in ("full", "freeze")
     unfrozen = _unfrozen.active(t)  # --train-layers / --train-modules (core/unfrozen.py)
     trained = _unfrozen.trained_layers(m, t) if unfrozen else ()
@@ -1252,8 +1260,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         if _encoder.vocab_head(m):  # a classifier's encoder multiplies by no vocab-wide matrix
-            linear_params += m.vocab_size * m.hidden_size
-            autocast_head_copy = dtype_bytes(recipe.compute) * m.vocab_size * m.hidden_size
+            linear_params += head_rows * m.hidden_size
+            autocast_head_copy = dtype_bytes(recipe.compute) * head_rows * m.hidden_size
         autocast_copies = dtype_bytes(recipe.compute) * linear_params
         # one layer's own Linears' copies (the head's is made after the last layer and is not recomputed)
         layer_copies = (autocast_copies - autocast_head_copy) // n_layers
@@ -1304,7 +1312,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     no_vocab = reward or not _encoder.vocab_head(m)  # an encoder's sequence classifier: no vocab-wide head either
     # (--precision autocast-* freeze: the trained parameters are fp32, so are their gradients: weights.py)
     grad_b = 4 if recipe.autocast16 and t.method == "freeze" else dtype_bytes(recipe.grad)
-    g_head = m.vocab_size * m.hidden_size * grad_b if head_trainable and full_like and not no_vocab else 0
+    g_head = head_rows * m.hidden_size * grad_b if head_trainable and full_like and not no_vocab else 0
     if head_trainable and not full_like and not reward:  # modules_to_save lm_head: the copy's gradient, its dtype
         # (the copy keeps the module's dtype: fp32 only after QLoRA's prepare_model_for_kbit_training, as
         # weights.py _with_copies stores it; plain LoRA's copy and its gradient are in the weights' dtype)
@@ -1320,7 +1328,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # gradient; measured with the tracer, --grid badam: qwen2.5-0.5b b1 s64 was +29 % with it)
     if full_like and trainable and (t.method == "full" or head_trainable or "embed_tokens" in outer_trained):
         tied = m.tie_word_embeddings and not no_vocab
-        end_t = m.vocab_size * m.hidden_size * grad_b * (2 if tied else 1)
+        end_t = head_rows * m.hidden_size * grad_b * (2 if tied else 1)
     notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t)) \
         + list(_zamba2.notes(m, t)) + list(_nemotron_h.notes(m, t))
     if m.family == "gpt_oss":
@@ -1435,7 +1443,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         rl=_rl.plan(m, t, recipe, autocast_copies),
         reward=_reward_scoring.scoring_plan(t, recipe),
         logits_bytes=_preference.logits_bytes(recipe), chosen_nll=_preference.computes_nll(t),
-        head_copy=c * m.vocab_size * m.hidden_size if recipe.autocast else 0,
+        head_copy=c * head_rows * m.hidden_size if recipe.autocast else 0,
         extra_seq=peft_methods.extra_sequence(t), per_layer_b=sum(x.per_sample for x in layer.terms),
         per_layer_c=sum(x.const for x in layer.terms), per_layer_ss=sum(x.per_seq_sq for x in layer.terms),
         once_ss=once_ss, once_rel_c=once_rel_c,

@@ -246,6 +246,12 @@ def _stage(model: ModelSpec, g: TensorGroups, t: TrainingSpec, recipe: Recipe, g
     tp, pp = t.tp, t.pp
     if tp == 1 and pp == 1:
         return None
+    if t.tp_layout == "hf":  # transformers' tp_plan (memory/hf_tp.py): the tensors of one rank's model, tp 1 here
+        from vramcalc.core.memory import hf_tp
+
+        r = tensor_groups(hf_tp.rank_view(model, tp), t, recipe)
+        return state_bytes([(hf_tp.rank_tensor(x, tp), 1) for x in (*r.root, *r.shared)]
+                           + [(x, n) for n, one in r.layers for x in one], recipe, t, grad_elem_bytes)
 
     def states(pairs: Iterable[tuple[StoredTensor, int]]) -> StateBytes:
         return state_bytes(pairs, recipe, t, grad_elem_bytes, tp)
@@ -379,7 +385,7 @@ def activation_tokens(tokens: int, t: TrainingSpec) -> int:
     of the linear terms is applied to every per-token activation. Pipeline parallelism with 1F1B keeps
     pp micro-batches of L/pp layers on the first stage: L layers' worth, unchanged (Narayanan 2021 §2.2).
     """
-    if t.tp == 1:
+    if t.tp == 1 or t.tp_layout == "hf":  # hf: memory/hf_tp.py rank_view counts one rank's widths instead
         return tokens
     if t.sequence_parallel:
         return ceil_div(tokens, t.tp)
@@ -546,7 +552,11 @@ def shard(model: ModelSpec, t: TrainingSpec, s: ModelStates, tokens: int, deepsp
     }
     if t.context_parallel > 1:  # memory/context_parallel.py: the ring's group inside the data-parallel ranks
         layout["cp"] = t.context_parallel
-    if t.tp > 1 or t.pp > 1:
+    if t.tp > 1 and t.tp_layout == "hf":
+        from vramcalc.core.memory import hf_tp
+
+        notes.append(hf_tp.note(t))
+    elif t.tp > 1 or t.pp > 1:
         notes.append(f"tensor/pipeline parallel: model states of the busiest GPU's own tensors ({mp_params:,} of "
                      f"{total:,} parameters; norms, biases and adapters whole on every tp rank; where layers differ, "
                      "each component at a stage of the heaviest layers); activations per Korthikanti et al. 2022"
