@@ -536,6 +536,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     moe_fwd_t = moe_bwd_t = 0
     moe_rerun_t = -1  # a fused MoE block's forward temporaries while its checkpointed rerun saves (below)
     n_moe_rerun = 0  # ... and the end of its terms saved by the routed output's un-permute
+    moe_merged_c = 0  # ... and its saved bytes whatever the batch (peft's merged expert stacks)
     if m.num_experts and m.family == "gpt_oss":
         moe = _gpt_oss_moe_terms(m, c, h, live, trainable_weights)
         terms += moe
@@ -575,6 +576,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         moe, moe_fwd_t, moe_bwd_t, const_fwd, moe_rerun_t = _fused_moe_terms(m, t, c, eb, live, trainable_weights,
                                                                              moe_adapted)
         terms += moe
+        moe_merged_c = sum(x.const for x in moe)
         if m.moe_latent_size and moe:
             # Nemotron 3 Super (modeling_nemotron_h.py NemotronHMoE.forward): fc1_latent_proj (hidden -> latent)
             # reads the normed hidden states, the tensor shared_experts' up_proj reads too (saved once: by it when
@@ -698,7 +700,14 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # scatter_add), the MLP's saved set, the softmax output, its dropout mask, the dropped probabilities and the
         # ~mask are freed, which outweighs them: the MLP's gradients stay the layer's backward peak.
         eager_bwd = 0
-    fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd)
+    # A checkpointed fused MoE block's first forward saves nothing, so peft's merged expert stacks (W + B·A, the
+    # factor casts: _fused_moe_terms' const, saved without checkpointing) are alive beside its working set while the
+    # experts run (measured with the tracer's live tensors, --grid moe deepseek_v3 LoRA all-linear with
+    # checkpointing b2 s256: both baddbmm outputs alive at the routed output's un-permute, the forward phase -17 %
+    # without them)
+    moe_fwd_c = moe_merged_c if t.grad_checkpointing else 0
+    fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd,
+               const=moe_fwd_c)
     up_fwd = [lora_fwd.get(x, 0) for x in up_mods]
     if len(up_mods) == 2 and up_fwd[1] and up_live:
         # LlamaMLP's down(act(gate(x)) * up(x)) runs gate_proj and its activation first: while up_proj's adapter path
