@@ -873,6 +873,7 @@ class _ActivationPlan:
     layer_mlp_fwd_t: int = 0  # the MLP's forward temporaries per token from its up-projection on (activations.py)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
     layer_fwd_moe_c: int = 0  # beside layer_fwd_t: a checkpointed MoE block's merged expert stacks (activations.py)
+    attn_fwd_t: int = 0  # beside attn_fwd_ts: a checkpointed layer's eager attention inputs (activations.py)
     # QLoRA's dequantized weight while a block Linear runs forward / backward (activations.py)
     dequant_fwd: DequantBytes = DequantBytes()
     dequant_bwd: DequantBytes = DequantBytes()
@@ -1373,6 +1374,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         frozen_casts=recipe.autocast and t.method not in ("full", "freeze"),
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_fwd_moe_c=layer.forward_transient.const,
+        attn_fwd_t=layer.attention_forward_per_token,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=max(head.forward_transient, lora_head_fwd_t), loss_bwd_t=head.backward_transient, g_head=g_head,
         end_t=end_t,
@@ -1495,7 +1497,8 @@ def _transformer_phases(
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
     fwd_layer_copies = autocast_copies - p.autocast_head_copy
     attn_less = 0 if p.checkpointing or p.offload else p.attn_fwd_less_t * tokens  # checkpointed: nothing saved
-    layer_fwd_t = max(p.layer_fwd_t * tokens + p.layer_fwd_moe_c, p.attn_fwd_ts * token_seq - attn_less, p.layer_fwd_c,
+    layer_fwd_t = max(p.layer_fwd_t * tokens + p.layer_fwd_moe_c,
+                      p.attn_fwd_ts * token_seq + p.attn_fwd_t * tokens - attn_less, p.layer_fwd_c,
                       p.dequant_fwd.forward(tokens, p.checkpointing or p.offload))
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
     # per-key scores gradient), after autograd has freed the MLP's saved tensors: every moment that holds this

@@ -100,6 +100,9 @@ class LayerActivations:
     # backward_transient.per_token without the RMSNorm's fp32 backward (offloaded without checkpointing that node has
     # its own moment, memory/savers.py offload_node_bytes): the MLP's and adapters' gradients
     backward_no_norm_per_token: int = 0
+    # A checkpointed layer's eager attention: bytes per token alive beside its unsaved scores (forward_transient's
+    # per_token_seq), which nothing saves in its first forward (q, k, v, the normed input); 0 where not modelled
+    attention_forward_per_token: int = 0
 
     def components(self) -> tuple[int, int, int, int]:
         """(per token, per token x seq, per sample, whatever the batch) of the saved set (the plan's split)."""
@@ -677,6 +680,19 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # 4 + 4 + 4 against 4 + c saved, so 8 - c bytes beyond (measured with the tracer, tinyllama LoRA eager with
     # checkpointing: three fp32 (b, heads, s, s) tensors alive at _softmax_backward_data; the MLP's saved set freed).
     eager_fwd = c * n_heads if eager else 0
+    if eager and t.grad_checkpointing and attn_live and recipe.compute == "bf16" and not amp and m.num_experts \
+            and not m.attention_sinks and m.family not in ("gpt2", "falcon", "gpt_oss", "llama4", *ENCODER_FAMILIES):
+        # Llama-style eager `softmax(scores, dim=-1, dtype=torch.float32)` on bf16 scores: aten softmax (SoftMax.cpp)
+        # fuses the upcast only for fp16 CUDA input; bf16 is first copied to fp32, so at _softmax the 16-bit scores,
+        # the fp32 copy and the fp32 output are alive at once. A checkpointed layer's first forward saves nothing, so
+        # this moment is not covered by the saved set (measured with the tracer's live tensors, --grid moe Mixtral
+        # full eager with checkpointing b2 s512: three (b, heads, s, s) tensors at _softmax, -13.4 % without).
+        eager_fwd += (4 - c) * n_heads
+    # ... and beside those scores, what the attention block would have saved and still references: the normed input,
+    # q, the repeated k and v (eager_attention_forward's repeat_kv copies) and, under GQA, the unrepeated rotated k
+    # and v projection (the same trace: 2 B x (h + q + 2q + 2 kv) per token, -3.5 to -5.5 % without)
+    attn_fwd_tok = c * (h + q_dim + (2 * q_dim + 2 * kv_dim if gqa else 2 * kv_dim)) \
+        if eager_fwd > c * n_heads and m.attention_kind != "mla" else 0
     after_attention = 0
     if is_deberta(m):  # the content, c2p and p2c scores and their copies beside the saved set (memory/deberta.py)
         eager_fwd = deberta_forward_scores(m, recipe, softmax_bytes)
@@ -836,7 +852,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             sum(x.const for x in mlp_terms), attn_bwd_const,
                             attention_terms=sum(1 for x in terms[:n_attention_terms] if kept(x)),
                             routed_backward_per_token=routed_bwd,
-                            backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t))
+                            backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t),
+                            attention_forward_per_token=attn_fwd_tok)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
