@@ -874,6 +874,7 @@ class _ActivationPlan:
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
     layer_fwd_moe_c: int = 0  # beside layer_fwd_t: a checkpointed MoE block's merged expert stacks (activations.py)
     attn_fwd_t: int = 0  # beside attn_fwd_ts: a checkpointed layer's eager attention inputs (activations.py)
+    mlp_fwd_ts: int = 0  # beside layer_fwd_t: a checkpointed layer's eager attention weights (activations.py)
     # QLoRA's dequantized weight while a block Linear runs forward / backward (activations.py)
     dequant_fwd: DequantBytes = DequantBytes()
     dequant_bwd: DequantBytes = DequantBytes()
@@ -1218,6 +1219,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * rows * row * row
         if m.attention_chunk_size and m.nope_layer_interval:  # Llama 4: the chunked layers' mask beside it
             once_ts = 2 * c
+        if m.family == "gpt_oss" and 0 < (m.sliding_window_layers or 0) < n_layers:
+            # gpt-oss (modeling_gpt_oss.py GptOssModel.forward): causal_mask_mapping holds a full and a sliding-window
+            # 4-D mask for the forward's length, both (rows, 1, s, s) in the compute dtype (the tracer: two
+            # aten.where outputs alive through the step, --grid gptoss)
+            once_ts = 2 * c
 
     elif masked_sdpa(t):
         once_ts = 1  # the packed 4-D bool mask (masking_utils.sdpa_mask): rows * row * row
@@ -1375,6 +1381,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_fwd_moe_c=layer.forward_transient.const,
         attn_fwd_t=layer.attention_forward_per_token,
+        mlp_fwd_ts=layer.mlp_forward_per_token_seq,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=max(head.forward_transient, lora_head_fwd_t), loss_bwd_t=head.backward_transient, g_head=g_head,
         end_t=end_t,
@@ -1497,7 +1504,7 @@ def _transformer_phases(
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
     fwd_layer_copies = autocast_copies - p.autocast_head_copy
     attn_less = 0 if p.checkpointing or p.offload else p.attn_fwd_less_t * tokens  # checkpointed: nothing saved
-    layer_fwd_t = max(p.layer_fwd_t * tokens + p.layer_fwd_moe_c,
+    layer_fwd_t = max(p.layer_fwd_t * tokens + p.layer_fwd_moe_c + p.mlp_fwd_ts * token_seq,
                       p.attn_fwd_ts * token_seq + p.attn_fwd_t * tokens - attn_less, p.layer_fwd_c,
                       p.dequant_fwd.forward(tokens, p.checkpointing or p.offload))
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's

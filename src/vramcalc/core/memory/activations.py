@@ -103,6 +103,8 @@ class LayerActivations:
     # A checkpointed layer's eager attention: bytes per token alive beside its unsaved scores (forward_transient's
     # per_token_seq), which nothing saves in its first forward (q, k, v, the normed input); 0 where not modelled
     attention_forward_per_token: int = 0
+    # ... and beside its MLP's forward temporaries, per token x key: the attention weights the layer still references
+    mlp_forward_per_token_seq: int = 0
 
     def components(self) -> tuple[int, int, int, int]:
         """(per token, per token x seq, per sample, whatever the batch) of the saved set (the plan's split)."""
@@ -551,12 +553,22 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # with the tracer: a tiny gpt_oss LoRA, the peak at `(up + 1) * glu`). Under checkpointing nothing is
         # saved, so the block's saved set is transient too; in backward its recomputation runs beside the
         # incoming gradient and one more gathered (k x tokens, hidden) tensor.
-        moe_fwd_t = 4 * c * width + m.experts_per_token * c * h
+        k_ = m.experts_per_token
         # (trainable experts: their weight gradients' moment is the larger, and the gathered input is saved)
-        moe_bwd_t = moe_fwd_t + m.experts_per_token * c * h + c * h if t.grad_checkpointing and not trainable_weights \
-            else 0
+        moe_bwd_t = 4 * c * width + 2 * k_ * c * h + c * h if t.grad_checkpointing and not trainable_weights else 0
+        # At that product (measured with the tracer's live tensors, --grid gptoss without checkpointing, the top
+        # layer's MoE at the mul; full b2 s256 was +2.8 % and LoRA -0.5 % before): the down projection's output and
+        # its routing weight (saved by `proj_out * weights`) are not made yet; trainable experts save the product and
+        # the gathered input themselves (grouped_mm's inputs), so beyond the saved set only the gathered bias and the
+        # clamped up remain; and the residual stream's references, which nothing saves under frozen norms: the
+        # embeddings (GptOssModel.forward's inputs_embeds), the layer's input (the model loop's hidden_states), the
+        # post-attention residual and the MoE's normed input (4 x hidden).
+        moe_fwd_t = (3 if trainable_weights else 4) * c * width + (0 if trainable_weights else k_ * c * h) \
+            - k_ * c * (h + 1) + 4 * c * h
         if t.grad_checkpointing:
-            moe_fwd_t += sum(x.per_token for x in moe)
+            # Checkpointed, the block's saved set is transient too, less the sigmoid (freed once glu is made: nothing
+            # saves it) and the two hidden-wide references counted as kept layer inputs (the embeddings, the input)
+            moe_fwd_t += sum(x.per_token for x in moe) - c * width - 2 * c * h
     elif m.num_experts and m.family == "llama4":
         router_own = linear_input("router input", ("router",), h, input_live=live)
         shared_lora = a if adapted & {"gate_proj", "up_proj"} else 0
@@ -693,6 +705,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # and v projection (the same trace: 2 B x (h + q + 2q + 2 kv) per token, -3.5 to -5.5 % without)
     attn_fwd_tok = c * (h + q_dim + (2 * q_dim + 2 * kv_dim if gqa else 2 * kv_dim)) \
         if eager_fwd > c * n_heads and m.attention_kind != "mla" else 0
+    # The decoder layer binds the attention's returned weights to `_` (`hidden_states, _ = self.self_attn(...)`,
+    # modeling_gpt_oss.py / modeling_mixtral.py ...DecoderLayer.forward) until the MLP returns: a checkpointed layer's
+    # eager probabilities (16-bit; gpt-oss's `probs[..., :-1]` a view of the sink-wide softmax output) are alive beside
+    # its MoE block though nothing saves them (measured with the tracer's live tensors, --grid gptoss LoRA q,k,v,o
+    # with checkpointing b1 s512: the (1, heads, s, s + 1) softmax output at the experts' gated product, -8 % without)
+    probs_beside_mlp = (c if not amp else 4) * n_heads if eager and t.grad_checkpointing and m.num_experts \
+        and m.attention_kind != "mla" else 0
     after_attention = 0
     if is_deberta(m):  # the content, c2p and p2c scores and their copies beside the saved set (memory/deberta.py)
         eager_fwd = deberta_forward_scores(m, recipe, softmax_bytes)
@@ -702,12 +721,25 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # gpt-oss: the masked scores and the sink-concatenated logits are both still referenced while the softmax
         # runs on their max-subtracted copy (eager_attention_forward rebinds only attn_weights after it).
         eager_fwd = 2 * (c if not amp else 4) * n_heads
+        # That moment (`combined_logits - max`) comes before o_proj's input and the MoE block's saved set exist
+        # (measured with the tracer's live tensors, --grid gptoss full b1 s512 without checkpointing: the top layer's
+        # forward holds its attention's set only, +4.2 % with the whole layer's counted once both 4-D masks were)
+        after_attention = sum(x.per_token for x in terms[n_before_o:] if not x.batch1_only)
     if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
     elif not eager:
         eager_bwd = 0
     elif m.family == "gpt2" and not amp:
         eager_bwd = (4 + 2 * c) * n_heads
+    elif m.attention_sinks:
+        # gpt-oss (modeling_gpt_oss.py eager_attention_forward): the full (s, s) scores of every layer, a sliding
+        # layer's window only masked, the sink column concatenated, the softmax in the scores' dtype. Backward, from
+        # the saved set less the MLP's: `probs[..., :-1]`'s slice gradient (zeros, s + 1 wide), softmax's input
+        # gradient, then the max's (value_selecting_reduction_backward: new_zeros and its scatter) while the
+        # softmax's saved output has been released: two score-wide tensors beyond it (measured with the tracer's
+        # live tensors, a 4-layer gpt-oss toy with 32 experts, window 64, full with checkpointing b2 s512: three
+        # (b, heads, s, s + 1) bf16 tensors at aten.scatter in backward; +12.6 % with the fp32 softmax's 8 - c)
+        eager_bwd = 2 * (c if not amp else 4) * n_heads
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
     if is_deberta(m):
@@ -853,7 +885,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             attention_terms=sum(1 for x in terms[:n_attention_terms] if kept(x)),
                             routed_backward_per_token=routed_bwd,
                             backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t),
-                            attention_forward_per_token=attn_fwd_tok)
+                            attention_forward_per_token=attn_fwd_tok, mlp_forward_per_token_seq=probs_beside_mlp)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
