@@ -562,9 +562,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # the gathered input themselves (grouped_mm's inputs), so beyond the saved set only the gathered bias and the
         # clamped up remain; and the residual stream's references, which nothing saves under frozen norms: the
         # embeddings (GptOssModel.forward's inputs_embeds), the layer's input (the model loop's hidden_states), the
-        # post-attention residual and the MoE's normed input (4 x hidden).
+        # post-attention residual and the MoE's normed input (4 x hidden; the router saves the last when it trains).
         moe_fwd_t = (3 if trainable_weights else 4) * c * width + (0 if trainable_weights else k_ * c * h) \
-            - k_ * c * (h + 1) + 4 * c * h
+            - k_ * c * (h + 1) + (3 if trainable_weights else 4) * c * h
         if t.grad_checkpointing:
             # Checkpointed, the block's saved set is transient too, less the sigmoid (freed once glu is made: nothing
             # saves it) and the two hidden-wide references counted as kept layer inputs (the embeddings, the input)
@@ -1109,6 +1109,10 @@ def _gpt_oss_moe_terms(m: ModelSpec, c: int, h: int, live: bool, trainable: bool
            Term("experts down output, routing weight", k * c * (h + 1))]
     if trainable:
         out.append(Term("experts grouped_mm inputs (gathered hidden, gated output)", k * c * (h + i)))
+        # GptOssTopKRouter's F.linear keeps the normed 16-bit input for its weight's gradient (measured with the
+        # tracer's live tensors at the loss backward, --grid gptoss full without checkpointing: one (tokens, hidden)
+        # bf16 norm output per layer beyond the terms above, -1.1 % without)
+        out.append(Term("router input (its weight's gradient)", c * h))
     return out
 
 
