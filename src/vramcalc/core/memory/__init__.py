@@ -1206,12 +1206,6 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         mask_ts = sum(x.per_token_seq for x in layer.terms if "sliding-window mask" in x.name)
         layers_less_ts += n_global * mask_ts
         bottom_less_ts += mask_ts
-    if m.family == "gpt_oss" and 0 < (m.sliding_window_layers or 0) < n_layers and t.grad_checkpointing \
-            and (t.attention == "eager" or eager_only(m)):
-        # gpt-oss with checkpointing: each layer's checkpoint holds the one 4-D mask of its own type, so by the bottom
-        # layer's backward the layers above have released the other type's (the tracer's live tensors, --grid gptoss
-        # full with checkpointing: one aten.where output alive at the bottom layer's rerun)
-        bottom_less_ts += c
     if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t)):
         # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
         # weight is trained (LoRA: neither, so nothing).
