@@ -862,6 +862,7 @@ class _ActivationPlan:
     fwd_only_ts: int = 0
     fwd_only_ss: int = 0
     fwd_only_c: int = 0
+    loss_less_ts: int = 0  # of once_ts, gone by the loss too (gpt-oss's masks without checkpointing)
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
     once_c: int = 0  # whatever the batch: Unsloth's QLoRA dequantization buffers (memory/unsloth.py)
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
@@ -1425,7 +1426,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
            # (gpt-oss: `attn_weights + attention_mask` saves neither mask, so without checkpointing both die with
            # the forward: the tracer's live tensors at the loss backward hold no aten.where output, --grid gptoss)
            {"fwd_only_ts": once_ts if _deberta.is_deberta(m) or m.family == "gpt_oss" else 0, "fwd_only_ss": once_ss,
-            "fwd_only_c": once_rel_c}),
+            "fwd_only_c": once_rel_c,
+            # (the masks are GptOssModel.forward's locals: freed when it returns, before lm_head and the loss run)
+            "loss_less_ts": once_ts if m.family == "gpt_oss" else 0}),
         once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         once_c=_unsloth.weight_buffer_bytes(m, t, recipe),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
@@ -1731,7 +1734,8 @@ def _transformer_phases(
         moments = [
             ("forward.layer", _m.FWD_LAYER, (acc, acts_layers, once, fwd_layer_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS,
-             (acc, acts_layers, once, autocast_copies, head_saved, loss_fwd_t, grad_fwd)),
+             (acc, acts_layers, once - p.loss_less_ts * rows * seq * seq, autocast_copies, head_saved, loss_fwd_t,
+              grad_fwd)),
             ("backward.start", _m.BWD_START,
              (acc, acts_layers, once - fwd_only, autocast_copies, head_saved, loss_bwd_t, grad_fwd)),
         ]
