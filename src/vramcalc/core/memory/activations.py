@@ -692,17 +692,19 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # 4 + 4 + 4 against 4 + c saved, so 8 - c bytes beyond (measured with the tracer, tinyllama LoRA eager with
     # checkpointing: three fp32 (b, heads, s, s) tensors alive at _softmax_backward_data; the MLP's saved set freed).
     eager_fwd = c * n_heads if eager else 0
-    if eager and t.grad_checkpointing and attn_live and recipe.compute == "bf16" and not amp and m.num_experts \
+    if eager and t.grad_checkpointing and attn_live and recipe.compute == "bf16" and not amp \
             and not m.attention_sinks and m.family not in ("gpt2", "falcon", "gpt_oss", "llama4", *ENCODER_FAMILIES):
         # Llama-style eager `softmax(scores, dim=-1, dtype=torch.float32)` on bf16 scores: aten softmax (SoftMax.cpp)
         # fuses the upcast only for fp16 CUDA input; bf16 is first copied to fp32, so at _softmax the 16-bit scores,
         # the fp32 copy and the fp32 output are alive at once. A checkpointed layer's first forward saves nothing, so
         # this moment is not covered by the saved set (measured with the tracer's live tensors, --grid moe Mixtral
-        # full eager with checkpointing b2 s512: three (b, heads, s, s) tensors at _softmax, -13.4 % without).
+        # full eager with checkpointing b2 s512: three (b, heads, s, s) tensors at _softmax, -13.4 % without; the
+        # dense decoders alike: --grid base tinyllama QLoRA eager gc b4 s2048 -16.9 %, --grid vlm LLaVA-1.5 QLoRA
+        # eager gc -6.1 %, the forward phase only, never the peak there).
         eager_fwd += (4 - c) * n_heads
     # ... and beside those scores, what the attention block would have saved and still references: the normed input,
     # q, the repeated k and v (eager_attention_forward's repeat_kv copies) and, under GQA, the unrepeated rotated k
-    # and v projection (the same trace: 2 B x (h + q + 2q + 2 kv) per token, -3.5 to -5.5 % without)
+    # and v projection (the Qwen3-MoE trace: 2 B x (h + q + 2q + 2 kv) per token, -3.5 to -5.5 % without)
     attn_fwd_tok = c * (h + q_dim + (2 * q_dim + 2 * kv_dim if gqa else 2 * kv_dim)) \
         if eager_fwd > c * n_heads and m.attention_kind != "mla" else 0
     # The decoder layer binds the attention's returned weights to `_` (`hidden_states, _ = self.self_attn(...)`,
