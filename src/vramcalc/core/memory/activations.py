@@ -728,7 +728,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # That moment (`combined_logits - max`) comes before o_proj's input and the MoE block's saved set exist
         # (measured with the tracer's live tensors, --grid gptoss full b1 s512 without checkpointing: the top layer's
         # forward holds its attention's set only, +4.2 % with the whole layer's counted once both 4-D masks were)
-        after_attention = sum(x.per_token for x in terms[n_before_o:] if not x.batch1_only)
+        after_attention = sum(x.per_token for x in terms[n_before_o:] if not x.batch1_only) \
+            if m.attention_kind != "mla" else 0
     if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
     elif not eager:
