@@ -2957,6 +2957,73 @@ def muon_grid() -> list[dict[str, Any]]:
             for model in MUON_MODELS for label, kw in MUON_RUNS]
 
 
+# The ReLoRA grid (`--grid relora`, issue 13; 16 cases): axolotl's relora restarts (memory/relora.py; the tracer runs
+# axolotl's merge_and_save and reset_optimizer before the reported step: trace/_relora.py) on Llama (tinyllama-1.1b,
+# GQA) and Qwen2 (qwen2.5-0.5b, q/k/v biases, a 4,864-wide MLP), cut to 4 layers, LoRA ranks 16 and 128, x 4 runs: all
+# linears on a short step (the merge of the widest MLP Linear is the peak), q/v only (the merge of q_proj), all linears
+# with checkpointing at b2 s256 and without at b1 s512 (the training step is the peak; the restart must not move it).
+# QLoRA is refused (4-bit: axolotl's merge leaves the weights unquantized and the next forward fails). Written to
+# accuracy_relora.{json,md}, its traces to trace_cache_relora.json.
+RELORA_MODELS = ("cut:tinyllama-1.1b:4", "cut:qwen2.5-0.5b:4")
+RELORA_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("all-linear b1 s16", {"lora_targets": ("all-linear",), "batch_size": 1, "seq_len": 16}),
+    ("q,v b1 s16", {"lora_targets": ("q_proj", "v_proj"), "batch_size": 1, "seq_len": 16}),
+    ("all-linear gc b2 s256", {**GC, "lora_targets": ("all-linear",), "batch_size": 2, "seq_len": 256}),
+    ("all-linear b1 s512", {"lora_targets": ("all-linear",), "batch_size": 1, "seq_len": 512}),
+)
+
+
+def relora_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | relora r{rank} {label}", "model": model, "method": "lora",
+             "training": {"method": "lora", "precision": "bf16", "relora": True, "lora_rank": rank, **kw}}
+            for model in RELORA_MODELS for rank in (16, 128) for label, kw in RELORA_RUNS]
+# LoRA on a vision-language model's language model only (`--grid vlmlf`, issues 13 / 15; --lora-targets ...,lm-only,
+# core/params.py LM_ONLY: LLaMA-Factory's default freeze_vision_tower / freeze_multi_modal_projector, the targets
+# kept out of the tower and projector): LLaVA-1.5 (its 24-layer tower, a toy language model), Qwen2-VL and
+# Qwen2.5-VL (the qwen-vl grid's cuts), Gemma 3 (the vlm2 grid's toy), SmolVLM-256M (the idefics grid's cut) and
+# Llama-3.2-Vision (the mllama grid's toy) x LoRA all-linear,lm-only with checkpointing off / on, QLoRA NF4
+# all-linear,lm-only with it, LoRA q_proj,v_proj,lm-only without it, and LoRA all-linear with the tower adapted
+# (freeze_vision_tower false) with it; Llama 4 Scout (the llama4v grid's toy) x the first three with LLaMA-Factory's
+# `all` as its names (LF_LLAMA4_ALL). 33 cases, traces in trace_cache_vlmlf.json,
+# written to accuracy_vlmlf.{json,md}.
+VLMLF_MODELS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("llava-toy:llava-1.5-7b-hf", VLM_TOY_SHAPES[0]),
+    ("qwenvl:qwen2-vl-2b-instruct", QWEN_VL_SHAPES[0]),
+    ("qwenvl:qwen2.5-vl-3b-instruct", QWEN_VL_SHAPES[0]),
+    ("gemma3vlm-toy:gemma-3-4b-it:2", {"batch_size": 1, "seq_len": 128, "images": 1}),
+    ("idefics:smolvlm-256m-instruct", {"batch_size": 1, "seq_len": 128, "images": 1}),
+    ("mllama:toy", {"batch_size": 1, "seq_len": 16, "images": 1}),
+)
+VLMLF_RUNS: tuple[tuple[str, dict[str, Any], bool], ...] = (
+    ("lora all-linear,lm-only", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear", "lm-only")},
+     False),
+    ("lora all-linear,lm-only", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear", "lm-only")},
+     True),
+    ("qlora all-linear,lm-only", {"method": "qlora", "precision": "bf16", "kbit_prep": False,
+                                  "lora_targets": ("all-linear", "lm-only")}, True),
+    ("lora q_proj,v_proj,lm-only", {"method": "lora", "precision": "bf16",
+                                    "lora_targets": ("q_proj", "v_proj", "lm-only")}, False),
+    # freeze_vision_tower false: peft's own matching, the tower's Linears adapted too
+    ("lora all-linear (tower adapted)", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)},
+     True),
+)
+
+
+# Llama 4 (the llama4v grid's Scout toy): all-linear takes the router (refused), so LLaMA-Factory's `all` (no
+# Llama4Router: its class name holds no "Linear", misc.py find_all_linear_modules) is the list of its names
+LF_LLAMA4_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def vlmlf_grid() -> list[dict[str, Any]]:
+    runs = [(model, shape, label, kw, gc) for model, shape in VLMLF_MODELS for label, kw, gc in VLMLF_RUNS]
+    for label, kw, gc in VLMLF_RUNS[:3]:
+        runs.append(("llama4v:scout", LLAMA4V_SHAPES[0], label.replace("all-linear", "lf-all"),
+                     dict(kw, lora_targets=(*LF_LLAMA4_ALL, "lm-only")), gc))
+    return [{"id": f"{model} | {label} | b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} | "
+                   f"{'gc' if gc else 'no-gc'}", "model": model, "method": kw["method"],
+             "training": dict(kw, **shape, grad_checkpointing=gc)} for model, shape, label, kw, gc in runs]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -2983,6 +3050,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "offload-nogc": offload_nogc_grid,
          "unfrozen": unfrozen_grid,
          "muon": muon_grid,
+         "relora": relora_grid,
+         "vlmlf": vlmlf_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3038,6 +3107,9 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
+          "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
+          "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
+                   "its tower; issues 13 / 15)",
           }
 
 
@@ -3189,10 +3261,11 @@ def main() -> None:
                     "LoRA with modules_to_save); "
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
-                    "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); muon: issue "
-                    "13's 15 LLaMA-Factory use_muon cases"
-                    "lisa_n_layers); unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
-                    "muon: issue 13's 15 LLaMA-Factory use_muon cases"
+                    "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); "
+                    "unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
+                    "muon: issue 13's 15 LLaMA-Factory use_muon cases; relora: issue 13's 16 axolotl ReLoRA cases "
+                    "(the restart's merge beside the step); vlmlf: issues 13 / 15's 33 VLM cases with "
+                    "LoRA on the language model only (LLaMA-Factory's frozen tower and projector)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3216,6 +3289,8 @@ def main() -> None:
                          "offload-nogc",
                          "unfrozen",
                          "muon",
+                         "relora",
+                         "vlmlf",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -62,9 +62,9 @@ TARGETS = [("auto",), ("q_proj", "v_proj"), ("all-linear",), ("o_proj",), ("q_pr
 # derandomized stream)
 MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool"
                     and f.name not in ("output_router_logits", "topk_unnormalized"))
-# (--badam, --auto-find-batch-size, --upcast-logits and --upcast-norms are drawn last in trainings(), after every
-# older field: a derandomized draw stream then gives the older fields the values it gave before they existed)
-LATE_BOOLS = ("badam", "auto_find_batch_size", "upcast_logits", "upcast_norms")
+# (--badam, --auto-find-batch-size, --upcast-logits, --upcast-norms and --relora are drawn last in trainings(), after
+# every older field: a derandomized draw stream then gives the older fields the values it gave before they existed)
+LATE_BOOLS = ("badam", "auto_find_batch_size", "upcast_logits", "upcast_norms", "relora")
 TRAINING_BOOLS = tuple(f.name for f in fields(TrainingSpec) if f.type == "bool"
                        and f.name not in (*LATE_BOOLS, "router_aux_loss"))
 
@@ -337,6 +337,15 @@ def _badam_repairs(kw: dict[str, Any]) -> dict[str, Any]:
     if kw.get("upcast_norms") and (kw.get("mode", "train") != "train" or kw.get("loss", "hf") != "hf"
                                    or kw.get("objective", "sft") != "sft" or kw.get("kernels", "hf") != "hf"):
         out["upcast_norms"] = False
+    # --relora (core/specs.py _relora_consistent): a supervised plain-LoRA step with torch AdamW over fp32 adapters,
+    # without ZeRO / FSDP / model parallelism
+    if kw.get("relora") and not (kw.get("mode", "train") == "train" and kw.get("objective", "sft") == "sft"
+                                 and kw.get("method") == "lora" and not kw.get("dora")
+                                 and kw.get("optimizer", "adamw") == "adamw" and not kw.get("optimizer_in_bwd")
+                                 and kw.get("adapter_dtype", "fp32") == "fp32" and not kw.get("zero")
+                                 and kw.get("fsdp", "none") == "none" and kw.get("tp", 1) == 1
+                                 and kw.get("pp", 1) == 1):
+        out["relora"] = False
     return out
 
 

@@ -1,6 +1,6 @@
 """Issue 13, the last run-file keys: LongLoRA (shift_attn, s2_attention), train_mm_proj_only, mixture_of_depths and
 use_v1_kernels (refused where they cannot run under transformers 5, mapped with a note where the tool applies
-nothing); relora_steps / relora, fp8, tensor_parallel_size > 1, gpu_memory_limit and freeze_language_model named as
+nothing); fp8, tensor_parallel_size > 1, gpu_memory_limit and freeze_language_model named as
 not modelled (io/runfiles.py, each with its source)."""
 
 from __future__ import annotations
@@ -100,8 +100,6 @@ def test_off_values_are_read_without_a_note(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text, key", [
-    (AX_HEAD + "relora_steps: 150\n", "relora_steps"),
-    (AX_HEAD + "relora: true\njagged_restart_steps: 150\n", "relora"),
     (AX_HEAD + "tensor_parallel_size: 2\n", "tensor_parallel_size"),
     (AX_HEAD + "gpu_memory_limit: 20GiB\n", "gpu_memory_limit"),
     (AX_HEAD + "max_memory:\n  0: 20GiB\n  cpu: 100GiB\n", "max_memory"),
@@ -117,7 +115,8 @@ def test_unmodelled_keys_are_named_with_their_reason(tmp_path: Path, text: str, 
 
 
 def test_refused_and_mapped_keys_left_the_unmodelled_list() -> None:
-    gone = {"shift_attn", "s2_attention", "train_mm_proj_only", "use_v1_kernels", "mixture_of_depths"}
+    gone = {"shift_attn", "s2_attention", "train_mm_proj_only", "use_v1_kernels", "mixture_of_depths", "relora",
+            "relora_steps"}  # (relora: tests/test_relora.py)
     assert not gone & set(runfiles.UNMODELLED_KEYS)
 
 

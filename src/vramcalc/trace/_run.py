@@ -218,6 +218,27 @@ def lisa_schedule(layers: Any, n: int, notes: list[str]) -> tuple[Any, int]:
     return switch, len(sets) - 1
 
 
+def relora_schedule(factory: Any, notes: list[str]) -> tuple[Any, Any]:
+    """(switch, optimizer factory) for an axolotl ReLoRA restart (trace/_relora.py) on_step_begin of the reported
+    step (step 1: the warm-up step made the optimizer states), on the model and optimizer the step runs."""
+    from vramcalc.trace._relora import restart
+
+    held: dict[str, Any] = {}
+
+    def make(m: torch.nn.Module) -> torch.optim.Optimizer:
+        held["model"], held["optimizer"] = m, factory(m)
+        return held["optimizer"]  # type: ignore[no-any-return]
+
+    def switch(i: int) -> None:
+        if i == 1:
+            restart(held["model"], held["optimizer"])
+
+    notes.append("relora: a restart before the reported step (its forward phase): every LoRA layer merged (B @ A x "
+                 "scaling added in place), adapters re-initialized, Adam states magnitude-pruned (axolotl "
+                 "monkeypatch/relora.py @ 067b021c, trace/_relora.py)")
+    return switch, make
+
+
 def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     """One steady-state training step of `model` under `training`, measured on fake tensors."""
     from vramcalc.core.memory.classic import is_classic
@@ -518,11 +539,13 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             from vramcalc.trace._vision import llava_emulation
 
             vision = llava_emulation(fused_no_graph=True)  # the frozen tower's sdpa as CUDA runs it (trace/_cuda.py)
-        switch, warmup = None, 1
+        switch, warmup, factory = None, 1, optimizer_factory
         if getattr(training, "lisa_layers", None) is not None:
             switch, warmup = lisa_schedule(find_layers(module, model.num_layers), training.lisa_layers, notes)
+        if getattr(training, "relora", False):  # axolotl ReLoRA: a restart before the reported step (_relora.py)
+            switch, factory = relora_schedule(optimizer_factory, notes)
         with vision:
-            result = trace_module_step(module, make_inputs, loss_fn, optimizer_factory,
+            result = trace_module_step(module, make_inputs, loss_fn, factory,
                                        grad_accum=training.grad_accum, autocast=autocast, fake_mode=fake_mode,
                                        notes=notes, switch=switch, warmup_steps=warmup)
         backends = sorted(set(_cuda.SDPA_BACKENDS))

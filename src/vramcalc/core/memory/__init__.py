@@ -39,6 +39,7 @@ from vramcalc.core.memory import nemotron_h as _nemotron_h
 from vramcalc.core.memory import new_tokens as _new_tokens
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
+from vramcalc.core.memory import relora as _relora
 from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory import reward_scoring as _reward_scoring
 from vramcalc.core.memory import rl as _rl
@@ -290,6 +291,13 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
             phases, moments, activations, temporaries = _transformer_phases(
                 act, training, base, gradients, step_temp, tokens, details)
         modeled = True
+    if training.relora:  # axolotl ReLoRA: the restart before the step, a forward moment (memory/relora.py)
+        restart = _relora.restart_bytes(model, training)
+        moments = (("forward.relora_merge", _m.FWD_RELORA, (restart,)), *moments)
+        phases = {**phases, "forward": max(phases["forward"], sum(base) + restart)}
+        temporaries = max(temporaries, restart)
+        details["temporaries.relora_merge"] = restart
+        notes += (_relora.note(model, training),)
     tensor_peak = max(phases.values())
     runtime = runtime_overhead(tensor_peak, _distributed.world_size(training))
     overhead = runtime.total

@@ -106,6 +106,8 @@ BWD_VISION = _layout(("gradients (all but the tower's)", _G), ("vision tower sav
 # that layer's backward transients.
 BWD_VISION_TOWER = _layout(("gradients", _G), ("vision tower kept / saved", _A),
                            ("vision tower layer (recomputed) and its backward", _T))
+# axolotl ReLoRA (memory/relora.py): a restart before the step's forward, every gradient None.
+FWD_RELORA = _layout(("ReLoRA merge: the largest layer's B @ A and its scaled copy (or the Adam states' pruning)", _T))
 FWD_WEIGHT_SYNC = _layout(_ACC, ("weight sync's packed broadcast buffers (vLLM server)", _T))
 # Both, and count-only presets.
 BWD_END = _layout(_ALL_G, _SUMMED)
@@ -122,6 +124,7 @@ LABELS = {
     "forward.reference": "the reference model's forward (DPO/KTO, no grad)",
     "forward.reward": "the reward model's forward on the completions (Online DPO / GRPO, no grad)",
     "forward.generate": "generate(): completions of the generation batch (GRPO, no grad)",
+    "forward.relora_merge": "ReLoRA restart before the step: LoRA merged layer by layer, states pruned (axolotl)",
     "forward.weight_sync": "weights streamed to the vLLM server before generation (GRPO / Online DPO, no grad)",
     "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",
     "forward.vision": "forward: the vision tower (no grad)",

@@ -94,6 +94,7 @@ _POINT_LABELS = {
     "backward.head": "LM head backward (loss chunks)", "backward.head_step": "head's optimizer step (in backward)",
     "backward.end": "backward end (embedding gradient)", "optimizer_step.step": "optimizer step",
     "optimizer_step.done": "optimizer step (done in backward)",
+    "forward.relora_merge": "ReLoRA restart (merge, before the step)",
 }
 
 
