@@ -712,10 +712,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # eager probabilities (16-bit; gpt-oss's `probs[..., :-1]` a view of the sink-wide softmax output) are alive beside
     # its MoE block though nothing saves them (measured with the tracer's live tensors, --grid gptoss LoRA q,k,v,o
     # with checkpointing b1 s512: the (1, heads, s, s + 1) softmax output at the experts' gated product, -8 % without)
-    # (measured for gpt-oss only: Mixtral's and Llama 4's checkpointed forwards peak at the attention instead, where
-    # this would over-count them: --grid families Mixtral LoRA eager +0.8 -> +1.7 %, --grid llama4 up to +12 %)
-    probs_beside_mlp = (c if not amp else 4) * n_heads if eager and t.grad_checkpointing and m.attention_sinks \
-        else 0
+    # (measured for gpt-oss and DeepSeek's MLA, whose checkpointed forwards peak in the MoE block: --grid moe
+    # DeepSeek-V2 LoRA all-linear eager gc, the (b, heads, s, s) bf16 weights at the un-permute, -4.1 % without;
+    # Mixtral's and Llama 4's peak at the attention instead, where this would over-count them: --grid families
+    # Mixtral LoRA eager +0.8 -> +1.7 %, --grid llama4 up to +12 %)
+    probs_beside_mlp = (c if not amp else 4) * n_heads if eager and t.grad_checkpointing \
+        and (m.attention_sinks or (m.attention_kind == "mla" and m.num_experts)) else 0
     after_attention = 0
     if is_deberta(m):  # the content, c2p and p2c scores and their copies beside the saved set (memory/deberta.py)
         eager_fwd = deberta_forward_scores(m, recipe, softmax_bytes)
