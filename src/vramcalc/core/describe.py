@@ -91,7 +91,9 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
     r = recipe_of(t)
     auto = "auto: " if t.precision == "auto" else ""
     parts = [
-        f"precision {auto}{resolve_precision(t)} (weights {r.weight}, grads {r.grad}, compute {r.compute}"
+        f"precision {auto}{resolve_precision(t)} (weights {r.weight}, "
+        + ("trainable fp32, compute under autocast " if r.autocast16 else f"grads {r.grad}, compute ")
+        + r.compute
         + (", fp32 master weights" if r.master_weights else "") + ")",
         f"optimizer {t.optimizer} ({t.optimizer_impl})",
         f"batch {t.batch_size} × seq {t.seq_len}" + (f" → target {t.target_len}" if t.target_len else "")
@@ -182,6 +184,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["upcast_logits"] = True
     if getattr(t, "upcast_norms", False):
         out["upcast_norms"] = True
+    if getattr(t, "fp8", "off") != "off":
+        out["fp8"] = t.fp8
     if t.packing != "none":
         out["packing"] = t.packing
     if t.kernels != "hf":

@@ -21,6 +21,7 @@ from vramcalc.core.vocab import (
     ADAPTER_DTYPES,
     ATTENTIONS,
     DPO_HEADS,
+    FP8_RECIPES,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
@@ -230,6 +231,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: fp32 logits from lm_head."),
     Opt("upcast_norms", bool, False, "LLaMA-Factory upcast_layernorm: fp32 norm weights over a 16-bit model, the "
         "step under the Trainer's autocast."),
+    Opt("fp8", FP8_RECIPES, "off", "FP8 training via accelerate's torchao Float8Linear: tensorwise (axolotl fp8) "
+        "or rowwise (LLaMA-Factory fp8) recipe."),
     Opt("kernels", str, "hf",
         "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
         "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "

@@ -54,6 +54,7 @@ from vramcalc.core.vocab import (
     Attention,
     AttentionKind,
     DpoHead,
+    Fp8Recipe,
     FsdpStrategy,
     GradSync,
     Head,
@@ -983,6 +984,8 @@ class TrainingSpec:
     # LLaMA-Factory upcast_layernorm: every 1-D norm parameter cast to fp32 over a 16-bit model, the step under the
     # Trainer's autocast (memory/upcast_norms.py)
     upcast_norms: bool = False
+    # FP8 training through accelerate's torchao backend (memory/fp8.py): Float8Linear's recipe, off = nn.Linear
+    fp8: Fp8Recipe = "off"
     # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
     # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
     auto_find_batch_size: bool = False

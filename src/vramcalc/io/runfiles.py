@@ -297,6 +297,8 @@ BOOLEAN_KEYS["axolotl"]["embeddings_skip_upcast"] = ()  # EMBEDDINGS_SKIP_UPCAST
 BOOLEAN_KEYS["axolotl"].update(dict.fromkeys(("relora", "relora_cpu_offload"), ()))  # _relora_axolotl
 BOOLEAN_KEYS["llama-factory"]["resize_vocab"] = ()  # _vocab_llama_factory
 BOOLEAN_KEYS["axolotl"]["resize_token_embeddings_to_32x"] = ()  # _vocab_axolotl
+for _tool in ("llama-factory", "axolotl"):  # _fp8_keys (--fp8, memory/fp8.py)
+    BOOLEAN_KEYS[_tool].update(dict.fromkeys(("fp8", "fp8_enable_fsdp_float8_all_gather"), ()))
 # liger_kernel_config's two loss keys (_liger_kernel_config)
 BOOLEAN_KEYS["hf-training-args"].update(dict.fromkeys(("liger_kernel_config.cross_entropy",
                                                        "liger_kernel_config.fused_linear_cross_entropy"), ()))
@@ -518,11 +520,7 @@ UNMODELLED_KEYS: dict[str, str] = {
     # src/llamafactory/hparams/model_args.py @ 00577a8); none has a vramcalc option yet
     # (upcast_lmhead_output is mapped: --upcast-logits, memory/upcast.py)
     # (upcast_layernorm is mapped: --upcast-norms, memory/upcast_norms.py)
-    # LLaMA-Factory (@ ff6d4d12 src/llamafactory/train/fp8_utils.py create_fp8_kwargs) and axolotl (core/trainers/
-    # base.py) hand fp8 to accelerate: torchao Float8Linear (rowwise recipe) swaps every Linear but embeddings and
-    # lm_head, or Transformer Engine; torchao is not in vramcalc's tracer, so its saved fp8 casts are not measured
-    "fp8": "FP8 training through accelerate (torchao Float8Linear on every Linear but embed / lm_head: fp8 casts of "
-           "inputs and weights saved for backward, amax scales), not modelled",
+    # (fp8, fp8_backend, fp8_enable_fsdp_float8_all_gather: mapped, --fp8 (memory/fp8.py), _fp8_keys)
     # finetuning_args.py @ ff6d4d12: the language model frozen (model_utils/visual.py get_forbidden_modules), with
     # freeze_multi_modal_projector: false the projector-only recipe that replaced train_mm_proj_only
     "freeze_language_model": "the language model frozen (no gradients or optimizer states for it)",
@@ -854,6 +852,28 @@ def _finish(data: dict[str, Any], run: Run) -> Run:
     return run
 
 
+def _autocast16(run: Run, path: Path, half: str, who: str, also: dict[str, Any]) -> None:
+    """The Trainer's bf16 / fp16 flag over a 16-bit load whose trainable parameters are fp32 (peft's adapters, or
+    LLaMA-Factory's trained layers): the step runs under autocast (accelerate accelerator.py prepare_model), i.e.
+    --precision autocast-{half} (memory/precision.py), where vramcalc models that run (memory/upcast_norms.py
+    check_recipe, on the file's options with the defaults); elsewhere the reader's mapping stays, with a note.
+    `also`: options that go with the recipe (QLoRA's --no-kbit-prep where the tool runs no kbit preparation)."""
+    from vramcalc.core.memory.upcast_norms import check_recipe
+    from vramcalc.core.options import OPTIONS, training_spec
+
+    before = run.options.get("precision")
+    values = {o.name: o.default for o in OPTIONS} | run.options | also | {"precision": f"autocast-{half}"}
+    try:
+        # (an hf-training-args file names no model: its family is checked at the estimate)
+        check_recipe(resolve_model(run.model, path.parent)[0] if run.model else None, training_spec(values))
+    except VramcalcError as e:
+        run.notes.append(f"{who} runs this step under the Trainer's autocast over 16-bit weights; --precision "
+                         f"autocast-{half} is not modelled here ({str(e).split(': use --precision')[0]}): counted "
+                         f"as {before}.")
+        return
+    run.options.update(also, precision=f"autocast-{half}")
+
+
 def _targets(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
@@ -997,7 +1017,32 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
     _unfrozen_axolotl(d, run, _path)
     _lora_kernels_axolotl(d, run, _path)
+    _fp8_keys(AX, d, run)
+    if run.options.get("precision") in ("bf16", "fp16") and run.options["method"] in ("lora", "qlora"):
+        # axolotl-ai-cloud/axolotl @ b78dab1e src/axolotl/loaders/adapter.py load_lora: get_peft_model with peft's
+        # default autocast_adapter_dtype=True unless peft_autocast_adapter_dtype is set: fp32 adapters over the
+        # 16-bit load (loaders/model.py @ ae7395e9 casts the norms and embeddings in _configure_embedding_dtypes,
+        # before _load_adapters), and the Trainer's bf16 / fp16 flag runs the step under autocast
+        _autocast16(run, _path, run.options["precision"], "axolotl", {})
     return _finish(d, run)
+
+
+def _fp8_keys(tool: str, d: dict[str, Any], run: Run) -> None:
+    """fp8 through accelerate's torchao backend (--fp8, memory/fp8.py): axolotl's is torchao's tensorwise recipe
+    under accelerate's default filter (axolotl-ai-cloud/axolotl @ 70be5461 src/axolotl/core/trainers/base.py
+    additional_accelerator_args: Float8LinearConfig()); LLaMA-Factory's the rowwise recipe under its own name filter
+    (hiyouga/LLaMA-Factory @ 7f564fdb src/llamafactory/train/fp8_utils.py create_fp8_kwargs), for fp8_backend auto or
+    torchao; Transformer Engine and MS-AMP are other allocators, and FSDP's float8 all-gather is not modelled."""
+    if _flag(tool, d.get("fp8"), "fp8"):
+        run.options["fp8"] = "tensorwise" if tool == AX else "rowwise"
+    backend = str(d.get("fp8_backend", "auto")).lower()
+    if tool == LF and backend not in ("auto", "torchao"):
+        _unmodelled(run, "fp8_backend", f"fp8_backend {backend:.20} (Transformer Engine / MS-AMP modules; --fp8 "
+                    "models torchao's Float8Linear)")
+    if _flag(tool, d.get("fp8_enable_fsdp_float8_all_gather"), "fp8_enable_fsdp_float8_all_gather"):
+        _unmodelled(run, "fp8_enable_fsdp_float8_all_gather", "FSDP2's float8 all-gather (torchao fsdp_utils.py "
+                    "WeightWithDynamicFloat8CastTensor: fp8 weight shards gathered), not modelled")
+    _seen(d, run, "fp8", *(("fp8_backend",) if tool == LF else ()), "fp8_enable_fsdp_float8_all_gather")
 
 
 def _context_parallel_axolotl(d: dict[str, Any], run: Run) -> None:
@@ -1758,6 +1803,7 @@ def _llama_pro_lora(d: dict[str, Any], run: Run, path: Path) -> None:
 LF_COMPOSITE_KINDS = ("clip", "llava_next", "qwen2_vl", "qwen2_5_vl", "siglip", "mllama", "llama4")
 LF_FIXED_SIZE_KINDS = ("clip", "siglip")  # CLIPImageProcessor / Gemma3ImageProcessor resize to the tower's own size
 LF_IMAGE_MAX_PIXELS = 768 * 768  # model_args.py image_max_pixels default
+LF_LORA_RANK = 8  # finetuning_args.py LoraArguments.lora_rank default
 # Llama 4's language-model Linears: find_all_linear_modules keeps classes whose name holds "Linear", so Llama4Router
 # (an nn.Linear subclass) is not among `all`'s names (transformers models/llama4/modeling_llama4.py: attention
 # q/k/v/o_proj, Llama4TextMLP gate/up/down_proj; the experts are Parameters)
@@ -1884,6 +1930,12 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
     _take(d, run, "lora_target", "lora_targets", _targets)
+    if ftype == "lora":
+        # LoraArguments' own defaults (hiyouga/LLaMA-Factory @ ff6d4d12 src/llamafactory/hparams/finetuning_args.py):
+        # lora_rank 8, lora_target "all" (every Linear but lm_head: model_utils/misc.py find_all_linear_modules),
+        # not vramcalc's rank 16 on q_proj,v_proj
+        run.options.setdefault("lora_rank", LF_LORA_RANK)
+        run.options.setdefault("lora_targets", "all-linear")
     _lora_variants(LF, d, run, "use_dora", "additional_target")  # finetuning_args.py LoraArguments
     if ftype == "lora":
         _llama_pro_lora(d, run, path)
@@ -1963,14 +2015,16 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             run.options["adapter_dtype"] = "bf16"
     else:
         run.options["precision"] = f"pure-{half}" if pure else f"amp-{half}"
-        if method == "freeze" and not pure:
-            # model/adapter.py init_adapter -> _setup_freeze_tuning(..., cast_trainable_params_to_fp32): only the
-            # trained parameters are cast to fp32, the frozen ones stay in the load dtype (hiyouga/LLaMA-Factory
-            # @ 018dae85); vramcalc's precisions have no "fp32 trained, 16-bit frozen under autocast" recipe
-            run.notes.append(f"finetuning_type freeze with {half}: LLaMA-Factory upcasts only the trained parameters "
-                             f"to fp32 and keeps the frozen ones {half}; counted as amp-{half} (every weight fp32): "
-                             f"weights over by 2 B per frozen parameter; --precision {half} counts the trained ones "
-                             f"16-bit (an under-estimate): the run lies between the two.")
+    autocast = None  # the step under the Trainer's autocast, decided once every key is read (below)
+    if half is not None and not pure and method in ("lora", "qlora", "freeze"):
+        # hiyouga/LLaMA-Factory @ 99e0c3e4 model/adapter.py init_adapter: cast_trainable_params_to_fp32 unless
+        # pure_bf16 / BAdam (or ZeRO-3 / FSDP without quantization: their fp32 masters), so the adapters (get_peft_model
+        # then `param.data.to(torch.float32)`) or freeze's trained parameters (_setup_freeze_tuning) are fp32 and the
+        # rest stays in the load dtype; the Trainer's bf16 / fp16 flag then runs the step under autocast (accelerate
+        # prepare_model): --precision autocast-{half}. QLoRA: LLaMA-Factory runs no prepare_model_for_kbit_training
+        # (model_utils/checkpointing.py @ 908cd68e prepare_model_for_training casts only with upcast_layernorm):
+        # --no-kbit-prep, its norms, embeddings and head in the load dtype.
+        autocast = half
     if run.options.get("badam") and method == "full" and half is not None:
         # model/adapter.py: no fp32 upcast under use_badam; BAdam keeps fp32 copies of the active block (an fp32 model
         # stays fp32, which --badam refuses: BAdam warns and copies the block again)
@@ -2019,6 +2073,11 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # model_args.py upcast_layernorm: model_utils/checkpointing.py prepare_model_for_training casts every 1-D norm
     # parameter to fp32 (memory/upcast_norms.py; over fp32 / amp weights its note says: no change)
     _take_flag(LF, d, run, "upcast_layernorm", "upcast_norms")
+    _fp8_keys(LF, d, run)
+    # (upcast_layernorm: --upcast-norms models the same autocast with its fp32 norms, memory/upcast_norms.py)
+    if autocast and not (run.options.get("zero") or run.options.get("fsdp", "none") != "none"
+                         or run.options.get("badam") or run.options.get("upcast_norms")):
+        _autocast16(run, path, autocast, "LLaMA-Factory", {"kbit_prep": False} if method == "qlora" else {})
     return _finish(d, run)
 
 
@@ -2321,6 +2380,11 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     elif loaded16:
         # a 16-bit model trained as loaded: torch AdamW keeps states like the parameters (zeros_like)
         run.options["precision"] = f"pure-{loaded16}"
+        if half and run.options["method"] in ("lora", "qlora"):
+            # use_peft: peft's get_peft_model (autocast_adapter_dtype=True) makes fp32 adapters over the 16-bit load
+            # (TRL QLoRA casts them back to bf16: _trl_peft), and bf16 / fp16 true runs the step under autocast
+            # (accelerate accelerator.py prepare_model): --precision autocast-{half}
+            _autocast16(run, path, half, "TrainingArguments' bf16 / fp16", {})
     else:  # float32 weights, with autocast when bf16/fp16 is set
         run.options["precision"] = f"amp-{half}" if half else "fp32"
     load_text = ("dtype='auto': the checkpoint's dtype, assumed 16-bit (an fp32 checkpoint: pass "
