@@ -1779,6 +1779,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                               f"{c} B × {rows} rows × {_n(seq)} × {_n(seq)}", c * rows * seq * seq,
                               "rows × queries × keys × bytes",
                               "transformers masking_utils.create_chunked_causal_mask (modeling_llama4.py)"))
+        if m.family == "gpt_oss" and 0 < (m.sliding_window_layers or 0) < (m.num_layers or 0):  # memory/__init__.py
+            lines.append(Line("activations.shared.sliding_mask", "4-D sliding-window mask beside the causal one",
+                              f"{c} B × {rows} rows × {_n(seq)} × {_n(seq)}", c * rows * seq * seq,
+                              "rows × queries × keys × bytes",
+                              "transformers modeling_gpt_oss.py GptOssModel.forward causal_mask_mapping"))
     elif masked_sdpa(t) and not mamba:  # packed rows under sdpa: a block-diagonal bool mask (memory/activations.py)
         packed = t.packing != "none"
         lines.append(Line("activations.shared.mask", "4-D bool mask of the " + ("packed rows" if packed else
@@ -1915,8 +1920,14 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              loss_bwd, "two fp32 vocab-wide gradients", SRC_LOSS),
         Line("temporaries.layer_forward", layer.forward_transient.name,
              f"{_n(layer.forward_transient.per_token)} B/token × {tok}"
+             + (f" + {_n(layer.forward_transient.const)} B of merged expert stacks (checkpointed: unsaved)"
+                if layer.forward_transient.const else "")
+             + (f" + {_n(layer.mlp_forward_per_token_seq)} B × {tok} × {_n(seq)} keys of the attention weights the "
+                "layer still references" if layer.mlp_forward_per_token_seq else "")
              + (f", or {_n(layer.forward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys of unsaved scores"
-                if layer.forward_transient.per_token_seq else ""), layer_fwd_t,
+                if layer.forward_transient.per_token_seq else "")
+             + (f" + {_n(layer.attention_forward_per_token)} B/token × {tok} of unsaved q, k, v and normed input"
+                if layer.attention_forward_per_token else ""), layer_fwd_t,
              "the larger of the MLP intermediates and eager attention's unsaved scores", SRC_ACTS)
         if not dq_fwd or layer_fwd_t != dq_fwd else
         Line("temporaries.layer_forward", "QLoRA's dequantized weight (largest block Linear)",

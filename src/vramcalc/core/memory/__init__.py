@@ -882,6 +882,7 @@ class _ActivationPlan:
     fwd_only_ts: int = 0
     fwd_only_ss: int = 0
     fwd_only_c: int = 0
+    loss_less_ts: int = 0  # of once_ts, gone by the loss too (gpt-oss's masks without checkpointing)
     once_b: int = 0  # the prompt encoder's saved bytes per sequence
     once_c: int = 0  # whatever the batch: Unsloth's QLoRA dequantization buffers (memory/unsloth.py)
     layer_bwd_c: int = 0  # a layer's backward temporaries whatever the batch (a delta weight's gradient)
@@ -892,6 +893,9 @@ class _ActivationPlan:
     layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
     layer_mlp_fwd_t: int = 0  # the MLP's forward temporaries per token from its up-projection on (activations.py)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
+    layer_fwd_moe_c: int = 0  # beside layer_fwd_t: a checkpointed MoE block's merged expert stacks (activations.py)
+    attn_fwd_t: int = 0  # beside attn_fwd_ts: a checkpointed layer's eager attention inputs (activations.py)
+    mlp_fwd_ts: int = 0  # beside layer_fwd_t: a checkpointed layer's eager attention weights (activations.py)
     fp8_casts: _fp8.Fp8Casts = _fp8.Fp8Casts()  # --fp8: a swapped Linear's float8 casts while it runs (memory/fp8.py)
     fp8_unmade_grads: int = 0  # --fp8: gradient bytes made after the bottom layer's swapped Linears (memory/fp8.py)
     # QLoRA's dequantized weight while a block Linear runs forward / backward (activations.py)
@@ -1241,6 +1245,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         once_ts = c  # the 4-D causal mask (masking_utils.eager_mask): c * rows * row * row
         if m.attention_chunk_size and m.nope_layer_interval:  # Llama 4: the chunked layers' mask beside it
             once_ts = 2 * c
+        if m.family == "gpt_oss" and 0 < (m.sliding_window_layers or 0) < n_layers:
+            # gpt-oss (modeling_gpt_oss.py GptOssModel.forward): causal_mask_mapping holds a full and a sliding-window
+            # 4-D mask for the forward's length, both (rows, 1, s, s) in the compute dtype (the tracer: two
+            # aten.where outputs alive through the step, --grid gptoss)
+            once_ts = 2 * c
 
     elif masked_sdpa(t):
         once_ts = 1  # the packed 4-D bool mask (masking_utils.sdpa_mask): rows * row * row
@@ -1410,6 +1419,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         autocast_copies=autocast_copies, layer_copies=layer_copies, autocast_head_copy=autocast_head_copy,
         frozen_casts=recipe.autocast and t.method not in ("full", "freeze"),
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
+        layer_fwd_moe_c=layer.forward_transient.const,
+        attn_fwd_t=layer.attention_forward_per_token,
+        mlp_fwd_ts=layer.mlp_forward_per_token_seq,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=max(head.forward_transient, lora_head_fwd_t), loss_bwd_t=head.backward_transient, g_head=g_head,
         end_t=end_t,
@@ -1450,8 +1462,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         attn_fwd_less_t=layer.after_attention_per_token,
         attn_div_ts=layer.forward_transient.per_token_seq if _deberta.is_deberta(m) else 0,
         **({} if t.grad_checkpointing or t.activation_offload else
-           {"fwd_only_ts": once_ts if _deberta.is_deberta(m) else 0, "fwd_only_ss": once_ss,
-            "fwd_only_c": once_rel_c}),
+           # (gpt-oss: `attn_weights + attention_mask` saves neither mask, so without checkpointing both die with
+           # the forward: the tracer's live tensors at the loss backward hold no aten.where output, --grid gptoss)
+           {"fwd_only_ts": once_ts if _deberta.is_deberta(m) or m.family == "gpt_oss" else 0, "fwd_only_ss": once_ss,
+            "fwd_only_c": once_rel_c,
+            # (the masks are GptOssModel.forward's locals: freed when it returns, before lm_head and the loss run)
+            "loss_less_ts": once_ts if m.family == "gpt_oss" else 0}),
         once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         once_c=_unsloth.weight_buffer_bytes(m, t, recipe),
         layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
@@ -1534,7 +1550,8 @@ def _transformer_phases(
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
     fwd_layer_copies = autocast_copies - p.autocast_head_copy
     attn_less = 0 if p.checkpointing or p.offload else p.attn_fwd_less_t * tokens  # checkpointed: nothing saved
-    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq - attn_less, p.layer_fwd_c,
+    layer_fwd_t = max(p.layer_fwd_t * tokens + p.layer_fwd_moe_c + p.mlp_fwd_ts * token_seq,
+                      p.attn_fwd_ts * token_seq + p.attn_fwd_t * tokens - attn_less, p.layer_fwd_c,
                       p.dequant_fwd.forward(tokens, p.checkpointing or p.offload), p.fp8_casts.forward(tokens))
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
     # per-key scores gradient), after autograd has freed the MLP's saved tensors: every moment that holds this
@@ -1766,7 +1783,8 @@ def _transformer_phases(
         moments = [
             ("forward.layer", _m.FWD_LAYER, (acc, acts_layers, once, fwd_layer_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS,
-             (acc, acts_layers, once, autocast_copies, head_saved, loss_fwd_t, grad_fwd)),
+             (acc, acts_layers, once - p.loss_less_ts * rows * seq * seq, autocast_copies, head_saved, loss_fwd_t,
+              grad_fwd)),
             ("backward.start", _m.BWD_START,
              (acc, acts_layers, once - fwd_only, autocast_copies, head_saved, loss_bwd_t, grad_fwd)),
         ]

@@ -100,6 +100,11 @@ class LayerActivations:
     # backward_transient.per_token without the RMSNorm's fp32 backward (offloaded without checkpointing that node has
     # its own moment, memory/savers.py offload_node_bytes): the MLP's and adapters' gradients
     backward_no_norm_per_token: int = 0
+    # A checkpointed layer's eager attention: bytes per token alive beside its unsaved scores (forward_transient's
+    # per_token_seq), which nothing saves in its first forward (q, k, v, the normed input); 0 where not modelled
+    attention_forward_per_token: int = 0
+    # ... and beside its MLP's forward temporaries, per token x key: the attention weights the layer still references
+    mlp_forward_per_token_seq: int = 0
 
     def components(self) -> tuple[int, int, int, int]:
         """(per token, per token x seq, per sample, whatever the batch) of the saved set (the plan's split)."""
@@ -552,6 +557,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     moe_fwd_t = moe_bwd_t = 0
     moe_rerun_t = -1  # a fused MoE block's forward temporaries while its checkpointed rerun saves (below)
     n_moe_rerun = 0  # ... and the end of its terms saved by the routed output's un-permute
+    moe_merged_c = 0  # ... and its saved bytes whatever the batch (peft's merged expert stacks)
     if m.num_experts and m.family == "gpt_oss":
         moe = _gpt_oss_moe_terms(m, c, h, live, trainable_weights)
         terms += moe
@@ -563,12 +569,22 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # with the tracer: a tiny gpt_oss LoRA, the peak at `(up + 1) * glu`). Under checkpointing nothing is
         # saved, so the block's saved set is transient too; in backward its recomputation runs beside the
         # incoming gradient and one more gathered (k x tokens, hidden) tensor.
-        moe_fwd_t = 4 * c * width + m.experts_per_token * c * h
+        k_ = m.experts_per_token
         # (trainable experts: their weight gradients' moment is the larger, and the gathered input is saved)
-        moe_bwd_t = moe_fwd_t + m.experts_per_token * c * h + c * h if t.grad_checkpointing and not trainable_weights \
-            else 0
+        moe_bwd_t = 4 * c * width + 2 * k_ * c * h + c * h if t.grad_checkpointing and not trainable_weights else 0
+        # At that product (measured with the tracer's live tensors, --grid gptoss without checkpointing, the top
+        # layer's MoE at the mul; full b2 s256 was +2.8 % and LoRA -0.5 % before): the down projection's output and
+        # its routing weight (saved by `proj_out * weights`) are not made yet; trainable experts save the product and
+        # the gathered input themselves (grouped_mm's inputs), so beyond the saved set only the gathered bias and the
+        # clamped up remain; and the residual stream's references, which nothing saves under frozen norms: the
+        # embeddings (GptOssModel.forward's inputs_embeds), the layer's input (the model loop's hidden_states), the
+        # post-attention residual and the MoE's normed input (4 x hidden; the router saves the last when it trains).
+        moe_fwd_t = (3 if trainable_weights else 4) * c * width + (0 if trainable_weights else k_ * c * h) \
+            - k_ * c * (h + 1) + (3 if trainable_weights else 4) * c * h
         if t.grad_checkpointing:
-            moe_fwd_t += sum(x.per_token for x in moe)
+            # Checkpointed, the block's saved set is transient too, less the sigmoid (freed once glu is made: nothing
+            # saves it) and the two hidden-wide references counted as kept layer inputs (the embeddings, the input)
+            moe_fwd_t += sum(x.per_token for x in moe) - c * width - 2 * c * h
     elif m.num_experts and m.family == "llama4":
         router_own = linear_input("router input", ("router",), h, input_live=live)
         shared_lora = a if adapted & {"gate_proj", "up_proj"} else 0
@@ -591,6 +607,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         moe, moe_fwd_t, moe_bwd_t, const_fwd, moe_rerun_t = _fused_moe_terms(m, t, c, eb, live, trainable_weights,
                                                                              moe_adapted)
         terms += moe
+        moe_merged_c = sum(x.const for x in moe)
         if m.moe_latent_size and moe:
             # Nemotron 3 Super (modeling_nemotron_h.py NemotronHMoE.forward): fc1_latent_proj (hidden -> latent)
             # reads the normed hidden states, the tensor shared_experts' up_proj reads too (saved once: by it when
@@ -691,6 +708,32 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # 4 + 4 + 4 against 4 + c saved, so 8 - c bytes beyond (measured with the tracer, tinyllama LoRA eager with
     # checkpointing: three fp32 (b, heads, s, s) tensors alive at _softmax_backward_data; the MLP's saved set freed).
     eager_fwd = c * n_heads if eager else 0
+    if eager and t.grad_checkpointing and attn_live and recipe.compute == "bf16" and not amp \
+            and not m.attention_sinks and m.family not in ("gpt2", "falcon", "gpt_oss", "llama4", *ENCODER_FAMILIES):
+        # Llama-style eager `softmax(scores, dim=-1, dtype=torch.float32)` on bf16 scores: aten softmax (SoftMax.cpp)
+        # fuses the upcast only for fp16 CUDA input; bf16 is first copied to fp32, so at _softmax the 16-bit scores,
+        # the fp32 copy and the fp32 output are alive at once. A checkpointed layer's first forward saves nothing, so
+        # this moment is not covered by the saved set (measured with the tracer's live tensors, --grid moe Mixtral
+        # full eager with checkpointing b2 s512: three (b, heads, s, s) tensors at _softmax, -13.4 % without; the
+        # dense decoders alike: --grid base tinyllama QLoRA eager gc b4 s2048 -16.9 %, --grid vlm LLaVA-1.5 QLoRA
+        # eager gc -6.1 %, the forward phase only, never the peak there).
+        eager_fwd += (4 - c) * n_heads
+    # ... and beside those scores, what the attention block would have saved and still references: the normed input,
+    # q, the repeated k and v (eager_attention_forward's repeat_kv copies) and, under GQA, the unrepeated rotated k
+    # and v projection (the Qwen3-MoE trace: 2 B x (h + q + 2q + 2 kv) per token, -3.5 to -5.5 % without)
+    attn_fwd_tok = c * (h + q_dim + (2 * q_dim + 2 * kv_dim if gqa else 2 * kv_dim)) \
+        if eager_fwd > c * n_heads and m.attention_kind != "mla" else 0
+    # The decoder layer binds the attention's returned weights to `_` (`hidden_states, _ = self.self_attn(...)`,
+    # modeling_gpt_oss.py / modeling_mixtral.py ...DecoderLayer.forward) until the MLP returns: a checkpointed layer's
+    # eager probabilities (16-bit; gpt-oss's `probs[..., :-1]` a view of the sink-wide softmax output) are alive beside
+    # its MoE block though nothing saves them (measured with the tracer's live tensors, --grid gptoss LoRA q,k,v,o
+    # with checkpointing b1 s512: the (1, heads, s, s + 1) softmax output at the experts' gated product, -8 % without)
+    # (measured for gpt-oss and DeepSeek's MLA, whose checkpointed forwards peak in the MoE block: --grid moe
+    # DeepSeek-V2 LoRA all-linear eager gc, the (b, heads, s, s) bf16 weights at the un-permute, -4.1 % without;
+    # Mixtral's and Llama 4's peak at the attention instead, where this would over-count them: --grid families
+    # Mixtral LoRA eager +0.8 -> +1.7 %, --grid llama4 up to +12 %)
+    probs_beside_mlp = (c if not amp else 4) * n_heads if eager and t.grad_checkpointing \
+        and (m.attention_sinks or (m.attention_kind == "mla" and m.num_experts)) else 0
     after_attention = 0
     if is_deberta(m):  # the content, c2p and p2c scores and their copies beside the saved set (memory/deberta.py)
         eager_fwd = deberta_forward_scores(m, recipe, softmax_bytes)
@@ -700,12 +743,26 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # gpt-oss: the masked scores and the sink-concatenated logits are both still referenced while the softmax
         # runs on their max-subtracted copy (eager_attention_forward rebinds only attn_weights after it).
         eager_fwd = 2 * (c if not amp else 4) * n_heads
+        # That moment (`combined_logits - max`) comes before o_proj's input and the MoE block's saved set exist
+        # (measured with the tracer's live tensors, --grid gptoss full b1 s512 without checkpointing: the top layer's
+        # forward holds its attention's set only, +4.2 % with the whole layer's counted once both 4-D masks were)
+        after_attention = sum(x.per_token for x in terms[n_before_o:] if not x.batch1_only) \
+            if m.attention_kind != "mla" else 0
     if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
     elif not eager:
         eager_bwd = 0
     elif m.family == "gpt2" and not amp:
         eager_bwd = (4 + 2 * c) * n_heads
+    elif m.attention_sinks:
+        # gpt-oss (modeling_gpt_oss.py eager_attention_forward): the full (s, s) scores of every layer, a sliding
+        # layer's window only masked, the sink column concatenated, the softmax in the scores' dtype. Backward, from
+        # the saved set less the MLP's: `probs[..., :-1]`'s slice gradient (zeros, s + 1 wide), softmax's input
+        # gradient, then the max's (value_selecting_reduction_backward: new_zeros and its scatter) while the
+        # softmax's saved output has been released: two score-wide tensors beyond it (measured with the tracer's
+        # live tensors, a 4-layer gpt-oss toy with 32 experts, window 64, full with checkpointing b2 s512: three
+        # (b, heads, s, s + 1) bf16 tensors at aten.scatter in backward; +12.6 % with the fp32 softmax's 8 - c)
+        eager_bwd = 2 * (c if not amp else 4) * n_heads
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
     if is_deberta(m):
@@ -714,7 +771,14 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # scatter_add), the MLP's saved set, the softmax output, its dropout mask, the dropped probabilities and the
         # ~mask are freed, which outweighs them: the MLP's gradients stay the layer's backward peak.
         eager_bwd = 0
-    fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd)
+    # A checkpointed fused MoE block's first forward saves nothing, so peft's merged expert stacks (W + B·A, the
+    # factor casts: _fused_moe_terms' const, saved without checkpointing) are alive beside its working set while the
+    # experts run (measured with the tracer's live tensors, --grid moe deepseek_v3 LoRA all-linear with
+    # checkpointing b2 s256: both baddbmm outputs alive at the routed output's un-permute, the forward phase -17 %
+    # without them)
+    moe_fwd_c = moe_merged_c if t.grad_checkpointing else 0
+    fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd,
+               const=moe_fwd_c)
     up_fwd = [lora_fwd.get(x, 0) for x in up_mods]
     if len(up_mods) == 2 and up_fwd[1] and up_live:
         # LlamaMLP's down(act(gate(x)) * up(x)) runs gate_proj and its activation first: while up_proj's adapter path
@@ -848,7 +912,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             sum(x.const for x in mlp_terms), attn_bwd_const,
                             attention_terms=sum(1 for x in terms[:n_attention_terms] if kept(x)),
                             routed_backward_per_token=routed_bwd,
-                            backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t))
+                            backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t),
+                            attention_forward_per_token=attn_fwd_tok, mlp_forward_per_token_seq=probs_beside_mlp)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
@@ -1072,6 +1137,10 @@ def _gpt_oss_moe_terms(m: ModelSpec, c: int, h: int, live: bool, trainable: bool
            Term("experts down output, routing weight", k * c * (h + 1))]
     if trainable:
         out.append(Term("experts grouped_mm inputs (gathered hidden, gated output)", k * c * (h + i)))
+        # GptOssTopKRouter's F.linear keeps the normed 16-bit input for its weight's gradient (measured with the
+        # tracer's live tensors at the loss backward, --grid gptoss full without checkpointing: one (tokens, hidden)
+        # bf16 norm output per layer beyond the terms above, -1.1 % without)
+        out.append(Term("router input (its weight's gradient)", c * h))
     return out
 
 

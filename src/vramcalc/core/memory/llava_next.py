@@ -190,7 +190,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                                     and training.grad_accum == 1) else with_grad
         values = _vision._grown(layout, values, trainable_text, grown)
         if key.startswith("forward."):
-            lm = in_forward if key != "forward.loss" else 0
+            lm = in_forward if key != "forward.loss" else _vision.loss_held_hidden(model, training)
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + held + lm + forward_only
                                                  + lm_input)))
         elif key == "backward.bottom":

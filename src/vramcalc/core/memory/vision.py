@@ -529,6 +529,19 @@ def clip_lora_backward_moment(v: VisionSpec, training: TrainingSpec, rows: int, 
     return worst
 
 
+def loss_held_hidden(model: ModelSpec, training: TrainingSpec) -> int:
+    """The language model's last hidden state (the final norm's 16-bit output, tokens x text width) at the loss of a
+    LoRA / QLoRA run: the model output LlavaForConditionalGeneration.forward / LlavaNextForConditionalGeneration.forward
+    keeps (`outputs = self.model(...)`, `hidden_states = outputs[0]`) references it while lm_head's logits and the loss
+    are made, and nothing saves it when neither lm_head nor the final norm trains (measured with the tracer's live
+    tensors at nll_loss_forward, --grid vlm3 LLaVA-NeXT Mistral 2 text layers LoRA b2 s128: one (2, 2480, 4096) bf16
+    aten.mul output, the forward phase -0.71 % without it). Full fine-tuning saves it as lm_head's input."""
+    if training.method not in ("lora", "qlora") or "lm_head" in training.lora_targets or model.hidden_size is None:
+        return 0
+    return training.batch_size * total_tokens(model, training) * model.hidden_size \
+        * dtype_bytes(recipe_of(training).compute)
+
+
 def lm_input_grad_saved(text_model: ModelSpec, text_training: TrainingSpec) -> int:
     """What the language model's bottom layer saves beyond the text estimate when its input needs a gradient that
     the text run's does not: LoRA without checkpointing counts layer 0 as the frozen embedding's (nothing saved
@@ -1231,6 +1244,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     with_grad = extra_trainable - unreached
 
     raw: list[_m.RawMoment] = []
+    last_hidden = loss_held_hidden(model, training)
     accum = b.gradients if training.grad_accum > 1 else 0
     grad_all = _scaled(b.gradients, trainable_text, with_grad)
     img_w = image_side_bytes(model, training, recipe, tower, projector)  # QLoRA: the Linears 4-bit (weights.py)
@@ -1245,7 +1259,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         values = _grown(layout, values, trainable_text, with_grad)
         if key.startswith("forward."):
             raw.append((key, (*layout, _SAVED), (*values, saved + tower_kept + pixel + forward_only + held
-                                                 + lm_input)))
+                                                 + lm_input + (last_hidden if key == "forward.loss" else 0))))
         elif key == "backward.bottom":
             # a trained projector's backward runs after the text model's bottom layer and before the embedding's
             # (its nodes are newer than the embedding's): its saved tensors are gone at the bottom moment, which
