@@ -893,6 +893,7 @@ class _ActivationPlan:
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
     bottom_layer_grads: int = 0  # a dense bottom layer's own gradients, written after its backward peak
+    layer_ck_fwd_t: int = 0  # a checkpointed layer's first forward (LayerActivations.checkpointed_forward_per_token)
     # LISA (memory/lisa.py): the frozen layers below the trained ones, and one frozen layer's saved set (per token,
     # per token x seq): the backward.lowest_trained moment
     lisa_below: int = 0
@@ -1372,6 +1373,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         autocast_copies=autocast_copies, layer_copies=layer_copies, autocast_head_copy=autocast_head_copy,
         frozen_casts=recipe.autocast and t.method not in ("full", "freeze"),
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
+        layer_ck_fwd_t=layer.checkpointed_forward_per_token if t.grad_checkpointing else 0,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=max(head.forward_transient, lora_head_fwd_t), loss_bwd_t=head.backward_transient, g_head=g_head,
         end_t=end_t,
@@ -1488,6 +1490,8 @@ def _dense_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, la
     # offloading write gradients elsewhere: not modelled here)
     if t.zero or t.fsdp not in ("none", "no-shard") or t.offload != "none":
         return 0
+    if _lisa.active(t) or _badam.active(t) or _unfrozen.active(t):  # partial training: their own late gradients
+        return 0
     if t.method != "full" or not m.has_architecture or not m.num_layers or m.decoder_layers or m.num_experts \
             or m.vision is not None or m.ssm_state_size or m.family in CLASSIC_FAMILIES \
             or _encoder.is_encoder(m) or is_jamba(m) or is_hybrid(m) or is_nemotron_h(m) or is_zamba2(m):
@@ -1528,7 +1532,8 @@ def _transformer_phases(
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
     fwd_layer_copies = autocast_copies - p.autocast_head_copy
     attn_less = 0 if p.checkpointing or p.offload else p.attn_fwd_less_t * tokens  # checkpointed: nothing saved
-    layer_fwd_t = max(p.layer_fwd_t * tokens, p.attn_fwd_ts * token_seq - attn_less, p.layer_fwd_c,
+    layer_fwd_t = max(p.layer_fwd_t * tokens, p.layer_ck_fwd_t * tokens, p.attn_fwd_ts * token_seq - attn_less,
+                      p.layer_fwd_c,
                       p.dequant_fwd.forward(tokens, p.checkpointing or p.offload))
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
     # per-key scores gradient), after autograd has freed the MLP's saved tensors: every moment that holds this
