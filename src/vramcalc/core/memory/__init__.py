@@ -894,6 +894,7 @@ class _ActivationPlan:
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
     bottom_layer_grads: int = 0  # a dense bottom layer's own gradients, written after its backward peak
     layer_ck_fwd_t: int = 0  # a checkpointed layer's first forward (LayerActivations.checkpointed_forward_per_token)
+    end_in_t: int = 0  # the embedding's incoming gradient while embedding_dense_backward runs (per token)
     # LISA (memory/lisa.py): the frozen layers below the trained ones, and one frozen layer's saved set (per token,
     # per token x seq): the backward.lowest_trained moment
     lisa_below: int = 0
@@ -1454,6 +1455,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                     if full_like else 0) + _zamba2.late_gradient_bytes(m, t, recipe)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0),
         bottom_layer_grads=_dense_late_gradient_bytes(m, t, recipe, layer=True),
+        # (the embedding's backward, last, writes its gradient beside the incoming one: measured with the tracer,
+        # see _dense_late_gradient_bytes: one residual-stream tensor per token at embedding_dense_backward)
+        end_in_t=residual * m.hidden_size if _dense_late_gradient_bytes(m, t, recipe) else 0,
     )
 
 
@@ -1821,7 +1825,7 @@ def _transformer_phases(
         details["temporaries.generation"] = g_rest
         details["temporaries.logprob_pass"] = passes[1] if passes is not None else 0
     # Backward-end temporaries (tied embeddings or accumulation; see _activation_plan).
-    end_t = p.end_t if p.end_tied or accum else 0
+    end_t = (p.end_t if p.end_tied or accum else 0) + p.end_in_t * tokens
     moments.append(("backward.end", _m.BWD_END, (gradients, end_t)))
     if t.optimizer_in_bwd:
         # memory/savers.py: the first (head's) step runs in backward with every layer's activations alive;
