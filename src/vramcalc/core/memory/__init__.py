@@ -1825,8 +1825,10 @@ def _transformer_phases(
         details["temporaries.generation"] = g_rest
         details["temporaries.logprob_pass"] = passes[1] if passes is not None else 0
     # Backward-end temporaries (tied embeddings or accumulation; see _activation_plan).
-    end_t = (p.end_t if p.end_tied or accum else 0) + p.end_in_t * tokens
-    moments.append(("backward.end", _m.BWD_END, (gradients, end_t)))
+    end_t = p.end_t if p.end_tied or accum else 0
+    moments.append(("backward.end", _m.BWD_END_EMBED, (gradients, end_t, p.end_in_t * tokens)) if p.end_in_t else
+                   ("backward.end", _m.BWD_END, (gradients, end_t)))
+    end_t += p.end_in_t * tokens
     if t.optimizer_in_bwd:
         # memory/savers.py: the first (head's) step runs in backward with every layer's activations alive;
         # the optimizer-step phase then has nothing left to do.
