@@ -2809,6 +2809,43 @@ def upcastln_grid() -> list[dict[str, Any]]:
                     for model in UPCASTLN_MODELS for label, kw in UPCASTLN_METHODS[1:] for gc in (False, True)]
 
 
+# The autocast grid (`--grid autocast`, issue 13; 60 cases): --precision autocast-bf16, the Trainer's bf16 flag over a
+# 16-bit load with fp32 trainable parameters (memory/precision.py; the tracer loads bf16 weights and runs the forward
+# under CUDA autocast, as accelerate's prepare_model does): LoRA all-linear (peft's fp32 adapters,
+# autocast_adapter_dtype), QLoRA NF4 all-linear (kbit_prep off, as LLaMA-Factory and TRL load it) and freeze (2 of 4
+# layers frozen: the trained ones fp32, LLaMA-Factory's cast_trainable_params_to_fp32) on tinyllama-1.1b (Llama RMSNorm,
+# 32k vocabulary), gpt2 (LayerNorm on autocast's fp32 list, Conv1D, tied 50k head) and llama-3.2-1b (128k tied
+# vocabulary), cut to 4 layers; b1 s512 and b2 s1024, each without and with checkpointing; and LoRA with dropout 0.05
+# on the first two, b1 s512. Those peak at the loss; twenty more put the peak in the layers: the four on tinyllama and
+# gpt2 cut to a 2,048-token vocabulary, b2 s1024, without and with checkpointing, and LoRA under eager attention on
+# those two, b1 s1024. Written to
+# accuracy_autocast.{json,md}, its traces to trace_cache_autocast.json.
+AUTOCAST_MODELS = ("cut:tinyllama-1.1b:4", "cut:gpt2:4", "cut:llama-3.2-1b:4")
+AUTOCAST_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("lora", {"method": "lora", "lora_targets": ("all-linear",)}),
+    ("qlora", {"method": "qlora", "lora_targets": ("all-linear",), "kbit_prep": False}),
+    ("freeze 2", {"method": "freeze", "freeze_layers": 2}),
+)
+
+
+def autocast_grid() -> list[dict[str, Any]]:
+    runs = [(model, label, kw, b, s) for model in AUTOCAST_MODELS for label, kw in AUTOCAST_METHODS
+            for b, s in ((1, 512), (2, 1024))]
+    # LoRA dropout (TRL's and most axolotl files' 0.05): dropout's fp32 output and 1-byte mask beside lora_A's cast
+    dropout = ("lora dropout 0.05", {**AUTOCAST_METHODS[0][1], "lora_dropout": 0.05})
+    runs += [(model, *dropout, 1, 512) for model in AUTOCAST_MODELS[:2]]
+    # the peak in the layers: the first two with a 2,048-token vocabulary (dequant_grid's "dequant:" models)
+    runs += [(f"dequant:{model.split(':')[1]}", label, kw, 2, 1024) for model in AUTOCAST_MODELS[:2]
+             for label, kw in (*AUTOCAST_METHODS, dropout)]
+    # eager attention: softmax on autocast's fp32 list (fp32 probabilities saved per key), the peak in the layers
+    runs += [(f"dequant:{model.split(':')[1]}", "lora eager", {**AUTOCAST_METHODS[0][1], "attention": "eager"}, 1, 1024)
+             for model in AUTOCAST_MODELS[:2]]
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": dict(kw, precision="autocast-bf16", batch_size=b, seq_len=s,
+                                               grad_checkpointing=gc)}
+            for model, label, kw, b, s in runs for gc in (False, True)]
+
+
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
 # tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
@@ -2957,6 +2994,100 @@ def muon_grid() -> list[dict[str, Any]]:
             for model in MUON_MODELS for label, kw in MUON_RUNS]
 
 
+# The FP8 grid (`--grid fp8`, issue 13; 15 cases): accelerate's torchao backend (--fp8, memory/fp8.py; the tracer
+# swaps the Linears with torchao 0.18's own convert_to_float8_training, trace/_fp8.py, so torchao must be importable
+# to re-trace: pip install torchao==0.18.0) on three architectures cut to 2 layers: tinyllama-1.1b (llama, 32k vocab),
+# qwen2.5-0.5b (qwen2: q/k/v biases, a 151,936-token tied embedding) and llama-3.2-1b (a 128,256-token vocabulary),
+# full fine-tuning (LoRA is refused: a frozen Float8Linear saves its input), the tensorwise (axolotl) and rowwise
+# (LLaMA-Factory) filters, bf16 and amp-bf16 weights, checkpointing off and on, two shapes. Traces in
+# trace_cache_fp8.json; written to accuracy_fp8.{json,md}.
+FP8_MODELS = ("cut:tinyllama-1.1b:2", "cut:qwen2.5-0.5b:2", "cut:llama-3.2-1b:2")
+FP8_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("fp8 tensorwise bf16 b1 s512", {"fp8": "tensorwise", "precision": "bf16", "batch_size": 1, "seq_len": 512}),
+    ("fp8 rowwise bf16 gc b2 s1024", {**GC, "fp8": "rowwise", "precision": "bf16", "batch_size": 2, "seq_len": 1024}),
+    ("fp8 tensorwise amp-bf16 b2 s512", {"fp8": "tensorwise", "precision": "amp-bf16", "batch_size": 2,
+                                         "seq_len": 512}),
+    ("fp8 rowwise amp-bf16 gc b2 s1024", {**GC, "fp8": "rowwise", "precision": "amp-bf16", "batch_size": 2,
+                                          "seq_len": 1024}),
+    ("fp8 tensorwise amp-bf16 gc b1 s1024", {**GC, "fp8": "tensorwise", "precision": "amp-bf16", "batch_size": 1,
+                                             "seq_len": 1024}),
+)
+
+
+def fp8_grid() -> list[dict[str, Any]]:
+    """Issue 13's FP8 training: 5 runs x 3 architectures."""
+    return [{"id": f"{model} | {label}", "model": model, "method": label,
+             "training": {"method": "full", **kw}}
+            for model in FP8_MODELS for label, kw in FP8_RUNS]
+
+
+# The ReLoRA grid (`--grid relora`, issue 13; 16 cases): axolotl's relora restarts (memory/relora.py; the tracer runs
+# axolotl's merge_and_save and reset_optimizer before the reported step: trace/_relora.py) on Llama (tinyllama-1.1b,
+# GQA) and Qwen2 (qwen2.5-0.5b, q/k/v biases, a 4,864-wide MLP), cut to 4 layers, LoRA ranks 16 and 128, x 4 runs: all
+# linears on a short step (the merge of the widest MLP Linear is the peak), q/v only (the merge of q_proj), all linears
+# with checkpointing at b2 s256 and without at b1 s512 (the training step is the peak; the restart must not move it).
+# QLoRA is refused (4-bit: axolotl's merge leaves the weights unquantized and the next forward fails). Written to
+# accuracy_relora.{json,md}, its traces to trace_cache_relora.json.
+RELORA_MODELS = ("cut:tinyllama-1.1b:4", "cut:qwen2.5-0.5b:4")
+RELORA_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("all-linear b1 s16", {"lora_targets": ("all-linear",), "batch_size": 1, "seq_len": 16}),
+    ("q,v b1 s16", {"lora_targets": ("q_proj", "v_proj"), "batch_size": 1, "seq_len": 16}),
+    ("all-linear gc b2 s256", {**GC, "lora_targets": ("all-linear",), "batch_size": 2, "seq_len": 256}),
+    ("all-linear b1 s512", {"lora_targets": ("all-linear",), "batch_size": 1, "seq_len": 512}),
+)
+
+
+def relora_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | relora r{rank} {label}", "model": model, "method": "lora",
+             "training": {"method": "lora", "precision": "bf16", "relora": True, "lora_rank": rank, **kw}}
+            for model in RELORA_MODELS for rank in (16, 128) for label, kw in RELORA_RUNS]
+# LoRA on a vision-language model's language model only (`--grid vlmlf`, issues 13 / 15; --lora-targets ...,lm-only,
+# core/params.py LM_ONLY: LLaMA-Factory's default freeze_vision_tower / freeze_multi_modal_projector, the targets
+# kept out of the tower and projector): LLaVA-1.5 (its 24-layer tower, a toy language model), Qwen2-VL and
+# Qwen2.5-VL (the qwen-vl grid's cuts), Gemma 3 (the vlm2 grid's toy), SmolVLM-256M (the idefics grid's cut) and
+# Llama-3.2-Vision (the mllama grid's toy) x LoRA all-linear,lm-only with checkpointing off / on, QLoRA NF4
+# all-linear,lm-only with it, LoRA q_proj,v_proj,lm-only without it, and LoRA all-linear with the tower adapted
+# (freeze_vision_tower false) with it; Llama 4 Scout (the llama4v grid's toy) x the first three with LLaMA-Factory's
+# `all` as its names (LF_LLAMA4_ALL). 33 cases, traces in trace_cache_vlmlf.json,
+# written to accuracy_vlmlf.{json,md}.
+VLMLF_MODELS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("llava-toy:llava-1.5-7b-hf", VLM_TOY_SHAPES[0]),
+    ("qwenvl:qwen2-vl-2b-instruct", QWEN_VL_SHAPES[0]),
+    ("qwenvl:qwen2.5-vl-3b-instruct", QWEN_VL_SHAPES[0]),
+    ("gemma3vlm-toy:gemma-3-4b-it:2", {"batch_size": 1, "seq_len": 128, "images": 1}),
+    ("idefics:smolvlm-256m-instruct", {"batch_size": 1, "seq_len": 128, "images": 1}),
+    ("mllama:toy", {"batch_size": 1, "seq_len": 16, "images": 1}),
+)
+VLMLF_RUNS: tuple[tuple[str, dict[str, Any], bool], ...] = (
+    ("lora all-linear,lm-only", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear", "lm-only")},
+     False),
+    ("lora all-linear,lm-only", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear", "lm-only")},
+     True),
+    ("qlora all-linear,lm-only", {"method": "qlora", "precision": "bf16", "kbit_prep": False,
+                                  "lora_targets": ("all-linear", "lm-only")}, True),
+    ("lora q_proj,v_proj,lm-only", {"method": "lora", "precision": "bf16",
+                                    "lora_targets": ("q_proj", "v_proj", "lm-only")}, False),
+    # freeze_vision_tower false: peft's own matching, the tower's Linears adapted too
+    ("lora all-linear (tower adapted)", {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)},
+     True),
+)
+
+
+# Llama 4 (the llama4v grid's Scout toy): all-linear takes the router (refused), so LLaMA-Factory's `all` (no
+# Llama4Router: its class name holds no "Linear", misc.py find_all_linear_modules) is the list of its names
+LF_LLAMA4_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def vlmlf_grid() -> list[dict[str, Any]]:
+    runs = [(model, shape, label, kw, gc) for model, shape in VLMLF_MODELS for label, kw, gc in VLMLF_RUNS]
+    for label, kw, gc in VLMLF_RUNS[:3]:
+        runs.append(("llama4v:scout", LLAMA4V_SHAPES[0], label.replace("all-linear", "lf-all"),
+                     dict(kw, lora_targets=(*LF_LLAMA4_ALL, "lm-only")), gc))
+    return [{"id": f"{model} | {label} | b{shape['batch_size']} s{shape['seq_len']} i{shape['images']} | "
+                   f"{'gc' if gc else 'no-gc'}", "model": model, "method": kw["method"],
+             "training": dict(kw, **shape, grad_checkpointing=gc)} for model, shape, label, kw, gc in runs]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -2975,6 +3106,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "mllama": mllama_grid, "llama4v": llama4v_grid, "badam": badam_grid,
          "upcast": upcast_grid,
          "upcastln": upcastln_grid,
+         "autocast": autocast_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -2983,6 +3115,9 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "offload-nogc": offload_nogc_grid,
          "unfrozen": unfrozen_grid,
          "muon": muon_grid,
+         "fp8": fp8_grid,
+         "relora": relora_grid,
+         "vlmlf": vlmlf_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3028,6 +3163,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "badam": " (BAdam layer mode: one decoder layer trained, fp32 copies; issue 13)",
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
           "upcastln": " (LLaMA-Factory upcast_layernorm: fp32 norms over 16-bit weights, autocast; issue 13)",
+          "autocast": " (the Trainer's autocast over 16-bit weights with fp32 adapters / trained layers; issue 13)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -3038,6 +3174,10 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
+          "fp8": " (FP8 training: accelerate's torchao Float8Linear, tensorwise and rowwise; issue 13)",
+          "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
+          "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
+                   "its tower; issues 13 / 15)",
           }
 
 
@@ -3183,16 +3323,20 @@ def main() -> None:
                     "upcast: issue 13's 16 --upcast-logits cases (lm_head's fp32 hook: full, LoRA, QLoRA, amp); "
                     "upcastln: issue 13's 32 --upcast-norms cases (fp32 norms under autocast: Llama, Gemma, "
                     "StarCoder2; full, LoRA, QLoRA, freeze); "
+                    "autocast: issue 13's 60 --precision autocast-bf16 cases (16-bit weights, fp32 adapters / trained "
+                    "layers under autocast: Llama, GPT-2, a 128k vocabulary; LoRA, QLoRA, freeze); "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
                     "LoRA with modules_to_save); "
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
-                    "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); muon: issue "
-                    "13's 15 LLaMA-Factory use_muon cases"
-                    "lisa_n_layers); unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
-                    "muon: issue 13's 15 LLaMA-Factory use_muon cases"
+                    "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); "
+                    "unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
+                    "muon: issue 13's 15 LLaMA-Factory use_muon cases; relora: issue 13's 16 axolotl ReLoRA cases "
+                    "(the restart's merge beside the step); vlmlf: issues 13 / 15's 33 VLM cases with "
+                    "LoRA on the language model only (LLaMA-Factory's frozen tower and projector); fp8: issue 13's "
+                    "15 FP8 training cases (torchao Float8Linear, tensorwise and rowwise)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3206,7 +3350,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "upcast", "upcastln",
+                         "upcast", "upcastln", "autocast",
                          "lora-layers",
                          "zamba2", "nemotronh",
                          "vocab",
@@ -3216,6 +3360,9 @@ def main() -> None:
                          "offload-nogc",
                          "unfrozen",
                          "muon",
+                         "fp8",
+                         "relora",
+                         "vlmlf",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -62,9 +62,9 @@ TARGETS = [("auto",), ("q_proj", "v_proj"), ("all-linear",), ("o_proj",), ("q_pr
 # derandomized stream)
 MODEL_BOOLS = tuple(f.name for f in fields(ModelSpec) if f.type == "bool"
                     and f.name not in ("output_router_logits", "topk_unnormalized"))
-# (--badam, --auto-find-batch-size, --upcast-logits and --upcast-norms are drawn last in trainings(), after every
-# older field: a derandomized draw stream then gives the older fields the values it gave before they existed)
-LATE_BOOLS = ("badam", "auto_find_batch_size", "upcast_logits", "upcast_norms")
+# (--badam, --auto-find-batch-size, --upcast-logits, --upcast-norms and --relora are drawn last in trainings(), after
+# every older field: a derandomized draw stream then gives the older fields the values it gave before they existed)
+LATE_BOOLS = ("badam", "auto_find_batch_size", "upcast_logits", "upcast_norms", "relora")
 TRAINING_BOOLS = tuple(f.name for f in fields(TrainingSpec) if f.type == "bool"
                        and f.name not in (*LATE_BOOLS, "router_aux_loss"))
 
@@ -209,6 +209,12 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
             kw["optimizer_in_bwd"] = False
     if kw["method"] == "prefix-tuning":
         kw["grad_checkpointing"] = False  # peft refuses that pair
+    one_gpu = not kw["zero"] and kw["fsdp"] == "none" and kw["tp"] == kw["pp"] == 1
+    if kw["precision"].startswith("autocast-") and not (kw["mode"] == "train" and kw["method"] in ("lora", "freeze")
+                                                       and one_gpu):
+        # --precision autocast-* is modelled for one-GPU lora / qlora / freeze only (memory/upcast_norms.py
+        # check_recipe): elsewhere the draw is bf16, so that refusals do not starve the searches' tests
+        kw["precision"] = "bf16"
     # --kernels is a string (hf, unsloth, unsloth:GROUPS or axolotl:GROUPS: core/vocab.py parse_kernels,
     # parse_axolotl_kernels), not a CHOICES entry
     kw["kernels"] = draw(st.sampled_from(["hf", "unsloth", "unsloth:mlp", "unsloth:qkv,o", "unsloth:norm,rope",
@@ -337,6 +343,15 @@ def _badam_repairs(kw: dict[str, Any]) -> dict[str, Any]:
     if kw.get("upcast_norms") and (kw.get("mode", "train") != "train" or kw.get("loss", "hf") != "hf"
                                    or kw.get("objective", "sft") != "sft" or kw.get("kernels", "hf") != "hf"):
         out["upcast_norms"] = False
+    # --relora (core/specs.py _relora_consistent): a supervised plain-LoRA step with torch AdamW over fp32 adapters,
+    # without ZeRO / FSDP / model parallelism
+    if kw.get("relora") and not (kw.get("mode", "train") == "train" and kw.get("objective", "sft") == "sft"
+                                 and kw.get("method") == "lora" and not kw.get("dora")
+                                 and kw.get("optimizer", "adamw") == "adamw" and not kw.get("optimizer_in_bwd")
+                                 and kw.get("adapter_dtype", "fp32") == "fp32" and not kw.get("zero")
+                                 and kw.get("fsdp", "none") == "none" and kw.get("tp", 1) == 1
+                                 and kw.get("pp", 1) == 1):
+        out["relora"] = False
     return out
 
 

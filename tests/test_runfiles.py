@@ -104,6 +104,21 @@ def test_llama_factory_full_bf16_is_amp(tmp_path: Path) -> None:
     assert runfiles.load(str(f))[0].options["precision"] == "pure-bf16"
 
 
+def test_llama_factory_lora_defaults_are_its_own(tmp_path: Path) -> None:
+    # LoraArguments (hiyouga/LLaMA-Factory @ ff6d4d12 hparams/finetuning_args.py): lora_rank 8 and lora_target "all"
+    # (every Linear but lm_head) when the file leaves them out, not vramcalc's rank 16 on q_proj,v_proj
+    f = tmp_path / "lora.yaml"
+    f.write_text("model_name_or_path: qwen2.5-0.5b\nstage: sft\nfinetuning_type: lora\nbf16: true\n")
+    options = runfiles.load(str(f))[0].options
+    assert (options["lora_rank"], options["lora_targets"]) == (8, "all-linear")
+    f.write_text("model_name_or_path: qwen2.5-0.5b\nstage: sft\nfinetuning_type: lora\nlora_rank: 32\n"
+                 "lora_target: q_proj,v_proj\n")
+    options = runfiles.load(str(f))[0].options
+    assert (options["lora_rank"], options["lora_targets"]) == (32, "q_proj,v_proj")
+    f.write_text("model_name_or_path: qwen2.5-0.5b\nstage: sft\nfinetuning_type: full\n")
+    assert "lora_rank" not in runfiles.load(str(f))[0].options  # full tuning: no adapter defaults
+
+
 def test_llama_factory_freeze_counts_layers_from_the_top(tmp_path: Path) -> None:
     # Qwen2.5-0.5B has 24 layers; freeze_trainable_layers 2 trains the top two: 22 frozen from the bottom.
     f = tmp_path / "freeze.yaml"
@@ -287,9 +302,9 @@ def test_llama_factory_quantization_keys(tmp_path: Path) -> None:
     # (upcast_lmhead_output is mapped: --upcast-logits; upcast_layernorm: --upcast-norms,
     # tests/test_upcast_layernorm.py)
     # (mixture_of_depths is refused and use_v1_kernels mapped with a no-change note: tests/test_runfiles_keysc.py)
-    keys = ("fp8",)
-    up = runfiles.load(_json(tmp_path, "up.yaml", head + "".join(f"{k}: true\n" for k in keys)))[0]
-    assert set(up.unmodelled) == set(keys) and not set(keys) & set(up.ignored)
+    # (fp8 is mapped: --fp8 rowwise, tests/test_fp8.py)
+    up = runfiles.load(_json(tmp_path, "up.yaml", head + "fp8: true\n"))[0]
+    assert up.options["fp8"] == "rowwise" and "fp8" in up.mapped and not up.unmodelled and not up.ignored
 
 
 def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
@@ -312,13 +327,14 @@ def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
     off = runfiles.load(_json(tmp_path, "off.yaml", "base_model: mistral-7b\nliger_rms_norm: false\n"))[0]
     assert runfiles.LIGER_LAYER_NOTE not in off.notes
     head = "model_name_or_path: mistral-7b\nstage: sft\nfinetuning_type: lora\n"
-    # finetuning_args.py defaults: tower and projector frozen; only a trained one is unmodelled
+    # finetuning_args.py defaults: tower and projector frozen; on a text model (no COMPOSITE_MODELS entry) the
+    # vision keys change nothing (the vision-language cases: tests/test_runfiles_vlmlf.py)
     frozen = runfiles.load(_json(tmp_path, "f.yaml", head + "freeze_vision_tower: true\n"))[0]
     assert frozen.unmodelled == [] and "freeze_vision_tower" in frozen.mapped
     lf = runfiles.load(_json(tmp_path, "lf.yaml", head + "freeze_vision_tower: false\nresize_vocab: true\n"
                              "image_max_pixels: 262144\nenable_liger_kernel: true\n"))[0]
     # (resize_vocab is mapped: tests/test_new_tokens.py)
-    assert set(lf.unmodelled) == {"freeze_vision_tower", "image_max_pixels"} and "resize_vocab" in lf.mapped
+    assert lf.unmodelled == [] and {"freeze_vision_tower", "image_max_pixels", "resize_vocab"} <= set(lf.mapped)
     assert runfiles.LIGER_LAYER_NOTE in lf.notes and lf.options["loss"] == "fused-linear"
 
 

@@ -1,6 +1,6 @@
 """Issue 13, the last run-file keys: LongLoRA (shift_attn, s2_attention), train_mm_proj_only, mixture_of_depths and
 use_v1_kernels (refused where they cannot run under transformers 5, mapped with a note where the tool applies
-nothing); relora_steps / relora, fp8, tensor_parallel_size > 1, gpu_memory_limit and freeze_language_model named as
+nothing); fp8, tensor_parallel_size > 1, gpu_memory_limit and freeze_language_model named as
 not modelled (io/runfiles.py, each with its source)."""
 
 from __future__ import annotations
@@ -100,13 +100,9 @@ def test_off_values_are_read_without_a_note(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text, key", [
-    (AX_HEAD + "relora_steps: 150\n", "relora_steps"),
-    (AX_HEAD + "relora: true\njagged_restart_steps: 150\n", "relora"),
     (AX_HEAD + "tensor_parallel_size: 2\n", "tensor_parallel_size"),
     (AX_HEAD + "gpu_memory_limit: 20GiB\n", "gpu_memory_limit"),
     (AX_HEAD + "max_memory:\n  0: 20GiB\n  cpu: 100GiB\n", "max_memory"),
-    (AX_HEAD + "fp8: true\n", "fp8"),
-    (LF_HEAD.format(model="mistral-7b") + "fp8: true\n", "fp8"),
     ("model_name_or_path: llava-1.5-7b\nstage: sft\nfinetuning_type: full\nfreeze_language_model: true\n",
      "freeze_language_model"),
 ])
@@ -117,7 +113,8 @@ def test_unmodelled_keys_are_named_with_their_reason(tmp_path: Path, text: str, 
 
 
 def test_refused_and_mapped_keys_left_the_unmodelled_list() -> None:
-    gone = {"shift_attn", "s2_attention", "train_mm_proj_only", "use_v1_kernels", "mixture_of_depths"}
+    gone = {"shift_attn", "s2_attention", "train_mm_proj_only", "use_v1_kernels", "mixture_of_depths", "relora",
+            "relora_steps", "fp8"}  # (relora: tests/test_relora.py; fp8: tests/test_fp8.py)
     assert not gone & set(runfiles.UNMODELLED_KEYS)
 
 
@@ -137,15 +134,23 @@ def test_shift_attn_reads_the_model_type_of_a_config_folder(tmp_path: Path) -> N
             assert runfiles.SHIFT_ATTN_NOTE in _load(tmp_path, text).notes
 
 
-def test_llama_factory_freeze_with_bf16_says_the_frozen_weights_are_over(tmp_path: Path) -> None:
-    # LLaMA-Factory model/adapter.py _setup_freeze_tuning casts only the trained parameters to fp32
-    # (cast_trainable_params_to_fp32); the reader counts amp-bf16 (every weight fp32) and says so, not silently
-    path = tmp_path / "lf.yaml"
-    path.write_text("model_name_or_path: mistral-7b\nstage: sft\nfinetuning_type: freeze\nbf16: true\n")
-    run = runfiles.load(path)[0]
-    assert run.options["precision"] == "amp-bf16"
-    assert any("upcasts only the trained parameters" in n and "--precision bf16" in n for n in run.notes)
-    pure = tmp_path / "pure.yaml"
-    pure.write_text("model_name_or_path: mistral-7b\nstage: sft\nfinetuning_type: freeze\nbf16: true\n"
-                    "pure_bf16: true\n")
-    assert not any("upcasts only" in n for n in runfiles.load(pure)[0].notes)
+def test_llama_factory_bf16_adapters_and_freeze_run_under_autocast(tmp_path: Path) -> None:
+    # hiyouga/LLaMA-Factory model/adapter.py init_adapter: cast_trainable_params_to_fp32 unless pure_bf16, so LoRA's
+    # adapters and freeze's trained parameters are fp32 over the 16-bit load, and the Trainer's bf16 flag runs the
+    # step under autocast: --precision autocast-bf16 (QLoRA without peft's kbit preparation, which LLaMA-Factory does
+    # not run); pure_bf16 keeps every trainable parameter 16-bit, no autocast recipe
+    def load(text: str) -> runfiles.Run:
+        path = tmp_path / "lf.yaml"
+        path.write_text("model_name_or_path: mistral-7b\nstage: sft\nbf16: true\n" + text)
+        return runfiles.load(path)[0]
+
+    assert load("finetuning_type: freeze\n").options["precision"] == "autocast-bf16"
+    assert load("finetuning_type: lora\n").options["precision"] == "autocast-bf16"
+    qlora = load("finetuning_type: lora\nquantization_bit: 4\n").options
+    assert (qlora["precision"], qlora["kbit_prep"]) == ("autocast-bf16", False)
+    assert load("finetuning_type: freeze\npure_bf16: true\n").options["precision"] == "pure-bf16"
+    assert load("finetuning_type: lora\npure_bf16: true\n").options["precision"] == "bf16"
+    # where the recipe is not modelled (DoRA here) the old mapping stays, and a note says why, not silently
+    dora = load("finetuning_type: lora\nuse_dora: true\n")
+    assert dora.options["precision"] == "bf16"
+    assert any("under the Trainer's autocast" in n and "--dora" in n and "counted as bf16" in n for n in dora.notes)

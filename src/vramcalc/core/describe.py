@@ -65,6 +65,8 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
     out.update(_saver_settings(t))
     if t.router_aux_loss:  # the MoE router's aux loss (memory/router_aux.py): shown when set
         out["router_aux_loss"] = True
+    if t.relora:  # axolotl ReLoRA restarts (memory/relora.py): shown when set
+        out["relora"] = True
     if getattr(t, "add_tokens", 0) or getattr(t, "vocab_multiple", 1) > 1:  # new tokens (memory/new_tokens.py)
         out.update(add_tokens=t.add_tokens, vocab_multiple=t.vocab_multiple)
     if t.target_len:  # an encoder-decoder's target (memory/seq2seq.py); decoders refuse it
@@ -89,7 +91,9 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
     r = recipe_of(t)
     auto = "auto: " if t.precision == "auto" else ""
     parts = [
-        f"precision {auto}{resolve_precision(t)} (weights {r.weight}, grads {r.grad}, compute {r.compute}"
+        f"precision {auto}{resolve_precision(t)} (weights {r.weight}, "
+        + ("trainable fp32, compute under autocast " if r.autocast16 else f"grads {r.grad}, compute ")
+        + r.compute
         + (", fp32 master weights" if r.master_weights else "") + ")",
         f"optimizer {t.optimizer} ({t.optimizer_impl})",
         f"batch {t.batch_size} × seq {t.seq_len}" + (f" → target {t.target_len}" if t.target_len else "")
@@ -150,6 +154,8 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
                                            if t.stack_set else " (every option it sets was given)"))
     if t.router_aux_loss:  # memory/router_aux.py (a config.json's output_router_logits says so in a note)
         parts.append("router aux loss")
+    if t.relora:  # memory/relora.py: the restart's merge is a moment of the forward phase
+        parts.append("ReLoRA restarts")
     savers = _saver_settings(t)
     if savers:
         parts.append("savers: " + ", ".join(k.replace("_", "-") + ("" if v is True else f" {v}")
@@ -178,6 +184,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["upcast_logits"] = True
     if getattr(t, "upcast_norms", False):
         out["upcast_norms"] = True
+    if getattr(t, "fp8", "off") != "off":
+        out["fp8"] = t.fp8
     if t.packing != "none":
         out["packing"] = t.packing
     if t.kernels != "hf":

@@ -1219,6 +1219,10 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
                               "router parameters × (4 − bytes per stored weight)",
                               _router_src(m)))
         lines += _norm_weight_lines(m, t, recipe, wb)
+        if _upcast_norms.fp32_trained(t, recipe) and w.fp32_trainable:  # memory/weights.py weight_bytes
+            lines.append(Line("weights.fp32_trained", "trained parameters cast to fp32 (the rest of their 4 bytes)",
+                              f"{_n(w.fp32_trainable)} params × {4 - wb} B", w.fp32_trainable * (4 - wb),
+                              "trainable parameters × (4 − bytes per stored weight)", _upcast_norms.SRC_FREEZE))
     else:
         # The values are the core's (WeightBytes); the block, tensor and row counts only describe them.
         quantized, data, constants = w.quantized_params, w.quantized_data, w.quant_constants
@@ -1398,13 +1402,16 @@ def _gradients(t: TrainingSpec, b: Breakdown, w: WeightBytes, grad_dtype: str) -
         if w.fp32_trainable and not adapters and not b.parallelism:
             # memory/__init__.py: autograd gives DeepSeek's fp32 routers, and --upcast-norms' fp32 norms (no family has
             # both: memory/upcast_norms.py FAMILIES), fp32 gradients
+            # (and --precision autocast-* freeze's fp32 trained parameters: memory/weights.py)
             norms = t.upcast_norms
+            kind, who, what = (("trained", "trained parameters'", "trainable")
+                               if _upcast_norms.fp32_trained(t, recipe_of(t)) else
+                               ("norms", "norms'", "norm") if norms else ("routers", "routers'", "router"))
             return Section("gradients", "gradients", b.gradients, (line, Line(
-                "gradients.fp32_norms" if norms else "gradients.fp32_routers",
-                f"the fp32 {'norms' if norms else 'routers'}' gradients (the rest of their 4 bytes)",
+                f"gradients.fp32_{kind}", f"the fp32 {who} gradients (the rest of their 4 bytes)",
                 f"{_n(w.fp32_trainable)} params × {4 - g} B", w.fp32_trainable * (4 - g),
-                f"{'norm' if norms else 'router'} parameters × (4 − bytes per gradient)",
-                _upcast_norms.SRC if norms else
+                f"{what} parameters × (4 − bytes per gradient)",
+                _upcast_norms.SRC_FREEZE if kind == "trained" else _upcast_norms.SRC if norms else
                 "transformers modeling_deepseek_v3.py / _v2.py _keep_in_fp32_modules_strict")), text)
         if w.copies and not b.parallelism:
             return Section("gradients", "gradients", b.gradients, (line, Line(

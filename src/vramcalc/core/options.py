@@ -21,6 +21,7 @@ from vramcalc.core.vocab import (
     ADAPTER_DTYPES,
     ATTENTIONS,
     DPO_HEADS,
+    FP8_RECIPES,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
     HEADS,
@@ -97,7 +98,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("lora_dropout", float, 0.0, "LoRA dropout (p > 0 keeps a copy of each adapted input)."),
     Opt("lora_targets", str, "auto",
         "Comma-separated module names, all-linear, or auto (q_proj,v_proj; DeepSeek MLA: q_b_proj,kv_b_proj; "
-        "IA3: peft's per-family default). Also the targets of LoHa, LoKr, VeRA and IA3.",
+        "IA3: peft's per-family default); add lm-only to keep a vision-language model's targets in its language "
+        "model. Also the targets of LoHa, LoKr, VeRA and IA3.",
         sep=";"),
     Opt("adapter_dtype", ADAPTER_DTYPES, "fp32", "LoRA adapter dtype."),
     Opt("dora", bool, False, "DoRA (peft use_dora): a magnitude vector per adapted Linear, and each forward "
@@ -224,9 +226,13 @@ OPTIONS: tuple[Opt, ...] = (
         "trained at a time, fp32 copy and states."),
     Opt("lisa_layers", int, None, "LISA (axolotl lisa_n_layers, --method full): N decoder layers trained at a "
         "time."),
+    Opt("relora", bool, False, "axolotl relora: LoRA merged and restarted between steps (the largest layer's "
+        "B @ A pair then)."),
     Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: fp32 logits from lm_head."),
     Opt("upcast_norms", bool, False, "LLaMA-Factory upcast_layernorm: fp32 norm weights over a 16-bit model, the "
         "step under the Trainer's autocast."),
+    Opt("fp8", FP8_RECIPES, "off", "FP8 training via accelerate's torchao Float8Linear: tensorwise (axolotl fp8) "
+        "or rowwise (LLaMA-Factory fp8) recipe."),
     Opt("kernels", str, "hf",
         "Layer kernels: hf, unsloth (Unsloth's RMSNorm, RoPE and LoRA autograd functions; Llama, Mistral, "
         "Qwen2, all seven projections, dropout 0) or unsloth:GROUPS of qkv,o,mlp,norm,rope (axolotl's "

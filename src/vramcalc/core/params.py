@@ -626,6 +626,18 @@ MODULE_ALIASES: dict[str, tuple[str, ...]] = {
 }
 ALL_LINEAR = "all-linear"
 AUTO_TARGETS = "auto"
+# `lm-only` beside the targets: the vision-language model's language model only, never the vision tower or the
+# projector, as LLaMA-Factory passes them with freeze_vision_tower / freeze_multi_modal_projector (its defaults):
+# hiyouga/LLaMA-Factory @ ff6d4d12 src/llamafactory/model/model_utils/misc.py find_all_linear_modules (lora_target
+# all: every Linear's name but lm_head's, the projector's and, with the tower frozen, the tower's) and
+# model_utils/visual.py patch_target_modules (the full names of the modules matching a target outside the frozen
+# parts' keys), for the model types COMPOSITE_MODELS registers. On a text-only model it changes nothing.
+LM_ONLY = "lm-only"
+
+
+def lm_only(targets: tuple[str, ...]) -> bool:
+    """Whether the LoRA targets carry `lm-only` (the language model's modules only: LM_ONLY)."""
+    return any(t.strip().lower() == LM_ONLY for t in targets)
 
 
 def default_targets(m: ModelSpec) -> tuple[str, ...]:
@@ -680,6 +692,11 @@ def resolve_targets(m: ModelSpec, targets: tuple[str, ...]) -> tuple[Linear, ...
             moe_rows, targets = fused_moe_targets(m, targets)
     # the embedding and the LM head are adapted too (outer_targets), but they are no block Linears
     wanted = {t.strip().lower() for t in targets if t.strip() and t.strip().lower() not in SAVED_MODULE_ALIASES}
+    if LM_ONLY in wanted:  # a VLM's split (memory/vision.py ...) already kept the image side out
+        wanted.discard(LM_ONLY)
+        if all(t.strip().lower() in ("", LM_ONLY) for t in targets):
+            raise UnsupportedCombination(f"--lora-targets {LM_ONLY} names no module: add targets, e.g. "
+                                         f"all-linear,{LM_ONLY} or q_proj,v_proj,{LM_ONLY}")
     if AUTO_TARGETS in wanted:
         wanted = (wanted - {AUTO_TARGETS}) | set(default_targets(m))
     if ALL_LINEAR in wanted:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from vramcalc.core.errors import UnsupportedCombination
-from vramcalc.core.params import AUTO_TARGETS, Linear, head_dim, kv_heads, resolve_targets
+from vramcalc.core.params import AUTO_TARGETS, Linear, head_dim, kv_heads, lm_only, resolve_targets
 
 if TYPE_CHECKING:  # annotations only: the core runs without importing pydantic
     from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -60,6 +60,8 @@ def tower_lora_split(model: ModelSpec, training: TrainingSpec,
     language-model module."""
     from vramcalc.core.params import default_targets
 
+    if lm_only(training.lora_targets):  # the language model's only (params.py LM_ONLY)
+        return (), False, training.lora_targets
     tower: set[str] = set()
     all_linear = False
     text: list[str] = []

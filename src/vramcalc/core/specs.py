@@ -54,6 +54,7 @@ from vramcalc.core.vocab import (
     Attention,
     AttentionKind,
     DpoHead,
+    Fp8Recipe,
     FsdpStrategy,
     GradSync,
     Head,
@@ -975,6 +976,7 @@ class TrainingSpec:
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
     badam: bool = False  # BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time
     lisa_layers: int | None = None  # LISA (axolotl lisa_n_layers): decoder layers trained at a time (memory/lisa.py)
+    relora: bool = False  # axolotl relora: a LoRA merge and restart between steps (memory/relora.py)
     # MoE: transformers' router load-balancing aux loss (output_router_logits, memory/router_aux.py)
     router_aux_loss: bool = False
     # LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's output to fp32 (memory/upcast.py)
@@ -982,6 +984,8 @@ class TrainingSpec:
     # LLaMA-Factory upcast_layernorm: every 1-D norm parameter cast to fp32 over a 16-bit model, the step under the
     # Trainer's autocast (memory/upcast_norms.py)
     upcast_norms: bool = False
+    # FP8 training through accelerate's torchao backend (memory/fp8.py): Float8Linear's recipe, off = nn.Linear
+    fp8: Fp8Recipe = "off"
     # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
     # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
     auto_find_batch_size: bool = False
@@ -1433,6 +1437,32 @@ class TrainingSpec:
             raise SpecError("", "--lisa-layers is modelled for a supervised step (axolotl's causal trainer): drop "
                             "--objective")
 
+    def _relora_consistent(self) -> None:
+        """ReLoRA as axolotl @ 067b021c runs it (memory/relora.py): a callback of its causal trainer over LoRA."""
+        if self.mode != "train" or self.objective != "sft":
+            raise SpecError("", "--relora is axolotl's restart callback of a supervised training run (its causal "
+                            "trainer): drop it or --objective / --mode")
+        if self.method == "qlora" and self.quant_bits == 4:
+            raise SpecError("", "--relora cannot run on a 4-bit model: axolotl's merge leaves each weight "
+                            "unquantized (bitsandbytes 0.50 Params4bit.to skips requantizing) and the next forward "
+                            "fails; use --method lora")
+        if self.method == "qlora":
+            # relora.py update_weights: Int8Params(merged).to(device) quantizes only from the CPU (bitsandbytes 0.50
+            # Int8Params.to) and only .data is replaced; Linear8bitLt.forward multiplies by state.CB (the int8 weights
+            # of before) and then sets weight.data = state.CB: the merge never reaches the model
+            raise SpecError("", "--relora on an 8-bit model is not modelled: axolotl's merged weight stays unquantized "
+                            "until the layer's next forward puts the old int8 weights back (bitsandbytes 0.50 "
+                            "Int8Params.to, Linear8bitLt state.CB); use --method lora")
+        if self.method != "lora" or self.dora:
+            raise SpecError("", "--relora is modelled for plain LoRA on 16-bit weights (axolotl merge_and_save's "
+                            "unquantized path): use --method lora without --dora")
+        if self.optimizer != "adamw" or self.optimizer_in_bwd or self.adapter_dtype != "fp32":
+            raise SpecError("", "--relora is modelled with torch AdamW's fp32 states over fp32 adapters (axolotl "
+                            "prunes exp_avg / exp_avg_sq, and refuses a non-Adam optim): use --optimizer adamw")
+        if self.zero or self.fsdp != "none" or self.tp > 1 or self.pp > 1:
+            raise SpecError("", "--relora runs without DeepSpeed or FSDP (axolotl check_relora refuses both): drop "
+                            "--zero / --fsdp / --tp / --pp")
+
     def _savers_consistent(self) -> None:
         if self.loss == "cut" and self.mode == "train" and self.precision in ("amp-bf16", "amp-fp16", "fp32"):
             # cut_cross_entropy/cce_backward.py asserts bf16/fp16 embeddings and classifier (amp keeps fp32 weights).
@@ -1451,6 +1481,8 @@ class TrainingSpec:
             self._badam_consistent()
         if self.lisa_layers is not None:
             self._lisa_consistent()
+        if self.relora:
+            self._relora_consistent()
         if self.upcast_logits and self.mode != "train":
             # LLaMA-Factory registers the hook in prepare_model_for_training, for a trainable model only
             raise SpecError("", f"--upcast-logits is LLaMA-Factory's training hook on lm_head: drop it for --mode "

@@ -16,7 +16,8 @@ Method = Literal["full", "lora", "qlora", "freeze", "ia3", "ln-tuning", "loha", 
                  "fourierft", "trainable-tokens", "prompt-tuning", "p-tuning", "prefix-tuning", "boft", "miss", "c3a",
                  "shira", "adaption-prompt"]
 PrecisionName = Literal[
-    "auto", "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16", "fp32"
+    "auto", "bf16", "fp16", "pure-bf16", "pure-fp16", "mixed-bf16", "mixed-fp16", "amp-bf16", "amp-fp16",
+    "autocast-bf16", "autocast-fp16", "fp32"
 ]
 OptimizerName = Literal[
     "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd", "sgd-momentum", "adafactor", "lion",
@@ -57,6 +58,10 @@ Offload = Literal["none", "optimizer", "params"]
 GradSync = Literal["deferred", "every-micro-batch"]
 WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
+# FP8 training through accelerate's torchao backend (memory/fp8.py): torchao Float8Linear with its tensorwise
+# recipe (axolotl: accelerate's filter skips the first and last Linear) or rowwise (LLaMA-Factory: names holding
+# embed / lm_head / output / classifier skipped); off: plain nn.Linear.
+Fp8Recipe = Literal["off", "tensorwise", "rowwise"]
 # generate()'s KV cache (memory/inference.py): transformers' DynamicCache (per-layer torch.cat), StaticCache
 # (preallocated to max_length - 1), or the tuple cache of older stacks (the whole cache concatenated anew).
 KvCache = Literal["dynamic", "static", "legacy"]
@@ -201,6 +206,7 @@ GRAD_SYNCS: tuple[GradSync, ...] = get_args(GradSync)
 TRACE_DEVICES: tuple[TraceDevice, ...] = get_args(TraceDevice)
 WEIGHT_DTYPES: tuple[WeightDtype, ...] = get_args(WeightDtype)
 KV_DTYPES: tuple[KvDtype, ...] = get_args(KvDtype)
+FP8_RECIPES: tuple[Fp8Recipe, ...] = get_args(Fp8Recipe)
 KV_CACHES: tuple[KvCache, ...] = get_args(KvCache)
 LOGITS_KEPT: tuple[LogitsKept, ...] = get_args(LogitsKept)
 UNITS: tuple[Unit, ...] = get_args(Unit)

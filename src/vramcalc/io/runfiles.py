@@ -278,7 +278,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
                                     "use_unsloth", "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
                                     "use_galore", "use_apollo", "use_adam_mini", "use_muon", "galore_layerwise",
                                     "apollo_layerwise", "use_dora", "use_rslora", "freeze_vision_tower",
-                                    "freeze_multi_modal_projector"), ()),
+                                    "freeze_multi_modal_projector", "freeze_language_model"), ()),
     "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
                                         "padding_free", "activation_offloading", "precompute_ref_log_probs",
                                         "use_peft", "use_dora", "use_rslora", "load_in_4bit", "load_in_8bit",
@@ -294,8 +294,11 @@ BOOLEAN_KEYS["llama-factory"]["use_llama_pro"] = ()  # _freeze_llama_factory, _l
 BOOLEAN_KEYS["llama-factory"]["upcast_lmhead_output"] = ()  # --upcast-logits (memory/upcast.py)
 BOOLEAN_KEYS["llama-factory"]["upcast_layernorm"] = ()  # --upcast-norms (memory/upcast_norms.py)
 BOOLEAN_KEYS["axolotl"]["embeddings_skip_upcast"] = ()  # EMBEDDINGS_SKIP_UPCAST_NOTE
+BOOLEAN_KEYS["axolotl"].update(dict.fromkeys(("relora", "relora_cpu_offload"), ()))  # _relora_axolotl
 BOOLEAN_KEYS["llama-factory"]["resize_vocab"] = ()  # _vocab_llama_factory
 BOOLEAN_KEYS["axolotl"]["resize_token_embeddings_to_32x"] = ()  # _vocab_axolotl
+for _tool in ("llama-factory", "axolotl"):  # _fp8_keys (--fp8, memory/fp8.py)
+    BOOLEAN_KEYS[_tool].update(dict.fromkeys(("fp8", "fp8_enable_fsdp_float8_all_gather"), ()))
 # liger_kernel_config's two loss keys (_liger_kernel_config)
 BOOLEAN_KEYS["hf-training-args"].update(dict.fromkeys(("liger_kernel_config.cross_entropy",
                                                        "liger_kernel_config.fused_linear_cross_entropy"), ()))
@@ -502,14 +505,8 @@ UNMODELLED_KEYS: dict[str, str] = {
     # liger_cross_entropy: --loss liger-cross-entropy; unsloth_cross_entropy_loss: --loss hf, UNSLOTH_CE_NOTE)
     # (lora_qkv_kernel / lora_o_kernel / lora_mlp_kernel / lora_embedding_kernel: mapped, --kernels axolotl:GROUPS,
     # and turned on as axolotl turns them on: _lora_kernels_axolotl)
-    # ReLoRA (axolotl-ai-cloud/axolotl @ 067b021c src/axolotl/monkeypatch/relora.py ReLoRACallback, merge_and_save):
-    # at each restart, between steps, every adapted Linear gets its full-size delta lora_B @ lora_A added in place
-    # (QLoRA: the original shard re-read, merged and requantized layer by layer), then the adapters are re-initialized
-    # and the optimizer states pruned in place; relora_steps was renamed relora + jagged_restart_steps in 7b68dfaf.
-    "relora_steps": "ReLoRA restarts: a full-size lora_B @ lora_A delta per adapted Linear at each merge between "
-                    "steps (QLoRA: a dequantized shard, requantized), not modelled (axolotl monkeypatch/relora.py)",
-    "relora": "ReLoRA restarts: a full-size lora_B @ lora_A delta per adapted Linear at each merge between steps "
-              "(QLoRA: a dequantized shard, requantized), not modelled (axolotl monkeypatch/relora.py)",
+    # (relora, relora_prune_ratio / _method, relora_cpu_offload: mapped, --relora (memory/relora.py), _relora_axolotl;
+    # relora_steps: dropped by axolotl since 7b68dfaf, RELORA_STEPS_NOTE)
     # LLaMA-Factory
     "enable_liger_kernel": "Liger kernels",
     "use_galore": "GaLore projected optimizer states",
@@ -523,11 +520,7 @@ UNMODELLED_KEYS: dict[str, str] = {
     # src/llamafactory/hparams/model_args.py @ 00577a8); none has a vramcalc option yet
     # (upcast_lmhead_output is mapped: --upcast-logits, memory/upcast.py)
     # (upcast_layernorm is mapped: --upcast-norms, memory/upcast_norms.py)
-    # LLaMA-Factory (@ ff6d4d12 src/llamafactory/train/fp8_utils.py create_fp8_kwargs) and axolotl (core/trainers/
-    # base.py) hand fp8 to accelerate: torchao Float8Linear (rowwise recipe) swaps every Linear but embeddings and
-    # lm_head, or Transformer Engine; torchao is not in vramcalc's tracer, so its saved fp8 casts are not measured
-    "fp8": "FP8 training through accelerate (torchao Float8Linear on every Linear but embed / lm_head: fp8 casts of "
-           "inputs and weights saved for backward, amax scales), not modelled",
+    # (fp8, fp8_backend, fp8_enable_fsdp_float8_all_gather: mapped, --fp8 (memory/fp8.py), _fp8_keys)
     # finetuning_args.py @ ff6d4d12: the language model frozen (model_utils/visual.py get_forbidden_modules), with
     # freeze_multi_modal_projector: false the projector-only recipe that replaced train_mm_proj_only
     "freeze_language_model": "the language model frozen (no gradients or optimizer states for it)",
@@ -558,14 +551,24 @@ UNMODELLED_KEYS.update({
     # tracer runs one GPU); tensor_parallel_size 1 (validation.py check_tensor_parallel_size's default) is mapped
     "tensor_parallel_size": "transformers' tensor parallelism (tp_plan auto: DTensor shards of base_model_tp_plan), "
                             "not modelled; --tp counts Megatron's layout",
-    # loaders/model.py @ 067b021c _set_device_map_config: max_memory {each GPU: limit, cpu: 256GiB} and accelerate's
-    # infer_auto_device_map place whole modules past the limit on the CPU (less the largest layer's reserve); hooks
-    # copy them in per forward
-    "gpu_memory_limit": "a per-GPU max_memory: accelerate's infer_auto_device_map puts the modules past it on the "
-                        "CPU (axolotl loaders/model.py); that placement is not modelled",
+    # loaders/model.py @ 067b021c _set_device_map_config: max_memory {each GPU: limit (an int: GiB), cpu: 256GiB} and
+    # accelerate's infer_auto_device_map(canvas, max_memory, dtype=torch_dtype) with no no_split_module_classes
+    # (accelerate 1.15 utils/modeling.py): modules split down to single Linears, 16-bit sizes even for a 4-bit load,
+    # GPU 0 keeping room for the largest remaining leaf (current_max_size - max_layer_size); several GPUs get
+    # consecutive slices (naive model parallelism in one process). The CPU share is run through accelerate's
+    # AlignDevicesHook (hooks.py): pre_forward copies a module's weights to the GPU, post_forward sets the module's
+    # back to meta, but what a Linear saves for backward keeps its copy alive until backward: without checkpointing the
+    # step still holds every offloaded weight at the end of forward, with checkpointing the recomputed layer's; a full
+    # fine-tune's offloaded parameters are new tensors each forward (their gradients are dropped); a 4/8-bit load with
+    # CPU modules needs llm_int8_enable_fp32_cpu_offload (quantizer_bnb_4bit.py). Not modelled: the core has no
+    # module tree in from_config order, and the tracer does not emulate the hooks.
+    "gpu_memory_limit": "a per-GPU max_memory: accelerate's infer_auto_device_map splits the model past it to the CPU "
+                        "(or over several GPUs), and the hooks' GPU copies of offloaded weights stay saved for "
+                        "backward; that placement is not modelled (axolotl loaders/model.py)",
     # (max_memory: the same placement, written per device; axolotl refuses both keys together)
-    "max_memory": "a max_memory placement: accelerate's infer_auto_device_map puts the modules past it on the CPU "
-                  "(axolotl loaders/model.py); that placement is not modelled",
+    "max_memory": "a max_memory placement: accelerate's infer_auto_device_map splits the model past it to the CPU (or "
+                  "over several GPUs), and the hooks' GPU copies of offloaded weights stay saved for backward; that "
+                  "placement is not modelled (axolotl loaders/model.py)",
     # (s2_attention: refused, _axolotl_retired)
     # LLaMA-Factory (finetuning_args.py, model_args.py)
 })
@@ -646,18 +649,46 @@ def _axolotl_retired(d: dict[str, Any], run: Run) -> None:
         # check_tensor_parallel_optimizer
         raise _KeyProblem("tensor_parallel_size", "axolotl refuses tensor parallelism with bitsandbytes' 8-bit "
                           "AdamW (paged_adamw_8bit, adamw_8bit, adamw_bnb_8bit); use 1 or another optimizer")
-    if _is_set(d.get("relora")):  # check_relora (ReLoRA itself stays in UNMODELLED_KEYS)
-        if not _is_set(d.get("jagged_restart_steps")):
-            raise _KeyProblem("relora", "axolotl needs jagged_restart_steps with it (how often ReLoRA restarts); "
-                              "add it or remove relora")
-        if d.get("adapter") not in ("lora", "qlora"):
-            raise _KeyProblem("relora", "axolotl runs ReLoRA on a lora or qlora adapter only; set adapter or remove "
-                              "relora")
-    _seen(d, run, "jagged_restart_steps")
+    _relora_axolotl(d, run)
     if d.get("gpu_memory_limit") is not None and d.get("max_memory") is not None:
         # check_mem_mismatch
         raise _KeyProblem("gpu_memory_limit", "axolotl refuses it beside max_memory (they are mutually exclusive); "
                           "keep one")
+
+
+# axolotl's relora_steps: renamed relora + jagged_restart_steps in 7b68dfaf; AxolotlInputConfig (pydantic, unknown
+# keys dropped) no longer has it @ 067b021c, so it turns nothing on.
+RELORA_STEPS_NOTE = ("relora_steps: axolotl dropped the key in 7b68dfaf (its config ignores it): no ReLoRA restarts "
+                     "run; for them write relora: true with jagged_restart_steps.")
+RELORA_PRUNE_NOTE = ("relora_prune_method {0}: the restart's pruning counted as magnitude pruning's (16 B per Adam "
+                     "state element at torch.quantile's sort; {0} needs 9 B): an over-estimate where pruning is the "
+                     "restart's peak.")
+
+
+def _relora_axolotl(d: dict[str, Any], run: Run) -> None:
+    """axolotl ReLoRA (utils/schemas/peft.py ReLoRAConfig, validation.py check_relora, monkeypatch/relora.py @
+    067b021c) -> --relora (memory/relora.py). jagged_restart_steps (how often) and relora_prune_ratio (how much is
+    zeroed) change no size; relora_cpu_offload is read only by the quantized merge, which --relora refuses."""
+    if "relora_steps" in d and _is_set(d["relora_steps"]):
+        run.notes.append(RELORA_STEPS_NOTE)
+        run.ignored.append("relora_steps")
+    _seen(d, run, "jagged_restart_steps", "relora_prune_ratio", "relora_cpu_offload", "relora_prune_method")
+    if not _flag(AX, d.get("relora"), "relora"):
+        _seen(d, run, "relora")
+        return
+    if not _is_set(d.get("jagged_restart_steps")):  # check_relora
+        raise _KeyProblem("relora", "axolotl needs jagged_restart_steps with it (how often ReLoRA restarts); add it "
+                          "or remove relora")
+    if d.get("adapter") not in ("lora", "qlora"):
+        raise _KeyProblem("relora", "axolotl runs ReLoRA on a lora or qlora adapter only; set adapter or remove relora")
+    method = d.get("relora_prune_method") or "magnitude"
+    if method not in ("magnitude", "random", "reset"):  # ReLoRAConfig: a Literal
+        raise _KeyProblem("relora_prune_method", f"{method!r:.40} is not one of axolotl's magnitude, random, reset")
+    if method != "magnitude":
+        run.notes.append(RELORA_PRUNE_NOTE.format(method))
+    _flag(AX, d.get("relora_cpu_offload"), "relora_cpu_offload")  # read as axolotl reads it (a boolean)
+    run.options["relora"] = True
+    run.mapped.append("relora")
 
 
 # Liger's layer kernels: applied with the fused linear cross-entropy by TRL's use_liger_kernel and LLaMA-Factory's
@@ -821,6 +852,28 @@ def _finish(data: dict[str, Any], run: Run) -> Run:
     return run
 
 
+def _autocast16(run: Run, path: Path, half: str, who: str, also: dict[str, Any]) -> None:
+    """The Trainer's bf16 / fp16 flag over a 16-bit load whose trainable parameters are fp32 (peft's adapters, or
+    LLaMA-Factory's trained layers): the step runs under autocast (accelerate accelerator.py prepare_model), i.e.
+    --precision autocast-{half} (memory/precision.py), where vramcalc models that run (memory/upcast_norms.py
+    check_recipe, on the file's options with the defaults); elsewhere the reader's mapping stays, with a note.
+    `also`: options that go with the recipe (QLoRA's --no-kbit-prep where the tool runs no kbit preparation)."""
+    from vramcalc.core.memory.upcast_norms import check_recipe
+    from vramcalc.core.options import OPTIONS, training_spec
+
+    before = run.options.get("precision")
+    values = {o.name: o.default for o in OPTIONS} | run.options | also | {"precision": f"autocast-{half}"}
+    try:
+        # (an hf-training-args file names no model: its family is checked at the estimate)
+        check_recipe(resolve_model(run.model, path.parent)[0] if run.model else None, training_spec(values))
+    except VramcalcError as e:
+        run.notes.append(f"{who} runs this step under the Trainer's autocast over 16-bit weights; --precision "
+                         f"autocast-{half} is not modelled here ({str(e).split(': use --precision')[0]}): counted "
+                         f"as {before}.")
+        return
+    run.options.update(also, precision=f"autocast-{half}")
+
+
 def _targets(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
@@ -964,7 +1017,32 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
     _unfrozen_axolotl(d, run, _path)
     _lora_kernels_axolotl(d, run, _path)
+    _fp8_keys(AX, d, run)
+    if run.options.get("precision") in ("bf16", "fp16") and run.options["method"] in ("lora", "qlora"):
+        # axolotl-ai-cloud/axolotl @ b78dab1e src/axolotl/loaders/adapter.py load_lora: get_peft_model with peft's
+        # default autocast_adapter_dtype=True unless peft_autocast_adapter_dtype is set: fp32 adapters over the
+        # 16-bit load (loaders/model.py @ ae7395e9 casts the norms and embeddings in _configure_embedding_dtypes,
+        # before _load_adapters), and the Trainer's bf16 / fp16 flag runs the step under autocast
+        _autocast16(run, _path, run.options["precision"], "axolotl", {})
     return _finish(d, run)
+
+
+def _fp8_keys(tool: str, d: dict[str, Any], run: Run) -> None:
+    """fp8 through accelerate's torchao backend (--fp8, memory/fp8.py): axolotl's is torchao's tensorwise recipe
+    under accelerate's default filter (axolotl-ai-cloud/axolotl @ 70be5461 src/axolotl/core/trainers/base.py
+    additional_accelerator_args: Float8LinearConfig()); LLaMA-Factory's the rowwise recipe under its own name filter
+    (hiyouga/LLaMA-Factory @ 7f564fdb src/llamafactory/train/fp8_utils.py create_fp8_kwargs), for fp8_backend auto or
+    torchao; Transformer Engine and MS-AMP are other allocators, and FSDP's float8 all-gather is not modelled."""
+    if _flag(tool, d.get("fp8"), "fp8"):
+        run.options["fp8"] = "tensorwise" if tool == AX else "rowwise"
+    backend = str(d.get("fp8_backend", "auto")).lower()
+    if tool == LF and backend not in ("auto", "torchao"):
+        _unmodelled(run, "fp8_backend", f"fp8_backend {backend:.20} (Transformer Engine / MS-AMP modules; --fp8 "
+                    "models torchao's Float8Linear)")
+    if _flag(tool, d.get("fp8_enable_fsdp_float8_all_gather"), "fp8_enable_fsdp_float8_all_gather"):
+        _unmodelled(run, "fp8_enable_fsdp_float8_all_gather", "FSDP2's float8 all-gather (torchao fsdp_utils.py "
+                    "WeightWithDynamicFloat8CastTensor: fp8 weight shards gathered), not modelled")
+    _seen(d, run, "fp8", *(("fp8_backend",) if tool == LF else ()), "fp8_enable_fsdp_float8_all_gather")
 
 
 def _context_parallel_axolotl(d: dict[str, Any], run: Run) -> None:
@@ -1716,6 +1794,108 @@ def _llama_pro_lora(d: dict[str, Any], run: Run, path: Path) -> None:
     _seen(d, run, "use_llama_pro", "freeze_trainable_layers")
 
 
+# LLaMA-Factory's vision-language keys (hiyouga/LLaMA-Factory @ ff6d4d12): finetuning_args.py freeze_vision_tower and
+# freeze_multi_modal_projector (default True), freeze_language_model (False); model_args.py image_max_pixels (768 x
+# 768) / image_min_pixels (32 x 32). model_utils/visual.py registers these vramcalc kinds' model types in
+# COMPOSITE_MODELS (llava, llava_next, qwen2_vl, qwen2_5_vl, gemma3, mllama, llama4); Idefics3 / SmolVLM is not
+# registered, so LLaMA-Factory neither freezes its tower nor keeps LoRA off it (get_forbidden_modules, find_all_linear_
+# modules and patch_target_modules leave an unregistered model whole).
+LF_COMPOSITE_KINDS = ("clip", "llava_next", "qwen2_vl", "qwen2_5_vl", "siglip", "mllama", "llama4")
+LF_FIXED_SIZE_KINDS = ("clip", "siglip")  # CLIPImageProcessor / Gemma3ImageProcessor resize to the tower's own size
+LF_IMAGE_MAX_PIXELS = 768 * 768  # model_args.py image_max_pixels default
+LF_LORA_RANK = 8  # finetuning_args.py LoraArguments.lora_rank default
+# Llama 4's language-model Linears: find_all_linear_modules keeps classes whose name holds "Linear", so Llama4Router
+# (an nn.Linear subclass) is not among `all`'s names (transformers models/llama4/modeling_llama4.py: attention
+# q/k/v/o_proj, Llama4TextMLP gate/up/down_proj; the experts are Parameters)
+LF_LLAMA4_ALL = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+
+def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> None:
+    """LLaMA-Factory's tower / projector / language-model freezing and image pixel budget on a vision-language model.
+
+    LoRA (model/adapter.py _setup_lora_tuning): lora_target all is model_utils/misc.py find_all_linear_modules, every
+    Linear's last name but lm_head's, the projector's (projector_keys, always) and, with freeze_vision_tower, the
+    tower's; patch_target_modules then keeps the full names of the modules holding a target, outside the frozen
+    parts' keys. So with the tower frozen the targets are the language model's only (--lora-targets ...,lm-only), and
+    freeze_multi_modal_projector changes nothing for LoRA (no projector Linear's name holds a language-model
+    target). Full tuning (_setup_full_tuning): every parameter outside the frozen parts' keys is trained."""
+    fvt_key, fmp_key, flm_key = "freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model"
+    keys = (fvt_key, fmp_key, flm_key, "image_max_pixels", "image_min_pixels")
+    try:
+        spec, _ = resolve_model(run.model or "", path.parent)
+    except VramcalcError:
+        spec = None
+    vision = spec.vision if spec is not None else None
+    tower_frozen, projector_frozen, lm_frozen = (bool(_flag(LF, d[k], k)) if d.get(k) is not None else default
+                                                 for k, default in ((fvt_key, True), (fmp_key, True), (flm_key, False)))
+    if vision is None:  # a text model: LLaMA-Factory finds no composite model's parts to freeze
+        _seen(d, run, *keys)
+        return
+    registered = vision.kind in LF_COMPOSITE_KINDS
+    if lm_frozen and registered:
+        _unmodelled(run, flm_key, UNMODELLED_KEYS[flm_key])
+    elif flm_key in d:
+        run.mapped.append(flm_key)
+    if ftype in ("lora", "full") and registered:
+        lf_all = run.options.get("lora_targets") == "all-linear"
+        if not tower_frozen:
+            if ftype == "full":
+                run.options["train_vision"] = True
+            if ftype == "lora" and lf_all and vision.kind == "llama4":  # the patch embedding's `linear` joins them
+                _unmodelled(run, fvt_key, "LoRA `all` with the Llama 4 tower trained (its patch embedding's Linear)")
+            if ftype == "lora" and projector_frozen and vision.kind != "siglip":
+                run.notes.append("freeze_vision_tower false: LLaMA-Factory keeps LoRA off the projector "
+                                 "(find_all_linear_modules drops projector_keys); counted with the projector's "
+                                 "adapters where the targets reach it (all-linear: an over-estimate by those).")
+        elif ftype == "lora":
+            targets = LF_LLAMA4_ALL if lf_all and vision.kind == "llama4" else \
+                str(run.options.get("lora_targets", BY_NAME["lora_targets"].default))
+            if not targets.replace(" ", "").lower().endswith(",lm-only"):
+                run.options["lora_targets"] = f"{targets},lm-only"
+        if ftype == "full" and projector_frozen:
+            run.notes.append("freeze_multi_modal_projector (LLaMA-Factory's default): the projector is frozen in full "
+                             "tuning; counted trained (its gradients and optimizer states: a small over-estimate).")
+        run.mapped += [k for k in (fvt_key, fmp_key) if k in d]
+    elif (not tower_frozen or not projector_frozen) and registered:
+        for key, frozen in ((fvt_key, tower_frozen), (fmp_key, projector_frozen)):
+            if not frozen:
+                _unmodelled(run, key, f"{key.removeprefix('freeze_').replace('_', ' ')} trained under "
+                                      f"finetuning_type {ftype}")
+    else:
+        if ftype == "full" and not registered:  # Idefics3 / SmolVLM: LLaMA-Factory freezes nothing of it
+            run.options["train_vision"] = True
+            run.notes.append(f"LLaMA-Factory does not register {vision.kind} models in COMPOSITE_MODELS "
+                             "(model_utils/visual.py): full tuning trains the vision tower too (--train-vision).")
+        _seen(d, run, fvt_key, fmp_key)
+    _image_pixels_llama_factory(d, run, vision.kind)
+
+
+def _image_pixels_llama_factory(d: dict[str, Any], run: Run, kind: str) -> None:
+    """image_max_pixels / image_min_pixels (data/mm_plugin.py _preprocess_image: an image over the budget is scaled
+    down to it, keeping its aspect; one under the floor scaled up). A fixed-size tower's processor then resizes every
+    image to its own size (no memory change); Qwen-VL's image tokens follow the pixels: the budget's largest square
+    (isqrt of image_max_pixels, 768 px by default) is the worst case, --image-size."""
+    import math
+
+    if kind in ("qwen2_vl", "qwen2_5_vl"):  # the budget applies by default too (768 x 768: 768 px)
+        cap = _strict("image_max_pixels", "image_size", d.get("image_max_pixels", LF_IMAGE_MAX_PIXELS))
+        run.options["image_size"] = math.isqrt(cap)
+        run.notes.append(f"image_max_pixels {cap}{'' if 'image_max_pixels' in d else ' (the default)'}: images "
+                         f"counted at the budget's largest square, {math.isqrt(cap)} px (the worst case; smaller "
+                         "images have fewer image tokens).")
+        _seen(d, run, "image_max_pixels", "image_min_pixels")
+    elif not any(k in d for k in ("image_max_pixels", "image_min_pixels")):
+        return
+    elif kind in LF_FIXED_SIZE_KINDS:
+        run.notes.append("image_max_pixels / image_min_pixels: no memory change: the processor resizes every image "
+                         "to the tower's own size.")
+        _seen(d, run, "image_max_pixels", "image_min_pixels")
+    else:
+        for key in ("image_max_pixels", "image_min_pixels"):
+            if key in d:
+                _unmodelled(run, key, "the images' size (this model's tiles follow each image's width and height)")
+
+
 def _names(value: Any) -> list[str]:
     """A LLaMA-Factory comma list (finetuning_args.py split_arg) or a YAML list, as names."""
     if value is None:
@@ -1750,6 +1930,12 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
     _take(d, run, "lora_target", "lora_targets", _targets)
+    if ftype == "lora":
+        # LoraArguments' own defaults (hiyouga/LLaMA-Factory @ ff6d4d12 src/llamafactory/hparams/finetuning_args.py):
+        # lora_rank 8, lora_target "all" (every Linear but lm_head: model_utils/misc.py find_all_linear_modules),
+        # not vramcalc's rank 16 on q_proj,v_proj
+        run.options.setdefault("lora_rank", LF_LORA_RANK)
+        run.options.setdefault("lora_targets", "all-linear")
     _lora_variants(LF, d, run, "use_dora", "additional_target")  # finetuning_args.py LoraArguments
     if ftype == "lora":
         _llama_pro_lora(d, run, path)
@@ -1768,16 +1954,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     if _flag(LF, d.get("enable_liger_kernel"), "enable_liger_kernel"):
         run.options["loss"] = "fused-linear"
         _liger_layers(LF, d, run, "enable_liger_kernel")
-    # finetuning_args.py: the vision tower and the projector are frozen by default (freeze_vision_tower,
-    # freeze_multi_modal_projector True); trained, they are not modelled from this file. image_max_pixels sizes
-    # a vision-language model's images (processor_args, default 768 * 768).
-    for key in ("freeze_vision_tower", "freeze_multi_modal_projector"):
-        if key in d and d[key] is not None and not _flag(LF, d[key], key):
-            _unmodelled(run, key, f"{key.removeprefix('freeze_').replace('_', ' ')} trained")
-        elif key in d:
-            run.mapped.append(key)
-    if "image_max_pixels" in d and d["image_max_pixels"] != 768 * 768:
-        _unmodelled(run, "image_max_pixels", "the images' size (a vision-language model's image tokens)")
+    _vlm_llama_factory(d, run, path, ftype)
     if _flag(LF, d.get("use_unsloth_gc"), "use_unsloth_gc") and run.options["grad_checkpointing"]:
         run.options["activation_offload"] = True
     _seen(d, run, "enable_liger_kernel", "use_unsloth_gc")
@@ -1838,14 +2015,16 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
             run.options["adapter_dtype"] = "bf16"
     else:
         run.options["precision"] = f"pure-{half}" if pure else f"amp-{half}"
-        if method == "freeze" and not pure:
-            # model/adapter.py init_adapter -> _setup_freeze_tuning(..., cast_trainable_params_to_fp32): only the
-            # trained parameters are cast to fp32, the frozen ones stay in the load dtype (hiyouga/LLaMA-Factory
-            # @ 018dae85); vramcalc's precisions have no "fp32 trained, 16-bit frozen under autocast" recipe
-            run.notes.append(f"finetuning_type freeze with {half}: LLaMA-Factory upcasts only the trained parameters "
-                             f"to fp32 and keeps the frozen ones {half}; counted as amp-{half} (every weight fp32): "
-                             f"weights over by 2 B per frozen parameter; --precision {half} counts the trained ones "
-                             f"16-bit (an under-estimate): the run lies between the two.")
+    autocast = None  # the step under the Trainer's autocast, decided once every key is read (below)
+    if half is not None and not pure and method in ("lora", "qlora", "freeze"):
+        # hiyouga/LLaMA-Factory @ 99e0c3e4 model/adapter.py init_adapter: cast_trainable_params_to_fp32 unless
+        # pure_bf16 / BAdam (or ZeRO-3 / FSDP without quantization: their fp32 masters), so the adapters (get_peft_model
+        # then `param.data.to(torch.float32)`) or freeze's trained parameters (_setup_freeze_tuning) are fp32 and the
+        # rest stays in the load dtype; the Trainer's bf16 / fp16 flag then runs the step under autocast (accelerate
+        # prepare_model): --precision autocast-{half}. QLoRA: LLaMA-Factory runs no prepare_model_for_kbit_training
+        # (model_utils/checkpointing.py @ 908cd68e prepare_model_for_training casts only with upcast_layernorm):
+        # --no-kbit-prep, its norms, embeddings and head in the load dtype.
+        autocast = half
     if run.options.get("badam") and method == "full" and half is not None:
         # model/adapter.py: no fp32 upcast under use_badam; BAdam keeps fp32 copies of the active block (an fp32 model
         # stays fp32, which --badam refuses: BAdam warns and copies the block again)
@@ -1894,6 +2073,11 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # model_args.py upcast_layernorm: model_utils/checkpointing.py prepare_model_for_training casts every 1-D norm
     # parameter to fp32 (memory/upcast_norms.py; over fp32 / amp weights its note says: no change)
     _take_flag(LF, d, run, "upcast_layernorm", "upcast_norms")
+    _fp8_keys(LF, d, run)
+    # (upcast_layernorm: --upcast-norms models the same autocast with its fp32 norms, memory/upcast_norms.py)
+    if autocast and not (run.options.get("zero") or run.options.get("fsdp", "none") != "none"
+                         or run.options.get("badam") or run.options.get("upcast_norms")):
+        _autocast16(run, path, autocast, "LLaMA-Factory", {"kbit_prep": False} if method == "qlora" else {})
     return _finish(d, run)
 
 
@@ -2196,6 +2380,11 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     elif loaded16:
         # a 16-bit model trained as loaded: torch AdamW keeps states like the parameters (zeros_like)
         run.options["precision"] = f"pure-{loaded16}"
+        if half and run.options["method"] in ("lora", "qlora"):
+            # use_peft: peft's get_peft_model (autocast_adapter_dtype=True) makes fp32 adapters over the 16-bit load
+            # (TRL QLoRA casts them back to bf16: _trl_peft), and bf16 / fp16 true runs the step under autocast
+            # (accelerate accelerator.py prepare_model): --precision autocast-{half}
+            _autocast16(run, path, half, "TrainingArguments' bf16 / fp16", {})
     else:  # float32 weights, with autocast when bf16/fp16 is set
         run.options["precision"] = f"amp-{half}" if half else "fp32"
     load_text = ("dtype='auto': the checkpoint's dtype, assumed 16-bit (an fp32 checkpoint: pass "

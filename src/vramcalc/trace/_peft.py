@@ -136,7 +136,7 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
     model's dtype (ModulesToSaveWrapper deep-copies the module; cast_adapter_dtype touches tuner layers only)."""
     from peft import LoraConfig, get_peft_model
 
-    from vramcalc.core.params import SAVED_MODULE_ALIASES, outer_targets, resolve_targets
+    from vramcalc.core.params import LM_ONLY, SAVED_MODULE_ALIASES, lm_only, outer_targets, resolve_targets
     from vramcalc.trace._config import lora_targets
     from vramcalc.trace._hf import DTYPES
 
@@ -146,7 +146,7 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
                      "emulated bitsandbytes layer")
     saved = _saved_module_names(hf, training.modules_to_save) or None
     outer = outer_targets(training.lora_targets)
-    inner = tuple(t for t in training.lora_targets if t.strip().lower() not in SAVED_MODULE_ALIASES)
+    inner = tuple(t for t in training.lora_targets if t.strip().lower() not in (*SAVED_MODULE_ALIASES, LM_ONLY))
     targets = lora_targets(model, inner) if inner else []
     # the embedding / LM head by the family's own module names; all-linear spelled out beside them, and under
     # --lora-layers (peft's LoraConfig refuses layers_to_transform with a str target_modules; axolotl's
@@ -157,9 +157,9 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
             targets = sorted({names.get(b, b) for b in (lin.module.rsplit(".", 1)[-1]
                                                        for lin in resolve_targets(model, inner))})
         targets = [*targets, *(_saved_module_names(hf, outer) if outer else [])]
-    if model.vision is not None and (model.vision.is_qwen or model.vision.kind in ("siglip", "idefics3", "llama4",
-                                                                                 "clip", "llava_next")
-                                     or model.vision.is_mllama):
+    if model.vision is not None and not lm_only(training.lora_targets) and (
+            model.vision.is_qwen or model.vision.kind in ("siglip", "idefics3", "llama4", "clip", "llava_next")
+            or model.vision.is_mllama):
         # peft's own matching over the whole model, a name its suffix wherever it is: Qwen2-VL / Qwen2.5-VL
         # (memory/vision.py qwen_tower_targets: all-linear takes the tower's and the merger's Linears too), Gemma 3
         # and Idefics3 / SmolVLM (memory/siglip_lora.py: the tower's and the connector's), Llama-3.2-Vision
@@ -168,7 +168,8 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
         # LLaVA-1.5 and LLaVA-NeXT (memory/vision.py clip_lora_targets): the CLIP tower's q/k/v/out_proj, fc1/fc2
         # and the projector's linear_1/linear_2
         pass
-    elif model.vision is not None:  # LLaVA: the language model's Linear layers only (memory/vision.py)
+    elif model.vision is not None:  # --lora-targets lm-only: the language model's Linear layers only (params.py
+        # LM_ONLY: LLaMA-Factory's patch_target_modules, its full names outside the tower's and projector's keys)
         import re
 
         if isinstance(targets, str):

@@ -133,6 +133,14 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
                 p.requires_grad_(training.train_head)
         if tied and training.train_head:
             notes.append("freeze with tied embeddings: the shared embedding/head weight is trained (train_head)")
+    if method == "freeze" and recipe_of(training).autocast16:
+        # --precision autocast-* freeze: LLaMA-Factory's _setup_freeze_tuning casts the trained parameters to fp32
+        # (hiyouga/LLaMA-Factory model/adapter.py cast_trainable_params_to_fp32), the frozen ones keep the load dtype
+        for p in hf.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(torch.float32)
+        notes.append("freeze under autocast: the trained parameters cast to fp32, the frozen ones 16-bit "
+                     "(LLaMA-Factory cast_trainable_params_to_fp32)")
     from vramcalc.core.memory import unsloth as _unsloth_core
 
     _unsloth_core.check(model, training)
@@ -160,6 +168,12 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         install_axolotl(layers, _axolotl_core.groups(training))
         notes.append(f"kernels {training.kernels}: axolotl's LoRA_QKV / LoRA_O / LoRA_MLP emulated, the selected "
                      "groups (trace/_axolotl.py)")
+    if training.fp8 != "off":  # accelerate's torchao backend, on the prepared (peft-wrapped) model (trace/_fp8.py)
+        from vramcalc.trace._fp8 import install as install_fp8
+
+        n = install_fp8(hf, training.fp8)
+        notes.append(f"fp8 {training.fp8}: {n} nn.Linear layers swapped for torchao Float8Linear (accelerate "
+                     "convert_model_to_fp8_ao; trace/_fp8.py)")
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         target.gradient_checkpointing_enable()  # transformers' defaults (use_reentrant=False)
@@ -218,6 +232,27 @@ def lisa_schedule(layers: Any, n: int, notes: list[str]) -> tuple[Any, int]:
     return switch, len(sets) - 1
 
 
+def relora_schedule(factory: Any, notes: list[str]) -> tuple[Any, Any]:
+    """(switch, optimizer factory) for an axolotl ReLoRA restart (trace/_relora.py) on_step_begin of the reported
+    step (step 1: the warm-up step made the optimizer states), on the model and optimizer the step runs."""
+    from vramcalc.trace._relora import restart
+
+    held: dict[str, Any] = {}
+
+    def make(m: torch.nn.Module) -> torch.optim.Optimizer:
+        held["model"], held["optimizer"] = m, factory(m)
+        return held["optimizer"]  # type: ignore[no-any-return]
+
+    def switch(i: int) -> None:
+        if i == 1:
+            restart(held["model"], held["optimizer"])
+
+    notes.append("relora: a restart before the reported step (its forward phase): every LoRA layer merged (B @ A x "
+                 "scaling added in place), adapters re-initialized, Adam states magnitude-pruned (axolotl "
+                 "monkeypatch/relora.py @ 067b021c, trace/_relora.py)")
+    return switch, make
+
+
 def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     """One steady-state training step of `model` under `training`, measured on fake tensors."""
     from vramcalc.core.memory.classic import is_classic
@@ -256,13 +291,14 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     from vramcalc.core.memory import upcast_norms as _norms_core
     from vramcalc.core.memory.precision import RECIPES
 
-    if _norms_core.active(training, RECIPES[precision]):
+    if _norms_core.autocast16(training, RECIPES[precision]):
         # the Trainer's bf16 / fp16 flag: accelerate's prepare_model wraps forward in autocast (accelerator.py
         # convert_outputs_to_fp32(autocast_context(model_forward_func))), which lets the fp32 norm outputs reach
         # the 16-bit Linears
         ac16 = torch.bfloat16 if RECIPES[precision].compute == "bf16" else torch.float16
         autocast = lambda: _cuda.cuda_autocast(ac16)  # noqa: E731
-        notes.append(f"upcast norms: {precision} weights, forward under autocast with CUDA's op lists")
+        notes.append(f"{'upcast norms: ' if training.upcast_norms else ''}{precision} weights, forward under "
+                     "autocast with CUDA's op lists")
     elif precision.startswith("amp-"):
         ac_dtype = torch.bfloat16 if precision == "amp-bf16" else torch.float16
         autocast = lambda: _cuda.cuda_autocast(ac_dtype)  # noqa: E731
@@ -518,11 +554,13 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             from vramcalc.trace._vision import llava_emulation
 
             vision = llava_emulation(fused_no_graph=True)  # the frozen tower's sdpa as CUDA runs it (trace/_cuda.py)
-        switch, warmup = None, 1
+        switch, warmup, factory = None, 1, optimizer_factory
         if getattr(training, "lisa_layers", None) is not None:
             switch, warmup = lisa_schedule(find_layers(module, model.num_layers), training.lisa_layers, notes)
+        if getattr(training, "relora", False):  # axolotl ReLoRA: a restart before the reported step (_relora.py)
+            switch, factory = relora_schedule(optimizer_factory, notes)
         with vision:
-            result = trace_module_step(module, make_inputs, loss_fn, optimizer_factory,
+            result = trace_module_step(module, make_inputs, loss_fn, factory,
                                        grad_accum=training.grad_accum, autocast=autocast, fake_mode=fake_mode,
                                        notes=notes, switch=switch, warmup_steps=warmup)
         backends = sorted(set(_cuda.SDPA_BACKENDS))

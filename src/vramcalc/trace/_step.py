@@ -114,8 +114,9 @@ def trace_module_step(
     extra_states = getattr(optimizer, "extra_state_tensors", None)
 
     def one_step(i: int) -> None:
-        if switch is not None:
-            switch(i)
+        if switch is not None:  # a callback's on_step_begin: what it allocates counts in the step's forward
+            with tracker.in_phase("forward"):
+                switch(i)
         for _ in range(grad_accum):
             with tracker.in_phase("forward"):
                 inputs = make_inputs()

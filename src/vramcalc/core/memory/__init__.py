@@ -29,6 +29,7 @@ from vramcalc.core.memory import context_parallel as _cp
 from vramcalc.core.memory import deberta as _deberta
 from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
+from vramcalc.core.memory import fp8 as _fp8
 from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import jamba as _jamba
@@ -39,6 +40,7 @@ from vramcalc.core.memory import nemotron_h as _nemotron_h
 from vramcalc.core.memory import new_tokens as _new_tokens
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
+from vramcalc.core.memory import relora as _relora
 from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory import reward_scoring as _reward_scoring
 from vramcalc.core.memory import rl as _rl
@@ -202,8 +204,10 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _upcast.check(model, training)  # --upcast-logits where the hook is not modelled (memory/upcast.py)
+    _fp8.check(model, training)  # --fp8 where accelerate's torchao Float8Linear is not modelled (memory/fp8.py)
     # --upcast-norms likewise (memory/upcast_norms.py)
     _upcast_norms.check(model, training, training.optimizer in LIBRARY_OPTIMIZERS)
+    _upcast_norms.check_recipe(model, training)  # --precision autocast-* (memory/precision.py)
     _axolotl_kernels.check(model, training)  # --kernels axolotl:GROUPS likewise (memory/axolotl_kernels.py)
     _hybrid.check_run(model, training)  # Falcon-H1: train only (memory/hybrid.py)
     _jamba.check_run(model, training)  # Jamba: train only (memory/jamba.py)
@@ -290,6 +294,13 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
             phases, moments, activations, temporaries = _transformer_phases(
                 act, training, base, gradients, step_temp, tokens, details)
         modeled = True
+    if training.relora:  # axolotl ReLoRA: the restart before the step, a forward moment (memory/relora.py)
+        restart = _relora.restart_bytes(model, training)
+        moments = (("forward.relora_merge", _m.FWD_RELORA, (restart,)), *moments)
+        phases = {**phases, "forward": max(phases["forward"], sum(base) + restart)}
+        temporaries = max(temporaries, restart)
+        details["temporaries.relora_merge"] = restart
+        notes += (_relora.note(model, training),)
     tensor_peak = max(phases.values())
     runtime = runtime_overhead(tensor_peak, _distributed.world_size(training))
     overhead = runtime.total
@@ -584,6 +595,10 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         notes.append(_upcast.note(training, recipe))
     if training.upcast_norms:
         notes.append(_upcast_norms.note(training, recipe))
+    if _fp8.active(training):
+        notes.append(_fp8.note(training))
+    if recipe.autocast16:  # --precision autocast-* (memory/precision.py, memory/upcast_norms.py)
+        notes.append(_upcast_norms.recipe_note(model, training, recipe))
     # A reward model has no LM head: the causal LM's body under a score head (memory/reward.py).
     body = _reward.body(model) if training.objective == "reward" else model
     w = weight_bytes(body, training, recipe)
@@ -872,6 +887,8 @@ class _ActivationPlan:
     layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
     layer_mlp_fwd_t: int = 0  # the MLP's forward temporaries per token from its up-projection on (activations.py)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
+    fp8_casts: _fp8.Fp8Casts = _fp8.Fp8Casts()  # --fp8: a swapped Linear's float8 casts while it runs (memory/fp8.py)
+    fp8_unmade_grads: int = 0  # --fp8: gradient bytes made after the bottom layer's swapped Linears (memory/fp8.py)
     # QLoRA's dequantized weight while a block Linear runs forward / backward (activations.py)
     dequant_fwd: DequantBytes = DequantBytes()
     dequant_bwd: DequantBytes = DequantBytes()
@@ -1254,6 +1271,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             autocast_copies = min(autocast_copies, dtype_bytes(recipe.compute) * unit_cast)
             layer_copies = min(layer_copies, dtype_bytes(recipe.compute) * layer_cast, autocast_copies)
             autocast_head_copy = 0  # the gathered units' copies are not split by where the forward is
+        if _fp8.active(t):
+            # torchao Float8Linear never calls F.linear: no cached 16-bit copy of a swapped weight; the head's and
+            # (tensorwise) the first nn.Linear's remain, that one in layer 0, the last released (memory/fp8.py)
+            layer_copies = dtype_bytes(recipe.compute) * _fp8.kept_cast_params(m, t)
+            autocast_copies = autocast_head_copy + layer_copies
         if unfrozen or (t.method == "freeze" and not _lisa.active(t) and not _badam.active(t)):
             # A named layer set (core/unfrozen.py) or the bottom layers frozen: autocast caches the cast of a leaf that
             # requires grad only (torch autocast_mode.cpp cached_cast), so the trained layers' casts live through the
@@ -1263,6 +1285,14 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             live_casts = trained_layers if t.grad_checkpointing else saving_layers
             autocast_head_copy = autocast_head_copy if head_trainable or t.grad_checkpointing or saving_layers else 0
             autocast_copies = layer_copies * live_casts + autocast_head_copy
+    elif recipe.autocast16 and t.method == "freeze":
+        # --precision autocast-* freeze (memory/precision.py): only the trained parameters are fp32 leaves, so only
+        # their casts are cached (torch autocast_mode.cpp cached_cast), through the forward; the frozen 16-bit
+        # weights are not cast at all
+        layer_copies = dtype_bytes(recipe.compute) * sum(lin.in_features * lin.out_features * lin.count
+                                                         for lin in block_linears(m)) // n_layers
+        autocast_head_copy = dtype_bytes(recipe.compute) * m.vocab_size * m.hidden_size if head_trainable else 0
+        autocast_copies = layer_copies * trained_layers + autocast_head_copy
     # A layer's forward transient: the MLP's intermediates, or eager attention's unsaved 16-bit scores
     # (they are not alive at the same time). Under checkpointing nothing of the layer is kept, so the
     # scores softmax writes (the saved set's per-key terms) are transient too.
@@ -1275,8 +1305,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # Gradient of the head (and final norm) appears at the start of backward; the rest layer by layer.
     reward = t.objective == "reward"  # a score head instead of lm_head (memory/reward.py)
     no_vocab = reward or not _encoder.vocab_head(m)  # an encoder's sequence classifier: no vocab-wide head either
-    g_head = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) if head_trainable and full_like and not no_vocab \
-        else 0
+    # (--precision autocast-* freeze: the trained parameters are fp32, so are their gradients: weights.py)
+    grad_b = 4 if recipe.autocast16 and t.method == "freeze" else dtype_bytes(recipe.grad)
+    g_head = m.vocab_size * m.hidden_size * grad_b if head_trainable and full_like and not no_vocab else 0
     if head_trainable and not full_like and not reward:  # modules_to_save lm_head: the copy's gradient, its dtype
         # (the copy keeps the module's dtype: fp32 only after QLoRA's prepare_model_for_kbit_training, as
         # weights.py _with_copies stores it; plain LoRA's copy and its gradient are in the weights' dtype)
@@ -1292,7 +1323,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # gradient; measured with the tracer, --grid badam: qwen2.5-0.5b b1 s64 was +29 % with it)
     if full_like and trainable and (t.method == "full" or head_trainable or "embed_tokens" in outer_trained):
         tied = m.tie_word_embeddings and not no_vocab
-        end_t = m.vocab_size * m.hidden_size * dtype_bytes(recipe.grad) * (2 if tied else 1)
+        end_t = m.vocab_size * m.hidden_size * grad_b * (2 if tied else 1)
     notes: list[str] = list(_ssm.notes(m, t)) + list(_hybrid.notes(m, t)) + list(_jamba.notes(m, t)) \
         + list(_zamba2.notes(m, t)) + list(_nemotron_h.notes(m, t))
     if m.family == "gpt_oss":
@@ -1430,6 +1461,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_routed_bwd_t=layer.routed_backward_per_token,
         layer_mlp_fwd_t=layer.mlp_forward_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
+        fp8_casts=_fp8.casts(m, t, recipe),
+        fp8_unmade_grads=_fp8.unmade_gradient_params(m, t) * _grad_elem(t, recipe),
         **({} if unsloth else dict(zip(("dequant_fwd", "dequant_bwd"),
                                        dequant_bytes(m, t, recipe, quantized_linears(m)), strict=True))),
         bottom_less_t=bottom_less_t, bottom_less_ts=bottom_less_ts, batch1_t=batch1_t,
@@ -1496,6 +1529,8 @@ def _dense_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, la
         return 0
     if _lisa.active(t) or _badam.active(t) or _unfrozen.active(t):  # partial training: their own late gradients
         return 0
+    if getattr(t, "fp8", "off") != "off":  # --fp8: its own bottom moment (memory/fp8.py, fp8_unmade_grads)
+        return 0
     if t.method != "full" or not m.has_architecture or not m.num_layers or m.decoder_layers or m.num_experts \
             or m.vision is not None or m.ssm_state_size or m.family in CLASSIC_FAMILIES \
             or _encoder.is_encoder(m) or is_jamba(m) or is_hybrid(m) or is_nemotron_h(m) or is_zamba2(m):
@@ -1538,7 +1573,7 @@ def _transformer_phases(
     attn_less = 0 if p.checkpointing or p.offload else p.attn_fwd_less_t * tokens  # checkpointed: nothing saved
     layer_fwd_t = max(p.layer_fwd_t * tokens, p.layer_ck_fwd_t * tokens, p.attn_fwd_ts * token_seq - attn_less,
                       p.layer_fwd_c,
-                      p.dequant_fwd.forward(tokens, p.checkpointing or p.offload))
+                      p.dequant_fwd.forward(tokens, p.checkpointing or p.offload), p.fp8_casts.forward(tokens))
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
     # per-key scores gradient), after autograd has freed the MLP's saved tensors: every moment that holds this
     # transient also holds the layer's whole saved set, so the attention's moment is the larger only by what it
@@ -1550,6 +1585,9 @@ def _transformer_phases(
     layer_bwd_t = max(p.layer_bwd_t * tokens + p.layer_bwd_c,
                       p.layer_bwd_ts * token_seq - p.layer_mlp_saved_t * tokens - p.layer_mlp_saved_c
                       + p.layer_attn_bwd_c, p.dequant_bwd.backward(tokens), p.layer_routed_bwd_t * tokens)
+    # --fp8 (memory/fp8.py): a swapped Linear's float8 casts in backward, the top layer's beside the head's gradient;
+    # the bottom layer's in a moment of their own (backward.bottom_fp8), before its own and the embedding's gradients
+    fp8_bwd = p.fp8_casts.backward(tokens)
     loss_fwd_t = p.loss_fwd_t * tokens
     loss_bwd_t = p.loss_bwd_t * tokens
     accum = t.grad_accum > 1
@@ -1619,6 +1657,7 @@ def _transformer_phases(
     recompute_t = 0  # a checkpointed layer's recomputed forward temporaries (the backward.recompute moment)
     late_g = 0 if accum else min(p.late_grads, gradients)  # accumulating: every gradient exists from the start
     late_bottom = 0 if accum else min(p.late_grads + p.bottom_layer_grads, gradients)  # the bottom layer's peak
+    fp8_unmade = 0 if accum else p.fp8_unmade_grads  # --fp8: gradients not made yet at the bottom layer's Linears
     # The moments of each phase as named terms (memory/moments.py): the phase is the largest of them.
     if p.checkpointing or p.offload:
         # HF gradient_checkpointing_enable (transformers 5 modeling_utils: default {"use_reentrant": False},
@@ -1699,7 +1738,7 @@ def _transformer_phases(
             # own (measured with the tracer: phi-3-mini 4 layers LoRA all-linear eager b2 s1024, peak at the fused
             # gate_up adapter's scaling mul in the recompute, -2.46 % without this moment).
             mlp_tail = min(p.layer_mlp_tail_t * tokens, recomputed)
-            recompute_t = p.layer_mlp_fwd_t * tokens + p.layer_fwd_c
+            recompute_t = max(p.layer_mlp_fwd_t * tokens + p.layer_fwd_c, p.fp8_casts.forward(tokens))
             if p.attn_div_ts:
                 # DeBERTa: the recomputed attention's unsaved scores at p2c's division (memory/deberta.py), beside the
                 # saved set up to there (measured with the tracer, --grid deberta: the peak of every checkpointed
@@ -1730,7 +1769,7 @@ def _transformer_phases(
                                 (gradients - late_g, once, p.offload_norm_t * tokens)))
         else:
             moments.append(("backward.top", _m.BWD_TOP_CK,
-                            (g_top, kept_bwd, once, recomputed, copies, layer_bwd_t)))
+                            (g_top, kept_bwd, once, recomputed, copies, max(layer_bwd_t, fp8_bwd))))
         if p.lisa_below and recomputed:
             # LISA (memory/lisa.py): the lowest trained layer's backward, every trained layer's gradient made (its own
             # attention's counted too), the frozen layers below it keeping their inputs
@@ -1743,6 +1782,10 @@ def _transformer_phases(
         moments.append(("backward.bottom", _m.BWD_BOTTOM_OFF if offload_only else _m.BWD_BOTTOM_CK,
                         (gradients - late_bottom, once,
                          max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens, copies, layer_bwd_t)))
+        if fp8_bwd:
+            moments.append(("backward.bottom_fp8", _m.BWD_BOTTOM_FP8_CK,
+                            (max(gradients - late_g - fp8_unmade, 0), once,
+                             max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens, copies, fp8_bwd)))
         # the backward moments' activations (backward.top holds the most: offloaded sets come back beside the
         # recomputed layer; backward.bottom for completeness)
         bwd_acts = max(kept_bwd + once + recomputed + copies,
@@ -1770,7 +1813,8 @@ def _transformer_phases(
         if head_bwd_t >= 0:
             moments.append(("backward.head", _m.BWD_HEAD, (acc, acts_layers, once_bwd, autocast_copies,
                                                                   p.norm_saved_t * tokens, head_bwd_t)))
-        moments.append(("backward.top", _m.BWD_TOP, (g_top, acts_layers, once_bwd, autocast_copies, layer_bwd_t)))
+        moments.append(("backward.top", _m.BWD_TOP, (g_top, acts_layers, once_bwd, autocast_copies,
+                                                     max(layer_bwd_t, fp8_bwd))))
         if p.lisa_below and saving_layers:
             # LISA (memory/lisa.py): the lowest trained layer's backward, every trained layer's gradient made (its own
             # attention's counted too), the frozen layers below it still holding their saved sets (measured with the
@@ -1783,6 +1827,9 @@ def _transformer_phases(
                             (g_top, acts_layers, once_bwd, autocast_copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM,
                         (gradients - late_bottom, once_bwd, bottom_acts, bottom_copies, layer_bwd_t)))
+        if fp8_bwd:
+            moments.append(("backward.bottom_fp8", _m.BWD_BOTTOM_FP8,
+                            (max(gradients - late_g - fp8_unmade, 0), once_bwd, bottom_acts, bottom_copies, fp8_bwd)))
         bwd_acts = once_bwd + bottom_acts + bottom_copies  # backward.bottom's activations (the others are forward's)
     reference = 0
     forward_moments = 2
@@ -1843,7 +1890,7 @@ def _transformer_phases(
     # Written out per moment (the temporaries terms of each layout in memory/moments.py; a generic sum over the
     # moments cost half of estimate's time); tests/test_explain.py checks it is the largest moment's.
     temporaries = max(opt_temp, layer_fwd_t, recompute_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t,
-                      layer_bwd_t, end_t, reference, rewarded, rl_temp,
+                      layer_bwd_t, fp8_bwd, end_t, reference, rewarded, rl_temp,
                       p.offload_norm_t * tokens if p.offload and not p.checkpointing and saving_layers else 0)
     # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
     # model whose head saves little (a 1-layer toy) that moment can hold more activations than forward kept.

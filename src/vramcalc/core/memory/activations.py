@@ -236,9 +236,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     assert m.hidden_size is not None and m.num_attention_heads is not None and m.intermediate_size is not None
     c = dtype_bytes(recipe.compute)
     residual = 4 if recipe.autocast or recipe.compute == "fp32" else c  # residual stream dtype
-    # --upcast-norms (memory/upcast_norms.py): the Trainer's autocast over 16-bit weights with fp32 norms; the
-    # residual stream stays 16-bit, the autocast branches below apply, and the norms' saved input is theirs
-    up_norms = _norms.active(t, recipe)
+    # --upcast-norms and --precision autocast-* (memory/upcast_norms.py): the Trainer's autocast over 16-bit weights
+    # (with fp32 norms under the flag); the residual stream stays 16-bit, the autocast branches below apply, and the
+    # norms' saved input is theirs
+    up_norms = _norms.autocast16(t, recipe)
     amp = recipe.autocast or up_norms
     norm_cast = recipe.autocast or _norms.casts_per_linear(m, t, recipe)  # an fp32 normed input, cast per Linear
     norm_elem = _norms.norm_input_bytes(m, t, recipe, residual)
@@ -272,6 +273,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     lora_out = ({lin.module.rsplit(".", 1)[-1]: lin.out_features for lin in resolve_targets(m, t.lora_targets)}
                 if adapted else {})
     lora_fwd: dict[str, int] = {}  # each adapted module's forward temporaries per token
+
+    def fp32_input(group: str) -> bool:
+        """Under the Trainer's autocast, whether the group's input is fp32 already (peft's cast to the fp32 adapter is
+        then the same tensor): an fp32 norm's output, or gelu_new's, whose pow is on autocast's fp32 list
+        (_act_saved_bytes)."""
+        return norm_cast and group in ("qkv_proj", "mlp input") or group == "down_proj" and m.hidden_act in (
+            "gelu_new", "gelu_fast")
 
     def linear_input(group: str, modules: tuple[str, ...], width: int, already_saved: bool = False,
                      input_live: bool = True) -> bool:
@@ -334,7 +342,15 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                 # hidden 256, MLP 1,024, LoRA on all seven projections, p 0.05, checkpointing, b2 s512: the peak at
                 # down_proj's adapter in the rerun holds its fp32 cast and its dropout output, -6.04 % without).
                 lora_fwd[mod] += a * width
-            elif up_norms and a != c and not (norm_cast and group in ("qkv_proj", "mlp input")):
+                if up_norms and not fp32_input(group):
+                    # under the Trainer's autocast (below) dropout's own fp32 output is alive too at lora_A's cast,
+                    # beside the 16-bit input (measured with the tracer, --grid autocast: tinyllama cut to 4 layers
+                    # and a 2,048-token vocabulary, LoRA all-linear p 0.05 b2 s1024, the forward's peak at down_proj's
+                    # lora_A mm, -4.3 % with the cast alone)
+                    lora_fwd[mod] += (a + c) * width
+                    if group == "down_proj":
+                        lora_fwd[mod] += (4 if norm_cast else c) * h + 2 * c * h
+            elif up_norms and a != c and not fp32_input(group):
                 # --upcast-norms' autocast: Linear.forward's `x = self._cast_input_dtype(x, ...)` makes an adapter-dtype
                 # copy of a 16-bit input (o_proj's, down_proj's; every input after Gemma's 16-bit norm) that lora_A
                 # no longer saves (it saves its own 16-bit cast), alive until the module returns; an fp32 normed input
@@ -783,7 +799,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # (measured with the tracer: gpt2 LoRA reward with checkpointing, b8 s1024, peak at that mul with three 16-bit
     # (tokens x 3072) gradients alive; the estimate counted two and was 5 % under).
     mlp_grads = 3 if gated or m.hidden_act in ACT_SAVED_TENSORS else 2
-    mlp_bwd = mlp_grads * c * width + c * h
+    # Under the Trainer's autocast over 16-bit weights (memory/upcast_norms.py autocast16) gelu_new's pow is on the
+    # fp32 list, so its product and the final mul's gradients are fp32 (_act_saved_bytes; measured with the tracer,
+    # --grid autocast: gpt2 cut to 4 layers and a 2,048-token vocabulary, LoRA b2 s1024, -2.5 % with 16-bit ones)
+    grad_elem = 4 if up_norms and m.hidden_act in ("gelu_new", "gelu_fast") else c
+    mlp_bwd = mlp_grads * grad_elem * width + c * h
     if m.family == "gpt_oss" and m.num_experts and trainable_weights:
         # Trainable gpt-oss experts: by the time grouped_mm's backward allocates an expert weight gradient, the
         # block's saved intermediates it has passed are freed; beyond the layer's saved set stay the incoming
@@ -809,7 +829,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # dropout output and mask are the widest adapter tensors (the 4-layer llama above: -6.04 % without this moment,
     # +4.44 % with it, which also counts lora_B's output and its scaled copy beside the cast: the safe side).
     if rerun_extra and "down_proj" in lora_fwd and (m.family in ENCODER_FAMILIES and m.family != "modernbert"
-                                                    or t.lora_dropout > 0 and a != c):
+                                                    or t.lora_dropout > 0 and a != c and not up_norms):
         # A post-LN encoder's rerun at down_proj's adapter path: the MLP's whole saved set made, its input (the
         # activation's output) alive unsaved beside the adapter's temporaries (measured with the tracer: BERT base
         # LoRA all-linear with checkpointing b8 s512, the peak at output.dense's scaling mul in the rerun, -1.67 %
@@ -822,6 +842,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # the rerun's incoming gradients beside them, its held pair being lora_fwd's; no inputs_embeds by then).
         # Measured with the tracer's live tensors: a 4-layer llama, hidden 256, MLP 1,024, LoRA all-linear with
         # checkpointing, b2 s512: the backward's peak at that copy in the rerun, -6.69 % without this moment.
+        # (--precision autocast-* with lora_dropout too: lora_fwd holds dropout's output; --grid autocast)
         mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + rerun_extra - rerun_held - c * h)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)

@@ -62,6 +62,10 @@ BWD_HEAD = _layout(_ACC, _SAVED, _SHARED, _COPIES, _NORM_SAVED, _HEAD_BWD)
 BWD_TOP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _LAYER_BWD)
 BWD_HEAD_STEP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _STEP_T)
 BWD_BOTTOM = _layout(_ALL_G, _SHARED, _LAST_LAYER, _LAYER_COPIES, _LAYER_BWD)
+# --fp8 (memory/fp8.py): the bottom layer's swapped Linears, before its own gradients and the embedding's
+_FP8_G = ("gradients above the bottom layer", _G)
+_FP8_T = ("a swapped Linear's float8 casts", _T)
+BWD_BOTTOM_FP8 = _layout(_FP8_G, _SHARED, _LAST_LAYER, _LAYER_COPIES, _FP8_T)
 # With checkpointing (each layer keeps its input; one layer is recomputed in backward).
 FWD_LAYER_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _LAYER_FWD)
 FWD_LOSS_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_FWD, _HEAD_G_FWD)
@@ -73,6 +77,7 @@ BWD_RECOMPUTE_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES,
 BWD_TOP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_HEAD_STEP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _STEP_T)
 BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
+BWD_BOTTOM_FP8_CK = _layout(_FP8_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _FP8_T)
 # Offloaded without checkpointing (memory/savers.py): forward keeps torchtune's stash of the last packed tensors, and
 # backward brings back one node's saved tensors at a time (and the previous node's, until this node has run).
 _STASH = ("offload stash (last packed tensors)", _A)
@@ -106,6 +111,8 @@ BWD_VISION = _layout(("gradients (all but the tower's)", _G), ("vision tower sav
 # that layer's backward transients.
 BWD_VISION_TOWER = _layout(("gradients", _G), ("vision tower kept / saved", _A),
                            ("vision tower layer (recomputed) and its backward", _T))
+# axolotl ReLoRA (memory/relora.py): a restart before the step's forward, every gradient None.
+FWD_RELORA = _layout(("ReLoRA merge: the largest layer's B @ A and its scaled copy (or the Adam states' pruning)", _T))
 FWD_WEIGHT_SYNC = _layout(_ACC, ("weight sync's packed broadcast buffers (vLLM server)", _T))
 # Both, and count-only presets.
 BWD_END = _layout(_ALL_G, _SUMMED)
@@ -125,6 +132,7 @@ LABELS = {
     "forward.reference": "the reference model's forward (DPO/KTO, no grad)",
     "forward.reward": "the reward model's forward on the completions (Online DPO / GRPO, no grad)",
     "forward.generate": "generate(): completions of the generation batch (GRPO, no grad)",
+    "forward.relora_merge": "ReLoRA restart before the step: LoRA merged layer by layer, states pruned (axolotl)",
     "forward.weight_sync": "weights streamed to the vLLM server before generation (GRPO / Online DPO, no grad)",
     "forward.logprobs": "log-prob passes after generate() (GRPO old policy / reference, no grad)",
     "forward.vision": "forward: the vision tower (no grad)",
@@ -146,6 +154,7 @@ LABELS = {
     "backward.lowest_trained": "backward at the lowest trained layer, the frozen layers below still saved (LISA)",
     "backward.top": "backward at the top layer",
     "backward.bottom": "backward at the bottom layer",
+    "backward.bottom_fp8": "backward at the bottom layer's float8 Linears (--fp8): the gradients above it exist",
     "backward.end": "end of backward",
     "backward.all": "backward",
     "optimizer_step.step": "optimizer step",

@@ -21,6 +21,8 @@ class Recipe:
     master_weights: bool  # an fp32 copy of trainable weights kept by the optimizer
     autocast: bool  # torch.autocast over an fp32 model: 16-bit copies of weights during forward/backward
     pure: bool  # optimizer states follow the parameter dtype (torch.optim on a 16-bit model)
+    # torch.autocast over 16-bit stored weights with fp32 trainable parameters (memory/upcast_norms.py autocast16)
+    autocast16: bool = False
 
 
 RECIPES: dict[PrecisionName, Recipe] = {
@@ -38,6 +40,13 @@ RECIPES: dict[PrecisionName, Recipe] = {
     # 16-bit compute with cached weight casts (torch/csrc/autograd/autocast_mode.cpp cached_cast).
     "amp-bf16": Recipe("fp32", "fp32", "fp32", "bf16", False, True, False),
     "amp-fp16": Recipe("fp32", "fp32", "fp32", "fp16", False, True, False),
+    # The Trainer's bf16 / fp16 flag over a 16-bit load whose trainable parameters are fp32 (peft's adapters with
+    # autocast_adapter_dtype, LLaMA-Factory's cast_trainable_params_to_fp32): 16-bit frozen weights, fp32 adapters /
+    # trained layers with fp32 grads and states, the step under torch.autocast (transformers trainer.py
+    # autocast_smart_context_manager leaves it to accelerate; accelerate accelerator.py prepare_model wraps forward in
+    # autocast_context when native_amp). No weight casts are cached for the frozen 16-bit weights.
+    "autocast-bf16": Recipe("bf16", "bf16", "fp32", "bf16", False, False, False, True),
+    "autocast-fp16": Recipe("fp16", "fp16", "fp32", "fp16", False, False, False, True),
     "fp32": Recipe("fp32", "fp32", "fp32", "fp32", False, False, False),
 }
 

@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import UnsupportedCombination
-from vramcalc.core.params import block_linears, default_targets
+from vramcalc.core.params import block_linears, default_targets, lm_only
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ def tower_lora_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[tupl
     text layers have o_proj and gate/up/down_proj); proj is Idefics3's connector."""
     v = model.vision
     assert v is not None
+    if lm_only(targets):  # the language model's only (params.py LM_ONLY)
+        return (), (), tuple(targets)
     text_model = replace(model, vision=None)  # the language model alone (memory/vision.py _text_model)
     text_names = {lin.module.rsplit(".", 1)[-1] for lin in block_linears(text_model)}
     tower: set[str] = set()

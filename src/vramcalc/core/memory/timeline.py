@@ -91,9 +91,11 @@ _POINT_LABELS = {
     "backward.recompute_bottom": "bottom layer's forward rerun (checkpointing, Mamba-2)",
     "backward.recompute_mixer": "lowest mixer layer's forward rerun (checkpointing, Bamba)",
     "backward.lowest_trained": "lowest trained layer's backward (LISA)",
+    "backward.bottom_fp8": "bottom layer's float8 casts (--fp8)",
     "backward.head": "LM head backward (loss chunks)", "backward.head_step": "head's optimizer step (in backward)",
     "backward.end": "backward end (embedding gradient)", "optimizer_step.step": "optimizer step",
     "optimizer_step.done": "optimizer step (done in backward)",
+    "forward.relora_merge": "ReLoRA restart (merge, before the step)",
 }
 
 

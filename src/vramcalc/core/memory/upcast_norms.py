@@ -47,6 +47,12 @@ if TYPE_CHECKING:
 SRC = ("LLaMA-Factory model_utils/checkpointing.py prepare_model_for_training (upcast_layernorm: 1-D params named "
        "like extras/constants.py LAYERNORM_NAMES cast to fp32); accelerate prepare_model autocast")
 
+SRC_FREEZE = ("LLaMA-Factory model/adapter.py _setup_freeze_tuning cast_trainable_params_to_fp32 (trained parameters "
+              "fp32 unless pure_bf16); accelerate prepare_model autocast")
+SRC_AUTOCAST = ("transformers trainer.py autocast_smart_context_manager (autocast left to accelerate); accelerate "
+                "accelerator.py prepare_model: forward wrapped in autocast_context when native_amp; peft "
+                "tuners/lora/layer.py Linear.forward _cast_input_dtype; torch autocast_mode.cpp")
+
 # hiyouga/LLaMA-Factory src/llamafactory/extras/constants.py LAYERNORM_NAMES: substrings of a parameter's name
 LAYERNORM_NAMES = ("norm", "ln")
 
@@ -64,16 +70,30 @@ def active(t: TrainingSpec, recipe: Recipe) -> bool:
     return not (t.method == "qlora" and t.kbit_prep)  # kbit preparation casts them to fp32 (memory/weights.py)
 
 
+def autocast16(t: TrainingSpec, recipe: Recipe) -> bool:
+    """The step under torch.autocast over 16-bit stored weights: --precision autocast-* (the Trainer's bf16 / fp16
+    flag over a 16-bit load with fp32 adapters or trained layers, memory/precision.py), or the flag's run above."""
+    return recipe.autocast16 or active(t, recipe)
+
+
+def fp32_trained(t: TrainingSpec, recipe: Recipe) -> bool:
+    """--precision autocast-* freeze: the trained parameters are stored fp32 (memory/weights.py weight_bytes)."""
+    return recipe.autocast16 and t.method == "freeze"
+
+
 def casts_per_linear(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> bool:
-    """Whether the norm's output is fp32 under the flag, so each Linear reading it casts its own 16-bit copy: a
-    Llama-style RMSNorm (the fp32 weight promotes) and LayerNorm (autocast's fp32 list), not Gemma's (type_as(x))."""
+    """Whether the norm's output is fp32 under the Trainer's autocast, so each Linear reading it casts its own 16-bit
+    copy: LayerNorm (autocast's fp32 list: an fp32 output whatever its weights) and, with the flag's fp32 weights, a
+    Llama-style RMSNorm (the fp32 weight promotes); not Gemma's (type_as(x)), nor a 16-bit Llama norm (16-bit mul)."""
+    if recipe.autocast16:  # freeze: the trained layers' norms are fp32 (weights.py; frozen layers save nothing)
+        return m.norm == "layernorm" or (active(t, recipe) or t.method == "freeze") and not m.norm_fp32_weight_mul
     return active(t, recipe) and not m.norm_fp32_weight_mul
 
 
 def norm_input_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, residual: int) -> int:
-    """Bytes per element of what a norm saves of its input: LayerNorm under the flag's autocast runs layer_norm on
-    an fp32 copy (autocast_mode.cpp fp32 list); otherwise the residual stream's dtype, as before."""
-    return 4 if active(t, recipe) and m.norm == "layernorm" else residual
+    """Bytes per element of what a norm saves of its input: LayerNorm under the Trainer's autocast over 16-bit
+    weights runs layer_norm on an fp32 copy (autocast_mode.cpp fp32 list); otherwise the residual stream's dtype."""
+    return 4 if autocast16(t, recipe) and m.norm == "layernorm" else residual
 
 
 def norm_tensors(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> tuple[ParamTensor, ...]:
@@ -110,6 +130,59 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
         why = f"--optimizer {t.optimizer} (its states of fp32 norms)"
     if why:
         raise UnsupportedCombination(f"--upcast-norms is not modelled with {why}: drop --upcast-norms")
+
+
+# The families --precision autocast-* is traced on (--grid autocast): Llama-style RMSNorm (Llama, Mistral, Qwen2) and
+# GPT-2's LayerNorm (autocast's fp32 layer_norm, Conv1D's addmm).
+AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+
+
+def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
+    """--precision autocast-*: the runs it is modelled (and traced) for; the rest refused in one line. `m` None: the
+    run's options alone (a run file that names no model)."""
+    from vramcalc.core.memory.precision import recipe_of, resolve_precision
+
+    if not recipe_of(t).autocast16:
+        return
+    p = resolve_precision(t)
+    why = ""
+    if t.mode != "train":
+        why = f"--mode {t.mode} (a training recipe)"
+    elif t.method == "full":
+        raise UnsupportedCombination(f"--precision {p} with --method full is every parameter fp32 under autocast: "
+                                     f"pass --precision amp-{p.removeprefix('autocast-')} (the same run)")
+    elif t.method not in ("lora", "qlora", "freeze"):
+        why = f"--method {t.method} (modelled for lora, qlora and freeze)"
+    elif m is not None and (m.family not in AUTOCAST_FAMILIES or m.vision is not None or m.num_experts or m.qk_norm
+                            or not m.has_architecture):
+        why = f"{m.name} (traced on Llama, Mistral, Qwen2 and GPT-2 text models)"
+    elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.context_parallel > 1:
+        why = "DeepSpeed / FSDP / tensor, pipeline or context parallelism"
+    elif t.method == "qlora" and t.kbit_prep:
+        raise UnsupportedCombination(f"--precision {p} is not modelled with --kbit-prep (prepare_model_for_kbit_"
+                                     "training's fp32 embeddings, norms and head): pass --no-kbit-prep, as "
+                                     "LLaMA-Factory and TRL load QLoRA")
+    elif t.objective != "sft" or t.loss != "hf":
+        why = f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss)"
+    elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits or t.upcast_norms \
+            or t.train_layers is not None or t.train_modules is not None or getattr(t, "relora", False):
+        why = ("--kernels, --dora, --activation-offload, --upcast-logits, --upcast-norms, --train-layers/-modules or "
+               "--relora")
+    if why:
+        raise UnsupportedCombination(f"--precision {p} is not modelled with {why}: use --precision "
+                                     f"{p.removeprefix('autocast-')} (16-bit, no autocast) or amp-"
+                                     f"{p.removeprefix('autocast-')}")
+
+
+def recipe_note(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> str:
+    """What --precision autocast-* counts, with its source."""
+    what = ("the trained parameters fp32 (weights, gradients, states; their casts cached for the forward), the frozen "
+            f"ones {recipe.weight}" if t.method == "freeze" else
+            f"{t.adapter_dtype} adapters running as autocast matmuls ({recipe.compute} saved inputs and outputs)")
+    return (f"autocast-{recipe.compute}: {recipe.weight} stored weights, the step under the Trainer's autocast "
+            f"(accelerate prepare_model), {what}"
+            + ("; LayerNorm outputs fp32, each Linear casting its own copy" if m.norm == "layernorm" else "")
+            + f" ({SRC_AUTOCAST}).")
 
 
 def note(t: TrainingSpec, recipe: Recipe) -> str:

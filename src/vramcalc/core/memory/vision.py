@@ -32,7 +32,7 @@ from vramcalc.core.memory import anyres
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, image_side_bytes
-from vramcalc.core.params import projector_params, qwen_block_params, vision_tower_params
+from vramcalc.core.params import lm_only, projector_params, qwen_block_params, vision_tower_params
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -316,6 +316,8 @@ def clip_lora_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[tuple
     params.py default_targets), which names the tower's q_proj and v_proj too."""
     from vramcalc.core.params import default_targets
 
+    if lm_only(targets):  # the language model's only (params.py LM_ONLY: LLaMA-Factory's frozen tower / projector)
+        return (), (), tuple(targets)
     tower: set[str] = set()
     projector: set[str] = set()
     text: list[str] = []
@@ -618,6 +620,8 @@ def qwen_lora_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[tuple
     mlp.2 are the image side's only. A bare `proj` also matches patch_embed.proj, a Conv3d: refused."""
     v = model.vision
     assert v is not None
+    if lm_only(targets):  # the language model's only (params.py LM_ONLY)
+        return (), (), tuple(targets)
     names = QWEN_TOWER_LINEARS[v.kind]
     tower: set[str] = set()
     merger: set[str] = set()

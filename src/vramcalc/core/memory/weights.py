@@ -162,6 +162,14 @@ def weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> We
                         if training.method in ("full", "freeze") and (c := _trainable_count(t, model, training)))
         wb = replace(wb, base=wb.base + more, unquantized=wb.unquantized + more if wb.unquantized else 0,
                      fp32_trainable=sum(_numel(shape) * c for shape, c in trained), fp32_trainable_tensors=trained)
+    if recipe.autocast16 and training.method == "freeze":
+        # --precision autocast-* freeze: LLaMA-Factory's _setup_freeze_tuning casts the trained parameters to fp32
+        # (model/adapter.py cast_trainable_params_to_fp32 unless pure_bf16), the frozen ones stay in the load dtype:
+        # the trained tensors' 4 − w more bytes, with fp32 gradients (autograd's gradient takes the parameter's dtype)
+        trained = tuple((x.shape, c) for x in inventory(model) if (c := _trainable_count(x, model, training)))
+        n = sum(_numel(shape) * c for shape, c in trained)
+        wb = replace(wb, base=wb.base + n * (4 - dtype_bytes(recipe.weight)), fp32_trainable=wb.fp32_trainable + n,
+                     fp32_trainable_tensors=wb.fp32_trainable_tensors + trained)
     extra = buffer_bytes(model)
     if model.final_logits_bias and model.vocab_size and model.decoder_layers:  # an encoder-decoder's flag only
         # BartForConditionalGeneration's final_logits_bias: a (1, vocab) buffer made in the model's dtype
