@@ -47,9 +47,9 @@ def test_timeline_golden(columns: int, capsys: pytest.CaptureFixture[str], monke
     assert (code, err) == (0, "")
     assert max(len(line) for line in out.splitlines()) <= columns
     _golden(f"timeline_mistral-7b_rtx4090_{columns}.txt", out)
-    # The peak is marked and named: mistral-7b full bf16 peaks at 96.23 GB (README's table: peak (tensors +
-    # overhead)), at the point test_timeline.py pins (backward layer 1).
-    assert "peak 96.23 GB at backward layer 1" in out
+    # The peak is marked and named: mistral-7b full bf16 peaks at 96.06 GB (README's table: peak (tensors +
+    # overhead)), at the point test_timeline.py pins (the backward's end, the embedding's gradient).
+    assert "peak 96.06 GB at backward end (embedding gradient)" in out
     cap_row = next(line for line in out.splitlines() if line.lstrip().startswith("25.8 +"))
     assert set(cap_row.split("+", 1)[1].split(" NVIDIA")[0]) == {"="}
     assert "\x1b[" not in out
@@ -76,11 +76,12 @@ def test_colour_on_a_terminal_and_plain_with_no_color(capsys: pytest.CaptureFixt
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setenv("FORCE_COLOR", "1")
     code, out, _ = invoke(["timeline", "mistral-7b", "--gpu", "rtx4090"], capsys)
-    assert code == 0 and "\x1b[" in out and "█" in out and "peak 96.23 GB at backward layer 1 ▼" in out
+    assert code == 0 and "\x1b[" in out and "█" in out and "peak 96.06 GB at backward end (embedding gradient) ▼" in out
     monkeypatch.setenv("NO_COLOR", "1")
     code, out, _ = invoke(["timeline", "mistral-7b", "--gpu", "rtx4090"], capsys)
     assert code == 0 and "\x1b[" not in out and "█" not in out
-    assert "peak 96.23 GB at backward layer 1 v" in out  # at 80 columns the label sits left of the marker
+    # at 80 columns the label sits left of the marker
+    assert "peak 96.06 GB at backward end (embedding gradient) v" in out
 
 
 def test_estimate_plot_appends_the_chart(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,14 +89,14 @@ def test_estimate_plot_appends_the_chart(capsys: pytest.CaptureFixture[str], mon
     code, plain, _ = invoke(["estimate", "mistral-7b", "--gpu", "rtx4090"], capsys)
     code2, out, _ = invoke(["estimate", "mistral-7b", "--gpu", "rtx4090", "--plot"], capsys)
     assert code == code2 == 0
-    assert out.startswith(plain) and "peak 96.23 GB at backward layer 1" in out[len(plain):]
+    assert out.startswith(plain) and "peak 96.06 GB at backward end (embedding gradient)" in out[len(plain):]
 
 
 def test_markdown_has_a_mermaid_xychart(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = invoke(["estimate", "mistral-7b", "--gpu", "rtx4090", "--plot", "--format", "markdown"], capsys)
     assert code == 0
     block = out[out.index("```mermaid"):]
-    assert "xychart-beta" in block and "peak 96.23 GB at backward layer 1" in block
+    assert "xychart-beta" in block and "peak 96.06 GB at backward end (embedding gradient)" in block
     # six stacked components are non-zero for full fine-tuning: weights, optimizer state, gradients,
     # activations, temporaries, overhead (communication and KV cache are zero on one GPU in training).
     assert block.count("    bar [") == 6

@@ -103,6 +103,6 @@ def test_browser_shows_capacity_line_and_peak_label(fmt: str, tmp_path: Path) ->
     if TESSERACT is None:
         return
     ocr = subprocess.run([TESSERACT, str(png), "stdout"], capture_output=True, text=True, check=True).stdout
-    # chart.mark_label is "peak 96.23 GB at backward layer 1" (tests/test_timeline.py pins the point).
-    assert "peak 96.23 GB at backward layer 1" in " ".join(ocr.split()), ocr
+    # chart.mark_label is "peak 96.06 GB at backward end (embedding gradient)" (tests/test_timeline.py pins the point).
+    assert "peak 96.06 GB at backward end (embedding gradient)" in " ".join(ocr.split()), ocr
     assert "RTX 4090 25.76 GB" in " ".join(ocr.split()), ocr

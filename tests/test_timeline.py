@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from vramcalc.core.errors import VramcalcError
 from vramcalc.core.memory import estimate
 from vramcalc.core.memory.timeline import TIMELINE_COMPONENTS, timeline
+from vramcalc.core.params import inventory
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.io import presets
 
@@ -104,10 +105,11 @@ def test_labels_and_order_mistral_full() -> None:
     assert labels[31:34] == ["forward layer 32", "loss", "loss backward"]
     assert labels[34] == "backward layer 32" and labels[65] == "backward layer 1"
     assert labels[-1] == "optimizer step"
-    # README's example: the peak of mistral-7b full bf16 is in backward (87.05 GB), at the bottom layer:
-    # every gradient (14.48 GB) outweighs every saved set (3.37 GB of activations), so the core's bottom
-    # term (all gradients + one layer's saved set) beats its top term (head gradient + all saved sets).
-    assert tl.points[tl.peak_index].label == "backward layer 1"
+    # README's example: the peak of mistral-7b full bf16 is in backward (86.90 GB), at its end: every gradient
+    # (14.48 GB) outweighs every saved set (3.37 GB of activations), and the bottom layer's moment holds neither the
+    # untied embedding's gradient (131,072,000 x 2 B, written last) nor its own layer's (218,112,000 x 2 B) beside
+    # its saved set (0.10 GB): the end, every gradient and the embedding's incoming one (512 x 4,096 x 2 B), is larger.
+    assert tl.points[tl.peak_index].label == "backward end (embedding gradient)"
     assert tl.points[tl.peak_index].total_bytes == estimate(presets.find_model("mistral-7b"),
                                                             TrainingSpec()).tensor_peak_bytes
 
@@ -119,8 +121,13 @@ def test_forward_grows_and_backward_releases_activations() -> None:
     assert fwd == sorted(fwd) and fwd[0] < fwd[-1]
     assert bwd == sorted(bwd, reverse=True) and bwd[0] > bwd[-1]
     grads = [p.components["gradients"] for p in tl.points if p.label.startswith("backward layer")]
-    assert grads == sorted(grads) and grads[-1] == estimate(presets.find_model("qwen2.5-0.5b"),
-                                                            TrainingSpec(batch_size=4, seq_len=1024)).gradients
+    # the bottom layer's own gradients are written through its backward (memory/__init__.py
+    # _dense_late_gradient_bytes): every gradient but that layer's (bf16) at the last backward layer, all at the end
+    m = presets.find_model("qwen2.5-0.5b")
+    total = estimate(m, TrainingSpec(batch_size=4, seq_len=1024)).gradients
+    layer = 2 * sum(x.numel for x in inventory(m) if x.per_layer) // m.num_layers
+    assert grads == sorted(grads) and grads[-1] == total - layer
+    assert [p.components["gradients"] for p in tl.points if p.label.startswith("backward end")] == [total]
 
 
 def test_inference_has_prefill_and_decode() -> None:

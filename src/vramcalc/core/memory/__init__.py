@@ -918,6 +918,9 @@ class _ActivationPlan:
     bottom_less_b: int = 0
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
+    bottom_layer_grads: int = 0  # a dense bottom layer's own gradients, written after its backward peak
+    layer_ck_fwd_t: int = 0  # a checkpointed layer's first forward (LayerActivations.checkpointed_forward_per_token)
+    end_in_t: int = 0  # the embedding's incoming gradient while embedding_dense_backward runs (per token)
     # LISA (memory/lisa.py): the frozen layers below the trained ones, and one frozen layer's saved set (per token,
     # per token x seq): the backward.lowest_trained moment
     lisa_below: int = 0
@@ -1422,6 +1425,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_fwd_moe_c=layer.forward_transient.const,
         attn_fwd_t=layer.attention_forward_per_token,
         mlp_fwd_ts=layer.mlp_forward_per_token_seq,
+        layer_ck_fwd_t=layer.checkpointed_forward_per_token if t.grad_checkpointing else 0,
         layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=max(head.forward_transient, lora_head_fwd_t), loss_bwd_t=head.backward_transient, g_head=g_head,
         end_t=end_t,
@@ -1447,8 +1451,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                               weight_copy=0 if t.method == "qlora" else dtype_bytes(recipe.compute)
                               * max((lin.in_features * lin.out_features for lin in block_linears(m)), default=0))
            if t.activation_offload and not t.grad_checkpointing else {}),
+        # (HF checkpointing, full fine-tuning of a dense decoder: the checkpoint keeps the bottom layer's input through
+        # its backward as every layer's, the embedding's output; measured with the tracer, see
+        # _dense_late_gradient_bytes: one hidden-wide activation per token at the bottom peak)
         bottom_input_t=residual * m.hidden_size * (2 if t.activation_offload else 1)
-        if unsloth and t.grad_checkpointing else 0,
+        if unsloth and t.grad_checkpointing else residual * m.hidden_size
+        if t.grad_checkpointing and not t.activation_offload and _dense_late_gradient_bytes(m, t, recipe, layer=True)
+        else 0,
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
         reference=None if _rl.is_rl(t) else _online_dpo.reference_plan(m, t, recipe)
         if _online_dpo.is_online_dpo(t) or _preference.torchtune_head(t) else _preference.reference_plan(m, t, recipe),
@@ -1495,12 +1504,17 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         lisa_below=frozen if _lisa.active(t) else unfrozen_below,
         lisa_frozen_t=lisa_frozen_t or (per_layer_t - idle_t if unfrozen_below else 0),
         lisa_frozen_ts=lisa_frozen_ts or (per_layer_ts - idle_ts if unfrozen_below else 0),
-        late_grads=(_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
+        late_grads=_dense_late_gradient_bytes(m, t, recipe)
+        + ((_encoder.late_gradient_bytes(m, t, recipe) + _ssm.late_gradient_bytes(m, t, recipe)
                     + _hybrid.late_gradient_bytes(m, t, recipe) + _jamba.late_gradient_bytes(m, t, recipe)
                     + _nemotron_h.late_gradient_bytes(m, t, recipe) + _lisa.late_gradient_bytes(m, t, recipe)
                     + _unfrozen_late_gradient_bytes(m, t, recipe)
                     if full_like else 0) + _zamba2.late_gradient_bytes(m, t, recipe)
-        + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0,
+        + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0),
+        bottom_layer_grads=_dense_late_gradient_bytes(m, t, recipe, layer=True),
+        # (the embedding's backward, last, writes its gradient beside the incoming one: measured with the tracer,
+        # see _dense_late_gradient_bytes: one residual-stream tensor per token at embedding_dense_backward)
+        end_in_t=residual * m.hidden_size if _dense_late_gradient_bytes(m, t, recipe) else 0,
     )
 
 
@@ -1519,6 +1533,37 @@ def _unfrozen_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe)
     if not _unfrozen.active(t) or m.tie_word_embeddings or "embed_tokens" not in _unfrozen.outer_modules(m, t):
         return 0
     return (m.vocab_size or 0) * (m.hidden_size or 0) * dtype_bytes(recipe.grad)
+
+
+def _dense_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, layer: bool = False) -> int:
+    """Full fine-tuning of a dense decoder: the gradients written after the bottom layer's backward peak. The
+    untied embedding's (aten.embedding_dense_backward, and a learned position table's, run last) and, with `layer`,
+    the bottom layer's own: its weight gradients are written one Linear at a time through its backward (torch
+    autograd's AccumulateGrad per parameter), so at its peak it holds what the top layer holds at its own, which
+    backward.top counts in its layer terms. Measured with the tracer: tinyllama-1.1b cut to 4 layers full with
+    checkpointing and the cut loss, b1 s2048: the bottom peak is the top's + 3 layers' gradients - 3 kept inputs,
+    exactly (+8.4 % with every gradient counted there)."""
+    from vramcalc.core.params import inventory, is_hybrid, is_jamba, is_nemotron_h, is_zamba2
+    from vramcalc.core.vocab import CLASSIC_FAMILIES
+
+    # (data parallelism alone keeps this order: accelerate's DistributedDataParallelKwargs gradient_as_bucket_view
+    # False, so AccumulateGrad still writes each .grad and the reducer copies it into its bucket; sharding and
+    # offloading write gradients elsewhere: not modelled here)
+    if t.zero or t.fsdp not in ("none", "no-shard") or t.offload != "none":
+        return 0
+    if _lisa.active(t) or _badam.active(t) or _unfrozen.active(t):  # partial training: their own late gradients
+        return 0
+    if getattr(t, "fp8", "off") != "off":  # --fp8: its own bottom moment (memory/fp8.py, fp8_unmade_grads)
+        return 0
+    if t.method != "full" or not m.has_architecture or not m.num_layers or m.decoder_layers or m.num_experts \
+            or m.vision is not None or m.ssm_state_size or m.family in CLASSIC_FAMILIES \
+            or _encoder.is_encoder(m) or is_jamba(m) or is_hybrid(m) or is_nemotron_h(m) or is_zamba2(m):
+        return 0
+    tensors = inventory(m)
+    if layer:
+        return sum(x.numel for x in tensors if x.per_layer) // m.num_layers * dtype_bytes(recipe.grad)
+    return sum(x.numel for x in tensors if x.kind == "position"
+               or (x.kind == "embedding" and not m.tie_word_embeddings)) * dtype_bytes(recipe.grad)
 
 
 def _peft_once_t(m: ModelSpec, t: TrainingSpec, c: int) -> int:
@@ -1550,7 +1595,9 @@ def _transformer_phases(
     # while the layers run forward the LM head has not been cast yet: its copy joins at the loss
     fwd_layer_copies = autocast_copies - p.autocast_head_copy
     attn_less = 0 if p.checkpointing or p.offload else p.attn_fwd_less_t * tokens  # checkpointed: nothing saved
-    layer_fwd_t = max(p.layer_fwd_t * tokens + p.layer_fwd_moe_c + p.mlp_fwd_ts * token_seq,
+    # (a checkpointed layer's first forward: its MLP moment with the unsaved residual and normed input alive)
+    beside_mlp = p.layer_fwd_moe_c + p.mlp_fwd_ts * token_seq
+    layer_fwd_t = max(p.layer_fwd_t * tokens + beside_mlp, p.layer_ck_fwd_t * tokens + beside_mlp,
                       p.attn_fwd_ts * token_seq + p.attn_fwd_t * tokens - attn_less, p.layer_fwd_c,
                       p.dequant_fwd.forward(tokens, p.checkpointing or p.offload), p.fp8_casts.forward(tokens))
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
@@ -1635,6 +1682,7 @@ def _transformer_phases(
     acc, g_top = grads_live_fwd, max(grads_live_fwd, g_head + p.top_layer_grads)
     recompute_t = 0  # a checkpointed layer's recomputed forward temporaries (the backward.recompute moment)
     late_g = 0 if accum else min(p.late_grads, gradients)  # accumulating: every gradient exists from the start
+    late_bottom = 0 if accum else min(p.late_grads + p.bottom_layer_grads, gradients)  # the bottom layer's peak
     fp8_unmade = 0 if accum else p.fp8_unmade_grads  # --fp8: gradients not made yet at the bottom layer's Linears
     # The moments of each phase as named terms (memory/moments.py): the phase is the largest of them.
     if p.checkpointing or p.offload:
@@ -1735,7 +1783,7 @@ def _transformer_phases(
                 # tinyllama QLoRA cut + checkpointing + offload b2 s1024, the peak in the bottom layer's rerun with
                 # the adapters' gradients made, -2.61 % without this moment)
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_OFF,
-                                (gradients - late_g, kept_bwd, once, recomputed - bottom_less - mlp_tail, copies,
+                                (gradients - late_bottom, kept_bwd, once, recomputed - bottom_less - mlp_tail, copies,
                                  recompute_t)))
             if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
@@ -1758,7 +1806,7 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
                             (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM_OFF if offload_only else _m.BWD_BOTTOM_CK,
-                        (gradients - late_g, once,
+                        (gradients - late_bottom, once,
                          max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens, copies, layer_bwd_t)))
         if fp8_bwd:
             moments.append(("backward.bottom_fp8", _m.BWD_BOTTOM_FP8_CK,
@@ -1805,7 +1853,7 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP,
                             (g_top, acts_layers, once_bwd, autocast_copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM,
-                        (gradients - late_g, once_bwd, bottom_acts, bottom_copies, layer_bwd_t)))
+                        (gradients - late_bottom, once_bwd, bottom_acts, bottom_copies, layer_bwd_t)))
         if fp8_bwd:
             moments.append(("backward.bottom_fp8", _m.BWD_BOTTOM_FP8,
                             (max(gradients - late_g - fp8_unmade, 0), once_bwd, bottom_acts, bottom_copies, fp8_bwd)))
@@ -1852,7 +1900,9 @@ def _transformer_phases(
         details["temporaries.logprob_pass"] = passes[1] if passes is not None else 0
     # Backward-end temporaries (tied embeddings or accumulation; see _activation_plan).
     end_t = p.end_t if p.end_tied or accum else 0
-    moments.append(("backward.end", _m.BWD_END, (gradients, end_t)))
+    moments.append(("backward.end", _m.BWD_END_EMBED, (gradients, end_t, p.end_in_t * tokens)) if p.end_in_t else
+                   ("backward.end", _m.BWD_END, (gradients, end_t)))
+    end_t += p.end_in_t * tokens
     if t.optimizer_in_bwd:
         # memory/savers.py: the first (head's) step runs in backward with every layer's activations alive;
         # the optimizer-step phase then has nothing left to do.

@@ -105,6 +105,9 @@ class LayerActivations:
     attention_forward_per_token: int = 0
     # ... and beside its MLP's forward temporaries, per token x key: the attention weights the layer still references
     mlp_forward_per_token_seq: int = 0
+    # forward_transient.per_token of a checkpointed layer's first forward, which saves nothing: beside the MLP's
+    # temporaries the post-attention residual and the MLP's normed input are alive unsaved (0: forward_transient's)
+    checkpointed_forward_per_token: int = 0
 
     def components(self) -> tuple[int, int, int, int]:
         """(per token, per token x seq, per sample, whatever the batch) of the saved set (the plan's split)."""
@@ -785,6 +788,31 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # is in flight, the gate's output and act(gate) (both saved) are alive beside it.
         up_fwd[1] += _act_saved_bytes(m.hidden_act, c, amp) * i + c * i
     mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + up_fwd)
+    # Under checkpointing (torch.utils.checkpoint non-reentrant: the first forward packs no saved tensor) a pre-norm
+    # decoder layer still holds, as Python locals while its MLP runs (transformers LlamaDecoderLayer.forward:
+    # `residual = hidden_states; hidden_states = self.post_attention_layernorm(hidden_states); hidden_states =
+    # self.mlp(hidden_states)`), the post-attention residual and the normed input, both in the residual stream's
+    # dtype (RMSNorm's `weight * x.to(input_dtype)`; fp32 under autocast). Measured with the tracer's live tensors:
+    # tinyllama-1.1b cut to 4 layers, LoRA q,v with checkpointing and the cut loss, b1 s4096: the forward's peak at
+    # act(gate) * up in the top layer with both beside the three MLP tensors (-3.9 % without them).
+    ck_held = 2 * residual * h if not (m.parallel_residual or m.num_experts or up_norms
+                                      or m.family in ENCODER_FAMILIES) else 0
+    if ck_held and m.family == "gpt2":
+        # GPT2Block.forward keeps `attn_output` (a local) beside them; GPT2Model.forward its `inputs_embeds` (the
+        # word embeddings, before the position embeddings are added) through every layer (measured with the tracer's
+        # live tensors: gpt2 LoRA all-linear with checkpointing and the fused-linear loss, b2 s1024, the forward's
+        # peak at c_fc's adapter in the top layer)
+        ck_held += c * h + residual * h
+    # With an adapter on up_proj of a gated MLP, its path (peft's fp32 cast, lora_B's output and its scaled copy, the
+    # base output) is in flight while the first half of the product is alive (act(gate) in LlamaMLP.forward; the
+    # gate's output under Liger's fused SiLU-mul): measured with the tracer's live tensors, tinyllama-1.1b cut to 4
+    # layers, QLoRA all-linear with Liger and checkpointing b2 s1024, the forward's peak at up_proj's scaling mul.
+    # Its input's adapter-dtype copy (peft Linear.forward's local `x = self._cast_input_dtype(x, ...)`, which lora_A
+    # saves in the rerun) is alive too: the first forward saves nothing, and the local holds it.
+    up_last = up_mods[-1] if up_mods else ""
+    ck_up = lora_fwd[up_last] + (c * i if len(up_mods) == 2 else 0) + (a * h if fresh_copy else 0) \
+        if up_last in lora_fwd else 0
+    ck_fwd = max(fwd.per_token, ck_up) + ck_held if ck_held else 0
     rerun_extra = rerun_held = 0
     if m.num_experts and fused_experts(m) and t.grad_checkpointing and not m.parallel_residual:
         # A routed MoE layer's rerun (as the dense one's below): the residual stream's incoming gradient, the
@@ -913,7 +941,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             attention_terms=sum(1 for x in terms[:n_attention_terms] if kept(x)),
                             routed_backward_per_token=routed_bwd,
                             backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t),
-                            attention_forward_per_token=attn_fwd_tok, mlp_forward_per_token_seq=probs_beside_mlp)
+                            attention_forward_per_token=attn_fwd_tok, mlp_forward_per_token_seq=probs_beside_mlp,
+                            checkpointed_forward_per_token=ck_fwd)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:

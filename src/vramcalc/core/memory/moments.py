@@ -116,6 +116,9 @@ FWD_RELORA = _layout(("ReLoRA merge: the largest layer's B @ A and its scaled co
 FWD_WEIGHT_SYNC = _layout(_ACC, ("weight sync's packed broadcast buffers (vLLM server)", _T))
 # Both, and count-only presets.
 BWD_END = _layout(_ALL_G, _SUMMED)
+# ... and a dense decoder's untied embedding (memory/__init__.py _dense_late_gradient_bytes): embedding_dense_backward
+# writes its gradient last, beside its incoming gradient
+BWD_END_EMBED = _layout(_ALL_G, _SUMMED, ("the embedding's incoming gradient", _T))
 STEP = _layout(_ALL_G, _STEP_T)
 STEP_DONE: Layout = ()  # optimizer in backward: nothing left to do in the step phase beyond the base
 FWD_ALL = _layout(_ACC, ("activations (from the preset)", _A))
@@ -150,7 +153,7 @@ LABELS = {
                                 "(Bamba)",
     "backward.lowest_trained": "backward at the lowest trained layer, the frozen layers below still saved (LISA)",
     "backward.top": "backward at the top layer",
-    "backward.bottom": "backward at the bottom layer: all gradients exist",
+    "backward.bottom": "backward at the bottom layer",
     "backward.bottom_fp8": "backward at the bottom layer's float8 Linears (--fp8): the gradients above it exist",
     "backward.end": "end of backward",
     "backward.all": "backward",
