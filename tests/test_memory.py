@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import COMPONENTS, PHASES, estimate
 from vramcalc.core.memory.optimizer import LIBRARY_OPTIMIZERS
 from vramcalc.core.specs import ModelSpec, TrainingSpec
@@ -92,10 +93,13 @@ def test_nf4_double_quant_constants() -> None:
 
 
 # GaLore, APOLLO, Adam-mini and Muon are refused with adapter methods (core/specs.py _optimizer_consistent), and
-# Muon with the mixed-* precisions (fp32 masters exist only under DeepSpeed: tests/test_muon.py): left out.
+# Muon with the mixed-* precisions (fp32 masters exist only under DeepSpeed: tests/test_muon.py), and autocast-*
+# beside the methods it refuses (tests/test_autocast16.py): left out.
 COMBOS = [c for c in itertools.product(METHODS, PRECISIONS, OPTIMIZERS)
           if (c[0] in ("full", "freeze") or c[2] not in LIBRARY_OPTIMIZERS)
-          and not (c[2] == "muon" and c[1].startswith("mixed-"))]
+          and not (c[2] == "muon" and c[1].startswith("mixed-"))
+          # --precision autocast-* is lora / qlora / freeze only (memory/upcast_norms.py check_recipe; full is amp-*)
+          and not (c[1].startswith("autocast-") and c[0] not in ("lora", "qlora", "freeze"))]
 
 
 @pytest.mark.parametrize(("method", "precision", "optimizer"), COMBOS,
@@ -103,8 +107,10 @@ COMBOS = [c for c in itertools.product(METHODS, PRECISIONS, OPTIMIZERS)
 def test_every_combination_is_consistent(method: str, precision: str, optimizer: str) -> None:
     # peft's adaption prompt adapts llama / mistral attention only; C3A's block must divide Qwen's 896-wide hidden
     spec = presets.find_model("tinyllama-1.1b" if method == "adaption-prompt" else "qwen2.5-0.5b")
+    # (autocast-* QLoRA is modelled without prepare_model_for_kbit_training, as LLaMA-Factory and TRL load it)
     t = TrainingSpec(method=method, precision=precision, optimizer=optimizer,  # type: ignore[arg-type]
-                     freeze_layers=12 if method == "freeze" else None, c3a_block_size=128)
+                     freeze_layers=12 if method == "freeze" else None, c3a_block_size=128,
+                     kbit_prep=not (method == "qlora" and precision.startswith("autocast-")))
     b = estimate(spec, t)
     values = [b.component(c) for c in COMPONENTS]
     assert all(isinstance(v, int) and v >= 0 for v in values)
@@ -122,9 +128,13 @@ def test_bytes_per_trainable_param_by_precision(precision: str) -> None:
     # Weights + grads + AdamW state per parameter: seed accounting 2+2+8; pure 2+2+4 (bf16 states);
     # mixed 2+2+4+8 (fp32 master); amp and fp32 4+4+8 (Rajbhandari et al. 2020 §3.1 for mixed: 16 B).
     # auto on one GPU is bf16 (memory/precision.py resolve_precision).
+    one_b = ModelSpec(name="one-b", source="test", parameters=1_000_000_000)
+    if precision.startswith("autocast-"):  # every parameter trained in fp32 under autocast is amp-*: refused, named
+        with pytest.raises(UnsupportedCombination, match="amp-"):
+            estimate(one_b, TrainingSpec(precision=precision))  # type: ignore[arg-type]
+        return
     expected = {"auto": 12, "bf16": 12, "fp16": 12, "pure-bf16": 8, "pure-fp16": 8, "mixed-bf16": 16, "mixed-fp16": 16,
                 "amp-bf16": 16, "amp-fp16": 16, "fp32": 16}[precision]
-    one_b = ModelSpec(name="one-b", source="test", parameters=1_000_000_000)
     b = estimate(one_b, TrainingSpec(precision=precision))  # type: ignore[arg-type]
     assert b.weights + b.gradients + b.optimizer_state == expected * 1_000_000_000
 
