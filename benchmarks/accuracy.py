@@ -3061,6 +3061,27 @@ def relora_grid() -> list[dict[str, Any]]:
     return [{"id": f"{model} | relora r{rank} {label}", "model": model, "method": "lora",
              "training": {"method": "lora", "precision": "bf16", "relora": True, "lora_rank": rank, **kw}}
             for model in RELORA_MODELS for rank in (16, 128) for label, kw in RELORA_RUNS]
+
+
+# Reentrant checkpointing (`--grid reentrant`, issue 13; 12 cases): --reentrant-gc (torch.utils.checkpoint
+# use_reentrant=True, LLaMA-Factory's default use_reentrant_gc; the tracer passes it to gradient_checkpointing_enable)
+# on Llama (tinyllama-1.1b) and Qwen2 (qwen2.5-0.5b: q/k/v biases, a 151,936-token tied embedding), cut to 2 layers,
+# x full (pure-bf16) / LoRA all-linear (bf16) / QLoRA NF4 all-linear, at b2 s2048 with the cut loss (the layers'
+# backward is the peak) and b4 s512 with the HF loss. Written to accuracy_reentrant.{json,md}, its traces to
+# trace_cache_reentrant.json.
+REENTRANT_MODELS = ("cut:tinyllama-1.1b:2", "cut:qwen2.5-0.5b:2")
+REENTRANT_SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("b2 s2048 cut", {"batch_size": 2, "seq_len": 2048, "loss": "cut"}),
+    ("b4 s512", {"batch_size": 4, "seq_len": 512}),
+)
+
+
+def reentrant_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | reentrant gc | {shape}", "model": model, "method": label,
+             "training": dict(kw, **skw, grad_checkpointing=True, reentrant_gc=True)}
+            for model in REENTRANT_MODELS for label, kw in (("full pure-bf16", _FULL), ("lora all-linear", _LORA),
+                                                            ("qlora all-linear", _QLORA))
+            for shape, skw in REENTRANT_SHAPES]
 # LoRA on a vision-language model's language model only (`--grid vlmlf`, issues 13 / 15; --lora-targets ...,lm-only,
 # core/params.py LM_ONLY: LLaMA-Factory's default freeze_vision_tower / freeze_multi_modal_projector, the targets
 # kept out of the tower and projector): LLaVA-1.5 (its 24-layer tower, a toy language model), Qwen2-VL and
@@ -3139,6 +3160,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "tp": tp_grid,
          "relora": relora_grid,
          "vlmlf": vlmlf_grid,
+         "reentrant": reentrant_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3200,6 +3222,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
+          "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
           }
 
 
@@ -3387,6 +3410,7 @@ def main() -> None:
                          "tp",
                          "relora",
                          "vlmlf",
+                         "reentrant",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -217,6 +217,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("loss_chunks", int, 8, "For --loss chunked / linear-chunked: chunks (torchtune num_output_chunks)."),
     Opt("ac_every", int, 1, "With --grad-checkpointing: checkpoint every k-th layer (torchtune ac_mode "
         "selective, ac_option k); the others keep their activations."),
+    Opt("reentrant_gc", bool, False, "With --grad-checkpointing: use_reentrant=True (LLaMA-Factory's default "
+        "use_reentrant_gc); transformers' default is non-reentrant."),
     Opt("activation_offload", bool, False, "Offload saved activations to host RAM (torchtune "
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "

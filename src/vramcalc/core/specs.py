@@ -975,6 +975,7 @@ class TrainingSpec:
     loss: LossName = "hf"
     loss_chunks: int = 8  # torchtune CEWithChunkedOutputLoss num_output_chunks
     ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
+    reentrant_gc: bool = False  # with grad_checkpointing: torch.utils.checkpoint use_reentrant=True (LLaMA-Factory)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
     badam: bool = False  # BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time
@@ -1518,6 +1519,12 @@ class TrainingSpec:
         if self.ac_every > 1 and not self.grad_checkpointing:
             raise SpecError("", f"--ac-every {self.ac_every} selects which layers are checkpointed: "
                             "add --grad-checkpointing")
+        if self.reentrant_gc and not self.grad_checkpointing:
+            raise SpecError("", "--reentrant-gc selects how checkpointed layers are recomputed: "
+                            "add --grad-checkpointing")
+        if self.reentrant_gc and self.activation_offload:
+            raise SpecError("", "--reentrant-gc with --activation-offload is not modelled (the offloaded checkpointing "
+                            "of torchtune / Unsloth / axolotl is its own): drop one of them")
 
 
 def field_names(cls: type) -> tuple[str, ...]:

@@ -176,7 +176,8 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
                      "convert_model_to_fp8_ao; trace/_fp8.py)")
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
-        target.gradient_checkpointing_enable()  # transformers' defaults (use_reentrant=False)
+        # transformers' default is {"use_reentrant": False}; LLaMA-Factory passes its use_reentrant_gc (True)
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": training.reentrant_gc})
         if training.ac_every > 1:  # torchtune selective: only layers whose 1-based index is a multiple of k
             for i, block in enumerate(layers, start=1):
                 if i % training.ac_every:

@@ -1709,6 +1709,12 @@ def _transformer_phases(
             kept += p.offload_leaf_t * tokens
             kept_bwd += p.offload_leaf_t * tokens
         recomputed = per_layer if saving_layers else 0
+        # Reentrant checkpointing (torch utils/checkpoint.py CheckpointFunction.backward) reruns the whole layer, its
+        # output included, and holds that output (`outputs`) until torch.autograd.backward over it returns; the
+        # non-reentrant rerun stops at the last saved tensor (measured with the tracer, --grid reentrant: full
+        # tinyllama cut to 2 layers with the cut loss b2 s2048, the bottom layer's backward one 16-bit hidden state
+        # per token above the non-reentrant trace)
+        rerun_out = p.residual * p.hidden * tokens if t.reentrant_gc and saving_layers else 0
         offload_only = p.offload and not p.checkpointing
         stash = 0
         if offload_only and saving_layers:
@@ -1795,27 +1801,28 @@ def _transformer_phases(
                                 (gradients - late_g, once, p.offload_norm_t * tokens)))
         else:
             moments.append(("backward.top", _m.BWD_TOP_CK,
-                            (g_top, kept_bwd, once, recomputed, copies, max(layer_bwd_t, fp8_bwd))))
+                            (g_top, kept_bwd, once, recomputed + rerun_out, copies, max(layer_bwd_t, fp8_bwd))))
         if p.lisa_below and recomputed:
             # LISA (memory/lisa.py): the lowest trained layer's backward, every trained layer's gradient made (its own
             # attention's counted too), the frozen layers below it keeping their inputs
             moments.append(("backward.lowest_trained", _m.BWD_LOWEST_TRAINED_CK,
-                            (gradients - late_g, p.lisa_below * p.layer_input_t * tokens, once, recomputed, copies,
-                             layer_bwd_t)))
+                            (gradients - late_g, p.lisa_below * p.layer_input_t * tokens, once,
+                             recomputed + rerun_out, copies, layer_bwd_t)))
         if t.optimizer_in_bwd:
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
-                            (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
+                            (g_top, kept_bwd, once, recomputed + rerun_out, copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM_OFF if offload_only else _m.BWD_BOTTOM_CK,
                         (gradients - late_bottom, once,
-                         max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens, copies, layer_bwd_t)))
+                         max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens + rerun_out, copies,
+                         layer_bwd_t)))
         if fp8_bwd:
             moments.append(("backward.bottom_fp8", _m.BWD_BOTTOM_FP8_CK,
                             (max(gradients - late_g - fp8_unmade, 0), once,
                              max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens, copies, fp8_bwd)))
         # the backward moments' activations (backward.top holds the most: offloaded sets come back beside the
         # recomputed layer; backward.bottom for completeness)
-        bwd_acts = max(kept_bwd + once + recomputed + copies,
-                       once + recomputed - bottom_less + p.bottom_input_t * tokens + copies,
+        bwd_acts = max(kept_bwd + once + recomputed + rerun_out + copies,
+                       once + recomputed - bottom_less + p.bottom_input_t * tokens + rerun_out + copies,
                        stash + once + fwd_copies)  # (offloaded without checkpointing: the forward stash)
     else:
         bottom_less = p.bottom_less_t * tokens + p.bottom_less_ts * token_seq + p.bottom_less_c \

@@ -848,6 +848,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         lora_b = c if amp else a
         adapted_down = "down_proj" in lora_fwd and not post_ln
         incoming = c * h + ((lora_b * h + (c * h if lora_b != c else 0)) if adapted_down else 0)
+        if t.reentrant_gc:
+            # Reentrant checkpointing (torch utils/checkpoint.py CheckpointFunction.backward) reruns the layer before
+            # any of its backward runs: only the incoming gradient is alive, not down_proj's adapter gradients
+            # (measured with the tracer, --grid reentrant: tinyllama cut to 2 layers, LoRA all-linear with the cut
+            # loss b2 s2048, the rerun's up-projection moment 16 + 32 MiB below the non-reentrant one).
+            incoming = c * h
         held = c * h + (c * h if fresh_copy and not tw and not post_ln else 0)
         rerun_extra, rerun_held = incoming + held, held
         mlp_fwd += rerun_extra
