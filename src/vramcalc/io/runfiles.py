@@ -274,7 +274,8 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
         "gradient_checkpointing": ("offload", "offload_disk", "unsloth"),
     },
-    "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "enable_liger_kernel", "use_unsloth_gc",
+    "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "use_reentrant_gc", "enable_liger_kernel",
+                                    "use_unsloth_gc",
                                     "use_unsloth", "double_quantization", "pure_bf16", "bf16", "fp16", "neat_packing",
                                     "use_galore", "use_apollo", "use_adam_mini", "use_muon", "galore_layerwise",
                                     "apollo_layerwise", "use_dora", "use_rslora", "freeze_vision_tower",
@@ -493,7 +494,7 @@ UNMODELLED_KEYS: dict[str, str] = {
     "use_liger_kernel": "Liger kernels (fused linear cross-entropy: no full logits)",
     "torch_compile": "torch.compile (fused kernels change what is saved)",
     "ref_model_init_kwargs": "a DPO reference model loaded with other settings",
-    "gradient_checkpointing_kwargs": "checkpointing variant",
+    "gradient_checkpointing_kwargs": "checkpointing variant (other than use_reentrant true / false)",
     # torchtune
     "optimizer_in_bwd": "torchtune optimizer in backward (each gradient freed after its step)",
     "enable_activation_offloading": "activations offloaded to the CPU",
@@ -1960,7 +1961,12 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _vlm_llama_factory(d, run, path, ftype)
     if _flag(LF, d.get("use_unsloth_gc"), "use_unsloth_gc") and run.options["grad_checkpointing"]:
         run.options["activation_offload"] = True
-    _seen(d, run, "enable_liger_kernel", "use_unsloth_gc")
+    elif run.options["grad_checkpointing"]:
+        # model_args.py use_reentrant_gc (default True): model_utils/checkpointing.py prepare_model_for_training
+        # passes {"use_reentrant": use_reentrant_gc} to torch.utils.checkpoint (hiyouga/LLaMA-Factory ff6d4d12);
+        # use_unsloth_gc replaces that function with Unsloth's (above)
+        run.options["reentrant_gc"] = _flag(LF, d.get("use_reentrant_gc", True), "use_reentrant_gc")
+    _seen(d, run, "enable_liger_kernel", "use_unsloth_gc", "use_reentrant_gc")
     # model_args.py use_unsloth: the model is loaded and wrapped through Unsloth (model/model_utils/unsloth.py
     # FastLanguageModel.from_pretrained, get_peft_model): its kernels (memory/unsloth.py, --kernels unsloth).
     if _flag(LF, d.get("use_unsloth"), "use_unsloth"):
@@ -2321,8 +2327,10 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
     _take_flag(HF, d, run, "gradient_checkpointing", "grad_checkpointing")
     gkw = d.get("gradient_checkpointing_kwargs")
-    if isinstance(gkw, dict) and set(gkw) <= {"use_reentrant"} and gkw.get("use_reentrant") is False:
-        run.mapped.append("gradient_checkpointing_kwargs")  # non-reentrant: transformers 5's default, modelled
+    if isinstance(gkw, dict) and set(gkw) <= {"use_reentrant"} and isinstance(gkw.get("use_reentrant", False), bool):
+        # transformers 5 modeling_utils _activation_checkpointing_enable: the kwargs go to torch.utils.checkpoint;
+        # use_reentrant false (its default) or true (--reentrant-gc), both modelled; any other key is refused
+        run.mapped.append("gradient_checkpointing_kwargs")
     # TrainingArguments.use_liger_kernel: Trainer applies Liger's patch, fused linear cross-entropy included.
     liger = _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel")
     if liger:
@@ -2347,6 +2355,8 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
         _take(d, run, "max_seq_length", "seq_len", int)
     _trl(d, run)
     _trl_router_aux(d, run)
+    if isinstance(gkw, dict) and gkw.get("use_reentrant") is True and run.options.get("grad_checkpointing"):
+        run.options["reentrant_gc"] = True  # (after the GRPO / RLOO / Online DPO readers: checkpointing on by default)
     _optim(run, "optim", d.get("optim", default_optim))
     if "optim" not in d and "optim" in run.mapped:
         run.mapped.remove("optim")
