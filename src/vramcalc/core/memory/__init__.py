@@ -1854,7 +1854,8 @@ def _transformer_phases(
                         (gradients - late_bottom, once_bwd, bottom_acts, bottom_copies, layer_bwd_t)))
         if fp8_bwd:
             moments.append(("backward.bottom_fp8", _m.BWD_BOTTOM_FP8,
-                            (max(gradients - max(late_g, fp8_unmade), 0), once_bwd, bottom_acts, bottom_copies, fp8_bwd)))
+                            (max(gradients - max(late_g, fp8_unmade), 0), once_bwd, bottom_acts, bottom_copies,
+                             fp8_bwd)))
         bwd_acts = once_bwd + bottom_acts + bottom_copies  # backward.bottom's activations (the others are forward's)
     reference = 0
     forward_moments = 2
