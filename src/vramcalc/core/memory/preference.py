@@ -159,11 +159,37 @@ def ref_weight_dtype(t: TrainingSpec, recipe: Recipe) -> str:
     return recipe.weight if t.ref_dtype == "auto" else t.ref_dtype
 
 
-def reference_weight_bytes(parameters: int, t: TrainingSpec, recipe: Recipe) -> int:
-    """Weights of the frozen reference copy (zero with adapters off or precomputed log-probs)."""
+def reference_recipe(t: TrainingSpec, recipe: Recipe) -> Recipe:
+    """The dtypes the copied reference's no-grad forward runs in. TRL 1.16 dpo_trainer.py / kto_trainer.py __init__
+    load it with `create_model_from_path(ref_model_path, **ref_model_init_kwargs)`, `dtype` defaulting to the
+    policy's (`setdefault("dtype", self.model.dtype)`); it runs inside the policy's autocast (HF Trainer
+    compute_loss_context_manager). Another dtype: without autocast it computes in its own dtype; under autocast a
+    16-bit reference of the autocast dtype needs no weight copies and keeps a 16-bit residual stream."""
+    from dataclasses import replace as _replace
+
+    d = ref_weight_dtype(t, recipe)
+    if d == recipe.weight or resolve_ref(t) != "copy":
+        return recipe
+    if not recipe.autocast:
+        return _replace(recipe, weight=d, compute=d)
+    if d == recipe.compute:
+        return _replace(recipe, weight=d, autocast=False)
+    return _replace(recipe, weight=d)  # fp16 under amp-bf16: autocast still casts each weight (counted as fp32's)
+
+
+def reference_weight_bytes(m: ModelSpec, parameters: int, t: TrainingSpec, recipe: Recipe) -> int:
+    """Weights of the frozen reference copy (zero with adapters off or precomputed log-probs). --ref-quant 4bit:
+    transformers' bitsandbytes quantizer replaces the blocks' nn.Linear by Linear4bit (lm_head skipped), packed as
+    memory/weights.py nf4_bytes (bnb_4bit_use_double_quant off: BitsAndBytesConfig's default), the rest in dtype."""
     if resolve_ref(t) != "copy":
         return 0
-    return parameters * dtype_bytes(ref_weight_dtype(t, recipe))
+    w = dtype_bytes(ref_weight_dtype(t, recipe))
+    if t.ref_quant == "none":
+        return parameters * w
+    from vramcalc.core.memory.weights import quantized_storage
+
+    quantized, data, constants = quantized_storage(m, 4, False)
+    return data + constants + (parameters - quantized) * w
 
 
 def nograd_layer_bytes(m: ModelSpec, recipe: Recipe, method: str) -> tuple[int, int]:
@@ -280,16 +306,19 @@ def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePl
     """The reference forward of a dpo/ipo step (None when its log-probs are precomputed or there is none)."""
     if resolve_ref(t) not in ("copy", "adapters-off"):
         return None
-    return nograd_forward_plan(m, t, recipe, POLICY_OUTPUT_BYTES[t.objective])
+    # a 4-bit reference dequantizes each Linear's weight per matmul under no_grad, as QLoRA's base does
+    return nograd_forward_plan(m, t, reference_recipe(t, recipe), POLICY_OUTPUT_BYTES[t.objective],
+                               "qlora" if t.ref_quant == "4bit" else t.method)
 
 
-def nograd_forward_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, outputs: int) -> ReferencePlan:
+def nograd_forward_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, outputs: int,
+                        method: str | None = None) -> ReferencePlan:
     """A no-grad forward through TRL's fused head (the reference's, GRPO's log-prob passes); `outputs`: bytes per
-    position of the per-position outputs alive meanwhile."""
+    position of the per-position outputs alive meanwhile; `method`: the forwarded model's (default the run's)."""
     assert m.hidden_size is not None
     c = dtype_bytes(recipe.compute)
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
-    layer = nograd_layer(m, recipe, t.method, uses_eager(m, t))
+    layer = nograd_layer(m, recipe, method or t.method, uses_eager(m, t))
     per_token, fixed = layer.per_token, layer.cast
     # The head under no_grad: last hidden states (r × H per position), the gathered copy (r × H per scored
     # token), its targets (int64), the seven statistics and the outputs (~13 fp32 vectors), the label mask.
