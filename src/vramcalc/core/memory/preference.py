@@ -168,6 +168,11 @@ def reference_recipe(t: TrainingSpec, recipe: Recipe) -> Recipe:
     from dataclasses import replace as _replace
 
     d = ref_weight_dtype(t, recipe)
+    if t.ref_quant != "none" and recipe.autocast and d == "fp32":
+        from vramcalc.core.errors import UnsupportedCombination
+
+        raise UnsupportedCombination(f"--ref-quant {t.ref_quant} on an fp32 reference under autocast (--precision "
+                                     f"{t.precision}) is not modelled: give --ref-dtype bf16")
     if d == recipe.weight or resolve_ref(t) != "copy":
         return recipe
     if not recipe.autocast:
@@ -183,7 +188,7 @@ def reference_weight_bytes(m: ModelSpec, parameters: int, t: TrainingSpec, recip
     memory/weights.py nf4_bytes (bnb_4bit_use_double_quant off: BitsAndBytesConfig's default), the rest in dtype."""
     if resolve_ref(t) != "copy":
         return 0
-    w = dtype_bytes(ref_weight_dtype(t, recipe))
+    w = dtype_bytes(reference_recipe(t, recipe).weight)
     if t.ref_quant == "none":
         return parameters * w
     from vramcalc.core.memory.weights import quantized_storage
@@ -259,6 +264,16 @@ def nograd_layer(m: ModelSpec, recipe: Recipe, method: str, eager: bool = False)
     held = 2 * r * h
     stream = 4 * r * h  # the two held, the layer's residual and its normed input
     operands = max(2 * c * i if m.mlp == "gated" else 0, c * i + c * h) + (c * h if r != c else 0)
+    assert m.num_attention_heads is not None
+    q = m.num_attention_heads * head_dim(m)
+    kv = kv_heads(m) * head_dim(m)
+    if not eager and c == 4 and not recipe.autocast and kv != q:
+        # sdpa on fp32 q, k, v with grouped kv heads: no flash (16-bit only) and no memory-efficient kernel (no GQA),
+        # so CUDA runs the math path (sdp_utils.cpp; attention.cpp _scaled_dot_product_attention_math): k and v
+        # repeated to every head, then the fp32 scores and the causal mask added to them, out of place (measured
+        # with the tracer, --grid refkw: an fp32 reference under a bf16 policy).
+        return NogradLayer(per_token + held, stream + operands, cast, stream + c * (q + 2 * kv) + 2 * c * q,
+                           2 * c * m.num_attention_heads)
     if not eager:
         return NogradLayer(per_token + held, stream + operands, cast)
     # Eager attention (transformers modeling_llama.py eager_attention_forward, no grad): q, k, v after rotary,
@@ -268,9 +283,6 @@ def nograd_layer(m: ModelSpec, recipe: Recipe, method: str, eager: bool = False)
     # measured, the tracer's peak op _softmax); GPT-2's softmax stays in the scores' dtype (2 c); dropout p=0 returns
     # its input. The model's 4-D float mask [rows, 1, S, S] (masking_utils.py eager_mask, the embeddings' dtype) is
     # alive through the whole forward.
-    assert m.num_attention_heads is not None
-    q = m.num_attention_heads * head_dim(m)
-    kv = kv_heads(m) * head_dim(m)
     repeated = 2 * c * q if kv != q else 0
     scores = (2 * c if m.family == "gpt2" else c + 4 + (4 if c != 4 else 0)) * m.num_attention_heads
     return NogradLayer(per_token + held, stream + operands, cast,
