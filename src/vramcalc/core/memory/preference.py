@@ -370,7 +370,8 @@ def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
     if not is_preference(t):
         return ()
     ref = resolve_ref(t)
-    what = {"copy": f"a frozen copy of the model ({parameters_bytes / 1e9:.2f} GB of weights)",
+    quant = ", its blocks' Linears bitsandbytes 4-bit" if t.ref_quant == "4bit" else ""
+    what = {"copy": f"a frozen copy of the model ({parameters_bytes / 1e9:.2f} GB of weights{quant})",
             "adapters-off": "the policy with its adapters disabled (no extra weights)",
             "precomputed": "log-probs precomputed before training (precompute_ref_log_probs: no reference in the "
                            "step)"}[ref]
