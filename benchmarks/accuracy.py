@@ -3064,22 +3064,27 @@ def relora_grid() -> list[dict[str, Any]]:
 # A copied DPO reference loaded with settings of its own (`--grid refkw`, issue 13: TRL DPOTrainer's
 # ref_model_init_kwargs, --ref-dtype / --ref-quant; memory/preference.py reference_recipe, reference_weight_bytes): the
 # pure-bf16 full policy beside a bf16 (the baseline), an fp32 and a bitsandbytes 4-bit reference, and the amp-bf16
-# (fp32 weights, autocast) policy beside a bf16 reference, with checkpointing off and on, on Llama (tinyllama-1.1b)
-# and Qwen2 (qwen2.5-0.5b) cut to 4 layers. 16 cases, traces in trace_cache_refkw.json, written to
-# accuracy_refkw.{json,md}.
+# (fp32 weights, autocast) policy beside a bf16 reference, a LoRA policy beside a copied fp32 or 4-bit reference, with
+# checkpointing off and on, on Llama (tinyllama-1.1b) and Qwen2 (qwen2.5-0.5b) cut to 4 layers. 24 cases, traces in
+# trace_cache_refkw.json, written to accuracy_refkw.{json,md}.
 REFKW_MODELS = ("cut:tinyllama-1.1b:4", "cut:qwen2.5-0.5b:4")
 REFKW_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("pure-bf16 ref bf16", {"precision": "pure-bf16"}),
     ("pure-bf16 ref fp32", {"precision": "pure-bf16", "ref_dtype": "fp32"}),
     ("pure-bf16 ref 4bit", {"precision": "pure-bf16", "ref_quant": "4bit"}),
     ("amp-bf16 ref bf16", {"precision": "amp-bf16", "ref_dtype": "bf16"}),
+    # a LoRA policy with a copied reference (--ref-model copy: a reference passed as a model id): no full gradients,
+    # so the reference's own forward can be the peak
+    ("bf16 copy ref fp32", {**_LORA, "ref_model": "copy", "ref_dtype": "fp32"}),
+    ("bf16 copy ref 4bit", {**_LORA, "ref_model": "copy", "ref_quant": "4bit"}),
 )
 
 
 def refkw_grid() -> list[dict[str, Any]]:
-    return [{"id": f"{model} | dpo full {label} | {'gc' if gc else 'no-gc'} b2 s512 p128", "model": model,
-             "method": "full", "training": {"method": "full", "objective": "dpo", "batch_size": 2, "seq_len": 512,
-                                            "prompt_len": 128, "grad_checkpointing": gc, **kw}}
+    return [{"id": f"{model} | dpo {kw.get('method', 'full')} {label} | {'gc' if gc else 'no-gc'} b2 s512 p128",
+             "model": model, "method": kw.get("method", "full"),
+             "training": {"method": "full", "objective": "dpo", "batch_size": 2, "seq_len": 512, "prompt_len": 128,
+                          "grad_checkpointing": gc, **kw}}
             for model in REFKW_MODELS for label, kw in REFKW_RUNS for gc in (False, True)]
 
 
