@@ -17,8 +17,9 @@ Read from TRL 1.16 (trl/trainer/dpo_trainer.py, trl/trainer/utils.py, trl/kernel
   residual stream) and through its own fused head; its log-probs are summed per sequence and kept.
   The reference is a second frozen model in the policy's dtype (`ref_model_init_kwargs dtype =
   self.model.dtype`) unless the reference's own from_pretrained keywords name a dtype or bitsandbytes 4-bit
-  (--ref-dtype, --ref-quant: reference_recipe, reference_weight_bytes), or, with peft, the policy itself inside `disable_adapter()` (no weights), or
-  nothing when `precompute_ref_log_probs` computed its log-probs before training.
+  (--ref-dtype, --ref-quant: reference_recipe, reference_weight_bytes), or, with peft, the policy itself inside
+  `disable_adapter()` (no weights), or nothing when `precompute_ref_log_probs` computed its log-probs before
+  training.
 * The loss (sigmoid, ipo, and the other `loss_type`s) is arithmetic on 2B per-sequence numbers: none
   changes memory. `disable_dropout=True` (the default) zeroes dropout in both models.
 * KTO (trl/trainer/kto_trainer.py, same fused head): unpaired completions, B rows. `_compute_loss` first
