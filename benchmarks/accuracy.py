@@ -3064,6 +3064,33 @@ def relora_grid() -> list[dict[str, Any]]:
     return [{"id": f"{model} | relora r{rank} {label}", "model": model, "method": "lora",
              "training": {"method": "lora", "precision": "bf16", "relora": True, "lora_rank": rank, **kw}}
             for model in RELORA_MODELS for rank in (16, 128) for label, kw in RELORA_RUNS]
+# A copied DPO reference loaded with settings of its own (`--grid refkw`, issue 13: TRL DPOTrainer's
+# ref_model_init_kwargs, --ref-dtype / --ref-quant; memory/preference.py reference_recipe, reference_weight_bytes): the
+# pure-bf16 full policy beside a bf16 (the baseline), an fp32 and a bitsandbytes 4-bit reference, and the amp-bf16
+# (fp32 weights, autocast) policy beside a bf16 reference, a LoRA policy beside a copied fp32 or 4-bit reference, with
+# checkpointing off and on, on Llama (tinyllama-1.1b) and Qwen2 (qwen2.5-0.5b) cut to 4 layers. 24 cases, traces in
+# trace_cache_refkw.json, written to accuracy_refkw.{json,md}.
+REFKW_MODELS = ("cut:tinyllama-1.1b:4", "cut:qwen2.5-0.5b:4")
+REFKW_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("pure-bf16 ref bf16", {"precision": "pure-bf16"}),
+    ("pure-bf16 ref fp32", {"precision": "pure-bf16", "ref_dtype": "fp32"}),
+    ("pure-bf16 ref 4bit", {"precision": "pure-bf16", "ref_quant": "4bit"}),
+    ("amp-bf16 ref bf16", {"precision": "amp-bf16", "ref_dtype": "bf16"}),
+    # a LoRA policy with a copied reference (--ref-model copy: a reference passed as a model id): no full gradients,
+    # so the reference's own forward can be the peak
+    ("bf16 copy ref fp32", {**_LORA, "ref_model": "copy", "ref_dtype": "fp32"}),
+    ("bf16 copy ref 4bit", {**_LORA, "ref_model": "copy", "ref_quant": "4bit"}),
+)
+
+
+def refkw_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | dpo {kw.get('method', 'full')} {label} | {'gc' if gc else 'no-gc'} b2 s512 p128",
+             "model": model, "method": kw.get("method", "full"),
+             "training": {"method": "full", "objective": "dpo", "batch_size": 2, "seq_len": 512, "prompt_len": 128,
+                          "grad_checkpointing": gc, **kw}}
+            for model in REFKW_MODELS for label, kw in REFKW_RUNS for gc in (False, True)]
+
+
 # LoRA on a vision-language model's language model only (`--grid vlmlf`, issues 13 / 15; --lora-targets ...,lm-only,
 # core/params.py LM_ONLY: LLaMA-Factory's default freeze_vision_tower / freeze_multi_modal_projector, the targets
 # kept out of the tower and projector): LLaVA-1.5 (its 24-layer tower, a toy language model), Qwen2-VL and
@@ -3142,6 +3169,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "tp": tp_grid,
          "relora": relora_grid,
          "vlmlf": vlmlf_grid,
+         "refkw": refkw_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3201,6 +3229,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "fp8": " (FP8 training: accelerate's torchao Float8Linear, tensorwise and rowwise; issue 13)",
           "tp": " (transformers' tensor parallelism, tp_plan: one rank emulated on its shapes; issue 13)",
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
+          "refkw": " (a DPO reference loaded in its own dtype or 4-bit: ref_model_init_kwargs; issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           }
@@ -3390,6 +3419,7 @@ def main() -> None:
                          "tp",
                          "relora",
                          "vlmlf",
+                         "refkw",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

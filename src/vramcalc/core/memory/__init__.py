@@ -619,7 +619,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         notes.append(f"{model.name}: {sum(n for _, n in idle) // 2:,} LoRA adapters on the projectors of other "
                      "invocations held in each shared-block copy never run: stored, without gradients or optimizer "
                      "state.")
-    ref_weights = _preference.reference_weight_bytes(w.parameters, training, recipe)  # 0 unless a frozen copy
+    ref_weights = _preference.reference_weight_bytes(model, w.parameters, training, recipe)  # 0 unless a frozen copy
     notes.extend(_preference.notes(training, ref_weights))
     if _rl.is_rl(training):
         notes.extend(_rl.notes(training, ref_weights, recipe))
