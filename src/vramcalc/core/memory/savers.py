@@ -72,7 +72,8 @@ def offload_node_bytes(terms: Sequence[Any], *, norm_width: int, residual: int, 
     gradient, the mean's expanded gradient, pow, 2 * pow and their product) beside two residual-stream
     gradients; with q/k norms (Qwen3) the width is the query projection's.
     """
-    per_token = [x.per_token for x in terms if not x.batch1_only]
+    # (a group saved by several nodes, the routed experts' (activations.py _expert_nodes), comes back node by node)
+    per_token = [n for x in terms if not x.batch1_only for n in (x.nodes or (x.per_token,))]
     top = max(range(len(per_token)), key=per_token.__getitem__, default=-1)
     pair = sum(per_token[top:top + 2]) if top >= 0 else 0
     # forward: the pair in the stash, and two residual-stream tensors the layer's forward temporaries leave out (its
