@@ -129,3 +129,19 @@ def test_dora_offload_refusal_is_one_line_exit_2(capsys: pytest.CaptureFixture[s
     assert code == 2
     assert "--dora with --activation-offload" in err and "Traceback" not in out + err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_tracer_brings_back_a_chunk_view_as_its_own_elements() -> None:
+    # torchtune OffloadActivations packs with `torch.empty_like(activation, device="cpu")`: a view that is not dense
+    # (transformers' experts gate chunk of gate_up, integrations/moe.py _default_apply_gate) gets contiguous strides,
+    # so the copy back holds 64 x 8 elements, not the (64, 16) base's storage
+    import torch
+
+    from vramcalc.trace._offload import OffloadEmulation
+
+    x = torch.randn(64, 16, requires_grad=True)
+    ctx = OffloadEmulation()
+    with ctx:
+        gate, _ = (x * 1.0).chunk(2, dim=-1)
+        torch.nn.functional.silu(gate)  # saves gate: 64 x 8 x 4 B = 2,048 B >= torchtune's 1 KiB
+    assert [(tuple(shape), stride) for shape, stride, _ in ctx.offloaded.values()] == [((64, 8), (8, 1))]

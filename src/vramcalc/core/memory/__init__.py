@@ -94,7 +94,6 @@ from vramcalc.core.params import (
     count_params,
     dense_layers,
     dense_mlp_spec,
-    expert_width,
     head_dim,
     outer_targets,
     quantized_linears,
@@ -393,7 +392,7 @@ def _offloaded_expert_stack(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> in
     the merged W + B·A stack the same way). Measured with the tracer, offload without checkpointing b1 s1024: the
     Mixtral toy of --grid moe full -6.7 % and Qwen1.5-MoE's -7.5 % without it, the peak at the up grouped_mm's
     backward."""
-    from vramcalc.core.params import fused_experts
+    from vramcalc.core.params import expert_width, fused_experts
 
     if not (m.num_experts and fused_experts(m)) or m.family == "gpt_oss" or m.moe_capacity_factor is not None:
         return 0
@@ -875,9 +874,6 @@ class _ActivationPlan:
     # projections' under q/k norms, which run after them)
     offload_norm_made_g: int = 0
     offload_norm_unmade_g: int = 0
-    # At the bottom layer's backward (backward.bottom), offloaded without checkpointing: gradients of late_grads
-    # already made (its down expert stack's, written before the up grouped_mm's backward, the peak there)
-    offload_bottom_made_g: int = 0
     # Unsloth's kernels under checkpointing (memory/unsloth.py): the bottom layer's own input (and the embedding
     # leaf beside its offloaded copy) alive through its backward, which its saved set does not count.
     bottom_input_t: int = 0
@@ -1488,12 +1484,6 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                               * max((lin.in_features * lin.out_features for lin in block_linears(m)), default=0),
                                                                             _offloaded_expert_stack(m, t, recipe)))
            if t.activation_offload and not t.grad_checkpointing else {}),
-        # (measured with the tracer, offload without checkpointing b1 s1024: --grid moe's Mixtral toy full, the peak
-        # at the bottom layer's up grouped_mm backward with every gradient but its gate_up stack's and its attention's;
-        # -3.0 % with its down stack's counted late)
-        offload_bottom_made_g=dtype_bytes(recipe.grad) * (m.num_experts or 0) * expert_width(m)
-        * (m.moe_intermediate_size or m.intermediate_size or 0) if moe_grads and t.method == "full"
-        and t.activation_offload and not t.grad_checkpointing and not eager_attn else 0,
         # (HF checkpointing, full fine-tuning of a dense decoder: the checkpoint keeps the bottom layer's input through
         # its backward as every layer's, the embedding's output; measured with the tracer, see
         # _dense_late_gradient_bytes: one hidden-wide activation per token at the bottom peak)
@@ -1851,7 +1841,7 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
                             (g_top, kept_bwd, once, recomputed, copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM_OFF if offload_only else _m.BWD_BOTTOM_CK,
-                        (gradients - max(late_bottom - p.offload_bottom_made_g, 0), once,
+                        (gradients - late_bottom, once,
                          max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens, copies, layer_bwd_t)))
         if fp8_bwd:
             moments.append(("backward.bottom_fp8", _m.BWD_BOTTOM_FP8_CK,
