@@ -2809,7 +2809,7 @@ def upcastln_grid() -> list[dict[str, Any]]:
                     for model in UPCASTLN_MODELS for label, kw in UPCASTLN_METHODS[1:] for gc in (False, True)]
 
 
-# The autocast grid (`--grid autocast`, issue 13; 60 cases): --precision autocast-bf16, the Trainer's bf16 flag over a
+# The autocast grid (`--grid autocast`, issue 13; 62 cases): --precision autocast-bf16, the Trainer's bf16 flag over a
 # 16-bit load with fp32 trainable parameters (memory/precision.py; the tracer loads bf16 weights and runs the forward
 # under CUDA autocast, as accelerate's prepare_model does): LoRA all-linear (peft's fp32 adapters,
 # autocast_adapter_dtype), QLoRA NF4 all-linear (kbit_prep off, as LLaMA-Factory and TRL load it) and freeze (2 of 4
@@ -2818,7 +2818,7 @@ def upcastln_grid() -> list[dict[str, Any]]:
 # vocabulary), cut to 4 layers; b1 s512 and b2 s1024, each without and with checkpointing; and LoRA with dropout 0.05
 # on the first two, b1 s512. Those peak at the loss; twenty more put the peak in the layers: the four on tinyllama and
 # gpt2 cut to a 2,048-token vocabulary, b2 s1024, without and with checkpointing, and LoRA under eager attention on
-# those two, b1 s1024. Written to
+# those two, b1 s1024; and GPT-2's LoRA there under amp-bf16 (fp32 weights, the same autocast). Written to
 # accuracy_autocast.{json,md}, its traces to trace_cache_autocast.json.
 AUTOCAST_MODELS = ("cut:tinyllama-1.1b:4", "cut:gpt2:4", "cut:llama-3.2-1b:4")
 AUTOCAST_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -2840,9 +2840,12 @@ def autocast_grid() -> list[dict[str, Any]]:
     # eager attention: softmax on autocast's fp32 list (fp32 probabilities saved per key), the peak in the layers
     runs += [(f"dequant:{model.split(':')[1]}", "lora eager", {**AUTOCAST_METHODS[0][1], "attention": "eager"}, 1, 1024)
              for model in AUTOCAST_MODELS[:2]]
-    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
-             "method": label, "training": dict(kw, precision="autocast-bf16", batch_size=b, seq_len=s,
-                                               grad_checkpointing=gc)}
+    # amp-bf16 (fp32 weights under the same autocast): gelu_new's fp32 pow makes GPT-2's MLP gradients fp32 there too
+    runs += [("dequant:gpt2", "lora", {**AUTOCAST_METHODS[0][1], "precision": "amp-bf16"}, 2, 1024)]
+    return [{"id": f"{model} | {label} | {kw.get('precision', 'autocast-bf16')} | b{b} s{s} | "
+                   f"{'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc}}
             for model, label, kw, b, s in runs for gc in (False, True)]
 
 
