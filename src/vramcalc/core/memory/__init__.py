@@ -385,6 +385,23 @@ def _moe_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> i
         for lin in resolve_targets(m, t.lora_targets) if lin.module.startswith("experts."))
 
 
+def _offloaded_expert_stack(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """Offloaded without checkpointing: the up grouped_mm saves `weight.transpose(-2, -1)` of the whole gate_up
+    stack (transformers integrations/moe.py _grouped_linear, is_transposed False), a view, not a Parameter, so
+    torchtune's OffloadActivations packs it and its node brings back a full copy (E x 2i x h; with peft's ParamWrapper
+    the merged W + B·A stack the same way). Measured with the tracer, offload without checkpointing b1 s1024: the
+    Mixtral toy of --grid moe full -6.7 % and Qwen1.5-MoE's -7.5 % without it, the peak at the up grouped_mm's
+    backward."""
+    from vramcalc.core.params import expert_width, fused_experts
+
+    if not (m.num_experts and fused_experts(m)) or m.family == "gpt_oss" or m.moe_capacity_factor is not None:
+        return 0
+    assert m.intermediate_size is not None
+    i = m.moe_intermediate_size or m.intermediate_size
+    return _activations._expert_bytes(t, recipe) * m.num_experts * (2 if m.mlp == "gated" else 1) * i \
+        * expert_width(m)
+
+
 def _fused_moe_notes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> list[str]:
     """What transformers 5's 3-D expert Parameters (params.FUSED_EXPERT_FAMILIES) do to QLoRA and LoRA."""
     from vramcalc.core.params import fused_experts, resolve_targets
@@ -852,6 +869,11 @@ class _ActivationPlan:
     offload_back_c: int = 0
     offload_norm_t: int = 0
     offload_bwd_t: int = 0  # the layer's backward transient without the RMSNorm's (that node has its own moment)
+    # At the bottom layer's RMSNorm node (backward.offload_norm), gradients of late_grads already made (its experts',
+    # whose block runs before the norm in backward) and gradients not made yet beyond late_grads (the q/k/v
+    # projections' under q/k norms, which run after them)
+    offload_norm_made_g: int = 0
+    offload_norm_unmade_g: int = 0
     # Unsloth's kernels under checkpointing (memory/unsloth.py): the bottom layer's own input (and the embedding
     # leaf beside its offloaded copy) alive through its backward, which its saved set does not count.
     bottom_input_t: int = 0
@@ -1453,11 +1475,22 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         offload_leaf_t=residual * m.hidden_size if t.activation_offload and t.grad_checkpointing
         and t.method != "full" else 0,
         offload_bwd_t=layer.backward_no_norm_per_token,
+        # (measured with the tracer, --grid offload-nogc: the Qwen3-MoE toy full b1 s1024, the peak at the bottom
+        # layer's q_norm backward with both layers' expert gradients and every one but q/k/v_proj's and the
+        # embedding's; -4.5 % with the experts' counted late)
+        # (LoRA on the experts: their adapters' gradients counted late as before; measured, the Qwen3-MoE toy LoRA
+        # all-linear b2 s1024 was +4.5 % with them made)
+        **({"offload_norm_made_g": 0 if eager_attn or t.method != "full" else moe_grads,
+            "offload_norm_unmade_g": dtype_bytes(recipe.grad) * sum(
+                lin.in_features * lin.out_features for lin in block_linears(m)
+                if lin.module in ("q_proj", "k_proj", "v_proj")) if m.qk_norm and t.method == "full" else 0}
+           if t.activation_offload and not t.grad_checkpointing else {}),
         **(offload_node_bytes(layer.terms, norm_width=max(m.hidden_size, m.num_attention_heads * head_dim(m))
                               if m.qk_norm else m.hidden_size, residual=residual,
                               hidden=m.hidden_size, rmsnorm=m.norm == "rmsnorm",
-                              weight_copy=0 if t.method == "qlora" else dtype_bytes(recipe.compute)
-                              * max((lin.in_features * lin.out_features for lin in block_linears(m)), default=0))
+                              weight_copy=0 if t.method == "qlora" else max(dtype_bytes(recipe.compute)
+                              * max((lin.in_features * lin.out_features for lin in block_linears(m)), default=0),
+                                                                            _offloaded_expert_stack(m, t, recipe)))
            if t.activation_offload and not t.grad_checkpointing else {}),
         # (HF checkpointing, full fine-tuning of a dense decoder: the checkpoint keeps the bottom layer's input through
         # its backward as every layer's, the embedding's output; measured with the tracer, see
@@ -1859,8 +1892,10 @@ def _transformer_phases(
         if offload_only:
             moments.append(("backward.top", _m.BWD_TOP_OFF, (g_top, once, recomputed, copies, layer_bwd_t)))
             if p.offload_norm_t and saving_layers:
+                norm_late = 0 if accum else min(max(late_g - p.offload_norm_made_g, 0) + p.offload_norm_unmade_g,
+                                                gradients)
                 moments.append(("backward.offload_norm", _m.BWD_NORM_OFF,
-                                (gradients - late_g, once, p.offload_norm_t * tokens)))
+                                (gradients - norm_late, once, p.offload_norm_t * tokens)))
         else:
             moments.append(("backward.top", _m.BWD_TOP_CK,
                             (g_top, kept_bwd, once, recomputed, copies, max(layer_bwd_t, fp8_bwd))))
