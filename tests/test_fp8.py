@@ -112,12 +112,16 @@ def test_tracer_matches_the_estimate() -> None:
 
 def test_the_bottom_layers_casts_are_a_moment_of_their_own() -> None:
     # backward.bottom_fp8: every gradient but the bottom layer's q / k / v (2048 x (2048 + 256 + 256)) and the untied
-    # embedding's (32,000 x 2048), in bf16 (memory/fp8.py unmade_gradient_params); timeline draws it as a point
+    # embedding's, in bf16 (memory/fp8.py unmade_gradient_params); backward.bottom (the layer's MLP
+    # backward) every gradient but the embedding's and the bottom layer's own (memory/__init__.py
+    # _dense_late_gradient_bytes): TinyLlama's layer is q, o 2048 x 2048, k, v 2048 x 256, gate / up / down
+    # 2048 x 5632 and two 2048-wide norms, 44,044,288 parameters; timeline draws the fp8 moment as a point
     from vramcalc.core.memory.timeline import timeline
 
     t = _spec(precision="bf16", fp8="rowwise")
     b = estimate(TINY, t)
     bottom = next(mo for mo in b.named_moments() if mo.key == "backward.bottom")
     fp8 = next(mo for mo in b.named_moments() if mo.key == "backward.bottom_fp8")
-    assert bottom.component("gradients") - fp8.component("gradients") == 2 * (2048 * 2560 + 32000 * 2048)
+    # (both hold the gradients above the bottom layer; the fp8 moment its MLP's and o_proj's too)
+    assert fp8.component("gradients") - bottom.component("gradients") == 2 * (44_044_288 - 2048 * 2560)
     assert any(p.label == "bottom layer's float8 casts (--fp8)" for p in timeline(TINY, t).points)

@@ -1553,8 +1553,6 @@ def _dense_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, la
         return 0
     if _lisa.active(t) or _badam.active(t) or _unfrozen.active(t):  # partial training: their own late gradients
         return 0
-    if getattr(t, "fp8", "off") != "off":  # --fp8: its own bottom moment (memory/fp8.py, fp8_unmade_grads)
-        return 0
     if t.method != "full" or not m.has_architecture or not m.num_layers or m.decoder_layers or m.num_experts \
             or m.vision is not None or m.ssm_state_size or m.family in CLASSIC_FAMILIES \
             or _encoder.is_encoder(m) or is_jamba(m) or is_hybrid(m) or is_nemotron_h(m) or is_zamba2(m):
@@ -1810,7 +1808,7 @@ def _transformer_phases(
                          max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens, copies, layer_bwd_t)))
         if fp8_bwd:
             moments.append(("backward.bottom_fp8", _m.BWD_BOTTOM_FP8_CK,
-                            (max(gradients - late_g - fp8_unmade, 0), once,
+                            (max(gradients - max(late_g, fp8_unmade), 0), once,
                              max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens, copies, fp8_bwd)))
         # the backward moments' activations (backward.top holds the most: offloaded sets come back beside the
         # recomputed layer; backward.bottom for completeness)
@@ -1856,7 +1854,8 @@ def _transformer_phases(
                         (gradients - late_bottom, once_bwd, bottom_acts, bottom_copies, layer_bwd_t)))
         if fp8_bwd:
             moments.append(("backward.bottom_fp8", _m.BWD_BOTTOM_FP8,
-                            (max(gradients - late_g - fp8_unmade, 0), once_bwd, bottom_acts, bottom_copies, fp8_bwd)))
+                            (max(gradients - max(late_g, fp8_unmade), 0), once_bwd, bottom_acts, bottom_copies,
+                             fp8_bwd)))
         bwd_acts = once_bwd + bottom_acts + bottom_copies  # backward.bottom's activations (the others are forward's)
     reference = 0
     forward_moments = 2
