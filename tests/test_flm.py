@@ -90,3 +90,18 @@ def test_what_is_not_modelled_is_refused(config: str, kw: dict[str, object], mat
 def test_a_text_model_has_no_projector() -> None:
     with pytest.raises(UnsupportedCombination, match="reads text only"):
         estimate(replace(spec("llava-1.5-7b-hf"), vision=None), TrainingSpec(**{**FLM, "images": 0}))
+
+
+def test_explain_counts_the_image_side_alone() -> None:
+    # the explanation's language-model sections hold no trainable parameter, gradient or state (its stand-in
+    # embedding taken out), the image side's lines all of them
+    from vramcalc.core.explain import explain
+
+    m = spec("llava-1.5-7b-hf")
+    t = TrainingSpec(**FLM, train_vision=True)
+    e = explain(m, t)
+    lines = e.lines()
+    assert lines["parameters.trainable"].value == 0
+    assert lines["gradients.projector"].value == e.breakdown.gradients > 0
+    assert lines["optimizer_state.projector"].value == e.breakdown.optimizer_state > 0
+    assert lines["gradients.total"].value == e.breakdown.gradients

@@ -1368,7 +1368,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         + ("trained (--train-vision: its saved activations through the step; the layers above the feature layer "
            "get no gradient)" if training.train_vision else
            "frozen, recomputed with grad in the backward (checkpointing hooks its patch embedding: "
-           "enable_input_require_grads)" if gc and training.method in ("lora", "qlora") else
+           "enable_input_require_grads)" if gc and (training.method in ("lora", "qlora") or drop_lm) else
            "frozen, run with grad from its first adapted Linear (its layers' saved sets kept for the adapters' "
            "backward)" if lora_tower else "frozen and run without grad") + f"; {mode} "
         f"({projector:,} parameters, LlavaMultiModalProjector); " + QLORA_IMAGE_NOTE + ".",
