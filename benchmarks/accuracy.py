@@ -2816,7 +2816,7 @@ def upcastln_grid() -> list[dict[str, Any]]:
                     for model in UPCASTLN_MODELS for label, kw in UPCASTLN_METHODS[1:] for gc in (False, True)]
 
 
-# The autocast grid (`--grid autocast`, issue 13; 60 cases): --precision autocast-bf16, the Trainer's bf16 flag over a
+# The autocast grid (`--grid autocast`, issue 13; 62 cases): --precision autocast-bf16, the Trainer's bf16 flag over a
 # 16-bit load with fp32 trainable parameters (memory/precision.py; the tracer loads bf16 weights and runs the forward
 # under CUDA autocast, as accelerate's prepare_model does): LoRA all-linear (peft's fp32 adapters,
 # autocast_adapter_dtype), QLoRA NF4 all-linear (kbit_prep off, as LLaMA-Factory and TRL load it) and freeze (2 of 4
@@ -2825,7 +2825,7 @@ def upcastln_grid() -> list[dict[str, Any]]:
 # vocabulary), cut to 4 layers; b1 s512 and b2 s1024, each without and with checkpointing; and LoRA with dropout 0.05
 # on the first two, b1 s512. Those peak at the loss; twenty more put the peak in the layers: the four on tinyllama and
 # gpt2 cut to a 2,048-token vocabulary, b2 s1024, without and with checkpointing, and LoRA under eager attention on
-# those two, b1 s1024. Written to
+# those two, b1 s1024; and GPT-2's LoRA there under amp-bf16 (fp32 weights, the same autocast). Written to
 # accuracy_autocast.{json,md}, its traces to trace_cache_autocast.json.
 AUTOCAST_MODELS = ("cut:tinyllama-1.1b:4", "cut:gpt2:4", "cut:llama-3.2-1b:4")
 AUTOCAST_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -2847,9 +2847,12 @@ def autocast_grid() -> list[dict[str, Any]]:
     # eager attention: softmax on autocast's fp32 list (fp32 probabilities saved per key), the peak in the layers
     runs += [(f"dequant:{model.split(':')[1]}", "lora eager", {**AUTOCAST_METHODS[0][1], "attention": "eager"}, 1, 1024)
              for model in AUTOCAST_MODELS[:2]]
-    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
-             "method": label, "training": dict(kw, precision="autocast-bf16", batch_size=b, seq_len=s,
-                                               grad_checkpointing=gc)}
+    # amp-bf16 (fp32 weights under the same autocast): gelu_new's fp32 pow makes GPT-2's MLP gradients fp32 there too
+    runs += [("dequant:gpt2", "lora", {**AUTOCAST_METHODS[0][1], "precision": "amp-bf16"}, 2, 1024)]
+    return [{"id": f"{model} | {label} | {kw.get('precision', 'autocast-bf16')} | b{b} s{s} | "
+                   f"{'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc}}
             for model, label, kw, b, s in runs for gc in (False, True)]
 
 
@@ -3100,6 +3103,33 @@ def relora_grid() -> list[dict[str, Any]]:
     return [{"id": f"{model} | relora r{rank} {label}", "model": model, "method": "lora",
              "training": {"method": "lora", "precision": "bf16", "relora": True, "lora_rank": rank, **kw}}
             for model in RELORA_MODELS for rank in (16, 128) for label, kw in RELORA_RUNS]
+# A copied DPO reference loaded with settings of its own (`--grid refkw`, issue 13: TRL DPOTrainer's
+# ref_model_init_kwargs, --ref-dtype / --ref-quant; memory/preference.py reference_recipe, reference_weight_bytes): the
+# pure-bf16 full policy beside a bf16 (the baseline), an fp32 and a bitsandbytes 4-bit reference, and the amp-bf16
+# (fp32 weights, autocast) policy beside a bf16 reference, a LoRA policy beside a copied fp32 or 4-bit reference, with
+# checkpointing off and on, on Llama (tinyllama-1.1b) and Qwen2 (qwen2.5-0.5b) cut to 4 layers. 24 cases, traces in
+# trace_cache_refkw.json, written to accuracy_refkw.{json,md}.
+REFKW_MODELS = ("cut:tinyllama-1.1b:4", "cut:qwen2.5-0.5b:4")
+REFKW_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("pure-bf16 ref bf16", {"precision": "pure-bf16"}),
+    ("pure-bf16 ref fp32", {"precision": "pure-bf16", "ref_dtype": "fp32"}),
+    ("pure-bf16 ref 4bit", {"precision": "pure-bf16", "ref_quant": "4bit"}),
+    ("amp-bf16 ref bf16", {"precision": "amp-bf16", "ref_dtype": "bf16"}),
+    # a LoRA policy with a copied reference (--ref-model copy: a reference passed as a model id): no full gradients,
+    # so the reference's own forward can be the peak
+    ("bf16 copy ref fp32", {**_LORA, "ref_model": "copy", "ref_dtype": "fp32"}),
+    ("bf16 copy ref 4bit", {**_LORA, "ref_model": "copy", "ref_quant": "4bit"}),
+)
+
+
+def refkw_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | dpo {kw.get('method', 'full')} {label} | {'gc' if gc else 'no-gc'} b2 s512 p128",
+             "model": model, "method": kw.get("method", "full"),
+             "training": {"method": "full", "objective": "dpo", "batch_size": 2, "seq_len": 512, "prompt_len": 128,
+                          "grad_checkpointing": gc, **kw}}
+            for model in REFKW_MODELS for label, kw in REFKW_RUNS for gc in (False, True)]
+
+
 # LoRA on a vision-language model's language model only (`--grid vlmlf`, issues 13 / 15; --lora-targets ...,lm-only,
 # core/params.py LM_ONLY: LLaMA-Factory's default freeze_vision_tower / freeze_multi_modal_projector, the targets
 # kept out of the tower and projector): LLaVA-1.5 (its 24-layer tower, a toy language model), Qwen2-VL and
@@ -3178,6 +3208,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "tp": tp_grid,
          "relora": relora_grid,
          "vlmlf": vlmlf_grid,
+         "refkw": refkw_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3238,6 +3269,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "fp8": " (FP8 training: accelerate's torchao Float8Linear, tensorwise and rowwise; issue 13)",
           "tp": " (transformers' tensor parallelism, tp_plan: one rank emulated on its shapes; issue 13)",
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
+          "refkw": " (a DPO reference loaded in its own dtype or 4-bit: ref_model_init_kwargs; issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           }
@@ -3428,6 +3460,7 @@ def main() -> None:
                          "tp",
                          "relora",
                          "vlmlf",
+                         "refkw",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

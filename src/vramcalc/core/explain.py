@@ -1392,6 +1392,12 @@ def _reference_weights(t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Line:
     src = SRC_ONLINE if t.objective == "online-dpo" else SRC_PREFERENCE
     if ref == "copy":
         dtype = pref.ref_weight_dtype(t, recipe_of(t))
+        if t.ref_quant == "4bit":
+            return Line("weights.reference", f"reference model: a frozen copy (bitsandbytes 4-bit, rest {dtype})",
+                        f"{_n(w.parameters)} params: the blocks' Linears packed 4-bit + fp32 absmax per 64, the rest "
+                        f"× {dtype_bytes(dtype)} B ({dtype})", value,
+                        "memory/weights.py quantized_storage (no double quantization) + the rest × bytes per weight "
+                        "(--ref-quant 4bit, --ref-dtype)", src)
         return Line("weights.reference", f"reference model: a frozen copy ({dtype})",
                     f"{_n(w.parameters)} params × {dtype_bytes(dtype)} B ({dtype})", value,
                     "parameters × bytes per reference weight (--ref-dtype; auto: the policy's load dtype)", src)
@@ -2582,6 +2588,8 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
             out.update(ref_model=pref.resolve_ref(t), prompt_len=t.prompt_len)
             if pref.resolve_ref(t) == "copy":
                 out["ref_dtype"] = pref.ref_weight_dtype(t, recipe_of(t))
+                if t.ref_quant != "none":
+                    out["ref_quant"] = t.ref_quant
     elif t.loss == "trl":
         out["prompt_len"] = t.prompt_len
     return out
@@ -2596,7 +2604,7 @@ def run_assumptions(t: TrainingSpec, family: str = "") -> str:
         rows = pref.rows(t)
         ref = pref.resolve_ref(t) or "none"
         if ref == "copy":
-            ref += f" ({pref.ref_weight_dtype(t, recipe_of(t))})"
+            ref += f" ({pref.ref_weight_dtype(t, recipe_of(t))}{', 4-bit' if t.ref_quant == '4bit' else ''})"
         out += (f" · objective {t.objective} ({rows} row{'s' if rows > 1 else ''}), reference {ref}, "
                 f"prompt {t.prompt_len}")
     elif t.loss == "trl":

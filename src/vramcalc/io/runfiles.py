@@ -492,7 +492,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     # TRL / transformers
     "use_liger_kernel": "Liger kernels (fused linear cross-entropy: no full logits)",
     "torch_compile": "torch.compile (fused kernels change what is saved)",
-    "ref_model_init_kwargs": "a DPO reference model loaded with other settings",
     "gradient_checkpointing_kwargs": "checkpointing variant",
     # torchtune
     "optimizer_in_bwd": "torchtune optimizer in backward (each gradient freed after its step)",
@@ -1358,6 +1357,62 @@ def _preference_trl(d: dict[str, Any], run: Run) -> None:
     elif "center_rewards_coefficient" in d:
         run.options["objective"] = "reward"
         _seen(d, run, "center_rewards_coefficient")
+
+
+# DPOConfig.ref_model_init_kwargs (TRL before 1.0; TRL 1.16 builds the same dict in dpo_trainer.py / kto_trainer.py
+# __init__ from model_init_kwargs, `setdefault("dtype", self.model.dtype)`): the from_pretrained keywords of a copied
+# reference (`create_model_from_path(ref_model_path, **ref_model_init_kwargs)`) → --ref-dtype, --ref-quant.
+_REF_HARMLESS = {"revision", "trust_remote_code", "low_cpu_mem_usage", "use_cache", "cache_dir", "token"}
+_REF_BNB_KEYS = {"load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "quant_method",
+                 "bnb_4bit_use_double_quant", "bnb_4bit_quant_storage"}
+
+
+def _ref_model_init_kwargs(raw: Any, run: Run, load_dtype: str) -> None:
+    """ref_model_init_kwargs' dtype / torch_dtype, quantization_config (bitsandbytes 4-bit) and attn_implementation;
+    any other keyword is refused in one line."""
+    key = "ref_model_init_kwargs"
+    if not isinstance(raw, dict):
+        raise _KeyProblem(key, f"{raw!r:.40} is not a mapping of from_pretrained keywords")
+    dtypes = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16",
+              "float32": "fp32", "fp32": "fp32", "float": "fp32"}
+    for sub in sorted(set(map(str, raw)) - _REF_HARMLESS - {"dtype", "torch_dtype", "quantization_config",
+                                                             "attn_implementation"}):
+        raise _KeyProblem(f"{key}.{sub}", "a from_pretrained keyword vramcalc does not model for the reference; "
+                          "remove it (modelled: dtype, quantization_config 4-bit, attn_implementation)")
+    name = raw.get("dtype") or raw.get("torch_dtype")
+    if name is not None:
+        dtype = dtypes.get(str(name).removeprefix("torch."))
+        if dtype is None:
+            raise _KeyProblem(f"{key}.dtype", f"{name!r:.40} is not modelled; give bfloat16, float16 or float32")
+        run.options["ref_dtype"] = dtype
+    ref_dtype = run.options.get("ref_dtype") or ("bf16" if load_dtype == "auto" else dtypes.get(load_dtype, ""))
+    quant = raw.get("quantization_config")
+    if quant is not None:
+        if not isinstance(quant, dict) or sorted(set(map(str, quant)) - _REF_BNB_KEYS):
+            raise _KeyProblem(f"{key}.quantization_config", "only bitsandbytes load_in_4bit (bnb_4bit_quant_type "
+                              "nf4/fp4, bnb_4bit_compute_dtype) is modelled for the reference; remove the rest")
+        if quant.get("load_in_8bit") or quant.get("bnb_4bit_use_double_quant") or quant.get(
+                "bnb_4bit_quant_storage") not in (None, "uint8"):
+            raise _KeyProblem(f"{key}.quantization_config", "an 8-bit, double-quantized or non-uint8-stored "
+                              "reference is not modelled; use load_in_4bit without them")
+        if quant.get("quant_method") not in (None, "bitsandbytes") or str(quant.get("bnb_4bit_quant_type", "nf4")) \
+                not in ("nf4", "fp4"):
+            raise _KeyProblem(f"{key}.quantization_config", "quant_method bitsandbytes with bnb_4bit_quant_type "
+                              "nf4 or fp4 is modelled; change the rest")
+        compute = quant.get("bnb_4bit_compute_dtype")
+        # bitsandbytes nn/modules.py Linear4bit.set_compute_type: a bf16 or fp32 input sets the compute dtype to its
+        # own, so the default float32 compute dtype runs in the reference's dtype unless that is fp16.
+        if compute is not None and dtypes.get(str(compute).removeprefix("torch.")) not in (ref_dtype, "fp32") \
+                or (compute in (None, "float32", "torch.float32") and ref_dtype == "fp16"):
+            raise _KeyProblem(f"{key}.quantization_config", f"bnb_4bit_compute_dtype {compute!r:.20} with a "
+                              f"{ref_dtype or 'default'} reference is not modelled; give the reference's dtype")
+        if quant.get("load_in_4bit"):
+            run.options["ref_quant"] = "4bit"
+    impl = raw.get("attn_implementation")
+    if impl is not None and _ATTN_IMPL.get(str(impl)) != run.options.get("attention", "sdpa"):
+        raise _KeyProblem(f"{key}.attn_implementation", f"{impl!r:.40} differs from the policy's attention; "
+                          "a reference with its own attention is not modelled: give the policy's")
+    run.mapped.append(key)
 
 
 # ---- online RL (memory/rl.py) -------------------------------------------------------------------------
@@ -2401,6 +2456,8 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
                     "low_cpu_mem_usage", "use_cache", "cache_dir", "token"}
         for key in sorted(set(map(str, init)) - harmless):
             _unmodelled(run, f"model_init_kwargs.{key}", "a from_pretrained keyword vramcalc does not read")
+    if d.get("ref_model_init_kwargs") is not None:
+        _ref_model_init_kwargs(d["ref_model_init_kwargs"], run, load_dtype)
     half = "bf16" if _flag(HF, d.get("bf16"), "bf16") else "fp16" if _flag(HF, d.get("fp16"), "fp16") else None
     run.mapped += [k for k in ("bf16", "fp16") if k in d]
     run.options["method"] = "full"

@@ -526,6 +526,11 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
 
                 ref_dtype = DTYPES[ref_weight_dtype(training, RECIPES[precision])]
                 ref, _ = build_model(model, training, ref_dtype)
+                if training.ref_quant == "4bit":  # from_pretrained(quantization_config=load_in_4bit): Linear4bit blocks
+                    assert model.num_layers is not None
+                    n = quantize_blocks(ref, find_layers(ref, model.num_layers), 4, False, ref_dtype)
+                    notes.append(f"reference: {n} block Linear layers in emulated bitsandbytes 4-bit storage "
+                                 f"(compute {ref_dtype})")
                 for p in ref.parameters():
                     p.requires_grad_(False)
                 for mod in ref.modules():

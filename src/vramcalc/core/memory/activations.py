@@ -863,10 +863,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # (measured with the tracer: gpt2 LoRA reward with checkpointing, b8 s1024, peak at that mul with three 16-bit
     # (tokens x 3072) gradients alive; the estimate counted two and was 5 % under).
     mlp_grads = 3 if gated or m.hidden_act in ACT_SAVED_TENSORS else 2
-    # Under the Trainer's autocast over 16-bit weights (memory/upcast_norms.py autocast16) gelu_new's pow is on the
-    # fp32 list, so its product and the final mul's gradients are fp32 (_act_saved_bytes; measured with the tracer,
-    # --grid autocast: gpt2 cut to 4 layers and a 2,048-token vocabulary, LoRA b2 s1024, -2.5 % with 16-bit ones)
-    grad_elem = 4 if up_norms and m.hidden_act in ("gelu_new", "gelu_fast") else c
+    # Under the Trainer's autocast (over 16-bit weights, memory/upcast_norms.py autocast16, or fp32 ones, amp-*)
+    # gelu_new's pow is on the fp32 list, so its product and the final mul's gradients are fp32 (_act_saved_bytes;
+    # measured with the tracer, --grid autocast: gpt2 cut to 4 layers and a 2,048-token vocabulary, LoRA b2 s1024,
+    # -2.5 % with 16-bit ones; amp-bf16 with checkpointing -5.99 % with 16-bit ones, +4.06 % now)
+    grad_elem = 4 if amp and m.hidden_act in ("gelu_new", "gelu_fast") else c
     mlp_bwd = mlp_grads * grad_elem * width + c * h
     if m.family == "gpt_oss" and m.num_experts and trainable_weights:
         # Trainable gpt-oss experts: by the time grouped_mm's backward allocates an expert weight gradient, the
