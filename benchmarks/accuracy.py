@@ -1877,6 +1877,13 @@ def _model(name: str) -> Any:
         spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
         return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
                        num_kv_heads=2, vocab_size=1000, head_dim=None)
+    if name.startswith("llava-cut:"):  # a LLaVA-1.5 config.json as published, its language model cut to 4 layers
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        path = HF_DIR / f"{name[10:]}.json"
+        return replace(spec_from_hf_config(json.loads(path.read_text()), name[10:], str(path)), num_layers=4)
     if name.startswith("vlm:"):  # a vision-language model's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -2973,6 +2980,38 @@ def unfrozen_grid() -> list[dict[str, Any]]:
              "training": {"method": "freeze", **kw}} for model in UNFROZEN_MODELS for label, kw in UNFROZEN_RUNS]
 
 
+# The frozen-language-model grid (`--grid flm`, issues 13 / 15; 22 cases): LLaMA-Factory's freeze_language_model
+# (--method freeze --train-layers none --train-modules projector; memory/vision.py frozen_lm), the tracer freezing
+# every language-model parameter and training the projector (LLaVA multi_modal_projector, Qwen2-VL visual.merger) and
+# with --train-vision the tower (trace/_run.py): LLaVA-1.5-7B's published config.json with its language model cut to
+# 4 layers (the whole tower), Qwen2-VL-2B and Qwen2.5-VL-3B cut as --grid qwen-vl's, x projector only / tower +
+# projector x checkpointing off / on, pure-bf16 (both shapes) and bf16 (the first). Written to
+# accuracy_flm.{json,md}, its traces to trace_cache_flm.json.
+FLM_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("projector pure-bf16", {"precision": "pure-bf16"}),
+    ("projector bf16", {"precision": "bf16"}),
+    ("tower + projector pure-bf16", {"precision": "pure-bf16", "train_vision": True}),
+)
+FLM_MODELS = (("llava-cut:llava-1.5-7b-hf", ({"batch_size": 1, "seq_len": 512, "images": 1},
+                                              {"batch_size": 2, "seq_len": 256, "images": 2})),
+              ("qwenvl:qwen2-vl-2b-instruct", QWEN_VL_SHAPES), ("qwenvl:qwen2.5-vl-3b-instruct", QWEN_VL_SHAPES[:1]))
+
+
+def flm_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model, shapes in FLM_MODELS:
+        for label, kw in FLM_RUNS:  # (bf16 and the trained tower on the first shape)
+            for shape in shapes if label == FLM_RUNS[0][0] else shapes[:1]:
+                px = f" {shape['image_size']}px" if "image_size" in shape else ""
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b{shape['batch_size']} s{shape['seq_len']} "
+                                        f"i{shape['images']}{px} | {'gc' if gc else 'no-gc'}",
+                                  "model": model, "method": "freeze",
+                                  "training": {"method": "freeze", "train_layers": (), "train_modules": ("projector",),
+                                               **kw, **shape, "grad_checkpointing": gc}})
+    return cases
+
+
 # The Muon grid (`--grid muon`, issue 13; 15 cases): LLaMA-Factory's use_muon (llamafactory 0.9.5
 # third_party/muon/muon.py Muon, trainer_utils.py _create_muon_optimizer's split; the tracer imports that module, so
 # the wheel must be importable: pip install llamafactory==0.9.5 --no-deps) on three architectures cut to 2 layers:
@@ -3163,7 +3202,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lisa": lisa_grid,
          "cp": cp_grid,
          "offload-nogc": offload_nogc_grid,
-         "unfrozen": unfrozen_grid,
+         "unfrozen": unfrozen_grid, "flm": flm_grid,
          "muon": muon_grid,
          "fp8": fp8_grid,
          "tp": tp_grid,
@@ -3225,6 +3264,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "offload-nogc": " (torchtune activation offloading without checkpointing: node-by-node backward; "
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
+          "flm": " (the language model frozen, the projector / tower trained: freeze_language_model; issues 13 / 15)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
           "fp8": " (FP8 training: accelerate's torchao Float8Linear, tensorwise and rowwise; issue 13)",
           "tp": " (transformers' tensor parallelism, tp_plan: one rank emulated on its shapes; issue 13)",
@@ -3386,7 +3426,8 @@ def main() -> None:
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
                     "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); "
-                    "unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
+                    "unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); flm: 22 "
+                    "frozen-language-model cases (the projector / tower trained); "
                     "muon: issue 13's 15 LLaMA-Factory use_muon cases; relora: issue 13's 16 axolotl ReLoRA cases "
                     "(the restart's merge beside the step); vlmlf: issues 13 / 15's 33 VLM cases with "
                     "LoRA on the language model only (LLaMA-Factory's frozen tower and projector); fp8: issue 13's "
@@ -3413,7 +3454,7 @@ def main() -> None:
                          "lisa",
                          "cp",
                          "offload-nogc",
-                         "unfrozen",
+                         "unfrozen", "flm",
                          "muon",
                          "fp8",
                          "tp",

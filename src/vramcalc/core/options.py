@@ -126,8 +126,8 @@ OPTIONS: tuple[Opt, ...] = (
         "For --method freeze: the trained decoder layers, e.g. 0-3,30,31 (instead of --freeze-layers); "
         "none: no layer.", sep=";"),
     Opt("train_modules", str, "auto",
-        "For --method freeze: the trained modules outside the layers, of embed_tokens, norm, lm_head; "
-        "auto: norm,lm_head per --train-head.", sep=";"),
+        "For --method freeze: the trained modules outside the layers, of embed_tokens, norm, lm_head, "
+        "projector (a VLM's); auto: norm,lm_head per --train-head.", sep=";"),
     Opt("add_tokens", int, 0,
         "New tokens: embedding (and untied lm_head) rows added past vocab_size (resize_token_embeddings)."),
     Opt("vocab_multiple", int, 1,

@@ -1421,8 +1421,8 @@ class TrainingSpec:
                 or list(self.train_layers) != sorted(set(self.train_layers))):
             raise SpecError("train_layers", "Input should be distinct layer indices from 0, in ascending order")
         if self.train_modules is not None and (not isinstance(self.train_modules, tuple) or any(
-                x not in ("embed_tokens", "norm", "lm_head") for x in self.train_modules)):
-            raise SpecError("train_modules", "Input should be some of embed_tokens, norm, lm_head")
+                x not in ("embed_tokens", "norm", "lm_head", "projector") for x in self.train_modules)):
+            raise SpecError("train_modules", "Input should be some of embed_tokens, norm, lm_head, projector")
         if named and (self.method != "freeze" or self.mode != "train"):
             raise SpecError("", "--train-layers and --train-modules name what --method freeze trains: add --method "
                             "freeze, or drop them")

@@ -522,7 +522,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     # (fp8, fp8_backend, fp8_enable_fsdp_float8_all_gather: mapped, --fp8 (memory/fp8.py), _fp8_keys)
     # finetuning_args.py @ ff6d4d12: the language model frozen (model_utils/visual.py get_forbidden_modules), with
     # freeze_multi_modal_projector: false the projector-only recipe that replaced train_mm_proj_only
-    "freeze_language_model": "the language model frozen (no gradients or optimizer states for it)",
 }
 
 # axolotl's unsloth_cross_entropy_loss (loaders/patch_manager.py _patch_loss_llama -> monkeypatch/unsloth_.py
@@ -1890,8 +1889,14 @@ def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> N
         _seen(d, run, *keys)
         return
     registered = vision.kind in LF_COMPOSITE_KINDS
+    if lm_frozen and registered and ftype in ("full", "freeze"):
+        _frozen_lm_llama_factory(run, vision.kind, ftype, tower_frozen, projector_frozen)
+        run.mapped += [k for k in keys[:3] if k in d]
+        _image_pixels_llama_factory(d, run, vision.kind)
+        return
     if lm_frozen and registered:
-        _unmodelled(run, flm_key, UNMODELLED_KEYS[flm_key])
+        # LoRA: patch_target_modules drops the language model's targets, leaving adapters on the image side only
+        _unmodelled(run, flm_key, "LoRA with the language model frozen (adapters on the image side only)")
     elif flm_key in d:
         run.mapped.append(flm_key)
     if ftype in ("lora", "full") and registered:
@@ -1926,6 +1931,31 @@ def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> N
                              "(model_utils/visual.py): full tuning trains the vision tower too (--train-vision).")
         _seen(d, run, fvt_key, fmp_key)
     _image_pixels_llama_factory(d, run, vision.kind)
+
+
+def _frozen_lm_llama_factory(run: Run, kind: str, ftype: str, tower_frozen: bool, projector_frozen: bool) -> None:
+    """freeze_language_model under full or freeze tuning (hiyouga/LLaMA-Factory @ ff6d4d12 model_utils/visual.py
+    get_forbidden_modules: language_model_keys, language_model and lm_head, frozen by name; model/adapter.py
+    _setup_full_tuning trains every other parameter, _setup_freeze_tuning the projector_keys with
+    freeze_multi_modal_projector false and the `.{idx}.` layer names, none of the language model's left): the
+    projector trained, with freeze_vision_tower false under full tuning the tower too -> --method freeze
+    --train-layers none --train-modules projector (--train-vision). Raises _KeyProblem where it is not modelled."""
+    from vramcalc.core.memory.vision import FROZEN_LM_KINDS
+
+    key = "freeze_language_model"
+    if kind not in FROZEN_LM_KINDS:
+        raise _KeyProblem(key, f"the language model frozen is modelled for LLaVA-1.5 and Qwen2-VL / Qwen2.5-VL, not "
+                          f"{kind}: remove it")
+    if projector_frozen:
+        raise _KeyProblem(key, "with freeze_multi_modal_projector true it trains the tower alone or nothing: not "
+                          "modelled; set freeze_multi_modal_projector: false")
+    if ftype == "freeze" and not tower_frozen:  # the tower's blocks whose index is a trainable layer id
+        raise _KeyProblem("freeze_vision_tower", "false under finetuning_type freeze trains the tower's layers by "
+                          "index: not modelled; use finetuning_type full")
+    for opt in ("freeze_layers", "train_head"):
+        run.options.pop(opt, None)
+    run.options.update(method="freeze", train_layers="none", train_modules="projector",
+                       **({} if tower_frozen else {"train_vision": True}))
 
 
 def _image_pixels_llama_factory(d: dict[str, Any], run: Run, kind: str) -> None:
