@@ -602,7 +602,8 @@ MM_PROJ_ONLY_REFUSAL = ("removed by LLaMA-Factory in 71a1c132 (that version need
 BOOLEAN_KEYS["llama-factory"].update(dict.fromkeys(("shift_attn", "use_v1_kernels", "train_mm_proj_only"), ()))
 BOOLEAN_KEYS["axolotl"]["s2_attention"] = ()
 # The boolean keys whose true is refused (the feature cannot run), not only a loose spelling of it
-REFUSED_WHEN_TRUE = {"llama-factory": ("shift_attn", "train_mm_proj_only"), "axolotl": ("s2_attention",)}
+# (axolotl relora: check_relora refuses it without jagged_restart_steps and a LoRA adapter, _relora_axolotl)
+REFUSED_WHEN_TRUE = {"llama-factory": ("shift_attn", "train_mm_proj_only"), "axolotl": ("s2_attention", "relora")}
 
 
 def _family(run: Run, path: Path) -> str | None:
@@ -674,6 +675,7 @@ def _relora_axolotl(d: dict[str, Any], run: Run) -> None:
         run.notes.append(RELORA_STEPS_NOTE)
         run.ignored.append("relora_steps")
     _seen(d, run, "jagged_restart_steps", "relora_prune_ratio", "relora_cpu_offload", "relora_prune_method")
+    _flag(AX, d.get("relora_cpu_offload"), "relora_cpu_offload")  # read as axolotl reads it (a boolean), on or off
     if not _flag(AX, d.get("relora"), "relora"):
         _seen(d, run, "relora")
         return
@@ -687,7 +689,6 @@ def _relora_axolotl(d: dict[str, Any], run: Run) -> None:
         raise _KeyProblem("relora_prune_method", f"{method!r:.40} is not one of axolotl's magnitude, random, reset")
     if method != "magnitude":
         run.notes.append(RELORA_PRUNE_NOTE.format(method))
-    _flag(AX, d.get("relora_cpu_offload"), "relora_cpu_offload")  # read as axolotl reads it (a boolean)
     run.options["relora"] = True
     run.mapped.append("relora")
 
