@@ -1877,6 +1877,13 @@ def _model(name: str) -> Any:
         spec = spec_from_hf_config(json.loads(path.read_text()), config, str(path))
         return replace(spec, num_layers=2, hidden_size=256, intermediate_size=512, num_attention_heads=4,
                        num_kv_heads=2, vocab_size=1000, head_dim=None)
+    if name.startswith("llava-cut:"):  # a LLaVA-1.5 config.json as published, its language model cut to 4 layers
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        path = HF_DIR / f"{name[10:]}.json"
+        return replace(spec_from_hf_config(json.loads(path.read_text()), name[10:], str(path)), num_layers=4)
     if name.startswith("vlm:"):  # a vision-language model's config.json as published (no layer cut)
         from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -2809,7 +2816,7 @@ def upcastln_grid() -> list[dict[str, Any]]:
                     for model in UPCASTLN_MODELS for label, kw in UPCASTLN_METHODS[1:] for gc in (False, True)]
 
 
-# The autocast grid (`--grid autocast`, issue 13; 60 cases): --precision autocast-bf16, the Trainer's bf16 flag over a
+# The autocast grid (`--grid autocast`, issue 13; 62 cases): --precision autocast-bf16, the Trainer's bf16 flag over a
 # 16-bit load with fp32 trainable parameters (memory/precision.py; the tracer loads bf16 weights and runs the forward
 # under CUDA autocast, as accelerate's prepare_model does): LoRA all-linear (peft's fp32 adapters,
 # autocast_adapter_dtype), QLoRA NF4 all-linear (kbit_prep off, as LLaMA-Factory and TRL load it) and freeze (2 of 4
@@ -2818,7 +2825,7 @@ def upcastln_grid() -> list[dict[str, Any]]:
 # vocabulary), cut to 4 layers; b1 s512 and b2 s1024, each without and with checkpointing; and LoRA with dropout 0.05
 # on the first two, b1 s512. Those peak at the loss; twenty more put the peak in the layers: the four on tinyllama and
 # gpt2 cut to a 2,048-token vocabulary, b2 s1024, without and with checkpointing, and LoRA under eager attention on
-# those two, b1 s1024. Written to
+# those two, b1 s1024; and GPT-2's LoRA there under amp-bf16 (fp32 weights, the same autocast). Written to
 # accuracy_autocast.{json,md}, its traces to trace_cache_autocast.json.
 AUTOCAST_MODELS = ("cut:tinyllama-1.1b:4", "cut:gpt2:4", "cut:llama-3.2-1b:4")
 AUTOCAST_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -2840,9 +2847,12 @@ def autocast_grid() -> list[dict[str, Any]]:
     # eager attention: softmax on autocast's fp32 list (fp32 probabilities saved per key), the peak in the layers
     runs += [(f"dequant:{model.split(':')[1]}", "lora eager", {**AUTOCAST_METHODS[0][1], "attention": "eager"}, 1, 1024)
              for model in AUTOCAST_MODELS[:2]]
-    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
-             "method": label, "training": dict(kw, precision="autocast-bf16", batch_size=b, seq_len=s,
-                                               grad_checkpointing=gc)}
+    # amp-bf16 (fp32 weights under the same autocast): gelu_new's fp32 pow makes GPT-2's MLP gradients fp32 there too
+    runs += [("dequant:gpt2", "lora", {**AUTOCAST_METHODS[0][1], "precision": "amp-bf16"}, 2, 1024)]
+    return [{"id": f"{model} | {label} | {kw.get('precision', 'autocast-bf16')} | b{b} s{s} | "
+                   f"{'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc}}
             for model, label, kw, b, s in runs for gc in (False, True)]
 
 
@@ -2970,6 +2980,38 @@ def unfrozen_grid() -> list[dict[str, Any]]:
              "training": {"method": "freeze", **kw}} for model in UNFROZEN_MODELS for label, kw in UNFROZEN_RUNS]
 
 
+# The frozen-language-model grid (`--grid flm`, issues 13 / 15; 22 cases): LLaMA-Factory's freeze_language_model
+# (--method freeze --train-layers none --train-modules projector; memory/vision.py frozen_lm), the tracer freezing
+# every language-model parameter and training the projector (LLaVA multi_modal_projector, Qwen2-VL visual.merger) and
+# with --train-vision the tower (trace/_run.py): LLaVA-1.5-7B's published config.json with its language model cut to
+# 4 layers (the whole tower), Qwen2-VL-2B and Qwen2.5-VL-3B cut as --grid qwen-vl's, x projector only / tower +
+# projector x checkpointing off / on, pure-bf16 (both shapes) and bf16 (the first). Written to
+# accuracy_flm.{json,md}, its traces to trace_cache_flm.json.
+FLM_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("projector pure-bf16", {"precision": "pure-bf16"}),
+    ("projector bf16", {"precision": "bf16"}),
+    ("tower + projector pure-bf16", {"precision": "pure-bf16", "train_vision": True}),
+)
+FLM_MODELS = (("llava-cut:llava-1.5-7b-hf", ({"batch_size": 1, "seq_len": 512, "images": 1},
+                                              {"batch_size": 2, "seq_len": 256, "images": 2})),
+              ("qwenvl:qwen2-vl-2b-instruct", QWEN_VL_SHAPES), ("qwenvl:qwen2.5-vl-3b-instruct", QWEN_VL_SHAPES[:1]))
+
+
+def flm_grid() -> list[dict[str, Any]]:
+    cases = []
+    for model, shapes in FLM_MODELS:
+        for label, kw in FLM_RUNS:  # (bf16 and the trained tower on the first shape)
+            for shape in shapes if label == FLM_RUNS[0][0] else shapes[:1]:
+                px = f" {shape['image_size']}px" if "image_size" in shape else ""
+                for gc in (False, True):
+                    cases.append({"id": f"{model} | {label} | b{shape['batch_size']} s{shape['seq_len']} "
+                                        f"i{shape['images']}{px} | {'gc' if gc else 'no-gc'}",
+                                  "model": model, "method": "freeze",
+                                  "training": {"method": "freeze", "train_layers": (), "train_modules": ("projector",),
+                                               **kw, **shape, "grad_checkpointing": gc}})
+    return cases
+
+
 # The Muon grid (`--grid muon`, issue 13; 15 cases): LLaMA-Factory's use_muon (llamafactory 0.9.5
 # third_party/muon/muon.py Muon, trainer_utils.py _create_muon_optimizer's split; the tracer imports that module, so
 # the wheel must be importable: pip install llamafactory==0.9.5 --no-deps) on three architectures cut to 2 layers:
@@ -3061,6 +3103,31 @@ def relora_grid() -> list[dict[str, Any]]:
     return [{"id": f"{model} | relora r{rank} {label}", "model": model, "method": "lora",
              "training": {"method": "lora", "precision": "bf16", "relora": True, "lora_rank": rank, **kw}}
             for model in RELORA_MODELS for rank in (16, 128) for label, kw in RELORA_RUNS]
+# A copied DPO reference loaded with settings of its own (`--grid refkw`, issue 13: TRL DPOTrainer's
+# ref_model_init_kwargs, --ref-dtype / --ref-quant; memory/preference.py reference_recipe, reference_weight_bytes): the
+# pure-bf16 full policy beside a bf16 (the baseline), an fp32 and a bitsandbytes 4-bit reference, and the amp-bf16
+# (fp32 weights, autocast) policy beside a bf16 reference, a LoRA policy beside a copied fp32 or 4-bit reference, with
+# checkpointing off and on, on Llama (tinyllama-1.1b) and Qwen2 (qwen2.5-0.5b) cut to 4 layers. 24 cases, traces in
+# trace_cache_refkw.json, written to accuracy_refkw.{json,md}.
+REFKW_MODELS = ("cut:tinyllama-1.1b:4", "cut:qwen2.5-0.5b:4")
+REFKW_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("pure-bf16 ref bf16", {"precision": "pure-bf16"}),
+    ("pure-bf16 ref fp32", {"precision": "pure-bf16", "ref_dtype": "fp32"}),
+    ("pure-bf16 ref 4bit", {"precision": "pure-bf16", "ref_quant": "4bit"}),
+    ("amp-bf16 ref bf16", {"precision": "amp-bf16", "ref_dtype": "bf16"}),
+    # a LoRA policy with a copied reference (--ref-model copy: a reference passed as a model id): no full gradients,
+    # so the reference's own forward can be the peak
+    ("bf16 copy ref fp32", {**_LORA, "ref_model": "copy", "ref_dtype": "fp32"}),
+    ("bf16 copy ref 4bit", {**_LORA, "ref_model": "copy", "ref_quant": "4bit"}),
+)
+
+
+def refkw_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | dpo {kw.get('method', 'full')} {label} | {'gc' if gc else 'no-gc'} b2 s512 p128",
+             "model": model, "method": kw.get("method", "full"),
+             "training": {"method": "full", "objective": "dpo", "batch_size": 2, "seq_len": 512, "prompt_len": 128,
+                          "grad_checkpointing": gc, **kw}}
+            for model in REFKW_MODELS for label, kw in REFKW_RUNS for gc in (False, True)]
 
 
 # Reentrant checkpointing (`--grid reentrant`, issue 13; 12 cases): --reentrant-gc (torch.utils.checkpoint
@@ -3154,13 +3221,14 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lisa": lisa_grid,
          "cp": cp_grid,
          "offload-nogc": offload_nogc_grid,
-         "unfrozen": unfrozen_grid,
+         "unfrozen": unfrozen_grid, "flm": flm_grid,
          "muon": muon_grid,
          "fp8": fp8_grid,
          "tp": tp_grid,
          "relora": relora_grid,
          "vlmlf": vlmlf_grid,
          "reentrant": reentrant_grid,
+         "refkw": refkw_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3216,10 +3284,12 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "offload-nogc": " (torchtune activation offloading without checkpointing: node-by-node backward; "
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
+          "flm": " (the language model frozen, the projector / tower trained: freeze_language_model; issues 13 / 15)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
           "fp8": " (FP8 training: accelerate's torchao Float8Linear, tensorwise and rowwise; issue 13)",
           "tp": " (transformers' tensor parallelism, tp_plan: one rank emulated on its shapes; issue 13)",
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
+          "refkw": " (a DPO reference loaded in its own dtype or 4-bit: ref_model_init_kwargs; issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
@@ -3377,7 +3447,8 @@ def main() -> None:
                     "aux: issues 13 and 15's 24 router aux loss cases (output_router_logits on Mixtral, Qwen3-MoE, "
                     "gpt-oss; full and LoRA, checkpointing off / on); lisa: issue 13's 24 LISA cases (axolotl "
                     "lisa_n_layers); cp: issue 13's 48 context-parallel cases (axolotl's batch ring); "
-                    "unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); "
+                    "unfrozen: issue 13's 24 cases trained by name (--train-layers, --train-modules); flm: 22 "
+                    "frozen-language-model cases (the projector / tower trained); "
                     "muon: issue 13's 15 LLaMA-Factory use_muon cases; relora: issue 13's 16 axolotl ReLoRA cases "
                     "(the restart's merge beside the step); vlmlf: issues 13 / 15's 33 VLM cases with "
                     "LoRA on the language model only (LLaMA-Factory's frozen tower and projector); fp8: issue 13's "
@@ -3404,13 +3475,14 @@ def main() -> None:
                          "lisa",
                          "cp",
                          "offload-nogc",
-                         "unfrozen",
+                         "unfrozen", "flm",
                          "muon",
                          "fp8",
                          "tp",
                          "relora",
                          "vlmlf",
                          "reentrant",
+                         "refkw",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

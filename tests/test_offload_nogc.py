@@ -18,6 +18,9 @@ import pytest
 from cli_helpers import invoke
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import estimate
+from vramcalc.core.memory.activations import layer_activations
+from vramcalc.core.memory.precision import recipe_of
+from vramcalc.core.memory.savers import offload_node_bytes
 from vramcalc.core.specs import TrainingSpec
 from vramcalc.io.hf_config import spec_from_hf_config
 
@@ -67,11 +70,37 @@ def test_full_finetuning_node_terms_derived_by_hand() -> None:
     ("tinyllama-1.1b", LLAMA, {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}, 17_691_136),
     # the moegap note's case: a Qwen3-MoE toy LoRA q,k,v,o offload b1 s1024 was +49.25 % (34.76 MB) before
     ("qwen3-30b-a3b", QWEN3_MOE, {"method": "lora", "precision": "bf16", "lora_targets": QKVO}, 23_321_600),
+    # the routed experts node by node (offmoe note): full b1 was -1.76 % (+1.27 %), LoRA all-linear b2 +8.64 %
+    # (+1.42 %); the peak of both at the bottom layer's q_norm backward
+    ("qwen3-30b-a3b", QWEN3_MOE, {"method": "full", "precision": "pure-bf16"}, 47_579_136),
+    ("qwen3-30b-a3b", QWEN3_MOE, {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",),
+                                  "batch_size": 2}, 47_200_256),
 ])
 def test_offload_without_checkpointing_within_the_trace(config, shape, kw, traced) -> None:
-    e = estimate(toy(config, shape), TrainingSpec(batch_size=1, seq_len=1024, activation_offload=True, **kw))
+    e = estimate(toy(config, shape), TrainingSpec(**{"batch_size": 1, "seq_len": 1024, "activation_offload": True,
+                                                     **kw}))
     err = (e.tensor_peak_bytes - traced) / traced
     assert -0.02 <= err <= 0.07, err
+
+
+def test_routed_experts_come_back_node_by_node() -> None:
+    # transformers integrations/moe.py grouped_mm_experts_forward on the Qwen3-MoE toy (hidden 256, experts 128 wide,
+    # top 4, bf16), LoRA all-linear (peft's ParamWrapper on the experts: grouped_mm keeps its inputs). Each node's
+    # saved tensors per token, in forward order: the up grouped_mm its gathered input (4 x 2 B x 256), act_fn(gate)
+    # the gate chunk (4 x 2 B x 128), `* up` act(gate) and the up chunk (4 x 2 B x 2 x 128), the down grouped_mm the
+    # product (4 x 2 B x 128), `* routing weight` the down output (4 x 2 B x 256)
+    t = TrainingSpec(method="lora", precision="bf16", lora_targets=("all-linear",), activation_offload=True)
+    terms = {x.name: x for x in layer_activations(toy("qwen3-30b-a3b", QWEN3_MOE), t, recipe_of(t), False).terms}
+    experts = terms["experts gate_up output, activation output, down output"]
+    inputs = terms["experts grouped_mm inputs (gathered hidden, gated product)"]
+    assert experts.nodes == (2048, 1024, 2048, 1024, 2048)
+    assert sum(experts.nodes) == experts.per_token + inputs.per_token and inputs.nodes == (0,)
+    # backward brings back one node beside the previous one (the node after it in forward): at most the gathered
+    # input beside the gate (or the gate beside the product's operands, or those beside the down input), 3,072 B,
+    # where the two grouped terms taken whole were 5,120 + 3,072 B (+8.6 % on the b2 s1024 trace)
+    node = offload_node_bytes((experts, inputs), norm_width=256, residual=2, hidden=256, rmsnorm=True,
+                              weight_copy=0)
+    assert node["offload_back_t"] == 2048 + 1024
 
 
 def test_checkpointing_under_offload_costs_at_most_the_recomputed_layer() -> None:
@@ -100,3 +129,19 @@ def test_dora_offload_refusal_is_one_line_exit_2(capsys: pytest.CaptureFixture[s
     assert code == 2
     assert "--dora with --activation-offload" in err and "Traceback" not in out + err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_tracer_brings_back_a_chunk_view_as_its_own_elements() -> None:
+    # torchtune OffloadActivations packs with `torch.empty_like(activation, device="cpu")`: a view that is not dense
+    # (transformers' experts gate chunk of gate_up, integrations/moe.py _default_apply_gate) gets contiguous strides,
+    # so the copy back holds 64 x 8 elements, not the (64, 16) base's storage
+    import torch
+
+    from vramcalc.trace._offload import OffloadEmulation
+
+    x = torch.randn(64, 16, requires_grad=True)
+    ctx = OffloadEmulation()
+    with ctx:
+        gate, _ = (x * 1.0).chunk(2, dim=-1)
+        torch.nn.functional.silu(gate)  # saves gate: 64 x 8 x 4 B = 2,048 B >= torchtune's 1 KiB
+    assert [(tuple(shape), stride) for shape, stride, _ in ctx.offloaded.values()] == [((64, 8), (8, 1))]

@@ -279,6 +279,10 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
         kw["ref_model"] = "copy"
     if kw["ref_model"] not in ("copy", "auto"):
         kw["ref_dtype"] = "auto"
+    # --ref-quant (core/specs.py): a copied dpo/ipo/kto reference with TRL's fused head only
+    if not pref or kw["ref_model"] not in ("copy", "auto") or kw.get("dpo_head") == "logits" or (
+            kw["ref_model"] == "auto" and kw["method"] in ("lora", "qlora")):
+        kw["ref_quant"] = "none"
     with_prompt = (pref or kw["loss"] == "trl") and kw["mode"] == "train" and kw["seq_len"] > 1
     kw["prompt_len"] = draw(st.integers(0, kw["seq_len"] - 1)) if with_prompt else 0
     if grpo or online:
@@ -371,7 +375,7 @@ def as_sft(t: TrainingSpec) -> TrainingSpec:
     """`t` trained with plain SFT: the objective's own options back to their defaults."""
     if t.objective == "sft":
         return t
-    return with_(t, objective="sft", ref_model="auto", ref_dtype="auto", chosen_nll=True,
+    return with_(t, objective="sft", ref_model="auto", ref_dtype="auto", ref_quant="none", chosen_nll=True,
                  prompt_len=t.prompt_len if t.loss == "trl" else 0, num_generations=8, beta=0.0,
                  steps_per_generation=0, num_iterations=1, use_vllm="off", vllm_utilization=0.3, vllm_sleep=False,
                  reward_model="none", reward_dtype="auto", reward_spec=None)

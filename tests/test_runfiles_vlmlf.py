@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.errors import UnsupportedCombination, VramcalcError
 from vramcalc.core.memory import estimate
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.io import runfiles
@@ -95,8 +95,9 @@ def test_llama_factory_full_tuning_and_the_frozen_parts(tmp_path: Path) -> None:
     run = _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: full\nfreeze_vision_tower: false\n")
     assert run.options["train_vision"] is True and run.unmodelled == []
     assert any("projector is frozen in full tuning" in n for n in run.notes)  # the default projector freeze
-    run = _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: full\nfreeze_language_model: true\n")
-    assert run.unmodelled == ["freeze_language_model"]
+    # freeze_language_model with the projector frozen too (its default) trains nothing (or the tower alone): refused
+    with pytest.raises(VramcalcError, match="freeze_multi_modal_projector: false"):
+        _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: full\nfreeze_language_model: true\n")
     run = _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: freeze\nfreeze_vision_tower: false\n")
     assert "freeze_vision_tower" in run.unmodelled
 
@@ -124,3 +125,30 @@ def test_llama_factory_all_on_llama4_leaves_the_router_out(tmp_path: Path) -> No
     f.write_text("model_name_or_path: llama-4-scout-vision\nstage: sft\nfinetuning_type: lora\nlora_target: all\n"
                  "freeze_vision_tower: false\n")
     assert runfiles.load(str(f))[0].unmodelled == ["freeze_vision_tower"]
+
+
+@pytest.mark.parametrize("ftype", ["full", "freeze"])
+def test_llama_factory_freeze_language_model_trains_the_projector(tmp_path: Path, ftype: str) -> None:
+    # model_utils/visual.py get_forbidden_modules (hiyouga/LLaMA-Factory @ ff6d4d12): language_model and lm_head frozen
+    # by name; _setup_full_tuning trains the rest, _setup_freeze_tuning the projector_keys: the projector alone
+    for name in ("llava-1.5-7b-hf", "qwen2-vl-2b-instruct"):
+        run = _load(tmp_path, name, f"finetuning_type: {ftype}\nfreeze_language_model: true\n"
+                    "freeze_multi_modal_projector: false\n")
+        assert run.unmodelled == [] and {"freeze_language_model", "freeze_multi_modal_projector"} <= set(run.mapped)
+        assert (run.options["method"], run.options["train_layers"], run.options["train_modules"]) == \
+            ("freeze", "none", "projector")
+        assert "train_vision" not in run.options and "freeze_layers" not in run.options
+
+
+def test_llama_factory_freeze_language_model_with_the_tower(tmp_path: Path) -> None:
+    run = _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: full\nfreeze_language_model: true\n"
+                "freeze_multi_modal_projector: false\nfreeze_vision_tower: false\n")
+    assert run.options["train_vision"] is True and run.options["train_modules"] == "projector"
+    # freeze tuning: the tower's layers whose index is a trainable layer id (`.{idx}.` names) train: refused
+    with pytest.raises(VramcalcError, match="freeze_vision_tower"):
+        _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: freeze\nfreeze_language_model: true\n"
+              "freeze_multi_modal_projector: false\nfreeze_vision_tower: false\n")
+    # a registered family not traced with it (LLaVA-NeXT's anyres estimator): refused in one line
+    with pytest.raises(VramcalcError, match="LLaVA-1.5 and Qwen2-VL"):
+        _load(tmp_path, "llava-v1.6-mistral-7b-hf", "finetuning_type: full\nfreeze_language_model: true\n"
+              "freeze_multi_modal_projector: false\n")

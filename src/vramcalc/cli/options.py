@@ -35,7 +35,7 @@ _PANEL_OF: dict[str, str] = {
     **dict.fromkeys(("mode", "context", "weight_dtype", "kv_dtype", "quant_group_size"), "Inference"),
     **dict.fromkeys(("loss", "loss_chunks", "ac_every", "reentrant_gc", "activation_offload", "optimizer_in_bwd",
                      "kernels"), "Memory savers"),
-    **dict.fromkeys(("objective", "prompt_len", "ref_model", "ref_dtype", "reward_model", "reward_dtype",
+    **dict.fromkeys(("objective", "prompt_len", "ref_model", "ref_dtype", "ref_quant", "reward_model", "reward_dtype",
                      "num_generations", "beta", "steps_per_generation", "num_iterations", "use_vllm",
                      "vllm_utilization", "vllm_sleep"),
                     "Preference and reward"),

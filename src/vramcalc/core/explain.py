@@ -502,7 +502,7 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
     per_image = vision.qwen_image_tokens(v, side, side)
     images = vision.images_per_sample(training)
     tower, merger = vision_tower_params(v), projector_params(v, model.hidden_size)
-    trained = training.method == "full"
+    trained = training.method == "full" or vision.frozen_lm(training)
     adapters = vision.qwen_image_adapters(model, training)
     trained_params = (merger if trained else 0) + (tower if training.train_vision else 0) + adapters
     what = "tower / merger LoRA adapter" if adapters else "merger" + (" and tower" if training.train_vision else "")
@@ -520,7 +520,9 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
                     source="peft tuners_utils.py _maybe_include_all_linear_layers; memory/vision.py "
                     "qwen_lora_targets"),) if adapters else ()),
         ),
-        **_image_side_states("projector", f"{what} gradients" + ("" if adapters else " (full fine-tuning trains them)"),
+        **_image_side_states("projector", f"{what} gradients" + ("" if adapters else " (trained)" if
+                                                                         vision.frozen_lm(training) else
+                                                                         " (full fine-tuning trains them)"),
                              f"{what} optimizer state",
                              trained_params, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, M-RoPE position_ids, what the "
@@ -552,6 +554,22 @@ def _explain_qwen_vision(model: ModelSpec, training: TrainingSpec, b: Any, inner
     return _vision_explanation(model, training, b, inner, extra, "merger", tuple(lines), text)
 
 
+def _frozen_lm_inner(training: TrainingSpec, inner: Explanation) -> Explanation:
+    """--train-modules projector (memory/vision.py frozen_lm): the language model's explanation without its stand-in
+    embedding's trainable count, gradients and optimizer states (the image side's lines then count them all)."""
+    from vramcalc.core.memory import vision
+
+    if not vision.frozen_lm(training):
+        return inner
+    frozen = Line("parameters.trainable", "trainable", "none: the language model frozen (--train-modules projector)",
+                  0, kind="count")
+    sections = tuple(replace(sec, lines=()) if sec.key in ("gradients", "optimizer_state") else
+                     replace(sec, lines=tuple(frozen if x.key == "parameters.trainable" else x for x in sec.lines))
+                     for sec in inner.sections)
+    return replace(inner, sections=sections,
+                   breakdown=replace(inner.breakdown, trainable_parameters=0, gradients=0, optimizer_state=0))
+
+
 def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     """A vision-language model (memory/vision.py): the language model's explanation on text + image tokens, the
     image side's own section, and the phases of the whole step."""
@@ -566,7 +584,7 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
     if model.vision is not None and model.vision.kind == "llama4":  # Llama 4 multimodal: memory/llama4v.py
         return _explain_llama4v(model, training, b)
     text_model, text_training = vision.text_run(model, training)
-    inner = explain(text_model, text_training)
+    inner = _frozen_lm_inner(training, explain(text_model, text_training))
     v = model.vision
     assert v is not None and model.hidden_size is not None
     if v.kind == "siglip":
@@ -580,22 +598,28 @@ def _explain_vision(model: ModelSpec, training: TrainingSpec) -> Explanation:
         return _explain_qwen_vision(model, training, b, inner)
     images = vision.images_per_sample(training)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
-    trained = training.method == "full"
+    trained = training.method == "full" or vision.frozen_lm(training)
     adapters, adapters_grad, _ = vision.clip_image_adapters(model, training)
     # each component's section: the language model's lines and the image side's, adding up to the whole step's
     extra = {
         "weights": (
-            Line("weights.vision_tower", "vision tower weights (frozen)", f"{tower:,} params (CLIP ViT)",
+            Line("weights.vision_tower", "vision tower weights" + (" (trained)" if training.train_vision else
+                                                                   " (frozen)"), f"{tower:,} params (CLIP ViT)",
                  d["weights.vision_tower"], source="transformers models/clip/modeling_clip.py CLIPVisionTransformer"),
             Line("weights.projector", "projector weights" + (" (trained)" if trained else " (frozen)"),
                  f"{projector:,} params", d["weights.projector"], source=src + " LlavaMultiModalProjector"),
             *_clip_adapter_lines(training, adapters),
         ),
+        # (a trained tower's layers above the feature layer get no gradient: memory/vision.py unreached_params)
         **_image_side_states("projector", "tower / projector LoRA adapter gradients (the layers above the feature "
-                             "layer get none)" if adapters else "projector gradients (full fine-tuning trains it)",
+                             "layer get none)" if adapters else
+                             ("projector and tower gradients" if training.train_vision else "projector gradients")
+                             + (" (trained)" if vision.frozen_lm(training) else
+                                " (full fine-tuning trains it)"),
                              "tower / projector LoRA adapter optimizer state" if adapters else
-                             "projector optimizer state",
-                             (projector if trained else 0) + adapters_grad, b, inner, src),
+                             "projector" + (" and tower" if training.train_vision else "") + " optimizer state",
+                             (projector if trained else 0) + adapters_grad
+                             + (tower - vision.unreached_params(v) if training.train_vision else 0), b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values and what it saves for backward",
                              "projector inputs, mask; with checkpointing and adapters the tower's kept layer "
                              "inputs; with LoRA on the tower (no checkpointing) its layers' saved sets and the held "
@@ -1368,6 +1392,12 @@ def _reference_weights(t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Line:
     src = SRC_ONLINE if t.objective == "online-dpo" else SRC_PREFERENCE
     if ref == "copy":
         dtype = pref.ref_weight_dtype(t, recipe_of(t))
+        if t.ref_quant == "4bit":
+            return Line("weights.reference", f"reference model: a frozen copy (bitsandbytes 4-bit, rest {dtype})",
+                        f"{_n(w.parameters)} params: the blocks' Linears packed 4-bit + fp32 absmax per 64, the rest "
+                        f"× {dtype_bytes(dtype)} B ({dtype})", value,
+                        "memory/weights.py quantized_storage (no double quantization) + the rest × bytes per weight "
+                        "(--ref-quant 4bit, --ref-dtype)", src)
         return Line("weights.reference", f"reference model: a frozen copy ({dtype})",
                     f"{_n(w.parameters)} params × {dtype_bytes(dtype)} B ({dtype})", value,
                     "parameters × bytes per reference weight (--ref-dtype; auto: the policy's load dtype)", src)
@@ -2558,6 +2588,8 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
             out.update(ref_model=pref.resolve_ref(t), prompt_len=t.prompt_len)
             if pref.resolve_ref(t) == "copy":
                 out["ref_dtype"] = pref.ref_weight_dtype(t, recipe_of(t))
+                if t.ref_quant != "none":
+                    out["ref_quant"] = t.ref_quant
     elif t.loss == "trl":
         out["prompt_len"] = t.prompt_len
     return out
@@ -2572,7 +2604,7 @@ def run_assumptions(t: TrainingSpec, family: str = "") -> str:
         rows = pref.rows(t)
         ref = pref.resolve_ref(t) or "none"
         if ref == "copy":
-            ref += f" ({pref.ref_weight_dtype(t, recipe_of(t))})"
+            ref += f" ({pref.ref_weight_dtype(t, recipe_of(t))}{', 4-bit' if t.ref_quant == '4bit' else ''})"
         out += (f" · objective {t.objective} ({rows} row{'s' if rows > 1 else ''}), reference {ref}, "
                 f"prompt {t.prompt_len}")
     elif t.loss == "trl":

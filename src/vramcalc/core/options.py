@@ -42,6 +42,7 @@ from vramcalc.core.vocab import (
     PRECISIONS,
     REF_DTYPES,
     REF_MODELS,
+    REF_QUANTS,
     RLOO_DEFAULTS,
     STACKS,
     TP_LAYOUTS,
@@ -125,8 +126,8 @@ OPTIONS: tuple[Opt, ...] = (
         "For --method freeze: the trained decoder layers, e.g. 0-3,30,31 (instead of --freeze-layers); "
         "none: no layer.", sep=";"),
     Opt("train_modules", str, "auto",
-        "For --method freeze: the trained modules outside the layers, of embed_tokens, norm, lm_head; "
-        "auto: norm,lm_head per --train-head.", sep=";"),
+        "For --method freeze: the trained modules outside the layers, of embed_tokens, norm, lm_head, "
+        "projector (a VLM's); auto: norm,lm_head per --train-head.", sep=";"),
     Opt("add_tokens", int, 0,
         "New tokens: embedding (and untied lm_head) rows added past vocab_size (resize_token_embeddings)."),
     Opt("vocab_multiple", int, 1,
@@ -261,6 +262,8 @@ OPTIONS: tuple[Opt, ...] = (
         "DPO's log-prob head: trl (TRL DPOTrainer's fused head, no logits) or logits (torchtune's DPO recipes: the "
         "full fp32 logits and log_softmax over the vocabulary, for the policy and then the reference)."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
+    Opt("ref_quant", REF_QUANTS, "none",
+        "A copied DPO/KTO reference in bitsandbytes 4-bit storage (--ref-dtype: its other weights, compute)."),
     Opt("reward_model", str, "none",
         "Online DPO, GRPO, RLOO: the reward model scoring the completions (reward_funcs as a model id; "
         "OnlineDPOConfig reward_model_path): a preset or a config.json path, loaded as a sequence classifier. none: "

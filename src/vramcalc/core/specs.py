@@ -43,6 +43,7 @@ from vramcalc.core.vocab import (
     QUANT_BITS,
     REF_DTYPES,
     REF_MODELS,
+    REF_QUANTS,
     SEQ2SEQ_FAMILIES,
     SSM_FAMILIES,
     STACKS,
@@ -79,6 +80,7 @@ from vramcalc.core.vocab import (
     QuantBits,
     RefDtype,
     RefModel,
+    RefQuant,
     StackName,
     TpLayout,
     Vendor,
@@ -1005,6 +1007,7 @@ class TrainingSpec:
     ref_model: RefModel = "auto"  # DPO reference: a frozen copy, the base with adapters off, or precomputed
     dpo_head: DpoHead = "trl"  # dpo: TRL's fused head, or torchtune's full fp32 logits (memory/online_dpo.py head)
     ref_dtype: RefDtype = "auto"  # a copied reference's weight dtype (auto: the policy's)
+    ref_quant: RefQuant = "none"  # a copied reference's bitsandbytes storage (memory/preference.py)
     # Online DPO's reward model (memory/reward_scoring.py): the option's name ("none": reward functions are Python
     # callables), its weight dtype, and the resolved spec (io/resolve.py resolve_model, by the CLI: the core reads
     # no files).
@@ -1051,7 +1054,7 @@ class TrainingSpec:
         "grad_sync": GRAD_SYNCS, "tp_layout": TP_LAYOUTS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
         "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
-        "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES, "reward_dtype": REF_DTYPES,
+        "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES, "ref_quant": REF_QUANTS, "reward_dtype": REF_DTYPES,
         "cache_impl": KV_CACHES, "logits": LOGITS_KEPT, "head": HEADS, "use_vllm": VLLM_MODES,
     }
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
@@ -1262,6 +1265,11 @@ class TrainingSpec:
         if self.ref_dtype != "auto" and self.ref_model not in ("copy", "auto"):
             raise SpecError("", f"--ref-dtype sets a copied reference's dtype; --ref-model {self.ref_model} keeps "
                             "no copy: drop --ref-dtype")
+        if self.ref_quant != "none" and (not pref or self.ref_model not in ("copy", "auto")
+                                         or (self.ref_model == "auto" and self.method in ("lora", "qlora"))
+                                         or self.dpo_head == "logits"):
+            raise SpecError("", "--ref-quant quantizes the frozen reference copy TRL's DPOTrainer/KTOTrainer loads: "
+                            "use it with --objective dpo/ipo/kto and --ref-model copy (auto without LoRA)")
         if self.dpo_head == "logits":
             self._check_logits_dpo_head()
         if not self.chosen_nll and self.objective not in ("cpo", "simpo"):
@@ -1414,8 +1422,8 @@ class TrainingSpec:
                 or list(self.train_layers) != sorted(set(self.train_layers))):
             raise SpecError("train_layers", "Input should be distinct layer indices from 0, in ascending order")
         if self.train_modules is not None and (not isinstance(self.train_modules, tuple) or any(
-                x not in ("embed_tokens", "norm", "lm_head") for x in self.train_modules)):
-            raise SpecError("train_modules", "Input should be some of embed_tokens, norm, lm_head")
+                x not in ("embed_tokens", "norm", "lm_head", "projector") for x in self.train_modules)):
+            raise SpecError("train_modules", "Input should be some of embed_tokens, norm, lm_head, projector")
         if named and (self.method != "freeze" or self.mode != "train"):
             raise SpecError("", "--train-layers and --train-modules name what --method freeze trains: add --method "
                             "freeze, or drop them")

@@ -46,6 +46,11 @@ INNER = ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
 # .mlp.gate_proj, .input_layernorm, .post_attention_layernorm, model.norm, lm_head): the names axolotl patterns are
 # matched against (modeling_llama.py, modeling_mistral.py, modeling_qwen2.py, modeling_qwen3.py, modeling_gemma.py).
 NAMED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma")
+# A vision-language model's projector (LlavaMultiModalProjector, Qwen2-VL's visual.merger): --train-modules projector
+# with --train-layers none is LLaMA-Factory's freeze_language_model (hiyouga/LLaMA-Factory @ ff6d4d12
+# model/adapter.py _setup_full_tuning / _setup_freeze_tuning, model_utils/visual.py get_forbidden_modules): the
+# language model frozen, the projector (and with --train-vision the tower) trained (memory/vision.py frozen_lm).
+IMAGE_SIDE = ("projector",)
 
 
 class ModulesError(ValueError):
@@ -68,9 +73,15 @@ def parse_modules(value: object) -> tuple[str, ...] | None:
         if x in INNER:
             raise ModulesError(f"{x} alone (part of each layer) is not modelled: train whole layers with "
                                "--train-layers")
-        if x not in OUTER:
-            raise ModulesError(f"{x!r:.40} is not a module outside the layers: give {', '.join(OUTER)} or none")
-    return tuple(sorted(set(items), key=OUTER.index))
+        if x not in OUTER + IMAGE_SIDE:
+            raise ModulesError(f"{x!r:.40} is not a module outside the layers: give {', '.join(OUTER)}, projector "
+                               "or none")
+    return tuple(sorted(set(items), key=(OUTER + IMAGE_SIDE).index))
+
+
+def projector_only(t: TrainingSpec) -> bool:
+    """--method freeze --train-modules projector: the language model frozen, the image side trained."""
+    return t.method == "freeze" and "projector" in (getattr(t, "train_modules", None) or ())
 
 
 def active(t: TrainingSpec) -> bool:
@@ -101,6 +112,11 @@ def check(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     """The layer range and the runs this is modelled and traced for: SpecError / UnsupportedCombination in one line;
     the run's note."""
     if not active(t):
+        return ()
+    if projector_only(t):  # a vision-language model's image side: memory/vision.py check_frozen_lm
+        if m.vision is None:
+            raise UnsupportedCombination(f"--train-modules projector trains a vision-language model's projector; "
+                                         f"{m.name} reads text only: drop it")
         return ()
     n = m.num_layers or 0
     layers = trained_layers(m, t)

@@ -109,6 +109,9 @@ DpoHead = Literal["trl", "logits"]
 # the training process, on the same GPU) or server (vllm_mode="server": vLLM on other GPUs).
 VllmMode = Literal["off", "colocate", "server"]
 RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
+# A copied DPO/KTO reference loaded through bitsandbytes (TRL model_init_kwargs / older DPOConfig
+# ref_model_init_kwargs quantization_config): none or 4bit (Linear4bit, nf4 or fp4: the same storage).
+RefQuant = Literal["none", "4bit"]
 # The task head of an encoder (memory/encoder.py): auto (a causal LM's own LM head; an encoder's sequence
 # classifier), seq-cls (AutoModelForSequenceClassification: pooler + classifier of --num-labels), token-cls
 # (AutoModelForTokenClassification: dropout + classifier of --num-labels at every position) or mlm
@@ -191,6 +194,7 @@ REF_MODELS: tuple[RefModel, ...] = get_args(RefModel)
 DPO_HEADS: tuple[DpoHead, ...] = get_args(DpoHead)
 VLLM_MODES: tuple[VllmMode, ...] = get_args(VllmMode)
 REF_DTYPES: tuple[RefDtype, ...] = get_args(RefDtype)
+REF_QUANTS: tuple[RefQuant, ...] = get_args(RefQuant)
 HEADS: tuple[Head, ...] = get_args(Head)
 OPTIMIZER_IMPLS: tuple[OptimizerImpl, ...] = get_args(OptimizerImpl)
 OPTIM_TARGETS: tuple[OptimTargets, ...] = get_args(OptimTargets)

@@ -493,7 +493,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     # TRL / transformers
     "use_liger_kernel": "Liger kernels (fused linear cross-entropy: no full logits)",
     "torch_compile": "torch.compile (fused kernels change what is saved)",
-    "ref_model_init_kwargs": "a DPO reference model loaded with other settings",
     "gradient_checkpointing_kwargs": "checkpointing variant (other than use_reentrant true / false)",
     # torchtune
     "optimizer_in_bwd": "torchtune optimizer in backward (each gradient freed after its step)",
@@ -524,7 +523,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     # (fp8, fp8_backend, fp8_enable_fsdp_float8_all_gather: mapped, --fp8 (memory/fp8.py), _fp8_keys)
     # finetuning_args.py @ ff6d4d12: the language model frozen (model_utils/visual.py get_forbidden_modules), with
     # freeze_multi_modal_projector: false the projector-only recipe that replaced train_mm_proj_only
-    "freeze_language_model": "the language model frozen (no gradients or optimizer states for it)",
 }
 
 # axolotl's unsloth_cross_entropy_loss (loaders/patch_manager.py _patch_loss_llama -> monkeypatch/unsloth_.py
@@ -605,7 +603,8 @@ MM_PROJ_ONLY_REFUSAL = ("removed by LLaMA-Factory in 71a1c132 (that version need
 BOOLEAN_KEYS["llama-factory"].update(dict.fromkeys(("shift_attn", "use_v1_kernels", "train_mm_proj_only"), ()))
 BOOLEAN_KEYS["axolotl"]["s2_attention"] = ()
 # The boolean keys whose true is refused (the feature cannot run), not only a loose spelling of it
-REFUSED_WHEN_TRUE = {"llama-factory": ("shift_attn", "train_mm_proj_only"), "axolotl": ("s2_attention",)}
+# (axolotl relora: check_relora refuses it without jagged_restart_steps and a LoRA adapter, _relora_axolotl)
+REFUSED_WHEN_TRUE = {"llama-factory": ("shift_attn", "train_mm_proj_only"), "axolotl": ("s2_attention", "relora")}
 
 
 def _family(run: Run, path: Path) -> str | None:
@@ -677,6 +676,7 @@ def _relora_axolotl(d: dict[str, Any], run: Run) -> None:
         run.notes.append(RELORA_STEPS_NOTE)
         run.ignored.append("relora_steps")
     _seen(d, run, "jagged_restart_steps", "relora_prune_ratio", "relora_cpu_offload", "relora_prune_method")
+    _flag(AX, d.get("relora_cpu_offload"), "relora_cpu_offload")  # read as axolotl reads it (a boolean), on or off
     if not _flag(AX, d.get("relora"), "relora"):
         _seen(d, run, "relora")
         return
@@ -690,7 +690,6 @@ def _relora_axolotl(d: dict[str, Any], run: Run) -> None:
         raise _KeyProblem("relora_prune_method", f"{method!r:.40} is not one of axolotl's magnitude, random, reset")
     if method != "magnitude":
         run.notes.append(RELORA_PRUNE_NOTE.format(method))
-    _flag(AX, d.get("relora_cpu_offload"), "relora_cpu_offload")  # read as axolotl reads it (a boolean)
     run.options["relora"] = True
     run.mapped.append("relora")
 
@@ -1362,6 +1361,62 @@ def _preference_trl(d: dict[str, Any], run: Run) -> None:
         _seen(d, run, "center_rewards_coefficient")
 
 
+# DPOConfig.ref_model_init_kwargs (TRL before 1.0; TRL 1.16 builds the same dict in dpo_trainer.py / kto_trainer.py
+# __init__ from model_init_kwargs, `setdefault("dtype", self.model.dtype)`): the from_pretrained keywords of a copied
+# reference (`create_model_from_path(ref_model_path, **ref_model_init_kwargs)`) → --ref-dtype, --ref-quant.
+_REF_HARMLESS = {"revision", "trust_remote_code", "low_cpu_mem_usage", "use_cache", "cache_dir", "token"}
+_REF_BNB_KEYS = {"load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "quant_method",
+                 "bnb_4bit_use_double_quant", "bnb_4bit_quant_storage"}
+
+
+def _ref_model_init_kwargs(raw: Any, run: Run, load_dtype: str) -> None:
+    """ref_model_init_kwargs' dtype / torch_dtype, quantization_config (bitsandbytes 4-bit) and attn_implementation;
+    any other keyword is refused in one line."""
+    key = "ref_model_init_kwargs"
+    if not isinstance(raw, dict):
+        raise _KeyProblem(key, f"{raw!r:.40} is not a mapping of from_pretrained keywords")
+    dtypes = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16",
+              "float32": "fp32", "fp32": "fp32", "float": "fp32"}
+    for sub in sorted(set(map(str, raw)) - _REF_HARMLESS - {"dtype", "torch_dtype", "quantization_config",
+                                                             "attn_implementation"}):
+        raise _KeyProblem(f"{key}.{sub}", "a from_pretrained keyword vramcalc does not model for the reference; "
+                          "remove it (modelled: dtype, quantization_config 4-bit, attn_implementation)")
+    name = raw.get("dtype") or raw.get("torch_dtype")
+    if name is not None:
+        dtype = dtypes.get(str(name).removeprefix("torch."))
+        if dtype is None:
+            raise _KeyProblem(f"{key}.dtype", f"{name!r:.40} is not modelled; give bfloat16, float16 or float32")
+        run.options["ref_dtype"] = dtype
+    ref_dtype = run.options.get("ref_dtype") or ("bf16" if load_dtype == "auto" else dtypes.get(load_dtype, ""))
+    quant = raw.get("quantization_config")
+    if quant is not None:
+        if not isinstance(quant, dict) or sorted(set(map(str, quant)) - _REF_BNB_KEYS):
+            raise _KeyProblem(f"{key}.quantization_config", "only bitsandbytes load_in_4bit (bnb_4bit_quant_type "
+                              "nf4/fp4, bnb_4bit_compute_dtype) is modelled for the reference; remove the rest")
+        if quant.get("load_in_8bit") or quant.get("bnb_4bit_use_double_quant") or quant.get(
+                "bnb_4bit_quant_storage") not in (None, "uint8"):
+            raise _KeyProblem(f"{key}.quantization_config", "an 8-bit, double-quantized or non-uint8-stored "
+                              "reference is not modelled; use load_in_4bit without them")
+        if quant.get("quant_method") not in (None, "bitsandbytes") or str(quant.get("bnb_4bit_quant_type", "nf4")) \
+                not in ("nf4", "fp4"):
+            raise _KeyProblem(f"{key}.quantization_config", "quant_method bitsandbytes with bnb_4bit_quant_type "
+                              "nf4 or fp4 is modelled; change the rest")
+        compute = quant.get("bnb_4bit_compute_dtype")
+        # bitsandbytes nn/modules.py Linear4bit.set_compute_type: a bf16 or fp32 input sets the compute dtype to its
+        # own, so the default float32 compute dtype runs in the reference's dtype unless that is fp16.
+        if compute is not None and dtypes.get(str(compute).removeprefix("torch.")) not in (ref_dtype, "fp32") \
+                or (compute in (None, "float32", "torch.float32") and ref_dtype == "fp16"):
+            raise _KeyProblem(f"{key}.quantization_config", f"bnb_4bit_compute_dtype {compute!r:.20} with a "
+                              f"{ref_dtype or 'default'} reference is not modelled; give the reference's dtype")
+        if quant.get("load_in_4bit"):
+            run.options["ref_quant"] = "4bit"
+    impl = raw.get("attn_implementation")
+    if impl is not None and _ATTN_IMPL.get(str(impl)) != run.options.get("attention", "sdpa"):
+        raise _KeyProblem(f"{key}.attn_implementation", f"{impl!r:.40} differs from the policy's attention; "
+                          "a reference with its own attention is not modelled: give the policy's")
+    run.mapped.append(key)
+
+
 # ---- online RL (memory/rl.py) -------------------------------------------------------------------------
 
 # GRPOConfig fields (TRL 1.16 trl/trainer/grpo_config.py) no SFT/DPO config has: their presence makes a GRPO run.
@@ -1836,8 +1891,14 @@ def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> N
         _seen(d, run, *keys)
         return
     registered = vision.kind in LF_COMPOSITE_KINDS
+    if lm_frozen and registered and ftype in ("full", "freeze"):
+        _frozen_lm_llama_factory(run, vision.kind, ftype, tower_frozen, projector_frozen)
+        run.mapped += [k for k in keys[:3] if k in d]
+        _image_pixels_llama_factory(d, run, vision.kind)
+        return
     if lm_frozen and registered:
-        _unmodelled(run, flm_key, UNMODELLED_KEYS[flm_key])
+        # LoRA: patch_target_modules drops the language model's targets, leaving adapters on the image side only
+        _unmodelled(run, flm_key, "LoRA with the language model frozen (adapters on the image side only)")
     elif flm_key in d:
         run.mapped.append(flm_key)
     if ftype in ("lora", "full") and registered:
@@ -1872,6 +1933,31 @@ def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> N
                              "(model_utils/visual.py): full tuning trains the vision tower too (--train-vision).")
         _seen(d, run, fvt_key, fmp_key)
     _image_pixels_llama_factory(d, run, vision.kind)
+
+
+def _frozen_lm_llama_factory(run: Run, kind: str, ftype: str, tower_frozen: bool, projector_frozen: bool) -> None:
+    """freeze_language_model under full or freeze tuning (hiyouga/LLaMA-Factory @ ff6d4d12 model_utils/visual.py
+    get_forbidden_modules: language_model_keys, language_model and lm_head, frozen by name; model/adapter.py
+    _setup_full_tuning trains every other parameter, _setup_freeze_tuning the projector_keys with
+    freeze_multi_modal_projector false and the `.{idx}.` layer names, none of the language model's left): the
+    projector trained, with freeze_vision_tower false under full tuning the tower too -> --method freeze
+    --train-layers none --train-modules projector (--train-vision). Raises _KeyProblem where it is not modelled."""
+    from vramcalc.core.memory.vision import FROZEN_LM_KINDS
+
+    key = "freeze_language_model"
+    if kind not in FROZEN_LM_KINDS:
+        raise _KeyProblem(key, f"the language model frozen is modelled for LLaVA-1.5 and Qwen2-VL / Qwen2.5-VL, not "
+                          f"{kind}: remove it")
+    if projector_frozen:
+        raise _KeyProblem(key, "with freeze_multi_modal_projector true it trains the tower alone or nothing: not "
+                          "modelled; set freeze_multi_modal_projector: false")
+    if ftype == "freeze" and not tower_frozen:  # the tower's blocks whose index is a trainable layer id
+        raise _KeyProblem("freeze_vision_tower", "false under finetuning_type freeze trains the tower's layers by "
+                          "index: not modelled; use finetuning_type full")
+    for opt in ("freeze_layers", "train_head"):
+        run.options.pop(opt, None)
+    run.options.update(method="freeze", train_layers="none", train_modules="projector",
+                       **({} if tower_frozen else {"train_vision": True}))
 
 
 def _image_pixels_llama_factory(d: dict[str, Any], run: Run, kind: str) -> None:
@@ -2381,6 +2467,8 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
                     "low_cpu_mem_usage", "use_cache", "cache_dir", "token"}
         for key in sorted(set(map(str, init)) - harmless):
             _unmodelled(run, f"model_init_kwargs.{key}", "a from_pretrained keyword vramcalc does not read")
+    if d.get("ref_model_init_kwargs") is not None:
+        _ref_model_init_kwargs(d["ref_model_init_kwargs"], run, load_dtype)
     half = "bf16" if _flag(HF, d.get("bf16"), "bf16") else "fp16" if _flag(HF, d.get("fp16"), "fp16") else None
     run.mapped += [k for k in ("bf16", "fp16") if k in d]
     run.options["method"] = "full"

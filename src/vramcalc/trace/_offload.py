@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._prims_common import is_non_overlapping_and_dense_or_false, make_contiguous_strides_for
 
 MIN_OFFLOAD_BYTES = 1024
 FWD_STASH = 5
@@ -47,7 +48,11 @@ class OffloadEmulation(torch.autograd.graph.saved_tensors_hooks):
                 return ("kept", t)
             for old in [k for k in self.fwd_stash if k <= tid - FWD_STASH]:
                 del self.fwd_stash[old]
-            self.offloaded[tid] = (t.shape, t.stride(), t.dtype)
+            # the host copy is `torch.empty_like(activation, device="cpu")`: a view that is not dense (a chunk of
+            # transformers' fused experts gate_up output, integrations/moe.py _default_apply_gate; GPT-2's split
+            # c_attn) is copied contiguous, so `.to(device)` brings back its own elements, not its base's storage
+            stride = t.stride() if is_non_overlapping_and_dense_or_false(t) else make_contiguous_strides_for(t.shape)
+            self.offloaded[tid] = (t.shape, tuple(stride), t.dtype)
             self.fwd_stash[tid] = t
             self._host_now += nbytes
             self.host_bytes = max(self.host_bytes, self._host_now)

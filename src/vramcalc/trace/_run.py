@@ -115,6 +115,17 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
                       "norm": hf.model.norm}[mod]
             for p in target.parameters():
                 p.requires_grad_(True)
+        if _unfrozen_core.projector_only(training):
+            # LLaMA-Factory freeze_language_model (hiyouga/LLaMA-Factory @ ff6d4d12 model/adapter.py
+            # _setup_full_tuning: every parameter under the forbidden keys frozen, model_utils/visual.py
+            # get_forbidden_modules): the language model and (without --train-vision) the tower frozen, the
+            # projector (LLaVA multi_modal_projector, Qwen2-VL visual.merger) trained
+            qwen = model.vision is not None and model.vision.is_qwen
+            tower = hf.model.visual if qwen else hf.model.vision_tower
+            for p in (tower.parameters() if training.train_vision else ()):
+                p.requires_grad_(True)
+            for p in (hf.model.visual.merger if qwen else hf.model.multi_modal_projector).parameters():
+                p.requires_grad_(True)
         n_trained = sum(1 for _, p in hf.named_parameters() if p.requires_grad)
         notes.append(f"train by name: layers {sorted(trained)} and {', '.join(outer) or 'no outer module'} require "
                      f"grad ({n_trained} of {len(names)} parameter tensors)")
@@ -516,6 +527,11 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
 
                 ref_dtype = DTYPES[ref_weight_dtype(training, RECIPES[precision])]
                 ref, _ = build_model(model, training, ref_dtype)
+                if training.ref_quant == "4bit":  # from_pretrained(quantization_config=load_in_4bit): Linear4bit blocks
+                    assert model.num_layers is not None
+                    n = quantize_blocks(ref, find_layers(ref, model.num_layers), 4, False, ref_dtype)
+                    notes.append(f"reference: {n} block Linear layers in emulated bitsandbytes 4-bit storage "
+                                 f"(compute {ref_dtype})")
                 for p in ref.parameters():
                     p.requires_grad_(False)
                 for mod in ref.modules():

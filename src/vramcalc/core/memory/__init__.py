@@ -385,6 +385,23 @@ def _moe_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> i
         for lin in resolve_targets(m, t.lora_targets) if lin.module.startswith("experts."))
 
 
+def _offloaded_expert_stack(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """Offloaded without checkpointing: the up grouped_mm saves `weight.transpose(-2, -1)` of the whole gate_up
+    stack (transformers integrations/moe.py _grouped_linear, is_transposed False), a view, not a Parameter, so
+    torchtune's OffloadActivations packs it and its node brings back a full copy (E x 2i x h; with peft's ParamWrapper
+    the merged W + B·A stack the same way). Measured with the tracer, offload without checkpointing b1 s1024: the
+    Mixtral toy of --grid moe full -6.7 % and Qwen1.5-MoE's -7.5 % without it, the peak at the up grouped_mm's
+    backward."""
+    from vramcalc.core.params import expert_width, fused_experts
+
+    if not (m.num_experts and fused_experts(m)) or m.family == "gpt_oss" or m.moe_capacity_factor is not None:
+        return 0
+    assert m.intermediate_size is not None
+    i = m.moe_intermediate_size or m.intermediate_size
+    return _activations._expert_bytes(t, recipe) * m.num_experts * (2 if m.mlp == "gated" else 1) * i \
+        * expert_width(m)
+
+
 def _fused_moe_notes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> list[str]:
     """What transformers 5's 3-D expert Parameters (params.FUSED_EXPERT_FAMILIES) do to QLoRA and LoRA."""
     from vramcalc.core.params import fused_experts, resolve_targets
@@ -619,7 +636,7 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
         notes.append(f"{model.name}: {sum(n for _, n in idle) // 2:,} LoRA adapters on the projectors of other "
                      "invocations held in each shared-block copy never run: stored, without gradients or optimizer "
                      "state.")
-    ref_weights = _preference.reference_weight_bytes(w.parameters, training, recipe)  # 0 unless a frozen copy
+    ref_weights = _preference.reference_weight_bytes(model, w.parameters, training, recipe)  # 0 unless a frozen copy
     notes.extend(_preference.notes(training, ref_weights))
     if _rl.is_rl(training):
         notes.extend(_rl.notes(training, ref_weights, recipe))
@@ -852,6 +869,11 @@ class _ActivationPlan:
     offload_back_c: int = 0
     offload_norm_t: int = 0
     offload_bwd_t: int = 0  # the layer's backward transient without the RMSNorm's (that node has its own moment)
+    # At the bottom layer's RMSNorm node (backward.offload_norm), gradients of late_grads already made (its experts',
+    # whose block runs before the norm in backward) and gradients not made yet beyond late_grads (the q/k/v
+    # projections' under q/k norms, which run after them)
+    offload_norm_made_g: int = 0
+    offload_norm_unmade_g: int = 0
     # Unsloth's kernels under checkpointing (memory/unsloth.py): the bottom layer's own input (and the embedding
     # leaf beside its offloaded copy) alive through its backward, which its saved set does not count.
     bottom_input_t: int = 0
@@ -927,6 +949,11 @@ class _ActivationPlan:
     lisa_frozen_t: int = 0
     lisa_frozen_ts: int = 0
     top_layer_grads: int = 0  # a trained MoE layer's expert gradients, there by its attention's backward
+    # --freeze-layers N with checkpointing: the frozen layers rerun in backward (their inputs need a gradient), and a
+    # frozen layer's saved set less a trained one's (per token, per token x seq, constant): backward.recompute_frozen
+    frozen_rerun: int = 0
+    frozen_casts_saved: bool = False
+    frozen_less: tuple[int, int, int] = (0, 0, 0)
     # --lora-layers with checkpointing and the top layer unadapted (core/lora_layers.py): an adapted layer's saved set
     # less an unadapted one's (per token, per token x seq, constant), and the unadapted layers above the highest
     # adapted one, whose kept inputs are freed by that layer's backward
@@ -1415,10 +1442,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # (Llama 4's MoE block, whose bmm experts run every token, keeps its backward the layer's peak under eager
     # attention too: measured with the tracer, --grid llama4 eager with checkpointing)
     eager_attn = (t.attention == "eager" or eager_only(m)) and m.family != "llama4"
+    # --freeze-layers with checkpointing: every layer records a graph and keeps its input (_frozen_rerun)
+    frozen_rerun = _frozen_rerun(layer_fn, m, t, recipe, frozen, trained_layers, layer)
+    kept_layers = n_layers if frozen_rerun else saving_layers
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
-        head_saved_t=head.saved + token_head_t + lora_head_t, kept_t=saving_layers * residual * m.hidden_size,
+        head_saved_t=head.saved + token_head_t + lora_head_t, kept_t=kept_layers * residual * m.hidden_size,
         autocast_copies=autocast_copies, layer_copies=layer_copies, autocast_head_copy=autocast_head_copy,
         frozen_casts=recipe.autocast and t.method not in ("full", "freeze"),
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
@@ -1445,11 +1475,22 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         offload_leaf_t=residual * m.hidden_size if t.activation_offload and t.grad_checkpointing
         and t.method != "full" else 0,
         offload_bwd_t=layer.backward_no_norm_per_token,
+        # (measured with the tracer, --grid offload-nogc: the Qwen3-MoE toy full b1 s1024, the peak at the bottom
+        # layer's q_norm backward with both layers' expert gradients and every one but q/k/v_proj's and the
+        # embedding's; -4.5 % with the experts' counted late)
+        # (LoRA on the experts: their adapters' gradients counted late as before; measured, the Qwen3-MoE toy LoRA
+        # all-linear b2 s1024 was +4.5 % with them made)
+        **({"offload_norm_made_g": 0 if eager_attn or t.method != "full" else moe_grads,
+            "offload_norm_unmade_g": dtype_bytes(recipe.grad) * sum(
+                lin.in_features * lin.out_features for lin in block_linears(m)
+                if lin.module in ("q_proj", "k_proj", "v_proj")) if m.qk_norm and t.method == "full" else 0}
+           if t.activation_offload and not t.grad_checkpointing else {}),
         **(offload_node_bytes(layer.terms, norm_width=max(m.hidden_size, m.num_attention_heads * head_dim(m))
                               if m.qk_norm else m.hidden_size, residual=residual,
                               hidden=m.hidden_size, rmsnorm=m.norm == "rmsnorm",
-                              weight_copy=0 if t.method == "qlora" else dtype_bytes(recipe.compute)
-                              * max((lin.in_features * lin.out_features for lin in block_linears(m)), default=0))
+                              weight_copy=0 if t.method == "qlora" else max(dtype_bytes(recipe.compute)
+                              * max((lin.in_features * lin.out_features for lin in block_linears(m)), default=0),
+                                                                            _offloaded_expert_stack(m, t, recipe)))
            if t.activation_offload and not t.grad_checkpointing else {}),
         # (HF checkpointing, full fine-tuning of a dense decoder: the checkpoint keeps the bottom layer's input through
         # its backward as every layer's, the embedding's output; measured with the tracer, see
@@ -1457,7 +1498,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         bottom_input_t=residual * m.hidden_size * (2 if t.activation_offload else 1)
         if unsloth and t.grad_checkpointing else residual * m.hidden_size
         if t.grad_checkpointing and not t.activation_offload and _dense_late_gradient_bytes(m, t, recipe, layer=True)
-        else 0,
+        else frozen * residual * m.hidden_size if frozen_rerun else 0,  # (the frozen layers' inputs below it)
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
         reference=None if _rl.is_rl(t) else _online_dpo.reference_plan(m, t, recipe)
         if _online_dpo.is_online_dpo(t) or _preference.torchtune_head(t) else _preference.reference_plan(m, t, recipe),
@@ -1511,7 +1552,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                     + _unfrozen_late_gradient_bytes(m, t, recipe)
                     if full_like else 0) + _zamba2.late_gradient_bytes(m, t, recipe)
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0),
-        bottom_layer_grads=_dense_late_gradient_bytes(m, t, recipe, layer=True),
+        **frozen_rerun,
+        bottom_layer_grads=_dense_late_gradient_bytes(m, t, recipe, layer=True)
+        + _freeze_bottom_gradient_bytes(m, t, recipe, trained_layers),
         # (the embedding's backward, last, writes its gradient beside the incoming one: measured with the tracer,
         # see _dense_late_gradient_bytes: one residual-stream tensor per token at embedding_dense_backward)
         end_in_t=residual * m.hidden_size if _dense_late_gradient_bytes(m, t, recipe) else 0,
@@ -1543,8 +1586,7 @@ def _dense_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, la
     backward.top counts in its layer terms. Measured with the tracer: tinyllama-1.1b cut to 4 layers full with
     checkpointing and the cut loss, b1 s2048: the bottom peak is the top's + 3 layers' gradients - 3 kept inputs,
     exactly (+8.4 % with every gradient counted there)."""
-    from vramcalc.core.params import inventory, is_hybrid, is_jamba, is_nemotron_h, is_zamba2
-    from vramcalc.core.vocab import CLASSIC_FAMILIES
+    from vramcalc.core.params import inventory
 
     # (data parallelism alone keeps this order: accelerate's DistributedDataParallelKwargs gradient_as_bucket_view
     # False, so AccumulateGrad still writes each .grad and the reducer copies it into its bucket; sharding and
@@ -1553,15 +1595,70 @@ def _dense_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, la
         return 0
     if _lisa.active(t) or _badam.active(t) or _unfrozen.active(t):  # partial training: their own late gradients
         return 0
-    if t.method != "full" or not m.has_architecture or not m.num_layers or m.decoder_layers or m.num_experts \
-            or m.vision is not None or m.ssm_state_size or m.family in CLASSIC_FAMILIES \
-            or _encoder.is_encoder(m) or is_jamba(m) or is_hybrid(m) or is_nemotron_h(m) or is_zamba2(m):
+    if t.method != "full" or not _plain_dense_decoder(m):
         return 0
     tensors = inventory(m)
     if layer:
         return sum(x.numel for x in tensors if x.per_layer) // m.num_layers * dtype_bytes(recipe.grad)
     return sum(x.numel for x in tensors if x.kind == "position"
                or (x.kind == "embedding" and not m.tie_word_embeddings)) * dtype_bytes(recipe.grad)
+
+
+def _plain_dense_decoder(m: ModelSpec) -> bool:
+    """A dense decoder of alike layers (no MoE, vision tower, SSM / hybrid mixer, encoder or classic net): the one
+    the bottom layer's gradient order below was measured on."""
+    from vramcalc.core.params import is_hybrid, is_jamba, is_nemotron_h, is_zamba2
+    from vramcalc.core.vocab import CLASSIC_FAMILIES
+
+    return bool(m.has_architecture and m.num_layers and not m.decoder_layers and not m.num_experts
+                and m.vision is None and not m.ssm_state_size and m.family not in CLASSIC_FAMILIES
+                and not _encoder.is_encoder(m) and not is_jamba(m) and not is_hybrid(m) and not is_nemotron_h(m)
+                and not is_zamba2(m))
+
+
+def _frozen_rerun(layer_fn: Any, m: ModelSpec, t: TrainingSpec, recipe: Recipe, frozen: int, trained_layers: int,
+                  layer: Any) -> dict[str, Any]:
+    """--freeze-layers N of a dense decoder with checkpointing: transformers 5 enables the input's gradient
+    (modeling_utils.py _activation_checkpointing_enable: enable_input_require_grads for input_ids models), so once the
+    lowest trained layer's backward is done the frozen layers below are rerun and backpropagated for their inputs'
+    gradients, every trained gradient made, no autocast cast cached (their weights need no gradient). Measured with the
+    tracer: tinyllama-1.1b cut to 4 layers, 2 frozen, autocast-bf16 b1 s512 with checkpointing: the peak at layer 1's
+    recomputed MLP with every gradient alive."""
+    if t.method != "freeze" or not t.grad_checkpointing or t.activation_offload or t.ac_every > 1 or frozen <= 0 \
+            or trained_layers <= 0 or _lisa.active(t) or _badam.active(t) or _unfrozen.active(t) \
+            or not _plain_dense_decoder(m):
+        return {}
+    idle = layer_fn(m, t, recipe, trainable_weights=False)
+    # (amp-*: the frozen fp32 weights' 16-bit casts are not cached but the rerun's matmuls save them for the input's
+    # gradient, torch autocast_mode.cpp cached_cast; autocast-*: the frozen weights are 16-bit already, no cast)
+    return {"frozen_rerun": frozen, "frozen_casts_saved": recipe.autocast, "frozen_less": (
+        sum(x.per_token for x in layer.terms if not x.batch1_only)
+        - sum(x.per_token for x in idle.terms if not x.batch1_only),
+        sum(x.per_token_seq for x in layer.terms) - sum(x.per_token_seq for x in idle.terms),
+        sum(x.const for x in layer.terms) - sum(x.const for x in idle.terms))}
+
+
+def _freeze_bottom_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trained_layers: int) -> int:
+    """--freeze-layers N of a dense decoder with its embedding frozen: the lowest trained layer's own gradients,
+    written after its backward peak. torch autograd runs one AccumulateGrad node per parameter as soon as that
+    parameter's gradient is computed (torch/csrc/autograd/functions/accumulate_grad.h), so the layer's weight
+    gradients appear one Linear at a time through its backward, as full fine-tuning's bottom layer's do
+    (_dense_late_gradient_bytes); nothing below it has a trained parameter, so none come after. Measured with the
+    tracer: tinyllama-1.1b cut to 4 layers, 2 frozen, autocast-bf16 b1 s512: only the head's gradient alive at the
+    backward's peak (+3.45 % with the lowest trained layer's counted there)."""
+    from vramcalc.core.params import inventory
+
+    if t.method != "freeze" or trained_layers <= 0 or _lisa.active(t) or _badam.active(t) or _unfrozen.active(t):
+        return 0
+    if m.tie_word_embeddings and t.train_head:  # the tied embedding trains: the frozen layers' backward runs below
+        return 0
+    if t.zero or t.fsdp not in ("none", "no-shard") or t.offload != "none" or getattr(t, "fp8", "off") != "off":
+        return 0
+    if not _plain_dense_decoder(m):
+        return 0
+    # (--precision autocast-* freeze: the trained parameters are fp32, so are their gradients: weights.py)
+    grad_b = 4 if recipe.autocast16 else dtype_bytes(recipe.grad)
+    return sum(x.numel for x in inventory(m) if x.per_layer) // m.num_layers * grad_b
 
 
 def _peft_once_t(m: ModelSpec, t: TrainingSpec, c: int) -> int:
@@ -1789,14 +1886,22 @@ def _transformer_phases(
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_OFF,
                                 (gradients - late_bottom, kept_bwd, once, recomputed - bottom_less - mlp_tail, copies,
                                  recompute_t)))
+            if p.frozen_rerun:  # --freeze-layers: the highest frozen layer's rerun, every gradient made (_frozen_rerun)
+                less_t, less_ts, less_c = p.frozen_less
+                frozen_set = max(per_layer - less_t * tokens - less_ts * token_seq - less_c - mlp_tail, 0)
+                moments.append(("backward.recompute_frozen", _m.BWD_RECOMPUTE_FROZEN_CK,
+                                (gradients - late_g, p.frozen_rerun * p.layer_input_t * tokens, once, frozen_set,
+                                 copies if p.frozen_casts_saved else 0, recompute_t)))
             if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
                                 (gradients - late_g, once, recomputed - bottom_less - mlp_tail, copies, recompute_t)))
         if offload_only:
             moments.append(("backward.top", _m.BWD_TOP_OFF, (g_top, once, recomputed, copies, layer_bwd_t)))
             if p.offload_norm_t and saving_layers:
+                norm_late = 0 if accum else min(max(late_g - p.offload_norm_made_g, 0) + p.offload_norm_unmade_g,
+                                                gradients)
                 moments.append(("backward.offload_norm", _m.BWD_NORM_OFF,
-                                (gradients - late_g, once, p.offload_norm_t * tokens)))
+                                (gradients - norm_late, once, p.offload_norm_t * tokens)))
         else:
             moments.append(("backward.top", _m.BWD_TOP_CK,
                             (g_top, kept_bwd, once, recomputed + rerun_out, copies, max(layer_bwd_t, fp8_bwd))))

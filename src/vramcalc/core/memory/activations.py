@@ -65,6 +65,10 @@ class Term:
     const: int = 0  # bytes whatever the batch (a PEFT method's materialized delta weights)
     batch1_only: bool = False  # saved only at batch size 1 (see the fused-qkv term)
     per_seq_sq: int = 0  # bytes per row length squared, whatever the batch (DeBERTa's int64 gather indices)
+    # Per-token bytes of each autograd node whose saved tensors this group holds, in forward order, where the group
+    # spans several nodes (activation offloading brings them back node by node: memory/savers.py offload_node_bytes);
+    # empty: one node, per_token
+    nodes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -869,10 +873,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # (measured with the tracer: gpt2 LoRA reward with checkpointing, b8 s1024, peak at that mul with three 16-bit
     # (tokens x 3072) gradients alive; the estimate counted two and was 5 % under).
     mlp_grads = 3 if gated or m.hidden_act in ACT_SAVED_TENSORS else 2
-    # Under the Trainer's autocast over 16-bit weights (memory/upcast_norms.py autocast16) gelu_new's pow is on the
-    # fp32 list, so its product and the final mul's gradients are fp32 (_act_saved_bytes; measured with the tracer,
-    # --grid autocast: gpt2 cut to 4 layers and a 2,048-token vocabulary, LoRA b2 s1024, -2.5 % with 16-bit ones)
-    grad_elem = 4 if up_norms and m.hidden_act in ("gelu_new", "gelu_fast") else c
+    # Under the Trainer's autocast (over 16-bit weights, memory/upcast_norms.py autocast16, or fp32 ones, amp-*)
+    # gelu_new's pow is on the fp32 list, so its product and the final mul's gradients are fp32 (_act_saved_bytes;
+    # measured with the tracer, --grid autocast: gpt2 cut to 4 layers and a 2,048-token vocabulary, LoRA b2 s1024,
+    # -2.5 % with 16-bit ones; amp-bf16 with checkpointing -5.99 % with 16-bit ones, +4.06 % now)
+    grad_elem = 4 if amp and m.hidden_act in ("gelu_new", "gelu_fast") else c
     mlp_bwd = mlp_grads * grad_elem * width + c * h
     if m.family == "gpt_oss" and m.num_experts and trainable_weights:
         # Trainable gpt-oss experts: by the time grouped_mm's backward allocates an expert weight gradient, the
@@ -1303,6 +1308,16 @@ def router_forward_bytes(m: ModelSpec) -> int:
     return (4 * 4 + 2) * e if m.expert_groups > 1 else 4 * 2 * e
 
 
+def _expert_nodes(h: int, i: int, gated: bool, inputs: bool) -> tuple[int, ...]:
+    """Elements per routed copy that each autograd node of grouped_mm_experts_forward saves, in forward order
+    (transformers integrations/moe.py): the up grouped_mm its input (h, only when `inputs`: the experts' weights
+    need gradients), then gated (_default_apply_gate) `act_fn(gate)` the gate chunk (i) and `* up` act(gate) and the
+    up chunk (2 x i), or ungated relu2 its output (i); the down grouped_mm its input (i, when `inputs`); `proj_out *
+    sample_weights_g` the down output (h; the routing weights are the routing term's)."""
+    up_in, down_in = ((h,), (i,)) if inputs else ((), ())
+    return (*up_in, *((i, 2 * i) if gated else (i,)), *down_in, h)
+
+
 def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool, trainable: bool,
                      adapted: set[str]) -> tuple[list[Term], int, int, int, int]:
     # `adapted`: the module names of params.fused_moe_targets' rows in this run (experts.gate_up_proj, ...)
@@ -1358,9 +1373,11 @@ def _fused_moe_terms(m: ModelSpec, t: TrainingSpec, c: int, eb: int, live: bool,
            Term("router top-k indices, softmax over the top k (fp32)", 8 * k + 4 * k),
            Term("expert routing indices (int64 x 3), gathered routing weights", 3 * 8 * k + rw * k),
            Term("experts gate_up output, activation output, down output" if gated
-                else "experts relu output (relu2's one saved tensor), down output", k * eb * routed)]
+                else "experts relu output (relu2's one saved tensor), down output", k * eb * routed,
+                nodes=tuple(k * eb * x for x in _expert_nodes(h, i, gated, experts_grad)))]
     if experts_grad:
-        out.append(Term("experts grouped_mm inputs (gathered hidden, gated product)", k * eb * (h + i)))
+        # (its two nodes are in the term above's `nodes`, where they run)
+        out.append(Term("experts grouped_mm inputs (gathered hidden, gated product)", k * eb * (h + i), nodes=(0,)))
     # GraniteMoeHybridMoE's router reads a view of the normed input that shared_mlp's input_linear saves for its own
     # weight gradient (one storage: measured with saved_tensors_hooks over one layer, tests/test_granitemoehybrid.py)
     if (trainable or lora_router) and not (m.family == "granitemoehybrid" and trainable):

@@ -16,8 +16,10 @@ Read from TRL 1.16 (trl/trainer/dpo_trainer.py, trl/trainer/utils.py, trl/kernel
   the policy is alive while the reference runs layer by layer (one layer's transient on top of the
   residual stream) and through its own fused head; its log-probs are summed per sequence and kept.
   The reference is a second frozen model in the policy's dtype (`ref_model_init_kwargs dtype =
-  self.model.dtype`), or, with peft, the policy itself inside `disable_adapter()` (no weights), or
-  nothing when `precompute_ref_log_probs` computed its log-probs before training.
+  self.model.dtype`) unless the reference's own from_pretrained keywords name a dtype or bitsandbytes 4-bit
+  (--ref-dtype, --ref-quant: reference_recipe, reference_weight_bytes), or, with peft, the policy itself inside
+  `disable_adapter()` (no weights), or nothing when `precompute_ref_log_probs` computed its log-probs before
+  training.
 * The loss (sigmoid, ipo, and the other `loss_type`s) is arithmetic on 2B per-sequence numbers: none
   changes memory. `disable_dropout=True` (the default) zeroes dropout in both models.
 * KTO (trl/trainer/kto_trainer.py, same fused head): unpaired completions, B rows. `_compute_loss` first
@@ -159,11 +161,42 @@ def ref_weight_dtype(t: TrainingSpec, recipe: Recipe) -> str:
     return recipe.weight if t.ref_dtype == "auto" else t.ref_dtype
 
 
-def reference_weight_bytes(parameters: int, t: TrainingSpec, recipe: Recipe) -> int:
-    """Weights of the frozen reference copy (zero with adapters off or precomputed log-probs)."""
+def reference_recipe(t: TrainingSpec, recipe: Recipe) -> Recipe:
+    """The dtypes the copied reference's no-grad forward runs in. TRL 1.16 dpo_trainer.py / kto_trainer.py __init__
+    load it with `create_model_from_path(ref_model_path, **ref_model_init_kwargs)`, `dtype` defaulting to the
+    policy's (`setdefault("dtype", self.model.dtype)`); it runs inside the policy's autocast (HF Trainer
+    compute_loss_context_manager). Another dtype: without autocast it computes in its own dtype; under autocast a
+    16-bit reference of the autocast dtype needs no weight copies and keeps a 16-bit residual stream."""
+    from dataclasses import replace as _replace
+
+    d = ref_weight_dtype(t, recipe)
+    if t.ref_quant != "none" and recipe.autocast and d == "fp32":
+        from vramcalc.core.errors import UnsupportedCombination
+
+        raise UnsupportedCombination(f"--ref-quant {t.ref_quant} on an fp32 reference under autocast (--precision "
+                                     f"{t.precision}) is not modelled: give --ref-dtype bf16")
+    if d == recipe.weight or resolve_ref(t) != "copy":
+        return recipe
+    if not recipe.autocast:
+        return _replace(recipe, weight=d, compute=d)
+    if d == recipe.compute:
+        return _replace(recipe, weight=d, autocast=False)
+    return _replace(recipe, weight=d)  # fp16 under amp-bf16: autocast still casts each weight (counted as fp32's)
+
+
+def reference_weight_bytes(m: ModelSpec, parameters: int, t: TrainingSpec, recipe: Recipe) -> int:
+    """Weights of the frozen reference copy (zero with adapters off or precomputed log-probs). --ref-quant 4bit:
+    transformers' bitsandbytes quantizer replaces the blocks' nn.Linear by Linear4bit (lm_head skipped), packed as
+    memory/weights.py nf4_bytes (bnb_4bit_use_double_quant off: BitsAndBytesConfig's default), the rest in dtype."""
     if resolve_ref(t) != "copy":
         return 0
-    return parameters * dtype_bytes(ref_weight_dtype(t, recipe))
+    w = dtype_bytes(reference_recipe(t, recipe).weight)
+    if t.ref_quant == "none":
+        return parameters * w
+    from vramcalc.core.memory.weights import quantized_storage
+
+    quantized, data, constants = quantized_storage(m, 4, False)
+    return data + constants + (parameters - quantized) * w
 
 
 def nograd_layer_bytes(m: ModelSpec, recipe: Recipe, method: str) -> tuple[int, int]:
@@ -233,6 +266,16 @@ def nograd_layer(m: ModelSpec, recipe: Recipe, method: str, eager: bool = False)
     held = 2 * r * h
     stream = 4 * r * h  # the two held, the layer's residual and its normed input
     operands = max(2 * c * i if m.mlp == "gated" else 0, c * i + c * h) + (c * h if r != c else 0)
+    assert m.num_attention_heads is not None
+    q = m.num_attention_heads * head_dim(m)
+    kv = kv_heads(m) * head_dim(m)
+    if not eager and c == 4 and not recipe.autocast and kv != q:
+        # sdpa on fp32 q, k, v with grouped kv heads: no flash (16-bit only) and no memory-efficient kernel (no GQA),
+        # so CUDA runs the math path (sdp_utils.cpp; attention.cpp _scaled_dot_product_attention_math): k and v
+        # repeated to every head, then the fp32 scores and the causal mask added to them, out of place (measured
+        # with the tracer, --grid refkw: an fp32 reference under a bf16 policy).
+        return NogradLayer(per_token + held, stream + operands, cast, stream + c * (q + 2 * kv) + 2 * c * q,
+                           2 * c * m.num_attention_heads)
     if not eager:
         return NogradLayer(per_token + held, stream + operands, cast)
     # Eager attention (transformers modeling_llama.py eager_attention_forward, no grad): q, k, v after rotary,
@@ -242,9 +285,6 @@ def nograd_layer(m: ModelSpec, recipe: Recipe, method: str, eager: bool = False)
     # measured, the tracer's peak op _softmax); GPT-2's softmax stays in the scores' dtype (2 c); dropout p=0 returns
     # its input. The model's 4-D float mask [rows, 1, S, S] (masking_utils.py eager_mask, the embeddings' dtype) is
     # alive through the whole forward.
-    assert m.num_attention_heads is not None
-    q = m.num_attention_heads * head_dim(m)
-    kv = kv_heads(m) * head_dim(m)
     repeated = 2 * c * q if kv != q else 0
     scores = (2 * c if m.family == "gpt2" else c + 4 + (4 if c != 4 else 0)) * m.num_attention_heads
     return NogradLayer(per_token + held, stream + operands, cast,
@@ -280,16 +320,19 @@ def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePl
     """The reference forward of a dpo/ipo step (None when its log-probs are precomputed or there is none)."""
     if resolve_ref(t) not in ("copy", "adapters-off"):
         return None
-    return nograd_forward_plan(m, t, recipe, POLICY_OUTPUT_BYTES[t.objective])
+    # a 4-bit reference dequantizes each Linear's weight per matmul under no_grad, as QLoRA's base does
+    return nograd_forward_plan(m, t, reference_recipe(t, recipe), POLICY_OUTPUT_BYTES[t.objective],
+                               "qlora" if t.ref_quant == "4bit" else t.method)
 
 
-def nograd_forward_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, outputs: int) -> ReferencePlan:
+def nograd_forward_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, outputs: int,
+                        method: str | None = None) -> ReferencePlan:
     """A no-grad forward through TRL's fused head (the reference's, GRPO's log-prob passes); `outputs`: bytes per
-    position of the per-position outputs alive meanwhile."""
+    position of the per-position outputs alive meanwhile; `method`: the forwarded model's (default the run's)."""
     assert m.hidden_size is not None
     c = dtype_bytes(recipe.compute)
     r = 4 if recipe.autocast or recipe.compute == "fp32" else c
-    layer = nograd_layer(m, recipe, t.method, uses_eager(m, t))
+    layer = nograd_layer(m, recipe, method or t.method, uses_eager(m, t))
     per_token, fixed = layer.per_token, layer.cast
     # The head under no_grad: last hidden states (r × H per position), the gathered copy (r × H per scored
     # token), its targets (int64), the seven statistics and the outputs (~13 fp32 vectors), the label mask.
@@ -329,7 +372,8 @@ def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
     if not is_preference(t):
         return ()
     ref = resolve_ref(t)
-    what = {"copy": f"a frozen copy of the model ({parameters_bytes / 1e9:.2f} GB of weights)",
+    quant = ", its blocks' Linears bitsandbytes 4-bit" if t.ref_quant == "4bit" else ""
+    what = {"copy": f"a frozen copy of the model ({parameters_bytes / 1e9:.2f} GB of weights{quant})",
             "adapters-off": "the policy with its adapters disabled (no extra weights)",
             "precomputed": "log-probs precomputed before training (precompute_ref_log_probs: no reference in the "
                            "step)"}[ref]

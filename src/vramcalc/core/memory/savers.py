@@ -65,14 +65,17 @@ def offload_node_bytes(terms: Sequence[Any], *, norm_width: int, residual: int, 
     input; the largest two terms anywhere, or any two neighbours, were up to +14 % over); in forward the same pair
     bounds the newest packed tensors still in the stash beside the layer's forward temporaries.
     Only `nn.Parameter`s stay: a Linear's matmul saves `weight.t()`, a view, which is packed and
-    comes back as a full copy (`weight_copy`: the largest such weight, whatever the batch). Terms whatever the
+    comes back as a full copy (`weight_copy`: the largest such weight, whatever the batch; the routed experts' gate_up
+    stack, memory/__init__.py _offloaded_expert_stack). A term saved by several nodes (the routed experts,
+    activations.py _expert_nodes) lists them in `nodes` and comes back node by node. Terms whatever the
     batch (LoRA's merged expert stacks) are left out: with them the Qwen3-MoE toy LoRA all-linear was +17 %.
     An RMSNorm's backward (LlamaRMSNorm: pow and mul each saved the fp32 input, packed and brought back apart)
     peaks in PowBackward0 with six fp32 tensors of the normalized width (its input brought back, the upcast
     gradient, the mean's expanded gradient, pow, 2 * pow and their product) beside two residual-stream
     gradients; with q/k norms (Qwen3) the width is the query projection's.
     """
-    per_token = [x.per_token for x in terms if not x.batch1_only]
+    # (a group saved by several nodes, the routed experts' (activations.py _expert_nodes), comes back node by node)
+    per_token = [n for x in terms if not x.batch1_only for n in (x.nodes or (x.per_token,))]
     top = max(range(len(per_token)), key=per_token.__getitem__, default=-1)
     pair = sum(per_token[top:top + 2]) if top >= 0 else 0
     # forward: the pair in the stash, and two residual-stream tensors the layer's forward temporaries leave out (its

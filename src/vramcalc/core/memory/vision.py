@@ -27,6 +27,7 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from vramcalc.core import unfrozen as _unfrozen
 from vramcalc.core.errors import SpecError, UnsupportedCombination
 from vramcalc.core.memory import anyres
 from vramcalc.core.memory import moments as _m
@@ -178,7 +179,10 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
                         f"positions are fixed; the processor resizes): drop --image-size or give {v.image_size}")
     if is_clip_lora(model) and training.method in ("lora", "qlora"):
         _check_clip_lora(model, training)
-    if training.train_vision and training.method != "full" and not (v.kind == "llama4" and training.method == "lora"):
+    if frozen_lm(training):
+        _check_frozen_lm(model, training)
+    elif training.train_vision and training.method != "full" and not (v.kind == "llama4" and
+                                                                     training.method == "lora"):
         # (Llama 4: memory/llama4v.py trains the tower's own weights beside the language model's adapters)
         raise UnsupportedCombination(f"--train-vision trains {model.name}'s whole tower, which --method "
                                      f"{training.method} does not (LoRA on the tower is not modelled): use --method "
@@ -189,7 +193,7 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     if training.mode != "train":
         raise UnsupportedCombination(f"--mode {training.mode} is not modelled for the vision-language model "
                                      f"{model.name}: estimate a training step (--mode train)")
-    if training.method not in VISION_METHODS:
+    if training.method not in VISION_METHODS and not frozen_lm(training):
         raise UnsupportedCombination(f"--method {training.method} is not modelled for the vision-language model "
                                      f"{model.name}: use {', '.join(VISION_METHODS)}")
     if training.objective != "sft" or training.loss != "hf" or training.packing != "none":
@@ -200,6 +204,58 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
         raise UnsupportedCombination(f"{model.name} is a vision-language model: --tp/--pp/--sequence-parallel, "
                                      "activation offload, --ac-every, --optimizer-in-bwd, --dora and "
                                      "--modules-to-save are not modelled for it; drop them")
+
+
+def frozen_lm(training: TrainingSpec) -> bool:
+    """--method freeze --train-layers none --train-modules projector: LLaMA-Factory's freeze_language_model
+    (hiyouga/LLaMA-Factory @ ff6d4d12 model/adapter.py _setup_full_tuning / _setup_freeze_tuning): the language
+    model's parameters frozen, the projector (with --train-vision the tower too) trained. The projector's gradient
+    flows back through every language-model layer into the image tokens (masked_scatter's inputs_embeds needs a
+    gradient), so each frozen layer saves what its input's gradient needs, as when a trained embedding feeds it
+    (core/unfrozen.py): text_run counts the language model as that run, its embedding's gradient and optimizer
+    states taken out again (_lm_drop)."""
+    return _unfrozen.projector_only(training)
+
+
+FROZEN_LM_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl")  # traced: --grid flm
+
+
+def _check_frozen_lm(model: ModelSpec, training: TrainingSpec) -> None:
+    """The frozen-language-model runs modelled and traced (--grid flm), the rest refused in one line."""
+    v = model.vision
+    assert v is not None
+    if v.kind not in FROZEN_LM_KINDS:
+        raise UnsupportedCombination(f"--train-modules projector (the language model frozen) is modelled for LLaVA-1.5 "
+                                     f"and Qwen2-VL / Qwen2.5-VL, not {model.name} ({v.kind}): use --method full")
+    if training.train_layers != () or training.train_modules != ("projector",):
+        raise UnsupportedCombination("--train-modules projector with language-model layers or modules trained is not "
+                                     "modelled: give --train-layers none --train-modules projector")
+    if recipe_of(training).autocast or training.add_tokens:
+        raise UnsupportedCombination("--train-modules projector is modelled for 16-bit or fp32 weights without "
+                                     "--add-tokens (not traced under autocast): drop --precision autocast-* / amp-*")
+
+
+def _lm_drop(training: TrainingSpec, b: Breakdown) -> int:
+    """The trainable parameters the text run (text_run) counts that the frozen language model does not have: its
+    embedding (frozen_lm), taken out of the gradients and optimizer states by _scaled."""
+    return b.trainable_parameters if frozen_lm(training) else 0
+
+
+def _frozen_lm_text(training: TrainingSpec, b: Breakdown) -> Breakdown:
+    """The text run's Breakdown under frozen_lm without what its stand-in embedding adds: the embedding's own backward
+    at backward.end (its gradient written in fp32 beside the head's when tied: the language model's frozen embedding
+    runs no backward) and its partial fine-tuning note."""
+    if not frozen_lm(training):
+        return b
+    moments = tuple((key, layout, tuple(x if comp == "gradients" else 0 for (_, comp), x in zip(layout, values,
+                                                                                              strict=True)))
+                    if key == "backward.end" else (key, layout, values) for key, layout, values in b.moments)
+    return replace(b, moments=moments, notes=tuple(x for x in b.notes if not x.startswith("partial fine-tuning")))
+
+
+FROZEN_LM_NOTE = ("the language model frozen (--train-modules projector: LLaMA-Factory freeze_language_model): no "
+                  "gradients or optimizer states for it, but every layer saves what its input's gradient needs (the "
+                  "projector's gradient flows back through it)")
 
 
 @lru_cache(maxsize=64)
@@ -218,6 +274,8 @@ def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, Train
     assert model.vision is not None
     out = replace(training, seq_len=total_tokens(model, training), images=0, image_size=DEFAULT_IMAGE_SIZE,
                   train_vision=False, image_width=0)
+    if frozen_lm(training):  # the image tokens' gradient: counted as a trained embedding's (frozen_lm)
+        out = replace(out, train_layers=(), train_modules=("embed_tokens",))
     if model.vision.kind == "siglip" and training.attention == "sdpa":
         out = replace(out, packing="packed")
     if model.vision.is_qwen and training.method in ("lora", "qlora"):  # the image side's targets taken out
@@ -825,7 +883,7 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     v = model.vision
     assert v is not None and model.hidden_size is not None
     text_model, text_training = text_run(model, training)
-    b = text_estimate(text_model, text_training)
+    b = _frozen_lm_text(training, text_estimate(text_model, text_training))
     recipe = recipe_of(training)
     w_bytes, a_bytes = dtype_bytes(recipe.weight), dtype_bytes(recipe.compute)
     th, d, i = model.hidden_size, v.hidden_size, v.intermediate_size
@@ -834,7 +892,7 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
     rows = qwen_rows(model, training)
     per_image = qwen_image_tokens(v, training.image_size, training.image_size)
     n_img = images_per_sample(training) * training.batch_size
-    trained_merger = training.method == "full"
+    trained_merger = training.method == "full" or frozen_lm(training)
     qwen25 = v.kind == "qwen2_5_vl"
     tokens = training.batch_size * total_tokens(model, training)
     # inputs of the step: pixel_values (rows, 3 x temporal x patch^2) in the model's dtype, and get_rope_index's
@@ -1005,7 +1063,8 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         if eager_at is not None:
             tower_bwd = max(tower_bwd, eager_at, key=sum)
     trainable_text = b.trainable_parameters
-    extra_trainable = (merger if trained_merger else 0) + (tower if trained_tower else 0) + adapters
+    drop = _lm_drop(training, b)  # frozen_lm: the text run's embedding out again; no embedding gradient (untied)
+    extra_trainable = (merger if trained_merger else 0) + (tower if trained_tower else 0) + adapters - drop
     tower_train: tuple[int, int, int] | None = None
     accumulating = training.grad_accum > 1
     # the language model's and the merger's backward run before the tower's: no tower gradient yet (unless
@@ -1022,12 +1081,12 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
         # cos / sin, and every tower gradient but the bottom block's other weights' and the patch embedding's
         out_params = i * d + d  # fc2 / down_proj, biased
         lower = tower - v.num_layers * qwen_block_params(v) + qwen_block_params(v) - out_params
-        untied = 0 if model.tie_word_embeddings else (model.vocab_size or 0) * th
+        untied = 0 if model.tie_word_embeddings or drop else (model.vocab_size or 0) * th
         # (a recomputed Qwen2-VL block's norm1 saves its input, the block input its checkpoint keeps: counted once)
         recomputed = _qwen_block_saved(v, rows, a_bytes, True) - (0 if qwen25 else rows * d * a_bytes) if gc else 0
         at_mlp = 3 * rows * i * a_bytes + rows * d * a_bytes - rows * i * a_bytes
         # (with gradient accumulation every tower gradient exists from the previous micro-batches)
-        top = (_scaled(b.gradients, trainable_text, (extra_trainable if accumulating else merger + out_params)
+        top = (_scaled(b.gradients, trainable_text, (extra_trainable if accumulating else merger + out_params - drop)
                        - untied),
                tower_kept + recomputed + tower_pixel, at_mlp)
         bottom = (_scaled(b.gradients, trainable_text, extra_trainable - (0 if accumulating else lower) - untied),
@@ -1054,7 +1113,7 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
             # Qwen2VLModel.forward embeds the tokens before it runs the tower, so the tower's and the merger's
             # nodes are newer than the embedding's: with full fine-tuning the bottom moment is the embedding's
             # backward, after the image side's, whose saved tensors are gone
-            untied = 0 if model.tie_word_embeddings or not trainable_text else \
+            untied = 0 if model.tie_word_embeddings or not trainable_text or drop else \
                 (model.vocab_size or 0) * th * (b.gradients // trainable_text)
             # the merger's backward first, its peak at mlp[0]'s (measured with the tracer): GELU's and mlp[2]'s
             # saved inputs are gone, two rows x width gradients beside its weight's; then the tower's, both
@@ -1091,7 +1150,8 @@ def _qwen_estimate(model: ModelSpec, training: TrainingSpec,
                     "activations.pixel_values": pixel + positions, "activations.image_side_saved": saved + tower_kept,
                     "temporaries.vision_tower_forward": tower_moment})
     t, gh, gw = qwen_grid(v, training.image_size, training.image_size)
-    mode = "full fine-tuning trains the merger" if trained_merger else \
+    mode = FROZEN_LM_NOTE + "; the merger trained" if drop else \
+        "full fine-tuning trains the merger" if trained_merger else \
         f"--method {training.method} adapts " + (f"the language model and the merger's {' and '.join(lora_merger)} "
                                                  "(the merger's weights frozen)" if lora_merger
                                                  else "the language model only (merger frozen)")
@@ -1149,7 +1209,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     v = model.vision
     assert v is not None and model.hidden_size is not None
     text_model, text_training = text_run(model, training)
-    b = text_estimate(text_model, text_training)
+    b = _frozen_lm_text(training, text_estimate(text_model, text_training))
     recipe = recipe_of(training)
     w_bytes = dtype_bytes(recipe.weight)
     a_bytes = dtype_bytes(recipe.compute)
@@ -1158,7 +1218,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     n_img = images_per_sample(training) * training.batch_size
     per_image = image_tokens(v)
     rows = (v.image_size // v.patch_size) ** 2 + 1  # the tower's sequence: patches + the class token
-    trained_projector = training.method == "full"
+    trained_projector = training.method == "full" or frozen_lm(training)
+    drop_lm = frozen_lm(training)  # the text embedding frozen: enable_input_require_grads hooks it and the tower
     # models/llava/modeling_llava.py: pixel_values (images, 3, H, W) in the model's dtype, an input of the step
     pixel = n_img * 3 * v.image_size * v.image_size * w_bytes
     saved = saved_projector = 0
@@ -1205,9 +1266,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         inputs = {"linear_1": rows * vh * a_bytes, "linear_2": per_image * th * a_bytes}
         saved += n_img * (gelu_in + sum(lora_p.values())
                           + (0 if fresh else sum(inputs[m] for m in lora_projector)))
-    if not trained_projector and training.grad_checkpointing:
-        # LoRA / QLoRA with checkpointing: enable_input_require_grads (modeling_utils.py) hooks the input
-        # embeddings of every PreTrainedModel inside, the CLIP tower's patch Conv2d too, so the tower runs with
+    if (not trained_projector or drop_lm) and training.grad_checkpointing:
+        # LoRA / QLoRA (frozen_lm too) with checkpointing: enable_input_require_grads (modeling_utils.py) hooks the
+        # input embeddings of every PreTrainedModel inside, the CLIP tower's patch Conv2d too, so the tower runs with
         # grad: its checkpointed CLIPEncoderLayers keep their inputs and its embeddings' LayerNorm its input
         # ((layers + 1) x rows x width per image), the frozen projector's GELU its input (image tokens x text
         # width), and the text embeddings' output, a leaf that requires grad, outlives masked_scatter's new
@@ -1237,7 +1298,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         held = n_img * ((1 if tower_lora and above else 2 if above else 1) * rows * vh + per_image * th) * a_bytes
     lm_input = lm_input_grad_saved(text_model, text_training) if image_graph else 0
     trainable_text = b.trainable_parameters
-    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0) + adapters
+    drop = _lm_drop(training, b)
+    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0) + adapters \
+        - drop
     # a trained tower's layers above the feature layer and its post_layernorm get no gradient (their output never
     # reaches the loss), so AdamW keeps no state for them; nor do those layers' adapters (clip_image_adapters)
     unreached = (unreached_params(v) if training.train_vision else 0) + adapters - adapters_grad
@@ -1279,7 +1342,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # a trained tower's backward runs after the projector's and before the text embedding's (the oldest
         # nodes): every gradient but the tower's exists, and the tower's saved set is whole
         tower_train = saved - saved_projector
-        text_grads = _scaled(b.gradients, trainable_text, projector)
+        text_grads = _scaled(b.gradients, trainable_text, projector - drop)
         raw.insert(len(raw) - 2, ("backward.vision", _m.BWD_VISION, (text_grads, tower_train)))
     weights = b.weights + img_w.total + adapters * dtype_bytes(training.adapter_dtype)
     states = _scaled(b.optimizer_state, trainable_text, with_grad)
@@ -1292,7 +1355,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                     "temporaries.vision_tower_forward": tower_moment})
     if adapters:
         details["weights.image_adapters"] = adapters * dtype_bytes(training.adapter_dtype)
-    mode = "full fine-tuning trains the projector" if trained_projector else \
+    mode = FROZEN_LM_NOTE + "; the projector trained" if drop else \
+        "full fine-tuning trains the projector" if trained_projector else \
         f"--method {training.method} adapts the language model" + clip_lora_phrase(lora_tower, lora_projector,
                                                                                   adapters)
     notes = (
@@ -1304,7 +1368,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         + ("trained (--train-vision: its saved activations through the step; the layers above the feature layer "
            "get no gradient)" if training.train_vision else
            "frozen, recomputed with grad in the backward (checkpointing hooks its patch embedding: "
-           "enable_input_require_grads)" if gc and training.method in ("lora", "qlora") else
+           "enable_input_require_grads)" if gc and (training.method in ("lora", "qlora") or drop_lm) else
            "frozen, run with grad from its first adapted Linear (its layers' saved sets kept for the adapters' "
            "backward)" if lora_tower else "frozen and run without grad") + f"; {mode} "
         f"({projector:,} parameters, LlavaMultiModalProjector); " + QLORA_IMAGE_NOTE + ".",
@@ -1380,7 +1444,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     v = model.vision
     assert v is not None and model.hidden_size is not None
     text_model, text_training = text_run(model, training)
-    b = text_estimate(text_model, text_training)
+    b = _frozen_lm_text(training, text_estimate(text_model, text_training))
     from vramcalc.core.memory.activations import packing_notes
 
     dropped = set(packing_notes(text_training))

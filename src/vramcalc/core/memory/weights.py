@@ -84,6 +84,24 @@ def nf4_bytes(numel: int, double_quant: bool) -> tuple[int, int]:
     return ceil_div(numel, 2), constants
 
 
+def quantized_storage(model: ModelSpec, bits: int, double_quant: bool) -> tuple[int, int, int]:
+    """(elements, packed data bytes, constant bytes) of the block Linears bitsandbytes quantizes (QLoRA's base, a
+    4-bit DPO reference: memory/preference.py)."""
+    data = constants = quantized = 0
+    for lin in quantized_linears(model):  # Zamba2: not the tied shared blocks (params.zamba2_quantized)
+        if lin.module.startswith("experts.") and fused_experts(model):
+            continue  # 3-D expert Parameters: bitsandbytes replaces nn.Linear only (bitsandbytes issue #1849)
+        numel = lin.in_features * lin.out_features
+        quantized += numel * lin.count
+        if bits == 4:
+            d, c = nf4_bytes(numel, double_quant)
+        else:
+            d, c = numel, 4 * lin.out_features
+        data += d * lin.count
+        constants += c * lin.count
+    return quantized, data, constants
+
+
 def freeze_fraction(model: ModelSpec, training: TrainingSpec) -> tuple[int, int]:
     """(frozen layers, total layers) for method `freeze`, clamped to the model's depth."""
     n_layers = model.num_layers or 1
@@ -246,19 +264,7 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
 
     # QLoRA: bitsandbytes replaces the Linear layers of the blocks; embeddings, norms and the
     # LM head stay in the load dtype (transformers' bnb integration skips lm_head by default).
-    data = constants = 0
-    quantized = 0
-    for lin in quantized_linears(model):  # Zamba2: not the tied shared blocks (params.zamba2_quantized)
-        if lin.module.startswith("experts.") and fused_experts(model):
-            continue  # 3-D expert Parameters: bitsandbytes replaces nn.Linear only (bitsandbytes issue #1849)
-        numel = lin.in_features * lin.out_features
-        quantized += numel * lin.count
-        if training.quant_bits == 4:
-            d, c = nf4_bytes(numel, training.double_quant)
-        else:
-            d, c = numel, 4 * lin.out_features
-        data += d * lin.count
-        constants += c * lin.count
+    quantized, data, constants = quantized_storage(model, training.quant_bits, training.double_quant)
     # peft prepare_model_for_kbit_training (peft/utils/other.py): "cast all non INT8 parameters to fp32", every
     # fp16/bf16 parameter (the packed 4-/8-bit weights are uint8/int8 and stay), as the QLoRA recipe calls it.
     rest = (total_params - quantized) * unquantized_bytes(training, recipe)
