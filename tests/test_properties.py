@@ -656,7 +656,8 @@ def test_lora_needs_no_more_than_full_fine_tuning(m: ModelSpec, t: TrainingSpec)
     # (GRPO: the smaller batch must still hold whole groups of num_generations completions, core/specs.py)
     groups = t.num_generations if batch % t.num_generations == 0 or t.objective not in ("grpo", "rloo") else 1
     t = with_(t, adapter_dtype=recipe_of(t).compute, lora_dropout=0.0, lora_rank=min(t.lora_rank, 64), dora=False,
-              batch_size=batch, seq_len=min(t.seq_len, 16_384 // batch), optimizer="adamw", num_generations=groups)
+              batch_size=batch, seq_len=min(t.seq_len, 16_384 // batch), optimizer="adamw", num_generations=groups,
+              relora=False)  # (--relora needs fp32 adapters: drawn once the --reentrant-gc field shifted the draws)
     # peft 0.21's ParamWrapper on transformers 5's 3-D expert stacks (memory/activations.py _fused_moe_terms) builds
     # W + B·A, a full-size copy of each MoE layer's experts, every forward and keeps it for backward: a real cost
     # that full fine-tuning has not (deepseek-v2-lite, LoRA all-linear under FSDP with offloaded parameters, b1 s1:
@@ -698,7 +699,8 @@ def test_qlora_weights_are_smaller_than_lora_weights(m: ModelSpec, t: TrainingSp
     # Without peft's prepare_model_for_kbit_training: it casts the non-quantized parameters to fp32
     # (--kbit-prep, the default), and on an embedding-heavy toy model that outweighs the 4-bit blocks.
     lora = run(m, t)
-    qlora = run(m, with_(t, method="qlora", kbit_prep=False))
+    # (--relora refuses a 4-bit model: drawn once the --reentrant-gc field shifted the draws)
+    qlora = run(m, with_(t, method="qlora", kbit_prep=False, relora=False))
     if t.quant_bits == 8:
         # LLM.int8 stores an int8 weight + one fp32 scale per output row (weights.py): out x (in + 4) bytes, fewer than
         # bf16's out x in x 2 only when in_features > 4 (a toy with intermediate_size 1: down_proj 8 x 1 is 40 B in
