@@ -39,7 +39,9 @@ def test_one_layer_trained_with_fp32_copy_and_moments() -> None:
 
 def test_bottom_block_records_every_layer() -> None:
     # With checkpointing every layer keeps its input, as in full fine-tuning (LLaMA-Factory marks the trained layer's
-    # input as needing a gradient); partial fine-tuning of the top layer alone keeps only that one's.
+    # input as needing a gradient); so does partial fine-tuning of the top layer alone: transformers 5's
+    # activation_checkpointing_enable calls enable_input_require_grads for every input_ids model (modeling_utils.py),
+    # so each frozen checkpointed layer records its input too (traced: tests/test_freeze_moments.py)
     m = presets.find_model("tinyllama-1.1b")
     gc = replace(BADAM, grad_checkpointing=True)
     full = estimate(m, TrainingSpec(method="full", precision="mixed-bf16", batch_size=2, seq_len=256,
@@ -48,7 +50,7 @@ def test_bottom_block_records_every_layer() -> None:
                                    batch_size=2, seq_len=256, grad_checkpointing=True))
     got = estimate(m, gc)
     assert got.details["activations.layers"] == full.details["activations.layers"]
-    assert got.activations > top.activations
+    assert got.activations == top.activations
     # Without checkpointing the frozen layers above save less than a trained one (no weight-gradient inputs)
     plain = estimate(m, BADAM)
     full_plain = estimate(m, TrainingSpec(method="full", precision="mixed-bf16", batch_size=2, seq_len=256))
