@@ -171,6 +171,10 @@ def test_layer_gradients_appear_one_linear_at_a_time_and_shared_tables_are_offlo
     # RoPE cos / sin (2 x 2 B x head_dim 32 per token) are the decoder's locals: with offloading the layers' saved
     # copies are in host RAM, so no backward moment holds them (the trace has none alive at its peak)
     assert (top_shared, bottom_shared) == (0, 0) and _moment(e, "forward.layer")[2] == 2 * 2 * 32 * 1024
+    # up_proj's adapter path (peft's cast of the 2 B x 704 gradient to fp32, its scaling) runs after the product
+    # node, whose post hook dropped down_proj's copies: back from the host are the product's two 2 B x 704 operands
+    # alone, no weight copy (the trace's two empty_strided tensors at its peak)
+    assert _moment(e, "backward.top")[2] == _moment(e, "backward.bottom")[2] == 2 * 2 * 704 * 1024 == 2_883_584
 
 
 def test_query_norm_node_of_an_adapted_qwen3_layer() -> None:

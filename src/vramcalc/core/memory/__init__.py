@@ -420,6 +420,18 @@ def _offload_layer_gradients(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> d
             **({"offload_norm_q_g": q_g, "offload_norm_top_g": layer_g - q_g} if m.qk_norm else {})}
 
 
+def _offload_product_back(m: ModelSpec, t: TrainingSpec, c: int) -> int:
+    """Per token, a dense gated MLP's product node operands (act(gate), up; c bytes x intermediate each) when its up
+    projection has a LoRA adapter: what is back from the host at the layer's offloaded backward peak
+    (memory/savers.py offload_node_bytes `product_back`); 0 otherwise."""
+    from vramcalc.core.params import resolve_targets
+
+    if m.mlp != "gated" or m.num_experts or t.method not in ("lora", "qlora") or m.intermediate_size is None:
+        return 0
+    adapted = {lin.module for lin in resolve_targets(m, t.lora_targets)}
+    return 2 * c * m.intermediate_size if "up_proj" in adapted else 0
+
+
 def _offloaded_expert_stack(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     """Offloaded without checkpointing: the up grouped_mm saves `weight.transpose(-2, -1)` of the whole gate_up
     stack (transformers integrations/moe.py _grouped_linear, is_transposed False), a view, not a Parameter, so
@@ -1537,7 +1549,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                               hidden=m.hidden_size, rmsnorm=m.norm == "rmsnorm",
                               weight_copy=0 if t.method == "qlora" else max(dtype_bytes(recipe.compute)
                               * max((lin.in_features * lin.out_features for lin in block_linears(m)), default=0),
-                                                                            _offloaded_expert_stack(m, t, recipe)))
+                                                                            _offloaded_expert_stack(m, t, recipe)),
+                              product_back=_offload_product_back(m, t, c))
            if t.activation_offload and not t.grad_checkpointing else {}),
         # (HF checkpointing, full fine-tuning of a dense decoder: the checkpoint keeps the bottom layer's input through
         # its backward as every layer's, the embedding's output; measured with the tracer, see
