@@ -63,7 +63,7 @@ def layer_residency(*, n_layers: int, saving_layers: int, checkpointing: bool, e
 
 
 def offload_node_bytes(terms: Sequence[Any], *, norm_width: int, residual: int, hidden: int, rmsnorm: bool,
-                       weight_copy: int) -> dict[str, int]:
+                       weight_copy: int, product_back: int = 0) -> dict[str, int]:
     """Offloaded without checkpointing: what one layer holds on the GPU at its forward and backward nodes.
 
     torchtune OffloadActivations (pytorch/torchtune torchtune/training/_activation_offloading.py at
@@ -86,6 +86,12 @@ def offload_node_bytes(terms: Sequence[Any], *, norm_width: int, residual: int, 
     peaks in PowBackward0 with six fp32 tensors of the normalized width (its input brought back, the upcast
     gradient, the mean's expanded gradient, pow, 2 * pow and their product) beside two residual-stream
     gradients; with q/k norms (Qwen3) the width is the query projection's.
+    `product_back` (per token; a dense gated MLP whose up projection has a LoRA adapter): the product node's two
+    operands, act(gate) and up. The layer's backward peak is then at up_proj's adapter path (peft's `.to()` and
+    scaling nodes: the intermediate-wide gradient cast to the adapter dtype, unpacking nothing), after the product
+    node ran: its post hook dropped down_proj's copies (its input, its weight copy), so only the product node's
+    own are back (measured with the tracer's live tensors, --grid offload-nogc: the tiny Llama LoRA all-linear b1
+    s1024, two 2 B x 704 copies at the peak and no weight copy, +2.4 % with the pair and the copy).
     """
     # (a group saved by several nodes, the routed experts' (activations.py _expert_nodes), comes back node by node)
     per_token = [n for x in terms if not x.batch1_only for n in (x.nodes or (x.per_token,))]
@@ -95,7 +101,8 @@ def offload_node_bytes(terms: Sequence[Any], *, norm_width: int, residual: int, 
     # input and the attention's output, alive beside the MLP's; measured with the tracer, --grid offload-nogc: a tiny
     # Llama LoRA q,k,v,o b2 s1024, the peak at down_proj's matmul with 4 intermediate- and 5 hidden-wide tensors,
     # -3.0 % without them)
-    return {"offload_stash_t": pair + 2 * residual * hidden, "offload_back_t": pair, "offload_back_c": weight_copy,
+    back_t, back_c = (product_back, 0) if product_back else (pair, weight_copy)
+    return {"offload_stash_t": pair + 2 * residual * hidden, "offload_back_t": back_t, "offload_back_c": back_c,
             "offload_norm_t": 6 * 4 * norm_width + 2 * residual * hidden if rmsnorm else 0}
 
 
