@@ -1502,6 +1502,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     # --freeze-layers with checkpointing: every layer records a graph and keeps its input (_frozen_rerun)
     frozen_rerun = _frozen_rerun(layer_fn, m, t, recipe, frozen, trained_layers, layer)
     kept_layers = n_layers if frozen_rerun else saving_layers
+    # Checkpointed (not offloaded, every layer, all adapted): the layer's backward peak node with an adapter-dtype
+    # LoRA on down_proj (activations.py layer_activations, checkpointed_backward_per_token)
+    ck_bwd_t = layer.checkpointed_backward_per_token if (
+        layer_fn is layer_activations and _plain_dense_decoder(m) and not t.activation_offload and t.ac_every <= 1
+        and not _lora_layers.active(t)) else 0
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
@@ -1513,7 +1518,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         attn_fwd_t=layer.attention_forward_per_token,
         mlp_fwd_ts=layer.mlp_forward_per_token_seq,
         layer_ck_fwd_t=layer.checkpointed_forward_per_token if t.grad_checkpointing else 0,
-        layer_bwd_t=layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
+        layer_bwd_t=ck_bwd_t or layer.backward_transient.per_token, layer_bwd_ts=layer.backward_transient.per_token_seq,
         loss_fwd_t=max(head.forward_transient, lora_head_fwd_t), loss_bwd_t=head.backward_transient, g_head=g_head,
         end_t=end_t,
         end_tied=(m.tie_word_embeddings and not no_vocab) or peft_methods.token_rows(t) > 0,
@@ -1584,7 +1589,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             "loss_less_ts": once_ts if m.family == "gpt_oss" else 0}),
         once_b=peft_methods.prompt_encoder_saved_per_sample(m, t),
         once_c=_unsloth.weight_buffer_bytes(m, t, recipe),
-        layer_bwd_c=layer.backward_transient.const, head_saved_c=token_head_c,
+        layer_bwd_c=layer.backward_transient.const + (layer.checkpointed_backward_const if ck_bwd_t else 0),
+        head_saved_c=token_head_c,
         layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
         layer_mlp_saved_c=layer.mlp_saved_const, layer_attn_bwd_c=layer.attn_backward_const,
         layer_routed_bwd_t=layer.routed_backward_per_token,

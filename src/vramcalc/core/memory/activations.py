@@ -112,6 +112,10 @@ class LayerActivations:
     # forward_transient.per_token of a checkpointed layer's first forward, which saves nothing: beside the MLP's
     # temporaries the post-attention residual and the MLP's normed input are alive unsaved (0: forward_transient's)
     checkpointed_forward_per_token: int = 0
+    # A checkpointed layer's backward with an adapter-dtype LoRA on a gated MLP's down_proj: the layer's peak node
+    # beside its whole recomputed set, per token and whatever the batch (0: backward_transient's; layer_activations)
+    checkpointed_backward_per_token: int = 0
+    checkpointed_backward_const: int = 0
 
     def components(self) -> tuple[int, int, int, int]:
         """(per token, per token x seq, per sample, whatever the batch) of the saved set (the plan's split)."""
@@ -891,6 +895,19 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # offload-nogc: a tiny Llama LoRA all-linear fp32 adapters, the peak at MulBackward0 with 16 B x intermediate
     # per token, -12 % without)
     down_adapter_bwd = (2 * a - c) * i if "down_proj" in lora_fwd and gated and not m.num_experts else 0
+    # Checkpointed, the layer's backward runs beside its whole recomputed set, and with an adapter-dtype LoRA on a gated
+    # SiLU MLP's down_proj the largest node is lora_A's input gradient (aten.mm, a x intermediate per token) with the
+    # incoming gradient and the residual stream's (2 c x hidden), lora_B's weight gradient written and lora_A's being
+    # made (peft tuners/lora/layer.py Linear.forward: lora_A saves its own cast of the input; autograd then frees that
+    # cast, and the product's three gradients come after it, not beside it: the frozen base saves nothing). Measured
+    # with the tracer's live tensors, --grid reentrant: qwen2.5-0.5b and tinyllama cut to 2 layers, LoRA / QLoRA
+    # all-linear b1 s512 with the cut loss, reentrant or not: the top layer's peak at that mm, the saved set + 23,040
+    # (+ 618) and + 30,720 (+ 714) B per token, where the product's gradients (3 c x intermediate + c x hidden) over-
+    # counted 7,936 and 11,264 (+4.1 % on qwen2.5 b2 s2048, reentrant). The RMSNorms' fp32 backward (norm_bwd) comes
+    # after the MLP's, its saved set freed (the same traces: tinyllama's MLP-norm node 68,000 B per token below that mm)
+    ck_down = t.grad_checkpointing and "down_proj" in lora_fwd and gated and not m.num_experts and a != c and not amp \
+        and t.lora_dropout == 0 and not t.dora and not tw and m.hidden_act in ("silu", "swish") \
+        and not m.parallel_residual and m.family not in ENCODER_FAMILIES
     bwd = Term("mlp backward gradients" if mlp_bwd >= norm_bwd
                else "rmsnorm backward (fp32)", max(mlp_bwd, norm_bwd, adapter_bwd_t, moe_bwd_t),
                eager_bwd, const=backward_const)
@@ -900,11 +917,23 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     mlp_saved = sum(x.per_token for x in mlp_terms) - sum(a * t.lora_rank for x in mlp_terms
                                                           if x.name.startswith("lora ") and x.name.endswith(" input"))
     mlp_tail = sum(x.per_token for x in terms[n_mlp_inputs:] if not x.batch1_only)
+    ck_down_bwd = max(a * i + 2 * c * h, norm_bwd - mlp_saved, adapter_bwd_t, moe_bwd_t) if ck_down else 0
+    ck_down_c = a * t.lora_rank * (i + h) if ck_down else 0  # lora_A's weight gradient being made and lora_B's
     # With lora_dropout (and an adapter-dtype cast) a pre-norm decoder's rerun peaks there too: down_proj's cast, its
     # dropout output and mask are the widest adapter tensors (the 4-layer llama above: -6.04 % without this moment,
     # +4.44 % with it, which also counts lora_B's output and its scaled copy beside the cast: the safe side).
+    # Reentrant checkpointing (torch utils/checkpoint.py CheckpointFunction.backward: `outputs =
+    # ctx.run_function(*detached_inputs)` under enable_grad, before torch.autograd.backward) reruns the whole layer, so
+    # its rerun passes down_proj's adapter path too, with the MLP's whole saved set made: the 16-bit product act(gate) *
+    # up (lora_A saves its own adapter-dtype cast), the base output, lora_B's output and its scaled copy (peft
+    # tuners/lora/layer.py Linear.forward), beside the incoming gradient and the held pair (measured with the tracer's
+    # live tensors, --grid reentrant: tinyllama and qwen2.5-0.5b cut to 2 layers, LoRA / QLoRA all-linear b1 s512
+    # with the cut loss, the rerun's down_proj scaling mul at 184,146 / 109,834 B per token with the kept inputs and
+    # the RoPE tables, this sum 10 B under; -5 % on that moment with the up-projection's)
+    reentrant_down = t.reentrant_gc and a != c and not up_norms and gated and not m.num_experts
     if rerun_extra and "down_proj" in lora_fwd and (m.family in ENCODER_FAMILIES and m.family != "modernbert"
-                                                    or t.lora_dropout > 0 and a != c and not up_norms):
+                                                    or t.lora_dropout > 0 and a != c and not up_norms
+                                                    or reentrant_down):
         # A post-LN encoder's rerun at down_proj's adapter path: the MLP's whole saved set made, its input (the
         # activation's output) alive unsaved beside the adapter's temporaries (measured with the tracer: BERT base
         # LoRA all-linear with checkpointing b8 s512, the peak at output.dense's scaling mul in the rerun, -1.67 %
@@ -953,7 +982,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             routed_backward_per_token=routed_bwd,
                             backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t),
                             attention_forward_per_token=attn_fwd_tok, mlp_forward_per_token_seq=probs_beside_mlp,
-                            checkpointed_forward_per_token=ck_fwd)
+                            checkpointed_forward_per_token=ck_fwd, checkpointed_backward_per_token=ck_down_bwd,
+                            checkpointed_backward_const=ck_down_c)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
