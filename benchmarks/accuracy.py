@@ -3481,6 +3481,8 @@ def main() -> None:
                     "StarCoder2; full, LoRA, QLoRA, freeze); "
                     "autocast: issue 13's 60 --precision autocast-bf16 cases (16-bit weights, fp32 adapters / trained "
                     "layers under autocast: Llama, GPT-2, a 128k vocabulary; LoRA, QLoRA, freeze); "
+                    "autocast-moe / autocast-vlm: 24 cases each of --precision autocast-bf16 LoRA / QLoRA on "
+                    "Mixtral, Qwen1.5-MoE, Qwen3-MoE / on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL's language model; "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
