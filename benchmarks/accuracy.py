@@ -2856,6 +2856,41 @@ def autocast_grid() -> list[dict[str, Any]]:
             for model, label, kw, b, s in runs for gc in (False, True)]
 
 
+# The autocast MoE grid (`--grid autocast-moe`, issues 13 and 15): --precision autocast-bf16 (the Trainer's bf16
+# flag over a bf16 load, CUDA autocast as in autocast_grid) on the moe grid's toys (MOE_SHAPES: Mixtral, Qwen1.5-MoE
+# with its shared expert, Qwen3-MoE with q/k norms; fused 3-D experts, integrations/moe.py): LoRA all-linear (peft
+# 0.21 adapts Mixtral's and Qwen3-MoE's expert stacks through ParamWrapper, Qwen1.5-MoE's shared expert only) and
+# QLoRA NF4 all-linear (kbit_prep off, as LLaMA-Factory and TRL load it; the experts stay bf16) x b2 s256 / b1 s1024
+# x checkpointing off / on (24 cases; freeze is refused: its fp32 trained experts fail grouped_mm's bf16 check).
+# Written to accuracy_autocast-moe.{json,md}, its traces to trace_cache_autocast-moe.json.
+AUTOCAST_MOE_MODELS = ("moe:mixtral", "moe:qwen2_moe", "moe:qwen3_moe")
+
+
+def autocast_moe_grid() -> list[dict[str, Any]]:
+    methods = AUTOCAST_METHODS[:2]
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc}}
+            for model in AUTOCAST_MOE_MODELS for label, kw in methods for b, s in ((2, 256), (1, 1024))
+            for gc in (False, True)]
+
+
+# The autocast VLM grid (`--grid autocast-vlm`, issues 13 and 15): --precision autocast-bf16 on vision-language models
+# with LoRA / QLoRA NF4 (kbit_prep off) on the language model only (`--lora-targets all-linear,lm-only`: LLaMA-Factory's
+# lora_target all with its default frozen tower and projector), the tower frozen: llava-1.5-7b as published
+# (VLM_SHAPES) and the Qwen2-VL / Qwen2.5-VL cuts of the qwen-vl grid (QWEN_VL_SHAPES) x checkpointing off / on
+# (24 cases). Written to accuracy_autocast-vlm.{json,md}, its traces to trace_cache_autocast-vlm.json.
+AUTOCAST_VLM_MODELS = (("vlm:llava-1.5-7b-hf", VLM_SHAPES), *((f"qwenvl:{n}", QWEN_VL_SHAPES) for n in QWEN_VL_CUTS))
+
+
+def autocast_vlm_grid() -> list[dict[str, Any]]:
+    methods = [(label, {**kw, "lora_targets": ("all-linear", "lm-only")}) for label, kw in AUTOCAST_METHODS[:2]]
+    return [{"id": f"{model} | {label} all-linear,lm-only | autocast-bf16 | b{sh['batch_size']} s{sh['seq_len']} "
+                   f"i{sh['images']} | {'gc' if gc else 'no-gc'}", "model": model, "method": label,
+             "training": {"precision": "autocast-bf16", **kw, **sh, "grad_checkpointing": gc}}
+            for model, shapes in AUTOCAST_VLM_MODELS for label, kw in methods for sh in shapes for gc in (False, True)]
+
+
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
 # tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
@@ -3215,6 +3250,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "upcast": upcast_grid,
          "upcastln": upcastln_grid,
          "autocast": autocast_grid,
+         "autocast-moe": autocast_moe_grid,
+         "autocast-vlm": autocast_vlm_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -3275,6 +3312,10 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
           "upcastln": " (LLaMA-Factory upcast_layernorm: fp32 norms over 16-bit weights, autocast; issue 13)",
           "autocast": " (the Trainer's autocast over 16-bit weights with fp32 adapters / trained layers; issue 13)",
+          "autocast-moe": " (--precision autocast-bf16 on Mixtral, Qwen1.5-MoE, Qwen3-MoE: LoRA and QLoRA; "
+                          "issues 13 and 15)",
+          "autocast-vlm": " (--precision autocast-bf16 on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL: LoRA and QLoRA on the "
+                          "language model; issues 13 and 15)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -3440,6 +3481,8 @@ def main() -> None:
                     "StarCoder2; full, LoRA, QLoRA, freeze); "
                     "autocast: issue 13's 60 --precision autocast-bf16 cases (16-bit weights, fp32 adapters / trained "
                     "layers under autocast: Llama, GPT-2, a 128k vocabulary; LoRA, QLoRA, freeze); "
+                    "autocast-moe / autocast-vlm: 24 cases each of --precision autocast-bf16 LoRA / QLoRA on "
+                    "Mixtral, Qwen1.5-MoE, Qwen3-MoE / on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL's language model; "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
@@ -3468,6 +3511,7 @@ def main() -> None:
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
                          "upcast", "upcastln", "autocast",
+                         "autocast-moe", "autocast-vlm",
                          "lora-layers",
                          "zamba2", "nemotronh",
                          "vocab",

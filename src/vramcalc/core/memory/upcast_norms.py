@@ -135,6 +135,14 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
 # The families --precision autocast-* is traced on (--grid autocast): Llama-style RMSNorm (Llama, Mistral, Qwen2) and
 # GPT-2's LayerNorm (autocast's fp32 layer_norm, Conv1D's addmm).
 AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+# The mixture-of-experts families it is traced on (--grid autocast-moe): transformers 5's fused experts
+# (integrations/moe.py grouped_mm, not on autocast's lists: the experts run in their load dtype), Qwen3-MoE's q/k
+# RMSNorms included (kept apart from the dense families' q/k-norm condition above).
+AUTOCAST_MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
+# The vision-language models it is traced on (--grid autocast-vlm), with LoRA / QLoRA in the language model only
+# (memory/vision.py refuses tower and projector adapters under autocast): LLaVA-1.5's CLIP tower and Qwen2-VL's /
+# Qwen2.5-VL's, frozen (no graph: autocast's casts of the frozen 16-bit tower are freed at once).
+AUTOCAST_VISION_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl")
 
 
 def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
@@ -153,8 +161,21 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
                                      f"pass --precision amp-{p.removeprefix('autocast-')} (the same run)")
     elif t.method not in ("lora", "qlora", "freeze"):
         why = f"--method {t.method} (modelled for lora, qlora and freeze)"
-    elif m is not None and (m.family not in AUTOCAST_FAMILIES or m.vision is not None or m.num_experts or m.qk_norm
-                            or not m.has_architecture):
+    elif m is not None and m.num_experts and (m.family not in AUTOCAST_MOE_FAMILIES or m.vision is not None
+                                              or not m.has_architecture):
+        why = f"{m.name} (traced on Mixtral, Qwen1.5-MoE and Qwen3-MoE among the mixture-of-experts models)"
+    elif m is not None and m.num_experts and t.method == "freeze":
+        # LLaMA-Factory's cast_trainable_params_to_fp32 makes the trained layers' 3-D experts fp32, which
+        # torch._grouped_mm takes in bf16 only (torch/_meta_registrations.py _meta_grouped_mm_common): not traced
+        why = "--method freeze on a mixture-of-experts model (fp32 trained experts: grouped_mm takes bf16 only)"
+    elif m is not None and m.vision is not None and (m.vision.kind not in AUTOCAST_VISION_KINDS
+                                                     or m.family not in AUTOCAST_FAMILIES):
+        why = f"{m.name} (traced on LLaVA-1.5, Qwen2-VL and Qwen2.5-VL among the vision-language models)"
+    elif m is not None and m.vision is not None and (t.method == "freeze" or t.train_vision):
+        why = (f"--method {t.method}{' --train-vision' if t.train_vision else ''} on {m.name} (traced with LoRA "
+               "and QLoRA, the tower frozen)")
+    elif m is not None and not m.num_experts and (m.family not in AUTOCAST_FAMILIES or m.qk_norm
+                                                  or not m.has_architecture):
         why = f"{m.name} (traced on Llama, Mistral, Qwen2 and GPT-2 text models)"
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.context_parallel > 1:
         why = "DeepSpeed / FSDP / tensor, pipeline or context parallelism"
