@@ -134,7 +134,7 @@ def test_ref_model_init_kwargs_mapped(tmp_path: Path) -> None:
     ("  quantization_config: {load_in_4bit: true, load_in_8bit: true}\n", "together; keep one"),
     ("  quantization_config: {load_in_4bit: true, llm_int8_skip_modules: [mlp]}\n", "skipped modules"),
     ("  quantization_config: {load_in_4bit: true, bnb_4bit_quant_storage: bfloat16}\n", "non-uint8-stored"),
-    ("  quantization_config: {load_in_8bit: true, llm_int8_other: 1}\n", "only bitsandbytes load_in_4bit / load_in_8bit"),
+    ("  quantization_config: {load_in_8bit: true, llm_int8_other: 1}\n", "only bitsandbytes load_in_4bit"),
     ("  dtype: float16\n  quantization_config: {load_in_4bit: true}\n", "bnb_4bit_compute_dtype None with a fp16"),
     ("  attn_implementation: eager\n", "differs from the policy's attention"),
     ("  dtype: auto\n", "'auto' is not modelled"),
