@@ -3122,12 +3122,17 @@ REFKW_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def refkw_grid() -> list[dict[str, Any]]:
+def _dpo_reference_grid(runs: tuple[tuple[str, dict[str, Any]], ...]) -> list[dict[str, Any]]:
+    """DPO at b2 s512 prompt 128 on REFKW_MODELS, each run with checkpointing off and on (--grid refkw, ref8)."""
     return [{"id": f"{model} | dpo {kw.get('method', 'full')} {label} | {'gc' if gc else 'no-gc'} b2 s512 p128",
              "model": model, "method": kw.get("method", "full"),
              "training": {"method": "full", "objective": "dpo", "batch_size": 2, "seq_len": 512, "prompt_len": 128,
                           "grad_checkpointing": gc, **kw}}
-            for model in REFKW_MODELS for label, kw in REFKW_RUNS for gc in (False, True)]
+            for model in REFKW_MODELS for label, kw in runs for gc in (False, True)]
+
+
+def refkw_grid() -> list[dict[str, Any]]:
+    return _dpo_reference_grid(REFKW_RUNS)
 
 
 # A copied DPO reference in bitsandbytes 8-bit or double-quantized 4-bit storage (`--grid ref8`, issue 13: TRL
@@ -3148,11 +3153,7 @@ REF8_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 
 def ref8_grid() -> list[dict[str, Any]]:
-    return [{"id": f"{model} | dpo {kw.get('method', 'full')} {label} | {'gc' if gc else 'no-gc'} b2 s512 p128",
-             "model": model, "method": kw.get("method", "full"),
-             "training": {"method": "full", "objective": "dpo", "batch_size": 2, "seq_len": 512, "prompt_len": 128,
-                          "grad_checkpointing": gc, **kw}}
-            for model in REFKW_MODELS for label, kw in REF8_RUNS for gc in (False, True)]
+    return _dpo_reference_grid(REF8_RUNS)
 
 
 # Reentrant checkpointing (`--grid reentrant`, issue 13; 12 cases): --reentrant-gc (torch.utils.checkpoint
