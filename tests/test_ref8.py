@@ -99,7 +99,10 @@ def test_eight_bit_reference_forward_costs_more_than_bf16() -> None:
     assert dq - q4 == 2 * 4 * (896 * 4864 // 64)
 
 
-@pytest.mark.parametrize("kw", [{"precision": "amp-bf16", "ref_dtype": "fp16"}])
-def test_eight_bit_reference_under_autocast_is_refused(kw: dict[str, str]) -> None:
+@pytest.mark.parametrize(("model", "kw"), [
+    ("qwen2.5-0.5b", {"precision": "amp-bf16", "ref_dtype": "fp16"}),  # autocast around an fp16 reference
+    ("qwen1.5-moe-a2.7b", {}),  # MoE blocks: int8 experts' moments not derived
+])
+def test_eight_bit_reference_not_modelled_is_refused(model: str, kw: dict[str, str]) -> None:
     with pytest.raises(UnsupportedCombination, match="--ref-quant 8bit is modelled for a dense model"):
-        estimate(QWEN, replace(BASE, ref_quant="8bit", **kw))  # type: ignore[arg-type]
+        estimate(presets.find_model(model), replace(BASE, ref_quant="8bit", **kw))  # type: ignore[arg-type]

@@ -370,7 +370,8 @@ def _int8_reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> Refer
     k_proj, q and k during v_proj, the attention output during o_proj). No weight copy: the int8 matmul reads CB."""
     from vramcalc.core.errors import UnsupportedCombination
 
-    if recipe.autocast or m.num_experts or m.kv_lora_rank is not None or m.q_lora_rank is not None:
+    if recipe.autocast or m.num_experts or m.kv_lora_rank is not None or m.q_lora_rank is not None \
+            or m.ssm_state_size or m.vision is not None:  # other blocks (MoE, MLA, SSM) and towers: not derived
         raise UnsupportedCombination("--ref-quant 8bit is modelled for a dense model's reference in its own dtype: "
                                      "give --ref-dtype bf16 (no autocast), or use --ref-quant 4bit for this model")
     assert m.hidden_size is not None and m.intermediate_size is not None and m.num_attention_heads is not None
