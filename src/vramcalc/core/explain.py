@@ -2053,8 +2053,10 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                        "after the policy's forward, on top of its saved activations",
                        SRC_TORCHTUNE_DPO if pref.torchtune_head(t) else SRC_ONLINE))
     elif "temporaries.reference_forward" in d:  # memory/preference.py ReferencePlan.peak, a moment of its own
+        int8 = " (LLM.int8 matmuls: fp16 input copy, int8 rows, int32 and fp16 products)" if t.ref_quant == "8bit" \
+            else ""
         tl.append(Line("temporaries.reference_forward", f"reference model's no-grad forward ({pref.resolve_ref(t)})",
-                       f"the larger of one no-grad layer over {tok} and its fused head over "
+                       f"the larger of one no-grad layer over {tok}{int8} and its fused head over "
                        f"{_n(_labelled(t, seq))} scored tokens, + the policy's per-position outputs",
                        d["temporaries.reference_forward"],
                        "after the policy's forward, on top of its saved activations", SRC_PREFERENCE))
