@@ -3157,12 +3157,38 @@ REFKW_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def refkw_grid() -> list[dict[str, Any]]:
+def _dpo_reference_grid(runs: tuple[tuple[str, dict[str, Any]], ...]) -> list[dict[str, Any]]:
+    """DPO at b2 s512 prompt 128 on REFKW_MODELS, each run with checkpointing off and on (--grid refkw, ref8)."""
     return [{"id": f"{model} | dpo {kw.get('method', 'full')} {label} | {'gc' if gc else 'no-gc'} b2 s512 p128",
              "model": model, "method": kw.get("method", "full"),
              "training": {"method": "full", "objective": "dpo", "batch_size": 2, "seq_len": 512, "prompt_len": 128,
                           "grad_checkpointing": gc, **kw}}
-            for model in REFKW_MODELS for label, kw in REFKW_RUNS for gc in (False, True)]
+            for model in REFKW_MODELS for label, kw in runs for gc in (False, True)]
+
+
+def refkw_grid() -> list[dict[str, Any]]:
+    return _dpo_reference_grid(REFKW_RUNS)
+
+
+# A copied DPO reference in bitsandbytes 8-bit or double-quantized 4-bit storage (`--grid ref8`, issue 13: TRL
+# ref_model_init_kwargs quantization_config load_in_8bit / bnb_4bit_use_double_quant; memory/preference.py
+# reference_weight_bytes, int8_linear_bytes, reference_plan): a pure-bf16 / pure-fp16 full policy beside an LLM.int8
+# reference in its dtype or fp32 (threshold 6.0: bf16 and fp32 inputs' fp16 copies, int32 products), a pure-bf16 policy
+# beside a double-quantized 4-bit one, and a LoRA policy beside a copied 8-bit or 4-bit-dq reference, checkpointing
+# off and on, on tinyllama-1.1b and qwen2.5-0.5b cut to 4 layers. 24 cases, traces in trace_cache_ref8.json, written
+# to accuracy_ref8.{json,md}.
+REF8_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("pure-bf16 ref 8bit", {"precision": "pure-bf16", "ref_quant": "8bit"}),
+    ("pure-fp16 ref 8bit", {"precision": "pure-fp16", "ref_quant": "8bit"}),
+    ("pure-bf16 ref fp32 8bit", {"precision": "pure-bf16", "ref_dtype": "fp32", "ref_quant": "8bit"}),
+    ("pure-bf16 ref 4bit-dq", {"precision": "pure-bf16", "ref_quant": "4bit-dq"}),
+    ("bf16 copy ref 8bit", {**_LORA, "ref_model": "copy", "ref_quant": "8bit"}),
+    ("bf16 copy ref 4bit-dq", {**_LORA, "ref_model": "copy", "ref_quant": "4bit-dq"}),
+)
+
+
+def ref8_grid() -> list[dict[str, Any]]:
+    return _dpo_reference_grid(REF8_RUNS)
 
 
 # Reentrant checkpointing (`--grid reentrant`, issue 13; 12 cases): --reentrant-gc (torch.utils.checkpoint
@@ -3266,6 +3292,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "vlmlf": vlmlf_grid,
          "reentrant": reentrant_grid,
          "refkw": refkw_grid,
+         "ref8": ref8_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3331,6 +3358,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "tp": " (transformers' tensor parallelism, tp_plan: one rank emulated on its shapes; issue 13)",
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
           "refkw": " (a DPO reference loaded in its own dtype or 4-bit: ref_model_init_kwargs; issue 13)",
+          "ref8": " (a DPO reference in bitsandbytes 8-bit or double-quantized 4-bit storage; issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
@@ -3527,6 +3555,7 @@ def main() -> None:
                          "vlmlf",
                          "reentrant",
                          "refkw",
+                         "ref8",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
