@@ -2059,7 +2059,10 @@ def _model(name: str) -> Any:
     if name.startswith("dequant:"):  # a dense preset cut to 4 layers and a 2,048-token vocabulary (dequant_grid)
         from dataclasses import replace
 
-        return replace(presets.find_model(name[8:]), num_layers=FAMILY_LAYERS, vocab_size=2048)
+        spec = presets.find_model(name[8:])
+        local = spec.sliding_window_layers  # Gemma 2 / 3's local layers kept in proportion (as "hf:" models are)
+        return replace(spec, num_layers=FAMILY_LAYERS, vocab_size=2048,
+                       sliding_window_layers=None if local is None else round(local * FAMILY_LAYERS / spec.num_layers))
     if name.startswith("cut:"):  # a preset with its decoder stack cut to N layers: "cut:<preset>:<N>"
         from dataclasses import replace
 
@@ -2856,6 +2859,25 @@ def autocast_grid() -> list[dict[str, Any]]:
             for model, label, kw, b, s in runs for gc in (False, True)]
 
 
+
+# The autocast2 grid (`--grid autocast2`, issue 13; 60 cases): --precision autocast-bf16 as in the autocast grid (a
+# bf16 load, the step under CUDA autocast, peft's fp32 adapters / fp32 trained layers) on the other dense decoders,
+# each cut to 4 layers and a 2,048-token vocabulary (dequant_grid's "dequant:" models, the peak in the layers): LoRA
+# all-linear and QLoRA NF4 all-linear (kbit_prep off) on Qwen3, OLMo 2, Gemma, Gemma 2, Gemma 3 text, Phi-3 and
+# StarCoder2, and freeze (2 of 4 layers frozen) on OLMo 2 (the others' freeze is refused: upcast_norms.py
+# AUTOCAST_FREEZE_FAMILIES), b1 s512 and b2 s1024, without and with checkpointing. Written to
+# accuracy_autocast2.{json,md}, its traces to trace_cache_autocast2.json.
+AUTOCAST2_MODELS = ("dequant:qwen3-0.6b", "dequant:olmo-2-0425-1b", "dequant:gemma-2b", "dequant:gemma-2-2b",
+                    "dequant:gemma-3-1b", "dequant:phi-3-mini-4k", "dequant:starcoder2-3b")
+
+
+def autocast2_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc}}
+            for model in AUTOCAST2_MODELS for label, kw in AUTOCAST_METHODS for b, s in ((1, 512), (2, 1024))
+            for gc in (False, True) if kw["method"] != "freeze" or "olmo" in model]
+
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
 # tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
@@ -3215,6 +3237,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "upcast": upcast_grid,
          "upcastln": upcastln_grid,
          "autocast": autocast_grid,
+         "autocast2": autocast2_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -3275,6 +3298,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
           "upcastln": " (LLaMA-Factory upcast_layernorm: fp32 norms over 16-bit weights, autocast; issue 13)",
           "autocast": " (the Trainer's autocast over 16-bit weights with fp32 adapters / trained layers; issue 13)",
+          "autocast2": " (the same autocast on Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2; issue 13)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -3440,6 +3464,8 @@ def main() -> None:
                     "StarCoder2; full, LoRA, QLoRA, freeze); "
                     "autocast: issue 13's 60 --precision autocast-bf16 cases (16-bit weights, fp32 adapters / trained "
                     "layers under autocast: Llama, GPT-2, a 128k vocabulary; LoRA, QLoRA, freeze); "
+                    "autocast2: issue 13's 60 autocast-bf16 cases on Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2 (LoRA, "
+                    "QLoRA; freeze on OLMo 2); "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
@@ -3467,7 +3493,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "upcast", "upcastln", "autocast",
+                         "upcast", "upcastln", "autocast", "autocast2",
                          "lora-layers",
                          "zamba2", "nemotronh",
                          "vocab",
