@@ -1,6 +1,6 @@
 """--precision autocast-* on the dense decoders of --grid autocast2 (issue 13): Qwen3 and OLMo 2 (q/k RMSNorm), Gemma,
 Gemma 2, Gemma 3 text, Phi-3 (fused qkv_proj / gate_up_proj) and StarCoder2 (LayerNorm with bias); LoRA and QLoRA on
-all of them, freeze (fp32 trained layers) on OLMo 2 only (core/memory/upcast_norms.py AUTOCAST_FAMILIES,
+all of them, freeze (fp32 trained layers) without checkpointing (core/memory/upcast_norms.py AUTOCAST_FAMILIES,
 AUTOCAST_FREEZE_FAMILIES)."""
 
 from __future__ import annotations
@@ -78,15 +78,18 @@ def test_rms_norms_save_the_same_as_the_16_bit_run() -> None:
         assert norms and all(saved["bf16"][k] == saved["autocast-bf16"][k] for k in norms), name
 
 
-def test_freeze_is_refused_where_not_traced() -> None:
-    # freeze's fp32 trained layers on Qwen3 / Gemma / Phi-3 / StarCoder2 were 5.5 .. 8.1 % over or 3.1 % under the
-    # trace with checkpointing (--grid autocast2 before the refusal): refused in one line; OLMo 2's is modelled
+def test_freeze_with_checkpointing_is_refused_where_not_traced() -> None:
+    # freeze's fp32 trained layers with checkpointing were 5.5 .. 8.1 % over the trace on tied embeddings (Qwen3-0.6B,
+    # Gemma 1-3, StarCoder2) and under on wide untied ones (Qwen3-8B -2.6 %, Phi-3 -3.1 %) in --grid autocast2 before
+    # the refusal: refused in one line there; without checkpointing (within -1.9 .. +3.7 %) modelled
     t = TrainingSpec(method="freeze", freeze_layers=2, precision="autocast-bf16")
-    for name in ("qwen3-0.6b", "gemma-2b", "phi-3-mini-4k", "starcoder2-3b"):
-        with pytest.raises(UnsupportedCombination, match="--method freeze") as e:
-            estimate(presets.find_model(name), t)
+    for name in ("qwen3-0.6b", "olmo-2-0425-1b", "gemma-2b", "phi-3-mini-4k", "starcoder2-3b"):
+        with pytest.raises(UnsupportedCombination, match="--method freeze and checkpointing") as e:
+            estimate(presets.find_model(name), replace(t, grad_checkpointing=True))
         assert "\n" not in str(e.value)
-    assert estimate(presets.find_model("olmo-2-0425-1b"), t).tensor_peak_bytes > 0
+        assert estimate(presets.find_model(name), t).tensor_peak_bytes > 0
+    # Llama's is traced (--grid autocast)
+    assert estimate(presets.find_model("tinyllama-1.1b"), replace(t, grad_checkpointing=True)).tensor_peak_bytes > 0
 
 
 @pytest.mark.parametrize("name", sorted(IN_FEATURES))
