@@ -108,3 +108,12 @@ def test_lora_matches_the_trace(name: str) -> None:
     e, r = estimate(m, t), trace(m, t)
     err = (e.tensor_peak_bytes - r.peak_bytes) / r.peak_bytes
     assert -0.02 <= err <= 0.05, (err, e.phases, r.phase_peaks, r.peak_op)
+
+
+def test_an_untraced_family_is_refused_naming_the_modelled_ones() -> None:
+    # Phi-2 (family "phi": partial rotary, parallel attention / MLP) is not traced under autocast: one line that names
+    # the families that are
+    with pytest.raises(UnsupportedCombination) as e:
+        estimate(presets.find_model("phi-2"), _lora())
+    msg = str(e.value)
+    assert "\n" not in msg and all(f in msg for f in ("Qwen3", "OLMo 2", "Gemma 1-3", "Phi-3", "StarCoder2"))
