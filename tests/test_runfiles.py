@@ -266,7 +266,8 @@ def test_unmodelled_memory_keys_are_named_in_full(tmp_path: Path) -> None:
     # (optim_target_modules left this list: GaLore/APOLLO read it, modelled by io/runfiles.py _low_rank)
     # (auto_find_batch_size left this list: core/searches.py auto_batch_size, --auto-find-batch-size)
     # (ref_model_init_kwargs left this list: io/runfiles.py _ref_model_init_kwargs, --ref-dtype / --ref-quant)
-    keys = dict.fromkeys(("torch_compile", "cut_cross_entropy", "gradient_checkpointing_kwargs"), True)
+    # (gradient_checkpointing_kwargs left this list for transformers / TRL and axolotl files: _checkpointing_kwargs)
+    keys = dict.fromkeys(("torch_compile", "cut_cross_entropy", "max_memory"), True)
     filler = {f"harmless_{i}": 1 for i in range(20)}  # more than the 12 ignored keys the note shows
     import json
 

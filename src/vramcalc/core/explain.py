@@ -68,7 +68,7 @@ from vramcalc.core.memory.optimizer import (
     state_dtype,
 )
 from vramcalc.core.memory.precision import Recipe, recipe_of
-from vramcalc.core.memory.savers import largest_tensor
+from vramcalc.core.memory.savers import largest_tensor, ordinal
 from vramcalc.core.memory.weights import (
     DQ_BLOCK,
     NF4_BLOCK,
@@ -1728,8 +1728,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           + (f" + {_n(more)} B (what the dense bottom layers save more)" if more else ""),
                           kept, "layers × one layer's saved tensors", SRC_ACTS))
     if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)
-        what = [f"every {t.ac_every}th layer checkpointed, the others keep their saved set"] if t.ac_every > 1 \
-            else []
+        what = [f"every {ordinal(t.ac_every)} layer checkpointed" + (" from layer 0" if t.ac_layout == "hf" else "")
+                + ", the others keep their saved set"] if t.ac_every > 1 else []
         if t.activation_offload:
             host = b.details.get("activations.offloaded_to_host", 0)
             what.append(f"offloaded to host RAM: {fmt_value(host, 'bytes')}")

@@ -188,8 +188,15 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         # transformers' default is {"use_reentrant": False}; LLaMA-Factory passes its use_reentrant_gc (True)
-        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": training.reentrant_gc})
-        if training.ac_every > 1:  # torchtune selective: only layers whose 1-based index is a multiple of k
+        kwargs = {"use_reentrant": training.reentrant_gc}
+        if training.ac_every > 1 and training.ac_layout == "hf":
+            # transformers' own every_n_layers (modeling_utils.py _set_gradient_checkpointing: layer_index % k == 0)
+            target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs,
+                                                   every_n_layers=training.ac_every)
+        else:
+            target.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if training.ac_every > 1 and training.ac_layout != "hf":
+            # torchtune selective: only layers whose 1-based index is a multiple of k
             for i, block in enumerate(layers, start=1):
                 if i % training.ac_every:
                     block.gradient_checkpointing = False  # type: ignore[assignment]

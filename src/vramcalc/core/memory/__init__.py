@@ -77,7 +77,7 @@ from vramcalc.core.memory.overhead import CUDA_CONTEXT_BYTES as CUDA_CONTEXT_BYT
 from vramcalc.core.memory.overhead import NOTE as _OVERHEAD_NOTE
 from vramcalc.core.memory.overhead import runtime_overhead
 from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note, recipe_of
-from vramcalc.core.memory.savers import largest_tensor, layer_residency, offload_node_bytes
+from vramcalc.core.memory.savers import largest_tensor, layer_residency, offload_node_bytes, ordinal, wrapped_layers
 from vramcalc.core.memory.weights import (
     WeightBytes,
     fp32_router_tensors,
@@ -857,6 +857,7 @@ class _ActivationPlan:
     compute: int = 2
     # Checkpointing variants (memory/savers.py).
     ac_every: int = 1
+    ac_from_first: bool = False  # --ac-layout hf (memory/savers.py wrapped_layers)
     offload: bool = False
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
     # Offloaded checkpointing of adapters (not full fine-tuning): the embedding output stays on the GPU (below).
@@ -1392,8 +1393,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append("autocast under full sharding: the 16-bit weight copies alive are those of the gathered units "
                      "(FSDP / ZeRO-3 free them with the unit after forward), not of the whole model.")
     if t.ac_every > 1:
-        notes.append(f"selective checkpointing: {n_layers // t.ac_every} of {n_layers} layers checkpointed "
-                     f"(every {t.ac_every}th, torchtune ac_mode selective); the others keep their activations.")
+        notes.append(f"selective checkpointing: {wrapped_layers(n_layers, t.ac_every, t.ac_layout == 'hf')} of "
+                     f"{n_layers} layers checkpointed (every {ordinal(t.ac_every)}, "
+                     + ("from layer 0, transformers every_n_layers" if t.ac_layout == "hf" else
+                        "torchtune ac_mode selective") + "); the others keep their activations.")
     if t.activation_offload:
         notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); in backward "
                      + ("the GPU holds the recomputed layer's input brought back and its rebuilt saved set "
@@ -1471,7 +1474,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
-        ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
+        ac_every=t.ac_every, ac_from_first=t.ac_layout == "hf", offload=t.activation_offload,
+        layer_input_t=residual * m.hidden_size,
         offload_leaf_t=residual * m.hidden_size if t.activation_offload and t.grad_checkpointing
         and t.method != "full" else 0,
         offload_bwd_t=layer.backward_no_norm_per_token,
@@ -1793,7 +1797,7 @@ def _transformer_phases(
         layer_bwd_t = layer_bwd_t + p.layer_fwd_c
         if p.ac_every > 1 or p.offload:  # selective / offloaded (memory/savers.py)
             r = layer_residency(n_layers=p.n_layers, saving_layers=saving_layers, checkpointing=p.checkpointing,
-                                every=p.ac_every, offload=p.offload, per_layer=per_layer,
+                                every=p.ac_every, offload=p.offload, per_layer=per_layer, from_first=p.ac_from_first,
                                 layer_input=p.layer_input_t * tokens)
             kept, kept_bwd, host_t = r.forward, r.backward, r.host
             # enable_input_require_grads (transformers modeling_utils, called with checkpointing when the embedding

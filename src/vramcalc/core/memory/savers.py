@@ -4,7 +4,9 @@
   only its input; one layer is recomputed at a time in backward (memory/__init__.py phase model).
 * selective (torchtune training/activations.py checkpoint_wrapper, ac_mode "selective", ac_option k): a
   layer is wrapped when its 1-based index is a multiple of k, so n_layers // k layers keep their input
-  and the others keep their whole saved set.
+  and the others keep their whole saved set. transformers' every_n_layers (modeling_utils.py
+  _set_gradient_checkpointing: `layer_index % every_n_layers == 0`, TrainingArguments activation_checkpointing_kwargs)
+  counts from layer 0: ceil(n_layers / k) layers are wrapped (--ac-layout hf).
 * offloaded (torchtune training/_activation_offloading.py OffloadActivations, enable_activation_offloading;
   Unsloth's "unsloth" checkpointing and axolotl `gradient_checkpointing: offload` offload the checkpointed
   inputs the same way): saved tensors of at least 1 KiB are copied to pinned host memory in forward;
@@ -30,11 +32,22 @@ class Residency:
     host: int
 
 
+def wrapped_layers(n_layers: int, every: int, from_first: bool) -> int:
+    """Layers checkpointed by every-k-th selection: torchtune's 1-based multiples of k, or transformers' 0, k, 2k..."""
+    return -(-n_layers // every) if from_first else n_layers // every
+
+
+def ordinal(k: int) -> str:
+    """2nd, 3rd, 4th, 11th, 21st: the k of "every k-th layer" in notes."""
+    suffix = "th" if k % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
 def layer_residency(*, n_layers: int, saving_layers: int, checkpointing: bool, every: int, offload: bool,
-                    per_layer: int, layer_input: int) -> Residency:
+                    per_layer: int, layer_input: int, from_first: bool = False) -> Residency:
     """What the `saving_layers` layers keep (bytes), given one layer's saved set and its input."""
     if checkpointing:
-        wrapped = min(n_layers // every, saving_layers)
+        wrapped = min(wrapped_layers(n_layers, every, from_first), saving_layers)
         resident = wrapped * layer_input + (saving_layers - wrapped) * per_layer
     else:
         resident = saving_layers * per_layer
