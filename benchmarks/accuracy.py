@@ -2059,7 +2059,10 @@ def _model(name: str) -> Any:
     if name.startswith("dequant:"):  # a dense preset cut to 4 layers and a 2,048-token vocabulary (dequant_grid)
         from dataclasses import replace
 
-        return replace(presets.find_model(name[8:]), num_layers=FAMILY_LAYERS, vocab_size=2048)
+        spec = presets.find_model(name[8:])
+        local = spec.sliding_window_layers  # Gemma 2 / 3's local layers kept in proportion (as "hf:" models are)
+        return replace(spec, num_layers=FAMILY_LAYERS, vocab_size=2048,
+                       sliding_window_layers=None if local is None else round(local * FAMILY_LAYERS / spec.num_layers))
     if name.startswith("cut:"):  # a preset with its decoder stack cut to N layers: "cut:<preset>:<N>"
         from dataclasses import replace
 
@@ -2891,6 +2894,24 @@ def autocast_vlm_grid() -> list[dict[str, Any]]:
             for model, shapes in AUTOCAST_VLM_MODELS for label, kw in methods for sh in shapes for gc in (False, True)]
 
 
+# The autocast2 grid (`--grid autocast2`, issue 13; 80 cases): --precision autocast-bf16 as in the autocast grid (a
+# bf16 load, the step under CUDA autocast, peft's fp32 adapters / fp32 trained layers) on the other dense decoders,
+# each cut to 4 layers and a 2,048-token vocabulary (dequant_grid's "dequant:" models, the peak in the layers): LoRA
+# all-linear, QLoRA NF4 all-linear (kbit_prep off) and freeze (2 of 4 layers frozen) on Qwen3 (0.6B tied, 8B untied),
+# OLMo 2, Gemma, Gemma 2, Gemma 3 text, Phi-3 and StarCoder2, b1 s512 and b2 s1024, without and with checkpointing
+# (freeze without: with checkpointing it is refused there, upcast_norms.py AUTOCAST_FREEZE_FAMILIES). Written to
+# accuracy_autocast2.{json,md}, its traces to trace_cache_autocast2.json.
+AUTOCAST2_MODELS = ("dequant:qwen3-0.6b", "dequant:qwen3-8b", "dequant:olmo-2-0425-1b", "dequant:gemma-2b",
+                    "dequant:gemma-2-2b", "dequant:gemma-3-1b", "dequant:phi-3-mini-4k", "dequant:starcoder2-3b")
+
+
+def autocast2_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc}}
+            for model in AUTOCAST2_MODELS for label, kw in AUTOCAST_METHODS for b, s in ((1, 512), (2, 1024))
+            for gc in (False, True) if kw["method"] != "freeze" or not gc]
+
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
 # tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
@@ -3278,6 +3299,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "autocast": autocast_grid,
          "autocast-moe": autocast_moe_grid,
          "autocast-vlm": autocast_vlm_grid,
+         "autocast2": autocast2_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -3343,6 +3365,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "issues 13 and 15)",
           "autocast-vlm": " (--precision autocast-bf16 on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL: LoRA and QLoRA on the "
                           "language model; issues 13 and 15)",
+          "autocast2": " (the same autocast on Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2; issue 13)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -3511,6 +3534,8 @@ def main() -> None:
                     "layers under autocast: Llama, GPT-2, a 128k vocabulary; LoRA, QLoRA, freeze); "
                     "autocast-moe / autocast-vlm: 24 cases each of --precision autocast-bf16 LoRA / QLoRA on "
                     "Mixtral, Qwen1.5-MoE, Qwen3-MoE / on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL's language model; "
+                    "autocast2: issue 13's 80 autocast-bf16 cases on Qwen3, OLMo 2, Gemma 1-3, Phi-3, "
+                    "StarCoder2 (LoRA, QLoRA; freeze without checkpointing); "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
@@ -3538,7 +3563,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "upcast", "upcastln", "autocast",
+                         "upcast", "upcastln", "autocast", "autocast2",
                          "autocast-moe", "autocast-vlm",
                          "lora-layers",
                          "zamba2", "nemotronh",
