@@ -135,12 +135,16 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
 # The families --precision autocast-* is traced on (--grid autocast): Llama-style RMSNorm (Llama, Mistral, Qwen2) and
 # GPT-2's LayerNorm (autocast's fp32 layer_norm, Conv1D's addmm).
 AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+# The preference objectives traced under it (--grid autocast-run): TRL's DPOTrainer with peft, the reference the
+# policy with its adapters disabled under the same autocast (trl/trainer/dpo_trainer.py).
+AUTOCAST_OBJECTIVES = ("dpo",)
 
 
 def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
     """--precision autocast-*: the runs it is modelled (and traced) for; the rest refused in one line. `m` None: the
     run's options alone (a run file that names no model)."""
     from vramcalc.core.memory.precision import recipe_of, resolve_precision
+    from vramcalc.core.memory.preference import resolve_ref
 
     if not recipe_of(t).autocast16:
         return
@@ -162,8 +166,10 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
         raise UnsupportedCombination(f"--precision {p} is not modelled with --kbit-prep (prepare_model_for_kbit_"
                                      "training's fp32 embeddings, norms and head): pass --no-kbit-prep, as "
                                      "LLaMA-Factory and TRL load QLoRA")
-    elif t.objective != "sft" or t.loss != "hf":
-        why = f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss)"
+    elif not (t.objective == "sft" and t.loss == "hf" or t.objective in AUTOCAST_OBJECTIVES and t.method != "freeze"
+              and resolve_ref(t) == "adapters-off" and t.dpo_head == "trl"):
+        why = (f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss, and TRL's DPO "
+               "with LoRA / QLoRA and the adapters-off reference)")
     elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits or t.upcast_norms \
             or t.train_layers is not None or t.train_modules is not None or getattr(t, "relora", False):
         why = ("--kernels, --dora, --activation-offload, --upcast-logits, --upcast-norms, --train-layers/-modules or "
