@@ -144,7 +144,6 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
     """--precision autocast-*: the runs it is modelled (and traced) for; the rest refused in one line. `m` None: the
     run's options alone (a run file that names no model)."""
     from vramcalc.core.memory.precision import recipe_of, resolve_precision
-    from vramcalc.core.memory.preference import resolve_ref
 
     if not recipe_of(t).autocast16:
         return
@@ -166,8 +165,8 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
         raise UnsupportedCombination(f"--precision {p} is not modelled with --kbit-prep (prepare_model_for_kbit_"
                                      "training's fp32 embeddings, norms and head): pass --no-kbit-prep, as "
                                      "LLaMA-Factory and TRL load QLoRA")
-    elif not (t.objective == "sft" and t.loss == "hf" or t.objective in AUTOCAST_OBJECTIVES and t.method != "freeze"
-              and resolve_ref(t) == "adapters-off" and t.dpo_head == "trl"):
+    elif t.loss != "hf" or not (t.objective == "sft" or t.objective in AUTOCAST_OBJECTIVES and t.method != "freeze"
+                                and t.ref_model in ("auto", "adapters-off") and t.dpo_head == "trl"):  # auto: peft's
         why = (f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss, and TRL's DPO "
                "with LoRA / QLoRA and the adapters-off reference)")
     elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits or t.upcast_norms \
