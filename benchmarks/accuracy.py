@@ -2856,14 +2856,16 @@ def autocast_grid() -> list[dict[str, Any]]:
             for model, label, kw, b, s in runs for gc in (False, True)]
 
 
-# The autocast-run grid (`--grid autocast-run`, issue 13; 30 cases): --precision autocast-bf16 with what real run
+# The autocast-run grid (`--grid autocast-run`, issue 13; 48 cases): --precision autocast-bf16 with what real run
 # files set beside it: TRL's DPOTrainer with use_peft, whose reference is the policy with its adapters disabled
 # (trl/trainer/dpo_trainer.py compute_ref_log_probs: peft use_adapter inside accelerator.autocast()), on LoRA and
 # QLoRA NF4 all-linear (kbit_prep off: TRL 1.16's DPOTrainer calls no prepare_model_for_kbit_training), on the
 # autocast grid's three models cut to 4 layers (Llama 32k, GPT-2, a 128k tied vocabulary), b1 s512 p128 and b2 s1024
 # p256, each without and with checkpointing; and LoRA with lora_dropout 0.05 (TRL's DPO scripts; DPOConfig
-# disable_dropout zeroes it), b1 s512 p128. The checkpointed cases peak in a layer's rerun, 0.6 to 3.4 % over (the
-# autocast grid's "dequant:" LoRA / QLoRA cases with checkpointing show the same: +2.2 to +4.2 %). Written to
+# disable_dropout zeroes it), b1 s512 p128; and SFT LoRA with --loss fused-linear, cut and chunked (the tracer's
+# emulated Liger / Apple kernels and torchtune's chunked loss as is, trace/_loss.py), b2 s1024. The checkpointed DPO
+# cases peak in a layer's rerun, 0.6 to 3.4 % over (the autocast grid's "dequant:" LoRA / QLoRA cases with
+# checkpointing show the same: +2.2 to +4.2 %); fused-linear and cut peak in the layers too. Written to
 # accuracy_autocast-run.{json,md}, its traces to trace_cache_autocast-run.json.
 AUTOCAST_RUN_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("dpo lora adapters-off", {**AUTOCAST_METHODS[0][1], "objective": "dpo"}),
@@ -2873,11 +2875,18 @@ AUTOCAST_RUN_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+AUTOCAST_RUN_LOSSES = ("fused-linear", "cut", "chunked")
+
+
 def autocast_run_grid() -> list[dict[str, Any]]:
     runs = [(model, label, kw, b, s, p) for model in AUTOCAST_MODELS for label, kw in AUTOCAST_RUN_METHODS[:2]
             for b, s, p in ((1, 512, 128), (2, 1024, 256))]
     runs += [(model, *AUTOCAST_RUN_METHODS[2], 1, 512, 128) for model in AUTOCAST_MODELS]
-    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} p{p} | {'gc' if gc else 'no-gc'}",
+    # SFT LoRA with the loss savers (Liger's fused linear cross-entropy, Apple's cut, torchtune's chunked; the
+    # tracer's emulated kernels, trace/_loss.py), b2 s1024
+    runs += [(model, f"lora loss {loss}", {**AUTOCAST_METHODS[0][1], "loss": loss}, 2, 1024, 0)
+             for model in AUTOCAST_MODELS for loss in AUTOCAST_RUN_LOSSES]
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s}{f' p{p}' if p else ''} | {'gc' if gc else 'no-gc'}",
              "model": model, "method": label,
              "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s, "prompt_len": p,
                           "grad_checkpointing": gc}}
@@ -3304,7 +3313,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
           "upcastln": " (LLaMA-Factory upcast_layernorm: fp32 norms over 16-bit weights, autocast; issue 13)",
           "autocast": " (the Trainer's autocast over 16-bit weights with fp32 adapters / trained layers; issue 13)",
-          "autocast-run": " (the Trainer's autocast with what run files set beside it: TRL DPO with peft; issue 13)",
+          "autocast-run": " (the Trainer's autocast with what run files set beside it: TRL DPO with peft, the loss "
+                          "savers; issue 13)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "

@@ -74,11 +74,13 @@ def test_freeze_stores_the_trained_parameters_in_fp32() -> None:
     ({"method": "qlora"}, "--no-kbit-prep"),
     ({"method": "lora", "dora": True}, "--dora"),
     ({"method": "lora", "mode": "inference"}, "--mode inference"),
-    # traced under autocast: TRL's DPO with the adapters-off reference only (--grid autocast-run)
+    # traced under autocast: TRL's DPO with the adapters-off reference only, and the loss savers fused-linear, cut
+    # and chunked (--grid autocast-run)
     ({"method": "lora", "objective": "kto"}, "--objective kto"),
     ({"method": "lora", "objective": "dpo", "ref_model": "copy"}, "adapters-off reference"),
     ({"method": "freeze", "freeze_layers": 2, "objective": "dpo"}, "--objective dpo"),
-    ({"method": "lora", "loss": "cut"}, "--loss cut"),
+    ({"method": "lora", "loss": "liger-cross-entropy"}, "--loss liger-cross-entropy"),
+    ({"method": "lora", "objective": "dpo", "loss": "fused-linear"}, "--loss fused-linear"),
 ])
 def test_what_is_not_modelled_is_refused_in_one_line(kw: dict[str, object], needle: str) -> None:
     with pytest.raises(UnsupportedCombination) as e:
@@ -101,6 +103,9 @@ def test_moe_is_refused() -> None:
           prompt_len=64, grad_checkpointing=True),
     _lora(precision="autocast-bf16", lora_targets=("all-linear",), objective="dpo", batch_size=1, seq_len=256,
           prompt_len=64),
+    # Liger's fused linear cross-entropy (the tracer's emulated kernel, trace/_loss.py) and torchtune's chunked loss
+    _lora(precision="autocast-bf16", lora_targets=("all-linear",), loss="fused-linear", batch_size=2, seq_len=256),
+    _lora(precision="autocast-bf16", lora_targets=("all-linear",), loss="chunked", batch_size=2, seq_len=256),
 ])
 def test_matches_the_trace(t: TrainingSpec) -> None:
     # the tracer loads bf16 weights (freeze: the trained ones cast to fp32) and runs the forward under CUDA autocast

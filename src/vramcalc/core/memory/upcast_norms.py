@@ -138,6 +138,9 @@ AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
 # The preference objectives traced under it (--grid autocast-run): TRL's DPOTrainer with peft, the reference the
 # policy with its adapters disabled under the same autocast (trl/trainer/dpo_trainer.py).
 AUTOCAST_OBJECTIVES = ("dpo",)
+# The losses traced under it: transformers' own and the loss savers (Liger's fused linear cross-entropy, Apple's cut,
+# torchtune's chunked; --grid autocast-run through the tracer's trace/_loss.py)
+AUTOCAST_LOSSES = ("hf", "fused-linear", "cut", "chunked")
 
 
 def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
@@ -165,10 +168,11 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
         raise UnsupportedCombination(f"--precision {p} is not modelled with --kbit-prep (prepare_model_for_kbit_"
                                      "training's fp32 embeddings, norms and head): pass --no-kbit-prep, as "
                                      "LLaMA-Factory and TRL load QLoRA")
-    elif t.loss != "hf" or not (t.objective == "sft" or t.objective in AUTOCAST_OBJECTIVES and t.method != "freeze"
-                                and t.ref_model in ("auto", "adapters-off") and t.dpo_head == "trl"):  # auto: peft's
-        why = (f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss, and TRL's DPO "
-               "with LoRA / QLoRA and the adapters-off reference)")
+    elif not (t.objective == "sft" and t.loss in AUTOCAST_LOSSES
+              or t.objective in AUTOCAST_OBJECTIVES and t.loss == "hf" and t.method != "freeze"
+              and t.ref_model in ("auto", "adapters-off") and t.dpo_head == "trl"):  # auto: adapters-off with peft
+        why = (f"--objective {t.objective} --loss {t.loss} (modelled for SFT with --loss hf, fused-linear, cut or "
+               "chunked, and TRL's DPO with LoRA / QLoRA and the adapters-off reference)")
     elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits or t.upcast_norms \
             or t.train_layers is not None or t.train_modules is not None or getattr(t, "relora", False):
         why = ("--kernels, --dora, --activation-offload, --upcast-logits, --upcast-norms, --train-layers/-modules or "
