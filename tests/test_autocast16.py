@@ -80,7 +80,6 @@ def test_freeze_stores_the_trained_parameters_in_fp32() -> None:
     ({"method": "lora", "objective": "dpo", "ref_model": "copy"}, "adapters-off reference"),
     ({"method": "freeze", "freeze_layers": 2, "objective": "dpo"}, "--objective dpo"),
     ({"method": "lora", "loss": "liger-cross-entropy"}, "--loss liger-cross-entropy"),
-    ({"method": "lora", "objective": "dpo", "loss": "fused-linear"}, "--loss fused-linear"),
 ])
 def test_what_is_not_modelled_is_refused_in_one_line(kw: dict[str, object], needle: str) -> None:
     with pytest.raises(UnsupportedCombination) as e:
