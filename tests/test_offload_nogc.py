@@ -145,3 +145,52 @@ def test_tracer_brings_back_a_chunk_view_as_its_own_elements() -> None:
         gate, _ = (x * 1.0).chunk(2, dim=-1)
         torch.nn.functional.silu(gate)  # saves gate: 64 x 8 x 4 B = 2,048 B >= torchtune's 1 KiB
     assert [(tuple(shape), stride) for shape, stride, _ in ctx.offloaded.values()] == [((64, 8), (8, 1))]
+
+
+QWEN3 = {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 2, "num_attention_heads": 8,
+         "num_key_value_heads": 4, "head_dim": 64, "vocab_size": 512}
+
+
+def test_layer_gradients_appear_one_linear_at_a_time_and_shared_tables_are_offloaded() -> None:
+    # The off:llama toy LoRA all-linear (r 16, fp32 adapters, lora_A r x in + lora_B out x r) b1 s1024. One layer's
+    # adapters: q 16x256 + 256x16, k and v 16x256 + 128x16 each, o as q, gate and up 16x256 + 704x16 each, down
+    # 16x704 + 256x16: 74,752 params, 299,008 B; down_proj's 15,360 params, 61,440 B.
+    m = toy("tinyllama-1.1b", LLAMA)
+    e = estimate(m, TrainingSpec(method="lora", precision="bf16", lora_targets=("all-linear",), batch_size=1,
+                                 seq_len=1024, activation_offload=True))
+    layer = 4 * (2 * (16 * 256 + 256 * 16) + 2 * (16 * 256 + 128 * 16) + 2 * (16 * 256 + 704 * 16) + 16 * 704
+                 + 256 * 16)
+    down = 4 * (16 * 704 + 256 * 16)
+    assert (layer, down) == (299_008, 61_440) and e.gradients == 2 * layer
+    # torch autograd's AccumulateGrad writes down_proj's A and B as soon as its nodes have run, before the MLP product
+    # node where the layer's backward peaks: the top layer holds those alone, the bottom one the top layer's too (the
+    # tracer's gradients at its two peaks, --grid offload-nogc: 61,440 and 360,448 B)
+    top_g, top_shared, *_ = _moment(e, "backward.top")
+    bottom_g, bottom_shared, *_ = _moment(e, "backward.bottom")
+    assert (top_g, bottom_g) == (down, layer + down) == (61_440, 360_448)
+    # RoPE cos / sin (2 x 2 B x head_dim 32 per token) are the decoder's locals: with offloading the layers' saved
+    # copies are in host RAM, so no backward moment holds them (the trace has none alive at its peak)
+    assert (top_shared, bottom_shared) == (0, 0) and _moment(e, "forward.layer")[2] == 2 * 2 * 32 * 1024
+    # up_proj's adapter path (peft's cast of the 2 B x 704 gradient to fp32, its scaling) runs after the product
+    # node, whose post hook dropped down_proj's copies: back from the host are the product's two 2 B x 704 operands
+    # alone, no weight copy (the trace's two empty_strided tensors at its peak)
+    assert _moment(e, "backward.top")[2] == _moment(e, "backward.bottom")[2] == 2 * 2 * 704 * 1024 == 2_883_584
+
+
+def test_query_norm_node_of_an_adapted_qwen3_layer() -> None:
+    # The off:qwen3 toy (tests/data/hf/qwen3-0.6b.json cut: hidden 256, 8 heads of 64, 4 kv heads) LoRA q,k,v,o b1
+    # s1024: per layer q 16x256 + 512x16 (12,288 params), k and v 16x256 + 256x16 (8,192 each), o 16x512 + 256x16
+    # (12,288): 40,960 params, 163,840 B in fp32.
+    e = estimate(toy("qwen3-0.6b", QWEN3), TrainingSpec(method="lora", precision="bf16", lora_targets=QKVO,
+                                                         batch_size=1, seq_len=1024, activation_offload=True))
+    q = 4 * (16 * 256 + 512 * 16)
+    assert e.gradients == 2 * 163_840
+    # the query norm's backward (Qwen3RMSNorm over q's 512 wide heads: six 4 B x 512 tensors) runs after v_proj's,
+    # k_norm's and k_proj's nodes: the top layer has every gradient but q_proj's, beside two 2 B x 256 residual
+    # gradients (the trace's peak: 114,688 B of gradients, 13,664,768 B of temporaries with the brought-back rstd)
+    top_g, _, top_t = _moment(e, "backward.offload_norm_top")
+    assert (top_g, top_t) == (163_840 - q, (6 * 4 * 512 + 2 * 2 * 256) * 1024) == (114_688, 13_631_488)
+    # the bottom layer's has the top layer's too, and no residual gradient: its input, the frozen embedding's output,
+    # takes none (the trace's bottom q_norm node: 278,528 B of gradients beside 6 x 2,097,152 B fp32 tensors)
+    bottom_g, _, bottom_t = _moment(e, "backward.offload_norm")
+    assert (bottom_g, bottom_t) == (2 * 163_840 - q, 6 * 4 * 512 * 1024) == (278_528, 12_582_912)

@@ -119,6 +119,20 @@ def test_llama_factory_lora_defaults_are_its_own(tmp_path: Path) -> None:
     assert "lora_rank" not in runfiles.load(str(f))[0].options  # full tuning: no adapter defaults
 
 
+def test_llama_factory_qwen3_lora_bf16_is_the_trainers_autocast(tmp_path: Path) -> None:
+    # LLaMA-Factory LoRA with bf16: a bf16 load, peft's fp32 adapters, the step under the Trainer's autocast
+    # (--precision autocast-bf16), now modelled on Qwen3 (--grid autocast2): no fallback to bf16, no note saying so
+    f = tmp_path / "lora.yaml"
+    f.write_text("model_name_or_path: Qwen/Qwen3-8B\nstage: sft\nfinetuning_type: lora\nbf16: true\n")
+    run = runfiles.load(str(f))[0]
+    assert run.options["precision"] == "autocast-bf16"
+    assert not any("is not modelled here" in n for n in run.notes)
+    # freeze with checkpointing on Qwen3 is not modelled under autocast: bf16 with the note (core/memory/
+    # upcast_norms.py); LLaMA-Factory checkpoints unless disable_gradient_checkpointing
+    f.write_text("model_name_or_path: Qwen/Qwen3-8B\nstage: sft\nfinetuning_type: freeze\nbf16: true\n")
+    run = runfiles.load(str(f))[0]
+    assert any("autocast-bf16 is not modelled here" in n for n in run.notes)
+
 def test_llama_factory_freeze_counts_layers_from_the_top(tmp_path: Path) -> None:
     # Qwen2.5-0.5B has 24 layers; freeze_trainable_layers 2 trains the top two: 22 frozen from the bottom.
     f = tmp_path / "freeze.yaml"
@@ -252,7 +266,8 @@ def test_unmodelled_memory_keys_are_named_in_full(tmp_path: Path) -> None:
     # (optim_target_modules left this list: GaLore/APOLLO read it, modelled by io/runfiles.py _low_rank)
     # (auto_find_batch_size left this list: core/searches.py auto_batch_size, --auto-find-batch-size)
     # (ref_model_init_kwargs left this list: io/runfiles.py _ref_model_init_kwargs, --ref-dtype / --ref-quant)
-    keys = dict.fromkeys(("torch_compile", "cut_cross_entropy", "gradient_checkpointing_kwargs"), True)
+    # (gradient_checkpointing_kwargs left this list for transformers / TRL and axolotl files: _checkpointing_kwargs)
+    keys = dict.fromkeys(("torch_compile", "cut_cross_entropy", "max_memory"), True)
     filler = {f"harmless_{i}": 1 for i in range(20)}  # more than the 12 ignored keys the note shows
     import json
 

@@ -172,6 +172,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
             out["loss_chunks"] = t.loss_chunks
     if t.ac_every > 1:
         out["ac_every"] = t.ac_every
+        if t.ac_layout != "torchtune":
+            out["ac_layout"] = t.ac_layout
     if t.reentrant_gc:
         out["reentrant_gc"] = True
     if t.activation_offload:

@@ -18,6 +18,7 @@ from typing import Any
 from vramcalc.core import lora_layers, unfrozen
 from vramcalc.core.errors import VramcalcError
 from vramcalc.core.vocab import (
+    AC_LAYOUTS,
     ADAPTER_DTYPES,
     ATTENTIONS,
     DPO_HEADS,
@@ -218,6 +219,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("loss_chunks", int, 8, "For --loss chunked / linear-chunked: chunks (torchtune num_output_chunks)."),
     Opt("ac_every", int, 1, "With --grad-checkpointing: checkpoint every k-th layer (torchtune ac_mode "
         "selective, ac_option k); the others keep their activations."),
+    Opt("ac_layout", AC_LAYOUTS, "torchtune", "With --ac-every k: torchtune wraps layers k, 2k, ... (1-based); hf "
+        "wraps 0, k, 2k, ... (transformers every_n_layers)."),
     Opt("reentrant_gc", bool, False, "With --grad-checkpointing: use_reentrant=True (LLaMA-Factory's default "
         "use_reentrant_gc); transformers' default is non-reentrant."),
     Opt("activation_offload", bool, False, "Offload saved activations to host RAM (torchtune "
@@ -263,7 +266,7 @@ OPTIONS: tuple[Opt, ...] = (
         "full fp32 logits and log_softmax over the vocabulary, for the policy and then the reference)."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
     Opt("ref_quant", REF_QUANTS, "none",
-        "A copied DPO/KTO reference in bitsandbytes 4-bit storage (--ref-dtype: its other weights, compute)."),
+        "A copied DPO/KTO reference in bitsandbytes storage: 4bit, 4bit-dq (double-quantized), 8bit (LLM.int8)."),
     Opt("reward_model", str, "none",
         "Online DPO, GRPO, RLOO: the reward model scoring the completions (reward_funcs as a model id; "
         "OnlineDPOConfig reward_model_path): a preset or a config.json path, loaded as a sequence classifier. none: "

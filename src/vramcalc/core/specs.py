@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from vramcalc.core.errors import SpecError
 from vramcalc.core.vocab import (
+    AC_LAYOUTS,
     ADAPTER_DTYPES,
     ATTENTION_KINDS,
     ATTENTIONS,
@@ -52,6 +53,7 @@ from vramcalc.core.vocab import (
     VLLM_MODES,
     WEIGHT_DTYPES,
     ZERO_STAGES,
+    AcLayout,
     AdapterDtype,
     Attention,
     AttentionKind,
@@ -977,6 +979,7 @@ class TrainingSpec:
     loss: LossName = "hf"
     loss_chunks: int = 8  # torchtune CEWithChunkedOutputLoss num_output_chunks
     ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
+    ac_layout: AcLayout = "torchtune"  # which layers ac_every wraps (hf: transformers every_n_layers)
     reentrant_gc: bool = False  # with grad_checkpointing: torch.utils.checkpoint use_reentrant=True (LLaMA-Factory)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
@@ -1051,7 +1054,7 @@ class TrainingSpec:
         "optimizer_impl": OPTIMIZER_IMPLS, "optimizer_targets": OPTIM_TARGETS, "attention": ATTENTIONS,
         "adapter_dtype": ADAPTER_DTYPES,
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
-        "grad_sync": GRAD_SYNCS, "tp_layout": TP_LAYOUTS,
+        "grad_sync": GRAD_SYNCS, "tp_layout": TP_LAYOUTS, "ac_layout": AC_LAYOUTS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
         "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES, "ref_quant": REF_QUANTS, "reward_dtype": REF_DTYPES,

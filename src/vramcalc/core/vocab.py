@@ -59,6 +59,8 @@ GradSync = Literal["deferred", "every-micro-batch"]
 # Whose tensor-parallel layout --tp counts (memory/distributed.py): Megatron's (Linears, embedding and head split), or
 # transformers' tp_plan (from_pretrained(tp_plan="auto"): the model's base_model_tp_plan and _tp_plan as DTensors).
 TpLayout = Literal["megatron", "hf"]
+# --ac-layout: which layers --ac-every checkpoints (torchtune: 1-based index a multiple of k; hf: 0-based)
+AcLayout = Literal["torchtune", "hf"]
 WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
 # FP8 training through accelerate's torchao backend (memory/fp8.py): torchao Float8Linear with its tensorwise
@@ -110,8 +112,9 @@ DpoHead = Literal["trl", "logits"]
 VllmMode = Literal["off", "colocate", "server"]
 RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 # A copied DPO/KTO reference loaded through bitsandbytes (TRL model_init_kwargs / older DPOConfig
-# ref_model_init_kwargs quantization_config): none or 4bit (Linear4bit, nf4 or fp4: the same storage).
-RefQuant = Literal["none", "4bit"]
+# ref_model_init_kwargs quantization_config): none, 4bit (Linear4bit, nf4 or fp4: the same storage), 4bit-dq
+# (bnb_4bit_use_double_quant) or 8bit (load_in_8bit: Linear8bitLt, LLM.int8 with threshold 6.0).
+RefQuant = Literal["none", "4bit", "4bit-dq", "8bit"]
 # The task head of an encoder (memory/encoder.py): auto (a causal LM's own LM head; an encoder's sequence
 # classifier), seq-cls (AutoModelForSequenceClassification: pooler + classifier of --num-labels), token-cls
 # (AutoModelForTokenClassification: dropout + classifier of --num-labels at every position) or mlm
@@ -211,6 +214,7 @@ FSDP_STRATEGIES: tuple[FsdpStrategy, ...] = get_args(FsdpStrategy)
 OFFLOADS: tuple[Offload, ...] = get_args(Offload)
 GRAD_SYNCS: tuple[GradSync, ...] = get_args(GradSync)
 TP_LAYOUTS: tuple[TpLayout, ...] = get_args(TpLayout)
+AC_LAYOUTS: tuple[AcLayout, ...] = get_args(AcLayout)
 TRACE_DEVICES: tuple[TraceDevice, ...] = get_args(TraceDevice)
 WEIGHT_DTYPES: tuple[WeightDtype, ...] = get_args(WeightDtype)
 KV_DTYPES: tuple[KvDtype, ...] = get_args(KvDtype)

@@ -8,6 +8,7 @@ are recognised by their keys; what affects memory is mapped and every other key 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,7 +281,8 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
                                     "use_galore", "use_apollo", "use_adam_mini", "use_muon", "galore_layerwise",
                                     "apollo_layerwise", "use_dora", "use_rslora", "freeze_vision_tower",
                                     "freeze_multi_modal_projector", "freeze_language_model"), ()),
-    "hf-training-args": dict.fromkeys(("gradient_checkpointing", "use_liger_kernel", "bf16", "fp16", "packing",
+    "hf-training-args": dict.fromkeys(("gradient_checkpointing", "activation_checkpointing", "use_liger_kernel", "bf16",
+                                        "fp16", "packing",
                                         "padding_free", "activation_offloading", "precompute_ref_log_probs",
                                         "use_peft", "use_dora", "use_rslora", "load_in_4bit", "load_in_8bit",
                                         "use_bnb_nested_quant", "use_vllm", "vllm_enable_sleep_mode"), ()),
@@ -493,7 +495,9 @@ UNMODELLED_KEYS: dict[str, str] = {
     # TRL / transformers
     "use_liger_kernel": "Liger kernels (fused linear cross-entropy: no full logits)",
     "torch_compile": "torch.compile (fused kernels change what is saved)",
-    "gradient_checkpointing_kwargs": "checkpointing variant (other than use_reentrant true / false)",
+    # (gradient_checkpointing_kwargs / activation_checkpointing_kwargs: mapped for transformers / TRL and axolotl files,
+    # _checkpointing_kwargs; LLaMA-Factory passes its own {"use_reentrant": use_reentrant_gc})
+    "gradient_checkpointing_kwargs": "checkpointing keywords this tool does not pass to torch.utils.checkpoint",
     # torchtune
     "optimizer_in_bwd": "torchtune optimizer in backward (each gradient freed after its step)",
     "enable_activation_offloading": "activations offloaded to the CPU",
@@ -986,6 +990,12 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         # axolotl gradient_checkpointing: offload / unsloth (utils/gradient_checkpointing): checkpointed
         # layer inputs offloaded to host RAM (memory/savers.py).
         run.options.update(grad_checkpointing=True, activation_offload=True)
+    # axolotl core/builders passes gradient_checkpointing_kwargs to TrainingArguments as it is (default
+    # {"use_reentrant": False}): read as transformers reads it (_checkpointing_kwargs)
+    gkw = _checkpointing_kwargs(d, run, "gradient_checkpointing_kwargs",
+                                offload_wrapper=checkpointing in ("offload", "offload_disk", "unsloth"))
+    if run.options.get("grad_checkpointing"):
+        run.options.update(gkw)
     _savers_axolotl(d, run)
     _vocab_axolotl(d, run)
     _preference_axolotl(d, run)
@@ -1366,12 +1376,13 @@ def _preference_trl(d: dict[str, Any], run: Run) -> None:
 # reference (`create_model_from_path(ref_model_path, **ref_model_init_kwargs)`) → --ref-dtype, --ref-quant.
 _REF_HARMLESS = {"revision", "trust_remote_code", "low_cpu_mem_usage", "use_cache", "cache_dir", "token"}
 _REF_BNB_KEYS = {"load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "quant_method",
-                 "bnb_4bit_use_double_quant", "bnb_4bit_quant_storage"}
+                 "bnb_4bit_use_double_quant", "bnb_4bit_quant_storage", "llm_int8_threshold",
+                 "llm_int8_has_fp16_weight", "llm_int8_skip_modules", "llm_int8_enable_fp32_cpu_offload"}
 
 
 def _ref_model_init_kwargs(raw: Any, run: Run, load_dtype: str) -> None:
-    """ref_model_init_kwargs' dtype / torch_dtype, quantization_config (bitsandbytes 4-bit) and attn_implementation;
-    any other keyword is refused in one line."""
+    """ref_model_init_kwargs' dtype / torch_dtype, quantization_config (bitsandbytes 4-bit, double-quantized 4-bit,
+    8-bit) and attn_implementation; any other keyword is refused in one line."""
     key = "ref_model_init_kwargs"
     if not isinstance(raw, dict):
         raise _KeyProblem(key, f"{raw!r:.40} is not a mapping of from_pretrained keywords")
@@ -1380,7 +1391,7 @@ def _ref_model_init_kwargs(raw: Any, run: Run, load_dtype: str) -> None:
     for sub in sorted(set(map(str, raw)) - _REF_HARMLESS - {"dtype", "torch_dtype", "quantization_config",
                                                              "attn_implementation"}):
         raise _KeyProblem(f"{key}.{sub}", "a from_pretrained keyword vramcalc does not model for the reference; "
-                          "remove it (modelled: dtype, quantization_config 4-bit, attn_implementation)")
+                          "remove it (modelled: dtype, quantization_config 4-/8-bit, attn_implementation)")
     name = raw.get("dtype") or raw.get("torch_dtype")
     if name is not None:
         dtype = dtypes.get(str(name).removeprefix("torch."))
@@ -1390,31 +1401,47 @@ def _ref_model_init_kwargs(raw: Any, run: Run, load_dtype: str) -> None:
     ref_dtype = run.options.get("ref_dtype") or ("bf16" if load_dtype == "auto" else dtypes.get(load_dtype, ""))
     quant = raw.get("quantization_config")
     if quant is not None:
-        if not isinstance(quant, dict) or sorted(set(map(str, quant)) - _REF_BNB_KEYS):
-            raise _KeyProblem(f"{key}.quantization_config", "only bitsandbytes load_in_4bit (bnb_4bit_quant_type "
-                              "nf4/fp4, bnb_4bit_compute_dtype) is modelled for the reference; remove the rest")
-        if quant.get("load_in_8bit") or quant.get("bnb_4bit_use_double_quant") or quant.get(
-                "bnb_4bit_quant_storage") not in (None, "uint8"):
-            raise _KeyProblem(f"{key}.quantization_config", "an 8-bit, double-quantized or non-uint8-stored "
-                              "reference is not modelled; use load_in_4bit without them")
-        if quant.get("quant_method") not in (None, "bitsandbytes") or str(quant.get("bnb_4bit_quant_type", "nf4")) \
-                not in ("nf4", "fp4"):
-            raise _KeyProblem(f"{key}.quantization_config", "quant_method bitsandbytes with bnb_4bit_quant_type "
-                              "nf4 or fp4 is modelled; change the rest")
-        compute = quant.get("bnb_4bit_compute_dtype")
-        # bitsandbytes nn/modules.py Linear4bit.set_compute_type: a bf16 or fp32 input sets the compute dtype to its
-        # own, so the default float32 compute dtype runs in the reference's dtype unless that is fp16.
-        if compute is not None and dtypes.get(str(compute).removeprefix("torch.")) not in (ref_dtype, "fp32") \
-                or (compute in (None, "float32", "torch.float32") and ref_dtype == "fp16"):
-            raise _KeyProblem(f"{key}.quantization_config", f"bnb_4bit_compute_dtype {compute!r:.20} with a "
-                              f"{ref_dtype or 'default'} reference is not modelled; give the reference's dtype")
-        if quant.get("load_in_4bit"):
-            run.options["ref_quant"] = "4bit"
+        _ref_quantization_config(quant, run, ref_dtype, dtypes)
     impl = raw.get("attn_implementation")
     if impl is not None and _ATTN_IMPL.get(str(impl)) != run.options.get("attention", "sdpa"):
         raise _KeyProblem(f"{key}.attn_implementation", f"{impl!r:.40} differs from the policy's attention; "
                           "a reference with its own attention is not modelled: give the policy's")
     run.mapped.append(key)
+
+
+def _ref_quantization_config(quant: Any, run: Run, ref_dtype: str, dtypes: dict[str, str]) -> None:
+    """ref_model_init_kwargs.quantization_config (transformers utils/quantization_config.py BitsAndBytesConfig) →
+    --ref-quant 4bit / 4bit-dq (bnb_4bit_use_double_quant) / 8bit (load_in_8bit: Linear8bitLt, LLM.int8)."""
+    where = "ref_model_init_kwargs.quantization_config"
+    if not isinstance(quant, dict) or sorted(set(map(str, quant)) - _REF_BNB_KEYS):
+        raise _KeyProblem(where, "only bitsandbytes load_in_4bit / load_in_8bit (BitsAndBytesConfig's keys) is "
+                          "modelled for the reference; remove the rest")
+    if quant.get("quant_method") not in (None, "bitsandbytes"):
+        raise _KeyProblem(where, "quant_method bitsandbytes is modelled; change the rest")
+    # fp16 weights, skipped modules (4-bit too: the quantizer's modules_to_not_convert) and CPU offload change what is
+    # stored; llm_int8_threshold which temporaries MatMul8bitLt makes (memory/preference.py int8_linear_bytes: 6.0)
+    if quant.get("llm_int8_has_fp16_weight") or quant.get("llm_int8_skip_modules") \
+            or quant.get("llm_int8_enable_fp32_cpu_offload") or quant.get("llm_int8_threshold", 6.0) not in (6, 6.0):
+        raise _KeyProblem(where, "llm_int8_threshold 6.0 without fp16 weights, skipped modules or CPU offload is "
+                          "modelled; remove llm_int8_has_fp16_weight / _skip_modules / _enable_fp32_cpu_offload")
+    if quant.get("load_in_8bit"):
+        if quant.get("load_in_4bit"):  # BitsAndBytesConfig refuses both at once
+            raise _KeyProblem(where, "load_in_4bit and load_in_8bit together; keep one")
+        run.options["ref_quant"] = "8bit"
+        return
+    if quant.get("bnb_4bit_quant_storage") not in (None, "uint8"):
+        raise _KeyProblem(where, "a non-uint8-stored 4-bit reference is not modelled; remove bnb_4bit_quant_storage")
+    if str(quant.get("bnb_4bit_quant_type", "nf4")) not in ("nf4", "fp4"):
+        raise _KeyProblem(where, "bnb_4bit_quant_type nf4 or fp4 is modelled (the same storage); change it")
+    compute = quant.get("bnb_4bit_compute_dtype")
+    # bitsandbytes nn/modules.py Linear4bit.set_compute_type: a bf16 or fp32 input sets the compute dtype to its
+    # own, so the default float32 compute dtype runs in the reference's dtype unless that is fp16.
+    if compute is not None and dtypes.get(str(compute).removeprefix("torch.")) not in (ref_dtype, "fp32") \
+            or (compute in (None, "float32", "torch.float32") and ref_dtype == "fp16"):
+        raise _KeyProblem(where, f"bnb_4bit_compute_dtype {compute!r:.20} with a {ref_dtype or 'default'} "
+                          "reference is not modelled; give the reference's dtype")
+    if quant.get("load_in_4bit"):
+        run.options["ref_quant"] = "4bit-dq" if quant.get("bnb_4bit_use_double_quant") else "4bit"
 
 
 # ---- online RL (memory/rl.py) -------------------------------------------------------------------------
@@ -1542,7 +1569,7 @@ def _grpo(tool: str, d: dict[str, Any], run: Run, prefix: str = "", objective: s
     run.options.update(seq_len=pr + c, prompt_len=pr)
     if "max_completion_length" in d:
         run.mapped.append(prefix + "max_completion_length")
-    if tool == HF and "gradient_checkpointing" not in d:
+    if tool == HF and d.get(_hf_gc_key(d)) is None:
         run.options["grad_checkpointing"] = True  # GRPOConfig / RLOOConfig default (True instead of False)
     _seen(d, run, *(prefix + k for k in ("loss_type", "use_vllm", "epsilon", "epsilon_high", "scale_rewards",
                                          "temperature", "top_p", "top_k", "cache_implementation",
@@ -1566,7 +1593,7 @@ def _online_dpo(d: dict[str, Any], run: Run) -> None:
     _vllm_engine(HF, d, run)
     # online_dpo_config.py: gradient_checkpointing defaults to True (online_dpo_trainer.py then generates with
     # use_cache=False: memory/online_dpo.py uncached_generation_bytes)
-    if "gradient_checkpointing" not in d:
+    if d.get(_hf_gc_key(d)) is None:
         run.options["grad_checkpointing"] = True
     loss = d.get("loss_type")
     if loss is not None and str(loss) not in ("sigmoid", "ipo"):
@@ -1683,7 +1710,7 @@ def _ppo(d: dict[str, Any], run: Run) -> None:
     if d.get("num_mini_batches", 1) != 1:
         raise _KeyProblem("num_mini_batches", f"{d['num_mini_batches']!r:.40} is not modelled (a mini-batch smaller "
                           "than per_device_train_batch_size shrinks the micro-batch); use 1")
-    if d.get("gradient_checkpointing") is True:  # PPOTrainer.train() never calls gradient_checkpointing_enable
+    if d.get(_hf_gc_key(d)) is True:  # PPOTrainer.train() never calls gradient_checkpointing_enable
         run.options.pop("grad_checkpointing", None)
         run.notes.append("ppo: gradient_checkpointing has no effect: PPOTrainer.train() is its own loop and never "
                          "enables it (TRL 0.19.1 ppo_trainer.py).")
@@ -2403,6 +2430,71 @@ def _trl_peft(d: dict[str, Any], run: Run) -> None:
     _lora_variants(HF, d, run, "use_dora", "lora_modules_to_save")
 
 
+def _hf_gc_key(d: dict[str, Any]) -> str:
+    """The checkpointing switch TrainingArguments reads: activation_checkpointing, else its alias (transformers
+    5.24)."""
+    return "activation_checkpointing" if d.get("activation_checkpointing") is not None else "gradient_checkpointing"
+
+
+# torch.utils.checkpoint keywords that change no GPU memory (torch 2.13 utils/checkpoint.py checkpoint):
+# preserve_rng_state stashes the RNG states in host tensors (torch.cuda.get_rng_state returns a CPU ByteTensor);
+# determinism_check "default" compares shapes, dtypes and devices ("none": nothing); debug logs the ops on the host.
+_GC_HOST_ONLY = ("preserve_rng_state", "determinism_check", "debug")
+
+
+def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *, major: int = CURRENT_TRANSFORMERS,
+                          offload_wrapper: bool = False) -> dict[str, Any]:
+    """gradient_checkpointing_kwargs / activation_checkpointing_kwargs as the Trainer passes them (transformers 5.24
+    trainer.py: every_n_layers and offload popped for activation_checkpointing_enable, the rest forwarded to
+    torch.utils.checkpoint.checkpoint): the options they set. `offload_wrapper`: axolotl's offloaded checkpointing
+    (utils/gradient_checkpointing/__init__.py hf_grad_checkpoint_offload_wrapper takes use_reentrant and ignores it)."""
+    raw = d.get(key)
+    if raw is None:
+        return {}
+    if isinstance(raw, str):  # TrainingArguments reads a JSON string into the dict (_VALID_DICT_FIELDS)
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = None
+    if not isinstance(raw, dict):
+        raise _KeyProblem(key, "give a mapping of torch.utils.checkpoint keywords, e.g. {use_reentrant: false}")
+    kw = dict(raw)
+    out: dict[str, Any] = {}
+    reentrant = kw.pop("use_reentrant", False)
+    if not isinstance(reentrant, bool):
+        raise _KeyProblem(key, f"use_reentrant {reentrant!r:.30} is not a boolean; use true or false")
+    if offload_wrapper:
+        run.notes.append(f"{key}: use_reentrant has no effect with axolotl's offloaded checkpointing (its "
+                         "hf_grad_checkpoint_offload_wrapper ignores it).")
+    elif reentrant:
+        out["reentrant_gc"] = True
+    every = kw.pop("every_n_layers", 1) if major >= 5 else 1
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:  # (0: layer_index % 0 raises)
+        raise _KeyProblem(key, f"every_n_layers {every!r:.30} is not a positive whole number of layers")
+    if every != 1:
+        out.update(ac_every=_strict(f"{key}.every_n_layers", "ac_every", every), ac_layout="hf")
+    if major >= 5 and kw.pop("offload", False) is not False:
+        # modeling_utils.py _activation_checkpointing_enable(offload=True): save_on_cpu(pin_memory=True) around each
+        # checkpoint moves the checkpointed layers' saved inputs to pinned host memory
+        _unmodelled(run, f"{key}.offload", "transformers' save_on_cpu around each checkpoint (the checkpointed "
+                    "layers' inputs in pinned host memory) is not modelled; counted as checkpointing on the GPU")
+    if kw.pop("early_stop", True) is not True:
+        # torch checkpoint early_stop=False: the recompute runs the whole layer, not up to its last saved tensor
+        _unmodelled(run, f"{key}.early_stop", "early_stop false (the whole layer recomputed in backward) is not "
+                    "modelled; counted as torch's early stop")
+    if reentrant and kw.get("debug"):
+        raise _KeyProblem(key, "torch.utils.checkpoint refuses debug with use_reentrant true; drop one of them")
+    if kw.get("determinism_check", "default") not in ("default", "none"):
+        raise _KeyProblem(key, f"determinism_check {kw['determinism_check']!r:.30} is not one of torch's: use "
+                          "default or none")
+    unknown = sorted(set(kw) - set(_GC_HOST_ONLY))
+    if unknown:
+        raise _KeyProblem(key, f"{', '.join(map(str, unknown))}: not a torch.utils.checkpoint keyword (transformers "
+                          f"{major} passes them to it); remove {'it' if len(unknown) == 1 else 'them'}")
+    run.mapped.append(key)
+    return out
+
+
 def _hf_args(d: dict[str, Any], path: Path) -> Run:
     # transformers TrainingArguments fields (and TRL's SFTConfig/DPOConfig on top of them); the model is
     # not in this file: give MODEL (a preset or the model's config.json).
@@ -2411,12 +2503,15 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     load_dtype, default_optim = TRANSFORMERS_DEFAULTS[major]
     _take(d, run, "per_device_train_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
-    _take_flag(HF, d, run, "gradient_checkpointing", "grad_checkpointing")
-    gkw = d.get("gradient_checkpointing_kwargs")
-    if isinstance(gkw, dict) and set(gkw) <= {"use_reentrant"} and isinstance(gkw.get("use_reentrant", False), bool):
-        # transformers 5 modeling_utils _activation_checkpointing_enable: the kwargs go to torch.utils.checkpoint;
-        # use_reentrant false (its default) or true (--reentrant-gc), both modelled; any other key is refused
-        run.mapped.append("gradient_checkpointing_kwargs")
+    # transformers 5.24 TrainingArguments: activation_checkpointing(_kwargs), gradient_checkpointing(_kwargs) their
+    # deprecated aliases, read only when the new name is unset (training_args.py __post_init__)
+    gc_key = _hf_gc_key(d)
+    _take_flag(HF, d, run, gc_key, "grad_checkpointing")
+    _seen(d, run, *({"gradient_checkpointing", "activation_checkpointing"} - {gc_key}))  # the alias it overrides
+    gkw_key = ("activation_checkpointing_kwargs" if d.get("activation_checkpointing_kwargs") is not None
+               else "gradient_checkpointing_kwargs")
+    gkw = _checkpointing_kwargs(d, run, gkw_key, major=major)
+    _seen(d, run, *({"gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"} - {gkw_key}))
     # TrainingArguments.use_liger_kernel: Trainer applies Liger's patch, fused linear cross-entropy included.
     liger = _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel")
     if liger:
@@ -2441,8 +2536,8 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
         _take(d, run, "max_seq_length", "seq_len", int)
     _trl(d, run)
     _trl_router_aux(d, run)
-    if isinstance(gkw, dict) and gkw.get("use_reentrant") is True and run.options.get("grad_checkpointing"):
-        run.options["reentrant_gc"] = True  # (after the GRPO / RLOO / Online DPO readers: checkpointing on by default)
+    if run.options.get("grad_checkpointing"):  # (after the GRPO / RLOO / Online DPO readers: on by default there)
+        run.options.update(gkw)
     _optim(run, "optim", d.get("optim", default_optim))
     if "optim" not in d and "optim" in run.mapped:
         run.mapped.remove("optim")

@@ -188,8 +188,15 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         # transformers' default is {"use_reentrant": False}; LLaMA-Factory passes its use_reentrant_gc (True)
-        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": training.reentrant_gc})
-        if training.ac_every > 1:  # torchtune selective: only layers whose 1-based index is a multiple of k
+        kwargs = {"use_reentrant": training.reentrant_gc}
+        if training.ac_every > 1 and training.ac_layout == "hf":
+            # transformers' own every_n_layers (modeling_utils.py _set_gradient_checkpointing: layer_index % k == 0)
+            target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs,
+                                                   every_n_layers=training.ac_every)
+        else:
+            target.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if training.ac_every > 1 and training.ac_layout != "hf":
+            # torchtune selective: only layers whose 1-based index is a multiple of k
             for i, block in enumerate(layers, start=1):
                 if i % training.ac_every:
                     block.gradient_checkpointing = False  # type: ignore[assignment]
@@ -527,11 +534,15 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
 
                 ref_dtype = DTYPES[ref_weight_dtype(training, RECIPES[precision])]
                 ref, _ = build_model(model, training, ref_dtype)
-                if training.ref_quant == "4bit":  # from_pretrained(quantization_config=load_in_4bit): Linear4bit blocks
+                if training.ref_quant != "none":  # from_pretrained(quantization_config=...): Linear4bit/8bitLt blocks
+                    from vramcalc.core.memory.preference import INT8_THRESHOLD, REF_QUANT_STORAGE
+
                     assert model.num_layers is not None
-                    n = quantize_blocks(ref, find_layers(ref, model.num_layers), 4, False, ref_dtype)
-                    notes.append(f"reference: {n} block Linear layers in emulated bitsandbytes 4-bit storage "
-                                 f"(compute {ref_dtype})")
+                    bits, dq = REF_QUANT_STORAGE[training.ref_quant]
+                    n = quantize_blocks(ref, find_layers(ref, model.num_layers), bits, dq, ref_dtype,
+                                        INT8_THRESHOLD if bits == 8 else 0.0)
+                    notes.append(f"reference: {n} block Linear layers in emulated bitsandbytes {training.ref_quant} "
+                                 f"storage (compute {ref_dtype})")
                 for p in ref.parameters():
                     p.requires_grad_(False)
                 for mod in ref.modules():

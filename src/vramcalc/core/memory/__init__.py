@@ -78,7 +78,7 @@ from vramcalc.core.memory.overhead import CUDA_CONTEXT_BYTES as CUDA_CONTEXT_BYT
 from vramcalc.core.memory.overhead import NOTE as _OVERHEAD_NOTE
 from vramcalc.core.memory.overhead import runtime_overhead
 from vramcalc.core.memory.precision import RECIPES, Recipe, auto_precision_note, recipe_of
-from vramcalc.core.memory.savers import largest_tensor, layer_residency, offload_node_bytes
+from vramcalc.core.memory.savers import largest_tensor, layer_residency, offload_node_bytes, ordinal, wrapped_layers
 from vramcalc.core.memory.weights import (
     WeightBytes,
     fp32_router_tensors,
@@ -384,6 +384,53 @@ def _moe_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> i
     return dtype_bytes(t.adapter_dtype) * sum(
         t.lora_rank * lin.rank_mult * (lin.in_features + lin.out_features) * lin.count // n_moe
         for lin in resolve_targets(m, t.lora_targets) if lin.module.startswith("experts."))
+
+
+def _offload_layer_gradients(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> dict[str, int]:
+    """Offloaded without checkpointing, a plain dense decoder: which of a layer's gradients exist at its backward peak.
+
+    torch autograd writes each parameter's gradient from its AccumulateGrad node as soon as the node that uses it has
+    run, so a layer's gradients appear one Linear at a time through its backward. The layer's backward peak is at the
+    MLP's product node (the activation's and up projection's outputs brought back, memory/savers.py
+    offload_node_bytes), which runs after the down projection's nodes: its gradient (full) or its adapters' (LoRA)
+    is made there, the layer's other ones are not (measured with the tracer, --grid offload-nogc: tinyllama cut to a
+    tiny shape, full pure-bf16 b1 s1024, the bottom layer's peak with down_proj's weight gradient alive, -1.6 %
+    without it; LoRA all-linear b1 s1024, the top and bottom peaks hold down_proj's A and B gradients and no other of
+    their own layer's, +1.3 % with the bottom layer's all counted). Under q/k norms the query norm's fp32 backward
+    (the backward.offload_norm moment) runs before q_proj's: an adapted layer has every gradient but q_proj's there
+    (the trace's top-layer peak, Qwen3 cut to a tiny shape, LoRA q,k,v,o b1 s1024, +1.1 % with every gradient)."""
+    from vramcalc.core.params import resolve_targets
+
+    if not t.activation_offload or t.grad_checkpointing or not _plain_dense_decoder(m) or t.zero \
+            or t.fsdp not in ("none", "no-shard") or t.offload != "none" or _distributed.is_parallel(t) \
+            or _lisa.active(t) or _badam.active(t) or _unfrozen.active(t):
+        return {}
+    if t.method == "full":
+        down = dtype_bytes(recipe.grad) * sum(lin.in_features * lin.out_features * lin.count // m.num_layers
+                                              for lin in block_linears(m) if lin.module == "down_proj")
+        return {"offload_down_g": down}
+    if t.method not in ("lora", "qlora") or t.dora:
+        return {}
+    # (peft LoRA: lora_A r x in and lora_B out x r per adapted Linear, in the adapter dtype; one layer's share)
+    per_module = {lin.module: dtype_bytes(t.adapter_dtype) * t.lora_rank * lin.rank_mult
+                  * (lin.in_features + lin.out_features) * lin.count // m.num_layers
+                  for lin in resolve_targets(m, t.lora_targets)}
+    layer_g = sum(per_module.values())
+    q_g = per_module.get("q_proj", 0) if m.qk_norm else 0
+    return {"offload_down_g": per_module.get("down_proj", 0), "offload_bottom_unmade_g": layer_g,
+            **({"offload_norm_q_g": q_g, "offload_norm_top_g": layer_g - q_g} if m.qk_norm else {})}
+
+
+def _offload_product_back(m: ModelSpec, t: TrainingSpec, c: int) -> int:
+    """Per token, a dense gated MLP's product node operands (act(gate), up; c bytes x intermediate each) when its up
+    projection has a LoRA adapter: what is back from the host at the layer's offloaded backward peak
+    (memory/savers.py offload_node_bytes `product_back`); 0 otherwise."""
+    from vramcalc.core.params import resolve_targets
+
+    if m.mlp != "gated" or m.num_experts or t.method not in ("lora", "qlora") or m.intermediate_size is None:
+        return 0
+    adapted = {lin.module for lin in resolve_targets(m, t.lora_targets)}
+    return 2 * c * m.intermediate_size if "up_proj" in adapted else 0
 
 
 def _offloaded_expert_stack(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
@@ -864,6 +911,7 @@ class _ActivationPlan:
     compute: int = 2
     # Checkpointing variants (memory/savers.py).
     ac_every: int = 1
+    ac_from_first: bool = False  # --ac-layout hf (memory/savers.py wrapped_layers)
     offload: bool = False
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
     # Offloaded checkpointing of adapters (not full fine-tuning): the embedding output stays on the GPU (below).
@@ -881,6 +929,13 @@ class _ActivationPlan:
     # projections' under q/k norms, which run after them)
     offload_norm_made_g: int = 0
     offload_norm_unmade_g: int = 0
+    # ... and at a layer's backward peak (_offload_layer_gradients): the gradients its down projection has made (top and
+    # bottom layer alike) and the bottom layer's adapters' gradients not made yet; with q/k norms, an adapted layer's
+    # gradients made at its query norm node (the top layer's)
+    offload_down_g: int = 0
+    offload_bottom_unmade_g: int = 0
+    offload_norm_q_g: int = 0
+    offload_norm_top_g: int = 0
     # Unsloth's kernels under checkpointing (memory/unsloth.py): the bottom layer's own input (and the embedding
     # leaf beside its offloaded copy) alive through its backward, which its saved set does not count.
     bottom_input_t: int = 0
@@ -1399,8 +1454,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append("autocast under full sharding: the 16-bit weight copies alive are those of the gathered units "
                      "(FSDP / ZeRO-3 free them with the unit after forward), not of the whole model.")
     if t.ac_every > 1:
-        notes.append(f"selective checkpointing: {n_layers // t.ac_every} of {n_layers} layers checkpointed "
-                     f"(every {t.ac_every}th, torchtune ac_mode selective); the others keep their activations.")
+        notes.append(f"selective checkpointing: {wrapped_layers(n_layers, t.ac_every, t.ac_layout == 'hf')} of "
+                     f"{n_layers} layers checkpointed (every {ordinal(t.ac_every)}, "
+                     + ("from layer 0, transformers every_n_layers" if t.ac_layout == "hf" else
+                        "torchtune ac_mode selective") + "); the others keep their activations.")
     if t.activation_offload:
         notes.append("activation offload: saved activations go to pinned host RAM (cpu_offload_bytes); in backward "
                      + ("the GPU holds the recomputed layer's input brought back and its rebuilt saved set "
@@ -1478,7 +1535,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
-        ac_every=t.ac_every, offload=t.activation_offload, layer_input_t=residual * m.hidden_size,
+        ac_every=t.ac_every, ac_from_first=t.ac_layout == "hf", offload=t.activation_offload,
+        layer_input_t=residual * m.hidden_size,
         offload_leaf_t=residual * m.hidden_size if t.activation_offload and t.grad_checkpointing
         and t.method != "full" else 0,
         offload_bwd_t=layer.backward_no_norm_per_token,
@@ -1488,16 +1546,22 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # (LoRA on the experts: their adapters' gradients counted late as before; measured, the Qwen3-MoE toy LoRA
         # all-linear b2 s1024 was +4.5 % with them made)
         **({"offload_norm_made_g": 0 if eager_attn or t.method != "full" else moe_grads,
+            # (a dense layer: the query norm's node runs after v_proj's and k_norm / k_proj's, so only q_proj's gradient
+            # is not made there; measured with the tracer, the Qwen3 toy full b1 s1024: the bottom q_norm node with
+            # k_proj's and v_proj's gradients alive, -1.0 % with them counted late)
             "offload_norm_unmade_g": dtype_bytes(recipe.grad) * sum(
                 lin.in_features * lin.out_features for lin in block_linears(m)
-                if lin.module in ("q_proj", "k_proj", "v_proj")) if m.qk_norm and t.method == "full" else 0}
+                if lin.module in (("q_proj", "k_proj", "v_proj") if m.num_experts else ("q_proj",)))
+            if m.qk_norm and t.method == "full" else 0}
            if t.activation_offload and not t.grad_checkpointing else {}),
+        **_offload_layer_gradients(m, t, recipe),
         **(offload_node_bytes(layer.terms, norm_width=max(m.hidden_size, m.num_attention_heads * head_dim(m))
                               if m.qk_norm else m.hidden_size, residual=residual,
                               hidden=m.hidden_size, rmsnorm=m.norm == "rmsnorm",
                               weight_copy=0 if t.method == "qlora" else max(dtype_bytes(recipe.compute)
                               * max((lin.in_features * lin.out_features for lin in block_linears(m)), default=0),
-                                                                            _offloaded_expert_stack(m, t, recipe)))
+                                                                            _offloaded_expert_stack(m, t, recipe)),
+                              product_back=_offload_product_back(m, t, c))
            if t.activation_offload and not t.grad_checkpointing else {}),
         # (HF checkpointing, full fine-tuning of a dense decoder: the checkpoint keeps the bottom layer's input through
         # its backward as every layer's, the embedding's output; measured with the tracer, see
@@ -1800,7 +1864,7 @@ def _transformer_phases(
         layer_bwd_t = layer_bwd_t + p.layer_fwd_c
         if p.ac_every > 1 or p.offload:  # selective / offloaded (memory/savers.py)
             r = layer_residency(n_layers=p.n_layers, saving_layers=saving_layers, checkpointing=p.checkpointing,
-                                every=p.ac_every, offload=p.offload, per_layer=per_layer,
+                                every=p.ac_every, offload=p.offload, per_layer=per_layer, from_first=p.ac_from_first,
                                 layer_input=p.layer_input_t * tokens)
             kept, kept_bwd, host_t = r.forward, r.backward, r.host
             # enable_input_require_grads (transformers modeling_utils, called with checkpointing when the embedding
@@ -1818,6 +1882,11 @@ def _transformer_phases(
         # per token above the non-reentrant trace)
         rerun_out = p.residual * p.hidden * tokens if t.reentrant_gc and saving_layers else 0
         offload_only = p.offload and not p.checkpointing
+        # Offloaded without checkpointing, what is computed once per forward for every layer (the RoPE tables, a
+        # mask) is the decoder's local: it dies when the decoder returns, the layers' saved copies of it are in host
+        # RAM and come back as a node's own (torchtune OffloadActivations pack_tensor; measured with the tracer, --grid
+        # offload-nogc: no cos / sin table alive at any backward peak, +0.7 % with them)
+        once_bwd = 0 if offload_only else once
         stash = 0
         if offload_only and saving_layers:
             # nothing is recomputed: a backward node brings its own saved tensors back beside the previous node's,
@@ -1857,15 +1926,16 @@ def _transformer_phases(
             ("forward.layer", _m.FWD_LAYER_OFF, (acc, stash, once, fwd_copies, layer_fwd_t)) if offload_only else
             ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, fwd_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS_CK,
-             (acc, kept, once, loss_copies, head_saved, loss_fwd_t, grad_fwd)),
+             (acc, kept, once_bwd, loss_copies, head_saved, loss_fwd_t, grad_fwd)),
             # the head's autocast cast outlives the forward (its matmul saved it for the input gradient; the head is
             # not checkpointed), unlike the layers' (measured with the tracer: a 4-layer llama, vocab 32,000, amp-bf16
             # with checkpointing b2 s256: -3.6 % full, -5.5 % LoRA without it, one V x H 16-bit weight short)
-            ("backward.start", _m.BWD_START_CK, (acc, kept, once, head_saved + head_cast_kept, loss_bwd_t, grad_fwd)),
+            ("backward.start", _m.BWD_START_CK,
+             (acc, kept, once_bwd, head_saved + head_cast_kept, loss_bwd_t, grad_fwd)),
         ]
         if head_bwd_t >= 0:
             moments.append(("backward.head", _m.BWD_HEAD_CK,
-                            (acc, kept, once, p.norm_saved_t * tokens, head_bwd_t)))
+                            (acc, kept, once_bwd, p.norm_saved_t * tokens, head_bwd_t)))
         if p.checkpointing and recomputed:
             # The layer's forward rerun inside its backward: the attention's saved set already back, the MLP's
             # forward temporaries (peft's fp32 adapter path, the activation) in flight before the MLP saves its
@@ -1903,12 +1973,22 @@ def _transformer_phases(
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
                                 (gradients - late_g, once, recomputed - bottom_less - mlp_tail, copies, recompute_t)))
         if offload_only:
-            moments.append(("backward.top", _m.BWD_TOP_OFF, (g_top, once, recomputed, copies, layer_bwd_t)))
+            moments.append(("backward.top", _m.BWD_TOP_OFF,
+                            (g_top + (0 if accum else p.offload_down_g), once_bwd, recomputed, copies, layer_bwd_t)))
             if p.offload_norm_t and saving_layers:
-                norm_late = 0 if accum else min(max(late_g - p.offload_norm_made_g, 0) + p.offload_norm_unmade_g,
-                                                gradients)
+                norm_late = 0 if accum else min(max(late_g - p.offload_norm_made_g, 0) + p.offload_norm_unmade_g
+                                                + p.offload_norm_q_g, gradients)
+                norm_t = p.offload_norm_t * tokens
+                if p.offload_norm_top_g and not accum:
+                    # adapters under q/k norms (_offload_layer_gradients): the top layer's query norm node with its
+                    # layer's other gradients made; at the bottom one the layer's input (the frozen embedding's
+                    # output) takes no gradient, so the two residual-stream gradients are not there (measured with
+                    # the tracer, Qwen3 cut to a tiny shape, LoRA q,k,v,o b1 s1024: the two nodes' live sets)
+                    moments.append(("backward.offload_norm_top", _m.BWD_NORM_TOP_OFF,
+                                    (g_top + p.offload_norm_top_g, once_bwd, norm_t)))
+                    norm_t -= 2 * p.residual * p.hidden * tokens
                 moments.append(("backward.offload_norm", _m.BWD_NORM_OFF,
-                                (gradients - norm_late, once, p.offload_norm_t * tokens)))
+                                (gradients - norm_late, once_bwd, norm_t)))
         else:
             moments.append(("backward.top", _m.BWD_TOP_CK,
                             (g_top, kept_bwd, once, recomputed + rerun_out, copies, max(layer_bwd_t, fp8_bwd))))
@@ -1921,8 +2001,10 @@ def _transformer_phases(
         if t.optimizer_in_bwd:
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP_CK,
                             (g_top, kept_bwd, once, recomputed + rerun_out, copies, opt_temp)))
+        if offload_only and not accum:  # the bottom layer's gradients made at its peak (_offload_layer_gradients)
+            late_bottom = min(max(late_bottom + p.offload_bottom_unmade_g - p.offload_down_g, 0), gradients)
         moments.append(("backward.bottom", _m.BWD_BOTTOM_OFF if offload_only else _m.BWD_BOTTOM_CK,
-                        (gradients - late_bottom, once,
+                        (gradients - late_bottom, once_bwd,
                          max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens + rerun_out, copies,
                          layer_bwd_t)))
         if fp8_bwd:

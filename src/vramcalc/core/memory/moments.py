@@ -87,6 +87,8 @@ BWD_TOP_OFF = _layout(_HEAD_G, _SHARED, _BACK, _LAYER_COPIES, _LAYER_BWD)
 BWD_BOTTOM_OFF = _layout(_ALL_G, _SHARED, _BACK, _LAYER_COPIES, _LAYER_BWD)
 BWD_RECOMPUTE_BOTTOM_OFF = _layout(_ALL_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
 BWD_NORM_OFF = _layout(_ALL_G, _SHARED, ("RMSNorm backward in fp32, its input brought back", _T))
+BWD_NORM_TOP_OFF = _layout(("gradients (the head's and the top layer's made)", _G), _SHARED,
+                           ("RMSNorm backward in fp32, its input brought back", _T))
 # LISA (memory/lisa.py): the lowest trained layer's backward, the trained layers' gradients made, every frozen layer
 # below still holding its saved set (checkpointing: its input).
 _TRAINED_G = ("gradients (the trained layers', head's and norm's)", _G)

@@ -4,7 +4,9 @@
   only its input; one layer is recomputed at a time in backward (memory/__init__.py phase model).
 * selective (torchtune training/activations.py checkpoint_wrapper, ac_mode "selective", ac_option k): a
   layer is wrapped when its 1-based index is a multiple of k, so n_layers // k layers keep their input
-  and the others keep their whole saved set.
+  and the others keep their whole saved set. transformers' every_n_layers (modeling_utils.py
+  _set_gradient_checkpointing: `layer_index % every_n_layers == 0`, TrainingArguments activation_checkpointing_kwargs)
+  counts from layer 0: ceil(n_layers / k) layers are wrapped (--ac-layout hf).
 * offloaded (torchtune training/_activation_offloading.py OffloadActivations, enable_activation_offloading;
   Unsloth's "unsloth" checkpointing and axolotl `gradient_checkpointing: offload` offload the checkpointed
   inputs the same way): saved tensors of at least 1 KiB are copied to pinned host memory in forward;
@@ -30,11 +32,22 @@ class Residency:
     host: int
 
 
+def wrapped_layers(n_layers: int, every: int, from_first: bool) -> int:
+    """Layers checkpointed by every-k-th selection: torchtune's 1-based multiples of k, or transformers' 0, k, 2k..."""
+    return -(-n_layers // every) if from_first else n_layers // every
+
+
+def ordinal(k: int) -> str:
+    """2nd, 3rd, 4th, 11th, 21st: the k of "every k-th layer" in notes."""
+    suffix = "th" if k % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
 def layer_residency(*, n_layers: int, saving_layers: int, checkpointing: bool, every: int, offload: bool,
-                    per_layer: int, layer_input: int) -> Residency:
+                    per_layer: int, layer_input: int, from_first: bool = False) -> Residency:
     """What the `saving_layers` layers keep (bytes), given one layer's saved set and its input."""
     if checkpointing:
-        wrapped = min(n_layers // every, saving_layers)
+        wrapped = min(wrapped_layers(n_layers, every, from_first), saving_layers)
         resident = wrapped * layer_input + (saving_layers - wrapped) * per_layer
     else:
         resident = saving_layers * per_layer
@@ -50,7 +63,7 @@ def layer_residency(*, n_layers: int, saving_layers: int, checkpointing: bool, e
 
 
 def offload_node_bytes(terms: Sequence[Any], *, norm_width: int, residual: int, hidden: int, rmsnorm: bool,
-                       weight_copy: int) -> dict[str, int]:
+                       weight_copy: int, product_back: int = 0) -> dict[str, int]:
     """Offloaded without checkpointing: what one layer holds on the GPU at its forward and backward nodes.
 
     torchtune OffloadActivations (pytorch/torchtune torchtune/training/_activation_offloading.py at
@@ -73,6 +86,12 @@ def offload_node_bytes(terms: Sequence[Any], *, norm_width: int, residual: int, 
     peaks in PowBackward0 with six fp32 tensors of the normalized width (its input brought back, the upcast
     gradient, the mean's expanded gradient, pow, 2 * pow and their product) beside two residual-stream
     gradients; with q/k norms (Qwen3) the width is the query projection's.
+    `product_back` (per token; a dense gated MLP whose up projection has a LoRA adapter): the product node's two
+    operands, act(gate) and up. The layer's backward peak is then at up_proj's adapter path (peft's `.to()` and
+    scaling nodes: the intermediate-wide gradient cast to the adapter dtype, unpacking nothing), after the product
+    node ran: its post hook dropped down_proj's copies (its input, its weight copy), so only the product node's
+    own are back (measured with the tracer's live tensors, --grid offload-nogc: the tiny Llama LoRA all-linear b1
+    s1024, two 2 B x 704 copies at the peak and no weight copy, +2.4 % with the pair and the copy).
     """
     # (a group saved by several nodes, the routed experts' (activations.py _expert_nodes), comes back node by node)
     per_token = [n for x in terms if not x.batch1_only for n in (x.nodes or (x.per_token,))]
@@ -82,7 +101,8 @@ def offload_node_bytes(terms: Sequence[Any], *, norm_width: int, residual: int, 
     # input and the attention's output, alive beside the MLP's; measured with the tracer, --grid offload-nogc: a tiny
     # Llama LoRA q,k,v,o b2 s1024, the peak at down_proj's matmul with 4 intermediate- and 5 hidden-wide tensors,
     # -3.0 % without them)
-    return {"offload_stash_t": pair + 2 * residual * hidden, "offload_back_t": pair, "offload_back_c": weight_copy,
+    back_t, back_c = (product_back, 0) if product_back else (pair, weight_copy)
+    return {"offload_stash_t": pair + 2 * residual * hidden, "offload_back_t": back_t, "offload_back_c": back_c,
             "offload_norm_t": 6 * 4 * norm_width + 2 * residual * hidden if rmsnorm else 0}
 
 
