@@ -183,3 +183,11 @@ def test_fp16_is_the_same_storage() -> None:
     t = _lora(precision="autocast-bf16", lora_targets=("all-linear",))
     fp16 = replace(t, precision="autocast-fp16")
     assert estimate(TINY, t).tensor_peak_bytes == estimate(TINY, fp16).tensor_peak_bytes
+
+
+def test_dpo_and_loss_savers_are_kept_to_the_traced_families() -> None:
+    # --grid autocast-run traces DPO and the loss savers on Llama and GPT-2 only: a Qwen3 run with them is refused
+    qwen3 = presets.find_model("qwen3-0.6b")
+    for kw in ({"objective": "dpo"}, {"loss": "fused-linear"}):
+        with pytest.raises(UnsupportedCombination, match="traced on Llama, Mistral, Qwen2 and GPT-2"):
+            estimate(qwen3, TrainingSpec(method="lora", precision="autocast-bf16", **kw))
