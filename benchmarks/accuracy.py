@@ -2859,6 +2859,43 @@ def autocast_grid() -> list[dict[str, Any]]:
             for model, label, kw, b, s in runs for gc in (False, True)]
 
 
+# The autocast-run grid (`--grid autocast-run`, issue 13; 48 cases): --precision autocast-bf16 with what real run
+# files set beside it: TRL's DPOTrainer with use_peft, whose reference is the policy with its adapters disabled
+# (trl/trainer/dpo_trainer.py compute_ref_log_probs: peft use_adapter inside accelerator.autocast()), on LoRA and
+# QLoRA NF4 all-linear (kbit_prep off: TRL 1.16's DPOTrainer calls no prepare_model_for_kbit_training), on the
+# autocast grid's three models cut to 4 layers (Llama 32k, GPT-2, a 128k tied vocabulary), b1 s512 p128 and b2 s1024
+# p256, each without and with checkpointing; and LoRA with lora_dropout 0.05 (TRL's DPO scripts; DPOConfig
+# disable_dropout zeroes it), b1 s512 p128; and SFT LoRA with --loss fused-linear, cut and chunked (the tracer's
+# emulated Liger / Apple kernels and torchtune's chunked loss as is, trace/_loss.py), b2 s1024. The checkpointed DPO
+# cases peak in a layer's rerun, 0.6 to 3.4 % over (the autocast grid's "dequant:" LoRA / QLoRA cases with
+# checkpointing show the same: +2.2 to +4.2 %); fused-linear and cut peak in the layers too. Written to
+# accuracy_autocast-run.{json,md}, its traces to trace_cache_autocast-run.json.
+AUTOCAST_RUN_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("dpo lora adapters-off", {**AUTOCAST_METHODS[0][1], "objective": "dpo"}),
+    ("dpo qlora adapters-off", {**AUTOCAST_METHODS[1][1], "objective": "dpo"}),
+    # TRL's DPO scripts' lora_dropout 0.05: DPOConfig disable_dropout zeroes peft's lora_dropout modules too
+    ("dpo lora dropout 0.05 adapters-off", {**AUTOCAST_METHODS[0][1], "objective": "dpo", "lora_dropout": 0.05}),
+)
+
+
+AUTOCAST_RUN_LOSSES = ("fused-linear", "cut", "chunked")
+
+
+def autocast_run_grid() -> list[dict[str, Any]]:
+    runs = [(model, label, kw, b, s, p) for model in AUTOCAST_MODELS for label, kw in AUTOCAST_RUN_METHODS[:2]
+            for b, s, p in ((1, 512, 128), (2, 1024, 256))]
+    runs += [(model, *AUTOCAST_RUN_METHODS[2], 1, 512, 128) for model in AUTOCAST_MODELS]
+    # SFT LoRA with the loss savers (Liger's fused linear cross-entropy, Apple's cut, torchtune's chunked; the
+    # tracer's emulated kernels, trace/_loss.py), b2 s1024
+    runs += [(model, f"lora loss {loss}", {**AUTOCAST_METHODS[0][1], "loss": loss}, 2, 1024, 0)
+             for model in AUTOCAST_MODELS for loss in AUTOCAST_RUN_LOSSES]
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s}{f' p{p}' if p else ''} | {'gc' if gc else 'no-gc'}",
+             "model": model, "method": label,
+             "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s, "prompt_len": p,
+                          "grad_checkpointing": gc}}
+            for model, label, kw, b, s, p in runs for gc in (False, True)]
+
+
 # The autocast MoE grid (`--grid autocast-moe`, issues 13 and 15): --precision autocast-bf16 (the Trainer's bf16
 # flag over a bf16 load, CUDA autocast as in autocast_grid) on the moe grid's toys (MOE_SHAPES: Mixtral, Qwen1.5-MoE
 # with its shared expert, Qwen3-MoE with q/k norms; fused 3-D experts, integrations/moe.py): LoRA all-linear (peft
@@ -3298,6 +3335,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "upcast": upcast_grid,
          "upcastln": upcastln_grid,
          "autocast": autocast_grid,
+         "autocast-run": autocast_run_grid,
          "autocast-moe": autocast_moe_grid,
          "autocast-vlm": autocast_vlm_grid,
          "autocast2": autocast2_grid,
@@ -3362,6 +3400,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
           "upcastln": " (LLaMA-Factory upcast_layernorm: fp32 norms over 16-bit weights, autocast; issue 13)",
           "autocast": " (the Trainer's autocast over 16-bit weights with fp32 adapters / trained layers; issue 13)",
+          "autocast-run": " (the Trainer's autocast with what run files set beside it: TRL DPO with peft, the loss "
+                          "savers; issue 13)",
           "autocast-moe": " (--precision autocast-bf16 on Mixtral, Qwen1.5-MoE, Qwen3-MoE: LoRA and QLoRA; "
                           "issues 13 and 15)",
           "autocast-vlm": " (--precision autocast-bf16 on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL: LoRA and QLoRA on the "
@@ -3564,7 +3604,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "upcast", "upcastln", "autocast", "autocast2",
+                         "upcast", "upcastln", "autocast", "autocast2", "autocast-run",
                          "autocast-moe", "autocast-vlm",
                          "lora-layers",
                          "zamba2", "nemotronh",

@@ -151,6 +151,14 @@ AUTOCAST_MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
 # (memory/vision.py refuses tower and projector adapters under autocast): LLaVA-1.5's CLIP tower and Qwen2-VL's /
 # Qwen2.5-VL's, frozen (no graph: autocast's casts of the frozen 16-bit tower are freed at once).
 AUTOCAST_VISION_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl")
+# The preference objectives traced under it (--grid autocast-run): TRL's DPOTrainer with peft, the reference the
+# policy with its adapters disabled under the same autocast (trl/trainer/dpo_trainer.py).
+AUTOCAST_OBJECTIVES = ("dpo",)
+# The losses traced under it: transformers' own and the loss savers (Liger's fused linear cross-entropy, Apple's cut,
+# torchtune's chunked; --grid autocast-run through the tracer's trace/_loss.py)
+AUTOCAST_LOSSES = ("hf", "fused-linear", "cut", "chunked")
+# The text families those (DPO, the loss savers) are traced on (--grid autocast-run's Llama and GPT-2 models)
+AUTOCAST_RUN_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
 
 
 def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
@@ -191,8 +199,14 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
         raise UnsupportedCombination(f"--precision {p} is not modelled with --kbit-prep (prepare_model_for_kbit_"
                                      "training's fp32 embeddings, norms and head): pass --no-kbit-prep, as "
                                      "LLaMA-Factory and TRL load QLoRA")
-    elif t.objective != "sft" or t.loss != "hf":
-        why = f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss)"
+    elif not (t.objective == "sft" and t.loss in AUTOCAST_LOSSES
+              or t.objective in AUTOCAST_OBJECTIVES and t.loss == "hf" and t.method != "freeze"
+              and t.ref_model in ("auto", "adapters-off") and t.dpo_head == "trl"):  # auto: adapters-off with peft
+        why = (f"--objective {t.objective} --loss {t.loss} (modelled for SFT with --loss hf, fused-linear, cut or "
+               "chunked, and TRL's DPO with LoRA / QLoRA and the adapters-off reference)")
+    elif (t.objective != "sft" or t.loss != "hf") and m is not None and (
+            m.family not in AUTOCAST_RUN_FAMILIES or m.num_experts or m.vision is not None):
+        why = f"--objective {t.objective} --loss {t.loss} on {m.name} (traced on Llama, Mistral, Qwen2 and GPT-2)"
     elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits or t.upcast_norms \
             or t.train_layers is not None or t.train_modules is not None or getattr(t, "relora", False):
         why = ("--kernels, --dora, --activation-offload, --upcast-logits, --upcast-norms, --train-layers/-modules or "
