@@ -2931,13 +2931,14 @@ def autocast_vlm_grid() -> list[dict[str, Any]]:
             for model, shapes in AUTOCAST_VLM_MODELS for label, kw in methods for sh in shapes for gc in (False, True)]
 
 
-# The autocast2 grid (`--grid autocast2`, issue 13; 80 cases): --precision autocast-bf16 as in the autocast grid (a
+# The autocast2 grid (`--grid autocast2`, issue 13; 96 cases): --precision autocast-bf16 as in the autocast grid (a
 # bf16 load, the step under CUDA autocast, peft's fp32 adapters / fp32 trained layers) on the other dense decoders,
 # each cut to 4 layers and a 2,048-token vocabulary (dequant_grid's "dequant:" models, the peak in the layers): LoRA
 # all-linear, QLoRA NF4 all-linear (kbit_prep off) and freeze (2 of 4 layers frozen) on Qwen3 (0.6B tied, 8B untied),
 # OLMo 2, Gemma, Gemma 2, Gemma 3 text, Phi-3 and StarCoder2, b1 s512 and b2 s1024, without and with checkpointing
-# (freeze without: with checkpointing it is refused there, upcast_norms.py AUTOCAST_FREEZE_FAMILIES). Written to
-# accuracy_autocast2.{json,md}, its traces to trace_cache_autocast2.json.
+# (freeze with checkpointing: the tied heads' lowest trained layer and the wide models' frozen layer backward,
+# memory/__init__.py _freeze_bottom_gradient_bytes, backward.frozen). Written to accuracy_autocast2.{json,md}, its
+# traces to trace_cache_autocast2.json.
 AUTOCAST2_MODELS = ("dequant:qwen3-0.6b", "dequant:qwen3-8b", "dequant:olmo-2-0425-1b", "dequant:gemma-2b",
                     "dequant:gemma-2-2b", "dequant:gemma-3-1b", "dequant:phi-3-mini-4k", "dequant:starcoder2-3b")
 
@@ -2947,7 +2948,7 @@ def autocast2_grid() -> list[dict[str, Any]]:
              "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
                                            "grad_checkpointing": gc}}
             for model in AUTOCAST2_MODELS for label, kw in AUTOCAST_METHODS for b, s in ((1, 512), (2, 1024))
-            for gc in (False, True) if kw["method"] != "freeze" or not gc]
+            for gc in (False, True)]
 
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
