@@ -439,7 +439,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # gets attn_mask; with multi-query heads CUDA then falls back to the math backend (sdp_utils.cpp: flash
         # takes no mask, memory-efficient no GQA), which upcasts and expands q, k, v to fp32 and saves the fp32
         # softmax (measured with the tracer, falcon-7b LoRA: 3 x 4 B x q_dim + 4 B per head per key).
-        math_sdpa = not eager and m.family == "falcon" and gqa
+        # fp32 q, k, v (--precision fp32, no autocast) with grouped kv heads and no mask: transformers passes
+        # enable_gqa=True (sdpa_attention.py use_gqa_in_sdpa), flash takes 16-bit only and memory-efficient no GQA,
+        # so CUDA runs the same math path: its autograd saves q, k and v expanded to every head and the fp32
+        # softmax (aten _scaled_dot_product_attention_math under saved_tensors_hooks: 3 x [b*heads, s, d] and
+        # [b, heads, s, s]; measured with the tracer, --grid dpo32 and tinyllama fp32 SFT, -10 % without).
+        fp32_gqa = c == 4 and not amp and not masked_sdpa(t) and t.attention == "sdpa"
+        math_sdpa = not eager and (m.family == "falcon" or fp32_gqa) and gqa
         if not attn_live:
             pass  # q, k and v need no gradient: attention records nothing (below the first adapter)
         elif math_sdpa:
