@@ -761,7 +761,18 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # forward holds its attention's set only, +4.2 % with the whole layer's counted once both 4-D masks were)
         after_attention = sum(x.per_token for x in terms[n_before_o:] if not x.batch1_only) \
             if m.attention_kind != "mla" else 0
-    if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
+    if m.attention_kind != "mla" and math_sdpa and m.family != "falcon":
+        # fp32 GQA's math path backward (attention.cpp _scaled_dot_product_attention_math, its autograd): attn @ v's
+        # gradient of the probabilities, then _softmax_backward_data's gradient of the scores, two fp32 score tensors
+        # beside the saved softmax; by then the layer's MLP and o_proj weight gradients exist (autograd ran their
+        # backward first). Measured with the tracer's categories at the peak, --grid dpo32: tinyllama cut to 4
+        # layers, full fp32 DPO with checkpointing b1 s1024, gradients + 155 MB (one layer's MLP and o_proj, fp32)
+        # and two [2, 32, 1024, 1024] fp32 tensors at _softmax_backward_data, -4.2 % with one and no gradients.
+        eager_fwd, eager_bwd = 4 * n_heads, 2 * 4 * n_heads
+        if tw and not m.num_experts:
+            widths = 3 if m.mlp == "gated" else 2
+            attn_bwd_const += dtype_bytes(recipe.grad) * (q_dim * h + widths * h * m.intermediate_size)
+    elif m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
     elif not eager:
         eager_bwd = 0
