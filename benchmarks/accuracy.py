@@ -2059,7 +2059,10 @@ def _model(name: str) -> Any:
     if name.startswith("dequant:"):  # a dense preset cut to 4 layers and a 2,048-token vocabulary (dequant_grid)
         from dataclasses import replace
 
-        return replace(presets.find_model(name[8:]), num_layers=FAMILY_LAYERS, vocab_size=2048)
+        spec = presets.find_model(name[8:])
+        local = spec.sliding_window_layers  # Gemma 2 / 3's local layers kept in proportion (as "hf:" models are)
+        return replace(spec, num_layers=FAMILY_LAYERS, vocab_size=2048,
+                       sliding_window_layers=None if local is None else round(local * FAMILY_LAYERS / spec.num_layers))
     if name.startswith("cut:"):  # a preset with its decoder stack cut to N layers: "cut:<preset>:<N>"
         from dataclasses import replace
 
@@ -2856,6 +2859,43 @@ def autocast_grid() -> list[dict[str, Any]]:
             for model, label, kw, b, s in runs for gc in (False, True)]
 
 
+# The autocast-run grid (`--grid autocast-run`, issue 13; 48 cases): --precision autocast-bf16 with what real run
+# files set beside it: TRL's DPOTrainer with use_peft, whose reference is the policy with its adapters disabled
+# (trl/trainer/dpo_trainer.py compute_ref_log_probs: peft use_adapter inside accelerator.autocast()), on LoRA and
+# QLoRA NF4 all-linear (kbit_prep off: TRL 1.16's DPOTrainer calls no prepare_model_for_kbit_training), on the
+# autocast grid's three models cut to 4 layers (Llama 32k, GPT-2, a 128k tied vocabulary), b1 s512 p128 and b2 s1024
+# p256, each without and with checkpointing; and LoRA with lora_dropout 0.05 (TRL's DPO scripts; DPOConfig
+# disable_dropout zeroes it), b1 s512 p128; and SFT LoRA with --loss fused-linear, cut and chunked (the tracer's
+# emulated Liger / Apple kernels and torchtune's chunked loss as is, trace/_loss.py), b2 s1024. The checkpointed DPO
+# cases peak in a layer's rerun, 0.6 to 3.4 % over (the autocast grid's "dequant:" LoRA / QLoRA cases with
+# checkpointing show the same: +2.2 to +4.2 %); fused-linear and cut peak in the layers too. Written to
+# accuracy_autocast-run.{json,md}, its traces to trace_cache_autocast-run.json.
+AUTOCAST_RUN_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("dpo lora adapters-off", {**AUTOCAST_METHODS[0][1], "objective": "dpo"}),
+    ("dpo qlora adapters-off", {**AUTOCAST_METHODS[1][1], "objective": "dpo"}),
+    # TRL's DPO scripts' lora_dropout 0.05: DPOConfig disable_dropout zeroes peft's lora_dropout modules too
+    ("dpo lora dropout 0.05 adapters-off", {**AUTOCAST_METHODS[0][1], "objective": "dpo", "lora_dropout": 0.05}),
+)
+
+
+AUTOCAST_RUN_LOSSES = ("fused-linear", "cut", "chunked")
+
+
+def autocast_run_grid() -> list[dict[str, Any]]:
+    runs = [(model, label, kw, b, s, p) for model in AUTOCAST_MODELS for label, kw in AUTOCAST_RUN_METHODS[:2]
+            for b, s, p in ((1, 512, 128), (2, 1024, 256))]
+    runs += [(model, *AUTOCAST_RUN_METHODS[2], 1, 512, 128) for model in AUTOCAST_MODELS]
+    # SFT LoRA with the loss savers (Liger's fused linear cross-entropy, Apple's cut, torchtune's chunked; the
+    # tracer's emulated kernels, trace/_loss.py), b2 s1024
+    runs += [(model, f"lora loss {loss}", {**AUTOCAST_METHODS[0][1], "loss": loss}, 2, 1024, 0)
+             for model in AUTOCAST_MODELS for loss in AUTOCAST_RUN_LOSSES]
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s}{f' p{p}' if p else ''} | {'gc' if gc else 'no-gc'}",
+             "model": model, "method": label,
+             "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s, "prompt_len": p,
+                          "grad_checkpointing": gc}}
+            for model, label, kw, b, s, p in runs for gc in (False, True)]
+
+
 # The autocast MoE grid (`--grid autocast-moe`, issues 13 and 15): --precision autocast-bf16 (the Trainer's bf16
 # flag over a bf16 load, CUDA autocast as in autocast_grid) on the moe grid's toys (MOE_SHAPES: Mixtral, Qwen1.5-MoE
 # with its shared expert, Qwen3-MoE with q/k norms; fused 3-D experts, integrations/moe.py): LoRA all-linear (peft
@@ -2890,6 +2930,24 @@ def autocast_vlm_grid() -> list[dict[str, Any]]:
              "training": {"precision": "autocast-bf16", **kw, **sh, "grad_checkpointing": gc}}
             for model, shapes in AUTOCAST_VLM_MODELS for label, kw in methods for sh in shapes for gc in (False, True)]
 
+
+# The autocast2 grid (`--grid autocast2`, issue 13; 80 cases): --precision autocast-bf16 as in the autocast grid (a
+# bf16 load, the step under CUDA autocast, peft's fp32 adapters / fp32 trained layers) on the other dense decoders,
+# each cut to 4 layers and a 2,048-token vocabulary (dequant_grid's "dequant:" models, the peak in the layers): LoRA
+# all-linear, QLoRA NF4 all-linear (kbit_prep off) and freeze (2 of 4 layers frozen) on Qwen3 (0.6B tied, 8B untied),
+# OLMo 2, Gemma, Gemma 2, Gemma 3 text, Phi-3 and StarCoder2, b1 s512 and b2 s1024, without and with checkpointing
+# (freeze without: with checkpointing it is refused there, upcast_norms.py AUTOCAST_FREEZE_FAMILIES). Written to
+# accuracy_autocast2.{json,md}, its traces to trace_cache_autocast2.json.
+AUTOCAST2_MODELS = ("dequant:qwen3-0.6b", "dequant:qwen3-8b", "dequant:olmo-2-0425-1b", "dequant:gemma-2b",
+                    "dequant:gemma-2-2b", "dequant:gemma-3-1b", "dequant:phi-3-mini-4k", "dequant:starcoder2-3b")
+
+
+def autocast2_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc}}
+            for model in AUTOCAST2_MODELS for label, kw in AUTOCAST_METHODS for b, s in ((1, 512), (2, 1024))
+            for gc in (False, True) if kw["method"] != "freeze" or not gc]
 
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
@@ -3299,8 +3357,10 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "upcast": upcast_grid,
          "upcastln": upcastln_grid,
          "autocast": autocast_grid,
+         "autocast-run": autocast_run_grid,
          "autocast-moe": autocast_moe_grid,
          "autocast-vlm": autocast_vlm_grid,
+         "autocast2": autocast2_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -3363,10 +3423,13 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
           "upcastln": " (LLaMA-Factory upcast_layernorm: fp32 norms over 16-bit weights, autocast; issue 13)",
           "autocast": " (the Trainer's autocast over 16-bit weights with fp32 adapters / trained layers; issue 13)",
+          "autocast-run": " (the Trainer's autocast with what run files set beside it: TRL DPO with peft, the loss "
+                          "savers; issue 13)",
           "autocast-moe": " (--precision autocast-bf16 on Mixtral, Qwen1.5-MoE, Qwen3-MoE: LoRA and QLoRA; "
                           "issues 13 and 15)",
           "autocast-vlm": " (--precision autocast-bf16 on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL: LoRA and QLoRA on the "
                           "language model; issues 13 and 15)",
+          "autocast2": " (the same autocast on Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2; issue 13)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -3536,6 +3599,8 @@ def main() -> None:
                     "layers under autocast: Llama, GPT-2, a 128k vocabulary; LoRA, QLoRA, freeze); "
                     "autocast-moe / autocast-vlm: 24 cases each of --precision autocast-bf16 LoRA / QLoRA on "
                     "Mixtral, Qwen1.5-MoE, Qwen3-MoE / on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL's language model; "
+                    "autocast2: issue 13's 80 autocast-bf16 cases on Qwen3, OLMo 2, Gemma 1-3, Phi-3, "
+                    "StarCoder2 (LoRA, QLoRA; freeze without checkpointing); "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
@@ -3563,7 +3628,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "upcast", "upcastln", "autocast",
+                         "upcast", "upcastln", "autocast", "autocast2", "autocast-run",
                          "autocast-moe", "autocast-vlm",
                          "lora-layers",
                          "zamba2", "nemotronh",

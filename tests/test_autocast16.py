@@ -74,6 +74,12 @@ def test_freeze_stores_the_trained_parameters_in_fp32() -> None:
     ({"method": "qlora"}, "--no-kbit-prep"),
     ({"method": "lora", "dora": True}, "--dora"),
     ({"method": "lora", "mode": "inference"}, "--mode inference"),
+    # traced under autocast: TRL's DPO with the adapters-off reference only, and the loss savers fused-linear, cut
+    # and chunked (--grid autocast-run)
+    ({"method": "lora", "objective": "kto"}, "--objective kto"),
+    ({"method": "lora", "objective": "dpo", "ref_model": "copy"}, "adapters-off reference"),
+    ({"method": "freeze", "freeze_layers": 2, "objective": "dpo"}, "--objective dpo"),
+    ({"method": "lora", "loss": "liger-cross-entropy"}, "--loss liger-cross-entropy"),
 ])
 def test_what_is_not_modelled_is_refused_in_one_line(kw: dict[str, object], needle: str) -> None:
     with pytest.raises(UnsupportedCombination) as e:
@@ -92,6 +98,14 @@ def test_an_untraced_family_is_refused() -> None:
     _lora(precision="autocast-bf16", lora_targets=("all-linear",), batch_size=2, seq_len=256, grad_checkpointing=True,
           lora_dropout=0.05),
     TrainingSpec(method="freeze", freeze_layers=2, precision="autocast-bf16", batch_size=2, seq_len=256),
+    # TRL's DPO with peft: the policy's chosen and rejected rows, then the adapters-off reference, under autocast
+    _lora(precision="autocast-bf16", lora_targets=("all-linear",), objective="dpo", batch_size=1, seq_len=256,
+          prompt_len=64, grad_checkpointing=True),
+    _lora(precision="autocast-bf16", lora_targets=("all-linear",), objective="dpo", batch_size=1, seq_len=256,
+          prompt_len=64),
+    # Liger's fused linear cross-entropy (the tracer's emulated kernel, trace/_loss.py) and torchtune's chunked loss
+    _lora(precision="autocast-bf16", lora_targets=("all-linear",), loss="fused-linear", batch_size=2, seq_len=256),
+    _lora(precision="autocast-bf16", lora_targets=("all-linear",), loss="chunked", batch_size=2, seq_len=256),
 ])
 def test_matches_the_trace(t: TrainingSpec) -> None:
     # the tracer loads bf16 weights (freeze: the trained ones cast to fp32) and runs the forward under CUDA autocast
@@ -129,8 +143,51 @@ def test_run_files_map_the_trainers_autocast(tmp_path: Path) -> None:
     assert any("autocast-bf16 is not modelled here" in n for n in moe.notes)
 
 
+def test_dpo_drops_lora_dropout() -> None:
+    # trl/trainer/utils.py disable_dropout_in_model (DPOConfig disable_dropout=True) sets p = 0 on every nn.Dropout,
+    # peft's lora_dropout modules too, and F.dropout with p = 0 returns its input (aten Dropout.cpp): DPO with
+    # lora_dropout 0.05 is the same step as with 0; SFT keeps its dropped copy and 1-byte mask per adapted input
+    dpo = _lora(precision="autocast-bf16", lora_targets=("all-linear",), objective="dpo", prompt_len=32)
+    assert estimate(TINY, replace(dpo, lora_dropout=0.05)).tensor_peak_bytes == estimate(TINY, dpo).tensor_peak_bytes
+    sft = _lora(precision="autocast-bf16", lora_targets=("all-linear",))
+    assert estimate(TINY, replace(sft, lora_dropout=0.05)).tensor_peak_bytes > estimate(TINY, sft).tensor_peak_bytes
+
+
+def test_run_files_map_dpo_and_qlora_to_autocast(tmp_path: Path) -> None:
+    # a TRL DPO file with use_peft and bf16 (TRL's DPO scripts: lora_dropout 0.05): DPOTrainer's get_peft_model makes
+    # fp32 adapters (autocast_adapter_dtype), accelerate's prepared forward runs under autocast, the reference is the
+    # policy with its adapters off (dpo_trainer.py compute_ref_log_probs)
+    hf = tmp_path / "dpo.yaml"
+    hf.write_text("use_peft: true\nlora_dropout: 0.05\nbf16: true\nbeta: 0.1\nper_device_train_batch_size: 2\n"
+                  "max_length: 1024\n")
+    run = runfiles.load(hf)[0]
+    assert (run.options["objective"], run.options["precision"]) == ("dpo", "autocast-bf16")
+    # axolotl QLoRA with lora_dropout 0.05 and bf16, its LoRA kernels off: the norms, embeddings and head cast back
+    # to bf16 after prepare_model_for_kbit_training (--no-kbit-prep, runfiles.py AXOLOTL_KBIT_NOTE), fp32 adapters
+    ax = tmp_path / "ax.yaml"
+    text = ("base_model: tinyllama-1.1b\nadapter: qlora\nload_in_4bit: true\nlora_r: 32\nlora_dropout: 0.05\n"
+            "lora_target_linear: true\nbf16: true\n")
+    ax.write_text(text + "lora_qkv_kernel: false\nlora_o_kernel: false\nlora_mlp_kernel: false\n")
+    run = runfiles.load(ax)[0]
+    assert (run.options["precision"], run.options["kbit_prep"], run.options["lora_dropout"]) == \
+        ("autocast-bf16", False, 0.05)
+    # with axolotl's LoRA kernels (turned on by itself) the recipe is not modelled under autocast: bf16, a note
+    ax.write_text(text)
+    run = runfiles.load(ax)[0]
+    assert run.options["precision"] == "bf16"
+    assert any("autocast-bf16 is not modelled here" in n for n in run.notes)
+
+
 def test_fp16_is_the_same_storage() -> None:
     # autocast-fp16: the same bytes as autocast-bf16 (2-byte weights and compute), GradScaler's state being scalars
     t = _lora(precision="autocast-bf16", lora_targets=("all-linear",))
     fp16 = replace(t, precision="autocast-fp16")
     assert estimate(TINY, t).tensor_peak_bytes == estimate(TINY, fp16).tensor_peak_bytes
+
+
+def test_dpo_and_loss_savers_are_kept_to_the_traced_families() -> None:
+    # --grid autocast-run traces DPO and the loss savers on Llama and GPT-2 only: a Qwen3 run with them is refused
+    qwen3 = presets.find_model("qwen3-0.6b")
+    for kw in ({"objective": "dpo"}, {"loss": "fused-linear"}):
+        with pytest.raises(UnsupportedCombination, match="traced on Llama, Mistral, Qwen2 and GPT-2"):
+            estimate(qwen3, TrainingSpec(method="lora", precision="autocast-bf16", **kw))

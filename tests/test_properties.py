@@ -804,6 +804,13 @@ def test_checkpointing_needs_no_more_than_no_checkpointing(m: ModelSpec, t: Trai
             # norm's once_t; a 2-layer BERT toy, hidden 8, LoRA amp-bf16 offload, 1 token: +8 B over the allowance
             # above, found by hypothesis)
             input_bytes += (4 * (m.hidden_size or 0) + 8) * preference.rows(t) * seq
+        # Without checkpointing the RoPE tables (cos and sin, fp32, rows x seq x head_dim each) are the decoder's
+        # locals, their saved copies on the host once its forward ends (memory/__init__.py, the offload-nogc moments,
+        # measured with the tracer); with checkpointing each recomputed layer gets them back with its inputs (a
+        # 2-layer llama toy, full ORPO, offload, 2 x 70 tokens: +48 B over the allowance above without them, found
+        # by hypothesis once the offload-nogc fix dropped them)
+        head_dim = m.head_dim or (m.hidden_size or 0) // (m.num_attention_heads or 1)
+        input_bytes += 2 * 4 * head_dim * preference.rows(t) * seq
         recomputed = off.details.get("activations.per_layer", 0)  # the layer the checkpointed run rebuilds
         assert on.tensor_peak_bytes <= off.tensor_peak_bytes + recomputed + input_bytes
         assert on.cpu_offload_bytes <= off.cpu_offload_bytes

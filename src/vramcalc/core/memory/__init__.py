@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from dataclasses import replace as _dc_replace
 from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -636,6 +637,12 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
             or _online_dpo.is_online_dpo(training)) and model.dropout:
         # DPOConfig / ORPOConfig / CPOConfig / OnlineDPOConfig disable_dropout=True
         model = _preference.without_dropout(model)
+    if (_preference.is_preference(training) or _preference.is_reference_free(training)
+            or _online_dpo.is_online_dpo(training)) and training.lora_dropout > 0:
+        # disable_dropout_in_model (trl/trainer/utils.py) sets p = 0 on every nn.Dropout, peft's lora_dropout modules
+        # too (tuners/lora/layer.py update_layer: nn.Dropout(p) when lora_dropout > 0), and F.dropout with p = 0
+        # returns its input (aten Dropout.cpp): no mask, no dropped copy
+        training = _dc_replace(training, lora_dropout=0.0)
     recipe = recipe_of(training)
     notes: list[str] = list(encoder_notes)
     chosen = auto_precision_note(training)

@@ -133,16 +133,34 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
 
 
 # The families --precision autocast-* is traced on (--grid autocast): Llama-style RMSNorm (Llama, Mistral, Qwen2) and
-# GPT-2's LayerNorm (autocast's fp32 layer_norm, Conv1D's addmm).
-AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+# GPT-2's LayerNorm (autocast's fp32 layer_norm, Conv1D's addmm); --grid autocast2 (LoRA and QLoRA): Qwen3 and OLMo 2
+# (q/k RMSNorm: hidden_states.to(float32) ... weight * x.to(input_dtype), modeling_qwen3.py Qwen3RMSNorm,
+# modeling_olmo2.py Olmo2RMSNorm), Gemma, Gemma 2 and Gemma 3 text ((1 + weight) RMSNorm in fp32, output
+# type_as(x); Gemma 2's eager softcapped attention), Phi-3 (fused qkv_proj / gate_up_proj) and StarCoder2 (LayerNorm
+# with bias), with the same arithmetic: their estimates within -1.9 .. +4.2 % of the trace.
+AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "qwen3", "olmo2", "gemma", "gemma2", "gemma3", "phi3",
+                     "starcoder2")
+# Freeze (fp32 trained layers) on the autocast2 families is modelled without checkpointing (-1.9 .. +3.7 %); with it,
+# refused: a tied head's freeze moment counts the lowest trained layer's gradients at the trained layers' backward
+# peak (5.5 .. 8.1 % over the trace on Qwen3-0.6B, Gemma 1-3 and StarCoder2, and 5.4 % over in plain bf16 too,
+# memory/__init__.py _freeze_bottom_gradient_bytes), and wide untied ones were under (Qwen3-8B -2.6 %, Phi-3 -3.1 %).
+AUTOCAST_FREEZE_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
 # The mixture-of-experts families it is traced on (--grid autocast-moe): transformers 5's fused experts
 # (integrations/moe.py grouped_mm, not on autocast's lists: the experts run in their load dtype), Qwen3-MoE's q/k
-# RMSNorms included (kept apart from the dense families' q/k-norm condition above).
+# RMSNorms included (as Qwen3's, --grid autocast2).
 AUTOCAST_MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
 # The vision-language models it is traced on (--grid autocast-vlm), with LoRA / QLoRA in the language model only
 # (memory/vision.py refuses tower and projector adapters under autocast): LLaVA-1.5's CLIP tower and Qwen2-VL's /
 # Qwen2.5-VL's, frozen (no graph: autocast's casts of the frozen 16-bit tower are freed at once).
 AUTOCAST_VISION_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl")
+# The preference objectives traced under it (--grid autocast-run): TRL's DPOTrainer with peft, the reference the
+# policy with its adapters disabled under the same autocast (trl/trainer/dpo_trainer.py).
+AUTOCAST_OBJECTIVES = ("dpo",)
+# The losses traced under it: transformers' own and the loss savers (Liger's fused linear cross-entropy, Apple's cut,
+# torchtune's chunked; --grid autocast-run through the tracer's trace/_loss.py)
+AUTOCAST_LOSSES = ("hf", "fused-linear", "cut", "chunked")
+# The text families those (DPO, the loss savers) are traced on (--grid autocast-run's Llama and GPT-2 models)
+AUTOCAST_RUN_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
 
 
 def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
@@ -174,17 +192,26 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
     elif m is not None and m.vision is not None and (t.method == "freeze" or t.train_vision):
         why = (f"--method {t.method}{' --train-vision' if t.train_vision else ''} on {m.name} (traced with LoRA "
                "and QLoRA, the tower frozen)")
-    elif m is not None and not m.num_experts and (m.family not in AUTOCAST_FAMILIES or m.qk_norm
-                                                  or not m.has_architecture):
-        why = f"{m.name} (traced on Llama, Mistral, Qwen2 and GPT-2 text models)"
+    elif m is not None and not m.num_experts and (m.family not in AUTOCAST_FAMILIES or not m.has_architecture):
+        why = (f"{m.name} (traced on Llama, Mistral, Qwen2, Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2 and GPT-2 "
+               "text models)")
+    elif m is not None and t.method == "freeze" and t.grad_checkpointing and m.family not in AUTOCAST_FREEZE_FAMILIES:
+        why = (f"{m.name}, --method freeze and checkpointing (traced on Llama, Mistral, Qwen2 and GPT-2; without "
+               "checkpointing on the others)")
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.context_parallel > 1:
         why = "DeepSpeed / FSDP / tensor, pipeline or context parallelism"
     elif t.method == "qlora" and t.kbit_prep:
         raise UnsupportedCombination(f"--precision {p} is not modelled with --kbit-prep (prepare_model_for_kbit_"
                                      "training's fp32 embeddings, norms and head): pass --no-kbit-prep, as "
                                      "LLaMA-Factory and TRL load QLoRA")
-    elif t.objective != "sft" or t.loss != "hf":
-        why = f"--objective {t.objective} --loss {t.loss} (modelled with transformers' own SFT loss)"
+    elif not (t.objective == "sft" and t.loss in AUTOCAST_LOSSES
+              or t.objective in AUTOCAST_OBJECTIVES and t.loss == "hf" and t.method != "freeze"
+              and t.ref_model in ("auto", "adapters-off") and t.dpo_head == "trl"):  # auto: adapters-off with peft
+        why = (f"--objective {t.objective} --loss {t.loss} (modelled for SFT with --loss hf, fused-linear, cut or "
+               "chunked, and TRL's DPO with LoRA / QLoRA and the adapters-off reference)")
+    elif (t.objective != "sft" or t.loss != "hf") and m is not None and (
+            m.family not in AUTOCAST_RUN_FAMILIES or m.num_experts or m.vision is not None):
+        why = f"--objective {t.objective} --loss {t.loss} on {m.name} (traced on Llama, Mistral, Qwen2 and GPT-2)"
     elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits or t.upcast_norms \
             or t.train_layers is not None or t.train_modules is not None or getattr(t, "relora", False):
         why = ("--kernels, --dora, --activation-offload, --upcast-logits, --upcast-norms, --train-layers/-modules or "
