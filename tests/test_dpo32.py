@@ -64,3 +64,9 @@ def test_fused_head_keeps_no_autocast_head_copy() -> None:
     # transformers' lm_head under autocast (sft, --loss hf): its 32,000 x 256 bf16 cast is cached from the head on
     sft = replace(amp, objective="sft", prompt_len=0, loss="hf")
     assert _autocast_copies(sft) == [layers, layers + 2 * 32_000 * 256]
+
+
+def test_math_path_is_noted() -> None:
+    noted = [n for n in estimate(SMALL, FP32).notes if n.startswith("sdpa on fp32 with grouped kv heads")]
+    assert len(noted) == 1 and "padding" in noted[0]
+    assert not [n for n in estimate(SMALL, replace(FP32, precision="pure-bf16")).notes if n.startswith("sdpa on fp32")]

@@ -60,6 +60,7 @@ from vramcalc.core.memory.activations import (
     dequant_bytes,
     dora_forward_transient,
     eager_only,
+    fp32_math_sdpa_notes,
     head_activations,
     layer_activations,
     masked_sdpa,
@@ -1471,6 +1472,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                         "the GPU holds one autograd node's tensors brought back beside the previous node's ")
                      + "(torchtune OffloadActivations).")
     notes += packing_notes(t)
+    notes += fp32_math_sdpa_notes(m, t, recipe)
     notes += _unsloth.notes(m, t)
     notes += _liger.notes(m, t)
     notes += _axolotl_kernels.notes(m, t)
