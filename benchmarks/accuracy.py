@@ -3250,6 +3250,29 @@ def ref8_grid() -> list[dict[str, Any]]:
     return _dpo_reference_grid(REF8_RUNS)
 
 
+# Full DPO with an fp32 policy (`--grid dpo32`, issue 13; 20 cases): --precision fp32 (sdpa on fp32 q, k, v with grouped
+# kv heads runs the math path: memory/activations.py math_sdpa) and amp-bf16 (fp32 weights under autocast; TRL's fused
+# head casts its weight per chunk, not autocast-cached: memory/__init__.py fused_head), a copied fp32 reference, on
+# tinyllama-1.1b and qwen2.5-0.5b cut to 4 layers, checkpointing off and on, at b2 s512 p128 and b1 s1024 p256; and an
+# fp32 LoRA all-linear policy with its adapters disabled as the reference (control). Traces in trace_cache_dpo32.json,
+# written to accuracy_dpo32.{json,md}.
+DPO32_SHAPES = ((2, 512, 128), (1, 1024, 256))
+DPO32_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full fp32", {"method": "full", "precision": "fp32"}),
+    ("full amp-bf16", {"method": "full", "precision": "amp-bf16"}),
+)
+
+
+def dpo32_grid() -> list[dict[str, Any]]:
+    runs = [(label, kw, shape) for label, kw in DPO32_RUNS for shape in DPO32_SHAPES]
+    runs += [("lora fp32 adapters-off", {**_LORA, "precision": "fp32"}, DPO32_SHAPES[0])]
+    return [{"id": f"{model} | dpo {label} | {'gc' if gc else 'no-gc'} b{b} s{s} p{p}", "model": model,
+             "method": kw["method"],
+             "training": {"objective": "dpo", "batch_size": b, "seq_len": s, "prompt_len": p, "grad_checkpointing": gc,
+                          **kw}}
+            for model in REFKW_MODELS for label, kw, (b, s, p) in runs for gc in (False, True)]
+
+
 # Reentrant checkpointing (`--grid reentrant`, issue 13; 12 cases): --reentrant-gc (torch.utils.checkpoint
 # use_reentrant=True, LLaMA-Factory's default use_reentrant_gc; the tracer passes it to gradient_checkpointing_enable)
 # on Llama (tinyllama-1.1b) and Qwen2 (qwen2.5-0.5b: q/k/v biases, a 151,936-token tied embedding), cut to 2 layers,
@@ -3354,6 +3377,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "reentrant": reentrant_grid,
          "refkw": refkw_grid,
          "ref8": ref8_grid,
+         "dpo32": dpo32_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3423,6 +3447,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
           "refkw": " (a DPO reference loaded in its own dtype or 4-bit: ref_model_init_kwargs; issue 13)",
           "ref8": " (a DPO reference in bitsandbytes 8-bit or double-quantized 4-bit storage; issue 13)",
+          "dpo32": " (full DPO with an fp32 policy: fp32 and amp-bf16, a copied reference; issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
@@ -3622,6 +3647,7 @@ def main() -> None:
                          "reentrant",
                          "refkw",
                          "ref8",
+                         "dpo32",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -60,6 +60,7 @@ from vramcalc.core.memory.activations import (
     dequant_bytes,
     dora_forward_transient,
     eager_only,
+    fp32_math_sdpa_notes,
     head_activations,
     layer_activations,
     masked_sdpa,
@@ -1360,7 +1361,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     autocast_copies = layer_copies = autocast_head_copy = 0
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
-        if _encoder.vocab_head(m):  # a classifier's encoder multiplies by no vocab-wide matrix
+        # TRL's fused head (trl/kernels/chunked_logprob.py _ChunkedLogProbFunction) casts `weight[start:end]
+        # .to(compute_dtype)` itself per vocabulary chunk, a `.to()` autocast does not cache: memory/loss.py
+        # trl_head_bytes counts that chunk's copy, so no V x H copy here (measured with the tracer, --grid dpo32:
+        # tinyllama amp-bf16 full DPO +1.9 % with it, one 32,000 x 2,048 bf16 head weight)
+        fused_head = (_preference.is_preference(t) and not _preference.torchtune_head(t)) or _rl.is_rl(t) \
+            or t.loss == "trl"
+        if _encoder.vocab_head(m) and not fused_head:  # a classifier's encoder multiplies by no vocab-wide matrix
             linear_params += head_rows * m.hidden_size
             autocast_head_copy = dtype_bytes(recipe.compute) * head_rows * m.hidden_size
         autocast_copies = dtype_bytes(recipe.compute) * linear_params
@@ -1465,6 +1472,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                         "the GPU holds one autograd node's tensors brought back beside the previous node's ")
                      + "(torchtune OffloadActivations).")
     notes += packing_notes(t)
+    notes += fp32_math_sdpa_notes(m, t, recipe)
     notes += _unsloth.notes(m, t)
     notes += _liger.notes(m, t)
     notes += _axolotl_kernels.notes(m, t)
