@@ -21,6 +21,11 @@ def test_residency_keeps_the_unwrapped_layers_and_one_input_back() -> None:
     r = layer_residency(n_layers=5, saving_layers=5, checkpointing=True, every=2, offload=False, per_layer=100,
                         layer_input=10, from_first=True, save_on_cpu=True)
     assert (r.forward, r.backward, r.host) == (200, 210, 30)
+    # while the layers run: the running layer's input and the embedding's output (one of them when LoRA's leaf is
+    # counted already)
+    assert r.running == 20
+    assert layer_residency(n_layers=5, saving_layers=5, checkpointing=True, every=2, offload=False, per_layer=100,
+                           layer_input=10, from_first=True, save_on_cpu=True, leaf_kept=True).running == 10
     # every layer checkpointed: nothing kept between forward and backward
     r = layer_residency(n_layers=5, saving_layers=5, checkpointing=True, every=1, offload=False, per_layer=100,
                         layer_input=10, save_on_cpu=True)

@@ -1857,6 +1857,7 @@ def _transformer_phases(
         # with the layer: the nested autocast region clears its cache on exit, autocast_mode.py __exit__).
         kept = p.kept_t * tokens
         kept_bwd = kept
+        running = 0  # --ac-offload: the running layer's input and the embedding's output (memory/savers.py)
         # the recomputed forward of each layer runs inside its backward: DoRA's weight-norm temporaries come on top
         # of the layer's gradient temporaries (measured with the tracer, --grid lora-variants "dora all-linear b2 s512
         # gc": -1.2 % under the trace with the larger of the two, within 0.2 % with their sum)
@@ -1864,8 +1865,9 @@ def _transformer_phases(
         if p.ac_every > 1 or p.offload or p.ac_offload:  # selective / offloaded (memory/savers.py)
             r = layer_residency(n_layers=p.n_layers, saving_layers=saving_layers, checkpointing=p.checkpointing,
                                 every=p.ac_every, offload=p.offload, per_layer=per_layer, from_first=p.ac_from_first,
-                                layer_input=p.layer_input_t * tokens, save_on_cpu=p.ac_offload)
-            kept, kept_bwd, host_t = r.forward, r.backward, r.host
+                                layer_input=p.layer_input_t * tokens, save_on_cpu=p.ac_offload,
+                                leaf_kept=p.offload_leaf_t > 0)
+            kept, kept_bwd, host_t, running = r.forward, r.backward, r.host, r.running
             # enable_input_require_grads (transformers modeling_utils, called with checkpointing when the embedding
             # is frozen) makes the frozen embedding's output a leaf that requires grad: its AccumulateGrad node
             # holds it until the graph is freed, so the offload's host copy does not free it (measured with the
@@ -1923,7 +1925,7 @@ def _transformer_phases(
             loss_copies = min(autocast_copies, p.autocast_head_copy)
         moments = [
             ("forward.layer", _m.FWD_LAYER_OFF, (acc, stash, once, fwd_copies, layer_fwd_t)) if offload_only else
-            ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, fwd_copies, layer_fwd_t)),
+            ("forward.layer", _m.FWD_LAYER_CK, (acc, kept + running, once, fwd_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS_CK,
              (acc, kept, once_bwd, loss_copies, head_saved, loss_fwd_t, grad_fwd)),
             # the head's autocast cast outlives the forward (its matmul saved it for the input gradient; the head is
