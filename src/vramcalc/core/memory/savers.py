@@ -81,8 +81,9 @@ def _save_on_cpu_residency(wrapped: int, saving_layers: int, per_layer: int, lay
     saved set holds until the layer's backward ends: one input back at a time.
     While the layers run forward two hidden states stay on the GPU whatever is offloaded (`running`): the running
     layer's input (the decoder's `hidden_states`, packed but still referenced) and the embedding's output, which the
-    decoder's forward holds in its local `inputs_embeds` until it returns (measured with the tracer, --grid gc-offload: toy Qwen2.5 full
-    fine-tuning b2 s1024, the forward peak 2 x 2 B x hidden per token above the layers' sets, -7.5 % without them);
+    decoder's forward holds in its local `inputs_embeds` until it returns (measured with the tracer, --grid
+    gc-offload: toy Qwen2.5 full fine-tuning b2 s1024, the forward peak 2 x 2 B x hidden per token above the layers'
+    sets, -7.5 % without them);
     `leaf_kept`: the embedding's output is counted already (LoRA's enable_input_require_grads leaf, kept through
     backward).
     """
