@@ -2102,7 +2102,10 @@ def _model(name: str) -> Any:
     if name.startswith("dequant:"):  # a dense preset cut to 4 layers and a 2,048-token vocabulary (dequant_grid)
         from dataclasses import replace
 
-        return replace(presets.find_model(name[8:]), num_layers=FAMILY_LAYERS, vocab_size=2048)
+        spec = presets.find_model(name[8:])
+        local = spec.sliding_window_layers  # Gemma 2 / 3's local layers kept in proportion (as "hf:" models are)
+        return replace(spec, num_layers=FAMILY_LAYERS, vocab_size=2048,
+                       sliding_window_layers=None if local is None else round(local * FAMILY_LAYERS / spec.num_layers))
     if name.startswith("cut:"):  # a preset with its decoder stack cut to N layers: "cut:<preset>:<N>"
         from dataclasses import replace
 
@@ -2899,6 +2902,59 @@ def autocast_grid() -> list[dict[str, Any]]:
             for model, label, kw, b, s in runs for gc in (False, True)]
 
 
+# The autocast MoE grid (`--grid autocast-moe`, issues 13 and 15): --precision autocast-bf16 (the Trainer's bf16
+# flag over a bf16 load, CUDA autocast as in autocast_grid) on the moe grid's toys (MOE_SHAPES: Mixtral, Qwen1.5-MoE
+# with its shared expert, Qwen3-MoE with q/k norms; fused 3-D experts, integrations/moe.py): LoRA all-linear (peft
+# 0.21 adapts Mixtral's and Qwen3-MoE's expert stacks through ParamWrapper, Qwen1.5-MoE's shared expert only) and
+# QLoRA NF4 all-linear (kbit_prep off, as LLaMA-Factory and TRL load it; the experts stay bf16) x b2 s256 / b1 s1024
+# x checkpointing off / on (24 cases; freeze is refused: its fp32 trained experts fail grouped_mm's bf16 check).
+# Written to accuracy_autocast-moe.{json,md}, its traces to trace_cache_autocast-moe.json.
+AUTOCAST_MOE_MODELS = ("moe:mixtral", "moe:qwen2_moe", "moe:qwen3_moe")
+
+
+def autocast_moe_grid() -> list[dict[str, Any]]:
+    methods = AUTOCAST_METHODS[:2]
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc}}
+            for model in AUTOCAST_MOE_MODELS for label, kw in methods for b, s in ((2, 256), (1, 1024))
+            for gc in (False, True)]
+
+
+# The autocast VLM grid (`--grid autocast-vlm`, issues 13 and 15): --precision autocast-bf16 on vision-language models
+# with LoRA / QLoRA NF4 (kbit_prep off) on the language model only (`--lora-targets all-linear,lm-only`: LLaMA-Factory's
+# lora_target all with its default frozen tower and projector), the tower frozen: llava-1.5-7b as published
+# (VLM_SHAPES) and the Qwen2-VL / Qwen2.5-VL cuts of the qwen-vl grid (QWEN_VL_SHAPES) x checkpointing off / on
+# (24 cases). Written to accuracy_autocast-vlm.{json,md}, its traces to trace_cache_autocast-vlm.json.
+AUTOCAST_VLM_MODELS = (("vlm:llava-1.5-7b-hf", VLM_SHAPES), *((f"qwenvl:{n}", QWEN_VL_SHAPES) for n in QWEN_VL_CUTS))
+
+
+def autocast_vlm_grid() -> list[dict[str, Any]]:
+    methods = [(label, {**kw, "lora_targets": ("all-linear", "lm-only")}) for label, kw in AUTOCAST_METHODS[:2]]
+    return [{"id": f"{model} | {label} all-linear,lm-only | autocast-bf16 | b{sh['batch_size']} s{sh['seq_len']} "
+                   f"i{sh['images']} | {'gc' if gc else 'no-gc'}", "model": model, "method": label,
+             "training": {"precision": "autocast-bf16", **kw, **sh, "grad_checkpointing": gc}}
+            for model, shapes in AUTOCAST_VLM_MODELS for label, kw in methods for sh in shapes for gc in (False, True)]
+
+
+# The autocast2 grid (`--grid autocast2`, issue 13; 80 cases): --precision autocast-bf16 as in the autocast grid (a
+# bf16 load, the step under CUDA autocast, peft's fp32 adapters / fp32 trained layers) on the other dense decoders,
+# each cut to 4 layers and a 2,048-token vocabulary (dequant_grid's "dequant:" models, the peak in the layers): LoRA
+# all-linear, QLoRA NF4 all-linear (kbit_prep off) and freeze (2 of 4 layers frozen) on Qwen3 (0.6B tied, 8B untied),
+# OLMo 2, Gemma, Gemma 2, Gemma 3 text, Phi-3 and StarCoder2, b1 s512 and b2 s1024, without and with checkpointing
+# (freeze without: with checkpointing it is refused there, upcast_norms.py AUTOCAST_FREEZE_FAMILIES). Written to
+# accuracy_autocast2.{json,md}, its traces to trace_cache_autocast2.json.
+AUTOCAST2_MODELS = ("dequant:qwen3-0.6b", "dequant:qwen3-8b", "dequant:olmo-2-0425-1b", "dequant:gemma-2b",
+                    "dequant:gemma-2-2b", "dequant:gemma-3-1b", "dequant:phi-3-mini-4k", "dequant:starcoder2-3b")
+
+
+def autocast2_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc}}
+            for model in AUTOCAST2_MODELS for label, kw in AUTOCAST_METHODS for b, s in ((1, 512), (2, 1024))
+            for gc in (False, True) if kw["method"] != "freeze" or not gc]
+
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
 # tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
@@ -3165,12 +3221,38 @@ REFKW_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def refkw_grid() -> list[dict[str, Any]]:
+def _dpo_reference_grid(runs: tuple[tuple[str, dict[str, Any]], ...]) -> list[dict[str, Any]]:
+    """DPO at b2 s512 prompt 128 on REFKW_MODELS, each run with checkpointing off and on (--grid refkw, ref8)."""
     return [{"id": f"{model} | dpo {kw.get('method', 'full')} {label} | {'gc' if gc else 'no-gc'} b2 s512 p128",
              "model": model, "method": kw.get("method", "full"),
              "training": {"method": "full", "objective": "dpo", "batch_size": 2, "seq_len": 512, "prompt_len": 128,
                           "grad_checkpointing": gc, **kw}}
-            for model in REFKW_MODELS for label, kw in REFKW_RUNS for gc in (False, True)]
+            for model in REFKW_MODELS for label, kw in runs for gc in (False, True)]
+
+
+def refkw_grid() -> list[dict[str, Any]]:
+    return _dpo_reference_grid(REFKW_RUNS)
+
+
+# A copied DPO reference in bitsandbytes 8-bit or double-quantized 4-bit storage (`--grid ref8`, issue 13: TRL
+# ref_model_init_kwargs quantization_config load_in_8bit / bnb_4bit_use_double_quant; memory/preference.py
+# reference_weight_bytes, int8_linear_bytes, reference_plan): a pure-bf16 / pure-fp16 full policy beside an LLM.int8
+# reference in its dtype or fp32 (threshold 6.0: bf16 and fp32 inputs' fp16 copies, int32 products), a pure-bf16 policy
+# beside a double-quantized 4-bit one, and a LoRA policy beside a copied 8-bit or 4-bit-dq reference, checkpointing
+# off and on, on tinyllama-1.1b and qwen2.5-0.5b cut to 4 layers. 24 cases, traces in trace_cache_ref8.json, written
+# to accuracy_ref8.{json,md}.
+REF8_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("pure-bf16 ref 8bit", {"precision": "pure-bf16", "ref_quant": "8bit"}),
+    ("pure-fp16 ref 8bit", {"precision": "pure-fp16", "ref_quant": "8bit"}),
+    ("pure-bf16 ref fp32 8bit", {"precision": "pure-bf16", "ref_dtype": "fp32", "ref_quant": "8bit"}),
+    ("pure-bf16 ref 4bit-dq", {"precision": "pure-bf16", "ref_quant": "4bit-dq"}),
+    ("bf16 copy ref 8bit", {**_LORA, "ref_model": "copy", "ref_quant": "8bit"}),
+    ("bf16 copy ref 4bit-dq", {**_LORA, "ref_model": "copy", "ref_quant": "4bit-dq"}),
+)
+
+
+def ref8_grid() -> list[dict[str, Any]]:
+    return _dpo_reference_grid(REF8_RUNS)
 
 
 # Reentrant checkpointing (`--grid reentrant`, issue 13; 12 cases): --reentrant-gc (torch.utils.checkpoint
@@ -3258,6 +3340,9 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "upcast": upcast_grid,
          "upcastln": upcastln_grid,
          "autocast": autocast_grid,
+         "autocast-moe": autocast_moe_grid,
+         "autocast-vlm": autocast_vlm_grid,
+         "autocast2": autocast2_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -3273,6 +3358,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "reentrant": reentrant_grid,
          "refkw": refkw_grid,
          "gc-offload": gc_offload_grid,
+         "ref8": ref8_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3319,6 +3405,11 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "upcast": " (LLaMA-Factory upcast_lmhead_output: lm_head's fp32 hook; issue 13)",
           "upcastln": " (LLaMA-Factory upcast_layernorm: fp32 norms over 16-bit weights, autocast; issue 13)",
           "autocast": " (the Trainer's autocast over 16-bit weights with fp32 adapters / trained layers; issue 13)",
+          "autocast-moe": " (--precision autocast-bf16 on Mixtral, Qwen1.5-MoE, Qwen3-MoE: LoRA and QLoRA; "
+                          "issues 13 and 15)",
+          "autocast-vlm": " (--precision autocast-bf16 on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL: LoRA and QLoRA on the "
+                          "language model; issues 13 and 15)",
+          "autocast2": " (the same autocast on Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2; issue 13)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -3334,6 +3425,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "tp": " (transformers' tensor parallelism, tp_plan: one rank emulated on its shapes; issue 13)",
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
           "refkw": " (a DPO reference loaded in its own dtype or 4-bit: ref_model_init_kwargs; issue 13)",
+          "ref8": " (a DPO reference in bitsandbytes 8-bit or double-quantized 4-bit storage; issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
@@ -3485,6 +3577,10 @@ def main() -> None:
                     "StarCoder2; full, LoRA, QLoRA, freeze); "
                     "autocast: issue 13's 60 --precision autocast-bf16 cases (16-bit weights, fp32 adapters / trained "
                     "layers under autocast: Llama, GPT-2, a 128k vocabulary; LoRA, QLoRA, freeze); "
+                    "autocast-moe / autocast-vlm: 24 cases each of --precision autocast-bf16 LoRA / QLoRA on "
+                    "Mixtral, Qwen1.5-MoE, Qwen3-MoE / on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL's language model; "
+                    "autocast2: issue 13's 80 autocast-bf16 cases on Qwen3, OLMo 2, Gemma 1-3, Phi-3, "
+                    "StarCoder2 (LoRA, QLoRA; freeze without checkpointing); "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
@@ -3513,7 +3609,8 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "upcast", "upcastln", "autocast",
+                         "upcast", "upcastln", "autocast", "autocast2",
+                         "autocast-moe", "autocast-vlm",
                          "lora-layers",
                          "zamba2", "nemotronh",
                          "vocab",
@@ -3530,6 +3627,7 @@ def main() -> None:
                          "reentrant",
                          "refkw",
                          "gc-offload",
+                         "ref8",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

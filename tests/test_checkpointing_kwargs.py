@@ -46,7 +46,8 @@ def test_hf_layout_keeps_one_more_layer_input_instead_of_its_saved_set() -> None
 
 def test_activation_checkpointing_is_read_and_wins_over_its_alias(tmp_path: Path) -> None:
     run = _load(tmp_path, {"output_dir": "o", "activation_checkpointing": True})
-    assert run.options["grad_checkpointing"] and "activation_checkpointing" in run.mapped and run.ignored == ["output_dir"]
+    assert run.options["grad_checkpointing"] and "activation_checkpointing" in run.mapped
+    assert run.ignored == ["output_dir"]
     # training_args.py __post_init__: the old name is read only when the new one is unset
     run = _load(tmp_path, {"output_dir": "o", "activation_checkpointing": False, "gradient_checkpointing": True})
     assert run.options["grad_checkpointing"] is False and run.ignored == ["output_dir"]

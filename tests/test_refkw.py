@@ -117,13 +117,24 @@ def test_ref_model_init_kwargs_mapped(tmp_path: Path) -> None:
     # input (bitsandbytes nn/modules.py Linear4bit.set_compute_type)
     run = _load(tmp_path, "  quantization_config: {load_in_4bit: true}\n")
     assert run.options["ref_quant"] == "4bit" and "ref_dtype" not in run.options
+    # BitsAndBytesConfig(load_in_8bit=True) → Linear8bitLt (--ref-quant 8bit); bnb_4bit_use_double_quant → 4bit-dq
+    run = _load(tmp_path, "  quantization_config: {load_in_8bit: true, llm_int8_threshold: 6.0}\n")
+    assert run.options["ref_quant"] == "8bit" and "ref_model_init_kwargs" in run.mapped
+    run = _load(tmp_path, "  dtype: float16\n  quantization_config: {load_in_8bit: true}\n")
+    assert (run.options["ref_dtype"], run.options["ref_quant"]) == ("fp16", "8bit")
+    run = _load(tmp_path, "  quantization_config: {load_in_4bit: true, bnb_4bit_use_double_quant: true,\n"
+                          "    bnb_4bit_quant_type: fp4, bnb_4bit_compute_dtype: bfloat16}\n")
+    assert run.options["ref_quant"] == "4bit-dq" and run.unmodelled == []
 
 
 @pytest.mark.parametrize(("body", "message"), [
     ("  device_map: auto\n", "ref_model_init_kwargs.device_map: a from_pretrained keyword"),
-    ("  quantization_config: {load_in_8bit: true}\n", "an 8-bit, double-quantized"),
-    ("  quantization_config: {load_in_4bit: true, bnb_4bit_use_double_quant: true}\n", "an 8-bit, double-quantized"),
-    ("  quantization_config: {load_in_4bit: true, llm_int8_skip_modules: [mlp]}\n", "only bitsandbytes load_in_4bit"),
+    ("  quantization_config: {load_in_8bit: true, llm_int8_threshold: 0.0}\n", "llm_int8_threshold 6.0 without"),
+    ("  quantization_config: {load_in_8bit: true, llm_int8_has_fp16_weight: true}\n", "without fp16 weights"),
+    ("  quantization_config: {load_in_4bit: true, load_in_8bit: true}\n", "together; keep one"),
+    ("  quantization_config: {load_in_4bit: true, llm_int8_skip_modules: [mlp]}\n", "skipped modules"),
+    ("  quantization_config: {load_in_4bit: true, bnb_4bit_quant_storage: bfloat16}\n", "non-uint8-stored"),
+    ("  quantization_config: {load_in_8bit: true, llm_int8_other: 1}\n", "only bitsandbytes load_in_4bit"),
     ("  dtype: float16\n  quantization_config: {load_in_4bit: true}\n", "bnb_4bit_compute_dtype None with a fp16"),
     ("  attn_implementation: eager\n", "differs from the policy's attention"),
     ("  dtype: auto\n", "'auto' is not modelled"),

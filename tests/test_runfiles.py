@@ -119,6 +119,20 @@ def test_llama_factory_lora_defaults_are_its_own(tmp_path: Path) -> None:
     assert "lora_rank" not in runfiles.load(str(f))[0].options  # full tuning: no adapter defaults
 
 
+def test_llama_factory_qwen3_lora_bf16_is_the_trainers_autocast(tmp_path: Path) -> None:
+    # LLaMA-Factory LoRA with bf16: a bf16 load, peft's fp32 adapters, the step under the Trainer's autocast
+    # (--precision autocast-bf16), now modelled on Qwen3 (--grid autocast2): no fallback to bf16, no note saying so
+    f = tmp_path / "lora.yaml"
+    f.write_text("model_name_or_path: Qwen/Qwen3-8B\nstage: sft\nfinetuning_type: lora\nbf16: true\n")
+    run = runfiles.load(str(f))[0]
+    assert run.options["precision"] == "autocast-bf16"
+    assert not any("is not modelled here" in n for n in run.notes)
+    # freeze with checkpointing on Qwen3 is not modelled under autocast: bf16 with the note (core/memory/
+    # upcast_norms.py); LLaMA-Factory checkpoints unless disable_gradient_checkpointing
+    f.write_text("model_name_or_path: Qwen/Qwen3-8B\nstage: sft\nfinetuning_type: freeze\nbf16: true\n")
+    run = runfiles.load(str(f))[0]
+    assert any("autocast-bf16 is not modelled here" in n for n in run.notes)
+
 def test_llama_factory_freeze_counts_layers_from_the_top(tmp_path: Path) -> None:
     # Qwen2.5-0.5B has 24 layers; freeze_trainable_layers 2 trains the top two: 22 frozen from the bottom.
     f = tmp_path / "freeze.yaml"

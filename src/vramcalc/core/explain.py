@@ -1392,12 +1392,16 @@ def _reference_weights(t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Line:
     src = SRC_ONLINE if t.objective == "online-dpo" else SRC_PREFERENCE
     if ref == "copy":
         dtype = pref.ref_weight_dtype(t, recipe_of(t))
-        if t.ref_quant == "4bit":
-            return Line("weights.reference", f"reference model: a frozen copy (bitsandbytes 4-bit, rest {dtype})",
-                        f"{_n(w.parameters)} params: the blocks' Linears packed 4-bit + fp32 absmax per 64, the rest "
+        if t.ref_quant != "none":
+            packed = {"4bit": ("4-bit", "packed 4-bit + fp32 absmax per 64", "no double quantization"),
+                      "4bit-dq": ("4-bit double-quantized", "packed 4-bit + uint8 absmax per 64 + fp32 per 256 "
+                                  "blocks", "double quantization"),
+                      "8bit": ("LLM.int8", "int8 + an fp32 scale per output row", "8 bits")}[t.ref_quant]
+            return Line("weights.reference", f"reference model: a frozen copy (bitsandbytes {packed[0]}, rest {dtype})",
+                        f"{_n(w.parameters)} params: the blocks' Linears {packed[1]}, the rest "
                         f"× {dtype_bytes(dtype)} B ({dtype})", value,
-                        "memory/weights.py quantized_storage (no double quantization) + the rest × bytes per weight "
-                        "(--ref-quant 4bit, --ref-dtype)", src)
+                        f"memory/weights.py quantized_storage ({packed[2]}) + the rest × bytes per weight "
+                        f"(--ref-quant {t.ref_quant}, --ref-dtype)", src)
         return Line("weights.reference", f"reference model: a frozen copy ({dtype})",
                     f"{_n(w.parameters)} params × {dtype_bytes(dtype)} B ({dtype})", value,
                     "parameters × bytes per reference weight (--ref-dtype; auto: the policy's load dtype)", src)
@@ -2052,8 +2056,10 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                        "after the policy's forward, on top of its saved activations",
                        SRC_TORCHTUNE_DPO if pref.torchtune_head(t) else SRC_ONLINE))
     elif "temporaries.reference_forward" in d:  # memory/preference.py ReferencePlan.peak, a moment of its own
+        int8 = " (LLM.int8 matmuls: fp16 input copy, int8 rows, int32 and fp16 products)" if t.ref_quant == "8bit" \
+            else ""
         tl.append(Line("temporaries.reference_forward", f"reference model's no-grad forward ({pref.resolve_ref(t)})",
-                       f"the larger of one no-grad layer over {tok} and its fused head over "
+                       f"the larger of one no-grad layer over {tok}{int8} and its fused head over "
                        f"{_n(_labelled(t, seq))} scored tokens, + the policy's per-position outputs",
                        d["temporaries.reference_forward"],
                        "after the policy's forward, on top of its saved activations", SRC_PREFERENCE))
@@ -2607,7 +2613,8 @@ def run_assumptions(t: TrainingSpec, family: str = "") -> str:
         rows = pref.rows(t)
         ref = pref.resolve_ref(t) or "none"
         if ref == "copy":
-            ref += f" ({pref.ref_weight_dtype(t, recipe_of(t))}{', 4-bit' if t.ref_quant == '4bit' else ''})"
+            quant = {"4bit": ", 4-bit", "4bit-dq": ", 4-bit dq", "8bit": ", 8-bit"}.get(t.ref_quant, "")
+            ref += f" ({pref.ref_weight_dtype(t, recipe_of(t))}{quant})"
         out += (f" · objective {t.objective} ({rows} row{'s' if rows > 1 else ''}), reference {ref}, "
                 f"prompt {t.prompt_len}")
     elif t.loss == "trl":

@@ -268,7 +268,7 @@ OPTIONS: tuple[Opt, ...] = (
         "full fp32 logits and log_softmax over the vocabulary, for the policy and then the reference)."),
     Opt("ref_dtype", REF_DTYPES, "auto", "Dtype of a copied reference model (auto: the policy's weight dtype)."),
     Opt("ref_quant", REF_QUANTS, "none",
-        "A copied DPO/KTO reference in bitsandbytes 4-bit storage (--ref-dtype: its other weights, compute)."),
+        "A copied DPO/KTO reference in bitsandbytes storage: 4bit, 4bit-dq (double-quantized), 8bit (LLM.int8)."),
     Opt("reward_model", str, "none",
         "Online DPO, GRPO, RLOO: the reward model scoring the completions (reward_funcs as a model id; "
         "OnlineDPOConfig reward_model_path): a preset or a config.json path, loaded as a sequence classifier. none: "

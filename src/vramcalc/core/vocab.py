@@ -112,8 +112,9 @@ DpoHead = Literal["trl", "logits"]
 VllmMode = Literal["off", "colocate", "server"]
 RefDtype = Literal["auto", "bf16", "fp16", "fp32"]
 # A copied DPO/KTO reference loaded through bitsandbytes (TRL model_init_kwargs / older DPOConfig
-# ref_model_init_kwargs quantization_config): none or 4bit (Linear4bit, nf4 or fp4: the same storage).
-RefQuant = Literal["none", "4bit"]
+# ref_model_init_kwargs quantization_config): none, 4bit (Linear4bit, nf4 or fp4: the same storage), 4bit-dq
+# (bnb_4bit_use_double_quant) or 8bit (load_in_8bit: Linear8bitLt, LLM.int8 with threshold 6.0).
+RefQuant = Literal["none", "4bit", "4bit-dq", "8bit"]
 # The task head of an encoder (memory/encoder.py): auto (a causal LM's own LM head; an encoder's sequence
 # classifier), seq-cls (AutoModelForSequenceClassification: pooler + classifier of --num-labels), token-cls
 # (AutoModelForTokenClassification: dropout + classifier of --num-labels at every position) or mlm

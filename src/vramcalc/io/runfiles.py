@@ -1376,12 +1376,13 @@ def _preference_trl(d: dict[str, Any], run: Run) -> None:
 # reference (`create_model_from_path(ref_model_path, **ref_model_init_kwargs)`) → --ref-dtype, --ref-quant.
 _REF_HARMLESS = {"revision", "trust_remote_code", "low_cpu_mem_usage", "use_cache", "cache_dir", "token"}
 _REF_BNB_KEYS = {"load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "quant_method",
-                 "bnb_4bit_use_double_quant", "bnb_4bit_quant_storage"}
+                 "bnb_4bit_use_double_quant", "bnb_4bit_quant_storage", "llm_int8_threshold",
+                 "llm_int8_has_fp16_weight", "llm_int8_skip_modules", "llm_int8_enable_fp32_cpu_offload"}
 
 
 def _ref_model_init_kwargs(raw: Any, run: Run, load_dtype: str) -> None:
-    """ref_model_init_kwargs' dtype / torch_dtype, quantization_config (bitsandbytes 4-bit) and attn_implementation;
-    any other keyword is refused in one line."""
+    """ref_model_init_kwargs' dtype / torch_dtype, quantization_config (bitsandbytes 4-bit, double-quantized 4-bit,
+    8-bit) and attn_implementation; any other keyword is refused in one line."""
     key = "ref_model_init_kwargs"
     if not isinstance(raw, dict):
         raise _KeyProblem(key, f"{raw!r:.40} is not a mapping of from_pretrained keywords")
@@ -1390,7 +1391,7 @@ def _ref_model_init_kwargs(raw: Any, run: Run, load_dtype: str) -> None:
     for sub in sorted(set(map(str, raw)) - _REF_HARMLESS - {"dtype", "torch_dtype", "quantization_config",
                                                              "attn_implementation"}):
         raise _KeyProblem(f"{key}.{sub}", "a from_pretrained keyword vramcalc does not model for the reference; "
-                          "remove it (modelled: dtype, quantization_config 4-bit, attn_implementation)")
+                          "remove it (modelled: dtype, quantization_config 4-/8-bit, attn_implementation)")
     name = raw.get("dtype") or raw.get("torch_dtype")
     if name is not None:
         dtype = dtypes.get(str(name).removeprefix("torch."))
@@ -1400,31 +1401,47 @@ def _ref_model_init_kwargs(raw: Any, run: Run, load_dtype: str) -> None:
     ref_dtype = run.options.get("ref_dtype") or ("bf16" if load_dtype == "auto" else dtypes.get(load_dtype, ""))
     quant = raw.get("quantization_config")
     if quant is not None:
-        if not isinstance(quant, dict) or sorted(set(map(str, quant)) - _REF_BNB_KEYS):
-            raise _KeyProblem(f"{key}.quantization_config", "only bitsandbytes load_in_4bit (bnb_4bit_quant_type "
-                              "nf4/fp4, bnb_4bit_compute_dtype) is modelled for the reference; remove the rest")
-        if quant.get("load_in_8bit") or quant.get("bnb_4bit_use_double_quant") or quant.get(
-                "bnb_4bit_quant_storage") not in (None, "uint8"):
-            raise _KeyProblem(f"{key}.quantization_config", "an 8-bit, double-quantized or non-uint8-stored "
-                              "reference is not modelled; use load_in_4bit without them")
-        if quant.get("quant_method") not in (None, "bitsandbytes") or str(quant.get("bnb_4bit_quant_type", "nf4")) \
-                not in ("nf4", "fp4"):
-            raise _KeyProblem(f"{key}.quantization_config", "quant_method bitsandbytes with bnb_4bit_quant_type "
-                              "nf4 or fp4 is modelled; change the rest")
-        compute = quant.get("bnb_4bit_compute_dtype")
-        # bitsandbytes nn/modules.py Linear4bit.set_compute_type: a bf16 or fp32 input sets the compute dtype to its
-        # own, so the default float32 compute dtype runs in the reference's dtype unless that is fp16.
-        if compute is not None and dtypes.get(str(compute).removeprefix("torch.")) not in (ref_dtype, "fp32") \
-                or (compute in (None, "float32", "torch.float32") and ref_dtype == "fp16"):
-            raise _KeyProblem(f"{key}.quantization_config", f"bnb_4bit_compute_dtype {compute!r:.20} with a "
-                              f"{ref_dtype or 'default'} reference is not modelled; give the reference's dtype")
-        if quant.get("load_in_4bit"):
-            run.options["ref_quant"] = "4bit"
+        _ref_quantization_config(quant, run, ref_dtype, dtypes)
     impl = raw.get("attn_implementation")
     if impl is not None and _ATTN_IMPL.get(str(impl)) != run.options.get("attention", "sdpa"):
         raise _KeyProblem(f"{key}.attn_implementation", f"{impl!r:.40} differs from the policy's attention; "
                           "a reference with its own attention is not modelled: give the policy's")
     run.mapped.append(key)
+
+
+def _ref_quantization_config(quant: Any, run: Run, ref_dtype: str, dtypes: dict[str, str]) -> None:
+    """ref_model_init_kwargs.quantization_config (transformers utils/quantization_config.py BitsAndBytesConfig) →
+    --ref-quant 4bit / 4bit-dq (bnb_4bit_use_double_quant) / 8bit (load_in_8bit: Linear8bitLt, LLM.int8)."""
+    where = "ref_model_init_kwargs.quantization_config"
+    if not isinstance(quant, dict) or sorted(set(map(str, quant)) - _REF_BNB_KEYS):
+        raise _KeyProblem(where, "only bitsandbytes load_in_4bit / load_in_8bit (BitsAndBytesConfig's keys) is "
+                          "modelled for the reference; remove the rest")
+    if quant.get("quant_method") not in (None, "bitsandbytes"):
+        raise _KeyProblem(where, "quant_method bitsandbytes is modelled; change the rest")
+    # fp16 weights, skipped modules (4-bit too: the quantizer's modules_to_not_convert) and CPU offload change what is
+    # stored; llm_int8_threshold which temporaries MatMul8bitLt makes (memory/preference.py int8_linear_bytes: 6.0)
+    if quant.get("llm_int8_has_fp16_weight") or quant.get("llm_int8_skip_modules") \
+            or quant.get("llm_int8_enable_fp32_cpu_offload") or quant.get("llm_int8_threshold", 6.0) not in (6, 6.0):
+        raise _KeyProblem(where, "llm_int8_threshold 6.0 without fp16 weights, skipped modules or CPU offload is "
+                          "modelled; remove llm_int8_has_fp16_weight / _skip_modules / _enable_fp32_cpu_offload")
+    if quant.get("load_in_8bit"):
+        if quant.get("load_in_4bit"):  # BitsAndBytesConfig refuses both at once
+            raise _KeyProblem(where, "load_in_4bit and load_in_8bit together; keep one")
+        run.options["ref_quant"] = "8bit"
+        return
+    if quant.get("bnb_4bit_quant_storage") not in (None, "uint8"):
+        raise _KeyProblem(where, "a non-uint8-stored 4-bit reference is not modelled; remove bnb_4bit_quant_storage")
+    if str(quant.get("bnb_4bit_quant_type", "nf4")) not in ("nf4", "fp4"):
+        raise _KeyProblem(where, "bnb_4bit_quant_type nf4 or fp4 is modelled (the same storage); change it")
+    compute = quant.get("bnb_4bit_compute_dtype")
+    # bitsandbytes nn/modules.py Linear4bit.set_compute_type: a bf16 or fp32 input sets the compute dtype to its
+    # own, so the default float32 compute dtype runs in the reference's dtype unless that is fp16.
+    if compute is not None and dtypes.get(str(compute).removeprefix("torch.")) not in (ref_dtype, "fp32") \
+            or (compute in (None, "float32", "torch.float32") and ref_dtype == "fp16"):
+        raise _KeyProblem(where, f"bnb_4bit_compute_dtype {compute!r:.20} with a {ref_dtype or 'default'} "
+                          "reference is not modelled; give the reference's dtype")
+    if quant.get("load_in_4bit"):
+        run.options["ref_quant"] = "4bit-dq" if quant.get("bnb_4bit_use_double_quant") else "4bit"
 
 
 # ---- online RL (memory/rl.py) -------------------------------------------------------------------------

@@ -85,12 +85,32 @@ class _Dequant8bit(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, layer: QuantLinear) -> torch.Tensor:  # type: ignore[override]
         ctx.layer = layer
         rows = x.numel() // x.shape[-1]
+        if layer.int8_threshold > 0:
+            return _Dequant8bit.mixed(x, layer, rows)
         ca = torch.empty((rows, x.shape[-1]), dtype=torch.int8, device=x.device)  # int8_vectorwise_quant
         sca = torch.empty((rows,), dtype=torch.float32, device=x.device)
         out_i32 = torch.empty((rows, layer.out_features), dtype=torch.int32, device=x.device)  # int8_linear_matmul
         out = torch.empty((*x.shape[:-1], layer.out_features), dtype=x.dtype, device=x.device)
         del ca, sca, out_i32
         return out
+
+    @staticmethod
+    def mixed(x: torch.Tensor, layer: QuantLinear, rows: int) -> torch.Tensor:
+        """bitsandbytes 0.50 MatMul8bitLt.forward with threshold > 0 (BitsAndBytesConfig's 6.0), in allocation order:
+        int8_vectorwise_quant(A.to(float16)) (backends/cuda/ops.py: row_stats, out_row, then `A.abs() >= threshold`),
+        int8_mixed_scaled_mm → int8_scaled_mm (backends/default/ops.py: int8_linear_matmul's int32 product, then
+        int8_mm_dequant's fp16 output and `.to(dtype)`). The outlier columns (data-dependent) are left out."""
+        dev = x.device
+        a16 = x.reshape(rows, x.shape[-1]).to(torch.float16)
+        sca = torch.empty((rows,), dtype=torch.float32, device=dev)
+        ca = torch.empty((rows, x.shape[-1]), dtype=torch.int8, device=dev)
+        outliers = a16.abs() >= layer.int8_threshold
+        del outliers, a16
+        out_i32 = torch.empty((rows, layer.out_features), dtype=torch.int32, device=dev)
+        out16 = torch.empty((rows, layer.out_features), dtype=torch.float16, device=dev)
+        out = out16.to(x.dtype)
+        del out_i32, out16, ca, sca
+        return out.reshape(*x.shape[:-1], layer.out_features)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
@@ -108,8 +128,10 @@ class QuantLinear(nn.Linear):
     8-bit (Int8Params): int8 weight + fp32 scale per output row (SCB).
     """
 
-    def __init__(self, base: nn.Linear, bits: int, double_quant: bool, compute_dtype: torch.dtype) -> None:
+    def __init__(self, base: nn.Linear, bits: int, double_quant: bool, compute_dtype: torch.dtype,
+                 int8_threshold: float = 0.0) -> None:
         nn.Module.__init__(self)
+        self.int8_threshold = int8_threshold  # 8-bit: > 0 emulates LLM.int8's mixed path (_Dequant8bit.mixed)
         self.in_features, self.out_features = base.in_features, base.out_features
         self.bits, self.compute_dtype = bits, compute_dtype
         n = self.in_features * self.out_features
@@ -151,7 +173,7 @@ class QuantLinear(nn.Linear):
 
 
 def quantize_blocks(model: nn.Module, layers: nn.ModuleList, bits: int, double_quant: bool,
-                    compute_dtype: torch.dtype) -> int:
+                    compute_dtype: torch.dtype, int8_threshold: float = 0.0) -> int:
     """Replace every nn.Linear inside the blocks by a QuantLinear (bitsandbytes' rule: not lm_head). Zamba2: not the
     Linears transformers' quantizer skips (quantizers/base.py get_keys_to_not_convert: every tied key, which are the
     shared blocks' weights; quantizers_utils.py should_convert_module)."""
@@ -174,7 +196,8 @@ def quantize_blocks(model: nn.Module, layers: nn.ModuleList, bits: int, double_q
                 else:
                     base = mod
                 parent = block.get_submodule(name.rsplit(".", 1)[0]) if "." in name else block
-                setattr(parent, name.rsplit(".", 1)[-1], QuantLinear(base, bits, double_quant, compute_dtype))
+                setattr(parent, name.rsplit(".", 1)[-1], QuantLinear(base, bits, double_quant, compute_dtype,
+                                                                     int8_threshold))
                 count += 1
     return count
 

@@ -538,11 +538,15 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
 
                 ref_dtype = DTYPES[ref_weight_dtype(training, RECIPES[precision])]
                 ref, _ = build_model(model, training, ref_dtype)
-                if training.ref_quant == "4bit":  # from_pretrained(quantization_config=load_in_4bit): Linear4bit blocks
+                if training.ref_quant != "none":  # from_pretrained(quantization_config=...): Linear4bit/8bitLt blocks
+                    from vramcalc.core.memory.preference import INT8_THRESHOLD, REF_QUANT_STORAGE
+
                     assert model.num_layers is not None
-                    n = quantize_blocks(ref, find_layers(ref, model.num_layers), 4, False, ref_dtype)
-                    notes.append(f"reference: {n} block Linear layers in emulated bitsandbytes 4-bit storage "
-                                 f"(compute {ref_dtype})")
+                    bits, dq = REF_QUANT_STORAGE[training.ref_quant]
+                    n = quantize_blocks(ref, find_layers(ref, model.num_layers), bits, dq, ref_dtype,
+                                        INT8_THRESHOLD if bits == 8 else 0.0)
+                    notes.append(f"reference: {n} block Linear layers in emulated bitsandbytes {training.ref_quant} "
+                                 f"storage (compute {ref_dtype})")
                 for p in ref.parameters():
                     p.requires_grad_(False)
                 for mod in ref.modules():

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core.memory.loss import TOKEN_CHUNK, VOCAB_CHUNK, LossBytes
 from vramcalc.core.params import head_dim, kv_heads
-from vramcalc.core.units import dtype_bytes
+from vramcalc.core.units import ceil_div, dtype_bytes
 
 if TYPE_CHECKING:
     from vramcalc.core.memory.precision import Recipe
@@ -184,10 +184,22 @@ def reference_recipe(t: TrainingSpec, recipe: Recipe) -> Recipe:
     return _replace(recipe, weight=d)  # fp16 under amp-bf16: autocast still casts each weight (counted as fp32's)
 
 
+# --ref-quant → (bits, bnb_4bit_use_double_quant) of the reference's bitsandbytes storage (memory/weights.py
+# quantized_storage, QLoRA's base arithmetic): 4bit and 4bit-dq Linear4bit (nf4 and fp4 pack alike), 8bit
+# Linear8bitLt (Int8Params: int8 weight + fp32 SCB per output row).
+REF_QUANT_STORAGE = {"4bit": (4, False), "4bit-dq": (4, True), "8bit": (8, False)}
+REF_QUANT_WORDS = {"4bit": ", its blocks' Linears bitsandbytes 4-bit",
+                   "4bit-dq": ", its blocks' Linears bitsandbytes 4-bit, double-quantized",
+                   "8bit": ", its blocks' Linears bitsandbytes LLM.int8 (int8 + fp32 row scales; the outlier "
+                           "columns of threshold 6.0 depend on the data: not counted)"}
+INT8_THRESHOLD = 6.0  # BitsAndBytesConfig llm_int8_threshold's default (transformers utils/quantization_config.py)
+
+
 def reference_weight_bytes(m: ModelSpec, parameters: int, t: TrainingSpec, recipe: Recipe) -> int:
-    """Weights of the frozen reference copy (zero with adapters off or precomputed log-probs). --ref-quant 4bit:
-    transformers' bitsandbytes quantizer replaces the blocks' nn.Linear by Linear4bit (lm_head skipped), packed as
-    memory/weights.py nf4_bytes (bnb_4bit_use_double_quant off: BitsAndBytesConfig's default), the rest in dtype."""
+    """Weights of the frozen reference copy (zero with adapters off or precomputed log-probs). --ref-quant:
+    transformers' bitsandbytes quantizer (quantizer_bnb_4bit.py / quantizer_bnb_8bit.py, integrations/bitsandbytes.py
+    replace_with_bnb_linear) replaces the blocks' nn.Linear by Linear4bit / Linear8bitLt (lm_head skipped:
+    get_modules_to_not_convert), stored as memory/weights.py quantized_storage, the rest in the reference's dtype."""
     if resolve_ref(t) != "copy":
         return 0
     w = dtype_bytes(reference_recipe(t, recipe).weight)
@@ -195,8 +207,22 @@ def reference_weight_bytes(m: ModelSpec, parameters: int, t: TrainingSpec, recip
         return parameters * w
     from vramcalc.core.memory.weights import quantized_storage
 
-    quantized, data, constants = quantized_storage(m, 4, False)
+    quantized, data, constants = quantized_storage(m, *REF_QUANT_STORAGE[t.ref_quant])
     return data + constants + (parameters - quantized) * w
+
+
+def int8_linear_bytes(d_in: int, d_out: int, compute: str) -> int:
+    """Per row, the peak of one bitsandbytes 0.50 LLM.int8 matmul under no_grad beyond its input (Linear8bitLt.forward
+    → autograd/_functions.py MatMul8bitLt.forward, threshold 6.0) on a `compute`-dtype input:
+    int8_vectorwise_quant(A.to(float16)) (an fp16 copy unless the input is fp16; backends/cuda/ops.py: row_stats fp32
+    and the int8 rows, then `A.abs() >= threshold`: an fp16 abs and a bool mask at once), then int8_mixed_scaled_mm →
+    int8_scaled_mm (backends/default/ops.py): the int32 product (int8_linear_matmul) and int8_mm_dequant's fp16 output
+    (backends/cuda/ops.py) with its `.to(dtype)` copy unless fp16, CA and SCA still alive. The outlier columns
+    (A[:, outlier_cols] and the dequantized weight columns) depend on the data: not counted (the note says so)."""
+    fp16 = compute == "fp16"
+    quant = (0 if fp16 else 2 * d_in) + d_in + 4 + 2 * d_in + d_in
+    mm = d_in + 4 + 4 * d_out + 2 * d_out + (0 if fp16 else dtype_bytes(compute) * d_out)
+    return max(quant, mm)
 
 
 def nograd_layer_bytes(m: ModelSpec, recipe: Recipe, method: str) -> tuple[int, int]:
@@ -320,9 +346,48 @@ def reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePl
     """The reference forward of a dpo/ipo step (None when its log-probs are precomputed or there is none)."""
     if resolve_ref(t) not in ("copy", "adapters-off"):
         return None
+    rrecipe = reference_recipe(t, recipe)
+    if t.ref_quant == "8bit":
+        return _int8_reference_plan(m, t, rrecipe)
     # a 4-bit reference dequantizes each Linear's weight per matmul under no_grad, as QLoRA's base does
-    return nograd_forward_plan(m, t, reference_recipe(t, recipe), POLICY_OUTPUT_BYTES[t.objective],
-                               "qlora" if t.ref_quant == "4bit" else t.method)
+    plan = nograd_forward_plan(m, t, rrecipe, POLICY_OUTPUT_BYTES[t.objective],
+                               "qlora" if t.ref_quant in ("4bit", "4bit-dq") else t.method)
+    if t.ref_quant != "4bit-dq":
+        return plan
+    # double quantization: bitsandbytes 0.50 backends/cuda/ops.py _dequant_linear_fallback dequantizes the nested
+    # absmax to fp32 (absmax_dq, one per 64-element block) and adds the offset (a second fp32 vector), both alive
+    # through F.linear beside the dequantized weight (the tracer's _Dequant4bit)
+    assert m.hidden_size is not None and m.intermediate_size is not None and m.num_attention_heads is not None
+    h = m.hidden_size
+    numel = max(h * m.intermediate_size, h * (m.num_attention_heads * head_dim(m) + 2 * kv_heads(m) * head_dim(m)))
+    return replace(plan, fixed=plan.fixed + 2 * 4 * ceil_div(numel, 64))
+
+
+def _int8_reference_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> ReferencePlan:
+    """An 8-bit reference's no-grad forward: the layer's sdpa/MLP moments of nograd_layer_bytes, each Linear's
+    int8 matmul (int8_linear_bytes) in place of its plain output, beside what its sublayer holds meanwhile
+    (modeling_llama.py LlamaMLP: act(gate) during up_proj, the product during down_proj; LlamaAttention: q during
+    k_proj, q and k during v_proj, the attention output during o_proj). No weight copy: the int8 matmul reads CB."""
+    from vramcalc.core.errors import UnsupportedCombination
+
+    if recipe.autocast or m.num_experts or m.kv_lora_rank is not None or m.q_lora_rank is not None \
+            or m.ssm_state_size or m.vision is not None:  # other blocks (MoE, MLA, SSM) and towers: not derived
+        raise UnsupportedCombination("--ref-quant 8bit is modelled for a dense model's reference in its own dtype: "
+                                     "give --ref-dtype bf16 (no autocast), or use --ref-quant 4bit for this model")
+    assert m.hidden_size is not None and m.intermediate_size is not None and m.num_attention_heads is not None
+    plan = nograd_forward_plan(m, t, recipe, POLICY_OUTPUT_BYTES[t.objective], t.method)
+    c = dtype_bytes(recipe.compute)
+    r = 4 if recipe.compute == "fp32" else c
+    h, i = m.hidden_size, m.intermediate_size
+    q, kv = m.num_attention_heads * head_dim(m), kv_heads(m) * head_dim(m)
+    per_token, _ = nograd_layer_bytes(m, recipe, t.method)
+    sub = per_token - 2 * r * h  # nograd_layer_bytes' max(mlp, attn)
+    mlp = ((h, 2 * i, 0), (i, h, c * i)) if m.fused_gate_up else \
+        ((h, i, 0), (h, i, c * i), (i, h, c * i)) if m.mlp == "gated" else ((h, i, 0), (i, h, c * i))
+    attn = ((h, q + 2 * kv, 0),) if m.fused_qkv else ((h, q, 0), (h, kv, c * q), (h, kv, c * (q + kv)))
+    int8 = max(held + int8_linear_bytes(d_in, d_out, recipe.compute)
+               for d_in, d_out, held in (*mlp, *attn, (q, h, c * q)))
+    return replace(plan, per_token=plan.per_token + max(0, int8 - sub))
 
 
 def nograd_forward_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, outputs: int,
@@ -372,7 +437,7 @@ def notes(t: TrainingSpec, parameters_bytes: int) -> tuple[str, ...]:
     if not is_preference(t):
         return ()
     ref = resolve_ref(t)
-    quant = ", its blocks' Linears bitsandbytes 4-bit" if t.ref_quant == "4bit" else ""
+    quant = REF_QUANT_WORDS.get(t.ref_quant, "")
     what = {"copy": f"a frozen copy of the model ({parameters_bytes / 1e9:.2f} GB of weights{quant})",
             "adapters-off": "the policy with its adapters disabled (no extra weights)",
             "precomputed": "log-probs precomputed before training (precompute_ref_log_probs: no reference in the "

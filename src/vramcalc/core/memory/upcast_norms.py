@@ -133,8 +133,26 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
 
 
 # The families --precision autocast-* is traced on (--grid autocast): Llama-style RMSNorm (Llama, Mistral, Qwen2) and
-# GPT-2's LayerNorm (autocast's fp32 layer_norm, Conv1D's addmm).
-AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+# GPT-2's LayerNorm (autocast's fp32 layer_norm, Conv1D's addmm); --grid autocast2 (LoRA and QLoRA): Qwen3 and OLMo 2
+# (q/k RMSNorm: hidden_states.to(float32) ... weight * x.to(input_dtype), modeling_qwen3.py Qwen3RMSNorm,
+# modeling_olmo2.py Olmo2RMSNorm), Gemma, Gemma 2 and Gemma 3 text ((1 + weight) RMSNorm in fp32, output
+# type_as(x); Gemma 2's eager softcapped attention), Phi-3 (fused qkv_proj / gate_up_proj) and StarCoder2 (LayerNorm
+# with bias), with the same arithmetic: their estimates within -1.9 .. +4.2 % of the trace.
+AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "qwen3", "olmo2", "gemma", "gemma2", "gemma3", "phi3",
+                     "starcoder2")
+# Freeze (fp32 trained layers) on the autocast2 families is modelled without checkpointing (-1.9 .. +3.7 %); with it,
+# refused: a tied head's freeze moment counts the lowest trained layer's gradients at the trained layers' backward
+# peak (5.5 .. 8.1 % over the trace on Qwen3-0.6B, Gemma 1-3 and StarCoder2, and 5.4 % over in plain bf16 too,
+# memory/__init__.py _freeze_bottom_gradient_bytes), and wide untied ones were under (Qwen3-8B -2.6 %, Phi-3 -3.1 %).
+AUTOCAST_FREEZE_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+# The mixture-of-experts families it is traced on (--grid autocast-moe): transformers 5's fused experts
+# (integrations/moe.py grouped_mm, not on autocast's lists: the experts run in their load dtype), Qwen3-MoE's q/k
+# RMSNorms included (as Qwen3's, --grid autocast2).
+AUTOCAST_MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
+# The vision-language models it is traced on (--grid autocast-vlm), with LoRA / QLoRA in the language model only
+# (memory/vision.py refuses tower and projector adapters under autocast): LLaVA-1.5's CLIP tower and Qwen2-VL's /
+# Qwen2.5-VL's, frozen (no graph: autocast's casts of the frozen 16-bit tower are freed at once).
+AUTOCAST_VISION_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl")
 
 
 def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
@@ -153,9 +171,25 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
                                      f"pass --precision amp-{p.removeprefix('autocast-')} (the same run)")
     elif t.method not in ("lora", "qlora", "freeze"):
         why = f"--method {t.method} (modelled for lora, qlora and freeze)"
-    elif m is not None and (m.family not in AUTOCAST_FAMILIES or m.vision is not None or m.num_experts or m.qk_norm
-                            or not m.has_architecture):
-        why = f"{m.name} (traced on Llama, Mistral, Qwen2 and GPT-2 text models)"
+    elif m is not None and m.num_experts and (m.family not in AUTOCAST_MOE_FAMILIES or m.vision is not None
+                                              or not m.has_architecture):
+        why = f"{m.name} (traced on Mixtral, Qwen1.5-MoE and Qwen3-MoE among the mixture-of-experts models)"
+    elif m is not None and m.num_experts and t.method == "freeze":
+        # LLaMA-Factory's cast_trainable_params_to_fp32 makes the trained layers' 3-D experts fp32, which
+        # torch._grouped_mm takes in bf16 only (torch/_meta_registrations.py _meta_grouped_mm_common): not traced
+        why = "--method freeze on a mixture-of-experts model (fp32 trained experts: grouped_mm takes bf16 only)"
+    elif m is not None and m.vision is not None and (m.vision.kind not in AUTOCAST_VISION_KINDS
+                                                     or m.family not in AUTOCAST_FAMILIES):
+        why = f"{m.name} (traced on LLaVA-1.5, Qwen2-VL and Qwen2.5-VL among the vision-language models)"
+    elif m is not None and m.vision is not None and (t.method == "freeze" or t.train_vision):
+        why = (f"--method {t.method}{' --train-vision' if t.train_vision else ''} on {m.name} (traced with LoRA "
+               "and QLoRA, the tower frozen)")
+    elif m is not None and not m.num_experts and (m.family not in AUTOCAST_FAMILIES or not m.has_architecture):
+        why = (f"{m.name} (traced on Llama, Mistral, Qwen2, Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2 and GPT-2 "
+               "text models)")
+    elif m is not None and t.method == "freeze" and t.grad_checkpointing and m.family not in AUTOCAST_FREEZE_FAMILIES:
+        why = (f"{m.name}, --method freeze and checkpointing (traced on Llama, Mistral, Qwen2 and GPT-2; without "
+               "checkpointing on the others)")
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.context_parallel > 1:
         why = "DeepSpeed / FSDP / tensor, pipeline or context parallelism"
     elif t.method == "qlora" and t.kbit_prep:

@@ -638,7 +638,7 @@ def _check_clip_lora(model: ModelSpec, training: TrainingSpec) -> None:
         raise UnsupportedCombination(f"--lora-targets {','.join(training.lora_targets)} adapts only the image "
                                      f"side of {model.name}; a run without adapters in the language model is not "
                                      "modelled: add a language-model target (e.g. q_proj,v_proj)")
-    if (tower or projector) and recipe_of(training).autocast:
+    if (tower or projector) and (recipe_of(training).autocast or recipe_of(training).autocast16):
         # (traced: a LoRA toy under amp-bf16 with q_proj, v_proj in the tower took 22 % more than this arithmetic's
         # bf16 sets: fp32 weights cast per op, fp32 residual stream)
         raise UnsupportedCombination(f"LoRA on {model.name}'s CLIP tower or projector under autocast (--precision "
@@ -659,7 +659,8 @@ def _check_qwen(model: ModelSpec, training: TrainingSpec) -> None:
             raise UnsupportedCombination(f"--lora-targets {','.join(training.lora_targets)} adapts only the image "
                                          f"side of {model.name}; a run without adapters in the language model is "
                                          "not modelled: add a language-model target (e.g. q_proj,v_proj)")
-        if (tower or merger) and recipe_of(training).autocast:
+        # (autocast16: --precision autocast-* over a bf16 tower, traced with language-model targets only)
+        if (tower or merger) and (recipe_of(training).autocast or recipe_of(training).autocast16):
             raise UnsupportedCombination(f"LoRA on {name}'s vision tower or merger under autocast (--precision "
                                          f"{training.precision}) is not modelled: use --precision bf16, or keep "
                                          "the targets in the language model (e.g. q_proj,v_proj)")
