@@ -82,3 +82,23 @@ def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = invoke(["estimate", "tinyllama-1.1b", "--method", "lora", "--grad-checkpointing", "--ac-offload",
                            "--format", "json"], capsys)
     assert code == 0 and json.loads(out)["settings"]["ac_offload"] is True
+
+
+def test_save_on_cpu_emulation_keeps_sizes_on_the_host_and_copies_back() -> None:
+    # trace/_save_on_cpu.py on plain CPU tensors: x * w saves both operands (torch MulBackward0), 4 x 8 fp32 = 128 B
+    # each, packed to "host RAM"; each unpack is a new tensor (save_on_cpu's `.to(device)` of the host copy), and
+    # the host bytes go when autograd drops the saved tensors after backward
+    torch = pytest.importorskip("torch")
+    from vramcalc.trace._save_on_cpu import HOST, SaveOnCpuEmulation
+
+    HOST.update(now=0, peak=0)
+    x = torch.ones(4, 8, requires_grad=True)
+    w = torch.ones(4, 8, requires_grad=True)
+    with SaveOnCpuEmulation(pin_memory=True, device_type="cuda"):
+        y = x * w
+    assert HOST == {"now": 256, "peak": 256}
+    unpacked = y.grad_fn._saved_self  # type: ignore[union-attr]
+    assert unpacked.shape == x.shape and unpacked.data_ptr() != x.data_ptr()
+    y.sum().backward()
+    del y, unpacked
+    assert HOST["now"] == 0 and x.grad is not None and x.grad.shape == x.shape
