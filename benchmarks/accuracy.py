@@ -1835,7 +1835,50 @@ def offload_nogc_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# transformers' offloaded checkpointing (`--grid gc-offload`, issue 13): --ac-offload (activation_checkpointing_kwargs
+# offload: true; modeling_utils.py _activation_checkpointing_enable(offload=True), save_on_cpu around each
+# checkpoint, trace/_save_on_cpu.py) on Llama (tinyllama-1.1b cut to 3 layers, its 32k vocabulary), toy Qwen2.5 (q/k/v
+# biases, tied) and Qwen3 (q/k norms) cut to 3 layers with a 512-token vocabulary, and GPT-2 cut to 3 layers x full
+# (pure-bf16) / LoRA all-linear / QLoRA NF4 all-linear, every_n_layers 1 and 2 (--ac-every 2 --ac-layout hf), reentrant
+# off / on, at b2 s1024 with the cut loss (the layers' backward is the peak) and b2 s512 with the HF loss (24 cases).
+# Written to accuracy_gc-offload.{json,md}, its traces to trace_cache_gc-offload.json.
+GCOFF_SHAPES = {
+    "gco:qwen2.5": ("qwen2.5-0.5b", {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 3,
+                                     "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 512}),
+    "gco:qwen3": ("qwen3-0.6b", {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 3,
+                                 "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 64,
+                                 "vocab_size": 512}),
+}
+GCOFF_MODELS = ("cut:tinyllama-1.1b:3", *GCOFF_SHAPES, "cut:gpt2:3")
+GCOFF_SHAPE_A = ("b2 s1024 cut", {"batch_size": 2, "seq_len": 1024, "loss": "cut"})
+GCOFF_SHAPE_B = ("b2 s512", {"batch_size": 2, "seq_len": 512})
+GCOFF_LORA = {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}
+GCOFF_QLORA = {**GCOFF_LORA, "method": "qlora", "kbit_prep": False}
+GCOFF_RUNS: tuple[tuple[str, dict[str, Any], int, bool, tuple[str, dict[str, Any]]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}, 1, False, GCOFF_SHAPE_A),
+    ("lora all-linear", GCOFF_LORA, 1, False, GCOFF_SHAPE_A),
+    ("qlora all-linear", GCOFF_QLORA, 1, False, GCOFF_SHAPE_B),
+    ("lora all-linear", GCOFF_LORA, 2, False, GCOFF_SHAPE_B),
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}, 2, True, GCOFF_SHAPE_B),
+    ("lora all-linear", GCOFF_LORA, 1, True, GCOFF_SHAPE_A),
+)
+
+
+def gc_offload_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | ac-offload every {every}{' reentrant' if reentrant else ''} | {shape}",
+             "model": model, "method": label,
+             "training": dict(kw, **skw, grad_checkpointing=True, ac_offload=True, reentrant_gc=reentrant,
+                              **({"ac_every": every, "ac_layout": "hf"} if every > 1 else {}))}
+            for model in GCOFF_MODELS for label, kw, every, reentrant, (shape, skw) in GCOFF_RUNS]
+
+
 def _model(name: str) -> Any:
+    if name.startswith("gco:"):  # a published config.json cut to a tiny shape (GCOFF_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config, shape = GCOFF_SHAPES[name]
+        d = {**json.loads((HF_DIR / f"{config}.json").read_text()), **shape}
+        return spec_from_hf_config(d, name[4:], "benchmarks/accuracy.py")
     if name.startswith(("idefics:", "idefics-toy:")):  # an Idefics3 / SmolVLM config.json, both stacks cut to 2
         from dataclasses import replace
 
@@ -3376,6 +3419,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "vlmlf": vlmlf_grid,
          "reentrant": reentrant_grid,
          "refkw": refkw_grid,
+         "gc-offload": gc_offload_grid,
          "ref8": ref8_grid,
          "dpo32": dpo32_grid,
          }
@@ -3451,6 +3495,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
+          "gc-offload": " (transformers' offloaded checkpointing: save_on_cpu around each checkpoint, issue 13)",
           }
 
 
@@ -3615,7 +3660,8 @@ def main() -> None:
                     "(the restart's merge beside the step); vlmlf: issues 13 / 15's 33 VLM cases with "
                     "LoRA on the language model only (LLaMA-Factory's frozen tower and projector); fp8: issue 13's "
                     "15 FP8 training cases (torchao Float8Linear, tensorwise and rowwise); tp: issue 13's 28 cases of "
-                    "transformers' tensor parallelism (one rank of tp_plan)"
+                    "transformers' tensor parallelism (one rank of tp_plan); gc-offload: issue 13's 24 cases of "
+                    "transformers' offloaded checkpointing (save_on_cpu around each checkpoint)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3646,6 +3692,7 @@ def main() -> None:
                          "vlmlf",
                          "reentrant",
                          "refkw",
+                         "gc-offload",
                          "ref8",
                          "dpo32",
                          ) \

@@ -914,6 +914,7 @@ class _ActivationPlan:
     ac_every: int = 1
     ac_from_first: bool = False  # --ac-layout hf (memory/savers.py wrapped_layers)
     offload: bool = False
+    ac_offload: bool = False  # transformers' save_on_cpu around each checkpoint (memory/savers.py, --ac-offload)
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
     # Offloaded checkpointing of adapters (not full fine-tuning): the embedding output stays on the GPU (below).
     offload_leaf_t: int = 0
@@ -1471,6 +1472,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                         if t.grad_checkpointing else
                         "the GPU holds one autograd node's tensors brought back beside the previous node's ")
                      + "(torchtune OffloadActivations).")
+    if t.ac_offload:  # memory/savers.py _save_on_cpu_residency
+        notes.append("ac offload: transformers' save_on_cpu around each checkpoint puts the checkpointed layers' "
+                     "inputs in pinned host RAM (cpu_offload_bytes); in backward the GPU holds the recomputed "
+                     "layer's input brought back and its rebuilt saved set.")
     notes += packing_notes(t)
     notes += fp32_math_sdpa_notes(m, t, recipe)
     notes += _unsloth.notes(m, t)
@@ -1544,8 +1549,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, ac_from_first=t.ac_layout == "hf", offload=t.activation_offload,
-        layer_input_t=residual * m.hidden_size,
-        offload_leaf_t=residual * m.hidden_size if t.activation_offload and t.grad_checkpointing
+        ac_offload=t.ac_offload, layer_input_t=residual * m.hidden_size,
+        offload_leaf_t=residual * m.hidden_size if (t.activation_offload or t.ac_offload) and t.grad_checkpointing
         and t.method != "full" else 0,
         offload_bwd_t=layer.backward_no_norm_per_token,
         # (measured with the tracer, --grid offload-nogc: the Qwen3-MoE toy full b1 s1024, the peak at the bottom
@@ -1576,7 +1581,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # _dense_late_gradient_bytes: one hidden-wide activation per token at the bottom peak)
         bottom_input_t=residual * m.hidden_size * (2 if t.activation_offload else 1)
         if unsloth and t.grad_checkpointing else residual * m.hidden_size
-        if t.grad_checkpointing and not t.activation_offload and _dense_late_gradient_bytes(m, t, recipe, layer=True)
+        if t.grad_checkpointing and not t.activation_offload and not t.ac_offload  # (--ac-offload: the copy back only)
+        and _dense_late_gradient_bytes(m, t, recipe, layer=True)
         else frozen * residual * m.hidden_size if frozen_rerun else 0,  # (the frozen layers' inputs below it)
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
         reference=None if _rl.is_rl(t) else _online_dpo.reference_plan(m, t, recipe)
@@ -1877,15 +1883,17 @@ def _transformer_phases(
         # with the layer: the nested autocast region clears its cache on exit, autocast_mode.py __exit__).
         kept = p.kept_t * tokens
         kept_bwd = kept
+        running = 0  # --ac-offload: the running layer's input and the embedding's output (memory/savers.py)
         # the recomputed forward of each layer runs inside its backward: DoRA's weight-norm temporaries come on top
         # of the layer's gradient temporaries (measured with the tracer, --grid lora-variants "dora all-linear b2 s512
         # gc": -1.2 % under the trace with the larger of the two, within 0.2 % with their sum)
         layer_bwd_t = layer_bwd_t + p.layer_fwd_c
-        if p.ac_every > 1 or p.offload:  # selective / offloaded (memory/savers.py)
+        if p.ac_every > 1 or p.offload or p.ac_offload:  # selective / offloaded (memory/savers.py)
             r = layer_residency(n_layers=p.n_layers, saving_layers=saving_layers, checkpointing=p.checkpointing,
                                 every=p.ac_every, offload=p.offload, per_layer=per_layer, from_first=p.ac_from_first,
-                                layer_input=p.layer_input_t * tokens)
-            kept, kept_bwd, host_t = r.forward, r.backward, r.host
+                                layer_input=p.layer_input_t * tokens, save_on_cpu=p.ac_offload,
+                                leaf_kept=p.offload_leaf_t > 0)
+            kept, kept_bwd, host_t, running = r.forward, r.backward, r.host, r.running
             # enable_input_require_grads (transformers modeling_utils, called with checkpointing when the embedding
             # is frozen) makes the frozen embedding's output a leaf that requires grad: its AccumulateGrad node
             # holds it until the graph is freed, so the offload's host copy does not free it (measured with the
@@ -1943,7 +1951,7 @@ def _transformer_phases(
             loss_copies = min(autocast_copies, p.autocast_head_copy)
         moments = [
             ("forward.layer", _m.FWD_LAYER_OFF, (acc, stash, once, fwd_copies, layer_fwd_t)) if offload_only else
-            ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, fwd_copies, layer_fwd_t)),
+            ("forward.layer", _m.FWD_LAYER_CK, (acc, kept + running, once, fwd_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS_CK,
              (acc, kept, once_bwd, loss_copies, head_saved, loss_fwd_t, grad_fwd)),
             # the head's autocast cast outlives the forward (its matmul saved it for the input gradient; the head is
@@ -1974,7 +1982,7 @@ def _transformer_phases(
                                 (max(gradients - p.rerun_mixer_below, 0),
                                  min(p.layer_input_t * tokens * (p.rerun_mixer_layer + 1), kept_bwd), once,
                                  recomputed - mlp_tail, copies, recompute_t)))
-            if p.offload and saving_layers > 1:
+            if (p.offload or p.ac_offload) and saving_layers > 1:
                 # Offloaded checkpointing keeps no layer inputs on the GPU, so the bottom layer's rerun holds as much
                 # as the top one's beside every gradient made above it (measured with the tracer, --grid savers:
                 # tinyllama QLoRA cut + checkpointing + offload b2 s1024, the peak in the bottom layer's rerun with
@@ -2172,7 +2180,7 @@ def _transformer_phases(
     if recompute_t > layer_fwd_t:  # a checkpointed layer's rerun forward: DoRA's weight norm on its MLP temporaries
         details["temporaries.layer_recompute"] = recompute_t
     details["temporaries.backward_end"] = end_t
-    if p.offload:
+    if p.offload or p.ac_offload:
         details["activations.offloaded_to_host"] = host_t
     if p.once_c:  # Unsloth's QLoRA dequantization buffers, part of `shared` (for explain)
         details["activations.unsloth_weight_buffer"] = p.once_c
