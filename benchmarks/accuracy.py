@@ -1835,7 +1835,50 @@ def offload_nogc_grid() -> list[dict[str, Any]]:
     return cases
 
 
+# transformers' offloaded checkpointing (`--grid gc-offload`, issue 13): --ac-offload (activation_checkpointing_kwargs
+# offload: true; modeling_utils.py _activation_checkpointing_enable(offload=True), save_on_cpu around each
+# checkpoint, trace/_save_on_cpu.py) on Llama (tinyllama-1.1b cut to 3 layers, its 32k vocabulary), toy Qwen2.5 (q/k/v
+# biases, tied) and Qwen3 (q/k norms) cut to 3 layers with a 512-token vocabulary, and GPT-2 cut to 3 layers x full
+# (pure-bf16) / LoRA all-linear / QLoRA NF4 all-linear, every_n_layers 1 and 2 (--ac-every 2 --ac-layout hf), reentrant
+# off / on, at b2 s1024 with the cut loss (the layers' backward is the peak) and b2 s512 with the HF loss (24 cases).
+# Written to accuracy_gc-offload.{json,md}, its traces to trace_cache_gc-offload.json.
+GCOFF_SHAPES = {
+    "gco:qwen2.5": ("qwen2.5-0.5b", {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 3,
+                                     "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 512}),
+    "gco:qwen3": ("qwen3-0.6b", {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 3,
+                                 "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 64,
+                                 "vocab_size": 512}),
+}
+GCOFF_MODELS = ("cut:tinyllama-1.1b:3", *GCOFF_SHAPES, "cut:gpt2:3")
+GCOFF_SHAPE_A = ("b2 s1024 cut", {"batch_size": 2, "seq_len": 1024, "loss": "cut"})
+GCOFF_SHAPE_B = ("b2 s512", {"batch_size": 2, "seq_len": 512})
+GCOFF_LORA = {"method": "lora", "precision": "bf16", "lora_targets": ("all-linear",)}
+GCOFF_QLORA = {**GCOFF_LORA, "method": "qlora", "kbit_prep": False}
+GCOFF_RUNS: tuple[tuple[str, dict[str, Any], int, bool, tuple[str, dict[str, Any]]], ...] = (
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}, 1, False, GCOFF_SHAPE_A),
+    ("lora all-linear", GCOFF_LORA, 1, False, GCOFF_SHAPE_A),
+    ("qlora all-linear", GCOFF_QLORA, 1, False, GCOFF_SHAPE_B),
+    ("lora all-linear", GCOFF_LORA, 2, False, GCOFF_SHAPE_B),
+    ("full pure-bf16", {"method": "full", "precision": "pure-bf16"}, 2, True, GCOFF_SHAPE_B),
+    ("lora all-linear", GCOFF_LORA, 1, True, GCOFF_SHAPE_A),
+)
+
+
+def gc_offload_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | ac-offload every {every}{' reentrant' if reentrant else ''} | {shape}",
+             "model": model, "method": label,
+             "training": dict(kw, **skw, grad_checkpointing=True, ac_offload=True, reentrant_gc=reentrant,
+                              **({"ac_every": every, "ac_layout": "hf"} if every > 1 else {}))}
+            for model in GCOFF_MODELS for label, kw, every, reentrant, (shape, skw) in GCOFF_RUNS]
+
+
 def _model(name: str) -> Any:
+    if name.startswith("gco:"):  # a published config.json cut to a tiny shape (GCOFF_SHAPES)
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        config, shape = GCOFF_SHAPES[name]
+        d = {**json.loads((HF_DIR / f"{config}.json").read_text()), **shape}
+        return spec_from_hf_config(d, name[4:], "benchmarks/accuracy.py")
     if name.startswith(("idefics:", "idefics-toy:")):  # an Idefics3 / SmolVLM config.json, both stacks cut to 2
         from dataclasses import replace
 
@@ -2931,13 +2974,14 @@ def autocast_vlm_grid() -> list[dict[str, Any]]:
             for model, shapes in AUTOCAST_VLM_MODELS for label, kw in methods for sh in shapes for gc in (False, True)]
 
 
-# The autocast2 grid (`--grid autocast2`, issue 13; 80 cases): --precision autocast-bf16 as in the autocast grid (a
+# The autocast2 grid (`--grid autocast2`, issue 13; 96 cases): --precision autocast-bf16 as in the autocast grid (a
 # bf16 load, the step under CUDA autocast, peft's fp32 adapters / fp32 trained layers) on the other dense decoders,
 # each cut to 4 layers and a 2,048-token vocabulary (dequant_grid's "dequant:" models, the peak in the layers): LoRA
 # all-linear, QLoRA NF4 all-linear (kbit_prep off) and freeze (2 of 4 layers frozen) on Qwen3 (0.6B tied, 8B untied),
 # OLMo 2, Gemma, Gemma 2, Gemma 3 text, Phi-3 and StarCoder2, b1 s512 and b2 s1024, without and with checkpointing
-# (freeze without: with checkpointing it is refused there, upcast_norms.py AUTOCAST_FREEZE_FAMILIES). Written to
-# accuracy_autocast2.{json,md}, its traces to trace_cache_autocast2.json.
+# (freeze with checkpointing: the tied heads' lowest trained layer and the wide models' frozen layer backward,
+# memory/__init__.py _freeze_bottom_gradient_bytes, backward.frozen). Written to accuracy_autocast2.{json,md}, its
+# traces to trace_cache_autocast2.json.
 AUTOCAST2_MODELS = ("dequant:qwen3-0.6b", "dequant:qwen3-8b", "dequant:olmo-2-0425-1b", "dequant:gemma-2b",
                     "dequant:gemma-2-2b", "dequant:gemma-3-1b", "dequant:phi-3-mini-4k", "dequant:starcoder2-3b")
 
@@ -2947,7 +2991,7 @@ def autocast2_grid() -> list[dict[str, Any]]:
              "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
                                            "grad_checkpointing": gc}}
             for model in AUTOCAST2_MODELS for label, kw in AUTOCAST_METHODS for b, s in ((1, 512), (2, 1024))
-            for gc in (False, True) if kw["method"] != "freeze" or not gc]
+            for gc in (False, True)]
 
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
@@ -3249,6 +3293,29 @@ def ref8_grid() -> list[dict[str, Any]]:
     return _dpo_reference_grid(REF8_RUNS)
 
 
+# Full DPO with an fp32 policy (`--grid dpo32`, issue 13; 20 cases): --precision fp32 (sdpa on fp32 q, k, v with grouped
+# kv heads runs the math path: memory/activations.py math_sdpa) and amp-bf16 (fp32 weights under autocast; TRL's fused
+# head casts its weight per chunk, not autocast-cached: memory/__init__.py fused_head), a copied fp32 reference, on
+# tinyllama-1.1b and qwen2.5-0.5b cut to 4 layers, checkpointing off and on, at b2 s512 p128 and b1 s1024 p256; and an
+# fp32 LoRA all-linear policy with its adapters disabled as the reference (control). Traces in trace_cache_dpo32.json,
+# written to accuracy_dpo32.{json,md}.
+DPO32_SHAPES = ((2, 512, 128), (1, 1024, 256))
+DPO32_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full fp32", {"method": "full", "precision": "fp32"}),
+    ("full amp-bf16", {"method": "full", "precision": "amp-bf16"}),
+)
+
+
+def dpo32_grid() -> list[dict[str, Any]]:
+    runs = [(label, kw, shape) for label, kw in DPO32_RUNS for shape in DPO32_SHAPES]
+    runs += [("lora fp32 adapters-off", {**_LORA, "precision": "fp32"}, DPO32_SHAPES[0])]
+    return [{"id": f"{model} | dpo {label} | {'gc' if gc else 'no-gc'} b{b} s{s} p{p}", "model": model,
+             "method": kw["method"],
+             "training": {"objective": "dpo", "batch_size": b, "seq_len": s, "prompt_len": p, "grad_checkpointing": gc,
+                          **kw}}
+            for model in REFKW_MODELS for label, kw, (b, s, p) in runs for gc in (False, True)]
+
+
 # Reentrant checkpointing (`--grid reentrant`, issue 13; 12 cases): --reentrant-gc (torch.utils.checkpoint
 # use_reentrant=True, LLaMA-Factory's default use_reentrant_gc; the tracer passes it to gradient_checkpointing_enable)
 # on Llama (tinyllama-1.1b) and Qwen2 (qwen2.5-0.5b: q/k/v biases, a 151,936-token tied embedding), cut to 2 layers,
@@ -3352,7 +3419,9 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "vlmlf": vlmlf_grid,
          "reentrant": reentrant_grid,
          "refkw": refkw_grid,
+         "gc-offload": gc_offload_grid,
          "ref8": ref8_grid,
+         "dpo32": dpo32_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3422,9 +3491,11 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
           "refkw": " (a DPO reference loaded in its own dtype or 4-bit: ref_model_init_kwargs; issue 13)",
           "ref8": " (a DPO reference in bitsandbytes 8-bit or double-quantized 4-bit storage; issue 13)",
+          "dpo32": " (full DPO with an fp32 policy: fp32 and amp-bf16, a copied reference; issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
+          "gc-offload": " (transformers' offloaded checkpointing: save_on_cpu around each checkpoint, issue 13)",
           }
 
 
@@ -3589,7 +3660,8 @@ def main() -> None:
                     "(the restart's merge beside the step); vlmlf: issues 13 / 15's 33 VLM cases with "
                     "LoRA on the language model only (LLaMA-Factory's frozen tower and projector); fp8: issue 13's "
                     "15 FP8 training cases (torchao Float8Linear, tensorwise and rowwise); tp: issue 13's 28 cases of "
-                    "transformers' tensor parallelism (one rank of tp_plan)"
+                    "transformers' tensor parallelism (one rank of tp_plan); gc-offload: issue 13's 24 cases of "
+                    "transformers' offloaded checkpointing (save_on_cpu around each checkpoint)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3620,7 +3692,9 @@ def main() -> None:
                          "vlmlf",
                          "reentrant",
                          "refkw",
+                         "gc-offload",
                          "ref8",
+                         "dpo32",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -71,9 +71,15 @@ def test_kwargs_every_n_layers_and_host_only_keywords(tmp_path: Path) -> None:
     # checkpointing off: the kwargs change nothing
     run = _load(tmp_path, {"output_dir": "o", "gradient_checkpointing_kwargs": {"every_n_layers": 2}})
     assert "ac_every" not in run.options
-    # offload (save_on_cpu around each checkpoint) and early_stop false: named, not modelled
+    # offload (save_on_cpu around each checkpoint): --ac-offload; early_stop false: named, not modelled
     run = _load(tmp_path, {**base, "activation_checkpointing_kwargs": {"offload": True, "early_stop": False}})
-    assert run.unmodelled == ["activation_checkpointing_kwargs.offload", "activation_checkpointing_kwargs.early_stop"]
+    assert run.options["ac_offload"] and run.unmodelled == ["activation_checkpointing_kwargs.early_stop"]
+    run = _load(tmp_path, {**base, "gradient_checkpointing_kwargs": {"offload": False}})
+    assert "ac_offload" not in run.options and not run.unmodelled
+    # transformers 4 has no offload keyword: it goes to torch.utils.checkpoint, which refuses it
+    with pytest.raises(runfiles.RunFileError, match="not a torch.utils.checkpoint keyword"):
+        _load(tmp_path, {"output_dir": "o", "gradient_checkpointing": True, "transformers_version": "4.57.1",
+                         "gradient_checkpointing_kwargs": {"offload": True}})
 
 
 @pytest.mark.parametrize(("kwargs", "words"), [
@@ -82,6 +88,7 @@ def test_kwargs_every_n_layers_and_host_only_keywords(tmp_path: Path) -> None:
     ({"use_reentrant": True, "debug": True}, "refuses debug with use_reentrant"),
     ({"determinism_check": "strict"}, "determinism_check"),
     ({"every_n_layers": 0}, "every_n_layers"),
+    ({"offload": "yes"}, "offload 'yes' is not a boolean"),
     ([1, 2], "give a mapping"),
 ])
 def test_kwargs_refused(tmp_path: Path, kwargs: object, words: str) -> None:
@@ -99,6 +106,12 @@ def test_axolotl_kwargs(tmp_path: Path) -> None:
                            "gradient_checkpointing_kwargs": {"use_reentrant": True}}, "ax.json")
     assert run.options["activation_offload"] and "reentrant_gc" not in run.options
     assert any("no effect with axolotl's offloaded checkpointing" in n for n in run.notes)
+    # transformers' offload under axolotl's own offloaded checkpointing: named, counted as axolotl's
+    run = _load(tmp_path, {**base, "gradient_checkpointing": "offload",
+                           "gradient_checkpointing_kwargs": {"offload": True}}, "ax.json")
+    assert "ac_offload" not in run.options and run.unmodelled == ["gradient_checkpointing_kwargs.offload"]
+    run = _load(tmp_path, {**base, "gradient_checkpointing_kwargs": {"offload": True}}, "ax.json")
+    assert run.options["ac_offload"] and not run.unmodelled
 
 
 def test_ac_layout_option(capsys: pytest.CaptureFixture[str]) -> None:

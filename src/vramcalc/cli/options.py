@@ -34,7 +34,7 @@ _PANEL_OF: dict[str, str] = {
                     "Multi-GPU"),
     **dict.fromkeys(("mode", "context", "weight_dtype", "kv_dtype", "quant_group_size"), "Inference"),
     **dict.fromkeys(("loss", "loss_chunks", "ac_every", "ac_layout", "reentrant_gc", "activation_offload",
-                     "optimizer_in_bwd", "kernels"), "Memory savers"),
+                     "ac_offload", "optimizer_in_bwd", "kernels"), "Memory savers"),
     **dict.fromkeys(("objective", "prompt_len", "ref_model", "ref_dtype", "ref_quant", "reward_model", "reward_dtype",
                      "num_generations", "beta", "steps_per_generation", "num_iterations", "use_vllm",
                      "vllm_utilization", "vllm_sleep"),

@@ -96,6 +96,10 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
         # modelled yet; with checkpointing the recomputed layer holds it (memory/__init__.py, traced).
         raise UnsupportedCombination("--dora with --activation-offload is modelled with --grad-checkpointing only: "
                                      "add --grad-checkpointing, or drop --activation-offload")
+    if training.ac_offload:  # transformers' save_on_cpu around each checkpoint (memory/savers.py)
+        from vramcalc.core.memory.savers import check_save_on_cpu
+
+        check_save_on_cpu(model, training)
     check_gpt_oss(model, training)
     check_llama4(model, training)
     notes += lora_layers.check(model, training)  # --lora-layers: the index range and the runs it is modelled for

@@ -178,6 +178,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
         out["reentrant_gc"] = True
     if t.activation_offload:
         out["activation_offload"] = True
+    if t.ac_offload:
+        out["ac_offload"] = True
     if t.optimizer_in_bwd:
         out["optimizer_in_bwd"] = True
     if getattr(t, "badam", False):

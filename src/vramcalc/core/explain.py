@@ -1731,15 +1731,18 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                           + (f" − {_n(less)} B ({less_label})" if less else "")
                           + (f" + {_n(more)} B (what the dense bottom layers save more)" if more else ""),
                           kept, "layers × one layer's saved tensors", SRC_ACTS))
-    if t.ac_every > 1 or t.activation_offload:  # checkpointing variants: the core's figures (memory/savers.py)
+    if t.ac_every > 1 or t.activation_offload or t.ac_offload:  # checkpointing variants (memory/savers.py)
         what = [f"every {ordinal(t.ac_every)} layer checkpointed" + (" from layer 0" if t.ac_layout == "hf" else "")
                 + ", the others keep their saved set"] if t.ac_every > 1 else []
-        if t.activation_offload:
+        if t.activation_offload or t.ac_offload:
             host = b.details.get("activations.offloaded_to_host", 0)
-            what.append(f"offloaded to host RAM: {fmt_value(host, 'bytes')}")
+            what.append(("checkpointed layers' inputs (save_on_cpu) " if t.ac_offload else "")
+                        + f"offloaded to host RAM: {fmt_value(host, 'bytes')}")
         lines = [ln for ln in lines if ln.key not in ("activations.layers", "activations.recomputed_layer")]
         lines.insert(0, Line("activations.layers", "layer activations kept on the GPU", "; ".join(what), kept,
                              "memory/savers.py layer_residency",
+                             "transformers modeling_utils.py _activation_checkpointing_enable(offload=True)"
+                             if t.ac_offload else
                              "torchtune training/activations.py; training/_activation_offloading.py"))
         if recomputed and t.activation_offload and not t.grad_checkpointing:
             lines.insert(1, Line("activations.recomputed_layer", "brought back from host RAM during backward",

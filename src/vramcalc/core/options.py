@@ -225,6 +225,8 @@ OPTIONS: tuple[Opt, ...] = (
         "use_reentrant_gc); transformers' default is non-reentrant."),
     Opt("activation_offload", bool, False, "Offload saved activations to host RAM (torchtune "
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
+    Opt("ac_offload", bool, False, "With --grad-checkpointing: transformers' offload (save_on_cpu around each "
+        "checkpoint; the checkpointed layers' inputs in host RAM)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
     Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: with --gpu, a note gives the batch it "

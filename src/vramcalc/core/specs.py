@@ -982,6 +982,8 @@ class TrainingSpec:
     ac_layout: AcLayout = "torchtune"  # which layers ac_every wraps (hf: transformers every_n_layers)
     reentrant_gc: bool = False  # with grad_checkpointing: torch.utils.checkpoint use_reentrant=True (LLaMA-Factory)
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
+    # transformers activation_checkpointing_kwargs offload: save_on_cpu around each checkpoint (memory/savers.py)
+    ac_offload: bool = False
     optimizer_in_bwd: bool = False  # torchtune optimizer_in_bwd: each parameter stepped as its gradient lands
     badam: bool = False  # BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time
     lisa_layers: int | None = None  # LISA (axolotl lisa_n_layers): decoder layers trained at a time (memory/lisa.py)
@@ -1533,6 +1535,15 @@ class TrainingSpec:
         if self.reentrant_gc and not self.grad_checkpointing:
             raise SpecError("", "--reentrant-gc selects how checkpointed layers are recomputed: "
                             "add --grad-checkpointing")
+        if self.ac_offload and not self.grad_checkpointing:
+            raise SpecError("", "--ac-offload moves what each checkpoint saves to host RAM: add --grad-checkpointing")
+        if self.ac_offload and self.ac_every > 1 and self.ac_layout != "hf":
+            raise SpecError("", "--ac-offload is transformers' own: its every_n_layers wraps layers 0, k, 2k, ...; "
+                            "add --ac-layout hf")
+        if self.ac_offload and self.activation_offload:
+            raise SpecError("", "--ac-offload (transformers' save_on_cpu around each checkpoint) and "
+                            "--activation-offload (torchtune's offloading of everything) are two different offloads: "
+                            "drop one of them")
         if self.reentrant_gc and self.activation_offload:
             raise SpecError("", "--reentrant-gc with --activation-offload is not modelled (the offloaded checkpointing "
                             "of torchtune / Unsloth / axolotl is its own): drop one of them")

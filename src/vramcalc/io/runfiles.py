@@ -2473,11 +2473,17 @@ def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *, major: int =
         raise _KeyProblem(key, f"every_n_layers {every!r:.30} is not a positive whole number of layers")
     if every != 1:
         out.update(ac_every=_strict(f"{key}.every_n_layers", "ac_every", every), ac_layout="hf")
-    if major >= 5 and kw.pop("offload", False) is not False:
+    offload = kw.pop("offload", False) if major >= 5 else False
+    if not isinstance(offload, bool):
+        raise _KeyProblem(key, f"offload {offload!r:.30} is not a boolean; use true or false")
+    if offload and offload_wrapper:
+        # axolotl's own offloaded checkpointing replaces transformers' checkpoint function (--activation-offload)
+        _unmodelled(run, f"{key}.offload", "transformers' save_on_cpu under axolotl's offloaded checkpointing is not "
+                    "modelled; counted as axolotl's offload alone")
+    elif offload:
         # modeling_utils.py _activation_checkpointing_enable(offload=True): save_on_cpu(pin_memory=True) around each
-        # checkpoint moves the checkpointed layers' saved inputs to pinned host memory
-        _unmodelled(run, f"{key}.offload", "transformers' save_on_cpu around each checkpoint (the checkpointed "
-                    "layers' inputs in pinned host memory) is not modelled; counted as checkpointing on the GPU")
+        # checkpoint moves the checkpointed layers' saved inputs to pinned host memory (--ac-offload, memory/savers.py)
+        out["ac_offload"] = True
     if kw.pop("early_stop", True) is not True:
         # torch checkpoint early_stop=False: the recompute runs the whole layer, not up to its last saved tensor
         _unmodelled(run, f"{key}.early_stop", "early_stop false (the whole layer recomputed in backward) is not "

@@ -189,7 +189,11 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         # transformers' default is {"use_reentrant": False}; LLaMA-Factory passes its use_reentrant_gc (True)
         kwargs = {"use_reentrant": training.reentrant_gc}
-        if training.ac_every > 1 and training.ac_layout == "hf":
+        if training.ac_offload:
+            # transformers' own offload=True: save_on_cpu around each checkpoint call (trace/_save_on_cpu.py)
+            target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs,
+                                                   every_n_layers=training.ac_every, offload=True)
+        elif training.ac_every > 1 and training.ac_layout == "hf":
             # transformers' own every_n_layers (modeling_utils.py _set_gradient_checkpointing: layer_index % k == 0)
             target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs,
                                                    every_n_layers=training.ac_every)
@@ -602,10 +606,19 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
             switch, warmup = lisa_schedule(find_layers(module, model.num_layers), training.lisa_layers, notes)
         if getattr(training, "relora", False):  # axolotl ReLoRA: a restart before the reported step (_relora.py)
             switch, factory = relora_schedule(optimizer_factory, notes)
-        with vision:
+        offload_gc: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if training.ac_offload:
+            from vramcalc.trace._save_on_cpu import HOST
+            from vramcalc.trace._save_on_cpu import emulation as save_on_cpu_emulation
+
+            offload_gc = save_on_cpu_emulation()
+        with vision, offload_gc:
             result = trace_module_step(module, make_inputs, loss_fn, factory,
                                        grad_accum=training.grad_accum, autocast=autocast, fake_mode=fake_mode,
                                        notes=notes, switch=switch, warmup_steps=warmup)
+        if training.ac_offload:
+            cuda_notes.append(f"ac offload: transformers' save_on_cpu around each checkpoint emulated "
+                              f"(trace/_save_on_cpu.py); pinned host RAM peak {HOST['peak']:,} B")
         backends = sorted(set(_cuda.SDPA_BACKENDS))
     extra = list(cuda_notes)
     if training.attention != "eager":

@@ -60,6 +60,7 @@ from vramcalc.core.memory.activations import (
     dequant_bytes,
     dora_forward_transient,
     eager_only,
+    fp32_math_sdpa_notes,
     head_activations,
     layer_activations,
     masked_sdpa,
@@ -913,6 +914,7 @@ class _ActivationPlan:
     ac_every: int = 1
     ac_from_first: bool = False  # --ac-layout hf (memory/savers.py wrapped_layers)
     offload: bool = False
+    ac_offload: bool = False  # transformers' save_on_cpu around each checkpoint (memory/savers.py, --ac-offload)
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
     # Offloaded checkpointing of adapters (not full fine-tuning): the embedding output stays on the GPU (below).
     offload_leaf_t: int = 0
@@ -1360,7 +1362,13 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     autocast_copies = layer_copies = autocast_head_copy = 0
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
-        if _encoder.vocab_head(m):  # a classifier's encoder multiplies by no vocab-wide matrix
+        # TRL's fused head (trl/kernels/chunked_logprob.py _ChunkedLogProbFunction) casts `weight[start:end]
+        # .to(compute_dtype)` itself per vocabulary chunk, a `.to()` autocast does not cache: memory/loss.py
+        # trl_head_bytes counts that chunk's copy, so no V x H copy here (measured with the tracer, --grid dpo32:
+        # tinyllama amp-bf16 full DPO +1.9 % with it, one 32,000 x 2,048 bf16 head weight)
+        fused_head = (_preference.is_preference(t) and not _preference.torchtune_head(t)) or _rl.is_rl(t) \
+            or t.loss == "trl"
+        if _encoder.vocab_head(m) and not fused_head:  # a classifier's encoder multiplies by no vocab-wide matrix
             linear_params += head_rows * m.hidden_size
             autocast_head_copy = dtype_bytes(recipe.compute) * head_rows * m.hidden_size
         autocast_copies = dtype_bytes(recipe.compute) * linear_params
@@ -1464,7 +1472,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                         if t.grad_checkpointing else
                         "the GPU holds one autograd node's tensors brought back beside the previous node's ")
                      + "(torchtune OffloadActivations).")
+    if t.ac_offload:  # memory/savers.py _save_on_cpu_residency
+        notes.append("ac offload: transformers' save_on_cpu around each checkpoint puts the checkpointed layers' "
+                     "inputs in pinned host RAM (cpu_offload_bytes); in backward the GPU holds the recomputed "
+                     "layer's input brought back and its rebuilt saved set.")
     notes += packing_notes(t)
+    notes += fp32_math_sdpa_notes(m, t, recipe)
     notes += _unsloth.notes(m, t)
     notes += _liger.notes(m, t)
     notes += _axolotl_kernels.notes(m, t)
@@ -1541,8 +1554,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, ac_from_first=t.ac_layout == "hf", offload=t.activation_offload,
-        layer_input_t=residual * m.hidden_size,
-        offload_leaf_t=residual * m.hidden_size if t.activation_offload and t.grad_checkpointing
+        ac_offload=t.ac_offload, layer_input_t=residual * m.hidden_size,
+        offload_leaf_t=residual * m.hidden_size if (t.activation_offload or t.ac_offload) and t.grad_checkpointing
         and t.method != "full" else 0,
         offload_bwd_t=layer.backward_no_norm_per_token,
         # (measured with the tracer, --grid offload-nogc: the Qwen3-MoE toy full b1 s1024, the peak at the bottom
@@ -1573,7 +1586,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # _dense_late_gradient_bytes: one hidden-wide activation per token at the bottom peak)
         bottom_input_t=residual * m.hidden_size * (2 if t.activation_offload else 1)
         if unsloth and t.grad_checkpointing else residual * m.hidden_size
-        if t.grad_checkpointing and not t.activation_offload and _dense_late_gradient_bytes(m, t, recipe, layer=True)
+        if t.grad_checkpointing and not t.activation_offload and not t.ac_offload  # (--ac-offload: the copy back only)
+        and _dense_late_gradient_bytes(m, t, recipe, layer=True)
         else frozen * residual * m.hidden_size if frozen_rerun else 0,  # (the frozen layers' inputs below it)
         prompt_len=t.prompt_len, residual=residual, head_weight=dtype_bytes(recipe.weight),
         reference=None if _rl.is_rl(t) else _online_dpo.reference_plan(m, t, recipe)
@@ -1715,6 +1729,12 @@ def _frozen_rerun(layer_fn: Any, m: ModelSpec, t: TrainingSpec, recipe: Recipe, 
         sum(x.const for x in layer.terms) - sum(x.const for x in idle.terms))}
 
 
+def _frozen_rerun_order(t: TrainingSpec) -> bool:
+    """Checkpointing that reruns each layer inside its own backward (not offloaded, every layer): the lowest trained
+    layer's backward runs before any frozen layer's rerun (_frozen_rerun)."""
+    return t.grad_checkpointing and not t.activation_offload and t.ac_every <= 1
+
+
 def _freeze_bottom_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trained_layers: int) -> int:
     """--freeze-layers N of a dense decoder with its embedding frozen: the lowest trained layer's own gradients,
     written after its backward peak. torch autograd runs one AccumulateGrad node per parameter as soon as that
@@ -1727,7 +1747,12 @@ def _freeze_bottom_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe,
 
     if t.method != "freeze" or trained_layers <= 0 or _lisa.active(t) or _badam.active(t) or _unfrozen.active(t):
         return 0
-    if m.tie_word_embeddings and t.train_head:  # the tied embedding trains: the frozen layers' backward runs below
+    if m.tie_word_embeddings and t.train_head and not _frozen_rerun_order(t):
+        # the tied embedding trains: without checkpointing the frozen layers' saved graphs are backpropagated below the
+        # lowest trained layer, every gradient made (the bottom moment is theirs). With checkpointing they are rerun
+        # after it (_frozen_rerun's moments hold every gradient) and its own are late, as untied (measured with the
+        # tracer: qwen3-0.6b cut to 4 layers, vocab 2,048, 2 frozen, bf16 b2 s1024 with checkpointing: the peak in
+        # layer 2's backward with only layer 3's and the head's gradients, +5.37 % -> +0.38 %)
         return 0
     if t.zero or t.fsdp not in ("none", "no-shard") or t.offload != "none" or getattr(t, "fp8", "off") != "off":
         return 0
@@ -1864,15 +1889,17 @@ def _transformer_phases(
         # with the layer: the nested autocast region clears its cache on exit, autocast_mode.py __exit__).
         kept = p.kept_t * tokens
         kept_bwd = kept
+        running = 0  # --ac-offload: the running layer's input and the embedding's output (memory/savers.py)
         # the recomputed forward of each layer runs inside its backward: DoRA's weight-norm temporaries come on top
         # of the layer's gradient temporaries (measured with the tracer, --grid lora-variants "dora all-linear b2 s512
         # gc": -1.2 % under the trace with the larger of the two, within 0.2 % with their sum)
         layer_bwd_t = layer_bwd_t + p.layer_fwd_c
-        if p.ac_every > 1 or p.offload:  # selective / offloaded (memory/savers.py)
+        if p.ac_every > 1 or p.offload or p.ac_offload:  # selective / offloaded (memory/savers.py)
             r = layer_residency(n_layers=p.n_layers, saving_layers=saving_layers, checkpointing=p.checkpointing,
                                 every=p.ac_every, offload=p.offload, per_layer=per_layer, from_first=p.ac_from_first,
-                                layer_input=p.layer_input_t * tokens)
-            kept, kept_bwd, host_t = r.forward, r.backward, r.host
+                                layer_input=p.layer_input_t * tokens, save_on_cpu=p.ac_offload,
+                                leaf_kept=p.offload_leaf_t > 0)
+            kept, kept_bwd, host_t, running = r.forward, r.backward, r.host, r.running
             # enable_input_require_grads (transformers modeling_utils, called with checkpointing when the embedding
             # is frozen) makes the frozen embedding's output a leaf that requires grad: its AccumulateGrad node
             # holds it until the graph is freed, so the offload's host copy does not free it (measured with the
@@ -1930,7 +1957,7 @@ def _transformer_phases(
             loss_copies = min(autocast_copies, p.autocast_head_copy)
         moments = [
             ("forward.layer", _m.FWD_LAYER_OFF, (acc, stash, once, fwd_copies, layer_fwd_t)) if offload_only else
-            ("forward.layer", _m.FWD_LAYER_CK, (acc, kept, once, fwd_copies, layer_fwd_t)),
+            ("forward.layer", _m.FWD_LAYER_CK, (acc, kept + running, once, fwd_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS_CK,
              (acc, kept, once_bwd, loss_copies, head_saved, loss_fwd_t, grad_fwd)),
             # the head's autocast cast outlives the forward (its matmul saved it for the input gradient; the head is
@@ -1961,7 +1988,7 @@ def _transformer_phases(
                                 (max(gradients - p.rerun_mixer_below, 0),
                                  min(p.layer_input_t * tokens * (p.rerun_mixer_layer + 1), kept_bwd), once,
                                  recomputed - mlp_tail, copies, recompute_t)))
-            if p.offload and saving_layers > 1:
+            if (p.offload or p.ac_offload) and saving_layers > 1:
                 # Offloaded checkpointing keeps no layer inputs on the GPU, so the bottom layer's rerun holds as much
                 # as the top one's beside every gradient made above it (measured with the tracer, --grid savers:
                 # tinyllama QLoRA cut + checkpointing + offload b2 s1024, the peak in the bottom layer's rerun with
@@ -1975,6 +2002,15 @@ def _transformer_phases(
                 moments.append(("backward.recompute_frozen", _m.BWD_RECOMPUTE_FROZEN_CK,
                                 (gradients - late_g, p.frozen_rerun * p.layer_input_t * tokens, once, frozen_set,
                                  copies if p.frozen_casts_saved else 0, recompute_t)))
+                # then its backward, for its input's gradient only: its whole saved set (what derivatives.yaml keeps
+                # with the weights frozen: mm saves no input, the norms / attention / activation theirs) beside a
+                # layer's backward temporaries, every gradient made (measured with the tracer: qwen3-8b cut to 4
+                # layers, vocab 2,048, 2 frozen, bf16 b2 s1024 with checkpointing: the peak at layer 1's act * up
+                # backward, -3.62 % without this moment, +0.00 % with it; phi-3-mini the same, -3.92 %)
+                moments.append(("backward.frozen", _m.BWD_FROZEN_CK,
+                                (gradients - late_g, p.frozen_rerun * p.layer_input_t * tokens, once,
+                                 frozen_set + mlp_tail + rerun_out, copies if p.frozen_casts_saved else 0,
+                                 layer_bwd_t)))
             if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
                                 (gradients - late_g, once, recomputed - bottom_less - mlp_tail, copies, recompute_t)))
@@ -2150,7 +2186,7 @@ def _transformer_phases(
     if recompute_t > layer_fwd_t:  # a checkpointed layer's rerun forward: DoRA's weight norm on its MLP temporaries
         details["temporaries.layer_recompute"] = recompute_t
     details["temporaries.backward_end"] = end_t
-    if p.offload:
+    if p.offload or p.ac_offload:
         details["activations.offloaded_to_host"] = host_t
     if p.once_c:  # Unsloth's QLoRA dequantization buffers, part of `shared` (for explain)
         details["activations.unsloth_weight_buffer"] = p.once_c

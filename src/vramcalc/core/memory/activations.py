@@ -185,6 +185,27 @@ def packed_mask_term(c: int) -> Term:
     return Term("sdpa packed-sequence mask (16-bit, saved by the efficient kernel)", 0, c)
 
 
+def fp32_math_sdpa(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> bool:
+    """sdpa on fp32 q, k, v (--precision fp32, no autocast) with grouped kv heads and no mask: transformers passes
+    enable_gqa=True (integrations/sdpa_attention.py use_gqa_in_sdpa), flash takes 16-bit inputs only and the
+    memory-efficient kernel no GQA (sdp_utils.cpp check_batch_size_and_num_heads_dense<false>), so CUDA runs the math
+    path (attention.cpp _scaled_dot_product_attention_math)."""
+    assert m.num_attention_heads is not None
+    return (t.attention == "sdpa" and not eager_only(m) and recipe.compute == "fp32" and not recipe.autocast
+            and not _norms.autocast16(t, recipe) and not masked_sdpa(t) and m.attention_kind != "mla"
+            and kv_heads(m) != m.num_attention_heads)
+
+
+def fp32_math_sdpa_notes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> tuple[str, ...]:
+    """What the fp32 math path assumes (shown in every format)."""
+    if m.family == "falcon" or m.num_attention_heads is None or not fp32_math_sdpa(m, t, recipe):
+        return ()
+    return ("sdpa on fp32 with grouped kv heads: no flash (16-bit only) and no memory-efficient kernel (no GQA), so "
+            "CUDA runs the math path: each layer saves fp32 scores (heads × seq_len² per row) and its backward holds "
+            "two more; counted for rows without padding (no mask). A padded batch passes a 4-D mask, transformers "
+            "repeats k and v and the memory-efficient kernel runs: less. bf16 / amp-bf16 use flash.",)
+
+
 def packing_notes(t: TrainingSpec) -> tuple[str, ...]:
     """What a packed or padding-free batch assumes (notes shown in every format)."""
     if t.packing == "none":
@@ -443,7 +464,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # gets attn_mask; with multi-query heads CUDA then falls back to the math backend (sdp_utils.cpp: flash
         # takes no mask, memory-efficient no GQA), which upcasts and expands q, k, v to fp32 and saves the fp32
         # softmax (measured with the tracer, falcon-7b LoRA: 3 x 4 B x q_dim + 4 B per head per key).
-        math_sdpa = not eager and m.family == "falcon" and gqa
+        # fp32 GQA (fp32_math_sdpa): the same math path, its autograd saving q, k and v expanded to every head and
+        # the fp32 softmax (aten _scaled_dot_product_attention_math under saved_tensors_hooks: 3 x [b*heads, s, d] and
+        # [b, heads, s, s]; measured with the tracer, --grid dpo32 and tinyllama fp32 SFT, -10 % without).
+        math_sdpa = not eager and gqa and (m.family == "falcon" or fp32_math_sdpa(m, t, recipe))
         if not attn_live:
             pass  # q, k and v need no gradient: attention records nothing (below the first adapter)
         elif math_sdpa:
@@ -759,7 +783,18 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # forward holds its attention's set only, +4.2 % with the whole layer's counted once both 4-D masks were)
         after_attention = sum(x.per_token for x in terms[n_before_o:] if not x.batch1_only) \
             if m.attention_kind != "mla" else 0
-    if m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
+    if m.attention_kind != "mla" and math_sdpa and m.family != "falcon":
+        # fp32 GQA's math path backward (attention.cpp _scaled_dot_product_attention_math, its autograd): attn @ v's
+        # gradient of the probabilities, then _softmax_backward_data's gradient of the scores, two fp32 score tensors
+        # beside the saved softmax; by then the layer's MLP and o_proj weight gradients exist (autograd ran their
+        # backward first). Measured with the tracer's categories at the peak, --grid dpo32: tinyllama cut to 4
+        # layers, full fp32 DPO with checkpointing b1 s1024, gradients + 155 MB (one layer's MLP and o_proj, fp32)
+        # and two [2, 32, 1024, 1024] fp32 tensors at _softmax_backward_data, -4.2 % with one and no gradients.
+        eager_fwd, eager_bwd = 4 * n_heads, 2 * 4 * n_heads
+        if tw and not m.num_experts:
+            widths = 3 if m.mlp == "gated" else 2
+            attn_bwd_const += dtype_bytes(recipe.grad) * (q_dim * h + widths * h * m.intermediate_size)
+    elif m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
     elif not eager:
         eager_bwd = 0

@@ -100,6 +100,7 @@ BWD_LOWEST_TRAINED_CK = _layout(_TRAINED_G, ("kept inputs of the frozen layers b
 BWD_RECOMPUTE_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
 # --freeze-layers with checkpointing (memory/__init__.py _frozen_rerun): a frozen layer rerun for its input's gradient.
 BWD_RECOMPUTE_FROZEN_CK = _layout(_ALL_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
+BWD_FROZEN_CK = _layout(_ALL_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 # Bamba (memory/hybrid.py): the lowest mixer layer's recomputed forward, every gradient above it made.
 BWD_RECOMPUTE_MIXER_CK = _layout(("gradients of the layers above", _G), _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES,
                                  _LAYER_FWD)
@@ -154,6 +155,8 @@ LABELS = {
                                  "offloaded checkpointing)",
     "backward.recompute_frozen": "backward: a frozen layer's forward recomputed for its input's gradient, every "
                                  "gradient made (--freeze-layers, checkpointing)",
+    "backward.frozen": "backward at a frozen layer, for its input's gradient, every gradient made (--freeze-layers, "
+                       "checkpointing)",
     "backward.offload_norm": "backward: an RMSNorm's fp32 backward, its input brought back from host RAM (offload)",
     "backward.recompute_mixer": "backward: the lowest mixer layer's forward recomputed, the gradients above it made "
                                 "(Bamba)",

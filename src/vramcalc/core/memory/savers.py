@@ -30,6 +30,7 @@ class Residency:
     forward: int
     backward: int
     host: int
+    running: int = 0  # beside `forward` while the layers run (forward.layer), gone once the decoder returns
 
 
 def wrapped_layers(n_layers: int, every: int, from_first: bool) -> int:
@@ -44,8 +45,12 @@ def ordinal(k: int) -> str:
 
 
 def layer_residency(*, n_layers: int, saving_layers: int, checkpointing: bool, every: int, offload: bool,
-                    per_layer: int, layer_input: int, from_first: bool = False) -> Residency:
+                    per_layer: int, layer_input: int, from_first: bool = False,
+                    save_on_cpu: bool = False, leaf_kept: bool = False) -> Residency:
     """What the `saving_layers` layers keep (bytes), given one layer's saved set and its input."""
+    if save_on_cpu:
+        return _save_on_cpu_residency(wrapped_layers(n_layers, every, from_first), saving_layers, per_layer,
+                                      layer_input, leaf_kept)
     if checkpointing:
         wrapped = min(wrapped_layers(n_layers, every, from_first), saving_layers)
         resident = wrapped * layer_input + (saving_layers - wrapped) * per_layer
@@ -60,6 +65,55 @@ def layer_residency(*, n_layers: int, saving_layers: int, checkpointing: bool, e
     # token more, -2.61 % without it)
     back = layer_input * min(saving_layers, 2) if checkpointing else 0
     return Residency(0, back, resident)
+
+
+def _save_on_cpu_residency(wrapped: int, saving_layers: int, per_layer: int, layer_input: int,
+                           leaf_kept: bool) -> Residency:
+    """transformers' offloaded checkpointing (--ac-offload; modeling_utils.py _activation_checkpointing_enable with
+    offload=True: each checkpoint call under torch's save_on_cpu(pin_memory=True)).
+
+    Only what the checkpoint saves under the outer hooks is packed: the layer's tensor arguments (torch
+    utils/checkpoint.py _NoopSaveInputs.apply, non-reentrant; CheckpointFunction.forward's save_for_backward,
+    reentrant), which is the hidden states alone (GradientCheckpointingLayer.__call__ passes the rest, position
+    embeddings and masks, as keywords). A checkpointed layer keeps nothing on the GPU between forward and its backward
+    (the host holds its input); the layers every_n_layers leaves out are not under save_on_cpu and keep their
+    saved sets. In backward, unpack_from_cpu makes a new GPU copy of the input for the recompute, which the rerun's
+    saved set holds until the layer's backward ends: one input back at a time.
+    While the layers run forward two hidden states stay on the GPU whatever is offloaded (`running`): the running
+    layer's input (the decoder's `hidden_states`, packed but still referenced) and the embedding's output, which the
+    decoder's forward holds in its local `inputs_embeds` until it returns (measured with the tracer, --grid
+    gc-offload: toy Qwen2.5 full fine-tuning b2 s1024, the forward peak 2 x 2 B x hidden per token above the layers'
+    sets, -7.5 % without them);
+    `leaf_kept`: the embedding's output is counted already (LoRA's enable_input_require_grads leaf, kept through
+    backward).
+    """
+    wrapped = min(wrapped, saving_layers)
+    resident = (saving_layers - wrapped) * per_layer
+    held = (1 if leaf_kept else 2) * layer_input if wrapped else 0
+    return Residency(resident, resident + (layer_input if wrapped else 0), wrapped * layer_input, held)
+
+
+def check_save_on_cpu(m: Any, t: Any) -> None:
+    """--ac-offload is modelled (and traced, --grid gc-offload) on one GPU for a dense decoder's SFT step with
+    transformers' own checkpointing: refuse the rest in one line rather than estimate it as if on the GPU."""
+    from vramcalc.core.errors import UnsupportedCombination
+    from vramcalc.core.memory import _plain_dense_decoder
+
+    if not _plain_dense_decoder(m):
+        raise UnsupportedCombination(f"--ac-offload is modelled for dense decoders; {m.name} is not one (MoE, vision, "
+                                     "SSM, encoder): drop --ac-offload")
+    others = {"--kernels": t.kernels != "hf", "--objective": t.objective != "sft", "--mode": t.mode != "train",
+              "--tp / --pp / --context-parallel / --sequence-parallel": t.tp > 1 or t.pp > 1
+              or t.context_parallel > 1 or t.sequence_parallel,
+              "--zero / --fsdp / --offload": bool(t.zero) or t.fsdp != "none" or t.offload != "none",
+              "--dora / --lora-layers / --freeze / --train-layers": t.dora or bool(t.lora_layers)
+              or t.method == "freeze" or t.train_layers is not None,
+              "--badam / --lisa-layers / --relora / --optimizer-in-bwd / --fp8": t.badam or t.lisa_layers is not None
+              or t.relora or t.optimizer_in_bwd or t.fp8 != "off"}
+    named = [k for k, on in others.items() if on]
+    if named:
+        raise UnsupportedCombination(f"--ac-offload with {named[0]} is not modelled (traced on one GPU, SFT, full / "
+                                     "LoRA / QLoRA): drop one of them")
 
 
 def offload_node_bytes(terms: Sequence[Any], *, norm_width: int, residual: int, hidden: int, rmsnorm: bool,

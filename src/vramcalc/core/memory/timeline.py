@@ -90,6 +90,7 @@ _POINT_LABELS = {
     "backward.recompute": "top layer's forward rerun (checkpointing)",
     "backward.recompute_bottom": "bottom layer's forward rerun (checkpointing, Mamba-2)",
     "backward.recompute_frozen": "frozen layer's forward rerun (checkpointing, --freeze-layers)",
+    "backward.frozen": "frozen layer's backward (checkpointing, --freeze-layers)",
     "backward.recompute_mixer": "lowest mixer layer's forward rerun (checkpointing, Bamba)",
     "backward.lowest_trained": "lowest trained layer's backward (LISA)",
     "backward.bottom_fp8": "bottom layer's float8 casts (--fp8)",

@@ -140,11 +140,9 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
 # with bias), with the same arithmetic: their estimates within -1.9 .. +4.2 % of the trace.
 AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "qwen3", "olmo2", "gemma", "gemma2", "gemma3", "phi3",
                      "starcoder2")
-# Freeze (fp32 trained layers) on the autocast2 families is modelled without checkpointing (-1.9 .. +3.7 %); with it,
-# refused: a tied head's freeze moment counts the lowest trained layer's gradients at the trained layers' backward
-# peak (5.5 .. 8.1 % over the trace on Qwen3-0.6B, Gemma 1-3 and StarCoder2, and 5.4 % over in plain bf16 too,
-# memory/__init__.py _freeze_bottom_gradient_bytes), and wide untied ones were under (Qwen3-8B -2.6 %, Phi-3 -3.1 %).
-AUTOCAST_FREEZE_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+# Freeze (fp32 trained layers) on all of them, with checkpointing too (--grid autocast2: -1.9 .. +0.6 % there, once
+# memory/__init__.py counts a tied head's lowest trained layer's gradients after its peak and the frozen layers'
+# backward with every gradient made, backward.frozen).
 # The mixture-of-experts families it is traced on (--grid autocast-moe): transformers 5's fused experts
 # (integrations/moe.py grouped_mm, not on autocast's lists: the experts run in their load dtype), Qwen3-MoE's q/k
 # RMSNorms included (as Qwen3's, --grid autocast2).
@@ -195,9 +193,6 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
     elif m is not None and not m.num_experts and (m.family not in AUTOCAST_FAMILIES or not m.has_architecture):
         why = (f"{m.name} (traced on Llama, Mistral, Qwen2, Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2 and GPT-2 "
                "text models)")
-    elif m is not None and t.method == "freeze" and t.grad_checkpointing and m.family not in AUTOCAST_FREEZE_FAMILIES:
-        why = (f"{m.name}, --method freeze and checkpointing (traced on Llama, Mistral, Qwen2 and GPT-2; without "
-               "checkpointing on the others)")
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.context_parallel > 1:
         why = "DeepSpeed / FSDP / tensor, pipeline or context parallelism"
     elif t.method == "qlora" and t.kbit_prep:
