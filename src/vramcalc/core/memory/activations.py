@@ -196,6 +196,16 @@ def fp32_math_sdpa(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> bool:
             and kv_heads(m) != m.num_attention_heads)
 
 
+def fp32_eager_scores(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> bool:
+    """Llama-style eager attention (softmax upcast to fp32) on fp32 weights: --precision fp32 or amp-* (the fp32
+    weights under autocast); layer_activations counts its backward's fp32 score gradients and the gradients (or
+    freed autocast copies) of the MLP and o_proj weights beside them."""
+    return ((t.attention == "eager" or eager_only(m)) and (recipe.compute == "fp32" or recipe.autocast)
+            and not _norms.autocast16(t, recipe) and m.attention_kind != "mla" and not m.attention_sinks
+            and not is_deberta(m) and m.family not in ("gpt2", "gptj", "gemma2", "falcon", "gpt_oss", "llama4",
+                                                       *ENCODER_FAMILIES))
+
+
 def fp32_math_sdpa_notes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> tuple[str, ...]:
     """What the fp32 math path assumes (shown in every format)."""
     if m.family == "falcon" or m.num_attention_heads is None or not fp32_math_sdpa(m, t, recipe):
@@ -796,6 +806,26 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             attn_bwd_const += dtype_bytes(recipe.grad) * (q_dim * h + widths * h * m.intermediate_size)
     elif m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
+    elif fp32_eager_scores(m, t, recipe):
+        # Llama-style eager on fp32 weights (modeling_llama.py eager_attention_forward: `softmax(attn_weights, dim=-1,
+        # dtype=torch.float32).to(query.dtype)`, dropout p=0 returns its input, Dropout.cpp _dropout_impl). Its
+        # backward, as the math path's above: attn @ v's gradient of the probabilities (matmul's backward, grad @ v^T)
+        # and _softmax_backward_data's result are fp32 score tensors beside the saved fp32 softmax, and the layer's
+        # MLP and o_proj weight gradients are written (autograd ran their backward first).
+        # --precision fp32: the probabilities are the softmax output (`.to(float32)` is a no-op), so two score
+        # tensors beyond the saved one (measured with the tracer's live tensors, --grid eager32: tinyllama cut to 4
+        # layers and a 2,048-token vocabulary, full fp32 b2 s512, three [2, 32, 512, 512] fp32 tensors and the
+        # gradients + 148 MiB at _softmax_backward_data; -2.7 %, with checkpointing b1 s1024 -6.5 %, with one).
+        # amp-bf16 / amp-fp16: the 16-bit probabilities (saved by attn @ v) are freed by then, the gradient's fp32
+        # upcast (the `.to` cast's backward) and the result are alive: 8 - c beyond the saved 4 + c, as bf16's; the
+        # autocast copies of the MLP and o_proj weights were saved by their matmuls only, so freed with them (the
+        # same trace under amp-bf16: 3 x 22 MiB + 8 MiB bf16 copies gone beside 148 MiB of fp32 gradients, -1.8 %
+        # and with checkpointing -2.2 % without both).
+        eager_bwd = (8 - c if amp else 8) * n_heads
+        if tw and not m.num_experts:
+            widths = 3 if m.mlp == "gated" else 2
+            weights = q_dim * h + widths * h * m.intermediate_size
+            attn_bwd_const += (dtype_bytes(recipe.grad) - (c if amp else 0)) * weights
     elif not eager:
         eager_bwd = 0
     elif m.family == "gpt2" and not amp:
