@@ -3316,6 +3316,32 @@ def dpo32_grid() -> list[dict[str, Any]]:
             for model in REFKW_MODELS for label, kw, (b, s, p) in runs for gc in (False, True)]
 
 
+# fp32 eager attention (`--grid eager32`, issue 15; 17 cases): Llama-style eager_attention_forward on fp32 weights,
+# --precision fp32 / amp-bf16 / amp-fp16 (memory/activations.py fp32_eager_scores: the backward's fp32 score gradients,
+# the MLP and o_proj weight gradients written), on tinyllama-1.1b and qwen2.5-0.5b cut to 4 layers and a 2,048-token
+# vocabulary (the layers hold the peak), full and LoRA all-linear, no checkpointing b2 s512 and with it b1 s1024; gpt2
+# (its own eager: softmax in the scores' dtype, attention dropout) as a control. Traces in trace_cache_eager32.json,
+# written to accuracy_eager32.{json,md}.
+EAGER32_SHAPES = ((False, 2, 512), (True, 1, 1024))
+EAGER32_RUNS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    *((model, "full fp32", {"method": "full", "precision": "fp32"}) for model in ("tinyllama-1.1b", "qwen2.5-0.5b")),
+    *((model, "full amp-bf16", {"method": "full", "precision": "amp-bf16"})
+      for model in ("tinyllama-1.1b", "qwen2.5-0.5b", "gpt2")),
+    *((model, "lora fp32", {**_LORA, "precision": "fp32"}) for model in ("tinyllama-1.1b", "qwen2.5-0.5b")),
+    ("tinyllama-1.1b", "full amp-fp16", {"method": "full", "precision": "amp-fp16"}),
+)
+
+
+def eager32_grid() -> list[dict[str, Any]]:
+    cases = [{"id": f"{model} | {label} eager | {'gc' if gc else 'no-gc'} b{b} s{s}", "model": f"dequant:{model}",
+              "method": kw["method"], "training": {"attention": "eager", "batch_size": b, "seq_len": s,
+                                                   "grad_checkpointing": gc, **kw}}
+             for model, label, kw in EAGER32_RUNS for gc, b, s in EAGER32_SHAPES]
+    return cases + [{"id": "gpt2 | full fp32 eager | no-gc b2 s512", "model": "dequant:gpt2", "method": "full",
+                     "training": {"attention": "eager", "batch_size": 2, "seq_len": 512, "grad_checkpointing": False,
+                                  "method": "full", "precision": "fp32"}}]
+
+
 # Reentrant checkpointing (`--grid reentrant`, issue 13; 12 cases): --reentrant-gc (torch.utils.checkpoint
 # use_reentrant=True, LLaMA-Factory's default use_reentrant_gc; the tracer passes it to gradient_checkpointing_enable)
 # on Llama (tinyllama-1.1b) and Qwen2 (qwen2.5-0.5b: q/k/v biases, a 151,936-token tied embedding), cut to 2 layers,
@@ -3422,6 +3448,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "gc-offload": gc_offload_grid,
          "ref8": ref8_grid,
          "dpo32": dpo32_grid,
+         "eager32": eager32_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3492,6 +3519,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "refkw": " (a DPO reference loaded in its own dtype or 4-bit: ref_model_init_kwargs; issue 13)",
           "ref8": " (a DPO reference in bitsandbytes 8-bit or double-quantized 4-bit storage; issue 13)",
           "dpo32": " (full DPO with an fp32 policy: fp32 and amp-bf16, a copied reference; issue 13)",
+          "eager32": " (eager attention on fp32 weights: fp32, amp-bf16, amp-fp16; issue 15)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
@@ -3695,6 +3723,7 @@ def main() -> None:
                          "gc-offload",
                          "ref8",
                          "dpo32",
+                         "eager32",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}
