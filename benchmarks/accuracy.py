@@ -3316,12 +3316,12 @@ def dpo32_grid() -> list[dict[str, Any]]:
             for model in REFKW_MODELS for label, kw, (b, s, p) in runs for gc in (False, True)]
 
 
-# fp32 eager attention (`--grid eager32`, issue 15; 17 cases): Llama-style eager_attention_forward on fp32 weights,
+# fp32 eager attention (`--grid eager32`, issue 15; 19 cases): Llama-style eager_attention_forward on fp32 weights,
 # --precision fp32 / amp-bf16 / amp-fp16 (memory/activations.py fp32_eager_scores: the backward's fp32 score gradients,
 # the MLP and o_proj weight gradients written), on tinyllama-1.1b and qwen2.5-0.5b cut to 4 layers and a 2,048-token
 # vocabulary (the layers hold the peak), full and LoRA all-linear, no checkpointing b2 s512 and with it b1 s1024; gpt2
-# (its own eager: softmax in the scores' dtype, attention dropout) as a control. Traces in trace_cache_eager32.json,
-# written to accuracy_eager32.{json,md}.
+# (its own eager: softmax in the scores' dtype, attention dropout; fp32 also at b4 s1024 with checkpointing). Traces
+# in trace_cache_eager32.json, written to accuracy_eager32.{json,md}.
 EAGER32_SHAPES = ((False, 2, 512), (True, 1, 1024))
 EAGER32_RUNS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     *((model, "full fp32", {"method": "full", "precision": "fp32"}) for model in ("tinyllama-1.1b", "qwen2.5-0.5b")),
@@ -3337,9 +3337,10 @@ def eager32_grid() -> list[dict[str, Any]]:
               "method": kw["method"], "training": {"attention": "eager", "batch_size": b, "seq_len": s,
                                                    "grad_checkpointing": gc, **kw}}
              for model, label, kw in EAGER32_RUNS for gc, b, s in EAGER32_SHAPES]
-    return cases + [{"id": "gpt2 | full fp32 eager | no-gc b2 s512", "model": "dequant:gpt2", "method": "full",
-                     "training": {"attention": "eager", "batch_size": 2, "seq_len": 512, "grad_checkpointing": False,
-                                  "method": "full", "precision": "fp32"}}]
+    return cases + [{"id": f"gpt2 | full fp32 eager | {'gc' if gc else 'no-gc'} b{b} s{s}", "model": "dequant:gpt2",
+                     "method": "full", "training": {"attention": "eager", "batch_size": b, "seq_len": s,
+                                                    "grad_checkpointing": gc, "method": "full", "precision": "fp32"}}
+                    for gc, b, s in (*EAGER32_SHAPES, (True, 4, 1024))]
 
 
 # Reentrant checkpointing (`--grid reentrant`, issue 13; 12 cases): --reentrant-gc (torch.utils.checkpoint

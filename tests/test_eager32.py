@@ -43,15 +43,22 @@ def test_amp_eager_backward_by_hand() -> None:
         assert layer.attn_backward_const == (4 - 2) * MLP_O
 
 
-def test_16_bit_weights_and_gpt2_unchanged() -> None:
+def test_16_bit_weights_unchanged_and_gpt2_fp32() -> None:
     # pure bf16 eager: (8 - 2) B per head per key beyond the saved set, no weight gradients counted there
     bf16 = _layer(replace(FP32, precision="pure-bf16"))
     assert bf16.backward_transient.per_token_seq == 6 * 4 and bf16.attn_backward_const == 0
-    # GPT-2's eager (softmax in the scores' dtype, attention dropout) keeps its own (4 + 2 c) B per head per key:
-    # hidden 256, 4 heads, MLP 1,024
+    # GPT-2's eager (softmax in the scores' dtype, attention dropout): hidden 256, 4 heads, MLP 1,024
     gpt2 = ModelSpec(name="small-gpt2", source="test", family="gpt2", vocab_size=1_000, hidden_size=256,
                      intermediate_size=1024, num_layers=2, num_attention_heads=4, num_kv_heads=4, mlp="plain",
                      hidden_act="gelu_new", norm="layernorm", learned_position_embeddings=True,
                      max_position_embeddings=1024, dropout=0.1)
+    # fp32: saved softmax, mask, dropped probs (4 + 1 + 4 B per head per key); matmul's / dropout's backward hold the
+    # incoming fp32 gradient and their result, the dropped copy freed: 4 B beyond; c_fc, c_proj (256 x 1,024 each)
+    # and the attention's c_proj (256 x 256) fp32 weight gradients written
     layer = _layer(FP32, gpt2)
-    assert layer.backward_transient.per_token_seq == (4 + 2 * 4) * 4 and layer.attn_backward_const == 0
+    assert {x.name: x.per_token_seq for x in layer.terms}["eager scores (softmax, dropout mask, dropped probs)"] \
+        == (4 + 1 + 4) * 4
+    assert layer.backward_transient.per_token_seq == 4 * 4
+    assert layer.attn_backward_const == 4 * (256 * 256 + 2 * 256 * 1024)
+    # bf16 keeps its measured (4 + 2 c) B per head per key
+    assert _layer(replace(FP32, precision="pure-bf16"), gpt2).backward_transient.per_token_seq == (4 + 2 * 2) * 4

@@ -829,7 +829,17 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     elif not eager:
         eager_bwd = 0
     elif m.family == "gpt2" and not amp:
-        eager_bwd = (4 + 2 * c) * n_heads
+        eager_bwd = (4 + 2 * c) * n_heads if c < 4 else (4 if m.dropout > 0 else 8) * n_heads
+        if c == 4 and tw:
+            # fp32 (modeling_gpt2.py eager_attention_forward: softmax in the scores' dtype, `.type(value.dtype)` a
+            # no-op, then dropout): beside the saved softmax output, dropout mask and dropped probabilities (9 B per
+            # head per key), matmul's and dropout's backward each hold the incoming fp32 gradient and their result,
+            # the dropped copy freed by dropout's: 4 B beyond; _softmax_backward_data's moment (softmax output, its
+            # gradient and result) is less. By then the MLP's and c_proj's fp32 weight gradients are written (as in
+            # fp32_eager_scores). Measured with the tracer, --grid eager32: gpt2 cut to 4 layers and a 2,048-token
+            # vocabulary, full fp32 with checkpointing b1 s1024, the layer's MLP backward is the peak: +6.7 % with the
+            # 16-bit (4 + 2 c), +1.0 % with this; b4 s1024 +15.4 -> +4.0 %, the softmax's moment 230 MB below it.
+            attn_bwd_const += 4 * (q_dim * h + 2 * h * m.intermediate_size)
     elif m.attention_sinks:
         # gpt-oss (modeling_gpt_oss.py eager_attention_forward): the full (s, s) scores of every layer, a sliding
         # layer's window only masked, the sink column concatenated, the softmax in the scores' dtype. Backward, from
