@@ -152,10 +152,11 @@ AUTOCAST_MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
 # Qwen2.5-VL's, frozen (no graph: autocast's casts of the frozen 16-bit tower are freed at once).
 AUTOCAST_VISION_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl")
 # The preference objectives traced under it (--grid autocast-run, autocast-run2): TRL's DPOTrainer with peft (dpo;
-# ipo is its loss_type "ipo", the same step) and KTOTrainer with peft, the reference the policy with its adapters
-# disabled under the same autocast (trl/trainer/dpo_trainer.py and kto_trainer.py compute_ref_log_probs: use_adapter
-# inside accelerator.autocast(), the fused head's log_probs).
-AUTOCAST_OBJECTIVES = ("dpo", "ipo", "kto")
+# ipo is its loss_type "ipo", the same step), the reference the policy with its adapters disabled under the same
+# autocast (trl/trainer/dpo_trainer.py compute_ref_log_probs: use_adapter inside accelerator.autocast(), the fused
+# head's log_probs). KTOTrainer runs the same way (kto_trainer.py compute_ref_log_probs) but the tracer's KTO step
+# with the adapters-off reference fails under autocast (no grad_fn), so it is not traced: refused.
+AUTOCAST_OBJECTIVES = ("dpo", "ipo")
 # The losses traced under it: transformers' own and the loss savers (Liger's fused linear cross-entropy, Apple's cut,
 # torchtune's chunked; --grid autocast-run through the tracer's trace/_loss.py)
 AUTOCAST_LOSSES = ("hf", "fused-linear", "cut", "chunked")
@@ -209,7 +210,7 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
               or t.objective in AUTOCAST_OBJECTIVES and t.loss == "hf" and t.method != "freeze"
               and t.ref_model in ("auto", "adapters-off") and t.dpo_head == "trl"):  # auto: adapters-off with peft
         why = (f"--objective {t.objective} --loss {t.loss} (modelled for SFT with --loss hf, fused-linear, cut or "
-               "chunked, and TRL's DPO, IPO and KTO with LoRA / QLoRA and the adapters-off reference)")
+               "chunked, and TRL's DPO and IPO with LoRA / QLoRA and the adapters-off reference)")
     elif (t.objective != "sft" or t.loss != "hf") and m is not None and (
             m.family not in AUTOCAST_RUN_FAMILIES or m.num_experts or m.vision is not None):
         why = (f"--objective {t.objective} --loss {t.loss} on {m.name} (traced on Llama, Mistral, Qwen2, Qwen3, "
