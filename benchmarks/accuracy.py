@@ -2943,8 +2943,8 @@ def autocast_run_grid() -> list[dict[str, Any]]:
 # adapters-off reference) with LoRA / QLoRA NF4 all-linear (kbit_prep off) at b1 s512 p128 and b2 s1024 p256, and SFT
 # LoRA with --loss fused-linear, cut and chunked at b2 s1024, each without and with checkpointing, on autocast2's
 # Qwen3 (0.6B, tied), Gemma 3 text (1B, tied), Phi-3 (untied, fused projections) and StarCoder2 (LayerNorm) cuts (4
-# layers, a 2,048-token vocabulary); and TRL's IPO the same way (LoRA / QLoRA, b1 s512 p128) on each (72 cases). Written to accuracy_autocast-run2.{json,md}, its traces to
-# trace_cache_autocast-run2.json.
+# layers, a 2,048-token vocabulary); and TRL's IPO the same way (LoRA / QLoRA, b1 s512 p128) on each (72 cases).
+# Written to accuracy_autocast-run2.{json,md}, its traces to trace_cache_autocast-run2.json.
 AUTOCAST_RUN2_MODELS = ("dequant:qwen3-0.6b", "dequant:gemma-3-1b", "dequant:phi-3-mini-4k", "dequant:starcoder2-3b")
 
 
