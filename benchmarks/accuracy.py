@@ -2939,6 +2939,30 @@ def autocast_run_grid() -> list[dict[str, Any]]:
             for model, label, kw, b, s, p in runs for gc in (False, True)]
 
 
+# The autocast-run2 grid (`--grid autocast-run2`, issue 13): autocast-run's DPO (TRL's DPOTrainer with use_peft, the
+# adapters-off reference) with LoRA / QLoRA NF4 all-linear (kbit_prep off) at b1 s512 p128 and b2 s1024 p256, and SFT
+# LoRA with --loss fused-linear, cut and chunked at b2 s1024, each without and with checkpointing, on autocast2's
+# Qwen3 (0.6B, tied), Gemma 3 text (1B, tied), Phi-3 (untied, fused projections) and StarCoder2 (LayerNorm) cuts (4
+# layers, a 2,048-token vocabulary); and TRL's IPO the same way (LoRA / QLoRA, b1 s512 p128) on each (72 cases).
+# Written to accuracy_autocast-run2.{json,md}, its traces to trace_cache_autocast-run2.json.
+AUTOCAST_RUN2_MODELS = ("dequant:qwen3-0.6b", "dequant:gemma-3-1b", "dequant:phi-3-mini-4k", "dequant:starcoder2-3b")
+
+
+def autocast_run2_grid() -> list[dict[str, Any]]:
+    runs = [(model, label, kw, b, s, p) for model in AUTOCAST_RUN2_MODELS for label, kw in AUTOCAST_RUN_METHODS[:2]
+            for b, s, p in ((1, 512, 128), (2, 1024, 256))]
+    runs += [(model, f"lora loss {loss}", {**AUTOCAST_METHODS[0][1], "loss": loss}, 2, 1024, 0)
+             for model in AUTOCAST_RUN2_MODELS for loss in AUTOCAST_RUN_LOSSES]
+    # TRL's IPO (DPOTrainer loss_type ipo) with peft, the same adapters-off reference under autocast, LoRA and QLoRA
+    # on each model, b1 s512 p128
+    runs += [(model, f"ipo {label.split()[1]} adapters-off", {**kw, "objective": "ipo"}, 1, 512, 128)
+             for model in AUTOCAST_RUN2_MODELS for label, kw in AUTOCAST_RUN_METHODS[:2]]
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s}{f' p{p}' if p else ''} | {'gc' if gc else 'no-gc'}",
+             "model": model, "method": label,
+             "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s, "prompt_len": p,
+                          "grad_checkpointing": gc}}
+            for model, label, kw, b, s, p in runs for gc in (False, True)]
+
 # The autocast MoE grid (`--grid autocast-moe`, issues 13 and 15): --precision autocast-bf16 (the Trainer's bf16
 # flag over a bf16 load, CUDA autocast as in autocast_grid) on the moe grid's toys (MOE_SHAPES: Mixtral, Qwen1.5-MoE
 # with its shared expert, Qwen3-MoE with q/k norms; fused 3-D experts, integrations/moe.py): LoRA all-linear (peft
@@ -3429,6 +3453,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "upcastln": upcastln_grid,
          "autocast": autocast_grid,
          "autocast-run": autocast_run_grid,
+         "autocast-run2": autocast_run2_grid,
          "autocast-moe": autocast_moe_grid,
          "autocast-vlm": autocast_vlm_grid,
          "autocast2": autocast2_grid,
@@ -3498,6 +3523,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "autocast": " (the Trainer's autocast over 16-bit weights with fp32 adapters / trained layers; issue 13)",
           "autocast-run": " (the Trainer's autocast with what run files set beside it: TRL DPO with peft, the loss "
                           "savers; issue 13)",
+          "autocast-run2": " (autocast-run's TRL DPO with peft and loss savers on Qwen3, Gemma 3, Phi-3, StarCoder2; "
+                           "issue 13)",
           "autocast-moe": " (--precision autocast-bf16 on Mixtral, Qwen1.5-MoE, Qwen3-MoE: LoRA and QLoRA; "
                           "issues 13 and 15)",
           "autocast-vlm": " (--precision autocast-bf16 on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL: LoRA and QLoRA on the "
@@ -3704,7 +3731,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "upcast", "upcastln", "autocast", "autocast2", "autocast-run",
+                         "upcast", "upcastln", "autocast", "autocast2", "autocast-run", "autocast-run2",
                          "autocast-moe", "autocast-vlm",
                          "lora-layers",
                          "zamba2", "nemotronh",

@@ -186,8 +186,9 @@ def test_fp16_is_the_same_storage() -> None:
 
 
 def test_dpo_and_loss_savers_are_kept_to_the_traced_families() -> None:
-    # --grid autocast-run traces DPO and the loss savers on Llama and GPT-2 only: a Qwen3 run with them is refused
-    qwen3 = presets.find_model("qwen3-0.6b")
+    # --grid autocast-run / autocast-run2 trace DPO and the loss savers on the dense text families (Qwen3 and the
+    # rest: tests/test_autocast_run2.py); a mixture-of-experts run with them is refused
+    mixtral = presets.find_model("mixtral-8x7b")
     for kw in ({"objective": "dpo"}, {"loss": "fused-linear"}):
-        with pytest.raises(UnsupportedCombination, match="traced on Llama, Mistral, Qwen2 and GPT-2"):
-            estimate(qwen3, TrainingSpec(method="lora", precision="autocast-bf16", **kw))
+        with pytest.raises(UnsupportedCombination, match="traced on Llama, Mistral, Qwen2, Qwen3, OLMo 2"):
+            estimate(mixtral, TrainingSpec(method="lora", precision="autocast-bf16", **kw))

@@ -125,9 +125,17 @@ def policy_view(t: TrainingSpec) -> TrainingSpec:
     return replace(t, batch_size=rows(t))
 
 
+# Families whose residual / embedding dropout is functional, not an nn.Dropout module: trl/trainer/utils.py
+# disable_dropout_in_model sets p = 0 on nn.Dropout modules only, so it keeps running (StarCoder2:
+# modeling_starcoder2.py nn.functional.dropout(hidden_states, p=self.residual_dropout, training=self.training) in the
+# attention and MLP and on the embeddings; --grid autocast-run2 traces it: the masks stay)
+FUNCTIONAL_DROPOUT_FAMILIES = ("starcoder2",)
+
+
 def without_dropout(m: ModelSpec) -> ModelSpec:
-    """The model with dropout 0 (DPOConfig disable_dropout=True: disable_dropout_in_model on both models)."""
-    return replace(m, dropout=0.0)
+    """The model with dropout 0 (DPOConfig disable_dropout=True: disable_dropout_in_model on both models), but where
+    the model's dropout is functional (FUNCTIONAL_DROPOUT_FAMILIES)."""
+    return m if m.family in FUNCTIONAL_DROPOUT_FAMILIES else replace(m, dropout=0.0)
 
 
 def rows(t: TrainingSpec) -> int:
@@ -240,7 +248,11 @@ def nograd_layer_bytes(m: ModelSpec, recipe: Recipe, method: str) -> tuple[int, 
     q = m.num_attention_heads * head_dim(m)
     kv = kv_heads(m) * head_dim(m)
     # The residual stream and the normed input stay alive through the sublayer.
-    if m.mlp == "gated":
+    if m.mlp == "gated" and m.fused_gate_up:
+        # Phi-3's fused gate_up_proj (modeling_phi3.py Phi3MLP: chunk(2) views of its 2i output, held through
+        # up_states * act(gate)): the 2i output, act(gate) and the product
+        mlp = 4 * c * i
+    elif m.mlp == "gated":
         mlp = 3 * c * i  # act(gate), up and their product
     else:
         mlp = 2 * c * i  # fc1's output and the activation's
@@ -249,7 +261,8 @@ def nograd_layer_bytes(m: ModelSpec, recipe: Recipe, method: str) -> tuple[int, 
     per_token = 2 * r * h + max(mlp, attn)
     fixed = 0
     if recipe.autocast or method == "qlora":
-        fixed = c * max(h * i, h * (q + 2 * kv))
+        # (the fused gate_up_proj's weight is h x 2i: Phi-3's dequantized / cast copy, --grid autocast-run2)
+        fixed = c * max(h * i * (2 if m.fused_gate_up else 1), h * (q + 2 * kv))
     return per_token, fixed
 
 

@@ -151,14 +151,21 @@ AUTOCAST_MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
 # (memory/vision.py refuses tower and projector adapters under autocast): LLaVA-1.5's CLIP tower and Qwen2-VL's /
 # Qwen2.5-VL's, frozen (no graph: autocast's casts of the frozen 16-bit tower are freed at once).
 AUTOCAST_VISION_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl")
-# The preference objectives traced under it (--grid autocast-run): TRL's DPOTrainer with peft, the reference the
-# policy with its adapters disabled under the same autocast (trl/trainer/dpo_trainer.py).
-AUTOCAST_OBJECTIVES = ("dpo",)
+# The preference objectives traced under it (--grid autocast-run, autocast-run2): TRL's DPOTrainer with peft (dpo;
+# ipo is its loss_type "ipo", the same step), the reference the policy with its adapters disabled under the same
+# autocast (trl/trainer/dpo_trainer.py compute_ref_log_probs: use_adapter inside accelerator.autocast(), the fused
+# head's log_probs). KTOTrainer runs the same way (kto_trainer.py compute_ref_log_probs) but the tracer's KTO step
+# with the adapters-off reference fails under autocast (no grad_fn), so it is not traced: refused.
+AUTOCAST_OBJECTIVES = ("dpo", "ipo")
 # The losses traced under it: transformers' own and the loss savers (Liger's fused linear cross-entropy, Apple's cut,
 # torchtune's chunked; --grid autocast-run through the tracer's trace/_loss.py)
 AUTOCAST_LOSSES = ("hf", "fused-linear", "cut", "chunked")
-# The text families those (DPO, the loss savers) are traced on (--grid autocast-run's Llama and GPT-2 models)
-AUTOCAST_RUN_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+# The text families those (DPO, the loss savers) are traced on: --grid autocast-run's Llama and GPT-2 models and
+# --grid autocast-run2's Qwen3, OLMo 2, Gemma 1-3, Phi-3 and StarCoder2 cuts (the autocast2 families; no new
+# arithmetic: DPO's chosen + rejected batch and the adapters-off reference forward under no_grad, the loss savers'
+# chunks, run on the same autocast casts as SFT's hf loss there)
+AUTOCAST_RUN_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "qwen3", "olmo2", "gemma", "gemma2", "gemma3", "phi3",
+                         "starcoder2")
 
 
 def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
@@ -203,10 +210,11 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
               or t.objective in AUTOCAST_OBJECTIVES and t.loss == "hf" and t.method != "freeze"
               and t.ref_model in ("auto", "adapters-off") and t.dpo_head == "trl"):  # auto: adapters-off with peft
         why = (f"--objective {t.objective} --loss {t.loss} (modelled for SFT with --loss hf, fused-linear, cut or "
-               "chunked, and TRL's DPO with LoRA / QLoRA and the adapters-off reference)")
+               "chunked, and TRL's DPO and IPO with LoRA / QLoRA and the adapters-off reference)")
     elif (t.objective != "sft" or t.loss != "hf") and m is not None and (
             m.family not in AUTOCAST_RUN_FAMILIES or m.num_experts or m.vision is not None):
-        why = f"--objective {t.objective} --loss {t.loss} on {m.name} (traced on Llama, Mistral, Qwen2 and GPT-2)"
+        why = (f"--objective {t.objective} --loss {t.loss} on {m.name} (traced on Llama, Mistral, Qwen2, Qwen3, "
+               "OLMo 2, Gemma 1-3, Phi-3, StarCoder2 and GPT-2 text models)")
     elif t.kernels != "hf" or t.dora or t.activation_offload or t.upcast_logits or t.upcast_norms \
             or t.train_layers is not None or t.train_modules is not None or getattr(t, "relora", False):
         why = ("--kernels, --dora, --activation-offload, --upcast-logits, --upcast-norms, --train-layers/-modules or "
