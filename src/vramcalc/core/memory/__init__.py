@@ -1530,7 +1530,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
-        head_saved_t=head.saved + token_head_t + lora_head_t, kept_t=kept_layers * residual * m.hidden_size,
+        head_saved_t=head.saved + token_head_t + lora_head_t,
+        # (8-bit QLoRA under non-reentrant checkpointing: each layer's Linear8bitLt inputs, held as MatMul8bitLt ctx
+        # attributes out of reach of the saved-tensor hooks, stay with the checkpoint; activations.py INT8_CTX)
+        kept_t=kept_layers * (residual * m.hidden_size
+                              + (layer.int8_ctx_per_token if t.grad_checkpointing and not t.reentrant_gc else 0)),
         autocast_copies=autocast_copies, layer_copies=layer_copies, autocast_head_copy=autocast_head_copy,
         frozen_casts=recipe.autocast and t.method not in ("full", "freeze"),
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,

@@ -71,6 +71,9 @@ class Term:
     nodes: tuple[int, ...] = ()
 
 
+INT8_CTX = " (kept by bitsandbytes 8-bit)"  # the name's tail of a Linear8bitLt's input kept as a ctx attribute
+
+
 @dataclass(frozen=True, slots=True)
 class LayerActivations:
     """Per-layer saved terms and transient peaks, in bytes per token."""
@@ -116,6 +119,10 @@ class LayerActivations:
     # beside its whole recomputed set, per token and whatever the batch (0: backward_transient's; layer_activations)
     checkpointed_backward_per_token: int = 0
     checkpointed_backward_const: int = 0
+    # 8-bit QLoRA: bytes per token of the Linear inputs bitsandbytes' MatMul8bitLt keeps as ctx attributes (INT8_CTX
+    # terms where nothing else saves them), which non-reentrant checkpointing's saved-tensor hooks never see: a
+    # checkpointed layer keeps them all
+    int8_ctx_per_token: int = 0
 
     def components(self) -> tuple[int, int, int, int]:
         """(per token, per token x seq, per sample, whatever the batch) of the saved set (the plan's split)."""
@@ -301,6 +308,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
 
     a = dtype_bytes(t.adapter_dtype)
     fresh_copy = a != c or t.lora_dropout > 0  # each adapter saves its own cast/dropped copy of its input
+    int8_base = t.method == "qlora" and t.quant_bits == 8  # every block Linear a bitsandbytes Linear8bitLt
+    int8_ctx = 0  # the bytes per token of their inputs MatMul8bitLt keeps (LayerActivations.int8_ctx_per_token)
     qkv_mods: tuple[str, ...] = ()
     dora_out = ({lin.module.rsplit(".", 1)[-1]: lin for lin in resolve_targets(m, t.lora_targets)}
                 if t.dora and adapted else {})
@@ -319,11 +328,20 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                      input_live: bool = True) -> bool:
         """Append the group's saved inputs; True when the group's output needs a gradient through its own
         weights (trainable Linear weights or an adapter). `input_live`: the group's input needs a gradient."""
-        nonlocal backward_const, adapter_fwd_t, adapter_bwd_t
+        nonlocal backward_const, adapter_fwd_t, adapter_bwd_t, int8_ctx
         # A Linear saves its input only when its weight needs a gradient (derivatives.yaml: mm/addmm).
         base_saves = tw and not already_saved
         if base_saves:
             terms.append(Term(f"{group} input", c * width))
+        if int8_base and input_live:
+            # bitsandbytes 0.50 autograd/_functions.py MatMul8bitLt.forward: `if any(ctx.needs_input_grad[:2]):
+            # ctx.tensors = (CAt, subA, A)`, A the 2-D view of the frozen Linear8bitLt's input (CAt None: the int8
+            # weight needs no gradient; subA empty without outlier columns): held until its backward, under
+            # checkpointing too (int8_ctx: a ctx attribute, not a saved tensor), even where another op saves it
+            int8_ctx += c * width
+            if not base_saves and not already_saved:
+                terms.append(Term(f"{group} input{INT8_CTX}", c * width))
+                already_saved = True
         # peft LoRA (tuners/lora/layer.py): each adapted module casts its input to the adapter dtype and
         # applies dropout (nn.Identity at p=0); lora_A saves the result, lora_B saves lora_A's output.
         fresh = a != c or t.lora_dropout > 0
@@ -1018,7 +1036,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t),
                             attention_forward_per_token=attn_fwd_tok, mlp_forward_per_token_seq=probs_beside_mlp,
                             checkpointed_forward_per_token=ck_fwd, checkpointed_backward_per_token=ck_down_bwd,
-                            checkpointed_backward_const=ck_down_c)
+                            checkpointed_backward_const=ck_down_c,
+                            int8_ctx_per_token=int8_ctx)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
