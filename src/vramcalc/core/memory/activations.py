@@ -339,7 +339,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # weight needs no gradient; subA empty without outlier columns): held until its backward, under
             # checkpointing too (int8_ctx: a ctx attribute, not a saved tensor), even where another op saves it
             int8_ctx += c * width
-            if not base_saves and not already_saved:
+            # (an adapter that saves this very tensor, lora_A on an undropped input in the compute dtype, counts it
+            # below; otherwise only bnb's ctx holds it: an INT8_CTX term)
+            as_is = rule is None and not fresh_copy and any(mod in adapted for mod in modules)
+            if not base_saves and not already_saved and not as_is:
                 terms.append(Term(f"{group} input{INT8_CTX}", c * width))
                 already_saved = True
         # peft LoRA (tuners/lora/layer.py): each adapted module casts its input to the adapter dtype and
@@ -1123,9 +1126,19 @@ class DequantBytes:
     # MLP runs act(gate_proj(x)) first, so at up_proj the activation's output, out wide, is alive: measured with the
     # tracer, Qwen2.5-7B cut to 4 layers, QLoRA b2 s256 with checkpointing, the forward's peak at up_proj's mm)
     shapes: tuple[tuple[int, int, int], ...] = ()
+    # 8-bit (LLM.int8, threshold 6.0): the compute dtype's name, and `shapes` are every block Linear's: no weight is
+    # dequantized in forward, MatMul8bitLt's int8 temporaries (preference.py int8_linear_bytes) are per row
+    int8: str = ""
 
     def forward(self, tokens: int, checkpointed: bool) -> int:
-        """The weight, the absmax, the output and (checkpointed: not in the layer's saved set) the input."""
+        """The weight, the absmax, the output and (checkpointed: not in the layer's saved set) the input. 8-bit: the
+        int8 matmul's temporaries and output, per row, instead of the weight."""
+        if self.int8:
+            from vramcalc.core.memory.preference import int8_linear_bytes
+
+            return max(tokens * (int8_linear_bytes(d_in, d_out, self.int8)
+                                 + (self.compute * (d_in + held) if checkpointed else 0))
+                       for d_in, d_out, held in self.shapes)
         if not self.forward_absmax_c and not self.weight_c:
             return 0
         return max(self.weight_c + self.forward_absmax_c
@@ -1142,7 +1155,7 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
         DequantBytes, DequantBytes]:
     """(forward, backward) dequantization moments of the largest quantized Linear (DequantBytes), for QLoRA; `linears`
     are the blocks' (params.block_linears): bitsandbytes replaces nn.Linear modules only, not 3-D expert Parameters.
-    8-bit has no forward moment (int8 matmuls)."""
+    8-bit: no weight dequantized in forward, each Linear's int8 matmul temporaries instead (DequantBytes.int8)."""
     if t.method != "qlora":
         return DequantBytes(), DequantBytes()
     c = dtype_bytes(recipe.compute)
@@ -1154,9 +1167,16 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
     shapes = tuple(sorted({(lin.in_features, lin.out_features, lin.out_features if gated_up and lin.module == "up_proj"
                             else 0) for lin in quantized if lin.in_features * lin.out_features == numel}))
     nested = 4 * ceil_div(numel, 64) if t.quant_bits == 4 and t.double_quant else 0  # quantize_4bit: blocksize 64
-    backward = DequantBytes(c * numel, 0, nested, c, shapes)
     if t.quant_bits != 4:
-        return DequantBytes(), backward
+        # bitsandbytes 0.50 autograd/_functions.py MatMul8bitLt.backward: `CB = state.CB.to(dtype_A, copy=True)
+        # .mul_(state.SCB.unsqueeze(1).mul(1.0 / 127.0))`: the scale column (fp32, out) beside the weight's copy,
+        # freed before grad_A; forward: every Linear's int8 matmul (DequantBytes.int8)
+        scale = 4 * max(d_out for _, d_out, _ in shapes)
+        every = tuple(sorted({(lin.in_features, lin.out_features, lin.out_features if gated_up
+                               and lin.module == "up_proj" else 0) for lin in quantized}))
+        return (DequantBytes(compute=c, shapes=every, int8=recipe.compute),
+                DequantBytes(c * numel, 0, scale, c, shapes))
+    backward = DequantBytes(c * numel, 0, nested, c, shapes)
     return DequantBytes(c * numel, 2 * nested, 0, c, shapes), backward
 
 
