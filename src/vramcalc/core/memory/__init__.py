@@ -1470,6 +1470,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
                      "in backward with its full activations.")
+    if layer.int8_ctx_per_token:
+        ck = ", also under non-reentrant checkpointing" if t.grad_checkpointing and not t.reentrant_gc else ""
+        notes.append("8-bit QLoRA (bitsandbytes LLM.int8, threshold 6.0): each block Linear's input is kept until its "
+                     f"backward (MatMul8bitLt's ctx{ck}), and its int8 matmul makes an fp16 input copy, int8 rows, "
+                     "an int32 product and an fp16 output per row; the outlier columns (data-dependent) are not "
+                     "counted.")
     if recipe.autocast and _distributed.sharding_stage(t) == 3:
         notes.append("autocast under full sharding: the 16-bit weight copies alive are those of the gathered units "
                      "(FSDP / ZeRO-3 free them with the unit after forward), not of the whole model.")

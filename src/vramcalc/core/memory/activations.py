@@ -22,6 +22,7 @@ from vramcalc.core.memory import upcast_norms as _norms
 from vramcalc.core.memory.deberta import attention_terms as deberta_attention_terms
 from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
 from vramcalc.core.memory.deberta import is_deberta
+from vramcalc.core.memory.int8 import int8_linear_bytes
 from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.params import (
     Linear,
@@ -1134,8 +1135,6 @@ class DequantBytes:
         """The weight, the absmax, the output and (checkpointed: not in the layer's saved set) the input. 8-bit: the
         int8 matmul's temporaries and output, per row, instead of the weight."""
         if self.int8:
-            from vramcalc.core.memory.preference import int8_linear_bytes
-
             return max(tokens * (int8_linear_bytes(d_in, d_out, self.int8)
                                  + (self.compute * (d_in + held) if checkpointed else 0))
                        for d_in, d_out, held in self.shapes)
