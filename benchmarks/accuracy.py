@@ -3433,6 +3433,32 @@ def vlmlf_grid() -> list[dict[str, Any]]:
              "training": dict(kw, **shape, grad_checkpointing=gc)} for model, shape, label, kw, gc in runs]
 
 
+# 8-bit QLoRA (`--grid qlora8`, issue 13; --method qlora --quant-bits 8): the blocks' Linears as bitsandbytes
+# Linear8bitLt under LoRA all-linear (threshold 6.0, transformers' llm_int8_threshold default; trace/_hf.py
+# _Dequant8bit: MatMul8bitLt's fp16 input copy, int8 rows, int32 product, fp16 output and its cast, the input kept as a
+# ctx attribute, grad_A through the weight dequantized), on Llama (tinyllama-1.1b) and Qwen2 (qwen2.5-0.5b: q/k/v
+# biases) cut to 2 layers, and tinyllama cut to 4 layers with a 2,048-token vocabulary (the layers' forward and
+# backward peak, not the head), bf16 / fp16, checkpointing off, non-reentrant and reentrant, LoRA dropout 0 and 0.1,
+# at b2 s512. Written to accuracy_qlora8.{json,md}, its traces to trace_cache_qlora8.json.
+QLORA8_MODELS = ("cut:tinyllama-1.1b:2", "cut:qwen2.5-0.5b:2", "dequant:tinyllama-1.1b")
+QLORA8_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("bf16 no-gc", {}),
+    ("bf16 gc", {"grad_checkpointing": True}),
+    ("bf16 reentrant gc", {"grad_checkpointing": True, "reentrant_gc": True}),
+    ("bf16 no-gc dropout 0.1", {"lora_dropout": 0.1}),
+    ("bf16 gc dropout 0.1", {"grad_checkpointing": True, "lora_dropout": 0.1}),
+    ("fp16 no-gc", {"precision": "fp16"}),
+    ("fp16 gc", {"precision": "fp16", "grad_checkpointing": True}),
+)
+
+
+def qlora8_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | qlora int8 all-linear {label} | b2 s512", "model": model, "method": "qlora",
+             "training": {**_QLORA, "quant_bits": 8, "batch_size": 2, "seq_len": 512, "grad_checkpointing": False,
+                          **kw}}
+            for model in QLORA8_MODELS for label, kw in QLORA8_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -3475,6 +3501,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "ref8": ref8_grid,
          "dpo32": dpo32_grid,
          "eager32": eager32_grid,
+         "qlora8": qlora8_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3548,6 +3575,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "ref8": " (a DPO reference in bitsandbytes 8-bit or double-quantized 4-bit storage; issue 13)",
           "dpo32": " (full DPO with an fp32 policy: fp32 and amp-bf16, a copied reference; issue 13)",
           "eager32": " (eager attention on fp32 weights: fp32, amp-bf16, amp-fp16; issue 15)",
+          "qlora8": " (8-bit QLoRA: bitsandbytes LLM.int8 base Linears under LoRA, threshold 6.0; issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
@@ -3752,6 +3780,7 @@ def main() -> None:
                          "ref8",
                          "dpo32",
                          "eager32",
+                         "qlora8",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -76,15 +76,21 @@ class _Dequant4bit(torch.autograd.Function):
 
 
 class _Dequant8bit(torch.autograd.Function):
-    """bitsandbytes MatMul8bitLt (threshold 0): int8 row-wise quantization of the input, int8 matmul.
+    """bitsandbytes 0.50 MatMul8bitLt (autograd/_functions.py) for a frozen Linear8bitLt (has_fp16_weights False).
 
-    Saves only the weight (CB, SCB); backward dequantizes it: grad_A = grad_out @ (CB * SCB / 127).
+    forward: threshold > 0 (BitsAndBytesConfig's llm_int8_threshold 6.0, QLoRA and an 8-bit reference): `mixed`;
+    threshold 0 (generate()'s int8 weights): int8 rows, row stats, the int32 product and the output. When the input
+    needs a gradient it keeps `ctx.tensors = (CAt, subA, A)`: A is the 2-D view of the input, held as a ctx attribute
+    (not save_for_backward, so checkpointing's saved-tensor hooks never see it); CAt is None (the weight needs no
+    gradient) and subA is empty without outliers. backward: grad_A = grad_output @ CB.to(dtype_A).mul_(SCB / 127).
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, layer: QuantLinear) -> torch.Tensor:  # type: ignore[override]
         ctx.layer = layer
         rows = x.numel() // x.shape[-1]
+        # MatMul8bitLt.forward: `if any(ctx.needs_input_grad[:2]): ctx.tensors = (CAt, subA, A)`
+        ctx.tensors = (x.reshape(rows, x.shape[-1]),) if ctx.needs_input_grad[0] else ()
         if layer.int8_threshold > 0:
             return _Dequant8bit.mixed(x, layer, rows)
         ca = torch.empty((rows, x.shape[-1]), dtype=torch.int8, device=x.device)  # int8_vectorwise_quant
@@ -114,7 +120,11 @@ class _Dequant8bit(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        # MatMul8bitLt.backward (req_gradA): `CB = state.CB.to(ctx.dtype_A, copy=True).mul_(state.SCB.unsqueeze(1)
+        # .mul(1.0 / 127.0))` (the scale an fp32 column, freed after mul_), then matmul(grad_output.to(dtype_A), CB)
         w = ctx.layer.dequantize(grad_out.dtype)
+        scale = torch.empty((ctx.layer.out_features, 1), dtype=torch.float32, device=grad_out.device)
+        del scale
         return grad_out @ w, None
 
 
@@ -203,7 +213,7 @@ def quantize_blocks(model: nn.Module, layers: nn.ModuleList, bits: int, double_q
 
 
 def quantize_image_side(model: nn.Module, layers: nn.ModuleList, bits: int, double_quant: bool,
-                        compute_dtype: torch.dtype) -> int:
+                        compute_dtype: torch.dtype, int8_threshold: float = 0.0) -> int:
     """A vision-language model's other Linears (the tower's, the projector's) as transformers' bitsandbytes quantizer
     replaces them (integrations/bitsandbytes.py replace_with_bnb_linear: `type(module) is nn.Linear` whose name
     quantizers_utils.py should_convert_module keeps, against quantizers/base.py get_modules_to_not_convert with the
@@ -218,7 +228,8 @@ def quantize_image_side(model: nn.Module, layers: nn.ModuleList, bits: int, doub
     for name, mod in list(model.named_modules()):
         if type(mod) is nn.Linear and id(mod) not in inside and should_convert_module(name, skip):
             parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-            setattr(parent, name.rsplit(".", 1)[-1], QuantLinear(mod, bits, double_quant, compute_dtype))
+            setattr(parent, name.rsplit(".", 1)[-1], QuantLinear(mod, bits, double_quant, compute_dtype,
+                                                                 int8_threshold))
             count += 1
     return count
 

@@ -44,9 +44,13 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
     if method == "qlora":
         if dtype == torch.float32:
             raise UnsupportedCombination("qlora needs a 16-bit compute dtype: use --precision bf16")
-        image = quantize_image_side(hf, layers, training.quant_bits, training.double_quant, dtype) \
+        from vramcalc.core.memory.preference import INT8_THRESHOLD
+
+        # 8-bit: transformers' BitsAndBytesConfig llm_int8_threshold 6.0 → MatMul8bitLt's mixed path (_Dequant8bit)
+        threshold = INT8_THRESHOLD if training.quant_bits == 8 else 0.0
+        image = quantize_image_side(hf, layers, training.quant_bits, training.double_quant, dtype, threshold) \
             if model.vision is not None else 0
-        n = quantize_blocks(hf, layers, training.quant_bits, training.double_quant, dtype)
+        n = quantize_blocks(hf, layers, training.quant_bits, training.double_quant, dtype, threshold)
         notes.append(f"qlora: {n} block Linear layers replaced by an emulated bitsandbytes "
                      f"{training.quant_bits}-bit storage (embeddings, norms, lm_head stay 16-bit)"
                      + (f", and {image} of the vision tower and projector (transformers' quantizer skips lm_head "

@@ -987,6 +987,10 @@ class _ActivationPlan:
     # QLoRA's dequantized weight while a block Linear runs forward / backward (activations.py)
     dequant_fwd: DequantBytes = DequantBytes()
     dequant_bwd: DequantBytes = DequantBytes()
+    # 8-bit QLoRA under non-reentrant checkpointing: per token, the rerun's Linear8bitLt inputs only MatMul8bitLt's ctx
+    # holds, alive while the layer is recomputed (not in its saved set after: activations.py INT8_CTX)
+    int8_rerun_t: int = 0
+    int8_rerun_down_t: int = 0  # ... of which down_proj's input (made by the MLP's rerun, after act(gate) * up)
     # LoRA on lm_head: what its adapter saves per token, also under the chunked loss (whose per-chunk adapter
     # temporaries stay under the loss's own peak: measured with the tracer, tinyllama-1.1b and qwen2.5-0.5b)
     lora_head_t: int = 0
@@ -1080,6 +1084,14 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     layer = layer_fn(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
+    int8_rerun_t = int8_rerun_down_t = 0
+    if t.grad_checkpointing and not t.reentrant_gc and t.ac_every <= 1:
+        # 8-bit QLoRA: non-reentrant checkpointing recomputes the layer under saved-tensor hooks and drops the rerun's
+        # graph when the rerun ends, so the inputs only MatMul8bitLt's ctx held go with it (the first forward's stay:
+        # kept_t); they are alive during the rerun (the backward.recompute moment)
+        int8_rerun_t = sum(x.per_token for x in layer.terms if x.name.endswith(_activations.INT8_CTX))
+        int8_rerun_down_t = sum(x.per_token for x in layer.terms if x.name == f"down_proj input{_activations.INT8_CTX}")
+        per_layer_t -= int8_rerun_t
     batch1_t = sum(x.per_token for x in layer.terms if x.batch1_only)  # only at batch size 1
     per_layer_ts = sum(x.per_token_seq for x in layer.terms)
     if (ssm or m.family == "gemma2") and t.loss == "liger-cross-entropy":
@@ -1458,6 +1470,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
                      "in backward with its full activations.")
+    if layer.int8_ctx_per_token:
+        ck = ", also under non-reentrant checkpointing" if t.grad_checkpointing and not t.reentrant_gc else ""
+        notes.append("8-bit QLoRA (bitsandbytes LLM.int8, threshold 6.0): each block Linear's input is kept until its "
+                     f"backward (MatMul8bitLt's ctx{ck}), and its int8 matmul makes an fp16 input copy, int8 rows, "
+                     "an int32 product and an fp16 output per row; the outlier columns (data-dependent) are not "
+                     "counted.")
     if recipe.autocast and _distributed.sharding_stage(t) == 3:
         notes.append("autocast under full sharding: the 16-bit weight copies alive are those of the gathered units "
                      "(FSDP / ZeRO-3 free them with the unit after forward), not of the whole model.")
@@ -1530,7 +1548,12 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     return _ActivationPlan(
         n_layers=n_layers, saving_layers=saving_layers, checkpointing=t.grad_checkpointing,
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
-        head_saved_t=head.saved + token_head_t + lora_head_t, kept_t=kept_layers * residual * m.hidden_size,
+        head_saved_t=head.saved + token_head_t + lora_head_t, int8_rerun_t=int8_rerun_t,
+        int8_rerun_down_t=int8_rerun_down_t,
+        # (8-bit QLoRA under non-reentrant checkpointing: each layer's Linear8bitLt inputs, held as MatMul8bitLt ctx
+        # attributes out of reach of the saved-tensor hooks, stay with the checkpoint; activations.py INT8_CTX)
+        kept_t=kept_layers * (residual * m.hidden_size
+                              + (layer.int8_ctx_per_token if t.grad_checkpointing and not t.reentrant_gc else 0)),
         autocast_copies=autocast_copies, layer_copies=layer_copies, autocast_head_copy=autocast_head_copy,
         frozen_casts=recipe.autocast and t.method not in ("full", "freeze"),
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
@@ -1976,6 +1999,14 @@ def _transformer_phases(
             # gate_up adapter's scaling mul in the recompute, -2.46 % without this moment).
             mlp_tail = min(p.layer_mlp_tail_t * tokens, recomputed)
             recompute_t = max(p.layer_mlp_fwd_t * tokens + p.layer_fwd_c, p.fp8_casts.forward(tokens))
+            if p.dequant_fwd.int8:
+                # 8-bit QLoRA: the rerun's ctx-held inputs (int8_rerun_t) beside its MLP temporaries (down_proj's input
+                # not made yet), and a rerun Linear8bitLt's int8 matmul (activations.py DequantBytes.int8) beside the
+                # layer's recomputed set and all of them (an upper bound; measured with the tracer, --grid qlora8: the
+                # peak of the 4-layer, 2,048-token vocabulary cases with checkpointing, at the rerun's
+                # `A.abs() >= threshold` or act(gate) * up)
+                recompute_t = max(recompute_t + (p.int8_rerun_t - p.int8_rerun_down_t) * tokens,
+                                  p.dequant_fwd.forward(tokens, False) + mlp_tail + p.int8_rerun_t * tokens)
             if p.attn_div_ts:
                 # DeBERTa: the recomputed attention's unsaved scores at p2c's division (memory/deberta.py), beside the
                 # saved set up to there (measured with the tracer, --grid deberta: the peak of every checkpointed

@@ -22,6 +22,7 @@ from vramcalc.core.memory import upcast_norms as _norms
 from vramcalc.core.memory.deberta import attention_terms as deberta_attention_terms
 from vramcalc.core.memory.deberta import forward_scores as deberta_forward_scores
 from vramcalc.core.memory.deberta import is_deberta
+from vramcalc.core.memory.int8 import int8_linear_bytes
 from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.params import (
     Linear,
@@ -71,6 +72,9 @@ class Term:
     nodes: tuple[int, ...] = ()
 
 
+INT8_CTX = " (kept by bitsandbytes 8-bit)"  # the name's tail of a Linear8bitLt's input kept as a ctx attribute
+
+
 @dataclass(frozen=True, slots=True)
 class LayerActivations:
     """Per-layer saved terms and transient peaks, in bytes per token."""
@@ -116,6 +120,10 @@ class LayerActivations:
     # beside its whole recomputed set, per token and whatever the batch (0: backward_transient's; layer_activations)
     checkpointed_backward_per_token: int = 0
     checkpointed_backward_const: int = 0
+    # 8-bit QLoRA: bytes per token of the Linear inputs bitsandbytes' MatMul8bitLt keeps as ctx attributes (INT8_CTX
+    # terms where nothing else saves them), which non-reentrant checkpointing's saved-tensor hooks never see: a
+    # checkpointed layer keeps them all
+    int8_ctx_per_token: int = 0
 
     def components(self) -> tuple[int, int, int, int]:
         """(per token, per token x seq, per sample, whatever the batch) of the saved set (the plan's split)."""
@@ -311,6 +319,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
 
     a = dtype_bytes(t.adapter_dtype)
     fresh_copy = a != c or t.lora_dropout > 0  # each adapter saves its own cast/dropped copy of its input
+    int8_base = t.method == "qlora" and t.quant_bits == 8  # every block Linear a bitsandbytes Linear8bitLt
+    int8_ctx = 0  # the bytes per token of their inputs MatMul8bitLt keeps (LayerActivations.int8_ctx_per_token)
     qkv_mods: tuple[str, ...] = ()
     dora_out = ({lin.module.rsplit(".", 1)[-1]: lin for lin in resolve_targets(m, t.lora_targets)}
                 if t.dora and adapted else {})
@@ -329,11 +339,23 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                      input_live: bool = True) -> bool:
         """Append the group's saved inputs; True when the group's output needs a gradient through its own
         weights (trainable Linear weights or an adapter). `input_live`: the group's input needs a gradient."""
-        nonlocal backward_const, adapter_fwd_t, adapter_bwd_t
+        nonlocal backward_const, adapter_fwd_t, adapter_bwd_t, int8_ctx
         # A Linear saves its input only when its weight needs a gradient (derivatives.yaml: mm/addmm).
         base_saves = tw and not already_saved
         if base_saves:
             terms.append(Term(f"{group} input", c * width))
+        if int8_base and input_live:
+            # bitsandbytes 0.50 autograd/_functions.py MatMul8bitLt.forward: `if any(ctx.needs_input_grad[:2]):
+            # ctx.tensors = (CAt, subA, A)`, A the 2-D view of the frozen Linear8bitLt's input (CAt None: the int8
+            # weight needs no gradient; subA empty without outlier columns): held until its backward, under
+            # checkpointing too (int8_ctx: a ctx attribute, not a saved tensor), even where another op saves it
+            int8_ctx += c * width
+            # (an adapter that saves this very tensor, lora_A on an undropped input in the compute dtype, counts it
+            # below; otherwise only bnb's ctx holds it: an INT8_CTX term)
+            as_is = rule is None and not fresh_copy and any(mod in adapted for mod in modules)
+            if not base_saves and not already_saved and not as_is:
+                terms.append(Term(f"{group} input{INT8_CTX}", c * width))
+                already_saved = True
         # peft LoRA (tuners/lora/layer.py): each adapted module casts its input to the adapter dtype and
         # applies dropout (nn.Identity at p=0); lora_A saves the result, lora_B saves lora_A's output.
         fresh = a != c or t.lora_dropout > 0
@@ -1058,7 +1080,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t),
                             attention_forward_per_token=attn_fwd_tok, mlp_forward_per_token_seq=probs_beside_mlp,
                             checkpointed_forward_per_token=ck_fwd, checkpointed_backward_per_token=ck_down_bwd,
-                            checkpointed_backward_const=ck_down_c)
+                            checkpointed_backward_const=ck_down_c,
+                            int8_ctx_per_token=int8_ctx)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
@@ -1144,9 +1167,17 @@ class DequantBytes:
     # MLP runs act(gate_proj(x)) first, so at up_proj the activation's output, out wide, is alive: measured with the
     # tracer, Qwen2.5-7B cut to 4 layers, QLoRA b2 s256 with checkpointing, the forward's peak at up_proj's mm)
     shapes: tuple[tuple[int, int, int], ...] = ()
+    # 8-bit (LLM.int8, threshold 6.0): the compute dtype's name, and `shapes` are every block Linear's: no weight is
+    # dequantized in forward, MatMul8bitLt's int8 temporaries (preference.py int8_linear_bytes) are per row
+    int8: str = ""
 
     def forward(self, tokens: int, checkpointed: bool) -> int:
-        """The weight, the absmax, the output and (checkpointed: not in the layer's saved set) the input."""
+        """The weight, the absmax, the output and (checkpointed: not in the layer's saved set) the input. 8-bit: the
+        int8 matmul's temporaries and output, per row, instead of the weight."""
+        if self.int8:
+            return max(tokens * (int8_linear_bytes(d_in, d_out, self.int8)
+                                 + (self.compute * (d_in + held) if checkpointed else 0))
+                       for d_in, d_out, held in self.shapes)
         if not self.forward_absmax_c and not self.weight_c:
             return 0
         return max(self.weight_c + self.forward_absmax_c
@@ -1163,7 +1194,7 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
         DequantBytes, DequantBytes]:
     """(forward, backward) dequantization moments of the largest quantized Linear (DequantBytes), for QLoRA; `linears`
     are the blocks' (params.block_linears): bitsandbytes replaces nn.Linear modules only, not 3-D expert Parameters.
-    8-bit has no forward moment (int8 matmuls)."""
+    8-bit: no weight dequantized in forward, each Linear's int8 matmul temporaries instead (DequantBytes.int8)."""
     if t.method != "qlora":
         return DequantBytes(), DequantBytes()
     c = dtype_bytes(recipe.compute)
@@ -1175,9 +1206,16 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
     shapes = tuple(sorted({(lin.in_features, lin.out_features, lin.out_features if gated_up and lin.module == "up_proj"
                             else 0) for lin in quantized if lin.in_features * lin.out_features == numel}))
     nested = 4 * ceil_div(numel, 64) if t.quant_bits == 4 and t.double_quant else 0  # quantize_4bit: blocksize 64
-    backward = DequantBytes(c * numel, 0, nested, c, shapes)
     if t.quant_bits != 4:
-        return DequantBytes(), backward
+        # bitsandbytes 0.50 autograd/_functions.py MatMul8bitLt.backward: `CB = state.CB.to(dtype_A, copy=True)
+        # .mul_(state.SCB.unsqueeze(1).mul(1.0 / 127.0))`: the scale column (fp32, out) beside the weight's copy,
+        # freed before grad_A; forward: every Linear's int8 matmul (DequantBytes.int8)
+        scale = 4 * max(d_out for _, d_out, _ in shapes)
+        every = tuple(sorted({(lin.in_features, lin.out_features, lin.out_features if gated_up
+                               and lin.module == "up_proj" else 0) for lin in quantized}))
+        return (DequantBytes(compute=c, shapes=every, int8=recipe.compute),
+                DequantBytes(c * numel, 0, scale, c, shapes))
+    backward = DequantBytes(c * numel, 0, nested, c, shapes)
     return DequantBytes(c * numel, 2 * nested, 0, c, shapes), backward
 
 
