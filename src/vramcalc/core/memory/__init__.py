@@ -1626,7 +1626,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
         router_aux=_router_aux.plan_bytes(m, t, recipe),
-        recompute_bottom=_ssm.is_mamba2(m) or _nemotron_h.recompute_bottom(m) or _zamba2.is_zamba2(m),
+        recompute_bottom=_ssm.is_mamba2(m) or _nemotron_h.recompute_bottom(m) or _zamba2.is_zamba2(m)
+        or (_hybrid.is_hybrid(m) and not _hybrid.is_layered_hybrid(m)),  # Falcon-H1 (memory/hybrid.py)
         **(_hybrid.lowest_mixer_rerun(m, t, recipe) | _nemotron_h.lowest_mixer_rerun(m, t, recipe)
            if (full_like or (m.family == "granitemoehybrid" and t.method in ("lora", "qlora"))) and t.grad_checkpointing
            and not _distributed.is_parallel(t) else {}),
@@ -1645,7 +1646,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0),
         **frozen_rerun,
         bottom_layer_grads=_dense_late_gradient_bytes(m, t, recipe, layer=True)
-        + _freeze_bottom_gradient_bytes(m, t, recipe, trained_layers),
+        + _freeze_bottom_gradient_bytes(m, t, recipe, trained_layers)
+        + (_hybrid.layer_gradients_before_mixer(m, t, recipe) if not _distributed.is_parallel(t) else 0),
         # (the embedding's backward, last, writes its gradient beside the incoming one: measured with the tracer,
         # see _dense_late_gradient_bytes: one residual-stream tensor per token at embedding_dense_backward)
         end_in_t=residual * m.hidden_size if _dense_late_gradient_bytes(m, t, recipe) else 0,
@@ -2012,8 +2014,10 @@ def _transformer_phases(
                                  frozen_set + mlp_tail + rerun_out, copies if p.frozen_casts_saved else 0,
                                  layer_bwd_t)))
             if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
+                # (none of the bottom layer's own yet: bottom_layer_grads, Falcon-H1's; late_bottom is late_g elsewhere)
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
-                                (gradients - late_g, once, recomputed - bottom_less - mlp_tail, copies, recompute_t)))
+                                (gradients - late_bottom, once, recomputed - bottom_less - mlp_tail, copies,
+                                 recompute_t)))
         if offload_only:
             moments.append(("backward.top", _m.BWD_TOP_OFF,
                             (g_top + (0 if accum else p.offload_down_g), once_bwd, recomputed, copies, layer_bwd_t)))
