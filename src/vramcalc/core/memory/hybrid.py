@@ -87,21 +87,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # there only once the attention's and MLP's saved tensors are freed: its transient counts beyond the saved set
     # less those (the moments add a layer's transient to its whole saved set).
     mix_bwd = mix.backward_transient.per_token - dec_saved_t
-    made = layer_gradients_before_mixer(m, t, recipe) if trainable_weights else 0
-    if made:
-        # Full fine-tuning: by the mixer's backward the layer's MLP, attention and out_proj weight gradients exist
-        # (torch autograd's AccumulateGrad writes each parameter's .grad as its node runs), so its node holds them
-        # beside its transient; the MLP's and attention's nodes come before them. The moments count a layer's own
-        # gradients in its transient only (backward.top: the head's; backward.bottom: every gradient less
-        # these and the late ones), so the larger node at this run's tokens is the layer's backward.
-        tokens = t.batch_size * t.seq_len
-        dec_b = dec.backward_transient
-        bwd = dec_b if dec_b.per_token * tokens + dec_b.const >= mix_bwd * tokens + made \
-            else Term(mix.backward_transient.name + ", after the attention's and MLP's saved sets are freed, beside "
-                      "the layer's MLP, attention and out_proj weight gradients", mix_bwd, const=made)
-    else:
-        bwd = dec.backward_transient if dec.backward_transient.per_token >= mix_bwd \
-            else Term(mix.backward_transient.name + ", after the attention's and MLP's saved sets are freed", mix_bwd)
+    bwd = dec.backward_transient if dec.backward_transient.per_token >= mix_bwd \
+        else Term(mix.backward_transient.name + ", after the attention's and MLP's saved sets are freed", mix_bwd)
     tail, rerun = (dec.mlp_tail_per_token, dec.mlp_forward_per_token) \
         if dec.mlp_forward_per_token - dec.mlp_tail_per_token >= mix_rerun - mix_tail else (mix_tail, mix_rerun)
     return LayerActivations(dec.terms + tuple(terms), fwd, bwd, mlp_saved_per_token=dec.mlp_saved_per_token,
@@ -282,9 +269,9 @@ def lowest_mixer_rerun(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> dict[st
 def layer_gradients_before_mixer(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     """Falcon-H1, full fine-tuning: one layer's weight gradients written before its mixer's scan backward. The bottom
     layer's MLP and attention nodes do not hold them yet (memory/__init__.py bottom_layer_grads, as a dense decoder's
-    bottom layer: _dense_late_gradient_bytes layer=True); its mixer node does (layer_activations' backward), and so
-    does every upper layer's. FalconH1DecoderLayer.forward (modeling_falcon_h1.py) runs the mixer, then self_attn on
-    the same normed input, then pre_ff_layernorm and the MLP, so autograd (torch/csrc/autograd engine: the later node
+    bottom layer: _dense_late_gradient_bytes layer=True); its mixer node does (backward.bottom_mixer,
+    bottom_mixer_node). FalconH1DecoderLayer.forward (modeling_falcon_h1.py) runs the mixer, then self_attn on the
+    same normed input, then pre_ff_layernorm and the MLP, so autograd (torch/csrc/autograd engine: the later node
     first; AccumulateGrad writes each .grad as its parameter's gradient is made) runs the MLP's backward, then the
     attention's, then the mixer's: out_proj, its gated norm and D (the scan's skip) before the scan; in_proj, conv1d,
     dt_bias, A_log and input_layernorm after it (late_gradient_bytes). With checkpointing (torch/utils/checkpoint.py,
@@ -304,6 +291,22 @@ def layer_gradients_before_mixer(m: ModelSpec, t: TrainingSpec, recipe: Recipe) 
     late = ("in_proj", "conv1d", "dt_bias", "A_log")
     numel = sum(x.numel for x in inventory(m) if x.per_layer and x.module not in late) // m.num_layers
     return (numel - m.hidden_size) * dtype_bytes(recipe.grad)  # (less input_layernorm's weight)
+
+
+def bottom_mixer_node(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> dict[str, int]:
+    """Falcon-H1, full fine-tuning: the bottom layer's scan backward as a moment of its own (backward.bottom_mixer),
+    beside its layer's gradients made before it (layer_gradients_before_mixer), which backward.bottom (its MLP's and
+    attention's nodes) leaves out. The plan's fields, per token: the mixer's backward transient and the attention's
+    and MLP's saved sets, freed by then (autograd releases a node's saved tensors once it has run)."""
+    if not layer_gradients_before_mixer(m, t, recipe):
+        return {}
+    from vramcalc.core.memory import ssm
+    from vramcalc.core.memory.activations import layer_activations as decoder_layer
+
+    dec = decoder_layer(m, t, recipe, True, True)
+    mix = ssm.mamba2_layer_activations(hybrid_mixer(m), t, recipe, True, input_grad=False)
+    freed = sum(x.per_token for x in dec.terms if not x.name.startswith("attn norm") and not x.batch1_only)
+    return {"bottom_mixer_t": mix.backward_transient.per_token, "bottom_mixer_freed_t": freed}
 
 
 def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
