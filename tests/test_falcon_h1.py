@@ -164,3 +164,61 @@ def test_trace_matches_the_estimate() -> None:
 
     m, t = tiny(SHAPE_A), TrainingSpec(method="full", precision="pure-bf16", batch_size=2, seq_len=64)
     assert estimate(m, t).tensor_peak_bytes == pytest.approx(trace(m, t).peak_bytes, rel=0.02)
+
+
+# Full fine-tuning's gradient order inside a layer (memory/hybrid.py layer_gradients_before_mixer): the MLP's, the
+# attention's, then the mixer's out_proj / gated norm / D, all before the scan's backward; in_proj, conv1d, dt_bias,
+# A_log and input_layernorm after it.
+# Shape A, per layer (numel): q 256x256 = 65,536, k and v 128x256 = 32,768 each, o 65,536; gate, up and down
+# 512x256 = 131,072 each; out_proj 256x384 = 98,304; pre_ff_layernorm 256; D 6 (6 mixer heads): 688,390, fp32.
+# Shape B: q 65,536, k and v 64x256 = 16,384 each, o 65,536; MLP 3 x 768x256 = 589,824; out_proj 256x512 = 131,072;
+# pre_ff_layernorm 256; the gated norm 512 (mamba_rms_norm, the mixer's width); D 16: 885,520, bf16.
+@pytest.mark.parametrize(("shape", "precision", "made"), [(SHAPE_A, "fp32", 688_390 * 4),
+                                                          (SHAPE_B, "pure-bf16", 885_520 * 2)],
+                         ids=["shape-a-fp32", "shape-b-bf16"])
+def test_layer_gradients_before_the_mixer_scan(shape: dict[str, object], precision: str, made: int) -> None:
+    m = tiny(shape)
+    t = TrainingSpec(method="full", precision=precision, batch_size=2, seq_len=64, grad_checkpointing=True)
+    assert hybrid.layer_gradients_before_mixer(m, t, recipe_of(t)) == made
+    # (LoRA's adapters and accumulated gradients: not written in this order here)
+    for other in (TrainingSpec(method="lora", precision="bf16"), TrainingSpec(method="full", grad_accum=2)):
+        assert hybrid.layer_gradients_before_mixer(m, other, recipe_of(other)) == 0
+
+
+def _moment(m, t, key: str) -> dict[str, int]:
+    mo = next(x for x in estimate(m, t).named_moments() if x.key == key)
+    return {"total": mo.total} | {x.name: x.bytes for x in mo.terms}
+
+
+def test_bottom_mixer_node_holds_its_layers_gradients() -> None:
+    # --grid hybrid "h256-l2-a4-m384-s32-q64 | full fp32 | b2 s64 | gc": the traced peak (47,491,072 B, its
+    # gradients 8,475,136 B: each tensor rounded up to 512 B) is inside the bottom layer's scan backward with every
+    # gradient made but the embedding's and the bottom layer's in_proj (838 x 256), conv1d (448 x 4 + 448 bias) and
+    # input_layernorm (256). It was +5.44 % when the MLP's node there counted the bottom layer's own gradients too.
+    m = tiny(SHAPE_A)
+    t = TrainingSpec(method="full", precision="fp32", batch_size=2, seq_len=64, grad_checkpointing=True)
+    late = 2048 * 256 + 838 * 256 + 448 * 4 + 448 + 256
+    # backward.bottom (its MLP's and attention's nodes) leaves the bottom layer's own gradients out; its mixer's node
+    # (backward.bottom_mixer, the peak) has them (688,390 fp32, test above) and every other but the late ones
+    mixer = _moment(m, t, "backward.bottom_mixer")
+    assert mixer["gradients"] == (count_params(m) - late) * 4 == pytest.approx(8_475_136, abs=4096)
+    assert _moment(m, t, "backward.bottom")["gradients"] == mixer["gradients"] - 688_390 * 4
+    assert mixer["total"] == estimate(m, t).tensor_peak_bytes
+    assert 47_491_072 <= estimate(m, t).tensor_peak_bytes <= 47_491_072 * 1.01
+
+
+def test_bottom_rerun_holds_every_upper_gradient() -> None:
+    # --grid hybrid "h256-l3-a4-m512-s64-g2-q48-norm | full pure-bf16 | b2 s64 | gc": the traced peak (56,799,744 B)
+    # is the bottom layer's rerun (the scan's forward clones) with the head's and the two upper layers' gradients
+    # alive (6,986,240 B: each tensor rounded up to 512 B) and none of the bottom layer's or the embedding's. It was
+    # -2.19 % with only the bottom layer's backward moment.
+    m = tiny(SHAPE_B)
+    t = TrainingSpec(method="full", precision="pure-bf16", batch_size=2, seq_len=64, grad_checkpointing=True)
+    emb = 4096 * 256
+    per_layer = (count_params(m) - 2 * emb - 256) // 3  # untied: embedding, lm_head and the final norm outside
+    rerun = _moment(m, t, "backward.recompute_bottom")
+    # (+ dt_bias and A_log, 16 each: their gradients come after the scan too, but Mamba-2's late_gradient_bytes, which
+    # Falcon-H1 reuses, leaves them in: 64 B over)
+    assert rerun["gradients"] == (count_params(m) - emb - per_layer + 2 * 16) * 2
+    assert rerun["gradients"] == pytest.approx(6_986_240, abs=4096)
+    assert 56_799_744 * 0.99 <= estimate(m, t).tensor_peak_bytes <= 56_799_744

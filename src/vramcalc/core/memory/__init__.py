@@ -1009,6 +1009,10 @@ class _ActivationPlan:
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
     bottom_layer_grads: int = 0  # a dense bottom layer's own gradients, written after its backward peak
+    # Falcon-H1 full fine-tuning (memory/hybrid.py bottom_mixer_node): the bottom layer's scan backward, per token:
+    # its transient and the attention's and MLP's saved sets freed by then (0: no such moment)
+    bottom_mixer_t: int = 0
+    bottom_mixer_freed_t: int = 0
     layer_ck_fwd_t: int = 0  # a checkpointed layer's first forward (LayerActivations.checkpointed_forward_per_token)
     end_in_t: int = 0  # the embedding's incoming gradient while embedding_dense_backward runs (per token)
     # LISA (memory/lisa.py): the frozen layers below the trained ones, and one frozen layer's saved set (per token,
@@ -1649,7 +1653,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layers_less_t=layers_less_t, layers_less_ts=layers_less_ts, layers_less_c=layers_less_c,
         bottom_less_c=bottom_less_c, layers_less_b=layers_less_b, bottom_less_b=bottom_less_b,
         router_aux=_router_aux.plan_bytes(m, t, recipe),
-        recompute_bottom=_ssm.is_mamba2(m) or _nemotron_h.recompute_bottom(m) or _zamba2.is_zamba2(m),
+        recompute_bottom=_ssm.is_mamba2(m) or _nemotron_h.recompute_bottom(m) or _zamba2.is_zamba2(m)
+        or (_hybrid.is_hybrid(m) and not _hybrid.is_layered_hybrid(m)),  # Falcon-H1 (memory/hybrid.py)
         **(_hybrid.lowest_mixer_rerun(m, t, recipe) | _nemotron_h.lowest_mixer_rerun(m, t, recipe)
            if (full_like or (m.family == "granitemoehybrid" and t.method in ("lora", "qlora"))) and t.grad_checkpointing
            and not _distributed.is_parallel(t) else {}),
@@ -1668,7 +1673,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         + (0 if eager_attn else moe_grads) if not _distributed.is_parallel(t) else 0),
         **frozen_rerun,
         bottom_layer_grads=_dense_late_gradient_bytes(m, t, recipe, layer=True)
-        + _freeze_bottom_gradient_bytes(m, t, recipe, trained_layers),
+        + _freeze_bottom_gradient_bytes(m, t, recipe, trained_layers)
+        + (_hybrid.layer_gradients_before_mixer(m, t, recipe) if not _distributed.is_parallel(t) else 0),
+        **(_hybrid.bottom_mixer_node(m, t, recipe) if not _distributed.is_parallel(t) else {}),
         # (the embedding's backward, last, writes its gradient beside the incoming one: measured with the tracer,
         # see _dense_late_gradient_bytes: one residual-stream tensor per token at embedding_dense_backward)
         end_in_t=residual * m.hidden_size if _dense_late_gradient_bytes(m, t, recipe) else 0,
@@ -2043,8 +2050,10 @@ def _transformer_phases(
                                  frozen_set + mlp_tail + rerun_out, copies if p.frozen_casts_saved else 0,
                                  layer_bwd_t)))
             if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
+                # (none of the bottom layer's own yet: bottom_layer_grads, Falcon-H1's; late_bottom is late_g elsewhere)
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
-                                (gradients - late_g, once, recomputed - bottom_less - mlp_tail, copies, recompute_t)))
+                                (gradients - late_bottom, once, recomputed - bottom_less - mlp_tail, copies,
+                                 recompute_t)))
         if offload_only:
             moments.append(("backward.top", _m.BWD_TOP_OFF,
                             (g_top + (0 if accum else p.offload_down_g), once_bwd, recomputed, copies, layer_bwd_t)))
@@ -2080,6 +2089,11 @@ def _transformer_phases(
                         (gradients - late_bottom, once_bwd,
                          max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens + rerun_out, copies,
                          layer_bwd_t)))
+        if p.bottom_mixer_t:  # Falcon-H1: the bottom layer's scan backward, its layer's other gradients made
+            moments.append(("backward.bottom_mixer", _m.BWD_BOTTOM_CK,
+                            (gradients - late_g, once_bwd,
+                             max(recomputed - bottom_less - p.bottom_mixer_freed_t * tokens, 0)
+                             + p.bottom_input_t * tokens + rerun_out, copies, p.bottom_mixer_t * tokens)))
         if fp8_bwd:
             moments.append(("backward.bottom_fp8", _m.BWD_BOTTOM_FP8_CK,
                             (max(gradients - max(late_g, fp8_unmade), 0), once,
@@ -2126,6 +2140,10 @@ def _transformer_phases(
                             (g_top, acts_layers, once_bwd, autocast_copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM,
                         (gradients - late_bottom, once_bwd, bottom_acts, bottom_copies, layer_bwd_t)))
+        if p.bottom_mixer_t and saving_layers:  # Falcon-H1: the bottom layer's scan backward (as above)
+            moments.append(("backward.bottom_mixer", _m.BWD_BOTTOM,
+                            (gradients - late_g, once_bwd, max(bottom_acts - p.bottom_mixer_freed_t * tokens, 0),
+                             bottom_copies, p.bottom_mixer_t * tokens)))
         if fp8_bwd:
             moments.append(("backward.bottom_fp8", _m.BWD_BOTTOM_FP8,
                             (max(gradients - max(late_g, fp8_unmade), 0), once_bwd, bottom_acts, bottom_copies,
@@ -2190,7 +2208,7 @@ def _transformer_phases(
     # Written out per moment (the temporaries terms of each layout in memory/moments.py; a generic sum over the
     # moments cost half of estimate's time); tests/test_explain.py checks it is the largest moment's.
     temporaries = max(opt_temp, layer_fwd_t, recompute_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t,
-                      layer_bwd_t, fp8_bwd, end_t, reference, rewarded, rl_temp,
+                      layer_bwd_t, fp8_bwd, p.bottom_mixer_t * tokens, end_t, reference, rewarded, rl_temp,
                       p.offload_norm_t * tokens if p.offload and not p.checkpointing and saving_layers else 0)
     # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
     # model whose head saves little (a 1-layer toy) that moment can hold more activations than forward kept.

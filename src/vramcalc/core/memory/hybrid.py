@@ -266,6 +266,49 @@ def lowest_mixer_rerun(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> dict[st
     return {"rerun_mixer_below": below * dtype_bytes(recipe.grad), "rerun_mixer_layer": low}
 
 
+def layer_gradients_before_mixer(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """Falcon-H1, full fine-tuning: one layer's weight gradients written before its mixer's scan backward. The bottom
+    layer's MLP and attention nodes do not hold them yet (memory/__init__.py bottom_layer_grads, as a dense decoder's
+    bottom layer: _dense_late_gradient_bytes layer=True); its mixer node does (backward.bottom_mixer,
+    bottom_mixer_node). FalconH1DecoderLayer.forward (modeling_falcon_h1.py) runs the mixer, then self_attn on the
+    same normed input, then pre_ff_layernorm and the MLP, so autograd (torch/csrc/autograd engine: the later node
+    first; AccumulateGrad writes each .grad as its parameter's gradient is made) runs the MLP's backward, then the
+    attention's, then the mixer's: out_proj, its gated norm and D (the scan's skip) before the scan; in_proj, conv1d,
+    dt_bias, A_log and input_layernorm after it (late_gradient_bytes). With checkpointing (torch/utils/checkpoint.py,
+    non-reentrant: the layer's forward rerun at its first unpack) the bottom layer's rerun holds none of them either
+    (backward.recompute_bottom). Measured with the tracer's live tensors, --grid hybrid full fp32 b2 s64 with
+    checkpointing: the peak inside the bottom layer's scan backward holds both layers' q/k/v/o, MLP and out_proj
+    gradients and the top layer's in_proj and conv1d only; 3-layer shape, pure-bf16 b2 s64: the peak at the bottom
+    layer's rerun (the scan's forward clones) with the two upper layers' gradients and none of the bottom one's.
+    Sharded, offloaded or accumulated gradients are not written in this order: 0."""
+    if not is_hybrid(m) or is_layered_hybrid(m) or t.method != "full" or m.num_layers is None \
+            or m.hidden_size is None:
+        return 0
+    if t.zero or t.fsdp not in ("none", "no-shard") or t.offload != "none" or t.grad_accum > 1:
+        return 0
+    from vramcalc.core.params import inventory
+
+    late = ("in_proj", "conv1d", "dt_bias", "A_log")
+    numel = sum(x.numel for x in inventory(m) if x.per_layer and x.module not in late) // m.num_layers
+    return (numel - m.hidden_size) * dtype_bytes(recipe.grad)  # (less input_layernorm's weight)
+
+
+def bottom_mixer_node(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> dict[str, int]:
+    """Falcon-H1, full fine-tuning: the bottom layer's scan backward as a moment of its own (backward.bottom_mixer),
+    beside its layer's gradients made before it (layer_gradients_before_mixer), which backward.bottom (its MLP's and
+    attention's nodes) leaves out. The plan's fields, per token: the mixer's backward transient and the attention's
+    and MLP's saved sets, freed by then (autograd releases a node's saved tensors once it has run)."""
+    if not layer_gradients_before_mixer(m, t, recipe):
+        return {}
+    from vramcalc.core.memory import ssm
+    from vramcalc.core.memory.activations import layer_activations as decoder_layer
+
+    dec = decoder_layer(m, t, recipe, True, True)
+    mix = ssm.mamba2_layer_activations(hybrid_mixer(m), t, recipe, True, input_grad=False)
+    freed = sum(x.per_token for x in dec.terms if not x.name.startswith("attn norm") and not x.batch1_only)
+    return {"bottom_mixer_t": mix.backward_transient.per_token, "bottom_mixer_freed_t": freed}
+
+
 def late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
     """Full fine-tuning: the gradients that appear only after the bottom layer's mixer backward, as for Mamba-2
     (memory/ssm.py late_gradient_bytes on the mixer's view: an untied embedding's, the bottom mixer's in_proj and

@@ -163,6 +163,8 @@ LABELS = {
     "backward.lowest_trained": "backward at the lowest trained layer, the frozen layers below still saved (LISA)",
     "backward.top": "backward at the top layer",
     "backward.bottom": "backward at the bottom layer",
+    "backward.bottom_mixer": "backward at the bottom layer's mixer: its attention's and MLP's gradients made "
+                             "(Falcon-H1)",
     "backward.bottom_fp8": "backward at the bottom layer's float8 Linears (--fp8): the gradients above it exist",
     "backward.end": "end of backward",
     "backward.all": "backward",

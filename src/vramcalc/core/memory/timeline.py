@@ -94,6 +94,7 @@ _POINT_LABELS = {
     "backward.recompute_mixer": "lowest mixer layer's forward rerun (checkpointing, Bamba)",
     "backward.lowest_trained": "lowest trained layer's backward (LISA)",
     "backward.bottom_fp8": "bottom layer's float8 casts (--fp8)",
+    "backward.bottom_mixer": "bottom layer's mixer backward (Falcon-H1)",
     "backward.head": "LM head backward (loss chunks)", "backward.head_step": "head's optimizer step (in backward)",
     "backward.end": "backward end (embedding gradient)", "optimizer_step.step": "optimizer step",
     "optimizer_step.done": "optimizer step (done in backward)",
