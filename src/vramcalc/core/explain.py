@@ -1925,7 +1925,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     # QLoRA's dequantized weight, when it is the layer's temporary (memory/activations.py DequantBytes)
     dequant = None if unsloth.active(m, t) else dequant_bytes(m, t, recipe, quantized_linears(m))
     dq_fwd = dequant[0].forward(tokens, t.grad_checkpointing or t.activation_offload) if dequant else 0
-    dq_bwd = dequant[1].backward(tokens) if dequant else 0
+    dq_bwd = dequant[1].backward(tokens, layer.mlp_tail_per_token) if dequant else 0
     v = m.vocab_size
     loss_fwd, loss_bwd = d["temporaries.loss_forward"], d["temporaries.loss_backward"]
     gb = dtype_bytes(recipe.grad)
@@ -1981,7 +1981,10 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                 if layer.backward_transient.const else ""), layer_bwd_t, "bytes per token × tokens", SRC_ACTS)
         if not dq_bwd or layer_bwd_t != dq_bwd else
         Line("temporaries.layer_backward", "QLoRA's dequantized weight again (largest block Linear)",
-             f"{_n(dequant[1].weight_c)} B 16-bit weight + the input's gradient and the incoming one over {tok}",
+             f"{_n(dequant[1].weight_c)} B 16-bit weight + the input's gradient and the incoming one over {tok}"
+             + (f" − the MLP's saved tail ({_n(layer.mlp_tail_per_token)} B/token, freed before the fused gate_up's "
+                "backward), or down_proj's dequantized weight beside the whole set, the larger"
+                if dequant[1].after_tail else ""),
              layer_bwd_t, "MatMul4Bit.backward dequantizes for grad_A", SRC_DEQUANT),
     ]
     if "temporaries.layer_recompute" in d and deberta.is_deberta(m):  # memory/__init__.py backward.recompute

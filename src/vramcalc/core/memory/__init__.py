@@ -1835,9 +1835,11 @@ def _transformer_phases(
     # The MLP's saved bytes whatever the batch (a MoE block's merged expert stacks under LoRA) and its backward's
     # constant (the expert stacks' gradients) are gone by the attention's backward too (measured with the tracer,
     # --grid moe: tiny Mixtral LoRA all-linear eager with checkpointing, +8.8 % when they were kept).
-    layer_bwd_t = max(p.layer_bwd_t * tokens + p.layer_bwd_c,
-                      p.layer_bwd_ts * token_seq - p.layer_mlp_saved_t * tokens - p.layer_mlp_saved_c
-                      + p.layer_attn_bwd_c, p.dequant_bwd.backward(tokens), p.layer_routed_bwd_t * tokens)
+    # (the attention's, QLoRA's dequantized weight's and the routed experts': also offloaded nodes' below)
+    layer_bwd_rest = max(p.layer_bwd_ts * token_seq - p.layer_mlp_saved_t * tokens - p.layer_mlp_saved_c
+                         + p.layer_attn_bwd_c, p.dequant_bwd.backward(tokens, p.layer_mlp_tail_t),
+                         p.layer_routed_bwd_t * tokens)
+    layer_bwd_t = max(p.layer_bwd_t * tokens + p.layer_bwd_c, layer_bwd_rest)
     # --fp8 (memory/fp8.py): a swapped Linear's float8 casts in backward, the top layer's beside the head's gradient;
     # the bottom layer's in a moment of their own (backward.bottom_fp8), before its own and the embedding's gradients
     fp8_bwd = p.fp8_casts.backward(tokens)
@@ -1957,9 +1959,7 @@ def _transformer_phases(
             # the RMSNorm's fp32 backward is a node of its own (the backward.offload_norm moment)
             recomputed = min(per_layer, p.offload_back_t * tokens + p.offload_back_c)
             stash = min(per_layer, p.offload_stash_t * tokens)
-            layer_bwd_t = max(p.offload_bwd_t * tokens + p.layer_bwd_c,
-                              p.layer_bwd_ts * token_seq - p.layer_mlp_saved_t * tokens - p.layer_mlp_saved_c
-                              + p.layer_attn_bwd_c, p.dequant_bwd.backward(tokens), p.layer_routed_bwd_t * tokens)
+            layer_bwd_t = max(p.offload_bwd_t * tokens + p.layer_bwd_c, layer_bwd_rest)
         if p.top_idle_layers and recomputed:
             # --lora-layers, the top layers unadapted: the backward's largest rerun is the top (unadapted) layer's with
             # every input kept, or the highest adapted layer's once the inputs above it are freed (measured with the
@@ -2014,6 +2014,16 @@ def _transformer_phases(
                 # `A.abs() >= threshold` or act(gate) * up)
                 recompute_t = max(recompute_t + (p.int8_rerun_t - p.int8_rerun_down_t) * tokens,
                                   p.dequant_fwd.forward(tokens, False) + mlp_tail + p.int8_rerun_t * tokens)
+            if p.dequant_bwd.after_tail:
+                # QLoRA with a fused gate_up as the largest Linear (activations.py DequantBytes.after_tail): the rerun's
+                # dequantized gate_up beside the set saved up to the MLP (the moment's `recomputed - mlp_tail`), the
+                # layer output's incoming gradient (two 16-bit copies: the residual branch's and the layer's) and the
+                # rerun's residual stream in flight; backward.top no longer covers it. Measured with the tracer's live
+                # tensors, phi-3-mini cut to 4 layers, QLoRA all-linear b1 s512 with checkpointing: the peak at the
+                # rerun's gate_up mm, those three hidden-wide tensors beside the saved set (-0.13 % autocast-bf16,
+                # -0.63 % bf16: its norm's fp32 gradient too; +3.7 % under TRL's DPO, whose loss leaves fewer)
+                recompute_t = max(recompute_t, p.dequant_fwd.forward(tokens, False)
+                                  + (2 * p.dequant_fwd.compute + p.residual) * p.hidden * tokens)
             if p.attn_div_ts:
                 # DeBERTa: the recomputed attention's unsaved scores at p2c's division (memory/deberta.py), beside the
                 # saved set up to there (measured with the tracer, --grid deberta: the peak of every checkpointed
