@@ -134,3 +134,18 @@ def test_traced_small(gc: bool) -> None:
     t = TrainingSpec(**Q8, batch_size=2, seq_len=256, grad_checkpointing=gc)
     got, est = trace(SMALL, t).peak_bytes, estimate(SMALL, t).tensor_peak_bytes
     assert 0 <= est - got <= 0.04 * got, (est, got)
+
+
+@pytest.mark.parametrize("preset", ["falcon-h1-0.5b", "mamba2-130m"])
+def test_mixer_models_with_checkpointing_refused(preset: str) -> None:
+    # A Mamba mixer's rerun under the int8 matmul is not modelled (checks.py check_int8_mixer: the tracer put one
+    # checkpointed 8-bit QLoRA case of each hybrid / Mamba-2 grid 2.3-7.9 % above the estimate); without checkpointing
+    # the estimate stands (within -1.8 % / +0.5 % of the same traces)
+    from vramcalc.core.errors import UnsupportedCombination
+
+    m = presets.find_model(preset)
+    t = TrainingSpec(method="qlora", quant_bits=8, lora_targets=("in_proj",), batch_size=1, seq_len=256)
+    assert estimate(m, t).tensor_peak_bytes > 0
+    with pytest.raises(UnsupportedCombination, match="--quant-bits 8 with --grad-checkpointing"):
+        estimate(m, replace(t, grad_checkpointing=True))
+    assert estimate(m, replace(t, grad_checkpointing=True, quant_bits=4)).tensor_peak_bytes > 0

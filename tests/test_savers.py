@@ -443,3 +443,16 @@ def test_readme_shows_the_saver_differences() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     block = readme.split(mod.README_START, 1)[1].split(mod.README_END, 1)[0]
     assert block.strip() == mod.markdown([mod.compare(p) for p in mod.PAIRS])
+
+
+def test_optimizer_in_backward_offloaded_holds_one_gradient() -> None:
+    # A counterexample tests/test_properties.py drew (a 1-layer llama, hidden 16, intermediate 1, full, offloaded
+    # without checkpointing, optimizer in backward): backward.top held the head's gradient (16 x 16 x 2 B = 512 B, the
+    # largest tensor's: the gradients component) and down_proj's (16 x 1 x 2 B = 32 B) beside it, though the head's is
+    # stepped and freed first; no moment may hold more gradients than the component
+    m = ModelSpec(name="toy", source="test", family="llama", vocab_size=16, hidden_size=16, intermediate_size=1,
+                  num_layers=1, num_attention_heads=2, num_kv_heads=1, norms_per_layer=0, final_norm=False)
+    t = TrainingSpec(method="full", batch_size=1, seq_len=1, activation_offload=True, optimizer_in_bwd=True)
+    b = estimate(m, t)
+    assert all(mo.component("gradients") <= b.gradients for mo in b.named_moments())
+    assert next(mo for mo in b.named_moments() if mo.key == "backward.top").component("gradients") == b.gradients

@@ -2065,8 +2065,11 @@ def _transformer_phases(
                                 (gradients - late_bottom, once, recomputed - bottom_less - mlp_tail, copies,
                                  recompute_t)))
         if offload_only:
+            # (--optimizer-in-bwd: one tensor's gradient at a time, the `gradients` component, so the head's is
+            # stepped and freed before down_proj's is made; a 1-layer toy drawn by tests/test_properties.py held both)
             moments.append(("backward.top", _m.BWD_TOP_OFF,
-                            (g_top + (0 if accum else p.offload_down_g), once_bwd, recomputed, copies, layer_bwd_t)))
+                            (min(g_top + (0 if accum else p.offload_down_g), gradients), once_bwd, recomputed, copies,
+                             layer_bwd_t)))
             if p.offload_norm_t and saving_layers:
                 norm_late = 0 if accum else min(max(late_g - p.offload_norm_made_g, 0) + p.offload_norm_unmade_g
                                                 + p.offload_norm_q_g, gradients)
