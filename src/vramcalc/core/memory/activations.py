@@ -815,6 +815,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # forward holds its attention's set only, +4.2 % with the whole layer's counted once both 4-D masks were)
         after_attention = sum(x.per_token for x in terms[n_before_o:] if not x.batch1_only) \
             if m.attention_kind != "mla" else 0
+    # o_proj's and the MLP's weights, whose gradients exist when an fp32 attention backward runs (the branches below)
+    mlp_o_weights = q_dim * h + (3 if m.mlp == "gated" else 2) * h * m.intermediate_size
     if m.attention_kind != "mla" and math_sdpa and m.family != "falcon":
         # fp32 GQA's math path backward (attention.cpp _scaled_dot_product_attention_math, its autograd): attn @ v's
         # gradient of the probabilities, then _softmax_backward_data's gradient of the scores, two fp32 score tensors
@@ -824,8 +826,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # and two [2, 32, 1024, 1024] fp32 tensors at _softmax_backward_data, -4.2 % with one and no gradients.
         eager_fwd, eager_bwd = 4 * n_heads, 2 * 4 * n_heads
         if tw and not m.num_experts:
-            widths = 3 if m.mlp == "gated" else 2
-            attn_bwd_const += dtype_bytes(recipe.grad) * (q_dim * h + widths * h * m.intermediate_size)
+            attn_bwd_const += dtype_bytes(recipe.grad) * mlp_o_weights
     elif m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
         eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
     elif fp32_eager_scores(m, t, recipe):
@@ -845,9 +846,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # and with checkpointing -2.2 % without both).
         eager_bwd = (8 - c if amp else 8) * n_heads
         if tw and not m.num_experts:
-            widths = 3 if m.mlp == "gated" else 2
-            weights = q_dim * h + widths * h * m.intermediate_size
-            attn_bwd_const += (dtype_bytes(recipe.grad) - (c if amp else 0)) * weights
+            attn_bwd_const += (dtype_bytes(recipe.grad) - (c if amp else 0)) * mlp_o_weights
     elif not eager:
         eager_bwd = 0
     elif m.family == "gpt2" and not amp:
@@ -861,7 +860,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # fp32_eager_scores). Measured with the tracer, --grid eager32: gpt2 cut to 4 layers and a 2,048-token
             # vocabulary, full fp32 with checkpointing b1 s1024, the layer's MLP backward is the peak: +6.7 % with the
             # 16-bit (4 + 2 c), +1.0 % with this; b4 s1024 +15.4 -> +4.0 %, the softmax's moment 230 MB below it.
-            attn_bwd_const += 4 * (q_dim * h + 2 * h * m.intermediate_size)
+            attn_bwd_const += 4 * mlp_o_weights  # (GPT-2's MLP: c_fc and c_proj)
     elif m.attention_sinks:
         # gpt-oss (modeling_gpt_oss.py eager_attention_forward): the full (s, s) scores of every layer, a sliding
         # layer's window only masked, the sink column concatenated, the softmax in the scores' dtype. Backward, from
