@@ -3459,6 +3459,28 @@ def qlora8_grid() -> list[dict[str, Any]]:
             for model in QLORA8_MODELS for label, kw in QLORA8_RUNS]
 
 
+# Non-reentrant checkpointing without early stop (`--grid early-stop`, issue 13; 24 cases): --no-ac-early-stop
+# (transformers' gradient_checkpointing_kwargs early_stop: false, passed to torch.utils.checkpoint: the rerun does not
+# stop at the layer's last saved tensor) on the reentrant grid's cuts (full pure-bf16, LoRA all-linear with fp32
+# adapters, QLoRA NF4 all-linear at its two shapes) and on autocast2's Qwen3-8B, Gemma 2 2B and Phi-3-mini cuts (4
+# layers, a 2,048-token vocabulary) under --precision autocast-bf16 (LoRA, QLoRA; b1 s512 and b2 s1024). Written to
+# accuracy_early-stop.{json,md}, its traces to trace_cache_early-stop.json.
+EARLY_STOP_AUTOCAST = ("dequant:qwen3-8b", "dequant:gemma-2-2b", "dequant:phi-3-mini-4k")
+
+
+def early_stop_grid() -> list[dict[str, Any]]:
+    cases = [{"id": f"{model} | {label} | no early stop | {shape}", "model": model, "method": label,
+              "training": dict(kw, **skw, grad_checkpointing=True, ac_early_stop=False)}
+             for model in REENTRANT_MODELS for label, kw in (("full pure-bf16", _FULL), ("lora all-linear", _LORA),
+                                                             ("qlora all-linear", _QLORA))
+             for shape, skw in REENTRANT_SHAPES]
+    return cases + [{"id": f"{model} | {label} | autocast-bf16 | no early stop | b{b} s{s}", "model": model,
+                     "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                                   "grad_checkpointing": True, "ac_early_stop": False}}
+                    for model in EARLY_STOP_AUTOCAST for label, kw in AUTOCAST_METHODS[:2]
+                    for b, s in ((1, 512), (2, 1024))]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -3502,6 +3524,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "dpo32": dpo32_grid,
          "eager32": eager32_grid,
          "qlora8": qlora8_grid,
+         "early-stop": early_stop_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3576,6 +3599,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "dpo32": " (full DPO with an fp32 policy: fp32 and amp-bf16, a copied reference; issue 13)",
           "eager32": " (eager attention on fp32 weights: fp32, amp-bf16, amp-fp16; issue 15)",
           "qlora8": " (8-bit QLoRA: bitsandbytes LLM.int8 base Linears under LoRA, threshold 6.0; issue 13)",
+          "early-stop": " (non-reentrant checkpointing without early stop: the rerun to each layer's end, issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
@@ -3745,7 +3769,8 @@ def main() -> None:
                     "LoRA on the language model only (LLaMA-Factory's frozen tower and projector); fp8: issue 13's "
                     "15 FP8 training cases (torchao Float8Linear, tensorwise and rowwise); tp: issue 13's 28 cases of "
                     "transformers' tensor parallelism (one rank of tp_plan); gc-offload: issue 13's 24 cases of "
-                    "transformers' offloaded checkpointing (save_on_cpu around each checkpoint)"
+                    "transformers' offloaded checkpointing (save_on_cpu around each checkpoint); early-stop: issue "
+                    "13's 24 cases of non-reentrant checkpointing without early stop (--no-ac-early-stop)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3781,6 +3806,7 @@ def main() -> None:
                          "dpo32",
                          "eager32",
                          "qlora8",
+                         "early-stop",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

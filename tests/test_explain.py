@@ -601,3 +601,15 @@ def test_grpo_keeps_gpt2_dropout_in_explain_too() -> None:
     acts = {s.key: s for s in e.sections}["activations"]
     assert sum(x.value for x in acts.lines) == e.breakdown.activations
     assert any(x.key == "activations.shared.dropout" for x in acts.lines)
+
+
+def test_preference_lora_dropout_lines_match_the_core() -> None:
+    # TRL's disable_dropout_in_model zeroes peft's lora_dropout too (memory/__init__.py estimate); explain listed the
+    # layer's terms with the dropout masks: DeepSeek-V2-Lite LoRA dropout 0.05 under DPO b1 s1 (a property
+    # counterexample), lines 290,904 B against the core's per-layer 285,784 B (kv_b_proj's 512-wide input, 2 rows x
+    # (4 B dropout output + 1 B mask) x 512 = 5,120 B)
+    m = presets.find_model("deepseek-v2-lite")
+    t = TrainingSpec(method="lora", batch_size=1, seq_len=1, lora_rank=1, lora_dropout=0.05, objective="dpo")
+    e = explain(m, t)
+    layer = next(s for s in e.sections if s.key == "activations_per_layer")
+    assert sum(x.value for x in layer.lines) == e.breakdown.details["activations.per_layer"]

@@ -178,6 +178,11 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     its error message says, so almost every draw is a run."""
     kw: dict[str, Any] = {name: draw(st.sampled_from(allowed)) for name, allowed in TrainingSpec.CHOICES.items()}
     kw.update({name: draw(st.booleans()) for name in TRAINING_BOOLS})
+    # --train-vision sizes a vision-language model's tower and is refused on every other model (most of the drawn
+    # ones): drawn for a quarter of the runs it was drawn for, or half the draws are refused, and a test whose own
+    # assume() filters more trips hypothesis' filter_too_much health check (it did when --ac-early-stop was added and
+    # the draws shifted: 50 of 57 filtered in test_every_fit_suggestion_fits_by_its_own_estimate)
+    kw["train_vision"] = kw["train_vision"] and draw(st.integers(0, 3)) == 0
     kw.update(mode=draw(st.sampled_from(modes)), method=draw(st.sampled_from(methods)),
               optimizer_impl=draw(st.sampled_from(["fused", "foreach", "for-loop"])),
               batch_size=draw(st.integers(1, 64)), seq_len=draw(st.integers(1, 32_768)),
@@ -298,6 +303,9 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
         kw["ac_every"] = 1
     if not kw["grad_checkpointing"] or kw["activation_offload"]:  # --reentrant-gc: checkpointing, not offloaded
         kw["reentrant_gc"] = False
+    # --no-ac-early-stop (core/specs.py): non-reentrant checkpointing, not offloaded
+    if not kw["grad_checkpointing"] or kw["activation_offload"] or kw["reentrant_gc"]:
+        kw["ac_early_stop"] = True
     # --ac-offload (core/specs.py): transformers' checkpointing, not torchtune's offload, its every_n_layers layout
     if not kw["grad_checkpointing"] or kw["activation_offload"] or (kw["ac_every"] > 1 and kw["ac_layout"] != "hf"):
         kw["ac_offload"] = False

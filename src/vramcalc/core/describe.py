@@ -176,6 +176,8 @@ def _saver_settings(t: TrainingSpec) -> dict[str, Any]:
             out["ac_layout"] = t.ac_layout
     if t.reentrant_gc:
         out["reentrant_gc"] = True
+    if not t.ac_early_stop:
+        out["ac_early_stop"] = False
     if t.activation_offload:
         out["activation_offload"] = True
     if t.ac_offload:

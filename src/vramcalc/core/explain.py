@@ -344,6 +344,12 @@ def _explain_run(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> Expl
     # the body under a score head; a preference step stacks chosen and rejected rows (2B) with dropout off.
     weighed = reward_model.body(model) if training.objective == "reward" else model
     w = weight_bytes(weighed, training, recipe)
+    if (pref.is_preference(training) or pref.is_reference_free(training) or training.objective == "online-dpo") \
+            and training.lora_dropout > 0:
+        # disable_dropout_in_model reaches peft's lora_dropout modules too (memory/__init__.py estimate): the layer's
+        # terms without dropout's masks (a property counterexample: DeepSeek-V2-Lite LoRA dropout 0.05 under DPO, the
+        # lines 5,120 B over the core's per-layer set)
+        training = replace(training, lora_dropout=0.0)
     policy = pref.policy_view(training) if training.objective != "sft" else training
     # memory/__init__.py _build_plan: TRL's preference trainers disable dropout (DPOConfig / ORPOConfig / CPOConfig
     # disable_dropout=True); GRPOConfig's and RLOOConfig's default is False: dropout stays

@@ -223,6 +223,9 @@ OPTIONS: tuple[Opt, ...] = (
         "wraps 0, k, 2k, ... (transformers every_n_layers)."),
     Opt("reentrant_gc", bool, False, "With --grad-checkpointing: use_reentrant=True (LLaMA-Factory's default "
         "use_reentrant_gc); transformers' default is non-reentrant."),
+    Opt("ac_early_stop", bool, True, "With --grad-checkpointing (non-reentrant): torch.utils.checkpoint early_stop, "
+        "the rerun stopping at the layer's last saved tensor; --no-ac-early-stop reruns each layer to its end "
+        "(gradient_checkpointing_kwargs early_stop: false)."),
     Opt("activation_offload", bool, False, "Offload saved activations to host RAM (torchtune "
         "enable_activation_offloading, Unsloth 'unsloth' checkpointing, axolotl gradient_checkpointing: offload)."),
     Opt("ac_offload", bool, False, "With --grad-checkpointing: transformers' offload (save_on_cpu around each "

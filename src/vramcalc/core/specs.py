@@ -981,6 +981,8 @@ class TrainingSpec:
     ac_every: int = 1  # with grad_checkpointing: every k-th layer (torchtune ac_mode selective)
     ac_layout: AcLayout = "torchtune"  # which layers ac_every wraps (hf: transformers every_n_layers)
     reentrant_gc: bool = False  # with grad_checkpointing: torch.utils.checkpoint use_reentrant=True (LLaMA-Factory)
+    # with grad_checkpointing (non-reentrant): torch.utils.checkpoint early_stop; False reruns each layer to its end
+    ac_early_stop: bool = True
     activation_offload: bool = False  # torchtune enable_activation_offloading, Unsloth "unsloth" checkpointing
     # transformers activation_checkpointing_kwargs offload: save_on_cpu around each checkpoint (memory/savers.py)
     ac_offload: bool = False
@@ -1532,6 +1534,10 @@ class TrainingSpec:
         if self.ac_every > 1 and not self.grad_checkpointing:
             raise SpecError("", f"--ac-every {self.ac_every} selects which layers are checkpointed: "
                             "add --grad-checkpointing")
+        if not self.ac_early_stop and (not self.grad_checkpointing or self.reentrant_gc or self.activation_offload):
+            raise SpecError("", "--no-ac-early-stop is non-reentrant checkpointing's (torch.utils.checkpoint "
+                            "early_stop: reentrant reruns the whole layer anyway; offloaded checkpointing is its own): "
+                            "add --grad-checkpointing, or drop --reentrant-gc / --activation-offload")
         if self.reentrant_gc and not self.grad_checkpointing:
             raise SpecError("", "--reentrant-gc selects how checkpointed layers are recomputed: "
                             "add --grad-checkpointing")

@@ -2484,10 +2484,17 @@ def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *, major: int =
         # modeling_utils.py _activation_checkpointing_enable(offload=True): save_on_cpu(pin_memory=True) around each
         # checkpoint moves the checkpointed layers' saved inputs to pinned host memory (--ac-offload, memory/savers.py)
         out["ac_offload"] = True
-    if kw.pop("early_stop", True) is not True:
-        # torch checkpoint early_stop=False: the recompute runs the whole layer, not up to its last saved tensor
-        _unmodelled(run, f"{key}.early_stop", "early_stop false (the whole layer recomputed in backward) is not "
-                    "modelled; counted as torch's early stop")
+    early_stop = kw.pop("early_stop", True)
+    if not isinstance(early_stop, bool):
+        raise _KeyProblem(key, f"early_stop {early_stop!r:.30} is not a boolean; use true or false")
+    if not early_stop and (reentrant or offload_wrapper):
+        # torch utils/checkpoint.py reads early_stop in the non-reentrant path only (the reentrant rerun is the whole
+        # layer already); axolotl's offload wrapper passes no keywords on
+        run.notes.append(f"{key}: early_stop has no effect with "
+                         f"{'use_reentrant true' if reentrant else 'axolotl offloaded checkpointing'}.")
+    elif not early_stop:
+        # torch checkpoint early_stop=False: the rerun goes on past the layer's last saved tensor (--no-ac-early-stop)
+        out["ac_early_stop"] = False
     if reentrant and kw.get("debug"):
         raise _KeyProblem(key, "torch.utils.checkpoint refuses debug with use_reentrant true; drop one of them")
     if kw.get("determinism_check", "default") not in ("default", "none"):

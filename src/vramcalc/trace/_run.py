@@ -192,7 +192,9 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
     if training.grad_checkpointing:
         target = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         # transformers' default is {"use_reentrant": False}; LLaMA-Factory passes its use_reentrant_gc (True)
-        kwargs = {"use_reentrant": training.reentrant_gc}
+        kwargs: dict[str, bool] = {"use_reentrant": training.reentrant_gc}
+        if not training.ac_early_stop:  # torch utils/checkpoint.py: the non-reentrant rerun goes to the layer's end
+            kwargs["early_stop"] = False
         if training.ac_offload:
             # transformers' own offload=True: save_on_cpu around each checkpoint call (trace/_save_on_cpu.py)
             target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs,

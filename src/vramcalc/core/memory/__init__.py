@@ -1473,7 +1473,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                      "softcapping, gpt-oss's attention sinks): counted as eager attention, with its per-key scores.")
     if t.grad_checkpointing:
         notes.append("gradient checkpointing: each layer keeps its input; one layer at a time is recomputed "
-                     "in backward with its full activations.")
+                     "in backward with its full activations"
+                     + ("" if t.ac_early_stop else ", the rerun going on past its last saved tensor to the layer's "
+                        "end (torch.utils.checkpoint early_stop=False; through down_proj's adapter path beside the "
+                        "MLP's whole saved set, as the reentrant rerun)") + ".")
     if layer.int8_ctx_per_token:
         ck = ", also under non-reentrant checkpointing" if t.grad_checkpointing and not t.reentrant_gc else ""
         notes.append("8-bit QLoRA (bitsandbytes LLM.int8, threshold 6.0): each block Linear's input is kept until its "

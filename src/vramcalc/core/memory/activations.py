@@ -1026,7 +1026,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # live tensors, --grid reentrant: tinyllama and qwen2.5-0.5b cut to 2 layers, LoRA / QLoRA all-linear b1 s512
     # with the cut loss, the rerun's down_proj scaling mul at 184,146 / 109,834 B per token with the kept inputs and
     # the RoPE tables, this sum 10 B under; -5 % on that moment with the up-projection's)
-    reentrant_down = t.reentrant_gc and a != c and not up_norms and gated and not m.num_experts
+    # Non-reentrant without early stop (torch utils/checkpoint.py early_stop=False: the rerun does not stop at the
+    # layer's last saved tensor) passes down_proj's adapter path too, beside the non-reentrant incoming gradients
+    reentrant_down = (t.reentrant_gc or not t.ac_early_stop) and a != c and not up_norms and gated \
+        and not m.num_experts
     if rerun_extra and "down_proj" in lora_fwd and (m.family in ENCODER_FAMILIES and m.family != "modernbert"
                                                     or t.lora_dropout > 0 and a != c and not up_norms
                                                     or reentrant_down):
