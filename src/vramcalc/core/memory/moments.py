@@ -60,6 +60,10 @@ FWD_REWARD = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _REWARD)
 BWD_START = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD)
 BWD_HEAD = _layout(_ACC, _SAVED, _SHARED, _COPIES, _NORM_SAVED, _HEAD_BWD)
 BWD_TOP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _LAYER_BWD)
+# ... full fine-tuning at the top layer's MLP product node: its down_proj's gradient written (memory/__init__.py
+# _mlp_node)
+_HEAD_DOWN_G = ("gradients (head, the layer's down_proj)", _G)
+BWD_TOP_NODE = _layout(_HEAD_DOWN_G, _SAVED, _SHARED, _COPIES, _LAYER_BWD)
 BWD_HEAD_STEP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _STEP_T)
 BWD_BOTTOM = _layout(_ALL_G, _SHARED, _LAST_LAYER, _LAYER_COPIES, _LAYER_BWD)
 # --fp8 (memory/fp8.py): the bottom layer's swapped Linears, before its own gradients and the embedding's
@@ -75,6 +79,7 @@ BWD_START_CK = _layout(_ACC, _KEPT, _SHARED, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD
 BWD_HEAD_CK = _layout(_ACC, _KEPT, _SHARED, _NORM_SAVED, _HEAD_BWD)
 BWD_RECOMPUTE_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
 BWD_TOP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
+BWD_TOP_NODE_CK = _layout(_HEAD_DOWN_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_HEAD_STEP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _STEP_T)
 BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_BOTTOM_FP8_CK = _layout(_FP8_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _FP8_T)
