@@ -1868,13 +1868,14 @@ def _transformer_phases(
                          + p.layer_attn_bwd_c, p.dequant_bwd.backward(tokens), p.layer_routed_bwd_t * tokens)
     layer_bwd_t = max(p.layer_bwd_t * tokens + p.layer_bwd_c, layer_bwd_rest)
     # Full fine-tuning: a trained layer's backward.top / backward.bottom at its MLP's product node (_mlp_node) hold
-    # down_proj's gradient (every gradient already, accumulating) and neither its saved input nor its autocast copy,
-    # where that node is the layer's peak; node_bwd_t: that node's temporaries
+    # down_proj's gradient (every gradient already, accumulating; none with the optimizer in backward, whose hook
+    # steps and frees it as it is written) and neither its saved input nor its autocast copy, where that node is the
+    # layer's peak; node_bwd_t: that node's temporaries
     node_g = node_freed = node_cast = 0
     node_bwd_t = layer_bwd_t
     if p.mlp_node_freed_t and p.saving_layers:
         node_freed, node_cast = p.mlp_node_freed_t * tokens, p.mlp_node_cast
-        node_g = 0 if t.grad_accum > 1 else p.mlp_node_grads
+        node_g = 0 if t.grad_accum > 1 or t.optimizer_in_bwd else p.mlp_node_grads
         node_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_c
         if node_bwd_t - node_freed - node_cast + node_g < layer_bwd_rest:
             node_g = node_freed = node_cast = 0
