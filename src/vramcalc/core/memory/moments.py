@@ -65,6 +65,9 @@ BWD_TOP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _LAYER_BWD)
 _HEAD_DOWN_G = ("gradients (head, the layer's down_proj)", _G)
 BWD_TOP_NODE = _layout(_HEAD_DOWN_G, _SAVED, _SHARED, _COPIES, _LAYER_BWD)
 BWD_HEAD_STEP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _STEP_T)
+# ... full fine-tuning at the final RMSNorm's fp32 backward, before the top layer's (memory/__init__.py)
+BWD_FINAL_NORM = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, ("final norm's fp32 input", _A),
+                         ("RMSNorm backward in fp32", _T))
 BWD_BOTTOM = _layout(_ALL_G, _SHARED, _LAST_LAYER, _LAYER_COPIES, _LAYER_BWD)
 # --fp8 (memory/fp8.py): the bottom layer's swapped Linears, before its own gradients and the embedding's
 _FP8_G = ("gradients above the bottom layer", _G)
@@ -166,6 +169,7 @@ LABELS = {
     "backward.recompute_mixer": "backward: the lowest mixer layer's forward recomputed, the gradients above it made "
                                 "(Bamba)",
     "backward.lowest_trained": "backward at the lowest trained layer, the frozen layers below still saved (LISA)",
+    "backward.final_norm": "backward at the final norm (its fp32 backward, full fine-tuning)",
     "backward.top": "backward at the top layer",
     "backward.bottom": "backward at the bottom layer",
     "backward.bottom_mixer": "backward at the bottom layer's mixer: its attention's and MLP's gradients made "
