@@ -19,6 +19,7 @@ LORA_GC = TrainingSpec(method="lora", precision="pure-bf16", attention="flash", 
                        grad_checkpointing=True, loss="cut", lora_targets=("all-linear",))
 # One decoder layer's parameters: q and o 256 x 256, k and v 256 x 128, gate / up / down 3 x 256 x 704, two norms
 LAYER = 2 * 256 * 256 + 2 * 256 * 128 + 3 * 256 * 704 + 2 * 256
+DOWN = 704 * 256  # its down_proj, whose gradient is written before the MLP product node (memory/__init__.py _mlp_node)
 EMBED = 1000 * 256
 
 
@@ -33,10 +34,16 @@ def test_bottom_moment_holds_neither_the_embedding_nor_its_own_gradient() -> Non
     assert LAYER == 737_792 and b.gradients == 2 * (2 * EMBED + 4 * LAYER + 256)
     bottom, top = _terms(b, "backward.bottom"), _terms(b, "backward.top")
     # the untied embedding's gradient is written last (embedding_dense_backward), the bottom layer's own Linear by
-    # Linear (as backward.top leaves the top layer's out)
-    assert bottom["gradients"] == b.gradients - 2 * EMBED - 2 * LAYER
+    # Linear: at its peak, the MLP's product node, only down_proj's is written, as at backward.top (the head's and
+    # the top layer's down_proj's), and down_proj's saved input (256 tokens x 704 x 2 B) is freed
+    assert bottom["gradients"] == b.gradients - 2 * EMBED - 2 * LAYER + 2 * DOWN
+    assert top["gradients (head, the layer's down_proj)"] == 2 * EMBED + 2 * DOWN
     # the checkpoint keeps the bottom layer's input (256 tokens x 256 x 2 B) through its backward
     assert bottom["recomputed layer"] == top["recomputed layer"] + 256 * 256 * 2
+    # (accumulating, every gradient is there from the start: the freed input alone)
+    acc = estimate(SMALL, replace(FULL_GC, grad_accum=2))
+    assert _terms(acc, "backward.top")["recomputed layer"] == top["recomputed layer"]
+    assert _terms(acc, "backward.top")["gradients (head)"] == acc.gradients
     # the step's end still holds them all
     assert _terms(b, "backward.end")["gradients"] == b.gradients
 
@@ -44,7 +51,7 @@ def test_bottom_moment_holds_neither_the_embedding_nor_its_own_gradient() -> Non
 def test_tied_or_sharded_runs_keep_their_gradients() -> None:
     tied = estimate(replace(SMALL, tie_word_embeddings=True), FULL_GC)
     # a tied embedding's gradient is the head's, there from the backward's start: only the layer's own is late
-    assert _terms(tied, "backward.bottom")["gradients"] == tied.gradients - 2 * LAYER
+    assert _terms(tied, "backward.bottom")["gradients"] == tied.gradients - 2 * LAYER + 2 * DOWN
     # ZeRO-2 writes gradients into its partitioned buckets: not modelled here, every gradient is counted
     z2 = estimate(SMALL, replace(FULL_GC, gpus_per_node=2, zero=2))
     assert _terms(z2, "backward.bottom")["gradients"] == z2.gradients

@@ -2006,6 +2006,11 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                        f"{_n(d['temporaries.layer_recompute'] - layer.mlp_forward_per_token * tokens)} B "
                        "(DoRA's weight norm)", d["temporaries.layer_recompute"],
                        "the MLP's forward temporaries + the per-module constant", SRC_ACTS))
+    if "temporaries.final_norm_backward" in d:  # memory/__init__.py backward.final_norm (full fine-tuning)
+        tl.append(Line("temporaries.final_norm_backward", "the final RMSNorm's backward in fp32",
+                       f"5 × 4 B × {_n(m.hidden_size)} hidden × {tok}", d["temporaries.final_norm_backward"],
+                       "five fp32 hidden-wide tensors (the upcast gradient, mul's and pow's, the mean's, their "
+                       "product)", SRC_ACTS))
     if loss != "hf":
         labels, src = _loss_labels(loss), _loss_source(loss)
         inputs = _loss_inputs(t, loss, tokens, seq)

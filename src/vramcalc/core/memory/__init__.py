@@ -1009,6 +1009,15 @@ class _ActivationPlan:
     batch1_t: int = 0  # one layer's saved bytes per token that only a batch of 1 keeps (activations.py)
     late_grads: int = 0  # gradient bytes that appear after the bottom layer's backward (memory/encoder.py)
     bottom_layer_grads: int = 0  # a dense bottom layer's own gradients, written after its backward peak
+    # ... but down_proj's, written before it (_mlp_node): its saved input freed (per token), its gradient and its
+    # autocast copy freed (bytes)
+    mlp_node_freed_t: int = 0
+    mlp_node_grads: int = 0
+    mlp_node_cast: int = 0
+    # Full fine-tuning: the final RMSNorm's fp32 backward (backward.final_norm), per token: its saved fp32 input and
+    # the backward's fp32 tensors (0: no such moment)
+    final_norm_saved_t: int = 0
+    final_norm_bwd_t: int = 0
     # Falcon-H1 full fine-tuning (memory/hybrid.py bottom_mixer_node): the bottom layer's scan backward, per token:
     # its transient and the attention's and MLP's saved sets freed by then (0: no such moment)
     bottom_mixer_t: int = 0
@@ -1679,6 +1688,11 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         + _freeze_bottom_gradient_bytes(m, t, recipe, trained_layers)
         + (_hybrid.layer_gradients_before_mixer(m, t, recipe) if not _distributed.is_parallel(t) else 0),
         **(_hybrid.bottom_mixer_node(m, t, recipe) if not _distributed.is_parallel(t) else {}),
+        **_mlp_node(m, t, recipe, layer),
+        # (the five fp32 hidden-wide tensors of an RMSNorm's backward: activations.py norm_bwd)
+        **({"final_norm_saved_t": 4 * m.hidden_size, "final_norm_bwd_t": 5 * 4 * m.hidden_size}
+           if t.method == "full" and m.norm == "rmsnorm" and m.final_norm and _plain_dense_decoder(m) and not liger
+           and not _unsloth.norm_active(m, t) else {}),
         # (the embedding's backward, last, writes its gradient beside the incoming one: measured with the tracer,
         # see _dense_late_gradient_bytes: one residual-stream tensor per token at embedding_dense_backward)
         end_in_t=residual * m.hidden_size if _dense_late_gradient_bytes(m, t, recipe) else 0,
@@ -1706,8 +1720,8 @@ def _dense_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, la
     """Full fine-tuning of a dense decoder: the gradients written after the bottom layer's backward peak. The
     untied embedding's (aten.embedding_dense_backward, and a learned position table's, run last) and, with `layer`,
     the bottom layer's own: its weight gradients are written one Linear at a time through its backward (torch
-    autograd's AccumulateGrad per parameter), so at its peak it holds what the top layer holds at its own, which
-    backward.top counts in its layer terms. Measured with the tracer: tinyllama-1.1b cut to 4 layers full with
+    autograd's AccumulateGrad per parameter), so at its peak it holds what the top layer holds at its own (down_proj's
+    only, which _mlp_node adds back to both). Measured with the tracer: tinyllama-1.1b cut to 4 layers full with
     checkpointing and the cut loss, b1 s2048: the bottom peak is the top's + 3 layers' gradients - 3 kept inputs,
     exactly (+8.4 % with every gradient counted there)."""
     from vramcalc.core.params import inventory
@@ -1726,6 +1740,29 @@ def _dense_late_gradient_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, la
         return sum(x.numel for x in tensors if x.per_layer) // m.num_layers * dtype_bytes(recipe.grad)
     return sum(x.numel for x in tensors if x.kind == "position"
                or (x.kind == "embedding" and not m.tie_word_embeddings)) * dtype_bytes(recipe.grad)
+
+
+def _mlp_node(m: ModelSpec, t: TrainingSpec, recipe: Recipe, layer: Any) -> dict[str, int]:
+    """Full fine-tuning of a dense decoder: a trained layer's backward peaks at its gated MLP's product node, which runs
+    after down_proj's backward: down_proj's saved input is freed (activations.py mlp_node_freed_per_token) and its
+    weight gradient (and bias's) written by its AccumulateGrad node; under autocast the 16-bit copy of its weight that
+    the mm saved is freed too. Measured with the tracer's live tensors, --grid gc-offload: toy Qwen2.5 (hidden 256,
+    MLP 704) full pure-bf16 with offloaded checkpointing b2 s1024 and the cut loss, the peak at the bottom layer's
+    act(gate) * up backward: the two upper layers' gradients and down_proj's (256, 704) 16-bit one, 360,448 B, beside
+    the recomputed set less down_proj's (2, 1024, 704) input, 2,883,584 B (+5.44 % with the input and without the
+    gradient; at tinyllama's hidden 2,048 and 2,048 tokens the two are the same bytes). --grid eager32: qwen2.5-0.5b
+    full amp-bf16 eager b2 s512 without checkpointing, the peak at the top layer's act(gate) * up backward: its
+    down_proj's fp32 gradient (896, 4864), 17,432,576 B, made, and its (896, 4864) bf16 cast, 8,716,288 B, gone with
+    its (2, 512, 4864) input (+0.85 % with the cast counted, +0.21 % without)."""
+    from vramcalc.core.params import inventory
+
+    if not layer.mlp_node_freed_per_token or _fp8.active(t) or not _dense_late_gradient_bytes(m, t, recipe, layer=True):
+        return {}
+    down = [x for x in inventory(m) if x.per_layer and x.module == "down_proj"]
+    cast = sum(x.numel for x in down if x.kind == "linear") // m.num_layers * dtype_bytes(recipe.compute) \
+        if recipe.autocast else 0
+    return {"mlp_node_freed_t": layer.mlp_node_freed_per_token, "mlp_node_cast": cast,
+            "mlp_node_grads": sum(x.numel for x in down) // m.num_layers * dtype_bytes(recipe.grad)}
 
 
 def _plain_dense_decoder(m: ModelSpec) -> bool:
@@ -1843,6 +1880,19 @@ def _transformer_phases(
                          + p.layer_attn_bwd_c, p.dequant_bwd.backward(tokens, p.layer_mlp_tail_t),
                          p.layer_routed_bwd_t * tokens)
     layer_bwd_t = max(p.layer_bwd_t * tokens + p.layer_bwd_c, layer_bwd_rest)
+    # Full fine-tuning: a trained layer's backward.top / backward.bottom at its MLP's product node (_mlp_node) hold
+    # down_proj's gradient (every gradient already, accumulating; none with the optimizer in backward, whose hook
+    # steps and frees it as it is written) and neither its saved input nor its autocast copy, where that node is the
+    # layer's peak; node_bwd_t: that node's temporaries
+    node_g = node_freed = node_cast = 0
+    node_bwd_t = layer_bwd_t
+    if p.mlp_node_freed_t and p.saving_layers:
+        node_freed, node_cast = p.mlp_node_freed_t * tokens, p.mlp_node_cast
+        node_g = 0 if t.grad_accum > 1 or t.optimizer_in_bwd else p.mlp_node_grads
+        node_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_c
+        if node_bwd_t - node_freed - node_cast + node_g < layer_bwd_rest:
+            node_g = node_freed = node_cast = 0
+            node_bwd_t = layer_bwd_t
     # --fp8 (memory/fp8.py): a swapped Linear's float8 casts in backward, the top layer's beside the head's gradient;
     # the bottom layer's in a moment of their own (backward.bottom_fp8), before its own and the embedding's gradients
     fp8_bwd = p.fp8_casts.backward(tokens)
@@ -1929,6 +1979,7 @@ def _transformer_phases(
         # of the layer's gradient temporaries (measured with the tracer, --grid lora-variants "dora all-linear b2 s512
         # gc": -1.2 % under the trace with the larger of the two, within 0.2 % with their sum)
         layer_bwd_t = layer_bwd_t + p.layer_fwd_c
+        node_bwd_t = node_bwd_t + p.layer_fwd_c
         if p.ac_every > 1 or p.offload or p.ac_offload:  # selective / offloaded (memory/savers.py)
             r = layer_residency(n_layers=p.n_layers, saving_layers=saving_layers, checkpointing=p.checkpointing,
                                 every=p.ac_every, offload=p.offload, per_layer=per_layer, from_first=p.ac_from_first,
@@ -1950,6 +2001,8 @@ def _transformer_phases(
         # per token above the non-reentrant trace)
         rerun_out = p.residual * p.hidden * tokens if t.reentrant_gc and saving_layers else 0
         offload_only = p.offload and not p.checkpointing
+        if offload_only:  # (its backward.top / backward.bottom hold the nodes brought back, not a recomputed set)
+            node_g = node_freed = node_cast = 0
         # Offloaded without checkpointing, what is computed once per forward for every layer (the RoPE tables, a
         # mask) is the decoder's local: it dies when the decoder returns, the layers' saved copies of it are in host
         # RAM and come back as a node's own (torchtune OffloadActivations pack_tensor; measured with the tracer, --grid
@@ -2088,8 +2141,9 @@ def _transformer_phases(
                 moments.append(("backward.offload_norm", _m.BWD_NORM_OFF,
                                 (gradients - norm_late, once_bwd, norm_t)))
         else:
-            moments.append(("backward.top", _m.BWD_TOP_CK,
-                            (g_top, kept_bwd, once, recomputed + rerun_out, copies, max(layer_bwd_t, fp8_bwd))))
+            moments.append(("backward.top", _m.BWD_TOP_NODE_CK if node_g else _m.BWD_TOP_CK,
+                            (g_top + node_g, kept_bwd, once, recomputed + rerun_out - node_freed, copies - node_cast,
+                             max(node_bwd_t, fp8_bwd))))
         if p.lisa_below and recomputed:
             # LISA (memory/lisa.py): the lowest trained layer's backward, every trained layer's gradient made (its own
             # attention's counted too), the frozen layers below it keeping their inputs
@@ -2102,9 +2156,9 @@ def _transformer_phases(
         if offload_only and not accum:  # the bottom layer's gradients made at its peak (_offload_layer_gradients)
             late_bottom = min(max(late_bottom + p.offload_bottom_unmade_g - p.offload_down_g, 0), gradients)
         moments.append(("backward.bottom", _m.BWD_BOTTOM_OFF if offload_only else _m.BWD_BOTTOM_CK,
-                        (gradients - late_bottom, once_bwd,
-                         max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens + rerun_out, copies,
-                         layer_bwd_t)))
+                        (gradients - late_bottom + node_g, once_bwd,
+                         max(recomputed - bottom_less, 0) + p.bottom_input_t * tokens + rerun_out - node_freed,
+                         copies - node_cast, node_bwd_t if node_freed else layer_bwd_t)))
         if p.bottom_mixer_t:  # Falcon-H1: the bottom layer's scan backward, its layer's other gradients made
             moments.append(("backward.bottom_mixer", _m.BWD_BOTTOM_CK,
                             (gradients - late_g, once_bwd,
@@ -2142,8 +2196,21 @@ def _transformer_phases(
         if head_bwd_t >= 0:
             moments.append(("backward.head", _m.BWD_HEAD, (acc, acts_layers, once_bwd, autocast_copies,
                                                                   p.norm_saved_t * tokens, head_bwd_t)))
-        moments.append(("backward.top", _m.BWD_TOP, (g_top, acts_layers, once_bwd, autocast_copies,
-                                                     max(layer_bwd_t, fp8_bwd))))
+        if p.final_norm_bwd_t and saving_layers:
+            # Full fine-tuning: the final RMSNorm's backward, before the top layer's, runs in fp32 beside every layer's
+            # saved set, the head's gradient made and the norm's fp32 input still saved (its normalized copy freed
+            # with the weight's mul node). Measured with the tracer's live tensors: a 4-layer llama (hidden 256, MLP
+            # 704) full pure-bf16 b1 s1024 with the cut loss, the backward's peak at that norm's mul with five fp32
+            # (1, 1024, 256) tensors, 5,242,880 B, beside the (1, 1024, 256) fp32 input, 1,048,576 B (-3.45 % without
+            # this moment, -0.04 % with it); --grid cp tinyllama full cp2 no-gc with the cut loss: the peak's
+            # 167,772,672 B of temporaries, five fp32 (4,096, 2,048) tensors (-1.89 % without, -0.00 % with). With
+            # checkpointing the layers keep only their inputs there: never the peak, not modelled.
+            moments.append(("backward.final_norm", _m.BWD_FINAL_NORM,
+                            (g_top, acts_layers, once_bwd, autocast_copies, p.final_norm_saved_t * tokens,
+                             p.final_norm_bwd_t * tokens)))
+        moments.append(("backward.top", _m.BWD_TOP_NODE if node_g else _m.BWD_TOP,
+                        (g_top + node_g, acts_layers - node_freed, once_bwd, autocast_copies - node_cast,
+                         max(node_bwd_t, fp8_bwd))))
         if p.lisa_below and saving_layers:
             # LISA (memory/lisa.py): the lowest trained layer's backward, every trained layer's gradient made (its own
             # attention's counted too), the frozen layers below it still holding their saved sets (measured with the
@@ -2155,7 +2222,8 @@ def _transformer_phases(
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP,
                             (g_top, acts_layers, once_bwd, autocast_copies, opt_temp)))
         moments.append(("backward.bottom", _m.BWD_BOTTOM,
-                        (gradients - late_bottom, once_bwd, bottom_acts, bottom_copies, layer_bwd_t)))
+                        (gradients - late_bottom + node_g, once_bwd, bottom_acts - node_freed,
+                         bottom_copies - node_cast, node_bwd_t)))
         if p.bottom_mixer_t and saving_layers:  # Falcon-H1: the bottom layer's scan backward (as above)
             moments.append(("backward.bottom_mixer", _m.BWD_BOTTOM,
                             (gradients - late_g, once_bwd, max(bottom_acts - p.bottom_mixer_freed_t * tokens, 0),
@@ -2225,7 +2293,8 @@ def _transformer_phases(
     # moments cost half of estimate's time); tests/test_explain.py checks it is the largest moment's.
     temporaries = max(opt_temp, layer_fwd_t, recompute_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t,
                       layer_bwd_t, fp8_bwd, p.bottom_mixer_t * tokens, end_t, reference, rewarded, rl_temp,
-                      p.offload_norm_t * tokens if p.offload and not p.checkpointing and saving_layers else 0)
+                      p.offload_norm_t * tokens if p.offload and not p.checkpointing and saving_layers else 0,
+                      p.final_norm_bwd_t * tokens if not (p.checkpointing or p.offload) and saving_layers else 0)
     # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
     # model whose head saves little (a 1-layer toy) that moment can hold more activations than forward kept.
     if bwd_acts > activations:
@@ -2248,6 +2317,8 @@ def _transformer_phases(
     details["temporaries.loss_backward"] = loss_bwd_t
     details["temporaries.layer_backward"] = layer_bwd_t
     details["temporaries.layer_forward"] = layer_fwd_t
+    if p.final_norm_bwd_t and not (p.checkpointing or p.offload) and saving_layers:  # backward.final_norm
+        details["temporaries.final_norm_backward"] = p.final_norm_bwd_t * tokens
     if recompute_t > layer_fwd_t:  # a checkpointed layer's rerun forward: DoRA's weight norm on its MLP temporaries
         details["temporaries.layer_recompute"] = recompute_t
     details["temporaries.backward_end"] = end_t

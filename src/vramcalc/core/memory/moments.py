@@ -60,7 +60,14 @@ FWD_REWARD = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _REWARD)
 BWD_START = _layout(_ACC, _SAVED, _SHARED, _COPIES, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD)
 BWD_HEAD = _layout(_ACC, _SAVED, _SHARED, _COPIES, _NORM_SAVED, _HEAD_BWD)
 BWD_TOP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _LAYER_BWD)
+# ... full fine-tuning at the top layer's MLP product node: its down_proj's gradient written (memory/__init__.py
+# _mlp_node)
+_HEAD_DOWN_G = ("gradients (head, the layer's down_proj)", _G)
+BWD_TOP_NODE = _layout(_HEAD_DOWN_G, _SAVED, _SHARED, _COPIES, _LAYER_BWD)
 BWD_HEAD_STEP = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, _STEP_T)
+# ... full fine-tuning at the final RMSNorm's fp32 backward, before the top layer's (memory/__init__.py)
+BWD_FINAL_NORM = _layout(_HEAD_G, _SAVED, _SHARED, _COPIES, ("final norm's fp32 input", _A),
+                         ("RMSNorm backward in fp32", _T))
 BWD_BOTTOM = _layout(_ALL_G, _SHARED, _LAST_LAYER, _LAYER_COPIES, _LAYER_BWD)
 # --fp8 (memory/fp8.py): the bottom layer's swapped Linears, before its own gradients and the embedding's
 _FP8_G = ("gradients above the bottom layer", _G)
@@ -75,6 +82,7 @@ BWD_START_CK = _layout(_ACC, _KEPT, _SHARED, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD
 BWD_HEAD_CK = _layout(_ACC, _KEPT, _SHARED, _NORM_SAVED, _HEAD_BWD)
 BWD_RECOMPUTE_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
 BWD_TOP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
+BWD_TOP_NODE_CK = _layout(_HEAD_DOWN_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_HEAD_STEP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _STEP_T)
 BWD_BOTTOM_CK = _layout(_ALL_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_BOTTOM_FP8_CK = _layout(_FP8_G, _SHARED, _RECOMPUTED, _LAYER_COPIES, _FP8_T)
@@ -161,6 +169,7 @@ LABELS = {
     "backward.recompute_mixer": "backward: the lowest mixer layer's forward recomputed, the gradients above it made "
                                 "(Bamba)",
     "backward.lowest_trained": "backward at the lowest trained layer, the frozen layers below still saved (LISA)",
+    "backward.final_norm": "backward at the final norm (its fp32 backward, full fine-tuning)",
     "backward.top": "backward at the top layer",
     "backward.bottom": "backward at the bottom layer",
     "backward.bottom_mixer": "backward at the bottom layer's mixer: its attention's and MLP's gradients made "

@@ -86,7 +86,7 @@ _POINT_LABELS = {
     "backward.cross": "cross-attention layer backward",
     "backward.vision": "vision tower backward",
     "backward.merger": "merger backward", "backward.tower": "vision tower backward (recomputed)",
-    "backward.start": "loss backward",
+    "backward.start": "loss backward", "backward.final_norm": "final norm backward",
     "backward.recompute": "top layer's forward rerun (checkpointing)",
     "backward.recompute_bottom": "bottom layer's forward rerun (checkpointing, Mamba-2)",
     "backward.recompute_frozen": "frozen layer's forward rerun (checkpointing, --freeze-layers)",
