@@ -43,8 +43,8 @@ def test_gelu_new_fp32_output_beside_the_dequantized_fc_out() -> None:
     # GPT-J (gpt-j-6b config.json: n_embd 4,096, n_inner null = 4 x 4,096 = 16,384, gelu_new), QLoRA NF4 with double
     # quantization, b1 s512. bitsandbytes' forward fallback dequantizes the whole weight (2 B x 4,096 x 16,384 =
     # 134,217,728) and the nested absmax into two fp32 tensors of one value per 64-element block (2 x 4 B x 1,048,576 =
-    # 8,388,608). In 16 bits the largest moment is fc_in's output (2 B x 512 x 16,384 = 16,777,216); under autocast it is
-    # fc_out's, where gelu_new's fp32 output (4 B x 512 x 16,384 = 33,554,432) and Linear4bit's bf16 cast of it
+    # 8,388,608). In 16 bits the largest moment is fc_in's output (2 B x 512 x 16,384 = 16,777,216); under autocast it
+    # is fc_out's, where gelu_new's fp32 output (4 B x 512 x 16,384 = 33,554,432) and Linear4bit's bf16 cast of it
     # (16,777,216) are alive beside its output (2 B x 512 x 4,096 = 4,194,304): the tracer's live tensors at the top
     # layer's fc_out addmm (--grid autocast3, -3.63 % without)
     m = presets.find_model("gpt-j-6b")
