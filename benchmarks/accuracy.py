@@ -3022,7 +3022,7 @@ def autocast2_grid() -> list[dict[str, Any]]:
 # all-linear, QLoRA NF4 all-linear with kbit_prep off, freeze 2 of 4 layers; b1 s512 and b2 s1024, without and with
 # checkpointing) on the older dense decoders, each cut to 4 layers and a 2,048-token vocabulary (the "dequant:"
 # models): GPT-NeoX (Pythia: parallel attention + MLP after two LayerNorms, partial rotary; LoRA and QLoRA: freeze is
-# refused, its fp32 trained layers' attention falls to the math SDPA path, -9.55 % at b2 s1024), GPT-J (parallel,
+# refused, its frozen layers' math-path attention peaks the forward, -9.55 % at b2 s1024), GPT-J (parallel,
 # one LayerNorm, gelu_new), Phi-2 and Phi-1.5 (parallel, one LayerNorm, partial rotary, gelu_new; Phi-2's residual
 # dropout 0.1) and OLMo 1 (non-parametric LayerNorm). BLOOM and Falcon were traced the same way and stay refused
 # (upcast_norms.py AUTOCAST_FAMILIES): BLOOM's embedding LayerNorm makes the residual stream fp32 under autocast

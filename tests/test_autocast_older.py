@@ -63,8 +63,9 @@ def test_falcon_stays_refused(name: str) -> None:
 
 
 def test_gpt_neox_freeze_is_refused() -> None:
-    # its fp32 trained layers' attention runs SDPA's math path under autocast (pythia-410m cut to 4 layers, freeze
-    # b2 s1024: -9.55 % against the trace, --grid autocast3); LoRA and QLoRA are modelled
+    # its frozen layers' attention (the tracer's math SDPA path, recorded without a graph) peaks the forward of
+    # pythia-410m cut to 4 layers, freeze b2 s1024: -9.55 % against the trace (--grid autocast3); LoRA and QLoRA
+    # are modelled
     m = presets.find_model("pythia-410m")
     with pytest.raises(UnsupportedCombination, match="--method freeze on pythia-410m"):
         estimate(m, TrainingSpec(method="freeze", freeze_layers=2, precision="autocast-bf16"))

@@ -145,9 +145,11 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
 # Falcon (the tracer's QLoRA leaves its Linears unquantized; LoRA +10 .. +34 % over the trace): refused.
 AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "qwen3", "olmo2", "gemma", "gemma2", "gemma3", "phi3",
                      "starcoder2", "gpt_neox", "gptj", "phi", "olmo")
-# GPT-NeoX's freeze is refused: its fp32 trained layers' attention runs SDPA's math path under autocast (the fp32
-# q, k, v casts and an fp32 softmax per key, measured with the tracer's live tensors: pythia-410m cut to 4 layers,
-# freeze b2 s1024, -9.55 %), which the estimate does not model
+# GPT-NeoX's freeze is refused: its frozen bottom layers, recorded without a graph, run the tracer's math SDPA path
+# (trace/_cuda.py _sdpa: fp32 q, k, v casts and fp32 scores per key, alive while the layer runs), which peaks the
+# forward above the backward on Pythia's 16 heads of a narrow model (measured with the tracer's live tensors:
+# pythia-410m cut to 4 layers, freeze b2 s1024, the peak at a frozen layer's attention, -9.55 %); the estimate counts
+# no such moment
 AUTOCAST_NO_FREEZE_FAMILIES = ("gpt_neox",)
 # Freeze (fp32 trained layers) on all of them, with checkpointing too (--grid autocast2: -1.9 .. +0.6 % there, once
 # memory/__init__.py counts a tied head's lowest trained layer's gradients after its peak and the frozen layers'
@@ -210,8 +212,8 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
         why = (f"{m.name} (traced on Llama, Mistral, Qwen2, Qwen3, OLMo 1-2, Gemma 1-3, Phi-1.5 / 2 / 3, StarCoder2, "
                "GPT-2, GPT-J and GPT-NeoX text models)")
     elif m is not None and t.method == "freeze" and m.family in AUTOCAST_NO_FREEZE_FAMILIES:
-        why = (f"--method freeze on {m.name} (its fp32 trained layers' attention runs SDPA's math path under "
-               "autocast: traced with LoRA and QLoRA)")
+        why = (f"--method freeze on {m.name} (its frozen layers' attention peaks above the estimate under autocast: "
+               "traced with LoRA and QLoRA)")
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.context_parallel > 1:
         why = "DeepSpeed / FSDP / tensor, pipeline or context parallelism"
     elif t.method == "qlora" and t.kbit_prep:
