@@ -55,6 +55,17 @@ def test_gelu_new_fp32_output_beside_the_dequantized_fc_out() -> None:
         assert fwd.forward(512, False) == weight + absmax + moment, precision
 
 
+def test_gpt_neox_qlora_down_proj_holds_its_16_bit_input_and_the_block() -> None:
+    # GPT-NeoX under autocast, QLoRA without checkpointing: at dense_4h_to_h's dequantized matmul its gelu input (2 B x
+    # 4,096, pythia-410m's intermediate) and the parallel block's fp32 normed input (4 B x 1,024), attention output,
+    # layer input and embeddings (3 x 2 B x 1,024) are alive: 18,432 B per token beside the weight, the absmax and the
+    # output (the tracer's live tensors, pythia-410m cut to 4 layers, QLoRA b1 s256: -2.92 % with up_proj's moment)
+    m = presets.find_model("pythia-410m")
+    fwd, _ = dequant_bytes(m, _t("qlora", seq_len=512), RECIPES["autocast-bf16"], quantized_linears(m))
+    weight, absmax = 2 * 1_024 * 4_096, 2 * 4 * (1_024 * 4_096 // 64)
+    assert fwd.forward(512, False) == weight + absmax + 512 * (2 * 1_024 + 18_432)
+
+
 @pytest.mark.parametrize("name", ["falcon-7b"])
 def test_falcon_stays_refused(name: str) -> None:
     # --grid autocast3's Falcon cut: the tracer's QLoRA leaves its Linears unquantized, LoRA ran +10 .. +34 % over

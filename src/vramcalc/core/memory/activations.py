@@ -1209,10 +1209,20 @@ class DequantBytes:
     # without; phi-2 -3.77 %).
     beside_in: int = 0
     beside_fp32: bool = False
+    # A parallel block's 16-bit activation output (GPT-NeoX's gelu) under the same autocast, without checkpointing:
+    # at down_proj's dequantized matmul its input (saved by nobody: the frozen base saves nothing, lora_A its own cast
+    # later) and the block's hidden-wide tensors (the fp32 normed input, the attention's output, the layer input and
+    # the embeddings' output), per token. Measured with the tracer's live tensors, --grid autocast3's pythia-410m QLoRA
+    # at b1 s256: the forward's peak at the top layer's dense_4h_to_h addmm holds them (-2.92 % with up_proj's moment)
+    beside_t: int = 0
 
     def _beside(self, d_in: int, tokens: int, checkpointed: bool) -> int:
         """What else is alive at that Linear's matmul beyond `forward`'s own count (beside_in)."""
-        if d_in != self.beside_in or not self.beside_fp32:
+        if d_in != self.beside_in:
+            return 0
+        if self.beside_t and not checkpointed:
+            return tokens * self.beside_t
+        if not self.beside_fp32:
             return 0
         return tokens * d_in * (4 + (0 if checkpointed else self.compute))
 
@@ -1276,8 +1286,11 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
     backward = DequantBytes(c * numel, 0, nested, c, shapes, after_tail=fused,
                             down=(*down, 4 * ceil_div(down[0] * down[1], 64) if nested else 0))
     fp32_act = _norms.autocast16(t, recipe) and m.mlp != "gated" and m.hidden_act in ("gelu_new", "gelu_fast")
-    return DequantBytes(c * numel, 2 * nested, 0, c, shapes, beside_in=m.intermediate_size or 0,
-                        beside_fp32=fp32_act), backward
+    h, i = m.hidden_size or 0, m.intermediate_size or 0
+    parallel16 = _norms.autocast16(t, recipe) and m.mlp != "gated" and not fp32_act and m.parallel_residual \
+        and m.norms_per_layer >= 2 and m.norm == "layernorm"
+    return DequantBytes(c * numel, 2 * nested, 0, c, shapes, beside_in=i, beside_fp32=fp32_act,
+                        beside_t=c * i + (4 + 3 * c) * h if parallel16 else 0), backward
 
 
 def _prefix_terms(m: ModelSpec, t: TrainingSpec, c: int, d: int, n_heads: int, kv_dim: int,
