@@ -3017,6 +3017,27 @@ def autocast2_grid() -> list[dict[str, Any]]:
             for model in AUTOCAST2_MODELS for label, kw in AUTOCAST_METHODS for b, s in ((1, 512), (2, 1024))
             for gc in (False, True)]
 
+
+# The autocast3 grid (`--grid autocast3`, issue 15; 56 cases): autocast2's --precision autocast-bf16 cases (LoRA
+# all-linear, QLoRA NF4 all-linear with kbit_prep off, freeze 2 of 4 layers; b1 s512 and b2 s1024, without and with
+# checkpointing) on the older dense decoders, each cut to 4 layers and a 2,048-token vocabulary (the "dequant:"
+# models): GPT-NeoX (Pythia: parallel attention + MLP after two LayerNorms, partial rotary; LoRA and QLoRA: freeze is
+# refused, its frozen layers' math-path attention peaks the forward, -9.55 % at b2 s1024), GPT-J (parallel,
+# one LayerNorm, gelu_new), Phi-2 and Phi-1.5 (parallel, one LayerNorm, partial rotary, gelu_new; Phi-2's residual
+# dropout 0.1) and OLMo 1 (non-parametric LayerNorm). BLOOM and Falcon were traced the same way and stay refused
+# (upcast_norms.py AUTOCAST_FAMILIES): BLOOM's embedding LayerNorm makes the residual stream fp32 under autocast
+# (-17 % with checkpointing); Falcon's QLoRA traces unquantized and its LoRA runs +10 to +34 % over. Written to
+# accuracy_autocast3.{json,md}, its traces to trace_cache_autocast3.json.
+AUTOCAST3_MODELS = ("dequant:pythia-410m", "dequant:gpt-j-6b", "dequant:phi-2", "dequant:phi-1.5", "dequant:olmo-1b")
+
+
+def autocast3_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc}}
+            for model in AUTOCAST3_MODELS for label, kw in AUTOCAST_METHODS for b, s in ((1, 512), (2, 1024))
+            for gc in (False, True) if not (model == "dequant:pythia-410m" and kw["method"] == "freeze")]
+
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
 # tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
@@ -3505,6 +3526,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "autocast-moe": autocast_moe_grid,
          "autocast-vlm": autocast_vlm_grid,
          "autocast2": autocast2_grid,
+         "autocast3": autocast3_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -3580,6 +3602,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "autocast-vlm": " (--precision autocast-bf16 on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL: LoRA and QLoRA on the "
                           "language model; issues 13 and 15)",
           "autocast2": " (the same autocast on Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2; issue 13)",
+          "autocast3": " (the same autocast on GPT-NeoX, GPT-J, Phi-1.5 / Phi-2, OLMo 1; issue 15)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -3755,6 +3778,8 @@ def main() -> None:
                     "Mixtral, Qwen1.5-MoE, Qwen3-MoE / on LLaVA-1.5, Qwen2-VL, Qwen2.5-VL's language model; "
                     "autocast2: issue 13's 80 autocast-bf16 cases on Qwen3, OLMo 2, Gemma 1-3, Phi-3, "
                     "StarCoder2 (LoRA, QLoRA; freeze without checkpointing); "
+                    "autocast3: issue 15's 56 autocast-bf16 cases on GPT-NeoX (Pythia; LoRA, QLoRA), GPT-J, Phi-1.5 / "
+                    "Phi-2 and OLMo 1 (LoRA, QLoRA, freeze); "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
@@ -3784,7 +3809,7 @@ def main() -> None:
                          "vlm2",
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
-                         "upcast", "upcastln", "autocast", "autocast2", "autocast-run", "autocast-run2",
+                         "upcast", "upcastln", "autocast", "autocast2", "autocast3", "autocast-run", "autocast-run2",
                          "autocast-moe", "autocast-vlm",
                          "lora-layers",
                          "zamba2", "nemotronh",

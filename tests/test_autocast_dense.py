@@ -108,9 +108,10 @@ def test_lora_matches_the_trace(name: str) -> None:
 
 
 def test_an_untraced_family_is_refused_naming_the_modelled_ones() -> None:
-    # Phi-2 (family "phi": partial rotary, parallel attention / MLP) is not traced under autocast: one line that names
-    # the families that are
+    # Falcon (--grid autocast3: the tracer's QLoRA leaves its Linears unquantized, LoRA +10 .. +34 % over) is not
+    # modelled under autocast: one line that names the families that are
     with pytest.raises(UnsupportedCombination) as e:
-        estimate(presets.find_model("phi-2"), _lora())
+        estimate(presets.find_model("falcon-7b"), _lora())
     msg = str(e.value)
-    assert "\n" not in msg and all(f in msg for f in ("Qwen3", "OLMo 2", "Gemma 1-3", "Phi-3", "StarCoder2"))
+    assert "\n" not in msg and all(f in msg for f in ("Qwen3", "OLMo 1-2", "Gemma 1-3", "Phi-1.5 / 2 / 3", "StarCoder2",
+                                                      "GPT-J", "GPT-NeoX"))

@@ -2080,6 +2080,18 @@ def _transformer_phases(
                 # -0.63 % bf16: its norm's fp32 gradient too; +3.7 % under TRL's DPO, whose loss leaves fewer)
                 recompute_t = max(recompute_t, p.dequant_fwd.forward(tokens, False)
                                   + (2 * p.dequant_fwd.compute + p.residual) * p.hidden * tokens)
+            if p.dequant_fwd.beside_fp32:
+                # QLoRA under the Trainer's autocast with gelu_new (GPT-J, Phi): the rerun's dequantized fc_out beside
+                # the layer's recomputed set up to its input (the activation's saved tensors, not yet its adapter's
+                # cast), the fp32 activation output and its bf16 copy (activations.py DequantBytes.beside_in), and
+                # four hidden-wide tensors the parallel block holds there: the shared normed input (fp32, read by
+                # attention and the MLP), the attention's output (summed after the MLP) and the layer output's
+                # incoming gradient in two 16-bit copies (as after_tail's). Measured with the tracer's live tensors,
+                # --grid autocast3: gpt-j-6b cut to 4 layers, QLoRA all-linear b1 s512 with checkpointing, the peak at
+                # the rerun's fc_out addmm (-5.25 % without; -2.71 % with the weight and the activation alone)
+                recompute_t = max(recompute_t, mlp_tail + p.dequant_fwd.forward(tokens, False)
+                                  - p.dequant_fwd.compute * p.dequant_fwd.beside_in * tokens
+                                  + (3 * p.dequant_fwd.compute + 4) * p.hidden * tokens)
             if p.attn_div_ts:
                 # DeBERTa: the recomputed attention's unsaved scores at p2c's division (memory/deberta.py), beside the
                 # saved set up to there (measured with the tracer, --grid deberta: the peak of every checkpointed

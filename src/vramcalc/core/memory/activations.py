@@ -433,8 +433,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                     # ... beside the MLP's normed input (fp32 after a Llama norm or a LayerNorm) and the post-attention
                     # residual, both held by the decoder layer while its MLP runs, and the embeddings' output, held by
                     # LlamaModel.forward's inputs_embeds through the whole forward (the same measurement; gone by the
-                    # checkpointed rerun, which takes it off below)
-                    lora_fwd[mod] += (4 if norm_cast else c) * h + 2 * c * h
+                    # checkpointed rerun, which takes it off below); a parallel block (GPT-NeoX) holds the layer's
+                    # input too, summed with both branches' outputs at its end (measured with the tracer's live
+                    # tensors, --grid autocast3: pythia-410m cut to 4 layers, LoRA all-linear b2 s1024, the forward's
+                    # peak at down_proj's scaling mul holds three 16-bit (2, 1024, 1024) residual-stream tensors)
+                    lora_fwd[mod] += (4 if norm_cast else c) * h + (3 if m.parallel_residual else 2) * c * h
             adapter_fwd_t = max(adapter_fwd_t, lora_fwd[mod])
             if mod in dora_out:
                 terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live, linear_has_bias(m, mod)))
@@ -624,6 +627,14 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     if n_norms >= 2 and not m.parallel_residual and not m.post_norms:
         terms += _norm_terms("mlp norm", m, c, norm_elem, h, live, _norm_weight_trained(m, t, "mlp", tw))
         live = live or tw
+    elif n_norms >= 2 and m.parallel_residual and norm_elem != residual:
+        # GPT-NeoX's parallel block (modeling_gpt_neox.py GPTNeoXLayer: post_attention_layernorm(hidden_states) beside
+        # input_layernorm(hidden_states)): in 16 bits both save the one layer input; under the Trainer's autocast over
+        # 16-bit weights each layer_norm saves its own fp32 cast of it (autocast_mode.cpp fp32 list; a non-leaf's
+        # cast is not cached). Measured with the tracer's live tensors, --grid autocast3: pythia-410m cut to 4 layers,
+        # LoRA all-linear b2 s1024, two fp32 (2, 1024, 1024) copies per layer above the bottom one; -5.72 % without.
+        terms += _norm_terms("mlp norm (its own fp32 input)", m, c, norm_elem, h, live,
+                             _norm_weight_trained(m, t, "mlp", tw))
     i = m.intermediate_size
     moe_fwd_t = moe_bwd_t = 0
     moe_rerun_t = -1  # a fused MoE block's forward temporaries while its checkpointed rerun saves (below)
@@ -1059,6 +1070,17 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # checkpointing, b2 s512: the backward's peak at that copy in the rerun, -6.69 % without this moment.
         # (--precision autocast-* with lora_dropout too: lora_fwd holds dropout's output; --grid autocast)
         mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + rerun_extra - rerun_held - c * h)
+    elif t.grad_checkpointing and "down_proj" in lora_fwd and up_norms and a != c and m.parallel_residual \
+            and not gated and not m.num_experts and not fp32_input("down_proj"):
+        # A parallel block's rerun (GPT-NeoX: a 16-bit activation output) under the Trainer's autocast peaks at
+        # down_proj's adapter as the pre-norm decoder's above: the MLP's saved set made, lora_fwd's 16-bit product and
+        # its fp32 copy, the MLP's fp32 normed input and the base output, and beside them the attention's output
+        # (summed after the MLP) and the layer output's incoming gradient in two 16-bit copies: lora_fwd's sum less
+        # the layer input (a kept checkpoint input here), whose lora_B output and scaled copy (not made yet) stand
+        # for the two hidden-wide tensors it lacks. Measured with
+        # the tracer's live tensors, --grid autocast3: pythia-410m cut to 4 layers, LoRA all-linear b2 s1024 with
+        # checkpointing, the peak at that fp32 copy in the bottom layer's rerun (-12.49 % without, +1.3 % with).
+        mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] - c * h)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
         per_token, per_sample = peft_methods.adaption_saved(m, t, c)
@@ -1192,6 +1214,31 @@ class DequantBytes:
     # largest weight counted beside the whole set +5.3 % (+8.5 % under TRL's DPO)
     after_tail: bool = False
     down: tuple[int, int, int] = (0, 0, 0)
+    # Under the Trainer's autocast over 16-bit weights, gelu_new's output is fp32 (its pow is on autocast's fp32 list,
+    # _act_saved_bytes) and saved by nobody: at down_proj's (fc_out's, fc2's) dequantized matmul it is alive, per token
+    # of its `beside_in` features, with Linear4bit.forward's compute-dtype cast of it (`x.to(self.compute_dtype)`,
+    # bitsandbytes nn/modules.py), whether or not the layer is checkpointed. Measured with the tracer's live tensors,
+    # --grid autocast3: gpt-j-6b cut to 4 layers, QLoRA all-linear b1 s512, the forward's peak at the top layer's
+    # fc_out addmm holds the fp32 (1, 512, 16384) gelu output and its bf16 copy beside the 134 MB weight (-3.63 %
+    # without; phi-2 -3.77 %).
+    beside_in: int = 0
+    beside_fp32: bool = False
+    # A parallel block's 16-bit activation output (GPT-NeoX's gelu) under the same autocast, without checkpointing:
+    # at down_proj's dequantized matmul its input (saved by nobody: the frozen base saves nothing, lora_A its own cast
+    # later) and the block's hidden-wide tensors (the fp32 normed input, the attention's output, the layer input and
+    # the embeddings' output), per token. Measured with the tracer's live tensors, --grid autocast3's pythia-410m QLoRA
+    # at b1 s256: the forward's peak at the top layer's dense_4h_to_h addmm holds them (-2.92 % with up_proj's moment)
+    beside_t: int = 0
+
+    def _beside(self, d_in: int, tokens: int, checkpointed: bool) -> int:
+        """What else is alive at that Linear's matmul beyond `forward`'s own count (beside_in)."""
+        if d_in != self.beside_in:
+            return 0
+        if self.beside_t and not checkpointed:
+            return tokens * self.beside_t
+        if not self.beside_fp32:
+            return 0
+        return tokens * d_in * (4 + (0 if checkpointed else self.compute))
 
     def forward(self, tokens: int, checkpointed: bool) -> int:
         """The weight, the absmax, the output and (checkpointed: not in the layer's saved set) the input. 8-bit: the
@@ -1204,6 +1251,7 @@ class DequantBytes:
             return 0
         return max(self.weight_c + self.forward_absmax_c
                    + self.compute * tokens * (d_out + (d_in + held if checkpointed else 0))
+                   + self._beside(d_in, tokens, checkpointed)
                    for d_in, d_out, held in self.shapes)
 
     def backward(self, tokens: int, mlp_tail_t: int = 0) -> int:
@@ -1251,7 +1299,12 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
                 DequantBytes(c * numel, 0, scale, c, shapes, after_tail=fused, down=(*down, 4 * down[1])))
     backward = DequantBytes(c * numel, 0, nested, c, shapes, after_tail=fused,
                             down=(*down, 4 * ceil_div(down[0] * down[1], 64) if nested else 0))
-    return DequantBytes(c * numel, 2 * nested, 0, c, shapes), backward
+    fp32_act = _norms.autocast16(t, recipe) and m.mlp != "gated" and m.hidden_act in ("gelu_new", "gelu_fast")
+    h, i = m.hidden_size or 0, m.intermediate_size or 0
+    parallel16 = _norms.autocast16(t, recipe) and m.mlp != "gated" and not fp32_act and m.parallel_residual \
+        and m.norms_per_layer >= 2 and m.norm == "layernorm"
+    return DequantBytes(c * numel, 2 * nested, 0, c, shapes, beside_in=i, beside_fp32=fp32_act,
+                        beside_t=c * i + (4 + 3 * c) * h if parallel16 else 0), backward
 
 
 def _prefix_terms(m: ModelSpec, t: TrainingSpec, c: int, d: int, n_heads: int, kv_dim: int,

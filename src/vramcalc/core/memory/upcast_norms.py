@@ -137,9 +137,20 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
 # (q/k RMSNorm: hidden_states.to(float32) ... weight * x.to(input_dtype), modeling_qwen3.py Qwen3RMSNorm,
 # modeling_olmo2.py Olmo2RMSNorm), Gemma, Gemma 2 and Gemma 3 text ((1 + weight) RMSNorm in fp32, output
 # type_as(x); Gemma 2's eager softcapped attention), Phi-3 (fused qkv_proj / gate_up_proj) and StarCoder2 (LayerNorm
-# with bias), with the same arithmetic: their estimates within -1.9 .. +4.2 % of the trace.
+# with bias), with the same arithmetic: their estimates within -1.9 .. +4.2 % of the trace; --grid autocast3: GPT-NeoX
+# (Pythia: parallel attention + MLP after two LayerNorms, each with its own fp32 cast of the layer input), GPT-J and
+# Phi-1.5 / Phi-2 (parallel, one LayerNorm, gelu_new's fp32 output beside QLoRA's dequantized fc_out) and OLMo 1
+# (non-parametric LayerNorm): -1.8 .. +4.5 % (memory/activations.py). Not BLOOM (its embedding LayerNorm's fp32
+# output makes the whole residual stream fp32 under autocast: -15 .. -17 % with checkpointing, not modelled) nor
+# Falcon (the tracer's QLoRA leaves its Linears unquantized; LoRA +10 .. +34 % over the trace): refused.
 AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "qwen3", "olmo2", "gemma", "gemma2", "gemma3", "phi3",
-                     "starcoder2")
+                     "starcoder2", "gpt_neox", "gptj", "phi", "olmo")
+# GPT-NeoX's freeze is refused: its frozen bottom layers, recorded without a graph, run the tracer's math SDPA path
+# (trace/_cuda.py _sdpa: fp32 q, k, v casts and fp32 scores per key, alive while the layer runs), which peaks the
+# forward above the backward on Pythia's 16 heads of a narrow model (measured with the tracer's live tensors:
+# pythia-410m cut to 4 layers, freeze b2 s1024, the peak at a frozen layer's attention, -9.55 %); the estimate counts
+# no such moment
+AUTOCAST_NO_FREEZE_FAMILIES = ("gpt_neox",)
 # Freeze (fp32 trained layers) on all of them, with checkpointing too (--grid autocast2: -1.9 .. +0.6 % there, once
 # memory/__init__.py counts a tied head's lowest trained layer's gradients after its peak and the frozen layers'
 # backward with every gradient made, backward.frozen).
@@ -198,8 +209,11 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
         why = (f"--method {t.method}{' --train-vision' if t.train_vision else ''} on {m.name} (traced with LoRA "
                "and QLoRA, the tower frozen)")
     elif m is not None and not m.num_experts and (m.family not in AUTOCAST_FAMILIES or not m.has_architecture):
-        why = (f"{m.name} (traced on Llama, Mistral, Qwen2, Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2 and GPT-2 "
-               "text models)")
+        why = (f"{m.name} (traced on Llama, Mistral, Qwen2, Qwen3, OLMo 1-2, Gemma 1-3, Phi-1.5 / 2 / 3, StarCoder2, "
+               "GPT-2, GPT-J and GPT-NeoX text models)")
+    elif m is not None and t.method == "freeze" and m.family in AUTOCAST_NO_FREEZE_FAMILIES:
+        why = (f"--method freeze on {m.name} (its frozen layers' attention peaks above the estimate under autocast: "
+               "traced with LoRA and QLoRA)")
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.context_parallel > 1:
         why = "DeepSpeed / FSDP / tensor, pipeline or context parallelism"
     elif t.method == "qlora" and t.kbit_prep:
