@@ -1069,7 +1069,19 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # Measured with the tracer's live tensors: a 4-layer llama, hidden 256, MLP 1,024, LoRA all-linear with
         # checkpointing, b2 s512: the backward's peak at that copy in the rerun, -6.69 % without this moment.
         # (--precision autocast-* with lora_dropout too: lora_fwd holds dropout's output; --grid autocast)
-        mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + rerun_extra - rerun_held - c * h)
+        # Non-reentrant checkpointing with early stop (torch utils/checkpoint.py _StopRecomputationError, raised by
+        # the recompute's pack hook once the last saved tensor is repacked) ends the rerun at lora_B's saved input,
+        # lora_A's output: lora_B's output and its scaled copy (lora_fwd's 2 x lora_b per hidden unit) are never made.
+        # Measured with the tracer's timeline: qwen3-0.6b cut, LoRA all-linear fp32 adapters under autocast-bf16 with
+        # checkpointing and the fused-linear loss, b2 s1024: the rerun's peak at autocast's 16-bit cast of down_proj's
+        # input for lora_A, then lora_A's mm, then the stop (50 MiB of rerun locals freed), no (2048, 1024) output
+        # (+2.14 % over with them; the reentrant rerun and early_stop=False run on through the scaling mul, and so
+        # does a layer whose norm after the MLP saves its output: Gemma 2 / 3's post_feedforward_layernorm, OLMo 2's;
+        # measured: gemma-3-1b cut, QLoRA under autocast-bf16 with checkpointing b1 s512, the rerun's peak at
+        # down_proj's scaling mul, -3.01 % without them).
+        stopped = 2 * (c if amp else a) * h \
+            if not (t.reentrant_gc or not t.ac_early_stop or sandwich or m.post_norms) else 0
+        mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + rerun_extra - rerun_held - c * h - stopped)
     elif t.grad_checkpointing and "down_proj" in lora_fwd and up_norms and a != c and m.parallel_residual \
             and not gated and not m.num_experts and not fp32_input("down_proj"):
         # A parallel block's rerun (GPT-NeoX: a 16-bit activation output) under the Trainer's autocast peaks at
