@@ -27,6 +27,6 @@ def test_dropout_without_checkpointing_is_within_the_bar() -> None:
 def test_dropout_with_checkpointing_is_within_the_bar() -> None:
     # measured: trace 50.04 MB, peak in the rerun at down_proj's adapter (its fp32 cast, dropout output and mask
     # alive); the estimate was 47.02 MB (-6.04 %) without the cast and the down_proj moment, 52.26 MB (+4.44 %) with
-    # them (it counts lora_B's output and its scaled copy there too: the safe side)
+    # them and lora_B's output and its scaled copy, which the early-stopped rerun never makes: 50.16 MB (+0.25 %)
     e, r = estimate(SMALL, _run(True)), trace(SMALL, _run(True))
-    assert -0.02 <= e.tensor_peak_bytes / r.peak_bytes - 1 <= 0.05
+    assert -0.01 <= e.tensor_peak_bytes / r.peak_bytes - 1 <= 0.01
