@@ -1065,8 +1065,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # the --upcast-norms branch below says: lora_B's output and its scaled copy are never made (measured with the
         # tracer: the 4-layer llama, p 0.05, +4.44 % with them, +0.25 % without; --grid qlora8's tinyllama int8 gc
         # dropout 0.1 b2 s512 +3.80 % -> +0.78 %)
-        dropout_stop = 2 * (c if amp else a) * h if not (t.reentrant_gc or not t.ac_early_stop or sandwich or m.post_norms or (
-            m.family in ENCODER_FAMILIES and m.family != "modernbert")) else 0
+        runs_on = t.reentrant_gc or not t.ac_early_stop or sandwich or m.post_norms \
+            or (m.family in ENCODER_FAMILIES and m.family != "modernbert")
+        dropout_stop = 0 if runs_on else 2 * (c if amp else a) * h
         mlp_fwd = max(mlp_fwd, mlp_tail + c * i + lora_fwd["down_proj"] + rerun_extra - dropout_stop)
     elif rerun_extra and "down_proj" in lora_fwd and up_norms and a != c:
         # --upcast-norms: the pre-norm decoder's rerun peaks at down_proj's adapter too, where its fp32 copy of the
