@@ -268,7 +268,8 @@ def test_unmodelled_memory_keys_are_named_in_full(tmp_path: Path) -> None:
     # (auto_find_batch_size left this list: core/searches.py auto_batch_size, --auto-find-batch-size)
     # (ref_model_init_kwargs left this list: io/runfiles.py _ref_model_init_kwargs, --ref-dtype / --ref-quant)
     # (gradient_checkpointing_kwargs left this list for transformers / TRL and axolotl files: _checkpointing_kwargs)
-    keys = dict.fromkeys(("torch_compile", "cut_cross_entropy", "max_memory"), True)
+    # (torch_compile left this list: --compile, io/runfiles.py _torch_compile, memory/compiled.py)
+    keys = dict.fromkeys(("enable_liger_kernel", "cut_cross_entropy", "max_memory"), True)
     filler = {f"harmless_{i}": 1 for i in range(20)}  # more than the 12 ignored keys the note shows
     import json
 
@@ -293,7 +294,7 @@ def test_torchtune_and_axolotl_memory_keys(tmp_path: Path) -> None:
     ax = runfiles.load(_json(tmp_path, "ax.yaml", liger + "true\n"))[0]
     assert ax.unmodelled == [] and ax.options["loss"] == "fused-linear"
     tc = runfiles.load(_json(tmp_path, "tc.yaml", "base_model: mistral-7b\ntorch_compile: true\n"))[0]
-    assert tc.unmodelled == ["torch_compile"]  # not modelled: named, and the run is TIGHT at best
+    assert tc.unmodelled == [] and tc.options["compile"] is True  # --compile (memory/compiled.py)
     off = runfiles.load(_json(tmp_path, "off.yaml", liger + "false\n"))[0]
     assert off.unmodelled == []  # switched off: nothing to model
 

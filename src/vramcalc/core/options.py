@@ -232,6 +232,8 @@ OPTIONS: tuple[Opt, ...] = (
         "checkpoint; the checkpointed layers' inputs in host RAM)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
+    Opt("compile", bool, False, "torch.compile with inductor (transformers / axolotl torch_compile, torchtune "
+        "compile): estimated as the eager step, an upper bound; a note gives the measured gap."),
     Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: with --gpu, a note gives the batch it "
         "ends at (x0.9 per OOM)."),
     Opt("router_aux_loss", bool, False, "MoE: the router's aux loss (output_router_logits): every MoE layer's "

@@ -1002,6 +1002,8 @@ class TrainingSpec:
     # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
     # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
     auto_find_batch_size: bool = False
+    # torch.compile (inductor) of the model: estimated as the eager step, an upper bound (memory/compiled.py)
+    compile: bool = False
     kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py): hf, unsloth or unsloth:GROUPS
     packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
     # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
@@ -1519,6 +1521,9 @@ class TrainingSpec:
             # LLaMA-Factory casts the norms in prepare_model_for_training, for a trainable model only
             raise SpecError("", f"--upcast-norms is LLaMA-Factory's training-time cast of the norms: drop it for "
                             f"--mode {self.mode}")
+        if self.compile and self.mode != "train":
+            raise SpecError("", f"--compile is measured for training steps (memory/compiled.py): drop it for --mode "
+                            f"{self.mode}")
         if self.auto_find_batch_size and self.mode != "train":
             raise SpecError("", f"--auto-find-batch-size is the Trainer's retry of a training step: drop it for --mode "
                             f"{self.mode}")

@@ -297,6 +297,12 @@ BOOLEAN_KEYS["llama-factory"]["use_llama_pro"] = ()  # _freeze_llama_factory, _l
 BOOLEAN_KEYS["llama-factory"]["upcast_lmhead_output"] = ()  # --upcast-logits (memory/upcast.py)
 BOOLEAN_KEYS["llama-factory"]["upcast_layernorm"] = ()  # --upcast-norms (memory/upcast_norms.py)
 BOOLEAN_KEYS["axolotl"]["embeddings_skip_upcast"] = ()  # EMBEDDINGS_SKIP_UPCAST_NOTE
+# torch.compile (--compile, _torch_compile): axolotl's `auto` turns it on with torch >= 2.5.1 (schemas/config.py
+# check_torch_compile_auto @ 067b021c)
+BOOLEAN_KEYS["axolotl"]["torch_compile"] = ("auto",)
+BOOLEAN_KEYS["hf-training-args"]["torch_compile"] = ()
+BOOLEAN_KEYS["llama-factory"]["torch_compile"] = ()
+BOOLEAN_KEYS["torchtune"]["compile"] = ()
 BOOLEAN_KEYS["axolotl"].update(dict.fromkeys(("relora", "relora_cpu_offload"), ()))  # _relora_axolotl
 BOOLEAN_KEYS["llama-factory"]["resize_vocab"] = ()  # _vocab_llama_factory
 BOOLEAN_KEYS["axolotl"]["resize_token_embeddings_to_32x"] = ()  # _vocab_axolotl
@@ -494,14 +500,14 @@ def _low_rank(d: dict[str, Any], run: Run) -> None:
 UNMODELLED_KEYS: dict[str, str] = {
     # TRL / transformers
     "use_liger_kernel": "Liger kernels (fused linear cross-entropy: no full logits)",
-    "torch_compile": "torch.compile (fused kernels change what is saved)",
+    # (torch_compile, torch_compile_backend, torch_compile_mode, axolotl torch_compile_options, torchtune compile:
+    # mapped, --compile (memory/compiled.py), _torch_compile)
     # (gradient_checkpointing_kwargs / activation_checkpointing_kwargs: mapped for transformers / TRL and axolotl files,
     # _checkpointing_kwargs; LLaMA-Factory passes its own {"use_reentrant": use_reentrant_gc})
     "gradient_checkpointing_kwargs": "checkpointing keywords this tool does not pass to torch.utils.checkpoint",
     # torchtune
     "optimizer_in_bwd": "torchtune optimizer in backward (each gradient freed after its step)",
     "enable_activation_offloading": "activations offloaded to the CPU",
-    "compile": "torch.compile",
     # axolotl
     "liger_fused_linear_cross_entropy": "Liger fused linear cross-entropy (no full logits)",
     "cut_cross_entropy": "Cut Cross-Entropy (no full logits)",
@@ -831,6 +837,50 @@ def _lora_layers_axolotl(d: dict[str, Any], run: Run) -> None:
         run.mapped.append("peft_layers_pattern")
 
 
+COMPILE_CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", *COMPILE_CUDAGRAPH_MODES)  # torch.compile's `mode`
+CUDAGRAPHS_REFUSAL = ("uses CUDA graphs, whose cudagraph trees keep every recorded graph's outputs and intermediates "
+                      "in a private pool across replays (torch/_inductor/cudagraph_trees.py), which vramcalc does not "
+                      "model; use default or max-autotune-no-cudagraphs, or remove it")
+# axolotl torch_compile_options (INDUCTOR_COMPILE_OPTIONS_ALLOWLIST, utils/schemas/enums.py @ 067b021c): flags that
+# choose kernels or caching, not what is stored; shape_padding / comprehensive_padding pad strides, unmeasured
+_INDUCTOR_FLAGS_NO_MEMORY = ("coordinate_descent_tuning", "coordinate_descent_check_all_directions", "epilogue_fusion",
+                             "max_autotune_gemm", "fx_graph_cache", "assume_aligned_inputs", "decompose_mem_bound_mm")
+
+
+def _torch_compile(tool: str, d: dict[str, Any], run: Run, key: str = "torch_compile") -> None:
+    """torch.compile keys: --compile with inductor (memory/compiled.py); CUDA graphs and other backends refused."""
+    on = bool(_flag(tool, d.get(key), key)) if key in d else False  # axolotl's "auto": on (torch >= 2.5.1)
+    backend, mode = d.get("torch_compile_backend"), d.get("torch_compile_mode")
+    if tool != AX and (backend is not None or mode is not None):
+        on = True  # transformers training_args.py __post_init__: a backend or a mode turns torch_compile on
+    # axolotl passes backend and mode on only when torch_compile is set (core/builders/base.py _configure_torch_compile)
+    _seen(d, run, key, "torch_compile_backend", "torch_compile_mode")
+    if not on:
+        return
+    if backend is not None and backend != "inductor":
+        # measured (benchmarks/compile_peaks.py): aot_eager's backward keeps every saved tensor to its end, above the
+        # eager step; eager (Dynamo only) is the eager step; the rest are not NVIDIA training backends
+        raise _KeyProblem("torch_compile_backend", f"{backend!r:.40} is not modelled: vramcalc models inductor "
+                          "(the default; debugging backends such as aot_eager hold every saved tensor to the end of "
+                          "backward); use inductor or remove it")
+    if mode is not None and mode not in COMPILE_MODES:
+        raise _KeyProblem("torch_compile_mode", f"{mode!r:.40} is not a torch.compile mode; use "
+                          f"{', '.join(COMPILE_MODES)}")
+    if mode in COMPILE_CUDAGRAPH_MODES:
+        raise _KeyProblem("torch_compile_mode", f"{mode} {CUDAGRAPHS_REFUSAL}")
+    options = d.get("torch_compile_options") if tool == AX else None
+    if isinstance(options, dict):
+        if _is_set(options.get("triton.cudagraphs")):
+            raise _KeyProblem("torch_compile_options", f"triton.cudagraphs {CUDAGRAPHS_REFUSAL}")
+        unmeasured = sorted(str(k) for k in options if k not in (*_INDUCTOR_FLAGS_NO_MEMORY, "triton.cudagraphs"))
+        if unmeasured:
+            _unmodelled(run, "torch_compile_options", f"inductor flags {', '.join(unmeasured)[:80]} (not measured)")
+        else:
+            run.mapped.append("torch_compile_options")
+    run.options["compile"] = True
+
+
 def _is_set(value: Any) -> bool:
     """A config value that turns something on (not None, false, 0, '' or an empty list/mapping)."""
     if value is None or value is False or value == 0 or value == "" or value == [] or value == {}:
@@ -1031,6 +1081,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     _unfrozen_axolotl(d, run, _path)
     _lora_kernels_axolotl(d, run, _path)
     _fp8_keys(AX, d, run)
+    _torch_compile(AX, d, run)
     if run.options.get("precision") in ("bf16", "fp16") and run.options["method"] in ("lora", "qlora"):
         # axolotl-ai-cloud/axolotl @ b78dab1e src/axolotl/loaders/adapter.py load_lora: get_peft_model with peft's
         # default autocast_adapter_dtype=True unless peft_autocast_adapter_dtype is set: fp32 adapters over the
@@ -2196,6 +2247,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     # parameter to fp32 (memory/upcast_norms.py; over fp32 / amp weights its note says: no change)
     _take_flag(LF, d, run, "upcast_layernorm", "upcast_norms")
     _fp8_keys(LF, d, run)
+    _torch_compile(LF, d, run)  # TrainingArguments' keys, passed on by LLaMA-Factory's parser
     # (upcast_layernorm: --upcast-norms models the same autocast with its fp32 norms, memory/upcast_norms.py)
     if autocast and not (run.options.get("zero") or run.options.get("fsdp", "none") != "none"
                          or run.options.get("badam") or run.options.get("upcast_norms")):
@@ -2520,6 +2572,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     # deprecated aliases, read only when the new name is unset (training_args.py __post_init__)
     gc_key = _hf_gc_key(d)
     _take_flag(HF, d, run, gc_key, "grad_checkpointing")
+    _torch_compile(HF, d, run)
     _seen(d, run, *({"gradient_checkpointing", "activation_checkpointing"} - {gc_key}))  # the alias it overrides
     gkw_key = ("activation_checkpointing_kwargs" if d.get("activation_checkpointing_kwargs") is not None
                else "gradient_checkpointing_kwargs")
@@ -2867,7 +2920,11 @@ def _accelerate(d: dict[str, Any], path: Path) -> Run:
                          "pass --precision amp-bf16).")
     dynamo = d.get("dynamo_config")
     if isinstance(dynamo, dict) and str(dynamo.get("dynamo_backend", "NO")).upper() != "NO":
-        _unmodelled(run, "dynamo_config", "torch.compile (fused kernels change what is saved)")
+        # accelerate's TorchDynamoPlugin: torch.compile(model, backend=dynamo_backend.lower(), mode=dynamo_mode)
+        # (accelerator.py prepare_model); --compile (memory/compiled.py), read as TrainingArguments' keys
+        _torch_compile(HF, {"torch_compile_backend": str(dynamo["dynamo_backend"]).lower(),
+                            "torch_compile_mode": dynamo.get("dynamo_mode")}, run)
+        run.mapped = [k for k in run.mapped if not k.startswith("torch_compile")] + ["dynamo_config"]
     elif "dynamo_config" in d:
         run.mapped.append("dynamo_config")
     if _truthy(d.get("use_cpu", False)):
@@ -3015,6 +3072,9 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
     _take_flag(TT, d, run, "enable_activation_checkpointing", "grad_checkpointing")
+    # recipes' `compile`: each TransformerSelfAttentionLayer and the loss compiled with TORCH_COMPILE_BACKEND, inductor
+    # by default (training/_compile.py @ bd2a0fc7); --compile (memory/compiled.py)
+    _take_flag(TT, d, run, "compile", "compile")
     # torchtune trains every parameter, adapters included, in the `dtype` it names, with no master copy;
     # torch optimizers then keep states like the parameters (zeros_like): pure-bf16, bf16 adapters.
     # training.get_dtype(None) is fp32; absent, the recipes' configs default to bf16

@@ -26,6 +26,7 @@ from vramcalc.core.memory import activations as _activations
 from vramcalc.core.memory import axolotl_kernels as _axolotl_kernels
 from vramcalc.core.memory import badam as _badam
 from vramcalc.core.memory import classic as _classic
+from vramcalc.core.memory import compiled as _compiled
 from vramcalc.core.memory import context_parallel as _cp
 from vramcalc.core.memory import deberta as _deberta
 from vramcalc.core.memory import distributed as _distributed
@@ -186,6 +187,11 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
+    # --compile: the eager step's memory as an upper bound, with the measured gap in a note (memory/compiled.py)
+    return _compiled.annotate(_estimate_run(model, training), training)
+
+
+def _estimate_run(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     if _new_tokens.active(training):  # --add-tokens: the run on the resized model (memory/new_tokens.py)
         resized, inner = _new_tokens.view(model, training)
         b = estimate(resized, inner)
