@@ -77,11 +77,8 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     from vramcalc.core.params import quantized_linears
 
     t = training
-    if t.quant_backend != "hqq":
+    if t.quant_backend != "hqq" or t.method != "qlora":  # other methods: a "changes nothing" note (core/checks.py)
         return
-    if t.method != "qlora":
-        raise SpecError("quant_backend", "--quant-backend hqq quantizes the base of --method qlora: add "
-                        "--method qlora or drop --quant-backend")
     if t.quant_bits not in HQQ_BITS:
         raise SpecError("quant_bits", f"hqq quantizes to {', '.join(map(str, HQQ_BITS))} bits, not {t.quant_bits}: "
                         "pick one of them")
