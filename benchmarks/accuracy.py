@@ -3502,6 +3502,33 @@ def early_stop_grid() -> list[dict[str, Any]]:
                     for b, s in ((1, 512), (2, 1024))]
 
 
+# The HQQ grid (`--grid hqq`, issue 13: LLaMA-Factory's quantization_method hqq): QLoRA over hqq's own HQQLinear
+# (trace/_hf.py quantize_blocks_hqq, the PyTorch backend; memory/hqq.py) on two dense architectures cut to 4 layers
+# and a 2,048-token vocabulary (dequant_grid's "dequant:" models: tinyllama-1.1b, llama GQA without biases;
+# qwen2.5-0.5b, q/k/v biases), 8/4/3/2-bit, HqqConfig's axis 1 and LLaMA-Factory's axis 0, q,v and all-linear
+# adapters, checkpointing off and on, two shapes (b2 s512, b1 s1024).
+HQQ_MODELS = ("dequant:tinyllama-1.1b", "dequant:qwen2.5-0.5b")
+_HQQ = {"method": "qlora", "precision": "bf16", "quant_backend": "hqq", "quant_bits": 4}
+_ALL = ("all-linear",)
+HQQ_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("hqq4 q,v b2 s512", {**_HQQ, "batch_size": 2, "seq_len": 512}),
+    ("hqq4 all-linear b2 s512 gc", {**_HQQ, "lora_targets": _ALL, "batch_size": 2, "seq_len": 512,
+                                    "grad_checkpointing": True}),
+    ("hqq4 all-linear b1 s1024", {**_HQQ, "lora_targets": _ALL, "batch_size": 1, "seq_len": 1024}),
+    ("hqq2 axis0 all-linear b2 s512 gc", {**_HQQ, "quant_bits": 2, "hqq_axis": 0, "lora_targets": _ALL,
+                                          "batch_size": 2, "seq_len": 512, "grad_checkpointing": True}),
+    ("hqq3 axis0 q,v b1 s1024 gc", {**_HQQ, "quant_bits": 3, "hqq_axis": 0, "batch_size": 1, "seq_len": 1024,
+                                    "grad_checkpointing": True}),
+    ("hqq8 q,v b2 s512", {**_HQQ, "quant_bits": 8, "batch_size": 2, "seq_len": 512}),
+)
+
+
+def hqq_grid() -> list[dict[str, Any]]:
+    """QLoRA on hqq's HQQLinear: 6 runs x 2 architectures (HQQ_RUNS)."""
+    return [{"id": f"{model} | {label}", "model": model, "method": "qlora", "training": dict(kw)}
+            for model in HQQ_MODELS for label, kw in HQQ_RUNS]
+
+
 GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets": preset_grid,
          "preference": preference_grid, "inference": inference_grid, "peft": peft_grid,
          "families": family_grid, "preference-free": preference_free_grid, "encoders": encoder_grid,
@@ -3547,6 +3574,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "eager32": eager32_grid,
          "qlora8": qlora8_grid,
          "early-stop": early_stop_grid,
+         "hqq": hqq_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3623,6 +3651,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "eager32": " (eager attention on fp32 weights: fp32, amp-bf16, amp-fp16; issue 15)",
           "qlora8": " (8-bit QLoRA: bitsandbytes LLM.int8 base Linears under LoRA, threshold 6.0; issue 13)",
           "early-stop": " (non-reentrant checkpointing without early stop: the rerun to each layer's end, issue 13)",
+          "hqq": " (QLoRA on hqq's HQQLinear: LLaMA-Factory quantization_method hqq, issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
@@ -3819,6 +3848,7 @@ def main() -> None:
                          "cp",
                          "offload-nogc",
                          "unfrozen", "flm",
+                         "hqq",
                          "muon",
                          "fp8",
                          "tp",

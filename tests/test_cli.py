@@ -79,7 +79,10 @@ def test_unknown_model_is_one_line_exit_2() -> None:
     (["--method", "lora", "--lora-targets", ","], "error: --lora-targets: empty value"),  # coerce, naming the flag
     (["--method", "freeze"], "error: method 'freeze' needs --freeze-layers N"),
     (["--freeze-layers", "-2"], "error: --freeze-layers: Input should be greater than or equal to 0"),
-    (["--quant-bits", "3"], "error: --quant-bits must be 4 or 8, not 3"),
+    (["--quant-bits", "7"], "error: --quant-bits must be one of 1, 2, 3, 4, 5, 6, 8, not 7"),
+    # 3 bits is hqq's, not bitsandbytes' (core/specs.py TrainingSpec.__post_init__)
+    (["--quant-bits", "3"], "error: --quant-bits: bitsandbytes quantizes to 4 or 8 bits, not 3: use --quant-bits 4 "
+                            "or 8 (or --quant-backend hqq)"),
 ])
 def test_bad_values_are_one_line_exit_2(args: list[str], message: str) -> None:
     r = invoke("estimate", "mistral-7b", *args)

@@ -313,7 +313,7 @@ def test_llama_factory_quantization_keys(tmp_path: Path) -> None:
     assert bnb.unmodelled == [] and {"quantization_method", "quantization_type"} <= set(bnb.mapped)
     assert any("quantization_type fp4" in n and "no memory change" in n for n in bnb.notes)
     hqq = runfiles.load(_json(tmp_path, "hqq.yaml", head + "quantization_method: hqq\n"))[0]
-    assert hqq.unmodelled == ["quantization_method"]  # HQQ's own storage: named, the run TIGHT at best
+    assert hqq.unmodelled == [] and "quantization_method" in hqq.mapped  # --quant-backend hqq: tests/test_hqq.py
     with pytest.raises(VramcalcError, match="quantization_type"):
         runfiles.load(_json(tmp_path, "bad.yaml", head + "quantization_type: int3\n"))
     # model_args.py keys that change memory with no vramcalc option: named, never "ignored"

@@ -197,3 +197,13 @@ def test_real_gpu_records_and_summary(tmp_path: Path) -> None:
     assert s["nvml_pct"] == {"n": 0} and s["failed"] == 1
     md = rg.markdown({"environment": {"gpu": "X"}, "summary": s, "readings": [ran, failed]})
     assert "| a | 0.000 | 0.000 | +10.00 |" in md and "| b | out of memory |" in md
+
+
+def test_hqq_runs_on_a_stand_in_device() -> None:
+    # hqq's own HQQLinear (trace/_hf.py quantize_blocks_hqq) given real storage by to_empty: its forward and backward
+    # dequantize from the W_q parameter and the scale / zero buffers
+    pytest.importorskip("hqq")
+    training = TrainingSpec(method="qlora", precision="bf16", seq_len=16, grad_checkpointing=True,
+                            quant_backend="hqq", quant_bits=3, hqq_axis=0)
+    r = run_cuda(TINY, training, steps=1, backend=StandIn())
+    assert any(n.startswith("qlora hqq:") for n in r.notes)

@@ -23,6 +23,7 @@ _CTX = "vramcalc_context"
 _PANEL_OF: dict[str, str] = {
     **dict.fromkeys(("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype", "dora",
                      "modules_to_save", "lora_trainable_tokens", "quant_bits",
+                     "quant_backend", "hqq_group_size", "hqq_axis",
                      "double_quant", "kbit_prep", "freeze_layers", "train_head", "train_layers",
                      "train_modules"), "LoRA, QLoRA and freeze"),
     **dict.fromkeys(("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward",

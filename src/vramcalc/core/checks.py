@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # Options read only by some methods (memory/weights.py, memory/optimizer.py): elsewhere they change nothing.
 _LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype", "dora", "modules_to_save",
          "lora_trainable_tokens", "lora_layers")
-_QUANT = ("quant_bits", "double_quant", "kbit_prep")
+_QUANT = ("quant_bits", "double_quant", "kbit_prep", "quant_backend", "hqq_group_size", "hqq_axis")
 _FREEZE = ("freeze_layers", "train_head")
 _PEFT = ("virtual_tokens", "encoder_hidden_size", "prefix_projection", "ia3_feedforward", "oft_block_size",
          "trainable_tokens", "n_frequency", "boft_block_size", "boft_block_num", "miss_rank", "c3a_block_size",
@@ -83,6 +83,9 @@ def check_sequence(model: ModelSpec, seq_len: int) -> tuple[str, ...]:
 def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
     """Every check that does not depend on the batch or sequence (memory.estimate caches it with its plan)."""
     notes: list[str] = []
+    from vramcalc.core.memory import hqq as _hqq  # (memory/ imports this module)
+
+    _hqq.check(model, training)
     if training.lora_trainable_tokens and (model.family in ENCODER_FAMILIES or model.decoder_layers
                                            or model.ssm_state_size):
         # peft wraps get_input_embeddings() alone; traced on causal LMs only (memory/weights.py _with_tokens)

@@ -38,6 +38,8 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
             out["lora_layers"] = lora_layers.text(t.lora_layers)
     if t.method == "qlora":
         out.update(quant_bits=t.quant_bits, double_quant=t.double_quant, kbit_prep=t.kbit_prep)
+        if t.quant_backend == "hqq":
+            out.update(quant_backend="hqq", hqq_group_size=t.hqq_group_size, hqq_axis=t.hqq_axis)
     if t.method == "freeze":
         out.update(freeze_layers=t.freeze_layers, train_head=t.train_head)
         if t.train_layers is not None:  # core/unfrozen.py: shown when set
@@ -111,7 +113,9 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
     if getattr(t, "add_tokens", 0) or getattr(t, "vocab_multiple", 1) > 1:
         parts.append(f"{t.add_tokens} new tokens" + (f", vocabulary padded to a multiple of {t.vocab_multiple}"
                                                      if t.vocab_multiple > 1 else ""))
-    if t.method == "qlora":
+    if t.method == "qlora" and t.quant_backend == "hqq":
+        parts.append(f"base hqq {t.quant_bits}-bit, group {t.hqq_group_size}, axis {t.hqq_axis}")
+    elif t.method == "qlora":
         parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
                      + (" + double quant" if t.quant_bits == 4 and t.double_quant else "")
                      + (", norms/embeddings/lm_head fp32 (kbit prep)" if t.kbit_prep else ""))

@@ -117,6 +117,8 @@ SRC_TOKENS = "peft tuners/trainable_tokens/layer.py TrainableTokensLayer (get_me
 SRC_LORA = "Hu et al. 2021 (LoRA) §4.1: r × (d_in + d_out) per adapted Linear; peft tuners/lora"
 SRC_QLORA = ("QLoRA paper (arXiv:2305.14314) §3; bitsandbytes quantize_4bit: two NF4 values per byte, "
              f"absmax per {NF4_BLOCK}-element block, double quant: uint8 absmax + fp32 per {DQ_BLOCK} blocks")
+SRC_HQQ = ("hqq 0.2.8 core/quantize.py Quantizer.quantize + core/bitpack.py (W_q packed per nbits; scale, zero per "
+           "group in the compute dtype), as transformers 4.x quantizer_hqq.py builds HQQLinear (memory/hqq.py)")
 SRC_INT8 = "LLM.int8 (Dettmers et al. 2022); bitsandbytes Linear8bitLt: int8 weight + fp32 scale per row"
 # Llama 4's layers that save less than the MoE RoPE layer counted per layer (memory/__init__.py _activation_plan):
 # the NoPE layers (no chunked mask, no L2 q/k norm; modeling_llama4.py Llama4TextAttention), Maverick's dense layers
@@ -1263,7 +1265,16 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
             blocks += ceil_div(lin.in_features * lin.out_features, NF4_BLOCK) * lin.count
             dq_blocks += ceil_div(ceil_div(lin.in_features * lin.out_features, NF4_BLOCK), DQ_BLOCK) * lin.count
         rest = p - quantized
-        if t.quant_bits == 4:
+        if t.quant_backend == "hqq":
+            groups = sum(lin.in_features * lin.out_features // t.hqq_group_size * lin.count
+                         for lin in quantized_linears(m))
+            lines.append(Line("weights.quantized", f"hqq {t.quant_bits}-bit block Linears",
+                              f"{_n(quantized)} params packed by hqq's BitPack", data,
+                              "Σ packed W_q per Linear (memory/hqq.py)", SRC_HQQ))
+            lines.append(Line("weights.quant_constants", "quantization constants",
+                              f"{_n(groups)} groups × 2 × {dtype_bytes(recipe.compute)} B (scale, zero)", constants,
+                              f"one scale and one zero per {t.hqq_group_size} weights", SRC_HQQ))
+        elif t.quant_bits == 4:
             lines.append(Line("weights.quantized", "4-bit block Linears",
                               f"{_n(quantized)} params × 0.5 B (NF4, two per byte)", data,
                               "quantized parameters ÷ 2", SRC_QLORA))
@@ -1287,8 +1298,9 @@ def _weights(m: ModelSpec, t: TrainingSpec, b: Breakdown, w: WeightBytes) -> Sec
         lines.append(Line("weights.unquantized", "embeddings, norms, lm_head (not quantized)",
                           f"{_n(rest)} params × {ub} B ({ud})", w.unquantized - sum(x.value for x in norms),
                           "parameters × bytes per stored weight",
-                          SRC_QLORA + ("; peft utils/other.py prepare_model_for_kbit_training: fp16/bf16 "
-                                       "parameters cast to fp32" if ub != wb else "")))
+                          SRC_HQQ if t.quant_backend == "hqq" else SRC_QLORA + (
+                              "; peft utils/other.py prepare_model_for_kbit_training: fp16/bf16 "
+                              "parameters cast to fp32" if ub != wb else "")))
         lines += norms
         text.append(f"the 4-/8-bit base is {(w.base + w.quant_constants) / (p * wb):.0%} of the same "
                     f"model in {recipe.weight}" if p * wb else "")
@@ -1976,7 +1988,12 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         Line("temporaries.layer_forward", "QLoRA's dequantized weight (largest block Linear)",
              f"{_n(dequant[0].weight_c)} B 16-bit weight + {_n(dequant[0].forward_absmax_c)} B fp32 absmax + "
              f"its output over {tok}", layer_fwd_t,
-             "bitsandbytes dequantizes the whole weight for each matmul", SRC_DEQUANT),
+             "bitsandbytes dequantizes the whole weight for each matmul", SRC_DEQUANT)
+        if t.quant_backend != "hqq" else
+        Line("temporaries.layer_forward", "hqq's dequantized weight (largest block Linear)",
+             f"{_n(dequant[0].weight_c)} B 16-bit weight + the larger of {_n(dequant[0].before_out)} B "
+             f"(unpacked W_q and W_r - zero) and its output over {tok}", layer_fwd_t,
+             "HQQLinear dequantizes the whole weight for each matmul", SRC_HQQ),
         Line("temporaries.layer_backward", layer.backward_transient.name,
              (f"the larger of {_n(layer.backward_transient.per_token)} B/token × {tok} (the MLP's gradients) and "
               f"{_n(layer.backward_transient.per_token_seq)} B × {tok} × {_n(seq)} keys − "
@@ -1991,7 +2008,9 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
              + (f" − the MLP's saved tail ({_n(layer.mlp_tail_per_token)} B/token, freed before the fused gate_up's "
                 "backward), or down_proj's dequantized weight beside the whole set, the larger"
                 if dequant[1].after_tail else ""),
-             layer_bwd_t, "MatMul4Bit.backward dequantizes for grad_A", SRC_DEQUANT),
+             layer_bwd_t, "MatMul4Bit.backward dequantizes for grad_A" if t.quant_backend != "hqq" else
+             "HQQMatmulNoCacheMul.backward dequantizes for grad_input", SRC_DEQUANT if t.quant_backend != "hqq"
+             else SRC_HQQ),
     ]
     if "temporaries.layer_recompute" in d and deberta.is_deberta(m):  # memory/__init__.py backward.recompute
         tl.append(Line("temporaries.layer_recompute", "a checkpointed layer's recomputed scores (p2c's division)",

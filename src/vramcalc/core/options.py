@@ -41,6 +41,8 @@ from vramcalc.core.vocab import (
     OPTIMIZERS,
     PACKINGS,
     PRECISIONS,
+    QUANT_BACKENDS,
+    QUANT_BITS,
     REF_DTYPES,
     REF_MODELS,
     REF_QUANTS,
@@ -116,7 +118,11 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("lora_layers", str, "all",
         "The decoder layers LoRA / QLoRA adapt (peft layers_to_transform): indices and ranges from 0, "
         "e.g. 0-7,30,31; all: every layer.", sep=";"),
-    Opt("quant_bits", int, 4, "QLoRA base: 4 (NF4) or 8 (int8)."),
+    Opt("quant_bits", int, 4, "QLoRA base: 4 (NF4) or 8 (int8); with --quant-backend hqq 1, 2, 3, 4, 5, 6 or 8."),
+    Opt("quant_backend", QUANT_BACKENDS, "bnb",
+        "QLoRA's quantizer: bnb (bitsandbytes) or hqq (HQQLinear, PyTorch backend, transformers 4.x)."),
+    Opt("hqq_group_size", int, 64, "--quant-backend hqq: weights per scale/zero group (HqqConfig group_size)."),
+    Opt("hqq_axis", int, 1, "--quant-backend hqq: the grouping axis, 0 or 1 (HqqConfig axis; LLaMA-Factory: 0)."),
     Opt("double_quant", bool, True, "QLoRA double quantization of the constants."),
     Opt("kbit_prep", bool, True,
         "QLoRA: peft prepare_model_for_kbit_training (the standard recipe) casts the non-quantized 16-bit "
@@ -489,8 +495,8 @@ def training_spec(values: Mapping[str, Any], reward_spec: Any = None) -> Any:
     context = kw.pop("context", None)
     if context is not None:
         kw["seq_len"] = context  # inference: the context is the sequence the KV cache holds
-    if kw.get("quant_bits") not in (4, 8):
-        raise OptionError(f"--quant-bits must be 4 or 8, not {kw.get('quant_bits')}")
+    if kw.get("quant_bits") not in QUANT_BITS:
+        raise OptionError(f"--quant-bits must be one of {', '.join(map(str, QUANT_BITS))}, not {kw.get('quant_bits')}")
     targets = kw.get("lora_targets", "")
     if isinstance(targets, str):
         targets = targets.split(",")

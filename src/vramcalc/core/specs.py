@@ -41,6 +41,7 @@ from vramcalc.core.vocab import (
     OPTIMIZERS,
     PACKINGS,
     PRECISIONS,
+    QUANT_BACKENDS,
     QUANT_BITS,
     REF_DTYPES,
     REF_MODELS,
@@ -79,6 +80,7 @@ from vramcalc.core.vocab import (
     OptimTargets,
     Packing,
     PrecisionName,
+    QuantBackend,
     QuantBits,
     RefDtype,
     RefModel,
@@ -923,6 +925,11 @@ class TrainingSpec:
     quant_bits: QuantBits = 4
     double_quant: bool = True
     kbit_prep: bool = True  # qlora: peft prepare_model_for_kbit_training casts non-quantized params to fp32
+    # qlora's quantizer (memory/hqq.py): bitsandbytes, or hqq's HQQLinear with its group size and grouping axis
+    # (transformers HqqConfig defaults: group_size 64, axis 1; LLaMA-Factory passes axis 0)
+    quant_backend: QuantBackend = "bnb"
+    hqq_group_size: int = 64
+    hqq_axis: int = 1
     freeze_layers: int | None = None  # for `freeze`: layers frozen from the bottom
     train_head: bool = True  # for `freeze`: whether the LM head is trained
     # for `freeze` (core/unfrozen.py): the trained decoder layers by index (None: the top ones above freeze_layers), and
@@ -1060,6 +1067,7 @@ class TrainingSpec:
         "optimizer_impl": OPTIMIZER_IMPLS, "optimizer_targets": OPTIM_TARGETS, "attention": ATTENTIONS,
         "adapter_dtype": ADAPTER_DTYPES,
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
+        "quant_backend": QUANT_BACKENDS,
         "grad_sync": GRAD_SYNCS, "tp_layout": TP_LAYOUTS, "ac_layout": AC_LAYOUTS,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
         "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
@@ -1069,9 +1077,9 @@ class TrainingSpec:
     BOUNDS: ClassVar[dict[str, tuple[Bound, ...]]] = {
         **dict.fromkeys(("batch_size", "seq_len", "grad_accum", "lora_rank", "gpus_per_node", "nodes", "tp", "pp",
                          "quant_group_size", "loss_chunks", "ac_every", "new_tokens", "virtual_tokens",
-                         "oft_block_size", "trainable_tokens", "n_frequency", "num_labels", "miss_rank",
-                         "c3a_block_size", "shira_rank", "adapter_len", "num_generations", "num_iterations",
-                         "image_size", "num_classes"),
+                         "hqq_group_size", "oft_block_size", "trainable_tokens", "n_frequency", "num_labels",
+                         "miss_rank", "c3a_block_size", "shira_rank", "adapter_len", "num_generations",
+                         "num_iterations", "image_size", "num_classes"),
                         (*POSITIVE, COUNT_CAP)),
         **dict.fromkeys(("boft_block_size", "boft_block_num"), (*NON_NEGATIVE, COUNT_CAP)),
         "freeze_layers": (*NON_NEGATIVE, COUNT_CAP),
@@ -1104,6 +1112,14 @@ class TrainingSpec:
 
     def __post_init__(self) -> None:
         _check(self)
+        if self.quant_backend == "bnb" and self.quant_bits not in (4, 8):
+            raise SpecError("quant_bits", f"bitsandbytes quantizes to 4 or 8 bits, not {self.quant_bits}: use "
+                            "--quant-bits 4 or 8 (or --quant-backend hqq)")
+        if self.quant_backend == "hqq":
+            # peft prepare_model_for_kbit_training casts nothing to fp32 on an hqq model (peft/utils/other.py
+            # is_hqq_quantized), and hqq has no double quantization (its quant_zero / quant_scale are deprecated)
+            object.__setattr__(self, "kbit_prep", False)
+            object.__setattr__(self, "double_quant", False)
         groups = parse_kernels(self.kernels) if isinstance(self.kernels, str) else None
         if groups is None:
             raise SpecError("kernels", f"Input should be 'hf', 'unsloth', 'liger', 'unsloth:' with some of "

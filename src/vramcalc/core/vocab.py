@@ -37,7 +37,10 @@ OptimTargets = Literal["attn-mlp", "attn", "mlp", "all-linear"]
 OptimizerImpl = Literal["fused", "foreach", "for-loop"]
 Attention = Literal["sdpa", "eager", "flash"]
 AdapterDtype = Literal["fp32", "bf16", "fp16"]
-QuantBits = Literal[4, 8]
+# 4/8: bitsandbytes (NF4, LLM.int8); hqq also 1, 2, 3, 5, 6 (hqq/core/quantize.py Quantizer.SUPPORTED_BITS less 1.58)
+QuantBits = Literal[1, 2, 3, 4, 5, 6, 8]
+# Which library quantizes a QLoRA base: bitsandbytes, or hqq's HQQLinear (memory/hqq.py)
+QuantBackend = Literal["bnb", "hqq"]
 NormKind = Literal["rmsnorm", "layernorm"]
 MlpKind = Literal["gated", "plain"]
 # config.json hidden_act names whose saved tensors memory/activations.py models: ATen kernels that save
@@ -204,6 +207,7 @@ OPTIM_TARGETS: tuple[OptimTargets, ...] = get_args(OptimTargets)
 ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
 ADAPTER_DTYPES: tuple[AdapterDtype, ...] = get_args(AdapterDtype)
 QUANT_BITS: tuple[QuantBits, ...] = get_args(QuantBits)
+QUANT_BACKENDS: tuple[QuantBackend, ...] = get_args(QuantBackend)
 NORM_KINDS: tuple[NormKind, ...] = get_args(NormKind)
 MLP_KINDS: tuple[MlpKind, ...] = get_args(MlpKind)
 HIDDEN_ACTS: tuple[HiddenAct, ...] = get_args(HiddenAct)

@@ -525,7 +525,8 @@ UNMODELLED_KEYS: dict[str, str] = {
     # their sizes (peft tuners/lora/layer.py pissa_init); the SVD runs once before training.)
     # (shift_attn, mixture_of_depths, use_v1_kernels, train_mm_proj_only: refused where they cannot run under
     # transformers 5, mapped with a note where they change nothing: _llama_factory_retired)
-    "quantization_method": "a non-bitsandbytes quantization",
+    # (quantization_method: mapped, bnb and hqq (--quant-backend hqq, memory/hqq.py); eetq and the checkpoint methods
+    # refused in one line: _lf_quantization_method)
     # LLaMA-Factory model_args.py keys that change what a step allocates (hiyouga/LLaMA-Factory
     # src/llamafactory/hparams/model_args.py @ 00577a8); none has a vramcalc option yet
     # (upcast_lmhead_output is mapped: --upcast-logits, memory/upcast.py)
@@ -779,6 +780,32 @@ def _liger_cross_entropy_applies(run: Run, path: Path) -> None:
 # LLaMA-Factory's on-the-fly quantization methods (extras/constants.py QuantizationMethod): "bnb" is
 # bitsandbytes, what --method qlora models; the others quantize with their own storage and kernels.
 LF_BNB_METHODS = ("bnb", "bitsandbytes")
+# HQQ's bits in configure_quantization (model_utils/quantization.py: "HQQ only accepts 1/2/3/4/5/6/8-bit")
+LF_HQQ_BITS = (1, 2, 3, 4, 5, 6, 8)
+# The methods LLaMA-Factory's QuantizationMethod (extras/constants.py) names that configure_quantization does not
+# quantize with on the fly (it has branches for bnb, hqq and eetq only): with quantization_bit the model would load
+# unquantized; their own checkpoints (GPTQ, AWQ, AQLM, ...) bring a config.json quantization_config instead
+LF_CHECKPOINT_METHODS = ("gptq", "awq", "aqlm", "quanto", "mxfp4", "fp8")
+
+
+def _lf_quantization_method(d: dict[str, Any], bits: Any) -> str:
+    """LLaMA-Factory's quantization_method as vramcalc models it (bnb or hqq); a one-line refusal otherwise.
+    hiyouga/LLaMA-Factory src/llamafactory/model/model_utils/quantization.py configure_quantization (@ 13e7388)."""
+    raw = str(d.get("quantization_method", "bnb")).lower()
+    if raw in LF_BNB_METHODS:
+        return "bnb"
+    if raw == "hqq" or bits is None:  # without quantization_bit the method quantizes nothing
+        return "hqq" if raw == "hqq" else "bnb"
+    if raw == "eetq":
+        raise _KeyProblem("quantization_method", "eetq runs EetqLinear's int8 weights through eetq's CUDA w8_a16_gemm "
+                          "kernel, whose saved tensors are not modelled; use bnb (quantization_bit 8) or hqq, or "
+                          "remove it")
+    if raw in LF_CHECKPOINT_METHODS:
+        raise _KeyProblem("quantization_method", f"{raw} is not an on-the-fly method of LLaMA-Factory (bnb, hqq, eetq: "
+                          "it would load the model unquantized) and a pre-quantized checkpoint's storage is not "
+                          "modelled; use bnb or hqq, or remove it")
+    raise _KeyProblem("quantization_method", f"{raw!r:.40} is not one of LLaMA-Factory's methods; use bnb or hqq, or "
+                      "remove it")
 
 
 # LoRA variants with no memory of their own: rsLoRA scales the adapter by alpha / sqrt(r) (peft LoraLayer
@@ -1002,6 +1029,11 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     # load_in_8bit, lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_target_linear, sequence_len,
     # micro_batch_size, gradient_accumulation_steps, gradient_checkpointing, optimizer, bf16, fp16.
     run = Run(model=str(d["base_model"]), mapped=["base_model"])
+    if _is_set(d.get("gptq")):
+        # axolotl loaders/model.py _set_quantization_config: GPTQConfig from the checkpoint's quantization_config (its
+        # loaders quantize on the fly with bitsandbytes only; no HQQ)
+        raise _KeyProblem("gptq", "a GPTQ checkpoint's storage and its QuantLinear kernels' saved tensors are not "
+                          "modelled; use load_in_4bit / load_in_8bit on the 16-bit model, or remove it")
     adapter = _choice(AX, d, "adapter", None)  # or remove it for full fine-tuning
     if adapter in ("lora", "qlora"):
         run.mapped.append("adapter")
@@ -2080,12 +2112,19 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     ftype = _choice(LF, d, "finetuning_type", "lora")
     _seen(d, run, "finetuning_type")
     quant = d.get("quantization_bit")
-    if quant is not None and (isinstance(quant, bool) or quant not in (4, 8)):
-        raise _KeyProblem("quantization_bit", f"{quant!r:.40} is not modeled; use 4 or 8, or remove it")
+    qmethod = _lf_quantization_method(d, quant)
+    bits = LF_HQQ_BITS if qmethod == "hqq" else (4, 8)
+    if quant is not None and (isinstance(quant, bool) or quant not in bits):
+        raise _KeyProblem("quantization_bit", f"{quant!r:.40} is not modeled; use {', '.join(map(str, bits))}, or "
+                          "remove it")
     if ftype == "lora":
-        if quant in (4, 8):
+        if quant in bits:
             run.options.update(method="qlora", quant_bits=int(quant))
             run.mapped.append("quantization_bit")
+            if qmethod == "hqq":
+                # model_utils/quantization.py configure_quantization: HqqConfig(nbits=quantization_bit,
+                # quant_zero=False, quant_scale=False, axis=0): HqqConfig's group_size 64 (memory/hqq.py)
+                run.options.update(quant_backend="hqq", hqq_axis=0)
         else:
             run.options["method"] = "lora"
     elif ftype in ("full", "freeze"):
@@ -2159,15 +2198,15 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     _llama_factory_optimizers(d, run)
     _llama_factory_badam(d, run)
     _take_flag(LF, d, run, "double_quantization", "double_quant")  # model_args.py, default True
-    if str(d.get("quantization_method", "bnb")).lower() in LF_BNB_METHODS:
-        _seen(d, run, "quantization_method")  # bitsandbytes: --method qlora's own storage
+    if "quantization_method" in d:  # bnb / hqq: --quant-backend (_lf_quantization_method); unused without bits
+        _seen(d, run, "quantization_method")
     if "quantization_type" in d:  # model_args.py Literal["fp4", "nf4"], bitsandbytes' two 4-bit code books
         qtype = str(d["quantization_type"]).lower()
         if qtype not in ("fp4", "nf4"):
             raise _KeyProblem("quantization_type", f"{d['quantization_type']!r:.40} is not one of LLaMA-Factory's "
                               "fp4 / nf4; use one of them, or remove it")
         run.mapped.append("quantization_type")
-        if qtype == "fp4" and run.options.get("method") == "qlora":
+        if qtype == "fp4" and run.options.get("method") == "qlora" and qmethod == "bnb":
             # bitsandbytes Params4bit stores 4-bit codes and the same absmax constants for both code books
             run.notes.append("quantization_type fp4: the same 4-bit storage as NF4 (bitsandbytes Params4bit): "
                              "no memory change.")

@@ -120,7 +120,7 @@ def environment(device_index: int = 0) -> dict[str, str]:
     env = {"gpu": props.name, "gpu_memory_bytes": str(props.total_memory),
            "compute_capability": f"{props.major}.{props.minor}", "cuda": str(torch.version.cuda),
            "torch": torch.__version__}
-    for lib in ("transformers", "peft", "bitsandbytes", "accelerate"):
+    for lib in ("transformers", "peft", "bitsandbytes", "accelerate", "hqq"):
         try:
             env[lib] = md.version(lib)
         except md.PackageNotFoundError:
@@ -228,7 +228,10 @@ def run_cuda(model: ModelSpec, training: TrainingSpec, *, variable_lengths: bool
         for name, buf in module.named_buffers():
             if name.endswith("inv_freq") and buf.is_floating_point():  # rotary tables: only their values change
                 buf.fill_(1e-4)  # (NaN-free activations); memory is the same
-    if training.method == "qlora":
+    if training.method == "qlora" and training.quant_backend == "hqq":
+        notes.append("qlora hqq: hqq's own HQQLinear (trace/_hf.py quantize_blocks_hqq), its packed weight, scale "
+                     "and zero given uninitialized CUDA storage (the same bytes; the values are not quantized)")
+    elif training.method == "qlora":
         notes.append("qlora: bitsandbytes storage and dequantization allocations emulated (trace/_hf.py "
                      "QuantLinear), the same as the fake-tensor trace")
     module.train()

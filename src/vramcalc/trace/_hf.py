@@ -212,6 +212,49 @@ def quantize_blocks(model: nn.Module, layers: nn.ModuleList, bits: int, double_q
     return count
 
 
+def _traced_hqq_class() -> type:
+    """hqq's HQQLinear with its scale and zero also registered as buffers (a subclass, so peft's dispatch_hqq still
+    wraps it in HqqLoraLinear): HQQLinear keeps them in a plain `meta` dict, which the tracer's fake storage
+    (trace/_step.py _fakeify: parameters and buffers) would not reach. dequantize() reads them back into the dict
+    and runs hqq's own Quantizer.dequantize."""
+    from hqq.core.quantize import HQQLinear
+
+    class TracedHQQLinear(HQQLinear):  # type: ignore[misc]
+        def dequantize(self) -> torch.Tensor:
+            self.meta["scale"], self.meta["zero"] = self.hqq_scale, self.hqq_zero
+            return super().dequantize()  # type: ignore[no-any-return]
+
+    return TracedHQQLinear
+
+
+def quantize_blocks_hqq(layers: nn.ModuleList, bits: int, group_size: int, axis: int,
+                        compute_dtype: torch.dtype) -> int:
+    """Replace every nn.Linear inside the blocks by hqq's own HQQLinear, as transformers 4.x quantizers/
+    quantizer_hqq.py create_quantized_param builds it (`HQQLinear(module, quant_config, compute_dtype=torch_dtype,
+    device, del_orig=True)`, the bias a Parameter; HqqConfig's skip_modules ["lm_head"]), on the meta device.
+    Quantizer.quantize runs with optimize=False: the proximal optimizer's early stop reads tensor values, which
+    meta tensors do not have; it changes the values, not the storage (W_q, scale, zero keep their shapes)."""
+    from hqq.core.quantize import BaseQuantizeConfig
+
+    cls = _traced_hqq_class()
+    cfg = BaseQuantizeConfig(nbits=bits, group_size=group_size, axis=axis)
+    cfg["weight_quant_params"]["optimize"] = False
+    count = 0
+    for block in layers:
+        for name, mod in list(block.named_modules()):
+            if type(mod) is not nn.Linear:
+                continue
+            q = cls(mod, cfg, del_orig=True, compute_dtype=compute_dtype, device=mod.weight.device)
+            q.register_buffer("hqq_scale", q.meta.pop("scale"))
+            q.register_buffer("hqq_zero", q.meta.pop("zero"))
+            if isinstance(q.bias, torch.Tensor):
+                q.bias = nn.Parameter(q.bias, requires_grad=False)
+            parent = block.get_submodule(name.rsplit(".", 1)[0]) if "." in name else block
+            setattr(parent, name.rsplit(".", 1)[-1], q)
+            count += 1
+    return count
+
+
 def quantize_image_side(model: nn.Module, layers: nn.ModuleList, bits: int, double_quant: bool,
                         compute_dtype: torch.dtype, int8_threshold: float = 0.0) -> int:
     """A vision-language model's other Linears (the tower's, the projector's) as transformers' bitsandbytes quantizer

@@ -150,8 +150,10 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
     targets = lora_targets(model, inner) if inner else []
     # the embedding / LM head by the family's own module names; all-linear spelled out beside them, and under
     # --lora-layers (peft's LoraConfig refuses layers_to_transform with a str target_modules; axolotl's
-    # lora_target_linear passes the list of names)
-    if outer or training.lora_layers:
+    # lora_target_linear passes the list of names); and on hqq's HQQLinear, which peft's all-linear does not match
+    # (tuners_utils.py _maybe_include_all_linear_layers: nn.Linear / Conv1D only) but LLaMA-Factory's
+    # find_all_linear_modules does (a class name holding "Linear"): the names, as LLaMA-Factory passes them
+    if outer or training.lora_layers or training.quant_backend == "hqq":
         if isinstance(targets, str):
             names = LORA_NAME_MAP.get(model.family.lower(), {})
             targets = sorted({names.get(b, b) for b in (lin.module.rsplit(".", 1)[-1]

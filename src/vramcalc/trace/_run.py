@@ -41,7 +41,18 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
     layers = find_layers(hf, model.num_layers)
     method = training.method
 
-    if method == "qlora":
+    if method == "qlora" and training.quant_backend == "hqq":
+        try:
+            import hqq  # noqa: F401
+        except ImportError:
+            raise UnsupportedCombination("--quant-backend hqq: pip install hqq==0.2.8.post1 to trace it") from None
+        from vramcalc.trace._hf import quantize_blocks_hqq
+
+        n = quantize_blocks_hqq(layers, training.quant_bits, training.hqq_group_size, training.hqq_axis, dtype)
+        notes.append(f"qlora hqq: {n} block Linear layers replaced by hqq's HQQLinear ({training.quant_bits}-bit, "
+                     f"group {training.hqq_group_size}, axis {training.hqq_axis}, PyTorch backend; lm_head and the "
+                     "rest stay 16-bit)")
+    elif method == "qlora":
         if dtype == torch.float32:
             raise UnsupportedCombination("qlora needs a 16-bit compute dtype: use --precision bf16")
         from vramcalc.core.memory.preference import INT8_THRESHOLD

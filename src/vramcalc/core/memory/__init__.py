@@ -457,6 +457,14 @@ def _offloaded_expert_stack(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> in
         * expert_width(m)
 
 
+def _hqq_note(t: TrainingSpec, recipe: Recipe) -> str:
+    """The storage and approximation note of an hqq QLoRA base (memory/hqq.py)."""
+    from vramcalc.core.memory import hqq as _hqq
+
+    return (f"QLoRA on hqq {t.quant_bits}-bit (group {t.hqq_group_size}, axis {t.hqq_axis}): norms, embeddings and "
+            f"lm_head stay in {recipe.weight} (peft casts nothing on an hqq model); {_hqq.NOTE}.")
+
+
 def _fused_moe_notes(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> list[str]:
     """What transformers 5's 3-D expert Parameters (params.FUSED_EXPERT_FAMILIES) do to QLoRA and LoRA."""
     from vramcalc.core.params import fused_experts, resolve_targets
@@ -663,7 +671,9 @@ def _build_plan(model: ModelSpec, training: TrainingSpec) -> _Plan:
     if training.method == "lora" and model.family == "gpt_oss" and "auto" in training.lora_targets:
         notes.append("LoRA targets auto: q_proj,v_proj (peft has no default for gpt_oss and asks for target_modules; "
                      "pass --lora-targets to choose, e.g. all-linear: the attention projections).")
-    if training.method == "qlora" and model.has_architecture:
+    if training.method == "qlora" and training.quant_backend == "hqq":
+        notes.append(_hqq_note(training, recipe))
+    elif training.method == "qlora" and model.has_architecture:
         notes.append("QLoRA: prepare_model_for_kbit_training casts the non-quantized parameters (norms, embeddings, "
                      "lm_head) to fp32, as peft's recipe does; --no-kbit-prep keeps them 16-bit."
                      if training.kbit_prep and recipe.weight != "fp32" else
@@ -2086,6 +2096,16 @@ def _transformer_phases(
                 # -0.63 % bf16: its norm's fp32 gradient too; +3.7 % under TRL's DPO, whose loss leaves fewer)
                 recompute_t = max(recompute_t, p.dequant_fwd.forward(tokens, False)
                                   + (2 * p.dequant_fwd.compute + p.residual) * p.hidden * tokens)
+            if p.dequant_fwd.before_out and p.dequant_bwd.after_tail:
+                # hqq (memory/hqq.py): the rerun's down_proj dequantizes its weight beside the MLP's whole saved set but
+                # down_proj's adapter (created after the base layer's matmul: DequantBytes.down_lora_t), with the
+                # layer output's incoming gradient (two 16-bit copies), the residual stream and the final norm's fp32
+                # gradient (the top layer's rerun). Measured with the tracer's live tensors, --grid hqq: tinyllama-1.1b
+                # all-linear b2 s512 with checkpointing, the peak at the top layer's rerun `(W_r - zero) * scale` for
+                # down_proj (-4.4 % without this moment, -2.2 % without the fp32 gradient)
+                recompute_t = max(recompute_t, mlp_tail - p.dequant_bwd.down_lora_t * tokens
+                                  + p.dequant_fwd.forward(tokens, False)
+                                  + (2 * p.dequant_fwd.compute + p.residual + 4) * p.hidden * tokens)
             if p.dequant_fwd.beside_fp32:
                 # QLoRA under the Trainer's autocast with gelu_new (GPT-J, Phi): the rerun's dequantized fc_out beside
                 # the layer's recomputed set up to its input (the activation's saved tensors, not yet its adapter's

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core import peft_methods
 from vramcalc.core import unfrozen as _unfrozen
+from vramcalc.core.memory import hqq as _hqq
 from vramcalc.core.memory import ring_attention
 from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory import upcast_norms as _norms
@@ -323,7 +324,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
 
     a = dtype_bytes(t.adapter_dtype)
     fresh_copy = a != c or t.lora_dropout > 0  # each adapter saves its own cast/dropped copy of its input
-    int8_base = t.method == "qlora" and t.quant_bits == 8  # every block Linear a bitsandbytes Linear8bitLt
+    int8_base = t.method == "qlora" and t.quant_bits == 8 and t.quant_backend == "bnb"  # every block Linear a
+    # bitsandbytes Linear8bitLt
+    # hqq 0.2.8 core/quantize.py HQQMatmulNoCacheMul.setup_context: `ctx.save_for_backward(x, bias)`: every HQQLinear
+    # saves its input whenever the input needs a gradient (memory/hqq.py)
+    hqq_base = t.method == "qlora" and t.quant_backend == "hqq"
     int8_ctx = 0  # the bytes per token of their inputs MatMul8bitLt keeps (LayerActivations.int8_ctx_per_token)
     qkv_mods: tuple[str, ...] = ()
     dora_out = ({lin.module.rsplit(".", 1)[-1]: lin for lin in resolve_targets(m, t.lora_targets)}
@@ -345,7 +350,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         weights (trainable Linear weights or an adapter). `input_live`: the group's input needs a gradient."""
         nonlocal backward_const, adapter_fwd_t, adapter_bwd_t, int8_ctx
         # A Linear saves its input only when its weight needs a gradient (derivatives.yaml: mm/addmm).
-        base_saves = tw and not already_saved
+        base_saves = (tw or hqq_base and input_live) and not already_saved
         if base_saves:
             terms.append(Term(f"{group} input", c * width))
         if int8_base and input_live:
@@ -1248,6 +1253,12 @@ class DequantBytes:
     # the embeddings' output), per token. Measured with the tracer's live tensors, --grid autocast3's pythia-410m QLoRA
     # at b1 s256: the forward's peak at the top layer's dense_4h_to_h addmm holds them (-2.92 % with up_proj's moment)
     beside_t: int = 0
+    # hqq (memory/hqq.py): what Quantizer.dequantize holds beside the dequantized weight before the matmul's output
+    # exists: the unpacked tensor and `W_r - zero` while `* scale` is computed
+    before_out: int = 0
+    # hqq: down_proj's LoRA saved bytes per token (its adapter-dtype input copy and lora_A's output): autograd runs the
+    # adapter's branch first (created last), so they are freed before the base layer's backward dequantizes
+    down_lora_t: int = 0
 
     def _beside(self, d_in: int, tokens: int, checkpointed: bool) -> int:
         """What else is alive at that Linear's matmul beyond `forward`'s own count (beside_in)."""
@@ -1268,8 +1279,8 @@ class DequantBytes:
                        for d_in, d_out, held in self.shapes)
         if not self.forward_absmax_c and not self.weight_c:
             return 0
-        return max(self.weight_c + self.forward_absmax_c
-                   + self.compute * tokens * (d_out + (d_in + held if checkpointed else 0))
+        return max(self.weight_c + self.forward_absmax_c + max(self.before_out, self.compute * tokens * d_out)
+                   + self.compute * tokens * (d_in + held if checkpointed else 0)
                    + self._beside(d_in, tokens, checkpointed)
                    for d_in, d_out, held in self.shapes)
 
@@ -1281,8 +1292,15 @@ class DequantBytes:
         if not self.after_tail:
             return top
         d_in, d_out, absmax = self.down
-        down = self.compute * (d_in * d_out + tokens * d_out) + max(absmax, self.compute * tokens * d_in)
+        down = self.compute * (d_in * d_out + tokens * d_out) + max(absmax, self.compute * tokens * d_in) \
+            - self.down_lora_t * tokens
         return max(top - mlp_tail_t * tokens, down)
+
+
+def _hqq_extra(t: TrainingSpec, c: int, d_in: int, d_out: int) -> int:
+    """An HQQLinear's dequantization transient beyond its weight (DequantBytes.before_out)."""
+    q = _hqq.linear_bytes(d_in, d_out, t.quant_bits, t.hqq_group_size, t.hqq_axis, c)
+    return q.unpacked + q.weight
 
 
 def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[Linear, ...]) -> tuple[
@@ -1307,6 +1325,36 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
                key=lambda s: s[0] * s[1], default=(0, 0)) if fused else (0, 0)
     if fused and not down[0]:
         fused = False
+    if t.quant_backend == "hqq":
+        # HQQMatmulNoCacheMul (memory/hqq.py): forward dequantizes (the unpacked tensor and a weight-sized temporary
+        # beside the result, before the output), then matmul; backward the same, beside the incoming gradient,
+        # then grad_input = grad_output @ W beside the weight
+        big = max((lin for lin in quantized if lin.in_features * lin.out_features == numel),
+                  key=lambda lin: _hqq.linear_bytes(lin.in_features, lin.out_features, t.quant_bits, t.hqq_group_size,
+                                                    t.hqq_axis, c).unpacked)
+        q = _hqq.linear_bytes(big.in_features, big.out_features, t.quant_bits, t.hqq_group_size, t.hqq_axis, c)
+        extra = q.unpacked + q.weight
+        # a gated MLP's gate / up projections run their backward after the MLP's saved tail is freed (down_proj's
+        # input, the activation's and the product's), unfused as fused (DequantBytes.after_tail); down_proj's own
+        # moment beside the whole set. Measured with the tracer, --grid hqq: qwen2.5-0.5b (gate/up and down_proj of
+        # one size) all-linear with checkpointing, the backward's peak at down_proj's adapter, +6.7 % with gate/up's
+        # dequantized weight counted beside the tail
+        gate_up = m.mlp == "gated" and any(lin.module in ("gate_proj", "up_proj", "gate_up_proj") for lin in quantized
+                                           if lin.in_features * lin.out_features == numel)
+        down = max(((lin.in_features, lin.out_features) for lin in quantized if lin.module == "down_proj"),
+                   key=lambda s_: s_[0] * s_[1], default=(0, 0)) if gate_up else (0, 0)
+        after = bool(down[0])
+        # down_proj's adapter copies its input to an adapter dtype other than the compute dtype (peft lora Linear
+        # `_cast_input_dtype`; not under autocast, where lora_A saves autocast's own cast): that copy and lora_A's
+        # output are freed before HQQ's backward of down_proj (measured with the tracer, --grid hqq: tinyllama-1.1b
+        # all-linear with checkpointing, +1.7 % with them kept)
+        a = dtype_bytes(t.adapter_dtype)
+        adapted = {lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(m, t.lora_targets)}
+        lora_down = (a * (down[0] + t.lora_rank) if after and "down_proj" in adapted and a != c
+                     and not recipe.autocast and not _norms.autocast16(t, recipe) else 0)
+        return (DequantBytes(q.weight, 0, 0, c, shapes, before_out=extra),
+                DequantBytes(q.weight, 0, extra, c, shapes, after_tail=after,
+                             down=(*down, _hqq_extra(t, c, *down) if after else 0), down_lora_t=lora_down))
     if t.quant_bits != 4:
         # bitsandbytes 0.50 autograd/_functions.py MatMul8bitLt.backward: `CB = state.CB.to(dtype_A, copy=True)
         # .mul_(state.SCB.unsqueeze(1).mul(1.0 / 127.0))`: the scale column (fp32, out) beside the weight's copy,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core import peft_methods
 from vramcalc.core import unfrozen as _unfrozen
 from vramcalc.core.errors import UnsupportedCombination
+from vramcalc.core.memory import hqq as _hqq
 from vramcalc.core.memory import upcast_norms as _upcast_norms
 from vramcalc.core.memory.precision import Recipe
 from vramcalc.core.params import (
@@ -38,7 +39,7 @@ DQ_BLOCK = 256
 def unquantized_bytes(training: TrainingSpec, recipe: Recipe) -> int:
     """Bytes per parameter of a QLoRA base's non-quantized parameters (norms, embeddings, lm_head)."""
     w = dtype_bytes(recipe.weight)
-    return 4 if training.kbit_prep and w < 4 else w
+    return 4 if training.kbit_prep and w < 4 else w  # (hqq: kbit_prep is off, specs.TrainingSpec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,22 +85,34 @@ def nf4_bytes(numel: int, double_quant: bool) -> tuple[int, int]:
     return ceil_div(numel, 2), constants
 
 
-def quantized_storage(model: ModelSpec, bits: int, double_quant: bool) -> tuple[int, int, int]:
+def quantized_storage(model: ModelSpec, bits: int, double_quant: bool,
+                      hqq: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
     """(elements, packed data bytes, constant bytes) of the block Linears bitsandbytes quantizes (QLoRA's base, a
-    4-bit DPO reference: memory/preference.py)."""
+    4-bit DPO reference: memory/preference.py); `hqq` (group size, axis, compute dtype bytes): HQQLinear's packed
+    W_q and scale/zero instead (memory/hqq.py)."""
     data = constants = quantized = 0
     for lin in quantized_linears(model):  # Zamba2: not the tied shared blocks (params.zamba2_quantized)
         if lin.module.startswith("experts.") and fused_experts(model):
             continue  # 3-D expert Parameters: bitsandbytes replaces nn.Linear only (bitsandbytes issue #1849)
         numel = lin.in_features * lin.out_features
         quantized += numel * lin.count
-        if bits == 4:
+        if hqq is not None:
+            q = _hqq.linear_bytes(lin.in_features, lin.out_features, bits, *hqq)
+            d, c = q.packed, q.meta
+        elif bits == 4:
             d, c = nf4_bytes(numel, double_quant)
         else:
             d, c = numel, 4 * lin.out_features
         data += d * lin.count
         constants += c * lin.count
     return quantized, data, constants
+
+
+def hqq_storage(training: TrainingSpec, recipe: Recipe) -> tuple[int, int, int] | None:
+    """(group size, axis, compute dtype bytes) of an hqq QLoRA base (quantized_storage); None for bitsandbytes."""
+    if training.quant_backend != "hqq":
+        return None
+    return training.hqq_group_size, training.hqq_axis, dtype_bytes(recipe.compute)
 
 
 def freeze_fraction(model: ModelSpec, training: TrainingSpec) -> tuple[int, int]:
@@ -264,7 +277,8 @@ def _weight_bytes(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> W
 
     # QLoRA: bitsandbytes replaces the Linear layers of the blocks; embeddings, norms and the
     # LM head stay in the load dtype (transformers' bnb integration skips lm_head by default).
-    quantized, data, constants = quantized_storage(model, training.quant_bits, training.double_quant)
+    quantized, data, constants = quantized_storage(model, training.quant_bits, training.double_quant,
+                                                   hqq_storage(training, recipe))
     # peft prepare_model_for_kbit_training (peft/utils/other.py): "cast all non INT8 parameters to fp32", every
     # fp16/bf16 parameter (the packed 4-/8-bit weights are uint8/int8 and stay), as the QLoRA recipe calls it.
     rest = (total_params - quantized) * unquantized_bytes(training, recipe)
@@ -449,6 +463,7 @@ class StoredTensor:
     quant_bits: int = 0
     double_quant: bool = False
     cast: bool = False  # autocast casts it to 16 bits in forward (block Linears' and the head's weights)
+    hqq: tuple[int, int, int] | None = None  # an HQQLinear's (group size, axis, compute bytes): hqq_storage
 
     @property
     def split(self) -> bool:
@@ -471,6 +486,10 @@ class StoredTensor:
     def bytes_each(self, tp: int = 1) -> int:
         """Stored bytes of one tensor (one tp rank's shard): packed data + constants for a quantized Linear."""
         n = self.numel_each(tp)
+        if self.hqq is not None and self.quant_bits:
+            shape = self.shard_shape(tp)
+            q = _hqq.linear_bytes(shape[-1], n // shape[-1], self.quant_bits, *self.hqq)
+            return q.packed + q.meta
         if self.quant_bits == 4:
             d, c = nf4_bytes(n, self.double_quant)
             return d + c
@@ -529,6 +548,7 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
     method = training.method
     qlora = method == "qlora" and model.has_architecture
     unq = unquantized_bytes(training, recipe) if qlora else w
+    hqq = hqq_storage(training, recipe)
     extra = buffer_bytes(model)
     shared: tuple[StoredTensor, ...] = (StoredTensor("", "buffer", (extra,), 1, 1, False),) if extra else ()
     if not model.has_architecture:
@@ -565,11 +585,12 @@ def tensor_groups(model: ModelSpec, training: TrainingSpec, recipe: Recipe) -> T
                                 pattern)
             each = t.count // per_kind_layers[where]
             in_layers[where].append((StoredTensor(key, t.kind, t.shape, each, elem, False, quant,
-                                                  training.double_quant, cast), full_like))
+                                                  training.double_quant, cast, hqq), full_like))
         else:
             trains = full_like and _trainable_count(t, model, training) > 0
             side = embed if t.kind in ("embedding", "position") else head
-            side.append(StoredTensor(key, t.kind, t.shape, t.count, elem, trains, quant, training.double_quant, cast))
+            side.append(StoredTensor(key, t.kind, t.shape, t.count, elem, trains, quant, training.double_quant, cast,
+                                     hqq))
     # Adapters and the other PEFT methods' tensors, where peft puts them.
     adapter_elem = dtype_bytes(training.adapter_dtype)
 
