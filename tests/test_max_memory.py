@@ -200,3 +200,22 @@ def test_the_step_matches_the_trace_of_a_small_llama(kw: dict[str, object]) -> N
     moved = got.tensor_peak_bytes - estimate(small, on_gpu).tensor_peak_bytes
     traced = ref.peak_bytes - trace(small, on_gpu).peak_bytes
     assert -2048 <= moved - traced <= 0.01 * ref.peak_bytes, f"estimate moved {moved:,}, trace {traced:,}"
+
+
+def test_an_axolotl_bf16_lora_file_needs_its_kernels_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # axolotl turns its LoRA kernels on for a LoRA adapter (tests/test_axolotl_kernels.py); bf16 true over the 16-bit
+    # load with fp32 adapters is --precision autocast-bf16, modelled beside the placement (--grid maxmem)
+    head = ("base_model: tinyllama-1.1b\nadapter: lora\nlora_target_linear: true\nsequence_len: 512\n"
+            "micro_batch_size: 1\nbf16: true\ngpu_memory_limit: 1\n")
+    f = tmp_path / "axolotl.yaml"
+    f.write_text(head, encoding="utf-8")
+    code, out, err = invoke(["estimate", "--config", str(f)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "lora_mlp_kernel: false" in err
+    f.write_text(head + "lora_qkv_kernel: false\nlora_o_kernel: false\nlora_mlp_kernel: false\n", encoding="utf-8")
+    code, out, err = invoke(["estimate", "--config", str(f), "--format", "json"], capsys)
+    assert code == 0, err
+    import json
+
+    doc = json.loads(out)["runs"][0]  # a run file's document lists its runs
+    # 1 GiB (an int: GiB) on the whole TinyLlama (2.2 GB in bf16): most of it on the CPU
+    assert doc["details"]["weights.gpu_memory_limit"] == 2**30 and doc["details"]["weights.cpu_offloaded"] > 10**9

@@ -45,6 +45,9 @@ FLAG = "--gpu-memory-limit"
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 # The precisions whose weights are stored in the load dtype, no autocast copy or master weights (memory/precision.py)
 PRECISIONS = ("bf16", "fp16", "pure-bf16", "pure-fp16", "fp32")
+# ... and for LoRA the Trainer's autocast over a 16-bit load with fp32 adapters (axolotl's bf16 LoRA): the frozen
+# 16-bit weights (all the hooks copy) are not cast, the adapters stay on the GPU (measured: --grid maxmem)
+LORA_PRECISIONS = (*PRECISIONS, "autocast-bf16", "autocast-fp16")
 # axolotl's "cpu" entry: "something sufficiently large to fit anything" (loaders/model.py)
 AXOLOTL_CPU_BYTES = 256 * 2**30
 
@@ -201,11 +204,17 @@ def check(m: ModelSpec, t: TrainingSpec) -> Placement:
         raise UnsupportedCombination(f"{FLAG} is modelled for untied {', '.join(FAMILIES)} decoders (their module "
                                      f"tree is written out); {m.name} is not one: drop it")
     precision = resolve_precision(t)
-    if precision not in PRECISIONS:
-        raise UnsupportedCombination(f"{FLAG} is modelled with the weights in the load dtype ({', '.join(PRECISIONS)}"
-                                     f"), not --precision {precision}")
+    allowed = LORA_PRECISIONS if t.method == "lora" else PRECISIONS
+    if precision not in allowed:
+        raise UnsupportedCombination(f"{FLAG} is modelled with the weights in the load dtype ({', '.join(allowed)} "
+                                     f"for --method {t.method}), not --precision {precision}")
     for name, unset, flag in _NOT_BESIDE:
         if getattr(t, name) != unset:
+            if name == "kernels":  # axolotl turns its LoRA kernels on by default for a LoRA adapter
+                raise UnsupportedCombination(
+                    f"{FLAG} is not modelled beside --kernels {t.kernels} (kernels that read a Linear's weight "
+                    "themselves are not checked against the hooks' copies); use --kernels hf (axolotl: "
+                    "lora_qkv_kernel / lora_o_kernel / lora_mlp_kernel: false)")
             raise UnsupportedCombination(f"{FLAG} is not modelled beside {flag}: drop one of them")
     from vramcalc.core.memory.precision import RECIPES
 
