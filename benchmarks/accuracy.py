@@ -3285,6 +3285,33 @@ def relora_grid() -> list[dict[str, Any]]:
     return [{"id": f"{model} | relora r{rank} {label}", "model": model, "method": "lora",
              "training": {"method": "lora", "precision": "bf16", "relora": True, "lora_rank": rank, **kw}}
             for model in RELORA_MODELS for rank in (16, 128) for label, kw in RELORA_RUNS]
+# The max_memory grid (`--grid maxmem`, issue 13; 32 cases): accelerate's placement under axolotl's gpu_memory_limit
+# (core/memory/placement.py: infer_auto_device_map on the from_config model; the tracer emulates AlignDevicesHook's
+# GPU copy per forward, trace/_placement.py) on Llama (tinyllama-1.1b, GQA) and Qwen2 (qwen2.5-7b, q/k/v biases, an
+# untied 152k-token head) cut to 4 layers, at a limit that puts about 25 % of the model on the CPU (tinyllama 595 MB:
+# 25.1 %, its head and the top layer's MLP; qwen 3910 MB: 30.3 %, the head alone is 27 %) and about 60 % (370 MB:
+# 61.3 %; 2705 MB: 60.1 %), LoRA (all linears; q_proj, v_proj; all linears under autocast-bf16, axolotl's bf16 LoRA)
+# and full fine-tuning, checkpointing off (b1 s512) and on (b2 s512).
+# Written to accuracy_maxmem.{json,md}, its traces to trace_cache_maxmem.json.
+MAXMEM_LIMITS = {"cut:tinyllama-1.1b:4": ("595MB", "370MB"), "cut:qwen2.5-7b:4": ("3910MB", "2705MB")}
+MAXMEM_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("lora all-linear", {"method": "lora", "lora_targets": ("all-linear",)}),
+    ("full", {"method": "full"}),
+    ("lora q,v", {"method": "lora", "lora_targets": ("auto",)}),
+    # axolotl's bf16 LoRA: fp32 adapters over the 16-bit load under the Trainer's autocast
+    ("lora autocast-bf16", {"method": "lora", "lora_targets": ("all-linear",), "precision": "autocast-bf16"}),
+)
+
+
+def maxmem_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} limit {limit}{' gc' if gc else ''}", "model": model,
+             "method": kw["method"],
+             "training": {"precision": "bf16", **kw, "gpu_memory_limit": limit, "grad_checkpointing": gc,
+                          "batch_size": 2 if gc else 1, "seq_len": 512}}
+            for model, limits in MAXMEM_LIMITS.items() for limit in limits for label, kw in MAXMEM_METHODS
+            for gc in (False, True)]
+
+
 # A copied DPO reference loaded with settings of its own (`--grid refkw`, issue 13: TRL DPOTrainer's
 # ref_model_init_kwargs, --ref-dtype / --ref-quant; memory/preference.py reference_recipe, reference_weight_bytes): the
 # pure-bf16 full policy beside a bf16 (the baseline), an fp32 and a bitsandbytes 4-bit reference, and the amp-bf16
@@ -3565,6 +3592,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "fp8": fp8_grid,
          "tp": tp_grid,
          "relora": relora_grid,
+         "maxmem": maxmem_grid,
          "vlmlf": vlmlf_grid,
          "reentrant": reentrant_grid,
          "refkw": refkw_grid,
@@ -3645,6 +3673,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "fp8": " (FP8 training: accelerate's torchao Float8Linear, tensorwise and rowwise; issue 13)",
           "tp": " (transformers' tensor parallelism, tp_plan: one rank emulated on its shapes; issue 13)",
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
+          "maxmem": " (accelerate max_memory placement: axolotl gpu_memory_limit, part of the model on the CPU; "
+                    "issue 13)",
           "refkw": " (a DPO reference loaded in its own dtype or 4-bit: ref_model_init_kwargs; issue 13)",
           "ref8": " (a DPO reference in bitsandbytes 8-bit or double-quantized 4-bit storage; issue 13)",
           "dpo32": " (full DPO with an fp32 policy: fp32 and amp-bf16, a copied reference; issue 13)",
@@ -3824,7 +3854,8 @@ def main() -> None:
                     "15 FP8 training cases (torchao Float8Linear, tensorwise and rowwise); tp: issue 13's 28 cases of "
                     "transformers' tensor parallelism (one rank of tp_plan); gc-offload: issue 13's 24 cases of "
                     "transformers' offloaded checkpointing (save_on_cpu around each checkpoint); early-stop: issue "
-                    "13's 24 cases of non-reentrant checkpointing without early stop (--no-ac-early-stop)"
+                    "13's 24 cases of non-reentrant checkpointing without early stop (--no-ac-early-stop); maxmem: "
+                    "issue 13's 32 cases of accelerate's max_memory placement (axolotl gpu_memory_limit)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -3853,6 +3884,7 @@ def main() -> None:
                          "fp8",
                          "tp",
                          "relora",
+                         "maxmem",
                          "vlmlf",
                          "reentrant",
                          "refkw",

@@ -269,7 +269,8 @@ def test_unmodelled_memory_keys_are_named_in_full(tmp_path: Path) -> None:
     # (ref_model_init_kwargs left this list: io/runfiles.py _ref_model_init_kwargs, --ref-dtype / --ref-quant)
     # (gradient_checkpointing_kwargs left this list for transformers / TRL and axolotl files: _checkpointing_kwargs)
     # (torch_compile left this list: --compile, io/runfiles.py _torch_compile, memory/compiled.py)
-    keys = dict.fromkeys(("enable_liger_kernel", "cut_cross_entropy", "max_memory"), True)
+    # (max_memory left this list: axolotl's is mapped, _max_memory_axolotl, --gpu-memory-limit)
+    keys = dict.fromkeys(("enable_liger_kernel", "cut_cross_entropy", "use_galore"), True)
     filler = {f"harmless_{i}": 1 for i in range(20)}  # more than the 12 ignored keys the note shows
     import json
 
@@ -329,15 +330,17 @@ def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
     # axolotl and LLaMA-Factory keys that change memory (runfiles.py UNMODELLED_KEYS): named, never "ignored"
     # (embeddings_skip_upcast is mapped with a no-change note: tests/test_upcast.py; lisa_n_layers is --lisa-layers;
     # context_parallel_size / sequence_parallel_degree are --context-parallel: tests/test_context_parallel.py;
-    # unfrozen_parameters is --train-layers / --train-modules: tests/test_unfrozen.py; gpu_memory_limit is still named:
-    # accelerate's placement of the modules past the limit on the CPU, tests/test_runfiles_keysc.py)
-    ax_keys = ("gpu_memory_limit",)
+    # unfrozen_parameters is --train-layers / --train-modules: tests/test_unfrozen.py; gpu_memory_limit is
+    # --gpu-memory-limit, accelerate's placement of the modules past the limit on the CPU: tests/test_max_memory.py)
+    ax_keys: tuple[str, ...] = ()
     ax = runfiles.load(_json(tmp_path, "ax.yaml", "base_model: mistral-7b\nadapter: lora\nliger_rms_norm: true\n"
-                             + "".join(f"{k}: 2\n" for k in (*ax_keys, "peft_layers_to_transform"))))[0]
+                             + "".join(f"{k}: 2\n" for k in (*ax_keys, "gpu_memory_limit",
+                                                              "peft_layers_to_transform"))))[0]
     # axolotl auto-enables its LoRA kernels for this adapter (tests/test_axolotl_kernels.py); with LoRA on some layers
     # only they are not modelled, so they are named too
     kernels = {"lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel"}
     assert set(ax.unmodelled) == set(ax_keys) | kernels and not set(ax_keys) & set(ax.ignored)
+    assert "gpu_memory_limit" in ax.mapped and ax.options["gpu_memory_limit"] == str(2 * 2**30)  # an int: GiB
     # peft_layers_to_transform is --lora-layers now (tests/test_lora_layers.py)
     assert "peft_layers_to_transform" in ax.mapped and ax.options["lora_layers"] == "2"
     # Liger's layer kernels: mapped, with the over-estimate note (they save no more than transformers' modules)

@@ -1,7 +1,7 @@
 """Issue 13, the last run-file keys: LongLoRA (shift_attn, s2_attention), train_mm_proj_only, mixture_of_depths and
 use_v1_kernels (refused where they cannot run under transformers 5, mapped with a note where the tool applies
-nothing); fp8 and gpu_memory_limit named as
-not modelled (io/runfiles.py, each with its source)."""
+nothing); fp8 and gpu_memory_limit, once named as not modelled, are mapped now (io/runfiles.py, each with its
+source)."""
 
 from __future__ import annotations
 
@@ -99,21 +99,12 @@ def test_off_values_are_read_without_a_note(tmp_path: Path) -> None:
         _load(tmp_path, LF_HEAD.format(model="mistral-7b") + "shift_attn: 'false'\n")
 
 
-@pytest.mark.parametrize("text, key", [
-    (AX_HEAD + "gpu_memory_limit: 20GiB\n", "gpu_memory_limit"),
-    (AX_HEAD + "max_memory:\n  0: 20GiB\n  cpu: 100GiB\n", "max_memory"),
-])
-def test_unmodelled_keys_are_named_with_their_reason(tmp_path: Path, text: str, key: str) -> None:
-    run = _load(tmp_path, text)
-    assert key in run.unmodelled and key not in run.ignored
-    assert run.why_unmodelled[key] == runfiles.UNMODELLED_KEYS[key]
-
-
 def test_refused_and_mapped_keys_left_the_unmodelled_list() -> None:
     # tensor_parallel_size > 1: --tp N --tp-layout hf (tests/test_hf_tp.py)
     gone = {"shift_attn", "s2_attention", "train_mm_proj_only", "use_v1_kernels", "mixture_of_depths", "relora",
             "relora_steps", "fp8", "tensor_parallel_size",
-            "freeze_language_model"}  # (relora: tests/test_relora.py; fp8: tests/test_fp8.py)
+            "freeze_language_model", "gpu_memory_limit", "max_memory"}
+    # (relora: tests/test_relora.py; fp8: tests/test_fp8.py; gpu_memory_limit, max_memory: tests/test_max_memory.py)
     assert not gone & set(runfiles.UNMODELLED_KEYS)
 
 

@@ -111,8 +111,8 @@ _SIZE_UNITS = {
 BARE_BYTES_MIN = 10**6
 
 
-def parse_size(text: str) -> int:
-    """`20GB` (10^9), `24GiB` (2^30), `512MiB`, or plain bytes, as an int."""
+def parse_size(text: str, flag: str = "--max-memory") -> int:
+    """`20GB` (10^9), `24GiB` (2^30), `512MiB`, or plain bytes, as an int (`flag` names the option in errors)."""
     raw = text.strip().replace(" ", "").replace("_", "")
     i = len(raw)
     while i and raw[i - 1].isalpha():
@@ -123,14 +123,14 @@ def parse_size(text: str) -> int:
         scale = _SIZE_UNITS[unit]
     except (ValueError, KeyError):
         raise BadInput(
-            f"--max-memory {text!r} is not a size; write e.g. 20GB, 24GiB or 80000000000"
+            f"{flag} {text!r} is not a size; write e.g. 20GB, 24GiB or 80000000000"
         ) from None
     if not math.isfinite(value) or value * scale >= 2**63:
-        raise BadInput(f"--max-memory {text!r} is not a finite size; write e.g. 20GB or 24GiB")
+        raise BadInput(f"{flag} {text!r} is not a finite size; write e.g. 20GB or 24GiB")
     if scale == 1 and not unit and 0 < value < BARE_BYTES_MIN:
         # `--max-memory 24` means 24 GB to a person and 24 bytes to a parser: refuse it rather than guess
-        raise BadInput(f"--max-memory {text!r} has no unit; write {number}GB (10^9) or {number}GiB (2^30)")
+        raise BadInput(f"{flag} {text!r} has no unit; write {number}GB (10^9) or {number}GiB (2^30)")
     size = int(value * scale)
     if size <= 0:
-        raise BadInput(f"--max-memory {text!r} must be positive")
+        raise BadInput(f"{flag} {text!r} must be positive")
     return size

@@ -248,6 +248,9 @@ OPTIONS: tuple[Opt, ...] = (
         "trained at a time, fp32 copy and states."),
     Opt("lisa_layers", int, None, "LISA (axolotl lisa_n_layers, --method full): N decoder layers trained at a "
         "time."),
+    Opt("gpu_memory_limit", str, "none", "accelerate max_memory for the GPU (axolotl gpu_memory_limit / max_memory): "
+        "20GB (10^9), 20GiB (2^30) or bytes; the modules past it go to the CPU and are copied to the GPU each forward "
+        "(AlignDevicesHook); none: every module on the GPU."),
     Opt("relora", bool, False, "axolotl relora: LoRA merged and restarted between steps (the largest layer's "
         "B @ A pair then)."),
     Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: fp32 logits from lm_head."),

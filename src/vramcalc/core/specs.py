@@ -997,6 +997,9 @@ class TrainingSpec:
     badam: bool = False  # BAdam layer mode (LLaMA-Factory use_badam): one decoder layer trained at a time
     lisa_layers: int | None = None  # LISA (axolotl lisa_n_layers): decoder layers trained at a time (memory/lisa.py)
     relora: bool = False  # axolotl relora: a LoRA merge and restart between steps (memory/relora.py)
+    # accelerate's max_memory for GPU 0 (axolotl gpu_memory_limit / max_memory): the rest of the model on the CPU
+    # through AlignDevicesHook (memory/placement.py); "none": every module on the GPU
+    gpu_memory_limit: str = "none"
     # MoE: transformers' router load-balancing aux loss (output_router_logits, memory/router_aux.py)
     router_aux_loss: bool = False
     # LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's output to fp32 (memory/upcast.py)

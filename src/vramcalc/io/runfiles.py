@@ -557,24 +557,7 @@ UNMODELLED_KEYS.update({
     # resize_vocab, add_tokens, add_special_tokens, new_special_tokens_config: _vocab_llama_factory)
     # (context_parallel_size, sequence_parallel_degree: mapped, _context_parallel_axolotl)
     # (tensor_parallel_size: mapped, _axolotl_retired: --tp N --tp-layout hf, memory/hf_tp.py)
-    # loaders/model.py @ 067b021c _set_device_map_config: max_memory {each GPU: limit (an int: GiB), cpu: 256GiB} and
-    # accelerate's infer_auto_device_map(canvas, max_memory, dtype=torch_dtype) with no no_split_module_classes
-    # (accelerate 1.15 utils/modeling.py): modules split down to single Linears, 16-bit sizes even for a 4-bit load,
-    # GPU 0 keeping room for the largest remaining leaf (current_max_size - max_layer_size); several GPUs get
-    # consecutive slices (naive model parallelism in one process). The CPU share is run through accelerate's
-    # AlignDevicesHook (hooks.py): pre_forward copies a module's weights to the GPU, post_forward sets the module's
-    # back to meta, but what a Linear saves for backward keeps its copy alive until backward: without checkpointing the
-    # step still holds every offloaded weight at the end of forward, with checkpointing the recomputed layer's; a full
-    # fine-tune's offloaded parameters are new tensors each forward (their gradients are dropped); a 4/8-bit load with
-    # CPU modules needs llm_int8_enable_fp32_cpu_offload (quantizer_bnb_4bit.py). Not modelled: the core has no
-    # module tree in from_config order, and the tracer does not emulate the hooks.
-    "gpu_memory_limit": "a per-GPU max_memory: accelerate's infer_auto_device_map splits the model past it to the CPU "
-                        "(or over several GPUs), and the hooks' GPU copies of offloaded weights stay saved for "
-                        "backward; that placement is not modelled (axolotl loaders/model.py)",
-    # (max_memory: the same placement, written per device; axolotl refuses both keys together)
-    "max_memory": "a max_memory placement: accelerate's infer_auto_device_map splits the model past it to the CPU (or "
-                  "over several GPUs), and the hooks' GPU copies of offloaded weights stay saved for backward; that "
-                  "placement is not modelled (axolotl loaders/model.py)",
+    # (gpu_memory_limit, max_memory: mapped, _max_memory_axolotl: --gpu-memory-limit, memory/placement.py)
     # (s2_attention: refused, _axolotl_retired)
     # LLaMA-Factory (finetuning_args.py, model_args.py)
 })
@@ -668,6 +651,67 @@ def _axolotl_retired(d: dict[str, Any], run: Run) -> None:
         # check_mem_mismatch
         raise _KeyProblem("gpu_memory_limit", "axolotl refuses it beside max_memory (they are mutually exclusive); "
                           "keep one")
+    _max_memory_axolotl(d, run)
+
+
+# accelerate 1.15 utils/modeling.py convert_file_size_to_int: GiB/MiB/KiB are powers of 2, GB/MB/KB powers of 10, and a
+# lower-case trailing "b" (20gb) means bits (the bytes / 8); an int is bytes.
+_ACCELERATE_UNITS = (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3))
+MAX_MEMORY_CPU_NOTE = ("max_memory cpu {0}: assumed to hold every module past the GPU's limit (a smaller one sends "
+                       "modules to the disk, which --gpu-memory-limit refuses where the model shows it).")
+
+
+def _accelerate_size(key: str, raw: Any) -> int:
+    """A max_memory value in bytes, as accelerate's convert_file_size_to_int reads it."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        return raw
+    text = str(raw).strip()
+    for unit, scale in _ACCELERATE_UNITS:
+        if text.upper().endswith(unit):
+            try:
+                value = float(text[:-len(unit)])
+            except ValueError:
+                break
+            size = int(value * scale)
+            if unit in ("GB", "MB", "KB") and text.endswith("b"):
+                size //= 8  # accelerate: "5gb" is 5 gigabits
+            if size > 0:
+                return size
+            break
+    raise _KeyProblem(key, f"{str(raw)!r:.40} is not a size accelerate reads; write e.g. 20GiB, 20GB or a byte count")
+
+
+def _max_memory_axolotl(d: dict[str, Any], run: Run) -> None:
+    """axolotl gpu_memory_limit / max_memory -> --gpu-memory-limit (memory/placement.py). loaders/model.py @ 067b021c
+    _set_device_map_config: gpu_memory_limit (an int: GiB, "GiB" appended; a string as written) becomes max_memory
+    {each GPU: it, "cpu": "256GiB"}, and either runs accelerate's infer_auto_device_map(canvas, max_memory,
+    dtype=torch_dtype), whose map goes to from_pretrained."""
+    limit = d.get("gpu_memory_limit")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, (int, str)):
+            raise _KeyProblem("gpu_memory_limit", "must be an int (GiB) or a size such as 20GiB")
+        size = f"{limit}GiB" if isinstance(limit, int) else limit
+        run.options["gpu_memory_limit"] = str(_accelerate_size("gpu_memory_limit", size))
+        run.mapped.append("gpu_memory_limit")
+    mm = d.get("max_memory")
+    if mm is None:
+        return
+    if not isinstance(mm, dict) or not mm:
+        raise _KeyProblem("max_memory", "must be a mapping of devices (0, 1, ..., cpu, disk) to sizes")
+    gpus = {k: v for k, v in mm.items() if str(k).strip().isdigit()}
+    others = {str(k): v for k, v in mm.items() if k not in gpus}
+    if set(others) - {"cpu", "disk"}:
+        raise _KeyProblem("max_memory", f"device {sorted(set(others) - {'cpu', 'disk'})[0]!r:.20} is not one "
+                          "accelerate knows (GPU indices, cpu, disk)")
+    if "disk" in others:
+        raise _KeyProblem("max_memory", "a disk entry (modules offloaded to the disk) is not modelled; remove it")
+    if len(gpus) != 1 or int(str(next(iter(gpus))).strip()) != 0:
+        raise _KeyProblem("max_memory", "the placement is modelled on GPU 0 alone (accelerate's naive model "
+                          "parallelism over several GPUs is not); keep one entry, 0")
+    run.options["gpu_memory_limit"] = str(_accelerate_size("max_memory", next(iter(gpus.values()))))
+    if "cpu" in others:
+        run.notes.append(MAX_MEMORY_CPU_NOTE.format(others["cpu"]))
+    run.mapped.append("max_memory")
 
 
 # axolotl's relora_steps: renamed relora + jagged_restart_steps in 7b68dfaf; AxolotlInputConfig (pydantic, unknown

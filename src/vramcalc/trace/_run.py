@@ -538,6 +538,12 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
     with _cuda.cuda_emulation(packed_mask=training.packing != "none" and training.attention != "flash") as cuda_notes:
         hf, build_notes = build_model(model, training, model_dtype(precision))  # on the meta device
         notes.extend(build_notes)
+        offloaded: list[torch.nn.Module] = []
+        if training.gpu_memory_limit != "none":  # accelerate's max_memory placement (core/memory/placement.py)
+            from vramcalc.core.memory import placement as _placement_core
+
+            offloaded = [hf.get_submodule(n.name) for n in _placement_core.check(model, training).cpu_leaves
+                         if n.size_bytes and n.name != "model.rotary_emb"]
         from vramcalc.trace import _tp
 
         if _tp.TP[0] > 1:  # one rank of transformers' tp_plan: its collectives' buffers (trace/_tp.py)
@@ -585,6 +591,13 @@ def trace(model: ModelSpec, training: TrainingSpec) -> TraceResult:
                          f"(AutoModelForSequenceClassification, {reward_dtype}) scored under inference_mode")
         with fake_mode:
             module = _fakeify(module)
+            if offloaded:  # AlignDevicesHook(offload=True) on the CPU modules (trace/_placement.py)
+                from vramcalc.trace._placement import install as install_placement
+
+                moved = install_placement(offloaded)
+                notes.append(f"gpu memory limit {training.gpu_memory_limit}: {len(offloaded)} modules ({moved:,} B) "
+                             "offloaded, accelerate's AlignDevicesHook emulated (a GPU copy per forward; "
+                             "trace/_placement.py)")
         if training.objective in ("grpo", "rloo", "online-dpo"):
             traced.append(module)
         if training.activation_offload:  # trace/_offload.py: torchtune OffloadActivations around the body

@@ -196,6 +196,11 @@ def _estimate_run(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         resized, inner = _new_tokens.view(model, training)
         b = estimate(resized, inner)
         return replace(b, notes=(*b.notes, _new_tokens.note(model, training)))
+    if training.gpu_memory_limit != "none":  # accelerate's max_memory placement, its hooks' copies (placement.py)
+        from vramcalc.core.memory import placement as _placement
+
+        p = _placement.check(model, training)
+        return _placement.apply(model, training, _estimate(model, training), p)
     if training.objective == "ppo":
         from vramcalc.core.memory import ppo as _ppo  # TRL 0.19.1 PPOTrainer: the rollout, the policy + value step
 
