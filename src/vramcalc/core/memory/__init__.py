@@ -2108,9 +2108,13 @@ def _transformer_phases(
                 # gradient (the top layer's rerun). Measured with the tracer's live tensors, --grid hqq: tinyllama-1.1b
                 # all-linear b2 s512 with checkpointing, the peak at the top layer's rerun `(W_r - zero) * scale` for
                 # down_proj (-4.4 % without this moment, -2.2 % without the fp32 gradient)
+                # Without an adapter on down_proj, one incoming gradient and the residual stream only (measured with
+                # the tracer's live tensors, --grid hqq: tinyllama-1.1b 3-bit axis 0 q,v b1 s1024 with checkpointing,
+                # the peak at that `* scale` holds no second gradient copy and no fp32 gradient: +4.13 % with them)
+                beside = 2 * p.dequant_fwd.compute + p.residual + 4 if p.dequant_bwd.down_lora_t \
+                    else p.dequant_fwd.compute + p.residual
                 recompute_t = max(recompute_t, mlp_tail - p.dequant_bwd.down_lora_t * tokens
-                                  + p.dequant_fwd.forward(tokens, False)
-                                  + (2 * p.dequant_fwd.compute + p.residual + 4) * p.hidden * tokens)
+                                  + p.dequant_fwd.forward(tokens, False) + beside * p.hidden * tokens)
             if p.dequant_fwd.beside_fp32:
                 # QLoRA under the Trainer's autocast with gelu_new (GPT-J, Phi): the rerun's dequantized fc_out beside
                 # the layer's recomputed set up to its input (the activation's saved tensors, not yet its adapter's
