@@ -213,7 +213,7 @@ def trainings(draw: st.DrawFn, methods: tuple[str, ...] = METHODS, modes: tuple[
     if kw["offload"] == "optimizer" and kw["zero"] == 0:
         kw["offload"] = "none"
     if kw["mode"] in ("inference", "serve"):
-        kw.update(zero=0, fsdp="none", offload="none")
+        kw.update(zero=0, fsdp="none", offload="none", compile=False)  # --compile: training steps only (compiled.py)
     else:
         kw.update(weight_dtype="auto", kv_dtype="auto")
         if kw["loss"] == "cut" and kw["precision"] in ("amp-bf16", "amp-fp16", "fp32"):

@@ -999,6 +999,7 @@ class _ActivationPlan:
     layer_routed_bwd_t: int = 0  # DeepSeek's MoE backward at the routed multiply, per token (activations.py)
     layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
     layer_mlp_fwd_t: int = 0  # the MLP's forward temporaries per token from its up-projection on (activations.py)
+    layer_fwd_unmade_t: int = 0  # top layer saved bytes per token not made at layer_fwd_t (no checkpointing)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
     layer_fwd_moe_c: int = 0  # beside layer_fwd_t: a checkpointed MoE block's merged expert stacks (activations.py)
     attn_fwd_t: int = 0  # beside attn_fwd_ts: a checkpointed layer's eager attention inputs (activations.py)
@@ -1675,7 +1676,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
         layer_mlp_saved_c=layer.mlp_saved_const, layer_attn_bwd_c=layer.attn_backward_const,
         layer_routed_bwd_t=layer.routed_backward_per_token,
-        layer_mlp_fwd_t=layer.mlp_forward_per_token,
+        layer_mlp_fwd_t=layer.mlp_forward_per_token, layer_fwd_unmade_t=layer.forward_unmade_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
         fp8_casts=_fp8.casts(m, t, recipe),
         fp8_unmade_grads=_fp8.unmade_gradient_params(m, t) * _grad_elem(t, recipe),
@@ -1885,9 +1886,10 @@ def _transformer_phases(
     attn_less = 0 if p.checkpointing or p.offload else p.attn_fwd_less_t * tokens  # checkpointed: nothing saved
     # (a checkpointed layer's first forward: its MLP moment with the unsaved residual and normed input alive)
     beside_mlp = p.layer_fwd_moe_c + p.mlp_fwd_ts * token_seq
-    layer_fwd_t = max(p.layer_fwd_t * tokens + beside_mlp, p.layer_ck_fwd_t * tokens + beside_mlp,
-                      p.attn_fwd_ts * token_seq + p.attn_fwd_t * tokens - attn_less, p.layer_fwd_c,
-                      p.dequant_fwd.forward(tokens, p.checkpointing or p.offload), p.fp8_casts.forward(tokens))
+    fwd_others = max(p.layer_ck_fwd_t * tokens + beside_mlp,
+                     p.attn_fwd_ts * token_seq + p.attn_fwd_t * tokens - attn_less, p.layer_fwd_c,
+                     p.dequant_fwd.forward(tokens, p.checkpointing or p.offload), p.fp8_casts.forward(tokens))
+    layer_fwd_t = max(p.layer_fwd_t * tokens + beside_mlp, fwd_others)
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
     # per-key scores gradient), after autograd has freed the MLP's saved tensors: every moment that holds this
     # transient also holds the layer's whole saved set, so the attention's moment is the larger only by what it
@@ -2232,7 +2234,12 @@ def _transformer_phases(
         # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
         bottom_acts, bottom_copies = (per_layer - bottom_less, p.layer_copies) if saving_layers else (0, 0)
         moments = [
-            ("forward.layer", _m.FWD_LAYER, (acc, acts_layers, once, fwd_layer_copies, layer_fwd_t)),
+            # (the top layer's down_proj input and after not made yet when an up-projection adapter's path is the
+            # widest forward transient: activations.py forward_unmade_per_token; never below the other transients)
+            ("forward.layer", _m.FWD_LAYER,
+             (acc, acts_layers - (max(0, min(p.layer_fwd_unmade_t * tokens, p.layer_fwd_t * tokens + beside_mlp
+                                           - fwd_others)) if saving_layers else 0),
+              once, fwd_layer_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS,
              (acc, acts_layers, once - p.loss_less_ts * rows * seq * seq, autocast_copies, head_saved, loss_fwd_t,
               grad_fwd)),

@@ -129,6 +129,10 @@ class LayerActivations:
     # terms where nothing else saves them), which non-reentrant checkpointing's saved-tensor hooks never see: a
     # checkpointed layer keeps them all
     int8_ctx_per_token: int = 0
+    # Without checkpointing, the top layer's saved bytes per token not made yet while forward_transient is in flight,
+    # where that transient is an up-projection adapter's path (down_proj's input and what the MLP saves after it):
+    # the forward.layer moment holds every layer's saved set but these (0 where the transient is another's)
+    forward_unmade_per_token: int = 0
 
     def components(self) -> tuple[int, int, int, int]:
         """(per token, per token x seq, per sample, whatever the batch) of the saved set (the plan's split)."""
@@ -626,6 +630,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     attn_bwd_const = backward_const
     n_mlp_inputs = n_attention_terms  # a MoE block: its whole MLP set comes after the router's input
     up_mods: tuple[str, ...] = ()
+    n_down = -1  # index of the dense MLP's first term from down_proj's input on (-1: a MoE block)
     live = attn_in_live if m.parallel_residual else live or attn_live
     if weightless and live:
         terms.append(Term("mlp norm (weightless: fp32 input, mean, rstd)", 4 * h + 8))
@@ -775,6 +780,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             terms.append(Term("up_proj input: its own 16-bit cast (autocast)", c * h))
         if up_live:  # the activation and the product save their inputs only for a gradient they owe
             terms += _mlp_terms(m, c, h, i, False, 1, "", amp)
+        n_down = len(terms)
         live = linear_input("down_proj", ("down_proj",), i, input_live=up_live) or up_live
         width = i
         if m.post_norms and n_norms >= 2:  # OLMo 2: post_feedforward_layernorm on the MLP's output
@@ -783,6 +789,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             terms += _norm_terms("mlp post-norm", m, c, norm_elem, h, live, _norm_weight_trained(m, t, "mlp", tw))
     if m.dropout > 0 and live:
         terms.append(Term("mlp dropout mask", h))
+    down_tail = sum(x.per_token for x in terms[n_down:] if not x.batch1_only) if n_down >= 0 else 0
     # Transients. Forward: a gated MLP holds gate, up and act(gate) at once. Backward: the gradient of
     # the MLP input product and the two gradients it splits into (derivatives of mul).
     gated = m.mlp == "gated"
@@ -907,6 +914,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd,
                const=moe_fwd_c)
     up_fwd = [lora_fwd.get(x, 0) for x in up_mods]
+    # Without checkpointing the forward's widest moment may be an up-projection adapter's path (peft's base output,
+    # lora_B's output and its scaled copy, intermediate-wide): the top layer's down_proj input and what the MLP saves
+    # after it are not made yet (measured with the tracer's live tensors: qwen2.5-0.5b cut to 4 layers and a 2,048-token
+    # vocabulary, QLoRA all-linear fp32 adapters b1 s1024, the forward's peak at up_proj's scaling mul in the top layer,
+    # +5.96 % over with every layer's whole saved set counted beside it)
+    up_max = max(up_fwd, default=0)
+    up_over = up_max > max((3 if gated else 2) * c * width, moe_fwd_t)
     if len(up_mods) == 2 and up_fwd[1] and up_live:
         # LlamaMLP's down(act(gate(x)) * up(x)) runs gate_proj and its activation first: while up_proj's adapter path
         # is in flight, the gate's output and act(gate) (both saved) are alive beside it.
@@ -1132,6 +1146,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     def kept(x: Term) -> bool:
         return bool(x.per_token or x.per_token_seq or x.per_sample or x.const or x.per_seq_sq)
 
+    fwd_unmade = down_tail if up_over and up_max >= fwd.per_token and not fwd.per_token_seq else 0
+
     return LayerActivations(tuple(x for x in terms if kept(x)),
                             fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention,
                             sum(x.const for x in mlp_terms), attn_bwd_const,
@@ -1141,7 +1157,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             attention_forward_per_token=attn_fwd_tok, mlp_forward_per_token_seq=probs_beside_mlp,
                             checkpointed_forward_per_token=ck_fwd, checkpointed_backward_per_token=ck_down_bwd,
                             checkpointed_backward_const=ck_down_c, mlp_node_freed_per_token=mlp_node_freed,
-                            int8_ctx_per_token=int8_ctx)
+                            int8_ctx_per_token=int8_ctx, forward_unmade_per_token=fwd_unmade)
 
 
 def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_live: bool, bias: bool) -> Term:
