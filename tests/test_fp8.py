@@ -91,11 +91,7 @@ def test_readers_map_fp8(tmp_path: Path) -> None:
     lf_head = "model_name_or_path: tinyllama-1.1b\nstage: sft\nfinetuning_type: full\nfp8: true\n"
     lf = runfiles.load(_write(tmp_path, "lf.yaml", lf_head + "fp8_backend: torchao\n"))[0]
     assert lf.options["fp8"] == "rowwise" and {"fp8", "fp8_backend"} <= set(lf.mapped) and not lf.unmodelled
-    te = runfiles.load(_write(tmp_path, "te.yaml", lf_head + "fp8_backend: te\n"))[0]
-    assert te.unmodelled == ["fp8_backend"]
-    gather = runfiles.load(_write(tmp_path, "ag.yaml", "base_model: tinyllama-1.1b\nfp8: true\n"
-                                  "fp8_enable_fsdp_float8_all_gather: true\n"))[0]
-    assert gather.unmodelled == ["fp8_enable_fsdp_float8_all_gather"]
+    # fp8_backend te / msamp and the FSDP float8 all-gather: tests/test_fp8_all_gather.py
 
 
 def test_tracer_matches_the_estimate() -> None:

@@ -531,7 +531,8 @@ UNMODELLED_KEYS: dict[str, str] = {
     # src/llamafactory/hparams/model_args.py @ 00577a8); none has a vramcalc option yet
     # (upcast_lmhead_output is mapped: --upcast-logits, memory/upcast.py)
     # (upcast_layernorm is mapped: --upcast-norms, memory/upcast_norms.py)
-    # (fp8, fp8_backend, fp8_enable_fsdp_float8_all_gather: mapped, --fp8 (memory/fp8.py), _fp8_keys)
+    # (fp8, fp8_backend, fp8_enable_fsdp_float8_all_gather: mapped, --fp8 (memory/fp8.py); fp8_backend te / msamp and
+    # axolotl's all-gather refused in one line, LLaMA-Factory's all-gather a note: _fp8_keys)
     # finetuning_args.py @ ff6d4d12: the language model frozen (model_utils/visual.py get_forbidden_modules), with
     # freeze_multi_modal_projector: false the projector-only recipe that replaced train_mm_proj_only
 }
@@ -1167,21 +1168,51 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     return _finish(d, run)
 
 
+# fp8_backend te / msamp (LLaMA-Factory, hparams/training_args.py Fp8Arguments): Transformer Engine's modules
+# (te.Linear keeps fp8 weight copies and amax histories and saves fp8 inputs) are not modelled, and accelerate 1.16
+# has no MS-AMP backend at all (utils/dataclasses.py FP8BackendType: NO, TE, AO).
+FP8_BACKENDS = {"te": "Transformer Engine's modules keep fp8 weight copies and amax histories and save fp8 inputs",
+                "msamp": "accelerate 1.16 has no MS-AMP backend, only TE and AO"}
+FP8_BACKEND_REFUSAL = "{backend} is not modelled ({why}); use fp8_backend: torchao (--fp8 rowwise)"
+# axolotl fp8_enable_fsdp_float8_all_gather (axolotl-ai-cloud/axolotl core/trainers/base.py
+# additional_accelerator_args since monkeypatch/trainer_accelerator_args.py passes it: Float8LinearConfig(
+# enable_fsdp_float8_all_gather=..., force_recompute_fp8_weight_in_bwd=...); @ 70be5461 it passed AORecipeKwargs(),
+# whose config accelerate 1.16 builds with the all-gather on, whatever the key): torchao float8_linear.py wraps
+# each swapped weight in fsdp_utils.py WeightWithDynamicFloat8CastTensor, whose fsdp_pre_all_gather casts the shard
+# to float8 so FSDP2 gathers 1 byte per element plus one fp32 scale per weight;
+# --fp8 is modelled on unsharded weights only (memory/fp8.py check), and the recompute flag changes the saved set
+# (float8_linear.py Float8Linear.forward, tensorwise: the weight's fp8 cast runs under torch.utils.checkpoint).
+FP8_ALL_GATHER_REFUSAL = ("FSDP2's float8 all-gather (torchao fsdp_utils.py WeightWithDynamicFloat8CastTensor: "
+                          "weights gathered as fp8 bits plus a scale) and the force_recompute_fp8_weight_in_bwd "
+                          "axolotl sets with it are not modelled (--fp8 is modelled on unsharded weights); set it "
+                          "false")
+# LLaMA-Factory fp8_enable_fsdp_float8_all_gather (hiyouga/LLaMA-Factory @ 7f564fdb src/llamafactory/train/
+# fp8_utils.py): create_fp8_kwargs only logs it, and configure_fp8_environment sets FP8_ENABLE_FSDP_FLOAT8_ALL_GATHER,
+# an environment variable accelerate never reads (1.16 reads ACCELERATE_FP8_ENABLE_FSDP_FLOAT8_ALL_GATHER, and only
+# when AORecipeKwargs has no config; create_fp8_kwargs builds a rowwise one, which torchao config.py
+# Float8LinearConfig.__post_init__ forbids with the all-gather: tensorwise only).
+FP8_ALL_GATHER_LF_NOTE = ("fp8_enable_fsdp_float8_all_gather: no memory change: LLaMA-Factory only logs it and sets "
+                          "FP8_ENABLE_FSDP_FLOAT8_ALL_GATHER, an environment variable accelerate does not read.")
+
+
 def _fp8_keys(tool: str, d: dict[str, Any], run: Run) -> None:
     """fp8 through accelerate's torchao backend (--fp8, memory/fp8.py): axolotl's is torchao's tensorwise recipe
     under accelerate's default filter (axolotl-ai-cloud/axolotl @ 70be5461 src/axolotl/core/trainers/base.py
     additional_accelerator_args: Float8LinearConfig()); LLaMA-Factory's the rowwise recipe under its own name filter
     (hiyouga/LLaMA-Factory @ 7f564fdb src/llamafactory/train/fp8_utils.py create_fp8_kwargs), for fp8_backend auto or
-    torchao; Transformer Engine and MS-AMP are other allocators, and FSDP's float8 all-gather is not modelled."""
-    if _flag(tool, d.get("fp8"), "fp8"):
+    torchao. With fp8 on, fp8_backend te / msamp and axolotl's FSDP float8 all-gather are refused in one line;
+    LLaMA-Factory's all-gather key changes nothing (a note). With fp8 off, neither key is read by the tools."""
+    on = _flag(tool, d.get("fp8"), "fp8")
+    if on:
         run.options["fp8"] = "tensorwise" if tool == AX else "rowwise"
     backend = str(d.get("fp8_backend", "auto")).lower()
-    if tool == LF and backend not in ("auto", "torchao"):
-        _unmodelled(run, "fp8_backend", f"fp8_backend {backend:.20} (Transformer Engine / MS-AMP modules; --fp8 "
-                    "models torchao's Float8Linear)")
-    if _flag(tool, d.get("fp8_enable_fsdp_float8_all_gather"), "fp8_enable_fsdp_float8_all_gather"):
-        _unmodelled(run, "fp8_enable_fsdp_float8_all_gather", "FSDP2's float8 all-gather (torchao fsdp_utils.py "
-                    "WeightWithDynamicFloat8CastTensor: fp8 weight shards gathered), not modelled")
+    if on and tool == LF and backend not in ("auto", "torchao"):
+        raise _KeyProblem("fp8_backend", FP8_BACKEND_REFUSAL.format(
+            backend=f"{backend:.20}", why=FP8_BACKENDS.get(backend, "not a torchao backend")))
+    if _flag(tool, d.get("fp8_enable_fsdp_float8_all_gather"), "fp8_enable_fsdp_float8_all_gather") and on:
+        if tool == AX:
+            raise _KeyProblem("fp8_enable_fsdp_float8_all_gather", FP8_ALL_GATHER_REFUSAL)
+        run.notes.append(FP8_ALL_GATHER_LF_NOTE)
     _seen(d, run, "fp8", *(("fp8_backend",) if tool == LF else ()), "fp8_enable_fsdp_float8_all_gather")
 
 
