@@ -772,7 +772,7 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
     per_image, wrap = vision.image_tokens(v), vision.wrap_tokens(v)
     images = vision.images_per_sample(training)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
-    trained = training.method == "full"
+    trained = training.method == "full" or vision.frozen_lm(training)
     adapters = siglip_lora.adapter_params(model, training)
     trained_params = (projector if trained else 0) + (tower if training.train_vision else 0) + adapters
     what = "tower LoRA adapter" if adapters else "projector" + (" and tower" if training.train_vision else "")
@@ -786,7 +786,8 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
             *_image_adapter_lines(model, training),
         ),
         **_image_side_states("image_side", f"{what} gradients"
-                             + ("" if adapters else " (full fine-tuning trains them)"),
+                             + ("" if adapters else " (trained)" if vision.frozen_lm(training) else
+                                " (full fine-tuning trains them)"),
                              f"{what} optimizer state",
                              trained_params, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the tower's output and what it "

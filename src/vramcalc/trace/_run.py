@@ -134,7 +134,7 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
             # LLaMA-Factory freeze_language_model (hiyouga/LLaMA-Factory @ ff6d4d12 model/adapter.py
             # _setup_full_tuning: every parameter under the forbidden keys frozen, model_utils/visual.py
             # get_forbidden_modules): the language model and (without --train-vision) the tower frozen, the
-            # projector (LLaVA multi_modal_projector, Qwen2-VL visual.merger) trained
+            # projector (LLaVA / Gemma 3 multi_modal_projector, Qwen2-VL visual.merger) trained
             qwen = model.vision is not None and model.vision.is_qwen
             tower = hf.model.visual if qwen else hf.model.vision_tower
             for p in (tower.parameters() if training.train_vision else ()):
