@@ -149,7 +149,7 @@ def test_llama_factory_freeze_language_model_with_the_tower(tmp_path: Path) -> N
     with pytest.raises(VramcalcError, match="freeze_vision_tower"):
         _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: freeze\nfreeze_language_model: true\n"
               "freeze_multi_modal_projector: false\nfreeze_vision_tower: false\n")
-    # a registered family not traced with it (LLaVA-NeXT's anyres estimator): refused in one line
-    with pytest.raises(VramcalcError, match="LLaVA-1.5, Qwen2-VL"):
-        _load(tmp_path, "llava-v1.6-mistral-7b-hf", "finetuning_type: full\nfreeze_language_model: true\n"
+    # a registered family whose estimator has no frozen-language-model path (Llama-3.2-Vision): refused in one line
+    with pytest.raises(VramcalcError, match="LLaVA-1.5, LLaVA-NeXT"):
+        _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: full\nfreeze_language_model: true\n"
               "freeze_multi_modal_projector: false\n")

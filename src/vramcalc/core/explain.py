@@ -856,7 +856,7 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
     base = (v.image_size // v.patch_size) ** 2
     tower = vision_tower_params(v)
     projector = projector_params(v, model.hidden_size) + image_newline_params(v, model.hidden_size)
-    trained = training.method == "full"
+    trained = training.method == "full" or vision.frozen_lm(training)
     tv = training.train_vision
     adapters, adapters_grad, _ = vision.clip_image_adapters(model, training)
     extra = {
@@ -873,7 +873,8 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
         ),
         **_image_side_states("projector", "tower / projector LoRA adapter gradients (the layers above the feature "
                              "layer get none)" if adapters else "projector and image_newline"
-                             + (" and tower" if tv else "") + " gradients (full fine-tuning)",
+                             + (" and tower" if tv else "") + (" gradients (trained)" if vision.frozen_lm(training)
+                                                               else " gradients (full fine-tuning)"),
                              "tower / projector LoRA adapter optimizer state" if adapters else
                              "projector and image_newline" + (" and tower" if tv else "") + " optimizer state",
                              (projector if trained else 0) + (tower - vision.unreached_params(v) if tv else 0)

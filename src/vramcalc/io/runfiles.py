@@ -2119,8 +2119,8 @@ def _frozen_lm_llama_factory(run: Run, kind: str, ftype: str, tower_frozen: bool
 
     key = "freeze_language_model"
     if kind not in FROZEN_LM_KINDS:
-        raise _KeyProblem(key, f"the language model frozen is modelled for LLaVA-1.5, Qwen2-VL / Qwen2.5-VL and "
-                          f"Gemma 3, not {kind}: remove it")
+        raise _KeyProblem(key, "the language model frozen is modelled for LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / "
+                          f"Qwen2.5-VL and Gemma 3, not {kind}: remove it")
     if projector_frozen:
         raise _KeyProblem(key, "with freeze_multi_modal_projector true it trains the tower alone or nothing: not "
                           "modelled; set freeze_multi_modal_projector: false")

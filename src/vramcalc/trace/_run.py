@@ -141,6 +141,8 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
                 p.requires_grad_(True)
             for p in (hf.model.visual.merger if qwen else hf.model.multi_modal_projector).parameters():
                 p.requires_grad_(True)
+            if model.vision is not None and model.vision.kind == "llava_next":  # not a forbidden key: trained
+                hf.model.image_newline.requires_grad_(True)
         n_trained = sum(1 for _, p in hf.named_parameters() if p.requires_grad)
         notes.append(f"train by name: layers {sorted(trained)} and {', '.join(outer) or 'no outer module'} require "
                      f"grad ({n_trained} of {len(names)} parameter tensors)")

@@ -217,7 +217,8 @@ def frozen_lm(training: TrainingSpec) -> bool:
     return _unfrozen.projector_only(training)
 
 
-FROZEN_LM_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl", "siglip")  # traced: --grid flm, Gemma 3 --grid vlmfreeze
+# traced: --grid flm; Gemma 3 (siglip) and LLaVA-NeXT: --grid vlmfreeze
+FROZEN_LM_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl", "siglip", "llava_next")
 
 
 def _check_frozen_lm(model: ModelSpec, training: TrainingSpec) -> None:
@@ -227,8 +228,8 @@ def _check_frozen_lm(model: ModelSpec, training: TrainingSpec) -> None:
     assert v is not None
     if v.kind not in FROZEN_LM_KINDS:
         raise UnsupportedCombination("--train-modules projector (the language model frozen) is modelled for "
-                                     f"LLaVA-1.5, Qwen2-VL / Qwen2.5-VL and Gemma 3, not {model.name} ({v.kind}): use "
-                                     "--method full")
+                                     "LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL and Gemma 3, not "
+                                     f"{model.name} ({v.kind}): use --method full")
     if training.train_layers != () or training.train_modules != ("projector",):
         raise UnsupportedCombination("--train-modules projector with language-model layers or modules trained is not "
                                      "modelled: give --train-layers none --train-modules projector")
