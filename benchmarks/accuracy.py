@@ -3179,19 +3179,43 @@ FLM_MODELS = (("llava-cut:llava-1.5-7b-hf", ({"batch_size": 1, "seq_len": 512, "
               ("qwenvl:qwen2-vl-2b-instruct", QWEN_VL_SHAPES), ("qwenvl:qwen2.5-vl-3b-instruct", QWEN_VL_SHAPES[:1]))
 
 
-def flm_grid() -> list[dict[str, Any]]:
+def _frozen_lm_cases(model: str, tag: str, shapes: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """FLM_RUNS on `model` (ids from `tag`): projector-only pure-bf16 on every shape, the rest on the first."""
     cases = []
-    for model, shapes in FLM_MODELS:
-        for label, kw in FLM_RUNS:  # (bf16 and the trained tower on the first shape)
-            for shape in shapes if label == FLM_RUNS[0][0] else shapes[:1]:
-                px = f" {shape['image_size']}px" if "image_size" in shape else ""
-                for gc in (False, True):
-                    cases.append({"id": f"{model} | {label} | b{shape['batch_size']} s{shape['seq_len']} "
-                                        f"i{shape['images']}{px} | {'gc' if gc else 'no-gc'}",
-                                  "model": model, "method": "freeze",
-                                  "training": {"method": "freeze", "train_layers": (), "train_modules": ("projector",),
-                                               **kw, **shape, "grad_checkpointing": gc}})
+    for label, kw in FLM_RUNS:  # (bf16 and the trained tower on the first shape)
+        for shape in shapes if label == FLM_RUNS[0][0] else shapes[:1]:
+            px = f" {shape['image_size']}px" if "image_size" in shape else ""
+            for gc in (False, True):
+                cases.append({"id": f"{tag} | {label} | b{shape['batch_size']} s{shape['seq_len']} "
+                                    f"i{shape['images']}{px} | {'gc' if gc else 'no-gc'}",
+                              "model": model, "method": "freeze",
+                              "training": {"method": "freeze", "train_layers": (), "train_modules": ("projector",),
+                                           **kw, **shape, "grad_checkpointing": gc}})
     return cases
+
+
+def flm_grid() -> list[dict[str, Any]]:
+    return [c for model, shapes in FLM_MODELS for c in _frozen_lm_cases(model, model, shapes)]
+
+
+# The frozen-language-model grid on Gemma 3 and LLaVA-NeXT (`--grid vlmfreeze`, issues 13 / 15; 26 cases):
+# LLaMA-Factory's freeze_language_model with freeze_multi_modal_projector false (and freeze_vision_tower false: the
+# tower trained too), read as --method freeze --train-layers none --train-modules projector (memory/vision.py
+# frozen_lm): flm's runs on gemma-3-4b-it's config.json, both stacks cut to 4 layers (as --grid vlm2), on both vlm2
+# shapes and four images under 128 text tokens; on llava-v1.6-mistral-7b cut to 2 text layers and a 2-layer tower
+# and llava-v1.6-vicuna-7b's published tower under a toy language model (--grid vlm3's, the image side the peak),
+# on vlm3's shapes. Traces in trace_cache_vlmfreeze.json; written to accuracy_vlmfreeze.{json,md}.
+VLMFREEZE_MODEL = "gemma3vlm:gemma-3-4b-it:4"
+VLMFREEZE_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2},
+                    {"batch_size": 1, "seq_len": 128, "images": 4})
+
+
+def vlmfreeze_grid() -> list[dict[str, Any]]:
+    return [*_frozen_lm_cases(VLMFREEZE_MODEL, "gemma-3-4b-it", VLMFREEZE_SHAPES),
+            *_frozen_lm_cases("llavanext:llava-v1.6-mistral-7b-hf:2:2", "llava-v1.6-mistral-7b-hf 2:2",
+                              LLAVA_NEXT_SHAPES),
+            *_frozen_lm_cases("llavanext-toy:llava-v1.6-vicuna-7b-hf", "llava-v1.6-vicuna-7b-hf toy-lm",
+                              LLAVA_NEXT_TOY_SHAPES)]
 
 
 # The Muon grid (`--grid muon`, issue 13; 15 cases): LLaMA-Factory's use_muon (llamafactory 0.9.5
@@ -3587,7 +3611,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lisa": lisa_grid,
          "cp": cp_grid,
          "offload-nogc": offload_nogc_grid,
-         "unfrozen": unfrozen_grid, "flm": flm_grid,
+         "unfrozen": unfrozen_grid, "flm": flm_grid, "vlmfreeze": vlmfreeze_grid,
          "muon": muon_grid,
          "fp8": fp8_grid,
          "tp": tp_grid,
@@ -3669,6 +3693,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "flm": " (the language model frozen, the projector / tower trained: freeze_language_model; issues 13 / 15)",
+          "vlmfreeze": " (Gemma 3 and LLaVA-NeXT with the language model frozen, the projector / tower trained: "
+                       "freeze_language_model; issues 13 / 15)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
           "fp8": " (FP8 training: accelerate's torchao Float8Linear, tensorwise and rowwise; issue 13)",
           "tp": " (transformers' tensor parallelism, tp_plan: one rank emulated on its shapes; issue 13)",
@@ -3878,7 +3904,7 @@ def main() -> None:
                          "lisa",
                          "cp",
                          "offload-nogc",
-                         "unfrozen", "flm",
+                         "unfrozen", "flm", "vlmfreeze",
                          "hqq",
                          "muon",
                          "fp8",

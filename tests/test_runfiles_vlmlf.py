@@ -98,8 +98,9 @@ def test_llama_factory_full_tuning_and_the_frozen_parts(tmp_path: Path) -> None:
     # freeze_language_model with the projector frozen too (its default) trains nothing (or the tower alone): refused
     with pytest.raises(VramcalcError, match="freeze_multi_modal_projector: false"):
         _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: full\nfreeze_language_model: true\n")
-    run = _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: freeze\nfreeze_vision_tower: false\n")
-    assert "freeze_vision_tower" in run.unmodelled
+    # freeze tuning with the tower trained beside the language model's layers: refused (tests/test_vlm_freeze_keys.py)
+    with pytest.raises(VramcalcError, match="freeze_vision_tower"):
+        _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: freeze\nfreeze_vision_tower: false\n")
 
 
 def test_llama_factory_image_pixels(tmp_path: Path) -> None:
@@ -148,7 +149,7 @@ def test_llama_factory_freeze_language_model_with_the_tower(tmp_path: Path) -> N
     with pytest.raises(VramcalcError, match="freeze_vision_tower"):
         _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: freeze\nfreeze_language_model: true\n"
               "freeze_multi_modal_projector: false\nfreeze_vision_tower: false\n")
-    # a registered family not traced with it (LLaVA-NeXT's anyres estimator): refused in one line
-    with pytest.raises(VramcalcError, match="LLaVA-1.5 and Qwen2-VL"):
-        _load(tmp_path, "llava-v1.6-mistral-7b-hf", "finetuning_type: full\nfreeze_language_model: true\n"
+    # a registered family whose estimator has no frozen-language-model path (Llama-3.2-Vision): refused in one line
+    with pytest.raises(VramcalcError, match="LLaVA-1.5, LLaVA-NeXT"):
+        _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: full\nfreeze_language_model: true\n"
               "freeze_multi_modal_projector: false\n")

@@ -772,7 +772,7 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
     per_image, wrap = vision.image_tokens(v), vision.wrap_tokens(v)
     images = vision.images_per_sample(training)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
-    trained = training.method == "full"
+    trained = training.method == "full" or vision.frozen_lm(training)
     adapters = siglip_lora.adapter_params(model, training)
     trained_params = (projector if trained else 0) + (tower if training.train_vision else 0) + adapters
     what = "tower LoRA adapter" if adapters else "projector" + (" and tower" if training.train_vision else "")
@@ -786,7 +786,8 @@ def _explain_gemma3(model: ModelSpec, training: TrainingSpec, b: Breakdown, inne
             *_image_adapter_lines(model, training),
         ),
         **_image_side_states("image_side", f"{what} gradients"
-                             + ("" if adapters else " (full fine-tuning trains them)"),
+                             + ("" if adapters else " (trained)" if vision.frozen_lm(training) else
+                                " (full fine-tuning trains them)"),
                              f"{what} optimizer state",
                              trained_params, b, inner, src),
         "activations": (Line("activations.image_side", "image side: pixel_values, the tower's output and what it "
@@ -855,7 +856,7 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
     base = (v.image_size // v.patch_size) ** 2
     tower = vision_tower_params(v)
     projector = projector_params(v, model.hidden_size) + image_newline_params(v, model.hidden_size)
-    trained = training.method == "full"
+    trained = training.method == "full" or vision.frozen_lm(training)
     tv = training.train_vision
     adapters, adapters_grad, _ = vision.clip_image_adapters(model, training)
     extra = {
@@ -872,7 +873,8 @@ def _explain_llava_next(model: ModelSpec, training: TrainingSpec, b: Breakdown, 
         ),
         **_image_side_states("projector", "tower / projector LoRA adapter gradients (the layers above the feature "
                              "layer get none)" if adapters else "projector and image_newline"
-                             + (" and tower" if tv else "") + " gradients (full fine-tuning)",
+                             + (" and tower" if tv else "") + (" gradients (trained)" if vision.frozen_lm(training)
+                                                               else " gradients (full fine-tuning)"),
                              "tower / projector LoRA adapter optimizer state" if adapters else
                              "projector and image_newline" + (" and tower" if tv else "") + " optimizer state",
                              (projector if trained else 0) + (tower - vision.unreached_params(v) if tv else 0)

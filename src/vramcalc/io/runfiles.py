@@ -2063,6 +2063,8 @@ def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> N
     parts' keys. So with the tower frozen the targets are the language model's only (--lora-targets ...,lm-only), and
     freeze_multi_modal_projector changes nothing for LoRA (no projector Linear's name holds a language-model
     target). Full tuning (_setup_full_tuning): every parameter outside the frozen parts' keys is trained."""
+    from vramcalc.core.memory.vision import FROZEN_LM_KINDS
+
     fvt_key, fmp_key, flm_key = "freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model"
     keys = (fvt_key, fmp_key, flm_key, "image_max_pixels", "image_min_pixels")
     try:
@@ -2081,9 +2083,17 @@ def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> N
         run.mapped += [k for k in keys[:3] if k in d]
         _image_pixels_llama_factory(d, run, vision.kind)
         return
+    if lm_frozen and registered and ftype == "lora":
+        # patch_target_modules (model_utils/visual.py) keeps only the modules outside every frozen part's keys, so
+        # with language_model and lm_head frozen no language-model Linear is adapted: the tower's (with
+        # freeze_vision_tower false) or nothing (`all` never names the projector's, find_all_linear_modules)
+        where = "the vision tower's Linears alone" if not tower_frozen else "no module (peft finds no target)"
+        fix = "finetuning_type full with freeze_multi_modal_projector: false" if vision.kind in FROZEN_LM_KINDS \
+            else "drop freeze_language_model"
+        raise _KeyProblem(flm_key, f"true under LoRA adapts {where}, with the language model frozen: not modelled; "
+                          f"use {fix}")
     if lm_frozen and registered:
-        # LoRA: patch_target_modules drops the language model's targets, leaving adapters on the image side only
-        _unmodelled(run, flm_key, "LoRA with the language model frozen (adapters on the image side only)")
+        _unmodelled(run, flm_key, f"the language model frozen under finetuning_type {ftype}")
     elif flm_key in d:
         run.mapped.append(flm_key)
     if ftype in ("lora", "full") and registered:
@@ -2106,6 +2116,15 @@ def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> N
             run.notes.append("freeze_multi_modal_projector (LLaMA-Factory's default): the projector is frozen in full "
                              "tuning; counted trained (its gradients and optimizer states: a small over-estimate).")
         run.mapped += [k for k in (fvt_key, fmp_key) if k in d]
+    elif (not tower_frozen or not projector_frozen) and registered and ftype == "freeze":
+        # _setup_freeze_tuning (model/adapter.py) trains the names holding `.{idx}.` for the language model's
+        # trainable layer ids (the tower's blocks with those indices too, freeze_vision_tower false) and the
+        # projector_keys (freeze_multi_modal_projector false) beside the language model's layers
+        key = fvt_key if not tower_frozen else fmp_key
+        what = "the tower's blocks whose index is a trainable layer id" if not tower_frozen else "the projector"
+        raise _KeyProblem(key, f"false under finetuning_type freeze trains {what} beside the language model's "
+                          "layers: not modelled; use finetuning_type full (freeze_vision_tower: false is "
+                          "--train-vision) or keep the key true")
     elif (not tower_frozen or not projector_frozen) and registered:
         for key, frozen in ((fvt_key, tower_frozen), (fmp_key, projector_frozen)):
             if not frozen:
@@ -2131,8 +2150,8 @@ def _frozen_lm_llama_factory(run: Run, kind: str, ftype: str, tower_frozen: bool
 
     key = "freeze_language_model"
     if kind not in FROZEN_LM_KINDS:
-        raise _KeyProblem(key, f"the language model frozen is modelled for LLaVA-1.5 and Qwen2-VL / Qwen2.5-VL, not "
-                          f"{kind}: remove it")
+        raise _KeyProblem(key, "the language model frozen is modelled for LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / "
+                          f"Qwen2.5-VL and Gemma 3, not {kind}: remove it")
     if projector_frozen:
         raise _KeyProblem(key, "with freeze_multi_modal_projector true it trains the tower alone or nothing: not "
                           "modelled; set freeze_multi_modal_projector: false")

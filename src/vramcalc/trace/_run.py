@@ -134,13 +134,15 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
             # LLaMA-Factory freeze_language_model (hiyouga/LLaMA-Factory @ ff6d4d12 model/adapter.py
             # _setup_full_tuning: every parameter under the forbidden keys frozen, model_utils/visual.py
             # get_forbidden_modules): the language model and (without --train-vision) the tower frozen, the
-            # projector (LLaVA multi_modal_projector, Qwen2-VL visual.merger) trained
+            # projector (LLaVA / Gemma 3 multi_modal_projector, Qwen2-VL visual.merger) trained
             qwen = model.vision is not None and model.vision.is_qwen
             tower = hf.model.visual if qwen else hf.model.vision_tower
             for p in (tower.parameters() if training.train_vision else ()):
                 p.requires_grad_(True)
             for p in (hf.model.visual.merger if qwen else hf.model.multi_modal_projector).parameters():
                 p.requires_grad_(True)
+            if model.vision is not None and model.vision.kind == "llava_next":  # not a forbidden key: trained
+                hf.model.image_newline.requires_grad_(True)
         n_trained = sum(1 for _, p in hf.named_parameters() if p.requires_grad)
         notes.append(f"train by name: layers {sorted(trained)} and {', '.join(outer) or 'no outer module'} require "
                      f"grad ({n_trained} of {len(names)} parameter tensors)")

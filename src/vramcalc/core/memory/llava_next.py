@@ -46,7 +46,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     v = model.vision
     assert v is not None and model.hidden_size is not None
     text_model, text_training = _vision.text_run(model, training)
-    b = text_estimate(text_model, text_training)
+    b = _vision._frozen_lm_text(training, text_estimate(text_model, text_training))
     recipe = recipe_of(training)
     w_bytes, a_bytes = dtype_bytes(recipe.weight), dtype_bytes(recipe.compute)
     th, vh, vi = model.hidden_size, v.hidden_size, v.intermediate_size
@@ -59,7 +59,9 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     n_tiles = n_img * tiles(v, height, width)
     img_tokens = n_img * image_tokens(v, height, width)
     tokens = training.batch_size * _vision.total_tokens(model, training)
-    trained_projector = training.method == "full"
+    # the language model frozen (memory/vision.py frozen_lm): the projector and image_newline trained, as under full
+    # fine-tuning (LLaMA-Factory's get_forbidden_modules names neither)
+    trained_projector = training.method == "full" or _vision.frozen_lm(training)
     gc = training.grad_checkpointing
     trained_tower = training.train_vision  # vision.py check: --method full and sdpa only
     # pixel_values (images, tiles, 3, H, W) in the model's dtype, an input of the step; get_image_features
@@ -137,6 +139,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         tower_kept = n_tiles * (v.num_layers + 1) * rows * vh * a_bytes
         if not trained_projector:
             tower_kept += (n_tiles * per_tile * th + tokens * th) * a_bytes
+        elif _vision.frozen_lm(training):  # the frozen text embeddings' hooked output, as with adapters
+            tower_kept += tokens * th * a_bytes
     # The tower's forward, layer by layer (modeling_clip.py CLIPEncoderLayer) over every tile, while the text
     # embeddings exist: pixel_values and its concatenated copy, and one layer's transients at its MLP (measured
     # with the tracer, the peak at quick_gelu's sigmoid: the layer's input, the post-attention residual,
@@ -165,7 +169,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # (memory/vision.py lm_input_grad_saved)
     lm_input = _vision.lm_input_grad_saved(text_model, text_training) if image_graph else 0
     trainable_text = b.trainable_parameters
-    extra_trainable = (projector + newline if trained_projector else 0) + adapters
+    drop = _vision._lm_drop(training, b)  # frozen_lm: the text run's stand-in embedding out again
+    extra_trainable = (projector + newline if trained_projector else 0) + adapters - drop
     # a trained tower's parameters: the layers above the feature layer and post_layernorm get no gradient
     # (memory/vision.py unreached_params), so neither gradients nor AdamW states for them; nor for those layers'
     # adapters (clip_image_adapters)
@@ -254,7 +259,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                     "temporaries.vision_tower_forward": max(tower_moment, proj_moment)})
     bh, bw = best_resolution(v, height, width)
     grid_rows, grid_cols = unpadded_grid(v, height, width)
-    mode = "full fine-tuning trains the projector and image_newline" if trained_projector else \
+    mode = _vision.FROZEN_LM_NOTE + "; the projector and image_newline trained" if drop else \
+        "full fine-tuning trains the projector and image_newline" if trained_projector else \
         f"--method {training.method} adapts the language model" + _vision.clip_lora_phrase(lora_tower,
                                                                                           lora_projector, adapters)
     notes = (

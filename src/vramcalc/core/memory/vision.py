@@ -217,16 +217,19 @@ def frozen_lm(training: TrainingSpec) -> bool:
     return _unfrozen.projector_only(training)
 
 
-FROZEN_LM_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl")  # traced: --grid flm
+# traced: --grid flm; Gemma 3 (siglip) and LLaVA-NeXT: --grid vlmfreeze
+FROZEN_LM_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl", "siglip", "llava_next")
 
 
 def _check_frozen_lm(model: ModelSpec, training: TrainingSpec) -> None:
-    """The frozen-language-model runs modelled and traced (--grid flm), the rest refused in one line."""
+    """The frozen-language-model runs modelled and traced (--grid flm; Gemma 3: --grid vlmfreeze), the rest refused in
+    one line."""
     v = model.vision
     assert v is not None
     if v.kind not in FROZEN_LM_KINDS:
-        raise UnsupportedCombination(f"--train-modules projector (the language model frozen) is modelled for LLaVA-1.5 "
-                                     f"and Qwen2-VL / Qwen2.5-VL, not {model.name} ({v.kind}): use --method full")
+        raise UnsupportedCombination("--train-modules projector (the language model frozen) is modelled for "
+                                     "LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL and Gemma 3, not "
+                                     f"{model.name} ({v.kind}): use --method full")
     if training.train_layers != () or training.train_modules != ("projector",):
         raise UnsupportedCombination("--train-modules projector with language-model layers or modules trained is not "
                                      "modelled: give --train-layers none --train-modules projector")
@@ -1459,7 +1462,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     n_img = images_per_sample(training) * training.batch_size
     per_image, rows, layers = image_tokens(v), tower_rows(v), v.num_layers
     gc = training.grad_checkpointing
-    trained_projector = training.method == "full"
+    trained_projector = training.method == "full" or frozen_lm(training)
     tokens = training.batch_size * total_tokens(model, training)
     # pixel_values (images, 3, H, W) in the model's dtype (SiglipVisionEmbeddings casts to the conv's dtype)
     pixel = n_img * 3 * v.image_size * v.image_size * w_bytes
@@ -1531,7 +1534,9 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
         tower_moment = tokens * th * r_bytes + pixel + below \
             + n_img * _sl.top_moment(v, training, rows, a_bytes, lora_tower)
     trainable_text = b.trainable_parameters
-    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0) + adapters
+    drop = _lm_drop(training, b)  # frozen_lm: the text run's stand-in embedding out again (its gradient, states)
+    extra_trainable = (projector if trained_projector else 0) + (tower if training.train_vision else 0) + adapters \
+        - drop
 
     # the sliding layers' mask: a second 4-D bool mask beside the full layers' (create_masks_for_vision_model),
     # which the packed text run counts once; it lives through the forward, and with checkpointing to the backward
@@ -1543,7 +1548,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     raw.append(("forward.vision", _m.FWD_VISION, (_scaled(accum, trainable_text, extra_trainable), tower_moment)))
     # the text model's backward moments run before the tower's: no tower gradient yet (the projector's, with full
     # fine-tuning, is counted from the bottom layer on, a little early)
-    before_tower = projector if trained_projector else 0
+    before_tower = (projector if trained_projector else 0) - drop
     for key, layout, values in b.moments:
         in_backward = key.startswith("backward.") and key != "backward.end"
         values = _grown(layout, values, trainable_text, before_tower if in_backward else extra_trainable)
@@ -1562,7 +1567,7 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
     # input gradient and the gelu's (2 x intermediate) exist.
     if training.train_vision:
         layer_grads = tower // layers
-        text_grads = _scaled(b.gradients, trainable_text, projector)
+        text_grads = _scaled(b.gradients, trainable_text, projector - drop)
         at_gelu = n_img * (_siglip_layer_saved(v, training, rows, a_bytes) + rows * (vh + vi) * a_bytes)
         # its top layer: every gradient but the tower's lower layers, the saved set whole but this layer's (with
         # checkpointing its input, recomputed with the rest); its bottom layer: all the tower's gradients and
@@ -1611,7 +1616,8 @@ def _siglip_estimate(model: ModelSpec, training: TrainingSpec,
                     "activations.pixel_values": pixel, "activations.image_side_saved": saved + tower_kept,
                     "activations.tower_output_kept": kept_output,
                     "temporaries.vision_tower_forward": tower_moment})
-    mode = "full fine-tuning trains the projector" if trained_projector else \
+    mode = FROZEN_LM_NOTE + "; the projector trained" if drop else \
+        "full fine-tuning trains the projector" if trained_projector else \
         f"--method {training.method} adapts the language model only (projector frozen)" if not lora_tower else \
         (f"--method {training.method} also adapts the tower's {', '.join(lora_tower)} in each layer ({adapters:,} "
          "adapter parameters: peft matches the names over the whole model; projector frozen, its "

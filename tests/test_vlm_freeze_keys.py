@@ -1,0 +1,127 @@
+"""LLaMA-Factory's vision-language freeze keys beyond --grid flm (io/runfiles.py _vlm_llama_factory;
+hiyouga/LLaMA-Factory @ ff6d4d12 model_utils/visual.py get_forbidden_modules / patch_target_modules, model/adapter.py
+_setup_freeze_tuning): freeze_language_model on Gemma 3 (memory/vision.py frozen_lm, traced by --grid vlmfreeze),
+and the combinations refused in one line: LoRA with the language model frozen, freeze tuning with the tower or the
+projector trained beside the language model's layers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from vramcalc.core.errors import VramcalcError
+from vramcalc.core.memory import estimate
+from vramcalc.core.specs import ModelSpec, TrainingSpec
+from vramcalc.io import runfiles
+from vramcalc.io.hf_config import spec_from_hf_config
+
+HF = Path(__file__).parent / "data" / "hf"
+FLM = {"method": "freeze", "train_layers": (), "train_modules": ("projector",), "precision": "pure-bf16"}
+
+
+def spec(config: str) -> ModelSpec:
+    path = HF / f"{config}.json"
+    return spec_from_hf_config(json.loads(path.read_text()), config, str(path))
+
+
+def _load(tmp_path: Path, config: str, body: str) -> runfiles.Run:
+    f = tmp_path / "lf.yaml"
+    f.write_text(f"model_name_or_path: {HF / config}.json\nstage: sft\n{body}")
+    return runfiles.load(str(f))[0]
+
+
+@pytest.mark.parametrize("ftype", ["full", "freeze"])
+def test_gemma3_freeze_language_model_trains_the_projector(tmp_path: Path, ftype: str) -> None:
+    run = _load(tmp_path, "gemma-3-4b-it", f"finetuning_type: {ftype}\nfreeze_language_model: true\n"
+                "freeze_multi_modal_projector: false\n")
+    assert run.unmodelled == [] and {"freeze_language_model", "freeze_multi_modal_projector"} <= set(run.mapped)
+    assert (run.options["method"], run.options["train_layers"], run.options["train_modules"]) == \
+        ("freeze", "none", "projector")
+    assert "train_vision" not in run.options
+    run = _load(tmp_path, "gemma-3-4b-it", "finetuning_type: full\nfreeze_language_model: true\n"
+                "freeze_multi_modal_projector: false\nfreeze_vision_tower: false\n")
+    assert run.options["train_vision"] is True and run.options["train_modules"] == "projector"
+
+
+def test_gemma3_frozen_language_model_holds_only_the_projector_trained() -> None:
+    # gemma-3-4b-it's Gemma3MultiModalProjector (modeling_gemma3.py): mm_input_projection_weight 1,152 (SigLIP width)
+    # x 2,560 (text width) and mm_soft_emb_norm's 1,152 weights; the 262,208-token tied embedding is not trained
+    projector = 1152 * 2560 + 1152
+    b = estimate(spec("gemma-3-4b-it"), TrainingSpec(**FLM, seq_len=256, images=1))
+    assert b.trainable_parameters == projector == 2_950_272
+    # pure-bf16: a 2-byte gradient and AdamW's two 2-byte moments per trained parameter
+    assert (b.gradients, b.optimizer_state) == (2 * projector, 4 * projector)
+    assert any("freeze_language_model" in n for n in b.notes)
+
+
+def test_gemma3_frozen_language_model_against_the_tracer() -> None:
+    # --grid vlmfreeze's first case: gemma-3-4b-it cut to 4 layers (both stacks, as --grid vlm2), projector
+    # pure-bf16, b1 s512 one image, no checkpointing; the grid's bars: |error| <= 1 % (measured +0.06 %)
+    from vramcalc.trace import trace
+
+    m = spec("gemma-3-4b-it")
+    m = replace(m, num_layers=4, sliding_window_layers=round(m.sliding_window_layers * 4 / m.num_layers),
+                vision=replace(m.vision, num_layers=4))
+    t = TrainingSpec(**FLM, batch_size=1, seq_len=512, images=1)
+    got, ref = estimate(m, t), trace(m, t)
+    assert abs(got.tensor_peak_bytes - ref.peak_bytes) / ref.peak_bytes <= 0.01
+    assert got.peak_phase == ref.peak_phase
+
+
+@pytest.mark.parametrize("config, extra, match", [
+    # the tower frozen (the default): patch_target_modules drops the language model's and the tower's modules, and
+    # `all` never names the projector's (find_all_linear_modules): peft finds no target
+    ("llava-1.5-7b-hf", "", "no module"),
+    ("qwen2-vl-2b-instruct", "freeze_multi_modal_projector: false\n", "no module"),
+    # freeze_vision_tower false: the tower's Linears alone, no language-model adapter (not modelled)
+    ("gemma-3-4b-it", "freeze_vision_tower: false\n", "vision tower's Linears alone"),
+])
+def test_lora_with_the_language_model_frozen_is_refused(tmp_path: Path, config: str, extra: str,
+                                                        match: str) -> None:
+    with pytest.raises(VramcalcError, match=match) as e:
+        _load(tmp_path, config, f"finetuning_type: lora\nlora_target: all\nfreeze_language_model: true\n{extra}")
+    assert "freeze_language_model" in str(e.value) and "finetuning_type full" in str(e.value)
+    # a family whose frozen language model is not modelled: the fix is to drop the key
+    with pytest.raises(VramcalcError, match="drop freeze_language_model"):
+        _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: lora\nfreeze_language_model: true\n")
+
+
+@pytest.mark.parametrize("key, match", [("freeze_vision_tower", "tower's blocks"),
+                                        ("freeze_multi_modal_projector", "the projector")])
+def test_freeze_tuning_with_the_image_side_trained_is_refused(tmp_path: Path, key: str, match: str) -> None:
+    # _setup_freeze_tuning: the `.{idx}.` names of the language model's trainable layer ids (the tower's blocks with
+    # those indices too) and the projector_keys, beside the language model's layers
+    with pytest.raises(VramcalcError, match=match) as e:
+        _load(tmp_path, "qwen2-vl-2b-instruct", f"finetuning_type: freeze\n{key}: false\n")
+    assert str(e.value).count("\n") == 0 and "finetuning_type full" in str(e.value)
+
+
+def test_llava_next_frozen_language_model_trains_the_projector_and_newline(tmp_path: Path) -> None:
+    run = _load(tmp_path, "llava-v1.6-mistral-7b-hf", "finetuning_type: full\nfreeze_language_model: true\n"
+                "freeze_multi_modal_projector: false\n")
+    assert run.unmodelled == [] and run.options["train_modules"] == "projector"
+    # llava-v1.6-mistral-7b-hf's LlavaNextMultiModalProjector (modeling_llava_next.py): linear_1 1,024 (CLIP
+    # ViT-L/14) -> 4,096, GELU, linear_2 4,096 -> 4,096, both biased, and LlavaNextModel.image_newline (4,096):
+    # get_forbidden_modules names neither, so both train
+    trained = 1024 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096
+    b = estimate(spec("llava-v1.6-mistral-7b-hf"), TrainingSpec(**FLM, seq_len=256, images=1, image_size=672))
+    assert b.trainable_parameters == trained == 20_983_808
+    assert (b.gradients, b.optimizer_state) == (2 * trained, 4 * trained)
+
+
+def test_llava_next_frozen_language_model_against_the_tracer() -> None:
+    # --grid vlmfreeze's LLaVA-NeXT case: llava-v1.6-mistral-7b-hf cut to 2 text layers and a 2-layer tower (as
+    # --grid vlm3), projector pure-bf16, one 672 px image (5 tiles), checkpointing on; bars |error| <= 1 % (measured
+    # -0.00 %)
+    from vramcalc.trace import trace
+
+    m = spec("llava-v1.6-mistral-7b-hf")
+    assert m.vision is not None
+    m = replace(m, num_layers=2, vision=replace(m.vision, num_layers=2))
+    t = TrainingSpec(**FLM, batch_size=1, seq_len=256, images=1, image_size=672, grad_checkpointing=True)
+    got, ref = estimate(m, t), trace(m, t)
+    assert abs(got.tensor_peak_bytes - ref.peak_bytes) / ref.peak_bytes <= 0.01
+    assert got.peak_phase == ref.peak_phase
