@@ -83,9 +83,7 @@ def check_sequence(model: ModelSpec, seq_len: int) -> tuple[str, ...]:
 def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
     """Every check that does not depend on the batch or sequence (memory.estimate caches it with its plan)."""
     notes: list[str] = []
-    from vramcalc.core.memory import hqq as _hqq  # (memory/ imports this module)
-
-    _hqq.check(model, training)
+    # (hqq's own refusals run first, in memory.estimate: memory/hqq.py check; memory/ imports this module)
     if training.lora_trainable_tokens and (model.family in ENCODER_FAMILIES or model.decoder_layers
                                            or model.ssm_state_size):
         # peft wraps get_input_embeddings() alone; traced on causal LMs only (memory/weights.py _with_tokens)

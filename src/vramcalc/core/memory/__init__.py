@@ -33,6 +33,7 @@ from vramcalc.core.memory import distributed as _distributed
 from vramcalc.core.memory import encoder as _encoder
 from vramcalc.core.memory import fp8 as _fp8
 from vramcalc.core.memory import hf_tp as _hf_tp
+from vramcalc.core.memory import hqq as _hqq
 from vramcalc.core.memory import hybrid as _hybrid
 from vramcalc.core.memory import inference as _inference
 from vramcalc.core.memory import jamba as _jamba
@@ -215,6 +216,7 @@ def _estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         training = _lisa.view(model, training)
     # context parallelism: one rank's step on seq_len / cp tokens (memory/context_parallel.py)
     training = _cp.view(model, training)
+    _hqq.check(model, training)  # --quant-backend hqq's refusals, and hqq's own (memory/hqq.py)
     _unsloth.check(model, training)  # --kernels unsloth where it is not modelled: refused (memory/unsloth.py)
     _liger.check(model, training)  # --kernels liger likewise (memory/liger.py)
     _upcast.check(model, training)  # --upcast-logits where the hook is not modelled (memory/upcast.py)
@@ -464,8 +466,6 @@ def _offloaded_expert_stack(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> in
 
 def _hqq_note(t: TrainingSpec, recipe: Recipe) -> str:
     """The storage and approximation note of an hqq QLoRA base (memory/hqq.py)."""
-    from vramcalc.core.memory import hqq as _hqq
-
     return (f"QLoRA on hqq {t.quant_bits}-bit (group {t.hqq_group_size}, axis {t.hqq_axis}): norms, embeddings and "
             f"lm_head stay in {recipe.weight} (peft casts nothing on an hqq model); {_hqq.NOTE}.")
 
