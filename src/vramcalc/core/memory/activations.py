@@ -1072,6 +1072,20 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # layer's last saved tensor) passes down_proj's adapter path too, beside the non-reentrant incoming gradients
     reentrant_down = (t.reentrant_gc or not t.ac_early_stop) and a != c and not up_norms and gated \
         and not m.num_experts
+    # Non-reentrant checkpointing with early stop (torch utils/checkpoint.py _StopRecomputationError, raised by the
+    # recompute's pack hook once the last saved tensor is repacked) ends the rerun at lora_B's saved input, lora_A's
+    # output: lora_B's output and its scaled copy (lora_fwd's 2 x lora_b per hidden unit) are never made. The rerun
+    # runs on through the scaling mul when reentrant, with early_stop=False, and where something after the MLP saves
+    # its output: Gemma 2 / 3's and OLMo 2's post_feedforward_layernorm, a post-LN encoder's output LayerNorm.
+    # Measured with the tracer's timelines: qwen3-0.6b cut, LoRA all-linear fp32 adapters under autocast-bf16 with
+    # checkpointing and the fused-linear loss, b2 s1024: the rerun's peak at autocast's 16-bit cast of down_proj's
+    # input for lora_A, then lora_A's mm, then the stop (50 MiB of rerun locals freed), no (2048, 1024) output (+2.14 %
+    # over with them); the 4-layer llama with p 0.05 below +4.44 % with them, +0.25 % without; --grid qlora8's
+    # tinyllama int8 gc dropout 0.1 b2 s512 +3.80 % -> +0.78 %; gemma-3-1b cut, QLoRA under autocast-bf16 with
+    # checkpointing b1 s512, the rerun's peak at down_proj's scaling mul (-3.01 % without them)
+    rerun_runs_on = t.reentrant_gc or not t.ac_early_stop or sandwich or m.post_norms \
+        or (m.family in ENCODER_FAMILIES and m.family != "modernbert")
+    lora_b_unmade = 0 if rerun_runs_on else 2 * (c if amp else a) * h
     if rerun_extra and "down_proj" in lora_fwd and (m.family in ENCODER_FAMILIES and m.family != "modernbert"
                                                     or t.lora_dropout > 0 and a != c and not up_norms
                                                     or reentrant_down):
@@ -1080,34 +1094,17 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # LoRA all-linear with checkpointing b8 s512, the peak at output.dense's scaling mul in the rerun, -1.67 %
         # without; DistilBERT and DeBERTa-v3 likewise). Not for the pre-norm decoders: there the up-projection's
         # moment above is the peak, and this sum over-counted their traces (Mistral +0.7 %, GPT-2 up to +5.6 %).
-        # With dropout alone (not reentrant, early stop, no norm after the MLP) the rerun stops at lora_B's input, as
-        # the --upcast-norms branch below says: lora_B's output and its scaled copy are never made (measured with the
-        # tracer: the 4-layer llama, p 0.05, +4.44 % with them, +0.25 % without; --grid qlora8's tinyllama int8 gc
-        # dropout 0.1 b2 s512 +3.80 % -> +0.78 %)
-        runs_on = t.reentrant_gc or not t.ac_early_stop or sandwich or m.post_norms \
-            or (m.family in ENCODER_FAMILIES and m.family != "modernbert")
-        dropout_stop = 0 if runs_on else 2 * (c if amp else a) * h
-        mlp_fwd = max(mlp_fwd, mlp_tail + c * i + lora_fwd["down_proj"] + rerun_extra - dropout_stop)
+        # With dropout the early-stopped rerun makes no lora_B output (lora_b_unmade above).
+        mlp_fwd = max(mlp_fwd, mlp_tail + c * i + lora_fwd["down_proj"] + rerun_extra - lora_b_unmade)
     elif rerun_extra and "down_proj" in lora_fwd and up_norms and a != c:
         # --upcast-norms: the pre-norm decoder's rerun peaks at down_proj's adapter too, where its fp32 copy of the
         # 16-bit product is alive (lora_fwd above holds the product, the copy and the held normed input and residual;
         # the rerun's incoming gradients beside them, its held pair being lora_fwd's; no inputs_embeds by then).
         # Measured with the tracer's live tensors: a 4-layer llama, hidden 256, MLP 1,024, LoRA all-linear with
         # checkpointing, b2 s512: the backward's peak at that copy in the rerun, -6.69 % without this moment.
-        # (--precision autocast-* with lora_dropout too: lora_fwd holds dropout's output; --grid autocast)
-        # Non-reentrant checkpointing with early stop (torch utils/checkpoint.py _StopRecomputationError, raised by
-        # the recompute's pack hook once the last saved tensor is repacked) ends the rerun at lora_B's saved input,
-        # lora_A's output: lora_B's output and its scaled copy (lora_fwd's 2 x lora_b per hidden unit) are never made.
-        # Measured with the tracer's timeline: qwen3-0.6b cut, LoRA all-linear fp32 adapters under autocast-bf16 with
-        # checkpointing and the fused-linear loss, b2 s1024: the rerun's peak at autocast's 16-bit cast of down_proj's
-        # input for lora_A, then lora_A's mm, then the stop (50 MiB of rerun locals freed), no (2048, 1024) output
-        # (+2.14 % over with them; the reentrant rerun and early_stop=False run on through the scaling mul, and so
-        # does a layer whose norm after the MLP saves its output: Gemma 2 / 3's post_feedforward_layernorm, OLMo 2's;
-        # measured: gemma-3-1b cut, QLoRA under autocast-bf16 with checkpointing b1 s512, the rerun's peak at
-        # down_proj's scaling mul, -3.01 % without them).
-        stopped = 2 * (c if amp else a) * h \
-            if not (t.reentrant_gc or not t.ac_early_stop or sandwich or m.post_norms) else 0
-        mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + rerun_extra - rerun_held - c * h - stopped)
+        # (--precision autocast-* with lora_dropout too: lora_fwd holds dropout's output; --grid autocast); the
+        # early-stopped rerun makes no lora_B output (lora_b_unmade above)
+        mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + rerun_extra - rerun_held - c * h - lora_b_unmade)
     elif t.grad_checkpointing and "down_proj" in lora_fwd and up_norms and a != c and m.parallel_residual \
             and not gated and not m.num_experts and not fp32_input("down_proj"):
         # A parallel block's rerun (GPT-NeoX: a 16-bit activation output) under the Trainer's autocast peaks at
