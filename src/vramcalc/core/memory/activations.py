@@ -1334,8 +1334,9 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
     nested = 4 * ceil_div(numel, 64) if t.quant_bits == 4 and t.double_quant else 0  # quantize_4bit: blocksize 64
     fused = m.fused_gate_up and all(lin.module == "gate_up_proj" for lin in quantized
                                     if lin.in_features * lin.out_features == numel)
-    down = max(((lin.in_features, lin.out_features) for lin in quantized if lin.module == "down_proj"),
-               key=lambda s: s[0] * s[1], default=(0, 0)) if fused else (0, 0)
+    down_shape = max(((lin.in_features, lin.out_features) for lin in quantized if lin.module == "down_proj"),
+                     key=lambda s: s[0] * s[1], default=(0, 0))
+    down = down_shape if fused else (0, 0)
     if fused and not down[0]:
         fused = False
     if t.quant_backend == "hqq":
@@ -1346,7 +1347,7 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
                   key=lambda lin: _hqq.linear_bytes(lin.in_features, lin.out_features, t.quant_bits, t.hqq_group_size,
                                                     t.hqq_axis, c).unpacked)
         q = _hqq.linear_bytes(big.in_features, big.out_features, t.quant_bits, t.hqq_group_size, t.hqq_axis, c)
-        extra = q.unpacked + q.weight
+        extra = _hqq_extra(t, c, big.in_features, big.out_features)
         # a gated MLP's gate / up projections run their backward after the MLP's saved tail is freed (down_proj's
         # input, the activation's and the product's), unfused as fused (DequantBytes.after_tail); down_proj's own
         # moment beside the whole set. Measured with the tracer, --grid hqq: qwen2.5-0.5b (gate/up and down_proj of
@@ -1354,8 +1355,7 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
         # dequantized weight counted beside the tail
         gate_up = m.mlp == "gated" and any(lin.module in ("gate_proj", "up_proj", "gate_up_proj") for lin in quantized
                                            if lin.in_features * lin.out_features == numel)
-        down = max(((lin.in_features, lin.out_features) for lin in quantized if lin.module == "down_proj"),
-                   key=lambda s_: s_[0] * s_[1], default=(0, 0)) if gate_up else (0, 0)
+        down = down_shape if gate_up else (0, 0)
         after = bool(down[0])
         # down_proj's adapter copies its input to an adapter dtype other than the compute dtype (peft lora Linear
         # `_cast_input_dtype`; not under autocast, where lora_A saves autocast's own cast): that copy and lora_A's
