@@ -2099,6 +2099,16 @@ def _model(name: str) -> Any:
         d = json.loads((HF_DIR / f"{config}.json").read_text())
         d["text_config"] = {**d["text_config"], **shape}
         return spec_from_hf_config(d, name[7:].split(" ")[0], "benchmarks/accuracy.py")
+    if name.startswith("hfcut:"):  # a published config.json cut as "dequant:" cuts a preset (amp_grid)
+        from dataclasses import replace
+
+        from vramcalc.io.hf_config import spec_from_hf_config
+
+        path = HF_DIR / f"{name[6:]}.json"
+        spec = spec_from_hf_config(json.loads(path.read_text()), name[6:], str(path))
+        local = spec.sliding_window_layers
+        return replace(spec, num_layers=FAMILY_LAYERS, vocab_size=2048,
+                       sliding_window_layers=None if local is None else round(local * FAMILY_LAYERS / spec.num_layers))
     if name.startswith("dequant:"):  # a dense preset cut to 4 layers and a 2,048-token vocabulary (dequant_grid)
         from dataclasses import replace
 
@@ -3038,6 +3048,27 @@ def autocast3_grid() -> list[dict[str, Any]]:
             for model in AUTOCAST3_MODELS for label, kw in AUTOCAST_METHODS for b, s in ((1, 512), (2, 1024))
             for gc in (False, True) if not (model == "dequant:pythia-410m" and kw["method"] == "freeze")]
 
+# The amp grid (`--grid amp`, issues 13 and 15): --precision amp-bf16 (fp32 weights under the Trainer's autocast, as
+# HF Trainer's bf16=True over an fp32 load runs) with LoRA all-linear (fp32 adapters), on every dense family's
+# published config.json cut to 4 layers and a 2,048-token vocabulary ("hfcut:" models: the layers' share of the peak,
+# which a 32k-256k vocabulary's logits hide at these shapes), b2 s1024, checkpointing off and on; and BLOOM in bf16
+# (its ALiBi attention's scores, activations.py _alibi_forward_scores), LoRA and full. Written to
+# accuracy_amp.{json,md}, its traces to trace_cache_amp.json.
+AMP_CONFIGS = ("tinyllama-1.1b", "mistral-7b-v0.1", "qwen2.5-0.5b", "qwen3-0.6b", "gemma-2b", "gemma-2-9b",
+               "gemma-3-1b", "phi-2", "phi-3-mini-4k", "gpt2", "pythia-70m", "falcon-7b", "olmo-1b-hf",
+               "olmo-2-0425-1b", "starcoder2-3b", "gpt-j-6b", "starcoderbase-1b", "bloom-560m")
+
+
+def amp_grid() -> list[dict[str, Any]]:
+    lora = {"method": "lora", "lora_targets": ("all-linear",)}
+    runs = [(f"hfcut:{cfg}", "lora all-linear", {**lora, "precision": "amp-bf16"}) for cfg in AMP_CONFIGS]
+    runs += [("hfcut:bloom-560m", "lora all-linear", {**lora, "precision": "bf16"}),
+             ("hfcut:bloom-560m", "full", {"method": "full", "precision": "pure-bf16"})]
+    return [{"id": f"{model} | {label} | {kw['precision']} | b2 s1024 | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {**kw, "batch_size": 2, "seq_len": 1024, "grad_checkpointing": gc}}
+            for model, label, kw in runs for gc in (False, True)]
+
+
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
 # tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
@@ -3605,6 +3636,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "autocast-vlm": autocast_vlm_grid,
          "autocast2": autocast2_grid,
          "autocast3": autocast3_grid,
+         "amp": amp_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -3683,6 +3715,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "language model; issues 13 and 15)",
           "autocast2": " (the same autocast on Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2; issue 13)",
           "autocast3": " (the same autocast on GPT-NeoX, GPT-J, Phi-1.5 / Phi-2, OLMo 1; issue 15)",
+          "amp": " (amp-bf16 LoRA, fp32 weights under autocast, on every dense family cut to a 2,048-token vocabulary; "
+                 "BLOOM's ALiBi scores in bf16; issues 13 and 15)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -3865,6 +3899,8 @@ def main() -> None:
                     "StarCoder2 (LoRA, QLoRA; freeze without checkpointing); "
                     "autocast3: issue 15's 56 autocast-bf16 cases on GPT-NeoX (Pythia; LoRA, QLoRA), GPT-J, Phi-1.5 / "
                     "Phi-2 and OLMo 1 (LoRA, QLoRA, freeze); "
+                    "amp: 40 amp-bf16 LoRA cases on every dense family's config cut to a 2,048-token vocabulary, and "
+                    "BLOOM in bf16; "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
@@ -3920,6 +3956,7 @@ def main() -> None:
                          "eager32",
                          "qlora8",
                          "early-stop",
+                         "amp",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

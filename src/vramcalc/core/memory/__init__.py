@@ -937,6 +937,9 @@ class _ActivationPlan:
     offload: bool = False
     ac_offload: bool = False  # transformers' save_on_cpu around each checkpoint (memory/savers.py, --ac-offload)
     layer_input_t: int = 0  # one layer's input per token (what a checkpointed layer keeps)
+    # ... of which its recomputed saved set holds the same tensor (an fp32 residual saved by the first pre-norm:
+    # activations.py saves_residual), per token
+    rerun_input_saved_t: int = 0
     # Offloaded checkpointing of adapters (not full fine-tuning): the embedding output stays on the GPU (below).
     offload_leaf_t: int = 0
     # Offloaded without checkpointing (memory/savers.py offload_node_bytes): the forward stash, what one backward node
@@ -982,8 +985,10 @@ class _ActivationPlan:
     once_rel_c: int = 0  # shared bytes whatever the batch (DeBERTa's normalized rel_embeddings)
     attn_fwd_less_t: int = 0  # saved bytes per token not yet there at attn_fwd_ts's moment (DeBERTa, no checkpointing)
     # DeBERTa: a layer's unsaved scores per token x seq beyond its whole saved set (memory/deberta.py forward_scores),
-    # less attn_fwd_less_t per token: also the peak of a checkpointed layer's recomputed forward
+    # less attn_fwd_less_t per token: also the peak of a checkpointed layer's recomputed forward (BLOOM's rerun
+    # scores, with attn_div_t per token beside them: activations.py rerun_scores_per_token*)
     attn_div_ts: int = 0
+    attn_div_t: int = 0
     # DeBERTa's shared tensors (memory/deberta.py shared_terms), freed with the forward's locals when no checkpointed
     # layer keeps them as its arguments: per token x seq, per seq², whatever the batch
     fwd_only_ts: int = 0
@@ -1616,6 +1621,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, ac_from_first=t.ac_layout == "hf", offload=t.activation_offload,
         ac_offload=t.ac_offload, layer_input_t=residual * m.hidden_size,
+        rerun_input_saved_t=residual * m.hidden_size if _activations.saves_residual(m, recipe) else 0,
         offload_leaf_t=residual * m.hidden_size if (t.activation_offload or t.ac_offload) and t.grad_checkpointing
         and t.method != "full" else 0,
         offload_bwd_t=layer.backward_no_norm_per_token,
@@ -1661,7 +1667,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         per_layer_c=sum(x.const for x in layer.terms), per_layer_ss=sum(x.per_seq_sq for x in layer.terms),
         once_ss=once_ss, once_rel_c=once_rel_c,
         attn_fwd_less_t=layer.after_attention_per_token,
-        attn_div_ts=layer.forward_transient.per_token_seq if _deberta.is_deberta(m) else 0,
+        attn_div_ts=layer.forward_transient.per_token_seq if _deberta.is_deberta(m)
+        else layer.rerun_scores_per_token_seq,
+        attn_div_t=layer.rerun_scores_per_token,
         **({} if t.grad_checkpointing or t.activation_offload else
            # (gpt-oss: `attn_weights + attention_mask` saves neither mask, so without checkpointing both die with
            # the forward: the tracer's live tensors at the loss backward hold no aten.where output, --grid gptoss)
@@ -2017,6 +2025,9 @@ def _transformer_phases(
             kept += p.offload_leaf_t * tokens
             kept_bwd += p.offload_leaf_t * tokens
         recomputed = per_layer if saving_layers else 0
+        if p.checkpointing and not (p.offload or p.ac_offload or p.ac_every > 1):
+            # the rerun's first norm saves the kept input itself (activations.py saves_residual)
+            recomputed -= min(p.rerun_input_saved_t * tokens, recomputed)
         # Reentrant checkpointing (torch utils/checkpoint.py CheckpointFunction.backward) reruns the whole layer, its
         # output included, and holds that output (`outputs`) until torch.autograd.backward over it returns; the
         # non-reentrant rerun stops at the last saved tensor (measured with the tracer, --grid reentrant: full
@@ -2132,8 +2143,11 @@ def _transformer_phases(
             if p.attn_div_ts:
                 # DeBERTa: the recomputed attention's unsaved scores at p2c's division (memory/deberta.py), beside the
                 # saved set up to there (measured with the tracer, --grid deberta: the peak of every checkpointed
-                # case with seq 512); written as temporaries over the moment's `recomputed - mlp_tail`
-                recompute_t = max(recompute_t, p.attn_div_ts * token_seq - p.attn_fwd_less_t * tokens + mlp_tail)
+                # case with seq 512); written as temporaries over the moment's `recomputed - mlp_tail`. BLOOM: the
+                # rerun's baddbmm output, masked scores and fp32 softmax (activations.py _alibi_forward_scores; the same
+                # trace as there, the backward's peak at the rerun's _softmax, -4.1 % without this)
+                recompute_t = max(recompute_t, p.attn_div_ts * token_seq + (p.attn_div_t - p.attn_fwd_less_t) * tokens
+                                  + mlp_tail)
             moments.append(("backward.recompute", _m.BWD_RECOMPUTE_CK,
                             (g_top, kept_bwd, once, recomputed - mlp_tail, copies, recompute_t)))
             if p.rerun_mixer_below >= 0:  # Bamba: the lowest mixer layer's rerun, every gradient above it made
