@@ -293,6 +293,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 BOOLEAN_KEYS["torchtune"]["fsdp_cpu_offload"] = ()  # the distributed recipes' CPUOffloadPolicy (_torchtune_fsdp)
 BOOLEAN_KEYS["llama-factory"]["use_badam"] = ()  # _llama_factory_badam
+BOOLEAN_KEYS["llama-factory"]["use_liger_kernel"] = ()  # TrainingArguments' (_liger_trainer_llama_factory)
 BOOLEAN_KEYS["llama-factory"]["use_llama_pro"] = ()  # _freeze_llama_factory, _llama_pro_lora
 BOOLEAN_KEYS["llama-factory"]["upcast_lmhead_output"] = ()  # --upcast-logits (memory/upcast.py)
 BOOLEAN_KEYS["llama-factory"]["upcast_layernorm"] = ()  # --upcast-norms (memory/upcast_norms.py)
@@ -498,19 +499,14 @@ def _low_rank(d: dict[str, Any], run: Run) -> None:
 # Keys of the tools' configs that change GPU memory and have no vramcalc option yet. A run that sets one
 # (to anything but off) is estimated without it and listed in Run.unmodelled, never as merely "ignored".
 UNMODELLED_KEYS: dict[str, str] = {
-    # TRL / transformers
-    "use_liger_kernel": "Liger kernels (fused linear cross-entropy: no full logits)",
+    # (use_liger_kernel, enable_liger_kernel, liger_fused_linear_cross_entropy, cut_cross_entropy, optimizer_in_bwd,
+    # enable_activation_offloading, gradient_checkpointing_kwargs: mapped by their own tools' readers; in another
+    # tool's file refused or mapped with a no-change note as that tool treats a key it does not know: _foreign_keys)
     # (torch_compile, torch_compile_backend, torch_compile_mode, axolotl torch_compile_options, torchtune compile:
     # mapped, --compile (memory/compiled.py), _torch_compile)
     # (gradient_checkpointing_kwargs / activation_checkpointing_kwargs: mapped for transformers / TRL and axolotl files,
-    # _checkpointing_kwargs; LLaMA-Factory passes its own {"use_reentrant": use_reentrant_gc})
-    "gradient_checkpointing_kwargs": "checkpointing keywords this tool does not pass to torch.utils.checkpoint",
-    # torchtune
-    "optimizer_in_bwd": "torchtune optimizer in backward (each gradient freed after its step)",
-    "enable_activation_offloading": "activations offloaded to the CPU",
+    # _checkpointing_kwargs; LLaMA-Factory: _gc_kwargs_llama_factory; other tools: _foreign_keys)
     # axolotl
-    "liger_fused_linear_cross_entropy": "Liger fused linear cross-entropy (no full logits)",
-    "cut_cross_entropy": "Cut Cross-Entropy (no full logits)",
     # (unsloth_lora_qkv / _o / _mlp, unsloth_rms_norm, unsloth_rope: mapped, --kernels unsloth:GROUPS;
     # liger_cross_entropy: --loss liger-cross-entropy; unsloth_cross_entropy_loss: --loss hf, UNSLOTH_CE_NOTE)
     # (lora_qkv_kernel / lora_o_kernel / lora_mlp_kernel / lora_embedding_kernel: mapped, --kernels axolotl:GROUPS,
@@ -518,7 +514,6 @@ UNMODELLED_KEYS: dict[str, str] = {
     # (relora, relora_prune_ratio / _method, relora_cpu_offload: mapped, --relora (memory/relora.py), _relora_axolotl;
     # relora_steps: dropped by axolotl since 7b68dfaf, RELORA_STEPS_NOTE)
     # LLaMA-Factory
-    "enable_liger_kernel": "Liger kernels",
     "use_galore": "GaLore projected optimizer states",
     "use_apollo": "APOLLO projected optimizer states",
     # (pissa_init is not here: PiSSA changes the initial values of the adapters and the base weights, not
@@ -1013,6 +1008,84 @@ def _targets(value: Any) -> str:
 AX, LF, HF, TT = "axolotl", "llama-factory", "hf-training-args", "torchtune"
 
 
+# ---- one tool's memory keys in another tool's file (issue 13) -------------------------------------------
+
+# The saver keys each tool reads itself (mapped by its reader): TrainingArguments use_liger_kernel and
+# gradient_checkpointing_kwargs (LLaMA-Factory's training arguments subclass Seq2SeqTrainingArguments, so its files
+# take them too: _liger_trainer_llama_factory, _gc_kwargs_llama_factory; axolotl passes gradient_checkpointing_kwargs
+# on: _checkpointing_kwargs), LLaMA-Factory enable_liger_kernel, axolotl liger_fused_linear_cross_entropy /
+# cut_cross_entropy, torchtune optimizer_in_bwd / enable_activation_offloading. In another tool's file each is what
+# that tool makes of a key it does not declare:
+# - transformers / TRL: HfArgumentParser.parse_dict / parse_json_file / parse_yaml_file raise "Some keys are not used
+#   by the HfArgumentParser" (allow_extra_keys False, transformers 5.24 hf_argparser.py), and `trl <command> --config`
+#   (TRL 1.16 cli/commands/training.py) hands a key its parser does not take to `accelerate launch`, whose parser
+#   exits with "unrecognized arguments" (TRL's example scripts run directly drop it: fail_with_unknown_args=False);
+# - LLaMA-Factory (hiyouga/LLaMA-Factory @ ff6d4d12 hparams/parser.py _parse_args): the same parse_dict, with
+#   allow_extra_keys only under the ALLOW_EXTRA_ARGS environment variable;
+# - accelerate 1.16 (commands/config/config_args.py BaseConfig.from_yaml_file / from_json_file): "had unknown keys";
+# - axolotl (axolotl-ai-cloud/axolotl @ 067b021c utils/config/__init__.py validate_config): AxolotlInputConfig is a
+#   pydantic model with the default extra="ignore" (model_config sets only populate_by_name) and no plugin declares
+#   these keys, so model_dump drops them before anything reads the config;
+# - torchtune (pytorch/torchtune @ bd2a0fc7): config/_parse.py loads every key into the DictConfig and a recipe reads
+#   only the keys it asks for; no recipe or module names Liger, Cut Cross-Entropy or gradient_checkpointing_kwargs;
+# - DeepSpeed (runtime/config.py DeepSpeedConfig): each setting is read by its own name (get_scalar_param), so a key
+#   it does not name is never read.
+FOREIGN_KEYS = ("use_liger_kernel", "enable_liger_kernel", "liger_fused_linear_cross_entropy", "cut_cross_entropy",
+                "optimizer_in_bwd", "enable_activation_offloading", "gradient_checkpointing_kwargs")
+FOREIGN_HOMES = {"gradient_checkpointing_kwargs": (HF, AX, LF),  # TrainingArguments' (_gc_kwargs_llama_factory)
+                 "use_liger_kernel": (HF, LF), "enable_liger_kernel": (LF,), "liger_fused_linear_cross_entropy": (AX,),
+                 "cut_cross_entropy": (AX,), "optimizer_in_bwd": (TT,), "enable_activation_offloading": (TT,)}
+FOREIGN_REFUSED = {
+    HF: "not a TrainingArguments / TRL key: HfArgumentParser refuses a file with keys it does not take, and so does "
+        "`trl <command> --config` (accelerate launch: \"unrecognized arguments\")",
+    LF: "not a LLaMA-Factory key: its parser refuses a file with keys it does not take (hparams/parser.py _parse_args, "
+        "unless ALLOW_EXTRA_ARGS is set, when it changes nothing)",
+    "accelerate": "not an accelerate setting: accelerate refuses a config file with unknown keys (config_args.py)",
+}
+FOREIGN_FIXES = {
+    HF: {"enable_liger_kernel": "use use_liger_kernel: true",
+         "liger_fused_linear_cross_entropy": "use use_liger_kernel: true (its liger_kernel_config fuses the linear "
+                                             "cross-entropy by default)",
+         "cut_cross_entropy": "transformers and TRL have no Cut Cross-Entropy option; remove it",
+         "optimizer_in_bwd": "the Trainer has no optimizer step in backward; remove it",
+         "enable_activation_offloading": "use TRL's activation_offloading: true"},
+    LF: {"liger_fused_linear_cross_entropy": "use enable_liger_kernel: true",
+         "cut_cross_entropy": "LLaMA-Factory has no Cut Cross-Entropy option; remove it",
+         "optimizer_in_bwd": "LLaMA-Factory has no optimizer step in backward; remove it",
+         "enable_activation_offloading": "LLaMA-Factory's offloaded checkpointing is use_unsloth_gc: true"},
+}
+FOREIGN_UNREAD = {
+    AX: ("axolotl", "its config model drops the keys it does not declare (utils/config/__init__.py validate_config)"),
+    TT: ("torchtune", "no recipe asks for it (config/_parse.py only loads the file)"),
+    "deepspeed": ("DeepSpeed", "it reads the settings it names only (runtime/config.py)"),
+}
+FOREIGN_HINTS = {
+    AX: {"use_liger_kernel": "axolotl's Liger keys are liger_rope, liger_rms_norm, liger_glu_activation and "
+                             "liger_fused_linear_cross_entropy",
+         "enable_liger_kernel": "axolotl's Liger keys are liger_rope, liger_rms_norm, liger_glu_activation and "
+                                "liger_fused_linear_cross_entropy",
+         "enable_activation_offloading": "axolotl's is gradient_checkpointing: offload"},
+    TT: {"gradient_checkpointing_kwargs": "torchtune's checkpointing is enable_activation_checkpointing"},
+    "deepspeed": {},
+}
+
+
+def _foreign_keys(tool: str, d: dict[str, Any], run: Run) -> None:
+    """FOREIGN_KEYS in a file of a tool that is not theirs: refused in one line where that tool refuses the file,
+    mapped with a "no memory change" note where it never reads them (unset: left to the ignored keys)."""
+    for key in FOREIGN_KEYS:
+        if key not in d or tool in FOREIGN_HOMES[key]:
+            continue
+        if tool in FOREIGN_REFUSED:
+            fix = FOREIGN_FIXES.get(tool, {}).get(key, "put it in the training tool's own config")
+            raise _KeyProblem(key, f"{FOREIGN_REFUSED[tool]}; {fix}")
+        if _is_set(d[key]):
+            name, why = FOREIGN_UNREAD[tool]
+            hint = FOREIGN_HINTS[tool].get(key)
+            run.notes.append(f"{key}: no memory change: {name} never reads it; {why}" + (f"; {hint}." if hint else "."))
+            run.mapped.append(key)
+
+
 # ---- axolotl --------------------------------------------------------------------------------------------
 
 
@@ -1155,6 +1228,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     half = run.options.get("precision", "").removeprefix("pure-")
     if _hf_multi_gpu(d, _path, run) and half in ("bf16", "fp16") and run.options["method"] == "full":
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
+    _gc_offload_axolotl(d, run, checkpointing)
     _unfrozen_axolotl(d, run, _path)
     _lora_kernels_axolotl(d, run, _path)
     _fp8_keys(AX, d, run)
@@ -1165,6 +1239,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         # 16-bit load (loaders/model.py @ ae7395e9 casts the norms and embeddings in _configure_embedding_dtypes,
         # before _load_adapters), and the Trainer's bf16 / fp16 flag runs the step under autocast
         _autocast16(run, _path, run.options["precision"], "axolotl", {})
+    _foreign_keys(AX, d, run)
     return _finish(d, run)
 
 
@@ -1193,6 +1268,66 @@ FP8_ALL_GATHER_REFUSAL = ("FSDP2's float8 all-gather (torchao fsdp_utils.py Weig
 # Float8LinearConfig.__post_init__ forbids with the all-gather: tensorwise only).
 FP8_ALL_GATHER_LF_NOTE = ("fp8_enable_fsdp_float8_all_gather: no memory change: LLaMA-Factory only logs it and sets "
                           "FP8_ENABLE_FSDP_FLOAT8_ALL_GATHER, an environment variable accelerate does not read.")
+
+
+# gradient_checkpointing_kwargs {offload: true} beside axolotl's gradient_checkpointing: offload / offload_disk
+# (axolotl-ai-cloud/axolotl @ 067b021c). utils/schemas/validation.py check_gradient_checkpointing_w_offload turns those
+# values into gradient_checkpointing: true with activation_offloading true / "disk" (TRL's OffloadActivations around
+# the step, core/trainers/mixins/activation_checkpointing.py); core/builders/base.py _configure_gradient_checkpointing
+# then gives TrainingArguments gradient_checkpointing false and no keywords, so the Trainer never pops `offload` for
+# activation_checkpointing_enable(offload=True) (transformers 5.24 trainer.py). What remains:
+# - full fine-tuning: loaders/model.py _apply_activation_checkpointing wraps the layers with torch's checkpoint_wrapper
+#   (ac_wrap_hf_model, no keywords) and calls no gradient_checkpointing_enable: the keywords are never read;
+# - LoRA / QLoRA: loaders/model.py _configure_embedding_dtypes calls model.gradient_checkpointing_enable(
+#   gradient_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs); transformers 5.24 modeling_utils.py passes the
+#   whole dict to torch.utils.checkpoint.checkpoint (functools.partial), `offload` included. Then
+#   - where _prepare_model_for_quantization runs peft's prepare_model_for_kbit_training (QLoRA / 8-bit, unless FSDP
+#     with adapter qlora or cpu_ram_efficient_loading, ZeRO-3, or LoftQ), peft 0.21 re-enables checkpointing with its
+#     own {} (utils/other.py), dropping `offload`;
+#   - otherwise torch 2.13 utils/checkpoint.py raises "Unexpected keyword arguments: offload" under reentrant
+#     checkpointing (use_reentrant true, or absent: torch's default), and without it hands `offload` to the decoder
+#     layer's forward as a keyword it ignores (checked on a CPU Llama: the checkpoint function stays torch's
+#     checkpoint, no save_on_cpu).
+AXOLOTL_GC_OFFLOAD_UNREAD = ("gradient_checkpointing_kwargs.offload: no memory change: with gradient_checkpointing "
+                             "{how}, axolotl's activation offloading is what runs (counted: --activation-offload), "
+                             "and {why}.")
+AXOLOTL_GC_OFFLOAD_REFUSAL = ("with gradient_checkpointing offload / offload_disk axolotl's loader hands it to "
+                              "torch.utils.checkpoint (transformers 5.24 gradient_checkpointing_enable does not pop "
+                              "it), which raises \"Unexpected keyword arguments: offload\" under reentrant "
+                              "checkpointing; remove it (axolotl's activation offloading is already on)")
+
+
+def _gc_offload_axolotl(d: dict[str, Any], run: Run, checkpointing: Any) -> None:
+    """gradient_checkpointing_kwargs {offload: true} under axolotl's offloaded checkpointing, read as axolotl
+    @ 067b021c runs it (AXOLOTL_GC_OFFLOAD_UNREAD): a note where it changes nothing, refused where the run crashes."""
+    raw = d.get("gradient_checkpointing_kwargs")
+    kw = json.loads(raw) if isinstance(raw, str) else raw  # (a mapping: _checkpointing_kwargs checked it)
+    if checkpointing not in ("offload", "offload_disk", "unsloth") or not isinstance(kw, dict) or kw.get("offload") \
+            is not True:
+        return
+    how = checkpointing
+    if run.options.get("method") == "full":
+        why = ("full fine-tuning wraps the layers with torch's checkpoint_wrapper and never passes the keywords on "
+               "(core/builders/base.py, loaders/model.py ac_wrap_hf_model)")
+        run.notes.append(AXOLOTL_GC_OFFLOAD_UNREAD.format(how=how, why=why))
+        return
+    fsdp = _is_set(d.get("fsdp_config")) or _is_set(d.get("fsdp"))
+    fsdp_cfg = d.get("fsdp_config") if isinstance(d.get("fsdp_config"), dict) else {}
+    efficient = any(_is_set(fsdp_cfg.get(k)) for k in ("cpu_ram_efficient_loading", "fsdp_cpu_ram_efficient_loading"))
+    peft_cfg = d.get("peft") if isinstance(d.get("peft"), dict) else {}
+    loftq = isinstance(peft_cfg.get("loftq_config"), dict) and _is_set(peft_cfg["loftq_config"].get("loftq_bits"))
+    skip_prep = (fsdp and (d.get("adapter") == "qlora" or efficient)) or run.options.get("zero") == 3 or (
+        d.get("adapter") == "lora" and loftq)
+    if run.options.get("method") == "qlora" and not skip_prep:
+        why = ("peft's prepare_model_for_kbit_training re-enables checkpointing with its own empty keywords, "
+               "dropping it (loaders/model.py _prepare_model_for_quantization)")
+        run.notes.append(AXOLOTL_GC_OFFLOAD_UNREAD.format(how=how, why=why))
+    elif kw.get("use_reentrant") is not False:
+        raise _KeyProblem("gradient_checkpointing_kwargs.offload", AXOLOTL_GC_OFFLOAD_REFUSAL)
+    else:
+        why = ("torch.utils.checkpoint hands it to the decoder layer's forward as a keyword the layer ignores, not to "
+               "transformers' save_on_cpu (loaders/model.py gradient_checkpointing_enable)")
+        run.notes.append(AXOLOTL_GC_OFFLOAD_UNREAD.format(how=how, why=why))
 
 
 def _fp8_keys(tool: str, d: dict[str, Any], run: Run) -> None:
@@ -2264,6 +2399,8 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
         # use_unsloth_gc replaces that function with Unsloth's (above)
         run.options["reentrant_gc"] = _flag(LF, d.get("use_reentrant_gc", True), "use_reentrant_gc")
     _seen(d, run, "enable_liger_kernel", "use_unsloth_gc", "use_reentrant_gc")
+    _liger_trainer_llama_factory(d, run)
+    _gc_kwargs_llama_factory(d, run)
     # model_args.py use_unsloth: the model is loaded and wrapped through Unsloth (model/model_utils/unsloth.py
     # FastLanguageModel.from_pretrained, get_peft_model): its kernels (memory/unsloth.py, --kernels unsloth).
     if _flag(LF, d.get("use_unsloth"), "use_unsloth"):
@@ -2385,6 +2522,7 @@ def _llama_factory(d: dict[str, Any], path: Path) -> Run:
     if autocast and not (run.options.get("zero") or run.options.get("fsdp", "none") != "none"
                          or run.options.get("badam") or run.options.get("upcast_norms")):
         _autocast16(run, path, autocast, "LLaMA-Factory", {"kbit_prep": False} if method == "qlora" else {})
+    _foreign_keys(LF, d, run)
     return _finish(d, run)
 
 
@@ -2525,6 +2663,60 @@ def _liger_kernel_config(d: dict[str, Any], run: Run, applied: bool) -> None:
         run.options["loss"] = "liger-cross-entropy" if plain else "hf"
 
 
+def _liger_trainer_llama_factory(d: dict[str, Any], run: Run) -> None:
+    """TrainingArguments.use_liger_kernel in a LLaMA-Factory file (its hparams/training_args.py TrainingArguments
+    subclasses Seq2SeqTrainingArguments, so the parser takes it): transformers' Trainer applies Liger's patch to the
+    model (trainer.py: apply_liger_kernel(self.model, self.args.liger_kernel_config)), fused linear cross-entropy
+    included, as in a transformers file. LLaMA-Factory @ ff6d4d12: the sft trainer computes the loss in the model's
+    forward with labels (train/sft/trainer.py CustomSeq2SeqTrainer.compute_loss), so it is enable_liger_kernel's
+    --loss fused-linear; the dpo / kto trainers call the model without labels (train/dpo/trainer.py
+    concatenated_forward pops them, train/kto/trainer.py), and Liger's forward fuses the loss only with labels
+    (liger_kernel transformers/model/*.py lce_forward: skip_logits = training and labels given): the layer kernels
+    only; the rm trainer's model is TRL's value-head wrapper, not a PreTrainedModel, which apply_liger_kernel
+    (transformers integrations/liger.py) leaves unpatched."""
+    if not _flag(LF, d.get("use_liger_kernel"), "use_liger_kernel"):
+        _seen(d, run, "use_liger_kernel")
+        return
+    run.mapped.append("use_liger_kernel")
+    stage = str(d.get("stage", "sft"))
+    if stage == "rm":
+        run.notes.append(LF_LIGER_RM_NOTE)
+    elif stage in ("dpo", "kto"):
+        _liger_layers(LF, d, run, "use_liger_kernel")
+        run.notes.append(LF_LIGER_PREFERENCE_NOTE.format(stage=stage))
+    else:
+        run.options["loss"] = "fused-linear"
+        _liger_layers(LF, d, run, "use_liger_kernel")
+        _liger_kernel_config(d, run, applied=True)
+
+
+def _gc_kwargs_llama_factory(d: dict[str, Any], run: Run) -> None:
+    """TrainingArguments.gradient_checkpointing_kwargs in a LLaMA-Factory file. LLaMA-Factory checkpoints through its
+    own patch (hiyouga/LLaMA-Factory @ ff6d4d12 model/model_utils/checkpointing.py prepare_model_for_training:
+    {"use_reentrant": use_reentrant_gc}, --reentrant-gc); transformers' Trainer reads the file's keywords only under
+    its own switch, TrainingArguments gradient_checkpointing / activation_checkpointing (trainer.py), which no
+    LLaMA-Factory code sets. Without the switch they are never read; with it, the Trainer's call over LLaMA-Factory's
+    patched gradient_checkpointing_enable is not modelled (named)."""
+    if d.get("gradient_checkpointing_kwargs") is None:
+        return
+    if any(_is_set(d.get(k)) for k in ("gradient_checkpointing", "activation_checkpointing")):
+        _unmodelled(run, "gradient_checkpointing_kwargs", "transformers' Trainer re-enabling checkpointing with them "
+                    "(gradient_checkpointing: true) over LLaMA-Factory's own checkpointing")
+        return
+    run.notes.append(LF_GC_KWARGS_NOTE)
+    run.mapped.append("gradient_checkpointing_kwargs")
+
+
+LF_GC_KWARGS_NOTE = ("gradient_checkpointing_kwargs: no memory change: transformers' Trainer reads it only with "
+                     "gradient_checkpointing: true, and LLaMA-Factory checkpoints with its own {use_reentrant: "
+                     "use_reentrant_gc} (model_utils/checkpointing.py).")
+LF_LIGER_RM_NOTE = ("use_liger_kernel: no memory change at stage rm: LLaMA-Factory's reward model is TRL's value-head "
+                    "wrapper, which transformers' apply_liger_kernel leaves unpatched (not a PreTrainedModel).")
+LF_LIGER_PREFERENCE_NOTE = ("use_liger_kernel at stage {stage}: Liger's layer kernels only: LLaMA-Factory's {stage} "
+                            "trainer calls the model without labels, and Liger fuses the linear cross-entropy only "
+                            "with labels, so the logits are made as without it.")
+
+
 def _llama_factory_optimizers(d: dict[str, Any], run: Run) -> None:
     """LLaMA-Factory's finetuning_args.py GaloreArguments / ApolloArguments / use_adam_mini / use_muon (trainer_utils.py
     _create_galore_optimizer, _create_apollo_optimizer, _create_adam_mini_optimizer, _create_muon_optimizer):
@@ -2662,9 +2854,8 @@ def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *, major: int =
     if not isinstance(offload, bool):
         raise _KeyProblem(key, f"offload {offload!r:.30} is not a boolean; use true or false")
     if offload and offload_wrapper:
-        # axolotl's own offloaded checkpointing replaces transformers' checkpoint function (--activation-offload)
-        _unmodelled(run, f"{key}.offload", "transformers' save_on_cpu under axolotl's offloaded checkpointing is not "
-                    "modelled; counted as axolotl's offload alone")
+        pass  # under axolotl's activation offloading transformers never pops it: _gc_offload_axolotl (after the
+        # multi-GPU keys, which decide whether peft's preparation re-enables checkpointing)
     elif offload:
         # modeling_utils.py _activation_checkpointing_enable(offload=True): save_on_cpu(pin_memory=True) around each
         # checkpoint moves the checkpointed layers' saved inputs to pinned host memory (--ac-offload, memory/savers.py)
@@ -2796,6 +2987,7 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
             "TrainingArguments holds no sequence length or adapter settings: --seq-len and the "
             "LoRA options come from the command line (or their defaults)."
         )
+    _foreign_keys(HF, d, run)
     return _finish(d, run)
 
 
@@ -2903,6 +3095,7 @@ def _deepspeed(d: dict[str, Any], path: Path) -> Run:
     run = Run(notes=[])
     _deepspeed_into(d, run, "", embedded=False)
     run.options.setdefault("method", "full")
+    _foreign_keys("deepspeed", d, run)
     return _finish(d, run)
 
 
@@ -3014,6 +3207,7 @@ def _accelerate(d: dict[str, Any], path: Path) -> Run:
     # The launcher's processes and machines, its mixed precision, and the DeepSpeed / FSDP / Megatron-LM
     # plugin settings. It names no model: give MODEL (and --seq-len) on the command line.
     run = Run(notes=[])
+    _foreign_keys("accelerate", d, run)
     kind = str(d.get("distributed_type", "NO")).upper()
     run.mapped.append("distributed_type")
     nodes = _strict("num_machines", "nodes", d.get("num_machines", 1))
@@ -3238,6 +3432,7 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
         # torchtune datasets/_packed.py PackedDataset: rows of max_seq_len with a block-causal mask per row
         run.options["packing"] = "packed"
         run.mapped.append("dataset")
+    _foreign_keys(TT, d, run)
     return _finish(d, run)
 
 
