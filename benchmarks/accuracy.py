@@ -3536,6 +3536,47 @@ def vlmlf_grid() -> list[dict[str, Any]]:
              "training": dict(kw, **shape, grad_checkpointing=gc)} for model, shape, label, kw, gc in runs]
 
 
+# LLaMA-Factory's image_max_pixels on the tiled towers (`--grid pixels`, issue 13; io/runfiles.py
+# _tiled_pixels_llama_factory): each image at the budget's worst case, the size memory/pixel_budget.py worst_image
+# picks (the most image tokens, then tiles, of any image whose width x height is within the budget), traced as the
+# height x width image it is. LLaVA-NeXT (llava-v1.6 pinpoints): the default 768 x 768 budget (a 768 x 768 image: the
+# 672 x 672 pinpoint, 5 tiles, 2,928 tokens), 336 x 336 (676 x 167: the 1008 x 336 pinpoint, 4 tiles, 1,944 tokens)
+# and 300 x 300 (420 x 214: 3 tiles, 1,776 tokens), the published 24-layer tower under the toy language model (full
+# pure-bf16 and LoRA, checkpointing on), and the 336 x 336 budget on llava-v1.6-mistral-7b cut to 2 text layers (LoRA,
+# checkpointing off / on). Llama 4 (the llama4v grid's Scout toy): the default budget (a 117 x 5041 image: 1 x 16 tiles
+# and the global one, 2,467 tokens) and 3,000 px (1 x 3000: 1 x 9 tiles and the global one), full pure-bf16 with
+# checkpointing and LoRA off / on. 14 cases, written to accuracy_pixels.{json,md}.
+PIXELS_LLAVA_NEXT = ((768 * 768, "llavanext-toy:llava-v1.6-vicuna-7b-hf", "llava-v1.6-vicuna-7b toy-lm", VLM_RUNS[:2],
+                      (True,)),
+                     (336 * 336, "llavanext-toy:llava-v1.6-vicuna-7b-hf", "llava-v1.6-vicuna-7b toy-lm", VLM_RUNS[:2],
+                      (True,)),
+                     (300 * 300, "llavanext-toy:llava-v1.6-vicuna-7b-hf", "llava-v1.6-vicuna-7b toy-lm", VLM_RUNS[:2],
+                      (True,)),
+                     (336 * 336, "llavanext:llava-v1.6-mistral-7b-hf:2:2", "llava-v1.6-mistral-7b 2 text layers",
+                      VLM_RUNS[1:2], (False, True)))
+PIXELS_LLAMA4 = ((768 * 768, ((VLM_RUNS[0], (True,)), (VLM_RUNS[1], (False, True)))),
+                 (3000, ((VLM_RUNS[0], (True,)), (VLM_RUNS[1], (False, True)))))
+
+
+def pixels_grid() -> list[dict[str, Any]]:
+    from vramcalc.core.memory.pixel_budget import worst_image
+
+    def case(model: str, name: str, budget: int, preset: str, label: str, kw: dict[str, Any], gc: bool,
+             shape: dict[str, Any]) -> dict[str, Any]:
+        h, w = worst_image(presets.find_model(preset).vision, budget)  # type: ignore[arg-type]
+        return {"id": f"{name} | {label} | image_max_pixels {budget}: {h}x{w} | b{shape['batch_size']} "
+                      f"s{shape['seq_len']} i1 | {'gc' if gc else 'no-gc'}", "model": model, "method": kw["method"],
+                "training": dict(kw, **shape, image_size=h, image_width=w, grad_checkpointing=gc)}
+
+    cases = [case(model, name, budget, "llava-v1.6-vicuna-7b", label, kw, gc,
+                  {"batch_size": 1, "seq_len": 64, "images": 1})
+             for budget, model, name, runs, gcs in PIXELS_LLAVA_NEXT for label, kw in runs for gc in gcs]
+    cases += [case("llama4v:scout", "scout tiny-lm", budget, "llama-4-scout-vision", label, kw, gc,
+                   {"batch_size": 1, "seq_len": 128, "images": 1})
+              for budget, runs in PIXELS_LLAMA4 for (label, kw), gcs in runs for gc in gcs]
+    return cases
+
+
 # 8-bit QLoRA (`--grid qlora8`, issue 13; --method qlora --quant-bits 8): the blocks' Linears as bitsandbytes
 # Linear8bitLt under LoRA all-linear (threshold 6.0, transformers' llm_int8_threshold default; trace/_hf.py
 # _Dequant8bit: MatMul8bitLt's fp16 input copy, int8 rows, int32 product, fp16 output and its cast, the input kept as a
@@ -3659,6 +3700,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "qlora8": qlora8_grid,
          "early-stop": early_stop_grid,
          "hqq": hqq_grid,
+         "pixels": pixels_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -3746,6 +3788,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
           "gc-offload": " (transformers' offloaded checkpointing: save_on_cpu around each checkpoint, issue 13)",
+          "pixels": " (LLaMA-Factory image_max_pixels on LLaVA-NeXT and Llama 4: the budget's worst image; issue 13)",
           }
 
 
@@ -3957,6 +4000,7 @@ def main() -> None:
                          "qlora8",
                          "early-stop",
                          "amp",
+                         "pixels",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

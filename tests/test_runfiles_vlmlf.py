@@ -109,11 +109,12 @@ def test_llama_factory_image_pixels(tmp_path: Path) -> None:
     assert run.options["image_size"] == 512 and "image_max_pixels" in run.mapped
     # without the key, model_args.py's default budget 768 x 768 applies: 768 px
     assert _load(tmp_path, "qwen2.5-vl-3b-instruct", "finetuning_type: full\n").options["image_size"] == 768
-    # CLIP resizes to 336 whatever the image: no change; LLaVA-NeXT's tiles follow the image: not modelled
+    # CLIP resizes to 336 whatever the image: no change; LLaVA-NeXT's tiles follow the image: the default budget's
+    # worst image, 768 x 768 (tests/test_lf_pixels.py)
     run = _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: lora\nimage_max_pixels: 262144\n")
     assert "image_size" not in run.options and "image_max_pixels" in run.mapped
     run = _load(tmp_path, "llava-v1.6-mistral-7b-hf", "finetuning_type: lora\nimage_min_pixels: 4096\n")
-    assert run.unmodelled == ["image_min_pixels"]
+    assert run.unmodelled == [] and (run.options["image_size"], run.options["image_width"]) == (768, 768)
 
 
 def test_llama_factory_all_on_llama4_leaves_the_router_out(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from vramcalc.core.errors import UnknownPresetError, VramcalcError
 from vramcalc.core.lora_layers import LAYERS_PATTERNS
 from vramcalc.core.memory import online_dpo as _online
 from vramcalc.core.options import BY_NAME, OptionError, coerce
+from vramcalc.core.specs import VisionSpec
 from vramcalc.core.vocab import kernels_value
 from vramcalc.io import presets
 from vramcalc.io.files import path_kind
@@ -2182,6 +2183,7 @@ def _llama_pro_lora(d: dict[str, Any], run: Run, path: Path) -> None:
 LF_COMPOSITE_KINDS = ("clip", "llava_next", "qwen2_vl", "qwen2_5_vl", "siglip", "mllama", "llama4")
 LF_FIXED_SIZE_KINDS = ("clip", "siglip")  # CLIPImageProcessor / Gemma3ImageProcessor resize to the tower's own size
 LF_IMAGE_MAX_PIXELS = 768 * 768  # model_args.py image_max_pixels default
+LF_IMAGE_MIN_PIXELS = 32 * 32  # model_args.py image_min_pixels default
 LF_LORA_RANK = 8  # finetuning_args.py LoraArguments.lora_rank default
 # Llama 4's language-model Linears: find_all_linear_modules keeps classes whose name holds "Linear", so Llama4Router
 # (an nn.Linear subclass) is not among `all`'s names (transformers models/llama4/modeling_llama4.py: attention
@@ -2216,7 +2218,7 @@ def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> N
     if lm_frozen and registered and ftype in ("full", "freeze"):
         _frozen_lm_llama_factory(run, vision.kind, ftype, tower_frozen, projector_frozen)
         run.mapped += [k for k in keys[:3] if k in d]
-        _image_pixels_llama_factory(d, run, vision.kind)
+        _image_pixels_llama_factory(d, run, vision)
         return
     if lm_frozen and registered and ftype == "lora":
         # patch_target_modules (model_utils/visual.py) keeps only the modules outside every frozen part's keys, so
@@ -2271,7 +2273,7 @@ def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> N
             run.notes.append(f"LLaMA-Factory does not register {vision.kind} models in COMPOSITE_MODELS "
                              "(model_utils/visual.py): full tuning trains the vision tower too (--train-vision).")
         _seen(d, run, fvt_key, fmp_key)
-    _image_pixels_llama_factory(d, run, vision.kind)
+    _image_pixels_llama_factory(d, run, vision)
 
 
 def _frozen_lm_llama_factory(run: Run, kind: str, ftype: str, tower_frozen: bool, projector_frozen: bool) -> None:
@@ -2299,13 +2301,16 @@ def _frozen_lm_llama_factory(run: Run, kind: str, ftype: str, tower_frozen: bool
                        **({} if tower_frozen else {"train_vision": True}))
 
 
-def _image_pixels_llama_factory(d: dict[str, Any], run: Run, kind: str) -> None:
+def _image_pixels_llama_factory(d: dict[str, Any], run: Run, vision: VisionSpec) -> None:
     """image_max_pixels / image_min_pixels (data/mm_plugin.py _preprocess_image: an image over the budget is scaled
     down to it, keeping its aspect; one under the floor scaled up). A fixed-size tower's processor then resizes every
     image to its own size (no memory change); Qwen-VL's image tokens follow the pixels: the budget's largest square
-    (isqrt of image_max_pixels, 768 px by default) is the worst case, --image-size."""
+    (isqrt of image_max_pixels, 768 px by default) is the worst case, --image-size. LLaVA-NeXT's and Llama 4's tiles
+    and tokens follow each image's width and height: the budget's worst image (memory/pixel_budget.py), --image-size
+    and --image-width, the default budget applying without the key as Qwen-VL's does."""
     import math
 
+    kind = vision.kind
     if kind in ("qwen2_vl", "qwen2_5_vl"):  # the budget applies by default too (768 x 768: 768 px)
         cap = _strict("image_max_pixels", "image_size", d.get("image_max_pixels", LF_IMAGE_MAX_PIXELS))
         run.options["image_size"] = math.isqrt(cap)
@@ -2313,16 +2318,58 @@ def _image_pixels_llama_factory(d: dict[str, Any], run: Run, kind: str) -> None:
                          f"counted at the budget's largest square, {math.isqrt(cap)} px (the worst case; smaller "
                          "images have fewer image tokens).")
         _seen(d, run, "image_max_pixels", "image_min_pixels")
+    elif kind in LF_TILED_KINDS:
+        _tiled_pixels_llama_factory(d, run, vision)
     elif not any(k in d for k in ("image_max_pixels", "image_min_pixels")):
         return
     elif kind in LF_FIXED_SIZE_KINDS:
         run.notes.append("image_max_pixels / image_min_pixels: no memory change: the processor resizes every image "
                          "to the tower's own size.")
         _seen(d, run, "image_max_pixels", "image_min_pixels")
+    elif kind in LF_NO_CHANGE_KINDS:
+        run.notes.append(f"image_max_pixels / image_min_pixels: no memory change: {LF_NO_CHANGE_KINDS[kind]}.")
+        _seen(d, run, "image_max_pixels", "image_min_pixels")
     else:
         for key in ("image_max_pixels", "image_min_pixels"):
             if key in d:
                 _unmodelled(run, key, "the images' size (this model's tiles follow each image's width and height)")
+
+
+# The towers whose tiles and image tokens follow each image's width and height, under LLaMA-Factory's LlavaNextPlugin
+# and Llama4Plugin (data/mm_plugin.py: the image processor's own pixel_values and token counts)
+LF_TILED_KINDS = ("llava_next", "llama4")
+# The keys read where the images' size does not change memory, and why
+LF_NO_CHANGE_KINDS = {
+    # transformers 5.24 models/mllama/image_processing_mllama.py pad_batches_and_tiles: every image's tiles padded to
+    # max_image_tiles (MllamaPlugin passes the processor's max_image_tiles to the cross-attention mask too)
+    "mllama": "the processor pads every image to max_image_tiles tiles, whatever its size",
+    # LLaMA-Factory @ ff6d4d12 has no Idefics3 / SmolVLM template (data/template.py) nor plugin (data/mm_plugin.py
+    # PLUGINS), so _preprocess_image never resizes its images
+    "idefics3": "LLaMA-Factory has no Idefics3 / SmolVLM plugin (data/mm_plugin.py), so it never resizes their images",
+}
+
+
+def _tiled_pixels_llama_factory(d: dict[str, Any], run: Run, vision: VisionSpec) -> None:
+    """LLaVA-NeXT / Llama 4 under image_max_pixels: every image reaches the processor within the budget (and
+    image_min_pixels only scales small ones up to at most its own area, memory/pixel_budget.py), so the image with the
+    most image tokens within it is counted, --image-size (height) and --image-width."""
+    from vramcalc.core.memory import pixel_budget
+
+    cap = _strict("image_max_pixels", "image_size", d.get("image_max_pixels", LF_IMAGE_MAX_PIXELS))
+    if cap < 1:
+        raise _KeyProblem("image_max_pixels", f"{cap} lets no image through: give a positive pixel count")
+    floor = _strict("image_min_pixels", "image_size", d.get("image_min_pixels", LF_IMAGE_MIN_PIXELS))
+    if floor > cap:  # model_args.py __post_init__ refuses it
+        raise _KeyProblem("image_min_pixels", f"{floor} is over image_max_pixels {cap}: give at most {cap}")
+    height, width = pixel_budget.worst_image(vision, cap)
+    cost = (pixel_budget.llava_next_cost if vision.kind == "llava_next" else pixel_budget.llama4_cost)(vision, height,
+                                                                                                       width)
+    run.options.update(image_size=height, image_width=width)
+    run.notes.append(f"image_max_pixels {cap}{'' if 'image_max_pixels' in d else ' (the default)'}: images counted "
+                     f"at the budget's worst case, {height} x {width} px (height x width: {cost[1]} tiles, "
+                     f"{cost[0]:,} image tokens each, the most any image within the budget gives; other images have "
+                     "as many or fewer).")
+    _seen(d, run, "image_max_pixels", "image_min_pixels")
 
 
 def _names(value: Any) -> list[str]:
