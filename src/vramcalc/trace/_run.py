@@ -136,7 +136,10 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
             # get_forbidden_modules): the language model and (without --train-vision) the tower frozen, the
             # projector (LLaVA / Gemma 3 multi_modal_projector, Qwen2-VL visual.merger) trained
             qwen = model.vision is not None and model.vision.is_qwen
-            tower = hf.model.visual if qwen else hf.model.vision_tower
+            # Llama-3.2-Vision: COMPOSITE_MODELS' vision_model_keys ["vision_model"]; its language_model key takes
+            # the cross-attention layers (MllamaTextModel's) too
+            mllama = model.vision is not None and model.vision.is_mllama
+            tower = hf.model.visual if qwen else hf.model.vision_model if mllama else hf.model.vision_tower
             for p in (tower.parameters() if training.train_vision else ()):
                 p.requires_grad_(True)
             for p in (hf.model.visual.merger if qwen else hf.model.multi_modal_projector).parameters():
