@@ -1000,7 +1000,7 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     from vramcalc.core.params import projector_params, vision_tower_params
 
     text_model, text_training = llama4v.text_run(model, training)
-    inner = explain(text_model, text_training)
+    inner = _frozen_lm_inner(training, explain(text_model, text_training))  # frozen_lm: the stand-in out
     v = model.vision
     assert v is not None and model.hidden_size is not None
     d = b.details
@@ -1011,7 +1011,7 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     h, w = llama4v.image_hw(v, training)
     rows, cols = llama4v.layout(v, h, w)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
-    trained = training.method == "full"
+    trained = training.method == "full" or llama4v.frozen_lm(training)  # frozen_lm: the projector trained
     tower_mods, _ = llama4v.lora_targets(model, training)  # peft's matching over the whole model
     adapters = llama4v.tower_adapter_params(model, training)
     lora_tower = training.train_vision and not trained  # the tower's own weights beside the text's adapters
@@ -1037,7 +1037,8 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
         **_image_side_states("image_side", "tower LoRA adapter gradients" if adapters else
                              "tower gradients (--train-vision)" if lora_tower else
                              "tower and projector gradients (--train-vision)" if training.train_vision else
-                             "projector gradients (full fine-tuning trains it)",
+                             "projector gradients" + (" (the language model frozen)" if llama4v.frozen_lm(training)
+                                                      else " (full fine-tuning trains it)"),
                              "tower LoRA adapter optimizer state" if adapters else
                              "tower optimizer state (--train-vision)" if lora_tower else
                              "tower and projector optimizer state" if training.train_vision else

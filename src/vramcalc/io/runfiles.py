@@ -2151,14 +2151,14 @@ def _frozen_lm_llama_factory(run: Run, kind: str, ftype: str, tower_frozen: bool
     key = "freeze_language_model"
     if kind not in FROZEN_LM_KINDS:
         raise _KeyProblem(key, "the language model frozen is modelled for LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / "
-                          f"Qwen2.5-VL, Gemma 3 and Llama-3.2-Vision, not {kind} (its estimator has no frozen-language-"
-                          "model path): remove it")
+                          f"Qwen2.5-VL, Gemma 3, Llama-3.2-Vision and Llama 4, not {kind} (its estimator has no "
+                          "frozen-language-model path): remove it")
     if projector_frozen:
         raise _KeyProblem(key, "with freeze_multi_modal_projector true it trains the tower alone or nothing: not "
                           "modelled; set freeze_multi_modal_projector: false")
-    if kind == "mllama" and not tower_frozen:  # memory/mllama.py check: not traced
-        raise _KeyProblem("freeze_vision_tower", "false with freeze_language_model trains Llama-3.2-Vision's tower "
-                          "beside the projector: not modelled; keep freeze_vision_tower: true")
+    if kind in ("mllama", "llama4") and not tower_frozen:  # memory/frozen_lm.py _check_frozen_lm: not traced
+        raise _KeyProblem("freeze_vision_tower", f"false with freeze_language_model trains the {kind} tower beside "
+                          "the projector: not modelled; keep freeze_vision_tower: true")
     if ftype == "freeze" and not tower_frozen:  # the tower's blocks whose index is a trainable layer id
         raise _KeyProblem("freeze_vision_tower", "false under finetuning_type freeze trains the tower's layers by "
                           "index: not modelled; use finetuning_type full")

@@ -27,8 +27,8 @@ def frozen_lm(training: TrainingSpec) -> bool:
     return _unfrozen.projector_only(training)
 
 
-# traced: --grid flm; Gemma 3 (siglip), LLaVA-NeXT and Llama-3.2-Vision (mllama): --grid vlmfreeze
-FROZEN_LM_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl", "siglip", "llava_next", "mllama")
+# traced: --grid flm; Gemma 3 (siglip), LLaVA-NeXT, Llama-3.2-Vision (mllama) and Llama 4: --grid vlmfreeze
+FROZEN_LM_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl", "siglip", "llava_next", "mllama", "llama4")
 
 
 def _check_frozen_lm(model: ModelSpec, training: TrainingSpec) -> None:
@@ -38,8 +38,12 @@ def _check_frozen_lm(model: ModelSpec, training: TrainingSpec) -> None:
     assert v is not None
     if v.kind not in FROZEN_LM_KINDS:
         raise UnsupportedCombination("--train-modules projector (the language model frozen) is modelled for "
-                                     "LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL, Gemma 3 and Llama-3.2-Vision, not "
-                                     f"{model.name} ({v.kind}): use --method full")
+                                     "LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL, Gemma 3, Llama-3.2-Vision and "
+                                     f"Llama 4, not {model.name} ({v.kind}): use --method full")
+    if training.train_vision and v.kind in ("mllama", "llama4"):  # memory/mllama.py, memory/llama4v.py: not traced
+        raise UnsupportedCombination(f"--train-vision with --train-modules projector is not modelled for {model.name} "
+                                     "(the tower trained beside the projector under a frozen language model is not "
+                                     "traced): drop --train-vision")
     if training.train_layers != () or training.train_modules != ("projector",):
         raise UnsupportedCombination("--train-modules projector with language-model layers or modules trained is not "
                                      "modelled: give --train-layers none --train-modules projector")

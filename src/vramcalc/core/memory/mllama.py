@@ -74,9 +74,6 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
 
     if frozen_lm(training):  # LLaMA-Factory freeze_language_model: the projector trained (memory/vision.py)
         _check_frozen_lm(model, training)
-        if training.train_vision:
-            raise UnsupportedCombination(f"--train-vision with --train-modules projector is not modelled for {name} "
-                                         "(not traced): drop --train-vision")
     elif training.method not in METHODS:
         raise UnsupportedCombination(f"--method {training.method} is not modelled for {name}: use "
                                      f"{', '.join(METHODS)}")
@@ -470,16 +467,16 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # below the lowest one record no graph (their input needs no gradient, their weights are frozen), and that layer's
     # text input needs none either: input_layernorm saves nothing and q_norm nothing (q needs no gradient; sdpa still
     # saves q for k's and v's). The text run (the stand-in embedding) counted every layer as saving what its input's
-    # gradient needs: taken out of every moment that holds them (`below`). With checkpointing
+    # gradient needs: taken out of every moment that holds them (`unsaved_below`). With checkpointing
     # enable_input_require_grads hooks the text embeddings (modeling_utils.py), so every layer keeps its input and
     # is rerun with grad, as the text run counts.
     from vramcalc.core.memory.activations import layer_activations
 
-    below = 0
+    unsaved_below = 0
     if flm and not gc:
         q_dim = model.num_attention_heads * head_dim(model) if model.num_attention_heads else d
         frozen_layer = layer_activations(text_model, text_training, recipe_of(training), trainable_weights=False)
-        below = min(v.cross_attention_layers) * frozen_layer.saved(bs * s, s) \
+        unsaved_below = min(v.cross_attention_layers) * frozen_layer.saved(bs * s, s) \
             + bs * s * (d * c + 4 + 4 * q_dim + 4 * (model.num_attention_heads or 0))
 
     raw: list[_m.RawMoment] = []
@@ -502,7 +499,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     for key, layout, values in b.moments:
         values = _grown(layout, values, trainable_text, extra_trainable if key.startswith("backward.")
                         and training.grad_accum == 1 else grow_all)
-        values = _less_saved(layout, values, below)
+        values = _less_saved(layout, values, unsaved_below)
         if key == "forward.layer":
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + during_layers)))
         elif key.startswith("forward."):
@@ -577,8 +574,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             transient = max(cross_bwd, at_mlp)
         if flm:  # the projector's gradient comes after every cross-attention layer's backward
             grads_at = 0
-        raw.insert(len(raw) - 3, ("backward.cross", BWD_CROSS,
-                                  (grads_at, max(saved_at - below, 0), in_backward + states_grad_bytes, transient)))
+        raw.insert(len(raw) - 3, ("backward.cross", BWD_CROSS, (grads_at, max(saved_at - unsaved_below, 0),
+                                                                in_backward + states_grad_bytes, transient)))
     # --- a cross-attention layer's forward (the top one): the layers below saved (with checkpointing their kept
     # inputs), and its own transients at the larger of two instants: v_proj's adapter (peft tuners/lora/layer.py:
     # the states cast to the adapter's dtype, lora_A's and lora_B's outputs and the scaled one, beside k and the base
@@ -606,7 +603,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # (trace/_hf.py _Dequant4bit.forward; activations.py DequantBytes)
         own = 0 if gc else delta
         cross_fwd = max(cross_fwd, own + term("forward.layer", "layer forward temporaries"))
-    raw.insert(2, ("forward.cross", FWD_CROSS, (acc, max(saved_fwd - below, 0), during_layers, cross_fwd)))
+    raw.insert(2, ("forward.cross", FWD_CROSS, (acc, max(saved_fwd - unsaved_below, 0), during_layers, cross_fwd)))
     if graph:
         # the tower's backward, last: every gradient exists, the tower's saved graph, and at its top global layer's
         # MLP backward the gradients of the intermediate layers' outputs (the stack's) and the flowing ones
@@ -635,7 +632,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel, "activations.cross_attention_layers": saved_cross,
                     "activations.image_side_saved": vision_out + states + masks,
-                    "activations.frozen_lm_unsaved_below": below,
+                    "activations.frozen_lm_unsaved_below": unsaved_below,
                     "temporaries.vision_tower_forward": tower_fwd})
     adapted_side = ", ".join(tower_mods) + (" and multi_modal_projector" if projector_adapters else "")
     mode = (FROZEN_LM_NOTE + " (here only from the lowest cross-attention layer up: the image enters there; "
@@ -670,7 +667,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector + extras,
                   trainable_parameters=trainable_text + grow_all, weights=weights,
                   gradients=_scaled(b.gradients, trainable_text, grow_all), optimizer_state=states_opt,
-                  activations=b.activations + saved_cross + during_layers - below,
+                  activations=b.activations + saved_cross + during_layers - unsaved_below,
                   temporaries=max(b.temporaries, tower_fwd_t, cross_t, tower_bwd_t), phases=phases, details=details,
                   notes=b.notes + notes,
                   moments=tuple(raw), active_parameters=b.active_parameters + tower + projector + extras)
