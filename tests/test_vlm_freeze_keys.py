@@ -225,6 +225,10 @@ def test_llama4_frozen_language_model_trains_the_projector_alone(tmp_path: Path)
     assert b.trainable_parameters == projector == 20_971_520
     assert (b.gradients, b.optimizer_state) == (2 * projector, 4 * projector)
     assert any("freeze_language_model" in n for n in b.notes)
+    # with checkpointing the output says the recomputed layer's set is an approximation (an over-estimate)
+    gc = estimate(presets.find_model("llama-4-scout-vision"),
+                  TrainingSpec(**FLM, seq_len=256, images=1, grad_checkpointing=True))
+    assert any("approximate: with checkpointing" in n for n in gc.notes)
 
 
 def test_llama4_frozen_language_model_against_the_tracer() -> None:

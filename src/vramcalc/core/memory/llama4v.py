@@ -665,7 +665,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     rows_cols = layout(v, *image_hw(v, training))
     h, w = image_hw(v, training)
     split = (f"{rows_cols[0]} x {rows_cols[1]} tiles and a global tile" if tiles > 1 else "one tile")
-    mode = (FROZEN_LM_NOTE + "; the projector trained" if drop else
+    mode = (FROZEN_LM_NOTE + "; the projector trained" + (
+        " (approximate: with checkpointing the recomputed language-model layer is counted at a trained layer's saved "
+        "set, an over-estimate: +0.52 % on Maverick's 4 published-width layers, --grid vlmfreeze)" if gc else "")
+            if drop else
             "full fine-tuning trains the projector" if trained_projector else
         (f"--method {training.method} also adapts the tower's {', '.join(tower_mods)} in every encoder layer"
          + (" and the pixel-shuffle adapter's" if mlp2 else "") + f" ({adapters:,} adapter parameters: peft matches "
