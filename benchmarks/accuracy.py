@@ -3210,10 +3210,11 @@ FLM_MODELS = (("llava-cut:llava-1.5-7b-hf", ({"batch_size": 1, "seq_len": 512, "
               ("qwenvl:qwen2-vl-2b-instruct", QWEN_VL_SHAPES), ("qwenvl:qwen2.5-vl-3b-instruct", QWEN_VL_SHAPES[:1]))
 
 
-def _frozen_lm_cases(model: str, tag: str, shapes: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
-    """FLM_RUNS on `model` (ids from `tag`): projector-only pure-bf16 on every shape, the rest on the first."""
+def _frozen_lm_cases(model: str, tag: str, shapes: tuple[dict[str, Any], ...],
+                     runs: tuple[tuple[str, dict[str, Any]], ...] = FLM_RUNS) -> list[dict[str, Any]]:
+    """`runs` (FLM_RUNS) on `model` (ids from `tag`): projector-only pure-bf16 on every shape, the rest on the first."""
     cases = []
-    for label, kw in FLM_RUNS:  # (bf16 and the trained tower on the first shape)
+    for label, kw in runs:  # (bf16 and the trained tower on the first shape)
         for shape in shapes if label == FLM_RUNS[0][0] else shapes[:1]:
             px = f" {shape['image_size']}px" if "image_size" in shape else ""
             for gc in (False, True):
@@ -3229,16 +3230,30 @@ def flm_grid() -> list[dict[str, Any]]:
     return [c for model, shapes in FLM_MODELS for c in _frozen_lm_cases(model, model, shapes)]
 
 
-# The frozen-language-model grid on Gemma 3 and LLaVA-NeXT (`--grid vlmfreeze`, issues 13 / 15; 26 cases):
+# The frozen-language-model grid on Gemma 3, LLaVA-NeXT, Llama-3.2-Vision and Llama 4 (`--grid vlmfreeze`, issues
+# 13 / 15; 48 cases):
 # LLaMA-Factory's freeze_language_model with freeze_multi_modal_projector false (and freeze_vision_tower false: the
 # tower trained too), read as --method freeze --train-layers none --train-modules projector (memory/vision.py
 # frozen_lm): flm's runs on gemma-3-4b-it's config.json, both stacks cut to 4 layers (as --grid vlm2), on both vlm2
 # shapes and four images under 128 text tokens; on llava-v1.6-mistral-7b cut to 2 text layers and a 2-layer tower
 # and llava-v1.6-vicuna-7b's published tower under a toy language model (--grid vlm3's, the image side the peak),
-# on vlm3's shapes. Traces in trace_cache_vlmfreeze.json; written to accuracy_vlmfreeze.{json,md}.
+# on vlm3's shapes. Llama-3.2-Vision (memory/mllama.py; the language model's cross-attention layers frozen with it,
+# the projector trained): projector-only pure-bf16 (mllama refuses autocast, and --train-vision with a frozen language
+# model is not modelled) x checkpointing off / on on --grid mllama's cuts: the 11B text model's first 9 layers
+# (cross-attention at 3 and 8: the three layers below record no graph without checkpointing) on both mllama shapes,
+# the toy language model (cross-attention at 1 and 3, the image side the peak) at two shapes, the 90B text model's
+# first 4 layers and the whole published tower under the 11B's first 4 layers at one shape each. Llama 4
+# (memory/llama4v.py; the tower and its pixel-shuffle adapter frozen, multi_modal_projector trained): projector-only
+# pure-bf16 x checkpointing off / on on --grid llama4v's models: Scout's tiny language model at both llama4v shapes
+# (one tile; 4 tiles of a 300 x 800 image), Maverick's at the first, and the published Scout and Maverick text widths
+# cut to 4 layers (Maverick: dense and MoE layers interleaved) at the first.
+# Traces in trace_cache_vlmfreeze.json; written to accuracy_vlmfreeze.{json,md}.
 VLMFREEZE_MODEL = "gemma3vlm:gemma-3-4b-it:4"
 VLMFREEZE_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2},
                     {"batch_size": 1, "seq_len": 128, "images": 4})
+
+
+MLLAMA_TOY_SHAPES = ({"batch_size": 1, "seq_len": 16, "images": 2}, {"batch_size": 2, "seq_len": 32, "images": 1})
 
 
 def vlmfreeze_grid() -> list[dict[str, Any]]:
@@ -3246,7 +3261,17 @@ def vlmfreeze_grid() -> list[dict[str, Any]]:
             *_frozen_lm_cases("llavanext:llava-v1.6-mistral-7b-hf:2:2", "llava-v1.6-mistral-7b-hf 2:2",
                               LLAVA_NEXT_SHAPES),
             *_frozen_lm_cases("llavanext-toy:llava-v1.6-vicuna-7b-hf", "llava-v1.6-vicuna-7b-hf toy-lm",
-                              LLAVA_NEXT_TOY_SHAPES)]
+                              LLAVA_NEXT_TOY_SHAPES),
+            *_frozen_lm_cases("mllama:11b-9", "llama-3.2-11b-vision 9 layers", MLLAMA_SHAPES, FLM_RUNS[:1]),
+            *_frozen_lm_cases("mllama:toy", "llama-3.2-11b-vision toy-lm", MLLAMA_TOY_SHAPES, FLM_RUNS[:1]),
+            *_frozen_lm_cases("mllama:90b-4", "llama-3.2-90b-vision 4 layers", MLLAMA_SHAPES[:1], FLM_RUNS[:1]),
+            *_frozen_lm_cases("mllama:11b-4-tower", "llama-3.2-11b-vision 4 layers whole tower",
+                              ({"batch_size": 1, "seq_len": 256, "images": 1},), FLM_RUNS[:1]),
+            *_frozen_lm_cases("llama4v:scout", "llama-4-scout tiny-lm", LLAMA4V_SHAPES, FLM_RUNS[:1]),
+            *_frozen_lm_cases("llama4v:maverick", "llama-4-maverick tiny-lm", LLAMA4V_SHAPES[:1], FLM_RUNS[:1]),
+            *_frozen_lm_cases("llama4v:scout (4 layers)", "llama-4-scout 4 layers", LLAMA4V_SHAPES[:1], FLM_RUNS[:1]),
+            *_frozen_lm_cases("llama4v:maverick (4 layers)", "llama-4-maverick 4 layers", LLAMA4V_SHAPES[:1],
+                              FLM_RUNS[:1])]
 
 
 # The Muon grid (`--grid muon`, issue 13; 15 cases): LLaMA-Factory's use_muon (llamafactory 0.9.5
@@ -3769,8 +3794,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "issue 13)",
           "unfrozen": " (partial fine-tuning by name: --train-layers / --train-modules; issue 13)",
           "flm": " (the language model frozen, the projector / tower trained: freeze_language_model; issues 13 / 15)",
-          "vlmfreeze": " (Gemma 3 and LLaVA-NeXT with the language model frozen, the projector / tower trained: "
-                       "freeze_language_model; issues 13 / 15)",
+          "vlmfreeze": " (Gemma 3, LLaVA-NeXT, Llama-3.2-Vision and Llama 4 with the language model frozen, the "
+                       "projector / tower trained: freeze_language_model; issues 13 / 15)",
           "muon": " (LLaMA-Factory's Muon: momentum for 2-D matrices, AdamW for the rest; issue 13)",
           "fp8": " (FP8 training: accelerate's torchao Float8Linear, tensorwise and rowwise; issue 13)",
           "tp": " (transformers' tensor parallelism, tp_plan: one rank emulated on its shapes; issue 13)",

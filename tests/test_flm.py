@@ -76,15 +76,18 @@ def test_checkpointing_hooks_the_frozen_tower() -> None:
 
 
 @pytest.mark.parametrize("config, kw, match", [
-    ("llama-3.2-11b-vision-instruct", {}, "not modelled for llama-3.2-11b"),  # its estimator refuses --method freeze
+    ("llama-4-scout-vision", {"train_vision": True}, "drop --train-vision"),  # the tower beside it: not traced
     ("smolvlm-256m-instruct", {}, "LLaVA-1.5, LLaVA-NeXT"),
     ("llava-1.5-7b-hf", {"train_layers": (0,)}, "--train-layers none"),
     ("llava-1.5-7b-hf", {"train_modules": ("projector", "lm_head")}, "--train-layers none"),
     ("llava-1.5-7b-hf", {"precision": "amp-bf16"}, "autocast"),
 ])
 def test_what_is_not_modelled_is_refused(config: str, kw: dict[str, object], match: str) -> None:
+    from vramcalc.io.resolve import resolve_model
+
+    m = resolve_model(config, Path("."))[0] if config.endswith("-vision") else spec(config)  # a preset: Llama 4's
     with pytest.raises(UnsupportedCombination, match=match):
-        estimate(spec(config), TrainingSpec(**{**FLM, **kw}))
+        estimate(m, TrainingSpec(**{**FLM, **kw}))
 
 
 def test_a_text_model_has_no_projector() -> None:

@@ -150,7 +150,12 @@ def test_llama_factory_freeze_language_model_with_the_tower(tmp_path: Path) -> N
     with pytest.raises(VramcalcError, match="freeze_vision_tower"):
         _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: freeze\nfreeze_language_model: true\n"
               "freeze_multi_modal_projector: false\nfreeze_vision_tower: false\n")
-    # a registered family whose estimator has no frozen-language-model path (Llama-3.2-Vision): refused in one line
-    with pytest.raises(VramcalcError, match="LLaVA-1.5, LLaVA-NeXT"):
-        _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: full\nfreeze_language_model: true\n"
-              "freeze_multi_modal_projector: false\n")
+    # Llama 4 (every registered family now has a frozen-language-model path): mapped; with the tower trained too
+    # (freeze_vision_tower false, not traced) refused in one line
+    f = tmp_path / "l4.yaml"  # the llama-4-scout-vision preset (its image side; the config.json reads as text)
+    f.write_text("model_name_or_path: llama-4-scout-vision\nstage: sft\nfinetuning_type: full\n"
+                 "freeze_language_model: true\nfreeze_multi_modal_projector: false\n")
+    assert runfiles.load(str(f))[0].options["train_modules"] == "projector"
+    f.write_text(f.read_text() + "freeze_vision_tower: false\n")
+    with pytest.raises(VramcalcError, match="keep freeze_vision_tower: true"):
+        runfiles.load(str(f))

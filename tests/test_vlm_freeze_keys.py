@@ -1,6 +1,7 @@
 """LLaMA-Factory's vision-language freeze keys beyond --grid flm (io/runfiles.py _vlm_llama_factory;
 hiyouga/LLaMA-Factory @ ff6d4d12 model_utils/visual.py get_forbidden_modules / patch_target_modules, model/adapter.py
-_setup_freeze_tuning): freeze_language_model on Gemma 3 (memory/vision.py frozen_lm, traced by --grid vlmfreeze),
+_setup_freeze_tuning): freeze_language_model on Gemma 3, LLaVA-NeXT, Llama-3.2-Vision and Llama 4 (memory/frozen_lm.py,
+memory/mllama.py, memory/llama4v.py; traced by --grid vlmfreeze),
 and the combinations refused in one line: LoRA with the language model frozen, freeze tuning with the tower or the
 projector trained beside the language model's layers."""
 
@@ -84,9 +85,12 @@ def test_lora_with_the_language_model_frozen_is_refused(tmp_path: Path, config: 
     with pytest.raises(VramcalcError, match=match) as e:
         _load(tmp_path, config, f"finetuning_type: lora\nlora_target: all\nfreeze_language_model: true\n{extra}")
     assert "freeze_language_model" in str(e.value) and "finetuning_type full" in str(e.value)
-    # a family whose frozen language model is not modelled: the fix is to drop the key
-    with pytest.raises(VramcalcError, match="drop freeze_language_model"):
-        _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: lora\nfreeze_language_model: true\n")
+    # Llama 4 (the llama-4-scout-vision preset: its config.json reads as the text model): the same refusal
+    f = tmp_path / "l4.yaml"
+    f.write_text("model_name_or_path: llama-4-scout-vision\nstage: sft\nfinetuning_type: lora\n"
+                 "freeze_language_model: true\n")
+    with pytest.raises(VramcalcError, match="finetuning_type full"):
+        runfiles.load(str(f))
 
 
 @pytest.mark.parametrize("key, match", [("freeze_vision_tower", "tower's blocks"),
@@ -125,3 +129,134 @@ def test_llava_next_frozen_language_model_against_the_tracer() -> None:
     got, ref = estimate(m, t), trace(m, t)
     assert abs(got.tensor_peak_bytes - ref.peak_bytes) / ref.peak_bytes <= 0.01
     assert got.peak_phase == ref.peak_phase
+
+
+def test_mllama_frozen_language_model_trains_the_projector_alone(tmp_path: Path) -> None:
+    # COMPOSITE_MODELS["mllama"] (model_utils/visual.py): vision_model_keys ["vision_model"], the default
+    # language_model_keys ["language_model", "lm_head"]: MllamaTextModel's cross-attention layers (their q/k_norm and
+    # gates) are under language_model, so frozen with it; multi_modal_projector trains
+    run = _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: full\nfreeze_language_model: true\n"
+                "freeze_multi_modal_projector: false\n")
+    assert run.unmodelled == [] and (run.options["method"], run.options["train_modules"]) == ("freeze", "projector")
+    # Llama-3.2-11B-Vision's MllamaForConditionalGeneration.multi_modal_projector: nn.Linear(vision_output_dim 7,680
+    # (1,280 x the global output and 5 intermediate layers), text hidden 4,096, bias=True)
+    projector = 7680 * 4096 + 4096
+    b = estimate(spec("llama-3.2-11b-vision-instruct"), TrainingSpec(**FLM, seq_len=256, images=1))
+    assert b.trainable_parameters == projector == 31_461_376
+    # pure-bf16: a 2-byte gradient and AdamW's two 2-byte moments per trained parameter
+    assert (b.gradients, b.optimizer_state) == (2 * projector, 4 * projector)
+    assert any("freeze_language_model" in n for n in b.notes)
+
+
+def test_mllama_frozen_language_model_saves_nothing_below_the_lowest_cross_attention_layer() -> None:
+    # without checkpointing the image enters at the cross-attention layers only (3 and 8 in the 11B): the three
+    # layers below record no graph, so 9 layers save less than the 9 layers of a run whose input needs a gradient;
+    # with checkpointing the hooked text embeddings make every layer keep its input (the same either way)
+    m = spec("llama-3.2-11b-vision-instruct")
+    assert m.vision is not None and min(m.vision.cross_attention_layers) == 3
+    t = TrainingSpec(**FLM, seq_len=512, images=1)
+    cut = replace(m, num_layers=9, vision=replace(m.vision, cross_attention_layers=(3, 8)))
+    raised = replace(cut, vision=replace(cut.vision, cross_attention_layers=(0, 8)))
+    lowered = estimate(cut, t).phases["forward"], estimate(raised, t).phases["forward"]
+    assert lowered[0] < lowered[1]
+    gc = replace(t, grad_checkpointing=True)
+    assert estimate(cut, gc).phases["forward"] == estimate(raised, gc).phases["forward"]
+
+
+def test_mllama_frozen_language_model_against_the_tracer() -> None:
+    # --grid vlmfreeze's Llama-3.2-Vision toy case (--grid mllama's toy: 4 text layers of width 256, cross-attention
+    # at 1 and 3, the 4 + 1 layer tower, intermediate outputs 1 and 3), projector pure-bf16, b1 16 text tokens two
+    # images, no checkpointing; bars |error| <= 1 % (measured -0.00 %)
+    from vramcalc.trace import trace
+
+    m = spec("llama-3.2-11b-vision-instruct")
+    assert m.vision is not None
+    v = replace(m.vision, num_layers=4, num_global_layers=1, intermediate_layers_indices=(1, 3),
+                vision_output_dim=m.vision.hidden_size * 3, cross_attention_layers=(1, 3))
+    m = replace(m, num_layers=4, hidden_size=256, intermediate_size=512, num_attention_heads=4, num_kv_heads=2,
+                vocab_size=1000, vision=v)
+    t = TrainingSpec(**FLM, batch_size=1, seq_len=16, images=2)
+    got, ref = estimate(m, t), trace(m, t)
+    assert abs(got.tensor_peak_bytes - ref.peak_bytes) / ref.peak_bytes <= 0.01
+    assert got.peak_phase == ref.peak_phase
+
+
+def test_mllama_frozen_language_model_refusals(tmp_path: Path) -> None:
+    # the tower trained beside the projector (freeze_vision_tower false) is not traced: refused in one line
+    with pytest.raises(VramcalcError, match="keep freeze_vision_tower: true") as e:
+        _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: full\nfreeze_language_model: true\n"
+              "freeze_multi_modal_projector: false\nfreeze_vision_tower: false\n")
+    assert str(e.value).count("\n") == 0
+    with pytest.raises(VramcalcError, match="--train-vision"):
+        estimate(spec("llama-3.2-11b-vision-instruct"), TrainingSpec(**FLM, train_vision=True))
+    # LoRA with the language model frozen: no target (refused, the fix is full tuning now that it is modelled)
+    with pytest.raises(VramcalcError, match="finetuning_type full"):
+        _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: lora\nfreeze_language_model: true\n")
+    # the projector frozen too: nothing trained
+    with pytest.raises(VramcalcError, match="freeze_multi_modal_projector: false"):
+        _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: full\nfreeze_language_model: true\n")
+
+
+def test_mllama_frozen_language_model_explain_adds_up() -> None:
+    # explain's sections hold the core's totals: the projector's 31,461,376 parameters' 2-byte gradients (above)
+    from vramcalc.core.explain import explain
+
+    m = spec("llama-3.2-11b-vision-instruct")
+    e = explain(m, TrainingSpec(**FLM, seq_len=512, images=1))
+    grads = next(sec for sec in e.sections if sec.key == "gradients")
+    assert grads.total == sum(x.value for x in grads.lines) == 2 * 31_461_376
+    assert e.breakdown == estimate(m, TrainingSpec(**FLM, seq_len=512, images=1))
+
+
+def test_llama4_frozen_language_model_trains_the_projector_alone(tmp_path: Path) -> None:
+    # COMPOSITE_MODELS["llama4"] (model_utils/visual.py): vision_model_keys ["vision_model"] (Llama4VisionModel, its
+    # pixel-shuffle vision_adapter inside), the default language_model / lm_head keys; multi_modal_projector trains
+    from vramcalc.io import presets
+
+    f = tmp_path / "l4.yaml"
+    f.write_text("model_name_or_path: llama-4-scout-vision\nstage: sft\nfinetuning_type: freeze\n"
+                 "freeze_language_model: true\nfreeze_multi_modal_projector: false\n")
+    run = runfiles.load(str(f))[0]
+    assert run.unmodelled == [] and (run.options["method"], run.options["train_modules"]) == ("freeze", "projector")
+    # Llama4MultiModalProjector (modeling_llama4.py): one nn.Linear(vision_output_dim 4,096, text hidden 5,120,
+    # bias=False)
+    projector = 4096 * 5120
+    b = estimate(presets.find_model("llama-4-scout-vision"), TrainingSpec(**FLM, seq_len=256, images=1))
+    assert b.trainable_parameters == projector == 20_971_520
+    assert (b.gradients, b.optimizer_state) == (2 * projector, 4 * projector)
+    assert any("freeze_language_model" in n for n in b.notes)
+    # with checkpointing the output says the recomputed layer's set is an approximation (an over-estimate)
+    gc = estimate(presets.find_model("llama-4-scout-vision"),
+                  TrainingSpec(**FLM, seq_len=256, images=1, grad_checkpointing=True))
+    assert any("approximate: with checkpointing" in n for n in gc.notes)
+
+
+def test_llama4_frozen_language_model_against_the_tracer() -> None:
+    # --grid vlmfreeze's first Llama 4 case: the published tower cut to 2 layers on Scout's toy language model (as
+    # --grid llama4v's tiny-lm; tests/test_llama4v.py _toy), projector pure-bf16, b1 128 text tokens one tile, no
+    # checkpointing; bars |error| <= 1 % (measured -0.01 %)
+    from vramcalc.io import presets
+    from vramcalc.trace import trace
+
+    m = presets.find_model("llama-4-scout-vision")
+    assert m.vision is not None
+    m = replace(m, num_layers=4, hidden_size=256, intermediate_size=384, moe_intermediate_size=192,
+                shared_expert_intermediate_size=192, num_experts=4, num_attention_heads=4, num_kv_heads=1,
+                head_dim=64, vocab_size=1024, attention_chunk_size=128, max_position_embeddings=4096,
+                vision=replace(m.vision, num_layers=2))
+    t = TrainingSpec(**FLM, batch_size=1, seq_len=128, images=1)
+    got, ref = estimate(m, t), trace(m, t)
+    assert abs(got.tensor_peak_bytes - ref.peak_bytes) / ref.peak_bytes <= 0.01
+    assert got.peak_phase == ref.peak_phase
+
+
+def test_llama4_frozen_stack_counts_dense_layers_as_dense() -> None:
+    # the stand-in text run (only the embedding trained, every layer frozen with its input needing a gradient) on
+    # Maverick's interleaved layers: its dense layers save a frozen dense MLP's set, below a MoE layer's (memory/
+    # __init__.py; --grid vlmfreeze Maverick 4 layers no-gc was +4.67 % counting them as MoE layers, -0.73 % now)
+    from vramcalc.io import presets
+
+    m = presets.find_model("llama-4-maverick-vision")
+    t = TrainingSpec(**FLM, seq_len=128, images=1)
+    moe_only = replace(m, moe_layer_interval=1, first_dense_layers=0)
+    assert estimate(m, t).activations < estimate(moe_only, t).activations

@@ -676,8 +676,11 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
 
     b = estimate(model, training)  # the refusals first (memory/mllama.py check)
     tower_mods, proj_adapted, text_targets = mllama.lora_targets(model, training)  # peft's matching, whole model
-    inner = explain(replace(model, vision=None), replace(training, images=0, image_width=0, train_vision=False,
-                                                         lora_targets=text_targets))
+    text_training = replace(training, images=0, image_width=0, train_vision=False, lora_targets=text_targets)
+    flm = mllama.frozen_lm(training)
+    if flm:  # the text run's stand-in embedding (memory/mllama.py), its trainable count taken out (_frozen_lm_inner)
+        text_training = replace(text_training, train_layers=(), train_modules=("embed_tokens",))
+    inner = _frozen_lm_inner(training, explain(replace(model, vision=None), text_training))
     v = model.vision
     assert v is not None and model.hidden_size is not None
     d = b.details
@@ -699,7 +702,7 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
                  "encoders, tile and position embeddings)", d["weights.vision_tower"],
                  source="transformers models/mllama/modeling_mllama.py MllamaVisionModel"),
             Line("weights.projector", "projector and the cross-attention layers' extras" +
-                 (" (trained)" if trained else " (frozen)"),
+                 (" (trained)" if trained else " (the projector trained, the extras frozen)" if flm else " (frozen)"),
                  f"{projector:,} + {extras:,} params (8 embedding rows, q_norm / k_norm, gates)",
                  b.weights - inner.breakdown.weights - d["weights.vision_tower"]
                  - adapters * dtype_bytes(training.adapter_dtype), source=src),
@@ -711,18 +714,24 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
                     "memory/mllama.py lora_targets"),) if adapters else ()),
         ),
         **_image_side_states("projector", ("tower / projector LoRA adapter gradients" if adapters else
+                                           "projector gradients (the language model frozen)" if flm else
                                            "projector and extras'" + (" and tower" if tv else "") + " gradients "
                                            "(full fine-tuning trains them)"),
                              ("tower / projector LoRA adapter optimizer state" if adapters else
+                              "projector optimizer state" if flm else
                               "projector and extras'" + (" and tower" if tv else "") + " optimizer state"),
-                             (projector + extras if trained else 0) + (tower if tv else 0) + adapters, b, inner, src),
+                             (projector + extras if trained else projector if flm else 0) + (tower if tv else 0)
+                             + adapters, b, inner, src),
         "activations": (Line("activations.image_side", "image side: the cross-attention layers' difference "
                              "(k / v over the vision rows repeated to every head, q_norm / k_norm, the mask's "
                              "padded copy), the vision output, cross_attention_states, the masks, pixel_values; "
                              + ("the trained tower's whole graph (its Linears' inputs, the gates' operands)" if tv
                                 else "the tower's graph from its lowest adapter up and the adapters' saved inputs "
                                 "(with checkpointing the whole hooked graph)" if tower_mods
-                                else "with checkpointing the hooked tower's graph"),
+                                else "with checkpointing the hooked tower's graph")
+                             + ("; less what the layers below the lowest cross-attention layer do not save (the "
+                                "language model frozen: the image enters there)"
+                                if flm and not training.grad_checkpointing else ""),
                              f"{keys:,} vision rows per sample", b.activations - inner.breakdown.activations,
                              source=src + " cross_layer_delta, " + ("tower_trained_saved" if tv
                                                                     else "tower_lora_saved" if tower_mods
@@ -752,7 +761,8 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
             f"layers ({', '.join(map(str, v.cross_attention_layers))}) attend over the images' {keys:,} vision rows "
             "(the sections above count every layer as self-attention; the image side's line adds the difference)",
             ("the vision tower is trained (--train-vision)" if tv else "the vision tower is frozen")
-            + (" and the projector trained" if trained else f"; LoRA adapts {adapted} in the tower too (peft "
+            + (" and the projector trained" if trained else " and the projector trained, the language model (its "
+               "cross-attention layers included) frozen" if flm else f"; LoRA adapts {adapted} in the tower too (peft "
                "matches the target names over the whole model)" if adapters
                else "; LoRA adapts the language model only"))
     return _vision_explanation(model, training, b, inner, extra, "projector", tuple(lines), text)
@@ -990,7 +1000,7 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     from vramcalc.core.params import projector_params, vision_tower_params
 
     text_model, text_training = llama4v.text_run(model, training)
-    inner = explain(text_model, text_training)
+    inner = _frozen_lm_inner(training, explain(text_model, text_training))  # frozen_lm: the stand-in out
     v = model.vision
     assert v is not None and model.hidden_size is not None
     d = b.details
@@ -1001,7 +1011,7 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     h, w = llama4v.image_hw(v, training)
     rows, cols = llama4v.layout(v, h, w)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
-    trained = training.method == "full"
+    trained = training.method == "full" or llama4v.frozen_lm(training)  # frozen_lm: the projector trained
     tower_mods, _ = llama4v.lora_targets(model, training)  # peft's matching over the whole model
     adapters = llama4v.tower_adapter_params(model, training)
     lora_tower = training.train_vision and not trained  # the tower's own weights beside the text's adapters
@@ -1027,7 +1037,8 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
         **_image_side_states("image_side", "tower LoRA adapter gradients" if adapters else
                              "tower gradients (--train-vision)" if lora_tower else
                              "tower and projector gradients (--train-vision)" if training.train_vision else
-                             "projector gradients (full fine-tuning trains it)",
+                             "projector gradients" + (" (the language model frozen)" if llama4v.frozen_lm(training)
+                                                      else " (full fine-tuning trains it)"),
                              "tower LoRA adapter optimizer state" if adapters else
                              "tower optimizer state (--train-vision)" if lora_tower else
                              "tower and projector optimizer state" if training.train_vision else

@@ -124,6 +124,8 @@ def check(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
         raise SpecError("train_layers", f"layer {max(layers)} is beyond {m.name}'s {n} layers: give indices 0 to "
                         f"{n - 1}")
     why = not_alike(m)
+    if why and m.family == "llama4" and not layers and outer_modules(m, t) == ("embed_tokens",):
+        why = ""
     if why:
         pass
     elif t.objective != "sft":

@@ -2200,7 +2200,7 @@ def _vlm_llama_factory(d: dict[str, Any], run: Run, path: Path, ftype: str) -> N
     parts' keys. So with the tower frozen the targets are the language model's only (--lora-targets ...,lm-only), and
     freeze_multi_modal_projector changes nothing for LoRA (no projector Linear's name holds a language-model
     target). Full tuning (_setup_full_tuning): every parameter outside the frozen parts' keys is trained."""
-    from vramcalc.core.memory.vision import FROZEN_LM_KINDS
+    from vramcalc.core.memory.frozen_lm import FROZEN_LM_KINDS
 
     fvt_key, fmp_key, flm_key = "freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model"
     keys = (fvt_key, fmp_key, flm_key, "image_max_pixels", "image_min_pixels")
@@ -2283,15 +2283,19 @@ def _frozen_lm_llama_factory(run: Run, kind: str, ftype: str, tower_frozen: bool
     freeze_multi_modal_projector false and the `.{idx}.` layer names, none of the language model's left): the
     projector trained, with freeze_vision_tower false under full tuning the tower too -> --method freeze
     --train-layers none --train-modules projector (--train-vision). Raises _KeyProblem where it is not modelled."""
-    from vramcalc.core.memory.vision import FROZEN_LM_KINDS
+    from vramcalc.core.memory.frozen_lm import FROZEN_LM_KINDS
 
     key = "freeze_language_model"
     if kind not in FROZEN_LM_KINDS:
         raise _KeyProblem(key, "the language model frozen is modelled for LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / "
-                          f"Qwen2.5-VL and Gemma 3, not {kind}: remove it")
+                          f"Qwen2.5-VL, Gemma 3, Llama-3.2-Vision and Llama 4, not {kind} (its estimator has no "
+                          "frozen-language-model path): remove it")
     if projector_frozen:
         raise _KeyProblem(key, "with freeze_multi_modal_projector true it trains the tower alone or nothing: not "
                           "modelled; set freeze_multi_modal_projector: false")
+    if kind in ("mllama", "llama4") and not tower_frozen:  # memory/frozen_lm.py _check_frozen_lm: not traced
+        raise _KeyProblem("freeze_vision_tower", f"false with freeze_language_model trains the {kind} tower beside "
+                          "the projector: not modelled; keep freeze_vision_tower: true")
     if ftype == "freeze" and not tower_frozen:  # the tower's blocks whose index is a trainable layer id
         raise _KeyProblem("freeze_vision_tower", "false under finetuning_type freeze trains the tower's layers by "
                           "index: not modelled; use finetuning_type full")

@@ -136,10 +136,16 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
             # get_forbidden_modules): the language model and (without --train-vision) the tower frozen, the
             # projector (LLaVA / Gemma 3 multi_modal_projector, Qwen2-VL visual.merger) trained
             qwen = model.vision is not None and model.vision.is_qwen
-            tower = hf.model.visual if qwen else hf.model.vision_tower
+            # Llama-3.2-Vision: COMPOSITE_MODELS' vision_model_keys ["vision_model"]; its language_model key takes
+            # the cross-attention layers (MllamaTextModel's) too
+            mllama = model.vision is not None and model.vision.is_mllama
+            # Llama 4: Llama4ForConditionalGeneration holds vision_model (its pixel-shuffle vision_adapter inside) and
+            # multi_modal_projector itself (COMPOSITE_MODELS["llama4"]: vision_model_keys ["vision_model"])
+            root = hf if model.vision is not None and model.vision.kind == "llama4" else hf.model
+            tower = hf.model.visual if qwen else root.vision_model if mllama or root is hf else hf.model.vision_tower
             for p in (tower.parameters() if training.train_vision else ()):
                 p.requires_grad_(True)
-            for p in (hf.model.visual.merger if qwen else hf.model.multi_modal_projector).parameters():
+            for p in (hf.model.visual.merger if qwen else root.multi_modal_projector).parameters():
                 p.requires_grad_(True)
             if model.vision is not None and model.vision.kind == "llava_next":  # not a forbidden key: trained
                 hf.model.image_newline.requires_grad_(True)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.activations import input_grad_drop
+from vramcalc.core.memory.frozen_lm import FROZEN_LM_NOTE, _frozen_lm_text, _lm_drop, frozen_lm
 from vramcalc.core.memory.llama4_tiles import (
     TOWER_LINEARS,
     image_hw,
@@ -81,6 +82,8 @@ def text_run(model: ModelSpec, training: TrainingSpec) -> tuple[ModelSpec, Train
     out = replace(training, seq_len=total_tokens(model, training), images=0, image_size=DEFAULT_IMAGE_SIZE,
                   image_width=0, train_vision=False,
                   lora_targets=lora_targets(model, training)[1])  # the tower's adapters are counted here
+    if frozen_lm(training):  # the image tokens' gradient: counted as a trained embedding's (memory/frozen_lm.py)
+        out = replace(out, train_layers=(), train_modules=("embed_tokens",))
     return _text_model(model), out
 
 
@@ -282,7 +285,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     v = model.vision
     assert v is not None and model.hidden_size is not None
     text_model, text_training = text_run(model, training)
-    b = text_estimate(text_model, text_training)
+    b = _frozen_lm_text(training, text_estimate(text_model, text_training))
     recipe = recipe_of(training)
     w_bytes, a_bytes = dtype_bytes(recipe.weight), dtype_bytes(recipe.compute)
     th, vh, vi, heads = model.hidden_size, v.hidden_size, v.intermediate_size, v.num_attention_heads
@@ -294,7 +297,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     rows = patches + 1  # the class token, appended last (Llama4VisionModel.forward torch.cat)
     per_tile = tokens_per_tile(v)
     gc = training.grad_checkpointing
-    trained_projector = training.method == "full"
+    # the language model frozen (memory/frozen_lm.py): the projector trained, as under full fine-tuning
+    trained_projector = training.method == "full" or frozen_lm(training)
     seq = total_tokens(model, training)
     tokens = training.batch_size * seq
     # pixel_values (tiles, 3, T, T) in the model's dtype (the processor's tiles of every image, concatenated)
@@ -353,7 +357,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         kept_output = n * per_tile * (out_dim * a_bytes + th * w_bytes)
         vision_moment = before + _amp_forward(v, n, rows, th, a_bytes, w_bytes)
     trainable_text = b.trainable_parameters
-    extra_trainable = projector if trained_projector else 0
+    drop = _lm_drop(training, b)  # frozen_lm: the text run's stand-in embedding out again
+    extra_trainable = (projector if trained_projector else 0) - drop
     # the adapters' gradients: the tower's backward runs last
     grow_all = extra_trainable + adapters
     g_other = grow_all  # the trainable parameters outside the tower's own weights
@@ -660,7 +665,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     rows_cols = layout(v, *image_hw(v, training))
     h, w = image_hw(v, training)
     split = (f"{rows_cols[0]} x {rows_cols[1]} tiles and a global tile" if tiles > 1 else "one tile")
-    mode = ("full fine-tuning trains the projector" if trained_projector else
+    mode = (FROZEN_LM_NOTE + "; the projector trained" + (
+        " (approximate: with checkpointing the recomputed language-model layer is counted at a trained layer's saved "
+        "set, an over-estimate: +0.52 % on Maverick's 4 published-width layers, --grid vlmfreeze)" if gc else "")
+            if drop else
+            "full fine-tuning trains the projector" if trained_projector else
         (f"--method {training.method} also adapts the tower's {', '.join(tower_mods)} in every encoder layer"
          + (" and the pixel-shuffle adapter's" if mlp2 else "") + f" ({adapters:,} adapter parameters: peft matches "
          "the target names over the whole model), whose graph is saved "

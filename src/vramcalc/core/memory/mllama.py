@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory.frozen_lm import FROZEN_LM_NOTE, _frozen_lm_text, _lm_drop, frozen_lm
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, dequant_backward_bytes, image_side_bytes
 from vramcalc.core.params import (
@@ -69,7 +70,11 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     if training.mode != "train":
         raise UnsupportedCombination(f"--mode {training.mode} is not modelled for {name}: estimate a training step "
                                      "(--mode train)")
-    if training.method not in METHODS:
+    from vramcalc.core.memory.frozen_lm import _check_frozen_lm
+
+    if frozen_lm(training):  # LLaMA-Factory freeze_language_model: the projector trained (memory/vision.py)
+        _check_frozen_lm(model, training)
+    elif training.method not in METHODS:
         raise UnsupportedCombination(f"--method {training.method} is not modelled for {name}: use "
                                      f"{', '.join(METHODS)}")
     if training.train_vision and training.method != "full":
@@ -365,8 +370,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # LoRA: peft matches the targets over the whole model (lora_targets): the tower's and projector's adapters
     # are added here, the language model's are the text estimate's
     tower_mods, _, text_targets = lora_targets(model, training)
-    b = text_estimate(text_model, replace(training, images=0, image_width=0, train_vision=False,
-                                          lora_targets=text_targets))
+    text_training = replace(training, images=0, image_width=0, train_vision=False, lora_targets=text_targets)
+    flm = frozen_lm(training)
+    if flm:  # the states' gradient through the frozen layers: counted as a trained embedding's (memory/vision.py)
+        text_training = replace(text_training, train_layers=(), train_modules=("embed_tokens",))
+    b = _frozen_lm_text(training, text_estimate(text_model, text_training))
     c = dtype_bytes(recipe_of(training).compute)
     w_bytes = dtype_bytes(recipe_of(training).weight)
     d, h, i = model.hidden_size, v.hidden_size, v.intermediate_size
@@ -384,7 +392,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     tower, projector = vision_tower_params(v), projector_params(v, d)
     extras = mllama_text_extra_params(model)
     trainable_text = b.trainable_parameters
-    extra_trainable = projector + extras if full else 0
+    # frozen_lm: the projector alone trained (the cross-attention layers' norms and gates are the language model's:
+    # LLaMA-Factory's language_model key), the text run's stand-in embedding out again (_lm_drop)
+    drop = _lm_drop(training, b)
+    extra_trainable = projector + extras if full else projector - drop if flm else 0
     # a trained tower's gradients come last (its backward runs after the language model's, backward.end included):
     # the text model's backward moments grow by the projector and extras only, the optimizer step and accumulated
     # micro-batches by the tower too
@@ -426,7 +437,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     # GradientCheckpointingLayer) save their whole graph (tower_trained_saved), freed by its backward, run last
     trained_tower = training.train_vision
     graph = gc or trained_tower or bool(tower_mods)  # a tower adapter's output needs a gradient
-    states_grad = full or graph  # cross_attention_states need a gradient
+    states_grad = full or graph or flm  # cross_attention_states need a gradient
     delta, _ = cross_layer_delta(model, training, states_grad=states_grad)
     saved_cross = 0 if gc else n_cross * delta  # checkpointed cross layers keep only their inputs
     tower_saved = tower_trained_saved(v, images) if trained_tower else tower_lora_saved(model, training, images) \
@@ -445,12 +456,28 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     during_layers = pixel + vision_out + states + masks + tower_saved + proj_fwd
     kept_states = states if full or gc else 0
     kept_masks = masks if gc else 0
-    kept_vision = vision_out if full else 0  # the trained projector saves its input
+    kept_vision = vision_out if full or flm else 0  # the trained projector saves its input
     after_forward = pixel + vision_out + kept_states + kept_masks + tower_saved + proj_fwd
     # the step's inputs are dropped after the forward (as the tracer's step does: only the loss is kept)
     in_backward = kept_states + kept_masks + kept_vision + tower_saved + conv_in + proj_saved
     # the cross_attention_mask's expansion (int64 repeat_interleave, 1.0 - it in fp32, its 16-bit cast)
     mask_moment = pixel + vision_out + states + tower_saved + bs * s * keys * (8 + 4 + c)
+
+    # frozen_lm without checkpointing: the image features enter at the cross-attention layers only, so the layers
+    # below the lowest one record no graph (their input needs no gradient, their weights are frozen), and that layer's
+    # text input needs none either: input_layernorm saves nothing and q_norm nothing (q needs no gradient; sdpa still
+    # saves q for k's and v's). The text run (the stand-in embedding) counted every layer as saving what its input's
+    # gradient needs: taken out of every moment that holds them (`unsaved_below`). With checkpointing
+    # enable_input_require_grads hooks the text embeddings (modeling_utils.py), so every layer keeps its input and
+    # is rerun with grad, as the text run counts.
+    from vramcalc.core.memory.activations import layer_activations
+
+    unsaved_below = 0
+    if flm and not gc:
+        q_dim = model.num_attention_heads * head_dim(model) if model.num_attention_heads else d
+        frozen_layer = layer_activations(text_model, text_training, recipe_of(training), trainable_weights=False)
+        unsaved_below = min(v.cross_attention_layers) * frozen_layer.saved(bs * s, s) \
+            + bs * s * (d * c + 4 + 4 * q_dim + 4 * (model.num_attention_heads or 0))
 
     raw: list[_m.RawMoment] = []
     accum = b.gradients if training.grad_accum > 1 else 0
@@ -472,6 +499,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     for key, layout, values in b.moments:
         values = _grown(layout, values, trainable_text, extra_trainable if key.startswith("backward.")
                         and training.grad_accum == 1 else grow_all)
+        values = _less_saved(layout, values, unsaved_below)
         if key == "forward.layer":
             raw.append((key, (*layout, _IMAGE), (*values, saved_cross + during_layers)))
         elif key.startswith("forward."):
@@ -544,8 +572,10 @@ def estimate(model: ModelSpec, training: TrainingSpec,
             text_bwd = term("backward.top", "layer backward temporaries")
             at_mlp = mlp_part + text_bwd
             transient = max(cross_bwd, at_mlp)
-        raw.insert(len(raw) - 3, ("backward.cross", BWD_CROSS,
-                                  (grads_at, saved_at, in_backward + states_grad_bytes, transient)))
+        if flm:  # the projector's gradient comes after every cross-attention layer's backward
+            grads_at = 0
+        raw.insert(len(raw) - 3, ("backward.cross", BWD_CROSS, (grads_at, max(saved_at - unsaved_below, 0),
+                                                                in_backward + states_grad_bytes, transient)))
     # --- a cross-attention layer's forward (the top one): the layers below saved (with checkpointing their kept
     # inputs), and its own transients at the larger of two instants: v_proj's adapter (peft tuners/lora/layer.py:
     # the states cast to the adapter's dtype, lora_A's and lora_B's outputs and the scaled one, beside k and the base
@@ -573,7 +603,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # (trace/_hf.py _Dequant4bit.forward; activations.py DequantBytes)
         own = 0 if gc else delta
         cross_fwd = max(cross_fwd, own + term("forward.layer", "layer forward temporaries"))
-    raw.insert(2, ("forward.cross", FWD_CROSS, (acc, saved_fwd, during_layers, cross_fwd)))
+    raw.insert(2, ("forward.cross", FWD_CROSS, (acc, max(saved_fwd - unsaved_below, 0), during_layers, cross_fwd)))
     if graph:
         # the tower's backward, last: every gradient exists, the tower's saved graph, and at its top global layer's
         # MLP backward the gradients of the intermediate layers' outputs (the stack's) and the flowing ones
@@ -602,9 +632,14 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     details.update({"weights.vision_tower": img_w.tower, "weights.projector": img_w.projector,
                     "activations.pixel_values": pixel, "activations.cross_attention_layers": saved_cross,
                     "activations.image_side_saved": vision_out + states + masks,
+                    "activations.frozen_lm_unsaved_below": unsaved_below,
                     "temporaries.vision_tower_forward": tower_fwd})
     adapted_side = ", ".join(tower_mods) + (" and multi_modal_projector" if projector_adapters else "")
-    mode = "full fine-tuning trains the projector and the cross-attention layers' norms and gates" if full else \
+    mode = (FROZEN_LM_NOTE + " (here only from the lowest cross-attention layer up: the image enters there; "
+            + ("with checkpointing every layer keeps its input, the text embeddings hooked)" if gc else
+               "the layers below record no graph)") + "; the projector trained, the cross-attention layers frozen "
+            "with the language model") if flm else \
+        "full fine-tuning trains the projector and the cross-attention layers' norms and gates" if full else \
         (f"--method {training.method} also adapts the tower's {adapted_side} in every encoder layer ("
          f"{tower_adapters + projector_adapters:,} adapter parameters: peft matches the target names over the whole "
          "model; a regex such as '.*language_model.*\\.(q_proj|v_proj)' keeps them off the tower), whose graph from "
@@ -632,7 +667,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     out = replace(b, model=model.name, parameters=b.parameters + tower + projector + extras,
                   trainable_parameters=trainable_text + grow_all, weights=weights,
                   gradients=_scaled(b.gradients, trainable_text, grow_all), optimizer_state=states_opt,
-                  activations=b.activations + saved_cross + during_layers,
+                  activations=b.activations + saved_cross + during_layers - unsaved_below,
                   temporaries=max(b.temporaries, tower_fwd_t, cross_t, tower_bwd_t), phases=phases, details=details,
                   notes=b.notes + notes,
                   moments=tuple(raw), active_parameters=b.active_parameters + tower + projector + extras)
@@ -646,6 +681,13 @@ def estimate(model: ModelSpec, training: TrainingSpec,
 def _scaled(value: int, trainable: int, extra: int) -> int:
     """`value` (bytes proportional to the trainable parameters) grown by `extra` more trainable parameters."""
     return value * (trainable + extra) // trainable if trainable else value
+
+
+def _less_saved(layout: _m.Layout, values: tuple[int, ...], below: int) -> tuple[int, ...]:
+    """The text run's saved layer activations less `below` (frozen_lm: what the layers under the lowest
+    cross-attention layer do not save), the bottom layer's own set at most down to nothing."""
+    return tuple(max(x - below, 0) if name in ("saved layer activations", "last layer's activations") else x
+                 for (name, _), x in zip(layout, values, strict=True))
 
 
 def _grown(layout: _m.Layout, values: tuple[int, ...], trainable: int, extra: int) -> tuple[int, ...]:

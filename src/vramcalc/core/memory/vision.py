@@ -27,10 +27,16 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from vramcalc.core import unfrozen as _unfrozen
 from vramcalc.core.errors import SpecError, UnsupportedCombination
 from vramcalc.core.memory import anyres
 from vramcalc.core.memory import moments as _m
+from vramcalc.core.memory.frozen_lm import (  # the frozen-language-model helpers (a leaf: memory/mllama.py reads them)
+    FROZEN_LM_NOTE,
+    _check_frozen_lm,
+    _frozen_lm_text,
+    _lm_drop,
+    frozen_lm,
+)
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, image_side_bytes
 from vramcalc.core.params import lm_only, projector_params, qwen_block_params, vision_tower_params
@@ -204,61 +210,6 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
         raise UnsupportedCombination(f"{model.name} is a vision-language model: --tp/--pp/--sequence-parallel, "
                                      "activation offload, --ac-every, --optimizer-in-bwd, --dora and "
                                      "--modules-to-save are not modelled for it; drop them")
-
-
-def frozen_lm(training: TrainingSpec) -> bool:
-    """--method freeze --train-layers none --train-modules projector: LLaMA-Factory's freeze_language_model
-    (hiyouga/LLaMA-Factory @ ff6d4d12 model/adapter.py _setup_full_tuning / _setup_freeze_tuning): the language
-    model's parameters frozen, the projector (with --train-vision the tower too) trained. The projector's gradient
-    flows back through every language-model layer into the image tokens (masked_scatter's inputs_embeds needs a
-    gradient), so each frozen layer saves what its input's gradient needs, as when a trained embedding feeds it
-    (core/unfrozen.py): text_run counts the language model as that run, its embedding's gradient and optimizer
-    states taken out again (_lm_drop)."""
-    return _unfrozen.projector_only(training)
-
-
-# traced: --grid flm; Gemma 3 (siglip) and LLaVA-NeXT: --grid vlmfreeze
-FROZEN_LM_KINDS = ("clip", "qwen2_vl", "qwen2_5_vl", "siglip", "llava_next")
-
-
-def _check_frozen_lm(model: ModelSpec, training: TrainingSpec) -> None:
-    """The frozen-language-model runs modelled and traced (--grid flm; Gemma 3: --grid vlmfreeze), the rest refused in
-    one line."""
-    v = model.vision
-    assert v is not None
-    if v.kind not in FROZEN_LM_KINDS:
-        raise UnsupportedCombination("--train-modules projector (the language model frozen) is modelled for "
-                                     "LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL and Gemma 3, not "
-                                     f"{model.name} ({v.kind}): use --method full")
-    if training.train_layers != () or training.train_modules != ("projector",):
-        raise UnsupportedCombination("--train-modules projector with language-model layers or modules trained is not "
-                                     "modelled: give --train-layers none --train-modules projector")
-    if recipe_of(training).autocast or training.add_tokens:
-        raise UnsupportedCombination("--train-modules projector is modelled for 16-bit or fp32 weights without "
-                                     "--add-tokens (not traced under autocast): drop --precision autocast-* / amp-*")
-
-
-def _lm_drop(training: TrainingSpec, b: Breakdown) -> int:
-    """The trainable parameters the text run (text_run) counts that the frozen language model does not have: its
-    embedding (frozen_lm), taken out of the gradients and optimizer states by _scaled."""
-    return b.trainable_parameters if frozen_lm(training) else 0
-
-
-def _frozen_lm_text(training: TrainingSpec, b: Breakdown) -> Breakdown:
-    """The text run's Breakdown under frozen_lm without what its stand-in embedding adds: the embedding's own backward
-    at backward.end (its gradient written in fp32 beside the head's when tied: the language model's frozen embedding
-    runs no backward) and its partial fine-tuning note."""
-    if not frozen_lm(training):
-        return b
-    moments = tuple((key, layout, tuple(x if comp == "gradients" else 0 for (_, comp), x in zip(layout, values,
-                                                                                              strict=True)))
-                    if key == "backward.end" else (key, layout, values) for key, layout, values in b.moments)
-    return replace(b, moments=moments, notes=tuple(x for x in b.notes if not x.startswith("partial fine-tuning")))
-
-
-FROZEN_LM_NOTE = ("the language model frozen (--train-modules projector: LLaMA-Factory freeze_language_model): no "
-                  "gradients or optimizer states for it, but every layer saves what its input's gradient needs (the "
-                  "projector's gradient flows back through it)")
 
 
 @lru_cache(maxsize=64)
