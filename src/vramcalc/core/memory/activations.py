@@ -864,7 +864,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     attn_fwd_tok = c * (h + q_dim + (2 * q_dim + 2 * kv_dim if gqa else 2 * kv_dim)) \
         if eager_fwd > c * n_heads and m.attention_kind != "mla" else 0
     rerun_scores = rerun_tok = 0
-    if eager and m.alibi and attn_live:
+    if eager and m.alibi and attn_live and m.attention_kind != "mla":
         # BLOOM: its scores (_alibi_forward_scores), and per token the fused query_key_value output (`fused_qkv`, a
         # local of BloomAttention.forward whose q, k, v are copies) beside what the attention saves, made unsaved in
         # a checkpointed layer's first forward; its rerun in backward holds besides the layer output's incoming
@@ -910,7 +910,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # forward holds its attention's set only, +4.2 % with the whole layer's counted once both 4-D masks were)
         after_attention = sum(x.per_token for x in terms[n_before_o:] if not x.batch1_only) \
             if m.attention_kind != "mla" else 0
-    if eager and m.alibi and attn_live:
+    if eager and m.alibi and attn_live and m.attention_kind != "mla":
         # BLOOM's scores peak before its dense (o_proj) input and the MLP's saved set exist, as gpt-oss's (the same
         # trace without checkpointing: +4.6 % with the top layer's whole saved set beside _alibi_forward_scores)
         after_attention = sum(x.per_token for x in terms[n_before_o:] if not x.batch1_only
@@ -1167,11 +1167,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # over with them); the 4-layer llama with p 0.05 below +4.44 % with them, +0.25 % without; --grid qlora8's
     # tinyllama int8 gc dropout 0.1 b2 s512 +3.80 % -> +0.78 %; gemma-3-1b cut, QLoRA under autocast-bf16 with
     # checkpointing b1 s512, the rerun's peak at down_proj's scaling mul (-3.01 % without them)
-    # A residual dropout after the MLP (GPT-2, GPTBigCode: resid_pdrop) saves its mask, so the rerun runs on past
-    # down_proj's adapter too (measured with the tracer's live tensors, --grid amp: starcoderbase-1b cut, LoRA
-    # all-linear amp-bf16 b2 s1024 with checkpointing, lora_B's output and its scaled copy alive at the rerun's end)
+    # GPTBigCode's residual dropout after the MLP (resid_pdrop) saves its mask, so the rerun runs on past down_proj's
+    # adapter under amp (measured with the tracer's live tensors, --grid amp: starcoderbase-1b cut, LoRA all-linear
+    # amp-bf16 b2 s1024 with checkpointing, lora_B's output and its scaled copy alive at the rerun's end; -2.27 %
+    # without. Not StarCoder2's: its autocast-bf16 reruns stop early, --grid autocast2 +3.04 % with it)
     rerun_runs_on = t.reentrant_gc or not t.ac_early_stop or sandwich or m.post_norms \
-        or (m.family in ENCODER_FAMILIES and m.family != "modernbert") or (m.dropout > 0 and amp)
+        or (m.family in ENCODER_FAMILIES and m.family != "modernbert") \
+        or (m.family == "gpt_bigcode" and m.dropout > 0 and recipe.autocast)
     lora_b_unmade = 0 if rerun_runs_on else 2 * (c if amp else a) * h
     if rerun_extra and "down_proj" in lora_fwd and (m.family in ENCODER_FAMILIES and m.family != "modernbert"
                                                     or t.lora_dropout > 0 and a != c and not up_norms
