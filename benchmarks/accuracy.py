@@ -1595,6 +1595,16 @@ def vlm2_grid() -> list[dict[str, Any]]:
                       "training": dict(VLM_RUNS[1][1], **VLM2_SHAPES[0], grad_checkpointing=gc)})
     cases += tower_lora_cases("gemma3vlm-toy:gemma-3-4b-it:2", "gemma-3-4b-it toy-lm", TOWER_LORA_SHAPES,
                               ("q_proj", "out_proj", "fc1", "fc2"))
+    # the tower trained whole under the toy language model (its backward the peak: a layer's gradients come from fc2
+    # down, memory/vision.py _siglip_estimate), full and with the language model frozen (freeze_language_model)
+    for label, kw in (("full pure-bf16 train-vision", dict(VLM_RUNS[0][1])),
+                      ("frozen-lm pure-bf16 train-vision", {"method": "freeze", "precision": "pure-bf16",
+                                                            "train_layers": (), "train_modules": ("projector",)})):
+        for gc in (False, True):
+            cases.append({"id": f"gemma-3-4b-it toy-lm | {label} | b1 s128 i1 | sdpa | {'gc' if gc else 'no-gc'}",
+                          "model": "gemma3vlm-toy:gemma-3-4b-it:2", "method": kw["method"],
+                          "training": dict(kw, batch_size=1, seq_len=128, images=1, train_vision=True,
+                                           grad_checkpointing=gc)})
     return cases
 
 

@@ -39,12 +39,69 @@ def brute_force(v: VisionSpec, max_pixels: int) -> tuple[int, int]:
                for w in range(1, min(max_pixels // h, side) + 1))
 
 
+def frontier(max_pixels: int, max_side: int) -> list[tuple[int, int]]:
+    """The oracle's frontier: (height, width) pairs with height * width <= max_pixels and sides <= max_side that no
+    other such pair dominates (for each height, the widest width, and only the last height of each width)."""
+    top = min(max_pixels, max_side)
+    return [(h, min(max_pixels // h, max_side)) for h in range(1, top + 1)
+            if h == top or min(max_pixels // (h + 1), max_side) < min(max_pixels // h, max_side)]
+
+
+def frontier_walk(v: VisionSpec, max_pixels: int) -> tuple[int, int]:
+    """The oracle worst_image replaced (pixels branch, main@be91d35a): every frontier height's cost, the most (image
+    tokens, tiles), the squarest among equals, then the lowest, a 1 x 1 image first."""
+    cost = COSTS[v.kind]
+    best, most = (1, 1), (*cost(v, 1, 1), -1)
+    for h, w in frontier(max_pixels, pb.SIDE_TILES * v.image_size):
+        c = (*cost(v, h, w), -max(h, w))
+        if c > most:
+            best, most = (h, w), c
+    return best
+
+
 def test_frontier_is_every_undominated_size() -> None:
     # 12 px: (1, 12), (2, 6), (3, 4), (4, 3), (6, 2), (12, 1); sides capped at 5: (1, 5) ... (5, 1) without (3, 4)'s
     # dominated neighbours
-    assert list(pb.frontier(12, 100)) == [(1, 12), (2, 6), (3, 4), (4, 3), (6, 2), (12, 1)]
-    assert list(pb.frontier(12, 5)) == [(2, 5), (3, 4), (4, 3), (5, 2)]
-    assert all(h * w <= 5000 and max(h, w) <= 400 for h, w in pb.frontier(5000, 400))
+    assert frontier(12, 100) == [(1, 12), (2, 6), (3, 4), (4, 3), (6, 2), (12, 1)]
+    assert frontier(12, 5) == [(2, 5), (3, 4), (4, 3), (5, 2)]
+    assert all(h * w <= 5000 and max(h, w) <= 400 for h, w in frontier(5000, 400))
+
+
+@pytest.mark.parametrize(("budget", "side"), [(1, 5), (12, 5), (12, 100), (97, 10), (5000, 400), (589_824, 33_600),
+                                              (10**8, 33_600), (33_600**2 + 5, 33_600)])
+def test_outwards_is_the_frontier_squarest_first(budget: int, side: int) -> None:
+    # the fast search's order: every frontier point once, by longer side, then height (the walk's tie order)
+    assert list(pb._Frontier(budget, side).outwards()) == sorted(frontier(budget, side), key=lambda p: (max(p), p[0]))
+
+
+# budgets the fast search is checked at against the walk: every one up to 300 px, the Llama 4 strip's edges (15 x 336
+# + 1 = 5,041 px wide), LLaVA-NeXT's smallest pinpoint (336 x 672 = 225,792 px), the default, and 60 drawn up to 2e6
+EQUAL_BUDGETS = sorted({*range(1, 301), 5040, 5041, 5042, 112_896, 225_791, 225_792, DEFAULT, 1_000_000,
+                        *random.Random(15).sample(range(301, 2_000_000), 60)})
+
+
+@pytest.mark.parametrize("v", [LLAVA_NEXT, LLAMA4], ids=["llava-next", "llama4"])
+def test_worst_image_equals_the_frontier_walk(v: VisionSpec) -> None:
+    for budget in EQUAL_BUDGETS:
+        assert pb.worst_image(v, budget) == frontier_walk(v, budget), budget
+
+
+@pytest.mark.parametrize("v", [LLAVA_NEXT, LLAMA4], ids=["llava-next", "llama4"])
+def test_no_image_costs_more_than_its_bound_or_the_ceiling(v: VisionSpec) -> None:
+    # the search passes a point whose bound is no more than the best so far and stops at the ceiling: 3,000 random
+    # sizes within the side cap, 3,000 thin or small ones, and every frontier point of a 300 x 300 px and a 2,000 x
+    # 2,000 px budget cost no more than either
+    cost, side = COSTS[v.kind], pb.SIDE_TILES * v.image_size
+    ceiling = (pb.llava_next_ceiling if v.kind == "llava_next" else pb.llama4_ceiling)(v)
+    bound = pb.llava_next_bound(v) if v.kind == "llava_next" else lambda h, w: pb.llama4_bound(v, h, w)
+    rng = random.Random(13)
+    sizes = [(rng.randint(1, side), rng.randint(1, side)) for _ in range(3000)]
+    sizes += [(rng.randint(1, 2000), rng.randint(1, 200))[::rng.choice((1, -1))] for _ in range(3000)]
+    for h, w in [*sizes, *frontier(90_000, side), *frontier(4_000_000, side)]:
+        assert cost(v, h, w) <= bound(h, w) <= ceiling, (h, w)
+    # and the ceiling is reached: LLaVA-NeXT 672 x 672 px (2,928 tokens, 5 tiles); Llama 4 1 x 16 tiles + global (17)
+    assert ceiling == ((48 * 48 + 48 + 576, 5) if v.kind == "llava_next" else (17 * 144 + 3 + 16, 17))
+    assert cost(v, 672, 672) == ceiling if v.kind == "llava_next" else cost(v, 1, 15 * 336 + 1) == ceiling
 
 
 @pytest.mark.parametrize(("v", "budget"), [(LLAVA_NEXT, 3000), (LLAVA_NEXT, 12_000), (LLAMA4, 600), (LLAMA4, 3000)],

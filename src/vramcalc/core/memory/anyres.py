@@ -38,8 +38,13 @@ def unpadded_grid(v: VisionSpec, height: int, width: int) -> tuple[int, int]:
     """The tile features' grid (rows, columns of 24 x 24-feature tiles) after unpad_image: the padding the
     processor added around the resized image removed, as processing_llava_next.py _get_unpadded_features
     computes it (int(round(x, 7)) included)."""
+    return unpadded_grid_at(v, height, width, best_resolution(v, height, width))
+
+
+def unpadded_grid_at(v: VisionSpec, height: int, width: int, best: tuple[int, int]) -> tuple[int, int]:
+    """unpadded_grid with the best resolution given (memory/pixel_budget.py knows it without the search)."""
     side = v.image_size // v.patch_size
-    bh, bw = best_resolution(v, height, width)
+    bh, bw = best
     rows, cols = side * (bh // v.image_size), side * (bw // v.image_size)
     if width / height > cols / rows:
         new_height = int(round(height * (cols / width), 7))

@@ -6,6 +6,7 @@ leaf module: memory/vision.py (its check) and memory/llama4v.py (the estimate) r
 from __future__ import annotations
 
 import struct
+from functools import cache
 from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import SpecError, UnsupportedCombination
@@ -33,12 +34,18 @@ def _f32(x: float) -> float:
 def supported_layouts(max_tiles: int) -> list[tuple[int, int]]:
     """find_supported_resolutions (image_processing_llama4.py) in tiles, in its order: for each tile count from
     max_tiles down, its factor pairs (height, width), grouped by aspect ratio in first-seen order."""
+    return list(_supported_layouts(max_tiles))
+
+
+@cache
+def _supported_layouts(max_tiles: int) -> tuple[tuple[int, int], ...]:
+    """supported_layouts, built once per max_tiles (memory/pixel_budget.py asks for it at every size it tries)."""
     by_ratio: dict[float, list[tuple[int, int]]] = {}
     for count in range(max_tiles, 0, -1):
         factors = sorted({f for i in range(1, int(count ** 0.5) + 1) if count % i == 0 for f in (i, count // i)})
         for f in factors:
             by_ratio.setdefault(f / (count // f), []).append((f, count // f))
-    return [layout for group in by_ratio.values() for layout in group]
+    return tuple(layout for group in by_ratio.values() for layout in group)
 
 
 def layout(v: VisionSpec, height: int, width: int) -> tuple[int, int]:
