@@ -208,7 +208,54 @@ def test_gradient_checkpointing_kwargs_in_a_llama_factory_file(tmp_path: Path) -
     assert run.options == bare.options and run.options["reentrant_gc"] is True  # use_reentrant_gc's default
     assert runfiles.LF_GC_KWARGS_NOTE in run.notes and "gradient_checkpointing_kwargs" in run.mapped
     assert not run.unmodelled
-    # with the Trainer's own switch on, its call over LLaMA-Factory's patched checkpointing is named
-    on = _load(tmp_path, {**HEADS[LF], "gradient_checkpointing": True,
-                          "gradient_checkpointing_kwargs": {"use_reentrant": False}})
-    assert on.unmodelled == ["gradient_checkpointing_kwargs"] and runfiles.LF_GC_KWARGS_NOTE not in on.notes
+    # with the Trainer's own switch on, transformers 5.24 calls LLaMA-Factory's patched gradient_checkpointing_enable
+    # with every_n_layers and offload, which it does not take (TypeError: the test below): refused, with or without
+    # keywords, under either name of the switch
+    for switch in ({"gradient_checkpointing": True}, {"activation_checkpointing": True},
+                   {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}):
+        with pytest.raises(runfiles.RunFileError, match="patched gradient_checkpointing_enable with every_n_layers"):
+            _load(tmp_path, {**HEADS[LF], **switch})
+    # activation_checkpointing: false is the name the Trainer reads: its alias is not
+    off = _load(tmp_path, {**HEADS[LF], "activation_checkpointing": False, "gradient_checkpointing": True})
+    assert off.options == bare.options
+    # LLaMA-Factory's checkpointing off: no patch, so transformers' own checkpointing runs with the file's keywords
+    # (as in a TrainingArguments file: tests/test_checkpointing_kwargs.py)
+    none = {**HEADS[LF], "disable_gradient_checkpointing": True}
+    own = _load(tmp_path, {**none, "gradient_checkpointing": True,
+                           "gradient_checkpointing_kwargs": {"use_reentrant": True, "every_n_layers": 2}})
+    assert own.options["grad_checkpointing"] and own.options["reentrant_gc"] and own.options["ac_every"] == 2
+    assert not own.unmodelled and "gradient_checkpointing" in own.mapped
+    plain = _load(tmp_path, {**none, "gradient_checkpointing": True})
+    assert plain.options["grad_checkpointing"] and "reentrant_gc" not in plain.options  # transformers' default
+
+
+def test_transformers_calls_llama_factorys_patch_with_keywords_it_does_not_take() -> None:
+    # What the refusal above stands on: LLaMA-Factory (hiyouga/LLaMA-Factory @ ff6d4d12 model/model_utils/
+    # checkpointing.py prepare_model_for_training) sets model.gradient_checkpointing_enable to a MethodType over a
+    # partial of its _gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, use_unsloth_gc=False);
+    # transformers 5.24's Trainer calls model.activation_checkpointing_enable(activation_checkpointing_kwargs=...,
+    # every_n_layers=..., offload=...) (trainer.py), directly or through peft's PeftModel. The stand-in below has
+    # LLaMA-Factory's parameters only (its body is not what is checked).
+    import functools
+    import types
+
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+
+    def lf_parameters(self: object, gradient_checkpointing_kwargs: object = None, use_unsloth_gc: bool = False) -> None:
+        return None
+
+    # a 2-layer Llama small enough for the CPU (sizes chosen, not a preset)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    for adapted in (False, True):
+        model = transformers.LlamaForCausalLM(config)
+        model.gradient_checkpointing_enable = types.MethodType(functools.partial(lf_parameters,
+                                                                                 use_unsloth_gc=False), model)
+        trained = peft.get_peft_model(model, peft.LoraConfig(target_modules=["q_proj"])) if adapted else model
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(TypeError, match="unexpected keyword argument 'every_n_layers'"):
+                trained.activation_checkpointing_enable(activation_checkpointing_kwargs=None, every_n_layers=1,
+                                                        offload=False)

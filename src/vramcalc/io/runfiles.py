@@ -2819,22 +2819,36 @@ def _liger_trainer_llama_factory(d: dict[str, Any], run: Run) -> None:
 
 
 def _gc_kwargs_llama_factory(d: dict[str, Any], run: Run) -> None:
-    """TrainingArguments.gradient_checkpointing_kwargs in a LLaMA-Factory file. LLaMA-Factory checkpoints through its
-    own patch (hiyouga/LLaMA-Factory @ ff6d4d12 model/model_utils/checkpointing.py prepare_model_for_training:
-    {"use_reentrant": use_reentrant_gc}, --reentrant-gc); transformers' Trainer reads the file's keywords only under
-    its own switch, TrainingArguments gradient_checkpointing / activation_checkpointing (trainer.py), which no
-    LLaMA-Factory code sets. Without the switch they are never read; with it, the Trainer's call over LLaMA-Factory's
-    patched gradient_checkpointing_enable is not modelled (named)."""
-    if d.get("gradient_checkpointing_kwargs") is None:
+    """TrainingArguments' checkpointing switch and keywords in a LLaMA-Factory file. LLaMA-Factory checkpoints through
+    its own patch (hiyouga/LLaMA-Factory @ ff6d4d12 model/model_utils/checkpointing.py prepare_model_for_training:
+    model.gradient_checkpointing_enable replaced by a MethodType over partial(_gradient_checkpointing_enable), which
+    takes gradient_checkpointing_kwargs and use_unsloth_gc only; {"use_reentrant": use_reentrant_gc}, --reentrant-gc),
+    unless disable_gradient_checkpointing. transformers 5.24's Trainer (trainer.py) acts on its own switch,
+    TrainingArguments gradient_checkpointing / activation_checkpointing, which no LLaMA-Factory code sets: it calls
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs=..., every_n_layers=..., offload=...), which
+    finds gradient_checkpointing_enable overridden (modeling_utils.py _is_overridden) and hands it every_n_layers and
+    offload: with LLaMA-Factory's patch that raises TypeError (checked on the installed transformers and peft,
+    tests/test_foreign_keys.py), so the switch is refused; without the patch transformers' own checkpointing runs with
+    the file's keywords (_checkpointing_kwargs). Without the switch the keywords are never read (a note)."""
+    switch = _hf_gc_key(d) if _is_set(d.get(_hf_gc_key(d))) else None  # the new name, else its alias (5.24)
+    if switch is not None and run.options.get("grad_checkpointing"):
+        raise _KeyProblem(switch, LF_GC_SWITCH_REFUSAL)
+    if switch is not None:  # disable_gradient_checkpointing: true, so the Trainer's own checkpointing is what runs
+        gkw_key = ("activation_checkpointing_kwargs" if d.get("activation_checkpointing_kwargs") is not None
+                   else "gradient_checkpointing_kwargs")
+        run.options.update(grad_checkpointing=True, **_checkpointing_kwargs(d, run, gkw_key))
+        run.mapped.append(switch)
         return
-    if any(_is_set(d.get(k)) for k in ("gradient_checkpointing", "activation_checkpointing")):
-        _unmodelled(run, "gradient_checkpointing_kwargs", "transformers' Trainer re-enabling checkpointing with them "
-                    "(gradient_checkpointing: true) over LLaMA-Factory's own checkpointing")
+    if d.get("gradient_checkpointing_kwargs") is None:
         return
     run.notes.append(LF_GC_KWARGS_NOTE)
     run.mapped.append("gradient_checkpointing_kwargs")
 
 
+LF_GC_SWITCH_REFUSAL = ("transformers 5.24's Trainer re-enables checkpointing through LLaMA-Factory's patched "
+                        "gradient_checkpointing_enable with every_n_layers and offload, which it does not take "
+                        "(TypeError); remove it (LLaMA-Factory checkpoints by itself unless "
+                        "disable_gradient_checkpointing)")
 LF_GC_KWARGS_NOTE = ("gradient_checkpointing_kwargs: no memory change: transformers' Trainer reads it only with "
                      "gradient_checkpointing: true, and LLaMA-Factory checkpoints with its own {use_reentrant: "
                      "use_reentrant_gc} (model_utils/checkpointing.py).")
