@@ -1882,6 +1882,68 @@ def gc_offload_grid() -> list[dict[str, Any]]:
             for model in GCOFF_MODELS for label, kw, every, reentrant, (shape, skw) in GCOFF_RUNS]
 
 
+# axolotl's offloaded checkpointing as axolotl @ 067b021c runs it (`--grid axooff`, issue 13): axolotl config files
+# (gradient_checkpointing offload / offload_disk, or true with activation_offloading true / disk) read by the
+# axolotl reader (io/runfiles.py _offloading_axolotl: --grad-checkpointing --activation-offload, axolotl's LoRA kernels
+# where axolotl turns them on, the 16-bit load) on TinyLlama, Llama 3.2 1B and Qwen2.5 0.5B x full / LoRA
+# all-linear / QLoRA NF4 x b2 s1024 / b1 s2048 (8 cases). The traced checkpointing is non-reentrant (LoRA's reentrant
+# default under the offload is counted as non-reentrant, the reader's note). Written to accuracy_axooff.{json,md}, its
+# traces to trace_cache_axooff.json.
+AXOOFF_FILES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full | gc offload | b2 s1024", {"base_model": "tinyllama-1.1b", "bf16": True, "gradient_checkpointing": "offload",
+                                      "sequence_len": 1024, "micro_batch_size": 2}),
+    ("lora all-linear | gc offload | b2 s1024", {"base_model": "tinyllama-1.1b", "adapter": "lora",
+                                                 "lora_target_linear": True, "bf16": True,
+                                                 "gradient_checkpointing": "offload", "sequence_len": 1024,
+                                                 "micro_batch_size": 2}),
+    ("qlora all-linear | gc offload_disk | b2 s1024", {"base_model": "tinyllama-1.1b", "adapter": "qlora",
+                                                       "load_in_4bit": True, "lora_target_linear": True, "bf16": True,
+                                                       "gradient_checkpointing": "offload_disk", "sequence_len": 1024,
+                                                       "micro_batch_size": 2}),
+    ("lora all-linear | activation_offloading true | b1 s2048", {"base_model": "llama-3.2-1b", "adapter": "lora",
+                                                                 "lora_target_linear": True, "bf16": True,
+                                                                 "gradient_checkpointing": True,
+                                                                 "activation_offloading": True, "sequence_len": 2048,
+                                                                 "micro_batch_size": 1}),
+    ("full | activation_offloading disk | b2 s1024", {"base_model": "llama-3.2-1b", "bf16": True,
+                                                      "gradient_checkpointing": True, "activation_offloading": "disk",
+                                                      "sequence_len": 1024, "micro_batch_size": 2}),
+    ("full | gc offload | b1 s2048", {"base_model": "qwen2.5-0.5b", "bf16": True, "gradient_checkpointing": "offload",
+                                      "sequence_len": 2048, "micro_batch_size": 1}),
+    ("qlora all-linear | gc offload | b1 s2048", {"base_model": "qwen2.5-0.5b", "adapter": "qlora",
+                                                  "load_in_4bit": True, "lora_target_linear": True, "bf16": True,
+                                                  "gradient_checkpointing": "offload", "sequence_len": 2048,
+                                                  "micro_batch_size": 1}),
+    ("lora all-linear | gc offload non-reentrant | b2 s1024", {
+        "base_model": "qwen2.5-0.5b", "adapter": "lora", "lora_target_linear": True, "bf16": True,
+        "gradient_checkpointing": "offload", "gradient_checkpointing_kwargs": {"use_reentrant": False},
+        "sequence_len": 1024, "micro_batch_size": 2}),
+)
+
+
+def axooff_grid() -> list[dict[str, Any]]:
+    import tempfile
+    from dataclasses import fields
+
+    from vramcalc.core.options import BY_NAME, coerce
+    from vramcalc.io import runfiles
+
+    known = {f.name for f in fields(TrainingSpec)}
+    cases = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, d in AXOOFF_FILES:
+            f = Path(tmp) / "axolotl.yaml"
+            f.write_text(json.dumps(d))  # JSON is YAML: read as the CLI reads `--config axolotl.yaml`
+            run = runfiles.load(str(f))[0]
+            assert not run.unmodelled, (label, run.unmodelled)
+            opts = {k: coerce(BY_NAME[k], v) if k in BY_NAME else v for k, v in run.options.items() if k in known}
+            if isinstance(opts.get("lora_targets"), str):  # a comma list, as core/options.py training_spec splits it
+                opts["lora_targets"] = tuple(opts["lora_targets"].split(","))
+            cases.append({"id": f"{run.model} | {label}", "model": run.model, "method": label.split(" | ")[0],
+                          "training": opts})
+    return cases
+
+
 def _model(name: str) -> Any:
     if name.startswith("gco:"):  # a published config.json cut to a tiny shape (GCOFF_SHAPES)
         from vramcalc.io.hf_config import spec_from_hf_config
@@ -3729,6 +3791,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "reentrant": reentrant_grid,
          "refkw": refkw_grid,
          "gc-offload": gc_offload_grid,
+         "axooff": axooff_grid,
          "ref8": ref8_grid,
          "dpo32": dpo32_grid,
          "eager32": eager32_grid,
@@ -3823,6 +3886,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                    "its tower; issues 13 / 15)",
           "reentrant": " (reentrant checkpointing: torch.utils.checkpoint use_reentrant=True, issue 13)",
           "gc-offload": " (transformers' offloaded checkpointing: save_on_cpu around each checkpoint, issue 13)",
+          "axooff": " (axolotl's gradient_checkpointing: offload / activation_offloading as axolotl 067b021c runs "
+                    "them, issue 13)",
           "pixels": " (LLaMA-Factory image_max_pixels on LLaVA-NeXT and Llama 4: the budget's worst image; issue 13)",
           }
 
@@ -3993,7 +4058,8 @@ def main() -> None:
                     "LoRA on the language model only (LLaMA-Factory's frozen tower and projector); fp8: issue 13's "
                     "15 FP8 training cases (torchao Float8Linear, tensorwise and rowwise); tp: issue 13's 28 cases of "
                     "transformers' tensor parallelism (one rank of tp_plan); gc-offload: issue 13's 24 cases of "
-                    "transformers' offloaded checkpointing (save_on_cpu around each checkpoint); early-stop: issue "
+                    "transformers' offloaded checkpointing (save_on_cpu around each checkpoint); axooff: issue 13's 8 "
+                    "axolotl files with offloaded checkpointing (TRL's OffloadActivations); early-stop: issue "
                     "13's 24 cases of non-reentrant checkpointing without early stop (--no-ac-early-stop); maxmem: "
                     "issue 13's 32 cases of accelerate's max_memory placement (axolotl gpu_memory_limit)"
                     )
@@ -4029,6 +4095,7 @@ def main() -> None:
                          "reentrant",
                          "refkw",
                          "gc-offload",
+                         "axooff",
                          "ref8",
                          "dpo32",
                          "eager32",

@@ -105,17 +105,16 @@ def test_axolotl_kwargs(tmp_path: Path) -> None:
     base = {"base_model": "tinyllama-1.1b", "gradient_checkpointing": True}
     run = _load(tmp_path, {**base, "gradient_checkpointing_kwargs": {"use_reentrant": True}}, "ax.json")
     assert run.options["reentrant_gc"] and not run.unmodelled
-    # axolotl's offloaded checkpointing takes use_reentrant and ignores it (hf_grad_checkpoint_offload_wrapper)
-    run = _load(tmp_path, {**base, "gradient_checkpointing": "offload",
-                           "gradient_checkpointing_kwargs": {"use_reentrant": True}}, "ax.json")
-    assert run.options["activation_offload"] and "reentrant_gc" not in run.options
-    assert any("no effect with axolotl's offloaded checkpointing" in n for n in run.notes)
-    # transformers' offload under axolotl's own offloaded checkpointing: a full fine-tune never passes the keywords
-    # on (the LoRA / QLoRA cases: tests/test_foreign_keys.py)
-    run = _load(tmp_path, {**base, "gradient_checkpointing": "offload",
-                           "gradient_checkpointing_kwargs": {"offload": True}}, "ax.json")
-    assert "ac_offload" not in run.options and not run.unmodelled
-    assert any(n.startswith("gradient_checkpointing_kwargs.offload: no memory change") for n in run.notes)
+    # axolotl @ 067b021c turns gradient_checkpointing: offload into activation offloading, under which a full
+    # fine-tune checkpoints with torch's checkpoint_wrapper and passes no keywords on: use_reentrant and transformers'
+    # offload change nothing (the LoRA / QLoRA cases: tests/test_axolotl_offload.py, tests/test_foreign_keys.py)
+    for kwargs in ({"use_reentrant": True}, {"offload": True}):
+        run = _load(tmp_path, {**base, "gradient_checkpointing": "offload", "gradient_checkpointing_kwargs": kwargs},
+                    "ax.json")
+        assert run.options["activation_offload"] and not {"reentrant_gc", "ac_offload"} & set(run.options)
+        assert not run.unmodelled
+        assert any(n.startswith("gradient_checkpointing_kwargs: no memory change") and "checkpoint_wrapper" in n
+                   for n in run.notes)
     run = _load(tmp_path, {**base, "gradient_checkpointing_kwargs": {"offload": True}}, "ax.json")
     assert run.options["ac_offload"] and not run.unmodelled
 

@@ -273,8 +273,10 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
         "lora_mlp_kernel": (), "lora_qkv_kernel": (), "lora_o_kernel": (), "lora_embedding_kernel": (),
         "liger_rope": (), "liger_rms_norm": (), "liger_glu_activation": (), "liger_layer_norm": (),
         "bf16": ("auto",),  # bf16 where the GPU has it
-        # a boolean, or offload / offload_disk (unsloth before them): checkpoints offloaded to the host
-        "gradient_checkpointing": ("offload", "offload_disk", "unsloth"),
+        # a boolean, or offload / offload_disk (axolotl turns them into activation_offloading true / disk)
+        "gradient_checkpointing": ("offload", "offload_disk"),
+        # axolotl @ 067b021c utils/schemas/config.py: activation_offloading (_offloading_axolotl)
+        "activation_offloading": ("legacy", "disk", "hidden_states"),
     },
     "llama-factory": dict.fromkeys(("disable_gradient_checkpointing", "use_reentrant_gc", "enable_liger_kernel",
                                     "use_unsloth_gc",
@@ -594,8 +596,10 @@ MM_PROJ_ONLY_REFUSAL = ("removed by LLaMA-Factory in 71a1c132 (that version need
 BOOLEAN_KEYS["llama-factory"].update(dict.fromkeys(("shift_attn", "use_v1_kernels", "train_mm_proj_only"), ()))
 BOOLEAN_KEYS["axolotl"]["s2_attention"] = ()
 # The boolean keys whose true is refused (the feature cannot run), not only a loose spelling of it
-# (axolotl relora: check_relora refuses it without jagged_restart_steps and a LoRA adapter, _relora_axolotl)
-REFUSED_WHEN_TRUE = {"llama-factory": ("shift_attn", "train_mm_proj_only"), "axolotl": ("s2_attention", "relora")}
+# (axolotl relora: check_relora refuses it without jagged_restart_steps and a LoRA adapter, _relora_axolotl;
+# activation_offloading: check_activation_offloading_wo_gc refuses it without checkpointing, _offloading_axolotl)
+REFUSED_WHEN_TRUE = {"llama-factory": ("shift_attn", "train_mm_proj_only"),
+                     "axolotl": ("s2_attention", "relora", "activation_offloading")}
 
 
 def _family(run: Run, path: Path) -> str | None:
@@ -1065,7 +1069,7 @@ FOREIGN_HINTS = {
                              "liger_fused_linear_cross_entropy",
          "enable_liger_kernel": "axolotl's Liger keys are liger_rope, liger_rms_norm, liger_glu_activation and "
                                 "liger_fused_linear_cross_entropy",
-         "enable_activation_offloading": "axolotl's is gradient_checkpointing: offload"},
+         "enable_activation_offloading": "axolotl's is activation_offloading: true"},
     TT: {"gradient_checkpointing_kwargs": "torchtune's checkpointing is enable_activation_checkpointing"},
     "deepspeed": {},
 }
@@ -1182,21 +1186,18 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     _take(d, run, "sequence_len", "seq_len", int)
     _take(d, run, "micro_batch_size", "batch_size", int)
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
-    # axolotl gradient_checkpointing: a boolean, or offload / offload_disk (and unsloth before them)
-    checkpointing = _flag(AX, d.get("gradient_checkpointing"), "gradient_checkpointing")
-    if "gradient_checkpointing" in d and d["gradient_checkpointing"] is not None:
-        run.options["grad_checkpointing"] = bool(checkpointing)
-        run.mapped.append("gradient_checkpointing")
-    if checkpointing in ("offload", "offload_disk", "unsloth"):
-        # axolotl gradient_checkpointing: offload / unsloth (utils/gradient_checkpointing): checkpointed
-        # layer inputs offloaded to host RAM (memory/savers.py).
-        run.options.update(grad_checkpointing=True, activation_offload=True)
-    # axolotl core/builders passes gradient_checkpointing_kwargs to TrainingArguments as it is (default
-    # {"use_reentrant": False}): read as transformers reads it (_checkpointing_kwargs)
-    gkw = _checkpointing_kwargs(d, run, "gradient_checkpointing_kwargs",
-                                offload_wrapper=checkpointing in ("offload", "offload_disk", "unsloth"))
-    if run.options.get("grad_checkpointing"):
-        run.options.update(gkw)
+    # axolotl gradient_checkpointing (a boolean, or offload / offload_disk), activation_offloading: _offloading_axolotl
+    offloading = _offloading_axolotl(d, run)
+    if offloading:
+        # the keywords reach torch only through the loader (LoRA / QLoRA): _gc_offload_axolotl, after the
+        # multi-GPU keys, which decide whether peft's preparation replaces them
+        _seen(d, run, "gradient_checkpointing_kwargs")
+    else:
+        # axolotl core/builders passes gradient_checkpointing_kwargs to TrainingArguments as it is (default
+        # {"use_reentrant": False}): read as transformers reads it (_checkpointing_kwargs)
+        gkw = _checkpointing_kwargs(d, run, "gradient_checkpointing_kwargs")
+        if run.options.get("grad_checkpointing"):
+            run.options.update(gkw)
     _savers_axolotl(d, run)
     _vocab_axolotl(d, run)
     _preference_axolotl(d, run)
@@ -1229,7 +1230,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     half = run.options.get("precision", "").removeprefix("pure-")
     if _hf_multi_gpu(d, _path, run) and half in ("bf16", "fp16") and run.options["method"] == "full":
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
-    _gc_offload_axolotl(d, run, checkpointing)
+    _gc_offload_axolotl(d, run, offloading)
     _unfrozen_axolotl(d, run, _path)
     _lora_kernels_axolotl(d, run, _path)
     _fp8_keys(AX, d, run)
@@ -1271,46 +1272,98 @@ FP8_ALL_GATHER_LF_NOTE = ("fp8_enable_fsdp_float8_all_gather: no memory change: 
                           "FP8_ENABLE_FSDP_FLOAT8_ALL_GATHER, an environment variable accelerate does not read.")
 
 
-# gradient_checkpointing_kwargs {offload: true} beside axolotl's gradient_checkpointing: offload / offload_disk
-# (axolotl-ai-cloud/axolotl @ 067b021c). utils/schemas/validation.py check_gradient_checkpointing_w_offload turns those
-# values into gradient_checkpointing: true with activation_offloading true / "disk" (TRL's OffloadActivations around
-# the step, core/trainers/mixins/activation_checkpointing.py); core/builders/base.py _configure_gradient_checkpointing
-# then gives TrainingArguments gradient_checkpointing false and no keywords, so the Trainer never pops `offload` for
-# activation_checkpointing_enable(offload=True) (transformers 5.24 trainer.py). What remains:
-# - full fine-tuning: loaders/model.py _apply_activation_checkpointing wraps the layers with torch's checkpoint_wrapper
-#   (ac_wrap_hf_model, no keywords) and calls no gradient_checkpointing_enable: the keywords are never read;
-# - LoRA / QLoRA: loaders/model.py _configure_embedding_dtypes calls model.gradient_checkpointing_enable(
-#   gradient_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs); transformers 5.24 modeling_utils.py passes the
-#   whole dict to torch.utils.checkpoint.checkpoint (functools.partial), `offload` included. Then
-#   - where _prepare_model_for_quantization runs peft's prepare_model_for_kbit_training (QLoRA / 8-bit, unless FSDP
-#     with adapter qlora or cpu_ram_efficient_loading, ZeRO-3, or LoftQ), peft 0.21 re-enables checkpointing with its
-#     own {} (utils/other.py), dropping `offload`;
-#   - otherwise torch 2.13 utils/checkpoint.py raises "Unexpected keyword arguments: offload" under reentrant
-#     checkpointing (use_reentrant true, or absent: torch's default), and without it hands `offload` to the decoder
-#     layer's forward as a keyword it ignores (checked on a CPU Llama: the checkpoint function stays torch's
-#     checkpoint, no save_on_cpu).
-AXOLOTL_GC_OFFLOAD_UNREAD = ("gradient_checkpointing_kwargs.offload: no memory change: with gradient_checkpointing "
-                             "{how}, axolotl's activation offloading is what runs (counted: --activation-offload), "
-                             "and {why}.")
-AXOLOTL_GC_OFFLOAD_REFUSAL = ("with gradient_checkpointing offload / offload_disk axolotl's loader hands it to "
-                              "torch.utils.checkpoint (transformers 5.24 gradient_checkpointing_enable does not pop "
-                              "it), which raises \"Unexpected keyword arguments: offload\" under reentrant "
-                              "checkpointing; remove it (axolotl's activation offloading is already on)")
+# axolotl's offloaded checkpointing as axolotl-ai-cloud/axolotl @ 067b021c runs it:
+# - utils/schemas/config.py: gradient_checkpointing takes true, false, "offload", "offload_disk" (no "unsloth": pydantic
+#   refuses it); activation_offloading true, false, "legacy", "disk", "hidden_states".
+# - utils/schemas/validation.py check_gradient_checkpointing_w_offload: "offload" becomes gradient_checkpointing true
+#   with activation_offloading true, "offload_disk" the same with activation_offloading "disk" (whatever
+#   activation_offloading said); check_activation_offloading_wo_gc raises when offloading is on without checkpointing.
+# - core/trainers/mixins/activation_checkpointing.py ActivationOffloadingMixin: true and "disk" both run TRL's
+#   OffloadActivations (trl/models/activation_offloading.py, torchtune's, use_streams=True: pinned host RAM, a 5-tensor
+#   stash) around training_step, the output head under NoOpManager; "disk" only differs in loaders/patch_manager.py,
+#   whose disk wrapper is installed for activation_offloading == "offload_disk", a value the validator never leaves.
+#   "legacy" (synchronous OffloadActivations beside the hf_grad_checkpoint_offload_wrapper patched into
+#   transformers.modeling_utils.checkpoint) and "hidden_states" (monkeypatch/checkpoint_activation_offload.py) are
+#   other offloads, refused.
+# - the checkpointing under it: core/builders/base.py _configure_gradient_checkpointing gives TrainingArguments
+#   gradient_checkpointing false and no keywords; a full fine-tune gets loaders/model.py _apply_activation_checkpointing
+#   (ac_wrap_hf_model: torch's non-reentrant checkpoint_wrapper on every GradientCheckpointingLayer, no keywords), the
+#   torchtune layout --grad-checkpointing --activation-offload models (memory/savers.py); LoRA / QLoRA get the loader's
+#   model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=...) (_configure_embedding_dtypes), with
+#   utils/config/__init__.py normalize_config's default {use_reentrant: true} when the file gives none (and neither rl
+#   nor unfrozen_parameters is set), or peft 0.21's prepare_model_for_kbit_training re-enabling it with {} (QLoRA /
+#   8-bit where it runs: torch 2.13's default, reentrant). transformers 5.24 hands that dict to torch.utils.checkpoint
+#   whole (every_n_layers and offload are popped by the Trainer only): torch raises "Unexpected keyword arguments" for
+#   any other keyword under reentrant checkpointing and passes it to the decoder layer, which ignores it, without.
+#   Reentrant checkpointing under the offload is counted as non-reentrant (--reentrant-gc with --activation-offload is
+#   not modelled): its rerun runs under OffloadActivations too (the mixin wraps the backward), so the rerun layer's
+#   saved tensors go to the host node by node instead of staying whole: the count is on the safe side (measured with
+#   the tracer, docs/accuracy.md --grid axooff).
+AXOLOTL_OFFLOAD_NOTE = ("{key}: axolotl 067b021c runs TRL's OffloadActivations (streamed, pinned host RAM) over "
+                        "checkpointed layers{disk}: counted as --grad-checkpointing --activation-offload.")
+AXOLOTL_OFFLOAD_REFUSALS = {
+    "legacy": "legacy (axolotl's synchronous OffloadActivations beside its hf_grad_checkpoint_offload_wrapper) is not "
+              "modelled; use activation_offloading: true",
+    "hidden_states": "hidden_states (axolotl's offload of the checkpoints' inputs, monkeypatch/"
+                     "checkpoint_activation_offload.py) is not modelled; use activation_offloading: true"}
+AXOLOTL_GC_UNSLOTH_REFUSAL = ("'unsloth' is not a value axolotl takes (utils/schemas/config.py: true, false, offload, "
+                              "offload_disk); for offloaded checkpointing write activation_offloading: true")
+AXOLOTL_OFFLOAD_WO_GC_REFUSAL = ("axolotl refuses activation offloading without checkpointing (\"activation_offloading "
+                                 "requires gradient_checkpointing\"); add gradient_checkpointing: true")
+AXOLOTL_GC_KWARGS_UNREAD = ("gradient_checkpointing_kwargs: no memory change: under axolotl's activation offloading "
+                            "{why}.")
+AXOLOTL_REENTRANT_NOTE = ("gradient_checkpointing_kwargs: axolotl checkpoints LoRA layers {how} under its activation "
+                          "offloading; counted as non-reentrant (approximate: the reentrant rerun is offloaded too, "
+                          "so the count is on the safe side).")
+AXOLOTL_GC_KWARG_REFUSAL = ("{keys}: with activation offloading axolotl's loader hands the keywords to "
+                            "torch.utils.checkpoint whole (transformers 5.24 gradient_checkpointing_enable pops none), "
+                            "which raises \"Unexpected keyword arguments\" under reentrant checkpointing; remove "
+                            "{them}, or set use_reentrant: false")
+AXOLOTL_GC_KWARG_IGNORED = ("gradient_checkpointing_kwargs: {keys}: no memory change: with activation offloading "
+                            "axolotl's loader hands the keywords to torch.utils.checkpoint whole, which passes {them} "
+                            "to the decoder layer's forward, which ignores {them}.")
+# torch 2.13 utils/checkpoint.py checkpoint's own keywords (the rest are the function's, refused under reentrant)
+_TORCH_CHECKPOINT_KEYWORDS = ("use_reentrant", "preserve_rng_state", "determinism_check", "debug", "early_stop")
 
 
-def _gc_offload_axolotl(d: dict[str, Any], run: Run, checkpointing: Any) -> None:
-    """gradient_checkpointing_kwargs {offload: true} under axolotl's offloaded checkpointing, read as axolotl
-    @ 067b021c runs it (AXOLOTL_GC_OFFLOAD_UNREAD): a note where it changes nothing, refused where the run crashes."""
-    raw = d.get("gradient_checkpointing_kwargs")
-    kw = json.loads(raw) if isinstance(raw, str) else raw  # (a mapping: _checkpointing_kwargs checked it)
-    if checkpointing not in ("offload", "offload_disk", "unsloth") or not isinstance(kw, dict) or kw.get("offload") \
-            is not True:
+def _offloading_axolotl(d: dict[str, Any], run: Run) -> bool | str:
+    """axolotl gradient_checkpointing and activation_offloading read as validated at 067b021c (comment above): sets
+    --grad-checkpointing (and --activation-offload), returns the activation_offloading axolotl runs (False: none)."""
+    if isinstance(d.get("gradient_checkpointing"), str) and d["gradient_checkpointing"].strip().lower() == "unsloth":
+        raise _KeyProblem("gradient_checkpointing", AXOLOTL_GC_UNSLOTH_REFUSAL)
+    checkpointing = _flag(AX, d.get("gradient_checkpointing"), "gradient_checkpointing")
+    offloading = _flag(AX, d.get("activation_offloading"), "activation_offloading")
+    if "gradient_checkpointing" in d and d["gradient_checkpointing"] is not None:
+        run.options["grad_checkpointing"] = bool(checkpointing)
+        run.mapped.append("gradient_checkpointing")
+    _seen(d, run, "activation_offloading")
+    key = "activation_offloading"
+    if checkpointing in ("offload", "offload_disk"):  # check_gradient_checkpointing_w_offload
+        key = f"gradient_checkpointing: {checkpointing}"
+        offloading = True if checkpointing == "offload" else "disk"
+    if not offloading:
+        return False
+    if not checkpointing:
+        raise _KeyProblem("activation_offloading", AXOLOTL_OFFLOAD_WO_GC_REFUSAL)
+    if offloading in AXOLOTL_OFFLOAD_REFUSALS:
+        raise _KeyProblem("activation_offloading", AXOLOTL_OFFLOAD_REFUSALS[str(offloading)])
+    run.options.update(grad_checkpointing=True, activation_offload=True)
+    run.notes.append(AXOLOTL_OFFLOAD_NOTE.format(
+        key=key, disk=" (for disk as for true: no disk offload is installed)" if offloading == "disk" else ""))
+    return offloading
+
+
+def _gc_offload_axolotl(d: dict[str, Any], run: Run, offloading: bool | str) -> None:
+    """gradient_checkpointing_kwargs under axolotl's activation offloading, read as axolotl @ 067b021c runs them
+    (comment above): a note where they change nothing or are counted apart, refused where the run crashes."""
+    if not offloading:
         return
-    how = checkpointing
+    raw = d.get("gradient_checkpointing_kwargs")
     if run.options.get("method") == "full":
-        why = ("full fine-tuning wraps the layers with torch's checkpoint_wrapper and never passes the keywords on "
-               "(core/builders/base.py, loaders/model.py ac_wrap_hf_model)")
-        run.notes.append(AXOLOTL_GC_OFFLOAD_UNREAD.format(how=how, why=why))
+        if raw:
+            run.notes.append(AXOLOTL_GC_KWARGS_UNREAD.format(
+                why="a full fine-tune wraps the layers with torch's checkpoint_wrapper and passes no keywords on "
+                    "(core/builders/base.py, loaders/model.py ac_wrap_hf_model)"))
         return
     fsdp = _is_set(d.get("fsdp_config")) or _is_set(d.get("fsdp"))
     fsdp_cfg = d.get("fsdp_config") if isinstance(d.get("fsdp_config"), dict) else {}
@@ -1320,15 +1373,39 @@ def _gc_offload_axolotl(d: dict[str, Any], run: Run, checkpointing: Any) -> None
     skip_prep = (fsdp and (d.get("adapter") == "qlora" or efficient)) or run.options.get("zero") == 3 or (
         d.get("adapter") == "lora" and loftq)
     if run.options.get("method") == "qlora" and not skip_prep:
-        why = ("peft's prepare_model_for_kbit_training re-enables checkpointing with its own empty keywords, "
-               "dropping it (loaders/model.py _prepare_model_for_quantization)")
-        run.notes.append(AXOLOTL_GC_OFFLOAD_UNREAD.format(how=how, why=why))
-    elif kw.get("use_reentrant") is not False:
-        raise _KeyProblem("gradient_checkpointing_kwargs.offload", AXOLOTL_GC_OFFLOAD_REFUSAL)
-    else:
-        why = ("torch.utils.checkpoint hands it to the decoder layer's forward as a keyword the layer ignores, not to "
-               "transformers' save_on_cpu (loaders/model.py gradient_checkpointing_enable)")
-        run.notes.append(AXOLOTL_GC_OFFLOAD_UNREAD.format(how=how, why=why))
+        if raw:
+            run.notes.append(AXOLOTL_GC_KWARGS_UNREAD.format(
+                why="peft's prepare_model_for_kbit_training re-enables checkpointing with its own empty keywords "
+                    "(loaders/model.py _prepare_model_for_quantization)"))
+        run.notes.append(AXOLOTL_REENTRANT_NOTE.format(how="reentrant (peft's {}: torch's default)"))
+        return
+    kw = json.loads(raw) if isinstance(raw, str) else raw
+    if kw is None:  # normalize_config's default, unless rl or unfrozen_parameters (then transformers' non-reentrant)
+        kw = {} if _is_set(d.get("rl")) or _is_set(d.get("unfrozen_parameters")) else {"use_reentrant": True}
+        kw.setdefault("use_reentrant", False)
+    if not isinstance(kw, dict):
+        raise _KeyProblem("gradient_checkpointing_kwargs", "give a mapping of torch.utils.checkpoint keywords, e.g. "
+                          "{use_reentrant: false}")
+    reentrant = kw.get("use_reentrant", True)  # absent: torch 2.13's default
+    if not isinstance(reentrant, bool):
+        raise _KeyProblem("gradient_checkpointing_kwargs", f"use_reentrant {reentrant!r:.30} is not a boolean; use "
+                          "true or false")
+    extra = sorted(str(k) for k in set(kw) - set(_TORCH_CHECKPOINT_KEYWORDS))
+    them = "it" if len(extra) == 1 else "them"
+    if extra and reentrant:
+        raise _KeyProblem("gradient_checkpointing_kwargs", AXOLOTL_GC_KWARG_REFUSAL.format(keys=", ".join(extra),
+                                                                                           them=them))
+    if extra:
+        run.notes.append(AXOLOTL_GC_KWARG_IGNORED.format(keys=", ".join(extra), them=them))
+    if reentrant and kw.get("debug"):
+        raise _KeyProblem("gradient_checkpointing_kwargs", "torch.utils.checkpoint refuses debug with use_reentrant "
+                          "true; drop one of them")
+    if kw.get("early_stop", True) is not True and not reentrant:
+        raise _KeyProblem("gradient_checkpointing_kwargs", "early_stop false under axolotl's activation offloading "
+                          "is not modelled (--no-ac-early-stop with --activation-offload); remove it")
+    if reentrant:
+        run.notes.append(AXOLOTL_REENTRANT_NOTE.format(how="reentrant (use_reentrant true" + (
+            ", axolotl's default)" if raw is None else ")")))
 
 
 def _fp8_keys(tool: str, d: dict[str, Any], run: Run) -> None:
@@ -2742,22 +2819,36 @@ def _liger_trainer_llama_factory(d: dict[str, Any], run: Run) -> None:
 
 
 def _gc_kwargs_llama_factory(d: dict[str, Any], run: Run) -> None:
-    """TrainingArguments.gradient_checkpointing_kwargs in a LLaMA-Factory file. LLaMA-Factory checkpoints through its
-    own patch (hiyouga/LLaMA-Factory @ ff6d4d12 model/model_utils/checkpointing.py prepare_model_for_training:
-    {"use_reentrant": use_reentrant_gc}, --reentrant-gc); transformers' Trainer reads the file's keywords only under
-    its own switch, TrainingArguments gradient_checkpointing / activation_checkpointing (trainer.py), which no
-    LLaMA-Factory code sets. Without the switch they are never read; with it, the Trainer's call over LLaMA-Factory's
-    patched gradient_checkpointing_enable is not modelled (named)."""
-    if d.get("gradient_checkpointing_kwargs") is None:
+    """TrainingArguments' checkpointing switch and keywords in a LLaMA-Factory file. LLaMA-Factory checkpoints through
+    its own patch (hiyouga/LLaMA-Factory @ ff6d4d12 model/model_utils/checkpointing.py prepare_model_for_training:
+    model.gradient_checkpointing_enable replaced by a MethodType over partial(_gradient_checkpointing_enable), which
+    takes gradient_checkpointing_kwargs and use_unsloth_gc only; {"use_reentrant": use_reentrant_gc}, --reentrant-gc),
+    unless disable_gradient_checkpointing. transformers 5.24's Trainer (trainer.py) acts on its own switch,
+    TrainingArguments gradient_checkpointing / activation_checkpointing, which no LLaMA-Factory code sets: it calls
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs=..., every_n_layers=..., offload=...), which
+    finds gradient_checkpointing_enable overridden (modeling_utils.py _is_overridden) and hands it every_n_layers and
+    offload: with LLaMA-Factory's patch that raises TypeError (checked on the installed transformers and peft,
+    tests/test_foreign_keys.py), so the switch is refused; without the patch transformers' own checkpointing runs with
+    the file's keywords (_checkpointing_kwargs). Without the switch the keywords are never read (a note)."""
+    switch = _hf_gc_key(d) if _is_set(d.get(_hf_gc_key(d))) else None  # the new name, else its alias (5.24)
+    if switch is not None and run.options.get("grad_checkpointing"):
+        raise _KeyProblem(switch, LF_GC_SWITCH_REFUSAL)
+    if switch is not None:  # disable_gradient_checkpointing: true, so the Trainer's own checkpointing is what runs
+        gkw_key = ("activation_checkpointing_kwargs" if d.get("activation_checkpointing_kwargs") is not None
+                   else "gradient_checkpointing_kwargs")
+        run.options.update(grad_checkpointing=True, **_checkpointing_kwargs(d, run, gkw_key))
+        run.mapped.append(switch)
         return
-    if any(_is_set(d.get(k)) for k in ("gradient_checkpointing", "activation_checkpointing")):
-        _unmodelled(run, "gradient_checkpointing_kwargs", "transformers' Trainer re-enabling checkpointing with them "
-                    "(gradient_checkpointing: true) over LLaMA-Factory's own checkpointing")
+    if d.get("gradient_checkpointing_kwargs") is None:
         return
     run.notes.append(LF_GC_KWARGS_NOTE)
     run.mapped.append("gradient_checkpointing_kwargs")
 
 
+LF_GC_SWITCH_REFUSAL = ("transformers 5.24's Trainer re-enables checkpointing through LLaMA-Factory's patched "
+                        "gradient_checkpointing_enable with every_n_layers and offload, which it does not take "
+                        "(TypeError); remove it (LLaMA-Factory checkpoints by itself unless "
+                        "disable_gradient_checkpointing)")
 LF_GC_KWARGS_NOTE = ("gradient_checkpointing_kwargs: no memory change: transformers' Trainer reads it only with "
                      "gradient_checkpointing: true, and LLaMA-Factory checkpoints with its own {use_reentrant: "
                      "use_reentrant_gc} (model_utils/checkpointing.py).")
@@ -2870,12 +2961,12 @@ def _hf_gc_key(d: dict[str, Any]) -> str:
 _GC_HOST_ONLY = ("preserve_rng_state", "determinism_check", "debug")
 
 
-def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *, major: int = CURRENT_TRANSFORMERS,
-                          offload_wrapper: bool = False) -> dict[str, Any]:
+def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *,
+                          major: int = CURRENT_TRANSFORMERS) -> dict[str, Any]:
     """gradient_checkpointing_kwargs / activation_checkpointing_kwargs as the Trainer passes them (transformers 5.24
     trainer.py: every_n_layers and offload popped for activation_checkpointing_enable, the rest forwarded to
-    torch.utils.checkpoint.checkpoint): the options they set. `offload_wrapper`: axolotl's offloaded checkpointing
-    (utils/gradient_checkpointing/__init__.py hf_grad_checkpoint_offload_wrapper takes use_reentrant and ignores it)."""
+    torch.utils.checkpoint.checkpoint): the options they set (under axolotl's activation offloading:
+    _gc_offload_axolotl)."""
     raw = d.get(key)
     if raw is None:
         return {}
@@ -2891,10 +2982,7 @@ def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *, major: int =
     reentrant = kw.pop("use_reentrant", False)
     if not isinstance(reentrant, bool):
         raise _KeyProblem(key, f"use_reentrant {reentrant!r:.30} is not a boolean; use true or false")
-    if offload_wrapper:
-        run.notes.append(f"{key}: use_reentrant has no effect with axolotl's offloaded checkpointing (its "
-                         "hf_grad_checkpoint_offload_wrapper ignores it).")
-    elif reentrant:
+    if reentrant:
         out["reentrant_gc"] = True
     every = kw.pop("every_n_layers", 1) if major >= 5 else 1
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:  # (0: layer_index % 0 raises)
@@ -2904,21 +2992,17 @@ def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *, major: int =
     offload = kw.pop("offload", False) if major >= 5 else False
     if not isinstance(offload, bool):
         raise _KeyProblem(key, f"offload {offload!r:.30} is not a boolean; use true or false")
-    if offload and offload_wrapper:
-        pass  # under axolotl's activation offloading transformers never pops it: _gc_offload_axolotl (after the
-        # multi-GPU keys, which decide whether peft's preparation re-enables checkpointing)
-    elif offload:
+    if offload:
         # modeling_utils.py _activation_checkpointing_enable(offload=True): save_on_cpu(pin_memory=True) around each
         # checkpoint moves the checkpointed layers' saved inputs to pinned host memory (--ac-offload, memory/savers.py)
         out["ac_offload"] = True
     early_stop = kw.pop("early_stop", True)
     if not isinstance(early_stop, bool):
         raise _KeyProblem(key, f"early_stop {early_stop!r:.30} is not a boolean; use true or false")
-    if not early_stop and (reentrant or offload_wrapper):
+    if not early_stop and reentrant:
         # torch utils/checkpoint.py reads early_stop in the non-reentrant path only (the reentrant rerun is the whole
-        # layer already); axolotl's offload wrapper passes no keywords on
-        run.notes.append(f"{key}: early_stop has no effect with "
-                         f"{'use_reentrant true' if reentrant else 'axolotl offloaded checkpointing'}.")
+        # layer already)
+        run.notes.append(f"{key}: early_stop has no effect with use_reentrant true.")
     elif not early_stop:
         # torch checkpoint early_stop=False: the rerun goes on past the layer's last saved tensor (--no-ac-early-stop)
         out["ac_early_stop"] = False
