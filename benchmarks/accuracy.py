@@ -3141,6 +3141,24 @@ def amp_grid() -> list[dict[str, Any]]:
             for model, label, kw in runs for gc in (False, True)]
 
 
+
+# The LayerNorm-kept grid (`--grid lnkept`, issue 15): the decoders whose pre-norm is an nn.LayerNorm run in 16 bits
+# (GPT-2, GPT-NeoX / Pythia, GPT-J, Phi-2, Falcon, BLOOM, StarCoder2, GPTBigCode; OLMo 1's weightless LayerNorm, which
+# norms an fp32 copy, as the control), published configs cut to 4 layers and a 2,048-token vocabulary ("hfcut:"), LoRA
+# all-linear bf16 and full pure-bf16, b2 s1024 and b1 s512, with checkpointing: the rerun's first LayerNorm saves the
+# kept layer input itself (activations.py layernorm_saves_input). Written to accuracy_lnkept.{json,md}, its traces to
+# trace_cache_lnkept.json.
+LNKEPT_CONFIGS = ("gpt2", "pythia-70m", "gpt-j-6b", "phi-2", "falcon-7b", "bloom-560m", "starcoder2-3b",
+                  "starcoderbase-1b", "olmo-1b-hf")
+
+
+def lnkept_grid() -> list[dict[str, Any]]:
+    runs = (("lora all-linear", {"method": "lora", "lora_targets": ("all-linear",), "precision": "bf16"}),
+            ("full", {"method": "full", "precision": "pure-bf16"}))
+    return [{"id": f"hfcut:{cfg} | {label} | {kw['precision']} | b{b} s{s} | gc", "model": f"hfcut:{cfg}",
+             "method": label, "training": {**kw, "batch_size": b, "seq_len": s, "grad_checkpointing": True}}
+            for cfg in LNKEPT_CONFIGS for label, kw in runs for b, s in ((2, 1024), (1, 512))]
+
 # The LoRA-layers grid (`--grid lora-layers`, issue 13; 32 cases): LoRA on some decoder layers only (peft
 # LoraConfig layers_to_transform, core/lora_layers.py) on tinyllama-1.1b (llama, 32k untied) and qwen2.5-0.5b (152k
 # tied, q/k/v biases), both cut to 8 layers, x LoRA q,v and QLoRA NF4 all-linear x checkpointing off / on x the
@@ -3775,6 +3793,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "autocast2": autocast2_grid,
          "autocast3": autocast3_grid,
          "amp": amp_grid,
+         "lnkept": lnkept_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -3857,6 +3876,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "autocast3": " (the same autocast on GPT-NeoX, GPT-J, Phi-1.5 / Phi-2, OLMo 1; issue 15)",
           "amp": " (amp-bf16 LoRA, fp32 weights under autocast, on every dense family cut to a 2,048-token vocabulary; "
                  "BLOOM's ALiBi scores in bf16; issues 13 and 15)",
+          "lnkept": " (a checkpointed layer's kept input saved by its 16-bit LayerNorm: GPT-2, Pythia, GPT-J, Phi-2, "
+                    "Falcon, BLOOM, StarCoder2, GPTBigCode, OLMo 1; LoRA and full; issue 15)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -4102,6 +4123,7 @@ def main() -> None:
                          "qlora8",
                          "early-stop",
                          "amp",
+                         "lnkept",
                          "pixels",
                          ) \
         else CACHE

@@ -940,6 +940,9 @@ class _ActivationPlan:
     # ... of which its recomputed saved set holds the same tensor (an fp32 residual saved by the first pre-norm:
     # activations.py saves_residual), per token
     rerun_input_saved_t: int = 0
+    # ... and the embedding's output, a leaf enable_input_require_grads makes, held by its AccumulateGrad node beside
+    # layer 0's input where that is another tensor (learned positions added: GPT-2, GPTBigCode), per token
+    input_leaf_t: int = 0
     # Offloaded checkpointing of adapters (not full fine-tuning): the embedding output stays on the GPU (below).
     offload_leaf_t: int = 0
     # Offloaded without checkpointing (memory/savers.py offload_node_bytes): the forward stash, what one backward node
@@ -1642,7 +1645,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, ac_from_first=t.ac_layout == "hf", offload=t.activation_offload,
         ac_offload=t.ac_offload, layer_input_t=residual * m.hidden_size,
-        rerun_input_saved_t=residual * m.hidden_size if _activations.saves_residual(m, recipe) else 0,
+        rerun_input_saved_t=residual * m.hidden_size if _activations.saves_residual(m, recipe)
+        or _activations.layernorm_saves_input(m, t, recipe) else 0,
+        input_leaf_t=residual * m.hidden_size if t.grad_checkpointing and t.method != "full"
+        and m.learned_position_embeddings and _activations.layernorm_saves_input(m, t, recipe) else 0,
         offload_leaf_t=residual * m.hidden_size if (t.activation_offload or t.ac_offload) and t.grad_checkpointing
         and t.method != "full" else 0,
         offload_bwd_t=layer.backward_no_norm_per_token,
@@ -2045,6 +2051,13 @@ def _transformer_phases(
             # layer being recomputed, allocated by aten.embedding; -2.3 % without it).
             kept += p.offload_leaf_t * tokens
             kept_bwd += p.offload_leaf_t * tokens
+        elif p.checkpointing:
+            # GPT-2's wte output (a leaf: enable_input_require_grads) beside layer 0's input, `inputs_embeds +
+            # position_embeds` through the embedding dropout (the tracer's live tensors, gpt2 cut to 2 and 4 layers,
+            # LoRA bf16 b2-b4 s1024 with checkpointing: an aten.embedding (b, s, 768) bf16 storage alive at every
+            # backward peak, beside the dropout's output)
+            kept += p.input_leaf_t * tokens
+            kept_bwd += p.input_leaf_t * tokens
         recomputed = per_layer if saving_layers else 0
         if p.checkpointing and not (p.offload or p.ac_offload or p.ac_every > 1):
             # the rerun's first norm saves the kept input itself (activations.py saves_residual)
