@@ -949,8 +949,15 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         eager_fwd, eager_bwd = c * n_heads, 2 * c * n_heads
         if tw:
             attn_bwd_const += dtype_bytes(recipe.grad) * mlp_o_weights
-    elif m.attention_kind != "mla" and math_sdpa:  # falcon's math SDPA: its fp32 scores, as Llama-style eager
-        eager_fwd, eager_bwd = 4 * n_heads, 4 * n_heads
+    elif m.attention_kind != "mla" and math_sdpa:
+        # falcon's math SDPA on 16-bit weights: its fp32 scores; its backward, as the fp32 GQA path's above, holds
+        # attn @ v's fp32 gradient of the probabilities and _softmax_backward_data's fp32 result beside the saved
+        # softmax, with a trained layer's MLP and dense weight gradients written (measured with the tracer, --grid
+        # lnkept: falcon-7b cut, LoRA all-linear bf16 b2 s1024 with checkpointing, three (2, 71, 1024, 1024) fp32
+        # tensors at _softmax_backward_data, -15.05 % with one beyond the saved; full pure-bf16 -11.05 %)
+        eager_fwd, eager_bwd = 4 * n_heads, 2 * 4 * n_heads
+        if tw:
+            attn_bwd_const += dtype_bytes(recipe.grad) * mlp_o_weights
     elif fp32_eager_scores(m, t, recipe):
         # Llama-style eager on fp32 weights (modeling_llama.py eager_attention_forward: `softmax(attn_weights, dim=-1,
         # dtype=torch.float32).to(query.dtype)`, dropout p=0 returns its input, Dropout.cpp _dropout_impl). Its
@@ -994,6 +1001,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         eager_bwd = 2 * (c if not amp else 4) * n_heads
     else:
         eager_bwd = (8 - c if c < 4 else 4) * n_heads
+        if m.alibi and tw:
+            # BLOOM full fine-tuning: its MLP's and dense's weight gradients are written by its softmax's backward
+            # (measured with the tracer, --grid lnkept: bloom-560m cut, full pure-bf16 b1 s512 with checkpointing, the
+            # peak at _softmax_backward_data, -4.23 % without them)
+            attn_bwd_const += dtype_bytes(recipe.grad) * mlp_o_weights
     if is_deberta(m):
         # DeBERTa's attention backward (measured with the tracer, --grid deberta): by the time the softmax's and
         # gather's backward run (the scores' gradient; gather's zero-filled (batch x heads, seq, 2P) gradient and its
@@ -1064,7 +1076,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             mlp_fwd = max(mlp_fwd, sum(x.per_token for x in terms[n_attention_terms:n_moe_rerun]
                                        if not x.batch1_only) + moe_rerun_t)
         mlp_fwd += rerun_extra
-    elif any(up_fwd) and not m.parallel_residual and not m.num_experts:
+    elif any(up_fwd) and not m.num_experts:
         # A checkpointed layer's forward rerun (backward.recompute) starts when its backward first needs a saved
         # tensor: the residual stream's gradient is alive (it also flows past the MLP), and when down_proj has an
         # adapter, peft's `result + lora_B(lora_A(x)) * scaling` has been passed already: the scaled gradient
@@ -1202,7 +1214,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # moment above is the peak, and this sum over-counted their traces (Mistral +0.7 %, GPT-2 up to +5.6 %).
         # With dropout the early-stopped rerun makes no lora_B output (lora_b_unmade above).
         mlp_fwd = max(mlp_fwd, mlp_tail + c * i + lora_fwd["down_proj"] + rerun_extra - lora_b_unmade)
-    elif rerun_extra and "down_proj" in lora_fwd and amp and a != c:
+    elif rerun_extra and "down_proj" in lora_fwd and amp and a != c and not m.parallel_residual:
         # --upcast-norms: the pre-norm decoder's rerun peaks at down_proj's adapter too, where its fp32 copy of the
         # 16-bit product is alive (lora_fwd above holds the product, the copy and the held normed input and residual;
         # the rerun's incoming gradients beside them, its held pair being lora_fwd's; no inputs_embeds by then).
