@@ -2060,7 +2060,7 @@ def _transformer_phases(
             kept_bwd += p.input_leaf_t * tokens
         recomputed = per_layer if saving_layers else 0
         if p.checkpointing and not (p.offload or p.ac_offload or p.ac_every > 1):
-            # the rerun's first norm saves the kept input itself (activations.py saves_residual)
+            # the rerun's first norm saves the kept input itself (activations.py saves_residual, layernorm_saves_input)
             recomputed -= min(p.rerun_input_saved_t * tokens, recomputed)
         # Reentrant checkpointing (torch utils/checkpoint.py CheckpointFunction.backward) reruns the whole layer, its
         # output included, and holds that output (`outputs`) until torch.autograd.backward over it returns; the

@@ -876,6 +876,15 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # and v projection (the Qwen3-MoE trace: 2 B x (h + q + 2q + 2 kv) per token, -3.5 to -5.5 % without)
     attn_fwd_tok = c * (h + q_dim + (2 * q_dim + 2 * kv_dim if gqa else 2 * kv_dim)) \
         if eager_fwd > c * n_heads and m.attention_kind != "mla" else 0
+    def rerun_incoming(adapted_down: bool) -> int:
+        """Bytes per token of the layer output's incoming gradient alive at a checkpointed layer's rerun: the
+        residual stream's, its 16-bit cast for the MLP's output path when that stream is fp32 and, past down_proj's
+        adapter (`result + lora_B(lora_A(x)) * scaling`), the scaled gradient in lora_B's dtype and, when the sum was
+        promoted to it, the base output's cast-back one (the dense rerun's below; BLOOM's)."""
+        lora_b = c if amp else a
+        return residual * h + (c * h if residual != c else 0) \
+            + ((lora_b * h + (c * h if lora_b != c else 0)) if adapted_down else 0)
+
     rerun_scores = rerun_tok = 0
     if eager and m.alibi and attn_live and m.attention_kind != "mla":
         # BLOOM: its scores (_alibi_forward_scores), and per token the fused query_key_value output (`fused_qkv`, a
@@ -897,7 +906,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             sum(x.per_token for x in terms[n_before_o:] if x.name.endswith("o_proj input")) + lora_fwd.get("o_proj", 0)
         attn_fwd_tok = fused + (sum(x.per_token for x in terms[:n_before_o] if not x.batch1_only)
                                 if t.grad_checkpointing else o_proj)
-        rerun_tok = fused + c * h + ((c + a) * h if "down_proj" in lora_fwd else 0)
+        rerun_tok = fused + rerun_incoming("down_proj" in lora_fwd)
     # The decoder layer binds the attention's returned weights to `_` (`hidden_states, _ = self.self_attn(...)`,
     # modeling_gpt_oss.py / modeling_mixtral.py ...DecoderLayer.forward) until the MLP returns: a checkpointed layer's
     # eager probabilities (16-bit; gpt-oss's `probs[..., :-1]` a view of the sink-wide softmax output) are alive beside
@@ -1090,10 +1099,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # once: the output LayerNorm's backward needs its saved input; the attention output is both the MLP's input
         # and its residual (measured: --grid encoders / encoders2 / deberta LoRA with checkpointing).
         post_ln = m.family in ENCODER_FAMILIES and m.family != "modernbert"
-        lora_b = c if amp else a
-        adapted_down = "down_proj" in lora_fwd and not post_ln
-        incoming = residual * h + (c * h if residual != c else 0) \
-            + ((lora_b * h + (c * h if lora_b != c else 0)) if adapted_down else 0)
+        incoming = rerun_incoming("down_proj" in lora_fwd and not post_ln)
         if t.reentrant_gc:
             # Reentrant checkpointing (torch utils/checkpoint.py CheckpointFunction.backward) reruns the layer before
             # any of its backward runs: only the incoming gradient is alive, not down_proj's adapter gradients
@@ -1239,7 +1245,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # and lora_B's scaled gradient, less the lora_B output and copy the early-stopped rerun never makes (measured
         # with the tracer's live tensors, --grid amp: pythia-70m cut, LoRA all-linear b2 s1024 with checkpointing, at
         # the rerun's 16-bit cast of dense_4h_to_h's fp32 input copy; -13.8 % before, -5.0 % with the stand-ins' sum)
-        beside = c * h + residual * h + 2 * c * h - lora_b_unmade if norm_saves_residual else -c * h
+        beside = c * h + rerun_incoming(True) - lora_b_unmade if norm_saves_residual else -c * h
         mlp_fwd = max(mlp_fwd, mlp_tail + lora_fwd["down_proj"] + beside)
     terms += _prefix_terms(m, t, c, d, n_heads, kv_dim, gqa, sum(x.per_token_seq for x in terms))
     if t.method == "adaption-prompt":  # its attention over the prompt (core/peft_methods.py adaption_saved)
