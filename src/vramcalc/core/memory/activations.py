@@ -939,33 +939,28 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                               and not x.name.endswith("o_proj input"))
     # o_proj's and the MLP's weights, whose gradients exist when an fp32 attention backward runs (the branches below)
     mlp_o_weights = q_dim * h + (3 if m.mlp == "gated" else 2) * h * m.intermediate_size
-    if m.attention_kind != "mla" and math_sdpa and m.family != "falcon":
-        # fp32 GQA's math path backward (attention.cpp _scaled_dot_product_attention_math, its autograd): attn @ v's
-        # gradient of the probabilities, then _softmax_backward_data's gradient of the scores, two fp32 score tensors
-        # beside the saved softmax; by then the layer's MLP and o_proj weight gradients exist (autograd ran their
-        # backward first). Measured with the tracer's categories at the peak, --grid dpo32: tinyllama cut to 4
-        # layers, full fp32 DPO with checkpointing b1 s1024, gradients + 155 MB (one layer's MLP and o_proj, fp32)
-        # and two [2, 32, 1024, 1024] fp32 tensors at _softmax_backward_data, -4.2 % with one and no gradients.
-        eager_fwd, eager_bwd = 4 * n_heads, 2 * 4 * n_heads
-        if tw and not m.num_experts:
-            attn_bwd_const += dtype_bytes(recipe.grad) * mlp_o_weights
-    elif m.attention_kind != "mla" and math_sdpa and recipe.autocast:
-        # falcon's math SDPA under autocast over fp32 weights: 16-bit scores (terms above); its backward holds, beside
-        # the saved softmax, bmm's gradient of the probabilities and _softmax_backward_data's result (16-bit), and a
-        # trained layer's MLP and dense weight gradients are written by then (measured with the tracer's live tensors,
-        # --grid amp: falcon-7b cut, full amp-bf16 b2 s1024 with checkpointing, three (2, 71, 1024, 1024) bf16 tensors
-        # and 743 MB of fp32 fc_in / fc_out / dense gradients at _softmax_backward_data, -2.9 % without them)
+    if m.attention_kind != "mla" and math_sdpa and recipe.autocast:
+        # falcon's math SDPA under autocast over fp32 weights (fp32_math_sdpa never runs under autocast): 16-bit scores
+        # (terms above); its backward holds, beside the saved softmax, bmm's gradient of the probabilities and
+        # _softmax_backward_data's result (16-bit), and a trained layer's MLP and dense weight gradients are written by
+        # then (measured with the tracer's live tensors, --grid amp: falcon-7b cut, full amp-bf16 b2 s1024 with
+        # checkpointing, three (2, 71, 1024, 1024) bf16 tensors and 743 MB of fp32 fc_in / fc_out / dense gradients at
+        # _softmax_backward_data, -2.9 % without them)
         eager_fwd, eager_bwd = c * n_heads, 2 * c * n_heads
         if tw:
             attn_bwd_const += dtype_bytes(recipe.grad) * mlp_o_weights
     elif m.attention_kind != "mla" and math_sdpa:
-        # falcon's math SDPA on 16-bit weights: its fp32 scores; its backward, as the fp32 GQA path's above, holds
-        # attn @ v's fp32 gradient of the probabilities and _softmax_backward_data's fp32 result beside the saved
-        # softmax, with a trained layer's MLP and dense weight gradients written (measured with the tracer, --grid
-        # lnkept: falcon-7b cut, LoRA all-linear bf16 b2 s1024 with checkpointing, three (2, 71, 1024, 1024) fp32
-        # tensors at _softmax_backward_data, -15.05 % with one beyond the saved; full pure-bf16 -11.05 %)
+        # The math path's backward (attention.cpp _scaled_dot_product_attention_math, its autograd), fp32 GQA's and
+        # falcon's on 16-bit weights alike: attn @ v's gradient of the probabilities, then _softmax_backward_data's
+        # gradient of the scores, two fp32 score tensors beside the saved softmax; by then the layer's MLP and o_proj
+        # weight gradients exist (autograd ran their backward first). Measured with the tracer's categories at the
+        # peak, --grid dpo32: tinyllama cut to 4 layers, full fp32 DPO with checkpointing b1 s1024, gradients + 155 MB
+        # (one layer's MLP and o_proj, fp32) and two [2, 32, 1024, 1024] fp32 tensors at _softmax_backward_data, -4.2 %
+        # with one and no gradients; --grid lnkept: falcon-7b cut, LoRA all-linear bf16 b2 s1024 with checkpointing,
+        # three (2, 71, 1024, 1024) fp32 tensors at _softmax_backward_data, -15.05 % with one beyond the saved, full
+        # pure-bf16 -11.05 %.
         eager_fwd, eager_bwd = 4 * n_heads, 2 * 4 * n_heads
-        if tw:
+        if tw and not m.num_experts:
             attn_bwd_const += dtype_bytes(recipe.grad) * mlp_o_weights
     elif fp32_eager_scores(m, t, recipe):
         # Llama-style eager on fp32 weights (modeling_llama.py eager_attention_forward: `softmax(attn_weights, dim=-1,
