@@ -907,6 +907,8 @@ class _ActivationPlan:
     layer_copies: int
     autocast_head_copy: int  # the LM head's share of autocast_copies: cast only after the last layer
     frozen_casts: bool  # autocast over frozen base weights (a PEFT method): their casts are not cached
+    # LoRA without checkpointing: layer 0's casts freed at once, its input needing no gradient (_bottom_unsaved_casts)
+    bottom_cast_less: int
     attn_fwd_ts: int
     layer_fwd_t: int
     layer_bwd_t: int
@@ -1044,6 +1046,7 @@ class _ActivationPlan:
     mlp_node_freed_t: int = 0
     mlp_node_grads: int = 0
     mlp_node_cast: int = 0
+    mlp_node_bwd_t: int = 0  # that node's temporaries per token where not layer_bwd_t's (a frozen gelu_new MLP's)
     # Full fine-tuning: the final RMSNorm's fp32 backward (backward.final_norm), per token: its saved fp32 input and
     # the backward's fp32 tensors (0: no such moment)
     final_norm_saved_t: int = 0
@@ -1435,7 +1438,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     residual = 4 if recipe.autocast or recipe.compute == "fp32" or (ssm and m.ssm_residual_fp32) else c
     # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
     # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
-    autocast_copies = layer_copies = autocast_head_copy = 0
+    autocast_copies = layer_copies = autocast_head_copy = bottom_cast_less = 0
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         # TRL's fused head (trl/kernels/chunked_logprob.py _ChunkedLogProbFunction) casts `weight[start:end]
@@ -1475,6 +1478,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             live_casts = trained_layers if t.grad_checkpointing else saving_layers
             autocast_head_copy = autocast_head_copy if head_trainable or t.grad_checkpointing or saving_layers else 0
             autocast_copies = layer_copies * live_casts + autocast_head_copy
+        if lora_bottom and t.method == "lora" and not t.dora and not _lora_layers.active(t) \
+                and _plain_dense_decoder(m) and not _distributed.sharding_stage(t) == 3 and not _fp8.active(t):
+            bottom_cast_less = _bottom_unsaved_casts(m, t, recipe)
+            autocast_copies -= bottom_cast_less
     elif recipe.autocast16 and t.method == "freeze":
         # --precision autocast-* freeze (memory/precision.py): only the trained parameters are fp32 leaves, so only
         # their casts are cached (torch autocast_mode.cpp cached_cast), through the forward; the frozen 16-bit
@@ -1622,6 +1629,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         kept_t=kept_layers * (residual * m.hidden_size
                               + (layer.int8_ctx_per_token if t.grad_checkpointing and not t.reentrant_gc else 0)),
         autocast_copies=autocast_copies, layer_copies=layer_copies, autocast_head_copy=autocast_head_copy,
+        bottom_cast_less=bottom_cast_less,
         frozen_casts=recipe.autocast and t.method not in ("full", "freeze"),
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_fwd_moe_c=layer.forward_transient.const,
@@ -1813,13 +1821,42 @@ def _mlp_node(m: ModelSpec, t: TrainingSpec, recipe: Recipe, layer: Any) -> dict
     its (2, 512, 4864) input (+0.85 % with the cast counted, +0.21 % without)."""
     from vramcalc.core.params import inventory
 
-    if not layer.mlp_node_freed_per_token or _fp8.active(t) or not _dense_late_gradient_bytes(m, t, recipe, layer=True):
-        return {}
     down = [x for x in inventory(m) if x.per_layer and x.module == "down_proj"]
     cast = sum(x.numel for x in down if x.kind == "linear") // m.num_layers * dtype_bytes(recipe.compute) \
         if recipe.autocast else 0
+    if layer.mlp_node_backward_per_token and not _fp8.active(t) and _plain_dense_decoder(m):
+        # a frozen gelu_new MLP under autocast (activations.py act_node): fc_out's lora_A / lora_B inputs and its
+        # weight's cast freed, its adapters' gradients written
+        return {"mlp_node_freed_t": layer.mlp_node_freed_per_token, "mlp_node_cast": cast,
+                "mlp_node_grads": layer.mlp_node_grads,
+                "mlp_node_bwd_t": layer.mlp_node_backward_per_token}
+    if not layer.mlp_node_freed_per_token or _fp8.active(t) or not _dense_late_gradient_bytes(m, t, recipe, layer=True):
+        return {}
     return {"mlp_node_freed_t": layer.mlp_node_freed_per_token, "mlp_node_cast": cast,
             "mlp_node_grads": sum(x.numel for x in down) // m.num_layers * dtype_bytes(recipe.grad)}
+
+
+def _bottom_unsaved_casts(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int:
+    """LoRA under autocast over fp32 weights without checkpointing: layer 0's input (the frozen embedding's output)
+    needs no gradient, and autocast caches the 16-bit cast of a weight that requires grad only (torch autocast_mode.cpp
+    cached_cast), so a frozen Linear whose input needs no gradient records no mm and its cast is freed at once. The
+    Linears reading the layer's input (q / k / v, and a parallel block's MLP up-projections), o_proj when no attention
+    input is adapted, a sequential MLP's when nothing of the attention is, and down_proj when nothing before it is.
+    Measured with the tracer's live tensors, --grid amp: gpt-j-6b cut to 4 layers and a 2,048-token vocabulary, LoRA
+    all-linear amp-bf16 b2 s1024: layer 0 holds only its o_proj and fc_out casts (q, k, v and fc_in's (4096, 4096) and
+    (16384, 4096) bf16 casts, 234,881,024 B, counted before: +2.97 %)."""
+    from vramcalc.core.params import resolve_targets
+
+    adapted = {lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(m, t.lora_targets)}
+    attn_in, mlp_in = {"q_proj", "k_proj", "v_proj", "qkv_proj"}, {"gate_proj", "up_proj", "gate_up_proj"}
+    attn_grad = bool(adapted & attn_in)
+    mlp_in_grad = not m.parallel_residual and (attn_grad or "o_proj" in adapted)
+    down_grad = mlp_in_grad or bool(adapted & mlp_in)
+    unsaved = attn_in | (set() if attn_grad else {"o_proj"}) | (set() if mlp_in_grad else mlp_in) \
+        | (set() if down_grad else {"down_proj"})
+    assert m.num_layers
+    return dtype_bytes(recipe.compute) * sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m)
+                                             if lin.module in unsaved) // m.num_layers
 
 
 def _plain_dense_decoder(m: ModelSpec) -> bool:
@@ -1944,10 +1981,10 @@ def _transformer_phases(
     # layer's peak; node_bwd_t: that node's temporaries
     node_g = node_freed = node_cast = 0
     node_bwd_t = layer_bwd_t
-    if p.mlp_node_freed_t and p.saving_layers:
+    if (p.mlp_node_freed_t or p.mlp_node_bwd_t) and p.saving_layers:
         node_freed, node_cast = p.mlp_node_freed_t * tokens, p.mlp_node_cast
         node_g = 0 if t.grad_accum > 1 or t.optimizer_in_bwd else p.mlp_node_grads
-        node_bwd_t = p.layer_bwd_t * tokens + p.layer_bwd_c
+        node_bwd_t = (p.mlp_node_bwd_t or p.layer_bwd_t) * tokens + p.layer_bwd_c
         if node_bwd_t - node_freed - node_cast + node_g < layer_bwd_rest:
             node_g = node_freed = node_cast = 0
             node_bwd_t = layer_bwd_t
@@ -2280,7 +2317,8 @@ def _transformer_phases(
         activations = acts_layers + once + head_saved + autocast_copies
         layers_detail = acts_layers
         # The bottom layer's autocast weight casts are still held by its matmuls' saved tensors.
-        bottom_acts, bottom_copies = (per_layer - bottom_less, p.layer_copies) if saving_layers else (0, 0)
+        bottom_acts, bottom_copies = (per_layer - bottom_less, p.layer_copies - p.bottom_cast_less) \
+            if saving_layers else (0, 0)
         moments = [
             # (the top layer's down_proj input and after not made yet when an up-projection adapter's path is the
             # widest forward transient: activations.py forward_unmade_per_token; never below the other transients)

@@ -129,6 +129,10 @@ class LayerActivations:
     # gradient only, so autograd frees it when down_proj's backward has run, before the product's node
     # (backward_transient's gradients) runs; 0 where backward_transient is not that node
     mlp_node_freed_per_token: int = 0
+    # A frozen gelu_new MLP under autocast: that node's temporaries per token where they are not backward_transient's
+    # (its last mul, after fc_out's backward); 0: backward_transient's
+    mlp_node_backward_per_token: int = 0
+    mlp_node_grads: int = 0  # ... and the gradients written by then (fc_out's adapters')
     # 8-bit QLoRA: bytes per token of the Linear inputs bitsandbytes' MatMul8bitLt keeps as ctx attributes (INT8_CTX
     # terms where nothing else saves them), which non-reentrant checkpointing's saved-tensor hooks never see: a
     # checkpointed layer keeps them all
@@ -1163,6 +1167,27 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # down_proj's (2, 1024, 704) 16-bit input, 2,883,584 B (+5.44 % with it counted)
     mlp_node_freed = sum(x.per_token for x in terms if x.name == "down_proj input") \
         if gated and not m.num_experts and mlp_bwd >= max(norm_bwd, adapter_bwd_t, moe_bwd_t) else 0
+    # A frozen non-gated MLP whose gelu_new runs under autocast (GPT-2, GPT-J, Phi-2 LoRA): the layer's backward peaks
+    # at the formula's last mul, 0.5·x · (1 + tanh(..)), after fc_out's backward, which freed lora_A's cast of fc_out's
+    # input and lora_B's input (peft tuners/lora/layer.py Linear.forward; the frozen base's mm saves only its weight's
+    # 16-bit autocast copy, freed too: memory/__init__.py _mlp_node). The node holds the fp32 incoming gradient, both
+    # factors' fp32 gradients and one's cast to 0.5·x's dtype (12 + c bytes per unit), beside the residual stream's
+    # fp32 gradient (and a parallel block's 16-bit cast of it). Measured with the tracer's live tensors, --grid amp:
+    # gpt-j-6b cut to 4 layers and a 2,048-token vocabulary, LoRA all-linear amp-bf16 b2 s1024: the peak at the top
+    # layer's _to_copy in that mul's backward, three (2, 1024, 16384) fp32 tensors and a bf16 one, a (2, 1024, 4096)
+    # fp32 and a bf16 one alive, fc_out's (2, 1024, 16384) bf16 input cast and its (4096, 16384) bf16 weight cast gone
+    # (+4.30 % with them counted); gpt2 the same without the bf16 (2, 1024, 768) cast.
+    # (Checkpointed, the layer's peak is its rerun's end, the gelu's fp32 output alive unsaved beside the whole
+    # recomputed set and its casts, which backward.top's whole set and three fp32 gradients stand for: gpt-j-6b as
+    # above with checkpointing +3.07 %, -2.44 % with this node.)
+    act_node = amp and not gated and not tw and not m.num_experts and m.hidden_act in ("gelu_new", "gelu_fast") \
+        and not t.grad_checkpointing and mlp_bwd >= max(norm_bwd, adapter_bwd_t, moe_bwd_t)
+    act_node_bwd = (12 + c) * width + residual * h + (c * h if m.parallel_residual else 0) if act_node else 0
+    act_node_grads = 0
+    if act_node:
+        mlp_node_freed = sum(x.per_token for x in terms if x.name == "lora down_proj input")
+        # (fc_out's adapters' gradients, rank x (in + out) in the adapter dtype, written by lora_A / lora_B's nodes)
+        act_node_grads = t.lora_rank * (width + h) * a if "down_proj" in lora_fwd else 0
     # (less the LoRA ranks' bytes, so that a larger rank never lowers the attention's moment: what the rank adds
     # to the MLP's saved set is still counted there, but not as freed before the attention's backward)
     mlp_terms = [x for x in terms[n_attention_terms:] if not x.batch1_only]
@@ -1280,6 +1305,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             attention_forward_per_token=attn_fwd_tok, mlp_forward_per_token_seq=probs_beside_mlp,
                             checkpointed_forward_per_token=ck_fwd, checkpointed_backward_per_token=ck_down_bwd,
                             checkpointed_backward_const=ck_down_c, mlp_node_freed_per_token=mlp_node_freed,
+                            mlp_node_backward_per_token=act_node_bwd, mlp_node_grads=act_node_grads,
                             int8_ctx_per_token=int8_ctx, forward_unmade_per_token=fwd_unmade,
                             rerun_scores_per_token_seq=rerun_scores, rerun_scores_per_token=rerun_tok)
 
