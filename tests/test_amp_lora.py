@@ -68,6 +68,10 @@ def test_fp32_residual_saved_by_the_norms() -> None:
     # --grid amp now +0.07 % and +0.41 %
     ("gpt-j-6b", "amp-bf16", False),
     ("phi-2", "amp-bf16", False),
+    # the same layer 0 casts had hidden the embeddings' fp32 output, which no norm saves there (its input needs no
+    # gradient) but LlamaModel.forward's inputs_embeds keeps alive through the layers (forward.layer): -1.07 % with
+    # the casts dropped and it uncounted, --grid amp now -0.23 %
+    ("tinyllama-1.1b", "amp-bf16", False),
 ])
 def test_matches_the_trace(config: str, precision: str, gc: bool) -> None:
     pytest.importorskip("torch")

@@ -909,6 +909,9 @@ class _ActivationPlan:
     frozen_casts: bool  # autocast over frozen base weights (a PEFT method): their casts are not cached
     # LoRA without checkpointing: layer 0's casts freed at once, its input needing no gradient (_bottom_unsaved_casts)
     bottom_cast_less: int
+    # ... and its input, the embeddings' fp32 output the norm would save as it is, still alive through the forward
+    # (LlamaModel.forward's inputs_embeds local) though saved by nothing, per token (forward.layer)
+    emb_local_t: int
     attn_fwd_ts: int
     layer_fwd_t: int
     layer_bwd_t: int
@@ -1630,6 +1633,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
                               + (layer.int8_ctx_per_token if t.grad_checkpointing and not t.reentrant_gc else 0)),
         autocast_copies=autocast_copies, layer_copies=layer_copies, autocast_head_copy=autocast_head_copy,
         bottom_cast_less=bottom_cast_less,
+        emb_local_t=residual * m.hidden_size if bottom_cast_less and _activations.saves_residual(m, recipe) else 0,
         frozen_casts=recipe.autocast and t.method not in ("full", "freeze"),
         attn_fwd_ts=attn_fwd_ts, layer_fwd_t=layer.forward_transient.per_token,
         layer_fwd_moe_c=layer.forward_transient.const,
@@ -2325,7 +2329,7 @@ def _transformer_phases(
             ("forward.layer", _m.FWD_LAYER,
              (acc, acts_layers - (max(0, min(p.layer_fwd_unmade_t * tokens, p.layer_fwd_t * tokens + beside_mlp
                                            - fwd_others)) if saving_layers else 0),
-              once, fwd_layer_copies, layer_fwd_t)),
+              once + p.emb_local_t * tokens, fwd_layer_copies, layer_fwd_t)),
             ("forward.loss", _m.FWD_LOSS,
              (acc, acts_layers, once - p.loss_less_ts * rows * seq * seq, autocast_copies, head_saved, loss_fwd_t,
               grad_fwd)),
