@@ -3321,22 +3321,26 @@ def flm_grid() -> list[dict[str, Any]]:
 
 
 # The frozen-language-model grid on Gemma 3, LLaVA-NeXT, Llama-3.2-Vision and Llama 4 (`--grid vlmfreeze`, issues
-# 13 / 15; 48 cases):
+# 13 / 15; 88 cases):
 # LLaMA-Factory's freeze_language_model with freeze_multi_modal_projector false (and freeze_vision_tower false: the
 # tower trained too), read as --method freeze --train-layers none --train-modules projector (memory/vision.py
 # frozen_lm): flm's runs on gemma-3-4b-it's config.json, both stacks cut to 4 layers (as --grid vlm2), on both vlm2
 # shapes and four images under 128 text tokens; on llava-v1.6-mistral-7b cut to 2 text layers and a 2-layer tower
 # and llava-v1.6-vicuna-7b's published tower under a toy language model (--grid vlm3's, the image side the peak),
 # on vlm3's shapes. Llama-3.2-Vision (memory/mllama.py; the language model's cross-attention layers frozen with it,
-# the projector trained): projector-only pure-bf16 (mllama refuses autocast, and --train-vision with a frozen language
-# model is not modelled) x checkpointing off / on on --grid mllama's cuts: the 11B text model's first 9 layers
+# the projector trained): projector-only pure-bf16 (mllama refuses autocast) x checkpointing off / on on --grid mllama's
+# cuts: the 11B text model's first 9 layers
 # (cross-attention at 3 and 8: the three layers below record no graph without checkpointing) on both mllama shapes,
 # the toy language model (cross-attention at 1 and 3, the image side the peak) at two shapes, the 90B text model's
 # first 4 layers and the whole published tower under the 11B's first 4 layers at one shape each. Llama 4
 # (memory/llama4v.py; the tower and its pixel-shuffle adapter frozen, multi_modal_projector trained): projector-only
 # pure-bf16 x checkpointing off / on on --grid llama4v's models: Scout's tiny language model at both llama4v shapes
 # (one tile; 4 tiles of a 300 x 800 image), Maverick's at the first, and the published Scout and Maverick text widths
-# cut to 4 layers (Maverick: dense and MoE layers interleaved) at the first.
+# cut to 4 layers (Maverick: dense and MoE layers interleaved) at the first. On both, freeze_vision_tower false
+# (_tower_cases, 40 cases): the tower trained beside the projector (--train-vision) and alone (the projector frozen
+# too: --train-modules none --train-vision), pure-bf16 x checkpointing off / on, on Llama-3.2-Vision's 9-layer cut and
+# toy at two shapes each and its whole published tower, Llama 4's Scout tiny-lm at both shapes, Maverick's and the
+# 4-layer published widths at the first.
 # Traces in trace_cache_vlmfreeze.json; written to accuracy_vlmfreeze.{json,md}.
 VLMFREEZE_MODEL = "gemma3vlm:gemma-3-4b-it:4"
 VLMFREEZE_SHAPES = ({"batch_size": 1, "seq_len": 512, "images": 1}, {"batch_size": 2, "seq_len": 256, "images": 2},
@@ -3361,7 +3365,30 @@ def vlmfreeze_grid() -> list[dict[str, Any]]:
             *_frozen_lm_cases("llama4v:maverick", "llama-4-maverick tiny-lm", LLAMA4V_SHAPES[:1], FLM_RUNS[:1]),
             *_frozen_lm_cases("llama4v:scout (4 layers)", "llama-4-scout 4 layers", LLAMA4V_SHAPES[:1], FLM_RUNS[:1]),
             *_frozen_lm_cases("llama4v:maverick (4 layers)", "llama-4-maverick 4 layers", LLAMA4V_SHAPES[:1],
-                              FLM_RUNS[:1])]
+                              FLM_RUNS[:1]),
+            # the tower trained beside the projector (freeze_vision_tower false): Llama-3.2-Vision's 9-layer cut and
+            # toy at two shapes each and the whole published tower; Llama 4's tiny-lm Scout at both shapes, Maverick
+            # and the published-width 4-layer cuts at the first
+            *_tower_cases("mllama:11b-9", "llama-3.2-11b-vision 9 layers", MLLAMA_SHAPES),
+            *_tower_cases("mllama:toy", "llama-3.2-11b-vision toy-lm", MLLAMA_TOY_SHAPES),
+            *_tower_cases("mllama:11b-4-tower", "llama-3.2-11b-vision 4 layers whole tower",
+                          ({"batch_size": 1, "seq_len": 256, "images": 1},)),
+            *_tower_cases("llama4v:scout", "llama-4-scout tiny-lm", LLAMA4V_SHAPES),
+            *_tower_cases("llama4v:maverick", "llama-4-maverick tiny-lm", LLAMA4V_SHAPES[:1]),
+            *_tower_cases("llama4v:scout (4 layers)", "llama-4-scout 4 layers", LLAMA4V_SHAPES[:1]),
+            *_tower_cases("llama4v:maverick (4 layers)", "llama-4-maverick 4 layers", LLAMA4V_SHAPES[:1])]
+
+
+# the tower alone trained, the projector frozen too (freeze_multi_modal_projector true: --train-modules none
+# --train-vision; memory/frozen_lm.py tower_only), Llama-3.2-Vision and Llama 4 only
+TOWER_ALONE_RUN = ("tower alone pure-bf16", {"precision": "pure-bf16", "train_vision": True, "train_modules": ()})
+
+
+def _tower_cases(model: str, tag: str, shapes: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """FLM_RUNS' tower + projector run and TOWER_ALONE_RUN on every shape (_frozen_lm_cases runs them on the
+    first)."""
+    return [c for runs in (FLM_RUNS[2:], (TOWER_ALONE_RUN,)) for shape in shapes
+            for c in _frozen_lm_cases(model, tag, (shape,), runs)]
 
 
 # The Muon grid (`--grid muon`, issue 13; 15 cases): LLaMA-Factory's use_muon (llamafactory 0.9.5

@@ -76,7 +76,8 @@ def test_checkpointing_hooks_the_frozen_tower() -> None:
 
 
 @pytest.mark.parametrize("config, kw, match", [
-    ("llama-4-scout-vision", {"train_vision": True}, "drop --train-vision"),  # the tower beside it: not traced
+    # the tower alone trained (the projector frozen too): Llama-3.2-Vision and Llama 4 only (--grid vlmfreeze)
+    ("llava-1.5-7b-hf", {"train_vision": True, "train_modules": ()}, "add --train-modules projector"),
     ("smolvlm-256m-instruct", {}, "LLaVA-1.5, LLaVA-NeXT"),
     ("llava-1.5-7b-hf", {"train_layers": (0,)}, "--train-layers none"),
     ("llava-1.5-7b-hf", {"train_modules": ("projector", "lm_head")}, "--train-layers none"),

@@ -150,12 +150,12 @@ def test_llama_factory_freeze_language_model_with_the_tower(tmp_path: Path) -> N
     with pytest.raises(VramcalcError, match="freeze_vision_tower"):
         _load(tmp_path, "llava-1.5-7b-hf", "finetuning_type: freeze\nfreeze_language_model: true\n"
               "freeze_multi_modal_projector: false\nfreeze_vision_tower: false\n")
-    # Llama 4 (every registered family now has a frozen-language-model path): mapped; with the tower trained too
-    # (freeze_vision_tower false, not traced) refused in one line
+    # Llama 4 (every registered family now has a frozen-language-model path): mapped, with the tower trained too
+    # (freeze_vision_tower false: --train-vision, --grid vlmfreeze)
     f = tmp_path / "l4.yaml"  # the llama-4-scout-vision preset (its image side; the config.json reads as text)
     f.write_text("model_name_or_path: llama-4-scout-vision\nstage: sft\nfinetuning_type: full\n"
                  "freeze_language_model: true\nfreeze_multi_modal_projector: false\n")
     assert runfiles.load(str(f))[0].options["train_modules"] == "projector"
     f.write_text(f.read_text() + "freeze_vision_tower: false\n")
-    with pytest.raises(VramcalcError, match="keep freeze_vision_tower: true"):
-        runfiles.load(str(f))
+    run = runfiles.load(str(f))[0]
+    assert (run.options["train_modules"], run.options["train_vision"]) == ("projector", True)

@@ -1,7 +1,8 @@
 """LLaMA-Factory's vision-language freeze keys beyond --grid flm (io/runfiles.py _vlm_llama_factory;
 hiyouga/LLaMA-Factory @ ff6d4d12 model_utils/visual.py get_forbidden_modules / patch_target_modules, model/adapter.py
 _setup_freeze_tuning): freeze_language_model on Gemma 3, LLaVA-NeXT, Llama-3.2-Vision and Llama 4 (memory/frozen_lm.py,
-memory/mllama.py, memory/llama4v.py; traced by --grid vlmfreeze),
+memory/mllama.py, memory/llama4v.py; traced by --grid vlmfreeze), on the last two with the tower trained beside the
+projector or alone,
 and the combinations refused in one line: LoRA with the language model frozen, freeze tuning with the tower or the
 projector trained beside the language model's layers."""
 
@@ -169,32 +170,90 @@ def test_mllama_frozen_language_model_against_the_tracer() -> None:
     # images, no checkpointing; bars |error| <= 1 % (measured -0.00 %)
     from vramcalc.trace import trace
 
-    m = spec("llama-3.2-11b-vision-instruct")
-    assert m.vision is not None
-    v = replace(m.vision, num_layers=4, num_global_layers=1, intermediate_layers_indices=(1, 3),
-                vision_output_dim=m.vision.hidden_size * 3, cross_attention_layers=(1, 3))
-    m = replace(m, num_layers=4, hidden_size=256, intermediate_size=512, num_attention_heads=4, num_kv_heads=2,
-                vocab_size=1000, vision=v)
-    t = TrainingSpec(**FLM, batch_size=1, seq_len=16, images=2)
+    m, t = _mllama_toy(), TrainingSpec(**FLM, batch_size=1, seq_len=16, images=2)
     got, ref = estimate(m, t), trace(m, t)
     assert abs(got.tensor_peak_bytes - ref.peak_bytes) / ref.peak_bytes <= 0.01
     assert got.peak_phase == ref.peak_phase
 
 
+def _mllama_toy() -> ModelSpec:
+    """--grid mllama's toy: 4 text layers of width 256, cross-attention at 1 and 3, the published tower cut to 4 + 1
+    layers, intermediate outputs 1 and 3."""
+    m = spec("llama-3.2-11b-vision-instruct")
+    assert m.vision is not None
+    v = replace(m.vision, num_layers=4, num_global_layers=1, intermediate_layers_indices=(1, 3),
+                vision_output_dim=m.vision.hidden_size * 3, cross_attention_layers=(1, 3))
+    return replace(m, num_layers=4, hidden_size=256, intermediate_size=512, num_attention_heads=4, num_kv_heads=2,
+                   vocab_size=1000, vision=v)
+
+
 def test_mllama_frozen_language_model_refusals(tmp_path: Path) -> None:
-    # the tower trained beside the projector (freeze_vision_tower false) is not traced: refused in one line
-    with pytest.raises(VramcalcError, match="keep freeze_vision_tower: true") as e:
-        _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: full\nfreeze_language_model: true\n"
-              "freeze_multi_modal_projector: false\nfreeze_vision_tower: false\n")
-    assert str(e.value).count("\n") == 0
-    with pytest.raises(VramcalcError, match="--train-vision"):
-        estimate(spec("llama-3.2-11b-vision-instruct"), TrainingSpec(**FLM, train_vision=True))
     # LoRA with the language model frozen: no target (refused, the fix is full tuning now that it is modelled)
     with pytest.raises(VramcalcError, match="finetuning_type full"):
         _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: lora\nfreeze_language_model: true\n")
-    # the projector frozen too: nothing trained
-    with pytest.raises(VramcalcError, match="freeze_multi_modal_projector: false"):
+    # the projector and the tower frozen too: nothing trained
+    with pytest.raises(VramcalcError, match="trains nothing: set freeze_multi_modal_projector: false") as e:
         _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: full\nfreeze_language_model: true\n")
+    assert str(e.value).count("\n") == 0
+    # freeze tuning with the tower trained: its blocks by the language model's layer ids (_setup_freeze_tuning)
+    with pytest.raises(VramcalcError, match="use finetuning_type full"):
+        _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: freeze\nfreeze_language_model: true\n"
+              "freeze_multi_modal_projector: false\nfreeze_vision_tower: false\n")
+
+
+# Llama-3.2-11B-Vision's MllamaVisionModel (config.json vision_config: hidden 1,280, intermediate 5,120, 32 local
+# and 8 gated global layers, 14 px patches of 560 px tiles: 1,600 patches + a class token, 4 tiles, 8 aspect ratios;
+# modeling_mllama.py): the patch Conv2d 3 x 14 x 14 x 1,280 (no bias); the class embedding 1,280; the gated position
+# embedding (gate 1, 1,601 x 1,280, tile embedding 9 x 4 x 1,601 x 1,280); the gated pre / post tile embeddings
+# (9 x 4 x 1,280 + a gate each); layernorm_pre / post (2 x 1,280 each); per layer q/k/v/o 4 x 1,280^2 (no bias),
+# fc1 1,280 x 5,120 + 5,120, fc2 5,120 x 1,280 + 1,280 and two LayerNorms 4 x 1,280; the global layers 2 gates more
+MLLAMA_LAYER = 4 * 1280 * 1280 + (1280 * 5120 + 5120) + (5120 * 1280 + 1280) + 4 * 1280
+MLLAMA_TOWER = (3 * 14 * 14 * 1280 + 1280 + (1 + 1601 * 1280 + 9 * 4 * 1601 * 1280) + 2 * (9 * 4 * 1280 + 1)
+                + 2 * 2 * 1280 + 32 * MLLAMA_LAYER + 8 * (MLLAMA_LAYER + 2))
+MLLAMA_PROJECTOR = 7680 * 4096 + 4096  # test_mllama_frozen_language_model_trains_the_projector_alone
+
+
+@pytest.mark.parametrize("projector_frozen", [False, True])
+def test_mllama_frozen_language_model_with_the_tower_trained(tmp_path: Path, projector_frozen: bool) -> None:
+    # freeze_vision_tower false: get_forbidden_modules leaves vision_model out, _setup_full_tuning trains it beside
+    # the projector (freeze_multi_modal_projector false) or alone (true: multi_modal_projector forbidden too)
+    run = _load(tmp_path, "llama-3.2-11b-vision-instruct", "finetuning_type: full\nfreeze_language_model: true\n"
+                f"freeze_vision_tower: false\nfreeze_multi_modal_projector: {str(projector_frozen).lower()}\n")
+    assert run.unmodelled == [] and run.options["train_vision"] is True
+    assert (run.options["method"], run.options["train_layers"], run.options["train_modules"]) == \
+        ("freeze", "none", "none" if projector_frozen else "projector")
+    trained = MLLAMA_TOWER + (0 if projector_frozen else MLLAMA_PROJECTOR)
+    kw = {**FLM, "train_modules": () if projector_frozen else ("projector",)}
+    b = estimate(spec("llama-3.2-11b-vision-instruct"), TrainingSpec(**kw, train_vision=True, seq_len=256, images=1))
+    assert MLLAMA_TOWER == 863_567_379
+    assert b.trainable_parameters == trained
+    assert (b.gradients, b.optimizer_state) == (2 * trained, 4 * trained)  # pure-bf16, as above
+    assert any(("the language model and the projector frozen" if projector_frozen else "freeze_language_model")
+               in n for n in b.notes)
+
+
+def test_mllama_tower_alone_against_the_tracer() -> None:
+    # --grid vlmfreeze's Llama-3.2-Vision toy, the tower alone trained (the projector frozen too), b2 32 text tokens
+    # one image, checkpointing on; bars |error| <= 1 % (measured +0.47 %, as --grid mllama's full --train-vision toy)
+    from vramcalc.trace import trace
+
+    m = _mllama_toy()
+    t = TrainingSpec(**{**FLM, "train_modules": ()}, train_vision=True, batch_size=2, seq_len=32, images=1,
+                     grad_checkpointing=True)
+    got, ref = estimate(m, t), trace(m, t)
+    assert abs(got.tensor_peak_bytes - ref.peak_bytes) / ref.peak_bytes <= 0.01
+    assert got.peak_phase == ref.peak_phase
+    assert got.trainable_parameters == ref.trainable_parameters
+
+
+def test_tower_alone_is_refused_outside_llama_32_vision_and_llama4(tmp_path: Path) -> None:
+    # the other families' estimators count the projector trained under a frozen language model: refused in one line
+    with pytest.raises(VramcalcError, match="tower alone: modelled for Llama-3.2-Vision and Llama 4") as e:
+        _load(tmp_path, "gemma-3-4b-it", "finetuning_type: full\nfreeze_language_model: true\n"
+              "freeze_vision_tower: false\n")
+    assert str(e.value).count("\n") == 0 and "freeze_multi_modal_projector: false" in str(e.value)
+    with pytest.raises(VramcalcError, match="add --train-modules projector"):
+        estimate(spec("gemma-3-4b-it"), TrainingSpec(**{**FLM, "train_modules": ()}, train_vision=True))
 
 
 def test_mllama_frozen_language_model_explain_adds_up() -> None:
@@ -235,19 +294,84 @@ def test_llama4_frozen_language_model_against_the_tracer() -> None:
     # --grid vlmfreeze's first Llama 4 case: the published tower cut to 2 layers on Scout's toy language model (as
     # --grid llama4v's tiny-lm; tests/test_llama4v.py _toy), projector pure-bf16, b1 128 text tokens one tile, no
     # checkpointing; bars |error| <= 1 % (measured -0.01 %)
-    from vramcalc.io import presets
     from vramcalc.trace import trace
 
-    m = presets.find_model("llama-4-scout-vision")
-    assert m.vision is not None
-    m = replace(m, num_layers=4, hidden_size=256, intermediate_size=384, moe_intermediate_size=192,
-                shared_expert_intermediate_size=192, num_experts=4, num_attention_heads=4, num_kv_heads=1,
-                head_dim=64, vocab_size=1024, attention_chunk_size=128, max_position_embeddings=4096,
-                vision=replace(m.vision, num_layers=2))
-    t = TrainingSpec(**FLM, batch_size=1, seq_len=128, images=1)
+    m, t = _llama4_toy(), TrainingSpec(**FLM, batch_size=1, seq_len=128, images=1)
     got, ref = estimate(m, t), trace(m, t)
     assert abs(got.tensor_peak_bytes - ref.peak_bytes) / ref.peak_bytes <= 0.01
     assert got.peak_phase == ref.peak_phase
+
+
+def _llama4_toy() -> ModelSpec:
+    """--grid llama4v's Scout tiny-lm: the published tower cut to 2 layers on a toy MoE language model
+    (tests/test_llama4v.py _toy)."""
+    from vramcalc.io import presets
+
+    m = presets.find_model("llama-4-scout-vision")
+    assert m.vision is not None
+    return replace(m, num_layers=4, hidden_size=256, intermediate_size=384, moe_intermediate_size=192,
+                   shared_expert_intermediate_size=192, num_experts=4, num_attention_heads=4, num_kv_heads=1,
+                   head_dim=64, vocab_size=1024, attention_chunk_size=128, max_position_embeddings=4096,
+                   vision=replace(m.vision, num_layers=2))
+
+
+# Llama-4-Scout's Llama4VisionModel (config.json vision_config: hidden 1,408, intermediate 5,632, 34 layers, 14 px
+# patches of 336 px tiles: 576 patches + a class token, pixel_shuffle_ratio 0.5, projector_input_dim /
+# projector_output_dim 4,096; modeling_llama4.py): Llama4UnfoldConvolution's Linear 3 x 14 x 14 -> 1,408 (no bias),
+# the class embedding 1,408, the positions 577 x 1,408, layernorm_pre / post (2 x 1,408 each); per layer q/k/v/o
+# 4 x (1,408^2 + 1,408), fc1 1,408 x 5,632 + 5,632, fc2 5,632 x 1,408 + 1,408 and two LayerNorms 4 x 1,408; the
+# pixel-shuffle adapter's MLP (vision_adapter, inside vision_model: trained with it) fc1 5,632 (1,408 / 0.5^2) ->
+# 4,096 and fc2 4,096 -> 4,096, no bias
+LLAMA4_LAYER = 4 * (1408 * 1408 + 1408) + (1408 * 5632 + 5632) + (5632 * 1408 + 1408) + 4 * 1408
+LLAMA4_TOWER = 3 * 14 * 14 * 1408 + 1408 + 577 * 1408 + 2 * 2 * 1408 + 34 * LLAMA4_LAYER + 5632 * 4096 + 4096 * 4096
+LLAMA4_PROJECTOR = 4096 * 5120  # test_llama4_frozen_language_model_trains_the_projector_alone
+
+
+@pytest.mark.parametrize("projector_frozen", [False, True])
+def test_llama4_frozen_language_model_with_the_tower_trained(tmp_path: Path, projector_frozen: bool) -> None:
+    # freeze_vision_tower false: vision_model (its pixel-shuffle adapter inside) trains beside the projector or alone
+    from vramcalc.io import presets
+
+    f = tmp_path / "l4.yaml"
+    f.write_text("model_name_or_path: llama-4-scout-vision\nstage: sft\nfinetuning_type: full\n"
+                 "freeze_language_model: true\nfreeze_vision_tower: false\n"
+                 f"freeze_multi_modal_projector: {str(projector_frozen).lower()}\n")
+    run = runfiles.load(str(f))[0]
+    assert run.unmodelled == [] and run.options["train_vision"] is True
+    assert run.options["train_modules"] == ("none" if projector_frozen else "projector")
+    trained = LLAMA4_TOWER + (0 if projector_frozen else LLAMA4_PROJECTOR)
+    kw = {**FLM, "train_modules": () if projector_frozen else ("projector",)}
+    b = estimate(presets.find_model("llama-4-scout-vision"),
+                 TrainingSpec(**kw, train_vision=True, seq_len=256, images=1))
+    assert LLAMA4_TOWER == 850_960_896
+    assert b.trainable_parameters == trained
+    assert (b.gradients, b.optimizer_state) == (2 * trained, 4 * trained)  # pure-bf16, as above
+
+
+def test_llama4_frozen_projector_saves_no_input() -> None:
+    # the projector frozen (the tower alone trained): its Linear saves no input for a weight gradient, the adapter's
+    # output for one tile's 144 pixel-shuffled rows x vision_output_dim 4,096, 2-byte (memory/llama4v.py
+    # saved_projector)
+    from vramcalc.io import presets
+
+    m = presets.find_model("llama-4-scout-vision")
+    side = [estimate(m, TrainingSpec(**{**FLM, "train_modules": mods}, train_vision=True, seq_len=256, images=1))
+            .details["activations.image_side_saved"] for mods in (("projector",), ())]
+    assert side[0] - side[1] == 144 * 4096 * 2
+
+
+def test_llama4_tower_alone_against_the_tracer() -> None:
+    # --grid vlmfreeze's Llama 4 Scout tiny-lm, the tower alone trained, b2 64 text tokens, one 300 x 800 image (4
+    # tiles and a global one), no checkpointing; bars |error| <= 1 % (measured +0.29 %)
+    from vramcalc.trace import trace
+
+    m = _llama4_toy()
+    t = TrainingSpec(**{**FLM, "train_modules": ()}, train_vision=True, batch_size=2, seq_len=64, images=1,
+                     image_size=300, image_width=800)
+    got, ref = estimate(m, t), trace(m, t)
+    assert abs(got.tensor_peak_bytes - ref.peak_bytes) / ref.peak_bytes <= 0.01
+    assert got.peak_phase == ref.peak_phase
+    assert got.trainable_parameters == ref.trainable_parameters
 
 
 def test_llama4_frozen_stack_counts_dense_layers_as_dense() -> None:
@@ -260,3 +384,20 @@ def test_llama4_frozen_stack_counts_dense_layers_as_dense() -> None:
     t = TrainingSpec(**FLM, seq_len=128, images=1)
     moe_only = replace(m, moe_layer_interval=1, first_dense_layers=0)
     assert estimate(m, t).activations < estimate(moe_only, t).activations
+
+
+@pytest.mark.parametrize("family", ["mllama", "llama4"])
+def test_tower_alone_explain_adds_up(family: str) -> None:
+    # explain's gradient section holds the tower's 2-byte gradients alone (the projector frozen: no line for it), and
+    # its Breakdown is the core's
+    from vramcalc.core.explain import explain
+    from vramcalc.io import presets
+
+    m = spec("llama-3.2-11b-vision-instruct") if family == "mllama" else presets.find_model("llama-4-scout-vision")
+    t = TrainingSpec(**{**FLM, "train_modules": ()}, train_vision=True, seq_len=512, images=1)
+    e = explain(m, t)
+    grads = next(sec for sec in e.sections if sec.key == "gradients")
+    tower = MLLAMA_TOWER if family == "mllama" else LLAMA4_TOWER
+    assert grads.total == sum(x.value for x in grads.lines) == 2 * tower
+    assert all("projector" not in x.label or "projector frozen" in x.label for x in grads.lines)
+    assert e.breakdown == estimate(m, t)

@@ -678,6 +678,9 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
     tower_mods, proj_adapted, text_targets = mllama.lora_targets(model, training)  # peft's matching, whole model
     text_training = replace(training, images=0, image_width=0, train_vision=False, lora_targets=text_targets)
     flm = mllama.frozen_lm(training)
+    from vramcalc.core.memory.frozen_lm import projector_trained
+
+    flm_projector = projector_trained(training)  # frozen_lm without the tower alone (tower_only): the projector trained
     if flm:  # the text run's stand-in embedding (memory/mllama.py), its trainable count taken out (_frozen_lm_inner)
         text_training = replace(text_training, train_layers=(), train_modules=("embed_tokens",))
     inner = _frozen_lm_inner(training, explain(replace(model, vision=None), text_training))
@@ -702,7 +705,8 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
                  "encoders, tile and position embeddings)", d["weights.vision_tower"],
                  source="transformers models/mllama/modeling_mllama.py MllamaVisionModel"),
             Line("weights.projector", "projector and the cross-attention layers' extras" +
-                 (" (trained)" if trained else " (the projector trained, the extras frozen)" if flm else " (frozen)"),
+                 (" (trained)" if trained else " (the projector trained, the extras frozen)" if flm_projector else
+                  " (frozen)"),
                  f"{projector:,} + {extras:,} params (8 embedding rows, q_norm / k_norm, gates)",
                  b.weights - inner.breakdown.weights - d["weights.vision_tower"]
                  - adapters * dtype_bytes(training.adapter_dtype), source=src),
@@ -714,13 +718,16 @@ def _explain_mllama(model: ModelSpec, training: TrainingSpec) -> Explanation:
                     "memory/mllama.py lora_targets"),) if adapters else ()),
         ),
         **_image_side_states("projector", ("tower / projector LoRA adapter gradients" if adapters else
-                                           "projector gradients (the language model frozen)" if flm else
+                                           ("projector" + (" and tower" if tv else "") if flm_projector else
+                                            "tower") + " gradients (the language model frozen)" if flm else
                                            "projector and extras'" + (" and tower" if tv else "") + " gradients "
                                            "(full fine-tuning trains them)"),
                              ("tower / projector LoRA adapter optimizer state" if adapters else
-                              "projector optimizer state" if flm else
+                              ("projector" + (" and tower" if tv else "") if flm_projector else "tower")
+                              + " optimizer state" if flm else
                               "projector and extras'" + (" and tower" if tv else "") + " optimizer state"),
-                             (projector + extras if trained else projector if flm else 0) + (tower if tv else 0)
+                             (projector + extras if trained else projector if flm_projector else 0)
+                             + (tower if tv else 0)
                              + adapters, b, inner, src),
         "activations": (Line("activations.image_side", "image side: the cross-attention layers' difference "
                              "(k / v over the vision rows repeated to every head, q_norm / k_norm, the mask's "
@@ -1011,10 +1018,14 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
     h, w = llama4v.image_hw(v, training)
     rows, cols = llama4v.layout(v, h, w)
     tower, projector = vision_tower_params(v), projector_params(v, model.hidden_size)
-    trained = training.method == "full" or llama4v.frozen_lm(training)  # frozen_lm: the projector trained
+    from vramcalc.core.memory.frozen_lm import projector_trained
+
+    # frozen_lm: the projector trained (the tower alone, tower_only: frozen)
+    trained = training.method == "full" or projector_trained(training)
     tower_mods, _ = llama4v.lora_targets(model, training)  # peft's matching over the whole model
     adapters = llama4v.tower_adapter_params(model, training)
-    lora_tower = training.train_vision and not trained  # the tower's own weights beside the text's adapters
+    # the tower's own weights beside the text's adapters (memory/llama4v.py lora_tower)
+    lora_tower = training.train_vision and training.method in ("lora", "qlora")
     extra = {
         "weights": (
             Line("weights.vision_tower", "vision tower weights (" + ("trained" if training.train_vision else "frozen")
@@ -1036,12 +1047,15 @@ def _explain_llama4v(model: ModelSpec, training: TrainingSpec, b: Breakdown) -> 
         ),
         **_image_side_states("image_side", "tower LoRA adapter gradients" if adapters else
                              "tower gradients (--train-vision)" if lora_tower else
-                             "tower and projector gradients (--train-vision)" if training.train_vision else
+                             "tower and projector gradients (--train-vision)" if training.train_vision and trained
+                             else "tower gradients (--train-vision; the language model and projector frozen)"
+                             if training.train_vision else
                              "projector gradients" + (" (the language model frozen)" if llama4v.frozen_lm(training)
                                                       else " (full fine-tuning trains it)"),
                              "tower LoRA adapter optimizer state" if adapters else
                              "tower optimizer state (--train-vision)" if lora_tower else
-                             "tower and projector optimizer state" if training.train_vision else
+                             "tower and projector optimizer state" if training.train_vision and trained else
+                             "tower optimizer state" if training.train_vision else
                              "projector optimizer state",
                              (projector if trained else 0) + adapters + (tower if training.train_vision else 0), b,
                              inner, src, *(("the tower weights' dtype (memory/llama4v.py grad_bytes, tower_states: "

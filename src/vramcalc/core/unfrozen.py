@@ -84,6 +84,14 @@ def projector_only(t: TrainingSpec) -> bool:
     return t.method == "freeze" and "projector" in (getattr(t, "train_modules", None) or ())
 
 
+def tower_only(t: TrainingSpec) -> bool:
+    """--method freeze --train-layers none --train-modules none --train-vision: the language model and the projector
+    frozen, the vision tower alone trained (LLaMA-Factory freeze_language_model with freeze_vision_tower false and
+    freeze_multi_modal_projector true: memory/frozen_lm.py)."""
+    return (t.method == "freeze" and getattr(t, "train_layers", None) == () and getattr(t, "train_modules", None) == ()
+            and bool(getattr(t, "train_vision", False)))
+
+
 def active(t: TrainingSpec) -> bool:
     """Whether the run names its trained layers or outer modules (--method freeze with --train-layers/-modules)."""
     return t.method == "freeze" and t.mode == "train" and (
@@ -113,10 +121,11 @@ def check(m: ModelSpec, t: TrainingSpec) -> tuple[str, ...]:
     the run's note."""
     if not active(t):
         return ()
-    if projector_only(t):  # a vision-language model's image side: memory/vision.py check_frozen_lm
+    if projector_only(t) or tower_only(t):  # a vision-language model's image side: memory/frozen_lm.py
         if m.vision is None:
-            raise UnsupportedCombination(f"--train-modules projector trains a vision-language model's projector; "
-                                         f"{m.name} reads text only: drop it")
+            what = "--train-modules projector trains a vision-language model's projector" if projector_only(t) else \
+                "--train-vision trains a vision-language model's tower"
+            raise UnsupportedCombination(f"{what}; {m.name} reads text only: drop it")
         return ()
     n = m.num_layers or 0
     layers = trained_layers(m, t)

@@ -2359,26 +2359,29 @@ def _frozen_lm_llama_factory(run: Run, kind: str, ftype: str, tower_frozen: bool
     _setup_full_tuning trains every other parameter, _setup_freeze_tuning the projector_keys with
     freeze_multi_modal_projector false and the `.{idx}.` layer names, none of the language model's left): the
     projector trained, with freeze_vision_tower false under full tuning the tower too -> --method freeze
-    --train-layers none --train-modules projector (--train-vision). Raises _KeyProblem where it is not modelled."""
-    from vramcalc.core.memory.frozen_lm import FROZEN_LM_KINDS
+    --train-layers none --train-modules projector (--train-vision); with freeze_multi_modal_projector true and
+    freeze_vision_tower false under full tuning the tower alone -> --train-modules none --train-vision (Llama-3.2-Vision
+    and Llama 4: memory/frozen_lm.py tower_only). Raises _KeyProblem where it is not modelled."""
+    from vramcalc.core.memory.frozen_lm import FROZEN_LM_KINDS, TOWER_ONLY_KINDS
 
     key = "freeze_language_model"
     if kind not in FROZEN_LM_KINDS:
         raise _KeyProblem(key, "the language model frozen is modelled for LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / "
                           f"Qwen2.5-VL, Gemma 3, Llama-3.2-Vision and Llama 4, not {kind} (its estimator has no "
                           "frozen-language-model path): remove it")
-    if projector_frozen:
-        raise _KeyProblem(key, "with freeze_multi_modal_projector true it trains the tower alone or nothing: not "
-                          "modelled; set freeze_multi_modal_projector: false")
-    if kind in ("mllama", "llama4") and not tower_frozen:  # memory/frozen_lm.py _check_frozen_lm: not traced
-        raise _KeyProblem("freeze_vision_tower", f"false with freeze_language_model trains the {kind} tower beside "
-                          "the projector: not modelled; keep freeze_vision_tower: true")
     if ftype == "freeze" and not tower_frozen:  # the tower's blocks whose index is a trainable layer id
         raise _KeyProblem("freeze_vision_tower", "false under finetuning_type freeze trains the tower's layers by "
                           "index: not modelled; use finetuning_type full")
+    if projector_frozen and tower_frozen:
+        raise _KeyProblem(key, "with freeze_multi_modal_projector and freeze_vision_tower true it trains nothing: "
+                          "set freeze_multi_modal_projector: false")
+    if projector_frozen and kind not in TOWER_ONLY_KINDS:
+        raise _KeyProblem(key, "with freeze_multi_modal_projector true and freeze_vision_tower false it trains the "
+                          "tower alone: modelled for Llama-3.2-Vision and Llama 4, not "
+                          f"{kind}; set freeze_multi_modal_projector: false")
     for opt in ("freeze_layers", "train_head"):
         run.options.pop(opt, None)
-    run.options.update(method="freeze", train_layers="none", train_modules="projector",
+    run.options.update(method="freeze", train_layers="none", train_modules="none" if projector_frozen else "projector",
                        **({} if tower_frozen else {"train_vision": True}))
 
 

@@ -130,11 +130,12 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
                       "norm": hf.model.norm}[mod]
             for p in target.parameters():
                 p.requires_grad_(True)
-        if _unfrozen_core.projector_only(training):
+        if _unfrozen_core.projector_only(training) or _unfrozen_core.tower_only(training):
             # LLaMA-Factory freeze_language_model (hiyouga/LLaMA-Factory @ ff6d4d12 model/adapter.py
             # _setup_full_tuning: every parameter under the forbidden keys frozen, model_utils/visual.py
             # get_forbidden_modules): the language model and (without --train-vision) the tower frozen, the
-            # projector (LLaVA / Gemma 3 multi_modal_projector, Qwen2-VL visual.merger) trained
+            # projector (LLaVA / Gemma 3 multi_modal_projector, Qwen2-VL visual.merger) trained; tower_only
+            # (freeze_multi_modal_projector true): the projector frozen too, the tower alone trained
             qwen = model.vision is not None and model.vision.is_qwen
             # Llama-3.2-Vision: COMPOSITE_MODELS' vision_model_keys ["vision_model"]; its language_model key takes
             # the cross-attention layers (MllamaTextModel's) too
@@ -146,7 +147,7 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
             for p in (tower.parameters() if training.train_vision else ()):
                 p.requires_grad_(True)
             for p in (hf.model.visual.merger if qwen else root.multi_modal_projector).parameters():
-                p.requires_grad_(True)
+                p.requires_grad_(_unfrozen_core.projector_only(training))
             if model.vision is not None and model.vision.kind == "llava_next":  # not a forbidden key: trained
                 hf.model.image_newline.requires_grad_(True)
         n_trained = sum(1 for _, p in hf.named_parameters() if p.requires_grad)

@@ -1,6 +1,7 @@
-"""LLaMA-Factory's freeze_language_model (--method freeze --train-layers none --train-modules projector): which runs are
-modelled, and the text run's stand-in embedding taken out again. A leaf of memory/vision.py (which re-exports these
-names) so that memory/mllama.py reads them without an import cycle."""
+"""LLaMA-Factory's freeze_language_model (--method freeze --train-layers none --train-modules projector; on
+Llama-3.2-Vision and Llama 4 also --train-modules none --train-vision, the tower alone): which runs are modelled,
+and the text run's stand-in embedding taken out again. A leaf of memory/vision.py (which re-exports these names) so
+that memory/mllama.py reads them without an import cycle."""
 
 from __future__ import annotations
 
@@ -23,8 +24,18 @@ def frozen_lm(training: TrainingSpec) -> bool:
     flows back through every language-model layer into the image tokens (masked_scatter's inputs_embeds needs a
     gradient), so each frozen layer saves what its input's gradient needs, as when a trained embedding feeds it
     (core/unfrozen.py): text_run counts the language model as that run, its embedding's gradient and optimizer
-    states taken out again (_lm_drop)."""
+    states taken out again (_lm_drop). --train-modules none --train-vision (tower_only): the projector frozen too, the
+    tower alone trained (Llama-3.2-Vision and Llama 4)."""
+    return _unfrozen.projector_only(training) or _unfrozen.tower_only(training)
+
+
+def projector_trained(training: TrainingSpec) -> bool:
+    """frozen_lm with the projector trained (--train-modules projector), not the tower alone (tower_only)."""
     return _unfrozen.projector_only(training)
+
+
+# the tower alone trained (tower_only), the projector frozen: memory/mllama.py, memory/llama4v.py (--grid vlmfreeze)
+TOWER_ONLY_KINDS = ("mllama", "llama4")
 
 
 # traced: --grid flm; Gemma 3 (siglip), LLaVA-NeXT, Llama-3.2-Vision (mllama) and Llama 4: --grid vlmfreeze
@@ -40,11 +51,11 @@ def _check_frozen_lm(model: ModelSpec, training: TrainingSpec) -> None:
         raise UnsupportedCombination("--train-modules projector (the language model frozen) is modelled for "
                                      "LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL, Gemma 3, Llama-3.2-Vision and "
                                      f"Llama 4, not {model.name} ({v.kind}): use --method full")
-    if training.train_vision and v.kind in ("mllama", "llama4"):  # memory/mllama.py, memory/llama4v.py: not traced
-        raise UnsupportedCombination(f"--train-vision with --train-modules projector is not modelled for {model.name} "
-                                     "(the tower trained beside the projector under a frozen language model is not "
-                                     "traced): drop --train-vision")
-    if training.train_layers != () or training.train_modules != ("projector",):
+    if _unfrozen.tower_only(training) and v.kind not in TOWER_ONLY_KINDS:
+        raise UnsupportedCombination(f"--train-modules none with --train-vision (the tower alone trained, the language "
+                                     f"model and projector frozen) is modelled for Llama-3.2-Vision and Llama 4, not "
+                                     f"{model.name} ({v.kind}): add --train-modules projector")
+    if training.train_layers != () or training.train_modules not in (("projector",), ()):
         raise UnsupportedCombination("--train-modules projector with language-model layers or modules trained is not "
                                      "modelled: give --train-layers none --train-modules projector")
     if recipe_of(training).autocast or training.add_tokens:
@@ -73,6 +84,17 @@ def _frozen_lm_text(training: TrainingSpec, b: Breakdown) -> Breakdown:
 FROZEN_LM_NOTE = ("the language model frozen (--train-modules projector: LLaMA-Factory freeze_language_model): no "
                   "gradients or optimizer states for it, but every layer saves what its input's gradient needs (the "
                   "projector's gradient flows back through it)")
+# tower_only: the projector frozen too (its Linear saves no input), the tower's gradient flowing back through both
+TOWER_ONLY_NOTE = ("the language model and the projector frozen (--train-modules none --train-vision: LLaMA-Factory "
+                   "freeze_language_model with freeze_vision_tower false): no gradients or optimizer states for them, "
+                   "but every language-model layer saves what its input's gradient needs (the tower's gradient flows "
+                   "back through it and the projector)")
 
 
-__all__ = ["FROZEN_LM_KINDS", "FROZEN_LM_NOTE", "_check_frozen_lm", "_frozen_lm_text", "_lm_drop", "frozen_lm"]
+def frozen_lm_note(training: TrainingSpec) -> str:
+    """FROZEN_LM_NOTE, or TOWER_ONLY_NOTE for the tower alone trained."""
+    return FROZEN_LM_NOTE if projector_trained(training) else TOWER_ONLY_NOTE
+
+
+__all__ = ["FROZEN_LM_KINDS", "FROZEN_LM_NOTE", "TOWER_ONLY_KINDS", "TOWER_ONLY_NOTE", "_check_frozen_lm",
+           "_frozen_lm_text", "_lm_drop", "frozen_lm", "frozen_lm_note", "projector_trained"]

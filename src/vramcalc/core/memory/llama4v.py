@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core.memory import moments as _m
 from vramcalc.core.memory.activations import input_grad_drop
-from vramcalc.core.memory.frozen_lm import FROZEN_LM_NOTE, _frozen_lm_text, _lm_drop, frozen_lm
+from vramcalc.core.memory.frozen_lm import _frozen_lm_text, _lm_drop, frozen_lm, frozen_lm_note, projector_trained
 from vramcalc.core.memory.llama4_tiles import (
     TOWER_LINEARS,
     image_hw,
@@ -297,8 +297,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     rows = patches + 1  # the class token, appended last (Llama4VisionModel.forward torch.cat)
     per_tile = tokens_per_tile(v)
     gc = training.grad_checkpointing
-    # the language model frozen (memory/frozen_lm.py): the projector trained, as under full fine-tuning
-    trained_projector = training.method == "full" or frozen_lm(training)
+    # the language model frozen (memory/frozen_lm.py): the projector trained, as under full fine-tuning (the tower
+    # alone trained, tower_only: frozen)
+    trained_projector = training.method == "full" or projector_trained(training)
+    # the text embeddings' output, a leaf the hooked tower's graph outlives, when they are frozen (the frozen language
+    # model's stand-in run counts them as a trained embedding: memory/frozen_lm.py)
+    text_leaf = not (training.method == "full" or frozen_lm(training))
     seq = total_tokens(model, training)
     tokens = training.batch_size * seq
     # pixel_values (tiles, 3, T, T) in the model's dtype (the processor's tiles of every image, concatenated)
@@ -315,10 +319,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     tower_mods, _ = lora_targets(model, training)
     adapters = tower_adapter_params(model, training)
     ad_bytes = dtype_bytes(training.adapter_dtype)
-    trained_tower = training.train_vision  # own_check: --method full, or lora with the tower unadapted
+    # own_check: --method full, or lora with the tower unadapted; frozen_lm (--train-modules projector): the tower
+    # trained beside the projector as under full fine-tuning (LLaMA-Factory freeze_vision_tower false)
+    trained_tower = training.train_vision
     # --train-vision under LoRA: the tower's own weights unfrozen beside the language model's adapters (its gradients
     # and optimizer state in the weights' dtype, not the adapters')
-    lora_tower = trained_tower and training.method != "full"
+    lora_tower = trained_tower and training.method in ("lora", "qlora")
     saved = tokens if (trained_projector or gc or tower_mods or trained_tower) else 0  # masked_scatter's bool mask
     if (tower_mods or lora_tower) and not gc:
         # the image features need a gradient, so masked_scatter's inputs_embeds does: the language model's bottom layer
@@ -342,7 +348,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         # new inputs_embeds
         tower_kept = n * (patches * vh * a_bytes + (layers + 2) * rows * vh * a_bytes + 2 * 8 * rows
                           + 2 * per_tile * out_dim * a_bytes) \
-            + (tokens * th * a_bytes if not trained_projector else 0)
+            + (tokens * th * a_bytes if text_leaf else 0)
     # The tower's forward, layer by layer, while the text embeddings and pixel_values exist: layernorm_pre's
     # output (Llama4VisionModel.forward holds it through the encoder), the layer's input (the loop's
     # hidden_states; with checkpointing every layer's kept input) and the RoPE moment
@@ -627,7 +633,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
         at_gelu = max(at_gelu, at_recompute)
         if hooked:
             kept = n * (layers * rows * vh * a_bytes + patches * vh * a_bytes + rows * vh * a_bytes + 8 * rows) \
-                + (2 * tokens * th * a_bytes if not trained_projector else 0)
+                + (2 * tokens * th * a_bytes if text_leaf else 0)
         else:
             kept = tower_kept - mlp2_adapters - n * (rows * (vh * a_bytes + 8) + 2 * per_tile * out_dim * a_bytes)
         # the encoder's backward runs top layer first: at the top layer's moment the adapters of the layers below
@@ -665,7 +671,7 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     rows_cols = layout(v, *image_hw(v, training))
     h, w = image_hw(v, training)
     split = (f"{rows_cols[0]} x {rows_cols[1]} tiles and a global tile" if tiles > 1 else "one tile")
-    mode = (FROZEN_LM_NOTE + "; the projector trained" + (
+    mode = (frozen_lm_note(training) + ("; the projector trained" if trained_projector else "") + (
         " (approximate: with checkpointing the recomputed language-model layer is counted at a trained layer's saved "
         "set, an over-estimate: +0.52 % on Maverick's 4 published-width layers, --grid vlmfreeze)" if gc else "")
             if drop else

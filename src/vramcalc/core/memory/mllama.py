@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import moments as _m
-from vramcalc.core.memory.frozen_lm import FROZEN_LM_NOTE, _frozen_lm_text, _lm_drop, frozen_lm
+from vramcalc.core.memory.frozen_lm import _frozen_lm_text, _lm_drop, frozen_lm, frozen_lm_note, projector_trained
 from vramcalc.core.memory.precision import recipe_of
 from vramcalc.core.memory.weights import QLORA_IMAGE_NOTE, dequant_backward_bytes, image_side_bytes
 from vramcalc.core.params import (
@@ -77,7 +77,7 @@ def check(model: ModelSpec, training: TrainingSpec) -> None:
     elif training.method not in METHODS:
         raise UnsupportedCombination(f"--method {training.method} is not modelled for {name}: use "
                                      f"{', '.join(METHODS)}")
-    if training.train_vision and training.method != "full":
+    if training.train_vision and training.method != "full" and not frozen_lm(training):
         raise UnsupportedCombination(f"--train-vision trains {name}'s whole tower, which --method {training.method} "
                                      "does not (LoRA on the tower is not modelled): use --method full, or drop "
                                      "--train-vision")
@@ -392,10 +392,12 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     tower, projector = vision_tower_params(v), projector_params(v, d)
     extras = mllama_text_extra_params(model)
     trainable_text = b.trainable_parameters
-    # frozen_lm: the projector alone trained (the cross-attention layers' norms and gates are the language model's:
+    # frozen_lm: the projector trained (the cross-attention layers' norms and gates are the language model's:
     # LLaMA-Factory's language_model key), the text run's stand-in embedding out again (_lm_drop)
     drop = _lm_drop(training, b)
-    extra_trainable = projector + extras if full else projector - drop if flm else 0
+    # (tower_only: the projector frozen too, the tower alone trained)
+    extra_trainable = projector + extras if full else (projector if projector_trained(training) else 0) - drop \
+        if flm else 0
     # a trained tower's gradients come last (its backward runs after the language model's, backward.end included):
     # the text model's backward moments grow by the projector and extras only, the optimizer step and accumulated
     # micro-batches by the tower too
@@ -456,7 +458,8 @@ def estimate(model: ModelSpec, training: TrainingSpec,
     during_layers = pixel + vision_out + states + masks + tower_saved + proj_fwd
     kept_states = states if full or gc else 0
     kept_masks = masks if gc else 0
-    kept_vision = vision_out if full or flm else 0  # the trained projector saves its input
+    # the trained projector saves its input (a frozen one none: its weight needs no gradient)
+    kept_vision = vision_out if full or projector_trained(training) else 0
     after_forward = pixel + vision_out + kept_states + kept_masks + tower_saved + proj_fwd
     # the step's inputs are dropped after the forward (as the tracer's step does: only the loss is kept)
     in_backward = kept_states + kept_masks + kept_vision + tower_saved + conv_in + proj_saved
@@ -635,10 +638,11 @@ def estimate(model: ModelSpec, training: TrainingSpec,
                     "activations.frozen_lm_unsaved_below": unsaved_below,
                     "temporaries.vision_tower_forward": tower_fwd})
     adapted_side = ", ".join(tower_mods) + (" and multi_modal_projector" if projector_adapters else "")
-    mode = (FROZEN_LM_NOTE + " (here only from the lowest cross-attention layer up: the image enters there; "
-            + ("with checkpointing every layer keeps its input, the text embeddings hooked)" if gc else
-               "the layers below record no graph)") + "; the projector trained, the cross-attention layers frozen "
-            "with the language model") if flm else \
+    mode = (frozen_lm_note(training) + " (here only from the lowest cross-attention layer up: the image enters "
+            "there; " + ("with checkpointing every layer keeps its input, the text embeddings hooked)" if gc else
+                         "the layers below record no graph)")
+            + ("; the projector trained" if projector_trained(training) else "") + ", the cross-attention layers "
+            "frozen with the language model") if flm else \
         "full fine-tuning trains the projector and the cross-attention layers' norms and gates" if full else \
         (f"--method {training.method} also adapts the tower's {adapted_side} in every encoder layer ("
          f"{tower_adapters + projector_adapters:,} adapter parameters: peft matches the target names over the whole "
