@@ -1402,10 +1402,18 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         mask_ts = sum(x.per_token_seq for x in layer.terms if "sliding-window mask" in x.name)
         layers_less_ts += n_global * mask_ts
         bottom_less_ts += mask_ts
-    if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t)):
+    fp32_stream = _upcast_norms.fp32_residual(m, t, recipe)
+    leaf = fp32_stream and t.grad_checkpointing and not full_like
+    if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t) or leaf):
         # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
-        # weight is trained (LoRA: neither, so nothing).
-        once_t += (4 if recipe.autocast or recipe.compute == "fp32" else c) * m.hidden_size + 8
+        # weight is trained (LoRA: neither, so nothing); under the Trainer's autocast over 16-bit weights its fp32
+        # cast of the input (layer_norm on autocast's fp32 list), and with LoRA and checkpointing, whose
+        # enable_input_require_grads makes the 16-bit embedding output a leaf that needs a gradient, that leaf too,
+        # held by its AccumulateGrad node (measured with the tracer's live tensors, --grid amp16: bloom-560m cut,
+        # LoRA all-linear autocast-bf16 b2 s1024 with checkpointing, a (2, 1024, 1024) bf16 embedding output and
+        # its fp32 copy alive through the forward)
+        once_t += (4 if recipe.autocast or recipe.compute == "fp32" or fp32_stream else c) * m.hidden_size + 8 \
+            + (c * m.hidden_size if leaf else 0)
     if ssm:  # no attention, no mask
         pass
     elif _activations.local_mask(m, t):  # ModernBERT: the sliding layers' mask, built once per forward
@@ -1432,7 +1440,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         once_ts += sum(x.per_token_seq for x in shared)
         once_ss = sum(x.per_seq_sq for x in shared)
         once_rel_c = sum(x.const for x in shared)
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" or (ssm and m.ssm_residual_fp32) else c
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" or (ssm and m.ssm_residual_fp32) \
+        or _upcast_norms.fp32_residual(m, t, recipe) else c
     # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
     # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
     autocast_copies = layer_copies = autocast_head_copy = 0

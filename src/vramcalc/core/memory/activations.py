@@ -570,11 +570,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         math_sdpa = not eager and gqa and (m.family == "falcon" or fp32_math_sdpa(m, t, recipe))
         if not attn_live:
             pass  # q, k and v need no gradient: attention records nothing (below the first adapter)
-        elif math_sdpa and recipe.autocast and m.family == "falcon":
+        elif math_sdpa and amp and m.family == "falcon":
             # ... under autocast over fp32 weights the math path's matmuls are autocast's: they save 16-bit casts of
             # the upcast q, k, v and the softmax runs on their 16-bit scores (measured with the tracer's live tensors,
             # --grid amp: falcon-7b cut, LoRA all-linear amp-bf16 b2 s1024, a (2, 71, 1024, 1024) bf16 _safe_softmax
-            # output per layer; +24 % with the fp32 terms)
+            # output per layer; +24 % with the fp32 terms); the Trainer's autocast over 16-bit weights (--precision
+            # autocast-*, `amp`) alike (--grid amp16: falcon-7b cut, LoRA all-linear autocast-bf16 b2 s1024, +43.77 %
+            # with the fp32 terms, -0.62 % with these)
             terms.append(Term("sdpa math backend q, k, v (16-bit casts, expanded)", c * 3 * q_dim))
             terms.append(Term("sdpa math backend softmax (16-bit, autocast)", 0, c * n_heads))
         elif math_sdpa:
@@ -939,8 +941,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                               and not x.name.endswith("o_proj input"))
     # o_proj's and the MLP's weights, whose gradients exist when an fp32 attention backward runs (the branches below)
     mlp_o_weights = q_dim * h + (3 if m.mlp == "gated" else 2) * h * m.intermediate_size
-    if m.attention_kind != "mla" and math_sdpa and recipe.autocast:
-        # falcon's math SDPA under autocast over fp32 weights (fp32_math_sdpa never runs under autocast): 16-bit scores
+    if m.attention_kind != "mla" and math_sdpa and amp:
+        # falcon's math SDPA under autocast, over fp32 weights or 16-bit ones (--precision autocast-*: --grid amp16
+        # LoRA b2 s1024 with checkpointing +32.52 % -> -0.82 %; fp32_math_sdpa never runs under autocast): 16-bit scores
         # (terms above); its backward holds, beside the saved softmax, bmm's gradient of the probabilities and
         # _softmax_backward_data's result (16-bit), and a trained layer's MLP and dense weight gradients are written by
         # then (measured with the tracer's live tensors, --grid amp: falcon-7b cut, full amp-bf16 b2 s1024 with
