@@ -100,6 +100,9 @@ class LayerActivations:
     # The backward temporaries whatever the batch that the attention's backward still holds (its adapters' delta
     # weights); the MLP's (a MoE block's) are gone by then
     attn_backward_const: int = 0
+    # ... of which a trained layer's weight gradients written by then, beyond its freed autocast copies (Falcon's math
+    # SDPA under autocast): a frozen layer's backward (freeze) writes none
+    attn_backward_grads_const: int = 0
     # How many of `terms` (from the first) are the attention block's, its norm included: the rest are the MLP
     # block's and after (memory/hybrid.py takes a Bamba mixer layer's MLP block from here)
     attention_terms: int = 0
@@ -689,6 +692,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
     n_attention_terms = len(terms)
     attn_bwd_const = backward_const
+    attn_grads_c = 0  # the part of it that is trained weights' gradients (LayerActivations.attn_backward_grads_const)
     n_mlp_inputs = n_attention_terms  # a MoE block: its whole MLP set comes after the router's input
     up_mods: tuple[str, ...] = ()
     n_down = -1  # index of the dense MLP's first term from down_proj's input on (-1: a MoE block)
@@ -951,7 +955,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # _softmax_backward_data, -2.9 % without them)
         eager_fwd, eager_bwd = c * n_heads, 2 * c * n_heads
         if tw:
-            attn_bwd_const += dtype_bytes(recipe.grad) * mlp_o_weights
+            attn_grads_c = dtype_bytes(recipe.grad) * mlp_o_weights
+            attn_bwd_const += attn_grads_c
     elif m.attention_kind != "mla" and math_sdpa:
         # The math path's backward (attention.cpp _scaled_dot_product_attention_math, its autograd), fp32 GQA's and
         # falcon's on 16-bit weights alike: attn @ v's gradient of the probabilities, then _softmax_backward_data's
@@ -1276,7 +1281,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
 
     return LayerActivations(tuple(x for x in terms if kept(x)),
                             fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention,
-                            sum(x.const for x in mlp_terms), attn_bwd_const,
+                            sum(x.const for x in mlp_terms), attn_bwd_const, attn_backward_grads_const=attn_grads_c,
                             attention_terms=sum(1 for x in terms[:n_attention_terms] if kept(x)),
                             routed_backward_per_token=routed_bwd,
                             backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t),
