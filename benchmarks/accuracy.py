@@ -3142,6 +3142,38 @@ def amp_grid() -> list[dict[str, Any]]:
 
 
 
+# The amp16 grid (`--grid amp16`, issue 15; 26 cases): --precision autocast-bf16 (16-bit weights, fp32 adapters /
+# trained layers, the step under the Trainer's bf16 autocast) on Falcon-7B (parallel attention + MLP after one
+# LayerNorm, multi-query attention on the math SDPA path: LoRA all-linear; freeze 2 of 4 layers with checkpointing only)
+# and BLOOM-560M (embedding LayerNorm, ALiBi eager attention: baddbmm scores, fp32 softmax; LoRA all-linear, QLoRA NF4
+# all-linear with kbit_prep off, freeze 2 of 4 layers), their published config.json cut to 4 layers and a 2,048-token
+# vocabulary ("hfcut:"), and GPT-NeoX's freeze (Pythia-410M, autocast3's "dequant:" cut), each b1 s512 and b2 s1024,
+# without and with checkpointing; and --precision amp-bf16 full (what autocast-bf16's full run is) on Falcon and BLOOM,
+# b2 s1024. Pythia's frozen layers record no graph: their sdpa is traced as CUDA runs it, the fused kernel picked by
+# dtype and shape (trace/_cuda.py _NO_GRAPH_FUSED, as a frozen vision tower's), not the emulation's math path (-9.55 %
+# at b2 s1024 without: the math path's fp32 scores). Falcon's QLoRA (traced unquantized) and its freeze without
+# checkpointing (+3.32 % at b1 s512, the lowest trained layer's backward) stay refused (upcast_norms.py check_recipe).
+# Written to accuracy_amp16.{json,md}, its traces to trace_cache_amp16.json.
+AMP16_RUNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("hfcut:falcon-7b", ("lora", "freeze 2")),
+    ("hfcut:bloom-560m", ("lora", "qlora", "freeze 2")),
+    ("dequant:pythia-410m", ("freeze 2",)),
+)
+
+
+def amp16_grid() -> list[dict[str, Any]]:
+    runs = [(model, label, kw, b, s) for model, labels in AMP16_RUNS for label, kw in AUTOCAST_METHODS
+            if label in labels for b, s in ((1, 512), (2, 1024))]
+    runs += [(model, "full", {"method": "full", "precision": "amp-bf16"}, 2, 1024) for model, _ in AMP16_RUNS[:2]]
+    return [{"id": f"{model} | {label} | {kw.get('precision', 'autocast-bf16')} | b{b} s{s} | "
+                   f"{'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc},
+             **({"fused_no_graph": True} if model.startswith("dequant:pythia") else {})}
+            for model, label, kw, b, s in runs for gc in (False, True)
+            if gc or not (model == "hfcut:falcon-7b" and kw["method"] == "freeze")]
+
+
 # The LayerNorm-kept grid (`--grid lnkept`, issue 15): the decoders whose pre-norm is an nn.LayerNorm run in 16 bits
 # (GPT-2, GPT-NeoX / Pythia, GPT-J, Phi-2, Falcon, BLOOM, StarCoder2, GPTBigCode; OLMo 1's weightless LayerNorm, which
 # norms an fp32 copy, as the control), published configs cut to 4 layers and a 2,048-token vocabulary ("hfcut:"), LoRA
@@ -3821,6 +3853,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "autocast3": autocast3_grid,
          "amp": amp_grid,
          "lnkept": lnkept_grid,
+         "amp16": amp16_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -3905,6 +3938,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                  "BLOOM's ALiBi scores in bf16; issues 13 and 15)",
           "lnkept": " (a checkpointed layer's kept input saved by its 16-bit LayerNorm: GPT-2, Pythia, GPT-J, Phi-2, "
                     "Falcon, BLOOM, StarCoder2, GPTBigCode, OLMo 1; LoRA and full; issue 15)",
+          "amp16": " (autocast-bf16 on Falcon (LoRA, freeze) and BLOOM (LoRA, QLoRA, freeze), GPT-NeoX's freeze; "
+                   "amp-bf16 full on both; issue 15)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -3952,10 +3987,18 @@ def _trace(case: dict[str, Any]) -> dict[str, Any]:
 
     model, training = _spec(case)
     t0 = time.perf_counter()
+    fused = case.get("fused_no_graph", False)  # sdpa without a graph on the fused kernel, as CUDA (amp16_grid)
+    if fused:
+        from vramcalc.trace import _cuda
+
+        _cuda._NO_GRAPH_FUSED[0] = True
     try:
         r = trace(model, training)
     except Exception as e:  # reported and left out of the summary, not cached
         return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    finally:
+        if fused:
+            _cuda._NO_GRAPH_FUSED[0] = False
     return {"peak_bytes": r.peak_bytes, "peak_phase": r.peak_phase, "peak_op": r.peak_op,
             "phase_peaks": dict(r.phase_peaks), "by_category_at_peak": dict(r.by_category_at_peak),
             "seconds": round(time.perf_counter() - t0, 1)}
@@ -4092,6 +4135,8 @@ def main() -> None:
                     "Phi-2 and OLMo 1 (LoRA, QLoRA, freeze); "
                     "amp: 40 amp-bf16 LoRA cases on every dense family's config cut to a 2,048-token vocabulary, and "
                     "BLOOM in bf16; "
+                    "amp16: issue 15's 26 autocast-bf16 cases on Falcon (LoRA, freeze), BLOOM (LoRA, QLoRA, "
+                    "freeze) and GPT-NeoX's freeze, and amp-bf16 full on Falcon and BLOOM; "
                     "lora-layers: issue 13's 32 LoRA / QLoRA / DoRA cases on some decoder layers only "
                     "(peft layers_to_transform); "
                     "vocab: issue 13's 12 new-token cases (resize_token_embeddings, tied and untied heads, full and "
@@ -4151,6 +4196,7 @@ def main() -> None:
                          "early-stop",
                          "amp",
                          "lnkept",
+                         "amp16",
                          "pixels",
                          ) \
         else CACHE

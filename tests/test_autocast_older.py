@@ -1,6 +1,6 @@
 """--precision autocast-* on the older dense decoders of --grid autocast3 (issue 15): GPT-NeoX (Pythia; LoRA and QLoRA),
-GPT-J, Phi-1.5 / Phi-2 and OLMo 1 (LoRA, QLoRA, freeze); BLOOM, Falcon and GPT-NeoX's freeze refused
-(core/memory/upcast_norms.py AUTOCAST_FAMILIES, AUTOCAST_NO_FREEZE_FAMILIES)."""
+GPT-J, Phi-1.5 / Phi-2 and OLMo 1 (LoRA, QLoRA, freeze) (core/memory/upcast_norms.py AUTOCAST_FAMILIES); Falcon,
+BLOOM and GPT-NeoX's freeze: tests/test_autocast_families.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from vramcalc.core.errors import UnsupportedCombination
 from vramcalc.core.memory import estimate
 from vramcalc.core.memory.activations import dequant_bytes, layer_activations
 from vramcalc.core.memory.precision import RECIPES
@@ -64,24 +63,6 @@ def test_gpt_neox_qlora_down_proj_holds_its_16_bit_input_and_the_block() -> None
     fwd, _ = dequant_bytes(m, _t("qlora", seq_len=512), RECIPES["autocast-bf16"], quantized_linears(m))
     weight, absmax = 2 * 1_024 * 4_096, 2 * 4 * (1_024 * 4_096 // 64)
     assert fwd.forward(512, False) == weight + absmax + 512 * (2 * 1_024 + 18_432)
-
-
-@pytest.mark.parametrize("name", ["falcon-7b"])
-def test_falcon_stays_refused(name: str) -> None:
-    # --grid autocast3's Falcon cut: the tracer's QLoRA leaves its Linears unquantized, LoRA ran +10 .. +34 % over
-    with pytest.raises(UnsupportedCombination, match="traced on"):
-        estimate(presets.find_model(name), _t())
-
-
-def test_gpt_neox_freeze_is_refused() -> None:
-    # its frozen layers' attention (the tracer's math SDPA path, recorded without a graph) peaks the forward of
-    # pythia-410m cut to 4 layers, freeze b2 s1024: -9.55 % against the trace (--grid autocast3); LoRA and QLoRA
-    # are modelled
-    m = presets.find_model("pythia-410m")
-    with pytest.raises(UnsupportedCombination, match="--method freeze on pythia-410m"):
-        estimate(m, TrainingSpec(method="freeze", freeze_layers=2, precision="autocast-bf16"))
-    assert estimate(m, _t()).tensor_peak_bytes > 0
-    assert estimate(m, _t("qlora")).tensor_peak_bytes > 0
 
 
 # Traced toys: each preset cut to 2 layers and a 2,048-token vocabulary, b1 s256. Measured (estimate against the

@@ -1009,6 +1009,7 @@ class _ActivationPlan:
     layer_mlp_saved_t: int = 0  # the MLP block's saved bytes per token, freed before the attention's backward
     layer_mlp_saved_c: int = 0  # ... and whatever the batch (peft's merged expert stacks)
     layer_attn_bwd_c: int = 0  # the attention's backward temporaries whatever the batch (activations.py)
+    layer_attn_bwd_grads_c: int = 0  # ... of which trained weights' gradients, none in a frozen layer's backward
     layer_routed_bwd_t: int = 0  # DeepSeek's MoE backward at the routed multiply, per token (activations.py)
     layer_mlp_tail_t: int = 0  # the MLP's saved bytes per token after its up-projection's inputs (activations.py)
     layer_mlp_fwd_t: int = 0  # the MLP's forward temporaries per token from its up-projection on (activations.py)
@@ -1408,10 +1409,18 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         mask_ts = sum(x.per_token_seq for x in layer.terms if "sliding-window mask" in x.name)
         layers_less_ts += n_global * mask_ts
         bottom_less_ts += mask_ts
-    if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t)):
+    fp32_stream = _upcast_norms.fp32_residual(m, t, recipe)
+    leaf = fp32_stream and t.grad_checkpointing and not full_like
+    if m.embedding_norm and (full_like or _encoder.embedding_output_grad(m, t) or leaf):
         # BLOOM's word_embeddings_layernorm: saves its input, mean and rstd when the embedding or its own
-        # weight is trained (LoRA: neither, so nothing).
-        once_t += (4 if recipe.autocast or recipe.compute == "fp32" else c) * m.hidden_size + 8
+        # weight is trained (LoRA: neither, so nothing); under the Trainer's autocast over 16-bit weights its fp32
+        # cast of the input (layer_norm on autocast's fp32 list), and with LoRA and checkpointing, whose
+        # enable_input_require_grads makes the 16-bit embedding output a leaf that needs a gradient, that leaf too,
+        # held by its AccumulateGrad node (measured with the tracer's live tensors, --grid amp16: bloom-560m cut,
+        # LoRA all-linear autocast-bf16 b2 s1024 with checkpointing, a (2, 1024, 1024) bf16 embedding output and
+        # its fp32 copy alive through the forward)
+        once_t += (4 if recipe.autocast or recipe.compute == "fp32" or fp32_stream else c) * m.hidden_size + 8 \
+            + (c * m.hidden_size if leaf else 0)
     if ssm:  # no attention, no mask
         pass
     elif _activations.local_mask(m, t):  # ModernBERT: the sliding layers' mask, built once per forward
@@ -1438,7 +1447,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         once_ts += sum(x.per_token_seq for x in shared)
         once_ss = sum(x.per_seq_sq for x in shared)
         once_rel_c = sum(x.const for x in shared)
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" or (ssm and m.ssm_residual_fp32) else c
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" or (ssm and m.ssm_residual_fp32) \
+        or _upcast_norms.fp32_residual(m, t, recipe) else c
     # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
     # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
     autocast_copies = layer_copies = autocast_head_copy = bottom_cast_less = 0
@@ -1722,6 +1732,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         head_saved_c=token_head_c,
         layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
         layer_mlp_saved_c=layer.mlp_saved_const, layer_attn_bwd_c=layer.attn_backward_const,
+        layer_attn_bwd_grads_c=layer.attn_backward_grads_const,
         layer_routed_bwd_t=layer.routed_backward_per_token,
         layer_mlp_fwd_t=layer.mlp_forward_per_token, layer_fwd_unmade_t=layer.forward_unmade_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
@@ -1979,6 +1990,14 @@ def _transformer_phases(
                          + p.layer_attn_bwd_c, p.dequant_bwd.backward(tokens, p.layer_mlp_tail_t),
                          p.layer_routed_bwd_t * tokens)
     layer_bwd_t = max(p.layer_bwd_t * tokens + p.layer_bwd_c, layer_bwd_rest)
+    # A frozen layer's backward (freeze: its input's gradient only) writes no weight gradients at its attention's
+    # backward: without the trained layer's (activations.py attn_backward_grads_const; Falcon's math SDPA under
+    # autocast, measured with the tracer, --grid amp16 trials: falcon-7b cut, freeze 2 autocast-bf16 b1 s512 with
+    # checkpointing, the frozen layers' backward.frozen +4.08 % with them)
+    frozen_bwd_t = layer_bwd_t if not p.layer_attn_bwd_grads_c else max(
+        p.layer_bwd_t * tokens + p.layer_bwd_c,
+        p.layer_bwd_ts * token_seq - p.layer_mlp_saved_t * tokens - p.layer_mlp_saved_c + p.layer_attn_bwd_c
+        - p.layer_attn_bwd_grads_c, p.dequant_bwd.backward(tokens, p.layer_mlp_tail_t), p.layer_routed_bwd_t * tokens)
     # Full fine-tuning: a trained layer's backward.top / backward.bottom at its MLP's product node (_mlp_node) hold
     # down_proj's gradient (every gradient already, accumulating; none with the optimizer in backward, whose hook
     # steps and frees it as it is written) and neither its saved input nor its autocast copy, where that node is the
@@ -2252,7 +2271,7 @@ def _transformer_phases(
                 moments.append(("backward.frozen", _m.BWD_FROZEN_CK,
                                 (gradients - late_g, p.frozen_rerun * p.layer_input_t * tokens, once,
                                  frozen_set + mlp_tail + rerun_out, copies if p.frozen_casts_saved else 0,
-                                 layer_bwd_t)))
+                                 frozen_bwd_t)))
             if p.recompute_bottom:  # Mamba-2: the scan's locals at the bottom layer's rerun, every upper gradient made
                 # (none of the bottom layer's own yet: bottom_layer_grads, Falcon-H1's; late_bottom is late_g elsewhere)
                 moments.append(("backward.recompute_bottom", _m.BWD_RECOMPUTE_BOTTOM_CK,
@@ -2365,9 +2384,11 @@ def _transformer_phases(
         if t.optimizer_in_bwd:
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP,
                             (g_top, acts_layers, once_bwd, autocast_copies, opt_temp)))
+        # (freeze with its tied head trained: the bottom moment is a frozen layer's, _freeze_bottom_gradient_bytes)
+        frozen_bottom = t.method == "freeze" and not p.bottom_layer_grads
         moments.append(("backward.bottom", _m.BWD_BOTTOM,
                         (gradients - late_bottom + node_g, once_bwd, bottom_acts - node_freed,
-                         bottom_copies - node_cast, node_bwd_t)))
+                         bottom_copies - node_cast, frozen_bwd_t if frozen_bottom else node_bwd_t)))
         if p.bottom_mixer_t and saving_layers:  # Falcon-H1: the bottom layer's scan backward (as above)
             moments.append(("backward.bottom_mixer", _m.BWD_BOTTOM,
                             (gradients - late_g, once_bwd, max(bottom_acts - p.bottom_mixer_freed_t * tokens, 0),

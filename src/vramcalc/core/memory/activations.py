@@ -100,6 +100,9 @@ class LayerActivations:
     # The backward temporaries whatever the batch that the attention's backward still holds (its adapters' delta
     # weights); the MLP's (a MoE block's) are gone by then
     attn_backward_const: int = 0
+    # ... of which a trained layer's weight gradients written by then, beyond its freed autocast copies (Falcon's math
+    # SDPA under autocast): a frozen layer's backward (freeze) writes none
+    attn_backward_grads_const: int = 0
     # How many of `terms` (from the first) are the attention block's, its norm included: the rest are the MLP
     # block's and after (memory/hybrid.py takes a Bamba mixer layer's MLP block from here)
     attention_terms: int = 0
@@ -574,11 +577,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         math_sdpa = not eager and gqa and (m.family == "falcon" or fp32_math_sdpa(m, t, recipe))
         if not attn_live:
             pass  # q, k and v need no gradient: attention records nothing (below the first adapter)
-        elif math_sdpa and recipe.autocast and m.family == "falcon":
+        elif math_sdpa and amp and m.family == "falcon":
             # ... under autocast over fp32 weights the math path's matmuls are autocast's: they save 16-bit casts of
             # the upcast q, k, v and the softmax runs on their 16-bit scores (measured with the tracer's live tensors,
             # --grid amp: falcon-7b cut, LoRA all-linear amp-bf16 b2 s1024, a (2, 71, 1024, 1024) bf16 _safe_softmax
-            # output per layer; +24 % with the fp32 terms)
+            # output per layer; +24 % with the fp32 terms); the Trainer's autocast over 16-bit weights (--precision
+            # autocast-*, `amp`) alike (--grid amp16: falcon-7b cut, LoRA all-linear autocast-bf16 b2 s1024, +43.77 %
+            # with the fp32 terms, -0.62 % with these)
             terms.append(Term("sdpa math backend q, k, v (16-bit casts, expanded)", c * 3 * q_dim))
             terms.append(Term("sdpa math backend softmax (16-bit, autocast)", 0, c * n_heads))
         elif math_sdpa:
@@ -691,6 +696,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
     n_attention_terms = len(terms)
     attn_bwd_const = backward_const
+    attn_grads_c = 0  # the part of it that is trained weights' gradients (LayerActivations.attn_backward_grads_const)
     n_mlp_inputs = n_attention_terms  # a MoE block: its whole MLP set comes after the router's input
     up_mods: tuple[str, ...] = ()
     n_down = -1  # index of the dense MLP's first term from down_proj's input on (-1: a MoE block)
@@ -943,8 +949,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                               and not x.name.endswith("o_proj input"))
     # o_proj's and the MLP's weights, whose gradients exist when an fp32 attention backward runs (the branches below)
     mlp_o_weights = q_dim * h + (3 if m.mlp == "gated" else 2) * h * m.intermediate_size
-    if m.attention_kind != "mla" and math_sdpa and recipe.autocast:
-        # falcon's math SDPA under autocast over fp32 weights (fp32_math_sdpa never runs under autocast): 16-bit scores
+    if m.attention_kind != "mla" and math_sdpa and amp:
+        # falcon's math SDPA under autocast, over fp32 weights or 16-bit ones (--precision autocast-*: --grid amp16
+        # LoRA b2 s1024 with checkpointing +32.52 % -> -0.82 %; fp32_math_sdpa never runs under autocast): 16-bit scores
         # (terms above); its backward holds, beside the saved softmax, bmm's gradient of the probabilities and
         # _softmax_backward_data's result (16-bit), and a trained layer's MLP and dense weight gradients are written by
         # then (measured with the tracer's live tensors, --grid amp: falcon-7b cut, full amp-bf16 b2 s1024 with
@@ -952,7 +959,8 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         # _softmax_backward_data, -2.9 % without them)
         eager_fwd, eager_bwd = c * n_heads, 2 * c * n_heads
         if tw:
-            attn_bwd_const += dtype_bytes(recipe.grad) * mlp_o_weights
+            attn_grads_c = dtype_bytes(recipe.grad) * mlp_o_weights
+            attn_bwd_const += attn_grads_c
     elif m.attention_kind != "mla" and math_sdpa:
         # The math path's backward (attention.cpp _scaled_dot_product_attention_math, its autograd), fp32 GQA's and
         # falcon's on 16-bit weights alike: attn @ v's gradient of the probabilities, then _softmax_backward_data's
@@ -1298,7 +1306,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
 
     return LayerActivations(tuple(x for x in terms if kept(x)),
                             fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention,
-                            sum(x.const for x in mlp_terms), attn_bwd_const,
+                            sum(x.const for x in mlp_terms), attn_bwd_const, attn_backward_grads_const=attn_grads_c,
                             attention_terms=sum(1 for x in terms[:n_attention_terms] if kept(x)),
                             routed_backward_per_token=routed_bwd,
                             backward_no_norm_per_token=max(mlp_bwd + down_adapter_bwd, adapter_bwd_t, moe_bwd_t),

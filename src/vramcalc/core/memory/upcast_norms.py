@@ -90,6 +90,16 @@ def casts_per_linear(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> bool:
     return active(t, recipe) and not m.norm_fp32_weight_mul
 
 
+def fp32_residual(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> bool:
+    """Whether the Trainer's autocast over 16-bit weights makes the residual stream fp32: BLOOM's embedding LayerNorm
+    (modeling_bloom.py BloomModel.forward: word_embeddings_layernorm before the first block) returns fp32 under
+    autocast (layer_norm on autocast_mode.cpp's fp32 list), and each block's residual add (`residual +
+    attention_output`, bf16 + fp32 promotes) keeps it fp32: every layer's input is fp32 (measured with the tracer's
+    live tensors, --grid amp16: bloom-560m cut to 4 layers and a 2,048-token vocabulary, LoRA all-linear
+    autocast-bf16 b2 s1024 with checkpointing, four fp32 (2, 1024, 1024) kept layer inputs at layer 3's _softmax)."""
+    return autocast16(t, recipe) and m.embedding_norm and m.norm == "layernorm" and m.alibi
+
+
 def norm_input_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, residual: int) -> int:
     """Bytes per element of what a norm saves of its input: LayerNorm under the Trainer's autocast over 16-bit
     weights runs layer_norm on an fp32 copy (autocast_mode.cpp fp32 list); otherwise the residual stream's dtype."""
@@ -140,17 +150,16 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
 # with bias), with the same arithmetic: their estimates within -1.9 .. +4.2 % of the trace; --grid autocast3: GPT-NeoX
 # (Pythia: parallel attention + MLP after two LayerNorms, each with its own fp32 cast of the layer input), GPT-J and
 # Phi-1.5 / Phi-2 (parallel, one LayerNorm, gelu_new's fp32 output beside QLoRA's dequantized fc_out) and OLMo 1
-# (non-parametric LayerNorm): -1.8 .. +4.5 % (memory/activations.py). Not BLOOM (its embedding LayerNorm's fp32
-# output makes the whole residual stream fp32 under autocast: -15 .. -17 % with checkpointing, not modelled) nor
-# Falcon (the tracer's QLoRA leaves its Linears unquantized; LoRA +10 .. +34 % over the trace): refused.
+# (non-parametric LayerNorm): -1.8 .. +4.5 % (memory/activations.py); --grid amp16: Falcon-7B (LoRA and freeze: the
+# math SDPA path's matmuls under autocast, 16-bit scores, as amp-bf16's; freeze with checkpointing, its frozen
+# layers' backward without a trained layer's weight gradients) and BLOOM (LoRA, QLoRA, freeze: the embedding
+# LayerNorm's fp32 output makes the residual stream fp32, fp32_residual), GPT-NeoX's freeze (its frozen layers' sdpa
+# on CUDA's fused kernel, as the tracer runs a frozen tower's: -1.65 .. +0.07 %): -1.65 .. +1.98 %. Falcon's QLoRA
+# (the tracer leaves its Linears unquantized) and freeze without checkpointing (check_recipe) stay refused, as do
+# Falcon blocks other than Falcon-7B's (new_decoder_architecture's two LayerNorms, multi-head attention, Falcon-RW's
+# sequential block: not traced).
 AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "qwen3", "olmo2", "gemma", "gemma2", "gemma3", "phi3",
-                     "starcoder2", "gpt_neox", "gptj", "phi", "olmo")
-# GPT-NeoX's freeze is refused: its frozen bottom layers, recorded without a graph, run the tracer's math SDPA path
-# (trace/_cuda.py _sdpa: fp32 q, k, v casts and fp32 scores per key, alive while the layer runs), which peaks the
-# forward above the backward on Pythia's 16 heads of a narrow model (measured with the tracer's live tensors:
-# pythia-410m cut to 4 layers, freeze b2 s1024, the peak at a frozen layer's attention, -9.55 %); the estimate counts
-# no such moment
-AUTOCAST_NO_FREEZE_FAMILIES = ("gpt_neox",)
+                     "starcoder2", "gpt_neox", "gptj", "phi", "olmo", "falcon", "bloom")
 # Freeze (fp32 trained layers) on all of them, with checkpointing too (--grid autocast2: -1.9 .. +0.6 % there, once
 # memory/__init__.py counts a tied head's lowest trained layer's gradients after its peak and the frozen layers'
 # backward with every gradient made, backward.frozen).
@@ -210,10 +219,20 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
                "and QLoRA, the tower frozen)")
     elif m is not None and not m.num_experts and (m.family not in AUTOCAST_FAMILIES or not m.has_architecture):
         why = (f"{m.name} (traced on Llama, Mistral, Qwen2, Qwen3, OLMo 1-2, Gemma 1-3, Phi-1.5 / 2 / 3, StarCoder2, "
-               "GPT-2, GPT-J and GPT-NeoX text models)")
-    elif m is not None and t.method == "freeze" and m.family in AUTOCAST_NO_FREEZE_FAMILIES:
-        why = (f"--method freeze on {m.name} (its frozen layers' attention peaks above the estimate under autocast: "
-               "traced with LoRA and QLoRA)")
+               "GPT-2, GPT-J, GPT-NeoX, Falcon and BLOOM text models)")
+    elif m is not None and m.family == "falcon" and not (m.parallel_residual and m.norms_per_layer == 1
+                                                         and m.num_kv_heads == 1):
+        why = (f"{m.name} (Falcon traced on Falcon-7B's block: multi-query attention, one LayerNorm before parallel "
+               "attention and MLP)")
+    elif m is not None and m.family == "falcon" and t.method == "qlora":
+        why = (f"--method qlora on {m.name} (Falcon traced with LoRA and freeze: the tracer's QLoRA leaves its Linears "
+               "unquantized)")
+    elif m is not None and m.family == "falcon" and t.method == "freeze" and not t.grad_checkpointing:
+        # without checkpointing the peak is the lowest trained layer's MLP backward (its fp32 gradient casts beside the
+        # frozen layers' saved graphs), not a moment of the estimate: falcon-7b cut to 4 layers, freeze 2 b1 s512
+        # +3.32 %, cut to 2 layers, freeze 1 b1 s256 +8.52 % (with checkpointing -1.05 .. -0.61 %)
+        why = (f"--method freeze on {m.name} without --grad-checkpointing (its lowest trained layer's backward beside "
+               "the frozen layers' saved graphs is not modelled; traced with checkpointing)")
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.context_parallel > 1:
         why = "DeepSpeed / FSDP / tensor, pipeline or context parallelism"
     elif t.method == "qlora" and t.kbit_prep:
