@@ -115,13 +115,85 @@ def test_device_map_on_one_gpu_changes_nothing(tmp_path: Path, body: str, note: 
     ("device_map: {model.layers: cpu, '': 0}", "remove it (the whole model on the GPU)"),
     ("device_map: {model.layers: disk, '': 0}", "modules on the CPU or the disk"),
     ("device_map: {model.layers.0: 0, model.layers.1: 1}", "several GPUs in one process"),
-    ("max_memory: {0: 10GiB, cpu: 100GiB}", "model_init_kwargs.max_memory: from_pretrained's max_memory places"),
-    ("device_map: balanced\n  max_memory: {0: 10GiB}", "keeps each decoder layer whole"),
+    # without a cpu entry accelerate's get_max_memory adds no CPU: the modules past the limit would go to the disk
+    ("max_memory: {0: 10GiB}", "model_init_kwargs.max_memory: without a cpu entry the modules past the GPU's limit "
+     "go to the disk"),
+    ("device_map: balanced\n  max_memory: {0: 10GiB, disk: 100GiB}", "a disk entry"),
+    ("max_memory: {0: 10GiB, 1: 10GiB, cpu: 100GiB}", "GPU 0 alone"),
 ])
 def test_placement_refused_in_one_line(tmp_path: Path, body: str, message: str) -> None:
     with pytest.raises(runfiles.RunFileError) as e:
         _load(tmp_path, HEAD + INIT + "  " + body + "\n")
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("dmap", ["", "  device_map: auto\n", "  device_map: balanced_low_0\n",
+                                  "  device_map: sequential\n"])
+def test_max_memory_is_transformers_whole_layer_placement(tmp_path: Path, dmap: str) -> None:
+    # create_model_from_path's device_map "auto" (or a word the file gives) with max_memory: transformers'
+    # infer_auto_device_map over whole decoder layers (--gpu-memory-limit --whole-layers); accelerate reads 1.5GiB as
+    # 1.5 x 2^30 = 1,610,612,736 B
+    run = _load(tmp_path, HEAD + INIT + dmap + "  max_memory: {0: 1.5GiB, cpu: 100GiB}\n")
+    assert (run.options["gpu_memory_limit"], run.options["whole_layers"]) == ("1610612736", True)
+    assert run.unmodelled == [] and runfiles.MAX_MEMORY_CPU_NOTE.format("100GiB") in run.notes
+
+
+def test_whole_layer_walk_matches_transformers_infer_auto_device_map() -> None:
+    torch = pytest.importorskip("torch")
+    hf_accelerate = pytest.importorskip("transformers.integrations.accelerate")
+    from dataclasses import replace
+
+    from vramcalc.core.memory import placement
+    from vramcalc.core.specs import TrainingSpec
+    from vramcalc.io import presets
+    from vramcalc.trace._hf import build_model
+
+    for name, limits in (("tinyllama-1.1b", (370_000_000, 595_000_000, 10**9)), ("qwen2.5-7b", (2_705_000_000,
+                         3_910_000_000)), ("qwen3-8b", (3_000_000_000,)), ("mistral-7b-v0.1", (1_000_000_000,))):
+        m = replace(presets.find_model(name), num_layers=4)
+        hf, _ = build_model(m, TrainingSpec(), torch.bfloat16)  # the meta model from_pretrained places
+        sizes, _ = hf_accelerate.compute_module_sizes(hf, None, only_modules=False)
+        tree = placement.module_tree(m, 2, fp32_buffers=True)
+        assert tree.size_bytes == sizes[""]
+        for limit in limits:
+            # modeling_utils.py _get_device_map: get_balanced_memory (one GPU, the user's limit kept), then the walk
+            # with the model's _no_split_modules
+            mm = hf_accelerate.get_balanced_memory(hf, max_memory={0: limit, "cpu": 100 * 2**30},
+                                                   no_split_module_classes=hf._no_split_modules)
+            assert mm[0] == limit
+            got = hf_accelerate.infer_auto_device_map(hf, max_memory=mm, no_split_module_classes=hf._no_split_modules)
+            p = placement.place(tree, limit, whole_layers=True)
+            assert sum(sizes[k] for k, v in got.items() if v == "cpu") == p.cpu_bytes, (name, limit)
+            assert sum(sizes[k] for k, v in got.items() if v == 0) == p.gpu_bytes, (name, limit)
+            # no decoder layer is split: each one's leaves are all on the CPU or none is
+            per_layer: dict[str, int] = {}
+            for n in p.cpu_leaves:
+                if n.name.startswith("model.layers."):
+                    layer = ".".join(n.name.split(".")[:3])
+                    per_layer[layer] = per_layer.get(layer, 0) + n.size_bytes
+            assert all(size == sizes[layer] for layer, size in per_layer.items()), (name, limit)
+
+
+def test_whole_layers_by_hand_at_595_mb() -> None:
+    from dataclasses import replace
+
+    from vramcalc.core.memory import estimate, placement
+    from vramcalc.core.specs import TrainingSpec
+    from vramcalc.io import presets
+
+    # TinyLlama-1.1B cut to 4 layers, bf16 (tests/test_max_memory.py): embed_tokens and lm_head 131,072,000 B each, a
+    # decoder layer 88,088,576 B. Kept free: the largest remaining unit, lm_head (131,072,000). embed_tokens and layers
+    # 0-2 fit (395,337,728 <= 595,000,000 - 131,072,000); layer 3 would make 483,426,304 and cannot be split: it, the
+    # final norm, the rotary buffers and the head go to the CPU (axolotl's walk keeps layer 3's attention, gate and up
+    # on the GPU)
+    m = replace(presets.find_model("tinyllama-1.1b"), num_layers=4)
+    p = placement.place(placement.module_tree(m, 2, fp32_buffers=True), 595_000_000, whole_layers=True)
+    assert p.gpu_bytes == 131_072_000 + 3 * 88_088_576 and p.reserve_bytes == 131_072_000
+    off = estimate(m, TrainingSpec(method="lora", precision="bf16", gpu_memory_limit="595MB", whole_layers=True))
+    # offloaded: layer 3 (88,088,576), the final norm (4,096) and lm_head; the rotary buffers stay on the GPU
+    assert off.details["weights.cpu_offloaded"] == 88_088_576 + 4_096 + 131_072_000
+    with pytest.raises(Exception, match="give the limit"):
+        estimate(m, TrainingSpec(method="lora", whole_layers=True))
 
 
 def test_dpo_policy_quantized_with_the_adapters_off_reference(tmp_path: Path) -> None:

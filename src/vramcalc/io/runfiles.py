@@ -697,25 +697,32 @@ def _max_memory_axolotl(d: dict[str, Any], run: Run) -> None:
         size = f"{limit}GiB" if isinstance(limit, int) else limit
         run.options["gpu_memory_limit"] = str(_accelerate_size("gpu_memory_limit", size))
         run.mapped.append("gpu_memory_limit")
-    mm = d.get("max_memory")
-    if mm is None:
-        return
+    if d.get("max_memory") is not None:
+        _max_memory_map(d["max_memory"], "max_memory", run)
+        run.mapped.append("max_memory")
+
+
+def _max_memory_map(mm: Any, key: str, run: Run, *, needs_cpu: bool = False) -> None:
+    """A max_memory mapping (accelerate utils/modeling.py get_max_memory: GPU indices, cpu, disk) → --gpu-memory-limit
+    for GPU 0; `needs_cpu`: no cpu entry means no CPU device, the modules past the GPU going to the disk."""
     if not isinstance(mm, dict) or not mm:
-        raise _KeyProblem("max_memory", "must be a mapping of devices (0, 1, ..., cpu, disk) to sizes")
+        raise _KeyProblem(key, "must be a mapping of devices (0, 1, ..., cpu, disk) to sizes")
     gpus = {k: v for k, v in mm.items() if str(k).strip().isdigit()}
     others = {str(k): v for k, v in mm.items() if k not in gpus}
     if set(others) - {"cpu", "disk"}:
-        raise _KeyProblem("max_memory", f"device {sorted(set(others) - {'cpu', 'disk'})[0]!r:.20} is not one "
+        raise _KeyProblem(key, f"device {sorted(set(others) - {'cpu', 'disk'})[0]!r:.20} is not one "
                           "accelerate knows (GPU indices, cpu, disk)")
     if "disk" in others:
-        raise _KeyProblem("max_memory", "a disk entry (modules offloaded to the disk) is not modelled; remove it")
+        raise _KeyProblem(key, "a disk entry (modules offloaded to the disk) is not modelled; remove it")
     if len(gpus) != 1 or int(str(next(iter(gpus))).strip()) != 0:
-        raise _KeyProblem("max_memory", "the placement is modelled on GPU 0 alone (accelerate's naive model "
+        raise _KeyProblem(key, "the placement is modelled on GPU 0 alone (accelerate's naive model "
                           "parallelism over several GPUs is not); keep one entry, 0")
-    run.options["gpu_memory_limit"] = str(_accelerate_size("max_memory", next(iter(gpus.values()))))
+    if needs_cpu and "cpu" not in others:
+        raise _KeyProblem(key, "without a cpu entry the modules past the GPU's limit go to the disk (accelerate "
+                          "get_max_memory adds no device), which is not modelled; add cpu: SIZE")
+    run.options["gpu_memory_limit"] = str(_accelerate_size(key, next(iter(gpus.values()))))
     if "cpu" in others:
         run.notes.append(MAX_MEMORY_CPU_NOTE.format(others["cpu"]))
-    run.mapped.append("max_memory")
 
 
 # axolotl's relora_steps: renamed relora + jagged_restart_steps in 7b68dfaf; AxolotlInputConfig (pydantic, unknown
@@ -3181,10 +3188,6 @@ _TRL_INIT_READ = {"quantization_config", "device_map", "max_memory"}
 # "balanced" and "balanced_low_0" run get_balanced_memory, which on one GPU and no max_memory gives the model 90 % of
 # the GPU's free memory; "sequential" all of it (get_max_memory). What does not fit would go to the CPU.
 _DEVICE_MAP_WORDS = ("auto", "balanced", "balanced_low_0", "sequential")
-TRL_MAX_MEMORY_REFUSAL = (
-    "from_pretrained's max_memory places the model with transformers' infer_auto_device_map, which keeps each "
-    "decoder layer whole (the model's _no_split_modules, integrations/accelerate.py), a placement vramcalc does not "
-    "model (--gpu-memory-limit is axolotl's, which splits layers into their Linears); remove it")
 
 TRL_MAX_MEMORY_UNREAD = ("model_init_kwargs.max_memory: no memory change: from_pretrained reads it only with "
                          "device_map auto / balanced / balanced_low_0 / sequential.")
@@ -3203,16 +3206,21 @@ def _gpu_index(value: Any) -> int | None:
 
 def _trl_model_init_kwargs(init: dict[Any, Any], run: Run) -> None:
     """model_init_kwargs' placement keywords: device_map on one GPU (no change, noted), a map with modules on the
-    CPU, the disk or several GPUs refused; max_memory refused (TRL_MAX_MEMORY_REFUSAL) where it places anything;
-    any other keyword but the harmless and quantization_config named as not modelled."""
+    CPU, the disk or several GPUs refused; max_memory beside a device_map word (TRL's default "auto") is
+    --gpu-memory-limit --whole-layers; any other keyword but the harmless and quantization_config named as not
+    modelled."""
     for key in sorted(set(map(str, init)) - _TRL_INIT_HARMLESS - _TRL_INIT_READ):
         _unmodelled(run, f"model_init_kwargs.{key}", "a from_pretrained keyword vramcalc does not read")
     where = "model_init_kwargs.device_map"
     dmap = init.get("device_map", "auto")  # create_model_from_path's default on a GPU
     if isinstance(dmap, str) and dmap in _DEVICE_MAP_WORDS:
         if init.get("max_memory") is not None:  # _get_device_map reads max_memory for these words only
-            raise _KeyProblem("model_init_kwargs.max_memory", TRL_MAX_MEMORY_REFUSAL)
-        if "device_map" in init:
+            # transformers 5.24 integrations/accelerate.py: on one GPU get_balanced_memory keeps the user's limit
+            # (balanced_low_0 has no effect there, sequential skips it), then infer_auto_device_map with the model's
+            # _no_split_modules: --gpu-memory-limit --whole-layers (memory/placement.py)
+            _max_memory_map(init["max_memory"], "model_init_kwargs.max_memory", run, needs_cpu=True)
+            run.options["whole_layers"] = True
+        elif "device_map" in init:
             run.notes.append(f"{where} {dmap}: no memory change on one GPU while the weights fit in its free memory "
                              f"({'all' if dmap == 'sequential' else '90 %'} of it: transformers get_balanced_memory); "
                              "beyond it modules would go to the CPU, which is not modelled.")
