@@ -3541,6 +3541,31 @@ def maxmem_grid() -> list[dict[str, Any]]:
             for gc in (False, True)]
 
 
+# transformers' own max_memory placement (`--grid maxmem-layers`, issue 13; 24 cases): from_pretrained(device_map=
+# "auto", max_memory=...), TRL's model_init_kwargs, walks with the model's _no_split_modules (transformers 5.24
+# integrations/accelerate.py infer_auto_device_map): whole decoder layers go to the CPU (--whole-layers,
+# core/memory/placement.py; the walk checked against transformers' own in tests/test_trl_model_init.py). The maxmem
+# grid's models and limits (tinyllama 595 MB: the top layer, the final norm and the head on the CPU, 35.7 %; 370 MB:
+# layers 1-3 and the head, 64.3 %; qwen2.5-7b 3910 MB: 38.5 %; 2705 MB: 61.5 %), LoRA all linears, full, and TRL's
+# LoRA (peft's default q_proj / v_proj, lora_dropout 0.05, fp32 adapters under the Trainer's bf16 autocast),
+# checkpointing off (b1 s512) and on (b2 s512). Written to accuracy_maxmem-layers.{json,md}, its traces to
+# trace_cache_maxmem-layers.json.
+MAXMEM_LAYERS_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    MAXMEM_METHODS[0], MAXMEM_METHODS[1],
+    ("trl lora autocast-bf16", {"method": "lora", "lora_targets": ("auto",), "precision": "autocast-bf16",
+                                "lora_dropout": 0.05}),
+)
+
+
+def maxmem_layers_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} limit {limit} whole layers{' gc' if gc else ''}", "model": model,
+             "method": kw["method"],
+             "training": {"precision": "bf16", **kw, "gpu_memory_limit": limit, "whole_layers": True,
+                          "grad_checkpointing": gc, "batch_size": 2 if gc else 1, "seq_len": 512}}
+            for model, limits in MAXMEM_LIMITS.items() for limit in limits for label, kw in MAXMEM_LAYERS_METHODS
+            for gc in (False, True)]
+
+
 # A copied DPO reference loaded with settings of its own (`--grid refkw`, issue 13: TRL DPOTrainer's
 # ref_model_init_kwargs, --ref-dtype / --ref-quant; memory/preference.py reference_recipe, reference_weight_bytes): the
 # pure-bf16 full policy beside a bf16 (the baseline), an fp32 and a bitsandbytes 4-bit reference, and the amp-bf16
@@ -3777,6 +3802,31 @@ def qlora8_grid() -> list[dict[str, Any]]:
             for model in QLORA8_MODELS for label, kw in QLORA8_RUNS]
 
 
+# TRL's QLoRA from a config file (`--grid trlqlora`, issue 13; 12 cases): what io/runfiles.py reads from
+# model_init_kwargs.quantization_config (or ModelConfig's load_in_4bit / load_in_8bit) with use_peft under TRL 1.16's
+# trainers: no prepare_model_for_kbit_training, the adapters cast to bf16 (sft_trainer.py, dpo_trainer.py __init__),
+# TrainingArguments' bf16 over a bf16 load (--precision autocast-bf16), peft's default targets, lora_dropout 0.05;
+# SFT NF4 double-quantized and LLM.int8 at b2 s512, DPO NF4 (the adapters-off reference) at b1 s512 p128, each without
+# and with checkpointing, on TinyLlama and Qwen2.5-0.5B cut to 4 layers. The options are the reader's
+# (tests/test_trl_model_init.py checks them against a file). Written to accuracy_trlqlora.{json,md}, its traces to
+# trace_cache_trlqlora.json.
+TRLQLORA_MODELS = ("cut:tinyllama-1.1b:4", "cut:qwen2.5-0.5b:4")
+TRL_QLORA = {"method": "qlora", "precision": "autocast-bf16", "kbit_prep": False, "adapter_dtype": "bf16",
+             "lora_dropout": 0.05}
+TRLQLORA_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("sft nf4 double-quant", {**TRL_QLORA, "quant_bits": 4, "double_quant": True, "batch_size": 2, "seq_len": 512}),
+    ("sft int8", {**TRL_QLORA, "quant_bits": 8, "double_quant": False, "batch_size": 2, "seq_len": 512}),
+    ("dpo nf4", {**TRL_QLORA, "quant_bits": 4, "double_quant": False, "objective": "dpo", "batch_size": 1,
+                 "seq_len": 512, "prompt_len": 128}),
+)
+
+
+def trlqlora_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | trl qlora {label} | {'gc' if gc else 'no-gc'}", "model": model, "method": "qlora",
+             "training": {**kw, "grad_checkpointing": gc}}
+            for model in TRLQLORA_MODELS for label, kw in TRLQLORA_RUNS for gc in (False, True)]
+
+
 # Non-reentrant checkpointing without early stop (`--grid early-stop`, issue 13; 24 cases): --no-ac-early-stop
 # (transformers' gradient_checkpointing_kwargs early_stop: false, passed to torch.utils.checkpoint: the rerun does not
 # stop at the layer's last saved tensor) on the reentrant grid's cuts (full pure-bf16, LoRA all-linear with fp32
@@ -3866,6 +3916,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "tp": tp_grid,
          "relora": relora_grid,
          "maxmem": maxmem_grid,
+         "trlqlora": trlqlora_grid,
+         "maxmem-layers": maxmem_layers_grid,
          "vlmlf": vlmlf_grid,
          "reentrant": reentrant_grid,
          "refkw": refkw_grid,
@@ -3958,6 +4010,10 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "relora": " (axolotl ReLoRA: the restart's LoRA merge between steps beside the step; issue 13)",
           "maxmem": " (accelerate max_memory placement: axolotl gpu_memory_limit, part of the model on the CPU; "
                     "issue 13)",
+          "trlqlora": " (TRL QLoRA read from model_init_kwargs.quantization_config: bf16 adapters, no kbit "
+                      "preparation; issue 13)",
+          "maxmem-layers": " (transformers' max_memory placement: from_pretrained device_map auto, whole "
+                           "decoder layers on the CPU, TRL model_init_kwargs; issue 13)",
           "refkw": " (a DPO reference loaded in its own dtype or 4-bit: ref_model_init_kwargs; issue 13)",
           "ref8": " (a DPO reference in bitsandbytes 8-bit or double-quantized 4-bit storage; issue 13)",
           "dpo32": " (full DPO with an fp32 policy: fp32 and amp-bf16, a copied reference; issue 13)",
@@ -4154,7 +4210,9 @@ def main() -> None:
                     "transformers' offloaded checkpointing (save_on_cpu around each checkpoint); axooff: issue 13's 8 "
                     "axolotl files with offloaded checkpointing (TRL's OffloadActivations); early-stop: issue "
                     "13's 24 cases of non-reentrant checkpointing without early stop (--no-ac-early-stop); maxmem: "
-                    "issue 13's 32 cases of accelerate's max_memory placement (axolotl gpu_memory_limit)"
+                    "issue 13's 32 cases of accelerate's max_memory placement (axolotl gpu_memory_limit); trlqlora: "
+                    "issue 13's 12 TRL QLoRA cases (model_init_kwargs.quantization_config with use_peft); "
+                    "maxmem-layers: issue 13's 24 cases of transformers' max_memory placement (whole layers)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -4184,6 +4242,8 @@ def main() -> None:
                          "tp",
                          "relora",
                          "maxmem",
+                         "trlqlora",
+                         "maxmem-layers",
                          "vlmlf",
                          "reentrant",
                          "refkw",

@@ -362,11 +362,12 @@ def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
 
 def test_trl_model_init_kwargs_read_key_by_key(tmp_path: Path) -> None:
     cfg = ("output_dir: o\nmodel_init_kwargs:\n  torch_dtype: bfloat16\n  attn_implementation: sdpa\n"
-           "  trust_remote_code: true\n  device_map: auto\n")
+           "  trust_remote_code: true\n  device_map: auto\n  use_kernels: true\n")
     run = runfiles.load(_json(tmp_path, "trl.yaml", cfg))[0]
     assert run.mapped.count("model_init_kwargs") == 1  # listed once (it was listed per modelled keyword)
-    # device_map places the model (across GPUs, or on the CPU): named; trust_remote_code sizes nothing
-    assert run.unmodelled == ["model_init_kwargs.device_map"]
+    # use_kernels swaps in Hub kernels: named; trust_remote_code sizes nothing; device_map auto on one GPU changes
+    # nothing (tests/test_trl_model_init.py)
+    assert run.unmodelled == ["model_init_kwargs.use_kernels"]
 
 
 DS_ZERO3 = """{

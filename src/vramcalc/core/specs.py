@@ -1000,6 +1000,9 @@ class TrainingSpec:
     # accelerate's max_memory for GPU 0 (axolotl gpu_memory_limit / max_memory): the rest of the model on the CPU
     # through AlignDevicesHook (memory/placement.py); "none": every module on the GPU
     gpu_memory_limit: str = "none"
+    # with gpu_memory_limit: transformers' own walk (from_pretrained(device_map="auto", max_memory=...), TRL's
+    # model_init_kwargs): each decoder layer placed whole (_no_split_modules), not split into its Linears
+    whole_layers: bool = False
     # MoE: transformers' router load-balancing aux loss (output_router_logits, memory/router_aux.py)
     router_aux_loss: bool = False
     # LLaMA-Factory upcast_lmhead_output: a forward hook casts a 16-bit lm_head's output to fp32 (memory/upcast.py)

@@ -600,6 +600,9 @@ BOOLEAN_KEYS["axolotl"]["s2_attention"] = ()
 # activation_offloading: check_activation_offloading_wo_gc refuses it without checkpointing, _offloading_axolotl)
 REFUSED_WHEN_TRUE = {"llama-factory": ("shift_attn", "train_mm_proj_only"),
                      "axolotl": ("s2_attention", "relora", "activation_offloading")}
+# TRL's ModelConfig load_in_4bit / load_in_8bit without use_peft: a quantized model without adapters, which the Trainer
+# refuses (_trl_peft, TRL_PURELY_QUANTIZED)
+REFUSED_WHEN_TRUE["hf-training-args"] = ("load_in_4bit", "load_in_8bit")
 
 
 def _family(run: Run, path: Path) -> str | None:
@@ -694,25 +697,32 @@ def _max_memory_axolotl(d: dict[str, Any], run: Run) -> None:
         size = f"{limit}GiB" if isinstance(limit, int) else limit
         run.options["gpu_memory_limit"] = str(_accelerate_size("gpu_memory_limit", size))
         run.mapped.append("gpu_memory_limit")
-    mm = d.get("max_memory")
-    if mm is None:
-        return
+    if d.get("max_memory") is not None:
+        _max_memory_map(d["max_memory"], "max_memory", run)
+        run.mapped.append("max_memory")
+
+
+def _max_memory_map(mm: Any, key: str, run: Run, *, needs_cpu: bool = False) -> None:
+    """A max_memory mapping (accelerate utils/modeling.py get_max_memory: GPU indices, cpu, disk) → --gpu-memory-limit
+    for GPU 0; `needs_cpu`: no cpu entry means no CPU device, the modules past the GPU going to the disk."""
     if not isinstance(mm, dict) or not mm:
-        raise _KeyProblem("max_memory", "must be a mapping of devices (0, 1, ..., cpu, disk) to sizes")
+        raise _KeyProblem(key, "must be a mapping of devices (0, 1, ..., cpu, disk) to sizes")
     gpus = {k: v for k, v in mm.items() if str(k).strip().isdigit()}
     others = {str(k): v for k, v in mm.items() if k not in gpus}
     if set(others) - {"cpu", "disk"}:
-        raise _KeyProblem("max_memory", f"device {sorted(set(others) - {'cpu', 'disk'})[0]!r:.20} is not one "
+        raise _KeyProblem(key, f"device {sorted(set(others) - {'cpu', 'disk'})[0]!r:.20} is not one "
                           "accelerate knows (GPU indices, cpu, disk)")
     if "disk" in others:
-        raise _KeyProblem("max_memory", "a disk entry (modules offloaded to the disk) is not modelled; remove it")
+        raise _KeyProblem(key, "a disk entry (modules offloaded to the disk) is not modelled; remove it")
     if len(gpus) != 1 or int(str(next(iter(gpus))).strip()) != 0:
-        raise _KeyProblem("max_memory", "the placement is modelled on GPU 0 alone (accelerate's naive model "
+        raise _KeyProblem(key, "the placement is modelled on GPU 0 alone (accelerate's naive model "
                           "parallelism over several GPUs is not); keep one entry, 0")
-    run.options["gpu_memory_limit"] = str(_accelerate_size("max_memory", next(iter(gpus.values()))))
+    if needs_cpu and "cpu" not in others:
+        raise _KeyProblem(key, "without a cpu entry the modules past the GPU's limit go to the disk (accelerate "
+                          "get_max_memory adds no device), which is not modelled; add cpu: SIZE")
+    run.options["gpu_memory_limit"] = str(_accelerate_size(key, next(iter(gpus.values()))))
     if "cpu" in others:
         run.notes.append(MAX_MEMORY_CPU_NOTE.format(others["cpu"]))
-    run.mapped.append("max_memory")
 
 
 # axolotl's relora_steps: renamed relora + jagged_restart_steps in 7b68dfaf; AxolotlInputConfig (pydantic, unknown
@@ -1751,14 +1761,17 @@ _REF_BNB_KEYS = {"load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bi
                  "llm_int8_has_fp16_weight", "llm_int8_skip_modules", "llm_int8_enable_fp32_cpu_offload"}
 
 
+_REF_DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16",
+               "float32": "fp32", "fp32": "fp32", "float": "fp32"}
+
+
 def _ref_model_init_kwargs(raw: Any, run: Run, load_dtype: str) -> None:
     """ref_model_init_kwargs' dtype / torch_dtype, quantization_config (bitsandbytes 4-bit, double-quantized 4-bit,
     8-bit) and attn_implementation; any other keyword is refused in one line."""
     key = "ref_model_init_kwargs"
     if not isinstance(raw, dict):
         raise _KeyProblem(key, f"{raw!r:.40} is not a mapping of from_pretrained keywords")
-    dtypes = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16",
-              "float32": "fp32", "fp32": "fp32", "float": "fp32"}
+    dtypes = _REF_DTYPES
     for sub in sorted(set(map(str, raw)) - _REF_HARMLESS - {"dtype", "torch_dtype", "quantization_config",
                                                              "attn_implementation"}):
         raise _KeyProblem(f"{key}.{sub}", "a from_pretrained keyword vramcalc does not model for the reference; "
@@ -1784,9 +1797,22 @@ def _ref_quantization_config(quant: Any, run: Run, ref_dtype: str, dtypes: dict[
     """ref_model_init_kwargs.quantization_config (transformers utils/quantization_config.py BitsAndBytesConfig) →
     --ref-quant 4bit / 4bit-dq (bnb_4bit_use_double_quant) / 8bit (load_in_8bit: Linear8bitLt, LLM.int8)."""
     where = "ref_model_init_kwargs.quantization_config"
+    if isinstance(quant, dict) and not quant.get("load_in_8bit") \
+            and quant.get("bnb_4bit_quant_storage") not in (None, "uint8"):
+        raise _KeyProblem(where, "a non-uint8-stored 4-bit reference is not modelled; remove bnb_4bit_quant_storage")
+    kind = _bnb_config(quant, where, ref_dtype, dtypes, "the reference")
+    if kind:
+        run.options["ref_quant"] = kind
+
+
+def _bnb_config(quant: Any, where: str, dtype: str, dtypes: dict[str, str], whose: str) -> str:
+    """A from_pretrained quantization_config mapping (transformers 5.24 utils/quantization_config.py
+    BitsAndBytesConfig; quantizers/auto.py reads a dict by its load_in_* flags) as vramcalc models it: "8bit", "4bit",
+    "4bit-dq" (bnb_4bit_use_double_quant) or "" (no flag set); what else changes the storage or the matmuls is
+    refused in one line. `dtype` is the model's load dtype (bf16, fp16, fp32; "" unknown)."""
     if not isinstance(quant, dict) or sorted(set(map(str, quant)) - _REF_BNB_KEYS):
         raise _KeyProblem(where, "only bitsandbytes load_in_4bit / load_in_8bit (BitsAndBytesConfig's keys) is "
-                          "modelled for the reference; remove the rest")
+                          f"modelled for {whose}; remove the rest")
     if quant.get("quant_method") not in (None, "bitsandbytes"):
         raise _KeyProblem(where, "quant_method bitsandbytes is modelled; change the rest")
     # fp16 weights, skipped modules (4-bit too: the quantizer's modules_to_not_convert) and CPU offload change what is
@@ -1798,21 +1824,20 @@ def _ref_quantization_config(quant: Any, run: Run, ref_dtype: str, dtypes: dict[
     if quant.get("load_in_8bit"):
         if quant.get("load_in_4bit"):  # BitsAndBytesConfig refuses both at once
             raise _KeyProblem(where, "load_in_4bit and load_in_8bit together; keep one")
-        run.options["ref_quant"] = "8bit"
-        return
-    if quant.get("bnb_4bit_quant_storage") not in (None, "uint8"):
-        raise _KeyProblem(where, "a non-uint8-stored 4-bit reference is not modelled; remove bnb_4bit_quant_storage")
+        return "8bit"
     if str(quant.get("bnb_4bit_quant_type", "nf4")) not in ("nf4", "fp4"):
         raise _KeyProblem(where, "bnb_4bit_quant_type nf4 or fp4 is modelled (the same storage); change it")
     compute = quant.get("bnb_4bit_compute_dtype")
     # bitsandbytes nn/modules.py Linear4bit.set_compute_type: a bf16 or fp32 input sets the compute dtype to its
-    # own, so the default float32 compute dtype runs in the reference's dtype unless that is fp16.
-    if compute is not None and dtypes.get(str(compute).removeprefix("torch.")) not in (ref_dtype, "fp32") \
-            or (compute in (None, "float32", "torch.float32") and ref_dtype == "fp16"):
-        raise _KeyProblem(where, f"bnb_4bit_compute_dtype {compute!r:.20} with a {ref_dtype or 'default'} "
-                          "reference is not modelled; give the reference's dtype")
+    # own, so the default float32 compute dtype runs in the model's dtype unless that is fp16.
+    if compute is not None and dtypes.get(str(compute).removeprefix("torch.")) not in (dtype, "fp32") \
+            or (compute in (None, "float32", "torch.float32") and dtype == "fp16"):
+        name = "reference" if whose == "the reference" else "model"
+        raise _KeyProblem(where, f"bnb_4bit_compute_dtype {compute!r:.20} with a {dtype or 'default'} "
+                          f"{name} is not modelled; give the {name}'s dtype")
     if quant.get("load_in_4bit"):
-        run.options["ref_quant"] = "4bit-dq" if quant.get("bnb_4bit_use_double_quant") else "4bit"
+        return "4bit-dq" if quant.get("bnb_4bit_use_double_quant") else "4bit"
+    return ""
 
 
 # ---- online RL (memory/rl.py) -------------------------------------------------------------------------
@@ -2934,22 +2959,50 @@ def _trl_peft(d: dict[str, Any], run: Run) -> None:
     # every boolean read as TRL reads it, used or not (a quoted one is refused the same way either way)
     flag = {k: bool(_flag(HF, d.get(k), k)) for k in ("use_peft", "load_in_4bit", "load_in_8bit",
                                                       "use_bnb_nested_quant", "use_dora", "use_rslora")}
+    four, eight = flag["load_in_4bit"], flag["load_in_8bit"]
+    if four and eight:  # ModelConfig.__post_init__ (trl/trainer/model_config.py)
+        raise _KeyProblem("load_in_4bit", "TRL's ModelConfig refuses load_in_4bit with load_in_8bit; keep one")
+    if (four or eight) and not flag["use_peft"]:
+        # the TRL scripts (trl/scripts/sft.py, dpo.py, ...) pass get_quantization_config(model_args) to the trainer
+        # with or without use_peft: a quantized model without adapters, which the Trainer refuses
+        raise _KeyProblem("load_in_4bit" if four else "load_in_8bit", TRL_PURELY_QUANTIZED)
+    if str(d.get("bnb_4bit_quant_type", "nf4")) not in ("nf4", "fp4"):  # ModelConfig's choices
+        raise _KeyProblem("bnb_4bit_quant_type", f"{d['bnb_4bit_quant_type']!r:.30} is not one of TRL's choices: "
+                          "nf4 or fp4")
     if not flag["use_peft"]:
         return
     run.mapped.append("use_peft")
     run.options.update(method="lora", lora_dropout=0.05)
-    four, eight = flag["load_in_4bit"], flag["load_in_8bit"]
     if four or eight:
-        run.options.update(method="qlora", quant_bits=4 if four else 8, kbit_prep=False, adapter_dtype="bf16",
-                           double_quant=flag["use_bnb_nested_quant"])
-        run.notes.append("TRL QLoRA: adapters cast to bf16 (DoRA's magnitude vectors, small, counted so too); no "
-                         "prepare_model_for_kbit_training.")
+        _trl_qlora(run, 4 if four else 8, flag["use_bnb_nested_quant"])
+        # get_quantization_config: bnb_4bit_compute_dtype = ModelConfig.dtype, the load dtype; the quant type (NF4,
+        # FP4) and bnb_4bit_quant_storage store the same bytes (_bnb_config, TRL_QUANT_STORAGE)
+        _seen(d, run, "bnb_4bit_quant_type", "bnb_4bit_quant_storage")
     run.mapped += [k for k in ("load_in_4bit", "load_in_8bit", "use_bnb_nested_quant", "lora_task_type") if k in d]
     _take(d, run, "lora_r", "lora_rank", int)
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
     _take(d, run, "lora_target_modules", "lora_targets", _targets)
     _lora_variants(HF, d, run, "use_dora", "lora_modules_to_save")
+
+
+# transformers 5.24 trainer_utils.py validate_quantization_for_training, run by Trainer.__init__: a bitsandbytes
+# model without a peft adapter is refused ("You cannot perform fine-tuning on purely quantized models").
+TRL_PURELY_QUANTIZED = ("a 4/8-bit model without adapters: transformers' Trainer refuses it (\"You cannot perform "
+                        "fine-tuning on purely quantized models\", trainer_utils.py); set use_peft: true (TRL's "
+                        "LoRA keys) for QLoRA, or remove the quantization")
+TRL_QLORA_NOTE = ("TRL QLoRA: adapters cast to bf16 (DoRA's magnitude vectors, small, counted so too); no "
+                  "prepare_model_for_kbit_training.")
+
+
+def _trl_qlora(run: Run, bits: int, double_quant: bool) -> None:
+    """A TRL trainer over a bitsandbytes model with peft adapters (TRL 1.16 sft_trainer.py, dpo_trainer.py,
+    kto_trainer.py, grpo_trainer.py, rloo_trainer.py, reward_trainer.py __init__): get_peft_model without peft's
+    prepare_model_for_kbit_training (--no-kbit-prep), then every trainable parameter but DoRA's magnitude vectors
+    cast to bf16 (--adapter-dtype bf16)."""
+    run.options.update(method="qlora", quant_bits=bits, kbit_prep=False, adapter_dtype="bf16",
+                       double_quant=double_quant)
+    run.notes.append(TRL_QLORA_NOTE)
 
 
 def _hf_gc_key(d: dict[str, Any]) -> str:
@@ -3084,18 +3137,15 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
             if "model_init_kwargs" not in run.mapped:
                 run.mapped.append("model_init_kwargs")
     if isinstance(init, dict):
-        # from_pretrained keywords that size nothing in a training step (revision, trust_remote_code, the load
-        # path); any other (quantization_config, device_map, max_memory, ...) is named, not dropped
-        harmless = {"dtype", "torch_dtype", "attn_implementation", "revision", "trust_remote_code",
-                    "low_cpu_mem_usage", "use_cache", "cache_dir", "token"}
-        for key in sorted(set(map(str, init)) - harmless):
-            _unmodelled(run, f"model_init_kwargs.{key}", "a from_pretrained keyword vramcalc does not read")
+        _trl_model_init_kwargs(init, run)
     if d.get("ref_model_init_kwargs") is not None:
         _ref_model_init_kwargs(d["ref_model_init_kwargs"], run, load_dtype)
     half = "bf16" if _flag(HF, d.get("bf16"), "bf16") else "fp16" if _flag(HF, d.get("fp16"), "fp16") else None
     run.mapped += [k for k in ("bf16", "fp16") if k in d]
     run.options["method"] = "full"
     _trl_peft(d, run)
+    if isinstance(init, dict) and init.get("quantization_config") is not None:
+        _trl_quantization_config(init["quantization_config"], d, run, load_dtype)
     sharded = _hf_multi_gpu(d, path, run)
     loaded16 = _HALF_DTYPES.get(load_dtype) if load_dtype != "auto" else "bf16"
     if sharded and (half or loaded16):
@@ -3127,6 +3177,94 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
         )
     _foreign_keys(HF, d, run)
     return _finish(d, run)
+
+
+# TRL 1.16's trainers (trainer/sft_trainer.py, dpo_trainer.py, kto_trainer.py, grpo_trainer.py, rloo_trainer.py,
+# reward_trainer.py __init__) load a model named by a string with create_model_from_path(model, **model_init_kwargs)
+# (trainer/utils.py): from_pretrained with the file's keywords, device_map "auto" where the file gives none (None on
+# a CPU, and under a multi-GPU or DeepSpeed launch). The keywords that size nothing in a training step:
+_TRL_INIT_HARMLESS = {"dtype", "torch_dtype", "attn_implementation", "revision", "trust_remote_code",
+                      "low_cpu_mem_usage", "use_cache", "cache_dir", "token"}
+# ... and the ones read here: quantization_config (_trl_quantization_config), device_map and max_memory.
+_TRL_INIT_READ = {"quantization_config", "device_map", "max_memory"}
+# from_pretrained's device_map words (transformers 5.24 integrations/accelerate.py check_and_set_device_map): "auto",
+# "balanced" and "balanced_low_0" run get_balanced_memory, which on one GPU and no max_memory gives the model 90 % of
+# the GPU's free memory; "sequential" all of it (get_max_memory). What does not fit would go to the CPU.
+_DEVICE_MAP_WORDS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+TRL_MAX_MEMORY_UNREAD = ("model_init_kwargs.max_memory: no memory change: from_pretrained reads it only with "
+                         "device_map auto / balanced / balanced_low_0 / sequential.")
+
+
+def _gpu_index(value: Any) -> int | None:
+    """The CUDA device a device_map value names (an int, "cuda", "cuda:N", "N"), or None (cpu, disk, ...)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    text = str(value).strip()
+    if text == "cuda":  # check_and_set_device_map: the local rank's GPU
+        return 0
+    text = text.removeprefix("cuda:")
+    return int(text) if text.isdigit() else None
+
+
+def _trl_model_init_kwargs(init: dict[Any, Any], run: Run) -> None:
+    """model_init_kwargs' placement keywords: device_map on one GPU (no change, noted), a map with modules on the
+    CPU, the disk or several GPUs refused; max_memory beside a device_map word (TRL's default "auto") is
+    --gpu-memory-limit --whole-layers; any other keyword but the harmless and quantization_config named as not
+    modelled."""
+    for key in sorted(set(map(str, init)) - _TRL_INIT_HARMLESS - _TRL_INIT_READ):
+        _unmodelled(run, f"model_init_kwargs.{key}", "a from_pretrained keyword vramcalc does not read")
+    where = "model_init_kwargs.device_map"
+    dmap = init.get("device_map", "auto")  # create_model_from_path's default on a GPU
+    if isinstance(dmap, str) and dmap in _DEVICE_MAP_WORDS:
+        if init.get("max_memory") is not None:  # _get_device_map reads max_memory for these words only
+            # transformers 5.24 integrations/accelerate.py: on one GPU get_balanced_memory keeps the user's limit
+            # (balanced_low_0 has no effect there, sequential skips it), then infer_auto_device_map with the model's
+            # _no_split_modules: --gpu-memory-limit --whole-layers (memory/placement.py)
+            _max_memory_map(init["max_memory"], "model_init_kwargs.max_memory", run, needs_cpu=True)
+            run.options["whole_layers"] = True
+        elif "device_map" in init:
+            run.notes.append(f"{where} {dmap}: no memory change on one GPU while the weights fit in its free memory "
+                             f"({'all' if dmap == 'sequential' else '90 %'} of it: transformers get_balanced_memory); "
+                             "beyond it modules would go to the CPU, which is not modelled.")
+    elif dmap is None:  # from_pretrained loads on the CPU and the Trainer moves the model to its GPU
+        if init.get("max_memory") is not None:
+            run.notes.append(TRL_MAX_MEMORY_UNREAD)
+    else:
+        values = list(dmap.values()) if isinstance(dmap, dict) else [dmap]
+        gpus = {_gpu_index(v) for v in values}
+        if not values or None in gpus:
+            raise _KeyProblem(where, "modules on the CPU or the disk (accelerate's offload hooks over a hand-written "
+                              "map) are not modelled; remove it (the whole model on the GPU)")
+        if len(gpus) > 1:
+            raise _KeyProblem(where, "a model split over several GPUs in one process (naive model parallelism) is not "
+                              "modelled; remove it, or train data-parallel (--gpus N)")
+        run.notes.append(f"{where}: no memory change: the whole model on one GPU.")
+        if init.get("max_memory") is not None:  # a map that is not one of the words leaves max_memory unread
+            run.notes.append(TRL_MAX_MEMORY_UNREAD)
+    if _TRL_INIT_READ & set(init) and "model_init_kwargs" not in run.mapped:
+        run.mapped.append("model_init_kwargs")
+
+
+def _trl_quantization_config(quant: Any, d: dict[str, Any], run: Run, load_dtype: str) -> None:
+    """model_init_kwargs.quantization_config (a BitsAndBytesConfig dict, _bnb_config) with TRL's peft keys →
+    --method qlora, --quant-bits 4 / 8, --double-quant (_trl_qlora); without adapters refused as the Trainer
+    refuses it."""
+    where = "model_init_kwargs.quantization_config"
+    if any(_flag(HF, d.get(k), k) for k in ("load_in_4bit", "load_in_8bit")):
+        # sft_trainer.py (and the other trainers): "You set `quantization_config` both as a trainer argument and in
+        # `args.model_init_kwargs`" (the TRL scripts pass the ModelConfig's as the trainer argument)
+        raise _KeyProblem(where, "TRL refuses it beside the ModelConfig keys load_in_4bit / load_in_8bit (the "
+                          "scripts pass those as the trainer's quantization_config); keep one")
+    dtype = "bf16" if load_dtype == "auto" else _REF_DTYPES.get(load_dtype.removeprefix("torch."), "")
+    kind = _bnb_config(quant, where, dtype, _REF_DTYPES, "the model")
+    if not kind:
+        raise _KeyProblem(where, "neither load_in_4bit nor load_in_8bit is true; set one, or remove it")
+    if run.options.get("method") not in ("lora", "qlora"):
+        raise _KeyProblem(where, TRL_PURELY_QUANTIZED)
+    # bitsandbytes 0.50 backends/cuda/ops.py quantize_4bit: ((n + 1) // (itemsize * 2)) elements of the storage
+    # dtype, n / 2 bytes whatever bnb_4bit_quant_storage is (n even, as every Linear's here): no change
+    _trl_qlora(run, 8 if kind == "8bit" else 4, kind == "4bit-dq")
 
 
 _FSDP_STRATEGY = {"full_shard": "full-shard", "shard_grad_op": "shard-grad-op", "hybrid_shard": "hybrid-shard",

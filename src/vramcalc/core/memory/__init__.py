@@ -197,6 +197,11 @@ def _estimate_run(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         resized, inner = _new_tokens.view(model, training)
         b = estimate(resized, inner)
         return replace(b, notes=(*b.notes, _new_tokens.note(model, training)))
+    if training.whole_layers and training.gpu_memory_limit == "none":
+        from vramcalc.core.errors import UnsupportedCombination
+
+        raise UnsupportedCombination("--whole-layers is how --gpu-memory-limit places the model: give the limit, or "
+                                     "drop --whole-layers")
     if training.gpu_memory_limit != "none":  # accelerate's max_memory placement, its hooks' copies (placement.py)
         from vramcalc.core.memory import placement as _placement
 

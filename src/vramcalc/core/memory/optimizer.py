@@ -52,7 +52,9 @@ def _numel(shape: tuple[int, ...]) -> int:
 def state_dtype(recipe: Recipe, training: TrainingSpec) -> str:
     """Dtype of 32-bit-style optimizer states: the parameter's dtype for `pure-*` (torch zeros_like), else fp32."""
     if training.method in ADAPTER_DTYPE_METHODS:
-        return training.adapter_dtype if recipe.pure else "fp32"
+        # autocast-* keeps no master copy: the adapters' states are zeros_like(adapter) too, bf16 where the adapters
+        # are (TRL's QLoRA casts them to bf16: sft_trainer.py; measured, --grid trlqlora)
+        return training.adapter_dtype if recipe.pure or recipe.autocast16 else "fp32"
     return recipe.state if recipe.pure else "fp32"
 
 

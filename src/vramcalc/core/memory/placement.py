@@ -88,8 +88,9 @@ def _parent(name: str, children: tuple[Node, ...]) -> Node:
     return Node(name, sum(c.size_bytes for c in children), children)
 
 
-def module_tree(m: ModelSpec, elem: int) -> Node:
-    """The causal LM's modules in registration order with compute_module_sizes' bytes at `elem` bytes per element."""
+def module_tree(m: ModelSpec, elem: int, fp32_buffers: bool = False) -> Node:
+    """The causal LM's modules in registration order with compute_module_sizes' bytes at `elem` bytes per element
+    (`fp32_buffers`: the float buffers at their own fp32, as transformers' compute_module_sizes counts them)."""
     assert m.hidden_size is not None and m.intermediate_size is not None and m.vocab_size is not None
     assert m.num_layers is not None and m.num_attention_heads is not None
     h, i, v, d = m.hidden_size, m.intermediate_size, m.vocab_size, head_dim(m)
@@ -109,28 +110,38 @@ def module_tree(m: ModelSpec, elem: int) -> Node:
         layers.append(_parent(p, (_parent(f"{p}.self_attn", tuple(attn)), _parent(f"{p}.mlp", mlp),
                                   _leaf(f"{p}.input_layernorm", h, elem),
                                   _leaf(f"{p}.post_attention_layernorm", h, elem))))
-    # rotary_emb: inv_freq and original_inv_freq, fp32 buffers of head_dim / 2, counted at min(dtype, fp32)
-    rotary = _leaf("model.rotary_emb", 2 * (d // 2), min(elem, 4))
+    # rotary_emb: inv_freq and original_inv_freq, fp32 buffers of head_dim / 2, counted at min(dtype, fp32) by
+    # accelerate's compute_module_sizes(dtype=...), at fp32 by transformers 5.24's (integrations/accelerate.py)
+    rotary = _leaf("model.rotary_emb", 2 * (d // 2), 4 if fp32_buffers else min(elem, 4))
     body = _parent("model", (_leaf("model.embed_tokens", v * h, elem), _parent("model.layers", tuple(layers)),
                              _leaf("model.norm", h, elem), rotary))
     return _parent("", (body, _leaf("lm_head", v * h, elem)))
 
 
-def _max_leaf(nodes: list[Node]) -> int:
-    """get_max_layer_size: the largest leaf under `nodes`."""
+def _whole(n: Node) -> bool:
+    """A decoder layer: one of the model's _no_split_modules (LlamaDecoderLayer, MistralDecoderLayer, ...)."""
+    parts = n.name.split(".")
+    return len(parts) == 3 and n.name.startswith("model.layers.")
+
+
+def _max_leaf(nodes: list[Node], whole_layers: bool = False) -> int:
+    """get_max_layer_size: the largest leaf under `nodes` (a decoder layer counted whole with `whole_layers`)."""
     best = 0
     stack = list(nodes)
     while stack:
         n = stack.pop()
-        if n.children:
+        if n.children and not (whole_layers and _whole(n)):
             stack.extend(n.children)
         else:
             best = max(best, n.size_bytes)
     return best
 
 
-def place(root: Node, gpu_bytes: int, cpu_bytes: int = AXOLOTL_CPU_BYTES) -> Placement:
-    """infer_auto_device_map on one GPU and the CPU (accelerate 1.15 utils/modeling.py), no tied weights."""
+def place(root: Node, gpu_bytes: int, cpu_bytes: int = AXOLOTL_CPU_BYTES, whole_layers: bool = False) -> Placement:
+    """infer_auto_device_map on one GPU and the CPU (accelerate 1.15 utils/modeling.py), no tied weights.
+    `whole_layers`: transformers 5.24's own walk for from_pretrained(device_map="auto", max_memory=...)
+    (integrations/accelerate.py infer_auto_device_map with no_split_module_classes=model._no_split_modules): a decoder
+    layer is never split, and the room kept on the GPU is the largest remaining layer or leaf outside the layers."""
     todo = list(root.children)
     devices = ("gpu", "cpu", "disk")
     limits = {"gpu": gpu_bytes, "cpu": cpu_bytes}
@@ -144,13 +155,13 @@ def place(root: Node, gpu_bytes: int, cpu_bytes: int = AXOLOTL_CPU_BYTES) -> Pla
         # both the first GPU and the CPU are "main devices": each keeps room for the largest leaf still to place
         # other than this module's own (max_layer_names drops the popped module's leaves, then recomputes over the
         # rest when none is left)
-        reserve = _max_leaf(todo[1:])
+        reserve = _max_leaf(todo[1:], whole_layers)
         if dev == "disk" or used[dev] + node.size_bytes <= limits[dev] - reserve:
             used[dev] += node.size_bytes
             where[dev].append(node)
             todo.pop(0)
             continue
-        if node.children:  # split: its children take its place
+        if node.children and not (whole_layers and _whole(node)):  # split: its children take its place
             todo[0:1] = list(node.children)
             continue
         if dev == "gpu":
@@ -219,7 +230,7 @@ def check(m: ModelSpec, t: TrainingSpec) -> Placement:
     from vramcalc.core.memory.precision import RECIPES
 
     elem = dtype_bytes(RECIPES[precision].weight)
-    p = place(module_tree(m, elem), limit)
+    p = place(module_tree(m, elem, fp32_buffers=t.whole_layers), limit, whole_layers=t.whole_layers)
     if p.gpu_bytes == 0:
         raise UnsupportedCombination(
             f"{FLAG} {t.gpu_memory_limit} leaves no module on the GPU (accelerate keeps {p.reserve_bytes:,} B for "
@@ -333,9 +344,13 @@ def apply(m: ModelSpec, t: TrainingSpec, b: Breakdown, p: Placement) -> Breakdow
     details["weights.offload_copies_peak"] = max(copies(key) for key, _, _ in b.moments)
     gib = offloaded / 2**30
     notes.append(
-        f"gpu memory limit {t.gpu_memory_limit}: accelerate's infer_auto_device_map (axolotl gpu_memory_limit / "
-        f"max_memory) puts {len(cpu)} modules, {offloaded:,} B ({gib:.2f} GiB), on the CPU (host RAM, "
-        f"cpu_offload_bytes), keeping {p.reserve_bytes:,} B free for the largest leaf; each forward their "
+        f"gpu memory limit {t.gpu_memory_limit}: "
+        + ("transformers' infer_auto_device_map (from_pretrained device_map auto with max_memory, each decoder layer "
+           "whole)" if t.whole_layers else "accelerate's infer_auto_device_map (axolotl gpu_memory_limit / "
+           "max_memory)")
+        + f" puts {len(cpu)} modules, {offloaded:,} B ({gib:.2f} GiB), on the CPU (host RAM, "
+        f"cpu_offload_bytes), keeping {p.reserve_bytes:,} B free for the largest "
+        f"{'layer' if t.whole_layers else 'leaf'}; each forward their "
         "AlignDevicesHook copies them to the GPU"
         + (", where autograd holds every copy (and its gradient) until the graph is freed; the offloaded parameters "
            "are not updated and have no optimizer state (the optimizer holds their meta placeholders)" if full else
