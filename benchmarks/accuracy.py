@@ -1921,7 +1921,47 @@ AXOOFF_FILES: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+# axolotl's plain checkpointing as axolotl @ 067b021c runs it (`--grid axogc`, issue 13): axolotl files with
+# gradient_checkpointing: true and no gradient_checkpointing_kwargs, which normalize_config turns into
+# {use_reentrant: true} (io/runfiles.py _gc_kwargs_axolotl: --reentrant-gc), read by the axolotl reader (its LoRA
+# kernels, the 16-bit load, QLoRA without peft's fp32 casts), on TinyLlama, Qwen2.5 0.5B and Llama 3.2 1B x full / LoRA
+# all-linear / QLoRA NF4, with and without a loss saver from a listed plugin (Cut Cross-Entropy, Liger's fused linear
+# cross-entropy: the peak moves from the loss's backward to a layer's) x b2 s1024 / b1 s2048 / b2 s2048 (8 cases).
+# Written to accuracy_axogc.{json,md}, its traces to trace_cache_axogc.json.
+_AX_CCE = ["axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"]
+_AX_LIGER = ["axolotl.integrations.liger.LigerPlugin"]
+AXOGC_FILES: tuple[tuple[str, dict[str, Any]], ...] = tuple((label, {"bf16": True, "gradient_checkpointing": True, **d})
+                                                            for label, d in (
+    ("full | gc | b2 s1024", {"base_model": "tinyllama-1.1b", "sequence_len": 1024, "micro_batch_size": 2}),
+    ("lora all-linear | gc | b2 s1024", {"base_model": "tinyllama-1.1b", "adapter": "lora", "lora_target_linear": True,
+                                         "sequence_len": 1024, "micro_batch_size": 2}),
+    ("qlora all-linear | gc | b2 s1024", {"base_model": "tinyllama-1.1b", "adapter": "qlora", "load_in_4bit": True,
+                                          "lora_target_linear": True, "sequence_len": 1024, "micro_batch_size": 2}),
+    ("lora all-linear | gc cce | b2 s2048", {"base_model": "tinyllama-1.1b", "adapter": "lora",
+                                             "lora_target_linear": True, "plugins": _AX_CCE, "sequence_len": 2048,
+                                             "micro_batch_size": 2}),
+    ("full | gc | b1 s2048", {"base_model": "qwen2.5-0.5b", "sequence_len": 2048, "micro_batch_size": 1}),
+    ("lora all-linear | gc | b1 s2048", {"base_model": "qwen2.5-0.5b", "adapter": "lora", "lora_target_linear": True,
+                                         "sequence_len": 2048, "micro_batch_size": 1}),
+    ("qlora all-linear | gc cce | b2 s1024", {"base_model": "qwen2.5-0.5b", "adapter": "qlora", "load_in_4bit": True,
+                                              "lora_target_linear": True, "plugins": _AX_CCE, "sequence_len": 1024,
+                                              "micro_batch_size": 2}),
+    ("lora all-linear | gc liger-flce | b2 s1024", {"base_model": "llama-3.2-1b", "adapter": "lora",
+                                                    "lora_target_linear": True, "plugins": _AX_LIGER,
+                                                    "liger_fused_linear_cross_entropy": True, "sequence_len": 1024,
+                                                    "micro_batch_size": 2}),
+))
+
+
 def axooff_grid() -> list[dict[str, Any]]:
+    return _axolotl_file_grid(AXOOFF_FILES)
+
+
+def axogc_grid() -> list[dict[str, Any]]:
+    return _axolotl_file_grid(AXOGC_FILES)
+
+
+def _axolotl_file_grid(files: tuple[tuple[str, dict[str, Any]], ...]) -> list[dict[str, Any]]:
     import tempfile
     from dataclasses import fields
 
@@ -1931,7 +1971,7 @@ def axooff_grid() -> list[dict[str, Any]]:
     known = {f.name for f in fields(TrainingSpec)}
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, d in AXOOFF_FILES:
+        for label, d in files:
             f = Path(tmp) / "axolotl.yaml"
             f.write_text(json.dumps(d))  # JSON is YAML: read as the CLI reads `--config axolotl.yaml`
             run = runfiles.load(str(f))[0]
@@ -3923,6 +3963,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "refkw": refkw_grid,
          "gc-offload": gc_offload_grid,
          "axooff": axooff_grid,
+         "axogc": axogc_grid,
          "ref8": ref8_grid,
          "dpo32": dpo32_grid,
          "eager32": eager32_grid,
@@ -4027,6 +4068,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "gc-offload": " (transformers' offloaded checkpointing: save_on_cpu around each checkpoint, issue 13)",
           "axooff": " (axolotl's gradient_checkpointing: offload / activation_offloading as axolotl 067b021c runs "
                     "them, issue 13)",
+          "axogc": " (axolotl's gradient_checkpointing: true with its default keywords {use_reentrant: true}, "
+                   "issue 13)",
           "pixels": " (LLaMA-Factory image_max_pixels on LLaVA-NeXT and Llama 4: the budget's worst image; issue 13)",
           }
 
@@ -4208,11 +4251,13 @@ def main() -> None:
                     "15 FP8 training cases (torchao Float8Linear, tensorwise and rowwise); tp: issue 13's 28 cases of "
                     "transformers' tensor parallelism (one rank of tp_plan); gc-offload: issue 13's 24 cases of "
                     "transformers' offloaded checkpointing (save_on_cpu around each checkpoint); axooff: issue 13's 8 "
-                    "axolotl files with offloaded checkpointing (TRL's OffloadActivations); early-stop: issue "
-                    "13's 24 cases of non-reentrant checkpointing without early stop (--no-ac-early-stop); maxmem: "
-                    "issue 13's 32 cases of accelerate's max_memory placement (axolotl gpu_memory_limit); trlqlora: "
-                    "issue 13's 12 TRL QLoRA cases (model_init_kwargs.quantization_config with use_peft); "
-                    "maxmem-layers: issue 13's 24 cases of transformers' max_memory placement (whole layers)"
+                    "axolotl files with offloaded checkpointing (TRL's OffloadActivations); axogc: issue 13's 8 "
+                    "axolotl files with gradient_checkpointing: true (axolotl's default reentrant keywords); "
+                    "early-stop: issue 13's 24 cases of non-reentrant checkpointing without early stop "
+                    "(--no-ac-early-stop); maxmem: issue 13's 32 cases of accelerate's max_memory placement "
+                    "(axolotl gpu_memory_limit); trlqlora: issue 13's 12 TRL QLoRA cases "
+                    "(model_init_kwargs.quantization_config with use_peft); maxmem-layers: issue 13's 24 cases of "
+                    "transformers' max_memory placement (whole layers)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -4249,6 +4294,7 @@ def main() -> None:
                          "refkw",
                          "gc-offload",
                          "axooff",
+                         "axogc",
                          "ref8",
                          "dpo32",
                          "eager32",

@@ -72,8 +72,15 @@ def test_kwargs_every_n_layers_and_host_only_keywords(tmp_path: Path) -> None:
     run = _load(tmp_path, {"output_dir": "o", "gradient_checkpointing_kwargs": {"every_n_layers": 2}})
     assert "ac_every" not in run.options
     # offload (save_on_cpu around each checkpoint): --ac-offload; early_stop false: --no-ac-early-stop
-    run = _load(tmp_path, {**base, "activation_checkpointing_kwargs": {"offload": True, "early_stop": False}})
+    run = _load(tmp_path, {**base, "activation_checkpointing_kwargs": {"offload": True, "early_stop": False,
+                                                                       "use_reentrant": False}})
     assert run.options["ac_offload"] and run.options["ac_early_stop"] is False and not run.unmodelled
+    # without use_reentrant, what the Trainer leaves after popping offload ({early_stop: false}) reaches torch 2.13's
+    # checkpoint, whose use_reentrant=None means true (checked through the Trainer in
+    # tests/test_axolotl_reader_gaps.py): reentrant, and early_stop unread
+    run = _load(tmp_path, {**base, "activation_checkpointing_kwargs": {"offload": True, "early_stop": False}})
+    assert run.options["ac_offload"] and run.options["reentrant_gc"] and "ac_early_stop" not in run.options
+    assert any("early_stop has no effect" in n for n in run.notes)
     # under use_reentrant true torch never reads early_stop (its rerun is the whole layer): a note, no option
     run = _load(tmp_path, {**base, "gradient_checkpointing_kwargs": {"use_reentrant": True, "early_stop": False}})
     assert "ac_early_stop" not in run.options and any("early_stop has no effect" in n for n in run.notes)

@@ -278,6 +278,11 @@ def _with(tool: str, key: str, value: Any) -> dict[str, Any]:
     if last in ("optim", "optimizer") and str(value).startswith(("galore_", "apollo_")):
         # transformers refuses GaLore/APOLLO without optim_target_modules, and so does io/runfiles.py _low_rank
         config["optim_target_modules"] = ["attn", "mlp"]
+    for plugin, keys in runfiles.AX_PLUGIN_KEYS.items():
+        if tool == "axolotl" and key in keys:
+            # axolotl reads a plugin's keys only with the plugin listed (io/runfiles.py AX_PLUGINS); CutCrossEntropyArgs
+            # defaults cut_cross_entropy to true, which is the key drawn here
+            config["plugins"] = [plugin]
     if tool == "llama-factory" and last == "resize_vocab":
         # LLaMA-Factory refuses to resize a quantized model's embeddings (model_utils/embedding.py), and so does
         # io/runfiles.py _vocab_llama_factory: the base's quantization_bit would make every true a refusal

@@ -144,7 +144,9 @@ def test_run_files_map_the_kernels(tmp_path) -> None:  # type: ignore[no-untyped
     from vramcalc.io import runfiles
 
     # axolotl: liger_rope + liger_rms_norm + liger_glu_activation on a Llama with LoRA in bf16: --kernels liger.
-    ax = "base_model: meta-llama/Llama-3.2-1B\nadapter: lora\nbf16: true\nliger_fused_linear_cross_entropy: true\n"
+    # (with axolotl's Liger plugin listed: without it axolotl drops the keys, tests/test_axolotl_reader_gaps.py)
+    ax = ("base_model: meta-llama/Llama-3.2-1B\nadapter: lora\nbf16: true\nliger_fused_linear_cross_entropy: true\n"
+          "plugins: [axolotl.integrations.liger.LigerPlugin]\n")
     full = tmp_path / "ax.yaml"
     full.write_text(ax + "liger_rope: true\nliger_rms_norm: true\nliger_glu_activation: true\n")
     run = runfiles.load(str(full))[0]

@@ -139,7 +139,12 @@ def test_unsloth_patch_never_reaches_the_model() -> None:
 # --- run files and the CLI -------------------------------------------------------------------------------
 def _axolotl(tmp_path: Path, body: str) -> runfiles.Run:
     path = tmp_path / "ax.yaml"
-    path.write_text("base_model: meta-llama/Llama-3.2-1B\nadapter: lora\nlora_target_linear: true\n" + body)
+    # axolotl's Liger and Cut Cross-Entropy plugins listed: without them axolotl drops their keys
+    # (tests/test_axolotl_reader_gaps.py); cut_cross_entropy: false since CutCrossEntropyArgs defaults it to true
+    path.write_text("base_model: meta-llama/Llama-3.2-1B\nadapter: lora\nlora_target_linear: true\nplugins:\n"
+                    "  - axolotl.integrations.liger.LigerPlugin\n"
+                    "  - axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin\n"
+                    + ("" if "cut_cross_entropy:" in body else "cut_cross_entropy: false\n") + body)
     return runfiles.load(str(path))[0]
 
 
@@ -148,11 +153,12 @@ def test_axolotl_cross_entropy_keys(tmp_path: Path) -> None:
     assert run.options["loss"] == LIGER and run.unmodelled == [] and "liger_cross_entropy" in run.mapped
     off = _axolotl(tmp_path, "liger_cross_entropy: false\n")
     assert "loss" not in off.options and off.unmodelled == [] and "liger_cross_entropy" not in off.ignored
-    # axolotl's plugin raises with both (integrations/liger/plugin.py "Cannot have both")
+    # axolotl refuses two cross-entropy options (utils/schemas/validation.py check_cross_entropy_conflicts; its Liger
+    # plugin raises "Cannot have both" too)
     with pytest.raises(VramcalcError, match="liger_cross_entropy"):
         _axolotl(tmp_path, "liger_cross_entropy: true\nliger_fused_linear_cross_entropy: true\n")
-    # Cut Cross-Entropy replaces the model's forward, which then never calls nn.functional.cross_entropy
-    assert _axolotl(tmp_path, "liger_cross_entropy: true\ncut_cross_entropy: true\n").options["loss"] == "cut"
+    with pytest.raises(VramcalcError, match="liger_cross_entropy: axolotl refuses it beside cut_cross_entropy"):
+        _axolotl(tmp_path, "liger_cross_entropy: true\ncut_cross_entropy: true\n")
     uns = _axolotl(tmp_path, "unsloth_cross_entropy_loss: true\n")
     assert "loss" not in uns.options and uns.unmodelled == [] and "unsloth_cross_entropy_loss" in uns.mapped
     assert runfiles.UNSLOTH_CE_NOTE in uns.notes
@@ -196,8 +202,9 @@ def test_axolotl_liger_cross_entropy_where_liger_applies(tmp_path: Path) -> None
     # GPT-2 is not a model type Liger's plugin patches (monkey_patch.py MODEL_TYPE_TO_APPLY_LIGER_FN): axolotl logs
     # "Liger not applied" and transformers' loss runs
     path = tmp_path / "ax.yaml"
-    path.write_text("base_model: gpt2\nliger_cross_entropy: true\n")
+    plugin = "plugins: [axolotl.integrations.liger.LigerPlugin]\n"
+    path.write_text("base_model: gpt2\nliger_cross_entropy: true\n" + plugin)
     run = runfiles.load(str(path))[0]
     assert "loss" not in run.options and any("does not patch gpt2" in n for n in run.notes)
-    path.write_text("base_model: Qwen/Qwen2.5-0.5B\nliger_cross_entropy: true\n")
+    path.write_text("base_model: Qwen/Qwen2.5-0.5B\nliger_cross_entropy: true\n" + plugin)
     assert runfiles.load(str(path))[0].options["loss"] == LIGER

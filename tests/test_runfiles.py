@@ -65,6 +65,9 @@ def test_axolotl() -> None:
         "batch_size": 2,
         "grad_accum": 4,
         "grad_checkpointing": True,
+        # no gradient_checkpointing_kwargs and no rl: axolotl's normalize_config gives {use_reentrant: true}
+        # (tests/test_axolotl_reader_gaps.py)
+        "reentrant_gc": True,
         "optimizer": "adamw-8bit",  # adamw_bnb_8bit
         "precision": "bf16",  # bf16: auto, LoRA: a bf16 base (adapters stay fp32)
         "attention": "flash",  # flash_attention: true (flash_attention_2)
@@ -271,11 +274,13 @@ def test_unmodelled_memory_keys_are_named_in_full(tmp_path: Path) -> None:
     # (torch_compile left this list: --compile, io/runfiles.py _torch_compile, memory/compiled.py)
     # (max_memory left this list: axolotl's is mapped, _max_memory_axolotl, --gpu-memory-limit)
     # (enable_liger_kernel, cut_cross_entropy left it: a transformers file refuses them, tests/test_foreign_keys.py)
-    keys = dict.fromkeys(("use_apollo", "use_galore"), True)
+    # (use_galore, use_apollo left it: refused in a transformers file, tests/test_foreign_keys.py)
+    # DPO's disable_dropout: false keeps dropout in the policy and the reference (io/runfiles.py _preference_trl)
+    keys = {"disable_dropout": False}
     filler = {f"harmless_{i}": 1 for i in range(20)}  # more than the 12 ignored keys the note shows
     import json
 
-    run = runfiles.load(_json(tmp_path, "a.json", json.dumps({"output_dir": "o", **filler, **keys})))[0]
+    run = runfiles.load(_json(tmp_path, "a.json", json.dumps({"output_dir": "o", "beta": 0.1, **filler, **keys})))[0]
     assert set(run.unmodelled) == set(keys)
     assert not set(keys) & set(run.ignored)
     line = run.notes[0]
@@ -292,7 +297,9 @@ def test_torchtune_and_axolotl_memory_keys(tmp_path: Path) -> None:
     assert tt.unmodelled == []
     assert (tt.options["optimizer_in_bwd"], tt.options["activation_offload"], tt.options["loss"]) == (
         True, True, "chunked")
-    liger = "base_model: mistral-7b\nliger_fused_linear_cross_entropy: "
+    # (read with axolotl's Liger plugin listed: without it axolotl drops the key, tests/test_axolotl_reader_gaps.py)
+    liger = ("base_model: mistral-7b\nplugins: [axolotl.integrations.liger.LigerPlugin]\n"
+             "liger_fused_linear_cross_entropy: ")
     ax = runfiles.load(_json(tmp_path, "ax.yaml", liger + "true\n"))[0]
     assert ax.unmodelled == [] and ax.options["loss"] == "fused-linear"
     tc = runfiles.load(_json(tmp_path, "tc.yaml", "base_model: mistral-7b\ntorch_compile: true\n"))[0]
@@ -335,6 +342,7 @@ def test_memory_keys_once_ignored_are_named(tmp_path: Path) -> None:
     # --gpu-memory-limit, accelerate's placement of the modules past the limit on the CPU: tests/test_max_memory.py)
     ax_keys: tuple[str, ...] = ()
     ax = runfiles.load(_json(tmp_path, "ax.yaml", "base_model: mistral-7b\nadapter: lora\nliger_rms_norm: true\n"
+                             "plugins: [axolotl.integrations.liger.LigerPlugin]\n"
                              + "".join(f"{k}: 2\n" for k in (*ax_keys, "gpu_memory_limit",
                                                               "peft_layers_to_transform"))))[0]
     # axolotl auto-enables its LoRA kernels for this adapter (tests/test_axolotl_kernels.py); with LoRA on some layers
@@ -466,7 +474,7 @@ def test_a_stack_fills_what_the_file_leaves_out(tmp_path: Path) -> None:
 def test_axolotl_and_llama_factory_saver_keys(tmp_path: Path) -> None:
     ax = runfiles.load(_json(tmp_path, "ax.yaml", (
         "base_model: mistral-7b\nchunked_cross_entropy: true\nchunked_cross_entropy_num_chunks: 4\n"
-        "gradient_checkpointing_offload: true\n")))[0]
+        "gradient_checkpointing: offload\n")))[0]
     assert ax.unmodelled == []
     assert (ax.options["loss"], ax.options["loss_chunks"], ax.options["activation_offload"]) == ("chunked", 4, True)
     lf = runfiles.load(_json(tmp_path, "lf.yaml", (

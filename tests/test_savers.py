@@ -317,7 +317,7 @@ def test_axolotl_llama_factory_and_trainer_saver_keys(tmp_path) -> None:  # type
 
     ax = tmp_path / "ax.yaml"
     ax.write_text("base_model: meta-llama/Llama-3.2-1B\ngradient_checkpointing: offload\n"
-                  "liger_fused_linear_cross_entropy: true\n")
+                  "liger_fused_linear_cross_entropy: true\nplugins: [axolotl.integrations.liger.LigerPlugin]\n")
     run = runfiles.load(str(ax))[0]
     assert (run.options["loss"], run.options["grad_checkpointing"], run.options["activation_offload"]) == (
         "fused-linear", True, True)

@@ -266,7 +266,7 @@ BOOLEAN_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     "axolotl": {
         "load_in_4bit": (), "load_in_8bit": (), "lora_target_linear": (), "fp16": (), "eager_attention": (),
         "cut_cross_entropy": (), "liger_fused_linear_cross_entropy": (), "chunked_cross_entropy": (),
-        "gradient_checkpointing_offload": (), "flash_attention": (), "sdp_attention": (), "sample_packing": (),
+        "flash_attention": (), "sdp_attention": (), "sample_packing": (),
         "precompute_ref_log_probs": (), "peft_use_dora": (), "peft_use_rslora": (),
         "unsloth_lora_qkv": (), "unsloth_lora_o": (), "unsloth_lora_mlp": (), "unsloth_rms_norm": (),
         "unsloth_rope": (), "unsloth_cross_entropy_loss": (), "liger_cross_entropy": (),
@@ -517,8 +517,8 @@ UNMODELLED_KEYS: dict[str, str] = {
     # (relora, relora_prune_ratio / _method, relora_cpu_offload: mapped, --relora (memory/relora.py), _relora_axolotl;
     # relora_steps: dropped by axolotl since 7b68dfaf, RELORA_STEPS_NOTE)
     # LLaMA-Factory
-    "use_galore": "GaLore projected optimizer states",
-    "use_apollo": "APOLLO projected optimizer states",
+    # (use_galore, use_apollo: mapped by LLaMA-Factory's reader, _llama_factory_optimizers; in another tool's file
+    # refused or read with a no-change note: _foreign_keys)
     # (pissa_init is not here: PiSSA changes the initial values of the adapters and the base weights, not
     # their sizes (peft tuners/lora/layer.py pissa_init); the SVD runs once before training.)
     # (shift_attn, mixture_of_depths, use_v1_kernels, train_mm_proj_only: refused where they cannot run under
@@ -1045,11 +1045,18 @@ AX, LF, HF, TT = "axolotl", "llama-factory", "hf-training-args", "torchtune"
 #   only the keys it asks for; no recipe or module names Liger, Cut Cross-Entropy or gradient_checkpointing_kwargs;
 # - DeepSpeed (runtime/config.py DeepSpeedConfig): each setting is read by its own name (get_scalar_param), so a key
 #   it does not name is never read.
+# LLaMA-Factory's use_galore / use_apollo (hparams/finetuning_args.py GaloreArguments / ApolloArguments @ ff6d4d12,
+# _llama_factory_optimizers) are foreign keys too: transformers' own GaLore / APOLLO is `optim: galore_adamw` /
+# `apollo_adamw` with optim_target_modules (trainer_optimizer.py _setup_low_rank_optimizer; HF_OPTIM, _low_rank), which
+# axolotl passes on from `optimizer:` (utils/schemas/training.py optim_target_modules @ 067b021c).
 FOREIGN_KEYS = ("use_liger_kernel", "enable_liger_kernel", "liger_fused_linear_cross_entropy", "cut_cross_entropy",
-                "optimizer_in_bwd", "enable_activation_offloading", "gradient_checkpointing_kwargs")
+                "optimizer_in_bwd", "enable_activation_offloading", "gradient_checkpointing_kwargs", "use_galore",
+                "use_apollo")
 FOREIGN_HOMES = {"gradient_checkpointing_kwargs": (HF, AX, LF),  # TrainingArguments' (_gc_kwargs_llama_factory)
                  "use_liger_kernel": (HF, LF), "enable_liger_kernel": (LF,), "liger_fused_linear_cross_entropy": (AX,),
-                 "cut_cross_entropy": (AX,), "optimizer_in_bwd": (TT,), "enable_activation_offloading": (TT,)}
+                 "cut_cross_entropy": (AX,), "optimizer_in_bwd": (TT,), "enable_activation_offloading": (TT,),
+                 "use_galore": (LF,), "use_apollo": (LF,)}
+_LOW_RANK_FIX = "use optim: {0}_adamw with optim_target_modules (transformers' own {1})"
 FOREIGN_REFUSED = {
     HF: "not a TrainingArguments / TRL key: HfArgumentParser refuses a file with keys it does not take, and so does "
         "`trl <command> --config` (accelerate launch: \"unrecognized arguments\")",
@@ -1063,7 +1070,9 @@ FOREIGN_FIXES = {
                                              "cross-entropy by default)",
          "cut_cross_entropy": "transformers and TRL have no Cut Cross-Entropy option; remove it",
          "optimizer_in_bwd": "the Trainer has no optimizer step in backward; remove it",
-         "enable_activation_offloading": "use TRL's activation_offloading: true"},
+         "enable_activation_offloading": "use TRL's activation_offloading: true",
+         "use_galore": _LOW_RANK_FIX.format("galore", "GaLore"),
+         "use_apollo": _LOW_RANK_FIX.format("apollo", "APOLLO")},
     LF: {"liger_fused_linear_cross_entropy": "use enable_liger_kernel: true",
          "cut_cross_entropy": "LLaMA-Factory has no Cut Cross-Entropy option; remove it",
          "optimizer_in_bwd": "LLaMA-Factory has no optimizer step in backward; remove it",
@@ -1076,10 +1085,13 @@ FOREIGN_UNREAD = {
 }
 FOREIGN_HINTS = {
     AX: {"use_liger_kernel": "axolotl's Liger keys are liger_rope, liger_rms_norm, liger_glu_activation and "
-                             "liger_fused_linear_cross_entropy",
+                             "liger_fused_linear_cross_entropy, with plugins: [axolotl.integrations.liger.LigerPlugin]",
          "enable_liger_kernel": "axolotl's Liger keys are liger_rope, liger_rms_norm, liger_glu_activation and "
-                                "liger_fused_linear_cross_entropy",
-         "enable_activation_offloading": "axolotl's is activation_offloading: true"},
+                                "liger_fused_linear_cross_entropy, with plugins: "
+                                "[axolotl.integrations.liger.LigerPlugin]",
+         "enable_activation_offloading": "axolotl's is activation_offloading: true",
+         "use_galore": "axolotl's GaLore is optimizer: galore_adamw with optim_target_modules",
+         "use_apollo": "axolotl's APOLLO is optimizer: apollo_adamw with optim_target_modules"},
     TT: {"gradient_checkpointing_kwargs": "torchtune's checkpointing is enable_activation_checkpointing"},
     "deepspeed": {},
 }
@@ -1157,6 +1169,33 @@ def _kbit_axolotl(run: Run, path: Path, skip_upcast: bool) -> None:
     run.notes.append(AXOLOTL_KBIT_NOTE)
 
 
+# axolotl-ai-cloud/axolotl @ 067b021c utils/config/__init__.py normalize_config (after validate_config): with
+# gradient_checkpointing on and no gradient_checkpointing_kwargs, unfrozen_parameters or rl, the keywords become
+# {use_reentrant: true}; on gemma4 / gemma4_unified use_reentrant is forced false (DDP's "marked ready twice").
+# With rl or unfrozen_parameters they stay unset, and core/builders/base.py gives TrainingArguments
+# {use_reentrant: false}. selective_checkpointing's wrapper (monkeypatch/selective_checkpointing.py) forces
+# use_reentrant false on every enable call.
+AXOLOTL_NON_REENTRANT_TYPES = ("gemma4", "gemma4_unified")
+AXOLOTL_REENTRANT_DEFAULT_NOTE = ("gradient_checkpointing: axolotl checkpoints with its default keywords "
+                                  "{use_reentrant: true} (utils/config/__init__.py normalize_config): counted as "
+                                  "--reentrant-gc; set gradient_checkpointing_kwargs: {use_reentrant: false} for "
+                                  "non-reentrant.")
+
+
+def _gc_kwargs_axolotl(d: dict[str, Any], run: Run, path: Path) -> Any:
+    """gradient_checkpointing_kwargs as axolotl's normalize_config leaves them (comment above): the file's, or its
+    default where checkpointing is on (a JSON string is left to the caller)."""
+    raw = d.get("gradient_checkpointing_kwargs")
+    if not _flag(AX, d.get("gradient_checkpointing"), "gradient_checkpointing"):
+        return raw
+    if raw is None and not _is_set(d.get("rl")) and d.get("unfrozen_parameters") is None:
+        raw = {"use_reentrant": True}
+    forced = _is_set(d.get("selective_checkpointing")) or _family(run, path) in AXOLOTL_NON_REENTRANT_TYPES
+    if forced and (raw is None or isinstance(raw, dict)):
+        raw = {**(raw or {}), "use_reentrant": False}
+    return raw
+
+
 def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     # Keys from axolotl's config reference (docs/config-reference.qmd): base_model, adapter, load_in_4bit,
     # load_in_8bit, lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_target_linear, sequence_len,
@@ -1203,11 +1242,16 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
         # multi-GPU keys, which decide whether peft's preparation replaces them
         _seen(d, run, "gradient_checkpointing_kwargs")
     else:
-        # axolotl core/builders passes gradient_checkpointing_kwargs to TrainingArguments as it is (default
-        # {"use_reentrant": False}): read as transformers reads it (_checkpointing_kwargs)
-        gkw = _checkpointing_kwargs(d, run, "gradient_checkpointing_kwargs")
+        # axolotl core/builders/base.py _configure_gradient_checkpointing passes the keywords normalize_config left
+        # (_gc_kwargs_axolotl) to TrainingArguments, and the Trainer's activation_checkpointing_enable at train() is
+        # the last to set the checkpoint function (after the loader's and peft's kbit preparation's for LoRA /
+        # QLoRA): read as transformers reads them (_checkpointing_kwargs)
+        given = _gc_kwargs_axolotl(d, run, _path)
+        gkw = _checkpointing_kwargs(d, run, "gradient_checkpointing_kwargs", given=given)
         if run.options.get("grad_checkpointing"):
             run.options.update(gkw)
+            if d.get("gradient_checkpointing_kwargs") is None and gkw.get("reentrant_gc"):
+                run.notes.append(AXOLOTL_REENTRANT_DEFAULT_NOTE)
     _savers_axolotl(d, run)
     _vocab_axolotl(d, run)
     _preference_axolotl(d, run)
@@ -1240,7 +1284,7 @@ def _axolotl(d: dict[str, Any], _path: Path) -> Run:
     half = run.options.get("precision", "").removeprefix("pure-")
     if _hf_multi_gpu(d, _path, run) and half in ("bf16", "fp16") and run.options["method"] == "full":
         run.options["precision"] = f"mixed-{half}"  # ZeRO / FSDP mixed precision keep fp32 masters
-    _gc_offload_axolotl(d, run, offloading)
+    _gc_offload_axolotl(d, run, offloading, _path)
     _unfrozen_axolotl(d, run, _path)
     _lora_kernels_axolotl(d, run, _path)
     _fp8_keys(AX, d, run)
@@ -1363,7 +1407,7 @@ def _offloading_axolotl(d: dict[str, Any], run: Run) -> bool | str:
     return offloading
 
 
-def _gc_offload_axolotl(d: dict[str, Any], run: Run, offloading: bool | str) -> None:
+def _gc_offload_axolotl(d: dict[str, Any], run: Run, offloading: bool | str, path: Path) -> None:
     """gradient_checkpointing_kwargs under axolotl's activation offloading, read as axolotl @ 067b021c runs them
     (comment above): a note where they change nothing or are counted apart, refused where the run crashes."""
     if not offloading:
@@ -1389,10 +1433,10 @@ def _gc_offload_axolotl(d: dict[str, Any], run: Run, offloading: bool | str) -> 
                     "(loaders/model.py _prepare_model_for_quantization)"))
         run.notes.append(AXOLOTL_REENTRANT_NOTE.format(how="reentrant (peft's {}: torch's default)"))
         return
-    kw = json.loads(raw) if isinstance(raw, str) else raw
-    if kw is None:  # normalize_config's default, unless rl or unfrozen_parameters (then transformers' non-reentrant)
-        kw = {} if _is_set(d.get("rl")) or _is_set(d.get("unfrozen_parameters")) else {"use_reentrant": True}
-        kw.setdefault("use_reentrant", False)
+    kw = _gc_kwargs_axolotl(d, run, path)  # normalize_config's default
+    kw = json.loads(kw) if isinstance(kw, str) else kw
+    if kw is None:  # rl or unfrozen_parameters: none, i.e. transformers' {"use_reentrant": False}
+        kw = {"use_reentrant": False}
     if not isinstance(kw, dict):
         raise _KeyProblem("gradient_checkpointing_kwargs", "give a mapping of torch.utils.checkpoint keywords, e.g. "
                           "{use_reentrant: false}")
@@ -1503,18 +1547,81 @@ def _lisa_axolotl(d: dict[str, Any], run: Run) -> None:
                           "transformer.h); LISA is modelled over the decoder layers: use model.layers")
 
 
+# axolotl's plugin keys (axolotl-ai-cloud/axolotl @ 067b021c): a plugin's args model (integrations/liger/args.py
+# LigerArgs, integrations/cut_cross_entropy/args.py CutCrossEntropyArgs) joins the config schema only for the plugins
+# `plugins:` lists (cli/config.py prepare_plugins registers them; utils/config/__init__.py validate_config calls
+# integrations/config.py merge_input_args only `if cfg.plugins`), and AxolotlInputConfig keeps pydantic's default
+# extra="ignore", so without its plugin the key is dropped by validate_config and nothing is patched.
+# load_plugin (integrations/base.py) imports the module, retrying it under "axolotl.integrations.".
+AX_PLUGINS = {
+    "axolotl.integrations.liger.LigerPlugin": ("axolotl.integrations.liger.LigerPlugin",
+                                               "liger.LigerPlugin", "axolotl.integrations.liger.plugin.LigerPlugin",
+                                               "liger.plugin.LigerPlugin"),
+    "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin": (
+        "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin",),
+}
+AX_PLUGIN_KEYS = {"axolotl.integrations.liger.LigerPlugin": ("liger_fused_linear_cross_entropy", "liger_cross_entropy",
+                                                             *LIGER_LAYER_KEYS),
+                  "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin": ("cut_cross_entropy",)}
+AX_PLUGIN_NOTE = ("{keys}: no memory change: axolotl reads {them} only with its plugin listed (a plugin's args join "
+                  "the config schema only for the plugins named, integrations/config.py merge_input_args; without it "
+                  "validate_config drops {them}); add \"plugins: [{plugin}]\" to turn {them} on.")
+# CutCrossEntropyArgs: cut_cross_entropy defaults to true once the plugin is listed
+AX_CCE_DEFAULT_NOTE = ("cut_cross_entropy: on by default with CutCrossEntropyPlugin listed (integrations/"
+                       "cut_cross_entropy/args.py: true unless set false): counted as --loss cut.")
+# utils/schemas/validation.py check_cross_entropy_conflicts (a "before" validator over the file's own values, so
+# whatever `plugins:` says): at most one of these may be on
+AX_CE_KEYS = ("cut_cross_entropy", "chunked_cross_entropy", "liger_cross_entropy", "liger_fused_linear_cross_entropy")
+
+# gradient_checkpointing_offload: no field of axolotl's config, in no commit of its history (git log -G over src/,
+# docs/, examples/ up to 067b021c), so validate_config drops it (extra="ignore")
+AX_GC_OFFLOAD_NOTE = ("gradient_checkpointing_offload: no memory change: not an axolotl key (its config model drops "
+                      "the keys it does not declare, utils/config/__init__.py validate_config); axolotl's offloaded "
+                      "checkpointing is gradient_checkpointing: offload, or activation_offloading: true.")
+
+
+def _plugins_axolotl(d: dict[str, Any], run: Run) -> set[str]:
+    """The axolotl plugins `plugins:` lists, by their canonical names (AX_PLUGINS); other plugins are not read."""
+    raw = d.get("plugins")
+    _seen(d, run, "plugins")
+    if raw is None:
+        return set()
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise _KeyProblem("plugins", "give a list of plugin classes, e.g. [axolotl.integrations.liger.LigerPlugin]")
+    return {name for name, spellings in AX_PLUGINS.items() if set(spellings) & set(raw)}
+
+
 def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
     # axolotl integrations: liger (integrations/liger/args.py liger_fused_linear_cross_entropy) and
-    # cut_cross_entropy (integrations/cut_cross_entropy/args.py); memory/loss.py.
+    # cut_cross_entropy (integrations/cut_cross_entropy/args.py); memory/loss.py. Each plugin key is read only with
+    # its plugin listed (AX_PLUGINS); more than one loss key on is refused, as axolotl refuses it.
     run.options["stack"] = "axolotl"
-    if _flag(AX, d.get("cut_cross_entropy"), "cut_cross_entropy"):
+    on = [k for k in AX_CE_KEYS if d.get(k)]  # check_cross_entropy_conflicts tests the raw values: `if v`
+    if len(on) > 1:
+        raise _KeyProblem(on[1], f"axolotl refuses it beside {on[0]} (utils/schemas/validation.py "
+                          "check_cross_entropy_conflicts: one cross-entropy option at a time); keep one")
+    plugins = _plugins_axolotl(d, run)
+    for plugin, keys in AX_PLUGIN_KEYS.items():
+        unread = [k for k in keys if _is_set(d.get(k))]
+        if plugin not in plugins and unread:
+            them = "it" if len(unread) == 1 else "them"
+            run.notes.append(AX_PLUGIN_NOTE.format(keys=", ".join(unread), them=them, plugin=plugin))
+    liger = "axolotl.integrations.liger.LigerPlugin" in plugins
+    cut = "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin" in plugins and (
+        d.get("cut_cross_entropy") is None or _flag(AX, d.get("cut_cross_entropy"), "cut_cross_entropy"))
+    if cut and d.get("cut_cross_entropy") is None:
+        if _is_set(d.get("chunked_cross_entropy")):  # CutCrossEntropyArgs check_chunked_cross_entropy_not_set
+            raise _KeyProblem("chunked_cross_entropy", "axolotl refuses it with CutCrossEntropyPlugin listed (\"Cut "
+                              "Cross Entropy does not support chunked cross entropy\"); drop one of them")
+        if liger and any(_is_set(d.get(k)) for k in ("liger_cross_entropy", "liger_fused_linear_cross_entropy")):
+            raise _KeyProblem("plugins", "CutCrossEntropyPlugin turns cut_cross_entropy on by default, beside Liger's "
+                              "cross-entropy: not modelled; set cut_cross_entropy: false, or keep one")
+        run.notes.append(AX_CCE_DEFAULT_NOTE)
+    if cut:
         run.options["loss"] = "cut"
-    elif _flag(AX, d.get("liger_fused_linear_cross_entropy"), "liger_fused_linear_cross_entropy"):
-        if _flag(AX, d.get("liger_cross_entropy"), "liger_cross_entropy"):  # integrations/liger/plugin.py raises
-            raise _KeyProblem("liger_cross_entropy", "axolotl refuses it beside liger_fused_linear_cross_entropy "
-                              "(\"Cannot have both\"); keep one")
+    elif liger and _flag(AX, d.get("liger_fused_linear_cross_entropy"), "liger_fused_linear_cross_entropy"):
         run.options["loss"] = "fused-linear"
-    elif _flag(AX, d.get("liger_cross_entropy"), "liger_cross_entropy"):
+    elif liger and _flag(AX, d.get("liger_cross_entropy"), "liger_cross_entropy"):
         # integrations/liger/plugin.py @067b021c: cross_entropy=cfg.liger_cross_entropy, i.e. transformers'
         # loss_utils nn.functional.cross_entropy replaced by Liger's (memory/activations.py head_activations)
         run.options["loss"] = "liger-cross-entropy"
@@ -1527,10 +1634,11 @@ def _savers_axolotl(d: dict[str, Any], run: Run) -> None:
     if _flag(AX, d.get("unsloth_cross_entropy_loss"), "unsloth_cross_entropy_loss"):
         run.notes.append(UNSLOTH_CE_NOTE)
     _seen(d, run, "unsloth_cross_entropy_loss")
-    _liger_layers(AX, d, run, *LIGER_LAYER_KEYS)
+    if liger:
+        _liger_layers(AX, d, run, *LIGER_LAYER_KEYS)
     _seen(d, run, *LIGER_LAYER_KEYS)
-    if _flag(AX, d.get("gradient_checkpointing_offload"), "gradient_checkpointing_offload"):
-        run.options.update(grad_checkpointing=True, activation_offload=True)
+    if _is_set(d.get("gradient_checkpointing_offload")):
+        run.notes.append(AX_GC_OFFLOAD_NOTE)
         run.mapped.append("gradient_checkpointing_offload")
 
 
@@ -3018,12 +3126,12 @@ _GC_HOST_ONLY = ("preserve_rng_state", "determinism_check", "debug")
 
 
 def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *,
-                          major: int = CURRENT_TRANSFORMERS) -> dict[str, Any]:
+                          major: int = CURRENT_TRANSFORMERS, given: Any = None) -> dict[str, Any]:
     """gradient_checkpointing_kwargs / activation_checkpointing_kwargs as the Trainer passes them (transformers 5.24
     trainer.py: every_n_layers and offload popped for activation_checkpointing_enable, the rest forwarded to
     torch.utils.checkpoint.checkpoint): the options they set (under axolotl's activation offloading:
-    _gc_offload_axolotl)."""
-    raw = d.get(key)
+    _gc_offload_axolotl). `given`: the keywords the tool passes in place of the file's (axolotl's defaults)."""
+    raw = d.get(key) if given is None else given
     if raw is None:
         return {}
     if isinstance(raw, str):  # TrainingArguments reads a JSON string into the dict (_VALID_DICT_FIELDS)
@@ -3035,11 +3143,9 @@ def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *,
         raise _KeyProblem(key, "give a mapping of torch.utils.checkpoint keywords, e.g. {use_reentrant: false}")
     kw = dict(raw)
     out: dict[str, Any] = {}
-    reentrant = kw.pop("use_reentrant", False)
-    if not isinstance(reentrant, bool):
+    reentrant = kw.pop("use_reentrant", None)
+    if reentrant is not None and not isinstance(reentrant, bool):
         raise _KeyProblem(key, f"use_reentrant {reentrant!r:.30} is not a boolean; use true or false")
-    if reentrant:
-        out["reentrant_gc"] = True
     every = kw.pop("every_n_layers", 1) if major >= 5 else 1
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:  # (0: layer_index % 0 raises)
         raise _KeyProblem(key, f"every_n_layers {every!r:.30} is not a positive whole number of layers")
@@ -3052,6 +3158,14 @@ def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *,
         # modeling_utils.py _activation_checkpointing_enable(offload=True): save_on_cpu(pin_memory=True) around each
         # checkpoint moves the checkpointed layers' saved inputs to pinned host memory (--ac-offload, memory/savers.py)
         out["ac_offload"] = True
+    if reentrant is None:
+        # the Trainer passes what is left, or None when nothing is (transformers 5.24 trainer.py `gc_kwargs or None`),
+        # and None becomes {"use_reentrant": False} (modeling_utils.py _activation_checkpointing_enable); left keywords
+        # without it reach torch 2.13's checkpoint, whose use_reentrant=None means True (utils/checkpoint.py);
+        # (transformers 4 files are read as before: non-reentrant unless the file says so, not re-checked here)
+        reentrant = bool(kw) and major >= 5
+    if reentrant:
+        out["reentrant_gc"] = True
     early_stop = kw.pop("early_stop", True)
     if not isinstance(early_stop, bool):
         raise _KeyProblem(key, f"early_stop {early_stop!r:.30} is not a boolean; use true or false")
@@ -3071,7 +3185,7 @@ def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *,
     if unknown:
         raise _KeyProblem(key, f"{', '.join(map(str, unknown))}: not a torch.utils.checkpoint keyword (transformers "
                           f"{major} passes them to it); remove {'it' if len(unknown) == 1 else 'them'}")
-    run.mapped.append(key)
+    _seen(d, run, key)
     return out
 
 
