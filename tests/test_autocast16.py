@@ -157,11 +157,16 @@ def test_run_files_map_dpo_and_qlora_to_autocast(tmp_path: Path) -> None:
     # a TRL DPO file with use_peft and bf16 (TRL's DPO scripts: lora_dropout 0.05): DPOTrainer's get_peft_model makes
     # fp32 adapters (autocast_adapter_dtype), accelerate's prepared forward runs under autocast, the reference is the
     # policy with its adapters off (dpo_trainer.py compute_ref_log_probs)
+    # (loaded in bf16: TRL loads float32 unless model_init_kwargs names a dtype, trl/trainer/utils.py
+    # create_model_from_path, which without it is amp-bf16, fp32 weights under the same autocast)
     hf = tmp_path / "dpo.yaml"
-    hf.write_text("use_peft: true\nlora_dropout: 0.05\nbf16: true\nbeta: 0.1\nper_device_train_batch_size: 2\n"
-                  "max_length: 1024\n")
+    text = ("use_peft: true\nlora_dropout: 0.05\nbf16: true\nbeta: 0.1\nper_device_train_batch_size: 2\n"
+            "max_length: 1024\n")
+    hf.write_text(text + "model_init_kwargs: {dtype: bfloat16}\n")
     run = runfiles.load(hf)[0]
     assert (run.options["objective"], run.options["precision"]) == ("dpo", "autocast-bf16")
+    hf.write_text(text)
+    assert runfiles.load(hf)[0].options["precision"] == "amp-bf16"
     # axolotl QLoRA with lora_dropout 0.05 and bf16, its LoRA kernels off: the norms, embeddings and head cast back
     # to bf16 after prepare_model_for_kbit_training (--no-kbit-prep, runfiles.py AXOLOTL_KBIT_NOTE), fp32 adapters
     ax = tmp_path / "ax.yaml"

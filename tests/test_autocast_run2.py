@@ -111,8 +111,9 @@ def test_a_trl_dpo_file_on_qwen3_estimates_under_autocast(tmp_path: Path) -> Non
     from vramcalc.cli.app import app
 
     f = tmp_path / "dpo.yaml"
+    # (model_init_kwargs names bf16: without it TRL loads float32, amp-bf16)
     f.write_text("use_peft: true\nlora_dropout: 0.05\nbf16: true\nbeta: 0.1\nper_device_train_batch_size: 2\n"
-                 "max_length: 1024\nmax_prompt_length: 256\n")
+                 "max_length: 1024\nmax_prompt_length: 256\nmodel_init_kwargs: {dtype: bfloat16}\n")
     assert runfiles.load(f)[0].options["precision"] == "autocast-bf16"
     r = CliRunner().invoke(app, ["estimate", "qwen3-0.6b", "--config", str(f)])
     assert r.exit_code == 0, r.output

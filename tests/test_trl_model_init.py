@@ -246,3 +246,23 @@ def test_the_grid_runs_what_the_reader_reads(tmp_path: Path) -> None:
         grid = runs[label]
         assert {k: opts[k] for k in (*TRL_QLORA, "precision", "quant_bits", "double_quant")} == \
             {k: grid[k] for k in (*TRL_QLORA, "precision", "quant_bits", "double_quant")}
+
+
+@pytest.mark.parametrize(("text", "precision"), [
+    # TRL 1.16 create_model_from_path: `kwargs.get("dtype", "float32")`: an SFTConfig (max_length) without a dtype is
+    # an fp32 load, the step under bf16: true's autocast
+    (HEAD, "amp-bf16"),
+    (HEAD.replace("bf16: true\n", ""), "fp32"),
+    # a preference config (beta) alike; TRL's reference is built from the same keywords
+    ("beta: 0.1\nper_device_train_batch_size: 2\nbf16: true\n", "amp-bf16"),
+    # the script's ModelConfig.dtype (a top-level dtype), and model_init_kwargs over it (scripts/sft.py update order)
+    (HEAD + "dtype: bfloat16\n", "pure-bf16"),
+    (HEAD + "dtype: float32\n" + INIT, "pure-bf16"),
+    # a plain TrainingArguments file (no TRL key): the user's script loads the model, transformers 5's "auto"
+    ("output_dir: o\nper_device_train_batch_size: 2\nbf16: true\n", "pure-bf16"),
+])
+def test_trl_loads_float32_unless_told(tmp_path: Path, text: str, precision: str) -> None:
+    run = _load(tmp_path, text)
+    assert run.options["precision"] == precision
+    if precision == "amp-bf16":
+        assert any("TRL's default" in n for n in run.notes)

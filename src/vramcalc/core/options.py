@@ -251,9 +251,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("gpu_memory_limit", str, "none", "accelerate max_memory for the GPU (axolotl gpu_memory_limit / max_memory): "
         "20GB (10^9), 20GiB (2^30) or bytes; the modules past it go to the CPU and are copied to the GPU each forward "
         "(AlignDevicesHook); none: every module on the GPU."),
-    Opt("whole_layers", bool, False, "With --gpu-memory-limit: transformers' own placement (from_pretrained "
-        "device_map=auto with max_memory, TRL model_init_kwargs): each decoder layer goes to the GPU or the CPU whole "
-        "(the model's _no_split_modules), the room kept for the largest layer."),
+    Opt("whole_layers", bool, False, "With --gpu-memory-limit: transformers' device_map placement, each decoder "
+        "layer on the GPU or the CPU whole."),
     Opt("relora", bool, False, "axolotl relora: LoRA merged and restarted between steps (the largest layer's "
         "B @ A pair then)."),
     Opt("upcast_logits", bool, False, "LLaMA-Factory upcast_lmhead_output: fp32 logits from lm_head."),
@@ -336,8 +335,8 @@ OPTIONS: tuple[Opt, ...] = (
         "--seq-len (the text tokens). 0: one for a vision-language model."),
     Opt("image_width", int, 0, "LLaVA-NeXT, Idefics3 / SmolVLM, Llama 4: each image's width in pixels (0: square); "
         "with --image-size it sets the tiles and image tokens."),
-    Opt("train_vision", bool, False, "Vision-language models: train the vision tower too, with --method full and "
-        "sdpa (frozen by default, as most recipes do)."),
+    Opt("train_vision", bool, False, "Vision-language models: train the vision tower too (--method full, or "
+        "freeze with the language model frozen; sdpa)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 

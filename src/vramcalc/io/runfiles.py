@@ -3237,11 +3237,24 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     if "optim" not in d and "optim" in run.mapped:
         run.mapped.remove("optim")
     _low_rank(d, run)
-    # The dtype the model is loaded in: TRL's model_init_kwargs names it, else the version's default.
+    # The dtype the model is loaded in: TRL's model_init_kwargs names it, else the version's default. TRL 1.16's
+    # trainers load a model named by a string with create_model_from_path (trl/trainer/utils.py: `dtype =
+    # kwargs.get("dtype", "float32")`), and its scripts pass ModelConfig.dtype (trainer/model_config.py, default
+    # "float32"; model_init_kwargs override it: scripts/sft.py): a TRL file without a dtype loads in float32, not
+    # transformers 5's "auto"
     init = d.get("model_init_kwargs")
+    trl_file = run.options.get("stack") == "trl" or run.options.get("objective") not in (None, "sft", "ppo") \
+        or "model_init_kwargs" in d
+    trl_default = False
     if isinstance(init, dict) and (init.get("dtype") or init.get("torch_dtype")):
         load_dtype = str(init.get("dtype") or init.get("torch_dtype"))
         run.mapped.append("model_init_kwargs")
+    elif trl_file and (d.get("dtype") or d.get("torch_dtype")):
+        key = "dtype" if d.get("dtype") else "torch_dtype"
+        load_dtype = str(d[key])
+        run.mapped.append(key)
+    elif trl_file:
+        load_dtype, trl_default = "float32", True
     if isinstance(init, dict) and init.get("attn_implementation"):
         impl = _ATTN_IMPL.get(str(init["attn_implementation"]))
         if impl is None:
@@ -3276,7 +3289,10 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     else:  # float32 weights, with autocast when bf16/fp16 is set
         run.options["precision"] = f"amp-{half}" if half else "fp32"
     load_text = ("dtype='auto': the checkpoint's dtype, assumed 16-bit (an fp32 checkpoint: pass "
-                 "--precision amp-bf16)" if load_dtype == "auto" else f"dtype {load_dtype}")
+                 "--precision amp-bf16)" if load_dtype == "auto" else
+                 "dtype float32, TRL's default where neither model_init_kwargs nor ModelConfig names one "
+                 "(trl/trainer/utils.py create_model_from_path; a model you load yourself in 16 bits: add "
+                 "model_init_kwargs.dtype: bfloat16 or pass --precision)" if trl_default else f"dtype {load_dtype}")
     named = "named by transformers_version" if "transformers_version" in d else "the current release; set " \
             "transformers_version in the file for an older one"
     run.notes.append(
