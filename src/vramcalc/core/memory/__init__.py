@@ -1452,8 +1452,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         once_ts += sum(x.per_token_seq for x in shared)
         once_ss = sum(x.per_seq_sq for x in shared)
         once_rel_c = sum(x.const for x in shared)
-    residual = 4 if recipe.autocast or recipe.compute == "fp32" or (ssm and m.ssm_residual_fp32) \
-        or _upcast_norms.fp32_residual(m, t, recipe) else c
+    residual = 4 if recipe.autocast or recipe.compute == "fp32" or (ssm and m.ssm_residual_fp32) or fp32_stream else c
     # Autocast caches 16-bit casts of fp32 weights for the whole forward; autograd keeps them for the
     # backward of each matmul (torch autocast_mode.cpp cached_cast; reentrant checkpointing drops them).
     autocast_copies = layer_copies = autocast_head_copy = bottom_cast_less = 0
@@ -1497,7 +1496,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
             autocast_head_copy = autocast_head_copy if head_trainable or t.grad_checkpointing or saving_layers else 0
             autocast_copies = layer_copies * live_casts + autocast_head_copy
         if lora_bottom and t.method == "lora" and not t.dora and not _lora_layers.active(t) \
-                and _plain_dense_decoder(m) and not _distributed.sharding_stage(t) == 3 and not _fp8.active(t):
+                and _plain_dense_decoder(m) and _distributed.sharding_stage(t) != 3 and not _fp8.active(t):
             bottom_cast_less = _bottom_unsaved_casts(m, t, recipe)
             autocast_copies -= bottom_cast_less
     elif recipe.autocast16 and t.method == "freeze":
@@ -1841,17 +1840,18 @@ def _mlp_node(m: ModelSpec, t: TrainingSpec, recipe: Recipe, layer: Any) -> dict
     its (2, 512, 4864) input (+0.85 % with the cast counted, +0.21 % without)."""
     from vramcalc.core.params import inventory
 
+    # (a frozen gelu_new MLP under autocast, activations.py act_node: fc_out's lora_A / lora_B inputs and its weight's
+    # cast freed, its adapters' gradients written, the node's own temporaries)
+    act_node = bool(layer.mlp_node_backward_per_token) and _plain_dense_decoder(m)
+    if _fp8.active(t) or not (act_node or (layer.mlp_node_freed_per_token
+                                           and _dense_late_gradient_bytes(m, t, recipe, layer=True))):
+        return {}
     down = [x for x in inventory(m) if x.per_layer and x.module == "down_proj"]
     cast = sum(x.numel for x in down if x.kind == "linear") // m.num_layers * dtype_bytes(recipe.compute) \
         if recipe.autocast else 0
-    if layer.mlp_node_backward_per_token and not _fp8.active(t) and _plain_dense_decoder(m):
-        # a frozen gelu_new MLP under autocast (activations.py act_node): fc_out's lora_A / lora_B inputs and its
-        # weight's cast freed, its adapters' gradients written
+    if act_node:
         return {"mlp_node_freed_t": layer.mlp_node_freed_per_token, "mlp_node_cast": cast,
-                "mlp_node_grads": layer.mlp_node_grads,
-                "mlp_node_bwd_t": layer.mlp_node_backward_per_token}
-    if not layer.mlp_node_freed_per_token or _fp8.active(t) or not _dense_late_gradient_bytes(m, t, recipe, layer=True):
-        return {}
+                "mlp_node_grads": layer.mlp_node_grads, "mlp_node_bwd_t": layer.mlp_node_backward_per_token}
     return {"mlp_node_freed_t": layer.mlp_node_freed_per_token, "mlp_node_cast": cast,
             "mlp_node_grads": sum(x.numel for x in down) // m.num_layers * dtype_bytes(recipe.grad)}
 
