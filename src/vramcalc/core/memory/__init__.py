@@ -1056,6 +1056,7 @@ class _ActivationPlan:
     mlp_node_grads: int = 0
     mlp_node_cast: int = 0
     mlp_node_bwd_t: int = 0  # that node's temporaries per token where not layer_bwd_t's (a frozen gelu_new MLP's)
+    rerun_end_t: int = 0  # ... checkpointed, the rerun's end before that node, per token (backward.rerun_end)
     # Full fine-tuning: the final RMSNorm's fp32 backward (backward.final_norm), per token: its saved fp32 input and
     # the backward's fp32 tensors (0: no such moment)
     final_norm_saved_t: int = 0
@@ -1737,6 +1738,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_mlp_saved_t=layer.mlp_saved_per_token, layer_mlp_tail_t=layer.mlp_tail_per_token,
         layer_mlp_saved_c=layer.mlp_saved_const, layer_attn_bwd_c=layer.attn_backward_const,
         layer_attn_bwd_grads_c=layer.attn_backward_grads_const,
+        rerun_end_t=layer.rerun_end_per_token,
         layer_routed_bwd_t=layer.routed_backward_per_token,
         layer_mlp_fwd_t=layer.mlp_forward_per_token, layer_fwd_unmade_t=layer.forward_unmade_per_token,
         layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
@@ -2249,6 +2251,9 @@ def _transformer_phases(
                                   + mlp_tail)
             moments.append(("backward.recompute", _m.BWD_RECOMPUTE_CK,
                             (g_top, kept_bwd, once, recomputed - mlp_tail, copies, recompute_t)))
+            if p.rerun_end_t:  # a frozen gelu_new MLP under autocast: the rerun's end (activations.py rerun_end)
+                moments.append(("backward.rerun_end", _m.BWD_RERUN_END_CK,
+                                (g_top, kept_bwd, once, recomputed, copies, p.rerun_end_t * tokens)))
             if p.rerun_mixer_below >= 0:  # Bamba: the lowest mixer layer's rerun, every gradient above it made
                 moments.append(("backward.recompute_mixer", _m.BWD_RECOMPUTE_MIXER_CK,
                                 (max(gradients - p.rerun_mixer_below, 0),

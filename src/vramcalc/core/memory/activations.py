@@ -136,6 +136,8 @@ class LayerActivations:
     # (its last mul, after fc_out's backward); 0: backward_transient's
     mlp_node_backward_per_token: int = 0
     mlp_node_grads: int = 0  # ... and the gradients written by then (fc_out's adapters')
+    # ... checkpointed: the rerun's end before it, per token beyond the whole recomputed set and its casts (0: none)
+    rerun_end_per_token: int = 0
     # 8-bit QLoRA: bytes per token of the Linear inputs bitsandbytes' MatMul8bitLt keeps as ctx attributes (INT8_CTX
     # terms where nothing else saves them), which non-reentrant checkpointing's saved-tensor hooks never see: a
     # checkpointed layer keeps them all
@@ -1185,12 +1187,20 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # layer's _to_copy in that mul's backward, three (2, 1024, 16384) fp32 tensors and a bf16 one, a (2, 1024, 4096)
     # fp32 and a bf16 one alive, fc_out's (2, 1024, 16384) bf16 input cast and its (4096, 16384) bf16 weight cast gone
     # (+4.30 % with them counted); gpt2 the same without the bf16 (2, 1024, 768) cast.
-    # (Checkpointed, the layer's peak is its rerun's end, the gelu's fp32 output alive unsaved beside the whole
-    # recomputed set and its casts, which backward.top's whole set and three fp32 gradients stand for: gpt-j-6b as
-    # above with checkpointing +3.07 %, -2.44 % with this node.)
+    # (Checkpointed over 16-bit weights no cast is freed there, and the three fp32 gradients of mlp_bwd stand for the
+    # node and the rerun's end alike: --grid autocast3 gpt-j-6b / phi-2 LoRA and QLoRA with checkpointing up to
+    # +4.87 % with this node, +3.69 % without.)
     act_node = amp and not gated and not tw and not m.num_experts and m.hidden_act in ("gelu_new", "gelu_fast") \
-        and not t.grad_checkpointing and mlp_bwd >= max(norm_bwd, adapter_bwd_t, moe_bwd_t)
+        and (recipe.autocast or not t.grad_checkpointing) and mlp_bwd >= max(norm_bwd, adapter_bwd_t, moe_bwd_t)
     act_node_bwd = (12 + c) * width + residual * h + (c * h if m.parallel_residual else 0) if act_node else 0
+    # Checkpointed, the rerun's end comes before that node: the whole recomputed set and its casts, beside the gelu's
+    # fp32 output (unsaved: fc_out's adapter saves its own 16-bit cast), the layer's unsaved locals (the fp32 normed
+    # input, the attention's output, the base projection's output, one more 16-bit hidden-wide tensor) and the
+    # layer output's incoming gradient (fp32 and its 16-bit cast). Measured with the tracer's live tensors, --grid amp:
+    # gpt-j-6b as above with checkpointing, the peak at the rerun's last _to_copy (fc_out's lora_A cast), its (2,
+    # 1024, 16384) fp32 gelu output, two (2, 1024, 4096) fp32 and five bf16 hidden-wide tensors beside the recomputed
+    # set (backward.top's three fp32 gradients over them: +3.07 %)
+    rerun_end = 4 * width + (8 + 4 * c) * h if act_node and t.grad_checkpointing and not t.reentrant_gc else 0
     act_node_grads = 0
     if act_node:
         mlp_node_freed = sum(x.per_token for x in terms if x.name == "lora down_proj input")
@@ -1314,6 +1324,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             checkpointed_forward_per_token=ck_fwd, checkpointed_backward_per_token=ck_down_bwd,
                             checkpointed_backward_const=ck_down_c, mlp_node_freed_per_token=mlp_node_freed,
                             mlp_node_backward_per_token=act_node_bwd, mlp_node_grads=act_node_grads,
+                            rerun_end_per_token=rerun_end,
                             int8_ctx_per_token=int8_ctx, forward_unmade_per_token=fwd_unmade,
                             rerun_scores_per_token_seq=rerun_scores, rerun_scores_per_token=rerun_tok)
 

@@ -81,6 +81,7 @@ FWD_REWARD_CK = _layout(_ACC, _KEPT, _SHARED, _COPIES, _HEAD_SAVED, _REWARD)
 BWD_START_CK = _layout(_ACC, _KEPT, _SHARED, _HEAD_SAVED, _LOSS_BWD, _HEAD_G_FWD)
 BWD_HEAD_CK = _layout(_ACC, _KEPT, _SHARED, _NORM_SAVED, _HEAD_BWD)
 BWD_RECOMPUTE_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTING, _LAYER_COPIES, _LAYER_FWD)
+BWD_RERUN_END_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_FWD)
 BWD_TOP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_TOP_NODE_CK = _layout(_HEAD_DOWN_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _LAYER_BWD)
 BWD_HEAD_STEP_CK = _layout(_HEAD_G, _KEPT, _SHARED, _RECOMPUTED, _LAYER_COPIES, _STEP_T)
@@ -159,6 +160,8 @@ LABELS = {
     "backward.head": "backward at the LM head (loss chunks)",
     "backward.head_step": "backward: the head's optimizer step (optimizer in backward)",
     "backward.recompute": "backward: the top layer's forward recomputed (checkpointing)",
+    "backward.rerun_end": "backward: the top layer's forward recomputed to its end (checkpointing, a gelu_new MLP "
+                          "under autocast)",
     "backward.recompute_bottom": "backward: the bottom layer's forward recomputed, every upper gradient made (Mamba-2, "
                                  "offloaded checkpointing)",
     "backward.recompute_frozen": "backward: a frozen layer's forward recomputed for its input's gradient, every "

@@ -88,6 +88,7 @@ _POINT_LABELS = {
     "backward.merger": "merger backward", "backward.tower": "vision tower backward (recomputed)",
     "backward.start": "loss backward", "backward.final_norm": "final norm backward",
     "backward.recompute": "top layer's forward rerun (checkpointing)",
+    "backward.rerun_end": "top layer's forward rerun, its end (checkpointing)",
     "backward.recompute_bottom": "bottom layer's forward rerun (checkpointing, Mamba-2)",
     "backward.recompute_frozen": "frozen layer's forward rerun (checkpointing, --freeze-layers)",
     "backward.frozen": "frozen layer's backward (checkpointing, --freeze-layers)",
