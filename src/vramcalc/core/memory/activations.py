@@ -596,7 +596,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # holds q, k, v unrepeated and the mask's 16-bit copy, c per row position per key, and nothing more)
             terms.append(Term("sdpa q, k, v, out, logsumexp", c * (2 * q_dim + 2 * kv_dim) + 4 * n_heads))
             terms.append(Term("sdpa chunked-attention mask (16-bit, saved by the efficient kernel)", 0, c))
-        elif masked_sdpa(t):
+        elif masked_sdpa(t) and not eager:
+            # (an eager-only model, BLOOM's ALiBi, Gemma 2, gpt-oss, runs its eager scores under --attention sdpa too:
+            # the branch below)
             # Packed sequences under sdpa (memory/activations.py packing_terms): a 4-D mask, so no flash
             # kernel and no enable_gqa; transformers repeats k and v to every head (sdpa_attention.py
             # use_gqa_in_sdpa, repeat_kv) and the memory-efficient kernel saves them with its bias.
