@@ -160,10 +160,10 @@ def check_int8_mixer(m: ModelSpec, t: TrainingSpec) -> None:
 
 def check_int8_fp32(t: TrainingSpec) -> None:
     """8-bit QLoRA under the Trainer's autocast over an fp32 load (amp-bf16 / amp-fp16): refused. Linear8bitLt has no
-    compute dtype and MatMul8bitLt no custom_fwd (bitsandbytes 0.50 nn/modules.py, autograd/_functions.py): it keeps its fp32 input in
-    ctx and returns fp32, and autocast makes no 16-bit copy of its int8 weight; the estimate counts the inputs and
-    outputs in the compute dtype and a copy of every block Linear's weight. Traced (--grid qlora8b's cases before they
-    were refused, tinyllama-1.1b / qwen2.5-0.5b cut to 2 layers, amp-bf16 b2 s512 and b1 s1024): -3.2 ... +4.7 %."""
+    compute dtype and MatMul8bitLt no custom_fwd (bitsandbytes 0.50 nn/modules.py, autograd/_functions.py): it keeps
+    its fp32 input in ctx and returns fp32, and autocast makes no 16-bit copy of its int8 weight; the estimate counts
+    the inputs and outputs in the compute dtype and a copy of every block Linear's weight. Traced (tinyllama-1.1b /
+    qwen2.5-0.5b cut to 2 layers, amp-bf16 b2 s512 and b1 s1024, the --grid qlora8b trace cache): -3.2 ... +4.7 %."""
     from vramcalc.core.memory.precision import recipe_of
 
     if t.method == "qlora" and t.quant_bits == 8 and t.quant_backend == "bnb" and t.mode == "train" \

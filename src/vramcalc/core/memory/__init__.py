@@ -1644,7 +1644,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         per_layer_t=per_layer_t, per_layer_ts=per_layer_ts, once_t=once_t, once_ts=once_ts,
         head_saved_t=head.saved + token_head_t + lora_head_t, int8_rerun_t=int8_rerun_t,
         int8_rerun_down_t=int8_rerun_down_t,
-        int8_wrapped_t=layer.int8_ctx_per_token if t.grad_checkpointing and not t.reentrant_gc and t.ac_every > 1 else 0,
+        int8_wrapped_t=(layer.int8_ctx_per_token if t.grad_checkpointing and not t.reentrant_gc and t.ac_every > 1
+                        else 0),
         # (8-bit QLoRA under non-reentrant checkpointing: each layer's Linear8bitLt inputs, held as MatMul8bitLt ctx
         # attributes out of reach of the saved-tensor hooks, stay with the checkpoint; activations.py INT8_CTX)
         kept_t=kept_layers * (residual * m.hidden_size
