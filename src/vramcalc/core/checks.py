@@ -170,7 +170,8 @@ def check_int8_fp32(t: TrainingSpec) -> None:
             and recipe_of(t).autocast:
         raise UnsupportedCombination(f"--quant-bits 8 with --precision {t.precision} (an fp32 load) is not modelled: "
                                      "bitsandbytes' int8 matmul keeps and returns fp32 there; load in bf16 "
-                                     "(--precision autocast-bf16 --no-kbit-prep, or bf16)")
+                                     "(--precision autocast-bf16 --no-kbit-prep, or bf16; a TRL file: dtype: "
+                                     "bfloat16)")
 
 
 def check_gpt_oss(m: ModelSpec, t: TrainingSpec) -> None:
