@@ -3842,6 +3842,33 @@ def qlora8_grid() -> list[dict[str, Any]]:
             for model in QLORA8_MODELS for label, kw in QLORA8_RUNS]
 
 
+# 8-bit QLoRA under the Trainer's autocast and with selective checkpointing (`--grid qlora8b`, issue 13; 24 cases):
+# qlora8's LoRA all-linear over Linear8bitLt (threshold 6.0) on the same 2-layer Llama and Qwen2 cuts, autocast-bf16
+# --no-kbit-prep (a bf16 load under the Trainer's autocast; MatMul8bitLt has no custom_fwd, bitsandbytes 0.50
+# autograd/_functions.py: it runs on its bf16 input as in plain bf16) and fp32 (an fp32 load without autocast: int8
+# matmuls on fp32 inputs, which the tracer now runs), checkpointing off and on, and bf16 with --ac-every 2 in the
+# torchtune and hf layouts, at b2 s512 and b1 s1024. amp-bf16 (an fp32 load, kbit prep) was traced
+# here too and is refused (core/checks.py check_int8_fp32). Written to accuracy_qlora8b.{json,md}, its traces to
+# trace_cache_qlora8b.json.
+QLORA8B_MODELS = ("cut:tinyllama-1.1b:2", "cut:qwen2.5-0.5b:2")
+QLORA8B_SHAPES = ((2, 512), (1, 1024))
+QLORA8B_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("autocast-bf16 no-kbit-prep no-gc", {"precision": "autocast-bf16"}),
+    ("autocast-bf16 no-kbit-prep gc", {"precision": "autocast-bf16", "grad_checkpointing": True}),
+    ("fp32 no-gc", {"precision": "fp32"}),
+    ("fp32 gc", {"precision": "fp32", "grad_checkpointing": True}),
+    ("bf16 gc every 2", {"grad_checkpointing": True, "ac_every": 2}),
+    ("bf16 gc every 2 hf", {"grad_checkpointing": True, "ac_every": 2, "ac_layout": "hf"}),
+)
+
+
+def qlora8b_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | qlora int8 all-linear {label} | b{b} s{s}", "model": model, "method": "qlora",
+             "training": {**_QLORA, "quant_bits": 8, "batch_size": b, "seq_len": s, "grad_checkpointing": False,
+                          **kw}}
+            for model in QLORA8B_MODELS for label, kw in QLORA8B_RUNS for b, s in QLORA8B_SHAPES]
+
+
 # TRL's QLoRA from a config file (`--grid trlqlora`, issue 13; 12 cases): what io/runfiles.py reads from
 # model_init_kwargs.quantization_config (or ModelConfig's load_in_4bit / load_in_8bit) with use_peft under TRL 1.16's
 # trainers: no prepare_model_for_kbit_training, the adapters cast to bf16 (sft_trainer.py, dpo_trainer.py __init__),
@@ -3968,6 +3995,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "dpo32": dpo32_grid,
          "eager32": eager32_grid,
          "qlora8": qlora8_grid,
+         "qlora8b": qlora8b_grid,
          "early-stop": early_stop_grid,
          "hqq": hqq_grid,
          "pixels": pixels_grid,
@@ -4060,6 +4088,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "dpo32": " (full DPO with an fp32 policy: fp32 and amp-bf16, a copied reference; issue 13)",
           "eager32": " (eager attention on fp32 weights: fp32, amp-bf16, amp-fp16; issue 15)",
           "qlora8": " (8-bit QLoRA: bitsandbytes LLM.int8 base Linears under LoRA, threshold 6.0; issue 13)",
+          "qlora8b": " (8-bit QLoRA under the Trainer's autocast and with --ac-every 2; issue 13)",
           "early-stop": " (non-reentrant checkpointing without early stop: the rerun to each layer's end, issue 13)",
           "hqq": " (QLoRA on hqq's HQQLinear: LLaMA-Factory quantization_method hqq, issue 13)",
           "vlmlf": " (LoRA on a vision-language model's language model only, LLaMA-Factory's default, or with "
@@ -4299,6 +4328,7 @@ def main() -> None:
                          "dpo32",
                          "eager32",
                          "qlora8",
+                         "qlora8b",
                          "early-stop",
                          "amp",
                          "lnkept",

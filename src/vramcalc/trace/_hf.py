@@ -174,7 +174,8 @@ class QuantLinear(nn.Linear):
         return torch.empty((self.out_features, self.in_features), dtype=dtype, device=self.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.compute_dtype)  # Linear4bit.forward casts the input to compute_dtype
+        if self.bits == 4:  # Linear4bit.forward casts the input to compute_dtype; Linear8bitLt.forward does not
+            x = x.to(self.compute_dtype)  # (bitsandbytes 0.50 nn/modules.py: bnb.matmul(x, ...) on x as it comes)
         if self.bits == 4 and x.numel() == x.shape[-1] and not x.requires_grad:
             # autograd/_functions.py matmul_4bit: one row without grad runs gemv_4bit on the packed weight
             return torch.empty((*x.shape[:-1], self.out_features), dtype=x.dtype, device=x.device)

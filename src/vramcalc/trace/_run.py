@@ -53,7 +53,9 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
                      f"group {training.hqq_group_size}, axis {training.hqq_axis}, PyTorch backend; lm_head and the "
                      "rest stay 16-bit)")
     elif method == "qlora":
-        if dtype == torch.float32:
+        # (8-bit: Linear8bitLt has no compute dtype, MatMul8bitLt runs on its input's dtype; an fp32 load under the
+        # Trainer's autocast, amp-bf16, is traced as is)
+        if dtype == torch.float32 and training.quant_bits != 8:
             raise UnsupportedCombination("qlora needs a 16-bit compute dtype: use --precision bf16")
         from vramcalc.core.memory.preference import INT8_THRESHOLD
 
