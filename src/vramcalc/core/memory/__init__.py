@@ -1075,6 +1075,11 @@ class _ActivationPlan:
     lisa_below: int = 0
     lisa_frozen_t: int = 0
     lisa_frozen_ts: int = 0
+    # Falcon-7B freeze under autocast without checkpointing, its tied head trained (_falcon_freeze_lowest): a frozen
+    # layer's saved set (per token, per token x seq) and the frozen layers; the lowest trained layer's attention saved
+    # set (per token, per token x seq), its autocast copies, its MLP backward's temporaries (per token, constant) and
+    # its gradients not made yet; zeros: no such moment
+    falcon_lt: tuple[int, ...] = (0,) * 9
     top_layer_grads: int = 0  # a trained MoE layer's expert gradients, there by its attention's backward
     # --freeze-layers N with checkpointing: the frozen layers rerun in backward (their inputs need a gradient), and a
     # frozen layer's saved set less a trained one's (per token, per token x seq, constant): backward.recompute_frozen
@@ -1764,6 +1769,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # a MoE layer's expert gradients (full or its adapters'): under eager attention the layer's peak is the
         # attention's backward, after them; otherwise it is inside the MoE block's backward, before them
         top_layer_grads=moe_grads if t.method == "full" and eager_attn else 0,
+        falcon_lt=_falcon_freeze_lowest(layer_fn, m, t, recipe, layer, per_layer_t, per_layer_ts, frozen,
+                                        saving_layers == n_layers and trained_layers > 0),
         lisa_below=frozen if _lisa.active(t) else unfrozen_below,
         lisa_frozen_t=lisa_frozen_t or (per_layer_t - idle_t if unfrozen_below else 0),
         lisa_frozen_ts=lisa_frozen_ts or (per_layer_ts - idle_ts if unfrozen_below else 0),
@@ -1918,6 +1925,29 @@ def _frozen_rerun(layer_fn: Any, m: ModelSpec, t: TrainingSpec, recipe: Recipe, 
         - sum(x.per_token for x in idle.terms if not x.batch1_only),
         sum(x.per_token_seq for x in layer.terms) - sum(x.per_token_seq for x in idle.terms),
         sum(x.const for x in layer.terms) - sum(x.const for x in idle.terms))}
+
+
+def _falcon_freeze_lowest(layer_fn: Any, m: ModelSpec, t: TrainingSpec, recipe: Recipe, layer: Any, per_layer_t: int,
+                          per_layer_ts: int, frozen: int, frozen_save: bool) -> tuple[int, ...]:
+    """_ActivationPlan.falcon_lt: Falcon-7B's freeze without checkpointing under autocast, the frozen layers saving."""
+    if not (recipe.autocast16 and layer.attn_backward_grads_const and t.method == "freeze" and not t.grad_checkpointing
+            and frozen and frozen_save):
+        return (0,) * 9
+    # The peak is the lowest trained layer's MLP backward, at dense_h_to_4h's weight gradient cast to fp32: every
+    # gradient above made and its MLP's, not its qkv's and dense's (fp32); the frozen layers below hold their saved
+    # sets (their 16-bit weights need no autocast copy), the layer its attention's saved set and its qkv and dense
+    # casts; the temporaries are that weight gradient in 16 bits and the layer's token-wide gradients: the input's
+    # (16-bit mm and its cast) and the fp32 residual's. Measured with the tracer's live tensors at the peak: falcon-7b
+    # cut to 4 layers, freeze 2 autocast-bf16 b1 s512, and cut to 2 layers, freeze 1 b1 s256 and s512: the terms add
+    # up within 47 KB of the traced peak (+3.32 / +8.52 / +8.09 % with backward.bottom's autocast copies instead).
+    frozen_layer = layer_fn(m, t, recipe, trainable_weights=False)
+    f_t = sum(x.per_token for x in frozen_layer.terms if not x.batch1_only)
+    f_ts = sum(x.per_token_seq for x in frozen_layer.terms)
+    c, h = dtype_bytes(recipe.compute), m.hidden_size
+    attn = sum(lin.in_features * lin.out_features for lin in block_linears(m)
+               if lin.module in ("qkv_proj", "q_proj", "k_proj", "v_proj", "o_proj"))
+    return (f_t, f_ts, frozen, per_layer_t - layer.mlp_saved_per_token, per_layer_ts, c * attn, (2 * c + 4) * h,
+            c * h * m.intermediate_size, 4 * attn)  # (trained weights and their gradients: fp32 under autocast-*)
 
 
 def _frozen_rerun_order(t: TrainingSpec) -> bool:
@@ -2407,6 +2437,13 @@ def _transformer_phases(
         if t.optimizer_in_bwd:
             moments.append(("backward.head_step", _m.BWD_HEAD_STEP,
                             (g_top, acts_layers, once_bwd, autocast_copies, opt_temp)))
+        f_t, f_ts, n_frozen, lt_t, lt_ts, lt_copies, lt_bwd_t, lt_bwd_c, lt_g = p.falcon_lt
+        if lt_t and saving_layers:  # Falcon-7B freeze under autocast: the lowest trained layer (_falcon_freeze_lowest)
+            # (and the frozen bottom layer's backward.bottom holds its own saved set, with no autocast copies)
+            bottom_acts, bottom_copies = f_t * tokens + f_ts * token_seq, 0
+            moments.append(("backward.lowest_trained", _m.BWD_LOWEST_TRAINED,
+                            (max(gradients - late_g - lt_g, 0), n_frozen * bottom_acts, once_bwd,
+                             lt_t * tokens + lt_ts * token_seq, lt_copies, lt_bwd_t * tokens + lt_bwd_c)))
         # (freeze with its tied head trained: the bottom moment is a frozen layer's, _freeze_bottom_gradient_bytes)
         frozen_bottom = t.method == "freeze" and not p.bottom_layer_grads
         moments.append(("backward.bottom", _m.BWD_BOTTOM,

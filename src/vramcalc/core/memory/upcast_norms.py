@@ -151,13 +151,13 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
 # (Pythia: parallel attention + MLP after two LayerNorms, each with its own fp32 cast of the layer input), GPT-J and
 # Phi-1.5 / Phi-2 (parallel, one LayerNorm, gelu_new's fp32 output beside QLoRA's dequantized fc_out) and OLMo 1
 # (non-parametric LayerNorm): -1.8 .. +4.5 % (memory/activations.py); --grid amp16: Falcon-7B (LoRA and freeze: the
-# math SDPA path's matmuls under autocast, 16-bit scores, as amp-bf16's; freeze with checkpointing, its frozen
-# layers' backward without a trained layer's weight gradients) and BLOOM (LoRA, QLoRA, freeze: the embedding
-# LayerNorm's fp32 output makes the residual stream fp32, fp32_residual), GPT-NeoX's freeze (its frozen layers' sdpa
-# on CUDA's fused kernel, as the tracer runs a frozen tower's: -1.65 .. +0.07 %): -1.65 .. +1.98 %. Falcon's QLoRA
-# (the tracer leaves its Linears unquantized) and freeze without checkpointing (check_recipe) stay refused, as do
-# Falcon blocks other than Falcon-7B's (new_decoder_architecture's two LayerNorms, multi-head attention, Falcon-RW's
-# sequential block: not traced).
+# math SDPA path's matmuls under autocast, 16-bit scores, as amp-bf16's; freeze, its frozen layers' backward without a
+# trained layer's weight gradients, without checkpointing the lowest trained layer's MLP backward) and BLOOM (LoRA,
+# QLoRA, freeze: the embedding LayerNorm's fp32 output makes the residual stream fp32, fp32_residual), GPT-NeoX's freeze
+# (its frozen layers' sdpa on CUDA's fused kernel, as the tracer runs a frozen tower's: -1.65 .. +0.07 %): -1.65 ..
+# +1.98 %. Falcon's QLoRA (the tracer leaves its Linears unquantized; check_recipe) stays refused, as do Falcon blocks
+# other than Falcon-7B's (new_decoder_architecture's two LayerNorms, multi-head attention, Falcon-RW's sequential
+# block: not traced).
 AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "qwen3", "olmo2", "gemma", "gemma2", "gemma3", "phi3",
                      "starcoder2", "gpt_neox", "gptj", "phi", "olmo", "falcon", "bloom")
 # Freeze (fp32 trained layers) on all of them, with checkpointing too (--grid autocast2: -1.9 .. +0.6 % there, once
@@ -227,12 +227,6 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
     elif m is not None and m.family == "falcon" and t.method == "qlora":
         why = (f"--method qlora on {m.name} (Falcon traced with LoRA and freeze: the tracer's QLoRA leaves its Linears "
                "unquantized)")
-    elif m is not None and m.family == "falcon" and t.method == "freeze" and not t.grad_checkpointing:
-        # without checkpointing the peak is the lowest trained layer's MLP backward (its fp32 gradient casts beside the
-        # frozen layers' saved graphs), not a moment of the estimate: falcon-7b cut to 4 layers, freeze 2 b1 s512
-        # +3.32 %, cut to 2 layers, freeze 1 b1 s256 +8.52 % (with checkpointing -1.05 .. -0.61 %)
-        why = (f"--method freeze on {m.name} without --grad-checkpointing (its lowest trained layer's backward beside "
-               "the frozen layers' saved graphs is not modelled; traced with checkpointing)")
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.context_parallel > 1:
         why = "DeepSpeed / FSDP / tensor, pipeline or context parallelism"
     elif t.method == "qlora" and t.kbit_prep:
