@@ -1042,7 +1042,7 @@ def test_min_gpus_is_the_fewest_that_fit(m: ModelSpec, t: TrainingSpec, scale: f
 # ModernBERT and gpt-oss presets shifted the drawn examples); inference_layouts offers none for Mamba.
 @example(_preset("mamba-130m"), TrainingSpec(mode="inference"), 0.1)
 @example(_preset("mamba-130m"), TrainingSpec(mode="inference", seq_len=4096), 0.1)
-@settings(max_examples=max(10, PROPERTY_CAP // 10))
+@settings(PROPERTY, max_examples=max(10, PROPERTY_CAP // 10))  # PROPERTY: refused draws are no failed health check
 @given(arch_models, trainings(modes=MODES), st.floats(0.1, 0.99))
 def test_every_fit_suggestion_fits_by_its_own_estimate(m: ModelSpec, t: TrainingSpec, scale: float) -> None:
     budget = int(run(m, t).peak_bytes * scale)
