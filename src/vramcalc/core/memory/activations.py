@@ -1194,20 +1194,21 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # +4.87 % with this node, +3.69 % without.)
     act_node = amp and not gated and not tw and not m.num_experts and m.hidden_act in ("gelu_new", "gelu_fast") \
         and (recipe.autocast or not t.grad_checkpointing) and mlp_bwd >= max(norm_bwd, adapter_bwd_t, moe_bwd_t)
-    act_node_bwd = (12 + c) * width + residual * h + (c * h if m.parallel_residual else 0) if act_node else 0
-    # Checkpointed, the rerun's end comes before that node: the whole recomputed set and its casts, beside the gelu's
-    # fp32 output (unsaved: fc_out's adapter saves its own 16-bit cast), the layer's unsaved locals (the fp32 normed
-    # input, the attention's output, the base projection's output, one more 16-bit hidden-wide tensor) and the
-    # layer output's incoming gradient (fp32 and its 16-bit cast). Measured with the tracer's live tensors, --grid amp:
-    # gpt-j-6b as above with checkpointing, the peak at the rerun's last _to_copy (fc_out's lora_A cast), its (2,
-    # 1024, 16384) fp32 gelu output, two (2, 1024, 4096) fp32 and five bf16 hidden-wide tensors beside the recomputed
-    # set (backward.top's three fp32 gradients over them: +3.07 %)
-    rerun_end = 4 * width + (8 + 4 * c) * h if act_node and t.grad_checkpointing and not t.reentrant_gc else 0
-    act_node_grads = 0
+    act_node_bwd = rerun_end = act_node_grads = 0
     if act_node:
+        act_node_bwd = (12 + c) * width + residual * h + (c * h if m.parallel_residual else 0)
         mlp_node_freed = sum(x.per_token for x in terms if x.name == "lora down_proj input")
         # (fc_out's adapters' gradients, rank x (in + out) in the adapter dtype, written by lora_A / lora_B's nodes)
         act_node_grads = t.lora_rank * (width + h) * a if "down_proj" in lora_fwd else 0
+        # Checkpointed, the rerun's end comes before that node: the whole recomputed set and its casts, beside the
+        # gelu's fp32 output (unsaved: fc_out's adapter saves its own 16-bit cast), the layer's unsaved locals (the fp32
+        # normed input, the attention's output, the base projection's output, one more 16-bit hidden-wide tensor) and
+        # the layer output's incoming gradient (fp32 and its 16-bit cast). Measured with the tracer's live tensors,
+        # --grid amp: gpt-j-6b as above with checkpointing, the peak at the rerun's last _to_copy (fc_out's lora_A
+        # cast), its (2, 1024, 16384) fp32 gelu output, two (2, 1024, 4096) fp32 and five bf16 hidden-wide tensors
+        # beside the recomputed set (backward.top's three fp32 gradients over them: +3.07 %)
+        if t.grad_checkpointing and not t.reentrant_gc:
+            rerun_end = 4 * width + (8 + 4 * c) * h
     # (less the LoRA ranks' bytes, so that a larger rank never lowers the attention's moment: what the rank adds
     # to the MLP's saved set is still counted there, but not as freed before the attention's backward)
     mlp_terms = [x for x in terms[n_attention_terms:] if not x.batch1_only]
