@@ -3214,6 +3214,28 @@ def amp16_grid() -> list[dict[str, Any]]:
             for model, label, kw, b, s in runs for gc in (False, True)]
 
 
+# The Falcon bitsandbytes grid (`--grid falcon-bnb`, issue 13; 12 cases): QLoRA on Falcon-7B (its published config.json
+# cut to 4 layers and a 2,048-token vocabulary, "hfcut:"), NF4 all-linear under bf16 and under autocast-bf16 and 8-bit
+# all-linear under bf16, kbit_prep off (the tracer runs no prepare_model_for_kbit_training), b1 s512 and b2 s1024,
+# without and with checkpointing. transformers 5's replace_with_bnb_linear replaces only `type(module) is nn.Linear`,
+# and Falcon's Linears are FalconLinear: nothing is quantized, the tracer's emulation follows the same rule
+# (trace/_hf.py quantize_blocks), and the estimate counts the LoRA it is (memory/unreplaced.py; before it, the
+# 16-bit weights were counted NF4 / int8). Written to accuracy_falcon-bnb.{json,md}, its traces to
+# trace_cache_falcon-bnb.json.
+FALCON_BNB_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("qlora nf4 | bf16", {"method": "qlora", "precision": "bf16"}),
+    ("qlora nf4 | autocast-bf16", {"method": "qlora", "precision": "autocast-bf16"}),
+    ("qlora int8 | bf16", {"method": "qlora", "precision": "bf16", "quant_bits": 8}),
+)
+
+
+def falcon_bnb_grid() -> list[dict[str, Any]]:
+    return [{"id": f"hfcut:falcon-7b | {label} | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": "hfcut:falcon-7b",
+             "method": label, "training": {**kw, "lora_targets": ("all-linear",), "kbit_prep": False,
+                                           "batch_size": b, "seq_len": s, "grad_checkpointing": gc}}
+            for label, kw in FALCON_BNB_RUNS for b, s in ((1, 512), (2, 1024)) for gc in (False, True)]
+
+
 # The LayerNorm-kept grid (`--grid lnkept`, issue 15): the decoders whose pre-norm is an nn.LayerNorm run in 16 bits
 # (GPT-2, GPT-NeoX / Pythia, GPT-J, Phi-2, Falcon, BLOOM, StarCoder2, GPTBigCode; OLMo 1's weightless LayerNorm, which
 # norms an fp32 copy, as the control), published configs cut to 4 layers and a 2,048-token vocabulary ("hfcut:"), LoRA
@@ -3971,6 +3993,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "amp": amp_grid,
          "lnkept": lnkept_grid,
          "amp16": amp16_grid,
+         "falcon-bnb": falcon_bnb_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -4061,6 +4084,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                     "Falcon, BLOOM, StarCoder2, GPTBigCode, OLMo 1; LoRA and full; issue 15)",
           "amp16": " (autocast-bf16 on Falcon (LoRA, freeze) and BLOOM (LoRA, QLoRA, freeze), GPT-NeoX's freeze; "
                    "amp-bf16 full on both; issue 15)",
+          "falcon-bnb": " (QLoRA on Falcon: transformers 5's bitsandbytes quantizes no FalconLinear, a LoRA on the "
+                        "16-bit model; issue 13)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -4333,6 +4358,7 @@ def main() -> None:
                          "amp",
                          "lnkept",
                          "amp16",
+                         "falcon-bnb",
                          "pixels",
                          ) \
         else CACHE

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from vramcalc.core import lora_layers
 from vramcalc.core.memory.precision import recipe_of, resolve_precision
+from vramcalc.core.memory.unreplaced import SUBCLASSED_LINEAR_FAMILIES
 from vramcalc.core.peft_methods import TABLE as PEFT_TABLE
 from vramcalc.core.vocab import CLASSIC_FAMILIES, METHOD_LABELS
 
@@ -115,6 +116,9 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
                                                      if t.vocab_multiple > 1 else ""))
     if t.method == "qlora" and t.quant_backend == "hqq":
         parts.append(f"base hqq {t.quant_bits}-bit, group {t.hqq_group_size}, axis {t.hqq_axis}")
+    elif t.method == "qlora" and family in SUBCLASSED_LINEAR_FAMILIES:  # memory/unreplaced.py
+        parts.append("base left unquantized (bitsandbytes replaces no FalconLinear)"
+                     + (", every weight fp32 (kbit prep)" if t.kbit_prep else ""))
     elif t.method == "qlora":
         parts.append(f"base {'NF4' if t.quant_bits == 4 else 'int8'}"
                      + (" + double quant" if t.quant_bits == 4 and t.double_quant else "")

@@ -36,6 +36,7 @@ from vramcalc.core.memory import (
     seq2seq,
     siglip_lora,
     ssm,
+    unreplaced,
     unsloth,
     zamba2,
 )
@@ -304,6 +305,11 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
     if new_tokens.active(training):  # --add-tokens: the resized model's run, with its new rows (memory/new_tokens.py)
         resized, inner = new_tokens.view(model, training)
         return _with_new_rows(explain(resized, inner), model, training)
+    if unreplaced.active(model, training):  # bitsandbytes quantizes no FalconLinear: a LoRA (memory/unreplaced.py)
+        e = explain(model, unreplaced.view(model, training))
+        text = unreplaced.note(model, training)
+        return replace(e, training=training, notes=(*e.notes, text),
+                       breakdown=replace(e.breakdown, notes=(*e.breakdown.notes, text)))
     if model.vision is not None:  # vision-language models: the text model's run, then the image side
         return _explain_vision(model, training)
     if training.objective == "ppo":  # TRL 0.19.1 PPOTrainer (memory/ppo.py): the policy's step, then the rest

@@ -51,6 +51,7 @@ from vramcalc.core.memory import rl as _rl
 from vramcalc.core.memory import router_aux as _router_aux
 from vramcalc.core.memory import seq2seq as _seq2seq
 from vramcalc.core.memory import ssm as _ssm
+from vramcalc.core.memory import unreplaced as _unreplaced
 from vramcalc.core.memory import unsloth as _unsloth
 from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory import upcast_norms as _upcast_norms
@@ -197,6 +198,9 @@ def _estimate_run(model: ModelSpec, training: TrainingSpec) -> Breakdown:
         resized, inner = _new_tokens.view(model, training)
         b = estimate(resized, inner)
         return replace(b, notes=(*b.notes, _new_tokens.note(model, training)))
+    if _unreplaced.active(model, training):  # bitsandbytes quantizes no FalconLinear: a LoRA (memory/unreplaced.py)
+        b = _estimate_run(model, _unreplaced.view(model, training))
+        return replace(b, notes=(*b.notes, _unreplaced.note(model, training)))
     if training.whole_layers and training.gpu_memory_limit == "none":
         from vramcalc.core.errors import UnsupportedCombination
 

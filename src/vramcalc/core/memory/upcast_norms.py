@@ -155,9 +155,9 @@ def check(m: ModelSpec, t: TrainingSpec, library_optimizer: bool) -> None:
 # trained layer's weight gradients, without checkpointing the lowest trained layer's MLP backward) and BLOOM (LoRA,
 # QLoRA, freeze: the embedding LayerNorm's fp32 output makes the residual stream fp32, fp32_residual), GPT-NeoX's freeze
 # (its frozen layers' sdpa on CUDA's fused kernel, as the tracer runs a frozen tower's: -1.65 .. +0.07 %): -1.65 ..
-# +1.98 %. Falcon's QLoRA (the tracer leaves its Linears unquantized; check_recipe) stays refused, as do Falcon blocks
-# other than Falcon-7B's (new_decoder_architecture's two LayerNorms, multi-head attention, Falcon-RW's sequential
-# block: not traced).
+# +1.98 %. Falcon's QLoRA is its LoRA (transformers 5's bitsandbytes quantizes no FalconLinear: memory/unreplaced.py,
+# --grid falcon-bnb). Falcon blocks other than Falcon-7B's (new_decoder_architecture's two LayerNorms, multi-head
+# attention, Falcon-RW's sequential block: not traced) stay refused.
 AUTOCAST_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "qwen3", "olmo2", "gemma", "gemma2", "gemma3", "phi3",
                      "starcoder2", "gpt_neox", "gptj", "phi", "olmo", "falcon", "bloom")
 # Freeze (fp32 trained layers) on all of them, with checkpointing too (--grid autocast2: -1.9 .. +0.6 % there, once
@@ -191,8 +191,11 @@ AUTOCAST_RUN_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "qwen3", "olmo2", 
 def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
     """--precision autocast-*: the runs it is modelled (and traced) for; the rest refused in one line. `m` None: the
     run's options alone (a run file that names no model)."""
+    from vramcalc.core.memory import unreplaced
     from vramcalc.core.memory.precision import recipe_of, resolve_precision
 
+    if m is not None:  # Falcon's "QLoRA" is a LoRA on the unquantized model (memory/unreplaced.py)
+        t = unreplaced.view(m, t)
     if not recipe_of(t).autocast16:
         return
     p = resolve_precision(t)
@@ -224,9 +227,6 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
                                                          and m.num_kv_heads == 1):
         why = (f"{m.name} (Falcon traced on Falcon-7B's block: multi-query attention, one LayerNorm before parallel "
                "attention and MLP)")
-    elif m is not None and m.family == "falcon" and t.method == "qlora":
-        why = (f"--method qlora on {m.name} (Falcon traced with LoRA and freeze: the tracer's QLoRA leaves its Linears "
-               "unquantized)")
     elif t.zero or t.fsdp != "none" or t.tp > 1 or t.pp > 1 or t.context_parallel > 1:
         why = "DeepSpeed / FSDP / tensor, pipeline or context parallelism"
     elif t.method == "qlora" and t.kbit_prep:
