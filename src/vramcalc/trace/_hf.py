@@ -230,7 +230,7 @@ def _traced_hqq_class() -> type:
 
 def quantize_blocks_hqq(layers: nn.ModuleList, bits: int, group_size: int, axis: int,
                         compute_dtype: torch.dtype) -> int:
-    """Replace every nn.Linear inside the blocks by hqq's own HQQLinear, as transformers 4.x quantizers/
+    """Replace every nn.Linear (subclasses too) in the blocks by hqq's own HQQLinear, as transformers 4.x quantizers/
     quantizer_hqq.py create_quantized_param builds it (`HQQLinear(module, quant_config, compute_dtype=torch_dtype,
     device, del_orig=True)`, the bias a Parameter; HqqConfig's skip_modules ["lm_head"]), on the meta device.
     Quantizer.quantize runs with optimize=False: the proximal optimizer's early stop reads tensor values, which
@@ -243,7 +243,9 @@ def quantize_blocks_hqq(layers: nn.ModuleList, bits: int, group_size: int, axis:
     count = 0
     for block in layers:
         for name, mod in list(block.named_modules()):
-            if type(mod) is not nn.Linear:
+            # transformers 4.x integrations/hqq.py _prepare_for_hqq_linear takes `isinstance(module, nn.Linear)`:
+            # subclasses too (Falcon's FalconLinear), unlike transformers 5's bitsandbytes rule (quantize_blocks)
+            if not isinstance(mod, nn.Linear):
                 continue
             q = cls(mod, cfg, del_orig=True, compute_dtype=compute_dtype, device=mod.weight.device)
             q.register_buffer("hqq_scale", q.meta.pop("scale"))
