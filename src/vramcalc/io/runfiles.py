@@ -17,6 +17,7 @@ from typing import Any
 from vramcalc.core.errors import UnknownPresetError, VramcalcError
 from vramcalc.core.lora_layers import LAYERS_PATTERNS
 from vramcalc.core.memory import online_dpo as _online
+from vramcalc.core.memory.unreplaced import SUBCLASSED_LINEAR_FAMILIES
 from vramcalc.core.options import BY_NAME, OptionError, coerce
 from vramcalc.core.specs import VisionSpec
 from vramcalc.core.vocab import kernels_value
@@ -1160,6 +1161,13 @@ def _kbit_axolotl(run: Run, path: Path, skip_upcast: bool) -> None:
         family = resolve_model(run.model or "", path.parent)[0].family
     except VramcalcError:
         family = None  # refused where the run is estimated
+    if family in SUBCLASSED_LINEAR_FAMILIES:
+        # bitsandbytes quantizes no FalconLinear (core/memory/unreplaced.py): prepare_model_for_kbit_training makes them
+        # fp32 and axolotl casts back only the norms and embeddings
+        run.notes.append(f"axolotl QLoRA on {family}: bitsandbytes leaves its Linears unquantized and "
+                         "prepare_model_for_kbit_training makes them fp32; axolotl casts back only the norms and "
+                         "embeddings, counted fp32 too (--kbit-prep: over by 2 B a parameter there, the safe side).")
+        return
     if family in AXOLOTL_FP32_EMBEDDING_FAMILIES or (skip_upcast and family in AXOLOTL_OTHER_EMBEDDING_NAMES):
         run.notes.append(f"axolotl QLoRA on {family}: its input embedding is not among the modules axolotl casts back "
                          "after prepare_model_for_kbit_training, so it stays fp32; the norms, embedding and head are "
