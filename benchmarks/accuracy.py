@@ -3236,6 +3236,37 @@ def falcon_bnb_grid() -> list[dict[str, Any]]:
             for label, kw in FALCON_BNB_RUNS for b, s in ((1, 512), (2, 1024)) for gc in (False, True)]
 
 
+# The QLoRA-rest grid (`--grid qlora-rest`, issue 15; 10 cases): QLoRA on the model_types no other grid traced it on.
+# GPTBigCode (StarCoder-1: multi-query attention in one fused c_attn Linear; starcoderbase-1b's published config.json
+# cut to 4 layers and a 2,048-token vocabulary, "hfcut:"), NF4 all-linear, b1 s512 and b2 s1024, checkpointing off and
+# on, and eager at b1 s1024; DistilBERT (q_lin / k_lin / v_lin / out_lin, peft's default q_lin, v_lin) and XLM-R
+# (RoBERTa's blocks under its own model_type) as sequence classifiers, b8 s512, checkpointing off and on (DistilBERT
+# token-cls too, every block Linear: all-linear would adapt the classifier, which peft's TOKEN_CLS task also
+# copies, and peft refuses that); kbit_prep off as in the other grids. gpt-oss (MXFP4 / 3-D expert Parameters) and
+# Mamba-1 (its mixer reads dt_proj.weight and out_proj.weight) are refused: bitsandbytes cannot serve them. Written
+# to accuracy_qlora-rest.{json,md}, its traces to trace_cache_qlora-rest.json.
+_QREST = {"method": "qlora", "precision": "bf16", "kbit_prep": False}
+QLORA_REST_RUNS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    *(("hfcut:starcoderbase-1b", f"qlora nf4 all-linear | b{b} s{sl} | {'gc' if gc else 'no-gc'}",
+       {**_QREST, "lora_targets": ("all-linear",), "batch_size": b, "seq_len": sl, "grad_checkpointing": gc})
+      for b, sl in ((1, 512), (2, 1024)) for gc in (False, True)),
+    ("hfcut:starcoderbase-1b", "qlora nf4 all-linear | b1 s1024 | eager | no-gc",
+     {**_QREST, "lora_targets": ("all-linear",), "batch_size": 1, "seq_len": 1024, "attention": "eager"}),
+    *(("distilbert-base-uncased", f"qlora seq-cls | b8 s512 | {'gc' if gc else 'no-gc'}",
+       {**_QREST, "batch_size": 8, "seq_len": 512, "grad_checkpointing": gc}) for gc in (False, True)),
+    ("distilbert-base-uncased", "qlora token-cls every block Linear | b8 s512 | no-gc",
+     {**_QREST, "batch_size": 8, "seq_len": 512, "head": "token-cls",
+      "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")}),
+    *(("xlm-roberta-base", f"qlora seq-cls | b8 s512 | {'gc' if gc else 'no-gc'}",
+       {**_QREST, "batch_size": 8, "seq_len": 512, "grad_checkpointing": gc}) for gc in (False, True)),
+)
+
+
+def qlora_rest_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label}", "model": model, "method": "qlora", "training": dict(kw)}
+            for model, label, kw in QLORA_REST_RUNS]
+
+
 # The LayerNorm-kept grid (`--grid lnkept`, issue 15): the decoders whose pre-norm is an nn.LayerNorm run in 16 bits
 # (GPT-2, GPT-NeoX / Pythia, GPT-J, Phi-2, Falcon, BLOOM, StarCoder2, GPTBigCode; OLMo 1's weightless LayerNorm, which
 # norms an fp32 copy, as the control), published configs cut to 4 layers and a 2,048-token vocabulary ("hfcut:"), LoRA
@@ -3994,6 +4025,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "lnkept": lnkept_grid,
          "amp16": amp16_grid,
          "falcon-bnb": falcon_bnb_grid,
+         "qlora-rest": qlora_rest_grid,
          "lora-layers": lora_layers_grid,
          "vocab": vocab_grid,
          "aux": aux_grid,
@@ -4086,6 +4118,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                    "amp-bf16 full on both; issue 15)",
           "falcon-bnb": " (QLoRA on Falcon: transformers 5's bitsandbytes quantizes no FalconLinear, a LoRA on the "
                         "16-bit model; issue 13)",
+          "qlora-rest": " (QLoRA on GPTBigCode, DistilBERT and XLM-R, the model_types no other grid traced it on; "
+                        "issue 15)",
           "lora-layers": " (LoRA on some decoder layers only: peft layers_to_transform; issue 13)",
           "vocab": " (new tokens: resize_token_embeddings on tied and untied heads, full and LoRA; issue 13)",
           "aux": " (the MoE router's load-balancing aux loss, output_router_logits: Mixtral, Qwen3-MoE, gpt-oss; "
@@ -4359,6 +4393,7 @@ def main() -> None:
                          "lnkept",
                          "amp16",
                          "falcon-bnb",
+                         "qlora-rest",
                          "pixels",
                          ) \
         else CACHE
