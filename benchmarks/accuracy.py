@@ -1953,6 +1953,47 @@ AXOGC_FILES: tuple[tuple[str, dict[str, Any]], ...] = tuple((label, {"bf16": Tru
 ))
 
 
+# transformers 4 files' checkpointing (`--grid tf4gc`, issue 13): TrainingArguments files naming
+# transformers_version 4.57.1 with gradient_checkpointing: true and no gradient_checkpointing_kwargs, which
+# transformers 4's gradient_checkpointing_enable runs reentrant ({"use_reentrant": True} for None; io/runfiles.py
+# TF4_REENTRANT_NOTE: --reentrant-gc), read by the TrainingArguments reader (transformers 4's float32 load: fp32, or
+# amp-bf16 with bf16: true; adamw_torch), on the reentrant grid's cuts x b4 / b8 s2048 (--seq-len and the batch given
+# as the command line gives them: a TrainingArguments file names no sequence length; at smaller shapes the optimizer
+# step's fp32 states are the peak, where checkpointing does not show) (8 cases). Written to
+# accuracy_tf4gc.{json,md}, its traces to trace_cache_tf4gc.json.
+TF4GC_FILES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("full amp-bf16", {"output_dir": "o", "transformers_version": "4.57.1", "gradient_checkpointing": True,
+                       "bf16": True}),
+    ("full fp32", {"output_dir": "o", "transformers_version": "4.57.1", "gradient_checkpointing": True}),
+)
+TF4GC_SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("b4 s2048", {"batch_size": 4, "seq_len": 2048}),
+    ("b8 s2048", {"batch_size": 8, "seq_len": 2048}),
+)
+
+
+def tf4gc_grid() -> list[dict[str, Any]]:
+    import tempfile
+    from dataclasses import fields
+
+    from vramcalc.core.options import BY_NAME, coerce
+    from vramcalc.io import runfiles
+
+    known = {f.name for f in fields(TrainingSpec)}
+    cases = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, d in TF4GC_FILES:
+            f = Path(tmp) / "args.json"
+            f.write_text(json.dumps(d))
+            run = runfiles.load(str(f))[0]
+            assert not run.unmodelled and run.options.get("reentrant_gc"), (label, run.options)
+            opts = {k: coerce(BY_NAME[k], v) if k in BY_NAME else v for k, v in run.options.items() if k in known}
+            cases += [{"id": f"{model} | {label} | transformers 4 gc | {shape}", "model": model, "method": "full",
+                       "training": {**opts, **skw}}
+                      for model in REENTRANT_MODELS for shape, skw in TF4GC_SHAPES]
+    return cases
+
+
 def axooff_grid() -> list[dict[str, Any]]:
     return _axolotl_file_grid(AXOOFF_FILES)
 
@@ -4046,6 +4087,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "gc-offload": gc_offload_grid,
          "axooff": axooff_grid,
          "axogc": axogc_grid,
+         "tf4gc": tf4gc_grid,
          "ref8": ref8_grid,
          "dpo32": dpo32_grid,
          "eager32": eager32_grid,
@@ -4158,6 +4200,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                     "them, issue 13)",
           "axogc": " (axolotl's gradient_checkpointing: true with its default keywords {use_reentrant: true}, "
                    "issue 13)",
+          "tf4gc": " (transformers 4 files' gradient_checkpointing: true, reentrant without keywords; issue 13)",
           "pixels": " (LLaMA-Factory image_max_pixels on LLaVA-NeXT and Llama 4: the budget's worst image; issue 13)",
           }
 
@@ -4341,6 +4384,8 @@ def main() -> None:
                     "transformers' offloaded checkpointing (save_on_cpu around each checkpoint); axooff: issue 13's 8 "
                     "axolotl files with offloaded checkpointing (TRL's OffloadActivations); axogc: issue 13's 8 "
                     "axolotl files with gradient_checkpointing: true (axolotl's default reentrant keywords); "
+                    "tf4gc: issue 13's 8 transformers 4 TrainingArguments files with gradient_checkpointing: true "
+                    "(reentrant); "
                     "early-stop: issue 13's 24 cases of non-reentrant checkpointing without early stop "
                     "(--no-ac-early-stop); maxmem: issue 13's 32 cases of accelerate's max_memory placement "
                     "(axolotl gpu_memory_limit); trlqlora: issue 13's 12 TRL QLoRA cases "
@@ -4383,6 +4428,7 @@ def main() -> None:
                          "gc-offload",
                          "axooff",
                          "axogc",
+                         "tf4gc",
                          "ref8",
                          "dpo32",
                          "eager32",

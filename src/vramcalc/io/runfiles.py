@@ -2216,6 +2216,16 @@ def _ppo(d: dict[str, Any], run: Run) -> None:
         if d.get(key) is not None:
             raise _KeyProblem(key, f"{why} is not modelled (the value model is loaded from reward_model_path, as "
                               "TRL's ppo.py example does); remove it")
+    for key in ("model_init_kwargs", "ref_model_init_kwargs"):  # PPOConfig / OnPolicyConfig have neither field
+        if key in d:
+            raise _KeyProblem(key, "not a TRL 0.19.1 PPOConfig field (HfArgumentParser refuses it), and ppo.py passes "
+                              "no keywords to from_pretrained; remove it (--precision sets the models' dtype)")
+    unread = [k for k in ("torch_dtype", "dtype", "attn_implementation", "load_in_4bit", "load_in_8bit") if k in d]
+    if unread:
+        run.mapped += unread
+        run.notes.append(f"ppo: {', '.join(unread)}: no change: TRL 0.19.1's examples/scripts/ppo/ppo.py builds "
+                         "model_kwargs (dtype, attention, quantization) from ModelConfig and passes them to none of "
+                         "its four from_pretrained calls (transformers' default dtype, no quantization).")
     if d.get("local_rollout_forward_batch_size", PPO_CHUNK) != PPO_CHUNK:
         raise _KeyProblem("local_rollout_forward_batch_size", f"{d['local_rollout_forward_batch_size']!r:.40} is not "
                           f"modelled: the rollout's chunk is OnPolicyConfig's default {PPO_CHUNK}; remove it")
@@ -3078,6 +3088,8 @@ def _trl_peft(d: dict[str, Any], run: Run) -> None:
     four, eight = flag["load_in_4bit"], flag["load_in_8bit"]
     if four and eight:  # ModelConfig.__post_init__ (trl/trainer/model_config.py)
         raise _KeyProblem("load_in_4bit", "TRL's ModelConfig refuses load_in_4bit with load_in_8bit; keep one")
+    if run.options.get("objective") == "ppo":  # TRL 0.19.1 ppo.py never passes its quantization_config (_ppo's note)
+        four = eight = False
     if (four or eight) and not flag["use_peft"]:
         # the TRL scripts (trl/scripts/sft.py, dpo.py, ...) pass get_quantization_config(model_args) to the trainer
         # with or without use_peft: a quantized model without adapters, which the Trainer refuses
@@ -3094,7 +3106,8 @@ def _trl_peft(d: dict[str, Any], run: Run) -> None:
         # get_quantization_config: bnb_4bit_compute_dtype = ModelConfig.dtype, the load dtype; the quant type (NF4,
         # FP4) and bnb_4bit_quant_storage store the same bytes (_bnb_config, TRL_QUANT_STORAGE)
         _seen(d, run, "bnb_4bit_quant_type", "bnb_4bit_quant_storage")
-    run.mapped += [k for k in ("load_in_4bit", "load_in_8bit", "use_bnb_nested_quant", "lora_task_type") if k in d]
+    run.mapped += [k for k in ("load_in_4bit", "load_in_8bit", "use_bnb_nested_quant", "lora_task_type")
+                   if k in d and k not in run.mapped]
     _take(d, run, "lora_r", "lora_rank", int)
     _take(d, run, "lora_alpha", "lora_alpha", float)
     _take(d, run, "lora_dropout", "lora_dropout", float)
@@ -3133,15 +3146,17 @@ def _hf_gc_key(d: dict[str, Any]) -> str:
 _GC_HOST_ONLY = ("preserve_rng_state", "determinism_check", "debug")
 
 
-def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *,
-                          major: int = CURRENT_TRANSFORMERS, given: Any = None) -> dict[str, Any]:
+def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *, major: int = CURRENT_TRANSFORMERS,
+                          given: Any = None, trl: bool = False) -> dict[str, Any]:
     """gradient_checkpointing_kwargs / activation_checkpointing_kwargs as the Trainer passes them (transformers 5.24
     trainer.py: every_n_layers and offload popped for activation_checkpointing_enable, the rest forwarded to
     torch.utils.checkpoint.checkpoint): the options they set (under axolotl's activation offloading:
-    _gc_offload_axolotl). `given`: the keywords the tool passes in place of the file's (axolotl's defaults)."""
+    _gc_offload_axolotl). `given`: the keywords the tool passes in place of the file's (axolotl's defaults). `trl`:
+    a TRL 1.16 trainer's file, whose trainers set use_reentrant false under transformers 4 (below)."""
     raw = d.get(key) if given is None else given
     if raw is None:
-        return {}
+        # transformers 4 without keywords: reentrant, unless a TRL trainer runs it (TRL4_REENTRANT_NOTE)
+        return {"reentrant_gc": True} if major < 5 and not trl else {}
     if isinstance(raw, str):  # TrainingArguments reads a JSON string into the dict (_VALID_DICT_FIELDS)
         try:
             raw = json.loads(raw)
@@ -3169,9 +3184,12 @@ def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *,
     if reentrant is None:
         # the Trainer passes what is left, or None when nothing is (transformers 5.24 trainer.py `gc_kwargs or None`),
         # and None becomes {"use_reentrant": False} (modeling_utils.py _activation_checkpointing_enable); left keywords
-        # without it reach torch 2.13's checkpoint, whose use_reentrant=None means True (utils/checkpoint.py);
-        # (transformers 4 files are read as before: non-reentrant unless the file says so, not re-checked here)
-        reentrant = bool(kw) and major >= 5
+        # without it reach torch 2.13's checkpoint, whose use_reentrant=None means True (utils/checkpoint.py).
+        # transformers 4.35-4.57 hand the Trainer's keywords as they are to functools.partial(checkpoint, **kwargs)
+        # (modeling_utils.py gradient_checkpointing_enable), so keywords without use_reentrant are torch's reentrant
+        # default there too, even {}; TRL 1.16's trainers first setdefault("use_reentrant", False) under transformers
+        # < 5 (sft_trainer.py, dpo_trainer.py, kto_trainer.py, grpo_trainer.py, ... __init__)
+        reentrant = bool(kw) if major >= 5 else not trl
     if reentrant:
         out["reentrant_gc"] = True
     early_stop = kw.pop("early_stop", True)
@@ -3197,6 +3215,20 @@ def _checkpointing_kwargs(d: dict[str, Any], run: Run, key: str, *,
     return out
 
 
+# transformers 4 checkpoints reentrant when the file gives no use_reentrant: 4.35-4.57's Trainer passes its
+# gradient_checkpointing_kwargs to PreTrainedModel.gradient_checkpointing_enable, which replaces None with
+# {"use_reentrant": True} (modeling_utils.py, 4.57.1 line 3691; 4.35.0 used {}, torch's reentrant default) and hands
+# any other dict to functools.partial(torch.utils.checkpoint.checkpoint, **kwargs) as it is; before 4.35 each model
+# called torch.utils.checkpoint.checkpoint without use_reentrant (e.g. 4.34.1 models/llama/modeling_llama.py), torch's
+# reentrant default too. A TRL trainer under transformers < 5 sets use_reentrant false first (TRL 1.16
+# sft_trainer.py __init__ and its siblings).
+TF4_REENTRANT_NOTE = ("gradient_checkpointing under transformers 4 (transformers_version): reentrant, as "
+                      "modeling_utils.py gradient_checkpointing_enable runs it without use_reentrant "
+                      "({\"use_reentrant\": True} for None, torch.utils.checkpoint's reentrant default otherwise): "
+                      "counted as --reentrant-gc; set gradient_checkpointing_kwargs: {use_reentrant: false} for "
+                      "non-reentrant.")
+
+
 def _hf_args(d: dict[str, Any], path: Path) -> Run:
     # transformers TrainingArguments fields (and TRL's SFTConfig/DPOConfig on top of them); the model is
     # not in this file: give MODEL (a preset or the model's config.json).
@@ -3213,7 +3245,6 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     _seen(d, run, *({"gradient_checkpointing", "activation_checkpointing"} - {gc_key}))  # the alias it overrides
     gkw_key = ("activation_checkpointing_kwargs" if d.get("activation_checkpointing_kwargs") is not None
                else "gradient_checkpointing_kwargs")
-    gkw = _checkpointing_kwargs(d, run, gkw_key, major=major)
     _seen(d, run, *({"gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"} - {gkw_key}))
     # TrainingArguments.use_liger_kernel: Trainer applies Liger's patch, fused linear cross-entropy included.
     liger = _flag(HF, d.get("use_liger_kernel"), "use_liger_kernel")
@@ -3239,8 +3270,14 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
         _take(d, run, "max_seq_length", "seq_len", int)
     _trl(d, run)
     _trl_router_aux(d, run)
+    # a file a TRL trainer runs: SFT keys, a preference / GRPO / RLOO / Online DPO / reward config, model_init_kwargs
+    trl_file = run.options.get("stack") == "trl" or run.options.get("objective") not in (None, "sft", "ppo") \
+        or "model_init_kwargs" in d
+    gkw = _checkpointing_kwargs(d, run, gkw_key, major=major, trl=trl_file)
     if run.options.get("grad_checkpointing"):  # (after the GRPO / RLOO / Online DPO readers: on by default there)
         run.options.update(gkw)
+        if gkw.get("reentrant_gc") and major < 5:
+            run.notes.append(TF4_REENTRANT_NOTE)
     _optim(run, "optim", d.get("optim", default_optim))
     if "optim" not in d and "optim" in run.mapped:
         run.mapped.remove("optim")
@@ -3251,12 +3288,35 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
     # "float32"; model_init_kwargs override it: scripts/sft.py): a TRL file without a dtype loads in float32, not
     # transformers 5's "auto"
     init = d.get("model_init_kwargs")
-    trl_file = run.options.get("stack") == "trl" or run.options.get("objective") not in (None, "sft", "ppo") \
-        or "model_init_kwargs" in d
     trl_default = False
+    objective = run.options.get("objective")
+    # TRL 1.16's experimental CPOTrainer and OnlineDPOTrainer (trl/experimental/cpo/cpo_trainer.py,
+    # online_dpo/online_dpo_trainer.py __init__) load a model id with from_pretrained, not create_model_from_path:
+    # CPO with model_init_kwargs sets `dtype = model_init_kwargs.get("dtype", "auto")`, without them passes no dtype
+    # (transformers' default), as examples/scripts/cpo.py does, which never passes ModelConfig.dtype; Online DPO's
+    # "auto" leaves dtype out (transformers' default). Online DPO without model_init_kwargs is its example script's
+    # (examples/scripts/online_dpo.py: ModelConfig.dtype, default float32, and model_init_kwargs then raise).
+    own_default = objective in ("cpo", "simpo") or (objective == "online-dpo" and isinstance(init, dict))
+    default_source = ""
+    if objective == "ppo":
+        default_source = (" (TRL 0.19.1 examples/scripts/ppo/ppo.py loads the policy, reference, reward and value "
+                          "models with from_pretrained and no dtype: transformers' default)")
     if isinstance(init, dict) and (init.get("dtype") or init.get("torch_dtype")):
         load_dtype = str(init.get("dtype") or init.get("torch_dtype"))
         run.mapped.append("model_init_kwargs")
+    elif own_default:
+        if objective != "online-dpo" and isinstance(init, dict):
+            load_dtype = "auto"
+        trainer = "OnlineDPOTrainer" if objective == "online-dpo" else "CPOTrainer"
+        where = "online_dpo/online_dpo" if objective == "online-dpo" else "cpo/cpo"
+        default_source = (f" (transformers' default: {trainer} loads without create_model_from_path's float32, "
+                          f"TRL 1.16 trl/experimental/{where}_trainer.py)")
+        unread = [k for k in ("dtype", "torch_dtype") if d.get(k)]
+        if unread:
+            run.mapped += unread
+            run.notes.append(f"{', '.join(unread)}: no change: ModelConfig's dtype never reaches {trainer} (TRL "
+                             "1.16: its example script does not pass it, or model_init_kwargs are given); set "
+                             "model_init_kwargs.dtype.")
     elif trl_file and (d.get("dtype") or d.get("torch_dtype")):
         key = "dtype" if d.get("dtype") else "torch_dtype"
         load_dtype = str(d[key])
@@ -3301,6 +3361,10 @@ def _hf_args(d: dict[str, Any], path: Path) -> Run:
                  "dtype float32, TRL's default where neither model_init_kwargs nor ModelConfig names one "
                  "(trl/trainer/utils.py create_model_from_path; a model you load yourself in 16 bits: add "
                  "model_init_kwargs.dtype: bfloat16 or pass --precision)" if trl_default else f"dtype {load_dtype}")
+    if trl_default and objective == "online-dpo":
+        load_text = ("dtype float32, ModelConfig's default, which TRL's examples/scripts/online_dpo.py passes to "
+                     "from_pretrained (a model you load yourself in 16 bits: set dtype: bfloat16 or pass --precision)")
+    load_text += default_source
     named = "named by transformers_version" if "transformers_version" in d else "the current release; set " \
             "transformers_version in the file for an older one"
     run.notes.append(
