@@ -2290,17 +2290,17 @@ def _transformer_phases(
             if p.dequant_fwd.fp32_compute:
                 # 4-bit over an fp32 load under autocast (memory/qlora_fp32.py): the rerun's down_proj dequantizes its
                 # fp32 weight (and autocast's 16-bit copy) beside the MLP's recomputed fp32 set but down_proj's adapter
-                # (made after the base matmul: DequantBytes.down_lora_t), the fp32 product and its 16-bit cast
-                # (DequantBytes.forward), and hidden-wide: the normed MLP input and the layer output's incoming gradient
-                # in fp32, one 16-bit scaled adapter output (the post-attention residual is its norm's saved input).
+                # (made after the base matmul), the fp32 product and its 16-bit cast (DequantBytes.forward, which
+                # takes the adapter's set off, DequantBytes.down_lora_t, and adds the fp32 normed MLP input), and
+                # hidden-wide: the layer output's incoming gradient in fp32, one 16-bit scaled adapter output (the
+                # post-attention residual is its norm's saved input).
                 # Measured with the tracer's live tensors, --grid qlora-fp32load: tinyllama cut to 4 layers, b2 s512
                 # with checkpointing, the backward's peak at the rerun's down_proj mm
                 # Then down_proj's adapter: its saved set made, the fp32 product and dropout's fp32 output of it beside
                 # it, and the clone of the base output (fp32) with those hidden-wide tensors (the same traces, qwen2.5-
                 # 0.5b b1 s2048: the backward's peak at the rerun's down_proj lora_A mm, -2.35 % without it)
-                recompute_t = max(recompute_t, mlp_tail - p.dequant_fwd.down_lora_t * tokens
-                                  + p.dequant_fwd.forward(tokens, False)
-                                  + (2 * 4 + p.dequant_fwd.compute) * p.hidden * tokens,
+                recompute_t = max(recompute_t, mlp_tail + p.dequant_fwd.forward(tokens, False)
+                                  + (4 + p.dequant_fwd.compute) * p.hidden * tokens,
                                   mlp_tail + (2 * 4 * p.dequant_fwd.beside_in
                                               + (3 * 4 + p.dequant_fwd.compute) * p.hidden) * tokens)
             if p.attn_div_ts:
