@@ -3900,20 +3900,24 @@ def trlqlora_grid() -> list[dict[str, Any]]:
 # (--precision amp-bf16 --method qlora: gemm_4bit's fp32 dequantized weight, autocast's bf16 copies of it and of the
 # input, the output cast back to fp32, trace/_hf.py QuantLinear; peft's lora.bnb.Linear4bit forward, trace/_peft.py).
 # LoRA all-linear with TRL's bf16 adapters and lora_dropout 0.05 (as --grid trlqlora), NF4 without kbit preparation
-# (TRL's) and double-quantized with it (peft's recipe; a no-op on dtypes over an fp32 load), checkpointing off and on,
-# b2 s512 and b1 s2048, on tinyllama-1.1b, qwen2.5-0.5b and gemma-2b cut to 4 layers and a 2,048-token vocabulary
-# ("dequant:" models). Written to accuracy_qlora-fp32load.{json,md}, its traces to trace_cache_qlora-fp32load.json.
+# (TRL's) and double-quantized with it (peft's recipe; a no-op on dtypes over an fp32 load), the same under amp-fp16,
+# and with peft's fp32 adapters (autocast_adapter_dtype), checkpointing off and on, b2 s512 and b1 s2048, on
+# tinyllama-1.1b, qwen2.5-0.5b and gemma-2b cut to 4 layers and a 2,048-token vocabulary ("dequant:" models); 48 cases.
+# Written to accuracy_qlora-fp32load.{json,md}, its traces to trace_cache_qlora-fp32load.json.
 QLORA_FP32LOAD_MODELS = ("dequant:tinyllama-1.1b", "dequant:qwen2.5-0.5b", "dequant:gemma-2b")
 _FP32LOAD = {"method": "qlora", "precision": "amp-bf16", "lora_targets": ("all-linear",), "adapter_dtype": "bf16",
              "lora_dropout": 0.05, "quant_bits": 4}
 QLORA_FP32LOAD_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("nf4 no-kbit-prep", {**_FP32LOAD, "kbit_prep": False, "double_quant": False}),
-    ("nf4 double-quant kbit-prep", {**_FP32LOAD, "kbit_prep": True, "double_quant": True}),
+    ("amp-bf16 nf4 no-kbit-prep", {**_FP32LOAD, "kbit_prep": False, "double_quant": False}),
+    ("amp-bf16 nf4 double-quant kbit-prep", {**_FP32LOAD, "kbit_prep": True, "double_quant": True}),
+    ("amp-fp16 nf4 no-kbit-prep", {**_FP32LOAD, "precision": "amp-fp16", "kbit_prep": False, "double_quant": False}),
+    ("amp-bf16 nf4 fp32 adapters kbit-prep", {**_FP32LOAD, "adapter_dtype": "fp32", "kbit_prep": True,
+                                              "double_quant": False}),
 )
 
 
 def qlora_fp32load_grid() -> list[dict[str, Any]]:
-    return [{"id": f"{model} | qlora amp-bf16 {label} | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+    return [{"id": f"{model} | qlora {label} | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
              "method": "qlora", "training": {**kw, "batch_size": b, "seq_len": s, "grad_checkpointing": gc}}
             for model in QLORA_FP32LOAD_MODELS for label, kw in QLORA_FP32LOAD_RUNS for b, s in ((2, 512), (1, 2048))
             for gc in (False, True)]
@@ -4314,8 +4318,8 @@ def main() -> None:
                     "(--no-ac-early-stop); maxmem: issue 13's 32 cases of accelerate's max_memory placement "
                     "(axolotl gpu_memory_limit); trlqlora: issue 13's 12 TRL QLoRA cases "
                     "(model_init_kwargs.quantization_config with use_peft); maxmem-layers: issue 13's 24 cases of "
-                    "transformers' max_memory placement (whole layers); qlora-fp32load: issue 13's 24 amp-bf16 4-bit "
-                    "QLoRA cases (TRL's default fp32 load and compute dtype)"
+                    "transformers' max_memory placement (whole layers); qlora-fp32load: issue 13's 48 amp-bf16 / "
+                    "amp-fp16 4-bit QLoRA cases (TRL's default fp32 load and compute dtype)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
