@@ -3988,6 +3988,35 @@ def trlqlora_grid() -> list[dict[str, Any]]:
             for model in TRLQLORA_MODELS for label, kw in TRLQLORA_RUNS for gc in (False, True)]
 
 
+# TRL's default QLoRA over an fp32 load (`--grid qlora-fp32load`, issue 13): TRL 1.16 loads float32 unless a dtype is
+# named (trl/trainer/utils.py create_model_from_path) and builds the 4-bit config with bnb_4bit_compute_dtype=
+# model_args.dtype (get_quantization_config), so Linear4bit computes in fp32 under the Trainer's bf16 autocast
+# (--precision amp-bf16 --method qlora: gemm_4bit's fp32 dequantized weight, autocast's bf16 copies of it and of the
+# input, the output cast back to fp32, trace/_hf.py QuantLinear; peft's lora.bnb.Linear4bit forward, trace/_peft.py).
+# LoRA all-linear with TRL's bf16 adapters and lora_dropout 0.05 (as --grid trlqlora), NF4 without kbit preparation
+# (TRL's) and double-quantized with it (peft's recipe; a no-op on dtypes over an fp32 load), the same under amp-fp16,
+# and with peft's fp32 adapters (autocast_adapter_dtype), checkpointing off and on, b2 s512 and b1 s2048, on
+# tinyllama-1.1b, qwen2.5-0.5b and gemma-2b cut to 4 layers and a 2,048-token vocabulary ("dequant:" models); 48 cases.
+# Written to accuracy_qlora-fp32load.{json,md}, its traces to trace_cache_qlora-fp32load.json.
+QLORA_FP32LOAD_MODELS = ("dequant:tinyllama-1.1b", "dequant:qwen2.5-0.5b", "dequant:gemma-2b")
+_FP32LOAD = {"method": "qlora", "precision": "amp-bf16", "lora_targets": ("all-linear",), "adapter_dtype": "bf16",
+             "lora_dropout": 0.05, "quant_bits": 4}
+QLORA_FP32LOAD_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("amp-bf16 nf4 no-kbit-prep", {**_FP32LOAD, "kbit_prep": False, "double_quant": False}),
+    ("amp-bf16 nf4 double-quant kbit-prep", {**_FP32LOAD, "kbit_prep": True, "double_quant": True}),
+    ("amp-fp16 nf4 no-kbit-prep", {**_FP32LOAD, "precision": "amp-fp16", "kbit_prep": False, "double_quant": False}),
+    ("amp-bf16 nf4 fp32 adapters kbit-prep", {**_FP32LOAD, "adapter_dtype": "fp32", "kbit_prep": True,
+                                              "double_quant": False}),
+)
+
+
+def qlora_fp32load_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | qlora {label} | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": "qlora", "training": {**kw, "batch_size": b, "seq_len": s, "grad_checkpointing": gc}}
+            for model in QLORA_FP32LOAD_MODELS for label, kw in QLORA_FP32LOAD_RUNS for b, s in ((2, 512), (1, 2048))
+            for gc in (False, True)]
+
+
 # Non-reentrant checkpointing without early stop (`--grid early-stop`, issue 13; 24 cases): --no-ac-early-stop
 # (transformers' gradient_checkpointing_kwargs early_stop: false, passed to torch.utils.checkpoint: the rerun does not
 # stop at the layer's last saved tensor) on the reentrant grid's cuts (full pure-bf16, LoRA all-linear with fp32
@@ -4096,6 +4125,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "early-stop": early_stop_grid,
          "hqq": hqq_grid,
          "pixels": pixels_grid,
+         "qlora-fp32load": qlora_fp32load_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -4202,6 +4232,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                    "issue 13)",
           "tf4gc": " (transformers 4 files' gradient_checkpointing: true, reentrant without keywords; issue 13)",
           "pixels": " (LLaMA-Factory image_max_pixels on LLaVA-NeXT and Llama 4: the budget's worst image; issue 13)",
+          "qlora-fp32load": " (TRL's default QLoRA: 4-bit layers computing in fp32 over an fp32 load under the "
+                            "Trainer's bf16 autocast, amp-bf16; issue 13)",
           }
 
 
@@ -4390,7 +4422,8 @@ def main() -> None:
                     "(--no-ac-early-stop); maxmem: issue 13's 32 cases of accelerate's max_memory placement "
                     "(axolotl gpu_memory_limit); trlqlora: issue 13's 12 TRL QLoRA cases "
                     "(model_init_kwargs.quantization_config with use_peft); maxmem-layers: issue 13's 24 cases of "
-                    "transformers' max_memory placement (whole layers)"
+                    "transformers' max_memory placement (whole layers); qlora-fp32load: issue 13's 48 amp-bf16 / "
+                    "amp-fp16 4-bit QLoRA cases (TRL's default fp32 load and compute dtype)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -4441,6 +4474,7 @@ def main() -> None:
                          "falcon-bnb",
                          "qlora-rest",
                          "pixels",
+                         "qlora-fp32load",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -71,7 +71,13 @@ class _Dequant4bit(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        w = ctx.layer.dequantize(grad_out.dtype)
+        # MatMul4Bit.backward: `dequantize_4bit(B, ctx.state).to(grad_output.dtype)`: the weight in the quant state's
+        # dtype (the load dtype, the compute dtype here), then a copy in the gradient's dtype when they differ (an fp32
+        # load under autocast: an fp32 weight and its bf16 copy; the output's fp32 gradient came back 16-bit through
+        # Linear4bit.forward's `.to(inp_dtype)`)
+        w = ctx.layer.dequantize(ctx.layer.compute_dtype)
+        if w.dtype != grad_out.dtype:
+            w = w.to(grad_out.dtype)
         return grad_out @ w, None
 
 
@@ -174,13 +180,21 @@ class QuantLinear(nn.Linear):
         return torch.empty((self.out_features, self.in_features), dtype=dtype, device=self.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inp_dtype = x.dtype
         if self.bits == 4:  # Linear4bit.forward casts the input to compute_dtype; Linear8bitLt.forward does not
             x = x.to(self.compute_dtype)  # (bitsandbytes 0.50 nn/modules.py: bnb.matmul(x, ...) on x as it comes)
         if self.bits == 4 and x.numel() == x.shape[-1] and not x.requires_grad:
             # autograd/_functions.py matmul_4bit: one row without grad runs gemv_4bit on the packed weight
             return torch.empty((*x.shape[:-1], self.out_features), dtype=x.dtype, device=x.device)
         fn = _Dequant4bit if self.bits == 4 else _Dequant8bit
-        return fn.apply(x, self)  # type: ignore[no-any-return]
+        out: torch.Tensor = fn.apply(x, self)
+        if self.bits == 4 and self.compute_dtype == torch.float32:
+            # Linear4bit.forward returns `matmul_4bit(...).to(inp_dtype)`: with an fp32 compute dtype under autocast
+            # (an fp32 load, amp-*) gemm_4bit's F.linear returns 16-bit and this is its fp32 copy for an fp32 input.
+            # (Left out for 16-bit compute dtypes, whose grids were traced without it: a no-op for their 16-bit
+            # inputs, an fp32 output copy missed under --upcast-norms)
+            out = out.to(inp_dtype)
+        return out
 
 
 def quantize_blocks(model: nn.Module, layers: nn.ModuleList, bits: int, double_quant: bool,

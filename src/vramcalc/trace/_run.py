@@ -11,7 +11,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from vramcalc.core import unfrozen as _unfrozen_core
 from vramcalc.core.errors import UnsupportedCombination
-from vramcalc.core.memory.precision import resolve_precision
+from vramcalc.core.memory.precision import recipe_of, resolve_precision
 from vramcalc.core.peft_methods import TABLE
 from vramcalc.core.specs import ModelSpec, TrainingSpec
 from vramcalc.trace import _cuda
@@ -54,8 +54,9 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
                      "rest stay 16-bit)")
     elif method == "qlora":
         # (8-bit: Linear8bitLt has no compute dtype, MatMul8bitLt runs on its input's dtype; an fp32 load under the
-        # Trainer's autocast, amp-bf16, is traced as is)
-        if dtype == torch.float32 and training.quant_bits != 8:
+        # Trainer's autocast, amp-bf16, is traced as is. 4-bit over an fp32 load under autocast: TRL's default, an
+        # fp32 compute dtype (trl/trainer/utils.py get_quantization_config), traced with it: _hf.py QuantLinear)
+        if dtype == torch.float32 and training.quant_bits != 8 and not recipe_of(training).autocast:
             raise UnsupportedCombination("qlora needs a 16-bit compute dtype: use --precision bf16")
         from vramcalc.core.memory.preference import INT8_THRESHOLD
 
@@ -73,7 +74,6 @@ def _prepare(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, note
         if model.family == "jamba":
             hf.config._is_quantized = True
     from vramcalc.core.memory import upcast as _upcast_core
-    from vramcalc.core.memory.precision import recipe_of
 
     _upcast_core.check(model, training)
     if _upcast_core.active(training, recipe_of(training)):

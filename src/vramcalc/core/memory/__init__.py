@@ -44,6 +44,7 @@ from vramcalc.core.memory import nemotron_h as _nemotron_h
 from vramcalc.core.memory import new_tokens as _new_tokens
 from vramcalc.core.memory import online_dpo as _online_dpo
 from vramcalc.core.memory import preference as _preference
+from vramcalc.core.memory import qlora_fp32 as _qlora_fp32
 from vramcalc.core.memory import relora as _relora
 from vramcalc.core.memory import reward as _reward
 from vramcalc.core.memory import reward_scoring as _reward_scoring
@@ -1471,6 +1472,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
     autocast_copies = layer_copies = autocast_head_copy = bottom_cast_less = 0
     if recipe.autocast:
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
+        if _qlora_fp32.active(t, recipe):  # 4-bit block Linears: no fp32 leaf weight to cast (memory/qlora_fp32.py)
+            linear_params = 0
         # TRL's fused head (trl/kernels/chunked_logprob.py _ChunkedLogProbFunction) casts `weight[start:end]
         # .to(compute_dtype)` itself per vocabulary chunk, a `.to()` autocast does not cache: memory/loss.py
         # trl_head_bytes counts that chunk's copy, so no V x H copy here (measured with the tracer, --grid dpo32:
@@ -2288,6 +2291,22 @@ def _transformer_phases(
                 recompute_t = max(recompute_t, mlp_tail + p.dequant_fwd.forward(tokens, False)
                                   - p.dequant_fwd.compute * p.dequant_fwd.beside_in * tokens
                                   + (3 * p.dequant_fwd.compute + 4) * p.hidden * tokens)
+            if p.dequant_fwd.fp32_compute:
+                # 4-bit over an fp32 load under autocast (memory/qlora_fp32.py): the rerun's down_proj dequantizes its
+                # fp32 weight (and autocast's 16-bit copy) beside the MLP's recomputed fp32 set but down_proj's adapter
+                # (made after the base matmul), the fp32 product and its 16-bit cast (DequantBytes.forward, which
+                # takes the adapter's set off, DequantBytes.down_lora_t, and adds the fp32 normed MLP input), and
+                # hidden-wide: the layer output's incoming gradient in fp32, one 16-bit scaled adapter output (the
+                # post-attention residual is its norm's saved input).
+                # Measured with the tracer's live tensors, --grid qlora-fp32load: tinyllama cut to 4 layers, b2 s512
+                # with checkpointing, the backward's peak at the rerun's down_proj mm
+                # Then down_proj's adapter: its saved set made, the fp32 product and dropout's fp32 output of it beside
+                # it, and the clone of the base output (fp32) with those hidden-wide tensors (the same traces, qwen2.5-
+                # 0.5b b1 s2048: the backward's peak at the rerun's down_proj lora_A mm, -2.35 % without it)
+                recompute_t = max(recompute_t, mlp_tail + p.dequant_fwd.forward(tokens, False)
+                                  + (4 + p.dequant_fwd.compute) * p.hidden * tokens,
+                                  mlp_tail + (2 * 4 * p.dequant_fwd.beside_in
+                                              + (3 * 4 + p.dequant_fwd.compute) * p.hidden) * tokens)
             if p.attn_div_ts:
                 # DeBERTa: the recomputed attention's unsaved scores at p2c's division (memory/deberta.py), beside the
                 # saved set up to there (measured with the tracer, --grid deberta: the peak of every checkpointed
@@ -2428,8 +2447,12 @@ def _transformer_phases(
             moments.append(("backward.final_norm", _m.BWD_FINAL_NORM,
                             (g_top, acts_layers, once_bwd, autocast_copies, p.final_norm_saved_t * tokens,
                              p.final_norm_bwd_t * tokens)))
+        # (4-bit over an fp32 load, memory/qlora_fp32.py: the head's cast, the only copy, is freed by its backward;
+        # measured with the tracer's live tensors, --grid qlora-fp32load: no (vocab, hidden) 16-bit tensor at the
+        # top layer's peak)
+        top_copies = autocast_copies - (p.autocast_head_copy if p.dequant_fwd.fp32_compute else 0)
         moments.append(("backward.top", _m.BWD_TOP_NODE if node_g else _m.BWD_TOP,
-                        (g_top + node_g, acts_layers - node_freed, once_bwd, autocast_copies - node_cast,
+                        (g_top + node_g, acts_layers - node_freed, once_bwd, top_copies - node_cast,
                          max(node_bwd_t, fp8_bwd))))
         if p.lisa_below and saving_layers:
             # LISA (memory/lisa.py): the lowest trained layer's backward, every trained layer's gradient made (its own

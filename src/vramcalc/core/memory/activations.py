@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core import peft_methods
 from vramcalc.core import unfrozen as _unfrozen
 from vramcalc.core.memory import hqq as _hqq
+from vramcalc.core.memory import qlora_fp32 as _qlora_fp32
 from vramcalc.core.memory import ring_attention
 from vramcalc.core.memory import upcast as _upcast
 from vramcalc.core.memory import upcast_norms as _norms
@@ -388,6 +389,11 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
 
     a = dtype_bytes(t.adapter_dtype)
     fresh_copy = a != c or t.lora_dropout > 0  # each adapter saves its own cast/dropped copy of its input
+    # 4-bit QLoRA over an fp32 load under autocast (memory/qlora_fp32.py): Linear4bit returns fp32 for its fp32 normed
+    # input, so the MLP's gate / up outputs, act(gate), their product and its gradients are fp32 (measured with the
+    # tracer's live tensors, --grid qlora-fp32load: tinyllama cut to 4 layers, b2 s512, three fp32 (2, 512, 5632)
+    # tensors saved per layer)
+    mlp_c = 4 if _qlora_fp32.active(t, recipe) else c
     int8_base = t.method == "qlora" and t.quant_bits == 8 and t.quant_backend == "bnb"  # every block Linear a
     # bitsandbytes Linear8bitLt
     # hqq 0.2.8 core/quantize.py HQQMatmulNoCacheMul.setup_context: `ctx.save_for_backward(x, bias)`: every HQQLinear
@@ -852,7 +858,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # gate_proj and up_proj each cast the fp32 normed input to 16 bits under autocast: a second saved copy
             terms.append(Term("up_proj input: its own 16-bit cast (autocast)", c * h))
         if up_live:  # the activation and the product save their inputs only for a gradient they owe
-            terms += _mlp_terms(m, c, h, i, False, 1, "", amp)
+            terms += _mlp_terms(m, mlp_c, h, i, False, 1, "", amp)
         n_down = len(terms)
         live = linear_input("down_proj", ("down_proj",), i, input_live=up_live) or up_live
         width = i
@@ -1046,7 +1052,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # checkpointing b2 s256: both baddbmm outputs alive at the routed output's un-permute, the forward phase -17 %
     # without them)
     moe_fwd_c = moe_merged_c if t.grad_checkpointing else 0
-    fwd = Term("mlp forward temporaries", max((3 if gated else 2) * c * width, adapter_fwd_t, moe_fwd_t), eager_fwd,
+    # 4-bit over an fp32 load under autocast (memory/qlora_fp32.py): beyond the saved set at down_proj's adapter, the
+    # fp32 product and dropout's fp32 output of it (peft lora.bnb.Linear4bit: no cast under autocast), the clone of
+    # the base output and the MLP's normed input, both fp32 (measured with the tracer's live tensors, --grid
+    # qlora-fp32load: qwen2.5-0.5b cut to 4 layers, b2 s512, the forward's peak at the top down_proj's lora_A mm)
+    mlp_fwd_base = 2 * 4 * (width + h) if mlp_c != c else (3 if gated else 2) * c * width
+    fwd = Term("mlp forward temporaries", max(mlp_fwd_base, adapter_fwd_t, moe_fwd_t), eager_fwd,
                const=moe_fwd_c)
     up_fwd = [lora_fwd.get(x, 0) for x in up_mods]
     # Without checkpointing the forward's widest moment may be an up-projection adapter's path (peft's base output,
@@ -1055,12 +1066,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # vocabulary, QLoRA all-linear fp32 adapters b1 s1024, the forward's peak at up_proj's scaling mul in the top layer,
     # +5.96 % over with every layer's whole saved set counted beside it)
     up_max = max(up_fwd, default=0)
-    up_over = up_max > max((3 if gated else 2) * c * width, moe_fwd_t)
+    up_over = up_max > max(mlp_fwd_base, moe_fwd_t)
     if len(up_mods) == 2 and up_fwd[1] and up_live:
         # LlamaMLP's down(act(gate(x)) * up(x)) runs gate_proj and its activation first: while up_proj's adapter path
         # is in flight, the gate's output and act(gate) (both saved) are alive beside it.
-        up_fwd[1] += _act_saved_bytes(m.hidden_act, c, amp) * i + c * i
-    mlp_fwd = max([(3 if gated else 2) * c * width, moe_fwd_t] + up_fwd)
+        up_fwd[1] += _act_saved_bytes(m.hidden_act, mlp_c, amp) * i + mlp_c * i
+    mlp_fwd = max([mlp_fwd_base, moe_fwd_t] + up_fwd)
     # Under checkpointing (torch.utils.checkpoint non-reentrant: the first forward packs no saved tensor) a pre-norm
     # decoder layer still holds, as Python locals while its MLP runs (transformers LlamaDecoderLayer.forward:
     # `residual = hidden_states; hidden_states = self.post_attention_layernorm(hidden_states); hidden_states =
@@ -1085,6 +1096,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     up_last = up_mods[-1] if up_mods else ""
     ck_up = lora_fwd[up_last] + (c * i if len(up_mods) == 2 else 0) + (a * h if fresh_copy else 0) \
         if up_last in lora_fwd else 0
+    if mlp_c != c and ck_up and len(up_mods) == 2:
+        # 4-bit over an fp32 load under autocast (memory/qlora_fp32.py): at up_proj's `result + delta` act(gate), the
+        # clone of the base output and the sum, all fp32, and the adapter's scaled 16-bit output (measured with the
+        # tracer's live tensors, --grid qlora-fp32load: qwen2.5-0.5b cut to 4 layers, b1 s2048 with checkpointing,
+        # the forward's peak at that add in the top layer)
+        ck_up = (3 * 4 + c) * i
     ck_fwd = max(fwd.per_token, ck_up) + ck_held if ck_held else 0
     rerun_extra = rerun_held = 0
     if m.num_experts and fused_experts(m) and t.grad_checkpointing and not m.parallel_residual:
@@ -1149,8 +1166,16 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # gelu_new's pow is on the fp32 list, so its product and the final mul's gradients are fp32 (_act_saved_bytes;
     # measured with the tracer, --grid autocast: gpt2 cut to 4 layers and a 2,048-token vocabulary, LoRA b2 s1024,
     # -2.5 % with 16-bit ones; amp-bf16 with checkpointing -5.99 % with 16-bit ones, +4.06 % now)
-    grad_elem = 4 if amp and m.hidden_act in ("gelu_new", "gelu_fast") else c
+    grad_elem = 4 if amp and m.hidden_act in ("gelu_new", "gelu_fast") else mlp_c
     mlp_bwd = mlp_grads * grad_elem * width + c * h
+    if mlp_c != c and "down_proj" in lora_fwd and gated:
+        # 4-bit over an fp32 load under autocast (memory/qlora_fp32.py): at down_proj's input gradient, the base's
+        # (MatMul4Bit's 16-bit grad_A cast to its fp32 input's dtype by the engine), the adapter path's (dropout's
+        # fp32 backward) and their fp32 sum, beside the layer output's fp32 gradient; down_proj's adapter has freed
+        # its saved cast, mask and lora_A output (measured with the tracer's live tensors, --grid qlora-fp32load:
+        # qwen2.5-0.5b cut to 4 layers, b2 s512, the backward's peak at that sum in the top layer)
+        down_saved = next((x.per_token for x in terms if x.name == "lora down_proj input"), 0)
+        mlp_bwd = 3 * 4 * width + 4 * h - down_saved
     if m.family == "gpt_oss" and m.num_experts and trainable_weights:
         # Trainable gpt-oss experts: by the time grouped_mm's backward allocates an expert weight gradient, the
         # block's saved intermediates it has passed are freed; beyond the layer's saved set stay the incoming
@@ -1457,6 +1482,11 @@ class DequantBytes:
     # hqq: down_proj's LoRA saved bytes per token (its adapter-dtype input copy and lora_A's output): autograd runs the
     # adapter's branch first (created last), so they are freed before the base layer's backward dequantizes
     down_lora_t: int = 0
+    # 4-bit over an fp32 load under autocast (memory/qlora_fp32.py): `weight_c` is the fp32 dequantized weight and
+    # autocast's 16-bit copy of it (forward; backward's `dequantize_4bit(B).to(grad_output.dtype)` holds both at the
+    # cast, then the copy alone beside grad_A); the forward adds autocast's 16-bit copy of the input, and the fp32
+    # input itself where nothing saved holds it (down_proj's product; every input under checkpointing)
+    fp32_compute: bool = False
 
     def _beside(self, d_in: int, tokens: int, checkpointed: bool) -> int:
         """What else is alive at that Linear's matmul beyond `forward`'s own count (beside_in)."""
@@ -1477,6 +1507,13 @@ class DequantBytes:
                        for d_in, d_out, held in self.shapes)
         if not self.forward_absmax_c and not self.weight_c:
             return 0
+        if self.fp32_compute:  # (down_proj, not checkpointed: its adapter's saved set, counted whole, not made yet)
+            return max(self.weight_c + self.forward_absmax_c + self.compute * tokens * (d_out + d_in)
+                       + 4 * tokens * ((d_in + held if checkpointed else 0) + (d_in if d_in == self.beside_in
+                                                                                and not checkpointed else 0))
+                       - (self.down_lora_t * tokens if d_in == self.beside_in and not checkpointed else 0)
+                       + (self.beside_t * tokens if d_in == self.beside_in else 0)
+                       for d_in, d_out, held in self.shapes)
         return max(self.weight_c + self.forward_absmax_c + max(self.before_out, self.compute * tokens * d_out)
                    + self.compute * tokens * (d_in + held if checkpointed else 0)
                    + self._beside(d_in, tokens, checkpointed)
@@ -1487,6 +1524,9 @@ class DequantBytes:
         saved bytes per token freed before a fused gate_up's backward (after_tail)."""
         top = max((self.weight_c + max(self.backward_absmax_c, self.compute * tokens * d_in)
                    + self.compute * tokens * d_out for d_in, d_out, _ in self.shapes), default=0)
+        if self.fp32_compute:  # the fp32 weight and its copy at the cast; the copy, grad_A and its fp32 cast after
+            top = max((max(self.weight_c + self.backward_absmax_c, self.weight_c // 3 + (self.compute + 4) * tokens
+                           * d_in) + self.compute * tokens * d_out for d_in, d_out, _ in self.shapes), default=0)
         if not self.after_tail:
             return top
         d_in, d_out, absmax = self.down
@@ -1562,6 +1602,18 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
                                and lin.module == "up_proj" else 0) for lin in quantized}))
         return (DequantBytes(compute=c, shapes=every, int8=recipe.compute),
                 DequantBytes(c * numel, 0, scale, c, shapes, after_tail=fused, down=(*down, 4 * down[1])))
+    if _qlora_fp32.active(t, recipe):  # the fp32 weight and its 16-bit copy (DequantBytes.fp32_compute)
+        # down_proj's adapter saves (peft lora.bnb.Linear4bit: after the base layer's matmul) autocast's 16-bit cast of
+        # its dropped input, the dropout mask and lora_A's output: not made yet at the rerun's dequantized matmul
+        adapted = {lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(m, t.lora_targets)}
+        i = m.intermediate_size or 0
+        down_lora = (c * i + (i if t.lora_dropout > 0 else 0) + c * t.lora_rank) if "down_proj" in adapted else 0
+        # (beside down_proj's matmul, checkpointed or not, the MLP's fp32 normed input, the decoder layer's local:
+        # measured with the tracer's live tensors, --grid qlora-fp32load: tinyllama cut to 4 layers b2 s512, the
+        # forward's peak at the top layer's down_proj mm, -1.25 % without it)
+        return (DequantBytes((4 + c) * numel, 2 * nested, 0, c, shapes, beside_in=i, beside_t=4 * (m.hidden_size or 0),
+                             down_lora_t=down_lora, fp32_compute=True),
+                DequantBytes((4 + c) * numel, 0, nested, c, shapes, fp32_compute=True))
     backward = DequantBytes(c * numel, 0, nested, c, shapes, after_tail=fused,
                             down=(*down, 4 * ceil_div(down[0] * down[1], 64) if nested else 0))
     fp32_act = _norms.autocast16(t, recipe) and m.mlp != "gated" and m.hidden_act in ("gelu_new", "gelu_fast")

@@ -53,8 +53,9 @@ def state_dtype(recipe: Recipe, training: TrainingSpec) -> str:
     """Dtype of 32-bit-style optimizer states: the parameter's dtype for `pure-*` (torch zeros_like), else fp32."""
     if training.method in ADAPTER_DTYPE_METHODS:
         # autocast-* keeps no master copy: the adapters' states are zeros_like(adapter) too, bf16 where the adapters
-        # are (TRL's QLoRA casts them to bf16: sft_trainer.py; measured, --grid trlqlora)
-        return training.adapter_dtype if recipe.pure or recipe.autocast16 else "fp32"
+        # are (TRL's QLoRA casts them to bf16: sft_trainer.py; measured, --grid trlqlora); amp-* (an fp32 load under
+        # autocast, TRL's default) keeps none either: bf16 adapters there have bf16 states (--grid qlora-fp32load)
+        return training.adapter_dtype if recipe.pure or recipe.autocast16 or recipe.autocast else "fp32"
     return recipe.state if recipe.pure else "fp32"
 
 
