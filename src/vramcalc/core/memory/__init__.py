@@ -2487,11 +2487,16 @@ def _transformer_phases(
         bwd_acts = once_bwd + bottom_acts + bottom_copies  # backward.bottom's activations (the others are forward's)
     reference = 0
     forward_moments = 2
+    # The casts alive after the policy's forward: under checkpointing over frozen weights the head's only, as at the
+    # loss (the reference's own casts are transient too: measured with the tracer's live tensors, --grid rl
+    # qwen2.5-0.5b Online DPO LoRA amp-bf16 with checkpointing b2: one (vocab, hidden) 16-bit cast at the reference's
+    # log-softmax, +20.05 % with every layer's counted)
+    after_copies = loss_copies if p.checkpointing or p.offload else autocast_copies
     if p.reference is not None:  # DPO: the reference's no-grad forward after the policy's (memory/preference.py)
         reference = p.reference.peak(tokens, t.batch_size * min(seq - p.prompt_len, seq - 1), seq)
         layout = _m.FWD_REFERENCE_CK if p.checkpointing or p.offload else _m.FWD_REFERENCE
         moments.insert(2, ("forward.reference", layout,
-                           (acc, layers_detail, once, autocast_copies, head_saved, reference)))
+                           (acc, layers_detail, once, after_copies, head_saved, reference)))
         forward_moments = 3
     rewarded = 0
     if p.reward is not None and not _rl.is_rl(t):
@@ -2500,7 +2505,7 @@ def _transformer_phases(
                     + t.batch_size * min(seq - p.prompt_len, seq - 1) * p.logits_bytes)
         layout = _m.FWD_REWARD_CK if p.checkpointing or p.offload else _m.FWD_REWARD
         moments.insert(forward_moments, ("forward.reward", layout,
-                                         (acc, layers_detail, once, autocast_copies, head_saved, rewarded)))
+                                         (acc, layers_detail, once, after_copies, head_saved, rewarded)))
         forward_moments += 1
     rl_temp = 0
     if p.rl is not None:  # GRPO: generate() and the no-grad log-prob passes run before the step (memory/rl.py)
