@@ -3145,7 +3145,8 @@ def autocast2_grid() -> list[dict[str, Any]]:
 # the 16-bit weights, fp32 adapters and magnitudes, LoRA and QLoRA NF4 all-linear (kbit_prep off), on Llama
 # (TinyLlama) and Qwen2.5-0.5B (q/k/v biases), each cut to 4 layers and a 2,048-token vocabulary (the "dequant:"
 # models: the peak in the layers), b1 s512 and b2 s1024, without and with checkpointing; and Qwen2.5-0.5B with its
-# 152k tied vocabulary (4 layers, the peak at the loss), LoRA b2 s1024. (GPT-2 traced too, LoRA: -2.9 .. -6.3 % with
+# 152k tied vocabulary (4 layers, the peak at the loss), LoRA b2 s1024; and lora_dropout 0.05: LoRA on both cuts at both
+# shapes, QLoRA on TinyLlama at b2 s1024 (28 cases). (GPT-2 traced too, LoRA: -2.9 .. -6.3 % with
 # checkpointing, refused: memory/upcast_norms.py AUTOCAST_DORA_FAMILIES.) Written to accuracy_autocast-dora.{json,md},
 # its traces to trace_cache_autocast-dora.json.
 AUTOCAST_DORA_MODELS = ("dequant:tinyllama-1.1b", "dequant:qwen2.5-0.5b")
@@ -3155,6 +3156,13 @@ def autocast_dora_grid() -> list[dict[str, Any]]:
     runs = [(model, f"dora {label}", {**kw, "dora": True}, b, s) for model in AUTOCAST_DORA_MODELS
             for label, kw in AUTOCAST_METHODS[:2] for b, s in ((1, 512), (2, 1024))]
     runs += [("cut:qwen2.5-0.5b:4", "dora lora", {**AUTOCAST_METHODS[0][1], "dora": True}, 2, 1024)]
+    # lora_dropout 0.05 (axolotl's usual value): DoRA's F.linear on the dropped input saves autocast's 16-bit cast of
+    # the weight's fp32 copy
+    runs += [(model, f"dora {label} dropout 0.05", {**kw, "dora": True, "lora_dropout": 0.05}, b, s)
+             for model in AUTOCAST_DORA_MODELS for label, kw in AUTOCAST_METHODS[:1]
+             for b, s in ((1, 512), (2, 1024))]
+    runs += [(AUTOCAST_DORA_MODELS[0], "dora qlora dropout 0.05",
+              {**AUTOCAST_METHODS[1][1], "dora": True, "lora_dropout": 0.05}, 2, 1024)]
     return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
              "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
                                            "grad_checkpointing": gc}}
@@ -4305,7 +4313,7 @@ def main() -> None:
                     "StarCoder2 (LoRA, QLoRA; freeze without checkpointing); "
                     "autocast3: issue 15's 56 autocast-bf16 cases on GPT-NeoX (Pythia; LoRA, QLoRA), GPT-J, Phi-1.5 / "
                     "Phi-2 and OLMo 1 (LoRA, QLoRA, freeze); "
-                    "autocast-dora: issue 13's 18 autocast-bf16 DoRA cases (LoRA, QLoRA on Llama and Qwen2.5); "
+                    "autocast-dora: issue 13's 28 autocast-bf16 DoRA cases (LoRA, QLoRA on Llama and Qwen2.5); "
                     "autocast-kto: issue 13's 24 autocast-bf16 KTO cases (LoRA, QLoRA, adapters-off reference); "
                     "amp: 40 amp-bf16 LoRA cases on every dense family's config cut to a 2,048-token vocabulary, and "
                     "BLOOM in bf16; "

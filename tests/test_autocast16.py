@@ -72,8 +72,8 @@ def test_freeze_stores_the_trained_parameters_in_fp32() -> None:
 @pytest.mark.parametrize(("kw", "needle"), [
     ({"method": "full"}, "pass --precision amp-bf16"),
     ({"method": "qlora"}, "--no-kbit-prep"),
-    # DoRA is modelled without dropout on Llama / Mistral / Qwen2 (tests/test_autocast_dora.py); with it, not traced
-    ({"method": "lora", "dora": True, "lora_dropout": 0.05}, "--dora"),
+    # DoRA is modelled for SFT on Llama / Mistral / Qwen2 (tests/test_autocast_dora.py); with DPO, not traced
+    ({"method": "lora", "dora": True, "objective": "dpo"}, "--dora"),
     ({"method": "lora", "mode": "inference"}, "--mode inference"),
     # traced under autocast: TRL's DPO with the adapters-off reference only, and the loss savers fused-linear, cut
     # and chunked (--grid autocast-run)

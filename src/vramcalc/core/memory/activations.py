@@ -1386,7 +1386,9 @@ def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_li
     if t.lora_dropout > 0:
         base = lora_out
         if input_live and (t.method == "qlora" or a != dtype_bytes(recipe.weight)):
-            const += a * d_in * out
+            # under autocast over 16-bit weights F.linear casts that fp32 copy back to the compute dtype (a non-leaf:
+            # not cached) and saves the cast instead
+            const += (c if _norms.autocast16(t, recipe) else a) * d_in * out
     return Term(f"dora {mod} (base and lora outputs, norm scale)", (base + lora_out) * out, const=const)
 
 

@@ -189,12 +189,11 @@ AUTOCAST_LOSSES = ("hf", "fused-linear", "cut", "chunked")
 # chunks, run on the same autocast casts as SFT's hf loss there)
 AUTOCAST_RUN_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "qwen3", "olmo2", "gemma", "gemma2", "gemma3", "phi3",
                          "starcoder2")
-# DoRA (peft use_dora) under it (--grid autocast-dora): LoRA and QLoRA NF4 with transformers' SFT loss and no dropout on
-# Llama-style decoders (TinyLlama and Qwen2.5-0.5B traced, q/k/v biases included; Mistral runs Llama's RMSNorm and
-# gated MLP, modeling_mistral.py): -0.9 .. +2.4 %. GPT-2 is refused: its checkpointed rerun peaks at c_proj's DoRA
+# DoRA (peft use_dora) under it (--grid autocast-dora): LoRA and QLoRA NF4 with transformers' SFT loss, with and
+# without lora_dropout, on Llama-style decoders (TinyLlama and Qwen2.5-0.5B traced, q/k/v biases included; Mistral runs
+# Llama's RMSNorm and gated MLP, modeling_mistral.py). GPT-2 is refused: its checkpointed rerun peaks at c_proj's DoRA
 # output muls (three fp32 tensors beside gelu_new's fp32 temporaries and the weight norm's held copies), 6.3 % above
-# the estimate at b2 s1024 (not modelled); so are the families not traced, lora_dropout > 0 (DoRA's F.linear on the
-# dropped input: an autocast cast of the fp32 weight copy) and DPO / the loss savers with it.
+# the estimate at b2 s1024 (not modelled); so are the families not traced and DPO / the loss savers with it.
 AUTOCAST_DORA_FAMILIES = ("llama", "mistral", "qwen2")
 
 
@@ -254,11 +253,11 @@ def check_recipe(m: ModelSpec | None, t: TrainingSpec) -> None:
                "OLMo 2, Gemma 1-3, Phi-3, StarCoder2 and GPT-2 text models)")
     elif t.objective == "kto" and m is not None and m.family not in AUTOCAST_KTO_FAMILIES:
         why = f"--objective kto on {m.name} (traced on Llama, Mistral and GPT-2 text models)"
-    elif t.dora and (t.lora_dropout > 0 or t.objective != "sft" or t.loss != "hf" or t.quant_backend != "bnb"
+    elif t.dora and (t.objective != "sft" or t.loss != "hf" or t.quant_backend != "bnb"
                      or t.method == "qlora" and t.quant_bits != 4 or m is not None and (
                          m.family not in AUTOCAST_DORA_FAMILIES or m.vision is not None or m.num_experts)):
-        why = ("--dora beyond SFT with --loss hf, no --lora-dropout, LoRA or 4-bit bitsandbytes QLoRA on Llama, "
-               "Mistral and Qwen2 text models (what is traced)")
+        why = ("--dora beyond SFT with --loss hf, LoRA or 4-bit bitsandbytes QLoRA on Llama, Mistral and Qwen2 text "
+               "models (what is traced)")
     elif t.kernels != "hf" or t.activation_offload or t.upcast_logits or t.upcast_norms \
             or t.train_layers is not None or t.train_modules is not None or getattr(t, "relora", False):
         why = ("--kernels, --activation-offload, --upcast-logits, --upcast-norms, --train-layers/-modules or "
