@@ -3181,6 +3181,54 @@ def autocast2_grid() -> list[dict[str, Any]]:
             for gc in (False, True)]
 
 
+# The autocast-dora grid (`--grid autocast-dora`, issue 13): --precision autocast-bf16 with DoRA (peft use_dora;
+# LLaMA-Factory's and axolotl's `use_dora: true` beside `bf16: true`): peft's DoraLinearLayer under CUDA autocast over
+# the 16-bit weights, fp32 adapters and magnitudes, LoRA and QLoRA NF4 all-linear (kbit_prep off), on Llama
+# (TinyLlama) and Qwen2.5-0.5B (q/k/v biases), each cut to 4 layers and a 2,048-token vocabulary (the "dequant:"
+# models: the peak in the layers), b1 s512 and b2 s1024, without and with checkpointing; and Qwen2.5-0.5B with its
+# 152k tied vocabulary (4 layers, the peak at the loss), LoRA b2 s1024; and lora_dropout 0.05: LoRA on both cuts at both
+# shapes, QLoRA on TinyLlama at b2 s1024 (28 cases). (GPT-2 traced too, LoRA: -2.9 .. -6.3 % with
+# checkpointing, refused: memory/upcast_norms.py AUTOCAST_DORA_FAMILIES.) Written to accuracy_autocast-dora.{json,md},
+# its traces to trace_cache_autocast-dora.json.
+AUTOCAST_DORA_MODELS = ("dequant:tinyllama-1.1b", "dequant:qwen2.5-0.5b")
+
+
+def autocast_dora_grid() -> list[dict[str, Any]]:
+    runs = [(model, f"dora {label}", {**kw, "dora": True}, b, s) for model in AUTOCAST_DORA_MODELS
+            for label, kw in AUTOCAST_METHODS[:2] for b, s in ((1, 512), (2, 1024))]
+    runs += [("cut:qwen2.5-0.5b:4", "dora lora", {**AUTOCAST_METHODS[0][1], "dora": True}, 2, 1024)]
+    # lora_dropout 0.05 (axolotl's usual value): DoRA's F.linear on the dropped input saves autocast's 16-bit cast of
+    # the weight's fp32 copy
+    runs += [(model, f"dora {label} dropout 0.05", {**kw, "dora": True, "lora_dropout": 0.05}, b, s)
+             for model in AUTOCAST_DORA_MODELS for label, kw in AUTOCAST_METHODS[:1]
+             for b, s in ((1, 512), (2, 1024))]
+    runs += [(AUTOCAST_DORA_MODELS[0], "dora qlora dropout 0.05",
+              {**AUTOCAST_METHODS[1][1], "dora": True, "lora_dropout": 0.05}, 2, 1024)]
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "grad_checkpointing": gc}}
+            for model, label, kw, b, s in runs for gc in (False, True)]
+
+
+# The autocast-kto grid (`--grid autocast-kto`, issue 13; 24 cases): TRL's KTOTrainer with use_peft under
+# --precision autocast-bf16 (the reference the policy with its adapters disabled, kto_trainer.py compute_ref_log_probs,
+# under the same autocast; the policy's KL forward under no_grad first), LoRA and QLoRA NF4 all-linear (kbit_prep off)
+# on the autocast grid's three models cut to 4 layers (Llama 32k, GPT-2, a 128k tied vocabulary), b1 s512 p128 and b2
+# s1024 p256, without and with checkpointing. Traced once the tracer's autocast cache stopped handing the KL forward's
+# no_grad weight casts to the policy's forward (trace/_cuda.py _cast). Written to accuracy_autocast-kto.{json,md}, its
+# traces to trace_cache_autocast-kto.json.
+AUTOCAST_KTO_METHODS: tuple[tuple[str, dict[str, Any]], ...] = tuple(
+    (f"kto {label} adapters-off", {**kw, "objective": "kto"}) for label, kw in AUTOCAST_METHODS[:2])
+
+
+def autocast_kto_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | {label} | autocast-bf16 | b{b} s{s} p{p} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": label, "training": {"precision": "autocast-bf16", **kw, "batch_size": b, "seq_len": s,
+                                           "prompt_len": p, "grad_checkpointing": gc}}
+            for model in AUTOCAST_MODELS for label, kw in AUTOCAST_KTO_METHODS
+            for b, s, p in ((1, 512, 128), (2, 1024, 256)) for gc in (False, True)]
+
+
 # The autocast3 grid (`--grid autocast3`, issue 15; 56 cases): autocast2's --precision autocast-bf16 cases (LoRA
 # all-linear, QLoRA NF4 all-linear with kbit_prep off, freeze 2 of 4 layers; b1 s512 and b2 s1024, without and with
 # checkpointing) on the older dense decoders, each cut to 4 layers and a 2,048-token vocabulary (the "dequant:"
@@ -4091,6 +4139,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "autocast-vlm": autocast_vlm_grid,
          "autocast2": autocast2_grid,
          "autocast3": autocast3_grid,
+         "autocast-dora": autocast_dora_grid,
+         "autocast-kto": autocast_kto_grid,
          "amp": amp_grid,
          "lnkept": lnkept_grid,
          "amp16": amp16_grid,
@@ -4182,6 +4232,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                           "language model; issues 13 and 15)",
           "autocast2": " (the same autocast on Qwen3, OLMo 2, Gemma 1-3, Phi-3, StarCoder2; issue 13)",
           "autocast3": " (the same autocast on GPT-NeoX, GPT-J, Phi-1.5 / Phi-2, OLMo 1; issue 15)",
+          "autocast-dora": " (the same autocast with DoRA: LoRA and QLoRA on Llama and Qwen2.5; issue 13)",
+          "autocast-kto": " (the same autocast with TRL's KTO, the adapters-off reference: LoRA and QLoRA; issue 13)",
           "amp": " (amp-bf16 LoRA, fp32 weights under autocast, on every dense family cut to a 2,048-token vocabulary; "
                  "BLOOM's ALiBi scores in bf16; issues 13 and 15)",
           "lnkept": " (a checkpointed layer's kept input saved by its 16-bit LayerNorm: GPT-2, Pythia, GPT-J, Phi-2, "
@@ -4395,6 +4447,8 @@ def main() -> None:
                     "StarCoder2 (LoRA, QLoRA; freeze without checkpointing); "
                     "autocast3: issue 15's 56 autocast-bf16 cases on GPT-NeoX (Pythia; LoRA, QLoRA), GPT-J, Phi-1.5 / "
                     "Phi-2 and OLMo 1 (LoRA, QLoRA, freeze); "
+                    "autocast-dora: issue 13's 28 autocast-bf16 DoRA cases (LoRA, QLoRA on Llama and Qwen2.5); "
+                    "autocast-kto: issue 13's 24 autocast-bf16 KTO cases (LoRA, QLoRA, adapters-off reference); "
                     "amp: 40 amp-bf16 LoRA cases on every dense family's config cut to a 2,048-token vocabulary, and "
                     "BLOOM in bf16; "
                     "amp16: issue 15's 28 autocast-bf16 cases on Falcon (LoRA, freeze), BLOOM (LoRA, QLoRA, "
@@ -4438,7 +4492,7 @@ def main() -> None:
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",
                          "upcast", "upcastln", "autocast", "autocast2", "autocast3", "autocast-run", "autocast-run2",
-                         "autocast-moe", "autocast-vlm",
+                         "autocast-moe", "autocast-vlm", "autocast-dora", "autocast-kto",
                          "lora-layers",
                          "zamba2", "nemotronh",
                          "vocab",

@@ -72,11 +72,12 @@ def test_freeze_stores_the_trained_parameters_in_fp32() -> None:
 @pytest.mark.parametrize(("kw", "needle"), [
     ({"method": "full"}, "pass --precision amp-bf16"),
     ({"method": "qlora"}, "--no-kbit-prep"),
-    ({"method": "lora", "dora": True}, "--dora"),
+    # DoRA is modelled for SFT on Llama / Mistral / Qwen2 (tests/test_autocast_dora.py); with DPO, not traced
+    ({"method": "lora", "dora": True, "objective": "dpo"}, "--dora"),
     ({"method": "lora", "mode": "inference"}, "--mode inference"),
     # traced under autocast: TRL's DPO with the adapters-off reference only, and the loss savers fused-linear, cut
     # and chunked (--grid autocast-run)
-    ({"method": "lora", "objective": "kto"}, "--objective kto"),
+    ({"method": "lora", "objective": "kto", "ref_model": "copy"}, "--objective kto"),
     ({"method": "lora", "objective": "dpo", "ref_model": "copy"}, "adapters-off reference"),
     ({"method": "freeze", "freeze_layers": 2, "objective": "dpo"}, "--objective dpo"),
     ({"method": "lora", "loss": "liger-cross-entropy"}, "--loss liger-cross-entropy"),

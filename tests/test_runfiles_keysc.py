@@ -140,7 +140,10 @@ def test_llama_factory_bf16_adapters_and_freeze_run_under_autocast(tmp_path: Pat
     assert (qlora["precision"], qlora["kbit_prep"]) == ("autocast-bf16", False)
     assert load("finetuning_type: freeze\npure_bf16: true\n").options["precision"] == "pure-bf16"
     assert load("finetuning_type: lora\npure_bf16: true\n").options["precision"] == "bf16"
-    # where the recipe is not modelled (DoRA here) the old mapping stays, and a note says why, not silently
-    dora = load("finetuning_type: lora\nuse_dora: true\n")
+    # DoRA LoRA and 4-bit QLoRA are modelled under autocast (--grid autocast-dora)
+    assert load("finetuning_type: lora\nuse_dora: true\n").options["precision"] == "autocast-bf16"
+    # where the recipe is not modelled (DoRA on an 8-bit QLoRA here) the old mapping stays, and a note says why, not
+    # silently
+    dora = load("finetuning_type: lora\nuse_dora: true\nquantization_bit: 8\n")
     assert dora.options["precision"] == "bf16"
     assert any("under the Trainer's autocast" in n and "--dora" in n and "counted as bf16" in n for n in dora.notes)

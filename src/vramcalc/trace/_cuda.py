@@ -102,7 +102,11 @@ def _cast(t: Any, dtype: torch.dtype, cache: bool) -> Any:
     if (cache and _AutocastState.active and t.dtype == torch.float32 and t.requires_grad and t.is_leaf
             and not t._is_view()):
         hit = _AutocastState.cache.get(id(t))
-        if hit is not None and hit[0] is t:
+        # A cast made under no_grad has no grad_fn: a later forward with grad must not reuse it. The tracer runs one
+        # autocast region around the whole loss (_step.py), where accelerate enters one per model forward
+        # (accelerator.py prepare_model), clearing the cache at each forward's end; KTOTrainer's no_grad KL forward
+        # comes before the policy's (trl kto_trainer.py), so its casts were reused there and the loss had no grad_fn.
+        if hit is not None and hit[0] is t and (hit[1].requires_grad or not torch.is_grad_enabled()):
             return hit[1]
         out = t.to(dtype)
         _AutocastState.cache[id(t)] = (t, out)

@@ -1025,6 +1025,7 @@ class _ActivationPlan:
     layer_mlp_fwd_t: int = 0  # the MLP's forward temporaries per token from its up-projection on (activations.py)
     layer_fwd_unmade_t: int = 0  # top layer saved bytes per token not made at layer_fwd_t (no checkpointing)
     layer_fwd_c: int = 0  # a layer's forward temporaries whatever the batch (DoRA's weight norm, activations.py)
+    layer_fwd_c_t: int = 0  # ... and per token beside them and the saved set (LayerActivations.dora_norm_per_token)
     layer_fwd_moe_c: int = 0  # beside layer_fwd_t: a checkpointed MoE block's merged expert stacks (activations.py)
     attn_fwd_t: int = 0  # beside attn_fwd_ts: a checkpointed layer's eager attention inputs (activations.py)
     mlp_fwd_ts: int = 0  # beside layer_fwd_t: a checkpointed layer's eager attention weights (activations.py)
@@ -1758,7 +1759,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         rerun_end_t=layer.rerun_end_per_token,
         layer_routed_bwd_t=layer.routed_backward_per_token,
         layer_mlp_fwd_t=layer.mlp_forward_per_token, layer_fwd_unmade_t=layer.forward_unmade_per_token,
-        layer_fwd_c=dora_forward_transient(m, t, recipe), lora_head_t=lora_head_t,
+        layer_fwd_c=dora_forward_transient(m, t, recipe),
+        layer_fwd_c_t=layer.dora_norm_per_token - (0 if t.grad_checkpointing else layer.dora_norm_unmade_per_token),
+        lora_head_t=lora_head_t,
         fp8_casts=_fp8.casts(m, t, recipe),
         fp8_unmade_grads=_fp8.unmade_gradient_params(m, t) * _grad_elem(t, recipe),
         **({} if unsloth else dict(zip(("dequant_fwd", "dequant_bwd"),
@@ -2023,7 +2026,8 @@ def _transformer_phases(
     # (a checkpointed layer's first forward: its MLP moment with the unsaved residual and normed input alive)
     beside_mlp = p.layer_fwd_moe_c + p.mlp_fwd_ts * token_seq
     fwd_others = max(p.layer_ck_fwd_t * tokens + beside_mlp,
-                     p.attn_fwd_ts * token_seq + p.attn_fwd_t * tokens - attn_less, p.layer_fwd_c,
+                     p.attn_fwd_ts * token_seq + p.attn_fwd_t * tokens - attn_less,
+                     p.layer_fwd_c + p.layer_fwd_c_t * tokens,
                      p.dequant_fwd.forward(tokens, p.checkpointing or p.offload), p.fp8_casts.forward(tokens))
     layer_fwd_t = max(p.layer_fwd_t * tokens + beside_mlp, fwd_others)
     # A layer's backward runs the MLP's first (its gradients, per token) and then the attention's (eager attention's
@@ -2144,9 +2148,13 @@ def _transformer_phases(
         running = 0  # --ac-offload: the running layer's input and the embedding's output (memory/savers.py)
         # the recomputed forward of each layer runs inside its backward: DoRA's weight-norm temporaries come on top
         # of the layer's gradient temporaries (measured with the tracer, --grid lora-variants "dora all-linear b2 s512
-        # gc": -1.2 % under the trace with the larger of the two, within 0.2 % with their sum)
-        layer_bwd_t = layer_bwd_t + p.layer_fwd_c
-        node_bwd_t = node_bwd_t + p.layer_fwd_c
+        # gc": -1.2 % under the trace with the larger of the two, within 0.2 % with their sum). Under autocast over
+        # 16-bit weights (layer_fwd_c_t set) they are freed when DoRA's forward returns, before the layer's gradients
+        # (the tracer's live tensors, --grid autocast-dora: only the rerun's moment holds them; tinyllama cut QLoRA b1
+        # s512 gc +0.79 % with the sum, -0.05 % without)
+        if not p.layer_fwd_c_t:
+            layer_bwd_t = layer_bwd_t + p.layer_fwd_c
+            node_bwd_t = node_bwd_t + p.layer_fwd_c
         if p.ac_every > 1 or p.offload or p.ac_offload:  # selective / offloaded (memory/savers.py)
             r = layer_residency(n_layers=p.n_layers, saving_layers=saving_layers, checkpointing=p.checkpointing,
                                 every=p.ac_every, offload=p.offload, per_layer=per_layer, from_first=p.ac_from_first,

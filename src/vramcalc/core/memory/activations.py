@@ -147,6 +147,13 @@ class LayerActivations:
     # where that transient is an up-projection adapter's path (down_proj's input and what the MLP saves after it):
     # the forward.layer moment holds every layer's saved set but these (0 where the transient is another's)
     forward_unmade_per_token: int = 0
+    # DoRA under the Trainer's autocast over 16-bit weights (memory/upcast_norms.py autocast16): bytes per token alive
+    # beside the largest DoRA module's weight-norm temporaries (dora_forward_transient), its forward path so far (0:
+    # the weight norm's moment counted alone, as without autocast)
+    dora_norm_per_token: int = 0
+    # ... of which that module's saved terms not made yet (its lora_A input cast and lora_B output; its base output is
+    # both saved and in flight): the forward.layer moment without checkpointing counts them in the saved set
+    dora_norm_unmade_per_token: int = 0
 
     def components(self) -> tuple[int, int, int, int]:
         """(per token, per token x seq, per sample, whatever the batch) of the saved set (the plan's split)."""
@@ -406,6 +413,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     lora_out = ({lin.module.rsplit(".", 1)[-1]: lin.out_features for lin in resolve_targets(m, t.lora_targets)}
                 if adapted else {})
     lora_fwd: dict[str, int] = {}  # each adapted module's forward temporaries per token
+    dora_unmade: dict[str, int] = {}  # each DoRA module's own saved terms per token (dora_norm_unmade_per_token)
 
     def fp32_input(group: str) -> bool:
         """Under the Trainer's autocast, whether the group's input is fp32 already (peft's cast to the fp32 adapter is
@@ -517,6 +525,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             adapter_fwd_t = max(adapter_fwd_t, lora_fwd[mod])
             if mod in dora_out:
                 terms.append(_dora_saved(mod, dora_out[mod], t, recipe, input_live, linear_has_bias(m, mod)))
+                dora_unmade[mod] = terms[-2].per_token + terms[-1].per_token  # its "lora input" and "dora" terms
         return tw or any_adapter
 
     n_norms = m.norms_per_layer
@@ -1352,6 +1361,19 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     fwd_unmade = down_tail if up_over and up_max >= fwd.per_token and (not fwd.per_token_seq or (
         eager and not t.grad_checkpointing and m.attention_kind != "mla")) else 0
 
+    # DoRA under the Trainer's autocast over 16-bit weights: the largest module's weight norm runs (dora.py
+    # DoraLinearLayer.forward: get_lora_weight, get_weight_norm before lora_B(lora_A(x))) after the base product and
+    # peft's adapter-dtype copy of its input, beside what the layer holds unsaved: that module's forward path without
+    # lora_B's output and its scaled copy, not made yet (measured with the tracer's live tensors, --grid
+    # autocast-dora: tinyllama cut to 4 layers and a 2,048-token vocabulary, DoRA all-linear b2 s1024, the forward's
+    # peak at down_proj's `weight + scaling * lora_weight` holds the 16-bit product act(gate) * up, its fp32 copy, the
+    # base output, the normed input, the post-attention residual and the embeddings' output; -3.6 % with the weight
+    # norm alone)
+    dora_norm_t = dora_norm_unmade = 0
+    if dora_out and up_norms:
+        top = max(dora_out, key=lambda mod: _dora_norm_bytes(dora_out[mod], t, recipe))
+        dora_norm_t = max(0, lora_fwd.get(top, 0) - 2 * c * dora_out[top].out_features)
+        dora_norm_unmade = min(dora_norm_t, dora_unmade.get(top, 0))
     return LayerActivations(tuple(x for x in terms if kept(x)),
                             fwd, bwd, mlp_saved, mlp_tail, mlp_fwd, after_attention,
                             sum(x.const for x in mlp_terms), attn_bwd_const, attn_backward_grads_const=attn_grads_c,
@@ -1364,6 +1386,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
                             mlp_node_backward_per_token=act_node_bwd, mlp_node_grads=act_node_grads,
                             rerun_end_per_token=rerun_end,
                             int8_ctx_per_token=int8_ctx, forward_unmade_per_token=fwd_unmade,
+                            dora_norm_per_token=dora_norm_t, dora_norm_unmade_per_token=dora_norm_unmade,
                             rerun_scores_per_token_seq=rerun_scores, rerun_scores_per_token=rerun_tok)
 
 
@@ -1387,9 +1410,9 @@ def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_li
     out, d_in = lin.out_features, lin.in_features
     scale = max(a, c)  # magnitude (a) / weight_norm (a): fp32 unless both are 16-bit
     const = scale * out * (3 if input_live else 2)
-    # Under autocast (amp-*) lora_B and the recomputed base product are autocast matmuls: their outputs are in the
-    # compute dtype whatever the adapter dtype.
-    lora_out = c if recipe.autocast else a
+    # Under autocast (amp-*, and autocast-* over 16-bit weights: memory/upcast_norms.py autocast16) lora_B and the
+    # recomputed base product are autocast matmuls: their outputs are in the compute dtype whatever the adapter dtype.
+    lora_out = c if recipe.autocast or _norms.autocast16(t, recipe) else a
     base = c
     if bias and recipe.autocast:
         # `base_result = base_result - bias` (lora/layer.py Linear.forward): the 16-bit output minus the fp32 bias
@@ -1398,7 +1421,9 @@ def _dora_saved(mod: str, lin: Linear, t: TrainingSpec, recipe: Recipe, input_li
     if t.lora_dropout > 0:
         base = lora_out
         if input_live and (t.method == "qlora" or a != dtype_bytes(recipe.weight)):
-            const += a * d_in * out
+            # under autocast over 16-bit weights F.linear casts that fp32 copy back to the compute dtype (a non-leaf:
+            # not cached) and saves the cast instead
+            const += (c if _norms.autocast16(t, recipe) else a) * d_in * out
     return Term(f"dora {mod} (base and lora outputs, norm scale)", (base + lora_out) * out, const=const)
 
 
@@ -1410,22 +1435,24 @@ def dora_forward_transient(m: ModelSpec, t: TrainingSpec, recipe: Recipe) -> int
     computes `W + scaling * lora_weight`: two more out x in tensors in a, alive with the rest."""
     if not (t.dora and t.method in ("lora", "qlora")):
         return 0
+    return max((_dora_norm_bytes(lin, t, recipe) for lin in resolve_targets(m, t.lora_targets)), default=0)
+
+
+def _dora_norm_bytes(lin: Linear, t: TrainingSpec, recipe: Recipe) -> int:
+    """One DoRA module's weight-norm temporaries (dora_forward_transient)."""
     a = dtype_bytes(t.adapter_dtype)
     c = dtype_bytes(recipe.compute)
     copy = t.method == "qlora" or a != dtype_bytes(recipe.weight)
-    if recipe.autocast and c != a:
-        # Under autocast lora_A and lora_B are autocast matmuls: lora_A's graph keeps x_eye cast to c (in x in) and
-        # lora_B's its c input (in x r), lora_weight comes out in c and `lora_weight.to(x.dtype)` copies it back to
-        # a (x is cast to the adapter dtype). Two moments: lora_B running (the a x_eye still referenced, its c copy,
-        # the c output) and get_weight_norm (the a lora_weight, the weight copy, `scaling * lora_weight` and the
-        # sum, all a).
-        def amp(lin: Linear) -> int:
-            i, o, r = lin.in_features, lin.out_features, t.lora_rank
-            graph = c * i * i + c * i * r
-            return max(a * i * i + graph + c * i * o, graph + a * i * o * (4 if copy else 3))
-        return max((amp(lin) for lin in resolve_targets(m, t.lora_targets)), default=0)
-    return max((a * lin.in_features * (lin.in_features + t.lora_rank + (4 if copy else 3) * lin.out_features)
-                for lin in resolve_targets(m, t.lora_targets)), default=0)
+    i, o, r = lin.in_features, lin.out_features, t.lora_rank
+    if (recipe.autocast or _norms.autocast16(t, recipe)) and c != a:
+        # Under autocast (amp-*, and autocast-* over 16-bit weights) lora_A and lora_B are autocast matmuls: lora_A's
+        # graph keeps x_eye cast to c (in x in) and lora_B's its c input (in x r), lora_weight comes out in c and
+        # `lora_weight.to(x.dtype)` copies it back to a (x is cast to the adapter dtype). Two moments: lora_B running
+        # (the a x_eye still referenced, its c copy, the c output) and get_weight_norm (the a lora_weight, the weight
+        # copy, `scaling * lora_weight` and the sum, all a).
+        graph = c * i * i + c * i * r
+        return max(a * i * i + graph + c * i * o, graph + a * i * o * (4 if copy else 3))
+    return a * i * (i + r + (4 if copy else 3) * o)
 
 
 @dataclass(frozen=True, slots=True)
