@@ -230,3 +230,18 @@ def test_online_dpo_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
             ("max_new_tokens: 64\nuse_vllm: true\nvllm_mode: remote\n", "not a TRL vllm_mode")):
         with pytest.raises(runfiles.RunFileError, match=message):
             _load(tmp_path, "output_dir: out\n" + text)
+
+
+def test_the_reference_after_a_checkpointed_amp_policy_holds_the_heads_cast_only() -> None:
+    # under checkpointing the policy's layers save no autocast casts of their frozen weights (autocast caches a cast
+    # only for a leaf that requires grad), so the adapters-off reference's forward runs beside the head's cast alone,
+    # as the loss does. Traced (benchmarks/accuracy.py --grid rl "online-dpo lora amp" with checkpointing on:
+    # qwen2.5-0.5b LoRA all-linear amp-bf16, b2, 256-token prompts + 16 completion tokens): 3,500,445,184 B at the
+    # reference's log-softmax; the estimate read +20.05 % with every layer's casts counted there
+    t = TrainingSpec(method="lora", precision="amp-bf16", lora_targets=("all-linear",), objective="online-dpo",
+                     seq_len=272, prompt_len=256, batch_size=2, grad_checkpointing=True)
+    b = estimate(QWEN, t)
+    ref, loss = _moment(b, "forward.reference"), _moment(b, "forward.loss")
+    copies = {n.name: n.bytes for n in ref.terms}["autocast weight copies"]
+    assert copies == {n.name: n.bytes for n in loss.terms}["autocast weight copies"] == 151_936 * 896 * 2
+    assert -0.01 <= b.tensor_peak_bytes / 3_500_445_184 - 1 <= 0.03
