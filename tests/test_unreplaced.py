@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,17 +117,23 @@ def test_cut_falcon_against_the_trace() -> None:
     assert -0.02 <= got / row["trace"]["peak_bytes"] - 1 <= 0.05
 
 
-def test_bitsandbytes_replacement_skips_falconlinear() -> None:
-    """The library fact the module rests on, checked on a meta-device Falcon where bitsandbytes is installed."""
-    pytest.importorskip("bitsandbytes")
+def _meta_falcon() -> Any:
+    """A 2-layer Falcon-7B-style model (multi-query, parallel attention, one LayerNorm) on the meta device."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from transformers.integrations.bitsandbytes import replace_with_bnb_linear
-
     cfg = transformers.FalconConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=2, vocab_size=128,
                                     multi_query=True, parallel_attn=True, new_decoder_architecture=False)
     with torch.device("meta"):
-        model = transformers.FalconForCausalLM(cfg)
+        return transformers.FalconForCausalLM(cfg)
+
+
+def test_bitsandbytes_replacement_skips_falconlinear() -> None:
+    """The library fact the module rests on, checked on a meta-device Falcon where bitsandbytes is installed."""
+    pytest.importorskip("bitsandbytes")
+    transformers = pytest.importorskip("transformers")
+    from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+
+    model = _meta_falcon()
     before = {n: type(mod).__name__ for n, mod in model.named_modules()}
     replace_with_bnb_linear(model, modules_to_not_convert=["lm_head"],
                             quantization_config=transformers.BitsAndBytesConfig(load_in_4bit=True))
@@ -142,12 +149,8 @@ def test_hqq_replaces_falconlinear_as_transformers_4_did() -> None:
     weights equal, peak +0.38 % (+3.59 % with checkpointing)."""
     pytest.importorskip("hqq")
     torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     from vramcalc.trace._hf import quantize_blocks_hqq
 
-    cfg = transformers.FalconConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=2, vocab_size=128,
-                                    multi_query=True, parallel_attn=True, new_decoder_architecture=False)
-    with torch.device("meta"):
-        model = transformers.FalconForCausalLM(cfg)
+    model = _meta_falcon()
     assert quantize_blocks_hqq(model.transformer.h, 4, 64, 1, torch.bfloat16) == 8  # 4 FalconLinears per layer
     assert not unreplaced.active(_falcon(), _qlora(quant_backend="hqq"))
