@@ -306,10 +306,7 @@ def explain(model: ModelSpec, training: TrainingSpec) -> Explanation:
         resized, inner = new_tokens.view(model, training)
         return _with_new_rows(explain(resized, inner), model, training)
     if unreplaced.active(model, training):  # bitsandbytes quantizes no FalconLinear: a LoRA (memory/unreplaced.py)
-        e = explain(model, unreplaced.view(model, training))
-        text = unreplaced.note(model, training)
-        return replace(e, training=training, notes=(*e.notes, text),
-                       breakdown=replace(e.breakdown, notes=(*e.breakdown.notes, text)))
+        return _noted(explain(model, unreplaced.view(model, training)), training, unreplaced.note(model, training))
     if model.vision is not None:  # vision-language models: the text model's run, then the image side
         return _explain_vision(model, training)
     if training.objective == "ppo":  # TRL 0.19.1 PPOTrainer (memory/ppo.py): the policy's step, then the rest
@@ -329,8 +326,12 @@ def _with_new_rows(e: Explanation, model: ModelSpec, training: TrainingSpec) -> 
                 "new rows × hidden × (1 tied, 2 untied)", new_tokens.SOURCE, "count")
     sections = tuple(replace(s, lines=(s.lines[0], line, *s.lines[1:])) if s.key == "parameters" and s.lines else s
                      for s in e.sections)
-    text = new_tokens.note(model, training)
-    return replace(e, training=training, sections=sections, notes=(*e.notes, text),
+    return _noted(replace(e, sections=sections), training, new_tokens.note(model, training))
+
+
+def _noted(e: Explanation, training: TrainingSpec, text: str) -> Explanation:
+    """`e`, the explanation of the run the core counts, for the run as asked (`training`), with `text` saying why."""
+    return replace(e, training=training, notes=(*e.notes, text),
                    breakdown=replace(e.breakdown, notes=(*e.breakdown.notes, text)))
 
 

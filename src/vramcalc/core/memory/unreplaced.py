@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 # models/*/modeling_*.py: `class FalconLinear(nn.Linear)`); Llama 4's router (Llama4Router) is one too, but its
 # blocks' other Linears are plain and quantized: core/params.py leaves the router out of the quantized set.
 SUBCLASSED_LINEAR_FAMILIES = frozenset({"falcon"})
-SOURCE = ("transformers 5 integrations/bitsandbytes.py replace_with_bnb_linear (`type(module) is nn.Linear`), "
-          "models/falcon/modeling_falcon.py FalconLinear")
 
 
 def active(m: ModelSpec, t: TrainingSpec) -> bool:
