@@ -710,7 +710,9 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         terms += _norm_terms("attn post-norm", m, c, norm_elem, h, attn_live,
                              _norm_weight_trained(m, t, "attn", tw))
         attn_live = attn_live or _norm_weight_trained(m, t, "attn", tw)
-    if m.dropout > 0 and attn_live:
+    # (DistilBERT's block has no dropout on the attention's output: modeling_distilbert.py TransformerBlock adds
+    # out_lin's output to the input before sa_layer_norm; its one hidden-wide dropout is the FFN's)
+    if m.dropout > 0 and attn_live and m.family != "distilbert":
         terms.append(Term("residual dropout mask", h))  # fused CUDA dropout keeps a 1-byte mask
     # --- MLP block --- (a parallel block's MLP reads the attention's normed input, not its output)
     n_attention_terms = len(terms)
