@@ -58,3 +58,13 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty.yaml").write_text("")
     with pytest.raises(PresetFileError, match="file is empty"):
         presets.parse_specs(presets.read_yaml(tmp_path / "empty.yaml"), ModelSpec, "empty.yaml")
+
+
+def test_vision_language_presets_answer_to_their_short_names() -> None:
+    # a new user typed "qwen2.5-vl-7b" and was offered text models only; Qwen2.5-VL ships instruct checkpoints only,
+    # Qwen2-VL's base checkpoints share the instruct ones' config.json
+    from vramcalc.io import presets
+
+    for short, name in (("qwen2.5-vl-7b", "qwen2.5-vl-7b-instruct"), ("qwen2.5-vl-3b", "qwen2.5-vl-3b-instruct"),
+                        ("qwen2-vl-7b", "qwen2-vl-7b-instruct"), ("qwen2-vl-2b", "qwen2-vl-2b-instruct")):
+        assert presets.find_model(short).name == name
