@@ -33,8 +33,8 @@ def _quant(body: str) -> str:
 
 
 @pytest.mark.parametrize(("body", "expected"), [
-    # BitsAndBytesConfig's defaults: no double quantization, NF4, compute dtype float32 (which a bf16 input overrides:
-    # bitsandbytes nn/modules.py Linear4bit.set_compute_type)
+    # BitsAndBytesConfig's defaults: no double quantization, NF4, compute dtype float32 (which transformers passes to
+    # Linear4bit, so a bf16 input is cast to fp32: read with runfiles.FP32_COMPUTE_NOTE, test below)
     ("{load_in_4bit: true}", {"quant_bits": 4, "double_quant": False}),
     ("{load_in_4bit: true, bnb_4bit_use_double_quant: true, bnb_4bit_compute_dtype: bfloat16}",
      {"quant_bits": 4, "double_quant": True}),
@@ -266,3 +266,17 @@ def test_trl_loads_float32_unless_told(tmp_path: Path, text: str, precision: str
     assert run.options["precision"] == precision
     if precision == "amp-bf16":
         assert any("TRL's default" in n for n in run.notes)
+
+
+@pytest.mark.parametrize(("body", "noted"), [
+    # BitsAndBytesConfig's default bnb_4bit_compute_dtype is float32 (transformers utils/quantization_config.py) and
+    # replace_with_bnb_linear passes it, so Linear4bit never switches to the bf16 input's dtype (bitsandbytes 0.50
+    # nn/modules.py: set_compute_type runs only without one): fp32 casts and dequantization, said in a note
+    ("{load_in_4bit: true}", True),
+    ("{load_in_4bit: true, bnb_4bit_compute_dtype: float32}", True),
+    ("{load_in_4bit: true, bnb_4bit_compute_dtype: bfloat16}", False),
+    ("{load_in_8bit: true}", False),  # Linear8bitLt has no compute dtype
+])
+def test_a_float32_compute_dtype_over_bf16_is_said(tmp_path: Path, body: str, noted: bool) -> None:
+    run = _load(tmp_path, _quant(body))
+    assert any("Linear4bit.forward" in n and "bnb_4bit_compute_dtype: bfloat16" in n for n in run.notes) is noted

@@ -1919,6 +1919,22 @@ def _ref_quantization_config(quant: Any, run: Run, ref_dtype: str, dtypes: dict[
     kind = _bnb_config(quant, where, ref_dtype, dtypes, "the reference")
     if kind:
         run.options["ref_quant"] = kind
+    if _fp32_compute(quant, ref_dtype):
+        run.notes.append(FP32_COMPUTE_NOTE.format(where=where))
+
+
+FP32_COMPUTE_NOTE = ("{where}: no bnb_4bit_compute_dtype, or float32 (BitsAndBytesConfig's default), over a bf16 "
+                     "load: each 4-bit Linear casts its input to fp32 and dequantizes its weight to fp32 "
+                     "(bitsandbytes nn/modules.py Linear4bit.forward); counted as bf16 compute, without those fp32 "
+                     "copies (an approximation: the largest Linear's, a few hundred MB on a 7-8B model); set "
+                     "bnb_4bit_compute_dtype: bfloat16 to compute in bf16.")
+
+
+def _fp32_compute(quant: Any, dtype: str) -> bool:
+    """A 4-bit BitsAndBytesConfig mapping whose compute dtype is float32 (named or the default) over a bf16 load."""
+    compute = quant.get("bnb_4bit_compute_dtype") if isinstance(quant, dict) else None
+    return bool(isinstance(quant, dict) and quant.get("load_in_4bit")) and dtype == "bf16" \
+        and compute in (None, "float32", "torch.float32")
 
 
 def _bnb_config(quant: Any, where: str, dtype: str, dtypes: dict[str, str], whose: str) -> str:
@@ -1944,8 +1960,10 @@ def _bnb_config(quant: Any, where: str, dtype: str, dtypes: dict[str, str], whos
     if str(quant.get("bnb_4bit_quant_type", "nf4")) not in ("nf4", "fp4"):
         raise _KeyProblem(where, "bnb_4bit_quant_type nf4 or fp4 is modelled (the same storage); change it")
     compute = quant.get("bnb_4bit_compute_dtype")
-    # bitsandbytes nn/modules.py Linear4bit.set_compute_type: a bf16 or fp32 input sets the compute dtype to its
-    # own, so the default float32 compute dtype runs in the model's dtype unless that is fp16.
+    # BitsAndBytesConfig's default bnb_4bit_compute_dtype is float32 (utils/quantization_config.py), and
+    # replace_with_bnb_linear always passes it, so Linear4bit.set_compute_type never runs (compute_type_is_set): a
+    # float32 compute dtype over a bf16 load casts each 4-bit Linear's input to fp32 and dequantizes to fp32
+    # (bitsandbytes 0.50 nn/modules.py Linear4bit.forward), read with FP32_COMPUTE_NOTE; over fp16 it is refused.
     if compute is not None and dtypes.get(str(compute).removeprefix("torch.")) not in (dtype, "fp32") \
             or (compute in (None, "float32", "torch.float32") and dtype == "fp16"):
         name = "reference" if whose == "the reference" else "model"
@@ -3462,6 +3480,8 @@ def _trl_quantization_config(quant: Any, d: dict[str, Any], run: Run, load_dtype
     kind = _bnb_config(quant, where, dtype, _REF_DTYPES, "the model")
     if not kind:
         raise _KeyProblem(where, "neither load_in_4bit nor load_in_8bit is true; set one, or remove it")
+    if _fp32_compute(quant, dtype):
+        run.notes.append(FP32_COMPUTE_NOTE.format(where=where))
     if run.options.get("method") not in ("lora", "qlora"):
         raise _KeyProblem(where, TRL_PURELY_QUANTIZED)
     # bitsandbytes 0.50 backends/cuda/ops.py quantize_4bit: ((n + 1) // (itemsize * 2)) elements of the storage
