@@ -159,19 +159,21 @@ def check_int8_mixer(m: ModelSpec, t: TrainingSpec) -> None:
 
 
 def check_int8_fp32(t: TrainingSpec) -> None:
-    """8-bit QLoRA under the Trainer's autocast over an fp32 load (amp-bf16 / amp-fp16): refused. Linear8bitLt has no
-    compute dtype and MatMul8bitLt no custom_fwd (bitsandbytes 0.50 nn/modules.py, autograd/_functions.py): it keeps
-    its fp32 input in ctx and returns fp32, and autocast makes no 16-bit copy of its int8 weight; the estimate counts
-    the inputs and outputs in the compute dtype and a copy of every block Linear's weight. Traced (tinyllama-1.1b /
-    qwen2.5-0.5b cut to 2 layers, amp-bf16 b2 s512 and b1 s1024, the --grid qlora8b trace cache): -3.2 ... +4.7 %."""
+    """8-bit QLoRA under the Trainer's autocast over an fp32 load: amp-bf16 with LoRA is modelled (memory/qlora_fp32.py;
+    --grid qlora8-fp32load: Linear8bitLt has no compute dtype and MatMul8bitLt no custom_fwd, bitsandbytes 0.50.2
+    nn/modules.py, autograd/_functions.py: it keeps its fp32 input in ctx and returns fp32). amp-fp16 and DoRA there
+    are not traced: refused."""
     from vramcalc.core.memory.precision import recipe_of
 
-    if t.method == "qlora" and t.quant_bits == 8 and t.quant_backend == "bnb" and t.mode == "train" \
-            and recipe_of(t).autocast:
-        raise UnsupportedCombination(f"--quant-bits 8 with --precision {t.precision} (an fp32 load) is not modelled: "
-                                     "bitsandbytes' int8 matmul keeps and returns fp32 there; load in bf16 "
-                                     "(--precision autocast-bf16 --no-kbit-prep, or bf16; a TRL file: dtype: "
-                                     "bfloat16)")
+    if not (t.method == "qlora" and t.quant_bits == 8 and t.quant_backend == "bnb" and t.mode == "train"
+            and recipe_of(t).autocast):
+        return
+    if t.precision != "amp-bf16" or t.dora:
+        what = "--dora" if t.dora else f"--precision {t.precision}"
+        raise UnsupportedCombination(f"--quant-bits 8 with {what} (an fp32 load) is not modelled: bitsandbytes' int8 "
+                                     "matmul keeps and returns fp32 there, traced for amp-bf16 LoRA only; use "
+                                     "--precision amp-bf16 without --dora, or load in bf16 (--precision "
+                                     "autocast-bf16 --no-kbit-prep, or bf16; a TRL file: dtype: bfloat16)")
 
 
 def check_gpt_oss(m: ModelSpec, t: TrainingSpec) -> None:

@@ -1475,6 +1475,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         if _qlora_fp32.active(t, recipe):  # 4-bit block Linears: no fp32 leaf weight to cast (memory/qlora_fp32.py)
             linear_params = 0
+        if _qlora_fp32.int8_active(t, recipe):  # 8-bit: the int8 weight goes into MatMul8bitLt uncast (qlora_fp32.py)
+            linear_params = 0
         # TRL's fused head (trl/kernels/chunked_logprob.py _ChunkedLogProbFunction) casts `weight[start:end]
         # .to(compute_dtype)` itself per vocabulary chunk, a `.to()` autocast does not cache: memory/loss.py
         # trl_head_bytes counts that chunk's copy, so no V x H copy here (measured with the tracer, --grid dpo32:
