@@ -3990,8 +3990,8 @@ def qlora8_grid() -> list[dict[str, Any]]:
 # autograd/_functions.py: it runs on its bf16 input as in plain bf16) and fp32 (an fp32 load without autocast: int8
 # matmuls on fp32 inputs, which the tracer now runs), checkpointing off and on, and bf16 with --ac-every 2 in the
 # torchtune and hf layouts, at b2 s512 and b1 s1024. amp-bf16 (an fp32 load, kbit prep) was traced
-# here too and is refused (core/checks.py check_int8_fp32). Written to accuracy_qlora8b.{json,md}, its traces to
-# trace_cache_qlora8b.json.
+# here too and was refused (core/checks.py check_int8_fp32; now --grid qlora8-fp32load's). Written to
+# accuracy_qlora8b.{json,md}, its traces to trace_cache_qlora8b.json.
 QLORA8B_MODELS = ("cut:tinyllama-1.1b:2", "cut:qwen2.5-0.5b:2")
 QLORA8B_SHAPES = ((2, 512), (1, 1024))
 QLORA8B_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
