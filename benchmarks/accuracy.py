@@ -3990,8 +3990,8 @@ def qlora8_grid() -> list[dict[str, Any]]:
 # autograd/_functions.py: it runs on its bf16 input as in plain bf16) and fp32 (an fp32 load without autocast: int8
 # matmuls on fp32 inputs, which the tracer now runs), checkpointing off and on, and bf16 with --ac-every 2 in the
 # torchtune and hf layouts, at b2 s512 and b1 s1024. amp-bf16 (an fp32 load, kbit prep) was traced
-# here too and is refused (core/checks.py check_int8_fp32). Written to accuracy_qlora8b.{json,md}, its traces to
-# trace_cache_qlora8b.json.
+# here too and was refused (core/checks.py check_int8_fp32; now --grid qlora8-fp32load's). Written to
+# accuracy_qlora8b.{json,md}, its traces to trace_cache_qlora8b.json.
 QLORA8B_MODELS = ("cut:tinyllama-1.1b:2", "cut:qwen2.5-0.5b:2")
 QLORA8B_SHAPES = ((2, 512), (1, 1024))
 QLORA8B_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -4063,6 +4063,29 @@ def qlora_fp32load_grid() -> list[dict[str, Any]]:
              "method": "qlora", "training": {**kw, "batch_size": b, "seq_len": s, "grad_checkpointing": gc}}
             for model in QLORA_FP32LOAD_MODELS for label, kw in QLORA_FP32LOAD_RUNS for b, s in ((2, 512), (1, 2048))
             for gc in (False, True)]
+
+
+# 8-bit QLoRA over an fp32 load under the Trainer's autocast (`--grid qlora8-fp32load`, issue 13): a TRL file with
+# load_in_8bit and bf16 and no dtype (TRL 1.16 create_model_from_path loads float32). Linear8bitLt has no compute dtype
+# and MatMul8bitLt no custom_fwd (bitsandbytes 0.50.2 nn/modules.py, autograd/_functions.py): its fp16 quantization
+# copy of the fp32 input, the input kept in ctx, an fp32 output, grad_A through the weight dequantized to fp32
+# (trace/_hf.py _Dequant8bit); peft's lora.bnb.Linear8bitLt forward (trace/_peft.py). LoRA all-linear, threshold 6.0,
+# TRL's bf16 adapters without kbit preparation and peft's fp32 adapters with it, dropout 0.05, checkpointing off and
+# on, b2 s512 and b1 s2048, on qlora-fp32load's tinyllama-1.1b and qwen2.5-0.5b cuts (4 layers, a 2,048-token
+# vocabulary). Written to accuracy_qlora8-fp32load.{json,md}, its traces to trace_cache_qlora8-fp32load.json.
+QLORA8_FP32LOAD_MODELS = ("dequant:tinyllama-1.1b", "dequant:qwen2.5-0.5b")
+QLORA8_FP32LOAD_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("amp-bf16 int8 no-kbit-prep", {**_FP32LOAD, "quant_bits": 8, "kbit_prep": False}),
+    ("amp-bf16 int8 fp32 adapters kbit-prep", {**_FP32LOAD, "quant_bits": 8, "adapter_dtype": "fp32",
+                                               "kbit_prep": True}),
+)
+
+
+def qlora8_fp32load_grid() -> list[dict[str, Any]]:
+    return [{"id": f"{model} | qlora {label} | b{b} s{s} | {'gc' if gc else 'no-gc'}", "model": model,
+             "method": "qlora", "training": {**kw, "batch_size": b, "seq_len": s, "grad_checkpointing": gc}}
+            for model in QLORA8_FP32LOAD_MODELS for label, kw in QLORA8_FP32LOAD_RUNS
+            for b, s in ((2, 512), (1, 2048)) for gc in (False, True)]
 
 
 # Non-reentrant checkpointing without early stop (`--grid early-stop`, issue 13; 24 cases): --no-ac-early-stop
@@ -4176,6 +4199,7 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "hqq": hqq_grid,
          "pixels": pixels_grid,
          "qlora-fp32load": qlora_fp32load_grid,
+         "qlora8-fp32load": qlora8_fp32load_grid,
          }
 TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (packing and padding-free, issue 13)",
           "presets": " (presets checked against their config.json, issue 12)",
@@ -4284,6 +4308,8 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
                    "issue 13)",
           "tf4gc": " (transformers 4 files' gradient_checkpointing: true, reentrant without keywords; issue 13)",
           "pixels": " (LLaMA-Factory image_max_pixels on LLaVA-NeXT and Llama 4: the budget's worst image; issue 13)",
+          "qlora8-fp32load": " (8-bit QLoRA over an fp32 load under the Trainer's bf16 autocast, amp-bf16: "
+                             "TRL's load_in_8bit default; issue 13)",
           "qlora-fp32load": " (TRL's default QLoRA: 4-bit layers computing in fp32 over an fp32 load under the "
                             "Trainer's bf16 autocast, amp-bf16; issue 13)",
           }
@@ -4477,7 +4503,8 @@ def main() -> None:
                     "(axolotl gpu_memory_limit); trlqlora: issue 13's 12 TRL QLoRA cases "
                     "(model_init_kwargs.quantization_config with use_peft); maxmem-layers: issue 13's 24 cases of "
                     "transformers' max_memory placement (whole layers); qlora-fp32load: issue 13's 48 amp-bf16 / "
-                    "amp-fp16 4-bit QLoRA cases (TRL's default fp32 load and compute dtype)"
+                    "amp-fp16 4-bit QLoRA cases (TRL's default fp32 load and compute dtype); qlora8-fp32load: "
+                    "issue 13's 16 amp-bf16 8-bit QLoRA cases (an fp32 load under autocast)"
                     )
     args = ap.parse_args()
     if args.grid == "sharded":  # no traced step: the model's own tensors, part by part
@@ -4529,6 +4556,7 @@ def main() -> None:
                          "qlora-rest",
                          "pixels",
                          "qlora-fp32load",
+                         "qlora8-fp32load",
                          ) \
         else CACHE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.retrace else {}

@@ -116,7 +116,7 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
     check_gpt_oss(model, training)
     check_llama4(model, training)
     check_int8_mixer(model, training)
-    check_int8_fp32(training)
+    check_int8_fp32(model, training)
     notes += lora_layers.check(model, training)  # --lora-layers: the index range and the runs it is modelled for
     notes += unfrozen.check(model, training)  # --train-layers / --train-modules (core/unfrozen.py)
     check_encoder(model, training)  # encoders: the head options and the runs they cover
@@ -170,20 +170,29 @@ def check_int8_mixer(m: ModelSpec, t: TrainingSpec) -> None:
                                      "--grad-checkpointing")
 
 
-def check_int8_fp32(t: TrainingSpec) -> None:
-    """8-bit QLoRA under the Trainer's autocast over an fp32 load (amp-bf16 / amp-fp16): refused. Linear8bitLt has no
-    compute dtype and MatMul8bitLt no custom_fwd (bitsandbytes 0.50 nn/modules.py, autograd/_functions.py): it keeps
-    its fp32 input in ctx and returns fp32, and autocast makes no 16-bit copy of its int8 weight; the estimate counts
-    the inputs and outputs in the compute dtype and a copy of every block Linear's weight. Traced (tinyllama-1.1b /
-    qwen2.5-0.5b cut to 2 layers, amp-bf16 b2 s512 and b1 s1024, the --grid qlora8b trace cache): -3.2 ... +4.7 %."""
+def check_int8_fp32(m: ModelSpec, t: TrainingSpec) -> None:
+    """8-bit QLoRA under the Trainer's autocast over an fp32 load (a TRL file with load_in_8bit and bf16, no dtype):
+    Linear8bitLt has no compute dtype and MatMul8bitLt no custom_fwd (bitsandbytes 0.50.2 nn/modules.py,
+    autograd/_functions.py): it keeps its fp32 input in ctx and returns fp32 (memory/qlora_fp32.py int8_active). Traced
+    (--grid qlora8-fp32load: tinyllama-1.1b / qwen2.5-0.5b cut to 4 layers, LoRA all-linear, bf16 and fp32 adapters,
+    checkpointing off and non-reentrant, amp-bf16 SFT): modelled there; the rest of that path is refused."""
     from vramcalc.core.memory.precision import recipe_of
 
-    if t.method == "qlora" and t.quant_bits == 8 and t.quant_backend == "bnb" and t.mode == "train" \
-            and recipe_of(t).autocast:
-        raise UnsupportedCombination(f"--quant-bits 8 with --precision {t.precision} (an fp32 load) is not modelled: "
-                                     "bitsandbytes' int8 matmul keeps and returns fp32 there; load in bf16 "
-                                     "(--precision autocast-bf16 --no-kbit-prep, or bf16; a TRL file: dtype: "
-                                     "bfloat16)")
+    if not (t.method == "qlora" and t.quant_bits == 8 and t.quant_backend == "bnb" and t.mode == "train"
+            and recipe_of(t).autocast):
+        return
+    outside = [what for what, off in (
+        (f"--precision {t.precision}", t.precision != "amp-bf16"), (f"a {m.family} model", m.family not in
+                                                                     ("llama", "qwen2")),
+        (f"--objective {t.objective}", t.objective != "sft"), ("--dora", t.dora), ("--reentrant-gc", t.reentrant_gc),
+        ("--ac-every", t.ac_every > 1), ("--activation-offload", t.activation_offload),
+        ("--ac-offload", t.ac_offload),
+        (f"--offload {t.offload}", t.offload != "none"), ("--upcast-norms", t.upcast_norms)) if off]
+    if outside:
+        raise UnsupportedCombination(f"--quant-bits 8 over an fp32 load under autocast with {', '.join(outside)} is "
+                                     "not modelled (bitsandbytes' int8 matmul keeps and returns fp32 there; traced "
+                                     "for amp-bf16 LoRA SFT on Llama / Qwen2 only): load in bf16 (--precision "
+                                     "autocast-bf16 --no-kbit-prep, or bf16; a TRL file: dtype: bfloat16)")
 
 
 def check_gpt_oss(m: ModelSpec, t: TrainingSpec) -> None:

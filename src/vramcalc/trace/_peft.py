@@ -202,6 +202,7 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
         if "lora_" in name and p.dtype != dtype:
             p.data = p.data.to(dtype)
     _bnb_4bit_fp32_forward(wrapped, training)
+    _bnb_8bit_fp32_forward(wrapped, training)
     return wrapped
 
 
@@ -223,6 +224,40 @@ def _bnb_4bit_fp32_forward(wrapped: torch.nn.Module, training: TrainingSpec) -> 
 
         def forward(x: torch.Tensor, *args: Any, layer: Any = module, **kwargs: Any) -> torch.Tensor:
             result: torch.Tensor = layer.base_layer(x, *args, **kwargs).clone()
+            autocast = torch.is_autocast_enabled("cpu")
+            for name in layer.active_adapters:
+                if name not in layer.lora_A.keys():
+                    continue
+                a, b = layer.lora_A[name], layer.lora_B[name]
+                xa = x if autocast else layer._cast_input_dtype(x, a.weight.dtype)
+                delta = b(a(layer.lora_dropout[name](xa))) * layer.scaling[name]
+                result = result + (delta if autocast else delta.to(result.dtype))
+            return result
+
+        module.forward = forward
+
+
+def _bnb_8bit_fp32_forward(wrapped: torch.nn.Module, training: TrainingSpec) -> None:
+    """LoRA over an 8-bit layer of an fp32 load under autocast (amp-*): peft 0.21.2 tuners/lora/bnb.py
+    Linear8bitLt.forward, not lora.Linear's. Memory-wise it differs by: under autocast no cast of the input to the
+    adapter's dtype (the dropout runs on the fp32 input; autocast casts its output for lora_A) nor of the adapter's
+    output, and no clone of the base output (Linear4bit's has one). As _bnb_4bit_fp32_forward, peft's CUDA
+    `torch.is_autocast_enabled()` is read as the tracer's CPU autocast. Other 8-bit runs keep lora.Linear's forward
+    (their traces were taken with it; without autocast both cast the same)."""
+    from vramcalc.core.memory.precision import recipe_of
+    from vramcalc.trace._hf import QuantLinear
+
+    if not recipe_of(training).autocast:
+        return
+    for module in wrapped.modules():
+        base = getattr(module, "base_layer", None)
+        if not (isinstance(base, QuantLinear) and base.bits == 8 and base.compute_dtype == torch.float32):
+            continue
+        if training.dora:
+            raise UnsupportedCombination("DoRA over 8-bit layers of an fp32 load (amp-*) is not traced")
+
+        def forward(x: torch.Tensor, *args: Any, layer: Any = module, **kwargs: Any) -> torch.Tensor:
+            result: torch.Tensor = layer.base_layer(x, *args, **kwargs)
             autocast = torch.is_autocast_enabled("cpu")
             for name in layer.active_adapters:
                 if name not in layer.lora_A.keys():

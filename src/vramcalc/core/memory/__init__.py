@@ -1475,6 +1475,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         linear_params = sum(lin.in_features * lin.out_features * lin.count for lin in block_linears(m))
         if _qlora_fp32.active(t, recipe):  # 4-bit block Linears: no fp32 leaf weight to cast (memory/qlora_fp32.py)
             linear_params = 0
+        if _qlora_fp32.int8_active(t, recipe):  # 8-bit: the int8 weight goes into MatMul8bitLt uncast (qlora_fp32.py)
+            linear_params = 0
         # TRL's fused head (trl/kernels/chunked_logprob.py _ChunkedLogProbFunction) casts `weight[start:end]
         # .to(compute_dtype)` itself per vocabulary chunk, a `.to()` autocast does not cache: memory/loss.py
         # trl_head_bytes counts that chunk's copy, so no V x H copy here (measured with the tracer, --grid dpo32:
@@ -1583,7 +1585,10 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         notes.append("8-bit QLoRA (bitsandbytes LLM.int8, threshold 6.0): each block Linear's input is kept until its "
                      f"backward (MatMul8bitLt's ctx{ck}), and its int8 matmul makes an fp16 input copy, int8 rows, "
                      "an int32 product and an fp16 output per row; the outlier columns (data-dependent) are not "
-                     "counted.")
+                     "counted."
+                     + (" Over an fp32 load under autocast it runs in fp32: fp32 inputs kept (o_proj's 16-bit), fp32 "
+                        "outputs and MLP intermediates, grad_A's weight dequantized to fp32, no autocast copy of the "
+                        "int8 weights." if _qlora_fp32.int8_active(t, recipe) else ""))
     if recipe.autocast and _distributed.sharding_stage(t) == 3:
         notes.append("autocast under full sharding: the 16-bit weight copies alive are those of the gathered units "
                      "(FSDP / ZeRO-3 free them with the unit after forward), not of the whole model.")

@@ -401,6 +401,12 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # tracer's live tensors, --grid qlora-fp32load: tinyllama cut to 4 layers, b2 s512, three fp32 (2, 512, 5632)
     # tensors saved per layer)
     mlp_c = 4 if _qlora_fp32.active(t, recipe) else c
+    # 8-bit over an fp32 load under autocast (memory/qlora_fp32.py int8_active): MatMul8bitLt returns its input's dtype,
+    # fp32 for the fp32 normed input (the MLP's intermediates as above) and for down_proj's fp32 input; o_proj's input
+    # is SDPA's 16-bit output under autocast. int8_in: the bytes per element of the inputs its ctx keeps
+    int8_fp32 = _qlora_fp32.int8_active(t, recipe)
+    if int8_fp32:
+        mlp_c = 4
     int8_base = t.method == "qlora" and t.quant_bits == 8 and t.quant_backend == "bnb"  # every block Linear a
     # bitsandbytes Linear8bitLt
     # hqq 0.2.8 core/quantize.py HQQMatmulNoCacheMul.setup_context: `ctx.save_for_backward(x, bias)`: every HQQLinear
@@ -436,12 +442,13 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
             # ctx.tensors = (CAt, subA, A)`, A the 2-D view of the frozen Linear8bitLt's input (CAt None: the int8
             # weight needs no gradient; subA empty without outlier columns): held until its backward, under
             # checkpointing too (int8_ctx: a ctx attribute, not a saved tensor), even where another op saves it
-            int8_ctx += c * width
+            int8_in = 4 if int8_fp32 and group != "o_proj" else c
+            int8_ctx += int8_in * width
             # (an adapter that saves this very tensor, lora_A on an undropped input in the compute dtype, counts it
             # below; otherwise only bnb's ctx holds it: an INT8_CTX term)
-            as_is = rule is None and not fresh_copy and any(mod in adapted for mod in modules)
+            as_is = rule is None and not fresh_copy and any(mod in adapted for mod in modules) and int8_in == c
             if not base_saves and not already_saved and not as_is:
-                terms.append(Term(f"{group} input{INT8_CTX}", c * width))
+                terms.append(Term(f"{group} input{INT8_CTX}", int8_in * width))
                 already_saved = True
         # peft LoRA (tuners/lora/layer.py): each adapted module casts its input to the adapter dtype and
         # applies dropout (nn.Identity at p=0); lora_A saves the result, lora_B saves lora_A's output.
@@ -1631,8 +1638,12 @@ def dequant_bytes(m: ModelSpec, t: TrainingSpec, recipe: Recipe, linears: tuple[
         scale = 4 * max(d_out for _, d_out, _ in shapes)
         every = tuple(sorted({(lin.in_features, lin.out_features, lin.out_features if gated_up
                                and lin.module == "up_proj" else 0) for lin in quantized}))
+        # (over an fp32 load under autocast, qlora_fp32.py int8_active: dtype_A is fp32 for the largest, the MLP's,
+        # Linears: the weight dequantized to fp32; measured with the tracer's live tensors, --grid qlora8-fp32load:
+        # tinyllama cut to 4 layers b2 s512, a (2048, 5632) fp32 weight at down_proj's grad_A)
+        w = 4 if _qlora_fp32.int8_active(t, recipe) else c
         return (DequantBytes(compute=c, shapes=every, int8=recipe.compute),
-                DequantBytes(c * numel, 0, scale, c, shapes, after_tail=fused, down=(*down, 4 * down[1])))
+                DequantBytes(w * numel, 0, scale, c, shapes, after_tail=fused, down=(*down, 4 * down[1])))
     if _qlora_fp32.active(t, recipe):  # the fp32 weight and its 16-bit copy (DequantBytes.fp32_compute)
         # down_proj's adapter saves (peft lora.bnb.Linear4bit: after the base layer's matmul) autocast's 16-bit cast of
         # its dropped input, the dropout mask and lora_A's output: not made yet at the rerun's dequantized matmul

@@ -27,3 +27,15 @@ def active(t: TrainingSpec, recipe: Recipe) -> bool:
     """4-bit bitsandbytes QLoRA training over an fp32 load under autocast (amp-*): the fp32 compute dtype."""
     return (t.method == "qlora" and t.quant_backend == "bnb" and t.quant_bits == 4 and recipe.autocast
             and t.mode == "train")
+
+
+def int8_active(t: TrainingSpec, recipe: Recipe) -> bool:
+    """8-bit bitsandbytes QLoRA training over an fp32 load under autocast (amp-*, --grid qlora8-fp32load).
+    bitsandbytes 0.50.2: Linear8bitLt has no compute dtype (nn/modules.py: `bnb.matmul(x, ...)` on x as it comes) and
+    MatMul8bitLt no custom_fwd (autograd/_functions.py), so autocast casts neither its input nor its int8 weight: the
+    quantization runs on `A.to(torch.float16)`, ctx keeps A (fp32 where it comes fp32: the normed input, the MLP's
+    act(gate) * up), the output comes back in A's dtype (int8_scaled_mm's `dtype=A.dtype`), and backward's grad_A
+    multiplies by `CB.to(ctx.dtype_A)`: the weight dequantized to fp32. peft 0.21.2 tuners/lora/bnb.py
+    Linear8bitLt.forward: under autocast no cast of the input or of the adapters' output, no clone."""
+    return (t.method == "qlora" and t.quant_backend == "bnb" and t.quant_bits == 8 and recipe.autocast
+            and t.mode == "train")
