@@ -483,6 +483,10 @@ def test_every_size_is_a_non_negative_int_and_peak_is_at_most_the_sum(m: ModelSp
 
 @PROPERTY
 @given(models, trainings())
+# found by this property: GPT-2 LoRA under amp-bf16, whose frozen gelu_new MLP's product node holds more temporaries
+# than the layer's backward (memory/__init__.py node_bwd_t), which the temporaries component left out
+@example(presets.find_model("gpt2"), TrainingSpec(method="lora", precision="amp-bf16", batch_size=2, seq_len=52,
+                                                  loss="fused-linear"))
 def test_no_moment_holds_more_of_a_component_than_the_component(m: ModelSpec, t: TrainingSpec) -> None:
     # The temporaries and activations components are written out per moment in memory/__init__.py (a generic sum
     # over the moments cost half of estimate's time): each is the most of it alive at one moment, so the peak is

@@ -2561,8 +2561,9 @@ def _transformer_phases(
     # is alive beside the loss's own temporaries), so no moment holds more of a component than the component.
     # Written out per moment (the temporaries terms of each layout in memory/moments.py; a generic sum over the
     # moments cost half of estimate's time); tests/test_explain.py checks it is the largest moment's.
+    # (node_bwd_t: a product node's temporaries, which can exceed layer_bwd_t: a frozen gelu_new MLP under amp)
     temporaries = max(opt_temp, layer_fwd_t, recompute_t, loss_fwd_t + grad_fwd, loss_bwd_t + grad_fwd, head_bwd_t,
-                      layer_bwd_t, fp8_bwd, p.bottom_mixer_t * tokens, end_t, reference, rewarded, rl_temp,
+                      layer_bwd_t, node_bwd_t, fp8_bwd, p.bottom_mixer_t * tokens, end_t, reference, rewarded, rl_temp,
                       p.offload_norm_t * tokens if p.offload and not p.checkpointing and saving_layers else 0,
                       p.final_norm_bwd_t * tokens if not (p.checkpointing or p.offload) and saving_layers else 0)
     # Offloaded activations: in backward a layer's set comes back from the host beside the recomputed layer; on a
