@@ -201,63 +201,37 @@ def wrap_lora(hf: torch.nn.Module, model: ModelSpec, training: TrainingSpec, not
     for name, p in wrapped.named_parameters():
         if "lora_" in name and p.dtype != dtype:
             p.data = p.data.to(dtype)
-    _bnb_4bit_fp32_forward(wrapped, training)
-    _bnb_8bit_fp32_forward(wrapped, training)
+    _bnb_fp32_forward(wrapped, training, 4)
+    _bnb_fp32_forward(wrapped, training, 8)
     return wrapped
 
 
-def _bnb_4bit_fp32_forward(wrapped: torch.nn.Module, training: TrainingSpec) -> None:
-    """LoRA over a 4-bit layer with an fp32 compute dtype (an fp32 load under autocast, amp-*): peft dispatches
-    lora.bnb.Linear4bit there (peft 0.21.2 tuners/lora/bnb.py Linear4bit.forward), not lora.Linear, whose forward the
-    tracer's QuantLinear otherwise gets. Memory-wise it differs by: the base output cloned ("defensively", as its
-    comment says) before the adapters are added, and under autocast no cast of the input to the adapter's dtype (the
-    dropout runs on the fp32 input; autocast casts its output for lora_A) nor of the adapter's output. peft tests
-    `torch.is_autocast_enabled()` (CUDA's); the tracer's CUDA autocast runs as CPU autocast (trace/_cuda.py)."""
-    from vramcalc.trace._hf import QuantLinear
-
-    for module in wrapped.modules():
-        base = getattr(module, "base_layer", None)
-        if not (isinstance(base, QuantLinear) and base.bits == 4 and base.compute_dtype == torch.float32):
-            continue
-        if training.dora:
-            raise UnsupportedCombination("DoRA over 4-bit layers with an fp32 compute dtype (amp-*) is not traced")
-
-        def forward(x: torch.Tensor, *args: Any, layer: Any = module, **kwargs: Any) -> torch.Tensor:
-            result: torch.Tensor = layer.base_layer(x, *args, **kwargs).clone()
-            autocast = torch.is_autocast_enabled("cpu")
-            for name in layer.active_adapters:
-                if name not in layer.lora_A.keys():
-                    continue
-                a, b = layer.lora_A[name], layer.lora_B[name]
-                xa = x if autocast else layer._cast_input_dtype(x, a.weight.dtype)
-                delta = b(a(layer.lora_dropout[name](xa))) * layer.scaling[name]
-                result = result + (delta if autocast else delta.to(result.dtype))
-            return result
-
-        module.forward = forward
-
-
-def _bnb_8bit_fp32_forward(wrapped: torch.nn.Module, training: TrainingSpec) -> None:
-    """LoRA over an 8-bit layer of an fp32 load under autocast (amp-*): peft 0.21.2 tuners/lora/bnb.py
-    Linear8bitLt.forward, not lora.Linear's. Memory-wise it differs by: under autocast no cast of the input to the
-    adapter's dtype (the dropout runs on the fp32 input; autocast casts its output for lora_A) nor of the adapter's
-    output, and no clone of the base output (Linear4bit's has one). As _bnb_4bit_fp32_forward, peft's CUDA
-    `torch.is_autocast_enabled()` is read as the tracer's CPU autocast. Other 8-bit runs keep lora.Linear's forward
-    (their traces were taken with it; without autocast both cast the same)."""
+def _bnb_fp32_forward(wrapped: torch.nn.Module, training: TrainingSpec, bits: int) -> None:
+    """LoRA over a `bits`-bit layer computing in fp32 (an fp32 load under autocast, amp-*): peft dispatches
+    lora.bnb.Linear4bit / Linear8bitLt there (peft 0.21.2 tuners/lora/bnb.py), not lora.Linear, whose forward the
+    tracer's QuantLinear otherwise gets. Memory-wise they differ from it by: under autocast no cast of the input to
+    the adapter's dtype (the dropout runs on the fp32 input; autocast casts its output for lora_A) nor of the adapter's
+    output, and for 4-bit the base output cloned ("defensively", as its comment says) before the adapters are added
+    (Linear8bitLt's forward has no clone). peft tests `torch.is_autocast_enabled()` (CUDA's); the tracer's CUDA
+    autocast runs as CPU autocast (trace/_cuda.py). A 4-bit layer computes in fp32 only under amp-* (_run refuses an
+    fp32 compute dtype without autocast); other 8-bit runs keep lora.Linear's forward (their traces were taken with
+    it; without autocast both cast the same)."""
     from vramcalc.core.memory.precision import recipe_of
     from vramcalc.trace._hf import QuantLinear
 
-    if not recipe_of(training).autocast:
+    if bits == 8 and not recipe_of(training).autocast:
         return
     for module in wrapped.modules():
         base = getattr(module, "base_layer", None)
-        if not (isinstance(base, QuantLinear) and base.bits == 8 and base.compute_dtype == torch.float32):
+        if not (isinstance(base, QuantLinear) and base.bits == bits and base.compute_dtype == torch.float32):
             continue
         if training.dora:
-            raise UnsupportedCombination("DoRA over 8-bit layers of an fp32 load (amp-*) is not traced")
+            raise UnsupportedCombination(f"DoRA over {bits}-bit layers computing in fp32 (amp-*) is not traced")
 
         def forward(x: torch.Tensor, *args: Any, layer: Any = module, **kwargs: Any) -> torch.Tensor:
             result: torch.Tensor = layer.base_layer(x, *args, **kwargs)
+            if bits == 4:
+                result = result.clone()
             autocast = torch.is_autocast_enabled("cpu")
             for name in layer.active_adapters:
                 if name not in layer.lora_A.keys():
