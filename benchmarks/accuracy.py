@@ -1253,6 +1253,23 @@ GPTOSS_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+# The gpt-oss QLoRA grid (`--grid gptoss-qlora`, issue 15; 8 cases): the same two shapes, QLoRA NF4 on the attention
+# projections (kbit_prep off, as in the other grids) x checkpointing off / on x b2 s256 / b1 s512. From a bf16
+# checkpoint (Unsloth's bnb-4bit uploads; the published MXFP4 one refuses a BitsAndBytesConfig: transformers 5.24
+# quantizers/auto.py merge_quantization_configs) bitsandbytes replaces the attention's nn.Linear modules only: the
+# experts are 3-D Parameters and the router (GptOssTopKRouter) a Parameter, left 16-bit. Written to
+# accuracy_gptoss-qlora.{json,md}, its traces to trace_cache_gptoss-qlora.json.
+GPTOSS_QLORA = ("qlora nf4 q,k,v,o", {"method": "qlora", "precision": "bf16", "kbit_prep": False,
+                                      "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")})
+
+
+def gptoss_qlora_grid() -> list[dict[str, Any]]:
+    label, kw = GPTOSS_QLORA
+    return [{"id": f"{model} | {label} | b{b} s{seq} | {'gc' if gc else 'no-gc'}", "model": model, "method": "qlora",
+             "training": dict(kw, batch_size=b, seq_len=seq, grad_checkpointing=gc)}
+            for model in GPTOSS_SHAPES for b, seq in ((2, 256), (1, 512)) for gc in (False, True)]
+
+
 def gptoss_grid() -> list[dict[str, Any]]:
     cases = []
     for model in GPTOSS_SHAPES:
@@ -4146,7 +4163,8 @@ GRIDS = {"base": grid, "savers": saver_grid, "packing": packing_grid, "presets":
          "ssm2": ssm2_grid, "hybrid": hybrid_grid, "bamba": bamba_grid, "jamba": jamba_grid, "granite": granite_grid,
          "zamba2": zamba2_grid,
          "nemotronh": nemotronh_grid,
-         "gptoss": gptoss_grid, "classics": classics_grid, "vlm": vlm_grid, "moe": moe_grid,
+         "gptoss": gptoss_grid, "gptoss-qlora": gptoss_qlora_grid, "classics": classics_grid, "vlm": vlm_grid,
+         "moe": moe_grid,
          "llama4": llama4_grid, "vlm2": vlm2_grid, "dequant": dequant_grid,
          "unsloth": unsloth_grid, "liger": liger_grid, "axolotl-kernels": axolotl_kernels_grid,
          "qwen-vl": qwen_vl_grid, "idefics": idefics_grid,
@@ -4224,6 +4242,7 @@ TITLES = {"base": "", "savers": " (memory savers, issue 13)", "packing": " (pack
           "zamba2": " (Zamba2: Mamba-2 layers, shared attention blocks with per-invocation projectors; issue 15)",
           "nemotronh": " (Nemotron-H: Mamba-2, attention, relu2 MLP and MoE layers, one block each; issue 15)",
           "gptoss": " (gpt-oss: MoE with grouped_mm experts, attention sinks; issue 15)",
+          "gptoss-qlora": " (gpt-oss QLoRA: the attention 4-bit, the experts and router 16-bit; issue 15)",
           "classics": " (the course texts' classics: torchvision ResNets and an LSTM language model, issue 15)",
           "vlm": " (vision-language models: LLaVA-1.5, issue 15)",
           "moe": " (routed MoE on transformers 5's grouped_mm experts: Mixtral, Qwen1.5-MoE, Qwen3-MoE, "
@@ -4514,7 +4533,8 @@ def main() -> None:
     # presets, preference-free and encoders keep their own trace caches (their traces are separate work)
     cache_path = RESULTS / f"trace_cache_{args.grid}.json" \
         if args.grid in ("presets", "preference-free", "encoders", "encoders2", "deberta", "optimizers", "rl", "encdec",
-                         "ssm", "ssm2", "hybrid", "bamba", "granite", "gptoss", "classics", "vlm", "moe", "llama4",
+                         "ssm", "ssm2", "hybrid", "bamba", "granite", "gptoss", "gptoss-qlora", "classics", "vlm",
+                         "moe", "llama4",
                          "vlm2",
                          "unsloth", "liger", "axolotl-kernels",
                          "qwen-vl", "idefics", "vlm3", "ppo", "mllama", "dequant", "llama4v", "badam", "jamba",

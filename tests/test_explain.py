@@ -224,15 +224,14 @@ def test_every_section_adds_up_to_the_core(config: str) -> None:
             # the core's own refusal (peft has no default IA3 / LN tuning targets for the family, LoHa on GPT-2's
             # Conv1D): estimate raises the same one-line error (tests/test_peft_methods.py); Mamba models refuse the
             # other PEFT methods and objectives than SFT (memory/ssm.py check_run); trained token rows are modelled
-            # on causal LMs only (core/checks.py check_settings); gpt-oss refuses QLoRA (its experts are Parameters);
-            # vision-language models refuse what memory/vision.py check does not model (freeze, the other PEFT
-            # methods, loss savers, model parallelism)
+            # on causal LMs only (core/checks.py check_settings); vision-language models refuse what memory/vision.py
+            # check does not model (freeze, the other PEFT methods, loss savers, model parallelism)
             # Mamba-2 also refuses autocast precisions (memory/ssm.py _check_mamba2_run)
             assert t.method in PEFT_TABLE or (m.ssm_state_size and (t.objective != "sft" or t.method == "qlora")) \
                 or (m.ssm_head_dim and recipe_of(t).autocast) \
                 or (t.lora_trainable_tokens
                     and (m.ssm_state_size or m.decoder_layers or m.family in ENCODER_FAMILIES)) \
-                or (m.family == "gpt_oss" and t.method == "qlora") or _vision_refuses(m, run) \
+                or _vision_refuses(m, run) \
                 or _hybrid_refuses(m, run) or _llama4_refuses(m, run) \
                 or unfrozen.active(run), (m.name, config)  # --train-layers: dense decoders only (core/unfrozen.py)
             with pytest.raises(UnsupportedCombination):  # explain and estimate refuse the same runs

@@ -114,6 +114,10 @@ def check_settings(model: ModelSpec, training: TrainingSpec) -> tuple[str, ...]:
 
         check_save_on_cpu(model, training)
     check_gpt_oss(model, training)
+    if model.family == "gpt_oss" and training.method == "qlora" and training.mode == "train":
+        notes.append(GPT_OSS_QLORA_NOTE + (" With kbit prep they are fp32 (prepare_model_for_kbit_training casts every "
+                                           "16-bit parameter); --no-kbit-prep keeps them 16-bit."
+                                           if training.kbit_prep else ""))
     check_llama4(model, training)
     check_int8_mixer(model, training)
     check_int8_fp32(model, training)
@@ -195,6 +199,15 @@ def check_int8_fp32(m: ModelSpec, t: TrainingSpec) -> None:
                                      "autocast-bf16 --no-kbit-prep, or bf16; a TRL file: dtype: bfloat16)")
 
 
+# QLoRA on gpt-oss (traced: --grid gptoss-qlora): from a bf16 checkpoint bitsandbytes replaces the attention's
+# nn.Linear modules only (transformers integrations/bitsandbytes.py replace_with_bnb_linear); the published MXFP4
+# checkpoint refuses a BitsAndBytesConfig (quantizers/auto.py merge_quantization_configs: "The model is quantized with
+# Mxfp4Config but you are passing a BitsAndBytesConfig").
+GPT_OSS_QLORA_NOTE = ("gpt-oss QLoRA: bitsandbytes quantizes the attention projections only; the experts (3-D "
+                      "Parameters) and the router stay unquantized, most of the weights. Load a bf16 checkpoint: the "
+                      "published MXFP4 one refuses a BitsAndBytesConfig.")
+
+
 def check_gpt_oss(m: ModelSpec, t: TrainingSpec) -> None:
     """gpt-oss runs that vramcalc does not model (modeling_gpt_oss.py, transformers 5.24)."""
     if m.family != "gpt_oss":
@@ -207,9 +220,6 @@ def check_gpt_oss(m: ModelSpec, t: TrainingSpec) -> None:
         # when asked for them, so the run must say so rather than be counted as flash / SDPA
         raise UnsupportedCombination(f"{m.name}: gpt-oss has no SDPA or flash path in transformers' generate() "
                                      "(modeling_gpt_oss.py _supports_sdpa = False); pass --attention eager")
-    if t.method == "qlora":
-        raise UnsupportedCombination(f"{m.name}: QLoRA is not modelled for gpt-oss (bitsandbytes quantizes nn.Linear "
-                                     "only and the experts are Parameters); use --method lora")
 
 
 def check_llama4(m: ModelSpec, t: TrainingSpec) -> None:
