@@ -74,59 +74,52 @@ TT_ROWS = {"packed": 60.0, "compile": 51.0, "chunked": 42.9, "ac": 24.9, "opt_in
 # step, torch/optim/adamw.py _multi_tensor_adamw), so the step ran without full-size temporaries: fused.
 TT_BASE: dict[str, Any] = {"method": "full", "precision": "pure-bf16", "optimizer_impl": "fused", "batch_size": 2,
                            "seq_len": 4096, "packing": "packed"}
-TT_CHUNKED = {**TT_BASE, "loss": "chunked", "loss_chunks": 8}  # CEWithChunkedOutputLoss(num_output_chunks=8)
+# compile=True from the "+ Compile" row on: torchtune's per-layer compile (memory/compiled.py)
+TT_COMPILE = {**TT_BASE, "compile": True, "compile_scope": "layers"}
+TT_CHUNKED = {**TT_COMPILE, "loss": "chunked", "loss_chunks": 8}  # CEWithChunkedOutputLoss(num_output_chunks=8)
 TT_AC = {**TT_CHUNKED, "grad_checkpointing": True}  # enable_activation_checkpointing: every layer wrapped
 TT_OIB = {**TT_AC, "optimizer_in_bwd": True}  # optimizer_in_bwd: one optimizer per parameter, stepped in a hook
 TT_OFFLOAD = {**TT_OIB, "activation_offload": True}  # enable_activation_offloading (OffloadActivations)
 
-# torch.compile (compile=True from the "+ Compile" row on; recipes/full_finetune_single_device.py compiles
-# each TransformerSelfAttentionLayer and, for CEWithChunkedOutputLoss, compute_cross_entropy: the upcast and
-# cross-entropy of each chunk in one inductor graph) is not modelled: vramcalc counts eager PyTorch.
-_COMPILE = (
-    "torch.compile is on in both rows (compile=True from the '+ Compile' row on) and vramcalc models eager "
-    "PyTorch. {detail}")
+# torch.compile (compile=True from the "+ Compile" row on): recipes/full_finetune_single_device.py compiles each
+# TransformerSelfAttentionLayer and, for CEWithChunkedOutputLoss, compute_cross_entropy (training/_compile.py); the
+# un-chunked row's loss is not compiled (the recipe drops compile_loss's return value for a plain nn.Module loss):
+# --compile --compile-scope layers (memory/compiled.py) models both.
 
 PAIRS: tuple[Pair, ...] = (
+    Pair("torchtune-compile", "torch.compile per layer (--compile --compile-scope layers)", TT_SOURCE,
+         TT_ROWS["packed"], TT_ROWS["compile"], GIB, "llama-3.2-3b", TT_BASE,
+         {"compile": True, "compile_scope": "layers"},
+         mapping=("each decoder layer saves the min-cut partitioner's set (benchmarks/compiled_saved.py, measured on "
+                  "the CPU: the partition is made on the graph, before CUDA or CPU kernels), the loss stays eager",)),
     Pair("torchtune-chunked-ce", "chunked cross-entropy (--loss chunked)", TT_SOURCE, TT_ROWS["compile"],
-         TT_ROWS["chunked"], GIB, "llama-3.2-3b", TT_BASE, {"loss": "chunked", "loss_chunks": 8},
-         why=_COMPILE.format(detail=(
-             "Eager chunked CE keeps every chunk's fp32 log_softmax for backward (8,192 tokens x 128,256 x 4 B = "
-             "3.9 GiB) and upcasts one chunk at a time; the recipe compiles compute_cross_entropy "
-             "(training/_compile.py compile_loss), and inductor fuses the upcast, log_softmax and nll_loss into "
-             "kernels that save only the bf16 chunk and a per-token logsumexp, so the chunked row holds ~3.9 GiB "
-             "less than eager at the loss. The un-chunked row's loss is NOT compiled (the recipe drops "
-             "compile_loss's return value for a plain nn.Module loss), so the published difference also "
-             "contains that 3.9 GiB: eager difference + 3.9 GiB is within 20 % of 8.1 GiB.")),
+         TT_ROWS["chunked"], GIB, "llama-3.2-3b", TT_COMPILE, {"loss": "chunked", "loss_chunks": 8},
          mapping=("the un-chunked row: torchtune's model returns self.output(h).float() and the recipe "
-                  "calls CrossEntropyLoss on it, which --loss hf counts (fp32 logits, saved log_softmax)",)),
+                  "calls CrossEntropyLoss on it, eagerly, which --loss hf counts (fp32 logits, saved log_softmax)",
+                  "the chunked row: compute_cross_entropy compiled saves each chunk's 16-bit logits and a "
+                  "log-sum-exp, not the fp32 log_softmax (memory/compiled.py)")),
     Pair("torchtune-activation-checkpointing", "activation checkpointing (--grad-checkpointing)", TT_SOURCE,
-         TT_ROWS["chunked"], TT_ROWS["ac"], GIB, "llama-3.2-3b", TT_CHUNKED, {"grad_checkpointing": True},
-         why=_COMPILE.format(detail=(
-             "Checkpointing removes what every layer saves for backward; per-layer compile saves less per layer "
-             "than eager (inductor's min-cut partitioner recomputes the RMSNorm, SiLU and RoPE pointwise "
-             "intermediates instead of saving them: the '+ Compile' row is 9.0 GiB under the eager '+ Packed' "
-             "row, ours for that eager row is within 2.4 %), so the published saving is smaller than the eager "
-             "one we count."))),
+         TT_ROWS["chunked"], TT_ROWS["ac"], GIB, "llama-3.2-3b", TT_CHUNKED, {"grad_checkpointing": True}),
     Pair("torchtune-optimizer-in-backward", "optimizer step in backward (--optimizer-in-bwd)", TT_SOURCE,
          TT_ROWS["ac"], TT_ROWS["opt_in_bwd"], GIB, "llama-3.2-3b", TT_AC, {"optimizer_in_bwd": True},
-         why=_COMPILE.format(detail=(
-             "With checkpointing the before-row's peak is the end of backward (all gradients exist) and the "
-             "after-row's is the loss (no gradient buffer, the checkpointed inputs and the loss's tensors); "
-             "eager's loss holds the chunks' fp32 log_softmax (3.9 GiB) that the compiled loss does not, so "
-             "our after-row peak stays at the loss, above the end of backward, and the difference we get is "
-             "the wrong one."))),
+         why=("Both rows are close (ours 25.40 and 23.17 GiB against 24.9 and 23.1: +2.0 % and +0.3 %), but the "
+              "difference is small beside them: the before-row's 0.5 GiB over is a quarter of it. That row peaks at "
+              "the end of backward, where the tied embedding's gradient meets the head's in the engine's InputBuffer "
+              "and is summed out of place (torch/csrc/autograd/input_buffer.cpp, measured with the tracer on "
+              "transformers' layers); torchtune's TiedLinear head, called once per chunk, was not traced, and "
+              "without the sum the difference would be within 20 %.")),
     Pair("torchtune-activation-offloading", "activation offloading (--activation-offload)", TT_SOURCE,
          TT_ROWS["opt_in_bwd"], TT_ROWS["offload"], GIB, "llama-3.2-3b", TT_OIB, {"activation_offload": True},
          mapping=("what leaves the GPU is the 28 checkpointed layer inputs (2 x 4096 x 3072 x 2 B each), "
                   "which compile does not change",)),
     Pair("torchtune-8bit-adamw", "8-bit AdamW (--optimizer adamw-8bit)", TT_SOURCE,
          TT_ROWS["offload"], TT_ROWS["adamw_8bit"], GIB, "llama-3.2-3b", TT_OFFLOAD, {"optimizer": "adamw-8bit"},
-         why=_COMPILE.format(detail=(
-             "8-bit states take 2 x (2 - 1.016) B per parameter off (bitsandbytes blockwise: 1 B code + a "
-             "4 B absmax per 256; 5.9 GiB for 3.21 B parameters) wherever the peak is, but the published "
-             "difference is 4.2 GiB: the peak moves. In the 8-bit row the peak is no longer the loss moment "
-             "that eager counts but one 1.7 GiB above it under compile, which vramcalc cannot place without "
-             "modelling the compiled layers and loss.")),
+         why=("8-bit states take 2 x (2 - 1.016) B per parameter off (bitsandbytes blockwise: 1 B code + a 4 B "
+              "absmax per 256; 5.9 GiB for 3.21 B parameters) wherever the peak is; the before-row is within "
+              "0.3 % (21.86 GiB against 21.8), the 8-bit row 9.3 % under (15.97 against 17.6): that row holds "
+              "1.6 GiB at some moment vramcalc does not have. Not found: bitsandbytes' 8-bit step is in place, "
+              "and with the optimizer in backward the largest parameter's step (the tied embedding's, at the end "
+              "of backward) comes after the activations are gone."),
          mapping=("bitsandbytes AdamW8bit, states in the caching allocator: the config's PagedAdamW8bit puts "
                   "its states in cudaMallocManaged memory, which active_bytes does not count (it would take "
                   "all 12 GiB of bf16 states off the reading, not 4.2)",)),

@@ -70,8 +70,9 @@ def settings(t: TrainingSpec, family: str = "") -> dict[str, Any]:
         out["router_aux_loss"] = True
     if t.relora:  # axolotl ReLoRA restarts (memory/relora.py): shown when set
         out["relora"] = True
-    if getattr(t, "compile", False):  # torch.compile (memory/compiled.py): shown when set
+    if getattr(t, "compile", False):  # torch.compile (memory/compiled.py): shown when set, with what it wraps
         out["compile"] = True
+        out["compile_scope"] = t.compile_scope
     if getattr(t, "add_tokens", 0) or getattr(t, "vocab_multiple", 1) > 1:  # new tokens (memory/new_tokens.py)
         out.update(add_tokens=t.add_tokens, vocab_multiple=t.vocab_multiple)
     if t.target_len:  # an encoder-decoder's target (memory/seq2seq.py); decoders refuse it
@@ -164,8 +165,8 @@ def assumptions(t: TrainingSpec, family: str = "") -> str:
                                            if t.stack_set else " (every option it sets was given)"))
     if t.router_aux_loss:  # memory/router_aux.py (a config.json's output_router_logits says so in a note)
         parts.append("router aux loss")
-    if getattr(t, "compile", False):  # memory/compiled.py: the eager step as an upper bound
-        parts.append("torch.compile (inductor)")
+    if getattr(t, "compile", False):  # memory/compiled.py: per layer modelled, the whole model as the eager step
+        parts.append("torch.compile (inductor, " + ("per layer)" if t.compile_scope == "layers" else "whole model)"))
     if t.relora:  # memory/relora.py: the restart's merge is a moment of the forward phase
         parts.append("ReLoRA restarts")
     savers = _saver_settings(t)

@@ -21,6 +21,7 @@ from vramcalc.core.vocab import (
     AC_LAYOUTS,
     ADAPTER_DTYPES,
     ATTENTIONS,
+    COMPILE_SCOPES,
     DPO_HEADS,
     FP8_RECIPES,
     FSDP_STRATEGIES,
@@ -239,7 +240,11 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
     Opt("compile", bool, False, "torch.compile with inductor (transformers / axolotl torch_compile, torchtune "
-        "compile): estimated as the eager step, an upper bound; a note gives the measured gap."),
+        "compile): torchtune's per-layer compile of a Llama-like model is modelled (--compile-scope layers); "
+        "elsewhere the eager step is estimated, an upper bound, and a note gives the measured gap."),
+    Opt("compile_scope", COMPILE_SCOPES, "model", "With --compile: what is compiled: model (the whole model, loss "
+        "included: transformers' Trainer, axolotl, LLaMA-Factory) or layers (each decoder layer and the chunked "
+        "loss: torchtune compile_model / compile_loss; the torchtune stack's default)."),
     Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: with --gpu, a note gives the batch it "
         "ends at (x0.9 per OOM)."),
     Opt("router_aux_loss", bool, False, "MoE: the router's aux loss (output_router_logits): every MoE layer's "

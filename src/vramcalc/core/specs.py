@@ -20,6 +20,7 @@ from vramcalc.core.vocab import (
     ATTENTIONS,
     AXOLOTL_KERNEL_GROUPS,
     CLASSIC_FAMILIES,
+    COMPILE_SCOPES,
     ENCODER_FAMILIES,
     FSDP_STRATEGIES,
     GRAD_SYNCS,
@@ -58,6 +59,7 @@ from vramcalc.core.vocab import (
     AdapterDtype,
     Attention,
     AttentionKind,
+    CompileScope,
     DpoHead,
     Fp8Recipe,
     FsdpStrategy,
@@ -1015,8 +1017,10 @@ class TrainingSpec:
     # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
     # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
     auto_find_batch_size: bool = False
-    # torch.compile (inductor) of the model: estimated as the eager step, an upper bound (memory/compiled.py)
+    # torch.compile (inductor) (memory/compiled.py): torchtune's per-layer compile of a Llama-like model is modelled
+    # (compile_scope "layers"); elsewhere the eager step is estimated, an upper bound
     compile: bool = False
+    compile_scope: CompileScope = "model"
     kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py): hf, unsloth or unsloth:GROUPS
     packing: Packing = "none"  # packed rows (position_ids) or one padding-free row (memory/activations.py)
     # The training stack whose defaults were applied (io/stacks.py) and the options it set: no memory of
@@ -1074,7 +1078,7 @@ class TrainingSpec:
         "adapter_dtype": ADAPTER_DTYPES,
         "quant_bits": QUANT_BITS, "zero": ZERO_STAGES, "fsdp": FSDP_STRATEGIES, "offload": OFFLOADS,
         "quant_backend": QUANT_BACKENDS,
-        "grad_sync": GRAD_SYNCS, "tp_layout": TP_LAYOUTS, "ac_layout": AC_LAYOUTS,
+        "grad_sync": GRAD_SYNCS, "tp_layout": TP_LAYOUTS, "ac_layout": AC_LAYOUTS, "compile_scope": COMPILE_SCOPES,
         "weight_dtype": WEIGHT_DTYPES, "kv_dtype": KV_DTYPES, "loss": LOSSES,
         "packing": PACKINGS, "stack": STACKS, "objective": OBJECTIVES,
         "ref_model": REF_MODELS, "ref_dtype": REF_DTYPES, "ref_quant": REF_QUANTS, "reward_dtype": REF_DTYPES,

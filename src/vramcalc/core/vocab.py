@@ -64,6 +64,10 @@ GradSync = Literal["deferred", "every-micro-batch"]
 TpLayout = Literal["megatron", "hf"]
 # --ac-layout: which layers --ac-every checkpoints (torchtune: 1-based index a multiple of k; hf: 0-based)
 AcLayout = Literal["torchtune", "hf"]
+# --compile-scope: what torch.compile wraps (memory/compiled.py): the whole model (transformers' Trainer via
+# accelerate, axolotl, LLaMA-Factory) or each decoder layer and the chunked loss (torchtune compile_model,
+# compile_loss)
+CompileScope = Literal["model", "layers"]
 WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8", "gptq-int4", "awq-int4", "nf4"]
 KvDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8"]
 # FP8 training through accelerate's torchao backend (memory/fp8.py): torchao Float8Linear with its tensorwise
@@ -219,6 +223,7 @@ OFFLOADS: tuple[Offload, ...] = get_args(Offload)
 GRAD_SYNCS: tuple[GradSync, ...] = get_args(GradSync)
 TP_LAYOUTS: tuple[TpLayout, ...] = get_args(TpLayout)
 AC_LAYOUTS: tuple[AcLayout, ...] = get_args(AcLayout)
+COMPILE_SCOPES: tuple[CompileScope, ...] = get_args(CompileScope)
 TRACE_DEVICES: tuple[TraceDevice, ...] = get_args(TraceDevice)
 WEIGHT_DTYPES: tuple[WeightDtype, ...] = get_args(WeightDtype)
 KV_DTYPES: tuple[KvDtype, ...] = get_args(KvDtype)

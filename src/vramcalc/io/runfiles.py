@@ -3898,8 +3898,10 @@ def _torchtune(d: dict[str, Any], path: Path) -> Run:
     _take(d, run, "gradient_accumulation_steps", "grad_accum", int)
     _take_flag(TT, d, run, "enable_activation_checkpointing", "grad_checkpointing")
     # recipes' `compile`: each TransformerSelfAttentionLayer and the loss compiled with TORCH_COMPILE_BACKEND, inductor
-    # by default (training/_compile.py @ bd2a0fc7); --compile (memory/compiled.py)
+    # by default (training/_compile.py @ bd2a0fc7); --compile --compile-scope layers (memory/compiled.py)
     _take_flag(TT, d, run, "compile", "compile")
+    if run.options.get("compile"):
+        run.options["compile_scope"] = "layers"
     # torchtune trains every parameter, adapters included, in the `dtype` it names, with no master copy;
     # torch optimizers then keep states like the parameters (zeros_like): pure-bf16, bf16 adapters.
     # training.get_dtype(None) is fp32; absent, the recipes' configs default to bf16

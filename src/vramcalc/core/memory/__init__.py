@@ -191,7 +191,7 @@ class Breakdown:
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
     # --compile: the eager step's memory as an upper bound, with the measured gap in a note (memory/compiled.py)
-    return _compiled.annotate(_estimate_run(model, training), training)
+    return _compiled.annotate(_estimate_run(model, training), model, training)
 
 
 def _estimate_run(model: ModelSpec, training: TrainingSpec) -> Breakdown:
@@ -936,6 +936,7 @@ class _ActivationPlan:
     loss: str = "hf"
     loss_chunks: int = 8
     liger_ce: bool = False  # --loss liger-cross-entropy: hf's head and moments, and the head's own backward moment
+    loss_compiled: bool = False  # --compile per layer: the chunked loss's compute_cross_entropy compiled (compiled.py)
     norm_saved_t: int = 0  # the final norm's saved bytes per token (the rest of the head is the loss's)
     recompute_bottom: bool = False  # Mamba-2: the bottom layer's recompute moment (memory/ssm.py)
     # Bamba, full fine-tuning with checkpointing: the gradient bytes not yet made at the lowest mixer layer's rerun
@@ -1151,6 +1152,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_fn = _liger.layer_activations
     if _axolotl_kernels.active(m, t):  # axolotl's LoRA autograd functions (memory/axolotl_kernels.py)
         layer_fn = _axolotl_kernels.layer_activations
+    if _compiled.active(m, t):  # torchtune's per-layer torch.compile (memory/compiled.py): the partitioner's set
+        layer_fn = _compiled.layer_activations
     layer = layer_fn(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq
     per_layer_t = sum(x.per_token for x in layer.terms if not x.batch1_only)
@@ -1689,7 +1692,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         else "ppo" if t.objective == "ppo"
         # Liger's cross-entropy keeps transformers' head and logits: head_activations' own transients (hf's moments)
         else "hf" if t.loss == "liger-cross-entropy" else t.loss, loss_chunks=t.loss_chunks,
-        liger_ce=t.loss == "liger-cross-entropy",
+        liger_ce=t.loss == "liger-cross-entropy", loss_compiled=_compiled.active(m, t) and t.loss == "chunked",
         norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
@@ -2107,7 +2110,7 @@ def _transformer_phases(
         else:
             lb = loss_bytes(p.loss, tokens=tokens, batch=rows, seq=seq, chunks=p.loss_chunks, vocab=p.vocab,
                             hidden=p.hidden, compute=p.compute, head_grad=g_head, head_trainable=p.head_trainable,
-                            labelled=labelled, residual=p.residual, weight=p.head_weight)
+                            labelled=labelled, residual=p.residual, weight=p.head_weight, compiled=p.loss_compiled)
         head_saved = p.norm_saved_t * tokens + lb.saved + p.lora_head_t * tokens
         if p.loss in _CHUNKED_HEADS and not p.head_trainable:
             # autocast caches a weight's 16-bit cast only for a leaf that requires grad (torch autocast_mode.cpp

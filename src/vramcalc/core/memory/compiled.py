@@ -1,11 +1,14 @@
-"""torch.compile of the training step (`--compile`): the eager step's memory, as an upper bound.
+"""torch.compile of the training step (`--compile`): torchtune's per-layer compile modelled, the rest as the eager step.
 
 How the tools compile: transformers 5.24's Trainer hands TrainingArguments' torch_compile_backend / _mode to
 accelerate's TorchDynamoPlugin (trainer.py create_accelerator_and_postprocess), and accelerate's prepare_model runs
 `torch.compile(model, backend=..., mode=...)` on the whole model, the loss inside its forward (accelerator.py);
 axolotl passes its torch_compile keys on to TrainingArguments (core/builders/base.py _configure_torch_compile
 @ 067b021c); torchtune's `compile: true` compiles each TransformerSelfAttentionLayer in place and the loss
-(training/_compile.py compile_model, compile_loss @ bd2a0fc7). The optimizer step stays eager in all three.
+(training/_compile.py compile_model, compile_loss @ bd2a0fc7): for CEWithChunkedOutputLoss only
+compute_cross_entropy (one chunk's upcast and cross-entropy); another loss module is compiled into a new module that
+the recipes drop (full_finetune_single_device.py calls compile_loss without keeping its return), so it runs eagerly.
+The optimizer step stays eager in all three.
 
 What compiling changes (torch 2.13): AOTAutograd traces the joint forward-backward graph and splits it with
 min_cut_rematerialization_partition (torch/_functorch/partitioners.py): it saves the cheapest cut of the graph that
@@ -13,13 +16,30 @@ its rules allow (matmuls and random ops are never recomputed), recomputing cheap
 saving their outputs. Inductor fuses pointwise ops (their temporaries are never materialized) and frees each buffer
 after its last use, the saved tensors too (AOTAutograd's boxed calling convention clears the backward's inputs).
 
-Measured, not modelled: vramcalc's tracer cannot see a compiled step (Dynamo runs the eager function whenever a
-TorchDispatchMode is on the stack: torch/_dynamo/convert_frame.py), so benchmarks/compile_peaks.py runs real steps on
-the CPU, eager and compiled, and takes the peak of the CPU allocator's live bytes from torch.profiler's memory events
-(benchmarks/results/compile_peaks.json; docs/accuracy.md). On every toy Llama / Qwen2 step there, full and LoRA, with
-and without gradient checkpointing, fp32 and bf16, whole-model and per-layer compile, the compiled step's peak was at
-most the eager step's. The saving depends on the graph and the shapes (which pointwise chains the partitioner
-recomputes), so it is not subtracted: the estimate stays the eager step's and a note gives the measured range.
+Modelled (`--compile-scope layers`, the torchtune stack's): a Llama-like decoder layer (Llama, Mistral, Qwen2: RMSNorm,
+SDPA, SiLU-gated MLP) in full fine-tuning without autocast, and the chunked loss. The partitioner's choice is made on
+the graph, before any kernel is generated, so it is the same for inductor's C++ (CPU) and Triton (CUDA) kernels;
+benchmarks/compiled_saved.py measures it on the CPU through saved-tensor hooks (CompiledFunction.forward saves through
+ctx.save_for_backward) and tests/test_compile.py checks `layer_activations` and loss.py's `compiled_chunk_saved`
+against every row to the byte. A compiled layer saves its input, each norm's fp32 rstd and its normalized output,
+SDPA's q, k, v, output and logsumexp, a contiguous copy of the attention output (o_proj's input), and the gate, up
+and product tensors of the MLP: no fp32 copies, no normalized-before-weight copies, no SiLU output. The compiled
+compute_cross_entropy saves the chunk's 16-bit logits and two fp32 values per token (its max and log-sum-exp) in place
+of eager's fp32 log-softmax, and its fused backward writes the 16-bit gradient directly. The layer's forward
+temporaries (beyond the saved set: its output) and backward temporaries (at most two intermediate-wide gradients
+beyond what is alive at its start) are measured by the same script (the CPU allocator's peak above each phase's
+start); under checkpointing the compiled forward returns every saved tensor
+before the checkpoint's hooks drop them, so a checkpointed layer's first forward holds its whole saved set for a
+moment. What is not measured: inductor's Triton kernels' own workspace (CPU kernels have none of note), CUDA graphs.
+
+Elsewhere (whole-model compile, other families, adapters, autocast, other losses) the estimate is the eager step, an
+upper bound: benchmarks/compile_peaks.py runs real steps on the CPU, eager and compiled, and takes the peak of the
+CPU allocator's live bytes from torch.profiler's memory events (benchmarks/results/compile_peaks.json,
+docs/accuracy.md).
+On every toy Llama / Qwen2 step there, full and LoRA, with and without gradient checkpointing, fp32 and bf16,
+whole-model and per-layer compile, the compiled step's peak was at most the eager step's; a note gives the range.
+vramcalc's tracer cannot see a compiled step (Dynamo runs the eager function whenever a TorchDispatchMode is on the
+stack: torch/_dynamo/convert_frame.py), hence the CPU measurements.
 
 Not modelled, refused by the run-file readers: the CUDA-graph modes (`reduce-overhead`, `max-autotune`), whose
 cudagraph trees keep every recorded graph's outputs and intermediates in a private pool across replays
@@ -29,22 +49,118 @@ measurement puts above the eager step. Standard library only.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
+
+from vramcalc.core.memory.activations import LayerActivations, Term, fp32_math_sdpa
+from vramcalc.core.memory.activations import layer_activations as _hf_layer
+from vramcalc.core.memory.precision import RECIPES, Recipe, resolve_precision
+from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
     from vramcalc.core.memory import Breakdown
-    from vramcalc.core.specs import TrainingSpec
+    from vramcalc.core.specs import ModelSpec, TrainingSpec
 
-SOURCE = ("torch 2.13 torch/_functorch/partitioners.py min_cut_rematerialization_partition, inductor; measured: "
-          "benchmarks/compile_peaks.py")
+SOURCE = ("torch 2.13 torch/_functorch/partitioners.py min_cut_rematerialization_partition, inductor; torchtune "
+          "training/_compile.py; measured: benchmarks/compiled_saved.py, benchmarks/compile_peaks.py")
+FAMILIES = ("llama", "mistral", "qwen2")  # measured: Llama and Qwen2 layers (Mistral's is Llama's)
+LOSSES = ("hf", "chunked")  # hf: the eager loss the torchtune recipes keep; chunked: compute_cross_entropy compiled
 # The compiled step's tensor peak below the eager step's, in percent of the eager peak (weights, gradients and AdamW
 # states included), by the toy's weight dtype: the least and the most over the inductor rows (whole-model and
 # per-layer) of benchmarks/results/compile_peaks.json (tests/test_compile.py recomputes them from the file).
-GAP_RANGE_PERCENT = {"fp32": (0.0, 19.1), "bf16": (37.4, 47.7)}
+GAP_RANGE_PERCENT = {"fp32": (0.0, 19.1), "bf16": (0.0, 47.7)}
+
+
+def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
+    """Why this compiled step is not modelled but estimated as the eager step (None: it is modelled)."""
+    if t.compile_scope != "layers":
+        return ("the whole model is compiled (--compile-scope model: transformers' Trainer, axolotl, LLaMA-Factory), "
+                "whose graph the partitioner cuts across layers and the loss; modelled for torchtune's per-layer "
+                "compile (--compile-scope layers)")
+    if m.family not in FAMILIES or m.norm != "rmsnorm" or m.mlp != "gated" or m.hidden_act not in ("silu", "swish") \
+            or m.num_experts or m.dropout > 0 or m.fused_gate_up or m.alibi or m.attention_sinks:
+        return f"modelled for Llama-like layers ({', '.join(FAMILIES)}), not {m.name}'s"
+    if t.method != "full" or t.objective != "sft":
+        return "modelled for full fine-tuning with the SFT loss (peft's adapters inside a compiled layer not measured)"
+    recipe = _recipe(t)
+    if recipe.autocast or recipe.autocast16 or t.upcast_norms:
+        return "modelled without autocast (weights in the compute dtype: --precision pure-bf16, bf16 or fp32)"
+    if t.attention != "sdpa":
+        return "modelled with --attention sdpa"
+    if fp32_math_sdpa(m, t, recipe):
+        # the CPU measured its flash kernel; inductor decomposes CUDA's math path into matmuls and a softmax
+        return ("fp32 with grouped-query attention runs CUDA's math SDPA, which inductor decomposes (not measured): "
+                "modelled in 16 bits or with multi-head attention")
+    if t.loss not in LOSSES:
+        return f"modelled with --loss {' or '.join(LOSSES)}"
+    if t.kernels != "hf" or t.tp > 1 or t.pp > 1 or t.sequence_parallel or t.ac_every > 1 or t.reentrant_gc \
+            or t.ac_offload:
+        return ("modelled without other kernels, tensor / pipeline / sequence parallelism, selective, reentrant or "
+                "offloaded-input checkpointing")
+    if t.activation_offload and not t.grad_checkpointing:
+        return "modelled with activation offloading under checkpointing only (what leaves is each layer's input)"
+    return None
+
+
+def active(m: ModelSpec, t: TrainingSpec) -> bool:
+    """This step's compiled layers and loss are modelled."""
+    return t.compile and t.mode == "train" and why_not(m, t) is None
+
+
+def _recipe(t: TrainingSpec) -> Recipe:
+    return RECIPES[resolve_precision(t)]
+
+
+def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool = True,
+                      input_grad: bool = True) -> LayerActivations:
+    """One compiled decoder layer (bytes per token): what the min-cut partitioner saves (module docstring), SDPA's
+    terms as transformers' layer has them (memory/activations.py: flash / efficient kernels, the packed mask)."""
+    assert m.hidden_size is not None and m.intermediate_size is not None and m.num_attention_heads is not None
+    hf = _hf_layer(m, t, recipe, trainable_weights, input_grad)
+    c = dtype_bytes(recipe.compute)
+    h, i = m.hidden_size, m.intermediate_size
+    q_dim = m.num_attention_heads * (m.head_dim or h // m.num_attention_heads)
+    sdpa = [x for x in hf.terms if x.name.startswith("sdpa ")]
+    # Under checkpointing the layer's input is what the checkpoint keeps (counted with the kept inputs).
+    own_input = 0 if t.grad_checkpointing else c * h
+    attention = [Term("compiled: layer input", own_input),
+                 Term("compiled: attn norm rstd (fp32) + q/k/v input", 4 + c * h),
+                 *sdpa,
+                 Term("compiled: o_proj input (contiguous copy of the attention output)", c * q_dim)]
+    mlp = [Term("compiled: mlp norm rstd (fp32) + gate/up input", 4 + c * h),
+           Term("compiled: gate, up outputs and down_proj input (silu(gate) * up)", 3 * c * i)]
+    mlp_saved = sum(x.per_token for x in mlp)
+    saved = sum(x.per_token for x in attention) + mlp_saved
+    # Measured (benchmarks/compiled_saved.py: the layer's phase peaks above their starts): forward, beyond the saved
+    # set, the layer's output (and the CPU's SDPA workspace, not counted); backward, beyond what is alive at its start,
+    # at most two intermediate-wide gradients (c (H + I) at hidden 384, 2 c I at 512: inductor's buffer reuse
+    # varies with the shapes; the most measured is counted).
+    fwd = Term("compiled forward: the layer output", c * h, hf.forward_transient.per_token_seq)
+    bwd = Term("compiled backward: up to two intermediate-wide gradients", 2 * c * i,
+               hf.backward_transient.per_token_seq)
+    return replace(
+        hf, terms=(*attention, *mlp), forward_transient=fwd, backward_transient=bwd,
+        mlp_saved_per_token=mlp_saved, mlp_tail_per_token=3 * c * i, mlp_forward_per_token=c * h,
+        after_attention_per_token=mlp_saved, attention_terms=len(attention), backward_no_norm_per_token=2 * c * i,
+        # A checkpointed layer's compiled forward returns its whole saved set before the checkpoint's hooks drop it.
+        checkpointed_forward_per_token=saved - own_input + c * h if t.grad_checkpointing else 0,
+        attention_forward_per_token=0, rerun_scores_per_token_seq=0, rerun_scores_per_token=0,
+        mlp_forward_per_token_seq=0, checkpointed_backward_per_token=0, checkpointed_backward_const=0,
+        mlp_node_freed_per_token=0, mlp_node_backward_per_token=0, mlp_node_grads=0, rerun_end_per_token=0,
+        forward_unmade_per_token=0)
+
+
+def modelled_note(m: ModelSpec, t: TrainingSpec) -> str:
+    loss = ("the chunked loss's compute_cross_entropy compiled (its 16-bit logits and a log-sum-exp saved, no fp32 "
+            "log-softmax)" if t.loss == "chunked" else "the loss eager (torchtune compiles only a chunked loss)")
+    return ("approximate: --compile per layer (torchtune compile_model): each decoder layer saves what inductor's "
+            "min-cut partitioner keeps (its input, fp32 rstds, normalized inputs, q/k/v/output, gate/up/product; no "
+            f"fp32 copies), {loss}; measured on the CPU (benchmarks/compiled_saved.py, the same partition as CUDA); "
+            "Triton kernels' workspaces not counted")
 
 
 def note() -> str:
-    """The approximation `--compile` makes, in words."""
+    """The approximation `--compile` makes where it is not modelled, in words."""
     ranges = ", ".join(f"{low:.1f}-{high:.1f} % with {dtype} weights"
                        for dtype, (low, high) in GAP_RANGE_PERCENT.items())
     return ("approximate: --compile (torch.compile, inductor) is estimated as the eager step, an upper bound: on toy "
@@ -53,11 +169,10 @@ def note() -> str:
             "buffers at their last use; benchmarks/compile_peaks.py)")
 
 
-def annotate(b: Breakdown, training: TrainingSpec) -> Breakdown:
+def annotate(b: Breakdown, model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """`b` with the --compile note, once (nested estimates of the same run add it only once)."""
-    from dataclasses import replace
-
     if not training.compile:
         return b
-    text = note()
+    reason = why_not(model, training)
+    text = modelled_note(model, training) if reason is None else f"{note()}; not modelled here: {reason}"
     return b if text in b.notes else replace(b, notes=(*b.notes, text))

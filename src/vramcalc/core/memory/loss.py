@@ -79,6 +79,12 @@ LABELS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+def compiled_chunk_saved(vocab: int, compute: int) -> int:
+    """Bytes per token torchtune's compiled compute_cross_entropy saves (memory/compiled.py): the chunk's 16-bit
+    logits, its fp32 max and log-sum-exp, the int64 labels (eager: the fp32 log-softmax and the labels)."""
+    return compute * vocab + 4 + 4 + 8
+
+
 def _next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length() if n > 1 else 1
 
@@ -96,8 +102,10 @@ class LossBytes:
 
 def loss_bytes(loss: str, *, tokens: int, batch: int, seq: int, chunks: int, vocab: int, hidden: int,
                compute: int, head_grad: int, head_trainable: bool, labelled: int = 0, residual: int = 0,
-               weight: int = 0) -> LossBytes:
+               weight: int = 0, compiled: bool = False) -> LossBytes:
     """Bytes of `loss` (not `hf`) for `tokens` = batch × seq tokens; `head_grad`: the head's gradient bytes.
+
+    `compiled` (chunked only): torchtune's compile_loss compiles compute_cross_entropy (memory/compiled.py).
 
     `trl` also reads `labelled` (the scored tokens), `residual` and `weight` (bytes per element of the last
     hidden states and of the head weight): `trl_head_bytes`.
@@ -123,6 +131,13 @@ def loss_bytes(loss: str, *, tokens: int, batch: int, seq: int, chunks: int, voc
             head_bwd = head_input + waiting + 3 * head_grad + 2 * c * h * chunk_tokens
         else:
             head_bwd = head_input + c * v * tokens + head_grad + c * h * tokens
+        if compiled:
+            # The compiled chunk saves its 16-bit logits, fp32 max and log-sum-exp and labels (compiled.py, measured:
+            # benchmarks/compiled_saved.py) and fuses the upcast: nothing else in forward; its backward writes the
+            # chunk's 16-bit gradient in one kernel. The head's backward is the eager one (the logits' gradients
+            # waiting, the per-chunk weight gradients).
+            saved = (c * h if head_trainable else 0) * tokens + compiled_chunk_saved(v, c) * tokens
+            return LossBytes(saved, 0, c * v * chunk_tokens, head_bwd, False)
         return LossBytes(saved, c * v * tokens + upcast, 8 * v * chunk_tokens, head_bwd, False)
     if loss == "linear-chunked":
         n = min(chunks, seq)
