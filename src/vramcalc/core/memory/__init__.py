@@ -1704,7 +1704,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         and m.learned_position_embeddings and _activations.layernorm_saves_input(m, t, recipe) else 0,
         offload_leaf_t=residual * m.hidden_size if (t.activation_offload or t.ac_offload) and t.grad_checkpointing
         and t.method != "full" else 0,
-        offload_bwd_t=layer.backward_no_norm_per_token,
+        # (a layer that does not split its norm's backward out, Mamba's mixer: its whole backward transient; 0 left the
+        # scan's backward temporaries out of an offloaded Mamba step, found by tests/test_properties.py)
+        offload_bwd_t=layer.backward_no_norm_per_token or layer.backward_transient.per_token,
         # (measured with the tracer, --grid offload-nogc: the Qwen3-MoE toy full b1 s1024, the peak at the bottom
         # layer's q_norm backward with both layers' expert gradients and every one but q/k/v_proj's and the
         # embedding's; -4.5 % with the experts' counted late)
