@@ -117,9 +117,10 @@ PAIRS: tuple[Pair, ...] = (
          why=("8-bit states take 2 x (2 - 1.016) B per parameter off (bitsandbytes blockwise: 1 B code + a 4 B "
               "absmax per 256; 5.9 GiB for 3.21 B parameters) wherever the peak is; the before-row is within "
               "0.3 % (21.86 GiB against 21.8), the 8-bit row 9.3 % under (15.97 against 17.6): that row holds "
-              "1.6 GiB at some moment vramcalc does not have. Not found: bitsandbytes' 8-bit step is in place, "
-              "and with the optimizer in backward the largest parameter's step (the tied embedding's, at the end "
-              "of backward) comes after the activations are gone."),
+              "1.6 GiB at some moment vramcalc does not have. Not found: bitsandbytes' 8-bit step is in place; "
+              "torchao's AdamW8bit (the other optimizer torchtune's memory tutorial names) keeps 8 B per element "
+              "of the largest tensor in flight (benchmarks/torchao_step.py), which gives 16.64 GiB (-5.5 %), a "
+              "5.22 GiB difference (+24 %): closer, still outside 20 %."),
          mapping=("bitsandbytes AdamW8bit, states in the caching allocator: the config's PagedAdamW8bit puts "
                   "its states in cudaMallocManaged memory, which active_bytes does not count (it would take "
                   "all 12 GiB of bf16 states off the reading, not 4.2)",)),

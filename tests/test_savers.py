@@ -354,6 +354,22 @@ def test_torchao_adamw_states_on_mistral() -> None:
     assert bf8.optimizer_state == 2 * (p + 4 * p // 256)
 
 
+def test_torchao_step_keeps_what_the_compiled_step_kept_on_the_cpu() -> None:
+    # benchmarks/results/torchao_step.json: torchao 0.18's compiled single_param_adam, one parameter of 2^20 / 2^22
+    # elements, bf16 and fp32: the allocator's peak above the step's start, to the byte
+    from bench_module import BENCHMARKS
+    from vramcalc.core.memory.optimizer import torchao_step_bytes
+
+    rows = json.loads((BENCHMARKS / "results" / "torchao_step.json").read_text())["rows"]
+    assert len(rows) == 12
+    for row in rows:
+        assert torchao_step_bytes(row["optimizer"], row["numel"]) == row["step_peak_bytes"], row
+    # the step runs one parameter at a time: the largest one's (Mistral-7B's embedding / head, 131,072,000 elements)
+    m = presets.find_model("mistral-7b")
+    b = estimate(m, TrainingSpec(optimizer="torchao-adamw-8bit"))
+    assert b.details["temporaries.optimizer_step"] == 8 * 131_072_000 + 8 * 131_072_000 // 256
+
+
 @pytest.mark.parametrize("opt", ["torchao-adamw-8bit", "torchao-adamw-4bit", "torchao-adamw-fp8"])
 def test_torchao_states_match_the_trace(opt: str) -> None:
     pytest.importorskip("torch")

@@ -20,6 +20,7 @@ from vramcalc.core.memory import (
     Breakdown,
     axolotl_kernels,
     badam,
+    compiled,
     context_parallel,
     deberta,
     encoder,
@@ -1672,6 +1673,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         seq += extra
     n_layers = m.num_layers
     loss = _loss_of(t, b.details)
+    if loss == "chunked" and compiled.active(m, t):  # torchtune's compiled compute_cross_entropy (memory/compiled.py)
+        loss = "chunked-compiled"
     full_like = t.method in ("full", "freeze")
     if unfrozen.active(t):  # core/unfrozen.py, as memory/__init__.py _activation_plan counts the layers
         trained, outer = unfrozen.trained_layers(m, t), unfrozen.outer_modules(m, t)
@@ -1690,6 +1693,7 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
     mamba = ssm.is_ssm(m)  # Mamba's mixer and fp32 residual stream (memory/ssm.py)
     residual = 4 if mamba and m.ssm_residual_fp32 else residual_bytes(recipe)
     layer = (ssm.layer_activations if mamba else hybrid.layer_activations if hybrid.is_hybrid(m)
+             else compiled.layer_activations if compiled.active(m, t)
              else jamba.layer_activations if jamba.is_jamba(m)
              else zamba2.layer_activations if zamba2.is_zamba2(m)
              else nemotron_h.layer_activations if nemotron_h.is_nemotron_h(m)
@@ -1722,6 +1726,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
                                                                            or term.per_seq_sq)
                                 else "per token × tokens + per sequence × batch + fixed",
                                 source=f"{method_src}; memory/activations.py" if peft_term
+                                else f"{compiled.SOURCE}; memory/compiled.py" if compiled.active(m, t)
+                                and term.name.startswith("compiled")
                                 else f"{unsloth.SOURCE}; memory/unsloth.py" if unsloth.active(m, t)
                                 and unsloth.own_term(t, term.name)
                                 else f"{axolotl_kernels.SOURCE}; memory/axolotl_kernels.py"

@@ -26,6 +26,8 @@ CANDIDATES: tuple[dict[str, Any], ...] = (
     {"grad_checkpointing": True},
     {"grad_checkpointing": True, "activation_offload": True},
     {"optimizer_in_bwd": True},
+    # torchtune's per-layer torch.compile (memory/compiled.py): kept where it is modelled and lowers the peak
+    {"compile": True, "compile_scope": "layers"},
     {"optimizer": "adamw-8bit"},
     {"optimizer": "torchao-adamw-4bit"},
     # LLaMA-Factory use_muon (memory/optimizer.py muon_bytes): one state instead of AdamW's two on the 2-D matrices,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from vramcalc.core.errors import UnsupportedCombination
-from vramcalc.core.memory.optimizer import LIBRARY_OPTIMIZERS, projection_rank
+from vramcalc.core.memory.optimizer import LIBRARY_OPTIMIZERS, projection_rank, torchao_step_bytes
 from vramcalc.core.memory.precision import resolve_precision
 from vramcalc.core.specs import TrainingSpec
 
@@ -177,7 +177,9 @@ class TorchaoAdamEmulation(torch.optim.Optimizer):
 
     Quantized (numel >= 4096 and a multiple of the block): OptimState8bit.zeros / OptimState4bit.zeros /
     OptimStateFp8.zeros allocate codes, an fp32 scale per block and (8/4-bit) an fp32 quantization map
-    per state; otherwise zeros_like(p). Only the storage is reproduced.
+    per state; otherwise zeros_like(p). The compiled step itself (single_param_adam) cannot run here: each quantized
+    parameter's step allocates what the CPU measurement of it kept in flight (core/memory/optimizer.py
+    torchao_step_bytes, benchmarks/torchao_step.py) and frees it, one parameter at a time.
     """
 
     SPEC = {"torchao-adamw-8bit": (torch.uint8, 1, 256, 256), "torchao-adamw-4bit": (torch.uint8, 2, 128, 16),
@@ -186,13 +188,20 @@ class TorchaoAdamEmulation(torch.optim.Optimizer):
     def __init__(self, params: Iterable[nn.Parameter], name: str, lr: float = 1e-4) -> None:
         super().__init__(params, {"lr": lr})
         self.spec = self.SPEC[name]
+        self.name = name
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         dtype, per_byte, block, qmap = self.spec
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None or self.state[p]:
+                if p.grad is None:
+                    continue
+                if self.state[p]:
+                    step_bytes = torchao_step_bytes(self.name, p.numel())
+                    if step_bytes:  # allocated and freed: the step's in-flight buffers
+                        in_flight = torch.empty(step_bytes, dtype=torch.uint8, device=p.device)
+                        del in_flight
                     continue
                 st = self.state[p]
                 st["step"] = torch.tensor(0.0)  # a host tensor in torchao, as torch's
@@ -246,7 +255,8 @@ def make_optimizer(training: TrainingSpec, params: list[nn.Parameter],
 
     if name.startswith("torchao-"):
         notes.append(f"{name}: torchao low-bit state storage emulated (codes + fp32 block scales + quantization "
-                     "maps; parameter-dtype states for small tensors); the compiled step is not run")
+                     "maps; parameter-dtype states for small tensors); the compiled step is not run, its measured "
+                     "in-flight bytes are allocated per parameter (benchmarks/torchao_step.py)")
         return TorchaoAdamEmulation(params, name), notes
     if name in ("adamw-8bit", "paged-adamw-8bit"):
         notes.append("adamw-8bit: bitsandbytes storage emulated (uint8 states + fp32 absmax per 256; "

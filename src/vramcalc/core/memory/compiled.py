@@ -123,10 +123,10 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     sdpa = [x for x in hf.terms if x.name.startswith("sdpa ")]
     # Under checkpointing the layer's input is what the checkpoint keeps (counted with the kept inputs).
     own_input = 0 if t.grad_checkpointing else c * h
-    attention = [Term("compiled: layer input", own_input),
-                 Term("compiled: attn norm rstd (fp32) + q/k/v input", 4 + c * h),
-                 *sdpa,
-                 Term("compiled: o_proj input (contiguous copy of the attention output)", c * q_dim)]
+    attention = [Term("compiled: layer input", own_input)] if own_input else []
+    attention += [Term("compiled: attn norm rstd (fp32) + q/k/v input", 4 + c * h),
+                  *sdpa,
+                  Term("compiled: o_proj input (contiguous copy of the attention output)", c * q_dim)]
     mlp = [Term("compiled: mlp norm rstd (fp32) + gate/up input", 4 + c * h),
            Term("compiled: gate, up outputs and down_proj input (silu(gate) * up)", 3 * c * i)]
     mlp_saved = sum(x.per_token for x in mlp)

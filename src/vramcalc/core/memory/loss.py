@@ -48,6 +48,8 @@ SOURCES: dict[str, str] = {
     "hf": "transformers loss_utils.py ForCausalLMLoss: logits.float(), log_softmax (saved), nll_loss",
     "chunked": "torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss + "
                "modules/transformer.py chunked_output",
+    "chunked-compiled": "torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss with "
+                        "compute_cross_entropy compiled (training/_compile.py compile_loss; memory/compiled.py)",
     "linear-chunked": "torchtune modules/loss/cross_entropy_loss.py LinearCrossEntropyLoss (skip_output_layer)",
     "fused-linear": "liger_kernel/ops/fused_linear_cross_entropy.py fused_linear_cross_entropy_forward",
     "cut": "cut_cross_entropy/cce.py LinearCrossEntropyFunction + cce_backward.py cce_backward_kernel",
@@ -61,6 +63,11 @@ LABELS: dict[str, tuple[str, str, str, str]] = {
                 "all chunks' 16-bit logits + one chunk's fp32 upcast",
                 "one chunk's nll_loss and log_softmax fp32 gradients",
                 "head backward: waiting 16-bit logit gradients, 3 head-sized weight gradients, chunk input grads"),
+    "chunked-compiled": ("lm_head input + every chunk's 16-bit logits, fp32 max and log-sum-exp",
+                         "nothing beyond them (the upcast fused into the compiled kernel)",
+                         "one chunk's 16-bit logit gradient (one fused kernel)",
+                         "head backward: waiting 16-bit logit gradients, 3 head-sized weight gradients, chunk input "
+                         "grads"),
     "linear-chunked": ("every chunk's fp32 log_softmax output + int64 targets and nonzero() pairs (+ the "
                        "projected hidden states when the head trains)",
                        "the final hidden states + one chunk's 16-bit logits and fp32 upcast",

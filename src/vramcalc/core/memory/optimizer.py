@@ -108,8 +108,12 @@ def optimizer_bytes(
 # subclass_fp8.py): a tensor with at least 4096 elements and a multiple of the block size gets quantized
 # states, each codes (uint8; 4-bit packs two per byte; fp8 one float8 per element) + an fp32 scale per block
 # + (8-bit: 256, 4-bit: 16) fp32 quantization-map entries; any other tensor keeps zeros_like(p) states
-# (the parameter's dtype). The step is torch.compile'd per parameter (single_param_adam): the fused
-# kernels keep no full-size temporaries (assumed; the tracer cannot run torch.compile on fake tensors).
+# (the parameter's dtype). The step is torch.compile'd per parameter (single_param_adam), one parameter at a time;
+# what it keeps in flight is measured on the CPU (benchmarks/torchao_step.py: the allocator's peak above the step's
+# start, the same for bf16 and fp32 parameters): TORCHAO_STEP_BYTES per element of the parameter (8-bit: the two
+# states dequantized to fp32; 4-bit: 26) and two fp32 scales per block (the new ones). Inductor's Triton kernels may
+# fuse more on CUDA: an upper bound there (the tracer cannot run torch.compile; trace/_optim.py allocates the same).
+TORCHAO_STEP_BYTES = {"torchao-adamw-8bit": 8, "torchao-adamw-4bit": 26, "torchao-adamw-fp8": 0}
 TORCHAO_STATES: dict[str, tuple[int, int, int]] = {  # (code bits, block size, qmap entries)
     "torchao-adamw-8bit": (8, 256, 256),
     "torchao-adamw-4bit": (4, 128, 16),
@@ -133,6 +137,15 @@ def torchao_state_bytes(trainable_tensors: tuple[tuple[tuple[int, ...], int], ..
     return total
 
 
+def torchao_step_bytes(opt: str, numel: int) -> int:
+    """What torchao's compiled step of one quantized tensor of `numel` elements keeps in flight (TORCHAO_STEP_BYTES:
+    measured); a tensor with parameter-dtype states is not measured and counts none."""
+    _, block, _ = TORCHAO_STATES[opt]
+    if numel < TORCHAO_MIN_SIZE or numel % block:
+        return 0
+    return TORCHAO_STEP_BYTES[opt] * numel + 2 * 4 * (numel // block)
+
+
 def _param_bytes(recipe: Recipe, training: TrainingSpec) -> int:
     adapters = training.method in ADAPTER_DTYPE_METHODS
     return dtype_bytes(training.adapter_dtype if adapters else recipe.weight)
@@ -154,6 +167,8 @@ def _step_temporaries(opt: str, training: TrainingSpec, s: int, trainable: int, 
     elif opt in ("adafactor", "adafactor-momentum"):
         # Per tensor: fp32 copies of grad and (16-bit) param, grad**2, and the rebuilt full-size update.
         temp = (4 if recipe.weight != "fp32" else 3) * 4 * largest
+    elif opt in TORCHAO_STEP_BYTES:
+        temp = torchao_step_bytes(opt, largest)
     if recipe.master_weights:
         # DeepSpeed hands the optimizer fp32 gradients of the master copy (stage_1_and_2.py).
         temp += 4 * trainable
