@@ -8,12 +8,13 @@ torch.autograd.graph.saved_tensors_hooks (CompiledFunction.forward calls ctx.sav
 each one: this counts their distinct storages, less the weights and the shared RoPE cos / sin, the layer's input
 included (the compiled graph saves it; eager transformers saves its fp32 copy instead).
 
-Two regions, as torchtune compiles them (training/_compile.py @ v0.6.1): each decoder layer (`compile_model`:
+Three regions: two as torchtune compiles them (training/_compile.py @ v0.6.1): each decoder layer (`compile_model`:
 `layer.compile()`; here a transformers 5.24 LlamaDecoderLayer / Qwen2DecoderLayer, SDPA, one layer of a toy), and
 CEWithChunkedOutputLoss.compute_cross_entropy (`compile_loss`: `F.cross_entropy(logits.float(), labels,
-reduction="sum")` on one chunk's 16-bit logits, torchtune modules/loss/ce_chunked_output_loss.py), the eager runs
-beside them. The rows are bytes per token; core/memory/compiled.py models them and tests/test_compile.py checks the
-model against every row (and measures one case live).
+reduction="sum")` on one chunk's 16-bit logits, torchtune modules/loss/ce_chunked_output_loss.py), and the whole
+model with its loss as transformers' Trainer compiles it (accelerate's `torch.compile(model)`; bf16, untied), the
+eager runs beside them. The rows are bytes per token; core/memory/compiled.py models them and tests/test_compile.py
+checks the model against every row (and measures one case live).
 
 Each layer row also has the layer's forward and backward peaks above their starts (the CPU allocator's live bytes from
 torch.profiler's memory events, benchmarks/compile_peaks.py step_peak_bytes): forward from the input's copy on (the
@@ -48,6 +49,13 @@ LAYER_SHAPES = (
     ("qwen2", 256, 704, 4, 4, 1, 1024),
 )
 LOSS_SHAPES = ((2, 512, 4096, 8), (1, 1024, 8192, 8), (2, 256, 4096, 4))  # (batch, seq, vocab, chunks)
+# The whole model compiled (transformers' Trainer via accelerate: torch.compile(model), the loss in its forward):
+# (arch, hidden, intermediate, heads, kv heads, vocab, layers, batch, seq), bf16, untied
+MODEL_SHAPES = (
+    ("llama", 256, 704, 4, 2, 4096, 2, 2, 512),
+    ("qwen2", 256, 704, 4, 2, 4096, 2, 2, 512),
+    ("llama", 384, 1024, 4, 2, 8192, 2, 1, 1024),
+)
 
 
 def saved_bytes(run: Any, exclude: set[int]) -> int:
@@ -120,6 +128,46 @@ def layer_row(arch: str, h: int, i: int, heads: int, kv: int, batch: int, seq: i
             "checkpointed_forward_peak_per_token": checkpointed_peak / tokens}
 
 
+def model_row(arch: str, h: int, i: int, heads: int, kv: int, vocab: int, layers: int, batch: int, seq: int,
+              backend: str) -> dict[str, Any]:
+    """Bytes per token a whole bf16 causal LM saves with its loss (`model(input_ids, labels).loss`), compiled whole
+    or eager, and its forward / backward peaks above their starts."""
+    import torch
+    import transformers
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    cls = transformers.LlamaConfig if arch == "llama" else transformers.Qwen2Config
+    cfg = cls(vocab_size=vocab, hidden_size=h, intermediate_size=i, num_hidden_layers=layers,
+              num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=2048,
+              attn_implementation="sdpa", tie_word_embeddings=False)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    forward_fn = torch.compile(model, backend="inductor") if backend == "inductor" else model
+    ids = torch.randint(0, vocab, (batch, seq))
+    exclude = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    box: dict[str, Any] = {}
+
+    def run() -> Any:
+        return forward_fn(input_ids=ids, labels=ids).loss
+
+    saved_bytes(run, exclude)  # the first call compiles
+    total = saved_bytes(run, exclude)
+
+    def forward() -> None:
+        box["loss"] = run()
+
+    def backward() -> None:
+        box.pop("loss").backward()
+
+    forward_peak = step_peak_bytes(forward)
+    backward_peak = step_peak_bytes(backward)
+    tokens = batch * seq
+    return {"region": "model", "arch": arch, "hidden": h, "intermediate": i, "heads": heads, "kv_heads": kv,
+            "vocab": vocab, "layers": layers, "batch": batch, "seq": seq, "dtype": "bfloat16", "backend": backend,
+            "saved_bytes": total, "saved_per_token": total / tokens, "forward_peak_per_token": forward_peak / tokens,
+            "backward_peak_per_token": backward_peak / tokens}
+
+
 def loss_row(batch: int, seq: int, vocab: int, chunks: int, backend: str) -> dict[str, Any]:
     """Bytes per token the chunked loss saves beyond the 16-bit logit chunks it is handed (the chunks count when
     the loss saves them: the model's projections do not)."""
@@ -166,6 +214,10 @@ def main() -> None:
     for shape in LOSS_SHAPES:
         for backend in ("none", "inductor"):
             rows.append(loss_row(*shape, backend))
+            print(json.dumps(rows[-1]), flush=True)
+    for model_shape in MODEL_SHAPES:
+        for backend in ("none", "inductor"):
+            rows.append(model_row(*model_shape, backend))
             print(json.dumps(rows[-1]), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(rows, indent=1) + "\n")

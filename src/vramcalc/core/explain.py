@@ -1912,7 +1912,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         drop = m.hidden_size * tokens
         lines.append(Line("activations.shared.dropout", "embedding dropout mask",
                           f"1 B × {_n(m.hidden_size)} hidden × {tok}", drop, "hidden × tokens", "torch fused dropout"))
-    heads = encoder.head_terms if encoder.is_encoder(m) else ssm.head_terms if mamba else head_terms
+    heads = encoder.head_terms if encoder.is_encoder(m) else ssm.head_terms if mamba \
+        else compiled.head_terms if compiled.whole(m, t) else head_terms
     for term in heads(m, t, recipe, head_trainable):
         if loss != "hf" and not term.name.startswith("final norm"):
             continue  # a loss saver replaces the head's input and the log_softmax output (memory/loss.py)
@@ -1935,7 +1936,8 @@ def _transformer(m: ModelSpec, t: TrainingSpec, b: Breakdown) -> tuple[Section, 
         lines.append(Line(f"activations.head.{term.name}", term.name, f"{_n(term.per_token)} B/token × {tok}",
                           term.per_token * tokens, "bytes per token × tokens",
                           SRC_ENCODER_HEAD if encoder.is_encoder(m) else SRC_LIGER_CE
-                          if term.name.startswith("Liger") else SRC_LOSS))
+                          if term.name.startswith("Liger") else f"{compiled.SOURCE}; memory/compiled.py"
+                          if term.name.startswith("compiled") else SRC_LOSS))
     token_head_t, token_head_c = peft_methods.tied_token_head_bytes(m, t, c)
     if loss == "hf" and (token_head_t or token_head_c):  # trainable tokens on a tied model (peft_methods.py)
         lines.append(Line("activations.head.trainable_tokens", "tied lm_head: its input and the merged weight",

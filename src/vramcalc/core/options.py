@@ -240,8 +240,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
     Opt("compile", bool, False, "torch.compile with inductor (transformers / axolotl torch_compile, torchtune "
-        "compile): torchtune's per-layer compile of a Llama-like model is modelled (--compile-scope layers); "
-        "elsewhere the eager step is estimated, an upper bound, and a note gives the measured gap."),
+        "compile): modelled for a Llama-like full fine-tune without autocast, per layer (torchtune) or the whole "
+        "model in 16 bits without checkpointing; elsewhere the eager step is estimated, an upper bound, and a note "
+        "gives the measured gap."),
     Opt("compile_scope", COMPILE_SCOPES, "model", "With --compile: what is compiled: model (the whole model, loss "
         "included: transformers' Trainer, axolotl, LLaMA-Factory) or layers (each decoder layer and the chunked "
         "loss: torchtune compile_model / compile_loss; the torchtune stack's default)."),

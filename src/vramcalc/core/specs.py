@@ -1017,8 +1017,8 @@ class TrainingSpec:
     # HF Trainer auto_find_batch_size: no memory of its own (the step is the configured batch's); with a GPU, the CLI
     # also reports the batch the Trainer's OOM retries end at (core/searches.py auto_batch_size)
     auto_find_batch_size: bool = False
-    # torch.compile (inductor) (memory/compiled.py): torchtune's per-layer compile of a Llama-like model is modelled
-    # (compile_scope "layers"); elsewhere the eager step is estimated, an upper bound
+    # torch.compile (inductor) (memory/compiled.py): modelled for a Llama-like full fine-tune per layer (torchtune,
+    # compile_scope "layers") or whole (16 bits, no checkpointing); elsewhere the eager step, an upper bound
     compile: bool = False
     compile_scope: CompileScope = "model"
     kernels: Kernels = "hf"  # Unsloth's layer kernels (memory/unsloth.py): hf, unsloth or unsloth:GROUPS

@@ -1172,8 +1172,9 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         raise UnsupportedCombination(f"--loss liger-cross-entropy is modelled on transformers' decoder head "
                                      f"(memory/activations.py head_activations) without logit softcapping, not "
                                      f"{m.name}'s: use --loss hf")
+    whole_compiled = _compiled.whole(m, t)  # the head in the compiled graph too (memory/compiled.py)
     head = (_encoder.head_activations if _encoder.is_encoder(m) else _ssm.head_activations if ssm
-            else head_activations)(m, t, recipe, head_trainable)
+            else _compiled.head_activations if whole_compiled else head_activations)(m, t, recipe, head_trainable)
     if _unsloth.norm_active(m, t):  # the final norm through Fast_RMS_Layernorm (LlamaModel_fast_forward; axolotl's
         # LlamaRMSNorm class): its 16-bit input + rstd
         from dataclasses import replace as _replace
@@ -1693,7 +1694,8 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # Liger's cross-entropy keeps transformers' head and logits: head_activations' own transients (hf's moments)
         else "hf" if t.loss == "liger-cross-entropy" else t.loss, loss_chunks=t.loss_chunks,
         liger_ce=t.loss == "liger-cross-entropy", loss_compiled=_compiled.active(m, t) and t.loss == "chunked",
-        norm_saved_t=head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
+        norm_saved_t=c * m.hidden_size + 4 if whole_compiled
+        else head.saved - (c * m.hidden_size if head_trainable else 0) - 4 * m.vocab_size
         - (c * m.vocab_size if m.family == "gemma2" else 0),
         head_trainable=head_trainable, vocab=m.vocab_size, hidden=m.hidden_size, compute=c,
         ac_every=t.ac_every, ac_from_first=t.ac_layout == "hf", offload=t.activation_offload,
@@ -1810,7 +1812,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         # (the five fp32 hidden-wide tensors of an RMSNorm's backward: activations.py norm_bwd)
         **({"final_norm_saved_t": 4 * m.hidden_size, "final_norm_bwd_t": 5 * 4 * m.hidden_size}
            if t.method == "full" and m.norm == "rmsnorm" and m.final_norm and _plain_dense_decoder(m) and not liger
-           and not _unsloth.norm_active(m, t) else {}),
+           and not _unsloth.norm_active(m, t) and not whole_compiled else {}),
         # (the embedding's backward, last, writes its gradient beside the incoming one: measured with the tracer,
         # see _dense_late_gradient_bytes: one residual-stream tensor per token at embedding_dense_backward)
         end_in_t=residual * m.hidden_size if _dense_late_gradient_bytes(m, t, recipe) else 0,

@@ -1,4 +1,4 @@
-"""torch.compile of the training step (`--compile`): torchtune's per-layer compile modelled, the rest as the eager step.
+"""torch.compile of the training step (`--compile`): Llama-like layers and losses modelled, the rest as the eager step.
 
 How the tools compile: transformers 5.24's Trainer hands TrainingArguments' torch_compile_backend / _mode to
 accelerate's TorchDynamoPlugin (trainer.py create_accelerator_and_postprocess), and accelerate's prepare_model runs
@@ -32,12 +32,19 @@ start); under checkpointing the compiled forward returns every saved tensor
 before the checkpoint's hooks drop them, so a checkpointed layer's first forward holds its whole saved set for a
 moment. What is not measured: inductor's Triton kernels' own workspace (CPU kernels have none of note), CUDA graphs.
 
-Elsewhere (whole-model compile, other families, adapters, autocast, other losses) the estimate is the eager step, an
-upper bound: benchmarks/compile_peaks.py runs real steps on the CPU, eager and compiled, and takes the peak of the
-CPU allocator's live bytes from torch.profiler's memory events (benchmarks/results/compile_peaks.json,
-docs/accuracy.md).
-On every toy Llama / Qwen2 step there, full and LoRA, with and without gradient checkpointing, fp32 and bf16,
-whole-model and per-layer compile, the compiled step's peak was at most the eager step's; a note gives the range.
+Modelled too (`--compile-scope model`, the default: transformers' Trainer, axolotl, LLaMA-Factory): the whole model in
+16 bits without checkpointing or offloading, transformers' loss in the graph. Its graph saves every layer's set as
+compiled alone (measured: benchmarks/compiled_saved.py's whole-model rows) and of the head the final norm's input and
+rstd, lm_head's input, the 16-bit logits, their fp32 max and log-sum-exp and the int64 labels (`head_activations`); the
+loss's backward holds the logits' gradient in fp32. With checkpointing Dynamo splits the graph at transformers'
+checkpoints (not measured).
+
+Elsewhere (whole-model compile with checkpointing or fp32 weights, other families, adapters, autocast, other losses)
+the estimate is the eager step, an upper bound: benchmarks/compile_peaks.py runs real steps on the CPU, eager and
+compiled, and takes the peak of the CPU allocator's live bytes from torch.profiler's memory events
+(benchmarks/results/compile_peaks.json, docs/accuracy.md). On every toy Llama / Qwen2 step there, full and LoRA,
+with and without gradient checkpointing, fp32 and bf16, whole-model and per-layer compile, the compiled step's peak
+was at most the eager step's; a note gives the range.
 vramcalc's tracer cannot see a compiled step (Dynamo runs the eager function whenever a TorchDispatchMode is on the
 stack: torch/_dynamo/convert_frame.py), hence the CPU measurements.
 
@@ -52,7 +59,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from vramcalc.core.memory.activations import LayerActivations, Term, fp32_math_sdpa
+from vramcalc.core.memory.activations import HeadActivations, LayerActivations, Term, fp32_math_sdpa
 from vramcalc.core.memory.activations import layer_activations as _hf_layer
 from vramcalc.core.memory.precision import RECIPES, Recipe, resolve_precision
 from vramcalc.core.units import dtype_bytes
@@ -73,10 +80,11 @@ GAP_RANGE_PERCENT = {"fp32": (0.0, 19.1), "bf16": (0.0, 47.7)}
 
 def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
     """Why this compiled step is not modelled but estimated as the eager step (None: it is modelled)."""
-    if t.compile_scope != "layers":
-        return ("the whole model is compiled (--compile-scope model: transformers' Trainer, axolotl, LLaMA-Factory), "
-                "whose graph the partitioner cuts across layers and the loss; modelled for torchtune's per-layer "
-                "compile (--compile-scope layers)")
+    if t.compile_scope == "model" and (t.grad_checkpointing or t.activation_offload or t.loss != "hf"
+                                       or _recipe(t).compute == "fp32"):
+        return ("the whole model is compiled (--compile-scope model: transformers' Trainer, axolotl, LLaMA-Factory) "
+                "with checkpointing, offloading, another loss kernel or fp32 weights, whose graphs were not "
+                "measured; modelled in 16 bits without them, and per layer (--compile-scope layers)")
     if m.family not in FAMILIES or m.norm != "rmsnorm" or m.mlp != "gated" or m.hidden_act not in ("silu", "swish") \
             or m.num_experts or m.dropout > 0 or m.fused_gate_up or m.alibi or m.attention_sinks:
         return f"modelled for Llama-like layers ({', '.join(FAMILIES)}), not {m.name}'s"
@@ -150,7 +158,44 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
         forward_unmade_per_token=0)
 
 
+def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> HeadActivations:
+    """The whole model compiled: the final norm, lm_head and transformers' ForCausalLMLoss in the one graph (bytes per
+    token; measured with benchmarks/compiled_saved.py's whole-model rows). Saved: the norm's input and fp32 rstd, the
+    head's input, the 16-bit logits, their fp32 max and log-sum-exp, the int64 labels (shifted and padded); no fp32
+    upcast or log-softmax exists. The loss's backward writes the logits' 16-bit gradient in one fused kernel."""
+    assert m.hidden_size is not None and m.vocab_size is not None
+    h, v = m.hidden_size, m.vocab_size
+    saved = sum(x.per_token for x in head_terms(m, t, recipe, head_trainable))
+    # Backward, beyond the saved set at its start (measured, 16-bit weights: hidden 256 / 384, vocab 4,096 / 8,192):
+    # the logits' gradient in fp32 (the graph's .float() upcast's), and an fp32 hidden-wide vector
+    return HeadActivations(saved, 0, 4 * v + 4 * h + 4)
+
+
+def head_terms(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> tuple[Term, ...]:
+    """The compiled head's saved tensors, bytes per token (head_activations)."""
+    assert m.hidden_size is not None and m.vocab_size is not None
+    c = dtype_bytes(recipe.compute)
+    h, v = m.hidden_size, m.vocab_size
+    out = [Term("compiled: final norm input + fp32 rstd", c * h + 4)]
+    if head_trainable:
+        out.append(Term("compiled: lm_head input (normalized)", c * h))
+    # the int64 labels: the shifted, padded copy and the ids
+    out.append(Term("compiled: 16-bit logits, fp32 max and log-sum-exp, int64 labels", c * v + 4 + 4 + 8 + 8))
+    return tuple(out)
+
+
+def whole(m: ModelSpec, t: TrainingSpec) -> bool:
+    """The whole model compiled and modelled (its head in the graph: head_activations)."""
+    return t.compile_scope == "model" and active(m, t)
+
+
 def modelled_note(m: ModelSpec, t: TrainingSpec) -> str:
+    if t.compile_scope == "model":
+        return ("approximate: --compile of the whole model (transformers' Trainer via accelerate): each decoder layer "
+                "saves what inductor's min-cut partitioner keeps (its input, fp32 rstds, normalized inputs, "
+                "q/k/v/output, gate/up/product; no fp32 copies), the loss its 16-bit logits and a log-sum-exp (no "
+                "fp32 log-softmax); measured on the CPU (benchmarks/compiled_saved.py, the same partition as CUDA); "
+                "Triton kernels' workspaces not counted")
     loss = ("the chunked loss's compute_cross_entropy compiled (its 16-bit logits and a log-sum-exp saved, no fp32 "
             "log-softmax)" if t.loss == "chunked" else "the loss eager (torchtune compiles only a chunked loss)")
     return ("approximate: --compile per layer (torchtune compile_model): each decoder layer saves what inductor's "
