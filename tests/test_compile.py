@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench_module import BENCHMARKS, load_benchmark
+from cli_helpers import invoke
 from vramcalc.core.errors import VramcalcError
 from vramcalc.core.memory import compiled, estimate
 from vramcalc.core.memory.loss import compiled_chunk_saved
@@ -334,3 +335,15 @@ def test_a_whole_compiled_toy_step_is_the_measured_one() -> None:
         ours = estimate(model, run).tensor_peak_bytes
         measured = peaks.total_peak_bytes(row)
         assert abs(ours - measured) <= 0.01 * measured, (arch, ours, measured)
+
+
+def test_compile_scope_alone_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # --compile-scope only says what --compile compiles: given alone it would change nothing, unseen
+    code, _, err = invoke(["estimate", "llama-3.2-3b", "--compile-scope", "layers"], capsys)
+    assert code == 2 and "add --compile" in err and len(err.strip().splitlines()) == 1
+    # the torchtune stack's own compile_scope is a default for when it compiles: no error without --compile
+    code, out, _ = invoke(["estimate", "llama-3.2-3b", "--stack", "torchtune", "--method", "full"], capsys)
+    assert code == 0 and "torch.compile" not in out
+    code, out, _ = invoke(["estimate", "llama-3.2-3b", "--stack", "torchtune", "--method", "full", "--compile"],
+                          capsys)
+    assert code == 0 and "torch.compile (inductor, per layer)" in out.replace("\n", " ")

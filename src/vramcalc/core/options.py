@@ -452,6 +452,9 @@ class OptionValues:
             # training_spec takes --context as the sequence: a different --seq-len would be dropped unseen
             raise OptionError(f"--context {run['context']} and --seq-len {run['seq_len']} both set the sequence "
                               "length: give one of them")
+        if "compile_scope" in explicit and not run.get("compile"):
+            # a stack's compile_scope (torchtune's) applies when compiling; given alone it would change nothing unseen
+            raise OptionError("--compile-scope says what --compile compiles: add --compile (or drop --compile-scope)")
         stack = run.get("stack", "hf")
         preset = self.stacks(stack) if self.stacks is not None and stack != "hf" else {}
         taken = [k for k in preset if k not in explicit]
