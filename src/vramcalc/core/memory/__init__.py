@@ -190,7 +190,7 @@ class Breakdown:
 
 def estimate(model: ModelSpec, training: TrainingSpec) -> Breakdown:
     """Per-component and per-phase GPU memory of one training step of `model` under `training`."""
-    # --compile: the eager step's memory as an upper bound, with the measured gap in a note (memory/compiled.py)
+    # --compile: a note saying what is modelled, or that the eager step is an upper bound and why (memory/compiled.py)
     return _compiled.annotate(_estimate_run(model, training), model, training)
 
 
@@ -936,7 +936,7 @@ class _ActivationPlan:
     loss: str = "hf"
     loss_chunks: int = 8
     liger_ce: bool = False  # --loss liger-cross-entropy: hf's head and moments, and the head's own backward moment
-    loss_compiled: bool = False  # --compile per layer: the chunked loss's compute_cross_entropy compiled (compiled.py)
+    loss_compiled: bool = False  # --compile: the chunked loss's compute_cross_entropy compiled (memory/compiled.py)
     norm_saved_t: int = 0  # the final norm's saved bytes per token (the rest of the head is the loss's)
     recompute_bottom: bool = False  # Mamba-2: the bottom layer's recompute moment (memory/ssm.py)
     # Bamba, full fine-tuning with checkpointing: the gradient bytes not yet made at the lowest mixer layer's rerun
@@ -1152,7 +1152,7 @@ def _activation_plan(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable: i
         layer_fn = _liger.layer_activations
     if _axolotl_kernels.active(m, t):  # axolotl's LoRA autograd functions (memory/axolotl_kernels.py)
         layer_fn = _axolotl_kernels.layer_activations
-    if _compiled.active(m, t):  # torchtune's per-layer torch.compile (memory/compiled.py): the partitioner's set
+    if _compiled.active(m, t):  # torch.compile, per layer or whole (memory/compiled.py): the partitioner's set
         layer_fn = _compiled.layer_activations
     layer = layer_fn(m, t, recipe, trainable_weights=full_like)
     # layer.saved(tokens, seq) = per_layer_t * tokens + per_layer_ts * tokens * seq

@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core.memory.activations import HeadActivations, LayerActivations, Term, fp32_math_sdpa
 from vramcalc.core.memory.activations import layer_activations as _hf_layer
 from vramcalc.core.memory.precision import RECIPES, Recipe, resolve_precision
+from vramcalc.core.params import head_dim
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     hf = _hf_layer(m, t, recipe, trainable_weights, input_grad)
     c = dtype_bytes(recipe.compute)
     h, i = m.hidden_size, m.intermediate_size
-    q_dim = m.num_attention_heads * (m.head_dim or h // m.num_attention_heads)
+    q_dim = m.num_attention_heads * head_dim(m)
     sdpa = [x for x in hf.terms if x.name.startswith("sdpa ")]
     # Under checkpointing the layer's input is what the checkpoint keeps (counted with the kept inputs).
     own_input = 0 if t.grad_checkpointing else c * h
@@ -162,7 +163,7 @@ def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainab
     """The whole model compiled: the final norm, lm_head and transformers' ForCausalLMLoss in the one graph (bytes per
     token; measured with benchmarks/compiled_saved.py's whole-model rows). Saved: the norm's input and fp32 rstd, the
     head's input, the 16-bit logits, their fp32 max and log-sum-exp, the int64 labels (shifted and padded); no fp32
-    upcast or log-softmax exists. The loss's backward writes the logits' 16-bit gradient in one fused kernel."""
+    upcast or log-softmax exists. The loss's backward holds the logits' gradient in fp32 (below)."""
     assert m.hidden_size is not None and m.vocab_size is not None
     h, v = m.hidden_size, m.vocab_size
     saved = sum(x.per_token for x in head_terms(m, t, recipe, head_trainable))
