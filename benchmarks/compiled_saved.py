@@ -49,6 +49,13 @@ LAYER_SHAPES = (
     ("qwen2", 256, 704, 4, 4, 1, 1024),
 )
 LOSS_SHAPES = ((2, 512, 4096, 8), (1, 1024, 8192, 8), (2, 256, 4096, 4))  # (batch, seq, vocab, chunks)
+# LoRA per layer (torchtune's recipes compile LoRA models the same way): peft r 16, dropout 0, on a bf16 model,
+# (arch, hidden, intermediate, heads, kv heads, batch, seq, targets, adapter dtype)
+LORA_RANK = 16
+ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+LORA_SHAPES = tuple((*shape, targets, adapter) for shape in (("llama", 384, 1024, 6, 2, 2, 512),
+                                                              ("qwen2", 256, 704, 4, 4, 1, 1024))
+                    for targets in ("q_proj,v_proj", ALL_LINEAR, "o_proj,down_proj") for adapter in ("bf16", "fp32"))
 # The whole model compiled (transformers' Trainer via accelerate: torch.compile(model), the loss in its forward):
 # (arch, hidden, intermediate, heads, kv heads, vocab, layers, batch, seq), bf16, untied
 MODEL_SHAPES = (
@@ -77,8 +84,10 @@ def saved_bytes(run: Any, exclude: set[int]) -> int:
 
 
 def layer_row(arch: str, h: int, i: int, heads: int, kv: int, batch: int, seq: int, dtype_name: str,
-              backend: str) -> dict[str, Any]:
-    """Bytes per token one decoder layer saves, eager (backend none) or compiled per layer."""
+              backend: str, lora: str = "", adapter: str = "fp32") -> dict[str, Any]:
+    """Bytes per token one decoder layer saves, eager (backend none) or compiled per layer. `lora`: peft LoRA (r 16,
+    dropout 0) on these comma-separated modules, its adapters in `adapter` (fp32: peft's autocast_adapter_dtype; bf16:
+    the model's, as torchtune builds them); empty: full fine-tuning."""
     import torch
     import transformers
 
@@ -89,12 +98,19 @@ def layer_row(arch: str, h: int, i: int, heads: int, kv: int, batch: int, seq: i
     cfg = cls(vocab_size=512, hidden_size=h, intermediate_size=i, num_hidden_layers=1, num_attention_heads=heads,
               num_key_value_heads=kv, max_position_embeddings=2048, attn_implementation="sdpa")
     model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-    layer = model.get_decoder().layers[0]
+    decoder = model.get_decoder()
+    if lora:
+        import peft
+
+        model = peft.get_peft_model(model, peft.LoraConfig(r=LORA_RANK, target_modules=lora.split(","),
+                                                           lora_dropout=0.0),
+                                    autocast_adapter_dtype=adapter == "fp32")
+    layer = decoder.layers[0]
     if backend == "inductor":
         layer.compile(backend="inductor")
     x0 = torch.randn(batch, seq, h, dtype=dtype, requires_grad=True)
     pos = torch.arange(seq)[None].expand(batch, seq)
-    cos, sin = model.get_decoder().rotary_emb(x0, pos)
+    cos, sin = decoder.rotary_emb(x0, pos)
     exclude = {p.untyped_storage().data_ptr() for p in model.parameters()}
     exclude |= {t.untyped_storage().data_ptr() for t in (cos, sin)}
 
@@ -122,7 +138,8 @@ def layer_row(arch: str, h: int, i: int, heads: int, kv: int, batch: int, seq: i
     box.pop("out").backward(box["grad"])
     tokens = batch * seq
     return {"region": "layer", "arch": arch, "hidden": h, "intermediate": i, "heads": heads, "kv_heads": kv,
-            "batch": batch, "seq": seq, "dtype": dtype_name, "backend": backend, "saved_bytes": total,
+            "batch": batch, "seq": seq, "dtype": dtype_name, "backend": backend, "method": "lora" if lora else "full",
+            "lora_targets": lora, "adapter_dtype": adapter if lora else "", "saved_bytes": total,
             "saved_per_token": total / tokens, "forward_peak_per_token": forward_peak / tokens,
             "backward_peak_per_token": backward_peak / tokens,
             "checkpointed_forward_peak_per_token": checkpointed_peak / tokens}
@@ -211,6 +228,9 @@ def main() -> None:
             for backend in ("none", "inductor"):
                 rows.append(layer_row(*shape, dtype_name, backend))
                 print(json.dumps(rows[-1]), flush=True)
+    for arch, h, i, heads, kv, batch, seq, targets, adapter in LORA_SHAPES:
+        rows.append(layer_row(arch, h, i, heads, kv, batch, seq, "bfloat16", "inductor", targets, adapter))
+        print(json.dumps(rows[-1]), flush=True)
     for shape in LOSS_SHAPES:
         for backend in ("none", "inductor"):
             rows.append(loss_row(*shape, backend))

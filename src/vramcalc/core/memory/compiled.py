@@ -17,7 +17,8 @@ saving their outputs. Inductor fuses pointwise ops (their temporaries are never 
 after its last use, the saved tensors too (AOTAutograd's boxed calling convention clears the backward's inputs).
 
 Modelled (`--compile-scope layers`, the torchtune stack's): a Llama-like decoder layer (Llama, Mistral, Qwen2: RMSNorm,
-SDPA, SiLU-gated MLP) in full fine-tuning without autocast, and the chunked loss. The partitioner's choice is made on
+SDPA, SiLU-gated MLP) in full fine-tuning without autocast or with LoRA over a 16-bit model (`_lora_layer`), and the
+chunked loss. The partitioner's choice is made on
 the graph, before any kernel is generated, so it is the same for inductor's C++ (CPU) and Triton (CUDA) kernels;
 benchmarks/compiled_saved.py measures it on the CPU through saved-tensor hooks (CompiledFunction.forward saves through
 ctx.save_for_backward) and tests/test_compile.py checks `layer_activations` and loss.py's `compiled_chunk_saved`
@@ -62,7 +63,7 @@ from typing import TYPE_CHECKING
 from vramcalc.core.memory.activations import HeadActivations, LayerActivations, Term, fp32_math_sdpa
 from vramcalc.core.memory.activations import layer_activations as _hf_layer
 from vramcalc.core.memory.precision import RECIPES, Recipe, resolve_precision
-from vramcalc.core.params import head_dim
+from vramcalc.core.params import head_dim, resolve_targets
 from vramcalc.core.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -89,8 +90,12 @@ def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
     if m.family not in FAMILIES or m.norm != "rmsnorm" or m.mlp != "gated" or m.hidden_act not in ("silu", "swish") \
             or m.num_experts or m.dropout > 0 or m.fused_gate_up or m.alibi or m.attention_sinks:
         return f"modelled for Llama-like layers ({', '.join(FAMILIES)}), not {m.name}'s"
-    if t.method != "full" or t.objective != "sft":
-        return "modelled for full fine-tuning with the SFT loss (peft's adapters inside a compiled layer not measured)"
+    if t.objective != "sft" or t.method not in ("full", "lora") or (t.method == "lora" and (
+            _recipe(t).compute == "fp32" or
+            t.compile_scope == "model" or t.dora or t.lora_dropout > 0 or t.modules_to_save or t.lora_trainable_tokens
+            or t.lora_layers or any(n in ("lm_head", "embed_tokens") for n in t.lora_targets))):
+        return ("modelled for full fine-tuning and, per layer over a 16-bit model, LoRA on the decoder layers' "
+                "Linears without dropout or DoRA, with the SFT loss (the rest inside a compiled graph not measured)")
     recipe = _recipe(t)
     if recipe.autocast or recipe.autocast16 or t.upcast_norms:
         return "modelled without autocast (weights in the compute dtype: --precision pure-bf16, bf16 or fp32)"
@@ -133,30 +138,87 @@ def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_w
     # Under checkpointing the layer's input is what the checkpoint keeps (counted with the kept inputs).
     own_input = 0 if t.grad_checkpointing else c * h
     attention = [Term("compiled: layer input", own_input)] if own_input else []
+    if t.method == "lora":
+        return _lora_layer(m, t, hf, c, q_dim, sdpa, attention, own_input)
     attention += [Term("compiled: attn norm rstd (fp32) + q/k/v input", 4 + c * h),
                   *sdpa,
                   Term("compiled: o_proj input (contiguous copy of the attention output)", c * q_dim)]
     mlp = [Term("compiled: mlp norm rstd (fp32) + gate/up input", 4 + c * h),
            Term("compiled: gate, up outputs and down_proj input (silu(gate) * up)", 3 * c * i)]
-    mlp_saved = sum(x.per_token for x in mlp)
-    saved = sum(x.per_token for x in attention) + mlp_saved
     # Measured (benchmarks/compiled_saved.py: the layer's phase peaks above their starts): forward, beyond the saved
     # set, the layer's output (and the CPU's SDPA workspace, not counted); backward, beyond what is alive at its start,
     # at most two intermediate-wide gradients (c (H + I) at hidden 384, 2 c I at 512: inductor's buffer reuse
     # varies with the shapes; the most measured is counted).
-    fwd = Term("compiled forward: the layer output", c * h, hf.forward_transient.per_token_seq)
-    bwd = Term("compiled backward: up to two intermediate-wide gradients", 2 * c * i,
-               hf.backward_transient.per_token_seq)
+    return _layer(hf, attention, mlp, c * h, 2 * c * i, own_input, c * h, 3 * c * i)
+
+
+def _layer(hf: LayerActivations, attention: list[Term], mlp: list[Term], fwd_t: int, bwd_t: int, own_input: int,
+           out_t: int, mlp_tail: int) -> LayerActivations:
+    """transformers' layer `hf` with a compiled saved set and transients (bytes per token)."""
+    mlp_saved = sum(x.per_token for x in mlp)
+    saved = sum(x.per_token for x in attention) + mlp_saved
+    fwd = Term("compiled forward: the layer output and what is in flight", fwd_t, hf.forward_transient.per_token_seq)
+    bwd = Term("compiled backward: the gradients in flight", bwd_t, hf.backward_transient.per_token_seq)
     return replace(
         hf, terms=(*attention, *mlp), forward_transient=fwd, backward_transient=bwd,
-        mlp_saved_per_token=mlp_saved, mlp_tail_per_token=3 * c * i, mlp_forward_per_token=c * h,
-        after_attention_per_token=mlp_saved, attention_terms=len(attention), backward_no_norm_per_token=2 * c * i,
-        # A checkpointed layer's compiled forward returns its whole saved set before the checkpoint's hooks drop it.
-        checkpointed_forward_per_token=saved - own_input + c * h if t.grad_checkpointing else 0,
+        mlp_saved_per_token=mlp_saved, mlp_tail_per_token=mlp_tail, mlp_forward_per_token=out_t,
+        after_attention_per_token=mlp_saved, attention_terms=len(attention), backward_no_norm_per_token=bwd_t,
+        # A checkpointed layer's compiled forward returns its whole saved set before the checkpoint's hooks drop it
+        # (own_input 0: checkpointed).
+        checkpointed_forward_per_token=saved + fwd_t if not own_input else 0,
         attention_forward_per_token=0, rerun_scores_per_token_seq=0, rerun_scores_per_token=0,
         mlp_forward_per_token_seq=0, checkpointed_backward_per_token=0, checkpointed_backward_const=0,
         mlp_node_freed_per_token=0, mlp_node_backward_per_token=0, mlp_node_grads=0, rerun_end_per_token=0,
         forward_unmade_per_token=0)
+
+
+def _lora_layer(m: ModelSpec, t: TrainingSpec, hf: LayerActivations, c: int, q_dim: int, sdpa: list[Term],
+                attention: list[Term], own_input: int) -> LayerActivations:
+    """A compiled layer with peft's LoRA (dropout 0) on some of its Linears, the base frozen (measured:
+    benchmarks/compiled_saved.py's LoRA rows, to the byte). The frozen layer saves its input, the norms' fp32 rstds,
+    SDPA's terms, the MLP norm's input-side tensor and gate's and up's outputs (no weight gradient, so no matmul input
+    but the adapters'); each group of adapters reading one input saves it once in the adapter dtype (the 16-bit
+    tensor itself, or its cast): q/k/v the normalized input, gate/up the MLP's normalized input, down the product
+    silu(gate) * up, o the attention output (already saved in 16 bits; cast when the adapters are fp32); each adapter
+    its lora_B input (tokens x r, adapter dtype)."""
+    assert m.hidden_size is not None and m.intermediate_size is not None
+    h, i = m.hidden_size, m.intermediate_size
+    a = dtype_bytes(t.adapter_dtype)
+    names = {lin.module.rsplit(".", 1)[-1] for lin in resolve_targets(m, t.lora_targets)}
+
+    def group(mods: tuple[str, ...], width: int, saved_16: bool) -> int:
+        n = len(names & set(mods))
+        if not n:
+            return 0
+        cast = 0 if saved_16 and a == c else a * width  # the 16-bit tensor already saved, or the adapters' copy
+        return cast + n * a * t.lora_rank
+
+    qkv = group(("q_proj", "k_proj", "v_proj"), h, False)
+    attention += [Term("compiled: attn norm rstd (fp32)", 4), *sdpa]
+    if qkv:
+        attention.append(Term("compiled: q/k/v adapters' input and lora_B inputs", qkv))
+    o = group(("o_proj",), q_dim, True)
+    if o:
+        attention.append(Term("compiled: o_proj adapter's input (the attention output, cast if fp32) and lora_B input",
+                              o))
+    mlp = [Term("compiled: mlp norm rstd (fp32) + its input-side tensor", 4 + c * h),
+           Term("compiled: gate and up outputs", 2 * c * i)]
+    gate_up = group(("gate_proj", "up_proj"), h, False)
+    if gate_up:
+        mlp.append(Term("compiled: gate/up adapters' input and lora_B inputs", gate_up))
+    down = group(("down_proj",), i, False)
+    if down:
+        mlp.append(Term("compiled: down_proj adapter's input (silu(gate) * up) and lora_B input", down))
+    # Forward and backward beyond the saved set, fitted on the measured rows (benchmarks/compiled_saved.py, 16-bit
+    # base), each at or above all of them: forward, the output and the product silu(gate) * up in flight (a
+    # hidden-wide tensor where down's 16-bit adapter saves the product), or with gate / up adapted their adapters'
+    # paths (3 B per intermediate element in bf16, 9 with fp32 adapters, + under 128 B); backward, two
+    # intermediate-wide gradients, four with gate / up adapted and 6 B more per element with fp32 ones
+    mlp_adapted = bool(names & {"gate_proj", "up_proj"})
+    product_saved = "down_proj" in names and a == c  # down's 16-bit adapter saves the product itself: not in flight
+    fwd_t = c * h + (3 * c * i // 2 + 3 * (a - c) * i + 128 if mlp_adapted else c * h if product_saved else c * i)
+    bwd_t = 2 * c * i + (2 * c * i + 3 * (a - c) * i if mlp_adapted else 0) + 32
+    return _layer(hf, attention, mlp, fwd_t, bwd_t, own_input, c * h, 2 * c * i + down)
 
 
 def head_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, head_trainable: bool) -> HeadActivations:
