@@ -239,13 +239,9 @@ OPTIONS: tuple[Opt, ...] = (
         "checkpoint; the checkpointed layers' inputs in host RAM)."),
     Opt("optimizer_in_bwd", bool, False, "Step each parameter as its gradient lands, no full gradient buffer "
         "(torchtune optimizer_in_bwd)."),
-    Opt("compile", bool, False, "torch.compile with inductor (transformers / axolotl torch_compile, torchtune "
-        "compile): modelled for a Llama-like full fine-tune without autocast, per layer (torchtune) or the whole "
-        "model in 16 bits without checkpointing; elsewhere the eager step is estimated, an upper bound, and a note "
-        "gives the measured gap."),
-    Opt("compile_scope", COMPILE_SCOPES, "model", "With --compile: what is compiled: model (the whole model, loss "
-        "included: transformers' Trainer, axolotl, LLaMA-Factory) or layers (each decoder layer and the chunked "
-        "loss: torchtune compile_model / compile_loss; the torchtune stack's default)."),
+    Opt("compile", bool, False, "torch.compile (inductor): Llama-like layers modelled, else the eager step (an "
+        "upper bound; docs/stacks.md)."),
+    Opt("compile_scope", COMPILE_SCOPES, "model", "With --compile: model (the whole model) or layers (torchtune's)."),
     Opt("auto_find_batch_size", bool, False, "HF Trainer auto_find_batch_size: with --gpu, a note gives the batch it "
         "ends at (x0.9 per OOM)."),
     Opt("router_aux_loss", bool, False, "MoE: the router's aux loss (output_router_logits): every MoE layer's "
