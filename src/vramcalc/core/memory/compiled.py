@@ -82,8 +82,9 @@ GAP_RANGE_PERCENT = {"fp32": (0.0, 19.1), "bf16": (0.0, 47.7)}
 
 def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
     """Why this compiled step is not modelled but estimated as the eager step (None: it is modelled)."""
+    recipe = RECIPES[resolve_precision(t)]
     if t.compile_scope == "model" and (t.grad_checkpointing or t.activation_offload or t.loss != "hf"
-                                       or _recipe(t).compute == "fp32"):
+                                       or recipe.compute == "fp32"):
         return ("the whole model is compiled (--compile-scope model: transformers' Trainer, axolotl, LLaMA-Factory) "
                 "with checkpointing, offloading, another loss kernel or fp32 weights, whose graphs were not "
                 "measured; modelled in 16 bits without them, and per layer (--compile-scope layers)")
@@ -91,12 +92,11 @@ def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
             or m.num_experts or m.dropout > 0 or m.fused_gate_up or m.alibi or m.attention_sinks:
         return f"modelled for Llama-like layers ({', '.join(FAMILIES)}), not {m.name}'s"
     if t.objective != "sft" or t.method not in ("full", "lora") or (t.method == "lora" and (
-            _recipe(t).compute == "fp32" or
+            recipe.compute == "fp32" or
             t.compile_scope == "model" or t.dora or t.lora_dropout > 0 or t.modules_to_save or t.lora_trainable_tokens
             or t.lora_layers or any(n in ("lm_head", "embed_tokens") for n in t.lora_targets))):
         return ("modelled for full fine-tuning and, per layer over a 16-bit model, LoRA on the decoder layers' "
                 "Linears without dropout or DoRA, with the SFT loss (the rest inside a compiled graph not measured)")
-    recipe = _recipe(t)
     if recipe.autocast or recipe.autocast16 or t.upcast_norms:
         return "modelled without autocast (weights in the compute dtype: --precision pure-bf16, bf16 or fp32)"
     if t.attention != "sdpa":
@@ -119,10 +119,6 @@ def why_not(m: ModelSpec, t: TrainingSpec) -> str | None:
 def active(m: ModelSpec, t: TrainingSpec) -> bool:
     """This step's compiled layers and loss are modelled."""
     return t.compile and t.mode == "train" and why_not(m, t) is None
-
-
-def _recipe(t: TrainingSpec) -> Recipe:
-    return RECIPES[resolve_precision(t)]
 
 
 def layer_activations(m: ModelSpec, t: TrainingSpec, recipe: Recipe, trainable_weights: bool = True,
